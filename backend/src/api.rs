@@ -1,0 +1,93 @@
+//! The boundary between the gateway and the backend: typed requests in, encoded frames out.
+//!
+//! Invariant: the backend never touches a socket; the gateway never touches storage. Everything
+//! that crosses is one of these types, over bounded channels.
+
+use std::net::IpAddr;
+
+use bytes::Bytes;
+use ringchat_proto::v1;
+use ringchat_proto::{Body, Frame};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::store::UserId;
+
+/// Index of a gateway shard.
+pub type ShardId = u16;
+/// A connection's id, unique within its shard for the process lifetime (never reused).
+pub type ConnId = u64;
+
+/// Names one connection anywhere in the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnRef {
+    pub shard: ShardId,
+    pub conn: ConnId,
+}
+
+/// What a logged-in connection is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub user_id: UserId,
+    pub device_id: String,
+    pub platform: v1::Platform,
+}
+
+/// Outcome of a login: the reply body (`LoginOk` or `Error`) and, on success, the session.
+#[derive(Debug)]
+pub struct LoginReply {
+    pub body: Body,
+    pub session: Option<SessionInfo>,
+}
+
+/// Gateway -> backend.
+#[derive(Debug)]
+pub enum Request {
+    /// Reply body: `RegisterOk` or `Error`.
+    Register {
+        peer: IpAddr,
+        body: v1::Register,
+        reply: oneshot::Sender<Body>,
+    },
+    Login {
+        conn: ConnRef,
+        peer: IpAddr,
+        body: v1::Login,
+        reply: oneshot::Sender<LoginReply>,
+    },
+    /// A request of a logged-in session; the reply comes back as `ShardEvent::Frame`.
+    Session {
+        conn: ConnRef,
+        user_id: UserId,
+        request_id: u64,
+        body: Body,
+    },
+    /// A logged-in connection has gone.
+    Closed { conn: ConnRef, user_id: UserId },
+}
+
+/// Backend -> one shard. Frames are encoded once (length prefix included) and shared.
+#[derive(Debug)]
+pub enum ShardEvent {
+    /// One encoded frame for one connection.
+    Frame { conn: ConnId, frame: Bytes },
+    /// One encoded frame for several connections of this shard.
+    Fanout { conns: Vec<ConnId>, frame: Bytes },
+    /// Send `Kicked` and close.
+    Kick {
+        conn: ConnId,
+        reason: v1::KickReason,
+    },
+    /// Stop accepting, kick every connection with `server_shutdown`, flush, and exit.
+    Shutdown,
+}
+
+pub type RequestSender = mpsc::Sender<Request>;
+pub type ShardSender = mpsc::Sender<ShardEvent>;
+
+/// Encodes a reply once for the shard.
+pub fn encoded(request_id: u64, body: Body) -> Bytes {
+    ringchat_proto::encode_to_bytes(&Frame {
+        request_id,
+        body: Some(body),
+    })
+}

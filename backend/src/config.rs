@@ -1,0 +1,238 @@
+//! The backend's sections of the configuration file. Parsing and env overrides live in the binary;
+//! each section here knows its defaults and validates itself.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// `[backend]`: the tokio runtime that runs the services.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackendConfig {
+    /// Cores the backend's threads are pinned to; empty means not pinned.
+    pub cores: Vec<usize>,
+    /// Tokio worker threads.
+    pub worker_threads: usize,
+    /// Requests from all shards waiting for the backend, at most.
+    pub queue_requests_max: usize,
+}
+
+impl Default for BackendConfig {
+    fn default() -> Self {
+        Self {
+            cores: Vec::new(),
+            worker_threads: 1,
+            queue_requests_max: 65_536,
+        }
+    }
+}
+
+/// Durability of acknowledged writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Every commit group is fdatasync'ed before any of its acks is sent.
+    Fsync,
+    /// Written to the OS only; a machine crash loses recent acks. For benchmarks.
+    None,
+}
+
+/// `[storage]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub data_dir: PathBuf,
+    pub durability: Durability,
+    /// Writes grouped into one commit (and one fsync), at most.
+    pub commit_group_max: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./ringchat-data"),
+            durability: Durability::Fsync,
+            commit_group_max: 1024,
+        }
+    }
+}
+
+/// `[accounts]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccountsConfig {
+    /// argon2id memory cost in KiB (OWASP: 19456).
+    pub argon2_memory_kib: u32,
+    /// argon2id passes (OWASP: 2).
+    pub argon2_iterations: u32,
+    /// Password hashes computed at once; further logins wait.
+    pub hash_concurrency: usize,
+    pub password_bytes_min: usize,
+    pub password_bytes_max: usize,
+}
+
+impl Default for AccountsConfig {
+    fn default() -> Self {
+        Self {
+            argon2_memory_kib: 19_456,
+            argon2_iterations: 2,
+            hash_concurrency: 2,
+            password_bytes_min: 8,
+            password_bytes_max: 128,
+        }
+    }
+}
+
+/// `[login]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoginConfig {
+    /// Lifetime of a token issued at password login.
+    pub token_ttl_s: u64,
+    /// Failed logins per account or per address before each further attempt is delayed.
+    pub failures_free: u32,
+    /// First delay after `failures_free`; doubles with each further failure.
+    pub failure_delay_ms: u64,
+    pub failure_delay_ms_max: u64,
+    /// Failures older than this are forgotten.
+    pub failure_window_s: u64,
+    /// Accounts and addresses tracked for failures, at most.
+    pub throttle_entries_max: usize,
+    /// Sessions one user may hold at once.
+    pub devices_max: usize,
+    /// Platforms on which a new login replaces the user's older session on the same platform
+    /// ("ios", "android", "web", "desktop", "unspecified").
+    pub replace_on_platforms: Vec<String>,
+}
+
+impl Default for LoginConfig {
+    fn default() -> Self {
+        Self {
+            token_ttl_s: 30 * 24 * 3600,
+            failures_free: 5,
+            failure_delay_ms: 1_000,
+            failure_delay_ms_max: 60_000,
+            failure_window_s: 900,
+            throttle_entries_max: 100_000,
+            devices_max: 10,
+            replace_on_platforms: Vec::new(),
+        }
+    }
+}
+
+/// `[admin]`: the private HTTP listener for metrics and, later, the admin API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Empty string switches the admin listener off.
+    pub listen: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".to_owned(),
+        }
+    }
+}
+
+impl AdminConfig {
+    pub fn listen_addr(&self) -> Option<Result<SocketAddr, std::net::AddrParseError>> {
+        (!self.listen.is_empty()).then(|| self.listen.parse())
+    }
+}
+
+/// Everything the backend needs, gathered from the file's sections.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    pub backend: BackendConfig,
+    pub storage: StorageConfig,
+    pub accounts: AccountsConfig,
+    pub login: LoginConfig,
+    pub admin: AdminConfig,
+    /// Limits the gateway also announces (message size, sync page), shared by both sides.
+    pub limits: crate::limits::Limits,
+    pub server_name: String,
+}
+
+pub const PLATFORM_NAMES: [&str; 5] = ["unspecified", "ios", "android", "web", "desktop"];
+
+impl Settings {
+    /// Every problem in the backend's sections, as `key: problem` lines.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut check = |ok: bool, msg: &str| {
+            if !ok {
+                out.push(msg.to_owned());
+            }
+        };
+        check(
+            self.backend.worker_threads >= 1,
+            "backend.worker_threads: must be at least 1",
+        );
+        check(
+            self.backend.queue_requests_max >= 1,
+            "backend.queue_requests_max: must be at least 1",
+        );
+        check(
+            self.storage.commit_group_max >= 1,
+            "storage.commit_group_max: must be at least 1",
+        );
+        check(
+            !self.storage.data_dir.as_os_str().is_empty(),
+            "storage.data_dir: must not be empty",
+        );
+        check(
+            (8..=4 * 1024 * 1024).contains(&self.accounts.argon2_memory_kib),
+            "accounts.argon2_memory_kib: must be between 8 and 4194304",
+        );
+        check(
+            self.accounts.argon2_iterations >= 1,
+            "accounts.argon2_iterations: must be at least 1",
+        );
+        check(
+            self.accounts.hash_concurrency >= 1,
+            "accounts.hash_concurrency: must be at least 1",
+        );
+        check(
+            self.accounts.password_bytes_min >= 1
+                && self.accounts.password_bytes_min <= self.accounts.password_bytes_max,
+            "accounts.password_bytes_min: must be at least 1 and at most password_bytes_max",
+        );
+        check(
+            self.accounts.password_bytes_max <= 1024,
+            "accounts.password_bytes_max: must be at most 1024",
+        );
+        check(
+            self.login.token_ttl_s >= 1,
+            "login.token_ttl_s: must be at least 1",
+        );
+        check(
+            self.login.failure_delay_ms <= self.login.failure_delay_ms_max,
+            "login.failure_delay_ms: must not exceed failure_delay_ms_max",
+        );
+        check(
+            self.login.throttle_entries_max >= 1,
+            "login.throttle_entries_max: must be at least 1",
+        );
+        check(
+            self.login.devices_max >= 1,
+            "login.devices_max: must be at least 1",
+        );
+        for p in &self.login.replace_on_platforms {
+            if !PLATFORM_NAMES.contains(&p.as_str()) {
+                out.push(format!(
+                    "login.replace_on_platforms: unknown platform {p:?} (expected one of {PLATFORM_NAMES:?})"
+                ));
+            }
+        }
+        if let Some(Err(e)) = self.admin.listen_addr() {
+            out.push(format!(
+                "admin.listen: {e} (expected HOST:PORT or an empty string)"
+            ));
+        }
+        out.extend(self.limits.problems());
+        out
+    }
+}

@@ -1,0 +1,31 @@
+//! The backend's tokio runtime: its own threads, named and pinned to the configured cores.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::config::BackendConfig;
+
+pub fn build_runtime(cfg: &BackendConfig) -> std::io::Result<tokio::runtime::Runtime> {
+    let names = Arc::new(AtomicUsize::new(0));
+    let cores: Vec<core_affinity::CoreId> = cfg
+        .cores
+        .iter()
+        .map(|&id| core_affinity::CoreId { id })
+        .collect();
+    let pin_next = Arc::new(AtomicUsize::new(0));
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cfg.worker_threads)
+        .thread_name_fn(move || {
+            format!("ringchat-backend-{}", names.fetch_add(1, Ordering::Relaxed))
+        })
+        .on_thread_start(move || {
+            if !cores.is_empty() {
+                let core = cores[pin_next.fetch_add(1, Ordering::Relaxed) % cores.len()];
+                if !core_affinity::set_for_current(core) {
+                    tracing::warn!(core = core.id, "could not pin a backend thread");
+                }
+            }
+        })
+        .enable_all()
+        .build()
+}

@@ -1,0 +1,131 @@
+//! Who is online where: the registry of logged-in connections, by user.
+//!
+//! Owned by the backend behind one mutex that is never held across an `.await`.
+
+use std::collections::HashMap;
+
+use ringchat_proto::v1::Platform;
+
+use crate::api::ConnRef;
+use crate::store::UserId;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub conn: ConnRef,
+    pub device_id: String,
+    pub platform: Platform,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum OpenError {
+    TooManyDevices { devices_max: usize },
+}
+
+#[derive(Debug)]
+pub struct Sessions {
+    by_user: HashMap<UserId, Vec<Session>>,
+    devices_max: usize,
+    replace_on: Vec<Platform>,
+}
+
+impl Sessions {
+    pub fn new(devices_max: usize, replace_on: Vec<Platform>) -> Self {
+        Self {
+            by_user: HashMap::new(),
+            devices_max,
+            replace_on,
+        }
+    }
+
+    /// Registers a session. Returns the connections it replaces (same device id, or same platform
+    /// where the policy says so); the caller kicks them.
+    pub fn open(&mut self, user_id: UserId, session: Session) -> Result<Vec<ConnRef>, OpenError> {
+        let existing = self.by_user.entry(user_id).or_default();
+        let replace_platform = self.replace_on.contains(&session.platform);
+        let replaces = |old: &Session| {
+            (!session.device_id.is_empty() && old.device_id == session.device_id)
+                || (replace_platform && old.platform == session.platform)
+        };
+        let staying = existing.iter().filter(|old| !replaces(old)).count();
+        if staying >= self.devices_max {
+            if existing.is_empty() {
+                self.by_user.remove(&user_id);
+            }
+            return Err(OpenError::TooManyDevices {
+                devices_max: self.devices_max,
+            });
+        }
+        let mut replaced = Vec::new();
+        existing.retain(|old| {
+            if replaces(old) {
+                replaced.push(old.conn);
+                false
+            } else {
+                true
+            }
+        });
+        existing.push(session);
+        Ok(replaced)
+    }
+
+    pub fn close(&mut self, user_id: UserId, conn: ConnRef) {
+        if let Some(list) = self.by_user.get_mut(&user_id) {
+            list.retain(|s| s.conn != conn);
+            if list.is_empty() {
+                self.by_user.remove(&user_id);
+            }
+        }
+    }
+
+    pub fn of_user(&self, user_id: UserId) -> &[Session] {
+        self.by_user.get(&user_id).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn online_users(&self) -> usize {
+        self.by_user.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(conn: u64, device: &str, platform: Platform) -> Session {
+        Session {
+            conn: ConnRef { shard: 0, conn },
+            device_id: device.into(),
+            platform,
+        }
+    }
+
+    #[test]
+    fn devices_stay_up_to_the_limit() {
+        let mut reg = Sessions::new(2, vec![]);
+        assert_eq!(reg.open(7, s(1, "a", Platform::Ios)), Ok(vec![]));
+        assert_eq!(reg.open(7, s(2, "b", Platform::Ios)), Ok(vec![]));
+        assert_eq!(
+            reg.open(7, s(3, "c", Platform::Web)),
+            Err(OpenError::TooManyDevices { devices_max: 2 })
+        );
+        assert_eq!(reg.of_user(7).len(), 2);
+    }
+
+    #[test]
+    fn same_device_or_policy_platform_replaces() {
+        let mut reg = Sessions::new(10, vec![Platform::Android]);
+        reg.open(7, s(1, "phone", Platform::Ios)).unwrap();
+        assert_eq!(
+            reg.open(7, s(2, "phone", Platform::Ios)),
+            Ok(vec![ConnRef { shard: 0, conn: 1 }])
+        );
+        reg.open(7, s(3, "a1", Platform::Android)).unwrap();
+        assert_eq!(
+            reg.open(7, s(4, "a2", Platform::Android)),
+            Ok(vec![ConnRef { shard: 0, conn: 3 }])
+        );
+        assert_eq!(reg.of_user(7).len(), 2);
+        reg.close(7, ConnRef { shard: 0, conn: 2 });
+        reg.close(7, ConnRef { shard: 0, conn: 4 });
+        assert_eq!(reg.online_users(), 0);
+    }
+}

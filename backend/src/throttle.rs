@@ -1,0 +1,139 @@
+//! Slows down repeated failed logins per account and per address.
+//!
+//! After `failures_free` failures inside the window, each further attempt must wait a delay that
+//! doubles per failure (capped). Attempts during the delay are refused without checking the
+//! password, so guessing costs the attacker time and costs us nothing.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::config::LoginConfig;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ThrottleKey {
+    Account(String),
+    Addr(IpAddr),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    failures: u32,
+    last_failure: Instant,
+}
+
+pub struct Throttle {
+    failures_free: u32,
+    delay: Duration,
+    delay_max: Duration,
+    window: Duration,
+    entries_max: usize,
+    entries: Mutex<HashMap<ThrottleKey, Entry>>,
+}
+
+impl Throttle {
+    pub fn new(cfg: &LoginConfig) -> Self {
+        Self {
+            failures_free: cfg.failures_free,
+            delay: Duration::from_millis(cfg.failure_delay_ms),
+            delay_max: Duration::from_millis(cfg.failure_delay_ms_max),
+            window: Duration::from_secs(cfg.failure_window_s),
+            entries_max: cfg.throttle_entries_max,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// How long the caller must still wait before another attempt for `key`, if at all.
+    pub fn wait_for(&self, key: &ThrottleKey, now: Instant) -> Option<Duration> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = entries.get(key)?;
+        let ready_at = entry.last_failure + self.delay_after(entry.failures)?;
+        (ready_at > now).then(|| ready_at - now)
+    }
+
+    fn delay_after(&self, failures: u32) -> Option<Duration> {
+        let over = failures.checked_sub(self.failures_free)?;
+        if over == 0 {
+            return None;
+        }
+        let factor = 1u32 << (over - 1).min(20);
+        Some((self.delay * factor).min(self.delay_max))
+    }
+
+    pub fn record_failure(&self, key: ThrottleKey, now: Instant) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= self.entries_max && !entries.contains_key(&key) {
+            let window = self.window;
+            entries.retain(|_, e| now.duration_since(e.last_failure) < window);
+            if entries.len() >= self.entries_max {
+                // Still full of live entries: forget an arbitrary one rather than grow.
+                if let Some(victim) = entries.keys().next().cloned() {
+                    entries.remove(&victim);
+                }
+            }
+        }
+        let entry = entries.entry(key).or_insert(Entry {
+            failures: 0,
+            last_failure: now,
+        });
+        if now.duration_since(entry.last_failure) >= self.window {
+            entry.failures = 0;
+        }
+        entry.failures = entry.failures.saturating_add(1);
+        entry.last_failure = now;
+    }
+
+    pub fn record_success(&self, key: &ThrottleKey) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn throttle() -> Throttle {
+        Throttle::new(&LoginConfig {
+            failures_free: 2,
+            failure_delay_ms: 100,
+            failure_delay_ms_max: 250,
+            failure_window_s: 60,
+            throttle_entries_max: 2,
+            ..LoginConfig::default()
+        })
+    }
+
+    #[test]
+    fn delays_start_after_free_failures_and_double_up_to_the_cap() {
+        let t = throttle();
+        let k = ThrottleKey::Account("a".into());
+        let t0 = Instant::now();
+        t.record_failure(k.clone(), t0);
+        t.record_failure(k.clone(), t0);
+        assert_eq!(t.wait_for(&k, t0), None);
+        t.record_failure(k.clone(), t0);
+        assert_eq!(t.wait_for(&k, t0), Some(Duration::from_millis(100)));
+        t.record_failure(k.clone(), t0);
+        assert_eq!(t.wait_for(&k, t0), Some(Duration::from_millis(200)));
+        t.record_failure(k.clone(), t0);
+        assert_eq!(t.wait_for(&k, t0), Some(Duration::from_millis(250)));
+        assert_eq!(t.wait_for(&k, t0 + Duration::from_millis(250)), None);
+        t.record_success(&k);
+        t.record_failure(k.clone(), t0);
+        assert_eq!(t.wait_for(&k, t0), None);
+    }
+
+    #[test]
+    fn table_stays_bounded() {
+        let t = throttle();
+        let now = Instant::now();
+        for i in 0..10u8 {
+            t.record_failure(ThrottleKey::Addr(IpAddr::from([10, 0, 0, i])), now);
+        }
+        assert!(t.entries.lock().unwrap().len() <= 2);
+    }
+}

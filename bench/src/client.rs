@@ -1,0 +1,266 @@
+//! A small async client for the ringchat protocol over TCP.
+//!
+//! Replies are matched by `request_id`; frames the server sends on its own (pushes, receipts,
+//! kicks) that arrive while waiting for a reply are kept in order for `next_event`.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use bytes::BytesMut;
+use ringchat_proto::v1::{self, ErrorCode, login};
+use ringchat_proto::{Body, Frame, PROTOCOL_VERSION};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::ToSocketAddrs;
+
+/// Largest frame this client accepts from a server.
+pub const FRAME_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Default time to wait for any one reply.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Client {
+    stream: TcpStream,
+    read_buf: BytesMut,
+    write_buf: BytesMut,
+    next_request_id: u64,
+    events: VecDeque<Frame>,
+    pub reply_timeout: Duration,
+}
+
+/// An `Error` body returned by the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerError(pub v1::Error);
+
+impl ServerError {
+    pub fn code(&self) -> ErrorCode {
+        ErrorCode::try_from(self.0.code).unwrap_or(ErrorCode::Unspecified)
+    }
+}
+
+impl std::fmt::Display for ServerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code().as_str_name(), self.0.message)
+    }
+}
+
+impl std::error::Error for ServerError {}
+
+impl Client {
+    pub async fn connect(addr: impl ToSocketAddrs) -> anyhow::Result<Self> {
+        let stream = TcpStream::connect(addr).await.context("connecting")?;
+        stream.set_nodelay(true)?;
+        Ok(Self::from_stream(stream))
+    }
+
+    pub fn from_stream(stream: TcpStream) -> Self {
+        Self {
+            stream,
+            read_buf: BytesMut::with_capacity(4096),
+            write_buf: BytesMut::with_capacity(4096),
+            next_request_id: 1,
+            events: VecDeque::new(),
+            reply_timeout: REPLY_TIMEOUT,
+        }
+    }
+
+    /// Sends a frame with a fresh request id and returns the id.
+    pub async fn send(&mut self, body: Body) -> anyhow::Result<u64> {
+        let request_id = self.next_request_id;
+        self.next_request_id += 1;
+        self.send_frame(&Frame {
+            request_id,
+            body: Some(body),
+        })
+        .await?;
+        Ok(request_id)
+    }
+
+    pub async fn send_frame(&mut self, frame: &Frame) -> anyhow::Result<()> {
+        self.write_buf.clear();
+        ringchat_proto::encode(frame, &mut self.write_buf);
+        self.stream.write_all(&self.write_buf).await?;
+        Ok(())
+    }
+
+    /// Writes raw bytes, for tests of bad input.
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        self.stream.write_all(bytes).await?;
+        Ok(())
+    }
+
+    /// Next frame from the socket; `None` when the server closed the connection.
+    pub async fn recv(&mut self) -> anyhow::Result<Option<Frame>> {
+        loop {
+            if let Some(frame) = ringchat_proto::decode(&mut self.read_buf, FRAME_BYTES_MAX)? {
+                return Ok(Some(frame));
+            }
+            self.read_buf.reserve(4096);
+            let n = self.stream.read_buf(&mut self.read_buf).await?;
+            if n == 0 {
+                if self.read_buf.is_empty() {
+                    return Ok(None);
+                }
+                bail!("connection closed inside a frame");
+            }
+        }
+    }
+
+    /// Next frame, within the reply timeout.
+    pub async fn recv_timeout(&mut self) -> anyhow::Result<Option<Frame>> {
+        tokio::time::timeout(self.reply_timeout, self.recv())
+            .await
+            .map_err(|_| anyhow!("no frame within {:?}", self.reply_timeout))?
+    }
+
+    /// Sends a request and waits for the frame that answers it.
+    pub async fn request(&mut self, body: Body) -> anyhow::Result<Body> {
+        let request_id = self.send(body).await?;
+        self.reply_to(request_id).await
+    }
+
+    /// Waits for the reply to `request_id`, keeping server-initiated frames for `next_event`.
+    pub async fn reply_to(&mut self, request_id: u64) -> anyhow::Result<Body> {
+        loop {
+            let frame = self
+                .recv_timeout()
+                .await?
+                .ok_or_else(|| anyhow!("connection closed while waiting for reply {request_id}"))?;
+            if frame.request_id == request_id {
+                return frame.body.ok_or_else(|| anyhow!("reply without a body"));
+            }
+            if let Some(Body::Kicked(k)) = &frame.body {
+                bail!("kicked while waiting for reply: {k:?}");
+            }
+            self.events.push_back(frame);
+        }
+    }
+
+    /// The next frame the server sent on its own initiative (request id 0 or unmatched).
+    pub async fn next_event(&mut self) -> anyhow::Result<Option<Frame>> {
+        if let Some(frame) = self.events.pop_front() {
+            return Ok(Some(frame));
+        }
+        self.recv_timeout().await
+    }
+
+    /// Frames already received but not yet taken.
+    pub fn pending_events(&self) -> usize {
+        self.events.len()
+    }
+
+    pub async fn hello(&mut self) -> anyhow::Result<v1::HelloOk> {
+        match self
+            .request(Body::Hello(v1::Hello {
+                protocol_version: PROTOCOL_VERSION,
+                client_name: "ringchat-bench".into(),
+            }))
+            .await?
+        {
+            Body::HelloOk(ok) => Ok(ok),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn register(
+        &mut self,
+        username: &str,
+        password: &str,
+    ) -> anyhow::Result<Result<u64, ServerError>> {
+        let body = self
+            .request(Body::Register(v1::Register {
+                username: username.into(),
+                password: password.into(),
+                email: String::new(),
+            }))
+            .await?;
+        match body {
+            Body::RegisterOk(ok) => Ok(Ok(ok.user_id)),
+            Body::Error(e) => Ok(Err(ServerError(e))),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn login(
+        &mut self,
+        login: v1::Login,
+    ) -> anyhow::Result<Result<v1::LoginOk, ServerError>> {
+        match self.request(Body::Login(login)).await? {
+            Body::LoginOk(ok) => Ok(Ok(ok)),
+            Body::Error(e) => Ok(Err(ServerError(e))),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn login_password(
+        &mut self,
+        username: &str,
+        password: &str,
+        device_id: &str,
+    ) -> anyhow::Result<Result<v1::LoginOk, ServerError>> {
+        self.login(password_login(username, password, device_id))
+            .await
+    }
+
+    pub async fn login_token(
+        &mut self,
+        user_id: u64,
+        token: &str,
+        device_id: &str,
+    ) -> anyhow::Result<Result<v1::LoginOk, ServerError>> {
+        self.login(v1::Login {
+            account: Some(login::Account::UserId(user_id)),
+            credential: Some(login::Credential::Token(token.into())),
+            device_id: device_id.into(),
+            platform: v1::Platform::Desktop as i32,
+        })
+        .await
+    }
+
+    pub async fn ping(&mut self) -> anyhow::Result<v1::Pong> {
+        match self
+            .request(Body::Ping(v1::Ping { client_time_ms: 1 }))
+            .await?
+        {
+            Body::Pong(p) => Ok(p),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Hello, register (if the name is new) and log in with the password.
+    pub async fn signup(
+        addr: impl ToSocketAddrs,
+        username: &str,
+        password: &str,
+        device_id: &str,
+    ) -> anyhow::Result<(Self, v1::LoginOk)> {
+        let mut c = Self::connect(addr).await?;
+        c.hello().await?;
+        match c.register(username, password).await? {
+            Ok(_) => {}
+            Err(e) if e.code() == ErrorCode::UsernameTaken => {}
+            Err(e) => bail!("register {username}: {e}"),
+        }
+        let ok = c
+            .login_password(username, password, device_id)
+            .await?
+            .map_err(|e| anyhow!("login {username}: {e}"))?;
+        Ok((c, ok))
+    }
+}
+
+pub fn password_login(username: &str, password: &str, device_id: &str) -> v1::Login {
+    v1::Login {
+        account: Some(login::Account::Username(username.into())),
+        credential: Some(login::Credential::Password(password.into())),
+        device_id: device_id.into(),
+        platform: v1::Platform::Desktop as i32,
+    }
+}
+
+fn unexpected(body: Body) -> anyhow::Error {
+    match body {
+        Body::Error(e) => anyhow!("server error: {}", ServerError(e)),
+        other => anyhow!("unexpected reply: {}", ringchat_proto::body_name(&other)),
+    }
+}

@@ -1,0 +1,430 @@
+//! The configuration file: one TOML file, `RINGCHAT_<SECTION>__<KEY>` environment overrides,
+//! unknown keys rejected, and every problem reported at once.
+
+use std::net::SocketAddr;
+
+use ringchat_backend::config::{
+    AccountsConfig, AdminConfig, BackendConfig, LoginConfig, Settings, StorageConfig,
+};
+use ringchat_backend::limits::Limits;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use toml::{Table, Value};
+
+/// Prefix of environment overrides; `__` separates the section from the key.
+pub const ENV_PREFIX: &str = "RINGCHAT_";
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub gateway: GatewayConfig,
+    pub backend: BackendConfig,
+    pub storage: StorageConfig,
+    pub accounts: AccountsConfig,
+    pub login: LoginConfig,
+    pub limits: Limits,
+    pub admin: AdminConfig,
+}
+
+/// Which I/O driver the shards run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Driver {
+    /// io_uring, or epoll where io_uring cannot start (blocked by seccomp, old kernel, memlock).
+    Auto,
+    IoUring,
+    Epoll,
+}
+
+/// `"auto"` or a list of core ids.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Cores {
+    Named(String),
+    List(Vec<usize>),
+}
+
+/// `[gateway]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    pub server_name: String,
+    /// Client TCP listener (length-prefixed frames).
+    pub tcp_listen: String,
+    /// One shard per listed core, pinned to it; `"auto"`: one per online core not given to the backend.
+    pub cores: Cores,
+    pub driver: Driver,
+    /// io_uring submission queue entries per shard.
+    pub io_uring_entries: u32,
+    /// Time from accept to a successful login.
+    pub handshake_timeout_ms: u64,
+    /// Announced to clients: how often they should ping.
+    pub heartbeat_interval_ms: u64,
+    /// A connection that sends nothing for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// Frames queued for one connection; past it the connection is kicked as a slow consumer.
+    pub outbound_frames_max: usize,
+    pub conns_per_shard_max: usize,
+    /// Events (replies, pushes) waiting for one shard.
+    pub queue_events_max: usize,
+    /// Size of the pooled read buffers.
+    pub read_buffer_bytes: usize,
+    /// Pooled buffers kept per shard when idle.
+    pub pool_buffers_max: usize,
+    /// How long shutdown waits for clients to be told and flushed.
+    pub shutdown_timeout_ms: u64,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            server_name: "ringchat".to_owned(),
+            tcp_listen: "0.0.0.0:7000".to_owned(),
+            cores: Cores::Named("auto".to_owned()),
+            driver: Driver::Auto,
+            io_uring_entries: 1024,
+            handshake_timeout_ms: 10_000,
+            heartbeat_interval_ms: 30_000,
+            idle_timeout_ms: 60_000,
+            outbound_frames_max: 4096,
+            conns_per_shard_max: 500_000,
+            queue_events_max: 65_536,
+            read_buffer_bytes: 16 * 1024,
+            pool_buffers_max: 256,
+            shutdown_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path` (or nothing: all defaults), applies environment overrides, and returns the
+    /// config or every problem found.
+    pub fn load(
+        path: Option<&std::path::Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, Vec<String>> {
+        let text = match path {
+            None => String::new(),
+            Some(p) => std::fs::read_to_string(p)
+                .map_err(|e| vec![format!("{}: cannot read: {e}", p.display())])?,
+        };
+        Self::parse(&text, env)
+    }
+
+    pub fn parse(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, Vec<String>> {
+        let mut table: Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| vec![format!("not valid TOML: {e}")])?;
+        let mut problems = Vec::new();
+        apply_env_overrides(&mut table, env, &mut problems);
+        let defaults = Value::try_from(Config::default()).expect("defaults serialise");
+        unknown_keys(
+            &table,
+            defaults.as_table().expect("a table"),
+            "",
+            &mut problems,
+        );
+        let config = Config {
+            gateway: section(&table, "gateway", &mut problems),
+            backend: section(&table, "backend", &mut problems),
+            storage: section(&table, "storage", &mut problems),
+            accounts: section(&table, "accounts", &mut problems),
+            login: section(&table, "login", &mut problems),
+            limits: section(&table, "limits", &mut problems),
+            admin: section(&table, "admin", &mut problems),
+        };
+        if problems.is_empty() {
+            problems.extend(config.problems());
+        }
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// Problems in values that parsed but do not make sense together.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = self.gateway.problems();
+        out.extend(self.backend_settings().problems());
+        let online = online_cores();
+        for &core in &self.backend.cores {
+            if !online.contains(&core) {
+                out.push(format!(
+                    "backend.cores: core {core} is not online (online: {online:?})"
+                ));
+            }
+        }
+        if let Cores::List(list) = &self.gateway.cores {
+            for &core in list {
+                if !online.contains(&core) {
+                    out.push(format!(
+                        "gateway.cores: core {core} is not online (online: {online:?})"
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    pub fn backend_settings(&self) -> Settings {
+        Settings {
+            backend: self.backend.clone(),
+            storage: self.storage.clone(),
+            accounts: self.accounts.clone(),
+            login: self.login.clone(),
+            admin: self.admin.clone(),
+            limits: self.limits.clone(),
+            server_name: self.gateway.server_name.clone(),
+        }
+    }
+
+    /// The cores the shards run on, one shard each.
+    pub fn shard_cores(&self) -> Vec<usize> {
+        match &self.gateway.cores {
+            Cores::List(list) => list.clone(),
+            Cores::Named(_) => {
+                let online = online_cores();
+                let free: Vec<usize> = online
+                    .iter()
+                    .copied()
+                    .filter(|c| !self.backend.cores.contains(c))
+                    .collect();
+                if free.is_empty() { online } else { free }
+            }
+        }
+    }
+}
+
+impl GatewayConfig {
+    pub fn tcp_listen_addr(&self) -> Result<SocketAddr, String> {
+        self.tcp_listen
+            .parse()
+            .map_err(|e| format!("gateway.tcp_listen: {e} (expected HOST:PORT)"))
+    }
+
+    fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Err(e) = self.tcp_listen_addr() {
+            out.push(e);
+        }
+        match &self.cores {
+            Cores::Named(name) if name != "auto" => out.push(format!(
+                "gateway.cores: {name:?} is neither \"auto\" nor a list of core ids"
+            )),
+            Cores::List(list) if list.is_empty() => {
+                out.push("gateway.cores: the list is empty".to_owned());
+            }
+            Cores::List(list) => {
+                let mut sorted = list.clone();
+                sorted.sort_unstable();
+                sorted.dedup();
+                if sorted.len() != list.len() {
+                    out.push("gateway.cores: a core is listed twice".to_owned());
+                }
+            }
+            Cores::Named(_) => {}
+        }
+        let mut positive = |v: u64, key: &str| {
+            if v == 0 {
+                out.push(format!("gateway.{key}: must be at least 1"));
+            }
+        };
+        positive(self.handshake_timeout_ms, "handshake_timeout_ms");
+        positive(self.heartbeat_interval_ms, "heartbeat_interval_ms");
+        positive(self.idle_timeout_ms, "idle_timeout_ms");
+        positive(self.outbound_frames_max as u64, "outbound_frames_max");
+        positive(self.conns_per_shard_max as u64, "conns_per_shard_max");
+        positive(self.queue_events_max as u64, "queue_events_max");
+        positive(self.shutdown_timeout_ms, "shutdown_timeout_ms");
+        if self.heartbeat_interval_ms >= self.idle_timeout_ms {
+            out.push(
+                "gateway.heartbeat_interval_ms: must be below idle_timeout_ms, or idle clients that ping on time get closed"
+                    .to_owned(),
+            );
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&self.read_buffer_bytes) {
+            out.push("gateway.read_buffer_bytes: must be between 1024 and 16777216".to_owned());
+        }
+        if !(8..=32_768).contains(&self.io_uring_entries)
+            || !self.io_uring_entries.is_power_of_two()
+        {
+            out.push(
+                "gateway.io_uring_entries: must be a power of two between 8 and 32768".to_owned(),
+            );
+        }
+        out
+    }
+}
+
+pub fn online_cores() -> Vec<usize> {
+    core_affinity::get_core_ids()
+        .map(|ids| ids.into_iter().map(|c| c.id).collect())
+        .unwrap_or_else(|| vec![0])
+}
+
+/// Deserialises one section; a bad value is reported per key so that every one shows up.
+fn section<T: DeserializeOwned + Default>(
+    table: &Table,
+    name: &str,
+    problems: &mut Vec<String>,
+) -> T {
+    let Some(value) = table.get(name) else {
+        return T::default();
+    };
+    let Some(section) = value.as_table() else {
+        problems.push(format!("{name}: must be a table ([{name}])"));
+        return T::default();
+    };
+    match T::deserialize(Value::Table(section.clone())) {
+        Ok(parsed) => parsed,
+        Err(_) => {
+            // Find each offending key on its own: every other key keeps its default.
+            for (key, v) in section {
+                let mut alone = Table::new();
+                alone.insert(key.clone(), v.clone());
+                if let Err(e) = T::deserialize(Value::Table(alone)) {
+                    let e = e.to_string();
+                    if !e.contains("unknown field") {
+                        problems.push(format!("{name}.{key}: {}", e.trim()));
+                    }
+                }
+            }
+            T::default()
+        }
+    }
+}
+
+fn unknown_keys(table: &Table, known: &Table, prefix: &str, problems: &mut Vec<String>) {
+    for (key, value) in table {
+        let path = format!("{prefix}{key}");
+        match known.get(key) {
+            None => problems.push(format!("{path}: unknown key")),
+            Some(Value::Table(known_inner)) => {
+                if let Value::Table(inner) = value {
+                    unknown_keys(inner, known_inner, &format!("{path}."), problems);
+                }
+            }
+            Some(_) => {}
+        }
+    }
+}
+
+/// `RINGCHAT_GATEWAY__TCP_LISTEN=127.0.0.1:7000` sets `gateway.tcp_listen`. A value that parses as
+/// a TOML value (number, boolean, array) is taken as that, anything else as a string.
+fn apply_env_overrides(
+    table: &mut Table,
+    env: impl IntoIterator<Item = (String, String)>,
+    problems: &mut Vec<String>,
+) {
+    for (name, raw) in env {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let Some((section, key)) = rest.split_once("__") else {
+            continue;
+        };
+        let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+        let value = format!("v = {raw}")
+            .parse::<Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or(Value::String(raw));
+        match table
+            .entry(section.clone())
+            .or_insert_with(|| Value::Table(Table::new()))
+        {
+            Value::Table(t) => {
+                t.insert(key, value);
+            }
+            _ => problems.push(format!("{name}: [{section}] is not a table in the file")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env() -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        let c = Config::parse("", no_env()).unwrap();
+        assert_eq!(c.gateway.tcp_listen, "0.0.0.0:7000");
+        assert_eq!(c.admin.listen, "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn the_example_file_parses() {
+        let text = include_str!("../../ringchat.example.toml");
+        Config::parse(text, no_env()).unwrap();
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let text = r#"
+            colour = "blue"
+            [gateway]
+            tcp_listen = "nowhere"
+            idle_timeout_ms = "soon"
+            bogus = 1
+            [storage]
+            durability = "sometimes"
+            [limits]
+            sync_page_max = 0
+        "#;
+        let problems = Config::parse(text, no_env()).unwrap_err();
+        let all = problems.join("\n");
+        assert!(all.contains("colour: unknown key"), "{all}");
+        assert!(all.contains("gateway.bogus: unknown key"), "{all}");
+        assert!(all.contains("gateway.idle_timeout_ms"), "{all}");
+        assert!(all.contains("storage.durability"), "{all}");
+        assert_eq!(problems.len(), 4, "{all}");
+    }
+
+    #[test]
+    fn semantic_problems_are_listed_together() {
+        let text = r#"
+            [gateway]
+            tcp_listen = "nowhere"
+            cores = "some"
+            [limits]
+            sync_page_max = 0
+        "#;
+        let problems = Config::parse(text, no_env()).unwrap_err();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+    }
+
+    #[test]
+    fn env_overrides_win_over_the_file() {
+        let env = vec![
+            (
+                "RINGCHAT_GATEWAY__TCP_LISTEN".to_owned(),
+                "127.0.0.1:9".to_owned(),
+            ),
+            ("RINGCHAT_GATEWAY__CORES".to_owned(), "[0]".to_owned()),
+            ("RINGCHAT_STORAGE__DURABILITY".to_owned(), "none".to_owned()),
+            ("UNRELATED".to_owned(), "x".to_owned()),
+        ];
+        let c = Config::parse("[gateway]\ntcp_listen = \"0.0.0.0:1\"", env).unwrap();
+        assert_eq!(c.gateway.tcp_listen, "127.0.0.1:9");
+        assert_eq!(c.gateway.cores, Cores::List(vec![0]));
+        assert_eq!(
+            c.storage.durability,
+            ringchat_backend::config::Durability::None
+        );
+    }
+
+    #[test]
+    fn unknown_env_key_is_a_problem() {
+        let env = vec![("RINGCHAT_GATEWAY__NOPE".to_owned(), "1".to_owned())];
+        let problems = Config::parse("", env).unwrap_err();
+        assert_eq!(problems, vec!["gateway.nope: unknown key".to_owned()]);
+    }
+}

@@ -1,0 +1,7 @@
+//! ringchat's gateway: thread-per-core shards on monoio that own every client connection, and the
+//! wiring of the `ringchat` binary. The gateway never touches storage: it decodes frames, keeps
+//! sessions honest (handshake, heartbeats, limits) and hands typed requests to the backend.
+
+pub mod config;
+pub mod server;
+mod shard;

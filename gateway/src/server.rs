@@ -1,0 +1,190 @@
+//! Wiring: binds the listeners, starts the backend runtime and the shards, prints the ready line,
+//! and runs the graceful shutdown on SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use ringchat_backend::admin::{self, Admin};
+use ringchat_backend::api::{ShardEvent, ShardId};
+use ringchat_backend::stats::ShardStats;
+use ringchat_backend::{Backend, runtime};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::shard::{self, ShardSpec};
+
+/// Pending connections the kernel queues per listener (capped by net.core.somaxconn).
+const LISTEN_BACKLOG: i32 = 4096;
+/// Time the shards get to start before the server gives up.
+const SHARD_START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs the server until a signal stops it.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    let cores = config.shard_cores();
+    let shard_count = cores.len();
+    let tcp_addr = config
+        .gateway
+        .tcp_listen_addr()
+        .map_err(anyhow::Error::msg)?;
+    let listeners = bind_reuseport(tcp_addr, shard_count)
+        .with_context(|| format!("binding gateway.tcp_listen {tcp_addr}"))?;
+    let tcp_bound = listeners[0].local_addr()?;
+
+    let (request_tx, request_rx) = mpsc::channel(config.backend.queue_requests_max);
+    let (shard_txs, shard_rxs): (Vec<_>, Vec<_>) = (0..shard_count)
+        .map(|_| mpsc::channel::<ShardEvent>(config.gateway.queue_events_max))
+        .unzip();
+    let stats: Vec<Arc<ShardStats>> = (0..shard_count).map(|_| Arc::default()).collect();
+
+    let rt = runtime::build_runtime(&config.backend).context("starting the backend runtime")?;
+    let prometheus = admin::install_metrics().context("installing the metrics recorder")?;
+    let backend = Backend::open(config.backend_settings(), shard_txs.clone())?;
+    let (backend_stop_tx, backend_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let backend_task = rt.spawn(Arc::clone(&backend).serve(request_rx, async {
+        let _ = backend_stop_rx.await;
+    }));
+
+    let admin_listener = match config.admin.listen_addr() {
+        None => None,
+        Some(addr) => {
+            let addr = addr?;
+            let listener = rt
+                .block_on(tokio::net::TcpListener::bind(addr))
+                .with_context(|| format!("binding admin.listen {addr}"))?;
+            Some(listener)
+        }
+    };
+    let admin_bound = admin_listener
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()?;
+
+    let (started_tx, started_rx) = std::sync::mpsc::sync_channel(shard_count);
+    let mut threads = Vec::with_capacity(shard_count);
+    for (index, ((listener, inbox), core)) in
+        listeners.into_iter().zip(shard_rxs).zip(cores).enumerate()
+    {
+        let spec = ShardSpec {
+            id: ShardId::try_from(index).context("too many shards")?,
+            core: Some(core),
+            gateway: config.gateway.clone(),
+            limits: config.limits.clone(),
+            listener,
+            inbox,
+            backend: request_tx.clone(),
+            stats: Arc::clone(&stats[index]),
+            started: started_tx.clone(),
+        };
+        threads.push(shard::spawn(spec).context("spawning a shard thread")?);
+    }
+    drop(request_tx);
+    for _ in 0..shard_count {
+        match started_rx.recv_timeout(SHARD_START_TIMEOUT) {
+            Ok(Ok(_)) => {}
+            Ok(Err(why)) => bail!("{why}"),
+            Err(_) => bail!("a shard did not start within {SHARD_START_TIMEOUT:?}"),
+        }
+    }
+
+    let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    if let Some(listener) = admin_listener {
+        let admin = Arc::new(Admin {
+            prometheus,
+            shards: stats.clone(),
+            backend: Arc::clone(&backend),
+        });
+        rt.spawn(async move {
+            let stop = async {
+                let _ = admin_stop_rx.await;
+            };
+            if let Err(err) = admin::serve(listener, admin, stop).await {
+                tracing::error!(%err, "admin listener failed");
+            }
+        });
+    }
+
+    let admin_text = admin_bound.map_or_else(|| "off".to_owned(), |a: SocketAddr| a.to_string());
+    tracing::info!(tcp = %tcp_bound, admin = %admin_text, shards = shard_count, "ringchat ready");
+    // One machine-readable line on stdout, for scripts and tests that start the server.
+    println!("ringchat ready tcp={tcp_bound} admin={admin_text} shards={shard_count}");
+
+    let signal = rt.block_on(wait_for_signal())?;
+    tracing::info!(signal, "shutting down");
+
+    rt.block_on(async {
+        for tx in &shard_txs {
+            let _ = tx.send(ShardEvent::Shutdown).await;
+        }
+    });
+    drop(shard_txs);
+    let deadline =
+        Duration::from_millis(config.gateway.shutdown_timeout_ms) + Duration::from_secs(2);
+    let joined = rt.block_on(async {
+        tokio::time::timeout(
+            deadline,
+            tokio::task::spawn_blocking(move || {
+                threads
+                    .into_iter()
+                    .map(|t| t.join().map_err(|_| "a shard thread panicked".to_owned()))
+                    .collect::<Vec<_>>()
+            }),
+        )
+        .await
+    });
+    match joined {
+        Ok(Ok(results)) => {
+            for r in results {
+                match r {
+                    Ok(Ok(())) => {}
+                    Ok(Err(err)) => tracing::error!(%err, "shard ended with an error"),
+                    Err(err) => tracing::error!(err, "shard ended with a panic"),
+                }
+            }
+        }
+        _ => tracing::warn!("shards did not stop in time"),
+    }
+    let _ = backend_stop_tx.send(());
+    if rt
+        .block_on(async { tokio::time::timeout(Duration::from_secs(5), backend_task).await })
+        .is_err()
+    {
+        tracing::warn!("backend did not drain in time");
+    }
+    backend.flush().context("final flush of the store")?;
+    let _ = admin_stop_tx.send(());
+    rt.shutdown_timeout(Duration::from_secs(1));
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() -> std::io::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}
+
+/// One listener per shard on the same address (SO_REUSEPORT), so the kernel spreads connections
+/// over the shards. Port 0 is resolved by the first bind and reused by the others.
+fn bind_reuseport(addr: SocketAddr, count: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let mut listeners = Vec::with_capacity(count);
+    let mut bind_to = addr;
+    for _ in 0..count {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&bind_to.into())?;
+        socket.listen(LISTEN_BACKLOG)?;
+        let listener: std::net::TcpListener = socket.into();
+        bind_to = listener.local_addr()?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}

@@ -1,0 +1,382 @@
+//! A shard: one thread pinned to one core, running one monoio event loop that owns a listener and
+//! every connection it accepts. Nothing in here is shared with another thread except the bounded
+//! channels in and out and the shard's own counters.
+
+mod conn;
+mod local;
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
+use ringchat_backend::api::{ConnId, RequestSender, ShardEvent, ShardId};
+use ringchat_backend::limits::Limits;
+use ringchat_backend::stats::{DRIVER_EPOLL, DRIVER_IO_URING, ShardStats};
+use ringchat_proto::v1::KickReason;
+use tokio::sync::mpsc;
+
+use crate::config::{Driver, GatewayConfig};
+use local::{BufferPool, LocalNotify};
+
+/// Events taken from the shard's inbox in one go.
+const EVENT_BATCH_MAX: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShardError {
+    #[error(
+        "shard {shard}: io_uring could not start: {source}. {hint}Set gateway.driver = \"epoll\" or \"auto\" to run without it."
+    )]
+    IoUring {
+        shard: ShardId,
+        source: std::io::Error,
+        hint: &'static str,
+    },
+    #[error("shard {shard}: epoll runtime could not start: {source}")]
+    Epoll {
+        shard: ShardId,
+        source: std::io::Error,
+    },
+    #[error("shard {shard}: listener: {source}")]
+    Listener {
+        shard: ShardId,
+        source: std::io::Error,
+    },
+}
+
+/// Everything a shard thread is started with.
+pub struct ShardSpec {
+    pub id: ShardId,
+    pub core: Option<usize>,
+    pub gateway: GatewayConfig,
+    pub limits: Limits,
+    pub listener: std::net::TcpListener,
+    pub inbox: mpsc::Receiver<ShardEvent>,
+    pub backend: RequestSender,
+    pub stats: Arc<ShardStats>,
+    /// Told once the shard serves, or why it could not start.
+    pub started: std::sync::mpsc::SyncSender<Result<ShardId, String>>,
+}
+
+pub fn spawn(spec: ShardSpec) -> std::io::Result<std::thread::JoinHandle<Result<(), ShardError>>> {
+    std::thread::Builder::new()
+        .name(format!("ringchat-shard-{}", spec.id))
+        .spawn(move || run(spec))
+}
+
+fn run(spec: ShardSpec) -> Result<(), ShardError> {
+    let started = spec.started.clone();
+    let result = run_on_driver(spec);
+    if let Err(err) = &result {
+        let _ = started.send(Err(err.to_string()));
+    }
+    result
+}
+
+fn run_on_driver(spec: ShardSpec) -> Result<(), ShardError> {
+    let id = spec.id;
+    if let Some(core) = spec.core {
+        if core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+            tracing::info!(shard = id, core, "shard pinned");
+        } else {
+            tracing::warn!(shard = id, core, "could not pin shard to its core");
+        }
+    }
+    let entries = spec.gateway.io_uring_entries;
+    let uring = || {
+        RuntimeBuilder::<IoUringDriver>::new()
+            .enable_timer()
+            .with_entries(entries)
+            .build()
+            .map_err(|source| ShardError::IoUring {
+                shard: id,
+                hint: if source.raw_os_error() == Some(libc::ENOMEM) {
+                    "The locked-memory limit is too low for the ring: raise RLIMIT_MEMLOCK (ulimit -l, LimitMEMLOCK= in systemd) or lower gateway.io_uring_entries. "
+                } else {
+                    ""
+                },
+                source,
+            })
+    };
+    let epoll = || {
+        RuntimeBuilder::<LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .map_err(|source| ShardError::Epoll { shard: id, source })
+    };
+    match spec.gateway.driver {
+        Driver::IoUring => {
+            let mut rt = uring()?;
+            spec.stats.driver.set(DRIVER_IO_URING);
+            tracing::info!(shard = id, driver = "io_uring", "shard running");
+            rt.block_on(serve(spec))
+        }
+        Driver::Epoll => {
+            let mut rt = epoll()?;
+            spec.stats.driver.set(DRIVER_EPOLL);
+            tracing::info!(shard = id, driver = "epoll", "shard running");
+            rt.block_on(serve(spec))
+        }
+        Driver::Auto => match uring() {
+            Ok(mut rt) => {
+                spec.stats.driver.set(DRIVER_IO_URING);
+                tracing::info!(shard = id, driver = "io_uring", "shard running");
+                rt.block_on(serve(spec))
+            }
+            Err(err) => {
+                tracing::warn!(%err, "falling back to epoll");
+                let mut rt = epoll()?;
+                spec.stats.driver.set(DRIVER_EPOLL);
+                tracing::info!(shard = id, driver = "epoll", "shard running");
+                rt.block_on(serve(spec))
+            }
+        },
+    }
+}
+
+/// How a connection ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Close {
+    /// Tell the client with `Kicked`, then close.
+    Kick(KickReason),
+    /// An `Error` frame is already queued; flush it, then close.
+    AfterError,
+}
+
+/// What the shard's other tasks share with one connection's task.
+pub(crate) struct ConnShared {
+    pub id: ConnId,
+    pub outbound: RefCell<VecDeque<Bytes>>,
+    pub close: Cell<Option<Close>>,
+    pub wake: LocalNotify,
+    pub accepted_tick: u64,
+    pub last_seen_tick: Cell<u64>,
+    pub authed: Cell<bool>,
+}
+
+impl ConnShared {
+    /// Queues an encoded frame; a connection whose queue is full is closed as a slow consumer.
+    pub fn enqueue(&self, frame: Bytes, frames_max: usize) {
+        if self.close.get().is_some() {
+            return;
+        }
+        let mut queue = self.outbound.borrow_mut();
+        if queue.len() >= frames_max {
+            drop(queue);
+            self.close_with(Close::Kick(KickReason::SlowConsumer));
+            return;
+        }
+        queue.push_back(frame);
+        drop(queue);
+        self.wake.notify();
+    }
+
+    /// The first reason wins; later ones are ignored.
+    pub fn close_with(&self, close: Close) {
+        if self.close.get().is_none() {
+            self.close.set(Some(close));
+        }
+        self.wake.notify();
+    }
+}
+
+pub(crate) struct Shard {
+    pub id: ShardId,
+    pub gateway: GatewayConfig,
+    pub limits: Limits,
+    pub backend: RequestSender,
+    pub stats: Arc<ShardStats>,
+    pub pool: BufferPool,
+    pub conns: RefCell<HashMap<ConnId, Rc<ConnShared>>>,
+    next_conn: Cell<ConnId>,
+    /// Coarse clock: reaper ticks since start. Cheaper than reading the clock per frame.
+    pub tick: Cell<u64>,
+    pub tick_ms: u64,
+    pub stopping: Cell<bool>,
+    stop: LocalNotify,
+    all_closed: LocalNotify,
+}
+
+impl Shard {
+    fn register(&self) -> Rc<ConnShared> {
+        let id = self.next_conn.get();
+        self.next_conn.set(id + 1);
+        let tick = self.tick.get();
+        let shared = Rc::new(ConnShared {
+            id,
+            outbound: RefCell::new(VecDeque::new()),
+            close: Cell::new(None),
+            wake: LocalNotify::default(),
+            accepted_tick: tick,
+            last_seen_tick: Cell::new(tick),
+            authed: Cell::new(false),
+        });
+        self.conns.borrow_mut().insert(id, Rc::clone(&shared));
+        self.stats.connections.add(1);
+        shared
+    }
+
+    fn unregister(&self, id: ConnId) {
+        let mut conns = self.conns.borrow_mut();
+        if conns.remove(&id).is_some() {
+            self.stats.connections.sub(1);
+        }
+        if self.stopping.get() && conns.is_empty() {
+            self.all_closed.notify();
+        }
+    }
+
+    fn ticks(&self, ms: u64) -> u64 {
+        ms.div_ceil(self.tick_ms)
+    }
+
+    fn begin_shutdown(&self) {
+        if self.stopping.replace(true) {
+            return;
+        }
+        tracing::info!(shard = self.id, "shard stopping");
+        self.stop.notify();
+        let conns = self.conns.borrow();
+        for c in conns.values() {
+            c.close_with(Close::Kick(KickReason::ServerShutdown));
+        }
+        if conns.is_empty() {
+            self.all_closed.notify();
+        }
+    }
+}
+
+async fn serve(spec: ShardSpec) -> Result<(), ShardError> {
+    let id = spec.id;
+    let listener = monoio::net::TcpListener::from_std(spec.listener)
+        .map_err(|source| ShardError::Listener { shard: id, source })?;
+    let tick_ms = (spec
+        .gateway
+        .handshake_timeout_ms
+        .min(spec.gateway.idle_timeout_ms)
+        / 8)
+    .clamp(10, 1000);
+    let shard = Rc::new(Shard {
+        id,
+        pool: BufferPool::new(
+            spec.gateway.read_buffer_bytes,
+            spec.gateway.pool_buffers_max,
+        ),
+        gateway: spec.gateway,
+        limits: spec.limits,
+        backend: spec.backend,
+        stats: spec.stats,
+        conns: RefCell::new(HashMap::new()),
+        next_conn: Cell::new(1),
+        tick: Cell::new(0),
+        tick_ms,
+        stopping: Cell::new(false),
+        stop: LocalNotify::default(),
+        all_closed: LocalNotify::default(),
+    });
+    monoio::spawn(drain_inbox(Rc::clone(&shard), spec.inbox));
+    monoio::spawn(reap(Rc::clone(&shard)));
+    let _ = spec.started.send(Ok(id));
+    accept_loop(&shard, listener).await;
+    let timeout = Duration::from_millis(shard.gateway.shutdown_timeout_ms);
+    if monoio::time::timeout(timeout, shard.all_closed.notified())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            shard = id,
+            left = shard.conns.borrow().len(),
+            "shutdown timeout: closing the remaining connections unflushed"
+        );
+    }
+    tracing::info!(shard = id, "shard stopped");
+    Ok(())
+}
+
+async fn accept_loop(shard: &Rc<Shard>, listener: monoio::net::TcpListener) {
+    loop {
+        let accepted = monoio::select! {
+            r = listener.accept() => r,
+            () = shard.stop.notified() => return,
+        };
+        if shard.stopping.get() {
+            return;
+        }
+        match accepted {
+            Ok((stream, peer)) => {
+                shard.stats.accepted.add(1);
+                if shard.conns.borrow().len() >= shard.gateway.conns_per_shard_max {
+                    shard.stats.rejected_full.add(1);
+                    monoio::spawn(conn::reject_full(Rc::clone(shard), stream));
+                    continue;
+                }
+                let shared = shard.register();
+                monoio::spawn(conn::serve(Rc::clone(shard), shared, stream, peer));
+            }
+            Err(err) => {
+                // Out of file descriptors or memory: back off instead of spinning on accept.
+                tracing::warn!(shard = shard.id, %err, "accept failed");
+                monoio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Applies events from the backend in batches.
+async fn drain_inbox(shard: Rc<Shard>, mut inbox: mpsc::Receiver<ShardEvent>) {
+    let mut batch = Vec::with_capacity(EVENT_BATCH_MAX);
+    let frames_max = shard.gateway.outbound_frames_max;
+    while inbox.recv_many(&mut batch, EVENT_BATCH_MAX).await > 0 {
+        let conns = shard.conns.borrow();
+        for event in batch.drain(..) {
+            match event {
+                ShardEvent::Frame { conn, frame } => {
+                    if let Some(c) = conns.get(&conn) {
+                        c.enqueue(frame, frames_max);
+                    }
+                }
+                ShardEvent::Fanout { conns: ids, frame } => {
+                    for conn in ids {
+                        if let Some(c) = conns.get(&conn) {
+                            c.enqueue(frame.clone(), frames_max);
+                        }
+                    }
+                }
+                ShardEvent::Kick { conn, reason } => {
+                    if let Some(c) = conns.get(&conn) {
+                        c.close_with(Close::Kick(reason));
+                    }
+                }
+                ShardEvent::Shutdown => {
+                    drop(conns);
+                    shard.begin_shutdown();
+                    return;
+                }
+            }
+        }
+    }
+    // The backend is gone: nothing can be served any more.
+    shard.begin_shutdown();
+}
+
+/// Advances the coarse clock and closes connections past their handshake or idle deadline.
+async fn reap(shard: Rc<Shard>) {
+    let handshake_ticks = shard.ticks(shard.gateway.handshake_timeout_ms);
+    let idle_ticks = shard.ticks(shard.gateway.idle_timeout_ms);
+    let mut interval = monoio::time::interval(Duration::from_millis(shard.tick_ms));
+    while !shard.stopping.get() {
+        interval.tick().await;
+        let now = shard.tick.get() + 1;
+        shard.tick.set(now);
+        for c in shard.conns.borrow().values() {
+            if !c.authed.get() && now - c.accepted_tick > handshake_ticks {
+                c.close_with(Close::Kick(KickReason::HandshakeTimeout));
+            } else if now - c.last_seen_tick.get() > idle_ticks {
+                c.close_with(Close::Kick(KickReason::IdleTimeout));
+            }
+        }
+    }
+}

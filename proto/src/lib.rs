@@ -1,0 +1,81 @@
+//! The ringchat wire protocol: generated protobuf types (`v1`) and the length-prefixed frame codec.
+//!
+//! This crate is pure: bytes in, frames out, no I/O.
+
+pub mod codec;
+
+/// Generated from `proto/ringchat/v1/ringchat.proto`.
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod v1 {
+    include!(concat!(env!("OUT_DIR"), "/ringchat.v1.rs"));
+}
+
+pub use codec::{CodecError, LEN_PREFIX_BYTES, decode, encode, encode_to_bytes};
+pub use v1::Frame;
+pub use v1::frame::Body;
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Shorthand for a frame with a body.
+pub fn frame(request_id: u64, body: Body) -> Frame {
+    Frame {
+        request_id,
+        body: Some(body),
+    }
+}
+
+/// Shorthand for an error reply.
+pub fn error_frame(request_id: u64, code: v1::ErrorCode, message: impl Into<String>) -> Frame {
+    frame(
+        request_id,
+        Body::Error(v1::Error {
+            code: code as i32,
+            message: message.into(),
+            retry_after_ms: 0,
+        }),
+    )
+}
+
+/// Shorthand for a kick notice.
+pub fn kicked_frame(reason: v1::KickReason, message: impl Into<String>) -> Frame {
+    frame(
+        0,
+        Body::Kicked(v1::Kicked {
+            reason: reason as i32,
+            message: message.into(),
+        }),
+    )
+}
+
+/// The `body` member's protobuf name, for logs and metrics labels.
+pub fn body_name(body: &Body) -> &'static str {
+    match body {
+        Body::Hello(_) => "hello",
+        Body::HelloOk(_) => "hello_ok",
+        Body::Register(_) => "register",
+        Body::RegisterOk(_) => "register_ok",
+        Body::Login(_) => "login",
+        Body::LoginOk(_) => "login_ok",
+        Body::Ping(_) => "ping",
+        Body::Pong(_) => "pong",
+        Body::Error(_) => "error",
+        Body::Kicked(_) => "kicked",
+        Body::Send(_) => "send",
+        Body::SendAck(_) => "send_ack",
+        Body::Push(_) => "push",
+        Body::DeliveryAck(_) => "delivery_ack",
+        Body::Read(_) => "read",
+        Body::Receipt(_) => "receipt",
+        Body::Sync(_) => "sync",
+        Body::SyncBatch(_) => "sync_batch",
+        Body::History(_) => "history",
+        Body::HistoryBatch(_) => "history_batch",
+        Body::Conversations(_) => "conversations",
+        Body::ConversationList(_) => "conversation_list",
+        Body::Typing(_) => "typing",
+        Body::Recall(_) => "recall",
+        Body::RecallOk(_) => "recall_ok",
+        Body::CursorOk(_) => "cursor_ok",
+    }
+}
