@@ -136,9 +136,7 @@ impl Config {
             limits: section(&table, "limits", &mut problems),
             admin: section(&table, "admin", &mut problems),
         };
-        if problems.is_empty() {
-            problems.extend(config.problems());
-        }
+        problems.extend(config.problems());
         if problems.is_empty() {
             Ok(config)
         } else {
@@ -279,23 +277,24 @@ fn section<T: DeserializeOwned + Default>(
         problems.push(format!("{name}: must be a table ([{name}])"));
         return T::default();
     };
-    match T::deserialize(Value::Table(section.clone())) {
-        Ok(parsed) => parsed,
-        Err(_) => {
-            // Find each offending key on its own: every other key keeps its default.
-            for (key, v) in section {
-                let mut alone = Table::new();
-                alone.insert(key.clone(), v.clone());
-                if let Err(e) = T::deserialize(Value::Table(alone)) {
-                    let e = e.to_string();
-                    if !e.contains("unknown field") {
-                        problems.push(format!("{name}.{key}: {}", e.trim()));
-                    }
-                }
+    if let Ok(parsed) = T::deserialize(Value::Table(section.clone())) {
+        return parsed;
+    }
+    // Find each offending key on its own, report it, and keep every other key's value.
+    let mut good = Table::new();
+    for (key, v) in section {
+        let mut alone = Table::new();
+        alone.insert(key.clone(), v.clone());
+        match T::deserialize(Value::Table(alone)) {
+            Ok(_) => {
+                good.insert(key.clone(), v.clone());
             }
-            T::default()
+            // Unknown keys are reported by `unknown_keys`.
+            Err(e) if e.to_string().contains("unknown field") => {}
+            Err(e) => problems.push(format!("{name}.{key}: {}", e.to_string().trim())),
         }
     }
+    T::deserialize(Value::Table(good)).unwrap_or_default()
 }
 
 fn unknown_keys(table: &Table, known: &Table, prefix: &str, problems: &mut Vec<String>) {
@@ -385,7 +384,9 @@ mod tests {
         assert!(all.contains("gateway.bogus: unknown key"), "{all}");
         assert!(all.contains("gateway.idle_timeout_ms"), "{all}");
         assert!(all.contains("storage.durability"), "{all}");
-        assert_eq!(problems.len(), 4, "{all}");
+        assert!(all.contains("gateway.tcp_listen"), "{all}");
+        assert!(all.contains("limits.sync_page_max"), "{all}");
+        assert_eq!(problems.len(), 6, "{all}");
     }
 
     #[test]

@@ -1,0 +1,76 @@
+//! The command line: check-config and start-up errors.
+
+use std::process::Command;
+
+fn ringchat() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ringchat"));
+    c.env_clear();
+    c
+}
+
+#[test]
+fn check_config_lists_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(
+        &file,
+        "[gateway]\ntcp_listen = \"here\"\nidle_timeout_ms = -5\nwhat = 1\n[limits]\nsync_page_max = 0\n",
+    )
+    .unwrap();
+    let out = ringchat().arg("check-config").arg(&file).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("4 problem(s)"), "{err}");
+    for needle in [
+        "gateway.tcp_listen",
+        "gateway.idle_timeout_ms",
+        "gateway.what: unknown key",
+        "limits.sync_page_max",
+    ] {
+        assert!(err.contains(needle), "{needle} missing in:\n{err}");
+    }
+}
+
+#[test]
+fn check_config_accepts_the_example() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../ringchat.example.toml");
+    let out = ringchat()
+        .arg("check-config")
+        .arg(example)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn serve_refuses_a_bad_config_and_says_why() {
+    let out = ringchat()
+        .arg("serve")
+        .env("RINGCHAT_GATEWAY__DRIVER", "turbo")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("gateway.driver"), "{err}");
+}
+
+#[test]
+fn serve_names_the_address_it_cannot_bind() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = ringchat()
+        .arg("serve")
+        .env("RINGCHAT_GATEWAY__TCP_LISTEN", &addr)
+        .env("RINGCHAT_ADMIN__LISTEN", "")
+        .env("RINGCHAT_STORAGE__DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&addr), "{err}");
+}

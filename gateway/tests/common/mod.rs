@@ -1,0 +1,256 @@
+//! Starts the real `ringchat` binary on loopback port 0 and talks to it over real sockets.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use ringchat_bench::client::Client;
+use ringchat_proto::Body;
+use ringchat_proto::v1::{self, KickReason};
+
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+pub const EXIT_TIMEOUT: Duration = Duration::from_secs(15);
+pub const PASSWORD: &str = "correct horse battery";
+
+pub struct TestServer {
+    child: Option<Child>,
+    pub tcp: SocketAddr,
+    pub admin: SocketAddr,
+    pub data_dir: PathBuf,
+    env: Vec<(String, String)>,
+    log_path: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+/// Settings every test server gets: loopback, port 0, cheap password hashing, its own data dir.
+fn base_env(data_dir: &Path) -> Vec<(String, String)> {
+    [
+        ("GATEWAY__TCP_LISTEN", "127.0.0.1:0".to_owned()),
+        ("ADMIN__LISTEN", "127.0.0.1:0".to_owned()),
+        ("STORAGE__DATA_DIR", data_dir.display().to_string()),
+        ("ACCOUNTS__ARGON2_MEMORY_KIB", "256".to_owned()),
+        ("ACCOUNTS__ARGON2_ITERATIONS", "1".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (format!("RINGCHAT_{k}"), v))
+    .collect()
+}
+
+impl TestServer {
+    /// Starts a server; `env` holds extra overrides as ("GATEWAY__IDLE_TIMEOUT_MS", "1000").
+    pub fn start(env: &[(&str, &str)]) -> Self {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let data_dir = tmp.path().join("data");
+        let mut server = Self::start_in(&data_dir, env);
+        server._tmp = Some(tmp);
+        server
+    }
+
+    /// Starts a server on an existing data dir (for restarts).
+    pub fn start_in(data_dir: &Path, env: &[(&str, &str)]) -> Self {
+        let mut all = base_env(data_dir);
+        all.extend(
+            env.iter()
+                .map(|(k, v)| (format!("RINGCHAT_{k}"), (*v).to_owned())),
+        );
+        let log_path = data_dir.with_extension(format!("log-{}", std::process::id()));
+        std::fs::create_dir_all(data_dir.parent().unwrap()).unwrap();
+        let mut server = Self {
+            child: None,
+            tcp: "0.0.0.0:0".parse().unwrap(),
+            admin: "0.0.0.0:0".parse().unwrap(),
+            data_dir: data_dir.to_owned(),
+            env: all,
+            log_path,
+            _tmp: None,
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ringchat"))
+            .arg("serve")
+            .env_clear()
+            .envs(self.env.iter().cloned())
+            .env("RINGCHAT_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn ringchat");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("ringchat ready") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let line = match rx.recv_timeout(READY_TIMEOUT) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("server not ready in time; log:\n{}", self.log_tail());
+            }
+        };
+        let fields: HashMap<&str, &str> = line
+            .split_whitespace()
+            .filter_map(|f| f.split_once('='))
+            .collect();
+        self.tcp = fields["tcp"].parse().unwrap();
+        self.admin = fields["admin"].parse().unwrap();
+        self.child = Some(child);
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// SIGTERM, then waits for the exit.
+    pub fn stop(&mut self) -> ExitStatus {
+        self.signal("TERM");
+        self.wait_exit()
+    }
+
+    /// SIGKILL: no shutdown path runs.
+    pub fn kill9(&mut self) {
+        self.signal("KILL");
+        self.wait_exit();
+    }
+
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + EXIT_TIMEOUT;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("server did not exit in time; log:\n{}", self.log_tail());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Starts the server again on the same data dir and settings.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop it first");
+        self.spawn();
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(self.tcp).await.expect("connect")
+    }
+
+    /// A new user, registered and logged in on a fresh connection.
+    pub async fn user(&self, username: &str) -> (Client, v1::LoginOk) {
+        Client::signup(self.tcp, username, PASSWORD, &format!("{username}-dev1"))
+            .await
+            .expect("signup")
+    }
+
+    /// Another logged-in device of an existing user.
+    pub async fn device(&self, username: &str, device_id: &str) -> (Client, v1::LoginOk) {
+        Client::signup(self.tcp, username, PASSWORD, device_id)
+            .await
+            .expect("login")
+    }
+
+    /// The admin listener's /metrics page, as `name{labels}` -> value.
+    pub fn metrics(&self) -> HashMap<String, f64> {
+        let body = http_get(self.admin, "/metrics");
+        body.lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .filter_map(|l| {
+                let (k, v) = l.rsplit_once(' ')?;
+                Some((k.to_owned(), v.parse().ok()?))
+            })
+            .collect()
+    }
+
+    pub fn metric(&self, key: &str) -> f64 {
+        self.metrics().get(key).copied().unwrap_or(0.0)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- server log tail ---\n{}", self.log_tail());
+        }
+        let _ = std::fs::remove_file(&self.log_path);
+    }
+}
+
+pub fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).expect("admin connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default()
+}
+
+/// Reads until the server closes, returning the `Kicked` reason seen on the way (if any).
+pub async fn expect_kicked_then_closed(client: &mut Client) -> KickReason {
+    let mut reason = None;
+    loop {
+        match client.recv_timeout().await.expect("frame or close") {
+            Some(frame) => {
+                if let Some(Body::Kicked(k)) = frame.body {
+                    reason = Some(KickReason::try_from(k.reason).unwrap());
+                }
+            }
+            None => return reason.expect("closed without a Kicked frame"),
+        }
+    }
+}
+
+/// Reads until the server closes, returning the `Error` code seen on the way.
+pub async fn expect_error_then_closed(client: &mut Client) -> v1::ErrorCode {
+    let mut code = None;
+    loop {
+        match client.recv_timeout().await.expect("frame or close") {
+            Some(frame) => {
+                if let Some(Body::Error(e)) = frame.body {
+                    code = Some(v1::ErrorCode::try_from(e.code).unwrap());
+                }
+            }
+            None => return code.expect("closed without an Error frame"),
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! Bad input, many connections, shards, shutdown and restart.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{PASSWORD, TestServer, expect_error_then_closed, expect_kicked_then_closed};
+use ringchat_bench::client::Client;
+use ringchat_proto::v1::{self, ErrorCode, KickReason};
+use ringchat_proto::{Body, Frame};
+
+#[tokio::test]
+async fn garbage_bytes_get_an_error_and_a_close_and_nobody_else_notices() {
+    let server = TestServer::start(&[]);
+    let (mut bystander, _) = server.user("bystander").await;
+
+    // An HTTP request: its first four bytes read as a length far over the limit.
+    let mut http = server.client().await;
+    http.send_raw(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(
+        expect_error_then_closed(&mut http).await,
+        ErrorCode::FrameTooLarge
+    );
+
+    // A well-sized frame whose bytes are not protobuf.
+    let mut junk = server.client().await;
+    junk.hello().await.unwrap();
+    junk.send_raw(&[0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff])
+        .await
+        .unwrap();
+    assert_eq!(
+        expect_error_then_closed(&mut junk).await,
+        ErrorCode::BadFrame
+    );
+
+    bystander
+        .ping()
+        .await
+        .expect("other connections are unaffected");
+}
+
+#[tokio::test]
+async fn a_length_prefix_over_the_limit_is_refused_before_the_body() {
+    let server = TestServer::start(&[
+        ("LIMITS__FRAME_BYTES_MAX", "1024"),
+        ("LIMITS__MESSAGE_BYTES_MAX", "512"),
+    ]);
+    let mut c = server.client().await;
+    c.hello().await.unwrap();
+    // Announce 1025 bytes and send none of them: the server must not wait for them.
+    c.send_raw(&1025u32.to_be_bytes()).await.unwrap();
+    assert_eq!(
+        expect_error_then_closed(&mut c).await,
+        ErrorCode::FrameTooLarge
+    );
+
+    // A frame of exactly the limit is read and answered (here: a password far too long).
+    let mut ok = server.client().await;
+    ok.hello().await.unwrap();
+    let mut password = String::new();
+    let frame = loop {
+        let frame = Frame {
+            request_id: 5,
+            body: Some(Body::Register(v1::Register {
+                username: "alice".into(),
+                password: password.clone(),
+                email: String::new(),
+            })),
+        };
+        if prost::Message::encoded_len(&frame) == 1024 {
+            break frame;
+        }
+        password.push('x');
+    };
+    ok.send_frame(&frame).await.unwrap();
+    let Body::Error(e) = ok.reply_to(5).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(e.code, ErrorCode::InvalidArgument as i32);
+    ok.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_frame_cut_in_the_middle_then_closed_leaves_the_server_well() {
+    let server = TestServer::start(&[]);
+    let mut c = server.client().await;
+    c.hello().await.unwrap();
+    let whole = ringchat_proto::encode_to_bytes(&Frame {
+        request_id: 9,
+        body: Some(Body::Ping(v1::Ping {
+            client_time_ms: 123_456,
+        })),
+    });
+    c.send_raw(&whole[..whole.len() / 2]).await.unwrap();
+    drop(c);
+    let (mut after, _) = server.user("after").await;
+    after.ping().await.unwrap();
+    // The cut connection is gone from the gauges once the server noticed the close.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let open: f64 = (0..2)
+            .map(|s| server.metric(&format!("ringchat_connections{{shard=\"{s}\"}}")))
+            .sum();
+        if open == 1.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "connections gauge stuck at {open}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_frame_split_over_many_writes_is_reassembled() {
+    let server = TestServer::start(&[]);
+    let mut c = server.client().await;
+    c.hello().await.unwrap();
+    let whole = ringchat_proto::encode_to_bytes(&Frame {
+        request_id: 77,
+        body: Some(Body::Ping(v1::Ping { client_time_ms: 42 })),
+    });
+    for byte in whole.iter() {
+        c.send_raw(&[*byte]).await.unwrap();
+    }
+    let Body::Pong(p) = c.reply_to(77).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(p.client_time_ms, 42);
+}
+
+#[tokio::test]
+async fn a_thousand_connections_log_in_at_once_on_both_shards() {
+    let server = TestServer::start(&[
+        ("GATEWAY__CORES", "[0, 1]"),
+        ("ACCOUNTS__HASH_CONCURRENCY", "4"),
+    ]);
+    let addr = server.tcp;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..1000 {
+        tasks.spawn(async move {
+            let name = format!("user{i:04}");
+            let (mut c, ok) = Client::signup(addr, &name, PASSWORD, "d").await?;
+            c.ping().await?;
+            anyhow::Ok((c, ok.user_id))
+        });
+    }
+    let mut clients = Vec::new();
+    let mut ids = std::collections::HashSet::new();
+    while let Some(joined) = tasks.join_next().await {
+        let (c, id) = joined.unwrap().unwrap();
+        assert!(ids.insert(id), "user ids are unique");
+        clients.push(c);
+    }
+    assert_eq!(ids.len(), 1000);
+    let metrics = server.metrics();
+    let authed: Vec<f64> = (0..2)
+        .map(|s| metrics[&format!("ringchat_authenticated_connections{{shard=\"{s}\"}}")])
+        .collect();
+    assert_eq!(authed.iter().sum::<f64>(), 1000.0, "{authed:?}");
+    assert!(
+        authed.iter().all(|&n| n > 0.0),
+        "both shards accept: {authed:?}"
+    );
+    assert_eq!(metrics["ringchat_online_users"], 1000.0);
+}
+
+#[tokio::test]
+async fn a_full_shard_refuses_with_server_full() {
+    let server = TestServer::start(&[
+        ("GATEWAY__CORES", "[0]"),
+        ("GATEWAY__CONNS_PER_SHARD_MAX", "2"),
+    ]);
+    let mut a = server.client().await;
+    let mut b = server.client().await;
+    a.hello().await.unwrap();
+    b.hello().await.unwrap();
+    let mut c = server.client().await;
+    assert_eq!(
+        expect_error_then_closed(&mut c).await,
+        ErrorCode::ServerFull
+    );
+    a.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_tells_every_client_and_exits_cleanly() {
+    let mut server = TestServer::start(&[]);
+    let mut clients = Vec::new();
+    for name in ["ann", "ben", "cat"] {
+        clients.push(server.user(name).await.0);
+    }
+    let mut unauthenticated = server.client().await;
+    unauthenticated.hello().await.unwrap();
+    clients.push(unauthenticated);
+    server.signal("TERM");
+    for c in &mut clients {
+        assert_eq!(
+            expect_kicked_then_closed(c).await,
+            KickReason::ServerShutdown
+        );
+    }
+    let status = server.wait_exit();
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn a_restart_keeps_accounts_and_tokens() {
+    let mut server = TestServer::start(&[]);
+    let (_c, ok) = server.user("alice").await;
+    drop(_c);
+    assert!(server.stop().success());
+    server.restart();
+    let mut c = server.client().await;
+    c.hello().await.unwrap();
+    let by_token = c
+        .login_token(ok.user_id, &ok.token, "d")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_token.user_id, ok.user_id);
+    let mut c = server.client().await;
+    c.hello().await.unwrap();
+    let by_password = c
+        .login_password("alice", PASSWORD, "d2")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_password.user_id, ok.user_id);
+    // Ids continue after the restart, never reused.
+    let mut c = server.client().await;
+    c.hello().await.unwrap();
+    let next = c.register("bob", PASSWORD).await.unwrap().unwrap();
+    assert_eq!(next, ok.user_id + 1);
+}
+
+#[tokio::test]
+async fn the_epoll_driver_serves_too() {
+    let server = TestServer::start(&[("GATEWAY__DRIVER", "epoll")]);
+    let (mut c, _) = server.user("alice").await;
+    c.ping().await.unwrap();
+    assert_eq!(
+        server.metric("ringchat_shard_driver{shard=\"0\",driver=\"epoll\"}"),
+        1.0
+    );
+}

@@ -1,0 +1,293 @@
+//! The session: hello, register, login by password and token, heartbeats and timeouts.
+
+mod common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::{PASSWORD, TestServer, expect_error_then_closed, expect_kicked_then_closed};
+use ringchat_bench::client::password_login;
+use ringchat_proto::v1::{self, ErrorCode, KickReason, login};
+use ringchat_proto::{Body, PROTOCOL_VERSION};
+
+#[tokio::test]
+async fn hello_announces_the_limits() {
+    let server = TestServer::start(&[("GATEWAY__IDLE_TIMEOUT_MS", "45000")]);
+    let mut c = server.client().await;
+    let ok = c.hello().await.unwrap();
+    assert_eq!(ok.protocol_version, PROTOCOL_VERSION);
+    assert_eq!(ok.idle_timeout_ms, 45_000);
+    assert_eq!(ok.heartbeat_interval_ms, 30_000);
+    assert_eq!(ok.frame_bytes_max, 65_536);
+    assert_eq!(ok.server_name, "ringchat");
+}
+
+#[tokio::test]
+async fn register_then_login_by_password_then_by_token() {
+    let server = TestServer::start(&[]);
+    let mut c = server.client().await;
+    c.hello().await.unwrap();
+    let user_id = c.register("alice", PASSWORD).await.unwrap().unwrap();
+    assert!(
+        (100_000_000..1_000_000_000).contains(&user_id),
+        "9 digits: {user_id}"
+    );
+    let second = c.register("bob", PASSWORD).await.unwrap().unwrap();
+    assert_ne!(second, user_id);
+    let taken = c.register("ALICE", PASSWORD).await.unwrap().unwrap_err();
+    assert_eq!(taken.code(), ErrorCode::UsernameTaken);
+
+    let ok = c
+        .login_password("alice", PASSWORD, "phone")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ok.user_id, user_id);
+    assert!(ok.token.len() >= 40);
+    assert!(ok.token_expires_at_ms > ok.server_time_ms);
+    // Logged in: a second login on this connection is refused.
+    let again = c
+        .login_password("alice", PASSWORD, "phone")
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(again.code(), ErrorCode::AlreadyAuthenticated);
+
+    let mut c2 = server.client().await;
+    c2.hello().await.unwrap();
+    let by_token = c2
+        .login_token(user_id, &ok.token, "laptop")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_token.user_id, user_id);
+    assert_eq!(by_token.token, ok.token);
+
+    // Login by user id and password works too.
+    let mut c3 = server.client().await;
+    c3.hello().await.unwrap();
+    let by_id = c3
+        .login(v1::Login {
+            account: Some(login::Account::UserId(user_id)),
+            credential: Some(login::Credential::Password(PASSWORD.into())),
+            device_id: "tablet".into(),
+            platform: v1::Platform::Ios as i32,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_id.user_id, user_id);
+}
+
+#[tokio::test]
+async fn registration_input_is_validated() {
+    let server = TestServer::start(&[]);
+    let mut c = server.client().await;
+    c.hello().await.unwrap();
+    for (name, password) in [
+        ("ab", PASSWORD),
+        ("9lives", PASSWORD),
+        ("carol", "short"),
+        ("sp ace", PASSWORD),
+    ] {
+        let err = c.register(name, password).await.unwrap().unwrap_err();
+        assert_eq!(err.code(), ErrorCode::InvalidArgument, "{name}/{password}");
+    }
+}
+
+#[tokio::test]
+async fn wrong_password_and_unknown_user_get_the_same_error() {
+    let server = TestServer::start(&[]);
+    drop(server.user("alice").await);
+    let mut c = server.client().await;
+    c.hello().await.unwrap();
+    let wrong = c
+        .login_password("alice", "not the password", "d")
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(wrong.code(), ErrorCode::InvalidCredentials);
+    let unknown = c
+        .login_password("nobody", PASSWORD, "d")
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(unknown.code(), ErrorCode::InvalidCredentials);
+    assert_eq!(
+        wrong.0.message, unknown.0.message,
+        "no hint which one it was"
+    );
+    let bad_token = c
+        .login_token(100_000_000, "made-up-token", "d")
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(bad_token.code(), ErrorCode::InvalidCredentials);
+    // The connection stays usable after failures.
+    let ok = c
+        .login_password("alice", PASSWORD, "d")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(ok.user_id > 0);
+}
+
+#[tokio::test]
+async fn repeated_failures_are_slowed_down() {
+    let server = TestServer::start(&[
+        ("LOGIN__FAILURES_FREE", "2"),
+        ("LOGIN__FAILURE_DELAY_MS", "60000"),
+        ("LOGIN__FAILURE_DELAY_MS_MAX", "60000"),
+    ]);
+    drop(server.user("alice").await);
+    let mut c = server.client().await;
+    c.hello().await.unwrap();
+    for _ in 0..3 {
+        let e = c
+            .login_password("alice", "wrong password", "d")
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidCredentials);
+    }
+    // Now even the right password waits: the account is in its delay.
+    let limited = c
+        .login_password("alice", PASSWORD, "d")
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(limited.code(), ErrorCode::RateLimited);
+    assert!(limited.0.retry_after_ms > 50_000, "{limited:?}");
+}
+
+#[tokio::test]
+async fn an_expired_token_is_refused() {
+    let server = TestServer::start(&[("LOGIN__TOKEN_TTL_S", "1")]);
+    let (_c, ok) = server.user("alice").await;
+    let mut c = server.client().await;
+    c.hello().await.unwrap();
+    c.login_token(ok.user_id, &ok.token, "d2")
+        .await
+        .unwrap()
+        .unwrap();
+
+    // Wait for the instant the server said the token expires (plus clock granularity).
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let wait = ok.token_expires_at_ms.saturating_sub(now_ms) + 20;
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+
+    let mut c = server.client().await;
+    c.hello().await.unwrap();
+    let expired = c
+        .login_token(ok.user_id, &ok.token, "d3")
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(expired.code(), ErrorCode::TokenExpired);
+}
+
+#[tokio::test]
+async fn a_token_only_opens_its_own_account() {
+    let server = TestServer::start(&[]);
+    let (_a, alice) = server.user("alice").await;
+    let (_b, bob) = server.user("bob").await;
+    let mut c = server.client().await;
+    c.hello().await.unwrap();
+    let e = c
+        .login_token(bob.user_id, &alice.token, "x")
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidCredentials);
+}
+
+#[tokio::test]
+async fn the_first_frame_must_be_hello() {
+    let server = TestServer::start(&[]);
+    let mut c = server.client().await;
+    c.send(Body::Login(password_login("alice", PASSWORD, "d")))
+        .await
+        .unwrap();
+    assert_eq!(
+        expect_error_then_closed(&mut c).await,
+        ErrorCode::HelloRequired
+    );
+}
+
+#[tokio::test]
+async fn an_unsupported_protocol_version_is_refused() {
+    let server = TestServer::start(&[]);
+    let mut c = server.client().await;
+    c.send(Body::Hello(v1::Hello {
+        protocol_version: 99,
+        client_name: "future".into(),
+    }))
+    .await
+    .unwrap();
+    assert_eq!(
+        expect_error_then_closed(&mut c).await,
+        ErrorCode::UnsupportedProtocolVersion
+    );
+}
+
+#[tokio::test]
+async fn messaging_needs_a_login() {
+    let server = TestServer::start(&[]);
+    let mut c = server.client().await;
+    c.hello().await.unwrap();
+    let reply = c
+        .request(Body::Conversations(v1::Conversations {}))
+        .await
+        .unwrap();
+    let Body::Error(e) = reply else {
+        panic!("{reply:?}")
+    };
+    assert_eq!(e.code, ErrorCode::NotAuthenticated as i32);
+    // A server-only body from a client is refused, the connection stays.
+    let reply = c.request(Body::Pong(v1::Pong::default())).await.unwrap();
+    let Body::Error(e) = reply else {
+        panic!("{reply:?}")
+    };
+    assert_eq!(e.code, ErrorCode::UnexpectedBody as i32);
+    c.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn no_login_within_the_handshake_timeout_is_kicked() {
+    let server = TestServer::start(&[("GATEWAY__HANDSHAKE_TIMEOUT_MS", "300")]);
+    let mut c = server.client().await;
+    c.hello().await.unwrap();
+    assert_eq!(
+        expect_kicked_then_closed(&mut c).await,
+        KickReason::HandshakeTimeout
+    );
+}
+
+#[tokio::test]
+async fn heartbeats_keep_a_session_while_an_idle_one_is_closed() {
+    let server = TestServer::start(&[
+        ("GATEWAY__IDLE_TIMEOUT_MS", "800"),
+        ("GATEWAY__HEARTBEAT_INTERVAL_MS", "200"),
+    ]);
+    let (mut active, _) = server.user("active").await;
+    let (mut idle, _) = server.user("idle").await;
+    let idle_kicked = tokio::spawn(async move { expect_kicked_then_closed(&mut idle).await });
+    // Ping at the announced interval until the idle one is gone, then for two more timeouts.
+    let mut ticker = tokio::time::interval(Duration::from_millis(200));
+    let mut idle_kicked = std::pin::pin!(idle_kicked);
+    loop {
+        tokio::select! {
+            reason = &mut idle_kicked => {
+                assert_eq!(reason.unwrap(), KickReason::IdleTimeout);
+                break;
+            }
+            _ = ticker.tick() => { active.ping().await.unwrap(); }
+        }
+    }
+    for _ in 0..8 {
+        ticker.tick().await;
+        active.ping().await.expect("the pinging session stays open");
+    }
+}
