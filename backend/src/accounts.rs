@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
 use crate::config::{AccountsConfig, LoginConfig};
-use crate::store::{Store, StoreError, TokenHash, TokenRecord, UserId};
+use crate::store::{Store, TokenHash, TokenRecord, UserId};
 use crate::throttle::{Throttle, ThrottleKey};
 use crate::time::now_ms;
 
@@ -46,7 +46,7 @@ impl Refusal {
         )
     }
 
-    fn unavailable(err: impl std::fmt::Display) -> Self {
+    pub(crate) fn unavailable(err: impl std::fmt::Display) -> Self {
         tracing::error!(%err, "account storage failed");
         Self {
             code: ErrorCode::Unavailable,
@@ -64,17 +64,6 @@ impl Refusal {
     }
 }
 
-impl From<StoreError> for Refusal {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::UsernameTaken => {
-                Refusal::new(ErrorCode::UsernameTaken, "username is taken")
-            }
-            other => Refusal::unavailable(other),
-        }
-    }
-}
-
 /// A successful login.
 #[derive(Debug, Clone)]
 pub struct Authenticated {
@@ -87,7 +76,10 @@ pub struct Accounts {
     store: Arc<dyn Store>,
     accounts: AccountsConfig,
     login: LoginConfig,
+    /// Permits for login hashes; registrations have their own, so a flood of sign-ups cannot
+    /// starve logins.
     hashing: Semaphore,
+    registration_hashing: Semaphore,
     throttle: Throttle,
     /// Verified against when the account does not exist, so both cases take the same time.
     dummy_hash: String,
@@ -99,6 +91,7 @@ impl Accounts {
             .expect("validated argon2 parameters");
         Self {
             hashing: Semaphore::new(accounts.hash_concurrency),
+            registration_hashing: Semaphore::new(accounts.hash_concurrency.div_ceil(2)),
             throttle: Throttle::new(&login),
             store,
             accounts,
@@ -113,7 +106,7 @@ impl Accounts {
         validate_email(&req.email)?;
         let hash = {
             let _permit = self
-                .hashing
+                .registration_hashing
                 .acquire()
                 .await
                 .expect("semaphore never closed");
@@ -150,7 +143,15 @@ impl Accounts {
         let addr_key = ThrottleKey::Addr(peer);
         self.check_throttle(&addr_key)?;
         let result = match &req.credential {
-            Some(login::Credential::Token(token)) => self.authenticate_token(req, token),
+            Some(login::Credential::Token(token)) => {
+                let store = Arc::clone(&self.store);
+                let (req, token) = (req.clone(), token.clone());
+                tokio::task::spawn_blocking(move || {
+                    authenticate_token(store.as_ref(), &req, &token)
+                })
+                .await
+                .map_err(Refusal::unavailable)?
+            }
             Some(login::Credential::Password(password)) => {
                 self.authenticate_password(req, password).await
             }
@@ -186,15 +187,14 @@ impl Accounts {
         req: &v1::Login,
         password: &str,
     ) -> Result<Authenticated, Refusal> {
-        let (account_key, user) = match &req.account {
-            Some(login::Account::UserId(id)) => (id.to_string(), self.store.user_by_id(*id)?),
-            Some(login::Account::Username(name)) => {
-                let user = match self.store.user_id_by_name(name)? {
-                    Some(id) => self.store.user_by_id(id)?,
-                    None => None,
-                };
-                (name.to_ascii_lowercase(), user)
+        let account = match &req.account {
+            Some(login::Account::UserId(id)) => Lookup::Id(*id),
+            // A name that could never have been registered cannot exist: refuse it without
+            // a throttle entry, so junk names cannot fill the table.
+            Some(login::Account::Username(name)) if validate_username(name).is_err() => {
+                return Err(Refusal::invalid_credentials());
             }
+            Some(login::Account::Username(name)) => Lookup::Name(name.clone()),
             None => {
                 return Err(Refusal::new(
                     ErrorCode::InvalidArgument,
@@ -202,9 +202,22 @@ impl Accounts {
                 ));
             }
         };
+        let store = Arc::clone(&self.store);
+        let user = tokio::task::spawn_blocking(move || match account {
+            Lookup::Id(id) => store.user_by_id(id),
+            Lookup::Name(name) => match store.user_id_by_name(&name)? {
+                Some(id) => store.user_by_id(id),
+                None => Ok(None),
+            },
+        })
+        .await
+        .map_err(Refusal::unavailable)??;
         // Throttle by the account's id when it exists so that id and name share one counter.
-        let account_key =
-            ThrottleKey::Account(user.as_ref().map_or(account_key, |u| u.user_id.to_string()));
+        let account_key = ThrottleKey::Account(match (&user, &req.account) {
+            (Some(u), _) => u.user_id.to_string(),
+            (None, Some(login::Account::Username(name))) => name.to_ascii_lowercase(),
+            (None, _) => "unknown-id".to_owned(),
+        });
         self.check_throttle(&account_key)?;
         if password.len() > self.accounts.password_bytes_max {
             return Err(Refusal::invalid_credentials());
@@ -218,6 +231,9 @@ impl Accounts {
                 .acquire()
                 .await
                 .expect("semaphore never closed");
+            // Guesses sent in parallel all passed the first check; the ones that waited for a
+            // permit behind a failure are stopped here.
+            self.check_throttle(&account_key)?;
             let password = password.to_owned();
             tokio::task::spawn_blocking(move || verify_password(&stored_hash, &password))
                 .await
@@ -229,38 +245,6 @@ impl Accounts {
         };
         self.throttle.record_success(&account_key);
         self.issue_token(user.user_id, &req.device_id).await
-    }
-
-    fn authenticate_token(&self, req: &v1::Login, token: &str) -> Result<Authenticated, Refusal> {
-        let hash = token_hash(token);
-        let Some(record) = self.store.token(&hash)? else {
-            return Err(Refusal::invalid_credentials());
-        };
-        let account_matches = match &req.account {
-            None => true,
-            Some(login::Account::UserId(id)) => *id == record.user_id,
-            Some(login::Account::Username(name)) => {
-                self.store.user_id_by_name(name)? == Some(record.user_id)
-            }
-        };
-        if !account_matches {
-            return Err(Refusal::invalid_credentials());
-        }
-        if record.expires_at_ms <= now_ms() {
-            // Best effort: an expired token is useless whether or not the delete lands.
-            if let Err(err) = self.store.remove_token(&hash) {
-                tracing::warn!(%err, "could not delete an expired token");
-            }
-            return Err(Refusal::new(
-                ErrorCode::TokenExpired,
-                "token has expired, log in with the password",
-            ));
-        }
-        Ok(Authenticated {
-            user_id: record.user_id,
-            token: token.to_owned(),
-            token_expires_at_ms: record.expires_at_ms,
-        })
     }
 
     async fn issue_token(
@@ -304,6 +288,48 @@ impl Accounts {
         }
         Ok(())
     }
+}
+
+/// A token login: one SHA-256 and one lookup. Runs on a blocking thread.
+fn authenticate_token(
+    store: &dyn Store,
+    req: &v1::Login,
+    token: &str,
+) -> Result<Authenticated, Refusal> {
+    let hash = token_hash(token);
+    let Some(record) = store.token(&hash)? else {
+        return Err(Refusal::invalid_credentials());
+    };
+    let account_matches = match &req.account {
+        None => true,
+        Some(login::Account::UserId(id)) => *id == record.user_id,
+        Some(login::Account::Username(name)) => {
+            store.user_id_by_name(name)? == Some(record.user_id)
+        }
+    };
+    if !account_matches {
+        return Err(Refusal::invalid_credentials());
+    }
+    if record.expires_at_ms <= now_ms() {
+        // Best effort: an expired token is useless whether or not the delete lands.
+        if let Err(err) = store.remove_token(&hash) {
+            tracing::warn!(%err, "could not delete an expired token");
+        }
+        return Err(Refusal::new(
+            ErrorCode::TokenExpired,
+            "token has expired, log in with the password",
+        ));
+    }
+    Ok(Authenticated {
+        user_id: record.user_id,
+        token: token.to_owned(),
+        token_expires_at_ms: record.expires_at_ms,
+    })
+}
+
+enum Lookup {
+    Id(UserId),
+    Name(String),
 }
 
 fn validate_username(name: &str) -> Result<(), Refusal> {

@@ -213,6 +213,14 @@ impl Settings {
             "login.failure_delay_ms: must not exceed failure_delay_ms_max",
         );
         check(
+            self.login.failure_delay_ms_max <= 86_400_000,
+            "login.failure_delay_ms_max: must be at most 86400000 (a day)",
+        );
+        check(
+            self.login.token_ttl_s <= 10 * 365 * 86_400,
+            "login.token_ttl_s: must be at most ten years",
+        );
+        check(
             self.login.throttle_entries_max >= 1,
             "login.throttle_entries_max: must be at least 1",
         );

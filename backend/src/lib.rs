@@ -7,6 +7,7 @@ pub mod admin;
 pub mod api;
 pub mod config;
 pub mod limits;
+pub mod messaging;
 pub mod runtime;
 mod service;
 pub mod sessions;

@@ -81,6 +81,13 @@ impl Sessions {
         self.by_user.get(&user_id).map_or(&[], Vec::as_slice)
     }
 
+    pub fn device_of(&self, user_id: UserId, conn: ConnRef) -> Option<&str> {
+        self.of_user(user_id)
+            .iter()
+            .find(|s| s.conn == conn)
+            .map(|s| s.device_id.as_str())
+    }
+
     pub fn online_users(&self) -> usize {
         self.by_user.len()
     }

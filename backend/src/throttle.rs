@@ -48,7 +48,9 @@ impl Throttle {
     pub fn wait_for(&self, key: &ThrottleKey, now: Instant) -> Option<Duration> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         let entry = entries.get(key)?;
-        let ready_at = entry.last_failure + self.delay_after(entry.failures)?;
+        let ready_at = entry
+            .last_failure
+            .checked_add(self.delay_after(entry.failures)?)?;
         (ready_at > now).then(|| ready_at - now)
     }
 
@@ -58,7 +60,12 @@ impl Throttle {
             return None;
         }
         let factor = 1u32 << (over - 1).min(20);
-        Some((self.delay * factor).min(self.delay_max))
+        Some(
+            self.delay
+                .checked_mul(factor)
+                .unwrap_or(self.delay_max)
+                .min(self.delay_max),
+        )
     }
 
     pub fn record_failure(&self, key: ThrottleKey, now: Instant) {
@@ -67,8 +74,12 @@ impl Throttle {
             let window = self.window;
             entries.retain(|_, e| now.duration_since(e.last_failure) < window);
             if entries.len() >= self.entries_max {
-                // Still full of live entries: forget an arbitrary one rather than grow.
-                if let Some(victim) = entries.keys().next().cloned() {
+                // Still full of live entries: forget the one idle longest rather than grow.
+                let oldest = entries
+                    .iter()
+                    .min_by_key(|(_, e)| e.last_failure)
+                    .map(|(k, _)| k.clone());
+                if let Some(victim) = oldest {
                     entries.remove(&victim);
                 }
             }

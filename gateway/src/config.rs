@@ -119,8 +119,9 @@ impl Config {
             .parse()
             .map_err(|e: toml::de::Error| vec![format!("not valid TOML: {e}")])?;
         let mut problems = Vec::new();
-        apply_env_overrides(&mut table, env, &mut problems);
         let defaults = Value::try_from(Config::default()).expect("defaults serialise");
+        let defaults_table = defaults.as_table().expect("a table");
+        apply_env_overrides(&mut table, defaults_table, env, &mut problems);
         unknown_keys(
             &table,
             defaults.as_table().expect("a table"),
@@ -313,9 +314,11 @@ fn unknown_keys(table: &Table, known: &Table, prefix: &str, problems: &mut Vec<S
 }
 
 /// `RINGCHAT_GATEWAY__TCP_LISTEN=127.0.0.1:7000` sets `gateway.tcp_listen`. A value that parses as
-/// a TOML value (number, boolean, array) is taken as that, anything else as a string.
+/// TOML (number, boolean, list) is taken as that, anything else as text; for a key whose default
+/// is text, only a list is parsed, so `server_name = 123` stays the text "123".
 fn apply_env_overrides(
     table: &mut Table,
+    defaults: &Table,
     env: impl IntoIterator<Item = (String, String)>,
     problems: &mut Vec<String>,
 ) {
@@ -327,11 +330,19 @@ fn apply_env_overrides(
             continue;
         };
         let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
-        let value = format!("v = {raw}")
+        let default_is_text = defaults
+            .get(&section)
+            .and_then(|s| s.get(&key))
+            .is_some_and(Value::is_str);
+        let parsed = format!("v = {raw}")
             .parse::<Table>()
             .ok()
-            .and_then(|mut t| t.remove("v"))
-            .unwrap_or(Value::String(raw));
+            .and_then(|mut t| t.remove("v"));
+        // A text key takes the text as it stands, unless it is a list (`cores = [0, 1]`).
+        let value = match parsed {
+            Some(v) if !default_is_text || v.is_array() => v,
+            _ => Value::String(raw),
+        };
         match table
             .entry(section.clone())
             .or_insert_with(|| Value::Table(Table::new()))
@@ -411,11 +422,13 @@ mod tests {
             ),
             ("RINGCHAT_GATEWAY__CORES".to_owned(), "[0]".to_owned()),
             ("RINGCHAT_STORAGE__DURABILITY".to_owned(), "none".to_owned()),
+            ("RINGCHAT_GATEWAY__SERVER_NAME".to_owned(), "123".to_owned()),
             ("UNRELATED".to_owned(), "x".to_owned()),
         ];
         let c = Config::parse("[gateway]\ntcp_listen = \"0.0.0.0:1\"", env).unwrap();
         assert_eq!(c.gateway.tcp_listen, "127.0.0.1:9");
         assert_eq!(c.gateway.cores, Cores::List(vec![0]));
+        assert_eq!(c.gateway.server_name, "123", "text keys stay text");
         assert_eq!(
             c.storage.durability,
             ringchat_backend::config::Durability::None

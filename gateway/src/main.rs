@@ -33,6 +33,11 @@ enum Command {
     CheckConfig { file: PathBuf },
 }
 
+/// The environment as text; a variable that is not UTF-8 cannot be a ringchat setting.
+fn env_vars() -> impl Iterator<Item = (String, String)> {
+    std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -43,7 +48,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
-        Command::CheckConfig { file } => match Config::load(Some(&file), std::env::vars()) {
+        Command::CheckConfig { file } => match Config::load(Some(&file), env_vars()) {
             Ok(_) => {
                 println!("{}: ok", file.display());
                 ExitCode::SUCCESS
@@ -57,7 +62,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Serve { config } => {
-            let config = match Config::load(config.as_deref(), std::env::vars()) {
+            let config = match Config::load(config.as_deref(), env_vars()) {
                 Ok(c) => c,
                 Err(problems) => {
                     eprintln!("configuration has {} problem(s):", problems.len());

@@ -153,6 +153,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     {
         tracing::warn!("backend did not drain in time");
     }
+    // The commit thread finishes what was queued; then one more flush for account writes.
+    rt.block_on(backend.finish());
     backend.flush().context("final flush of the store")?;
     let _ = admin_stop_tx.send(());
     rt.shutdown_timeout(Duration::from_secs(1));

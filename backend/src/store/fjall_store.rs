@@ -7,12 +7,36 @@ use std::sync::Mutex;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
 use super::{
-    Store, StoreError, TokenHash, TokenRecord, USER_ID_FIRST, USER_ID_LAST, UserId, UserRecord,
-    username_key,
+    CommitGroup, ConvId, ConvRecord, CursorRecord, DedupRecord, MessageRecord, Store, StoreError,
+    TokenHash, TokenRecord, USER_ID_FIRST, USER_ID_LAST, UserId, UserRecord, username_key,
 };
 use crate::config::Durability;
 
 const META_NEXT_USER_ID: &[u8] = b"next_user_id";
+const META_NEXT_MSG_ID: &[u8] = b"next_msg_id";
+
+/// Key of a (conversation, seq) pair: both big-endian, so a conversation's messages are contiguous
+/// and ordered by seq.
+fn pair_key(a: u64, b: u64) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&a.to_be_bytes());
+    key[8..].copy_from_slice(&b.to_be_bytes());
+    key
+}
+
+fn suffixed_key(a: u64, suffix: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(8 + suffix.len());
+    key.extend_from_slice(&a.to_be_bytes());
+    key.extend_from_slice(suffix);
+    key
+}
+
+fn be_u64(bytes: &[u8]) -> Result<u64, StoreError> {
+    bytes
+        .try_into()
+        .map(u64::from_be_bytes)
+        .map_err(|_| StoreError::Corrupt(postcard::Error::DeserializeUnexpectedEnd))
+}
 
 pub struct FjallStore {
     db: Database,
@@ -21,6 +45,12 @@ pub struct FjallStore {
     users: Keyspace,
     usernames: Keyspace,
     tokens: Keyspace,
+    messages: Keyspace,
+    conversations: Keyspace,
+    user_conversations: Keyspace,
+    dedup: Keyspace,
+    cursors: Keyspace,
+    device_cursors: Keyspace,
     /// Serialises user creation: the name check and the id counter must move together.
     create_user_lock: Mutex<()>,
 }
@@ -35,6 +65,12 @@ impl FjallStore {
             users: ks("users")?,
             usernames: ks("usernames")?,
             tokens: ks("tokens")?,
+            messages: ks("messages")?,
+            conversations: ks("conversations")?,
+            user_conversations: ks("user_conversations")?,
+            dedup: ks("dedup")?,
+            cursors: ks("cursors")?,
+            device_cursors: ks("device_cursors")?,
             db,
             durability,
             create_user_lock: Mutex::new(()),
@@ -76,11 +112,7 @@ impl Store for FjallStore {
             return Err(StoreError::UsernameTaken);
         }
         let user_id = match self.meta.get(META_NEXT_USER_ID)? {
-            Some(v) => u64::from_be_bytes(
-                v.as_ref()
-                    .try_into()
-                    .map_err(|_| postcard::Error::DeserializeUnexpectedEnd)?,
-            ),
+            Some(v) => be_u64(&v)?,
             None => USER_ID_FIRST,
         };
         if user_id > USER_ID_LAST {
@@ -128,6 +160,117 @@ impl Store for FjallStore {
     fn remove_token(&self, hash: &TokenHash) -> Result<(), StoreError> {
         self.tokens.remove(hash)?;
         self.persist()
+    }
+
+    fn commit_group(&self, group: &CommitGroup) -> Result<(), StoreError> {
+        let mut batch = self.db.batch();
+        for m in &group.messages {
+            batch.insert(&self.messages, pair_key(m.conv_id, m.seq), encode(m));
+        }
+        for (conv, record) in &group.conversations {
+            batch.insert(&self.conversations, conv.to_be_bytes(), encode(record));
+        }
+        for (user, conv) in &group.user_conversations {
+            batch.insert(&self.user_conversations, pair_key(*user, *conv), []);
+        }
+        for (user, client_msg_id, record) in &group.dedup {
+            batch.insert(
+                &self.dedup,
+                suffixed_key(*user, client_msg_id.as_bytes()),
+                encode(record),
+            );
+        }
+        for (conv, user, record) in &group.cursors {
+            batch.insert(&self.cursors, pair_key(*conv, *user), encode(record));
+        }
+        for (conv, user, device, seq) in &group.device_cursors {
+            let mut key = pair_key(*conv, *user).to_vec();
+            key.extend_from_slice(device.as_bytes());
+            batch.insert(&self.device_cursors, key, seq.to_be_bytes());
+        }
+        if let Some(next) = group.next_msg_id {
+            batch.insert(&self.meta, META_NEXT_MSG_ID, next.to_be_bytes());
+        }
+        batch.commit()?;
+        self.persist()
+    }
+
+    fn next_msg_id(&self) -> Result<u64, StoreError> {
+        match self.meta.get(META_NEXT_MSG_ID)? {
+            Some(v) => be_u64(&v),
+            None => Ok(1),
+        }
+    }
+
+    fn conversation(&self, conv: ConvId) -> Result<Option<ConvRecord>, StoreError> {
+        self.conversations
+            .get(conv.to_be_bytes())?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
+    fn dedup(&self, from: UserId, client_msg_id: &str) -> Result<Option<DedupRecord>, StoreError> {
+        self.dedup
+            .get(suffixed_key(from, client_msg_id.as_bytes()))?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
+    fn cursor(&self, conv: ConvId, user: UserId) -> Result<Option<CursorRecord>, StoreError> {
+        self.cursors
+            .get(pair_key(conv, user))?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
+    fn message(&self, conv: ConvId, seq: u64) -> Result<Option<MessageRecord>, StoreError> {
+        self.messages
+            .get(pair_key(conv, seq))?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
+    fn messages_after(
+        &self,
+        conv: ConvId,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
+        let Some(first) = after_seq.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        let range = pair_key(conv, first)..=pair_key(conv, u64::MAX);
+        self.messages
+            .range(range)
+            .take(limit)
+            .map(|guard| decode(&guard.into_inner()?.1))
+            .collect()
+    }
+
+    fn messages_before(
+        &self,
+        conv: ConvId,
+        before_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
+        let range = pair_key(conv, 0)..pair_key(conv, before_seq);
+        self.messages
+            .range(range)
+            .rev()
+            .take(limit)
+            .map(|guard| decode(&guard.into_inner()?.1))
+            .collect()
+    }
+
+    fn user_conversations(&self, user: UserId, limit: usize) -> Result<Vec<ConvId>, StoreError> {
+        self.user_conversations
+            .prefix(user.to_be_bytes())
+            .take(limit)
+            .map(|guard| {
+                let key = guard.key()?;
+                be_u64(&key[8..])
+            })
+            .collect()
     }
 }
 

@@ -49,6 +49,101 @@ pub struct TokenRecord {
     pub expires_at_ms: u64,
 }
 
+/// A 1:1 conversation id: both user ids packed, the lower one first, so both sides compute the
+/// same id with no lookup and the participants can be read back from it.
+pub type ConvId = u64;
+
+pub fn conversation_id(a: UserId, b: UserId) -> ConvId {
+    let (low, high) = if a <= b { (a, b) } else { (b, a) };
+    (low << 32) | high
+}
+
+/// The two participants of a conversation, or `None` for an id no 1:1 conversation has.
+pub fn participants(conv: ConvId) -> Option<(UserId, UserId)> {
+    let (low, high) = (conv >> 32, conv & 0xffff_ffff);
+    let valid = |u: UserId| (USER_ID_FIRST..=USER_ID_LAST).contains(&u);
+    (valid(low) && valid(high) && low < high).then_some((low, high))
+}
+
+/// The other participant, if `user` is one of them.
+pub fn peer_of(conv: ConvId, user: UserId) -> Option<UserId> {
+    let (low, high) = participants(conv)?;
+    if user == low {
+        Some(high)
+    } else if user == high {
+        Some(low)
+    } else {
+        None
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRecord {
+    pub conv_id: ConvId,
+    pub seq: u64,
+    pub msg_id: u64,
+    pub from: UserId,
+    pub to: UserId,
+    pub client_msg_id: String,
+    pub content_type: i32,
+    /// Empty once recalled.
+    pub content: Vec<u8>,
+    pub server_time_ms: u64,
+    pub recalled: bool,
+    /// For a recall event: the seq it recalls.
+    pub recall_of_seq: u64,
+    /// For a recalled message: the seq of its recall event.
+    pub recall_event_seq: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ConvRecord {
+    pub max_seq: u64,
+    pub last_time_ms: u64,
+}
+
+/// What a resend with the same `client_msg_id` gets back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DedupRecord {
+    pub conv_id: ConvId,
+    pub seq: u64,
+    pub msg_id: u64,
+    pub server_time_ms: u64,
+}
+
+/// One user's progress in one conversation; both only move forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CursorRecord {
+    /// Highest seq any of the user's devices has received.
+    pub delivered_seq: u64,
+    pub read_seq: u64,
+}
+
+/// Everything one group commit writes, applied atomically and made durable together.
+#[derive(Debug, Default)]
+pub struct CommitGroup {
+    pub messages: Vec<MessageRecord>,
+    pub conversations: Vec<(ConvId, ConvRecord)>,
+    /// New entries of a user's conversation list.
+    pub user_conversations: Vec<(UserId, ConvId)>,
+    pub dedup: Vec<(UserId, String, DedupRecord)>,
+    pub cursors: Vec<(ConvId, UserId, CursorRecord)>,
+    pub device_cursors: Vec<(ConvId, UserId, String, u64)>,
+    pub next_msg_id: Option<u64>,
+}
+
+impl CommitGroup {
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+            && self.conversations.is_empty()
+            && self.user_conversations.is_empty()
+            && self.dedup.is_empty()
+            && self.cursors.is_empty()
+            && self.device_cursors.is_empty()
+            && self.next_msg_id.is_none()
+    }
+}
+
 /// SHA-256 of a token: only the hash is stored, so a copy of the data dir holds no usable token.
 pub type TokenHash = [u8; 32];
 
@@ -66,9 +161,52 @@ pub trait Store: Send + Sync + 'static {
     fn put_token(&self, hash: &TokenHash, token: &TokenRecord) -> Result<(), StoreError>;
     fn token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError>;
     fn remove_token(&self, hash: &TokenHash) -> Result<(), StoreError>;
+
+    /// Writes a group atomically and durably (per the configured durability).
+    fn commit_group(&self, group: &CommitGroup) -> Result<(), StoreError>;
+    /// The next message id to hand out (1 on an empty store).
+    fn next_msg_id(&self) -> Result<u64, StoreError>;
+    fn conversation(&self, conv: ConvId) -> Result<Option<ConvRecord>, StoreError>;
+    fn dedup(&self, from: UserId, client_msg_id: &str) -> Result<Option<DedupRecord>, StoreError>;
+    fn cursor(&self, conv: ConvId, user: UserId) -> Result<Option<CursorRecord>, StoreError>;
+    fn message(&self, conv: ConvId, seq: u64) -> Result<Option<MessageRecord>, StoreError>;
+    /// Up to `limit` messages with seq > `after_seq`, ascending.
+    fn messages_after(
+        &self,
+        conv: ConvId,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<MessageRecord>, StoreError>;
+    /// Up to `limit` messages with seq < `before_seq`, newest first.
+    fn messages_before(
+        &self,
+        conv: ConvId,
+        before_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<MessageRecord>, StoreError>;
+    /// Up to `limit` of the user's conversations.
+    fn user_conversations(&self, user: UserId, limit: usize) -> Result<Vec<ConvId>, StoreError>;
 }
 
 /// Usernames are unique without regard to ASCII case.
 pub fn username_key(username: &str) -> String {
     username.to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conversation_ids_are_symmetric_and_reversible() {
+        let (a, b) = (100_000_007, 123_456_789);
+        let conv = conversation_id(a, b);
+        assert_eq!(conv, conversation_id(b, a));
+        assert_eq!(participants(conv), Some((a, b)));
+        assert_eq!(peer_of(conv, a), Some(b));
+        assert_eq!(peer_of(conv, b), Some(a));
+        assert_eq!(peer_of(conv, 100_000_008), None);
+        assert_eq!(participants(conversation_id(a, a)), None);
+        assert_eq!(participants(42), None);
+    }
 }

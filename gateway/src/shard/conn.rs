@@ -46,6 +46,8 @@ struct Conn {
     /// A buffer holding a partial frame; `None` whenever no partial frame is pending.
     partial: Option<BytesMut>,
     send_budget: SendBudget,
+    /// A write was cut short: the stream is mid-frame and nothing more may be written.
+    write_cut: std::cell::Cell<bool>,
 }
 
 pub(super) async fn serve(
@@ -64,6 +66,7 @@ pub(super) async fn serve(
         state: State::AwaitHello,
         partial: None,
         send_budget,
+        write_cut: std::cell::Cell::new(false),
     };
     let end = conn.run(&mut stream).await;
     conn.finish(&mut stream, end).await;
@@ -124,8 +127,11 @@ impl Conn {
                 continue;
             }
             let shared = Rc::clone(&self.shared);
+            // Not `relaxed`: on epoll a stale "ready" would send the task into a read that
+            // blocks outside this select, deaf to pushes and kicks. An in-flight read is never
+            // cancelled (io_uring could lose the bytes it already took), so it must not wait.
             let readable = monoio::select! {
-                r = stream.readable(true) => Some(r),
+                r = stream.readable(false) => Some(r),
                 () = shared.wake.notified() => None,
             };
             match readable {
@@ -151,9 +157,12 @@ impl Conn {
             Ok(Some(len)) => (LEN_PREFIX_BYTES + len).saturating_sub(buf.len()),
             _ => 0,
         };
-        let room = frame_rest.max(READ_ROOM_BYTES_MIN);
+        // Grow toward a big frame as its bytes arrive, never on the prefix's word alone.
+        let room = frame_rest
+            .min(self.shard.pool.buffer_bytes())
+            .max(READ_ROOM_BYTES_MIN);
         if buf.capacity() - buf.len() < room {
-            buf.reserve(room.max(self.shard.pool.buffer_bytes()));
+            buf.reserve(room);
         }
         let (begin, end) = (buf.len(), buf.capacity());
         let (result, slice) = stream.read(SliceMut::new(buf, begin, end)).await;
@@ -179,6 +188,14 @@ impl Conn {
                     self.on_frame(frame).await;
                     if self.shared.close.get().is_some() {
                         break;
+                    }
+                    // A client pipelining many requests must not overflow its own queue.
+                    let queued = self.shared.outbound.borrow().len();
+                    if queued * 2 >= self.shard.gateway.outbound_frames_max
+                        && let Err(e) = self.flush(stream, true).await
+                    {
+                        self.shard.pool.give(buf);
+                        return Err(e);
                     }
                 }
                 Ok(None) => break,
@@ -330,14 +347,22 @@ impl Conn {
             return None;
         }
         let shared = Rc::clone(&self.shared);
+        let mut answer = std::pin::pin!(answer);
         let answer = monoio::select! {
-            a = answer => a,
-            () = closed(&shared) => return None,
+            a = &mut answer => a.map_err(|_| ()),
+            () = closed(&shared) => {
+                // An answer may have been sent as the close came; a login it reports must still
+                // be registered here, or the backend would never hear that this session ended.
+                answer.close();
+                answer.try_recv().map_err(|_| ())
+            }
         };
         match answer {
             Ok(body) => Some(body),
             Err(_) => {
-                self.error(0, ErrorCode::Internal, "the request was dropped, retry");
+                if self.shared.close.get().is_none() {
+                    self.error(0, ErrorCode::Internal, "the request was dropped, retry");
+                }
                 None
             }
         }
@@ -428,9 +453,24 @@ impl Conn {
             let len = buf.len() as u64;
             let (result, buf) = if abortable {
                 let shared = Rc::clone(&self.shared);
+                let mut write = std::pin::pin!(stream.write_all(buf));
                 monoio::select! {
-                    r = stream.write_all(buf) => r,
-                    () = closed(&shared) => return Ok(()),
+                    r = &mut write => r,
+                    () = closed(&shared) => {
+                        // Finish this write if the client lets us soon; cutting it would leave
+                        // half a frame on the wire, after which nothing more may be written.
+                        let grace = Duration::from_millis(FINAL_FLUSH_MS);
+                        match monoio::time::timeout(grace, write).await {
+                            Ok(r) => r,
+                            Err(_) => {
+                                self.write_cut.set(true);
+                                return Err(io::Error::new(
+                                    io::ErrorKind::TimedOut,
+                                    "client stopped reading",
+                                ));
+                            }
+                        }
+                    }
                 }
             } else {
                 stream.write_all(buf).await
@@ -449,9 +489,14 @@ impl Conn {
         if let Some(buf) = self.partial.take() {
             self.shard.pool.give(buf);
         }
+        if let End::Close(Close::Kick(reason)) = end {
+            self.shard.stats.kick(reason);
+        }
+        if self.write_cut.get() {
+            return;
+        }
         match end {
             End::Close(Close::Kick(reason)) => {
-                self.shard.stats.kick(reason);
                 let mut queue = self.shared.outbound.borrow_mut();
                 if reason == KickReason::SlowConsumer {
                     // It could not take these; it resyncs by seq when it reconnects.
@@ -513,35 +558,40 @@ fn is_session_body(body: &Body) -> bool {
 }
 
 /// Per-connection token bucket for `Send`, refilled on the shard's coarse clock: one second of
-/// burst at `messages_per_s_max`.
+/// burst at `messages_per_s_max`. Counted in thousandths of a message so that low limits and
+/// short ticks do not round away.
 struct SendBudget {
-    tokens: u64,
-    capacity: u64,
-    per_tick: u64,
+    milli_tokens: u64,
+    capacity_milli: u64,
+    refill_milli_per_tick: u64,
     last_tick: u64,
 }
 
 impl SendBudget {
     fn new(messages_per_s_max: u32, tick_ms: u64) -> Self {
-        let capacity = u64::from(messages_per_s_max);
+        let capacity_milli = u64::from(messages_per_s_max) * 1000;
         Self {
-            tokens: capacity,
-            capacity,
-            per_tick: (capacity * tick_ms / 1000).max(1),
+            milli_tokens: capacity_milli,
+            capacity_milli,
+            // messages/s × 1000 milli × tick_ms / 1000 ms
+            refill_milli_per_tick: u64::from(messages_per_s_max) * tick_ms,
             last_tick: 0,
         }
     }
 
     fn take(&mut self, now_tick: u64) -> bool {
         if now_tick > self.last_tick {
-            let refill = (now_tick - self.last_tick).saturating_mul(self.per_tick);
-            self.tokens = self.tokens.saturating_add(refill).min(self.capacity);
+            let refill = (now_tick - self.last_tick).saturating_mul(self.refill_milli_per_tick);
+            self.milli_tokens = self
+                .milli_tokens
+                .saturating_add(refill)
+                .min(self.capacity_milli);
             self.last_tick = now_tick;
         }
-        if self.tokens == 0 {
+        if self.milli_tokens < 1000 {
             return false;
         }
-        self.tokens -= 1;
+        self.milli_tokens -= 1000;
         true
     }
 }

@@ -1,0 +1,121 @@
+//! 1:1 messaging: validation at the door, the commit thread for every write, reads from the
+//! store, and delivery of acks, pushes and receipts once a write is durable.
+
+mod delivery;
+pub mod reads;
+pub(crate) mod writer;
+
+use bytes::Bytes;
+use ringchat_proto::v1::{self, ContentType, ErrorCode};
+
+use crate::accounts::Refusal;
+use crate::store::{MessageRecord, USER_ID_FIRST, USER_ID_LAST, UserId};
+
+/// Longest `client_msg_id`.
+pub const CLIENT_MSG_ID_BYTES_MAX: usize = 64;
+
+pub fn to_wire(m: MessageRecord) -> v1::Message {
+    v1::Message {
+        msg_id: m.msg_id,
+        conversation_id: m.conv_id,
+        seq: m.seq,
+        from_user_id: m.from,
+        client_msg_id: m.client_msg_id,
+        content_type: m.content_type,
+        content: Bytes::from(m.content),
+        server_time_ms: m.server_time_ms,
+        recalled: m.recalled,
+        to_user_id: m.to,
+        recall_of_seq: m.recall_of_seq,
+    }
+}
+
+/// Checks what can be checked without storage.
+pub fn validate_send(
+    from: UserId,
+    send: &v1::Send,
+    message_bytes_max: usize,
+) -> Result<(), Refusal> {
+    let invalid = |m: &str| Err(Refusal::new(ErrorCode::InvalidArgument, m));
+    if send.client_msg_id.is_empty() || send.client_msg_id.len() > CLIENT_MSG_ID_BYTES_MAX {
+        return invalid("client_msg_id must be 1 to 64 bytes");
+    }
+    if send.to_user_id == from {
+        return invalid("to_user_id is yourself");
+    }
+    if !(USER_ID_FIRST..=USER_ID_LAST).contains(&send.to_user_id) {
+        return Err(Refusal::new(
+            ErrorCode::UserNotFound,
+            format!("no user {}", send.to_user_id),
+        ));
+    }
+    if send.content.len() > message_bytes_max {
+        return Err(Refusal::new(
+            ErrorCode::MessageTooLarge,
+            format!(
+                "content is {} bytes, the limit is {message_bytes_max}",
+                send.content.len()
+            ),
+        ));
+    }
+    match ContentType::try_from(send.content_type) {
+        Ok(ContentType::Text) => {
+            if send.content.is_empty() || std::str::from_utf8(&send.content).is_err() {
+                return invalid("text content must be non-empty UTF-8");
+            }
+        }
+        Ok(ContentType::Image | ContentType::File | ContentType::Custom) => {}
+        _ => return invalid("content_type must be TEXT, IMAGE, FILE or CUSTOM"),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send(to: u64, text: &str) -> v1::Send {
+        v1::Send {
+            client_msg_id: "c1".into(),
+            to_user_id: to,
+            content_type: ContentType::Text as i32,
+            content: Bytes::copy_from_slice(text.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn send_validation() {
+        let me = 100_000_001;
+        assert!(validate_send(me, &send(100_000_002, "hi"), 10).is_ok());
+        let code = |r: Result<(), Refusal>| r.unwrap_err().code;
+        assert_eq!(
+            code(validate_send(me, &send(me, "hi"), 10)),
+            ErrorCode::InvalidArgument
+        );
+        assert_eq!(
+            code(validate_send(me, &send(5, "hi"), 10)),
+            ErrorCode::UserNotFound
+        );
+        assert_eq!(
+            code(validate_send(me, &send(100_000_002, "far too long"), 10)),
+            ErrorCode::MessageTooLarge
+        );
+        let mut bad = send(100_000_002, "hi");
+        bad.content = Bytes::from_static(&[0xff, 0xfe]);
+        assert_eq!(
+            code(validate_send(me, &bad, 10)),
+            ErrorCode::InvalidArgument
+        );
+        bad.content_type = ContentType::Recall as i32;
+        assert_eq!(
+            code(validate_send(me, &bad, 10)),
+            ErrorCode::InvalidArgument
+        );
+        let mut no_id = send(100_000_002, "hi");
+        no_id.client_msg_id.clear();
+        assert_eq!(
+            code(validate_send(me, &no_id, 10)),
+            ErrorCode::InvalidArgument
+        );
+    }
+}

@@ -1,0 +1,94 @@
+//! Sync, history and the conversation list: reads straight from the store, on blocking threads.
+
+use ringchat_proto::v1::{self, ErrorCode};
+
+use super::to_wire;
+use crate::accounts::Refusal;
+use crate::store::{ConvId, Store, UserId, peer_of};
+
+/// Conversations listed at most, most recent first.
+pub const CONVERSATIONS_MAX: usize = 1000;
+
+fn page_limit(requested: u32, page_max: u32) -> usize {
+    let limit = if requested == 0 {
+        page_max
+    } else {
+        requested.min(page_max)
+    };
+    limit as usize
+}
+
+fn check_participant(conv: ConvId, user: UserId) -> Result<UserId, Refusal> {
+    peer_of(conv, user).ok_or_else(|| Refusal::new(ErrorCode::NotFound, "no such conversation"))
+}
+
+pub fn sync(
+    store: &dyn Store,
+    user: UserId,
+    req: &v1::Sync,
+    page_max: u32,
+) -> Result<v1::SyncBatch, Refusal> {
+    check_participant(req.conversation_id, user)?;
+    let limit = page_limit(req.limit, page_max);
+    let mut messages = store.messages_after(req.conversation_id, req.after_seq, limit + 1)?;
+    let has_more = messages.len() > limit;
+    messages.truncate(limit);
+    Ok(v1::SyncBatch {
+        conversation_id: req.conversation_id,
+        messages: messages.into_iter().map(to_wire).collect(),
+        has_more,
+    })
+}
+
+pub fn history(
+    store: &dyn Store,
+    user: UserId,
+    req: &v1::History,
+    page_max: u32,
+) -> Result<v1::HistoryBatch, Refusal> {
+    check_participant(req.conversation_id, user)?;
+    let limit = page_limit(req.limit, page_max);
+    let before = if req.before_seq == 0 {
+        u64::MAX
+    } else {
+        req.before_seq
+    };
+    let mut messages = store.messages_before(req.conversation_id, before, limit + 1)?;
+    let has_more = messages.len() > limit;
+    messages.truncate(limit);
+    Ok(v1::HistoryBatch {
+        conversation_id: req.conversation_id,
+        messages: messages.into_iter().map(to_wire).collect(),
+        has_more,
+    })
+}
+
+pub fn conversations(store: &dyn Store, user: UserId) -> Result<v1::ConversationList, Refusal> {
+    let mut list = Vec::new();
+    for conv in store.user_conversations(user, CONVERSATIONS_MAX)? {
+        let Some(peer) = peer_of(conv, user) else {
+            continue;
+        };
+        let record = store.conversation(conv)?.unwrap_or_default();
+        let mine = store.cursor(conv, user)?.unwrap_or_default();
+        let theirs = store.cursor(conv, peer)?.unwrap_or_default();
+        let last = store.message(conv, record.max_seq)?;
+        list.push(v1::Conversation {
+            conversation_id: conv,
+            peer_user_id: peer,
+            max_seq: record.max_seq,
+            read_seq: mine.read_seq,
+            unread_count: record.max_seq.saturating_sub(mine.read_seq),
+            last_message: last.map(to_wire),
+            delivered_seq: mine.delivered_seq,
+            peer_delivered_seq: theirs.delivered_seq,
+            peer_read_seq: theirs.read_seq,
+        });
+    }
+    list.sort_by_key(|c| {
+        std::cmp::Reverse(c.last_message.as_ref().map_or(0, |m| m.server_time_ms))
+    });
+    Ok(v1::ConversationList {
+        conversations: list,
+    })
+}

@@ -1,0 +1,576 @@
+//! The commit thread: the only writer of messages, conversations and cursors.
+//!
+//! It takes what is queued (up to `storage.commit_group_max` operations), applies them to an
+//! overlay of pending state, writes the whole group in one atomic batch with one fsync, and only
+//! then hands the outcomes (acks, pushes, receipts) to delivery. Because one thread assigns every
+//! seq and a seq only becomes visible once its group is durable, seqs are gap-free and no ack
+//! ever precedes durability. A failed commit discards the overlay: nothing it assigned is kept.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ringchat_proto::v1::{ContentType, ErrorCode};
+use tokio::sync::mpsc;
+
+use crate::accounts::Refusal;
+use crate::api::ConnRef;
+use crate::store::{
+    CommitGroup, ConvId, ConvRecord, CursorRecord, DedupRecord, MessageRecord, Store, StoreError,
+    UserId, conversation_id, peer_of,
+};
+use crate::time::now_ms;
+
+/// Cached conversations, cursors and known users, each at most; past it the cache starts over
+/// (the store has everything, the cache only saves reads).
+const CACHE_ENTRIES_MAX: usize = 1 << 20;
+
+#[derive(Debug)]
+pub(crate) enum WriteOp {
+    Send {
+        conn: ConnRef,
+        request_id: u64,
+        from: UserId,
+        to: UserId,
+        client_msg_id: String,
+        content_type: i32,
+        content: Bytes,
+    },
+    Cursor {
+        conn: ConnRef,
+        request_id: u64,
+        user: UserId,
+        device_id: String,
+        conv: ConvId,
+        kind: CursorKind,
+        seq: u64,
+    },
+    Recall {
+        conn: ConnRef,
+        request_id: u64,
+        user: UserId,
+        conv: ConvId,
+        seq: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CursorKind {
+    Delivered,
+    Read,
+}
+
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// A new message is durable.
+    Sent {
+        conn: ConnRef,
+        request_id: u64,
+        message: MessageRecord,
+    },
+    /// A resend of a stored message: ack again, push nothing.
+    Duplicate {
+        conn: ConnRef,
+        request_id: u64,
+        original: DedupRecord,
+    },
+    Cursor {
+        conn: ConnRef,
+        request_id: u64,
+        conv: ConvId,
+        user: UserId,
+        peer: UserId,
+        cursor: CursorRecord,
+        moved: bool,
+    },
+    Recalled {
+        conn: ConnRef,
+        request_id: u64,
+        conv: ConvId,
+        seq: u64,
+        event_seq: u64,
+        /// `None` when it was recalled before (the event went out then).
+        event: Option<MessageRecord>,
+    },
+    Refused {
+        conn: ConnRef,
+        request_id: u64,
+        refusal: Refusal,
+    },
+}
+
+impl Outcome {
+    fn into_unavailable(self) -> Outcome {
+        let (conn, request_id) = match &self {
+            Outcome::Sent {
+                conn, request_id, ..
+            }
+            | Outcome::Duplicate {
+                conn, request_id, ..
+            }
+            | Outcome::Cursor {
+                conn, request_id, ..
+            }
+            | Outcome::Recalled {
+                conn, request_id, ..
+            } => (*conn, *request_id),
+            Outcome::Refused { .. } => return self,
+        };
+        Outcome::Refused {
+            conn,
+            request_id,
+            refusal: Refusal::unavailable("commit failed"),
+        }
+    }
+}
+
+pub(crate) struct Writer {
+    store: Arc<dyn Store>,
+    recall_window_ms: u64,
+    group_max: usize,
+    /// Committed state.
+    next_msg_id: u64,
+    convs: HashMap<ConvId, ConvRecord>,
+    cursors: HashMap<(ConvId, UserId), CursorRecord>,
+    known_users: HashSet<UserId>,
+    /// The group being built and its overlay.
+    group: CommitGroup,
+    pending_next_msg_id: u64,
+    pending_convs: HashMap<ConvId, ConvRecord>,
+    pending_cursors: HashMap<(ConvId, UserId), CursorRecord>,
+    pending_dedup: HashMap<(UserId, String), DedupRecord>,
+}
+
+impl Writer {
+    pub fn new(
+        store: Arc<dyn Store>,
+        recall_window_ms: u64,
+        group_max: usize,
+    ) -> Result<Self, StoreError> {
+        let next_msg_id = store.next_msg_id()?;
+        Ok(Self {
+            store,
+            recall_window_ms,
+            group_max,
+            next_msg_id,
+            convs: HashMap::new(),
+            cursors: HashMap::new(),
+            known_users: HashSet::new(),
+            group: CommitGroup::default(),
+            pending_next_msg_id: next_msg_id,
+            pending_convs: HashMap::new(),
+            pending_cursors: HashMap::new(),
+            pending_dedup: HashMap::new(),
+        })
+    }
+
+    /// Runs until every sender of `ops` is gone, then returns after the last group is durable.
+    pub fn run(mut self, mut ops: mpsc::Receiver<WriteOp>, outcomes: mpsc::Sender<Vec<Outcome>>) {
+        let mut batch = Vec::with_capacity(self.group_max);
+        while let Some(first) = ops.blocking_recv() {
+            batch.push(first);
+            while batch.len() < self.group_max {
+                match ops.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
+            }
+            let results = self.commit(&mut batch);
+            if outcomes.blocking_send(results).is_err() {
+                break;
+            }
+        }
+        tracing::info!("commit thread stopped");
+    }
+
+    /// Applies and commits one group; returns one outcome per operation, in order.
+    pub fn commit(&mut self, batch: &mut Vec<WriteOp>) -> Vec<Outcome> {
+        let mut results: Vec<Outcome> = batch.drain(..).map(|op| self.apply(op)).collect();
+        if self.pending_next_msg_id != self.next_msg_id {
+            self.group.next_msg_id = Some(self.pending_next_msg_id);
+        }
+        self.group.conversations = self.pending_convs.iter().map(|(c, r)| (*c, *r)).collect();
+        self.group.cursors = self
+            .pending_cursors
+            .iter()
+            .map(|((c, u), r)| (*c, *u, *r))
+            .collect();
+        if self.group.is_empty() {
+            return results;
+        }
+        let group = std::mem::take(&mut self.group);
+        match self.store.commit_group(&group) {
+            Ok(()) => self.promote(),
+            Err(err) => {
+                tracing::error!(%err, "group commit failed; its writes are refused");
+                self.discard();
+                results = results.into_iter().map(Outcome::into_unavailable).collect();
+            }
+        }
+        results
+    }
+
+    fn promote(&mut self) {
+        self.next_msg_id = self.pending_next_msg_id;
+        if self.convs.len() + self.pending_convs.len() > CACHE_ENTRIES_MAX {
+            self.convs.clear();
+        }
+        if self.cursors.len() + self.pending_cursors.len() > CACHE_ENTRIES_MAX {
+            self.cursors.clear();
+        }
+        self.convs.extend(self.pending_convs.drain());
+        self.cursors.extend(self.pending_cursors.drain());
+        self.pending_dedup.clear();
+    }
+
+    fn discard(&mut self) {
+        self.pending_next_msg_id = self.next_msg_id;
+        self.pending_convs.clear();
+        self.pending_cursors.clear();
+        self.pending_dedup.clear();
+        // The store may hold part of nothing or all of the group; reload from it.
+        self.convs.clear();
+        self.cursors.clear();
+    }
+
+    fn apply(&mut self, op: WriteOp) -> Outcome {
+        let (conn, request_id) = match &op {
+            WriteOp::Send {
+                conn, request_id, ..
+            }
+            | WriteOp::Cursor {
+                conn, request_id, ..
+            }
+            | WriteOp::Recall {
+                conn, request_id, ..
+            } => (*conn, *request_id),
+        };
+        let result = match op {
+            WriteOp::Send {
+                conn,
+                request_id,
+                from,
+                to,
+                client_msg_id,
+                content_type,
+                content,
+            } => self.send(
+                conn,
+                request_id,
+                from,
+                to,
+                client_msg_id,
+                content_type,
+                content,
+            ),
+            WriteOp::Cursor {
+                conn,
+                request_id,
+                user,
+                device_id,
+                conv,
+                kind,
+                seq,
+            } => self.cursor_op(conn, request_id, user, device_id, conv, kind, seq),
+            WriteOp::Recall {
+                conn,
+                request_id,
+                user,
+                conv,
+                seq,
+            } => self.recall(conn, request_id, user, conv, seq),
+        };
+        result.unwrap_or_else(|refusal| Outcome::Refused {
+            conn,
+            request_id,
+            refusal,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn send(
+        &mut self,
+        conn: ConnRef,
+        request_id: u64,
+        from: UserId,
+        to: UserId,
+        client_msg_id: String,
+        content_type: i32,
+        content: Bytes,
+    ) -> Result<Outcome, Refusal> {
+        let dedup_key = (from, client_msg_id);
+        let earlier = match self.pending_dedup.get(&dedup_key) {
+            Some(d) => Some(*d),
+            None => self.store.dedup(from, &dedup_key.1)?,
+        };
+        if let Some(original) = earlier {
+            return Ok(Outcome::Duplicate {
+                conn,
+                request_id,
+                original,
+            });
+        }
+        if !self.user_exists(to)? {
+            return Err(Refusal::new(
+                ErrorCode::UserNotFound,
+                format!("no user {to}"),
+            ));
+        }
+        let conv_id = conversation_id(from, to);
+        let mut conv = self.conv(conv_id)?;
+        if conv.max_seq == 0 {
+            self.group.user_conversations.push((from, conv_id));
+            self.group.user_conversations.push((to, conv_id));
+        }
+        let message = MessageRecord {
+            conv_id,
+            seq: conv.max_seq + 1,
+            msg_id: self.take_msg_id(),
+            from,
+            to,
+            client_msg_id: dedup_key.1.clone(),
+            content_type,
+            content: content.to_vec(),
+            server_time_ms: now_ms().max(conv.last_time_ms),
+            recalled: false,
+            recall_of_seq: 0,
+            recall_event_seq: 0,
+        };
+        conv.max_seq = message.seq;
+        conv.last_time_ms = message.server_time_ms;
+        self.put_conv(conv_id, conv);
+        let dedup = DedupRecord {
+            conv_id,
+            seq: message.seq,
+            msg_id: message.msg_id,
+            server_time_ms: message.server_time_ms,
+        };
+        self.group.dedup.push((from, dedup_key.1.clone(), dedup));
+        self.pending_dedup.insert(dedup_key, dedup);
+        self.mark_own_message_read(conv_id, from, message.seq)?;
+        self.group.messages.push(message.clone());
+        Ok(Outcome::Sent {
+            conn,
+            request_id,
+            message,
+        })
+    }
+
+    /// A sender has read everything up to its own message.
+    fn mark_own_message_read(
+        &mut self,
+        conv: ConvId,
+        user: UserId,
+        seq: u64,
+    ) -> Result<(), Refusal> {
+        let mut cursor = self.cursor(conv, user)?;
+        cursor.read_seq = cursor.read_seq.max(seq);
+        cursor.delivered_seq = cursor.delivered_seq.max(seq);
+        self.put_cursor(conv, user, cursor);
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn cursor_op(
+        &mut self,
+        conn: ConnRef,
+        request_id: u64,
+        user: UserId,
+        device_id: String,
+        conv_id: ConvId,
+        kind: CursorKind,
+        seq: u64,
+    ) -> Result<Outcome, Refusal> {
+        let peer = peer_of(conv_id, user).ok_or_else(not_a_participant)?;
+        let conv = self.conv(conv_id)?;
+        let seq = seq.min(conv.max_seq);
+        let mut cursor = self.cursor(conv_id, user)?;
+        let before = cursor;
+        match kind {
+            CursorKind::Delivered => {
+                cursor.delivered_seq = cursor.delivered_seq.max(seq);
+                if seq > 0 {
+                    self.group
+                        .device_cursors
+                        .push((conv_id, user, device_id, seq));
+                }
+            }
+            CursorKind::Read => {
+                cursor.read_seq = cursor.read_seq.max(seq);
+                cursor.delivered_seq = cursor.delivered_seq.max(cursor.read_seq);
+            }
+        }
+        let moved = cursor != before;
+        if moved {
+            self.put_cursor(conv_id, user, cursor);
+        }
+        Ok(Outcome::Cursor {
+            conn,
+            request_id,
+            conv: conv_id,
+            user,
+            peer,
+            cursor,
+            moved,
+        })
+    }
+
+    fn recall(
+        &mut self,
+        conn: ConnRef,
+        request_id: u64,
+        user: UserId,
+        conv_id: ConvId,
+        seq: u64,
+    ) -> Result<Outcome, Refusal> {
+        let peer = peer_of(conv_id, user).ok_or_else(not_a_participant)?;
+        let pending = self
+            .group
+            .messages
+            .iter()
+            .rev()
+            .find(|m| m.conv_id == conv_id && m.seq == seq)
+            .cloned();
+        let mut original = match pending {
+            Some(m) => m,
+            None => self
+                .store
+                .message(conv_id, seq)?
+                .ok_or_else(|| Refusal::new(ErrorCode::NotFound, "no such message"))?,
+        };
+        if original.from != user {
+            return Err(Refusal::new(
+                ErrorCode::Forbidden,
+                "only the sender can recall a message",
+            ));
+        }
+        if original.content_type == ContentType::Recall as i32 {
+            return Err(Refusal::new(
+                ErrorCode::InvalidArgument,
+                "a recall event cannot be recalled",
+            ));
+        }
+        if original.recalled {
+            return Ok(Outcome::Recalled {
+                conn,
+                request_id,
+                conv: conv_id,
+                seq,
+                event_seq: original.recall_event_seq,
+                event: None,
+            });
+        }
+        let now = now_ms();
+        if now.saturating_sub(original.server_time_ms) > self.recall_window_ms {
+            return Err(Refusal::new(
+                ErrorCode::RecallWindowPassed,
+                format!(
+                    "messages can be recalled within {} s of sending",
+                    self.recall_window_ms / 1000
+                ),
+            ));
+        }
+        let mut conv = self.conv(conv_id)?;
+        let event = MessageRecord {
+            conv_id,
+            seq: conv.max_seq + 1,
+            msg_id: self.take_msg_id(),
+            from: user,
+            to: peer,
+            client_msg_id: String::new(),
+            content_type: ContentType::Recall as i32,
+            content: Vec::new(),
+            server_time_ms: now.max(conv.last_time_ms),
+            recalled: false,
+            recall_of_seq: seq,
+            recall_event_seq: 0,
+        };
+        conv.max_seq = event.seq;
+        conv.last_time_ms = event.server_time_ms;
+        self.put_conv(conv_id, conv);
+        original.recalled = true;
+        original.content.clear();
+        original.recall_event_seq = event.seq;
+        self.group.messages.push(original);
+        self.group.messages.push(event.clone());
+        self.mark_own_message_read(conv_id, user, event.seq)?;
+        Ok(Outcome::Recalled {
+            conn,
+            request_id,
+            conv: conv_id,
+            seq,
+            event_seq: event.seq,
+            event: Some(event),
+        })
+    }
+
+    fn take_msg_id(&mut self) -> u64 {
+        let id = self.pending_next_msg_id;
+        self.pending_next_msg_id += 1;
+        id
+    }
+
+    fn user_exists(&mut self, user: UserId) -> Result<bool, StoreError> {
+        if self.known_users.contains(&user) {
+            return Ok(true);
+        }
+        let exists = self.store.user_by_id(user)?.is_some();
+        if exists {
+            if self.known_users.len() >= CACHE_ENTRIES_MAX {
+                self.known_users.clear();
+            }
+            self.known_users.insert(user);
+        }
+        Ok(exists)
+    }
+
+    fn conv(&mut self, conv: ConvId) -> Result<ConvRecord, StoreError> {
+        if let Some(c) = self
+            .pending_convs
+            .get(&conv)
+            .or_else(|| self.convs.get(&conv))
+        {
+            return Ok(*c);
+        }
+        let record = self.store.conversation(conv)?.unwrap_or_default();
+        self.convs.insert(conv, record);
+        Ok(record)
+    }
+
+    fn put_conv(&mut self, conv: ConvId, record: ConvRecord) {
+        self.pending_convs.insert(conv, record);
+    }
+
+    fn cursor(&mut self, conv: ConvId, user: UserId) -> Result<CursorRecord, StoreError> {
+        let key = (conv, user);
+        if let Some(c) = self
+            .pending_cursors
+            .get(&key)
+            .or_else(|| self.cursors.get(&key))
+        {
+            return Ok(*c);
+        }
+        let record = self.store.cursor(conv, user)?.unwrap_or_default();
+        self.cursors.insert(key, record);
+        Ok(record)
+    }
+
+    fn put_cursor(&mut self, conv: ConvId, user: UserId, record: CursorRecord) {
+        self.pending_cursors.insert((conv, user), record);
+    }
+}
+
+fn not_a_participant() -> Refusal {
+    Refusal::new(ErrorCode::NotFound, "no such conversation")
+}
+
+impl From<StoreError> for Refusal {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::UsernameTaken => {
+                Refusal::new(ErrorCode::UsernameTaken, "username is taken")
+            }
+            other => Refusal::unavailable(other),
+        }
+    }
+}
