@@ -53,6 +53,22 @@ impl Client {
         Ok(Self::from_stream(stream))
     }
 
+    /// Connects with a small receive buffer, to play a client that reads slowly.
+    pub async fn connect_with_recv_buffer(
+        addr: std::net::SocketAddr,
+        recv_buffer_bytes: u32,
+    ) -> anyhow::Result<Self> {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_recv_buffer_size(recv_buffer_bytes)?;
+        let stream = socket.connect(addr).await.context("connecting")?;
+        stream.set_nodelay(true)?;
+        Ok(Self::from_stream(stream))
+    }
+
     pub fn from_stream(stream: TcpStream) -> Self {
         Self {
             stream,
@@ -121,6 +137,11 @@ impl Client {
 
     /// Waits for the reply to `request_id`, keeping server-initiated frames for `next_event`.
     pub async fn reply_to(&mut self, request_id: u64) -> anyhow::Result<Body> {
+        // Replies to pipelined requests may arrive out of order and be parked already.
+        if let Some(i) = self.events.iter().position(|f| f.request_id == request_id) {
+            let frame = self.events.remove(i).expect("index from position");
+            return frame.body.ok_or_else(|| anyhow!("reply without a body"));
+        }
         loop {
             let frame = self
                 .recv_timeout()
@@ -136,7 +157,8 @@ impl Client {
         }
     }
 
-    /// The next frame the server sent on its own initiative (request id 0 or unmatched).
+    /// The next frame not yet taken as a reply: server-initiated ones (request id 0) and replies
+    /// nobody waited for.
     pub async fn next_event(&mut self) -> anyhow::Result<Option<Frame>> {
         if let Some(frame) = self.events.pop_front() {
             return Ok(Some(frame));
@@ -247,6 +269,162 @@ impl Client {
             .map_err(|e| anyhow!("login {username}: {e}"))?;
         Ok((c, ok))
     }
+}
+
+impl Client {
+    pub async fn send_text(
+        &mut self,
+        to_user_id: u64,
+        client_msg_id: &str,
+        text: &str,
+    ) -> anyhow::Result<Result<v1::SendAck, ServerError>> {
+        match self
+            .request(text_message(to_user_id, client_msg_id, text))
+            .await?
+        {
+            Body::SendAck(ack) => Ok(Ok(ack)),
+            Body::Error(e) => Ok(Err(ServerError(e))),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn sync(
+        &mut self,
+        conversation_id: u64,
+        after_seq: u64,
+        limit: u32,
+    ) -> anyhow::Result<v1::SyncBatch> {
+        let body = Body::Sync(v1::Sync {
+            conversation_id,
+            after_seq,
+            limit,
+        });
+        match self.request(body).await? {
+            Body::SyncBatch(b) => Ok(b),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Every message after `after_seq`, page by page.
+    pub async fn sync_all(
+        &mut self,
+        conversation_id: u64,
+        after_seq: u64,
+    ) -> anyhow::Result<Vec<v1::Message>> {
+        let mut all: Vec<v1::Message> = Vec::new();
+        let mut after = after_seq;
+        loop {
+            let page = self.sync(conversation_id, after, 0).await?;
+            if let Some(last) = page.messages.last() {
+                after = last.seq;
+            }
+            all.extend(page.messages);
+            if !page.has_more {
+                return Ok(all);
+            }
+        }
+    }
+
+    pub async fn history(
+        &mut self,
+        conversation_id: u64,
+        before_seq: u64,
+        limit: u32,
+    ) -> anyhow::Result<v1::HistoryBatch> {
+        let body = Body::History(v1::History {
+            conversation_id,
+            before_seq,
+            limit,
+        });
+        match self.request(body).await? {
+            Body::HistoryBatch(b) => Ok(b),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn conversations(&mut self) -> anyhow::Result<Vec<v1::Conversation>> {
+        match self
+            .request(Body::Conversations(v1::Conversations {}))
+            .await?
+        {
+            Body::ConversationList(l) => Ok(l.conversations),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn read(&mut self, conversation_id: u64, seq: u64) -> anyhow::Result<v1::CursorOk> {
+        let body = Body::Read(v1::Read {
+            conversation_id,
+            seq,
+        });
+        match self.request(body).await? {
+            Body::CursorOk(ok) => Ok(ok),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn delivery_ack(
+        &mut self,
+        conversation_id: u64,
+        seq: u64,
+    ) -> anyhow::Result<v1::CursorOk> {
+        let body = Body::DeliveryAck(v1::DeliveryAck {
+            conversation_id,
+            seq,
+        });
+        match self.request(body).await? {
+            Body::CursorOk(ok) => Ok(ok),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn recall(
+        &mut self,
+        conversation_id: u64,
+        seq: u64,
+    ) -> anyhow::Result<Result<v1::RecallOk, ServerError>> {
+        let body = Body::Recall(v1::Recall {
+            conversation_id,
+            seq,
+        });
+        match self.request(body).await? {
+            Body::RecallOk(ok) => Ok(Ok(ok)),
+            Body::Error(e) => Ok(Err(ServerError(e))),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The next pushed message, passing over other server-initiated frames (receipts, typing).
+    pub async fn next_push(&mut self) -> anyhow::Result<v1::Message> {
+        loop {
+            let frame = self
+                .next_event()
+                .await?
+                .ok_or_else(|| anyhow!("connection closed while waiting for a push"))?;
+            match frame.body {
+                Some(Body::Push(p)) => {
+                    return p.message.ok_or_else(|| anyhow!("push without a message"));
+                }
+                Some(Body::Kicked(k)) => bail!("kicked while waiting for a push: {k:?}"),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// A `Send` of UTF-8 text.
+pub fn text_message(to_user_id: u64, client_msg_id: &str, text: &str) -> Body {
+    Body::Send(v1::Send {
+        client_msg_id: client_msg_id.into(),
+        to_user_id,
+        content_type: v1::ContentType::Text as i32,
+        content: bytes::Bytes::copy_from_slice(text.as_bytes()),
+    })
+}
+
+/// The conversation id both sides of a 1:1 chat share.
+pub fn conversation_id(a: u64, b: u64) -> u64 {
+    (a.min(b) << 32) | a.max(b)
 }
 
 pub fn password_login(username: &str, password: &str, device_id: &str) -> v1::Login {

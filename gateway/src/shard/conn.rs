@@ -489,7 +489,8 @@ impl Conn {
         if let Some(buf) = self.partial.take() {
             self.shard.pool.give(buf);
         }
-        if let End::Close(Close::Kick(reason)) = end {
+        // A kick counts even when its connection failed before it could be told.
+        if let Some(Close::Kick(reason)) = self.shared.close.get() {
             self.shard.stats.kick(reason);
         }
         if self.write_cut.get() {

@@ -1,0 +1,287 @@
+//! The contract: once the sender holds an ack, the message is durable, appears exactly once, in
+//! order, on every device, through crashes, concurrency and slow consumers.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use common::{PASSWORD, TestServer};
+use ringchat_bench::client::{Client, conversation_id, text_message};
+use ringchat_proto::Body;
+use ringchat_proto::v1;
+
+fn assert_gap_free(messages: &[v1::Message]) {
+    for (i, m) in messages.iter().enumerate() {
+        assert_eq!(m.seq, i as u64 + 1, "seq gap or disorder at index {i}");
+    }
+}
+
+#[tokio::test]
+async fn a_kill_9_right_after_acks_loses_no_acknowledged_message() {
+    const TOTAL: usize = 400;
+    const KILL_AFTER_ACKS: usize = 200;
+    const WINDOW: usize = 32;
+    let mut server = TestServer::start(&[]);
+    let (mut s, sender) = server.user("sender").await;
+    let recipient = server.user("recipient").await.1;
+    let conv = conversation_id(sender.user_id, recipient.user_id);
+    let body = |i: usize| format!("durable message {i}");
+
+    // Pipelined sends; SIGKILL the moment the 200th ack arrives, with more still in flight.
+    let mut in_flight: HashMap<u64, usize> = HashMap::new();
+    let mut acked: HashMap<usize, u64> = HashMap::new();
+    let mut next = 0;
+    while acked.len() < KILL_AFTER_ACKS {
+        while in_flight.len() < WINDOW && next < TOTAL {
+            let rid = s
+                .send(text_message(
+                    recipient.user_id,
+                    &format!("c{next}"),
+                    &body(next),
+                ))
+                .await
+                .unwrap();
+            in_flight.insert(rid, next);
+            next += 1;
+        }
+        let frame = s.recv_timeout().await.unwrap().expect("server alive");
+        if let (Some(i), Some(Body::SendAck(ack))) =
+            (in_flight.remove(&frame.request_id), frame.body)
+        {
+            acked.insert(i, ack.seq);
+        }
+    }
+    server.kill9();
+    drop(s);
+    server.restart();
+
+    let (mut r, _) = server.device("recipient", "phone").await;
+    let stored = r.sync_all(conv, 0).await.unwrap();
+    assert_gap_free(&stored);
+    let by_id: HashMap<&str, &v1::Message> = stored
+        .iter()
+        .map(|m| (m.client_msg_id.as_str(), m))
+        .collect();
+    assert_eq!(by_id.len(), stored.len(), "no client_msg_id stored twice");
+    for (i, seq) in &acked {
+        let m = by_id
+            .get(format!("c{i}").as_str())
+            .unwrap_or_else(|| panic!("acked message c{i} lost"));
+        assert_eq!(m.seq, *seq);
+        assert_eq!(std::str::from_utf8(&m.content).unwrap(), body(*i));
+    }
+
+    // The sender resends everything it is unsure of; each message ends up stored exactly once.
+    let (mut s, _) = server.device("sender", "sender-dev1").await;
+    for i in 0..TOTAL {
+        let ack = s
+            .send_text(recipient.user_id, &format!("c{i}"), &body(i))
+            .await
+            .unwrap()
+            .unwrap();
+        if let Some(seq) = acked.get(&i) {
+            assert!(ack.duplicate);
+            assert_eq!(ack.seq, *seq);
+        }
+    }
+    let all = r.sync_all(conv, 0).await.unwrap();
+    assert_eq!(all.len(), TOTAL);
+    assert_gap_free(&all);
+    let ids: HashSet<&str> = all.iter().map(|m| m.client_msg_id.as_str()).collect();
+    assert_eq!(ids.len(), TOTAL);
+}
+
+/// Sends `count` messages with a window of `window`, returning acked (client_msg_id, seq) in
+/// send order.
+async fn send_many(
+    c: &mut Client,
+    to: u64,
+    prefix: &str,
+    count: usize,
+    window: usize,
+) -> Vec<(String, u64)> {
+    let mut pending = std::collections::VecDeque::new();
+    let mut out = Vec::new();
+    for i in 0..count {
+        let id = format!("{prefix}-{i:04}");
+        let rid = c.send(text_message(to, &id, &id)).await.unwrap();
+        pending.push_back((rid, id));
+        if pending.len() >= window {
+            let (rid, id) = pending.pop_front().unwrap();
+            let Body::SendAck(ack) = c.reply_to(rid).await.unwrap() else {
+                panic!()
+            };
+            out.push((id, ack.seq));
+        }
+    }
+    while let Some((rid, id)) = pending.pop_front() {
+        let Body::SendAck(ack) = c.reply_to(rid).await.unwrap() else {
+            panic!()
+        };
+        out.push((id, ack.seq));
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_hundred_senders_at_once_give_gap_free_increasing_seqs() {
+    const SENDERS: usize = 100;
+    const EACH: usize = 10;
+    let server = TestServer::start(&[("ACCOUNTS__HASH_CONCURRENCY", "4")]);
+    let (mut r, recipient) = server.user("recipient").await;
+    let addr = server.tcp;
+    let to = recipient.user_id;
+
+    let receiver = tokio::spawn(async move {
+        let mut per_conv: HashMap<u64, Vec<u64>> = HashMap::new();
+        for _ in 0..SENDERS * EACH {
+            let m = r.next_push().await.unwrap();
+            per_conv.entry(m.conversation_id).or_default().push(m.seq);
+        }
+        per_conv
+    });
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..SENDERS {
+        tasks.spawn(async move {
+            let name = format!("sender{n:03}");
+            let (mut c, _) = Client::signup(addr, &name, PASSWORD, "d").await.unwrap();
+            send_many(&mut c, to, &name, EACH, 4).await
+        });
+    }
+    while let Some(acks) = tasks.join_next().await {
+        let seqs: Vec<u64> = acks.unwrap().iter().map(|(_, s)| *s).collect();
+        assert_eq!(
+            seqs,
+            (1..=EACH as u64).collect::<Vec<_>>(),
+            "each sender's order is kept"
+        );
+    }
+    let per_conv = tokio::time::timeout(Duration::from_secs(60), receiver)
+        .await
+        .expect("all pushes arrive")
+        .unwrap();
+    assert_eq!(per_conv.len(), SENDERS);
+    for seqs in per_conv.values() {
+        assert_eq!(
+            seqs,
+            &(1..=EACH as u64).collect::<Vec<_>>(),
+            "pushed once each, in order"
+        );
+    }
+}
+
+#[tokio::test]
+async fn ten_devices_sending_into_one_conversation_share_one_gap_free_seq() {
+    const DEVICES: usize = 10;
+    const EACH: usize = 30;
+    let server = TestServer::start(&[]);
+    let recipient = server.user("recipient").await.1;
+    let mut tasks = tokio::task::JoinSet::new();
+    for d in 0..DEVICES {
+        let (mut c, _) = server.device("multi", &format!("device-{d}")).await;
+        let to = recipient.user_id;
+        tasks.spawn(async move { send_many(&mut c, to, &format!("d{d}"), EACH, 8).await });
+    }
+    let mut acked = Vec::new();
+    while let Some(acks) = tasks.join_next().await {
+        let acks = acks.unwrap();
+        let seqs: Vec<u64> = acks.iter().map(|(_, s)| *s).collect();
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "a device's messages keep its order"
+        );
+        acked.extend(acks);
+    }
+    let (mut r, _) = server.device("recipient", "phone").await;
+    let conv = conversation_id(
+        recipient.user_id,
+        r.conversations().await.unwrap()[0].peer_user_id,
+    );
+    let all = r.sync_all(conv, 0).await.unwrap();
+    assert_eq!(all.len(), DEVICES * EACH);
+    assert_gap_free(&all);
+    let stored: HashMap<&str, u64> = all
+        .iter()
+        .map(|m| (m.client_msg_id.as_str(), m.seq))
+        .collect();
+    for (id, seq) in &acked {
+        assert_eq!(stored[id.as_str()], *seq);
+    }
+}
+
+#[tokio::test]
+async fn a_slow_consumer_is_kicked_then_resyncs_everything() {
+    const COUNT: usize = 600;
+    const SIZE: usize = 16 * 1024;
+    let server = TestServer::start(&[("GATEWAY__OUTBOUND_FRAMES_MAX", "64")]);
+    let (mut s, sender) = server.user("sender").await;
+    let recipient = server.user("recipient").await.1;
+    // The recipient logs in with a tiny receive window and then reads nothing.
+    let mut slow = Client::connect_with_recv_buffer(server.tcp, 4096)
+        .await
+        .unwrap();
+    slow.hello().await.unwrap();
+    slow.login_password("recipient", PASSWORD, "phone")
+        .await
+        .unwrap()
+        .unwrap();
+
+    let payload = |i: usize| {
+        let mut p = format!("{i:08}").into_bytes();
+        p.resize(SIZE, b'x');
+        p
+    };
+    let mut pending = std::collections::VecDeque::new();
+    for i in 0..COUNT {
+        let body = Body::Send(v1::Send {
+            client_msg_id: format!("c{i}"),
+            to_user_id: recipient.user_id,
+            content_type: v1::ContentType::Custom as i32,
+            content: payload(i).into(),
+        });
+        pending.push_back(s.send(body).await.unwrap());
+        if pending.len() >= 32 {
+            let rid = pending.pop_front().unwrap();
+            assert!(matches!(s.reply_to(rid).await.unwrap(), Body::SendAck(_)));
+        }
+    }
+    for rid in pending {
+        assert!(matches!(s.reply_to(rid).await.unwrap(), Body::SendAck(_)));
+    }
+
+    // The server gives up on the recipient: wait for that, with a deadline.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let kicked: f64 = server
+            .metrics()
+            .iter()
+            .filter(|(k, _)| k.starts_with("ringchat_kicks_total") && k.contains("SLOW_CONSUMER"))
+            .map(|(_, v)| v)
+            .sum();
+        if kicked >= 1.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slow consumer never kicked");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Whatever it still gets, the connection ends (possibly inside a frame whose write the
+    // server had to cut, as on any dropped network).
+    loop {
+        match slow.recv_timeout().await {
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(e) if e.to_string().contains("inside a frame") => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    let (mut again, _) = server.device("recipient", "phone").await;
+    let conv = conversation_id(sender.user_id, recipient.user_id);
+    let all = again.sync_all(conv, 0).await.unwrap();
+    assert_eq!(all.len(), COUNT);
+    assert_gap_free(&all);
+    for (i, m) in all.iter().enumerate() {
+        assert_eq!(&m.content[..], &payload(i)[..], "content of message {i}");
+    }
+}
