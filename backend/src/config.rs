@@ -1,6 +1,7 @@
 //! The backend's sections of the configuration file. Parsing and env overrides live in the binary;
 //! each section here knows its defaults and validates itself.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -101,9 +102,9 @@ pub struct LoginConfig {
     pub throttle_entries_max: usize,
     /// Sessions one user may hold at once.
     pub devices_max: usize,
-    /// Platforms on which a new login replaces the user's older session on the same platform
-    /// ("ios", "android", "web", "desktop", "unspecified").
-    pub replace_on_platforms: Vec<String>,
+    /// Per platform ("ios", "android", "web", "desktop", "unspecified"): "coexist" (default) keeps
+    /// every session; "replace" makes a new login kick the user's older session on that platform.
+    pub policy: BTreeMap<String, DevicePolicy>,
 }
 
 impl Default for LoginConfig {
@@ -116,9 +117,17 @@ impl Default for LoginConfig {
             failure_window_s: 900,
             throttle_entries_max: 100_000,
             devices_max: 10,
-            replace_on_platforms: Vec::new(),
+            policy: BTreeMap::new(),
         }
     }
+}
+
+/// What a new login does to the user's older sessions on the same platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DevicePolicy {
+    Coexist,
+    Replace,
 }
 
 /// `[admin]`: the private HTTP listener for metrics and, later, the admin API.
@@ -228,10 +237,10 @@ impl Settings {
             self.login.devices_max >= 1,
             "login.devices_max: must be at least 1",
         );
-        for p in &self.login.replace_on_platforms {
+        for p in self.login.policy.keys() {
             if !PLATFORM_NAMES.contains(&p.as_str()) {
                 out.push(format!(
-                    "login.replace_on_platforms: unknown platform {p:?} (expected one of {PLATFORM_NAMES:?})"
+                    "login.policy: unknown platform {p:?} (expected one of {PLATFORM_NAMES:?})"
                 ));
             }
         }

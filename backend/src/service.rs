@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 
 use crate::accounts::{Accounts, Refusal};
 use crate::api::{ConnId, ConnRef, LoginReply, Request, SessionInfo, ShardEvent, ShardSender};
-use crate::config::{PLATFORM_NAMES, Settings};
+use crate::config::{DevicePolicy, PLATFORM_NAMES, Settings};
 use crate::messaging::writer::{CursorKind, Outcome, WriteOp, Writer};
 use crate::messaging::{reads, validate_send};
 use crate::sessions::{OpenError, Session, Sessions};
@@ -63,9 +63,10 @@ impl Backend {
         );
         let replace_on = settings
             .login
-            .replace_on_platforms
+            .policy
             .iter()
-            .filter_map(|name| platform_by_name(name))
+            .filter(|(_, policy)| **policy == DevicePolicy::Replace)
+            .filter_map(|(name, _)| platform_by_name(name))
             .collect();
         let sessions = Mutex::new(Sessions::new(settings.login.devices_max, replace_on));
         let writer = Writer::new(

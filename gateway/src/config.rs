@@ -303,7 +303,9 @@ fn unknown_keys(table: &Table, known: &Table, prefix: &str, problems: &mut Vec<S
         let path = format!("{prefix}{key}");
         match known.get(key) {
             None => problems.push(format!("{path}: unknown key")),
-            Some(Value::Table(known_inner)) => {
+            // An empty table in the defaults is a free-form map (`[login.policy]`): its keys
+            // are checked by the section's own validation.
+            Some(Value::Table(known_inner)) if !known_inner.is_empty() => {
                 if let Value::Table(inner) = value {
                     unknown_keys(inner, known_inner, &format!("{path}."), problems);
                 }
@@ -433,6 +435,19 @@ mod tests {
             c.storage.durability,
             ringchat_backend::config::Durability::None
         );
+    }
+
+    #[test]
+    fn device_policy_is_a_map_of_known_platforms() {
+        let c = Config::parse("[login.policy]\nios = \"replace\"\n", no_env()).unwrap();
+        assert_eq!(
+            c.login.policy.get("ios"),
+            Some(&ringchat_backend::config::DevicePolicy::Replace)
+        );
+        let unknown = Config::parse("[login.policy]\nnokia = \"replace\"\n", no_env()).unwrap_err();
+        assert!(unknown[0].contains("nokia"), "{unknown:?}");
+        let bad = Config::parse("[login.policy]\nweb = \"maybe\"\n", no_env()).unwrap_err();
+        assert!(bad[0].contains("maybe"), "{bad:?}");
     }
 
     #[test]

@@ -411,7 +411,10 @@ async fn a_user_has_at_most_devices_max_sessions() {
 
 async fn replaced_per_policy(driver: &str) {
     let server = TestServer::start(&[
-        ("LOGIN__REPLACE_ON_PLATFORMS", "[\"ios\"]"),
+        (
+            "LOGIN__POLICY",
+            "{ ios = \"replace\", android = \"coexist\" }",
+        ),
         ("GATEWAY__DRIVER", driver),
     ]);
     drop(server.user("alice").await);
