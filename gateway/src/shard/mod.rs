@@ -2,8 +2,9 @@
 //! every connection it accepts. Nothing in here is shared with another thread except the bounded
 //! channels in and out and the shard's own counters.
 
-mod conn;
 mod local;
+mod session;
+mod tcp;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -310,11 +311,11 @@ async fn accept_loop(shard: &Rc<Shard>, listener: monoio::net::TcpListener) {
                 shard.stats.accepted.add(1);
                 if shard.conns.borrow().len() >= shard.gateway.conns_per_shard_max {
                     shard.stats.rejected_full.add(1);
-                    monoio::spawn(conn::reject_full(Rc::clone(shard), stream));
+                    monoio::spawn(tcp::reject_full(Rc::clone(shard), stream));
                     continue;
                 }
                 let shared = shard.register();
-                monoio::spawn(conn::serve(Rc::clone(shard), shared, stream, peer));
+                monoio::spawn(tcp::serve(Rc::clone(shard), shared, stream, peer));
             }
             Err(err) => {
                 // Out of file descriptors or memory: back off instead of spinning on accept.

@@ -1,0 +1,373 @@
+//! The session state machine, independent of the transport: hello, register, login, heartbeats,
+//! and forwarding a logged-in client's requests to the backend. A transport (TCP now, WebSocket
+//! next) decodes frames, hands each to `Session::on_frame`, and writes what lands in the
+//! connection's outbound queue.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use ringchat_backend::api::{ConnRef, Request};
+use ringchat_proto::v1::{self, ErrorCode, KickReason};
+use ringchat_proto::{Body, Frame, PROTOCOL_VERSION};
+use tokio::sync::oneshot;
+
+use super::{Close, ConnShared, Shard};
+
+pub(super) enum State {
+    AwaitHello,
+    AwaitLogin,
+    Authed { user_id: u64 },
+}
+
+pub(super) struct Session {
+    pub shard: Rc<Shard>,
+    pub shared: Rc<ConnShared>,
+    peer: SocketAddr,
+    state: State,
+    send_budget: SendBudget,
+}
+
+/// Resolves once the connection has been told to close.
+pub(super) async fn closed(shared: &ConnShared) {
+    while shared.close.get().is_none() {
+        shared.wake.notified().await;
+    }
+}
+
+impl Session {
+    pub fn new(shard: Rc<Shard>, shared: Rc<ConnShared>, peer: SocketAddr) -> Self {
+        let send_budget = SendBudget::new(shard.limits.messages_per_s_max, shard.tick_ms);
+        Self {
+            shard,
+            shared,
+            peer,
+            state: State::AwaitHello,
+            send_budget,
+        }
+    }
+
+    pub fn conn_ref(&self) -> ConnRef {
+        ConnRef {
+            shard: self.shard.id,
+            conn: self.shared.id,
+        }
+    }
+
+    /// The connection is gone: forget it, and tell the backend if it was logged in.
+    pub async fn end(self) {
+        let shard = &self.shard;
+        shard.unregister(self.shared.id);
+        if let State::Authed { user_id } = self.state {
+            shard.stats.authenticated.sub(1);
+            let closed = Request::Closed {
+                conn: self.conn_ref(),
+                user_id,
+            };
+            // The backend may already be gone at shutdown; then there is nobody to tell.
+            let _ = shard.backend.send(closed).await;
+        }
+    }
+
+    pub async fn on_frame(&mut self, frame: Frame) {
+        let request_id = frame.request_id;
+        let Some(body) = frame.body else {
+            self.error(request_id, ErrorCode::UnexpectedBody, "frame has no body");
+            return;
+        };
+        match (&self.state, body) {
+            (State::AwaitHello, Body::Hello(hello)) => self.hello(request_id, &hello),
+            (State::AwaitHello, _) => {
+                self.fail(
+                    request_id,
+                    ErrorCode::HelloRequired,
+                    "the first frame must be hello",
+                );
+            }
+            (_, Body::Ping(ping)) => self.reply(
+                request_id,
+                Body::Pong(v1::Pong {
+                    client_time_ms: ping.client_time_ms,
+                    server_time_ms: ringchat_backend::time::now_ms(),
+                }),
+            ),
+            (_, Body::Hello(_)) => {
+                self.error(
+                    request_id,
+                    ErrorCode::UnexpectedBody,
+                    "hello was already received",
+                );
+            }
+            (State::AwaitLogin, Body::Register(register)) => {
+                self.register(request_id, register).await
+            }
+            (State::AwaitLogin, Body::Login(login)) => self.login(request_id, login).await,
+            (State::Authed { .. }, Body::Register(_) | Body::Login(_)) => {
+                self.error(
+                    request_id,
+                    ErrorCode::AlreadyAuthenticated,
+                    "already logged in",
+                );
+            }
+            (state, body) if is_session_body(&body) => match *state {
+                State::Authed { user_id } => self.session_request(request_id, user_id, body).await,
+                _ => self.error(request_id, ErrorCode::NotAuthenticated, "log in first"),
+            },
+            (_, body) => {
+                let name = ringchat_proto::body_name(&body);
+                self.error(
+                    request_id,
+                    ErrorCode::UnexpectedBody,
+                    format!("{name} is sent by the server only"),
+                );
+            }
+        }
+    }
+
+    fn hello(&mut self, request_id: u64, hello: &v1::Hello) {
+        if hello.protocol_version != PROTOCOL_VERSION {
+            self.fail(
+                request_id,
+                ErrorCode::UnsupportedProtocolVersion,
+                format!(
+                    "protocol version {} is not supported; this server speaks {PROTOCOL_VERSION}",
+                    hello.protocol_version
+                ),
+            );
+            return;
+        }
+        let g = &self.shard.gateway;
+        let limits = &self.shard.limits;
+        let ok = v1::HelloOk {
+            protocol_version: PROTOCOL_VERSION,
+            frame_bytes_max: u32::try_from(limits.frame_bytes_max).unwrap_or(u32::MAX),
+            heartbeat_interval_ms: u32::try_from(g.heartbeat_interval_ms).unwrap_or(u32::MAX),
+            idle_timeout_ms: u32::try_from(g.idle_timeout_ms).unwrap_or(u32::MAX),
+            server_name: g.server_name.clone(),
+            message_bytes_max: u32::try_from(limits.message_bytes_max).unwrap_or(u32::MAX),
+            sync_page_max: limits.sync_page_max,
+        };
+        self.state = State::AwaitLogin;
+        self.reply(request_id, Body::HelloOk(ok));
+    }
+
+    async fn register(&mut self, request_id: u64, body: v1::Register) {
+        let (reply, answer) = oneshot::channel();
+        let request = Request::Register {
+            peer: self.peer.ip(),
+            body,
+            reply,
+        };
+        if let Some(body) = self.ask_backend(request, answer).await {
+            self.reply(request_id, body);
+        }
+    }
+
+    async fn login(&mut self, request_id: u64, body: v1::Login) {
+        let (reply, answer) = oneshot::channel();
+        let request = Request::Login {
+            conn: self.conn_ref(),
+            peer: self.peer.ip(),
+            body,
+            reply,
+        };
+        let Some(outcome) = self.ask_backend(request, answer).await else {
+            return;
+        };
+        match outcome.session {
+            Some(session) => {
+                self.state = State::Authed {
+                    user_id: session.user_id,
+                };
+                self.shared.authed.set(true);
+                self.shard.stats.authenticated.add(1);
+                self.shard.stats.logins.add(1);
+            }
+            None => self.shard.stats.login_failures.add(1),
+        }
+        self.reply(request_id, outcome.body);
+    }
+
+    /// Sends a request that answers on a oneshot; gives up if the connection is closed meanwhile.
+    async fn ask_backend<T>(
+        &mut self,
+        request: Request,
+        answer: oneshot::Receiver<T>,
+    ) -> Option<T> {
+        if self.shard.backend.send(request).await.is_err() {
+            self.fail(0, ErrorCode::Unavailable, "server is shutting down");
+            return None;
+        }
+        let shared = Rc::clone(&self.shared);
+        let mut answer = std::pin::pin!(answer);
+        let answer = monoio::select! {
+            a = &mut answer => a.map_err(|_| ()),
+            () = closed(&shared) => {
+                // An answer may have been sent as the close came; a login it reports must still
+                // be registered here, or the backend would never hear that this session ended.
+                answer.close();
+                answer.try_recv().map_err(|_| ())
+            }
+        };
+        match answer {
+            Ok(body) => Some(body),
+            Err(_) => {
+                if self.shared.close.get().is_none() {
+                    self.error(0, ErrorCode::Internal, "the request was dropped, retry");
+                }
+                None
+            }
+        }
+    }
+
+    async fn session_request(&mut self, request_id: u64, user_id: u64, body: Body) {
+        if matches!(body, Body::Send(_)) && !self.send_budget.take(self.shard.tick.get()) {
+            let frame = Frame {
+                request_id,
+                body: Some(Body::Error(v1::Error {
+                    code: ErrorCode::RateLimited as i32,
+                    message: format!(
+                        "over {} messages per second on this connection",
+                        self.shard.limits.messages_per_s_max
+                    ),
+                    retry_after_ms: self.shard.tick_ms,
+                })),
+            };
+            self.shard.stats.error(ErrorCode::RateLimited);
+            self.shared.enqueue(
+                ringchat_proto::encode_to_bytes(&frame),
+                self.shard.gateway.outbound_frames_max,
+            );
+            return;
+        }
+        let request = Request::Session {
+            conn: self.conn_ref(),
+            user_id,
+            request_id,
+            body,
+        };
+        if self.shard.backend.send(request).await.is_err() {
+            self.fail(
+                request_id,
+                ErrorCode::Unavailable,
+                "server is shutting down",
+            );
+        }
+    }
+
+    pub fn reply(&self, request_id: u64, body: Body) {
+        let frame = Frame {
+            request_id,
+            body: Some(body),
+        };
+        self.shared.enqueue(
+            ringchat_proto::encode_to_bytes(&frame),
+            self.shard.gateway.outbound_frames_max,
+        );
+    }
+
+    /// An error reply; the connection stays open.
+    pub fn error(&self, request_id: u64, code: ErrorCode, message: impl Into<String>) {
+        self.shard.stats.error(code);
+        self.reply(request_id, Body::Error(error_body(code, message)));
+    }
+
+    /// An error reply, then the connection is closed.
+    pub fn fail(&self, request_id: u64, code: ErrorCode, message: impl Into<String>) {
+        self.error(request_id, code, message);
+        self.shared.close_with(Close::AfterError);
+    }
+}
+
+fn error_body(code: ErrorCode, message: impl Into<String>) -> v1::Error {
+    v1::Error {
+        code: code as i32,
+        message: message.into(),
+        retry_after_ms: 0,
+    }
+}
+
+pub(super) fn kick_message(reason: KickReason) -> &'static str {
+    match reason {
+        KickReason::SlowConsumer => {
+            "too many frames waiting for this connection; reconnect and sync"
+        }
+        KickReason::ServerShutdown => "server is shutting down; reconnect later",
+        KickReason::Replaced => "logged in again elsewhere",
+        KickReason::IdleTimeout => "nothing received within the idle timeout",
+        KickReason::HandshakeTimeout => "no login within the handshake timeout",
+        KickReason::Unspecified => "closed by the server",
+    }
+}
+
+/// Bodies a logged-in client sends for the backend to serve.
+fn is_session_body(body: &Body) -> bool {
+    matches!(
+        body,
+        Body::Send(_)
+            | Body::DeliveryAck(_)
+            | Body::Read(_)
+            | Body::Sync(_)
+            | Body::History(_)
+            | Body::Conversations(_)
+            | Body::Typing(_)
+            | Body::Recall(_)
+    )
+}
+
+/// Per-connection token bucket for `Send`, refilled on the shard's coarse clock: one second of
+/// burst at `messages_per_s_max`. Counted in thousandths of a message so that low limits and
+/// short ticks do not round away.
+struct SendBudget {
+    milli_tokens: u64,
+    capacity_milli: u64,
+    refill_milli_per_tick: u64,
+    last_tick: u64,
+}
+
+impl SendBudget {
+    fn new(messages_per_s_max: u32, tick_ms: u64) -> Self {
+        let capacity_milli = u64::from(messages_per_s_max) * 1000;
+        Self {
+            milli_tokens: capacity_milli,
+            capacity_milli,
+            // messages/s × 1000 milli × tick_ms / 1000 ms
+            refill_milli_per_tick: u64::from(messages_per_s_max) * tick_ms,
+            last_tick: 0,
+        }
+    }
+
+    fn take(&mut self, now_tick: u64) -> bool {
+        if now_tick > self.last_tick {
+            let refill = (now_tick - self.last_tick).saturating_mul(self.refill_milli_per_tick);
+            self.milli_tokens = self
+                .milli_tokens
+                .saturating_add(refill)
+                .min(self.capacity_milli);
+            self.last_tick = now_tick;
+        }
+        if self.milli_tokens < 1000 {
+            return false;
+        }
+        self.milli_tokens -= 1000;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SendBudget;
+
+    #[test]
+    fn send_budget_allows_a_second_of_burst_then_refills_per_tick() {
+        let mut b = SendBudget::new(100, 100);
+        assert!((0..100).all(|_| b.take(0)));
+        assert!(!b.take(0));
+        assert!((0..10).all(|_| b.take(1)), "one tick refills 10");
+        assert!(!b.take(1));
+        assert!(
+            (0..100).all(|_| b.take(1000)),
+            "refill is capped at capacity"
+        );
+        assert!(!b.take(1000));
+    }
+}
