@@ -104,6 +104,16 @@ impl Accounts {
         validate_username(&req.username)?;
         self.validate_password(&req.password)?;
         validate_email(&req.email)?;
+        // A taken name is refused before the costly hash (create_user checks again, atomically).
+        let store = Arc::clone(&self.store);
+        let name = req.username.clone();
+        let taken = tokio::task::spawn_blocking(move || store.user_id_by_name(&name))
+            .await
+            .map_err(Refusal::unavailable)??
+            .is_some();
+        if taken {
+            return Err(Refusal::new(ErrorCode::UsernameTaken, "username is taken"));
+        }
         let hash = {
             let _permit = self
                 .registration_hashing

@@ -72,8 +72,8 @@ impl Client {
     pub fn from_stream(stream: TcpStream) -> Self {
         Self {
             stream,
-            read_buf: BytesMut::with_capacity(4096),
-            write_buf: BytesMut::with_capacity(4096),
+            read_buf: BytesMut::new(),
+            write_buf: BytesMut::new(),
             next_request_id: 1,
             events: VecDeque::new(),
             reply_timeout: REPLY_TIMEOUT,
@@ -111,7 +111,7 @@ impl Client {
             if let Some(frame) = ringchat_proto::decode(&mut self.read_buf, FRAME_BYTES_MAX)? {
                 return Ok(Some(frame));
             }
-            self.read_buf.reserve(4096);
+            self.read_buf.reserve(1024);
             let n = self.stream.read_buf(&mut self.read_buf).await?;
             if n == 0 {
                 if self.read_buf.is_empty() {
@@ -164,6 +164,12 @@ impl Client {
             return Ok(Some(frame));
         }
         self.recv_timeout().await
+    }
+
+    /// The socket and any bytes read but not yet decoded, for a caller that takes over the
+    /// connection (the load generator's hot loops).
+    pub fn into_parts(self) -> (TcpStream, BytesMut) {
+        (self.stream, self.read_buf)
     }
 
     /// Frames already received but not yet taken.
@@ -256,8 +262,29 @@ impl Client {
         password: &str,
         device_id: &str,
     ) -> anyhow::Result<(Self, v1::LoginOk)> {
-        let mut c = Self::connect(addr).await?;
-        c.hello().await?;
+        let c = Self::connect(addr).await?;
+        c.signup_on(username, password, device_id).await
+    }
+
+    /// Hello, register if the name is new (a taken name is refused before any hashing), then
+    /// log in. Registering first keeps new names from counting as failed logins.
+    pub async fn login_or_register(
+        self,
+        username: &str,
+        password: &str,
+        device_id: &str,
+    ) -> anyhow::Result<(Self, v1::LoginOk)> {
+        self.signup_on(username, password, device_id).await
+    }
+
+    async fn signup_on(
+        mut self,
+        username: &str,
+        password: &str,
+        device_id: &str,
+    ) -> anyhow::Result<(Self, v1::LoginOk)> {
+        self.hello().await?;
+        let mut c = self;
         match c.register(username, password).await? {
             Ok(_) => {}
             Err(e) if e.code() == ErrorCode::UsernameTaken => {}

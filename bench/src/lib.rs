@@ -1,3 +1,7 @@
 //! ringchat's load generator, and the protocol client that the integration tests use.
 
 pub mod client;
+pub mod procstat;
+pub mod report;
+pub mod scenario;
+pub mod stats;

@@ -1,45 +1,189 @@
-//! `ringchat-bench`: the bundled load generator. This first version is a smoke client; the
-//! scenarios (`connect`, `pairs`) arrive with the benchmark issue.
+//! `ringchat-bench`: the bundled load generator.
 
-use std::time::Instant;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::Parser;
-use ringchat_bench::client::Client;
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use ringchat_bench::report;
+use ringchat_bench::scenario::Observe;
+use ringchat_bench::scenario::connect::{self, ConnectConfig};
+use ringchat_bench::scenario::pairs::{self, PairsConfig};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Connects, registers (or reuses) a user, logs in and measures ping round trips.
 #[derive(Parser)]
-#[command(name = "ringchat-bench", version)]
+#[command(
+    name = "ringchat-bench",
+    version,
+    about = "Load generator for ringchat: speaks the real protocol, verifies every message, and reports the server's CPU per message"
+)]
 struct Cli {
-    /// Server TCP address.
-    #[arg(long, default_value = "127.0.0.1:7000")]
-    addr: String,
-    #[arg(long, default_value = "bench_smoke")]
-    username: String,
-    #[arg(long, default_value = "bench-password")]
-    password: String,
-    /// Ping round trips to measure.
-    #[arg(long, default_value_t = 100)]
-    pings: u32,
+    #[command(subcommand)]
+    scenario: Scenario,
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    let (mut client, login) =
-        Client::signup(&cli.addr, &cli.username, &cli.password, "bench").await?;
-    println!("logged in as {}", login.user_id);
-    let mut rtts_us: Vec<u128> = Vec::with_capacity(cli.pings as usize);
-    for _ in 0..cli.pings {
-        let start = Instant::now();
-        client.ping().await?;
-        rtts_us.push(start.elapsed().as_micros());
+#[derive(Subcommand)]
+enum Scenario {
+    /// P pairs of users message each other; reports throughput, latency percentiles, losses.
+    Pairs(PairsArgs),
+    /// Open N authenticated idle connections and hold them; reports memory per connection.
+    Connect(ConnectArgs),
+}
+
+#[derive(Args)]
+struct Common {
+    /// Server TCP address (HOST:PORT).
+    #[arg(long, default_value = "127.0.0.1:7000")]
+    addr: String,
+    /// The server's pid, to report its CPU and memory; found by name ("ringchat") if omitted
+    /// and exactly one runs.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Load threads, each a single-threaded event loop (default: one per online core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Prefix of the user names the benchmark creates or reuses.
+    #[arg(long, default_value = "bench_")]
+    user_prefix: String,
+    /// Password of those users.
+    #[arg(long, default_value = "bench-password")]
+    password: String,
+    /// Write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// No progress line on stderr.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct PairsArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Number of user pairs; each pair exchanges messages both ways.
+    #[arg(long, default_value_t = 100)]
+    pairs: usize,
+    /// Content bytes per message (at least 16).
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// Unacknowledged messages each sender may have in flight.
+    #[arg(long, default_value_t = 32)]
+    window: usize,
+    /// How long to send, e.g. 10s, 1m.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Send at this total rate (messages per second over all senders) instead of as fast as
+    /// the window allows; latency then counts from when each message was due.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// After sending stops, how long to wait for the last acks and pushes.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    drain_timeout: Duration,
+    /// Write an HTML report with charts to this file.
+    #[arg(long)]
+    html: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ConnectArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Connections to open, log in and hold.
+    #[arg(long, default_value_t = 10_000)]
+    conns: usize,
+    /// How long to hold them idle before measuring (keep it below the server's idle timeout).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    hold: Duration,
+}
+
+fn resolve(addr: &str) -> anyhow::Result<SocketAddr> {
+    addr.to_socket_addrs()
+        .with_context(|| format!("resolving {addr}"))?
+        .next()
+        .with_context(|| format!("{addr} resolves to nothing"))
+}
+
+fn observe(common: &Common) -> Observe {
+    let server_pid = common
+        .server_pid
+        .or_else(ringchat_bench::procstat::find_server);
+    if server_pid.is_none() {
+        eprintln!(
+            "note: no --server-pid and no single local `ringchat` process: server CPU and memory are not reported"
+        );
     }
-    rtts_us.sort_unstable();
-    if let Some(median) = rtts_us.get(rtts_us.len() / 2) {
-        println!("{} pings, median round trip {median} µs", rtts_us.len());
+    Observe {
+        server_pid,
+        progress: !common.quiet,
     }
-    Ok(())
+}
+
+fn threads(common: &Common) -> usize {
+    common
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(2),
+        Err(e) => {
+            eprintln!("ringchat-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `Ok(false)`: the run finished but saw losses, duplicates, disorder or errors.
+fn run() -> anyhow::Result<bool> {
+    match Cli::parse().scenario {
+        Scenario::Pairs(a) => {
+            let cfg = PairsConfig {
+                addr: resolve(&a.common.addr)?,
+                pairs: a.pairs,
+                size: a.size,
+                window: a.window,
+                duration: a.duration,
+                rate: a.rate,
+                threads: threads(&a.common),
+                user_prefix: a.common.user_prefix.clone(),
+                password: a.common.password.clone(),
+                drain_timeout: a.drain_timeout,
+            };
+            let r = pairs::run(&cfg, &observe(&a.common))?;
+            print!("{}", report::pairs_table(&r));
+            if let Some(path) = &a.common.json {
+                report::write_json(path, &r)?;
+            }
+            if let Some(path) = &a.html {
+                std::fs::write(path, report::pairs_html(&r))
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            if !r.clean() {
+                eprintln!("ringchat-bench: messages were lost, duplicated, reordered or refused");
+            }
+            Ok(r.clean())
+        }
+        Scenario::Connect(a) => {
+            let cfg = ConnectConfig {
+                addr: resolve(&a.common.addr)?,
+                conns: a.conns,
+                hold: a.hold,
+                threads: threads(&a.common),
+                user_prefix: a.common.user_prefix.clone(),
+                password: a.common.password.clone(),
+            };
+            let r = connect::run(&cfg, &observe(&a.common))?;
+            print!("{}", report::connect_table(&r));
+            if let Some(path) = &a.common.json {
+                report::write_json(path, &r)?;
+            }
+            Ok(r.errors == 0 && r.connected == r.conns as u64)
+        }
+    }
 }

@@ -14,6 +14,11 @@ impl Backend {
     /// Runs until the commit thread stops.
     pub(crate) async fn deliver(&self, mut outcomes: mpsc::Receiver<Vec<Outcome>>) {
         while let Some(group) = outcomes.recv().await {
+            let stored = group
+                .iter()
+                .filter(|o| matches!(o, Outcome::Sent { .. }))
+                .count();
+            metrics::counter!("ringchat_messages_stored_total").increment(stored as u64);
             for outcome in group {
                 self.deliver_one(outcome).await;
             }

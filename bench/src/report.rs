@@ -1,0 +1,235 @@
+//! Reports for people (a table, an HTML page with charts) and for machines (JSON).
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::scenario::connect::ConnectReport;
+use crate::scenario::pairs::PairsReport;
+
+pub fn write_json(path: &Path, report: &impl Serialize) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(report)?;
+    std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"))
+}
+
+pub fn pairs_table(r: &PairsReport) -> String {
+    let mut t = String::new();
+    let rate = r
+        .rate_target_msgs_per_s
+        .map_or_else(|| "window".to_owned(), |v| format!("{v:.0} msgs/s"));
+    let _ = writeln!(
+        t,
+        "pairs: {} pairs, {} B, window {}, {:.0} s, pacing {rate}, {} load threads",
+        r.pairs, r.size_bytes, r.window, r.duration_s, r.threads
+    );
+    let _ = writeln!(
+        t,
+        "  delivered          {:>12} msgs ({:.0} msgs/s)",
+        r.delivered, r.delivered_msgs_per_s
+    );
+    let _ = writeln!(t, "  sent / acked       {:>12} / {}", r.sent, r.acked);
+    let l = &r.latency_us;
+    let _ = writeln!(
+        t,
+        "  latency µs         p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+        l.p50, l.p90, l.p99, l.p999, l.max
+    );
+    let _ = writeln!(
+        t,
+        "  lost {}  duplicates {}  out of order {}  corrupt {}  errors {} (rate limited {})",
+        r.lost, r.duplicates, r.out_of_order, r.corrupt, r.errors, r.rate_limited
+    );
+    for (kind, n) in &r.error_kinds {
+        let _ = writeln!(t, "    {n} × {kind}");
+    }
+    let _ = writeln!(
+        t,
+        "  server cpu         {} s  = {} µs per delivered message",
+        opt(r.server_cpu_s, 2),
+        opt(r.server_cpu_us_per_msg, 2)
+    );
+    let _ = writeln!(
+        t,
+        "  server rss         {} → {} KiB;  load generator cpu {} s",
+        r.server_rss_kib_before
+            .map_or("-".into(), |v| v.to_string()),
+        r.server_rss_kib_after.map_or("-".into(), |v| v.to_string()),
+        opt(r.bench_cpu_s, 2)
+    );
+    t
+}
+
+pub fn connect_table(r: &ConnectReport) -> String {
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "connect: {} connections, held {:.0} s, {} source address(es)",
+        r.conns, r.hold_s, r.source_ips
+    );
+    let _ = writeln!(
+        t,
+        "  connected+logged in {:>10} in {:.2} s ({:.0}/s), errors {}",
+        r.connected, r.connect_s, r.connects_per_s, r.errors
+    );
+    let _ = writeln!(
+        t,
+        "  server rss          {} → {} KiB = {} KiB per connection",
+        r.server_rss_kib_before
+            .map_or("-".into(), |v| v.to_string()),
+        r.server_rss_kib_after.map_or("-".into(), |v| v.to_string()),
+        opt(r.server_rss_kib_per_conn, 2)
+    );
+    let _ = writeln!(t, "  server cpu          {} s", opt(r.server_cpu_s, 2));
+    t
+}
+
+/// A self-contained page: the summary, the latency distribution and throughput over time.
+pub fn pairs_html(r: &PairsReport) -> String {
+    let dist: Vec<(f64, f64)> = r
+        .distribution
+        .iter()
+        .map(|(p, us)| (nines(*p), *us as f64))
+        .collect();
+    let throughput: Vec<(f64, f64)> = r
+        .delivered_per_s
+        .iter()
+        .enumerate()
+        .map(|(s, n)| (s as f64, *n as f64))
+        .collect();
+    let worst: Vec<(f64, f64)> = r
+        .latency_max_us_per_s
+        .iter()
+        .enumerate()
+        .map(|(s, us)| (s as f64, *us as f64))
+        .collect();
+    let mut page = String::new();
+    let _ = write!(
+        page,
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>ringchat-bench pairs</title>\
+         <style>body{{font:14px system-ui,sans-serif;margin:2em;color:#222}}pre{{background:#f6f6f6;padding:1em}}\
+         svg{{background:#fff;border:1px solid #ddd;margin:0.5em 0}}</style></head><body>\
+         <h1>ringchat-bench: pairs</h1><pre>{}</pre>",
+        escape(&pairs_table(r))
+    );
+    page += "<h2>Latency distribution</h2><p>End-to-end latency (µs) by percentile; the x axis counts nines (90, 99, 99.9, …).</p>";
+    page += &chart(&dist, "percentile", "latency µs", |x| {
+        format!("{:.3}", un_nines(x))
+    });
+    page += "<h2>Throughput over time</h2><p>Messages delivered per second.</p>";
+    page += &chart(&throughput, "second", "msgs/s", |x| format!("{x:.0}"));
+    page += "<h2>Worst latency per second</h2>";
+    page += &chart(&worst, "second", "max latency µs", |x| format!("{x:.0}"));
+    page += "</body></html>\n";
+    page
+}
+
+/// Percentile → "number of nines" (50 → 0.3, 90 → 1, 99 → 2, …), the usual latency-plot axis.
+fn nines(percentile: f64) -> f64 {
+    let rest = (1.0 - percentile / 100.0).max(1e-6);
+    -rest.log10()
+}
+
+fn un_nines(x: f64) -> f64 {
+    100.0 * (1.0 - 10f64.powf(-x))
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// A line chart as inline SVG, with axes and a few labelled ticks.
+fn chart(
+    points: &[(f64, f64)],
+    x_label: &str,
+    y_label: &str,
+    x_tick: impl Fn(f64) -> String,
+) -> String {
+    const W: f64 = 720.0;
+    const H: f64 = 260.0;
+    const PAD: f64 = 56.0;
+    if points.is_empty() {
+        return "<p>(no data)</p>".to_owned();
+    }
+    let (x_min, x_max) = points
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), (x, _)| {
+            (lo.min(*x), hi.max(*x))
+        });
+    let y_max = points.iter().map(|(_, y)| *y).fold(0.0, f64::max).max(1.0);
+    let x_span = (x_max - x_min).max(1e-9);
+    let sx = |x: f64| PAD + (x - x_min) / x_span * (W - 2.0 * PAD);
+    let sy = |y: f64| H - PAD + -(y / y_max) * (H - 2.0 * PAD);
+    let mut svg = format!(
+        "<svg width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\" xmlns=\"http://www.w3.org/2000/svg\">"
+    );
+    let _ = write!(
+        svg,
+        "<line x1=\"{PAD}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"#888\"/><line x1=\"{PAD}\" y1=\"{PAD}\" x2=\"{PAD}\" y2=\"{}\" stroke=\"#888\"/>",
+        H - PAD,
+        W - PAD,
+        H - PAD,
+        H - PAD
+    );
+    for i in 0..=4 {
+        let f = f64::from(i) / 4.0;
+        let (x, y) = (x_min + f * x_span, f * y_max);
+        let _ = write!(
+            svg,
+            "<text x=\"{:.1}\" y=\"{}\" font-size=\"11\" text-anchor=\"middle\">{}</text>\
+             <text x=\"{}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"end\">{:.0}</text>",
+            sx(x),
+            H - PAD + 16.0,
+            escape(&x_tick(x)),
+            PAD - 6.0,
+            sy(y) + 4.0,
+            y
+        );
+    }
+    let path: Vec<String> = points
+        .iter()
+        .map(|(x, y)| format!("{:.1},{:.1}", sx(*x), sy(*y)))
+        .collect();
+    let _ = write!(
+        svg,
+        "<polyline fill=\"none\" stroke=\"#2a6fdb\" stroke-width=\"2\" points=\"{}\"/>\
+         <text x=\"{}\" y=\"{}\" font-size=\"12\" text-anchor=\"middle\">{}</text>\
+         <text x=\"14\" y=\"{}\" font-size=\"12\" transform=\"rotate(-90 14 {})\" text-anchor=\"middle\">{}</text></svg>",
+        path.join(" "),
+        W / 2.0,
+        H - 12.0,
+        escape(x_label),
+        H / 2.0,
+        H / 2.0,
+        escape(y_label)
+    );
+    svg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nines_axis_round_trips() {
+        for p in [50.0, 90.0, 99.0, 99.9] {
+            assert!((un_nines(nines(p)) - p).abs() < 1e-9);
+        }
+        assert!((nines(99.0) - 2.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn chart_is_valid_svg_text() {
+        let svg = chart(&[(0.0, 1.0), (1.0, 3.0)], "x", "y<", |x| format!("{x}"));
+        assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
+        assert!(svg.contains("y&lt;"));
+        assert_eq!(chart(&[], "x", "y", |x| format!("{x}")), "<p>(no data)</p>");
+    }
+}

@@ -1,0 +1,217 @@
+//! `connect`: open N authenticated connections, hold them idle, and report the connect and login
+//! rate and the server's resident memory per connection.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde::Serialize;
+
+use super::{Observe, Progress, on_threads, spawn_progress};
+use crate::client::Client;
+
+/// Connections one source address may open to one server address: the ephemeral port range
+/// (32768–60999 by default) less a margin.
+pub const CONNS_PER_SOURCE_IP_MAX: usize = 25_000;
+/// Connection attempts in flight per load thread.
+const CONNECT_CONCURRENCY: usize = 128;
+
+#[derive(Debug, Clone)]
+pub struct ConnectConfig {
+    pub addr: SocketAddr,
+    pub conns: usize,
+    pub hold: Duration,
+    pub threads: usize,
+    pub user_prefix: String,
+    pub password: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectReport {
+    pub scenario: &'static str,
+    pub conns: usize,
+    pub connected: u64,
+    pub errors: u64,
+    pub connect_s: f64,
+    pub connects_per_s: f64,
+    pub hold_s: f64,
+    pub source_ips: usize,
+    pub server_pid: Option<u32>,
+    pub server_rss_kib_before: Option<u64>,
+    pub server_rss_kib_after: Option<u64>,
+    pub server_rss_kib_per_conn: Option<f64>,
+    pub server_cpu_s: Option<f64>,
+}
+
+/// The source address for connection `i` when connecting to `server`.
+fn source_for(server: SocketAddr, i: usize, sources: usize) -> Option<IpAddr> {
+    if sources <= 1 {
+        return None;
+    }
+    let last = u8::try_from(1 + i % sources).unwrap_or(1);
+    Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)))
+        .filter(|_| server.ip().is_loopback() && server.is_ipv4())
+}
+
+pub fn run(cfg: &ConnectConfig, observe: &Observe) -> anyhow::Result<ConnectReport> {
+    super::ensure_fd_limit(cfg.conns as u64 + 256)?;
+    let sources = cfg.conns.div_ceil(CONNS_PER_SOURCE_IP_MAX).max(1);
+    if sources > 1 && !(cfg.addr.ip().is_loopback() && cfg.addr.is_ipv4()) {
+        anyhow::bail!(
+            "{} connections need {sources} source addresses; spreading them is only done for a 127.0.0.x server",
+            cfg.conns
+        );
+    }
+    let threads = cfg.threads.clamp(1, cfg.conns.max(1));
+    let connected = Arc::new(Barrier::new(threads + 1));
+    let released = Arc::new(Barrier::new(threads + 1));
+    let progress = Arc::new(Progress::default());
+    let before = observe.sample();
+    let started = Instant::now();
+    let printer = spawn_progress(Arc::clone(&progress), "connected", observe.progress);
+
+    let worker = {
+        let cfg = cfg.clone();
+        let (connected, released, progress) = (
+            Arc::clone(&connected),
+            Arc::clone(&released),
+            Arc::clone(&progress),
+        );
+        move |index: usize| {
+            let cfg = cfg.clone();
+            let (connected, released, progress) = (
+                Arc::clone(&connected),
+                Arc::clone(&released),
+                Arc::clone(&progress),
+            );
+            async move {
+                let mine: Vec<usize> = (index..cfg.conns).step_by(threads).collect();
+                let clients = open_all(&cfg, &mine, sources, &progress).await;
+                connected.wait();
+                // Hold: the connections stay open and idle until the main thread has measured.
+                released.wait();
+                drop(clients);
+                anyhow::Ok(())
+            }
+        }
+    };
+    let workers = std::thread::spawn(move || on_threads(threads, worker));
+    connected.wait();
+    let connect_s = started.elapsed().as_secs_f64();
+    let ok = progress.done.load(Ordering::Relaxed);
+    // Let the server settle (pending frees, allocator caches) before reading its memory.
+    std::thread::sleep(cfg.hold);
+    let after = observe.sample();
+    released.wait();
+    progress.finished.store(true, Ordering::Relaxed);
+    if let Some(p) = printer {
+        p.thread().unpark();
+        let _ = p.join();
+    }
+    workers
+        .join()
+        .map_err(|_| anyhow::anyhow!("load threads panicked"))??;
+    let rss_per_conn = before
+        .zip(after)
+        .filter(|_| ok > 0)
+        .map(|(b, a)| (a.rss_kib as f64 - b.rss_kib as f64) / ok as f64);
+    Ok(ConnectReport {
+        scenario: "connect",
+        conns: cfg.conns,
+        connected: ok,
+        errors: progress.errors.load(Ordering::Relaxed),
+        connect_s,
+        connects_per_s: if connect_s > 0.0 {
+            ok as f64 / connect_s
+        } else {
+            0.0
+        },
+        hold_s: cfg.hold.as_secs_f64(),
+        source_ips: sources,
+        server_pid: observe.server_pid,
+        server_rss_kib_before: before.map(|s| s.rss_kib),
+        server_rss_kib_after: after.map(|s| s.rss_kib),
+        server_rss_kib_per_conn: rss_per_conn,
+        server_cpu_s: before
+            .zip(after)
+            .map(|(b, a)| a.cpu.saturating_sub(b.cpu).as_secs_f64()),
+    })
+}
+
+async fn open_all(
+    cfg: &ConnectConfig,
+    mine: &[usize],
+    sources: usize,
+    progress: &Arc<Progress>,
+) -> Vec<Client> {
+    let limit = Rc::new(tokio::sync::Semaphore::new(CONNECT_CONCURRENCY));
+    let mut tasks = Vec::with_capacity(mine.len());
+    for &i in mine {
+        let (limit, progress) = (Rc::clone(&limit), Arc::clone(progress));
+        let (addr, password) = (cfg.addr, cfg.password.clone());
+        let name = format!("{}c{i}", cfg.user_prefix);
+        tasks.push(tokio::task::spawn_local(async move {
+            let _permit = limit.acquire().await.expect("open semaphore");
+            let attempt = async {
+                let client = connect_from(addr, source_for(addr, i, sources)).await?;
+                let (client, _) = client.login_or_register(&name, &password, "bench").await?;
+                anyhow::Ok(client)
+            };
+            match attempt.await {
+                Ok(c) => {
+                    progress.done.fetch_add(1, Ordering::Relaxed);
+                    Some(c)
+                }
+                Err(e) => {
+                    if progress.errors.fetch_add(1, Ordering::Relaxed) < 3 {
+                        eprintln!("connection {i}: {e:#}");
+                    }
+                    None
+                }
+            }
+        }));
+    }
+    let mut clients = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        if let Ok(Some(c)) = t.await {
+            clients.push(c);
+        }
+    }
+    clients
+}
+
+async fn connect_from(addr: SocketAddr, source: Option<IpAddr>) -> anyhow::Result<Client> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    if let Some(ip) = source {
+        socket
+            .bind(SocketAddr::new(ip, 0))
+            .with_context(|| format!("binding source address {ip}"))?;
+    }
+    let stream = socket.connect(addr).await.context("connecting")?;
+    stream.set_nodelay(true)?;
+    Ok(Client::from_stream(stream))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_spread_only_when_needed_and_only_on_loopback() {
+        let local: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+        assert_eq!(source_for(local, 5, 1), None);
+        assert_eq!(
+            source_for(local, 5, 3),
+            Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)))
+        );
+        let remote: SocketAddr = "10.0.0.1:7000".parse().unwrap();
+        assert_eq!(source_for(remote, 5, 3), None);
+    }
+}

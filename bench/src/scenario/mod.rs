@@ -1,0 +1,122 @@
+//! Load scenarios. Each runs on `threads` OS threads, each with its own single-threaded tokio
+//! runtime owning a share of the connections (thread-per-core, like the server), so that the
+//! load generator scales with cores instead of contending on one scheduler.
+//!
+//! A new scenario is a module with a config, a `run(&Config, &Observe) -> Report`, and a report
+//! type that serialises to the common JSON keys.
+
+pub mod connect;
+pub mod pairs;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::procstat::{self, ProcSample};
+
+/// How a run is watched from outside: the server process to sample, and a progress line.
+#[derive(Debug, Clone, Default)]
+pub struct Observe {
+    pub server_pid: Option<u32>,
+    /// Print a progress line to stderr every second.
+    pub progress: bool,
+}
+
+impl Observe {
+    pub fn sample(&self) -> Option<ProcSample> {
+        self.server_pid.and_then(|pid| procstat::sample(pid).ok())
+    }
+}
+
+/// Runs `work(thread_index)` on `threads` named OS threads, each inside its own
+/// current-thread tokio runtime with a `LocalSet`, and collects the results in order.
+pub fn on_threads<T, F, Fut>(threads: usize, work: F) -> anyhow::Result<Vec<T>>
+where
+    T: Send + 'static,
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<T>> + 'static,
+{
+    let work = Arc::new(work);
+    let handles: Vec<_> = (0..threads)
+        .map(|index| {
+            let work = Arc::clone(&work);
+            std::thread::Builder::new()
+                .name(format!("bench-{index}"))
+                .spawn(move || -> anyhow::Result<T> {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    let local = tokio::task::LocalSet::new();
+                    local.block_on(&rt, work(index))
+                })
+        })
+        .collect::<Result<_, _>>()?;
+    handles
+        .into_iter()
+        .map(|h| {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("a load thread panicked"))?
+        })
+        .collect()
+}
+
+/// Counters the load threads bump and the progress line reads.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub done: AtomicU64,
+    pub errors: AtomicU64,
+    pub finished: AtomicBool,
+}
+
+/// Prints `label` progress every second until `finished`; returns the printer's thread.
+pub fn spawn_progress(
+    progress: Arc<Progress>,
+    label: &'static str,
+    enabled: bool,
+) -> Option<std::thread::JoinHandle<()>> {
+    if !enabled {
+        return None;
+    }
+    Some(std::thread::spawn(move || {
+        let start = std::time::Instant::now();
+        let mut last = 0;
+        while !progress.finished.load(Ordering::Relaxed) {
+            std::thread::park_timeout(Duration::from_secs(1));
+            let done = progress.done.load(Ordering::Relaxed);
+            eprintln!(
+                "  {:>5.1}s  {label} {done} (+{}/s)  errors {}",
+                start.elapsed().as_secs_f64(),
+                done - last,
+                progress.errors.load(Ordering::Relaxed)
+            );
+            last = done;
+        }
+    }))
+}
+
+/// A random id for this run, so message ids never collide with an earlier run's.
+pub fn run_id() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    t ^ (u64::from(std::process::id()) << 32)
+}
+
+/// Raises the open-files limit to cover `needed` descriptors, or says which limit to raise.
+pub fn ensure_fd_limit(needed: u64) -> anyhow::Result<()> {
+    let (soft, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE)?;
+    if soft >= needed {
+        return Ok(());
+    }
+    let target = needed.max(soft);
+    if rlimit::setrlimit(rlimit::Resource::NOFILE, target, hard.max(target)).is_ok() {
+        return Ok(());
+    }
+    if hard >= needed {
+        rlimit::setrlimit(rlimit::Resource::NOFILE, hard, hard)?;
+        return Ok(());
+    }
+    anyhow::bail!(
+        "{needed} open files are needed but the limit is {soft} (hard {hard}): raise it with `ulimit -n {needed}` (as root, or LimitNOFILE= in systemd)"
+    )
+}

@@ -1,0 +1,523 @@
+//! `pairs`: P pairs of users message each other. Each side keeps up to W messages in flight
+//! (sent, not yet acked), or sends at a fixed rate; every push is checked (once, in order, right
+//! content) and its latency measured from when it was sent, or, at a fixed rate, from when it was
+//! due, so a stalled server cannot hide its queueing (no coordinated omission).
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Barrier, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::{Buf, BufMut, BytesMut};
+use ringchat_proto::v1::{self, ErrorCode};
+use ringchat_proto::{Body, Frame};
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::Notify;
+
+use super::{Observe, Progress, on_threads, run_id, spawn_progress};
+use crate::client::Client;
+use crate::stats::{Measurements, Percentiles, per_second};
+
+/// Bytes of every message's content used for the index and the send time.
+pub const HEADER_BYTES: usize = 16;
+/// Largest frame the load generator accepts from the server.
+const FRAME_BYTES_MAX: usize = 1 << 20;
+/// Sign-ups in flight per load thread.
+const SETUP_CONCURRENCY: usize = 32;
+
+#[derive(Debug, Clone)]
+pub struct PairsConfig {
+    pub addr: SocketAddr,
+    pub pairs: usize,
+    /// Content bytes per message (at least `HEADER_BYTES`).
+    pub size: usize,
+    pub window: usize,
+    pub duration: Duration,
+    /// Total target messages per second over all senders; `None`: as fast as the window allows.
+    pub rate: Option<f64>,
+    pub threads: usize,
+    pub user_prefix: String,
+    pub password: String,
+    /// After the run, how long to wait for the last acks and pushes.
+    pub drain_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PairsReport {
+    pub scenario: &'static str,
+    pub pairs: usize,
+    pub size_bytes: usize,
+    pub window: usize,
+    pub duration_s: f64,
+    pub rate_target_msgs_per_s: Option<f64>,
+    pub threads: usize,
+    pub sent: u64,
+    pub acked: u64,
+    pub delivered: u64,
+    pub delivered_msgs_per_s: f64,
+    pub latency_us: Percentiles,
+    pub lost: u64,
+    pub duplicates: u64,
+    pub out_of_order: u64,
+    pub corrupt: u64,
+    pub errors: u64,
+    pub rate_limited: u64,
+    pub error_kinds: std::collections::BTreeMap<String, u64>,
+    pub server_pid: Option<u32>,
+    pub server_cpu_s: Option<f64>,
+    pub server_cpu_us_per_msg: Option<f64>,
+    pub server_rss_kib_before: Option<u64>,
+    pub server_rss_kib_after: Option<u64>,
+    pub bench_cpu_s: Option<f64>,
+    pub delivered_per_s: Vec<u64>,
+    pub latency_max_us_per_s: Vec<u64>,
+    /// (percentile, µs) points of the latency distribution.
+    pub distribution: Vec<(f64, u64)>,
+}
+
+impl PairsReport {
+    /// Whether every message arrived exactly once, in order, intact, with no error.
+    pub fn clean(&self) -> bool {
+        self.lost == 0
+            && self.duplicates == 0
+            && self.out_of_order == 0
+            && self.corrupt == 0
+            && self.errors == 0
+    }
+}
+
+pub fn run(cfg: &PairsConfig, observe: &Observe) -> anyhow::Result<PairsReport> {
+    if cfg.size < HEADER_BYTES {
+        bail!("--size must be at least {HEADER_BYTES} bytes (index and timestamp)");
+    }
+    if cfg.pairs == 0 || cfg.window == 0 || cfg.threads == 0 {
+        bail!("--pairs, --window and --threads must be at least 1");
+    }
+    super::ensure_fd_limit(2 * cfg.pairs as u64 + 64)?;
+    let threads = cfg.threads.min(cfg.pairs);
+    let ready = Arc::new(Barrier::new(threads + 1));
+    let go = Arc::new(Barrier::new(threads + 1));
+    let start_at: Arc<OnceLock<Instant>> = Arc::new(OnceLock::new());
+    let progress = Arc::new(Progress::default());
+    let run = run_id();
+
+    let worker = {
+        let cfg = cfg.clone();
+        let (ready, go, start_at, progress) = (
+            Arc::clone(&ready),
+            Arc::clone(&go),
+            Arc::clone(&start_at),
+            Arc::clone(&progress),
+        );
+        move |index: usize| {
+            let cfg = cfg.clone();
+            let (ready, go, start_at, progress) = (
+                Arc::clone(&ready),
+                Arc::clone(&go),
+                Arc::clone(&start_at),
+                Arc::clone(&progress),
+            );
+            async move {
+                let owned: Vec<usize> = (index..cfg.pairs).step_by(threads).collect();
+                let setup = set_up(&cfg, &owned).await;
+                // Meet the others at both barriers even on failure, so nobody waits forever.
+                ready.wait();
+                go.wait();
+                let pairs = setup?;
+                let start = *start_at.get().expect("set before go");
+                drive(&cfg, pairs, start, run, &progress).await
+            }
+        }
+    };
+    let workers = std::thread::spawn(move || on_threads(threads, worker));
+    ready.wait();
+    let before = observe.sample();
+    let bench_before = crate::procstat::sample(std::process::id()).ok();
+    start_at.set(Instant::now()).expect("set once");
+    let printer = spawn_progress(Arc::clone(&progress), "delivered", observe.progress);
+    go.wait();
+    let results = workers
+        .join()
+        .map_err(|_| anyhow::anyhow!("load threads panicked"))?;
+    progress.finished.store(true, Ordering::Relaxed);
+    if let Some(p) = printer {
+        p.thread().unpark();
+        let _ = p.join();
+    }
+    let after = observe.sample();
+    let bench_after = crate::procstat::sample(std::process::id()).ok();
+    let mut total = Measurements::default();
+    for m in results? {
+        total.merge(&m);
+    }
+
+    let whole_secs = cfg.duration.as_secs().max(1) as usize;
+    let in_window: u64 = total.delivered_per_s.iter().take(whole_secs).sum();
+    let server_cpu = before.zip(after).map(|(b, a)| a.cpu.saturating_sub(b.cpu));
+    Ok(PairsReport {
+        scenario: "pairs",
+        pairs: cfg.pairs,
+        size_bytes: cfg.size,
+        window: cfg.window,
+        duration_s: cfg.duration.as_secs_f64(),
+        rate_target_msgs_per_s: cfg.rate,
+        threads,
+        sent: total.sent,
+        acked: total.acked,
+        delivered: total.delivered,
+        delivered_msgs_per_s: per_second(in_window, Duration::from_secs(whole_secs as u64)),
+        latency_us: total.percentiles(),
+        lost: total.lost,
+        duplicates: total.duplicates,
+        out_of_order: total.out_of_order,
+        corrupt: total.corrupt,
+        errors: total.errors,
+        rate_limited: total.rate_limited,
+        error_kinds: total.error_kinds.clone(),
+        server_pid: observe.server_pid,
+        server_cpu_s: server_cpu.map(|c| c.as_secs_f64()),
+        server_cpu_us_per_msg: server_cpu
+            .filter(|_| total.delivered > 0)
+            .map(|c| c.as_secs_f64() * 1e6 / total.delivered as f64),
+        server_rss_kib_before: before.map(|s| s.rss_kib),
+        server_rss_kib_after: after.map(|s| s.rss_kib),
+        bench_cpu_s: bench_before
+            .zip(bench_after)
+            .map(|(b, a)| a.cpu.saturating_sub(b.cpu).as_secs_f64()),
+        distribution: total.distribution(),
+        delivered_per_s: total.delivered_per_s,
+        latency_max_us_per_s: total.latency_max_us_per_s,
+    })
+}
+
+/// One direction of a pair: what its sender sent and got acked, what its receiver got.
+#[derive(Debug, Default)]
+struct Direction {
+    /// Highest message index received so far. Indexes may skip (a refused send takes one),
+    /// but never go back.
+    last_index: Cell<Option<u64>>,
+    received: Cell<u64>,
+    last_seq: Cell<u64>,
+}
+
+/// One logged-in connection of a pair.
+struct Side {
+    client: Client,
+    user_id: u64,
+}
+
+async fn set_up(cfg: &PairsConfig, owned: &[usize]) -> anyhow::Result<Vec<(Side, Side)>> {
+    let limit = Rc::new(tokio::sync::Semaphore::new(SETUP_CONCURRENCY));
+    let mut tasks = Vec::new();
+    for &i in owned {
+        for side in ["a", "b"] {
+            let (addr, limit) = (cfg.addr, Rc::clone(&limit));
+            let name = format!("{}{side}{i}", cfg.user_prefix);
+            let password = cfg.password.clone();
+            tasks.push(tokio::task::spawn_local(async move {
+                let _permit = limit.acquire().await?;
+                let client = Client::connect(addr).await?;
+                let (client, ok) = client
+                    .login_or_register(&name, &password, "bench")
+                    .await
+                    .with_context(|| format!("signing up {name}"))?;
+                anyhow::Ok(Side {
+                    client,
+                    user_id: ok.user_id,
+                })
+            }));
+        }
+    }
+    let mut sides = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        sides.push(t.await??);
+    }
+    let mut pairs = Vec::with_capacity(owned.len());
+    let mut it = sides.into_iter();
+    while let (Some(a), Some(b)) = (it.next(), it.next()) {
+        pairs.push((a, b));
+    }
+    Ok(pairs)
+}
+
+/// State shared by one connection's writer and reader.
+struct Conn {
+    in_flight: Cell<usize>,
+    room: Notify,
+    stop: Cell<bool>,
+    /// Set when the server said RATE_LIMITED: no sends before then.
+    pause_until: Cell<Option<Instant>>,
+    m: RefCell<Measurements>,
+}
+
+async fn drive(
+    cfg: &PairsConfig,
+    pairs: Vec<(Side, Side)>,
+    start: Instant,
+    run: u64,
+    progress: &Arc<Progress>,
+) -> anyhow::Result<Measurements> {
+    let senders = 2 * cfg.pairs;
+    let per_sender_rate = cfg.rate.map(|r| r / senders as f64);
+    let end = start + cfg.duration;
+    let mut conns = Vec::new();
+    let mut tasks = Vec::new();
+    for (a, b) in pairs {
+        let a_to_b = Rc::new(Direction::default());
+        let b_to_a = Rc::new(Direction::default());
+        for (me, peer_id, outgoing, incoming) in [
+            (a.client, b.user_id, Rc::clone(&a_to_b), Rc::clone(&b_to_a)),
+            (b.client, a.user_id, b_to_a, a_to_b),
+        ] {
+            let conn = Rc::new(Conn {
+                in_flight: Cell::new(0),
+                room: Notify::new(),
+                stop: Cell::new(false),
+                pause_until: Cell::new(None),
+                m: RefCell::new(Measurements::default()),
+            });
+            let (stream, leftover) = me.into_parts();
+            let (read, write) = stream.into_split();
+            let sender = Sender {
+                conn: Rc::clone(&conn),
+                write,
+                to: peer_id,
+                run,
+                size: cfg.size,
+                window: cfg.window,
+                start,
+                end,
+                rate: per_sender_rate,
+            };
+            tasks.push(tokio::task::spawn_local(sender.run()));
+            let reader = Reader {
+                conn: Rc::clone(&conn),
+                read,
+                buf: leftover,
+                incoming,
+                start,
+                size: cfg.size,
+                progress: Arc::clone(progress),
+            };
+            tasks.push(tokio::task::spawn_local(reader.run()));
+            conns.push((conn, outgoing));
+        }
+    }
+    // Run, then drain: wait until every acked message has been received, within the timeout.
+    tokio::time::sleep_until(end.into()).await;
+    let drain_deadline = Instant::now() + cfg.drain_timeout;
+    loop {
+        let settled = conns
+            .iter()
+            .all(|(c, out)| c.in_flight.get() == 0 && out.received.get() >= c.m.borrow().acked);
+        if settled || Instant::now() >= drain_deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for (c, _) in &conns {
+        c.stop.set(true);
+        c.room.notify_one();
+    }
+    for t in tasks {
+        t.abort();
+    }
+    let mut total = Measurements::default();
+    for (c, out) in &conns {
+        let mut m = c.m.borrow_mut();
+        m.lost += m.acked.saturating_sub(out.received.get());
+        total.merge(&m);
+    }
+    Ok(total)
+}
+
+struct Sender {
+    conn: Rc<Conn>,
+    write: OwnedWriteHalf,
+    to: u64,
+    run: u64,
+    size: usize,
+    window: usize,
+    start: Instant,
+    end: Instant,
+    rate: Option<f64>,
+}
+
+impl Sender {
+    async fn run(mut self) -> anyhow::Result<()> {
+        let mut buf = BytesMut::with_capacity(self.window * (self.size + 64));
+        let mut index: u64 = 0;
+        let interval = self
+            .rate
+            .map(|r| Duration::from_secs_f64(1.0 / r.max(1e-9)));
+        let mut due = self.start;
+        while Instant::now() < self.end && !self.conn.stop.get() {
+            while self.conn.in_flight.get() >= self.window {
+                self.conn.room.notified().await;
+                if self.conn.stop.get() {
+                    return Ok(());
+                }
+            }
+            if let Some(until) = self.conn.pause_until.take() {
+                tokio::time::sleep_until(until.into()).await;
+            }
+            buf.clear();
+            match interval {
+                None => {
+                    let room = self.window - self.conn.in_flight.get();
+                    let now = self.start.elapsed();
+                    for _ in 0..room {
+                        self.encode(&mut buf, index, now);
+                        index += 1;
+                    }
+                    self.conn.in_flight.set(self.window);
+                    self.conn.m.borrow_mut().sent += room as u64;
+                }
+                Some(every) => {
+                    tokio::time::sleep_until(due.into()).await;
+                    // Stamp the time it was due: lateness is latency.
+                    self.encode(&mut buf, index, due - self.start);
+                    index += 1;
+                    due += every;
+                    self.conn.in_flight.set(self.conn.in_flight.get() + 1);
+                    self.conn.m.borrow_mut().sent += 1;
+                }
+            }
+            self.write.write_all(&buf).await?;
+        }
+        // Keep the write half open until the drain is over: dropping it would half-close the
+        // socket, and the server ends a connection whose client has stopped sending.
+        while !self.conn.stop.get() {
+            self.conn.room.notified().await;
+        }
+        Ok(())
+    }
+
+    fn encode(&self, buf: &mut BytesMut, index: u64, sent_at: Duration) {
+        let mut content = Vec::with_capacity(self.size);
+        content.put_u64_le(index);
+        content.put_u64_le(sent_at.as_nanos() as u64);
+        let fill = filler(index);
+        content.resize(self.size, fill);
+        let frame = Frame {
+            request_id: index + 1,
+            body: Some(Body::Send(v1::Send {
+                client_msg_id: format!("{:x}-{index}", self.run),
+                to_user_id: self.to,
+                content_type: v1::ContentType::Custom as i32,
+                content: content.into(),
+            })),
+        };
+        ringchat_proto::encode(&frame, buf);
+    }
+}
+
+fn filler(index: u64) -> u8 {
+    (index % 251) as u8
+}
+
+struct Reader {
+    conn: Rc<Conn>,
+    read: OwnedReadHalf,
+    buf: BytesMut,
+    incoming: Rc<Direction>,
+    start: Instant,
+    size: usize,
+    progress: Arc<Progress>,
+}
+
+impl Reader {
+    async fn run(mut self) -> anyhow::Result<()> {
+        loop {
+            while let Some(frame) = ringchat_proto::decode(&mut self.buf, FRAME_BYTES_MAX)? {
+                self.on_frame(frame);
+            }
+            self.buf.reserve(64 * 1024);
+            if self.read.read_buf(&mut self.buf).await? == 0 {
+                if !self.conn.stop.get() {
+                    self.conn
+                        .m
+                        .borrow_mut()
+                        .error("connection closed by the server");
+                    self.progress.errors.fetch_add(1, Ordering::Relaxed);
+                }
+                return Ok(());
+            }
+        }
+    }
+
+    fn on_frame(&mut self, frame: Frame) {
+        match frame.body {
+            Some(Body::SendAck(_)) => {
+                self.conn.m.borrow_mut().acked += 1;
+                self.release();
+            }
+            Some(Body::Push(push)) => {
+                if let Some(m) = push.message {
+                    self.on_push(&m);
+                }
+            }
+            Some(Body::Error(e)) => {
+                let mut m = self.conn.m.borrow_mut();
+                let code = ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Unspecified);
+                m.error(code.as_str_name());
+                if e.code == ErrorCode::RateLimited as i32 {
+                    m.rate_limited += 1;
+                    let wait = Duration::from_millis(e.retry_after_ms.max(1));
+                    self.conn.pause_until.set(Some(Instant::now() + wait));
+                }
+                drop(m);
+                self.progress.errors.fetch_add(1, Ordering::Relaxed);
+                if frame.request_id != 0 {
+                    self.release();
+                }
+            }
+            Some(Body::Kicked(k)) => {
+                let reason = v1::KickReason::try_from(k.reason).unwrap_or_default();
+                self.conn.m.borrow_mut().error(reason.as_str_name());
+                self.progress.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+
+    fn release(&self) {
+        self.conn
+            .in_flight
+            .set(self.conn.in_flight.get().saturating_sub(1));
+        self.conn.room.notify_one();
+    }
+
+    fn on_push(&mut self, msg: &v1::Message) {
+        let now = self.start.elapsed();
+        let mut m = self.conn.m.borrow_mut();
+        let mut content = &msg.content[..];
+        if content.len() != self.size {
+            m.corrupt += 1;
+            return;
+        }
+        let index = content.get_u64_le();
+        let sent_at = Duration::from_nanos(content.get_u64_le());
+        if content.iter().any(|&b| b != filler(index)) {
+            m.corrupt += 1;
+        }
+        let dir = &self.incoming;
+        if msg.seq <= dir.last_seq.get() {
+            m.out_of_order += 1;
+        }
+        dir.last_seq.set(dir.last_seq.get().max(msg.seq));
+        if dir.last_index.get().is_some_and(|last| index <= last) {
+            m.duplicates += 1;
+            return;
+        }
+        dir.last_index.set(Some(index));
+        dir.received.set(dir.received.get() + 1);
+        m.record_delivery(now, now.saturating_sub(sent_at));
+        self.progress.done.fetch_add(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,110 @@
+//! The load generator's scenarios, run briefly against the real server: their reports must
+//! agree with what the server counted. (No speed is asserted here; see docs/BENCHMARKS.md.)
+
+mod common;
+
+use std::time::Duration;
+
+use common::TestServer;
+use ringchat_bench::scenario::Observe;
+use ringchat_bench::scenario::connect::{self, ConnectConfig};
+use ringchat_bench::scenario::pairs::{self, PairsConfig};
+
+fn observe(server: &TestServer) -> Observe {
+    Observe {
+        server_pid: Some(server.pid()),
+        progress: false,
+    }
+}
+
+#[test]
+fn pairs_reports_what_the_server_stored_and_delivered() {
+    let server = TestServer::start(&[]);
+    let cfg = PairsConfig {
+        addr: server.tcp,
+        pairs: 4,
+        size: 100,
+        window: 8,
+        duration: Duration::from_secs(1),
+        rate: None,
+        threads: 2,
+        user_prefix: "t_".into(),
+        password: "bench-password".into(),
+        drain_timeout: Duration::from_secs(20),
+    };
+    let report = pairs::run(&cfg, &observe(&server)).unwrap();
+    assert!(report.clean(), "{report:?}");
+    assert!(report.delivered > 0);
+    assert_eq!(report.acked, report.delivered);
+    assert_eq!(report.sent, report.acked);
+    let stored = server.metric("ringchat_messages_stored_total");
+    assert_eq!(
+        stored as u64, report.acked,
+        "the server stored exactly what was acked"
+    );
+    assert!(report.server_cpu_us_per_msg.is_some());
+    assert!(report.latency_us.p50 <= report.latency_us.p99);
+    assert!(report.latency_us.p99 <= report.latency_us.max);
+    let json = serde_json::to_value(&report).unwrap();
+    for key in [
+        "scenario",
+        "delivered_msgs_per_s",
+        "latency_us",
+        "server_cpu_us_per_msg",
+        "lost",
+        "duplicates",
+        "out_of_order",
+        "errors",
+    ] {
+        assert!(json.get(key).is_some(), "JSON report lacks {key}");
+    }
+    for p in ["p50", "p90", "p99", "p999", "max"] {
+        assert!(json["latency_us"].get(p).is_some());
+    }
+    let html = ringchat_bench::report::pairs_html(&report);
+    assert!(html.contains("<svg") && html.contains("Latency distribution"));
+}
+
+#[test]
+fn paced_pairs_send_at_the_asked_rate() {
+    let server = TestServer::start(&[]);
+    let cfg = PairsConfig {
+        addr: server.tcp,
+        pairs: 2,
+        size: 64,
+        window: 64,
+        duration: Duration::from_secs(2),
+        rate: Some(400.0),
+        threads: 1,
+        user_prefix: "r_".into(),
+        password: "bench-password".into(),
+        drain_timeout: Duration::from_secs(20),
+    };
+    let report = pairs::run(&cfg, &observe(&server)).unwrap();
+    assert!(report.clean(), "{report:?}");
+    // Pacing caps the rate: at most 400 msgs/s × 2 s plus one per sender; a busy test machine
+    // may send fewer, never more.
+    assert!((400..=804).contains(&report.sent), "sent {}", report.sent);
+    assert_eq!(
+        server.metric("ringchat_messages_stored_total") as u64,
+        report.acked
+    );
+}
+
+#[test]
+fn connect_reports_every_login_the_server_saw() {
+    let server = TestServer::start(&[]);
+    let cfg = ConnectConfig {
+        addr: server.tcp,
+        conns: 60,
+        hold: Duration::from_millis(200),
+        threads: 2,
+        user_prefix: "c_".into(),
+        password: "bench-password".into(),
+    };
+    let report = connect::run(&cfg, &observe(&server)).unwrap();
+    assert_eq!(report.connected, 60);
+    assert_eq!(report.errors, 0);
+    assert_eq!(server.metric("ringchat_logins_total") as u64, 60);
+    assert!(report.server_rss_kib_per_conn.is_some());
+}
