@@ -85,7 +85,7 @@ fn route(req: &httparse::Request<'_, '_>) -> Route {
             "200 OK",
             content_type,
             "Cache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\n\
-             Content-Security-Policy: default-src 'self'; connect-src 'self' ws: wss:\r\n",
+             Content-Security-Policy: default-src 'self'; img-src 'self' data:; connect-src 'self' ws: wss:\r\n",
             body,
         )),
         None => Route::Respond(error(404, "not found")),
