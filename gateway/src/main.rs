@@ -22,7 +22,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server (defaults need no file: TCP on 0.0.0.0:7000, admin on 127.0.0.1:8080,
+    /// Run the server (defaults need no file: TCP on 0.0.0.0:7000, WebSocket and the chat page
+    /// on 0.0.0.0:7001, admin on 127.0.0.1:8080,
     /// data in ./ringchat-data).
     Serve {
         /// TOML configuration file; RINGCHAT_<SECTION>__<KEY> variables override it.

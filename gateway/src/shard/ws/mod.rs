@@ -38,7 +38,7 @@ pub(in crate::shard) async fn handle_input(conn: &mut Conn, buf: &mut BytesMut) 
         let h = match codec::parse_header(buf, limit) {
             Ok(Some(h)) if buf.len() >= h.frame_bytes() => h,
             Ok(_) => return Ok(()),
-            Err(e) => return Ok(protocol_error(conn, &e)),
+            Err(e) => return protocol_error(conn, &e),
         };
         conn.seen();
         let payload = h.header_bytes..h.frame_bytes();
@@ -49,7 +49,7 @@ pub(in crate::shard) async fn handle_input(conn: &mut Conn, buf: &mut BytesMut) 
             OP_CLOSE => {
                 return match codec::parse_close(&buf[payload]) {
                     Ok(code) => Err(End::PeerClosed(Some(code))),
-                    Err(e) => Ok(protocol_error(conn, &e)),
+                    Err(e) => protocol_error(conn, &e),
                 };
             }
             OP_TEXT | OP_BINARY if conn.ws.message.is_none() => {
@@ -69,7 +69,7 @@ pub(in crate::shard) async fn handle_input(conn: &mut Conn, buf: &mut BytesMut) 
                         len_bytes,
                         limit_bytes: limit,
                     };
-                    return Ok(protocol_error(conn, &e));
+                    return protocol_error(conn, &e);
                 }
                 message.extend_from_slice(&buf[payload]);
                 let opcode = *opcode;
@@ -81,7 +81,7 @@ pub(in crate::shard) async fn handle_input(conn: &mut Conn, buf: &mut BytesMut) 
                     continue;
                 }
             }
-            _ => return Ok(protocol_error(conn, &WsError::Fragmentation)),
+            _ => return protocol_error(conn, &WsError::Fragmentation),
         }
         buf.advance(h.frame_bytes());
     }
@@ -109,13 +109,15 @@ async fn deliver(conn: &mut Conn, decoded: Result<Frame, String>) -> Result<(), 
     }
 }
 
-fn protocol_error(conn: &mut Conn, e: &WsError) {
+/// Reports a broken frame with an `Error` and a close (the session then ends).
+fn protocol_error(conn: &mut Conn, e: &WsError) -> Result<(), End> {
     let code = match e {
         WsError::TooLarge { .. } => ErrorCode::FrameTooLarge,
         _ => ErrorCode::BadFrame,
     };
     super::framed::set_close_code(conn, e.close_code());
     conn.session.fail(0, code, e.to_string());
+    Ok(())
 }
 
 /// Appends the answer to the latest ping, if one is due.
