@@ -1,4 +1,8 @@
-//! Generates the wire types from `proto/ringchat/v1/*.proto` with protox, so no system `protoc` is needed.
+//! Generates the wire types from `proto/ringchat/v1/*.proto` with protox, so no system `protoc` is
+//! needed, and their canonical protobuf JSON mapping (serde) with pbjson-build from the same
+//! descriptors.
+
+use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = ["proto/ringchat/v1/ringchat.proto"];
@@ -6,8 +10,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={file}");
     }
     let descriptors = protox::compile(files, ["proto"])?;
+    let encoded = descriptors.encode_to_vec();
     prost_build::Config::new()
         .bytes(["."])
         .compile_fds(descriptors)?;
+    pbjson_build::Builder::new()
+        .register_descriptors(&encoded)?
+        .build(&[".ringchat"])?;
     Ok(())
 }

@@ -49,8 +49,14 @@ pub enum Cores {
 #[serde(deny_unknown_fields, default)]
 pub struct GatewayConfig {
     pub server_name: String,
-    /// Client TCP listener (length-prefixed frames).
+    /// Client TCP listener (length-prefixed frames); "" is off.
     pub tcp_listen: String,
+    /// WebSocket listener (`/ws`) that also serves the chat page (`/`); "" is off.
+    pub ws_listen: String,
+    /// TLS listener (length-prefixed frames inside TLS); used when `[gateway.tls]` is set.
+    pub tls_listen: String,
+    /// WebSocket-over-TLS listener (wss, and the chat page); used when `[gateway.tls]` is set.
+    pub wss_listen: String,
     /// One shard per listed core, pinned to it; `"auto"`: one per online core not given to the backend.
     pub cores: Cores,
     pub driver: Driver,
@@ -73,6 +79,32 @@ pub struct GatewayConfig {
     pub pool_buffers_max: usize,
     /// How long shutdown waits for clients to be told and flushed.
     pub shutdown_timeout_ms: u64,
+    pub tls: TlsConfig,
+}
+
+/// `[gateway.tls]`: PEM files for the TLS listeners. Both empty: TLS is off.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Certificate chain, leaf first.
+    pub cert_path: String,
+    /// Private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_path: String,
+}
+
+impl TlsConfig {
+    pub fn enabled(&self) -> bool {
+        !self.cert_path.is_empty() || !self.key_path.is_empty()
+    }
+}
+
+/// The client listeners' addresses; `None` is off.
+#[derive(Debug, Clone, Copy)]
+pub struct ListenAddrs {
+    pub tcp: Option<SocketAddr>,
+    pub ws: Option<SocketAddr>,
+    pub tls: Option<SocketAddr>,
+    pub wss: Option<SocketAddr>,
 }
 
 impl Default for GatewayConfig {
@@ -80,6 +112,9 @@ impl Default for GatewayConfig {
         Self {
             server_name: "ringchat".to_owned(),
             tcp_listen: "0.0.0.0:7000".to_owned(),
+            ws_listen: "0.0.0.0:7001".to_owned(),
+            tls_listen: "0.0.0.0:7443".to_owned(),
+            wss_listen: "0.0.0.0:7444".to_owned(),
             cores: Cores::Named("auto".to_owned()),
             driver: Driver::Auto,
             io_uring_entries: 1024,
@@ -92,6 +127,7 @@ impl Default for GatewayConfig {
             read_buffer_bytes: 16 * 1024,
             pool_buffers_max: 256,
             shutdown_timeout_ms: 5_000,
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -199,16 +235,50 @@ impl Config {
 }
 
 impl GatewayConfig {
-    pub fn tcp_listen_addr(&self) -> Result<SocketAddr, String> {
-        self.tcp_listen
-            .parse()
-            .map_err(|e| format!("gateway.tcp_listen: {e} (expected HOST:PORT)"))
+    /// The listeners to open: the TLS ones only when `[gateway.tls]` is set.
+    pub fn listen_addrs(&self) -> Result<ListenAddrs, Vec<String>> {
+        let mut problems = Vec::new();
+        let mut addr = |key: &str, value: &str, on: bool| -> Option<SocketAddr> {
+            if value.is_empty() || !on {
+                return None;
+            }
+            value
+                .parse()
+                .map_err(|e| {
+                    problems.push(format!(
+                        "gateway.{key}: {e} (expected HOST:PORT, or \"\" for off)"
+                    ))
+                })
+                .ok()
+        };
+        let tls = self.tls.enabled();
+        let addrs = ListenAddrs {
+            tcp: addr("tcp_listen", &self.tcp_listen, true),
+            ws: addr("ws_listen", &self.ws_listen, true),
+            tls: addr("tls_listen", &self.tls_listen, tls),
+            wss: addr("wss_listen", &self.wss_listen, tls),
+        };
+        if problems.is_empty() {
+            Ok(addrs)
+        } else {
+            Err(problems)
+        }
     }
 
     fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
-        if let Err(e) = self.tcp_listen_addr() {
-            out.push(e);
+        match self.listen_addrs() {
+            Err(problems) => out.extend(problems),
+            Ok(a) if a.tcp.is_none() && a.ws.is_none() && a.tls.is_none() && a.wss.is_none() => {
+                out.push(
+                    "gateway: every client listener is off (tcp_listen, ws_listen, and tls_listen/wss_listen with [gateway.tls])"
+                        .to_owned(),
+                );
+            }
+            Ok(_) => {}
+        }
+        if self.tls.enabled() && (self.tls.cert_path.is_empty() || self.tls.key_path.is_empty()) {
+            out.push("gateway.tls: set both cert_path and key_path (or neither)".to_owned());
         }
         match &self.cores {
             Cores::Named(name) if name != "auto" => out.push(format!(
@@ -328,14 +398,18 @@ fn apply_env_overrides(
         let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
             continue;
         };
-        let Some((section, key)) = rest.split_once("__") else {
+        let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+        let [tables @ .., key] = path.as_slice() else {
             continue;
         };
-        let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
-        let default_is_text = defaults
-            .get(&section)
-            .and_then(|s| s.get(&key))
-            .is_some_and(Value::is_str);
+        if tables.is_empty() {
+            continue;
+        }
+        let mut default = Some(defaults);
+        for t in tables {
+            default = default.and_then(|d| d.get(t)).and_then(Value::as_table);
+        }
+        let default_is_text = default.and_then(|d| d.get(key)).is_some_and(Value::is_str);
         let parsed = format!("v = {raw}")
             .parse::<Table>()
             .ok()
@@ -345,15 +419,27 @@ fn apply_env_overrides(
             Some(v) if !default_is_text || v.is_array() => v,
             _ => Value::String(raw),
         };
-        match table
-            .entry(section.clone())
-            .or_insert_with(|| Value::Table(Table::new()))
-        {
-            Value::Table(t) => {
-                t.insert(key, value);
-            }
-            _ => problems.push(format!("{name}: [{section}] is not a table in the file")),
+        // `RINGCHAT_GATEWAY__TLS__CERT_PATH` is `[gateway.tls] cert_path`.
+        if let Err(depth) = insert_at(table, tables, key.clone(), value) {
+            let section = tables[..=depth].join(".");
+            problems.push(format!("{name}: [{section}] is not a table in the file"));
         }
+    }
+}
+
+/// Inserts `key = value` in the table at `path`, creating tables on the way. `Err(i)`: the
+/// `i`-th name on the path is not a table.
+fn insert_at(table: &mut Table, path: &[String], key: String, value: Value) -> Result<(), usize> {
+    let Some((first, rest)) = path.split_first() else {
+        table.insert(key, value);
+        return Ok(());
+    };
+    match table
+        .entry(first.clone())
+        .or_insert_with(|| Value::Table(Table::new()))
+    {
+        Value::Table(inner) => insert_at(inner, rest, key, value).map_err(|i| i + 1),
+        _ => Err(0),
     }
 }
 
@@ -369,6 +455,12 @@ mod tests {
     fn empty_file_is_all_defaults() {
         let c = Config::parse("", no_env()).unwrap();
         assert_eq!(c.gateway.tcp_listen, "0.0.0.0:7000");
+        assert_eq!(c.gateway.ws_listen, "0.0.0.0:7001");
+        let addrs = c.gateway.listen_addrs().unwrap();
+        assert!(
+            addrs.tls.is_none() && addrs.wss.is_none(),
+            "TLS needs a certificate"
+        );
         assert_eq!(c.admin.listen, "127.0.0.1:8080");
     }
 
@@ -425,12 +517,18 @@ mod tests {
             ("RINGCHAT_GATEWAY__CORES".to_owned(), "[0]".to_owned()),
             ("RINGCHAT_STORAGE__DURABILITY".to_owned(), "none".to_owned()),
             ("RINGCHAT_GATEWAY__SERVER_NAME".to_owned(), "123".to_owned()),
+            (
+                "RINGCHAT_GATEWAY__TLS__CERT_PATH".to_owned(),
+                "/etc/c.pem".to_owned(),
+            ),
+            ("RINGCHAT_GATEWAY__TLS__KEY_PATH".to_owned(), "k".to_owned()),
             ("UNRELATED".to_owned(), "x".to_owned()),
         ];
         let c = Config::parse("[gateway]\ntcp_listen = \"0.0.0.0:1\"", env).unwrap();
         assert_eq!(c.gateway.tcp_listen, "127.0.0.1:9");
         assert_eq!(c.gateway.cores, Cores::List(vec![0]));
         assert_eq!(c.gateway.server_name, "123", "text keys stay text");
+        assert_eq!(c.gateway.tls.cert_path, "/etc/c.pem", "nested sections");
         assert_eq!(
             c.storage.durability,
             ringchat_backend::config::Durability::None
@@ -448,6 +546,22 @@ mod tests {
         assert!(unknown[0].contains("nokia"), "{unknown:?}");
         let bad = Config::parse("[login.policy]\nweb = \"maybe\"\n", no_env()).unwrap_err();
         assert!(bad[0].contains("maybe"), "{bad:?}");
+    }
+
+    #[test]
+    fn tls_section_and_listener_switches() {
+        let text = "[gateway]\ntcp_listen = \"\"\nws_listen = \"\"\n[gateway.tls]\ncert_path = \"c.pem\"\nkey_path = \"k.pem\"\n";
+        let c = Config::parse(text, no_env()).unwrap();
+        let addrs = c.gateway.listen_addrs().unwrap();
+        assert!(addrs.tcp.is_none() && addrs.ws.is_none());
+        assert_eq!(addrs.wss.unwrap().port(), 7444);
+        let half = Config::parse("[gateway.tls]\ncert_path = \"c.pem\"\n", no_env()).unwrap_err();
+        assert!(half[0].contains("gateway.tls"), "{half:?}");
+        let none = Config::parse("[gateway]\ntcp_listen = \"\"\nws_listen = \"\"\n", no_env())
+            .unwrap_err();
+        assert!(none[0].contains("every client listener is off"), "{none:?}");
+        let typo = Config::parse("[gateway.tls]\ncert = \"c.pem\"\n", no_env()).unwrap_err();
+        assert_eq!(typo, vec!["gateway.tls.cert: unknown key".to_owned()]);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `ringchat`: the chat server.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -22,7 +22,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server (defaults need no file: TCP on 0.0.0.0:7000, admin on 127.0.0.1:8080,
+    /// Run the server (defaults need no file: TCP on 0.0.0.0:7000, WebSocket and the chat page
+    /// on 0.0.0.0:7001, admin on 127.0.0.1:8080,
     /// data in ./ringchat-data).
     Serve {
         /// TOML configuration file; RINGCHAT_<SECTION>__<KEY> variables override it.
@@ -31,6 +32,36 @@ enum Command {
     },
     /// Check a configuration file and list every problem in it.
     CheckConfig { file: PathBuf },
+    /// Write a self-signed certificate and key (PEM) for trying out TLS; browsers will warn.
+    GenCert {
+        /// Certificate file to write.
+        #[arg(long, default_value = "ringchat-cert.pem")]
+        cert: PathBuf,
+        /// Private key file to write (mode 0600).
+        #[arg(long, default_value = "ringchat-key.pem")]
+        key: PathBuf,
+        /// Names the certificate is valid for (DNS names or IP addresses).
+        #[arg(long = "name", default_values_t = ["localhost".to_owned(), "127.0.0.1".to_owned()])]
+        names: Vec<String>,
+    },
+}
+
+/// Writes a self-signed pair; the key file is readable by its owner only.
+fn gen_cert(cert: &Path, key: &Path, names: Vec<String>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let (cert_pem, key_pem) = ringchat_gateway::tls::self_signed(names)?;
+    std::fs::write(cert, cert_pem).with_context(|| format!("writing {}", cert.display()))?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(key)
+        .and_then(|mut f| f.write_all(key_pem.as_bytes()))
+        .with_context(|| format!("writing {}", key.display()))?;
+    Ok(())
 }
 
 /// The environment as text; a variable that is not UTF-8 cannot be a ringchat setting.
@@ -48,6 +79,22 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
+        Command::GenCert { cert, key, names } => match gen_cert(&cert, &key, names) {
+            Ok(()) => {
+                println!(
+                    "wrote {} and {}; serve them with RINGCHAT_GATEWAY__TLS__CERT_PATH={} RINGCHAT_GATEWAY__TLS__KEY_PATH={}",
+                    cert.display(),
+                    key.display(),
+                    cert.display(),
+                    key.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("ringchat gen-cert: {err:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::CheckConfig { file } => match Config::load(Some(&file), env_vars()) {
             Ok(_) => {
                 println!("{}: ok", file.display());

@@ -14,7 +14,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::mpsc;
 
 use crate::config::Config;
-use crate::shard::{self, ShardSpec};
+use crate::shard::{self, Listeners, ShardSpec};
 
 /// Pending connections the kernel queues per listener (capped by net.core.somaxconn).
 const LISTEN_BACKLOG: i32 = 4096;
@@ -25,13 +25,28 @@ const SHARD_START_TIMEOUT: Duration = Duration::from_secs(10);
 pub fn run(config: Config) -> anyhow::Result<()> {
     let cores = config.shard_cores();
     let shard_count = cores.len();
-    let tcp_addr = config
+    let addrs = config
         .gateway
-        .tcp_listen_addr()
-        .map_err(anyhow::Error::msg)?;
-    let listeners = bind_reuseport(tcp_addr, shard_count)
-        .with_context(|| format!("binding gateway.tcp_listen {tcp_addr}"))?;
-    let tcp_bound = listeners[0].local_addr()?;
+        .listen_addrs()
+        .map_err(|p| anyhow::Error::msg(p.join("; ")))?;
+    let tls = if config.gateway.tls.enabled() {
+        let tls = &config.gateway.tls;
+        Some(crate::tls::server_config(&tls.cert_path, &tls.key_path)?)
+    } else {
+        None
+    };
+    let mut tcp = bind_listener(addrs.tcp, shard_count, "tcp_listen")?;
+    let mut ws = bind_listener(addrs.ws, shard_count, "ws_listen")?;
+    let mut tls_l = bind_listener(addrs.tls, shard_count, "tls_listen")?;
+    let mut wss = bind_listener(addrs.wss, shard_count, "wss_listen")?;
+    let bound = |l: &Option<Vec<std::net::TcpListener>>| -> std::io::Result<String> {
+        Ok(match l {
+            Some(ls) => ls[0].local_addr()?.to_string(),
+            None => "off".to_owned(),
+        })
+    };
+    let (tcp_bound, ws_bound, tls_bound, wss_bound) =
+        (bound(&tcp)?, bound(&ws)?, bound(&tls_l)?, bound(&wss)?);
 
     let (request_tx, request_rx) = mpsc::channel(config.backend.queue_requests_max);
     let (shard_txs, shard_rxs): (Vec<_>, Vec<_>) = (0..shard_count)
@@ -64,15 +79,20 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
     let (started_tx, started_rx) = std::sync::mpsc::sync_channel(shard_count);
     let mut threads = Vec::with_capacity(shard_count);
-    for (index, ((listener, inbox), core)) in
-        listeners.into_iter().zip(shard_rxs).zip(cores).enumerate()
-    {
+    for (index, (inbox, core)) in shard_rxs.into_iter().zip(cores).enumerate() {
+        let take = |l: &mut Option<Vec<std::net::TcpListener>>| l.as_mut().and_then(Vec::pop);
         let spec = ShardSpec {
             id: ShardId::try_from(index).context("too many shards")?,
             core: Some(core),
             gateway: config.gateway.clone(),
             limits: config.limits.clone(),
-            listener,
+            listeners: Listeners {
+                tcp: take(&mut tcp),
+                ws: take(&mut ws),
+                tls: take(&mut tls_l),
+                wss: take(&mut wss),
+            },
+            tls: tls.clone(),
             inbox,
             backend: request_tx.clone(),
             stats: Arc::clone(&stats[index]),
@@ -107,9 +127,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     }
 
     let admin_text = admin_bound.map_or_else(|| "off".to_owned(), |a: SocketAddr| a.to_string());
-    tracing::info!(tcp = %tcp_bound, admin = %admin_text, shards = shard_count, "ringchat ready");
+    tracing::info!(tcp = %tcp_bound, ws = %ws_bound, tls = %tls_bound, wss = %wss_bound, admin = %admin_text, shards = shard_count, "ringchat ready");
     // One machine-readable line on stdout, for scripts and tests that start the server.
-    println!("ringchat ready tcp={tcp_bound} admin={admin_text} shards={shard_count}");
+    println!(
+        "ringchat ready tcp={tcp_bound} admin={admin_text} shards={shard_count} ws={ws_bound} tls={tls_bound} wss={wss_bound}"
+    );
 
     let signal = rt.block_on(wait_for_signal())?;
     tracing::info!(signal, "shutting down");
@@ -170,6 +192,18 @@ async fn wait_for_signal() -> std::io::Result<&'static str> {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
     })
+}
+
+/// Binds one listener per shard for a listener that is on.
+fn bind_listener(
+    addr: Option<SocketAddr>,
+    count: usize,
+    key: &str,
+) -> anyhow::Result<Option<Vec<std::net::TcpListener>>> {
+    addr.map(|addr| {
+        bind_reuseport(addr, count).with_context(|| format!("binding gateway.{key} {addr}"))
+    })
+    .transpose()
 }
 
 /// One listener per shard on the same address (SO_REUSEPORT), so the kernel spreads connections

@@ -8,6 +8,7 @@ pub mod codec;
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/ringchat.v1.rs"));
+    include!(concat!(env!("OUT_DIR"), "/ringchat.v1.serde.rs"));
 }
 
 pub use codec::{CodecError, LEN_PREFIX_BYTES, decode, encode, encode_to_bytes};

@@ -2,9 +2,12 @@
 //! every connection it accepts. Nothing in here is shared with another thread except the bounded
 //! channels in and out and the shard's own counters.
 
+mod framed;
 mod local;
 mod session;
+mod stream;
 mod tcp;
+mod ws;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -17,7 +20,7 @@ use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 use ringchat_backend::api::{ConnId, RequestSender, ShardEvent, ShardId};
 use ringchat_backend::limits::Limits;
 use ringchat_backend::stats::{DRIVER_EPOLL, DRIVER_IO_URING, ShardStats};
-use ringchat_proto::v1::KickReason;
+use ringchat_proto::v1::{ErrorCode, KickReason};
 use tokio::sync::mpsc;
 
 use crate::config::{Driver, GatewayConfig};
@@ -48,13 +51,37 @@ pub enum ShardError {
     },
 }
 
+/// A shard's client listeners, each bound by the main thread with SO_REUSEPORT; `None` is off.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    /// Length-prefixed frames over TCP.
+    pub tcp: Option<std::net::TcpListener>,
+    /// WebSocket (and the chat page) over TCP.
+    pub ws: Option<std::net::TcpListener>,
+    /// Length-prefixed frames over TLS.
+    pub tls: Option<std::net::TcpListener>,
+    /// WebSocket (and the chat page) over TLS.
+    pub wss: Option<std::net::TcpListener>,
+}
+
+/// What one listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listen {
+    Tcp,
+    Ws,
+    Tls,
+    Wss,
+}
+
 /// Everything a shard thread is started with.
 pub struct ShardSpec {
     pub id: ShardId,
     pub core: Option<usize>,
     pub gateway: GatewayConfig,
     pub limits: Limits,
-    pub listener: std::net::TcpListener,
+    pub listeners: Listeners,
+    /// Certificate and key for the TLS listeners, loaded once at start-up.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     pub inbox: mpsc::Receiver<ShardEvent>,
     pub backend: RequestSender,
     pub stats: Arc<ShardStats>,
@@ -143,8 +170,8 @@ fn run_on_driver(spec: ShardSpec) -> Result<(), ShardError> {
 pub(crate) enum Close {
     /// Tell the client with `Kicked`, then close.
     Kick(KickReason),
-    /// An `Error` frame is already queued; flush it, then close.
-    AfterError,
+    /// An `Error` frame with this code is already queued; flush it, then close.
+    AfterError(ErrorCode),
 }
 
 /// What the shard's other tasks share with one connection's task.
@@ -197,7 +224,10 @@ pub(crate) struct Shard {
     pub tick: Cell<u64>,
     pub tick_ms: u64,
     pub stopping: Cell<bool>,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     stop: LocalNotify,
+    /// One per accept loop (a `LocalNotify` has a single waiter).
+    listener_stops: RefCell<Vec<Rc<LocalNotify>>>,
     all_closed: LocalNotify,
 }
 
@@ -205,8 +235,16 @@ impl Shard {
     fn register(&self) -> Rc<ConnShared> {
         let id = self.next_conn.get();
         self.next_conn.set(id + 1);
+        let shared = self.conn_shared(id);
+        self.conns.borrow_mut().insert(id, Rc::clone(&shared));
+        self.stats.connections.add(1);
+        shared
+    }
+
+    /// A connection's shared state, not (yet) in the shard's table.
+    fn conn_shared(&self, id: ConnId) -> Rc<ConnShared> {
         let tick = self.tick.get();
-        let shared = Rc::new(ConnShared {
+        Rc::new(ConnShared {
             id,
             outbound: RefCell::new(VecDeque::new()),
             close: Cell::new(None),
@@ -214,10 +252,7 @@ impl Shard {
             accepted_tick: tick,
             last_seen_tick: Cell::new(tick),
             authed: Cell::new(false),
-        });
-        self.conns.borrow_mut().insert(id, Rc::clone(&shared));
-        self.stats.connections.add(1);
-        shared
+        })
     }
 
     fn unregister(&self, id: ConnId) {
@@ -240,6 +275,9 @@ impl Shard {
         }
         tracing::info!(shard = self.id, "shard stopping");
         self.stop.notify();
+        for stop in self.listener_stops.borrow().iter() {
+            stop.notify();
+        }
         let conns = self.conns.borrow();
         for c in conns.values() {
             c.close_with(Close::Kick(KickReason::ServerShutdown));
@@ -252,8 +290,17 @@ impl Shard {
 
 async fn serve(spec: ShardSpec) -> Result<(), ShardError> {
     let id = spec.id;
-    let listener = monoio::net::TcpListener::from_std(spec.listener)
-        .map_err(|source| ShardError::Listener { shard: id, source })?;
+    let to_monoio = |l: Option<std::net::TcpListener>| {
+        l.map(monoio::net::TcpListener::from_std)
+            .transpose()
+            .map_err(|source| ShardError::Listener { shard: id, source })
+    };
+    let listeners = [
+        (to_monoio(spec.listeners.tcp)?, Listen::Tcp),
+        (to_monoio(spec.listeners.ws)?, Listen::Ws),
+        (to_monoio(spec.listeners.tls)?, Listen::Tls),
+        (to_monoio(spec.listeners.wss)?, Listen::Wss),
+    ];
     let tick_ms = (spec
         .gateway
         .handshake_timeout_ms
@@ -275,13 +322,22 @@ async fn serve(spec: ShardSpec) -> Result<(), ShardError> {
         tick: Cell::new(0),
         tick_ms,
         stopping: Cell::new(false),
+        tls: spec.tls,
         stop: LocalNotify::default(),
+        listener_stops: RefCell::new(Vec::new()),
         all_closed: LocalNotify::default(),
     });
     monoio::spawn(drain_inbox(Rc::clone(&shard), spec.inbox));
     monoio::spawn(reap(Rc::clone(&shard)));
+    for (listener, kind) in listeners {
+        if let Some(listener) = listener {
+            let stop = Rc::new(LocalNotify::default());
+            shard.listener_stops.borrow_mut().push(Rc::clone(&stop));
+            monoio::spawn(accept_loop(Rc::clone(&shard), listener, kind, stop));
+        }
+    }
     let _ = spec.started.send(Ok(id));
-    accept_loop(&shard, listener).await;
+    shard.stop.notified().await;
     let timeout = Duration::from_millis(shard.gateway.shutdown_timeout_ms);
     if monoio::time::timeout(timeout, shard.all_closed.notified())
         .await
@@ -297,11 +353,16 @@ async fn serve(spec: ShardSpec) -> Result<(), ShardError> {
     Ok(())
 }
 
-async fn accept_loop(shard: &Rc<Shard>, listener: monoio::net::TcpListener) {
+async fn accept_loop(
+    shard: Rc<Shard>,
+    listener: monoio::net::TcpListener,
+    kind: Listen,
+    stop: Rc<LocalNotify>,
+) {
     loop {
         let accepted = monoio::select! {
             r = listener.accept() => r,
-            () = shard.stop.notified() => return,
+            () = stop.notified() => return,
         };
         if shard.stopping.get() {
             return;
@@ -309,13 +370,38 @@ async fn accept_loop(shard: &Rc<Shard>, listener: monoio::net::TcpListener) {
         match accepted {
             Ok((stream, peer)) => {
                 shard.stats.accepted.add(1);
-                if shard.conns.borrow().len() >= shard.gateway.conns_per_shard_max {
+                let full = shard.conns.borrow().len() >= shard.gateway.conns_per_shard_max;
+                if full {
                     shard.stats.rejected_full.add(1);
-                    monoio::spawn(tcp::reject_full(Rc::clone(shard), stream));
-                    continue;
                 }
-                let shared = shard.register();
-                monoio::spawn(tcp::serve(Rc::clone(shard), shared, stream, peer));
+                let (tls, framing) = match kind {
+                    Listen::Tcp if full => {
+                        monoio::spawn(tcp::reject_full(Rc::clone(&shard), stream));
+                        continue;
+                    }
+                    Listen::Tcp => {
+                        let shared = shard.register();
+                        monoio::spawn(tcp::serve(Rc::clone(&shard), shared, stream, peer));
+                        continue;
+                    }
+                    Listen::Ws => (None, framed::Framing::WebSocket),
+                    Listen::Tls => (shard.tls.clone(), framed::Framing::LenPrefixed),
+                    Listen::Wss => (shard.tls.clone(), framed::Framing::WebSocket),
+                };
+                let shared = if full {
+                    shard.conn_shared(0)
+                } else {
+                    shard.register()
+                };
+                monoio::spawn(framed::serve(
+                    Rc::clone(&shard),
+                    shared,
+                    stream,
+                    peer,
+                    tls,
+                    framing,
+                    full,
+                ));
             }
             Err(err) => {
                 // Out of file descriptors or memory: back off instead of spinning on accept.

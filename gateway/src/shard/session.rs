@@ -274,7 +274,7 @@ impl Session {
     /// An error reply, then the connection is closed.
     pub fn fail(&self, request_id: u64, code: ErrorCode, message: impl Into<String>) {
         self.error(request_id, code, message);
-        self.shared.close_with(Close::AfterError);
+        self.shared.close_with(Close::AfterError(code));
     }
 }
 

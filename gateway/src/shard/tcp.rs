@@ -261,7 +261,7 @@ impl Conn {
                     &ringchat_proto::kicked_frame(reason, kick_message(reason)),
                 ));
             }
-            End::Close(Close::AfterError) => {}
+            End::Close(Close::AfterError(_)) => {}
             End::PeerClosed => return,
             End::Io(err) => {
                 tracing::debug!(shard = self.session.shard.id, conn = self.session.shared.id, %err, "connection I/O error");

@@ -1,6 +1,8 @@
 //! Starts the real `ringchat` binary on loopback port 0 and talks to it over real sockets.
 #![allow(dead_code)]
 
+pub mod ws;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
@@ -21,6 +23,13 @@ pub struct TestServer {
     child: Option<Child>,
     pub tcp: SocketAddr,
     pub admin: SocketAddr,
+    /// WebSocket listener (always on in tests).
+    pub ws: SocketAddr,
+    /// TLS and WebSocket-over-TLS listeners, when started with `start_tls`.
+    pub tls: Option<SocketAddr>,
+    pub wss: Option<SocketAddr>,
+    /// The self-signed certificate (PEM) the TLS listeners present, when on.
+    pub cert_pem: Option<String>,
     pub data_dir: PathBuf,
     env: Vec<(String, String)>,
     log_path: PathBuf,
@@ -31,6 +40,9 @@ pub struct TestServer {
 fn base_env(data_dir: &Path) -> Vec<(String, String)> {
     [
         ("GATEWAY__TCP_LISTEN", "127.0.0.1:0".to_owned()),
+        ("GATEWAY__WS_LISTEN", "127.0.0.1:0".to_owned()),
+        ("GATEWAY__TLS_LISTEN", "127.0.0.1:0".to_owned()),
+        ("GATEWAY__WSS_LISTEN", "127.0.0.1:0".to_owned()),
         ("ADMIN__LISTEN", "127.0.0.1:0".to_owned()),
         ("STORAGE__DATA_DIR", data_dir.display().to_string()),
         ("ACCOUNTS__ARGON2_MEMORY_KIB", "256".to_owned()),
@@ -51,6 +63,31 @@ impl TestServer {
         server
     }
 
+    /// Starts a server with TLS on (a fresh self-signed certificate made by `ringchat gen-cert`).
+    pub fn start_tls(env: &[(&str, &str)]) -> Self {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let (cert, key) = (tmp.path().join("cert.pem"), tmp.path().join("key.pem"));
+        let out = Command::new(env!("CARGO_BIN_EXE_ringchat"))
+            .arg("gen-cert")
+            .arg("--cert")
+            .arg(&cert)
+            .arg("--key")
+            .arg(&key)
+            .output()
+            .expect("run gen-cert");
+        assert!(out.status.success(), "gen-cert: {out:?}");
+        let (cert_s, key_s) = (cert.display().to_string(), key.display().to_string());
+        let mut all: Vec<(&str, &str)> = vec![
+            ("GATEWAY__TLS__CERT_PATH", &cert_s),
+            ("GATEWAY__TLS__KEY_PATH", &key_s),
+        ];
+        all.extend_from_slice(env);
+        let mut server = Self::start_in(&tmp.path().join("data"), &all);
+        server.cert_pem = Some(std::fs::read_to_string(&cert).unwrap());
+        server._tmp = Some(tmp);
+        server
+    }
+
     /// Starts a server on an existing data dir (for restarts).
     pub fn start_in(data_dir: &Path, env: &[(&str, &str)]) -> Self {
         let mut all = base_env(data_dir);
@@ -64,6 +101,10 @@ impl TestServer {
             child: None,
             tcp: "0.0.0.0:0".parse().unwrap(),
             admin: "0.0.0.0:0".parse().unwrap(),
+            ws: "0.0.0.0:0".parse().unwrap(),
+            tls: None,
+            wss: None,
+            cert_pem: None,
             data_dir: data_dir.to_owned(),
             env: all,
             log_path,
@@ -111,6 +152,9 @@ impl TestServer {
             .collect();
         self.tcp = fields["tcp"].parse().unwrap();
         self.admin = fields["admin"].parse().unwrap();
+        self.ws = fields["ws"].parse().unwrap();
+        self.tls = fields["tls"].parse().ok();
+        self.wss = fields["wss"].parse().ok();
         self.child = Some(child);
     }
 

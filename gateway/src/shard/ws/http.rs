@@ -1,0 +1,196 @@
+//! The HTTP/1.1 request that opens a connection on the WebSocket listener: an upgrade on `/ws`,
+//! or a `GET` of one of the chat page's files. Pure: request bytes in, a response out.
+
+use base64::Engine;
+use sha1::{Digest, Sha1};
+
+/// Largest request head accepted (request line and headers).
+pub const REQUEST_HEAD_BYTES_MAX: usize = 8 * 1024;
+/// Headers accepted in one request, at most.
+const HEADERS_MAX: usize = 32;
+/// The path that upgrades to WebSocket.
+pub const WS_PATH: &str = "/ws";
+const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// The browser chat page: plain files, no build step, compiled into the binary.
+const ASSETS: &[(&str, &str, &str)] = &[
+    (
+        "/",
+        "text/html; charset=utf-8",
+        include_str!("../../../web/index.html"),
+    ),
+    (
+        "/app.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../web/app.js"),
+    ),
+    (
+        "/app.css",
+        "text/css; charset=utf-8",
+        include_str!("../../../web/app.css"),
+    ),
+];
+
+/// What a request asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route {
+    /// Switch to WebSocket; the response is the 101.
+    Upgrade(String),
+    /// Answer and close: a page, or an error status.
+    Respond(String),
+}
+
+/// Parses the request head at the front of `buf`. `Ok(None)`: incomplete. On success, also the
+/// number of bytes the head took (anything after it is already WebSocket data).
+pub fn parse(buf: &[u8]) -> Option<(Route, usize)> {
+    let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
+    let mut req = httparse::Request::new(&mut headers);
+    let head_bytes = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            if buf.len() >= REQUEST_HEAD_BYTES_MAX {
+                return Some((
+                    Route::Respond(error(431, "request head too large")),
+                    buf.len(),
+                ));
+            }
+            return None;
+        }
+        Err(httparse::Error::TooManyHeaders) => {
+            return Some((Route::Respond(error(431, "too many headers")), buf.len()));
+        }
+        Err(e) => return Some((Route::Respond(error(400, &e.to_string())), buf.len())),
+    };
+    if head_bytes > REQUEST_HEAD_BYTES_MAX {
+        return Some((
+            Route::Respond(error(431, "request head too large")),
+            head_bytes,
+        ));
+    }
+    Some((route(&req), head_bytes))
+}
+
+fn route(req: &httparse::Request<'_, '_>) -> Route {
+    if req.method != Some("GET") {
+        return Route::Respond(error(405, "only GET is served here"));
+    }
+    let path = req.path.unwrap_or("/");
+    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    if path == WS_PATH {
+        return upgrade(req);
+    }
+    let path = if path == "/index.html" { "/" } else { path };
+    match ASSETS.iter().find(|(p, _, _)| *p == path) {
+        Some((_, content_type, body)) => Route::Respond(response(
+            "200 OK",
+            content_type,
+            "Cache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\n\
+             Content-Security-Policy: default-src 'self'; img-src 'self' data:; connect-src 'self' ws: wss:\r\n",
+            body,
+        )),
+        None => Route::Respond(error(404, "not found")),
+    }
+}
+
+fn upgrade(req: &httparse::Request<'_, '_>) -> Route {
+    let header = |name: &str| {
+        req.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .and_then(|h| std::str::from_utf8(h.value).ok())
+    };
+    let has_token = |name: &str, token: &str| {
+        header(name).is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    };
+    if !has_token("upgrade", "websocket") || !has_token("connection", "upgrade") {
+        return Route::Respond(error(426, "this path speaks WebSocket only"));
+    }
+    if header("sec-websocket-version").map(str::trim) != Some("13") {
+        return Route::Respond(response(
+            "426 Upgrade Required",
+            "text/plain; charset=utf-8",
+            "Sec-WebSocket-Version: 13\r\n",
+            "WebSocket version 13 required\n",
+        ));
+    }
+    let Some(key) = header("sec-websocket-key").map(str::trim) else {
+        return Route::Respond(error(400, "Sec-WebSocket-Key missing"));
+    };
+    let decoded = base64::engine::general_purpose::STANDARD.decode(key);
+    if decoded.map(|k| k.len()) != Ok(16) {
+        return Route::Respond(error(400, "Sec-WebSocket-Key is not 16 bytes of base64"));
+    }
+    Route::Upgrade(format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {}\r\n\r\n",
+        accept_key(key)
+    ))
+}
+
+/// `Sec-WebSocket-Accept` for a client's key (RFC 6455 §4.2.2).
+pub fn accept_key(key: &str) -> String {
+    let mut sha = Sha1::new();
+    sha.update(key.as_bytes());
+    sha.update(WS_GUID.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(sha.finalize())
+}
+
+fn error(status: u16, message: &str) -> String {
+    let line = match status {
+        400 => "400 Bad Request",
+        404 => "404 Not Found",
+        405 => "405 Method Not Allowed",
+        426 => "426 Upgrade Required",
+        431 => "431 Request Header Fields Too Large",
+        _ => "500 Internal Server Error",
+    };
+    response(
+        line,
+        "text/plain; charset=utf-8",
+        "",
+        &format!("{message}\n"),
+    )
+}
+
+fn response(status: &str, content_type: &str, extra_headers: &str, body: &str) -> String {
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+         {extra_headers}Connection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc_example_accept_key() {
+        assert_eq!(
+            accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+
+    #[test]
+    fn routes_upgrade_page_and_errors() {
+        let req = b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\nXX";
+        let (route, n) = parse(req).unwrap();
+        assert_eq!(n, req.len() - 2, "bytes after the head are left");
+        assert!(matches!(route, Route::Upgrade(r) if r.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")));
+        assert_eq!(parse(b"GET / HTTP/1.1\r\nHost: x\r\n"), None);
+        let (page, _) = parse(b"GET /?x=1 HTTP/1.1\r\n\r\n").unwrap();
+        assert!(
+            matches!(page, Route::Respond(r) if r.starts_with("HTTP/1.1 200") && r.contains("<html"))
+        );
+        let (missing, _) = parse(b"GET /nope HTTP/1.1\r\n\r\n").unwrap();
+        assert!(matches!(missing, Route::Respond(r) if r.starts_with("HTTP/1.1 404")));
+        let (plain, _) = parse(b"GET /ws HTTP/1.1\r\n\r\n").unwrap();
+        assert!(matches!(plain, Route::Respond(r) if r.starts_with("HTTP/1.1 426")));
+        let huge = vec![b'a'; REQUEST_HEAD_BYTES_MAX + 1];
+        let (big, _) = parse(&huge).unwrap();
+        assert!(
+            matches!(big, Route::Respond(r) if r.starts_with("HTTP/1.1 400") || r.starts_with("HTTP/1.1 431"))
+        );
+    }
+}

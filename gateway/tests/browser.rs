@@ -1,0 +1,71 @@
+//! The chat page in a real browser: starts the server and runs `web-tests/chat.e2e.mjs`
+//! (Playwright driving headless Chromium), in which two pages log in as two users and chat.
+//! Needs `/usr/bin/chromium` and `npm ci --prefix web-tests`; `.ci/run` installs both. Missing
+//! either is a failure that says what to install, never a silent skip.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::TestServer;
+
+const E2E_TIMEOUT: Duration = Duration::from_secs(180);
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+#[test]
+fn two_browser_pages_chat_through_the_websocket_listener() {
+    let root = repo_root();
+    let chromium =
+        std::env::var("RINGCHAT_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).exists(),
+        "{chromium} is missing: install it with `apt-get install -y chromium` (bash .ci/run does)"
+    );
+    assert!(
+        root.join("web-tests/node_modules/playwright-core").exists(),
+        "playwright-core is missing: run `npm ci --prefix web-tests` (bash .ci/run does)"
+    );
+    // target/test-artifacts/, kept after the run.
+    let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("../test-artifacts")
+        .canonicalize()
+        .unwrap_or_else(|_| {
+            let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../test-artifacts");
+            std::fs::create_dir_all(&dir).unwrap();
+            dir.canonicalize().unwrap()
+        });
+
+    let server = TestServer::start(&[]);
+    let url = format!("http://{}/", server.ws);
+    let mut child = Command::new("node")
+        .arg(root.join("web-tests/chat.e2e.mjs"))
+        .arg(&url)
+        .arg(&artifacts)
+        .env("RINGCHAT_CHROMIUM", &chromium)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("run node (is Node.js installed?)");
+    let deadline = Instant::now() + E2E_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the browser test did not finish in {E2E_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        status.success(),
+        "browser e2e failed ({status}); screenshots in {}",
+        artifacts.display()
+    );
+    assert!(artifacts.join("chat-alice.png").exists());
+    assert!(artifacts.join("chat-bob.png").exists());
+}

@@ -1,0 +1,128 @@
+//! TLS on the TCP listener (length-prefixed frames inside TLS) and WebSocket over TLS, with real
+//! clients (tokio-rustls, tokio-tungstenite), a certificate made by `ringchat gen-cert`.
+
+mod common;
+
+use std::io::Read;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::TestServer;
+use common::ws::{FramedClient, WsClient, tls_connect};
+use ringchat_bench::client::password_login;
+use ringchat_proto::v1;
+use ringchat_proto::{Body, PROTOCOL_VERSION};
+
+fn hello() -> Body {
+    Body::Hello(v1::Hello {
+        protocol_version: PROTOCOL_VERSION,
+        client_name: "tls-test".into(),
+    })
+}
+
+#[tokio::test]
+async fn length_prefixed_frames_inside_tls() {
+    let server = TestServer::start_tls(&[]);
+    let tls = tls_connect(server.tls.unwrap(), server.cert_pem.as_ref().unwrap())
+        .await
+        .expect("TLS handshake with the generated certificate");
+    let mut c = FramedClient::new(tls);
+    assert!(matches!(c.request(1, hello()).await, Body::HelloOk(_)));
+    let register = Body::Register(v1::Register {
+        username: "tina".into(),
+        password: common::PASSWORD.into(),
+        email: String::new(),
+    });
+    assert!(matches!(c.request(2, register).await, Body::RegisterOk(_)));
+    let login = Body::Login(password_login("tina", common::PASSWORD, "d1"));
+    let Body::LoginOk(ok) = c.request(3, login).await else {
+        panic!("login failed")
+    };
+    // A message from a plain TCP user arrives inside TLS.
+    let (mut bob, _) = server.user("bob").await;
+    bob.send_text(ok.user_id, "m1", "over tls")
+        .await
+        .unwrap()
+        .expect("sent");
+    loop {
+        let frame = c.recv().await.expect("a push");
+        if let Some(Body::Push(p)) = frame.body {
+            assert_eq!(&p.message.unwrap().content[..], b"over tls");
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn websocket_over_tls() {
+    let server = TestServer::start_tls(&[]);
+    let mut ws =
+        WsClient::connect_tls(server.wss.unwrap(), server.cert_pem.as_ref().unwrap()).await;
+    assert!(matches!(ws.request(hello()).await, Body::HelloOk(_)));
+    let pong = ws
+        .request_json(r#"{"requestId":"9","ping":{"clientTimeMs":"42"}}"#)
+        .await;
+    assert_eq!(pong["pong"]["clientTimeMs"], "42");
+}
+
+#[tokio::test]
+async fn a_stalled_handshake_does_not_stall_the_shard_and_times_out() {
+    // One shard, so every connection shares it.
+    let server = TestServer::start_tls(&[
+        ("GATEWAY__CORES", "[0]"),
+        ("GATEWAY__HANDSHAKE_TIMEOUT_MS", "1500"),
+    ]);
+    let tls_addr = server.tls.unwrap();
+    // A client that opens TCP and sends half a ClientHello, then nothing.
+    let mut stalled = std::net::TcpStream::connect(tls_addr).unwrap();
+    std::io::Write::write_all(&mut stalled, &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).unwrap();
+    // Others are served meanwhile, on TLS and on plain TCP.
+    let tls = tls_connect(tls_addr, server.cert_pem.as_ref().unwrap())
+        .await
+        .unwrap();
+    let mut c = FramedClient::new(tls);
+    assert!(matches!(c.request(1, hello()).await, Body::HelloOk(_)));
+    let mut plain = server.client().await;
+    plain.hello().await.unwrap();
+    // A client that does not trust the certificate fails its handshake, and nothing breaks.
+    let other = ringchat_gateway::tls::self_signed(vec!["localhost".into()])
+        .unwrap()
+        .0;
+    assert!(tls_connect(tls_addr, &other).await.is_err());
+    assert!(matches!(c.request(2, hello()).await, Body::Error(_)));
+    // The stalled one is closed at the handshake timeout.
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let _ = stalled.read_to_end(&mut rest);
+    assert!(
+        started.elapsed() < Duration::from_secs(9),
+        "closed by the timeout"
+    );
+}
+
+#[test]
+fn a_missing_certificate_stops_start_up_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ringchat"))
+        .arg("serve")
+        .env_clear()
+        .env("RINGCHAT_GATEWAY__TCP_LISTEN", "127.0.0.1:0")
+        .env("RINGCHAT_GATEWAY__WS_LISTEN", "127.0.0.1:0")
+        .env("RINGCHAT_GATEWAY__TLS_LISTEN", "127.0.0.1:0")
+        .env("RINGCHAT_GATEWAY__WSS_LISTEN", "127.0.0.1:0")
+        .env("RINGCHAT_ADMIN__LISTEN", "")
+        .env("RINGCHAT_STORAGE__DATA_DIR", dir.path())
+        .env("RINGCHAT_GATEWAY__TLS__CERT_PATH", "/nonexistent/cert.pem")
+        .env("RINGCHAT_GATEWAY__TLS__KEY_PATH", "/nonexistent/key.pem")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("gateway.tls.cert_path /nonexistent/cert.pem"),
+        "{err}"
+    );
+}

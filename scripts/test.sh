@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what the browser test needs (Debian's chromium, playwright-core
+# from npm) when it is missing, then runs every test with cargo.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "the browser test needs Debian's chromium: run 'sudo apt-get install -y chromium' first" >&2
+    exit 1
+  fi
+  apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+fi
+if [ ! -d web-tests/node_modules/playwright-core ]; then
+  npm ci --prefix web-tests --no-audit --no-fund
+fi
+
+cargo test --workspace --locked "$@"
