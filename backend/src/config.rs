@@ -15,6 +15,9 @@ pub struct BackendConfig {
     pub cores: Vec<usize>,
     /// Tokio worker threads.
     pub worker_threads: usize,
+    /// Threads for blocking work (password hashing, storage reads), at most. Each keeps its own
+    /// allocator caches, so a small pool keeps memory flat under login storms.
+    pub blocking_threads_max: usize,
     /// Requests from all shards waiting for the backend, at most.
     pub queue_requests_max: usize,
 }
@@ -24,6 +27,7 @@ impl Default for BackendConfig {
         Self {
             cores: Vec::new(),
             worker_threads: 1,
+            blocking_threads_max: 8,
             queue_requests_max: 65_536,
         }
     }
@@ -179,6 +183,10 @@ impl Settings {
         check(
             self.backend.worker_threads >= 1,
             "backend.worker_threads: must be at least 1",
+        );
+        check(
+            self.backend.blocking_threads_max >= 1,
+            "backend.blocking_threads_max: must be at least 1",
         );
         check(
             self.backend.queue_requests_max >= 1,

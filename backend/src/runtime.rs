@@ -15,6 +15,7 @@ pub fn build_runtime(cfg: &BackendConfig) -> std::io::Result<tokio::runtime::Run
     let pin_next = Arc::new(AtomicUsize::new(0));
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cfg.worker_threads)
+        .max_blocking_threads(cfg.blocking_threads_max)
         .thread_name_fn(move || {
             format!("ringchat-backend-{}", names.fetch_add(1, Ordering::Relaxed))
         })

@@ -85,6 +85,11 @@ pub fn connect_table(r: &ConnectReport) -> String {
         r.server_rss_kib_after.map_or("-".into(), |v| v.to_string()),
         opt(r.server_rss_kib_per_conn, 2)
     );
+    let _ = writeln!(
+        t,
+        "  marginal            {} KiB per connection (second half over first half)",
+        opt(r.server_rss_kib_per_conn_marginal, 2)
+    );
     let _ = writeln!(t, "  server cpu          {} s", opt(r.server_cpu_s, 2));
     t
 }

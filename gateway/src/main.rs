@@ -119,6 +119,11 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            // One descriptor per connection: take the whole hard limit the operator allows.
+            match rlimit::increase_nofile_limit(u64::MAX) {
+                Ok(n) => tracing::info!(open_files_max = n, "file descriptor limit"),
+                Err(err) => tracing::warn!(%err, "could not raise the file descriptor limit"),
+            }
             match ringchat_gateway::server::run(config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {

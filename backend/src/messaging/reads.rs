@@ -69,16 +69,16 @@ pub fn conversations(store: &dyn Store, user: UserId) -> Result<v1::Conversation
         let Some(peer) = peer_of(conv, user) else {
             continue;
         };
-        let record = store.conversation(conv)?.unwrap_or_default();
+        let last = store.last_message(conv)?;
+        let max_seq = last.as_ref().map_or(0, |m| m.seq);
         let mine = store.cursor(conv, user)?.unwrap_or_default();
         let theirs = store.cursor(conv, peer)?.unwrap_or_default();
-        let last = store.message(conv, record.max_seq)?;
         list.push(v1::Conversation {
             conversation_id: conv,
             peer_user_id: peer,
-            max_seq: record.max_seq,
+            max_seq,
             read_seq: mine.read_seq,
-            unread_count: record.max_seq.saturating_sub(mine.read_seq),
+            unread_count: max_seq.saturating_sub(mine.read_seq),
             last_message: last.map(to_wire),
             delivered_seq: mine.delivered_seq,
             peer_delivered_seq: theirs.delivered_seq,

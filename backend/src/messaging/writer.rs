@@ -189,7 +189,6 @@ impl Writer {
         if self.pending_next_msg_id != self.next_msg_id {
             self.group.next_msg_id = Some(self.pending_next_msg_id);
         }
-        self.group.conversations = self.pending_convs.iter().map(|(c, r)| (*c, *r)).collect();
         self.group.cursors = self
             .pending_cursors
             .iter()

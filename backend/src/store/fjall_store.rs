@@ -7,8 +7,8 @@ use std::sync::Mutex;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
 use super::{
-    CommitGroup, ConvId, ConvRecord, CursorRecord, DedupRecord, MessageRecord, Store, StoreError,
-    TokenHash, TokenRecord, USER_ID_FIRST, USER_ID_LAST, UserId, UserRecord, username_key,
+    CommitGroup, ConvId, CursorRecord, DedupRecord, MessageRecord, Store, StoreError, TokenHash,
+    TokenRecord, USER_ID_FIRST, USER_ID_LAST, UserId, UserRecord, username_key,
 };
 use crate::config::Durability;
 
@@ -46,7 +46,6 @@ pub struct FjallStore {
     usernames: Keyspace,
     tokens: Keyspace,
     messages: Keyspace,
-    conversations: Keyspace,
     user_conversations: Keyspace,
     dedup: Keyspace,
     cursors: Keyspace,
@@ -66,7 +65,6 @@ impl FjallStore {
             usernames: ks("usernames")?,
             tokens: ks("tokens")?,
             messages: ks("messages")?,
-            conversations: ks("conversations")?,
             user_conversations: ks("user_conversations")?,
             dedup: ks("dedup")?,
             cursors: ks("cursors")?,
@@ -167,9 +165,6 @@ impl Store for FjallStore {
         for m in &group.messages {
             batch.insert(&self.messages, pair_key(m.conv_id, m.seq), encode(m));
         }
-        for (conv, record) in &group.conversations {
-            batch.insert(&self.conversations, conv.to_be_bytes(), encode(record));
-        }
         for (user, conv) in &group.user_conversations {
             batch.insert(&self.user_conversations, pair_key(*user, *conv), []);
         }
@@ -202,11 +197,12 @@ impl Store for FjallStore {
         }
     }
 
-    fn conversation(&self, conv: ConvId) -> Result<Option<ConvRecord>, StoreError> {
-        self.conversations
-            .get(conv.to_be_bytes())?
-            .map(|v| decode(&v))
-            .transpose()
+    fn last_message(&self, conv: ConvId) -> Result<Option<MessageRecord>, StoreError> {
+        let range = pair_key(conv, 0)..=pair_key(conv, u64::MAX);
+        match self.messages.range(range).next_back() {
+            Some(guard) => Ok(Some(decode(&guard.into_inner()?.1)?)),
+            None => Ok(None),
+        }
     }
 
     fn dedup(&self, from: UserId, client_msg_id: &str) -> Result<Option<DedupRecord>, StoreError> {

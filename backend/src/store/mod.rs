@@ -96,7 +96,8 @@ pub struct MessageRecord {
     pub recall_event_seq: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// A conversation's head, derived from its newest message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ConvRecord {
     pub max_seq: u64,
     pub last_time_ms: u64,
@@ -123,7 +124,6 @@ pub struct CursorRecord {
 #[derive(Debug, Default)]
 pub struct CommitGroup {
     pub messages: Vec<MessageRecord>,
-    pub conversations: Vec<(ConvId, ConvRecord)>,
     /// New entries of a user's conversation list.
     pub user_conversations: Vec<(UserId, ConvId)>,
     pub dedup: Vec<(UserId, String, DedupRecord)>,
@@ -135,7 +135,6 @@ pub struct CommitGroup {
 impl CommitGroup {
     pub fn is_empty(&self) -> bool {
         self.messages.is_empty()
-            && self.conversations.is_empty()
             && self.user_conversations.is_empty()
             && self.dedup.is_empty()
             && self.cursors.is_empty()
@@ -166,7 +165,15 @@ pub trait Store: Send + Sync + 'static {
     fn commit_group(&self, group: &CommitGroup) -> Result<(), StoreError>;
     /// The next message id to hand out (1 on an empty store).
     fn next_msg_id(&self) -> Result<u64, StoreError>;
-    fn conversation(&self, conv: ConvId) -> Result<Option<ConvRecord>, StoreError>;
+    /// The conversation's newest message: its seq is the conversation's `max_seq`. (The head is
+    /// derived, not stored, so a message costs no extra write.)
+    fn last_message(&self, conv: ConvId) -> Result<Option<MessageRecord>, StoreError>;
+    fn conversation(&self, conv: ConvId) -> Result<Option<ConvRecord>, StoreError> {
+        Ok(self.last_message(conv)?.map(|m| ConvRecord {
+            max_seq: m.seq,
+            last_time_ms: m.server_time_ms,
+        }))
+    }
     fn dedup(&self, from: UserId, client_msg_id: &str) -> Result<Option<DedupRecord>, StoreError>;
     fn cursor(&self, conv: ConvId, user: UserId) -> Result<Option<CursorRecord>, StoreError>;
     fn message(&self, conv: ConvId, seq: u64) -> Result<Option<MessageRecord>, StoreError>;

@@ -43,6 +43,9 @@ pub struct ConnectReport {
     pub server_rss_kib_before: Option<u64>,
     pub server_rss_kib_after: Option<u64>,
     pub server_rss_kib_per_conn: Option<f64>,
+    /// Growth from the first half of the connections to all of them, per connection: the cost
+    /// of one more connection, without the server's one-time costs (caches, thread heaps).
+    pub server_rss_kib_per_conn_marginal: Option<f64>,
     pub server_cpu_s: Option<f64>,
 }
 
@@ -66,6 +69,8 @@ pub fn run(cfg: &ConnectConfig, observe: &Observe) -> anyhow::Result<ConnectRepo
         );
     }
     let threads = cfg.threads.clamp(1, cfg.conns.max(1));
+    let half_open = Arc::new(Barrier::new(threads + 1));
+    let half_measured = Arc::new(Barrier::new(threads + 1));
     let connected = Arc::new(Barrier::new(threads + 1));
     let released = Arc::new(Barrier::new(threads + 1));
     let progress = Arc::new(Progress::default());
@@ -73,23 +78,21 @@ pub fn run(cfg: &ConnectConfig, observe: &Observe) -> anyhow::Result<ConnectRepo
     let started = Instant::now();
     let printer = spawn_progress(Arc::clone(&progress), "connected", observe.progress);
 
+    let barriers = [half_open, half_measured, connected, released];
     let worker = {
         let cfg = cfg.clone();
-        let (connected, released, progress) = (
-            Arc::clone(&connected),
-            Arc::clone(&released),
-            Arc::clone(&progress),
-        );
+        let (barriers, progress) = (barriers.clone(), Arc::clone(&progress));
         move |index: usize| {
             let cfg = cfg.clone();
-            let (connected, released, progress) = (
-                Arc::clone(&connected),
-                Arc::clone(&released),
-                Arc::clone(&progress),
-            );
+            let (barriers, progress) = (barriers.clone(), Arc::clone(&progress));
             async move {
+                let [half_open, half_measured, connected, released] = barriers;
                 let mine: Vec<usize> = (index..cfg.conns).step_by(threads).collect();
-                let clients = open_all(&cfg, &mine, sources, &progress).await;
+                let (first, second) = mine.split_at(mine.len() / 2);
+                let mut clients = open_all(&cfg, first, sources, &progress).await;
+                half_open.wait();
+                half_measured.wait();
+                clients.extend(open_all(&cfg, second, sources, &progress).await);
                 connected.wait();
                 // Hold: the connections stay open and idle until the main thread has measured.
                 released.wait();
@@ -98,7 +101,12 @@ pub fn run(cfg: &ConnectConfig, observe: &Observe) -> anyhow::Result<ConnectRepo
             }
         }
     };
+    let [half_open, half_measured, connected, released] = &barriers;
     let workers = std::thread::spawn(move || on_threads(threads, worker));
+    half_open.wait();
+    let half_ok = progress.done.load(Ordering::Relaxed);
+    let half = observe.sample();
+    half_measured.wait();
     connected.wait();
     let connect_s = started.elapsed().as_secs_f64();
     let ok = progress.done.load(Ordering::Relaxed);
@@ -118,6 +126,10 @@ pub fn run(cfg: &ConnectConfig, observe: &Observe) -> anyhow::Result<ConnectRepo
         .zip(after)
         .filter(|_| ok > 0)
         .map(|(b, a)| (a.rss_kib as f64 - b.rss_kib as f64) / ok as f64);
+    let marginal = half
+        .zip(after)
+        .filter(|_| ok > half_ok)
+        .map(|(h, a)| (a.rss_kib as f64 - h.rss_kib as f64) / (ok - half_ok) as f64);
     Ok(ConnectReport {
         scenario: "connect",
         conns: cfg.conns,
@@ -135,6 +147,7 @@ pub fn run(cfg: &ConnectConfig, observe: &Observe) -> anyhow::Result<ConnectRepo
         server_rss_kib_before: before.map(|s| s.rss_kib),
         server_rss_kib_after: after.map(|s| s.rss_kib),
         server_rss_kib_per_conn: rss_per_conn,
+        server_rss_kib_per_conn_marginal: marginal,
         server_cpu_s: before
             .zip(after)
             .map(|(b, a)| a.cpu.saturating_sub(b.cpu).as_secs_f64()),

@@ -98,9 +98,13 @@ impl Session {
                 );
             }
             (State::AwaitLogin, Body::Register(register)) => {
-                self.register(request_id, register).await
+                // Boxed: a rare, large future would otherwise make every idle connection's
+                // task that large.
+                Box::pin(self.register(request_id, register)).await
             }
-            (State::AwaitLogin, Body::Login(login)) => self.login(request_id, login).await,
+            (State::AwaitLogin, Body::Login(login)) => {
+                Box::pin(self.login(request_id, login)).await
+            }
             (State::Authed { .. }, Body::Register(_) | Body::Login(_)) => {
                 self.error(
                     request_id,

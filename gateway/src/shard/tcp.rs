@@ -154,7 +154,7 @@ impl Conn {
                     // A client pipelining many requests must not overflow its own queue.
                     let queued = self.session.shared.outbound.borrow().len();
                     if queued * 2 >= self.session.shard.gateway.outbound_frames_max
-                        && let Err(e) = self.flush(stream, true).await
+                        && let Err(e) = Box::pin(self.flush(stream, true)).await
                     {
                         self.session.shard.pool.give(buf);
                         return Err(e);
@@ -270,7 +270,7 @@ impl Conn {
         }
         let _ = monoio::time::timeout(
             Duration::from_millis(FINAL_FLUSH_MS),
-            self.flush(stream, false),
+            Box::pin(self.flush(stream, false)),
         )
         .await;
     }

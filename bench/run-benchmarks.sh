@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Runs every benchmark that docs/BENCHMARKS.md reports, against a release build on this machine,
+# and prints the median of RUNS runs per configuration. Results (one JSON per run) go to $OUT.
+#
+#   bash bench/run-benchmarks.sh            # all of them (about 15 minutes)
+#   ONLY=pairs bash bench/run-benchmarks.sh # a subset: connect, pairs, drivers, shards, paced
+#
+# Needs root (or a high hard limit) for 50k connections: the server and the load generator
+# raise RLIMIT_NOFILE themselves. python3 prints the summary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-3}
+DURATION=${DURATION:-10s}
+OUT=${OUT:-target/bench-results/$(date +%Y%m%d-%H%M%S)}
+ONLY=${ONLY:-all}
+mkdir -p "$OUT"
+cargo build --release --locked -p ringchat-gateway -p ringchat-bench >&2
+SERVER=target/release/ringchat
+BENCH=target/release/ringchat-bench
+ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+server_pid=""
+start_server() { # name, then RINGCHAT_* overrides
+  local name=$1; shift
+  rm -rf /tmp/ringchat-bench-data
+  env "$@" RINGCHAT_LOG=warn "$SERVER" serve --config bench/configs/server.toml \
+    >"$OUT/$name.server.out" 2>"$OUT/$name.server.log" &
+  server_pid=$!
+  for _ in $(seq 100); do
+    grep -q "ringchat ready" "$OUT/$name.server.out" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "server for $name did not start" >&2; cat "$OUT/$name.server.log" >&2; exit 1
+}
+stop_server() { kill -TERM "$server_pid"; wait "$server_pid" || true; }
+
+pairs() { # name, bench args...
+  local name=$1; shift
+  # One unmeasured run creates the users and warms the store.
+  "$BENCH" pairs --server-pid "$server_pid" --quiet --duration 2s "$@" >/dev/null
+  for run in $(seq "$RUNS"); do
+    "$BENCH" pairs --server-pid "$server_pid" --quiet --duration "$DURATION" "$@" \
+      --json "$OUT/$name.$run.json" --html "$OUT/$name.$run.html" >"$OUT/$name.$run.txt"
+  done
+}
+
+want() { [ "$ONLY" = all ] || [ "$ONLY" = "$1" ]; }
+
+if want connect; then
+  for n in 10000 50000; do
+    for run in $(seq "$RUNS"); do
+      start_server "connect-$n" RINGCHAT_STORAGE__DURABILITY=none
+      # Users are registered by a first pass; the measured pass only logs in.
+      "$BENCH" connect --server-pid "$server_pid" --quiet --conns "$n" --hold 1s >/dev/null
+      stop_server
+      start_server "connect-$n" RINGCHAT_STORAGE__DURABILITY=none
+      "$BENCH" connect --server-pid "$server_pid" --quiet --conns "$n" --hold 5s \
+        --json "$OUT/connect-$n.$run.json" >"$OUT/connect-$n.$run.txt"
+      stop_server
+    done
+  done
+fi
+
+if want pairs; then
+  for durability in none fsync; do
+    start_server "pairs-$durability" RINGCHAT_STORAGE__DURABILITY=$durability
+    for size in 64 1024; do
+      for window in 1 32; do
+        pairs "pairs-$durability-${size}B-w$window" --pairs 100 --size "$size" --window "$window"
+      done
+    done
+    stop_server
+  done
+fi
+
+if want drivers; then
+  for driver in io_uring epoll; do
+    start_server "driver-$driver" RINGCHAT_STORAGE__DURABILITY=none RINGCHAT_GATEWAY__DRIVER=$driver
+    pairs "driver-$driver" --pairs 100 --size 64 --window 32
+    stop_server
+  done
+fi
+
+if want shards; then
+  for cores in "[0]" "[0, 1]"; do
+    name="shards-$(echo "$cores" | tr -cd ',' | wc -c)"
+    start_server "$name" RINGCHAT_STORAGE__DURABILITY=none "RINGCHAT_GATEWAY__CORES=$cores"
+    pairs "$name" --pairs 100 --size 64 --window 32
+    stop_server
+  done
+fi
+
+if want paced; then
+  start_server paced RINGCHAT_STORAGE__DURABILITY=fsync
+  pairs "paced-1000pairs-10k" --pairs 1000 --size 64 --window 64 --rate 10000
+  stop_server
+fi
+
+python3 - "$OUT" <<'PY'
+import json, sys, glob, os, statistics
+out = sys.argv[1]
+groups = {}
+for path in sorted(glob.glob(os.path.join(out, "*.json"))):
+    name = os.path.basename(path).rsplit(".", 2)[0]
+    groups.setdefault(name, []).append(json.load(open(path)))
+med = lambda xs: statistics.median(xs) if xs else float("nan")
+print(f"results in {out}: median of runs per configuration")
+for name, runs in groups.items():
+    r0 = runs[0]
+    if r0["scenario"] == "connect":
+        print(f"{name:34} runs={len(runs)} conns={r0['conns']} "
+              f"KiB/conn={med([r['server_rss_kib_per_conn'] for r in runs]):.2f} "
+              f"marginal={med([r['server_rss_kib_per_conn_marginal'] for r in runs]):.2f} "
+              f"connects/s={med([r['connects_per_s'] for r in runs]):.0f}")
+    else:
+        lat = lambda k: med([r["latency_us"][k] for r in runs])
+        bad = sum(r["lost"] + r["duplicates"] + r["out_of_order"] + r["errors"] for r in runs)
+        print(f"{name:34} runs={len(runs)} msgs/s={med([r['delivered_msgs_per_s'] for r in runs]):.0f} "
+              f"p50={lat('p50'):.0f}us p99={lat('p99'):.0f}us p99.9={lat('p999'):.0f}us "
+              f"cpu/msg={med([r['server_cpu_us_per_msg'] for r in runs]):.2f}us "
+              f"bench_cpu={med([r['bench_cpu_s'] for r in runs]):.1f}s problems={bad}")
+PY
