@@ -20,9 +20,9 @@ BENCH=target/release/ringchat-bench
 ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 server_pid=""
-start_server() { # name, then RINGCHAT_* overrides
+start_server() { # name, then RINGCHAT_* overrides; KEEP_DATA=1 keeps the previous data
   local name=$1; shift
-  rm -rf /tmp/ringchat-bench-data
+  [ "${KEEP_DATA:-0}" = 1 ] || rm -rf /tmp/ringchat-bench-data
   env "$@" RINGCHAT_LOG=warn "$SERVER" serve --config bench/configs/server.toml \
     >"$OUT/$name.server.out" 2>"$OUT/$name.server.log" &
   server_pid=$!
@@ -47,13 +47,13 @@ pairs() { # name, bench args...
 want() { [ "$ONLY" = all ] || [ "$ONLY" = "$1" ]; }
 
 if want connect; then
-  for n in 10000 50000; do
+  for n in ${CONNECT_SIZES:-10000 19000}; do
     for run in $(seq "$RUNS"); do
       start_server "connect-$n" RINGCHAT_STORAGE__DURABILITY=none
       # Users are registered by a first pass; the measured pass only logs in.
       "$BENCH" connect --server-pid "$server_pid" --quiet --conns "$n" --hold 1s >/dev/null
       stop_server
-      start_server "connect-$n" RINGCHAT_STORAGE__DURABILITY=none
+      KEEP_DATA=1 start_server "connect-$n" RINGCHAT_STORAGE__DURABILITY=none
       "$BENCH" connect --server-pid "$server_pid" --quiet --conns "$n" --hold 5s \
         --json "$OUT/connect-$n.$run.json" >"$OUT/connect-$n.$run.txt"
       stop_server

@@ -5,3 +5,4 @@ pub mod procstat;
 pub mod report;
 pub mod scenario;
 pub mod stats;
+pub mod transport;

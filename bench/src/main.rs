@@ -11,6 +11,7 @@ use ringchat_bench::report;
 use ringchat_bench::scenario::Observe;
 use ringchat_bench::scenario::connect::{self, ConnectConfig};
 use ringchat_bench::scenario::pairs::{self, PairsConfig};
+use ringchat_bench::transport::Transport;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -67,6 +68,10 @@ struct PairsArgs {
     /// Number of user pairs; each pair exchanges messages both ways.
     #[arg(long, default_value_t = 100)]
     pairs: usize,
+    /// How to reach the server: `tcp` (length-prefixed frames) or `ws` (binary WebSocket
+    /// messages on /ws; point --addr at gateway.ws_listen).
+    #[arg(long, value_enum, default_value = "tcp")]
+    transport: Transport,
     /// Content bytes per message (at least 16).
     #[arg(long, default_value_t = 64)]
     size: usize,
@@ -145,6 +150,7 @@ fn run() -> anyhow::Result<bool> {
         Scenario::Pairs(a) => {
             let cfg = PairsConfig {
                 addr: resolve(&a.common.addr)?,
+                transport: a.transport,
                 pairs: a.pairs,
                 size: a.size,
                 window: a.window,

@@ -25,8 +25,8 @@ pub fn pairs_table(r: &PairsReport) -> String {
         .map_or_else(|| "window".to_owned(), |v| format!("{v:.0} msgs/s"));
     let _ = writeln!(
         t,
-        "pairs: {} pairs, {} B, window {}, {:.0} s, pacing {rate}, {} load threads",
-        r.pairs, r.size_bytes, r.window, r.duration_s, r.threads
+        "pairs over {:?}: {} pairs, {} B, window {}, {:.0} s, pacing {rate}, {} load threads",
+        r.transport, r.pairs, r.size_bytes, r.window, r.duration_s, r.threads
     );
     let _ = writeln!(
         t,

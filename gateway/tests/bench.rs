@@ -9,6 +9,7 @@ use common::TestServer;
 use ringchat_bench::scenario::Observe;
 use ringchat_bench::scenario::connect::{self, ConnectConfig};
 use ringchat_bench::scenario::pairs::{self, PairsConfig};
+use ringchat_bench::transport::Transport;
 
 fn observe(server: &TestServer) -> Observe {
     Observe {
@@ -22,6 +23,7 @@ fn pairs_reports_what_the_server_stored_and_delivered() {
     let server = TestServer::start(&[]);
     let cfg = PairsConfig {
         addr: server.tcp,
+        transport: Transport::Tcp,
         pairs: 4,
         size: 100,
         window: 8,
@@ -66,10 +68,37 @@ fn pairs_reports_what_the_server_stored_and_delivered() {
 }
 
 #[test]
+fn pairs_drives_websocket_too() {
+    let server = TestServer::start(&[]);
+    let cfg = PairsConfig {
+        addr: server.ws,
+        transport: Transport::Ws,
+        pairs: 3,
+        size: 64,
+        window: 4,
+        duration: Duration::from_secs(1),
+        rate: None,
+        threads: 1,
+        user_prefix: "w_".into(),
+        password: "bench-password".into(),
+        drain_timeout: Duration::from_secs(20),
+    };
+    let report = pairs::run(&cfg, &observe(&server)).unwrap();
+    assert!(report.clean(), "{report:?}");
+    assert!(report.delivered > 0);
+    assert_eq!(
+        server.metric("ringchat_messages_stored_total") as u64,
+        report.acked
+    );
+    assert_eq!(report.delivered, report.acked);
+}
+
+#[test]
 fn paced_pairs_send_at_the_asked_rate() {
     let server = TestServer::start(&[]);
     let cfg = PairsConfig {
         addr: server.tcp,
+        transport: Transport::Tcp,
         pairs: 2,
         size: 64,
         window: 64,

@@ -126,3 +126,26 @@ fn a_missing_certificate_stops_start_up_with_a_clear_error() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn bytes_after_close_notify_do_not_freeze_the_shard() {
+    use tokio::io::AsyncWriteExt;
+    // One shard: if this connection spun, nobody else would be served.
+    let server = TestServer::start_tls(&[("GATEWAY__CORES", "[0]")]);
+    let mut tls = tls_connect(server.tls.unwrap(), server.cert_pem.as_ref().unwrap())
+        .await
+        .unwrap();
+    // close_notify, then in the same flight several KiB that rustls will never take.
+    tls.get_mut().1.send_close_notify();
+    let mut records = Vec::new();
+    while tls.get_ref().1.wants_write() {
+        tls.get_mut().1.write_tls(&mut records).unwrap();
+    }
+    records.extend(std::iter::repeat_n(0x17u8, 6000));
+    tls.get_mut().0.write_all(&records).await.unwrap();
+    let (mut other, _) = server.user("other").await;
+    other
+        .ping()
+        .await
+        .expect("the shard still serves its other connections");
+}

@@ -15,24 +15,21 @@ use bytes::{Buf, BufMut, BytesMut};
 use ringchat_proto::v1::{self, ErrorCode};
 use ringchat_proto::{Body, Frame};
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Notify;
 
 use super::{Observe, Progress, on_threads, run_id, spawn_progress};
-use crate::client::Client;
 use crate::stats::{Measurements, Percentiles, per_second};
+use crate::transport::{FrameReader, FrameWriter, Link, Transport};
 
 /// Bytes of every message's content used for the index and the send time.
 pub const HEADER_BYTES: usize = 16;
-/// Largest frame the load generator accepts from the server.
-const FRAME_BYTES_MAX: usize = 1 << 20;
 /// Sign-ups in flight per load thread.
 const SETUP_CONCURRENCY: usize = 32;
 
 #[derive(Debug, Clone)]
 pub struct PairsConfig {
     pub addr: SocketAddr,
+    pub transport: Transport,
     pub pairs: usize,
     /// Content bytes per message (at least `HEADER_BYTES`).
     pub size: usize,
@@ -50,6 +47,7 @@ pub struct PairsConfig {
 #[derive(Debug, Clone, Serialize)]
 pub struct PairsReport {
     pub scenario: &'static str,
+    pub transport: Transport,
     pub pairs: usize,
     pub size_bytes: usize,
     pub window: usize,
@@ -161,6 +159,7 @@ pub fn run(cfg: &PairsConfig, observe: &Observe) -> anyhow::Result<PairsReport> 
     let server_cpu = before.zip(after).map(|(b, a)| a.cpu.saturating_sub(b.cpu));
     Ok(PairsReport {
         scenario: "pairs",
+        transport: cfg.transport,
         pairs: cfg.pairs,
         size_bytes: cfg.size,
         window: cfg.window,
@@ -207,7 +206,7 @@ struct Direction {
 
 /// One logged-in connection of a pair.
 struct Side {
-    client: Client,
+    link: Link,
     user_id: u64,
 }
 
@@ -216,20 +215,15 @@ async fn set_up(cfg: &PairsConfig, owned: &[usize]) -> anyhow::Result<Vec<(Side,
     let mut tasks = Vec::new();
     for &i in owned {
         for side in ["a", "b"] {
-            let (addr, limit) = (cfg.addr, Rc::clone(&limit));
+            let (addr, transport, limit) = (cfg.addr, cfg.transport, Rc::clone(&limit));
             let name = format!("{}{side}{i}", cfg.user_prefix);
             let password = cfg.password.clone();
             tasks.push(tokio::task::spawn_local(async move {
                 let _permit = limit.acquire().await?;
-                let client = Client::connect(addr).await?;
-                let (client, ok) = client
-                    .login_or_register(&name, &password, "bench")
+                let (link, user_id) = Link::sign_up(transport, addr, &name, &password, "bench")
                     .await
                     .with_context(|| format!("signing up {name}"))?;
-                anyhow::Ok(Side {
-                    client,
-                    user_id: ok.user_id,
-                })
+                anyhow::Ok(Side { link, user_id })
             }));
         }
     }
@@ -271,8 +265,8 @@ async fn drive(
         let a_to_b = Rc::new(Direction::default());
         let b_to_a = Rc::new(Direction::default());
         for (me, peer_id, outgoing, incoming) in [
-            (a.client, b.user_id, Rc::clone(&a_to_b), Rc::clone(&b_to_a)),
-            (b.client, a.user_id, b_to_a, a_to_b),
+            (a.link, b.user_id, Rc::clone(&a_to_b), Rc::clone(&b_to_a)),
+            (b.link, a.user_id, b_to_a, a_to_b),
         ] {
             let conn = Rc::new(Conn {
                 in_flight: Cell::new(0),
@@ -281,8 +275,7 @@ async fn drive(
                 pause_until: Cell::new(None),
                 m: RefCell::new(Measurements::default()),
             });
-            let (stream, leftover) = me.into_parts();
-            let (read, write) = stream.into_split();
+            let (read, write) = me.split();
             let sender = Sender {
                 conn: Rc::clone(&conn),
                 write,
@@ -298,7 +291,6 @@ async fn drive(
             let reader = Reader {
                 conn: Rc::clone(&conn),
                 read,
-                buf: leftover,
                 incoming,
                 start,
                 size: cfg.size,
@@ -338,7 +330,7 @@ async fn drive(
 
 struct Sender {
     conn: Rc<Conn>,
-    write: OwnedWriteHalf,
+    write: FrameWriter,
     to: u64,
     run: u64,
     size: usize,
@@ -350,7 +342,8 @@ struct Sender {
 
 impl Sender {
     async fn run(mut self) -> anyhow::Result<()> {
-        let mut buf = BytesMut::with_capacity(self.window * (self.size + 64));
+        let mut scratch = BytesMut::with_capacity(self.window * (self.size + 64));
+        let mut frames = Vec::with_capacity(self.window);
         let mut index: u64 = 0;
         let interval = self
             .rate
@@ -366,29 +359,29 @@ impl Sender {
             if let Some(until) = self.conn.pause_until.take() {
                 tokio::time::sleep_until(until.into()).await;
             }
-            buf.clear();
+            frames.clear();
             match interval {
                 None => {
                     let room = self.window - self.conn.in_flight.get();
                     let now = self.start.elapsed();
                     for _ in 0..room {
-                        self.encode(&mut buf, index, now);
+                        frames.push(self.frame(index, now));
                         index += 1;
                     }
-                    self.conn.in_flight.set(self.window);
-                    self.conn.m.borrow_mut().sent += room as u64;
                 }
                 Some(every) => {
                     tokio::time::sleep_until(due.into()).await;
                     // Stamp the time it was due: lateness is latency.
-                    self.encode(&mut buf, index, due - self.start);
+                    frames.push(self.frame(index, due - self.start));
                     index += 1;
                     due += every;
-                    self.conn.in_flight.set(self.conn.in_flight.get() + 1);
-                    self.conn.m.borrow_mut().sent += 1;
                 }
             }
-            self.write.write_all(&buf).await?;
+            self.conn
+                .in_flight
+                .set(self.conn.in_flight.get() + frames.len());
+            self.conn.m.borrow_mut().sent += frames.len() as u64;
+            self.write.write(&frames, &mut scratch).await?;
         }
         // Keep the write half open until the drain is over: dropping it would half-close the
         // socket, and the server ends a connection whose client has stopped sending.
@@ -398,13 +391,13 @@ impl Sender {
         Ok(())
     }
 
-    fn encode(&self, buf: &mut BytesMut, index: u64, sent_at: Duration) {
+    fn frame(&self, index: u64, sent_at: Duration) -> Frame {
         let mut content = Vec::with_capacity(self.size);
         content.put_u64_le(index);
         content.put_u64_le(sent_at.as_nanos() as u64);
         let fill = filler(index);
         content.resize(self.size, fill);
-        let frame = Frame {
+        Frame {
             request_id: index + 1,
             body: Some(Body::Send(v1::Send {
                 client_msg_id: format!("{:x}-{index}", self.run),
@@ -412,8 +405,7 @@ impl Sender {
                 content_type: v1::ContentType::Custom as i32,
                 content: content.into(),
             })),
-        };
-        ringchat_proto::encode(&frame, buf);
+        }
     }
 }
 
@@ -423,8 +415,7 @@ fn filler(index: u64) -> u8 {
 
 struct Reader {
     conn: Rc<Conn>,
-    read: OwnedReadHalf,
-    buf: BytesMut,
+    read: FrameReader,
     incoming: Rc<Direction>,
     start: Instant,
     size: usize,
@@ -433,22 +424,17 @@ struct Reader {
 
 impl Reader {
     async fn run(mut self) -> anyhow::Result<()> {
-        loop {
-            while let Some(frame) = ringchat_proto::decode(&mut self.buf, FRAME_BYTES_MAX)? {
-                self.on_frame(frame);
-            }
-            self.buf.reserve(64 * 1024);
-            if self.read.read_buf(&mut self.buf).await? == 0 {
-                if !self.conn.stop.get() {
-                    self.conn
-                        .m
-                        .borrow_mut()
-                        .error("connection closed by the server");
-                    self.progress.errors.fetch_add(1, Ordering::Relaxed);
-                }
-                return Ok(());
-            }
+        while let Some(frame) = self.read.next().await? {
+            self.on_frame(frame);
         }
+        if !self.conn.stop.get() {
+            self.conn
+                .m
+                .borrow_mut()
+                .error("connection closed by the server");
+            self.progress.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     fn on_frame(&mut self, frame: Frame) {

@@ -64,6 +64,12 @@ pub(super) async fn serve(
     framing: Framing,
     full: bool,
 ) {
+    if full && tls.is_some() {
+        // Turned away before any handshake work: a full shard must not spend signatures on
+        // clients it will not serve.
+        Session::new(shard, shared, peer).end().await;
+        return;
+    }
     let stream = match tls {
         None => Stream::plain(tcp),
         Some(config) => match Stream::tls(tcp, config) {
@@ -101,7 +107,9 @@ pub(super) async fn serve(
             }
         })
         .await;
-    } else if conn.open().await {
+    } else if monoio::time::timeout(limit, conn.open()).await == Ok(true) {
+        // Opening (TLS handshake, HTTP upgrade, serving the page) is bounded by the handshake
+        // timeout: a client that stops reading cannot hold the connection there.
         let end = conn.run().await;
         conn.finish(end).await;
     }
@@ -140,6 +148,10 @@ impl Conn {
     /// a page was served, the request was refused, the peer left, or the handshake timed out.
     async fn open(&mut self) -> bool {
         let shard = Rc::clone(&self.session.shard);
+        // Borrow a buffer only once the client has sent something.
+        if !self.readable_or_closed().await {
+            return false;
+        }
         let mut buf = shard.pool.take();
         let opened = self.open_into(&mut buf).await;
         if opened && !buf.is_empty() {

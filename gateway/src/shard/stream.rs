@@ -120,11 +120,14 @@ impl Stream {
         // Plaintext is never longer than the ciphertext it came in.
         buf.reserve(cipher.len());
         while !cipher.is_empty() {
-            conn.read_tls(&mut cipher)?;
+            let taken = conn.read_tls(&mut cipher)?;
             let state = conn
                 .process_new_packets()
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
             peer_closed |= state.peer_has_closed();
+            // After close_notify rustls takes nothing more: whatever follows is dropped, or
+            // this loop would spin forever and freeze the shard.
+            let stalled = taken == 0;
             let mut available = state.plaintext_bytes_to_read();
             while available > 0 {
                 let start = buf.len();
@@ -143,6 +146,9 @@ impl Stream {
                     break;
                 }
                 available -= n;
+            }
+            if stalled || peer_closed {
+                break;
             }
         }
         Ok((plain_bytes, peer_closed))

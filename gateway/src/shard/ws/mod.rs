@@ -40,7 +40,11 @@ pub(in crate::shard) async fn handle_input(conn: &mut Conn, buf: &mut BytesMut) 
             Ok(_) => return Ok(()),
             Err(e) => return protocol_error(conn, &e),
         };
-        conn.seen();
+        // A client holding a fragmented message open must finish it within the idle timeout:
+        // only data frames count as liveness then, so pings cannot pin its buffer forever.
+        if conn.ws.message.is_none() || matches!(h.opcode, OP_TEXT | OP_BINARY | OP_CONTINUATION) {
+            conn.seen();
+        }
         let payload = h.header_bytes..h.frame_bytes();
         codec::unmask(&mut buf[payload.clone()], h.mask);
         match h.opcode {
