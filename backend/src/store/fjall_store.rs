@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode};
 
 use super::{
     CommitGroup, ConvId, CursorRecord, DedupRecord, MessageRecord, Store, StoreError, TokenHash,
@@ -14,6 +14,8 @@ use crate::config::Durability;
 
 const META_NEXT_USER_ID: &[u8] = b"next_user_id";
 const META_NEXT_MSG_ID: &[u8] = b"next_msg_id";
+/// Stored messages at least this large are kept out of the LSM tree's compactions.
+const MESSAGE_SEPARATION_BYTES: u32 = 512;
 
 /// Key of a (conversation, seq) pair: both big-endian, so a conversation's messages are contiguous
 /// and ordered by seq.
@@ -64,7 +66,14 @@ impl FjallStore {
             users: ks("users")?,
             usernames: ks("usernames")?,
             tokens: ks("tokens")?,
-            messages: ks("messages")?,
+            // Message records above this size live in blob files that compaction does not
+            // rewrite: with 1 KiB messages this cut server CPU per message by a large factor.
+            messages: db.keyspace("messages", || {
+                KeyspaceCreateOptions::default().with_kv_separation(Some(KvSeparationOptions {
+                    separation_threshold: MESSAGE_SEPARATION_BYTES,
+                    ..KvSeparationOptions::default()
+                }))
+            })?,
             user_conversations: ks("user_conversations")?,
             dedup: ks("dedup")?,
             cursors: ks("cursors")?,

@@ -23,6 +23,8 @@ use crate::transport::{FrameReader, FrameWriter, Link, Transport};
 
 /// Bytes of every message's content used for the index and the send time.
 pub const HEADER_BYTES: usize = 16;
+/// How late tokio's timer may wake a paced sender (its wheel has 1 ms slots).
+const TIMER_SLACK: Duration = Duration::from_millis(2);
 /// Sign-ups in flight per load thread.
 const SETUP_CONCURRENCY: usize = 32;
 
@@ -261,6 +263,8 @@ async fn drive(
     let end = start + cfg.duration;
     let mut conns = Vec::new();
     let mut tasks = Vec::new();
+    let senders_here = (2 * pairs.len()).max(1) as f64;
+    let mut sender_index = 0usize;
     for (a, b) in pairs {
         let a_to_b = Rc::new(Direction::default());
         let b_to_a = Rc::new(Direction::default());
@@ -286,7 +290,9 @@ async fn drive(
                 start,
                 end,
                 rate: per_sender_rate,
+                phase: sender_index as f64 / senders_here,
             };
+            sender_index += 1;
             tasks.push(tokio::task::spawn_local(sender.run()));
             let reader = Reader {
                 conn: Rc::clone(&conn),
@@ -338,6 +344,9 @@ struct Sender {
     start: Instant,
     end: Instant,
     rate: Option<f64>,
+    /// Where in its period this sender's first message falls (0..1), so that paced senders
+    /// spread over time instead of all firing at once.
+    phase: f64,
 }
 
 impl Sender {
@@ -348,9 +357,13 @@ impl Sender {
         let interval = self
             .rate
             .map(|r| Duration::from_secs_f64(1.0 / r.max(1e-9)));
-        let mut due = self.start;
+        let mut due =
+            self.start + interval.map_or(Duration::ZERO, |every| every.mul_f64(self.phase));
         while Instant::now() < self.end && !self.conn.stop.get() {
+            // Held back by the server (window full): at a fixed rate the wait counts as latency.
+            let mut held_back = false;
             while self.conn.in_flight.get() >= self.window {
+                held_back = true;
                 self.conn.room.notified().await;
                 if self.conn.stop.get() {
                     return Ok(());
@@ -371,8 +384,15 @@ impl Sender {
                 }
                 Some(every) => {
                     tokio::time::sleep_until(due.into()).await;
-                    // Stamp the time it was due: lateness is latency.
-                    frames.push(self.frame(index, due - self.start));
+                    // Latency counts from when the message was due if the server held the
+                    // sender back (window full) or the sender fell behind its schedule by more
+                    // than the timer's granularity; otherwise from when it was written, so
+                    // that the load generator's own 1 ms timer does not count against the
+                    // server. No coordinated omission either way.
+                    let now = Instant::now();
+                    let behind = now.saturating_duration_since(due) > TIMER_SLACK;
+                    let stamp = if held_back || behind { due } else { now };
+                    frames.push(self.frame(index, stamp - self.start));
                     index += 1;
                     due += every;
                 }
