@@ -15,15 +15,13 @@ use ringchat_proto::codec::{self, CodecError};
 use ringchat_proto::v1::{ErrorCode, KickReason};
 use rustls::ServerConfig;
 
-use super::session::{Session, closed, kick_message};
+use super::session::{FINAL_FLUSH_MS, Session, kick_message, write_or_cut};
 use super::stream::Stream;
 use super::ws;
 use super::{Close, ConnShared, Shard};
 
 /// Bytes gathered into one write, at most.
 const WRITE_BATCH_BYTES_MAX: usize = 64 * 1024;
-/// Time the last frames (Kicked, Error, Close) get to reach a client before the socket closes.
-const FINAL_FLUSH_MS: u64 = 1_000;
 
 /// What a listener speaks inside its (optional) TLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -344,21 +342,14 @@ impl Conn {
             let len = out.len() as u64;
             let (result, out) = if abortable {
                 let shared = Rc::clone(&self.session.shared);
-                let mut write = std::pin::pin!(self.stream.write_all(out, &shard.pool));
-                monoio::select! {
-                    r = &mut write => r,
-                    () = closed(&shared) => {
-                        let grace = Duration::from_millis(FINAL_FLUSH_MS);
-                        match monoio::time::timeout(grace, write).await {
-                            Ok(r) => r,
-                            Err(_) => {
-                                self.write_cut = true;
-                                return Err(io::Error::new(
-                                    io::ErrorKind::TimedOut,
-                                    "client stopped reading",
-                                ));
-                            }
-                        }
+                match write_or_cut(&shared, self.stream.write_all(out, &shard.pool)).await {
+                    Some(r) => r,
+                    None => {
+                        self.write_cut = true;
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "client stopped reading",
+                        ));
                     }
                 }
             } else {

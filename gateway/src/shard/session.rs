@@ -34,6 +34,26 @@ pub(super) async fn closed(shared: &ConnShared) {
     }
 }
 
+/// Time the last frames (Kicked, Error) get to reach a client before the socket is closed.
+pub(super) const FINAL_FLUSH_MS: u64 = 1_000;
+
+/// Awaits a write. If the connection is told to close meanwhile, the write gets
+/// `FINAL_FLUSH_MS` more to finish; `None` when it did not: the stream is then cut inside a
+/// frame and nothing more may be written to it.
+pub(super) async fn write_or_cut<T>(
+    shared: &ConnShared,
+    write: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    let mut write = std::pin::pin!(write);
+    monoio::select! {
+        r = &mut write => Some(r),
+        () = closed(shared) => {
+            let grace = std::time::Duration::from_millis(FINAL_FLUSH_MS);
+            monoio::time::timeout(grace, write).await.ok()
+        }
+    }
+}
+
 impl Session {
     pub fn new(shard: Rc<Shard>, shared: Rc<ConnShared>, peer: SocketAddr) -> Self {
         let send_budget = SendBudget::new(shard.limits.messages_per_s_max, shard.tick_ms);

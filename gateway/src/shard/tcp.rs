@@ -14,15 +14,13 @@ use monoio::net::TcpStream;
 use ringchat_proto::codec::{self, CodecError, LEN_PREFIX_BYTES};
 use ringchat_proto::v1::{ErrorCode, KickReason};
 
-use super::session::{Session, closed, kick_message};
+use super::session::{FINAL_FLUSH_MS, Session, kick_message, write_or_cut};
 use super::{Close, ConnShared, Shard};
 
 /// Bytes gathered into one write, at most (frames are not split across writes below this).
 const WRITE_BATCH_BYTES_MAX: usize = 64 * 1024;
 /// Room a read needs at least; a smaller remainder is grown first.
 const READ_ROOM_BYTES_MIN: usize = 1024;
-/// Time the last frames (Kicked, Error) get to reach a client before the socket is closed.
-const FINAL_FLUSH_MS: u64 = 1_000;
 
 enum End {
     Close(Close),
@@ -207,23 +205,14 @@ impl Conn {
             let len = buf.len() as u64;
             let (result, buf) = if abortable {
                 let shared = Rc::clone(&self.session.shared);
-                let mut write = std::pin::pin!(stream.write_all(buf));
-                monoio::select! {
-                    r = &mut write => r,
-                    () = closed(&shared) => {
-                        // Finish this write if the client lets us soon; cutting it would leave
-                        // half a frame on the wire, after which nothing more may be written.
-                        let grace = Duration::from_millis(FINAL_FLUSH_MS);
-                        match monoio::time::timeout(grace, write).await {
-                            Ok(r) => r,
-                            Err(_) => {
-                                self.write_cut.set(true);
-                                return Err(io::Error::new(
-                                    io::ErrorKind::TimedOut,
-                                    "client stopped reading",
-                                ));
-                            }
-                        }
+                match write_or_cut(&shared, stream.write_all(buf)).await {
+                    Some(r) => r,
+                    None => {
+                        self.write_cut.set(true);
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "client stopped reading",
+                        ));
                     }
                 }
             } else {
