@@ -51,6 +51,10 @@ pub struct StorageConfig {
     pub durability: Durability,
     /// Writes grouped into one commit (and one fsync), at most.
     pub commit_group_max: usize,
+    /// Sends the in-memory dedup filter is sized for (about 1.2 bytes each). It spares the
+    /// store a lookup for every new `client_msg_id`; past this count it answers "maybe" more
+    /// often and the store is asked more often, never wrongly.
+    pub dedup_filter_items: usize,
 }
 
 impl Default for StorageConfig {
@@ -59,6 +63,7 @@ impl Default for StorageConfig {
             data_dir: PathBuf::from("./ringchat-data"),
             durability: Durability::Fsync,
             commit_group_max: 1024,
+            dedup_filter_items: 10_000_000,
         }
     }
 }
@@ -195,6 +200,10 @@ impl Settings {
         check(
             self.storage.commit_group_max >= 1,
             "storage.commit_group_max: must be at least 1",
+        );
+        check(
+            (1_000..=1_000_000_000).contains(&self.storage.dedup_filter_items),
+            "storage.dedup_filter_items: must be between 1000 and 1000000000",
         );
         check(
             !self.storage.data_dir.as_os_str().is_empty(),

@@ -73,6 +73,7 @@ impl Backend {
             Arc::clone(&store) as Arc<dyn Store>,
             settings.limits.recall_window_s.saturating_mul(1000),
             settings.storage.commit_group_max,
+            settings.storage.dedup_filter_items,
         )
         .map_err(|source| BackendError::Storage {
             dir: settings.storage.data_dir.clone(),

@@ -10,6 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use fastbloom::BloomFilter;
 use ringchat_proto::v1::{ContentType, ErrorCode};
 use tokio::sync::mpsc;
 
@@ -24,6 +25,8 @@ use crate::time::now_ms;
 /// Cached conversations, cursors and known users, each at most; past it the cache starts over
 /// (the store has everything, the cache only saves reads).
 const CACHE_ENTRIES_MAX: usize = 1 << 20;
+/// False-positive rate the dedup filter is built for, at its configured size.
+const DEDUP_FALSE_POSITIVES: f64 = 0.01;
 
 #[derive(Debug)]
 pub(crate) enum WriteOp {
@@ -133,6 +136,9 @@ pub(crate) struct Writer {
     convs: HashMap<ConvId, ConvRecord>,
     cursors: HashMap<(ConvId, UserId), CursorRecord>,
     known_users: HashSet<UserId>,
+    /// Every `(sender, client_msg_id)` ever stored (and some never committed): a "no" proves
+    /// a send is new without reading the store; a "maybe" asks the store.
+    dedup_filter: BloomFilter,
     /// The group being built and its overlay.
     group: CommitGroup,
     pending_next_msg_id: u64,
@@ -146,8 +152,22 @@ impl Writer {
         store: Arc<dyn Store>,
         recall_window_ms: u64,
         group_max: usize,
+        dedup_filter_items: usize,
     ) -> Result<Self, StoreError> {
         let next_msg_id = store.next_msg_id()?;
+        let started = std::time::Instant::now();
+        let mut dedup_filter =
+            BloomFilter::with_false_pos(DEDUP_FALSE_POSITIVES).expected_items(dedup_filter_items);
+        let mut loaded = 0u64;
+        store.for_each_dedup_key(&mut |user, client_msg_id| {
+            dedup_filter.insert(&(user, client_msg_id));
+            loaded += 1;
+        })?;
+        tracing::info!(
+            entries = loaded,
+            ms = started.elapsed().as_millis() as u64,
+            "dedup filter loaded"
+        );
         Ok(Self {
             store,
             recall_window_ms,
@@ -156,6 +176,7 @@ impl Writer {
             convs: HashMap::new(),
             cursors: HashMap::new(),
             known_users: HashSet::new(),
+            dedup_filter,
             group: CommitGroup::default(),
             pending_next_msg_id: next_msg_id,
             pending_convs: HashMap::new(),
@@ -298,8 +319,10 @@ impl Writer {
         content: Bytes,
     ) -> Result<Outcome, Refusal> {
         let dedup_key = (from, client_msg_id);
+        let filter_key = (from, dedup_key.1.as_bytes());
         let earlier = match self.pending_dedup.get(&dedup_key) {
             Some(d) => Some(*d),
+            None if !self.dedup_filter.contains(&filter_key) => None,
             None => self.store.dedup(from, &dedup_key.1)?,
         };
         if let Some(original) = earlier {
@@ -344,6 +367,7 @@ impl Writer {
             msg_id: message.msg_id,
             server_time_ms: message.server_time_ms,
         };
+        self.dedup_filter.insert(&(from, dedup_key.1.as_bytes()));
         self.group.dedup.push((from, dedup_key.1.clone(), dedup));
         self.pending_dedup.insert(dedup_key, dedup);
         self.mark_own_message_read(conv_id, from, message.seq)?;

@@ -221,6 +221,16 @@ impl Store for FjallStore {
             .transpose()
     }
 
+    fn for_each_dedup_key(&self, f: &mut dyn FnMut(UserId, &[u8])) -> Result<(), StoreError> {
+        for guard in self.dedup.iter() {
+            let key = guard.key()?;
+            if let Some((user, client_msg_id)) = key.split_first_chunk::<8>() {
+                f(u64::from_be_bytes(*user), client_msg_id);
+            }
+        }
+        Ok(())
+    }
+
     fn cursor(&self, conv: ConvId, user: UserId) -> Result<Option<CursorRecord>, StoreError> {
         self.cursors
             .get(pair_key(conv, user))?

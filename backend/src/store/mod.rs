@@ -175,6 +175,9 @@ pub trait Store: Send + Sync + 'static {
         }))
     }
     fn dedup(&self, from: UserId, client_msg_id: &str) -> Result<Option<DedupRecord>, StoreError>;
+    /// Calls `f(sender, client_msg_id)` for every stored dedup entry (at start-up, to build the
+    /// commit thread's filter).
+    fn for_each_dedup_key(&self, f: &mut dyn FnMut(UserId, &[u8])) -> Result<(), StoreError>;
     fn cursor(&self, conv: ConvId, user: UserId) -> Result<Option<CursorRecord>, StoreError>;
     fn message(&self, conv: ConvId, seq: u64) -> Result<Option<MessageRecord>, StoreError>;
     /// Up to `limit` messages with seq > `after_seq`, ascending.
