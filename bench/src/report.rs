@@ -159,7 +159,7 @@ fn chart(
 ) -> String {
     const W: f64 = 720.0;
     const H: f64 = 260.0;
-    const PAD: f64 = 56.0;
+    const PAD: f64 = 72.0;
     if points.is_empty() {
         return "<p>(no data)</p>".to_owned();
     }
