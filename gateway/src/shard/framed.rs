@@ -12,10 +12,10 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use monoio::net::TcpStream;
 use ringchat_proto::codec::{self, CodecError};
-use ringchat_proto::v1::{ErrorCode, KickReason};
+use ringchat_proto::v1::ErrorCode;
 use rustls::ServerConfig;
 
-use super::session::{FINAL_FLUSH_MS, Session, kick_message, write_or_cut};
+use super::session::{FINAL_FLUSH_MS, Session, queue_kicked, write_or_cut};
 use super::stream::Stream;
 use super::ws;
 use super::{Close, ConnShared, Shard};
@@ -378,13 +378,7 @@ impl Conn {
         }
         let (code, reason) = match end {
             End::Close(Close::Kick(reason)) => {
-                let mut queue = self.session.shared.outbound.borrow_mut();
-                if reason == KickReason::SlowConsumer {
-                    queue.clear();
-                }
-                queue.push_back(ringchat_proto::encode_to_bytes(
-                    &ringchat_proto::kicked_frame(reason, kick_message(reason)),
-                ));
+                queue_kicked(&self.session.shared, reason);
                 (ws::kick_close_code(reason), reason.as_str_name())
             }
             End::Close(Close::AfterError(code)) => (

@@ -310,6 +310,18 @@ fn error_body(code: ErrorCode, message: impl Into<String>) -> v1::Error {
     }
 }
 
+/// Queues the `Kicked` notice as the connection's last frame. A slow consumer's backlog is
+/// dropped first: it could not take it, and it resyncs by seq when it reconnects.
+pub(super) fn queue_kicked(shared: &ConnShared, reason: KickReason) {
+    let mut queue = shared.outbound.borrow_mut();
+    if reason == KickReason::SlowConsumer {
+        queue.clear();
+    }
+    queue.push_back(ringchat_proto::encode_to_bytes(
+        &ringchat_proto::kicked_frame(reason, kick_message(reason)),
+    ));
+}
+
 pub(super) fn kick_message(reason: KickReason) -> &'static str {
     match reason {
         KickReason::SlowConsumer => {

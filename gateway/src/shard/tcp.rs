@@ -12,9 +12,9 @@ use monoio::buf::SliceMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use ringchat_proto::codec::{self, CodecError, LEN_PREFIX_BYTES};
-use ringchat_proto::v1::{ErrorCode, KickReason};
+use ringchat_proto::v1::ErrorCode;
 
-use super::session::{FINAL_FLUSH_MS, Session, kick_message, write_or_cut};
+use super::session::{FINAL_FLUSH_MS, Session, queue_kicked, write_or_cut};
 use super::{Close, ConnShared, Shard};
 
 /// Bytes gathered into one write, at most (frames are not split across writes below this).
@@ -240,16 +240,7 @@ impl Conn {
             return;
         }
         match end {
-            End::Close(Close::Kick(reason)) => {
-                let mut queue = self.session.shared.outbound.borrow_mut();
-                if reason == KickReason::SlowConsumer {
-                    // It could not take these; it resyncs by seq when it reconnects.
-                    queue.clear();
-                }
-                queue.push_back(ringchat_proto::encode_to_bytes(
-                    &ringchat_proto::kicked_frame(reason, kick_message(reason)),
-                ));
-            }
+            End::Close(Close::Kick(reason)) => queue_kicked(&self.session.shared, reason),
             End::Close(Close::AfterError(_)) => {}
             End::PeerClosed => return,
             End::Io(err) => {
