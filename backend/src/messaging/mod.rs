@@ -2,6 +2,7 @@
 //! store, and delivery of acks, pushes and receipts once a write is durable.
 
 mod delivery;
+mod dispatch;
 pub mod reads;
 pub(crate) mod writer;
 

@@ -1,0 +1,199 @@
+//! A logged-in client's requests: writes go to the commit thread, reads to blocking threads,
+//! typing straight to the peer; and the fan-out of one encoded frame to many connections.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ringchat_proto::Body;
+use ringchat_proto::v1::{self, ErrorCode};
+use tokio::sync::mpsc;
+
+use super::writer::{CursorKind, WriteOp};
+use super::{reads, validate_send};
+use crate::Backend;
+use crate::accounts::Refusal;
+use crate::api::{ConnId, ConnRef, ShardEvent};
+use crate::store::{Store, UserId, peer_of};
+
+impl Backend {
+    pub(crate) async fn session(
+        self: &Arc<Self>,
+        writer: &mpsc::Sender<WriteOp>,
+        conn: ConnRef,
+        user: UserId,
+        request_id: u64,
+        body: Body,
+    ) {
+        let op = match body {
+            Body::Send(send) => {
+                if let Err(refusal) =
+                    validate_send(user, &send, self.settings.limits.message_bytes_max)
+                {
+                    self.refuse(conn, request_id, refusal).await;
+                    return;
+                }
+                WriteOp::Send {
+                    conn,
+                    request_id,
+                    from: user,
+                    to: send.to_user_id,
+                    client_msg_id: send.client_msg_id,
+                    content_type: send.content_type,
+                    content: send.content,
+                }
+            }
+            Body::DeliveryAck(ack) => WriteOp::Cursor {
+                conn,
+                request_id,
+                user,
+                device_id: self
+                    .lock_sessions()
+                    .device_of(user, conn)
+                    .unwrap_or_default()
+                    .to_owned(),
+                conv: ack.conversation_id,
+                kind: CursorKind::Delivered,
+                seq: ack.seq,
+            },
+            Body::Read(read) => WriteOp::Cursor {
+                conn,
+                request_id,
+                user,
+                device_id: String::new(),
+                conv: read.conversation_id,
+                kind: CursorKind::Read,
+                seq: read.seq,
+            },
+            Body::Recall(recall) => WriteOp::Recall {
+                conn,
+                request_id,
+                user,
+                conv: recall.conversation_id,
+                seq: recall.seq,
+            },
+            Body::Typing(typing) => {
+                self.relay_typing(conn, user, request_id, typing).await;
+                return;
+            }
+            body @ (Body::Sync(_) | Body::History(_) | Body::Conversations(_)) => {
+                self.spawn_read(conn, user, request_id, body);
+                return;
+            }
+            other => {
+                let name = ringchat_proto::body_name(&other);
+                let refusal = Refusal::new(
+                    ErrorCode::UnexpectedBody,
+                    format!("{name} is not a request"),
+                );
+                self.refuse(conn, request_id, refusal).await;
+                return;
+            }
+        };
+        if writer.send(op).await.is_err() {
+            let refusal = Refusal::new(ErrorCode::Unavailable, "server is shutting down");
+            self.refuse(conn, request_id, refusal).await;
+        }
+    }
+
+    fn spawn_read(self: &Arc<Self>, conn: ConnRef, user: UserId, request_id: u64, body: Body) {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let store = Arc::clone(&this.store);
+            let page_max = this.settings.limits.sync_page_max;
+            let answer = tokio::task::spawn_blocking(move || {
+                let store: &dyn Store = store.as_ref();
+                match body {
+                    Body::Sync(req) => {
+                        reads::sync(store, user, &req, page_max).map(Body::SyncBatch)
+                    }
+                    Body::History(req) => {
+                        reads::history(store, user, &req, page_max).map(Body::HistoryBatch)
+                    }
+                    _ => reads::conversations(store, user).map(Body::ConversationList),
+                }
+            })
+            .await;
+            let body = match answer {
+                Ok(Ok(body)) => body,
+                Ok(Err(refusal)) => Body::Error(refusal.into_error()),
+                Err(join) => Body::Error(Refusal::unavailable(join).into_error()),
+            };
+            this.reply(conn, request_id, body).await;
+        });
+    }
+
+    /// Typing is relayed to the peer's sessions and never stored; it has no reply.
+    async fn relay_typing(&self, conn: ConnRef, user: UserId, request_id: u64, typing: v1::Typing) {
+        let Some(peer) = peer_of(typing.conversation_id, user) else {
+            let refusal = Refusal::new(ErrorCode::NotFound, "no such conversation");
+            self.refuse(conn, request_id, refusal).await;
+            return;
+        };
+        let frame = crate::api::encoded(
+            0,
+            Body::Typing(v1::Typing {
+                conversation_id: typing.conversation_id,
+                from_user_id: user,
+            }),
+        );
+        let targets = self.sessions_of(&[peer], None);
+        self.fanout(targets, frame).await;
+    }
+
+    pub(crate) async fn refuse(&self, conn: ConnRef, request_id: u64, refusal: Refusal) {
+        self.reply(conn, request_id, Body::Error(refusal.into_error()))
+            .await;
+    }
+
+    /// Every session of these users, but `except`.
+    pub(crate) fn sessions_of(&self, users: &[UserId], except: Option<ConnRef>) -> Vec<ConnRef> {
+        let sessions = self.lock_sessions();
+        let mut out = Vec::new();
+        for (i, user) in users.iter().enumerate() {
+            if users[..i].contains(user) {
+                continue;
+            }
+            out.extend(
+                sessions
+                    .of_user(*user)
+                    .iter()
+                    .map(|s| s.conn)
+                    .filter(|c| Some(*c) != except),
+            );
+        }
+        out
+    }
+
+    /// Sends one encoded frame to many connections: one event per shard.
+    pub(crate) async fn fanout(&self, targets: Vec<ConnRef>, frame: Bytes) {
+        match targets.as_slice() {
+            [] => {}
+            [one] => {
+                let event = ShardEvent::Frame {
+                    conn: one.conn,
+                    frame,
+                };
+                self.send_to_shard(one.shard, event).await;
+            }
+            _ => {
+                let mut per_shard: Vec<Vec<ConnId>> = vec![Vec::new(); self.shards.len()];
+                for t in &targets {
+                    if let Some(list) = per_shard.get_mut(usize::from(t.shard)) {
+                        list.push(t.conn);
+                    }
+                }
+                for (shard, conns) in per_shard.into_iter().enumerate() {
+                    if conns.is_empty() {
+                        continue;
+                    }
+                    let event = ShardEvent::Fanout {
+                        conns,
+                        frame: frame.clone(),
+                    };
+                    // Shard ids fit u16: they were made from u16 in the first place.
+                    self.send_to_shard(shard as u16, event).await;
+                }
+            }
+        }
+    }
+}
