@@ -16,6 +16,8 @@ use crate::time::now_ms;
 
 /// Requests taken from the queue in one go.
 const REQUEST_BATCH_MAX: usize = 256;
+/// Sync, history and conversation-list reads running at once, at most.
+const READS_IN_FLIGHT_MAX: usize = 64;
 /// Commit groups waiting for delivery.
 const OUTCOME_GROUPS_MAX: usize = 64;
 
@@ -44,6 +46,8 @@ pub struct Backend {
     pub(crate) sessions: Mutex<Sessions>,
     pub(crate) shards: Vec<ShardSender>,
     commit: Mutex<Commit>,
+    /// Permits for sync, history and conversation-list reads in flight.
+    pub(crate) reads: Arc<tokio::sync::Semaphore>,
 }
 
 impl Backend {
@@ -94,6 +98,7 @@ impl Backend {
             accounts,
             sessions,
             shards,
+            reads: Arc::new(tokio::sync::Semaphore::new(READS_IN_FLIGHT_MAX)),
             commit: Mutex::new(Commit {
                 ops: Some(ops_tx),
                 outcomes: Some(outcomes_rx),

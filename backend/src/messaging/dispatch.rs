@@ -76,7 +76,7 @@ impl Backend {
                 return;
             }
             body @ (Body::Sync(_) | Body::History(_) | Body::Conversations(_)) => {
-                self.spawn_read(conn, user, request_id, body);
+                self.read(conn, user, request_id, body).await;
                 return;
             }
             other => {
@@ -95,9 +95,21 @@ impl Backend {
         }
     }
 
-    fn spawn_read(self: &Arc<Self>, conn: ConnRef, user: UserId, request_id: u64, body: Body) {
+    /// Runs a read on a blocking thread, at most `READS_IN_FLIGHT_MAX` at once; past that the
+    /// client is told to retry rather than queueing work without bound.
+    async fn read(self: &Arc<Self>, conn: ConnRef, user: UserId, request_id: u64, body: Body) {
+        let Ok(permit) = Arc::clone(&self.reads).try_acquire_owned() else {
+            let refusal = Refusal {
+                code: ErrorCode::Unavailable,
+                message: "too many reads in progress, retry".into(),
+                retry_after_ms: 100,
+            };
+            self.refuse(conn, request_id, refusal).await;
+            return;
+        };
         let this = Arc::clone(self);
         tokio::spawn(async move {
+            let _permit = permit;
             let store = Arc::clone(&this.store);
             let page_max = this.settings.limits.sync_page_max;
             let answer = tokio::task::spawn_blocking(move || {

@@ -8,6 +8,8 @@ use crate::store::{ConvId, Store, UserId, peer_of};
 
 /// Conversations listed at most, most recent first.
 pub const CONVERSATIONS_MAX: usize = 1000;
+/// Conversations of one user looked at to find the most recent ones, at most.
+pub const CONVERSATIONS_SCAN_MAX: usize = 10_000;
 
 fn page_limit(requested: u32, page_max: u32) -> usize {
     let limit = if requested == 0 {
@@ -65,7 +67,7 @@ pub fn history(
 
 pub fn conversations(store: &dyn Store, user: UserId) -> Result<v1::ConversationList, Refusal> {
     let mut list = Vec::new();
-    for conv in store.user_conversations(user, CONVERSATIONS_MAX)? {
+    for conv in store.user_conversations(user, CONVERSATIONS_SCAN_MAX)? {
         let Some(peer) = peer_of(conv, user) else {
             continue;
         };
@@ -88,6 +90,7 @@ pub fn conversations(store: &dyn Store, user: UserId) -> Result<v1::Conversation
     list.sort_by_key(|c| {
         std::cmp::Reverse(c.last_message.as_ref().map_or(0, |m| m.server_time_ms))
     });
+    list.truncate(CONVERSATIONS_MAX);
     Ok(v1::ConversationList {
         conversations: list,
     })

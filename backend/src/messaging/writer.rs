@@ -221,6 +221,13 @@ impl Writer {
         let group = std::mem::take(&mut self.group);
         match self.store.commit_group(&group) {
             Ok(()) => self.promote(),
+            Err(StoreError::Persist(err)) => {
+                // The batch is in the store but its fsync failed: after a failed fsync the
+                // file's state is unknown, and nothing may be acknowledged on top of it. Stop;
+                // a restart recovers from the journal, and senders resend by client_msg_id.
+                tracing::error!(%err, "fsync of a commit group failed; stopping the server");
+                std::process::abort();
+            }
             Err(err) => {
                 tracing::error!(%err, "group commit failed; its writes are refused");
                 self.discard();
@@ -339,7 +346,10 @@ impl Writer {
             ));
         }
         let conv_id = conversation_id(from, to);
+        // Every read that can fail comes before the first change to the group: a refusal must
+        // leave nothing behind (no dedup record, no seq taken).
         let mut conv = self.conv(conv_id)?;
+        let own_cursor = self.cursor(conv_id, from)?;
         if conv.max_seq == 0 {
             self.group.user_conversations.push((from, conv_id));
             self.group.user_conversations.push((to, conv_id));
@@ -370,7 +380,7 @@ impl Writer {
         self.dedup_filter.insert(&(from, dedup_key.1.as_bytes()));
         self.group.dedup.push((from, dedup_key.1.clone(), dedup));
         self.pending_dedup.insert(dedup_key, dedup);
-        self.mark_own_message_read(conv_id, from, message.seq)?;
+        self.mark_own_message_read(conv_id, from, own_cursor, message.seq);
         self.group.messages.push(message.clone());
         Ok(Outcome::Sent {
             conn,
@@ -384,13 +394,12 @@ impl Writer {
         &mut self,
         conv: ConvId,
         user: UserId,
+        mut cursor: CursorRecord,
         seq: u64,
-    ) -> Result<(), Refusal> {
-        let mut cursor = self.cursor(conv, user)?;
+    ) {
         cursor.read_seq = cursor.read_seq.max(seq);
         cursor.delivered_seq = cursor.delivered_seq.max(seq);
         self.put_cursor(conv, user, cursor);
-        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -412,7 +421,22 @@ impl Writer {
         match kind {
             CursorKind::Delivered => {
                 cursor.delivered_seq = cursor.delivered_seq.max(seq);
-                if seq > 0 {
+                // A device's own cursor only moves forward too.
+                let pending = self
+                    .group
+                    .device_cursors
+                    .iter()
+                    .rev()
+                    .find(|(c, u, d, _)| *c == conv_id && *u == user && *d == device_id)
+                    .map(|(_, _, _, s)| *s);
+                let device_seq = match pending {
+                    Some(s) => s,
+                    None => self
+                        .store
+                        .device_cursor(conv_id, user, &device_id)?
+                        .unwrap_or(0),
+                };
+                if seq > device_seq {
                     self.group
                         .device_cursors
                         .push((conv_id, user, device_id, seq));
@@ -494,6 +518,7 @@ impl Writer {
             ));
         }
         let mut conv = self.conv(conv_id)?;
+        let own_cursor = self.cursor(conv_id, user)?;
         let event = MessageRecord {
             conv_id,
             seq: conv.max_seq + 1,
@@ -516,7 +541,7 @@ impl Writer {
         original.recall_event_seq = event.seq;
         self.group.messages.push(original);
         self.group.messages.push(event.clone());
-        self.mark_own_message_read(conv_id, user, event.seq)?;
+        self.mark_own_message_read(conv_id, user, own_cursor, event.seq);
         Ok(Outcome::Recalled {
             conn,
             request_id,
@@ -555,7 +580,13 @@ impl Writer {
         {
             return Ok(*c);
         }
-        let record = self.store.conversation(conv)?.unwrap_or_default();
+        let Some(record) = self.store.conversation(conv)? else {
+            // Not cached: ids a client merely names must not fill the cache.
+            return Ok(ConvRecord::default());
+        };
+        if self.convs.len() >= CACHE_ENTRIES_MAX {
+            self.convs.clear();
+        }
         self.convs.insert(conv, record);
         Ok(record)
     }
@@ -573,7 +604,12 @@ impl Writer {
         {
             return Ok(*c);
         }
-        let record = self.store.cursor(conv, user)?.unwrap_or_default();
+        let Some(record) = self.store.cursor(conv, user)? else {
+            return Ok(CursorRecord::default());
+        };
+        if self.cursors.len() >= CACHE_ENTRIES_MAX {
+            self.cursors.clear();
+        }
         self.cursors.insert(key, record);
         Ok(record)
     }

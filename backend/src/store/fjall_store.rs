@@ -196,7 +196,11 @@ impl Store for FjallStore {
             batch.insert(&self.meta, META_NEXT_MSG_ID, next.to_be_bytes());
         }
         batch.commit()?;
-        self.persist()
+        let mode = match self.durability {
+            Durability::Fsync => PersistMode::SyncData,
+            Durability::None => PersistMode::Buffer,
+        };
+        self.db.persist(mode).map_err(StoreError::Persist)
     }
 
     fn next_msg_id(&self) -> Result<u64, StoreError> {
@@ -235,6 +239,20 @@ impl Store for FjallStore {
         self.cursors
             .get(pair_key(conv, user))?
             .map(|v| decode(&v))
+            .transpose()
+    }
+
+    fn device_cursor(
+        &self,
+        conv: ConvId,
+        user: UserId,
+        device_id: &str,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut key = pair_key(conv, user).to_vec();
+        key.extend_from_slice(device_id.as_bytes());
+        self.device_cursors
+            .get(key)?
+            .map(|v| be_u64(&v))
             .transpose()
     }
 

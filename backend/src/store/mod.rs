@@ -29,6 +29,9 @@ pub enum StoreError {
     Corrupt(#[from] postcard::Error),
     #[error("storage I/O: {0}")]
     Io(#[from] std::io::Error),
+    /// Written, but not made durable: the store's state on disk is unknown.
+    #[error("making a commit durable failed: {0}")]
+    Persist(fjall::Error),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,6 +182,13 @@ pub trait Store: Send + Sync + 'static {
     /// commit thread's filter).
     fn for_each_dedup_key(&self, f: &mut dyn FnMut(UserId, &[u8])) -> Result<(), StoreError>;
     fn cursor(&self, conv: ConvId, user: UserId) -> Result<Option<CursorRecord>, StoreError>;
+    /// The highest seq one device has acknowledged as delivered.
+    fn device_cursor(
+        &self,
+        conv: ConvId,
+        user: UserId,
+        device_id: &str,
+    ) -> Result<Option<u64>, StoreError>;
     fn message(&self, conv: ConvId, seq: u64) -> Result<Option<MessageRecord>, StoreError>;
     /// Up to `limit` messages with seq > `after_seq`, ascending.
     fn messages_after(

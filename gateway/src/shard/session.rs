@@ -244,13 +244,15 @@ impl Session {
     }
 
     async fn session_request(&mut self, request_id: u64, user_id: u64, body: Body) {
-        if matches!(body, Body::Send(_)) && !self.send_budget.take(self.shard.tick.get()) {
+        // Every request a logged-in client sends costs the backend work (a store write or read),
+        // so all of them draw on the same per-connection budget, not only Send.
+        if !self.send_budget.take(self.shard.tick.get()) {
             let frame = Frame {
                 request_id,
                 body: Some(Body::Error(v1::Error {
                     code: ErrorCode::RateLimited as i32,
                     message: format!(
-                        "over {} messages per second on this connection",
+                        "over {} requests per second on this connection",
                         self.shard.limits.messages_per_s_max
                     ),
                     retry_after_ms: self.shard.tick_ms,
