@@ -2,9 +2,11 @@
 //! ranges scan in numeric order.
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode};
+use fjall::{
+    Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode, Readable, Snapshot,
+};
 
 use super::{
     CommitGroup, ConvId, CursorRecord, DedupRecord, MessageRecord, Store, StoreError, TokenHash,
@@ -52,6 +54,8 @@ pub struct FjallStore {
     dedup: Keyspace,
     cursors: Keyspace,
     device_cursors: Keyspace,
+    /// What readers see: a snapshot taken after the last successful persist.
+    published: RwLock<Arc<Snapshot>>,
     /// Serialises user creation: the name check and the id counter must move together.
     create_user_lock: Mutex<()>,
 }
@@ -78,6 +82,7 @@ impl FjallStore {
             dedup: ks("dedup")?,
             cursors: ks("cursors")?,
             device_cursors: ks("device_cursors")?,
+            published: RwLock::new(Arc::new(db.snapshot())),
             db,
             durability,
             create_user_lock: Mutex::new(()),
@@ -86,11 +91,29 @@ impl FjallStore {
 
     /// Makes everything committed so far durable under the configured durability.
     pub(crate) fn persist(&self) -> Result<(), StoreError> {
-        match self.durability {
-            Durability::Fsync => self.db.persist(PersistMode::SyncData)?,
-            Durability::None => self.db.persist(PersistMode::Buffer)?,
-        }
+        self.db
+            .persist(self.persist_mode())
+            .map_err(StoreError::Persist)?;
+        self.publish();
         Ok(())
+    }
+
+    fn persist_mode(&self) -> PersistMode {
+        match self.durability {
+            Durability::Fsync => PersistMode::SyncData,
+            Durability::None => PersistMode::Buffer,
+        }
+    }
+
+    /// Readers see the store as of the last successful persist: nothing they return can vanish
+    /// in a crash and have its seq handed out again.
+    fn publish(&self) {
+        let snapshot = Arc::new(self.db.snapshot());
+        *self.published.write().unwrap_or_else(|p| p.into_inner()) = snapshot;
+    }
+
+    fn view(&self) -> Arc<Snapshot> {
+        Arc::clone(&self.published.read().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
@@ -115,10 +138,10 @@ impl Store for FjallStore {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let name_key = username_key(username);
-        if self.usernames.get(&name_key)?.is_some() {
+        if self.view().get(&self.usernames, &name_key)?.is_some() {
             return Err(StoreError::UsernameTaken);
         }
-        let user_id = match self.meta.get(META_NEXT_USER_ID)? {
+        let user_id = match self.view().get(&self.meta, META_NEXT_USER_ID)? {
             Some(v) => be_u64(&v)?,
             None => USER_ID_FIRST,
         };
@@ -142,8 +165,8 @@ impl Store for FjallStore {
     }
 
     fn user_by_id(&self, user_id: UserId) -> Result<Option<UserRecord>, StoreError> {
-        self.users
-            .get(user_id.to_be_bytes())?
+        self.view()
+            .get(&self.users, user_id.to_be_bytes())?
             .map(|v| decode(&v))
             .transpose()
     }
@@ -161,7 +184,10 @@ impl Store for FjallStore {
     }
 
     fn token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError> {
-        self.tokens.get(hash)?.map(|v| decode(&v)).transpose()
+        self.view()
+            .get(&self.tokens, hash)?
+            .map(|v| decode(&v))
+            .transpose()
     }
 
     fn remove_token(&self, hash: &TokenHash) -> Result<(), StoreError> {
@@ -196,15 +222,11 @@ impl Store for FjallStore {
             batch.insert(&self.meta, META_NEXT_MSG_ID, next.to_be_bytes());
         }
         batch.commit()?;
-        let mode = match self.durability {
-            Durability::Fsync => PersistMode::SyncData,
-            Durability::None => PersistMode::Buffer,
-        };
-        self.db.persist(mode).map_err(StoreError::Persist)
+        self.persist()
     }
 
     fn next_msg_id(&self) -> Result<u64, StoreError> {
-        match self.meta.get(META_NEXT_MSG_ID)? {
+        match self.view().get(&self.meta, META_NEXT_MSG_ID)? {
             Some(v) => be_u64(&v),
             None => Ok(1),
         }
@@ -212,21 +234,21 @@ impl Store for FjallStore {
 
     fn last_message(&self, conv: ConvId) -> Result<Option<MessageRecord>, StoreError> {
         let range = pair_key(conv, 0)..=pair_key(conv, u64::MAX);
-        match self.messages.range(range).next_back() {
+        match self.view().range(&self.messages, range).next_back() {
             Some(guard) => Ok(Some(decode(&guard.into_inner()?.1)?)),
             None => Ok(None),
         }
     }
 
     fn dedup(&self, from: UserId, client_msg_id: &str) -> Result<Option<DedupRecord>, StoreError> {
-        self.dedup
-            .get(suffixed_key(from, client_msg_id.as_bytes()))?
+        self.view()
+            .get(&self.dedup, suffixed_key(from, client_msg_id.as_bytes()))?
             .map(|v| decode(&v))
             .transpose()
     }
 
     fn for_each_dedup_key(&self, f: &mut dyn FnMut(UserId, &[u8])) -> Result<(), StoreError> {
-        for guard in self.dedup.iter() {
+        for guard in self.view().iter(&self.dedup) {
             let key = guard.key()?;
             if let Some((user, client_msg_id)) = key.split_first_chunk::<8>() {
                 f(u64::from_be_bytes(*user), client_msg_id);
@@ -236,8 +258,8 @@ impl Store for FjallStore {
     }
 
     fn cursor(&self, conv: ConvId, user: UserId) -> Result<Option<CursorRecord>, StoreError> {
-        self.cursors
-            .get(pair_key(conv, user))?
+        self.view()
+            .get(&self.cursors, pair_key(conv, user))?
             .map(|v| decode(&v))
             .transpose()
     }
@@ -250,15 +272,15 @@ impl Store for FjallStore {
     ) -> Result<Option<u64>, StoreError> {
         let mut key = pair_key(conv, user).to_vec();
         key.extend_from_slice(device_id.as_bytes());
-        self.device_cursors
-            .get(key)?
+        self.view()
+            .get(&self.device_cursors, key)?
             .map(|v| be_u64(&v))
             .transpose()
     }
 
     fn message(&self, conv: ConvId, seq: u64) -> Result<Option<MessageRecord>, StoreError> {
-        self.messages
-            .get(pair_key(conv, seq))?
+        self.view()
+            .get(&self.messages, pair_key(conv, seq))?
             .map(|v| decode(&v))
             .transpose()
     }
@@ -273,8 +295,8 @@ impl Store for FjallStore {
             return Ok(Vec::new());
         };
         let range = pair_key(conv, first)..=pair_key(conv, u64::MAX);
-        self.messages
-            .range(range)
+        self.view()
+            .range(&self.messages, range)
             .take(limit)
             .map(|guard| decode(&guard.into_inner()?.1))
             .collect()
@@ -287,8 +309,8 @@ impl Store for FjallStore {
         limit: usize,
     ) -> Result<Vec<MessageRecord>, StoreError> {
         let range = pair_key(conv, 0)..pair_key(conv, before_seq);
-        self.messages
-            .range(range)
+        self.view()
+            .range(&self.messages, range)
             .rev()
             .take(limit)
             .map(|guard| decode(&guard.into_inner()?.1))
@@ -296,8 +318,8 @@ impl Store for FjallStore {
     }
 
     fn user_conversations(&self, user: UserId, limit: usize) -> Result<Vec<ConvId>, StoreError> {
-        self.user_conversations
-            .prefix(user.to_be_bytes())
+        self.view()
+            .prefix(&self.user_conversations, user.to_be_bytes())
             .take(limit)
             .map(|guard| {
                 let key = guard.key()?;
