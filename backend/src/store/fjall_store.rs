@@ -56,8 +56,10 @@ pub struct FjallStore {
     device_cursors: Keyspace,
     /// What readers see: a snapshot taken after the last successful persist.
     published: RwLock<Arc<Snapshot>>,
-    /// Serialises user creation: the name check and the id counter must move together.
-    create_user_lock: Mutex<()>,
+    /// One writer at a time, from its write through its persist to publishing the snapshot, so
+    /// that a published snapshot never holds another writer's data before that data is durable
+    /// (and user creation's name check and id counter move together).
+    writes: Mutex<()>,
 }
 
 impl FjallStore {
@@ -85,7 +87,7 @@ impl FjallStore {
             published: RwLock::new(Arc::new(db.snapshot())),
             db,
             durability,
-            create_user_lock: Mutex::new(()),
+            writes: Mutex::new(()),
         })
     }
 
@@ -108,8 +110,8 @@ impl FjallStore {
     /// Readers see the store as of the last successful persist: nothing they return can vanish
     /// in a crash and have its seq handed out again.
     fn publish(&self) {
-        let snapshot = Arc::new(self.db.snapshot());
-        *self.published.write().unwrap_or_else(|p| p.into_inner()) = snapshot;
+        let mut published = self.published.write().unwrap_or_else(|p| p.into_inner());
+        *published = Arc::new(self.db.snapshot());
     }
 
     fn view(&self) -> Arc<Snapshot> {
@@ -134,7 +136,7 @@ impl Store for FjallStore {
         now_ms: u64,
     ) -> Result<UserRecord, StoreError> {
         let _guard = self
-            .create_user_lock
+            .writes
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let name_key = username_key(username);
@@ -179,6 +181,7 @@ impl Store for FjallStore {
     }
 
     fn put_token(&self, hash: &TokenHash, token: &TokenRecord) -> Result<(), StoreError> {
+        let _writing = self.writes.lock().unwrap_or_else(|p| p.into_inner());
         self.tokens.insert(hash, encode(token))?;
         self.persist()
     }
@@ -191,11 +194,13 @@ impl Store for FjallStore {
     }
 
     fn remove_token(&self, hash: &TokenHash) -> Result<(), StoreError> {
+        let _writing = self.writes.lock().unwrap_or_else(|p| p.into_inner());
         self.tokens.remove(hash)?;
         self.persist()
     }
 
     fn commit_group(&self, group: &CommitGroup) -> Result<(), StoreError> {
+        let _writing = self.writes.lock().unwrap_or_else(|p| p.into_inner());
         let mut batch = self.db.batch();
         for m in &group.messages {
             batch.insert(&self.messages, pair_key(m.conv_id, m.seq), encode(m));
@@ -332,6 +337,41 @@ impl Store for FjallStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_write_is_visible_to_its_writer_at_once_whatever_others_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(FjallStore::open(dir.path(), Durability::Fsync).unwrap());
+        let token = TokenRecord {
+            user_id: USER_ID_FIRST,
+            device_id: "d".into(),
+            issued_at_ms: 1,
+            expires_at_ms: 2,
+        };
+        let threads: Vec<_> = (0..4u8)
+            .map(|t| {
+                let store = Arc::clone(&store);
+                let token = token.clone();
+                std::thread::spawn(move || {
+                    for i in 0..200u32 {
+                        if t % 2 == 0 {
+                            let name = format!("u{t}x{i}");
+                            let user = store.create_user(&name, "h", "", 1).unwrap();
+                            assert_eq!(store.user_id_by_name(&name).unwrap(), Some(user.user_id));
+                        } else {
+                            let mut hash = [t; 32];
+                            hash[..4].copy_from_slice(&i.to_be_bytes());
+                            store.put_token(&hash, &token).unwrap();
+                            assert!(store.token(&hash).unwrap().is_some());
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+    }
 
     #[test]
     fn users_get_consecutive_nine_digit_ids_and_survive_reopen() {
