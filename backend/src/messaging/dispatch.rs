@@ -8,7 +8,7 @@ use ringchat_proto::Body;
 use ringchat_proto::v1::{self, ErrorCode};
 use tokio::sync::mpsc;
 
-use super::writer::{CursorKind, WriteOp};
+use super::writer::{CursorKind, CursorMove, NewMessage, Write, WriteOp};
 use super::{reads, validate_send};
 use crate::Backend;
 use crate::accounts::Refusal;
@@ -24,7 +24,7 @@ impl Backend {
         request_id: u64,
         body: Body,
     ) {
-        let op = match body {
+        let write = match body {
             Body::Send(send) => {
                 if let Err(refusal) =
                     validate_send(user, &send, self.settings.limits.message_bytes_max)
@@ -32,19 +32,15 @@ impl Backend {
                     self.refuse(conn, request_id, refusal).await;
                     return;
                 }
-                WriteOp::Send {
-                    conn,
-                    request_id,
+                Write::Send(NewMessage {
                     from: user,
                     to: send.to_user_id,
                     client_msg_id: send.client_msg_id,
                     content_type: send.content_type,
                     content: send.content,
-                }
+                })
             }
-            Body::DeliveryAck(ack) => WriteOp::Cursor {
-                conn,
-                request_id,
+            Body::DeliveryAck(ack) => Write::Cursor(CursorMove {
                 user,
                 device_id: self
                     .lock_sessions()
@@ -54,19 +50,15 @@ impl Backend {
                 conv: ack.conversation_id,
                 kind: CursorKind::Delivered,
                 seq: ack.seq,
-            },
-            Body::Read(read) => WriteOp::Cursor {
-                conn,
-                request_id,
+            }),
+            Body::Read(read) => Write::Cursor(CursorMove {
                 user,
                 device_id: String::new(),
                 conv: read.conversation_id,
                 kind: CursorKind::Read,
                 seq: read.seq,
-            },
-            Body::Recall(recall) => WriteOp::Recall {
-                conn,
-                request_id,
+            }),
+            Body::Recall(recall) => Write::Recall {
                 user,
                 conv: recall.conversation_id,
                 seq: recall.seq,
@@ -88,6 +80,11 @@ impl Backend {
                 self.refuse(conn, request_id, refusal).await;
                 return;
             }
+        };
+        let op = WriteOp {
+            conn,
+            request_id,
+            write,
         };
         if writer.send(op).await.is_err() {
             let refusal = Refusal::new(ErrorCode::Unavailable, "server is shutting down");

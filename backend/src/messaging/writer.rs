@@ -28,33 +28,41 @@ const CACHE_ENTRIES_MAX: usize = 1 << 20;
 /// False-positive rate the dedup filter is built for, at its configured size.
 const DEDUP_FALSE_POSITIVES: f64 = 0.01;
 
+/// One write for the commit thread, and where its answer goes.
 #[derive(Debug)]
-pub(crate) enum WriteOp {
-    Send {
-        conn: ConnRef,
-        request_id: u64,
-        from: UserId,
-        to: UserId,
-        client_msg_id: String,
-        content_type: i32,
-        content: Bytes,
-    },
-    Cursor {
-        conn: ConnRef,
-        request_id: u64,
-        user: UserId,
-        device_id: String,
-        conv: ConvId,
-        kind: CursorKind,
-        seq: u64,
-    },
+pub(crate) struct WriteOp {
+    pub conn: ConnRef,
+    pub request_id: u64,
+    pub write: Write,
+}
+
+#[derive(Debug)]
+pub(crate) enum Write {
+    Send(NewMessage),
+    Cursor(CursorMove),
     Recall {
-        conn: ConnRef,
-        request_id: u64,
         user: UserId,
         conv: ConvId,
         seq: u64,
     },
+}
+
+#[derive(Debug)]
+pub(crate) struct NewMessage {
+    pub from: UserId,
+    pub to: UserId,
+    pub client_msg_id: String,
+    pub content_type: i32,
+    pub content: Bytes,
+}
+
+#[derive(Debug)]
+pub(crate) struct CursorMove {
+    pub user: UserId,
+    pub device_id: String,
+    pub conv: ConvId,
+    pub kind: CursorKind,
+    pub seq: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -261,51 +269,15 @@ impl Writer {
     }
 
     fn apply(&mut self, op: WriteOp) -> Outcome {
-        let (conn, request_id) = match &op {
-            WriteOp::Send {
-                conn, request_id, ..
-            }
-            | WriteOp::Cursor {
-                conn, request_id, ..
-            }
-            | WriteOp::Recall {
-                conn, request_id, ..
-            } => (*conn, *request_id),
-        };
-        let result = match op {
-            WriteOp::Send {
-                conn,
-                request_id,
-                from,
-                to,
-                client_msg_id,
-                content_type,
-                content,
-            } => self.send(
-                conn,
-                request_id,
-                from,
-                to,
-                client_msg_id,
-                content_type,
-                content,
-            ),
-            WriteOp::Cursor {
-                conn,
-                request_id,
-                user,
-                device_id,
-                conv,
-                kind,
-                seq,
-            } => self.cursor_op(conn, request_id, user, device_id, conv, kind, seq),
-            WriteOp::Recall {
-                conn,
-                request_id,
-                user,
-                conv,
-                seq,
-            } => self.recall(conn, request_id, user, conv, seq),
+        let WriteOp {
+            conn,
+            request_id,
+            write,
+        } = op;
+        let result = match write {
+            Write::Send(message) => self.send(conn, request_id, message),
+            Write::Cursor(cursor) => self.cursor_op(conn, request_id, cursor),
+            Write::Recall { user, conv, seq } => self.recall(conn, request_id, user, conv, seq),
         };
         result.unwrap_or_else(|refusal| Outcome::Refused {
             conn,
@@ -314,17 +286,19 @@ impl Writer {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn send(
         &mut self,
         conn: ConnRef,
         request_id: u64,
-        from: UserId,
-        to: UserId,
-        client_msg_id: String,
-        content_type: i32,
-        content: Bytes,
+        new: NewMessage,
     ) -> Result<Outcome, Refusal> {
+        let NewMessage {
+            from,
+            to,
+            client_msg_id,
+            content_type,
+            content,
+        } = new;
         let dedup_key = (from, client_msg_id);
         let filter_key = (from, dedup_key.1.as_bytes());
         let earlier = match self.pending_dedup.get(&dedup_key) {
@@ -402,17 +376,19 @@ impl Writer {
         self.put_cursor(conv, user, cursor);
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn cursor_op(
         &mut self,
         conn: ConnRef,
         request_id: u64,
-        user: UserId,
-        device_id: String,
-        conv_id: ConvId,
-        kind: CursorKind,
-        seq: u64,
+        cursor_move: CursorMove,
     ) -> Result<Outcome, Refusal> {
+        let CursorMove {
+            user,
+            device_id,
+            conv: conv_id,
+            kind,
+            seq,
+        } = cursor_move;
         let peer = peer_of(conv_id, user).ok_or_else(not_a_participant)?;
         let conv = self.conv(conv_id)?;
         let seq = seq.min(conv.max_seq);

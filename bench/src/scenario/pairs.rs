@@ -100,47 +100,38 @@ pub fn run(cfg: &PairsConfig, observe: &Observe) -> anyhow::Result<PairsReport> 
     }
     super::ensure_fd_limit(2 * cfg.pairs as u64 + 64)?;
     let threads = cfg.threads.min(cfg.pairs);
-    let ready = Arc::new(Barrier::new(threads + 1));
-    let go = Arc::new(Barrier::new(threads + 1));
-    let start_at: Arc<OnceLock<Instant>> = Arc::new(OnceLock::new());
-    let progress = Arc::new(Progress::default());
     let run = run_id();
+    let meet = Arc::new(Meeting {
+        ready: Barrier::new(threads + 1),
+        go: Barrier::new(threads + 1),
+        start_at: OnceLock::new(),
+        progress: Arc::new(Progress::default()),
+    });
 
     let worker = {
-        let cfg = cfg.clone();
-        let (ready, go, start_at, progress) = (
-            Arc::clone(&ready),
-            Arc::clone(&go),
-            Arc::clone(&start_at),
-            Arc::clone(&progress),
-        );
+        let (cfg, meet) = (cfg.clone(), Arc::clone(&meet));
         move |index: usize| {
-            let cfg = cfg.clone();
-            let (ready, go, start_at, progress) = (
-                Arc::clone(&ready),
-                Arc::clone(&go),
-                Arc::clone(&start_at),
-                Arc::clone(&progress),
-            );
+            let (cfg, meet) = (cfg.clone(), Arc::clone(&meet));
             async move {
                 let owned: Vec<usize> = (index..cfg.pairs).step_by(threads).collect();
                 let setup = set_up(&cfg, &owned).await;
                 // Meet the others at both barriers even on failure, so nobody waits forever.
-                ready.wait();
-                go.wait();
+                meet.ready.wait();
+                meet.go.wait();
                 let pairs = setup?;
-                let start = *start_at.get().expect("set before go");
-                drive(&cfg, pairs, start, run, &progress).await
+                let start = *meet.start_at.get().expect("set before go");
+                drive(&cfg, pairs, start, run, &meet.progress).await
             }
         }
     };
     let workers = std::thread::spawn(move || on_threads(threads, worker));
-    ready.wait();
+    let progress = Arc::clone(&meet.progress);
+    meet.ready.wait();
     let before = observe.sample();
     let bench_before = crate::procstat::sample(std::process::id()).ok();
-    start_at.set(Instant::now()).expect("set once");
+    meet.start_at.set(Instant::now()).expect("set once");
     let printer = spawn_progress(Arc::clone(&progress), "delivered", observe.progress);
-    go.wait();
+    meet.go.wait();
     let results = workers
         .join()
         .map_err(|_| anyhow::anyhow!("load threads panicked"))?;
@@ -194,6 +185,14 @@ pub fn run(cfg: &PairsConfig, observe: &Observe) -> anyhow::Result<PairsReport> 
         delivered_per_s: total.delivered_per_s,
         latency_max_us_per_s: total.latency_max_us_per_s,
     })
+}
+
+/// Where the load threads and the main thread meet: after sign-up, and at the start.
+struct Meeting {
+    ready: Barrier,
+    go: Barrier,
+    start_at: OnceLock<Instant>,
+    progress: Arc<Progress>,
 }
 
 /// One direction of a pair: what its sender sent and got acked, what its receiver got.
