@@ -1,7 +1,10 @@
 //! The boundary between the gateway and the backend: typed requests in, encoded frames out.
 //!
 //! Invariant: the backend never touches a socket; the gateway never touches storage. Everything
-//! that crosses is one of these types, over bounded channels.
+//! that crosses is one of these types, over bounded channels. This module depends on the
+//! protocol crate only, never on storage.
+
+mod request;
 
 use std::net::IpAddr;
 
@@ -10,8 +13,11 @@ use ringchat_proto::v1;
 use ringchat_proto::{Body, Frame};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::store::UserId;
+pub use crate::time::now_ms;
+pub use request::{ClientRequest, RequestError, SessionRequest};
 
+/// A user's public id: 9 digits, never reused.
+pub type UserId = u64;
 /// Index of a gateway shard.
 pub type ShardId = u16;
 /// A connection's id, unique within its shard for the process lifetime (never reused).
@@ -28,8 +34,6 @@ pub struct ConnRef {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionInfo {
     pub user_id: UserId,
-    pub device_id: String,
-    pub platform: v1::Platform,
 }
 
 /// Outcome of a login: the reply body (`LoginOk` or `Error`) and, on success, the session.
@@ -59,7 +63,7 @@ pub enum Request {
         conn: ConnRef,
         user_id: UserId,
         request_id: u64,
-        body: Body,
+        request: SessionRequest,
     },
     /// A logged-in connection has gone.
     Closed { conn: ConnRef, user_id: UserId },

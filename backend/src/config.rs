@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+pub use crate::limits::Limits;
+
 use serde::{Deserialize, Serialize};
 
 /// `[backend]`: the tokio runtime that runs the services.
@@ -170,7 +172,7 @@ pub struct Settings {
     pub login: LoginConfig,
     pub admin: AdminConfig,
     /// Limits the gateway also announces (message size, sync page), shared by both sides.
-    pub limits: crate::limits::Limits,
+    pub limits: Limits,
     pub server_name: String,
 }
 

@@ -1,19 +1,23 @@
 //! ringchat's backend: accounts and tokens, sessions, messages, storage and the admin API, on a
 //! tokio runtime of its own. It never touches a client socket: requests arrive typed from the
 //! gateway's shards (`api::Request`) and replies leave as encoded frames (`api::ShardEvent`).
+//!
+//! The public surface is deliberately small: the `Backend` handle, the `api` types, the config
+//! sections, and the few entry points the binary needs to start the runtime and the admin
+//! listener. Everything else is `pub(crate)`.
 
-pub mod accounts;
+mod accounts;
 pub mod admin;
 pub mod api;
 pub mod config;
-pub mod limits;
-pub mod messaging;
-pub mod runtime;
+mod limits;
+mod messaging;
+mod runtime;
 mod service;
-pub mod sessions;
-pub mod stats;
-pub mod store;
-pub mod throttle;
-pub mod time;
+mod sessions;
+mod store;
+mod throttle;
+mod time;
 
-pub use service::{Backend, BackendError, platform_by_name};
+pub use runtime::build_runtime;
+pub use service::{Backend, BackendError};

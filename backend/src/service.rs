@@ -189,9 +189,10 @@ impl Backend {
                 conn,
                 user_id,
                 request_id,
-                body,
+                request,
             } => {
-                self.session(writer, conn, user_id, request_id, body).await;
+                self.session(writer, conn, user_id, request_id, request)
+                    .await;
             }
             Request::Closed { conn, user_id } => self.lock_sessions().close(user_id, conn),
         }
@@ -240,8 +241,6 @@ impl Backend {
             }),
             session: Some(SessionInfo {
                 user_id: auth.user_id,
-                device_id: body.device_id,
-                platform,
             }),
         }
     }
@@ -279,7 +278,7 @@ impl Backend {
     }
 }
 
-pub fn platform_by_name(name: &str) -> Option<v1::Platform> {
+pub(crate) fn platform_by_name(name: &str) -> Option<v1::Platform> {
     let index = PLATFORM_NAMES.iter().position(|n| *n == name)?;
     v1::Platform::try_from(i32::try_from(index).ok()?).ok()
 }

@@ -5,4 +5,5 @@
 pub mod config;
 pub mod server;
 mod shard;
+mod stats;
 pub mod tls;

@@ -6,15 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use ringchat_backend::Backend;
 use ringchat_backend::admin::{self, Admin};
 use ringchat_backend::api::{ShardEvent, ShardId};
-use ringchat_backend::stats::ShardStats;
-use ringchat_backend::{Backend, runtime};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::shard::{self, Listeners, ShardSpec};
+use crate::stats::{self, ShardStats};
 
 /// Pending connections the kernel queues per listener (capped by net.core.somaxconn).
 const LISTEN_BACKLOG: i32 = 4096;
@@ -52,9 +52,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let (shard_txs, shard_rxs): (Vec<_>, Vec<_>) = (0..shard_count)
         .map(|_| mpsc::channel::<ShardEvent>(config.gateway.queue_events_max))
         .unzip();
-    let stats: Vec<Arc<ShardStats>> = (0..shard_count).map(|_| Arc::default()).collect();
+    let shard_stats: Vec<Arc<ShardStats>> = (0..shard_count).map(|_| Arc::default()).collect();
 
-    let rt = runtime::build_runtime(&config.backend).context("starting the backend runtime")?;
+    let rt =
+        ringchat_backend::build_runtime(&config.backend).context("starting the backend runtime")?;
     let prometheus = admin::install_metrics().context("installing the metrics recorder")?;
     let backend = Backend::open(config.backend_settings(), shard_txs.clone())?;
     let (backend_stop_tx, backend_stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -95,7 +96,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             tls: tls.clone(),
             inbox,
             backend: request_tx.clone(),
-            stats: Arc::clone(&stats[index]),
+            stats: Arc::clone(&shard_stats[index]),
             started: started_tx.clone(),
         };
         threads.push(shard::spawn(spec).context("spawning a shard thread")?);
@@ -113,8 +114,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     if let Some(listener) = admin_listener {
         let admin = Arc::new(Admin {
             prometheus,
-            shards: stats.clone(),
             backend: Arc::clone(&backend),
+            on_scrape: Box::new({
+                let shards = shard_stats.clone();
+                move || stats::publish(&shards)
+            }),
         });
         rt.spawn(async move {
             let stop = async {

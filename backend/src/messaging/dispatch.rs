@@ -12,8 +12,15 @@ use super::writer::{CursorKind, CursorMove, NewMessage, Write, WriteOp};
 use super::{reads, validate_send};
 use crate::Backend;
 use crate::accounts::Refusal;
-use crate::api::{ConnId, ConnRef, ShardEvent};
+use crate::api::{ConnId, ConnRef, SessionRequest, ShardEvent};
 use crate::store::{Store, UserId, peer_of};
+
+/// The requests served from the store on a blocking thread.
+enum Read {
+    Sync(v1::Sync),
+    History(v1::History),
+    Conversations,
+}
 
 impl Backend {
     pub(crate) async fn session(
@@ -22,10 +29,10 @@ impl Backend {
         conn: ConnRef,
         user: UserId,
         request_id: u64,
-        body: Body,
+        request: SessionRequest,
     ) {
-        let write = match body {
-            Body::Send(send) => {
+        let write = match request {
+            SessionRequest::Send(send) => {
                 if let Err(refusal) =
                     validate_send(user, &send, self.settings.limits.message_bytes_max)
                 {
@@ -40,7 +47,7 @@ impl Backend {
                     content: send.content,
                 })
             }
-            Body::DeliveryAck(ack) => Write::Cursor(CursorMove {
+            SessionRequest::DeliveryAck(ack) => Write::Cursor(CursorMove {
                 user,
                 device_id: self
                     .lock_sessions()
@@ -51,33 +58,32 @@ impl Backend {
                 kind: CursorKind::Delivered,
                 seq: ack.seq,
             }),
-            Body::Read(read) => Write::Cursor(CursorMove {
+            SessionRequest::Read(read) => Write::Cursor(CursorMove {
                 user,
                 device_id: String::new(),
                 conv: read.conversation_id,
                 kind: CursorKind::Read,
                 seq: read.seq,
             }),
-            Body::Recall(recall) => Write::Recall {
+            SessionRequest::Recall(recall) => Write::Recall {
                 user,
                 conv: recall.conversation_id,
                 seq: recall.seq,
             },
-            Body::Typing(typing) => {
+            SessionRequest::Typing(typing) => {
                 self.relay_typing(conn, user, request_id, typing).await;
                 return;
             }
-            body @ (Body::Sync(_) | Body::History(_) | Body::Conversations(_)) => {
-                self.read(conn, user, request_id, body).await;
+            SessionRequest::Sync(req) => {
+                self.read(conn, user, request_id, Read::Sync(req)).await;
                 return;
             }
-            other => {
-                let name = ringchat_proto::body_name(&other);
-                let refusal = Refusal::new(
-                    ErrorCode::UnexpectedBody,
-                    format!("{name} is not a request"),
-                );
-                self.refuse(conn, request_id, refusal).await;
+            SessionRequest::History(req) => {
+                self.read(conn, user, request_id, Read::History(req)).await;
+                return;
+            }
+            SessionRequest::Conversations(_) => {
+                self.read(conn, user, request_id, Read::Conversations).await;
                 return;
             }
         };
@@ -94,7 +100,7 @@ impl Backend {
 
     /// Runs a read on a blocking thread, at most `READS_IN_FLIGHT_MAX` at once; past that the
     /// client is told to retry rather than queueing work without bound.
-    async fn read(self: &Arc<Self>, conn: ConnRef, user: UserId, request_id: u64, body: Body) {
+    async fn read(self: &Arc<Self>, conn: ConnRef, user: UserId, request_id: u64, read: Read) {
         let Ok(permit) = Arc::clone(&self.reads).try_acquire_owned() else {
             let refusal = Refusal {
                 code: ErrorCode::Unavailable,
@@ -111,14 +117,16 @@ impl Backend {
             let page_max = this.settings.limits.sync_page_max;
             let answer = tokio::task::spawn_blocking(move || {
                 let store: &dyn Store = store.as_ref();
-                match body {
-                    Body::Sync(req) => {
+                match read {
+                    Read::Sync(req) => {
                         reads::sync(store, user, &req, page_max).map(Body::SyncBatch)
                     }
-                    Body::History(req) => {
+                    Read::History(req) => {
                         reads::history(store, user, &req, page_max).map(Body::HistoryBatch)
                     }
-                    _ => reads::conversations(store, user).map(Body::ConversationList),
+                    Read::Conversations => {
+                        reads::conversations(store, user).map(Body::ConversationList)
+                    }
                 }
             })
             .await;

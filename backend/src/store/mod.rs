@@ -10,7 +10,7 @@ pub use fjall_store::FjallStore;
 
 use serde::{Deserialize, Serialize};
 
-pub type UserId = u64;
+pub use crate::api::UserId;
 
 /// First user id handed out: ids are 9 digits and never reused.
 pub const USER_ID_FIRST: UserId = 100_000_000;

@@ -2,11 +2,11 @@
 //! every connection it accepts. Nothing in here is shared with another thread except the bounded
 //! channels in and out and the shard's own counters.
 
-mod framed;
+mod conn;
+mod framing;
 mod local;
 mod session;
 mod stream;
-mod tcp;
 mod ws;
 
 use std::cell::{Cell, RefCell};
@@ -18,12 +18,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 use ringchat_backend::api::{ConnId, RequestSender, ShardEvent, ShardId};
-use ringchat_backend::limits::Limits;
-use ringchat_backend::stats::{DRIVER_EPOLL, DRIVER_IO_URING, ShardStats};
+use ringchat_backend::config::Limits;
 use ringchat_proto::v1::{ErrorCode, KickReason};
 use tokio::sync::mpsc;
 
 use crate::config::{Driver, GatewayConfig};
+use crate::stats::{DRIVER_EPOLL, DRIVER_IO_URING, ShardStats};
+use conn::Listen;
 use local::{BufferPool, LocalNotify};
 
 /// Events taken from the shard's inbox in one go.
@@ -62,15 +63,6 @@ pub struct Listeners {
     pub tls: Option<std::net::TcpListener>,
     /// WebSocket (and the chat page) over TLS.
     pub wss: Option<std::net::TcpListener>,
-}
-
-/// What one listener speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Listen {
-    Tcp,
-    Ws,
-    Tls,
-    Wss,
 }
 
 /// Everything a shard thread is started with.
@@ -200,6 +192,13 @@ impl ConnShared {
         queue.push_back(frame);
         drop(queue);
         self.wake.notify();
+    }
+
+    /// Resolves once the connection has been told to close.
+    pub async fn closed(&self) {
+        while self.close.get().is_none() {
+            self.wake.notified().await;
+        }
     }
 
     /// The first reason wins; later ones are ignored.
@@ -374,32 +373,18 @@ async fn accept_loop(
                 if full {
                     shard.stats.rejected_full.add(1);
                 }
-                let (tls, framing) = match kind {
-                    Listen::Tcp if full => {
-                        monoio::spawn(tcp::reject_full(Rc::clone(&shard), stream));
-                        continue;
-                    }
-                    Listen::Tcp => {
-                        let shared = shard.register();
-                        monoio::spawn(tcp::serve(Rc::clone(&shard), shared, stream, peer));
-                        continue;
-                    }
-                    Listen::Ws => (None, framed::Framing::WebSocket),
-                    Listen::Tls => (shard.tls.clone(), framed::Framing::LenPrefixed),
-                    Listen::Wss => (shard.tls.clone(), framed::Framing::WebSocket),
-                };
                 let shared = if full {
+                    // Not in the table: the reaper does not see it, and it is bounded by itself.
                     shard.conn_shared(0)
                 } else {
                     shard.register()
                 };
-                monoio::spawn(framed::serve(
+                monoio::spawn(conn::serve(
                     Rc::clone(&shard),
                     shared,
                     stream,
                     peer,
-                    tls,
-                    framing,
+                    kind,
                     full,
                 ));
             }

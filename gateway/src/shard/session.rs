@@ -3,59 +3,34 @@
 //! next) decodes frames, hands each to `Session::on_frame`, and writes what lands in the
 //! connection's outbound queue.
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::rc::Rc;
 
-use ringchat_backend::api::{ConnRef, Request};
-use ringchat_proto::v1::{self, ErrorCode, KickReason};
+use ringchat_backend::api::{
+    ClientRequest, ConnRef, Request, RequestError, SessionRequest, UserId,
+};
+use ringchat_proto::v1::{self, ErrorCode};
 use ringchat_proto::{Body, Frame, PROTOCOL_VERSION};
 use tokio::sync::oneshot;
 
 use super::{Close, ConnShared, Shard};
 
-pub(super) enum State {
+enum State {
     AwaitHello,
     AwaitLogin,
-    Authed { user_id: u64 },
+    Authed { user_id: UserId },
 }
 
 pub(super) struct Session {
     pub shard: Rc<Shard>,
     pub shared: Rc<ConnShared>,
-    peer: SocketAddr,
+    peer: IpAddr,
     state: State,
     send_budget: SendBudget,
 }
 
-/// Resolves once the connection has been told to close.
-pub(super) async fn closed(shared: &ConnShared) {
-    while shared.close.get().is_none() {
-        shared.wake.notified().await;
-    }
-}
-
-/// Time the last frames (Kicked, Error) get to reach a client before the socket is closed.
-pub(super) const FINAL_FLUSH_MS: u64 = 1_000;
-
-/// Awaits a write. If the connection is told to close meanwhile, the write gets
-/// `FINAL_FLUSH_MS` more to finish; `None` when it did not: the stream is then cut inside a
-/// frame and nothing more may be written to it.
-pub(super) async fn write_or_cut<T>(
-    shared: &ConnShared,
-    write: impl std::future::Future<Output = T>,
-) -> Option<T> {
-    let mut write = std::pin::pin!(write);
-    monoio::select! {
-        r = &mut write => Some(r),
-        () = closed(shared) => {
-            let grace = std::time::Duration::from_millis(FINAL_FLUSH_MS);
-            monoio::time::timeout(grace, write).await.ok()
-        }
-    }
-}
-
 impl Session {
-    pub fn new(shard: Rc<Shard>, shared: Rc<ConnShared>, peer: SocketAddr) -> Self {
+    pub fn new(shard: Rc<Shard>, shared: Rc<ConnShared>, peer: IpAddr) -> Self {
         let send_budget = SendBudget::new(shard.limits.messages_per_s_max, shard.tick_ms);
         Self {
             shard,
@@ -88,63 +63,67 @@ impl Session {
         }
     }
 
+    /// Serves one client frame: typed once here, then answered by the state machine.
     pub async fn on_frame(&mut self, frame: Frame) {
         let request_id = frame.request_id;
-        let Some(body) = frame.body else {
-            self.error(request_id, ErrorCode::UnexpectedBody, "frame has no body");
-            return;
-        };
-        match (&self.state, body) {
-            (State::AwaitHello, Body::Hello(hello)) => self.hello(request_id, &hello),
-            (State::AwaitHello, _) => {
-                self.fail(
-                    request_id,
-                    ErrorCode::HelloRequired,
-                    "the first frame must be hello",
-                );
+        let request = match ClientRequest::from_body(frame.body) {
+            Ok(request) => request,
+            Err(RequestError::ServerOnly(_)) if matches!(self.state, State::AwaitHello) => {
+                self.hello_required(request_id);
+                return;
             }
-            (_, Body::Ping(ping)) => self.reply(
-                request_id,
-                Body::Pong(v1::Pong {
-                    client_time_ms: ping.client_time_ms,
-                    server_time_ms: ringchat_backend::time::now_ms(),
-                }),
-            ),
-            (_, Body::Hello(_)) => {
+            Err(e) => {
+                self.error(request_id, e.code(), e.to_string());
+                return;
+            }
+        };
+        match (&self.state, request) {
+            (State::AwaitHello, ClientRequest::Hello(hello)) => self.hello(request_id, &hello),
+            (State::AwaitHello, _) => self.hello_required(request_id),
+            (_, ClientRequest::Hello(_)) => {
                 self.error(
                     request_id,
                     ErrorCode::UnexpectedBody,
                     "hello was already received",
                 );
             }
-            (State::AwaitLogin, Body::Register(register)) => {
-                // Boxed: a rare, large future would otherwise make every idle connection's
-                // task that large.
+            (_, ClientRequest::Ping(ping)) => self.reply(
+                request_id,
+                Body::Pong(v1::Pong {
+                    client_time_ms: ping.client_time_ms,
+                    server_time_ms: ringchat_backend::api::now_ms(),
+                }),
+            ),
+            // Boxed: rare, large futures would otherwise make every idle connection's task
+            // that large.
+            (State::AwaitLogin, ClientRequest::Register(register)) => {
                 Box::pin(self.register(request_id, register)).await
             }
-            (State::AwaitLogin, Body::Login(login)) => {
+            (State::AwaitLogin, ClientRequest::Login(login)) => {
                 Box::pin(self.login(request_id, login)).await
             }
-            (State::Authed { .. }, Body::Register(_) | Body::Login(_)) => {
+            (State::Authed { .. }, ClientRequest::Register(_) | ClientRequest::Login(_)) => {
                 self.error(
                     request_id,
                     ErrorCode::AlreadyAuthenticated,
                     "already logged in",
                 );
             }
-            (state, body) if is_session_body(&body) => match *state {
-                State::Authed { user_id } => self.session_request(request_id, user_id, body).await,
-                _ => self.error(request_id, ErrorCode::NotAuthenticated, "log in first"),
-            },
-            (_, body) => {
-                let name = ringchat_proto::body_name(&body);
-                self.error(
-                    request_id,
-                    ErrorCode::UnexpectedBody,
-                    format!("{name} is sent by the server only"),
-                );
+            (&State::Authed { user_id }, ClientRequest::Session(request)) => {
+                self.session_request(request_id, user_id, request).await
+            }
+            (State::AwaitLogin, ClientRequest::Session(_)) => {
+                self.error(request_id, ErrorCode::NotAuthenticated, "log in first")
             }
         }
+    }
+
+    fn hello_required(&self, request_id: u64) {
+        self.fail(
+            request_id,
+            ErrorCode::HelloRequired,
+            "the first frame must be hello",
+        );
     }
 
     fn hello(&mut self, request_id: u64, hello: &v1::Hello) {
@@ -177,7 +156,7 @@ impl Session {
     async fn register(&mut self, request_id: u64, body: v1::Register) {
         let (reply, answer) = oneshot::channel();
         let request = Request::Register {
-            peer: self.peer.ip(),
+            peer: self.peer,
             body,
             reply,
         };
@@ -190,7 +169,7 @@ impl Session {
         let (reply, answer) = oneshot::channel();
         let request = Request::Login {
             conn: self.conn_ref(),
-            peer: self.peer.ip(),
+            peer: self.peer,
             body,
             reply,
         };
@@ -225,7 +204,7 @@ impl Session {
         let mut answer = std::pin::pin!(answer);
         let answer = monoio::select! {
             a = &mut answer => a.map_err(|_| ()),
-            () = closed(&shared) => {
+            () = shared.closed() => {
                 // An answer may have been sent as the close came; a login it reports must still
                 // be registered here, or the backend would never hear that this session ended.
                 answer.close();
@@ -243,7 +222,7 @@ impl Session {
         }
     }
 
-    async fn session_request(&mut self, request_id: u64, user_id: u64, body: Body) {
+    async fn session_request(&mut self, request_id: u64, user_id: UserId, request: SessionRequest) {
         // Every request a logged-in client sends costs the backend work (a store write or read),
         // so all of them draw on the same per-connection budget, not only Send.
         if !self.send_budget.take(self.shard.tick.get()) {
@@ -269,7 +248,7 @@ impl Session {
             conn: self.conn_ref(),
             user_id,
             request_id,
-            body,
+            request,
         };
         if self.shard.backend.send(request).await.is_err() {
             self.fail(
@@ -310,46 +289,6 @@ fn error_body(code: ErrorCode, message: impl Into<String>) -> v1::Error {
         message: message.into(),
         retry_after_ms: 0,
     }
-}
-
-/// Queues the `Kicked` notice as the connection's last frame. A slow consumer's backlog is
-/// dropped first: it could not take it, and it resyncs by seq when it reconnects.
-pub(super) fn queue_kicked(shared: &ConnShared, reason: KickReason) {
-    let mut queue = shared.outbound.borrow_mut();
-    if reason == KickReason::SlowConsumer {
-        queue.clear();
-    }
-    queue.push_back(ringchat_proto::encode_to_bytes(
-        &ringchat_proto::kicked_frame(reason, kick_message(reason)),
-    ));
-}
-
-pub(super) fn kick_message(reason: KickReason) -> &'static str {
-    match reason {
-        KickReason::SlowConsumer => {
-            "too many frames waiting for this connection; reconnect and sync"
-        }
-        KickReason::ServerShutdown => "server is shutting down; reconnect later",
-        KickReason::Replaced => "logged in again elsewhere",
-        KickReason::IdleTimeout => "nothing received within the idle timeout",
-        KickReason::HandshakeTimeout => "no login within the handshake timeout",
-        KickReason::Unspecified => "closed by the server",
-    }
-}
-
-/// Bodies a logged-in client sends for the backend to serve.
-fn is_session_body(body: &Body) -> bool {
-    matches!(
-        body,
-        Body::Send(_)
-            | Body::DeliveryAck(_)
-            | Body::Read(_)
-            | Body::Sync(_)
-            | Body::History(_)
-            | Body::Conversations(_)
-            | Body::Typing(_)
-            | Body::Recall(_)
-    )
 }
 
 /// Per-connection token bucket for `Send`, refilled on the shard's coarse clock: one second of

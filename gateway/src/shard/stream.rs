@@ -39,11 +39,9 @@ impl Stream {
         self.tls.as_ref().is_some_and(|t| t.is_handshaking())
     }
 
-    pub fn set_nodelay(&self) {
-        let _ = self.tcp.set_nodelay(true);
-    }
-
-    /// Resolves when the socket has bytes (not `relaxed`: see tcp.rs).
+    /// Resolves when the socket has bytes (not `relaxed`: on epoll a stale "ready" would send the task into a read that blocks
+    /// outside the loop's select, deaf to pushes and kicks; an in-flight read is never
+    /// cancelled, as io_uring could lose the bytes it already took).
     pub async fn readable(&self) -> io::Result<()> {
         self.tcp.readable(false).await
     }

@@ -1,6 +1,6 @@
-//! WebSocket on top of a framed connection: one protobuf `Frame` per binary message, or the same
-//! `Frame` in the canonical protobuf JSON mapping per text message. A connection is answered in
-//! the format of the last message it sent.
+//! WebSocket framing: one protobuf `Frame` per binary message, or the same `Frame` in the
+//! canonical protobuf JSON mapping per text message. A connection is answered in the format of
+//! the last message it sent. Parsing only: the connection loop owns every timer and limit.
 
 pub mod codec;
 pub mod http;
@@ -10,7 +10,8 @@ use prost::Message;
 use ringchat_proto::Frame;
 use ringchat_proto::v1::{ErrorCode, KickReason};
 
-use super::framed::{Conn, End};
+use super::Close;
+use super::framing::{FramingError, Goodbye, Input};
 use codec::{
     OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT, SERVER_HEADER_BYTES_MAX,
     WsError, close_code,
@@ -21,164 +22,161 @@ use codec::{
 #[derive(Default)]
 pub(in crate::shard) struct State {
     /// The client speaks JSON (text messages): answer in text too.
-    pub json: bool,
-    /// Payload of the latest ping not answered yet.
+    json: bool,
+    /// Payload of the latest ping not answered yet (at most `CONTROL_PAYLOAD_MAX` bytes).
     pub pong: Option<Vec<u8>>,
     /// A fragmented message: its opcode and the payload so far.
-    pub message: Option<(u8, BytesMut)>,
+    message: Option<(u8, BytesMut)>,
 }
 
-/// Handles every complete WebSocket frame at the front of `buf`.
-pub(in crate::shard) async fn handle_input(conn: &mut Conn, buf: &mut BytesMut) -> Result<(), End> {
-    let limit = conn.session.shard.limits.frame_bytes_max;
-    loop {
-        if conn.session.shared.close.get().is_some() {
-            return Ok(());
-        }
-        let h = match codec::parse_header(buf, limit) {
+impl State {
+    /// Takes the next WebSocket frame off the front of `buf`.
+    pub fn decode(
+        &mut self,
+        buf: &mut BytesMut,
+        frame_bytes_max: usize,
+    ) -> Result<Option<Input>, FramingError> {
+        let h = match codec::parse_header(buf, frame_bytes_max) {
             Ok(Some(h)) if buf.len() >= h.frame_bytes() => h,
-            Ok(_) => return Ok(()),
-            Err(e) => return protocol_error(conn, &e),
+            Ok(_) => return Ok(None),
+            Err(e) => return Err(protocol_error(&e)),
         };
         // A client holding a fragmented message open must finish it within the idle timeout:
         // only data frames count as liveness then, so pings cannot pin its buffer forever.
-        if conn.ws.message.is_none() || matches!(h.opcode, OP_TEXT | OP_BINARY | OP_CONTINUATION) {
-            conn.seen();
-        }
+        let alive =
+            self.message.is_none() || matches!(h.opcode, OP_TEXT | OP_BINARY | OP_CONTINUATION);
         let payload = h.header_bytes..h.frame_bytes();
         codec::unmask(&mut buf[payload.clone()], h.mask);
-        match h.opcode {
-            OP_PING => conn.ws.pong = Some(buf[payload].to_vec()),
-            OP_PONG => {}
+        let input = match h.opcode {
+            OP_PING => {
+                self.pong = Some(buf[payload].to_vec());
+                Input::Progress { alive }
+            }
+            OP_PONG => Input::Progress { alive },
             OP_CLOSE => {
-                return match codec::parse_close(&buf[payload]) {
-                    Ok(code) => Err(End::PeerClosed(Some(code))),
-                    Err(e) => protocol_error(conn, &e),
-                };
+                let code = codec::parse_close(&buf[payload]).map_err(|e| protocol_error(&e))?;
+                Input::PeerClosed(code)
             }
-            OP_TEXT | OP_BINARY if conn.ws.message.is_none() => {
+            OP_TEXT | OP_BINARY if self.message.is_none() => {
                 if h.fin {
-                    let decoded = decode(conn, h.opcode, &buf[payload]);
-                    buf.advance(h.frame_bytes());
-                    deliver(conn, decoded).await?;
-                    continue;
+                    Input::Frame(self.decode_message(h.opcode, &buf[payload])?)
+                } else {
+                    self.message = Some((h.opcode, BytesMut::from(&buf[payload])));
+                    Input::Progress { alive }
                 }
-                conn.ws.message = Some((h.opcode, BytesMut::from(&buf[payload])));
             }
-            OP_CONTINUATION if conn.ws.message.is_some() => {
-                let (opcode, message) = conn.ws.message.as_mut().expect("checked");
+            OP_CONTINUATION if self.message.is_some() => {
+                let (opcode, message) = self.message.as_mut().expect("checked");
                 let len_bytes = (message.len() + payload.len()) as u64;
-                if len_bytes > limit as u64 {
-                    let e = WsError::TooLarge {
+                if len_bytes > frame_bytes_max as u64 {
+                    return Err(protocol_error(&WsError::TooLarge {
                         len_bytes,
-                        limit_bytes: limit,
-                    };
-                    return protocol_error(conn, &e);
+                        limit_bytes: frame_bytes_max,
+                    }));
                 }
                 message.extend_from_slice(&buf[payload]);
                 let opcode = *opcode;
                 if h.fin {
-                    let (_, message) = conn.ws.message.take().expect("checked");
-                    let decoded = decode(conn, opcode, &message);
-                    buf.advance(h.frame_bytes());
-                    deliver(conn, decoded).await?;
-                    continue;
+                    let (_, message) = self.message.take().expect("checked");
+                    Input::Frame(self.decode_message(opcode, &message)?)
+                } else {
+                    Input::Progress { alive }
                 }
             }
-            _ => return protocol_error(conn, &WsError::Fragmentation),
-        }
+            _ => return Err(protocol_error(&WsError::Fragmentation)),
+        };
         buf.advance(h.frame_bytes());
+        Ok(Some(input))
     }
-}
 
-/// A message's `Frame`, or the error that closes the connection.
-fn decode(conn: &mut Conn, opcode: u8, payload: &[u8]) -> Result<Frame, String> {
-    if opcode == OP_BINARY {
-        conn.ws.json = false;
-        return Frame::decode(payload).map_err(|e| format!("not a protobuf Frame: {e}"));
+    /// A whole message's `Frame`.
+    fn decode_message(&mut self, opcode: u8, payload: &[u8]) -> Result<Frame, FramingError> {
+        let invalid = |message: String| FramingError {
+            code: ErrorCode::BadFrame,
+            message,
+            ws_close: Some(close_code::INVALID_PAYLOAD),
+        };
+        if opcode == OP_BINARY {
+            self.json = false;
+            return Frame::decode(payload)
+                .map_err(|e| invalid(format!("not a protobuf Frame: {e}")));
+        }
+        self.json = true;
+        let text = std::str::from_utf8(payload).map_err(|_| invalid(WsError::Utf8.to_string()))?;
+        serde_json::from_str(text)
+            .map_err(|e| invalid(format!("not a Frame in protobuf JSON: {e}")))
     }
-    conn.ws.json = true;
-    let text = std::str::from_utf8(payload).map_err(|_| WsError::Utf8.to_string())?;
-    serde_json::from_str(text).map_err(|e| format!("not a Frame in protobuf JSON: {e}"))
-}
 
-async fn deliver(conn: &mut Conn, decoded: Result<Frame, String>) -> Result<(), End> {
-    match decoded {
-        Ok(frame) => conn.on_frame(frame).await,
-        Err(message) => {
-            super::framed::set_close_code(conn, close_code::INVALID_PAYLOAD);
-            conn.session.fail(0, ErrorCode::BadFrame, message);
-            Ok(())
+    /// Appends the answer to the latest ping, if one is due.
+    pub fn put_pong(&mut self, out: &mut BytesMut) {
+        if let Some(payload) = self.pong.take() {
+            codec::put_header(out, OP_PONG, payload.len());
+            out.put_slice(&payload);
         }
     }
+
+    /// Appends one queued frame (4-byte length + protobuf) as a WebSocket message: binary without
+    /// the prefix, or text rendered to JSON for this connection.
+    pub fn put_frame(&self, frame: &Bytes, out: &mut BytesMut) {
+        let body = &frame[ringchat_proto::LEN_PREFIX_BYTES..];
+        if !self.json {
+            codec::put_header(out, OP_BINARY, body.len());
+            out.put_slice(body);
+            return;
+        }
+        let decoded = match Frame::decode(body) {
+            Ok(f) => f,
+            Err(err) => {
+                // We encoded it ourselves: a failure here is a bug, not client input.
+                tracing::error!(%err, "an outbound frame does not decode");
+                return;
+            }
+        };
+        // Leave room for the longest header, render, then move the JSON next to the real header.
+        let at = out.len();
+        out.put_bytes(0, SERVER_HEADER_BYTES_MAX);
+        if let Err(err) = serde_json::to_writer(BufMut::writer(&mut *out), &decoded) {
+            tracing::error!(%err, "an outbound frame does not render as JSON");
+            out.truncate(at);
+            return;
+        }
+        let json_bytes = out.len() - at - SERVER_HEADER_BYTES_MAX;
+        let mut header = BytesMut::new();
+        codec::put_header(&mut header, OP_TEXT, json_bytes);
+        let start = at + SERVER_HEADER_BYTES_MAX - header.len();
+        out[start..start + header.len()].copy_from_slice(&header);
+        out.copy_within(start.., at);
+        out.truncate(at + header.len() + json_bytes);
+    }
 }
 
-/// Reports a broken frame with an `Error` and a close (the session then ends).
-fn protocol_error(conn: &mut Conn, e: &WsError) -> Result<(), End> {
+/// A broken WebSocket frame: `Error` with the matching code, and the close code it calls for.
+fn protocol_error(e: &WsError) -> FramingError {
     let code = match e {
         WsError::TooLarge { .. } => ErrorCode::FrameTooLarge,
         _ => ErrorCode::BadFrame,
     };
-    super::framed::set_close_code(conn, e.close_code());
-    conn.session.fail(0, code, e.to_string());
-    Ok(())
-}
-
-/// Appends the answer to the latest ping, if one is due.
-pub(in crate::shard) fn put_pong(state: &mut State, out: &mut BytesMut) {
-    if let Some(payload) = state.pong.take() {
-        codec::put_header(out, OP_PONG, payload.len());
-        out.put_slice(&payload);
+    FramingError {
+        code,
+        message: e.to_string(),
+        ws_close: Some(e.close_code()),
     }
 }
 
-/// Appends one queued frame (4-byte length + protobuf) as a WebSocket message: binary without
-/// the prefix, or text rendered to JSON for this connection.
-pub(in crate::shard) fn put_frame(state: &State, frame: &Bytes, out: &mut BytesMut) {
-    let body = &frame[ringchat_proto::LEN_PREFIX_BYTES..];
-    if !state.json {
-        codec::put_header(out, OP_BINARY, body.len());
-        out.put_slice(body);
-        return;
-    }
-    let decoded = match Frame::decode(body) {
-        Ok(f) => f,
-        Err(err) => {
-            // We encoded it ourselves: a failure here is a bug, not client input.
-            tracing::error!(%err, "an outbound frame does not decode");
-            return;
-        }
-    };
-    // Leave room for the longest header, render, then move the JSON next to the real header.
-    let at = out.len();
-    out.put_bytes(0, SERVER_HEADER_BYTES_MAX);
-    if let Err(err) = serde_json::to_writer(out.writer_ref(), &decoded) {
-        tracing::error!(%err, "an outbound frame does not render as JSON");
-        out.truncate(at);
-        return;
-    }
-    let json_bytes = out.len() - at - SERVER_HEADER_BYTES_MAX;
-    let mut header = BytesMut::new();
-    codec::put_header(&mut header, OP_TEXT, json_bytes);
-    let start = at + SERVER_HEADER_BYTES_MAX - header.len();
-    out[start..start + header.len()].copy_from_slice(&header);
-    out.copy_within(start.., at);
-    out.truncate(at + header.len() + json_bytes);
-}
-
-/// `std::io::Write` into a `BytesMut` without giving it up.
-trait WriterRef {
-    fn writer_ref(&mut self) -> bytes::buf::Writer<&mut BytesMut>;
-}
-
-impl WriterRef for BytesMut {
-    fn writer_ref(&mut self) -> bytes::buf::Writer<&mut BytesMut> {
-        BufMut::writer(self)
+/// The close frame's code and reason for how the connection ends.
+pub(super) fn close_for(goodbye: Goodbye) -> (u16, &'static str) {
+    match goodbye {
+        Goodbye::Close(Close::Kick(reason), _) => (kick_close_code(reason), reason.as_str_name()),
+        Goodbye::Close(Close::AfterError(code), ws_close) => (
+            ws_close.unwrap_or_else(|| error_close_code(code)),
+            code.as_str_name(),
+        ),
+        Goodbye::Echo(code) => (code, ""),
     }
 }
 
 /// The close code sent after `Kicked` (the reason text is the kick's name).
-pub(in crate::shard) fn kick_close_code(reason: KickReason) -> u16 {
+fn kick_close_code(reason: KickReason) -> u16 {
     match reason {
         KickReason::ServerShutdown => close_code::GOING_AWAY,
         _ => close_code::POLICY_VIOLATION,
@@ -186,7 +184,7 @@ pub(in crate::shard) fn kick_close_code(reason: KickReason) -> u16 {
 }
 
 /// The close code sent after an `Error` that ends the connection.
-pub(in crate::shard) fn error_close_code(code: ErrorCode) -> u16 {
+fn error_close_code(code: ErrorCode) -> u16 {
     match code {
         ErrorCode::FrameTooLarge => close_code::MESSAGE_TOO_BIG,
         ErrorCode::BadFrame => close_code::INVALID_PAYLOAD,

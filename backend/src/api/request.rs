@@ -1,0 +1,113 @@
+//! A client frame's body, typed once at the edge. This is the one place that decides which
+//! bodies a client may send and which of them need a login: a `SessionRequest` exists only
+//! for a logged-in connection to forward, so nothing downstream checks it again.
+//!
+//! Adding a client request: a new `Body` variant fails to compile in `from_body` until it is
+//! classified here, and a new `SessionRequest` variant fails to compile in the backend's
+//! dispatch until it is served.
+
+use ringchat_proto::Body;
+use ringchat_proto::v1::{self, ErrorCode};
+
+/// Everything a client may send.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientRequest {
+    /// First frame of every connection.
+    Hello(v1::Hello),
+    /// Liveness, answered by the shard in any state after hello.
+    Ping(v1::Ping),
+    /// Before login only.
+    Register(v1::Register),
+    /// Before login only.
+    Login(v1::Login),
+    /// After login only: served by the backend.
+    Session(SessionRequest),
+}
+
+/// The requests of a logged-in session.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SessionRequest {
+    Send(v1::Send),
+    DeliveryAck(v1::DeliveryAck),
+    Read(v1::Read),
+    Sync(v1::Sync),
+    History(v1::History),
+    Conversations(v1::Conversations),
+    Typing(v1::Typing),
+    Recall(v1::Recall),
+}
+
+/// A frame that is no request at all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("frame has no body")]
+    NoBody,
+    #[error("{0} is sent by the server only")]
+    ServerOnly(&'static str),
+}
+
+impl RequestError {
+    pub fn code(&self) -> ErrorCode {
+        ErrorCode::UnexpectedBody
+    }
+}
+
+impl ClientRequest {
+    /// Types a frame's body. No wildcard arm: every body is classified by name.
+    pub fn from_body(body: Option<Body>) -> Result<Self, RequestError> {
+        let body = body.ok_or(RequestError::NoBody)?;
+        Ok(match body {
+            Body::Hello(b) => Self::Hello(b),
+            Body::Ping(b) => Self::Ping(b),
+            Body::Register(b) => Self::Register(b),
+            Body::Login(b) => Self::Login(b),
+            Body::Send(b) => Self::Session(SessionRequest::Send(b)),
+            Body::DeliveryAck(b) => Self::Session(SessionRequest::DeliveryAck(b)),
+            Body::Read(b) => Self::Session(SessionRequest::Read(b)),
+            Body::Sync(b) => Self::Session(SessionRequest::Sync(b)),
+            Body::History(b) => Self::Session(SessionRequest::History(b)),
+            Body::Conversations(b) => Self::Session(SessionRequest::Conversations(b)),
+            Body::Typing(b) => Self::Session(SessionRequest::Typing(b)),
+            Body::Recall(b) => Self::Session(SessionRequest::Recall(b)),
+            Body::HelloOk(_)
+            | Body::RegisterOk(_)
+            | Body::LoginOk(_)
+            | Body::Pong(_)
+            | Body::Error(_)
+            | Body::Kicked(_)
+            | Body::SendAck(_)
+            | Body::Push(_)
+            | Body::Receipt(_)
+            | Body::SyncBatch(_)
+            | Body::HistoryBatch(_)
+            | Body::ConversationList(_)
+            | Body::RecallOk(_)
+            | Body::CursorOk(_) => {
+                return Err(RequestError::ServerOnly(ringchat_proto::body_name(&body)));
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_are_classified() {
+        let send = v1::Send::default();
+        assert_eq!(
+            ClientRequest::from_body(Some(Body::Send(send.clone()))),
+            Ok(ClientRequest::Session(SessionRequest::Send(send)))
+        );
+        assert!(matches!(
+            ClientRequest::from_body(Some(Body::Login(v1::Login::default()))),
+            Ok(ClientRequest::Login(_))
+        ));
+        assert_eq!(
+            ClientRequest::from_body(Some(Body::Push(v1::Push::default()))),
+            Err(RequestError::ServerOnly("push"))
+        );
+        assert_eq!(ClientRequest::from_body(None), Err(RequestError::NoBody));
+    }
+}

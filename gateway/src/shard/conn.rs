@@ -1,0 +1,522 @@
+//! The one connection loop, for every transport. A connection is built from layers: a byte
+//! stream (plain TCP or TLS, stream.rs), a framing (length-prefixed or WebSocket, framing.rs)
+//! and the transport-free session (session.rs). This loop owns everything they share: reading
+//! only when the socket is readable into a pooled buffer, liveness, the outbound queue and its
+//! batched writes, the close with a reason, and the final flush. Timers (handshake, idle) are
+//! applied by the shard's reaper through `ConnShared::close_with`, which this loop obeys.
+
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use monoio::net::TcpStream;
+use ringchat_proto::v1::{ErrorCode, KickReason};
+
+use super::framing::{Framing, Goodbye, Input};
+use super::session::Session;
+use super::stream::Stream;
+use super::ws;
+use super::{Close, ConnShared, Shard};
+
+/// Bytes gathered into one write, at most (frames are not split across writes below this).
+const WRITE_BATCH_BYTES_MAX: usize = 64 * 1024;
+/// Time the last frames (Kicked, Error, a close frame) get to reach a client before the socket
+/// is closed, and time a cut-short write gets once a close is asked for.
+const FINAL_FLUSH_MS: u64 = 1_000;
+
+/// How the loop ended.
+enum End {
+    Close(Close),
+    /// End of stream (`None`), or the peer's WebSocket close to echo.
+    PeerClosed(Option<u16>),
+    Io(io::Error),
+}
+
+/// What a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Listen {
+    Tcp,
+    Ws,
+    Tls,
+    Wss,
+}
+
+impl Listen {
+    fn tls(self) -> bool {
+        matches!(self, Self::Tls | Self::Wss)
+    }
+
+    fn framing(self) -> Framing {
+        match self {
+            Self::Tcp | Self::Tls => Framing::LenPrefixed,
+            Self::Ws | Self::Wss => Framing::websocket(),
+        }
+    }
+}
+
+struct Conn {
+    session: Session,
+    stream: Stream,
+    framing: Framing,
+    /// Bytes holding a partial frame; `None` whenever none is pending.
+    partial: Option<BytesMut>,
+    /// A WebSocket close code that says more than the session's reason (a protocol error).
+    ws_close: Option<u16>,
+    /// A write was cut short: the stream is mid-frame and nothing more may be written.
+    write_cut: bool,
+}
+
+/// Serves one accepted socket to the end. With `full`, the shard is at its connection limit:
+/// the client is told so once its transport is up (a TLS client is not worth a handshake), and
+/// the connection is closed.
+pub(super) async fn serve(
+    shard: Rc<Shard>,
+    shared: Rc<ConnShared>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    listen: Listen,
+    full: bool,
+) {
+    let session = Session::new(shard, shared, peer.ip());
+    if full && listen.tls() {
+        Box::pin(session.end()).await;
+        return;
+    }
+    // Small frames both ways: do not let Nagle hold them back.
+    let _ = tcp.set_nodelay(true);
+    let tls = if listen.tls() {
+        session.shard.tls.clone()
+    } else {
+        None
+    };
+    let stream = match tls {
+        None => Stream::plain(tcp),
+        Some(config) => match Stream::tls(tcp, config) {
+            Ok(stream) => stream,
+            Err(err) => {
+                tracing::warn!(%err, "TLS session could not start");
+                Box::pin(session.end()).await;
+                return;
+            }
+        },
+    };
+    let mut conn = Conn {
+        session,
+        stream,
+        framing: listen.framing(),
+        partial: None,
+        ws_close: None,
+        write_cut: false,
+    };
+    // Opening is rare and its future large: boxed, so an idle connection's task stays small.
+    if Box::pin(conn.open(full)).await {
+        let end = conn.run().await;
+        Box::pin(conn.finish(end)).await;
+    }
+    Box::pin(conn.session.end()).await;
+}
+
+impl Conn {
+    fn shard(&self) -> &Shard {
+        &self.session.shard
+    }
+
+    fn shared(&self) -> &ConnShared {
+        &self.session.shared
+    }
+
+    /// Brings the transport up: TLS handshake, then (WebSocket) the HTTP request, both bounded
+    /// by the handshake timeout. True when the session may run.
+    async fn open(&mut self, full: bool) -> bool {
+        let needs_opening = self.stream.handshaking() || self.framing.opens_with_http();
+        let limit = Duration::from_millis(self.shard().gateway.handshake_timeout_ms);
+        if needs_opening {
+            // A client that stops reading or writing cannot hold the connection here.
+            match monoio::time::timeout(limit, self.open_transport()).await {
+                Ok(true) => {}
+                Ok(false) | Err(_) => return false,
+            }
+        }
+        if !full {
+            return true;
+        }
+        // Not in the shard's table, so the reaper does not see it: bounded here.
+        let _ = monoio::time::timeout(limit, async {
+            self.session.fail(
+                0,
+                ErrorCode::ServerFull,
+                "this server is at its connection limit, try another or later",
+            );
+            self.finish(End::Close(Close::AfterError(ErrorCode::ServerFull)))
+                .await;
+        })
+        .await;
+        false
+    }
+
+    async fn open_transport(&mut self) -> bool {
+        // Borrow a buffer only once the client has sent something.
+        if !self.readable_or_closed().await {
+            return false;
+        }
+        let pool_buf = self.session.shard.pool.take();
+        let mut buf = pool_buf;
+        let opened = self.open_into(&mut buf).await;
+        if opened && !buf.is_empty() {
+            self.partial = Some(buf);
+        } else {
+            self.session.shard.pool.give(buf);
+        }
+        opened
+    }
+
+    async fn open_into(&mut self, buf: &mut BytesMut) -> bool {
+        let shard = Rc::clone(&self.session.shard);
+        while self.stream.handshaking() {
+            if !self.readable_or_closed().await {
+                return false;
+            }
+            match self.stream.read(buf, &shard.pool).await {
+                Ok(Some(_)) => {}
+                Ok(None) => return false,
+                Err(err) => {
+                    shard.stats.error(ErrorCode::BadFrame);
+                    tracing::debug!(shard = shard.id, %err, "TLS handshake failed");
+                    return false;
+                }
+            }
+        }
+        if !self.framing.opens_with_http() {
+            return true;
+        }
+        loop {
+            if let Some((route, head_bytes)) = ws::http::parse(buf) {
+                buf.advance(head_bytes.min(buf.len()));
+                let (response, upgraded) = match route {
+                    ws::http::Route::Upgrade(r) => (r, true),
+                    ws::http::Route::Respond(r) => (r, false),
+                };
+                let mut out = shard.pool.take();
+                out.extend_from_slice(response.as_bytes());
+                let (result, out) = self.stream.write_all(out, &shard.pool).await;
+                shard.pool.give(out);
+                if upgraded && result.is_ok() {
+                    return true;
+                }
+                self.stream.shutdown(&shard.pool).await;
+                self.drain_until_eof().await;
+                return false;
+            }
+            if !self.readable_or_closed().await {
+                return false;
+            }
+            match self.stream.read(buf, &shard.pool).await {
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => return false,
+            }
+        }
+    }
+
+    /// Waits until the socket is readable (`Some`), or until the connection is woken: a frame
+    /// to write or a close (`None`).
+    async fn readable(&self) -> Option<io::Result<()>> {
+        if self.shared().close.get().is_some() {
+            return None;
+        }
+        let shared = Rc::clone(&self.session.shared);
+        monoio::select! {
+            r = self.stream.readable() => Some(r),
+            () = shared.wake.notified() => None,
+        }
+    }
+
+    /// Before the session runs, only readability or a close matter.
+    async fn readable_or_closed(&self) -> bool {
+        loop {
+            if self.shared().close.get().is_some() {
+                return false;
+            }
+            match self.readable().await {
+                Some(Ok(())) => return true,
+                Some(Err(_)) => return false,
+                None => {}
+            }
+        }
+    }
+
+    /// The session's life: readiness → pooled read → decode → `Session::on_frame`, and queued
+    /// frames written in batches, until a close, the peer's end, or an I/O error.
+    async fn run(&mut self) -> End {
+        // Frames the client sent right behind its handshake are already here.
+        if let Some(buf) = self.partial.take()
+            && let Err(end) = self.handle_input(buf).await
+        {
+            return end;
+        }
+        loop {
+            if let Some(close) = self.shared().close.get() {
+                return End::Close(close);
+            }
+            if self.has_output() {
+                if let Err(e) = self.flush(true).await {
+                    return End::Io(e);
+                }
+                continue;
+            }
+            match self.readable().await {
+                None => {}
+                Some(Err(e)) => return End::Io(e),
+                Some(Ok(())) => {
+                    if let Err(end) = self.read().await {
+                        return end;
+                    }
+                }
+            }
+        }
+    }
+
+    fn has_output(&self) -> bool {
+        !self.shared().outbound.borrow().is_empty() || self.framing.has_control()
+    }
+
+    /// Reads what is there and handles every complete frame.
+    async fn read(&mut self) -> Result<(), End> {
+        let shard = Rc::clone(&self.session.shard);
+        let mut buf = self.partial.take().unwrap_or_else(|| shard.pool.take());
+        match self.stream.read(&mut buf, &shard.pool).await {
+            Ok(Some(n)) => {
+                shard.stats.bytes_in.add(n as u64);
+                self.handle_input(buf).await
+            }
+            Ok(None) => {
+                shard.pool.give(buf);
+                Err(End::PeerClosed(None))
+            }
+            Err(e) => {
+                shard.pool.give(buf);
+                Err(End::Io(e))
+            }
+        }
+    }
+
+    /// Handles every complete unit in `buf`; keeps a partial one for the next read, and gives
+    /// the buffer back to the pool otherwise.
+    async fn handle_input(&mut self, mut buf: BytesMut) -> Result<(), End> {
+        let frame_bytes_max = self.shard().limits.frame_bytes_max;
+        let result = loop {
+            if self.shared().close.get().is_some() {
+                break Ok(());
+            }
+            match self.framing.decode(&mut buf, frame_bytes_max) {
+                Ok(Some(Input::Frame(frame))) => {
+                    self.seen();
+                    self.shard().stats.frames_in.add(1);
+                    self.session.on_frame(frame).await;
+                    if let Err(e) = self.relieve_backlog().await {
+                        break Err(End::Io(e));
+                    }
+                }
+                Ok(Some(Input::Progress { alive })) => {
+                    if alive {
+                        self.seen();
+                    }
+                }
+                Ok(Some(Input::PeerClosed(code))) => break Err(End::PeerClosed(Some(code))),
+                Ok(None) => break Ok(()),
+                Err(e) => {
+                    self.ws_close = e.ws_close;
+                    self.session.fail(0, e.code, e.message);
+                    break Ok(());
+                }
+            }
+        };
+        if buf.is_empty() || self.shared().close.get().is_some() || result.is_err() {
+            self.shard().pool.give(buf);
+        } else {
+            self.partial = Some(buf);
+        }
+        result
+    }
+
+    /// A client pipelining many requests must not overflow its own queue: past half of it,
+    /// write before reading on.
+    async fn relieve_backlog(&mut self) -> io::Result<()> {
+        let queued = self.shared().outbound.borrow().len();
+        if queued * 2 >= self.shard().gateway.outbound_frames_max
+            && self.shared().close.get().is_none()
+        {
+            self.flush(true).await?;
+        }
+        Ok(())
+    }
+
+    /// Marks the connection alive on the shard's coarse clock.
+    fn seen(&self) {
+        self.shared().last_seen_tick.set(self.shard().tick.get());
+    }
+
+    /// Writes queued frames, many per write. With `abortable`, a close request cuts the write
+    /// short after a grace period (a client that stopped reading must not hold the task).
+    async fn flush(&mut self, abortable: bool) -> io::Result<()> {
+        let shard = Rc::clone(&self.session.shard);
+        loop {
+            let mut out = shard.pool.take();
+            let mut frames = 0u64;
+            self.framing.put_control(&mut out);
+            {
+                let mut queue = self.session.shared.outbound.borrow_mut();
+                while let Some(frame) = queue.front() {
+                    if !out.is_empty() && out.len() + frame.len() > WRITE_BATCH_BYTES_MAX {
+                        break;
+                    }
+                    self.framing.put_frame(frame, &mut out);
+                    queue.pop_front();
+                    frames += 1;
+                }
+                if queue.is_empty() && queue.capacity() > 1024 {
+                    queue.shrink_to(64);
+                }
+            }
+            if out.is_empty() {
+                shard.pool.give(out);
+                return Ok(());
+            }
+            let len = out.len() as u64;
+            let (result, out) = if abortable {
+                let shared = Rc::clone(&self.session.shared);
+                match write_or_cut(&shared, self.stream.write_all(out, &shard.pool)).await {
+                    Some(r) => r,
+                    None => {
+                        self.write_cut = true;
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "client stopped reading",
+                        ));
+                    }
+                }
+            } else {
+                self.stream.write_all(out, &shard.pool).await
+            };
+            shard.pool.give(out);
+            result?;
+            shard.stats.frames_out.add(frames);
+            shard.stats.bytes_out.add(len);
+            if !self.has_output() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Says why the connection ends (`Kicked`, or the `Error` already queued; a WebSocket close
+    /// frame), flushes, closes the stream politely and drains what the client still sends.
+    async fn finish(&mut self, end: End) {
+        let shard = Rc::clone(&self.session.shard);
+        if let Some(buf) = self.partial.take() {
+            shard.pool.give(buf);
+        }
+        // A kick counts even when its connection failed before it could be told.
+        if let Some(Close::Kick(reason)) = self.shared().close.get() {
+            shard.stats.kick(reason);
+        }
+        if self.write_cut {
+            return;
+        }
+        let goodbye = match end {
+            End::Close(close) => {
+                if let Close::Kick(reason) = close {
+                    queue_kicked(self.shared(), reason);
+                }
+                Goodbye::Close(close, self.ws_close)
+            }
+            End::PeerClosed(Some(code)) => {
+                self.shared().outbound.borrow_mut().clear();
+                Goodbye::Echo(code)
+            }
+            End::PeerClosed(None) => return,
+            End::Io(err) => {
+                tracing::debug!(shard = shard.id, conn = self.shared().id, %err, "connection I/O error");
+                return;
+            }
+        };
+        let grace = Duration::from_millis(FINAL_FLUSH_MS);
+        let _ = monoio::time::timeout(grace, async {
+            let _ = self.flush(false).await;
+            let mut out = shard.pool.take();
+            self.framing.put_goodbye(goodbye, &mut out);
+            if !out.is_empty() {
+                let (_, back) = self.stream.write_all(out, &shard.pool).await;
+                out = back;
+            }
+            shard.pool.give(out);
+            self.stream.shutdown(&shard.pool).await;
+        })
+        .await;
+        self.drain_until_eof().await;
+    }
+
+    /// Reads and drops what the client still sends until it closes, briefly: closing a socket
+    /// with unread bytes resets it, and the client could lose the last frames.
+    async fn drain_until_eof(&mut self) {
+        let shard = Rc::clone(&self.session.shard);
+        let grace = Duration::from_millis(FINAL_FLUSH_MS);
+        let _ = monoio::time::timeout(grace, async {
+            let mut buf = shard.pool.take();
+            loop {
+                if self.stream.readable().await.is_err() {
+                    break;
+                }
+                buf.clear();
+                match self.stream.read(&mut buf, &shard.pool).await {
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            shard.pool.give(buf);
+        })
+        .await;
+    }
+}
+
+/// Awaits a write. If the connection is told to close meanwhile, the write gets
+/// `FINAL_FLUSH_MS` more to finish; `None` when it did not: the stream is then cut inside a
+/// frame and nothing more may be written to it.
+async fn write_or_cut<T>(
+    shared: &ConnShared,
+    write: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    let mut write = std::pin::pin!(write);
+    monoio::select! {
+        r = &mut write => Some(r),
+        () = shared.closed() => {
+            let grace = Duration::from_millis(FINAL_FLUSH_MS);
+            Box::pin(monoio::time::timeout(grace, write)).await.ok()
+        }
+    }
+}
+
+/// Queues the `Kicked` notice as the connection's last frame. A slow consumer's backlog is
+/// dropped first: it could not take it, and it resyncs by seq when it reconnects.
+fn queue_kicked(shared: &ConnShared, reason: KickReason) {
+    let mut queue = shared.outbound.borrow_mut();
+    if reason == KickReason::SlowConsumer {
+        queue.clear();
+    }
+    queue.push_back(ringchat_proto::encode_to_bytes(
+        &ringchat_proto::kicked_frame(reason, kick_message(reason)),
+    ));
+}
+
+fn kick_message(reason: KickReason) -> &'static str {
+    match reason {
+        KickReason::SlowConsumer => {
+            "too many frames waiting for this connection; reconnect and sync"
+        }
+        KickReason::ServerShutdown => "server is shutting down; reconnect later",
+        KickReason::Replaced => "logged in again elsewhere",
+        KickReason::IdleTimeout => "nothing received within the idle timeout",
+        KickReason::HandshakeTimeout => "no login within the handshake timeout",
+        KickReason::Unspecified => "closed by the server",
+    }
+}

@@ -1,0 +1,134 @@
+//! Shard-local counters, published into the metrics registry only when `/metrics` is scraped.
+//!
+//! Each `ShardStats` has exactly one writer (its shard thread), so a bump is a plain load and
+//! store with no locked instruction and no contention; readers see values at most a moment old.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use ringchat_proto::v1::{ErrorCode, KickReason};
+
+/// A counter written by one thread and read by any.
+#[derive(Debug, Default)]
+pub struct LocalCounter(AtomicU64);
+
+impl LocalCounter {
+    /// Only the owning shard may call this.
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+
+    #[inline]
+    pub fn sub(&self, n: u64) {
+        self.0.store(self.0.load(Relaxed).wrapping_sub(n), Relaxed);
+    }
+
+    #[inline]
+    pub fn set(&self, n: u64) {
+        self.0.store(n, Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// Error codes counted per shard (index = `v1::ErrorCode` value).
+pub const ERROR_CODES_MAX: usize = 32;
+/// Kick reasons counted per shard (index = `v1::KickReason` value).
+pub const KICK_REASONS_MAX: usize = 8;
+
+/// The I/O driver a shard runs on.
+pub const DRIVER_IO_URING: u64 = 1;
+pub const DRIVER_EPOLL: u64 = 2;
+
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct ShardStats {
+    pub connections: LocalCounter,
+    pub authenticated: LocalCounter,
+    pub accepted: LocalCounter,
+    pub rejected_full: LocalCounter,
+    pub frames_in: LocalCounter,
+    pub frames_out: LocalCounter,
+    pub bytes_in: LocalCounter,
+    pub bytes_out: LocalCounter,
+    pub logins: LocalCounter,
+    pub login_failures: LocalCounter,
+    /// `DRIVER_IO_URING` or `DRIVER_EPOLL` once the shard runs.
+    pub driver: LocalCounter,
+    pub errors: [LocalCounter; ERROR_CODES_MAX],
+    pub kicks: [LocalCounter; KICK_REASONS_MAX],
+}
+
+impl ShardStats {
+    pub fn error(&self, code: ErrorCode) {
+        if let Some(c) = self.errors.get(code as usize) {
+            c.add(1);
+        }
+    }
+
+    pub fn kick(&self, reason: KickReason) {
+        if let Some(c) = self.kicks.get(reason as usize) {
+            c.add(1);
+        }
+    }
+}
+
+/// Copies every shard's counters into the registry; called per scrape, never per frame.
+pub fn publish(shards: &[Arc<ShardStats>]) {
+    for (index, s) in shards.iter().enumerate() {
+        let shard = index.to_string();
+        let gauge = |name: &'static str, v: u64| {
+            metrics::gauge!(name, "shard" => shard.clone()).set(v as f64);
+        };
+        gauge("ringchat_connections", s.connections.get());
+        gauge("ringchat_authenticated_connections", s.authenticated.get());
+        let counter = |name: &'static str, v: u64| {
+            metrics::counter!(name, "shard" => shard.clone()).absolute(v);
+        };
+        counter("ringchat_accepted_total", s.accepted.get());
+        counter("ringchat_rejected_full_total", s.rejected_full.get());
+        counter("ringchat_frames_in_total", s.frames_in.get());
+        counter("ringchat_frames_out_total", s.frames_out.get());
+        counter("ringchat_bytes_in_total", s.bytes_in.get());
+        counter("ringchat_bytes_out_total", s.bytes_out.get());
+        counter("ringchat_shard_logins_total", s.logins.get());
+        counter(
+            "ringchat_shard_login_failures_total",
+            s.login_failures.get(),
+        );
+        let driver = match s.driver.get() {
+            DRIVER_IO_URING => "io_uring",
+            DRIVER_EPOLL => "epoll",
+            _ => "starting",
+        };
+        metrics::gauge!("ringchat_shard_driver", "shard" => shard.clone(), "driver" => driver)
+            .set(1.0);
+        for (code, c) in s.errors.iter().enumerate() {
+            let n = c.get();
+            if n == 0 {
+                continue;
+            }
+            let name = i32::try_from(code)
+                .ok()
+                .and_then(|c| ErrorCode::try_from(c).ok())
+                .map_or("unknown", |c| c.as_str_name());
+            metrics::counter!("ringchat_errors_total", "shard" => shard.clone(), "code" => name)
+                .absolute(n);
+        }
+        for (reason, c) in s.kicks.iter().enumerate() {
+            let n = c.get();
+            if n == 0 {
+                continue;
+            }
+            let name = i32::try_from(reason)
+                .ok()
+                .and_then(|r| KickReason::try_from(r).ok())
+                .map_or("unknown", |r| r.as_str_name());
+            metrics::counter!("ringchat_kicks_total", "shard" => shard.clone(), "reason" => name)
+                .absolute(n);
+        }
+    }
+}
