@@ -210,7 +210,7 @@ impl Backend {
         let platform = v1::Platform::try_from(body.platform).unwrap_or(v1::Platform::Unspecified);
         let session = Session {
             conn,
-            device_id: body.device_id.clone(),
+            device_id: body.device_id.as_str().into(),
             platform,
         };
         let replaced = match self.lock_sessions().open(auth.user_id, session) {

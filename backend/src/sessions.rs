@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use ringchat_proto::v1::Platform;
+use smallvec::SmallVec;
 
 use crate::api::ConnRef;
 use crate::store::UserId;
@@ -12,7 +13,7 @@ use crate::store::UserId;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
     pub conn: ConnRef,
-    pub device_id: String,
+    pub device_id: Box<str>,
     pub platform: Platform,
 }
 
@@ -23,7 +24,8 @@ pub enum OpenError {
 
 #[derive(Debug)]
 pub struct Sessions {
-    by_user: HashMap<UserId, Vec<Session>>,
+    /// Most users are on one device at a time: its session is kept inline, with no allocation.
+    by_user: HashMap<UserId, SmallVec<[Session; 1]>>,
     devices_max: usize,
     replace_on: Vec<Platform>,
 }
@@ -78,14 +80,16 @@ impl Sessions {
     }
 
     pub fn of_user(&self, user_id: UserId) -> &[Session] {
-        self.by_user.get(&user_id).map_or(&[], Vec::as_slice)
+        self.by_user
+            .get(&user_id)
+            .map_or(&[], |list| list.as_slice())
     }
 
     pub fn device_of(&self, user_id: UserId, conn: ConnRef) -> Option<&str> {
         self.of_user(user_id)
             .iter()
             .find(|s| s.conn == conn)
-            .map(|s| s.device_id.as_str())
+            .map(|s| &*s.device_id)
     }
 
     pub fn online_users(&self) -> usize {

@@ -8,6 +8,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -71,51 +72,57 @@ struct Conn {
 /// Serves one accepted socket to the end. With `full`, the shard is at its connection limit:
 /// the client is told so once its transport is up (a TLS client is not worth a handshake), and
 /// the connection is closed.
-pub(super) async fn serve(
+///
+/// The connection is built before the returned future, so the task holds only the `Conn`, not
+/// also the arguments it was made from.
+pub(super) fn serve(
     shard: Rc<Shard>,
     shared: Rc<ConnShared>,
     tcp: TcpStream,
     peer: SocketAddr,
     listen: Listen,
     full: bool,
-) {
+) -> impl std::future::Future<Output = ()> + 'static {
     let session = Session::new(shard, shared, peer.ip());
-    if full && listen.tls() {
-        Box::pin(session.end()).await;
-        return;
-    }
     // Small frames both ways: do not let Nagle hold them back.
     let _ = tcp.set_nodelay(true);
-    let tls = if listen.tls() {
-        session.shard.tls.clone()
-    } else {
-        None
-    };
-    let stream = match tls {
-        None => Stream::plain(tcp),
-        Some(config) => match Stream::tls(tcp, config) {
-            Ok(stream) => stream,
+    let stream = match (listen.tls(), &session.shard.tls) {
+        (true, _) if full => None,
+        (true, Some(config)) => match Stream::tls(tcp, Arc::clone(config)) {
+            Ok(stream) => Some(stream),
             Err(err) => {
                 tracing::warn!(%err, "TLS session could not start");
-                Box::pin(session.end()).await;
-                return;
+                None
             }
         },
+        (true, None) => None,
+        (false, _) => Some(Stream::plain(tcp)),
     };
-    let mut conn = Conn {
-        session,
-        stream,
-        framing: listen.framing(),
-        partial: None,
-        ws_close: None,
-        write_cut: false,
+    let conn = match stream {
+        Some(stream) => Ok(Conn {
+            session,
+            stream,
+            framing: listen.framing(),
+            partial: None,
+            ws_close: None,
+            write_cut: false,
+        }),
+        None => Err(session),
     };
-    // Opening is rare and its future large: boxed, so an idle connection's task stays small.
-    if Box::pin(conn.open(full)).await {
-        let end = conn.run().await;
-        Box::pin(conn.finish(end)).await;
+    async move {
+        match conn {
+            Ok(mut conn) => {
+                // Opening is rare and its future large: boxed, so an idle connection's task
+                // stays small.
+                if Box::pin(conn.open(full)).await {
+                    let end = conn.run().await;
+                    Box::pin(conn.finish(end)).await;
+                }
+                Box::pin(conn.session.end()).await;
+            }
+            Err(session) => Box::pin(session.end()).await,
+        }
     }
-    Box::pin(conn.session.end()).await;
 }
 
 impl Conn {
@@ -251,7 +258,7 @@ impl Conn {
     async fn run(&mut self) -> End {
         // Frames the client sent right behind its handshake are already here.
         if let Some(buf) = self.partial.take()
-            && let Err(end) = self.handle_input(buf).await
+            && let Err(end) = Box::pin(self.handle_input(buf)).await
         {
             return end;
         }
@@ -259,8 +266,11 @@ impl Conn {
             if let Some(close) = self.shared().close.get() {
                 return End::Close(close);
             }
+            // The work after a wake-up is boxed: monoio's I/O futures are hundreds of bytes,
+            // and inline they would make every idle connection's task that large. One
+            // allocation per wake-up (not per frame: a wake-up reads or writes a batch).
             if self.has_output() {
-                if let Err(e) = self.flush(true).await {
+                if let Err(e) = Box::pin(self.flush(true)).await {
                     return End::Io(e);
                 }
                 continue;
@@ -269,7 +279,7 @@ impl Conn {
                 None => {}
                 Some(Err(e)) => return End::Io(e),
                 Some(Ok(())) => {
-                    if let Err(end) = self.read().await {
+                    if let Err(end) = Box::pin(self.read()).await {
                         return end;
                     }
                 }

@@ -194,6 +194,17 @@ impl ConnShared {
         self.wake.notify();
     }
 
+    /// A connection quiet for a while gives back its empty queue's storage (the next frame
+    /// allocates it again), so an idle connection holds none.
+    fn release_idle_queue(&self) {
+        if let Ok(mut queue) = self.outbound.try_borrow_mut()
+            && queue.is_empty()
+            && queue.capacity() > 0
+        {
+            *queue = VecDeque::new();
+        }
+    }
+
     /// Resolves once the connection has been told to close.
     pub async fn closed(&self) {
         while self.close.get().is_none() {
@@ -448,6 +459,8 @@ async fn reap(shard: Rc<Shard>) {
                 c.close_with(Close::Kick(KickReason::HandshakeTimeout));
             } else if now - c.last_seen_tick.get() > idle_ticks {
                 c.close_with(Close::Kick(KickReason::IdleTimeout));
+            } else if now - c.last_seen_tick.get() > 1 {
+                c.release_idle_queue();
             }
         }
     }

@@ -11,6 +11,7 @@ use ringchat_backend::api::{
 };
 use ringchat_proto::v1::{self, ErrorCode};
 use ringchat_proto::{Body, Frame, PROTOCOL_VERSION};
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::oneshot;
 
 use super::{Close, ConnShared, Shard};
@@ -250,7 +251,16 @@ impl Session {
             request_id,
             request,
         };
-        if self.shard.backend.send(request).await.is_err() {
+        // Most sends find room at once; only a full queue waits (boxed: the wait's future is
+        // large and rare, and this one is on every request's path).
+        let sent = match self.shard.backend.try_send(request) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(request)) => Box::pin(self.shard.backend.send(request))
+                .await
+                .map_err(drop),
+            Err(TrySendError::Closed(_)) => Err(()),
+        };
+        if sent.is_err() {
             self.fail(
                 request_id,
                 ErrorCode::Unavailable,
