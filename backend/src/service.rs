@@ -28,6 +28,9 @@ pub enum BackendError {
         dir: std::path::PathBuf,
         source: StoreError,
     },
+    /// Another ringchat has the data dir open.
+    #[error("data dir in use by another ringchat: {}", .0.display())]
+    DirInUse(std::path::PathBuf),
     #[error("starting the commit thread: {0}")]
     Thread(#[from] std::io::Error),
 }
@@ -53,9 +56,12 @@ pub struct Backend {
 impl Backend {
     pub fn open(settings: Settings, shards: Vec<ShardSender>) -> Result<Arc<Self>, BackendError> {
         let store = FjallStore::open(&settings.storage.data_dir, settings.storage.durability)
-            .map_err(|source| BackendError::Storage {
-                dir: settings.storage.data_dir.clone(),
-                source,
+            .map_err(|source| match source {
+                StoreError::DirInUse(dir) => BackendError::DirInUse(dir),
+                source => BackendError::Storage {
+                    dir: settings.storage.data_dir.clone(),
+                    source,
+                },
             })?;
         let store = Arc::new(store);
         let accounts = Accounts::new(

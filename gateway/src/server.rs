@@ -198,16 +198,42 @@ async fn wait_for_signal() -> std::io::Result<&'static str> {
     })
 }
 
-/// Binds one listener per shard for a listener that is on.
+/// Binds one listener per shard for a listener that is on. A configured port must be free:
+/// joining another server's SO_REUSEPORT group would silently split its clients with it.
 fn bind_listener(
     addr: Option<SocketAddr>,
     count: usize,
     key: &str,
 ) -> anyhow::Result<Option<Vec<std::net::TcpListener>>> {
     addr.map(|addr| {
+        if addr.port() != 0 {
+            ensure_free(addr, key)?;
+        }
         bind_reuseport(addr, count).with_context(|| format!("binding gateway.{key} {addr}"))
     })
     .transpose()
+}
+
+/// Fails if another socket listens on `addr`: a probe bound without SO_REUSEPORT gets
+/// EADDRINUSE then (SO_REUSEADDR still lets it past connections left in TIME_WAIT).
+fn ensure_free(addr: SocketAddr, key: &str) -> anyhow::Result<()> {
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    probe.set_reuse_address(true)?;
+    match probe.bind(&addr.into()) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::AddrInUse => {
+            let owner = match crate::port_owner::find(addr.port()) {
+                Some(owner) => format!("by {owner}"),
+                None => "(its process is not visible in /proc)".to_owned(),
+            };
+            bail!(
+                "gateway.{key} {addr}: port {} is already in use {owner}; stop that process or \
+                 choose another port",
+                addr.port()
+            )
+        }
+        Err(err) => Err(anyhow::Error::new(err).context(format!("binding gateway.{key} {addr}"))),
+    }
 }
 
 /// One listener per shard on the same address (SO_REUSEPORT), so the kernel spreads connections

@@ -60,11 +60,32 @@ pub struct FjallStore {
     /// that a published snapshot never holds another writer's data before that data is durable
     /// (and user creation's name check and id counter move together).
     writes: Mutex<()>,
+    /// The data dir's lock file, locked exclusively while the store is open.
+    _dir_lock: std::fs::File,
+}
+
+/// Name of the lock file in the data dir.
+const LOCK_FILE: &str = "ringchat.lock";
+
+/// Takes the data dir's lock: one process at a time may use a data dir. The operating system
+/// releases it when the process ends, however it ends.
+fn lock_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(LOCK_FILE))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::DirInUse(dir.to_owned())),
+        Err(std::fs::TryLockError::Error(err)) => Err(StoreError::Io(err)),
+    }
 }
 
 impl FjallStore {
     pub fn open(dir: &Path, durability: Durability) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)?;
+        let dir_lock = lock_dir(dir)?;
         let db = Database::builder(dir).open()?;
         let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
         Ok(Self {
@@ -88,6 +109,7 @@ impl FjallStore {
             db,
             durability,
             writes: Mutex::new(()),
+            _dir_lock: dir_lock,
         })
     }
 
@@ -371,6 +393,19 @@ mod tests {
         for t in threads {
             t.join().unwrap();
         }
+    }
+
+    #[test]
+    fn a_data_dir_is_used_by_one_store_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = FjallStore::open(dir.path(), Durability::Fsync).unwrap();
+        match FjallStore::open(dir.path(), Durability::Fsync) {
+            Err(StoreError::DirInUse(path)) => assert_eq!(path, dir.path()),
+            Err(other) => panic!("expected DirInUse, got {other}"),
+            Ok(_) => panic!("a second store opened the same data dir"),
+        }
+        drop(first);
+        FjallStore::open(dir.path(), Durability::Fsync).expect("free again once closed");
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub enum StoreError {
     Corrupt(#[from] postcard::Error),
     #[error("storage I/O: {0}")]
     Io(#[from] std::io::Error),
+    /// Another process holds the data dir's lock.
+    #[error("data dir in use by another ringchat: {}", .0.display())]
+    DirInUse(std::path::PathBuf),
     /// Written, but not made durable: the store's state on disk is unknown.
     #[error("making a commit durable failed: {0}")]
     Persist(fjall::Error),

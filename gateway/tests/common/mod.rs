@@ -1,6 +1,7 @@
 //! Starts the real `ringchat` binary on loopback port 0 and talks to it over real sockets.
 #![allow(dead_code)]
 
+pub mod transport;
 pub mod ws;
 
 use std::collections::HashMap;
@@ -18,6 +19,14 @@ use ringchat_proto::v1::{self, KickReason};
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const EXIT_TIMEOUT: Duration = Duration::from_secs(15);
 pub const PASSWORD: &str = "correct horse battery";
+
+/// A server that exited at start-up.
+#[derive(Debug)]
+pub struct FailedStart {
+    pub status: ExitStatus,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
 
 pub struct TestServer {
     child: Option<Child>,
@@ -86,6 +95,80 @@ impl TestServer {
         server.cert_pem = Some(std::fs::read_to_string(&cert).unwrap());
         server._tmp = Some(tmp);
         server
+    }
+
+    /// Starts a server that must fail to start: waits (bounded) for it to exit, and returns how
+    /// it exited and what it wrote to stderr. Panics if it gets ready or does not exit in time.
+    pub fn start_expecting_failure(data_dir: &Path, env: &[(&str, &str)]) -> FailedStart {
+        let mut all = base_env(data_dir);
+        all.extend(
+            env.iter()
+                .map(|(k, v)| (format!("RINGCHAT_{k}"), (*v).to_owned())),
+        );
+        let started = Instant::now();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ringchat"))
+            .arg("serve")
+            .env_clear()
+            .envs(all)
+            .env("RINGCHAT_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ringchat");
+        // Read both pipes on threads, so a chatty child never blocks on a full pipe.
+        let mut stdout = child.stdout.take().unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let out = std::thread::spawn(move || {
+            let mut s = String::new();
+            for line in BufReader::new(&mut stdout).lines().map_while(Result::ok) {
+                if line.starts_with("ringchat ready") {
+                    let _ = ready_tx.send(());
+                }
+                s.push_str(&line);
+                s.push('\n');
+            }
+            s
+        });
+        let err = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s);
+            s
+        });
+        let deadline = started + READY_TIMEOUT;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            let ready = ready_rx.try_recv().is_ok();
+            if ready || Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                let why = if ready {
+                    "the server got ready although it should have failed".to_owned()
+                } else {
+                    format!("the server did not exit within {READY_TIMEOUT:?}")
+                };
+                panic!(
+                    "{why}; stdout:\n{}\nstderr:\n{}",
+                    out.join().unwrap(),
+                    err.join().unwrap()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let stderr = err.join().unwrap();
+        let stdout = out.join().unwrap();
+        assert!(
+            !stdout.contains("ringchat ready"),
+            "the server got ready before it failed ({status:?}); stdout:\n{stdout}\nstderr:\n{stderr}"
+        );
+        FailedStart {
+            status,
+            stderr,
+            elapsed: started.elapsed(),
+        }
     }
 
     /// Starts a server on an existing data dir (for restarts).

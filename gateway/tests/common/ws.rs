@@ -54,6 +54,14 @@ pub async fn tls_connect(
     cert_pem: &str,
 ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     let tcp = tokio::net::TcpStream::connect(addr).await?;
+    tls_over(tcp, cert_pem).await
+}
+
+/// The TLS handshake on a connected socket, checked against `cert_pem` for "localhost".
+pub async fn tls_over(
+    tcp: tokio::net::TcpStream,
+    cert_pem: &str,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     tls_connector(cert_pem).connect(name, tcp).await
 }
@@ -79,14 +87,22 @@ impl WsClient {
     }
 
     async fn handshake(stream: Box<dyn Io>, url: &str) -> Self {
-        let (ws, response) = tokio_tungstenite::client_async(url, stream)
+        Self::try_handshake(stream, url)
             .await
-            .expect("WebSocket handshake");
+            .expect("WebSocket handshake")
+    }
+
+    /// The WebSocket upgrade on a connected stream (plain or TLS), for `url` (`ws://…/ws`).
+    pub async fn try_handshake(
+        stream: Box<dyn Io>,
+        url: &str,
+    ) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
+        let (ws, response) = tokio_tungstenite::client_async(url, stream).await?;
         assert_eq!(response.status(), 101);
-        Self {
+        Ok(Self {
             ws,
             next_request_id: 1,
-        }
+        })
     }
 
     pub async fn send_message(&mut self, message: Message) {
@@ -108,22 +124,28 @@ impl WsClient {
     }
 
     pub async fn recv(&mut self) -> Event {
+        let deadline = tokio::time::Instant::now() + RECV_TIMEOUT;
+        self.recv_until(deadline).await.expect("a message in time")
+    }
+
+    /// The next event, or `None` when nothing came by `deadline`.
+    pub async fn recv_until(&mut self, deadline: tokio::time::Instant) -> Option<Event> {
         loop {
-            let next = tokio::time::timeout(RECV_TIMEOUT, self.ws.next())
+            let next = tokio::time::timeout_at(deadline, self.ws.next())
                 .await
-                .expect("a message in time");
+                .ok()?;
             let message = match next {
-                None | Some(Err(_)) => return Event::Close(1006, String::new()),
+                None | Some(Err(_)) => return Some(Event::Close(1006, String::new())),
                 Some(Ok(m)) => m,
             };
-            return match message {
+            return Some(match message {
                 Message::Binary(b) => Event::Frame(Frame::decode(&b[..]).expect("a Frame")),
                 Message::Text(t) => Event::Json(serde_json::from_str(&t).expect("JSON")),
                 Message::Pong(p) => Event::Pong(p.to_vec()),
                 Message::Close(Some(c)) => Event::Close(c.code.into(), c.reason.to_string()),
                 Message::Close(None) => Event::Close(1005, String::new()),
                 Message::Ping(_) | Message::Frame(_) => continue,
-            };
+            });
         }
     }
 
@@ -192,17 +214,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FramedClient<S> {
 
     /// The next frame, or `None` when the server closed.
     pub async fn recv(&mut self) -> Option<Frame> {
+        let deadline = tokio::time::Instant::now() + RECV_TIMEOUT;
+        self.recv_until(deadline).await.expect("data in time")
+    }
+
+    /// The next frame, `Ok(None)` when the server closed (a read error counts as closed, and
+    /// so does an end of stream inside a frame), `Err` when nothing came by `deadline`.
+    pub async fn recv_until(
+        &mut self,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<Frame>, tokio::time::error::Elapsed> {
         loop {
             if let Some(f) = ringchat_proto::decode(&mut self.buf, 1 << 24).unwrap() {
-                return Some(f);
+                return Ok(Some(f));
             }
-            let n = tokio::time::timeout(RECV_TIMEOUT, self.stream.read_buf(&mut self.buf))
-                .await
-                .expect("data in time")
+            let n = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf))
+                .await?
                 .unwrap_or(0);
             if n == 0 {
-                return None;
+                return Ok(None);
             }
         }
+    }
+
+    /// Writes raw bytes.
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes).await?;
+        self.stream.flush().await
     }
 }
