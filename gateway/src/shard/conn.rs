@@ -70,8 +70,8 @@ struct Conn {
 }
 
 /// Serves one accepted socket to the end. With `full`, the shard is at its connection limit:
-/// the client is told so once its transport is up (a TLS client is not worth a handshake), and
-/// the connection is closed.
+/// the client is told so once its transport is up (on every transport alike), and the
+/// connection is closed; the shard bounds how many of those run at once.
 ///
 /// The connection is built before the returned future, so the task holds only the `Conn`, not
 /// also the arguments it was made from.
@@ -87,7 +87,6 @@ pub(super) fn serve(
     // Small frames both ways: do not let Nagle hold them back.
     let _ = tcp.set_nodelay(true);
     let stream = match (listen.tls(), &session.shard.tls) {
-        (true, _) if full => None,
         (true, Some(config)) => match Stream::tls(tcp, Arc::clone(config)) {
             Ok(stream) => Some(stream),
             Err(err) => {

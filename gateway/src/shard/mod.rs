@@ -29,6 +29,9 @@ use local::{BufferPool, LocalNotify};
 
 /// Events taken from the shard's inbox in one go.
 const EVENT_BATCH_MAX: usize = 256;
+/// Connections a full shard is turning away at once (each told `SERVER_FULL` over its own
+/// transport, a TLS handshake included); past that, new ones are closed without a word.
+const REJECTING_MAX: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShardError {
@@ -234,6 +237,8 @@ pub(crate) struct Shard {
     pub tick: Cell<u64>,
     pub tick_ms: u64,
     pub stopping: Cell<bool>,
+    /// Connections being turned away because the shard is full.
+    rejecting: Cell<usize>,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     stop: LocalNotify,
     /// One per accept loop (a `LocalNotify` has a single waiter).
@@ -332,6 +337,7 @@ async fn serve(spec: ShardSpec) -> Result<(), ShardError> {
         tick: Cell::new(0),
         tick_ms,
         stopping: Cell::new(false),
+        rejecting: Cell::new(0),
         tls: spec.tls,
         stop: LocalNotify::default(),
         listener_stops: RefCell::new(Vec::new()),
@@ -384,19 +390,35 @@ async fn accept_loop(
                 if full {
                     shard.stats.rejected_full.add(1);
                 }
-                let shared = if full {
-                    // Not in the table: the reaper does not see it, and it is bounded by itself.
-                    shard.conn_shared(0)
-                } else {
-                    shard.register()
-                };
+                if full {
+                    // Told "server full" over its own transport, within the handshake timeout;
+                    // past REJECTING_MAX at once, a full shard just closes the socket.
+                    if shard.rejecting.get() >= REJECTING_MAX {
+                        continue;
+                    }
+                    shard.rejecting.set(shard.rejecting.get() + 1);
+                    let shard = Rc::clone(&shard);
+                    let reject = conn::serve(
+                        Rc::clone(&shard),
+                        shard.conn_shared(0),
+                        stream,
+                        peer,
+                        kind,
+                        true,
+                    );
+                    monoio::spawn(async move {
+                        reject.await;
+                        shard.rejecting.set(shard.rejecting.get() - 1);
+                    });
+                    continue;
+                }
                 monoio::spawn(conn::serve(
                     Rc::clone(&shard),
-                    shared,
+                    shard.register(),
                     stream,
                     peer,
                     kind,
-                    full,
+                    false,
                 ));
             }
             Err(err) => {
