@@ -247,6 +247,36 @@ pub(crate) struct Shard {
 }
 
 impl Shard {
+    fn new(
+        id: ShardId,
+        gateway: GatewayConfig,
+        limits: Limits,
+        backend: RequestSender,
+        stats: Arc<ShardStats>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Self {
+        let tick_ms =
+            (gateway.handshake_timeout_ms.min(gateway.idle_timeout_ms) / 8).clamp(10, 1000);
+        Self {
+            id,
+            pool: BufferPool::new(gateway.read_buffer_bytes, gateway.pool_buffers_max),
+            gateway,
+            limits,
+            backend,
+            stats,
+            conns: RefCell::new(HashMap::new()),
+            next_conn: Cell::new(1),
+            tick: Cell::new(0),
+            tick_ms,
+            stopping: Cell::new(false),
+            rejecting: Cell::new(0),
+            tls,
+            stop: LocalNotify::default(),
+            listener_stops: RefCell::new(Vec::new()),
+            all_closed: LocalNotify::default(),
+        }
+    }
+
     fn register(&self) -> Rc<ConnShared> {
         let id = self.next_conn.get();
         self.next_conn.set(id + 1);
@@ -316,33 +346,14 @@ async fn serve(spec: ShardSpec) -> Result<(), ShardError> {
         (to_monoio(spec.listeners.tls)?, Listen::Tls),
         (to_monoio(spec.listeners.wss)?, Listen::Wss),
     ];
-    let tick_ms = (spec
-        .gateway
-        .handshake_timeout_ms
-        .min(spec.gateway.idle_timeout_ms)
-        / 8)
-    .clamp(10, 1000);
-    let shard = Rc::new(Shard {
+    let shard = Rc::new(Shard::new(
         id,
-        pool: BufferPool::new(
-            spec.gateway.read_buffer_bytes,
-            spec.gateway.pool_buffers_max,
-        ),
-        gateway: spec.gateway,
-        limits: spec.limits,
-        backend: spec.backend,
-        stats: spec.stats,
-        conns: RefCell::new(HashMap::new()),
-        next_conn: Cell::new(1),
-        tick: Cell::new(0),
-        tick_ms,
-        stopping: Cell::new(false),
-        rejecting: Cell::new(0),
-        tls: spec.tls,
-        stop: LocalNotify::default(),
-        listener_stops: RefCell::new(Vec::new()),
-        all_closed: LocalNotify::default(),
-    });
+        spec.gateway,
+        spec.limits,
+        spec.backend,
+        spec.stats,
+        spec.tls,
+    ));
     monoio::spawn(drain_inbox(Rc::clone(&shard), spec.inbox));
     monoio::spawn(reap(Rc::clone(&shard)));
     for (listener, kind) in listeners {
@@ -481,7 +492,8 @@ async fn reap(shard: Rc<Shard>) {
                 c.close_with(Close::Kick(KickReason::HandshakeTimeout));
             } else if now - c.last_seen_tick.get() > idle_ticks {
                 c.close_with(Close::Kick(KickReason::IdleTimeout));
-            } else if now - c.last_seen_tick.get() > 1 {
+            } else if now > c.last_seen_tick.get() {
+                // Quiet for this tick at least.
                 c.release_idle_queue();
             }
         }
