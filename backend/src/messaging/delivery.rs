@@ -31,16 +31,17 @@ impl Backend {
                 conn,
                 request_id,
                 message,
+                members,
             } => {
                 let ack = v1::SendAck {
                     msg_id: message.msg_id,
-                    conversation_id: message.conv_id,
+                    conversation_id: message.conv_id.to_wire(),
                     seq: message.seq,
                     server_time_ms: message.server_time_ms,
                     duplicate: false,
                 };
                 self.reply(conn, request_id, Body::SendAck(ack)).await;
-                let targets = self.sessions_of(&[message.to, message.from], Some(conn));
+                let targets = self.sessions_of(members.all(), Some(conn));
                 let push = encoded(
                     0,
                     Body::Push(v1::Push {
@@ -56,7 +57,7 @@ impl Backend {
             } => {
                 let ack = v1::SendAck {
                     msg_id: original.msg_id,
-                    conversation_id: original.conv_id,
+                    conversation_id: original.conv_id.to_wire(),
                     seq: original.seq,
                     server_time_ms: original.server_time_ms,
                     duplicate: true,
@@ -68,12 +69,12 @@ impl Backend {
                 request_id,
                 conv,
                 user,
-                peer,
+                members,
                 cursor,
                 moved,
             } => {
                 let ok = v1::CursorOk {
-                    conversation_id: conv,
+                    conversation_id: conv.to_wire(),
                     delivered_seq: cursor.delivered_seq,
                     read_seq: cursor.read_seq,
                 };
@@ -82,13 +83,13 @@ impl Backend {
                     let receipt = encoded(
                         0,
                         Body::Receipt(v1::Receipt {
-                            conversation_id: conv,
+                            conversation_id: conv.to_wire(),
                             user_id: user,
                             delivered_seq: cursor.delivered_seq,
                             read_seq: cursor.read_seq,
                         }),
                     );
-                    let targets = self.sessions_of(&[peer, user], Some(conn));
+                    let targets = self.sessions_of(members.all(), Some(conn));
                     self.fanout(targets, receipt).await;
                 }
             }
@@ -96,18 +97,19 @@ impl Backend {
                 conn,
                 request_id,
                 conv,
+                members,
                 seq,
                 event_seq,
                 event,
             } => {
                 let ok = v1::RecallOk {
-                    conversation_id: conv,
+                    conversation_id: conv.to_wire(),
                     seq,
                     event_seq,
                 };
                 self.reply(conn, request_id, Body::RecallOk(ok)).await;
                 if let Some(event) = event {
-                    let targets = self.sessions_of(&[event.to, event.from], Some(conn));
+                    let targets = self.sessions_of(members.all(), Some(conn));
                     let push = encoded(
                         0,
                         Body::Push(v1::Push {

@@ -9,11 +9,11 @@ use ringchat_proto::v1::{self, ErrorCode};
 use tokio::sync::mpsc;
 
 use super::writer::{CursorKind, CursorMove, NewMessage, Write, WriteOp};
-use super::{reads, validate_send};
+use super::{conv_from_wire, members_with, reads, validate_send};
 use crate::Backend;
 use crate::accounts::Refusal;
 use crate::api::{ConnId, ConnRef, SessionRequest, ShardEvent};
-use crate::store::{Store, UserId, peer_of};
+use crate::store::{Store, UserId};
 
 /// The requests served from the store on a blocking thread.
 enum Read {
@@ -31,6 +31,18 @@ impl Backend {
         request_id: u64,
         request: SessionRequest,
     ) {
+        // A conversation id from the client becomes a `ConvId` here, or the request is refused.
+        macro_rules! conv {
+            ($raw:expr) => {
+                match conv_from_wire($raw) {
+                    Ok(conv) => conv,
+                    Err(refusal) => {
+                        self.refuse(conn, request_id, refusal).await;
+                        return;
+                    }
+                }
+            };
+        }
         let write = match request {
             SessionRequest::Send(send) => {
                 if let Err(refusal) =
@@ -47,27 +59,31 @@ impl Backend {
                     content: send.content,
                 })
             }
-            SessionRequest::DeliveryAck(ack) => Write::Cursor(CursorMove {
-                user,
-                device_id: self
-                    .lock_sessions()
-                    .device_of(user, conn)
-                    .unwrap_or_default()
-                    .to_owned(),
-                conv: ack.conversation_id,
-                kind: CursorKind::Delivered,
-                seq: ack.seq,
-            }),
+            SessionRequest::DeliveryAck(ack) => {
+                // Before the sessions lock below: refusing awaits, and no lock crosses an await.
+                let conv = conv!(ack.conversation_id);
+                Write::Cursor(CursorMove {
+                    user,
+                    device_id: self
+                        .lock_sessions()
+                        .device_of(user, conn)
+                        .unwrap_or_default()
+                        .to_owned(),
+                    conv,
+                    kind: CursorKind::Delivered,
+                    seq: ack.seq,
+                })
+            }
             SessionRequest::Read(read) => Write::Cursor(CursorMove {
                 user,
                 device_id: String::new(),
-                conv: read.conversation_id,
+                conv: conv!(read.conversation_id),
                 kind: CursorKind::Read,
                 seq: read.seq,
             }),
             SessionRequest::Recall(recall) => Write::Recall {
                 user,
-                conv: recall.conversation_id,
+                conv: conv!(recall.conversation_id),
                 seq: recall.seq,
             },
             SessionRequest::Typing(typing) => {
@@ -141,10 +157,14 @@ impl Backend {
 
     /// Typing is relayed to the peer's sessions and never stored; it has no reply.
     async fn relay_typing(&self, conn: ConnRef, user: UserId, request_id: u64, typing: v1::Typing) {
-        let Some(peer) = peer_of(typing.conversation_id, user) else {
-            let refusal = Refusal::new(ErrorCode::NotFound, "no such conversation");
-            self.refuse(conn, request_id, refusal).await;
-            return;
+        let members = match conv_from_wire(typing.conversation_id)
+            .and_then(|conv| members_with(conv, user))
+        {
+            Ok(members) => members,
+            Err(refusal) => {
+                self.refuse(conn, request_id, refusal).await;
+                return;
+            }
         };
         let frame = crate::api::encoded(
             0,
@@ -153,7 +173,8 @@ impl Backend {
                 from_user_id: user,
             }),
         );
-        let targets = self.sessions_of(&[peer], None);
+        let others: smallvec::SmallVec<[UserId; 2]> = members.others(user).collect();
+        let targets = self.sessions_of(&others, None);
         self.fanout(targets, frame).await;
     }
 

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use ringchat_proto::v1::{self, ContentType, ErrorCode};
 
 use crate::accounts::Refusal;
-use crate::store::{MessageRecord, USER_ID_FIRST, USER_ID_LAST, UserId};
+use crate::store::{ConvId, ConvKind, Members, MessageRecord, USER_ID_FIRST, USER_ID_LAST, UserId};
 
 /// Longest `client_msg_id`.
 pub const CLIENT_MSG_ID_BYTES_MAX: usize = 64;
@@ -18,7 +18,7 @@ pub const CLIENT_MSG_ID_BYTES_MAX: usize = 64;
 pub fn to_wire(m: MessageRecord) -> v1::Message {
     v1::Message {
         msg_id: m.msg_id,
-        conversation_id: m.conv_id,
+        conversation_id: m.conv_id.to_wire(),
         seq: m.seq,
         from_user_id: m.from,
         client_msg_id: m.client_msg_id,
@@ -29,6 +29,24 @@ pub fn to_wire(m: MessageRecord) -> v1::Message {
         to_user_id: m.to,
         recall_of_seq: m.recall_of_seq,
     }
+}
+
+/// A conversation's members, if `user` is one of them. Direct conversations answer from the id
+/// with no read; kinds with stored members (groups) have none yet, so they are not found.
+pub(crate) fn members_with(conv: ConvId, user: UserId) -> Result<Members, Refusal> {
+    let members = match conv.kind() {
+        ConvKind::Direct => conv.implied_members(),
+        // Stored membership comes with the groups issue; until then no such conversation exists.
+        ConvKind::Group | ConvKind::System => None,
+    };
+    members
+        .filter(|m| m.contains(user))
+        .ok_or_else(|| Refusal::new(ErrorCode::NotFound, "no such conversation"))
+}
+
+/// A conversation id a client sent, if it is one a conversation can have.
+pub(crate) fn conv_from_wire(raw: u64) -> Result<ConvId, Refusal> {
+    ConvId::from_wire(raw).ok_or_else(|| Refusal::new(ErrorCode::NotFound, "no such conversation"))
 }
 
 /// Checks what can be checked without storage.

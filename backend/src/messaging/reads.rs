@@ -1,10 +1,10 @@
 //! Sync, history and the conversation list: reads straight from the store, on blocking threads.
 
-use ringchat_proto::v1::{self, ErrorCode};
+use ringchat_proto::v1;
 
-use super::to_wire;
+use super::{conv_from_wire, members_with, to_wire};
 use crate::accounts::Refusal;
-use crate::store::{ConvId, Store, UserId, peer_of};
+use crate::store::{Store, UserId};
 
 /// Conversations listed at most, most recent first.
 pub const CONVERSATIONS_MAX: usize = 1000;
@@ -20,19 +20,16 @@ fn page_limit(requested: u32, page_max: u32) -> usize {
     limit as usize
 }
 
-fn check_participant(conv: ConvId, user: UserId) -> Result<UserId, Refusal> {
-    peer_of(conv, user).ok_or_else(|| Refusal::new(ErrorCode::NotFound, "no such conversation"))
-}
-
 pub fn sync(
     store: &dyn Store,
     user: UserId,
     req: &v1::Sync,
     page_max: u32,
 ) -> Result<v1::SyncBatch, Refusal> {
-    check_participant(req.conversation_id, user)?;
+    let conv = conv_from_wire(req.conversation_id)?;
+    members_with(conv, user)?;
     let limit = page_limit(req.limit, page_max);
-    let mut messages = store.messages_after(req.conversation_id, req.after_seq, limit + 1)?;
+    let mut messages = store.messages_after(conv, req.after_seq, limit + 1)?;
     let has_more = messages.len() > limit;
     messages.truncate(limit);
     Ok(v1::SyncBatch {
@@ -48,14 +45,15 @@ pub fn history(
     req: &v1::History,
     page_max: u32,
 ) -> Result<v1::HistoryBatch, Refusal> {
-    check_participant(req.conversation_id, user)?;
+    let conv = conv_from_wire(req.conversation_id)?;
+    members_with(conv, user)?;
     let limit = page_limit(req.limit, page_max);
     let before = if req.before_seq == 0 {
         u64::MAX
     } else {
         req.before_seq
     };
-    let mut messages = store.messages_before(req.conversation_id, before, limit + 1)?;
+    let mut messages = store.messages_before(conv, before, limit + 1)?;
     let has_more = messages.len() > limit;
     messages.truncate(limit);
     Ok(v1::HistoryBatch {
@@ -68,15 +66,17 @@ pub fn history(
 pub fn conversations(store: &dyn Store, user: UserId) -> Result<v1::ConversationList, Refusal> {
     let mut list = Vec::new();
     for conv in store.user_conversations(user, CONVERSATIONS_SCAN_MAX)? {
-        let Some(peer) = peer_of(conv, user) else {
+        let Ok(members) = members_with(conv, user) else {
             continue;
         };
+        // A direct conversation's other member; its cursors are the peer's ticks.
+        let peer = members.others(user).next().unwrap_or(0);
         let last = store.last_message(conv)?;
         let max_seq = last.as_ref().map_or(0, |m| m.seq);
         let mine = store.cursor(conv, user)?.unwrap_or_default();
         let theirs = store.cursor(conv, peer)?.unwrap_or_default();
         list.push(v1::Conversation {
-            conversation_id: conv,
+            conversation_id: conv.to_wire(),
             peer_user_id: peer,
             max_seq,
             read_seq: mine.read_seq,

@@ -14,11 +14,12 @@ use fastbloom::BloomFilter;
 use ringchat_proto::v1::{ContentType, ErrorCode};
 use tokio::sync::mpsc;
 
+use super::members_with;
 use crate::accounts::Refusal;
 use crate::api::ConnRef;
 use crate::store::{
-    CommitGroup, ConvId, ConvRecord, CursorRecord, DedupRecord, MessageRecord, Store, StoreError,
-    UserId, conversation_id, peer_of,
+    CommitGroup, ConvId, ConvRecord, CursorRecord, DedupRecord, Members, MessageRecord, Store,
+    StoreError, UserId,
 };
 use crate::time::now_ms;
 
@@ -78,6 +79,8 @@ pub(crate) enum Outcome {
         conn: ConnRef,
         request_id: u64,
         message: MessageRecord,
+        /// Who gets the push (the sender's other sessions too).
+        members: Members,
     },
     /// A resend of a stored message: ack again, push nothing.
     Duplicate {
@@ -90,7 +93,8 @@ pub(crate) enum Outcome {
         request_id: u64,
         conv: ConvId,
         user: UserId,
-        peer: UserId,
+        /// Who gets the receipt.
+        members: Members,
         cursor: CursorRecord,
         moved: bool,
     },
@@ -98,6 +102,7 @@ pub(crate) enum Outcome {
         conn: ConnRef,
         request_id: u64,
         conv: ConvId,
+        members: Members,
         seq: u64,
         event_seq: u64,
         /// `None` when it was recalled before (the event went out then).
@@ -319,7 +324,11 @@ impl Writer {
                 format!("no user {to}"),
             ));
         }
-        let conv_id = conversation_id(from, to);
+        let conv_id = ConvId::direct(from, to)
+            .ok_or_else(|| Refusal::new(ErrorCode::InvalidArgument, "not a conversation"))?;
+        let members = conv_id
+            .implied_members()
+            .expect("a direct conversation's members are implied");
         // Every read that can fail comes before the first change to the group: a refusal must
         // leave nothing behind (no dedup record, no seq taken).
         let mut conv = self.conv(conv_id)?;
@@ -360,6 +369,7 @@ impl Writer {
             conn,
             request_id,
             message,
+            members,
         })
     }
 
@@ -389,7 +399,7 @@ impl Writer {
             kind,
             seq,
         } = cursor_move;
-        let peer = peer_of(conv_id, user).ok_or_else(not_a_participant)?;
+        let members = members_with(conv_id, user)?;
         let conv = self.conv(conv_id)?;
         let seq = seq.min(conv.max_seq);
         let mut cursor = self.cursor(conv_id, user)?;
@@ -432,7 +442,7 @@ impl Writer {
             request_id,
             conv: conv_id,
             user,
-            peer,
+            members,
             cursor,
             moved,
         })
@@ -446,7 +456,7 @@ impl Writer {
         conv_id: ConvId,
         seq: u64,
     ) -> Result<Outcome, Refusal> {
-        let peer = peer_of(conv_id, user).ok_or_else(not_a_participant)?;
+        let members = members_with(conv_id, user)?;
         let pending = self
             .group
             .messages
@@ -478,6 +488,7 @@ impl Writer {
                 conn,
                 request_id,
                 conv: conv_id,
+                members,
                 seq,
                 event_seq: original.recall_event_seq,
                 event: None,
@@ -500,7 +511,8 @@ impl Writer {
             seq: conv.max_seq + 1,
             msg_id: self.take_msg_id(),
             from: user,
-            to: peer,
+            // The wire's `to_user_id`: a direct conversation's other member.
+            to: members.others(user).next().unwrap_or(0),
             client_msg_id: String::new(),
             content_type: ContentType::Recall as i32,
             content: Vec::new(),
@@ -522,6 +534,7 @@ impl Writer {
             conn,
             request_id,
             conv: conv_id,
+            members,
             seq,
             event_seq: event.seq,
             event: Some(event),
@@ -593,10 +606,6 @@ impl Writer {
     fn put_cursor(&mut self, conv: ConvId, user: UserId, record: CursorRecord) {
         self.pending_cursors.insert((conv, user), record);
     }
-}
-
-fn not_a_participant() -> Refusal {
-    Refusal::new(ErrorCode::NotFound, "no such conversation")
 }
 
 impl From<StoreError> for Refusal {

@@ -225,10 +225,18 @@ impl Store for FjallStore {
         let _writing = self.writes.lock().unwrap_or_else(|p| p.into_inner());
         let mut batch = self.db.batch();
         for m in &group.messages {
-            batch.insert(&self.messages, pair_key(m.conv_id, m.seq), encode(m));
+            batch.insert(
+                &self.messages,
+                pair_key(m.conv_id.to_wire(), m.seq),
+                encode(m),
+            );
         }
         for (user, conv) in &group.user_conversations {
-            batch.insert(&self.user_conversations, pair_key(*user, *conv), []);
+            batch.insert(
+                &self.user_conversations,
+                pair_key(*user, conv.to_wire()),
+                [],
+            );
         }
         for (user, client_msg_id, record) in &group.dedup {
             batch.insert(
@@ -238,10 +246,14 @@ impl Store for FjallStore {
             );
         }
         for (conv, user, record) in &group.cursors {
-            batch.insert(&self.cursors, pair_key(*conv, *user), encode(record));
+            batch.insert(
+                &self.cursors,
+                pair_key(conv.to_wire(), *user),
+                encode(record),
+            );
         }
         for (conv, user, device, seq) in &group.device_cursors {
-            let mut key = pair_key(*conv, *user).to_vec();
+            let mut key = pair_key(conv.to_wire(), *user).to_vec();
             key.extend_from_slice(device.as_bytes());
             batch.insert(&self.device_cursors, key, seq.to_be_bytes());
         }
@@ -260,7 +272,7 @@ impl Store for FjallStore {
     }
 
     fn last_message(&self, conv: ConvId) -> Result<Option<MessageRecord>, StoreError> {
-        let range = pair_key(conv, 0)..=pair_key(conv, u64::MAX);
+        let range = pair_key(conv.to_wire(), 0)..=pair_key(conv.to_wire(), u64::MAX);
         match self.view().range(&self.messages, range).next_back() {
             Some(guard) => Ok(Some(decode(&guard.into_inner()?.1)?)),
             None => Ok(None),
@@ -286,7 +298,7 @@ impl Store for FjallStore {
 
     fn cursor(&self, conv: ConvId, user: UserId) -> Result<Option<CursorRecord>, StoreError> {
         self.view()
-            .get(&self.cursors, pair_key(conv, user))?
+            .get(&self.cursors, pair_key(conv.to_wire(), user))?
             .map(|v| decode(&v))
             .transpose()
     }
@@ -297,7 +309,7 @@ impl Store for FjallStore {
         user: UserId,
         device_id: &str,
     ) -> Result<Option<u64>, StoreError> {
-        let mut key = pair_key(conv, user).to_vec();
+        let mut key = pair_key(conv.to_wire(), user).to_vec();
         key.extend_from_slice(device_id.as_bytes());
         self.view()
             .get(&self.device_cursors, key)?
@@ -307,7 +319,7 @@ impl Store for FjallStore {
 
     fn message(&self, conv: ConvId, seq: u64) -> Result<Option<MessageRecord>, StoreError> {
         self.view()
-            .get(&self.messages, pair_key(conv, seq))?
+            .get(&self.messages, pair_key(conv.to_wire(), seq))?
             .map(|v| decode(&v))
             .transpose()
     }
@@ -321,7 +333,7 @@ impl Store for FjallStore {
         let Some(first) = after_seq.checked_add(1) else {
             return Ok(Vec::new());
         };
-        let range = pair_key(conv, first)..=pair_key(conv, u64::MAX);
+        let range = pair_key(conv.to_wire(), first)..=pair_key(conv.to_wire(), u64::MAX);
         self.view()
             .range(&self.messages, range)
             .take(limit)
@@ -335,7 +347,7 @@ impl Store for FjallStore {
         before_seq: u64,
         limit: usize,
     ) -> Result<Vec<MessageRecord>, StoreError> {
-        let range = pair_key(conv, 0)..pair_key(conv, before_seq);
+        let range = pair_key(conv.to_wire(), 0)..pair_key(conv.to_wire(), before_seq);
         self.view()
             .range(&self.messages, range)
             .rev()
@@ -350,7 +362,7 @@ impl Store for FjallStore {
             .take(limit)
             .map(|guard| {
                 let key = guard.key()?;
-                be_u64(&key[8..])
+                be_u64(&key[8..]).map(ConvId::from_stored)
             })
             .collect()
     }

@@ -4,7 +4,10 @@
 //! Methods are synchronous and may block on disk: call them from a blocking context
 //! (`spawn_blocking` or the commit thread), never directly on a tokio worker's hot loop.
 
+mod conv;
 mod fjall_store;
+
+pub use conv::{ConvId, ConvKind, Members};
 
 pub use fjall_store::FjallStore;
 
@@ -53,34 +56,6 @@ pub struct TokenRecord {
     pub device_id: String,
     pub issued_at_ms: u64,
     pub expires_at_ms: u64,
-}
-
-/// A 1:1 conversation id: both user ids packed, the lower one first, so both sides compute the
-/// same id with no lookup and the participants can be read back from it.
-pub type ConvId = u64;
-
-pub fn conversation_id(a: UserId, b: UserId) -> ConvId {
-    let (low, high) = if a <= b { (a, b) } else { (b, a) };
-    (low << 32) | high
-}
-
-/// The two participants of a conversation, or `None` for an id no 1:1 conversation has.
-pub fn participants(conv: ConvId) -> Option<(UserId, UserId)> {
-    let (low, high) = (conv >> 32, conv & 0xffff_ffff);
-    let valid = |u: UserId| (USER_ID_FIRST..=USER_ID_LAST).contains(&u);
-    (valid(low) && valid(high) && low < high).then_some((low, high))
-}
-
-/// The other participant, if `user` is one of them.
-pub fn peer_of(conv: ConvId, user: UserId) -> Option<UserId> {
-    let (low, high) = participants(conv)?;
-    if user == low {
-        Some(high)
-    } else if user == high {
-        Some(low)
-    } else {
-        None
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -214,22 +189,4 @@ pub trait Store: Send + Sync + 'static {
 /// Usernames are unique without regard to ASCII case.
 pub fn username_key(username: &str) -> String {
     username.to_ascii_lowercase()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn conversation_ids_are_symmetric_and_reversible() {
-        let (a, b) = (100_000_007, 123_456_789);
-        let conv = conversation_id(a, b);
-        assert_eq!(conv, conversation_id(b, a));
-        assert_eq!(participants(conv), Some((a, b)));
-        assert_eq!(peer_of(conv, a), Some(b));
-        assert_eq!(peer_of(conv, b), Some(a));
-        assert_eq!(peer_of(conv, 100_000_008), None);
-        assert_eq!(participants(conversation_id(a, a)), None);
-        assert_eq!(participants(42), None);
-    }
 }
