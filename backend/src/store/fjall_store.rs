@@ -19,6 +19,18 @@ const META_NEXT_MSG_ID: &[u8] = b"next_msg_id";
 /// Stored messages at least this large are kept out of the LSM tree's compactions.
 const MESSAGE_SEPARATION_BYTES: u32 = 512;
 
+impl From<fjall::Error> for StoreError {
+    fn from(e: fjall::Error) -> Self {
+        Self::Engine(e.into())
+    }
+}
+
+impl From<postcard::Error> for StoreError {
+    fn from(e: postcard::Error) -> Self {
+        Self::Corrupt(e.into())
+    }
+}
+
 /// Key of a (conversation, seq) pair: both big-endian, so a conversation's messages are contiguous
 /// and ordered by seq.
 fn pair_key(a: u64, b: u64) -> [u8; 16] {
@@ -39,7 +51,7 @@ fn be_u64(bytes: &[u8]) -> Result<u64, StoreError> {
     bytes
         .try_into()
         .map(u64::from_be_bytes)
-        .map_err(|_| StoreError::Corrupt(postcard::Error::DeserializeUnexpectedEnd))
+        .map_err(|_| StoreError::Corrupt(postcard::Error::DeserializeUnexpectedEnd.into()))
 }
 
 pub struct FjallStore {
@@ -117,7 +129,7 @@ impl FjallStore {
     pub(crate) fn persist(&self) -> Result<(), StoreError> {
         self.db
             .persist(self.persist_mode())
-            .map_err(StoreError::Persist)?;
+            .map_err(|e| StoreError::Persist(e.into()))?;
         self.publish();
         Ok(())
     }

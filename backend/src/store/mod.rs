@@ -20,16 +20,21 @@ pub const USER_ID_FIRST: UserId = 100_000_000;
 /// Last 9-digit user id.
 pub const USER_ID_LAST: UserId = 999_999_999;
 
+/// An adapter's own error, behind the port.
+pub type BoxedError = Box<dyn std::error::Error + Send + Sync>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("username is taken")]
     UsernameTaken,
     #[error("all 9-digit user ids are used")]
     UserIdsExhausted,
+    /// The engine behind an adapter failed; its own error is kept as the source, so no engine
+    /// type appears in the port.
     #[error("storage engine: {0}")]
-    Engine(#[from] fjall::Error),
+    Engine(#[source] BoxedError),
     #[error("stored record is corrupt: {0}")]
-    Corrupt(#[from] postcard::Error),
+    Corrupt(#[source] BoxedError),
     #[error("storage I/O: {0}")]
     Io(#[from] std::io::Error),
     /// Another process holds the data dir's lock.
@@ -37,7 +42,7 @@ pub enum StoreError {
     DirInUse(std::path::PathBuf),
     /// Written, but not made durable: the store's state on disk is unknown.
     #[error("making a commit durable failed: {0}")]
-    Persist(fjall::Error),
+    Persist(#[source] BoxedError),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
