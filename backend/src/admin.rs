@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::routing::get;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
@@ -31,11 +32,24 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics_page))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(health_page))
+        .route("/readyz", get(health_page))
         .with_state(admin);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// Liveness and readiness: a server whose store refuses writes is neither (it is stopping, for
+/// its supervisor to restart it).
+async fn health_page(State(admin): State<Arc<Admin>>) -> (StatusCode, String) {
+    match admin.backend.health.failure() {
+        None => (StatusCode::OK, "ok\n".to_owned()),
+        Some(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: the store refuses writes: {why}\n"),
+        ),
+    }
 }
 
 async fn metrics_page(State(admin): State<Arc<Admin>>) -> String {

@@ -11,13 +11,15 @@ use crate::api::{ConnRef, LoginReply, Request, SessionInfo, ShardEvent, ShardSen
 use crate::config::{DevicePolicy, PLATFORM_NAMES, Settings};
 use crate::messaging::writer::{Outcome, WriteOp, Writer};
 use crate::sessions::{OpenError, Session, Sessions};
-use crate::store::{FjallStore, Store, StoreError};
+use crate::store::{FjallStore, Store, StoreError, StoreHealth};
 use crate::time::now_ms;
 
 /// Requests taken from the queue in one go.
 const REQUEST_BATCH_MAX: usize = 256;
 /// Sync, history and conversation-list reads running at once, at most.
 const READS_IN_FLIGHT_MAX: usize = 64;
+/// Time the refusals of a failed commit get to reach the shards before the server stops.
+const STORE_FAILURE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 /// Commit groups waiting for delivery.
 const OUTCOME_GROUPS_MAX: usize = 64;
 
@@ -45,6 +47,8 @@ struct Commit {
 pub struct Backend {
     pub(crate) settings: Settings,
     pub(crate) store: Arc<FjallStore>,
+    /// Whether the store still takes writes.
+    pub(crate) health: Arc<StoreHealth>,
     accounts: Accounts,
     pub(crate) sessions: Mutex<Sessions>,
     pub(crate) shards: Vec<ShardSender>,
@@ -100,6 +104,7 @@ impl Backend {
             })?;
         Ok(Arc::new(Self {
             settings,
+            health: store.health(),
             store,
             accounts,
             sessions,
@@ -272,6 +277,12 @@ impl Backend {
             // A shard that has stopped (shutdown) takes nothing more; its clients resync later.
             let _ = tx.send(event).await;
         }
+    }
+
+    /// Resolves once the store has stopped taking writes (a full disk, an I/O error), with the
+    /// reason. The server then stops, so that its supervisor restarts it once the cause is gone.
+    pub async fn store_failed(&self) -> String {
+        self.health.failed(STORE_FAILURE_GRACE).await
     }
 
     pub fn settings(&self) -> &Settings {

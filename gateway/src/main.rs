@@ -1,5 +1,6 @@
 //! `ringchat`: the chat server.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -128,7 +129,8 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
                     tracing::error!("{err:#}");
-                    eprintln!("ringchat: {err:#}");
+                    // Not eprintln!: it panics when stderr cannot be written (a full disk).
+                    let _ = writeln!(std::io::stderr(), "ringchat: {err:#}");
                     ExitCode::FAILURE
                 }
             }

@@ -1,6 +1,7 @@
 //! Wiring: binds the listeners, starts the backend runtime and the shards, prints the ready line,
 //! and runs the graceful shutdown on SIGINT/SIGTERM.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -133,12 +134,24 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let admin_text = admin_bound.map_or_else(|| "off".to_owned(), |a: SocketAddr| a.to_string());
     tracing::info!(tcp = %tcp_bound, ws = %ws_bound, tls = %tls_bound, wss = %wss_bound, admin = %admin_text, shards = shard_count, "ringchat ready");
     // One machine-readable line on stdout, for scripts and tests that start the server.
-    println!(
+    let _ = writeln!(
+        std::io::stdout(),
         "ringchat ready tcp={tcp_bound} admin={admin_text} shards={shard_count} ws={ws_bound} tls={tls_bound} wss={wss_bound}"
     );
 
-    let signal = rt.block_on(wait_for_signal())?;
-    tracing::info!(signal, "shutting down");
+    let stop = rt.block_on(async {
+        tokio::select! {
+            signal = wait_for_signal() => signal.map(Stop::Signal),
+            why = backend.store_failed() => Ok(Stop::StoreFailed(why)),
+        }
+    })?;
+    match &stop {
+        Stop::Signal(signal) => tracing::info!(signal, "shutting down"),
+        Stop::StoreFailed(why) => tracing::error!(
+            %why,
+            "stopping: the store refuses writes; restart once the cause (disk full, I/O error) is fixed"
+        ),
+    }
 
     rt.block_on(async {
         for tx in &shard_txs {
@@ -181,11 +194,24 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     }
     // The commit thread finishes what was queued; then one more flush for account writes.
     rt.block_on(backend.finish());
-    backend.flush().context("final flush of the store")?;
+    // After a store failure this fails too; the failure is what gets reported.
+    let flushed = backend.flush();
     let _ = admin_stop_tx.send(());
     rt.shutdown_timeout(Duration::from_secs(1));
     tracing::info!("stopped");
-    Ok(())
+    match stop {
+        Stop::Signal(_) => flushed.context("final flush of the store"),
+        Stop::StoreFailed(why) => bail!(
+            "stopped because the store refuses writes ({why}); restart once the cause (disk full, I/O error) is fixed"
+        ),
+    }
+}
+
+/// Why the server stops.
+enum Stop {
+    Signal(&'static str),
+    /// The store takes no more writes: exit non-zero so that the supervisor restarts.
+    StoreFailed(String),
 }
 
 async fn wait_for_signal() -> std::io::Result<&'static str> {

@@ -22,6 +22,7 @@ impl Backend {
             for outcome in group {
                 self.deliver_one(outcome).await;
             }
+            self.health.outcomes_passed_on();
         }
     }
 

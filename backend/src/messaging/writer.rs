@@ -234,13 +234,9 @@ impl Writer {
         let group = std::mem::take(&mut self.group);
         match self.store.commit_group(&group) {
             Ok(()) => self.promote(),
-            Err(StoreError::Persist(err)) => {
-                // The batch is in the store but its fsync failed: after a failed fsync the
-                // file's state is unknown, and nothing may be acknowledged on top of it. Stop;
-                // a restart recovers from the journal, and senders resend by client_msg_id.
-                tracing::error!(%err, "fsync of a commit group failed; stopping the server");
-                std::process::abort();
-            }
+            // A failed write or fsync stops every later write (the store refuses them: see
+            // `StoreHealth`), and the server stops: nothing is acknowledged on top of a
+            // failure, and senders resend by client_msg_id after the restart.
             Err(err) => {
                 tracing::error!(%err, "group commit failed; its writes are refused");
                 self.discard();

@@ -9,8 +9,8 @@ use fjall::{
 };
 
 use super::{
-    CommitGroup, ConvId, CursorRecord, DedupRecord, MessageRecord, Store, StoreError, TokenHash,
-    TokenRecord, USER_ID_FIRST, USER_ID_LAST, UserId, UserRecord, username_key,
+    CommitGroup, ConvId, CursorRecord, DedupRecord, MessageRecord, Store, StoreError, StoreHealth,
+    TokenHash, TokenRecord, USER_ID_FIRST, USER_ID_LAST, UserId, UserRecord, username_key,
 };
 use crate::config::Durability;
 
@@ -72,6 +72,8 @@ pub struct FjallStore {
     /// that a published snapshot never holds another writer's data before that data is durable
     /// (and user creation's name check and id counter move together).
     writes: Mutex<()>,
+    /// Set once a write fails: fjall takes none after that.
+    health: Arc<StoreHealth>,
     /// The data dir's lock file, locked exclusively while the store is open.
     _dir_lock: std::fs::File,
 }
@@ -121,17 +123,42 @@ impl FjallStore {
             db,
             durability,
             writes: Mutex::new(()),
+            health: Arc::default(),
             _dir_lock: dir_lock,
         })
     }
 
     /// Makes everything committed so far durable under the configured durability.
     pub(crate) fn persist(&self) -> Result<(), StoreError> {
-        self.db
+        let persisted = self
+            .db
             .persist(self.persist_mode())
-            .map_err(|e| StoreError::Persist(e.into()))?;
+            .map_err(|e| StoreError::Persist(e.into()));
+        self.written(persisted)?;
         self.publish();
         Ok(())
+    }
+
+    /// Refuses every write once one has failed: after a failed write or fsync the files' state
+    /// is unknown, and nothing may be acknowledged on top of it.
+    fn writable(&self) -> Result<(), StoreError> {
+        match self.health.failure() {
+            None => Ok(()),
+            Some(why) => Err(StoreError::WritesStopped(why.to_owned())),
+        }
+    }
+
+    /// Passes a write's result on; a failed write stops every later one (fjall poisons itself
+    /// after a failed journal write), so it is reported to the store's health.
+    fn written<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Err(e) = &result {
+            self.health.fail(e);
+        }
+        result
+    }
+
+    pub fn health(&self) -> Arc<StoreHealth> {
+        Arc::clone(&self.health)
     }
 
     fn persist_mode(&self) -> PersistMode {
@@ -173,6 +200,7 @@ impl Store for FjallStore {
             .writes
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.writable()?;
         let name_key = username_key(username);
         if self.view().get(&self.usernames, &name_key)?.is_some() {
             return Err(StoreError::UsernameTaken);
@@ -195,7 +223,7 @@ impl Store for FjallStore {
         batch.insert(&self.users, user_id.to_be_bytes(), encode(&user));
         batch.insert(&self.usernames, name_key, user_id.to_be_bytes());
         batch.insert(&self.meta, META_NEXT_USER_ID, (user_id + 1).to_be_bytes());
-        batch.commit()?;
+        self.written(batch.commit().map_err(StoreError::from))?;
         self.persist()?;
         Ok(user)
     }
@@ -216,7 +244,12 @@ impl Store for FjallStore {
 
     fn put_token(&self, hash: &TokenHash, token: &TokenRecord) -> Result<(), StoreError> {
         let _writing = self.writes.lock().unwrap_or_else(|p| p.into_inner());
-        self.tokens.insert(hash, encode(token))?;
+        self.writable()?;
+        self.written(
+            self.tokens
+                .insert(hash, encode(token))
+                .map_err(StoreError::from),
+        )?;
         self.persist()
     }
 
@@ -229,12 +262,14 @@ impl Store for FjallStore {
 
     fn remove_token(&self, hash: &TokenHash) -> Result<(), StoreError> {
         let _writing = self.writes.lock().unwrap_or_else(|p| p.into_inner());
-        self.tokens.remove(hash)?;
+        self.writable()?;
+        self.written(self.tokens.remove(hash).map_err(StoreError::from))?;
         self.persist()
     }
 
     fn commit_group(&self, group: &CommitGroup) -> Result<(), StoreError> {
         let _writing = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+        self.writable()?;
         let mut batch = self.db.batch();
         for m in &group.messages {
             batch.insert(
@@ -272,7 +307,7 @@ impl Store for FjallStore {
         if let Some(next) = group.next_msg_id {
             batch.insert(&self.meta, META_NEXT_MSG_ID, next.to_be_bytes());
         }
-        batch.commit()?;
+        self.written(batch.commit().map_err(StoreError::from))?;
         self.persist()
     }
 

@@ -20,6 +20,70 @@ pub const USER_ID_FIRST: UserId = 100_000_000;
 /// Last 9-digit user id.
 pub const USER_ID_LAST: UserId = 999_999_999;
 
+/// Whether the store takes writes. An adapter whose engine cannot take writes again after a
+/// failure (fjall poisons itself after a failed journal write) says so here, once; the server
+/// then refuses writes, reports not ready, and stops for its supervisor to restart it.
+#[derive(Debug, Default)]
+pub struct StoreHealth {
+    failure: std::sync::OnceLock<String>,
+    failed: tokio::sync::Notify,
+    /// The refusals of the failed commit have been passed on to the clients.
+    refusals_sent: std::sync::atomic::AtomicBool,
+    refusals_sent_notify: tokio::sync::Notify,
+}
+
+impl StoreHealth {
+    /// Records the first failure that stops writes; later ones add nothing.
+    pub fn fail(&self, why: &StoreError) {
+        if self.failure.set(why.to_string()).is_ok() {
+            tracing::error!(error = %why, "the store refused a write and takes no more");
+            self.failed.notify_waiters();
+            self.failed.notify_one();
+        }
+    }
+
+    /// Why writes stopped, if they have.
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.get().map(String::as_str)
+    }
+
+    /// Delivery calls this after passing a commit group's outcomes on: once writes have
+    /// stopped, the refusals they caused are now on their way to the clients.
+    pub fn outcomes_passed_on(&self) {
+        use std::sync::atomic::Ordering;
+        if self.failure().is_some() && !self.refusals_sent.swap(true, Ordering::AcqRel) {
+            self.refusals_sent_notify.notify_waiters();
+            self.refusals_sent_notify.notify_one();
+        }
+    }
+
+    /// Resolves once writes have stopped, with the reason: after the refusals of the failed
+    /// commit were passed on, or after `grace` (a failed account write has no commit group).
+    pub async fn failed(&self, grace: std::time::Duration) -> String {
+        let why = loop {
+            let notified = self.failed.notified();
+            if let Some(why) = self.failure() {
+                break why.to_owned();
+            }
+            notified.await;
+        };
+        let sent = async {
+            loop {
+                let notified = self.refusals_sent_notify.notified();
+                if self
+                    .refusals_sent
+                    .load(std::sync::atomic::Ordering::Acquire)
+                {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(grace, sent).await;
+        why
+    }
+}
+
 /// An adapter's own error, behind the port.
 pub type BoxedError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -40,6 +104,9 @@ pub enum StoreError {
     /// Another process holds the data dir's lock.
     #[error("data dir in use by another ringchat: {}", .0.display())]
     DirInUse(std::path::PathBuf),
+    /// An earlier write failed: this store takes no more until the server restarts.
+    #[error("the store takes no more writes after an earlier failure: {0}")]
+    WritesStopped(String),
     /// Written, but not made durable: the store's state on disk is unknown.
     #[error("making a commit durable failed: {0}")]
     Persist(#[source] BoxedError),

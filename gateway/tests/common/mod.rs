@@ -178,7 +178,13 @@ impl TestServer {
             env.iter()
                 .map(|(k, v)| (format!("RINGCHAT_{k}"), (*v).to_owned())),
         );
-        let log_path = data_dir.with_extension(format!("log-{}", std::process::id()));
+        // Not beside the data dir: a test may put that on a file system it fills.
+        static LOGS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let log_path = std::env::temp_dir().join(format!(
+            "ringchat-test-{}-{}.log",
+            std::process::id(),
+            LOGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         std::fs::create_dir_all(data_dir.parent().unwrap()).unwrap();
         let mut server = Self {
             child: None,
