@@ -5,6 +5,7 @@
 //! (`spawn_blocking` or the commit thread), never directly on a tokio worker's hot loop.
 
 mod fjall_store;
+pub(crate) mod log;
 
 pub use fjall_store::FjallStore;
 
