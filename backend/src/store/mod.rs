@@ -6,6 +6,7 @@
 
 mod conv;
 mod fjall_store;
+pub(crate) mod log;
 
 pub use conv::{ConvId, ConvKind, Members};
 
