@@ -14,20 +14,7 @@ mkdir -p "$OUT"
 ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 want() { [ "$ONLY" = all ] || [ "$ONLY" = "$1" ]; }
 
-server_pid=""
-start_server() { # binary dir, log name, then RINGCHAT_* overrides; KEEP_DATA=1 keeps the data
-  local dir=$1 name=$2; shift 2
-  [ "${KEEP_DATA:-0}" = 1 ] || rm -rf /tmp/ringchat-bench-data
-  env "$@" RINGCHAT_LOG=warn "$dir/ringchat" serve --config bench/configs/server.toml \
-    >"$OUT/$name.server.out" 2>"$OUT/$name.server.log" &
-  server_pid=$!
-  for _ in $(seq 100); do
-    grep -q "ringchat ready" "$OUT/$name.server.out" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "server for $name did not start" >&2; cat "$OUT/$name.server.log" >&2; exit 1
-}
-stop_server() { kill -TERM "$server_pid"; wait "$server_pid" || true; }
+source bench/server.sh
 
 if want pairs; then
   # Every run on a fresh store, before and after taking turns: the store's growth from run to
@@ -41,7 +28,7 @@ if want pairs; then
       for side in before after; do
         dir=$BEFORE; [ "$side" = after ] && dir=$AFTER
         name="$side-pairs-$transport-w$window"
-        start_server "$dir" "$name" RINGCHAT_STORAGE__DURABILITY=none
+        start_server "$dir/ringchat" "$name" RINGCHAT_STORAGE__DURABILITY=none
         # An unmeasured run creates the users and warms the store.
         "$BENCH" pairs --server-pid "$server_pid" --quiet --duration 2s "${args[@]}" >/dev/null
         "$BENCH" pairs --server-pid "$server_pid" --quiet --duration "$DURATION" "${args[@]}" \
@@ -58,11 +45,11 @@ if want connect; then
       for side in before after; do
         dir=$BEFORE; [ "$side" = after ] && dir=$AFTER
         name="$side-connect-$n"
-        start_server "$dir" "$name" RINGCHAT_STORAGE__DURABILITY=none
+        start_server "$dir/ringchat" "$name" RINGCHAT_STORAGE__DURABILITY=none
         # Users are registered by a first pass; the measured pass only logs in.
         "$BENCH" connect --server-pid "$server_pid" --quiet --conns "$n" --hold 1s >/dev/null
         stop_server
-        KEEP_DATA=1 start_server "$dir" "$name" RINGCHAT_STORAGE__DURABILITY=none
+        KEEP_DATA=1 start_server "$dir/ringchat" "$name" RINGCHAT_STORAGE__DURABILITY=none
         "$BENCH" connect --server-pid "$server_pid" --quiet --conns "$n" --hold 5s \
           --json "$OUT/$name.$run.json" >"$OUT/$name.$run.txt"
         stop_server

@@ -21,20 +21,7 @@ SERVER=target/release/ringchat
 BENCH=target/release/ringchat-bench
 ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-server_pid=""
-start_server() { # name, then RINGCHAT_* overrides; KEEP_DATA=1 keeps the previous data
-  local name=$1; shift
-  [ "${KEEP_DATA:-0}" = 1 ] || rm -rf /tmp/ringchat-bench-data
-  env "$@" RINGCHAT_LOG=warn "$SERVER" serve --config bench/configs/server.toml \
-    >"$OUT/$name.server.out" 2>"$OUT/$name.server.log" &
-  server_pid=$!
-  for _ in $(seq 100); do
-    grep -q "ringchat ready" "$OUT/$name.server.out" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "server for $name did not start" >&2; cat "$OUT/$name.server.log" >&2; exit 1
-}
-stop_server() { kill -TERM "$server_pid"; wait "$server_pid" || true; }
+source bench/server.sh
 
 pairs() { # name, bench args...
   local name=$1; shift
@@ -51,11 +38,11 @@ want() { [ "$ONLY" = all ] || [ "$ONLY" = "$1" ]; }
 if want connect; then
   for n in ${CONNECT_SIZES:-10000 19000}; do
     for run in $(seq "$RUNS"); do
-      start_server "connect-$n" RINGCHAT_STORAGE__DURABILITY=none
+      start_server "$SERVER" "connect-$n" RINGCHAT_STORAGE__DURABILITY=none
       # Users are registered by a first pass; the measured pass only logs in.
       "$BENCH" connect --server-pid "$server_pid" --quiet --conns "$n" --hold 1s >/dev/null
       stop_server
-      KEEP_DATA=1 start_server "connect-$n" RINGCHAT_STORAGE__DURABILITY=none
+      KEEP_DATA=1 start_server "$SERVER" "connect-$n" RINGCHAT_STORAGE__DURABILITY=none
       "$BENCH" connect --server-pid "$server_pid" --quiet --conns "$n" --hold 5s \
         --json "$OUT/connect-$n.$run.json" >"$OUT/connect-$n.$run.txt"
       stop_server
@@ -65,7 +52,7 @@ fi
 
 if want pairs; then
   for durability in none fsync; do
-    start_server "pairs-$durability" RINGCHAT_STORAGE__DURABILITY=$durability
+    start_server "$SERVER" "pairs-$durability" RINGCHAT_STORAGE__DURABILITY=$durability
     for size in 64 1024; do
       for window in 1 32; do
         pairs "pairs-$durability-${size}B-w$window" --pairs 100 --size "$size" --window "$window"
@@ -77,7 +64,7 @@ fi
 
 if want drivers; then
   for driver in io_uring epoll; do
-    start_server "driver-$driver" RINGCHAT_STORAGE__DURABILITY=none RINGCHAT_GATEWAY__DRIVER=$driver
+    start_server "$SERVER" "driver-$driver" RINGCHAT_STORAGE__DURABILITY=none RINGCHAT_GATEWAY__DRIVER=$driver
     pairs "driver-$driver" --pairs 100 --size 64 --window 32
     stop_server
   done
@@ -86,21 +73,21 @@ fi
 if want shards; then
   for cores in "[0]" "[0, 1]"; do
     name="shards-$(echo "$cores" | tr -cd ',' | wc -c)"
-    start_server "$name" RINGCHAT_STORAGE__DURABILITY=none "RINGCHAT_GATEWAY__CORES=$cores"
+    start_server "$SERVER" "$name" RINGCHAT_STORAGE__DURABILITY=none "RINGCHAT_GATEWAY__CORES=$cores"
     pairs "$name" --pairs 100 --size 64 --window 32
     stop_server
   done
 fi
 
 if want ws; then
-  start_server websocket RINGCHAT_STORAGE__DURABILITY=none
+  start_server "$SERVER" websocket RINGCHAT_STORAGE__DURABILITY=none
   pairs "ws-64B-w32" --pairs 100 --size 64 --window 32 --transport ws --addr 127.0.0.1:7001
   pairs "ws-64B-w1" --pairs 100 --size 64 --window 1 --transport ws --addr 127.0.0.1:7001
   stop_server
 fi
 
 if want paced; then
-  start_server paced RINGCHAT_STORAGE__DURABILITY=fsync
+  start_server "$SERVER" paced RINGCHAT_STORAGE__DURABILITY=fsync
   pairs "paced-1000pairs-10k" --pairs 1000 --size 64 --window 64 --rate 10000
   stop_server
 fi

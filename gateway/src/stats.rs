@@ -106,29 +106,42 @@ pub fn publish(shards: &[Arc<ShardStats>]) {
         };
         metrics::gauge!("ringchat_shard_driver", "shard" => shard.clone(), "driver" => driver)
             .set(1.0);
-        for (code, c) in s.errors.iter().enumerate() {
-            let n = c.get();
-            if n == 0 {
-                continue;
-            }
-            let name = i32::try_from(code)
-                .ok()
-                .and_then(|c| ErrorCode::try_from(c).ok())
-                .map_or("unknown", |c| c.as_str_name());
-            metrics::counter!("ringchat_errors_total", "shard" => shard.clone(), "code" => name)
-                .absolute(n);
+        let code_name = |i: i32| ErrorCode::try_from(i).ok().map(|c| c.as_str_name());
+        publish_by_enum(
+            &s.errors,
+            "ringchat_errors_total",
+            &shard,
+            "code",
+            code_name,
+        );
+        let reason_name = |i: i32| KickReason::try_from(i).ok().map(|r| r.as_str_name());
+        publish_by_enum(
+            &s.kicks,
+            "ringchat_kicks_total",
+            &shard,
+            "reason",
+            reason_name,
+        );
+    }
+}
+
+/// Publishes counters indexed by a protocol enum's value, labelled with the value's name.
+fn publish_by_enum(
+    counters: &[LocalCounter],
+    metric: &'static str,
+    shard: &str,
+    label: &'static str,
+    name_of: impl Fn(i32) -> Option<&'static str>,
+) {
+    for (index, c) in counters.iter().enumerate() {
+        let n = c.get();
+        if n == 0 {
+            continue;
         }
-        for (reason, c) in s.kicks.iter().enumerate() {
-            let n = c.get();
-            if n == 0 {
-                continue;
-            }
-            let name = i32::try_from(reason)
-                .ok()
-                .and_then(|r| KickReason::try_from(r).ok())
-                .map_or("unknown", |r| r.as_str_name());
-            metrics::counter!("ringchat_kicks_total", "shard" => shard.clone(), "reason" => name)
-                .absolute(n);
-        }
+        let name = i32::try_from(index)
+            .ok()
+            .and_then(&name_of)
+            .unwrap_or("unknown");
+        metrics::counter!(metric, "shard" => shard.to_owned(), label => name).absolute(n);
     }
 }
