@@ -419,75 +419,18 @@ impl Store for FjallStore {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_write_is_visible_to_its_writer_at_once_whatever_others_do() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(FjallStore::open(dir.path(), Durability::Fsync).unwrap());
-        let token = TokenRecord {
-            user_id: USER_ID_FIRST,
-            device_id: "d".into(),
-            issued_at_ms: 1,
-            expires_at_ms: 2,
-        };
-        let threads: Vec<_> = (0..4u8)
-            .map(|t| {
-                let store = Arc::clone(&store);
-                let token = token.clone();
-                std::thread::spawn(move || {
-                    for i in 0..200u32 {
-                        if t % 2 == 0 {
-                            let name = format!("u{t}x{i}");
-                            let user = store.create_user(&name, "h", "", 1).unwrap();
-                            assert_eq!(store.user_id_by_name(&name).unwrap(), Some(user.user_id));
-                        } else {
-                            let mut hash = [t; 32];
-                            hash[..4].copy_from_slice(&i.to_be_bytes());
-                            store.put_token(&hash, &token).unwrap();
-                            assert!(store.token(&hash).unwrap().is_some());
-                        }
-                    }
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
+    /// The storage port's conformance suite, on a durable fjall store.
+    struct FjallAdapter;
+
+    impl crate::store::conformance::Adapter for FjallAdapter {
+        type Store = FjallStore;
+
+        fn try_open(dir: &Path) -> Result<FjallStore, StoreError> {
+            FjallStore::open(dir, Durability::Fsync)
         }
     }
 
-    #[test]
-    fn a_data_dir_is_used_by_one_store_at_a_time() {
-        let dir = tempfile::tempdir().unwrap();
-        let first = FjallStore::open(dir.path(), Durability::Fsync).unwrap();
-        match FjallStore::open(dir.path(), Durability::Fsync) {
-            Err(StoreError::DirInUse(path)) => assert_eq!(path, dir.path()),
-            Err(other) => panic!("expected DirInUse, got {other}"),
-            Ok(_) => panic!("a second store opened the same data dir"),
-        }
-        drop(first);
-        FjallStore::open(dir.path(), Durability::Fsync).expect("free again once closed");
-    }
-
-    #[test]
-    fn users_get_consecutive_nine_digit_ids_and_survive_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let store = FjallStore::open(dir.path(), Durability::Fsync).unwrap();
-            let a = store.create_user("Alice", "h", "", 1).unwrap();
-            let b = store.create_user("bob", "h", "b@x", 2).unwrap();
-            assert_eq!(a.user_id, USER_ID_FIRST);
-            assert_eq!(b.user_id, USER_ID_FIRST + 1);
-            assert!(matches!(
-                store.create_user("ALICE", "h", "", 3),
-                Err(StoreError::UsernameTaken)
-            ));
-        }
-        let store = FjallStore::open(dir.path(), Durability::Fsync).unwrap();
-        assert_eq!(store.user_id_by_name("alice").unwrap(), Some(USER_ID_FIRST));
-        assert_eq!(
-            store.user_by_id(USER_ID_FIRST + 1).unwrap().unwrap().email,
-            "b@x"
-        );
-        let c = store.create_user("carol", "h", "", 4).unwrap();
-        assert_eq!(c.user_id, USER_ID_FIRST + 2, "ids are never reused");
+    mod conformance {
+        crate::store::conformance::conformance_suite!(super::FjallAdapter);
     }
 }

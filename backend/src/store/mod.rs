@@ -4,6 +4,8 @@
 //! Methods are synchronous and may block on disk: call them from a blocking context
 //! (`spawn_blocking` or the commit thread), never directly on a tokio worker's hot loop.
 
+#[cfg(test)]
+pub(crate) mod conformance;
 mod conv;
 mod fjall_store;
 pub(crate) mod log;
