@@ -2,6 +2,7 @@
 
 pub mod client;
 pub mod procstat;
+pub mod provenance;
 pub mod report;
 pub mod scenario;
 pub mod stats;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use ringchat_bench::provenance::Provenance;
 use ringchat_bench::report;
 use ringchat_bench::scenario::Observe;
 use ringchat_bench::scenario::connect::{self, ConnectConfig};
@@ -53,6 +54,10 @@ struct Common {
     /// Password of those users.
     #[arg(long, default_value = "bench-password")]
     password: String,
+    /// The server's admin listener, read for its build and settings (the report names them);
+    /// "off" to skip.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    admin: String,
     /// Write the report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -127,6 +132,14 @@ fn observe(common: &Common) -> Observe {
     }
 }
 
+fn provenance(common: &Common) -> Provenance {
+    let admin = match common.admin.as_str() {
+        "off" | "" => None,
+        addr => resolve(addr).ok(),
+    };
+    Provenance::collect(admin)
+}
+
 fn threads(common: &Common) -> usize {
     common
         .threads
@@ -161,7 +174,8 @@ fn run() -> anyhow::Result<bool> {
                 password: a.common.password.clone(),
                 drain_timeout: a.drain_timeout,
             };
-            let r = pairs::run(&cfg, &observe(&a.common))?;
+            let mut r = pairs::run(&cfg, &observe(&a.common))?;
+            r.provenance = provenance(&a.common);
             print!("{}", report::pairs_table(&r));
             if let Some(path) = &a.common.json {
                 report::write_json(path, &r)?;
@@ -184,7 +198,8 @@ fn run() -> anyhow::Result<bool> {
                 user_prefix: a.common.user_prefix.clone(),
                 password: a.common.password.clone(),
             };
-            let r = connect::run(&cfg, &observe(&a.common))?;
+            let mut r = connect::run(&cfg, &observe(&a.common))?;
+            r.provenance = provenance(&a.common);
             print!("{}", report::connect_table(&r));
             if let Some(path) = &a.common.json {
                 report::write_json(path, &r)?;

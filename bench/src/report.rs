@@ -62,6 +62,7 @@ pub fn pairs_table(r: &PairsReport) -> String {
         r.server_rss_kib_after.map_or("-".into(), |v| v.to_string()),
         opt(r.bench_cpu_s, 2)
     );
+    t += &r.provenance.lines();
     t
 }
 
@@ -91,6 +92,7 @@ pub fn connect_table(r: &ConnectReport) -> String {
         opt(r.server_rss_kib_per_conn_marginal, 2)
     );
     let _ = writeln!(t, "  server cpu          {} s", opt(r.server_cpu_s, 2));
+    t += &r.provenance.lines();
     t
 }
 
@@ -101,35 +103,47 @@ pub fn pairs_html(r: &PairsReport) -> String {
         .iter()
         .map(|(p, us)| (nines(*p), *us as f64))
         .collect();
-    let throughput: Vec<(f64, f64)> = r
-        .delivered_per_s
-        .iter()
-        .enumerate()
-        .map(|(s, n)| (s as f64, *n as f64))
-        .collect();
-    let worst: Vec<(f64, f64)> = r
-        .latency_max_us_per_s
-        .iter()
-        .enumerate()
-        .map(|(s, us)| (s as f64, *us as f64))
-        .collect();
+    // The last second of the series is partial (the run ends inside it): left out, so that it
+    // does not read as a collapse.
+    let full_seconds = r.duration_s.floor() as usize;
+    let per_second = |series: &[u64]| -> Vec<(f64, f64)> {
+        series
+            .iter()
+            .take(full_seconds)
+            .enumerate()
+            .map(|(s, v)| (s as f64 + 1.0, *v as f64))
+            .collect()
+    };
+    let throughput = per_second(&r.delivered_per_s);
+    let worst = per_second(&r.latency_max_us_per_s);
     let mut page = String::new();
     let _ = write!(
         page,
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>ringchat-bench pairs</title>\
-         <style>body{{font:14px system-ui,sans-serif;margin:2em;color:#222}}pre{{background:#f6f6f6;padding:1em}}\
+         <style>body{{font:14px system-ui,sans-serif;margin:2em;color:#222}}pre{{background:#f6f6f6;padding:1em;white-space:pre-wrap}}\
          svg{{background:#fff;border:1px solid #ddd;margin:0.5em 0}}</style></head><body>\
          <h1>ringchat-bench: pairs</h1><pre>{}</pre>",
         escape(&pairs_table(r))
     );
-    page += "<h2>Latency distribution</h2><p>End-to-end latency (µs) by percentile; the x axis counts nines (90, 99, 99.9, …).</p>";
-    page += &chart(&dist, "percentile", "latency µs", |x| {
-        format!("{:.3}", un_nines(x))
-    });
-    page += "<h2>Throughput over time</h2><p>Messages delivered per second.</p>";
-    page += &chart(&throughput, "second", "msgs/s", |x| format!("{x:.0}"));
+    page += "<h2>Latency distribution</h2><p>End-to-end latency by percentile; the x axis counts nines (90, 99, 99.9, …).</p>";
+    page += &chart(&dist, "percentile", "latency", nines_ticks(&dist), fmt_us);
+    page +=
+        "<h2>Throughput over time</h2><p>Messages delivered in each full second of the run.</p>";
+    page += &chart(
+        &throughput,
+        "second",
+        "msgs/s",
+        second_ticks(&throughput),
+        |v| format!("{v:.0}"),
+    );
     page += "<h2>Worst latency per second</h2>";
-    page += &chart(&worst, "second", "max latency µs", |x| format!("{x:.0}"));
+    page += &chart(
+        &worst,
+        "second",
+        "max latency",
+        second_ticks(&worst),
+        fmt_us,
+    );
     page += "</body></html>\n";
     page
 }
@@ -144,18 +158,84 @@ fn un_nines(x: f64) -> f64 {
     100.0 * (1.0 - 10f64.powf(-x))
 }
 
+/// Ticks at 50, 90, 99, 99.9, … within the data's range.
+fn nines_ticks(points: &[(f64, f64)]) -> Vec<(f64, String)> {
+    let x_max = points.iter().map(|(x, _)| *x).fold(0.0, f64::max);
+    let mut ticks = vec![(nines(50.0), "50".to_owned())];
+    let mut n = 1;
+    while f64::from(n) <= x_max + 1e-9 {
+        // 90 and 99 with no decimals, 99.9 with one, 99.99 with two, …
+        let decimals = usize::try_from(n - 2).unwrap_or(0);
+        ticks.push((
+            f64::from(n),
+            format!("{:.decimals$}", un_nines(f64::from(n))),
+        ));
+        n += 1;
+    }
+    ticks
+}
+
+/// Whole seconds at a round step (1, 2, 5, 10, …), each label once.
+fn second_ticks(points: &[(f64, f64)]) -> Vec<(f64, String)> {
+    let (Some(first), Some(last)) = (points.first(), points.last()) else {
+        return Vec::new();
+    };
+    let step = nice_step((last.0 - first.0) / 6.0).max(1.0);
+    let mut x = (first.0 / step).ceil() * step;
+    let mut ticks = Vec::new();
+    while x <= last.0 + 1e-9 {
+        ticks.push((x, format!("{x:.0}")));
+        x += step;
+    }
+    ticks
+}
+
+/// The round number (1, 2 or 5 × 10^k) at or above `raw`.
+fn nice_step(raw: f64) -> f64 {
+    if raw <= 0.0 {
+        return 1.0;
+    }
+    let magnitude = 10f64.powf(raw.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * magnitude)
+        .find(|s| *s >= raw)
+        .unwrap_or(10.0 * magnitude)
+}
+
+/// Microseconds as a person reads them: 850 µs, 1.2 ms, 3.4 s.
+fn fmt_us(us: f64) -> String {
+    if us < 1_000.0 {
+        format!("{us:.0} µs")
+    } else if us < 1_000_000.0 {
+        format!("{} ms", trim(us / 1_000.0))
+    } else {
+        format!("{} s", trim(us / 1_000_000.0))
+    }
+}
+
+fn trim(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        let s = format!("{v:.1}");
+        s.strip_suffix(".0").map_or(s.clone(), str::to_owned)
+    }
+}
+
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
 }
 
-/// A line chart as inline SVG, with axes and a few labelled ticks.
+/// A line chart as inline SVG, with axes, the given x ticks and round y ticks.
 fn chart(
     points: &[(f64, f64)],
     x_label: &str,
     y_label: &str,
-    x_tick: impl Fn(f64) -> String,
+    x_ticks: Vec<(f64, String)>,
+    y_fmt: impl Fn(f64) -> String,
 ) -> String {
     const W: f64 = 720.0;
     const H: f64 = 260.0;
@@ -168,7 +248,11 @@ fn chart(
         .fold((f64::MAX, f64::MIN), |(lo, hi), (x, _)| {
             (lo.min(*x), hi.max(*x))
         });
-    let y_max = points.iter().map(|(_, y)| *y).fold(0.0, f64::max).max(1.0);
+    let y_step = nice_step(points.iter().map(|(_, y)| *y).fold(0.0, f64::max).max(1.0) / 4.0);
+    let y_max = (points.iter().map(|(_, y)| *y).fold(0.0, f64::max) / y_step)
+        .ceil()
+        .max(1.0)
+        * y_step;
     let x_span = (x_max - x_min).max(1e-9);
     let sx = |x: f64| PAD + (x - x_min) / x_span * (W - 2.0 * PAD);
     let sy = |y: f64| H - PAD + -(y / y_max) * (H - 2.0 * PAD);
@@ -183,20 +267,28 @@ fn chart(
         H - PAD,
         H - PAD
     );
-    for i in 0..=4 {
-        let f = f64::from(i) / 4.0;
-        let (x, y) = (x_min + f * x_span, f * y_max);
+    for (x, label) in x_ticks
+        .iter()
+        .filter(|(x, _)| *x >= x_min - 1e-9 && *x <= x_max + 1e-9)
+    {
         let _ = write!(
             svg,
-            "<text x=\"{:.1}\" y=\"{}\" font-size=\"11\" text-anchor=\"middle\">{}</text>\
-             <text x=\"{}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"end\">{:.0}</text>",
-            sx(x),
+            "<text x=\"{:.1}\" y=\"{}\" font-size=\"11\" text-anchor=\"middle\">{}</text>",
+            sx(*x),
             H - PAD + 16.0,
-            escape(&x_tick(x)),
+            escape(label),
+        );
+    }
+    let mut y = 0.0;
+    while y <= y_max + 1e-9 {
+        let _ = write!(
+            svg,
+            "<text x=\"{}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"end\">{}</text>",
             PAD - 6.0,
             sy(y) + 4.0,
-            y
+            escape(&y_fmt(y))
         );
+        y += y_step;
     }
     let path: Vec<String> = points
         .iter()
@@ -232,9 +324,28 @@ mod tests {
 
     #[test]
     fn chart_is_valid_svg_text() {
-        let svg = chart(&[(0.0, 1.0), (1.0, 3.0)], "x", "y<", |x| format!("{x}"));
+        let svg = chart(&[(0.0, 1.0), (1.0, 3.0)], "x", "y<", Vec::new(), |y| {
+            format!("{y}")
+        });
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
         assert!(svg.contains("y&lt;"));
-        assert_eq!(chart(&[], "x", "y", |x| format!("{x}")), "<p>(no data)</p>");
+        assert_eq!(
+            chart(&[], "x", "y", Vec::new(), |y| format!("{y}")),
+            "<p>(no data)</p>"
+        );
+    }
+
+    #[test]
+    fn ticks_are_round_and_never_repeat() {
+        let points: Vec<(f64, f64)> = (1..=10).map(|s| (f64::from(s), 1.0)).collect();
+        let labels: Vec<String> = second_ticks(&points).into_iter().map(|(_, l)| l).collect();
+        assert_eq!(labels, ["2", "4", "6", "8", "10"]);
+        let dist = [(nines(50.0), 1.0), (nines(99.95), 2.0)];
+        let labels: Vec<String> = nines_ticks(&dist).into_iter().map(|(_, l)| l).collect();
+        assert_eq!(labels, ["50", "90", "99", "99.9"]);
+        assert_eq!(fmt_us(850.0), "850 µs");
+        assert_eq!(fmt_us(1_250.0), "1.2 ms");
+        assert_eq!(fmt_us(250_000.0), "250 ms");
+        assert_eq!(fmt_us(3_400_000.0), "3.4 s");
     }
 }

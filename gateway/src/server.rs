@@ -58,6 +58,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let rt =
         ringchat_backend::build_runtime(&config.backend).context("starting the backend runtime")?;
     let prometheus = admin::install_metrics().context("installing the metrics recorder")?;
+    publish_info(&config, shard_count);
     let backend = Backend::open(config.backend_settings(), shard_txs.clone())?;
     let (backend_stop_tx, backend_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let backend_task = rt.spawn(Arc::clone(&backend).serve(request_rx, async {
@@ -279,4 +280,28 @@ fn bind_reuseport(addr: SocketAddr, count: usize) -> std::io::Result<Vec<std::ne
         listeners.push(listener);
     }
     Ok(listeners)
+}
+
+/// What a benchmark report or a dashboard needs to say which server it measured: the build, and
+/// the settings that change the figures. Prometheus "info" gauges (value 1, facts in labels).
+fn publish_info(config: &Config, shard_count: usize) {
+    metrics::gauge!(
+        "ringchat_build_info",
+        "version" => env!("CARGO_PKG_VERSION"),
+        "commit" => env!("RINGCHAT_COMMIT"),
+    )
+    .set(1.0);
+    let durability = match config.storage.durability {
+        ringchat_backend::config::Durability::Fsync => "fsync",
+        ringchat_backend::config::Durability::None => "none",
+    };
+    metrics::gauge!(
+        "ringchat_config_info",
+        "durability" => durability,
+        "shards" => shard_count.to_string(),
+        "shard_cores" => format!("{:?}", config.shard_cores()),
+        "backend_cores" => format!("{:?}", config.backend.cores),
+        "driver" => format!("{:?}", config.gateway.driver).to_lowercase(),
+    )
+    .set(1.0);
 }

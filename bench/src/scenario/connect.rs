@@ -32,6 +32,8 @@ pub struct ConnectConfig {
 #[derive(Debug, Clone, Serialize)]
 pub struct ConnectReport {
     pub scenario: &'static str,
+    /// When, where, and which server build and settings (filled in after the run).
+    pub provenance: crate::provenance::Provenance,
     pub conns: usize,
     pub connected: u64,
     pub errors: u64,
@@ -132,6 +134,7 @@ pub fn run(cfg: &ConnectConfig, observe: &Observe) -> anyhow::Result<ConnectRepo
         .map(|(h, a)| (a.rss_kib as f64 - h.rss_kib as f64) / (ok - half_ok) as f64);
     Ok(ConnectReport {
         scenario: "connect",
+        provenance: Default::default(),
         conns: cfg.conns,
         connected: ok,
         errors: progress.errors.load(Ordering::Relaxed),

@@ -78,6 +78,8 @@ pub struct PairsReport {
     pub latency_max_us_per_s: Vec<u64>,
     /// (percentile, µs) points of the latency distribution.
     pub distribution: Vec<(f64, u64)>,
+    /// When, where, and which server build and settings (filled in after the run).
+    pub provenance: crate::provenance::Provenance,
 }
 
 impl PairsReport {
@@ -184,6 +186,7 @@ pub fn run(cfg: &PairsConfig, observe: &Observe) -> anyhow::Result<PairsReport> 
         distribution: total.distribution(),
         delivered_per_s: total.delivered_per_s,
         latency_max_us_per_s: total.latency_max_us_per_s,
+        provenance: Default::default(),
     })
 }
 
