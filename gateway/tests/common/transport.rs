@@ -149,6 +149,27 @@ impl AnyClient {
         request_id
     }
 
+    /// Sends `body` with a fresh request id; `None` when the write failed (the server is gone),
+    /// for load that runs into a crash.
+    pub async fn try_send_body(&mut self, body: Body) -> Option<u64> {
+        let request_id = self.next_request_id;
+        self.next_request_id += 1;
+        let payload = ringchat_proto::frame(request_id, body).encode_to_vec();
+        let sent = match &mut self.link {
+            Link::Framed(c) => {
+                let len = u32::try_from(payload.len()).unwrap();
+                let mut bytes = len.to_be_bytes().to_vec();
+                bytes.extend_from_slice(&payload);
+                c.send_raw(&bytes).await.is_ok()
+            }
+            Link::Ws(ws) => ws
+                .try_send_message(Message::Binary(payload.into()))
+                .await
+                .is_ok(),
+        };
+        sent.then_some(request_id)
+    }
+
     /// Sends `payload` where one encoded Frame would go: behind a length prefix on TCP and TLS,
     /// as one binary message on WebSocket. For bad input (garbage, oversize).
     pub async fn send_payload(&mut self, payload: &[u8]) {

@@ -109,6 +109,14 @@ impl WsClient {
         self.ws.send(message).await.expect("send");
     }
 
+    /// Sends `message`, or says why not (the peer is gone).
+    pub async fn try_send_message(
+        &mut self,
+        message: Message,
+    ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+        self.ws.send(message).await
+    }
+
     /// Sends `body` as a binary message; returns its request id.
     pub async fn send(&mut self, body: Body) -> u64 {
         let request_id = self.next_request_id;
