@@ -1,0 +1,178 @@
+//! Conformance: Cursors, device cursors and users' conversation lists.
+
+use super::*;
+
+// ---- cursors ----------------------------------------------------------------------------------
+
+pub(crate) fn cursors_and_device_cursors_round_trip_and_survive_reopen<A: Adapter>() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = A::open(dir.path());
+    let (ab, ac) = (direct(ALICE, BOB), direct(ALICE, CAROL));
+    let cursor = |delivered_seq, read_seq| CursorRecord {
+        delivered_seq,
+        read_seq,
+    };
+    let cursors = vec![
+        (ab, ALICE, cursor(5, 3)),
+        (ab, BOB, cursor(4, 4)),
+        (ac, ALICE, cursor(u64::MAX, 0)),
+    ];
+    let devices = vec![
+        (ab, ALICE, "d".to_owned(), 5),
+        (ab, ALICE, "d2".to_owned(), 2),
+        (ab, ALICE, "平板-📱".to_owned(), 1),
+        (ab, BOB, "d".to_owned(), 4),
+        (ac, ALICE, String::new(), u64::MAX),
+    ];
+    commit(
+        &store,
+        CommitGroup {
+            cursors: cursors.clone(),
+            device_cursors: devices.clone(),
+            ..CommitGroup::default()
+        },
+    );
+    let check = |store: &A::Store, when: &str| {
+        for (conv, user, record) in &cursors {
+            assert_eq!(store.cursor(*conv, *user).unwrap(), Some(*record), "{when}");
+        }
+        for (conv, user, device, seq) in &devices {
+            assert_eq!(
+                store.device_cursor(*conv, *user, device).unwrap(),
+                Some(*seq),
+                "{when}: device {device:?}"
+            );
+        }
+        assert_eq!(store.cursor(ac, CAROL).unwrap(), None, "{when}");
+        assert_eq!(
+            store.cursor(direct(BOB, CAROL), BOB).unwrap(),
+            None,
+            "{when}"
+        );
+        assert_eq!(
+            store.device_cursor(ab, ALICE, "d3").unwrap(),
+            None,
+            "{when}"
+        );
+        assert_eq!(store.device_cursor(ab, ALICE, "D").unwrap(), None, "{when}");
+        assert_eq!(store.device_cursor(ab, CAROL, "d").unwrap(), None, "{when}");
+        assert_eq!(store.device_cursor(ac, ALICE, "d").unwrap(), None, "{when}");
+    };
+    check(&store, "after commit");
+    let store = reopen::<A>(store, dir.path());
+    check(&store, "after reopen");
+}
+
+pub(crate) fn a_later_groups_cursor_value_wins<A: Adapter>() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = A::open(dir.path());
+    let ab = direct(ALICE, BOB);
+    let cursor = |delivered_seq, read_seq| CursorRecord {
+        delivered_seq,
+        read_seq,
+    };
+    let set = |store: &A::Store, c: CursorRecord, device_seq: u64| {
+        commit(
+            store,
+            CommitGroup {
+                cursors: vec![(ab, ALICE, c)],
+                device_cursors: vec![(ab, ALICE, "phone".into(), device_seq)],
+                ..CommitGroup::default()
+            },
+        );
+    };
+    set(&store, cursor(5, 3), 5);
+    set(&store, cursor(7, 7), 9);
+    assert_eq!(store.cursor(ab, ALICE).unwrap(), Some(cursor(7, 7)));
+    assert_eq!(store.device_cursor(ab, ALICE, "phone").unwrap(), Some(9));
+    // The store keeps what it is given; "only forward" is the caller's rule.
+    set(&store, cursor(2, 1), 1);
+    assert_eq!(store.cursor(ab, ALICE).unwrap(), Some(cursor(2, 1)));
+    assert_eq!(store.device_cursor(ab, ALICE, "phone").unwrap(), Some(1));
+    let store = reopen::<A>(store, dir.path());
+    assert_eq!(
+        store.cursor(ab, ALICE).unwrap(),
+        Some(cursor(2, 1)),
+        "after reopen"
+    );
+    assert_eq!(store.device_cursor(ab, ALICE, "phone").unwrap(), Some(1));
+    set(&store, cursor(8, 8), 8);
+    let store = reopen::<A>(store, dir.path());
+    assert_eq!(store.cursor(ab, ALICE).unwrap(), Some(cursor(8, 8)));
+    assert_eq!(store.device_cursor(ab, ALICE, "phone").unwrap(), Some(8));
+}
+
+// ---- user conversation lists ------------------------------------------------------------------
+
+pub(crate) fn user_conversations_lists_each_of_a_users_conversations_once<A: Adapter>() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = A::open(dir.path());
+    let (ab, ac, ad, bc) = (
+        direct(ALICE, BOB),
+        direct(ALICE, CAROL),
+        direct(ALICE, DAVE),
+        direct(BOB, CAROL),
+    );
+    assert_eq!(convs_of(&store, ALICE), BTreeSet::new());
+    commit(
+        &store,
+        CommitGroup {
+            // ab twice in one group.
+            user_conversations: vec![(ALICE, ab), (BOB, ab), (ALICE, ab), (ALICE, ac)],
+            ..CommitGroup::default()
+        },
+    );
+    commit(
+        &store,
+        CommitGroup {
+            // ab again in a later group.
+            user_conversations: vec![(ALICE, ad), (ALICE, ab), (BOB, bc), (CAROL, bc)],
+            ..CommitGroup::default()
+        },
+    );
+    let check = |store: &A::Store, when: &str| {
+        assert_eq!(
+            convs_of(store, ALICE),
+            BTreeSet::from([ab, ac, ad]),
+            "{when}"
+        );
+        assert_eq!(convs_of(store, BOB), BTreeSet::from([ab, bc]), "{when}");
+        assert_eq!(convs_of(store, CAROL), BTreeSet::from([bc]), "{when}");
+        assert_eq!(
+            convs_of(store, DAVE),
+            BTreeSet::new(),
+            "{when}: none of his own"
+        );
+        assert_eq!(convs_of(store, USER_ID_LAST), BTreeSet::new(), "{when}");
+    };
+    check(&store, "after commit");
+    let store = reopen::<A>(store, dir.path());
+    check(&store, "after reopen");
+}
+
+pub(crate) fn user_conversations_respects_the_limit<A: Adapter>() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = A::open(dir.path());
+    let all: BTreeSet<ConvId> = (1..=5).map(|i| direct(ALICE, ALICE + i)).collect();
+    commit(
+        &store,
+        CommitGroup {
+            user_conversations: all
+                .iter()
+                .map(|c| (ALICE, *c))
+                .chain([(BOB, direct(BOB, CAROL))])
+                .collect(),
+            ..CommitGroup::default()
+        },
+    );
+    for limit in [0, 1, 2, 4, 5, 6, 100] {
+        let listed = store.user_conversations(ALICE, limit).unwrap();
+        let set: BTreeSet<ConvId> = listed.iter().copied().collect();
+        assert_eq!(listed.len(), limit.min(5), "limit {limit}: {listed:?}");
+        assert_eq!(set.len(), listed.len(), "limit {limit}: listed twice");
+        assert!(
+            set.is_subset(&all),
+            "limit {limit}: {listed:?} is not all Alice's"
+        );
+    }
+}

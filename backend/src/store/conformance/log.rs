@@ -1,0 +1,301 @@
+//! Conformance: The conversation log: messages by seq, heads, paging, values.
+
+use super::*;
+
+// ---- the conversation log ---------------------------------------------------------------------
+
+pub(crate) fn committed_messages_are_readable_by_seq_after_commit_and_after_reopen<A: Adapter>() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = A::open(dir.path());
+    let ab = direct(ALICE, BOB);
+    assert_eq!(store.message(ab, 1).unwrap(), None);
+    commit(&store, msgs(ab, 1..=3));
+    for seq in 1..=3 {
+        assert_eq!(
+            store.message(ab, seq).unwrap(),
+            Some(msg(ab, seq)),
+            "seq {seq}"
+        );
+    }
+    assert_eq!(store.message(ab, 0).unwrap(), None);
+    assert_eq!(store.message(ab, 4).unwrap(), None);
+    assert_eq!(store.message(direct(ALICE, CAROL), 1).unwrap(), None);
+
+    let store = reopen::<A>(store, dir.path());
+    for seq in 1..=3 {
+        assert_eq!(
+            store.message(ab, seq).unwrap(),
+            Some(msg(ab, seq)),
+            "seq {seq}"
+        );
+    }
+    assert_eq!(store.message(ab, 4).unwrap(), None);
+}
+
+/// Two conversations with adjacent wire ids, interleaved in each group, so that a read that
+/// strays into its neighbour shows.
+fn two_neighbouring_conversations<A: Adapter>(dir: &Path) -> (A::Store, ConvId, ConvId) {
+    let store = A::open(dir);
+    let (ab, ac) = (direct(ALICE, BOB), direct(ALICE, CAROL));
+    assert_eq!(ab.to_wire() + 1, ac.to_wire());
+    for first in [1, 6] {
+        let mut group = msgs(ab, first..first + 5);
+        group.messages.extend(msgs(ac, first..first + 2).messages);
+        commit(&store, group);
+    }
+    // ab has seqs 1..=10; ac has 1, 2, 6, 7.
+    (store, ab, ac)
+}
+
+pub(crate) fn messages_after_is_ascending_and_pages_at_its_edges<A: Adapter>() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, ab, ac) = two_neighbouring_conversations::<A>(dir.path());
+    let after = |conv, seq, limit| seqs(&store.messages_after(conv, seq, limit).unwrap());
+    assert_eq!(after(ab, 0, 100), (1..=10).collect::<Vec<_>>());
+    assert_eq!(after(ab, 0, usize::MAX), (1..=10).collect::<Vec<_>>());
+    assert_eq!(after(ab, 0, 0), Vec::<u64>::new(), "limit 0");
+    assert_eq!(after(ab, 0, 1), vec![1], "limit 1");
+    assert_eq!(after(ab, 0, 3), vec![1, 2, 3]);
+    assert_eq!(after(ab, 3, 3), vec![4, 5, 6], "the next page");
+    assert_eq!(after(ab, 9, 5), vec![10], "a short last page");
+    assert_eq!(after(ab, 10, 5), Vec::<u64>::new(), "after the last seq");
+    assert_eq!(after(ab, 11, 5), Vec::<u64>::new());
+    assert_eq!(after(ab, u64::MAX - 1, 5), Vec::<u64>::new());
+    assert_eq!(after(ab, u64::MAX, 5), Vec::<u64>::new(), "after u64::MAX");
+    assert_eq!(after(ac, 0, 100), vec![1, 2, 6, 7], "only its own messages");
+    assert_eq!(after(ac, 2, 1), vec![6], "across a hole in the seqs");
+    assert_eq!(after(direct(BOB, CAROL), 0, 100), Vec::<u64>::new());
+    let page = store.messages_after(ab, 4, 2).unwrap();
+    assert_eq!(page, vec![msg(ab, 5), msg(ab, 6)], "whole records");
+}
+
+pub(crate) fn messages_before_is_newest_first_and_pages_at_its_edges<A: Adapter>() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, ab, ac) = two_neighbouring_conversations::<A>(dir.path());
+    let before = |conv, seq, limit| seqs(&store.messages_before(conv, seq, limit).unwrap());
+    assert_eq!(
+        before(ab, u64::MAX, 100),
+        (1..=10).rev().collect::<Vec<_>>()
+    );
+    assert_eq!(
+        before(ab, u64::MAX, usize::MAX),
+        (1..=10).rev().collect::<Vec<_>>()
+    );
+    assert_eq!(before(ab, u64::MAX, 0), Vec::<u64>::new(), "limit 0");
+    assert_eq!(before(ab, u64::MAX, 1), vec![10], "limit 1: the newest");
+    assert_eq!(before(ab, 11, 3), vec![10, 9, 8]);
+    assert_eq!(before(ab, 8, 3), vec![7, 6, 5], "the next page");
+    assert_eq!(before(ab, 10, 1), vec![9], "before is exclusive");
+    assert_eq!(before(ab, 2, 5), vec![1], "a short last page");
+    assert_eq!(before(ab, 1, 5), Vec::<u64>::new(), "before seq 1");
+    assert_eq!(before(ab, 0, 5), Vec::<u64>::new(), "before seq 0");
+    assert_eq!(before(ac, u64::MAX, 100), vec![7, 6, 2, 1], "only its own");
+    assert_eq!(before(ac, 6, 1), vec![2], "across a hole in the seqs");
+    assert_eq!(before(direct(BOB, CAROL), u64::MAX, 100), Vec::<u64>::new());
+    let page = store.messages_before(ab, 7, 2).unwrap();
+    assert_eq!(page, vec![msg(ab, 6), msg(ab, 5)], "whole records");
+}
+
+pub(crate) fn last_message_is_the_conversations_head<A: Adapter>() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = A::open(dir.path());
+    let (ab, ac) = (direct(ALICE, BOB), direct(ALICE, CAROL));
+    assert_eq!(store.last_message(ab).unwrap(), None);
+    assert_eq!(store.conversation(ab).unwrap(), None);
+    commit(&store, msgs(ab, [1]));
+    assert_eq!(store.last_message(ab).unwrap(), Some(msg(ab, 1)));
+    // Within a group the order of the records does not decide the head (a recall writes the
+    // recalled message after its event).
+    commit(&store, msgs(ab, [4, 2, 3]));
+    commit(&store, msgs(ac, [1]));
+    assert_eq!(store.last_message(ab).unwrap(), Some(msg(ab, 4)));
+    assert_eq!(
+        store.conversation(ab).unwrap(),
+        Some(ConvRecord {
+            max_seq: 4,
+            last_time_ms: msg(ab, 4).server_time_ms,
+        })
+    );
+    assert_eq!(store.last_message(ac).unwrap(), Some(msg(ac, 1)));
+    let store = reopen::<A>(store, dir.path());
+    assert_eq!(store.last_message(ab).unwrap(), Some(msg(ab, 4)));
+    assert_eq!(store.last_message(direct(BOB, CAROL)).unwrap(), None);
+}
+
+pub(crate) fn seqs_stay_gap_free_across_reopens<A: Adapter>() {
+    let dir = tempfile::tempdir().unwrap();
+    let ab = direct(ALICE, BOB);
+    let mut store = A::open(dir.path());
+    let mut next = 1;
+    for round in 0..3 {
+        // What the commit thread does at start-up: continue from the head.
+        let head = store.last_message(ab).unwrap().map_or(0, |m| m.seq);
+        assert_eq!(head + 1, next, "round {round}: the head after a reopen");
+        for _ in 0..4 {
+            commit(&store, msgs(ab, next..next + 3));
+            next += 3;
+        }
+        store = reopen::<A>(store, dir.path());
+    }
+    let all = all_after(&store, ab);
+    assert_eq!(seqs(&all), (1..next).collect::<Vec<_>>());
+    assert_eq!(all, (1..next).map(|seq| msg(ab, seq)).collect::<Vec<_>>());
+}
+
+pub(crate) fn large_empty_and_binary_content_round_trips_exactly<A: Adapter>() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = A::open(dir.path());
+    let ab = direct(ALICE, BOB);
+    let every_byte: Vec<u8> = (0..=255).collect();
+    let contents: Vec<Vec<u8>> = vec![
+        vec![b'x'],
+        vec![0],
+        Vec::new(),
+        every_byte.iter().rev().copied().collect(),
+        every_byte.repeat(128), // 32 KiB exactly
+        (0..32 * 1024 - 1).map(|i| (i * 7 % 251) as u8).collect(), // just under
+        (0..32 * 1024 + 1).map(|i| (i % 3) as u8).collect(), // just over
+        vec![0xff; 511],
+        vec![0xfe; 512],
+        vec![0xfd; 513],
+        "日本語 ✓ \u{0}\u{10ffff}".as_bytes().to_vec(),
+    ];
+    let group = CommitGroup {
+        messages: contents
+            .iter()
+            .zip(1..)
+            .map(|(content, seq)| MessageRecord {
+                content: content.clone(),
+                content_type: seq as i32 - 5,
+                ..msg(ab, seq)
+            })
+            .collect(),
+        ..CommitGroup::default()
+    };
+    let expected = group.messages.clone();
+    commit(&store, group);
+    let check = |store: &A::Store, when: &str| {
+        for m in &expected {
+            let stored = store.message(ab, m.seq).unwrap().expect("stored");
+            assert_eq!(
+                stored.content.len(),
+                m.content.len(),
+                "{when}: seq {}",
+                m.seq
+            );
+            assert_eq!(&stored, m, "{when}: seq {} by seq", m.seq);
+        }
+        assert_eq!(&all_after(store, ab), &expected, "{when}: messages_after");
+        let mut newest_first = store.messages_before(ab, u64::MAX, usize::MAX).unwrap();
+        newest_first.reverse();
+        assert_eq!(&newest_first, &expected, "{when}: messages_before");
+    };
+    check(&store, "after commit");
+    let store = reopen::<A>(store, dir.path());
+    check(&store, "after reopen");
+}
+
+pub(crate) fn unicode_client_msg_ids_round_trip<A: Adapter>() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = A::open(dir.path());
+    let ab = direct(ALICE, BOB);
+    let ids = ["ünï-😀-ид", "ÜNÏ-😀-ИД", "客户端-1", "a\u{0}b", ""];
+    let messages: Vec<_> = ids
+        .iter()
+        .zip(1..)
+        .map(|(id, seq)| MessageRecord {
+            client_msg_id: (*id).to_owned(),
+            ..msg(ab, seq)
+        })
+        .collect();
+    commit(
+        &store,
+        CommitGroup {
+            dedup: messages
+                .iter()
+                .map(|m| (m.from, m.client_msg_id.clone(), dedup_of(m)))
+                .collect(),
+            messages: messages.clone(),
+            ..CommitGroup::default()
+        },
+    );
+    let store = reopen::<A>(store, dir.path());
+    for m in &messages {
+        assert_eq!(store.message(ab, m.seq).unwrap().as_ref(), Some(m));
+        assert_eq!(
+            store.dedup(ALICE, &m.client_msg_id).unwrap(),
+            Some(dedup_of(m)),
+            "dedup by {:?}",
+            m.client_msg_id
+        );
+    }
+    assert_eq!(
+        store.dedup(ALICE, "ünï-😀").unwrap(),
+        None,
+        "no prefix match"
+    );
+}
+
+pub(crate) fn next_msg_id_starts_at_one_and_is_persisted_by_the_group<A: Adapter>() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = A::open(dir.path());
+    assert_eq!(store.next_msg_id().unwrap(), 1, "on an empty store");
+    let ab = direct(ALICE, BOB);
+    commit(
+        &store,
+        CommitGroup {
+            next_msg_id: Some(42),
+            ..msgs(ab, [1])
+        },
+    );
+    assert_eq!(store.next_msg_id().unwrap(), 42);
+    commit(&store, msgs(ab, [2]));
+    assert_eq!(
+        store.next_msg_id().unwrap(),
+        42,
+        "a group without one keeps it"
+    );
+    let store = reopen::<A>(store, dir.path());
+    assert_eq!(store.next_msg_id().unwrap(), 42, "after reopen");
+    commit(
+        &store,
+        CommitGroup {
+            next_msg_id: Some(1 << 40),
+            ..CommitGroup::default()
+        },
+    );
+    let store = reopen::<A>(store, dir.path());
+    assert_eq!(store.next_msg_id().unwrap(), 1 << 40);
+}
+
+pub(crate) fn a_message_rewritten_by_a_later_group_replaces_the_stored_one<A: Adapter>() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = A::open(dir.path());
+    let ab = direct(ALICE, BOB);
+    commit(&store, msgs(ab, 1..=2));
+    // A recall: the original rewritten (content gone) and the recall event, in one group.
+    let recalled = MessageRecord {
+        recalled: true,
+        content: Vec::new(),
+        recall_event_seq: 3,
+        ..msg(ab, 1)
+    };
+    let event = MessageRecord {
+        content: Vec::new(),
+        recall_of_seq: 1,
+        ..msg(ab, 3)
+    };
+    commit(
+        &store,
+        CommitGroup {
+            messages: vec![recalled.clone(), event.clone()],
+            ..CommitGroup::default()
+        },
+    );
+    let expected = vec![recalled.clone(), msg(ab, 2), event.clone()];
+    assert_eq!(store.message(ab, 1).unwrap(), Some(recalled.clone()));
+    assert_eq!(all_after(&store, ab), expected, "one record per seq");
+    assert_eq!(store.last_message(ab).unwrap(), Some(event));
+    let store = reopen::<A>(store, dir.path());
+    assert_eq!(all_after(&store, ab), expected, "after reopen");
+}

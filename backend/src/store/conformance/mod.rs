@@ -1,0 +1,186 @@
+//! The storage port's conformance suite: one behaviour per test, generic over the adapter, so
+//! that every store (fjall today; PostgreSQL, ScyllaDB and the segment log later) is held to the
+//! same behaviour.
+//!
+//! An adapter runs the whole suite by implementing [`Adapter`] (one constructor) and invoking
+//! [`conformance_suite!`] with it, which expands to one `#[test]` per behaviour:
+//!
+//! ```ignore
+//! struct FjallAdapter;
+//! impl Adapter for FjallAdapter {
+//!     type Store = FjallStore;
+//!     fn try_open(dir: &Path) -> Result<FjallStore, StoreError> {
+//!         FjallStore::open(dir, Durability::Fsync)
+//!     }
+//! }
+//! mod conformance {
+//!     crate::store::conformance::conformance_suite!(super::FjallAdapter);
+//! }
+//! ```
+//!
+//! A new behaviour is a `pub(crate) fn name<A: Adapter>()` in the file for its part of the store
+//! (accounts, log, atomicity, dedup, cursors, engine) plus its name in the macro's list.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::{
+    CommitGroup, ConvId, ConvRecord, CursorRecord, DedupRecord, MessageRecord, Store, StoreError,
+    TokenHash, TokenRecord, USER_ID_FIRST, USER_ID_LAST, UserId,
+};
+
+mod accounts;
+mod atomicity;
+mod cursors;
+mod dedup;
+mod engine;
+mod log;
+
+pub(crate) use accounts::*;
+pub(crate) use atomicity::*;
+pub(crate) use cursors::*;
+pub(crate) use dedup::*;
+pub(crate) use engine::*;
+pub(crate) use log::*;
+
+/// How the suite gets a store: the only thing an adapter implements.
+pub(crate) trait Adapter {
+    type Store: Store;
+
+    /// Opens the store kept in `dir` (empty at first). Opening it again after the previous
+    /// store was dropped is a restart: everything committed before must be there.
+    fn try_open(dir: &Path) -> Result<Self::Store, StoreError>;
+
+    fn open(dir: &Path) -> Self::Store {
+        Self::try_open(dir).expect("the store opens")
+    }
+}
+
+/// Expands to one `#[test]` per behaviour of the storage port, for the adapter type given.
+macro_rules! conformance_suite {
+    ($adapter:ty) => {
+        $crate::store::conformance::conformance_suite!(@tests $adapter;
+            user_ids_are_nine_digits_increasing_and_never_reused_after_reopen,
+            usernames_are_unique_regardless_of_ascii_case,
+            users_are_found_by_id_and_by_name,
+            tokens_are_put_read_replaced_and_removed,
+            unicode_usernames_and_emails_round_trip,
+            committed_messages_are_readable_by_seq_after_commit_and_after_reopen,
+            messages_after_is_ascending_and_pages_at_its_edges,
+            messages_before_is_newest_first_and_pages_at_its_edges,
+            last_message_is_the_conversations_head,
+            seqs_stay_gap_free_across_reopens,
+            large_empty_and_binary_content_round_trips_exactly,
+            unicode_client_msg_ids_round_trip,
+            next_msg_id_starts_at_one_and_is_persisted_by_the_group,
+            a_message_rewritten_by_a_later_group_replaces_the_stored_one,
+            everything_in_a_group_is_visible_together_after_commit,
+            a_group_never_committed_leaves_nothing,
+            a_concurrent_reader_never_sees_part_of_a_group,
+            dedup_entries_are_found_by_sender_and_client_msg_id,
+            for_each_dedup_key_visits_each_stored_entry_once,
+            cursors_and_device_cursors_round_trip_and_survive_reopen,
+            a_later_groups_cursor_value_wins,
+            user_conversations_lists_each_of_a_users_conversations_once,
+            user_conversations_respects_the_limit,
+            a_data_dir_is_used_by_one_store_at_a_time,
+            a_write_is_visible_to_its_writer_at_once_whatever_others_do,
+        );
+    };
+    (@tests $adapter:ty; $($behaviour:ident),+ $(,)?) => {
+        $(
+            #[test]
+            fn $behaviour() {
+                $crate::store::conformance::$behaviour::<$adapter>();
+            }
+        )+
+    };
+}
+pub(crate) use conformance_suite;
+
+// ---- helpers ----------------------------------------------------------------------------------
+
+const ALICE: UserId = USER_ID_FIRST;
+const BOB: UserId = USER_ID_FIRST + 1;
+const CAROL: UserId = USER_ID_FIRST + 2;
+const DAVE: UserId = USER_ID_FIRST + 3;
+
+fn direct(a: UserId, b: UserId) -> ConvId {
+    ConvId::direct(a, b).expect("two different 9-digit users")
+}
+
+/// A message of `conv` at `seq`, from its lower member to the other.
+fn msg(conv: ConvId, seq: u64) -> MessageRecord {
+    let members = conv.implied_members().expect("a direct conversation");
+    let (from, to) = (members.all()[0], members.all()[1]);
+    MessageRecord {
+        conv_id: conv,
+        seq,
+        msg_id: seq,
+        from,
+        to,
+        client_msg_id: format!("c{seq}"),
+        content_type: 1,
+        content: format!("message {seq}").into_bytes(),
+        server_time_ms: 1_000 + seq,
+        recalled: false,
+        recall_of_seq: 0,
+        recall_event_seq: 0,
+    }
+}
+
+/// A group of messages of `conv`, one per seq.
+fn msgs(conv: ConvId, seqs: impl IntoIterator<Item = u64>) -> CommitGroup {
+    CommitGroup {
+        messages: seqs.into_iter().map(|seq| msg(conv, seq)).collect(),
+        ..CommitGroup::default()
+    }
+}
+
+fn dedup_of(m: &MessageRecord) -> DedupRecord {
+    DedupRecord {
+        conv_id: m.conv_id,
+        seq: m.seq,
+        msg_id: m.msg_id,
+        server_time_ms: m.server_time_ms,
+    }
+}
+
+fn token(user_id: UserId, device: &str) -> TokenRecord {
+    TokenRecord {
+        user_id,
+        device_id: device.into(),
+        issued_at_ms: 10,
+        expires_at_ms: 20,
+    }
+}
+
+fn commit(store: &impl Store, group: CommitGroup) {
+    store.commit_group(&group).expect("the group commits");
+}
+
+fn reopen<A: Adapter>(store: A::Store, dir: &Path) -> A::Store {
+    drop(store);
+    A::open(dir)
+}
+
+fn seqs(messages: &[MessageRecord]) -> Vec<u64> {
+    messages.iter().map(|m| m.seq).collect()
+}
+
+fn all_after(store: &impl Store, conv: ConvId) -> Vec<MessageRecord> {
+    store.messages_after(conv, 0, usize::MAX).unwrap()
+}
+
+fn convs_of(store: &impl Store, user: UserId) -> BTreeSet<ConvId> {
+    let list = store.user_conversations(user, usize::MAX).unwrap();
+    let set: BTreeSet<ConvId> = list.iter().copied().collect();
+    assert_eq!(
+        set.len(),
+        list.len(),
+        "a conversation listed twice: {list:?}"
+    );
+    set
+}
