@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
 use crate::config::{AccountsConfig, LoginConfig};
-use crate::store::{Store, TokenHash, TokenRecord, UserId};
+use crate::store::{AccountStore, TokenHash, TokenRecord, UserId};
 use crate::throttle::{Throttle, ThrottleKey};
 use crate::time::now_ms;
 
@@ -73,7 +73,7 @@ pub struct Authenticated {
 }
 
 pub struct Accounts {
-    store: Arc<dyn Store>,
+    store: Arc<dyn AccountStore>,
     accounts: AccountsConfig,
     login: LoginConfig,
     /// Permits for login hashes; registrations have their own, so a flood of sign-ups cannot
@@ -86,7 +86,7 @@ pub struct Accounts {
 }
 
 impl Accounts {
-    pub fn new(store: Arc<dyn Store>, accounts: AccountsConfig, login: LoginConfig) -> Self {
+    pub fn new(store: Arc<dyn AccountStore>, accounts: AccountsConfig, login: LoginConfig) -> Self {
         let dummy_hash = hash_password(&accounts, "ringchat-dummy-password")
             .expect("validated argon2 parameters");
         Self {
@@ -302,7 +302,7 @@ impl Accounts {
 
 /// A token login: one SHA-256 and one lookup. Runs on a blocking thread.
 fn authenticate_token(
-    store: &dyn Store,
+    store: &dyn AccountStore,
     req: &v1::Login,
     token: &str,
 ) -> Result<Authenticated, Refusal> {

@@ -45,6 +45,9 @@ pub enum Durability {
     None,
 }
 
+/// Largest `storage.dedup_window_messages`: it bounds each row the sequencer caches and writes.
+pub const DEDUP_WINDOW_MESSAGES_MAX: usize = 1024;
+
 /// `[storage]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -53,10 +56,17 @@ pub struct StorageConfig {
     pub durability: Durability,
     /// Writes grouped into one commit (and one fsync), at most.
     pub commit_group_max: usize,
-    /// Sends the in-memory dedup filter is sized for (about 1.2 bytes each). It spares the
-    /// store a lookup for every new `client_msg_id`; past this count it answers "maybe" more
-    /// often and the store is asked more often, never wrongly.
-    pub dedup_filter_items: usize,
+    /// Each user's newest sends per conversation remembered for dedup: a resend with the same
+    /// `client_msg_id` is recognised while its original is among them (16 bytes each, in the
+    /// user's row of the conversation).
+    pub dedup_window_messages: usize,
+    /// A device's delivery cursor in a conversation is dropped once the device has not moved
+    /// it for this many days (at the next write of that user's row).
+    pub device_cursor_ttl_days: u64,
+    /// No longer used (the store needs no dedup filter since layout 2); accepted so that older
+    /// config files still load.
+    #[serde(skip_serializing)]
+    pub dedup_filter_items: Option<u64>,
 }
 
 impl Default for StorageConfig {
@@ -65,7 +75,9 @@ impl Default for StorageConfig {
             data_dir: PathBuf::from("./ringchat-data"),
             durability: Durability::Fsync,
             commit_group_max: 1024,
-            dedup_filter_items: 10_000_000,
+            dedup_window_messages: 64,
+            device_cursor_ttl_days: 90,
+            dedup_filter_items: None,
         }
     }
 }
@@ -204,8 +216,12 @@ impl Settings {
             "storage.commit_group_max: must be at least 1",
         );
         check(
-            (1_000..=1_000_000_000).contains(&self.storage.dedup_filter_items),
-            "storage.dedup_filter_items: must be between 1000 and 1000000000",
+            (1..=DEDUP_WINDOW_MESSAGES_MAX).contains(&self.storage.dedup_window_messages),
+            "storage.dedup_window_messages: must be between 1 and 1024",
+        );
+        check(
+            (1..=36_500).contains(&self.storage.device_cursor_ttl_days),
+            "storage.device_cursor_ttl_days: must be between 1 and 36500",
         );
         check(
             !self.storage.data_dir.as_os_str().is_empty(),

@@ -9,9 +9,10 @@ use tokio::sync::mpsc;
 use crate::accounts::{Accounts, Refusal};
 use crate::api::{ConnRef, LoginReply, Request, SessionInfo, ShardEvent, ShardSender};
 use crate::config::{DevicePolicy, PLATFORM_NAMES, Settings};
+use crate::messaging::writer::RowPolicy;
 use crate::messaging::writer::{Outcome, WriteOp, Writer};
 use crate::sessions::{OpenError, Session, Sessions};
-use crate::store::{FjallStore, Store, StoreError, StoreHealth};
+use crate::store::{FjallStore, Ports, StoreError, StoreHealth};
 use crate::time::now_ms;
 
 /// Requests taken from the queue in one go.
@@ -46,7 +47,7 @@ struct Commit {
 
 pub struct Backend {
     pub(crate) settings: Settings,
-    pub(crate) store: Arc<FjallStore>,
+    pub(crate) ports: Ports,
     /// Whether the store still takes writes.
     pub(crate) health: Arc<StoreHealth>,
     accounts: Accounts,
@@ -67,9 +68,9 @@ impl Backend {
                     source,
                 },
             })?;
-        let store = Arc::new(store);
+        let ports = Ports::of(Arc::new(store));
         let accounts = Accounts::new(
-            Arc::clone(&store) as Arc<dyn Store>,
+            Arc::clone(&ports.accounts),
             settings.accounts.clone(),
             settings.login.clone(),
         );
@@ -82,10 +83,16 @@ impl Backend {
             .collect();
         let sessions = Mutex::new(Sessions::new(settings.login.devices_max, replace_on));
         let writer = Writer::new(
-            Arc::clone(&store) as Arc<dyn Store>,
+            &ports,
             settings.limits.recall_window_s.saturating_mul(1000),
             settings.storage.commit_group_max,
-            settings.storage.dedup_filter_items,
+            RowPolicy {
+                dedup_window: settings.storage.dedup_window_messages,
+                device_cursor_ttl_ms: settings
+                    .storage
+                    .device_cursor_ttl_days
+                    .saturating_mul(24 * 3600 * 1000),
+            },
         )
         .map_err(|source| BackendError::Storage {
             dir: settings.storage.data_dir.clone(),
@@ -104,8 +111,8 @@ impl Backend {
             })?;
         Ok(Arc::new(Self {
             settings,
-            health: store.health(),
-            store,
+            health: ports.engine.health(),
+            ports,
             accounts,
             sessions,
             shards,
@@ -291,7 +298,7 @@ impl Backend {
 
     /// Makes every committed write durable; called once more at shutdown.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.store.persist()
+        self.ports.engine.flush()
     }
 }
 

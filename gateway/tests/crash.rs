@@ -25,6 +25,9 @@ const RESEND_EVERY: usize = 4;
 const SENDS_PER_ROUND_MAX: usize = 4000;
 /// Kill delay after the load starts, in ms.
 const KILL_DELAY_MS: std::ops::Range<u64> = 50..400;
+/// `storage.dedup_window_messages` of the server under test: acked ids are resent only while
+/// they are among the sender's newest this many (older resends are new messages by contract).
+const DEDUP_WINDOW: usize = 64;
 /// Acked ids each sender resends one by one after a restart.
 const VERIFY_RESENDS: usize = 8;
 /// Deadline for any one phase (a round's load draining, a verification).
@@ -79,6 +82,18 @@ impl SenderLog {
             .get(cmid)
             .or_else(|| self.stored.get(cmid))
             .copied()
+    }
+
+    /// Whether the server must still recognise a resend of `cmid` when it arrives: unknown to
+    /// the client, or stored among the sender's newest `DEDUP_WINDOW` even after the `WINDOW`
+    /// sends in flight ahead of it (this sender is the only one writing to its conversation, so
+    /// its sends are the conversation's seqs).
+    fn in_dedup_window(&self, cmid: &str) -> bool {
+        let Some(seq) = self.known_seq(cmid) else {
+            return true;
+        };
+        let newest = self.acked.values().chain(self.stored.values()).max();
+        seq + DEDUP_WINDOW as u64 > newest.copied().unwrap_or(0) + WINDOW as u64
     }
 }
 
@@ -139,14 +154,22 @@ async fn load_sender(
             if sends.is_multiple_of(RESEND_EVERY) {
                 if (sends / RESEND_EVERY).is_multiple_of(2) {
                     if !log.acked_order.is_empty() {
-                        let i = rng.below(log.acked_order.len());
-                        cmid = Some(log.acked_order[i].clone());
-                        log.resent_acked += 1;
+                        let n = log.acked_order.len();
+                        let window = n.min(DEDUP_WINDOW);
+                        let i = n - window + rng.below(window);
+                        let pick = &log.acked_order[i];
+                        if log.in_dedup_window(pick) {
+                            cmid = Some(pick.clone());
+                            log.resent_acked += 1;
+                        }
                     }
                 } else if !log.unacked.is_empty() {
                     let i = rng.below(log.unacked.len());
-                    cmid = Some(log.unacked.swap_remove(i));
-                    log.resent_unacked += 1;
+                    let pick = log.unacked.swap_remove(i);
+                    if log.in_dedup_window(&pick) {
+                        cmid = Some(pick);
+                        log.resent_unacked += 1;
+                    }
                 } else if let Some(f) = in_flight
                     .values()
                     .find(|f| !log.acked.contains_key(&f.cmid))
@@ -377,11 +400,15 @@ async fn verify(
     // Resends of acked ids: the newest ones (likeliest lost) and a few at random.
     let n = p.log.acked_order.len();
     let mut picks: Vec<usize> = (n.saturating_sub(VERIFY_RESENDS / 2)..n).collect();
+    let window = n.min(DEDUP_WINDOW);
     while n > 0 && picks.len() < VERIFY_RESENDS.min(n) {
-        picks.push(rng.below(n));
+        picks.push(n - window + rng.below(window));
     }
     for k in picks {
         let cmid = p.log.acked_order[k].clone();
+        if !p.log.in_dedup_window(&cmid) {
+            continue;
+        }
         let seq = p.log.acked[&cmid];
         match s.request(text_message(p.to, &cmid, &content(&cmid))).await {
             Body::SendAck(ack) => assert!(
@@ -397,7 +424,8 @@ async fn verify(
 #[tokio::test]
 async fn kill_9_under_pipelined_load_keeps_acks_seqs_dedup_and_cursors() {
     let started = std::time::Instant::now();
-    let mut server = TestServer::start(&[]);
+    let window = DEDUP_WINDOW.to_string();
+    let mut server = TestServer::start(&[("STORAGE__DEDUP_WINDOW_MESSAGES", &window)]);
     let mixes = [
         (Kind::Tcp, Kind::Ws),
         (Kind::Ws, Kind::Tcp),

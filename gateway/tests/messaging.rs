@@ -143,6 +143,41 @@ async fn resends_with_the_same_client_msg_id_store_one_message() {
     assert_eq!(got, vec![(1, "id-a"), (2, "id-b"), (3, "id-c")]);
 }
 
+#[tokio::test]
+async fn a_resend_is_recognised_within_the_senders_dedup_window_and_after_a_restart() {
+    let mut server = TestServer::start(&[("STORAGE__DEDUP_WINDOW_MESSAGES", "2")]);
+    let (mut s, sender) = server.user("sender").await;
+    let (mut r, recipient) = server.user("recipient").await;
+    let to = recipient.user_id;
+    let a = s.send_text(to, "id-a", "A").await.unwrap().unwrap();
+    // The recipient's messages do not push the sender's sends out of its window.
+    for id in ["r1", "r2", "r3"] {
+        r.send_text(sender.user_id, id, id).await.unwrap().unwrap();
+    }
+    let b = s.send_text(to, "id-b", "B").await.unwrap().unwrap();
+    let again = s.send_text(to, "id-a", "A").await.unwrap().unwrap();
+    assert_eq!(
+        (again.seq, again.duplicate),
+        (a.seq, true),
+        "a is in the window"
+    );
+    let c = s.send_text(to, "id-c", "C").await.unwrap().unwrap();
+    // The window now holds the sender's newest two sends, b and c, and survives a crash.
+    drop((s, r));
+    server.kill9();
+    server.restart();
+    let (mut s, _) = server.device("sender", "sender-dev1").await;
+    let b2 = s.send_text(to, "id-b", "B").await.unwrap().unwrap();
+    assert_eq!((b2.seq, b2.duplicate), (b.seq, true), "after a restart");
+    let c2 = s.send_text(to, "id-c", "C").await.unwrap().unwrap();
+    assert_eq!((c2.seq, c2.duplicate), (c.seq, true));
+    let a2 = s.send_text(to, "id-a", "A").await.unwrap().unwrap();
+    assert!(
+        !a2.duplicate && a2.seq > c.seq,
+        "past the window a resend is a new message: {a2:?}"
+    );
+}
+
 /// Sends several messages back to back before reading any ack; returns the acked seqs in order.
 async fn futures_free_pipeline(c: &mut Client, to: u64, ids: &[&str]) -> Vec<u64> {
     let mut request_ids = Vec::new();

@@ -13,7 +13,7 @@ use super::{conv_from_wire, members_with, reads, validate_send};
 use crate::Backend;
 use crate::accounts::Refusal;
 use crate::api::{ConnId, ConnRef, SessionRequest, ShardEvent};
-use crate::store::{Store, UserId};
+use crate::store::UserId;
 
 /// The requests served from the store on a blocking thread.
 enum Read {
@@ -129,20 +129,15 @@ impl Backend {
         let this = Arc::clone(self);
         tokio::spawn(async move {
             let _permit = permit;
-            let store = Arc::clone(&this.store);
+            let ports = this.ports.clone();
             let page_max = this.settings.limits.sync_page_max;
-            let answer = tokio::task::spawn_blocking(move || {
-                let store: &dyn Store = store.as_ref();
-                match read {
-                    Read::Sync(req) => {
-                        reads::sync(store, user, &req, page_max).map(Body::SyncBatch)
-                    }
-                    Read::History(req) => {
-                        reads::history(store, user, &req, page_max).map(Body::HistoryBatch)
-                    }
-                    Read::Conversations => {
-                        reads::conversations(store, user).map(Body::ConversationList)
-                    }
+            let answer = tokio::task::spawn_blocking(move || match read {
+                Read::Sync(req) => reads::sync(&ports, user, &req, page_max).map(Body::SyncBatch),
+                Read::History(req) => {
+                    reads::history(&ports, user, &req, page_max).map(Body::HistoryBatch)
+                }
+                Read::Conversations => {
+                    reads::conversations(&ports, user).map(Body::ConversationList)
                 }
             })
             .await;

@@ -4,7 +4,7 @@ use ringchat_proto::v1;
 
 use super::{conv_from_wire, members_with, to_wire};
 use crate::accounts::Refusal;
-use crate::store::{Store, UserId};
+use crate::store::{ConvId, Ports, UserId};
 
 /// Conversations listed at most, most recent first.
 pub const CONVERSATIONS_MAX: usize = 1000;
@@ -21,7 +21,7 @@ fn page_limit(requested: u32, page_max: u32) -> usize {
 }
 
 pub fn sync(
-    store: &dyn Store,
+    ports: &Ports,
     user: UserId,
     req: &v1::Sync,
     page_max: u32,
@@ -29,7 +29,7 @@ pub fn sync(
     let conv = conv_from_wire(req.conversation_id)?;
     members_with(conv, user)?;
     let limit = page_limit(req.limit, page_max);
-    let mut messages = store.messages_after(conv, req.after_seq, limit + 1)?;
+    let mut messages = ports.log.messages_after(conv, req.after_seq, limit + 1)?;
     let has_more = messages.len() > limit;
     messages.truncate(limit);
     Ok(v1::SyncBatch {
@@ -40,7 +40,7 @@ pub fn sync(
 }
 
 pub fn history(
-    store: &dyn Store,
+    ports: &Ports,
     user: UserId,
     req: &v1::History,
     page_max: u32,
@@ -53,7 +53,7 @@ pub fn history(
     } else {
         req.before_seq
     };
-    let mut messages = store.messages_before(conv, before, limit + 1)?;
+    let mut messages = ports.log.messages_before(conv, before, limit + 1)?;
     let has_more = messages.len() > limit;
     messages.truncate(limit);
     Ok(v1::HistoryBatch {
@@ -63,18 +63,30 @@ pub fn history(
     })
 }
 
-pub fn conversations(store: &dyn Store, user: UserId) -> Result<v1::ConversationList, Refusal> {
-    let mut list = Vec::new();
-    for conv in store.user_conversations(user, CONVERSATIONS_SCAN_MAX)? {
-        let Ok(members) = members_with(conv, user) else {
-            continue;
-        };
-        // A direct conversation's other member; its cursors are the peer's ticks.
-        let peer = members.others(user).next().unwrap_or(0);
-        let last = store.last_message(conv)?;
+pub fn conversations(ports: &Ports, user: UserId) -> Result<v1::ConversationList, Refusal> {
+    let mut convs = Vec::new();
+    // (conversation, other member): a direct conversation's other member, whose cursors are
+    // the peer's ticks.
+    for conv in ports
+        .memberships
+        .user_conversations(user, CONVERSATIONS_SCAN_MAX)?
+    {
+        if let Ok(members) = members_with(conv, user) {
+            convs.push((conv, members.others(user).next().unwrap_or(0)));
+        }
+    }
+    let ids: Vec<ConvId> = convs.iter().map(|(c, _)| *c).collect();
+    let lasts = ports.log.last_messages(&ids)?;
+    let keys: Vec<(ConvId, UserId)> = convs
+        .iter()
+        .flat_map(|(c, peer)| [(*c, user), (*c, *peer)])
+        .collect();
+    let rows = ports.cursors.cursor_rows(&keys)?;
+    let mut list = Vec::with_capacity(convs.len());
+    for (((conv, peer), last), rows) in convs.into_iter().zip(lasts).zip(rows.chunks(2)) {
+        let cursor = |i: usize| rows[i].as_ref().map(|r| r.cursor).unwrap_or_default();
+        let (mine, theirs) = (cursor(0), cursor(1));
         let max_seq = last.as_ref().map_or(0, |m| m.seq);
-        let mine = store.cursor(conv, user)?.unwrap_or_default();
-        let theirs = store.cursor(conv, peer)?.unwrap_or_default();
         list.push(v1::Conversation {
             conversation_id: conv.to_wire(),
             peer_user_id: peer,

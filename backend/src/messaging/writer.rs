@@ -1,16 +1,19 @@
-//! The commit thread: the only writer of messages, conversations and cursors.
+//! The commit thread (the sequencer): the only writer of messages, conversations and cursors.
 //!
 //! It takes what is queued (up to `storage.commit_group_max` operations), applies them to an
 //! overlay of pending state, writes the whole group in one atomic batch with one fsync, and only
 //! then hands the outcomes (acks, pushes, receipts) to delivery. Because one thread assigns every
 //! seq and a seq only becomes visible once its group is durable, seqs are gap-free and no ack
 //! ever precedes durability. A failed commit discards the overlay: nothing it assigned is kept.
+//!
+//! Dedup needs no write of its own: each (conversation, member) row keeps the member's newest
+//! `storage.dedup_window_messages` sends (a hash of the `client_msg_id` and the seq), and a
+//! resend is recognised while its original is among them.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use fastbloom::BloomFilter;
 use ringchat_proto::v1::{ContentType, ErrorCode};
 use tokio::sync::mpsc;
 
@@ -18,16 +21,25 @@ use super::members_with;
 use crate::accounts::Refusal;
 use crate::api::ConnRef;
 use crate::store::{
-    CommitGroup, ConvId, ConvRecord, CursorRecord, DedupRecord, Members, MessageRecord, Store,
-    StoreError, UserId,
+    AccountStore, CommitGroup, ConvId, ConvRecord, ConversationLog, CursorRecord, CursorRow,
+    CursorStore, DedupRecord, Members, MessageRecord, Ports, StoreError, UserId,
 };
 use crate::time::now_ms;
 
-/// Cached conversations, cursors and known users, each at most; past it the cache starts over
+/// Cached conversation heads and known users, each at most; past it the cache starts over
 /// (the store has everything, the cache only saves reads).
 const CACHE_ENTRIES_MAX: usize = 1 << 20;
-/// False-positive rate the dedup filter is built for, at its configured size.
-const DEDUP_FALSE_POSITIVES: f64 = 0.01;
+/// Cached cursor rows (each up to about 1 KiB with a full dedup window), at most.
+const CURSOR_ROWS_CACHED_MAX: usize = 1 << 17;
+
+/// How the sequencer keeps rows.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RowPolicy {
+    /// Sends remembered per (conversation, sender) for dedup.
+    pub dedup_window: usize,
+    /// A device cursor not moved for this long is dropped at the row's next write.
+    pub device_cursor_ttl_ms: u64,
+}
 
 /// One write for the commit thread, and where its answer goes.
 #[derive(Debug)]
@@ -141,55 +153,44 @@ impl Outcome {
 }
 
 pub(crate) struct Writer {
-    store: Arc<dyn Store>,
+    log: Arc<dyn ConversationLog>,
+    rows: Arc<dyn CursorStore>,
+    accounts: Arc<dyn AccountStore>,
     recall_window_ms: u64,
     group_max: usize,
+    policy: RowPolicy,
     /// Committed state.
     next_msg_id: u64,
     convs: HashMap<ConvId, ConvRecord>,
-    cursors: HashMap<(ConvId, UserId), CursorRecord>,
+    cursors: HashMap<(ConvId, UserId), CursorRow>,
     known_users: HashSet<UserId>,
-    /// Every `(sender, client_msg_id)` ever stored (and some never committed): a "no" proves
-    /// a send is new without reading the store; a "maybe" asks the store.
-    dedup_filter: BloomFilter,
     /// The group being built and its overlay.
     group: CommitGroup,
     pending_next_msg_id: u64,
     pending_convs: HashMap<ConvId, ConvRecord>,
-    pending_cursors: HashMap<(ConvId, UserId), CursorRecord>,
+    pending_cursors: HashMap<(ConvId, UserId), CursorRow>,
     pending_dedup: HashMap<(UserId, String), DedupRecord>,
 }
 
 impl Writer {
     pub fn new(
-        store: Arc<dyn Store>,
+        ports: &Ports,
         recall_window_ms: u64,
         group_max: usize,
-        dedup_filter_items: usize,
+        policy: RowPolicy,
     ) -> Result<Self, StoreError> {
-        let next_msg_id = store.next_msg_id()?;
-        let started = std::time::Instant::now();
-        let mut dedup_filter =
-            BloomFilter::with_false_pos(DEDUP_FALSE_POSITIVES).expected_items(dedup_filter_items);
-        let mut loaded = 0u64;
-        store.for_each_dedup_key(&mut |user, client_msg_id| {
-            dedup_filter.insert(&(user, client_msg_id));
-            loaded += 1;
-        })?;
-        tracing::info!(
-            entries = loaded,
-            ms = started.elapsed().as_millis() as u64,
-            "dedup filter loaded"
-        );
+        let next_msg_id = ports.log.next_msg_id()?;
         Ok(Self {
-            store,
+            log: Arc::clone(&ports.log),
+            rows: Arc::clone(&ports.cursors),
+            accounts: Arc::clone(&ports.accounts),
             recall_window_ms,
             group_max,
+            policy,
             next_msg_id,
             convs: HashMap::new(),
             cursors: HashMap::new(),
             known_users: HashSet::new(),
-            dedup_filter,
             group: CommitGroup::default(),
             pending_next_msg_id: next_msg_id,
             pending_convs: HashMap::new(),
@@ -223,16 +224,16 @@ impl Writer {
         if self.pending_next_msg_id != self.next_msg_id {
             self.group.next_msg_id = Some(self.pending_next_msg_id);
         }
-        self.group.cursors = self
+        self.group.cursor_rows = self
             .pending_cursors
             .iter()
-            .map(|((c, u), r)| (*c, *u, *r))
+            .map(|((c, u), r)| (*c, *u, r.clone()))
             .collect();
         if self.group.is_empty() {
             return results;
         }
         let group = std::mem::take(&mut self.group);
-        match self.store.commit_group(&group) {
+        match self.log.append(&group) {
             Ok(()) => self.promote(),
             // A failed write or fsync stops every later write (the store refuses them: see
             // `StoreHealth`), and the server stops: nothing is acknowledged on top of a
@@ -251,7 +252,7 @@ impl Writer {
         if self.convs.len() + self.pending_convs.len() > CACHE_ENTRIES_MAX {
             self.convs.clear();
         }
-        if self.cursors.len() + self.pending_cursors.len() > CACHE_ENTRIES_MAX {
+        if self.cursors.len() + self.pending_cursors.len() > CURSOR_ROWS_CACHED_MAX {
             self.cursors.clear();
         }
         self.convs.extend(self.pending_convs.drain());
@@ -300,12 +301,15 @@ impl Writer {
             content_type,
             content,
         } = new;
+        let conv_id = ConvId::direct(from, to)
+            .ok_or_else(|| Refusal::new(ErrorCode::InvalidArgument, "not a conversation"))?;
         let dedup_key = (from, client_msg_id);
-        let filter_key = (from, dedup_key.1.as_bytes());
+        // Every read that can fail comes before the first change to the group: a refusal must
+        // leave nothing behind (no dedup record, no seq taken).
+        self.load_row(conv_id, from)?;
         let earlier = match self.pending_dedup.get(&dedup_key) {
             Some(d) => Some(*d),
-            None if !self.dedup_filter.contains(&filter_key) => None,
-            None => self.store.dedup(from, &dedup_key.1)?,
+            None => self.sent_before(conv_id, from, &dedup_key.1)?,
         };
         if let Some(original) = earlier {
             return Ok(Outcome::Duplicate {
@@ -320,15 +324,10 @@ impl Writer {
                 format!("no user {to}"),
             ));
         }
-        let conv_id = ConvId::direct(from, to)
-            .ok_or_else(|| Refusal::new(ErrorCode::InvalidArgument, "not a conversation"))?;
         let members = conv_id
             .implied_members()
             .expect("a direct conversation's members are implied");
-        // Every read that can fail comes before the first change to the group: a refusal must
-        // leave nothing behind (no dedup record, no seq taken).
         let mut conv = self.conv(conv_id)?;
-        let own_cursor = self.cursor(conv_id, from)?;
         if conv.max_seq == 0 {
             self.group.user_conversations.push((from, conv_id));
             self.group.user_conversations.push((to, conv_id));
@@ -356,10 +355,11 @@ impl Writer {
             msg_id: message.msg_id,
             server_time_ms: message.server_time_ms,
         };
-        self.dedup_filter.insert(&(from, dedup_key.1.as_bytes()));
-        self.group.dedup.push((from, dedup_key.1.clone(), dedup));
+        let window = self.policy.dedup_window;
+        self.row_mut(conv_id, from)
+            .remember_send(&dedup_key.1, message.seq, window);
         self.pending_dedup.insert(dedup_key, dedup);
-        self.mark_own_message_read(conv_id, from, own_cursor, message.seq);
+        self.mark_own_message_read(conv_id, from, message.seq);
         self.group.messages.push(message.clone());
         Ok(Outcome::Sent {
             conn,
@@ -369,17 +369,45 @@ impl Writer {
         })
     }
 
-    /// A sender has read everything up to its own message.
-    fn mark_own_message_read(
-        &mut self,
+    /// The stored send of `(from, client_msg_id)` into `conv`, if it is in the sender's dedup
+    /// window. A hash match is confirmed against the stored message.
+    fn sent_before(
+        &self,
         conv: ConvId,
-        user: UserId,
-        mut cursor: CursorRecord,
-        seq: u64,
-    ) {
+        from: UserId,
+        client_msg_id: &str,
+    ) -> Result<Option<DedupRecord>, StoreError> {
+        for seq in self.row(conv, from).maybe_sent(client_msg_id) {
+            // A send of this group with the same id is in `pending_dedup`; any other pending
+            // match is a hash collision.
+            let pending = self
+                .group
+                .messages
+                .iter()
+                .any(|m| m.conv_id == conv && m.seq == seq);
+            if pending {
+                continue;
+            }
+            if let Some(m) = self.log.message(conv, seq)?
+                && m.from == from
+                && m.client_msg_id == client_msg_id
+            {
+                return Ok(Some(DedupRecord {
+                    conv_id: conv,
+                    seq,
+                    msg_id: m.msg_id,
+                    server_time_ms: m.server_time_ms,
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// A sender has read everything up to its own message.
+    fn mark_own_message_read(&mut self, conv: ConvId, user: UserId, seq: u64) {
+        let cursor = &mut self.row_mut(conv, user).cursor;
         cursor.read_seq = cursor.read_seq.max(seq);
         cursor.delivered_seq = cursor.delivered_seq.max(seq);
-        self.put_cursor(conv, user, cursor);
     }
 
     fn cursor_op(
@@ -398,40 +426,29 @@ impl Writer {
         let members = members_with(conv_id, user)?;
         let conv = self.conv(conv_id)?;
         let seq = seq.min(conv.max_seq);
-        let mut cursor = self.cursor(conv_id, user)?;
-        let before = cursor;
+        self.load_row(conv_id, user)?;
+        let row = self.row(conv_id, user);
+        let before = row.cursor;
+        let mut cursor = before;
+        let device_moves =
+            kind == CursorKind::Delivered && seq > row.device_cursor(&device_id).unwrap_or(0);
         match kind {
-            CursorKind::Delivered => {
-                cursor.delivered_seq = cursor.delivered_seq.max(seq);
-                // A device's own cursor only moves forward too.
-                let pending = self
-                    .group
-                    .device_cursors
-                    .iter()
-                    .rev()
-                    .find(|(c, u, d, _)| *c == conv_id && *u == user && *d == device_id)
-                    .map(|(_, _, _, s)| *s);
-                let device_seq = match pending {
-                    Some(s) => s,
-                    None => self
-                        .store
-                        .device_cursor(conv_id, user, &device_id)?
-                        .unwrap_or(0),
-                };
-                if seq > device_seq {
-                    self.group
-                        .device_cursors
-                        .push((conv_id, user, device_id, seq));
-                }
-            }
+            CursorKind::Delivered => cursor.delivered_seq = cursor.delivered_seq.max(seq),
             CursorKind::Read => {
                 cursor.read_seq = cursor.read_seq.max(seq);
                 cursor.delivered_seq = cursor.delivered_seq.max(cursor.read_seq);
             }
         }
         let moved = cursor != before;
-        if moved {
-            self.put_cursor(conv_id, user, cursor);
+        if moved || device_moves {
+            let ttl = self.policy.device_cursor_ttl_ms;
+            let row = self.row_mut(conv_id, user);
+            row.cursor = cursor;
+            if device_moves {
+                // A device's own cursor only moves forward too.
+                let now = now_ms();
+                row.move_device(&device_id, seq, now, now.saturating_sub(ttl));
+            }
         }
         Ok(Outcome::Cursor {
             conn,
@@ -463,10 +480,19 @@ impl Writer {
         let mut original = match pending {
             Some(m) => m,
             None => self
-                .store
+                .log
                 .message(conv_id, seq)?
                 .ok_or_else(|| Refusal::new(ErrorCode::NotFound, "no such message"))?,
         };
+        if let Some((_, _, event_seq)) = self
+            .group
+            .recalls
+            .iter()
+            .find(|(c, s, _)| *c == conv_id && *s == seq)
+        {
+            original.recalled = true;
+            original.recall_event_seq = *event_seq;
+        }
         if original.from != user {
             return Err(Refusal::new(
                 ErrorCode::Forbidden,
@@ -501,7 +527,7 @@ impl Writer {
             ));
         }
         let mut conv = self.conv(conv_id)?;
-        let own_cursor = self.cursor(conv_id, user)?;
+        self.load_row(conv_id, user)?;
         let event = MessageRecord {
             conv_id,
             seq: conv.max_seq + 1,
@@ -520,12 +546,9 @@ impl Writer {
         conv.max_seq = event.seq;
         conv.last_time_ms = event.server_time_ms;
         self.put_conv(conv_id, conv);
-        original.recalled = true;
-        original.content.clear();
-        original.recall_event_seq = event.seq;
-        self.group.messages.push(original);
+        self.group.recalls.push((conv_id, seq, event.seq));
         self.group.messages.push(event.clone());
-        self.mark_own_message_read(conv_id, user, own_cursor, event.seq);
+        self.mark_own_message_read(conv_id, user, event.seq);
         Ok(Outcome::Recalled {
             conn,
             request_id,
@@ -547,7 +570,7 @@ impl Writer {
         if self.known_users.contains(&user) {
             return Ok(true);
         }
-        let exists = self.store.user_by_id(user)?.is_some();
+        let exists = self.accounts.user_by_id(user)?.is_some();
         if exists {
             if self.known_users.len() >= CACHE_ENTRIES_MAX {
                 self.known_users.clear();
@@ -565,7 +588,7 @@ impl Writer {
         {
             return Ok(*c);
         }
-        let Some(record) = self.store.conversation(conv)? else {
+        let Some(record) = self.log.conversation(conv)? else {
             // Not cached: ids a client merely names must not fill the cache.
             return Ok(ConvRecord::default());
         };
@@ -580,27 +603,42 @@ impl Writer {
         self.pending_convs.insert(conv, record);
     }
 
-    fn cursor(&mut self, conv: ConvId, user: UserId) -> Result<CursorRecord, StoreError> {
+    /// Makes the (conversation, user) row available to [`Self::row`] and [`Self::row_mut`]
+    /// until the operation ends: the only step that reads the store (and so can fail).
+    fn load_row(&mut self, conv: ConvId, user: UserId) -> Result<(), StoreError> {
         let key = (conv, user);
-        if let Some(c) = self
-            .pending_cursors
-            .get(&key)
-            .or_else(|| self.cursors.get(&key))
-        {
-            return Ok(*c);
+        if self.pending_cursors.contains_key(&key) || self.cursors.contains_key(&key) {
+            return Ok(());
         }
-        let Some(record) = self.store.cursor(conv, user)? else {
-            return Ok(CursorRecord::default());
-        };
-        if self.cursors.len() >= CACHE_ENTRIES_MAX {
+        let row = self.rows.cursor_row(conv, user)?.unwrap_or_default();
+        if self.cursors.len() >= CURSOR_ROWS_CACHED_MAX {
             self.cursors.clear();
         }
-        self.cursors.insert(key, record);
-        Ok(record)
+        self.cursors.insert(key, row);
+        Ok(())
     }
 
-    fn put_cursor(&mut self, conv: ConvId, user: UserId, record: CursorRecord) {
-        self.pending_cursors.insert((conv, user), record);
+    /// The row as this group leaves it so far; [`Self::load_row`] came first.
+    fn row(&self, conv: ConvId, user: UserId) -> &CursorRow {
+        let key = (conv, user);
+        self.pending_cursors
+            .get(&key)
+            .or_else(|| self.cursors.get(&key))
+            .expect("load_row comes first")
+    }
+
+    /// The row to change: copied into the group's overlay once per group, written whole.
+    fn row_mut(&mut self, conv: ConvId, user: UserId) -> &mut CursorRow {
+        let key = (conv, user);
+        if !self.pending_cursors.contains_key(&key) {
+            let row = self
+                .cursors
+                .get(&key)
+                .expect("load_row comes first")
+                .clone();
+            self.pending_cursors.insert(key, row);
+        }
+        self.pending_cursors.get_mut(&key).expect("just inserted")
     }
 }
 

@@ -1,20 +1,25 @@
-//! Storage behind a trait: the embedded fjall store is the default; a cluster adapter (ScyllaDB)
-//! implements the same trait later.
+//! Storage behind ports (`ports.rs`): the embedded fjall store is the default; the cluster
+//! stores of record (PostgreSQL, ScyllaDB) implement the same ports later.
 //!
-//! Methods are synchronous and may block on disk: call them from a blocking context
-//! (`spawn_blocking` or the commit thread), never directly on a tokio worker's hot loop.
+//! Methods are synchronous and may block on disk: call them from a blocking context (the read
+//! pool or the sequencer's thread), never directly on a tokio worker's hot loop.
 
 #[cfg(test)]
 pub(crate) mod conformance;
 mod conv;
-mod fjall_store;
+mod fjall;
 pub(crate) mod log;
+mod ports;
+mod records;
 
 pub use conv::{ConvId, ConvKind, Members};
-
-pub use fjall_store::FjallStore;
-
-use serde::{Deserialize, Serialize};
+pub use fjall::FjallStore;
+pub use ports::{AccountStore, ConversationLog, CursorStore, MembershipStore, Ports, StoreEngine};
+pub use records::{
+    CommitGroup, ConvRecord, CursorRecord, CursorRow, DEVICES_PER_ROW_MAX, DedupRecord,
+    DeviceCursor, MessageRecord, RecentSend, TokenHash, TokenRecord, UserRecord,
+    client_msg_id_hash,
+};
 
 pub use crate::api::UserId;
 
@@ -113,152 +118,6 @@ pub enum StoreError {
     /// Written, but not made durable: the store's state on disk is unknown.
     #[error("making a commit durable failed: {0}")]
     Persist(#[source] BoxedError),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UserRecord {
-    pub user_id: UserId,
-    pub username: String,
-    /// PHC string of the argon2id hash.
-    pub password_hash: String,
-    pub email: String,
-    pub created_at_ms: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TokenRecord {
-    pub user_id: UserId,
-    pub device_id: String,
-    pub issued_at_ms: u64,
-    pub expires_at_ms: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MessageRecord {
-    pub conv_id: ConvId,
-    pub seq: u64,
-    pub msg_id: u64,
-    pub from: UserId,
-    pub to: UserId,
-    pub client_msg_id: String,
-    pub content_type: i32,
-    /// Empty once recalled.
-    pub content: Vec<u8>,
-    pub server_time_ms: u64,
-    pub recalled: bool,
-    /// For a recall event: the seq it recalls.
-    pub recall_of_seq: u64,
-    /// For a recalled message: the seq of its recall event.
-    pub recall_event_seq: u64,
-}
-
-/// A conversation's head, derived from its newest message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct ConvRecord {
-    pub max_seq: u64,
-    pub last_time_ms: u64,
-}
-
-/// What a resend with the same `client_msg_id` gets back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DedupRecord {
-    pub conv_id: ConvId,
-    pub seq: u64,
-    pub msg_id: u64,
-    pub server_time_ms: u64,
-}
-
-/// One user's progress in one conversation; both only move forward.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct CursorRecord {
-    /// Highest seq any of the user's devices has received.
-    pub delivered_seq: u64,
-    pub read_seq: u64,
-}
-
-/// Everything one group commit writes, applied atomically and made durable together.
-#[derive(Debug, Default)]
-pub struct CommitGroup {
-    pub messages: Vec<MessageRecord>,
-    /// New entries of a user's conversation list.
-    pub user_conversations: Vec<(UserId, ConvId)>,
-    pub dedup: Vec<(UserId, String, DedupRecord)>,
-    pub cursors: Vec<(ConvId, UserId, CursorRecord)>,
-    pub device_cursors: Vec<(ConvId, UserId, String, u64)>,
-    pub next_msg_id: Option<u64>,
-}
-
-impl CommitGroup {
-    pub fn is_empty(&self) -> bool {
-        self.messages.is_empty()
-            && self.user_conversations.is_empty()
-            && self.dedup.is_empty()
-            && self.cursors.is_empty()
-            && self.device_cursors.is_empty()
-            && self.next_msg_id.is_none()
-    }
-}
-
-/// SHA-256 of a token: only the hash is stored, so a copy of the data dir holds no usable token.
-pub type TokenHash = [u8; 32];
-
-pub trait Store: Send + Sync + 'static {
-    /// Creates a user with the next unused id; `UsernameTaken` if the (case-folded) name exists.
-    fn create_user(
-        &self,
-        username: &str,
-        password_hash: &str,
-        email: &str,
-        now_ms: u64,
-    ) -> Result<UserRecord, StoreError>;
-    fn user_by_id(&self, user_id: UserId) -> Result<Option<UserRecord>, StoreError>;
-    fn user_id_by_name(&self, username: &str) -> Result<Option<UserId>, StoreError>;
-    fn put_token(&self, hash: &TokenHash, token: &TokenRecord) -> Result<(), StoreError>;
-    fn token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError>;
-    fn remove_token(&self, hash: &TokenHash) -> Result<(), StoreError>;
-
-    /// Writes a group atomically and durably (per the configured durability).
-    fn commit_group(&self, group: &CommitGroup) -> Result<(), StoreError>;
-    /// The next message id to hand out (1 on an empty store).
-    fn next_msg_id(&self) -> Result<u64, StoreError>;
-    /// The conversation's newest message: its seq is the conversation's `max_seq`. (The head is
-    /// derived, not stored, so a message costs no extra write.)
-    fn last_message(&self, conv: ConvId) -> Result<Option<MessageRecord>, StoreError>;
-    fn conversation(&self, conv: ConvId) -> Result<Option<ConvRecord>, StoreError> {
-        Ok(self.last_message(conv)?.map(|m| ConvRecord {
-            max_seq: m.seq,
-            last_time_ms: m.server_time_ms,
-        }))
-    }
-    fn dedup(&self, from: UserId, client_msg_id: &str) -> Result<Option<DedupRecord>, StoreError>;
-    /// Calls `f(sender, client_msg_id)` for every stored dedup entry (at start-up, to build the
-    /// commit thread's filter).
-    fn for_each_dedup_key(&self, f: &mut dyn FnMut(UserId, &[u8])) -> Result<(), StoreError>;
-    fn cursor(&self, conv: ConvId, user: UserId) -> Result<Option<CursorRecord>, StoreError>;
-    /// The highest seq one device has acknowledged as delivered.
-    fn device_cursor(
-        &self,
-        conv: ConvId,
-        user: UserId,
-        device_id: &str,
-    ) -> Result<Option<u64>, StoreError>;
-    fn message(&self, conv: ConvId, seq: u64) -> Result<Option<MessageRecord>, StoreError>;
-    /// Up to `limit` messages with seq > `after_seq`, ascending.
-    fn messages_after(
-        &self,
-        conv: ConvId,
-        after_seq: u64,
-        limit: usize,
-    ) -> Result<Vec<MessageRecord>, StoreError>;
-    /// Up to `limit` messages with seq < `before_seq`, newest first.
-    fn messages_before(
-        &self,
-        conv: ConvId,
-        before_seq: u64,
-        limit: usize,
-    ) -> Result<Vec<MessageRecord>, StoreError>;
-    /// Up to `limit` of the user's conversations.
-    fn user_conversations(&self, user: UserId, limit: usize) -> Result<Vec<ConvId>, StoreError>;
 }
 
 /// Usernames are unique without regard to ASCII case.

@@ -12,34 +12,25 @@ fn full_group(ab: ConvId) -> CommitGroup {
         to: ALICE,
         ..msg(ab, 2)
     };
+    let cursor = |delivered_seq, read_seq| CursorRecord {
+        delivered_seq,
+        read_seq,
+    };
     CommitGroup {
         user_conversations: vec![(ALICE, ab), (BOB, ab)],
-        dedup: vec![
-            (ALICE, m1.client_msg_id.clone(), dedup_of(&m1)),
-            (BOB, m2.client_msg_id.clone(), dedup_of(&m2)),
-        ],
-        cursors: vec![
+        cursor_rows: vec![
             (
                 ab,
                 ALICE,
-                CursorRecord {
-                    delivered_seq: 2,
-                    read_seq: 1,
-                },
+                row(cursor(2, 1), &[("phone", 2)], &[(&m1.client_msg_id, 1)]),
             ),
             (
                 ab,
                 BOB,
-                CursorRecord {
-                    delivered_seq: 2,
-                    read_seq: 2,
-                },
+                row(cursor(2, 2), &[("laptop", 1)], &[(&m2.client_msg_id, 2)]),
             ),
         ],
-        device_cursors: vec![
-            (ab, ALICE, "phone".into(), 2),
-            (ab, BOB, "laptop".into(), 1),
-        ],
+        recalls: vec![],
         next_msg_id: Some(3),
         messages: vec![m1, m2],
     }
@@ -57,20 +48,10 @@ fn assert_full_group_visible(store: &impl Store, ab: ConvId, group: &CommitGroup
     for (user, conv) in &group.user_conversations {
         assert_eq!(convs_of(store, *user), BTreeSet::from([*conv]), "{when}");
     }
-    for (user, client_msg_id, record) in &group.dedup {
+    for (conv, user, row) in &group.cursor_rows {
         assert_eq!(
-            store.dedup(*user, client_msg_id).unwrap(),
-            Some(*record),
-            "{when}"
-        );
-    }
-    for (conv, user, record) in &group.cursors {
-        assert_eq!(store.cursor(*conv, *user).unwrap(), Some(*record), "{when}");
-    }
-    for (conv, user, device, seq) in &group.device_cursors {
-        assert_eq!(
-            store.device_cursor(*conv, *user, device).unwrap(),
-            Some(*seq),
+            store.cursor_row(*conv, *user).unwrap().as_ref(),
+            Some(row),
             "{when}"
         );
     }
@@ -97,17 +78,9 @@ fn assert_nothing_of_full_group(store: &impl Store, ab: ConvId, when: &str) {
     assert_eq!(store.last_message(ab).unwrap(), None, "{when}");
     assert_eq!(all_after(store, ab), Vec::new(), "{when}");
     assert_eq!(convs_of(store, ALICE), BTreeSet::new(), "{when}");
-    assert_eq!(store.dedup(ALICE, "c1").unwrap(), None, "{when}");
-    assert_eq!(store.cursor(ab, ALICE).unwrap(), None, "{when}");
-    assert_eq!(
-        store.device_cursor(ab, ALICE, "phone").unwrap(),
-        None,
-        "{when}"
-    );
+    assert_eq!(store.cursor_row(ab, ALICE).unwrap(), None, "{when}");
+    assert_eq!(store.cursor_row(ab, BOB).unwrap(), None, "{when}");
     assert_eq!(store.next_msg_id().unwrap(), 1, "{when}");
-    let mut keys = 0;
-    store.for_each_dedup_key(&mut |_, _| keys += 1).unwrap();
-    assert_eq!(keys, 0, "{when}");
 }
 
 pub(crate) fn a_group_never_committed_leaves_nothing<A: Adapter>() {
@@ -126,23 +99,25 @@ pub(crate) fn a_concurrent_reader_never_sees_part_of_a_group<A: Adapter>() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(A::open(dir.path()));
     let ab = direct(ALICE, BOB);
-    // Group k writes message k of ab, its dedup entry, cursors at k, next_msg_id k + 1 and a
-    // new conversation of Alice's; every value only grows, so once a reader sees message k,
-    // whatever it reads next must show group k or a later one.
+    // Group k writes message k of ab, Alice's row (its recent send, cursors and device cursor
+    // at k), a recall of message k - 1, next_msg_id k + 1 and a new conversation of Alice's;
+    // every value only grows, so once a reader sees message k, whatever it reads next must show
+    // group k or a later one.
+    // The row keeps every send so far (the sequencer's window, unbounded here).
+    let ids: Vec<String> = (1..=GROUPS).map(|k| msg(ab, k).client_msg_id).collect();
+    let sends_up_to = |k: u64| -> Vec<(&str, u64)> {
+        (1..=k).map(|s| (ids[s as usize - 1].as_str(), s)).collect()
+    };
     let group = |k: u64| {
         let m = msg(ab, k);
+        let cursor = CursorRecord {
+            delivered_seq: k,
+            read_seq: k,
+        };
         CommitGroup {
             user_conversations: vec![(ALICE, direct(ALICE, DAVE + k))],
-            dedup: vec![(ALICE, m.client_msg_id.clone(), dedup_of(&m))],
-            cursors: vec![(
-                ab,
-                ALICE,
-                CursorRecord {
-                    delivered_seq: k,
-                    read_seq: k,
-                },
-            )],
-            device_cursors: vec![(ab, ALICE, "phone".into(), k)],
+            cursor_rows: vec![(ab, ALICE, row(cursor, &[("phone", k)], &sends_up_to(k)))],
+            recalls: if k > 1 { vec![(ab, k - 1, k)] } else { vec![] },
             next_msg_id: Some(k + 1),
             messages: vec![m],
         }
@@ -159,15 +134,22 @@ pub(crate) fn a_concurrent_reader_never_sees_part_of_a_group<A: Adapter>() {
                 let k = head.seq;
                 assert!(k >= seen, "the head went back from {seen} to {k}");
                 seen = k;
-                let d = store.dedup(ALICE, &head.client_msg_id).unwrap();
-                assert_eq!(d, Some(dedup_of(&head)), "group {k}: message without dedup");
-                let c = store.cursor(ab, ALICE).unwrap().unwrap_or_default();
+                let row = store.cursor_row(ab, ALICE).unwrap().unwrap_or_default();
+                assert!(
+                    row.maybe_sent(&head.client_msg_id).any(|s| s == k),
+                    "group {k}: message without its recent send"
+                );
+                let c = row.cursor;
                 assert!(c.read_seq >= k, "group {k}: message without cursor {c:?}");
-                let dc = store.device_cursor(ab, ALICE, "phone").unwrap();
+                let dc = row.device_cursor("phone");
                 assert!(
                     dc >= Some(k),
                     "group {k}: message without device cursor {dc:?}"
                 );
+                if k > 1 {
+                    let before = store.message(ab, k - 1).unwrap().unwrap();
+                    assert!(before.recalled, "group {k}: message without its recall");
+                }
                 let next = store.next_msg_id().unwrap();
                 assert!(next > k, "group {k}: message without next_msg_id ({next})");
                 let convs = store.user_conversations(ALICE, usize::MAX).unwrap();

@@ -12,51 +12,40 @@ pub(crate) fn cursors_and_device_cursors_round_trip_and_survive_reopen<A: Adapte
         delivered_seq,
         read_seq,
     };
-    let cursors = vec![
-        (ab, ALICE, cursor(5, 3)),
-        (ab, BOB, cursor(4, 4)),
-        (ac, ALICE, cursor(u64::MAX, 0)),
-    ];
-    let devices = vec![
-        (ab, ALICE, "d".to_owned(), 5),
-        (ab, ALICE, "d2".to_owned(), 2),
-        (ab, ALICE, "平板-📱".to_owned(), 1),
-        (ab, BOB, "d".to_owned(), 4),
-        (ac, ALICE, String::new(), u64::MAX),
+    let rows = vec![
+        (
+            ab,
+            ALICE,
+            row(cursor(5, 3), &[("d", 5), ("d2", 2), ("平板-📱", 1)], &[]),
+        ),
+        (ab, BOB, row(cursor(4, 4), &[("d", 4)], &[])),
+        (ac, ALICE, row(cursor(u64::MAX, 0), &[("", u64::MAX)], &[])),
     ];
     commit(
         &store,
         CommitGroup {
-            cursors: cursors.clone(),
-            device_cursors: devices.clone(),
+            cursor_rows: rows.clone(),
             ..CommitGroup::default()
         },
     );
     let check = |store: &A::Store, when: &str| {
-        for (conv, user, record) in &cursors {
-            assert_eq!(store.cursor(*conv, *user).unwrap(), Some(*record), "{when}");
+        for (conv, user, row) in &rows {
+            assert_eq!(cursor_of(store, *conv, *user), Some(row.cursor), "{when}");
+            for device in &row.devices {
+                assert_eq!(
+                    device_cursor_of(store, *conv, *user, &device.device_id),
+                    Some(device.delivered_seq),
+                    "{when}: device {:?}",
+                    device.device_id
+                );
+            }
         }
-        for (conv, user, device, seq) in &devices {
-            assert_eq!(
-                store.device_cursor(*conv, *user, device).unwrap(),
-                Some(*seq),
-                "{when}: device {device:?}"
-            );
-        }
-        assert_eq!(store.cursor(ac, CAROL).unwrap(), None, "{when}");
-        assert_eq!(
-            store.cursor(direct(BOB, CAROL), BOB).unwrap(),
-            None,
-            "{when}"
-        );
-        assert_eq!(
-            store.device_cursor(ab, ALICE, "d3").unwrap(),
-            None,
-            "{when}"
-        );
-        assert_eq!(store.device_cursor(ab, ALICE, "D").unwrap(), None, "{when}");
-        assert_eq!(store.device_cursor(ab, CAROL, "d").unwrap(), None, "{when}");
-        assert_eq!(store.device_cursor(ac, ALICE, "d").unwrap(), None, "{when}");
+        assert_eq!(cursor_of(store, ac, CAROL), None, "{when}");
+        assert_eq!(cursor_of(store, direct(BOB, CAROL), BOB), None, "{when}");
+        assert_eq!(device_cursor_of(store, ab, ALICE, "d3"), None, "{when}");
+        assert_eq!(device_cursor_of(store, ab, ALICE, "D"), None, "{when}");
+        assert_eq!(device_cursor_of(store, ab, CAROL, "d"), None, "{when}");
+        assert_eq!(device_cursor_of(store, ac, ALICE, "d"), None, "{when}");
     };
     check(&store, "after commit");
     let store = reopen::<A>(store, dir.path());
@@ -75,31 +64,30 @@ pub(crate) fn a_later_groups_cursor_value_wins<A: Adapter>() {
         commit(
             store,
             CommitGroup {
-                cursors: vec![(ab, ALICE, c)],
-                device_cursors: vec![(ab, ALICE, "phone".into(), device_seq)],
+                cursor_rows: vec![(ab, ALICE, row(c, &[("phone", device_seq)], &[]))],
                 ..CommitGroup::default()
             },
         );
     };
     set(&store, cursor(5, 3), 5);
     set(&store, cursor(7, 7), 9);
-    assert_eq!(store.cursor(ab, ALICE).unwrap(), Some(cursor(7, 7)));
-    assert_eq!(store.device_cursor(ab, ALICE, "phone").unwrap(), Some(9));
+    assert_eq!(cursor_of(&store, ab, ALICE), Some(cursor(7, 7)));
+    assert_eq!(device_cursor_of(&store, ab, ALICE, "phone"), Some(9));
     // The store keeps what it is given; "only forward" is the caller's rule.
     set(&store, cursor(2, 1), 1);
-    assert_eq!(store.cursor(ab, ALICE).unwrap(), Some(cursor(2, 1)));
-    assert_eq!(store.device_cursor(ab, ALICE, "phone").unwrap(), Some(1));
+    assert_eq!(cursor_of(&store, ab, ALICE), Some(cursor(2, 1)));
+    assert_eq!(device_cursor_of(&store, ab, ALICE, "phone"), Some(1));
     let store = reopen::<A>(store, dir.path());
     assert_eq!(
-        store.cursor(ab, ALICE).unwrap(),
+        cursor_of(&store, ab, ALICE),
         Some(cursor(2, 1)),
         "after reopen"
     );
-    assert_eq!(store.device_cursor(ab, ALICE, "phone").unwrap(), Some(1));
+    assert_eq!(device_cursor_of(&store, ab, ALICE, "phone"), Some(1));
     set(&store, cursor(8, 8), 8);
     let store = reopen::<A>(store, dir.path());
-    assert_eq!(store.cursor(ab, ALICE).unwrap(), Some(cursor(8, 8)));
-    assert_eq!(store.device_cursor(ab, ALICE, "phone").unwrap(), Some(8));
+    assert_eq!(cursor_of(&store, ab, ALICE), Some(cursor(8, 8)));
+    assert_eq!(device_cursor_of(&store, ab, ALICE, "phone"), Some(8));
 }
 
 // ---- user conversation lists ------------------------------------------------------------------

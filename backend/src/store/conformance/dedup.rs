@@ -1,107 +1,81 @@
-//! Conformance: Dedup entries.
+//! Conformance: the dedup window, kept in each sender's (conversation, user) row.
 
 use super::*;
 
 // ---- dedup ------------------------------------------------------------------------------------
 
-pub(crate) fn dedup_entries_are_found_by_sender_and_client_msg_id<A: Adapter>() {
+pub(crate) fn a_senders_recent_sends_are_kept_in_its_row<A: Adapter>() {
     let dir = tempfile::tempdir().unwrap();
     let store = A::open(dir.path());
     let (ab, ac) = (direct(ALICE, BOB), direct(ALICE, CAROL));
-    let record = |conv, seq| dedup_of(&msg(conv, seq));
-    let entries = vec![
-        (ALICE, "a".to_owned(), record(ab, 1)),
-        (BOB, "a".to_owned(), record(ab, 2)),
-        (ALICE, "ab".to_owned(), record(ac, 1)),
-        (ALICE, "b".to_owned(), record(ab, 3)),
+    let none = CursorRecord::default();
+    let rows = vec![
+        (
+            ab,
+            ALICE,
+            row(none, &[], &[("a", 1), ("b", 3), ("ид-😀", 4)]),
+        ),
+        (ab, BOB, row(none, &[], &[("a", 2)])),
+        (ac, ALICE, row(none, &[], &[("ab", 1)])),
     ];
     commit(
         &store,
         CommitGroup {
-            dedup: entries.clone(),
+            cursor_rows: rows.clone(),
             ..CommitGroup::default()
         },
     );
     let check = |store: &A::Store, when: &str| {
-        for (user, id, record) in &entries {
-            assert_eq!(
-                store.dedup(*user, id).unwrap(),
-                Some(*record),
-                "{when}: {user} {id}"
-            );
+        let sent = |conv, user, id: &str| -> Vec<u64> {
+            store
+                .cursor_row(conv, user)
+                .unwrap()
+                .map(|r| r.maybe_sent(id).collect())
+                .unwrap_or_default()
+        };
+        assert_eq!(sent(ab, ALICE, "a"), [1], "{when}");
+        assert_eq!(sent(ab, ALICE, "ид-😀"), [4], "{when}");
+        assert_eq!(sent(ab, BOB, "a"), [2], "{when}: per sender");
+        assert_eq!(sent(ac, ALICE, "ab"), [1], "{when}: per conversation");
+        assert_eq!(sent(ab, ALICE, "A"), Vec::<u64>::new(), "{when}: exact");
+        assert_eq!(sent(ab, ALICE, ""), Vec::<u64>::new(), "{when}");
+        assert_eq!(sent(ab, CAROL, "a"), Vec::<u64>::new(), "{when}");
+        for (conv, user, expected) in &rows {
+            let stored = store.cursor_row(*conv, *user).unwrap();
+            assert_eq!(stored.as_ref(), Some(expected), "{when}");
         }
-        assert_eq!(
-            store.dedup(CAROL, "a").unwrap(),
-            None,
-            "{when}: another sender"
-        );
-        assert_eq!(
-            store.dedup(ALICE, "A").unwrap(),
-            None,
-            "{when}: ids are exact"
-        );
-        assert_eq!(
-            store.dedup(ALICE, "").unwrap(),
-            None,
-            "{when}: no prefix match"
-        );
-        assert_eq!(store.dedup(BOB, "ab").unwrap(), None, "{when}");
-        assert_eq!(store.dedup(ALICE, "abc").unwrap(), None, "{when}");
     };
     check(&store, "after commit");
     let store = reopen::<A>(store, dir.path());
     check(&store, "after reopen");
 }
 
-pub(crate) fn for_each_dedup_key_visits_each_stored_entry_once<A: Adapter>() {
+pub(crate) fn a_resend_is_recognised_by_hash_and_confirmed_by_the_stored_message<A: Adapter>() {
     let dir = tempfile::tempdir().unwrap();
     let store = A::open(dir.path());
     let ab = direct(ALICE, BOB);
-    let keys: Vec<(UserId, &str)> = vec![
-        (ALICE, "a"),
-        (ALICE, "ab"),
-        (ALICE, "z"),
-        (BOB, "a"),
-        (CAROL, "ид-😀"),
-        (USER_ID_LAST, "last"),
-    ];
-    let mut expected = BTreeSet::new();
-    for (seq, (user, id)) in (1..).zip(&keys) {
-        commit(
-            &store,
-            CommitGroup {
-                dedup: vec![(*user, (*id).to_owned(), dedup_of(&msg(ab, seq)))],
-                ..CommitGroup::default()
-            },
-        );
-        expected.insert((*user, id.as_bytes().to_vec()));
-    }
-    // The same key again, in a later group and twice in one group: still one entry.
+    let group = msgs(ab, 1..=3);
+    let sends: Vec<(&str, u64)> = group
+        .messages
+        .iter()
+        .map(|m| (m.client_msg_id.as_str(), m.seq))
+        .collect();
+    let alice = row(CursorRecord::default(), &[], &sends);
     commit(
         &store,
         CommitGroup {
-            dedup: vec![
-                (ALICE, "a".into(), dedup_of(&msg(ab, 50))),
-                (ALICE, "a".into(), dedup_of(&msg(ab, 51))),
-            ],
-            ..CommitGroup::default()
+            cursor_rows: vec![(ab, ALICE, alice)],
+            ..msgs(ab, 1..=3)
         },
     );
-    let visit = |store: &A::Store| {
-        let mut seen = Vec::new();
-        store
-            .for_each_dedup_key(&mut |user, id| seen.push((user, id.to_vec())))
-            .unwrap();
-        seen.sort();
-        seen
-    };
-    let expected: Vec<_> = expected.into_iter().collect();
-    assert_eq!(visit(&store), expected, "after commit");
+    // What the sequencer does with a resend of "c2": the row's window names seq 2, and the
+    // message stored there confirms sender and client_msg_id.
+    let row = store.cursor_row(ab, ALICE).unwrap().unwrap();
+    let seqs: Vec<u64> = row.maybe_sent("c2").collect();
+    assert_eq!(seqs, [2]);
+    let original = store.message(ab, 2).unwrap().unwrap();
     assert_eq!(
-        store.dedup(ALICE, "a").unwrap(),
-        Some(dedup_of(&msg(ab, 51))),
-        "the last write of a key wins"
+        (original.from, original.client_msg_id.as_str()),
+        (ALICE, "c2")
     );
-    let store = reopen::<A>(store, dir.path());
-    assert_eq!(visit(&store), expected, "after reopen");
 }

@@ -104,9 +104,7 @@ pub(crate) fn last_message_is_the_conversations_head<A: Adapter>() {
     assert_eq!(store.conversation(ab).unwrap(), None);
     commit(&store, msgs(ab, [1]));
     assert_eq!(store.last_message(ab).unwrap(), Some(msg(ab, 1)));
-    // Within a group the order of the records does not decide the head (a recall writes the
-    // recalled message after its event).
-    commit(&store, msgs(ab, [4, 2, 3]));
+    commit(&store, msgs(ab, [2, 3, 4]));
     commit(&store, msgs(ac, [1]));
     assert_eq!(store.last_message(ab).unwrap(), Some(msg(ab, 4)));
     assert_eq!(
@@ -208,32 +206,29 @@ pub(crate) fn unicode_client_msg_ids_round_trip<A: Adapter>() {
             ..msg(ab, seq)
         })
         .collect();
+    let sends: Vec<(&str, u64)> = messages
+        .iter()
+        .map(|m| (m.client_msg_id.as_str(), m.seq))
+        .collect();
     commit(
         &store,
         CommitGroup {
-            dedup: messages
-                .iter()
-                .map(|m| (m.from, m.client_msg_id.clone(), dedup_of(m)))
-                .collect(),
+            cursor_rows: vec![(ab, ALICE, row(CursorRecord::default(), &[], &sends))],
             messages: messages.clone(),
             ..CommitGroup::default()
         },
     );
     let store = reopen::<A>(store, dir.path());
+    let alice = store.cursor_row(ab, ALICE).unwrap().unwrap();
     for m in &messages {
         assert_eq!(store.message(ab, m.seq).unwrap().as_ref(), Some(m));
-        assert_eq!(
-            store.dedup(ALICE, &m.client_msg_id).unwrap(),
-            Some(dedup_of(m)),
+        assert!(
+            alice.maybe_sent(&m.client_msg_id).any(|s| s == m.seq),
             "dedup by {:?}",
             m.client_msg_id
         );
     }
-    assert_eq!(
-        store.dedup(ALICE, "ünï-😀").unwrap(),
-        None,
-        "no prefix match"
-    );
+    assert_eq!(alice.maybe_sent("ünï-😀").count(), 0, "no prefix match");
 }
 
 pub(crate) fn next_msg_id_starts_at_one_and_is_persisted_by_the_group<A: Adapter>() {
@@ -268,18 +263,11 @@ pub(crate) fn next_msg_id_starts_at_one_and_is_persisted_by_the_group<A: Adapter
     assert_eq!(store.next_msg_id().unwrap(), 1 << 40);
 }
 
-pub(crate) fn a_message_rewritten_by_a_later_group_replaces_the_stored_one<A: Adapter>() {
+pub(crate) fn a_recall_marks_the_stored_message_and_keeps_the_event<A: Adapter>() {
     let dir = tempfile::tempdir().unwrap();
     let store = A::open(dir.path());
     let ab = direct(ALICE, BOB);
     commit(&store, msgs(ab, 1..=2));
-    // A recall: the original rewritten (content gone) and the recall event, in one group.
-    let recalled = MessageRecord {
-        recalled: true,
-        content: Vec::new(),
-        recall_event_seq: 3,
-        ..msg(ab, 1)
-    };
     let event = MessageRecord {
         content: Vec::new(),
         recall_of_seq: 1,
@@ -288,14 +276,98 @@ pub(crate) fn a_message_rewritten_by_a_later_group_replaces_the_stored_one<A: Ad
     commit(
         &store,
         CommitGroup {
-            messages: vec![recalled.clone(), event.clone()],
+            messages: vec![event.clone()],
+            recalls: vec![(ab, 1, 3)],
             ..CommitGroup::default()
         },
     );
+    let recalled = MessageRecord {
+        recalled: true,
+        content: Vec::new(),
+        recall_event_seq: 3,
+        ..msg(ab, 1)
+    };
     let expected = vec![recalled.clone(), msg(ab, 2), event.clone()];
     assert_eq!(store.message(ab, 1).unwrap(), Some(recalled.clone()));
     assert_eq!(all_after(&store, ab), expected, "one record per seq");
+    let newest_first: Vec<_> = expected.iter().rev().cloned().collect();
+    assert_eq!(
+        store.messages_before(ab, u64::MAX, 10).unwrap(),
+        newest_first
+    );
     assert_eq!(store.last_message(ab).unwrap(), Some(event));
     let store = reopen::<A>(store, dir.path());
     assert_eq!(all_after(&store, ab), expected, "after reopen");
+    assert_eq!(
+        store.message(ab, 1).unwrap(),
+        Some(recalled),
+        "after reopen"
+    );
+}
+
+pub(crate) fn a_recall_in_the_group_of_its_original_marks_it<A: Adapter>() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = A::open(dir.path());
+    let ab = direct(ALICE, BOB);
+    let event = MessageRecord {
+        content: Vec::new(),
+        recall_of_seq: 1,
+        ..msg(ab, 2)
+    };
+    commit(
+        &store,
+        CommitGroup {
+            messages: vec![msg(ab, 1), event.clone()],
+            recalls: vec![(ab, 1, 2)],
+            ..CommitGroup::default()
+        },
+    );
+    let recalled = MessageRecord {
+        recalled: true,
+        content: Vec::new(),
+        recall_event_seq: 2,
+        ..msg(ab, 1)
+    };
+    assert_eq!(all_after(&store, ab), vec![recalled, event]);
+}
+
+pub(crate) fn one_groups_messages_of_many_conversations_read_back_per_conversation<A: Adapter>() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = A::open(dir.path());
+    let (ab, ac, bc) = (direct(ALICE, BOB), direct(ALICE, CAROL), direct(BOB, CAROL));
+    // Interleaved as the sequencer takes them, in several groups, so that each conversation's
+    // messages are split over several stored runs.
+    let mut next = [1u64; 3];
+    for group_size in [1usize, 5, 2, 7, 3] {
+        let mut group = CommitGroup::default();
+        for i in 0..group_size * 3 {
+            let (k, conv) = [(0, ab), (1, ac), (2, bc)][i % 3];
+            group.messages.push(msg(conv, next[k]));
+            next[k] += 1;
+        }
+        commit(&store, group);
+    }
+    for (k, conv) in [(0, ab), (1, ac), (2, bc)] {
+        let last = next[k] - 1;
+        assert_eq!(last, 18);
+        let expected: Vec<MessageRecord> = (1..=last).map(|s| msg(conv, s)).collect();
+        assert_eq!(all_after(&store, conv), expected, "{conv:?}");
+        for after in 0..=last {
+            for limit in [1, 2, 4, 100] {
+                let page = store.messages_after(conv, after, limit).unwrap();
+                let want: Vec<u64> = (after + 1..=last).take(limit).collect();
+                assert_eq!(seqs(&page), want, "after {after} limit {limit}");
+            }
+        }
+        for before in 0..=last + 1 {
+            let page = store.messages_before(conv, before, 3).unwrap();
+            let want: Vec<u64> = (1..before).rev().take(3).collect();
+            assert_eq!(seqs(&page), want, "before {before}");
+        }
+        for seq in 1..=last {
+            assert_eq!(store.message(conv, seq).unwrap(), Some(msg(conv, seq)));
+        }
+        assert_eq!(store.message(conv, last + 1).unwrap(), None);
+        assert_eq!(store.last_message(conv).unwrap(), Some(msg(conv, last)));
+    }
 }

@@ -1,0 +1,212 @@
+//! The conversation log in fjall: one run per conversation per commit group, recalls beside.
+
+use fjall::{Readable, Snapshot};
+
+use super::{FjallStore, be_u64, decode, encode, pair_key};
+use crate::store::{CommitGroup, ConvId, ConversationLog, MessageRecord, StoreError};
+
+pub(super) const META_NEXT_MSG_ID: &[u8] = b"next_msg_id";
+
+/// A stored run: consecutive messages of one conversation, ascending.
+type Run = Vec<MessageRecord>;
+
+/// Calls `f` with each conversation's messages of the group, as one ascending slice of
+/// references, in conversation order.
+fn for_each_run(messages: &[MessageRecord], mut f: impl FnMut(&[&MessageRecord])) {
+    let mut sorted: Vec<&MessageRecord> = messages.iter().collect();
+    // Stable: a conversation's messages keep the sequencer's (ascending) order.
+    sorted.sort_by_key(|m| m.conv_id);
+    for run in sorted.chunk_by(|a, b| a.conv_id == b.conv_id) {
+        for pair in run.windows(2) {
+            assert_eq!(
+                pair[1].seq,
+                pair[0].seq + 1,
+                "a conversation's messages in one group must have consecutive seqs"
+            );
+        }
+        f(run);
+    }
+}
+
+impl FjallStore {
+    /// Marks what `messages` (one conversation's) holds of the recalls stored.
+    fn apply_recalls(
+        &self,
+        view: &Snapshot,
+        conv: ConvId,
+        messages: &mut [MessageRecord],
+    ) -> Result<(), StoreError> {
+        let (Some(lo), Some(hi)) = (
+            messages.iter().map(|m| m.seq).min(),
+            messages.iter().map(|m| m.seq).max(),
+        ) else {
+            return Ok(());
+        };
+        let conv = conv.to_wire();
+        for guard in view.range(&self.recalls, pair_key(conv, lo)..=pair_key(conv, hi)) {
+            let (key, value) = guard.into_inner()?;
+            let seq = be_u64(&key[8..])?;
+            if let Some(m) = messages.iter_mut().find(|m| m.seq == seq) {
+                m.recalled = true;
+                m.content.clear();
+                m.recall_event_seq = be_u64(&value)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The first seq of the run that holds `seq`, if one starts at or before it.
+    fn run_start(&self, view: &Snapshot, conv: u64, seq: u64) -> Result<Option<u64>, StoreError> {
+        match view
+            .range(&self.runs, pair_key(conv, 0)..=pair_key(conv, seq))
+            .next_back()
+        {
+            Some(guard) => Ok(Some(be_u64(&guard.key()?[8..])?)),
+            None => Ok(None),
+        }
+    }
+}
+
+impl ConversationLog for FjallStore {
+    fn append(&self, group: &CommitGroup) -> Result<(), StoreError> {
+        let _writing = self.write_lock();
+        self.writable()?;
+        let mut batch = self.db.batch();
+        for_each_run(&group.messages, |run| {
+            let first = run[0];
+            batch.insert(
+                &self.runs,
+                pair_key(first.conv_id.to_wire(), first.seq),
+                encode(run),
+            );
+        });
+        for (conv, seq, event_seq) in &group.recalls {
+            batch.insert(
+                &self.recalls,
+                pair_key(conv.to_wire(), *seq),
+                event_seq.to_be_bytes(),
+            );
+        }
+        for (user, conv) in &group.user_conversations {
+            batch.insert(
+                &self.user_conversations,
+                pair_key(*user, conv.to_wire()),
+                [],
+            );
+        }
+        for (conv, user, row) in &group.cursor_rows {
+            batch.insert(
+                &self.cursor_rows,
+                pair_key(conv.to_wire(), *user),
+                encode(row),
+            );
+        }
+        if let Some(next) = group.next_msg_id {
+            batch.insert(&self.meta, META_NEXT_MSG_ID, next.to_be_bytes());
+        }
+        self.written(batch.commit().map_err(StoreError::from))?;
+        self.persist()
+    }
+
+    fn next_msg_id(&self) -> Result<u64, StoreError> {
+        match self.view().get(&self.meta, META_NEXT_MSG_ID)? {
+            Some(v) => be_u64(&v),
+            None => Ok(1),
+        }
+    }
+
+    fn last_message(&self, conv: ConvId) -> Result<Option<MessageRecord>, StoreError> {
+        let view = self.view();
+        let c = conv.to_wire();
+        let Some(guard) = view
+            .range(&self.runs, pair_key(c, 0)..=pair_key(c, u64::MAX))
+            .next_back()
+        else {
+            return Ok(None);
+        };
+        let mut run: Run = decode(&guard.into_inner()?.1)?;
+        let Some(last) = run.pop() else {
+            return Ok(None);
+        };
+        let mut last = [last];
+        self.apply_recalls(&view, conv, &mut last)?;
+        let [last] = last;
+        Ok(Some(last))
+    }
+
+    fn message(&self, conv: ConvId, seq: u64) -> Result<Option<MessageRecord>, StoreError> {
+        let view = self.view();
+        let c = conv.to_wire();
+        let Some(start) = self.run_start(&view, c, seq)? else {
+            return Ok(None);
+        };
+        let Some(bytes) = view.get(&self.runs, pair_key(c, start))? else {
+            return Ok(None);
+        };
+        let run: Run = decode(&bytes)?;
+        let Some(found) = run.into_iter().find(|m| m.seq == seq) else {
+            return Ok(None);
+        };
+        let mut found = [found];
+        self.apply_recalls(&view, conv, &mut found)?;
+        let [found] = found;
+        Ok(Some(found))
+    }
+
+    fn messages_after(
+        &self,
+        conv: ConvId,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
+        let Some(first) = after_seq.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let view = self.view();
+        let c = conv.to_wire();
+        let start = self.run_start(&view, c, first)?.unwrap_or(first);
+        let mut out = Vec::new();
+        'runs: for guard in view.range(&self.runs, pair_key(c, start)..=pair_key(c, u64::MAX)) {
+            let run: Run = decode(&guard.into_inner()?.1)?;
+            for m in run.into_iter().filter(|m| m.seq >= first) {
+                out.push(m);
+                if out.len() == limit {
+                    break 'runs;
+                }
+            }
+        }
+        self.apply_recalls(&view, conv, &mut out)?;
+        Ok(out)
+    }
+
+    fn messages_before(
+        &self,
+        conv: ConvId,
+        before_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let view = self.view();
+        let c = conv.to_wire();
+        let mut out = Vec::new();
+        'runs: for guard in view
+            .range(&self.runs, pair_key(c, 0)..pair_key(c, before_seq))
+            .rev()
+        {
+            let run: Run = decode(&guard.into_inner()?.1)?;
+            for m in run.into_iter().rev().filter(|m| m.seq < before_seq) {
+                out.push(m);
+                if out.len() == limit {
+                    break 'runs;
+                }
+            }
+        }
+        self.apply_recalls(&view, conv, &mut out)?;
+        Ok(out)
+    }
+}

@@ -1,0 +1,123 @@
+//! The storage ports: what the backend needs from a store, split along what is stored. One
+//! adapter (the embedded fjall store; PostgreSQL and ScyllaDB later) implements them all, and
+//! the backend holds them as [`Ports`], never as a concrete store.
+//!
+//! The shape is synchronous with an explicit batching contract (ARCHITECTURE.md says why):
+//! - every write comes from the sequencer as one [`CommitGroup`] per call, so a networked store
+//!   waits once per group, never once per message;
+//! - a request that needs many rows asks for them in one call (`heads`, `cursor_rows`);
+//! - calls come only from the sequencer's thread and from the bounded read pool, so the threads
+//!   a slow store can park are bounded by configuration, not by the requests in flight.
+
+use std::sync::Arc;
+
+use super::{
+    CommitGroup, ConvId, ConvRecord, CursorRow, MessageRecord, StoreError, StoreHealth, TokenHash,
+    TokenRecord, UserId, UserRecord,
+};
+
+/// Accounts and login tokens.
+pub trait AccountStore: Send + Sync + 'static {
+    /// Creates a user with the next unused id; `UsernameTaken` if the (case-folded) name exists.
+    fn create_user(
+        &self,
+        username: &str,
+        password_hash: &str,
+        email: &str,
+        now_ms: u64,
+    ) -> Result<UserRecord, StoreError>;
+    fn user_by_id(&self, user_id: UserId) -> Result<Option<UserRecord>, StoreError>;
+    fn user_id_by_name(&self, username: &str) -> Result<Option<UserId>, StoreError>;
+    fn put_token(&self, hash: &TokenHash, token: &TokenRecord) -> Result<(), StoreError>;
+    fn token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError>;
+    fn remove_token(&self, hash: &TokenHash) -> Result<(), StoreError>;
+}
+
+/// The conversation log: the sequencer's commit groups, and messages read back by seq.
+pub trait ConversationLog: Send + Sync + 'static {
+    /// Writes a group atomically and durably (per the configured durability). Nothing of it is
+    /// visible to readers before all of it is durable.
+    fn append(&self, group: &CommitGroup) -> Result<(), StoreError>;
+    /// The next message id to hand out (1 on an empty store).
+    fn next_msg_id(&self) -> Result<u64, StoreError>;
+    /// The conversation's newest message: its seq is the conversation's `max_seq`.
+    fn last_message(&self, conv: ConvId) -> Result<Option<MessageRecord>, StoreError>;
+    /// [`Self::last_message`] of many conversations, in the order asked.
+    fn last_messages(&self, convs: &[ConvId]) -> Result<Vec<Option<MessageRecord>>, StoreError> {
+        convs.iter().map(|c| self.last_message(*c)).collect()
+    }
+    fn conversation(&self, conv: ConvId) -> Result<Option<ConvRecord>, StoreError> {
+        Ok(self.last_message(conv)?.map(|m| ConvRecord {
+            max_seq: m.seq,
+            last_time_ms: m.server_time_ms,
+        }))
+    }
+    fn message(&self, conv: ConvId, seq: u64) -> Result<Option<MessageRecord>, StoreError>;
+    /// Up to `limit` messages with seq > `after_seq`, ascending.
+    fn messages_after(
+        &self,
+        conv: ConvId,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<MessageRecord>, StoreError>;
+    /// Up to `limit` messages with seq < `before_seq`, newest first.
+    fn messages_before(
+        &self,
+        conv: ConvId,
+        before_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<MessageRecord>, StoreError>;
+}
+
+/// Per (conversation, member): cursors, device cursors and the dedup window, as [`CursorRow`]s
+/// written by [`ConversationLog::append`].
+pub trait CursorStore: Send + Sync + 'static {
+    fn cursor_row(&self, conv: ConvId, user: UserId) -> Result<Option<CursorRow>, StoreError>;
+    /// [`Self::cursor_row`] of many, in the order asked.
+    fn cursor_rows(&self, keys: &[(ConvId, UserId)]) -> Result<Vec<Option<CursorRow>>, StoreError> {
+        keys.iter().map(|(c, u)| self.cursor_row(*c, *u)).collect()
+    }
+}
+
+/// Who is in which conversation.
+pub trait MembershipStore: Send + Sync + 'static {
+    /// Up to `limit` of the user's conversations.
+    fn user_conversations(&self, user: UserId, limit: usize) -> Result<Vec<ConvId>, StoreError>;
+}
+
+/// The engine under the ports: its health, and making everything durable at shutdown.
+pub trait StoreEngine: Send + Sync + 'static {
+    fn health(&self) -> Arc<StoreHealth>;
+    /// Makes every committed write durable under the configured durability.
+    fn flush(&self) -> Result<(), StoreError>;
+}
+
+/// An adapter: every port at once.
+pub trait Store:
+    AccountStore + ConversationLog + CursorStore + MembershipStore + StoreEngine
+{
+}
+
+impl<T: AccountStore + ConversationLog + CursorStore + MembershipStore + StoreEngine> Store for T {}
+
+/// The ports the backend holds.
+#[derive(Clone)]
+pub struct Ports {
+    pub accounts: Arc<dyn AccountStore>,
+    pub log: Arc<dyn ConversationLog>,
+    pub cursors: Arc<dyn CursorStore>,
+    pub memberships: Arc<dyn MembershipStore>,
+    pub engine: Arc<dyn StoreEngine>,
+}
+
+impl Ports {
+    pub fn of<S: Store>(store: Arc<S>) -> Self {
+        Self {
+            accounts: Arc::clone(&store) as _,
+            log: Arc::clone(&store) as _,
+            cursors: Arc::clone(&store) as _,
+            memberships: Arc::clone(&store) as _,
+            engine: store,
+        }
+    }
+}
