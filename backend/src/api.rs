@@ -76,6 +76,9 @@ pub enum ShardEvent {
     Frame { conn: ConnId, frame: Bytes },
     /// One encoded frame for several connections of this shard.
     Fanout { conns: Vec<ConnId>, frame: Bytes },
+    /// Encoded frames, each for one connection of this shard, in order: what one commit group
+    /// sends this shard.
+    Frames(Vec<(ConnId, Bytes)>),
     /// Send `Kicked` and close.
     Kick {
         conn: ConnId,

@@ -22,7 +22,8 @@ async fn a_kill_9_right_after_acks_loses_no_acknowledged_message() {
     const TOTAL: usize = 400;
     const KILL_AFTER_ACKS: usize = 200;
     const WINDOW: usize = 32;
-    let mut server = TestServer::start(&[]);
+    // Every send stays in the sender's dedup window, so every resend below is recognised.
+    let mut server = TestServer::start(&[("STORAGE__DEDUP_WINDOW_MESSAGES", "1024")]);
     let (mut s, sender) = server.user("sender").await;
     let recipient = server.user("recipient").await.1;
     let conv = conversation_id(sender.user_id, recipient.user_id);

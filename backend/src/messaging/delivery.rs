@@ -1,14 +1,83 @@
-//! After a group is durable: acks to senders, pushes to every other session of both users,
-//! receipts to the other side. Each frame is encoded once and shared by all its recipients.
+//! After a group is durable: acks to senders, pushes to every other session of the members,
+//! receipts to the other side.
+//!
+//! A whole commit group is delivered as one batch: its frames are encoded into one shared
+//! buffer (each frame once, however many recipients), the sessions are looked up under one
+//! lock, and each shard gets one event with all of its frames.
 
-use ringchat_proto::Body;
+use bytes::{Bytes, BytesMut};
 use ringchat_proto::v1;
+use ringchat_proto::{Body, Frame};
 use tokio::sync::mpsc;
 
 use super::to_wire;
 use super::writer::Outcome;
 use crate::Backend;
-use crate::api::encoded;
+use crate::api::{ConnId, ConnRef, ShardEvent};
+use crate::store::Members;
+
+/// Bytes the encoding buffer grows by: frames of a group share allocations of this size.
+const ENCODE_CHUNK_BYTES: usize = 64 * 1024;
+/// Below this much room left, the next frame starts a new chunk.
+const ENCODE_SLACK_BYTES: usize = 1024;
+
+/// One frame for the sessions of some members, except the connection that caused it.
+struct Fanout {
+    members: Members,
+    except: ConnRef,
+    frame: Bytes,
+}
+
+/// Frames of one commit group on their way to the shards.
+struct Outbox {
+    buf: BytesMut,
+    /// Per shard: (connection, frame).
+    per_shard: Vec<Vec<(ConnId, Bytes)>>,
+    fanouts: Vec<Fanout>,
+}
+
+impl Outbox {
+    fn new(shards: usize) -> Self {
+        Self {
+            buf: BytesMut::new(),
+            per_shard: vec![Vec::new(); shards],
+            fanouts: Vec::new(),
+        }
+    }
+
+    fn encode(&mut self, request_id: u64, body: Body) -> Bytes {
+        let frame = Frame {
+            request_id,
+            body: Some(body),
+        };
+        // A frame that does not fit what is left gets a buffer of its own size from `encode`.
+        if self.buf.capacity() - self.buf.len() < ENCODE_SLACK_BYTES {
+            self.buf.reserve(ENCODE_CHUNK_BYTES);
+        }
+        ringchat_proto::codec::encode(&frame, &mut self.buf);
+        self.buf.split().freeze()
+    }
+
+    fn reply(&mut self, conn: ConnRef, request_id: u64, body: Body) {
+        let frame = self.encode(request_id, body);
+        self.to(conn, frame);
+    }
+
+    fn to(&mut self, conn: ConnRef, frame: Bytes) {
+        if let Some(list) = self.per_shard.get_mut(usize::from(conn.shard)) {
+            list.push((conn.conn, frame));
+        }
+    }
+
+    fn fanout(&mut self, members: Members, except: ConnRef, body: Body) {
+        let frame = self.encode(0, body);
+        self.fanouts.push(Fanout {
+            members,
+            except,
+            frame,
+        });
+    }
+}
 
 impl Backend {
     /// Runs until the commit thread stops.
@@ -19,115 +88,133 @@ impl Backend {
                 .filter(|o| matches!(o, Outcome::Sent { .. }))
                 .count();
             metrics::counter!("ringchat_messages_stored_total").increment(stored as u64);
+            let mut outbox = Outbox::new(self.shards.len());
             for outcome in group {
-                self.deliver_one(outcome).await;
+                frames_of(outcome, &mut outbox);
+            }
+            self.resolve_fanouts(&mut outbox);
+            for (shard, frames) in outbox.per_shard.into_iter().enumerate() {
+                if !frames.is_empty() {
+                    // Shard ids fit u16: they were made from u16 in the first place.
+                    let shard = u16::try_from(shard).expect("shard ids fit u16");
+                    self.send_to_shard(shard, ShardEvent::Frames(frames)).await;
+                }
             }
             self.health.outcomes_passed_on();
         }
     }
 
-    async fn deliver_one(&self, outcome: Outcome) {
-        match outcome {
-            Outcome::Sent {
-                conn,
-                request_id,
-                message,
-                members,
-            } => {
-                let ack = v1::SendAck {
-                    msg_id: message.msg_id,
-                    conversation_id: message.conv_id.to_wire(),
-                    seq: message.seq,
-                    server_time_ms: message.server_time_ms,
-                    duplicate: false,
-                };
-                self.reply(conn, request_id, Body::SendAck(ack)).await;
-                let targets = self.sessions_of(members.all(), Some(conn));
-                let push = encoded(
-                    0,
-                    Body::Push(v1::Push {
-                        message: Some(to_wire(message)),
-                    }),
-                );
-                self.fanout(targets, push).await;
+    /// Turns each fanout into frames for the members' sessions, under one lock.
+    fn resolve_fanouts(&self, outbox: &mut Outbox) {
+        if outbox.fanouts.is_empty() {
+            return;
+        }
+        let fanouts = std::mem::take(&mut outbox.fanouts);
+        let sessions = self.lock_sessions();
+        for f in fanouts {
+            let users = f.members.all();
+            for (i, user) in users.iter().enumerate() {
+                if users[..i].contains(user) {
+                    continue;
+                }
+                for s in sessions.of_user(*user) {
+                    if s.conn != f.except {
+                        outbox.to(s.conn, f.frame.clone());
+                    }
+                }
             }
-            Outcome::Duplicate {
-                conn,
-                request_id,
-                original,
-            } => {
-                let ack = v1::SendAck {
-                    msg_id: original.msg_id,
-                    conversation_id: original.conv_id.to_wire(),
-                    seq: original.seq,
-                    server_time_ms: original.server_time_ms,
-                    duplicate: true,
-                };
-                self.reply(conn, request_id, Body::SendAck(ack)).await;
-            }
-            Outcome::Cursor {
-                conn,
-                request_id,
-                conv,
-                user,
-                members,
-                cursor,
-                moved,
-            } => {
-                let ok = v1::CursorOk {
+        }
+    }
+}
+
+fn frames_of(outcome: Outcome, outbox: &mut Outbox) {
+    match outcome {
+        Outcome::Sent {
+            conn,
+            request_id,
+            message,
+            members,
+        } => {
+            let ack = v1::SendAck {
+                msg_id: message.msg_id,
+                conversation_id: message.conv_id.to_wire(),
+                seq: message.seq,
+                server_time_ms: message.server_time_ms,
+                duplicate: false,
+            };
+            outbox.reply(conn, request_id, Body::SendAck(ack));
+            let push = Body::Push(v1::Push {
+                message: Some(to_wire(message)),
+            });
+            outbox.fanout(members, conn, push);
+        }
+        Outcome::Duplicate {
+            conn,
+            request_id,
+            original,
+        } => {
+            let ack = v1::SendAck {
+                msg_id: original.msg_id,
+                conversation_id: original.conv_id.to_wire(),
+                seq: original.seq,
+                server_time_ms: original.server_time_ms,
+                duplicate: true,
+            };
+            outbox.reply(conn, request_id, Body::SendAck(ack));
+        }
+        Outcome::Cursor {
+            conn,
+            request_id,
+            conv,
+            user,
+            members,
+            cursor,
+            moved,
+        } => {
+            let ok = v1::CursorOk {
+                conversation_id: conv.to_wire(),
+                delivered_seq: cursor.delivered_seq,
+                read_seq: cursor.read_seq,
+            };
+            outbox.reply(conn, request_id, Body::CursorOk(ok));
+            if moved {
+                let receipt = Body::Receipt(v1::Receipt {
                     conversation_id: conv.to_wire(),
+                    user_id: user,
                     delivered_seq: cursor.delivered_seq,
                     read_seq: cursor.read_seq,
-                };
-                self.reply(conn, request_id, Body::CursorOk(ok)).await;
-                if moved {
-                    let receipt = encoded(
-                        0,
-                        Body::Receipt(v1::Receipt {
-                            conversation_id: conv.to_wire(),
-                            user_id: user,
-                            delivered_seq: cursor.delivered_seq,
-                            read_seq: cursor.read_seq,
-                        }),
-                    );
-                    let targets = self.sessions_of(members.all(), Some(conn));
-                    self.fanout(targets, receipt).await;
-                }
+                });
+                outbox.fanout(members, conn, receipt);
             }
-            Outcome::Recalled {
-                conn,
-                request_id,
-                conv,
-                members,
+        }
+        Outcome::Recalled {
+            conn,
+            request_id,
+            conv,
+            members,
+            seq,
+            event_seq,
+            event,
+        } => {
+            let ok = v1::RecallOk {
+                conversation_id: conv.to_wire(),
                 seq,
                 event_seq,
-                event,
-            } => {
-                let ok = v1::RecallOk {
-                    conversation_id: conv.to_wire(),
-                    seq,
-                    event_seq,
-                };
-                self.reply(conn, request_id, Body::RecallOk(ok)).await;
-                if let Some(event) = event {
-                    let targets = self.sessions_of(members.all(), Some(conn));
-                    let push = encoded(
-                        0,
-                        Body::Push(v1::Push {
-                            message: Some(to_wire(event)),
-                        }),
-                    );
-                    self.fanout(targets, push).await;
-                }
+            };
+            outbox.reply(conn, request_id, Body::RecallOk(ok));
+            if let Some(event) = event {
+                let push = Body::Push(v1::Push {
+                    message: Some(to_wire(event)),
+                });
+                outbox.fanout(members, conn, push);
             }
-            Outcome::Refused {
-                conn,
-                request_id,
-                refusal,
-            } => {
-                self.reply(conn, request_id, Body::Error(refusal.into_error()))
-                    .await;
-            }
+        }
+        Outcome::Refused {
+            conn,
+            request_id,
+            refusal,
+        } => {
+            outbox.reply(conn, request_id, Body::Error(refusal.into_error()));
         }
     }
 }

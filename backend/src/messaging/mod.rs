@@ -6,7 +6,6 @@ mod dispatch;
 pub mod reads;
 pub(crate) mod writer;
 
-use bytes::Bytes;
 use ringchat_proto::v1::{self, ContentType, ErrorCode};
 
 use crate::accounts::Refusal;
@@ -23,7 +22,7 @@ pub fn to_wire(m: MessageRecord) -> v1::Message {
         from_user_id: m.from,
         client_msg_id: m.client_msg_id,
         content_type: m.content_type,
-        content: Bytes::from(m.content),
+        content: m.content,
         server_time_ms: m.server_time_ms,
         recalled: m.recalled,
         to_user_id: m.to,
@@ -92,6 +91,7 @@ pub fn validate_send(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     fn send(to: u64, text: &str) -> v1::Send {
         v1::Send {

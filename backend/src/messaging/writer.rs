@@ -13,6 +13,8 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use foldhash::fast::RandomState;
+
 use bytes::Bytes;
 use ringchat_proto::v1::{ContentType, ErrorCode};
 use tokio::sync::mpsc;
@@ -31,6 +33,11 @@ use crate::time::now_ms;
 const CACHE_ENTRIES_MAX: usize = 1 << 20;
 /// Cached cursor rows (each up to about 1 KiB with a full dedup window), at most.
 const CURSOR_ROWS_CACHED_MAX: usize = 1 << 17;
+
+/// The sequencer's maps: keyed by ids (and client-chosen strings) per message, so the hasher is
+/// a fast one with a per-process random seed.
+type Map<K, V> = HashMap<K, V, RandomState>;
+type Set<K> = HashSet<K, RandomState>;
 
 /// How the sequencer keeps rows.
 #[derive(Debug, Clone, Copy)]
@@ -161,15 +168,15 @@ pub(crate) struct Writer {
     policy: RowPolicy,
     /// Committed state.
     next_msg_id: u64,
-    convs: HashMap<ConvId, ConvRecord>,
-    cursors: HashMap<(ConvId, UserId), CursorRow>,
-    known_users: HashSet<UserId>,
+    convs: Map<ConvId, ConvRecord>,
+    cursors: Map<(ConvId, UserId), CursorRow>,
+    known_users: Set<UserId>,
     /// The group being built and its overlay.
     group: CommitGroup,
     pending_next_msg_id: u64,
-    pending_convs: HashMap<ConvId, ConvRecord>,
-    pending_cursors: HashMap<(ConvId, UserId), CursorRow>,
-    pending_dedup: HashMap<(UserId, String), DedupRecord>,
+    pending_convs: Map<ConvId, ConvRecord>,
+    pending_cursors: Map<(ConvId, UserId), CursorRow>,
+    pending_dedup: Map<(UserId, String), DedupRecord>,
 }
 
 impl Writer {
@@ -188,14 +195,14 @@ impl Writer {
             group_max,
             policy,
             next_msg_id,
-            convs: HashMap::new(),
-            cursors: HashMap::new(),
-            known_users: HashSet::new(),
+            convs: Map::default(),
+            cursors: Map::default(),
+            known_users: Set::default(),
             group: CommitGroup::default(),
             pending_next_msg_id: next_msg_id,
-            pending_convs: HashMap::new(),
-            pending_cursors: HashMap::new(),
-            pending_dedup: HashMap::new(),
+            pending_convs: Map::default(),
+            pending_cursors: Map::default(),
+            pending_dedup: Map::default(),
         })
     }
 
@@ -224,16 +231,17 @@ impl Writer {
         if self.pending_next_msg_id != self.next_msg_id {
             self.group.next_msg_id = Some(self.pending_next_msg_id);
         }
-        self.group.cursor_rows = self
-            .pending_cursors
-            .iter()
-            .map(|((c, u), r)| (*c, *u, r.clone()))
-            .collect();
+        // Moved, not copied: they return to the cache once durable.
+        self.group.cursor_rows.extend(
+            self.pending_cursors
+                .drain()
+                .map(|((conv, user), row)| (conv, user, row)),
+        );
         if self.group.is_empty() {
             return results;
         }
-        let group = std::mem::take(&mut self.group);
-        match self.log.append(&group) {
+        let appended = self.log.append(&self.group);
+        match appended {
             Ok(()) => self.promote(),
             // A failed write or fsync stops every later write (the store refuses them: see
             // `StoreHealth`), and the server stops: nothing is acknowledged on top of a
@@ -244,6 +252,8 @@ impl Writer {
                 results = results.into_iter().map(Outcome::into_unavailable).collect();
             }
         }
+        // Cleared, not dropped: the next group reuses its buffers.
+        self.group.clear();
         results
     }
 
@@ -252,11 +262,16 @@ impl Writer {
         if self.convs.len() + self.pending_convs.len() > CACHE_ENTRIES_MAX {
             self.convs.clear();
         }
-        if self.cursors.len() + self.pending_cursors.len() > CURSOR_ROWS_CACHED_MAX {
+        if self.cursors.len() + self.group.cursor_rows.len() > CURSOR_ROWS_CACHED_MAX {
             self.cursors.clear();
         }
         self.convs.extend(self.pending_convs.drain());
-        self.cursors.extend(self.pending_cursors.drain());
+        self.cursors.extend(
+            self.group
+                .cursor_rows
+                .drain(..)
+                .map(|(conv, user, row)| ((conv, user), row)),
+        );
         self.pending_dedup.clear();
     }
 
@@ -340,7 +355,7 @@ impl Writer {
             to,
             client_msg_id: dedup_key.1.clone(),
             content_type,
-            content: content.to_vec(),
+            content,
             server_time_ms: now_ms().max(conv.last_time_ms),
             recalled: false,
             recall_of_seq: 0,
@@ -537,7 +552,7 @@ impl Writer {
             to: members.others(user).next().unwrap_or(0),
             client_msg_id: String::new(),
             content_type: ContentType::Recall as i32,
-            content: Vec::new(),
+            content: Bytes::new(),
             server_time_ms: now.max(conv.last_time_ms),
             recalled: false,
             recall_of_seq: seq,
@@ -627,15 +642,12 @@ impl Writer {
             .expect("load_row comes first")
     }
 
-    /// The row to change: copied into the group's overlay once per group, written whole.
+    /// The row to change: moved into the group's overlay (and back to the cache once durable),
+    /// written whole.
     fn row_mut(&mut self, conv: ConvId, user: UserId) -> &mut CursorRow {
         let key = (conv, user);
         if !self.pending_cursors.contains_key(&key) {
-            let row = self
-                .cursors
-                .get(&key)
-                .expect("load_row comes first")
-                .clone();
+            let row = self.cursors.remove(&key).expect("load_row comes first");
             self.pending_cursors.insert(key, row);
         }
         self.pending_cursors.get_mut(&key).expect("just inserted")

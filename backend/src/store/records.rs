@@ -1,5 +1,6 @@
 //! What the store keeps: the records every adapter stores and returns.
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::{ConvId, UserId};
@@ -35,8 +36,9 @@ pub struct MessageRecord {
     pub to: UserId,
     pub client_msg_id: String,
     pub content_type: i32,
-    /// Empty once recalled.
-    pub content: Vec<u8>,
+    /// Empty once recalled. Shared, not copied, from the decoded frame to the store and the
+    /// pushes.
+    pub content: Bytes,
     pub server_time_ms: u64,
     pub recalled: bool,
     /// For a recall event: the seq it recalls.
@@ -190,6 +192,15 @@ pub struct CommitGroup {
 }
 
 impl CommitGroup {
+    /// Empties the group and keeps its buffers.
+    pub fn clear(&mut self) {
+        self.messages.clear();
+        self.recalls.clear();
+        self.user_conversations.clear();
+        self.cursor_rows.clear();
+        self.next_msg_id = None;
+    }
+
     pub fn is_empty(&self) -> bool {
         self.messages.is_empty()
             && self.recalls.is_empty()

@@ -454,6 +454,13 @@ async fn drain_inbox(shard: Rc<Shard>, mut inbox: mpsc::Receiver<ShardEvent>) {
                         c.enqueue(frame, frames_max);
                     }
                 }
+                ShardEvent::Frames(frames) => {
+                    for (conn, frame) in frames {
+                        if let Some(c) = conns.get(&conn) {
+                            c.enqueue(frame, frames_max);
+                        }
+                    }
+                }
                 ShardEvent::Fanout { conns: ids, frame } => {
                     for conn in ids {
                         if let Some(c) = conns.get(&conn) {

@@ -163,7 +163,7 @@ pub(crate) fn large_empty_and_binary_content_round_trips_exactly<A: Adapter>() {
             .iter()
             .zip(1..)
             .map(|(content, seq)| MessageRecord {
-                content: content.clone(),
+                content: content.clone().into(),
                 content_type: seq as i32 - 5,
                 ..msg(ab, seq)
             })
@@ -269,7 +269,7 @@ pub(crate) fn a_recall_marks_the_stored_message_and_keeps_the_event<A: Adapter>(
     let ab = direct(ALICE, BOB);
     commit(&store, msgs(ab, 1..=2));
     let event = MessageRecord {
-        content: Vec::new(),
+        content: bytes::Bytes::new(),
         recall_of_seq: 1,
         ..msg(ab, 3)
     };
@@ -283,7 +283,7 @@ pub(crate) fn a_recall_marks_the_stored_message_and_keeps_the_event<A: Adapter>(
     );
     let recalled = MessageRecord {
         recalled: true,
-        content: Vec::new(),
+        content: bytes::Bytes::new(),
         recall_event_seq: 3,
         ..msg(ab, 1)
     };
@@ -310,7 +310,7 @@ pub(crate) fn a_recall_in_the_group_of_its_original_marks_it<A: Adapter>() {
     let store = A::open(dir.path());
     let ab = direct(ALICE, BOB);
     let event = MessageRecord {
-        content: Vec::new(),
+        content: bytes::Bytes::new(),
         recall_of_seq: 1,
         ..msg(ab, 2)
     };
@@ -324,7 +324,7 @@ pub(crate) fn a_recall_in_the_group_of_its_original_marks_it<A: Adapter>() {
     );
     let recalled = MessageRecord {
         recalled: true,
-        content: Vec::new(),
+        content: bytes::Bytes::new(),
         recall_event_seq: 2,
         ..msg(ab, 1)
     };

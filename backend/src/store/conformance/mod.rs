@@ -126,7 +126,7 @@ fn msg(conv: ConvId, seq: u64) -> MessageRecord {
         to,
         client_msg_id: format!("c{seq}"),
         content_type: 1,
-        content: format!("message {seq}").into_bytes(),
+        content: format!("message {seq}").into_bytes().into(),
         server_time_ms: 1_000 + seq,
         recalled: false,
         recall_of_seq: 0,

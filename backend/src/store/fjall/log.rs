@@ -1,14 +1,80 @@
 //! The conversation log in fjall: one run per conversation per commit group, recalls beside.
 
+use bytes::Bytes;
 use fjall::{Readable, Snapshot};
+use serde::{Deserialize, Serialize};
 
 use super::{FjallStore, be_u64, decode, encode, pair_key};
-use crate::store::{CommitGroup, ConvId, ConversationLog, MessageRecord, StoreError};
+use crate::store::{CommitGroup, ConvId, ConversationLog, MessageRecord, StoreError, UserId};
 
 pub(super) const META_NEXT_MSG_ID: &[u8] = b"next_msg_id";
 
-/// A stored run: consecutive messages of one conversation, ascending.
-type Run = Vec<MessageRecord>;
+/// A message as its run stores it: its conversation and seq are the run's key and the
+/// message's place in it, and recalls are kept beside the runs.
+#[derive(Serialize)]
+struct StoredRef<'a> {
+    msg_id: u64,
+    from: UserId,
+    to: UserId,
+    client_msg_id: &'a str,
+    content_type: i32,
+    content: &'a [u8],
+    server_time_ms: u64,
+    recall_of_seq: u64,
+}
+
+/// [`StoredRef`] read back.
+#[derive(Deserialize)]
+struct Stored {
+    msg_id: u64,
+    from: UserId,
+    to: UserId,
+    client_msg_id: String,
+    content_type: i32,
+    content: Bytes,
+    server_time_ms: u64,
+    recall_of_seq: u64,
+}
+
+/// A run's value: consecutive messages of one conversation, ascending from the key's seq.
+pub(super) fn encode_run<'a>(run: impl Iterator<Item = &'a MessageRecord>) -> Vec<u8> {
+    let stored: Vec<StoredRef<'_>> = run
+        .map(|m| StoredRef {
+            msg_id: m.msg_id,
+            from: m.from,
+            to: m.to,
+            client_msg_id: &m.client_msg_id,
+            content_type: m.content_type,
+            content: &m.content,
+            server_time_ms: m.server_time_ms,
+            recall_of_seq: m.recall_of_seq,
+        })
+        .collect();
+    encode(stored.as_slice())
+}
+
+fn decode_run(key: &[u8], value: &[u8]) -> Result<Vec<MessageRecord>, StoreError> {
+    let conv = ConvId::from_stored(be_u64(&key[..8])?);
+    let first = be_u64(&key[8..])?;
+    let stored: Vec<Stored> = decode(value)?;
+    Ok((first..)
+        .zip(stored)
+        .map(|(seq, m)| MessageRecord {
+            conv_id: conv,
+            seq,
+            msg_id: m.msg_id,
+            from: m.from,
+            to: m.to,
+            client_msg_id: m.client_msg_id,
+            content_type: m.content_type,
+            content: m.content,
+            server_time_ms: m.server_time_ms,
+            recalled: false,
+            recall_of_seq: m.recall_of_seq,
+            recall_event_seq: 0,
+        })
+        .collect())
+}
 
 /// Calls `f` with each conversation's messages of the group, as one ascending slice of
 /// references, in conversation order.
@@ -77,7 +143,7 @@ impl ConversationLog for FjallStore {
             batch.insert(
                 &self.runs,
                 pair_key(first.conv_id.to_wire(), first.seq),
-                encode(run),
+                encode_run(run.iter().copied()),
             );
         });
         for (conv, seq, event_seq) in &group.recalls {
@@ -124,7 +190,8 @@ impl ConversationLog for FjallStore {
         else {
             return Ok(None);
         };
-        let mut run: Run = decode(&guard.into_inner()?.1)?;
+        let (key, value) = guard.into_inner()?;
+        let mut run = decode_run(&key, &value)?;
         let Some(last) = run.pop() else {
             return Ok(None);
         };
@@ -140,10 +207,11 @@ impl ConversationLog for FjallStore {
         let Some(start) = self.run_start(&view, c, seq)? else {
             return Ok(None);
         };
-        let Some(bytes) = view.get(&self.runs, pair_key(c, start))? else {
+        let key = pair_key(c, start);
+        let Some(value) = view.get(&self.runs, key)? else {
             return Ok(None);
         };
-        let run: Run = decode(&bytes)?;
+        let run = decode_run(&key, &value)?;
         let Some(found) = run.into_iter().find(|m| m.seq == seq) else {
             return Ok(None);
         };
@@ -170,7 +238,8 @@ impl ConversationLog for FjallStore {
         let start = self.run_start(&view, c, first)?.unwrap_or(first);
         let mut out = Vec::new();
         'runs: for guard in view.range(&self.runs, pair_key(c, start)..=pair_key(c, u64::MAX)) {
-            let run: Run = decode(&guard.into_inner()?.1)?;
+            let (key, value) = guard.into_inner()?;
+            let run = decode_run(&key, &value)?;
             for m in run.into_iter().filter(|m| m.seq >= first) {
                 out.push(m);
                 if out.len() == limit {
@@ -198,7 +267,8 @@ impl ConversationLog for FjallStore {
             .range(&self.runs, pair_key(c, 0)..pair_key(c, before_seq))
             .rev()
         {
-            let run: Run = decode(&guard.into_inner()?.1)?;
+            let (key, value) = guard.into_inner()?;
+            let run = decode_run(&key, &value)?;
             for m in run.into_iter().rev().filter(|m| m.seq < before_seq) {
                 out.push(m);
                 if out.len() == limit {

@@ -98,7 +98,7 @@ fn migrate_messages(store: &FjallStore) -> Result<u64, StoreError> {
             batch.insert(
                 &store.runs,
                 pair_key(first.conv_id.to_wire(), first.seq),
-                encode(run.as_slice()),
+                super::log::encode_run(run.iter()),
             );
         }
         run.clear();
@@ -212,7 +212,7 @@ mod tests {
             to: B,
             client_msg_id: format!("c{seq}"),
             content_type: 1,
-            content: format!("m{seq}").into_bytes(),
+            content: format!("m{seq}").into_bytes().into(),
             server_time_ms: 1_000 + seq,
             recalled: false,
             recall_of_seq: 0,
