@@ -22,8 +22,9 @@ if want pairs; then
   IFS=, read -ra configs <<<"${PAIRS_CONFIGS:-tcp 32,tcp 1,ws 32,ws 1}"
   for cfg in "${configs[@]}"; do
     set -- $cfg; transport=$1; window=$2
-    addr=127.0.0.1:7000; [ "$transport" = ws ] && addr=127.0.0.1:7001
-    args=(--pairs 100 --size 64 --window "$window" --transport "$transport" --addr "$addr")
+    addr=$TCP_ADDR; [ "$transport" = ws ] && addr=$WS_ADDR
+    args=(--pairs 100 --size 64 --window "$window" --transport "$transport" --addr "$addr"
+      --admin "$ADMIN_ADDR")
     for run in $(seq "$RUNS"); do
       for side in before after; do
         dir=$BEFORE; [ "$side" = after ] && dir=$AFTER
@@ -47,10 +48,10 @@ if want connect; then
         name="$side-connect-$n"
         start_server "$dir/ringchat" "$name" RINGCHAT_STORAGE__DURABILITY=none
         # Users are registered by a first pass; the measured pass only logs in.
-        "$BENCH" connect --server-pid "$server_pid" --quiet --conns "$n" --hold 1s >/dev/null
+        "$BENCH" connect --server-pid "$server_pid" --quiet --addr "$TCP_ADDR" --admin "$ADMIN_ADDR" --conns "$n" --hold 1s >/dev/null
         stop_server
         KEEP_DATA=1 start_server "$dir/ringchat" "$name" RINGCHAT_STORAGE__DURABILITY=none
-        "$BENCH" connect --server-pid "$server_pid" --quiet --conns "$n" --hold 5s \
+        "$BENCH" connect --server-pid "$server_pid" --quiet --addr "$TCP_ADDR" --admin "$ADMIN_ADDR" --conns "$n" --hold 5s \
           --json "$OUT/$name.$run.json" >"$OUT/$name.$run.txt"
         stop_server
       done

@@ -23,8 +23,10 @@ ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 source bench/server.sh
 
-pairs() { # name, bench args...
+pairs() { # name, bench args (the tcp listener unless they name an --addr)...
   local name=$1; shift
+  [[ " $* " == *" --addr "* ]] || set -- "$@" --addr "$TCP_ADDR"
+  set -- "$@" --admin "$ADMIN_ADDR"
   # One unmeasured run creates the users and warms the store.
   "$BENCH" pairs --server-pid "$server_pid" --quiet --duration 2s "$@" >/dev/null
   for run in $(seq "$RUNS"); do
@@ -40,10 +42,10 @@ if want connect; then
     for run in $(seq "$RUNS"); do
       start_server "$SERVER" "connect-$n" RINGCHAT_STORAGE__DURABILITY=none
       # Users are registered by a first pass; the measured pass only logs in.
-      "$BENCH" connect --server-pid "$server_pid" --quiet --conns "$n" --hold 1s >/dev/null
+      "$BENCH" connect --server-pid "$server_pid" --quiet --addr "$TCP_ADDR" --admin "$ADMIN_ADDR" --conns "$n" --hold 1s >/dev/null
       stop_server
       KEEP_DATA=1 start_server "$SERVER" "connect-$n" RINGCHAT_STORAGE__DURABILITY=none
-      "$BENCH" connect --server-pid "$server_pid" --quiet --conns "$n" --hold 5s \
+      "$BENCH" connect --server-pid "$server_pid" --quiet --addr "$TCP_ADDR" --admin "$ADMIN_ADDR" --conns "$n" --hold 5s \
         --json "$OUT/connect-$n.$run.json" >"$OUT/connect-$n.$run.txt"
       stop_server
     done
@@ -81,8 +83,8 @@ fi
 
 if want ws; then
   start_server "$SERVER" websocket RINGCHAT_STORAGE__DURABILITY=none
-  pairs "ws-64B-w32" --pairs 100 --size 64 --window 32 --transport ws --addr 127.0.0.1:7001
-  pairs "ws-64B-w1" --pairs 100 --size 64 --window 1 --transport ws --addr 127.0.0.1:7001
+  pairs "ws-64B-w32" --pairs 100 --size 64 --window 32 --transport ws --addr "$WS_ADDR"
+  pairs "ws-64B-w1" --pairs 100 --size 64 --window 1 --transport ws --addr "$WS_ADDR"
   stop_server
 fi
 

@@ -1,10 +1,19 @@
 # Starting and stopping a benchmark server; sourced by run-benchmarks.sh and compare.sh.
-# Needs OUT (the results dir). Sets server_pid.
+# Needs OUT (the results dir). Sets server_pid, and TCP_ADDR, WS_ADDR and ADMIN_ADDR for clients.
+# PORT_BASE (default 7000: tcp 7000, ws 7001, admin 8080) and BENCH_DATA_DIR (default
+# /tmp/ringchat-bench-data) let two benchmarks share a machine without sharing a server.
 server_pid=""
+PORT_BASE=${PORT_BASE:-7000}
+BENCH_DATA_DIR=${BENCH_DATA_DIR:-/tmp/ringchat-bench-data}
+TCP_ADDR=127.0.0.1:$PORT_BASE
+WS_ADDR=127.0.0.1:$((PORT_BASE + 1))
+ADMIN_ADDR=127.0.0.1:$((PORT_BASE + 1080))
 start_server() { # server binary, log name, then RINGCHAT_* overrides; KEEP_DATA=1 keeps the data
   local bin=$1 name=$2; shift 2
-  [ "${KEEP_DATA:-0}" = 1 ] || rm -rf /tmp/ringchat-bench-data
-  env "$@" RINGCHAT_LOG=warn "$bin" serve --config bench/configs/server.toml \
+  [ "${KEEP_DATA:-0}" = 1 ] || rm -rf "$BENCH_DATA_DIR"
+  env RINGCHAT_GATEWAY__TCP_LISTEN="$TCP_ADDR" RINGCHAT_GATEWAY__WS_LISTEN="$WS_ADDR" \
+    RINGCHAT_ADMIN__LISTEN="$ADMIN_ADDR" RINGCHAT_STORAGE__DATA_DIR="$BENCH_DATA_DIR" \
+    "$@" RINGCHAT_LOG=warn "$bin" serve --config bench/configs/server.toml \
     >"$OUT/$name.server.out" 2>"$OUT/$name.server.log" &
   server_pid=$!
   for _ in $(seq 100); do

@@ -10,7 +10,7 @@ use crate::accounts::{Accounts, Refusal};
 use crate::api::{ConnRef, LoginReply, Request, SessionInfo, ShardEvent, ShardSender};
 use crate::config::{DevicePolicy, PLATFORM_NAMES, Settings};
 use crate::messaging::writer::RowPolicy;
-use crate::messaging::writer::{Outcome, WriteOp, Writer};
+use crate::messaging::writer::{Committed, WriteOp, Writer};
 use crate::sessions::{OpenError, Session, Sessions};
 use crate::store::{FjallStore, Ports, StoreError, StoreHealth};
 use crate::time::now_ms;
@@ -41,7 +41,7 @@ pub enum BackendError {
 /// The commit thread and the ends of its queues, until `serve` takes them.
 struct Commit {
     ops: Option<mpsc::Sender<WriteOp>>,
-    outcomes: Option<mpsc::Receiver<Vec<Outcome>>>,
+    outcomes: Option<mpsc::Receiver<Committed>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 

@@ -11,10 +11,10 @@ use ringchat_proto::{Body, Frame};
 use tokio::sync::mpsc;
 
 use super::to_wire;
-use super::writer::Outcome;
+use super::writer::{Committed, Outcome};
 use crate::Backend;
 use crate::api::{ConnId, ConnRef, ShardEvent};
-use crate::store::Members;
+use crate::store::{Members, MessageRecord};
 
 /// Bytes the encoding buffer grows by: frames of a group share allocations of this size.
 const ENCODE_CHUNK_BYTES: usize = 64 * 1024;
@@ -81,16 +81,19 @@ impl Outbox {
 
 impl Backend {
     /// Runs until the commit thread stops.
-    pub(crate) async fn deliver(&self, mut outcomes: mpsc::Receiver<Vec<Outcome>>) {
-        while let Some(group) = outcomes.recv().await {
+    pub(crate) async fn deliver(&self, mut committed: mpsc::Receiver<Committed>) {
+        while let Some(group) = committed.recv().await {
             let stored = group
+                .outcomes
                 .iter()
                 .filter(|o| matches!(o, Outcome::Sent { .. }))
                 .count();
             metrics::counter!("ringchat_messages_stored_total").increment(stored as u64);
             let mut outbox = Outbox::new(self.shards.len());
-            for outcome in group {
-                frames_of(outcome, &mut outbox);
+            let mut messages: Vec<Option<MessageRecord>> =
+                group.messages.into_iter().map(Some).collect();
+            for outcome in group.outcomes {
+                frames_of(outcome, &mut messages, &mut outbox);
             }
             self.resolve_fanouts(&mut outbox);
             for (shard, frames) in outbox.per_shard.into_iter().enumerate() {
@@ -127,7 +130,15 @@ impl Backend {
     }
 }
 
-fn frames_of(outcome: Outcome, outbox: &mut Outbox) {
+/// The frames of one outcome; each message is taken out of `messages` by the one outcome that
+/// names it.
+fn frames_of(outcome: Outcome, messages: &mut [Option<MessageRecord>], outbox: &mut Outbox) {
+    let mut take = |i: usize| {
+        messages
+            .get_mut(i)
+            .and_then(Option::take)
+            .expect("each stored message is named by exactly one outcome")
+    };
     match outcome {
         Outcome::Sent {
             conn,
@@ -135,6 +146,7 @@ fn frames_of(outcome: Outcome, outbox: &mut Outbox) {
             message,
             members,
         } => {
+            let message = take(message);
             let ack = v1::SendAck {
                 msg_id: message.msg_id,
                 conversation_id: message.conv_id.to_wire(),
@@ -202,7 +214,7 @@ fn frames_of(outcome: Outcome, outbox: &mut Outbox) {
                 event_seq,
             };
             outbox.reply(conn, request_id, Body::RecallOk(ok));
-            if let Some(event) = event {
+            if let Some(event) = event.map(&mut take) {
                 let push = Body::Push(v1::Push {
                     message: Some(to_wire(event)),
                 });

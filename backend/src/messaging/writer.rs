@@ -91,13 +91,22 @@ pub(crate) enum CursorKind {
     Read,
 }
 
+/// A commit group's outcomes, one per operation in order, and the messages it stored (which
+/// outcomes name by index: each message is built once and moved, never copied, to delivery).
+#[derive(Debug, Default)]
+pub(crate) struct Committed {
+    pub outcomes: Vec<Outcome>,
+    pub messages: Vec<MessageRecord>,
+}
+
 #[derive(Debug)]
 pub(crate) enum Outcome {
     /// A new message is durable.
     Sent {
         conn: ConnRef,
         request_id: u64,
-        message: MessageRecord,
+        /// Index in [`Committed::messages`].
+        message: usize,
         /// Who gets the push (the sender's other sessions too).
         members: Members,
     },
@@ -124,8 +133,9 @@ pub(crate) enum Outcome {
         members: Members,
         seq: u64,
         event_seq: u64,
-        /// `None` when it was recalled before (the event went out then).
-        event: Option<MessageRecord>,
+        /// Index of the recall event in [`Committed::messages`]; `None` when it was recalled
+        /// before (the event went out then).
+        event: Option<usize>,
     },
     Refused {
         conn: ConnRef,
@@ -176,7 +186,6 @@ pub(crate) struct Writer {
     pending_next_msg_id: u64,
     pending_convs: Map<ConvId, ConvRecord>,
     pending_cursors: Map<(ConvId, UserId), CursorRow>,
-    pending_dedup: Map<(UserId, String), DedupRecord>,
 }
 
 impl Writer {
@@ -202,12 +211,11 @@ impl Writer {
             pending_next_msg_id: next_msg_id,
             pending_convs: Map::default(),
             pending_cursors: Map::default(),
-            pending_dedup: Map::default(),
         })
     }
 
     /// Runs until every sender of `ops` is gone, then returns after the last group is durable.
-    pub fn run(mut self, mut ops: mpsc::Receiver<WriteOp>, outcomes: mpsc::Sender<Vec<Outcome>>) {
+    pub fn run(mut self, mut ops: mpsc::Receiver<WriteOp>, outcomes: mpsc::Sender<Committed>) {
         let mut batch = Vec::with_capacity(self.group_max);
         while let Some(first) = ops.blocking_recv() {
             batch.push(first);
@@ -226,7 +234,7 @@ impl Writer {
     }
 
     /// Applies and commits one group; returns one outcome per operation, in order.
-    pub fn commit(&mut self, batch: &mut Vec<WriteOp>) -> Vec<Outcome> {
+    pub fn commit(&mut self, batch: &mut Vec<WriteOp>) -> Committed {
         let mut results: Vec<Outcome> = batch.drain(..).map(|op| self.apply(op)).collect();
         if self.pending_next_msg_id != self.next_msg_id {
             self.group.next_msg_id = Some(self.pending_next_msg_id);
@@ -238,11 +246,18 @@ impl Writer {
                 .map(|((conv, user), row)| (conv, user, row)),
         );
         if self.group.is_empty() {
-            return results;
+            return Committed {
+                outcomes: results,
+                messages: Vec::new(),
+            };
         }
         let appended = self.log.append(&self.group);
+        let mut messages = Vec::new();
         match appended {
-            Ok(()) => self.promote(),
+            Ok(()) => {
+                messages = self.group.messages.drain(..).collect();
+                self.promote();
+            }
             // A failed write or fsync stops every later write (the store refuses them: see
             // `StoreHealth`), and the server stops: nothing is acknowledged on top of a
             // failure, and senders resend by client_msg_id after the restart.
@@ -254,7 +269,10 @@ impl Writer {
         }
         // Cleared, not dropped: the next group reuses its buffers.
         self.group.clear();
-        results
+        Committed {
+            outcomes: results,
+            messages,
+        }
     }
 
     fn promote(&mut self) {
@@ -272,14 +290,12 @@ impl Writer {
                 .drain(..)
                 .map(|(conv, user, row)| ((conv, user), row)),
         );
-        self.pending_dedup.clear();
     }
 
     fn discard(&mut self) {
         self.pending_next_msg_id = self.next_msg_id;
         self.pending_convs.clear();
         self.pending_cursors.clear();
-        self.pending_dedup.clear();
         // The store may hold part of nothing or all of the group; reload from it.
         self.convs.clear();
         self.cursors.clear();
@@ -318,15 +334,10 @@ impl Writer {
         } = new;
         let conv_id = ConvId::direct(from, to)
             .ok_or_else(|| Refusal::new(ErrorCode::InvalidArgument, "not a conversation"))?;
-        let dedup_key = (from, client_msg_id);
         // Every read that can fail comes before the first change to the group: a refusal must
         // leave nothing behind (no dedup record, no seq taken).
         self.load_row(conv_id, from)?;
-        let earlier = match self.pending_dedup.get(&dedup_key) {
-            Some(d) => Some(*d),
-            None => self.sent_before(conv_id, from, &dedup_key.1)?,
-        };
-        if let Some(original) = earlier {
+        if let Some(original) = self.sent_before(conv_id, from, &client_msg_id)? {
             return Ok(Outcome::Duplicate {
                 conn,
                 request_id,
@@ -353,7 +364,7 @@ impl Writer {
             msg_id: self.take_msg_id(),
             from,
             to,
-            client_msg_id: dedup_key.1.clone(),
+            client_msg_id,
             content_type,
             content,
             server_time_ms: now_ms().max(conv.last_time_ms),
@@ -364,22 +375,15 @@ impl Writer {
         conv.max_seq = message.seq;
         conv.last_time_ms = message.server_time_ms;
         self.put_conv(conv_id, conv);
-        let dedup = DedupRecord {
-            conv_id,
-            seq: message.seq,
-            msg_id: message.msg_id,
-            server_time_ms: message.server_time_ms,
-        };
         let window = self.policy.dedup_window;
         self.row_mut(conv_id, from)
-            .remember_send(&dedup_key.1, message.seq, window);
-        self.pending_dedup.insert(dedup_key, dedup);
+            .remember_send(&message.client_msg_id, message.seq, window);
         self.mark_own_message_read(conv_id, from, message.seq);
-        self.group.messages.push(message.clone());
+        self.group.messages.push(message);
         Ok(Outcome::Sent {
             conn,
             request_id,
-            message,
+            message: self.group.messages.len() - 1,
             members,
         })
     }
@@ -392,27 +396,31 @@ impl Writer {
         from: UserId,
         client_msg_id: &str,
     ) -> Result<Option<DedupRecord>, StoreError> {
+        let same = |m: &MessageRecord| m.from == from && m.client_msg_id == client_msg_id;
+        let dedup = |m: &MessageRecord| DedupRecord {
+            conv_id: conv,
+            seq: m.seq,
+            msg_id: m.msg_id,
+            server_time_ms: m.server_time_ms,
+        };
         for seq in self.row(conv, from).maybe_sent(client_msg_id) {
-            // A send of this group with the same id is in `pending_dedup`; any other pending
-            // match is a hash collision.
+            // The window names sends of this group too (not durable yet: they are acked
+            // together after the commit).
             let pending = self
                 .group
                 .messages
                 .iter()
-                .any(|m| m.conv_id == conv && m.seq == seq);
-            if pending {
-                continue;
-            }
-            if let Some(m) = self.log.message(conv, seq)?
-                && m.from == from
-                && m.client_msg_id == client_msg_id
-            {
-                return Ok(Some(DedupRecord {
-                    conv_id: conv,
-                    seq,
-                    msg_id: m.msg_id,
-                    server_time_ms: m.server_time_ms,
-                }));
+                .find(|m| m.conv_id == conv && m.seq == seq);
+            let found = match pending {
+                Some(m) => same(m).then(|| dedup(m)),
+                None => self
+                    .log
+                    .message(conv, seq)?
+                    .filter(|m| same(m))
+                    .map(|m| dedup(&m)),
+            };
+            if found.is_some() {
+                return Ok(found);
             }
         }
         Ok(None)
@@ -561,17 +569,18 @@ impl Writer {
         conv.max_seq = event.seq;
         conv.last_time_ms = event.server_time_ms;
         self.put_conv(conv_id, conv);
-        self.group.recalls.push((conv_id, seq, event.seq));
-        self.group.messages.push(event.clone());
-        self.mark_own_message_read(conv_id, user, event.seq);
+        let event_seq = event.seq;
+        self.group.recalls.push((conv_id, seq, event_seq));
+        self.group.messages.push(event);
+        self.mark_own_message_read(conv_id, user, event_seq);
         Ok(Outcome::Recalled {
             conn,
             request_id,
             conv: conv_id,
             members,
             seq,
-            event_seq: event.seq,
-            event: Some(event),
+            event_seq,
+            event: Some(self.group.messages.len() - 1),
         })
     }
 
