@@ -100,7 +100,7 @@ impl FjallStore {
     pub fn open(dir: &Path, durability: Durability) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)?;
         let dir_lock = lock_dir(dir)?;
-        let db = Database::builder(dir).open()?;
+        let db = super::journal_repair::open_database(dir)?;
         let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
         Ok(Self {
             meta: ks("meta")?,

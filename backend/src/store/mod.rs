@@ -8,6 +8,7 @@
 pub(crate) mod conformance;
 mod conv;
 mod fjall_store;
+mod journal_repair;
 pub(crate) mod log;
 
 pub use conv::{ConvId, ConvKind, Members};
