@@ -65,8 +65,8 @@ const REPAIRS_MAX: usize = 1;
 #[error(
     "fjall journal {} is corrupt: {what}; this is not the torn last batch of the newest \
      journal (which is dropped by itself), so acknowledged writes may lie behind it and the \
-     store will not open: restore the data dir from a backup, or move the journal away knowing \
-     that its acknowledged writes are lost",
+     store will not open: restore the data dir from a backup (moving the journal away loses \
+     the acknowledged writes in it)",
     .file.display()
 )]
 pub struct JournalCorrupt {
@@ -117,8 +117,10 @@ pub(super) fn open_database(dir: &Path) -> Result<fjall::Database, StoreError> {
         // The data dir is new: its entry in the parent, like fjall's own files, must survive a
         // power cut (fjall fsyncs the data dir itself, not its parent).
         fsync_dir(dir)?;
-        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fsync_dir(parent)?;
+        match dir.parent() {
+            Some(parent) if parent.as_os_str().is_empty() => fsync_dir(Path::new("."))?,
+            Some(parent) => fsync_dir(parent)?,
+            None => {}
         }
     }
     sync_blob_dirs(dir)?;
