@@ -9,10 +9,9 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use common::PASSWORD;
 use common::TestServer;
 use common::transport::{AnyClient, Kind, deadline, describe};
-use ringchat_bench::client::{conversation_id, password_login, text_message};
+use ringchat_bench::client::{conversation_id, text_message};
 use ringchat_proto::Body;
 use ringchat_proto::v1;
 
@@ -114,19 +113,6 @@ struct Pair {
     conv: u64,
     log: SenderLog,
     cursors: Cursors,
-}
-
-async fn login(server: &TestServer, kind: Kind, name: &str) -> AnyClient {
-    let mut c = AnyClient::connect(server, kind).await;
-    c.hello().await;
-    let device = format!("{name}-{kind}");
-    match c
-        .request(Body::Login(password_login(name, PASSWORD, &device)))
-        .await
-    {
-        Body::LoginOk(_) => c,
-        other => panic!("{kind}: login {name}: {}", describe(Some(&other))),
-    }
 }
 
 /// Pipelined sends until the connection dies (or the per-round bound); returns the updated log.
@@ -284,31 +270,6 @@ async fn load_receiver(mut c: AnyClient, pair: usize, conv: u64, before: Cursors
     now
 }
 
-async fn sync_all(c: &mut AnyClient, conv: u64) -> Vec<v1::Message> {
-    let mut all: Vec<v1::Message> = Vec::new();
-    let mut after = 0;
-    for _ in 0..100_000 {
-        let body = Body::Sync(v1::Sync {
-            conversation_id: conv,
-            after_seq: after,
-            limit: 0,
-        });
-        let page = match c.request(body).await {
-            Body::SyncBatch(b) => b,
-            other => panic!("{}: Sync answered with {}", c.kind, describe(Some(&other))),
-        };
-        if let Some(last) = page.messages.last() {
-            after = last.seq;
-        }
-        let more = page.has_more;
-        all.extend(page.messages);
-        if !more {
-            return all;
-        }
-    }
-    panic!("sync never ended");
-}
-
 /// After a restart: the stored conversation against what the clients were told.
 async fn verify(
     p: &mut Pair,
@@ -318,7 +279,7 @@ async fn verify(
     r: &mut AnyClient,
     rng: &mut XorShift,
 ) {
-    let stored = sync_all(r, p.conv).await;
+    let stored = r.sync_all(p.conv).await;
     for (k, m) in stored.iter().enumerate() {
         assert_eq!(
             m.seq,
@@ -486,8 +447,8 @@ async fn kill_9_under_pipelined_load_keeps_acks_seqs_dedup_and_cursors() {
         server.restart();
         for (i, p) in pairs.iter_mut().enumerate() {
             let checked = tokio::time::timeout(PHASE_TIMEOUT, async {
-                let mut s = login(&server, p.sender_kind, &p.sender).await;
-                let mut r = login(&server, p.receiver_kind, &p.receiver).await;
+                let mut s = AnyClient::login(&server, p.sender_kind, &p.sender).await;
+                let mut r = AnyClient::login(&server, p.receiver_kind, &p.receiver).await;
                 verify(p, i, round, &mut s, &mut r, &mut rng).await;
                 (s, r)
             })

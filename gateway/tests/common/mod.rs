@@ -293,6 +293,12 @@ impl TestServer {
         self.spawn();
     }
 
+    /// How many lines of the whole log (every start so far) contain `needle`.
+    pub fn log_lines_with(&self, needle: &str) -> usize {
+        let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        text.lines().filter(|l| l.contains(needle)).count()
+    }
+
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();

@@ -263,6 +263,50 @@ impl AnyClient {
         }
     }
 
+    /// An existing user logged in as device `{name}-{kind}` on a fresh connection.
+    pub async fn login(server: &TestServer, kind: Kind, name: &str) -> Self {
+        let mut c = Self::connect(server, kind).await;
+        c.hello().await;
+        let device = format!("{name}-{kind}");
+        match c
+            .request(Body::Login(password_login(name, PASSWORD, &device)))
+            .await
+        {
+            Body::LoginOk(_) => c,
+            other => panic!("{kind}: login {name}: {}", describe(Some(&other))),
+        }
+    }
+
+    /// Every stored message of a conversation, page by page.
+    pub async fn sync_all(&mut self, conv: u64) -> Vec<v1::Message> {
+        let mut all: Vec<v1::Message> = Vec::new();
+        let mut after = 0;
+        for _ in 0..100_000 {
+            let body = Body::Sync(v1::Sync {
+                conversation_id: conv,
+                after_seq: after,
+                limit: 0,
+            });
+            let page = match self.request(body).await {
+                Body::SyncBatch(b) => b,
+                other => panic!(
+                    "{}: Sync answered with {}",
+                    self.kind,
+                    describe(Some(&other))
+                ),
+            };
+            if let Some(last) = page.messages.last() {
+                after = last.seq;
+            }
+            let more = page.has_more;
+            all.extend(page.messages);
+            if !more {
+                return all;
+            }
+        }
+        panic!("{}: Sync of conversation {conv} never ended", self.kind);
+    }
+
     /// A logged-in user on a fresh connection.
     pub async fn user(server: &TestServer, kind: Kind, username: &str) -> (Self, v1::LoginOk) {
         let mut c = Self::connect(server, kind).await;

@@ -16,6 +16,7 @@
 
 mod accounts;
 mod cursors;
+mod journal_repair;
 mod log;
 mod migrate;
 
@@ -89,6 +90,9 @@ pub struct FjallStore {
     health: Arc<StoreHealth>,
     /// The data dir's lock file, locked exclusively while the store is open.
     _dir_lock: std::fs::File,
+    dir: std::path::PathBuf,
+    /// Blob files of `runs` when their directory was last fsynced (fjall does not fsync it).
+    blob_files_synced: std::sync::atomic::AtomicUsize,
 }
 
 /// Name of the lock file in the data dir.
@@ -113,7 +117,7 @@ impl FjallStore {
     pub fn open(dir: &Path, durability: Durability) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)?;
         let dir_lock = lock_dir(dir)?;
-        let db = Database::builder(dir).open()?;
+        let db = journal_repair::open_database(dir)?;
         let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
         let store = Self {
             meta: ks("meta")?,
@@ -137,6 +141,8 @@ impl FjallStore {
             writes: Mutex::new(()),
             health: Arc::default(),
             _dir_lock: dir_lock,
+            dir: dir.to_owned(),
+            blob_files_synced: std::sync::atomic::AtomicUsize::new(0),
         };
         migrate::to_current_layout(&store)?;
         Ok(store)
@@ -149,7 +155,23 @@ impl FjallStore {
             .persist(self.persist_mode())
             .map_err(|e| StoreError::Persist(e.into()));
         self.written(persisted)?;
+        self.sync_new_blob_files()?;
         self.publish();
+        Ok(())
+    }
+
+    /// Fsyncs the blob directories once a background flush has added blob files, so that a new
+    /// blob file's directory entry is durable soon after it appears (fjall fsyncs the file, not
+    /// its directory; `journal_repair.rs` says more).
+    fn sync_new_blob_files(&self) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering;
+        if self.durability == Durability::None {
+            return Ok(());
+        }
+        let now = self.runs.blob_file_count();
+        if self.blob_files_synced.swap(now, Ordering::AcqRel) != now {
+            self.written(journal_repair::sync_blob_dirs(&self.dir))?;
+        }
         Ok(())
     }
 
