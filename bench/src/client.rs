@@ -371,7 +371,7 @@ impl Client {
 
     pub async fn conversations(&mut self) -> anyhow::Result<Vec<v1::Conversation>> {
         match self
-            .request(Body::Conversations(v1::Conversations {}))
+            .request(Body::Conversations(v1::Conversations::default()))
             .await?
         {
             Body::ConversationList(l) => Ok(l.conversations),

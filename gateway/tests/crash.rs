@@ -332,7 +332,10 @@ async fn verify(
     }
 
     // Cursors never move back: the conversation list, then a no-op Read's CursorOk.
-    let list = match r.request(Body::Conversations(v1::Conversations {})).await {
+    let list = match r
+        .request(Body::Conversations(v1::Conversations::default()))
+        .await
+    {
         Body::ConversationList(l) => l.conversations,
         other => panic!("Conversations answered with {}", describe(Some(&other))),
     };

@@ -178,6 +178,72 @@ async fn a_resend_is_recognised_within_the_senders_dedup_window_and_after_a_rest
     );
 }
 
+#[tokio::test]
+async fn the_conversation_list_pages_by_last_activity() {
+    let server = TestServer::start(&[]);
+    let (mut alice, me) = server.user("alice").await;
+    let mut peers = Vec::new();
+    for i in 0..5 {
+        let (mut c, login) = server.user(&format!("peer{i}")).await;
+        c.send_text(me.user_id, &format!("m{i}"), "hello")
+            .await
+            .unwrap()
+            .unwrap();
+        peers.push((c, login.user_id));
+    }
+    let convs: Vec<u64> = peers
+        .iter()
+        .map(|(_, id)| conversation_id(me.user_id, *id))
+        .collect();
+    let conv = |i: usize| convs[i];
+    let ids = |l: &v1::ConversationList| -> Vec<u64> {
+        l.conversations.iter().map(|c| c.conversation_id).collect()
+    };
+    // Newest first, two at a time.
+    let first = conversations_page(&mut alice, 2, None).await;
+    assert_eq!(
+        (ids(&first), first.has_more),
+        (vec![conv(4), conv(3)], true)
+    );
+    let second = conversations_page(&mut alice, 2, first.conversations.last()).await;
+    assert_eq!(
+        (ids(&second), second.has_more),
+        (vec![conv(2), conv(1)], true)
+    );
+    let third = conversations_page(&mut alice, 2, second.conversations.last()).await;
+    assert_eq!((ids(&third), third.has_more), (vec![conv(0)], false));
+    assert_eq!(third.conversations[0].unread_count, 1);
+    // New activity moves a conversation to the top.
+    let (c0, _) = &mut peers[0];
+    c0.send_text(me.user_id, "again", "again")
+        .await
+        .unwrap()
+        .unwrap();
+    let all = conversations_page(&mut alice, 0, None).await;
+    assert_eq!(
+        (ids(&all), all.has_more),
+        (vec![conv(0), conv(4), conv(3), conv(2), conv(1)], false)
+    );
+    assert_eq!(all.conversations[0].unread_count, 2);
+}
+
+/// One page of the conversation list, after `before` (the previous page's last entry).
+async fn conversations_page(
+    c: &mut Client,
+    limit: u32,
+    before: Option<&v1::Conversation>,
+) -> v1::ConversationList {
+    let req = v1::Conversations {
+        limit,
+        before_time_ms: before.map_or(0, |b| b.last_message.as_ref().unwrap().server_time_ms),
+        before_conversation_id: before.map_or(0, |b| b.conversation_id),
+    };
+    match c.request(Body::Conversations(req)).await.unwrap() {
+        Body::ConversationList(l) => l,
+        other => panic!("Conversations answered with {other:?}"),
+    }
+}
+
 /// Sends several messages back to back before reading any ack; returns the acked seqs in order.
 async fn futures_free_pipeline(c: &mut Client, to: u64, ids: &[&str]) -> Vec<u64> {
     let mut request_ids = Vec::new();

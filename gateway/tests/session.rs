@@ -238,7 +238,7 @@ async fn messaging_needs_a_login() {
     let mut c = server.client().await;
     c.hello().await.unwrap();
     let reply = c
-        .request(Body::Conversations(v1::Conversations {}))
+        .request(Body::Conversations(v1::Conversations::default()))
         .await
         .unwrap();
     let Body::Error(e) = reply else {

@@ -128,7 +128,7 @@ fn vectors() -> Vec<(&'static str, Frame)> {
         ),
         (
             "Conversations",
-            frame(6, Body::Conversations(v1::Conversations {})),
+            frame(6, Body::Conversations(v1::Conversations::default())),
         ),
         ("Empty Frame", Frame::default()),
     ]

@@ -19,7 +19,7 @@ use crate::store::UserId;
 enum Read {
     Sync(v1::Sync),
     History(v1::History),
-    Conversations,
+    Conversations(v1::Conversations),
 }
 
 impl Backend {
@@ -98,8 +98,9 @@ impl Backend {
                 self.read(conn, user, request_id, Read::History(req)).await;
                 return;
             }
-            SessionRequest::Conversations(_) => {
-                self.read(conn, user, request_id, Read::Conversations).await;
+            SessionRequest::Conversations(req) => {
+                self.read(conn, user, request_id, Read::Conversations(req))
+                    .await;
                 return;
             }
         };
@@ -136,8 +137,8 @@ impl Backend {
                 Read::History(req) => {
                     reads::history(&ports, user, &req, page_max).map(Body::HistoryBatch)
                 }
-                Read::Conversations => {
-                    reads::conversations(&ports, user).map(Body::ConversationList)
+                Read::Conversations(req) => {
+                    reads::conversations(&ports, user, &req).map(Body::ConversationList)
                 }
             })
             .await;

@@ -24,7 +24,8 @@ use crate::accounts::Refusal;
 use crate::api::ConnRef;
 use crate::store::{
     AccountStore, CommitGroup, ConvId, ConvRecord, ConversationLog, CursorRecord, CursorRow,
-    CursorStore, DedupRecord, Members, MessageRecord, Ports, StoreError, UserId,
+    CursorStore, DedupRecord, Members, MessageRecord, Ports, RecencyMove, StoreError, UserId,
+    recency_bucket,
 };
 use crate::time::now_ms;
 
@@ -239,6 +240,7 @@ impl Writer {
         if self.pending_next_msg_id != self.next_msg_id {
             self.group.next_msg_id = Some(self.pending_next_msg_id);
         }
+        self.move_recency();
         // Moved, not copied: they return to the cache once durable.
         self.group.cursor_rows.extend(
             self.pending_cursors
@@ -272,6 +274,35 @@ impl Writer {
         Committed {
             outcomes: results,
             messages,
+        }
+    }
+
+    /// Moves the members' recency entries of every conversation whose last activity entered a
+    /// new hour in this group. The bucket left is read from the committed head in the cache; if
+    /// the cache lost it, the old entry lingers (readers skip it: it no longer matches the head).
+    fn move_recency(&mut self) {
+        for (conv, head) in &self.pending_convs {
+            let to = recency_bucket(head.last_time_ms);
+            let from = self
+                .convs
+                .get(conv)
+                .filter(|c| c.max_seq > 0)
+                .map(|c| recency_bucket(c.last_time_ms));
+            if from == Some(to) {
+                continue;
+            }
+            // Stored members (groups) come with the groups issue.
+            let Some(members) = conv.implied_members() else {
+                continue;
+            };
+            for &user in members.all() {
+                self.group.recency.push(RecencyMove {
+                    user,
+                    conv: *conv,
+                    from,
+                    to,
+                });
+            }
         }
     }
 

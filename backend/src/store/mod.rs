@@ -10,15 +10,15 @@ mod conv;
 mod fjall;
 pub(crate) mod log;
 mod ports;
-mod records;
+pub(crate) mod records;
 
 pub use conv::{ConvId, ConvKind, Members};
 pub use fjall::FjallStore;
 pub use ports::{AccountStore, ConversationLog, CursorStore, MembershipStore, Ports, StoreEngine};
 pub use records::{
     CommitGroup, ConvRecord, CursorRecord, CursorRow, DEVICES_PER_ROW_MAX, DedupRecord,
-    DeviceCursor, MessageRecord, RecentSend, TokenHash, TokenRecord, UserRecord,
-    client_msg_id_hash,
+    DeviceCursor, MessageRecord, RecencyMove, RecentSend, TokenHash, TokenRecord, UserRecord,
+    client_msg_id_hash, recency_bucket,
 };
 
 pub use crate::api::UserId;

@@ -79,10 +79,20 @@ pub trait CursorStore: Send + Sync + 'static {
     }
 }
 
-/// Who is in which conversation.
+/// Who is in which conversation, and the user's conversations by recency.
 pub trait MembershipStore: Send + Sync + 'static {
     /// Up to `limit` of the user's conversations.
     fn user_conversations(&self, user: UserId, limit: usize) -> Result<Vec<ConvId>, StoreError>;
+    /// Up to `limit` entries `(bucket, conversation)` of the user's recency index with a bucket at
+    /// or below `from_bucket`: newest bucket first, and within a bucket by conversation,
+    /// descending. Entries are moved by [`CommitGroup::recency`]; an entry whose conversation
+    /// has since moved on may linger, and readers check it against the conversation's head.
+    fn recent_conversations(
+        &self,
+        user: UserId,
+        from_bucket: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, ConvId)>, StoreError>;
 }
 
 /// The engine under the ports: its health, and making everything durable at shutdown.

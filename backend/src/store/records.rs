@@ -176,6 +176,26 @@ pub fn client_msg_id_hash(client_msg_id: &str) -> u64 {
     })
 }
 
+/// Width of a recency bucket: a user's conversations are indexed by the hour of their last
+/// activity, so the index moves at most once an hour per conversation and member, not with
+/// every message.
+pub const RECENCY_BUCKET_MS: u64 = 3_600_000;
+
+/// The recency bucket of a time.
+pub fn recency_bucket(time_ms: u64) -> u64 {
+    time_ms / RECENCY_BUCKET_MS
+}
+
+/// A conversation's entry in one member's recency index moves to another bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecencyMove {
+    pub user: UserId,
+    pub conv: ConvId,
+    /// The bucket it leaves (`None`: a new entry).
+    pub from: Option<u64>,
+    pub to: u64,
+}
+
 /// Everything one group commit writes, applied atomically and made durable together: the
 /// sequencer's one write per group (the batching contract of the ports).
 #[derive(Debug, Default)]
@@ -186,6 +206,8 @@ pub struct CommitGroup {
     pub recalls: Vec<(ConvId, u64, u64)>,
     /// New entries of a user's conversation list.
     pub user_conversations: Vec<(UserId, ConvId)>,
+    /// At most one move per (user, conversation) per group.
+    pub recency: Vec<RecencyMove>,
     /// Rows this group changed, whole.
     pub cursor_rows: Vec<(ConvId, UserId, CursorRow)>,
     pub next_msg_id: Option<u64>,
@@ -197,6 +219,7 @@ impl CommitGroup {
         self.messages.clear();
         self.recalls.clear();
         self.user_conversations.clear();
+        self.recency.clear();
         self.cursor_rows.clear();
         self.next_msg_id = None;
     }
@@ -205,6 +228,7 @@ impl CommitGroup {
         self.messages.is_empty()
             && self.recalls.is_empty()
             && self.user_conversations.is_empty()
+            && self.recency.is_empty()
             && self.cursor_rows.is_empty()
             && self.next_msg_id.is_none()
     }

@@ -31,6 +31,20 @@ fn full_group(ab: ConvId) -> CommitGroup {
             ),
         ],
         recalls: vec![],
+        recency: vec![
+            RecencyMove {
+                user: ALICE,
+                conv: ab,
+                from: None,
+                to: 5,
+            },
+            RecencyMove {
+                user: BOB,
+                conv: ab,
+                from: None,
+                to: 5,
+            },
+        ],
         next_msg_id: Some(3),
         messages: vec![m1, m2],
     }
@@ -52,6 +66,13 @@ fn assert_full_group_visible(store: &impl Store, ab: ConvId, group: &CommitGroup
         assert_eq!(
             store.cursor_row(*conv, *user).unwrap().as_ref(),
             Some(row),
+            "{when}"
+        );
+    }
+    for m in &group.recency {
+        assert_eq!(
+            store.recent_conversations(m.user, u64::MAX, 10).unwrap(),
+            vec![(m.to, m.conv)],
             "{when}"
         );
     }
@@ -80,6 +101,11 @@ fn assert_nothing_of_full_group(store: &impl Store, ab: ConvId, when: &str) {
     assert_eq!(convs_of(store, ALICE), BTreeSet::new(), "{when}");
     assert_eq!(store.cursor_row(ab, ALICE).unwrap(), None, "{when}");
     assert_eq!(store.cursor_row(ab, BOB).unwrap(), None, "{when}");
+    assert_eq!(
+        store.recent_conversations(ALICE, u64::MAX, 10).unwrap(),
+        vec![],
+        "{when}"
+    );
     assert_eq!(store.next_msg_id().unwrap(), 1, "{when}");
 }
 
@@ -118,6 +144,12 @@ pub(crate) fn a_concurrent_reader_never_sees_part_of_a_group<A: Adapter>() {
             user_conversations: vec![(ALICE, direct(ALICE, DAVE + k))],
             cursor_rows: vec![(ab, ALICE, row(cursor, &[("phone", k)], &sends_up_to(k)))],
             recalls: if k > 1 { vec![(ab, k - 1, k)] } else { vec![] },
+            recency: vec![RecencyMove {
+                user: ALICE,
+                conv: direct(ALICE, DAVE + k),
+                from: None,
+                to: k,
+            }],
             next_msg_id: Some(k + 1),
             messages: vec![m],
         }
@@ -156,6 +188,11 @@ pub(crate) fn a_concurrent_reader_never_sees_part_of_a_group<A: Adapter>() {
                 assert!(
                     convs.contains(&direct(ALICE, DAVE + k)),
                     "group {k}: message without its user_conversations entry"
+                );
+                let recent = store.recent_conversations(ALICE, u64::MAX, 1).unwrap();
+                assert!(
+                    recent.first().is_some_and(|(b, _)| *b >= k),
+                    "group {k}: message without its recency entry: {recent:?}"
                 );
                 let all = store.messages_after(ab, 0, usize::MAX).unwrap();
                 assert!(

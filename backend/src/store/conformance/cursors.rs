@@ -164,3 +164,66 @@ pub(crate) fn user_conversations_respects_the_limit<A: Adapter>() {
         );
     }
 }
+
+// ---- recency ----------------------------------------------------------------------------------
+
+pub(crate) fn recency_entries_list_newest_bucket_first_move_and_page<A: Adapter>() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = A::open(dir.path());
+    let (ab, ac, ad, bc) = (
+        direct(ALICE, BOB),
+        direct(ALICE, CAROL),
+        direct(ALICE, DAVE),
+        direct(BOB, CAROL),
+    );
+    let mv = |user, conv, from, to| RecencyMove {
+        user,
+        conv,
+        from,
+        to,
+    };
+    commit(
+        &store,
+        CommitGroup {
+            recency: vec![
+                mv(ALICE, ab, None, 10),
+                mv(ALICE, ac, None, 10),
+                mv(ALICE, ad, None, 7),
+                mv(BOB, bc, None, 12),
+            ],
+            ..CommitGroup::default()
+        },
+    );
+    let list =
+        |store: &A::Store, from, limit| store.recent_conversations(ALICE, from, limit).unwrap();
+    // Newest bucket first; within a bucket the higher conversation id first.
+    let (hi, lo) = if ac > ab { (ac, ab) } else { (ab, ac) };
+    assert_eq!(
+        list(&store, u64::MAX, 10),
+        vec![(10, hi), (10, lo), (7, ad)]
+    );
+    assert_eq!(list(&store, u64::MAX, 2), vec![(10, hi), (10, lo)]);
+    assert_eq!(list(&store, 9, 10), vec![(7, ad)], "from a bucket down");
+    assert_eq!(list(&store, 6, 10), vec![], "nothing older");
+    // A move leaves its old bucket.
+    commit(
+        &store,
+        CommitGroup {
+            recency: vec![mv(ALICE, ad, Some(7), 11)],
+            ..CommitGroup::default()
+        },
+    );
+    let expected = vec![(11, ad), (10, hi), (10, lo)];
+    assert_eq!(list(&store, u64::MAX, 10), expected);
+    let store = reopen::<A>(store, dir.path());
+    assert_eq!(list(&store, u64::MAX, 10), expected, "after reopen");
+    assert_eq!(
+        store.recent_conversations(BOB, u64::MAX, 10).unwrap(),
+        vec![(12, bc)],
+        "another user's entries are their own"
+    );
+    assert_eq!(
+        store.recent_conversations(CAROL, u64::MAX, 10).unwrap(),
+        vec![]
+    );
+}

@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use super::ports::{AccountStore, ConversationLog, CursorStore, MembershipStore, Store};
 use super::{
     CommitGroup, ConvId, ConvRecord, CursorRecord, CursorRow, DeviceCursor, MessageRecord,
-    StoreError, TokenHash, TokenRecord, USER_ID_FIRST, USER_ID_LAST, UserId,
+    RecencyMove, StoreError, TokenHash, TokenRecord, USER_ID_FIRST, USER_ID_LAST, UserId,
 };
 
 mod accounts;
@@ -88,6 +88,7 @@ macro_rules! conformance_suite {
             a_later_groups_cursor_value_wins,
             user_conversations_lists_each_of_a_users_conversations_once,
             user_conversations_respects_the_limit,
+            recency_entries_list_newest_bucket_first_move_and_page,
             a_data_dir_is_used_by_one_store_at_a_time,
             a_write_is_visible_to_its_writer_at_once_whatever_others_do,
         );

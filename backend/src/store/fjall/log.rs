@@ -160,6 +160,19 @@ impl ConversationLog for FjallStore {
                 [],
             );
         }
+        for m in &group.recency {
+            if let Some(from) = m.from {
+                batch.remove(
+                    &self.recent,
+                    super::cursors::recent_key(m.user, from, m.conv),
+                );
+            }
+            batch.insert(
+                &self.recent,
+                super::cursors::recent_key(m.user, m.to, m.conv),
+                [],
+            );
+        }
         for (conv, user, row) in &group.cursor_rows {
             batch.insert(
                 &self.cursor_rows,

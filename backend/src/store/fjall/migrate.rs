@@ -11,10 +11,11 @@ use std::collections::BTreeMap;
 
 use fjall::{KeyspaceCreateOptions, Readable};
 
+use super::cursors::recent_key;
 use super::{FjallStore, be_u64, decode, encode, pair_key};
 use crate::store::{
-    CursorRecord, CursorRow, DedupRecord, DeviceCursor, MessageRecord, RecentSend, StoreError,
-    client_msg_id_hash,
+    ConvId, CursorRecord, CursorRow, DedupRecord, DeviceCursor, MessageRecord, RecentSend,
+    StoreError, client_msg_id_hash, recency_bucket,
 };
 use crate::time::now_ms;
 
@@ -50,8 +51,9 @@ pub(super) fn to_current_layout(store: &FjallStore) -> Result<(), StoreError> {
         .collect();
     if !old.is_empty() {
         let started = std::time::Instant::now();
-        let messages = migrate_messages(store)?;
+        let (messages, last_times) = migrate_messages(store)?;
         let rows = migrate_rows(store)?;
+        index_recency(store, &last_times)?;
         tracing::info!(
             messages,
             rows,
@@ -85,10 +87,12 @@ fn old_keyspace(store: &FjallStore, name: &str) -> Result<Option<fjall::Keyspace
     ))
 }
 
-/// Writes every layout 1 message into runs (and recalls); returns how many.
-fn migrate_messages(store: &FjallStore) -> Result<u64, StoreError> {
+/// Writes every layout 1 message into runs (and recalls); returns how many, and each
+/// conversation's last activity.
+fn migrate_messages(store: &FjallStore) -> Result<(u64, BTreeMap<u64, u64>), StoreError> {
+    let mut last_times = BTreeMap::new();
     let Some(messages) = old_keyspace(store, "messages")? else {
-        return Ok(0);
+        return Ok((0, last_times));
     };
     let mut count = 0;
     let mut batch = store.db.batch();
@@ -107,6 +111,8 @@ fn migrate_messages(store: &FjallStore) -> Result<u64, StoreError> {
         let (_, value) = guard.into_inner()?;
         let m: MessageRecord = decode(&value)?;
         count += 1;
+        let last = last_times.entry(m.conv_id.to_wire()).or_insert(0);
+        *last = m.server_time_ms.max(*last);
         if m.recalled {
             batch.insert(
                 &store.recalls,
@@ -127,7 +133,26 @@ fn migrate_messages(store: &FjallStore) -> Result<u64, StoreError> {
     }
     flush_run(&mut batch, &mut run);
     batch.commit()?;
-    Ok(count)
+    Ok((count, last_times))
+}
+
+/// Indexes every (user, conversation) by the conversation's last activity (layout 1 had no
+/// recency index).
+fn index_recency(store: &FjallStore, last_times: &BTreeMap<u64, u64>) -> Result<(), StoreError> {
+    let mut batch = store.db.batch();
+    for guard in store.db.snapshot().iter(&store.user_conversations) {
+        let key = guard.key()?;
+        let (user, conv) = key_pair(&key)?;
+        if let Some(time) = last_times.get(&conv) {
+            let key = recent_key(user, recency_bucket(*time), ConvId::from_stored(conv));
+            batch.insert(&store.recent, key, []);
+        }
+        if batch.len() >= BATCH_KEYS_MAX {
+            std::mem::replace(&mut batch, store.db.batch()).commit()?;
+        }
+    }
+    batch.commit()?;
+    Ok(())
 }
 
 /// Folds layout 1's cursors, device cursors and dedup entries into cursor rows; returns how many.
@@ -198,7 +223,7 @@ fn key_pair(key: &[u8]) -> Result<(u64, u64), StoreError> {
 mod tests {
     use super::*;
     use crate::config::Durability;
-    use crate::store::{ConvId, ConversationLog, CursorStore, USER_ID_FIRST};
+    use crate::store::{ConversationLog, CursorStore, MembershipStore, USER_ID_FIRST};
 
     const A: u64 = USER_ID_FIRST;
     const B: u64 = USER_ID_FIRST + 1;
@@ -264,6 +289,10 @@ mod tests {
         devices.insert(key, 140u64.to_be_bytes()).unwrap();
         meta.insert(super::super::log::META_NEXT_MSG_ID, 251u64.to_be_bytes())
             .unwrap();
+        let convs = ks("user_conversations");
+        for user in [A, B] {
+            convs.insert(pair_key(user, ab.to_wire()), []).unwrap();
+        }
         db.persist(fjall::PersistMode::SyncAll).unwrap();
     }
 
@@ -298,6 +327,11 @@ mod tests {
                 "{open}"
             );
             assert_eq!(sends.recent_sends.len(), 150, "{open}");
+            let bucket = recency_bucket(old_message(ab, 150).server_time_ms);
+            for user in [A, B] {
+                let recent = store.recent_conversations(user, u64::MAX, 10).unwrap();
+                assert_eq!(recent, vec![(bucket, ab)], "{open}: recency of {user}");
+            }
             for name in LAYOUT_1_KEYSPACES {
                 assert!(
                     !store.db.keyspace_exists(name),

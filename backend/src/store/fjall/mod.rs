@@ -9,6 +9,8 @@
 //! - `cursor_rows`: (conversation, user) → a [`super::CursorRow`] (cursors, device cursors, the
 //!   dedup window), written once per commit group that touches it.
 //! - `user_conversations`: (user, conversation) → nothing.
+//! - `recent`: (user, hour of last activity, conversation), both inverted so that a scan runs
+//!   newest first → nothing: a user's conversation list by recency, paged.
 //! - `meta`, `users`, `usernames`, `tokens`: accounts and counters.
 //!
 //! Big-endian integer keys, so that ranges scan in numeric order. `migrate.rs` turns a layout 1
@@ -80,6 +82,7 @@ pub struct FjallStore {
     recalls: Keyspace,
     cursor_rows: Keyspace,
     user_conversations: Keyspace,
+    recent: Keyspace,
     /// What readers see: a snapshot taken after the last successful persist.
     published: RwLock<Arc<Snapshot>>,
     /// One writer at a time, from its write through its persist to publishing the snapshot, so
@@ -135,6 +138,7 @@ impl FjallStore {
             recalls: ks("recalls")?,
             cursor_rows: ks("cursor_rows")?,
             user_conversations: ks("user_conversations")?,
+            recent: ks("recent")?,
             published: RwLock::new(Arc::new(db.snapshot())),
             db,
             durability,
