@@ -385,10 +385,6 @@ impl Writer {
             .implied_members()
             .expect("a direct conversation's members are implied");
         let mut conv = self.conv(conv_id)?;
-        if conv.max_seq == 0 {
-            self.group.user_conversations.push((from, conv_id));
-            self.group.user_conversations.push((to, conv_id));
-        }
         let message = MessageRecord {
             conv_id,
             seq: conv.max_seq + 1,

@@ -79,10 +79,9 @@ pub trait CursorStore: Send + Sync + 'static {
     }
 }
 
-/// Who is in which conversation, and the user's conversations by recency.
+/// Which conversations a user is in, by recency. (Stored members of groups come with the
+/// groups issue.)
 pub trait MembershipStore: Send + Sync + 'static {
-    /// Up to `limit` of the user's conversations.
-    fn user_conversations(&self, user: UserId, limit: usize) -> Result<Vec<ConvId>, StoreError>;
     /// Up to `limit` entries `(bucket, conversation)` of the user's recency index with a bucket at
     /// or below `from_bucket`: newest bucket first, and within a bucket by conversation,
     /// descending. Entries are moved by [`CommitGroup::recency`]; an entry whose conversation

@@ -204,8 +204,6 @@ pub struct CommitGroup {
     pub messages: Vec<MessageRecord>,
     /// `(conversation, recalled seq, seq of the recall event)`.
     pub recalls: Vec<(ConvId, u64, u64)>,
-    /// New entries of a user's conversation list.
-    pub user_conversations: Vec<(UserId, ConvId)>,
     /// At most one move per (user, conversation) per group.
     pub recency: Vec<RecencyMove>,
     /// Rows this group changed, whole.
@@ -218,7 +216,6 @@ impl CommitGroup {
     pub fn clear(&mut self) {
         self.messages.clear();
         self.recalls.clear();
-        self.user_conversations.clear();
         self.recency.clear();
         self.cursor_rows.clear();
         self.next_msg_id = None;
@@ -227,7 +224,6 @@ impl CommitGroup {
     pub fn is_empty(&self) -> bool {
         self.messages.is_empty()
             && self.recalls.is_empty()
-            && self.user_conversations.is_empty()
             && self.recency.is_empty()
             && self.cursor_rows.is_empty()
             && self.next_msg_id.is_none()

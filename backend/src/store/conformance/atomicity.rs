@@ -17,7 +17,6 @@ fn full_group(ab: ConvId) -> CommitGroup {
         read_seq,
     };
     CommitGroup {
-        user_conversations: vec![(ALICE, ab), (BOB, ab)],
         cursor_rows: vec![
             (
                 ab,
@@ -59,9 +58,6 @@ fn assert_full_group_visible(store: &impl Store, ab: ConvId, group: &CommitGroup
         );
     }
     assert_eq!(all_after(store, ab), group.messages, "{when}");
-    for (user, conv) in &group.user_conversations {
-        assert_eq!(convs_of(store, *user), BTreeSet::from([*conv]), "{when}");
-    }
     for (conv, user, row) in &group.cursor_rows {
         assert_eq!(
             store.cursor_row(*conv, *user).unwrap().as_ref(),
@@ -98,7 +94,6 @@ fn assert_nothing_of_full_group(store: &impl Store, ab: ConvId, when: &str) {
     assert_eq!(store.message(ab, 1).unwrap(), None, "{when}");
     assert_eq!(store.last_message(ab).unwrap(), None, "{when}");
     assert_eq!(all_after(store, ab), Vec::new(), "{when}");
-    assert_eq!(convs_of(store, ALICE), BTreeSet::new(), "{when}");
     assert_eq!(store.cursor_row(ab, ALICE).unwrap(), None, "{when}");
     assert_eq!(store.cursor_row(ab, BOB).unwrap(), None, "{when}");
     assert_eq!(
@@ -141,7 +136,6 @@ pub(crate) fn a_concurrent_reader_never_sees_part_of_a_group<A: Adapter>() {
             read_seq: k,
         };
         CommitGroup {
-            user_conversations: vec![(ALICE, direct(ALICE, DAVE + k))],
             cursor_rows: vec![(ab, ALICE, row(cursor, &[("phone", k)], &sends_up_to(k)))],
             recalls: if k > 1 { vec![(ab, k - 1, k)] } else { vec![] },
             recency: vec![RecencyMove {
@@ -184,11 +178,6 @@ pub(crate) fn a_concurrent_reader_never_sees_part_of_a_group<A: Adapter>() {
                 }
                 let next = store.next_msg_id().unwrap();
                 assert!(next > k, "group {k}: message without next_msg_id ({next})");
-                let convs = store.user_conversations(ALICE, usize::MAX).unwrap();
-                assert!(
-                    convs.contains(&direct(ALICE, DAVE + k)),
-                    "group {k}: message without its user_conversations entry"
-                );
                 let recent = store.recent_conversations(ALICE, u64::MAX, 1).unwrap();
                 assert!(
                     recent.first().is_some_and(|(b, _)| *b >= k),

@@ -1,4 +1,4 @@
-//! Conformance: Cursors, device cursors and users' conversation lists.
+//! Conformance: cursors, device cursors and users' conversations by recency.
 
 use super::*;
 
@@ -88,81 +88,6 @@ pub(crate) fn a_later_groups_cursor_value_wins<A: Adapter>() {
     let store = reopen::<A>(store, dir.path());
     assert_eq!(cursor_of(&store, ab, ALICE), Some(cursor(8, 8)));
     assert_eq!(device_cursor_of(&store, ab, ALICE, "phone"), Some(8));
-}
-
-// ---- user conversation lists ------------------------------------------------------------------
-
-pub(crate) fn user_conversations_lists_each_of_a_users_conversations_once<A: Adapter>() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = A::open(dir.path());
-    let (ab, ac, ad, bc) = (
-        direct(ALICE, BOB),
-        direct(ALICE, CAROL),
-        direct(ALICE, DAVE),
-        direct(BOB, CAROL),
-    );
-    assert_eq!(convs_of(&store, ALICE), BTreeSet::new());
-    commit(
-        &store,
-        CommitGroup {
-            // ab twice in one group.
-            user_conversations: vec![(ALICE, ab), (BOB, ab), (ALICE, ab), (ALICE, ac)],
-            ..CommitGroup::default()
-        },
-    );
-    commit(
-        &store,
-        CommitGroup {
-            // ab again in a later group.
-            user_conversations: vec![(ALICE, ad), (ALICE, ab), (BOB, bc), (CAROL, bc)],
-            ..CommitGroup::default()
-        },
-    );
-    let check = |store: &A::Store, when: &str| {
-        assert_eq!(
-            convs_of(store, ALICE),
-            BTreeSet::from([ab, ac, ad]),
-            "{when}"
-        );
-        assert_eq!(convs_of(store, BOB), BTreeSet::from([ab, bc]), "{when}");
-        assert_eq!(convs_of(store, CAROL), BTreeSet::from([bc]), "{when}");
-        assert_eq!(
-            convs_of(store, DAVE),
-            BTreeSet::new(),
-            "{when}: none of his own"
-        );
-        assert_eq!(convs_of(store, USER_ID_LAST), BTreeSet::new(), "{when}");
-    };
-    check(&store, "after commit");
-    let store = reopen::<A>(store, dir.path());
-    check(&store, "after reopen");
-}
-
-pub(crate) fn user_conversations_respects_the_limit<A: Adapter>() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = A::open(dir.path());
-    let all: BTreeSet<ConvId> = (1..=5).map(|i| direct(ALICE, ALICE + i)).collect();
-    commit(
-        &store,
-        CommitGroup {
-            user_conversations: all
-                .iter()
-                .map(|c| (ALICE, *c))
-                .chain([(BOB, direct(BOB, CAROL))])
-                .collect(),
-            ..CommitGroup::default()
-        },
-    );
-    for limit in [0, 1, 2, 4, 5, 6, 100] {
-        let listed = store.user_conversations(ALICE, limit).unwrap();
-        let set: BTreeSet<ConvId> = listed.iter().copied().collect();
-        assert_eq!(listed.len(), limit.min(5), "limit {limit}: {listed:?}");
-        assert_eq!(set.len(), listed.len(), "limit {limit}: listed twice");
-        assert!(
-            set.is_subset(&all),
-            "limit {limit}: {listed:?} is not all Alice's"
-        );
-    }
 }
 
 // ---- recency ----------------------------------------------------------------------------------

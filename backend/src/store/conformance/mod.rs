@@ -21,7 +21,6 @@
 //! A new behaviour is a `pub(crate) fn name<A: Adapter>()` in the file for its part of the store
 //! (accounts, log, atomicity, dedup, cursors, engine) plus its name in the macro's list.
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -86,8 +85,6 @@ macro_rules! conformance_suite {
             a_resend_is_recognised_by_hash_and_confirmed_by_the_stored_message,
             cursors_and_device_cursors_round_trip_and_survive_reopen,
             a_later_groups_cursor_value_wins,
-            user_conversations_lists_each_of_a_users_conversations_once,
-            user_conversations_respects_the_limit,
             recency_entries_list_newest_bucket_first_move_and_page,
             a_data_dir_is_used_by_one_store_at_a_time,
             a_write_is_visible_to_its_writer_at_once_whatever_others_do,
@@ -198,15 +195,4 @@ fn seqs(messages: &[MessageRecord]) -> Vec<u64> {
 
 fn all_after(store: &impl Store, conv: ConvId) -> Vec<MessageRecord> {
     store.messages_after(conv, 0, usize::MAX).unwrap()
-}
-
-fn convs_of(store: &impl Store, user: UserId) -> BTreeSet<ConvId> {
-    let list = store.user_conversations(user, usize::MAX).unwrap();
-    let set: BTreeSet<ConvId> = list.iter().copied().collect();
-    assert_eq!(
-        set.len(),
-        list.len(),
-        "a conversation listed twice: {list:?}"
-    );
-    set
 }

@@ -22,17 +22,6 @@ impl CursorStore for FjallStore {
 }
 
 impl MembershipStore for FjallStore {
-    fn user_conversations(&self, user: UserId, limit: usize) -> Result<Vec<ConvId>, StoreError> {
-        self.view()
-            .prefix(&self.user_conversations, user.to_be_bytes())
-            .take(limit)
-            .map(|guard| {
-                let key = guard.key()?;
-                be_u64(&key[8..]).map(ConvId::from_stored)
-            })
-            .collect()
-    }
-
     fn recent_conversations(
         &self,
         user: UserId,

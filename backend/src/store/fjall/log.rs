@@ -153,13 +153,6 @@ impl ConversationLog for FjallStore {
                 event_seq.to_be_bytes(),
             );
         }
-        for (user, conv) in &group.user_conversations {
-            batch.insert(
-                &self.user_conversations,
-                pair_key(*user, conv.to_wire()),
-                [],
-            );
-        }
         for m in &group.recency {
             if let Some(from) = m.from {
                 batch.remove(

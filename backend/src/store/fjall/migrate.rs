@@ -22,7 +22,13 @@ use crate::time::now_ms;
 const META_LAYOUT: &[u8] = b"layout";
 const LAYOUT_CURRENT: u64 = 2;
 /// Layout 1's keyspaces, deleted once their content is in layout 2.
-const LAYOUT_1_KEYSPACES: [&str; 4] = ["messages", "dedup", "cursors", "device_cursors"];
+const LAYOUT_1_KEYSPACES: [&str; 5] = [
+    "messages",
+    "dedup",
+    "cursors",
+    "device_cursors",
+    "user_conversations",
+];
 /// Messages per run written by the migration, at most.
 const RUN_MESSAGES_MAX: usize = 64;
 /// Keys per batch written by the migration, at most.
@@ -136,11 +142,14 @@ fn migrate_messages(store: &FjallStore) -> Result<(u64, BTreeMap<u64, u64>), Sto
     Ok((count, last_times))
 }
 
-/// Indexes every (user, conversation) by the conversation's last activity (layout 1 had no
-/// recency index).
+/// Indexes every (user, conversation) of layout 1's `user_conversations` by the
+/// conversation's last activity.
 fn index_recency(store: &FjallStore, last_times: &BTreeMap<u64, u64>) -> Result<(), StoreError> {
+    let Some(user_conversations) = old_keyspace(store, "user_conversations")? else {
+        return Ok(());
+    };
     let mut batch = store.db.batch();
-    for guard in store.db.snapshot().iter(&store.user_conversations) {
+    for guard in store.db.snapshot().iter(&user_conversations) {
         let key = guard.key()?;
         let (user, conv) = key_pair(&key)?;
         if let Some(time) = last_times.get(&conv) {

@@ -8,7 +8,6 @@
 //!   apply recalls to what they return.
 //! - `cursor_rows`: (conversation, user) → a [`super::CursorRow`] (cursors, device cursors, the
 //!   dedup window), written once per commit group that touches it.
-//! - `user_conversations`: (user, conversation) → nothing.
 //! - `recent`: (user, hour of last activity, conversation), both inverted so that a scan runs
 //!   newest first → nothing: a user's conversation list by recency, paged.
 //! - `meta`, `users`, `usernames`, `tokens`: accounts and counters.
@@ -81,7 +80,6 @@ pub struct FjallStore {
     runs: Keyspace,
     recalls: Keyspace,
     cursor_rows: Keyspace,
-    user_conversations: Keyspace,
     recent: Keyspace,
     /// What readers see: a snapshot taken after the last successful persist.
     published: RwLock<Arc<Snapshot>>,
@@ -137,7 +135,6 @@ impl FjallStore {
             })?,
             recalls: ks("recalls")?,
             cursor_rows: ks("cursor_rows")?,
-            user_conversations: ks("user_conversations")?,
             recent: ks("recent")?,
             published: RwLock::new(Arc::new(db.snapshot())),
             db,
