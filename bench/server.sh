@@ -4,6 +4,8 @@ server_pid=""
 start_server() { # server binary, log name, then RINGCHAT_* overrides; KEEP_DATA=1 keeps the data
   local bin=$1 name=$2; shift 2
   [ "${KEEP_DATA:-0}" = 1 ] || rm -rf /tmp/ringchat-bench-data
+  # A restart under the same name must not find the previous "ready" line.
+  rm -f "$OUT/$name.server.out"
   env "$@" RINGCHAT_LOG=warn "$bin" serve --config bench/configs/server.toml \
     >"$OUT/$name.server.out" 2>"$OUT/$name.server.log" &
   server_pid=$!
