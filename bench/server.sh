@@ -11,6 +11,8 @@ ADMIN_ADDR=127.0.0.1:$((PORT_BASE + 1080))
 start_server() { # server binary, log name, then RINGCHAT_* overrides; KEEP_DATA=1 keeps the data
   local bin=$1 name=$2; shift 2
   [ "${KEEP_DATA:-0}" = 1 ] || rm -rf "$BENCH_DATA_DIR"
+  # A restart under the same name must not find the previous "ready" line.
+  rm -f "$OUT/$name.server.out"
   env RINGCHAT_GATEWAY__TCP_LISTEN="$TCP_ADDR" RINGCHAT_GATEWAY__WS_LISTEN="$WS_ADDR" \
     RINGCHAT_ADMIN__LISTEN="$ADMIN_ADDR" RINGCHAT_STORAGE__DATA_DIR="$BENCH_DATA_DIR" \
     "$@" RINGCHAT_LOG=warn "$bin" serve --config bench/configs/server.toml \

@@ -107,14 +107,16 @@ pub fn run(cfg: &ConnectConfig, observe: &Observe) -> anyhow::Result<ConnectRepo
     let workers = std::thread::spawn(move || on_threads(threads, worker));
     half_open.wait();
     let half_ok = progress.done.load(Ordering::Relaxed);
-    let half = observe.sample();
+    // Both samples follow the same rule (the half one used to be read mid-ramp, the last one
+    // after the hold, so the marginal compared a busy server with a settled one).
+    let paused = Instant::now();
+    let half = settled_sample(observe, cfg.hold);
+    let paused = paused.elapsed();
     half_measured.wait();
     connected.wait();
-    let connect_s = started.elapsed().as_secs_f64();
+    let connect_s = started.elapsed().saturating_sub(paused).as_secs_f64();
     let ok = progress.done.load(Ordering::Relaxed);
-    // Let the server settle (pending frees, allocator caches) before reading its memory.
-    std::thread::sleep(cfg.hold);
-    let after = observe.sample();
+    let after = settled_sample(observe, cfg.hold);
     released.wait();
     progress.finished.store(true, Ordering::Relaxed);
     if let Some(p) = printer {
@@ -155,6 +157,30 @@ pub fn run(cfg: &ConnectConfig, observe: &Observe) -> anyhow::Result<ConnectRepo
             .zip(after)
             .map(|(b, a)| a.cpu.saturating_sub(b.cpu).as_secs_f64()),
     })
+}
+
+/// RSS growth between two samples this close is taken as settled.
+const SETTLED_KIB: u64 = 256;
+/// Time between the samples that decide whether the server has settled.
+const SETTLE_STEP: Duration = Duration::from_millis(500);
+
+/// The server's memory once it has settled: after `hold` with the connections idle, and then
+/// once two samples `SETTLE_STEP` apart differ by at most `SETTLED_KIB` (pending frees, a
+/// memtable flush; `hold` more at most). Every sample of a run is taken by this rule.
+fn settled_sample(observe: &Observe, hold: Duration) -> Option<crate::procstat::ProcSample> {
+    std::thread::sleep(hold);
+    let mut last = observe.sample()?;
+    let deadline = Instant::now() + hold;
+    while Instant::now() < deadline {
+        std::thread::sleep(SETTLE_STEP);
+        let next = observe.sample()?;
+        let settled = next.rss_kib.abs_diff(last.rss_kib) <= SETTLED_KIB;
+        last = next;
+        if settled {
+            break;
+        }
+    }
+    Some(last)
 }
 
 async fn open_all(

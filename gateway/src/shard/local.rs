@@ -1,24 +1,28 @@
-//! Shard-local building blocks: a wake-up flag and a buffer pool, both single-threaded (no locks,
-//! no atomics), as everything inside a shard is.
+//! Shard-local building blocks: a wake-up flag, a buffer pool and the connection table, all
+//! single-threaded (no locks, no atomics), as everything inside a shard is.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
+use std::rc::Rc;
+
 use bytes::BytesMut;
+use ringchat_backend::api::ConnId;
 
 /// A single-waiter wake-up: `notify` before `notified` is not lost.
-#[derive(Debug, Default)]
+/// A `Cell` rather than a `RefCell` for the waker: one is kept in every connection.
+#[derive(Default)]
 pub struct LocalNotify {
     pending: Cell<bool>,
-    waker: RefCell<Option<Waker>>,
+    waker: Cell<Option<Waker>>,
 }
 
 impl LocalNotify {
     pub fn notify(&self) {
         self.pending.set(true);
-        if let Some(w) = self.waker.borrow_mut().take() {
+        if let Some(w) = self.waker.take() {
             w.wake();
         }
     }
@@ -37,11 +41,11 @@ impl Future for Notified<'_> {
         if self.0.pending.replace(false) {
             return Poll::Ready(());
         }
-        let mut slot = self.0.waker.borrow_mut();
-        match slot.as_ref() {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            _ => *slot = Some(cx.waker().clone()),
-        }
+        let waker = match self.0.waker.take() {
+            Some(w) if w.will_wake(cx.waker()) => w,
+            _ => cx.waker().clone(),
+        };
+        self.0.waker.set(Some(waker));
         Poll::Pending
     }
 }
@@ -81,13 +85,104 @@ impl BufferPool {
         }
     }
 
-    /// Returns a buffer; one grown for a big frame, or one past the pool's size, is freed.
+    /// Returns a buffer; one grown for a big frame, or one past the pool's size, is freed, and
+    /// an empty handle (one whose storage was given back already) is dropped.
     pub fn give(&self, mut buf: BytesMut) {
+        if buf.capacity() == 0 {
+            return;
+        }
         buf.clear();
         let mut free = self.free.borrow_mut();
         if free.len() < self.buffers_max && buf.capacity() <= 2 * self.buffer_bytes {
             free.push(buf);
         }
+    }
+}
+
+/// What a connection table holds: anything that knows its own id.
+pub trait HasConnId {
+    fn conn_id(&self) -> ConnId;
+}
+
+/// A shard's connections, indexed by slot: 8 bytes per slot (a `HashMap` entry took 16 plus
+/// its control byte and load factor). A `ConnId` is the slot in its low 32 bits and a number
+/// unique on this shard in its high 32, so an id the backend still holds for a closed
+/// connection never reaches the connection that took its slot next.
+pub struct ConnTable<T> {
+    slots: Vec<Option<Rc<T>>>,
+    /// Free slots, reused last-freed first.
+    free: Vec<u32>,
+    len: usize,
+    /// The high half of the next id; starts at 1, so no registered id is 0.
+    next_serial: u32,
+}
+
+impl<T: HasConnId> ConnTable<T> {
+    pub fn new() -> Self {
+        Self {
+            slots: Vec::new(),
+            free: Vec::new(),
+            len: 0,
+            next_serial: 1,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The id the next `insert` will use.
+    pub fn next_id(&self) -> ConnId {
+        let slot = self.free.last().copied().unwrap_or_else(|| {
+            u32::try_from(self.slots.len()).expect("fewer than 2^32 connections per shard")
+        });
+        (ConnId::from(self.next_serial) << 32) | ConnId::from(slot)
+    }
+
+    /// Stores a connection made with the id `next_id` returned.
+    pub fn insert(&mut self, conn: Rc<T>) {
+        let id = conn.conn_id();
+        debug_assert_eq!(id, self.next_id());
+        let slot = (id & 0xffff_ffff) as usize;
+        // The serial wraps after 2^32 connections; a slot's previous id is long gone by then.
+        self.next_serial = self.next_serial.wrapping_add(1).max(1);
+        if self.free.last() == Some(&(slot as u32)) {
+            self.free.pop();
+            self.slots[slot] = Some(conn);
+        } else {
+            self.slots.push(Some(conn));
+        }
+        self.len += 1;
+    }
+
+    pub fn get(&self, id: ConnId) -> Option<&Rc<T>> {
+        let slot = usize::try_from(id & 0xffff_ffff).ok()?;
+        self.slots.get(slot)?.as_ref().filter(|c| c.conn_id() == id)
+    }
+
+    pub fn remove(&mut self, id: ConnId) -> Option<Rc<T>> {
+        let slot = usize::try_from(id & 0xffff_ffff).ok()?;
+        let entry = self.slots.get_mut(slot)?;
+        if entry.as_ref().is_none_or(|c| c.conn_id() != id) {
+            return None;
+        }
+        let conn = entry.take();
+        self.len -= 1;
+        self.free.push(slot as u32);
+        if self.len == 0 {
+            // Everyone left: give the storage back.
+            self.slots = Vec::new();
+            self.free = Vec::new();
+        }
+        conn
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &Rc<T>> {
+        self.slots.iter().flatten()
     }
 }
 
@@ -112,6 +207,44 @@ mod tests {
             pool.free.borrow().len() <= 1,
             "oversize buffers are not kept"
         );
+    }
+
+    struct Item(ConnId);
+
+    impl HasConnId for Item {
+        fn conn_id(&self) -> ConnId {
+            self.0
+        }
+    }
+
+    #[test]
+    fn conn_table_reuses_slots_and_never_confuses_ids() {
+        let mut t = ConnTable::new();
+        let a = t.next_id();
+        t.insert(Rc::new(Item(a)));
+        let b = t.next_id();
+        t.insert(Rc::new(Item(b)));
+        assert_ne!(a, b);
+        assert_ne!(a, 0);
+        assert_eq!(t.len(), 2);
+        assert!(t.remove(a).is_some());
+        assert!(t.remove(a).is_none(), "removed once");
+        let c = t.next_id();
+        assert_eq!(c & 0xffff_ffff, a & 0xffff_ffff, "the freed slot is reused");
+        assert_ne!(c, a);
+        t.insert(Rc::new(Item(c)));
+        assert!(
+            t.get(a).is_none(),
+            "a stale id does not reach the slot's new connection"
+        );
+        assert_eq!(t.get(c).map(|i| i.0), Some(c));
+        assert_eq!(t.get(b).map(|i| i.0), Some(b));
+        assert!(t.get(12345 << 32 | 7).is_none());
+        assert_eq!(t.values().count(), 2);
+        t.remove(b);
+        t.remove(c);
+        assert!(t.is_empty());
+        assert_eq!(t.slots.capacity(), 0, "an empty table keeps no storage");
     }
 
     #[test]

@@ -10,7 +10,7 @@ mod stream;
 mod ws;
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use crate::config::{Driver, GatewayConfig};
 use crate::stats::{DRIVER_EPOLL, DRIVER_IO_URING, ShardStats};
 use conn::Listen;
-use local::{BufferPool, LocalNotify};
+use local::{BufferPool, ConnTable, HasConnId, LocalNotify};
 
 /// Events taken from the shard's inbox in one go.
 const EVENT_BATCH_MAX: usize = 256;
@@ -169,15 +169,49 @@ pub(crate) enum Close {
     AfterError(ErrorCode),
 }
 
-/// What the shard's other tasks share with one connection's task.
+/// What the shard's other tasks share with one connection's task. Every idle connection keeps
+/// one: 80 bytes (96 with its `Rc`, a 96-byte allocator class); a test holds it there.
 pub(crate) struct ConnShared {
     pub id: ConnId,
-    pub outbound: RefCell<VecDeque<Bytes>>,
+    pub outbound: Outbound,
     pub close: Cell<Option<Close>>,
     pub wake: LocalNotify,
-    pub accepted_tick: u64,
-    pub last_seen_tick: Cell<u64>,
-    pub authed: Cell<bool>,
+    /// The shard tick it was accepted at (wrapping), or `AUTHED` once logged in: the handshake
+    /// deadline no longer applies.
+    accepted_tick: Cell<u32>,
+    /// The last shard tick it was heard from (wrapping).
+    last_seen_tick: Cell<u32>,
+}
+
+/// `ConnShared::accepted_tick` of a logged-in connection.
+const AUTHED: u32 = u32::MAX;
+
+/// A connection's queue of encoded frames. A `Cell` (taken out and put back around each use, which never
+/// spans an `.await`) rather than a `RefCell`: no borrow flag in every connection.
+#[derive(Default)]
+pub(crate) struct Outbound(Cell<VecDeque<Bytes>>);
+
+impl Outbound {
+    pub fn with<R>(&self, f: impl FnOnce(&mut VecDeque<Bytes>) -> R) -> R {
+        let mut queue = self.0.take();
+        let r = f(&mut queue);
+        self.0.set(queue);
+        r
+    }
+
+    pub fn len(&self) -> usize {
+        self.with(|q| q.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl HasConnId for ConnShared {
+    fn conn_id(&self) -> ConnId {
+        self.id
+    }
 }
 
 impl ConnShared {
@@ -186,26 +220,48 @@ impl ConnShared {
         if self.close.get().is_some() {
             return;
         }
-        let mut queue = self.outbound.borrow_mut();
-        if queue.len() >= frames_max {
-            drop(queue);
+        let queued = self.outbound.with(|queue| {
+            if queue.len() >= frames_max {
+                return false;
+            }
+            queue.push_back(frame);
+            true
+        });
+        if queued {
+            self.wake.notify();
+        } else {
             self.close_with(Close::Kick(KickReason::SlowConsumer));
-            return;
         }
-        queue.push_back(frame);
-        drop(queue);
-        self.wake.notify();
     }
 
     /// A connection quiet for a while gives back its empty queue's storage (the next frame
     /// allocates it again), so an idle connection holds none.
     fn release_idle_queue(&self) {
-        if let Ok(mut queue) = self.outbound.try_borrow_mut()
-            && queue.is_empty()
-            && queue.capacity() > 0
-        {
-            *queue = VecDeque::new();
-        }
+        self.outbound.with(|queue| {
+            if queue.is_empty() && queue.capacity() > 0 {
+                *queue = VecDeque::new();
+            }
+        });
+    }
+
+    /// Logged in: from now on only the idle clock applies.
+    pub fn set_authed(&self) {
+        self.accepted_tick.set(AUTHED);
+    }
+
+    /// Heard from at shard tick `now`.
+    pub fn seen(&self, now: u64) {
+        self.last_seen_tick.set(now as u32);
+    }
+
+    /// Ticks since it was accepted; `None` once logged in.
+    fn ticks_since_accepted(&self, now: u64) -> Option<u64> {
+        let accepted = self.accepted_tick.get();
+        (accepted != AUTHED).then(|| u64::from((now as u32).wrapping_sub(accepted)))
+    }
+
+    fn ticks_since_seen(&self, now: u64) -> u64 {
+        u64::from((now as u32).wrapping_sub(self.last_seen_tick.get()))
     }
 
     /// Resolves once the connection has been told to close.
@@ -231,8 +287,7 @@ pub(crate) struct Shard {
     pub backend: RequestSender,
     pub stats: Arc<ShardStats>,
     pub pool: BufferPool,
-    pub conns: RefCell<HashMap<ConnId, Rc<ConnShared>>>,
-    next_conn: Cell<ConnId>,
+    pub conns: RefCell<ConnTable<ConnShared>>,
     /// Coarse clock: reaper ticks since start. Cheaper than reading the clock per frame.
     pub tick: Cell<u64>,
     pub tick_ms: u64,
@@ -264,8 +319,7 @@ impl Shard {
             limits,
             backend,
             stats,
-            conns: RefCell::new(HashMap::new()),
-            next_conn: Cell::new(1),
+            conns: RefCell::new(ConnTable::new()),
             tick: Cell::new(0),
             tick_ms,
             stopping: Cell::new(false),
@@ -278,31 +332,32 @@ impl Shard {
     }
 
     fn register(&self) -> Rc<ConnShared> {
-        let id = self.next_conn.get();
-        self.next_conn.set(id + 1);
-        let shared = self.conn_shared(id);
-        self.conns.borrow_mut().insert(id, Rc::clone(&shared));
+        let mut conns = self.conns.borrow_mut();
+        let shared = self.conn_shared(conns.next_id());
+        conns.insert(Rc::clone(&shared));
+        drop(conns);
         self.stats.connections.add(1);
         shared
     }
 
     /// A connection's shared state, not (yet) in the shard's table.
     fn conn_shared(&self, id: ConnId) -> Rc<ConnShared> {
-        let tick = self.tick.get();
+        // Ticks are kept as u32 and compared wrapping; a tick that happens to be `AUTHED` is
+        // taken as the one before it.
+        let tick = (self.tick.get() as u32).min(AUTHED - 1);
         Rc::new(ConnShared {
             id,
-            outbound: RefCell::new(VecDeque::new()),
+            outbound: Outbound::default(),
             close: Cell::new(None),
             wake: LocalNotify::default(),
-            accepted_tick: tick,
+            accepted_tick: Cell::new(tick),
             last_seen_tick: Cell::new(tick),
-            authed: Cell::new(false),
         })
     }
 
     fn unregister(&self, id: ConnId) {
         let mut conns = self.conns.borrow_mut();
-        if conns.remove(&id).is_some() {
+        if conns.remove(id).is_some() {
             self.stats.connections.sub(1);
         }
         if self.stopping.get() && conns.is_empty() {
@@ -395,7 +450,7 @@ async fn accept_loop(
             return;
         }
         match accepted {
-            Ok((stream, peer)) => {
+            Ok((stream, _peer)) => {
                 shard.stats.accepted.add(1);
                 let full = shard.conns.borrow().len() >= shard.gateway.conns_per_shard_max;
                 if full {
@@ -409,14 +464,8 @@ async fn accept_loop(
                     }
                     shard.rejecting.set(shard.rejecting.get() + 1);
                     let shard = Rc::clone(&shard);
-                    let reject = conn::serve(
-                        Rc::clone(&shard),
-                        shard.conn_shared(0),
-                        stream,
-                        peer,
-                        kind,
-                        true,
-                    );
+                    let reject =
+                        conn::serve(Rc::clone(&shard), shard.conn_shared(0), stream, kind, true);
                     monoio::spawn(async move {
                         reject.await;
                         shard.rejecting.set(shard.rejecting.get() - 1);
@@ -427,7 +476,6 @@ async fn accept_loop(
                     Rc::clone(&shard),
                     shard.register(),
                     stream,
-                    peer,
                     kind,
                     false,
                 ));
@@ -450,26 +498,26 @@ async fn drain_inbox(shard: Rc<Shard>, mut inbox: mpsc::Receiver<ShardEvent>) {
         for event in batch.drain(..) {
             match event {
                 ShardEvent::Frame { conn, frame } => {
-                    if let Some(c) = conns.get(&conn) {
+                    if let Some(c) = conns.get(conn) {
                         c.enqueue(frame, frames_max);
                     }
                 }
                 ShardEvent::Frames(frames) => {
                     for (conn, frame) in frames {
-                        if let Some(c) = conns.get(&conn) {
+                        if let Some(c) = conns.get(conn) {
                             c.enqueue(frame, frames_max);
                         }
                     }
                 }
                 ShardEvent::Fanout { conns: ids, frame } => {
                     for conn in ids {
-                        if let Some(c) = conns.get(&conn) {
+                        if let Some(c) = conns.get(conn) {
                             c.enqueue(frame.clone(), frames_max);
                         }
                     }
                 }
                 ShardEvent::Kick { conn, reason } => {
-                    if let Some(c) = conns.get(&conn) {
+                    if let Some(c) = conns.get(conn) {
                         c.close_with(Close::Kick(reason));
                     }
                 }
@@ -495,11 +543,13 @@ async fn reap(shard: Rc<Shard>) {
         let now = shard.tick.get() + 1;
         shard.tick.set(now);
         for c in shard.conns.borrow().values() {
-            if !c.authed.get() && now - c.accepted_tick > handshake_ticks {
+            if c.ticks_since_accepted(now)
+                .is_some_and(|t| t > handshake_ticks)
+            {
                 c.close_with(Close::Kick(KickReason::HandshakeTimeout));
-            } else if now - c.last_seen_tick.get() > idle_ticks {
+            } else if c.ticks_since_seen(now) > idle_ticks {
                 c.close_with(Close::Kick(KickReason::IdleTimeout));
-            } else if now > c.last_seen_tick.get() {
+            } else if c.ticks_since_seen(now) > 0 {
                 // Quiet for this tick at least.
                 c.release_idle_queue();
             }

@@ -25,18 +25,16 @@ enum State {
 pub(super) struct Session {
     pub shard: Rc<Shard>,
     pub shared: Rc<ConnShared>,
-    peer: IpAddr,
     state: State,
     send_budget: SendBudget,
 }
 
 impl Session {
-    pub fn new(shard: Rc<Shard>, shared: Rc<ConnShared>, peer: IpAddr) -> Self {
-        let send_budget = SendBudget::new(shard.limits.messages_per_s_max, shard.tick_ms);
+    pub fn new(shard: Rc<Shard>, shared: Rc<ConnShared>) -> Self {
+        let send_budget = SendBudget::new(SendRate::of(&shard));
         Self {
             shard,
             shared,
-            peer,
             state: State::AwaitHello,
             send_budget,
         }
@@ -64,8 +62,10 @@ impl Session {
         }
     }
 
-    /// Serves one client frame: typed once here, then answered by the state machine.
-    pub async fn on_frame(&mut self, frame: Frame) {
+    /// Serves one client frame: typed once here, then answered by the state machine. `peer`
+    /// gives the client's address, asked only by a register or a login (not kept: every idle
+    /// connection would carry it).
+    pub async fn on_frame(&mut self, frame: Frame, peer: impl FnOnce() -> IpAddr) {
         let request_id = frame.request_id;
         let request = match ClientRequest::from_body(frame.body) {
             Ok(request) => request,
@@ -98,10 +98,10 @@ impl Session {
             // Boxed: rare, large futures would otherwise make every idle connection's task
             // that large.
             (State::AwaitLogin, ClientRequest::Register(register)) => {
-                Box::pin(self.register(request_id, register)).await
+                Box::pin(self.register(request_id, register, peer())).await
             }
             (State::AwaitLogin, ClientRequest::Login(login)) => {
-                Box::pin(self.login(request_id, login)).await
+                Box::pin(self.login(request_id, login, peer())).await
             }
             (State::Authed { .. }, ClientRequest::Register(_) | ClientRequest::Login(_)) => {
                 self.error(
@@ -154,23 +154,19 @@ impl Session {
         self.reply(request_id, Body::HelloOk(ok));
     }
 
-    async fn register(&mut self, request_id: u64, body: v1::Register) {
+    async fn register(&mut self, request_id: u64, body: v1::Register, peer: IpAddr) {
         let (reply, answer) = oneshot::channel();
-        let request = Request::Register {
-            peer: self.peer,
-            body,
-            reply,
-        };
+        let request = Request::Register { peer, body, reply };
         if let Some(body) = self.ask_backend(request, answer).await {
             self.reply(request_id, body);
         }
     }
 
-    async fn login(&mut self, request_id: u64, body: v1::Login) {
+    async fn login(&mut self, request_id: u64, body: v1::Login, peer: IpAddr) {
         let (reply, answer) = oneshot::channel();
         let request = Request::Login {
             conn: self.conn_ref(),
-            peer: self.peer,
+            peer,
             body,
             reply,
         };
@@ -182,7 +178,7 @@ impl Session {
                 self.state = State::Authed {
                     user_id: session.user_id,
                 };
-                self.shared.authed.set(true);
+                self.shared.set_authed();
                 self.shard.stats.authenticated.add(1);
                 self.shard.stats.logins.add(1);
             }
@@ -226,7 +222,10 @@ impl Session {
     async fn session_request(&mut self, request_id: u64, user_id: UserId, request: SessionRequest) {
         // Every request a logged-in client sends costs the backend work (a store write or read),
         // so all of them draw on the same per-connection budget, not only Send.
-        if !self.send_budget.take(self.shard.tick.get()) {
+        if !self
+            .send_budget
+            .take(self.shard.tick.get(), SendRate::of(&self.shard))
+        {
             let frame = Frame {
                 request_id,
                 body: Some(Body::Error(v1::Error {
@@ -303,33 +302,49 @@ fn error_body(code: ErrorCode, message: impl Into<String>) -> v1::Error {
 
 /// Per-connection token bucket for `Send`, refilled on the shard's coarse clock: one second of
 /// burst at `messages_per_s_max`. Counted in thousandths of a message so that low limits and
-/// short ticks do not round away.
+/// short ticks do not round away. Only the level and the last refill are kept per connection;
+/// the rate is the shard's (`SendRate`).
 struct SendBudget {
     milli_tokens: u64,
-    capacity_milli: u64,
-    refill_milli_per_tick: u64,
     last_tick: u64,
 }
 
-impl SendBudget {
+/// The same for every connection of a shard, so not stored in each.
+#[derive(Clone, Copy)]
+struct SendRate {
+    capacity_milli: u64,
+    refill_milli_per_tick: u64,
+}
+
+impl SendRate {
     fn new(messages_per_s_max: u32, tick_ms: u64) -> Self {
-        let capacity_milli = u64::from(messages_per_s_max) * 1000;
         Self {
-            milli_tokens: capacity_milli,
-            capacity_milli,
+            capacity_milli: u64::from(messages_per_s_max) * 1000,
             // messages/s × 1000 milli × tick_ms / 1000 ms
             refill_milli_per_tick: u64::from(messages_per_s_max) * tick_ms,
+        }
+    }
+
+    fn of(shard: &Shard) -> Self {
+        Self::new(shard.limits.messages_per_s_max, shard.tick_ms)
+    }
+}
+
+impl SendBudget {
+    fn new(rate: SendRate) -> Self {
+        Self {
+            milli_tokens: rate.capacity_milli,
             last_tick: 0,
         }
     }
 
-    fn take(&mut self, now_tick: u64) -> bool {
+    fn take(&mut self, now_tick: u64, rate: SendRate) -> bool {
         if now_tick > self.last_tick {
-            let refill = (now_tick - self.last_tick).saturating_mul(self.refill_milli_per_tick);
+            let refill = (now_tick - self.last_tick).saturating_mul(rate.refill_milli_per_tick);
             self.milli_tokens = self
                 .milli_tokens
                 .saturating_add(refill)
-                .min(self.capacity_milli);
+                .min(rate.capacity_milli);
             self.last_tick = now_tick;
         }
         if self.milli_tokens < 1000 {
@@ -342,19 +357,20 @@ impl SendBudget {
 
 #[cfg(test)]
 mod tests {
-    use super::SendBudget;
+    use super::{SendBudget, SendRate};
 
     #[test]
     fn send_budget_allows_a_second_of_burst_then_refills_per_tick() {
-        let mut b = SendBudget::new(100, 100);
-        assert!((0..100).all(|_| b.take(0)));
-        assert!(!b.take(0));
-        assert!((0..10).all(|_| b.take(1)), "one tick refills 10");
-        assert!(!b.take(1));
+        let rate = SendRate::new(100, 100);
+        let mut b = SendBudget::new(rate);
+        assert!((0..100).all(|_| b.take(0, rate)));
+        assert!(!b.take(0, rate));
+        assert!((0..10).all(|_| b.take(1, rate)), "one tick refills 10");
+        assert!(!b.take(1, rate));
         assert!(
-            (0..100).all(|_| b.take(1000)),
+            (0..100).all(|_| b.take(1000, rate)),
             "refill is capped at capacity"
         );
-        assert!(!b.take(1000));
+        assert!(!b.take(1000, rate));
     }
 }

@@ -35,6 +35,14 @@ impl Stream {
         })
     }
 
+    /// The client's address (looked up once, then cached by the socket); unspecified if the
+    /// socket no longer knows it (the client is gone).
+    pub fn peer_ip(&self) -> std::net::IpAddr {
+        self.tcp
+            .peer_addr()
+            .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |a| a.ip())
+    }
+
     pub fn handshaking(&self) -> bool {
         self.tls.as_ref().is_some_and(|t| t.is_handshaking())
     }
@@ -42,8 +50,8 @@ impl Stream {
     /// Resolves when the socket has bytes (not `relaxed`: on epoll a stale "ready" would send the task into a read that blocks
     /// outside the loop's select, deaf to pushes and kicks; an in-flight read is never
     /// cancelled, as io_uring could lose the bytes it already took).
-    pub async fn readable(&self) -> io::Result<()> {
-        self.tcp.readable(false).await
+    pub fn readable(&self) -> impl std::future::Future<Output = io::Result<()>> + '_ {
+        self.tcp.readable(false)
     }
 
     /// Reads once and appends the plaintext to `buf` (for TLS: ciphertext goes through a pooled
