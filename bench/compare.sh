@@ -3,7 +3,8 @@
 # machine, medians of RUNS runs each, and the after/before ratio of server CPU per message.
 #   bash bench/compare.sh BEFORE_DIR AFTER_DIR   # each holds a `ringchat` (and `ringchat-bench`)
 # ONLY=pairs|connect picks a subset; PAIRS_CONFIGS="ws 1,tcp 32" (transport window, default all four); CONNECT_SIZES (default "10000 19000"); RUNS (default 3);
-# DURATION (default 10s). The load generator is AFTER_DIR's for both, so only the server differs.
+# DURATION (default 10s); for pairs also DURABILITY (none), SIZE (64), PAIRS (100) and RATE (unset:
+# closed loop). The load generator is AFTER_DIR's for both, so only the server differs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BEFORE=$1; AFTER=$2
@@ -23,13 +24,13 @@ if want pairs; then
   for cfg in "${configs[@]}"; do
     set -- $cfg; transport=$1; window=$2
     addr=$TCP_ADDR; [ "$transport" = ws ] && addr=$WS_ADDR
-    args=(--pairs 100 --size 64 --window "$window" --transport "$transport" --addr "$addr"
-      --admin "$ADMIN_ADDR")
+    args=(--pairs "${PAIRS:-100}" --size "${SIZE:-64}" --window "$window" --transport "$transport"
+      --addr "$addr" --admin "$ADMIN_ADDR" ${RATE:+--rate "$RATE"})
     for run in $(seq "$RUNS"); do
       for side in before after; do
         dir=$BEFORE; [ "$side" = after ] && dir=$AFTER
         name="$side-pairs-$transport-w$window"
-        start_server "$dir/ringchat" "$name" RINGCHAT_STORAGE__DURABILITY=none
+        start_server "$dir/ringchat" "$name" RINGCHAT_STORAGE__DURABILITY="${DURABILITY:-none}"
         # An unmeasured run creates the users and warms the store.
         "$BENCH" pairs --server-pid "$server_pid" --quiet --duration 2s "${args[@]}" >/dev/null
         "$BENCH" pairs --server-pid "$server_pid" --quiet --duration "$DURATION" "${args[@]}" \
