@@ -14,7 +14,7 @@ use super::to_wire;
 use super::writer::{Committed, Outcome};
 use crate::Backend;
 use crate::api::{ConnId, ConnRef, ShardEvent};
-use crate::store::{Members, MessageRecord};
+use crate::store::{DedupRecord, Members, MessageRecord};
 
 /// Bytes the encoding buffer grows by: frames of a group share allocations of this size.
 const ENCODE_CHUNK_BYTES: usize = 64 * 1024;
@@ -130,6 +130,17 @@ impl Backend {
     }
 }
 
+/// The ack of a send: of the message stored for it, or (`duplicate`) of the one stored before.
+fn send_ack(stored: &DedupRecord, duplicate: bool) -> Body {
+    Body::SendAck(v1::SendAck {
+        msg_id: stored.msg_id,
+        conversation_id: stored.conv_id.to_wire(),
+        seq: stored.seq,
+        server_time_ms: stored.server_time_ms,
+        duplicate,
+    })
+}
+
 /// The frames of one outcome; each message is taken out of `messages` by the one outcome that
 /// names it.
 fn frames_of(outcome: Outcome, messages: &mut [Option<MessageRecord>], outbox: &mut Outbox) {
@@ -147,14 +158,13 @@ fn frames_of(outcome: Outcome, messages: &mut [Option<MessageRecord>], outbox: &
             members,
         } => {
             let message = take(message);
-            let ack = v1::SendAck {
-                msg_id: message.msg_id,
-                conversation_id: message.conv_id.to_wire(),
+            let stored = DedupRecord {
+                conv_id: message.conv_id,
                 seq: message.seq,
+                msg_id: message.msg_id,
                 server_time_ms: message.server_time_ms,
-                duplicate: false,
             };
-            outbox.reply(conn, request_id, Body::SendAck(ack));
+            outbox.reply(conn, request_id, send_ack(&stored, false));
             let push = Body::Push(v1::Push {
                 message: Some(to_wire(message)),
             });
@@ -165,14 +175,7 @@ fn frames_of(outcome: Outcome, messages: &mut [Option<MessageRecord>], outbox: &
             request_id,
             original,
         } => {
-            let ack = v1::SendAck {
-                msg_id: original.msg_id,
-                conversation_id: original.conv_id.to_wire(),
-                seq: original.seq,
-                server_time_ms: original.server_time_ms,
-                duplicate: true,
-            };
-            outbox.reply(conn, request_id, Body::SendAck(ack));
+            outbox.reply(conn, request_id, send_ack(&original, true));
         }
         Outcome::Cursor {
             conn,

@@ -529,13 +529,20 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn journal_repair_drops_a_torn_last_batch_and_keeps_the_rest() {
+    /// A data dir with a store written by [`write_store`], its journal and the journal's batches
+    /// (the temp dir lives as long as the first element).
+    fn journal_with_batches() -> (tempfile::TempDir, PathBuf, PathBuf, Vec<Batch>) {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("data");
         std::fs::create_dir_all(&dir).unwrap();
         let journal = write_store(&dir);
         let batches = batches_of(&journal);
+        (tmp, dir, journal, batches)
+    }
+
+    #[test]
+    fn journal_repair_drops_a_torn_last_batch_and_keeps_the_rest() {
+        let (_tmp, dir, journal, batches) = journal_with_batches();
         assert!(batches.len() as u64 >= BATCHES, "{batches:?}");
         let last = batches.last().unwrap().clone();
         tear(&journal, &last);
@@ -551,11 +558,7 @@ mod tests {
 
     #[test]
     fn journal_repair_refuses_a_bad_batch_before_the_last() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("data");
-        std::fs::create_dir_all(&dir).unwrap();
-        let journal = write_store(&dir);
-        let batches = batches_of(&journal);
+        let (_tmp, dir, journal, batches) = journal_with_batches();
         let earlier = batches[batches.len() - 5].clone();
         tear(&journal, &earlier);
         let before = std::fs::read(&journal).unwrap();
@@ -572,11 +575,7 @@ mod tests {
 
     #[test]
     fn journal_repair_refuses_a_bad_batch_in_an_older_journal() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("data");
-        std::fs::create_dir_all(&dir).unwrap();
-        let journal = write_store(&dir);
-        let batches = batches_of(&journal);
+        let (_tmp, dir, journal, batches) = journal_with_batches();
         let last = batches.last().unwrap().clone();
         // A newer, empty journal beside it makes this one sealed.
         let newer = dir.join(format!("{}.jnl", journals(&dir).unwrap()[0].0 + 1));
@@ -597,11 +596,7 @@ mod tests {
 
     #[test]
     fn journal_repair_refuses_an_unreadable_entry_before_the_last_batch() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("data");
-        std::fs::create_dir_all(&dir).unwrap();
-        let journal = write_store(&dir);
-        let batches = batches_of(&journal);
+        let (_tmp, dir, journal, batches) = journal_with_batches();
         let earlier = batches[batches.len() - 5].clone();
         cut_tag(&journal, &earlier);
         let before = std::fs::read(&journal).unwrap();
@@ -618,22 +613,14 @@ mod tests {
 
     #[test]
     fn journal_repair_lets_fjall_drop_an_unreadable_last_batch() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("data");
-        std::fs::create_dir_all(&dir).unwrap();
-        let journal = write_store(&dir);
-        let batches = batches_of(&journal);
+        let (_tmp, dir, journal, batches) = journal_with_batches();
         cut_tag(&journal, batches.last().unwrap());
         assert_eq!(stored(&dir), expected(BATCHES - 1));
     }
 
     #[test]
     fn journal_repair_scan_reads_what_fjall_wrote() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("data");
-        std::fs::create_dir_all(&dir).unwrap();
-        let journal = write_store(&dir);
-        let batches = batches_of(&journal);
+        let (_tmp, dir, _journal, batches) = journal_with_batches();
         let items: u64 = batches
             .iter()
             .filter(|b| b.item_count as u64 == ITEMS_PER_BATCH)
