@@ -163,7 +163,7 @@ impl FjallStore {
 
     /// Fsyncs the blob directories once a background flush has added blob files, so that a new
     /// blob file's directory entry is durable soon after it appears (fjall fsyncs the file, not
-    /// its directory; `journal_repair.rs` says more).
+    /// its directory; `journal_repair/` says more).
     fn sync_new_blob_files(&self) -> Result<(), StoreError> {
         use std::sync::atomic::Ordering;
         if self.durability == Durability::None {
