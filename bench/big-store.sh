@@ -45,6 +45,7 @@ fill() { # data dir, messages, log name
 # sets server_pid and ready_s (seconds from exec to the "ringchat ready" line, polled every 10 ms).
 start_timed() { # data dir, log name, then RINGCHAT_* overrides
   local dir=$1 name=$2; shift 2
+  sleep 1 # the previous server's sockets: its port probe once failed right after a stop
   local t0; t0=$(date +%s.%N)
   env RINGCHAT_GATEWAY__TCP_LISTEN="$TCP_ADDR" RINGCHAT_GATEWAY__WS_LISTEN="$WS_ADDR" \
     RINGCHAT_ADMIN__LISTEN="$ADMIN_ADDR" RINGCHAT_STORAGE__DATA_DIR="$dir" \
@@ -97,7 +98,12 @@ if want recovery; then
       "${pairs_args[@]}" >"$OUT/crash-load.$run.txt" 2>&1 &
     bench_pid=$!
     sleep 6
+    # What the kill leaves: messages stored by this server so far, and the journals to replay.
+    stored=$(curl -s "http://$ADMIN_ADDR/metrics" | awk '/^ringchat_messages_stored_total/ {print $2}')
+    journals=$(cat "$dir"/*.jnl | wc -c)
     kill -9 "$server_pid"; wait "$server_pid" 2>/dev/null || true
+    echo "crash $run: killed after ${stored:-?} messages stored under load; journals $journals B" \
+      | tee -a "$OUT/recovery.txt"
     kill "$bench_pid" 2>/dev/null || true; wait "$bench_pid" 2>/dev/null || true
     start_timed "$dir" "crash-restart.$run" RINGCHAT_STORAGE__DURABILITY=none
     echo "crash $run: ready in $ready_s s" | tee -a "$OUT/recovery.txt"

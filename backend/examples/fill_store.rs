@@ -170,7 +170,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ports = fill::open(&o.dir, Durability::None)?;
     let first_msg_id = ports.log.next_msg_id()?;
     assert_eq!(
-        first_msg_id, 1,
+        first_msg_id,
+        1,
         "{} already holds messages: fill an empty data dir",
         o.dir.display()
     );
