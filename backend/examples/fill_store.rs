@@ -9,9 +9,11 @@
 //!     cargo run --release -p ringchat-backend --example fill_store -- --dir DIR \
 //!         [--messages 50000000] [--users 200000] [--convs 100000] [--group 1024] \
 //!         [--per-conv-max 6] [--size 64] [--dedup-window 64] [--max-seconds 1500] \
-//!         [--max-gib 30] [--seed 1]
+//!         [--max-gib 30] [--seed 1] [--continue 0]
 //!
-//! DIR must hold no messages yet. Every 5 s it prints the messages so far, the rate and this
+//! DIR must hold no messages yet, unless `--continue 1`: then it goes on writing into the
+//! conversations of a store it filled before with the same `--seed`, `--users` and `--convs`
+//! (their heads and rows are read back first), `--messages` more of them. Every 5 s it prints the messages so far, the rate and this
 //! process's CPU time per message over the interval (its own thread and the store's flush and
 //! compaction threads), and the data dir's size; it stops at `--messages`, `--max-seconds` or
 //! `--max-gib`, whichever comes first, and prints a summary (`fill:` lines).
@@ -47,6 +49,10 @@ struct Options {
     max_seconds: u64,
     max_gib: f64,
     seed: u64,
+    /// Goes on writing into a store this filler filled with the same `--seed`, `--users` and
+    /// `--convs`: its users and conversations are found again and their heads and rows read
+    /// back, so the new groups write into the stored conversations.
+    resume: bool,
 }
 
 fn options() -> Options {
@@ -62,11 +68,12 @@ fn options() -> Options {
         max_seconds: 1500,
         max_gib: 30.0,
         seed: 1,
+        resume: false,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let usage = "usage: fill_store --dir DIR [--messages N] [--users U] [--convs C] [--group G] \
                  [--per-conv-max M] [--size S] [--dedup-window W] [--max-seconds T] \
-                 [--max-gib B] [--seed X]";
+                 [--max-gib B] [--seed X] [--continue 1]";
     let mut it = args.chunks(2);
     while let Some(pair) = it.next() {
         let [flag, value] = pair else {
@@ -85,6 +92,7 @@ fn options() -> Options {
             "--max-seconds" => o.max_seconds = n(),
             "--max-gib" => o.max_gib = value.parse().expect(usage),
             "--seed" => o.seed = n(),
+            "--continue" => o.resume = n() != 0,
             _ => panic!("{usage}"),
         }
     }
@@ -169,9 +177,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
     let ports = fill::open(&o.dir, Durability::None)?;
     let first_msg_id = ports.log.next_msg_id()?;
-    assert_eq!(
-        first_msg_id,
-        1,
+    assert!(
+        o.resume || first_msg_id == 1,
         "{} already holds messages: fill an empty data dir",
         o.dir.display()
     );
@@ -181,17 +188,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let t = Instant::now();
     let mut users = Vec::with_capacity(o.users);
     for i in 0..o.users {
-        let user = ports.accounts.create_user(
-            &format!("fill_{}_{i}", o.seed),
-            PASSWORD_HASH,
-            "",
-            now_ms(),
-        )?;
-        users.push(user.user_id);
+        let name = format!("fill_{}_{i}", o.seed);
+        let user = if o.resume {
+            ports
+                .accounts
+                .user_id_by_name(&name)?
+                .unwrap_or_else(|| panic!("--continue: no user {name}"))
+        } else {
+            ports
+                .accounts
+                .create_user(&name, PASSWORD_HASH, "", now_ms())?
+                .user_id
+        };
+        users.push(user);
     }
     println!(
-        "fill: {} users registered in {:.1} s",
+        "fill: {} users {} in {:.1} s",
         o.users,
+        if o.resume { "found" } else { "registered" },
         t.elapsed().as_secs_f64()
     );
 
@@ -215,6 +229,37 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     drop(seen);
+    if o.resume {
+        let t = Instant::now();
+        let mut heads_s = 0.0;
+        for chunk in convs.chunks_mut(1024) {
+            let ids: Vec<ConvId> = chunk.iter().map(|c| c.id).collect();
+            let keys: Vec<(ConvId, u64)> = chunk
+                .iter()
+                .flat_map(|c| [(c.id, c.members[0]), (c.id, c.members[1])])
+                .collect();
+            let th = Instant::now();
+            let heads = ports.log.last_messages(&ids)?;
+            heads_s += th.elapsed().as_secs_f64();
+            let mut rows = ports.cursors.cursor_rows(&keys)?.into_iter();
+            for (conv, head) in chunk.iter_mut().zip(heads) {
+                if let Some(m) = head {
+                    (conv.max_seq, conv.last_time_ms) = (m.seq, m.server_time_ms);
+                }
+                for row in &mut conv.rows {
+                    *row = rows.next().flatten().unwrap_or_default();
+                }
+            }
+        }
+        println!(
+            "fill: continuing: {} conversations' heads and rows read in {:.1} s (heads {:.1} s), \
+             next msg id {}",
+            convs.iter().filter(|c| c.max_seq > 0).count(),
+            t.elapsed().as_secs_f64(),
+            heads_s,
+            first_msg_id
+        );
+    }
 
     // Content: printable and varied, like text (a constant would compress to nothing).
     let alphabet = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,!?";
@@ -237,6 +282,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (mut last_report, mut last_stored, mut last_cpu) = (Instant::now(), 0u64, cpu0);
     let mut stop_reason = "messages reached";
     let size_max = (o.max_gib * GIB) as u64;
+    // The new messages are counted from here; their ids go on from the store's.
     while stored < o.messages {
         // One commit group: conversations picked at random, a few consecutive messages each.
         let now = now_ms();
@@ -373,7 +419,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         o.dir.display(),
         len as f64 / GIB,
         alloc as f64 / GIB,
-        len as f64 / stored.max(1) as f64,
+        // Every message the store holds, the ones of earlier fills too.
+        len as f64 / (first_msg_id - 1 + stored).max(1) as f64,
     );
     Ok(())
 }
