@@ -74,8 +74,7 @@ fn options() -> Options {
     let usage = "usage: fill_store --dir DIR [--messages N] [--users U] [--convs C] [--group G] \
                  [--per-conv-max M] [--size S] [--dedup-window W] [--max-seconds T] \
                  [--max-gib B] [--seed X] [--continue 1]";
-    let mut it = args.chunks(2);
-    while let Some(pair) = it.next() {
+    for pair in args.chunks(2) {
         let [flag, value] = pair else {
             panic!("{usage}");
         };
