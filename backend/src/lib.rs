@@ -10,6 +10,9 @@ mod accounts;
 pub mod admin;
 pub mod api;
 pub mod config;
+/// For benchmark tools only (`examples/fill_store.rs`): not part of the backend's API.
+#[doc(hidden)]
+pub mod fill;
 mod limits;
 mod messaging;
 mod runtime;
