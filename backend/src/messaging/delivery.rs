@@ -141,6 +141,13 @@ fn send_ack(stored: &DedupRecord, duplicate: bool) -> Body {
     })
 }
 
+/// A stored message on its way to the members' sessions.
+fn push(message: MessageRecord) -> Body {
+    Body::Push(v1::Push {
+        message: Some(to_wire(message)),
+    })
+}
+
 /// The frames of one outcome; each message is taken out of `messages` by the one outcome that
 /// names it.
 fn frames_of(outcome: Outcome, messages: &mut [Option<MessageRecord>], outbox: &mut Outbox) {
@@ -158,17 +165,8 @@ fn frames_of(outcome: Outcome, messages: &mut [Option<MessageRecord>], outbox: &
             members,
         } => {
             let message = take(message);
-            let stored = DedupRecord {
-                conv_id: message.conv_id,
-                seq: message.seq,
-                msg_id: message.msg_id,
-                server_time_ms: message.server_time_ms,
-            };
-            outbox.reply(conn, request_id, send_ack(&stored, false));
-            let push = Body::Push(v1::Push {
-                message: Some(to_wire(message)),
-            });
-            outbox.fanout(members, conn, push);
+            outbox.reply(conn, request_id, send_ack(&(&message).into(), false));
+            outbox.fanout(members, conn, push(message));
         }
         Outcome::Duplicate {
             conn,
@@ -218,10 +216,7 @@ fn frames_of(outcome: Outcome, messages: &mut [Option<MessageRecord>], outbox: &
             };
             outbox.reply(conn, request_id, Body::RecallOk(ok));
             if let Some(event) = event.map(&mut take) {
-                let push = Body::Push(v1::Push {
-                    message: Some(to_wire(event)),
-                });
-                outbox.fanout(members, conn, push);
+                outbox.fanout(members, conn, push(event));
             }
         }
         Outcome::Refused {

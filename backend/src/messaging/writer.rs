@@ -424,12 +424,6 @@ impl Writer {
         client_msg_id: &str,
     ) -> Result<Option<DedupRecord>, StoreError> {
         let same = |m: &MessageRecord| m.from == from && m.client_msg_id == client_msg_id;
-        let dedup = |m: &MessageRecord| DedupRecord {
-            conv_id: conv,
-            seq: m.seq,
-            msg_id: m.msg_id,
-            server_time_ms: m.server_time_ms,
-        };
         for seq in self.row(conv, from).maybe_sent(client_msg_id) {
             // The window names sends of this group too (not durable yet: they are acked
             // together after the commit).
@@ -439,12 +433,12 @@ impl Writer {
                 .iter()
                 .find(|m| m.conv_id == conv && m.seq == seq);
             let found = match pending {
-                Some(m) => same(m).then(|| dedup(m)),
+                Some(m) => same(m).then(|| DedupRecord::from(m)),
                 None => self
                     .log
                     .message(conv, seq)?
                     .filter(|m| same(m))
-                    .map(|m| dedup(&m)),
+                    .map(|m| DedupRecord::from(&m)),
             };
             if found.is_some() {
                 return Ok(found);

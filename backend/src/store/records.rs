@@ -63,6 +63,17 @@ pub struct DedupRecord {
     pub server_time_ms: u64,
 }
 
+impl From<&MessageRecord> for DedupRecord {
+    fn from(m: &MessageRecord) -> Self {
+        Self {
+            conv_id: m.conv_id,
+            seq: m.seq,
+            msg_id: m.msg_id,
+            server_time_ms: m.server_time_ms,
+        }
+    }
+}
+
 /// One user's progress in one conversation; both only move forward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct CursorRecord {
