@@ -41,26 +41,12 @@ fill() { # data dir, messages, log name
   du -sb "$dir" "$dir"/keyspaces/* 2>/dev/null | tee "$OUT/$name.du.txt" || true
 }
 
-# start_server with a longer wait (a big store may open slowly) that also times the start:
-# sets server_pid and ready_s (seconds from exec to the "ringchat ready" line, polled every 10 ms).
+# start_server on a given data dir, kept, with a longer wait (a big store may open slowly);
+# sets server_pid and ready_s.
 start_timed() { # data dir, log name, then RINGCHAT_* overrides
   local dir=$1 name=$2; shift 2
   sleep 1 # the previous server's sockets: its port probe once failed right after a stop
-  local t0; t0=$(date +%s.%N)
-  env RINGCHAT_GATEWAY__TCP_LISTEN="$TCP_ADDR" RINGCHAT_GATEWAY__WS_LISTEN="$WS_ADDR" \
-    RINGCHAT_ADMIN__LISTEN="$ADMIN_ADDR" RINGCHAT_STORAGE__DATA_DIR="$dir" \
-    "$@" RINGCHAT_LOG=warn "$BIN/ringchat" serve --config bench/configs/server.toml \
-    >"$OUT/$name.server.out" 2>"$OUT/$name.server.log" &
-  server_pid=$!
-  for _ in $(seq 30000); do
-    if grep -q "ringchat ready" "$OUT/$name.server.out" 2>/dev/null; then
-      ready_s=$(echo "$(date +%s.%N) - $t0" | bc)
-      return 0
-    fi
-    kill -0 "$server_pid" 2>/dev/null || break
-    sleep 0.01
-  done
-  echo "server for $name did not start" >&2; cat "$OUT/$name.server.log" >&2; exit 1
+  BENCH_DATA_DIR=$dir KEEP_DATA=1 START_WAIT_S=300 start_server "$BIN/ringchat" "$name" "$@"
 }
 
 pairs_args=(--pairs 100 --size 64 --window 32 --transport tcp --addr "$TCP_ADDR" --admin "$ADMIN_ADDR")
