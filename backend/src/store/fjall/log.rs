@@ -37,20 +37,30 @@ struct Stored {
 }
 
 /// A run's value: consecutive messages of one conversation, ascending from the key's seq.
-pub(super) fn encode_run<'a>(run: impl Iterator<Item = &'a MessageRecord>) -> Vec<u8> {
-    let stored: Vec<StoredRef<'_>> = run
-        .map(|m| StoredRef {
-            msg_id: m.msg_id,
-            from: m.from,
-            to: m.to,
-            client_msg_id: &m.client_msg_id,
-            content_type: m.content_type,
-            content: &m.content,
-            server_time_ms: m.server_time_ms,
-            recall_of_seq: m.recall_of_seq,
-        })
-        .collect();
-    encode(stored.as_slice())
+pub(super) fn encode_run<'a, I>(run: I) -> Vec<u8>
+where
+    I: ExactSizeIterator<Item = &'a MessageRecord> + Clone,
+{
+    /// Serialises the messages as [`StoredRef`]s straight from the iterator, with no copy.
+    struct Run<I>(I);
+    impl<'a, I> Serialize for Run<I>
+    where
+        I: ExactSizeIterator<Item = &'a MessageRecord> + Clone,
+    {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.collect_seq(self.0.clone().map(|m| StoredRef {
+                msg_id: m.msg_id,
+                from: m.from,
+                to: m.to,
+                client_msg_id: &m.client_msg_id,
+                content_type: m.content_type,
+                content: &m.content,
+                server_time_ms: m.server_time_ms,
+                recall_of_seq: m.recall_of_seq,
+            }))
+        }
+    }
+    encode(&Run(run))
 }
 
 fn decode_run(key: &[u8], value: &[u8]) -> Result<Vec<MessageRecord>, StoreError> {
