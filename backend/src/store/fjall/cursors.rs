@@ -2,7 +2,7 @@
 
 use fjall::Readable;
 
-use super::{FjallStore, be_u64, pair_key};
+use super::{FjallStore, key_u64, pair_key};
 use crate::store::{ConvId, CursorRow, CursorStore, MembershipStore, StoreError, UserId};
 
 /// Key of a recency entry: user, then bucket and conversation inverted, so that an ascending
@@ -36,8 +36,8 @@ impl MembershipStore for FjallStore {
             .take(limit)
             .map(|guard| {
                 let key = guard.key()?;
-                let bucket = u64::MAX - be_u64(&key[8..16])?;
-                let conv = u64::MAX - be_u64(&key[16..24])?;
+                let bucket = u64::MAX - key_u64(&key, 8)?;
+                let conv = u64::MAX - key_u64(&key, 16)?;
                 Ok((bucket, ConvId::from_stored(conv)))
             })
             .collect()

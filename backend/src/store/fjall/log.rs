@@ -4,7 +4,7 @@ use bytes::Bytes;
 use fjall::{Readable, Snapshot};
 use serde::{Deserialize, Serialize};
 
-use super::{FjallStore, be_u64, decode, encode, pair_key};
+use super::{FjallStore, be_u64, decode, encode, key_u64, pair_key};
 use crate::store::{CommitGroup, ConvId, ConversationLog, MessageRecord, StoreError, UserId};
 
 pub(super) const META_NEXT_MSG_ID: &[u8] = b"next_msg_id";
@@ -64,8 +64,8 @@ where
 }
 
 fn decode_run(key: &[u8], value: &[u8]) -> Result<Vec<MessageRecord>, StoreError> {
-    let conv = ConvId::from_stored(be_u64(&key[..8])?);
-    let first = be_u64(&key[8..])?;
+    let conv = ConvId::from_stored(key_u64(key, 0)?);
+    let first = key_u64(key, 8)?;
     let stored: Vec<Stored> = decode(value)?;
     Ok((first..)
         .zip(stored)
@@ -121,7 +121,7 @@ impl FjallStore {
         let conv = conv.to_wire();
         for guard in view.range(&self.recalls, pair_key(conv, lo)..=pair_key(conv, hi)) {
             let (key, value) = guard.into_inner()?;
-            let seq = be_u64(&key[8..])?;
+            let seq = key_u64(&key, 8)?;
             if let Some(m) = messages.iter_mut().find(|m| m.seq == seq) {
                 m.recalled = true;
                 m.content.clear();

@@ -179,7 +179,7 @@ fn migrate_rows(store: &FjallStore) -> Result<usize, StoreError> {
     if let Some(devices) = old_keyspace(store, "device_cursors")? {
         for guard in snapshot.iter(&devices) {
             let (key, value) = guard.into_inner()?;
-            let device_id = String::from_utf8_lossy(&key[16..]).into_owned();
+            let device_id = String::from_utf8_lossy(key.get(16..).unwrap_or_default()).into_owned();
             rows.entry(key_pair(&key)?)
                 .or_default()
                 .devices

@@ -62,6 +62,11 @@ fn be_u64(bytes: &[u8]) -> Result<u64, StoreError> {
         .map_err(|_| StoreError::Corrupt(postcard::Error::DeserializeUnexpectedEnd.into()))
 }
 
+/// The big-endian `u64` at `at` in a stored key; a short key is corrupt, not a panic.
+fn key_u64(key: &[u8], at: usize) -> Result<u64, StoreError> {
+    be_u64(key.get(at..at + 8).unwrap_or_default())
+}
+
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
     Ok(postcard::from_bytes(bytes)?)
 }
