@@ -22,5 +22,6 @@ mod store;
 mod throttle;
 mod time;
 
+pub use messaging::{PendingWrite, Submitted, Writes};
 pub use runtime::build_runtime;
 pub use service::{Backend, BackendError};

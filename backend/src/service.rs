@@ -9,8 +9,9 @@ use tokio::sync::mpsc;
 use crate::accounts::{Accounts, Refusal};
 use crate::api::{ConnRef, LoginReply, Request, SessionInfo, ShardEvent, ShardSender};
 use crate::config::{DevicePolicy, PLATFORM_NAMES, Settings};
-use crate::messaging::writer::RowPolicy;
-use crate::messaging::writer::{Committed, WriteOp, Writer};
+use crate::messaging::Writes;
+use crate::messaging::delivery::{Delivery, ToDeliver};
+use crate::messaging::writer::{RowPolicy, WriteOp, Writer};
 use crate::sessions::{OpenError, Session, Sessions};
 use crate::store::{FjallStore, Ports, StoreError, StoreHealth};
 use crate::time::now_ms;
@@ -21,8 +22,10 @@ const REQUEST_BATCH_MAX: usize = 256;
 const READS_IN_FLIGHT_MAX: usize = 64;
 /// Time the refusals of a failed commit get to reach the shards before the server stops.
 const STORE_FAILURE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
-/// Commit groups waiting for delivery.
+/// Commit groups waiting for the delivery task.
 const OUTCOME_GROUPS_MAX: usize = 64;
+/// How long `finish` waits for the commit thread to make what was queued durable.
+const COMMIT_FINISH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
@@ -38,10 +41,12 @@ pub enum BackendError {
     Thread(#[from] std::io::Error),
 }
 
-/// The commit thread and the ends of its queues, until `serve` takes them.
+/// The commit thread and the ends of its queues. The shards hold clones of `ops` (`Writes`);
+/// `finish` drops this one, and the thread stops once the shards' are gone too.
 struct Commit {
     ops: Option<mpsc::Sender<WriteOp>>,
-    outcomes: Option<mpsc::Receiver<Committed>>,
+    /// Taken by `serve`, which runs the delivery task.
+    to_deliver: Option<mpsc::Receiver<ToDeliver>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -51,8 +56,9 @@ pub struct Backend {
     /// Whether the store still takes writes.
     pub(crate) health: Arc<StoreHealth>,
     accounts: Accounts,
-    pub(crate) sessions: Mutex<Sessions>,
+    pub(crate) sessions: Arc<Mutex<Sessions>>,
     pub(crate) shards: Vec<ShardSender>,
+    delivery: Arc<Delivery>,
     commit: Mutex<Commit>,
     /// Permits for sync, history and conversation-list reads in flight.
     pub(crate) reads: Arc<tokio::sync::Semaphore>,
@@ -81,7 +87,10 @@ impl Backend {
             .filter(|(_, policy)| **policy == DevicePolicy::Replace)
             .filter_map(|(name, _)| platform_by_name(name))
             .collect();
-        let sessions = Mutex::new(Sessions::new(settings.login.devices_max, replace_on));
+        let sessions = Arc::new(Mutex::new(Sessions::new(
+            settings.login.devices_max,
+            replace_on,
+        )));
         let writer = Writer::new(
             &ports,
             settings.limits.recall_window_s.saturating_mul(1000),
@@ -99,30 +108,50 @@ impl Backend {
             source,
         })?;
         let (ops_tx, ops_rx) = mpsc::channel(settings.storage.commit_group_max * 4);
-        let (outcomes_tx, outcomes_rx) = mpsc::channel(OUTCOME_GROUPS_MAX);
+        let (deliver_tx, deliver_rx) = mpsc::channel(OUTCOME_GROUPS_MAX);
+        let health = ports.engine.health();
+        let delivery = Arc::new(Delivery::new(
+            Arc::clone(&sessions),
+            shards.clone(),
+            Arc::clone(&health),
+        ));
         let cores = settings.backend.cores.clone();
+        let sequencer_delivery = Arc::clone(&delivery);
         let thread = std::thread::Builder::new()
             .name("ringchat-commit".into())
             .spawn(move || {
                 if let Some(&core) = cores.first() {
                     core_affinity::set_for_current(core_affinity::CoreId { id: core });
                 }
-                writer.run(ops_rx, outcomes_tx);
+                writer.run(ops_rx, &sequencer_delivery, deliver_tx);
             })?;
         Ok(Arc::new(Self {
             settings,
-            health: ports.engine.health(),
+            health,
             ports,
             accounts,
             sessions,
             shards,
+            delivery,
             reads: Arc::new(tokio::sync::Semaphore::new(READS_IN_FLIGHT_MAX)),
             commit: Mutex::new(Commit {
                 ops: Some(ops_tx),
-                outcomes: Some(outcomes_rx),
+                to_deliver: Some(deliver_rx),
                 thread: Some(thread),
             }),
         }))
+    }
+
+    /// The shards' direct line to the sequencer, for their logged-in clients' writes. `None`
+    /// once `finish` has run.
+    pub fn writes(&self) -> Option<Writes> {
+        let commit = self.commit.lock().unwrap_or_else(|p| p.into_inner());
+        let ops = commit.ops.clone()?;
+        Some(Writes::new(
+            ops,
+            Arc::clone(&self.sessions),
+            self.settings.limits.message_bytes_max,
+        ))
     }
 
     /// Serves requests until `stop` resolves (the shards have stopped) or every sender is gone.
@@ -131,16 +160,18 @@ impl Backend {
         mut requests: mpsc::Receiver<Request>,
         stop: impl std::future::Future<Output = ()>,
     ) {
-        let (writer, outcomes) = {
-            let mut commit = self.commit.lock().unwrap_or_else(|p| p.into_inner());
-            (commit.ops.take(), commit.outcomes.take())
-        };
-        let (Some(writer), Some(outcomes)) = (writer, outcomes) else {
+        let to_deliver = self
+            .commit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .to_deliver
+            .take();
+        let Some(to_deliver) = to_deliver else {
             tracing::error!("serve called twice");
             return;
         };
-        let this = Arc::clone(&self);
-        tokio::spawn(async move { this.deliver(outcomes).await });
+        let delivery = Arc::clone(&self.delivery);
+        tokio::spawn(async move { delivery.run(to_deliver).await });
         let mut batch = Vec::with_capacity(REQUEST_BATCH_MAX);
         let mut stop = std::pin::pin!(stop);
         loop {
@@ -152,28 +183,37 @@ impl Backend {
                 break;
             }
             for request in batch.drain(..) {
-                self.handle(request, &writer).await;
+                self.handle(request).await;
             }
         }
-        // Dropping the last sender lets the commit thread finish its queue and stop.
-        drop(writer);
         tracing::info!("backend stopped serving requests");
     }
 
-    /// Waits for the commit thread to make everything queued durable. Call after `serve` ends.
+    /// Waits for the commit thread to make everything queued durable. Call after the shards
+    /// (which hold `Writes`) have stopped and `serve` has ended.
     pub async fn finish(&self) {
-        let thread = self
-            .commit
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .thread
-            .take();
+        let thread = {
+            let mut commit = self.commit.lock().unwrap_or_else(|p| p.into_inner());
+            // With the shards' handles gone, this was the last sender: the thread finishes
+            // its queue and stops.
+            commit.ops = None;
+            commit.thread.take()
+        };
         if let Some(thread) = thread {
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            let joined = tokio::time::timeout(
+                COMMIT_FINISH_TIMEOUT,
+                tokio::task::spawn_blocking(move || thread.join()),
+            )
+            .await;
+            if joined.is_err() {
+                tracing::warn!(
+                    "the commit thread did not stop in time (a shard still holds its queue)"
+                );
+            }
         }
     }
 
-    async fn handle(self: &Arc<Self>, request: Request, writer: &mpsc::Sender<WriteOp>) {
+    async fn handle(self: &Arc<Self>, request: Request) {
         match request {
             Request::Register { body, reply, .. } => {
                 let this = Arc::clone(self);
@@ -209,8 +249,7 @@ impl Backend {
                 request_id,
                 request,
             } => {
-                self.session(writer, conn, user_id, request_id, request)
-                    .await;
+                self.session(conn, user_id, request_id, request).await;
             }
             Request::Closed { conn, user_id } => self.lock_sessions().close(user_id, conn),
         }

@@ -60,6 +60,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let prometheus = admin::install_metrics().context("installing the metrics recorder")?;
     publish_info(&config, shard_count);
     let backend = Backend::open(config.backend_settings(), shard_txs.clone())?;
+    let writes = backend
+        .writes()
+        .context("the backend has no commit thread")?;
     let (backend_stop_tx, backend_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let backend_task = rt.spawn(Arc::clone(&backend).serve(request_rx, async {
         let _ = backend_stop_rx.await;
@@ -98,12 +101,15 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             tls: tls.clone(),
             inbox,
             backend: request_tx.clone(),
+            writes: writes.clone(),
             stats: Arc::clone(&shard_stats[index]),
             started: started_tx.clone(),
         };
         threads.push(shard::spawn(spec).context("spawning a shard thread")?);
     }
     drop(request_tx);
+    // The shards hold the sequencer's queue now; `finish` waits for them to let go.
+    drop(writes);
     for _ in 0..shard_count {
         match started_rx.recv_timeout(SHARD_START_TIMEOUT) {
             Ok(Ok(_)) => {}

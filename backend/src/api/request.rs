@@ -3,8 +3,8 @@
 //! for a logged-in connection to forward, so nothing downstream checks it again.
 //!
 //! Adding a client request: a new `Body` variant fails to compile in `from_body` until it is
-//! classified here, and a new `SessionRequest` variant fails to compile in the backend's
-//! dispatch until it is served.
+//! classified here, and a new `WriteRequest` or `SessionRequest` variant fails to compile where
+//! it is served (`Writes::submit`, the backend's dispatch) until it is.
 
 use ringchat_proto::Body;
 use ringchat_proto::v1::{self, ErrorCode};
@@ -20,21 +20,28 @@ pub enum ClientRequest {
     Register(v1::Register),
     /// Before login only.
     Login(v1::Login),
-    /// After login only: served by the backend.
+    /// After login only: queued by the shard straight to the sequencer (`Writes`).
+    Write(WriteRequest),
+    /// After login only: served by the backend's request loop.
     Session(SessionRequest),
 }
 
-/// The requests of a logged-in session.
+/// The writes of a logged-in session: each becomes part of a commit group.
 #[derive(Debug, Clone, PartialEq)]
-pub enum SessionRequest {
+pub enum WriteRequest {
     Send(v1::Send),
     DeliveryAck(v1::DeliveryAck),
     Read(v1::Read),
+    Recall(v1::Recall),
+}
+
+/// The other requests of a logged-in session: reads and typing.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SessionRequest {
     Sync(v1::Sync),
     History(v1::History),
     Conversations(v1::Conversations),
     Typing(v1::Typing),
-    Recall(v1::Recall),
 }
 
 /// A frame that is no request at all.
@@ -61,14 +68,14 @@ impl ClientRequest {
             Body::Ping(b) => Self::Ping(b),
             Body::Register(b) => Self::Register(b),
             Body::Login(b) => Self::Login(b),
-            Body::Send(b) => Self::Session(SessionRequest::Send(b)),
-            Body::DeliveryAck(b) => Self::Session(SessionRequest::DeliveryAck(b)),
-            Body::Read(b) => Self::Session(SessionRequest::Read(b)),
+            Body::Send(b) => Self::Write(WriteRequest::Send(b)),
+            Body::DeliveryAck(b) => Self::Write(WriteRequest::DeliveryAck(b)),
+            Body::Read(b) => Self::Write(WriteRequest::Read(b)),
             Body::Sync(b) => Self::Session(SessionRequest::Sync(b)),
             Body::History(b) => Self::Session(SessionRequest::History(b)),
             Body::Conversations(b) => Self::Session(SessionRequest::Conversations(b)),
             Body::Typing(b) => Self::Session(SessionRequest::Typing(b)),
-            Body::Recall(b) => Self::Session(SessionRequest::Recall(b)),
+            Body::Recall(b) => Self::Write(WriteRequest::Recall(b)),
             Body::HelloOk(_)
             | Body::RegisterOk(_)
             | Body::LoginOk(_)
@@ -98,7 +105,7 @@ mod tests {
         let send = v1::Send::default();
         assert_eq!(
             ClientRequest::from_body(Some(Body::Send(send.clone()))),
-            Ok(ClientRequest::Session(SessionRequest::Send(send)))
+            Ok(ClientRequest::Write(WriteRequest::Send(send)))
         );
         assert!(matches!(
             ClientRequest::from_body(Some(Body::Login(v1::Login::default()))),

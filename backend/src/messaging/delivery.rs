@@ -5,16 +5,19 @@
 //! buffer (each frame once, however many recipients), the sessions are looked up under one
 //! lock, and each shard gets one event with all of its frames.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
 use bytes::{Bytes, BytesMut};
 use ringchat_proto::v1;
 use ringchat_proto::{Body, Frame};
-use tokio::sync::mpsc;
+use tokio::sync::mpsc::{self, error::TrySendError};
 
 use super::to_wire;
 use super::writer::{Committed, Outcome};
-use crate::Backend;
-use crate::api::{ConnId, ConnRef, ShardEvent};
-use crate::store::{DedupRecord, Members, MessageRecord};
+use crate::api::{ConnId, ConnRef, ShardEvent, ShardSender};
+use crate::sessions::Sessions;
+use crate::store::{DedupRecord, Members, MessageRecord, StoreHealth};
 
 /// Bytes the encoding buffer grows by: frames of a group share allocations of this size.
 const ENCODE_CHUNK_BYTES: usize = 64 * 1024;
@@ -79,32 +82,116 @@ impl Outbox {
     }
 }
 
-impl Backend {
-    /// Runs until the commit thread stops.
-    pub(crate) async fn deliver(&self, mut committed: mpsc::Receiver<Committed>) {
-        while let Some(group) = committed.recv().await {
-            let stored = group
-                .outcomes
-                .iter()
-                .filter(|o| matches!(o, Outcome::Sent { .. }))
-                .count();
-            metrics::counter!("ringchat_messages_stored_total").increment(stored as u64);
-            let mut outbox = Outbox::new(self.shards.len());
-            let mut messages: Vec<Option<MessageRecord>> =
-                group.messages.into_iter().map(Some).collect();
-            for outcome in group.outcomes {
-                frames_of(outcome, &mut messages, &mut outbox);
+/// Groups of at most this many operations are passed on from the sequencer's thread when
+/// nothing is queued ahead of them: under light load a message then crosses one queue on its
+/// way out (sequencer → shard) instead of two. Bigger groups go to the delivery task, so that
+/// encoding them overlaps the next group's write and fsync.
+const INLINE_GROUP_OPS_MAX: usize = 16;
+
+/// What the delivery task passes on: a whole group, or the frames the sequencer could not
+/// hand over itself (a shard's inbox was full), indexed by shard.
+pub(crate) enum ToDeliver {
+    Group(Committed),
+    Frames(Vec<Vec<(ConnId, Bytes)>>),
+}
+
+/// Passes durable groups' acks, pushes and receipts on to the shards' inboxes, in commit order
+/// per shard.
+pub(crate) struct Delivery {
+    sessions: Arc<Mutex<Sessions>>,
+    shards: Vec<ShardSender>,
+    health: Arc<StoreHealth>,
+    /// Items handed to the delivery task and not yet passed on in full. The sequencer delivers
+    /// a group itself only when this is 0, so no group overtakes an earlier one.
+    queued: AtomicUsize,
+}
+
+impl Delivery {
+    pub(crate) fn new(
+        sessions: Arc<Mutex<Sessions>>,
+        shards: Vec<ShardSender>,
+        health: Arc<StoreHealth>,
+    ) -> Self {
+        Self {
+            sessions,
+            shards,
+            health,
+            queued: AtomicUsize::new(0),
+        }
+    }
+
+    /// On the sequencer's thread, once a group is durable: delivers it right here when it is
+    /// small and nothing waits ahead of it, else hands it to the delivery task. `Err` when the
+    /// task has gone (shutdown).
+    pub(crate) fn pass_on(
+        &self,
+        group: Committed,
+        task: &mpsc::Sender<ToDeliver>,
+    ) -> Result<(), ()> {
+        if group.outcomes.len() > INLINE_GROUP_OPS_MAX || self.queued.load(Ordering::Acquire) > 0 {
+            return self.hand_over(ToDeliver::Group(group), task);
+        }
+        let mut per_shard = self.route(group);
+        for (shard, frames) in per_shard.iter_mut().enumerate() {
+            if frames.is_empty() {
+                continue;
             }
-            self.resolve_fanouts(&mut outbox);
-            for (shard, frames) in outbox.per_shard.into_iter().enumerate() {
+            match self.shards[shard].try_send(ShardEvent::Frames(std::mem::take(frames))) {
+                // A shard that has stopped (shutdown) takes nothing more.
+                Ok(()) | Err(TrySendError::Closed(_)) => {}
+                Err(TrySendError::Full(event)) => {
+                    let ShardEvent::Frames(back) = event else {
+                        unreachable!("try_send gives back the event it was given")
+                    };
+                    *frames = back;
+                    return self.hand_over(ToDeliver::Frames(per_shard), task);
+                }
+            }
+        }
+        self.health.outcomes_passed_on();
+        Ok(())
+    }
+
+    fn hand_over(&self, item: ToDeliver, task: &mpsc::Sender<ToDeliver>) -> Result<(), ()> {
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        task.blocking_send(item).map_err(drop)
+    }
+
+    /// The delivery task: runs until the sequencer stops.
+    pub(crate) async fn run(&self, mut items: mpsc::Receiver<ToDeliver>) {
+        while let Some(item) = items.recv().await {
+            let per_shard = match item {
+                ToDeliver::Group(group) => self.route(group),
+                ToDeliver::Frames(frames) => frames,
+            };
+            for (shard, frames) in per_shard.into_iter().enumerate() {
                 if !frames.is_empty() {
-                    // Shard ids fit u16: they were made from u16 in the first place.
-                    let shard = u16::try_from(shard).expect("shard ids fit u16");
-                    self.send_to_shard(shard, ShardEvent::Frames(frames)).await;
+                    // A shard that has stopped (shutdown) takes nothing more; its clients
+                    // resync later.
+                    let _ = self.shards[shard].send(ShardEvent::Frames(frames)).await;
                 }
             }
             self.health.outcomes_passed_on();
+            self.queued.fetch_sub(1, Ordering::Release);
         }
+    }
+
+    /// Encodes a group's frames and routes them: per shard, (connection, frame) in order.
+    fn route(&self, group: Committed) -> Vec<Vec<(ConnId, Bytes)>> {
+        let stored = group
+            .outcomes
+            .iter()
+            .filter(|o| matches!(o, Outcome::Sent { .. }))
+            .count();
+        metrics::counter!("ringchat_messages_stored_total").increment(stored as u64);
+        let mut outbox = Outbox::new(self.shards.len());
+        let mut messages: Vec<Option<MessageRecord>> =
+            group.messages.into_iter().map(Some).collect();
+        for outcome in group.outcomes {
+            frames_of(outcome, &mut messages, &mut outbox);
+        }
+        self.resolve_fanouts(&mut outbox);
+        outbox.per_shard
     }
 
     /// Turns each fanout into frames for the members' sessions, under one lock.
@@ -113,7 +200,7 @@ impl Backend {
             return;
         }
         let fanouts = std::mem::take(&mut outbox.fanouts);
-        let sessions = self.lock_sessions();
+        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         for f in fanouts {
             let users = f.members.all();
             for (i, user) in users.iter().enumerate() {

@@ -1,15 +1,13 @@
-//! A logged-in client's requests: writes go to the commit thread, reads to blocking threads,
-//! typing straight to the peer; and the fan-out of one encoded frame to many connections.
+//! A logged-in client's reads (on blocking threads) and typing (straight to the peer); and the
+//! fan-out of one encoded frame to many connections. Writes do not pass here: `submit.rs`.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use ringchat_proto::Body;
 use ringchat_proto::v1::{self, ErrorCode};
-use tokio::sync::mpsc;
 
-use super::writer::{CursorKind, CursorMove, NewMessage, Write, WriteOp};
-use super::{conv_from_wire, members_with, reads, validate_send};
+use super::{conv_from_wire, members_with, reads};
 use crate::Backend;
 use crate::accounts::Refusal;
 use crate::api::{ConnId, ConnRef, SessionRequest, ShardEvent};
@@ -23,95 +21,29 @@ enum Read {
 }
 
 impl Backend {
+    /// A logged-in client's reads and typing (its writes go from the shard straight to the
+    /// sequencer: `Writes`).
     pub(crate) async fn session(
         self: &Arc<Self>,
-        writer: &mpsc::Sender<WriteOp>,
         conn: ConnRef,
         user: UserId,
         request_id: u64,
         request: SessionRequest,
     ) {
-        // A conversation id from the client becomes a `ConvId` here, or the request is refused.
-        macro_rules! conv {
-            ($raw:expr) => {
-                match conv_from_wire($raw) {
-                    Ok(conv) => conv,
-                    Err(refusal) => {
-                        self.refuse(conn, request_id, refusal).await;
-                        return;
-                    }
-                }
-            };
-        }
-        let write = match request {
-            SessionRequest::Send(send) => {
-                if let Err(refusal) =
-                    validate_send(user, &send, self.settings.limits.message_bytes_max)
-                {
-                    self.refuse(conn, request_id, refusal).await;
-                    return;
-                }
-                Write::Send(NewMessage {
-                    from: user,
-                    to: send.to_user_id,
-                    client_msg_id: send.client_msg_id,
-                    content_type: send.content_type,
-                    content: send.content,
-                })
-            }
-            SessionRequest::DeliveryAck(ack) => {
-                // Before the sessions lock below: refusing awaits, and no lock crosses an await.
-                let conv = conv!(ack.conversation_id);
-                Write::Cursor(CursorMove {
-                    user,
-                    device_id: self
-                        .lock_sessions()
-                        .device_of(user, conn)
-                        .unwrap_or_default()
-                        .to_owned(),
-                    conv,
-                    kind: CursorKind::Delivered,
-                    seq: ack.seq,
-                })
-            }
-            SessionRequest::Read(read) => Write::Cursor(CursorMove {
-                user,
-                device_id: String::new(),
-                conv: conv!(read.conversation_id),
-                kind: CursorKind::Read,
-                seq: read.seq,
-            }),
-            SessionRequest::Recall(recall) => Write::Recall {
-                user,
-                conv: conv!(recall.conversation_id),
-                seq: recall.seq,
-            },
+        match request {
             SessionRequest::Typing(typing) => {
                 self.relay_typing(conn, user, request_id, typing).await;
-                return;
             }
             SessionRequest::Sync(req) => {
                 self.read(conn, user, request_id, Read::Sync(req)).await;
-                return;
             }
             SessionRequest::History(req) => {
                 self.read(conn, user, request_id, Read::History(req)).await;
-                return;
             }
             SessionRequest::Conversations(req) => {
                 self.read(conn, user, request_id, Read::Conversations(req))
                     .await;
-                return;
             }
-        };
-        let op = WriteOp {
-            conn,
-            request_id,
-            write,
-        };
-        if writer.send(op).await.is_err() {
-            let refusal = Refusal::new(ErrorCode::Unavailable, "server is shutting down");
-            self.refuse(conn, request_id, refusal).await;
         }
     }
 

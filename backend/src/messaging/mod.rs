@@ -1,10 +1,14 @@
-//! 1:1 messaging: validation at the door, the commit thread for every write, reads from the
-//! store, and delivery of acks, pushes and receipts once a write is durable.
+//! 1:1 messaging: writes checked on the shard and queued straight to the commit thread
+//! (`submit`), reads from the store, and delivery of acks, pushes and receipts once a write is
+//! durable.
 
-mod delivery;
+pub(crate) mod delivery;
 mod dispatch;
 pub mod reads;
+mod submit;
 pub(crate) mod writer;
+
+pub use submit::{PendingWrite, Submitted, Writes};
 
 use ringchat_proto::v1::{self, ContentType, ErrorCode};
 

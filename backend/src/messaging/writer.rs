@@ -19,6 +19,7 @@ use bytes::Bytes;
 use ringchat_proto::v1::{ContentType, ErrorCode};
 use tokio::sync::mpsc;
 
+use super::delivery::{Delivery, ToDeliver};
 use super::members_with;
 use crate::accounts::Refusal;
 use crate::api::ConnRef;
@@ -216,7 +217,12 @@ impl Writer {
     }
 
     /// Runs until every sender of `ops` is gone, then returns after the last group is durable.
-    pub fn run(mut self, mut ops: mpsc::Receiver<WriteOp>, outcomes: mpsc::Sender<Committed>) {
+    pub fn run(
+        mut self,
+        mut ops: mpsc::Receiver<WriteOp>,
+        delivery: &Delivery,
+        task: mpsc::Sender<ToDeliver>,
+    ) {
         let mut batch = Vec::with_capacity(self.group_max);
         while let Some(first) = ops.blocking_recv() {
             batch.push(first);
@@ -227,7 +233,7 @@ impl Writer {
                 }
             }
             let results = self.commit(&mut batch);
-            if outcomes.blocking_send(results).is_err() {
+            if delivery.pass_on(results, &task).is_err() {
                 break;
             }
         }

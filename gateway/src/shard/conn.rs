@@ -582,6 +582,7 @@ mod tests {
                 crate::config::GatewayConfig::default(),
                 ringchat_backend::config::Limits::default(),
                 backend,
+                ringchat_backend::Writes::unconnected(),
                 Arc::default(),
                 None,
             ));

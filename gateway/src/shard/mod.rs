@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
+use ringchat_backend::Writes;
 use ringchat_backend::api::{ConnId, RequestSender, ShardEvent, ShardId};
 use ringchat_backend::config::Limits;
 use ringchat_proto::v1::{ErrorCode, KickReason};
@@ -79,6 +80,8 @@ pub struct ShardSpec {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub inbox: mpsc::Receiver<ShardEvent>,
     pub backend: RequestSender,
+    /// Logged-in clients' writes go straight to the sequencer.
+    pub writes: Writes,
     pub stats: Arc<ShardStats>,
     /// Told once the shard serves, or why it could not start.
     pub started: std::sync::mpsc::SyncSender<Result<ShardId, String>>,
@@ -285,6 +288,7 @@ pub(crate) struct Shard {
     pub gateway: GatewayConfig,
     pub limits: Limits,
     pub backend: RequestSender,
+    pub writes: Writes,
     pub stats: Arc<ShardStats>,
     pub pool: BufferPool,
     pub conns: RefCell<ConnTable<ConnShared>>,
@@ -307,6 +311,7 @@ impl Shard {
         gateway: GatewayConfig,
         limits: Limits,
         backend: RequestSender,
+        writes: Writes,
         stats: Arc<ShardStats>,
         tls: Option<Arc<rustls::ServerConfig>>,
     ) -> Self {
@@ -318,6 +323,7 @@ impl Shard {
             gateway,
             limits,
             backend,
+            writes,
             stats,
             conns: RefCell::new(ConnTable::new()),
             tick: Cell::new(0),
@@ -406,6 +412,7 @@ async fn serve(spec: ShardSpec) -> Result<(), ShardError> {
         spec.gateway,
         spec.limits,
         spec.backend,
+        spec.writes,
         spec.stats,
         spec.tls,
     ));

@@ -6,8 +6,9 @@
 use std::net::IpAddr;
 use std::rc::Rc;
 
+use ringchat_backend::Submitted;
 use ringchat_backend::api::{
-    ClientRequest, ConnRef, Request, RequestError, SessionRequest, UserId,
+    ClientRequest, ConnRef, Request, RequestError, SessionRequest, UserId, WriteRequest,
 };
 use ringchat_proto::v1::{self, ErrorCode};
 use ringchat_proto::{Body, Frame, PROTOCOL_VERSION};
@@ -110,10 +111,17 @@ impl Session {
                     "already logged in",
                 );
             }
-            (&State::Authed { user_id }, ClientRequest::Session(request)) => {
-                self.session_request(request_id, user_id, request).await
+            (&State::Authed { user_id }, ClientRequest::Write(request)) => {
+                if self.within_budget(request_id) {
+                    self.write(request_id, user_id, request).await;
+                }
             }
-            (State::AwaitLogin, ClientRequest::Session(_)) => {
+            (&State::Authed { user_id }, ClientRequest::Session(request)) => {
+                if self.within_budget(request_id) {
+                    self.session_request(request_id, user_id, request).await;
+                }
+            }
+            (State::AwaitLogin, ClientRequest::Write(_) | ClientRequest::Session(_)) => {
                 self.error(request_id, ErrorCode::NotAuthenticated, "log in first")
             }
         }
@@ -219,9 +227,10 @@ impl Session {
         }
     }
 
-    async fn session_request(&mut self, request_id: u64, user_id: UserId, request: SessionRequest) {
-        // Every request a logged-in client sends costs the backend work (a store write or read),
-        // so all of them draw on the same per-connection budget, not only Send.
+    /// Every request a logged-in client sends costs the backend work (a store write or read),
+    /// so all of them draw on the same per-connection budget, not only Send. Refuses the
+    /// request when the budget is spent.
+    fn within_budget(&mut self, request_id: u64) -> bool {
         if !self
             .send_budget
             .take(self.shard.tick.get(), SendRate::of(&self.shard))
@@ -242,8 +251,38 @@ impl Session {
                 ringchat_proto::encode_to_bytes(&frame),
                 self.shard.gateway.outbound_frames_max,
             );
-            return;
+            return false;
         }
+        true
+    }
+
+    /// A write goes straight to the sequencer; its answer comes back on the shard's inbox.
+    async fn write(&mut self, request_id: u64, user_id: UserId, request: WriteRequest) {
+        let queued = match self
+            .shard
+            .writes
+            .submit(self.conn_ref(), user_id, request_id, request)
+        {
+            Submitted::Queued => true,
+            Submitted::Refused(error) => {
+                self.shard.stats.error(error.code());
+                self.reply(request_id, Body::Error(error));
+                return;
+            }
+            // Rare: boxed, so that the wait's future does not grow every connection's task.
+            Submitted::Full(pending) => Box::pin(self.shard.writes.queue(pending)).await,
+            Submitted::Stopped => false,
+        };
+        if !queued {
+            self.fail(
+                request_id,
+                ErrorCode::Unavailable,
+                "server is shutting down",
+            );
+        }
+    }
+
+    async fn session_request(&mut self, request_id: u64, user_id: UserId, request: SessionRequest) {
         let request = Request::Session {
             conn: self.conn_ref(),
             user_id,

@@ -1,0 +1,141 @@
+//! The shards' direct line to the sequencer. A logged-in client's writes (send, delivery ack,
+//! read, recall) are checked and queued on the shard's own thread, so a message crosses one
+//! queue on its way in (shard → sequencer) instead of two (shard → request loop → sequencer).
+
+use std::sync::{Arc, Mutex};
+
+use ringchat_proto::v1;
+use tokio::sync::mpsc::{self, error::TrySendError};
+
+use super::writer::{CursorKind, CursorMove, NewMessage, Write, WriteOp};
+use super::{conv_from_wire, validate_send};
+use crate::accounts::Refusal;
+use crate::api::{ConnRef, WriteRequest};
+use crate::sessions::Sessions;
+use crate::store::UserId;
+
+/// A handle on the sequencer's queue, one per shard (cloned). The sequencer stops once every
+/// handle is gone and the backend has finished.
+#[derive(Clone)]
+pub struct Writes {
+    ops: mpsc::Sender<WriteOp>,
+    sessions: Arc<Mutex<Sessions>>,
+    message_bytes_max: usize,
+}
+
+/// What became of a write handed to [`Writes::submit`].
+#[derive(Debug)]
+pub enum Submitted {
+    /// Queued: its answer comes back on the shard's inbox once its group is durable.
+    Queued,
+    /// Refused without touching the store: send this error back.
+    Refused(v1::Error),
+    /// The queue is full: wait for room with [`Writes::queue`].
+    Full(PendingWrite),
+    /// The sequencer has stopped (the server is shutting down).
+    Stopped,
+}
+
+/// A checked write waiting for room in the sequencer's queue.
+#[derive(Debug)]
+pub struct PendingWrite(WriteOp);
+
+impl Writes {
+    pub(crate) fn new(
+        ops: mpsc::Sender<WriteOp>,
+        sessions: Arc<Mutex<Sessions>>,
+        message_bytes_max: usize,
+    ) -> Self {
+        Self {
+            ops,
+            sessions,
+            message_bytes_max,
+        }
+    }
+
+    /// A handle with no sequencer behind it: every write is `Stopped`. For tests of the
+    /// gateway that never write.
+    #[doc(hidden)]
+    pub fn unconnected() -> Self {
+        let (ops, _) = mpsc::channel(1);
+        Self::new(ops, Arc::new(Mutex::new(Sessions::new(1, Vec::new()))), 0)
+    }
+
+    /// Checks what needs no storage and queues the write, without waiting.
+    pub fn submit(
+        &self,
+        conn: ConnRef,
+        user: UserId,
+        request_id: u64,
+        request: WriteRequest,
+    ) -> Submitted {
+        let write = match self.write_of(conn, user, request) {
+            Ok(write) => write,
+            Err(refusal) => return Submitted::Refused(refusal.into_error()),
+        };
+        let op = WriteOp {
+            conn,
+            request_id,
+            write,
+        };
+        match self.ops.try_send(op) {
+            Ok(()) => Submitted::Queued,
+            Err(TrySendError::Full(op)) => Submitted::Full(PendingWrite(op)),
+            Err(TrySendError::Closed(_)) => Submitted::Stopped,
+        }
+    }
+
+    /// Waits for room and queues; `false` if the sequencer has stopped.
+    pub async fn queue(&self, pending: PendingWrite) -> bool {
+        self.ops.send(pending.0).await.is_ok()
+    }
+
+    fn write_of(
+        &self,
+        conn: ConnRef,
+        user: UserId,
+        request: WriteRequest,
+    ) -> Result<Write, Refusal> {
+        Ok(match request {
+            WriteRequest::Send(send) => {
+                validate_send(user, &send, self.message_bytes_max)?;
+                Write::Send(NewMessage {
+                    from: user,
+                    to: send.to_user_id,
+                    client_msg_id: send.client_msg_id,
+                    content_type: send.content_type,
+                    content: send.content,
+                })
+            }
+            WriteRequest::DeliveryAck(ack) => {
+                let conv = conv_from_wire(ack.conversation_id)?;
+                let device_id = self
+                    .sessions
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .device_of(user, conn)
+                    .unwrap_or_default()
+                    .to_owned();
+                Write::Cursor(CursorMove {
+                    user,
+                    device_id,
+                    conv,
+                    kind: CursorKind::Delivered,
+                    seq: ack.seq,
+                })
+            }
+            WriteRequest::Read(read) => Write::Cursor(CursorMove {
+                user,
+                device_id: String::new(),
+                conv: conv_from_wire(read.conversation_id)?,
+                kind: CursorKind::Read,
+                seq: read.seq,
+            }),
+            WriteRequest::Recall(recall) => Write::Recall {
+                user,
+                conv: conv_from_wire(recall.conversation_id)?,
+                seq: recall.seq,
+            },
+        })
+    }
+}
