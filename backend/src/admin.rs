@@ -54,7 +54,7 @@ async fn health_page(State(admin): State<Arc<Admin>>) -> (StatusCode, String) {
 
 async fn metrics_page(State(admin): State<Arc<Admin>>) -> String {
     (admin.on_scrape)();
-    let online = admin.backend.lock_sessions().online_users();
+    let online = admin.backend.sessions.read().online_users();
     metrics::gauge!("ringchat_online_users").set(online as f64);
     admin.prometheus.render()
 }

@@ -12,7 +12,7 @@ use crate::config::{DevicePolicy, PLATFORM_NAMES, Settings};
 use crate::messaging::Writes;
 use crate::messaging::delivery::{Delivery, ToDeliver};
 use crate::messaging::writer::{RowPolicy, WriteOp, Writer};
-use crate::sessions::{OpenError, Session, Sessions};
+use crate::sessions::{OpenError, Session, Sessions, SharedSessions};
 use crate::store::{FjallStore, Ports, StoreError, StoreHealth};
 use crate::time::now_ms;
 
@@ -56,7 +56,7 @@ pub struct Backend {
     /// Whether the store still takes writes.
     pub(crate) health: Arc<StoreHealth>,
     accounts: Accounts,
-    pub(crate) sessions: Arc<Mutex<Sessions>>,
+    pub(crate) sessions: SharedSessions,
     pub(crate) shards: Vec<ShardSender>,
     delivery: Arc<Delivery>,
     commit: Mutex<Commit>,
@@ -87,10 +87,7 @@ impl Backend {
             .filter(|(_, policy)| **policy == DevicePolicy::Replace)
             .filter_map(|(name, _)| platform_by_name(name))
             .collect();
-        let sessions = Arc::new(Mutex::new(Sessions::new(
-            settings.login.devices_max,
-            replace_on,
-        )));
+        let sessions = SharedSessions::new(Sessions::new(settings.login.devices_max, replace_on));
         let writer = Writer::new(
             &ports,
             settings.limits.recall_window_s.saturating_mul(1000),
@@ -111,7 +108,7 @@ impl Backend {
         let (deliver_tx, deliver_rx) = mpsc::channel(OUTCOME_GROUPS_MAX);
         let health = ports.engine.health();
         let delivery = Arc::new(Delivery::new(
-            Arc::clone(&sessions),
+            sessions.clone(),
             shards.clone(),
             Arc::clone(&health),
         ));
@@ -149,7 +146,7 @@ impl Backend {
         let ops = commit.ops.clone()?;
         Some(Writes::new(
             ops,
-            Arc::clone(&self.sessions),
+            self.sessions.clone(),
             self.settings.limits.message_bytes_max,
         ))
     }
@@ -239,7 +236,7 @@ impl Backend {
                     if reply.send(outcome).is_err()
                         && let Some(session) = session
                     {
-                        this.lock_sessions().close(session.user_id, conn);
+                        this.sessions.write().close(session.user_id, conn);
                     }
                 });
             }
@@ -251,7 +248,7 @@ impl Backend {
             } => {
                 self.session(conn, user_id, request_id, request).await;
             }
-            Request::Closed { conn, user_id } => self.lock_sessions().close(user_id, conn),
+            Request::Closed { conn, user_id } => self.sessions.write().close(user_id, conn),
         }
     }
 
@@ -270,7 +267,7 @@ impl Backend {
             device_id: body.device_id.as_str().into(),
             platform,
         };
-        let replaced = match self.lock_sessions().open(auth.user_id, session) {
+        let replaced = match self.sessions.write().open(auth.user_id, session) {
             Ok(replaced) => replaced,
             Err(OpenError::TooManyDevices { devices_max }) => {
                 return refused(Refusal::new(
@@ -300,10 +297,6 @@ impl Backend {
                 user_id: auth.user_id,
             }),
         }
-    }
-
-    pub(crate) fn lock_sessions(&self) -> std::sync::MutexGuard<'_, Sessions> {
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) async fn reply(&self, conn: ConnRef, request_id: u64, body: Body) {

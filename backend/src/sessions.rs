@@ -1,8 +1,10 @@
 //! Who is online where: the registry of logged-in connections, by user.
 //!
-//! Owned by the backend behind one mutex that is never held across an `.await`.
+//! Shared by the backend, the sequencer and the shards behind one read-write lock that is never
+//! held across an `.await`: delivery and delivery acks only read it, logins and closes write.
 
 use std::collections::HashMap;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use ringchat_proto::v1::Platform;
 use smallvec::SmallVec;
@@ -20,6 +22,25 @@ pub struct Session {
 #[derive(Debug, PartialEq, Eq)]
 pub enum OpenError {
     TooManyDevices { devices_max: usize },
+}
+
+/// The registry, shared. Readers do not wait for each other: a commit group's delivery looking
+/// up its members never holds up a shard's delivery ack.
+#[derive(Debug, Clone)]
+pub struct SharedSessions(Arc<RwLock<Sessions>>);
+
+impl SharedSessions {
+    pub fn new(sessions: Sessions) -> Self {
+        Self(Arc::new(RwLock::new(sessions)))
+    }
+
+    pub fn read(&self) -> RwLockReadGuard<'_, Sessions> {
+        self.0.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn write(&self) -> RwLockWriteGuard<'_, Sessions> {
+        self.0.write().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 #[derive(Debug)]

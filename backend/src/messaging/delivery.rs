@@ -5,8 +5,8 @@
 //! buffer (each frame once, however many recipients), the sessions are looked up under one
 //! lock, and each shard gets one event with all of its frames.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use ringchat_proto::v1;
@@ -16,7 +16,7 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 use super::to_wire;
 use super::writer::{Committed, Outcome};
 use crate::api::{ConnId, ConnRef, ShardEvent, ShardSender};
-use crate::sessions::Sessions;
+use crate::sessions::SharedSessions;
 use crate::store::{DedupRecord, Members, MessageRecord, StoreHealth};
 
 /// Bytes the encoding buffer grows by: frames of a group share allocations of this size.
@@ -98,7 +98,7 @@ pub(crate) enum ToDeliver {
 /// Passes durable groups' acks, pushes and receipts on to the shards' inboxes, in commit order
 /// per shard.
 pub(crate) struct Delivery {
-    sessions: Arc<Mutex<Sessions>>,
+    sessions: SharedSessions,
     shards: Vec<ShardSender>,
     health: Arc<StoreHealth>,
     /// Items handed to the delivery task and not yet passed on in full. The sequencer delivers
@@ -108,7 +108,7 @@ pub(crate) struct Delivery {
 
 impl Delivery {
     pub(crate) fn new(
-        sessions: Arc<Mutex<Sessions>>,
+        sessions: SharedSessions,
         shards: Vec<ShardSender>,
         health: Arc<StoreHealth>,
     ) -> Self {
@@ -194,13 +194,13 @@ impl Delivery {
         outbox.per_shard
     }
 
-    /// Turns each fanout into frames for the members' sessions, under one lock.
+    /// Turns each fanout into frames for the members' sessions, under one read lock.
     fn resolve_fanouts(&self, outbox: &mut Outbox) {
         if outbox.fanouts.is_empty() {
             return;
         }
         let fanouts = std::mem::take(&mut outbox.fanouts);
-        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let sessions = self.sessions.read();
         for f in fanouts {
             let users = f.members.all();
             for (i, user) in users.iter().enumerate() {

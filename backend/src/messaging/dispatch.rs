@@ -113,7 +113,7 @@ impl Backend {
 
     /// Every session of these users, but `except`.
     pub(crate) fn sessions_of(&self, users: &[UserId], except: Option<ConnRef>) -> Vec<ConnRef> {
-        let sessions = self.lock_sessions();
+        let sessions = self.sessions.read();
         let mut out = Vec::new();
         for (i, user) in users.iter().enumerate() {
             if users[..i].contains(user) {

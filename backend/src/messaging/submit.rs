@@ -2,8 +2,6 @@
 //! read, recall) are checked and queued on the shard's own thread, so a message crosses one
 //! queue on its way in (shard → sequencer) instead of two (shard → request loop → sequencer).
 
-use std::sync::{Arc, Mutex};
-
 use ringchat_proto::v1;
 use tokio::sync::mpsc::{self, error::TrySendError};
 
@@ -11,7 +9,7 @@ use super::writer::{CursorKind, CursorMove, NewMessage, Write, WriteOp};
 use super::{conv_from_wire, validate_send};
 use crate::accounts::Refusal;
 use crate::api::{ConnRef, WriteRequest};
-use crate::sessions::Sessions;
+use crate::sessions::{Sessions, SharedSessions};
 use crate::store::UserId;
 
 /// A handle on the sequencer's queue, one per shard (cloned). The sequencer stops once every
@@ -19,7 +17,7 @@ use crate::store::UserId;
 #[derive(Clone)]
 pub struct Writes {
     ops: mpsc::Sender<WriteOp>,
-    sessions: Arc<Mutex<Sessions>>,
+    sessions: SharedSessions,
     message_bytes_max: usize,
 }
 
@@ -43,7 +41,7 @@ pub struct PendingWrite(WriteOp);
 impl Writes {
     pub(crate) fn new(
         ops: mpsc::Sender<WriteOp>,
-        sessions: Arc<Mutex<Sessions>>,
+        sessions: SharedSessions,
         message_bytes_max: usize,
     ) -> Self {
         Self {
@@ -58,7 +56,7 @@ impl Writes {
     #[doc(hidden)]
     pub fn unconnected() -> Self {
         let (ops, _) = mpsc::channel(1);
-        Self::new(ops, Arc::new(Mutex::new(Sessions::new(1, Vec::new()))), 0)
+        Self::new(ops, SharedSessions::new(Sessions::new(1, Vec::new())), 0)
     }
 
     /// Checks what needs no storage and queues the write, without waiting.
@@ -111,8 +109,7 @@ impl Writes {
                 let conv = conv_from_wire(ack.conversation_id)?;
                 let device_id = self
                     .sessions
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
+                    .read()
                     .device_of(user, conn)
                     .unwrap_or_default()
                     .to_owned();
