@@ -96,6 +96,10 @@ struct PairsArgs {
     /// Write an HTML report with charts to this file.
     #[arg(long)]
     html: Option<PathBuf>,
+    /// Receivers do not acknowledge delivery (by default they send one `DeliveryAck` per read
+    /// batch, as a real client does); for comparison only.
+    #[arg(long)]
+    no_delivery_ack: bool,
 }
 
 #[derive(Args)]
@@ -173,6 +177,7 @@ fn run() -> anyhow::Result<bool> {
                 user_prefix: a.common.user_prefix.clone(),
                 password: a.common.password.clone(),
                 drain_timeout: a.drain_timeout,
+                delivery_ack: !a.no_delivery_ack,
             };
             let mut r = pairs::run(&cfg, &observe(&a.common))?;
             r.provenance = provenance(&a.common);

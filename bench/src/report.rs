@@ -25,15 +25,29 @@ pub fn pairs_table(r: &PairsReport) -> String {
         .map_or_else(|| "window".to_owned(), |v| format!("{v:.0} msgs/s"));
     let _ = writeln!(
         t,
-        "pairs over {:?}: {} pairs, {} B, window {}, {:.0} s, pacing {rate}, {} load threads",
-        r.transport, r.pairs, r.size_bytes, r.window, r.duration_s, r.threads
+        "pairs over {:?}: {} pairs, {} B, window {}, {:.0} s, pacing {rate}, {} load threads, {}",
+        r.transport,
+        r.pairs,
+        r.size_bytes,
+        r.window,
+        r.duration_s,
+        r.threads,
+        if r.delivery_ack {
+            "receivers ack delivery"
+        } else {
+            "no delivery acks"
+        }
     );
     let _ = writeln!(
         t,
         "  delivered          {:>12} msgs ({:.0} msgs/s)",
         r.delivered, r.delivered_msgs_per_s
     );
-    let _ = writeln!(t, "  sent / acked       {:>12} / {}", r.sent, r.acked);
+    let _ = writeln!(
+        t,
+        "  sent / acked       {:>12} / {};  delivery acks sent {}",
+        r.sent, r.acked, r.delivery_acks
+    );
     let l = &r.latency_us;
     let _ = writeln!(
         t,

@@ -26,6 +26,8 @@ pub struct Measurements {
     pub corrupt: u64,
     pub errors: u64,
     pub rate_limited: u64,
+    /// `DeliveryAck`s the receivers sent (one per read batch that brought new messages).
+    pub delivery_acks: u64,
     /// Errors by kind (server error codes, kicks, closed connections), for the report.
     pub error_kinds: std::collections::BTreeMap<String, u64>,
 }
@@ -45,6 +47,7 @@ impl Default for Measurements {
             corrupt: 0,
             errors: 0,
             rate_limited: 0,
+            delivery_acks: 0,
             error_kinds: std::collections::BTreeMap::new(),
         }
     }
@@ -87,6 +90,7 @@ impl Measurements {
         self.corrupt += other.corrupt;
         self.errors += other.errors;
         self.rate_limited += other.rate_limited;
+        self.delivery_acks += other.delivery_acks;
         for (kind, n) in &other.error_kinds {
             *self.error_kinds.entry(kind.clone()).or_default() += n;
         }

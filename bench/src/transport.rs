@@ -4,7 +4,7 @@
 use anyhow::{Context, anyhow, bail};
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use prost::Message as _;
 use ringchat_proto::v1::{self, ErrorCode};
 use ringchat_proto::{Body, Frame, PROTOCOL_VERSION};
@@ -155,6 +155,23 @@ pub enum FrameReader {
 }
 
 impl FrameReader {
+    /// The next frame already received, without waiting: what is left of the last read batch.
+    pub fn next_buffered(&mut self) -> anyhow::Result<Option<Frame>> {
+        match self {
+            FrameReader::Tcp(_, buf) => Ok(ringchat_proto::decode(buf, FRAME_BYTES_MAX)?),
+            FrameReader::Ws(stream) => loop {
+                match stream.next().now_or_never() {
+                    None | Some(None) | Some(Some(Ok(Message::Close(_)))) => return Ok(None),
+                    Some(Some(Err(e))) => return Err(e.into()),
+                    Some(Some(Ok(Message::Binary(data)))) => {
+                        return Ok(Some(Frame::decode(data)?));
+                    }
+                    Some(Some(Ok(_))) => {}
+                }
+            },
+        }
+    }
+
     /// The next frame; `None` when the server closed the connection.
     pub async fn next(&mut self) -> anyhow::Result<Option<Frame>> {
         match self {

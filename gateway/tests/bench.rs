@@ -33,12 +33,18 @@ fn pairs_reports_what_the_server_stored_and_delivered() {
         user_prefix: "t_".into(),
         password: "bench-password".into(),
         drain_timeout: Duration::from_secs(20),
+        delivery_ack: true,
     };
     let report = pairs::run(&cfg, &observe(&server)).unwrap();
     assert!(report.clean(), "{report:?}");
     assert!(report.delivered > 0);
     assert_eq!(report.acked, report.delivered);
     assert_eq!(report.sent, report.acked);
+    // Receivers acked delivery, at most once per message and in batches.
+    assert!(
+        report.delivery_acks > 0 && report.delivery_acks <= report.delivered,
+        "{report:?}"
+    );
     let stored = server.metric("ringchat_messages_stored_total");
     assert_eq!(
         stored as u64, report.acked,
@@ -82,6 +88,7 @@ fn pairs_drives_websocket_too() {
         user_prefix: "w_".into(),
         password: "bench-password".into(),
         drain_timeout: Duration::from_secs(20),
+        delivery_ack: true,
     };
     let report = pairs::run(&cfg, &observe(&server)).unwrap();
     assert!(report.clean(), "{report:?}");
@@ -108,6 +115,7 @@ fn paced_pairs_send_at_the_asked_rate() {
         user_prefix: "r_".into(),
         password: "bench-password".into(),
         drain_timeout: Duration::from_secs(20),
+        delivery_ack: true,
     };
     let report = pairs::run(&cfg, &observe(&server)).unwrap();
     assert!(report.clean(), "{report:?}");

@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{PASSWORD, TestServer};
 use ringchat_bench::client::{Client, conversation_id, text_message};
-use ringchat_proto::Body;
 use ringchat_proto::v1::{self, ContentType, ErrorCode};
+use ringchat_proto::{Body, Frame};
 
 fn text(m: &v1::Message) -> &str {
     std::str::from_utf8(&m.content).unwrap()
@@ -440,6 +440,64 @@ async fn read_cursors_drive_unread_counts_and_receipts() {
         (3, 5)
     );
     assert_eq!(r.read(conv, 1_000).await.unwrap().read_seq, 5);
+}
+
+#[tokio::test]
+async fn a_delivery_ack_with_request_id_0_moves_the_cursor_without_a_reply() {
+    let server = TestServer::start(&[]);
+    let (mut s, sender) = server.user("sender0").await;
+    let (mut r, recipient) = server.user("recipient0").await;
+    for i in 1..=3 {
+        s.send_text(recipient.user_id, &format!("z{i}"), "x")
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let conv = conversation_id(sender.user_id, recipient.user_id);
+    let ack = Frame {
+        request_id: 0,
+        body: Some(Body::DeliveryAck(v1::DeliveryAck {
+            conversation_id: conv,
+            seq: 3,
+        })),
+    };
+    r.send_frame(&ack).await.unwrap();
+    // The sender's receipt shows the ack was stored.
+    loop {
+        let frame = s.next_event().await.unwrap().expect("a receipt");
+        if let Some(Body::Receipt(rc)) = frame.body {
+            assert_eq!((rc.user_id, rc.delivered_seq), (recipient.user_id, 3));
+            break;
+        }
+    }
+    // The ack and this read go through the same queue in order, so a CursorOk for the ack would
+    // have come before the read's and been kept aside as an event.
+    let ok = r.read(conv, 1).await.unwrap();
+    assert_eq!((ok.delivered_seq, ok.read_seq), (3, 1));
+    while r.pending_events() > 0 {
+        let frame = r.next_event().await.unwrap().unwrap();
+        assert!(
+            !matches!(frame.body, Some(Body::CursorOk(_))),
+            "no CursorOk answers a request id 0: {frame:?}"
+        );
+    }
+    // An ack for a conversation that is not the user's still gets its error, with id 0.
+    let bad = Frame {
+        request_id: 0,
+        body: Some(Body::DeliveryAck(v1::DeliveryAck {
+            conversation_id: conversation_id(sender.user_id, sender.user_id + 7),
+            seq: 1,
+        })),
+    };
+    r.send_frame(&bad).await.unwrap();
+    let frame = r.recv_timeout().await.unwrap().expect("an error");
+    match frame.body {
+        Some(Body::Error(e)) => assert_eq!(
+            (frame.request_id, e.code),
+            (0, v1::ErrorCode::NotFound as i32)
+        ),
+        other => panic!("expected NOT_FOUND, got {other:?}"),
+    }
 }
 
 #[tokio::test]

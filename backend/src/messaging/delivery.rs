@@ -271,12 +271,15 @@ fn frames_of(outcome: Outcome, messages: &mut [Option<MessageRecord>], outbox: &
             cursor,
             moved,
         } => {
-            let ok = v1::CursorOk {
-                conversation_id: conv.to_wire(),
-                delivered_seq: cursor.delivered_seq,
-                read_seq: cursor.read_seq,
-            };
-            outbox.reply(conn, request_id, Body::CursorOk(ok));
+            // Request id 0: the client wants no answer (a delivery ack per read batch).
+            if request_id != 0 {
+                let ok = v1::CursorOk {
+                    conversation_id: conv.to_wire(),
+                    delivered_seq: cursor.delivered_seq,
+                    read_seq: cursor.read_seq,
+                };
+                outbox.reply(conn, request_id, Body::CursorOk(ok));
+            }
             if moved {
                 let receipt = Body::Receipt(v1::Receipt {
                     conversation_id: conv.to_wire(),

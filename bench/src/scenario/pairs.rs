@@ -44,6 +44,9 @@ pub struct PairsConfig {
     pub password: String,
     /// After the run, how long to wait for the last acks and pushes.
     pub drain_timeout: Duration,
+    /// Receivers send a `DeliveryAck` per read batch, as a real client does (the server then
+    /// writes cursors and sends receipts); off only for comparison.
+    pub delivery_ack: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -56,6 +59,7 @@ pub struct PairsReport {
     pub duration_s: f64,
     pub rate_target_msgs_per_s: Option<f64>,
     pub threads: usize,
+    pub delivery_ack: bool,
     pub sent: u64,
     pub acked: u64,
     pub delivered: u64,
@@ -67,6 +71,7 @@ pub struct PairsReport {
     pub corrupt: u64,
     pub errors: u64,
     pub rate_limited: u64,
+    pub delivery_acks: u64,
     pub error_kinds: std::collections::BTreeMap<String, u64>,
     pub server_pid: Option<u32>,
     pub server_cpu_s: Option<f64>,
@@ -161,6 +166,7 @@ pub fn run(cfg: &PairsConfig, observe: &Observe) -> anyhow::Result<PairsReport> 
         duration_s: cfg.duration.as_secs_f64(),
         rate_target_msgs_per_s: cfg.rate,
         threads,
+        delivery_ack: cfg.delivery_ack,
         sent: total.sent,
         acked: total.acked,
         delivered: total.delivered,
@@ -172,6 +178,7 @@ pub fn run(cfg: &PairsConfig, observe: &Observe) -> anyhow::Result<PairsReport> 
         corrupt: total.corrupt,
         errors: total.errors,
         rate_limited: total.rate_limited,
+        delivery_acks: total.delivery_acks,
         error_kinds: total.error_kinds.clone(),
         server_pid: observe.server_pid,
         server_cpu_s: server_cpu.map(|c| c.as_secs_f64()),
@@ -206,6 +213,7 @@ struct Direction {
     last_index: Cell<Option<u64>>,
     received: Cell<u64>,
     last_seq: Cell<u64>,
+    conversation_id: Cell<u64>,
 }
 
 /// One logged-in connection of a pair.
@@ -243,10 +251,15 @@ async fn set_up(cfg: &PairsConfig, owned: &[usize]) -> anyhow::Result<Vec<(Side,
     Ok(pairs)
 }
 
-/// State shared by one connection's writer and reader.
+/// State shared by one connection's writer, reader and acker.
 struct Conn {
     in_flight: Cell<usize>,
     room: Notify,
+    /// The newest (conversation, seq) the reader has and has not acked yet.
+    ack_due: Cell<Option<(u64, u64)>>,
+    ack_wake: Notify,
+    /// The sender and the acker take turns on the write half.
+    write: tokio::sync::Mutex<FrameWriter>,
     stop: Cell<bool>,
     /// Set when the server said RATE_LIMITED: no sends before then.
     pause_until: Cell<Option<Instant>>,
@@ -274,17 +287,19 @@ async fn drive(
             (a.link, b.user_id, Rc::clone(&a_to_b), Rc::clone(&b_to_a)),
             (b.link, a.user_id, b_to_a, a_to_b),
         ] {
+            let (read, write) = me.split();
             let conn = Rc::new(Conn {
                 in_flight: Cell::new(0),
                 room: Notify::new(),
+                ack_due: Cell::new(None),
+                ack_wake: Notify::new(),
+                write: tokio::sync::Mutex::new(write),
                 stop: Cell::new(false),
                 pause_until: Cell::new(None),
                 m: RefCell::new(Measurements::default()),
             });
-            let (read, write) = me.split();
             let sender = Sender {
                 conn: Rc::clone(&conn),
-                write,
                 to: peer_id,
                 run,
                 size: cfg.size,
@@ -296,9 +311,14 @@ async fn drive(
             };
             sender_index += 1;
             tasks.push(tokio::task::spawn_local(sender.run()));
+            if cfg.delivery_ack {
+                tasks.push(tokio::task::spawn_local(ack(Rc::clone(&conn))));
+            }
             let reader = Reader {
                 conn: Rc::clone(&conn),
                 read,
+                delivery_ack: cfg.delivery_ack,
+                acked_seq: 0,
                 incoming,
                 start,
                 size: cfg.size,
@@ -323,6 +343,7 @@ async fn drive(
     for (c, _) in &conns {
         c.stop.set(true);
         c.room.notify_one();
+        c.ack_wake.notify_one();
     }
     for t in tasks {
         t.abort();
@@ -338,7 +359,6 @@ async fn drive(
 
 struct Sender {
     conn: Rc<Conn>,
-    write: FrameWriter,
     to: u64,
     run: u64,
     size: usize,
@@ -352,7 +372,7 @@ struct Sender {
 }
 
 impl Sender {
-    async fn run(mut self) -> anyhow::Result<()> {
+    async fn run(self) -> anyhow::Result<()> {
         let mut scratch = BytesMut::with_capacity(self.window * (self.size + 64));
         let mut frames = Vec::with_capacity(self.window);
         let mut index: u64 = 0;
@@ -403,7 +423,12 @@ impl Sender {
                 .in_flight
                 .set(self.conn.in_flight.get() + frames.len());
             self.conn.m.borrow_mut().sent += frames.len() as u64;
-            self.write.write(&frames, &mut scratch).await?;
+            self.conn
+                .write
+                .lock()
+                .await
+                .write(&frames, &mut scratch)
+                .await?;
         }
         // Keep the write half open until the drain is over: dropping it would half-close the
         // socket, and the server ends a connection whose client has stopped sending.
@@ -435,9 +460,40 @@ fn filler(index: u64) -> u8 {
     (index % 251) as u8
 }
 
+/// Sends the reader's `DeliveryAck`s (request id 0: no reply wanted), one per read batch that
+/// brought new messages; a batch read while the last ack is being written folds into the next.
+async fn ack(conn: Rc<Conn>) -> anyhow::Result<()> {
+    let mut scratch = BytesMut::with_capacity(64);
+    loop {
+        conn.ack_wake.notified().await;
+        if conn.stop.get() {
+            return Ok(());
+        }
+        let Some((conversation_id, seq)) = conn.ack_due.take() else {
+            continue;
+        };
+        let frame = Frame {
+            request_id: 0,
+            body: Some(Body::DeliveryAck(v1::DeliveryAck {
+                conversation_id,
+                seq,
+            })),
+        };
+        conn.write
+            .lock()
+            .await
+            .write(&[frame], &mut scratch)
+            .await?;
+        conn.m.borrow_mut().delivery_acks += 1;
+    }
+}
+
 struct Reader {
     conn: Rc<Conn>,
     read: FrameReader,
+    delivery_ack: bool,
+    /// The highest seq this reader has asked the acker to ack.
+    acked_seq: u64,
     incoming: Rc<Direction>,
     start: Instant,
     size: usize,
@@ -448,6 +504,11 @@ impl Reader {
     async fn run(mut self) -> anyhow::Result<()> {
         while let Some(frame) = self.read.next().await? {
             self.on_frame(frame);
+            // The rest of this read batch, then one ack for all of it.
+            while let Some(frame) = self.read.next_buffered()? {
+                self.on_frame(frame);
+            }
+            self.ack_batch();
         }
         if !self.conn.stop.get() {
             self.conn
@@ -494,6 +555,19 @@ impl Reader {
         }
     }
 
+    fn ack_batch(&mut self) {
+        let dir = &self.incoming;
+        let seq = dir.last_seq.get();
+        if !self.delivery_ack || seq <= self.acked_seq {
+            return;
+        }
+        self.acked_seq = seq;
+        self.conn
+            .ack_due
+            .set(Some((dir.conversation_id.get(), seq)));
+        self.conn.ack_wake.notify_one();
+    }
+
     fn release(&self) {
         self.conn
             .in_flight
@@ -519,6 +593,7 @@ impl Reader {
             m.out_of_order += 1;
         }
         dir.last_seq.set(dir.last_seq.get().max(msg.seq));
+        dir.conversation_id.set(msg.conversation_id);
         if dir.last_index.get().is_some_and(|last| index <= last) {
             m.duplicates += 1;
             return;
