@@ -318,3 +318,78 @@ fn frames_of(outcome: Outcome, messages: &mut [Option<MessageRecord>], outbox: &
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::accounts::Refusal;
+    use crate::sessions::Sessions;
+    use ringchat_proto::v1::ErrorCode;
+
+    /// A group of one refusal for connection `conn` of shard 0: one frame, easy to tell apart.
+    fn group(request_id: u64) -> Committed {
+        Committed {
+            outcomes: vec![Outcome::Refused {
+                conn: ConnRef { shard: 0, conn: 7 },
+                request_id,
+                refusal: Refusal::new(ErrorCode::InvalidArgument, "x"),
+            }],
+            messages: Vec::new(),
+        }
+    }
+
+    fn request_ids(event: ShardEvent) -> Vec<u64> {
+        let ShardEvent::Frames(frames) = event else {
+            panic!("expected frames, got {event:?}")
+        };
+        frames
+            .into_iter()
+            .map(|(_, bytes)| {
+                ringchat_proto::decode(&mut bytes.as_ref().into(), 1 << 20)
+                    .expect("a frame")
+                    .expect("whole")
+                    .request_id
+            })
+            .collect()
+    }
+
+    #[test]
+    fn groups_behind_a_full_inbox_wait_for_the_task_and_keep_their_order() {
+        let (shard_tx, mut shard_rx) = mpsc::channel(1);
+        let (task_tx, task_rx) = mpsc::channel(8);
+        let delivery = Arc::new(Delivery::new(
+            SharedSessions::new(Sessions::new(1, Vec::new())),
+            vec![shard_tx],
+            Arc::default(),
+        ));
+        // On this thread, as on the sequencer's (no runtime): room for one event, so the first
+        // group goes straight to the inbox.
+        delivery.pass_on(group(1), &task_tx).unwrap();
+        assert_eq!(delivery.queued.load(Ordering::Acquire), 0);
+        // The inbox is full: the second group's frames go to the task, and so does the third
+        // (however small), so that it cannot overtake the second.
+        delivery.pass_on(group(2), &task_tx).unwrap();
+        delivery.pass_on(group(3), &task_tx).unwrap();
+        assert_eq!(delivery.queued.load(Ordering::Acquire), 2);
+        drop(task_tx);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let seen = rt.block_on(async {
+            let task = tokio::spawn({
+                let delivery = Arc::clone(&delivery);
+                async move { delivery.run(task_rx).await }
+            });
+            let mut seen = Vec::new();
+            while seen.len() < 3 {
+                let event = shard_rx.recv().await.expect("three frames");
+                seen.extend(request_ids(event));
+            }
+            task.await.unwrap();
+            seen
+        });
+        assert_eq!(seen, [1, 2, 3]);
+        // Nothing waits any more: the next small group is delivered by the sequencer again.
+        assert_eq!(delivery.queued.load(Ordering::Acquire), 0);
+    }
+}
