@@ -23,6 +23,14 @@
 //! Anything else falls through to the inner store. A failed append drops the tails of the
 //! group's conversations (the store's state for them is then whatever the store says).
 //!
+//! **How far a hit may lag.** The cache takes a group after the store published it, so for the
+//! moment between the two (no I/O, microseconds) a read that misses sees the group in the store
+//! while a read that hits does not yet. Nothing of that group has been acknowledged or pushed
+//! then (the sequencer sends acks after `append` returns), and a client asking again after what
+//! it was given is still answered correctly. Closing the gap by sending reads of in-flight
+//! conversations to the store would miss the cache for exactly the busiest conversations for a
+//! whole fsync per group.
+//!
 //! **Bound.** Every held message is counted as its content and `client_msg_id` bytes plus a
 //! fixed overhead for the record, its `Arc`, the deque slot and the shared `Bytes` header; every
 //! tail as its map, order and deque bookkeeping. After each append the least recently appended
