@@ -48,6 +48,11 @@ pub enum Durability {
 /// Largest `storage.dedup_window_messages`: it bounds each row the sequencer caches and writes.
 pub const DEDUP_WINDOW_MESSAGES_MAX: usize = 1024;
 
+/// Default `storage.tail_cache_bytes`: 64 MiB.
+pub const TAIL_CACHE_BYTES_DEFAULT: usize = 64 << 20;
+/// Largest `storage.tail_cache_bytes`: 64 GiB (a typo guard, not a recommendation).
+pub const TAIL_CACHE_BYTES_MAX: usize = 64 << 30;
+
 /// `[storage]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -63,6 +68,11 @@ pub struct StorageConfig {
     /// A device's delivery cursor in a conversation is dropped once the device has not moved
     /// it for this many days (at the next write of that user's row).
     pub device_cursor_ttl_days: u64,
+    /// Memory for the newest messages of the most recently active conversations (up to 128
+    /// each), from which Sync, the newest History page and conversation heads are served
+    /// without a store read; counted as content plus a fixed overhead per message and per
+    /// conversation, the least recently written conversations dropped first. 0 turns it off.
+    pub tail_cache_bytes: usize,
     /// No longer used (the store needs no dedup filter since layout 2); accepted so that older
     /// config files still load.
     #[serde(skip_serializing)]
@@ -77,6 +87,7 @@ impl Default for StorageConfig {
             commit_group_max: 1024,
             dedup_window_messages: 64,
             device_cursor_ttl_days: 90,
+            tail_cache_bytes: TAIL_CACHE_BYTES_DEFAULT,
             dedup_filter_items: None,
         }
     }
@@ -222,6 +233,10 @@ impl Settings {
         check(
             (1..=36_500).contains(&self.storage.device_cursor_ttl_days),
             "storage.device_cursor_ttl_days: must be between 1 and 36500",
+        );
+        check(
+            self.storage.tail_cache_bytes <= TAIL_CACHE_BYTES_MAX,
+            "storage.tail_cache_bytes: must be at most 68719476736 (64 GiB); 0 turns the cache off",
         );
         check(
             !self.storage.data_dir.as_os_str().is_empty(),

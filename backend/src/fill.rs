@@ -1,19 +1,49 @@
 //! Not an API: the embedded store behind its ports, for tools that fill a data dir for
-//! benchmarks (`examples/fill_store.rs`). It writes through the same adapter and ports as the
+//! benchmarks (`examples/fill_store.rs`) and time reads of it (`examples/tail_sync.rs`). It writes through the same adapter and ports as the
 //! server, and changes whenever the store does.
 
 use std::path::Path;
 use std::sync::Arc;
 
 pub use crate::config::Durability;
+pub use crate::store::tail_cache::{MESSAGE_OVERHEAD_BYTES, TAIL_MESSAGES_MAX};
 pub use crate::store::{
     AccountStore, CommitGroup, ConvId, ConversationLog, CursorRow, CursorStore, MembershipStore,
-    MessageRecord, Ports, RecencyMove, StoreEngine, StoreError, recency_bucket,
+    MessageRecord, Ports, RecencyMove, StoreEngine, StoreError, TailCached, TailStats,
+    recency_bucket,
 };
+
+use ringchat_proto::v1;
 
 /// Opens (or creates) the embedded store in `dir`, as the server does, and returns its ports.
 pub fn open(dir: &Path, durability: Durability) -> Result<Ports, StoreError> {
     Ok(Ports::of(Arc::new(crate::store::FjallStore::open(
         dir, durability,
     )?)))
+}
+
+/// [`open`], with the conversation log behind a tail cache of `tail_cache_bytes` (as the
+/// server's `storage.tail_cache_bytes`), which is also returned for its [`TailStats`].
+pub fn open_tail_cached(
+    dir: &Path,
+    durability: Durability,
+    tail_cache_bytes: usize,
+) -> Result<(Ports, Arc<TailCached<crate::store::FjallStore>>), StoreError> {
+    let store = Arc::new(crate::store::FjallStore::open(dir, durability)?);
+    let cached = Arc::new(TailCached::new(Arc::clone(&store), tail_cache_bytes));
+    let ports = Ports {
+        log: Arc::clone(&cached) as _,
+        ..Ports::of(store)
+    };
+    Ok((ports, cached))
+}
+
+/// The server's Sync read (`messaging::reads::sync`), as a client's request gets it.
+pub fn sync(
+    ports: &Ports,
+    user: crate::api::UserId,
+    req: &v1::Sync,
+    page_max: u32,
+) -> Result<v1::SyncBatch, String> {
+    crate::messaging::reads::sync(ports, user, req, page_max).map_err(|r| format!("{r:?}"))
 }

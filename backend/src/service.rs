@@ -74,7 +74,7 @@ impl Backend {
                     source,
                 },
             })?;
-        let ports = Ports::of(Arc::new(store));
+        let ports = Ports::with_tail_cache(Arc::new(store), settings.storage.tail_cache_bytes);
         let accounts = Accounts::new(
             Arc::clone(&ports.accounts),
             settings.accounts.clone(),

@@ -11,6 +11,7 @@ mod fjall;
 pub(crate) mod log;
 mod ports;
 pub(crate) mod records;
+pub(crate) mod tail_cache;
 
 pub use conv::{ConvId, ConvKind, Members};
 pub use fjall::FjallStore;
@@ -20,6 +21,7 @@ pub use records::{
     DeviceCursor, MessageRecord, RecencyMove, RecentSend, TokenHash, TokenRecord, UserRecord,
     client_msg_id_hash, recency_bucket,
 };
+pub use tail_cache::{TailCached, TailStats};
 
 pub use crate::api::UserId;
 

@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 
+use super::tail_cache::TailCached;
 use super::{
     CommitGroup, ConvId, ConvRecord, CursorRow, MessageRecord, StoreError, StoreHealth, TokenHash,
     TokenRecord, UserId, UserRecord,
@@ -37,6 +38,10 @@ pub trait AccountStore: Send + Sync + 'static {
 pub trait ConversationLog: Send + Sync + 'static {
     /// Writes a group atomically and durably (per the configured durability). Nothing of it is
     /// visible to readers before all of it is durable.
+    ///
+    /// The sequencer's contract, which the tail cache relies on: a conversation's first message
+    /// has seq 1, each group's messages of a conversation come after its stored head, and a
+    /// recall names a stored (or same-group) message.
     fn append(&self, group: &CommitGroup) -> Result<(), StoreError>;
     /// The next message id to hand out (1 on an empty store).
     fn next_msg_id(&self) -> Result<u64, StoreError>;
@@ -127,6 +132,19 @@ impl Ports {
             cursors: Arc::clone(&store) as _,
             memberships: Arc::clone(&store) as _,
             engine: store,
+        }
+    }
+
+    /// [`Self::of`], with the conversation log behind a [`TailCached`] of `tail_cache_bytes`
+    /// (0: no cache). Only the log is decorated; the other ports go straight to the store.
+    pub fn with_tail_cache<S: Store>(store: Arc<S>, tail_cache_bytes: usize) -> Self {
+        let ports = Self::of(Arc::clone(&store));
+        if tail_cache_bytes == 0 {
+            return ports;
+        }
+        Self {
+            log: Arc::new(TailCached::new(store, tail_cache_bytes)),
+            ..ports
         }
     }
 }
