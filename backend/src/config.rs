@@ -48,8 +48,11 @@ pub enum Durability {
 /// Largest `storage.dedup_window_messages`: it bounds each row the sequencer caches and writes.
 pub const DEDUP_WINDOW_MESSAGES_MAX: usize = 1024;
 
-/// Default `storage.tail_cache_bytes`: 64 MiB.
-pub const TAIL_CACHE_BYTES_DEFAULT: usize = 64 << 20;
+/// Default `storage.tail_cache_bytes`: off. Filled by every write, the cache costs every
+/// message more than it saves Sync reads at today's mix (docs/BENCHMARKS.md: ×1.5 server CPU
+/// per message at W = 32); the engine's memtable and block cache already keep recent messages
+/// in memory.
+pub const TAIL_CACHE_BYTES_DEFAULT: usize = 0;
 /// Largest `storage.tail_cache_bytes`: 64 GiB (a typo guard, not a recommendation).
 pub const TAIL_CACHE_BYTES_MAX: usize = 64 << 30;
 

@@ -53,7 +53,16 @@ async fn online_delivery_reaches_every_device_of_both_users_once() {
 
 #[tokio::test]
 async fn offline_messages_are_synced_in_pages() {
-    let server = TestServer::start(&[]);
+    synced_in_pages(&[]).await;
+}
+
+#[tokio::test]
+async fn offline_messages_are_synced_in_pages_from_the_tail_cache() {
+    synced_in_pages(&[("STORAGE__TAIL_CACHE_BYTES", "1048576")]).await;
+}
+
+async fn synced_in_pages(env: &[(&str, &str)]) {
+    let server = TestServer::start(env);
     let (mut s, sender) = server.user("sender").await;
     let recipient = server.user("recipient").await.1;
     // The recipient goes offline (its connection from signup is gone).
@@ -99,6 +108,22 @@ async fn offline_messages_are_synced_in_pages() {
     // A page larger than the server's maximum is clamped, not refused.
     let big = r.sync(conv, 0, 100_000).await.unwrap();
     assert_eq!(big.messages.len(), 25);
+
+    // The cache's counters are published with each write: one more, then they show whether
+    // the reads above were served from memory.
+    s.send_text(recipient.user_id, "c26", "message 26")
+        .await
+        .unwrap()
+        .unwrap();
+    let hits = server.metric("ringchat_tail_cache_hits_total");
+    if env.is_empty() {
+        assert_eq!(hits, 0.0, "the cache is off by default");
+    } else {
+        assert!(
+            hits >= 5.0,
+            "syncs and history pages served from the tail: {hits}"
+        );
+    }
 }
 
 #[tokio::test]
