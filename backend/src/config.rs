@@ -20,7 +20,8 @@ pub struct BackendConfig {
     /// Threads for blocking work (password hashing, storage reads), at most. Each keeps its own
     /// allocator caches, so a small pool keeps memory flat under login storms.
     pub blocking_threads_max: usize,
-    /// Requests from all shards waiting for the backend, at most.
+    /// Requests from all shards waiting for the backend, at most; and, apart, writes from all
+    /// shards waiting for the sequencer.
     pub queue_requests_max: usize,
 }
 

@@ -104,7 +104,15 @@ impl Backend {
             dir: settings.storage.data_dir.clone(),
             source,
         })?;
-        let (ops_tx, ops_rx) = mpsc::channel(settings.storage.commit_group_max * 4);
+        // The shards queue writes here directly: the same bound as the backend's request queue,
+        // so that a sequencer waiting on an fsync does not make every sender wait for room
+        // (each wait is a cross-thread wake-up per write).
+        let (ops_tx, ops_rx) = mpsc::channel(
+            settings
+                .backend
+                .queue_requests_max
+                .max(settings.storage.commit_group_max),
+        );
         let (deliver_tx, deliver_rx) = mpsc::channel(OUTCOME_GROUPS_MAX);
         let health = ports.engine.health();
         let delivery = Arc::new(Delivery::new(
