@@ -4,7 +4,8 @@
 #   bash bench/compare.sh BEFORE_DIR AFTER_DIR   # each holds a `ringchat` (and `ringchat-bench`)
 # ONLY=pairs|connect picks a subset; PAIRS_CONFIGS="ws 1,tcp 32" (transport window, default all four); CONNECT_SIZES (default "10000 19000"); RUNS (default 3);
 # DURATION (default 10s); for pairs also DURABILITY (none), SIZE (64), PAIRS (100) and RATE (unset:
-# closed loop). The load generator is AFTER_DIR's for both, so only the server differs.
+# closed loop); BENCH_EXTRA adds load generator flags to the measured pairs runs (e.g.
+# --no-delivery-ack). The load generator is AFTER_DIR's for both, so only the server differs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BEFORE=$1; AFTER=$2
@@ -34,7 +35,7 @@ if want pairs; then
         # An unmeasured run creates the users and warms the store.
         "$BENCH" pairs --server-pid "$server_pid" --quiet --duration 2s "${args[@]}" >/dev/null
         "$BENCH" pairs --server-pid "$server_pid" --quiet --duration "$DURATION" "${args[@]}" \
-          --json "$OUT/$name.$run.json" >"$OUT/$name.$run.txt"
+          ${BENCH_EXTRA:-} --json "$OUT/$name.$run.json" >"$OUT/$name.$run.txt"
         stop_server
       done
     done
