@@ -24,7 +24,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use ringchat_backend::fill::{
-    self, CommitGroup, ConvId, CursorRow, Durability, MessageRecord, RecencyMove, recency_bucket,
+    self, CommitGroup, ConvId, CursorRow, Durability, MessageRecord, RecencyMove, Rng,
+    recency_bucket,
 };
 
 /// Clock ticks per second of /proc's times (USER_HZ, fixed at 100 on Linux).
@@ -104,22 +105,6 @@ fn options() -> Options {
         "more conversations than pairs of users"
     );
     o
-}
-
-/// xorshift64*: deterministic, fast, good enough to pick conversations and fill content.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 /// User and system CPU seconds of this process so far (all its threads).
@@ -269,7 +254,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     let pool = Bytes::from(pool);
 
-    let run_id = rng.next() >> 40;
+    let run_id = rng.next_u64() >> 40;
     let cpu0 = cpu_s();
     let fill_started = Instant::now();
     let deadline = fill_started + Duration::from_secs(o.max_seconds);

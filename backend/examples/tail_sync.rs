@@ -32,7 +32,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use ringchat_backend::fill::{
-    self, CommitGroup, ConvId, ConversationLog, Durability, MessageRecord, StoreError, TailCached,
+    self, CommitGroup, ConvId, ConversationLog, Durability, MessageRecord, Rng, StoreError,
+    TailCached,
 };
 use ringchat_proto::v1;
 
@@ -114,20 +115,6 @@ fn options() -> Options {
     o
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
 /// Conversation `i`: between users `2i` and `2i + 1` (from 100000000); the first one syncs.
 fn conv(i: u64) -> (ConvId, u64) {
     let a = USER0 + 2 * i;
@@ -148,14 +135,14 @@ fn groups(o: &Options) -> impl Iterator<Item = CommitGroup> + '_ {
                 .map(|&i| {
                     msg_id += 1;
                     let (conv_id, from) = conv(i);
-                    let content: Vec<u8> = (0..o.size).map(|_| rng.next() as u8).collect();
+                    let content: Vec<u8> = (0..o.size).map(|_| rng.next_u64() as u8).collect();
                     MessageRecord {
                         conv_id,
                         seq,
                         msg_id,
                         from,
                         to: from + 1,
-                        client_msg_id: format!("{:032x}", rng.next()),
+                        client_msg_id: format!("{:032x}", rng.next_u64()),
                         content_type: 1,
                         content: Bytes::from(content),
                         server_time_ms: 1_700_000_000_000 + msg_id,

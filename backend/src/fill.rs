@@ -15,6 +15,24 @@ pub use crate::store::{
 
 use ringchat_proto::v1;
 
+/// xorshift64*: a seeded generator for benchmark tools and randomised tests, so that a run
+/// replays. The seed must not be 0.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Below `n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+}
+
 /// Opens (or creates) the embedded store in `dir`, as the server does, and returns its ports.
 pub fn open(dir: &Path, durability: Durability) -> Result<Ports, StoreError> {
     Ok(Ports::of(Arc::new(crate::store::FjallStore::open(

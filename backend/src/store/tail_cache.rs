@@ -540,6 +540,7 @@ mod tests {
 
     use super::*;
     use crate::config::Durability;
+    use crate::fill::Rng;
     use crate::store::{FjallStore, USER_ID_FIRST};
 
     /// The storage ports' conformance suite, on a durable fjall store behind the tail cache:
@@ -572,21 +573,6 @@ mod tests {
 
     mod conformance_tiny {
         crate::store::conformance::conformance_suite!(super::TinyCachedFjall);
-    }
-
-    /// xorshift64*: the tests' own generator, seeded, so a failure replays.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n.max(1)
-        }
     }
 
     fn conv(i: u64) -> ConvId {
@@ -643,7 +629,7 @@ mod tests {
                     1 => 600 + self.rng.below(400) as usize,
                     _ => self.rng.below(100) as usize,
                 };
-                let content: Vec<u8> = (0..len).map(|_| self.rng.next() as u8).collect();
+                let content: Vec<u8> = (0..len).map(|_| self.rng.next_u64() as u8).collect();
                 self.next_msg_id += 1;
                 if self.heads[i] > 0 && self.rng.below(6) == 0 {
                     let of = 1 + self.rng.below(self.heads[i]);
