@@ -1,5 +1,7 @@
 //! The chat page in a real browser: starts the server and runs `web-tests/chat.e2e.mjs`
-//! (Playwright driving headless Chromium), in which two pages log in as two users and chat.
+//! (Playwright driving headless Chromium), in which a desktop page and a phone-sized page chat,
+//! a send fails and is retried, the connection is cut and recovers; screenshots of both widths
+//! go to `target/test-artifacts/`.
 //! Needs `/usr/bin/chromium` and `npm ci --prefix web-tests`; `.ci/run` installs both. Missing
 //! either is a failure that says what to install, never a silent skip.
 
@@ -66,6 +68,15 @@ fn two_browser_pages_chat_through_the_websocket_listener() {
         "browser e2e failed ({status}); screenshots in {}",
         artifacts.display()
     );
-    assert!(artifacts.join("chat-alice.png").exists());
-    assert!(artifacts.join("chat-bob.png").exists());
+    for shot in [
+        "desktop-chat",
+        "desktop-failed-send",
+        "desktop-connection-lost",
+        "phone-login",
+        "phone-list",
+        "phone-chat",
+    ] {
+        let path = artifacts.join(format!("{shot}.png"));
+        assert!(path.exists(), "{} was not written", path.display());
+    }
 }
