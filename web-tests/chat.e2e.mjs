@@ -3,14 +3,15 @@
 // empty states, sending with Enter, long words wrapping, unread counts, delivered/read ticks,
 // timestamps and day separators, the typing indicator (shown, then cleared by the message), a
 // failed send (error shown, kept across a reload, retried), a connection loss (human text, an
-// unsent message kept, recovery), another tab taking over, the phone layout (no sideways
-// scrolling, tap targets >= 40 px, list and chat as separate views), and history after reload.
+// unsent message kept, recovery), another tab taking over, a server restart (said in words,
+// recovered), the phone layout (no sideways scrolling, tap targets >= 40 px, list and chat as
+// separate views), and history after reload.
 // Every wait is on an event with a deadline (STEP_MS), never a sleep.
 // Started by gateway/tests/browser.rs:  node web-tests/chat.e2e.mjs http://127.0.0.1:PORT/ ARTIFACT_DIR
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import {
-  DESKTOP, PHONE, check, expectNoLayoutProblems, launch, newPage, register, startProxy, watch,
+  DESKTOP, PHONE, askHarness, check, expectNoLayoutProblems, launch, newPage, register, startProxy, watch,
 } from './harness.mjs';
 
 const [url, artifacts] = process.argv.slice(2);
@@ -178,6 +179,18 @@ try {
   await carol.page.waitForSelector('#messages li.day-sep >> text=Yesterday');
   check((await carol.page.textContent(`#conversations li[data-peer="${alice.id}"] .when`)) === 'Yesterday',
     'the conversation list does not say Yesterday');
+
+  // The server restarts (SIGTERM, then started again on new ports behind Alice's proxy): her
+  // page says so while it is away, and comes back by itself with everything still there.
+  const restarted = askHarness('restart-server', 60000);
+  restarted.catch(() => {}); // awaited below; a failure before that must not crash node
+  await a.waitForSelector('#banner:not([hidden]) >> text=/^The server is restarting\\. Reconnecting in \\d+ s…$/');
+  const answer = await restarted;
+  check(/^restarted http:\/\/\S+$/.test(answer), `unexpected answer from the harness: ${answer}`);
+  proxy.retarget(answer.split(' ')[1]);
+  await a.waitForSelector('#status.online');
+  await a.waitForSelector('#banner', { state: 'hidden' });
+  await a.waitForSelector('#messages li >> text=written while offline');
   console.log(`screenshots in ${artifacts}`);
 } catch (e) {
   fail(`e2e failed: ${e.stack || e}`);
@@ -191,3 +204,4 @@ if (failures.length) {
   process.exit(1);
 }
 console.log('browser e2e: 1 passed, 0 failed');
+process.exit(0); // stdin (the harness's answers) would keep node running

@@ -2,6 +2,7 @@
 // browser launch, pages that register users, and layout checks run inside a page.
 import { chromium } from 'playwright-core';
 import net from 'node:net';
+import { createInterface } from 'node:readline';
 
 export const STEP_MS = 15000;
 export const DESKTOP = { viewport: { width: 1280, height: 800 } };
@@ -10,7 +11,7 @@ export const PHONE = { viewport: { width: 390, height: 844 }, deviceScaleFactor:
 // A TCP proxy in front of the server: cut() drops every connection through it (the browser
 // sees an abnormal close, 1006), refuse(true) drops new ones at once until refuse(false).
 export async function startProxy(target) {
-  const { hostname, port } = new URL(target);
+  let { hostname, port } = new URL(target);
   const sockets = new Set();
   let refusing = false;
   const server = net.createServer((client) => {
@@ -34,6 +35,7 @@ export async function startProxy(target) {
     url: `http://127.0.0.1:${server.address().port}/`,
     cut: () => { for (const s of [...sockets]) s.destroy(); },
     refuse: (on) => { refusing = on; },
+    retarget: (url) => ({ hostname, port } = new URL(url)),
     close: () => new Promise((resolve) => { for (const s of sockets) s.destroy(); server.close(resolve); }),
   };
 }
@@ -113,4 +115,22 @@ export async function expectNoLayoutProblems(page, what, minTap) {
 
 export function check(condition, message) {
   if (!condition) throw new Error(message);
+}
+
+// Asks gateway/tests/browser.rs to do something to the server (a line `@command` on stdout) and
+// waits for its one-line answer on stdin.
+const harnessLines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+export async function askHarness(command, timeoutMs) {
+  console.log(`@${command}`);
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer to @${command} in ${timeoutMs} ms`)), timeoutMs);
+  });
+  try {
+    const { value, done } = await Promise.race([harnessLines.next(), timeout]);
+    if (done) throw new Error(`stdin closed before the answer to @${command}`);
+    return value;
+  } finally {
+    clearTimeout(timer);
+  }
 }

@@ -16,6 +16,7 @@ const net = {
   lastFrameAt: 0,
   limits: { messageBytesMax: 32768 },
   failures: 0, // connection attempts in a row that ended without a Hello
+  lastReason: null, // why the last connection ended, while reconnecting fails
   everReady: false,
   closeHint: null, // the Kicked reason or Error code the server sent just before closing
   retryAt: 0,
@@ -91,6 +92,7 @@ async function onOpen() {
     else send({ ping: { clientTimeMs: String(Date.now()) } });
   }, interval);
   net.failures = 0;
+  net.lastReason = null;
   net.ready = true;
   net.everReady = true;
   await net.onReady();
@@ -132,7 +134,11 @@ function onClose(ev) {
   net.pending.clear();
   if (!wasReady) net.failures++;
   net.onDown();
-  const why = closeReason(net.closeHint || ev.reason, ev.code, wasReady);
+  // Attempts that fail before a Hello keep the first reason: "the server is restarting" stays
+  // true while it restarts, though each refused attempt alone looks like a lost connection.
+  let why = closeReason(net.closeHint || ev.reason, ev.code, wasReady);
+  if (!wasReady && !net.closeHint && net.lastReason) why = net.lastReason;
+  net.lastReason = why;
   if (why.stop) {
     net.stopped = true;
     setConnection('stopped', why.text, why.action);
