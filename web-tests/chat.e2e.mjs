@@ -69,6 +69,7 @@ try {
   const bobsRow = b.locator(`#conversations li[data-peer="${alice.id}"]`);
   await bobsRow.locator('.badge').waitFor();
   check((await bobsRow.locator('.badge').textContent()) === '2', 'unread count is not 2');
+  check((await b.title()) === '(2) ringchat', `the title does not count unread messages: ${await b.title()}`);
   check(await b.isHidden('#conversation'), 'phone list view also shows the conversation pane');
   await expectNoLayoutProblems(b, 'phone list', 40);
   await shot(b, 'phone-list');
@@ -104,6 +105,20 @@ try {
   await b.waitForSelector('#sidebar:not([hidden]) #conversations');
   check(await b.isHidden('#conversation'), 'the back button does not return to the list');
 
+  // On the phone, a send to an unknown id fails where it was written; Delete drops it.
+  await b.fill('#peer-id', '999999999');
+  await b.press('#peer-id', 'Enter');
+  await b.fill('#text', 'anyone there?');
+  await b.click('#send');
+  await b.waitForSelector('#messages li.msg.failed .send-error >> text=There is no user with id 999999999.');
+  await expectNoLayoutProblems(b, 'phone failed send', 40);
+  await shot(b, 'phone-failed-send');
+  await b.click('#messages li.msg.failed button.discard');
+  await b.waitForSelector('#messages li.msg.failed', { state: 'detached' });
+  await b.click('#back');
+  await b.waitForSelector(`#conversations li[data-peer="${alice.id}"]`);
+  check(await b.locator('#conversations li[data-peer="999999999"]').count() === 0, 'a deleted unsent message leaves its conversation in the list');
+
   // A send to an id nobody has: the error shows at the message, the message survives a reload,
   // and once that user exists, Retry delivers it.
   const carolId = String(BigInt(bob.id) + 1n); // ids are given out in order
@@ -122,6 +137,10 @@ try {
   const carol = await newPage(browser, 'carol', DESKTOP, fail);
   pages.push(carol);
   await carol.page.goto(url);
+  await carol.page.fill('#username', 'carol');
+  await carol.page.fill('#password', 'not the password');
+  await carol.page.click('#do-login');
+  await carol.page.waitForSelector('#login-error >> text=Wrong username or password.');
   carol.id = await register(carol.page, 'carol');
   check(carol.id === carolId, `carol got id ${carol.id}, not ${carolId}`);
   await failed.locator('button.retry').click();

@@ -159,7 +159,8 @@ function renderConversation(scrollToEnd) {
   }
   $('peer-title').textContent = displayName(conv.peer);
   $('peer-avatar').replaceChildren(avatar(conv.peer));
-  $('peer-sub').textContent = `id ${conv.peer}`;
+  // Under a name, the id; a user known by id only already shows it in the title.
+  $('peer-sub').textContent = names.has(conv.peer) ? `id ${conv.peer}` : '';
   const typing = isTyping(conv);
   $('typing').hidden = !typing;
   $('typing').textContent = typing ? `${displayName(conv.peer)} is typing…` : '';
