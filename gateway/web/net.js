@@ -62,7 +62,8 @@ function send(frame) {
 function request(body) {
   const requestId = String(net.nextId++);
   return new Promise((resolve, reject) => {
-    if (!send({ requestId, ...body })) {
+    // Anything before the Hello is answered would close the connection (HELLO_REQUIRED).
+    if ((!net.ready && !body.hello) || !send({ requestId, ...body })) {
       reject(protocolError('DISCONNECTED', 'not connected'));
       return;
     }
