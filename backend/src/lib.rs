@@ -7,6 +7,7 @@
 //! listener. Everything else is `pub(crate)`.
 
 mod accounts;
+mod contacts;
 pub mod admin;
 pub mod api;
 pub mod config;
