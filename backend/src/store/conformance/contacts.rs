@@ -2,8 +2,8 @@
 
 use super::*;
 use crate::store::{
-    ContactStore, ContactSummary, ContactWrites, DmPolicy, ProfileRecord, RelationKey,
-    RelationKind, RelationRecord,
+    ContactSummary, ContactWrites, DmPolicy, ProfileRecord, RelationKey, RelationKind,
+    RelationRecord,
 };
 
 fn rel(since_ms: u64, message: &str) -> RelationRecord {

@@ -25,7 +25,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::ports::{AccountStore, ConversationLog, CursorStore, MembershipStore, Store};
+use super::ports::{
+    AccountStore, ContactStore, ConversationLog, CursorStore, MembershipStore, Store,
+};
 use super::{
     CommitGroup, ConvId, ConvRecord, CursorRecord, CursorRow, DeviceCursor, MessageRecord,
     RecencyMove, StoreError, TokenHash, TokenRecord, USER_ID_FIRST, USER_ID_LAST, UserId,
