@@ -7,10 +7,10 @@
 //! listener. Everything else is `pub(crate)`.
 
 mod accounts;
-mod contacts;
 pub mod admin;
 pub mod api;
 pub mod config;
+mod contacts;
 /// For benchmark tools only (`examples/fill_store.rs`): not part of the backend's API.
 #[doc(hidden)]
 pub mod fill;

@@ -7,9 +7,9 @@ use ringchat_proto::v1::{self, ErrorCode, KickReason};
 use tokio::sync::mpsc;
 
 use crate::accounts::{Accounts, Refusal};
-use crate::contacts::Contacts;
 use crate::api::{ConnRef, LoginReply, Request, SessionInfo, ShardEvent, ShardSender};
 use crate::config::{DevicePolicy, PLATFORM_NAMES, Settings};
+use crate::contacts::Contacts;
 use crate::messaging::Writes;
 use crate::messaging::delivery::{Delivery, ToDeliver};
 use crate::messaging::writer::{RowPolicy, WriteOp, Writer};

@@ -3,10 +3,10 @@
 
 use std::net::SocketAddr;
 
-use ringchat_backend::config::{ContactsConfig, Limits};
 use ringchat_backend::config::{
     AccountsConfig, AdminConfig, BackendConfig, LoginConfig, Settings, StorageConfig,
 };
+use ringchat_backend::config::{ContactsConfig, Limits};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use toml::{Table, Value};

@@ -7,7 +7,9 @@ use common::TestServer;
 use common::contacts::*;
 use ringchat_bench::client::{conversation_id, text_message};
 use ringchat_proto::Body;
-use ringchat_proto::v1::{self, DmPolicy, ErrorCode, FriendEventKind as Kind, FriendState as State};
+use ringchat_proto::v1::{
+    self, DmPolicy, ErrorCode, FriendEventKind as Kind, FriendState as State,
+};
 
 fn block_ok(reply: Body, user_id: u64, blocked: bool) {
     match reply {
@@ -27,9 +29,16 @@ async fn a_block_stops_messages_and_requests_both_ways_without_naming_itself() {
     block_ok(block(&mut a, b_id).await, b_id, true);
 
     // The blocked user learns only that Alice does not take this from them.
-    let refused = b.send_text(a_id, "after", "hello?").await.unwrap().unwrap_err();
+    let refused = b
+        .send_text(a_id, "after", "hello?")
+        .await
+        .unwrap()
+        .unwrap_err();
     assert_eq!(refused.code(), ErrorCode::NotAllowed);
-    assert!(!refused.0.message.to_lowercase().contains("block"), "{refused}");
+    assert!(
+        !refused.0.message.to_lowercase().contains("block"),
+        "{refused}"
+    );
     let e = error(request(&mut b, a_id, "").await);
     assert_eq!(e.code(), ErrorCode::NotAllowed);
     assert!(!e.message.to_lowercase().contains("block"), "{e:?}");
@@ -41,8 +50,17 @@ async fn a_block_stops_messages_and_requests_both_ways_without_naming_itself() {
     // What was stored before the block stays; nothing after it.
     let conv = conversation_id(a_id, b_id);
     let stored = a.sync_all(conv, 0).await.unwrap();
-    assert_eq!(stored.iter().map(|m| m.client_msg_id.as_str()).collect::<Vec<_>>(), ["before"]);
-    assert!(sync_point(&mut a, a_id, b_id).await.is_empty(), "no push after the block");
+    assert_eq!(
+        stored
+            .iter()
+            .map(|m| m.client_msg_id.as_str())
+            .collect::<Vec<_>>(),
+        ["before"]
+    );
+    assert!(
+        sync_point(&mut a, a_id, b_id).await.is_empty(),
+        "no push after the block"
+    );
 
     // Blocking twice is fine; unblocking lets messages through again.
     block_ok(block(&mut a, b_id).await, b_id, true);
@@ -82,7 +100,12 @@ async fn blocking_ends_friendship_and_requests_as_ordinary_events_would() {
     block_ok(block(&mut a1, c_id).await, c_id, true);
     expect_event(&mut c, Kind::Rejected, a_id, State::None).await;
     expect_event(&mut a2, Kind::Blocked, c_id, State::None).await;
-    assert!(list_requests(&mut c, v1::RequestDirection::Outgoing, 0, 0).await.requests.is_empty());
+    assert!(
+        list_requests(&mut c, v1::RequestDirection::Outgoing, 0, 0)
+            .await
+            .requests
+            .is_empty()
+    );
 
     // Alice's request to Dave: the block reads to Dave as a cancel.
     friend_ok(request(&mut a1, d_id, "").await, d_id, State::RequestSent);
@@ -90,7 +113,12 @@ async fn blocking_ends_friendship_and_requests_as_ordinary_events_would() {
     expect_event(&mut d, Kind::Request, a_id, State::RequestReceived).await;
     block_ok(block(&mut a1, d_id).await, d_id, true);
     expect_event(&mut d, Kind::Cancelled, a_id, State::None).await;
-    assert!(list_requests(&mut d, v1::RequestDirection::Incoming, 0, 0).await.requests.is_empty());
+    assert!(
+        list_requests(&mut d, v1::RequestDirection::Incoming, 0, 0)
+            .await
+            .requests
+            .is_empty()
+    );
 
     // Nobody was told of a block itself, and the blocker's list has all three, by name.
     for (client, me) in [(&mut b, b_id), (&mut c, c_id), (&mut d, d_id)] {
@@ -98,9 +126,18 @@ async fn blocking_ends_friendship_and_requests_as_ordinary_events_would() {
         assert!(rest.is_empty(), "{rest:?}");
     }
     let blocks = list_blocks(&mut a1, 0, 0).await;
-    let names: Vec<&str> = blocks.users.iter().map(|u| u.profile.as_ref().unwrap().username.as_str()).collect();
+    let names: Vec<&str> = blocks
+        .users
+        .iter()
+        .map(|u| u.profile.as_ref().unwrap().username.as_str())
+        .collect();
     assert_eq!(names, ["bob", "carol", "dave"]);
-    assert!(blocks.users.iter().all(|u| u.since_ms > 0 && u.profile.as_ref().unwrap().blocked));
+    assert!(
+        blocks
+            .users
+            .iter()
+            .all(|u| u.since_ms > 0 && u.profile.as_ref().unwrap().blocked)
+    );
 }
 
 #[tokio::test]
@@ -118,7 +155,11 @@ async fn a_send_in_flight_racing_a_block_is_stored_before_it_or_not_at_all() {
         let mut i = 0u64;
         loop {
             while in_flight.len() < WINDOW {
-                in_flight.push_back(b.send(text_message(a_id, &format!("m{i}"), "x")).await.unwrap());
+                in_flight.push_back(
+                    b.send(text_message(a_id, &format!("m{i}"), "x"))
+                        .await
+                        .unwrap(),
+                );
                 i += 1;
             }
             let id = in_flight.pop_front().unwrap();
@@ -139,11 +180,18 @@ async fn a_send_in_flight_racing_a_block_is_stored_before_it_or_not_at_all() {
     let (mut b, answers) = sender.await.unwrap();
 
     // Bob's sends commit in order: acks, then refusals only.
-    let acked = answers.iter().take_while(|r| matches!(r, Body::SendAck(_))).count();
+    let acked = answers
+        .iter()
+        .take_while(|r| matches!(r, Body::SendAck(_)))
+        .count();
     for r in &answers[acked..] {
         assert_eq!(code(r.clone()), ErrorCode::NotAllowed);
     }
-    assert!(acked >= 1 && answers.len() > acked, "acked {acked} of {}", answers.len());
+    assert!(
+        acked >= 1 && answers.len() > acked,
+        "acked {acked} of {}",
+        answers.len()
+    );
     // Exactly the acked messages are stored and reached Alice: nothing after the block.
     let stored = a.sync_all(conversation_id(a_id, b_id), 0).await.unwrap();
     assert_eq!(stored.len(), acked);
@@ -155,7 +203,14 @@ async fn a_send_in_flight_racing_a_block_is_stored_before_it_or_not_at_all() {
     }
     assert_eq!(pushed, acked);
     // And a send after the block was acknowledged is refused.
-    assert_eq!(b.send_text(a_id, "late", "x").await.unwrap().unwrap_err().code(), ErrorCode::NotAllowed);
+    assert_eq!(
+        b.send_text(a_id, "late", "x")
+            .await
+            .unwrap()
+            .unwrap_err()
+            .code(),
+        ErrorCode::NotAllowed
+    );
 }
 
 #[tokio::test]
@@ -172,11 +227,24 @@ async fn friends_only_users_take_new_conversations_from_friends_only() {
     }
     let own = profiles(&mut y, &[y_id]).await;
     assert_eq!(own[0].dm_policy(), DmPolicy::Friends);
-    assert_eq!(s.send_text(y_id, "s1", "hi").await.unwrap().unwrap_err().code(), ErrorCode::NotAllowed);
+    assert_eq!(
+        s.send_text(y_id, "s1", "hi")
+            .await
+            .unwrap()
+            .unwrap_err()
+            .code(),
+        ErrorCode::NotAllowed
+    );
     f.send_text(y_id, "f1", "hi").await.unwrap().unwrap();
     // Once picky starts the conversation, the stranger may answer.
-    y.send_text(s_id, "y1", "hello stranger").await.unwrap().unwrap();
-    s.send_text(y_id, "s2", "hello back").await.unwrap().unwrap();
+    y.send_text(s_id, "y1", "hello stranger")
+        .await
+        .unwrap()
+        .unwrap();
+    s.send_text(y_id, "s2", "hello back")
+        .await
+        .unwrap()
+        .unwrap();
     // Back to the server's default (everyone).
     match set_privacy(&mut y, DmPolicy::Unspecified).await {
         Body::Privacy(p) => assert_eq!(p.dm_policy(), DmPolicy::Everyone),
@@ -184,7 +252,10 @@ async fn friends_only_users_take_new_conversations_from_friends_only() {
     }
     let (mut n, _) = server.user("newcomer").await;
     n.send_text(y_id, "n1", "hi").await.unwrap().unwrap();
-    assert_eq!(code(ask(&mut y, Body::SetPrivacy(v1::SetPrivacy { dm_policy: 7 })).await), ErrorCode::InvalidArgument);
+    assert_eq!(
+        code(ask(&mut y, Body::SetPrivacy(v1::SetPrivacy { dm_policy: 7 })).await),
+        ErrorCode::InvalidArgument
+    );
 }
 
 #[tokio::test]
@@ -192,8 +263,18 @@ async fn the_server_default_policy_applies_until_a_user_chooses() {
     let server = TestServer::start(&[("CONTACTS__DM_POLICY_DEFAULT", "friends")]);
     let (mut y, you) = server.user("picky").await;
     let (mut s, _) = server.user("stranger").await;
-    assert_eq!(s.send_text(you.user_id, "s1", "hi").await.unwrap().unwrap_err().code(), ErrorCode::NotAllowed);
-    assert_eq!(profiles(&mut y, &[you.user_id]).await[0].dm_policy(), DmPolicy::Friends);
+    assert_eq!(
+        s.send_text(you.user_id, "s1", "hi")
+            .await
+            .unwrap()
+            .unwrap_err()
+            .code(),
+        ErrorCode::NotAllowed
+    );
+    assert_eq!(
+        profiles(&mut y, &[you.user_id]).await[0].dm_policy(),
+        DmPolicy::Friends
+    );
     set_privacy(&mut y, DmPolicy::Everyone).await;
     s.send_text(you.user_id, "s1", "hi").await.unwrap().unwrap();
 }
@@ -211,14 +292,31 @@ async fn block_limits_bad_targets_and_paging() {
     }
     assert_eq!(code(block(&mut a, ids[3]).await), ErrorCode::TooManyBlocks);
     block_ok(block(&mut a, ids[0]).await, ids[0], true);
-    assert_eq!(code(block(&mut a, alice.user_id).await), ErrorCode::InvalidArgument);
-    assert_eq!(code(block(&mut a, 999_999_999).await), ErrorCode::UserNotFound);
+    assert_eq!(
+        code(block(&mut a, alice.user_id).await),
+        ErrorCode::InvalidArgument
+    );
+    assert_eq!(
+        code(block(&mut a, 999_999_999).await),
+        ErrorCode::UserNotFound
+    );
     assert_eq!(code(block(&mut a, 7).await), ErrorCode::UserNotFound);
     let first = list_blocks(&mut a, 0, 2).await;
-    let page_ids = |l: &v1::BlockList| l.users.iter().map(|u| u.profile.as_ref().unwrap().user_id).collect::<Vec<_>>();
-    assert_eq!((page_ids(&first), first.has_more), (ids[..2].to_vec(), true));
+    let page_ids = |l: &v1::BlockList| {
+        l.users
+            .iter()
+            .map(|u| u.profile.as_ref().unwrap().user_id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        (page_ids(&first), first.has_more),
+        (ids[..2].to_vec(), true)
+    );
     let rest = list_blocks(&mut a, ids[1], 2).await;
-    assert_eq!((page_ids(&rest), rest.has_more), (ids[2..3].to_vec(), false));
+    assert_eq!(
+        (page_ids(&rest), rest.has_more),
+        (ids[2..3].to_vec(), false)
+    );
     // An unblock makes room.
     block_ok(unblock(&mut a, ids[0]).await, ids[0], false);
     block_ok(block(&mut a, ids[3]).await, ids[3], true);

@@ -104,21 +104,39 @@ impl ClientRequest {
             Body::Typing(b) => Self::Session(SessionRequest::Typing(b)),
             Body::Recall(b) => Self::Write(WriteRequest::Recall(b)),
             // Contacts: writes to the sequencer, reads to the backend.
-            Body::FriendRequest(b) => Self::Write(WriteRequest::Contact(ContactWrite::FriendRequest(b))),
-            Body::FriendRespond(b) => Self::Write(WriteRequest::Contact(ContactWrite::FriendRespond(b))),
-            Body::FriendCancel(b) => Self::Write(WriteRequest::Contact(ContactWrite::FriendCancel(b))),
-            Body::FriendDelete(b) => Self::Write(WriteRequest::Contact(ContactWrite::FriendDelete(b))),
+            Body::FriendRequest(b) => {
+                Self::Write(WriteRequest::Contact(ContactWrite::FriendRequest(b)))
+            }
+            Body::FriendRespond(b) => {
+                Self::Write(WriteRequest::Contact(ContactWrite::FriendRespond(b)))
+            }
+            Body::FriendCancel(b) => {
+                Self::Write(WriteRequest::Contact(ContactWrite::FriendCancel(b)))
+            }
+            Body::FriendDelete(b) => {
+                Self::Write(WriteRequest::Contact(ContactWrite::FriendDelete(b)))
+            }
             Body::Block(b) => Self::Write(WriteRequest::Contact(ContactWrite::Block(b))),
             Body::Unblock(b) => Self::Write(WriteRequest::Contact(ContactWrite::Unblock(b))),
             Body::SetPrivacy(b) => Self::Write(WriteRequest::Contact(ContactWrite::SetPrivacy(b))),
-            Body::SearchUsers(b) => Self::Session(SessionRequest::Contacts(ContactQuery::SearchUsers(b))),
-            Body::GetProfiles(b) => Self::Session(SessionRequest::Contacts(ContactQuery::GetProfiles(b))),
-            Body::UpdateProfile(b) => Self::Session(SessionRequest::Contacts(ContactQuery::UpdateProfile(b))),
-            Body::ListFriends(b) => Self::Session(SessionRequest::Contacts(ContactQuery::ListFriends(b))),
-            Body::ListFriendRequests(b) => {
-                Self::Session(SessionRequest::Contacts(ContactQuery::ListFriendRequests(b)))
+            Body::SearchUsers(b) => {
+                Self::Session(SessionRequest::Contacts(ContactQuery::SearchUsers(b)))
             }
-            Body::ListBlocks(b) => Self::Session(SessionRequest::Contacts(ContactQuery::ListBlocks(b))),
+            Body::GetProfiles(b) => {
+                Self::Session(SessionRequest::Contacts(ContactQuery::GetProfiles(b)))
+            }
+            Body::UpdateProfile(b) => {
+                Self::Session(SessionRequest::Contacts(ContactQuery::UpdateProfile(b)))
+            }
+            Body::ListFriends(b) => {
+                Self::Session(SessionRequest::Contacts(ContactQuery::ListFriends(b)))
+            }
+            Body::ListFriendRequests(b) => Self::Session(SessionRequest::Contacts(
+                ContactQuery::ListFriendRequests(b),
+            )),
+            Body::ListBlocks(b) => {
+                Self::Session(SessionRequest::Contacts(ContactQuery::ListBlocks(b)))
+            }
             Body::HelloOk(_)
             | Body::RegisterOk(_)
             | Body::LoginOk(_)

@@ -85,8 +85,18 @@ impl ContactsConfig {
                 out.push(format!("contacts.{name}: must be between {min} and {max}"));
             }
         };
-        range("nickname_bytes_max", self.nickname_bytes_max as u64, 1, 4096);
-        range("avatar_url_bytes_max", self.avatar_url_bytes_max as u64, 1, 8192);
+        range(
+            "nickname_bytes_max",
+            self.nickname_bytes_max as u64,
+            1,
+            4096,
+        );
+        range(
+            "avatar_url_bytes_max",
+            self.avatar_url_bytes_max as u64,
+            1,
+            8192,
+        );
         range("bio_bytes_max", self.bio_bytes_max as u64, 0, 16_384);
         range(
             "friend_request_message_bytes_max",

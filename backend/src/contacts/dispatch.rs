@@ -43,7 +43,9 @@ impl Backend {
                     ContactQuery::UpdateProfile(r) => {
                         Body::Profile(c.update_profile(ports, user, &r, now_ms())?)
                     }
-                    ContactQuery::ListFriends(r) => Body::FriendList(c.list_friends(ports, user, &r)?),
+                    ContactQuery::ListFriends(r) => {
+                        Body::FriendList(c.list_friends(ports, user, &r)?)
+                    }
                     ContactQuery::ListFriendRequests(r) => {
                         Body::FriendRequestList(c.list_friend_requests(ports, user, &r)?)
                     }

@@ -88,8 +88,7 @@ impl Contacts {
         } else {
             (RelationKind::RequestOut, FriendState::RequestSent)
         };
-        let (rows, has_more) =
-            self.page(ports, user, kind, req.after_user_id, req.limit, state)?;
+        let (rows, has_more) = self.page(ports, user, kind, req.after_user_id, req.limit, state)?;
         Ok(v1::FriendRequestList {
             requests: rows
                 .into_iter()

@@ -27,8 +27,8 @@ use std::sync::Mutex;
 
 use ringchat_proto::v1::{self, ErrorCode};
 
-pub use config::{ContactsConfig, DmPolicyName};
 pub(crate) use config::ContactLimits;
+pub use config::{ContactsConfig, DmPolicyName};
 
 use crate::accounts::Refusal;
 use crate::store::DmPolicy;

@@ -97,13 +97,30 @@ impl Plan {
         }
     }
 
-    fn both_ways(&mut self, a: UserId, kind_a: RelationKind, b: UserId, kind_b: RelationKind, record: Option<RelationRecord>) {
-        self.relations.push((RelationKey::new(a, kind_a, b), record.clone()));
-        self.relations.push((RelationKey::new(b, kind_b, a), record));
+    fn both_ways(
+        &mut self,
+        a: UserId,
+        kind_a: RelationKind,
+        b: UserId,
+        kind_b: RelationKind,
+        record: Option<RelationRecord>,
+    ) {
+        self.relations
+            .push((RelationKey::new(a, kind_a, b), record.clone()));
+        self.relations
+            .push((RelationKey::new(b, kind_b, a), record));
     }
 
     /// The same kind of event to both users, each about the other.
-    fn tell_both(&mut self, me: UserId, other: UserId, kind: FriendEventKind, mine: FriendState, theirs: FriendState, message: &str) {
+    fn tell_both(
+        &mut self,
+        me: UserId,
+        other: UserId,
+        kind: FriendEventKind,
+        mine: FriendState,
+        theirs: FriendState,
+        message: &str,
+    ) {
         self.events.push(Event {
             to: other,
             about: me,
@@ -157,7 +174,13 @@ impl Relations {
         self.carry_out(plan, now_ms)
     }
 
-    fn request(&mut self, me: UserId, other: UserId, message: String, now: u64) -> Result<Plan, Refusal> {
+    fn request(
+        &mut self,
+        me: UserId,
+        other: UserId,
+        message: String,
+        now: u64,
+    ) -> Result<Plan, Refusal> {
         let view = self.view(me, other)?;
         if view.i_block || view.they_block {
             return Err(not_allowed(view.i_block));
@@ -217,7 +240,13 @@ impl Relations {
             since_ms: now,
             message,
         };
-        plan.both_ways(me, RelationKind::RequestOut, other, RelationKind::RequestIn, Some(record.clone()));
+        plan.both_ways(
+            me,
+            RelationKind::RequestOut,
+            other,
+            RelationKind::RequestIn,
+            Some(record.clone()),
+        );
         plan.summaries = vec![(me, mine), (other, theirs)];
         plan.tell_both(
             me,
@@ -231,7 +260,14 @@ impl Relations {
     }
 
     /// `other`'s request to `me` becomes a friendship.
-    fn befriend(&mut self, me: UserId, mine: &mut ContactSummary, other: UserId, theirs: &mut ContactSummary, now: u64) -> Result<Plan, Refusal> {
+    fn befriend(
+        &mut self,
+        me: UserId,
+        mine: &mut ContactSummary,
+        other: UserId,
+        theirs: &mut ContactSummary,
+        now: u64,
+    ) -> Result<Plan, Refusal> {
         let max = self.limits.friends_max;
         if mine.friends >= max {
             return Err(too_many_friends(true, max));
@@ -244,21 +280,49 @@ impl Relations {
         mine.friends += 1;
         theirs.friends += 1;
         let mut plan = Plan::reply(friend_ok(other, FriendState::Friends));
-        plan.both_ways(other, RelationKind::RequestOut, me, RelationKind::RequestIn, None);
+        plan.both_ways(
+            other,
+            RelationKind::RequestOut,
+            me,
+            RelationKind::RequestIn,
+            None,
+        );
         let since = RelationRecord {
             since_ms: now,
             message: String::new(),
         };
-        plan.both_ways(me, RelationKind::Friend, other, RelationKind::Friend, Some(since));
+        plan.both_ways(
+            me,
+            RelationKind::Friend,
+            other,
+            RelationKind::Friend,
+            Some(since),
+        );
         plan.summaries = vec![(me, *mine), (other, *theirs)];
-        plan.tell_both(me, other, FriendEventKind::Accepted, FriendState::Friends, FriendState::Friends, "");
+        plan.tell_both(
+            me,
+            other,
+            FriendEventKind::Accepted,
+            FriendState::Friends,
+            FriendState::Friends,
+            "",
+        );
         Ok(plan)
     }
 
-    fn respond(&mut self, me: UserId, other: UserId, accept: bool, now: u64) -> Result<Plan, Refusal> {
+    fn respond(
+        &mut self,
+        me: UserId,
+        other: UserId,
+        accept: bool,
+        now: u64,
+    ) -> Result<Plan, Refusal> {
         let view = self.view(me, other)?;
         if view.received.is_none() {
-            return Err(Refusal::new(ErrorCode::NotFound, "no friend request from this user"));
+            return Err(Refusal::new(
+                ErrorCode::NotFound,
+                "no friend request from this user",
+            ));
         }
         let mut mine = self.summary(me)?;
         let mut theirs = self.summary(other)?;
@@ -268,16 +332,32 @@ impl Relations {
         mine.requests_in = mine.requests_in.saturating_sub(1);
         theirs.requests_out = theirs.requests_out.saturating_sub(1);
         let mut plan = Plan::reply(friend_ok(other, FriendState::None));
-        plan.both_ways(other, RelationKind::RequestOut, me, RelationKind::RequestIn, None);
+        plan.both_ways(
+            other,
+            RelationKind::RequestOut,
+            me,
+            RelationKind::RequestIn,
+            None,
+        );
         plan.summaries = vec![(me, mine), (other, theirs)];
-        plan.tell_both(me, other, FriendEventKind::Rejected, FriendState::None, FriendState::None, "");
+        plan.tell_both(
+            me,
+            other,
+            FriendEventKind::Rejected,
+            FriendState::None,
+            FriendState::None,
+            "",
+        );
         Ok(plan)
     }
 
     fn cancel(&mut self, me: UserId, other: UserId) -> Result<Plan, Refusal> {
         let view = self.view(me, other)?;
         if view.sent.is_none() {
-            return Err(Refusal::new(ErrorCode::NotFound, "no friend request to this user"));
+            return Err(Refusal::new(
+                ErrorCode::NotFound,
+                "no friend request to this user",
+            ));
         }
         let mut mine = self.summary(me)?;
         let mut theirs = self.summary(other)?;
@@ -285,16 +365,32 @@ impl Relations {
         mine.requests_out = mine.requests_out.saturating_sub(1);
         theirs.requests_in = theirs.requests_in.saturating_sub(1);
         let mut plan = Plan::reply(friend_ok(other, FriendState::None));
-        plan.both_ways(me, RelationKind::RequestOut, other, RelationKind::RequestIn, None);
+        plan.both_ways(
+            me,
+            RelationKind::RequestOut,
+            other,
+            RelationKind::RequestIn,
+            None,
+        );
         plan.summaries = vec![(me, mine), (other, theirs)];
-        plan.tell_both(me, other, FriendEventKind::Cancelled, FriendState::None, FriendState::None, "");
+        plan.tell_both(
+            me,
+            other,
+            FriendEventKind::Cancelled,
+            FriendState::None,
+            FriendState::None,
+            "",
+        );
         Ok(plan)
     }
 
     fn delete(&mut self, me: UserId, other: UserId) -> Result<Plan, Refusal> {
         let view = self.view(me, other)?;
         if view.friends.is_none() {
-            return Err(Refusal::new(ErrorCode::NotFound, "not friends with this user"));
+            return Err(Refusal::new(
+                ErrorCode::NotFound,
+                "not friends with this user",
+            ));
         }
         let mut mine = self.summary(me)?;
         let mut theirs = self.summary(other)?;
@@ -303,7 +399,14 @@ impl Relations {
         let mut plan = Plan::reply(friend_ok(other, FriendState::None));
         plan.both_ways(me, RelationKind::Friend, other, RelationKind::Friend, None);
         plan.summaries = vec![(me, mine), (other, theirs)];
-        plan.tell_both(me, other, FriendEventKind::Deleted, FriendState::None, FriendState::None, "");
+        plan.tell_both(
+            me,
+            other,
+            FriendEventKind::Deleted,
+            FriendState::None,
+            FriendState::None,
+            "",
+        );
         Ok(plan)
     }
 
@@ -326,7 +429,10 @@ impl Relations {
             since_ms: now,
             message: String::new(),
         };
-        plan.relations.push((RelationKey::new(me, RelationKind::Block, other), Some(since)));
+        plan.relations.push((
+            RelationKey::new(me, RelationKind::Block, other),
+            Some(since),
+        ));
         let PairView {
             friends,
             sent,
@@ -350,13 +456,25 @@ impl Relations {
         if sent.is_some() {
             mine.requests_out = mine.requests_out.saturating_sub(1);
             theirs.requests_in = theirs.requests_in.saturating_sub(1);
-            plan.both_ways(me, RelationKind::RequestOut, other, RelationKind::RequestIn, None);
+            plan.both_ways(
+                me,
+                RelationKind::RequestOut,
+                other,
+                RelationKind::RequestIn,
+                None,
+            );
             plan.events.push(tell_other(FriendEventKind::Cancelled));
         }
         if received.is_some() {
             mine.requests_in = mine.requests_in.saturating_sub(1);
             theirs.requests_out = theirs.requests_out.saturating_sub(1);
-            plan.both_ways(other, RelationKind::RequestOut, me, RelationKind::RequestIn, None);
+            plan.both_ways(
+                other,
+                RelationKind::RequestOut,
+                me,
+                RelationKind::RequestIn,
+                None,
+            );
             plan.events.push(tell_other(FriendEventKind::Rejected));
         }
         plan.summaries = vec![(me, mine), (other, theirs)];
@@ -412,7 +530,12 @@ impl Relations {
     fn carry_out(&mut self, plan: Plan, now: u64) -> Result<ContactDone, Refusal> {
         let mut events = Vec::with_capacity(plan.events.len());
         for e in plan.events {
-            let profile = base_profile(&*self.accounts, &*self.store, self.limits.searchable_default, e.about)?;
+            let profile = base_profile(
+                &*self.accounts,
+                &*self.store,
+                self.limits.searchable_default,
+                e.about,
+            )?;
             let mut profile = profile.unwrap_or(v1::Profile {
                 user_id: e.about,
                 ..v1::Profile::default()

@@ -6,8 +6,8 @@ use ringchat_proto::v1::{self, ErrorCode, FriendState, search_users};
 use super::{Contacts, wire_policy};
 use crate::accounts::Refusal;
 use crate::store::{
-    AccountStore, ContactStore, ConvId, Ports, RelationKey, RelationKind,
-    StoreError, UserId, username_key,
+    AccountStore, ContactStore, ConvId, Ports, RelationKey, RelationKind, StoreError, UserId,
+    username_key,
 };
 
 /// Longest username prefix (a username's longest).
@@ -235,7 +235,8 @@ impl Contacts {
             }
             Some(search_users::Query::UsernamePrefix(prefix)) => {
                 let chars = prefix.chars().count();
-                if chars == 0 || chars > PREFIX_CHARS_MAX || req.after.len() > 4 * PREFIX_CHARS_MAX {
+                if chars == 0 || chars > PREFIX_CHARS_MAX || req.after.len() > 4 * PREFIX_CHARS_MAX
+                {
                     return invalid("username_prefix: 1 to 32 characters");
                 }
                 self.search_rate.take(viewer, 1)?;
@@ -243,7 +244,13 @@ impl Contacts {
                     0 => self.config.search_page_max,
                     n => n.min(self.config.search_page_max),
                 };
-                Ok(self.by_prefix(ports, viewer, &username_key(prefix), &username_key(&req.after), limit as usize)?)
+                Ok(self.by_prefix(
+                    ports,
+                    viewer,
+                    &username_key(prefix),
+                    &username_key(&req.after),
+                    limit as usize,
+                )?)
             }
         }
     }

@@ -73,8 +73,17 @@ mod tests {
         let refused = rate.take_at(1, 1, t + 20).unwrap_err();
         assert_eq!(refused.code, ErrorCode::RateLimited);
         assert_eq!(refused.retry_after_ms, MINUTE_MS - 120);
-        assert!(rate.take_at(2, 3, t).is_ok(), "another user's budget is apart");
-        assert!(rate.take_at(3, 4, t).is_err(), "more than a minute's budget at once");
-        assert!(rate.take_at(1, 3, t + MINUTE_MS).is_ok(), "the next minute is new");
+        assert!(
+            rate.take_at(2, 3, t).is_ok(),
+            "another user's budget is apart"
+        );
+        assert!(
+            rate.take_at(3, 4, t).is_err(),
+            "more than a minute's budget at once"
+        );
+        assert!(
+            rate.take_at(1, 3, t + MINUTE_MS).is_ok(),
+            "the next minute is new"
+        );
     }
 }

@@ -63,9 +63,15 @@ pub(crate) enum SendCheck {
 /// way: one code, so that the refused user cannot tell which (docs/PROTOCOL.md).
 pub(crate) fn not_allowed(you_blocked: bool) -> Refusal {
     if you_blocked {
-        Refusal::new(ErrorCode::NotAllowed, "you blocked this user; unblock first")
+        Refusal::new(
+            ErrorCode::NotAllowed,
+            "you blocked this user; unblock first",
+        )
     } else {
-        Refusal::new(ErrorCode::NotAllowed, "this user does not accept this from you")
+        Refusal::new(
+            ErrorCode::NotAllowed,
+            "this user does not accept this from you",
+        )
     }
 }
 
@@ -134,7 +140,11 @@ impl Relations {
     /// Whether `adder` may put `target` in a group (groups come later): not if either blocked
     /// the other.
     #[allow(dead_code)]
-    pub(crate) fn may_add_to_group(&mut self, adder: UserId, target: UserId) -> Result<(), Refusal> {
+    pub(crate) fn may_add_to_group(
+        &mut self,
+        adder: UserId,
+        target: UserId,
+    ) -> Result<(), Refusal> {
         let Some(conv) = ConvId::direct(adder, target) else {
             return Ok(());
         };
@@ -153,13 +163,22 @@ impl Relations {
             Some(entry) => entry.bits & !POLICY_BITS,
             None => {
                 let mut bits = 0;
-                if self.relation(RelationKey::new(low, RelationKind::Block, high))?.is_some() {
+                if self
+                    .relation(RelationKey::new(low, RelationKind::Block, high))?
+                    .is_some()
+                {
                     bits |= LOW_BLOCKS_HIGH;
                 }
-                if self.relation(RelationKey::new(high, RelationKind::Block, low))?.is_some() {
+                if self
+                    .relation(RelationKey::new(high, RelationKind::Block, low))?
+                    .is_some()
+                {
                     bits |= HIGH_BLOCKS_LOW;
                 }
-                if self.relation(RelationKey::new(low, RelationKind::Friend, high))?.is_some() {
+                if self
+                    .relation(RelationKey::new(low, RelationKind::Friend, high))?
+                    .is_some()
+                {
                     bits |= FRIENDS;
                 }
                 bits

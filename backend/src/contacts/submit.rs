@@ -11,10 +11,16 @@ use crate::store::{USER_ID_FIRST, USER_ID_LAST, UserId};
 /// The other user of a contacts write: a 9-digit id that is not the caller's.
 fn other_user(user: UserId, other: UserId) -> Result<UserId, Refusal> {
     if other == user {
-        return Err(Refusal::new(ErrorCode::InvalidArgument, "user_id is yourself"));
+        return Err(Refusal::new(
+            ErrorCode::InvalidArgument,
+            "user_id is yourself",
+        ));
     }
     if !(USER_ID_FIRST..=USER_ID_LAST).contains(&other) {
-        return Err(Refusal::new(ErrorCode::UserNotFound, format!("no user {other}")));
+        return Err(Refusal::new(
+            ErrorCode::UserNotFound,
+            format!("no user {other}"),
+        ));
     }
     Ok(other)
 }

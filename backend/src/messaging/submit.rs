@@ -8,8 +8,8 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 use super::writer::{CursorKind, CursorMove, NewMessage, Write, WriteOp};
 use super::{conv_from_wire, validate_send};
 use crate::accounts::Refusal;
-use crate::contacts::op_of;
 use crate::api::{ConnRef, WriteRequest};
+use crate::contacts::op_of;
 use crate::sessions::{Sessions, SharedSessions};
 use crate::store::UserId;
 

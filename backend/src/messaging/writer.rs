@@ -22,10 +22,10 @@ use tokio::sync::mpsc;
 use super::delivery::{Delivery, ToDeliver};
 use super::members_with;
 use crate::accounts::Refusal;
+use crate::api::ConnRef;
 use crate::contacts::ContactLimits;
 use crate::contacts::ops::{ContactDone, ContactOp};
 use crate::contacts::sequencer::{Relations, SendCheck};
-use crate::api::ConnRef;
 use crate::store::{
     AccountStore, CommitGroup, ConvId, ConvRecord, ConversationLog, CursorRecord, CursorRow,
     CursorStore, DedupRecord, Members, MessageRecord, Ports, RecencyMove, StoreError, UserId,

@@ -21,7 +21,8 @@ pub use contacts::{
 pub use conv::{ConvId, ConvKind, Members};
 pub use fjall::FjallStore;
 pub use ports::{
-    AccountStore, ContactStore, ConversationLog, CursorStore, MembershipStore, Ports, StoreEngine};
+    AccountStore, ContactStore, ConversationLog, CursorStore, MembershipStore, Ports, StoreEngine,
+};
 pub use records::{
     CommitGroup, ConvRecord, CursorRecord, CursorRow, DEVICES_PER_ROW_MAX, DedupRecord,
     DeviceCursor, MessageRecord, RecencyMove, RecentSend, TokenHash, TokenRecord, UserRecord,

@@ -13,8 +13,9 @@ use std::sync::Arc;
 
 use super::tail_cache::TailCached;
 use super::{
-    CommitGroup, ContactSummary, ConvId, ProfileRecord, RelationKey, RelationKind, RelationRecord, ConvRecord, CursorRow, MessageRecord, StoreError, StoreHealth, TokenHash,
-    TokenRecord, UserId, UserRecord,
+    CommitGroup, ContactSummary, ConvId, ConvRecord, CursorRow, MessageRecord, ProfileRecord,
+    RelationKey, RelationKind, RelationRecord, StoreError, StoreHealth, TokenHash, TokenRecord,
+    UserId, UserRecord,
 };
 
 /// Accounts and login tokens.

@@ -98,7 +98,11 @@ pub async fn expect_event(
     state: FriendState,
 ) -> v1::FriendEvent {
     let e = friend_event(c).await;
-    assert_eq!((e.kind(), e.user_id, e.state()), (kind, about, state), "{e:?}");
+    assert_eq!(
+        (e.kind(), e.user_id, e.state()),
+        (kind, about, state),
+        "{e:?}"
+    );
     assert_eq!(e.profile.as_ref().map(|p| p.user_id), Some(about));
     e
 }
@@ -117,7 +121,12 @@ pub async fn sync_point(c: &mut Client, me: u64, peer: u64) -> Vec<v1::frame::Bo
     before
 }
 
-pub async fn list_requests(c: &mut Client, direction: v1::RequestDirection, after: u64, limit: u32) -> v1::FriendRequestList {
+pub async fn list_requests(
+    c: &mut Client,
+    direction: v1::RequestDirection,
+    after: u64,
+    limit: u32,
+) -> v1::FriendRequestList {
     match ask(
         c,
         Body::ListFriendRequests(v1::ListFriendRequests {
@@ -164,11 +173,17 @@ pub async fn list_blocks(c: &mut Client, after: u64, limit: u32) -> v1::BlockLis
 }
 
 pub fn friend_ids(list: &v1::FriendList) -> Vec<u64> {
-    list.friends.iter().map(|f| f.profile.as_ref().unwrap().user_id).collect()
+    list.friends
+        .iter()
+        .map(|f| f.profile.as_ref().unwrap().user_id)
+        .collect()
 }
 
 pub fn request_ids(list: &v1::FriendRequestList) -> Vec<u64> {
-    list.requests.iter().map(|r| r.profile.as_ref().unwrap().user_id).collect()
+    list.requests
+        .iter()
+        .map(|r| r.profile.as_ref().unwrap().user_id)
+        .collect()
 }
 
 pub async fn get_profiles(c: &mut Client, ids: &[u64]) -> Body {
@@ -189,7 +204,12 @@ pub async fn profiles(c: &mut Client, ids: &[u64]) -> Vec<v1::Profile> {
     }
 }
 
-pub async fn search(c: &mut Client, query: v1::search_users::Query, after: &str, limit: u32) -> Body {
+pub async fn search(
+    c: &mut Client,
+    query: v1::search_users::Query,
+    after: &str,
+    limit: u32,
+) -> Body {
     ask(
         c,
         Body::SearchUsers(v1::SearchUsers {

@@ -88,7 +88,11 @@ fn assert_full_group_visible(store: &impl Store, ab: ConvId, group: &CommitGroup
         assert_eq!(&store.relation(*key).unwrap(), record, "{when}");
     }
     for (user, summary) in &group.contacts.summaries {
-        assert_eq!(store.contact_summary(*user).unwrap().as_ref(), Some(summary), "{when}");
+        assert_eq!(
+            store.contact_summary(*user).unwrap().as_ref(),
+            Some(summary),
+            "{when}"
+        );
     }
 }
 

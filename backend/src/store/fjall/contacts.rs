@@ -112,8 +112,8 @@ impl ContactStore for FjallStore {
             .take(limit)
             .map(|kv| {
                 let (key, value) = kv?;
-                let name = String::from_utf8(key.to_vec())
-                    .map_err(|e| StoreError::Corrupt(e.into()))?;
+                let name =
+                    String::from_utf8(key.to_vec()).map_err(|e| StoreError::Corrupt(e.into()))?;
                 Ok((name, be_u64(&value)?))
             })
             .collect()
