@@ -174,13 +174,13 @@ impl Contacts {
             s.chars()
                 .all(|c| !c.is_control() || (newlines && c == '\n'))
         };
-        if let Some(v) = &req.nickname {
-            if v.len() > cfg.nickname_bytes_max || !no_controls(v, false) {
-                return invalid(format!(
-                    "nickname: at most {} bytes, no control characters",
-                    cfg.nickname_bytes_max
-                ));
-            }
+        if let Some(v) = &req.nickname
+            && (v.len() > cfg.nickname_bytes_max || !no_controls(v, false))
+        {
+            return invalid(format!(
+                "nickname: at most {} bytes, no control characters",
+                cfg.nickname_bytes_max
+            ));
         }
         if let Some(v) = &req.avatar_url {
             let scheme = v.starts_with("https://") || v.starts_with("http://");
@@ -192,13 +192,13 @@ impl Contacts {
                 ));
             }
         }
-        if let Some(v) = &req.bio {
-            if v.len() > cfg.bio_bytes_max || !no_controls(v, true) {
-                return invalid(format!(
-                    "bio: at most {} bytes, no control characters but newlines",
-                    cfg.bio_bytes_max
-                ));
-            }
+        if let Some(v) = &req.bio
+            && (v.len() > cfg.bio_bytes_max || !no_controls(v, true))
+        {
+            return invalid(format!(
+                "bio: at most {} bytes, no control characters but newlines",
+                cfg.bio_bytes_max
+            ));
         }
         Ok(())
     }
