@@ -11,6 +11,7 @@
 //! `query.rs` is the API the rest of the backend (presence, groups) asks: friends of a user,
 //! whether one user blocked another.
 
+mod blocks;
 mod config;
 mod dispatch;
 mod lists;

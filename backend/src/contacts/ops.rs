@@ -3,15 +3,13 @@
 //! reads the profiles its events show, and only then changes the overlay: a refusal leaves
 //! nothing behind.
 //!
-//! Blocking removes what stood between the two users, and the blocked user is told only what an
-//! ordinary action would have told them: a friendship ends as a delete, the blocker's request as
-//! a cancel, the blocked user's request as a rejection (docs/PROTOCOL.md).
+//! Blocks and the DM policy: `blocks.rs`.
 
 use ringchat_proto::Body;
 use ringchat_proto::v1::{self, ErrorCode, FriendEventKind, FriendState};
 
 use super::profiles::base_profile;
-use super::sequencer::{PairView, Relations, not_allowed};
+use super::sequencer::{Relations, not_allowed};
 use crate::accounts::Refusal;
 use crate::store::{ContactSummary, DmPolicy, RelationKey, RelationKind, RelationRecord, UserId};
 
@@ -71,24 +69,24 @@ pub(crate) struct ContactDone {
 }
 
 /// An event for `to` about `about`.
-struct Event {
-    to: UserId,
-    about: UserId,
-    kind: FriendEventKind,
-    state: FriendState,
-    message: String,
+pub(super) struct Event {
+    pub to: UserId,
+    pub about: UserId,
+    pub kind: FriendEventKind,
+    pub state: FriendState,
+    pub message: String,
 }
 
 /// What an op changes, decided before anything is changed.
-struct Plan {
-    reply: Body,
-    relations: Vec<(RelationKey, Option<RelationRecord>)>,
-    summaries: Vec<(UserId, ContactSummary)>,
-    events: Vec<Event>,
+pub(super) struct Plan {
+    pub reply: Body,
+    pub relations: Vec<(RelationKey, Option<RelationRecord>)>,
+    pub summaries: Vec<(UserId, ContactSummary)>,
+    pub events: Vec<Event>,
 }
 
 impl Plan {
-    fn reply(reply: Body) -> Self {
+    pub(super) fn reply(reply: Body) -> Self {
         Self {
             reply,
             relations: Vec::new(),
@@ -97,7 +95,7 @@ impl Plan {
         }
     }
 
-    fn both_ways(
+    pub(super) fn both_ways(
         &mut self,
         a: UserId,
         kind_a: RelationKind,
@@ -145,7 +143,7 @@ fn friend_ok(other: UserId, state: FriendState) -> Body {
     })
 }
 
-fn block_ok(other: UserId, blocked: bool) -> Body {
+pub(super) fn block_ok(other: UserId, blocked: bool) -> Body {
     Body::BlockOk(v1::BlockOk {
         user_id: other,
         blocked,
@@ -407,122 +405,6 @@ impl Relations {
             FriendState::None,
             "",
         );
-        Ok(plan)
-    }
-
-    fn block(&mut self, me: UserId, other: UserId, now: u64) -> Result<Plan, Refusal> {
-        let view = self.view(me, other)?;
-        if view.i_block {
-            return Ok(Plan::reply(block_ok(other, true)));
-        }
-        let mut mine = self.summary(me)?;
-        if mine.blocks >= self.limits.blocks_max {
-            return Err(Refusal::new(
-                ErrorCode::TooManyBlocks,
-                format!("at most {} blocked users", self.limits.blocks_max),
-            ));
-        }
-        let mut theirs = self.summary(other)?;
-        mine.blocks += 1;
-        let mut plan = Plan::reply(block_ok(other, true));
-        let since = RelationRecord {
-            since_ms: now,
-            message: String::new(),
-        };
-        plan.relations.push((
-            RelationKey::new(me, RelationKind::Block, other),
-            Some(since),
-        ));
-        let PairView {
-            friends,
-            sent,
-            received,
-            ..
-        } = view;
-        // What the blocked user is told: what an ordinary action would have told them.
-        let tell_other = |kind| Event {
-            to: other,
-            about: me,
-            kind,
-            state: FriendState::None,
-            message: String::new(),
-        };
-        if friends.is_some() {
-            mine.friends = mine.friends.saturating_sub(1);
-            theirs.friends = theirs.friends.saturating_sub(1);
-            plan.both_ways(me, RelationKind::Friend, other, RelationKind::Friend, None);
-            plan.events.push(tell_other(FriendEventKind::Deleted));
-        }
-        if sent.is_some() {
-            mine.requests_out = mine.requests_out.saturating_sub(1);
-            theirs.requests_in = theirs.requests_in.saturating_sub(1);
-            plan.both_ways(
-                me,
-                RelationKind::RequestOut,
-                other,
-                RelationKind::RequestIn,
-                None,
-            );
-            plan.events.push(tell_other(FriendEventKind::Cancelled));
-        }
-        if received.is_some() {
-            mine.requests_in = mine.requests_in.saturating_sub(1);
-            theirs.requests_out = theirs.requests_out.saturating_sub(1);
-            plan.both_ways(
-                other,
-                RelationKind::RequestOut,
-                me,
-                RelationKind::RequestIn,
-                None,
-            );
-            plan.events.push(tell_other(FriendEventKind::Rejected));
-        }
-        plan.summaries = vec![(me, mine), (other, theirs)];
-        plan.events.push(Event {
-            to: me,
-            about: other,
-            kind: FriendEventKind::Blocked,
-            state: FriendState::None,
-            message: String::new(),
-        });
-        Ok(plan)
-    }
-
-    fn unblock(&mut self, me: UserId, other: UserId) -> Result<Plan, Refusal> {
-        let key = RelationKey::new(me, RelationKind::Block, other);
-        if self.relation(key)?.is_none() {
-            return Ok(Plan::reply(block_ok(other, false)));
-        }
-        let mut mine = self.summary(me)?;
-        mine.blocks = mine.blocks.saturating_sub(1);
-        let mut plan = Plan::reply(block_ok(other, false));
-        plan.relations.push((key, None));
-        plan.summaries = vec![(me, mine)];
-        plan.events.push(Event {
-            to: me,
-            about: other,
-            kind: FriendEventKind::Unblocked,
-            state: FriendState::None,
-            message: String::new(),
-        });
-        Ok(plan)
-    }
-
-    fn set_privacy(&mut self, me: UserId, policy: Option<DmPolicy>) -> Result<Plan, Refusal> {
-        let mut mine = self.summary(me)?;
-        let default = self.limits.dm_policy_default;
-        let effective = policy.unwrap_or(default);
-        let mut plan = Plan::reply(Body::Privacy(v1::Privacy {
-            dm_policy: super::wire_policy(effective) as i32,
-        }));
-        if mine.dm_policy != policy {
-            let before = mine.dm_policy.unwrap_or(default);
-            mine.dm_policy = policy;
-            plan.summaries = vec![(me, mine)];
-            if before != effective {
-                self.policy_changed(me, effective);
-            }
-        }
         Ok(plan)
     }
 
