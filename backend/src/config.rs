@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+pub use crate::contacts::{ContactsConfig, DmPolicyName};
 pub use crate::limits::Limits;
 
 use serde::{Deserialize, Serialize};
@@ -198,6 +199,7 @@ pub struct Settings {
     pub accounts: AccountsConfig,
     pub login: LoginConfig,
     pub admin: AdminConfig,
+    pub contacts: ContactsConfig,
     /// Limits the gateway also announces (message size, sync page), shared by both sides.
     pub limits: Limits,
     pub server_name: String,
@@ -304,6 +306,7 @@ impl Settings {
             ));
         }
         out.extend(self.limits.problems());
+        out.extend(self.contacts.problems());
         out
     }
 }

@@ -3,10 +3,10 @@
 
 use std::net::SocketAddr;
 
-use ringchat_backend::config::Limits;
 use ringchat_backend::config::{
     AccountsConfig, AdminConfig, BackendConfig, LoginConfig, Settings, StorageConfig,
 };
+use ringchat_backend::config::{ContactsConfig, Limits};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
@@ -24,6 +24,7 @@ pub struct Config {
     pub login: LoginConfig,
     pub limits: Limits,
     pub admin: AdminConfig,
+    pub contacts: ContactsConfig,
 }
 
 /// Which I/O driver the shards run on.
@@ -172,6 +173,7 @@ impl Config {
             login: section(&table, "login", &mut problems),
             limits: section(&table, "limits", &mut problems),
             admin: section(&table, "admin", &mut problems),
+            contacts: section(&table, "contacts", &mut problems),
         };
         problems.extend(config.problems());
         if problems.is_empty() {
@@ -213,6 +215,7 @@ impl Config {
             login: self.login.clone(),
             admin: self.admin.clone(),
             limits: self.limits.clone(),
+            contacts: self.contacts.clone(),
             server_name: self.gateway.server_name.clone(),
         }
     }
