@@ -121,7 +121,10 @@ function personSub(id, where) {
 
 function personRow(id, where) {
   const friend = where === 'friends';
-  const body = el('span', { class: 'person-body' }, el('span', { class: 'person-name' }, displayName(id)), personSub(id, where));
+  // Their "about" line where you decide about them (search) or look closer (a friend unfolded).
+  const bio = (where === 'search' || (friend && cv.open === id)) && profileOf(id)?.bio;
+  const body = el('span', { class: 'person-body' }, el('span', { class: 'person-name' }, displayName(id)), personSub(id, where),
+    bio ? el('span', { class: 'person-bio' }, bio) : null);
   const main = friend
     ? el('button', { type: 'button', class: 'person-main', title: `Chat with ${displayName(id)}`, dataset: { key: `open-${id}` }, onclick: () => goToChat(id) }, avatar(id, true), body)
     : el('div', { class: 'person-main' }, avatar(id, true), body);

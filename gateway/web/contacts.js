@@ -22,7 +22,6 @@ const contacts = {
   errors: new Map(), // userId -> what went wrong with the last action on them
   presence: localStorage.getItem(PRESENCE_KEY) || 'online', // the state this device asks for
   presenceError: null,
-  seenRequests: 0, // incoming requests already looked at (the tab's badge counts the others)
   toasts: [], // [{id, text, peer}] notifications shown for a few seconds
 };
 

@@ -110,7 +110,7 @@ function avatar(userId, withPresence, p = profileOf(userId)) {
     if (name) span.textContent = Array.from(name)[0].toUpperCase();
     else span.innerHTML = ICONS.person;
   };
-  if (p?.avatarUrl) {
+  if (/^https?:\/\/\S+$/i.test(p?.avatarUrl || '')) {
     // No referrer: the picture's host learns an address fetched it, not which page or who.
     const img = el('img', { src: p.avatarUrl, alt: '', referrerpolicy: 'no-referrer', loading: 'lazy', decoding: 'async' });
     img.onerror = () => { img.remove(); initial(); };
