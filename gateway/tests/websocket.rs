@@ -241,11 +241,20 @@ fn the_chat_page_is_served_on_the_websocket_port() {
         .collect();
     assert!(files.len() >= 6, "{files:?}");
     for file in files {
-        let got = http(server.ws, format!("GET {file} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+        let got = http(
+            server.ws,
+            format!("GET {file} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+        );
         assert!(got.starts_with("HTTP/1.1 200 OK"), "{file}: {got}");
-        assert!(!got.contains("unsafe-inline"), "{file}: the CSP allows inline code");
+        assert!(
+            !got.contains("unsafe-inline"),
+            "{file}: the CSP allows inline code"
+        );
     }
-    assert!(page.contains("Content-Security-Policy: default-src 'self'"), "{page}");
+    assert!(
+        page.contains("Content-Security-Policy: default-src 'self'"),
+        "{page}"
+    );
     let missing = http(server.ws, b"GET /secret HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
     let not_ws = http(server.ws, b"GET /ws HTTP/1.1\r\nHost: x\r\n\r\n");

@@ -108,7 +108,10 @@ function onFriendEvent(ev) {
   const at = num(ev.timeMs) || Date.now();
   if (friendState === 'request_received') contacts.incoming.set(id, { message: ev.message || '', sentAtMs: at });
   if (friendState === 'request_sent') contacts.outgoing.set(id, { message: ev.message || '', sentAtMs: at });
-  if (friendState === 'friends' && !contacts.friends.has(id)) contacts.friends.set(id, { sinceMs: at });
+  if (friendState === 'friends' && !contacts.friends.has(id)) {
+    contacts.friends.set(id, { sinceMs: at });
+    reloadFriendPresence();
+  }
   if (kind === 'blocked') {
     contacts.blocked.set(id, { sinceMs: at });
     setRelation(id, { blocked: true });
