@@ -190,6 +190,24 @@ impl AdminConfig {
     }
 }
 
+/// `[presence]`: what friends see of each other.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PresenceConfig {
+    /// A user costs their friends at most one presence push per this many milliseconds, and a
+    /// user who goes offline (or less present) is shown so only after this long without coming
+    /// back: a device flapping its connection does not flood its friends.
+    pub quiet_period_ms: u64,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        Self {
+            quiet_period_ms: 5_000,
+        }
+    }
+}
+
 /// Everything the backend needs, gathered from the file's sections.
 #[derive(Debug, Clone, Default)]
 pub struct Settings {
@@ -198,6 +216,7 @@ pub struct Settings {
     pub accounts: AccountsConfig,
     pub login: LoginConfig,
     pub admin: AdminConfig,
+    pub presence: PresenceConfig,
     /// Limits the gateway also announces (message size, sync page), shared by both sides.
     pub limits: Limits,
     pub server_name: String,
@@ -290,6 +309,10 @@ impl Settings {
         check(
             self.login.devices_max >= 1,
             "login.devices_max: must be at least 1",
+        );
+        check(
+            self.presence.quiet_period_ms <= 600_000,
+            "presence.quiet_period_ms: must be at most 600000 (ten minutes)",
         );
         for p in self.login.policy.keys() {
             if !PLATFORM_NAMES.contains(&p.as_str()) {

@@ -15,6 +15,7 @@ pub mod config;
 pub mod fill;
 mod limits;
 mod messaging;
+mod presence;
 mod runtime;
 mod service;
 mod sessions;

@@ -12,6 +12,7 @@ use crate::config::{DevicePolicy, PLATFORM_NAMES, Settings};
 use crate::messaging::Writes;
 use crate::messaging::delivery::{Delivery, ToDeliver};
 use crate::messaging::writer::{RowPolicy, WriteOp, Writer};
+use crate::presence::{DeviceState, LocalPresence, Tracker};
 use crate::sessions::{OpenError, Session, Sessions, SharedSessions};
 use crate::store::{FjallStore, Ports, StoreError, StoreHealth};
 use crate::time::now_ms;
@@ -59,6 +60,8 @@ pub struct Backend {
     pub(crate) sessions: SharedSessions,
     pub(crate) shards: Vec<ShardSender>,
     delivery: Arc<Delivery>,
+    /// Who is shown present to their friends, and when friends are told.
+    pub(crate) presence: Tracker,
     commit: Mutex<Commit>,
     /// Permits for sync, history and conversation-list reads in flight.
     pub(crate) reads: Arc<tokio::sync::Semaphore>,
@@ -131,6 +134,10 @@ impl Backend {
                 writer.run(ops_rx, &sequencer_delivery, deliver_tx);
             })?;
         Ok(Arc::new(Self {
+            presence: Tracker::new(
+                Arc::new(LocalPresence::default()),
+                settings.presence.quiet_period_ms,
+            ),
             settings,
             health,
             ports,
@@ -177,6 +184,7 @@ impl Backend {
         };
         let delivery = Arc::clone(&self.delivery);
         tokio::spawn(async move { delivery.run(to_deliver).await });
+        tokio::spawn(Arc::clone(&self).run_presence_timer());
         let mut batch = Vec::with_capacity(REQUEST_BATCH_MAX);
         let mut stop = std::pin::pin!(stop);
         loop {
@@ -239,12 +247,23 @@ impl Backend {
             } => {
                 let this = Arc::clone(self);
                 tokio::spawn(async move {
+                    let presence = v1::PresenceState::try_from(body.presence)
+                        .ok()
+                        .and_then(DeviceState::from_wire)
+                        .unwrap_or_default();
                     let outcome = this.login(conn, peer, body).await;
                     let session = outcome.session.clone();
+                    // Before the reply: the shard reports the connection closed only after it
+                    // has the reply, so a close is never overtaken by this device's arrival.
+                    if let Some(session) = &session {
+                        this.presence_changed(session.user_id, conn, Some(presence))
+                            .await;
+                    }
                     if reply.send(outcome).is_err()
                         && let Some(session) = session
                     {
                         this.sessions.write().close(session.user_id, conn);
+                        this.presence_changed(session.user_id, conn, None).await;
                     }
                 });
             }
@@ -256,7 +275,10 @@ impl Backend {
             } => {
                 self.session(conn, user_id, request_id, request).await;
             }
-            Request::Closed { conn, user_id } => self.sessions.write().close(user_id, conn),
+            Request::Closed { conn, user_id } => {
+                self.sessions.write().close(user_id, conn);
+                self.presence_changed(user_id, conn, None).await;
+            }
         }
     }
 

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use ringchat_backend::config::Limits;
 use ringchat_backend::config::{
-    AccountsConfig, AdminConfig, BackendConfig, LoginConfig, Settings, StorageConfig,
+    AccountsConfig, AdminConfig, BackendConfig, LoginConfig, PresenceConfig, Settings, StorageConfig,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -24,6 +24,7 @@ pub struct Config {
     pub login: LoginConfig,
     pub limits: Limits,
     pub admin: AdminConfig,
+    pub presence: PresenceConfig,
 }
 
 /// Which I/O driver the shards run on.
@@ -172,6 +173,7 @@ impl Config {
             login: section(&table, "login", &mut problems),
             limits: section(&table, "limits", &mut problems),
             admin: section(&table, "admin", &mut problems),
+            presence: section(&table, "presence", &mut problems),
         };
         problems.extend(config.problems());
         if problems.is_empty() {
@@ -212,6 +214,7 @@ impl Config {
             accounts: self.accounts.clone(),
             login: self.login.clone(),
             admin: self.admin.clone(),
+            presence: self.presence.clone(),
             limits: self.limits.clone(),
             server_name: self.gateway.server_name.clone(),
         }

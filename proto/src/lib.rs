@@ -78,5 +78,8 @@ pub fn body_name(body: &Body) -> &'static str {
         Body::Recall(_) => "recall",
         Body::RecallOk(_) => "recall_ok",
         Body::CursorOk(_) => "cursor_ok",
+        Body::SetPresence(_) => "set_presence",
+        Body::SetPresenceOk(_) => "set_presence_ok",
+        Body::Presence(_) => "presence",
     }
 }

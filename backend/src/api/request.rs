@@ -42,6 +42,7 @@ pub enum SessionRequest {
     History(v1::History),
     Conversations(v1::Conversations),
     Typing(v1::Typing),
+    SetPresence(v1::SetPresence),
 }
 
 /// A frame that is no request at all.
@@ -76,6 +77,7 @@ impl ClientRequest {
             Body::Conversations(b) => Self::Session(SessionRequest::Conversations(b)),
             Body::Typing(b) => Self::Session(SessionRequest::Typing(b)),
             Body::Recall(b) => Self::Write(WriteRequest::Recall(b)),
+            Body::SetPresence(b) => Self::Session(SessionRequest::SetPresence(b)),
             Body::HelloOk(_)
             | Body::RegisterOk(_)
             | Body::LoginOk(_)
@@ -89,7 +91,9 @@ impl ClientRequest {
             | Body::HistoryBatch(_)
             | Body::ConversationList(_)
             | Body::RecallOk(_)
-            | Body::CursorOk(_) => {
+            | Body::CursorOk(_)
+            | Body::SetPresenceOk(_)
+            | Body::Presence(_) => {
                 return Err(RequestError::ServerOnly(ringchat_proto::body_name(&body)));
             }
         })
