@@ -1,10 +1,18 @@
-// End-to-end test of the chat page in headless Chromium: two browser pages register as two
-// users and chat; checks unread counts, delivered/read ticks, typing, history, and catching up
-// after the connection drops. Started by gateway/tests/browser.rs:
-//   node web-tests/chat.e2e.mjs http://127.0.0.1:PORT/ ARTIFACT_DIR
-import { chromium } from 'playwright-core';
+// End-to-end test of the chat page in headless Chromium. Alice uses a desktop window (through a
+// TCP proxy the test can cut), Bob a phone-sized one (390x844), Carol registers late. Checks:
+// empty states, sending with Enter, long words wrapping, unread counts, delivered/read ticks,
+// timestamps and day separators, the typing indicator (shown, then cleared by the message), a
+// failed send (error shown, kept across a reload, retried), a connection loss (human text, an
+// unsent message kept, recovery), another tab taking over, a server restart (said in words,
+// recovered), the phone layout (no sideways scrolling, tap targets >= 40 px, list and chat as
+// separate views), and history after reload.
+// Every wait is on an event with a deadline (STEP_MS), never a sleep.
+// Started by gateway/tests/browser.rs:  node web-tests/chat.e2e.mjs http://127.0.0.1:PORT/ ARTIFACT_DIR
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import {
+  DESKTOP, PHONE, askHarness, check, expectNoLayoutProblems, launch, newPage, register, startProxy, watch,
+} from './harness.mjs';
 
 const [url, artifacts] = process.argv.slice(2);
 if (!url || !artifacts) {
@@ -12,95 +20,207 @@ if (!url || !artifacts) {
   process.exit(2);
 }
 mkdirSync(artifacts, { recursive: true });
-const executablePath = process.env.RINGCHAT_CHROMIUM || '/usr/bin/chromium';
-const STEP_MS = 15000;
+const DAY_MS = 86400000;
+const TYPING_SHOW_MS = 3000; // chat.js: how long a typing notice shows without a message
 
-// Playwright gives each launch a new, empty --user-data-dir of its own.
-const browser = await chromium.launch({
-  executablePath,
-  headless: true,
-  timeout: 60000,
-  args: [
-    '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-  ],
-});
-
-let failed = false;
+const failures = [];
+const fail = (why) => { console.error(why); failures.push(why); };
+const browser = await launch();
+const proxy = await startProxy(url);
 const pages = [];
+const shot = (page, name) => page.screenshot({ path: join(artifacts, `${name}.png`) });
+
 try {
-  const open = async (name) => {
-    const context = await browser.newContext({ viewport: { width: 900, height: 600 } });
-    const page = await context.newPage();
-    page.setDefaultTimeout(STEP_MS);
-    page.on('console', (m) => console.log(`[${name}] ${m.type()}: ${m.text()}`));
-    page.on('pageerror', (e) => { console.error(`[${name}] page error: ${e}`); failed = true; });
-    await page.goto(url);
-    await page.fill('#username', name);
-    await page.fill('#password', 'correct horse battery');
-    await page.click('#do-register');
-    await page.waitForSelector('#me[data-user-id]');
-    const id = await page.getAttribute('#me', 'data-user-id');
-    pages.push({ name, page, context });
-    return { page, context, id };
-  };
-  const alice = await open('alice');
-  const bob = await open('bob');
+  const alice = await newPage(browser, 'alice', DESKTOP, fail);
+  const bob = await newPage(browser, 'bob', PHONE, fail);
+  pages.push(alice, bob);
+  await alice.page.goto(proxy.url);
+  await bob.page.goto(url);
+  await bob.page.waitForSelector('#login:not([hidden])');
+  await expectNoLayoutProblems(bob.page, 'phone login', 40);
+  await shot(bob.page, 'phone-login');
+  alice.id = await register(alice.page, 'alice');
+  bob.id = await register(bob.page, 'bob');
   console.log(`alice=${alice.id} bob=${bob.id}`);
+  const a = alice.page;
+  const b = bob.page;
 
-  const send = async (page, text) => {
-    await page.fill('#text', text);
-    await page.click('#composer button');
-  };
-  const lastTick = (page) => page.locator('#messages li.mine .tick').last();
+  // Empty states, then a bad id is answered where it was typed.
+  await a.waitForSelector('#conversations li.empty >> text=No conversations yet');
+  await a.waitForSelector('#no-conversation:not([hidden])');
+  await a.fill('#peer-id', 'bob');
+  await a.press('#peer-id', 'Enter');
+  await a.waitForSelector('#new-chat-error:not([hidden]) >> text=digits only');
 
-  // Alice opens a chat with Bob and writes.
-  await alice.page.fill('#peer-id', bob.id);
-  await alice.page.click('#new-chat button');
-  await send(alice.page, 'hello bob');
-  await alice.page.waitForSelector('#messages li.mine .tick[data-state="delivered"]');
+  // Alice opens a chat with Bob (Enter in the id field) and writes (Enter in the composer).
+  await a.fill('#peer-id', bob.id);
+  await a.press('#peer-id', 'Enter');
+  await a.waitForSelector('#messages li.empty >> text=No messages yet');
+  await a.fill('#text', 'hello bob');
+  await a.press('#text', 'Enter');
+  await a.waitForSelector('#messages li.mine .tick[data-state="delivered"]');
+  check((await a.inputValue('#text')) === '', 'the composer is not cleared after sending');
+  const longWord = 'x'.repeat(400);
+  await a.fill('#text', longWord);
+  await a.click('#send');
+  await a.waitForSelector(`#messages li.mine >> text=${longWord}`);
 
-  // Bob sees the conversation with one unread message, opens it: Alice's tick turns read.
-  const badge = bob.page.locator(`#conversations li[data-peer="${alice.id}"] .badge`);
-  await badge.waitFor();
-  if ((await badge.textContent()) !== '1') throw new Error('unread count is not 1');
-  await bob.page.click(`#conversations li[data-peer="${alice.id}"]`);
-  await bob.page.waitForSelector('#messages li.theirs >> text=hello bob');
-  await alice.page.waitForSelector('#messages li.mine .tick[data-state="read"]');
+  // Bob, on a phone: the list view with one unread conversation, no sideways scrolling.
+  const bobsRow = b.locator(`#conversations li[data-peer="${alice.id}"]`);
+  await bobsRow.locator('.badge').waitFor();
+  check((await bobsRow.locator('.badge').textContent()) === '2', 'unread count is not 2');
+  check((await b.title()) === '(2) ringchat', `the title does not count unread messages: ${await b.title()}`);
+  check(await b.isHidden('#conversation'), 'phone list view also shows the conversation pane');
+  await expectNoLayoutProblems(b, 'phone list', 40);
+  await shot(b, 'phone-list');
+  await bobsRow.click();
+  await b.waitForSelector('#messages li.theirs >> text=hello bob');
+  check(await b.isHidden('#sidebar'), 'phone chat view still shows the list');
+  await a.waitForSelector('#messages li.mine .tick[data-state="read"]');
 
-  // Bob types: Alice sees the indicator. Then he answers.
-  await bob.page.type('#text', 'hi al', { delay: 20 });
-  await alice.page.waitForSelector('#typing:not([hidden])');
-  await bob.page.fill('#text', '');
-  await send(bob.page, 'hi alice');
-  await alice.page.waitForSelector('#messages li.theirs >> text=hi alice');
+  // Timestamps and a day separator.
+  const times = await b.$$eval('#messages li.msg time', (ts) => ts.map((t) => [t.textContent, t.getAttribute('datetime')]));
+  check(times.length === 2 && times.every(([text, iso]) => /^\d{2}:\d{2}$/.test(text) && !Number.isNaN(Date.parse(iso))),
+    `message times missing or malformed: ${JSON.stringify(times)}`);
+  const seps = await b.$$eval('#messages li.day-sep', (ls) => ls.map((l) => l.textContent));
+  check(seps.length >= 1 && seps[seps.length - 1] === 'Today', `day separators: ${JSON.stringify(seps)}`);
+  const firstRow = await b.$eval('#messages li.msg', (li) => li.previousElementSibling?.className);
+  check(firstRow === 'day-sep' || firstRow === 'new-sep', `first message is not under a day separator: ${firstRow}`);
+  const wraps = await b.$eval(`#messages li.theirs:last-of-type .bubble`, (n) => n.scrollWidth <= n.clientWidth && n.getBoundingClientRect().right <= innerWidth);
+  check(wraps, 'a long word does not wrap inside its bubble');
 
-  // Alice's connection drops; Bob writes meanwhile; Alice reconnects and syncs.
-  await alice.page.evaluate(() => { state.kickedForGood = true; state.ws.close(); });
-  await alice.page.waitForSelector('#status:not(.online)');
-  await send(bob.page, 'while you were away');
-  await lastTick(bob.page).and(bob.page.locator('[data-state="sent"], [data-state="delivered"]')).waitFor();
-  await alice.page.evaluate(() => { state.kickedForGood = false; connect(); });
-  await alice.page.waitForSelector('#status.online');
-  await alice.page.waitForSelector('#messages li.theirs >> text=while you were away');
+  // Bob types: Alice sees it. He sends: the notice goes away with the message, not seconds later.
+  await b.type('#text', 'hi al', { delay: 20 });
+  await a.waitForSelector('#typing:not([hidden])');
+  const typingSeen = Date.now();
+  await b.fill('#text', 'hi alice');
+  await b.click('#send');
+  await a.waitForSelector('#messages li.theirs >> text=hi alice');
+  check(Date.now() - typingSeen < TYPING_SHOW_MS, 'too slow to tell whether the message cleared the typing notice');
+  check(await a.isHidden('#typing'), 'typing… still shown after the message arrived');
+  check(!(await a.textContent(`#conversations li[data-peer="${bob.id}"]`)).includes('typing'), 'the list still says typing…');
+  await expectNoLayoutProblems(b, 'phone chat', 40);
+  await shot(b, 'phone-chat');
+  await b.click('#back');
+  await b.waitForSelector('#sidebar:not([hidden]) #conversations');
+  check(await b.isHidden('#conversation'), 'the back button does not return to the list');
 
-  // A reload logs in again with the stored token and pages history back in.
-  await alice.page.reload();
-  await alice.page.waitForSelector('#status.online');
-  await alice.page.click(`#conversations li[data-peer="${bob.id}"]`);
-  await alice.page.waitForSelector('#messages li >> text=hello bob');
+  // On the phone, a send to an unknown id fails where it was written; Delete drops it.
+  await b.fill('#peer-id', '999999999');
+  await b.press('#peer-id', 'Enter');
+  await b.fill('#text', 'anyone there?');
+  await b.click('#send');
+  await b.waitForSelector('#messages li.msg.failed .send-error >> text=There is no user with id 999999999.');
+  await expectNoLayoutProblems(b, 'phone failed send', 40);
+  await shot(b, 'phone-failed-send');
+  await b.click('#messages li.msg.failed button.discard');
+  await b.waitForSelector('#messages li.msg.failed', { state: 'detached' });
+  await b.click('#back');
+  await b.waitForSelector(`#conversations li[data-peer="${alice.id}"]`);
+  check(await b.locator('#conversations li[data-peer="999999999"]').count() === 0, 'a deleted unsent message leaves its conversation in the list');
 
-  await alice.page.screenshot({ path: join(artifacts, 'chat-alice.png') });
-  await bob.page.screenshot({ path: join(artifacts, 'chat-bob.png') });
+  // A send to an id nobody has: the error shows at the message, the message survives a reload,
+  // and once that user exists, Retry delivers it.
+  const carolId = String(BigInt(bob.id) + 1n); // ids are given out in order
+  await a.fill('#peer-id', carolId);
+  await a.click('#new-chat button');
+  await a.fill('#text', 'are you there, carol?');
+  await a.press('#text', 'Enter');
+  const failed = a.locator('#messages li.msg.failed');
+  await failed.locator('.send-error >> text=There is no user with id').waitFor();
+  check((await failed.locator('.tick').getAttribute('data-state')) === 'failed', 'a failed send has no failed mark');
+  await a.waitForSelector(`#conversations li[data-peer="${carolId}"] .preview.failed`);
+  await shot(a, 'desktop-failed-send');
+  await a.reload();
+  await a.waitForSelector('#status.online');
+  await failed.locator('.send-error >> text=There is no user with id').waitFor();
+  const carol = await newPage(browser, 'carol', DESKTOP, fail);
+  pages.push(carol);
+  await carol.page.goto(url);
+  await carol.page.fill('#username', 'carol');
+  await carol.page.fill('#password', 'not the password');
+  await carol.page.click('#do-login');
+  await carol.page.waitForSelector('#login-error >> text=Wrong username or password.');
+  carol.id = await register(carol.page, 'carol');
+  check(carol.id === carolId, `carol got id ${carol.id}, not ${carolId}`);
+  await failed.locator('button.retry').click();
+  await a.waitForSelector('#messages li.mine .tick[data-state="delivered"]');
+  check(await failed.count() === 0, 'the message still shows as failed after a successful retry');
+  await carol.page.waitForSelector(`#conversations li[data-peer="${alice.id}"] >> text=are you there, carol?`);
+
+  // Alice's connection is cut and reconnecting fails for a while: the banner says so in words,
+  // a message she writes waits, and everything catches up once the network is back.
+  await a.click(`#conversations li[data-peer="${bob.id}"]`);
+  await a.waitForSelector('#messages li >> text=hi alice');
+  proxy.refuse(true);
+  proxy.cut();
+  await a.waitForSelector('#banner:not([hidden]) >> text=/^Connection lost\\. Reconnecting in \\d+ s…$/');
+  check(!/\b1\d{3}\b/.test(await a.textContent('#banner')), 'the banner shows a raw close code');
+  check(!(await a.isVisible('#status.online')), 'status still says online');
+  await a.fill('#text', 'written while offline');
+  await a.press('#text', 'Enter');
+  await a.waitForSelector('#messages li.mine .tick[data-state="pending"]');
+  await b.click(`#conversations li[data-peer="${alice.id}"]`);
+  await b.fill('#text', 'while you were away');
+  await b.click('#send');
+  await b.locator('#messages li.mine .tick').last().and(b.locator('[data-state="sent"], [data-state="delivered"]')).waitFor();
+  await shot(a, 'desktop-connection-lost');
+  proxy.refuse(false);
+  await a.waitForSelector('#status.online');
+  await a.waitForSelector('#banner', { state: 'hidden' });
+  await a.waitForSelector('#messages li.theirs >> text=while you were away');
+  await b.waitForSelector('#messages li.theirs >> text=written while offline');
+  await a.waitForSelector('#messages li.mine .tick[data-state="pending"]', { state: 'detached' });
+
+  // The same browser profile opens the page in a second tab: the first one says so, stops, and
+  // takes over again on "Use here".
+  const a2 = await watch(await alice.context.newPage(), 'alice-tab2', fail);
+  await a2.goto(proxy.url);
+  await a2.waitForSelector('#status.online');
+  await a.waitForSelector('#banner:not([hidden]) >> text=open in another tab');
+  await a.click('#banner-action >> text=Use here');
+  await a.waitForSelector('#status.online');
+  await a2.waitForSelector('#banner:not([hidden]) >> text=open in another tab');
+  await a2.close();
+
+  // A reload logs in again with the stored token and pages history back in; the open
+  // conversation is in the URL.
+  await a.reload();
+  await a.waitForSelector('#status.online');
+  await a.waitForSelector('#messages li >> text=hello bob');
+  await expectNoLayoutProblems(a, 'desktop chat', 0);
+  await shot(a, 'desktop-chat');
+
+  // The next day (the page's clock a day ahead), yesterday's messages are under "Yesterday".
+  await carol.page.clock.install({ time: Date.now() + DAY_MS });
+  await carol.page.reload();
+  await carol.page.click(`#conversations li[data-peer="${alice.id}"]`);
+  await carol.page.waitForSelector('#messages li.day-sep >> text=Yesterday');
+  check((await carol.page.textContent(`#conversations li[data-peer="${alice.id}"] .when`)) === 'Yesterday',
+    'the conversation list does not say Yesterday');
+
+  // The server restarts (SIGTERM, then started again on new ports behind Alice's proxy): her
+  // page says so while it is away, and comes back by itself with everything still there.
+  const restarted = askHarness('restart-server', 60000);
+  restarted.catch(() => {}); // awaited below; a failure before that must not crash node
+  await a.waitForSelector('#banner:not([hidden]) >> text=/^The server is restarting\\. Reconnecting in \\d+ s…$/');
+  const answer = await restarted;
+  check(/^restarted http:\/\/\S+$/.test(answer), `unexpected answer from the harness: ${answer}`);
+  proxy.retarget(answer.split(' ')[1]);
+  await a.waitForSelector('#status.online');
+  await a.waitForSelector('#banner', { state: 'hidden' });
+  await a.waitForSelector('#messages li >> text=written while offline');
   console.log(`screenshots in ${artifacts}`);
 } catch (e) {
-  failed = true;
-  console.error(`e2e failed: ${e.stack || e}`);
-  for (const { name, page } of pages) {
-    await page.screenshot({ path: join(artifacts, `failure-${name}.png`) }).catch(() => {});
-  }
+  fail(`e2e failed: ${e.stack || e}`);
+  for (const { name, page } of pages) await shot(page, `failure-${name}`).catch(() => {});
 } finally {
   await browser.close();
+  await proxy.close();
 }
-if (failed) process.exit(1);
+if (failures.length) {
+  console.error(`browser e2e: ${failures.length} failure(s)`);
+  process.exit(1);
+}
 console.log('browser e2e: 1 passed, 0 failed');
+process.exit(0); // stdin (the harness's answers) would keep node running

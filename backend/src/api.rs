@@ -14,7 +14,9 @@ use ringchat_proto::{Body, Frame};
 use tokio::sync::{mpsc, oneshot};
 
 pub use crate::time::now_ms;
-pub use request::{ClientRequest, RequestError, SessionRequest, WriteRequest};
+pub use request::{
+    ClientRequest, ContactQuery, ContactWrite, RequestError, SessionRequest, WriteRequest,
+};
 
 /// A user's public id: 9 digits, never reused.
 pub type UserId = u64;

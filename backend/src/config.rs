@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+pub use crate::contacts::{ContactsConfig, DmPolicyName};
 pub use crate::limits::Limits;
 
 use serde::{Deserialize, Serialize};
@@ -216,6 +217,7 @@ pub struct Settings {
     pub accounts: AccountsConfig,
     pub login: LoginConfig,
     pub admin: AdminConfig,
+    pub contacts: ContactsConfig,
     pub presence: PresenceConfig,
     /// Limits the gateway also announces (message size, sync page), shared by both sides.
     pub limits: Limits,
@@ -327,6 +329,7 @@ impl Settings {
             ));
         }
         out.extend(self.limits.problems());
+        out.extend(self.contacts.problems());
         out
     }
 }

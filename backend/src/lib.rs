@@ -10,6 +10,7 @@ mod accounts;
 pub mod admin;
 pub mod api;
 pub mod config;
+mod contacts;
 /// For benchmark tools only (`examples/fill_store.rs`): not part of the backend's API.
 #[doc(hidden)]
 pub mod fill;

@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 use crate::accounts::{Accounts, Refusal};
 use crate::api::{ConnRef, LoginReply, Request, SessionInfo, ShardEvent, ShardSender};
 use crate::config::{DevicePolicy, PLATFORM_NAMES, Settings};
+use crate::contacts::Contacts;
 use crate::messaging::Writes;
 use crate::messaging::delivery::{Delivery, ToDeliver};
 use crate::messaging::writer::{RowPolicy, WriteOp, Writer};
@@ -65,6 +66,7 @@ pub struct Backend {
     commit: Mutex<Commit>,
     /// Permits for sync, history and conversation-list reads in flight.
     pub(crate) reads: Arc<tokio::sync::Semaphore>,
+    pub(crate) contacts: Contacts,
 }
 
 impl Backend {
@@ -102,6 +104,7 @@ impl Backend {
                     .device_cursor_ttl_days
                     .saturating_mul(24 * 3600 * 1000),
             },
+            settings.contacts.limits(),
         )
         .map_err(|source| BackendError::Storage {
             dir: settings.storage.data_dir.clone(),
@@ -134,6 +137,7 @@ impl Backend {
                 writer.run(ops_rx, &sequencer_delivery, deliver_tx);
             })?;
         Ok(Arc::new(Self {
+            contacts: Contacts::new(settings.contacts.clone()),
             presence: Tracker::new(
                 Arc::new(LocalPresence::default()),
                 settings.presence.quiet_period_ms,
@@ -163,6 +167,7 @@ impl Backend {
             ops,
             self.sessions.clone(),
             self.settings.limits.message_bytes_max,
+            self.settings.contacts.friend_request_message_bytes_max,
         ))
     }
 

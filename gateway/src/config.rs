@@ -3,10 +3,10 @@
 
 use std::net::SocketAddr;
 
-use ringchat_backend::config::Limits;
 use ringchat_backend::config::{
     AccountsConfig, AdminConfig, BackendConfig, LoginConfig, PresenceConfig, Settings, StorageConfig,
 };
+use ringchat_backend::config::{ContactsConfig, Limits};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
@@ -24,6 +24,7 @@ pub struct Config {
     pub login: LoginConfig,
     pub limits: Limits,
     pub admin: AdminConfig,
+    pub contacts: ContactsConfig,
     pub presence: PresenceConfig,
 }
 
@@ -173,6 +174,7 @@ impl Config {
             login: section(&table, "login", &mut problems),
             limits: section(&table, "limits", &mut problems),
             admin: section(&table, "admin", &mut problems),
+            contacts: section(&table, "contacts", &mut problems),
             presence: section(&table, "presence", &mut problems),
         };
         problems.extend(config.problems());
@@ -216,6 +218,7 @@ impl Config {
             admin: self.admin.clone(),
             presence: self.presence.clone(),
             limits: self.limits.clone(),
+            contacts: self.contacts.clone(),
             server_name: self.gateway.server_name.clone(),
         }
     }

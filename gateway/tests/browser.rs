@@ -1,12 +1,17 @@
 //! The chat page in a real browser: starts the server and runs `web-tests/chat.e2e.mjs`
-//! (Playwright driving headless Chromium), in which two pages log in as two users and chat.
+//! (Playwright driving headless Chromium), in which a desktop page and a phone-sized page chat,
+//! a send fails and is retried, the connection is cut and recovers, the server restarts under
+//! it (asked for by the script on its stdout); screenshots of both widths
+//! go to `target/test-artifacts/`.
 //! Needs `/usr/bin/chromium` and `npm ci --prefix web-tests`; `.ci/run` installs both. Missing
 //! either is a failure that says what to install, never a silent skip.
 
 mod common;
 
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::TestServer;
@@ -40,16 +45,30 @@ fn two_browser_pages_chat_through_the_websocket_listener() {
             dir.canonicalize().unwrap()
         });
 
-    let server = TestServer::start(&[]);
+    let mut server = TestServer::start(&[]);
     let url = format!("http://{}/", server.ws);
     let mut child = Command::new("node")
         .arg(root.join("web-tests/chat.e2e.mjs"))
         .arg(&url)
         .arg(&artifacts)
         .env("RINGCHAT_CHROMIUM", &chromium)
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
         .spawn()
         .expect("run node (is Node.js installed?)");
+    // The script's output is passed on; a line `@restart-server` asks us to restart the server
+    // (SIGTERM, then start it again on the same data dir); the answer goes to its stdin.
+    let mut to_script = child.stdin.take().expect("piped stdin");
+    let from_script = child.stdout.take().expect("piped stdout");
+    let (requests, requested) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(from_script).lines().map_while(Result::ok) {
+            println!("{line}");
+            if let Some(command) = line.strip_prefix('@') {
+                let _ = requests.send(command.to_owned());
+            }
+        }
+    });
     let deadline = Instant::now() + E2E_TIMEOUT;
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -59,13 +78,30 @@ fn two_browser_pages_chat_through_the_websocket_listener() {
             let _ = child.kill();
             panic!("the browser test did not finish in {E2E_TIMEOUT:?}");
         }
-        std::thread::sleep(Duration::from_millis(100));
+        match requested.recv_timeout(Duration::from_millis(100)) {
+            Ok(command) if command == "restart-server" => {
+                server.stop();
+                server.restart();
+                writeln!(to_script, "restarted http://{}/", server.ws).unwrap();
+            }
+            Ok(command) => panic!("the browser test asked for {command:?}, which is unknown"),
+            Err(_) => {}
+        }
     };
     assert!(
         status.success(),
         "browser e2e failed ({status}); screenshots in {}",
         artifacts.display()
     );
-    assert!(artifacts.join("chat-alice.png").exists());
-    assert!(artifacts.join("chat-bob.png").exists());
+    for shot in [
+        "desktop-chat",
+        "desktop-failed-send",
+        "desktop-connection-lost",
+        "phone-login",
+        "phone-list",
+        "phone-chat",
+    ] {
+        let path = artifacts.join(format!("{shot}.png"));
+        assert!(path.exists(), "{} was not written", path.display());
+    }
 }

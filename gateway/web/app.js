@@ -1,444 +1,381 @@
-// ringchat browser client: speaks the protocol's JSON mapping over WebSocket (text messages).
-// 64-bit integers are strings in JSON; ids stay strings here, seqs become numbers (< 2^53).
+// ringchat browser client, the page: screens, rendering and input. The model is chat.js, the
+// connection net.js. Narrow screens show the conversation list and the open conversation as
+// separate views (main[data-view]); the open conversation is in the URL (#chat/<user id>), so
+// the browser's back button and a reload work as expected.
 'use strict';
 
-const $ = (id) => document.getElementById(id);
-const SESSION_KEY = 'ringchat.session';
-const HISTORY_PAGE = 30;
-const TYPING_SHOW_MS = 3000;
-const TYPING_SEND_MS = 2000;
-const REPLY_TIMEOUT_MS = 15000;
+const GROUP_GAP_MS = 5 * 60000; // messages closer than this from one sender are drawn as a group
+const finePointer = matchMedia('(pointer: fine)');
 
-const state = {
-  ws: null,
-  online: false,
-  nextId: 1,
-  pending: new Map(), // requestId -> {resolve, reject, timer}
-  session: JSON.parse(localStorage.getItem(SESSION_KEY) || 'null'), // {userId, token, username, deviceId}
-  convs: new Map(), // conversationId -> conversation
-  current: null,
-  outbox: new Map(), // clientMsgId -> unacked send, resent after a reconnect
-  heartbeat: null,
-  reconnectMs: 1000,
-  kickedForGood: false,
-  lastTypingSent: 0,
-};
+// ---- screens ----
 
-const num = (v) => Number(v || 0);
-const enc = new TextEncoder();
-const dec = new TextDecoder();
-const toB64 = (text) => btoa(String.fromCharCode(...enc.encode(text)));
-const fromB64 = (b64) => dec.decode(Uint8Array.from(atob(b64 || ''), (c) => c.charCodeAt(0)));
-// Both users compute the same id: (min << 32) | max.
-const conversationId = (a, b) => {
-  const [x, y] = [BigInt(a), BigInt(b)].sort((p, q) => (p < q ? -1 : 1));
-  return ((x << 32n) | y).toString();
-};
-
-function setStatus(text, online) {
-  $('status').textContent = text;
-  $('status').classList.toggle('online', !!online);
-}
-
-// ---- transport ----
-
-function connect() {
-  const proto = location.protocol === 'https:' ? 'wss' : 'ws';
-  const ws = new WebSocket(`${proto}://${location.host}/ws`);
-  state.ws = ws;
-  setStatus('connecting…');
-  ws.onopen = () => onOpen().catch((e) => console.warn('session start failed', e));
-  ws.onmessage = (ev) => onFrame(JSON.parse(ev.data));
-  ws.onclose = (ev) => onClose(ev);
-}
-
-function send(frame) {
-  if (state.ws && state.ws.readyState === WebSocket.OPEN) state.ws.send(JSON.stringify(frame));
-}
-
-function request(body) {
-  const requestId = String(state.nextId++);
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      state.pending.delete(requestId);
-      reject(new Error('no reply in time'));
-    }, REPLY_TIMEOUT_MS);
-    state.pending.set(requestId, { resolve, reject, timer });
-    send({ requestId, ...body });
-  }).then((reply) => {
-    if (reply.error) throw Object.assign(new Error(reply.error.message), { code: reply.error.code });
-    return reply;
-  });
-}
-
-async function onOpen() {
-  const ok = await request({ hello: { protocolVersion: 1, clientName: 'ringchat-web' } });
-  const interval = num(ok.helloOk.heartbeatIntervalMs) || 30000;
-  clearInterval(state.heartbeat);
-  state.heartbeat = setInterval(() => send({ ping: { clientTimeMs: String(Date.now()) } }), interval);
-  state.reconnectMs = 1000;
-  if (state.session) {
-    try {
-      await login({ token: state.session.token });
-    } catch (e) {
-      // An expired or unknown token: ask for the password again.
-      forgetSession();
-      showLogin(e.message);
-    }
-  } else {
-    showLogin('');
-  }
-}
-
-function onClose(ev) {
-  state.online = false;
-  clearInterval(state.heartbeat);
-  for (const p of state.pending.values()) {
-    clearTimeout(p.timer);
-    p.reject(new Error('connection closed'));
-  }
-  state.pending.clear();
-  setStatus(`offline (${ev.code})`);
-  if (state.kickedForGood) return;
-  const wait = state.reconnectMs;
-  state.reconnectMs = Math.min(wait * 2, 10000);
-  setStatus(`offline (${ev.code}) — reconnecting`);
-  setTimeout(connect, wait);
-}
-
-function onFrame(frame) {
-  const pending = frame.requestId && state.pending.get(frame.requestId);
-  if (pending) {
-    state.pending.delete(frame.requestId);
-    clearTimeout(pending.timer);
-    pending.resolve(frame);
-    return;
-  }
-  if (frame.push) onMessages([frame.push.message], true);
-  else if (frame.receipt) onReceipt(frame.receipt);
-  else if (frame.typing) onTyping(frame.typing);
-  else if (frame.kicked) onKicked(frame.kicked);
-  else if (frame.error) console.warn('server error', frame.error);
-}
-
-// ---- session ----
-
-async function login(credential) {
-  const deviceId = state.session?.deviceId || `web-${crypto.randomUUID()}`;
-  const account = credential.token ? {} : { username: credential.username };
-  const reply = await request({
-    login: { ...account, ...credential, deviceId, platform: 'PLATFORM_WEB' },
-  });
-  const ok = reply.loginOk;
-  state.session = {
-    userId: ok.userId,
-    token: ok.token,
-    username: credential.username || state.session?.username || '',
-    deviceId,
-  };
-  localStorage.setItem(SESSION_KEY, JSON.stringify(state.session));
-  state.online = true;
-  setStatus('online', true);
-  showChat();
-  await catchUp();
-}
-
-function forgetSession() {
-  state.session = null;
-  localStorage.removeItem(SESSION_KEY);
-}
-
-function showLogin(error) {
+function showLogin(error, username) {
+  document.body.classList.add('logged-out');
   $('login').hidden = false;
   $('chat').hidden = true;
   $('logout').hidden = true;
   $('me').textContent = '';
+  delete $('me').dataset.userId;
+  if (username) $('username').value = username;
   $('login-error').textContent = error || '';
-  setStatus('connected', true);
+  setLoginBusy(false);
+  ($('username').value ? $('password') : $('username')).focus();
 }
 
 function showChat() {
+  const me = state.session;
+  document.body.classList.remove('logged-out');
   $('login').hidden = true;
   $('chat').hidden = false;
   $('logout').hidden = false;
-  $('me').textContent = `${state.session.username} · id ${state.session.userId}`;
-  $('me').dataset.userId = state.session.userId;
+  $('me').textContent = me.username || displayName(me.userId);
+  $('me').dataset.userId = me.userId;
+  $('my-id-value').textContent = me.userId;
+  $('password').value = '';
 }
 
-function onKicked(kicked) {
-  if (kicked.reason === 'KICK_REASON_REPLACED') {
-    state.kickedForGood = true;
-    setStatus('signed in elsewhere');
-  }
+// Sidebar tabs: a view registers a button in #tabs and a [data-pane] of the same name.
+function showTab(name) {
+  for (const b of $('tabs').querySelectorAll('[data-tab]')) b.classList.toggle('active', b.dataset.tab === name);
+  for (const p of document.querySelectorAll('#sidebar [data-pane]')) p.hidden = p.dataset.pane !== name;
 }
 
-// After every login: the conversation list, then everything missed in loaded conversations,
-// then resend what was never acked (same clientMsgId: the server answers the original ack).
-async function catchUp() {
-  const list = await request({ conversations: {} });
-  for (const c of list.conversationList.conversations || []) {
-    const conv = conv_(c.conversationId, c.peerUserId);
-    conv.maxSeq = Math.max(conv.maxSeq, num(c.maxSeq));
-    conv.readSeq = num(c.readSeq);
-    conv.peerDeliveredSeq = num(c.peerDeliveredSeq);
-    conv.peerReadSeq = num(c.peerReadSeq);
-    if (c.lastMessage) conv.last = c.lastMessage;
-  }
-  for (const conv of state.convs.values()) {
-    if (conv.loaded) await syncConversation(conv);
-  }
-  for (const pending of state.outbox.values()) sendPending(pending);
-  if (state.current) await openConversation(state.current);
-  renderList();
-}
-
-async function syncConversation(conv) {
-  let after = conv.messages.size ? Math.max(...conv.messages.keys()) : 0;
-  for (;;) {
-    const r = await request({ sync: { conversationId: conv.id, afterSeq: String(after), limit: 100 } });
-    const msgs = r.syncBatch.messages || [];
-    onMessages(msgs, false);
-    if (!r.syncBatch.hasMore || !msgs.length) break;
-    after = num(msgs[msgs.length - 1].seq);
-  }
-}
-
-// ---- conversations and messages ----
-
-function conv_(id, peerUserId) {
-  let conv = state.convs.get(id);
-  if (!conv) {
-    conv = {
-      id, peer: peerUserId, messages: new Map(), maxSeq: 0, readSeq: 0,
-      peerDeliveredSeq: 0, peerReadSeq: 0, last: null, loaded: false, hasMore: true, typingUntil: 0,
-    };
-    state.convs.set(id, conv);
-  }
-  return conv;
-}
-
-function onMessages(messages, pushed) {
-  const me = state.session?.userId;
-  const touched = new Set();
-  for (const m of messages) {
-    if (!m) continue;
-    const peer = m.fromUserId === me ? m.toUserId : m.fromUserId;
-    const conv = conv_(m.conversationId, peer);
-    const seq = num(m.seq);
-    if (m.contentType === 'CONTENT_TYPE_RECALL') {
-      const orig = conv.messages.get(num(m.recallOfSeq));
-      if (orig) orig.recalled = true;
-    } else {
-      conv.messages.set(seq, m);
-      state.outbox.delete(m.clientMsgId);
-      if (!conv.last || num(conv.last.seq) <= seq) conv.last = m;
+// #chat/<user id> opens that conversation; anything else shows the list.
+function route() {
+  if (!state.loggedIn) return;
+  const m = /^#chat\/([0-9]{1,20})$/.exec(location.hash);
+  if (m && m[1] !== state.session.userId) {
+    const id = startChat(m[1]);
+    if (id !== state.current || !state.convs.get(id).loaded) {
+      openConversation(id).then(() => {
+        // Focus the composer where that does not pop up a screen keyboard.
+        if (finePointer.matches && state.current === id) $('text').focus();
+      });
     }
-    conv.maxSeq = Math.max(conv.maxSeq, seq);
-    if (m.fromUserId === me) conv.readSeq = Math.max(conv.readSeq, seq);
-    touched.add(conv);
+    return;
   }
-  for (const conv of touched) {
-    if (conv.maxSeq > 0 && pushed) {
-      send({ deliveryAck: { conversationId: conv.id, seq: String(conv.maxSeq) } });
-    }
-    if (conv.id === state.current) markRead(conv);
-  }
-  renderList();
-  renderConversation();
+  state.current = null;
+  render();
 }
 
-function onReceipt(r) {
-  const conv = state.convs.get(r.conversationId);
-  if (!conv) return;
-  if (r.userId === state.session?.userId) {
-    conv.readSeq = Math.max(conv.readSeq, num(r.readSeq)); // read on another device
-  } else {
-    conv.peerDeliveredSeq = Math.max(conv.peerDeliveredSeq, num(r.deliveredSeq));
-    conv.peerReadSeq = Math.max(conv.peerReadSeq, num(r.readSeq));
-  }
-  renderList();
-  renderConversation();
+function goToChat(peer) {
+  state.openedFromList = true;
+  const hash = `#chat/${peer}`;
+  if (location.hash === hash) route();
+  else location.hash = hash;
 }
 
-function onTyping(t) {
-  const conv = state.convs.get(t.conversationId);
-  if (!conv) return;
-  conv.typingUntil = Date.now() + TYPING_SHOW_MS;
-  renderConversation();
-  setTimeout(renderConversation, TYPING_SHOW_MS + 50);
+function goBack() {
+  if (state.openedFromList) history.back();
+  else location.hash = '';
+  state.openedFromList = false;
 }
 
-function markRead(conv) {
-  if (document.visibilityState === 'hidden' || conv.readSeq >= conv.maxSeq) return;
-  conv.readSeq = conv.maxSeq;
-  send({ read: { conversationId: conv.id, seq: String(conv.maxSeq) } });
-}
+// ---- rendering (coalesced: many model changes in one task draw once) ----
 
-async function openConversation(id) {
-  state.current = id;
-  const conv = state.convs.get(id);
-  if (!conv.loaded && state.online) {
-    await loadOlder(conv);
-    conv.loaded = true;
-  }
-  markRead(conv);
-  renderList();
-  renderConversation(true);
-}
-
-async function loadOlder(conv) {
-  const before = conv.messages.size ? Math.min(...conv.messages.keys()) : 0;
-  const r = await request({
-    history: { conversationId: conv.id, beforeSeq: String(before), limit: HISTORY_PAGE },
+let renderQueued = false;
+let scrollToEndQueued = false;
+function render(opts) {
+  if (opts?.scrollToEnd) scrollToEndQueued = true;
+  if (renderQueued) return;
+  renderQueued = true;
+  queueMicrotask(() => {
+    renderQueued = false;
+    const scrollToEnd = scrollToEndQueued;
+    scrollToEndQueued = false;
+    if (!state.session) return;
+    renderList();
+    renderConversation(scrollToEnd);
+    renderUnread();
   });
-  conv.hasMore = !!r.historyBatch.hasMore;
-  onMessages(r.historyBatch.messages || [], false);
 }
 
-function sendText(text) {
-  const conv = state.convs.get(state.current);
-  const pending = {
-    clientMsgId: crypto.randomUUID(),
-    conversationId: conv.id,
-    toUserId: conv.peer,
-    text,
-    fromUserId: state.session.userId,
-  };
-  state.outbox.set(pending.clientMsgId, pending);
-  sendPending(pending);
-  renderConversation(true);
-}
-
-function sendPending(p) {
-  request({
-    send: { clientMsgId: p.clientMsgId, toUserId: p.toUserId, contentType: 'CONTENT_TYPE_TEXT', content: toB64(p.text) },
-  }).then((reply) => {
-    const ack = reply.sendAck;
-    state.outbox.delete(p.clientMsgId);
-    onMessages([{
-      conversationId: ack.conversationId, seq: ack.seq, fromUserId: p.fromUserId, toUserId: p.toUserId,
-      clientMsgId: p.clientMsgId, contentType: 'CONTENT_TYPE_TEXT', content: toB64(p.text), serverTimeMs: ack.serverTimeMs,
-    }], false);
-  }, (e) => console.warn('send not acked yet; resent after reconnect', e.message));
-}
-
-// ---- rendering ----
+const unreadOf = (c) => Math.max(0, c.maxSeq - c.readSeq);
+const lastActivity = (c) => Math.max(num(c.last?.serverTimeMs), ...unsentIn(c).map((p) => p.createdMs), 0);
 
 function renderList() {
+  $('list-error').hidden = !state.loadError;
+  const convs = [...state.convs.values()]
+    .filter((c) => c.last || c.id === state.current || unsentIn(c).length)
+    .sort((a, b) => lastActivity(b) - lastActivity(a));
   const ul = $('conversations');
-  const convs = [...state.convs.values()].sort((a, b) => num(b.last?.serverTimeMs) - num(a.last?.serverTimeMs));
+  if (!convs.length) {
+    ul.replaceChildren(el('li', { class: 'empty' },
+      el('strong', null, 'No conversations yet'),
+      el('span', null, 'Enter someone’s user id above to write to them, or share your id so they can write to you.')));
+    return;
+  }
   ul.replaceChildren(...convs.map((c) => {
-    const li = document.createElement('li');
-    li.dataset.conversationId = c.id;
-    li.dataset.peer = c.peer;
-    li.classList.toggle('active', c.id === state.current);
-    const unread = Math.max(0, c.maxSeq - c.readSeq);
-    const top = document.createElement('div');
-    top.className = 'top';
-    top.append(`User ${c.peer}`);
-    if (unread > 0 && c.id !== state.current) {
-      const badge = document.createElement('span');
-      badge.className = 'badge unread';
-      badge.textContent = String(unread);
-      top.append(badge);
-    }
-    const last = document.createElement('div');
-    last.className = 'last';
-    last.textContent = c.last ? (c.last.recalled ? '(recalled)' : fromB64(c.last.content)) : '';
-    li.append(top, last);
-    li.onclick = () => openConversation(c.id);
-    return li;
+    const unread = c.id === state.current ? 0 : unreadOf(c);
+    const unsent = unsentIn(c);
+    const failed = unsent.some((p) => p.error);
+    let preview;
+    if (isTyping(c)) preview = el('span', { class: 'preview typing-preview' }, 'typing…');
+    else if (failed) preview = el('span', { class: 'preview failed' }, icon('alert'), 'Not sent');
+    else if (unsent.length) preview = el('span', { class: 'preview' }, icon('clock'), unsent[unsent.length - 1].text);
+    else if (c.last) {
+      const mine = c.last.fromUserId === state.session.userId;
+      const text = c.last.recalled ? 'Message deleted' : fromB64(c.last.content);
+      preview = el('span', { class: 'preview' }, mine ? 'You: ' : '', text);
+    } else preview = el('span', { class: 'preview' }, 'No messages yet');
+    const button = el('button', { type: 'button', class: 'conv', onclick: () => goToChat(c.peer) },
+      avatar(c.peer),
+      el('span', { class: 'conv-body' },
+        el('span', { class: 'top' },
+          el('span', { class: 'name' }, displayName(c.peer)),
+          el('time', { class: 'when' }, listTime(lastActivity(c)))),
+        el('span', { class: 'bottom' },
+          preview,
+          unread > 0 ? el('span', { class: 'badge unread', 'aria-label': `${unread} unread` }, String(unread)) : null)));
+    return el('li', {
+      class: c.id === state.current ? 'active' : null,
+      dataset: { conversationId: c.id, peer: c.peer },
+    }, button);
   }));
 }
 
-function renderConversation(scroll) {
-  const conv = state.convs.get(state.current);
-  $('composer').hidden = !conv;
-  if (!conv) return;
-  const me = state.session.userId;
-  $('peer-title').textContent = `User ${conv.peer}`;
-  $('older').hidden = !conv.hasMore || conv.messages.size === 0;
-  $('typing').hidden = Date.now() > conv.typingUntil;
-  const ol = $('messages');
-  const atBottom = ol.scrollTop + ol.clientHeight >= ol.scrollHeight - 4;
-  const items = [...conv.messages.entries()].sort((a, b) => a[0] - b[0]).map(([seq, m]) => {
-    const mine = m.fromUserId === me;
-    let tick = '';
-    if (mine) tick = seq <= conv.peerReadSeq ? '✓✓' : seq <= conv.peerDeliveredSeq ? '✓✓' : '✓';
-    return messageItem(m.recalled ? '(recalled)' : fromB64(m.content), mine, tick, seq <= conv.peerReadSeq, seq);
-  });
-  for (const p of state.outbox.values()) {
-    if (p.conversationId === conv.id) items.push(messageItem(p.text, true, '🕓', false, ''));
-  }
-  ol.replaceChildren(...items);
-  if (scroll || atBottom) ol.scrollTop = ol.scrollHeight;
+function renderUnread() {
+  let total = 0;
+  for (const c of state.convs.values()) if (c.id !== state.current) total += unreadOf(c);
+  document.title = total ? `(${total}) ringchat` : 'ringchat';
+  const back = $('back-badge');
+  back.hidden = !total;
+  back.textContent = String(total);
+  const tab = $('tabs').querySelector('[data-tab="chats"] .badge');
+  tab.hidden = !total;
+  tab.textContent = String(total);
+  $('tabs').hidden = $('tabs').querySelectorAll('[data-tab]').length < 2;
 }
 
-function messageItem(text, mine, tick, read, seq) {
-  const li = document.createElement('li');
-  li.className = mine ? 'mine' : 'theirs';
-  li.dataset.seq = seq;
-  const body = document.createElement('span');
-  body.className = 'text';
-  body.textContent = text;
-  li.append(body);
+function renderConversation(scrollToEnd) {
+  const conv = state.convs.get(state.current);
+  $('chat').dataset.view = conv ? 'conversation' : 'list';
+  for (const id of ['conv-header', 'messages-wrap', 'composer']) $(id).hidden = !conv;
+  $('no-conversation').hidden = !!conv;
+  if (!conv) {
+    $('typing').hidden = true;
+    $('composer-error').hidden = true;
+    return;
+  }
+  $('peer-title').textContent = displayName(conv.peer);
+  $('peer-avatar').replaceChildren(avatar(conv.peer));
+  // Under a name, the id; a user known by id only already shows it in the title.
+  $('peer-sub').textContent = names.has(conv.peer) ? `id ${conv.peer}` : '';
+  const typing = isTyping(conv);
+  $('typing').hidden = !typing;
+  $('typing').textContent = typing ? `${displayName(conv.peer)} is typing…` : '';
+
+  const ol = $('messages');
+  const fromBottom = ol.scrollHeight - ol.scrollTop - ol.clientHeight;
+  const firstBefore = ol.querySelector('li.msg')?.dataset.seq;
+  ol.replaceChildren(...rows(conv));
+  const firstAfter = ol.querySelector('li.msg')?.dataset.seq;
+  // Messages that arrived below while the reader is scrolled up are counted on the jump button.
+  if (state.renderedConv === conv.id && conv.maxSeq > state.renderedMaxSeq) state.unseenBelow = (state.unseenBelow || 0) + conv.maxSeq - state.renderedMaxSeq;
+  state.renderedConv = conv.id;
+  state.renderedMaxSeq = conv.maxSeq;
+  if (scrollToEnd || fromBottom < 24) {
+    ol.scrollTop = ol.scrollHeight;
+    state.unseenBelow = 0;
+  } else if (firstBefore !== firstAfter) {
+    ol.scrollTop = ol.scrollHeight - ol.clientHeight - fromBottom; // older page added on top: stay put
+  }
+  updateJump();
+}
+
+// The conversation's rows: day separators, a "new messages" marker, messages, then unsent ones.
+function rows(conv) {
+  const me = state.session.userId;
+  const out = [];
+  if (conv.hasMore && conv.messages.size) {
+    out.push(el('li', { class: 'older' }, el('button', {
+      id: 'older', type: 'button', class: 'ghost small', disabled: conv.loading,
+      onclick: () => loadOlder(conv),
+    }, conv.loading ? 'Loading…' : 'Load older messages')));
+  } else if (conv.loading) {
+    out.push(el('li', { class: 'note' }, 'Loading messages…'));
+  }
+  if (conv.error) {
+    out.push(el('li', { class: 'inline-error', role: 'alert' }, el('span', null, conv.error),
+      el('button', { type: 'button', class: 'small', onclick: () => openConversation(conv.id) }, 'Retry')));
+  }
+  let day = null;
+  let prev = null;
+  let markedNew = false;
+  const add = (item, ms, mine) => {
+    if (startOfDay(ms) !== day) {
+      day = startOfDay(ms);
+      prev = null;
+      out.push(el('li', { class: 'day-sep' }, el('span', null, dayLabel(ms))));
+    }
+    item.classList.toggle('cont', !!prev && prev.mine === mine && ms - prev.ms < GROUP_GAP_MS);
+    out.push(item);
+    prev = { mine, ms };
+  };
+  for (const [seq, m] of [...conv.messages.entries()].sort((a, b) => a[0] - b[0])) {
+    const mine = m.fromUserId === me;
+    const ms = num(m.serverTimeMs);
+    if (!markedNew && conv.newFromSeq && seq >= conv.newFromSeq && !mine) {
+      markedNew = true;
+      if (startOfDay(ms) === day) out.push(el('li', { class: 'new-sep' }, el('span', null, 'New messages')));
+    }
+    let tick = null;
+    if (mine) tick = seq <= conv.peerReadSeq ? 'read' : seq <= conv.peerDeliveredSeq ? 'delivered' : 'sent';
+    add(messageItem({ text: m.recalled ? 'Message deleted' : fromB64(m.content), recalled: m.recalled, mine, ms, tick, seq }), ms, mine);
+  }
+  for (const p of unsentIn(conv)) {
+    add(messageItem({
+      text: p.text, mine: true, ms: p.createdMs, tick: p.error ? 'failed' : 'pending',
+      clientMsgId: p.clientMsgId, error: p.error, online: state.loggedIn,
+    }), p.createdMs, true);
+  }
+  if (!out.some((r) => r.classList.contains('msg')) && !conv.loading && !conv.error) {
+    out.push(el('li', { class: 'empty' }, el('strong', null, 'No messages yet'), el('span', null, `Say hello to ${displayName(conv.peer)}.`)));
+  }
+  return out;
+}
+
+const TICKS = { sent: '✓', delivered: '✓✓', read: '✓✓' };
+const TICK_TITLES = { sent: 'Sent', delivered: 'Delivered', read: 'Read', failed: 'Not sent' };
+
+function messageItem({ text, recalled, mine, ms, tick, seq, clientMsgId, error, online }) {
+  const meta = el('span', { class: 'meta' },
+    el('time', { datetime: new Date(ms).toISOString(), title: formatFull(ms) }, formatTime(ms)));
   if (tick) {
-    const t = document.createElement('span');
-    t.className = `meta tick${read ? ' read' : ''}`;
-    t.dataset.state = tick === '🕓' ? 'pending' : read ? 'read' : tick === '✓✓' ? 'delivered' : 'sent';
-    t.textContent = tick;
-    li.append(t);
+    const title = tick === 'pending' ? (online ? 'Sending…' : 'Waiting for the connection') : TICK_TITLES[tick];
+    const t = el('span', { class: `tick ${tick}`, dataset: { state: tick }, title, 'aria-label': title });
+    if (tick === 'pending') t.append(icon('clock'));
+    else if (tick === 'failed') t.append(icon('alert'));
+    else t.textContent = TICKS[tick];
+    meta.append(t);
+  }
+  const li = el('li', {
+    class: `msg ${mine ? 'mine' : 'theirs'}${error ? ' failed' : ''}${recalled ? ' recalled' : ''}`,
+    dataset: { seq: seq ?? '', clientMsgId: clientMsgId ?? '' },
+  }, el('div', { class: 'bubble' }, el('span', { class: 'text' }, text), meta));
+  if (error) {
+    li.append(el('div', { class: 'send-error', role: 'alert' },
+      el('span', null, `Not sent. ${error.text}`),
+      el('span', { class: 'send-actions' },
+        el('button', { type: 'button', class: 'retry small', onclick: () => retrySend(clientMsgId) }, 'Retry'),
+        el('button', { type: 'button', class: 'discard small ghost', onclick: () => discardSend(clientMsgId) }, 'Delete'))));
   }
   return li;
 }
 
-// ---- wiring ----
+// The "jump to newest" button shows when scrolled up, with the count of messages below.
+function updateJump() {
+  const ol = $('messages');
+  const away = ol.scrollHeight - ol.scrollTop - ol.clientHeight > 120;
+  if (!away) state.unseenBelow = 0;
+  $('jump').hidden = !away;
+  $('jump-count').hidden = !state.unseenBelow;
+  $('jump-count').textContent = String(state.unseenBelow || '');
+}
+
+// ---- input ----
 
 async function submitLogin(register) {
   const username = $('username').value.trim();
   const password = $('password').value;
-  $('login-error').textContent = '';
+  if (username.length < 3) return loginError('A username has at least 3 characters.', 'username');
+  if (password.length < 8) return loginError('A password has at least 8 characters.', 'password');
+  loginError('');
+  setLoginBusy(true);
   try {
     if (register) await request({ register: { username, password } });
     await login({ username, password });
   } catch (e) {
-    $('login-error').textContent = e.message;
+    loginError(loginErrorText(e), e.code === 'USERNAME_TAKEN' ? 'username' : null);
+  } finally {
+    setLoginBusy(false);
   }
 }
 
+function loginError(text, field) {
+  $('login-error').textContent = text;
+  if (field) $(field).focus();
+}
+
+function setLoginBusy(busy) {
+  $('do-login').disabled = busy;
+  $('do-register').disabled = busy;
+}
+
+function composerCheck() {
+  const text = $('text').value;
+  const bytes = utf8Bytes(text);
+  const max = net.limits.messageBytesMax;
+  const over = bytes > max;
+  $('composer-error').hidden = !over;
+  $('composer-error').textContent = over ? `Too long to send: ${bytes.toLocaleString()} bytes, at most ${max.toLocaleString()}.` : '';
+  $('send').disabled = over;
+  // Grow with the text up to a few lines, then scroll.
+  const ta = $('text');
+  ta.style.height = 'auto';
+  ta.style.height = `${Math.min(ta.scrollHeight, 160)}px`;
+  return !over;
+}
+
+function submitComposer() {
+  const text = $('text').value;
+  if (!text.trim() || !state.current || !composerCheck()) return;
+  $('text').value = '';
+  composerCheck();
+  sendText(text.replace(/\s+$/, ''));
+  $('text').focus();
+}
+
 $('login').onsubmit = (ev) => { ev.preventDefault(); submitLogin(false); };
-$('do-register').onclick = () => { if ($('login').reportValidity()) submitLogin(true); };
-$('logout').onclick = () => { forgetSession(); location.reload(); };
+$('do-register').onclick = () => submitLogin(true);
+$('logout').onclick = () => logout();
 $('new-chat').onsubmit = (ev) => {
   ev.preventDefault();
-  const peer = $('peer-id').value.trim();
-  if (!/^[0-9]+$/.test(peer) || peer === state.session.userId) return;
-  const id = conversationId(state.session.userId, peer);
-  conv_(id, peer);
+  const peer = $('peer-id').value.replace(/\s+/g, '');
+  let error = '';
+  if (!peer) error = 'Enter the user id of the person you want to write to.';
+  else if (!/^[0-9]{1,20}$/.test(peer)) error = 'A user id is made of digits only, like 100000001.';
+  else if (peer === state.session.userId) error = 'That is your own id. Enter someone else’s.';
+  $('new-chat-error').hidden = !error;
+  $('new-chat-error').textContent = error;
+  if (error) { $('peer-id').focus(); return; }
   $('peer-id').value = '';
-  openConversation(id);
+  goToChat(peer);
 };
-$('composer').onsubmit = (ev) => {
-  ev.preventDefault();
-  const text = $('text').value;
-  if (!text.trim()) return;
-  $('text').value = '';
-  sendText(text);
+$('peer-id').oninput = () => { $('new-chat-error').hidden = true; };
+$('copy-id').onclick = async () => {
+  try {
+    await navigator.clipboard.writeText(state.session.userId);
+    $('copy-id').textContent = 'Copied';
+  } catch {
+    getSelection().selectAllChildren($('my-id-value'));
+    $('copy-id').textContent = 'Selected';
+  }
+  setTimeout(() => { $('copy-id').textContent = 'Copy'; }, 1500);
 };
-$('text').oninput = () => {
-  const now = Date.now();
-  if (state.current && now - state.lastTypingSent > TYPING_SEND_MS) {
-    state.lastTypingSent = now;
-    send({ typing: { conversationId: state.current } });
+$('list-retry').onclick = () => { state.loadError = null; render(); catchUp(); };
+$('back').onclick = goBack;
+$('composer').onsubmit = (ev) => { ev.preventDefault(); submitComposer(); };
+$('text').onkeydown = (ev) => {
+  // Enter sends, Shift+Enter is a new line; not while an input method is composing.
+  if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) {
+    ev.preventDefault();
+    submitComposer();
   }
 };
-$('older').onclick = async () => {
+$('text').oninput = () => { composerCheck(); if ($('text').value) sendTyping(); };
+$('messages').onscroll = () => {
+  const ol = $('messages');
   const conv = state.convs.get(state.current);
-  if (conv) await loadOlder(conv);
+  if (conv && ol.scrollTop < 40 && conv.hasMore && conv.loaded && !conv.loading && !conv.error) loadOlder(conv);
+  updateJump();
 };
+$('jump').onclick = () => { const ol = $('messages'); ol.scrollTop = ol.scrollHeight; updateJump(); };
+for (const b of $('tabs').querySelectorAll('[data-tab]')) b.onclick = () => showTab(b.dataset.tab);
+window.addEventListener('hashchange', route);
 document.addEventListener('visibilitychange', () => {
   const conv = state.convs.get(state.current);
-  if (conv) { markRead(conv); renderList(); }
+  if (conv) { markRead(conv); render(); }
 });
 
 connect();

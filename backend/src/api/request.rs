@@ -33,6 +33,32 @@ pub enum WriteRequest {
     DeliveryAck(v1::DeliveryAck),
     Read(v1::Read),
     Recall(v1::Recall),
+    /// Friendship, blocks and the DM policy: ordered with sends by the sequencer.
+    Contact(ContactWrite),
+}
+
+/// The contacts writes (`backend/src/contacts/`): relations between users, which a send must
+/// see in the order the sequencer commits them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ContactWrite {
+    FriendRequest(v1::FriendRequest),
+    FriendRespond(v1::FriendRespond),
+    FriendCancel(v1::FriendCancel),
+    FriendDelete(v1::FriendDelete),
+    Block(v1::Block),
+    Unblock(v1::Unblock),
+    SetPrivacy(v1::SetPrivacy),
+}
+
+/// The contacts reads and profile writes, served off the sequencer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ContactQuery {
+    SearchUsers(v1::SearchUsers),
+    GetProfiles(v1::GetProfiles),
+    UpdateProfile(v1::UpdateProfile),
+    ListFriends(v1::ListFriends),
+    ListFriendRequests(v1::ListFriendRequests),
+    ListBlocks(v1::ListBlocks),
 }
 
 /// The other requests of a logged-in session: reads and typing.
@@ -42,6 +68,7 @@ pub enum SessionRequest {
     History(v1::History),
     Conversations(v1::Conversations),
     Typing(v1::Typing),
+    Contacts(ContactQuery),
     SetPresence(v1::SetPresence),
 }
 
@@ -77,6 +104,40 @@ impl ClientRequest {
             Body::Conversations(b) => Self::Session(SessionRequest::Conversations(b)),
             Body::Typing(b) => Self::Session(SessionRequest::Typing(b)),
             Body::Recall(b) => Self::Write(WriteRequest::Recall(b)),
+            // Contacts: writes to the sequencer, reads to the backend.
+            Body::FriendRequest(b) => {
+                Self::Write(WriteRequest::Contact(ContactWrite::FriendRequest(b)))
+            }
+            Body::FriendRespond(b) => {
+                Self::Write(WriteRequest::Contact(ContactWrite::FriendRespond(b)))
+            }
+            Body::FriendCancel(b) => {
+                Self::Write(WriteRequest::Contact(ContactWrite::FriendCancel(b)))
+            }
+            Body::FriendDelete(b) => {
+                Self::Write(WriteRequest::Contact(ContactWrite::FriendDelete(b)))
+            }
+            Body::Block(b) => Self::Write(WriteRequest::Contact(ContactWrite::Block(b))),
+            Body::Unblock(b) => Self::Write(WriteRequest::Contact(ContactWrite::Unblock(b))),
+            Body::SetPrivacy(b) => Self::Write(WriteRequest::Contact(ContactWrite::SetPrivacy(b))),
+            Body::SearchUsers(b) => {
+                Self::Session(SessionRequest::Contacts(ContactQuery::SearchUsers(b)))
+            }
+            Body::GetProfiles(b) => {
+                Self::Session(SessionRequest::Contacts(ContactQuery::GetProfiles(b)))
+            }
+            Body::UpdateProfile(b) => {
+                Self::Session(SessionRequest::Contacts(ContactQuery::UpdateProfile(b)))
+            }
+            Body::ListFriends(b) => {
+                Self::Session(SessionRequest::Contacts(ContactQuery::ListFriends(b)))
+            }
+            Body::ListFriendRequests(b) => Self::Session(SessionRequest::Contacts(
+                ContactQuery::ListFriendRequests(b),
+            )),
+            Body::ListBlocks(b) => {
+                Self::Session(SessionRequest::Contacts(ContactQuery::ListBlocks(b)))
+            }
             Body::SetPresence(b) => Self::Session(SessionRequest::SetPresence(b)),
             Body::HelloOk(_)
             | Body::RegisterOk(_)
@@ -92,6 +153,16 @@ impl ClientRequest {
             | Body::ConversationList(_)
             | Body::RecallOk(_)
             | Body::CursorOk(_)
+            | Body::UserList(_)
+            | Body::ProfileList(_)
+            | Body::Profile(_)
+            | Body::FriendOk(_)
+            | Body::FriendList(_)
+            | Body::FriendRequestList(_)
+            | Body::BlockOk(_)
+            | Body::BlockList(_)
+            | Body::FriendEvent(_)
+            | Body::Privacy(_)
             | Body::SetPresenceOk(_)
             | Body::Presence(_) => {
                 return Err(RequestError::ServerOnly(ringchat_proto::body_name(&body)));

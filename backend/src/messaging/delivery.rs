@@ -316,6 +316,16 @@ fn frames_of(outcome: Outcome, messages: &mut [Option<MessageRecord>], outbox: &
         } => {
             outbox.reply(conn, request_id, Body::Error(refusal.into_error()));
         }
+        Outcome::Contact {
+            conn,
+            request_id,
+            done,
+        } => {
+            outbox.reply(conn, request_id, done.reply);
+            for (user, event) in done.events {
+                outbox.fanout(Members::one(user), conn, event);
+            }
+        }
     }
 }
 

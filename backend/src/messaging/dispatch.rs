@@ -44,6 +44,9 @@ impl Backend {
                 self.read(conn, user, request_id, Read::Conversations(req))
                     .await;
             }
+            SessionRequest::Contacts(query) => {
+                self.contacts_query(conn, user, request_id, query).await;
+            }
             SessionRequest::SetPresence(req) => {
                 self.set_presence(conn, user, request_id, req).await;
             }

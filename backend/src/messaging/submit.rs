@@ -9,6 +9,7 @@ use super::writer::{CursorKind, CursorMove, NewMessage, Write, WriteOp};
 use super::{conv_from_wire, validate_send};
 use crate::accounts::Refusal;
 use crate::api::{ConnRef, WriteRequest};
+use crate::contacts::op_of;
 use crate::sessions::{Sessions, SharedSessions};
 use crate::store::UserId;
 
@@ -19,6 +20,7 @@ pub struct Writes {
     ops: mpsc::Sender<WriteOp>,
     sessions: SharedSessions,
     message_bytes_max: usize,
+    request_message_bytes_max: usize,
 }
 
 /// What became of a write handed to [`Writes::submit`].
@@ -43,11 +45,13 @@ impl Writes {
         ops: mpsc::Sender<WriteOp>,
         sessions: SharedSessions,
         message_bytes_max: usize,
+        request_message_bytes_max: usize,
     ) -> Self {
         Self {
             ops,
             sessions,
             message_bytes_max,
+            request_message_bytes_max,
         }
     }
 
@@ -56,7 +60,7 @@ impl Writes {
     #[doc(hidden)]
     pub fn unconnected() -> Self {
         let (ops, _) = mpsc::channel(1);
-        Self::new(ops, SharedSessions::new(Sessions::new(1, Vec::new())), 0)
+        Self::new(ops, SharedSessions::new(Sessions::new(1, Vec::new())), 0, 0)
     }
 
     /// Checks what needs no storage and queues the write, without waiting.
@@ -133,6 +137,9 @@ impl Writes {
                 conv: conv_from_wire(recall.conversation_id)?,
                 seq: recall.seq,
             },
+            WriteRequest::Contact(write) => {
+                Write::Contact(op_of(user, write, self.request_message_bytes_max)?)
+            }
         })
     }
 }

@@ -23,6 +23,9 @@ use super::delivery::{Delivery, ToDeliver};
 use super::members_with;
 use crate::accounts::Refusal;
 use crate::api::ConnRef;
+use crate::contacts::ContactLimits;
+use crate::contacts::ops::{ContactDone, ContactOp};
+use crate::contacts::sequencer::{Relations, SendCheck};
 use crate::store::{
     AccountStore, CommitGroup, ConvId, ConvRecord, ConversationLog, CursorRecord, CursorRow,
     CursorStore, DedupRecord, Members, MessageRecord, Ports, RecencyMove, StoreError, UserId,
@@ -67,6 +70,8 @@ pub(crate) enum Write {
         conv: ConvId,
         seq: u64,
     },
+    /// Friendship, blocks, the DM policy (`contacts/ops.rs`).
+    Contact(ContactOp),
 }
 
 #[derive(Debug)]
@@ -144,6 +149,12 @@ pub(crate) enum Outcome {
         request_id: u64,
         refusal: Refusal,
     },
+    /// A contacts write: its reply, and events for both users' other sessions.
+    Contact {
+        conn: ConnRef,
+        request_id: u64,
+        done: ContactDone,
+    },
 }
 
 impl Outcome {
@@ -159,6 +170,9 @@ impl Outcome {
                 conn, request_id, ..
             }
             | Outcome::Recalled {
+                conn, request_id, ..
+            }
+            | Outcome::Contact {
                 conn, request_id, ..
             } => (*conn, *request_id),
             Outcome::Refused { .. } => return self,
@@ -183,6 +197,8 @@ pub(crate) struct Writer {
     convs: Map<ConvId, ConvRecord>,
     cursors: Map<(ConvId, UserId), CursorRow>,
     known_users: Set<UserId>,
+    /// Relations a send is checked against, and the contacts writes of the group.
+    contacts: Relations,
     /// The group being built and its overlay.
     group: CommitGroup,
     pending_next_msg_id: u64,
@@ -196,6 +212,7 @@ impl Writer {
         recall_window_ms: u64,
         group_max: usize,
         policy: RowPolicy,
+        contact_limits: ContactLimits,
     ) -> Result<Self, StoreError> {
         let next_msg_id = ports.log.next_msg_id()?;
         Ok(Self {
@@ -209,6 +226,11 @@ impl Writer {
             convs: Map::default(),
             cursors: Map::default(),
             known_users: Set::default(),
+            contacts: Relations::new(
+                Arc::clone(&ports.contacts),
+                Arc::clone(&ports.accounts),
+                contact_limits,
+            ),
             group: CommitGroup::default(),
             pending_next_msg_id: next_msg_id,
             pending_convs: Map::default(),
@@ -247,6 +269,7 @@ impl Writer {
             self.group.next_msg_id = Some(self.pending_next_msg_id);
         }
         self.move_recency();
+        self.contacts.drain_into(&mut self.group.contacts);
         // Moved, not copied: they return to the cache once durable.
         self.group.cursor_rows.extend(
             self.pending_cursors
@@ -333,6 +356,7 @@ impl Writer {
         self.pending_next_msg_id = self.next_msg_id;
         self.pending_convs.clear();
         self.pending_cursors.clear();
+        self.contacts.discard();
         // The store may hold part of nothing or all of the group; reload from it.
         self.convs.clear();
         self.cursors.clear();
@@ -348,6 +372,7 @@ impl Writer {
             Write::Send(message) => self.send(conn, request_id, message),
             Write::Cursor(cursor) => self.cursor_op(conn, request_id, cursor),
             Write::Recall { user, conv, seq } => self.recall(conn, request_id, user, conv, seq),
+            Write::Contact(op) => self.contact(conn, request_id, op),
         };
         result.unwrap_or_else(|refusal| Outcome::Refused {
             conn,
@@ -381,11 +406,27 @@ impl Writer {
                 original,
             });
         }
-        if !self.user_exists(to)? {
-            return Err(Refusal::new(
-                ErrorCode::UserNotFound,
-                format!("no user {to}"),
-            ));
+        // One lookup when the pair is cached; a cached pair's recipient exists.
+        let check = match self.contacts.cached_send_check(conv_id, from) {
+            Some(check) => check,
+            None => {
+                if !self.user_exists(to)? {
+                    return Err(Refusal::new(
+                        ErrorCode::UserNotFound,
+                        format!("no user {to}"),
+                    ));
+                }
+                self.contacts.load_send_check(conv_id, from)?
+            }
+        };
+        match check {
+            SendCheck::Allowed => {}
+            SendCheck::Refused(refusal) => return Err(refusal),
+            SendCheck::OnlyIntoExisting => {
+                if self.conv(conv_id)?.max_seq == 0 {
+                    return Err(crate::contacts::sequencer::not_allowed(false));
+                }
+            }
         }
         let members = conv_id
             .implied_members()
@@ -608,6 +649,28 @@ impl Writer {
             seq,
             event_seq,
             event: Some(self.group.messages.len() - 1),
+        })
+    }
+
+    fn contact(
+        &mut self,
+        conn: ConnRef,
+        request_id: u64,
+        op: ContactOp,
+    ) -> Result<Outcome, Refusal> {
+        if let Some(other) = op.must_exist()
+            && !self.user_exists(other)?
+        {
+            return Err(Refusal::new(
+                ErrorCode::UserNotFound,
+                format!("no user {other}"),
+            ));
+        }
+        let done = self.contacts.apply(op, now_ms())?;
+        Ok(Outcome::Contact {
+            conn,
+            request_id,
+            done,
         })
     }
 

@@ -11,8 +11,12 @@ use super::{DeviceState, Shown};
 use crate::Backend;
 use crate::accounts::Refusal;
 use crate::api::ConnRef;
+use crate::contacts::query::friends_of;
 use crate::store::UserId;
 use crate::time::now_ms;
+
+/// Friends read from the store per page while finding who to tell.
+const AUDIENCE_PAGE: usize = 1024;
 
 impl Backend {
     /// A device logged in (`Some(state)`), set its state, or closed (`None`): friends are told
@@ -61,6 +65,7 @@ impl Backend {
         if targets.is_empty() {
             return;
         }
+        let shown = self.shown_to_friends(user, shown);
         let frame = crate::api::encoded(0, Body::Presence(presence_body(user, shown)));
         self.fanout(targets, frame).await;
     }
@@ -96,9 +101,64 @@ pub(crate) fn presence_body(user: UserId, shown: Shown) -> v1::Presence {
 }
 
 impl Backend {
-    /// Who is told of a user's presence: their friends (never users they block).
-    // Placeholder until the contacts service lands on this branch.
-    fn presence_audience(&self, _user: UserId) -> Vec<UserId> {
-        Vec::new()
+    /// Who is told of a user's presence: their friends. A block ends a friendship both ways, so
+    /// no blocked user is among them.
+    fn presence_audience(&self, user: UserId) -> Vec<UserId> {
+        let mut friends = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = match friends_of(&*self.ports.contacts, user, after, AUDIENCE_PAGE) {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(user, "presence: reading friends failed: {e}");
+                    return friends;
+                }
+            };
+            let full = page.len() == AUDIENCE_PAGE;
+            after = page.last().copied().unwrap_or(after);
+            friends.extend(page);
+            if !full {
+                return friends;
+            }
+        }
+    }
+
+    /// What friends see of `user`: last seen hidden where the user asks.
+    fn shown_to_friends(&self, user: UserId, shown: Shown) -> Shown {
+        let hides = self
+            .ports
+            .contacts
+            .profile(user)
+            .ok()
+            .flatten()
+            .is_some_and(|p| p.hide_last_seen);
+        Shown {
+            last_seen_ms: if hides { 0 } else { shown.last_seen_ms },
+            ..shown
+        }
+    }
+
+    /// Fills each friend's presence into a page of `ListFriends`.
+    pub(crate) fn with_presence(&self, list: &mut v1::FriendList) {
+        let ids: Vec<UserId> = list
+            .friends
+            .iter()
+            .filter_map(|f| f.profile.as_ref().map(|p| p.user_id))
+            .collect();
+        let shown = self.presence.shown(&ids);
+        for (friend, shown) in list
+            .friends
+            .iter_mut()
+            .filter(|f| f.profile.is_some())
+            .zip(shown)
+        {
+            let hides = friend.profile.as_ref().is_some_and(|p| p.hide_last_seen);
+            let user = friend.profile.as_ref().map_or(0, |p| p.user_id);
+            let shown = Shown {
+                last_seen_ms: if hides { 0 } else { shown.last_seen_ms },
+                ..shown
+            };
+            friend.presence = Some(presence_body(user, shown));
+        }
     }
 }

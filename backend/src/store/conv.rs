@@ -99,6 +99,11 @@ impl std::fmt::Display for ConvId {
 pub struct Members(SmallVec<[UserId; 2]>);
 
 impl Members {
+    /// One user alone: the audience of a user's own events (contacts).
+    pub fn one(user: UserId) -> Self {
+        Self(SmallVec::from_buf_and_len([user, 0], 1))
+    }
+
     pub fn contains(&self, user: UserId) -> bool {
         self.0.contains(&user)
     }

@@ -6,6 +6,7 @@
 
 #[cfg(test)]
 pub(crate) mod conformance;
+mod contacts;
 mod conv;
 mod fjall;
 pub(crate) mod log;
@@ -13,9 +14,15 @@ mod ports;
 pub(crate) mod records;
 pub(crate) mod tail_cache;
 
+pub use contacts::{
+    ContactSummary, ContactWrites, DmPolicy, ProfileRecord, RelationKey, RelationKind,
+    RelationRecord,
+};
 pub use conv::{ConvId, ConvKind, Members};
 pub use fjall::FjallStore;
-pub use ports::{AccountStore, ConversationLog, CursorStore, MembershipStore, Ports, StoreEngine};
+pub use ports::{
+    AccountStore, ContactStore, ConversationLog, CursorStore, MembershipStore, Ports, StoreEngine,
+};
 pub use records::{
     CommitGroup, ConvRecord, CursorRecord, CursorRow, DEVICES_PER_ROW_MAX, DedupRecord,
     DeviceCursor, MessageRecord, RecencyMove, RecentSend, TokenHash, TokenRecord, UserRecord,

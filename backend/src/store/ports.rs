@@ -13,8 +13,9 @@ use std::sync::Arc;
 
 use super::tail_cache::TailCached;
 use super::{
-    CommitGroup, ConvId, ConvRecord, CursorRow, MessageRecord, StoreError, StoreHealth, TokenHash,
-    TokenRecord, UserId, UserRecord,
+    CommitGroup, ContactSummary, ConvId, ConvRecord, CursorRow, MessageRecord, ProfileRecord,
+    RelationKey, RelationKind, RelationRecord, StoreError, StoreHealth, TokenHash, TokenRecord,
+    UserId, UserRecord,
 };
 
 /// Accounts and login tokens.
@@ -99,6 +100,33 @@ pub trait MembershipStore: Send + Sync + 'static {
     ) -> Result<Vec<(u64, ConvId)>, StoreError>;
 }
 
+/// Contacts: relations between users and contact summaries (written by
+/// [`ConversationLog::append`] from [`CommitGroup::contacts`]), profiles (written on their own),
+/// and the username index read by prefix for search.
+pub trait ContactStore: Send + Sync + 'static {
+    fn relation(&self, key: RelationKey) -> Result<Option<RelationRecord>, StoreError>;
+    /// Up to `limit` of `owner`'s relations of `kind` with a user id above `after`, ascending.
+    fn relations(
+        &self,
+        owner: UserId,
+        kind: RelationKind,
+        after: UserId,
+        limit: usize,
+    ) -> Result<Vec<(UserId, RelationRecord)>, StoreError>;
+    fn contact_summary(&self, user: UserId) -> Result<Option<ContactSummary>, StoreError>;
+    fn profile(&self, user: UserId) -> Result<Option<ProfileRecord>, StoreError>;
+    /// Replaces a profile, durably, in a write of its own.
+    fn put_profile(&self, user: UserId, profile: &ProfileRecord) -> Result<(), StoreError>;
+    /// Up to `limit` entries `(case-folded username, user)` of the username index that start
+    /// with `prefix` (case-folded by the caller) and sort after `after`, ascending.
+    fn usernames_with_prefix(
+        &self,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, UserId)>, StoreError>;
+}
+
 /// The engine under the ports: its health, and making everything durable at shutdown.
 pub trait StoreEngine: Send + Sync + 'static {
     fn health(&self) -> Arc<StoreHealth>;
@@ -108,11 +136,14 @@ pub trait StoreEngine: Send + Sync + 'static {
 
 /// An adapter: every port at once.
 pub trait Store:
-    AccountStore + ConversationLog + CursorStore + MembershipStore + StoreEngine
+    AccountStore + ConversationLog + CursorStore + MembershipStore + ContactStore + StoreEngine
 {
 }
 
-impl<T: AccountStore + ConversationLog + CursorStore + MembershipStore + StoreEngine> Store for T {}
+impl<T> Store for T where
+    T: AccountStore + ConversationLog + CursorStore + MembershipStore + ContactStore + StoreEngine
+{
+}
 
 /// The ports the backend holds.
 #[derive(Clone)]
@@ -121,6 +152,7 @@ pub struct Ports {
     pub log: Arc<dyn ConversationLog>,
     pub cursors: Arc<dyn CursorStore>,
     pub memberships: Arc<dyn MembershipStore>,
+    pub contacts: Arc<dyn ContactStore>,
     pub engine: Arc<dyn StoreEngine>,
 }
 
@@ -131,6 +163,7 @@ impl Ports {
             log: Arc::clone(&store) as _,
             cursors: Arc::clone(&store) as _,
             memberships: Arc::clone(&store) as _,
+            contacts: Arc::clone(&store) as _,
             engine: store,
         }
     }

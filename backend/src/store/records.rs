@@ -220,6 +220,8 @@ pub struct CommitGroup {
     /// Rows this group changed, whole.
     pub cursor_rows: Vec<(ConvId, UserId, CursorRow)>,
     pub next_msg_id: Option<u64>,
+    /// Relations and contact summaries (friend requests, blocks, the DM policy).
+    pub contacts: super::ContactWrites,
 }
 
 impl CommitGroup {
@@ -230,6 +232,7 @@ impl CommitGroup {
         self.recency.clear();
         self.cursor_rows.clear();
         self.next_msg_id = None;
+        self.contacts.clear();
     }
 
     pub fn is_empty(&self) -> bool {
@@ -238,6 +241,7 @@ impl CommitGroup {
             && self.recency.is_empty()
             && self.cursor_rows.is_empty()
             && self.next_msg_id.is_none()
+            && self.contacts.is_empty()
     }
 }
 

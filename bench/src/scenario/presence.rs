@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use hdrhistogram::Histogram;
 use ringchat_proto::Body;
-use ringchat_proto::v1::{self, ErrorCode};
+use ringchat_proto::v1;
 use serde::Serialize;
 
 use super::Observe;
@@ -108,7 +108,8 @@ async fn fanout(cfg: &FanoutConfig, observe: &Observe) -> anyhow::Result<FanoutR
         .chain((0..cfg.friends).map(|i| format!("{}fan{i}", cfg.user_prefix)))
         .collect();
     let mut users = log_in_all(cfg.addr, &names, &cfg.password).await?;
-    let edges: Vec<(usize, usize)> = (1..users.len()).map(|i| (0, i)).collect();
+    // Each friend asks the star: a user may send only a few requests a day, but receive many.
+    let edges: Vec<(usize, usize)> = (1..users.len()).map(|i| (i, 0)).collect();
     befriend(&mut users, &edges).await?;
     let star_id = users[0].1.user_id;
     let mut star = users.remove(0).0;
@@ -318,9 +319,46 @@ async fn log_in_all(
     Ok(out)
 }
 
-/// Makes every edge (a, b) a friendship: a asks, b accepts. Edges that are friendships already
-/// (an earlier run) are left as they are.
-async fn befriend(users: &mut [(Client, v1::LoginOk)], edges: &[(usize, usize)]) -> anyhow::Result<()> {
+/// Requests one user may have unanswered, sent and received, in one round of `befriend`: below
+/// the server's default `contacts.friend_requests_pending_max` and `_received_max`.
+const ROUND_SENT_MAX: usize = 50;
+const ROUND_RECEIVED_MAX: usize = 400;
+
+/// Makes every edge (a, b) a friendship: a asks, b accepts, in rounds that keep each user's
+/// unanswered requests under the server's limits. Edges that are friendships already (an
+/// earlier run) are left as they are. (A user may send `contacts.friend_requests_per_day_max`
+/// requests a day: 50 by default.)
+async fn befriend(
+    users: &mut [(Client, v1::LoginOk)],
+    edges: &[(usize, usize)],
+) -> anyhow::Result<()> {
+    let mut rounds: Vec<(Vec<usize>, Vec<usize>, Vec<(usize, usize)>)> = Vec::new();
+    for &(a, b) in edges {
+        let fits = |r: &(Vec<usize>, Vec<usize>, Vec<(usize, usize)>)| {
+            r.0[a] < ROUND_SENT_MAX && r.1[b] < ROUND_RECEIVED_MAX
+        };
+        let i = match rounds.iter().position(fits) {
+            Some(i) => i,
+            None => {
+                rounds.push((vec![0; users.len()], vec![0; users.len()], Vec::new()));
+                rounds.len() - 1
+            }
+        };
+        let round = &mut rounds[i];
+        round.0[a] += 1;
+        round.1[b] += 1;
+        round.2.push((a, b));
+    }
+    for (_, _, round) in rounds {
+        befriend_round(users, &round).await?;
+    }
+    Ok(())
+}
+
+async fn befriend_round(
+    users: &mut [(Client, v1::LoginOk)],
+    edges: &[(usize, usize)],
+) -> anyhow::Result<()> {
     let ids: Vec<u64> = users.iter().map(|(_, ok)| ok.user_id).collect();
     let mut asks: Vec<Vec<u64>> = vec![Vec::new(); users.len()];
     for &(a, b) in edges {
@@ -334,12 +372,13 @@ async fn befriend(users: &mut [(Client, v1::LoginOk)], edges: &[(usize, usize)])
     })
     .await?;
     // Who must accept whom: the asks that are now pending.
+    let index: std::collections::HashMap<u64, usize> =
+        ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
     let mut accepts: Vec<Vec<u64>> = vec![Vec::new(); users.len()];
     for (a, replies) in answered.into_iter().enumerate() {
         for (to, state) in replies {
             if state == v1::FriendState::RequestSent {
-                let b = ids.iter().position(|id| *id == to).expect("asked a known user");
-                accepts[b].push(ids[a]);
+                accepts[index[&to]].push(ids[a]);
             }
         }
     }
@@ -379,9 +418,6 @@ async fn each_client(
                             target,
                             v1::FriendState::try_from(ok.state).unwrap_or_default(),
                         )),
-                        Body::Error(e) if e.code == ErrorCode::AlreadyFriends as i32 => {
-                            states.push((target, v1::FriendState::Friends));
-                        }
                         other => bail!("friend setup with {target}: {other:?}"),
                     }
                 }

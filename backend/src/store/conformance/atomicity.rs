@@ -46,6 +46,13 @@ fn full_group(ab: ConvId) -> CommitGroup {
         ],
         next_msg_id: Some(3),
         messages: vec![m1, m2],
+        contacts: crate::store::ContactWrites {
+            relations: vec![(
+                crate::store::RelationKey::new(BOB, crate::store::RelationKind::Block, DAVE),
+                Some(crate::store::RelationRecord::default()),
+            )],
+            summaries: vec![(BOB, crate::store::ContactSummary::default())],
+        },
     }
 }
 
@@ -77,6 +84,16 @@ fn assert_full_group_visible(store: &impl Store, ab: ConvId, group: &CommitGroup
         group.next_msg_id.unwrap(),
         "{when}"
     );
+    for (key, record) in &group.contacts.relations {
+        assert_eq!(&store.relation(*key).unwrap(), record, "{when}");
+    }
+    for (user, summary) in &group.contacts.summaries {
+        assert_eq!(
+            store.contact_summary(*user).unwrap().as_ref(),
+            Some(summary),
+            "{when}"
+        );
+    }
 }
 
 pub(crate) fn everything_in_a_group_is_visible_together_after_commit<A: Adapter>() {
@@ -102,6 +119,7 @@ fn assert_nothing_of_full_group(store: &impl Store, ab: ConvId, when: &str) {
         "{when}"
     );
     assert_eq!(store.next_msg_id().unwrap(), 1, "{when}");
+    assert_eq!(store.contact_summary(BOB).unwrap(), None, "{when}");
 }
 
 pub(crate) fn a_group_never_committed_leaves_nothing<A: Adapter>() {
@@ -146,6 +164,7 @@ pub(crate) fn a_concurrent_reader_never_sees_part_of_a_group<A: Adapter>() {
             }],
             next_msg_id: Some(k + 1),
             messages: vec![m],
+            ..CommitGroup::default()
         }
     };
     let done = Arc::new(AtomicBool::new(false));

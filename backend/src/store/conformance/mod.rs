@@ -19,13 +19,15 @@
 //! ```
 //!
 //! A new behaviour is a `pub(crate) fn name<A: Adapter>()` in the file for its part of the store
-//! (accounts, log, atomicity, dedup, cursors, engine) plus its name in the macro's list.
+//! (accounts, log, atomicity, dedup, cursors, contacts, engine) plus its name in the macro's list.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::ports::{AccountStore, ConversationLog, CursorStore, MembershipStore, Store};
+use super::ports::{
+    AccountStore, ContactStore, ConversationLog, CursorStore, MembershipStore, Store,
+};
 use super::{
     CommitGroup, ConvId, ConvRecord, CursorRecord, CursorRow, DeviceCursor, MessageRecord,
     RecencyMove, StoreError, TokenHash, TokenRecord, USER_ID_FIRST, USER_ID_LAST, UserId,
@@ -33,6 +35,7 @@ use super::{
 
 mod accounts;
 mod atomicity;
+mod contacts;
 mod cursors;
 mod dedup;
 mod engine;
@@ -40,6 +43,7 @@ mod log;
 
 pub(crate) use accounts::*;
 pub(crate) use atomicity::*;
+pub(crate) use contacts::*;
 pub(crate) use cursors::*;
 pub(crate) use dedup::*;
 pub(crate) use engine::*;
@@ -88,6 +92,12 @@ macro_rules! conformance_suite {
             recency_entries_list_newest_bucket_first_move_and_page,
             a_data_dir_is_used_by_one_store_at_a_time,
             a_write_is_visible_to_its_writer_at_once_whatever_others_do,
+            relations_are_put_removed_and_survive_reopen,
+            relations_list_by_owner_and_kind_in_user_order_and_page,
+            contact_summaries_round_trip_and_a_later_group_wins,
+            contacts_and_messages_of_one_group_are_visible_together,
+            profiles_are_replaced_whole_and_survive_reopen,
+            usernames_are_listed_by_case_folded_prefix_and_paged,
         );
     };
     (@tests $adapter:ty; $($behaviour:ident),+ $(,)?) => {

@@ -11,11 +11,13 @@
 //! - `recent`: (user, hour of last activity, conversation), both inverted so that a scan runs
 //!   newest first → nothing: a user's conversation list by recency, paged.
 //! - `meta`, `users`, `usernames`, `tokens`: accounts and counters.
+//! - `relations`, `contact_summaries`, `profiles`: contacts (`contacts.rs`).
 //!
 //! Big-endian integer keys, so that ranges scan in numeric order. `migrate.rs` turns a layout 1
 //! store (one key per message, dedup and device cursors in keyspaces of their own) into this.
 
 mod accounts;
+mod contacts;
 mod cursors;
 mod journal_repair;
 mod log;
@@ -86,6 +88,11 @@ pub struct FjallStore {
     recalls: Keyspace,
     cursor_rows: Keyspace,
     recent: Keyspace,
+    /// Contacts (`contacts.rs`): added after layout 2 without a migration (a store from before
+    /// has none, and opens with them empty).
+    relations: Keyspace,
+    contact_summaries: Keyspace,
+    profiles: Keyspace,
     /// What readers see: a snapshot taken after the last successful persist.
     published: RwLock<Arc<Snapshot>>,
     /// One writer at a time, from its write through its persist to publishing the snapshot, so
@@ -141,6 +148,9 @@ impl FjallStore {
             recalls: ks("recalls")?,
             cursor_rows: ks("cursor_rows")?,
             recent: ks("recent")?,
+            relations: ks("relations")?,
+            contact_summaries: ks("contact_summaries")?,
+            profiles: ks("profiles")?,
             published: RwLock::new(Arc::new(db.snapshot())),
             db,
             durability,

@@ -531,5 +531,6 @@ impl<S: StoreEngine> StoreEngine for TailCached<S> {
     }
 }
 
+mod contacts;
 #[cfg(test)]
 mod tests;

@@ -20,6 +20,21 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../../../web/index.html"),
     ),
     (
+        "/util.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../web/util.js"),
+    ),
+    (
+        "/net.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../web/net.js"),
+    ),
+    (
+        "/chat.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../web/chat.js"),
+    ),
+    (
         "/app.js",
         "text/javascript; charset=utf-8",
         include_str!("../../../web/app.js"),

@@ -1,0 +1,328 @@
+//! Profiles as others see them, who may see whom, profile updates, and search. Runs on the read
+//! pool (blocking threads), from the store's committed state.
+
+use ringchat_proto::v1::{self, ErrorCode, FriendState, search_users};
+
+use super::{Contacts, wire_policy};
+use crate::accounts::Refusal;
+use crate::store::{
+    AccountStore, ContactStore, ConvId, Ports, RelationKey, RelationKind, StoreError, UserId,
+    username_key,
+};
+
+/// Longest username prefix (a username's longest).
+const PREFIX_CHARS_MAX: usize = crate::accounts::USERNAME_CHARS_MAX;
+/// Username index entries one search reads, at most: non-searchable users are skipped, and a
+/// page that needs more stops early with `has_more` (and the cursor where it stopped).
+const SEARCH_SCAN_MAX: usize = 1_000;
+/// Entries read from the index at a time.
+const SEARCH_SCAN_BATCH: usize = 100;
+
+/// A user's public profile with no relation filled in; `None` if there is no such user.
+pub(crate) fn base_profile(
+    accounts: &dyn AccountStore,
+    contacts: &dyn ContactStore,
+    searchable_default: bool,
+    user: UserId,
+) -> Result<Option<v1::Profile>, StoreError> {
+    let Some(account) = accounts.user_by_id(user)? else {
+        return Ok(None);
+    };
+    let p = contacts.profile(user)?.unwrap_or_default();
+    Ok(Some(v1::Profile {
+        user_id: user,
+        username: account.username,
+        nickname: p.nickname,
+        avatar_url: p.avatar_url,
+        bio: p.bio,
+        searchable: p.searchable.unwrap_or(searchable_default),
+        hide_last_seen: p.hide_last_seen,
+        ..v1::Profile::default()
+    }))
+}
+
+/// Where `viewer` stands with `target`: the friend state and whether the viewer blocked them.
+pub(crate) fn relation_of(
+    contacts: &dyn ContactStore,
+    viewer: UserId,
+    target: UserId,
+) -> Result<(FriendState, bool), StoreError> {
+    let has = |kind| -> Result<bool, StoreError> {
+        Ok(contacts
+            .relation(RelationKey::new(viewer, kind, target))?
+            .is_some())
+    };
+    let state = if has(RelationKind::Friend)? {
+        FriendState::Friends
+    } else if has(RelationKind::RequestOut)? {
+        FriendState::RequestSent
+    } else if has(RelationKind::RequestIn)? {
+        FriendState::RequestReceived
+    } else {
+        FriendState::None
+    };
+    Ok((state, has(RelationKind::Block)?))
+}
+
+impl Contacts {
+    /// `target`'s profile as `viewer` sees it, if `viewer` may see it: the one rule for lookups
+    /// by id (GetProfiles, search by id or e-mail). Visible: oneself, searchable users, and
+    /// anyone the viewer has something with (a friendship, a request either way, a block they
+    /// made, a conversation). Anyone else is answered as if there were no such user.
+    pub(crate) fn profile_seen_by(
+        &self,
+        ports: &Ports,
+        viewer: UserId,
+        target: UserId,
+    ) -> Result<Option<v1::Profile>, StoreError> {
+        let cfg = &self.config;
+        let Some(mut profile) = base_profile(
+            &*ports.accounts,
+            &*ports.contacts,
+            cfg.searchable_default,
+            target,
+        )?
+        else {
+            return Ok(None);
+        };
+        if viewer == target {
+            let policy = ports
+                .contacts
+                .contact_summary(viewer)?
+                .and_then(|s| s.dm_policy)
+                .unwrap_or(cfg.dm_policy_default.into());
+            profile.dm_policy = wire_policy(policy) as i32;
+            return Ok(Some(profile));
+        }
+        let (state, blocked) = relation_of(&*ports.contacts, viewer, target)?;
+        profile.friend_state = state as i32;
+        profile.blocked = blocked;
+        let visible = profile.searchable
+            || state != FriendState::None
+            || blocked
+            || ConvId::direct(viewer, target)
+                .map(|conv| ports.log.conversation(conv))
+                .transpose()?
+                .flatten()
+                .is_some();
+        Ok(visible.then_some(profile))
+    }
+
+    pub(crate) fn get_profiles(
+        &self,
+        ports: &Ports,
+        viewer: UserId,
+        req: &v1::GetProfiles,
+    ) -> Result<v1::ProfileList, Refusal> {
+        let max = self.config.profiles_per_request_max;
+        if req.user_ids.len() > max {
+            return Err(Refusal::new(
+                ErrorCode::InvalidArgument,
+                format!("at most {max} user_ids per request"),
+            ));
+        }
+        let mut ids = req.user_ids.clone();
+        ids.sort_unstable();
+        ids.dedup();
+        self.profile_rate
+            .take(viewer, u32::try_from(ids.len()).unwrap_or(u32::MAX))?;
+        let mut profiles = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(p) = self.profile_seen_by(ports, viewer, id)? {
+                profiles.push(p);
+            }
+        }
+        Ok(v1::ProfileList { profiles })
+    }
+
+    pub(crate) fn update_profile(
+        &self,
+        ports: &Ports,
+        user: UserId,
+        req: &v1::UpdateProfile,
+        now_ms: u64,
+    ) -> Result<v1::Profile, Refusal> {
+        self.validate_profile(req)?;
+        // Read, change, write: one writer per user at a time, so two devices' updates of
+        // different fields both land.
+        let _writing = self.profile_lock(user);
+        let mut record = ports.contacts.profile(user)?.unwrap_or_default();
+        let before = record.clone();
+        if let Some(v) = &req.nickname {
+            record.nickname.clone_from(v);
+        }
+        if let Some(v) = &req.avatar_url {
+            record.avatar_url.clone_from(v);
+        }
+        if let Some(v) = &req.bio {
+            record.bio.clone_from(v);
+        }
+        if let Some(v) = req.searchable {
+            record.searchable = Some(v);
+        }
+        if let Some(v) = req.hide_last_seen {
+            record.hide_last_seen = v;
+        }
+        if record != before {
+            record.updated_ms = now_ms;
+            ports.contacts.put_profile(user, &record)?;
+        }
+        self.profile_seen_by(ports, user, user)?
+            .ok_or_else(|| Refusal::new(ErrorCode::UserNotFound, "no such user"))
+    }
+
+    fn validate_profile(&self, req: &v1::UpdateProfile) -> Result<(), Refusal> {
+        let cfg = &self.config;
+        let invalid = |m: String| Err(Refusal::new(ErrorCode::InvalidArgument, m));
+        let no_controls = |s: &str, newlines: bool| {
+            s.chars()
+                .all(|c| !c.is_control() || (newlines && c == '\n'))
+        };
+        if let Some(v) = &req.nickname
+            && (v.len() > cfg.nickname_bytes_max || !no_controls(v, false))
+        {
+            return invalid(format!(
+                "nickname: at most {} bytes, no control characters",
+                cfg.nickname_bytes_max
+            ));
+        }
+        if let Some(v) = &req.avatar_url {
+            let scheme = v.starts_with("https://") || v.starts_with("http://");
+            let clean = !v.chars().any(|c| c.is_whitespace() || c.is_control());
+            if v.len() > cfg.avatar_url_bytes_max || !(v.is_empty() || scheme && clean) {
+                return invalid(format!(
+                    "avatar_url: empty, or an http(s) URL of at most {} bytes without spaces",
+                    cfg.avatar_url_bytes_max
+                ));
+            }
+        }
+        if let Some(v) = &req.bio
+            && (v.len() > cfg.bio_bytes_max || !no_controls(v, true))
+        {
+            return invalid(format!(
+                "bio: at most {} bytes, no control characters but newlines",
+                cfg.bio_bytes_max
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn search(
+        &self,
+        ports: &Ports,
+        viewer: UserId,
+        req: &v1::SearchUsers,
+    ) -> Result<v1::UserList, Refusal> {
+        let exact = |target: Option<UserId>| -> Result<v1::UserList, Refusal> {
+            let found = match target {
+                Some(t) => self.profile_seen_by(ports, viewer, t)?,
+                None => None,
+            };
+            Ok(v1::UserList {
+                users: found.into_iter().collect(),
+                ..v1::UserList::default()
+            })
+        };
+        let invalid = |m: &str| Err(Refusal::new(ErrorCode::InvalidArgument, m));
+        match &req.query {
+            None => invalid("search by one of user_id, username_prefix, email"),
+            Some(search_users::Query::UserId(id)) => {
+                self.search_rate.take(viewer, 1)?;
+                exact(Some(*id))
+            }
+            Some(search_users::Query::Email(email)) => {
+                if email.is_empty() || email.len() > crate::accounts::EMAIL_BYTES_MAX {
+                    return invalid("email: 1 to 254 bytes");
+                }
+                self.search_rate.take(viewer, 1)?;
+                exact(user_id_by_email(ports, email)?)
+            }
+            Some(search_users::Query::UsernamePrefix(prefix)) => {
+                let chars = prefix.chars().count();
+                if chars == 0 || chars > PREFIX_CHARS_MAX || req.after.len() > 4 * PREFIX_CHARS_MAX
+                {
+                    return invalid("username_prefix: 1 to 32 characters");
+                }
+                self.search_rate.take(viewer, 1)?;
+                let limit = match req.limit {
+                    0 => self.config.search_page_max,
+                    n => n.min(self.config.search_page_max),
+                };
+                Ok(self.by_prefix(
+                    ports,
+                    viewer,
+                    &username_key(prefix),
+                    &username_key(&req.after),
+                    limit as usize,
+                )?)
+            }
+        }
+    }
+
+    /// Searchable users whose username starts with `prefix`, after the cursor `after`.
+    fn by_prefix(
+        &self,
+        ports: &Ports,
+        viewer: UserId,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<v1::UserList, StoreError> {
+        let mut cursor = after.to_owned();
+        let mut users = Vec::new();
+        let mut scanned = 0;
+        let mut exhausted = false;
+        'scan: while users.len() < limit {
+            if scanned >= SEARCH_SCAN_MAX {
+                break;
+            }
+            let batch = ports
+                .contacts
+                .usernames_with_prefix(prefix, &cursor, SEARCH_SCAN_BATCH)?;
+            let full = batch.len() == SEARCH_SCAN_BATCH;
+            for (name, id) in batch {
+                scanned += 1;
+                cursor = name;
+                let searchable = ports
+                    .contacts
+                    .profile(id)?
+                    .and_then(|p| p.searchable)
+                    .unwrap_or(self.config.searchable_default);
+                if searchable && let Some(p) = self.profile_seen_by(ports, viewer, id)? {
+                    users.push(p);
+                    if users.len() == limit {
+                        break 'scan;
+                    }
+                }
+            }
+            if !full {
+                exhausted = true;
+                break;
+            }
+        }
+        let has_more = !exhausted
+            && !ports
+                .contacts
+                .usernames_with_prefix(prefix, &cursor, 1)?
+                .is_empty();
+        Ok(v1::UserList {
+            users,
+            has_more,
+            next_after: if has_more { cursor } else { String::new() },
+        })
+    }
+
+    fn profile_lock(&self, user: UserId) -> std::sync::MutexGuard<'_, ()> {
+        let stripe = (user as usize) % self.profile_writes.len();
+        self.profile_writes[stripe]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The user with this e-mail address. The accounts work adds the e-mail index
+/// (`AccountStore::user_id_by_email`); until it is wired here, no address is found.
+pub(crate) fn user_id_by_email(_ports: &Ports, _email: &str) -> Result<Option<UserId>, StoreError> {
+    // Integrator: `ports.accounts.user_id_by_email(&crate::accounts::email_key(email))`.
+    Ok(None)
+}

@@ -1,0 +1,285 @@
+//! Conformance: contacts (relations and summaries in commit groups, profiles, username prefixes).
+
+use super::*;
+use crate::store::{
+    ContactSummary, ContactWrites, DmPolicy, ProfileRecord, RelationKey, RelationKind,
+    RelationRecord,
+};
+
+fn rel(since_ms: u64, message: &str) -> RelationRecord {
+    RelationRecord {
+        since_ms,
+        message: message.to_owned(),
+    }
+}
+
+fn contacts_group(
+    relations: Vec<(RelationKey, Option<RelationRecord>)>,
+    summaries: Vec<(UserId, ContactSummary)>,
+) -> CommitGroup {
+    CommitGroup {
+        contacts: ContactWrites {
+            relations,
+            summaries,
+        },
+        ..CommitGroup::default()
+    }
+}
+
+fn key(owner: UserId, kind: RelationKind, other: UserId) -> RelationKey {
+    RelationKey::new(owner, kind, other)
+}
+
+pub(crate) fn relations_are_put_removed_and_survive_reopen<A: Adapter>() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = A::open(dir.path());
+    let request = key(ALICE, RelationKind::RequestOut, BOB);
+    let mirror = key(BOB, RelationKind::RequestIn, ALICE);
+    commit(
+        &store,
+        contacts_group(
+            vec![
+                (request, Some(rel(5, "hi, it's Alice ✓"))),
+                (mirror, Some(rel(5, "hi, it's Alice ✓"))),
+            ],
+            vec![],
+        ),
+    );
+    assert_eq!(
+        store.relation(request).unwrap(),
+        Some(rel(5, "hi, it's Alice ✓"))
+    );
+    assert_eq!(
+        store.relation(mirror).unwrap(),
+        Some(rel(5, "hi, it's Alice ✓"))
+    );
+    assert_eq!(
+        store
+            .relation(key(ALICE, RelationKind::Friend, BOB))
+            .unwrap(),
+        None,
+        "kinds are apart"
+    );
+    let store = reopen::<A>(store, dir.path());
+    assert_eq!(
+        store.relation(request).unwrap(),
+        Some(rel(5, "hi, it's Alice ✓"))
+    );
+    // Accepted: the requests go and the friendship comes, in one group.
+    commit(
+        &store,
+        contacts_group(
+            vec![
+                (request, None),
+                (mirror, None),
+                (key(ALICE, RelationKind::Friend, BOB), Some(rel(9, ""))),
+                (key(BOB, RelationKind::Friend, ALICE), Some(rel(9, ""))),
+            ],
+            vec![],
+        ),
+    );
+    assert_eq!(store.relation(request).unwrap(), None);
+    assert_eq!(store.relation(mirror).unwrap(), None);
+    let store = reopen::<A>(store, dir.path());
+    assert_eq!(
+        store
+            .relation(key(BOB, RelationKind::Friend, ALICE))
+            .unwrap(),
+        Some(rel(9, ""))
+    );
+}
+
+pub(crate) fn relations_list_by_owner_and_kind_in_user_order_and_page<A: Adapter>() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = A::open(dir.path());
+    let mut relations = Vec::new();
+    for other in [DAVE, BOB, CAROL] {
+        relations.push((
+            key(ALICE, RelationKind::Friend, other),
+            Some(rel(other, "")),
+        ));
+    }
+    // Other owners and kinds around ALICE's friends must not leak into the list.
+    relations.push((
+        key(ALICE, RelationKind::Block, USER_ID_FIRST + 9),
+        Some(rel(1, "")),
+    ));
+    relations.push((key(ALICE, RelationKind::RequestOut, BOB), Some(rel(1, "x"))));
+    relations.push((key(BOB, RelationKind::Friend, ALICE), Some(rel(1, ""))));
+    relations.push((key(ALICE - 1, RelationKind::Friend, BOB), Some(rel(1, ""))));
+    commit(&store, contacts_group(relations, vec![]));
+    let ids =
+        |page: Vec<(UserId, RelationRecord)>| page.into_iter().map(|(u, _)| u).collect::<Vec<_>>();
+    let all = store
+        .relations(ALICE, RelationKind::Friend, 0, 100)
+        .unwrap();
+    assert_eq!(
+        all.iter().map(|(u, _)| *u).collect::<Vec<_>>(),
+        [BOB, CAROL, DAVE]
+    );
+    assert_eq!(all[0].1, rel(BOB, ""));
+    assert_eq!(
+        ids(store.relations(ALICE, RelationKind::Friend, 0, 2).unwrap()),
+        [BOB, CAROL]
+    );
+    assert_eq!(
+        ids(store
+            .relations(ALICE, RelationKind::Friend, CAROL, 2)
+            .unwrap()),
+        [DAVE]
+    );
+    assert!(
+        store
+            .relations(ALICE, RelationKind::Friend, DAVE, 2)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .relations(ALICE, RelationKind::Friend, UserId::MAX, 2)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .relations(ALICE, RelationKind::Friend, 0, 0)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        ids(store.relations(ALICE, RelationKind::Block, 0, 10).unwrap()),
+        [USER_ID_FIRST + 9]
+    );
+    assert!(
+        store
+            .relations(CAROL, RelationKind::Friend, 0, 10)
+            .unwrap()
+            .is_empty()
+    );
+}
+
+pub(crate) fn contact_summaries_round_trip_and_a_later_group_wins<A: Adapter>() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = A::open(dir.path());
+    assert_eq!(store.contact_summary(ALICE).unwrap(), None);
+    let first = ContactSummary {
+        friends: 3,
+        requests_out: 2,
+        requests_in: 1,
+        blocks: 4,
+        request_day: 20_000,
+        requests_today: 7,
+        dm_policy: Some(DmPolicy::FriendsOnly),
+    };
+    commit(&store, contacts_group(vec![], vec![(ALICE, first)]));
+    assert_eq!(store.contact_summary(ALICE).unwrap(), Some(first));
+    let second = ContactSummary {
+        dm_policy: None,
+        friends: 4,
+        ..first
+    };
+    commit(&store, contacts_group(vec![], vec![(ALICE, second)]));
+    let store = reopen::<A>(store, dir.path());
+    assert_eq!(store.contact_summary(ALICE).unwrap(), Some(second));
+    assert_eq!(store.contact_summary(BOB).unwrap(), None);
+}
+
+pub(crate) fn contacts_and_messages_of_one_group_are_visible_together<A: Adapter>() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = A::open(dir.path());
+    let conv = direct(ALICE, BOB);
+    let mut group = msgs(conv, 1..=2);
+    group
+        .contacts
+        .relations
+        .push((key(BOB, RelationKind::Block, ALICE), Some(rel(3, ""))));
+    group.contacts.summaries.push((
+        BOB,
+        ContactSummary {
+            blocks: 1,
+            ..ContactSummary::default()
+        },
+    ));
+    commit(&store, group);
+    assert_eq!(seqs(&all_after(&store, conv)), [1, 2]);
+    assert!(
+        store
+            .relation(key(BOB, RelationKind::Block, ALICE))
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        store.contact_summary(BOB).unwrap().map(|s| s.blocks),
+        Some(1)
+    );
+}
+
+pub(crate) fn profiles_are_replaced_whole_and_survive_reopen<A: Adapter>() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = A::open(dir.path());
+    assert_eq!(store.profile(ALICE).unwrap(), None);
+    let p = ProfileRecord {
+        nickname: "Älice 🌸".into(),
+        avatar_url: "https://example.com/a.png".into(),
+        bio: "line one\nline two".into(),
+        searchable: Some(false),
+        updated_ms: 42,
+    };
+    store.put_profile(ALICE, &p).unwrap();
+    assert_eq!(store.profile(ALICE).unwrap(), Some(p.clone()));
+    let q = ProfileRecord {
+        bio: String::new(),
+        searchable: None,
+        ..p
+    };
+    store.put_profile(ALICE, &q).unwrap();
+    let store = reopen::<A>(store, dir.path());
+    assert_eq!(store.profile(ALICE).unwrap(), Some(q));
+    assert_eq!(store.profile(BOB).unwrap(), None);
+}
+
+pub(crate) fn usernames_are_listed_by_case_folded_prefix_and_paged<A: Adapter>() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = A::open(dir.path());
+    let mut ids = std::collections::HashMap::new();
+    for name in ["Anna", "annabel", "ANNE", "ann", "bob", "an", "zed"] {
+        ids.insert(
+            name.to_ascii_lowercase(),
+            store.create_user(name, "h", "", 1).unwrap().user_id,
+        );
+    }
+    let names = |v: Vec<(String, UserId)>| v.into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+    let all = store.usernames_with_prefix("ann", "", 10).unwrap();
+    assert_eq!(names(all.clone()), ["ann", "anna", "annabel", "anne"]);
+    assert!(all.iter().all(|(n, id)| ids[n] == *id));
+    assert_eq!(
+        names(store.usernames_with_prefix("ann", "", 2).unwrap()),
+        ["ann", "anna"]
+    );
+    assert_eq!(
+        names(store.usernames_with_prefix("ann", "anna", 2).unwrap()),
+        ["annabel", "anne"]
+    );
+    assert!(
+        store
+            .usernames_with_prefix("ann", "anne", 2)
+            .unwrap()
+            .is_empty()
+    );
+    // A cursor before the prefix starts at the prefix; nothing after it leaks in.
+    assert_eq!(
+        names(store.usernames_with_prefix("b", "a", 10).unwrap()),
+        ["bob"]
+    );
+    assert_eq!(
+        names(store.usernames_with_prefix("z", "", 10).unwrap()),
+        ["zed"]
+    );
+    assert!(store.usernames_with_prefix("q", "", 10).unwrap().is_empty());
+    assert!(
+        store
+            .usernames_with_prefix("ann", "", 0)
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -1,0 +1,323 @@
+//! Blocks and the DM policy over the real server: what they stop, what the blocked user is
+//! told, a send in flight racing a block, limits and paging.
+
+mod common;
+
+use common::TestServer;
+use common::contacts::*;
+use ringchat_bench::client::{conversation_id, text_message};
+use ringchat_proto::Body;
+use ringchat_proto::v1::{
+    self, DmPolicy, ErrorCode, FriendEventKind as Kind, FriendState as State,
+};
+
+fn block_ok(reply: Body, user_id: u64, blocked: bool) {
+    match reply {
+        Body::BlockOk(ok) => assert_eq!((ok.user_id, ok.blocked), (user_id, blocked)),
+        other => panic!("expected BlockOk, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_block_stops_messages_and_requests_both_ways_without_naming_itself() {
+    let server = TestServer::start(&[]);
+    let (mut a, alice) = server.user("alice").await;
+    let (mut b, bob) = server.user("bob").await;
+    let (a_id, b_id) = (alice.user_id, bob.user_id);
+    b.send_text(a_id, "before", "hi").await.unwrap().unwrap();
+    a.next_push().await.unwrap();
+    block_ok(block(&mut a, b_id).await, b_id, true);
+
+    // The blocked user learns only that Alice does not take this from them.
+    let refused = b
+        .send_text(a_id, "after", "hello?")
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(refused.code(), ErrorCode::NotAllowed);
+    assert!(
+        !refused.0.message.to_lowercase().contains("block"),
+        "{refused}"
+    );
+    let e = error(request(&mut b, a_id, "").await);
+    assert_eq!(e.code(), ErrorCode::NotAllowed);
+    assert!(!e.message.to_lowercase().contains("block"), "{e:?}");
+    // The blocker cannot write either, and is told why.
+    let own = a.send_text(b_id, "mine", "x").await.unwrap().unwrap_err();
+    assert_eq!(own.code(), ErrorCode::NotAllowed);
+    assert!(own.0.message.contains("unblock"), "{own}");
+    assert_eq!(code(request(&mut a, b_id, "").await), ErrorCode::NotAllowed);
+    // What was stored before the block stays; nothing after it.
+    let conv = conversation_id(a_id, b_id);
+    let stored = a.sync_all(conv, 0).await.unwrap();
+    assert_eq!(
+        stored
+            .iter()
+            .map(|m| m.client_msg_id.as_str())
+            .collect::<Vec<_>>(),
+        ["before"]
+    );
+    assert!(
+        sync_point(&mut a, a_id, b_id).await.is_empty(),
+        "no push after the block"
+    );
+
+    // Blocking twice is fine; unblocking lets messages through again.
+    block_ok(block(&mut a, b_id).await, b_id, true);
+    block_ok(unblock(&mut a, b_id).await, b_id, false);
+    block_ok(unblock(&mut a, b_id).await, b_id, false);
+    b.send_text(a_id, "again", "back").await.unwrap().unwrap();
+    assert_eq!(a.next_push().await.unwrap().client_msg_id, "again");
+}
+
+#[tokio::test]
+async fn blocking_ends_friendship_and_requests_as_ordinary_events_would() {
+    let server = TestServer::start(&[]);
+    let (mut a1, alice) = server.user("alice").await;
+    let (mut a2, _) = server.device("alice", "alice-laptop").await;
+    let (mut b, bob) = server.user("bob").await;
+    let (mut c, carol) = server.user("carol").await;
+    let (mut d, dave) = server.user("dave").await;
+    let (a_id, b_id, c_id, d_id) = (alice.user_id, bob.user_id, carol.user_id, dave.user_id);
+
+    // Friends with Bob: the block reads to Bob as a delete.
+    befriend(&mut a1, a_id, &mut b, b_id).await;
+    expect_event(&mut a2, Kind::Request, b_id, State::RequestSent).await;
+    expect_event(&mut a2, Kind::Accepted, b_id, State::Friends).await;
+    expect_event(&mut a1, Kind::Accepted, b_id, State::Friends).await;
+    expect_event(&mut b, Kind::Request, a_id, State::RequestReceived).await;
+    block_ok(block(&mut a1, b_id).await, b_id, true);
+    expect_event(&mut b, Kind::Deleted, a_id, State::None).await;
+    let e = expect_event(&mut a2, Kind::Blocked, b_id, State::None).await;
+    assert!(e.profile.unwrap().blocked);
+    assert!(list_friends(&mut a1, 0, 0).await.friends.is_empty());
+    assert!(list_friends(&mut b, 0, 0).await.friends.is_empty());
+
+    // Carol's request to Alice: the block reads to Carol as a rejection.
+    friend_ok(request(&mut c, a_id, "hi").await, a_id, State::RequestSent);
+    expect_event(&mut a1, Kind::Request, c_id, State::RequestReceived).await;
+    expect_event(&mut a2, Kind::Request, c_id, State::RequestReceived).await;
+    block_ok(block(&mut a1, c_id).await, c_id, true);
+    expect_event(&mut c, Kind::Rejected, a_id, State::None).await;
+    expect_event(&mut a2, Kind::Blocked, c_id, State::None).await;
+    assert!(
+        list_requests(&mut c, v1::RequestDirection::Outgoing, 0, 0)
+            .await
+            .requests
+            .is_empty()
+    );
+
+    // Alice's request to Dave: the block reads to Dave as a cancel.
+    friend_ok(request(&mut a1, d_id, "").await, d_id, State::RequestSent);
+    expect_event(&mut a2, Kind::Request, d_id, State::RequestSent).await;
+    expect_event(&mut d, Kind::Request, a_id, State::RequestReceived).await;
+    block_ok(block(&mut a1, d_id).await, d_id, true);
+    expect_event(&mut d, Kind::Cancelled, a_id, State::None).await;
+    assert!(
+        list_requests(&mut d, v1::RequestDirection::Incoming, 0, 0)
+            .await
+            .requests
+            .is_empty()
+    );
+
+    // Nobody was told of a block itself, and the blocker's list has all three, by name.
+    for (client, me) in [(&mut b, b_id), (&mut c, c_id), (&mut d, d_id)] {
+        let rest = sync_point(client, me, a_id).await;
+        assert!(rest.is_empty(), "{rest:?}");
+    }
+    let blocks = list_blocks(&mut a1, 0, 0).await;
+    let names: Vec<&str> = blocks
+        .users
+        .iter()
+        .map(|u| u.profile.as_ref().unwrap().username.as_str())
+        .collect();
+    assert_eq!(names, ["bob", "carol", "dave"]);
+    assert!(
+        blocks
+            .users
+            .iter()
+            .all(|u| u.since_ms > 0 && u.profile.as_ref().unwrap().blocked)
+    );
+}
+
+#[tokio::test]
+async fn a_send_in_flight_racing_a_block_is_stored_before_it_or_not_at_all() {
+    /// Sends Bob keeps in flight.
+    const WINDOW: usize = 32;
+    let server = TestServer::start(&[]);
+    let (mut a, alice) = server.user("alice").await;
+    let (mut b, bob) = server.user("bob").await;
+    let (a_id, b_id) = (alice.user_id, bob.user_id);
+    // Bob sends without pause, WINDOW in flight, until he is refused; his answers in order.
+    let sender = tokio::spawn(async move {
+        let mut in_flight = std::collections::VecDeque::new();
+        let mut answers = Vec::new();
+        let mut i = 0u64;
+        loop {
+            while in_flight.len() < WINDOW {
+                in_flight.push_back(
+                    b.send(text_message(a_id, &format!("m{i}"), "x"))
+                        .await
+                        .unwrap(),
+                );
+                i += 1;
+            }
+            let id = in_flight.pop_front().unwrap();
+            let answer = b.reply_to(id).await.unwrap();
+            let refused = matches!(answer, Body::Error(_));
+            answers.push(answer);
+            if refused {
+                for id in in_flight {
+                    answers.push(b.reply_to(id).await.unwrap());
+                }
+                return (b, answers);
+            }
+        }
+    });
+    // Alice blocks once Bob's messages are arriving, while more are in flight.
+    a.next_push().await.unwrap();
+    block_ok(block(&mut a, b_id).await, b_id, true);
+    let (mut b, answers) = sender.await.unwrap();
+
+    // Bob's sends commit in order: acks, then refusals only.
+    let acked = answers
+        .iter()
+        .take_while(|r| matches!(r, Body::SendAck(_)))
+        .count();
+    for r in &answers[acked..] {
+        assert_eq!(code(r.clone()), ErrorCode::NotAllowed);
+    }
+    assert!(
+        acked >= 1 && answers.len() > acked,
+        "acked {acked} of {}",
+        answers.len()
+    );
+    // Exactly the acked messages are stored and reached Alice: nothing after the block.
+    let stored = a.sync_all(conversation_id(a_id, b_id), 0).await.unwrap();
+    assert_eq!(stored.len(), acked);
+    let mut pushed = 1; // the one that started the block
+    for frame in sync_point(&mut a, a_id, b_id).await {
+        if matches!(frame, Body::Push(_)) {
+            pushed += 1;
+        }
+    }
+    assert_eq!(pushed, acked);
+    // And a send after the block was acknowledged is refused.
+    assert_eq!(
+        b.send_text(a_id, "late", "x")
+            .await
+            .unwrap()
+            .unwrap_err()
+            .code(),
+        ErrorCode::NotAllowed
+    );
+}
+
+#[tokio::test]
+async fn friends_only_users_take_new_conversations_from_friends_only() {
+    let server = TestServer::start(&[]);
+    let (mut y, you) = server.user("picky").await;
+    let (mut s, stranger) = server.user("stranger").await;
+    let (mut f, friend) = server.user("friend").await;
+    let (y_id, s_id, f_id) = (you.user_id, stranger.user_id, friend.user_id);
+    befriend(&mut f, f_id, &mut y, y_id).await;
+    match set_privacy(&mut y, DmPolicy::Friends).await {
+        Body::Privacy(p) => assert_eq!(p.dm_policy(), DmPolicy::Friends),
+        other => panic!("{other:?}"),
+    }
+    let own = profiles(&mut y, &[y_id]).await;
+    assert_eq!(own[0].dm_policy(), DmPolicy::Friends);
+    assert_eq!(
+        s.send_text(y_id, "s1", "hi")
+            .await
+            .unwrap()
+            .unwrap_err()
+            .code(),
+        ErrorCode::NotAllowed
+    );
+    f.send_text(y_id, "f1", "hi").await.unwrap().unwrap();
+    // Once picky starts the conversation, the stranger may answer.
+    y.send_text(s_id, "y1", "hello stranger")
+        .await
+        .unwrap()
+        .unwrap();
+    s.send_text(y_id, "s2", "hello back")
+        .await
+        .unwrap()
+        .unwrap();
+    // Back to the server's default (everyone).
+    match set_privacy(&mut y, DmPolicy::Unspecified).await {
+        Body::Privacy(p) => assert_eq!(p.dm_policy(), DmPolicy::Everyone),
+        other => panic!("{other:?}"),
+    }
+    let (mut n, _) = server.user("newcomer").await;
+    n.send_text(y_id, "n1", "hi").await.unwrap().unwrap();
+    assert_eq!(
+        code(ask(&mut y, Body::SetPrivacy(v1::SetPrivacy { dm_policy: 7 })).await),
+        ErrorCode::InvalidArgument
+    );
+}
+
+#[tokio::test]
+async fn the_server_default_policy_applies_until_a_user_chooses() {
+    let server = TestServer::start(&[("CONTACTS__DM_POLICY_DEFAULT", "friends")]);
+    let (mut y, you) = server.user("picky").await;
+    let (mut s, _) = server.user("stranger").await;
+    assert_eq!(
+        s.send_text(you.user_id, "s1", "hi")
+            .await
+            .unwrap()
+            .unwrap_err()
+            .code(),
+        ErrorCode::NotAllowed
+    );
+    assert_eq!(
+        profiles(&mut y, &[you.user_id]).await[0].dm_policy(),
+        DmPolicy::Friends
+    );
+    set_privacy(&mut y, DmPolicy::Everyone).await;
+    s.send_text(you.user_id, "s1", "hi").await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn block_limits_bad_targets_and_paging() {
+    let server = TestServer::start(&[("CONTACTS__BLOCKS_MAX", "3")]);
+    let (mut a, alice) = server.user("alice").await;
+    let mut ids = Vec::new();
+    for name in ["b1-user", "b2-user", "b3-user", "b4-user"] {
+        ids.push(server.user(name).await.1.user_id);
+    }
+    for id in &ids[..3] {
+        block_ok(block(&mut a, *id).await, *id, true);
+    }
+    assert_eq!(code(block(&mut a, ids[3]).await), ErrorCode::TooManyBlocks);
+    block_ok(block(&mut a, ids[0]).await, ids[0], true);
+    assert_eq!(
+        code(block(&mut a, alice.user_id).await),
+        ErrorCode::InvalidArgument
+    );
+    assert_eq!(
+        code(block(&mut a, 999_999_999).await),
+        ErrorCode::UserNotFound
+    );
+    assert_eq!(code(block(&mut a, 7).await), ErrorCode::UserNotFound);
+    let first = list_blocks(&mut a, 0, 2).await;
+    let page_ids = |l: &v1::BlockList| {
+        l.users
+            .iter()
+            .map(|u| u.profile.as_ref().unwrap().user_id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        (page_ids(&first), first.has_more),
+        (ids[..2].to_vec(), true)
+    );
+    let rest = list_blocks(&mut a, ids[1], 2).await;
+    assert_eq!(
+        (page_ids(&rest), rest.has_more),
+        (ids[2..3].to_vec(), false)
+    );
+    // An unblock makes room.
+    block_ok(unblock(&mut a, ids[0]).await, ids[0], false);
+    block_ok(block(&mut a, ids[3]).await, ids[3], true);
+}

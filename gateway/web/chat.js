@@ -1,0 +1,368 @@
+// ringchat browser client, the chat model: session, conversations, messages, the outbox of
+// unsent messages (kept in localStorage until acked), receipts and typing. Rendering is in
+// app.js; this file calls render() after every change.
+'use strict';
+
+const SESSION_KEY = 'ringchat.session';
+const outboxKey = (userId) => `ringchat.outbox.${userId}`;
+const HISTORY_PAGE = 30;
+const TYPING_SHOW_MS = 3000;
+const TYPING_SEND_MS = 2000;
+const SEND_RETRIES_MAX = 5; // automatic resends after RATE_LIMITED / UNAVAILABLE, then it fails
+
+function loadJSON(key, fallback) {
+  try {
+    return JSON.parse(localStorage.getItem(key)) ?? fallback;
+  } catch {
+    return fallback;
+  }
+}
+
+const state = {
+  session: loadJSON(SESSION_KEY, null), // {userId, token, username, deviceId}
+  loggedIn: false,
+  convs: new Map(), // conversationId -> conversation
+  current: null, // the open conversation's id
+  // clientMsgId -> {clientMsgId, conversationId, toUserId, text, createdMs, tries, inflight,
+  // error: null | {code, text}}: sends without an ack, in the order they were written.
+  outbox: new Map(),
+  lastTypingSent: 0,
+  skewMs: 0, // server clock minus ours, for the time shown on a message not yet acked
+  loadError: null, // the conversation list could not be loaded: {text}
+};
+
+// ---- session ----
+
+net.onReady = async () => {
+  if (!state.session) {
+    setConnection('online');
+    showLogin('');
+    return;
+  }
+  try {
+    await login({ token: state.session.token });
+  } catch (e) {
+    if (e.code === 'DISCONNECTED') return; // the reconnect tries again
+    const username = state.session.username;
+    if (e.code === 'TOKEN_EXPIRED' || e.code === 'INVALID_CREDENTIALS') forgetSession();
+    setConnection('online');
+    showLogin(loginErrorText(e), username);
+  }
+};
+
+net.onDown = () => {
+  state.loggedIn = false;
+  for (const p of state.outbox.values()) p.inflight = false;
+  render();
+};
+
+net.onFrame = (frame) => {
+  if (frame.push) onMessages([frame.push.message], true);
+  else if (frame.receipt) onReceipt(frame.receipt);
+  else if (frame.typing) onTyping(frame.typing);
+};
+
+async function login(credential) {
+  const deviceId = state.session?.deviceId || `web-${crypto.randomUUID()}`;
+  const account = credential.token ? {} : { username: credential.username };
+  const reply = await request({ login: { ...account, ...credential, deviceId, platform: 'PLATFORM_WEB' } });
+  const ok = reply.loginOk;
+  if (state.session && state.session.userId !== ok.userId) resetChats();
+  state.session = {
+    userId: ok.userId,
+    token: ok.token,
+    username: credential.username || state.session?.username || '',
+    deviceId,
+  };
+  state.skewMs = num(ok.serverTimeMs) ? num(ok.serverTimeMs) - Date.now() : 0;
+  localStorage.setItem(SESSION_KEY, JSON.stringify(state.session));
+  if (state.session.username) names.set(ok.userId, state.session.username);
+  state.loggedIn = true;
+  loadOutbox();
+  setConnection('online');
+  showChat();
+  await catchUp();
+}
+
+function loginErrorText(e) {
+  switch (e.code) {
+    case 'INVALID_CREDENTIALS': return 'Wrong username or password.';
+    case 'TOKEN_EXPIRED': return 'Your session has expired. Please log in again.';
+    case 'USERNAME_TAKEN': return 'That username is taken. Pick another one, or log in.';
+    case 'RATE_LIMITED': return `Too many attempts. Try again in ${seconds(e.retryAfterMs)} s.`;
+    case 'TOO_MANY_DEVICES': return 'This account is signed in on too many devices. Sign out on one of them first.';
+    case 'DISCONNECTED': return 'Not connected to the server. Wait a moment and try again.';
+    case 'TIMEOUT': return 'The server did not answer. Try again.';
+    case 'UNAVAILABLE': return 'The server is busy. Try again in a moment.';
+    default: return e.message.charAt(0).toUpperCase() + e.message.slice(1);
+  }
+}
+
+function forgetSession() {
+  state.session = null;
+  localStorage.removeItem(SESSION_KEY);
+}
+
+function resetChats() {
+  state.convs.clear();
+  state.outbox.clear();
+  state.current = null;
+}
+
+function logout() {
+  const unsent = state.outbox.size;
+  if (unsent && !confirm(`${unsent} message${unsent > 1 ? 's were' : ' was'} not sent and will be lost. Log out anyway?`)) return;
+  if (state.session) localStorage.removeItem(outboxKey(state.session.userId));
+  forgetSession();
+  location.hash = '';
+  location.reload();
+}
+
+// After every login: the conversation list, everything missed in loaded conversations, then
+// the outbox (same clientMsgId: the server answers a resend of a stored message with its ack).
+async function catchUp() {
+  try {
+    const list = await request({ conversations: {} });
+    for (const c of list.conversationList.conversations || []) {
+      const conv = conv_(c.conversationId, c.peerUserId);
+      conv.maxSeq = Math.max(conv.maxSeq, num(c.maxSeq));
+      conv.readSeq = Math.max(conv.readSeq, num(c.readSeq));
+      conv.peerDeliveredSeq = num(c.peerDeliveredSeq);
+      conv.peerReadSeq = num(c.peerReadSeq);
+      if (c.lastMessage && (!conv.last || num(conv.last.seq) <= num(c.lastMessage.seq))) conv.last = c.lastMessage;
+    }
+    for (const conv of state.convs.values()) if (conv.loaded) await syncConversation(conv);
+    state.loadError = null;
+  } catch (e) {
+    if (e.code === 'DISCONNECTED') return;
+    state.loadError = { text: 'Could not load your conversations.' };
+  }
+  for (const p of state.outbox.values()) if (!p.error) sendPending(p);
+  render();
+  route();
+}
+
+async function syncConversation(conv) {
+  let after = conv.messages.size ? Math.max(...conv.messages.keys()) : 0;
+  for (;;) {
+    const r = await request({ sync: { conversationId: conv.id, afterSeq: String(after), limit: 100 } });
+    const msgs = r.syncBatch.messages || [];
+    onMessages(msgs, false);
+    if (!r.syncBatch.hasMore || !msgs.length) break;
+    after = num(msgs[msgs.length - 1].seq);
+  }
+}
+
+// ---- conversations and messages ----
+
+function conv_(id, peerUserId) {
+  let conv = state.convs.get(id);
+  if (!conv) {
+    conv = {
+      id, peer: String(peerUserId), messages: new Map(), maxSeq: 0, readSeq: 0,
+      peerDeliveredSeq: 0, peerReadSeq: 0, last: null, loaded: false, hasMore: true,
+      loading: false, error: null, typingUntil: 0, typingTimer: null, newFromSeq: 0,
+    };
+    state.convs.set(id, conv);
+  }
+  return conv;
+}
+
+function onMessages(messages, pushed) {
+  const me = state.session?.userId;
+  const touched = new Set();
+  for (const m of messages) {
+    if (!m) continue;
+    const peer = m.fromUserId === me ? m.toUserId : m.fromUserId;
+    const conv = conv_(m.conversationId, peer);
+    const seq = num(m.seq);
+    if (m.contentType === 'CONTENT_TYPE_RECALL') {
+      const orig = conv.messages.get(num(m.recallOfSeq));
+      if (orig) orig.recalled = true;
+    } else {
+      conv.messages.set(seq, m);
+      if (state.outbox.delete(m.clientMsgId)) saveOutbox();
+      if (!conv.last || num(conv.last.seq) <= seq) conv.last = m;
+    }
+    conv.maxSeq = Math.max(conv.maxSeq, seq);
+    if (m.fromUserId === me) conv.readSeq = Math.max(conv.readSeq, seq);
+    else if (pushed) conv.typingUntil = 0; // the message they were typing is here
+    touched.add(conv);
+  }
+  for (const conv of touched) {
+    if (conv.maxSeq > 0 && pushed) send({ deliveryAck: { conversationId: conv.id, seq: String(conv.maxSeq) } });
+    if (conv.id === state.current) markRead(conv);
+  }
+  render();
+}
+
+function onReceipt(r) {
+  const conv = state.convs.get(r.conversationId);
+  if (!conv) return;
+  if (r.userId === state.session?.userId) {
+    conv.readSeq = Math.max(conv.readSeq, num(r.readSeq)); // read on another device
+  } else {
+    conv.peerDeliveredSeq = Math.max(conv.peerDeliveredSeq, num(r.deliveredSeq));
+    conv.peerReadSeq = Math.max(conv.peerReadSeq, num(r.readSeq));
+  }
+  render();
+}
+
+function onTyping(t) {
+  const conv = state.convs.get(t.conversationId);
+  if (!conv || t.fromUserId === state.session?.userId) return;
+  conv.typingUntil = Date.now() + TYPING_SHOW_MS;
+  clearTimeout(conv.typingTimer);
+  conv.typingTimer = setTimeout(render, TYPING_SHOW_MS + 50);
+  render();
+}
+
+const isTyping = (conv) => Date.now() < conv.typingUntil;
+
+function sendTyping() {
+  const now = Date.now();
+  if (state.current && state.loggedIn && now - state.lastTypingSent > TYPING_SEND_MS) {
+    state.lastTypingSent = now;
+    send({ typing: { conversationId: state.current } });
+  }
+}
+
+function markRead(conv) {
+  if (document.visibilityState === 'hidden' || conv.readSeq >= conv.maxSeq || !state.loggedIn) return;
+  conv.readSeq = conv.maxSeq;
+  send({ read: { conversationId: conv.id, seq: String(conv.maxSeq) } });
+}
+
+// Opens a conversation with `peer` (a user id string), creating it locally if it is new.
+function startChat(peer) {
+  const id = conversationId(state.session.userId, peer);
+  conv_(id, peer);
+  return id;
+}
+
+async function openConversation(id) {
+  const conv = state.convs.get(id);
+  if (!conv) return;
+  state.current = id;
+  conv.newFromSeq = conv.maxSeq > conv.readSeq ? conv.readSeq + 1 : 0;
+  if (!conv.loaded && state.loggedIn) {
+    await loadOlder(conv);
+    conv.loaded = !conv.error;
+  }
+  markRead(conv);
+  render({ scrollToEnd: true });
+}
+
+async function loadOlder(conv) {
+  if (conv.loading) return;
+  const before = conv.messages.size ? Math.min(...conv.messages.keys()) : 0;
+  conv.loading = true;
+  conv.error = null;
+  render();
+  try {
+    const r = await request({ history: { conversationId: conv.id, beforeSeq: String(before), limit: HISTORY_PAGE } });
+    conv.hasMore = !!r.historyBatch.hasMore;
+    conv.loading = false;
+    onMessages(r.historyBatch.messages || [], false);
+  } catch (e) {
+    conv.loading = false;
+    // A conversation only this page knows about (nothing sent yet) has no history: not an error.
+    if (e.code === 'NOT_FOUND') conv.hasMore = false;
+    else conv.error = e.code === 'DISCONNECTED' ? null : 'Could not load messages.';
+    render();
+  }
+}
+
+// ---- sending: the outbox ----
+
+function loadOutbox() {
+  const saved = loadJSON(outboxKey(state.session.userId), []);
+  for (const p of Array.isArray(saved) ? saved : []) {
+    if (!p || !p.clientMsgId || state.outbox.has(p.clientMsgId)) continue;
+    state.outbox.set(p.clientMsgId, { ...p, inflight: false, tries: 0 });
+    conv_(p.conversationId, p.toUserId);
+  }
+}
+
+function saveOutbox() {
+  if (!state.session) return;
+  const key = outboxKey(state.session.userId);
+  const list = [...state.outbox.values()].map(({ inflight, tries, ...p }) => p);
+  if (list.length) localStorage.setItem(key, JSON.stringify(list));
+  else localStorage.removeItem(key);
+}
+
+function sendText(text) {
+  const conv = state.convs.get(state.current);
+  const p = {
+    clientMsgId: crypto.randomUUID(),
+    conversationId: conv.id,
+    toUserId: conv.peer,
+    text,
+    createdMs: Date.now() + state.skewMs,
+    tries: 0,
+    inflight: false,
+    error: null,
+  };
+  conv.newFromSeq = 0;
+  state.outbox.set(p.clientMsgId, p);
+  saveOutbox();
+  sendPending(p);
+  render({ scrollToEnd: true });
+}
+
+function sendPending(p) {
+  if (p.inflight || !state.loggedIn || !state.outbox.has(p.clientMsgId)) return;
+  p.inflight = true;
+  p.tries++;
+  const content = toB64(p.text);
+  request({
+    send: { clientMsgId: p.clientMsgId, toUserId: p.toUserId, contentType: 'CONTENT_TYPE_TEXT', content },
+  }).then((reply) => {
+    const ack = reply.sendAck;
+    p.inflight = false;
+    onMessages([{
+      conversationId: ack.conversationId, seq: ack.seq, fromUserId: state.session.userId, toUserId: p.toUserId,
+      clientMsgId: p.clientMsgId, contentType: 'CONTENT_TYPE_TEXT', content, serverTimeMs: ack.serverTimeMs,
+    }], false);
+  }, (e) => {
+    p.inflight = false;
+    if (e.code === 'DISCONNECTED' || e.code === 'NOT_AUTHENTICATED' || e.code === 'TIMEOUT') {
+      // Still pending: resent after the next login (a timeout drops the connection).
+    } else if ((e.code === 'RATE_LIMITED' || e.code === 'UNAVAILABLE') && p.tries < SEND_RETRIES_MAX) {
+      setTimeout(() => sendPending(p), Math.max(e.retryAfterMs, 500 * p.tries));
+    } else {
+      p.error = { code: e.code, text: sendErrorText(e, p) };
+      saveOutbox();
+    }
+    render();
+  });
+}
+
+function sendErrorText(e, p) {
+  switch (e.code) {
+    case 'USER_NOT_FOUND': return `There is no user with id ${p.toUserId}.`;
+    case 'MESSAGE_TOO_LARGE': return 'The message is too long.';
+    case 'RATE_LIMITED': return 'You are sending too fast.';
+    case 'UNAVAILABLE': return 'The server could not store it.';
+    default: return `The server refused it: ${e.message}.`;
+  }
+}
+
+function retrySend(clientMsgId) {
+  const p = state.outbox.get(clientMsgId);
+  if (!p) return;
+  p.error = null;
+  p.tries = 0;
+  saveOutbox();
+  sendPending(p);
+  render();
+}
+
+function discardSend(clientMsgId) {
+  state.outbox.delete(clientMsgId);
+  saveOutbox();
+  render();
+}
+
+const unsentIn = (conv) => [...state.outbox.values()].filter((p) => p.conversationId === conv.id);

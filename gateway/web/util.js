@@ -1,0 +1,98 @@
+// ringchat browser client, shared helpers: DOM building, encoding, ids, names and times.
+// Loaded first; every other script uses these globals. No dependencies, no build step.
+'use strict';
+
+const $ = (id) => document.getElementById(id);
+const num = (v) => Number(v || 0);
+
+// el('li', {class: 'x', dataset: {seq: 1}, onclick}, child, 'text', ...): children may be nodes,
+// strings or null (skipped).
+function el(tag, props, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(props || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === 'class') node.className = v;
+    else if (k === 'dataset') Object.assign(node.dataset, v);
+    else if (k.startsWith('on')) node[k] = v;
+    else node.setAttribute(k, v === true ? '' : v);
+  }
+  for (const c of children) if (c !== null && c !== undefined && c !== false) node.append(c);
+  return node;
+}
+
+// Small inline icons (no icon font or emoji font is assumed on the machine).
+const ICONS = {
+  person: '<svg viewBox="0 0 24 24" aria-hidden="true"><circle cx="12" cy="9" r="4" fill="currentColor"/><path d="M4.5 20c.8-4 4-6 7.5-6s6.7 2 7.5 6" fill="currentColor"/></svg>',
+  clock: '<svg viewBox="0 0 16 16" aria-hidden="true"><circle cx="8" cy="8" r="6.2" fill="none" stroke="currentColor" stroke-width="1.6"/><path d="M8 4.5V8l2.4 1.6" fill="none" stroke="currentColor" stroke-width="1.6" stroke-linecap="round"/></svg>',
+  alert: '<svg viewBox="0 0 16 16" aria-hidden="true"><circle cx="8" cy="8" r="7" fill="currentColor"/><path d="M8 4v5M8 11.2v.6" stroke="#fff" stroke-width="1.8" stroke-linecap="round"/></svg>',
+};
+function icon(name) {
+  const span = el('span', { class: `icon icon-${name}` });
+  span.innerHTML = ICONS[name];
+  return span;
+}
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+const toB64 = (text) => {
+  let bin = '';
+  for (const b of enc.encode(text)) bin += String.fromCharCode(b);
+  return btoa(bin);
+};
+const fromB64 = (b64) => dec.decode(Uint8Array.from(atob(b64 || ''), (c) => c.charCodeAt(0)));
+const utf8Bytes = (text) => enc.encode(text).length;
+
+// Both users compute the same id: (min << 32) | max.
+function conversationId(a, b) {
+  const [x, y] = [BigInt(a), BigInt(b)].sort((p, q) => (p < q ? -1 : 1));
+  return ((x << 32n) | y).toString();
+}
+
+// ---- people ----
+// Names known for user ids. Today only our own; the contacts view fills in others from profiles.
+const names = new Map();
+const displayName = (userId) => names.get(String(userId)) || `User ${userId}`;
+// A coloured circle with the name's initial, or a person's outline for a user known by id only.
+function avatar(userId) {
+  const name = names.get(String(userId));
+  const span = el('span', { class: 'avatar', 'aria-hidden': 'true' });
+  if (name) span.textContent = name.slice(0, 1).toUpperCase();
+  else span.innerHTML = ICONS.person;
+  span.style.setProperty('--hue', String(Number(BigInt(userId || 0) * 47n % 360n))); // CSSOM: the CSP forbids style attributes
+  return span;
+}
+
+// ---- times ----
+const DAY_MS = 86400000;
+const timeFmt = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
+const weekdayFmt = new Intl.DateTimeFormat(undefined, { weekday: 'long' });
+const dateFmt = new Intl.DateTimeFormat(undefined, { day: 'numeric', month: 'short', year: 'numeric' });
+const shortDateFmt = new Intl.DateTimeFormat(undefined, { day: 'numeric', month: 'short' });
+const fullFmt = new Intl.DateTimeFormat(undefined, { dateStyle: 'full', timeStyle: 'medium' });
+
+const startOfDay = (ms) => { const d = new Date(ms); d.setHours(0, 0, 0, 0); return d.getTime(); };
+// Whole local days between the day of `ms` and today (0 = today), DST-safe.
+const daysAgo = (ms) => Math.round((startOfDay(Date.now()) - startOfDay(ms)) / DAY_MS);
+const formatTime = (ms) => timeFmt.format(ms);
+const formatFull = (ms) => fullFmt.format(ms);
+
+// The label of a day separator: Today, Yesterday, a weekday within the week, else the date.
+function dayLabel(ms) {
+  const ago = daysAgo(ms);
+  if (ago === 0) return 'Today';
+  if (ago === 1) return 'Yesterday';
+  if (ago > 1 && ago < 7) return weekdayFmt.format(ms);
+  return dateFmt.format(ms);
+}
+
+// A conversation list's time: the time today, then Yesterday, then a short date.
+function listTime(ms) {
+  if (!ms) return '';
+  const ago = daysAgo(ms);
+  if (ago === 0) return formatTime(ms);
+  if (ago === 1) return 'Yesterday';
+  if (ago > 1 && ago < 7) return weekdayFmt.format(ms).slice(0, 3);
+  return new Date(ms).getFullYear() === new Date().getFullYear() ? shortDateFmt.format(ms) : dateFmt.format(ms);
+}
+
+const seconds = (ms) => Math.max(1, Math.ceil(ms / 1000));
