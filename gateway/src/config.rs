@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use ringchat_backend::config::Limits;
 use ringchat_backend::config::{
-    AccountsConfig, AdminConfig, BackendConfig, LoginConfig, Settings, StorageConfig,
+    AccountsConfig, AdminConfig, BackendConfig, EmailConfig, LoginConfig, Settings, StorageConfig,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -24,6 +24,7 @@ pub struct Config {
     pub login: LoginConfig,
     pub limits: Limits,
     pub admin: AdminConfig,
+    pub email: EmailConfig,
 }
 
 /// Which I/O driver the shards run on.
@@ -172,6 +173,7 @@ impl Config {
             login: section(&table, "login", &mut problems),
             limits: section(&table, "limits", &mut problems),
             admin: section(&table, "admin", &mut problems),
+            email: section(&table, "email", &mut problems),
         };
         problems.extend(config.problems());
         if problems.is_empty() {
@@ -212,6 +214,7 @@ impl Config {
             accounts: self.accounts.clone(),
             login: self.login.clone(),
             admin: self.admin.clone(),
+            email: self.email.clone(),
             limits: self.limits.clone(),
             server_name: self.gateway.server_name.clone(),
         }

@@ -35,9 +35,9 @@ impl LocalCounter {
 }
 
 /// Error codes counted per shard (index = `v1::ErrorCode` value).
-pub const ERROR_CODES_MAX: usize = 32;
+pub const ERROR_CODES_MAX: usize = 128;
 /// Kick reasons counted per shard (index = `v1::KickReason` value).
-pub const KICK_REASONS_MAX: usize = 8;
+pub const KICK_REASONS_MAX: usize = 32;
 
 /// The I/O driver a shard runs on.
 pub const DRIVER_IO_URING: u64 = 1;

@@ -20,6 +20,8 @@ pub enum ClientRequest {
     Register(v1::Register),
     /// Before login only.
     Login(v1::Login),
+    /// Before login only: e-mail codes and password reset.
+    Account(AccountRequest),
     /// After login only: queued by the shard straight to the sequencer (`Writes`).
     Write(WriteRequest),
     /// After login only: served by the backend's request loop.
@@ -42,6 +44,23 @@ pub enum SessionRequest {
     History(v1::History),
     Conversations(v1::Conversations),
     Typing(v1::Typing),
+    Account(AccountSessionRequest),
+}
+
+/// Account requests before login, served by the backend like Register.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AccountRequest {
+    RequestEmailCode(v1::RequestEmailCode),
+    ResetPassword(v1::ResetPassword),
+}
+
+/// A logged-in user's password, sessions and devices.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AccountSessionRequest {
+    ChangePassword(v1::ChangePassword),
+    Logout(v1::Logout),
+    ListDevices(v1::ListDevices),
+    RevokeDevice(v1::RevokeDevice),
 }
 
 /// A frame that is no request at all.
@@ -76,6 +95,20 @@ impl ClientRequest {
             Body::Conversations(b) => Self::Session(SessionRequest::Conversations(b)),
             Body::Typing(b) => Self::Session(SessionRequest::Typing(b)),
             Body::Recall(b) => Self::Write(WriteRequest::Recall(b)),
+            Body::RequestEmailCode(b) => Self::Account(AccountRequest::RequestEmailCode(b)),
+            Body::ResetPassword(b) => Self::Account(AccountRequest::ResetPassword(b)),
+            Body::ChangePassword(b) => {
+                Self::Session(SessionRequest::Account(AccountSessionRequest::ChangePassword(b)))
+            }
+            Body::Logout(b) => {
+                Self::Session(SessionRequest::Account(AccountSessionRequest::Logout(b)))
+            }
+            Body::ListDevices(b) => {
+                Self::Session(SessionRequest::Account(AccountSessionRequest::ListDevices(b)))
+            }
+            Body::RevokeDevice(b) => {
+                Self::Session(SessionRequest::Account(AccountSessionRequest::RevokeDevice(b)))
+            }
             Body::HelloOk(_)
             | Body::RegisterOk(_)
             | Body::LoginOk(_)
@@ -89,7 +122,13 @@ impl ClientRequest {
             | Body::HistoryBatch(_)
             | Body::ConversationList(_)
             | Body::RecallOk(_)
-            | Body::CursorOk(_) => {
+            | Body::CursorOk(_)
+            | Body::EmailCodeSent(_)
+            | Body::ResetPasswordOk(_)
+            | Body::ChangePasswordOk(_)
+            | Body::LogoutOk(_)
+            | Body::DeviceList(_)
+            | Body::RevokeDeviceOk(_) => {
                 return Err(RequestError::ServerOnly(ringchat_proto::body_name(&body)));
             }
         })

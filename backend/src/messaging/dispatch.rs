@@ -44,6 +44,9 @@ impl Backend {
                 self.read(conn, user, request_id, Read::Conversations(req))
                     .await;
             }
+            SessionRequest::Account(req) => {
+                self.account_request(conn, user, request_id, req).await;
+            }
         }
     }
 
