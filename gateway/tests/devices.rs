@@ -54,7 +54,11 @@ fn error_code(body: &Body) -> ErrorCode {
 }
 
 async fn devices_of(c: &mut Client) -> Vec<v1::Device> {
-    match c.request(Body::ListDevices(v1::ListDevices {})).await.unwrap() {
+    match c
+        .request(Body::ListDevices(v1::ListDevices {}))
+        .await
+        .unwrap()
+    {
         Body::DeviceList(list) => list.devices,
         other => panic!("{other:?}"),
     }
@@ -75,7 +79,10 @@ async fn a_password_change_kicks_the_other_sessions_and_revokes_their_tokens() {
             new_password: new.into(),
         })
     };
-    let wrong = phone.request(change("not it", "a new password")).await.unwrap();
+    let wrong = phone
+        .request(change("not it", "a new password"))
+        .await
+        .unwrap();
     assert_eq!(error_code(&wrong), ErrorCode::InvalidCredentials);
     let short = phone.request(change(PASSWORD, "short")).await.unwrap();
     assert_eq!(error_code(&short), ErrorCode::InvalidArgument);
@@ -86,27 +93,49 @@ async fn a_password_change_kicks_the_other_sessions_and_revokes_their_tokens() {
     else {
         panic!("password changed")
     };
-    assert_ne!(changed.token, phone_ok.token, "this device gets a fresh token");
-    assert_eq!(expect_kicked_then_closed(&mut laptop).await, KickReason::PasswordChanged);
-    assert_eq!(expect_kicked_then_closed(&mut tablet).await, KickReason::PasswordChanged);
+    assert_ne!(
+        changed.token, phone_ok.token,
+        "this device gets a fresh token"
+    );
+    assert_eq!(
+        expect_kicked_then_closed(&mut laptop).await,
+        KickReason::PasswordChanged
+    );
+    assert_eq!(
+        expect_kicked_then_closed(&mut tablet).await,
+        KickReason::PasswordChanged
+    );
     // This session stays, other users are untouched.
     phone.ping().await.unwrap();
     bob.ping().await.unwrap();
-    assert!(matches!(token_login(&server, &bob_ok, "bob-2").await, Body::LoginOk(_)));
+    assert!(matches!(
+        token_login(&server, &bob_ok, "bob-2").await,
+        Body::LoginOk(_)
+    ));
 
     for old in [&phone_ok, &laptop_ok] {
         let refused = token_login(&server, old, "x").await;
-        assert_eq!(error_code(&refused), ErrorCode::InvalidCredentials, "old tokens are dead");
+        assert_eq!(
+            error_code(&refused),
+            ErrorCode::InvalidCredentials,
+            "old tokens are dead"
+        );
     }
     let fresh = v1::LoginOk {
         token: changed.token.clone(),
         ..phone_ok.clone()
     };
-    assert!(matches!(token_login(&server, &fresh, "phone-2").await, Body::LoginOk(_)));
+    assert!(matches!(
+        token_login(&server, &fresh, "phone-2").await,
+        Body::LoginOk(_)
+    ));
     let mut c = hello(&server).await;
     let old = c.login_password("alice", PASSWORD, "d").await.unwrap();
     assert_eq!(old.unwrap_err().code(), ErrorCode::InvalidCredentials);
-    let new = c.login_password("alice", "a new password", "d").await.unwrap();
+    let new = c
+        .login_password("alice", "a new password", "d")
+        .await
+        .unwrap();
     assert!(new.is_ok());
 }
 
@@ -118,11 +147,17 @@ async fn logout_revokes_this_token_and_closes_this_session_only() {
     let (mut laptop, laptop_ok) = device(&server, "alice", "laptop", v1::Platform::Desktop).await;
     let reply = phone.request(Body::Logout(v1::Logout {})).await.unwrap();
     assert!(matches!(reply, Body::LogoutOk(_)), "{reply:?}");
-    assert_eq!(expect_kicked_then_closed(&mut phone).await, KickReason::LoggedOut);
+    assert_eq!(
+        expect_kicked_then_closed(&mut phone).await,
+        KickReason::LoggedOut
+    );
     let refused = token_login(&server, &phone_ok, "phone").await;
     assert_eq!(error_code(&refused), ErrorCode::InvalidCredentials);
     laptop.ping().await.unwrap();
-    assert!(matches!(token_login(&server, &laptop_ok, "laptop-2").await, Body::LoginOk(_)));
+    assert!(matches!(
+        token_login(&server, &laptop_ok, "laptop-2").await,
+        Body::LoginOk(_)
+    ));
     let names: Vec<String> = devices_of(&mut laptop)
         .await
         .into_iter()
@@ -147,12 +182,22 @@ async fn devices_are_listed_with_platform_last_seen_and_whether_online() {
         if list.iter().any(|d| d.device_id == "laptop" && !d.online) {
             break list;
         }
-        assert!(std::time::Instant::now() < deadline, "laptop still online: {list:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "laptop still online: {list:?}"
+        );
         tokio::task::yield_now().await;
     };
     let names: Vec<&str> = list.iter().map(|d| d.device_id.as_str()).collect();
-    assert_eq!(names.len(), 3, "phone, laptop, and signup's alice-dev1: {names:?}");
-    assert!(!names.iter().any(|n| n.starts_with("bob")), "only alice's devices");
+    assert_eq!(
+        names.len(),
+        3,
+        "phone, laptop, and signup's alice-dev1: {names:?}"
+    );
+    assert!(
+        !names.iter().any(|n| n.starts_with("bob")),
+        "only alice's devices"
+    );
     let phone_d = list.iter().find(|d| d.device_id == "phone").unwrap();
     assert!(phone_d.online && phone_d.current);
     assert_eq!(phone_d.platform, v1::Platform::Ios as i32);
@@ -161,7 +206,10 @@ async fn devices_are_listed_with_platform_last_seen_and_whether_online() {
     assert_eq!(laptop_d.platform, v1::Platform::Desktop as i32);
     assert!(laptop_d.last_seen_ms >= before, "{laptop_d:?}");
     assert_eq!(laptop_d.token_expires_at_ms, laptop_ok.token_expires_at_ms);
-    assert_eq!(list[0].device_id, "phone", "most recently seen first: {names:?}");
+    assert_eq!(
+        list[0].device_id, "phone",
+        "most recently seen first: {names:?}"
+    );
 }
 
 #[tokio::test]
@@ -190,7 +238,10 @@ async fn a_revoked_device_is_kicked_and_its_token_stops_working() {
         panic!("revoked")
     };
     assert_eq!((ok.tokens_revoked, ok.sessions_kicked), (1, 1));
-    assert_eq!(expect_kicked_then_closed(&mut laptop).await, KickReason::DeviceRevoked);
+    assert_eq!(
+        expect_kicked_then_closed(&mut laptop).await,
+        KickReason::DeviceRevoked
+    );
     let refused = token_login(&server, &laptop_ok, "laptop").await;
     assert_eq!(error_code(&refused), ErrorCode::InvalidCredentials);
     let names: Vec<String> = devices_of(&mut phone)
@@ -213,13 +264,19 @@ async fn a_token_login_late_in_the_tokens_life_gets_a_fresh_token() {
     let Body::LoginOk(early) = token_login(&server, &first, "phone").await else {
         panic!("token login")
     };
-    assert_eq!(early.token, first.token, "early in its life: the same token");
+    assert_eq!(
+        early.token, first.token,
+        "early in its life: the same token"
+    );
     assert!(!early.token_refreshed);
 
     // Past half its life (4 s): the next token login refreshes it.
     let half = first.token_expires_at_ms - 2_000;
     let now = ringchat_backend::api::now_ms();
-    tokio::time::sleep(std::time::Duration::from_millis(half.saturating_sub(now) + 100)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(
+        half.saturating_sub(now) + 100,
+    ))
+    .await;
     let Body::LoginOk(late) = token_login(&server, &first, "phone").await else {
         panic!("token login")
     };
@@ -230,7 +287,10 @@ async fn a_token_login_late_in_the_tokens_life_gets_a_fresh_token() {
         panic!("the fresh token works")
     };
     assert_eq!(with_new.token, late.token);
-    assert!(!with_new.token_refreshed, "a fresh token is early in its life");
+    assert!(
+        !with_new.token_refreshed,
+        "a fresh token is early in its life"
+    );
 }
 
 #[tokio::test]
@@ -256,7 +316,10 @@ async fn signed_in_devices_are_bounded_and_the_one_seen_longest_ago_goes() {
         error_code(&token_login(&server, &d1, "d1").await),
         ErrorCode::InvalidCredentials
     );
-    assert!(matches!(token_login(&server, &d2, "d2").await, Body::LoginOk(_)));
+    assert!(matches!(
+        token_login(&server, &d2, "d2").await,
+        Body::LoginOk(_)
+    ));
 }
 
 #[tokio::test]

@@ -89,7 +89,11 @@ async fn registration_in_required_mode_takes_the_mailed_code_then_login_by_email
     // Without an address, or without its code: refused before anything is hashed or stored.
     for (email, code) in [("", ""), ("alice@example.com", ""), ("", "123456")] {
         let refused = register(&mut c, "alice", email, code).await;
-        assert_eq!(error_code(&refused), ErrorCode::EmailCodeRequired, "{email:?}/{code:?}");
+        assert_eq!(
+            error_code(&refused),
+            ErrorCode::EmailCodeRequired,
+            "{email:?}/{code:?}"
+        );
     }
 
     let sent = request_code(&mut c, "Alice@Example.com", REGISTER).await;
@@ -112,7 +116,11 @@ async fn registration_in_required_mode_takes_the_mailed_code_then_login_by_email
         panic!("{ok:?}")
     };
     let reused = register(&mut c, "alice2", "alice@example.com", &code).await;
-    assert_eq!(error_code(&reused), ErrorCode::EmailTaken, "the address is taken now");
+    assert_eq!(
+        error_code(&reused),
+        ErrorCode::EmailTaken,
+        "the address is taken now"
+    );
     let again = request_code(&mut c, "alice@EXAMPLE.com", REGISTER).await;
     assert_eq!(error_code(&again), ErrorCode::EmailTaken);
 
@@ -147,7 +155,10 @@ async fn optional_mode_verifies_a_given_address_and_off_mode_takes_it_as_typed()
     let mut sink = SmtpSink::start();
     let server = server_with(&sink, &[("EMAIL__VERIFICATION", "optional")]);
     let mut c = hello(&server).await;
-    assert!(matches!(register(&mut c, "nomail", "", "").await, Body::RegisterOk(_)));
+    assert!(matches!(
+        register(&mut c, "nomail", "", "").await,
+        Body::RegisterOk(_)
+    ));
     let unverified = register(&mut c, "carol", "carol@example.com", "").await;
     assert_eq!(error_code(&unverified), ErrorCode::EmailCodeRequired);
     request_code(&mut c, "carol@example.com", REGISTER).await;
@@ -167,7 +178,11 @@ async fn optional_mode_verifies_a_given_address_and_off_mode_takes_it_as_typed()
         Body::RegisterOk(_)
     ));
     let taken = register(&mut c, "dave2", "dave@example.COM", "").await;
-    assert_eq!(error_code(&taken), ErrorCode::EmailTaken, "unique, case-folded");
+    assert_eq!(
+        error_code(&taken),
+        ErrorCode::EmailTaken,
+        "unique, case-folded"
+    );
     assert!(matches!(
         login_email(&mut c, "dave@example.com", PASSWORD, "web").await,
         Body::LoginOk(_)
@@ -200,17 +215,33 @@ async fn a_password_reset_by_code_signs_out_every_device_and_tells_strangers_not
 
     let short = reset(&mut c, "alice@example.com", &code, "short").await;
     assert_eq!(error_code(&short), ErrorCode::InvalidArgument);
-    let wrong = reset(&mut c, "alice@example.com", &other_than(&code), "a new password").await;
+    let wrong = reset(
+        &mut c,
+        "alice@example.com",
+        &other_than(&code),
+        "a new password",
+    )
+    .await;
     assert_eq!(error_code(&wrong), ErrorCode::EmailCodeInvalid);
     let ok = reset(&mut c, "alice@example.com", &code, "a new password").await;
     let Body::ResetPasswordOk(ok) = ok else {
         panic!("{ok:?}")
     };
     assert_eq!(ok.user_id, phone_ok.user_id);
-    assert_eq!(expect_kicked_then_closed(&mut phone).await, KickReason::PasswordChanged);
-    assert_eq!(expect_kicked_then_closed(&mut laptop).await, KickReason::PasswordChanged);
+    assert_eq!(
+        expect_kicked_then_closed(&mut phone).await,
+        KickReason::PasswordChanged
+    );
+    assert_eq!(
+        expect_kicked_then_closed(&mut laptop).await,
+        KickReason::PasswordChanged
+    );
     let used = reset(&mut c, "alice@example.com", &code, "another password").await;
-    assert_eq!(error_code(&used), ErrorCode::EmailCodeInvalid, "a code works once");
+    assert_eq!(
+        error_code(&used),
+        ErrorCode::EmailCodeInvalid,
+        "a code works once"
+    );
 
     let mut d = hello(&server).await;
     let old_token = d
@@ -218,10 +249,17 @@ async fn a_password_reset_by_code_signs_out_every_device_and_tells_strangers_not
         .await
         .unwrap()
         .unwrap_err();
-    assert_eq!(old_token.code(), ErrorCode::InvalidCredentials, "tokens revoked");
+    assert_eq!(
+        old_token.code(),
+        ErrorCode::InvalidCredentials,
+        "tokens revoked"
+    );
     let old = d.login_password("alice", PASSWORD, "phone").await.unwrap();
     assert_eq!(old.unwrap_err().code(), ErrorCode::InvalidCredentials);
-    let new = d.login_password("alice", "a new password", "phone").await.unwrap();
+    let new = d
+        .login_password("alice", "a new password", "phone")
+        .await
+        .unwrap();
     assert_eq!(new.unwrap().user_id, phone_ok.user_id);
 }
 
@@ -244,7 +282,11 @@ async fn codes_expire() {
     let late = reset(&mut c, "alice@example.com", &code, "a new password").await;
     assert_eq!(error_code(&late), ErrorCode::EmailCodeExpired);
     let gone = reset(&mut c, "alice@example.com", &code, "a new password").await;
-    assert_eq!(error_code(&gone), ErrorCode::EmailCodeInvalid, "an expired code is dropped");
+    assert_eq!(
+        error_code(&gone),
+        ErrorCode::EmailCodeInvalid,
+        "an expired code is dropped"
+    );
 }
 
 #[tokio::test]
@@ -266,10 +308,19 @@ async fn wrong_codes_use_up_the_tries_and_void_the_code() {
     let last = reset(&mut c, "alice@example.com", &bad, "a new password").await;
     assert_eq!(error_code(&last), ErrorCode::EmailCodeTriesExhausted);
     let right = reset(&mut c, "alice@example.com", &code, "a new password").await;
-    assert_eq!(error_code(&right), ErrorCode::EmailCodeInvalid, "void, even the right code");
+    assert_eq!(
+        error_code(&right),
+        ErrorCode::EmailCodeInvalid,
+        "void, even the right code"
+    );
     // The password did not change.
     let mut d = hello(&server).await;
-    assert!(d.login_password("alice", PASSWORD, "x").await.unwrap().is_ok());
+    assert!(
+        d.login_password("alice", PASSWORD, "x")
+            .await
+            .unwrap()
+            .is_ok()
+    );
 }
 
 #[tokio::test]
@@ -291,7 +342,11 @@ async fn code_requests_are_rate_limited_per_address_and_per_client_address() {
         panic!("a resend at once is refused")
     };
     assert_eq!(soon.code, ErrorCode::RateLimited as i32);
-    assert!((1..=30_000).contains(&soon.retry_after_ms), "{}", soon.retry_after_ms);
+    assert!(
+        (1..=30_000).contains(&soon.retry_after_ms),
+        "{}",
+        soon.retry_after_ms
+    );
     drop(server);
 
     let server = server_with(
@@ -351,7 +406,11 @@ async fn without_smtp_codes_are_only_logged_and_the_server_says_so() {
 async fn operator_templates_replace_the_built_in_mail() {
     let mut sink = SmtpSink::start();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("reset_password.subject"), "Reset at {{server_name}}").unwrap();
+    std::fs::write(
+        dir.path().join("reset_password.subject"),
+        "Reset at {{server_name}}",
+    )
+    .unwrap();
     std::fs::write(
         dir.path().join("reset_password.txt"),
         "Custom plain text. Code {{code}} for {{email}}, {{minutes}} min.",
@@ -363,10 +422,25 @@ async fn operator_templates_replace_the_built_in_mail() {
     register(&mut c, "alice", "alice@example.com", "").await;
     request_code(&mut c, "alice@example.com", RESET).await;
     let mail = sink.next_mail_to("alice@example.com");
-    assert!(mail.raw.contains("Subject: Reset at ringchat"), "{}", mail.raw);
-    assert!(mail.raw.contains("Custom plain text. Code "), "{}", mail.raw);
-    assert!(mail.raw.contains("for alice@example.com, 10 min."), "{}", mail.raw);
-    assert!(mail.raw.contains("text/html"), "the built-in HTML part stays");
+    assert!(
+        mail.raw.contains("Subject: Reset at ringchat"),
+        "{}",
+        mail.raw
+    );
+    assert!(
+        mail.raw.contains("Custom plain text. Code "),
+        "{}",
+        mail.raw
+    );
+    assert!(
+        mail.raw.contains("for alice@example.com, 10 min."),
+        "{}",
+        mail.raw
+    );
+    assert!(
+        mail.raw.contains("text/html"),
+        "the built-in HTML part stays"
+    );
     let code = mail.code();
     assert!(matches!(
         reset(&mut c, "alice@example.com", &code, "a new password").await,
@@ -391,7 +465,11 @@ async fn bad_code_requests_get_clear_errors() {
             }))
             .await
             .unwrap();
-        assert_eq!(error_code(&body), ErrorCode::InvalidArgument, "{email:?} {purpose}");
+        assert_eq!(
+            error_code(&body),
+            ErrorCode::InvalidArgument,
+            "{email:?} {purpose}"
+        );
     }
     let no_email = reset(&mut c, "", "123456", "a new password").await;
     assert_eq!(error_code(&no_email), ErrorCode::InvalidArgument);

@@ -267,7 +267,11 @@ mod tests {
         let e = c.redeem(RESET, "a@x.io", &bad, 1).unwrap_err();
         assert_eq!(e.code, ErrorCode::EmailCodeTriesExhausted);
         let e = c.redeem(RESET, "a@x.io", &issued.code, 1).unwrap_err();
-        assert_eq!(e.code, ErrorCode::EmailCodeInvalid, "void: even the right code");
+        assert_eq!(
+            e.code,
+            ErrorCode::EmailCodeInvalid,
+            "void: even the right code"
+        );
     }
 
     #[test]

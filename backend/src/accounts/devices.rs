@@ -135,10 +135,7 @@ impl Accounts {
         .await
     }
 
-    async fn devices(
-        &self,
-        user_id: UserId,
-    ) -> Result<Vec<(TokenHash, TokenRecord)>, Refusal> {
+    async fn devices(&self, user_id: UserId) -> Result<Vec<(TokenHash, TokenRecord)>, Refusal> {
         let store = Arc::clone(&self.store);
         let limit = self.login.device_tokens_max;
         let now = now_ms();
@@ -187,9 +184,7 @@ impl Backend {
                 }
                 AccountSessionRequest::Logout(_) => this.logout(conn, user_id).await,
                 AccountSessionRequest::ListDevices(_) => this.list_devices(conn, user_id).await,
-                AccountSessionRequest::RevokeDevice(req) => {
-                    this.revoke_device(user_id, req).await
-                }
+                AccountSessionRequest::RevokeDevice(req) => this.revoke_device(user_id, req).await,
             };
             match outcome {
                 Ok((body, kicks)) => {
@@ -208,7 +203,11 @@ impl Backend {
     }
 
     /// The session's device and token; a session the registry no longer has is being closed.
-    fn this_session(&self, user_id: UserId, conn: ConnRef) -> Result<(Box<str>, i32, TokenHash), Refusal> {
+    fn this_session(
+        &self,
+        user_id: UserId,
+        conn: ConnRef,
+    ) -> Result<(Box<str>, i32, TokenHash), Refusal> {
         let sessions = self.sessions.read();
         let s = sessions
             .session(user_id, conn)
@@ -285,7 +284,10 @@ impl Backend {
                 .collect()
         };
         list.sort_by(|a, b| b.last_seen_ms.cmp(&a.last_seen_ms));
-        Ok((Body::DeviceList(v1::DeviceList { devices: list }), Vec::new()))
+        Ok((
+            Body::DeviceList(v1::DeviceList { devices: list }),
+            Vec::new(),
+        ))
     }
 
     async fn revoke_device(
@@ -362,7 +364,11 @@ mod tests {
         assert_eq!(r, vec![[1; 32], [4; 32]], "same device and expired");
         let mut r = tokens_to_revoke(&held, &new, None, 3, 100);
         r.sort();
-        assert_eq!(r, vec![[1; 32], [2; 32], [4; 32]], "laptop was seen longest ago");
+        assert_eq!(
+            r,
+            vec![[1; 32], [2; 32], [4; 32]],
+            "laptop was seen longest ago"
+        );
         let r = tokens_to_revoke(&held, &new, Some([1; 32]), 10, 100);
         assert_eq!(r, vec![[4; 32]], "a refreshed token is kept");
         let blank = t("", 100, 2000);

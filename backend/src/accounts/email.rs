@@ -185,12 +185,7 @@ impl Mailer {
     /// Sends (or, without a relay, logs) a code mail in the background, holding `slot` until
     /// the relay has answered. Failures are logged: the client has its answer already, and
     /// asks again after the resend interval.
-    pub fn send(
-        &self,
-        slot: OwnedSemaphorePermit,
-        purpose: EmailCodePurpose,
-        mail: &CodeMail<'_>,
-    ) {
+    pub fn send(&self, slot: OwnedSemaphorePermit, purpose: EmailCodePurpose, mail: &CodeMail<'_>) {
         let template = match purpose {
             EmailCodePurpose::ResetPassword => &self.reset,
             _ => &self.register,

@@ -38,7 +38,11 @@ impl<K: Hash + Eq> WindowLimiter<K> {
         if entries.len() >= self.entries_max && !entries.contains_key(&key) {
             entries.retain(|_, w| now_ms.saturating_sub(w.started_ms) < window_ms);
             if entries.len() >= self.entries_max {
-                let oldest = entries.values().map(|w| w.started_ms).min().unwrap_or(now_ms);
+                let oldest = entries
+                    .values()
+                    .map(|w| w.started_ms)
+                    .min()
+                    .unwrap_or(now_ms);
                 return Err((oldest + window_ms).saturating_sub(now_ms).max(1));
             }
         }

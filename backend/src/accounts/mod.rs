@@ -194,7 +194,11 @@ impl Accounts {
             e => Refusal::from(e),
         })?;
         metrics::counter!("ringchat_registrations_total").increment(1);
-        tracing::info!(user_id = user.user_id, verified_email = verify, "account registered");
+        tracing::info!(
+            user_id = user.user_id,
+            verified_email = verify,
+            "account registered"
+        );
         Ok(v1::RegisterOk {
             user_id: user.user_id,
         })

@@ -148,28 +148,26 @@ impl Backend {
                 .request_email_code(peer, req)
                 .await
                 .map(Body::EmailCodeSent),
-            AccountRequest::ResetPassword(req) => {
-                match self.accounts.reset_password(req).await {
-                    Ok(user_id) => {
-                        let sessions: Vec<_> = self
-                            .sessions
-                            .read()
-                            .of_user(user_id)
-                            .iter()
-                            .map(|s| s.conn)
-                            .collect();
-                        for conn in sessions {
-                            let kick = ShardEvent::Kick {
-                                conn: conn.conn,
-                                reason: KickReason::PasswordChanged,
-                            };
-                            self.send_to_shard(conn.shard, kick).await;
-                        }
-                        Ok(Body::ResetPasswordOk(v1::ResetPasswordOk { user_id }))
+            AccountRequest::ResetPassword(req) => match self.accounts.reset_password(req).await {
+                Ok(user_id) => {
+                    let sessions: Vec<_> = self
+                        .sessions
+                        .read()
+                        .of_user(user_id)
+                        .iter()
+                        .map(|s| s.conn)
+                        .collect();
+                    for conn in sessions {
+                        let kick = ShardEvent::Kick {
+                            conn: conn.conn,
+                            reason: KickReason::PasswordChanged,
+                        };
+                        self.send_to_shard(conn.shard, kick).await;
                     }
-                    Err(refusal) => Err(refusal),
+                    Ok(Body::ResetPasswordOk(v1::ResetPasswordOk { user_id }))
                 }
-            }
+                Err(refusal) => Err(refusal),
+            },
         };
         outcome.unwrap_or_else(|refusal| Body::Error(refusal.into_error()))
     }

@@ -97,18 +97,18 @@ impl ClientRequest {
             Body::Recall(b) => Self::Write(WriteRequest::Recall(b)),
             Body::RequestEmailCode(b) => Self::Account(AccountRequest::RequestEmailCode(b)),
             Body::ResetPassword(b) => Self::Account(AccountRequest::ResetPassword(b)),
-            Body::ChangePassword(b) => {
-                Self::Session(SessionRequest::Account(AccountSessionRequest::ChangePassword(b)))
-            }
+            Body::ChangePassword(b) => Self::Session(SessionRequest::Account(
+                AccountSessionRequest::ChangePassword(b),
+            )),
             Body::Logout(b) => {
                 Self::Session(SessionRequest::Account(AccountSessionRequest::Logout(b)))
             }
-            Body::ListDevices(b) => {
-                Self::Session(SessionRequest::Account(AccountSessionRequest::ListDevices(b)))
-            }
-            Body::RevokeDevice(b) => {
-                Self::Session(SessionRequest::Account(AccountSessionRequest::RevokeDevice(b)))
-            }
+            Body::ListDevices(b) => Self::Session(SessionRequest::Account(
+                AccountSessionRequest::ListDevices(b),
+            )),
+            Body::RevokeDevice(b) => Self::Session(SessionRequest::Account(
+                AccountSessionRequest::RevokeDevice(b),
+            )),
             Body::HelloOk(_)
             | Body::RegisterOk(_)
             | Body::LoginOk(_)

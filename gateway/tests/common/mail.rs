@@ -28,7 +28,10 @@ pub struct Mail {
 impl Mail {
     /// The 6-digit code: the first run of exactly six digits after the headers.
     pub fn code(&self) -> String {
-        let body = self.raw.split_once("\r\n\r\n").map_or(&*self.raw, |(_, b)| b);
+        let body = self
+            .raw
+            .split_once("\r\n\r\n")
+            .map_or(&*self.raw, |(_, b)| b);
         let bytes = body.as_bytes();
         let mut i = 0;
         while i < bytes.len() {
@@ -73,9 +76,9 @@ impl SmtpSink {
                 }
             }
         });
-        let port = ready_rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the SMTP sink (aiosmtpd) did not start: is aiosmtpd installed? run scripts/test.sh");
+        let port = ready_rx.recv_timeout(Duration::from_secs(30)).expect(
+            "the SMTP sink (aiosmtpd) did not start: is aiosmtpd installed? run scripts/test.sh",
+        );
         Self {
             child,
             port,
@@ -91,7 +94,10 @@ impl SmtpSink {
             ("EMAIL__SMTP__HOST", "127.0.0.1".to_owned()),
             ("EMAIL__SMTP__PORT", self.port.to_string()),
             ("EMAIL__SMTP__TLS", "none".to_owned()),
-            ("EMAIL__SMTP__FROM", "ringchat <no-reply@ringchat.test>".to_owned()),
+            (
+                "EMAIL__SMTP__FROM",
+                "ringchat <no-reply@ringchat.test>".to_owned(),
+            ),
         ]
     }
 

@@ -194,7 +194,11 @@ pub(crate) fn emails_are_found_case_folded_and_unique<A: Adapter>() {
         .unwrap();
     store.create_user("nomail", "h", "", 1).unwrap();
     let zoe = store.create_user("zoe", "h", "ZOË@exämple.org", 1).unwrap();
-    for taken in ["alice@example.com", "ALICE@EXAMPLE.COM", " alice@example.com "] {
+    for taken in [
+        "alice@example.com",
+        "ALICE@EXAMPLE.COM",
+        " alice@example.com ",
+    ] {
         assert!(
             matches!(
                 store.create_user("other", "h", taken, 2),
@@ -270,9 +274,16 @@ pub(crate) fn a_users_tokens_are_listed_and_replaced_atomically<A: Adapter>() {
         .unwrap();
     let alices = store.tokens_of_user(ALICE, 100).unwrap();
     assert_eq!(hashes(&alices), vec![[1; 32], [2; 32], [3; 32]]);
-    assert_eq!(alices[0].1, device_token(ALICE, "phone", 0), "records whole");
+    assert_eq!(
+        alices[0].1,
+        device_token(ALICE, "phone", 0),
+        "records whole"
+    );
     assert_eq!(store.tokens_of_user(ALICE, 2).unwrap().len(), 2, "limited");
-    assert_eq!(hashes(&store.tokens_of_user(BOB, 100).unwrap()), vec![[9; 32]]);
+    assert_eq!(
+        hashes(&store.tokens_of_user(BOB, 100).unwrap()),
+        vec![[9; 32]]
+    );
 
     // Revoke two (one of them bob's: left alone) and put one, in one write.
     let new = device_token(ALICE, "phone", 50);
@@ -281,7 +292,10 @@ pub(crate) fn a_users_tokens_are_listed_and_replaced_atomically<A: Adapter>() {
         .unwrap();
     assert_eq!(store.token(&[1; 32]).unwrap(), None);
     assert_eq!(store.token(&[4; 32]).unwrap(), Some(new));
-    assert!(store.token(&[9; 32]).unwrap().is_some(), "not alice's token");
+    assert!(
+        store.token(&[9; 32]).unwrap().is_some(),
+        "not alice's token"
+    );
     store.replace_tokens(ALICE, &[[2; 32]], None).unwrap();
     store.remove_token(&[3; 32]).unwrap();
     let store = reopen::<A>(store, dir.path());
@@ -290,7 +304,10 @@ pub(crate) fn a_users_tokens_are_listed_and_replaced_atomically<A: Adapter>() {
         vec![[4; 32]],
         "removals and the put survive a reopen, index included"
     );
-    assert_eq!(hashes(&store.tokens_of_user(BOB, 100).unwrap()), vec![[9; 32]]);
+    assert_eq!(
+        hashes(&store.tokens_of_user(BOB, 100).unwrap()),
+        vec![[9; 32]]
+    );
 }
 
 pub(crate) fn set_password_revokes_every_token_of_the_user_only<A: Adapter>() {
@@ -313,7 +330,11 @@ pub(crate) fn set_password_revokes_every_token_of_the_user_only<A: Adapter>() {
     assert_eq!(revoked, Some(3));
     let store = reopen::<A>(store, dir.path());
     assert_eq!(
-        store.user_by_id(alice.user_id).unwrap().unwrap().password_hash,
+        store
+            .user_by_id(alice.user_id)
+            .unwrap()
+            .unwrap()
+            .password_hash,
         "new-hash"
     );
     assert_eq!(
@@ -326,7 +347,11 @@ pub(crate) fn set_password_revokes_every_token_of_the_user_only<A: Adapter>() {
     }
     assert!(store.token(&[8; 32]).unwrap().is_some(), "bob keeps his");
     assert_eq!(
-        store.user_by_id(bob.user_id).unwrap().unwrap().password_hash,
+        store
+            .user_by_id(bob.user_id)
+            .unwrap()
+            .unwrap()
+            .password_hash,
         "bob-hash"
     );
     assert_eq!(
@@ -339,8 +364,12 @@ pub(crate) fn set_password_revokes_every_token_of_the_user_only<A: Adapter>() {
 pub(crate) fn touch_tokens_moves_last_seen_forward_and_never_recreates<A: Adapter>() {
     let dir = tempfile::tempdir().unwrap();
     let store = A::open(dir.path());
-    store.put_token(&[1; 32], &device_token(ALICE, "a", 100)).unwrap();
-    store.put_token(&[2; 32], &device_token(ALICE, "b", 100)).unwrap();
+    store
+        .put_token(&[1; 32], &device_token(ALICE, "a", 100))
+        .unwrap();
+    store
+        .put_token(&[2; 32], &device_token(ALICE, "b", 100))
+        .unwrap();
     store
         .touch_tokens(&[([1; 32], 500), ([2; 32], 50), ([3; 32], 900)])
         .unwrap();
@@ -351,6 +380,10 @@ pub(crate) fn touch_tokens_moves_last_seen_forward_and_never_recreates<A: Adapte
         100,
         "never back"
     );
-    assert_eq!(store.token(&[3; 32]).unwrap(), None, "an absent token stays absent");
+    assert_eq!(
+        store.token(&[3; 32]).unwrap(),
+        None,
+        "an absent token stays absent"
+    );
     store.touch_tokens(&[]).unwrap();
 }

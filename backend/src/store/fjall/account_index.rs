@@ -7,7 +7,6 @@
 //! lowest user id keeps it in the index and the others are logged; they still log in by id or
 //! name.
 
-
 use super::accounts::{decode_token, user_token_key};
 use super::{FjallStore, be_u64, decode};
 use crate::store::{StoreError, UserRecord, email_key};
@@ -48,11 +47,7 @@ pub(super) fn build(store: &FjallStore) -> Result<(), StoreError> {
         }
         let owner = match seen.get(&key) {
             Some(owner) => Some(*owner),
-            None => store
-                .emails
-                .get(&key)?
-                .map(|v| be_u64(&v))
-                .transpose()?,
+            None => store.emails.get(&key)?.map(|v| be_u64(&v)).transpose()?,
         };
         match owner {
             Some(owner) if owner != user.user_id => {
@@ -166,7 +161,10 @@ mod tests {
             Some(a),
             "a shared address stays with the oldest account"
         );
-        assert_eq!(store.user_id_by_email("CAROL@example.com").unwrap(), Some(c));
+        assert_eq!(
+            store.user_id_by_email("CAROL@example.com").unwrap(),
+            Some(c)
+        );
         let old = TokenRecord {
             user_id: b,
             device_id: "phone".into(),
@@ -190,6 +188,9 @@ mod tests {
         drop(store);
         let store = FjallStore::open(dir.path(), Durability::Fsync).unwrap();
         assert_eq!(store.tokens_of_user(b, 10).unwrap(), vec![]);
-        assert_eq!(store.user_id_by_email("shared@example.com").unwrap(), Some(a));
+        assert_eq!(
+            store.user_id_by_email("shared@example.com").unwrap(),
+            Some(a)
+        );
     }
 }
