@@ -2,16 +2,11 @@
 
 mod common;
 
+use common::account::{error_code, hello};
 use common::{PASSWORD, TestServer, expect_kicked_then_closed};
 use ringchat_bench::client::Client;
 use ringchat_proto::Body;
 use ringchat_proto::v1::{self, ErrorCode, KickReason, login};
-
-async fn hello(server: &TestServer) -> Client {
-    let mut c = server.client().await;
-    c.hello().await.unwrap();
-    c
-}
 
 /// Logs `name` in with the password on a new connection, as `device` on `platform`.
 async fn device(
@@ -44,13 +39,6 @@ async fn token_login(server: &TestServer, ok: &v1::LoginOk, device: &str) -> Bod
     }))
     .await
     .unwrap()
-}
-
-fn error_code(body: &Body) -> ErrorCode {
-    match body {
-        Body::Error(e) => ErrorCode::try_from(e.code).unwrap(),
-        other => panic!("expected an Error, got {other:?}"),
-    }
 }
 
 async fn devices_of(c: &mut Client) -> Vec<v1::Device> {

@@ -4,9 +4,9 @@
 
 mod common;
 
+use common::account::{error_code, hello, login_email, other_than, register, request_code, reset};
 use common::mail::SmtpSink;
 use common::{PASSWORD, TestServer, expect_kicked_then_closed};
-use ringchat_bench::client::Client;
 use ringchat_proto::Body;
 use ringchat_proto::v1::{self, EmailCodePurpose, ErrorCode, KickReason, login};
 
@@ -18,66 +18,6 @@ fn server_with(sink: &SmtpSink, extra: &[(&str, &str)]) -> TestServer {
     let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     all.extend_from_slice(extra);
     TestServer::start(&all)
-}
-
-async fn hello(server: &TestServer) -> Client {
-    let mut c = server.client().await;
-    c.hello().await.unwrap();
-    c
-}
-
-async fn request_code(c: &mut Client, email: &str, purpose: EmailCodePurpose) -> Body {
-    c.request(Body::RequestEmailCode(v1::RequestEmailCode {
-        email: email.into(),
-        purpose: purpose as i32,
-    }))
-    .await
-    .unwrap()
-}
-
-fn error_code(body: &Body) -> ErrorCode {
-    match body {
-        Body::Error(e) => ErrorCode::try_from(e.code).unwrap(),
-        other => panic!("expected an Error, got {other:?}"),
-    }
-}
-
-async fn register(c: &mut Client, name: &str, email: &str, code: &str) -> Body {
-    c.request(Body::Register(v1::Register {
-        username: name.into(),
-        password: PASSWORD.into(),
-        email: email.into(),
-        email_code: code.into(),
-    }))
-    .await
-    .unwrap()
-}
-
-async fn login_email(c: &mut Client, email: &str, password: &str, device: &str) -> Body {
-    c.request(Body::Login(v1::Login {
-        account: Some(login::Account::Email(email.into())),
-        credential: Some(login::Credential::Password(password.into())),
-        device_id: device.into(),
-        platform: v1::Platform::Web as i32,
-    }))
-    .await
-    .unwrap()
-}
-
-async fn reset(c: &mut Client, email: &str, code: &str, new_password: &str) -> Body {
-    c.request(Body::ResetPassword(v1::ResetPassword {
-        email: email.into(),
-        code: code.into(),
-        new_password: new_password.into(),
-    }))
-    .await
-    .unwrap()
-}
-
-/// A code that is not `code`.
-fn other_than(code: &str) -> String {
-    let first = (code.as_bytes()[0] - b'0' + 1) % 10;
-    format!("{first}{}", &code[1..])
 }
 
 #[tokio::test]
