@@ -196,7 +196,7 @@ async fn devices_are_listed_with_platform_last_seen_and_whether_online() {
     assert_eq!(laptop_d.token_expires_at_ms, laptop_ok.token_expires_at_ms);
     assert_eq!(
         list[0].device_id, "phone",
-        "most recently seen first: {names:?}"
+        "online first: {names:?}"
     );
 }
 

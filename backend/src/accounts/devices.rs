@@ -283,7 +283,7 @@ impl Backend {
                 })
                 .collect()
         };
-        list.sort_by_key(|d| std::cmp::Reverse(d.last_seen_ms));
+        list.sort_by_key(|d| std::cmp::Reverse((d.online, d.last_seen_ms)));
         Ok((
             Body::DeviceList(v1::DeviceList { devices: list }),
             Vec::new(),
