@@ -194,10 +194,7 @@ async fn devices_are_listed_with_platform_last_seen_and_whether_online() {
     assert_eq!(laptop_d.platform, v1::Platform::Desktop as i32);
     assert!(laptop_d.last_seen_ms >= before, "{laptop_d:?}");
     assert_eq!(laptop_d.token_expires_at_ms, laptop_ok.token_expires_at_ms);
-    assert_eq!(
-        list[0].device_id, "phone",
-        "online first: {names:?}"
-    );
+    assert_eq!(list[0].device_id, "phone", "online first: {names:?}");
 }
 
 #[tokio::test]
@@ -323,4 +320,30 @@ async fn device_requests_need_a_login() {
         let reply = c.request(body).await.unwrap();
         assert_eq!(error_code(&reply), ErrorCode::NotAuthenticated);
     }
+}
+
+#[tokio::test]
+async fn wrong_old_passwords_are_throttled_like_failed_logins() {
+    let server = TestServer::start(&[("LOGIN__FAILURES_FREE", "1")]);
+    let (mut alice, _) = server.user("alice").await;
+    let change = |old: &str| {
+        Body::ChangePassword(v1::ChangePassword {
+            old_password: old.into(),
+            new_password: "a new password".into(),
+        })
+    };
+    for _ in 0..2 {
+        let wrong = alice.request(change("not it")).await.unwrap();
+        assert_eq!(error_code(&wrong), ErrorCode::InvalidCredentials);
+    }
+    let Body::Error(limited) = alice.request(change(PASSWORD)).await.unwrap() else {
+        panic!("throttled, even with the right password")
+    };
+    assert_eq!(limited.code, ErrorCode::RateLimited as i32);
+    assert!(limited.retry_after_ms > 0);
+    // The same counter as logins: a password login is throttled too.
+    let mut c = hello(&server).await;
+    let login = c.login_password("alice", PASSWORD, "x").await.unwrap();
+    assert_eq!(login.unwrap_err().code(), ErrorCode::RateLimited);
+    alice.ping().await.unwrap();
 }
