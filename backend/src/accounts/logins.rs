@@ -212,7 +212,12 @@ impl Accounts {
             let device = Device {
                 user_id: record.user_id,
                 device_id: &record.device_id,
-                platform: req.platform,
+                // A login that names no platform keeps the one the token had.
+                platform: if req.platform != 0 {
+                    req.platform
+                } else {
+                    record.platform
+                },
             };
             let mut auth = self.issue_token(&device, Some(hash)).await?;
             auth.refreshed = true;
