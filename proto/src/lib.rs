@@ -101,5 +101,17 @@ pub fn body_name(body: &Body) -> &'static str {
         Body::FriendEvent(_) => "friend_event",
         Body::SetPrivacy(_) => "set_privacy",
         Body::Privacy(_) => "privacy",
+        Body::RequestEmailCode(_) => "request_email_code",
+        Body::EmailCodeSent(_) => "email_code_sent",
+        Body::ResetPassword(_) => "reset_password",
+        Body::ResetPasswordOk(_) => "reset_password_ok",
+        Body::ChangePassword(_) => "change_password",
+        Body::ChangePasswordOk(_) => "change_password_ok",
+        Body::Logout(_) => "logout",
+        Body::LogoutOk(_) => "logout_ok",
+        Body::ListDevices(_) => "list_devices",
+        Body::DeviceList(_) => "device_list",
+        Body::RevokeDevice(_) => "revoke_device",
+        Body::RevokeDeviceOk(_) => "revoke_device_ok",
     }
 }
