@@ -207,7 +207,7 @@ impl Client {
             .request(Body::Register(v1::Register {
                 username: username.into(),
                 password: password.into(),
-                email: String::new(),
+                ..Default::default()
             }))
             .await?;
         match body {

@@ -320,9 +320,7 @@ impl Contacts {
     }
 }
 
-/// The user with this e-mail address. The accounts work adds the e-mail index
-/// (`AccountStore::user_id_by_email`); until it is wired here, no address is found.
-pub(crate) fn user_id_by_email(_ports: &Ports, _email: &str) -> Result<Option<UserId>, StoreError> {
-    // Integrator: `ports.accounts.user_id_by_email(&crate::accounts::email_key(email))`.
-    Ok(None)
+/// The user with this e-mail address (the store folds its case).
+fn user_id_by_email(ports: &Ports, email: &str) -> Result<Option<UserId>, StoreError> {
+    ports.accounts.user_id_by_email(email)
 }

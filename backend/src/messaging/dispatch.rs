@@ -47,6 +47,9 @@ impl Backend {
             SessionRequest::Contacts(query) => {
                 self.contacts_query(conn, user, request_id, query).await;
             }
+            SessionRequest::Account(req) => {
+                self.account_request(conn, user, request_id, req).await;
+            }
             SessionRequest::SetPresence(req) => {
                 self.set_presence(conn, user, request_id, req).await;
             }

@@ -255,7 +255,11 @@ mod tests {
             sim.tick(end);
             assert_eq!(sim.published, sim.current, "the last state is shown");
             for pair in sim.pushes.windows(2) {
-                assert!(pair[1].0 - pair[0].0 >= Q, "period {period}: {:?}", sim.pushes);
+                assert!(
+                    pair[1].0 - pair[0].0 >= Q,
+                    "period {period}: {:?}",
+                    sim.pushes
+                );
                 assert_ne!(pair[1].1, pair[0].1, "period {period}: {:?}", sim.pushes);
             }
             if period < Q {

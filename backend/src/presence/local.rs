@@ -85,7 +85,9 @@ impl PresenceStore for LocalPresence {
     }
 
     fn current(&self, user: UserId) -> Shown {
-        self.users().get(&user).map_or_else(Shown::default, Entry::shown)
+        self.users()
+            .get(&user)
+            .map_or_else(Shown::default, Entry::shown)
     }
 
     fn published(&self, users: &[UserId]) -> Vec<Shown> {
@@ -118,10 +120,7 @@ mod tests {
         let p = LocalPresence::default();
         assert_eq!(state(&p, 1, Some(DeviceState::Away), 1), State::Away);
         assert_eq!(state(&p, 2, Some(DeviceState::Busy), 2), State::Busy);
-        assert_eq!(
-            state(&p, 3, Some(DeviceState::Invisible), 3),
-            State::Busy
-        );
+        assert_eq!(state(&p, 3, Some(DeviceState::Invisible), 3), State::Busy);
         assert_eq!(state(&p, 1, Some(DeviceState::Online), 4), State::Online);
         assert_eq!(state(&p, 1, None, 5), State::Busy);
         assert_eq!(

@@ -85,13 +85,7 @@ impl Tracker {
             .unwrap_or_default()
     }
 
-    fn publish(
-        &self,
-        coalescer: &mut Coalescer,
-        user: UserId,
-        shown: Shown,
-        now_ms: u64,
-    ) -> Shown {
+    fn publish(&self, coalescer: &mut Coalescer, user: UserId, shown: Shown, now_ms: u64) -> Shown {
         self.store.publish(user, shown);
         coalescer.published(user, now_ms);
         shown

@@ -83,7 +83,9 @@ pub struct StormReport {
     pub server_cpu_us_per_login: Option<f64>,
 }
 
-fn local_runtime<T>(work: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+fn local_runtime<T>(
+    work: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -401,7 +403,10 @@ async fn each_client(
 ) -> anyhow::Result<Vec<Vec<(u64, v1::FriendState)>>> {
     let mut out = Vec::with_capacity(users.len());
     // Pipelined per client, a window of clients at a time: one request per target.
-    for chunk in users.chunks_mut(SETUP_CONCURRENCY).zip(targets.chunks(SETUP_CONCURRENCY)) {
+    for chunk in users
+        .chunks_mut(SETUP_CONCURRENCY)
+        .zip(targets.chunks(SETUP_CONCURRENCY))
+    {
         let (clients, targets) = chunk;
         let mut futures = Vec::with_capacity(clients.len());
         for ((client, _), targets) in clients.iter_mut().zip(targets) {
