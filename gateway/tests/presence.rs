@@ -115,7 +115,7 @@ async fn a_user_is_shown_the_most_present_state_of_their_devices() {
     let gone = expect_presence(&mut b, me, P::Offline).await;
     assert!(gone.last_seen_ms > 0, "{gone:?}");
     let listed = list_friends(&mut b, 0, 10).await;
-    let snapshot = listed.friends[0].presence.clone().expect("presence");
+    let snapshot = listed.friends[0].presence.expect("presence");
     assert_eq!(
         (snapshot.state(), snapshot.last_seen_ms),
         (P::Offline, gone.last_seen_ms)
@@ -131,7 +131,7 @@ async fn a_user_is_shown_the_most_present_state_of_their_devices() {
         other => panic!("expected Profile, got {other:?}"),
     }
     let listed = list_friends(&mut b, 0, 10).await;
-    let snapshot = listed.friends[0].presence.clone().expect("presence");
+    let snapshot = listed.friends[0].presence.expect("presence");
     assert_eq!((snapshot.state(), snapshot.last_seen_ms), (P::Offline, 0));
     assert_eq!(set(&mut web, P::Away).await, P::Away);
     expect_presence(&mut b, me, P::Away).await;
@@ -145,7 +145,7 @@ async fn presence_reaches_online_friends_only_and_never_a_blocked_user() {
     let server = quiet("0");
     let (mut a, alice) = server.user("alice").await;
     let (mut b, bob) = server.user("bob").await;
-    let (mut c, carol) = server.user("carol").await;
+    let (mut c, _) = server.user("carol").await;
     befriend(&mut a, alice.user_id, &mut b, bob.user_id).await;
     // Carol asked and was not answered: no friend either.
     friend_ok(

@@ -334,25 +334,33 @@ async fn befriend(
     users: &mut [(Client, v1::LoginOk)],
     edges: &[(usize, usize)],
 ) -> anyhow::Result<()> {
-    let mut rounds: Vec<(Vec<usize>, Vec<usize>, Vec<(usize, usize)>)> = Vec::new();
+    /// Requests each user sends and receives in a round, and the round's edges.
+    struct Round {
+        sent: Vec<usize>,
+        received: Vec<usize>,
+        edges: Vec<(usize, usize)>,
+    }
+    let mut rounds: Vec<Round> = Vec::new();
     for &(a, b) in edges {
-        let fits = |r: &(Vec<usize>, Vec<usize>, Vec<(usize, usize)>)| {
-            r.0[a] < ROUND_SENT_MAX && r.1[b] < ROUND_RECEIVED_MAX
-        };
+        let fits = |r: &Round| r.sent[a] < ROUND_SENT_MAX && r.received[b] < ROUND_RECEIVED_MAX;
         let i = match rounds.iter().position(fits) {
             Some(i) => i,
             None => {
-                rounds.push((vec![0; users.len()], vec![0; users.len()], Vec::new()));
+                rounds.push(Round {
+                    sent: vec![0; users.len()],
+                    received: vec![0; users.len()],
+                    edges: Vec::new(),
+                });
                 rounds.len() - 1
             }
         };
         let round = &mut rounds[i];
-        round.0[a] += 1;
-        round.1[b] += 1;
-        round.2.push((a, b));
+        round.sent[a] += 1;
+        round.received[b] += 1;
+        round.edges.push((a, b));
     }
-    for (_, _, round) in rounds {
-        befriend_round(users, &round).await?;
+    for round in rounds {
+        befriend_round(users, &round.edges).await?;
     }
     Ok(())
 }
