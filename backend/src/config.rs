@@ -199,6 +199,24 @@ impl AdminConfig {
     }
 }
 
+/// `[presence]`: what friends see of each other.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PresenceConfig {
+    /// A user costs their friends at most one presence push per this many milliseconds, and a
+    /// user who goes offline (or less present) is shown so only after this long without coming
+    /// back: a device flapping its connection does not flood its friends.
+    pub quiet_period_ms: u64,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        Self {
+            quiet_period_ms: 5_000,
+        }
+    }
+}
+
 /// Everything the backend needs, gathered from the file's sections.
 #[derive(Debug, Clone, Default)]
 pub struct Settings {
@@ -209,6 +227,7 @@ pub struct Settings {
     pub admin: AdminConfig,
     pub contacts: ContactsConfig,
     pub email: EmailConfig,
+    pub presence: PresenceConfig,
     /// Limits the gateway also announces (message size, sync page), shared by both sides.
     pub limits: Limits,
     pub server_name: String,
@@ -310,6 +329,10 @@ impl Settings {
             (1..=1024).contains(&self.login.device_tokens_max)
                 && self.login.device_tokens_max >= self.login.devices_max,
             "login.device_tokens_max: must be between devices_max and 1024",
+        );
+        check(
+            self.presence.quiet_period_ms <= 600_000,
+            "presence.quiet_period_ms: must be at most 600000 (ten minutes)",
         );
         for p in self.login.policy.keys() {
             if !PLATFORM_NAMES.contains(&p.as_str()) {

@@ -13,6 +13,7 @@ use crate::contacts::Contacts;
 use crate::messaging::Writes;
 use crate::messaging::delivery::{Delivery, ToDeliver};
 use crate::messaging::writer::{RowPolicy, WriteOp, Writer};
+use crate::presence::{DeviceState, LocalPresence, Tracker};
 use crate::sessions::{OpenError, Session, Sessions, SharedSessions};
 use crate::store::{FjallStore, Ports, StoreError, StoreHealth};
 use crate::time::now_ms;
@@ -63,6 +64,8 @@ pub struct Backend {
     pub(crate) sessions: SharedSessions,
     pub(crate) shards: Vec<ShardSender>,
     delivery: Arc<Delivery>,
+    /// Who is shown present to their friends, and when friends are told.
+    pub(crate) presence: Tracker,
     commit: Mutex<Commit>,
     /// Permits for sync, history and conversation-list reads in flight.
     pub(crate) reads: Arc<tokio::sync::Semaphore>,
@@ -135,6 +138,10 @@ impl Backend {
             })?;
         Ok(Arc::new(Self {
             contacts: Contacts::new(settings.contacts.clone()),
+            presence: Tracker::new(
+                Arc::new(LocalPresence::default()),
+                settings.presence.quiet_period_ms,
+            ),
             settings,
             health,
             ports,
@@ -189,6 +196,7 @@ impl Backend {
                 this.accounts.flush_seen().await;
             }
         });
+        tokio::spawn(Arc::clone(&self).run_presence_timer());
         let mut batch = Vec::with_capacity(REQUEST_BATCH_MAX);
         let mut stop = std::pin::pin!(stop);
         loop {
@@ -263,12 +271,23 @@ impl Backend {
             } => {
                 let this = Arc::clone(self);
                 tokio::spawn(async move {
+                    let presence = v1::PresenceState::try_from(body.presence)
+                        .ok()
+                        .and_then(DeviceState::from_wire)
+                        .unwrap_or_default();
                     let outcome = this.login(conn, peer, body).await;
                     let session = outcome.session.clone();
+                    // Before the reply: the shard reports the connection closed only after it
+                    // has the reply, so a close is never overtaken by this device's arrival.
+                    if let Some(session) = &session {
+                        this.presence_changed(session.user_id, conn, Some(presence))
+                            .await;
+                    }
                     if reply.send(outcome).is_err()
                         && let Some(session) = session
                     {
                         this.sessions.write().close(session.user_id, conn);
+                        this.presence_changed(session.user_id, conn, None).await;
                     }
                 });
             }
@@ -285,6 +304,7 @@ impl Backend {
                 if let Some(session) = closed {
                     self.accounts.seen.record(session.token_hash, now_ms());
                 }
+                self.presence_changed(user_id, conn, None).await;
             }
         }
     }

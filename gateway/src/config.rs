@@ -4,7 +4,8 @@
 use std::net::SocketAddr;
 
 use ringchat_backend::config::{
-    AccountsConfig, AdminConfig, BackendConfig, EmailConfig, LoginConfig, Settings, StorageConfig,
+    AccountsConfig, AdminConfig, BackendConfig, EmailConfig, LoginConfig, PresenceConfig, Settings,
+    StorageConfig,
 };
 use ringchat_backend::config::{ContactsConfig, Limits};
 use serde::de::DeserializeOwned;
@@ -26,6 +27,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub contacts: ContactsConfig,
     pub email: EmailConfig,
+    pub presence: PresenceConfig,
 }
 
 /// Which I/O driver the shards run on.
@@ -176,6 +178,7 @@ impl Config {
             admin: section(&table, "admin", &mut problems),
             contacts: section(&table, "contacts", &mut problems),
             email: section(&table, "email", &mut problems),
+            presence: section(&table, "presence", &mut problems),
         };
         problems.extend(config.problems());
         if problems.is_empty() {
@@ -217,6 +220,7 @@ impl Config {
             login: self.login.clone(),
             admin: self.admin.clone(),
             email: self.email.clone(),
+            presence: self.presence.clone(),
             limits: self.limits.clone(),
             contacts: self.contacts.clone(),
             server_name: self.gateway.server_name.clone(),

@@ -22,6 +22,7 @@ async fn device(
             credential: Some(login::Credential::Password(PASSWORD.into())),
             device_id: device.into(),
             platform: platform as i32,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -36,6 +37,7 @@ async fn token_login(server: &TestServer, ok: &v1::LoginOk, device: &str) -> Bod
         credential: Some(login::Credential::Token(ok.token.clone())),
         device_id: device.into(),
         platform: v1::Platform::Desktop as i32,
+        ..Default::default()
     }))
     .await
     .unwrap()

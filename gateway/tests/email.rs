@@ -83,6 +83,7 @@ async fn registration_in_required_mode_takes_the_mailed_code_then_login_by_email
             credential: Some(login::Credential::Token(by_email.token.clone())),
             device_id: "web".into(),
             platform: 0,
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -113,5 +113,8 @@ pub fn body_name(body: &Body) -> &'static str {
         Body::DeviceList(_) => "device_list",
         Body::RevokeDevice(_) => "revoke_device",
         Body::RevokeDeviceOk(_) => "revoke_device_ok",
+        Body::SetPresence(_) => "set_presence",
+        Body::SetPresenceOk(_) => "set_presence_ok",
+        Body::Presence(_) => "presence",
     }
 }

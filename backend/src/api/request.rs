@@ -71,6 +71,7 @@ pub enum SessionRequest {
     Conversations(v1::Conversations),
     Typing(v1::Typing),
     Contacts(ContactQuery),
+    SetPresence(v1::SetPresence),
     Account(AccountSessionRequest),
 }
 
@@ -170,6 +171,7 @@ impl ClientRequest {
             Body::RevokeDevice(b) => Self::Session(SessionRequest::Account(
                 AccountSessionRequest::RevokeDevice(b),
             )),
+            Body::SetPresence(b) => Self::Session(SessionRequest::SetPresence(b)),
             Body::HelloOk(_)
             | Body::RegisterOk(_)
             | Body::LoginOk(_)
@@ -199,7 +201,9 @@ impl ClientRequest {
             | Body::ChangePasswordOk(_)
             | Body::LogoutOk(_)
             | Body::DeviceList(_)
-            | Body::RevokeDeviceOk(_) => {
+            | Body::RevokeDeviceOk(_)
+            | Body::SetPresenceOk(_)
+            | Body::Presence(_) => {
                 return Err(RequestError::ServerOnly(ringchat_proto::body_name(&body)));
             }
         })

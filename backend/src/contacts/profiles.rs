@@ -36,6 +36,7 @@ pub(crate) fn base_profile(
         avatar_url: p.avatar_url,
         bio: p.bio,
         searchable: p.searchable.unwrap_or(searchable_default),
+        hide_last_seen: p.hide_last_seen,
         ..v1::Profile::default()
     }))
 }
@@ -158,6 +159,9 @@ impl Contacts {
         }
         if let Some(v) = req.searchable {
             record.searchable = Some(v);
+        }
+        if let Some(v) = req.hide_last_seen {
+            record.hide_last_seen = v;
         }
         if record != before {
             record.updated_ms = now_ms;

@@ -45,6 +45,7 @@ pub async fn login_email(c: &mut Client, email: &str, password: &str, device: &s
         credential: Some(login::Credential::Password(password.into())),
         device_id: device.into(),
         platform: v1::Platform::Web as i32,
+        ..Default::default()
     }))
     .await
     .unwrap()
