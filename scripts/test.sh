@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what the browser test needs (Debian's chromium, playwright-core
-# from npm) when it is missing, then runs every test with cargo.
+# from npm) and the e-mail tests' SMTP server (Python's aiosmtpd, from PyPI) when missing, then
+# runs every test with cargo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,10 @@ if [ ! -x /usr/bin/chromium ]; then
 fi
 if [ ! -d web-tests/node_modules/playwright-core ]; then
   npm ci --prefix web-tests --no-audit --no-fund
+fi
+
+if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
+  python3 -m pip install --quiet 'aiosmtpd==1.4.6'
 fi
 
 cargo test --workspace --locked "$@"

@@ -15,7 +15,8 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use crate::time::now_ms;
 pub use request::{
-    ClientRequest, ContactQuery, ContactWrite, RequestError, SessionRequest, WriteRequest,
+    AccountRequest, AccountSessionRequest, ClientRequest, ContactQuery, ContactWrite, RequestError,
+    SessionRequest, WriteRequest,
 };
 
 /// A user's public id: 9 digits, never reused.
@@ -52,6 +53,12 @@ pub enum Request {
     Register {
         peer: IpAddr,
         body: v1::Register,
+        reply: oneshot::Sender<Body>,
+    },
+    /// Before login: e-mail codes, password reset. Reply body: the request's `…Ok` or `Error`.
+    Account {
+        peer: IpAddr,
+        request: AccountRequest,
         reply: oneshot::Sender<Body>,
     },
     Login {

@@ -144,6 +144,12 @@ pub struct LoginConfig {
     /// Per platform ("ios", "android", "web", "desktop", "unspecified"): "coexist" (default) keeps
     /// every session; "replace" makes a new login kick the user's older session on that platform.
     pub policy: BTreeMap<String, DevicePolicy>,
+    /// A token login in the last this-many percent of the token's life gets a fresh token
+    /// (0: never), so that a device in use never needs the password again.
+    pub token_refresh_percent: u8,
+    /// Signed-in devices (tokens) kept per user; a password login past it signs out the device
+    /// seen longest ago. Bounds ListDevices, which returns them all.
+    pub device_tokens_max: usize,
 }
 
 impl Default for LoginConfig {
@@ -157,6 +163,8 @@ impl Default for LoginConfig {
             throttle_entries_max: 100_000,
             devices_max: 10,
             policy: BTreeMap::new(),
+            token_refresh_percent: 50,
+            device_tokens_max: 32,
         }
     }
 }
@@ -191,6 +199,24 @@ impl AdminConfig {
     }
 }
 
+/// `[presence]`: what friends see of each other.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PresenceConfig {
+    /// A user costs their friends at most one presence push per this many milliseconds, and a
+    /// user who goes offline (or less present) is shown so only after this long without coming
+    /// back: a device flapping its connection does not flood its friends.
+    pub quiet_period_ms: u64,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        Self {
+            quiet_period_ms: 5_000,
+        }
+    }
+}
+
 /// Everything the backend needs, gathered from the file's sections.
 #[derive(Debug, Clone, Default)]
 pub struct Settings {
@@ -200,6 +226,8 @@ pub struct Settings {
     pub login: LoginConfig,
     pub admin: AdminConfig,
     pub contacts: ContactsConfig,
+    pub email: EmailConfig,
+    pub presence: PresenceConfig,
     /// Limits the gateway also announces (message size, sync page), shared by both sides.
     pub limits: Limits,
     pub server_name: String,
@@ -293,6 +321,19 @@ impl Settings {
             self.login.devices_max >= 1,
             "login.devices_max: must be at least 1",
         );
+        check(
+            self.login.token_refresh_percent <= 100,
+            "login.token_refresh_percent: must be between 0 and 100",
+        );
+        check(
+            (1..=1024).contains(&self.login.device_tokens_max)
+                && self.login.device_tokens_max >= self.login.devices_max,
+            "login.device_tokens_max: must be between devices_max and 1024",
+        );
+        check(
+            self.presence.quiet_period_ms <= 600_000,
+            "presence.quiet_period_ms: must be at most 600000 (ten minutes)",
+        );
         for p in self.login.policy.keys() {
             if !PLATFORM_NAMES.contains(&p.as_str()) {
                 out.push(format!(
@@ -305,8 +346,167 @@ impl Settings {
                 "admin.listen: {e} (expected HOST:PORT or an empty string)"
             ));
         }
+        out.extend(self.email.problems());
         out.extend(self.limits.problems());
         out.extend(self.contacts.problems());
+        out
+    }
+}
+
+// ---- [email]: account e-mail codes and the SMTP relay that sends them ------------------------
+
+/// Whether registration verifies the e-mail address with a mailed code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmailVerification {
+    /// No codes: an address given at registration is stored (and indexed) as typed.
+    Off,
+    /// An address is optional; one that is given must come with its code.
+    Optional,
+    /// Every registration needs an address and its code.
+    Required,
+}
+
+/// How the SMTP connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain SMTP upgraded with STARTTLS (required), usually port 587.
+    Starttls,
+    /// TLS from the first byte ("SMTPS"), usually port 465.
+    Tls,
+    /// No encryption: only for a relay on the same host or a test server.
+    None,
+}
+
+/// `[email]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmailConfig {
+    pub verification: EmailVerification,
+    /// A code works for this long after it was sent.
+    pub code_ttl_s: u64,
+    /// Wrong codes accepted before the pending code is void.
+    pub code_tries_max: u32,
+    /// A new code for the same address and purpose only this long after the last one.
+    pub code_resend_interval_s: u64,
+    /// Codes sent per address, and requested per client address, within `code_window_s`.
+    pub codes_per_address_max: u32,
+    pub codes_per_ip_max: u32,
+    pub code_window_s: u64,
+    /// Codes pending at once (each ~200 bytes), and addresses tracked by the rate limits.
+    pub codes_pending_max: usize,
+    /// Mails being sent at once; past it a code request gets UNAVAILABLE.
+    pub sends_in_flight_max: usize,
+    /// Directory with templates that replace the built-in ones ("" = built-in only): any of
+    /// `register.subject`, `register.txt`, `register.html`, `reset_password.subject`,
+    /// `reset_password.txt`, `reset_password.html`.
+    pub templates_dir: String,
+    pub smtp: SmtpConfig,
+}
+
+impl Default for EmailConfig {
+    fn default() -> Self {
+        Self {
+            verification: EmailVerification::Off,
+            code_ttl_s: 600,
+            code_tries_max: 5,
+            code_resend_interval_s: 60,
+            codes_per_address_max: 5,
+            codes_per_ip_max: 20,
+            code_window_s: 3600,
+            codes_pending_max: 100_000,
+            sends_in_flight_max: 64,
+            templates_dir: String::new(),
+            smtp: SmtpConfig::default(),
+        }
+    }
+}
+
+/// `[email.smtp]`: the relay. An empty `host` sends nothing: codes are only logged.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    /// Both empty: no authentication.
+    pub username: String,
+    pub password: String,
+    /// The From header, e.g. "ringchat <no-reply@example.com>".
+    pub from: String,
+    /// One mail's whole SMTP exchange, at most.
+    pub timeout_ms: u64,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        Self {
+            host: String::new(),
+            port: 587,
+            tls: SmtpTls::Starttls,
+            username: String::new(),
+            password: String::new(),
+            from: "ringchat <no-reply@localhost>".to_owned(),
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+impl EmailConfig {
+    fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut check = |ok: bool, msg: &str| {
+            if !ok {
+                out.push(msg.to_owned());
+            }
+        };
+        check(
+            (1..=86_400).contains(&self.code_ttl_s),
+            "email.code_ttl_s: must be between 1 and 86400",
+        );
+        check(
+            (1..=100).contains(&self.code_tries_max),
+            "email.code_tries_max: must be between 1 and 100",
+        );
+        check(
+            self.code_resend_interval_s <= self.code_window_s,
+            "email.code_resend_interval_s: must not exceed code_window_s",
+        );
+        check(
+            self.codes_per_address_max >= 1 && self.codes_per_ip_max >= 1,
+            "email.codes_per_address_max, codes_per_ip_max: must be at least 1",
+        );
+        check(
+            (1..=30 * 86_400).contains(&self.code_window_s),
+            "email.code_window_s: must be between 1 and 2592000",
+        );
+        check(
+            self.codes_pending_max >= 1 && self.sends_in_flight_max >= 1,
+            "email.codes_pending_max, sends_in_flight_max: must be at least 1",
+        );
+        check(
+            self.smtp.from.parse::<lettre::message::Mailbox>().is_ok(),
+            "email.smtp.from: not a mailbox (expected \"Name <address@example.com>\" or an address)",
+        );
+        check(
+            self.smtp.username.is_empty() == self.smtp.password.is_empty(),
+            "email.smtp: set both username and password (or neither)",
+        );
+        check(
+            self.smtp.host.is_empty() || self.smtp.port != 0,
+            "email.smtp.port: must not be 0",
+        );
+        check(
+            self.smtp.timeout_ms >= 1,
+            "email.smtp.timeout_ms: must be at least 1",
+        );
+        if !self.templates_dir.is_empty() && !std::path::Path::new(&self.templates_dir).is_dir() {
+            out.push(format!(
+                "email.templates_dir: {:?} is not a directory",
+                self.templates_dir
+            ));
+        }
         out
     }
 }

@@ -16,6 +16,7 @@ mod contacts;
 pub mod fill;
 mod limits;
 mod messaging;
+mod presence;
 mod runtime;
 mod service;
 mod sessions;

@@ -13,6 +13,7 @@ use crate::contacts::Contacts;
 use crate::messaging::Writes;
 use crate::messaging::delivery::{Delivery, ToDeliver};
 use crate::messaging::writer::{RowPolicy, WriteOp, Writer};
+use crate::presence::{DeviceState, LocalPresence, Tracker};
 use crate::sessions::{OpenError, Session, Sessions, SharedSessions};
 use crate::store::{FjallStore, Ports, StoreError, StoreHealth};
 use crate::time::now_ms;
@@ -40,6 +41,9 @@ pub enum BackendError {
     DirInUse(std::path::PathBuf),
     #[error("starting the commit thread: {0}")]
     Thread(#[from] std::io::Error),
+    /// `[email]`: a template or the relay's settings.
+    #[error("{0}")]
+    Email(String),
 }
 
 /// The commit thread and the ends of its queues. The shards hold clones of `ops` (`Writes`);
@@ -56,10 +60,12 @@ pub struct Backend {
     pub(crate) ports: Ports,
     /// Whether the store still takes writes.
     pub(crate) health: Arc<StoreHealth>,
-    accounts: Accounts,
+    pub(crate) accounts: Accounts,
     pub(crate) sessions: SharedSessions,
     pub(crate) shards: Vec<ShardSender>,
     delivery: Arc<Delivery>,
+    /// Who is shown present to their friends, and when friends are told.
+    pub(crate) presence: Tracker,
     commit: Mutex<Commit>,
     /// Permits for sync, history and conversation-list reads in flight.
     pub(crate) reads: Arc<tokio::sync::Semaphore>,
@@ -77,11 +83,8 @@ impl Backend {
                 },
             })?;
         let ports = Ports::with_tail_cache(Arc::new(store), settings.storage.tail_cache_bytes);
-        let accounts = Accounts::new(
-            Arc::clone(&ports.accounts),
-            settings.accounts.clone(),
-            settings.login.clone(),
-        );
+        let accounts =
+            Accounts::new(Arc::clone(&ports.accounts), &settings).map_err(BackendError::Email)?;
         let replace_on = settings
             .login
             .policy
@@ -135,6 +138,10 @@ impl Backend {
             })?;
         Ok(Arc::new(Self {
             contacts: Contacts::new(settings.contacts.clone()),
+            presence: Tracker::new(
+                Arc::new(LocalPresence::default()),
+                settings.presence.quiet_period_ms,
+            ),
             settings,
             health,
             ports,
@@ -182,6 +189,14 @@ impl Backend {
         };
         let delivery = Arc::clone(&self.delivery);
         tokio::spawn(async move { delivery.run(to_deliver).await });
+        let this = Arc::clone(&self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(crate::accounts::SEEN_FLUSH_INTERVAL).await;
+                this.accounts.flush_seen().await;
+            }
+        });
+        tokio::spawn(Arc::clone(&self).run_presence_timer());
         let mut batch = Vec::with_capacity(REQUEST_BATCH_MAX);
         let mut stop = std::pin::pin!(stop);
         loop {
@@ -202,6 +217,7 @@ impl Backend {
     /// Waits for the commit thread to make everything queued durable. Call after the shards
     /// (which hold `Writes`) have stopped and `serve` has ended.
     pub async fn finish(&self) {
+        self.accounts.flush_seen().await;
         let thread = {
             let mut commit = self.commit.lock().unwrap_or_else(|p| p.into_inner());
             // With the shards' handles gone, this was the last sender: the thread finishes
@@ -236,6 +252,17 @@ impl Backend {
                     let _ = reply.send(body);
                 });
             }
+            Request::Account {
+                peer,
+                request,
+                reply,
+            } => {
+                let this = Arc::clone(self);
+                tokio::spawn(async move {
+                    let body = this.account(peer, request).await;
+                    let _ = reply.send(body);
+                });
+            }
             Request::Login {
                 conn,
                 peer,
@@ -244,12 +271,23 @@ impl Backend {
             } => {
                 let this = Arc::clone(self);
                 tokio::spawn(async move {
+                    let presence = v1::PresenceState::try_from(body.presence)
+                        .ok()
+                        .and_then(DeviceState::from_wire)
+                        .unwrap_or_default();
                     let outcome = this.login(conn, peer, body).await;
                     let session = outcome.session.clone();
+                    // Before the reply: the shard reports the connection closed only after it
+                    // has the reply, so a close is never overtaken by this device's arrival.
+                    if let Some(session) = &session {
+                        this.presence_changed(session.user_id, conn, Some(presence))
+                            .await;
+                    }
                     if reply.send(outcome).is_err()
                         && let Some(session) = session
                     {
                         this.sessions.write().close(session.user_id, conn);
+                        this.presence_changed(session.user_id, conn, None).await;
                     }
                 });
             }
@@ -261,7 +299,13 @@ impl Backend {
             } => {
                 self.session(conn, user_id, request_id, request).await;
             }
-            Request::Closed { conn, user_id } => self.sessions.write().close(user_id, conn),
+            Request::Closed { conn, user_id } => {
+                let closed = self.sessions.write().close(user_id, conn);
+                if let Some(session) = closed {
+                    self.accounts.seen.record(session.token_hash, now_ms());
+                }
+                self.presence_changed(user_id, conn, None).await;
+            }
         }
     }
 
@@ -279,6 +323,7 @@ impl Backend {
             conn,
             device_id: body.device_id.as_str().into(),
             platform,
+            token_hash: auth.token_hash,
         };
         let replaced = match self.sessions.write().open(auth.user_id, session) {
             Ok(replaced) => replaced,
@@ -299,12 +344,31 @@ impl Backend {
             )
             .await;
         }
+        // A password change or a revocation that landed after the token was read kicked the
+        // sessions it found, not this one: check the token again now that the session is
+        // registered.
+        let (store, hash) = (Arc::clone(&self.ports.accounts), auth.token_hash);
+        let still_valid = tokio::task::spawn_blocking(move || store.token(&hash)).await;
+        let revoked = match still_valid {
+            Ok(Ok(Some(_))) => None,
+            Ok(Ok(None)) => Some(Refusal::new(
+                ErrorCode::InvalidCredentials,
+                "unknown account or wrong credentials",
+            )),
+            Ok(Err(e)) => Some(Refusal::unavailable(e)),
+            Err(e) => Some(Refusal::unavailable(e)),
+        };
+        if let Some(refusal) = revoked {
+            self.sessions.write().close(auth.user_id, conn);
+            return refused(refusal);
+        }
         LoginReply {
             body: Body::LoginOk(v1::LoginOk {
                 user_id: auth.user_id,
                 token: auth.token,
                 token_expires_at_ms: auth.token_expires_at_ms,
                 server_time_ms: now_ms(),
+                token_refreshed: auth.refreshed,
             }),
             session: Some(SessionInfo {
                 user_id: auth.user_id,

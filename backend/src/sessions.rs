@@ -10,13 +10,15 @@ use ringchat_proto::v1::Platform;
 use smallvec::SmallVec;
 
 use crate::api::ConnRef;
-use crate::store::UserId;
+use crate::store::{TokenHash, UserId};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
     pub conn: ConnRef,
     pub device_id: Box<str>,
     pub platform: Platform,
+    /// The token this session logged in with (or was given since): Logout revokes it.
+    pub token_hash: TokenHash,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -91,12 +93,29 @@ impl Sessions {
         Ok(replaced)
     }
 
-    pub fn close(&mut self, user_id: UserId, conn: ConnRef) {
-        if let Some(list) = self.by_user.get_mut(&user_id) {
-            list.retain(|s| s.conn != conn);
-            if list.is_empty() {
-                self.by_user.remove(&user_id);
-            }
+    /// Forgets a session; returns it if it was there.
+    pub fn close(&mut self, user_id: UserId, conn: ConnRef) -> Option<Session> {
+        let list = self.by_user.get_mut(&user_id)?;
+        let at = list.iter().position(|s| s.conn == conn)?;
+        let session = list.remove(at);
+        if list.is_empty() {
+            self.by_user.remove(&user_id);
+        }
+        Some(session)
+    }
+
+    pub fn session(&self, user_id: UserId, conn: ConnRef) -> Option<&Session> {
+        self.of_user(user_id).iter().find(|s| s.conn == conn)
+    }
+
+    /// The session's token changed (ChangePassword gave it a fresh one).
+    pub fn set_token(&mut self, user_id: UserId, conn: ConnRef, token_hash: TokenHash) {
+        if let Some(s) = self
+            .by_user
+            .get_mut(&user_id)
+            .and_then(|list| list.iter_mut().find(|s| s.conn == conn))
+        {
+            s.token_hash = token_hash;
         }
     }
 
@@ -127,6 +146,7 @@ mod tests {
             conn: ConnRef { shard: 0, conn },
             device_id: device.into(),
             platform,
+            token_hash: [0; 32],
         }
     }
 

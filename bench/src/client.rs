@@ -166,6 +166,14 @@ impl Client {
         self.recv_timeout().await
     }
 
+    /// [`Self::next_event`] with no timeout: for a listener that waits as long as the run.
+    pub async fn next_event_untimed(&mut self) -> anyhow::Result<Option<Frame>> {
+        if let Some(frame) = self.events.pop_front() {
+            return Ok(Some(frame));
+        }
+        self.recv().await
+    }
+
     /// The socket and any bytes read but not yet decoded, for a caller that takes over the
     /// connection (the load generator's hot loops).
     pub fn into_parts(self) -> (TcpStream, BytesMut) {
@@ -199,7 +207,7 @@ impl Client {
             .request(Body::Register(v1::Register {
                 username: username.into(),
                 password: password.into(),
-                email: String::new(),
+                ..Default::default()
             }))
             .await?;
         match body {
@@ -241,6 +249,7 @@ impl Client {
             credential: Some(login::Credential::Token(token.into())),
             device_id: device_id.into(),
             platform: v1::Platform::Desktop as i32,
+            ..Default::default()
         })
         .await
     }
@@ -460,6 +469,7 @@ pub fn password_login(username: &str, password: &str, device_id: &str) -> v1::Lo
         credential: Some(login::Credential::Password(password.into())),
         device_id: device_id.into(),
         platform: v1::Platform::Desktop as i32,
+        ..Default::default()
     }
 }
 

@@ -12,6 +12,7 @@ use ringchat_bench::report;
 use ringchat_bench::scenario::Observe;
 use ringchat_bench::scenario::connect::{self, ConnectConfig};
 use ringchat_bench::scenario::pairs::{self, PairsConfig};
+use ringchat_bench::scenario::presence::{self, FanoutConfig, StormConfig};
 use ringchat_bench::transport::Transport;
 
 #[global_allocator]
@@ -34,6 +35,39 @@ enum Scenario {
     Pairs(PairsArgs),
     /// Open N authenticated idle connections and hold them; reports memory per connection.
     Connect(ConnectArgs),
+    /// One user with F online friends changes presence T times; reports the server CPU per
+    /// delivered presence update (run the server with presence.quiet_period_ms = 0).
+    PresenceFanout(PresenceFanoutArgs),
+    /// U users with K friends each log in at once and list their friends with presence;
+    /// reports the time to that first snapshot and the server CPU per login.
+    LoginStorm(LoginStormArgs),
+}
+
+#[derive(Args)]
+struct PresenceFanoutArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Friends of the user who changes state, all online.
+    #[arg(long, default_value_t = 1000)]
+    friends: usize,
+    /// Presence changes (alternately away and online).
+    #[arg(long, default_value_t = 200)]
+    changes: usize,
+}
+
+#[derive(Args)]
+struct LoginStormArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Users logging in at once.
+    #[arg(long, default_value_t = 10_000)]
+    users: usize,
+    /// Friends each user has (made first, through the protocol).
+    #[arg(long, default_value_t = 100)]
+    friends: usize,
+    /// Logins in flight at once during the storm.
+    #[arg(long, default_value_t = 10_000)]
+    concurrency: usize,
 }
 
 #[derive(Args)]
@@ -210,6 +244,39 @@ fn run() -> anyhow::Result<bool> {
                 report::write_json(path, &r)?;
             }
             Ok(r.errors == 0 && r.connected == r.conns as u64)
+        }
+        Scenario::PresenceFanout(a) => {
+            let cfg = FanoutConfig {
+                addr: resolve(&a.common.addr)?,
+                friends: a.friends,
+                changes: a.changes,
+                user_prefix: a.common.user_prefix.clone(),
+                password: a.common.password.clone(),
+            };
+            let mut r = presence::run_fanout(&cfg, &observe(&a.common))?;
+            r.provenance = provenance(&a.common);
+            print!("{}", report::fanout_table(&r));
+            if let Some(path) = &a.common.json {
+                report::write_json(path, &r)?;
+            }
+            Ok(r.delivered == (r.friends * r.changes) as u64)
+        }
+        Scenario::LoginStorm(a) => {
+            let cfg = StormConfig {
+                addr: resolve(&a.common.addr)?,
+                users: a.users,
+                friends_per_user: a.friends,
+                concurrency: a.concurrency,
+                user_prefix: a.common.user_prefix.clone(),
+                password: a.common.password.clone(),
+            };
+            let mut r = presence::run_storm(&cfg, &observe(&a.common))?;
+            r.provenance = provenance(&a.common);
+            print!("{}", report::storm_table(&r));
+            if let Some(path) = &a.common.json {
+                report::write_json(path, &r)?;
+            }
+            Ok(r.errors == 0 && r.friends_listed == (r.users * r.friends_per_user) as u64)
         }
     }
 }

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::scenario::connect::ConnectReport;
 use crate::scenario::pairs::PairsReport;
+use crate::scenario::presence::{FanoutReport, StormReport};
 
 pub fn write_json(path: &Path, report: &impl Serialize) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(report)?;
@@ -106,6 +107,61 @@ pub fn connect_table(r: &ConnectReport) -> String {
         opt(r.server_rss_kib_per_conn_marginal, 2)
     );
     let _ = writeln!(t, "  server cpu          {} s", opt(r.server_cpu_s, 2));
+    t += &r.provenance.lines();
+    t
+}
+
+pub fn fanout_table(r: &FanoutReport) -> String {
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "presence-fanout: 1 user, {} online friends, {} changes",
+        r.friends, r.changes
+    );
+    let _ = writeln!(
+        t,
+        "  delivered           {:>10} presence pushes (of {})",
+        r.delivered,
+        r.friends * r.changes
+    );
+    let _ = writeln!(
+        t,
+        "  change to last friend  p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+        r.fanout_ms_p50, r.fanout_ms_p99, r.fanout_ms_max
+    );
+    let _ = writeln!(
+        t,
+        "  server cpu          {} s = {} µs per delivered update",
+        opt(r.server_cpu_s, 3),
+        opt(r.server_cpu_us_per_update, 3)
+    );
+    t += &r.provenance.lines();
+    t
+}
+
+pub fn storm_table(r: &StormReport) -> String {
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "login-storm: {} users with {} friends each, {} logging in at once",
+        r.users, r.friends_per_user, r.concurrency
+    );
+    let _ = writeln!(
+        t,
+        "  logged in           {:>10} in {:.2} s, errors {}, friends listed {}",
+        r.logged_in, r.storm_s, r.errors, r.friends_listed
+    );
+    let _ = writeln!(
+        t,
+        "  connect to first snapshot  p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+        r.snapshot_ms_p50, r.snapshot_ms_p99, r.snapshot_ms_max
+    );
+    let _ = writeln!(
+        t,
+        "  server cpu          {} s = {} µs per login",
+        opt(r.server_cpu_s, 2),
+        opt(r.server_cpu_us_per_login, 1)
+    );
     t += &r.provenance.lines();
     t
 }

@@ -68,7 +68,7 @@ impl Link {
                 let register = Body::Register(v1::Register {
                     username: username.into(),
                     password: password.into(),
-                    email: String::new(),
+                    ..Default::default()
                 });
                 match ws_request(&mut ws, 2, register).await? {
                     Body::RegisterOk(_) => {}

@@ -4,7 +4,8 @@
 use std::net::SocketAddr;
 
 use ringchat_backend::config::{
-    AccountsConfig, AdminConfig, BackendConfig, LoginConfig, Settings, StorageConfig,
+    AccountsConfig, AdminConfig, BackendConfig, EmailConfig, LoginConfig, PresenceConfig, Settings,
+    StorageConfig,
 };
 use ringchat_backend::config::{ContactsConfig, Limits};
 use serde::de::DeserializeOwned;
@@ -25,6 +26,8 @@ pub struct Config {
     pub limits: Limits,
     pub admin: AdminConfig,
     pub contacts: ContactsConfig,
+    pub email: EmailConfig,
+    pub presence: PresenceConfig,
 }
 
 /// Which I/O driver the shards run on.
@@ -174,6 +177,8 @@ impl Config {
             limits: section(&table, "limits", &mut problems),
             admin: section(&table, "admin", &mut problems),
             contacts: section(&table, "contacts", &mut problems),
+            email: section(&table, "email", &mut problems),
+            presence: section(&table, "presence", &mut problems),
         };
         problems.extend(config.problems());
         if problems.is_empty() {
@@ -214,6 +219,8 @@ impl Config {
             accounts: self.accounts.clone(),
             login: self.login.clone(),
             admin: self.admin.clone(),
+            email: self.email.clone(),
+            presence: self.presence.clone(),
             limits: self.limits.clone(),
             contacts: self.contacts.clone(),
             server_name: self.gateway.server_name.clone(),

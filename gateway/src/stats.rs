@@ -35,9 +35,9 @@ impl LocalCounter {
 }
 
 /// Error codes counted per shard (index = `v1::ErrorCode` value).
-pub const ERROR_CODES_MAX: usize = 32;
+pub const ERROR_CODES_MAX: usize = 128;
 /// Kick reasons counted per shard (index = `v1::KickReason` value).
-pub const KICK_REASONS_MAX: usize = 8;
+pub const KICK_REASONS_MAX: usize = 32;
 
 /// The I/O driver a shard runs on.
 pub const DRIVER_IO_URING: u64 = 1;
@@ -58,8 +58,25 @@ pub struct ShardStats {
     pub login_failures: LocalCounter,
     /// `DRIVER_IO_URING` or `DRIVER_EPOLL` once the shard runs.
     pub driver: LocalCounter,
-    pub errors: [LocalCounter; ERROR_CODES_MAX],
-    pub kicks: [LocalCounter; KICK_REASONS_MAX],
+    pub errors: Counters<ERROR_CODES_MAX>,
+    pub kicks: Counters<KICK_REASONS_MAX>,
+}
+
+/// Counters indexed by a protocol enum's value (std derives `Default` for arrays up to 32 only).
+#[derive(Debug)]
+pub struct Counters<const N: usize>([LocalCounter; N]);
+
+impl<const N: usize> Default for Counters<N> {
+    fn default() -> Self {
+        Self(std::array::from_fn(|_| LocalCounter::default()))
+    }
+}
+
+impl<const N: usize> std::ops::Deref for Counters<N> {
+    type Target = [LocalCounter];
+    fn deref(&self) -> &[LocalCounter] {
+        &self.0
+    }
 }
 
 impl ShardStats {

@@ -39,6 +39,7 @@ async fn a_profile_is_changed_by_its_owner_field_by_field_and_shown_by_name() {
                 avatar_url: Some("https://example.com/a.png".into()),
                 bio: Some("line one\nline two".into()),
                 searchable: None,
+                hide_last_seen: None,
             },
         )
         .await,

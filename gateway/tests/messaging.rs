@@ -607,6 +607,7 @@ async fn replaced_per_policy(driver: &str) {
         credential: Some(v1::login::Credential::Password(PASSWORD.into())),
         device_id: device.into(),
         platform: platform as i32,
+        ..Default::default()
     };
     let addr = server.tcp;
     let connect = |l: v1::Login| logged_in(addr, l);

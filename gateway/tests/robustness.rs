@@ -66,7 +66,7 @@ async fn a_length_prefix_over_the_limit_is_refused_before_the_body() {
             body: Some(Body::Register(v1::Register {
                 username: "alice".into(),
                 password: password.clone(),
-                email: String::new(),
+                ..Default::default()
             })),
         };
         if prost::Message::encoded_len(&frame) == 1024 {

@@ -71,6 +71,7 @@ async fn register_then_login_by_password_then_by_token() {
             credential: Some(login::Credential::Password(PASSWORD.into())),
             device_id: "tablet".into(),
             platform: v1::Platform::Ios as i32,
+            ..Default::default()
         })
         .await
         .unwrap()

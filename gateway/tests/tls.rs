@@ -31,7 +31,7 @@ async fn length_prefixed_frames_inside_tls() {
     let register = Body::Register(v1::Register {
         username: "tina".into(),
         password: common::PASSWORD.into(),
-        email: String::new(),
+        ..Default::default()
     });
     assert!(matches!(c.request(2, register).await, Body::RegisterOk(_)));
     let login = Body::Login(password_login("tina", common::PASSWORD, "d1"));

@@ -29,7 +29,7 @@ async fn ws_user(server: &TestServer, name: &str) -> (WsClient, u64) {
     let register = Body::Register(v1::Register {
         username: name.into(),
         password: PASSWORD.into(),
-        email: String::new(),
+        ..Default::default()
     });
     assert!(matches!(ws.request(register).await, Body::RegisterOk(_)));
     let login = Body::Login(password_login(name, PASSWORD, &format!("{name}-ws")));

@@ -57,6 +57,7 @@ fn vectors() -> Vec<(&'static str, Frame)> {
                     credential: Some(login::Credential::Password("correct horse".into())),
                     device_id: "phone-1".into(),
                     platform: Platform::Ios as i32,
+                    ..Default::default()
                 }),
             ),
         ),

@@ -20,6 +20,8 @@ pub enum ClientRequest {
     Register(v1::Register),
     /// Before login only.
     Login(v1::Login),
+    /// Before login only: e-mail codes and password reset.
+    Account(AccountRequest),
     /// After login only: queued by the shard straight to the sequencer (`Writes`).
     Write(WriteRequest),
     /// After login only: served by the backend's request loop.
@@ -69,6 +71,24 @@ pub enum SessionRequest {
     Conversations(v1::Conversations),
     Typing(v1::Typing),
     Contacts(ContactQuery),
+    SetPresence(v1::SetPresence),
+    Account(AccountSessionRequest),
+}
+
+/// Account requests before login, served by the backend like Register.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AccountRequest {
+    RequestEmailCode(v1::RequestEmailCode),
+    ResetPassword(v1::ResetPassword),
+}
+
+/// A logged-in user's password, sessions and devices.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AccountSessionRequest {
+    ChangePassword(v1::ChangePassword),
+    Logout(v1::Logout),
+    ListDevices(v1::ListDevices),
+    RevokeDevice(v1::RevokeDevice),
 }
 
 /// A frame that is no request at all.
@@ -137,6 +157,21 @@ impl ClientRequest {
             Body::ListBlocks(b) => {
                 Self::Session(SessionRequest::Contacts(ContactQuery::ListBlocks(b)))
             }
+            Body::RequestEmailCode(b) => Self::Account(AccountRequest::RequestEmailCode(b)),
+            Body::ResetPassword(b) => Self::Account(AccountRequest::ResetPassword(b)),
+            Body::ChangePassword(b) => Self::Session(SessionRequest::Account(
+                AccountSessionRequest::ChangePassword(b),
+            )),
+            Body::Logout(b) => {
+                Self::Session(SessionRequest::Account(AccountSessionRequest::Logout(b)))
+            }
+            Body::ListDevices(b) => Self::Session(SessionRequest::Account(
+                AccountSessionRequest::ListDevices(b),
+            )),
+            Body::RevokeDevice(b) => Self::Session(SessionRequest::Account(
+                AccountSessionRequest::RevokeDevice(b),
+            )),
+            Body::SetPresence(b) => Self::Session(SessionRequest::SetPresence(b)),
             Body::HelloOk(_)
             | Body::RegisterOk(_)
             | Body::LoginOk(_)
@@ -160,7 +195,15 @@ impl ClientRequest {
             | Body::BlockOk(_)
             | Body::BlockList(_)
             | Body::FriendEvent(_)
-            | Body::Privacy(_) => {
+            | Body::Privacy(_)
+            | Body::EmailCodeSent(_)
+            | Body::ResetPasswordOk(_)
+            | Body::ChangePasswordOk(_)
+            | Body::LogoutOk(_)
+            | Body::DeviceList(_)
+            | Body::RevokeDeviceOk(_)
+            | Body::SetPresenceOk(_)
+            | Body::Presence(_) => {
                 return Err(RequestError::ServerOnly(ringchat_proto::body_name(&body)));
             }
         })

@@ -44,7 +44,9 @@ impl Backend {
                         Body::Profile(c.update_profile(ports, user, &r, now_ms())?)
                     }
                     ContactQuery::ListFriends(r) => {
-                        Body::FriendList(c.list_friends(ports, user, &r)?)
+                        let mut list = c.list_friends(ports, user, &r)?;
+                        worker.with_presence(&mut list);
+                        Body::FriendList(list)
                     }
                     ContactQuery::ListFriendRequests(r) => {
                         Body::FriendRequestList(c.list_friend_requests(ports, user, &r)?)

@@ -70,6 +70,8 @@ impl Contacts {
                 .map(|(profile, r)| v1::Friend {
                     profile: Some(profile),
                     since_ms: r.since_ms,
+                    // Filled by the caller, which has the presence tracker.
+                    presence: None,
                 })
                 .collect(),
             has_more,

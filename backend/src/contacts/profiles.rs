@@ -36,6 +36,7 @@ pub(crate) fn base_profile(
         avatar_url: p.avatar_url,
         bio: p.bio,
         searchable: p.searchable.unwrap_or(searchable_default),
+        hide_last_seen: p.hide_last_seen,
         ..v1::Profile::default()
     }))
 }
@@ -158,6 +159,9 @@ impl Contacts {
         }
         if let Some(v) = req.searchable {
             record.searchable = Some(v);
+        }
+        if let Some(v) = req.hide_last_seen {
+            record.hide_last_seen = v;
         }
         if record != before {
             record.updated_ms = now_ms;
@@ -316,9 +320,7 @@ impl Contacts {
     }
 }
 
-/// The user with this e-mail address. The accounts work adds the e-mail index
-/// (`AccountStore::user_id_by_email`); until it is wired here, no address is found.
-pub(crate) fn user_id_by_email(_ports: &Ports, _email: &str) -> Result<Option<UserId>, StoreError> {
-    // Integrator: `ports.accounts.user_id_by_email(&crate::accounts::email_key(email))`.
-    Ok(None)
+/// The user with this e-mail address (the store folds its case).
+fn user_id_by_email(ports: &Ports, email: &str) -> Result<Option<UserId>, StoreError> {
+    ports.accounts.user_id_by_email(email)
 }

@@ -6,7 +6,6 @@ use crate::store::{ContactStore, RelationKey, RelationKind, StoreError, UserId};
 
 /// Up to `limit` of `user`'s friends with an id above `after`, ascending: page through all
 /// with the last id of each page.
-#[allow(dead_code)]
 pub(crate) fn friends_of(
     store: &dyn ContactStore,
     user: UserId,

@@ -47,6 +47,12 @@ impl Backend {
             SessionRequest::Contacts(query) => {
                 self.contacts_query(conn, user, request_id, query).await;
             }
+            SessionRequest::Account(req) => {
+                self.account_request(conn, user, request_id, req).await;
+            }
+            SessionRequest::SetPresence(req) => {
+                self.set_presence(conn, user, request_id, req).await;
+            }
         }
     }
 
@@ -114,14 +120,11 @@ impl Backend {
             .await;
     }
 
-    /// Every session of these users, but `except`.
+    /// Every session of these users (each named once), but `except`.
     pub(crate) fn sessions_of(&self, users: &[UserId], except: Option<ConnRef>) -> Vec<ConnRef> {
         let sessions = self.sessions.read();
         let mut out = Vec::new();
-        for (i, user) in users.iter().enumerate() {
-            if users[..i].contains(user) {
-                continue;
-            }
+        for user in users {
             out.extend(
                 sessions
                     .of_user(*user)

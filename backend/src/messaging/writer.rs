@@ -759,6 +759,10 @@ impl From<StoreError> for Refusal {
             StoreError::UsernameTaken => {
                 Refusal::new(ErrorCode::UsernameTaken, "username is taken")
             }
+            StoreError::EmailTaken => Refusal::new(
+                ErrorCode::EmailTaken,
+                "another account has this e-mail address",
+            ),
             other => Refusal::unavailable(other),
         }
     }

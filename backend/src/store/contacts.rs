@@ -89,6 +89,8 @@ pub struct ProfileRecord {
     /// `None`: the server's default.
     pub searchable: Option<bool>,
     pub updated_ms: u64,
+    /// Friends are not told when this user was last seen.
+    pub hide_last_seen: bool,
 }
 
 /// The contacts section of a commit group.

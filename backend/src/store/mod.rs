@@ -108,6 +108,9 @@ pub type BoxedError = Box<dyn std::error::Error + Send + Sync>;
 pub enum StoreError {
     #[error("username is taken")]
     UsernameTaken,
+    /// Another account has this e-mail address (case-folded).
+    #[error("e-mail address is taken")]
+    EmailTaken,
     #[error("all 9-digit user ids are used")]
     UserIdsExhausted,
     /// The engine behind an adapter failed; its own error is kept as the source, so no engine
@@ -132,4 +135,10 @@ pub enum StoreError {
 /// Usernames are unique without regard to ASCII case.
 pub fn username_key(username: &str) -> String {
     username.to_ascii_lowercase()
+}
+
+/// E-mail addresses are unique and looked up case-folded (Unicode lowercase, outer spaces
+/// trimmed): people type their address in any case.
+pub fn email_key(email: &str) -> String {
+    email.trim().to_lowercase()
 }

@@ -18,9 +18,11 @@ use super::{
     UserId, UserRecord,
 };
 
-/// Accounts and login tokens.
+/// Accounts and login tokens. A token is indexed under its user (one token per signed-in
+/// device), so that a password change can revoke them all and a user can list them.
 pub trait AccountStore: Send + Sync + 'static {
-    /// Creates a user with the next unused id; `UsernameTaken` if the (case-folded) name exists.
+    /// Creates a user with the next unused id; `UsernameTaken` if the (case-folded) name exists,
+    /// `EmailTaken` if a non-empty e-mail address is another user's ([`super::email_key`]).
     fn create_user(
         &self,
         username: &str,
@@ -30,9 +32,39 @@ pub trait AccountStore: Send + Sync + 'static {
     ) -> Result<UserRecord, StoreError>;
     fn user_by_id(&self, user_id: UserId) -> Result<Option<UserRecord>, StoreError>;
     fn user_id_by_name(&self, username: &str) -> Result<Option<UserId>, StoreError>;
+    /// The user with this e-mail address, case-folded ([`super::email_key`]); unique.
+    fn user_id_by_email(&self, email: &str) -> Result<Option<UserId>, StoreError>;
+    /// Puts a token and indexes it under `token.user_id`.
     fn put_token(&self, hash: &TokenHash, token: &TokenRecord) -> Result<(), StoreError>;
     fn token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError>;
+    /// Removes a token and its index entry; an absent token is not an error.
     fn remove_token(&self, hash: &TokenHash) -> Result<(), StoreError>;
+    /// Up to `limit` of the user's tokens, expired ones included, in token-hash order.
+    fn tokens_of_user(
+        &self,
+        user_id: UserId,
+        limit: usize,
+    ) -> Result<Vec<(TokenHash, TokenRecord)>, StoreError>;
+    /// In one atomic write: removes those of `revoke` that are `user_id`'s tokens (others are
+    /// left alone) and puts `put` (a token of `user_id`).
+    fn replace_tokens(
+        &self,
+        user_id: UserId,
+        revoke: &[TokenHash],
+        put: Option<(&TokenHash, &TokenRecord)>,
+    ) -> Result<(), StoreError>;
+    /// In one atomic write: sets the user's password hash, removes every token of the user, and
+    /// puts `put` (a token of `user_id`). Returns how many tokens were removed; `Ok(None)` when
+    /// the user does not exist (nothing is written).
+    fn set_password(
+        &self,
+        user_id: UserId,
+        password_hash: &str,
+        put: Option<(&TokenHash, &TokenRecord)>,
+    ) -> Result<Option<usize>, StoreError>;
+    /// Moves tokens' `last_seen_ms` forward (never back), in one write; absent tokens are
+    /// skipped, never recreated.
+    fn touch_tokens(&self, seen: &[(TokenHash, u64)]) -> Result<(), StoreError>;
 }
 
 /// The conversation log: the sequencer's commit groups, and messages read back by seq.

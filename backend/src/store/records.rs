@@ -21,6 +21,10 @@ pub struct TokenRecord {
     pub device_id: String,
     pub issued_at_ms: u64,
     pub expires_at_ms: u64,
+    /// `v1::Platform` of the login that got the token (0 for tokens stored before it was kept).
+    pub platform: i32,
+    /// The device's last login or disconnect with this token, written in batches.
+    pub last_seen_ms: u64,
 }
 
 /// SHA-256 of a token: only the hash is stored, so a copy of the data dir holds no usable token.

@@ -7,6 +7,7 @@
 
 pub mod connect;
 pub mod pairs;
+pub mod presence;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -542,6 +542,9 @@ fn kick_message(reason: KickReason) -> &'static str {
         KickReason::Replaced => "logged in again elsewhere",
         KickReason::IdleTimeout => "nothing received within the idle timeout",
         KickReason::HandshakeTimeout => "no login within the handshake timeout",
+        KickReason::PasswordChanged => "the account's password was changed; log in again",
+        KickReason::DeviceRevoked => "this device was signed out from another device",
+        KickReason::LoggedOut => "logged out",
         KickReason::Unspecified => "closed by the server",
     }
 }

@@ -8,7 +8,8 @@ use std::rc::Rc;
 
 use ringchat_backend::Submitted;
 use ringchat_backend::api::{
-    ClientRequest, ConnRef, Request, RequestError, SessionRequest, UserId, WriteRequest,
+    AccountRequest, ClientRequest, ConnRef, Request, RequestError, SessionRequest, UserId,
+    WriteRequest,
 };
 use ringchat_proto::v1::{self, ErrorCode};
 use ringchat_proto::{Body, Frame, PROTOCOL_VERSION};
@@ -104,7 +105,13 @@ impl Session {
             (State::AwaitLogin, ClientRequest::Login(login)) => {
                 Box::pin(self.login(request_id, login, peer())).await
             }
-            (State::Authed { .. }, ClientRequest::Register(_) | ClientRequest::Login(_)) => {
+            (State::AwaitLogin, ClientRequest::Account(request)) => {
+                Box::pin(self.account(request_id, request, peer())).await
+            }
+            (
+                State::Authed { .. },
+                ClientRequest::Register(_) | ClientRequest::Login(_) | ClientRequest::Account(_),
+            ) => {
                 self.error(
                     request_id,
                     ErrorCode::AlreadyAuthenticated,
@@ -165,6 +172,19 @@ impl Session {
     async fn register(&mut self, request_id: u64, body: v1::Register, peer: IpAddr) {
         let (reply, answer) = oneshot::channel();
         let request = Request::Register { peer, body, reply };
+        if let Some(body) = self.ask_backend(request, answer).await {
+            self.reply(request_id, body);
+        }
+    }
+
+    /// E-mail codes and password reset: answered by the backend like Register.
+    async fn account(&mut self, request_id: u64, request: AccountRequest, peer: IpAddr) {
+        let (reply, answer) = oneshot::channel();
+        let request = Request::Account {
+            peer,
+            request,
+            reply,
+        };
         if let Some(body) = self.ask_backend(request, answer).await {
             self.reply(request_id, body);
         }

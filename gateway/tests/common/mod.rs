@@ -1,7 +1,9 @@
 //! Starts the real `ringchat` binary on loopback port 0 and talks to it over real sockets.
 #![allow(dead_code)]
 
+pub mod account;
 pub mod contacts;
+pub mod mail;
 pub mod transport;
 pub mod ws;
 

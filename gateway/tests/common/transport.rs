@@ -247,7 +247,7 @@ impl AnyClient {
         let register = Body::Register(v1::Register {
             username: username.into(),
             password: PASSWORD.into(),
-            email: String::new(),
+            ..Default::default()
         });
         match self.request(register).await {
             Body::RegisterOk(_) => {}

@@ -183,3 +183,207 @@ pub(crate) fn unicode_usernames_and_emails_round_trip<A: Adapter>() {
         assert_eq!(store.user_by_id(user.user_id).unwrap().as_ref(), Some(user));
     }
 }
+
+// ---- e-mail index, a user's tokens, password changes ------------------------------------------
+
+pub(crate) fn emails_are_found_case_folded_and_unique<A: Adapter>() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = A::open(dir.path());
+    let alice = store
+        .create_user("alice", "h", "Alice@Example.COM", 1)
+        .unwrap();
+    store.create_user("nomail", "h", "", 1).unwrap();
+    let zoe = store.create_user("zoe", "h", "ZOË@exämple.org", 1).unwrap();
+    for taken in [
+        "alice@example.com",
+        "ALICE@EXAMPLE.COM",
+        " alice@example.com ",
+    ] {
+        assert!(
+            matches!(
+                store.create_user("other", "h", taken, 2),
+                Err(StoreError::EmailTaken)
+            ),
+            "{taken:?} is alice's"
+        );
+    }
+    assert_eq!(
+        store.user_id_by_name("other").unwrap(),
+        None,
+        "a refused user leaves nothing behind"
+    );
+    let check = |store: &A::Store, when: &str| {
+        assert_eq!(
+            store.user_id_by_email("alice@example.com").unwrap(),
+            Some(alice.user_id),
+            "{when}"
+        );
+        assert_eq!(
+            store.user_id_by_email("aLiCe@eXample.com").unwrap(),
+            Some(alice.user_id),
+            "{when}"
+        );
+        assert_eq!(
+            store.user_id_by_email("zoë@EXÄMPLE.org").unwrap(),
+            Some(zoe.user_id),
+            "{when}: Unicode case folding"
+        );
+        assert_eq!(store.user_id_by_email("").unwrap(), None, "{when}");
+        assert_eq!(
+            store.user_id_by_email("alice@example.co").unwrap(),
+            None,
+            "{when}: no prefix match"
+        );
+        assert_eq!(
+            store.user_by_id(alice.user_id).unwrap().unwrap().email,
+            "Alice@Example.COM",
+            "{when}: the address is kept as given"
+        );
+    };
+    check(&store, "after create");
+    let store = reopen::<A>(store, dir.path());
+    check(&store, "after reopen");
+}
+
+fn device_token(user_id: UserId, device: &str, issued_at_ms: u64) -> TokenRecord {
+    TokenRecord {
+        issued_at_ms,
+        last_seen_ms: issued_at_ms,
+        expires_at_ms: issued_at_ms + 1000,
+        ..token(user_id, device)
+    }
+}
+
+fn hashes(tokens: &[(TokenHash, TokenRecord)]) -> Vec<TokenHash> {
+    let mut h: Vec<TokenHash> = tokens.iter().map(|(h, _)| *h).collect();
+    h.sort();
+    h
+}
+
+pub(crate) fn a_users_tokens_are_listed_and_replaced_atomically<A: Adapter>() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = A::open(dir.path());
+    assert!(store.tokens_of_user(ALICE, 100).unwrap().is_empty());
+    for (i, device) in ["phone", "laptop", "tablet"].iter().enumerate() {
+        store
+            .put_token(&[i as u8 + 1; 32], &device_token(ALICE, device, i as u64))
+            .unwrap();
+    }
+    store
+        .put_token(&[9; 32], &device_token(BOB, "phone", 5))
+        .unwrap();
+    let alices = store.tokens_of_user(ALICE, 100).unwrap();
+    assert_eq!(hashes(&alices), vec![[1; 32], [2; 32], [3; 32]]);
+    assert_eq!(
+        alices[0].1,
+        device_token(ALICE, "phone", 0),
+        "records whole"
+    );
+    assert_eq!(store.tokens_of_user(ALICE, 2).unwrap().len(), 2, "limited");
+    assert_eq!(
+        hashes(&store.tokens_of_user(BOB, 100).unwrap()),
+        vec![[9; 32]]
+    );
+
+    // Revoke two (one of them bob's: left alone) and put one, in one write.
+    let new = device_token(ALICE, "phone", 50);
+    store
+        .replace_tokens(ALICE, &[[1; 32], [9; 32], [7; 32]], Some((&[4; 32], &new)))
+        .unwrap();
+    assert_eq!(store.token(&[1; 32]).unwrap(), None);
+    assert_eq!(store.token(&[4; 32]).unwrap(), Some(new));
+    assert!(
+        store.token(&[9; 32]).unwrap().is_some(),
+        "not alice's token"
+    );
+    store.replace_tokens(ALICE, &[[2; 32]], None).unwrap();
+    store.remove_token(&[3; 32]).unwrap();
+    let store = reopen::<A>(store, dir.path());
+    assert_eq!(
+        hashes(&store.tokens_of_user(ALICE, 100).unwrap()),
+        vec![[4; 32]],
+        "removals and the put survive a reopen, index included"
+    );
+    assert_eq!(
+        hashes(&store.tokens_of_user(BOB, 100).unwrap()),
+        vec![[9; 32]]
+    );
+}
+
+pub(crate) fn set_password_revokes_every_token_of_the_user_only<A: Adapter>() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = A::open(dir.path());
+    let alice = store.create_user("alice", "old-hash", "", 1).unwrap();
+    let bob = store.create_user("bob", "bob-hash", "", 1).unwrap();
+    for i in 1..=3u8 {
+        store
+            .put_token(&[i; 32], &device_token(alice.user_id, &format!("d{i}"), 1))
+            .unwrap();
+    }
+    store
+        .put_token(&[8; 32], &device_token(bob.user_id, "d", 1))
+        .unwrap();
+    let kept = device_token(alice.user_id, "d1", 9);
+    let revoked = store
+        .set_password(alice.user_id, "new-hash", Some((&[5; 32], &kept)))
+        .unwrap();
+    assert_eq!(revoked, Some(3));
+    let store = reopen::<A>(store, dir.path());
+    assert_eq!(
+        store
+            .user_by_id(alice.user_id)
+            .unwrap()
+            .unwrap()
+            .password_hash,
+        "new-hash"
+    );
+    assert_eq!(
+        store.tokens_of_user(alice.user_id, 100).unwrap(),
+        vec![([5; 32], kept)],
+        "only the new token"
+    );
+    for i in 1..=3u8 {
+        assert_eq!(store.token(&[i; 32]).unwrap(), None);
+    }
+    assert!(store.token(&[8; 32]).unwrap().is_some(), "bob keeps his");
+    assert_eq!(
+        store
+            .user_by_id(bob.user_id)
+            .unwrap()
+            .unwrap()
+            .password_hash,
+        "bob-hash"
+    );
+    assert_eq!(
+        store.set_password(USER_ID_LAST, "x", None).unwrap(),
+        None,
+        "no such user: nothing written"
+    );
+}
+
+pub(crate) fn touch_tokens_moves_last_seen_forward_and_never_recreates<A: Adapter>() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = A::open(dir.path());
+    store
+        .put_token(&[1; 32], &device_token(ALICE, "a", 100))
+        .unwrap();
+    store
+        .put_token(&[2; 32], &device_token(ALICE, "b", 100))
+        .unwrap();
+    store
+        .touch_tokens(&[([1; 32], 500), ([2; 32], 50), ([3; 32], 900)])
+        .unwrap();
+    let store = reopen::<A>(store, dir.path());
+    assert_eq!(store.token(&[1; 32]).unwrap().unwrap().last_seen_ms, 500);
+    assert_eq!(
+        store.token(&[2; 32]).unwrap().unwrap().last_seen_ms,
+        100,
+        "never back"
+    );
+    assert_eq!(
+        store.token(&[3; 32]).unwrap(),
+        None,
+        "an absent token stays absent"
+    );
+    store.touch_tokens(&[]).unwrap();
+}

@@ -224,6 +224,7 @@ pub(crate) fn profiles_are_replaced_whole_and_survive_reopen<A: Adapter>() {
         bio: "line one\nline two".into(),
         searchable: Some(false),
         updated_ms: 42,
+        hide_last_seen: true,
     };
     store.put_profile(ALICE, &p).unwrap();
     assert_eq!(store.profile(ALICE).unwrap(), Some(p.clone()));

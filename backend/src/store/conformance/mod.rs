@@ -71,6 +71,10 @@ macro_rules! conformance_suite {
             users_are_found_by_id_and_by_name,
             tokens_are_put_read_replaced_and_removed,
             unicode_usernames_and_emails_round_trip,
+            emails_are_found_case_folded_and_unique,
+            a_users_tokens_are_listed_and_replaced_atomically,
+            set_password_revokes_every_token_of_the_user_only,
+            touch_tokens_moves_last_seen_forward_and_never_recreates,
             committed_messages_are_readable_by_seq_after_commit_and_after_reopen,
             messages_after_is_ascending_and_pages_at_its_edges,
             messages_before_is_newest_first_and_pages_at_its_edges,
@@ -187,6 +191,8 @@ fn token(user_id: UserId, device: &str) -> TokenRecord {
         device_id: device.into(),
         issued_at_ms: 10,
         expires_at_ms: 20,
+        platform: 3,
+        last_seen_ms: 10,
     }
 }
 

@@ -12,10 +12,13 @@
 //!   newest first → nothing: a user's conversation list by recency, paged.
 //! - `meta`, `users`, `usernames`, `tokens`: accounts and counters.
 //! - `relations`, `contact_summaries`, `profiles`: contacts (`contacts.rs`).
+//! - `meta`, `users`, `usernames`, `emails`, `tokens`, `user_tokens`: accounts, login tokens
+//!   and counters (`accounts.rs`).
 //!
 //! Big-endian integer keys, so that ranges scan in numeric order. `migrate.rs` turns a layout 1
 //! store (one key per message, dedup and device cursors in keyspaces of their own) into this.
 
+mod account_index;
 mod accounts;
 mod contacts;
 mod cursors;
@@ -83,7 +86,9 @@ pub struct FjallStore {
     meta: Keyspace,
     users: Keyspace,
     usernames: Keyspace,
+    emails: Keyspace,
     tokens: Keyspace,
+    user_tokens: Keyspace,
     runs: Keyspace,
     recalls: Keyspace,
     cursor_rows: Keyspace,
@@ -136,7 +141,9 @@ impl FjallStore {
             meta: ks("meta")?,
             users: ks("users")?,
             usernames: ks("usernames")?,
+            emails: ks("emails")?,
             tokens: ks("tokens")?,
+            user_tokens: ks("user_tokens")?,
             // Runs above this size live in blob files that compaction does not rewrite: with
             // 1 KiB messages this cut server CPU per message by a large factor.
             runs: db.keyspace("runs", || {
@@ -161,6 +168,7 @@ impl FjallStore {
             blob_files_synced: std::sync::atomic::AtomicUsize::new(0),
         };
         migrate::to_current_layout(&store)?;
+        account_index::build(&store)?;
         Ok(store)
     }
 

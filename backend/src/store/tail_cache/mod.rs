@@ -500,6 +500,35 @@ impl<S: AccountStore> AccountStore for TailCached<S> {
     fn remove_token(&self, hash: &TokenHash) -> Result<(), StoreError> {
         self.inner.remove_token(hash)
     }
+    fn user_id_by_email(&self, email: &str) -> Result<Option<UserId>, StoreError> {
+        self.inner.user_id_by_email(email)
+    }
+    fn tokens_of_user(
+        &self,
+        user_id: UserId,
+        limit: usize,
+    ) -> Result<Vec<(TokenHash, TokenRecord)>, StoreError> {
+        self.inner.tokens_of_user(user_id, limit)
+    }
+    fn replace_tokens(
+        &self,
+        user_id: UserId,
+        revoke: &[TokenHash],
+        put: Option<(&TokenHash, &TokenRecord)>,
+    ) -> Result<(), StoreError> {
+        self.inner.replace_tokens(user_id, revoke, put)
+    }
+    fn set_password(
+        &self,
+        user_id: UserId,
+        password_hash: &str,
+        put: Option<(&TokenHash, &TokenRecord)>,
+    ) -> Result<Option<usize>, StoreError> {
+        self.inner.set_password(user_id, password_hash, put)
+    }
+    fn touch_tokens(&self, seen: &[(TokenHash, u64)]) -> Result<(), StoreError> {
+        self.inner.touch_tokens(seen)
+    }
 }
 
 impl<S: CursorStore> CursorStore for TailCached<S> {

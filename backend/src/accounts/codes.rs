@@ -1,0 +1,307 @@
+//! One-time e-mail codes: 6 digits, kept only as a keyed SHA-256, expiring, void after
+//! `code_tries_max` wrong guesses, and rate-limited per address and per client address.
+//!
+//! Codes live in memory, not in the store: a code lives minutes, anyone can ask for one (so a
+//! request must not cost a disk write), and after a restart the user asks again. The table is
+//! bounded by `email.codes_pending_max`.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+use ringchat_proto::v1::{EmailCodePurpose, ErrorCode};
+use sha2::{Digest, Sha256};
+
+use super::Refusal;
+use super::limiter::WindowLimiter;
+use crate::config::EmailConfig;
+
+/// Digits in a code.
+pub const CODE_DIGITS: usize = 6;
+
+/// Which code: one pending per (purpose, case-folded address).
+type CodeKey = (i32, String);
+
+struct Pending {
+    hash: [u8; 32],
+    sent_at_ms: u64,
+    expires_at_ms: u64,
+    tries_left: u32,
+}
+
+/// A code just made, to mail.
+pub(crate) struct Issued {
+    pub code: String,
+    pub expires_at_ms: u64,
+}
+
+/// Never prints the code.
+impl std::fmt::Debug for Issued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issued")
+            .field("expires_at_ms", &self.expires_at_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct EmailCodes {
+    /// Random per process: a code's stored hash is useless without it.
+    key: [u8; 32],
+    ttl_ms: u64,
+    resend_interval_ms: u64,
+    tries_max: u32,
+    pending_max: usize,
+    pending: Mutex<HashMap<CodeKey, Pending>>,
+    per_address: WindowLimiter<String>,
+    per_ip: WindowLimiter<IpAddr>,
+}
+
+impl EmailCodes {
+    pub fn new(cfg: &EmailConfig) -> Result<Self, getrandom::Error> {
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key)?;
+        let window_ms = cfg.code_window_s.saturating_mul(1000);
+        Ok(Self {
+            key,
+            ttl_ms: cfg.code_ttl_s.saturating_mul(1000),
+            resend_interval_ms: cfg.code_resend_interval_s.saturating_mul(1000),
+            tries_max: cfg.code_tries_max,
+            pending_max: cfg.codes_pending_max,
+            pending: Mutex::new(HashMap::new()),
+            per_address: WindowLimiter::new(
+                cfg.codes_per_address_max,
+                window_ms,
+                cfg.codes_pending_max,
+            ),
+            per_ip: WindowLimiter::new(cfg.codes_per_ip_max, window_ms, cfg.codes_pending_max),
+        })
+    }
+
+    pub fn tries_max(&self) -> u32 {
+        self.tries_max
+    }
+
+    fn hash(&self, purpose: EmailCodePurpose, email_key: &str, code: &str) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(self.key);
+        h.update((purpose as i32).to_be_bytes());
+        h.update((email_key.len() as u64).to_be_bytes());
+        h.update(email_key.as_bytes());
+        h.update(code.as_bytes());
+        h.finalize().into()
+    }
+
+    /// Makes a new code for (purpose, address), replacing a pending one, within the limits:
+    /// the resend interval, then codes per address and per client address in the window.
+    pub fn issue(
+        &self,
+        purpose: EmailCodePurpose,
+        email_key: &str,
+        peer: IpAddr,
+        now_ms: u64,
+    ) -> Result<Issued, Refusal> {
+        let key: CodeKey = (purpose as i32, email_key.to_owned());
+        {
+            let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(p) = pending.get(&key) {
+                let ready_at = p.sent_at_ms.saturating_add(self.resend_interval_ms);
+                if ready_at > now_ms {
+                    return Err(rate_limited(
+                        "a code was sent to this address moments ago",
+                        ready_at - now_ms,
+                    ));
+                }
+            }
+        }
+        self.per_ip
+            .take(peer, now_ms)
+            .map_err(|wait| rate_limited("too many codes requested from this address", wait))?;
+        self.per_address
+            .take(email_key.to_owned(), now_ms)
+            .map_err(|wait| rate_limited("too many codes sent to this e-mail address", wait))?;
+        let code = random_code().map_err(Refusal::unavailable)?;
+        let expires_at_ms = now_ms.saturating_add(self.ttl_ms);
+        let entry = Pending {
+            hash: self.hash(purpose, email_key, &code),
+            sent_at_ms: now_ms,
+            expires_at_ms,
+            tries_left: self.tries_max,
+        };
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.len() >= self.pending_max && !pending.contains_key(&key) {
+            pending.retain(|_, p| p.expires_at_ms > now_ms);
+            if pending.len() >= self.pending_max {
+                return Err(Refusal {
+                    code: ErrorCode::Unavailable,
+                    message: "too many codes pending, retry later".into(),
+                    retry_after_ms: 1_000,
+                });
+            }
+        }
+        pending.insert(key, entry);
+        Ok(Issued {
+            code,
+            expires_at_ms,
+        })
+    }
+
+    /// Checks a code and uses it up: a right code works once; a wrong one costs a try, and the
+    /// last try voids the code.
+    pub fn redeem(
+        &self,
+        purpose: EmailCodePurpose,
+        email_key: &str,
+        code: &str,
+        now_ms: u64,
+    ) -> Result<(), Refusal> {
+        let key: CodeKey = (purpose as i32, email_key.to_owned());
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(p) = pending.get_mut(&key) else {
+            return Err(Refusal::new(
+                ErrorCode::EmailCodeInvalid,
+                "wrong code, or no code was requested for this address",
+            ));
+        };
+        if p.expires_at_ms <= now_ms {
+            pending.remove(&key);
+            return Err(Refusal::new(
+                ErrorCode::EmailCodeExpired,
+                "the code has expired; request a new one",
+            ));
+        }
+        let right = code.len() == CODE_DIGITS && p.hash == self.hash(purpose, email_key, code);
+        if right {
+            pending.remove(&key);
+            return Ok(());
+        }
+        p.tries_left = p.tries_left.saturating_sub(1);
+        if p.tries_left == 0 {
+            pending.remove(&key);
+            tracing::warn!(
+                purpose = purpose.as_str_name(),
+                "e-mail code voided after too many wrong tries"
+            );
+            return Err(Refusal::new(
+                ErrorCode::EmailCodeTriesExhausted,
+                "too many wrong codes; request a new one",
+            ));
+        }
+        Err(Refusal::new(
+            ErrorCode::EmailCodeInvalid,
+            format!("wrong code, {} tries left", p.tries_left),
+        ))
+    }
+}
+
+fn rate_limited(message: &str, retry_after_ms: u64) -> Refusal {
+    Refusal {
+        code: ErrorCode::RateLimited,
+        message: message.into(),
+        retry_after_ms: retry_after_ms.max(1),
+    }
+}
+
+/// Six uniformly random digits (rejection sampling: no modulo bias).
+fn random_code() -> Result<String, getrandom::Error> {
+    const SPAN: u32 = 1_000_000;
+    const LIMIT: u32 = u32::MAX - u32::MAX % SPAN;
+    loop {
+        let mut b = [0u8; 4];
+        getrandom::fill(&mut b)?;
+        let n = u32::from_le_bytes(b);
+        if n < LIMIT {
+            return Ok(format!("{:06}", n % SPAN));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    const RESET: EmailCodePurpose = EmailCodePurpose::ResetPassword;
+
+    fn codes(f: impl FnOnce(&mut EmailConfig)) -> EmailCodes {
+        let mut cfg = EmailConfig::default();
+        f(&mut cfg);
+        EmailCodes::new(&cfg).unwrap()
+    }
+
+    fn wrong(code: &str) -> String {
+        let d = (code.as_bytes()[0] - b'0' + 1) % 10;
+        format!("{d}{}", &code[1..])
+    }
+
+    #[test]
+    fn a_code_is_six_digits_works_once_and_only_for_its_purpose() {
+        let c = codes(|_| {});
+        let issued = c.issue(RESET, "a@x.io", IP, 0).unwrap();
+        assert_eq!(issued.code.len(), 6);
+        assert!(issued.code.bytes().all(|b| b.is_ascii_digit()));
+        assert_eq!(issued.expires_at_ms, 600_000);
+        let other = c.redeem(EmailCodePurpose::Register, "a@x.io", &issued.code, 1);
+        assert_eq!(other.unwrap_err().code, ErrorCode::EmailCodeInvalid);
+        assert!(c.redeem(RESET, "a@x.io", &issued.code, 1).is_ok());
+        let again = c.redeem(RESET, "a@x.io", &issued.code, 2);
+        assert_eq!(again.unwrap_err().code, ErrorCode::EmailCodeInvalid);
+    }
+
+    #[test]
+    fn codes_expire() {
+        let c = codes(|cfg| cfg.code_ttl_s = 10);
+        let issued = c.issue(RESET, "a@x.io", IP, 0).unwrap();
+        let late = c.redeem(RESET, "a@x.io", &issued.code, 10_000);
+        assert_eq!(late.unwrap_err().code, ErrorCode::EmailCodeExpired);
+    }
+
+    #[test]
+    fn wrong_codes_use_up_the_tries_then_void_the_code() {
+        let c = codes(|cfg| cfg.code_tries_max = 3);
+        let issued = c.issue(RESET, "a@x.io", IP, 0).unwrap();
+        let bad = wrong(&issued.code);
+        for _ in 0..2 {
+            let e = c.redeem(RESET, "a@x.io", &bad, 1).unwrap_err();
+            assert_eq!(e.code, ErrorCode::EmailCodeInvalid);
+        }
+        let e = c.redeem(RESET, "a@x.io", &bad, 1).unwrap_err();
+        assert_eq!(e.code, ErrorCode::EmailCodeTriesExhausted);
+        let e = c.redeem(RESET, "a@x.io", &issued.code, 1).unwrap_err();
+        assert_eq!(
+            e.code,
+            ErrorCode::EmailCodeInvalid,
+            "void: even the right code"
+        );
+    }
+
+    #[test]
+    fn resends_and_requests_are_rate_limited_per_address_and_per_ip() {
+        let c = codes(|cfg| {
+            cfg.code_resend_interval_s = 60;
+            cfg.codes_per_address_max = 2;
+            cfg.codes_per_ip_max = 4;
+        });
+        assert!(c.issue(RESET, "a@x.io", IP, 0).is_ok());
+        let soon = c.issue(RESET, "a@x.io", IP, 1_000).unwrap_err();
+        assert_eq!(soon.code, ErrorCode::RateLimited);
+        assert_eq!(soon.retry_after_ms, 59_000);
+        assert!(c.issue(RESET, "a@x.io", IP, 60_000).is_ok());
+        let per_address = c.issue(RESET, "a@x.io", IP, 120_000).unwrap_err();
+        assert_eq!(per_address.code, ErrorCode::RateLimited);
+        assert!(c.issue(RESET, "b@x.io", IP, 120_000).is_ok());
+        let per_ip = c.issue(RESET, "c@x.io", IP, 120_000).unwrap_err();
+        assert_eq!(per_ip.code, ErrorCode::RateLimited);
+        let other_ip = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
+        assert!(c.issue(RESET, "c@x.io", other_ip, 120_000).is_ok());
+    }
+
+    #[test]
+    fn only_a_keyed_hash_is_kept() {
+        let c = codes(|_| {});
+        let issued = c.issue(RESET, "a@x.io", IP, 0).unwrap();
+        let pending = c.pending.lock().unwrap();
+        let p = pending.values().next().unwrap();
+        let plain: [u8; 32] = Sha256::digest(issued.code.as_bytes()).into();
+        assert_ne!(p.hash, plain);
+    }
+}

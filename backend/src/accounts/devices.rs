@@ -1,0 +1,378 @@
+//! A logged-in user's devices and sessions: ChangePassword, Logout, ListDevices, RevokeDevice.
+//!
+//! A device is a `device_id` with a live token. Revoking a token and kicking the sessions that
+//! used it go together: the store write comes first, then the kicks; a login that read the
+//! token before the write re-checks it after registering its session (`Backend::login`), so
+//! no session outlives its token.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use ringchat_proto::Body;
+use ringchat_proto::v1::{self, ErrorCode, KickReason};
+
+use super::{Accounts, Authenticated, DEVICE_ID_BYTES_MAX, Refusal, blocking, password};
+use crate::Backend;
+use crate::api::{AccountSessionRequest, ConnRef, ShardEvent};
+use crate::store::{TokenHash, TokenRecord, UserId};
+use crate::throttle::ThrottleKey;
+use crate::time::now_ms;
+
+/// Tokens read per user at most: above `login.device_tokens_max` (at most 1024), with room for
+/// the tokens a refresh keeps.
+pub(crate) const TOKENS_SCAN_MAX: usize = 2048 + 64;
+
+/// The tokens to revoke when `new` is issued: the same device's older ones (not `keep`),
+/// expired ones, and past `tokens_max` the devices seen longest ago.
+pub(crate) fn tokens_to_revoke(
+    held: &[(TokenHash, TokenRecord)],
+    new: &TokenRecord,
+    keep: Option<TokenHash>,
+    tokens_max: usize,
+    now_ms: u64,
+) -> Vec<TokenHash> {
+    let mut revoke = Vec::new();
+    let mut others = Vec::new();
+    for (hash, t) in held {
+        if Some(*hash) == keep {
+            continue;
+        }
+        let same_device = !new.device_id.is_empty() && t.device_id == new.device_id;
+        if same_device || t.expires_at_ms <= now_ms {
+            revoke.push(*hash);
+        } else {
+            others.push((*hash, t.last_seen_ms.max(t.issued_at_ms)));
+        }
+    }
+    let excess = (others.len() + 1).saturating_sub(tokens_max);
+    if excess > 0 {
+        others.sort_by_key(|(_, seen)| *seen);
+        revoke.extend(others.iter().take(excess).map(|(h, _)| *h));
+    }
+    revoke
+}
+
+/// What a request did besides its reply: connections to kick, after the reply is queued.
+type Kicks = Vec<(ConnRef, KickReason)>;
+
+impl Accounts {
+    /// Checks the old password (throttled like a login), then sets the new one, revokes every
+    /// token of the account and issues a fresh one for this device, in one write.
+    async fn change_password(
+        &self,
+        user_id: UserId,
+        req: v1::ChangePassword,
+        device_id: &str,
+        platform: i32,
+    ) -> Result<Authenticated, Refusal> {
+        self.validate_password(&req.new_password)?;
+        let key = ThrottleKey::Account(user_id.to_string());
+        self.check_throttle(&key)?;
+        let store = Arc::clone(&self.store);
+        let user = blocking(move || store.user_by_id(user_id))
+            .await?
+            .ok_or_else(|| Refusal::unavailable("a logged-in user has no record"))?;
+        let right = req.old_password.len() <= self.accounts.password_bytes_max
+            && self
+                .verify_throttled(&key, &user.password_hash, &req.old_password)
+                .await?;
+        if !right {
+            self.throttle.record_failure(key, std::time::Instant::now());
+            return Err(Refusal::new(
+                ErrorCode::InvalidCredentials,
+                "the old password is wrong",
+            ));
+        }
+        let hash = self.hash_new_password(req.new_password).await?;
+        let (token, token_hash) = password::new_token().map_err(Refusal::unavailable)?;
+        let now = now_ms();
+        let record = TokenRecord {
+            user_id,
+            device_id: device_id.to_owned(),
+            issued_at_ms: now,
+            expires_at_ms: now.saturating_add(self.login.token_ttl_s.saturating_mul(1000)),
+            platform,
+            last_seen_ms: now,
+        };
+        let expires_at_ms = record.expires_at_ms;
+        let store = Arc::clone(&self.store);
+        let revoked =
+            blocking(move || store.set_password(user_id, &hash, Some((&token_hash, &record))))
+                .await?;
+        tracing::warn!(
+            user_id,
+            tokens_revoked = revoked.unwrap_or(0),
+            "password changed; other devices signed out"
+        );
+        Ok(Authenticated {
+            user_id,
+            token,
+            token_hash,
+            token_expires_at_ms: expires_at_ms,
+            refreshed: false,
+        })
+    }
+
+    /// Revokes the tokens of `user_id` that `pick` chooses; returns how many.
+    async fn revoke_tokens(
+        &self,
+        user_id: UserId,
+        pick: impl Fn(&TokenHash, &TokenRecord) -> bool + Send + 'static,
+    ) -> Result<usize, Refusal> {
+        let store = Arc::clone(&self.store);
+        blocking(move || {
+            let held = store.tokens_of_user(user_id, TOKENS_SCAN_MAX)?;
+            let revoke: Vec<TokenHash> = held
+                .iter()
+                .filter(|(h, t)| pick(h, t))
+                .map(|(h, _)| *h)
+                .collect();
+            if !revoke.is_empty() {
+                store.replace_tokens(user_id, &revoke, None)?;
+            }
+            Ok(revoke.len())
+        })
+        .await
+    }
+
+    async fn devices(&self, user_id: UserId) -> Result<Vec<(TokenHash, TokenRecord)>, Refusal> {
+        let store = Arc::clone(&self.store);
+        let limit = self.login.device_tokens_max;
+        let now = now_ms();
+        let held = blocking(move || store.tokens_of_user(user_id, TOKENS_SCAN_MAX)).await?;
+        // One entry per device id: its newest live token.
+        let mut newest: BTreeMap<String, (TokenHash, TokenRecord)> = BTreeMap::new();
+        for (hash, t) in held.into_iter().filter(|(_, t)| t.expires_at_ms > now) {
+            match newest.get(&t.device_id) {
+                Some((_, kept)) if kept.issued_at_ms >= t.issued_at_ms => {}
+                _ => {
+                    newest.insert(t.device_id.clone(), (hash, t));
+                }
+            }
+        }
+        let mut out: Vec<_> = newest.into_values().collect();
+        out.truncate(limit);
+        Ok(out)
+    }
+}
+
+impl Backend {
+    /// A logged-in client's account request: served on a task of its own (a password change
+    /// hashes), at most `READS_IN_FLIGHT_MAX` of them with the reads.
+    pub(crate) async fn account_request(
+        self: &Arc<Self>,
+        conn: ConnRef,
+        user_id: UserId,
+        request_id: u64,
+        request: AccountSessionRequest,
+    ) {
+        let Ok(permit) = Arc::clone(&self.reads).try_acquire_owned() else {
+            let refusal = Refusal {
+                code: ErrorCode::Unavailable,
+                message: "too many requests in progress, retry".into(),
+                retry_after_ms: 100,
+            };
+            self.refuse(conn, request_id, refusal).await;
+            return;
+        };
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let _permit = permit;
+            let outcome = match request {
+                AccountSessionRequest::ChangePassword(req) => {
+                    this.change_password(conn, user_id, req).await
+                }
+                AccountSessionRequest::Logout(_) => this.logout(conn, user_id).await,
+                AccountSessionRequest::ListDevices(_) => this.list_devices(conn, user_id).await,
+                AccountSessionRequest::RevokeDevice(req) => this.revoke_device(user_id, req).await,
+            };
+            match outcome {
+                Ok((body, kicks)) => {
+                    this.reply(conn, request_id, body).await;
+                    for (target, reason) in kicks {
+                        let event = ShardEvent::Kick {
+                            conn: target.conn,
+                            reason,
+                        };
+                        this.send_to_shard(target.shard, event).await;
+                    }
+                }
+                Err(refusal) => this.refuse(conn, request_id, refusal).await,
+            }
+        });
+    }
+
+    /// The session's device and token; a session the registry no longer has is being closed.
+    fn this_session(
+        &self,
+        user_id: UserId,
+        conn: ConnRef,
+    ) -> Result<(Box<str>, i32, TokenHash), Refusal> {
+        let sessions = self.sessions.read();
+        let s = sessions
+            .session(user_id, conn)
+            .ok_or_else(|| Refusal::new(ErrorCode::NotAuthenticated, "the session has ended"))?;
+        Ok((s.device_id.clone(), s.platform as i32, s.token_hash))
+    }
+
+    async fn change_password(
+        &self,
+        conn: ConnRef,
+        user_id: UserId,
+        req: v1::ChangePassword,
+    ) -> Result<(Body, Kicks), Refusal> {
+        let (device_id, platform, _) = self.this_session(user_id, conn)?;
+        let auth = self
+            .accounts
+            .change_password(user_id, req, &device_id, platform)
+            .await?;
+        let kicks: Kicks = {
+            let mut sessions = self.sessions.write();
+            sessions.set_token(user_id, conn, auth.token_hash);
+            sessions
+                .of_user(user_id)
+                .iter()
+                .filter(|s| s.conn != conn)
+                .map(|s| (s.conn, KickReason::PasswordChanged))
+                .collect()
+        };
+        let body = Body::ChangePasswordOk(v1::ChangePasswordOk {
+            token: auth.token,
+            token_expires_at_ms: auth.token_expires_at_ms,
+        });
+        Ok((body, kicks))
+    }
+
+    async fn logout(&self, conn: ConnRef, user_id: UserId) -> Result<(Body, Kicks), Refusal> {
+        let (device_id, _, token) = self.this_session(user_id, conn)?;
+        let revoked = self
+            .accounts
+            .revoke_tokens(user_id, move |h, t| {
+                *h == token || (!device_id.is_empty() && *t.device_id == *device_id)
+            })
+            .await?;
+        tracing::info!(user_id, tokens_revoked = revoked, "logged out");
+        Ok((
+            Body::LogoutOk(v1::LogoutOk {}),
+            vec![(conn, KickReason::LoggedOut)],
+        ))
+    }
+
+    async fn list_devices(&self, conn: ConnRef, user_id: UserId) -> Result<(Body, Kicks), Refusal> {
+        let devices = self.accounts.devices(user_id).await?;
+        let now = now_ms();
+        let mut list: Vec<v1::Device> = {
+            let sessions = self.sessions.read();
+            let current = sessions.session(user_id, conn).map(|s| s.device_id.clone());
+            let online = sessions.of_user(user_id);
+            devices
+                .into_iter()
+                .map(|(hash, t)| {
+                    let is_online = online.iter().any(|s| *s.device_id == *t.device_id);
+                    let stored = t.last_seen_ms.max(t.issued_at_ms);
+                    let pending = self.accounts.seen.pending(&hash).unwrap_or(0);
+                    v1::Device {
+                        online: is_online,
+                        current: current.as_deref() == Some(t.device_id.as_str()),
+                        last_seen_ms: if is_online { now } else { stored.max(pending) },
+                        platform: t.platform,
+                        token_issued_at_ms: t.issued_at_ms,
+                        token_expires_at_ms: t.expires_at_ms,
+                        device_id: t.device_id,
+                    }
+                })
+                .collect()
+        };
+        list.sort_by_key(|d| std::cmp::Reverse((d.online, d.last_seen_ms)));
+        Ok((
+            Body::DeviceList(v1::DeviceList { devices: list }),
+            Vec::new(),
+        ))
+    }
+
+    async fn revoke_device(
+        &self,
+        user_id: UserId,
+        req: v1::RevokeDevice,
+    ) -> Result<(Body, Kicks), Refusal> {
+        if req.device_id.len() > DEVICE_ID_BYTES_MAX {
+            return Err(Refusal::new(
+                ErrorCode::InvalidArgument,
+                format!("device_id is over {DEVICE_ID_BYTES_MAX} bytes"),
+            ));
+        }
+        let device = req.device_id.clone();
+        let revoked = self
+            .accounts
+            .revoke_tokens(user_id, move |_, t| t.device_id == device)
+            .await?;
+        let kicks: Kicks = self
+            .sessions
+            .read()
+            .of_user(user_id)
+            .iter()
+            .filter(|s| *s.device_id == *req.device_id)
+            .map(|s| (s.conn, KickReason::DeviceRevoked))
+            .collect();
+        if revoked == 0 && kicks.is_empty() {
+            return Err(Refusal::new(
+                ErrorCode::NotFound,
+                "no signed-in device has this device_id",
+            ));
+        }
+        tracing::warn!(
+            user_id,
+            tokens_revoked = revoked,
+            sessions_kicked = kicks.len(),
+            "device revoked"
+        );
+        let body = Body::RevokeDeviceOk(v1::RevokeDeviceOk {
+            tokens_revoked: u32::try_from(revoked).unwrap_or(u32::MAX),
+            sessions_kicked: u32::try_from(kicks.len()).unwrap_or(u32::MAX),
+        });
+        Ok((body, kicks))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(device: &str, seen: u64, expires: u64) -> TokenRecord {
+        TokenRecord {
+            user_id: 1,
+            device_id: device.into(),
+            issued_at_ms: 0,
+            expires_at_ms: expires,
+            platform: 0,
+            last_seen_ms: seen,
+        }
+    }
+
+    #[test]
+    fn a_new_token_revokes_its_devices_older_ones_expired_ones_and_the_least_seen() {
+        let held = vec![
+            ([1; 32], t("phone", 50, 1000)),
+            ([2; 32], t("laptop", 10, 1000)),
+            ([3; 32], t("tablet", 30, 1000)),
+            ([4; 32], t("old", 90, 5)),
+            ([5; 32], t("", 70, 1000)),
+        ];
+        let new = t("phone", 100, 2000);
+        let mut r = tokens_to_revoke(&held, &new, None, 10, 100);
+        r.sort();
+        assert_eq!(r, vec![[1; 32], [4; 32]], "same device and expired");
+        let mut r = tokens_to_revoke(&held, &new, None, 3, 100);
+        r.sort();
+        assert_eq!(
+            r,
+            vec![[1; 32], [2; 32], [4; 32]],
+            "laptop was seen longest ago"
+        );
+        let r = tokens_to_revoke(&held, &new, Some([1; 32]), 10, 100);
+        assert_eq!(r, vec![[4; 32]], "a refreshed token is kept");
+        let blank = t("", 100, 2000);
+        let r = tokens_to_revoke(&held, &blank, None, 10, 100);
+        assert_eq!(r, vec![[4; 32]], "an empty device id names no device");
+    }
+}

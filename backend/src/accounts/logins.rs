@@ -1,0 +1,279 @@
+//! Login: by password (user id, username or e-mail address) or by token, throttled per
+//! account and per client address; issuing tokens, and refreshing them late in their life.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ringchat_proto::v1::{self, ErrorCode, login};
+
+use super::validate::{validate_email, validate_username};
+use super::{
+    Accounts, Authenticated, DEVICE_ID_BYTES_MAX, Refusal, blocking, devices, password, token_hash,
+};
+use crate::store::{TokenHash, TokenRecord, UserId, email_key};
+use crate::throttle::ThrottleKey;
+use crate::time::now_ms;
+
+impl Accounts {
+    pub async fn authenticate(
+        &self,
+        peer: IpAddr,
+        req: &v1::Login,
+    ) -> Result<Authenticated, Refusal> {
+        if req.device_id.len() > DEVICE_ID_BYTES_MAX {
+            return Err(Refusal::new(
+                ErrorCode::InvalidArgument,
+                format!("device_id is over {DEVICE_ID_BYTES_MAX} bytes"),
+            ));
+        }
+        let addr_key = ThrottleKey::Addr(peer);
+        self.check_throttle(&addr_key)?;
+        let result = match &req.credential {
+            Some(login::Credential::Token(token)) => self.authenticate_token(req, token).await,
+            Some(login::Credential::Password(password)) => {
+                self.authenticate_password(req, password).await
+            }
+            None => Err(Refusal::new(
+                ErrorCode::InvalidArgument,
+                "login needs a password or a token",
+            )),
+        };
+        match &result {
+            Err(r) if r.code == ErrorCode::InvalidCredentials => {
+                self.throttle.record_failure(addr_key, Instant::now());
+                metrics::counter!("ringchat_login_failures_total").increment(1);
+            }
+            Ok(_) => metrics::counter!("ringchat_logins_total").increment(1),
+            Err(_) => {}
+        }
+        result
+    }
+
+    pub(super) fn check_throttle(&self, key: &ThrottleKey) -> Result<(), Refusal> {
+        match self.throttle.wait_for(key, Instant::now()) {
+            None => Ok(()),
+            Some(wait) => Err(Refusal {
+                code: ErrorCode::RateLimited,
+                message: "too many failed attempts, wait before trying again".into(),
+                retry_after_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1),
+            }),
+        }
+    }
+
+    async fn authenticate_password(
+        &self,
+        req: &v1::Login,
+        password: &str,
+    ) -> Result<Authenticated, Refusal> {
+        let store = Arc::clone(&self.store);
+        // A name or address that could never have been registered cannot exist: refuse it
+        // without a throttle entry, so junk cannot fill the table.
+        let (user, unknown_key) = match &req.account {
+            Some(login::Account::UserId(id)) => {
+                let id = *id;
+                (blocking(move || store.user_by_id(id)).await?, None)
+            }
+            Some(login::Account::Username(name)) => {
+                validate_username(name).map_err(|_| Refusal::invalid_credentials())?;
+                let name = name.clone();
+                let key = name.to_ascii_lowercase();
+                let user = blocking(move || match store.user_id_by_name(&name)? {
+                    Some(id) => store.user_by_id(id),
+                    None => Ok(None),
+                })
+                .await?;
+                (user, Some(key))
+            }
+            Some(login::Account::Email(email)) => {
+                if email.is_empty() || validate_email(email).is_err() {
+                    return Err(Refusal::invalid_credentials());
+                }
+                let email = email.clone();
+                let key = format!("email:{}", email_key(&email));
+                let user = blocking(move || match store.user_id_by_email(&email)? {
+                    Some(id) => store.user_by_id(id),
+                    None => Ok(None),
+                })
+                .await?;
+                (user, Some(key))
+            }
+            None => {
+                return Err(Refusal::new(
+                    ErrorCode::InvalidArgument,
+                    "password login needs user_id, username or email",
+                ));
+            }
+        };
+        // Throttle by the account's id when it exists, so id, name and address share a counter.
+        let account_key = ThrottleKey::Account(match (&user, unknown_key) {
+            (Some(u), _) => u.user_id.to_string(),
+            (None, Some(key)) => key,
+            (None, None) => "unknown-id".to_owned(),
+        });
+        self.check_throttle(&account_key)?;
+        if password.len() > self.accounts.password_bytes_max {
+            return Err(Refusal::invalid_credentials());
+        }
+        let stored_hash = user
+            .as_ref()
+            .map_or_else(|| self.dummy_hash.clone(), |u| u.password_hash.clone());
+        let verified = self
+            .verify_throttled(&account_key, &stored_hash, password)
+            .await?;
+        let Some(user) = user.filter(|_| verified) else {
+            self.throttle.record_failure(account_key, Instant::now());
+            return Err(Refusal::invalid_credentials());
+        };
+        self.throttle.record_success(&account_key);
+        let device = Device {
+            user_id: user.user_id,
+            device_id: &req.device_id,
+            platform: req.platform,
+        };
+        let auth = self.issue_token(&device, None).await?;
+        // A password change that landed while this login verified the old password revoked
+        // every token but cannot have seen this one: check, and take it back.
+        let (store, hash, seen_hash) = (Arc::clone(&self.store), auth.token_hash, stored_hash);
+        let current = blocking(move || store.user_by_id(user.user_id)).await?;
+        if current.is_none_or(|u| u.password_hash != seen_hash) {
+            let store = Arc::clone(&self.store);
+            blocking(move || store.remove_token(&hash)).await?;
+            return Err(Refusal::invalid_credentials());
+        }
+        Ok(auth)
+    }
+
+    /// Verifies a password under a hashing permit. Guesses sent in parallel all passed the
+    /// first throttle check; the ones that waited for a permit behind a failure stop here.
+    pub(super) async fn verify_throttled(
+        &self,
+        key: &ThrottleKey,
+        stored_hash: &str,
+        password: &str,
+    ) -> Result<bool, Refusal> {
+        let _permit = self
+            .hashing
+            .acquire()
+            .await
+            .expect("semaphore never closed");
+        self.check_throttle(key)?;
+        let (stored, password) = (stored_hash.to_owned(), password.to_owned());
+        tokio::task::spawn_blocking(move || password::verify_password(&stored, &password))
+            .await
+            .map_err(Refusal::unavailable)
+    }
+
+    /// A token login: one SHA-256 and one lookup; in the last part of the token's life, a
+    /// fresh token for the same device.
+    async fn authenticate_token(
+        &self,
+        req: &v1::Login,
+        token: &str,
+    ) -> Result<Authenticated, Refusal> {
+        let hash = token_hash(token);
+        let store = Arc::clone(&self.store);
+        let account = req.account.clone();
+        let record = blocking(move || {
+            let Some(record) = store.token(&hash)? else {
+                return Ok(None);
+            };
+            let matches = match &account {
+                None => true,
+                Some(login::Account::UserId(id)) => *id == record.user_id,
+                Some(login::Account::Username(name)) => {
+                    store.user_id_by_name(name)? == Some(record.user_id)
+                }
+                Some(login::Account::Email(email)) => {
+                    store.user_id_by_email(email)? == Some(record.user_id)
+                }
+            };
+            Ok(matches.then_some(record))
+        })
+        .await?;
+        let Some(record) = record else {
+            return Err(Refusal::invalid_credentials());
+        };
+        let now = now_ms();
+        if record.expires_at_ms <= now {
+            // Best effort: an expired token is useless whether or not the delete lands.
+            let store = Arc::clone(&self.store);
+            if let Err(err) = blocking(move || store.remove_token(&hash)).await {
+                tracing::warn!(?err, "could not delete an expired token");
+            }
+            return Err(Refusal::new(
+                ErrorCode::TokenExpired,
+                "token has expired, log in with the password",
+            ));
+        }
+        let life = record.expires_at_ms.saturating_sub(record.issued_at_ms);
+        let refresh_window = life / 100 * u64::from(self.login.token_refresh_percent);
+        if record.expires_at_ms - now <= refresh_window {
+            let device = Device {
+                user_id: record.user_id,
+                device_id: &record.device_id,
+                // A login that names no platform keeps the one the token had.
+                platform: if req.platform != 0 {
+                    req.platform
+                } else {
+                    record.platform
+                },
+            };
+            let mut auth = self.issue_token(&device, Some(hash)).await?;
+            auth.refreshed = true;
+            tracing::info!(user_id = record.user_id, "token refreshed");
+            return Ok(auth);
+        }
+        self.seen.record(hash, now);
+        Ok(Authenticated {
+            user_id: record.user_id,
+            token: token.to_owned(),
+            token_hash: hash,
+            token_expires_at_ms: record.expires_at_ms,
+            refreshed: false,
+        })
+    }
+
+    /// Issues a token for a device. The device's older tokens are revoked (except `keep`: the
+    /// token being refreshed stays valid until its own expiry, in case the reply is lost), as
+    /// are expired ones and, past `login.device_tokens_max`, the devices seen longest ago.
+    async fn issue_token(
+        &self,
+        device: &Device<'_>,
+        keep: Option<TokenHash>,
+    ) -> Result<Authenticated, Refusal> {
+        let (token, hash) = password::new_token().map_err(Refusal::unavailable)?;
+        let now = now_ms();
+        let record = TokenRecord {
+            user_id: device.user_id,
+            device_id: device.device_id.to_owned(),
+            issued_at_ms: now,
+            expires_at_ms: now.saturating_add(self.login.token_ttl_s.saturating_mul(1000)),
+            platform: device.platform,
+            last_seen_ms: now,
+        };
+        let expires_at_ms = record.expires_at_ms;
+        let store = Arc::clone(&self.store);
+        let tokens_max = self.login.device_tokens_max;
+        blocking(move || {
+            let held = store.tokens_of_user(record.user_id, devices::TOKENS_SCAN_MAX)?;
+            let revoke = devices::tokens_to_revoke(&held, &record, keep, tokens_max, now);
+            store.replace_tokens(record.user_id, &revoke, Some((&hash, &record)))
+        })
+        .await?;
+        Ok(Authenticated {
+            user_id: device.user_id,
+            token,
+            token_hash: hash,
+            token_expires_at_ms: expires_at_ms,
+            refreshed: false,
+        })
+    }
+}
+
+/// Who a token is for.
+struct Device<'a> {
+    user_id: UserId,
+    device_id: &'a str,
+    platform: i32,
+}

@@ -1,0 +1,229 @@
+//! Registration and authentication: argon2id password hashes, bearer tokens with expiry and
+//! refresh, throttling of failed attempts, and e-mail codes. A token login is one hash and one
+//! lookup, no argon2.
+//!
+//! - `logins.rs`: Login by password or token, issuing and refreshing tokens.
+//! - `password.rs`: hashing and tokens. `validate.rs`: what a name, address or password may be.
+//! - `codes.rs`, `limiter.rs`: e-mail codes and their rate limits; `email.rs`: the mailer.
+//! - `recovery.rs`: RequestEmailCode and ResetPassword (before login).
+//! - `devices.rs`: ChangePassword, Logout, ListDevices, RevokeDevice (logged in); `seen.rs`:
+//!   devices' last-seen times, written in batches.
+
+mod codes;
+mod devices;
+mod email;
+mod limiter;
+mod logins;
+mod password;
+mod recovery;
+mod seen;
+mod validate;
+
+use std::sync::Arc;
+
+use ringchat_proto::v1::{self, EmailCodePurpose, ErrorCode};
+use tokio::sync::Semaphore;
+
+use crate::config::{AccountsConfig, EmailConfig, EmailVerification, LoginConfig, Settings};
+use crate::store::{AccountStore, StoreError, TokenHash, UserId, email_key};
+use crate::throttle::Throttle;
+use crate::time::now_ms;
+
+pub use password::token_hash;
+pub(crate) use seen::{SEEN_FLUSH_INTERVAL, SeenBuffer};
+pub use validate::{DEVICE_ID_BYTES_MAX, EMAIL_BYTES_MAX, USERNAME_CHARS_MAX};
+use validate::{validate_email, validate_username};
+
+/// A failed account operation, as the client sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: ErrorCode,
+    pub message: String,
+    pub retry_after_ms: u64,
+}
+
+impl Refusal {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            retry_after_ms: 0,
+        }
+    }
+
+    fn invalid_credentials() -> Self {
+        Self::new(
+            ErrorCode::InvalidCredentials,
+            "unknown account or wrong credentials",
+        )
+    }
+
+    pub(crate) fn unavailable(err: impl std::fmt::Display) -> Self {
+        tracing::error!(%err, "account storage failed");
+        Self {
+            code: ErrorCode::Unavailable,
+            message: "storage is unavailable, retry later".into(),
+            retry_after_ms: 1_000,
+        }
+    }
+
+    pub fn into_error(self) -> v1::Error {
+        v1::Error {
+            code: self.code as i32,
+            message: self.message,
+            retry_after_ms: self.retry_after_ms,
+        }
+    }
+}
+
+/// A successful login.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub user_id: UserId,
+    pub token: String,
+    pub token_hash: TokenHash,
+    pub token_expires_at_ms: u64,
+    /// A token login got a fresh token (the old one still works until its expiry).
+    pub refreshed: bool,
+}
+
+pub struct Accounts {
+    store: Arc<dyn AccountStore>,
+    accounts: AccountsConfig,
+    login: LoginConfig,
+    email: EmailConfig,
+    /// Permits for login hashes; registrations have their own, so a flood of sign-ups cannot
+    /// starve logins.
+    hashing: Semaphore,
+    registration_hashing: Semaphore,
+    throttle: Throttle,
+    /// Verified against when the account does not exist, so both cases take the same time.
+    dummy_hash: String,
+    codes: codes::EmailCodes,
+    mailer: email::Mailer,
+    pub(crate) seen: SeenBuffer,
+}
+
+/// Runs store calls on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, Refusal> {
+    Ok(tokio::task::spawn_blocking(f)
+        .await
+        .map_err(Refusal::unavailable)??)
+}
+
+impl Accounts {
+    pub fn new(store: Arc<dyn AccountStore>, settings: &Settings) -> Result<Self, String> {
+        let accounts = settings.accounts.clone();
+        let dummy_hash = password::hash_password(&accounts, "ringchat-dummy-password")
+            .expect("validated argon2 parameters");
+        Ok(Self {
+            hashing: Semaphore::new(accounts.hash_concurrency),
+            registration_hashing: Semaphore::new(accounts.hash_concurrency.div_ceil(2)),
+            throttle: Throttle::new(&settings.login),
+            codes: codes::EmailCodes::new(&settings.email).map_err(|e| e.to_string())?,
+            mailer: email::Mailer::new(&settings.email, &settings.server_name)?,
+            seen: SeenBuffer::default(),
+            store,
+            accounts,
+            login: settings.login.clone(),
+            email: settings.email.clone(),
+            dummy_hash,
+        })
+    }
+
+    pub async fn register(&self, req: v1::Register) -> Result<v1::RegisterOk, Refusal> {
+        validate_username(&req.username)?;
+        self.validate_password(&req.password)?;
+        validate_email(&req.email)?;
+        let verify = match self.email.verification {
+            EmailVerification::Off => false,
+            EmailVerification::Optional => !req.email.is_empty(),
+            EmailVerification::Required => true,
+        };
+        if verify && (req.email.is_empty() || req.email_code.is_empty()) {
+            return Err(Refusal::new(
+                ErrorCode::EmailCodeRequired,
+                "registration needs the e-mail address and the code mailed to it (RequestEmailCode)",
+            ));
+        }
+        // A taken name or address is refused before the costly hash and before the code is
+        // used up (create_user checks again, atomically).
+        let store = Arc::clone(&self.store);
+        let (name, mail) = (req.username.clone(), req.email.clone());
+        let (name_taken, mail_taken) = blocking(move || {
+            Ok((
+                store.user_id_by_name(&name)?.is_some(),
+                store.user_id_by_email(&mail)?.is_some(),
+            ))
+        })
+        .await?;
+        if name_taken {
+            return Err(Refusal::new(ErrorCode::UsernameTaken, "username is taken"));
+        }
+        if mail_taken {
+            return Err(email_taken());
+        }
+        if verify {
+            let key = email_key(&req.email);
+            self.codes
+                .redeem(EmailCodePurpose::Register, &key, &req.email_code, now_ms())?;
+        }
+        let hash = {
+            let _permit = self
+                .registration_hashing
+                .acquire()
+                .await
+                .expect("semaphore never closed");
+            let cfg = self.accounts.clone();
+            let password = req.password;
+            tokio::task::spawn_blocking(move || password::hash_password(&cfg, &password))
+                .await
+                .map_err(Refusal::unavailable)?
+                .map_err(Refusal::unavailable)?
+        };
+        let store = Arc::clone(&self.store);
+        let user = tokio::task::spawn_blocking(move || {
+            store.create_user(&req.username, &hash, &req.email, now_ms())
+        })
+        .await
+        .map_err(Refusal::unavailable)?
+        .map_err(|e| match e {
+            StoreError::EmailTaken => email_taken(),
+            e => Refusal::from(e),
+        })?;
+        metrics::counter!("ringchat_registrations_total").increment(1);
+        tracing::info!(
+            user_id = user.user_id,
+            verified_email = verify,
+            "account registered"
+        );
+        Ok(v1::RegisterOk {
+            user_id: user.user_id,
+        })
+    }
+
+    fn validate_password(&self, password: &str) -> Result<(), Refusal> {
+        validate::password(&self.accounts, password)
+    }
+
+    /// Writes the devices' gathered last-seen times in one batch.
+    pub(crate) async fn flush_seen(&self) {
+        let seen = self.seen.take();
+        if seen.is_empty() {
+            return;
+        }
+        let store = Arc::clone(&self.store);
+        if let Err(refusal) = blocking(move || store.touch_tokens(&seen)).await {
+            tracing::warn!(?refusal, "could not store devices' last-seen times");
+        }
+    }
+}
+
+fn email_taken() -> Refusal {
+    Refusal::new(
+        ErrorCode::EmailTaken,
+        "another account has this e-mail address",
+    )
+}

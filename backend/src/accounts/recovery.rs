@@ -1,0 +1,174 @@
+//! Before login: mailing a code (RequestEmailCode) and resetting a forgotten password with it
+//! (ResetPassword).
+//!
+//! A reset tells nobody whether an address has an account: the reply, its timing (the mail
+//! leaves in the background) and the rate limits are the same either way, and a code is kept
+//! (never mailed) for an address without an account, so wrong guesses run out the same way.
+//! Registration cannot hide it (Register itself answers EMAIL_TAKEN, as USERNAME_TAKEN).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use ringchat_proto::v1::{self, EmailCodePurpose, ErrorCode};
+
+use ringchat_proto::Body;
+use ringchat_proto::v1::KickReason;
+
+use super::email::CodeMail;
+use super::validate::validate_email;
+use super::{Accounts, Refusal, blocking, email_taken, password};
+use crate::Backend;
+use crate::api::{AccountRequest, ShardEvent};
+use crate::config::EmailVerification;
+use crate::store::{UserId, email_key};
+use crate::throttle::ThrottleKey;
+use crate::time::now_ms;
+
+impl Accounts {
+    pub async fn request_email_code(
+        &self,
+        peer: IpAddr,
+        req: v1::RequestEmailCode,
+    ) -> Result<v1::EmailCodeSent, Refusal> {
+        if req.email.is_empty() {
+            return Err(Refusal::new(ErrorCode::InvalidArgument, "email is empty"));
+        }
+        validate_email(&req.email)?;
+        let purpose = match EmailCodePurpose::try_from(req.purpose) {
+            Ok(p @ (EmailCodePurpose::Register | EmailCodePurpose::ResetPassword)) => p,
+            _ => {
+                return Err(Refusal::new(
+                    ErrorCode::InvalidArgument,
+                    "purpose must be REGISTER or RESET_PASSWORD",
+                ));
+            }
+        };
+        if purpose == EmailCodePurpose::Register
+            && self.email.verification == EmailVerification::Off
+        {
+            return Err(Refusal::new(
+                ErrorCode::EmailVerificationOff,
+                "this server does not verify e-mail addresses: register without a code",
+            ));
+        }
+        let store = Arc::clone(&self.store);
+        let email = req.email.clone();
+        let owner = blocking(move || store.user_id_by_email(&email)).await?;
+        if purpose == EmailCodePurpose::Register && owner.is_some() {
+            return Err(email_taken());
+        }
+        // Taken before the code, whether or not a mail will be sent: a full mailer refuses
+        // every request alike.
+        let Some(slot) = self.mailer.slot() else {
+            return Err(Refusal {
+                code: ErrorCode::Unavailable,
+                message: "too many mails on their way, retry".into(),
+                retry_after_ms: 1_000,
+            });
+        };
+        let key = email_key(&req.email);
+        let issued = self.codes.issue(purpose, &key, peer, now_ms())?;
+        let mail_it = purpose == EmailCodePurpose::Register || owner.is_some();
+        tracing::info!(
+            purpose = purpose.as_str_name(),
+            %peer,
+            mailed = mail_it,
+            "e-mail code requested"
+        );
+        if mail_it {
+            let mail = CodeMail {
+                to: &req.email,
+                code: &issued.code,
+                minutes: self.email.code_ttl_s.div_ceil(60),
+            };
+            self.mailer.send(slot, purpose, &mail);
+        }
+        Ok(v1::EmailCodeSent {
+            expires_at_ms: issued.expires_at_ms,
+            tries_max: self.codes.tries_max(),
+        })
+    }
+
+    /// Sets a new password with a mailed code; every token of the account is revoked. Returns
+    /// the account, whose sessions the caller kicks.
+    pub async fn reset_password(&self, req: v1::ResetPassword) -> Result<UserId, Refusal> {
+        if req.email.is_empty() {
+            return Err(Refusal::new(ErrorCode::InvalidArgument, "email is empty"));
+        }
+        validate_email(&req.email)?;
+        self.validate_password(&req.new_password)?;
+        let key = email_key(&req.email);
+        self.codes
+            .redeem(EmailCodePurpose::ResetPassword, &key, &req.code, now_ms())?;
+        let store = Arc::clone(&self.store);
+        let email = req.email.clone();
+        let Some(user_id) = blocking(move || store.user_id_by_email(&email)).await? else {
+            // Only a code kept for an address without an account gets here, and nobody was
+            // mailed it: answer as for a wrong code.
+            return Err(Refusal::new(
+                ErrorCode::EmailCodeInvalid,
+                "wrong code, or no code was requested for this address",
+            ));
+        };
+        let hash = self.hash_new_password(req.new_password).await?;
+        let store = Arc::clone(&self.store);
+        let revoked = blocking(move || store.set_password(user_id, &hash, None)).await?;
+        // Whoever was guessing the old password has nothing left to guess.
+        self.throttle
+            .record_success(&ThrottleKey::Account(user_id.to_string()));
+        tracing::warn!(
+            user_id,
+            tokens_revoked = revoked.unwrap_or(0),
+            "password reset by e-mail code; every device signed out"
+        );
+        Ok(user_id)
+    }
+
+    /// Hashes a new password under a registration permit (resets and changes are rare).
+    pub(crate) async fn hash_new_password(&self, password: String) -> Result<String, Refusal> {
+        let _permit = self
+            .registration_hashing
+            .acquire()
+            .await
+            .expect("semaphore never closed");
+        let cfg = self.accounts.clone();
+        tokio::task::spawn_blocking(move || password::hash_password(&cfg, &password))
+            .await
+            .map_err(Refusal::unavailable)?
+            .map_err(Refusal::unavailable)
+    }
+}
+
+impl Backend {
+    /// A request before login: the reply body. A reset also kicks every session of the account.
+    pub(crate) async fn account(&self, peer: IpAddr, request: AccountRequest) -> Body {
+        let outcome = match request {
+            AccountRequest::RequestEmailCode(req) => self
+                .accounts
+                .request_email_code(peer, req)
+                .await
+                .map(Body::EmailCodeSent),
+            AccountRequest::ResetPassword(req) => match self.accounts.reset_password(req).await {
+                Ok(user_id) => {
+                    let sessions: Vec<_> = self
+                        .sessions
+                        .read()
+                        .of_user(user_id)
+                        .iter()
+                        .map(|s| s.conn)
+                        .collect();
+                    for conn in sessions {
+                        let kick = ShardEvent::Kick {
+                            conn: conn.conn,
+                            reason: KickReason::PasswordChanged,
+                        };
+                        self.send_to_shard(conn.shard, kick).await;
+                    }
+                    Ok(Body::ResetPasswordOk(v1::ResetPasswordOk { user_id }))
+                }
+                Err(refusal) => Err(refusal),
+            },
+        };
+        outcome.unwrap_or_else(|refusal| Body::Error(refusal.into_error()))
+    }
+}

@@ -1,0 +1,164 @@
+//! Presence on the wire: a device's change in, `Presence` pushes out to the user's online
+//! friends (one encoded frame, one event per shard), and the task that sends coalesced pushes
+//! when their time comes.
+
+use std::sync::Arc;
+
+use ringchat_proto::Body;
+use ringchat_proto::v1::{self, ErrorCode};
+
+use super::{DeviceState, Shown};
+use crate::Backend;
+use crate::accounts::Refusal;
+use crate::api::ConnRef;
+use crate::contacts::query::friends_of;
+use crate::store::UserId;
+use crate::time::now_ms;
+
+/// Friends read from the store per page while finding who to tell.
+const AUDIENCE_PAGE: usize = 1024;
+
+impl Backend {
+    /// A device logged in (`Some(state)`), set its state, or closed (`None`): friends are told
+    /// now or later, as the tracker decides.
+    pub(crate) async fn presence_changed(
+        &self,
+        user: UserId,
+        conn: ConnRef,
+        state: Option<DeviceState>,
+    ) -> Shown {
+        let (current, push) = self.presence.device(user, conn, state, now_ms());
+        if let Some(shown) = push {
+            self.push_presence(user, shown).await;
+        }
+        current
+    }
+
+    pub(crate) async fn set_presence(
+        &self,
+        conn: ConnRef,
+        user: UserId,
+        request_id: u64,
+        req: v1::SetPresence,
+    ) {
+        let state = v1::PresenceState::try_from(req.state)
+            .ok()
+            .and_then(DeviceState::from_wire);
+        let Some(state) = state else {
+            let refusal = Refusal::new(
+                ErrorCode::InvalidArgument,
+                "state: one of ONLINE, AWAY, BUSY, INVISIBLE".to_owned(),
+            );
+            self.refuse(conn, request_id, refusal).await;
+            return;
+        };
+        let current = self.presence_changed(user, conn, Some(state)).await;
+        let ok = v1::SetPresenceOk {
+            shown: current.state.to_wire().into(),
+        };
+        self.reply(conn, request_id, Body::SetPresenceOk(ok)).await;
+    }
+
+    async fn push_presence(&self, user: UserId, shown: Shown) {
+        let audience = self.presence_audience(user);
+        let targets = self.sessions_of(&audience, None);
+        if targets.is_empty() {
+            return;
+        }
+        let shown = self.shown_to_friends(user, shown);
+        let frame = crate::api::encoded(0, Body::Presence(presence_body(user, shown)));
+        self.fanout(targets, frame).await;
+    }
+
+    /// Sends coalesced pushes when they fall due. Runs until the backend stops.
+    pub(crate) async fn run_presence_timer(self: Arc<Self>) {
+        loop {
+            let next = self.presence.next_wakeup_ms();
+            let scheduled = self.presence.scheduled.notified();
+            match next {
+                Some(at) => {
+                    let wait = std::time::Duration::from_millis(at.saturating_sub(now_ms()));
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = scheduled => {}
+                    }
+                }
+                None => scheduled.await,
+            }
+            for (user, shown) in self.presence.due(now_ms()) {
+                self.push_presence(user, shown).await;
+            }
+        }
+    }
+}
+
+pub(crate) fn presence_body(user: UserId, shown: Shown) -> v1::Presence {
+    v1::Presence {
+        user_id: user,
+        state: shown.state.to_wire().into(),
+        last_seen_ms: shown.last_seen_ms,
+    }
+}
+
+impl Backend {
+    /// Who is told of a user's presence: their friends. A block ends a friendship both ways, so
+    /// no blocked user is among them.
+    fn presence_audience(&self, user: UserId) -> Vec<UserId> {
+        let mut friends = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = match friends_of(&*self.ports.contacts, user, after, AUDIENCE_PAGE) {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(user, "presence: reading friends failed: {e}");
+                    return friends;
+                }
+            };
+            let full = page.len() == AUDIENCE_PAGE;
+            after = page.last().copied().unwrap_or(after);
+            friends.extend(page);
+            if !full {
+                return friends;
+            }
+        }
+    }
+
+    /// What friends see of `user`: last seen hidden where the user asks.
+    fn shown_to_friends(&self, user: UserId, shown: Shown) -> Shown {
+        let hides = self
+            .ports
+            .contacts
+            .profile(user)
+            .ok()
+            .flatten()
+            .is_some_and(|p| p.hide_last_seen);
+        Shown {
+            last_seen_ms: if hides { 0 } else { shown.last_seen_ms },
+            ..shown
+        }
+    }
+
+    /// Fills each friend's presence into a page of `ListFriends`.
+    pub(crate) fn with_presence(&self, list: &mut v1::FriendList) {
+        let ids: Vec<UserId> = list
+            .friends
+            .iter()
+            .filter_map(|f| f.profile.as_ref().map(|p| p.user_id))
+            .collect();
+        let shown = self.presence.shown(&ids);
+        for (friend, shown) in list
+            .friends
+            .iter_mut()
+            .filter(|f| f.profile.is_some())
+            .zip(shown)
+        {
+            let hides = friend.profile.as_ref().is_some_and(|p| p.hide_last_seen);
+            let user = friend.profile.as_ref().map_or(0, |p| p.user_id);
+            let shown = Shown {
+                last_seen_ms: if hides { 0 } else { shown.last_seen_ms },
+                ..shown
+            };
+            friend.presence = Some(presence_body(user, shown));
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! Builds the account indexes (`emails`, `user_tokens`) once, at open, for a store written
+//! before they existed. Idempotent: it writes the same keys whenever it runs, makes them
+//! durable, and only then records that the indexes are complete; a crash in between leaves a
+//! store that the next open indexes again.
+//!
+//! E-mail addresses were not unique before: where several users share one (case-folded), the
+//! lowest user id keeps it in the index and the others are logged; they still log in by id or
+//! name.
+
+use super::accounts::{decode_token, user_token_key};
+use super::{FjallStore, be_u64, decode};
+use crate::store::{StoreError, UserRecord, email_key};
+
+const META_ACCOUNT_INDEX: &[u8] = b"account_index";
+const ACCOUNT_INDEX_CURRENT: u64 = 1;
+/// Keys per batch written while indexing, at most.
+const BATCH_KEYS_MAX: usize = 4096;
+
+pub(super) fn build(store: &FjallStore) -> Result<(), StoreError> {
+    if let Some(v) = store.meta.get(META_ACCOUNT_INDEX)?
+        && be_u64(&v)? >= ACCOUNT_INDEX_CURRENT
+    {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let _writing = store.write_lock();
+    let mut batch = store.db.batch();
+    let mut in_batch = 0usize;
+    let flush = |batch: &mut fjall::OwnedWriteBatch, in_batch: &mut usize, force: bool| {
+        if *in_batch >= BATCH_KEYS_MAX || (force && *in_batch > 0) {
+            let full = std::mem::replace(batch, store.db.batch());
+            *in_batch = 0;
+            return full.commit().map_err(StoreError::from);
+        }
+        Ok(())
+    };
+
+    let (mut emails, mut duplicates) = (0usize, 0usize);
+    // Users iterate in id order, so the lowest id of a shared address comes first.
+    let mut seen = std::collections::HashMap::<String, u64>::new();
+    for guard in store.users.iter() {
+        let (_, value) = guard.into_inner()?;
+        let user: UserRecord = decode(&value)?;
+        let key = email_key(&user.email);
+        if key.is_empty() {
+            continue;
+        }
+        let owner = match seen.get(&key) {
+            Some(owner) => Some(*owner),
+            None => store.emails.get(&key)?.map(|v| be_u64(&v)).transpose()?,
+        };
+        match owner {
+            Some(owner) if owner != user.user_id => {
+                duplicates += 1;
+                tracing::warn!(
+                    user_id = user.user_id,
+                    kept_by = owner,
+                    "e-mail address shared with an older account: not indexed for this user"
+                );
+            }
+            Some(_) => {}
+            None => {
+                batch.insert(&store.emails, key.as_bytes(), user.user_id.to_be_bytes());
+                seen.insert(key, user.user_id);
+                emails += 1;
+                in_batch += 1;
+                flush(&mut batch, &mut in_batch, false)?;
+            }
+        }
+    }
+
+    let mut tokens = 0usize;
+    for guard in store.tokens.iter() {
+        let (key, value) = guard.into_inner()?;
+        let Ok(hash) = <[u8; 32]>::try_from(key.as_ref()) else {
+            return Err(StoreError::Corrupt("token key is not 32 bytes".into()));
+        };
+        let token = decode_token(&value)?;
+        batch.insert(&store.user_tokens, user_token_key(token.user_id, &hash), []);
+        tokens += 1;
+        in_batch += 1;
+        flush(&mut batch, &mut in_batch, false)?;
+    }
+    flush(&mut batch, &mut in_batch, true)?;
+    store
+        .meta
+        .insert(META_ACCOUNT_INDEX, ACCOUNT_INDEX_CURRENT.to_be_bytes())?;
+    // The journal keeps the batches in order: after a crash, the meta key is there only if
+    // every index key before it is.
+    store.persist()?;
+    tracing::info!(
+        emails,
+        duplicates,
+        tokens,
+        ms = started.elapsed().as_millis() as u64,
+        "account indexes built"
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Durability;
+    use crate::store::{AccountStore, TokenRecord, USER_ID_FIRST, username_key};
+
+    /// A token as the store wrote it before `platform` and `last_seen_ms`.
+    #[derive(serde::Serialize)]
+    struct TokenV1<'a> {
+        user_id: u64,
+        device_id: &'a str,
+        issued_at_ms: u64,
+        expires_at_ms: u64,
+    }
+
+    fn old_user(store: &FjallStore, user_id: u64, name: &str, email: &str) {
+        let user = UserRecord {
+            user_id,
+            username: name.into(),
+            password_hash: "h".into(),
+            email: email.into(),
+            created_at_ms: 1,
+        };
+        store
+            .users
+            .insert(user_id.to_be_bytes(), super::super::encode(&user))
+            .unwrap();
+        store
+            .usernames
+            .insert(username_key(name), user_id.to_be_bytes())
+            .unwrap();
+    }
+
+    #[test]
+    fn a_store_from_before_the_account_indexes_opens_with_them_built() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, c) = (USER_ID_FIRST, USER_ID_FIRST + 1, USER_ID_FIRST + 2);
+        {
+            // What an older ringchat left: users and tokens, no `emails` or `user_tokens`
+            // entries, no index mark, and e-mail addresses that were never unique.
+            let store = FjallStore::open(dir.path(), Durability::Fsync).unwrap();
+            old_user(&store, a, "alice", "Shared@Example.com");
+            old_user(&store, b, "bob", "shared@example.COM");
+            old_user(&store, c, "carol", "carol@example.com");
+            let v1 = TokenV1 {
+                user_id: b,
+                device_id: "phone",
+                issued_at_ms: 7,
+                expires_at_ms: u64::MAX,
+            };
+            store
+                .tokens
+                .insert([5u8; 32], postcard::to_stdvec(&v1).unwrap())
+                .unwrap();
+            store.meta.remove(META_ACCOUNT_INDEX).unwrap();
+            store.persist().unwrap();
+        }
+        let store = FjallStore::open(dir.path(), Durability::Fsync).unwrap();
+        assert_eq!(
+            store.user_id_by_email("shared@example.com").unwrap(),
+            Some(a),
+            "a shared address stays with the oldest account"
+        );
+        assert_eq!(
+            store.user_id_by_email("CAROL@example.com").unwrap(),
+            Some(c)
+        );
+        let old = TokenRecord {
+            user_id: b,
+            device_id: "phone".into(),
+            issued_at_ms: 7,
+            expires_at_ms: u64::MAX,
+            platform: 0,
+            last_seen_ms: 7,
+        };
+        assert_eq!(store.token(&[5; 32]).unwrap(), Some(old.clone()));
+        assert_eq!(store.tokens_of_user(b, 10).unwrap(), vec![([5; 32], old)]);
+        assert!(
+            matches!(
+                store.create_user("dave", "h", "SHARED@example.com", 2),
+                Err(StoreError::EmailTaken)
+            ),
+            "new accounts cannot take an indexed address"
+        );
+        // The old token is revocable like any other.
+        assert_eq!(store.set_password(b, "h2", None).unwrap(), Some(1));
+        assert_eq!(store.token(&[5; 32]).unwrap(), None);
+        drop(store);
+        let store = FjallStore::open(dir.path(), Durability::Fsync).unwrap();
+        assert_eq!(store.tokens_of_user(b, 10).unwrap(), vec![]);
+        assert_eq!(
+            store.user_id_by_email("shared@example.com").unwrap(),
+            Some(a)
+        );
+    }
+}

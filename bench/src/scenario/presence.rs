@@ -1,0 +1,445 @@
+//! What presence costs:
+//! - `presence-fanout`: one user with F online friends changes state T times; reports the server
+//!   CPU per delivered presence update and how long each change takes to reach every friend;
+//! - `login-storm`: U users with K friends each log in at once (token logins) and ask for their
+//!   friends with presence; reports the time from connecting to that first snapshot, and the
+//!   server CPU per login.
+//!
+//! Both make their users and friendships through the protocol first (kept in the server's
+//! store, so a second run reuses them), on one load thread: the server is what is measured.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use hdrhistogram::Histogram;
+use ringchat_proto::Body;
+use ringchat_proto::v1;
+use serde::Serialize;
+
+use super::Observe;
+use crate::client::Client;
+
+/// Logins and setup requests in flight at once while preparing users.
+const SETUP_CONCURRENCY: usize = 256;
+/// How long one presence change may take to reach every friend before the run fails.
+const FANOUT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub struct FanoutConfig {
+    pub addr: SocketAddr,
+    pub friends: usize,
+    pub changes: usize,
+    pub user_prefix: String,
+    pub password: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FanoutReport {
+    pub scenario: &'static str,
+    pub provenance: crate::provenance::Provenance,
+    pub friends: usize,
+    pub changes: usize,
+    /// Presence pushes the friends received during the measured changes.
+    pub delivered: u64,
+    /// From sending `SetPresence` to the last friend receiving the push, per change.
+    pub fanout_ms_p50: f64,
+    pub fanout_ms_p99: f64,
+    pub fanout_ms_max: f64,
+    pub server_cpu_s: Option<f64>,
+    pub server_cpu_us_per_update: Option<f64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StormConfig {
+    pub addr: SocketAddr,
+    pub users: usize,
+    pub friends_per_user: usize,
+    /// Connections logging in at once during the storm.
+    pub concurrency: usize,
+    pub user_prefix: String,
+    pub password: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StormReport {
+    pub scenario: &'static str,
+    pub provenance: crate::provenance::Provenance,
+    pub users: usize,
+    pub friends_per_user: usize,
+    pub concurrency: usize,
+    pub logged_in: u64,
+    pub errors: u64,
+    /// Friends listed in the first snapshots, over all users (users × friends when complete).
+    pub friends_listed: u64,
+    pub storm_s: f64,
+    /// From connecting to the first page of friends with their presence.
+    pub snapshot_ms_p50: f64,
+    pub snapshot_ms_p99: f64,
+    pub snapshot_ms_max: f64,
+    pub server_cpu_s: Option<f64>,
+    pub server_cpu_us_per_login: Option<f64>,
+}
+
+fn local_runtime<T>(
+    work: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    tokio::task::LocalSet::new().block_on(&rt, work)
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid bounds")
+}
+
+fn ms(h: &Histogram<u64>, q: f64) -> f64 {
+    h.value_at_quantile(q) as f64 / 1000.0
+}
+
+pub fn run_fanout(cfg: &FanoutConfig, observe: &Observe) -> anyhow::Result<FanoutReport> {
+    super::ensure_fd_limit(cfg.friends as u64 + 256)?;
+    local_runtime(fanout(cfg, observe))
+}
+
+async fn fanout(cfg: &FanoutConfig, observe: &Observe) -> anyhow::Result<FanoutReport> {
+    let names: Vec<String> = std::iter::once(format!("{}star", cfg.user_prefix))
+        .chain((0..cfg.friends).map(|i| format!("{}fan{i}", cfg.user_prefix)))
+        .collect();
+    let mut users = log_in_all(cfg.addr, &names, &cfg.password).await?;
+    // Each friend asks the star: a user may send only a few requests a day, but receive many.
+    let edges: Vec<(usize, usize)> = (1..users.len()).map(|i| (i, 0)).collect();
+    befriend(&mut users, &edges).await?;
+    let star_id = users[0].1.user_id;
+    let mut star = users.remove(0).0;
+
+    let received = Rc::new(Cell::new(0u64));
+    let arrived = Rc::new(tokio::sync::Notify::new());
+    let mut listeners = tokio::task::JoinSet::new();
+    for (mut client, _) in users {
+        let (received, arrived) = (Rc::clone(&received), Rc::clone(&arrived));
+        listeners.spawn_local(async move {
+            while let Ok(Some(frame)) = client.next_event_untimed().await {
+                if let Some(Body::Presence(p)) = frame.body
+                    && p.user_id == star_id
+                {
+                    received.set(received.get() + 1);
+                    arrived.notify_one();
+                }
+            }
+        });
+    }
+    // Settle: the star's own login was pushed to friends that were online; start from a count
+    // of zero once nothing more arrives.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut latency = histogram();
+    let before = observe.sample();
+    let base = received.get();
+    for change in 0..cfg.changes {
+        let state = if change % 2 == 0 {
+            v1::PresenceState::Away
+        } else {
+            v1::PresenceState::Online
+        };
+        let started = Instant::now();
+        match star
+            .request(Body::SetPresence(v1::SetPresence {
+                state: state.into(),
+            }))
+            .await?
+        {
+            Body::SetPresenceOk(_) => {}
+            other => bail!("SetPresence: {other:?}"),
+        }
+        let want = base + (cfg.friends as u64) * (change as u64 + 1);
+        let deadline = tokio::time::Instant::now() + FANOUT_TIMEOUT;
+        while received.get() < want {
+            if tokio::time::timeout_at(deadline, arrived.notified())
+                .await
+                .is_err()
+            {
+                bail!(
+                    "change {change}: {} of {} friends told within {FANOUT_TIMEOUT:?} (is the server's presence.quiet_period_ms 0?)",
+                    received.get() - (want - cfg.friends as u64),
+                    cfg.friends
+                );
+            }
+        }
+        latency.record(started.elapsed().as_micros() as u64)?;
+    }
+    let after = observe.sample();
+    listeners.abort_all();
+    let delivered = received.get() - base;
+    let cpu = before
+        .zip(after)
+        .map(|(b, a)| a.cpu.saturating_sub(b.cpu).as_secs_f64());
+    Ok(FanoutReport {
+        scenario: "presence-fanout",
+        provenance: Default::default(),
+        friends: cfg.friends,
+        changes: cfg.changes,
+        delivered,
+        fanout_ms_p50: ms(&latency, 0.5),
+        fanout_ms_p99: ms(&latency, 0.99),
+        fanout_ms_max: latency.max() as f64 / 1000.0,
+        server_cpu_s: cpu,
+        server_cpu_us_per_update: cpu
+            .filter(|_| delivered > 0)
+            .map(|s| s * 1e6 / delivered as f64),
+    })
+}
+
+pub fn run_storm(cfg: &StormConfig, observe: &Observe) -> anyhow::Result<StormReport> {
+    super::ensure_fd_limit(cfg.users as u64 + 256)?;
+    if cfg.friends_per_user >= cfg.users {
+        bail!("--friends must be below --users");
+    }
+    local_runtime(storm(cfg, observe))
+}
+
+async fn storm(cfg: &StormConfig, observe: &Observe) -> anyhow::Result<StormReport> {
+    let names: Vec<String> = (0..cfg.users)
+        .map(|i| format!("{}storm{i}", cfg.user_prefix))
+        .collect();
+    let mut users = log_in_all(cfg.addr, &names, &cfg.password).await?;
+    // A ring: user i asks the next K/2 users, so that everyone ends with K friends.
+    let half = cfg.friends_per_user / 2;
+    let edges: Vec<(usize, usize)> = (0..cfg.users)
+        .flat_map(|i| (1..=half).map(move |d| (i, (i + d) % cfg.users)))
+        .collect();
+    befriend(&mut users, &edges).await?;
+    let logins: Vec<(u64, String)> = users
+        .iter()
+        .map(|(_, ok)| (ok.user_id, ok.token.clone()))
+        .collect();
+    drop(users);
+    // Let the server see every connection close before the storm.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let limit = Rc::new(tokio::sync::Semaphore::new(cfg.concurrency.max(1)));
+    let before = observe.sample();
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (user_id, token) in logins {
+        let (limit, addr) = (Rc::clone(&limit), cfg.addr);
+        let page = u32::try_from(cfg.friends_per_user).unwrap_or(u32::MAX);
+        tasks.spawn_local(async move {
+            let _permit = limit.acquire().await.expect("open semaphore");
+            let t = Instant::now();
+            let attempt = async {
+                let mut c = Client::connect(addr).await?;
+                c.hello().await?;
+                c.login_token(user_id, &token, "bench")
+                    .await?
+                    .map_err(|e| anyhow!("token login: {e}"))?;
+                let list = match c
+                    .request(Body::ListFriends(v1::ListFriends {
+                        after_user_id: 0,
+                        limit: page,
+                    }))
+                    .await?
+                {
+                    Body::FriendList(list) => list,
+                    other => bail!("ListFriends: {other:?}"),
+                };
+                anyhow::Ok((c, list.friends.len() as u64))
+            };
+            let outcome = attempt.await;
+            (t.elapsed(), outcome)
+        });
+    }
+    let (mut latency, mut logged_in, mut errors, mut listed) = (histogram(), 0, 0, 0);
+    let mut held = Vec::with_capacity(cfg.users);
+    while let Some(joined) = tasks.join_next().await {
+        let (elapsed, outcome) = joined.context("a login task failed")?;
+        match outcome {
+            Ok((client, friends)) => {
+                latency.record(elapsed.as_micros() as u64)?;
+                logged_in += 1;
+                listed += friends;
+                held.push(client);
+            }
+            Err(e) => {
+                if errors < 3 {
+                    eprintln!("storm login: {e:#}");
+                }
+                errors += 1;
+            }
+        }
+    }
+    let storm_s = started.elapsed().as_secs_f64();
+    let after = observe.sample();
+    drop(held);
+    let cpu = before
+        .zip(after)
+        .map(|(b, a)| a.cpu.saturating_sub(b.cpu).as_secs_f64());
+    Ok(StormReport {
+        scenario: "login-storm",
+        provenance: Default::default(),
+        users: cfg.users,
+        friends_per_user: cfg.friends_per_user,
+        concurrency: cfg.concurrency,
+        logged_in,
+        errors,
+        friends_listed: listed,
+        storm_s,
+        snapshot_ms_p50: ms(&latency, 0.5),
+        snapshot_ms_p99: ms(&latency, 0.99),
+        snapshot_ms_max: latency.max() as f64 / 1000.0,
+        server_cpu_s: cpu,
+        server_cpu_us_per_login: cpu
+            .filter(|_| logged_in > 0)
+            .map(|s| s * 1e6 / logged_in as f64),
+    })
+}
+
+/// Registers (where new) and logs in every name, `SETUP_CONCURRENCY` at a time, in order.
+async fn log_in_all(
+    addr: SocketAddr,
+    names: &[String],
+    password: &str,
+) -> anyhow::Result<Vec<(Client, v1::LoginOk)>> {
+    let limit = Rc::new(tokio::sync::Semaphore::new(SETUP_CONCURRENCY));
+    let mut tasks = Vec::with_capacity(names.len());
+    for name in names {
+        let (limit, name, password) = (Rc::clone(&limit), name.clone(), password.to_owned());
+        tasks.push(tokio::task::spawn_local(async move {
+            let _permit = limit.acquire().await.expect("open semaphore");
+            let c = Client::connect(addr).await?;
+            c.login_or_register(&name, &password, "bench")
+                .await
+                .with_context(|| format!("logging in {name}"))
+        }));
+    }
+    let mut out = Vec::with_capacity(names.len());
+    for t in tasks {
+        out.push(t.await??);
+    }
+    Ok(out)
+}
+
+/// Requests one user may have unanswered, sent and received, in one round of `befriend`: below
+/// the server's default `contacts.friend_requests_pending_max` and `_received_max`.
+const ROUND_SENT_MAX: usize = 50;
+const ROUND_RECEIVED_MAX: usize = 400;
+
+/// Makes every edge (a, b) a friendship: a asks, b accepts, in rounds that keep each user's
+/// unanswered requests under the server's limits. Edges that are friendships already (an
+/// earlier run) are left as they are. (A user may send `contacts.friend_requests_per_day_max`
+/// requests a day: 50 by default.)
+async fn befriend(
+    users: &mut [(Client, v1::LoginOk)],
+    edges: &[(usize, usize)],
+) -> anyhow::Result<()> {
+    /// Requests each user sends and receives in a round, and the round's edges.
+    struct Round {
+        sent: Vec<usize>,
+        received: Vec<usize>,
+        edges: Vec<(usize, usize)>,
+    }
+    let mut rounds: Vec<Round> = Vec::new();
+    for &(a, b) in edges {
+        let fits = |r: &Round| r.sent[a] < ROUND_SENT_MAX && r.received[b] < ROUND_RECEIVED_MAX;
+        let i = match rounds.iter().position(fits) {
+            Some(i) => i,
+            None => {
+                rounds.push(Round {
+                    sent: vec![0; users.len()],
+                    received: vec![0; users.len()],
+                    edges: Vec::new(),
+                });
+                rounds.len() - 1
+            }
+        };
+        let round = &mut rounds[i];
+        round.sent[a] += 1;
+        round.received[b] += 1;
+        round.edges.push((a, b));
+    }
+    for round in rounds {
+        befriend_round(users, &round.edges).await?;
+    }
+    Ok(())
+}
+
+async fn befriend_round(
+    users: &mut [(Client, v1::LoginOk)],
+    edges: &[(usize, usize)],
+) -> anyhow::Result<()> {
+    let ids: Vec<u64> = users.iter().map(|(_, ok)| ok.user_id).collect();
+    let mut asks: Vec<Vec<u64>> = vec![Vec::new(); users.len()];
+    for &(a, b) in edges {
+        asks[a].push(ids[b]);
+    }
+    let answered = each_client(users, &asks, |id| {
+        Body::FriendRequest(v1::FriendRequest {
+            user_id: id,
+            message: String::new(),
+        })
+    })
+    .await?;
+    // Who must accept whom: the asks that are now pending.
+    let index: std::collections::HashMap<u64, usize> =
+        ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+    let mut accepts: Vec<Vec<u64>> = vec![Vec::new(); users.len()];
+    for (a, replies) in answered.into_iter().enumerate() {
+        for (to, state) in replies {
+            if state == v1::FriendState::RequestSent {
+                accepts[index[&to]].push(ids[a]);
+            }
+        }
+    }
+    each_client(users, &accepts, |id| {
+        Body::FriendRespond(v1::FriendRespond {
+            user_id: id,
+            accept: true,
+        })
+    })
+    .await?;
+    Ok(())
+}
+
+/// Sends `make(target)` for each of each client's targets (pipelined, all clients at once) and
+/// returns the `FriendOk` states, per client.
+async fn each_client(
+    users: &mut [(Client, v1::LoginOk)],
+    targets: &[Vec<u64>],
+    make: impl Fn(u64) -> Body,
+) -> anyhow::Result<Vec<Vec<(u64, v1::FriendState)>>> {
+    let mut out = Vec::with_capacity(users.len());
+    // Pipelined per client, a window of clients at a time: one request per target.
+    for chunk in users
+        .chunks_mut(SETUP_CONCURRENCY)
+        .zip(targets.chunks(SETUP_CONCURRENCY))
+    {
+        let (clients, targets) = chunk;
+        let mut futures = Vec::with_capacity(clients.len());
+        for ((client, _), targets) in clients.iter_mut().zip(targets) {
+            let bodies: Vec<(u64, Body)> = targets.iter().map(|t| (*t, make(*t))).collect();
+            futures.push(async move {
+                let mut sent = Vec::with_capacity(bodies.len());
+                for (target, body) in bodies {
+                    sent.push((target, client.send(body).await?));
+                }
+                let mut states = Vec::with_capacity(sent.len());
+                for (target, request_id) in sent {
+                    match client.reply_to(request_id).await? {
+                        Body::FriendOk(ok) => states.push((
+                            target,
+                            v1::FriendState::try_from(ok.state).unwrap_or_default(),
+                        )),
+                        other => bail!("friend setup with {target}: {other:?}"),
+                    }
+                }
+                anyhow::Ok(states)
+            });
+        }
+        for states in futures_util::future::try_join_all(futures).await? {
+            out.push(states);
+        }
+    }
+    Ok(out)
+}

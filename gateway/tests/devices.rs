@@ -1,0 +1,351 @@
+//! Devices and sessions: change password, log out, list and revoke devices, token refresh.
+
+mod common;
+
+use common::account::{error_code, hello};
+use common::{PASSWORD, TestServer, expect_kicked_then_closed};
+use ringchat_bench::client::Client;
+use ringchat_proto::Body;
+use ringchat_proto::v1::{self, ErrorCode, KickReason, login};
+
+/// Logs `name` in with the password on a new connection, as `device` on `platform`.
+async fn device(
+    server: &TestServer,
+    name: &str,
+    device: &str,
+    platform: v1::Platform,
+) -> (Client, v1::LoginOk) {
+    let mut c = hello(server).await;
+    let ok = c
+        .login(v1::Login {
+            account: Some(login::Account::Username(name.into())),
+            credential: Some(login::Credential::Password(PASSWORD.into())),
+            device_id: device.into(),
+            platform: platform as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    (c, ok)
+}
+
+async fn token_login(server: &TestServer, ok: &v1::LoginOk, device: &str) -> Body {
+    let mut c = hello(server).await;
+    c.request(Body::Login(v1::Login {
+        account: None,
+        credential: Some(login::Credential::Token(ok.token.clone())),
+        device_id: device.into(),
+        platform: v1::Platform::Desktop as i32,
+        ..Default::default()
+    }))
+    .await
+    .unwrap()
+}
+
+async fn devices_of(c: &mut Client) -> Vec<v1::Device> {
+    match c
+        .request(Body::ListDevices(v1::ListDevices {}))
+        .await
+        .unwrap()
+    {
+        Body::DeviceList(list) => list.devices,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_password_change_kicks_the_other_sessions_and_revokes_their_tokens() {
+    let server = TestServer::start(&[]);
+    drop(server.user("alice").await);
+    let (mut phone, phone_ok) = device(&server, "alice", "phone", v1::Platform::Ios).await;
+    let (mut laptop, laptop_ok) = device(&server, "alice", "laptop", v1::Platform::Desktop).await;
+    let (mut tablet, _) = device(&server, "alice", "tablet", v1::Platform::Android).await;
+    let (mut bob, bob_ok) = server.user("bob").await;
+
+    let change = |old: &str, new: &str| {
+        Body::ChangePassword(v1::ChangePassword {
+            old_password: old.into(),
+            new_password: new.into(),
+        })
+    };
+    let wrong = phone
+        .request(change("not it", "a new password"))
+        .await
+        .unwrap();
+    assert_eq!(error_code(&wrong), ErrorCode::InvalidCredentials);
+    let short = phone.request(change(PASSWORD, "short")).await.unwrap();
+    assert_eq!(error_code(&short), ErrorCode::InvalidArgument);
+    let Body::ChangePasswordOk(changed) = phone
+        .request(change(PASSWORD, "a new password"))
+        .await
+        .unwrap()
+    else {
+        panic!("password changed")
+    };
+    assert_ne!(
+        changed.token, phone_ok.token,
+        "this device gets a fresh token"
+    );
+    assert_eq!(
+        expect_kicked_then_closed(&mut laptop).await,
+        KickReason::PasswordChanged
+    );
+    assert_eq!(
+        expect_kicked_then_closed(&mut tablet).await,
+        KickReason::PasswordChanged
+    );
+    // This session stays, other users are untouched.
+    phone.ping().await.unwrap();
+    bob.ping().await.unwrap();
+    assert!(matches!(
+        token_login(&server, &bob_ok, "bob-2").await,
+        Body::LoginOk(_)
+    ));
+
+    for old in [&phone_ok, &laptop_ok] {
+        let refused = token_login(&server, old, "x").await;
+        assert_eq!(
+            error_code(&refused),
+            ErrorCode::InvalidCredentials,
+            "old tokens are dead"
+        );
+    }
+    let fresh = v1::LoginOk {
+        token: changed.token.clone(),
+        ..phone_ok.clone()
+    };
+    assert!(matches!(
+        token_login(&server, &fresh, "phone-2").await,
+        Body::LoginOk(_)
+    ));
+    let mut c = hello(&server).await;
+    let old = c.login_password("alice", PASSWORD, "d").await.unwrap();
+    assert_eq!(old.unwrap_err().code(), ErrorCode::InvalidCredentials);
+    let new = c
+        .login_password("alice", "a new password", "d")
+        .await
+        .unwrap();
+    assert!(new.is_ok());
+}
+
+#[tokio::test]
+async fn logout_revokes_this_token_and_closes_this_session_only() {
+    let server = TestServer::start(&[]);
+    drop(server.user("alice").await);
+    let (mut phone, phone_ok) = device(&server, "alice", "phone", v1::Platform::Ios).await;
+    let (mut laptop, laptop_ok) = device(&server, "alice", "laptop", v1::Platform::Desktop).await;
+    let reply = phone.request(Body::Logout(v1::Logout {})).await.unwrap();
+    assert!(matches!(reply, Body::LogoutOk(_)), "{reply:?}");
+    assert_eq!(
+        expect_kicked_then_closed(&mut phone).await,
+        KickReason::LoggedOut
+    );
+    let refused = token_login(&server, &phone_ok, "phone").await;
+    assert_eq!(error_code(&refused), ErrorCode::InvalidCredentials);
+    laptop.ping().await.unwrap();
+    assert!(matches!(
+        token_login(&server, &laptop_ok, "laptop-2").await,
+        Body::LoginOk(_)
+    ));
+    let names: Vec<String> = devices_of(&mut laptop)
+        .await
+        .into_iter()
+        .map(|d| d.device_id)
+        .collect();
+    assert!(!names.contains(&"phone".to_owned()), "{names:?}");
+}
+
+#[tokio::test]
+async fn devices_are_listed_with_platform_last_seen_and_whether_online() {
+    let server = TestServer::start(&[]);
+    drop(server.user("alice").await);
+    drop(server.user("bob").await);
+    let before = ringchat_backend::api::now_ms();
+    let (mut phone, _) = device(&server, "alice", "phone", v1::Platform::Ios).await;
+    let (laptop, laptop_ok) = device(&server, "alice", "laptop", v1::Platform::Desktop).await;
+    drop(laptop);
+    // Wait (bounded) until the server has seen the laptop go.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let list = loop {
+        let list = devices_of(&mut phone).await;
+        if list.iter().any(|d| d.device_id == "laptop" && !d.online) {
+            break list;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "laptop still online: {list:?}"
+        );
+        tokio::task::yield_now().await;
+    };
+    let names: Vec<&str> = list.iter().map(|d| d.device_id.as_str()).collect();
+    assert_eq!(
+        names.len(),
+        3,
+        "phone, laptop, and signup's alice-dev1: {names:?}"
+    );
+    assert!(
+        !names.iter().any(|n| n.starts_with("bob")),
+        "only alice's devices"
+    );
+    let phone_d = list.iter().find(|d| d.device_id == "phone").unwrap();
+    assert!(phone_d.online && phone_d.current);
+    assert_eq!(phone_d.platform, v1::Platform::Ios as i32);
+    let laptop_d = list.iter().find(|d| d.device_id == "laptop").unwrap();
+    assert!(!laptop_d.online && !laptop_d.current);
+    assert_eq!(laptop_d.platform, v1::Platform::Desktop as i32);
+    assert!(laptop_d.last_seen_ms >= before, "{laptop_d:?}");
+    assert_eq!(laptop_d.token_expires_at_ms, laptop_ok.token_expires_at_ms);
+    assert_eq!(list[0].device_id, "phone", "online first: {names:?}");
+}
+
+#[tokio::test]
+async fn a_revoked_device_is_kicked_and_its_token_stops_working() {
+    let server = TestServer::start(&[]);
+    drop(server.user("alice").await);
+    let (mut phone, _) = device(&server, "alice", "phone", v1::Platform::Ios).await;
+    let (mut laptop, laptop_ok) = device(&server, "alice", "laptop", v1::Platform::Desktop).await;
+    let (mut bob, _) = server.user("bob").await;
+    let revoke = |id: &str| {
+        Body::RevokeDevice(v1::RevokeDevice {
+            device_id: id.into(),
+        })
+    };
+
+    // Another user's device is not this user's to revoke: it is simply not found.
+    let theirs = phone.request(revoke("bob-dev1")).await.unwrap();
+    assert_eq!(error_code(&theirs), ErrorCode::NotFound);
+    bob.ping().await.unwrap();
+    let unknown = phone.request(revoke("toaster")).await.unwrap();
+    assert_eq!(error_code(&unknown), ErrorCode::NotFound);
+    let long = phone.request(revoke(&"x".repeat(129))).await.unwrap();
+    assert_eq!(error_code(&long), ErrorCode::InvalidArgument);
+
+    let Body::RevokeDeviceOk(ok) = phone.request(revoke("laptop")).await.unwrap() else {
+        panic!("revoked")
+    };
+    assert_eq!((ok.tokens_revoked, ok.sessions_kicked), (1, 1));
+    assert_eq!(
+        expect_kicked_then_closed(&mut laptop).await,
+        KickReason::DeviceRevoked
+    );
+    let refused = token_login(&server, &laptop_ok, "laptop").await;
+    assert_eq!(error_code(&refused), ErrorCode::InvalidCredentials);
+    let names: Vec<String> = devices_of(&mut phone)
+        .await
+        .into_iter()
+        .map(|d| d.device_id)
+        .collect();
+    assert!(!names.contains(&"laptop".to_owned()), "{names:?}");
+    phone.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_token_login_late_in_the_tokens_life_gets_a_fresh_token() {
+    let server = TestServer::start(&[
+        ("LOGIN__TOKEN_TTL_S", "4"),
+        ("LOGIN__TOKEN_REFRESH_PERCENT", "50"),
+    ]);
+    drop(server.user("alice").await);
+    let (_, first) = device(&server, "alice", "phone", v1::Platform::Ios).await;
+    let Body::LoginOk(early) = token_login(&server, &first, "phone").await else {
+        panic!("token login")
+    };
+    assert_eq!(
+        early.token, first.token,
+        "early in its life: the same token"
+    );
+    assert!(!early.token_refreshed);
+
+    // Past half its life (4 s): the next token login refreshes it.
+    let half = first.token_expires_at_ms - 2_000;
+    let now = ringchat_backend::api::now_ms();
+    tokio::time::sleep(std::time::Duration::from_millis(
+        half.saturating_sub(now) + 100,
+    ))
+    .await;
+    let Body::LoginOk(late) = token_login(&server, &first, "phone").await else {
+        panic!("token login")
+    };
+    assert!(late.token_refreshed);
+    assert_ne!(late.token, first.token);
+    assert!(late.token_expires_at_ms > first.token_expires_at_ms);
+    let Body::LoginOk(with_new) = token_login(&server, &late, "phone").await else {
+        panic!("the fresh token works")
+    };
+    assert_eq!(with_new.token, late.token);
+    assert!(
+        !with_new.token_refreshed,
+        "a fresh token is early in its life"
+    );
+}
+
+#[tokio::test]
+async fn signed_in_devices_are_bounded_and_the_one_seen_longest_ago_goes() {
+    let server = TestServer::start(&[
+        ("LOGIN__DEVICES_MAX", "2"),
+        ("LOGIN__DEVICE_TOKENS_MAX", "2"),
+    ]);
+    drop(server.user("alice").await);
+    let (c1, d1) = device(&server, "alice", "d1", v1::Platform::Web).await;
+    drop(c1);
+    let (c2, d2) = device(&server, "alice", "d2", v1::Platform::Web).await;
+    drop(c2);
+    let (mut c3, _) = device(&server, "alice", "d3", v1::Platform::Web).await;
+    let names: Vec<String> = devices_of(&mut c3)
+        .await
+        .into_iter()
+        .map(|d| d.device_id)
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names.contains(&"d3".to_owned()) && names.contains(&"d2".to_owned()));
+    assert_eq!(
+        error_code(&token_login(&server, &d1, "d1").await),
+        ErrorCode::InvalidCredentials
+    );
+    assert!(matches!(
+        token_login(&server, &d2, "d2").await,
+        Body::LoginOk(_)
+    ));
+}
+
+#[tokio::test]
+async fn device_requests_need_a_login() {
+    let server = TestServer::start(&[]);
+    let mut c = hello(&server).await;
+    for body in [
+        Body::ListDevices(v1::ListDevices {}),
+        Body::Logout(v1::Logout {}),
+        Body::RevokeDevice(v1::RevokeDevice::default()),
+        Body::ChangePassword(v1::ChangePassword::default()),
+    ] {
+        let reply = c.request(body).await.unwrap();
+        assert_eq!(error_code(&reply), ErrorCode::NotAuthenticated);
+    }
+}
+
+#[tokio::test]
+async fn wrong_old_passwords_are_throttled_like_failed_logins() {
+    let server = TestServer::start(&[("LOGIN__FAILURES_FREE", "1")]);
+    let (mut alice, _) = server.user("alice").await;
+    let change = |old: &str| {
+        Body::ChangePassword(v1::ChangePassword {
+            old_password: old.into(),
+            new_password: "a new password".into(),
+        })
+    };
+    for _ in 0..2 {
+        let wrong = alice.request(change("not it")).await.unwrap();
+        assert_eq!(error_code(&wrong), ErrorCode::InvalidCredentials);
+    }
+    let Body::Error(limited) = alice.request(change(PASSWORD)).await.unwrap() else {
+        panic!("throttled, even with the right password")
+    };
+    assert_eq!(limited.code, ErrorCode::RateLimited as i32);
+    assert!(limited.retry_after_ms > 0);
+    // The same counter as logins: a password login is throttled too.
+    let mut c = hello(&server).await;
+    let login = c.login_password("alice", PASSWORD, "x").await.unwrap();
+    assert_eq!(login.unwrap_err().code(), ErrorCode::RateLimited);
+    alice.ping().await.unwrap();
+}
