@@ -40,6 +40,14 @@ const openTab = async (page, tab) => {
 };
 // A person's row in one section of the contacts view.
 const row = (page, section, id) => page.locator(`#${section} li.person[data-user-id="${id}"]`);
+const dot = (page, id, presence) => row(page, 'friends', id).locator(`.presence-dot[data-presence="${presence}"]`);
+// Picks a presence in the header's menu.
+async function setPresence(page, presence) {
+  await page.click('#me-button');
+  await page.click(`#me-menu [data-presence="${presence}"]`);
+  await page.waitForSelector(`#me-button[data-presence="${presence}"]`);
+  await page.waitForSelector('#me-menu', { state: 'hidden' });
+}
 
 try {
   const alice = await newPage(browser, 'alice', DESKTOP, fail);
@@ -89,6 +97,26 @@ try {
   await row(a, 'friends', bob.id).waitFor();
   await row(a, 'requests-out', bob.id).waitFor({ state: 'detached' });
 
+  // Presence: each sees the other online; Bob goes away and comes back, Alice's dot follows;
+  // invisible shows him offline with when he was last seen.
+  await dot(a, bob.id, 'online').waitFor();
+  await dot(b, alice.id, 'online').waitFor();
+  await setPresence(b, 'away');
+  await dot(a, bob.id, 'away').waitFor();
+  check((await row(a, 'friends', bob.id).locator('.person-sub').textContent()) === 'Away', 'Alice does not read "Away" under Bob');
+  await a.click('#me-button');
+  await a.waitForSelector('#me-menu:not([hidden])');
+  await shot(a, 'desktop-presence-menu');
+  await a.keyboard.press('Escape');
+  await a.waitForSelector('#me-menu', { state: 'hidden' });
+  await setPresence(b, 'online');
+  await dot(a, bob.id, 'online').waitFor();
+  await setPresence(b, 'invisible');
+  await dot(a, bob.id, 'offline').waitFor();
+  await row(a, 'friends', bob.id).locator('.person-sub >> text=Last seen just now').waitFor();
+  await setPresence(b, 'busy');
+  await dot(a, bob.id, 'busy').waitFor();
+
   // Carol finds Alice by id and asks too, so Alice has a request waiting in her screenshot.
   await openTab(c, 'contacts');
   await c.fill('#search-input', alice.id);
@@ -122,6 +150,7 @@ try {
   await b.fill('#pf-avatar', pictureUrl);
   await b.fill('#pf-bio', 'Climbs on Fridays.');
   await b.uncheck('#pf-searchable');
+  await b.check('#pf-hide-last-seen');
   await b.waitForFunction(() => document.querySelector('#profile-avatar img')?.naturalWidth > 0);
   await expectNoLayoutProblems(b, 'phone profile dialog', 40);
   await shot(b, 'phone-profile');
@@ -135,6 +164,12 @@ try {
   await openTab(a, 'chats');
   await a.waitForSelector(`#conversations li[data-peer="${bob.id}"] .name >> text=Bobby Tables`);
   await a.waitForSelector('#peer-title >> text=Bobby Tables');
+  await a.waitForSelector('#peer-sub >> text=Busy');
+  // With last seen hidden, invisible Bob is just "Offline"; then he is back.
+  await setPresence(b, 'invisible');
+  await a.waitForSelector('#peer-sub >> text=/^Offline$/');
+  await setPresence(b, 'online');
+  await a.waitForSelector('#peer-sub >> text=Online');
   // Carol, who has nothing with Bob, no longer finds him by name.
   await c.fill('#search-input', 'bob');
   await c.press('#search-input', 'Enter');

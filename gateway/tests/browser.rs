@@ -43,10 +43,12 @@ fn two_browser_pages_chat_through_the_websocket_listener() {
 fn contacts_view_in_browser_pages_search_request_presence_profile_block() {
     run_e2e(
         "contacts.e2e.mjs",
-        &[],
+        // Presence drops (away, invisible) show after the quiet period: short here.
+        &[("PRESENCE__QUIET_PERIOD_MS", "200")],
         &[
             "desktop-contacts",
             "desktop-blocked-chat",
+            "desktop-presence-menu",
             "phone-contacts",
             "phone-contacts-request",
             "phone-profile",

@@ -67,7 +67,9 @@ net.onFrame = (frame) => {
 async function login(credential) {
   const deviceId = state.session?.deviceId || `web-${crypto.randomUUID()}`;
   const account = credential.token ? {} : { username: credential.username };
-  const reply = await request({ login: { ...account, ...credential, deviceId, platform: 'PLATFORM_WEB' } });
+  // Shown as this device last chose from the first moment (invisible never flashes online).
+  const presence = `PRESENCE_STATE_${contacts.presence.toUpperCase()}`;
+  const reply = await request({ login: { ...account, ...credential, deviceId, platform: 'PLATFORM_WEB', presence } });
   const ok = reply.loginOk;
   if (state.session && state.session.userId !== ok.userId) resetChats();
   state.session = {

@@ -20,7 +20,7 @@ const contacts = {
   search: { query: '', users: [], hasMore: false, nextAfter: '', busy: false, error: null, done: false },
   pending: new Set(), // userIds with an action on its way
   errors: new Map(), // userId -> what went wrong with the last action on them
-  presence: localStorage.getItem(PRESENCE_KEY) || 'online', // the state this device asks for
+  presence: PRESENCE_CHOICES.find((p) => p === localStorage.getItem(PRESENCE_KEY)) || 'online', // this device's choice
   presenceError: null,
   toasts: [], // [{id, text, peer}] notifications shown for a few seconds
 };
@@ -72,7 +72,7 @@ async function loadContacts() {
     for (const f of friends) {
       const p = rememberProfile(f.profile);
       contacts.friends.set(p.userId, { sinceMs: num(f.sinceMs) });
-      rememberPresence(p.userId, f.presence);
+      rememberPresence(p.userId, f.presence || {}); // no presence: offline, last seen unknown
     }
     for (const [list, map] of [[incoming, contacts.incoming], [outgoing, contacts.outgoing]]) {
       for (const r of list) map.set(rememberProfile(r.profile).userId, { message: r.message || '', sentAtMs: num(r.sentAtMs) });
