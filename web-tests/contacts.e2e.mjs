@@ -1,11 +1,12 @@
 // End-to-end test of the Contacts view in headless Chromium. Alice uses a desktop window
 // (1280x800), Bob a phone-sized one (390x844), Carol a desktop one. Checks: finding someone by
 // username prefix and by id, a friend request with a message (badge, notice, accept), friends on
-// both sides, presence dots changing when Bob switches to away and back and when he leaves
-// (last seen), names instead of ids in the conversation list and chat header, a profile edit
-// (name and picture) showing up on the other side, a user who is not searchable not being
-// listed, a block stopping messages (the error says "does not take messages from you", not
-// "blocked") and unblocking, and the phone layout. Screenshots of the contacts view at both sizes.
+// both sides, presence dots changing when Bob switches to away and back, busy, and invisible
+// (last seen, then hidden), names instead of ids in the conversation list and chat header, a
+// profile edit (name and picture) showing up on the other side, a user who is not searchable not
+// being listed, remove friend, cancel and reject, friends-only chats and a block stopping
+// messages (the error says "does not take messages from you", never "blocked") and unblocking,
+// and the phone layout. Screenshots of the contacts view at both sizes.
 // Every wait is on an event with a deadline (STEP_MS), never a sleep.
 // Started by gateway/tests/browser.rs:  node web-tests/contacts.e2e.mjs http://127.0.0.1:PORT/ ARTIFACT_DIR
 import { mkdirSync } from 'node:fs';
@@ -182,8 +183,50 @@ try {
   await expectNoLayoutProblems(b, 'phone contacts', 40);
   await shot(b, 'phone-contacts');
 
+  // Alice accepts Carol, then removes her (two steps); Carol's list follows.
+  await row(a, 'requests-in', carol.id).locator('[data-action="accept"]').click();
+  await row(c, 'friends', alice.id).waitFor();
+  const carolRow = row(a, 'friends', carol.id);
+  await carolRow.locator('[data-action="more"]').click();
+  await carolRow.locator('[data-action="delete"]').click();
+  await carolRow.locator('.confirm >> text=Remove carol from your friends?').waitFor();
+  await carolRow.locator('[data-action="confirm-delete"]').click();
+  await carolRow.waitFor({ state: 'detached' });
+  await row(c, 'friends', alice.id).waitFor({ state: 'detached' });
+  // Carol asks again and thinks better of it; asks once more, and Alice says no.
+  await c.fill('#search-input', alice.id);
+  await c.press('#search-input', 'Enter');
+  const aliceFound = row(c, 'search-results', alice.id);
+  await aliceFound.locator('[data-action="add"]').click();
+  await c.click('#search-results [data-action="send-request"]');
+  await row(a, 'requests-in', carol.id).waitFor();
+  await aliceFound.locator('[data-action="cancel"]').click();
+  await row(a, 'requests-in', carol.id).waitFor({ state: 'detached' });
+  await aliceFound.locator('[data-action="add"]').click();
+  await c.click('#search-results [data-action="send-request"]');
+  await row(a, 'requests-in', carol.id).locator('[data-action="reject"]').click();
+  await row(a, 'requests-in', carol.id).waitFor({ state: 'detached' });
+  await aliceFound.locator('[data-action="add"]').waitFor();
+  await row(c, 'requests-out', alice.id).waitFor({ state: 'detached' });
+
+  // Carol takes new chats from friends only: Bob, a stranger to her, cannot start one.
+  await c.click('#me-button');
+  await c.click('#edit-profile');
+  await c.selectOption('#pf-dm', 'friends');
+  await c.click('#profile-save');
+  await c.waitForSelector('#profile-dialog:not([open])', { state: 'attached' });
+  await openTab(b, 'chats');
+  await b.fill('#peer-id', carol.id);
+  await b.press('#peer-id', 'Enter');
+  await b.fill('#text', 'hi carol');
+  await b.click('#send');
+  await b.waitForSelector('#messages li.msg.failed .send-error >> text=carol does not take messages from you.');
+  await b.click('#messages li.msg.failed button.discard');
+  await b.click('#back');
+
   // Alice blocks Bob (two steps). He is told only that they are no longer friends; his next
   // message fails with words that do not say "blocked".
+  await openTab(a, 'contacts');
   const bobRow = row(a, 'friends', bob.id);
   await bobRow.locator('[data-action="more"]').click();
   await bobRow.locator('[data-action="block"]').click();

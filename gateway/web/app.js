@@ -389,7 +389,7 @@ for (const b of $('tabs').querySelectorAll('[data-tab]')) b.onclick = () => show
 window.addEventListener('hashchange', route);
 people.onChange = () => render();
 // "Last seen 5 minutes ago" and the list's times move on by themselves.
-setInterval(() => { if (state.loggedIn && document.visibilityState === 'visible') render(); }, 60000);
+setInterval(() => { if (state.loggedIn && document.visibilityState === 'visible') changed(); }, 60000);
 document.addEventListener('visibilitychange', () => {
   const conv = state.convs.get(state.current);
   if (conv) { markRead(conv); render(); }

@@ -15,6 +15,7 @@ const cv = {
   askError: null,
   blockedOpen: false,
   searchTimer: null,
+  drawn: -1, // the contacts.version on screen
 };
 
 // ---- the Contacts tab ----
@@ -25,7 +26,8 @@ function renderContacts() {
   badge.hidden = !incoming;
   badge.textContent = String(incoming);
   badge.setAttribute('aria-label', `${incoming} friend request${incoming === 1 ? '' : 's'}`);
-  if ($('pane-contacts').hidden) return;
+  if (cv.drawn === contacts.version) return;
+  cv.drawn = contacts.version;
   const root = $('contacts-lists');
   // Drawing anew must not take the focus (or the caret) away from whoever is typing or tabbing.
   const focused = root.contains(document.activeElement) ? document.activeElement : null;
@@ -154,7 +156,7 @@ function personActions(id, where) {
     const more = el('button', {
       type: 'button', class: 'icon-button more-button', 'aria-label': `More for ${displayName(id)}`,
       'aria-expanded': String(cv.open === id), dataset: { key: `more-${id}`, action: 'more' },
-      onclick: () => { cv.open = cv.open === id ? null : id; cv.confirm = null; render(); },
+      onclick: () => { cv.open = cv.open === id ? null : id; cv.confirm = null; changed(); },
     });
     more.innerHTML = '<svg viewBox="0 0 24 24" aria-hidden="true"><circle cx="5" cy="12" r="2" fill="currentColor"/><circle cx="12" cy="12" r="2" fill="currentColor"/><circle cx="19" cy="12" r="2" fill="currentColor"/></svg>';
     return [more];
@@ -174,7 +176,7 @@ function personActions(id, where) {
 function askForm(id) {
   if (!cv.askInput) {
     cv.askInput = el('input', { class: 'ask-input', maxlength: String(REQUEST_MESSAGE_BYTES_MAX), dataset: { key: 'ask' }, placeholder: 'Say who you are (optional)' });
-    cv.askInput.oninput = () => { if (cv.askError) { cv.askError = null; render(); } };
+    cv.askInput.oninput = () => { if (cv.askError) { cv.askError = null; changed(); } };
   }
   cv.askInput.setAttribute('aria-label', `Message to ${displayName(id)} with your request`);
   return el('form', {
@@ -191,21 +193,22 @@ function openAsk(id) {
   cv.asking = id;
   cv.askError = null;
   if (cv.askInput) cv.askInput.value = '';
-  render();
+  changed();
   queueMicrotask(() => queueMicrotask(() => cv.askInput?.focus()));
 }
 
 function closeAsk() {
   cv.asking = null;
   cv.askError = null;
-  render();
+  changed();
 }
 
 async function sendAsk(id) {
   const text = cv.askInput.value.trim();
   if (utf8Bytes(text) > REQUEST_MESSAGE_BYTES_MAX) {
     cv.askError = `The message is too long: at most ${REQUEST_MESSAGE_BYTES_MAX} bytes.`;
-    return render();
+    changed();
+    return;
   }
   if (await askFriend(id, text)) closeAsk();
 }
@@ -214,14 +217,14 @@ async function sendAsk(id) {
 function friendMore(id) {
   const name = displayName(id);
   const b = (action, label, cls, onclick) => actionButton(id, action, label, cls, onclick);
-  const ask = (action) => () => { cv.confirm = { id, action }; render(); };
+  const ask = (action) => () => { cv.confirm = { id, action }; changed(); };
   const c = cv.confirm?.id === id ? cv.confirm.action : null;
   const done = () => { cv.open = null; cv.confirm = null; };
   if (c === 'delete') {
     return el('div', { class: 'confirm' }, el('span', null, `Remove ${name} from your friends? You can still write to each other.`),
       el('span', { class: 'confirm-actions' },
         b('confirm-delete', 'Remove', 'danger', () => deleteFriend(id).then(done)),
-        b('keep', 'Keep', 'ghost', () => { cv.confirm = null; render(); })));
+        b('keep', 'Keep', 'ghost', () => { cv.confirm = null; changed(); })));
   }
   if (c === 'block') return blockConfirm(id, () => blockUser(id).then(done));
   return el('div', { class: 'more-actions' },
@@ -235,7 +238,7 @@ function blockConfirm(id, run) {
     el('span', null, `Block ${displayName(id)}? Neither of you can write to the other or send friend requests, and they stop seeing when you are online.`),
     el('span', { class: 'confirm-actions' },
       actionButton(id, 'confirm-block', 'Block', 'danger', run),
-      actionButton(id, 'keep', 'Cancel', 'ghost', () => { cv.confirm = null; render(); })));
+      actionButton(id, 'keep', 'Cancel', 'ghost', () => { cv.confirm = null; changed(); })));
 }
 
 function clearSearch() {
@@ -271,7 +274,7 @@ function renderContactBar(conv) {
       items.push(el('span', { class: 'bar-text' }, `${name} is not in your contacts.`),
         el('span', { class: 'bar-actions' },
           b('add', 'Add friend', '', () => askFriend(peer, '')),
-          b('block', 'Block', 'secondary danger-text', () => { cv.confirm = { id: peer, action: 'block' }; render(); })));
+          b('block', 'Block', 'secondary danger-text', () => { cv.confirm = { id: peer, action: 'block' }; changed(); })));
     }
   }
   const error = peer && contacts.errors.get(peer);

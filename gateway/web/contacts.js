@@ -1,6 +1,6 @@
 // ringchat browser client, the contacts model: friends, requests both ways, blocks, search,
 // my profile and privacy, my presence; live updates from `friendEvent` and `presence` pushes.
-// Rendering is in contacts-view.js; every change calls render().
+// Rendering is in contacts-view.js; every change calls changed().
 'use strict';
 
 const LIST_PAGE = 200; // the server's contacts.list_page_max
@@ -23,9 +23,18 @@ const contacts = {
   presence: PRESENCE_CHOICES.find((p) => p === localStorage.getItem(PRESENCE_KEY)) || 'online', // this device's choice
   presenceError: null,
   toasts: [], // [{id, text, peer}] notifications shown for a few seconds
+  version: 0, // bumped by every change the contacts view shows
 };
 
+// The contacts view is drawn again only after something it shows changed (a busy chat must not
+// redraw a long friend list for each message): whatever changes it calls changed().
+function changed() {
+  contacts.version++;
+  render();
+}
+
 function resetContacts() {
+  contacts.version++;
   for (const m of [contacts.friends, contacts.incoming, contacts.outgoing, contacts.blocked, contacts.errors]) m.clear();
   contacts.loaded = false;
   contacts.search = { query: '', users: [], hasMore: false, nextAfter: '', busy: false, error: null, done: false };
@@ -54,7 +63,7 @@ async function loadContacts() {
   contacts.loading = true;
   contacts.loadAgain = false;
   contacts.loadError = null;
-  render();
+  changed();
   try {
     const idOf = (x) => x.profile.userId;
     const [friends, incoming, outgoing, blocked, mine] = await Promise.all([
@@ -84,7 +93,7 @@ async function loadContacts() {
     if (e.code !== 'DISCONNECTED') contacts.loadError = 'Could not load your contacts.';
   } finally {
     contacts.loading = false;
-    render();
+    changed();
   }
   if (contacts.loadAgain && state.loggedIn) loadContacts();
 }
@@ -124,12 +133,12 @@ function onFriendEvent(ev) {
   const name = displayName(id);
   if (kind === 'request' && friendState === 'request_received') toast(`${name} wants to be your friend.`, id);
   else if (kind === 'accepted' && !contacts.pending.has(id)) toast(`${name} and you are now friends.`, id);
-  render();
+  changed();
 }
 
 function onPresence(p) {
   rememberPresence(p.userId, p);
-  render();
+  changed();
 }
 
 // A short notice at the bottom of the page; `peer`: clicking it opens the contacts tab.
@@ -138,12 +147,12 @@ function toast(text, peer) {
   contacts.toasts.push(t);
   if (contacts.toasts.length > 3) contacts.toasts.shift();
   setTimeout(() => dismissToast(t.id), 6000);
-  render();
+  changed();
 }
 
 function dismissToast(id) {
   contacts.toasts = contacts.toasts.filter((t) => t.id !== id);
-  render();
+  changed();
 }
 
 // ---- actions on a user ----
@@ -155,7 +164,7 @@ async function act(userId, body, apply, what) {
   if (contacts.pending.has(id)) return false;
   contacts.pending.add(id);
   contacts.errors.delete(id);
-  render();
+  changed();
   try {
     const reply = await request(body);
     apply(reply);
@@ -167,7 +176,7 @@ async function act(userId, body, apply, what) {
     return false;
   } finally {
     contacts.pending.delete(id);
-    render();
+    changed();
   }
 }
 
@@ -230,9 +239,12 @@ async function searchUsers(text, more) {
   const q = text.trim();
   if (!more) contacts.search = { query: q, users: [], hasMore: false, nextAfter: '', busy: false, error: null, done: false };
   const cur = contacts.search;
-  if (!q) return render();
+  if (!q) {
+    changed();
+    return;
+  }
   cur.busy = true;
-  render();
+  changed();
   try {
     const r = await request({ searchUsers: { ...searchQuery(q), after: more ? s.nextAfter : '', limit: SEARCH_PAGE } });
     if (contacts.search !== cur) return; // a newer search replaced this one
@@ -252,7 +264,7 @@ async function searchUsers(text, more) {
         : contactErrorText(e, '', 'search');
   } finally {
     cur.busy = false;
-    render();
+    changed();
   }
 }
 
@@ -273,7 +285,7 @@ async function saveProfile(fields, dmPolicy) {
   } catch (e) {
     throw new Error(e.code === 'INVALID_ARGUMENT' ? sentence(e.message) : contactErrorText(e, '', 'profile'));
   } finally {
-    render();
+    changed();
   }
 }
 
@@ -283,7 +295,7 @@ async function setMyPresence(choice) {
   contacts.presence = choice;
   contacts.presenceError = null;
   localStorage.setItem(PRESENCE_KEY, choice);
-  render();
+  changed();
   try {
     await request({ setPresence: { state: `PRESENCE_STATE_${choice.toUpperCase()}` } });
   } catch (e) {
@@ -291,7 +303,7 @@ async function setMyPresence(choice) {
     localStorage.setItem(PRESENCE_KEY, before);
     contacts.presenceError = contactErrorText(e, '', 'presence');
   }
-  render();
+  changed();
 }
 
 // ---- words ----

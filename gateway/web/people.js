@@ -38,6 +38,7 @@ function rememberProfile(p) {
   };
   people.profiles.set(id, profile);
   people.askedAt.set(id, Date.now());
+  contacts.version++;
   return profile;
 }
 
@@ -45,6 +46,7 @@ function rememberProfile(p) {
 function setRelation(userId, changes) {
   const p = people.profiles.get(String(userId));
   if (p) Object.assign(p, changes);
+  contacts.version++;
 }
 
 // Asks for the profiles of `ids` unless known and fresh (`force`: ask anyway), in one batch with
@@ -134,6 +136,7 @@ function rememberPresence(userId, p) {
   if (!p) return;
   const state = enumName(p.state, 'PRESENCE_STATE_') || 'offline';
   people.presence.set(String(userId), { state: state === 'unspecified' ? 'offline' : state, lastSeenMs: num(p.lastSeenMs) });
+  contacts.version++;
 }
 
 // "Online", "Away", "Last seen 5 minutes ago", "Last seen yesterday at 21:04", or "Offline".
