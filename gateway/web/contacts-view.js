@@ -67,7 +67,7 @@ function contactSections() {
   if (!friends.length) {
     friendSection.append(el('div', { class: 'empty' },
       el('strong', null, 'No friends yet'),
-      el('span', null, 'Find people above by their name, user id or e-mail and send them a friend request.')));
+      el('span', null, 'Find people above by their name, user id or e‑mail and send them a friend request.')));
   }
   out.push(friendSection);
   if (contacts.blocked.size) {
