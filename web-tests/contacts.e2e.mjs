@@ -85,7 +85,8 @@ try {
   // Bob, on his phone: a notice and a badge on the tab; the request with its message; accept.
   await b.waitForSelector('.toast >> text=alice wants to be your friend.');
   await b.waitForSelector('#tabs [data-tab="contacts"] .badge >> text=1');
-  await openTab(b, 'contacts');
+  await b.click('.toast:has-text("alice wants to be your friend.") button');
+  await b.waitForSelector('#pane-contacts:not([hidden])');
   const request = row(b, 'requests-in', alice.id);
   await request.locator('.request-message >> text=Hi Bob, it is Alice from the climbing club').waitFor();
   await expectNoLayoutProblems(b, 'phone contacts with a request', 40);

@@ -289,7 +289,13 @@ function renderToasts() {
   $('toasts').replaceChildren(...contacts.toasts.map((t) => el('div', { class: 'toast', role: 'status' },
     t.peer ? avatar(t.peer) : null,
     el('span', { class: 'toast-text' }, t.text),
-    el('button', { type: 'button', class: 'small ghost', onclick: () => { dismissToast(t.id); showTab('contacts'); } }, 'View'))));
+    el('button', { type: 'button', class: 'small ghost', onclick: () => { dismissToast(t.id); showContacts(); } }, 'View'))));
+}
+
+// The Contacts tab, brought into view (on a phone, that means leaving an open conversation).
+function showContacts() {
+  showTab('contacts');
+  if (state.current && $('sidebar').offsetParent === null) goBack();
 }
 
 // ---- input ----
