@@ -3,7 +3,8 @@
 # and prints the median of RUNS runs per configuration. Results (one JSON per run) go to $OUT.
 #
 #   bash bench/run-benchmarks.sh            # all of them (about 15 minutes)
-#   ONLY=pairs bash bench/run-benchmarks.sh # a subset: connect, pairs, drivers, shards, ws, paced
+#   ONLY=pairs bash bench/run-benchmarks.sh # a subset: connect, pairs, drivers, shards, ws, paced,
+#                                           # presence
 #
 # Connection counts are limited by RLIMIT_NOFILE (server and load generator each need one
 # descriptor per connection; both raise their soft limit to the hard one). CONNECT_SIZES
@@ -94,6 +95,27 @@ if want paced; then
   stop_server
 fi
 
+if want presence; then
+  # Presence fan-out: every change pushed at once (no coalescing), so each change costs exactly
+  # one push per online friend. The first run makes the users and friendships.
+  start_server "$SERVER" presence RINGCHAT_PRESENCE__QUIET_PERIOD_MS=0
+  "$BENCH" presence-fanout --server-pid "$server_pid" --quiet --addr "$TCP_ADDR" --admin "$ADMIN_ADDR" \
+    --friends 1000 --changes 20 >/dev/null
+  for run in $(seq "$RUNS"); do
+    "$BENCH" presence-fanout --server-pid "$server_pid" --quiet --addr "$TCP_ADDR" --admin "$ADMIN_ADDR" \
+      --friends 1000 --changes 200 --json "$OUT/presence-fanout-1000.$run.json" \
+      >"$OUT/presence-fanout-1000.$run.txt"
+  done
+  # Login storm: 10,000 users with 100 friends each log in at once (token logins) and list
+  # their friends with presence. Friendships made by the first run are kept for the next.
+  for run in $(seq "$RUNS"); do
+    "$BENCH" login-storm --server-pid "$server_pid" --quiet --addr "$TCP_ADDR" --admin "$ADMIN_ADDR" \
+      --users "${STORM_USERS:-10000}" --friends 100 --json "$OUT/login-storm.$run.json" \
+      >"$OUT/login-storm.$run.txt"
+  done
+  stop_server
+fi
+
 python3 - "$OUT" <<'PY'
 import json, sys, glob, os, statistics
 out = sys.argv[1]
@@ -105,6 +127,20 @@ med = lambda xs: statistics.median(xs) if xs else float("nan")
 print(f"results in {out}: median of runs per configuration")
 for name, runs in groups.items():
     r0 = runs[0]
+    if r0["scenario"] == "presence-fanout":
+        print(f"{name:34} runs={len(runs)} friends={r0['friends']} changes={r0['changes']} "
+              f"fanout_p50={med([r['fanout_ms_p50'] for r in runs]):.2f}ms "
+              f"p99={med([r['fanout_ms_p99'] for r in runs]):.2f}ms "
+              f"cpu/update={med([r['server_cpu_us_per_update'] for r in runs]):.3f}us")
+        continue
+    if r0["scenario"] == "login-storm":
+        print(f"{name:34} runs={len(runs)} users={r0['users']} friends={r0['friends_per_user']} "
+              f"snapshot_p50={med([r['snapshot_ms_p50'] for r in runs]):.0f}ms "
+              f"p99={med([r['snapshot_ms_p99'] for r in runs]):.0f}ms "
+              f"storm={med([r['storm_s'] for r in runs]):.1f}s "
+              f"cpu/login={med([r['server_cpu_us_per_login'] for r in runs]):.0f}us "
+              f"errors={sum(r['errors'] for r in runs)}")
+        continue
     if r0["scenario"] == "connect":
         print(f"{name:34} runs={len(runs)} conns={r0['conns']} "
               f"KiB/conn={med([r['server_rss_kib_per_conn'] for r in runs]):.2f} "

@@ -17,6 +17,7 @@ pub mod fill;
 mod limits;
 mod messaging;
 mod presence;
+mod read_gate;
 mod runtime;
 mod service;
 mod sessions;

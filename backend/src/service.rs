@@ -14,13 +14,16 @@ use crate::messaging::Writes;
 use crate::messaging::delivery::{Delivery, ToDeliver};
 use crate::messaging::writer::{RowPolicy, WriteOp, Writer};
 use crate::presence::{DeviceState, LocalPresence, Tracker};
+use crate::read_gate::{ReadGate, Ticket};
 use crate::sessions::{OpenError, Session, Sessions, SharedSessions};
 use crate::store::{FjallStore, Ports, StoreError, StoreHealth};
 use crate::time::now_ms;
 
 /// Requests taken from the queue in one go.
 const REQUEST_BATCH_MAX: usize = 256;
-/// Sync, history and conversation-list reads running at once, at most.
+/// Reads waiting for one of those slots, at most; past that: `UNAVAILABLE`, retry.
+const READS_WAITING_MAX: usize = 16_384;
+/// Sync, history, contacts and account reads running at once, at most.
 const READS_IN_FLIGHT_MAX: usize = 64;
 /// Time the refusals of a failed commit get to reach the shards before the server stops.
 const STORE_FAILURE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
@@ -67,8 +70,8 @@ pub struct Backend {
     /// Who is shown present to their friends, and when friends are told.
     pub(crate) presence: Tracker,
     commit: Mutex<Commit>,
-    /// Permits for sync, history and conversation-list reads in flight.
-    pub(crate) reads: Arc<tokio::sync::Semaphore>,
+    /// Sync, history, contacts and account reads: in flight and waiting, bounded.
+    pub(crate) reads: ReadGate,
     pub(crate) contacts: Contacts,
 }
 
@@ -149,7 +152,7 @@ impl Backend {
             sessions,
             shards,
             delivery,
-            reads: Arc::new(tokio::sync::Semaphore::new(READS_IN_FLIGHT_MAX)),
+            reads: ReadGate::new(READS_IN_FLIGHT_MAX, READS_WAITING_MAX),
             commit: Mutex::new(Commit {
                 ops: Some(ops_tx),
                 to_deliver: Some(deliver_rx),
@@ -374,6 +377,21 @@ impl Backend {
                 user_id: auth.user_id,
             }),
         }
+    }
+
+    /// A place in the read queue, or the client is told to retry and `None` comes back.
+    pub(crate) async fn read_ticket(&self, conn: ConnRef, request_id: u64) -> Option<Ticket> {
+        let ticket = self.reads.ticket();
+        if ticket.is_none() {
+            let refusal = Refusal {
+                code: ErrorCode::Unavailable,
+                message: "too many reads waiting, retry".into(),
+                retry_after_ms: 100,
+            };
+            self.reply(conn, request_id, Body::Error(refusal.into_error()))
+                .await;
+        }
+        ticket
     }
 
     pub(crate) async fn reply(&self, conn: ConnRef, request_id: u64, body: Body) {

@@ -148,8 +148,8 @@ pub fn storm_table(r: &StormReport) -> String {
     );
     let _ = writeln!(
         t,
-        "  logged in           {:>10} in {:.2} s, errors {}, friends listed {}",
-        r.logged_in, r.storm_s, r.errors, r.friends_listed
+        "  logged in           {:>10} in {:.2} s, errors {}, friends listed {}, retries {}",
+        r.logged_in, r.storm_s, r.errors, r.friends_listed, r.retries
     );
     let _ = writeln!(
         t,

@@ -158,7 +158,7 @@ impl Accounts {
 
 impl Backend {
     /// A logged-in client's account request: served on a task of its own (a password change
-    /// hashes), at most `READS_IN_FLIGHT_MAX` of them with the reads.
+    /// hashes), through the read gate with the reads.
     pub(crate) async fn account_request(
         self: &Arc<Self>,
         conn: ConnRef,
@@ -166,18 +166,12 @@ impl Backend {
         request_id: u64,
         request: AccountSessionRequest,
     ) {
-        let Ok(permit) = Arc::clone(&self.reads).try_acquire_owned() else {
-            let refusal = Refusal {
-                code: ErrorCode::Unavailable,
-                message: "too many requests in progress, retry".into(),
-                retry_after_ms: 100,
-            };
-            self.refuse(conn, request_id, refusal).await;
+        let Some(ticket) = self.read_ticket(conn, request_id).await else {
             return;
         };
         let this = Arc::clone(self);
         tokio::spawn(async move {
-            let _permit = permit;
+            let _permit = ticket.permit().await;
             let outcome = match request {
                 AccountSessionRequest::ChangePassword(req) => {
                     this.change_password(conn, user_id, req).await

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use ringchat_proto::Body;
-use ringchat_proto::v1::ErrorCode;
 
 use crate::Backend;
 use crate::accounts::Refusal;
@@ -20,18 +19,12 @@ impl Backend {
         request_id: u64,
         query: ContactQuery,
     ) {
-        let Ok(permit) = Arc::clone(&self.reads).try_acquire_owned() else {
-            let refusal = Refusal {
-                code: ErrorCode::Unavailable,
-                message: "too many reads in progress, retry".into(),
-                retry_after_ms: 100,
-            };
-            self.refuse(conn, request_id, refusal).await;
+        let Some(ticket) = self.read_ticket(conn, request_id).await else {
             return;
         };
         let this = Arc::clone(self);
         tokio::spawn(async move {
-            let _permit = permit;
+            let _permit = ticket.permit().await;
             let worker = Arc::clone(&this);
             let answer = tokio::task::spawn_blocking(move || {
                 let (c, ports) = (&worker.contacts, &worker.ports);

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use ringchat_proto::Body;
-use ringchat_proto::v1::{self, ErrorCode};
+use ringchat_proto::v1;
 
 use super::{conv_from_wire, members_with, reads};
 use crate::Backend;
@@ -56,21 +56,14 @@ impl Backend {
         }
     }
 
-    /// Runs a read on a blocking thread, at most `READS_IN_FLIGHT_MAX` at once; past that the
-    /// client is told to retry rather than queueing work without bound.
+    /// Runs a read on a blocking thread when the read gate lets it (`read_gate.rs`).
     async fn read(self: &Arc<Self>, conn: ConnRef, user: UserId, request_id: u64, read: Read) {
-        let Ok(permit) = Arc::clone(&self.reads).try_acquire_owned() else {
-            let refusal = Refusal {
-                code: ErrorCode::Unavailable,
-                message: "too many reads in progress, retry".into(),
-                retry_after_ms: 100,
-            };
-            self.refuse(conn, request_id, refusal).await;
+        let Some(ticket) = self.read_ticket(conn, request_id).await else {
             return;
         };
         let this = Arc::clone(self);
         tokio::spawn(async move {
-            let _permit = permit;
+            let _permit = ticket.permit().await;
             let ports = this.ports.clone();
             let page_max = this.settings.limits.sync_page_max;
             let answer = tokio::task::spawn_blocking(move || match read {

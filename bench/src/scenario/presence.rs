@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 use ringchat_proto::Body;
 use ringchat_proto::v1;
@@ -74,6 +74,9 @@ pub struct StormReport {
     pub errors: u64,
     /// Friends listed in the first snapshots, over all users (users × friends when complete).
     pub friends_listed: u64,
+    /// Requests the server asked to retry later (`UNAVAILABLE`, `RATE_LIMITED`), retried after
+    /// its `retry_after_ms` as a client does.
+    pub retries: u64,
     pub storm_s: f64,
     /// From connecting to the first page of friends with their presence.
     pub snapshot_ms_p50: f64,
@@ -232,34 +235,44 @@ async fn storm(cfg: &StormConfig, observe: &Observe) -> anyhow::Result<StormRepo
             let attempt = async {
                 let mut c = Client::connect(addr).await?;
                 c.hello().await?;
-                c.login_token(user_id, &token, "bench")
-                    .await?
-                    .map_err(|e| anyhow!("token login: {e}"))?;
-                let list = match c
-                    .request(Body::ListFriends(v1::ListFriends {
-                        after_user_id: 0,
-                        limit: page,
-                    }))
+                let login = v1::Login {
+                    account: Some(v1::login::Account::UserId(user_id)),
+                    credential: Some(v1::login::Credential::Token(token.clone())),
+                    device_id: "bench".into(),
+                    ..Default::default()
+                };
+                let mut retries = 0;
+                match asking(&mut c, user_id, &mut retries, || Body::Login(login.clone())).await? {
+                    Body::LoginOk(_) => {}
+                    other => bail!("token login: {other:?}"),
+                }
+                let list = v1::ListFriends {
+                    after_user_id: 0,
+                    limit: page,
+                };
+                let list = match asking(&mut c, user_id, &mut retries, || Body::ListFriends(list))
                     .await?
                 {
                     Body::FriendList(list) => list,
                     other => bail!("ListFriends: {other:?}"),
                 };
-                anyhow::Ok((c, list.friends.len() as u64))
+                anyhow::Ok((c, list.friends.len() as u64, retries))
             };
             let outcome = attempt.await;
             (t.elapsed(), outcome)
         });
     }
     let (mut latency, mut logged_in, mut errors, mut listed) = (histogram(), 0, 0, 0);
+    let mut retried = 0;
     let mut held = Vec::with_capacity(cfg.users);
     while let Some(joined) = tasks.join_next().await {
         let (elapsed, outcome) = joined.context("a login task failed")?;
         match outcome {
-            Ok((client, friends)) => {
+            Ok((client, friends, retries)) => {
                 latency.record(elapsed.as_micros() as u64)?;
                 logged_in += 1;
                 listed += friends;
+                retried += retries;
                 held.push(client);
             }
             Err(e) => {
@@ -285,6 +298,7 @@ async fn storm(cfg: &StormConfig, observe: &Observe) -> anyhow::Result<StormRepo
         logged_in,
         errors,
         friends_listed: listed,
+        retries: retried,
         storm_s,
         snapshot_ms_p50: ms(&latency, 0.5),
         snapshot_ms_p99: ms(&latency, 0.99),
@@ -294,6 +308,38 @@ async fn storm(cfg: &StormConfig, observe: &Observe) -> anyhow::Result<StormRepo
             .filter(|_| logged_in > 0)
             .map(|s| s * 1e6 / logged_in as f64),
     })
+}
+
+/// Attempts at one request before giving up on a server that keeps saying "retry".
+const ATTEMPTS_MAX: u32 = 20;
+
+/// Sends `make()` and returns the answer, retrying after `retry_after_ms` (with jitter, so that
+/// clients told to wait do not come back together) while the server answers `UNAVAILABLE` or
+/// `RATE_LIMITED`, as a real client does.
+async fn asking(
+    c: &mut Client,
+    seed: u64,
+    retries: &mut u64,
+    make: impl Fn() -> Body,
+) -> anyhow::Result<Body> {
+    for attempt in 0..ATTEMPTS_MAX {
+        let body = c.request(make()).await?;
+        let wait = match &body {
+            Body::Error(e)
+                if e.code == v1::ErrorCode::Unavailable as i32
+                    || e.code == v1::ErrorCode::RateLimited as i32 =>
+            {
+                e.retry_after_ms.max(10)
+            }
+            _ => return Ok(body),
+        };
+        *retries += 1;
+        // Up to half again, spread by user and attempt.
+        let spread = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(attempt);
+        let jitter = spread % (wait / 2 + 1);
+        tokio::time::sleep(Duration::from_millis(wait + jitter)).await;
+    }
+    bail!("still told to retry after {ATTEMPTS_MAX} attempts")
 }
 
 /// Registers (where new) and logs in every name, `SETUP_CONCURRENCY` at a time, in order.
