@@ -109,6 +109,8 @@ try {
   await a.click('#me-button');
   await a.waitForSelector('#me-menu:not([hidden])');
   await shot(a, 'desktop-presence-menu');
+  await a.keyboard.press('ArrowDown');
+  check(await a.evaluate(() => document.activeElement?.dataset.presence) === 'away', 'the arrow keys do not move in the menu');
   await a.keyboard.press('Escape');
   await a.waitForSelector('#me-menu', { state: 'hidden' });
   await setPresence(b, 'online');
@@ -214,6 +216,7 @@ try {
   await c.click('#me-button');
   await c.click('#edit-profile');
   await c.selectOption('#pf-dm', 'friends');
+  await shot(c, 'desktop-profile');
   await c.click('#profile-save');
   await c.waitForSelector('#profile-dialog:not([open])', { state: 'attached' });
   await openTab(b, 'chats');

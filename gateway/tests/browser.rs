@@ -49,6 +49,7 @@ fn contacts_view_in_browser_pages_search_request_presence_profile_block() {
             "desktop-contacts",
             "desktop-blocked-chat",
             "desktop-presence-menu",
+            "desktop-profile",
             "phone-contacts",
             "phone-contacts-request",
             "phone-profile",

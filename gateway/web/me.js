@@ -113,7 +113,18 @@ document.addEventListener('click', (ev) => {
   if (!$('me-menu').hidden && !$('me-menu').contains(ev.target)) toggleMenu(false);
 });
 document.addEventListener('keydown', (ev) => {
-  if (ev.key === 'Escape' && !$('me-menu').hidden) { toggleMenu(false); $('me-button').focus(); }
+  if ($('me-menu').hidden) return;
+  if (ev.key === 'Escape') {
+    toggleMenu(false);
+    $('me-button').focus();
+  } else if (ev.key === 'ArrowDown' || ev.key === 'ArrowUp') {
+    // Up and down move between the menu's items, round the end.
+    ev.preventDefault();
+    const items = [...$('me-menu').querySelectorAll('button')];
+    const at = items.indexOf(document.activeElement);
+    const next = at < 0 ? 0 : (at + (ev.key === 'ArrowDown' ? 1 : items.length - 1)) % items.length;
+    items[next].focus();
+  }
 });
 $('profile-form').onsubmit = (ev) => { ev.preventDefault(); submitProfile(); };
 $('profile-close').onclick = () => $('profile-dialog').close();

@@ -122,7 +122,7 @@ function avatar(userId, withPresence, p = profileOf(userId)) {
   const pres = withPresence && people.presence.get(String(userId));
   if (pres) {
     const wrap = el('span', { class: 'avatar-wrap' }, span);
-    wrap.append(el('span', { class: `presence-dot ${pres.state}`, dataset: { presence: pres.state } }));
+    wrap.append(el('span', { class: `presence-dot ${pres.state}`, dataset: { presence: pres.state }, role: 'img', 'aria-label': PRESENCE_LABELS[pres.state] || pres.state }));
     return wrap;
   }
   return span;
