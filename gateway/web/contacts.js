@@ -141,7 +141,7 @@ function onPresence(p) {
   changed();
 }
 
-// A short notice at the bottom of the page; `peer`: clicking it opens the contacts tab.
+// A short notice (at most 3, each for 6 s); its View button opens the Contacts tab.
 function toast(text, peer) {
   const t = { id: crypto.randomUUID(), text, peer };
   contacts.toasts.push(t);
