@@ -96,8 +96,10 @@ export function layoutProblems(page, minTap) {
       if (r.width && r.right > width + 1) problems.push(`${node.tagName}#${node.id}.${node.className} ends at ${r.right} > ${width}`);
     }
     if (minTap) {
-      for (const node of document.querySelectorAll('button, input, textarea, #conversations li')) {
-        const r = node.getBoundingClientRect();
+      for (const node of document.querySelectorAll('button, input, textarea, select, #conversations li')) {
+        // A check box is tapped through its label.
+        const target = node.matches('input[type="checkbox"], input[type="radio"]') ? node.closest('label') || node : node;
+        const r = target.getBoundingClientRect();
         if (!r.width || !r.height) continue; // not shown
         if (r.height < minTap || r.width < minTap) {
           problems.push(`tap target ${node.tagName}#${node.id}.${node.className} "${node.textContent.trim().slice(0, 20)}" is ${r.width}x${r.height}`);

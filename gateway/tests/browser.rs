@@ -1,8 +1,9 @@
-//! The chat page in a real browser: starts the server and runs `web-tests/chat.e2e.mjs`
-//! (Playwright driving headless Chromium), in which a desktop page and a phone-sized page chat,
-//! a send fails and is retried, the connection is cut and recovers, the server restarts under
-//! it (asked for by the script on its stdout); screenshots of both widths
-//! go to `target/test-artifacts/`.
+//! The chat page in a real browser: starts the server and runs a script of `web-tests/`
+//! (Playwright driving headless Chromium). `chat.e2e.mjs`: a desktop page and a phone-sized
+//! page chat, a send fails and is retried, the connection is cut and recovers, the server
+//! restarts under it (asked for by the script on its stdout). `contacts.e2e.mjs`: search,
+//! friend requests, presence, profiles and blocks through the Contacts view. Screenshots of both
+//! widths go to `target/test-artifacts/`.
 //! Needs `/usr/bin/chromium` and `npm ci --prefix web-tests`; `.ci/run` installs both. Missing
 //! either is a failure that says what to install, never a silent skip.
 
@@ -24,6 +25,42 @@ fn repo_root() -> PathBuf {
 
 #[test]
 fn two_browser_pages_chat_through_the_websocket_listener() {
+    run_e2e(
+        "chat.e2e.mjs",
+        &[],
+        &[
+            "desktop-chat",
+            "desktop-failed-send",
+            "desktop-connection-lost",
+            "phone-login",
+            "phone-list",
+            "phone-chat",
+        ],
+    );
+}
+
+#[test]
+fn contacts_view_in_browser_pages_search_request_presence_profile_block() {
+    run_e2e(
+        "contacts.e2e.mjs",
+        // Presence drops (away, invisible) show after the quiet period: short here.
+        &[("PRESENCE__QUIET_PERIOD_MS", "200")],
+        &[
+            "desktop-contacts",
+            "desktop-blocked-chat",
+            "desktop-presence-menu",
+            "desktop-profile",
+            "phone-contacts",
+            "phone-contacts-request",
+            "phone-profile",
+            "phone-send-refused",
+        ],
+    );
+}
+
+/// Starts a server (with `env` overrides) and runs `web-tests/<script>` against it; the
+/// screenshots named in `shots` must have been written.
+fn run_e2e(script: &str, env: &[(&str, &str)], shots: &[&str]) {
     let root = repo_root();
     let chromium =
         std::env::var("RINGCHAT_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
@@ -45,10 +82,14 @@ fn two_browser_pages_chat_through_the_websocket_listener() {
             dir.canonicalize().unwrap()
         });
 
-    let mut server = TestServer::start(&[]);
+    for shot in shots {
+        // A screenshot left by an earlier run must not pass for this run's.
+        let _ = std::fs::remove_file(artifacts.join(format!("{shot}.png")));
+    }
+    let mut server = TestServer::start(env);
     let url = format!("http://{}/", server.ws);
     let mut child = Command::new("node")
-        .arg(root.join("web-tests/chat.e2e.mjs"))
+        .arg(root.join("web-tests").join(script))
         .arg(&url)
         .arg(&artifacts)
         .env("RINGCHAT_CHROMIUM", &chromium)
@@ -76,7 +117,7 @@ fn two_browser_pages_chat_through_the_websocket_listener() {
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("the browser test did not finish in {E2E_TIMEOUT:?}");
+            panic!("{script} did not finish in {E2E_TIMEOUT:?}");
         }
         match requested.recv_timeout(Duration::from_millis(100)) {
             Ok(command) if command == "restart-server" => {
@@ -90,17 +131,10 @@ fn two_browser_pages_chat_through_the_websocket_listener() {
     };
     assert!(
         status.success(),
-        "browser e2e failed ({status}); screenshots in {}",
+        "{script} failed ({status}); screenshots in {}",
         artifacts.display()
     );
-    for shot in [
-        "desktop-chat",
-        "desktop-failed-send",
-        "desktop-connection-lost",
-        "phone-login",
-        "phone-list",
-        "phone-chat",
-    ] {
+    for shot in shots {
         let path = artifacts.join(format!("{shot}.png"));
         assert!(path.exists(), "{} was not written", path.display());
     }

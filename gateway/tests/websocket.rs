@@ -234,8 +234,27 @@ fn the_chat_page_is_served_on_the_websocket_port() {
         page.contains("text/html") && page.contains("app.js"),
         "{page}"
     );
-    let js = http(server.ws, b"GET /app.js HTTP/1.1\r\nHost: x\r\n\r\n");
-    assert!(js.starts_with("HTTP/1.1 200 OK") && js.contains("text/javascript"));
+    // Every script and stylesheet the page names is served (a file left out of http.rs is not).
+    let files: Vec<&str> = page
+        .split(['"', '\''])
+        .filter(|s| s.starts_with('/') && (s.ends_with(".js") || s.ends_with(".css")))
+        .collect();
+    assert!(files.len() >= 6, "{files:?}");
+    for file in files {
+        let got = http(
+            server.ws,
+            format!("GET {file} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+        );
+        assert!(got.starts_with("HTTP/1.1 200 OK"), "{file}: {got}");
+        assert!(
+            !got.contains("unsafe-inline"),
+            "{file}: the CSP allows inline code"
+        );
+    }
+    assert!(
+        page.contains("Content-Security-Policy: default-src 'self'"),
+        "{page}"
+    );
     let missing = http(server.ws, b"GET /secret HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
     let not_ws = http(server.ws, b"GET /ws HTTP/1.1\r\nHost: x\r\n\r\n");

@@ -13,7 +13,8 @@ function showLogin(error, username) {
   document.body.classList.add('logged-out');
   $('login').hidden = false;
   $('chat').hidden = true;
-  $('logout').hidden = true;
+  $('me-button').hidden = true;
+  toggleMenu(false);
   $('me').textContent = '';
   delete $('me').dataset.userId;
   if (username) $('username').value = username;
@@ -27,7 +28,7 @@ function showChat() {
   document.body.classList.remove('logged-out');
   $('login').hidden = true;
   $('chat').hidden = false;
-  $('logout').hidden = false;
+  $('me-button').hidden = false;
   $('me').textContent = me.username || displayName(me.userId);
   $('me').dataset.userId = me.userId;
   $('my-id-value').textContent = me.userId;
@@ -38,6 +39,9 @@ function showChat() {
 function showTab(name) {
   for (const b of $('tabs').querySelectorAll('[data-tab]')) b.classList.toggle('active', b.dataset.tab === name);
   for (const p of document.querySelectorAll('#sidebar [data-pane]')) p.hidden = p.dataset.pane !== name;
+  // Shown again: the lists (and friends' names and pictures) as they are now.
+  if (name === 'contacts' && state.loggedIn) loadContacts();
+  render();
 }
 
 // #chat/<user id> opens that conversation; anything else shows the list.
@@ -46,6 +50,7 @@ function route() {
   const m = /^#chat\/([0-9]{1,20})$/.exec(location.hash);
   if (m && m[1] !== state.session.userId) {
     const id = startChat(m[1]);
+    wantProfiles([m[1]], id !== state.current); // their name as it is now
     if (id !== state.current || !state.convs.get(id).loaded) {
       openConversation(id).then(() => {
         // Focus the composer where that does not pop up a screen keyboard.
@@ -84,9 +89,12 @@ function render(opts) {
     const scrollToEnd = scrollToEndQueued;
     scrollToEndQueued = false;
     if (!state.session) return;
+    renderMe();
     renderList();
+    renderContacts();
     renderConversation(scrollToEnd);
     renderUnread();
+    renderToasts();
   });
 }
 
@@ -102,7 +110,7 @@ function renderList() {
   if (!convs.length) {
     ul.replaceChildren(el('li', { class: 'empty' },
       el('strong', null, 'No conversations yet'),
-      el('span', null, 'Enter someone’s user id above to write to them, or share your id so they can write to you.')));
+      el('span', null, 'Find people in Contacts, or enter someone’s user id above. Share your id so they can write to you.')));
     return;
   }
   ul.replaceChildren(...convs.map((c) => {
@@ -119,7 +127,7 @@ function renderList() {
       preview = el('span', { class: 'preview' }, mine ? 'You: ' : '', text);
     } else preview = el('span', { class: 'preview' }, 'No messages yet');
     const button = el('button', { type: 'button', class: 'conv', onclick: () => goToChat(c.peer) },
-      avatar(c.peer),
+      avatar(c.peer, true),
       el('span', { class: 'conv-body' },
         el('span', { class: 'top' },
           el('span', { class: 'name' }, displayName(c.peer)),
@@ -152,15 +160,21 @@ function renderConversation(scrollToEnd) {
   $('chat').dataset.view = conv ? 'conversation' : 'list';
   for (const id of ['conv-header', 'messages-wrap', 'composer']) $(id).hidden = !conv;
   $('no-conversation').hidden = !!conv;
+  renderContactBar(conv);
   if (!conv) {
     $('typing').hidden = true;
     $('composer-error').hidden = true;
     return;
   }
   $('peer-title').textContent = displayName(conv.peer);
-  $('peer-avatar').replaceChildren(avatar(conv.peer));
-  // Under a name, the id; a user known by id only already shows it in the title.
-  $('peer-sub').textContent = names.has(conv.peer) ? `id ${conv.peer}` : '';
+  $('peer-avatar').replaceChildren(avatar(conv.peer, true));
+  // Under the name: their presence if they are a friend, else who they are (a user known by id
+  // only already shows it in the title).
+  const presence = presenceText(conv.peer);
+  $('peer-sub').textContent = presence || (profileOf(conv.peer) ? handleOf(conv.peer) : '');
+  $('peer-sub').dataset.presence = people.presence.get(conv.peer)?.state || '';
+  // Nobody can write across a block: the bar above says so, with Unblock.
+  if (profileOf(conv.peer)?.blocked) $('composer').hidden = true;
   const typing = isTyping(conv);
   $('typing').hidden = !typing;
   $('typing').textContent = typing ? `${displayName(conv.peer)} is typing…` : '';
@@ -373,6 +387,9 @@ $('messages').onscroll = () => {
 $('jump').onclick = () => { const ol = $('messages'); ol.scrollTop = ol.scrollHeight; updateJump(); };
 for (const b of $('tabs').querySelectorAll('[data-tab]')) b.onclick = () => showTab(b.dataset.tab);
 window.addEventListener('hashchange', route);
+people.onChange = () => render();
+// "Last seen 5 minutes ago" and the list's times move on by themselves.
+setInterval(() => { if (state.loggedIn && document.visibilityState === 'visible') changed(); }, 60000);
 document.addEventListener('visibilitychange', () => {
   const conv = state.convs.get(state.current);
   if (conv) { markRead(conv); render(); }

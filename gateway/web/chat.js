@@ -60,12 +60,16 @@ net.onFrame = (frame) => {
   if (frame.push) onMessages([frame.push.message], true);
   else if (frame.receipt) onReceipt(frame.receipt);
   else if (frame.typing) onTyping(frame.typing);
+  else if (frame.friendEvent) onFriendEvent(frame.friendEvent);
+  else if (frame.presence) onPresence(frame.presence);
 };
 
 async function login(credential) {
   const deviceId = state.session?.deviceId || `web-${crypto.randomUUID()}`;
   const account = credential.token ? {} : { username: credential.username };
-  const reply = await request({ login: { ...account, ...credential, deviceId, platform: 'PLATFORM_WEB' } });
+  // Shown as this device last chose from the first moment (invisible never flashes online).
+  const presence = `PRESENCE_STATE_${contacts.presence.toUpperCase()}`;
+  const reply = await request({ login: { ...account, ...credential, deviceId, platform: 'PLATFORM_WEB', presence } });
   const ok = reply.loginOk;
   if (state.session && state.session.userId !== ok.userId) resetChats();
   state.session = {
@@ -76,12 +80,11 @@ async function login(credential) {
   };
   state.skewMs = num(ok.serverTimeMs) ? num(ok.serverTimeMs) - Date.now() : 0;
   localStorage.setItem(SESSION_KEY, JSON.stringify(state.session));
-  if (state.session.username) names.set(ok.userId, state.session.username);
   state.loggedIn = true;
   loadOutbox();
   setConnection('online');
   showChat();
-  await catchUp();
+  await Promise.all([catchUp(), loadContacts()]);
 }
 
 function loginErrorText(e) {
@@ -104,6 +107,7 @@ function forgetSession() {
 }
 
 function resetChats() {
+  resetContacts();
   state.convs.clear();
   state.outbox.clear();
   state.current = null;
@@ -342,6 +346,7 @@ function sendPending(p) {
 function sendErrorText(e, p) {
   switch (e.code) {
     case 'USER_NOT_FOUND': return `There is no user with id ${p.toUserId}.`;
+    case 'NOT_ALLOWED': return contactErrorText(e, p.toUserId, 'send');
     case 'MESSAGE_TOO_LARGE': return 'The message is too long.';
     case 'RATE_LIMITED': return 'You are sending too fast.';
     case 'UNAVAILABLE': return 'The server could not store it.';

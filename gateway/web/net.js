@@ -198,7 +198,7 @@ function setConnection(kind, text, action) {
   const pill = $('status');
   pill.classList.toggle('online', online);
   pill.dataset.state = kind;
-  pill.querySelector('.label').textContent = online ? 'Online' : kind === 'connecting' ? 'Connecting…' : 'Offline';
+  pill.querySelector('.label').textContent = online ? 'Connected' : kind === 'connecting' ? 'Connecting…' : 'Offline';
   if (online) clearInterval(net.countdown);
   const banner = $('banner');
   banner.hidden = online || (kind === 'connecting' && !net.everReady);

@@ -1,4 +1,4 @@
-// ringchat browser client, shared helpers: DOM building, encoding, ids, names and times.
+// ringchat browser client, shared helpers: DOM building, encoding, ids and times.
 // Loaded first; every other script uses these globals. No dependencies, no build step.
 'use strict';
 
@@ -46,20 +46,6 @@ const utf8Bytes = (text) => enc.encode(text).length;
 function conversationId(a, b) {
   const [x, y] = [BigInt(a), BigInt(b)].sort((p, q) => (p < q ? -1 : 1));
   return ((x << 32n) | y).toString();
-}
-
-// ---- people ----
-// Names known for user ids. Today only our own; the contacts view fills in others from profiles.
-const names = new Map();
-const displayName = (userId) => names.get(String(userId)) || `User ${userId}`;
-// A coloured circle with the name's initial, or a person's outline for a user known by id only.
-function avatar(userId) {
-  const name = names.get(String(userId));
-  const span = el('span', { class: 'avatar', 'aria-hidden': 'true' });
-  if (name) span.textContent = name.slice(0, 1).toUpperCase();
-  else span.innerHTML = ICONS.person;
-  span.style.setProperty('--hue', String(Number(BigInt(userId || 0) * 47n % 360n))); // CSSOM: the CSP forbids style attributes
-  return span;
 }
 
 // ---- times ----

@@ -30,9 +30,29 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../../../web/net.js"),
     ),
     (
+        "/people.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../web/people.js"),
+    ),
+    (
         "/chat.js",
         "text/javascript; charset=utf-8",
         include_str!("../../../web/chat.js"),
+    ),
+    (
+        "/contacts.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../web/contacts.js"),
+    ),
+    (
+        "/contacts-view.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../web/contacts-view.js"),
+    ),
+    (
+        "/me.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../web/me.js"),
     ),
     (
         "/app.js",
@@ -95,12 +115,14 @@ fn route(req: &httparse::Request<'_, '_>) -> Route {
         return upgrade(req);
     }
     let path = if path == "/index.html" { "/" } else { path };
+    // Pictures may come from anywhere: an avatar is a URL its owner chose (the page asks for it
+    // without a referrer). Scripts, styles and connections stay on this origin.
     match ASSETS.iter().find(|(p, _, _)| *p == path) {
         Some((_, content_type, body)) => Route::Respond(response(
             "200 OK",
             content_type,
             "Cache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\n\
-             Content-Security-Policy: default-src 'self'; img-src 'self' data:; connect-src 'self' ws: wss:\r\n",
+             Content-Security-Policy: default-src 'self'; img-src 'self' data: https: http:; connect-src 'self' ws: wss:\r\n",
             body,
         )),
         None => Route::Respond(error(404, "not found")),
