@@ -1,0 +1,319 @@
+//! The sequencer's operations, each applied to the overlay of the group being built: a send
+//! (dedup, seq, the block and DM-policy check), a cursor move, a recall, a contacts write. A
+//! refusal leaves the overlay as it was.
+
+use super::*;
+
+impl Writer {
+    pub(super) fn apply(&mut self, op: WriteOp) -> Outcome {
+        let WriteOp {
+            conn,
+            request_id,
+            write,
+        } = op;
+        let result = match write {
+            Write::Send(message) => self.send(conn, request_id, message),
+            Write::Cursor(cursor) => self.cursor_op(conn, request_id, cursor),
+            Write::Recall { user, conv, seq } => self.recall(conn, request_id, user, conv, seq),
+            Write::Contact(op) => self.contact(conn, request_id, op),
+        };
+        result.unwrap_or_else(|refusal| Outcome::Refused {
+            conn,
+            request_id,
+            refusal,
+        })
+    }
+
+    fn send(
+        &mut self,
+        conn: ConnRef,
+        request_id: u64,
+        new: NewMessage,
+    ) -> Result<Outcome, Refusal> {
+        let NewMessage {
+            from,
+            to,
+            client_msg_id,
+            content_type,
+            content,
+        } = new;
+        let conv_id = ConvId::direct(from, to)
+            .ok_or_else(|| Refusal::new(ErrorCode::InvalidArgument, "not a conversation"))?;
+        // Every read that can fail comes before the first change to the group: a refusal must
+        // leave nothing behind (no dedup record, no seq taken).
+        self.load_row(conv_id, from)?;
+        if let Some(original) = self.sent_before(conv_id, from, &client_msg_id)? {
+            return Ok(Outcome::Duplicate {
+                conn,
+                request_id,
+                original,
+            });
+        }
+        // One lookup when the pair is cached; a cached pair's recipient exists.
+        let check = match self.contacts.cached_send_check(conv_id, from) {
+            Some(check) => check,
+            None => {
+                if !self.user_exists(to)? {
+                    return Err(Refusal::new(
+                        ErrorCode::UserNotFound,
+                        format!("no user {to}"),
+                    ));
+                }
+                self.contacts.load_send_check(conv_id, from)?
+            }
+        };
+        match check {
+            SendCheck::Allowed => {}
+            SendCheck::Refused(refusal) => return Err(refusal),
+            SendCheck::OnlyIntoExisting => {
+                if self.conv(conv_id)?.max_seq == 0 {
+                    return Err(crate::contacts::sequencer::not_allowed(false));
+                }
+            }
+        }
+        let members = conv_id
+            .implied_members()
+            .expect("a direct conversation's members are implied");
+        let mut conv = self.conv(conv_id)?;
+        let message = MessageRecord {
+            conv_id,
+            seq: conv.max_seq + 1,
+            msg_id: self.take_msg_id(),
+            from,
+            to,
+            client_msg_id,
+            content_type,
+            content,
+            server_time_ms: now_ms().max(conv.last_time_ms),
+            recalled: false,
+            recall_of_seq: 0,
+            recall_event_seq: 0,
+        };
+        conv.max_seq = message.seq;
+        conv.last_time_ms = message.server_time_ms;
+        self.put_conv(conv_id, conv);
+        let window = self.policy.dedup_window;
+        self.row_mut(conv_id, from)
+            .remember_send(&message.client_msg_id, message.seq, window);
+        self.mark_own_message_read(conv_id, from, message.seq);
+        self.group.messages.push(message);
+        Ok(Outcome::Sent {
+            conn,
+            request_id,
+            message: self.group.messages.len() - 1,
+            members,
+        })
+    }
+
+    /// The stored send of `(from, client_msg_id)` into `conv`, if it is in the sender's dedup
+    /// window. A hash match is confirmed against the stored message.
+    fn sent_before(
+        &self,
+        conv: ConvId,
+        from: UserId,
+        client_msg_id: &str,
+    ) -> Result<Option<DedupRecord>, StoreError> {
+        let same = |m: &MessageRecord| m.from == from && m.client_msg_id == client_msg_id;
+        for seq in self.row(conv, from).maybe_sent(client_msg_id) {
+            // The window names sends of this group too (not durable yet: they are acked
+            // together after the commit).
+            let pending = self
+                .group
+                .messages
+                .iter()
+                .find(|m| m.conv_id == conv && m.seq == seq);
+            let found = match pending {
+                Some(m) => same(m).then(|| DedupRecord::from(m)),
+                None => self
+                    .log
+                    .message(conv, seq)?
+                    .filter(|m| same(m))
+                    .map(|m| DedupRecord::from(&m)),
+            };
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        Ok(None)
+    }
+
+    /// A sender has read everything up to its own message.
+    fn mark_own_message_read(&mut self, conv: ConvId, user: UserId, seq: u64) {
+        let cursor = &mut self.row_mut(conv, user).cursor;
+        cursor.read_seq = cursor.read_seq.max(seq);
+        cursor.delivered_seq = cursor.delivered_seq.max(seq);
+    }
+
+    fn cursor_op(
+        &mut self,
+        conn: ConnRef,
+        request_id: u64,
+        cursor_move: CursorMove,
+    ) -> Result<Outcome, Refusal> {
+        let CursorMove {
+            user,
+            device_id,
+            conv: conv_id,
+            kind,
+            seq,
+        } = cursor_move;
+        let members = members_with(conv_id, user)?;
+        let conv = self.conv(conv_id)?;
+        let seq = seq.min(conv.max_seq);
+        self.load_row(conv_id, user)?;
+        let row = self.row(conv_id, user);
+        let before = row.cursor;
+        let mut cursor = before;
+        let device_moves =
+            kind == CursorKind::Delivered && seq > row.device_cursor(&device_id).unwrap_or(0);
+        match kind {
+            CursorKind::Delivered => cursor.delivered_seq = cursor.delivered_seq.max(seq),
+            CursorKind::Read => {
+                cursor.read_seq = cursor.read_seq.max(seq);
+                cursor.delivered_seq = cursor.delivered_seq.max(cursor.read_seq);
+            }
+        }
+        let moved = cursor != before;
+        if moved || device_moves {
+            let ttl = self.policy.device_cursor_ttl_ms;
+            let row = self.row_mut(conv_id, user);
+            row.cursor = cursor;
+            if device_moves {
+                // A device's own cursor only moves forward too.
+                let now = now_ms();
+                row.move_device(&device_id, seq, now, now.saturating_sub(ttl));
+            }
+        }
+        Ok(Outcome::Cursor {
+            conn,
+            request_id,
+            conv: conv_id,
+            user,
+            members,
+            cursor,
+            moved,
+        })
+    }
+
+    fn recall(
+        &mut self,
+        conn: ConnRef,
+        request_id: u64,
+        user: UserId,
+        conv_id: ConvId,
+        seq: u64,
+    ) -> Result<Outcome, Refusal> {
+        let members = members_with(conv_id, user)?;
+        let pending = self
+            .group
+            .messages
+            .iter()
+            .rev()
+            .find(|m| m.conv_id == conv_id && m.seq == seq)
+            .cloned();
+        let mut original = match pending {
+            Some(m) => m,
+            None => self
+                .log
+                .message(conv_id, seq)?
+                .ok_or_else(|| Refusal::new(ErrorCode::NotFound, "no such message"))?,
+        };
+        if let Some((_, _, event_seq)) = self
+            .group
+            .recalls
+            .iter()
+            .find(|(c, s, _)| *c == conv_id && *s == seq)
+        {
+            original.recalled = true;
+            original.recall_event_seq = *event_seq;
+        }
+        if original.from != user {
+            return Err(Refusal::new(
+                ErrorCode::Forbidden,
+                "only the sender can recall a message",
+            ));
+        }
+        if original.content_type == ContentType::Recall as i32 {
+            return Err(Refusal::new(
+                ErrorCode::InvalidArgument,
+                "a recall event cannot be recalled",
+            ));
+        }
+        if original.recalled {
+            return Ok(Outcome::Recalled {
+                conn,
+                request_id,
+                conv: conv_id,
+                members,
+                seq,
+                event_seq: original.recall_event_seq,
+                event: None,
+            });
+        }
+        let now = now_ms();
+        if now.saturating_sub(original.server_time_ms) > self.recall_window_ms {
+            return Err(Refusal::new(
+                ErrorCode::RecallWindowPassed,
+                format!(
+                    "messages can be recalled within {} s of sending",
+                    self.recall_window_ms / 1000
+                ),
+            ));
+        }
+        let mut conv = self.conv(conv_id)?;
+        self.load_row(conv_id, user)?;
+        let event = MessageRecord {
+            conv_id,
+            seq: conv.max_seq + 1,
+            msg_id: self.take_msg_id(),
+            from: user,
+            // The wire's `to_user_id`: a direct conversation's other member.
+            to: members.others(user).next().unwrap_or(0),
+            client_msg_id: String::new(),
+            content_type: ContentType::Recall as i32,
+            content: Bytes::new(),
+            server_time_ms: now.max(conv.last_time_ms),
+            recalled: false,
+            recall_of_seq: seq,
+            recall_event_seq: 0,
+        };
+        conv.max_seq = event.seq;
+        conv.last_time_ms = event.server_time_ms;
+        self.put_conv(conv_id, conv);
+        let event_seq = event.seq;
+        self.group.recalls.push((conv_id, seq, event_seq));
+        self.group.messages.push(event);
+        self.mark_own_message_read(conv_id, user, event_seq);
+        Ok(Outcome::Recalled {
+            conn,
+            request_id,
+            conv: conv_id,
+            members,
+            seq,
+            event_seq,
+            event: Some(self.group.messages.len() - 1),
+        })
+    }
+
+    fn contact(
+        &mut self,
+        conn: ConnRef,
+        request_id: u64,
+        op: ContactOp,
+    ) -> Result<Outcome, Refusal> {
+        if let Some(other) = op.must_exist()
+            && !self.user_exists(other)?
+        {
+            return Err(Refusal::new(
+                ErrorCode::UserNotFound,
+                format!("no user {other}"),
+            ));
+        }
+        let done = self.contacts.apply(op, now_ms())?;
+        Ok(Outcome::Contact {
+            conn,
+            request_id,
+            done,
+        })
+    }
+}
