@@ -455,6 +455,7 @@ pub fn text_message(to_user_id: u64, client_msg_id: &str, text: &str) -> Body {
         to_user_id,
         content_type: v1::ContentType::Text as i32,
         content: bytes::Bytes::copy_from_slice(text.as_bytes()),
+        ..Default::default()
     })
 }
 

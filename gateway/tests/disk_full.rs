@@ -96,6 +96,7 @@ async fn a_full_disk_refuses_sends_keeps_acked_ones_and_stops_the_server() {
                 to_user_id: b.user_id,
                 content_type: ContentType::Custom as i32,
                 content: noise(sent as u64 + 1, CONTENT_BYTES),
+                ..Default::default()
             });
             match alice.send(body).await {
                 Ok(request_id) => {

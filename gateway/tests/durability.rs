@@ -240,6 +240,7 @@ async fn a_slow_consumer_is_kicked_then_resyncs_everything() {
             to_user_id: recipient.user_id,
             content_type: v1::ContentType::Custom as i32,
             content: payload(i).into(),
+            ..Default::default()
         });
         pending.push_back(s.send(body).await.unwrap());
         if pending.len() >= 32 {

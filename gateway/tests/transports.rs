@@ -162,6 +162,7 @@ async fn slow_consumer(kind: Kind) {
                 to_user_id: recipient,
                 content_type: v1::ContentType::Custom as i32,
                 content: vec![b'x'; SIZE].into(),
+                ..Default::default()
             });
             pending.push(sender.send(body).await.unwrap());
             sent += 1;

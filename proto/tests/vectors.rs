@@ -70,6 +70,7 @@ fn vectors() -> Vec<(&'static str, Frame)> {
                     to_user_id: BOB,
                     content_type: ContentType::Text as i32,
                     content: text(),
+                    ..Default::default()
                 }),
             ),
         ),
@@ -103,6 +104,7 @@ fn vectors() -> Vec<(&'static str, Frame)> {
                         recalled: false,
                         to_user_id: BOB,
                         recall_of_seq: 0,
+                        ..Default::default()
                     }),
                 }),
             ),

@@ -31,6 +31,8 @@ pub fn to_wire(m: MessageRecord) -> v1::Message {
         recalled: m.recalled,
         to_user_id: m.to,
         recall_of_seq: m.recall_of_seq,
+        mention_user_ids: Vec::new(),
+        mention_all: false,
     }
 }
 
@@ -103,6 +105,7 @@ mod tests {
             to_user_id: to,
             content_type: ContentType::Text as i32,
             content: Bytes::copy_from_slice(text.as_bytes()),
+            ..Default::default()
         }
     }
 

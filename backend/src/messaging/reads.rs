@@ -108,6 +108,7 @@ pub fn conversations(
             delivered_seq: mine.delivered_seq,
             peer_delivered_seq: theirs.delivered_seq,
             peer_read_seq: theirs.read_seq,
+            ..Default::default()
         });
     }
     Ok(v1::ConversationList {

@@ -451,6 +451,7 @@ impl Sender {
                 to_user_id: self.to,
                 content_type: v1::ContentType::Custom as i32,
                 content: content.into(),
+                ..Default::default()
             })),
         }
     }
