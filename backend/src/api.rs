@@ -7,6 +7,7 @@
 mod request;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use ringchat_proto::v1;
@@ -78,6 +79,20 @@ pub enum Request {
     Closed { conn: ConnRef, user_id: UserId },
 }
 
+/// One frame of a commit group for this shard's connections.
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    /// For one connection.
+    One(ConnId, Bytes),
+    /// For each connection of a shared list (a group's online connections on this shard) but
+    /// `except` (the sender's): the list is shared with the index, not copied per message.
+    Shared {
+        conns: Arc<Vec<ConnId>>,
+        except: Option<ConnId>,
+        frame: Bytes,
+    },
+}
+
 /// Backend -> one shard. Frames are encoded once (length prefix included) and shared.
 #[derive(Debug)]
 pub enum ShardEvent {
@@ -85,9 +100,9 @@ pub enum ShardEvent {
     Frame { conn: ConnId, frame: Bytes },
     /// One encoded frame for several connections of this shard.
     Fanout { conns: Vec<ConnId>, frame: Bytes },
-    /// Encoded frames, each for one connection of this shard, in order: what one commit group
-    /// sends this shard.
-    Frames(Vec<(ConnId, Bytes)>),
+    /// Encoded frames for connections of this shard, in order: what one commit group sends
+    /// this shard.
+    Frames(Vec<Outgoing>),
     /// Send `Kicked` and close.
     Kick {
         conn: ConnId,

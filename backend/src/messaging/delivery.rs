@@ -15,7 +15,7 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 
 use super::to_wire;
 use super::writer::{Committed, Outcome};
-use crate::api::{ConnId, ConnRef, ShardEvent, ShardSender};
+use crate::api::{ConnRef, Outgoing, ShardEvent, ShardSender};
 use crate::sessions::SharedSessions;
 use crate::store::{DedupRecord, Members, MessageRecord, StoreHealth};
 
@@ -34,8 +34,8 @@ struct Fanout {
 /// Frames of one commit group on their way to the shards.
 struct Outbox {
     buf: BytesMut,
-    /// Per shard: (connection, frame).
-    per_shard: Vec<Vec<(ConnId, Bytes)>>,
+    /// Per shard, in order.
+    per_shard: Vec<Vec<Outgoing>>,
     fanouts: Vec<Fanout>,
 }
 
@@ -68,7 +68,7 @@ impl Outbox {
 
     fn to(&mut self, conn: ConnRef, frame: Bytes) {
         if let Some(list) = self.per_shard.get_mut(usize::from(conn.shard)) {
-            list.push((conn.conn, frame));
+            list.push(Outgoing::One(conn.conn, frame));
         }
     }
 
@@ -92,7 +92,7 @@ const INLINE_GROUP_OPS_MAX: usize = 16;
 /// hand over itself (a shard's inbox was full), indexed by shard.
 pub(crate) enum ToDeliver {
     Group(Committed),
-    Frames(Vec<Vec<(ConnId, Bytes)>>),
+    Frames(Vec<Vec<Outgoing>>),
 }
 
 /// Passes durable groups' acks, pushes and receipts on to the shards' inboxes, in commit order
@@ -176,8 +176,8 @@ impl Delivery {
         }
     }
 
-    /// Encodes a group's frames and routes them: per shard, (connection, frame) in order.
-    fn route(&self, group: Committed) -> Vec<Vec<(ConnId, Bytes)>> {
+    /// Encodes a group's frames and routes them: per shard, in order.
+    fn route(&self, group: Committed) -> Vec<Vec<Outgoing>> {
         let stored = group
             .outcomes
             .iter()
@@ -354,7 +354,10 @@ mod tests {
         };
         frames
             .into_iter()
-            .map(|(_, bytes)| {
+            .map(|outgoing| {
+                let Outgoing::One(_, bytes) = outgoing else {
+                    panic!("expected frames for one connection")
+                };
                 ringchat_proto::decode(&mut bytes.as_ref().into(), 1 << 20)
                     .expect("a frame")
                     .expect("whole")
