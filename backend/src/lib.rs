@@ -17,9 +17,6 @@ pub mod fill;
 mod groups;
 mod limits;
 mod messaging;
-// Wired into delivery with groups (issue 11).
-#[allow(dead_code)]
-mod online_index;
 mod presence;
 mod read_gate;
 mod runtime;

@@ -128,7 +128,7 @@ impl Backend {
         );
         let (deliver_tx, deliver_rx) = mpsc::channel(OUTCOME_GROUPS_MAX);
         let health = ports.engine.health();
-        let group_online = Arc::new(GroupOnline::default());
+        let group_online = Arc::new(GroupOnline::new(shards.len()));
         let delivery = Arc::new(Delivery::new(
             sessions.clone(),
             Arc::clone(&group_online),

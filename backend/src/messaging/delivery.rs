@@ -15,12 +15,11 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 
 use super::to_wire;
 use super::writer::{Audience, Committed, Outcome};
-use crate::api::{ConnRef, Outgoing, ShardEvent, ShardSender};
+use crate::api::{ConnId, ConnRef, Outgoing, ShardEvent, ShardSender};
 use crate::groups::GroupDone;
 use crate::groups::online::GroupOnline;
 use crate::sessions::SharedSessions;
-use crate::store::{ConvId, DedupRecord, Members, MessageRecord, StoreHealth, UserId};
-use smallvec::SmallVec;
+use crate::store::{ConvId, DedupRecord, Members, MessageRecord, StoreHealth};
 
 /// Bytes the encoding buffer grows by: frames of a group share allocations of this size.
 const ENCODE_CHUNK_BYTES: usize = 64 * 1024;
@@ -67,6 +66,22 @@ impl Outbox {
     fn reply(&mut self, conn: ConnRef, request_id: u64, body: Body) {
         let frame = self.encode(request_id, body);
         self.to(conn, frame);
+    }
+
+    fn shared(
+        &mut self,
+        shard: usize,
+        conns: Arc<Vec<ConnId>>,
+        except: Option<ConnId>,
+        frame: Bytes,
+    ) {
+        if let Some(list) = self.per_shard.get_mut(shard) {
+            list.push(Outgoing::Shared {
+                conns,
+                except,
+                frame,
+            });
+        }
     }
 
     fn to(&mut self, conn: ConnRef, frame: Bytes) {
@@ -205,22 +220,14 @@ impl Delivery {
         outbox.per_shard
     }
 
-    /// A frame for the group's online members' sessions but `except`, resolved now: group
-    /// audiences follow membership changes in outcome (commit) order.
+    /// A frame for the group's online connections but `except`, resolved now (group audiences
+    /// follow membership changes in outcome, that is commit, order): one shared list per
+    /// shard, never a walk over the members.
     fn to_group(&self, outbox: &mut Outbox, g: ConvId, except: ConnRef, frame: &Bytes) {
-        let mut users: SmallVec<[UserId; 16]> = SmallVec::new();
-        self.online.for_each_user(g, |u| users.push(u));
-        if users.is_empty() {
-            return;
-        }
-        let sessions = self.sessions.read();
-        for user in users {
-            for s in sessions.of_user(user) {
-                if s.conn != except {
-                    outbox.to(s.conn, frame.clone());
-                }
-            }
-        }
+        self.online.audience(g, |shard, conns| {
+            let except = (usize::from(except.shard) == shard).then_some(except.conn);
+            outbox.shared(shard, Arc::clone(conns), except, frame.clone());
+        });
     }
 
     fn to_audience(&self, outbox: &mut Outbox, audience: Audience, except: ConnRef, body: Body) {
@@ -465,7 +472,7 @@ mod tests {
         let (task_tx, task_rx) = mpsc::channel(8);
         let delivery = Arc::new(Delivery::new(
             SharedSessions::new(Sessions::new(1, Vec::new())),
-            Arc::default(),
+            Arc::new(GroupOnline::new(1)),
             vec![shard_tx],
             Arc::default(),
         ));

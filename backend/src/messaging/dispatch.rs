@@ -10,7 +10,7 @@ use ringchat_proto::v1;
 use super::{conv_from_wire, members_with, reads};
 use crate::Backend;
 use crate::accounts::Refusal;
-use crate::api::{ConnId, ConnRef, SessionRequest, ShardEvent};
+use crate::api::{ConnId, ConnRef, Outgoing, SessionRequest, ShardEvent};
 use crate::store::UserId;
 
 /// The requests served from the store on a blocking thread.
@@ -127,21 +127,13 @@ impl Backend {
         request_id: u64,
         g: crate::store::ConvId,
     ) {
-        let mut others = Vec::new();
-        let mut member = false;
-        self.group_online.for_each_user(g, |u| {
-            if u == user {
-                member = true;
-            } else {
-                others.push(u);
-            }
-        });
-        if !member {
+        if !self.group_online.is_online_member(g, user) {
             let refusal = Refusal::new(v1::ErrorCode::NotFound, "no such conversation");
             self.refuse(conn, request_id, refusal).await;
             return;
         }
-        if others.len() >= self.settings.groups.typing_members_max as usize {
+        // Connections, the sender's own included: a bound on the cost, not an exact count.
+        if self.group_online.online_conns(g) > self.settings.groups.typing_members_max as usize {
             return;
         }
         let frame = crate::api::encoded(
@@ -151,8 +143,20 @@ impl Backend {
                 from_user_id: user,
             }),
         );
-        let targets = self.sessions_of(&others, None);
-        self.fanout(targets, frame).await;
+        let mut per_shard = Vec::new();
+        self.group_online.audience(g, |shard, conns| {
+            let except = (usize::from(conn.shard) == shard).then_some(conn.conn);
+            per_shard.push((shard, Arc::clone(conns), except));
+        });
+        for (shard, conns, except) in per_shard {
+            let event = ShardEvent::Frames(vec![Outgoing::Shared {
+                conns,
+                except,
+                frame: frame.clone(),
+            }]);
+            // Shard ids fit u16: they were made from u16 in the first place.
+            self.send_to_shard(shard as u16, event).await;
+        }
     }
 
     pub(crate) async fn refuse(&self, conn: ConnRef, request_id: u64, refusal: Refusal) {

@@ -7,9 +7,9 @@
 //! snapshot makes the change copy it once (`Arc::make_mut`), so a login never waits for a
 //! delivery and a delivery never sees a half-changed list.
 //!
-//! The index knows connections, not users or sessions: the caller decides when a connection
-//! enters or leaves a group (at login, close, join, leave, in commit order) and remembers a
-//! session's groups so that closing it needs no search.
+//! The index knows connections, not users or sessions: [`super::GroupOnline`] decides when a
+//! connection enters or leaves a group (at login, close, join, leave, in commit order) and
+//! remembers a user's groups so that closing a session needs no search.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -37,11 +37,12 @@ struct Entry {
     pos: Map<ConnRef, u32>,
 }
 
-#[derive(Debug)]
 pub(crate) struct OnlineIndex {
     shards: usize,
     stripes: Box<[RwLock<Map<ConvId, Entry>>]>,
     hasher: RandomState,
+    /// (connection, group) entries, exported as `ringchat_group_online_entries`.
+    entries: metrics::Gauge,
 }
 
 impl OnlineIndex {
@@ -50,6 +51,7 @@ impl OnlineIndex {
             shards,
             stripes: (0..STRIPES).map(|_| RwLock::default()).collect(),
             hasher: RandomState::default(),
+            entries: metrics::gauge!("ringchat_group_online_entries"),
         }
     }
 
@@ -73,6 +75,7 @@ impl OnlineIndex {
         let at = u32::try_from(list.len()).expect("fewer than 2^32 connections per shard");
         list.push(conn.conn);
         entry.pos.insert(conn, at);
+        self.entries.increment(1.0);
     }
 
     /// Takes a connection out of a group's audience; an absent one changes nothing.
@@ -84,6 +87,7 @@ impl OnlineIndex {
         let Some(at) = entry.pos.remove(&conn) else {
             return;
         };
+        self.entries.decrement(1.0);
         let shard = usize::from(conn.shard);
         let list = Arc::make_mut(&mut entry.per_shard[shard]);
         let at = at as usize;
@@ -123,6 +127,7 @@ impl OnlineIndex {
     }
 
     /// Groups with someone online, and (connection, group) entries: the index's size.
+    #[cfg(test)]
     pub fn size(&self) -> (usize, usize) {
         self.stripes.iter().fold((0, 0), |(groups, entries), s| {
             let s = s.read().expect("not poisoned");
@@ -153,7 +158,7 @@ mod tests {
     }
 
     fn group(n: u64) -> ConvId {
-        ConvId::from_wire((1 << 62) | n).unwrap()
+        ConvId::group(n + 1).unwrap()
     }
 
     #[test]
