@@ -120,7 +120,9 @@ struct Shared {
     /// (online member number, user id), filled by the load threads.
     ids: Mutex<Vec<(usize, u64)>>,
     ready: Barrier,
-    go: Barrier,
+    /// Set by the main thread once setup is over (failed or not). A watch, not a barrier: the
+    /// load threads keep running their readers while they wait.
+    go: tokio::sync::watch::Receiver<bool>,
     conversation_id: OnceLock<u64>,
     start_at: OnceLock<Instant>,
     /// The newest group seq each online member has seen.
@@ -147,10 +149,11 @@ pub fn run(cfg: &GroupConfig, observe: &Observe) -> anyhow::Result<GroupReport> 
     super::ensure_fd_limit(cfg.online as u64 + SETUP_CONCURRENCY as u64 + 64)?;
     let threads = cfg.threads.min(cfg.online);
     let run = run_id();
+    let (go, go_rx) = tokio::sync::watch::channel(false);
     let shared = Arc::new(Shared {
         ids: Mutex::new(Vec::with_capacity(cfg.online)),
         ready: Barrier::new(threads + 1),
-        go: Barrier::new(threads + 1),
+        go: go_rx,
         conversation_id: OnceLock::new(),
         start_at: OnceLock::new(),
         last_seq: (0..cfg.online).map(|_| AtomicU64::new(0)).collect(),
@@ -174,7 +177,9 @@ pub fn run(cfg: &GroupConfig, observe: &Observe) -> anyhow::Result<GroupReport> 
                 // Meet the others at both barriers even on failure, so nobody waits forever.
                 shared.ready.wait();
                 let load = members.map(|m| Load::start(&cfg, m, run, &shared));
-                shared.go.wait();
+                let mut go = shared.go.clone();
+                // Err only if the main thread is gone: the check below tells.
+                let _ = go.wait_for(|go| *go).await;
                 let load = load?;
                 if shared.conversation_id.get().is_none() {
                     bail!("setup failed");
@@ -195,7 +200,8 @@ pub fn run(cfg: &GroupConfig, observe: &Observe) -> anyhow::Result<GroupReport> 
         "delivered",
         observe.progress && setup.is_ok(),
     );
-    shared.go.wait();
+    // Nobody may be listening any more (a load thread failed): the join below tells.
+    let _ = go.send(true);
     let results = workers
         .join()
         .map_err(|_| anyhow::anyhow!("load threads panicked"))?;
