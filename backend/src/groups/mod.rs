@@ -8,9 +8,11 @@
 //! - `roles.rs`: who may do what, one pure table;
 //! - `online.rs`: who of a group is online, the one interface delivery resolves audiences by;
 //! - `reads.rs`: visibility, info, members, my groups, applications, read counts (read pool);
+//! - `conversations.rs`: the user's groups as conversation list entries;
 //! - `config.rs`: `[groups]`.
 
 mod config;
+pub(crate) mod conversations;
 mod dispatch;
 mod members;
 pub(crate) mod online;
