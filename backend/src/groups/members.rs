@@ -69,7 +69,7 @@ impl Writer {
         a.record.member_count as usize + adding > self.groups.limits.members_max as usize
     }
 
-    fn too_many_groups(&self, slot: &UserSlot) -> Option<Refusal> {
+    pub(super) fn too_many_groups(&self, slot: &UserSlot) -> Option<Refusal> {
         let max = self.groups.limits.per_user_max;
         (slot.record.is_none() && slot.count >= max).then(|| {
             Refusal::new(
@@ -101,15 +101,16 @@ impl Writer {
             if self.groups.member(g, user)?.is_some() {
                 continue;
             }
-            if let Err(code) = self.check_addable(actor, user)? {
-                results.push(result(user, code));
+            let slot = self.groups.user_slot(user, g)?;
+            if let Err(refusal) = self.check_addable(actor, user, &slot)? {
+                results.push(result(user, refusal.code));
                 continue;
             }
             let applied = self.groups.application(g, user)?.is_some();
             if v == Verdict::AsApplication && applied {
                 continue;
             }
-            adding.push((user, self.groups.user_slot(user, g)?, applied));
+            adding.push((user, slot, applied));
         }
         let mut done = GroupDone::new(g);
         if v == Verdict::AsApplication {
@@ -264,10 +265,10 @@ impl Writer {
             self.groups.put_group(g, a.record);
             return Ok(done.ok(seq, State::None, Vec::new()));
         }
+        // Blocks and the user's list are checked now, between the applicant and whoever
+        // approves (an invite's blocks were checked when it was filed, against the inviter).
         let slot = self.groups.user_slot(user, g)?;
-        if let Some(refusal) = self.too_many_groups(&slot) {
-            return Err(Refusal::new(refusal.code, "the user is in too many groups"));
-        }
+        self.check_addable(actor, user, &slot)??;
         if self.full(&a, 1) {
             return Err(self.group_full());
         }
