@@ -17,7 +17,8 @@ use crate::time::now_ms;
 
 impl Writer {
     /// Adds users as members after their event at `seq` (visible from it, or from 1 when the
-    /// group shows its history), dropping their applications.
+    /// group shows its history), dropping their applications, and counts them by read cursor
+    /// (`load_for_count` came first for each).
     fn add_members(&mut self, a: &mut Acting, seq: u64, users: &[(UserId, UserSlot, bool)]) {
         let from = if a.record.history_visible { 1 } else { seq };
         let now = now_ms();
@@ -35,6 +36,7 @@ impl Writer {
                 notify_muted: slot.record.is_some_and(|r| r.notify_muted),
             };
             self.groups.put_user_group(*user, a.g, slot, Some(row));
+            self.count_member_in(a.g, *user);
             if *applied {
                 self.groups.put_application(a.g, *user, None);
                 a.record.application_count = a.record.application_count.saturating_sub(1);
@@ -43,7 +45,8 @@ impl Writer {
         a.record.member_count += users.len() as u32;
     }
 
-    /// Takes members out after their event at `seq`: their rows keep the history up to it.
+    /// Takes members out after their event at `seq`: their rows keep the history up to it
+    /// (`load_for_count` came first for each).
     fn drop_members(
         &mut self,
         a: &mut Acting,
@@ -52,6 +55,7 @@ impl Writer {
     ) {
         for (user, member, slot) in users {
             self.groups.put_member(a.g, *user, None);
+            self.count_member_out(a.g, *user);
             if member.role == GroupRole::Admin {
                 a.record.admin_count = a.record.admin_count.saturating_sub(1);
             }
@@ -110,6 +114,7 @@ impl Writer {
             if v == Verdict::AsApplication && applied {
                 continue;
             }
+            self.load_for_count(g, user)?;
             adding.push((user, slot, applied));
         }
         let mut done = GroupDone::new(g);
@@ -183,6 +188,7 @@ impl Writer {
             return Err(refusal);
         }
         let applied = self.groups.application(g, user)?.is_some();
+        self.load_for_count(g, user)?;
         let head = self.conv(g)?;
         let mut a = Acting {
             g,
@@ -269,6 +275,7 @@ impl Writer {
         // approves (an invite's blocks were checked when it was filed, against the inviter).
         let slot = self.groups.user_slot(user, g)?;
         self.check_addable(actor, user, &slot)??;
+        self.load_for_count(g, user)?;
         if self.full(&a, 1) {
             return Err(self.group_full());
         }
@@ -298,6 +305,7 @@ impl Writer {
         };
         let record = self.groups.group(g)?.ok_or_else(not_found)?;
         let head = self.conv(g)?;
+        self.load_for_count(g, user)?;
         let mut a = Acting {
             g,
             record,
@@ -308,6 +316,7 @@ impl Writer {
             // Nothing new is written to a dissolved group's log: the member goes, and the
             // group leaves the user's lists.
             self.groups.put_member(g, user, None);
+            self.count_member_out(g, user);
             a.record.member_count = a.record.member_count.saturating_sub(1);
             if member.role == GroupRole::Admin {
                 a.record.admin_count = a.record.admin_count.saturating_sub(1);
@@ -362,6 +371,7 @@ impl Writer {
                 results.push(result(user, code));
                 continue;
             }
+            self.load_for_count(g, user)?;
             removing.push((user, member, self.groups.user_slot(user, g)?));
         }
         let mut done = GroupDone::new(g);

@@ -455,6 +455,7 @@ impl Writer {
                 }),
             );
         }
+        self.groups.new_reads(g, added.len() as u32);
         done.joined = added;
         let group = super::reads::group_view(g, &a.record, Some(&a.me), None, a.head.max_seq);
         self.groups.put_group(g, a.record);
