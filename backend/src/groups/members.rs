@@ -188,7 +188,6 @@ impl Writer {
             return Err(refusal);
         }
         let applied = self.groups.application(g, user)?.is_some();
-        self.load_for_count(g, user)?;
         let head = self.conv(g)?;
         let mut a = Acting {
             g,
@@ -230,6 +229,8 @@ impl Writer {
         if self.full(&a, 1) {
             return Err(self.group_full());
         }
+        // Still nothing changed: an application above returned.
+        self.load_for_count(g, user)?;
         let seq = self.append_event(
             &mut a,
             &mut done,
