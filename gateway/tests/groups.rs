@@ -6,80 +6,9 @@ mod common;
 
 use common::TestServer;
 use common::contacts::{ask, block, code};
-use ringchat_bench::client::Client;
+use common::groups::{ack, create, event_of, ok, send, send_body, sync, texts};
 use ringchat_proto::Body;
 use ringchat_proto::v1::{self, ErrorCode, GroupEventKind, GroupJoinState};
-
-async fn create(
-    c: &mut Client,
-    name: &str,
-    members: &[u64],
-    policy: v1::JoinPolicy,
-    history: bool,
-) -> v1::GroupCreated {
-    match ask(
-        c,
-        Body::GroupCreate(v1::GroupCreate {
-            name: name.into(),
-            member_ids: members.to_vec(),
-            join_policy: policy as i32,
-            history_visible: history,
-            ..Default::default()
-        }),
-    )
-    .await
-    {
-        Body::GroupCreated(g) => g,
-        other => panic!("expected GroupCreated, got {other:?}"),
-    }
-}
-
-fn send_body(g: u64, id: &str, text: &str, mentions: &[u64], all: bool) -> Body {
-    Body::Send(v1::Send {
-        client_msg_id: id.into(),
-        conversation_id: g,
-        content_type: v1::ContentType::Text as i32,
-        content: text.as_bytes().to_vec().into(),
-        mention_user_ids: mentions.to_vec(),
-        mention_all: all,
-        ..Default::default()
-    })
-}
-
-async fn send(c: &mut Client, g: u64, id: &str, text: &str) -> Body {
-    ask(c, send_body(g, id, text, &[], false)).await
-}
-
-fn ack(reply: Body) -> v1::SendAck {
-    match reply {
-        Body::SendAck(a) => a,
-        other => panic!("expected SendAck, got {other:?}"),
-    }
-}
-
-fn ok(reply: Body) -> v1::GroupOk {
-    match reply {
-        Body::GroupOk(o) => o,
-        other => panic!("expected GroupOk, got {other:?}"),
-    }
-}
-
-fn event_of(m: &v1::Message) -> v1::GroupEvent {
-    assert_eq!(m.content_type, v1::ContentType::GroupEvent as i32, "{m:?}");
-    prost::Message::decode(m.content.as_ref()).expect("a GroupEvent")
-}
-
-fn texts(messages: &[v1::Message]) -> Vec<String> {
-    messages
-        .iter()
-        .filter(|m| m.content_type == v1::ContentType::Text as i32)
-        .map(|m| String::from_utf8_lossy(&m.content).into_owned())
-        .collect()
-}
-
-async fn sync(c: &mut Client, g: u64) -> Vec<v1::Message> {
-    c.sync_all(g, 0).await.expect("sync")
-}
 
 #[tokio::test]
 async fn members_chat_and_others_see_nothing() {

@@ -137,9 +137,7 @@ impl Relations {
         Ok(send_check(conv, bits, from))
     }
 
-    /// Whether `adder` may put `target` in a group (groups come later): not if either blocked
-    /// the other.
-    #[allow(dead_code)]
+    /// Whether `adder` may put `target` in a group: not if either blocked the other.
     pub(crate) fn may_add_to_group(
         &mut self,
         adder: UserId,

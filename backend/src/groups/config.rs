@@ -31,6 +31,9 @@ pub struct GroupsConfig {
     pub typing_members_max: u32,
     /// Largest page of members, groups and applications.
     pub page_max: u32,
+    /// Seqs (the newest a member's read cursor reached) over which GroupReadCount is exact;
+    /// members further behind are counted together (a lower bound for older seqs).
+    pub read_count_window: u64,
     /// Owners and admins may recall others' messages this long after they were sent.
     pub admin_recall_window_s: u64,
 }
@@ -51,6 +54,7 @@ impl Default for GroupsConfig {
             receipts_members_max: 100,
             typing_members_max: 500,
             page_max: 200,
+            read_count_window: 4_096,
             admin_recall_window_s: 86_400,
         }
     }
@@ -97,6 +101,7 @@ impl GroupsConfig {
             100_000,
         );
         range("page_max", self.page_max.into(), 1, 10_000);
+        range("read_count_window", self.read_count_window, 1, 1_000_000);
         range(
             "admin_recall_window_s",
             self.admin_recall_window_s,

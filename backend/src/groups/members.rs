@@ -17,7 +17,8 @@ use crate::time::now_ms;
 
 impl Writer {
     /// Adds users as members after their event at `seq` (visible from it, or from 1 when the
-    /// group shows its history), dropping their applications.
+    /// group shows its history), dropping their applications, and counts them by read cursor
+    /// (`load_for_count` came first for each).
     fn add_members(&mut self, a: &mut Acting, seq: u64, users: &[(UserId, UserSlot, bool)]) {
         let from = if a.record.history_visible { 1 } else { seq };
         let now = now_ms();
@@ -35,6 +36,7 @@ impl Writer {
                 notify_muted: slot.record.is_some_and(|r| r.notify_muted),
             };
             self.groups.put_user_group(*user, a.g, slot, Some(row));
+            self.count_member_in(a.g, *user);
             if *applied {
                 self.groups.put_application(a.g, *user, None);
                 a.record.application_count = a.record.application_count.saturating_sub(1);
@@ -43,7 +45,8 @@ impl Writer {
         a.record.member_count += users.len() as u32;
     }
 
-    /// Takes members out after their event at `seq`: their rows keep the history up to it.
+    /// Takes members out after their event at `seq`: their rows keep the history up to it
+    /// (`load_for_count` came first for each).
     fn drop_members(
         &mut self,
         a: &mut Acting,
@@ -52,6 +55,7 @@ impl Writer {
     ) {
         for (user, member, slot) in users {
             self.groups.put_member(a.g, *user, None);
+            self.count_member_out(a.g, *user);
             if member.role == GroupRole::Admin {
                 a.record.admin_count = a.record.admin_count.saturating_sub(1);
             }
@@ -69,7 +73,7 @@ impl Writer {
         a.record.member_count as usize + adding > self.groups.limits.members_max as usize
     }
 
-    fn too_many_groups(&self, slot: &UserSlot) -> Option<Refusal> {
+    pub(super) fn too_many_groups(&self, slot: &UserSlot) -> Option<Refusal> {
         let max = self.groups.limits.per_user_max;
         (slot.record.is_none() && slot.count >= max).then(|| {
             Refusal::new(
@@ -101,15 +105,17 @@ impl Writer {
             if self.groups.member(g, user)?.is_some() {
                 continue;
             }
-            if let Err(code) = self.check_addable(actor, user)? {
-                results.push(result(user, code));
+            let slot = self.groups.user_slot(user, g)?;
+            if let Err(refusal) = self.check_addable(actor, user, &slot)? {
+                results.push(result(user, refusal.code));
                 continue;
             }
             let applied = self.groups.application(g, user)?.is_some();
             if v == Verdict::AsApplication && applied {
                 continue;
             }
-            adding.push((user, self.groups.user_slot(user, g)?, applied));
+            self.load_for_count(g, user)?;
+            adding.push((user, slot, applied));
         }
         let mut done = GroupDone::new(g);
         if v == Verdict::AsApplication {
@@ -223,6 +229,8 @@ impl Writer {
         if self.full(&a, 1) {
             return Err(self.group_full());
         }
+        // Still nothing changed: an application above returned.
+        self.load_for_count(g, user)?;
         let seq = self.append_event(
             &mut a,
             &mut done,
@@ -264,10 +272,11 @@ impl Writer {
             self.groups.put_group(g, a.record);
             return Ok(done.ok(seq, State::None, Vec::new()));
         }
+        // Blocks and the user's list are checked now, between the applicant and whoever
+        // approves (an invite's blocks were checked when it was filed, against the inviter).
         let slot = self.groups.user_slot(user, g)?;
-        if let Some(refusal) = self.too_many_groups(&slot) {
-            return Err(Refusal::new(refusal.code, "the user is in too many groups"));
-        }
+        self.check_addable(actor, user, &slot)??;
+        self.load_for_count(g, user)?;
         if self.full(&a, 1) {
             return Err(self.group_full());
         }
@@ -297,6 +306,7 @@ impl Writer {
         };
         let record = self.groups.group(g)?.ok_or_else(not_found)?;
         let head = self.conv(g)?;
+        self.load_for_count(g, user)?;
         let mut a = Acting {
             g,
             record,
@@ -307,6 +317,7 @@ impl Writer {
             // Nothing new is written to a dissolved group's log: the member goes, and the
             // group leaves the user's lists.
             self.groups.put_member(g, user, None);
+            self.count_member_out(g, user);
             a.record.member_count = a.record.member_count.saturating_sub(1);
             if member.role == GroupRole::Admin {
                 a.record.admin_count = a.record.admin_count.saturating_sub(1);
@@ -361,6 +372,7 @@ impl Writer {
                 results.push(result(user, code));
                 continue;
             }
+            self.load_for_count(g, user)?;
             removing.push((user, member, self.groups.user_slot(user, g)?));
         }
         let mut done = GroupDone::new(g);

@@ -8,18 +8,25 @@
 //! - `roles.rs`: who may do what, one pure table;
 //! - `online.rs`: who of a group is online, the one interface delivery resolves audiences by;
 //! - `reads.rs`: visibility, info, members, my groups, applications, read counts (read pool);
+//! - `conversations.rs`: the user's groups as conversation list entries;
+//! - `read_counts.rs`: members counted by read cursor (kept by the sequencer, read by
+//!   GroupReadCount);
 //! - `config.rs`: `[groups]`.
 
 mod config;
+pub(crate) mod conversations;
 mod dispatch;
 mod members;
 pub(crate) mod online;
 mod ops;
+pub(crate) mod read_counts;
 pub(crate) mod reads;
 pub(crate) mod roles;
 pub(crate) mod send;
 pub(crate) mod sequencer;
 mod submit;
+#[cfg(test)]
+mod tests;
 
 pub use config::GroupsConfig;
 pub(crate) use ops::GroupDone;

@@ -11,6 +11,7 @@ use ringchat_proto::v1::{self, ContentType, ErrorCode, GroupEventKind as Kind};
 use smallvec::SmallVec;
 
 use super::roles::{Action, Verdict, verdict};
+use super::sequencer::UserSlot;
 use super::{GroupOp, GroupOpKind, encode_event, event, policy_to_wire};
 use crate::accounts::Refusal;
 use crate::messaging::writer::{Draft, Writer};
@@ -351,24 +352,33 @@ impl Writer {
         a.head.max_seq
     }
 
-    /// Whether `user` may be added by `adder`: an account, no block either way, room in the
-    /// user's list. Reads only: `Ok(Err(code))` is that user's result.
+    /// Whether `user` (whose row of the group is `slot`) may be added by `adder`: an account,
+    /// no block either way, room in the user's list. The one check for every way in that someone
+    /// else decides: create, invite, approve. Reads only: `Ok(Err(refusal))` is that user's
+    /// answer.
     pub(super) fn check_addable(
         &mut self,
         adder: UserId,
         user: UserId,
-    ) -> Result<Result<(), ErrorCode>, Refusal> {
+        slot: &UserSlot,
+    ) -> Result<Result<(), Refusal>, Refusal> {
         if !self.user_exists(user)? {
-            return Ok(Err(ErrorCode::UserNotFound));
+            return Ok(Err(Refusal::new(
+                ErrorCode::UserNotFound,
+                format!("no user {user}"),
+            )));
         }
         if let Err(refusal) = self.contacts.may_add_to_group(adder, user) {
             if refusal.code == ErrorCode::NotAllowed {
-                return Ok(Err(ErrorCode::NotAllowed));
+                return Ok(Err(refusal));
             }
             return Err(refusal);
         }
-        if self.groups.user_group_count(user)? >= self.groups.limits.per_user_max {
-            return Ok(Err(ErrorCode::TooManyGroups));
+        if let Some(refusal) = self.too_many_groups(slot) {
+            return Ok(Err(Refusal::new(
+                refusal.code,
+                "the user is in too many groups",
+            )));
         }
         Ok(Ok(()))
     }
@@ -389,12 +399,13 @@ impl Writer {
         let mut results = Vec::new();
         let mut added = vec![owner];
         for user in users {
-            match self.check_addable(owner, user)? {
+            let slot = self.groups.new_slot(user)?;
+            match self.check_addable(owner, user, &slot)? {
                 Ok(()) if added.len() as u32 >= self.groups.limits.members_max => {
                     results.push(result(user, ErrorCode::GroupFull));
                 }
                 Ok(()) => added.push(user),
-                Err(code) => results.push(result(user, code)),
+                Err(refusal) => results.push(result(user, refusal.code)),
             }
         }
         let mut slots = Vec::with_capacity(added.len());
@@ -444,6 +455,7 @@ impl Writer {
                 }),
             );
         }
+        self.groups.new_reads(g, added.len() as u32);
         done.joined = added;
         let group = super::reads::group_view(g, &a.record, Some(&a.me), None, a.head.max_seq);
         self.groups.put_group(g, a.record);

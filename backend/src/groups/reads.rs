@@ -1,5 +1,6 @@
 //! The group reads, on the read pool: what a member may see (the visibility clamp Sync and
-//! History go through), group info, members, my groups, applications, read counts.
+//! History go through), group info, members, my groups, applications (read counts are in
+//! `read_counts.rs`).
 
 use ringchat_proto::v1::{self, ErrorCode};
 
@@ -13,17 +14,11 @@ use crate::store::{
 
 use super::GroupsConfig;
 
-/// Members whose cursors one GroupReadCount reads, at most; past it the count is a lower bound
-/// (`exact` false).
-pub const READ_COUNT_SCAN_MAX: usize = 10_000;
-/// Cursor rows read per batch while counting.
-const READ_COUNT_BATCH: usize = 500;
-
-fn not_found() -> Refusal {
+pub(super) fn not_found() -> Refusal {
     Refusal::new(ErrorCode::NotFound, "no such group")
 }
 
-fn group_id(raw: u64) -> Result<ConvId, Refusal> {
+pub(super) fn group_id(raw: u64) -> Result<ConvId, Refusal> {
     let g = conv_from_wire(raw)?;
     if g.kind() != ConvKind::Group {
         return Err(not_found());
@@ -98,7 +93,11 @@ pub(crate) fn info(ports: &Ports, user: UserId, req: &v1::GroupInfo) -> Result<v
 }
 
 /// Current members only: a former member no longer sees who is in the group.
-fn require_member(ports: &Ports, g: ConvId, user: UserId) -> Result<MemberRecord, Refusal> {
+pub(super) fn require_member(
+    ports: &Ports,
+    g: ConvId,
+    user: UserId,
+) -> Result<MemberRecord, Refusal> {
     ports.groups.group_member(g, user)?.ok_or_else(not_found)
 }
 
@@ -191,45 +190,5 @@ pub(crate) fn applications(
         conversation_id: g.to_wire(),
         applications,
         has_more,
-    })
-}
-
-/// How many current members have read up to `seq`, from their read cursors: exact up to
-/// [`READ_COUNT_SCAN_MAX`] members, a lower bound past it.
-pub(crate) fn read_count(
-    ports: &Ports,
-    user: UserId,
-    req: &v1::GroupReadCount,
-) -> Result<v1::GroupReadCountOk, Refusal> {
-    let g = group_id(req.conversation_id)?;
-    require_member(ports, g, user)?;
-    let record = ports.groups.group(g)?.ok_or_else(not_found)?;
-    let mut read = 0u32;
-    let mut scanned = 0usize;
-    let mut after = 0;
-    loop {
-        let want = READ_COUNT_BATCH.min(READ_COUNT_SCAN_MAX - scanned);
-        let rows = ports.groups.group_members(g, after, want)?;
-        let Some(&(last, _)) = rows.last() else {
-            break;
-        };
-        let keys: Vec<(ConvId, UserId)> = rows.iter().map(|(u, _)| (g, *u)).collect();
-        let cursors = ports.cursors.cursor_rows(&keys)?;
-        read += cursors
-            .iter()
-            .filter(|r| r.as_ref().is_some_and(|r| r.cursor.read_seq >= req.seq))
-            .count() as u32;
-        scanned += rows.len();
-        after = last;
-        if rows.len() < want || scanned >= READ_COUNT_SCAN_MAX {
-            break;
-        }
-    }
-    Ok(v1::GroupReadCountOk {
-        conversation_id: g.to_wire(),
-        seq: req.seq,
-        read_count: read,
-        member_count: record.member_count,
-        exact: (scanned as u64) >= u64::from(record.member_count),
     })
 }

@@ -37,6 +37,7 @@ impl Writer {
         let me = self.groups.member(g, m.from)?.ok_or_else(not_found)?;
         debug_assert_eq!(verdict(me.role, Action::Send), Verdict::Allowed);
         self.load_row(g, m.from)?;
+        self.groups.load_reads(g)?;
         // Dedup before the rules: a resend of an acked message is answered even after a mute.
         if let Some(original) = self.sent_before(g, m.from, &m.client_msg_id)? {
             return Ok(Outcome::Duplicate {
@@ -77,7 +78,7 @@ impl Writer {
         let window = self.policy.dedup_window;
         self.row_mut(g, m.from)
             .remember_send(&m.client_msg_id, seq, window);
-        self.mark_own_message_read(g, m.from, seq);
+        self.mark_own_group_message_read(g, m.from, seq);
         let draft = Draft {
             from: m.from,
             client_msg_id: m.client_msg_id,

@@ -14,12 +14,14 @@ use foldhash::fast::RandomState;
 
 use super::GroupsConfig;
 use crate::store::{
-    ApplicationRecord, ConvId, GroupRecord, GroupStore, GroupWrites, MemberRecord, StoreError,
-    UserGroupRecord, UserId,
+    ApplicationRecord, ConvId, CursorStore, GroupRecord, GroupStore, GroupWrites, MemberRecord,
+    ReadHistogram, StoreError, UserGroupRecord, UserId,
 };
 
 /// Cached groups and member rows, each at most; past it the cache starts over.
 const ENTRIES_MAX: usize = 1 << 20;
+/// Cached read histograms (each up to `groups.read_count_window` entries), at most.
+const READS_CACHED_MAX: usize = 1 << 14;
 
 type Map<K, V> = HashMap<K, V, RandomState>;
 
@@ -32,12 +34,15 @@ pub(crate) struct UserSlot {
 
 pub(crate) struct Groups {
     store: Arc<dyn GroupStore>,
+    /// Only to build the read histogram of a group stored before they were kept.
+    cursors: Arc<dyn CursorStore>,
     pub(crate) limits: GroupsConfig,
     /// Committed state (and, once drained, what the group being committed applied: cleared
     /// whole if that commit fails).
     groups: Map<ConvId, GroupRecord>,
     /// `None`: known not to be a member.
     members: Map<(ConvId, UserId), Option<MemberRecord>>,
+    reads: Map<ConvId, ReadHistogram>,
     next_group_id: u64,
     /// The commit group being built.
     pending_groups: Map<ConvId, GroupRecord>,
@@ -46,20 +51,24 @@ pub(crate) struct Groups {
     pending_counts: Map<UserId, u32>,
     pending_applications: Map<(ConvId, UserId), Option<ApplicationRecord>>,
     pending_mentions: Vec<(ConvId, UserId, u64)>,
+    pending_reads: Map<ConvId, ReadHistogram>,
     pending_next_group_id: u64,
 }
 
 impl Groups {
     pub(crate) fn new(
         store: Arc<dyn GroupStore>,
+        cursors: Arc<dyn CursorStore>,
         limits: GroupsConfig,
     ) -> Result<Self, StoreError> {
         let next = store.next_group_id()?;
         Ok(Self {
             store,
+            cursors,
             limits,
             groups: Map::default(),
             members: Map::default(),
+            reads: Map::default(),
             next_group_id: next,
             pending_groups: Map::default(),
             pending_members: Map::default(),
@@ -67,6 +76,7 @@ impl Groups {
             pending_counts: Map::default(),
             pending_applications: Map::default(),
             pending_mentions: Vec::new(),
+            pending_reads: Map::default(),
             pending_next_group_id: next,
         })
     }
@@ -199,9 +209,66 @@ impl Groups {
         self.pending_mentions.push((g, user, seq));
     }
 
+    /// Makes the group's read histogram available to [`Self::reads_mut`] until the operation
+    /// ends: the only step that reads (and so can fail).
+    pub(crate) fn load_reads(&mut self, g: ConvId) -> Result<(), StoreError> {
+        if self.pending_reads.contains_key(&g) || self.reads.contains_key(&g) {
+            return Ok(());
+        }
+        let histogram = match self.store.read_histogram(g)? {
+            Some(h) => h,
+            None => super::read_counts::build(
+                &*self.store,
+                &*self.cursors,
+                g,
+                self.limits.read_count_window,
+            )?,
+        };
+        if self.reads.len() >= READS_CACHED_MAX {
+            self.reads.clear();
+        }
+        self.reads.insert(g, histogram);
+        Ok(())
+    }
+
+    /// The histogram to change, in the overlay ([`Self::load_reads`] came first).
+    pub(crate) fn reads_mut(&mut self, g: ConvId) -> &mut ReadHistogram {
+        if !self.pending_reads.contains_key(&g) {
+            let h = self.reads.remove(&g).expect("load_reads comes first");
+            self.pending_reads.insert(g, h);
+        }
+        self.pending_reads.get_mut(&g).expect("just inserted")
+    }
+
+    /// A new group's histogram: `members` who have read nothing.
+    pub(crate) fn new_reads(&mut self, g: ConvId, members: u32) {
+        let mut h = ReadHistogram::default();
+        if members > 0 {
+            h.counts.insert(0, members);
+        }
+        self.pending_reads.insert(g, h);
+    }
+
+    pub(crate) fn read_window(&self) -> u64 {
+        self.limits.read_count_window
+    }
+
+    /// A member's read cursor moved ([`Self::load_reads`] came first).
+    pub(crate) fn read_moved(&mut self, g: ConvId, from: u64, to: u64) {
+        if from != to {
+            let window = self.read_window();
+            self.reads_mut(g).moved(from, to, window);
+        }
+    }
+
     /// Moves the group's changes into its write, and into the committed caches (which
     /// [`Self::discard`] drops if the write fails).
     pub(crate) fn drain_into(&mut self, writes: &mut GroupWrites) {
+        for (g, h) in &self.pending_reads {
+            if let Some(r) = self.pending_groups.get(g).or_else(|| self.groups.get(g)) {
+                debug_assert_eq!(h.total(), r.member_count, "{g:?}: counted != members");
+            }
+        }
         if self.pending_next_group_id != self.next_group_id {
             writes.next_group_id = Some(self.pending_next_group_id);
             self.next_group_id = self.pending_next_group_id;
@@ -232,6 +299,13 @@ impl Groups {
                 .map(|((g, user), record)| (g, user, record)),
         );
         writes.mentions.append(&mut self.pending_mentions);
+        if self.reads.len() + self.pending_reads.len() > READS_CACHED_MAX {
+            self.reads.clear();
+        }
+        for (g, histogram) in self.pending_reads.drain() {
+            writes.read_histograms.push((g, histogram.clone()));
+            self.reads.insert(g, histogram);
+        }
     }
 
     /// After a failed commit: the store may hold all or nothing of it; read again from it.
@@ -242,8 +316,10 @@ impl Groups {
         self.pending_counts.clear();
         self.pending_applications.clear();
         self.pending_mentions.clear();
+        self.pending_reads.clear();
         self.groups.clear();
         self.members.clear();
+        self.reads.clear();
         // Group ids are never reused: re-read the counter.
         match self.store.next_group_id() {
             Ok(next) => {

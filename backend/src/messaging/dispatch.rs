@@ -7,7 +7,7 @@ use bytes::Bytes;
 use ringchat_proto::Body;
 use ringchat_proto::v1;
 
-use super::{conv_from_wire, members_with, reads};
+use super::{conv_from_wire, conversations, members_with, reads};
 use crate::Backend;
 use crate::accounts::Refusal;
 use crate::api::{ConnId, ConnRef, Outgoing, SessionRequest, ShardEvent};
@@ -69,13 +69,15 @@ impl Backend {
             let _permit = ticket.permit().await;
             let ports = this.ports.clone();
             let page_max = this.settings.limits.sync_page_max;
+            let groups_max = this.settings.groups.per_user_max;
             let answer = tokio::task::spawn_blocking(move || match read {
                 Read::Sync(req) => reads::sync(&ports, user, &req, page_max).map(Body::SyncBatch),
                 Read::History(req) => {
                     reads::history(&ports, user, &req, page_max).map(Body::HistoryBatch)
                 }
                 Read::Conversations(req) => {
-                    reads::conversations(&ports, user, &req).map(Body::ConversationList)
+                    conversations::conversations(&ports, user, &req, groups_max)
+                        .map(Body::ConversationList)
                 }
             })
             .await;

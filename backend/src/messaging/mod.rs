@@ -2,6 +2,7 @@
 //! (`submit`), reads from the store, and delivery of acks, pushes and receipts once a write is
 //! durable.
 
+pub mod conversations;
 pub(crate) mod delivery;
 mod dispatch;
 pub mod reads;

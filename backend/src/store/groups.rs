@@ -3,6 +3,8 @@
 //! mentions. All of it is written by the sequencer in its commit groups ([`GroupWrites`]), in
 //! the same atomic write as the group's messages and events.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::{ConvId, UserId};
@@ -87,6 +89,18 @@ pub struct ApplicationRecord {
     pub sent_ms: u64,
 }
 
+/// A group's members counted by read cursor (`groups/read_counts.rs` keeps it): each current
+/// member is counted once, at its `read_seq` when that is at or above `base_seq`, else in
+/// `below`. The window `[base_seq, base_seq + groups.read_count_window)` slides up as cursors
+/// pass it, folding the oldest counts into `below`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ReadHistogram {
+    pub base_seq: u64,
+    pub below: u32,
+    /// read seq → members at it (no zero counts).
+    pub counts: BTreeMap<u64, u32>,
+}
+
 /// Mention rows name this user for `@everyone`.
 pub const MENTION_ALL_USER: UserId = 0;
 
@@ -101,6 +115,8 @@ pub struct GroupWrites {
     pub applications: Vec<(ConvId, UserId, Option<ApplicationRecord>)>,
     /// `(group, mentioned user or MENTION_ALL_USER, seq)`.
     pub mentions: Vec<(ConvId, UserId, u64)>,
+    /// Whole histograms, one per group touched.
+    pub read_histograms: Vec<(ConvId, ReadHistogram)>,
     pub next_group_id: Option<u64>,
 }
 
@@ -112,6 +128,7 @@ impl GroupWrites {
         self.user_group_counts.clear();
         self.applications.clear();
         self.mentions.clear();
+        self.read_histograms.clear();
         self.next_group_id = None;
     }
 
@@ -122,6 +139,7 @@ impl GroupWrites {
             && self.user_group_counts.is_empty()
             && self.applications.is_empty()
             && self.mentions.is_empty()
+            && self.read_histograms.is_empty()
             && self.next_group_id.is_none()
     }
 }

@@ -23,7 +23,7 @@ pub use conv::{ConvId, ConvKind, Members};
 pub use fjall::FjallStore;
 pub use groups::{
     ApplicationRecord, GroupRecord, GroupRole, GroupWrites, JoinPolicy, MENTION_ALL_USER,
-    MemberRecord, UserGroupRecord,
+    MemberRecord, ReadHistogram, UserGroupRecord,
 };
 pub use ports::{
     AccountStore, ContactStore, ConversationLog, CursorStore, GroupStore, MembershipStore, Ports,

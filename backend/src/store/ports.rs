@@ -14,8 +14,9 @@ use std::sync::Arc;
 use super::tail_cache::TailCached;
 use super::{
     ApplicationRecord, CommitGroup, ContactSummary, ConvId, ConvRecord, CursorRow, GroupRecord,
-    MemberRecord, MessageRecord, ProfileRecord, RelationKey, RelationKind, RelationRecord,
-    StoreError, StoreHealth, TokenHash, TokenRecord, UserGroupRecord, UserId, UserRecord,
+    MemberRecord, MessageRecord, ProfileRecord, ReadHistogram, RelationKey, RelationKind,
+    RelationRecord, StoreError, StoreHealth, TokenHash, TokenRecord, UserGroupRecord, UserId,
+    UserRecord,
 };
 
 /// Accounts and login tokens. A token is indexed under its user (one token per signed-in
@@ -198,15 +199,18 @@ pub trait GroupStore: Send + Sync + 'static {
         after: UserId,
         limit: usize,
     ) -> Result<Vec<(UserId, ApplicationRecord)>, StoreError>;
-    /// Messages of the group after `after_seq` that mention `user` or everyone, at most `cap`
-    /// (each counted once).
+    /// Messages of the group with a seq in `after_seq + 1 ..= last_seq` that mention `user` or
+    /// everyone, at most `cap` (each counted once).
     fn unread_mentions(
         &self,
         group: ConvId,
         user: UserId,
         after_seq: u64,
+        last_seq: u64,
         cap: u32,
     ) -> Result<u32, StoreError>;
+    /// The group's members counted by read cursor (`None`: a group from before they were kept).
+    fn read_histogram(&self, group: ConvId) -> Result<Option<ReadHistogram>, StoreError>;
     /// The next group number to hand out (1 on an empty store).
     fn next_group_id(&self) -> Result<u64, StoreError>;
 }

@@ -3,6 +3,7 @@
 
 pub mod account;
 pub mod contacts;
+pub mod groups;
 pub mod mail;
 pub mod transport;
 pub mod ws;

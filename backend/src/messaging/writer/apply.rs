@@ -197,6 +197,10 @@ impl Writer {
                 row.move_device(&device_id, seq, now, now.saturating_sub(ttl));
             }
         }
+        if cursor.read_seq != before.read_seq && conv_id.kind() == ConvKind::Group {
+            self.groups
+                .read_moved(conv_id, before.read_seq, cursor.read_seq);
+        }
         Ok(Outcome::Cursor {
             conn,
             request_id,
@@ -220,6 +224,7 @@ impl Writer {
         let (members, role) = match conv_id.kind() {
             ConvKind::Group => {
                 let me = self.groups.member(conv_id, user)?.ok_or_else(not_found)?;
+                self.groups.load_reads(conv_id)?;
                 (None, Some(me.role))
             }
             _ => (Some(members_with(conv_id, user)?), None),
@@ -346,7 +351,11 @@ impl Writer {
         let event_seq = event.seq;
         self.group.recalls.push((conv_id, seq, event_seq));
         self.group.messages.push(event);
-        self.mark_own_message_read(conv_id, user, event_seq);
+        if role.is_some() {
+            self.mark_own_group_message_read(conv_id, user, event_seq);
+        } else {
+            self.mark_own_message_read(conv_id, user, event_seq);
+        }
         Ok(Outcome::Recalled {
             conn,
             request_id,
@@ -360,12 +369,13 @@ impl Writer {
 
     /// Who gets a cursor move's receipt: the other member of a direct conversation; a group's
     /// online members up to `groups.receipts_members_max` members, else only the user's own
-    /// other sessions (larger groups ask GroupReadCount).
+    /// other sessions (larger groups ask GroupReadCount). Loads a group's read histogram.
     fn receipt_audience(&mut self, conv: ConvId, user: UserId) -> Result<Audience, Refusal> {
         if conv.kind() != ConvKind::Group {
             return Ok(Audience::Members(members_with(conv, user)?));
         }
         self.groups.member(conv, user)?.ok_or_else(not_found)?;
+        self.groups.load_reads(conv)?;
         let group = self.groups.group(conv)?.ok_or_else(not_found)?;
         Ok(
             if group.member_count <= self.groups.limits.receipts_members_max {

@@ -4,7 +4,7 @@
 use super::*;
 use crate::store::{
     ApplicationRecord, GroupRecord, GroupRole, GroupStore, GroupWrites, JoinPolicy,
-    MENTION_ALL_USER, MemberRecord, Mentions, UserGroupRecord,
+    MENTION_ALL_USER, MemberRecord, Mentions, ReadHistogram, UserGroupRecord,
 };
 
 fn group_id(n: u64) -> ConvId {
@@ -244,13 +244,26 @@ pub(crate) fn mentions_are_stored_with_the_message_and_counted_after_a_seq<A: Ad
     assert_eq!(store.message(g, 4).unwrap().as_ref(), Some(&messages[3]));
     assert_eq!(store.last_message(g).unwrap().as_ref(), Some(&messages[3]));
     // Bob: seqs 1, 3 (everyone), 4 (both: counted once).
-    assert_eq!(store.unread_mentions(g, BOB, 0, 99).unwrap(), 3);
-    assert_eq!(store.unread_mentions(g, BOB, 1, 99).unwrap(), 2);
-    assert_eq!(store.unread_mentions(g, BOB, 0, 2).unwrap(), 2, "capped");
-    assert_eq!(store.unread_mentions(g, CAROL, 0, 99).unwrap(), 3);
-    assert_eq!(store.unread_mentions(g, DAVE, 3, 99).unwrap(), 1);
-    assert_eq!(store.unread_mentions(g, DAVE, 4, 99).unwrap(), 0);
-    assert_eq!(store.unread_mentions(g, DAVE, u64::MAX, 99).unwrap(), 0);
+    assert_eq!(store.unread_mentions(g, BOB, 0, u64::MAX, 99).unwrap(), 3);
+    assert_eq!(store.unread_mentions(g, BOB, 1, u64::MAX, 99).unwrap(), 2);
+    assert_eq!(
+        store.unread_mentions(g, BOB, 0, u64::MAX, 2).unwrap(),
+        2,
+        "capped"
+    );
+    assert_eq!(store.unread_mentions(g, CAROL, 0, u64::MAX, 99).unwrap(), 3);
+    assert_eq!(store.unread_mentions(g, DAVE, 3, u64::MAX, 99).unwrap(), 1);
+    assert_eq!(store.unread_mentions(g, DAVE, 4, u64::MAX, 99).unwrap(), 0);
+    assert_eq!(
+        store
+            .unread_mentions(g, DAVE, u64::MAX, u64::MAX, 99)
+            .unwrap(),
+        0
+    );
+    // Bounded above too: a former member's mentions end where it left.
+    assert_eq!(store.unread_mentions(g, BOB, 0, 3, 99).unwrap(), 2);
+    assert_eq!(store.unread_mentions(g, BOB, 3, 3, 99).unwrap(), 0);
+    assert_eq!(store.unread_mentions(g, BOB, 4, 3, 99).unwrap(), 0);
     // Direct conversations' runs keep their encoding next to groups' runs.
     commit(&store, msgs(direct(ALICE, BOB), 1..=2));
     assert_eq!(seqs(&all_after(&store, direct(ALICE, BOB))), [1, 2]);
@@ -304,4 +317,41 @@ pub(crate) fn a_groups_changes_and_its_messages_are_visible_together<A: Adapter>
     };
     drop(dropped);
     assert_eq!(store.group(group_id(10)).unwrap(), None);
+}
+
+pub(crate) fn read_histograms_are_replaced_whole_and_survive_reopen<A: Adapter>() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = group_id(3);
+    let histogram = |base_seq: u64, below: u32, counts: &[(u64, u32)]| ReadHistogram {
+        base_seq,
+        below,
+        counts: counts.iter().copied().collect(),
+    };
+    {
+        let store = A::open(dir.path());
+        assert_eq!(store.read_histogram(g).unwrap(), None);
+        for h in [
+            histogram(0, 0, &[(0, 3)]),
+            histogram(4_000, 7, &[(4_001, 1), (9_000, 2)]),
+        ] {
+            let writes = GroupWrites {
+                read_histograms: vec![(g, h.clone())],
+                ..GroupWrites::default()
+            };
+            commit(
+                &store,
+                CommitGroup {
+                    groups: writes,
+                    ..CommitGroup::default()
+                },
+            );
+            assert_eq!(store.read_histogram(g).unwrap(), Some(h));
+        }
+        assert_eq!(store.read_histogram(group_id(4)).unwrap(), None);
+    }
+    let store = A::open(dir.path());
+    assert_eq!(
+        store.read_histogram(g).unwrap(),
+        Some(histogram(4_000, 7, &[(4_001, 1), (9_000, 2)]))
+    );
 }

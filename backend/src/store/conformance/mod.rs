@@ -109,6 +109,7 @@ macro_rules! conformance_suite {
             applications_are_put_paged_and_removed,
             mentions_are_stored_with_the_message_and_counted_after_a_seq,
             a_groups_changes_and_its_messages_are_visible_together,
+            read_histograms_are_replaced_whole_and_survive_reopen,
         );
     };
     (@tests $adapter:ty; $($behaviour:ident),+ $(,)?) => {

@@ -7,6 +7,7 @@
 //! - `user_group_counts`: user → rows in `user_groups` (what `groups.per_user_max` bounds);
 //! - `group_applications`: (group, user) → [`ApplicationRecord`];
 //! - `mentions`: (group, user or 0 for everyone, seq) → nothing, counted by range;
+//! - `group_reads`: group → [`ReadHistogram`] (members by read cursor), written whole;
 //! - `meta` `next_group_id`.
 
 use fjall::{OwnedWriteBatch, Readable};
@@ -14,7 +15,7 @@ use fjall::{OwnedWriteBatch, Readable};
 use super::{FjallStore, be_u64, decode, encode, key_u64, pair_key};
 use crate::store::{
     ApplicationRecord, ConvId, GroupRecord, GroupStore, GroupWrites, MENTION_ALL_USER,
-    MemberRecord, StoreError, UserGroupRecord, UserId,
+    MemberRecord, ReadHistogram, StoreError, UserGroupRecord, UserId,
 };
 
 pub(super) const META_NEXT_GROUP_ID: &[u8] = b"next_group_id";
@@ -63,26 +64,30 @@ impl FjallStore {
         for (group, user, seq) in &writes.mentions {
             batch.insert(&self.mentions, mention_key(*group, *user, *seq), []);
         }
+        for (group, histogram) in &writes.read_histograms {
+            let key = group.to_wire().to_be_bytes();
+            batch.insert(&self.group_reads, key, encode(histogram));
+        }
         if let Some(next) = writes.next_group_id {
             batch.insert(&self.meta, META_NEXT_GROUP_ID, next.to_be_bytes());
         }
     }
 
-    /// Seqs above `after_seq` mentioning `user`, ascending, at most `cap`.
+    /// Seqs in `after_seq + 1 ..= last_seq` mentioning `user`, ascending, at most `cap`.
     fn mention_seqs(
         &self,
         view: &fjall::Snapshot,
         group: ConvId,
         user: UserId,
-        after_seq: u64,
+        (after_seq, last_seq): (u64, u64),
         cap: usize,
     ) -> Result<Vec<u64>, StoreError> {
-        let Some(first) = after_seq.checked_add(1) else {
+        let Some(first) = after_seq.checked_add(1).filter(|f| *f <= last_seq) else {
             return Ok(Vec::new());
         };
         view.range(
             &self.mentions,
-            mention_key(group, user, first)..=mention_key(group, user, u64::MAX),
+            mention_key(group, user, first)..=mention_key(group, user, last_seq),
         )
         .take(cap)
         .map(|guard| key_u64(&guard.key()?, 16))
@@ -206,18 +211,24 @@ impl GroupStore for FjallStore {
         group: ConvId,
         user: UserId,
         after_seq: u64,
+        last_seq: u64,
         cap: u32,
     ) -> Result<u32, StoreError> {
         let view = self.view();
         let cap = cap as usize;
-        let mut seqs = self.mention_seqs(&view, group, user, after_seq, cap)?;
+        let seqs_in = (after_seq, last_seq);
+        let mut seqs = self.mention_seqs(&view, group, user, seqs_in, cap)?;
         if user != MENTION_ALL_USER {
-            seqs.extend(self.mention_seqs(&view, group, MENTION_ALL_USER, after_seq, cap)?);
+            seqs.extend(self.mention_seqs(&view, group, MENTION_ALL_USER, seqs_in, cap)?);
             // A message that names the user and everyone counts once.
             seqs.sort_unstable();
             seqs.dedup();
         }
         Ok(seqs.len().min(cap) as u32)
+    }
+
+    fn read_histogram(&self, group: ConvId) -> Result<Option<ReadHistogram>, StoreError> {
+        self.get(&self.group_reads, group.to_wire().to_be_bytes())
     }
 
     fn next_group_id(&self) -> Result<u64, StoreError> {

@@ -13,7 +13,7 @@
 //! - `meta`, `users`, `usernames`, `tokens`: accounts and counters.
 //! - `relations`, `contact_summaries`, `profiles`: contacts (`contacts.rs`).
 //! - `groups`, `group_members`, `user_groups`, `user_group_counts`, `group_applications`,
-//!   `mentions`: groups (`groups.rs`). A group's messages live in `runs` like any other.
+//!   `mentions`, `group_reads`: groups (`groups.rs`). A group's messages live in `runs` like any other.
 //! - `meta`, `users`, `usernames`, `emails`, `tokens`, `user_tokens`: accounts, login tokens
 //!   and counters (`accounts.rs`).
 //!
@@ -108,6 +108,7 @@ pub struct FjallStore {
     user_group_counts: Keyspace,
     group_applications: Keyspace,
     mentions: Keyspace,
+    group_reads: Keyspace,
     /// What readers see: a snapshot taken after the last successful persist.
     published: RwLock<Arc<Snapshot>>,
     /// One writer at a time, from its write through its persist to publishing the snapshot, so
@@ -174,6 +175,7 @@ impl FjallStore {
             user_group_counts: ks("user_group_counts")?,
             group_applications: ks("group_applications")?,
             mentions: ks("mentions")?,
+            group_reads: ks("group_reads")?,
             published: RwLock::new(Arc::new(db.snapshot())),
             db,
             durability,

@@ -3,8 +3,8 @@
 
 use super::TailCached;
 use crate::store::{
-    ApplicationRecord, ConvId, GroupRecord, GroupStore, MemberRecord, StoreError, UserGroupRecord,
-    UserId,
+    ApplicationRecord, ConvId, GroupRecord, GroupStore, MemberRecord, ReadHistogram, StoreError,
+    UserGroupRecord, UserId,
 };
 
 impl<S: GroupStore> GroupStore for TailCached<S> {
@@ -56,9 +56,14 @@ impl<S: GroupStore> GroupStore for TailCached<S> {
         g: ConvId,
         user: UserId,
         after_seq: u64,
+        last_seq: u64,
         cap: u32,
     ) -> Result<u32, StoreError> {
-        self.inner.unread_mentions(g, user, after_seq, cap)
+        self.inner
+            .unread_mentions(g, user, after_seq, last_seq, cap)
+    }
+    fn read_histogram(&self, g: ConvId) -> Result<Option<ReadHistogram>, StoreError> {
+        self.inner.read_histogram(g)
     }
     fn next_group_id(&self) -> Result<u64, StoreError> {
         self.inner.next_group_id()

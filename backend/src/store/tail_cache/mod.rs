@@ -36,9 +36,11 @@
 //! tail as its map, order and deque bookkeeping. After each append the least recently appended
 //! conversations are dropped whole until the total is within the budget.
 //!
-//! **Locking.** One `RwLock`: the sequencer's thread takes it for writing after the inner
-//! append returned (no store I/O under it); readers take it for reading only to clone `Arc`s of
-//! the messages they return, and copy the records after releasing it.
+//! **Locking.** One `RwLock`: the sequencer's thread takes it for writing before the inner
+//! append (to mark the group's tails as being written: readers then go to the store, whose
+//! published state is never older than what they may have read elsewhere) and after it (no
+//! store I/O under it); readers take it for reading only to clone `Arc`s of the messages they
+//! return, and copy the records after releasing it.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -89,6 +91,8 @@ pub struct Tail {
     stamp: u64,
     /// Its messages' bytes (see [`message_bytes`]).
     message_bytes: usize,
+    /// An append to the conversation is under way: the tail may be older than the store.
+    writing: bool,
 }
 
 impl Tail {
@@ -189,6 +193,7 @@ impl Tails {
                     complete: m.seq == 1,
                     stamp,
                     message_bytes: 0,
+                    writing: false,
                 };
                 self.bytes += tail.bytes();
                 self.order.insert((stamp, conv));
@@ -233,6 +238,16 @@ impl Tails {
                 tail.message_bytes + message_bytes(&recalled) - message_bytes(held);
             self.bytes = self.bytes + message_bytes(&recalled) - message_bytes(held);
             *held = Arc::new(recalled);
+        }
+        for conv in group
+            .messages
+            .iter()
+            .map(|m| m.conv_id)
+            .chain(group.recalls.iter().map(|r| r.0))
+        {
+            if let Some(tail) = self.convs.get_mut(&conv) {
+                tail.writing = false;
+            }
         }
         let mut evicted = 0;
         while self.bytes > budget {
@@ -343,7 +358,12 @@ impl<S: ConversationLog> TailCached<S> {
 
     /// `f` of the conversation's tail, if it has one and `f` can answer from it.
     fn lookup<T>(&self, conv: ConvId, f: impl FnOnce(&Tail) -> Option<T>) -> Option<T> {
-        let found = self.read().convs.get(&conv).and_then(f);
+        let found = self
+            .read()
+            .convs
+            .get(&conv)
+            .filter(|t| !t.writing)
+            .and_then(f);
         match found {
             Some(_) => self.count(1, 0),
             None => self.count(0, 1),
@@ -358,6 +378,15 @@ fn owned(held: Vec<Arc<MessageRecord>>) -> Vec<MessageRecord> {
 
 impl<S: ConversationLog> ConversationLog for TailCached<S> {
     fn append(&self, group: &CommitGroup) -> Result<(), StoreError> {
+        if !group.messages.is_empty() || !group.recalls.is_empty() {
+            let mut tails = self.write();
+            let convs = group.messages.iter().map(|m| m.conv_id);
+            for conv in convs.chain(group.recalls.iter().map(|r| r.0)) {
+                if let Some(tail) = tails.convs.get_mut(&conv) {
+                    tail.writing = true;
+                }
+            }
+        }
         if let Err(e) = self.inner.append(group) {
             let mut tails = self.write();
             for m in &group.messages {
@@ -405,7 +434,10 @@ impl<S: ConversationLog> ConversationLog for TailCached<S> {
             let tails = self.read();
             convs
                 .iter()
-                .map(|c| tails.convs.get(c).and_then(|t| t.messages.back().cloned()))
+                .map(|c| {
+                    let tail = tails.convs.get(c).filter(|t| !t.writing);
+                    tail.and_then(|t| t.messages.back().cloned())
+                })
                 .collect()
         };
         let missed: Vec<ConvId> = convs

@@ -1,0 +1,100 @@
+//! The user's groups in the conversation list (`messaging/conversations.rs` merges them with
+//! the direct conversations): no recency index is kept for groups, since it would cost a write
+//! per member whenever a group's hour of activity changes. Instead every list request reads the
+//! user's group rows (at most `groups.per_user_max`) and their heads in one batch, and only the
+//! groups that make the page cost more (their record and the mention count).
+
+use ringchat_proto::v1;
+
+use crate::accounts::Refusal;
+use crate::messaging::to_wire;
+use crate::store::{ConvId, CursorRecord, MessageRecord, Ports, UserGroupRecord, UserId};
+
+/// Unread mentions are counted up to this (a badge shows "99+").
+pub const UNREAD_MENTIONS_MAX: u32 = 99;
+
+/// One of the user's groups as the list sees it: its newest message the user may read.
+#[derive(Debug)]
+pub(crate) struct GroupHead {
+    pub g: ConvId,
+    pub row: UserGroupRecord,
+    pub last: MessageRecord,
+}
+
+impl GroupHead {
+    /// The list's order: last activity, then conversation id.
+    pub(crate) fn key(&self) -> (u64, u64) {
+        (self.last.server_time_ms, self.g.to_wire())
+    }
+}
+
+/// The user's groups (at most `groups_max` rows), most recent first, strictly before `before`,
+/// at most `want`. A current member's head is the group's last message (one batched read); a
+/// former member's is the event it left by.
+pub(crate) fn heads(
+    ports: &Ports,
+    user: UserId,
+    before: Option<(u64, u64)>,
+    groups_max: u32,
+    want: usize,
+) -> Result<Vec<GroupHead>, Refusal> {
+    let rows = ports.groups.groups_of_user(user, 0, groups_max as usize)?;
+    let (members, former): (Vec<_>, Vec<_>) = rows.into_iter().partition(|(_, r)| r.is_member());
+    let convs: Vec<ConvId> = members.iter().map(|(g, _)| *g).collect();
+    let lasts = ports.log.last_messages(&convs)?;
+    let mut out = Vec::with_capacity(members.len() + former.len());
+    for ((g, row), last) in members.into_iter().zip(lasts) {
+        if let Some(last) = last {
+            out.push(GroupHead { g, row, last });
+        }
+    }
+    for (g, row) in former {
+        if let Some(last) = ports.log.message(g, row.left_seq)? {
+            out.push(GroupHead { g, row, last });
+        }
+    }
+    out.retain(|h| before.is_none_or(|b| h.key() < b));
+    out.sort_unstable_by_key(|h| std::cmp::Reverse(h.key()));
+    out.truncate(want);
+    Ok(out)
+}
+
+/// A group's entry in the list, with the user's own cursors (`mine`).
+pub(crate) fn entry(
+    ports: &Ports,
+    user: UserId,
+    head: GroupHead,
+    mine: CursorRecord,
+) -> Result<v1::Conversation, Refusal> {
+    let GroupHead { g, row, last } = head;
+    let (group_name, member_count) = ports
+        .groups
+        .group(g)?
+        .map(|r| (r.name, r.member_count))
+        .unwrap_or_default();
+    let max_seq = last.seq;
+    // What came before the user could see it is not unread.
+    let read = mine.read_seq.max(row.visible_from_seq.saturating_sub(1));
+    let unread_count = max_seq.saturating_sub(read);
+    let unread_mentions = if unread_count == 0 {
+        0
+    } else {
+        ports
+            .groups
+            .unread_mentions(g, user, read, max_seq, UNREAD_MENTIONS_MAX)?
+    };
+    Ok(v1::Conversation {
+        conversation_id: g.to_wire(),
+        max_seq,
+        read_seq: mine.read_seq,
+        unread_count,
+        last_message: Some(to_wire(last)),
+        delivered_seq: mine.delivered_seq,
+        kind: v1::ConversationKind::Group as i32,
+        unread_mentions,
+        group_name,
+        member_count,
+        muted: row.notify_muted,
+        ..v1::Conversation::default()
+    })
+}

@@ -1,0 +1,269 @@
+//! The conversation list over a fjall store: direct conversations paged across recency
+//! buckets, and groups merged with them.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::config::Durability;
+use crate::store::records::RECENCY_BUCKET_MS;
+use crate::store::{
+    CommitGroup, ConversationLog, FjallStore, MessageRecord, RecencyMove, USER_ID_FIRST,
+};
+
+const ALICE: UserId = USER_ID_FIRST;
+/// Well past zero, so that buckets below it exist.
+const T0: u64 = 1_000 * RECENCY_BUCKET_MS;
+
+/// Alice's conversations with `times.len()` users, conversation i's only message at
+/// `times[i]`, indexed as the sequencer indexes them.
+fn store_with(times: &[u64]) -> (tempfile::TempDir, Ports, Vec<(u64, u64)>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FjallStore::open(dir.path(), Durability::None).unwrap());
+    let mut group = CommitGroup::default();
+    let mut expected = Vec::new();
+    for (i, &time) in times.iter().enumerate() {
+        let peer = ALICE + 1 + i as u64;
+        let conv = ConvId::direct(ALICE, peer).unwrap();
+        group.messages.push(MessageRecord {
+            conv_id: conv,
+            seq: 1,
+            msg_id: i as u64 + 1,
+            from: peer,
+            to: ALICE,
+            client_msg_id: format!("c{i}"),
+            content_type: 1,
+            content: bytes::Bytes::from_static(b"hi"),
+            server_time_ms: time,
+            recalled: false,
+            recall_of_seq: 0,
+            recall_event_seq: 0,
+            mentions: None,
+        });
+        group.recency.push(RecencyMove {
+            user: ALICE,
+            conv,
+            from: None,
+            to: recency_bucket(time),
+        });
+        expected.push((time, conv.to_wire()));
+    }
+    store.append(&group).unwrap();
+    expected.sort_by_key(|e| std::cmp::Reverse(*e));
+    (dir, Ports::of(store), expected)
+}
+
+/// Pages through the whole list; checks every page's size and `has_more`.
+fn all_pages(ports: &Ports, limit: u32) -> Vec<(u64, u64)> {
+    let mut req = v1::Conversations {
+        limit,
+        ..Default::default()
+    };
+    let mut seen = Vec::new();
+    loop {
+        let page = conversations(ports, ALICE, &req, 500).unwrap();
+        assert!(page.conversations.len() <= limit as usize);
+        for c in &page.conversations {
+            let time = c.last_message.as_ref().unwrap().server_time_ms;
+            seen.push((time, c.conversation_id));
+        }
+        if !page.has_more {
+            return seen;
+        }
+        let (time, conv) = *seen.last().expect("a page before has_more holds something");
+        req.before_time_ms = time;
+        req.before_conversation_id = conv;
+    }
+}
+
+#[test]
+fn pages_run_newest_first_across_buckets_with_ties() {
+    // Three conversations per hour over 14 hours, two of them at the same instant.
+    let times: Vec<u64> = (0..42u64)
+        .map(|i| T0 + (i / 3) * RECENCY_BUCKET_MS + (i % 3).min(1) * 1_000)
+        .collect();
+    let (_dir, ports, expected) = store_with(&times);
+    for limit in [1, 2, 5, 7, 100] {
+        assert_eq!(all_pages(&ports, limit), expected, "limit {limit}");
+    }
+}
+
+#[test]
+fn a_bucket_larger_than_one_read_is_listed_whole_and_in_order() {
+    let times: Vec<u64> = (0..300u64).map(|i| T0 + i * 7).collect();
+    let (_dir, ports, expected) = store_with(&times);
+    assert_eq!(all_pages(&ports, 500), expected);
+    assert_eq!(all_pages(&ports, 64), expected);
+}
+
+#[test]
+fn an_entry_its_conversation_moved_away_from_is_skipped() {
+    let (_dir, ports, _) = store_with(&[T0, T0 + 10]);
+    // The first conversation gets a message an hour later, and its old entry lingers
+    // (as when the sequencer's cache lost the old head).
+    let conv = ConvId::direct(ALICE, ALICE + 1).unwrap();
+    let later = T0 + RECENCY_BUCKET_MS;
+    let group = CommitGroup {
+        messages: vec![MessageRecord {
+            conv_id: conv,
+            seq: 2,
+            msg_id: 9,
+            from: ALICE,
+            to: ALICE + 1,
+            client_msg_id: "again".into(),
+            content_type: 1,
+            content: bytes::Bytes::from_static(b"later"),
+            server_time_ms: later,
+            recalled: false,
+            recall_of_seq: 0,
+            mentions: None,
+            recall_event_seq: 0,
+        }],
+        recency: vec![RecencyMove {
+            user: ALICE,
+            conv,
+            from: None,
+            to: recency_bucket(later),
+        }],
+        ..CommitGroup::default()
+    };
+    ports.log.append(&group).unwrap();
+    let other = ConvId::direct(ALICE, ALICE + 2).unwrap().to_wire();
+    assert_eq!(
+        all_pages(&ports, 10),
+        vec![(later, conv.to_wire()), (T0 + 10, other)]
+    );
+}
+
+/// A group of Alice's with messages at `times` (seq 1, 2, …), in the list as groups are.
+fn add_group(ports: &Ports, n: u64, times: &[u64], row: crate::store::UserGroupRecord) -> u64 {
+    use crate::store::{GroupRecord, GroupWrites, JoinPolicy};
+    let g = ConvId::group(n).unwrap();
+    let messages = times
+        .iter()
+        .enumerate()
+        .map(|(i, &time)| MessageRecord {
+            conv_id: g,
+            seq: i as u64 + 1,
+            msg_id: 1_000 * n + i as u64,
+            from: ALICE + 1,
+            to: 0,
+            client_msg_id: format!("g{n}-{i}"),
+            content_type: 1,
+            content: bytes::Bytes::from_static(b"hi"),
+            server_time_ms: time,
+            recalled: false,
+            recall_of_seq: 0,
+            recall_event_seq: 0,
+            mentions: None,
+        })
+        .collect();
+    let record = GroupRecord {
+        name: format!("group {n}"),
+        avatar_url: String::new(),
+        intro: String::new(),
+        owner: ALICE + 1,
+        join_policy: JoinPolicy::Open,
+        history_visible: false,
+        mute_all: false,
+        member_count: 7,
+        admin_count: 0,
+        application_count: 0,
+        created_ms: times[0],
+        dissolved_seq: 0,
+    };
+    let group = CommitGroup {
+        messages,
+        groups: GroupWrites {
+            groups: vec![(g, record)],
+            user_groups: vec![(ALICE, g, Some(row))],
+            // Seqs 2 and 3 mention Alice (3 mentions everyone).
+            mentions: vec![(g, ALICE, 2), (g, crate::store::MENTION_ALL_USER, 3)],
+            ..GroupWrites::default()
+        },
+        ..CommitGroup::default()
+    };
+    ports.log.append(&group).unwrap();
+    g.to_wire()
+}
+
+#[test]
+fn groups_merge_with_direct_conversations_by_recency_across_pages() {
+    let times: Vec<u64> = (0..6u64).map(|i| T0 + i * RECENCY_BUCKET_MS).collect();
+    let (_dir, ports, mut expected) = store_with(&times);
+    let member = crate::store::UserGroupRecord {
+        visible_from_seq: 1,
+        left_seq: 0,
+        notify_muted: true,
+    };
+    // One group between the direct conversations, one newer than all, one tied in time
+    // with a direct conversation (the id breaks the tie).
+    let g1 = add_group(&ports, 1, &[T0, T0 + 2 * RECENCY_BUCKET_MS + 5], member);
+    let g2 = add_group(&ports, 2, &[T0, T0 + 1, T0 + 9 * RECENCY_BUCKET_MS], member);
+    let g3 = add_group(&ports, 3, &[T0 + 4 * RECENCY_BUCKET_MS], member);
+    // A group Alice left at seq 2: listed at the event she left by.
+    let left = crate::store::UserGroupRecord {
+        left_seq: 2,
+        ..member
+    };
+    let g4 = add_group(&ports, 4, &[T0, T0 + 3, T0 + 20 * RECENCY_BUCKET_MS], left);
+    expected.extend([
+        (T0 + 2 * RECENCY_BUCKET_MS + 5, g1),
+        (T0 + 9 * RECENCY_BUCKET_MS, g2),
+        (T0 + 4 * RECENCY_BUCKET_MS, g3),
+        (T0 + 3, g4),
+    ]);
+    expected.sort_by_key(|e| Reverse(*e));
+    for limit in [1, 2, 3, 4, 100] {
+        assert_eq!(all_pages(&ports, limit), expected, "limit {limit}");
+    }
+    let page = conversations(&ports, ALICE, &v1::Conversations::default(), 500).unwrap();
+    let entry = |id: u64| {
+        page.conversations
+            .iter()
+            .find(|c| c.conversation_id == id)
+            .unwrap()
+            .clone()
+    };
+    let e2 = entry(g2);
+    assert_eq!(e2.kind, v1::ConversationKind::Group as i32);
+    assert_eq!((e2.group_name.as_str(), e2.member_count), ("group 2", 7));
+    assert_eq!((e2.max_seq, e2.unread_count, e2.unread_mentions), (3, 3, 2));
+    assert!(e2.muted);
+    assert_eq!(e2.peer_user_id, 0);
+    // Left at seq 2: nothing after it counts.
+    let e4 = entry(g4);
+    assert_eq!((e4.max_seq, e4.unread_count, e4.unread_mentions), (2, 2, 1));
+    // Reading moves unread and mentions; the groups limit bounds what is listed.
+    let read = CommitGroup {
+        cursor_rows: vec![(
+            ConvId::from_wire(g2).unwrap(),
+            ALICE,
+            crate::store::CursorRow {
+                cursor: crate::store::CursorRecord {
+                    delivered_seq: 2,
+                    read_seq: 2,
+                },
+                ..Default::default()
+            },
+        )],
+        ..CommitGroup::default()
+    };
+    ports.log.append(&read).unwrap();
+    let page = conversations(&ports, ALICE, &v1::Conversations::default(), 500).unwrap();
+    let e2 = page
+        .conversations
+        .iter()
+        .find(|c| c.conversation_id == g2)
+        .unwrap();
+    assert_eq!(
+        (e2.read_seq, e2.unread_count, e2.unread_mentions),
+        (2, 1, 1)
+    );
+    let page = conversations(&ports, ALICE, &v1::Conversations::default(), 1).unwrap();
+    let groups = page
+        .conversations
+        .iter()
+        .filter(|c| c.kind == v1::ConversationKind::Group as i32)
+        .count();
+    assert_eq!(groups, 1, "groups.per_user_max bounds the groups read");
+}

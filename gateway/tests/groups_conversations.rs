@@ -1,0 +1,116 @@
+//! The conversation list with groups, over the real server: groups merged with direct
+//! conversations by last activity, paged across both sources, each group with its name, member
+//! count, unread count (from the read cursor, nothing before joining), unread mentions and the
+//! user's notification mute.
+
+mod common;
+
+use common::TestServer;
+use common::contacts::ask;
+use common::groups::{ack, create_id, join, ok, push_at, send, send_body};
+use ringchat_bench::client::{Client, text_message};
+use ringchat_proto::Body;
+use ringchat_proto::v1::{self, ConversationKind};
+
+async fn page(
+    c: &mut Client,
+    limit: u32,
+    before: Option<&v1::Conversation>,
+) -> v1::ConversationList {
+    let req = v1::Conversations {
+        limit,
+        before_time_ms: before.map_or(0, |b| b.last_message.as_ref().unwrap().server_time_ms),
+        before_conversation_id: before.map_or(0, |b| b.conversation_id),
+    };
+    match ask(c, Body::Conversations(req)).await {
+        Body::ConversationList(l) => l,
+        other => panic!("expected ConversationList, got {other:?}"),
+    }
+}
+
+/// Every page of `limit`, concatenated, each page checked for its size.
+async fn all_pages(c: &mut Client, limit: u32) -> Vec<u64> {
+    let mut ids = Vec::new();
+    let mut last: Option<v1::Conversation> = None;
+    loop {
+        let p = page(c, limit, last.as_ref()).await;
+        assert!(p.conversations.len() <= limit as usize);
+        ids.extend(p.conversations.iter().map(|c| c.conversation_id));
+        if !p.has_more {
+            return ids;
+        }
+        last = Some(
+            p.conversations
+                .last()
+                .expect("a page before has_more")
+                .clone(),
+        );
+    }
+}
+
+#[tokio::test]
+async fn groups_and_direct_conversations_share_one_list_paged_by_recency() {
+    let server = TestServer::start(&[]);
+    let (mut a, alice) = server.user("alice").await;
+    let (mut b, bob) = server.user("bob").await;
+    let (mut c, carol) = server.user("carol").await;
+    // Activity, oldest first: a DM with Bob, group 1 (with Bob), a DM with Carol, group 2 (open,
+    // Carol joins), then Bob writes in group 1 (mentioning Alice once).
+    let dm_bob = ack(ask(&mut a, text_message(bob.user_id, "d1", "hi bob")).await).conversation_id;
+    let g1 = create_id(&mut a, &[bob.user_id], v1::JoinPolicy::InviteOnly).await;
+    ack(send(&mut a, g1, "g1-a", "hello group 1").await);
+    let dm_carol =
+        ack(ask(&mut a, text_message(carol.user_id, "d2", "hi carol")).await).conversation_id;
+    let g2 = create_id(&mut a, &[], v1::JoinPolicy::Open).await;
+    ok(ask(&mut c, join(g2)).await);
+    ack(ask(
+        &mut b,
+        send_body(g1, "g1-b1", "@alice look", &[alice.user_id], false),
+    )
+    .await);
+    let last = ack(send(&mut b, g1, "g1-b2", "and this").await);
+    push_at(&mut a, g1, last.seq).await;
+    let newest_first = [g1, g2, dm_carol, dm_bob];
+    assert_eq!(all_pages(&mut a, 500).await, newest_first);
+    // A page boundary anywhere gives the same list, whichever source its entries came from.
+    for limit in [1, 2, 3] {
+        assert_eq!(
+            all_pages(&mut a, limit).await,
+            newest_first,
+            "limit {limit}"
+        );
+    }
+    let list = page(&mut a, 0, None).await.conversations;
+    let e1 = &list[0];
+    assert_eq!(e1.kind, ConversationKind::Group as i32);
+    assert_eq!((e1.group_name.as_str(), e1.member_count), ("g", 2));
+    assert_eq!(e1.peer_user_id, 0);
+    // Alice's own send marked seq 2 read; Bob's two after it are unread, one mentions her.
+    assert_eq!((e1.max_seq, e1.read_seq), (last.seq, 2));
+    assert_eq!((e1.unread_count, e1.unread_mentions), (2, 1));
+    assert!(!e1.muted);
+    assert_eq!(list[2].kind, ConversationKind::Direct as i32);
+    assert_eq!(list[2].peer_user_id, carol.user_id);
+    // Muting the group and reading it: mentions and unread clear, muted shows.
+    ok(ask(
+        &mut a,
+        Body::GroupSetNotify(v1::GroupSetNotify {
+            conversation_id: g1,
+            muted: true,
+        }),
+    )
+    .await);
+    a.read(g1, last.seq).await.unwrap();
+    let e1 = page(&mut a, 1, None).await.conversations.remove(0);
+    assert_eq!(e1.conversation_id, g1);
+    assert_eq!(
+        (e1.unread_count, e1.unread_mentions, e1.muted),
+        (0, 0, true)
+    );
+    // Carol joined group 2 without its history: what came before her JOINED event is not
+    // unread for her.
+    let carols = page(&mut c, 0, None).await.conversations;
+    let e2 = carols.iter().find(|e| e.conversation_id == g2).unwrap();
+    assert_eq!(e2.unread_count, 1, "her own JOINED event only: {e2:?}");
+    assert_eq!(e2.member_count, 2);
+}

@@ -1,0 +1,150 @@
+//! Group limits over the real server, each at a small configured value and answered with its
+//! code: admins, pending applications, name / intro / application sizes, invite batches, member
+//! pages; and blocks checked when an application is approved.
+
+mod common;
+
+use common::TestServer;
+use common::contacts::{ask, block, code};
+use common::groups::{approve, create_id, invite, join, ok, set_role, update_name};
+use ringchat_proto::Body;
+use ringchat_proto::v1::{self, ErrorCode, GroupJoinState, GroupRole};
+
+#[tokio::test]
+async fn admins_applications_sizes_batches_and_pages_have_limits() {
+    let server = TestServer::start(&[
+        ("GROUPS__ADMINS_MAX", "1"),
+        ("GROUPS__APPLICATIONS_MAX", "1"),
+        ("GROUPS__NAME_BYTES_MAX", "8"),
+        ("GROUPS__INTRO_BYTES_MAX", "4"),
+        ("GROUPS__APPLICATION_MESSAGE_BYTES_MAX", "3"),
+        ("GROUPS__INVITE_BATCH_MAX", "2"),
+        ("GROUPS__PAGE_MAX", "2"),
+    ]);
+    let (mut a, _alice) = server.user("alice").await;
+    let (mut b, bob) = server.user("bob").await;
+    let (_c, carol) = server.user("carol").await;
+    let (mut d, dave) = server.user("dave").await;
+    let (mut e, erin) = server.user("erin").await;
+    // Sizes: name, intro, on create and on update.
+    let long_name = Body::GroupCreate(v1::GroupCreate {
+        name: "123456789".into(),
+        ..Default::default()
+    });
+    assert_eq!(
+        code(ask(&mut a, long_name).await),
+        ErrorCode::InvalidArgument
+    );
+    let long_intro = Body::GroupCreate(v1::GroupCreate {
+        name: "ok".into(),
+        intro: "12345".into(),
+        ..Default::default()
+    });
+    assert_eq!(
+        code(ask(&mut a, long_intro).await),
+        ErrorCode::InvalidArgument
+    );
+    // Invite batches: at most 2 ids.
+    let three = Body::GroupCreate(v1::GroupCreate {
+        name: "ok".into(),
+        member_ids: vec![bob.user_id, carol.user_id, bob.user_id + 100],
+        ..Default::default()
+    });
+    assert_eq!(code(ask(&mut a, three).await), ErrorCode::InvalidArgument);
+    let g = create_id(
+        &mut a,
+        &[bob.user_id, carol.user_id],
+        v1::JoinPolicy::Approval,
+    )
+    .await;
+    assert_eq!(
+        code(ask(&mut a, update_name(g, "123456789")).await),
+        ErrorCode::InvalidArgument
+    );
+    ok(ask(&mut a, update_name(g, "12345678")).await);
+    assert_eq!(
+        code(ask(&mut a, invite(g, &[1, 2, 3])).await),
+        ErrorCode::InvalidArgument
+    );
+    // Admins: one besides the owner.
+    ok(ask(&mut a, set_role(g, bob.user_id, GroupRole::Admin)).await);
+    let e2 = ask(&mut a, set_role(g, carol.user_id, GroupRole::Admin)).await;
+    assert_eq!(code(e2), ErrorCode::TooManyAdmins);
+    // Demoting frees the slot.
+    ok(ask(&mut a, set_role(g, bob.user_id, GroupRole::Member)).await);
+    ok(ask(&mut a, set_role(g, carol.user_id, GroupRole::Admin)).await);
+    // Applications: the message is bounded, and one may be pending at a time.
+    let long_message = Body::GroupJoin(v1::GroupJoin {
+        conversation_id: g,
+        message: "four".into(),
+    });
+    assert_eq!(
+        code(ask(&mut d, long_message).await),
+        ErrorCode::InvalidArgument
+    );
+    let pending = ok(ask(&mut d, join(g)).await);
+    assert_eq!(pending.state, GroupJoinState::Pending as i32);
+    assert_eq!(
+        code(ask(&mut e, join(g)).await),
+        ErrorCode::TooManyApplications
+    );
+    // A member's invite under APPROVAL files applications: refused per user past the limit.
+    let filed = ok(ask(&mut b, invite(g, &[erin.user_id])).await);
+    assert_eq!(
+        filed.results,
+        [v1::MemberResult {
+            user_id: erin.user_id,
+            code: ErrorCode::TooManyApplications as i32
+        }]
+    );
+    // Answering one makes room.
+    ok(ask(&mut a, approve(g, dave.user_id, false)).await);
+    assert_eq!(
+        ok(ask(&mut e, join(g)).await).state,
+        GroupJoinState::Pending as i32
+    );
+    // Member pages: at most page_max.
+    let page = ask(
+        &mut a,
+        Body::GroupMembers(v1::GroupMembers {
+            conversation_id: g,
+            limit: 100,
+            ..Default::default()
+        }),
+    )
+    .await;
+    match page {
+        Body::GroupMemberList(l) => {
+            assert_eq!(l.members.len(), 2);
+            assert!(l.has_more);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_block_is_checked_when_an_application_is_approved() {
+    let server = TestServer::start(&[]);
+    let (mut a, alice) = server.user("alice").await;
+    let (mut b, bob) = server.user("bob").await;
+    let (mut c, carol) = server.user("carol").await;
+    let g = create_id(&mut a, &[bob.user_id], v1::JoinPolicy::Approval).await;
+    ok(ask(&mut a, set_role(g, bob.user_id, GroupRole::Admin)).await);
+    ok(ask(&mut c, join(g)).await);
+    // Carol blocks Alice after applying: Alice cannot let her in, and is told as for DMs.
+    block(&mut c, alice.user_id).await;
+    assert_eq!(
+        code(ask(&mut a, approve(g, carol.user_id, true)).await),
+        ErrorCode::NotAllowed
+    );
+    // Bob (no block with Carol) may, the other way round too: Bob blocks Carol, then cannot.
+    block(&mut b, carol.user_id).await;
+    assert_eq!(
+        code(ask(&mut b, approve(g, carol.user_id, true)).await),
+        ErrorCode::NotAllowed
+    );
+    // Nothing changed: the application is still there for an unblocked admin.
+    common::contacts::unblock(&mut b, carol.user_id).await;
+    let approved = ok(ask(&mut b, approve(g, carol.user_id, true)).await);
+    assert_eq!(approved.state, GroupJoinState::Joined as i32);
+}
