@@ -37,9 +37,12 @@ const groupAvatar = (id) => {
   return a;
 };
 
+// After a group's name in the list: its size, and a crossed bell when I muted it.
 function groupListMarks(c) {
-  if (!c.muted) return null;
-  return el('span', { class: 'muted-mark', title: 'Notifications muted', 'aria-label': 'Notifications muted' }, icon('bellOff'));
+  const count = groupOf(c.id)?.memberCount;
+  return el('span', { class: 'group-marks' },
+    count ? el('span', { class: 'member-count', title: `${count} members`, 'aria-label': `${count} members` }, icon('people'), String(count)) : null,
+    c.muted ? el('span', { class: 'muted-mark', title: 'Notifications muted', 'aria-label': 'Notifications muted' }, icon('bellOff')) : null);
 }
 
 function mentionBadge(c) {
