@@ -290,7 +290,8 @@ function onGroupEvent(conv, m) {
     forgetGroup(conv.id); // left on another device
     return;
   }
-  if (ev.kind !== 'created') refreshGroup(conv.id);
+  // Members, counts and roles as they are now (a new group of someone else's: its name too).
+  if (ev.kind !== 'created' || !g || g.partial) refreshGroup(conv.id);
 }
 
 // ---- mentions ----
@@ -352,7 +353,7 @@ async function loadReadCounts(conv) {
     for (const r of replies) {
       const ok = r.groupReadCountOk;
       // The count includes me (sending moves my own read cursor).
-      counts.set(num(ok.seq), { count: Math.max(0, num(ok.readCount) - 1), of: Math.max(0, num(ok.memberCount) - 1), exact: ok.exact !== false });
+      counts.set(num(ok.seq), { count: Math.max(0, num(ok.readCount) - 1), of: Math.max(0, num(ok.memberCount) - 1), exact: !!ok.exact });
     }
   } catch (e) {
     if (e.code !== 'DISCONNECTED') console.warn('read counts:', e.code, e.message);
