@@ -5,7 +5,8 @@
 // Alice's message goes up when Bob reads it; a mention of Bob (picked from the @ list) shows an
 // "@" badge in his list and is highlighted for him; Alice adds Carol in the group panel (members
 // with roles), and Carol sees the messages from before she joined (the group shows its history
-// to new members); Bob leaves and Alice sees "bob left"; the phone layout (no sideways
+// to new members); Alice renames the group and makes Carol an admin (notices, Carol's panel);
+// Bob leaves and Alice sees "bob left"; the phone layout (no sideways
 // scrolling, tap targets >= 40 px). Screenshots at both sizes.
 // Every wait is on an event with a deadline (STEP_MS), never a sleep.
 // Started by gateway/tests/browser.rs:  node web-tests/groups.e2e.mjs http://127.0.0.1:PORT/ ARTIFACT_DIR
@@ -156,6 +157,24 @@ try {
   await notice(c, 'alice added you').waitFor();
   check(await c.locator('#messages li.msg.mentioned').count() === 0, 'Carol sees the mention of Bob highlighted');
   check(!(await c.isVisible('#group-settings')), 'a member sees the settings form before opening the panel');
+
+  // Alice renames the group and makes Carol an admin; Carol sees both as notices, the new name
+  // in her header, and the settings in her panel.
+  await a.click('#group-info-button');
+  await a.fill('#gs-name', 'Climbing trip');
+  await a.click('#gs-save');
+  await a.waitForSelector('#group-notice >> text=Saved.');
+  const carolsRow = a.locator(`#group-members li.member[data-user-id="${carol.id}"]`);
+  await carolsRow.locator('[data-action="more"]').click();
+  await carolsRow.locator('[data-action="role"]').click();
+  await a.waitForSelector(`#group-members li.member[data-user-id="${carol.id}"][data-role="admin"]`);
+  await a.click('#group-close');
+  await notice(c, 'alice renamed the group to “Climbing trip”').waitFor();
+  await c.waitForSelector('#peer-title >> text=Climbing trip');
+  await notice(c, 'alice made you an admin').waitFor();
+  await c.click('#group-info-button');
+  await c.waitForSelector('#group-settings:not([hidden])');
+  await c.click('#group-close');
 
   // Bob's panel on the phone: a member sees no settings; he leaves (two steps).
   await b.click('#group-info-button');

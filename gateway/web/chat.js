@@ -272,6 +272,7 @@ async function openConversation(id) {
     conv.loaded = !conv.error;
   }
   markRead(conv);
+  wantReadCounts(conv);
   render({ scrollToEnd: true });
 }
 
