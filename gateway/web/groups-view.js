@@ -13,7 +13,7 @@ const POLICY_CHOICES = [
 ];
 const ROLE_LABELS = { owner: 'Owner', admin: 'Admin', member: 'Member' };
 const GONE_TEXT = {
-  removed: 'You are not a member of this group.',
+  removed: 'You are not a member of this group. Members share its link to let others in.',
   left: 'You left this group.',
   dissolved: 'This group was dissolved. Its messages stay readable.',
 };
@@ -64,8 +64,13 @@ function renderGroupHeader(conv) {
   const error = !gv.panelFor && groups.errors.get(conv.id);
   const bar = $('contact-bar');
   bar.hidden = !why && !error;
+  // Not a member (yet): on a group's link, the way in.
+  const join = g?.gone === 'removed' && state.loggedIn
+    ? el('button', { id: 'group-join', type: 'button', class: 'small', disabled: groupBusy(conv.id, 'join'), onclick: () => joinGroup(conv.id) }, 'Join')
+    : null;
   bar.replaceChildren(
     why ? el('span', { class: 'bar-text' }, why) : null,
+    join,
     error ? el('p', { class: 'person-error', role: 'alert' }, error) : null,
     error ? el('button', { type: 'button', class: 'small ghost', onclick: () => { groups.errors.delete(conv.id); groupsChanged(); } }, 'Dismiss') : null);
   if (why) $('composer').hidden = true;
@@ -129,6 +134,7 @@ function renderGroupPanel() {
   $('group-avatar').replaceChildren(groupAvatar(id));
   $('group-title').textContent = groupName(id);
   $('group-summary').textContent = `${count} member${count === 1 ? '' : 's'} · ${POLICY_CHOICES.find(([p]) => p === g.joinPolicy)?.[1] || ''}`;
+  $('group-link').hidden = !!g.gone || g.joinPolicy === 'invite_only';
   $('group-error').textContent = groups.errors.get(id) || '';
   $('group-notice').textContent = gv.notice?.id === id ? gv.notice.text : '';
   const manager = isManager(g) && !g.gone && !g.dissolved;
@@ -378,3 +384,14 @@ $('group-dialog').onclose = () => { gv.panelFor = null; render(); };
 $('group-settings').onsubmit = (ev) => { ev.preventDefault(); submitGroupSettings(); };
 $('group-invite').onsubmit = (ev) => { ev.preventDefault(); submitInvite(); };
 $('group-notify').onchange = setNotifyFromPanel;
+// The group's link: whoever opens it may join (OPEN) or ask to (APPROVAL).
+$('group-link').onclick = async () => {
+  const link = `${location.origin}/#group/${gv.panelFor}`;
+  try {
+    await navigator.clipboard.writeText(link);
+    gv.notice = { id: gv.panelFor, text: 'Link copied: whoever opens it can join.' };
+  } catch {
+    gv.notice = { id: gv.panelFor, text: link };
+  }
+  groupsChanged();
+};

@@ -123,25 +123,28 @@ function markGone(id, why) {
 }
 
 // The member list, a page at a time (`more`: the next page, else the first again).
+// The first page again keeps the list on screen until the answer replaces it.
 async function loadMembers(id, more) {
-  const cur = groups.members.get(id) || { list: new Map(), hasMore: false, loading: false, error: null };
+  const cur = groups.members.get(id) || { list: new Map(), after: '0', hasMore: false, loading: false, error: null };
   if (cur.loading) return;
-  if (!more) cur.list = new Map();
   groups.members.set(id, cur);
   cur.loading = true;
   cur.error = null;
   groupsChanged();
   try {
-    const after = more && cur.list.size ? [...cur.list.keys()].pop() : '0';
-    const r = await request({ groupMembers: { conversationId: id, afterUserId: after, limit: MEMBER_PAGE } });
+    const r = await request({ groupMembers: { conversationId: id, afterUserId: more ? cur.after : '0', limit: MEMBER_PAGE } });
+    const list = more ? cur.list : new Map();
+    if (!more) cur.after = '0';
     for (const m of r.groupMemberList.members || []) {
       const p = rememberProfile(m.profile);
       if (!p) continue;
-      cur.list.set(p.userId, {
+      list.set(p.userId, {
         userId: p.userId, role: enumName(m.role, 'GROUP_ROLE_') || 'member',
         joinedMs: num(m.joinedMs), mutedUntilMs: num(m.mutedUntilMs),
       });
+      cur.after = p.userId; // pages go by user id
     }
+    cur.list = list;
     cur.hasMore = !!r.groupMemberList.hasMore;
   } catch (e) {
     if (e.code === 'NOT_FOUND') markGone(id, 'removed');
@@ -206,7 +209,20 @@ const removeFromGroup = (id, userId) => groupAct(id, `remove-${userId}`, { group
 const setGroupRole = (id, userId, role) => groupAct(id, `role-${userId}`, { groupSetRole: { conversationId: id, userId, role: `GROUP_ROLE_${role.toUpperCase()}` } });
 const muteInGroup = (id, userId, untilMs) => groupAct(id, `mute-${userId}`, { groupMute: { conversationId: id, userId, untilMs: String(untilMs) } });
 const setGroupNotify = (id, muted) => groupAct(id, 'notify', { groupSetNotify: { conversationId: id, muted } });
-const joinGroup = (id, message) => groupAct(id, 'join', { groupJoin: { conversationId: id, message } });
+// Someone who is not a member, on the group's link: joined at once (OPEN), or an application.
+async function joinGroup(id) {
+  const r = await groupAct(id, 'join', { groupJoin: { conversationId: id, message: '' } });
+  if (!r) return;
+  if (enumName(r.groupOk.state, 'GROUP_JOIN_STATE_') === 'pending') {
+    groups.errors.set(id, 'You asked to join: an owner or admin will decide.');
+    return groupsChanged();
+  }
+  const conv = conv_(id, '');
+  conv.loaded = false;
+  conv.hasMore = true;
+  await loadGroupInfo(id);
+  openConversation(id);
+}
 
 async function approveApplication(id, userId, accept) {
   if (await groupAct(id, `approve-${userId}`, { groupApprove: { conversationId: id, userId, accept } })) loadApplications(id);
@@ -222,7 +238,10 @@ async function leaveGroup(id) {
 function forgetGroup(id) {
   markGone(id, 'left');
   state.convs.delete(id);
-  if (state.current === id) location.hash = '';
+  if (state.current === id) {
+    state.current = null;
+    location.hash = '';
+  }
   groupsChanged();
 }
 
@@ -275,13 +294,14 @@ function refreshGroup(id) {
 
 // ---- events (decoded and put in words by group-events.js) ----
 
-// A group event arrived (pushed or synced): what it changes on this page.
+// A group event arrived (pushed or synced): applied here, so that an event in a big group does
+// not make every member's page ask the server again. Only a group this page does not know yet,
+// or the one whose panel is open, is read again.
 function onGroupEvent(conv, m) {
   const ev = eventOf(m);
   const me = state.session.userId;
   if (!ev) return;
   const g = groupOf(conv.id);
-  if (ev.kind === 'updated' && g && ev.name !== undefined) g.name = ev.name;
   if ((ev.kind === 'removed' && ev.userIds.includes(me)) || ev.kind === 'dissolved') {
     markGone(conv.id, ev.kind === 'dissolved' ? 'dissolved' : 'removed');
     return;
@@ -290,8 +310,55 @@ function onGroupEvent(conv, m) {
     forgetGroup(conv.id); // left on another device
     return;
   }
-  // Members, counts and roles as they are now (a new group of someone else's: its name too).
-  if (ev.kind !== 'created' || !g || g.partial) refreshGroup(conv.id);
+  if (!g || g.partial) return refreshGroup(conv.id);
+  applyGroupEvent(g, groups.members.get(conv.id)?.list, ev, me);
+  if (gv.panelFor === conv.id) refreshGroup(conv.id);
+  groupsChanged();
+}
+
+function applyGroupEvent(g, members, ev, me) {
+  // Each event is applied once (seq order), and the loaded members may be only the first pages.
+  const joined = (ids) => {
+    g.memberCount += ids.length;
+    for (const id of ids) members?.set(id, { userId: id, role: 'member', joinedMs: Date.now(), mutedUntilMs: 0 });
+  };
+  const gone = (ids) => {
+    g.memberCount = Math.max(0, g.memberCount - ids.length);
+    for (const id of ids) members?.delete(id);
+  };
+  const member = (id) => members?.get(id);
+  switch (ev.kind) {
+    case 'joined': joined(ev.userIds.length ? ev.userIds : [ev.actorId]); break;
+    case 'invited': joined(ev.userIds); break;
+    case 'left': gone([ev.actorId]); break;
+    case 'removed': gone(ev.userIds); break;
+    case 'role_changed':
+      for (const id of ev.userIds) {
+        if (id === me) g.myRole = ev.role;
+        if (member(id)) member(id).role = ev.role;
+      }
+      break;
+    case 'owner_changed':
+      for (const id of [g.ownerId, ...ev.userIds]) {
+        const role = id === g.ownerId ? 'admin' : 'owner';
+        if (id === me) g.myRole = role;
+        if (member(id)) member(id).role = role;
+      }
+      g.ownerId = ev.userIds[0] || g.ownerId;
+      break;
+    case 'muted': case 'unmuted':
+      for (const id of ev.userIds) {
+        const until = ev.kind === 'muted' ? ev.untilMs : 0;
+        if (id === me) g.myMutedUntilMs = until;
+        if (member(id)) member(id).mutedUntilMs = until;
+      }
+      break;
+    case 'mute_all': g.muteAll = !!ev.untilMs; break;
+    case 'updated':
+      for (const k of ['name', 'intro', 'joinPolicy', 'historyVisible']) if (ev[k] !== undefined) g[k] = ev[k];
+      break;
+    default: break;
+  }
 }
 
 // ---- mentions ----
@@ -338,16 +405,18 @@ function wantReadCounts(conv) {
   readCountTimers.set(conv.id, setTimeout(() => {
     readCountTimers.delete(conv.id);
     loadReadCounts(conv);
-  }, 300));
+  }, 1000));
 }
 
 async function loadReadCounts(conv) {
   if (!state.loggedIn || state.current !== conv.id || document.visibilityState === 'hidden') return;
   const me = state.session.userId;
-  const mine = [...conv.messages.entries()].filter(([, m]) => m.fromUserId === me && !isGroupEvent(m))
-    .map(([seq]) => seq).sort((a, b) => b - a).slice(0, READ_COUNT_OWN_MAX);
   const counts = groups.readCounts.get(conv.id) || new Map();
   groups.readCounts.set(conv.id, counts);
+  // Not asked again: a message every other member has read.
+  const mine = [...conv.messages.entries()].filter(([, m]) => m.fromUserId === me && !isGroupEvent(m))
+    .map(([seq]) => seq).sort((a, b) => b - a).slice(0, READ_COUNT_OWN_MAX)
+    .filter((seq) => !(counts.get(seq)?.count >= counts.get(seq)?.of && counts.get(seq)?.of > 0));
   try {
     const replies = await Promise.all(mine.map((seq) => request({ groupReadCount: { conversationId: conv.id, seq: String(seq) } })));
     for (const r of replies) {
@@ -372,7 +441,7 @@ function groupErrorText(e, what) {
   const m = String(e.message || '');
   switch (e.code) {
     case 'FORBIDDEN': return what === 'invite' ? 'Only owners and admins can add members to this group.' : 'Only owners and admins can do that.';
-    case 'NOT_FOUND': return 'You are not a member of this group.';
+    case 'NOT_FOUND': return what === 'join' ? 'There is no such group.' : 'You are not a member of this group.';
     case 'GROUP_FULL': return 'The group is full.';
     case 'TOO_MANY_GROUPS': return m.startsWith('you') || what === 'create' ? 'You are in as many groups as you can be. Leave one first.' : sentence(m);
     case 'GROUP_DISSOLVED': return 'This group was dissolved: nothing can change any more.';
