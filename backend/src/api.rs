@@ -15,8 +15,8 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use crate::time::now_ms;
 pub use request::{
-    AccountRequest, AccountSessionRequest, ClientRequest, ContactQuery, ContactWrite, RequestError,
-    SessionRequest, WriteRequest,
+    AccountRequest, AccountSessionRequest, ClientRequest, ContactQuery, ContactWrite, GroupQuery,
+    GroupWrite, RequestError, SessionRequest, WriteRequest,
 };
 
 /// A user's public id: 9 digits, never reused.

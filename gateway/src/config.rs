@@ -7,7 +7,7 @@ use ringchat_backend::config::{
     AccountsConfig, AdminConfig, BackendConfig, EmailConfig, LoginConfig, PresenceConfig, Settings,
     StorageConfig,
 };
-use ringchat_backend::config::{ContactsConfig, Limits};
+use ringchat_backend::config::{ContactsConfig, GroupsConfig, Limits};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
@@ -28,6 +28,7 @@ pub struct Config {
     pub contacts: ContactsConfig,
     pub email: EmailConfig,
     pub presence: PresenceConfig,
+    pub groups: GroupsConfig,
 }
 
 /// Which I/O driver the shards run on.
@@ -179,6 +180,7 @@ impl Config {
             contacts: section(&table, "contacts", &mut problems),
             email: section(&table, "email", &mut problems),
             presence: section(&table, "presence", &mut problems),
+            groups: section(&table, "groups", &mut problems),
         };
         problems.extend(config.problems());
         if problems.is_empty() {
@@ -223,6 +225,7 @@ impl Config {
             presence: self.presence.clone(),
             limits: self.limits.clone(),
             contacts: self.contacts.clone(),
+            groups: self.groups.clone(),
             server_name: self.gateway.server_name.clone(),
         }
     }

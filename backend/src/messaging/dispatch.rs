@@ -53,6 +53,9 @@ impl Backend {
             SessionRequest::SetPresence(req) => {
                 self.set_presence(conn, user, request_id, req).await;
             }
+            SessionRequest::Group(query) => {
+                self.group_query(conn, user, request_id, query).await;
+            }
         }
     }
 
@@ -87,6 +90,12 @@ impl Backend {
 
     /// Typing is relayed to the peer's sessions and never stored; it has no reply.
     async fn relay_typing(&self, conn: ConnRef, user: UserId, request_id: u64, typing: v1::Typing) {
+        if let Ok(g) = conv_from_wire(typing.conversation_id)
+            && g.kind() == crate::store::ConvKind::Group
+        {
+            self.relay_group_typing(conn, user, request_id, g).await;
+            return;
+        }
         let members = match conv_from_wire(typing.conversation_id)
             .and_then(|conv| members_with(conv, user))
         {
@@ -104,6 +113,44 @@ impl Backend {
             }),
         );
         let others: smallvec::SmallVec<[UserId; 2]> = members.others(user).collect();
+        let targets = self.sessions_of(&others, None);
+        self.fanout(targets, frame).await;
+    }
+
+    /// Typing in a group goes to its online members, only while they are at most
+    /// `groups.typing_members_max` (the fan-out is what costs). The sender must be an online
+    /// member, which the index knows without a read.
+    async fn relay_group_typing(
+        &self,
+        conn: ConnRef,
+        user: UserId,
+        request_id: u64,
+        g: crate::store::ConvId,
+    ) {
+        let mut others = Vec::new();
+        let mut member = false;
+        self.group_online.for_each_user(g, |u| {
+            if u == user {
+                member = true;
+            } else {
+                others.push(u);
+            }
+        });
+        if !member {
+            let refusal = Refusal::new(v1::ErrorCode::NotFound, "no such conversation");
+            self.refuse(conn, request_id, refusal).await;
+            return;
+        }
+        if others.len() >= self.settings.groups.typing_members_max as usize {
+            return;
+        }
+        let frame = crate::api::encoded(
+            0,
+            Body::Typing(v1::Typing {
+                conversation_id: g.to_wire(),
+                from_user_id: user,
+            }),
+        );
         let targets = self.sessions_of(&others, None);
         self.fanout(targets, frame).await;
     }
