@@ -185,6 +185,9 @@ async function groupAct(id, what, body) {
   groupsChanged();
   try {
     const reply = await request(body);
+    // The event this action wrote is pushed to everyone but this connection: fetched here.
+    const conv = state.convs.get(id);
+    if (num(reply.groupOk?.eventSeq) && conv?.loaded) syncConversation(conv).catch(() => {});
     return reply;
   } catch (e) {
     groups.errors.set(id, groupErrorText(e, what));
