@@ -13,7 +13,7 @@ use smallvec::SmallVec;
 use super::roles::{Action, Verdict, verdict};
 use super::{GroupOp, GroupOpKind, encode_event, event, policy_to_wire};
 use crate::accounts::Refusal;
-use crate::messaging::writer::Writer;
+use crate::messaging::writer::{Draft, Writer};
 use crate::store::{
     ConvId, ConvRecord, GroupRecord, GroupRole, MemberRecord, UserGroupRecord, UserId,
 };
@@ -465,7 +465,17 @@ impl Writer {
         content_type: i32,
         content: Bytes,
     ) -> usize {
-        self.push_message(conv, head, from, String::new(), content_type, content, None)
+        self.push_message(
+            conv,
+            head,
+            Draft {
+                from,
+                client_msg_id: String::new(),
+                content_type,
+                content,
+                mentions: None,
+            },
+        )
     }
 }
 

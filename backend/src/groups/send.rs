@@ -9,7 +9,7 @@ use super::ops::{dissolved, not_found};
 use super::roles::{Action, Verdict, may_send_under_mute_all, verdict};
 use crate::accounts::Refusal;
 use crate::api::ConnRef;
-use crate::messaging::writer::{Outcome, Writer};
+use crate::messaging::writer::{Draft, Outcome, Writer};
 use crate::store::{ConvId, MENTION_ALL_USER, Mentions, UserId};
 use crate::time::now_ms;
 
@@ -78,15 +78,14 @@ impl Writer {
         self.row_mut(g, m.from)
             .remember_send(&m.client_msg_id, seq, window);
         self.mark_own_message_read(g, m.from, seq);
-        let index = self.push_message(
-            g,
-            &mut head,
-            m.from,
-            m.client_msg_id,
-            m.content_type,
-            m.content,
+        let draft = Draft {
+            from: m.from,
+            client_msg_id: m.client_msg_id,
+            content_type: m.content_type,
+            content: m.content,
             mentions,
-        );
+        };
+        let index = self.push_message(g, &mut head, draft);
         Ok(Outcome::GroupSent {
             conn,
             request_id,

@@ -83,6 +83,15 @@ pub(crate) enum Write {
     Group(GroupOp),
 }
 
+/// A message to append, before it has a seq ([`Writer::push_message`]).
+pub(crate) struct Draft {
+    pub from: UserId,
+    pub client_msg_id: String,
+    pub content_type: i32,
+    pub content: Bytes,
+    pub mentions: Option<Box<Mentions>>,
+}
+
 /// Who gets a receipt or a recall: a direct conversation's members, or a group's online members
 /// (resolved by delivery through `GroupOnline`, in commit order).
 #[derive(Debug)]
@@ -454,12 +463,15 @@ impl Writer {
         &mut self,
         conv: ConvId,
         head: &mut ConvRecord,
-        from: UserId,
-        client_msg_id: String,
-        content_type: i32,
-        content: Bytes,
-        mentions: Option<Box<Mentions>>,
+        draft: Draft,
     ) -> usize {
+        let Draft {
+            from,
+            client_msg_id,
+            content_type,
+            content,
+            mentions,
+        } = draft;
         let message = MessageRecord {
             conv_id: conv,
             seq: head.max_seq + 1,
