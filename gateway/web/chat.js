@@ -84,7 +84,8 @@ async function login(credential) {
   loadOutbox();
   setConnection('online');
   showChat();
-  await Promise.all([catchUp(), loadContacts(), loadGroups()]);
+  // Groups after the conversation list: it has their read cursors (see loadGroups).
+  await Promise.all([catchUp().then(loadGroups), loadContacts()]);
 }
 
 function loginErrorText(e) {

@@ -68,9 +68,13 @@ function renderGroupHeader(conv) {
   const join = g?.gone === 'removed' && state.loggedIn
     ? el('button', { id: 'group-join', type: 'button', class: 'small', disabled: groupBusy(conv.id, 'join'), onclick: () => joinGroup(conv.id) }, 'Join')
     : null;
+  const hide = (g?.gone === 'removed' || g?.gone === 'dissolved') && conv.messages.size && state.loggedIn
+    ? el('button', { id: 'group-hide', type: 'button', class: 'small secondary', onclick: () => leaveGroup(conv.id) }, 'Remove from list')
+    : null;
   bar.replaceChildren(
     why ? el('span', { class: 'bar-text' }, why) : null,
     join,
+    hide,
     error ? el('p', { class: 'person-error', role: 'alert' }, error) : null,
     error ? el('button', { type: 'button', class: 'small ghost', onclick: () => { groups.errors.delete(conv.id); groupsChanged(); } }, 'Dismiss') : null);
   if (why) $('composer').hidden = true;

@@ -74,7 +74,13 @@ async function loadGroups() {
     for (;;) {
       const r = await request({ listGroups: { afterConversationId: after, limit: GROUP_LIST_PAGE } });
       const list = r.groupList.groups || [];
-      for (const g of list) rememberGroup(g);
+      for (const g of list) {
+        rememberGroup(g);
+        // A group the conversation list did not name has no read cursor here: counted as read
+        // up to now, so that a reload does not show its whole history as unread.
+        const conv = state.convs.get(String(g.conversationId));
+        if (!conv.listed) conv.readSeq = Math.max(conv.readSeq, num(g.maxSeq));
+      }
       if (!r.groupList.hasMore || !list.length) break;
       after = list[list.length - 1].conversationId;
     }
@@ -86,6 +92,7 @@ async function loadGroups() {
 
 // A Conversations entry of kind GROUP: name, size, mentions and my notification setting.
 function rememberGroupEntry(conv, c) {
+  conv.listed = true;
   conv.unreadMentions = num(c.unreadMentions);
   conv.muted = !!c.muted;
   const g = groupOf(conv.id);
@@ -231,8 +238,16 @@ async function approveApplication(id, userId, accept) {
   if (await groupAct(id, `approve-${userId}`, { groupApprove: { conversationId: id, userId, accept } })) loadApplications(id);
 }
 
+// Leaving keeps the history readable until a second GroupLeave hides the group: the page hides
+// it at once (a removed member does the same with "Remove from list").
 async function leaveGroup(id) {
-  if (!(await groupAct(id, 'leave', { groupLeave: { conversationId: id } }))) return false;
+  const gone = groupOf(id)?.gone;
+  if (!gone && !(await groupAct(id, 'leave', { groupLeave: { conversationId: id } }))) return false;
+  try {
+    await request({ groupLeave: { conversationId: id } });
+  } catch (e) {
+    if (e.code !== 'NOT_FOUND') console.warn('could not hide the group:', e.code, e.message);
+  }
   forgetGroup(id);
   return true;
 }
