@@ -26,6 +26,7 @@ const gv = {
   invitePicked: new Set(), // friends ticked in "Add members"
   newPicked: new Set(), // friends ticked in the new group dialog
   notice: null, // {id, text}: what the last action did, when it is not obvious
+  settingsEdited: false, // the settings form was changed: not refilled under the user's hands
 };
 
 // ---- the list, the header, messages ----
@@ -100,6 +101,7 @@ function openGroupPanel() {
   gv.invitePicked.clear();
   groups.errors.delete(id);
   $('gi-ids').value = '';
+  gv.settingsEdited = false;
   fillGroupSettings(groupOf(id));
   gv.drawn = '';
   $('group-dialog').showModal();
@@ -115,7 +117,7 @@ function closeGroupPanel() {
 }
 
 function fillGroupSettings(g) {
-  if (!g || gv.panelFor !== g.id) return;
+  if (!g || gv.panelFor !== g.id || gv.settingsEdited) return;
   $('gs-name').value = g.name;
   $('gs-policy').value = g.joinPolicy;
   $('gs-history').checked = g.historyVisible;
@@ -291,9 +293,13 @@ async function submitGroupSettings() {
   if ($('gs-policy').value !== g.joinPolicy) fields.joinPolicy = $('gs-policy').value;
   if ($('gs-history').checked !== g.historyVisible) fields.historyVisible = $('gs-history').checked;
   if ($('gs-mute-all').checked !== g.muteAll) fields.muteAll = $('gs-mute-all').checked;
-  if (!Object.keys(fields).length) return;
+  if (!Object.keys(fields).length) {
+    gv.notice = { id, text: 'Nothing changed.' };
+    return groupsChanged();
+  }
   if (await updateGroup(id, fields)) {
     Object.assign(g, fields);
+    gv.settingsEdited = false;
     gv.notice = { id, text: 'Saved.' };
     groupsChanged();
   }
@@ -386,6 +392,7 @@ $('group-info-button').onclick = openGroupPanel;
 $('group-close').onclick = closeGroupPanel;
 $('group-dialog').onclose = () => { gv.panelFor = null; render(); };
 $('group-settings').onsubmit = (ev) => { ev.preventDefault(); submitGroupSettings(); };
+$('group-settings').oninput = () => { gv.settingsEdited = true; };
 $('group-invite').onsubmit = (ev) => { ev.preventDefault(); submitInvite(); };
 $('group-notify').onchange = setNotifyFromPanel;
 // The group's link: whoever opens it may join (OPEN) or ask to (APPROVAL).
