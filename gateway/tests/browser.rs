@@ -2,7 +2,8 @@
 //! (Playwright driving headless Chromium). `chat.e2e.mjs`: a desktop page and a phone-sized
 //! page chat, a send fails and is retried, the connection is cut and recovers, the server
 //! restarts under it (asked for by the script on its stdout). `contacts.e2e.mjs`: search,
-//! friend requests, presence, profiles and blocks through the Contacts view. Screenshots of both
+//! friend requests, presence, profiles and blocks through the Contacts view. `groups.e2e.mjs`:
+//! three users create a group, chat, mention, read, invite and leave. Screenshots of both
 //! widths go to `target/test-artifacts/`.
 //! Needs `/usr/bin/chromium` and `npm ci --prefix web-tests`; `.ci/run` installs both. Missing
 //! either is a failure that says what to install, never a silent skip.
@@ -54,6 +55,21 @@ fn contacts_view_in_browser_pages_search_request_presence_profile_block() {
             "phone-contacts-request",
             "phone-profile",
             "phone-send-refused",
+        ],
+    );
+}
+
+#[test]
+fn groups_in_browser_pages_create_chat_mention_read_count_invite_leave() {
+    run_e2e(
+        "groups.e2e.mjs",
+        &[],
+        &[
+            "desktop-group-info",
+            "desktop-group-chat",
+            "phone-group-list",
+            "phone-group-chat",
+            "phone-group-info",
         ],
     );
 }

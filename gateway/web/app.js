@@ -1,7 +1,7 @@
 // ringchat browser client, the page: screens, rendering and input. The model is chat.js, the
 // connection net.js. Narrow screens show the conversation list and the open conversation as
-// separate views (main[data-view]); the open conversation is in the URL (#chat/<user id>), so
-// the browser's back button and a reload work as expected.
+// separate views (main[data-view]); the open conversation is in the URL (#chat/<user id>, or
+// #group/<conversation id>), so the browser's back button and a reload work as expected.
 'use strict';
 
 const GROUP_GAP_MS = 5 * 60000; // messages closer than this from one sender are drawn as a group
@@ -44,9 +44,17 @@ function showTab(name) {
   render();
 }
 
-// #chat/<user id> opens that conversation; anything else shows the list.
+// #chat/<user id> or #group/<conversation id> opens that conversation; anything else shows the list.
 function route() {
   if (!state.loggedIn) return;
+  const g = /^#group\/([0-9]{1,20})$/.exec(location.hash);
+  if (g && isGroupId(g[1])) {
+    const id = g[1];
+    const conv = conv_(id, '');
+    if (id !== state.current) openGroup(id);
+    if (id !== state.current || !conv.loaded) openConversation(id);
+    return;
+  }
   const m = /^#chat\/([0-9]{1,20})$/.exec(location.hash);
   if (m && m[1] !== state.session.userId) {
     const id = startChat(m[1]);
@@ -64,11 +72,16 @@ function route() {
 }
 
 function goToChat(peer) {
+  goToHash(`#chat/${peer}`);
+}
+
+function goToHash(hash) {
   state.openedFromList = true;
-  const hash = `#chat/${peer}`;
   if (location.hash === hash) route();
   else location.hash = hash;
 }
+
+const goToConv = (c) => (c.group ? goToHash(`#group/${c.id}`) : goToChat(c.peer));
 
 function goBack() {
   if (state.openedFromList) history.back();
@@ -93,18 +106,20 @@ function render(opts) {
     renderList();
     renderContacts();
     renderConversation(scrollToEnd);
+    renderGroupPanel();
     renderUnread();
     renderToasts();
   });
 }
 
-const unreadOf = (c) => Math.max(0, c.maxSeq - c.readSeq);
+// In a group, what came before I could read it (visibleFrom) is not unread.
+const unreadOf = (c) => Math.max(0, c.maxSeq - Math.max(c.readSeq, c.visibleFrom - 1));
 const lastActivity = (c) => Math.max(num(c.last?.serverTimeMs), ...unsentIn(c).map((p) => p.createdMs), 0);
 
 function renderList() {
   $('list-error').hidden = !state.loadError;
   const convs = [...state.convs.values()]
-    .filter((c) => c.last || c.id === state.current || unsentIn(c).length)
+    .filter((c) => c.last || c.id === state.current || unsentIn(c).length || (c.group && !groupOf(c.id)?.gone))
     .sort((a, b) => lastActivity(b) - lastActivity(a));
   const ul = $('conversations');
   if (!convs.length) {
@@ -121,30 +136,35 @@ function renderList() {
     if (isTyping(c)) preview = el('span', { class: 'preview typing-preview' }, 'typing…');
     else if (failed) preview = el('span', { class: 'preview failed' }, icon('alert'), 'Not sent');
     else if (unsent.length) preview = el('span', { class: 'preview' }, icon('clock'), unsent[unsent.length - 1].text);
+    else if (c.last && isGroupEvent(c.last)) preview = el('span', { class: 'preview' }, groupEventText(eventOf(c.last)));
     else if (c.last) {
       const mine = c.last.fromUserId === state.session.userId;
       const text = c.last.recalled ? 'Message deleted' : fromB64(c.last.content);
-      preview = el('span', { class: 'preview' }, mine ? 'You: ' : '', text);
+      const from = mine ? 'You: ' : c.group ? `${displayName(c.last.fromUserId)}: ` : '';
+      preview = el('span', { class: 'preview' }, from, text);
     } else preview = el('span', { class: 'preview' }, 'No messages yet');
-    const button = el('button', { type: 'button', class: 'conv', onclick: () => goToChat(c.peer) },
-      avatar(c.peer, true),
+    const button = el('button', { type: 'button', class: 'conv', onclick: () => goToConv(c) },
+      c.group ? groupAvatar(c.id) : avatar(c.peer, true),
       el('span', { class: 'conv-body' },
         el('span', { class: 'top' },
-          el('span', { class: 'name' }, displayName(c.peer)),
+          el('span', { class: 'name' }, c.group ? groupName(c.id) : displayName(c.peer)),
+          c.group ? groupListMarks(c) : null,
           el('time', { class: 'when' }, listTime(lastActivity(c)))),
         el('span', { class: 'bottom' },
           preview,
-          unread > 0 ? el('span', { class: 'badge unread', 'aria-label': `${unread} unread` }, String(unread)) : null)));
+          c.group && c.id !== state.current ? mentionBadge(c) : null,
+          unread > 0 ? el('span', { class: `badge unread${c.muted ? ' muted' : ''}`, 'aria-label': `${unread} unread` }, String(unread)) : null)));
     return el('li', {
       class: c.id === state.current ? 'active' : null,
-      dataset: { conversationId: c.id, peer: c.peer },
+      dataset: { conversationId: c.id, peer: c.peer, kind: c.group ? 'group' : 'direct' },
     }, button);
   }));
 }
 
 function renderUnread() {
   let total = 0;
-  for (const c of state.convs.values()) if (c.id !== state.current) total += unreadOf(c);
+  // A muted group counts only while it mentions me.
+  for (const c of state.convs.values()) if (c.id !== state.current && (!c.muted || c.unreadMentions)) total += unreadOf(c);
   document.title = total ? `(${total}) ringchat` : 'ringchat';
   const back = $('back-badge');
   back.hidden = !total;
@@ -166,18 +186,22 @@ function renderConversation(scrollToEnd) {
     $('composer-error').hidden = true;
     return;
   }
-  $('peer-title').textContent = displayName(conv.peer);
-  $('peer-avatar').replaceChildren(avatar(conv.peer, true));
-  // Under the name: their presence if they are a friend, else who they are (a user known by id
-  // only already shows it in the title).
-  const presence = presenceText(conv.peer);
-  $('peer-sub').textContent = presence || (profileOf(conv.peer) ? handleOf(conv.peer) : '');
-  $('peer-sub').dataset.presence = people.presence.get(conv.peer)?.state || '';
-  // Nobody can write across a block: the bar above says so, with Unblock.
-  if (profileOf(conv.peer)?.blocked) $('composer').hidden = true;
+  $('group-info-button').hidden = !conv.group;
+  if (conv.group) renderGroupHeader(conv);
+  else {
+    $('peer-title').textContent = displayName(conv.peer);
+    $('peer-avatar').replaceChildren(avatar(conv.peer, true));
+    // Under the name: their presence if they are a friend, else who they are (a user known by id
+    // only already shows it in the title).
+    const presence = presenceText(conv.peer);
+    $('peer-sub').textContent = presence || (profileOf(conv.peer) ? handleOf(conv.peer) : '');
+    $('peer-sub').dataset.presence = people.presence.get(conv.peer)?.state || '';
+    // Nobody can write across a block: the bar above says so, with Unblock.
+    if (profileOf(conv.peer)?.blocked) $('composer').hidden = true;
+  }
   const typing = isTyping(conv);
   $('typing').hidden = !typing;
-  $('typing').textContent = typing ? `${displayName(conv.peer)} is typing…` : '';
+  $('typing').textContent = typing ? `${displayName(conv.typingFrom || conv.peer)} is typing…` : '';
 
   const ol = $('messages');
   const fromBottom = ol.scrollHeight - ol.scrollTop - ol.clientHeight;
@@ -216,15 +240,18 @@ function rows(conv) {
   let day = null;
   let prev = null;
   let markedNew = false;
-  const add = (item, ms, mine) => {
+  const add = (item, ms, mine, from = mine ? me : null) => {
     if (startOfDay(ms) !== day) {
       day = startOfDay(ms);
       prev = null;
       out.push(el('li', { class: 'day-sep' }, el('span', null, dayLabel(ms))));
     }
-    item.classList.toggle('cont', !!prev && prev.mine === mine && ms - prev.ms < GROUP_GAP_MS);
+    // Messages of one sender close in time are drawn as a run; in a group, its first names them.
+    const cont = !!prev && prev.from === from && ms - prev.ms < GROUP_GAP_MS;
+    item.classList.toggle('cont', cont);
+    if (conv.group && !cont && !mine && from) item.prepend(el('span', { class: 'sender' }, displayName(from)));
     out.push(item);
-    prev = { mine, ms };
+    prev = { from, ms };
   };
   for (const [seq, m] of [...conv.messages.entries()].sort((a, b) => a[0] - b[0])) {
     const mine = m.fromUserId === me;
@@ -233,9 +260,16 @@ function rows(conv) {
       markedNew = true;
       if (startOfDay(ms) === day) out.push(el('li', { class: 'new-sep' }, el('span', null, 'New messages')));
     }
+    if (isGroupEvent(m)) {
+      add(el('li', { class: 'system', dataset: { seq, event: eventOf(m)?.kind || '' } }, el('span', null, groupEventText(eventOf(m)))), ms, false, null);
+      continue;
+    }
     let tick = null;
-    if (mine) tick = seq <= conv.peerReadSeq ? 'read' : seq <= conv.peerDeliveredSeq ? 'delivered' : 'sent';
-    add(messageItem({ text: m.recalled ? 'Message deleted' : fromB64(m.content), recalled: m.recalled, mine, ms, tick, seq }), ms, mine);
+    if (mine && !conv.group) tick = seq <= conv.peerReadSeq ? 'read' : seq <= conv.peerDeliveredSeq ? 'delivered' : 'sent';
+    add(messageItem({
+      text: m.recalled ? 'Message deleted' : fromB64(m.content), recalled: m.recalled, mine, ms, tick, seq,
+      mentioned: conv.group && mentionsMe(m), readBy: conv.group && mine ? readByOf(conv, seq) : null,
+    }), ms, mine, m.fromUserId);
   }
   for (const p of unsentIn(conv)) {
     add(messageItem({
@@ -244,7 +278,8 @@ function rows(conv) {
     }), p.createdMs, true);
   }
   if (!out.some((r) => r.classList.contains('msg')) && !conv.loading && !conv.error) {
-    out.push(el('li', { class: 'empty' }, el('strong', null, 'No messages yet'), el('span', null, `Say hello to ${displayName(conv.peer)}.`)));
+    const to = conv.group ? 'the group' : displayName(conv.peer);
+    out.push(el('li', { class: 'empty' }, el('strong', null, 'No messages yet'), el('span', null, `Say hello to ${to}.`)));
   }
   return out;
 }
@@ -252,9 +287,10 @@ function rows(conv) {
 const TICKS = { sent: '✓', delivered: '✓✓', read: '✓✓' };
 const TICK_TITLES = { sent: 'Sent', delivered: 'Delivered', read: 'Read', failed: 'Not sent' };
 
-function messageItem({ text, recalled, mine, ms, tick, seq, clientMsgId, error, online }) {
+function messageItem({ text, recalled, mine, ms, tick, seq, clientMsgId, error, online, mentioned, readBy }) {
   const meta = el('span', { class: 'meta' },
     el('time', { datetime: new Date(ms).toISOString(), title: formatFull(ms) }, formatTime(ms)));
+  if (readBy) meta.append(readBy);
   if (tick) {
     const title = tick === 'pending' ? (online ? 'Sending…' : 'Waiting for the connection') : TICK_TITLES[tick];
     const t = el('span', { class: `tick ${tick}`, dataset: { state: tick }, title, 'aria-label': title });
@@ -264,7 +300,7 @@ function messageItem({ text, recalled, mine, ms, tick, seq, clientMsgId, error, 
     meta.append(t);
   }
   const li = el('li', {
-    class: `msg ${mine ? 'mine' : 'theirs'}${error ? ' failed' : ''}${recalled ? ' recalled' : ''}`,
+    class: `msg ${mine ? 'mine' : 'theirs'}${error ? ' failed' : ''}${recalled ? ' recalled' : ''}${mentioned ? ' mentioned' : ''}`,
     dataset: { seq: seq ?? '', clientMsgId: clientMsgId ?? '' },
   }, el('div', { class: 'bubble' }, el('span', { class: 'text' }, text), meta));
   if (error) {
@@ -336,7 +372,8 @@ function submitComposer() {
   if (!text.trim() || !state.current || !composerCheck()) return;
   $('text').value = '';
   composerCheck();
-  sendText(text.replace(/\s+$/, ''));
+  const trimmed = text.replace(/\s+$/, '');
+  sendText(trimmed, takeMentions(trimmed));
   $('text').focus();
 }
 
@@ -371,13 +408,14 @@ $('list-retry').onclick = () => { state.loadError = null; render(); catchUp(); }
 $('back').onclick = goBack;
 $('composer').onsubmit = (ev) => { ev.preventDefault(); submitComposer(); };
 $('text').onkeydown = (ev) => {
+  if (mentionKey(ev)) return; // the @-member list open: the keys move in it
   // Enter sends, Shift+Enter is a new line; not while an input method is composing.
   if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) {
     ev.preventDefault();
     submitComposer();
   }
 };
-$('text').oninput = () => { composerCheck(); if ($('text').value) sendTyping(); };
+$('text').oninput = () => { composerCheck(); mentionInput(); if ($('text').value) sendTyping(); };
 $('messages').onscroll = () => {
   const ol = $('messages');
   const conv = state.convs.get(state.current);

@@ -23,8 +23,8 @@ const state = {
   loggedIn: false,
   convs: new Map(), // conversationId -> conversation
   current: null, // the open conversation's id
-  // clientMsgId -> {clientMsgId, conversationId, toUserId, text, createdMs, tries, inflight,
-  // error: null | {code, text}}: sends without an ack, in the order they were written.
+  // clientMsgId -> {clientMsgId, conversationId, toUserId ('' in groups), mentions, text,
+  // createdMs, tries, inflight, error: null | {code, text}}: sends without an ack, in order.
   outbox: new Map(),
   lastTypingSent: 0,
   skewMs: 0, // server clock minus ours, for the time shown on a message not yet acked
@@ -84,7 +84,8 @@ async function login(credential) {
   loadOutbox();
   setConnection('online');
   showChat();
-  await Promise.all([catchUp(), loadContacts()]);
+  // Groups after the conversation list: it has their read cursors (see loadGroups).
+  await Promise.all([catchUp().then(loadGroups), loadContacts()]);
 }
 
 function loginErrorText(e) {
@@ -108,6 +109,7 @@ function forgetSession() {
 
 function resetChats() {
   resetContacts();
+  resetGroups();
   state.convs.clear();
   state.outbox.clear();
   state.current = null;
@@ -134,6 +136,7 @@ async function catchUp() {
       conv.peerDeliveredSeq = num(c.peerDeliveredSeq);
       conv.peerReadSeq = num(c.peerReadSeq);
       if (c.lastMessage && (!conv.last || num(conv.last.seq) <= num(c.lastMessage.seq))) conv.last = c.lastMessage;
+      if (conv.group) rememberGroupEntry(conv, c);
     }
     for (const conv of state.convs.values()) if (conv.loaded) await syncConversation(conv);
     state.loadError = null;
@@ -162,10 +165,13 @@ async function syncConversation(conv) {
 function conv_(id, peerUserId) {
   let conv = state.convs.get(id);
   if (!conv) {
+    const group = isGroupId(id);
     conv = {
-      id, peer: String(peerUserId), messages: new Map(), maxSeq: 0, readSeq: 0,
+      id, peer: group ? '' : String(peerUserId), messages: new Map(), maxSeq: 0, readSeq: 0,
       peerDeliveredSeq: 0, peerReadSeq: 0, last: null, loaded: false, hasMore: true,
       loading: false, error: null, typingUntil: 0, typingTimer: null, newFromSeq: 0,
+      // Groups: the first seq I may read, unread mentions of me, my notifications muted.
+      group, visibleFrom: 0, unreadMentions: 0, muted: false, ackedAt: 0,
     };
     state.convs.set(id, conv);
   }
@@ -180,6 +186,10 @@ function onMessages(messages, pushed) {
     const peer = m.fromUserId === me ? m.toUserId : m.fromUserId;
     const conv = conv_(m.conversationId, peer);
     const seq = num(m.seq);
+    if (conv.group && pushed && seq > conv.readSeq && !conv.messages.has(seq) && mentionsMe(m)) {
+      conv.unreadMentions = Math.min(99, conv.unreadMentions + 1);
+    }
+    if (isGroupEvent(m) && seq > conv.maxSeq) onGroupEvent(conv, m);
     if (m.contentType === 'CONTENT_TYPE_RECALL') {
       const orig = conv.messages.get(num(m.recallOfSeq));
       if (orig) orig.recalled = true;
@@ -194,8 +204,12 @@ function onMessages(messages, pushed) {
     touched.add(conv);
   }
   for (const conv of touched) {
-    if (conv.maxSeq > 0 && pushed) send({ deliveryAck: { conversationId: conv.id, seq: String(conv.maxSeq) } });
+    if (conv.maxSeq > 0 && pushed && (!conv.group || Date.now() - conv.ackedAt > GROUP_ACK_EVERY_MS)) {
+      conv.ackedAt = Date.now();
+      send({ deliveryAck: { conversationId: conv.id, seq: String(conv.maxSeq) } });
+    }
     if (conv.id === state.current) markRead(conv);
+    if (conv.id === state.current) wantReadCounts(conv);
   }
   render();
 }
@@ -205,6 +219,9 @@ function onReceipt(r) {
   if (!conv) return;
   if (r.userId === state.session?.userId) {
     conv.readSeq = Math.max(conv.readSeq, num(r.readSeq)); // read on another device
+    if (conv.readSeq >= conv.maxSeq) conv.unreadMentions = 0;
+  } else if (conv.group) {
+    wantReadCounts(conv);
   } else {
     conv.peerDeliveredSeq = Math.max(conv.peerDeliveredSeq, num(r.deliveredSeq));
     conv.peerReadSeq = Math.max(conv.peerReadSeq, num(r.readSeq));
@@ -216,6 +233,7 @@ function onTyping(t) {
   const conv = state.convs.get(t.conversationId);
   if (!conv || t.fromUserId === state.session?.userId) return;
   conv.typingUntil = Date.now() + TYPING_SHOW_MS;
+  conv.typingFrom = t.fromUserId;
   clearTimeout(conv.typingTimer);
   conv.typingTimer = setTimeout(render, TYPING_SHOW_MS + 50);
   render();
@@ -234,6 +252,7 @@ function sendTyping() {
 function markRead(conv) {
   if (document.visibilityState === 'hidden' || conv.readSeq >= conv.maxSeq || !state.loggedIn) return;
   conv.readSeq = conv.maxSeq;
+  conv.unreadMentions = 0;
   send({ read: { conversationId: conv.id, seq: String(conv.maxSeq) } });
 }
 
@@ -254,6 +273,7 @@ async function openConversation(id) {
     conv.loaded = !conv.error;
   }
   markRead(conv);
+  wantReadCounts(conv);
   render({ scrollToEnd: true });
 }
 
@@ -271,7 +291,11 @@ async function loadOlder(conv) {
   } catch (e) {
     conv.loading = false;
     // A conversation only this page knows about (nothing sent yet) has no history: not an error.
-    if (e.code === 'NOT_FOUND') conv.hasMore = false;
+    // A group answers NOT_FOUND to someone who is not (or no longer) a member.
+    if (e.code === 'NOT_FOUND') {
+      conv.hasMore = false;
+      if (conv.group) markGone(conv.id, 'removed');
+    }
     else conv.error = e.code === 'DISCONNECTED' ? null : 'Could not load messages.';
     render();
   }
@@ -296,12 +320,14 @@ function saveOutbox() {
   else localStorage.removeItem(key);
 }
 
-function sendText(text) {
+// `mentions`: groups only, {mentionUserIds, mentionAll}.
+function sendText(text, mentions) {
   const conv = state.convs.get(state.current);
   const p = {
     clientMsgId: crypto.randomUUID(),
     conversationId: conv.id,
     toUserId: conv.peer,
+    mentions: conv.group ? mentions : undefined,
     text,
     createdMs: Date.now() + state.skewMs,
     tries: 0,
@@ -320,14 +346,17 @@ function sendPending(p) {
   p.inflight = true;
   p.tries++;
   const content = toB64(p.text);
+  // A group is addressed by its id, a direct chat by the peer (its id is derived).
+  const to = p.toUserId ? { toUserId: p.toUserId } : { conversationId: p.conversationId, ...p.mentions };
   request({
-    send: { clientMsgId: p.clientMsgId, toUserId: p.toUserId, contentType: 'CONTENT_TYPE_TEXT', content },
+    send: { clientMsgId: p.clientMsgId, ...to, contentType: 'CONTENT_TYPE_TEXT', content },
   }).then((reply) => {
     const ack = reply.sendAck;
     p.inflight = false;
     onMessages([{
       conversationId: ack.conversationId, seq: ack.seq, fromUserId: state.session.userId, toUserId: p.toUserId,
       clientMsgId: p.clientMsgId, contentType: 'CONTENT_TYPE_TEXT', content, serverTimeMs: ack.serverTimeMs,
+      ...p.mentions,
     }], false);
   }, (e) => {
     p.inflight = false;
@@ -344,6 +373,8 @@ function sendPending(p) {
 }
 
 function sendErrorText(e, p) {
+  const inGroup = !p.toUserId && groupSendErrorText(e);
+  if (inGroup) return inGroup;
   switch (e.code) {
     case 'USER_NOT_FOUND': return `There is no user with id ${p.toUserId}.`;
     case 'NOT_ALLOWED': return contactErrorText(e, p.toUserId, 'send');

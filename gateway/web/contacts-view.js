@@ -158,7 +158,7 @@ function personActions(id, where) {
       'aria-expanded': String(cv.open === id), dataset: { key: `more-${id}`, action: 'more' },
       onclick: () => { cv.open = cv.open === id ? null : id; cv.confirm = null; changed(); },
     });
-    more.innerHTML = '<svg viewBox="0 0 24 24" aria-hidden="true"><circle cx="5" cy="12" r="2" fill="currentColor"/><circle cx="12" cy="12" r="2" fill="currentColor"/><circle cx="19" cy="12" r="2" fill="currentColor"/></svg>';
+    more.innerHTML = ICONS.more;
     return [more];
   }
   switch (p?.friendState) {

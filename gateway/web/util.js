@@ -25,6 +25,9 @@ const ICONS = {
   person: '<svg viewBox="0 0 24 24" aria-hidden="true"><circle cx="12" cy="9" r="4" fill="currentColor"/><path d="M4.5 20c.8-4 4-6 7.5-6s6.7 2 7.5 6" fill="currentColor"/></svg>',
   clock: '<svg viewBox="0 0 16 16" aria-hidden="true"><circle cx="8" cy="8" r="6.2" fill="none" stroke="currentColor" stroke-width="1.6"/><path d="M8 4.5V8l2.4 1.6" fill="none" stroke="currentColor" stroke-width="1.6" stroke-linecap="round"/></svg>',
   alert: '<svg viewBox="0 0 16 16" aria-hidden="true"><circle cx="8" cy="8" r="7" fill="currentColor"/><path d="M8 4v5M8 11.2v.6" stroke="#fff" stroke-width="1.8" stroke-linecap="round"/></svg>',
+  people: '<svg viewBox="0 0 16 16" aria-hidden="true"><circle cx="6" cy="5.5" r="2.5" fill="currentColor"/><path d="M1.5 13c.4-2.6 2.2-4 4.5-4s4.1 1.4 4.5 4z" fill="currentColor"/><circle cx="11.2" cy="6" r="2" fill="currentColor" opacity=".7"/><path d="M11 13h3.6c-.3-2.1-1.6-3.4-3.4-3.5" fill="currentColor" opacity=".7"/></svg>',
+  more: '<svg viewBox="0 0 24 24" aria-hidden="true"><circle cx="5" cy="12" r="2" fill="currentColor"/><circle cx="12" cy="12" r="2" fill="currentColor"/><circle cx="19" cy="12" r="2" fill="currentColor"/></svg>',
+  bellOff: '<svg viewBox="0 0 16 16" aria-hidden="true"><path d="M4 11.5h8.5L11.3 10V7a3.3 3.3 0 0 0-6.6 0v3L3.5 11.5zM6.7 13.3a1.4 1.4 0 0 0 2.6 0" fill="none" stroke="currentColor" stroke-width="1.4" stroke-linejoin="round"/><path d="M2.5 2.5l11 11" stroke="currentColor" stroke-width="1.5" stroke-linecap="round"/></svg>',
 };
 function icon(name) {
   const span = el('span', { class: `icon icon-${name}` });
@@ -47,6 +50,9 @@ function conversationId(a, b) {
   const [x, y] = [BigInt(a), BigInt(b)].sort((p, q) => (p < q ? -1 : 1));
   return ((x << 32n) | y).toString();
 }
+
+// A conversation id's kind is in its top two bits: 00 direct, 01 group.
+const isGroupId = (id) => /^[0-9]{1,20}$/.test(String(id)) && BigInt(id) >> 62n === 1n;
 
 // ---- times ----
 const DAY_MS = 86400000;

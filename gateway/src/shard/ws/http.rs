@@ -50,6 +50,26 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../../../web/contacts-view.js"),
     ),
     (
+        "/group-events.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../web/group-events.js"),
+    ),
+    (
+        "/groups.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../web/groups.js"),
+    ),
+    (
+        "/groups-view.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../web/groups-view.js"),
+    ),
+    (
+        "/mentions-view.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../web/mentions-view.js"),
+    ),
+    (
         "/me.js",
         "text/javascript; charset=utf-8",
         include_str!("../../../web/me.js"),
