@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use crate::time::now_ms;
 pub use request::{
     AccountRequest, AccountSessionRequest, ClientRequest, ContactQuery, ContactWrite, RequestError,
-    SessionRequest, WriteRequest,
+    RoomRequest, SessionRequest, WriteRequest,
 };
 
 /// A user's public id: 9 digits, never reused.
@@ -88,6 +88,14 @@ pub enum ShardEvent {
     /// Encoded frames, each for one connection of this shard, in order: what one commit group
     /// sends this shard.
     Frames(Vec<(ConnId, Bytes)>),
+    /// One encoded frame for a room's audience on this shard: the list is shared by every
+    /// message until the audience changes (`rooms/registry.rs`), and `except` (the sender's
+    /// connection, on its own shard) is skipped.
+    Room {
+        conns: std::sync::Arc<[ConnId]>,
+        except: Option<ConnId>,
+        frame: Bytes,
+    },
     /// Send `Kicked` and close.
     Kick {
         conn: ConnId,

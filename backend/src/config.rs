@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 pub use crate::contacts::{ContactsConfig, DmPolicyName};
 pub use crate::limits::Limits;
+pub use crate::rooms::RoomsConfig;
 
 use serde::{Deserialize, Serialize};
 
@@ -228,6 +229,7 @@ pub struct Settings {
     pub contacts: ContactsConfig,
     pub email: EmailConfig,
     pub presence: PresenceConfig,
+    pub rooms: RoomsConfig,
     /// Limits the gateway also announces (message size, sync page), shared by both sides.
     pub limits: Limits,
     pub server_name: String,
@@ -349,6 +351,7 @@ impl Settings {
         out.extend(self.email.problems());
         out.extend(self.limits.problems());
         out.extend(self.contacts.problems());
+        out.extend(self.rooms.problems());
         out
     }
 }

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+use ringchat_backend::config::RoomsConfig;
 use ringchat_backend::config::{
     AccountsConfig, AdminConfig, BackendConfig, EmailConfig, LoginConfig, PresenceConfig, Settings,
     StorageConfig,
@@ -28,6 +29,7 @@ pub struct Config {
     pub contacts: ContactsConfig,
     pub email: EmailConfig,
     pub presence: PresenceConfig,
+    pub rooms: RoomsConfig,
 }
 
 /// Which I/O driver the shards run on.
@@ -179,6 +181,7 @@ impl Config {
             contacts: section(&table, "contacts", &mut problems),
             email: section(&table, "email", &mut problems),
             presence: section(&table, "presence", &mut problems),
+            rooms: section(&table, "rooms", &mut problems),
         };
         problems.extend(config.problems());
         if problems.is_empty() {
@@ -221,6 +224,7 @@ impl Config {
             admin: self.admin.clone(),
             email: self.email.clone(),
             presence: self.presence.clone(),
+            rooms: self.rooms.clone(),
             limits: self.limits.clone(),
             contacts: self.contacts.clone(),
             server_name: self.gateway.server_name.clone(),

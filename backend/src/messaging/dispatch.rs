@@ -53,6 +53,7 @@ impl Backend {
             SessionRequest::SetPresence(req) => {
                 self.set_presence(conn, user, request_id, req).await;
             }
+            SessionRequest::Room(req) => self.room(conn, user, request_id, req).await,
         }
     }
 

@@ -523,6 +523,17 @@ async fn drain_inbox(shard: Rc<Shard>, mut inbox: mpsc::Receiver<ShardEvent>) {
                         }
                     }
                 }
+                ShardEvent::Room {
+                    conns: ids,
+                    except,
+                    frame,
+                } => {
+                    for &conn in ids.iter().filter(|&&c| Some(c) != except) {
+                        if let Some(c) = conns.get(conn) {
+                            c.enqueue(frame.clone(), frames_max);
+                        }
+                    }
+                }
                 ShardEvent::Kick { conn, reason } => {
                     if let Some(c) = conns.get(conn) {
                         c.close_with(Close::Kick(reason));
