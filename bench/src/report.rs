@@ -381,6 +381,43 @@ fn chart(
     svg
 }
 
+pub fn room_table(r: &RoomReport) -> String {
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "room: {} members, {} senders, {} B, {:.0} msgs/s for {:.0} s",
+        r.members, r.senders, r.size_bytes, r.rate_target_msgs_per_s, r.duration_s
+    );
+    let _ = writeln!(
+        t,
+        "  sent / acked / refused  {} / {} / {}",
+        r.sent, r.acked, r.errors
+    );
+    let _ = writeln!(
+        t,
+        "  deliveries          {:>10} of {} ({:.0} /s)",
+        r.deliveries, r.deliveries_expected, r.deliveries_per_s
+    );
+    let _ = writeln!(
+        t,
+        "  lost {}  duplicates {}  out of order {}",
+        r.lost, r.duplicates, r.out_of_order
+    );
+    let _ = writeln!(
+        t,
+        "  due to delivered    p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+        r.latency_ms_p50, r.latency_ms_p99, r.latency_ms_max
+    );
+    let _ = writeln!(
+        t,
+        "  server cpu          {} s = {} µs per delivery",
+        opt(r.server_cpu_s, 3),
+        opt(r.server_cpu_us_per_delivery, 3)
+    );
+    t += &r.provenance.lines();
+    t
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -419,41 +456,4 @@ mod tests {
         assert_eq!(fmt_us(250_000.0), "250 ms");
         assert_eq!(fmt_us(3_400_000.0), "3.4 s");
     }
-}
-
-pub fn room_table(r: &RoomReport) -> String {
-    let mut t = String::new();
-    let _ = writeln!(
-        t,
-        "room: {} members, {} senders, {} B, {:.0} msgs/s for {:.0} s",
-        r.members, r.senders, r.size_bytes, r.rate_target_msgs_per_s, r.duration_s
-    );
-    let _ = writeln!(
-        t,
-        "  sent / acked / refused  {} / {} / {}",
-        r.sent, r.acked, r.errors
-    );
-    let _ = writeln!(
-        t,
-        "  deliveries          {:>10} of {} ({:.0} /s)",
-        r.deliveries, r.deliveries_expected, r.deliveries_per_s
-    );
-    let _ = writeln!(
-        t,
-        "  lost {}  duplicates {}  out of order {}",
-        r.lost, r.duplicates, r.out_of_order
-    );
-    let _ = writeln!(
-        t,
-        "  due to delivered    p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
-        r.latency_ms_p50, r.latency_ms_p99, r.latency_ms_max
-    );
-    let _ = writeln!(
-        t,
-        "  server cpu          {} s = {} µs per delivery",
-        opt(r.server_cpu_s, 3),
-        opt(r.server_cpu_us_per_delivery, 3)
-    );
-    t += &r.provenance.lines();
-    t
 }
