@@ -82,3 +82,33 @@ impl RoomsConfig {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_pass_and_each_bad_value_is_named() {
+        assert!(RoomsConfig::default().problems().is_empty());
+        let bad = RoomsConfig {
+            members_max: 0,
+            max: 1,
+            per_user_max: 0,
+            messages_per_s_max: 0,
+            user_messages_per_s_max: 0,
+            persistent: vec!["Lobby".into(), "ok".into()],
+        };
+        let problems = bad.problems().join("\n");
+        for key in [
+            "rooms.members_max",
+            "rooms.per_user_max",
+            "rooms.messages_per_s_max",
+            "rooms.user_messages_per_s_max",
+            "more rooms than rooms.max",
+            "\"Lobby\" is not a room name",
+        ] {
+            assert!(problems.contains(key), "{key} missing from:\n{problems}");
+        }
+        assert!(!problems.contains("\"ok\""), "{problems}");
+    }
+}

@@ -161,10 +161,15 @@ async fn room(cfg: &RoomConfig, observe: &Observe) -> anyhow::Result<RoomReport>
     let epoch = Instant::now();
     let mut readers = tokio::task::JoinSet::new();
     let mut writers = Vec::with_capacity(cfg.senders);
+    // Listeners' write halves stay open: dropping one would shut the socket's sending side,
+    // and the server would close the connection.
+    let mut idle_writers = Vec::with_capacity(cfg.members - cfg.senders);
     for (member, (client, _)) in users.into_iter().enumerate() {
         let (reader, writer) = Link::Tcp(client).split();
         if member < cfg.senders {
             writers.push(writer);
+        } else {
+            idle_writers.push(writer);
         }
         let tally = Rc::clone(&tally);
         readers.spawn_local(read(reader, member, tally, epoch));
@@ -217,7 +222,7 @@ async fn room(cfg: &RoomConfig, observe: &Observe) -> anyhow::Result<RoomReport>
     }
     let after = observe.sample();
     readers.abort_all();
-    drop(keep_open);
+    drop((keep_open, idle_writers));
 
     let deliveries_expected = expected(&tally);
     let got = tally.got.borrow();
