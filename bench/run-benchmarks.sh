@@ -4,7 +4,7 @@
 #
 #   bash bench/run-benchmarks.sh            # all of them (about 15 minutes)
 #   ONLY=pairs bash bench/run-benchmarks.sh # a subset: connect, pairs, drivers, shards, ws, paced,
-#                                           # presence, room
+#                                           # presence, group, room
 #
 # Connection counts are limited by RLIMIT_NOFILE (server and load generator each need one
 # descriptor per connection; both raise their soft limit to the hard one). CONNECT_SIZES
@@ -116,6 +116,36 @@ if want presence; then
   stop_server
 fi
 
+group() { # name, bench args...: one unmeasured run makes the users, then RUNS measured runs
+  local name=$1; shift
+  "$BENCH" group --server-pid "$server_pid" --quiet --addr "$TCP_ADDR" --admin "$ADMIN_ADDR" \
+    "$@" --duration 2s >/dev/null
+  for run in $(seq "$RUNS"); do
+    "$BENCH" group --server-pid "$server_pid" --quiet --addr "$TCP_ADDR" --admin "$ADMIN_ADDR" \
+      "$@" --duration "$DURATION" --json "$OUT/$name.$run.json" >"$OUT/$name.$run.txt"
+  done
+}
+
+if want group; then
+  # Group fan-out at the default durability (fsync). A group of 100, all online, one sender
+  # with 32 in flight: the server CPU per delivery.
+  start_server "$SERVER" group-100
+  group "group-100-w32" --members 100 --online 100 --senders 1 --size 64 --window 32
+  stop_server
+  # 10,000 online members, one message a second: send to the last member.
+  start_server "$SERVER" group-10k
+  group "group-10k-online" --members 10000 --online 10000 --senders 1 --size 64 --rate 1
+  stop_server
+  # 1,000 online members, 100 messages a second, in groups of 1,000 to 100,000 members: the
+  # server CPU per message must not grow with the members who are offline.
+  start_server "$SERVER" group-big
+  for members in 1000 10000 100000; do
+    group "group-$members-members-1000-online" --members "$members" --online 1000 --senders 10 \
+      --size 64 --rate 100
+  done
+  stop_server
+fi
+
 if want room; then
   # Chat room fan-out: M members in one room, S of them sending at an aggregate rate; every
   # member checks every delivery. The room's budgets are raised above the offered rate.
@@ -164,6 +194,15 @@ for name, runs in groups.items():
               f"storm={med([r['storm_s'] for r in runs]):.1f}s "
               f"cpu/login={med([r['server_cpu_us_per_login'] for r in runs]):.0f}us "
               f"errors={sum(r['errors'] for r in runs)}")
+        continue
+    if r0["scenario"] == "group":
+        lat = lambda k: med([r["latency_us"][k] for r in runs])
+        bad = sum(r["lost"] + r["duplicates"] + r["out_of_order"] + r["errors"] for r in runs)
+        print(f"{name:34} runs={len(runs)} members={r0['members']} online={r0['online']} "
+              f"deliveries/s={med([r['deliveries_per_s'] for r in runs]):.0f} "
+              f"to_last_p50={lat('p50'):.0f}us p99={lat('p99'):.0f}us "
+              f"cpu/delivery={med([r['server_cpu_us_per_delivery'] for r in runs]):.3f}us "
+              f"cpu/msg={med([r['server_cpu_us_per_message'] for r in runs]):.1f}us problems={bad}")
         continue
     if r0["scenario"] == "connect":
         print(f"{name:34} runs={len(runs)} conns={r0['conns']} "

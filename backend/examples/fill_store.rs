@@ -313,6 +313,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     recalled: false,
                     recall_of_seq: 0,
                     recall_event_seq: 0,
+                    mentions: None,
                 };
                 next_msg_id += 1;
                 conv.max_seq = seq;

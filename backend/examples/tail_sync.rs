@@ -149,6 +149,7 @@ fn groups(o: &Options) -> impl Iterator<Item = CommitGroup> + '_ {
                         recalled: false,
                         recall_of_seq: 0,
                         recall_event_seq: 0,
+                        mentions: None,
                     }
                 })
                 .collect();

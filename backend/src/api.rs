@@ -7,6 +7,7 @@
 mod request;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use ringchat_proto::v1;
@@ -15,8 +16,8 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use crate::time::now_ms;
 pub use request::{
-    AccountRequest, AccountSessionRequest, ClientRequest, ContactQuery, ContactWrite, RequestError,
-    RoomRequest, SessionRequest, WriteRequest,
+    AccountRequest, AccountSessionRequest, ClientRequest, ContactQuery, ContactWrite, GroupQuery,
+    GroupWrite, RequestError, RoomRequest, SessionRequest, WriteRequest,
 };
 
 /// A user's public id: 9 digits, never reused.
@@ -78,6 +79,20 @@ pub enum Request {
     Closed { conn: ConnRef, user_id: UserId },
 }
 
+/// One frame of a commit group for this shard's connections.
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    /// For one connection.
+    One(ConnId, Bytes),
+    /// For each connection of a shared list (a group's online connections on this shard) but
+    /// `except` (the sender's): the list is shared with the index, not copied per message.
+    Shared {
+        conns: Arc<Vec<ConnId>>,
+        except: Option<ConnId>,
+        frame: Bytes,
+    },
+}
+
 /// Backend -> one shard. Frames are encoded once (length prefix included) and shared.
 #[derive(Debug)]
 pub enum ShardEvent {
@@ -85,17 +100,9 @@ pub enum ShardEvent {
     Frame { conn: ConnId, frame: Bytes },
     /// One encoded frame for several connections of this shard.
     Fanout { conns: Vec<ConnId>, frame: Bytes },
-    /// Encoded frames, each for one connection of this shard, in order: what one commit group
-    /// sends this shard.
-    Frames(Vec<(ConnId, Bytes)>),
-    /// One encoded frame for a room's audience on this shard: the list is shared by every
-    /// message until the audience changes (`rooms/registry.rs`), and `except` (the sender's
-    /// connection, on its own shard) is skipped.
-    Room {
-        conns: std::sync::Arc<[ConnId]>,
-        except: Option<ConnId>,
-        frame: Bytes,
-    },
+    /// Encoded frames for connections of this shard, in order: what one commit group sends
+    /// this shard.
+    Frames(Vec<Outgoing>),
     /// Send `Kicked` and close.
     Kick {
         conn: ConnId,

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 pub use crate::contacts::{ContactsConfig, DmPolicyName};
+pub use crate::groups::GroupsConfig;
 pub use crate::limits::Limits;
 pub use crate::rooms::RoomsConfig;
 
@@ -229,6 +230,7 @@ pub struct Settings {
     pub contacts: ContactsConfig,
     pub email: EmailConfig,
     pub presence: PresenceConfig,
+    pub groups: GroupsConfig,
     pub rooms: RoomsConfig,
     /// Limits the gateway also announces (message size, sync page), shared by both sides.
     pub limits: Limits,
@@ -351,6 +353,7 @@ impl Settings {
         out.extend(self.email.problems());
         out.extend(self.limits.problems());
         out.extend(self.contacts.problems());
+        out.extend(self.groups.problems());
         out.extend(self.rooms.problems());
         out
     }

@@ -14,6 +14,7 @@ mod contacts;
 /// For benchmark tools only (`examples/fill_store.rs`): not part of the backend's API.
 #[doc(hidden)]
 pub mod fill;
+mod groups;
 mod limits;
 mod messaging;
 mod presence;

@@ -10,6 +10,7 @@ use crate::accounts::{Accounts, Refusal};
 use crate::api::{ConnRef, LoginReply, Request, SessionInfo, ShardEvent, ShardSender};
 use crate::config::{DevicePolicy, PLATFORM_NAMES, Settings};
 use crate::contacts::Contacts;
+use crate::groups::online::GroupOnline;
 use crate::messaging::Writes;
 use crate::messaging::delivery::{Delivery, ToDeliver};
 use crate::messaging::writer::{RowPolicy, WriteOp, Writer};
@@ -68,6 +69,8 @@ pub struct Backend {
     pub(crate) sessions: SharedSessions,
     pub(crate) shards: Vec<ShardSender>,
     delivery: Arc<Delivery>,
+    /// Who of each group is online (maintained on login, close and membership changes).
+    pub(crate) group_online: Arc<GroupOnline>,
     /// Who is shown present to their friends, and when friends are told.
     pub(crate) presence: Tracker,
     commit: Mutex<Commit>,
@@ -111,6 +114,7 @@ impl Backend {
                     .saturating_mul(24 * 3600 * 1000),
             },
             settings.contacts.limits(),
+            settings.groups.clone(),
         )
         .map_err(|source| BackendError::Storage {
             dir: settings.storage.data_dir.clone(),
@@ -127,8 +131,10 @@ impl Backend {
         );
         let (deliver_tx, deliver_rx) = mpsc::channel(OUTCOME_GROUPS_MAX);
         let health = ports.engine.health();
+        let group_online = Arc::new(GroupOnline::new(shards.len()));
         let delivery = Arc::new(Delivery::new(
             sessions.clone(),
+            Arc::clone(&group_online),
             shards.clone(),
             Arc::clone(&health),
         ));
@@ -156,6 +162,7 @@ impl Backend {
             sessions,
             shards,
             delivery,
+            group_online,
             reads: ReadGate::new(READS_IN_FLIGHT_MAX, READS_WAITING_MAX),
             commit: Mutex::new(Commit {
                 ops: Some(ops_tx),
@@ -175,6 +182,7 @@ impl Backend {
             self.sessions.clone(),
             self.settings.limits.message_bytes_max,
             self.settings.contacts.friend_request_message_bytes_max,
+            Arc::new(self.settings.groups.clone()),
         ))
     }
 
@@ -294,6 +302,7 @@ impl Backend {
                         && let Some(session) = session
                     {
                         this.sessions.write().close(session.user_id, conn);
+                        this.group_online.close(session.user_id, conn);
                         this.presence_changed(session.user_id, conn, None).await;
                     }
                 });
@@ -311,6 +320,7 @@ impl Backend {
                 // LoginOk (the other close paths) never joined one.
                 self.rooms.close(conn, user_id);
                 let closed = self.sessions.write().close(user_id, conn);
+                self.group_online.close(user_id, conn);
                 if let Some(session) = closed {
                     self.accounts.seen.record(session.token_hash, now_ms());
                 }
@@ -370,6 +380,11 @@ impl Backend {
         };
         if let Some(refusal) = revoked {
             self.sessions.write().close(auth.user_id, conn);
+            return refused(refusal);
+        }
+        if let Err(refusal) = self.groups_online_login(auth.user_id, conn).await {
+            self.sessions.write().close(auth.user_id, conn);
+            self.group_online.close(auth.user_id, conn);
             return refused(refusal);
         }
         LoginReply {

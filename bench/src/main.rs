@@ -11,6 +11,7 @@ use ringchat_bench::provenance::Provenance;
 use ringchat_bench::report;
 use ringchat_bench::scenario::Observe;
 use ringchat_bench::scenario::connect::{self, ConnectConfig};
+use ringchat_bench::scenario::group::{self, GroupConfig};
 use ringchat_bench::scenario::pairs::{self, PairsConfig};
 use ringchat_bench::scenario::presence::{self, FanoutConfig, StormConfig};
 use ringchat_bench::scenario::room::{self, RoomConfig};
@@ -42,10 +43,51 @@ enum Scenario {
     /// U users with K friends each log in at once and list their friends with presence;
     /// reports the time to that first snapshot and the server CPU per login.
     LoginStorm(LoginStormArgs),
+    /// One group of M members, O online, S of them sending; every online member checks every
+    /// message (once, in seq order); reports deliveries/s and the server CPU per delivery.
+    Group(GroupArgs),
     /// M members join one chat room and S of them send at an aggregate rate R; every member
     /// checks every other sender's messages (once, in room_seq order); reports latency,
     /// deliveries per second and the server CPU per delivery.
     Room(RoomArgs),
+}
+
+#[derive(Args)]
+struct GroupArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Members of the group (signed up through the protocol; reused by later runs).
+    #[arg(long, default_value_t = 100)]
+    members: usize,
+    /// Members logged in during the run (the first O); the others stay offline.
+    #[arg(long, default_value_t = 100)]
+    online: usize,
+    /// Online members that send.
+    #[arg(long, default_value_t = 1)]
+    senders: usize,
+    /// Content bytes per message (at least 16).
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// Unacknowledged messages each sender may have in flight.
+    #[arg(long, default_value_t = 32)]
+    window: usize,
+    /// Send at this total rate (messages per second over all senders) instead of as fast as
+    /// the window allows.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// How long to send, e.g. 10s, 1m.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// After sending stops, how long to wait for the last acks and pushes.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    drain_timeout: Duration,
+    /// Users per GroupCreate / GroupInvite (the server's groups.invite_batch_max).
+    #[arg(long, default_value_t = 100)]
+    invite_batch: usize,
+    /// Each online member acknowledges delivery at most this often, as a group client does
+    /// (0s: never).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    ack_every: Duration,
 }
 
 #[derive(Args)]
@@ -289,6 +331,34 @@ fn run() -> anyhow::Result<bool> {
                 report::write_json(path, &r)?;
             }
             Ok(r.delivered == (r.friends * r.changes) as u64)
+        }
+        Scenario::Group(a) => {
+            let cfg = GroupConfig {
+                addr: resolve(&a.common.addr)?,
+                members: a.members,
+                online: a.online,
+                senders: a.senders,
+                size: a.size,
+                window: a.window,
+                rate: a.rate,
+                duration: a.duration,
+                threads: threads(&a.common),
+                user_prefix: a.common.user_prefix.clone(),
+                password: a.common.password.clone(),
+                drain_timeout: a.drain_timeout,
+                invite_batch: a.invite_batch,
+                ack_every: a.ack_every,
+            };
+            let mut r = group::run(&cfg, &observe(&a.common))?;
+            r.provenance = provenance(&a.common);
+            print!("{}", report::group_table(&r));
+            if let Some(path) = &a.common.json {
+                report::write_json(path, &r)?;
+            }
+            if !r.clean() {
+                eprintln!("ringchat-bench: messages were lost, duplicated, reordered or refused");
+            }
+            Ok(r.clean())
         }
         Scenario::LoginStorm(a) => {
             let cfg = StormConfig {

@@ -7,6 +7,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::scenario::connect::ConnectReport;
+use crate::scenario::group::GroupReport;
 use crate::scenario::pairs::PairsReport;
 use crate::scenario::presence::{FanoutReport, StormReport};
 use crate::scenario::room::RoomReport;
@@ -135,6 +136,58 @@ pub fn fanout_table(r: &FanoutReport) -> String {
         "  server cpu          {} s = {} µs per delivered update",
         opt(r.server_cpu_s, 3),
         opt(r.server_cpu_us_per_update, 3)
+    );
+    t += &r.provenance.lines();
+    t
+}
+
+pub fn group_table(r: &GroupReport) -> String {
+    let mut t = String::new();
+    let mode = match r.rate_target_msgs_per_s {
+        Some(rate) => format!("{rate} msg/s"),
+        None => format!("window {}", r.window),
+    };
+    let _ = writeln!(
+        t,
+        "group: {} members, {} online, {} senders, {} B, {mode}, {:.0} s (setup {:.1} s)",
+        r.members, r.online, r.senders, r.size_bytes, r.duration_s, r.setup_s
+    );
+    let _ = writeln!(
+        t,
+        "  messages            {:>10} sent, {} acked",
+        r.sent, r.acked
+    );
+    let _ = writeln!(
+        t,
+        "  deliveries          {:>10} of {} ({:.0}/s)",
+        r.deliveries, r.expected_deliveries, r.deliveries_per_s
+    );
+    let _ = writeln!(
+        t,
+        "  lost {}  duplicates {}  out of order {}  corrupt {}  errors {}",
+        r.lost, r.duplicates, r.out_of_order, r.corrupt, r.errors
+    );
+    for (kind, n) in &r.error_kinds {
+        let _ = writeln!(t, "    {kind}: {n}");
+    }
+    let l = &r.latency_us;
+    let _ = writeln!(
+        t,
+        "  send to last member p50 {} µs  p99 {} µs  max {} µs",
+        l.p50, l.p99, l.max
+    );
+    let d = &r.delivery_latency_us;
+    let _ = writeln!(
+        t,
+        "  send to a member    p50 {} µs  p99 {} µs  max {} µs",
+        d.p50, d.p99, d.max
+    );
+    let _ = writeln!(
+        t,
+        "  server cpu          {} s = {} µs per delivery, {} µs per message",
+        opt(r.server_cpu_s, 3),
+        opt(r.server_cpu_us_per_delivery, 3),
+        opt(r.server_cpu_us_per_message, 1)
     );
     t += &r.provenance.lines();
     t

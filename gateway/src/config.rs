@@ -8,7 +8,7 @@ use ringchat_backend::config::{
     AccountsConfig, AdminConfig, BackendConfig, EmailConfig, LoginConfig, PresenceConfig, Settings,
     StorageConfig,
 };
-use ringchat_backend::config::{ContactsConfig, Limits};
+use ringchat_backend::config::{ContactsConfig, GroupsConfig, Limits};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
@@ -29,6 +29,7 @@ pub struct Config {
     pub contacts: ContactsConfig,
     pub email: EmailConfig,
     pub presence: PresenceConfig,
+    pub groups: GroupsConfig,
     pub rooms: RoomsConfig,
 }
 
@@ -181,6 +182,7 @@ impl Config {
             contacts: section(&table, "contacts", &mut problems),
             email: section(&table, "email", &mut problems),
             presence: section(&table, "presence", &mut problems),
+            groups: section(&table, "groups", &mut problems),
             rooms: section(&table, "rooms", &mut problems),
         };
         problems.extend(config.problems());
@@ -227,6 +229,7 @@ impl Config {
             rooms: self.rooms.clone(),
             limits: self.limits.clone(),
             contacts: self.contacts.clone(),
+            groups: self.groups.clone(),
             server_name: self.gateway.server_name.clone(),
         }
     }

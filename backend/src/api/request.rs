@@ -37,6 +37,35 @@ pub enum WriteRequest {
     Recall(v1::Recall),
     /// Friendship, blocks and the DM policy: ordered with sends by the sequencer.
     Contact(ContactWrite),
+    /// Group lifecycle, membership and roles: ordered with the group's messages.
+    Group(GroupWrite),
+}
+
+/// The group writes (`backend/src/groups/`): each is a GROUP_EVENT in the group's log.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GroupWrite {
+    Create(v1::GroupCreate),
+    Update(v1::GroupUpdate),
+    Invite(v1::GroupInvite),
+    Join(v1::GroupJoin),
+    Approve(v1::GroupApprove),
+    Leave(v1::GroupLeave),
+    Remove(v1::GroupRemove),
+    SetRole(v1::GroupSetRole),
+    Mute(v1::GroupMute),
+    Transfer(v1::GroupTransfer),
+    Dissolve(v1::GroupDissolve),
+    SetNotify(v1::GroupSetNotify),
+}
+
+/// The group reads, served on the read pool.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GroupQuery {
+    Info(v1::GroupInfo),
+    Members(v1::GroupMembers),
+    List(v1::ListGroups),
+    ReadCount(v1::GroupReadCount),
+    Applications(v1::GroupApplications),
 }
 
 /// The contacts writes (`backend/src/contacts/`): relations between users, which a send must
@@ -73,6 +102,7 @@ pub enum SessionRequest {
     Contacts(ContactQuery),
     SetPresence(v1::SetPresence),
     Account(AccountSessionRequest),
+    Group(GroupQuery),
     /// Ephemeral chat rooms: never stored, never through the sequencer.
     Room(RoomRequest),
 }
@@ -185,25 +215,27 @@ impl ClientRequest {
                 AccountSessionRequest::RevokeDevice(b),
             )),
             Body::SetPresence(b) => Self::Session(SessionRequest::SetPresence(b)),
-            // Groups: not served yet (issue 11 in progress).
-            Body::GroupCreate(_)
-            | Body::GroupInfo(_)
-            | Body::GroupUpdate(_)
-            | Body::GroupInvite(_)
-            | Body::GroupJoin(_)
-            | Body::GroupApprove(_)
-            | Body::GroupLeave(_)
-            | Body::GroupRemove(_)
-            | Body::GroupSetRole(_)
-            | Body::GroupMute(_)
-            | Body::GroupTransfer(_)
-            | Body::GroupDissolve(_)
-            | Body::GroupMembers(_)
-            | Body::ListGroups(_)
-            | Body::GroupReadCount(_)
-            | Body::GroupApplications(_)
-            | Body::GroupSetNotify(_) => {
-                return Err(RequestError::NotServed(ringchat_proto::body_name(&body)));
+            // Groups: writes to the sequencer, reads to the backend.
+            Body::GroupCreate(b) => Self::Write(WriteRequest::Group(GroupWrite::Create(b))),
+            Body::GroupUpdate(b) => Self::Write(WriteRequest::Group(GroupWrite::Update(b))),
+            Body::GroupInvite(b) => Self::Write(WriteRequest::Group(GroupWrite::Invite(b))),
+            Body::GroupJoin(b) => Self::Write(WriteRequest::Group(GroupWrite::Join(b))),
+            Body::GroupApprove(b) => Self::Write(WriteRequest::Group(GroupWrite::Approve(b))),
+            Body::GroupLeave(b) => Self::Write(WriteRequest::Group(GroupWrite::Leave(b))),
+            Body::GroupRemove(b) => Self::Write(WriteRequest::Group(GroupWrite::Remove(b))),
+            Body::GroupSetRole(b) => Self::Write(WriteRequest::Group(GroupWrite::SetRole(b))),
+            Body::GroupMute(b) => Self::Write(WriteRequest::Group(GroupWrite::Mute(b))),
+            Body::GroupTransfer(b) => Self::Write(WriteRequest::Group(GroupWrite::Transfer(b))),
+            Body::GroupDissolve(b) => Self::Write(WriteRequest::Group(GroupWrite::Dissolve(b))),
+            Body::GroupSetNotify(b) => Self::Write(WriteRequest::Group(GroupWrite::SetNotify(b))),
+            Body::GroupInfo(b) => Self::Session(SessionRequest::Group(GroupQuery::Info(b))),
+            Body::GroupMembers(b) => Self::Session(SessionRequest::Group(GroupQuery::Members(b))),
+            Body::ListGroups(b) => Self::Session(SessionRequest::Group(GroupQuery::List(b))),
+            Body::GroupReadCount(b) => {
+                Self::Session(SessionRequest::Group(GroupQuery::ReadCount(b)))
+            }
+            Body::GroupApplications(b) => {
+                Self::Session(SessionRequest::Group(GroupQuery::Applications(b)))
             }
             // Rooms: in the backend's memory only (`backend/src/rooms/`).
             Body::RoomJoin(b) => Self::Session(SessionRequest::Room(RoomRequest::Join(b))),

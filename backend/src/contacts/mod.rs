@@ -16,7 +16,7 @@ mod config;
 mod dispatch;
 mod lists;
 pub(crate) mod ops;
-mod profiles;
+pub(crate) mod profiles;
 pub(crate) mod query;
 mod rate;
 pub(crate) mod sequencer;

@@ -14,10 +14,12 @@ use ringchat_proto::{Body, Frame};
 use tokio::sync::mpsc::{self, error::TrySendError};
 
 use super::to_wire;
-use super::writer::{Committed, Outcome};
-use crate::api::{ConnId, ConnRef, ShardEvent, ShardSender};
+use super::writer::{Audience, Committed, Outcome};
+use crate::api::{ConnId, ConnRef, Outgoing, ShardEvent, ShardSender};
+use crate::groups::GroupDone;
+use crate::groups::online::GroupOnline;
 use crate::sessions::SharedSessions;
-use crate::store::{DedupRecord, Members, MessageRecord, StoreHealth};
+use crate::store::{ConvId, DedupRecord, Members, MessageRecord, StoreHealth};
 
 /// Bytes the encoding buffer grows by: frames of a group share allocations of this size.
 const ENCODE_CHUNK_BYTES: usize = 64 * 1024;
@@ -34,8 +36,8 @@ struct Fanout {
 /// Frames of one commit group on their way to the shards.
 struct Outbox {
     buf: BytesMut,
-    /// Per shard: (connection, frame).
-    per_shard: Vec<Vec<(ConnId, Bytes)>>,
+    /// Per shard, in order.
+    per_shard: Vec<Vec<Outgoing>>,
     fanouts: Vec<Fanout>,
 }
 
@@ -66,14 +68,34 @@ impl Outbox {
         self.to(conn, frame);
     }
 
+    fn shared(
+        &mut self,
+        shard: usize,
+        conns: Arc<Vec<ConnId>>,
+        except: Option<ConnId>,
+        frame: Bytes,
+    ) {
+        if let Some(list) = self.per_shard.get_mut(shard) {
+            list.push(Outgoing::Shared {
+                conns,
+                except,
+                frame,
+            });
+        }
+    }
+
     fn to(&mut self, conn: ConnRef, frame: Bytes) {
         if let Some(list) = self.per_shard.get_mut(usize::from(conn.shard)) {
-            list.push((conn.conn, frame));
+            list.push(Outgoing::One(conn.conn, frame));
         }
     }
 
     fn fanout(&mut self, members: Members, except: ConnRef, body: Body) {
         let frame = self.encode(0, body);
+        self.fanout_frame(members, except, frame);
+    }
+
+    fn fanout_frame(&mut self, members: Members, except: ConnRef, frame: Bytes) {
         self.fanouts.push(Fanout {
             members,
             except,
@@ -92,13 +114,15 @@ const INLINE_GROUP_OPS_MAX: usize = 16;
 /// hand over itself (a shard's inbox was full), indexed by shard.
 pub(crate) enum ToDeliver {
     Group(Committed),
-    Frames(Vec<Vec<(ConnId, Bytes)>>),
+    Frames(Vec<Vec<Outgoing>>),
 }
 
 /// Passes durable groups' acks, pushes and receipts on to the shards' inboxes, in commit order
 /// per shard.
 pub(crate) struct Delivery {
     sessions: SharedSessions,
+    /// Who of each group is online: group audiences are resolved here, in commit order.
+    online: Arc<GroupOnline>,
     shards: Vec<ShardSender>,
     health: Arc<StoreHealth>,
     /// Items handed to the delivery task and not yet passed on in full. The sequencer delivers
@@ -109,11 +133,13 @@ pub(crate) struct Delivery {
 impl Delivery {
     pub(crate) fn new(
         sessions: SharedSessions,
+        online: Arc<GroupOnline>,
         shards: Vec<ShardSender>,
         health: Arc<StoreHealth>,
     ) -> Self {
         Self {
             sessions,
+            online,
             shards,
             health,
             queued: AtomicUsize::new(0),
@@ -176,22 +202,70 @@ impl Delivery {
         }
     }
 
-    /// Encodes a group's frames and routes them: per shard, (connection, frame) in order.
-    fn route(&self, group: Committed) -> Vec<Vec<(ConnId, Bytes)>> {
+    /// Encodes a group's frames and routes them: per shard, in order.
+    fn route(&self, group: Committed) -> Vec<Vec<Outgoing>> {
         let stored = group
             .outcomes
             .iter()
-            .filter(|o| matches!(o, Outcome::Sent { .. }))
+            .filter(|o| matches!(o, Outcome::Sent { .. } | Outcome::GroupSent { .. }))
             .count();
         metrics::counter!("ringchat_messages_stored_total").increment(stored as u64);
         let mut outbox = Outbox::new(self.shards.len());
         let mut messages: Vec<Option<MessageRecord>> =
             group.messages.into_iter().map(Some).collect();
         for outcome in group.outcomes {
-            frames_of(outcome, &mut messages, &mut outbox);
+            self.frames_of(outcome, &mut messages, &mut outbox);
         }
         self.resolve_fanouts(&mut outbox);
         outbox.per_shard
+    }
+
+    /// A frame for the group's online connections but `except`, resolved now (group audiences
+    /// follow membership changes in outcome, that is commit, order): one shared list per
+    /// shard, never a walk over the members.
+    fn to_group(&self, outbox: &mut Outbox, g: ConvId, except: ConnRef, frame: &Bytes) {
+        self.online.audience(g, |shard, conns| {
+            let except = (usize::from(except.shard) == shard).then_some(except.conn);
+            outbox.shared(shard, Arc::clone(conns), except, frame.clone());
+        });
+    }
+
+    fn to_audience(&self, outbox: &mut Outbox, audience: Audience, except: ConnRef, body: Body) {
+        match audience {
+            Audience::Members(members) => outbox.fanout(members, except, body),
+            Audience::Group(g) => {
+                let frame = outbox.encode(0, body);
+                self.to_group(outbox, g, except, &frame);
+            }
+        }
+    }
+
+    /// A group write's reply and events: members who joined are added before the events (they
+    /// get them), members who left are taken out after (they get them, and nothing later).
+    fn group_frames(
+        &self,
+        conn: ConnRef,
+        request_id: u64,
+        done: GroupDone,
+        messages: &mut [Option<MessageRecord>],
+        outbox: &mut Outbox,
+    ) {
+        outbox.reply(conn, request_id, done.reply);
+        let g = done.group;
+        for user in &done.joined {
+            self.online.changed(g, *user, true);
+        }
+        for i in done.events {
+            let event = take(messages, i);
+            let frame = outbox.encode(0, push(event));
+            self.to_group(outbox, g, conn, &frame);
+            for user in &done.also {
+                outbox.fanout_frame(Members::one(*user), conn, frame.clone());
+            }
+        }
+        for user in &done.left {
+            self.online.changed(g, *user, false);
+        }
     }
 
     /// Turns each fanout into frames for the members' sessions, under one read lock.
@@ -237,93 +311,119 @@ fn push(message: MessageRecord) -> Body {
 
 /// The frames of one outcome; each message is taken out of `messages` by the one outcome that
 /// names it.
-fn frames_of(outcome: Outcome, messages: &mut [Option<MessageRecord>], outbox: &mut Outbox) {
-    let mut take = |i: usize| {
-        messages
-            .get_mut(i)
-            .and_then(Option::take)
-            .expect("each stored message is named by exactly one outcome")
-    };
-    match outcome {
-        Outcome::Sent {
-            conn,
-            request_id,
-            message,
-            members,
-        } => {
-            let message = take(message);
-            outbox.reply(conn, request_id, send_ack(&(&message).into(), false));
-            outbox.fanout(members, conn, push(message));
-        }
-        Outcome::Duplicate {
-            conn,
-            request_id,
-            original,
-        } => {
-            outbox.reply(conn, request_id, send_ack(&original, true));
-        }
-        Outcome::Cursor {
-            conn,
-            request_id,
-            conv,
-            user,
-            members,
-            cursor,
-            moved,
-        } => {
-            // Request id 0: the client wants no answer (a delivery ack per read batch).
-            if request_id != 0 {
-                let ok = v1::CursorOk {
-                    conversation_id: conv.to_wire(),
-                    delivered_seq: cursor.delivered_seq,
-                    read_seq: cursor.read_seq,
-                };
-                outbox.reply(conn, request_id, Body::CursorOk(ok));
+fn take(messages: &mut [Option<MessageRecord>], i: usize) -> MessageRecord {
+    messages
+        .get_mut(i)
+        .and_then(Option::take)
+        .expect("each stored message is named by exactly one outcome")
+}
+
+impl Delivery {
+    fn frames_of(
+        &self,
+        outcome: Outcome,
+        messages: &mut [Option<MessageRecord>],
+        outbox: &mut Outbox,
+    ) {
+        match outcome {
+            Outcome::Sent {
+                conn,
+                request_id,
+                message,
+                members,
+            } => {
+                let message = take(messages, message);
+                outbox.reply(conn, request_id, send_ack(&(&message).into(), false));
+                outbox.fanout(members, conn, push(message));
             }
-            if moved {
-                let receipt = Body::Receipt(v1::Receipt {
-                    conversation_id: conv.to_wire(),
-                    user_id: user,
-                    delivered_seq: cursor.delivered_seq,
-                    read_seq: cursor.read_seq,
-                });
-                outbox.fanout(members, conn, receipt);
+            Outcome::Duplicate {
+                conn,
+                request_id,
+                original,
+            } => {
+                outbox.reply(conn, request_id, send_ack(&original, true));
             }
-        }
-        Outcome::Recalled {
-            conn,
-            request_id,
-            conv,
-            members,
-            seq,
-            event_seq,
-            event,
-        } => {
-            let ok = v1::RecallOk {
-                conversation_id: conv.to_wire(),
+            Outcome::Cursor {
+                conn,
+                request_id,
+                conv,
+                user,
+                audience,
+                cursor,
+                moved,
+            } => {
+                // Request id 0: the client wants no answer (a delivery ack per read batch).
+                if request_id != 0 {
+                    let ok = v1::CursorOk {
+                        conversation_id: conv.to_wire(),
+                        delivered_seq: cursor.delivered_seq,
+                        read_seq: cursor.read_seq,
+                    };
+                    outbox.reply(conn, request_id, Body::CursorOk(ok));
+                }
+                if moved {
+                    let receipt = Body::Receipt(v1::Receipt {
+                        conversation_id: conv.to_wire(),
+                        user_id: user,
+                        delivered_seq: cursor.delivered_seq,
+                        read_seq: cursor.read_seq,
+                    });
+                    self.to_audience(outbox, audience, conn, receipt);
+                }
+            }
+            Outcome::Recalled {
+                conn,
+                request_id,
+                conv,
+                audience,
                 seq,
                 event_seq,
-            };
-            outbox.reply(conn, request_id, Body::RecallOk(ok));
-            if let Some(event) = event.map(&mut take) {
-                outbox.fanout(members, conn, push(event));
+                event,
+            } => {
+                let ok = v1::RecallOk {
+                    conversation_id: conv.to_wire(),
+                    seq,
+                    event_seq,
+                };
+                outbox.reply(conn, request_id, Body::RecallOk(ok));
+                if let Some(event) = event.map(|i| take(messages, i)) {
+                    self.to_audience(outbox, audience, conn, push(event));
+                }
             }
-        }
-        Outcome::Refused {
-            conn,
-            request_id,
-            refusal,
-        } => {
-            outbox.reply(conn, request_id, Body::Error(refusal.into_error()));
-        }
-        Outcome::Contact {
-            conn,
-            request_id,
-            done,
-        } => {
-            outbox.reply(conn, request_id, done.reply);
-            for (user, event) in done.events {
-                outbox.fanout(Members::one(user), conn, event);
+            Outcome::Refused {
+                conn,
+                request_id,
+                refusal,
+            } => {
+                outbox.reply(conn, request_id, Body::Error(refusal.into_error()));
+            }
+            Outcome::Contact {
+                conn,
+                request_id,
+                done,
+            } => {
+                outbox.reply(conn, request_id, done.reply);
+                for (user, event) in done.events {
+                    outbox.fanout(Members::one(user), conn, event);
+                }
+            }
+            Outcome::GroupSent {
+                conn,
+                request_id,
+                message,
+                group,
+            } => {
+                let message = take(messages, message);
+                outbox.reply(conn, request_id, send_ack(&(&message).into(), false));
+                let frame = outbox.encode(0, push(message));
+                self.to_group(outbox, group, conn, &frame);
+            }
+            Outcome::Group {
+                conn,
+                request_id,
+                done,
+            } => {
+                self.group_frames(conn, request_id, done, messages, outbox);
             }
         }
     }
@@ -354,7 +454,10 @@ mod tests {
         };
         frames
             .into_iter()
-            .map(|(_, bytes)| {
+            .map(|outgoing| {
+                let Outgoing::One(_, bytes) = outgoing else {
+                    panic!("expected frames for one connection")
+                };
                 ringchat_proto::decode(&mut bytes.as_ref().into(), 1 << 20)
                     .expect("a frame")
                     .expect("whole")
@@ -369,6 +472,7 @@ mod tests {
         let (task_tx, task_rx) = mpsc::channel(8);
         let delivery = Arc::new(Delivery::new(
             SharedSessions::new(Sessions::new(1, Vec::new())),
+            Arc::new(GroupOnline::new(1)),
             vec![shard_tx],
             Arc::default(),
         ));

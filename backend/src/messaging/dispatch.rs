@@ -10,7 +10,7 @@ use ringchat_proto::v1;
 use super::{conv_from_wire, members_with, reads};
 use crate::Backend;
 use crate::accounts::Refusal;
-use crate::api::{ConnId, ConnRef, SessionRequest, ShardEvent};
+use crate::api::{ConnId, ConnRef, Outgoing, SessionRequest, ShardEvent};
 use crate::store::UserId;
 
 /// The requests served from the store on a blocking thread.
@@ -53,6 +53,9 @@ impl Backend {
             SessionRequest::SetPresence(req) => {
                 self.set_presence(conn, user, request_id, req).await;
             }
+            SessionRequest::Group(query) => {
+                self.group_query(conn, user, request_id, query).await;
+            }
             SessionRequest::Room(req) => self.room(conn, user, request_id, req).await,
         }
     }
@@ -88,6 +91,12 @@ impl Backend {
 
     /// Typing is relayed to the peer's sessions and never stored; it has no reply.
     async fn relay_typing(&self, conn: ConnRef, user: UserId, request_id: u64, typing: v1::Typing) {
+        if let Ok(g) = conv_from_wire(typing.conversation_id)
+            && g.kind() == crate::store::ConvKind::Group
+        {
+            self.relay_group_typing(conn, user, request_id, g).await;
+            return;
+        }
         let members = match conv_from_wire(typing.conversation_id)
             .and_then(|conv| members_with(conv, user))
         {
@@ -107,6 +116,48 @@ impl Backend {
         let others: smallvec::SmallVec<[UserId; 2]> = members.others(user).collect();
         let targets = self.sessions_of(&others, None);
         self.fanout(targets, frame).await;
+    }
+
+    /// Typing in a group goes to its online members, only while they are at most
+    /// `groups.typing_members_max` (the fan-out is what costs). The sender must be an online
+    /// member, which the index knows without a read.
+    async fn relay_group_typing(
+        &self,
+        conn: ConnRef,
+        user: UserId,
+        request_id: u64,
+        g: crate::store::ConvId,
+    ) {
+        if !self.group_online.is_online_member(g, user) {
+            let refusal = Refusal::new(v1::ErrorCode::NotFound, "no such conversation");
+            self.refuse(conn, request_id, refusal).await;
+            return;
+        }
+        // Connections, the sender's own included: a bound on the cost, not an exact count.
+        if self.group_online.online_conns(g) > self.settings.groups.typing_members_max as usize {
+            return;
+        }
+        let frame = crate::api::encoded(
+            0,
+            Body::Typing(v1::Typing {
+                conversation_id: g.to_wire(),
+                from_user_id: user,
+            }),
+        );
+        let mut per_shard = Vec::new();
+        self.group_online.audience(g, |shard, conns| {
+            let except = (usize::from(conn.shard) == shard).then_some(conn.conn);
+            per_shard.push((shard, Arc::clone(conns), except));
+        });
+        for (shard, conns, except) in per_shard {
+            let event = ShardEvent::Frames(vec![Outgoing::Shared {
+                conns,
+                except,
+                frame: frame.clone(),
+            }]);
+            // Shard ids fit u16: they were made from u16 in the first place.
+            self.send_to_shard(shard as u16, event).await;
+        }
     }
 
     pub(crate) async fn refuse(&self, conn: ConnRef, request_id: u64, refusal: Refusal) {

@@ -31,17 +31,28 @@ pub fn to_wire(m: MessageRecord) -> v1::Message {
         recalled: m.recalled,
         to_user_id: m.to,
         recall_of_seq: m.recall_of_seq,
-        mention_user_ids: Vec::new(),
-        mention_all: false,
+        mention_user_ids: m
+            .mentions
+            .as_ref()
+            .map(|x| x.user_ids.clone())
+            .unwrap_or_default(),
+        mention_all: m.mentions.is_some_and(|x| x.all),
     }
 }
 
-/// A conversation's members, if `user` is one of them. Direct conversations answer from the id
-/// with no read; kinds with stored members (groups) have none yet, so they are not found.
+/// Where a send goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// A direct conversation with this user (named by `to_user_id` or by the conversation id).
+    User(UserId),
+    Group(ConvId),
+}
+
+/// A direct conversation's members, if `user` is one of them, from the id with no read. Groups'
+/// members are stored: the sequencer (`groups/`) and the group reads check them.
 pub(crate) fn members_with(conv: ConvId, user: UserId) -> Result<Members, Refusal> {
     let members = match conv.kind() {
         ConvKind::Direct => conv.implied_members(),
-        // Stored membership comes with the groups issue; until then no such conversation exists.
         ConvKind::Group | ConvKind::System => None,
     };
     members
@@ -54,26 +65,50 @@ pub(crate) fn conv_from_wire(raw: u64) -> Result<ConvId, Refusal> {
     ConvId::from_wire(raw).ok_or_else(|| Refusal::new(ErrorCode::NotFound, "no such conversation"))
 }
 
-/// Checks what can be checked without storage.
+/// Checks what can be checked without storage, and says where the send goes.
 pub fn validate_send(
     from: UserId,
     send: &v1::Send,
     message_bytes_max: usize,
-) -> Result<(), Refusal> {
+) -> Result<Target, Refusal> {
     let invalid = |m: &str| Err(Refusal::new(ErrorCode::InvalidArgument, m));
     if send.client_msg_id.is_empty() || send.client_msg_id.len() > CLIENT_MSG_ID_BYTES_MAX {
         return invalid("client_msg_id must be 1 to 64 bytes");
     }
-    if send.to_user_id == from {
-        return invalid("to_user_id is yourself");
+    let target = match (send.to_user_id, send.conversation_id) {
+        (to, 0) => {
+            if to == from {
+                return invalid("to_user_id is yourself");
+            }
+            if !(USER_ID_FIRST..=USER_ID_LAST).contains(&to) {
+                return Err(Refusal::new(
+                    ErrorCode::UserNotFound,
+                    format!("no user {to}"),
+                ));
+            }
+            Target::User(to)
+        }
+        (0, raw) => {
+            let conv = conv_from_wire(raw)?;
+            match conv.kind() {
+                ConvKind::Group => Target::Group(conv),
+                _ => {
+                    let members = members_with(conv, from)?;
+                    match members.others(from).next() {
+                        Some(to) => Target::User(to),
+                        None => return invalid("not a conversation you can send to"),
+                    }
+                }
+            }
+        }
+        _ => return invalid("set exactly one of to_user_id and conversation_id"),
+    };
+    if matches!(target, Target::User(_)) && (send.mention_all || !send.mention_user_ids.is_empty())
+    {
+        return invalid("mentions are for groups");
     }
-    if !(USER_ID_FIRST..=USER_ID_LAST).contains(&send.to_user_id) {
-        return Err(Refusal::new(
-            ErrorCode::UserNotFound,
-            format!("no user {}", send.to_user_id),
-        ));
-    }
-    validate_content(send.content_type, &send.content, message_bytes_max)
+    validate_content(send.content_type, &send.content, message_bytes_max)?;
+    Ok(target)
 }
 
 /// What a client may send as a message's content, wherever it goes (conversations, rooms).
@@ -123,7 +158,7 @@ mod tests {
     fn send_validation() {
         let me = 100_000_001;
         assert!(validate_send(me, &send(100_000_002, "hi"), 10).is_ok());
-        let code = |r: Result<(), Refusal>| r.unwrap_err().code;
+        let code = |r: Result<Target, Refusal>| r.unwrap_err().code;
         assert_eq!(
             code(validate_send(me, &send(me, "hi"), 10)),
             ErrorCode::InvalidArgument

@@ -4,7 +4,7 @@ use ringchat_proto::v1;
 
 use super::{conv_from_wire, members_with, to_wire};
 use crate::accounts::Refusal;
-use crate::store::{ConvId, Ports, UserId, recency_bucket};
+use crate::store::{ConvId, ConvKind, Ports, UserId, recency_bucket};
 
 /// Conversations in one page of the list, at most (and the page size when the client asks 0).
 pub const CONVERSATIONS_PAGE_MAX: u32 = 500;
@@ -23,6 +23,18 @@ fn page_limit(requested: u32, page_max: u32) -> usize {
     limit as usize
 }
 
+/// The seqs `user` may read in `conv` (first ≥ 1, last inclusive): all of a direct
+/// conversation it is in; in a group, from joining (or the start, when the group shows its
+/// history) to leaving.
+fn visible_seqs(ports: &Ports, conv: ConvId, user: UserId) -> Result<(u64, u64), Refusal> {
+    if conv.kind() == ConvKind::Group {
+        let row = crate::groups::reads::visible(ports, conv, user)?;
+        return Ok((row.visible_from_seq.max(1), row.last_visible_seq()));
+    }
+    members_with(conv, user)?;
+    Ok((1, u64::MAX))
+}
+
 pub fn sync(
     ports: &Ports,
     user: UserId,
@@ -30,9 +42,11 @@ pub fn sync(
     page_max: u32,
 ) -> Result<v1::SyncBatch, Refusal> {
     let conv = conv_from_wire(req.conversation_id)?;
-    members_with(conv, user)?;
+    let (first, last) = visible_seqs(ports, conv, user)?;
     let limit = page_limit(req.limit, page_max);
-    let mut messages = ports.log.messages_after(conv, req.after_seq, limit + 1)?;
+    let after = req.after_seq.max(first - 1);
+    let mut messages = ports.log.messages_after(conv, after, limit + 1)?;
+    messages.retain(|m| m.seq <= last);
     let has_more = messages.len() > limit;
     messages.truncate(limit);
     Ok(v1::SyncBatch {
@@ -49,14 +63,16 @@ pub fn history(
     page_max: u32,
 ) -> Result<v1::HistoryBatch, Refusal> {
     let conv = conv_from_wire(req.conversation_id)?;
-    members_with(conv, user)?;
+    let (first, last) = visible_seqs(ports, conv, user)?;
     let limit = page_limit(req.limit, page_max);
     let before = if req.before_seq == 0 {
         u64::MAX
     } else {
         req.before_seq
     };
+    let before = before.min(last.saturating_add(1));
     let mut messages = ports.log.messages_before(conv, before, limit + 1)?;
+    messages.retain(|m| m.seq >= first);
     let has_more = messages.len() > limit;
     messages.truncate(limit);
     Ok(v1::HistoryBatch {
@@ -208,6 +224,7 @@ mod tests {
                 recalled: false,
                 recall_of_seq: 0,
                 recall_event_seq: 0,
+                mentions: None,
             });
             group.recency.push(RecencyMove {
                 user: ALICE,
@@ -285,6 +302,7 @@ mod tests {
                 server_time_ms: later,
                 recalled: false,
                 recall_of_seq: 0,
+                mentions: None,
                 recall_event_seq: 0,
             }],
             recency: vec![RecencyMove {

@@ -6,10 +6,14 @@ use ringchat_proto::v1;
 use tokio::sync::mpsc::{self, error::TrySendError};
 
 use super::writer::{CursorKind, CursorMove, NewMessage, Write, WriteOp};
-use super::{conv_from_wire, validate_send};
+use std::sync::Arc;
+
+use super::{Target, conv_from_wire, validate_send};
 use crate::accounts::Refusal;
 use crate::api::{ConnRef, WriteRequest};
 use crate::contacts::op_of;
+use crate::groups::GroupsConfig;
+use crate::groups::send::GroupMessage;
 use crate::sessions::{Sessions, SharedSessions};
 use crate::store::UserId;
 
@@ -21,6 +25,7 @@ pub struct Writes {
     sessions: SharedSessions,
     message_bytes_max: usize,
     request_message_bytes_max: usize,
+    groups: Arc<GroupsConfig>,
 }
 
 /// What became of a write handed to [`Writes::submit`].
@@ -46,12 +51,14 @@ impl Writes {
         sessions: SharedSessions,
         message_bytes_max: usize,
         request_message_bytes_max: usize,
+        groups: Arc<GroupsConfig>,
     ) -> Self {
         Self {
             ops,
             sessions,
             message_bytes_max,
             request_message_bytes_max,
+            groups,
         }
     }
 
@@ -60,7 +67,13 @@ impl Writes {
     #[doc(hidden)]
     pub fn unconnected() -> Self {
         let (ops, _) = mpsc::channel(1);
-        Self::new(ops, SharedSessions::new(Sessions::new(1, Vec::new())), 0, 0)
+        Self::new(
+            ops,
+            SharedSessions::new(Sessions::new(1, Vec::new())),
+            0,
+            0,
+            Arc::default(),
+        )
     }
 
     /// Checks what needs no storage and queues the write, without waiting.
@@ -99,16 +112,24 @@ impl Writes {
         request: WriteRequest,
     ) -> Result<Write, Refusal> {
         Ok(match request {
-            WriteRequest::Send(send) => {
-                validate_send(user, &send, self.message_bytes_max)?;
-                Write::Send(NewMessage {
+            WriteRequest::Send(send) => match validate_send(user, &send, self.message_bytes_max)? {
+                Target::User(to) => Write::Send(NewMessage {
                     from: user,
-                    to: send.to_user_id,
+                    to,
                     client_msg_id: send.client_msg_id,
                     content_type: send.content_type,
                     content: send.content,
-                })
-            }
+                }),
+                Target::Group(g) => Write::GroupSend(GroupMessage {
+                    from: user,
+                    g,
+                    client_msg_id: send.client_msg_id,
+                    content_type: send.content_type,
+                    content: send.content,
+                    mention_user_ids: send.mention_user_ids,
+                    mention_all: send.mention_all,
+                }),
+            },
             WriteRequest::DeliveryAck(ack) => {
                 let conv = conv_from_wire(ack.conversation_id)?;
                 let device_id = self
@@ -139,6 +160,9 @@ impl Writes {
             },
             WriteRequest::Contact(write) => {
                 Write::Contact(op_of(user, write, self.request_message_bytes_max)?)
+            }
+            WriteRequest::Group(write) => {
+                Write::Group(crate::groups::op_of(user, write, &self.groups)?)
             }
         })
     }

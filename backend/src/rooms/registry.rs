@@ -32,21 +32,21 @@ pub enum RoomError {
     UserRate { per_s: u32, retry_after_ms: u64 },
 }
 
-/// One shard's part of a room's audience, and the list a message is sent with: rebuilt on the
-/// first send after a join or a leave on this shard, then shared by every message (one
-/// reference count each, no list built per message).
+/// One shard's part of a room's audience, and the list a message is sent with
+/// (`Outgoing::Shared`): rebuilt on the first send after a join or a leave on this shard, then
+/// shared by every message (one reference count each, no list built per message).
 #[derive(Default)]
 struct ShardAudience {
     conns: HashSet<ConnId, RandomState>,
-    snapshot: Option<Arc<[ConnId]>>,
+    snapshot: Option<Arc<Vec<ConnId>>>,
 }
 
 impl ShardAudience {
-    fn snapshot(&mut self) -> Arc<[ConnId]> {
+    fn snapshot(&mut self) -> Arc<Vec<ConnId>> {
         let conns = &self.conns;
         Arc::clone(
             self.snapshot
-                .get_or_insert_with(|| conns.iter().copied().collect()),
+                .get_or_insert_with(|| Arc::new(conns.iter().copied().collect())),
         )
     }
 }
@@ -110,7 +110,7 @@ pub struct Outgoing {
     pub room_seq: u64,
     /// One list per shard with someone to deliver to; the sender's own connection is among its
     /// shard's (the shard skips it), so the list stays shared.
-    pub targets: SmallVec<[(ShardId, Arc<[ConnId]>); 4]>,
+    pub targets: SmallVec<[(ShardId, Arc<Vec<ConnId>>); 4]>,
 }
 
 pub struct Registry {

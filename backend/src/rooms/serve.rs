@@ -8,7 +8,7 @@ use super::name::valid_room_name;
 use super::registry::RoomError;
 use crate::Backend;
 use crate::accounts::Refusal;
-use crate::api::{ConnRef, RoomRequest, ShardEvent, UserId};
+use crate::api::{ConnRef, Outgoing, RoomRequest, ShardEvent, UserId};
 use crate::messaging::validate_content;
 use crate::time::now_ms;
 
@@ -120,11 +120,11 @@ impl Backend {
         );
         for (shard, conns) in out.targets {
             let except = (shard == conn.shard).then_some(conn.conn);
-            let event = ShardEvent::Room {
+            let event = ShardEvent::Frames(vec![Outgoing::Shared {
                 conns,
                 except,
                 frame: frame.clone(),
-            };
+            }]);
             self.send_to_shard(shard, event).await;
         }
         Ok(sent)

@@ -44,6 +44,11 @@ impl ConvId {
         (is_user(low) && is_user(high) && low < high).then_some(Self((low << 32) | high))
     }
 
+    /// Group number `n` (1 ..= 2^62 - 1).
+    pub fn group(n: u64) -> Option<Self> {
+        (n > 0 && n >> KIND_SHIFT == 0).then_some(Self((KIND_GROUP << KIND_SHIFT) | n))
+    }
+
     /// A client-supplied or stored id, if it is one a conversation can have.
     pub fn from_wire(raw: u64) -> Option<Self> {
         let id = Self(raw);

@@ -9,6 +9,7 @@ pub(crate) mod conformance;
 mod contacts;
 mod conv;
 mod fjall;
+mod groups;
 pub(crate) mod log;
 mod ports;
 pub(crate) mod records;
@@ -20,13 +21,18 @@ pub use contacts::{
 };
 pub use conv::{ConvId, ConvKind, Members};
 pub use fjall::FjallStore;
+pub use groups::{
+    ApplicationRecord, GroupRecord, GroupRole, GroupWrites, JoinPolicy, MENTION_ALL_USER,
+    MemberRecord, UserGroupRecord,
+};
 pub use ports::{
-    AccountStore, ContactStore, ConversationLog, CursorStore, MembershipStore, Ports, StoreEngine,
+    AccountStore, ContactStore, ConversationLog, CursorStore, GroupStore, MembershipStore, Ports,
+    StoreEngine,
 };
 pub use records::{
     CommitGroup, ConvRecord, CursorRecord, CursorRow, DEVICES_PER_ROW_MAX, DedupRecord,
-    DeviceCursor, MessageRecord, RecencyMove, RecentSend, TokenHash, TokenRecord, UserRecord,
-    client_msg_id_hash, recency_bucket,
+    DeviceCursor, Mentions, MessageRecord, RecencyMove, RecentSend, TokenHash, TokenRecord,
+    UserRecord, client_msg_id_hash, recency_bucket,
 };
 pub use tail_cache::{TailCached, TailStats};
 

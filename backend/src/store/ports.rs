@@ -13,9 +13,9 @@ use std::sync::Arc;
 
 use super::tail_cache::TailCached;
 use super::{
-    CommitGroup, ContactSummary, ConvId, ConvRecord, CursorRow, MessageRecord, ProfileRecord,
-    RelationKey, RelationKind, RelationRecord, StoreError, StoreHealth, TokenHash, TokenRecord,
-    UserId, UserRecord,
+    ApplicationRecord, CommitGroup, ContactSummary, ConvId, ConvRecord, CursorRow, GroupRecord,
+    MemberRecord, MessageRecord, ProfileRecord, RelationKey, RelationKind, RelationRecord,
+    StoreError, StoreHealth, TokenHash, TokenRecord, UserGroupRecord, UserId, UserRecord,
 };
 
 /// Accounts and login tokens. A token is indexed under its user (one token per signed-in
@@ -159,6 +159,58 @@ pub trait ContactStore: Send + Sync + 'static {
     ) -> Result<Vec<(String, UserId)>, StoreError>;
 }
 
+/// Groups: written by [`ConversationLog::append`] from [`CommitGroup::groups`]. Member lists
+/// are read by point gets and pages, never whole.
+pub trait GroupStore: Send + Sync + 'static {
+    fn group(&self, group: ConvId) -> Result<Option<GroupRecord>, StoreError>;
+    fn group_member(&self, group: ConvId, user: UserId)
+    -> Result<Option<MemberRecord>, StoreError>;
+    /// Up to `limit` members with a user id above `after`, ascending.
+    fn group_members(
+        &self,
+        group: ConvId,
+        after: UserId,
+        limit: usize,
+    ) -> Result<Vec<(UserId, MemberRecord)>, StoreError>;
+    fn user_group(
+        &self,
+        user: UserId,
+        group: ConvId,
+    ) -> Result<Option<UserGroupRecord>, StoreError>;
+    /// Up to `limit` of the user's groups with an id above `after` (wire form), ascending.
+    fn groups_of_user(
+        &self,
+        user: UserId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(ConvId, UserGroupRecord)>, StoreError>;
+    /// Rows in the user's groups list (members or not).
+    fn user_group_count(&self, user: UserId) -> Result<u32, StoreError>;
+    fn application(
+        &self,
+        group: ConvId,
+        user: UserId,
+    ) -> Result<Option<ApplicationRecord>, StoreError>;
+    /// Up to `limit` pending applications with a user id above `after`, ascending.
+    fn applications(
+        &self,
+        group: ConvId,
+        after: UserId,
+        limit: usize,
+    ) -> Result<Vec<(UserId, ApplicationRecord)>, StoreError>;
+    /// Messages of the group after `after_seq` that mention `user` or everyone, at most `cap`
+    /// (each counted once).
+    fn unread_mentions(
+        &self,
+        group: ConvId,
+        user: UserId,
+        after_seq: u64,
+        cap: u32,
+    ) -> Result<u32, StoreError>;
+    /// The next group number to hand out (1 on an empty store).
+    fn next_group_id(&self) -> Result<u64, StoreError>;
+}
+
 /// The engine under the ports: its health, and making everything durable at shutdown.
 pub trait StoreEngine: Send + Sync + 'static {
     fn health(&self) -> Arc<StoreHealth>;
@@ -168,12 +220,24 @@ pub trait StoreEngine: Send + Sync + 'static {
 
 /// An adapter: every port at once.
 pub trait Store:
-    AccountStore + ConversationLog + CursorStore + MembershipStore + ContactStore + StoreEngine
+    AccountStore
+    + ConversationLog
+    + CursorStore
+    + MembershipStore
+    + ContactStore
+    + GroupStore
+    + StoreEngine
 {
 }
 
 impl<T> Store for T where
-    T: AccountStore + ConversationLog + CursorStore + MembershipStore + ContactStore + StoreEngine
+    T: AccountStore
+        + ConversationLog
+        + CursorStore
+        + MembershipStore
+        + ContactStore
+        + GroupStore
+        + StoreEngine
 {
 }
 
@@ -185,6 +249,7 @@ pub struct Ports {
     pub cursors: Arc<dyn CursorStore>,
     pub memberships: Arc<dyn MembershipStore>,
     pub contacts: Arc<dyn ContactStore>,
+    pub groups: Arc<dyn GroupStore>,
     pub engine: Arc<dyn StoreEngine>,
 }
 
@@ -196,6 +261,7 @@ impl Ports {
             cursors: Arc::clone(&store) as _,
             memberships: Arc::clone(&store) as _,
             contacts: Arc::clone(&store) as _,
+            groups: Arc::clone(&store) as _,
             engine: store,
         }
     }

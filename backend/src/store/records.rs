@@ -49,6 +49,16 @@ pub struct MessageRecord {
     pub recall_of_seq: u64,
     /// For a recalled message: the seq of its recall event.
     pub recall_event_seq: u64,
+    /// Groups only: whom the message mentions. Boxed so that a direct message carries one null
+    /// pointer and no allocation.
+    pub mentions: Option<Box<Mentions>>,
+}
+
+/// Members a group message mentions, or everyone.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Mentions {
+    pub user_ids: Vec<UserId>,
+    pub all: bool,
 }
 
 /// A conversation's head, derived from its newest message.
@@ -226,6 +236,8 @@ pub struct CommitGroup {
     pub next_msg_id: Option<u64>,
     /// Relations and contact summaries (friend requests, blocks, the DM policy).
     pub contacts: super::ContactWrites,
+    /// Groups, members, applications, mentions (`store/groups.rs`).
+    pub groups: super::GroupWrites,
 }
 
 impl CommitGroup {
@@ -237,6 +249,7 @@ impl CommitGroup {
         self.cursor_rows.clear();
         self.next_msg_id = None;
         self.contacts.clear();
+        self.groups.clear();
     }
 
     pub fn is_empty(&self) -> bool {
@@ -246,6 +259,7 @@ impl CommitGroup {
             && self.cursor_rows.is_empty()
             && self.next_msg_id.is_none()
             && self.contacts.is_empty()
+            && self.groups.is_empty()
     }
 }
 

@@ -18,7 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 use ringchat_backend::Writes;
-use ringchat_backend::api::{ConnId, RequestSender, ShardEvent, ShardId};
+use ringchat_backend::api::{ConnId, Outgoing, RequestSender, ShardEvent, ShardId};
 use ringchat_backend::config::Limits;
 use ringchat_proto::v1::{ErrorCode, KickReason};
 use tokio::sync::mpsc;
@@ -510,25 +510,31 @@ async fn drain_inbox(shard: Rc<Shard>, mut inbox: mpsc::Receiver<ShardEvent>) {
                     }
                 }
                 ShardEvent::Frames(frames) => {
-                    for (conn, frame) in frames {
-                        if let Some(c) = conns.get(conn) {
-                            c.enqueue(frame, frames_max);
+                    for outgoing in frames {
+                        match outgoing {
+                            Outgoing::One(conn, frame) => {
+                                if let Some(c) = conns.get(conn) {
+                                    c.enqueue(frame, frames_max);
+                                }
+                            }
+                            Outgoing::Shared {
+                                conns: ids,
+                                except,
+                                frame,
+                            } => {
+                                for &conn in ids.iter() {
+                                    if Some(conn) != except
+                                        && let Some(c) = conns.get(conn)
+                                    {
+                                        c.enqueue(frame.clone(), frames_max);
+                                    }
+                                }
+                            }
                         }
                     }
                 }
                 ShardEvent::Fanout { conns: ids, frame } => {
                     for conn in ids {
-                        if let Some(c) = conns.get(conn) {
-                            c.enqueue(frame.clone(), frames_max);
-                        }
-                    }
-                }
-                ShardEvent::Room {
-                    conns: ids,
-                    except,
-                    frame,
-                } => {
-                    for &conn in ids.iter().filter(|&&c| Some(c) != except) {
                         if let Some(c) = conns.get(conn) {
                             c.enqueue(frame.clone(), frames_max);
                         }

@@ -3,6 +3,12 @@
 //! refusal leaves the overlay as it was.
 
 use super::*;
+use crate::groups::roles::{Action, Verdict, verdict};
+use crate::store::{ConvKind, GroupRole};
+
+fn not_found() -> Refusal {
+    Refusal::new(ErrorCode::NotFound, "no such conversation")
+}
 
 impl Writer {
     pub(super) fn apply(&mut self, op: WriteOp) -> Outcome {
@@ -16,6 +22,12 @@ impl Writer {
             Write::Cursor(cursor) => self.cursor_op(conn, request_id, cursor),
             Write::Recall { user, conv, seq } => self.recall(conn, request_id, user, conv, seq),
             Write::Contact(op) => self.contact(conn, request_id, op),
+            Write::GroupSend(message) => self.group_send(conn, request_id, message),
+            Write::Group(op) => self.group_write(op).map(|done| Outcome::Group {
+                conn,
+                request_id,
+                done,
+            }),
         };
         result.unwrap_or_else(|refusal| Outcome::Refused {
             conn,
@@ -88,6 +100,7 @@ impl Writer {
             recalled: false,
             recall_of_seq: 0,
             recall_event_seq: 0,
+            mentions: None,
         };
         conv.max_seq = message.seq;
         conv.last_time_ms = message.server_time_ms;
@@ -107,7 +120,7 @@ impl Writer {
 
     /// The stored send of `(from, client_msg_id)` into `conv`, if it is in the sender's dedup
     /// window. A hash match is confirmed against the stored message.
-    fn sent_before(
+    pub(crate) fn sent_before(
         &self,
         conv: ConvId,
         from: UserId,
@@ -138,7 +151,7 @@ impl Writer {
     }
 
     /// A sender has read everything up to its own message.
-    fn mark_own_message_read(&mut self, conv: ConvId, user: UserId, seq: u64) {
+    pub(crate) fn mark_own_message_read(&mut self, conv: ConvId, user: UserId, seq: u64) {
         let cursor = &mut self.row_mut(conv, user).cursor;
         cursor.read_seq = cursor.read_seq.max(seq);
         cursor.delivered_seq = cursor.delivered_seq.max(seq);
@@ -157,7 +170,7 @@ impl Writer {
             kind,
             seq,
         } = cursor_move;
-        let members = members_with(conv_id, user)?;
+        let audience = self.receipt_audience(conv_id, user)?;
         let conv = self.conv(conv_id)?;
         let seq = seq.min(conv.max_seq);
         self.load_row(conv_id, user)?;
@@ -189,7 +202,7 @@ impl Writer {
             request_id,
             conv: conv_id,
             user,
-            members,
+            audience,
             cursor,
             moved,
         })
@@ -203,7 +216,14 @@ impl Writer {
         conv_id: ConvId,
         seq: u64,
     ) -> Result<Outcome, Refusal> {
-        let members = members_with(conv_id, user)?;
+        // A direct conversation's members, or the recaller's role in a group.
+        let (members, role) = match conv_id.kind() {
+            ConvKind::Group => {
+                let me = self.groups.member(conv_id, user)?.ok_or_else(not_found)?;
+                (None, Some(me.role))
+            }
+            _ => (Some(members_with(conv_id, user)?), None),
+        };
         let pending = self
             .group
             .messages
@@ -227,10 +247,45 @@ impl Writer {
             original.recalled = true;
             original.recall_event_seq = *event_seq;
         }
+        let mut window_ms = self.recall_window_ms;
         if original.from != user {
+            // In groups the owner and admins recall others' messages (roles.rs).
+            let author = match role {
+                Some(_) => self.groups.member(conv_id, original.from)?,
+                None => None,
+            };
+            let author_role = author.map_or(GroupRole::Member, |m| m.role);
+            match role.map(|r| verdict(r, Action::RecallOthers(author_role))) {
+                Some(Verdict::Allowed) => {
+                    window_ms = self
+                        .groups
+                        .limits
+                        .admin_recall_window_s
+                        .saturating_mul(1000);
+                }
+                _ => {
+                    return Err(Refusal::new(
+                        ErrorCode::Forbidden,
+                        "only the sender can recall a message",
+                    ));
+                }
+            }
+        }
+        if role.is_some()
+            && self
+                .groups
+                .group(conv_id)?
+                .is_some_and(|g| g.dissolved_seq != 0)
+        {
             return Err(Refusal::new(
-                ErrorCode::Forbidden,
-                "only the sender can recall a message",
+                ErrorCode::GroupDissolved,
+                "the group was dissolved: nothing new is accepted",
+            ));
+        }
+        if original.content_type == ContentType::GroupEvent as i32 {
+            return Err(Refusal::new(
+                ErrorCode::InvalidArgument,
+                "a group event cannot be recalled",
             ));
         }
         if original.content_type == ContentType::Recall as i32 {
@@ -239,24 +294,28 @@ impl Writer {
                 "a recall event cannot be recalled",
             ));
         }
+        let audience = match members {
+            Some(members) => Audience::Members(members),
+            None => Audience::Group(conv_id),
+        };
         if original.recalled {
             return Ok(Outcome::Recalled {
                 conn,
                 request_id,
                 conv: conv_id,
-                members,
+                audience,
                 seq,
                 event_seq: original.recall_event_seq,
                 event: None,
             });
         }
         let now = now_ms();
-        if now.saturating_sub(original.server_time_ms) > self.recall_window_ms {
+        if now.saturating_sub(original.server_time_ms) > window_ms {
             return Err(Refusal::new(
                 ErrorCode::RecallWindowPassed,
                 format!(
                     "messages can be recalled within {} s of sending",
-                    self.recall_window_ms / 1000
+                    window_ms / 1000
                 ),
             ));
         }
@@ -268,7 +327,10 @@ impl Writer {
             msg_id: self.take_msg_id(),
             from: user,
             // The wire's `to_user_id`: a direct conversation's other member.
-            to: members.others(user).next().unwrap_or(0),
+            to: match &audience {
+                Audience::Members(members) => members.others(user).next().unwrap_or(0),
+                Audience::Group(_) => 0,
+            },
             client_msg_id: String::new(),
             content_type: ContentType::Recall as i32,
             content: Bytes::new(),
@@ -276,6 +338,7 @@ impl Writer {
             recalled: false,
             recall_of_seq: seq,
             recall_event_seq: 0,
+            mentions: None,
         };
         conv.max_seq = event.seq;
         conv.last_time_ms = event.server_time_ms;
@@ -288,11 +351,29 @@ impl Writer {
             conn,
             request_id,
             conv: conv_id,
-            members,
+            audience,
             seq,
             event_seq,
             event: Some(self.group.messages.len() - 1),
         })
+    }
+
+    /// Who gets a cursor move's receipt: the other member of a direct conversation; a group's
+    /// online members up to `groups.receipts_members_max` members, else only the user's own
+    /// other sessions (larger groups ask GroupReadCount).
+    fn receipt_audience(&mut self, conv: ConvId, user: UserId) -> Result<Audience, Refusal> {
+        if conv.kind() != ConvKind::Group {
+            return Ok(Audience::Members(members_with(conv, user)?));
+        }
+        self.groups.member(conv, user)?.ok_or_else(not_found)?;
+        let group = self.groups.group(conv)?.ok_or_else(not_found)?;
+        Ok(
+            if group.member_count <= self.groups.limits.receipts_members_max {
+                Audience::Group(conv)
+            } else {
+                Audience::Members(Members::one(user))
+            },
+        )
     }
 
     fn contact(

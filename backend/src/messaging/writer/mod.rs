@@ -26,10 +26,13 @@ use crate::api::ConnRef;
 use crate::contacts::ContactLimits;
 use crate::contacts::ops::{ContactDone, ContactOp};
 use crate::contacts::sequencer::{Relations, SendCheck};
+use crate::groups::GroupsConfig;
+use crate::groups::sequencer::Groups;
+use crate::groups::{GroupDone, GroupOp, send::GroupMessage};
 use crate::store::{
     AccountStore, CommitGroup, ConvId, ConvRecord, ConversationLog, CursorRecord, CursorRow,
-    CursorStore, DedupRecord, Members, MessageRecord, Ports, RecencyMove, StoreError, UserId,
-    recency_bucket,
+    CursorStore, DedupRecord, Members, Mentions, MessageRecord, Ports, RecencyMove, StoreError,
+    UserId, recency_bucket,
 };
 use crate::time::now_ms;
 
@@ -74,6 +77,27 @@ pub(crate) enum Write {
     },
     /// Friendship, blocks, the DM policy (`contacts/ops.rs`).
     Contact(ContactOp),
+    /// A send addressed to a group (`groups/send.rs`).
+    GroupSend(GroupMessage),
+    /// Group lifecycle and membership (`groups/ops.rs`).
+    Group(GroupOp),
+}
+
+/// A message to append, before it has a seq ([`Writer::push_message`]).
+pub(crate) struct Draft {
+    pub from: UserId,
+    pub client_msg_id: String,
+    pub content_type: i32,
+    pub content: Bytes,
+    pub mentions: Option<Box<Mentions>>,
+}
+
+/// Who gets a receipt or a recall: a direct conversation's members, or a group's online members
+/// (resolved by delivery through `GroupOnline`, in commit order).
+#[derive(Debug)]
+pub(crate) enum Audience {
+    Members(Members),
+    Group(ConvId),
 }
 
 #[derive(Debug)]
@@ -131,7 +155,7 @@ pub(crate) enum Outcome {
         conv: ConvId,
         user: UserId,
         /// Who gets the receipt.
-        members: Members,
+        audience: Audience,
         cursor: CursorRecord,
         moved: bool,
     },
@@ -139,7 +163,7 @@ pub(crate) enum Outcome {
         conn: ConnRef,
         request_id: u64,
         conv: ConvId,
-        members: Members,
+        audience: Audience,
         seq: u64,
         event_seq: u64,
         /// Index of the recall event in [`Committed::messages`]; `None` when it was recalled
@@ -156,6 +180,20 @@ pub(crate) enum Outcome {
         conn: ConnRef,
         request_id: u64,
         done: ContactDone,
+    },
+    /// A group message is durable: pushed to the group's online members.
+    GroupSent {
+        conn: ConnRef,
+        request_id: u64,
+        /// Index in [`Committed::messages`].
+        message: usize,
+        group: ConvId,
+    },
+    /// A group write: its reply, its events, and the membership changes around them.
+    Group {
+        conn: ConnRef,
+        request_id: u64,
+        done: GroupDone,
     },
 }
 
@@ -176,6 +214,12 @@ impl Outcome {
             }
             | Outcome::Contact {
                 conn, request_id, ..
+            }
+            | Outcome::GroupSent {
+                conn, request_id, ..
+            }
+            | Outcome::Group {
+                conn, request_id, ..
             } => (*conn, *request_id),
             Outcome::Refused { .. } => return self,
         };
@@ -193,16 +237,18 @@ pub(crate) struct Writer {
     accounts: Arc<dyn AccountStore>,
     recall_window_ms: u64,
     group_max: usize,
-    policy: RowPolicy,
+    pub(crate) policy: RowPolicy,
     /// Committed state.
     next_msg_id: u64,
     convs: Map<ConvId, ConvRecord>,
     cursors: Map<(ConvId, UserId), CursorRow>,
     known_users: Set<UserId>,
     /// Relations a send is checked against, and the contacts writes of the group.
-    contacts: Relations,
+    pub(crate) contacts: Relations,
+    /// Groups and members a group send is checked against, and the groups writes.
+    pub(crate) groups: Groups,
     /// The group being built and its overlay.
-    group: CommitGroup,
+    pub(crate) group: CommitGroup,
     pending_next_msg_id: u64,
     pending_convs: Map<ConvId, ConvRecord>,
     pending_cursors: Map<(ConvId, UserId), CursorRow>,
@@ -215,6 +261,7 @@ impl Writer {
         group_max: usize,
         policy: RowPolicy,
         contact_limits: ContactLimits,
+        group_limits: GroupsConfig,
     ) -> Result<Self, StoreError> {
         let next_msg_id = ports.log.next_msg_id()?;
         Ok(Self {
@@ -233,6 +280,7 @@ impl Writer {
                 Arc::clone(&ports.accounts),
                 contact_limits,
             ),
+            groups: Groups::new(Arc::clone(&ports.groups), group_limits)?,
             group: CommitGroup::default(),
             pending_next_msg_id: next_msg_id,
             pending_convs: Map::default(),
@@ -272,6 +320,7 @@ impl Writer {
         }
         self.move_recency();
         self.contacts.drain_into(&mut self.group.contacts);
+        self.groups.drain_into(&mut self.group.groups);
         // Moved, not copied: they return to the cache once durable.
         self.group.cursor_rows.extend(
             self.pending_cursors
@@ -359,18 +408,19 @@ impl Writer {
         self.pending_convs.clear();
         self.pending_cursors.clear();
         self.contacts.discard();
+        self.groups.discard();
         // The store may hold part of nothing or all of the group; reload from it.
         self.convs.clear();
         self.cursors.clear();
     }
 
-    fn take_msg_id(&mut self) -> u64 {
+    pub(crate) fn take_msg_id(&mut self) -> u64 {
         let id = self.pending_next_msg_id;
         self.pending_next_msg_id += 1;
         id
     }
 
-    fn user_exists(&mut self, user: UserId) -> Result<bool, StoreError> {
+    pub(crate) fn user_exists(&mut self, user: UserId) -> Result<bool, StoreError> {
         if self.known_users.contains(&user) {
             return Ok(true);
         }
@@ -384,7 +434,7 @@ impl Writer {
         Ok(exists)
     }
 
-    fn conv(&mut self, conv: ConvId) -> Result<ConvRecord, StoreError> {
+    pub(crate) fn conv(&mut self, conv: ConvId) -> Result<ConvRecord, StoreError> {
         if let Some(c) = self
             .pending_convs
             .get(&conv)
@@ -403,13 +453,50 @@ impl Writer {
         Ok(record)
     }
 
-    fn put_conv(&mut self, conv: ConvId, record: ConvRecord) {
+    pub(crate) fn put_conv(&mut self, conv: ConvId, record: ConvRecord) {
         self.pending_convs.insert(conv, record);
+    }
+
+    /// Appends a message with the next seq of a conversation whose head the caller read (and
+    /// keeps the head moving); returns its index in the group's messages.
+    pub(crate) fn push_message(
+        &mut self,
+        conv: ConvId,
+        head: &mut ConvRecord,
+        draft: Draft,
+    ) -> usize {
+        let Draft {
+            from,
+            client_msg_id,
+            content_type,
+            content,
+            mentions,
+        } = draft;
+        let message = MessageRecord {
+            conv_id: conv,
+            seq: head.max_seq + 1,
+            msg_id: self.take_msg_id(),
+            from,
+            to: 0,
+            client_msg_id,
+            content_type,
+            content,
+            server_time_ms: now_ms().max(head.last_time_ms),
+            recalled: false,
+            recall_of_seq: 0,
+            recall_event_seq: 0,
+            mentions,
+        };
+        head.max_seq = message.seq;
+        head.last_time_ms = message.server_time_ms;
+        self.put_conv(conv, *head);
+        self.group.messages.push(message);
+        self.group.messages.len() - 1
     }
 
     /// Makes the (conversation, user) row available to [`Self::row`] and [`Self::row_mut`]
     /// until the operation ends: the only step that reads the store (and so can fail).
-    fn load_row(&mut self, conv: ConvId, user: UserId) -> Result<(), StoreError> {
+    pub(crate) fn load_row(&mut self, conv: ConvId, user: UserId) -> Result<(), StoreError> {
         let key = (conv, user);
         if self.pending_cursors.contains_key(&key) || self.cursors.contains_key(&key) {
             return Ok(());
@@ -423,7 +510,7 @@ impl Writer {
     }
 
     /// The row as this group leaves it so far; [`Self::load_row`] came first.
-    fn row(&self, conv: ConvId, user: UserId) -> &CursorRow {
+    pub(crate) fn row(&self, conv: ConvId, user: UserId) -> &CursorRow {
         let key = (conv, user);
         self.pending_cursors
             .get(&key)
@@ -433,7 +520,7 @@ impl Writer {
 
     /// The row to change: moved into the group's overlay (and back to the cache once durable),
     /// written whole.
-    fn row_mut(&mut self, conv: ConvId, user: UserId) -> &mut CursorRow {
+    pub(crate) fn row_mut(&mut self, conv: ConvId, user: UserId) -> &mut CursorRow {
         let key = (conv, user);
         if !self.pending_cursors.contains_key(&key) {
             let row = self.cursors.remove(&key).expect("load_row comes first");

@@ -19,7 +19,7 @@
 //! ```
 //!
 //! A new behaviour is a `pub(crate) fn name<A: Adapter>()` in the file for its part of the store
-//! (accounts, log, atomicity, dedup, cursors, contacts, engine) plus its name in the macro's list.
+//! (accounts, log, atomicity, dedup, cursors, contacts, groups, engine) plus its name in the macro's list.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -39,6 +39,7 @@ mod contacts;
 mod cursors;
 mod dedup;
 mod engine;
+mod groups;
 mod log;
 
 pub(crate) use accounts::*;
@@ -47,6 +48,7 @@ pub(crate) use contacts::*;
 pub(crate) use cursors::*;
 pub(crate) use dedup::*;
 pub(crate) use engine::*;
+pub(crate) use groups::*;
 pub(crate) use log::*;
 
 /// How the suite gets a store: the only thing an adapter implements.
@@ -102,6 +104,11 @@ macro_rules! conformance_suite {
             contacts_and_messages_of_one_group_are_visible_together,
             profiles_are_replaced_whole_and_survive_reopen,
             usernames_are_listed_by_case_folded_prefix_and_paged,
+            groups_members_and_user_groups_round_trip_and_page,
+            a_users_groups_are_listed_in_id_order_and_paged,
+            applications_are_put_paged_and_removed,
+            mentions_are_stored_with_the_message_and_counted_after_a_seq,
+            a_groups_changes_and_its_messages_are_visible_together,
         );
     };
     (@tests $adapter:ty; $($behaviour:ident),+ $(,)?) => {
@@ -143,6 +150,7 @@ fn msg(conv: ConvId, seq: u64) -> MessageRecord {
         recalled: false,
         recall_of_seq: 0,
         recall_event_seq: 0,
+        mentions: None,
     }
 }
 

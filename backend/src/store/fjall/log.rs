@@ -5,7 +5,9 @@ use fjall::{Readable, Snapshot};
 use serde::{Deserialize, Serialize};
 
 use super::{FjallStore, be_u64, decode, encode, key_u64, pair_key};
-use crate::store::{CommitGroup, ConvId, ConversationLog, MessageRecord, StoreError, UserId};
+use crate::store::{
+    CommitGroup, ConvId, ConvKind, ConversationLog, Mentions, MessageRecord, StoreError, UserId,
+};
 
 pub(super) const META_NEXT_MSG_ID: &[u8] = b"next_msg_id";
 
@@ -21,6 +23,37 @@ struct StoredRef<'a> {
     content: &'a [u8],
     server_time_ms: u64,
     recall_of_seq: u64,
+}
+
+/// A group message as its run stores it: [`StoredRef`] and the mentions. Groups' runs never
+/// existed before this encoding, so the kind of a run's conversation says which one it is and
+/// direct runs keep theirs (stored data stays readable).
+#[derive(Serialize)]
+struct StoredGroupRef<'a> {
+    message: StoredRef<'a>,
+    mention_user_ids: &'a [UserId],
+    mention_all: bool,
+}
+
+/// [`StoredGroupRef`] read back.
+#[derive(Deserialize)]
+struct StoredGroup {
+    message: Stored,
+    mention_user_ids: Vec<UserId>,
+    mention_all: bool,
+}
+
+fn stored_ref(m: &MessageRecord) -> StoredRef<'_> {
+    StoredRef {
+        msg_id: m.msg_id,
+        from: m.from,
+        to: m.to,
+        client_msg_id: &m.client_msg_id,
+        content_type: m.content_type,
+        content: &m.content,
+        server_time_ms: m.server_time_ms,
+        recall_of_seq: m.recall_of_seq,
+    }
 }
 
 /// [`StoredRef`] read back.
@@ -48,40 +81,76 @@ where
         I: ExactSizeIterator<Item = &'a MessageRecord> + Clone,
     {
         fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-            serializer.collect_seq(self.0.clone().map(|m| StoredRef {
-                msg_id: m.msg_id,
-                from: m.from,
-                to: m.to,
-                client_msg_id: &m.client_msg_id,
-                content_type: m.content_type,
-                content: &m.content,
-                server_time_ms: m.server_time_ms,
-                recall_of_seq: m.recall_of_seq,
+            serializer.collect_seq(self.0.clone().map(stored_ref))
+        }
+    }
+    /// [`Run`] for a group's messages.
+    struct GroupRun<I>(I);
+    impl<'a, I> Serialize for GroupRun<I>
+    where
+        I: ExactSizeIterator<Item = &'a MessageRecord> + Clone,
+    {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.collect_seq(self.0.clone().map(|m| {
+                let (ids, all) = m
+                    .mentions
+                    .as_deref()
+                    .map_or((&[][..], false), |x| (&x.user_ids[..], x.all));
+                StoredGroupRef {
+                    message: stored_ref(m),
+                    mention_user_ids: ids,
+                    mention_all: all,
+                }
             }))
         }
     }
-    encode(&Run(run))
+    let is_group = run
+        .clone()
+        .next()
+        .is_some_and(|m| m.conv_id.kind() == ConvKind::Group);
+    if is_group {
+        encode(&GroupRun(run))
+    } else {
+        encode(&Run(run))
+    }
 }
 
 fn decode_run(key: &[u8], value: &[u8]) -> Result<Vec<MessageRecord>, StoreError> {
     let conv = ConvId::from_stored(key_u64(key, 0)?);
     let first = key_u64(key, 8)?;
-    let stored: Vec<Stored> = decode(value)?;
+    let record = |seq: u64, m: Stored, mentions: Option<Box<Mentions>>| MessageRecord {
+        conv_id: conv,
+        seq,
+        msg_id: m.msg_id,
+        from: m.from,
+        to: m.to,
+        client_msg_id: m.client_msg_id,
+        content_type: m.content_type,
+        content: m.content,
+        server_time_ms: m.server_time_ms,
+        recalled: false,
+        recall_of_seq: m.recall_of_seq,
+        recall_event_seq: 0,
+        mentions,
+    };
+    if conv.kind() != ConvKind::Group {
+        let stored: Vec<Stored> = decode(value)?;
+        return Ok((first..)
+            .zip(stored)
+            .map(|(seq, m)| record(seq, m, None))
+            .collect());
+    }
+    let stored: Vec<StoredGroup> = decode(value)?;
     Ok((first..)
         .zip(stored)
-        .map(|(seq, m)| MessageRecord {
-            conv_id: conv,
-            seq,
-            msg_id: m.msg_id,
-            from: m.from,
-            to: m.to,
-            client_msg_id: m.client_msg_id,
-            content_type: m.content_type,
-            content: m.content,
-            server_time_ms: m.server_time_ms,
-            recalled: false,
-            recall_of_seq: m.recall_of_seq,
-            recall_event_seq: 0,
+        .map(|(seq, g)| {
+            let mentions = (!g.mention_user_ids.is_empty() || g.mention_all).then(|| {
+                Box::new(Mentions {
+                    user_ids: g.mention_user_ids,
+                    all: g.mention_all,
+                })
+            });
+            record(seq, g.message, mentions)
         })
         .collect())
 }
@@ -187,6 +256,7 @@ impl ConversationLog for FjallStore {
             batch.insert(&self.meta, META_NEXT_MSG_ID, next.to_be_bytes());
         }
         self.write_contacts(&mut batch, &group.contacts);
+        self.write_groups(&mut batch, &group.groups);
         self.written(batch.commit().map_err(StoreError::from))?;
         self.persist()
     }

@@ -251,6 +251,7 @@ mod tests {
             recalled: false,
             recall_of_seq: 0,
             recall_event_seq: 0,
+            mentions: None,
         }
     }
 

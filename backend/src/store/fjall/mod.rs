@@ -12,6 +12,8 @@
 //!   newest first → nothing: a user's conversation list by recency, paged.
 //! - `meta`, `users`, `usernames`, `tokens`: accounts and counters.
 //! - `relations`, `contact_summaries`, `profiles`: contacts (`contacts.rs`).
+//! - `groups`, `group_members`, `user_groups`, `user_group_counts`, `group_applications`,
+//!   `mentions`: groups (`groups.rs`). A group's messages live in `runs` like any other.
 //! - `meta`, `users`, `usernames`, `emails`, `tokens`, `user_tokens`: accounts, login tokens
 //!   and counters (`accounts.rs`).
 //!
@@ -22,6 +24,7 @@ mod account_index;
 mod accounts;
 mod contacts;
 mod cursors;
+mod groups;
 mod journal_repair;
 mod log;
 mod migrate;
@@ -98,6 +101,13 @@ pub struct FjallStore {
     relations: Keyspace,
     contact_summaries: Keyspace,
     profiles: Keyspace,
+    /// Groups (`groups.rs`): added the same way.
+    groups: Keyspace,
+    group_members: Keyspace,
+    user_groups: Keyspace,
+    user_group_counts: Keyspace,
+    group_applications: Keyspace,
+    mentions: Keyspace,
     /// What readers see: a snapshot taken after the last successful persist.
     published: RwLock<Arc<Snapshot>>,
     /// One writer at a time, from its write through its persist to publishing the snapshot, so
@@ -158,6 +168,12 @@ impl FjallStore {
             relations: ks("relations")?,
             contact_summaries: ks("contact_summaries")?,
             profiles: ks("profiles")?,
+            groups: ks("groups")?,
+            group_members: ks("group_members")?,
+            user_groups: ks("user_groups")?,
+            user_group_counts: ks("user_group_counts")?,
+            group_applications: ks("group_applications")?,
+            mentions: ks("mentions")?,
             published: RwLock::new(Arc::new(db.snapshot())),
             db,
             durability,

@@ -561,5 +561,6 @@ impl<S: StoreEngine> StoreEngine for TailCached<S> {
 }
 
 mod contacts;
+mod groups;
 #[cfg(test)]
 mod tests;

@@ -59,6 +59,7 @@ fn message(conv: ConvId, seq: u64, msg_id: u64, content: Bytes) -> MessageRecord
         recalled: false,
         recall_of_seq: 0,
         recall_event_seq: 0,
+        mentions: None,
     }
 }
 

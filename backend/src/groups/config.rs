@@ -1,0 +1,108 @@
+//! `[groups]`: every list, field and count of a group bounded, each limit answered with its
+//! error code.
+
+use serde::{Deserialize, Serialize};
+
+/// `[groups]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupsConfig {
+    /// Members of one group (GROUP_FULL).
+    pub members_max: u32,
+    /// Groups in one user's list, left ones included until hidden (TOO_MANY_GROUPS). A login
+    /// reads this many rows at most, and the conversation list this many group heads.
+    pub per_user_max: u32,
+    /// Users in one GroupCreate or GroupInvite, and ids in one GroupRemove (INVALID_ARGUMENT).
+    pub invite_batch_max: u32,
+    /// Admins of one group, the owner not counted (TOO_MANY_ADMINS).
+    pub admins_max: u32,
+    /// Pending applications of one group (TOO_MANY_APPLICATIONS).
+    pub applications_max: u32,
+    /// Users one send may mention (TOO_MANY_MENTIONS).
+    pub mentions_max: u32,
+    pub name_bytes_max: usize,
+    pub avatar_url_bytes_max: usize,
+    pub intro_bytes_max: usize,
+    pub application_message_bytes_max: usize,
+    /// Read cursors are pushed as receipts to the group's members only up to this many
+    /// members; larger groups ask GroupReadCount.
+    pub receipts_members_max: u32,
+    /// Typing is relayed only in groups up to this many members.
+    pub typing_members_max: u32,
+    /// Largest page of members, groups and applications.
+    pub page_max: u32,
+    /// Owners and admins may recall others' messages this long after they were sent.
+    pub admin_recall_window_s: u64,
+}
+
+impl Default for GroupsConfig {
+    fn default() -> Self {
+        Self {
+            members_max: 100_000,
+            per_user_max: 500,
+            invite_batch_max: 100,
+            admins_max: 50,
+            applications_max: 1_000,
+            mentions_max: 20,
+            name_bytes_max: 128,
+            avatar_url_bytes_max: 512,
+            intro_bytes_max: 1_024,
+            application_message_bytes_max: 256,
+            receipts_members_max: 100,
+            typing_members_max: 500,
+            page_max: 200,
+            admin_recall_window_s: 86_400,
+        }
+    }
+}
+
+impl GroupsConfig {
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut range = |name: &str, value: u64, min: u64, max: u64| {
+            if !(min..=max).contains(&value) {
+                out.push(format!("groups.{name}: must be between {min} and {max}"));
+            }
+        };
+        range("members_max", self.members_max.into(), 2, 1_000_000);
+        range("per_user_max", self.per_user_max.into(), 1, 10_000);
+        range("invite_batch_max", self.invite_batch_max.into(), 1, 1_000);
+        range("admins_max", self.admins_max.into(), 0, 10_000);
+        range("applications_max", self.applications_max.into(), 0, 100_000);
+        range("mentions_max", self.mentions_max.into(), 0, 1_000);
+        range("name_bytes_max", self.name_bytes_max as u64, 1, 4_096);
+        range(
+            "avatar_url_bytes_max",
+            self.avatar_url_bytes_max as u64,
+            0,
+            8_192,
+        );
+        range("intro_bytes_max", self.intro_bytes_max as u64, 0, 16_384);
+        range(
+            "application_message_bytes_max",
+            self.application_message_bytes_max as u64,
+            0,
+            4_096,
+        );
+        range(
+            "receipts_members_max",
+            self.receipts_members_max.into(),
+            0,
+            10_000,
+        );
+        range(
+            "typing_members_max",
+            self.typing_members_max.into(),
+            0,
+            100_000,
+        );
+        range("page_max", self.page_max.into(), 1, 10_000);
+        range(
+            "admin_recall_window_s",
+            self.admin_recall_window_s,
+            0,
+            365 * 86_400,
+        );
+        out
+    }
+}

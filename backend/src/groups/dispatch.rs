@@ -1,0 +1,94 @@
+//! A logged-in client's group reads, on the read pool like the other reads; and the login and
+//! close hooks that keep the online-member index (`online.rs`) up to date.
+
+use std::sync::Arc;
+
+use ringchat_proto::Body;
+
+use super::online::LoginStep;
+use super::reads;
+use crate::Backend;
+use crate::accounts::Refusal;
+use crate::api::{ConnRef, GroupQuery};
+use crate::store::{ConvId, UserId};
+
+/// A login re-reads the user's groups at most this often when membership changes keep landing
+/// while it reads; past it the login is refused with `UNAVAILABLE` (retry).
+const LOGIN_GROUP_READS_MAX: usize = 8;
+
+impl Backend {
+    pub(crate) async fn group_query(
+        self: &Arc<Self>,
+        conn: ConnRef,
+        user: UserId,
+        request_id: u64,
+        query: GroupQuery,
+    ) {
+        let Some(ticket) = self.read_ticket(conn, request_id).await else {
+            return;
+        };
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let _permit = ticket.permit().await;
+            let worker = Arc::clone(&this);
+            let answer = tokio::task::spawn_blocking(move || {
+                let ports = &worker.ports;
+                let cfg = &worker.settings.groups;
+                let searchable = worker.settings.contacts.searchable_default;
+                let body = match query {
+                    GroupQuery::Info(r) => Body::Group(reads::info(ports, user, &r)?),
+                    GroupQuery::Members(r) => {
+                        Body::GroupMemberList(reads::members(ports, cfg, searchable, user, &r)?)
+                    }
+                    GroupQuery::List(r) => Body::GroupList(reads::list(ports, cfg, user, &r)?),
+                    GroupQuery::ReadCount(r) => {
+                        Body::GroupReadCountOk(reads::read_count(ports, user, &r)?)
+                    }
+                    GroupQuery::Applications(r) => Body::GroupApplicationList(reads::applications(
+                        ports, cfg, searchable, user, &r,
+                    )?),
+                };
+                Ok::<Body, Refusal>(body)
+            })
+            .await;
+            let body = match answer {
+                Ok(Ok(body)) => body,
+                Ok(Err(refusal)) => Body::Error(refusal.into_error()),
+                Err(join) => Body::Error(Refusal::unavailable(join).into_error()),
+            };
+            this.reply(conn, request_id, body).await;
+        });
+    }
+
+    /// After a session registered: puts the user among its groups' online members (reading
+    /// its groups, at most `groups.per_user_max`, unless another session did already).
+    pub(crate) async fn groups_online_login(
+        &self,
+        user: UserId,
+        conn: ConnRef,
+    ) -> Result<(), Refusal> {
+        for _ in 0..LOGIN_GROUP_READS_MAX {
+            let epoch = match self.group_online.login(user, conn) {
+                LoginStep::Done => return Ok(()),
+                LoginStep::ReadGroups(epoch) => epoch,
+            };
+            let store = Arc::clone(&self.ports.groups);
+            let max = self.settings.groups.per_user_max as usize;
+            let read = tokio::task::spawn_blocking(move || store.groups_of_user(user, 0, max))
+                .await
+                .map_err(Refusal::unavailable)?
+                .map_err(Refusal::from)?;
+            let groups: Vec<ConvId> = read
+                .into_iter()
+                .filter(|(_, row)| row.is_member())
+                .map(|(g, _)| g)
+                .collect();
+            if self.group_online.install(user, epoch, groups) {
+                return Ok(());
+            }
+        }
+        Err(Refusal::unavailable(
+            "group memberships kept changing; retry",
+        ))
+    }
+}

@@ -1,0 +1,382 @@
+//! Who is in a group: invite, join (by policy), approve or reject, leave, remove. Each change is
+//! one event in the group's log, in the same commit as the rows it changes; delivery applies
+//! the online-index change around the event (`GroupDone::joined` / `left`).
+
+use ringchat_proto::v1::{ErrorCode, GroupEventKind as Kind, GroupJoinState as State};
+
+use super::event;
+use super::ops::{Acting, GroupDone, dissolved, not_found, refused_by, result};
+use super::roles::{Action, Verdict, verdict};
+use super::sequencer::UserSlot;
+use crate::accounts::Refusal;
+use crate::messaging::writer::Writer;
+use crate::store::{
+    ApplicationRecord, ConvId, GroupRole, JoinPolicy, MemberRecord, UserGroupRecord, UserId,
+};
+use crate::time::now_ms;
+
+impl Writer {
+    /// Adds users as members after their event at `seq` (visible from it, or from 1 when the
+    /// group shows its history), dropping their applications.
+    fn add_members(&mut self, a: &mut Acting, seq: u64, users: &[(UserId, UserSlot, bool)]) {
+        let from = if a.record.history_visible { 1 } else { seq };
+        let now = now_ms();
+        for (user, slot, applied) in users {
+            let member = MemberRecord {
+                role: GroupRole::Member,
+                joined_ms: now,
+                visible_from_seq: from,
+                muted_until_ms: 0,
+            };
+            self.groups.put_member(a.g, *user, Some(member));
+            let row = UserGroupRecord {
+                visible_from_seq: from,
+                left_seq: 0,
+                notify_muted: slot.record.is_some_and(|r| r.notify_muted),
+            };
+            self.groups.put_user_group(*user, a.g, slot, Some(row));
+            if *applied {
+                self.groups.put_application(a.g, *user, None);
+                a.record.application_count = a.record.application_count.saturating_sub(1);
+            }
+        }
+        a.record.member_count += users.len() as u32;
+    }
+
+    /// Takes members out after their event at `seq`: their rows keep the history up to it.
+    fn drop_members(
+        &mut self,
+        a: &mut Acting,
+        seq: u64,
+        users: &[(UserId, MemberRecord, UserSlot)],
+    ) {
+        for (user, member, slot) in users {
+            self.groups.put_member(a.g, *user, None);
+            if member.role == GroupRole::Admin {
+                a.record.admin_count = a.record.admin_count.saturating_sub(1);
+            }
+            let row = UserGroupRecord {
+                visible_from_seq: member.visible_from_seq,
+                left_seq: seq,
+                notify_muted: slot.record.is_some_and(|r| r.notify_muted),
+            };
+            self.groups.put_user_group(*user, a.g, slot, Some(row));
+        }
+        a.record.member_count = a.record.member_count.saturating_sub(users.len() as u32);
+    }
+
+    fn full(&self, a: &Acting, adding: usize) -> bool {
+        a.record.member_count as usize + adding > self.groups.limits.members_max as usize
+    }
+
+    fn too_many_groups(&self, slot: &UserSlot) -> Option<Refusal> {
+        let max = self.groups.limits.per_user_max;
+        (slot.record.is_none() && slot.count >= max).then(|| {
+            Refusal::new(
+                ErrorCode::TooManyGroups,
+                format!("you are in {max} groups: leave one first"),
+            )
+        })
+    }
+
+    fn group_full(&self) -> Refusal {
+        Refusal::new(
+            ErrorCode::GroupFull,
+            format!("the group has {} members", self.groups.limits.members_max),
+        )
+    }
+
+    pub(super) fn group_invite(
+        &mut self,
+        actor: UserId,
+        g: ConvId,
+        users: Vec<UserId>,
+    ) -> Result<GroupDone, Refusal> {
+        let mut a = self.acting(g, actor)?;
+        let v = verdict(a.me.role, Action::Invite(a.record.join_policy));
+        refused_by(v, "invite under this group's join policy")?;
+        let mut results = Vec::new();
+        let mut adding = Vec::new();
+        for user in users {
+            if self.groups.member(g, user)?.is_some() {
+                continue;
+            }
+            if let Err(code) = self.check_addable(actor, user)? {
+                results.push(result(user, code));
+                continue;
+            }
+            let applied = self.groups.application(g, user)?.is_some();
+            if v == Verdict::AsApplication && applied {
+                continue;
+            }
+            adding.push((user, self.groups.user_slot(user, g)?, applied));
+        }
+        let mut done = GroupDone::new(g);
+        if v == Verdict::AsApplication {
+            let max = self.groups.limits.applications_max as usize;
+            let room = max.saturating_sub(a.record.application_count as usize);
+            for (user, _, _) in adding.drain(room.min(adding.len())..) {
+                results.push(result(user, ErrorCode::TooManyApplications));
+            }
+            if adding.is_empty() {
+                return Ok(done.ok(0, State::Pending, results));
+            }
+            let now = now_ms();
+            for (user, _, _) in &adding {
+                let app = ApplicationRecord {
+                    message: format!("invited by {actor}"),
+                    sent_ms: now,
+                };
+                self.groups.put_application(g, *user, Some(app));
+            }
+            a.record.application_count += adding.len() as u32;
+            let ids = adding.iter().map(|(u, _, _)| *u).collect();
+            let seq =
+                self.append_event(&mut a, &mut done, actor, &event(Kind::Applied, actor, ids));
+            self.groups.put_group(g, a.record);
+            return Ok(done.ok(seq, State::Pending, results));
+        }
+        let max = self.groups.limits.members_max as usize;
+        let room = max.saturating_sub(a.record.member_count as usize);
+        for (user, _, _) in adding.drain(room.min(adding.len())..) {
+            results.push(result(user, ErrorCode::GroupFull));
+        }
+        if adding.is_empty() {
+            return Ok(done.ok(0, State::Joined, results));
+        }
+        let ids: Vec<UserId> = adding.iter().map(|(u, _, _)| *u).collect();
+        let seq = self.append_event(
+            &mut a,
+            &mut done,
+            actor,
+            &event(Kind::Invited, actor, ids.clone()),
+        );
+        self.add_members(&mut a, seq, &adding);
+        done.joined = ids;
+        self.groups.put_group(g, a.record);
+        Ok(done.ok(seq, State::Joined, results))
+    }
+
+    pub(super) fn group_join(
+        &mut self,
+        user: UserId,
+        g: ConvId,
+        message: String,
+    ) -> Result<GroupDone, Refusal> {
+        let record = self.groups.group(g)?.ok_or_else(not_found)?;
+        if record.dissolved_seq != 0 {
+            return Err(dissolved());
+        }
+        let mut done = GroupDone::new(g);
+        if self.groups.member(g, user)?.is_some() {
+            return Ok(done.ok(0, State::Joined, Vec::new()));
+        }
+        if record.join_policy == JoinPolicy::InviteOnly {
+            return Err(Refusal::new(
+                ErrorCode::JoinNotAllowed,
+                "this group takes members by invitation only",
+            ));
+        }
+        let slot = self.groups.user_slot(user, g)?;
+        if let Some(refusal) = self.too_many_groups(&slot) {
+            return Err(refusal);
+        }
+        let applied = self.groups.application(g, user)?.is_some();
+        let head = self.conv(g)?;
+        let mut a = Acting {
+            g,
+            record,
+            me: MemberRecord {
+                role: GroupRole::Member,
+                joined_ms: 0,
+                visible_from_seq: 0,
+                muted_until_ms: 0,
+            },
+            head,
+        };
+        if a.record.join_policy == JoinPolicy::Approval {
+            if applied {
+                return Ok(done.ok(0, State::Pending, Vec::new()));
+            }
+            let max = self.groups.limits.applications_max;
+            if a.record.application_count >= max {
+                return Err(Refusal::new(
+                    ErrorCode::TooManyApplications,
+                    format!("the group has {max} pending applications"),
+                ));
+            }
+            let app = ApplicationRecord {
+                message,
+                sent_ms: now_ms(),
+            };
+            self.groups.put_application(g, user, Some(app));
+            a.record.application_count += 1;
+            let seq = self.append_event(
+                &mut a,
+                &mut done,
+                user,
+                &event(Kind::Applied, user, vec![user]),
+            );
+            self.groups.put_group(g, a.record);
+            return Ok(done.ok(seq, State::Pending, Vec::new()));
+        }
+        if self.full(&a, 1) {
+            return Err(self.group_full());
+        }
+        let seq = self.append_event(
+            &mut a,
+            &mut done,
+            user,
+            &event(Kind::Joined, user, vec![user]),
+        );
+        self.add_members(&mut a, seq, &[(user, slot, applied)]);
+        done.joined = vec![user];
+        self.groups.put_group(g, a.record);
+        Ok(done.ok(seq, State::Joined, Vec::new()))
+    }
+
+    pub(super) fn group_approve(
+        &mut self,
+        actor: UserId,
+        g: ConvId,
+        user: UserId,
+        accept: bool,
+    ) -> Result<GroupDone, Refusal> {
+        let mut a = self.acting(g, actor)?;
+        refused_by(verdict(a.me.role, Action::Approve), "answer applications")?;
+        if self.groups.application(g, user)?.is_none() {
+            return Err(Refusal::new(ErrorCode::NotFound, "no such application"));
+        }
+        let mut done = GroupDone::new(g);
+        if !accept || self.groups.member(g, user)?.is_some() {
+            self.groups.put_application(g, user, None);
+            a.record.application_count = a.record.application_count.saturating_sub(1);
+            let mut seq = 0;
+            if !accept {
+                seq = self.append_event(
+                    &mut a,
+                    &mut done,
+                    actor,
+                    &event(Kind::Rejected, actor, vec![user]),
+                );
+                done.also = vec![user];
+            }
+            self.groups.put_group(g, a.record);
+            return Ok(done.ok(seq, State::None, Vec::new()));
+        }
+        let slot = self.groups.user_slot(user, g)?;
+        if let Some(refusal) = self.too_many_groups(&slot) {
+            return Err(Refusal::new(refusal.code, "the user is in too many groups"));
+        }
+        if self.full(&a, 1) {
+            return Err(self.group_full());
+        }
+        let seq = self.append_event(
+            &mut a,
+            &mut done,
+            actor,
+            &event(Kind::Joined, actor, vec![user]),
+        );
+        self.add_members(&mut a, seq, &[(user, slot, true)]);
+        done.joined = vec![user];
+        self.groups.put_group(g, a.record);
+        Ok(done.ok(seq, State::Joined, Vec::new()))
+    }
+
+    pub(super) fn group_leave(&mut self, user: UserId, g: ConvId) -> Result<GroupDone, Refusal> {
+        let slot = self.groups.user_slot(user, g)?;
+        let member = self.groups.member(g, user)?;
+        let mut done = GroupDone::new(g);
+        let Some(member) = member else {
+            // No longer a member: leaving again hides the group from the user's lists.
+            if slot.record.is_none() {
+                return Err(not_found());
+            }
+            self.groups.put_user_group(user, g, &slot, None);
+            return Ok(done.ok(0, State::None, Vec::new()));
+        };
+        let record = self.groups.group(g)?.ok_or_else(not_found)?;
+        let head = self.conv(g)?;
+        let mut a = Acting {
+            g,
+            record,
+            me: member,
+            head,
+        };
+        if a.record.dissolved_seq != 0 {
+            // Nothing new is written to a dissolved group's log: the member goes, and the
+            // group leaves the user's lists.
+            self.groups.put_member(g, user, None);
+            a.record.member_count = a.record.member_count.saturating_sub(1);
+            if member.role == GroupRole::Admin {
+                a.record.admin_count = a.record.admin_count.saturating_sub(1);
+            }
+            self.groups.put_user_group(user, g, &slot, None);
+            done.left = vec![user];
+            self.groups.put_group(g, a.record);
+            return Ok(done.ok(0, State::None, Vec::new()));
+        }
+        let last = a.record.member_count <= 1;
+        let kind = match verdict(member.role, Action::Leave) {
+            Verdict::Refused(ErrorCode::OwnerMustTransfer) if last => Kind::Dissolved,
+            Verdict::Refused(code) => {
+                return Err(Refusal::new(
+                    code,
+                    "transfer the group to another member before leaving, or dissolve it",
+                ));
+            }
+            Verdict::Allowed | Verdict::AsApplication => Kind::Left,
+        };
+        let seq = self.append_event(&mut a, &mut done, user, &event(kind, user, vec![user]));
+        if kind == Kind::Dissolved {
+            a.record.dissolved_seq = seq;
+        }
+        self.drop_members(&mut a, seq, &[(user, member, slot)]);
+        done.left = vec![user];
+        self.groups.put_group(g, a.record);
+        Ok(done.ok(seq, State::None, Vec::new()))
+    }
+
+    pub(super) fn group_remove(
+        &mut self,
+        actor: UserId,
+        g: ConvId,
+        users: Vec<UserId>,
+    ) -> Result<GroupDone, Refusal> {
+        let mut a = self.acting(g, actor)?;
+        refused_by(
+            match verdict(a.me.role, Action::Remove(GroupRole::Member)) {
+                Verdict::Refused(_) => Verdict::Refused(ErrorCode::Forbidden),
+                v => v,
+            },
+            "remove members",
+        )?;
+        let mut results = Vec::new();
+        let mut removing = Vec::new();
+        for user in users {
+            let Some(member) = self.groups.member(g, user)? else {
+                continue;
+            };
+            if let Verdict::Refused(code) = verdict(a.me.role, Action::Remove(member.role)) {
+                results.push(result(user, code));
+                continue;
+            }
+            removing.push((user, member, self.groups.user_slot(user, g)?));
+        }
+        let mut done = GroupDone::new(g);
+        if removing.is_empty() {
+            return Ok(done.ok(0, State::Joined, results));
+        }
+        let ids: Vec<UserId> = removing.iter().map(|(u, _, _)| *u).collect();
+        let seq = self.append_event(
+            &mut a,
+            &mut done,
+            actor,
+            &event(Kind::Removed, actor, ids.clone()),
+        );
+        self.drop_members(&mut a, seq, &removing);
+        done.left = ids;
+        self.groups.put_group(g, a.record);
+        Ok(done.ok(seq, State::Joined, results))
+    }
+}

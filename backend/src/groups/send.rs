@@ -1,0 +1,135 @@
+//! A message into a group: the sender's member row (one lookup when cached), dedup, then the
+//! group's rules (dissolved, mutes, mentions), then the next seq. Stored once for the group;
+//! nothing is written per member.
+
+use bytes::Bytes;
+use ringchat_proto::v1::ErrorCode;
+
+use super::ops::{dissolved, not_found};
+use super::roles::{Action, Verdict, may_send_under_mute_all, verdict};
+use crate::accounts::Refusal;
+use crate::api::ConnRef;
+use crate::messaging::writer::{Draft, Outcome, Writer};
+use crate::store::{ConvId, MENTION_ALL_USER, Mentions, UserId};
+use crate::time::now_ms;
+
+/// A send addressed to a group.
+#[derive(Debug)]
+pub(crate) struct GroupMessage {
+    pub from: UserId,
+    pub g: ConvId,
+    pub client_msg_id: String,
+    pub content_type: i32,
+    pub content: Bytes,
+    pub mention_user_ids: Vec<UserId>,
+    pub mention_all: bool,
+}
+
+impl Writer {
+    pub(crate) fn group_send(
+        &mut self,
+        conn: ConnRef,
+        request_id: u64,
+        m: GroupMessage,
+    ) -> Result<Outcome, Refusal> {
+        let g = m.g;
+        // Every read that can fail comes before the first change.
+        let me = self.groups.member(g, m.from)?.ok_or_else(not_found)?;
+        debug_assert_eq!(verdict(me.role, Action::Send), Verdict::Allowed);
+        self.load_row(g, m.from)?;
+        // Dedup before the rules: a resend of an acked message is answered even after a mute.
+        if let Some(original) = self.sent_before(g, m.from, &m.client_msg_id)? {
+            return Ok(Outcome::Duplicate {
+                conn,
+                request_id,
+                original,
+            });
+        }
+        let group = self.groups.group(g)?.ok_or_else(not_found)?;
+        if group.dissolved_seq != 0 {
+            return Err(dissolved());
+        }
+        let now = now_ms();
+        if me.muted_until_ms > now {
+            return Err(Refusal {
+                code: ErrorCode::Muted,
+                message: "you are muted in this group".into(),
+                retry_after_ms: me.muted_until_ms - now,
+            });
+        }
+        if group.mute_all && !may_send_under_mute_all(me.role) {
+            return Err(Refusal::new(
+                ErrorCode::Muted,
+                "only the owner and admins may send in this group now",
+            ));
+        }
+        let mentions = self.mentions(g, m.from, me.role, m.mention_user_ids, m.mention_all)?;
+        let mut head = self.conv(g)?;
+        let seq = head.max_seq + 1;
+        if let Some(x) = &mentions {
+            for user in &x.user_ids {
+                self.groups.put_mention(g, *user, seq);
+            }
+            if x.all {
+                self.groups.put_mention(g, MENTION_ALL_USER, seq);
+            }
+        }
+        let window = self.policy.dedup_window;
+        self.row_mut(g, m.from)
+            .remember_send(&m.client_msg_id, seq, window);
+        self.mark_own_message_read(g, m.from, seq);
+        let draft = Draft {
+            from: m.from,
+            client_msg_id: m.client_msg_id,
+            content_type: m.content_type,
+            content: m.content,
+            mentions,
+        };
+        let index = self.push_message(g, &mut head, draft);
+        Ok(Outcome::GroupSent {
+            conn,
+            request_id,
+            message: index,
+            group: g,
+        })
+    }
+
+    /// The mentions a send keeps: at most `groups.mentions_max`, members only (others are
+    /// dropped, so a sender never learns who left), `mention_all` from owners and admins.
+    fn mentions(
+        &mut self,
+        g: ConvId,
+        from: UserId,
+        role: crate::store::GroupRole,
+        mut ids: Vec<UserId>,
+        all: bool,
+    ) -> Result<Option<Box<Mentions>>, Refusal> {
+        let max = self.groups.limits.mentions_max as usize;
+        if ids.len() > max {
+            return Err(Refusal::new(
+                ErrorCode::TooManyMentions,
+                format!("at most {max} mentions per message"),
+            ));
+        }
+        if all && verdict(role, Action::MentionAll) != Verdict::Allowed {
+            return Err(Refusal::new(
+                ErrorCode::Forbidden,
+                "only the owner and admins may mention everyone",
+            ));
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        let mut kept = Vec::with_capacity(ids.len());
+        for user in ids {
+            if user != from && self.groups.member(g, user)?.is_some() {
+                kept.push(user);
+            }
+        }
+        Ok((!kept.is_empty() || all).then(|| {
+            Box::new(Mentions {
+                user_ids: kept,
+                all,
+            })
+        }))
+    }
+}

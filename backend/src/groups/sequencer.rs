@@ -1,0 +1,259 @@
+//! The group state the sequencer owns: what it checks a group send against (the group record and
+//! the sender's member row) and the overlay of the commit group being built.
+//!
+//! Groups, members, a user's groups and applications are written only by the sequencer, in its
+//! commit groups, so a removal and a send are ordered by one thread: a send applied after a
+//! removal in the sequencer's order finds no member row and is refused. Reads go through the
+//! overlay, then a bounded cache of committed rows, then the store (one point get); a member
+//! list is never loaded whole.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use foldhash::fast::RandomState;
+
+use super::GroupsConfig;
+use crate::store::{
+    ApplicationRecord, ConvId, GroupRecord, GroupStore, GroupWrites, MemberRecord, StoreError,
+    UserGroupRecord, UserId,
+};
+
+/// Cached groups and member rows, each at most; past it the cache starts over.
+const ENTRIES_MAX: usize = 1 << 20;
+
+type Map<K, V> = HashMap<K, V, RandomState>;
+
+/// A user's row of one group and how many rows the user has, as read before a change.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UserSlot {
+    pub record: Option<UserGroupRecord>,
+    pub count: u32,
+}
+
+pub(crate) struct Groups {
+    store: Arc<dyn GroupStore>,
+    pub(crate) limits: GroupsConfig,
+    /// Committed state (and, once drained, what the group being committed applied: cleared
+    /// whole if that commit fails).
+    groups: Map<ConvId, GroupRecord>,
+    /// `None`: known not to be a member.
+    members: Map<(ConvId, UserId), Option<MemberRecord>>,
+    next_group_id: u64,
+    /// The commit group being built.
+    pending_groups: Map<ConvId, GroupRecord>,
+    pending_members: Map<(ConvId, UserId), Option<MemberRecord>>,
+    pending_user_groups: Map<(UserId, ConvId), Option<UserGroupRecord>>,
+    pending_counts: Map<UserId, u32>,
+    pending_applications: Map<(ConvId, UserId), Option<ApplicationRecord>>,
+    pending_mentions: Vec<(ConvId, UserId, u64)>,
+    pending_next_group_id: u64,
+}
+
+impl Groups {
+    pub(crate) fn new(
+        store: Arc<dyn GroupStore>,
+        limits: GroupsConfig,
+    ) -> Result<Self, StoreError> {
+        let next = store.next_group_id()?;
+        Ok(Self {
+            store,
+            limits,
+            groups: Map::default(),
+            members: Map::default(),
+            next_group_id: next,
+            pending_groups: Map::default(),
+            pending_members: Map::default(),
+            pending_user_groups: Map::default(),
+            pending_counts: Map::default(),
+            pending_applications: Map::default(),
+            pending_mentions: Vec::new(),
+            pending_next_group_id: next,
+        })
+    }
+
+    /// The group as this commit group leaves it so far.
+    pub(crate) fn group(&mut self, g: ConvId) -> Result<Option<GroupRecord>, StoreError> {
+        if let Some(r) = self.pending_groups.get(&g).or_else(|| self.groups.get(&g)) {
+            return Ok(Some(r.clone()));
+        }
+        let Some(record) = self.store.group(g)? else {
+            // Not cached: ids a client merely names must not fill the cache.
+            return Ok(None);
+        };
+        if self.groups.len() >= ENTRIES_MAX {
+            self.groups.clear();
+        }
+        self.groups.insert(g, record.clone());
+        Ok(Some(record))
+    }
+
+    /// The hot path of a group send: the sender's member row, one lookup when cached.
+    pub(crate) fn member(
+        &mut self,
+        g: ConvId,
+        user: UserId,
+    ) -> Result<Option<MemberRecord>, StoreError> {
+        let key = (g, user);
+        if let Some(m) = self
+            .pending_members
+            .get(&key)
+            .or_else(|| self.members.get(&key))
+        {
+            return Ok(*m);
+        }
+        let record = self.store.group_member(g, user)?;
+        if self.members.len() >= ENTRIES_MAX {
+            self.members.clear();
+        }
+        self.members.insert(key, record);
+        Ok(record)
+    }
+
+    pub(crate) fn user_group(
+        &self,
+        user: UserId,
+        g: ConvId,
+    ) -> Result<Option<UserGroupRecord>, StoreError> {
+        match self.pending_user_groups.get(&(user, g)) {
+            Some(r) => Ok(*r),
+            None => self.store.user_group(user, g),
+        }
+    }
+
+    pub(crate) fn user_group_count(&self, user: UserId) -> Result<u32, StoreError> {
+        match self.pending_counts.get(&user) {
+            Some(n) => Ok(*n),
+            None => self.store.user_group_count(user),
+        }
+    }
+
+    pub(crate) fn application(
+        &self,
+        g: ConvId,
+        user: UserId,
+    ) -> Result<Option<ApplicationRecord>, StoreError> {
+        match self.pending_applications.get(&(g, user)) {
+            Some(r) => Ok(r.clone()),
+            None => self.store.application(g, user),
+        }
+    }
+
+    pub(crate) fn take_group_id(&mut self) -> Option<ConvId> {
+        let g = ConvId::group(self.pending_next_group_id)?;
+        self.pending_next_group_id += 1;
+        Some(g)
+    }
+
+    pub(crate) fn put_group(&mut self, g: ConvId, record: GroupRecord) {
+        self.pending_groups.insert(g, record);
+    }
+
+    pub(crate) fn put_member(&mut self, g: ConvId, user: UserId, record: Option<MemberRecord>) {
+        self.pending_members.insert((g, user), record);
+    }
+
+    /// The user's row of group `g` and the count of the user's rows, read before a change
+    /// (the only step that reads: [`Self::put_user_group`] then cannot fail).
+    pub(crate) fn user_slot(&self, user: UserId, g: ConvId) -> Result<UserSlot, StoreError> {
+        Ok(UserSlot {
+            record: self.user_group(user, g)?,
+            count: self.user_group_count(user)?,
+        })
+    }
+
+    /// [`Self::user_slot`] of a group being created (the user has no row of it yet).
+    pub(crate) fn new_slot(&self, user: UserId) -> Result<UserSlot, StoreError> {
+        Ok(UserSlot {
+            record: None,
+            count: self.user_group_count(user)?,
+        })
+    }
+
+    /// Puts (or, with `None`, removes) a row of the user's groups, keeping the user's count.
+    pub(crate) fn put_user_group(
+        &mut self,
+        user: UserId,
+        g: ConvId,
+        slot: &UserSlot,
+        record: Option<UserGroupRecord>,
+    ) {
+        let count = match (slot.record.is_some(), record.is_some()) {
+            (false, true) => slot.count + 1,
+            (true, false) => slot.count.saturating_sub(1),
+            _ => slot.count,
+        };
+        self.pending_counts.insert(user, count);
+        self.pending_user_groups.insert((user, g), record);
+    }
+
+    pub(crate) fn put_application(
+        &mut self,
+        g: ConvId,
+        user: UserId,
+        record: Option<ApplicationRecord>,
+    ) {
+        self.pending_applications.insert((g, user), record);
+    }
+
+    pub(crate) fn put_mention(&mut self, g: ConvId, user: UserId, seq: u64) {
+        self.pending_mentions.push((g, user, seq));
+    }
+
+    /// Moves the group's changes into its write, and into the committed caches (which
+    /// [`Self::discard`] drops if the write fails).
+    pub(crate) fn drain_into(&mut self, writes: &mut GroupWrites) {
+        if self.pending_next_group_id != self.next_group_id {
+            writes.next_group_id = Some(self.pending_next_group_id);
+            self.next_group_id = self.pending_next_group_id;
+        }
+        if self.groups.len() + self.pending_groups.len() > ENTRIES_MAX {
+            self.groups.clear();
+        }
+        if self.members.len() + self.pending_members.len() > ENTRIES_MAX {
+            self.members.clear();
+        }
+        for (g, record) in self.pending_groups.drain() {
+            writes.groups.push((g, record.clone()));
+            self.groups.insert(g, record);
+        }
+        for ((g, user), record) in self.pending_members.drain() {
+            writes.members.push((g, user, record));
+            self.members.insert((g, user), record);
+        }
+        writes.user_groups.extend(
+            self.pending_user_groups
+                .drain()
+                .map(|((user, g), record)| (user, g, record)),
+        );
+        writes.user_group_counts.extend(self.pending_counts.drain());
+        writes.applications.extend(
+            self.pending_applications
+                .drain()
+                .map(|((g, user), record)| (g, user, record)),
+        );
+        writes.mentions.append(&mut self.pending_mentions);
+    }
+
+    /// After a failed commit: the store may hold all or nothing of it; read again from it.
+    pub(crate) fn discard(&mut self) {
+        self.pending_groups.clear();
+        self.pending_members.clear();
+        self.pending_user_groups.clear();
+        self.pending_counts.clear();
+        self.pending_applications.clear();
+        self.pending_mentions.clear();
+        self.groups.clear();
+        self.members.clear();
+        // Group ids are never reused: re-read the counter.
+        match self.store.next_group_id() {
+            Ok(next) => {
+                self.next_group_id = next;
+                self.pending_next_group_id = next;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reading next_group_id after a failed commit");
+                self.pending_next_group_id = self.next_group_id;
+            }
+        }
+    }
+}

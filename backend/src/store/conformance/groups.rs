@@ -1,0 +1,307 @@
+//! Conformance: groups (records, members paged, a user's groups, applications, mentions), all
+//! written by commit groups together with the group's messages.
+
+use super::*;
+use crate::store::{
+    ApplicationRecord, GroupRecord, GroupRole, GroupStore, GroupWrites, JoinPolicy,
+    MENTION_ALL_USER, MemberRecord, Mentions, UserGroupRecord,
+};
+
+fn group_id(n: u64) -> ConvId {
+    ConvId::group(n).expect("a group number")
+}
+
+fn record(name: &str, members: u32) -> GroupRecord {
+    GroupRecord {
+        name: name.to_owned(),
+        avatar_url: String::new(),
+        intro: "ünïcode ✓".to_owned(),
+        owner: ALICE,
+        join_policy: JoinPolicy::Approval,
+        history_visible: false,
+        mute_all: false,
+        member_count: members,
+        admin_count: 0,
+        application_count: 0,
+        created_ms: 7,
+        dissolved_seq: 0,
+    }
+}
+
+fn member(role: GroupRole, from: u64) -> MemberRecord {
+    MemberRecord {
+        role,
+        joined_ms: 5,
+        visible_from_seq: from,
+        muted_until_ms: 0,
+    }
+}
+
+/// A group message at `seq` from `from`, mentioning `mentions`.
+fn group_msg(g: ConvId, seq: u64, from: UserId, mentions: Option<Mentions>) -> MessageRecord {
+    MessageRecord {
+        conv_id: g,
+        from,
+        to: 0,
+        mentions: mentions.map(Box::new),
+        ..msg(direct(ALICE, BOB), seq)
+    }
+}
+
+pub(crate) fn groups_members_and_user_groups_round_trip_and_page<A: Adapter>() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = A::open(dir.path());
+    let g = group_id(1);
+    assert_eq!(store.next_group_id().unwrap(), 1);
+    let users = [ALICE, BOB, CAROL, DAVE];
+    commit(
+        &store,
+        CommitGroup {
+            messages: vec![group_msg(g, 1, ALICE, None)],
+            groups: GroupWrites {
+                groups: vec![(g, record("team", 4))],
+                members: users
+                    .iter()
+                    .map(|u| (g, *u, Some(member(GroupRole::Member, 1))))
+                    .collect(),
+                user_groups: users
+                    .iter()
+                    .map(|u| (*u, g, Some(UserGroupRecord::default())))
+                    .collect(),
+                user_group_counts: users.iter().map(|u| (*u, 1)).collect(),
+                next_group_id: Some(2),
+                ..GroupWrites::default()
+            },
+            ..CommitGroup::default()
+        },
+    );
+    let check = |store: &A::Store| {
+        assert_eq!(store.group(g).unwrap(), Some(record("team", 4)));
+        assert_eq!(store.group(group_id(2)).unwrap(), None);
+        assert_eq!(store.next_group_id().unwrap(), 2);
+        assert_eq!(
+            store.group_member(g, BOB).unwrap(),
+            Some(member(GroupRole::Member, 1))
+        );
+        assert_eq!(store.group_member(g, USER_ID_LAST).unwrap(), None);
+        let page1 = store.group_members(g, 0, 3).unwrap();
+        assert_eq!(
+            page1.iter().map(|(u, _)| *u).collect::<Vec<_>>(),
+            [ALICE, BOB, CAROL]
+        );
+        let page2 = store.group_members(g, CAROL, 3).unwrap();
+        assert_eq!(page2.iter().map(|(u, _)| *u).collect::<Vec<_>>(), [DAVE]);
+        assert!(store.group_members(g, DAVE, 3).unwrap().is_empty());
+        assert!(store.group_members(g, UserId::MAX, 3).unwrap().is_empty());
+        assert_eq!(store.user_group_count(CAROL).unwrap(), 1);
+        assert_eq!(store.user_group_count(USER_ID_LAST).unwrap(), 0);
+        let mine = store.groups_of_user(CAROL, 0, 10).unwrap();
+        assert_eq!(mine, vec![(g, UserGroupRecord::default())]);
+        assert!(
+            store
+                .groups_of_user(CAROL, g.to_wire(), 10)
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(all_after(store, g)[0].conv_id, g);
+    };
+    check(&store);
+    let store = reopen::<A>(store, dir.path());
+    check(&store);
+
+    // A member leaves: the member row goes, the user's row keeps the seq it left at.
+    let left = UserGroupRecord {
+        visible_from_seq: 1,
+        left_seq: 2,
+        notify_muted: false,
+    };
+    commit(
+        &store,
+        CommitGroup {
+            messages: vec![group_msg(g, 2, DAVE, None)],
+            groups: GroupWrites {
+                groups: vec![(g, record("team", 3))],
+                members: vec![(g, DAVE, None)],
+                user_groups: vec![(DAVE, g, Some(left))],
+                ..GroupWrites::default()
+            },
+            ..CommitGroup::default()
+        },
+    );
+    assert_eq!(store.group_member(g, DAVE).unwrap(), None);
+    assert_eq!(store.user_group(DAVE, g).unwrap(), Some(left));
+    assert_eq!(store.group(g).unwrap().unwrap().member_count, 3);
+}
+
+pub(crate) fn a_users_groups_are_listed_in_id_order_and_paged<A: Adapter>() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = A::open(dir.path());
+    let groups: Vec<ConvId> = (1..=5).map(group_id).collect();
+    commit(
+        &store,
+        CommitGroup {
+            groups: GroupWrites {
+                user_groups: groups
+                    .iter()
+                    .rev()
+                    .map(|g| (BOB, *g, Some(UserGroupRecord::default())))
+                    .chain([(CAROL, groups[0], Some(UserGroupRecord::default()))])
+                    .collect(),
+                ..GroupWrites::default()
+            },
+            ..CommitGroup::default()
+        },
+    );
+    let page = store.groups_of_user(BOB, 0, 2).unwrap();
+    assert_eq!(
+        page.iter().map(|(g, _)| *g).collect::<Vec<_>>(),
+        groups[..2]
+    );
+    let rest = store.groups_of_user(BOB, groups[1].to_wire(), 10).unwrap();
+    assert_eq!(
+        rest.iter().map(|(g, _)| *g).collect::<Vec<_>>(),
+        groups[2..]
+    );
+    assert_eq!(store.groups_of_user(CAROL, 0, 10).unwrap().len(), 1);
+    assert!(store.groups_of_user(DAVE, 0, 10).unwrap().is_empty());
+}
+
+pub(crate) fn applications_are_put_paged_and_removed<A: Adapter>() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = A::open(dir.path());
+    let g = group_id(3);
+    let app = |m: &str| ApplicationRecord {
+        message: m.to_owned(),
+        sent_ms: 9,
+    };
+    commit(
+        &store,
+        CommitGroup {
+            groups: GroupWrites {
+                applications: vec![
+                    (g, CAROL, Some(app("me too"))),
+                    (g, BOB, Some(app("please ✓"))),
+                ],
+                ..GroupWrites::default()
+            },
+            ..CommitGroup::default()
+        },
+    );
+    assert_eq!(store.application(g, BOB).unwrap(), Some(app("please ✓")));
+    let page = store.applications(g, 0, 1).unwrap();
+    assert_eq!(page, vec![(BOB, app("please ✓"))]);
+    assert_eq!(
+        store.applications(g, BOB, 5).unwrap(),
+        vec![(CAROL, app("me too"))]
+    );
+    commit(
+        &store,
+        CommitGroup {
+            groups: GroupWrites {
+                applications: vec![(g, BOB, None)],
+                ..GroupWrites::default()
+            },
+            ..CommitGroup::default()
+        },
+    );
+    assert_eq!(store.application(g, BOB).unwrap(), None);
+    assert_eq!(store.applications(g, 0, 5).unwrap().len(), 1);
+}
+
+pub(crate) fn mentions_are_stored_with_the_message_and_counted_after_a_seq<A: Adapter>() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = A::open(dir.path());
+    let g = group_id(4);
+    let named = |ids: &[UserId], all: bool| Mentions {
+        user_ids: ids.to_vec(),
+        all,
+    };
+    let messages = vec![
+        group_msg(g, 1, ALICE, Some(named(&[BOB, CAROL], false))),
+        group_msg(g, 2, ALICE, None),
+        group_msg(g, 3, ALICE, Some(named(&[], true))),
+        group_msg(g, 4, ALICE, Some(named(&[BOB], true))),
+    ];
+    commit(
+        &store,
+        CommitGroup {
+            messages: messages.clone(),
+            groups: GroupWrites {
+                mentions: vec![
+                    (g, BOB, 1),
+                    (g, CAROL, 1),
+                    (g, MENTION_ALL_USER, 3),
+                    (g, BOB, 4),
+                    (g, MENTION_ALL_USER, 4),
+                ],
+                ..GroupWrites::default()
+            },
+            ..CommitGroup::default()
+        },
+    );
+    // The mentions come back with the messages, by seq and in ranges.
+    assert_eq!(all_after(&store, g), messages);
+    assert_eq!(store.message(g, 4).unwrap().as_ref(), Some(&messages[3]));
+    assert_eq!(store.last_message(g).unwrap().as_ref(), Some(&messages[3]));
+    // Bob: seqs 1, 3 (everyone), 4 (both: counted once).
+    assert_eq!(store.unread_mentions(g, BOB, 0, 99).unwrap(), 3);
+    assert_eq!(store.unread_mentions(g, BOB, 1, 99).unwrap(), 2);
+    assert_eq!(store.unread_mentions(g, BOB, 0, 2).unwrap(), 2, "capped");
+    assert_eq!(store.unread_mentions(g, CAROL, 0, 99).unwrap(), 3);
+    assert_eq!(store.unread_mentions(g, DAVE, 3, 99).unwrap(), 1);
+    assert_eq!(store.unread_mentions(g, DAVE, 4, 99).unwrap(), 0);
+    assert_eq!(store.unread_mentions(g, DAVE, u64::MAX, 99).unwrap(), 0);
+    // Direct conversations' runs keep their encoding next to groups' runs.
+    commit(&store, msgs(direct(ALICE, BOB), 1..=2));
+    assert_eq!(seqs(&all_after(&store, direct(ALICE, BOB))), [1, 2]);
+}
+
+pub(crate) fn a_groups_changes_and_its_messages_are_visible_together<A: Adapter>() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(A::open(dir.path()));
+    let g = group_id(9);
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (store, stop) = (Arc::clone(&store), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                // Each read sees a later (or the same) snapshot than the one before it, and each
+                // commit adds member n with message n: so count <= members <= head, unless
+                // a commit was seen in part.
+                let count = store.group(g).unwrap().map_or(0, |r| r.member_count);
+                let members = store.group_members(g, 0, 1000).unwrap().len() as u32;
+                let head = store.last_message(g).unwrap().map_or(0, |m| m.seq);
+                assert!(count <= members, "count {count}, members {members}");
+                assert!(u64::from(members) <= head, "members {members}, head {head}");
+            }
+        })
+    };
+    for n in 1..=40u64 {
+        let user = USER_ID_FIRST + n;
+        commit(
+            &*store,
+            CommitGroup {
+                messages: vec![group_msg(g, n, user, None)],
+                groups: GroupWrites {
+                    groups: vec![(g, record("g", n as u32))],
+                    members: vec![(g, user, Some(member(GroupRole::Member, n)))],
+                    ..GroupWrites::default()
+                },
+                ..CommitGroup::default()
+            },
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    reader.join().unwrap();
+    assert_eq!(store.group_members(g, 0, 1000).unwrap().len(), 40);
+    // A group that never commits leaves nothing.
+    let dropped = CommitGroup {
+        groups: GroupWrites {
+            groups: vec![(group_id(10), record("never", 1))],
+            ..GroupWrites::default()
+        },
+        ..CommitGroup::default()
+    };
+    drop(dropped);
+    assert_eq!(store.group(group_id(10)).unwrap(), None);
+}

@@ -1,0 +1,229 @@
+//! Groups in the fjall store, written by `append` from a commit group's groups section (new
+//! keyspaces, added without a layout change: an older store opens with them empty):
+//!
+//! - `groups`: group → [`GroupRecord`];
+//! - `group_members`: (group, user) → [`MemberRecord`], paged by user id;
+//! - `user_groups`: (user, group) → [`UserGroupRecord`], a user's groups by prefix;
+//! - `user_group_counts`: user → rows in `user_groups` (what `groups.per_user_max` bounds);
+//! - `group_applications`: (group, user) → [`ApplicationRecord`];
+//! - `mentions`: (group, user or 0 for everyone, seq) → nothing, counted by range;
+//! - `meta` `next_group_id`.
+
+use fjall::{OwnedWriteBatch, Readable};
+
+use super::{FjallStore, be_u64, decode, encode, key_u64, pair_key};
+use crate::store::{
+    ApplicationRecord, ConvId, GroupRecord, GroupStore, GroupWrites, MENTION_ALL_USER,
+    MemberRecord, StoreError, UserGroupRecord, UserId,
+};
+
+pub(super) const META_NEXT_GROUP_ID: &[u8] = b"next_group_id";
+
+fn mention_key(group: ConvId, user: UserId, seq: u64) -> [u8; 24] {
+    let mut key = [0u8; 24];
+    key[..16].copy_from_slice(&pair_key(group.to_wire(), user));
+    key[16..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+impl FjallStore {
+    /// Adds a commit group's groups section to its batch.
+    pub(super) fn write_groups(&self, batch: &mut OwnedWriteBatch, writes: &GroupWrites) {
+        for (group, record) in &writes.groups {
+            batch.insert(&self.groups, group.to_wire().to_be_bytes(), encode(record));
+        }
+        for (group, user, record) in &writes.members {
+            let key = pair_key(group.to_wire(), *user);
+            match record {
+                Some(r) => batch.insert(&self.group_members, key, encode(r)),
+                None => batch.remove(&self.group_members, key),
+            }
+        }
+        for (user, group, record) in &writes.user_groups {
+            let key = pair_key(*user, group.to_wire());
+            match record {
+                Some(r) => batch.insert(&self.user_groups, key, encode(r)),
+                None => batch.remove(&self.user_groups, key),
+            }
+        }
+        for (user, count) in &writes.user_group_counts {
+            batch.insert(
+                &self.user_group_counts,
+                user.to_be_bytes(),
+                count.to_be_bytes(),
+            );
+        }
+        for (group, user, record) in &writes.applications {
+            let key = pair_key(group.to_wire(), *user);
+            match record {
+                Some(r) => batch.insert(&self.group_applications, key, encode(r)),
+                None => batch.remove(&self.group_applications, key),
+            }
+        }
+        for (group, user, seq) in &writes.mentions {
+            batch.insert(&self.mentions, mention_key(*group, *user, *seq), []);
+        }
+        if let Some(next) = writes.next_group_id {
+            batch.insert(&self.meta, META_NEXT_GROUP_ID, next.to_be_bytes());
+        }
+    }
+
+    /// Seqs above `after_seq` mentioning `user`, ascending, at most `cap`.
+    fn mention_seqs(
+        &self,
+        view: &fjall::Snapshot,
+        group: ConvId,
+        user: UserId,
+        after_seq: u64,
+        cap: usize,
+    ) -> Result<Vec<u64>, StoreError> {
+        let Some(first) = after_seq.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        view.range(
+            &self.mentions,
+            mention_key(group, user, first)..=mention_key(group, user, u64::MAX),
+        )
+        .take(cap)
+        .map(|guard| key_u64(&guard.key()?, 16))
+        .collect()
+    }
+}
+
+impl GroupStore for FjallStore {
+    fn group(&self, group: ConvId) -> Result<Option<GroupRecord>, StoreError> {
+        self.get(&self.groups, group.to_wire().to_be_bytes())
+    }
+
+    fn group_member(
+        &self,
+        group: ConvId,
+        user: UserId,
+    ) -> Result<Option<MemberRecord>, StoreError> {
+        self.get(&self.group_members, pair_key(group.to_wire(), user))
+    }
+
+    fn group_members(
+        &self,
+        group: ConvId,
+        after: UserId,
+        limit: usize,
+    ) -> Result<Vec<(UserId, MemberRecord)>, StoreError> {
+        if limit == 0 || after == UserId::MAX {
+            return Ok(Vec::new());
+        }
+        let g = group.to_wire();
+        self.view()
+            .range(
+                &self.group_members,
+                pair_key(g, after + 1)..=pair_key(g, UserId::MAX),
+            )
+            .take(limit)
+            .map(|guard| {
+                let (key, value) = guard.into_inner()?;
+                Ok((key_u64(&key, 8)?, decode(&value)?))
+            })
+            .collect()
+    }
+
+    fn user_group(
+        &self,
+        user: UserId,
+        group: ConvId,
+    ) -> Result<Option<UserGroupRecord>, StoreError> {
+        self.get(&self.user_groups, pair_key(user, group.to_wire()))
+    }
+
+    fn groups_of_user(
+        &self,
+        user: UserId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(ConvId, UserGroupRecord)>, StoreError> {
+        if limit == 0 || after == u64::MAX {
+            return Ok(Vec::new());
+        }
+        self.view()
+            .range(
+                &self.user_groups,
+                pair_key(user, after + 1)..=pair_key(user, u64::MAX),
+            )
+            .take(limit)
+            .map(|guard| {
+                let (key, value) = guard.into_inner()?;
+                Ok((ConvId::from_stored(key_u64(&key, 8)?), decode(&value)?))
+            })
+            .collect()
+    }
+
+    fn user_group_count(&self, user: UserId) -> Result<u32, StoreError> {
+        match self
+            .view()
+            .get(&self.user_group_counts, user.to_be_bytes())?
+        {
+            Some(v) => {
+                v.as_ref().try_into().map(u32::from_be_bytes).map_err(|_| {
+                    StoreError::Corrupt(postcard::Error::DeserializeUnexpectedEnd.into())
+                })
+            }
+            None => Ok(0),
+        }
+    }
+
+    fn application(
+        &self,
+        group: ConvId,
+        user: UserId,
+    ) -> Result<Option<ApplicationRecord>, StoreError> {
+        self.get(&self.group_applications, pair_key(group.to_wire(), user))
+    }
+
+    fn applications(
+        &self,
+        group: ConvId,
+        after: UserId,
+        limit: usize,
+    ) -> Result<Vec<(UserId, ApplicationRecord)>, StoreError> {
+        if limit == 0 || after == UserId::MAX {
+            return Ok(Vec::new());
+        }
+        let g = group.to_wire();
+        self.view()
+            .range(
+                &self.group_applications,
+                pair_key(g, after + 1)..=pair_key(g, UserId::MAX),
+            )
+            .take(limit)
+            .map(|guard| {
+                let (key, value) = guard.into_inner()?;
+                Ok((key_u64(&key, 8)?, decode(&value)?))
+            })
+            .collect()
+    }
+
+    fn unread_mentions(
+        &self,
+        group: ConvId,
+        user: UserId,
+        after_seq: u64,
+        cap: u32,
+    ) -> Result<u32, StoreError> {
+        let view = self.view();
+        let cap = cap as usize;
+        let mut seqs = self.mention_seqs(&view, group, user, after_seq, cap)?;
+        if user != MENTION_ALL_USER {
+            seqs.extend(self.mention_seqs(&view, group, MENTION_ALL_USER, after_seq, cap)?);
+            // A message that names the user and everyone counts once.
+            seqs.sort_unstable();
+            seqs.dedup();
+        }
+        Ok(seqs.len().min(cap) as u32)
+    }
+
+    fn next_group_id(&self) -> Result<u64, StoreError> {
+        match self.view().get(&self.meta, META_NEXT_GROUP_ID)? {
+            Some(v) => be_u64(&v),
+            None => Ok(1),
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! What the store keeps about groups: the group itself, its members (one row per member, read
+//! by point gets and paged scans, never whole), each user's groups, pending applications and
+//! mentions. All of it is written by the sequencer in its commit groups ([`GroupWrites`]), in
+//! the same atomic write as the group's messages and events.
+
+use serde::{Deserialize, Serialize};
+
+use super::{ConvId, UserId};
+
+/// A member's role. Ordered: an owner outranks an admin, who outranks a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum GroupRole {
+    Member,
+    Admin,
+    Owner,
+}
+
+/// Who may join.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JoinPolicy {
+    Open,
+    Approval,
+    InviteOnly,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRecord {
+    pub name: String,
+    pub avatar_url: String,
+    pub intro: String,
+    pub owner: UserId,
+    pub join_policy: JoinPolicy,
+    /// New members see the history from before they joined.
+    pub history_visible: bool,
+    /// Only the owner and admins may send.
+    pub mute_all: bool,
+    pub member_count: u32,
+    /// Admins, the owner not counted.
+    pub admin_count: u32,
+    pub application_count: u32,
+    pub created_ms: u64,
+    /// Seq of the DISSOLVED event; 0 while the group lives.
+    pub dissolved_seq: u64,
+}
+
+/// One member of one group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    pub role: GroupRole,
+    pub joined_ms: u64,
+    /// First seq the member may read: its JOINED event, or 1 under `history_visible`.
+    pub visible_from_seq: u64,
+    /// Muted until then (ms since the epoch); 0: not muted.
+    pub muted_until_ms: u64,
+}
+
+/// One of a user's groups, as the user sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct UserGroupRecord {
+    pub visible_from_seq: u64,
+    /// Seq of the LEFT / REMOVED event once the user is no longer a member (the history up to
+    /// it stays readable); 0 while a member.
+    pub left_seq: u64,
+    /// The user muted notifications for this group.
+    pub notify_muted: bool,
+}
+
+impl UserGroupRecord {
+    pub fn is_member(&self) -> bool {
+        self.left_seq == 0
+    }
+
+    /// The seqs this user may read: `visible_from_seq ..= last` (`u64::MAX` while a member).
+    pub fn last_visible_seq(&self) -> u64 {
+        if self.is_member() {
+            u64::MAX
+        } else {
+            self.left_seq
+        }
+    }
+}
+
+/// A pending application to join.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplicationRecord {
+    pub message: String,
+    pub sent_ms: u64,
+}
+
+/// Mention rows name this user for `@everyone`.
+pub const MENTION_ALL_USER: UserId = 0;
+
+/// The groups section of a commit group. At most one entry per key per group; `None` removes.
+#[derive(Debug, Default)]
+pub struct GroupWrites {
+    pub groups: Vec<(ConvId, GroupRecord)>,
+    pub members: Vec<(ConvId, UserId, Option<MemberRecord>)>,
+    pub user_groups: Vec<(UserId, ConvId, Option<UserGroupRecord>)>,
+    /// Rows in a user's `user_groups` (what `groups.per_user_max` bounds), whole.
+    pub user_group_counts: Vec<(UserId, u32)>,
+    pub applications: Vec<(ConvId, UserId, Option<ApplicationRecord>)>,
+    /// `(group, mentioned user or MENTION_ALL_USER, seq)`.
+    pub mentions: Vec<(ConvId, UserId, u64)>,
+    pub next_group_id: Option<u64>,
+}
+
+impl GroupWrites {
+    pub fn clear(&mut self) {
+        self.groups.clear();
+        self.members.clear();
+        self.user_groups.clear();
+        self.user_group_counts.clear();
+        self.applications.clear();
+        self.mentions.clear();
+        self.next_group_id = None;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+            && self.members.is_empty()
+            && self.user_groups.is_empty()
+            && self.user_group_counts.is_empty()
+            && self.applications.is_empty()
+            && self.mentions.is_empty()
+            && self.next_group_id.is_none()
+    }
+}

@@ -1,0 +1,556 @@
+//! Groups over the real server: create, send and push, history visibility on join, nothing after
+//! leaving, removal, events reaching an offline member by Sync, blocks, mute and mute-all,
+//! mentions, dissolve, join policies, limits with their codes.
+
+mod common;
+
+use common::TestServer;
+use common::contacts::{ask, block, code};
+use ringchat_bench::client::Client;
+use ringchat_proto::Body;
+use ringchat_proto::v1::{self, ErrorCode, GroupEventKind, GroupJoinState};
+
+async fn create(
+    c: &mut Client,
+    name: &str,
+    members: &[u64],
+    policy: v1::JoinPolicy,
+    history: bool,
+) -> v1::GroupCreated {
+    match ask(
+        c,
+        Body::GroupCreate(v1::GroupCreate {
+            name: name.into(),
+            member_ids: members.to_vec(),
+            join_policy: policy as i32,
+            history_visible: history,
+            ..Default::default()
+        }),
+    )
+    .await
+    {
+        Body::GroupCreated(g) => g,
+        other => panic!("expected GroupCreated, got {other:?}"),
+    }
+}
+
+fn send_body(g: u64, id: &str, text: &str, mentions: &[u64], all: bool) -> Body {
+    Body::Send(v1::Send {
+        client_msg_id: id.into(),
+        conversation_id: g,
+        content_type: v1::ContentType::Text as i32,
+        content: text.as_bytes().to_vec().into(),
+        mention_user_ids: mentions.to_vec(),
+        mention_all: all,
+        ..Default::default()
+    })
+}
+
+async fn send(c: &mut Client, g: u64, id: &str, text: &str) -> Body {
+    ask(c, send_body(g, id, text, &[], false)).await
+}
+
+fn ack(reply: Body) -> v1::SendAck {
+    match reply {
+        Body::SendAck(a) => a,
+        other => panic!("expected SendAck, got {other:?}"),
+    }
+}
+
+fn ok(reply: Body) -> v1::GroupOk {
+    match reply {
+        Body::GroupOk(o) => o,
+        other => panic!("expected GroupOk, got {other:?}"),
+    }
+}
+
+fn event_of(m: &v1::Message) -> v1::GroupEvent {
+    assert_eq!(m.content_type, v1::ContentType::GroupEvent as i32, "{m:?}");
+    prost::Message::decode(m.content.as_ref()).expect("a GroupEvent")
+}
+
+fn texts(messages: &[v1::Message]) -> Vec<String> {
+    messages
+        .iter()
+        .filter(|m| m.content_type == v1::ContentType::Text as i32)
+        .map(|m| String::from_utf8_lossy(&m.content).into_owned())
+        .collect()
+}
+
+async fn sync(c: &mut Client, g: u64) -> Vec<v1::Message> {
+    c.sync_all(g, 0).await.expect("sync")
+}
+
+#[tokio::test]
+async fn members_chat_and_others_see_nothing() {
+    let server = TestServer::start(&[]);
+    let (mut a, alice) = server.user("alice").await;
+    let (mut b, bob) = server.user("bob").await;
+    let (mut c, _carol) = server.user("carol").await;
+    let created = create(
+        &mut a,
+        "team",
+        &[bob.user_id],
+        v1::JoinPolicy::InviteOnly,
+        false,
+    )
+    .await;
+    let g = created.group.as_ref().unwrap().conversation_id;
+    assert_eq!(created.event_seq, 1);
+    assert!(created.results.is_empty());
+    assert_eq!(created.group.unwrap().member_count, 2);
+    // Bob is told by the CREATED event.
+    let ev = b.next_push().await.unwrap();
+    assert_eq!(event_of(&ev).kind, GroupEventKind::Created as i32);
+    // A message reaches the other member, once, with the group's seq.
+    let sent = ack(send(&mut a, g, "m1", "hello team").await);
+    assert_eq!(sent.seq, 2);
+    let pushed = b.next_push().await.unwrap();
+    assert_eq!(
+        (pushed.conversation_id, pushed.seq, pushed.from_user_id),
+        (g, 2, alice.user_id)
+    );
+    // A resend dedups.
+    let again = ack(send(&mut a, g, "m1", "hello team").await);
+    assert!(again.duplicate);
+    assert_eq!(again.seq, 2);
+    // A non-member: as if there were no such group, for every door.
+    assert_eq!(
+        code(send(&mut c, g, "x", "let me in").await),
+        ErrorCode::NotFound
+    );
+    let s = ask(
+        &mut c,
+        Body::Sync(v1::Sync {
+            conversation_id: g,
+            ..Default::default()
+        }),
+    )
+    .await;
+    assert_eq!(code(s), ErrorCode::NotFound);
+    let i = ask(
+        &mut c,
+        Body::GroupInfo(v1::GroupInfo { conversation_id: g }),
+    )
+    .await;
+    assert_eq!(code(i), ErrorCode::NotFound);
+    // Invite-only: a join is refused with its own code.
+    let j = ask(
+        &mut c,
+        Body::GroupJoin(v1::GroupJoin {
+            conversation_id: g,
+            message: String::new(),
+        }),
+    )
+    .await;
+    assert_eq!(code(j), ErrorCode::JoinNotAllowed);
+    // Exactly one of to_user_id and conversation_id.
+    let both = Body::Send(v1::Send {
+        client_msg_id: "both".into(),
+        to_user_id: bob.user_id,
+        conversation_id: g,
+        content_type: v1::ContentType::Text as i32,
+        content: b"x".to_vec().into(),
+        ..Default::default()
+    });
+    assert_eq!(code(ask(&mut a, both).await), ErrorCode::InvalidArgument);
+    assert_eq!(texts(&sync(&mut b, g).await), ["hello team"]);
+}
+
+#[tokio::test]
+async fn history_visibility_on_join_and_nothing_after_leaving() {
+    let server = TestServer::start(&[]);
+    let (mut a, _alice) = server.user("alice").await;
+    let (mut b, bob) = server.user("bob").await;
+    let (mut c, carol) = server.user("carol").await;
+    let hidden = create(&mut a, "hidden", &[], v1::JoinPolicy::Open, false).await;
+    let shown = create(&mut a, "shown", &[], v1::JoinPolicy::Open, true).await;
+    let (h, s) = (
+        hidden.group.unwrap().conversation_id,
+        shown.group.unwrap().conversation_id,
+    );
+    for g in [h, s] {
+        ack(send(&mut a, g, &format!("before-{g}"), "before").await);
+    }
+    for g in [h, s] {
+        let join = Body::GroupJoin(v1::GroupJoin {
+            conversation_id: g,
+            message: String::new(),
+        });
+        let joined = ok(ask(&mut b, join).await);
+        assert_eq!(joined.state, GroupJoinState::Joined as i32);
+    }
+    assert_eq!(
+        texts(&sync(&mut b, h).await),
+        Vec::<String>::new(),
+        "joined after it"
+    );
+    assert_eq!(texts(&sync(&mut b, s).await), ["before"], "history shown");
+    // Carol joins, then leaves: she keeps what she saw, and gets nothing after.
+    ok(ask(
+        &mut c,
+        Body::GroupJoin(v1::GroupJoin {
+            conversation_id: h,
+            message: String::new(),
+        }),
+    )
+    .await);
+    ack(send(&mut a, h, "while", "while carol is in").await);
+    let m = c.next_push().await.unwrap();
+    assert_eq!(texts(&[m]), ["while carol is in"]);
+    let left = ok(ask(
+        &mut c,
+        Body::GroupLeave(v1::GroupLeave { conversation_id: h }),
+    )
+    .await);
+    assert!(left.event_seq > 0);
+    ack(send(&mut a, h, "after", "after carol left").await);
+    // Bob (still in) gets it; Carol's Sync stops at her LEFT event.
+    loop {
+        let m = b.next_push().await.unwrap();
+        if texts(std::slice::from_ref(&m)) == ["after carol left"] {
+            break;
+        }
+    }
+    let seen = sync(&mut c, h).await;
+    assert_eq!(texts(&seen), ["while carol is in"]);
+    assert_eq!(seen.last().unwrap().seq, left.event_seq);
+    assert_eq!(code(send(&mut c, h, "x", "no").await), ErrorCode::NotFound);
+    let _ = (bob, carol);
+}
+
+#[tokio::test]
+async fn a_removed_member_learns_it_offline_by_sync_and_blocks_keep_users_out() {
+    let server = TestServer::start(&[]);
+    let (mut a, _alice) = server.user("alice").await;
+    let (b, bob) = server.user("bob").await;
+    let (mut c, carol) = server.user("carol").await;
+    // Carol blocked Alice: Alice cannot add her, and is told in the same words as for DMs.
+    block(&mut c, _alice.user_id).await;
+    let created = create(
+        &mut a,
+        "g",
+        &[bob.user_id, carol.user_id],
+        v1::JoinPolicy::InviteOnly,
+        false,
+    )
+    .await;
+    assert_eq!(
+        created.results,
+        [v1::MemberResult {
+            user_id: carol.user_id,
+            code: ErrorCode::NotAllowed as i32
+        }]
+    );
+    let g = created.group.unwrap().conversation_id;
+    drop(b);
+    let removed = ok(ask(
+        &mut a,
+        Body::GroupRemove(v1::GroupRemove {
+            conversation_id: g,
+            user_ids: vec![bob.user_id],
+        }),
+    )
+    .await);
+    ack(send(&mut a, g, "later", "after bob").await);
+    let (mut b, _) = server.user("bob").await;
+    let seen = sync(&mut b, g).await;
+    let last = seen.last().unwrap();
+    assert_eq!(last.seq, removed.event_seq);
+    let ev = event_of(last);
+    assert_eq!(
+        (ev.kind, ev.user_ids.clone()),
+        (GroupEventKind::Removed as i32, vec![bob.user_id])
+    );
+    assert!(texts(&seen).is_empty());
+}
+
+#[tokio::test]
+async fn mutes_mute_all_mentions_and_dissolve() {
+    let server = TestServer::start(&[("GROUPS__MENTIONS_MAX", "2")]);
+    let (mut a, alice) = server.user("alice").await;
+    let (mut b, bob) = server.user("bob").await;
+    let created = create(&mut a, "g", &[bob.user_id], v1::JoinPolicy::Open, false).await;
+    let g = created.group.unwrap().conversation_id;
+    // Only owners and admins mention everyone; at most mentions_max ids.
+    assert_eq!(
+        code(ask(&mut b, send_body(g, "all", "@all", &[], true)).await),
+        ErrorCode::Forbidden
+    );
+    let many = [alice.user_id, 100_000_100, 100_000_101];
+    assert_eq!(
+        code(ask(&mut b, send_body(g, "many", "x", &many, false)).await),
+        ErrorCode::TooManyMentions
+    );
+    ack(ask(
+        &mut a,
+        send_body(g, "m", "hey bob", &[bob.user_id, 100_000_999], false),
+    )
+    .await);
+    let m = loop {
+        let m = b.next_push().await.unwrap();
+        if m.content_type == v1::ContentType::Text as i32 {
+            break m;
+        }
+    };
+    assert_eq!(m.mention_user_ids, [bob.user_id], "non-members dropped");
+    // Mute Bob for a minute: MUTED with the time left.
+    let until = ringchat_backend::api::now_ms() + 60_000;
+    ok(ask(
+        &mut a,
+        Body::GroupMute(v1::GroupMute {
+            conversation_id: g,
+            user_id: bob.user_id,
+            until_ms: until,
+        }),
+    )
+    .await);
+    let e = match send(&mut b, g, "muted", "x").await {
+        Body::Error(e) => e,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(e.code, ErrorCode::Muted as i32);
+    assert!(e.retry_after_ms > 0 && e.retry_after_ms <= 60_000);
+    // A member may not mute; an expired mute lets Bob speak.
+    let past = ringchat_backend::api::now_ms() - 1;
+    ok(ask(
+        &mut a,
+        Body::GroupMute(v1::GroupMute {
+            conversation_id: g,
+            user_id: bob.user_id,
+            until_ms: past,
+        }),
+    )
+    .await);
+    ack(send(&mut b, g, "free", "back").await);
+    assert_eq!(
+        code(
+            ask(
+                &mut b,
+                Body::GroupMute(v1::GroupMute {
+                    conversation_id: g,
+                    user_id: alice.user_id,
+                    until_ms: until
+                })
+            )
+            .await
+        ),
+        ErrorCode::Forbidden
+    );
+    // Mute-all: members are quiet, the owner is not.
+    ok(ask(
+        &mut a,
+        Body::GroupMute(v1::GroupMute {
+            conversation_id: g,
+            user_id: 0,
+            until_ms: 1,
+        }),
+    )
+    .await);
+    assert_eq!(code(send(&mut b, g, "quiet", "x").await), ErrorCode::Muted);
+    ack(send(&mut a, g, "owner", "I may").await);
+    // Leaving as the owner of a group with others: transfer first.
+    assert_eq!(
+        code(
+            ask(
+                &mut a,
+                Body::GroupLeave(v1::GroupLeave { conversation_id: g })
+            )
+            .await
+        ),
+        ErrorCode::OwnerMustTransfer
+    );
+    // Dissolve: nothing new, history readable.
+    assert_eq!(
+        code(
+            ask(
+                &mut b,
+                Body::GroupDissolve(v1::GroupDissolve { conversation_id: g })
+            )
+            .await
+        ),
+        ErrorCode::Forbidden
+    );
+    ok(ask(
+        &mut a,
+        Body::GroupDissolve(v1::GroupDissolve { conversation_id: g }),
+    )
+    .await);
+    assert_eq!(
+        code(send(&mut a, g, "gone", "x").await),
+        ErrorCode::GroupDissolved
+    );
+    assert!(texts(&sync(&mut b, g).await).contains(&"I may".to_owned()));
+}
+
+#[tokio::test]
+async fn approval_applications_and_limits() {
+    let server = TestServer::start(&[("GROUPS__MEMBERS_MAX", "3"), ("GROUPS__PER_USER_MAX", "2")]);
+    let (mut a, alice) = server.user("alice").await;
+    let (mut b, bob) = server.user("bob").await;
+    let (mut c, carol) = server.user("carol").await;
+    let (mut d, dave) = server.user("dave").await;
+    let g = create(&mut a, "club", &[], v1::JoinPolicy::Approval, false)
+        .await
+        .group
+        .unwrap()
+        .conversation_id;
+    let applied = ok(ask(
+        &mut b,
+        Body::GroupJoin(v1::GroupJoin {
+            conversation_id: g,
+            message: "please".into(),
+        }),
+    )
+    .await);
+    assert_eq!(applied.state, GroupJoinState::Pending as i32);
+    let list = match ask(
+        &mut a,
+        Body::GroupApplications(v1::GroupApplications {
+            conversation_id: g,
+            ..Default::default()
+        }),
+    )
+    .await
+    {
+        Body::GroupApplicationList(l) => l,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(list.applications.len(), 1);
+    assert_eq!(list.applications[0].message, "please");
+    let approved = ok(ask(
+        &mut a,
+        Body::GroupApprove(v1::GroupApprove {
+            conversation_id: g,
+            user_id: bob.user_id,
+            accept: true,
+        }),
+    )
+    .await);
+    assert!(approved.event_seq > 0);
+    ack(send(&mut b, g, "hi", "I am in").await);
+    // A member's invite under APPROVAL becomes an application.
+    let inv = ok(ask(
+        &mut b,
+        Body::GroupInvite(v1::GroupInvite {
+            conversation_id: g,
+            user_ids: vec![carol.user_id],
+        }),
+    )
+    .await);
+    assert_eq!(inv.state, GroupJoinState::Pending as i32);
+    ok(ask(
+        &mut a,
+        Body::GroupApprove(v1::GroupApprove {
+            conversation_id: g,
+            user_id: carol.user_id,
+            accept: true,
+        }),
+    )
+    .await);
+    // Full at 3 members.
+    let full = ok(ask(
+        &mut a,
+        Body::GroupInvite(v1::GroupInvite {
+            conversation_id: g,
+            user_ids: vec![dave.user_id],
+        }),
+    )
+    .await);
+    assert_eq!(
+        full.results,
+        [v1::MemberResult {
+            user_id: dave.user_id,
+            code: ErrorCode::GroupFull as i32
+        }]
+    );
+    // per_user_max 2: Dave creates two groups, the third is refused.
+    create(&mut d, "d1", &[], v1::JoinPolicy::Open, false).await;
+    create(&mut d, "d2", &[], v1::JoinPolicy::Open, false).await;
+    let third = ask(
+        &mut d,
+        Body::GroupCreate(v1::GroupCreate {
+            name: "d3".into(),
+            ..Default::default()
+        }),
+    )
+    .await;
+    assert_eq!(code(third), ErrorCode::TooManyGroups);
+    // Roles: Bob is no admin; the owner makes him one and he can then remove Carol.
+    assert_eq!(
+        code(
+            ask(
+                &mut b,
+                Body::GroupRemove(v1::GroupRemove {
+                    conversation_id: g,
+                    user_ids: vec![carol.user_id]
+                })
+            )
+            .await
+        ),
+        ErrorCode::Forbidden
+    );
+    ok(ask(
+        &mut a,
+        Body::GroupSetRole(v1::GroupSetRole {
+            conversation_id: g,
+            user_id: bob.user_id,
+            role: v1::GroupRole::Admin as i32,
+        }),
+    )
+    .await);
+    let r = ok(ask(
+        &mut b,
+        Body::GroupRemove(v1::GroupRemove {
+            conversation_id: g,
+            user_ids: vec![carol.user_id, alice.user_id],
+        }),
+    )
+    .await);
+    assert_eq!(
+        r.results,
+        [v1::MemberResult {
+            user_id: alice.user_id,
+            code: ErrorCode::Forbidden as i32
+        }]
+    );
+    // Transfer: Bob owns it, Alice is an admin.
+    ok(ask(
+        &mut a,
+        Body::GroupTransfer(v1::GroupTransfer {
+            conversation_id: g,
+            user_id: bob.user_id,
+        }),
+    )
+    .await);
+    let info = match ask(
+        &mut a,
+        Body::GroupInfo(v1::GroupInfo { conversation_id: g }),
+    )
+    .await
+    {
+        Body::Group(i) => i,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        (info.owner_id, info.my_role),
+        (bob.user_id, v1::GroupRole::Admin as i32)
+    );
+    let members = match ask(
+        &mut c,
+        Body::GroupMembers(v1::GroupMembers {
+            conversation_id: g,
+            ..Default::default()
+        }),
+    )
+    .await
+    {
+        Body::Error(e) => e.code,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        members,
+        ErrorCode::NotFound as i32,
+        "removed: no member list"
+    );
+}
