@@ -4,7 +4,7 @@
 #
 #   bash bench/run-benchmarks.sh            # all of them (about 15 minutes)
 #   ONLY=pairs bash bench/run-benchmarks.sh # a subset: connect, pairs, drivers, shards, ws, paced,
-#                                           # presence, group
+#                                           # presence, group, room
 #
 # Connection counts are limited by RLIMIT_NOFILE (server and load generator each need one
 # descriptor per connection; both raise their soft limit to the hard one). CONNECT_SIZES
@@ -146,6 +146,22 @@ if want group; then
   stop_server
 fi
 
+if want room; then
+  # Chat room fan-out: M members in one room, S of them sending at an aggregate rate; every
+  # member checks every delivery. The room's budgets are raised above the offered rate.
+  # ROOM_MEMBERS, ROOM_SENDERS, ROOM_RATE override the defaults (1000 members, 2 senders,
+  # 500 msg/s: 499,000 deliveries a second).
+  members=${ROOM_MEMBERS:-1000} senders=${ROOM_SENDERS:-2} rate=${ROOM_RATE:-500}
+  start_server "$SERVER" room RINGCHAT_ROOMS__MESSAGES_PER_S_MAX=1000000 \
+    RINGCHAT_ROOMS__USER_MESSAGES_PER_S_MAX=1000000 "RINGCHAT_ROOMS__MEMBERS_MAX=$members"
+  for run in $(seq "$RUNS"); do
+    "$BENCH" room --server-pid "$server_pid" --quiet --addr "$TCP_ADDR" --admin "$ADMIN_ADDR" \
+      --members "$members" --senders "$senders" --size 64 --rate "$rate" --duration "$DURATION" \
+      --json "$OUT/room-$members-$senders.$run.json" >"$OUT/room-$members-$senders.$run.txt"
+  done
+  stop_server
+fi
+
 python3 - "$OUT" <<'PY'
 import json, sys, glob, os, statistics
 out = sys.argv[1]
@@ -162,6 +178,14 @@ for name, runs in groups.items():
               f"fanout_p50={med([r['fanout_ms_p50'] for r in runs]):.2f}ms "
               f"p99={med([r['fanout_ms_p99'] for r in runs]):.2f}ms "
               f"cpu/update={med([r['server_cpu_us_per_update'] for r in runs]):.3f}us")
+        continue
+    if r0["scenario"] == "room":
+        print(f"{name:34} runs={len(runs)} members={r0['members']} senders={r0['senders']} "
+              f"deliveries/s={med([r['deliveries_per_s'] for r in runs]):.0f} "
+              f"p50={med([r['latency_ms_p50'] for r in runs]):.2f}ms "
+              f"p99={med([r['latency_ms_p99'] for r in runs]):.2f}ms "
+              f"cpu/delivery={med([r['server_cpu_us_per_delivery'] for r in runs]):.3f}us "
+              f"problems={sum(r['lost'] + r['duplicates'] + r['out_of_order'] + r['errors'] for r in runs)}")
         continue
     if r0["scenario"] == "login-storm":
         print(f"{name:34} runs={len(runs)} users={r0['users']} friends={r0['friends_per_user']} "

@@ -56,5 +56,6 @@ async fn metrics_page(State(admin): State<Arc<Admin>>) -> String {
     (admin.on_scrape)();
     let online = admin.backend.sessions.read().online_users();
     metrics::gauge!("ringchat_online_users").set(online as f64);
+    admin.backend.rooms.publish_metrics();
     admin.prometheus.render()
 }

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 pub use crate::contacts::{ContactsConfig, DmPolicyName};
 pub use crate::groups::GroupsConfig;
 pub use crate::limits::Limits;
+pub use crate::rooms::RoomsConfig;
 
 use serde::{Deserialize, Serialize};
 
@@ -230,6 +231,7 @@ pub struct Settings {
     pub email: EmailConfig,
     pub presence: PresenceConfig,
     pub groups: GroupsConfig,
+    pub rooms: RoomsConfig,
     /// Limits the gateway also announces (message size, sync page), shared by both sides.
     pub limits: Limits,
     pub server_name: String,
@@ -352,6 +354,7 @@ impl Settings {
         out.extend(self.limits.problems());
         out.extend(self.contacts.problems());
         out.extend(self.groups.problems());
+        out.extend(self.rooms.problems());
         out
     }
 }

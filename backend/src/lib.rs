@@ -19,6 +19,7 @@ mod limits;
 mod messaging;
 mod presence;
 mod read_gate;
+mod rooms;
 mod runtime;
 mod service;
 mod sessions;

@@ -16,6 +16,7 @@ use crate::messaging::delivery::{Delivery, ToDeliver};
 use crate::messaging::writer::{RowPolicy, WriteOp, Writer};
 use crate::presence::{DeviceState, LocalPresence, Tracker};
 use crate::read_gate::{ReadGate, Ticket};
+use crate::rooms::Rooms;
 use crate::sessions::{OpenError, Session, Sessions, SharedSessions};
 use crate::store::{FjallStore, Ports, StoreError, StoreHealth};
 use crate::time::now_ms;
@@ -76,6 +77,8 @@ pub struct Backend {
     /// Sync, history, contacts and account reads: in flight and waiting, bounded.
     pub(crate) reads: ReadGate,
     pub(crate) contacts: Contacts,
+    /// Ephemeral chat rooms, in memory only.
+    pub(crate) rooms: Rooms,
 }
 
 impl Backend {
@@ -147,6 +150,7 @@ impl Backend {
             })?;
         Ok(Arc::new(Self {
             contacts: Contacts::new(settings.contacts.clone()),
+            rooms: Rooms::new(settings.rooms.clone()),
             presence: Tracker::new(
                 Arc::new(LocalPresence::default()),
                 settings.presence.quiet_period_ms,
@@ -312,6 +316,9 @@ impl Backend {
                 self.session(conn, user_id, request_id, request).await;
             }
             Request::Closed { conn, user_id } => {
+                // The only way out of rooms besides RoomLeave: a session that never got its
+                // LoginOk (the other close paths) never joined one.
+                self.rooms.close(conn, user_id);
                 let closed = self.sessions.write().close(user_id, conn);
                 self.group_online.close(user_id, conn);
                 if let Some(session) = closed {

@@ -14,6 +14,7 @@ use ringchat_bench::scenario::connect::{self, ConnectConfig};
 use ringchat_bench::scenario::group::{self, GroupConfig};
 use ringchat_bench::scenario::pairs::{self, PairsConfig};
 use ringchat_bench::scenario::presence::{self, FanoutConfig, StormConfig};
+use ringchat_bench::scenario::room::{self, RoomConfig};
 use ringchat_bench::transport::Transport;
 
 #[global_allocator]
@@ -45,6 +46,10 @@ enum Scenario {
     /// One group of M members, O online, S of them sending; every online member checks every
     /// message (once, in seq order); reports deliveries/s and the server CPU per delivery.
     Group(GroupArgs),
+    /// M members join one chat room and S of them send at an aggregate rate R; every member
+    /// checks every other sender's messages (once, in room_seq order); reports latency,
+    /// deliveries per second and the server CPU per delivery.
+    Room(RoomArgs),
 }
 
 #[derive(Args)]
@@ -83,6 +88,30 @@ struct GroupArgs {
     /// (0s: never).
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     ack_every: Duration,
+}
+
+#[derive(Args)]
+struct RoomArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Members in the room, each a user with one connection.
+    #[arg(long, default_value_t = 1000)]
+    members: usize,
+    /// Members that send (the first S).
+    #[arg(long, default_value_t = 1)]
+    senders: usize,
+    /// Content bytes per message (at least 20).
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// Messages per second over all senders together.
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    /// How long to send, e.g. 10s.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// After sending stops, how long to wait for the last deliveries.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    drain_timeout: Duration,
 }
 
 #[derive(Args)]
@@ -347,6 +376,31 @@ fn run() -> anyhow::Result<bool> {
                 report::write_json(path, &r)?;
             }
             Ok(r.errors == 0 && r.friends_listed == (r.users * r.friends_per_user) as u64)
+        }
+        Scenario::Room(a) => {
+            let cfg = RoomConfig {
+                addr: resolve(&a.common.addr)?,
+                members: a.members,
+                senders: a.senders,
+                size: a.size,
+                rate: a.rate,
+                duration: a.duration,
+                drain_timeout: a.drain_timeout,
+                user_prefix: a.common.user_prefix.clone(),
+                password: a.common.password.clone(),
+            };
+            let mut r = room::run(&cfg, &observe(&a.common))?;
+            r.provenance = provenance(&a.common);
+            print!("{}", report::room_table(&r));
+            if let Some(path) = &a.common.json {
+                report::write_json(path, &r)?;
+            }
+            if !r.clean() {
+                eprintln!(
+                    "ringchat-bench: room messages were lost, duplicated, reordered or refused"
+                );
+            }
+            Ok(r.clean())
         }
     }
 }

@@ -10,6 +10,7 @@ use crate::scenario::connect::ConnectReport;
 use crate::scenario::group::GroupReport;
 use crate::scenario::pairs::PairsReport;
 use crate::scenario::presence::{FanoutReport, StormReport};
+use crate::scenario::room::RoomReport;
 
 pub fn write_json(path: &Path, report: &impl Serialize) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(report)?;
@@ -431,6 +432,43 @@ fn chart(
         escape(y_label)
     );
     svg
+}
+
+pub fn room_table(r: &RoomReport) -> String {
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "room: {} members, {} senders, {} B, {:.0} msgs/s for {:.0} s",
+        r.members, r.senders, r.size_bytes, r.rate_target_msgs_per_s, r.duration_s
+    );
+    let _ = writeln!(
+        t,
+        "  sent / acked / refused  {} / {} / {}",
+        r.sent, r.acked, r.errors
+    );
+    let _ = writeln!(
+        t,
+        "  deliveries          {:>10} of {} ({:.0} /s)",
+        r.deliveries, r.deliveries_expected, r.deliveries_per_s
+    );
+    let _ = writeln!(
+        t,
+        "  lost {}  duplicates {}  out of order {}",
+        r.lost, r.duplicates, r.out_of_order
+    );
+    let _ = writeln!(
+        t,
+        "  due to delivered    p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+        r.latency_ms_p50, r.latency_ms_p99, r.latency_ms_max
+    );
+    let _ = writeln!(
+        t,
+        "  server cpu          {} s = {} µs per delivery",
+        opt(r.server_cpu_s, 3),
+        opt(r.server_cpu_us_per_delivery, 3)
+    );
+    t += &r.provenance.lines();
+    t
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+use ringchat_backend::config::RoomsConfig;
 use ringchat_backend::config::{
     AccountsConfig, AdminConfig, BackendConfig, EmailConfig, LoginConfig, PresenceConfig, Settings,
     StorageConfig,
@@ -29,6 +30,7 @@ pub struct Config {
     pub email: EmailConfig,
     pub presence: PresenceConfig,
     pub groups: GroupsConfig,
+    pub rooms: RoomsConfig,
 }
 
 /// Which I/O driver the shards run on.
@@ -181,6 +183,7 @@ impl Config {
             email: section(&table, "email", &mut problems),
             presence: section(&table, "presence", &mut problems),
             groups: section(&table, "groups", &mut problems),
+            rooms: section(&table, "rooms", &mut problems),
         };
         problems.extend(config.problems());
         if problems.is_empty() {
@@ -223,6 +226,7 @@ impl Config {
             admin: self.admin.clone(),
             email: self.email.clone(),
             presence: self.presence.clone(),
+            rooms: self.rooms.clone(),
             limits: self.limits.clone(),
             contacts: self.contacts.clone(),
             groups: self.groups.clone(),

@@ -103,6 +103,17 @@ pub enum SessionRequest {
     SetPresence(v1::SetPresence),
     Account(AccountSessionRequest),
     Group(GroupQuery),
+    /// Ephemeral chat rooms: never stored, never through the sequencer.
+    Room(RoomRequest),
+}
+
+/// The chat room requests (`backend/src/rooms/`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RoomRequest {
+    Join(v1::RoomJoin),
+    Leave(v1::RoomLeave),
+    Send(v1::RoomSend),
+    Info(v1::RoomInfo),
 }
 
 /// Account requests before login, served by the backend like Register.
@@ -226,10 +237,11 @@ impl ClientRequest {
             Body::GroupApplications(b) => {
                 Self::Session(SessionRequest::Group(GroupQuery::Applications(b)))
             }
-            // Rooms: not served yet (issue 11 in progress).
-            Body::RoomJoin(_) | Body::RoomLeave(_) | Body::RoomSend(_) | Body::RoomInfo(_) => {
-                return Err(RequestError::NotServed(ringchat_proto::body_name(&body)));
-            }
+            // Rooms: in the backend's memory only (`backend/src/rooms/`).
+            Body::RoomJoin(b) => Self::Session(SessionRequest::Room(RoomRequest::Join(b))),
+            Body::RoomLeave(b) => Self::Session(SessionRequest::Room(RoomRequest::Leave(b))),
+            Body::RoomSend(b) => Self::Session(SessionRequest::Room(RoomRequest::Send(b))),
+            Body::RoomInfo(b) => Self::Session(SessionRequest::Room(RoomRequest::Info(b))),
             Body::HelloOk(_)
             | Body::RegisterOk(_)
             | Body::LoginOk(_)

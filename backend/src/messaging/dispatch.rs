@@ -56,6 +56,7 @@ impl Backend {
             SessionRequest::Group(query) => {
                 self.group_query(conn, user, request_id, query).await;
             }
+            SessionRequest::Room(req) => self.room(conn, user, request_id, req).await,
         }
     }
 

@@ -108,25 +108,36 @@ pub fn validate_send(
     {
         return invalid("mentions are for groups");
     }
-    if send.content.len() > message_bytes_max {
+    validate_content(send.content_type, &send.content, message_bytes_max)?;
+    Ok(target)
+}
+
+/// What a client may send as a message's content, wherever it goes (conversations, rooms).
+pub(crate) fn validate_content(
+    content_type: i32,
+    content: &[u8],
+    message_bytes_max: usize,
+) -> Result<(), Refusal> {
+    let invalid = |m: &str| Err(Refusal::new(ErrorCode::InvalidArgument, m));
+    if content.len() > message_bytes_max {
         return Err(Refusal::new(
             ErrorCode::MessageTooLarge,
             format!(
                 "content is {} bytes, the limit is {message_bytes_max}",
-                send.content.len()
+                content.len()
             ),
         ));
     }
-    match ContentType::try_from(send.content_type) {
+    match ContentType::try_from(content_type) {
         Ok(ContentType::Text) => {
-            if send.content.is_empty() || std::str::from_utf8(&send.content).is_err() {
+            if content.is_empty() || std::str::from_utf8(content).is_err() {
                 return invalid("text content must be non-empty UTF-8");
             }
         }
         Ok(ContentType::Image | ContentType::File | ContentType::Custom) => {}
         _ => return invalid("content_type must be TEXT, IMAGE, FILE or CUSTOM"),
     }
-    Ok(target)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub mod connect;
 pub mod group;
 pub mod pairs;
 pub mod presence;
+pub mod room;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -347,7 +347,7 @@ async fn asking(
 }
 
 /// Registers (where new) and logs in every name, `SETUP_CONCURRENCY` at a time, in order.
-async fn log_in_all(
+pub(super) async fn log_in_all(
     addr: SocketAddr,
     names: &[String],
     password: &str,

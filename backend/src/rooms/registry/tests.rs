@@ -1,0 +1,207 @@
+use super::*;
+
+const ALICE: UserId = 100_000_001;
+const BOB: UserId = 100_000_002;
+const CAROL: UserId = 100_000_003;
+
+fn conn(shard: ShardId, conn: ConnId) -> ConnRef {
+    ConnRef { shard, conn }
+}
+
+fn config() -> RoomsConfig {
+    RoomsConfig {
+        members_max: 3,
+        max: 4,
+        per_user_max: 2,
+        messages_per_s_max: 5,
+        user_messages_per_s_max: 3,
+        persistent: vec!["lobby".into()],
+    }
+}
+
+/// Every connection a send reaches, the sender's shard list without the sender.
+fn reached(out: &Outgoing, from: ConnRef) -> Vec<ConnRef> {
+    let mut all: Vec<ConnRef> = out
+        .targets
+        .iter()
+        .flat_map(|(shard, conns)| conns.iter().map(|&c| conn(*shard, c)))
+        .filter(|c| *c != from)
+        .collect();
+    all.sort_by_key(|c| (c.shard, c.conn));
+    all
+}
+
+#[test]
+fn join_counts_users_once_and_is_idempotent() {
+    let mut r = Registry::new(config(), 0);
+    let (a1, a2, b) = (conn(0, 1), conn(1, 2), conn(0, 3));
+    assert_eq!(r.join(a1, ALICE, "x", 0), Ok(1));
+    assert_eq!(r.join(a1, ALICE, "x", 0), Ok(1), "twice from one session");
+    assert_eq!(
+        r.join(a2, ALICE, "x", 0),
+        Ok(1),
+        "a second session of the user"
+    );
+    assert_eq!(r.join(b, BOB, "x", 0), Ok(2));
+    assert_eq!(r.info(a2, "x"), Ok(2));
+    assert_eq!(r.info(conn(0, 9), "x"), Err(RoomError::NotIn));
+    r.leave(a1, ALICE, "x");
+    assert_eq!(r.info(b, "x"), Ok(2), "alice is still there on a2");
+    r.leave(a2, ALICE, "x");
+    assert_eq!(r.info(b, "x"), Ok(1));
+    r.leave(a2, ALICE, "x");
+    assert_eq!(r.info(b, "x"), Ok(1), "leaving twice changes nothing");
+}
+
+#[test]
+fn a_send_reaches_every_other_session_once_in_seq_order() {
+    let mut r = Registry::new(config(), 0);
+    let (a1, a2, b, c) = (conn(0, 1), conn(1, 2), conn(1, 3), conn(2, 4));
+    r.join(a1, ALICE, "x", 0).unwrap();
+    r.join(a2, ALICE, "x", 0).unwrap();
+    r.join(b, BOB, "x", 0).unwrap();
+    r.join(c, CAROL, "x", 0).unwrap();
+    let first = r.send(a1, ALICE, "x", 0).unwrap();
+    assert_eq!(first.room_seq, 1);
+    assert_eq!(reached(&first, a1), vec![a2, b, c]);
+    // The sender alone on its shard: that shard gets nothing.
+    assert!(first.targets.iter().all(|(s, _)| *s != 0));
+    let second = r.send(b, BOB, "x", 0).unwrap();
+    assert_eq!(second.room_seq, 2);
+    assert_eq!(reached(&second, b), vec![a1, a2, c]);
+    // Unchanged membership: the same lists are shared, not rebuilt.
+    let third = r.send(b, BOB, "x", 0).unwrap();
+    for ((s2, l2), (s3, l3)) in second.targets.iter().zip(&third.targets) {
+        assert_eq!(s2, s3);
+        assert!(Arc::ptr_eq(l2, l3));
+    }
+    r.leave(a2, ALICE, "x");
+    let fourth = r.send(b, BOB, "x", 0).unwrap();
+    assert_eq!(reached(&fourth, b), vec![a1, c]);
+    assert_eq!((r.messages, r.deliveries), (4, 3 + 3 + 3 + 2));
+    assert_eq!(
+        r.send(conn(0, 9), ALICE, "x", 0).unwrap_err(),
+        RoomError::NotIn
+    );
+    assert_eq!(r.send(a2, ALICE, "x", 0).unwrap_err(), RoomError::NotIn);
+}
+
+#[test]
+fn an_empty_room_is_gone_and_a_persistent_one_kept() {
+    let mut r = Registry::new(config(), 0);
+    let (a, b) = (conn(0, 1), conn(0, 2));
+    assert_eq!(r.room_count(), 1, "the persistent lobby");
+    r.join(a, ALICE, "x", 0).unwrap();
+    r.join(b, BOB, "x", 0).unwrap();
+    r.send(a, ALICE, "x", 0).unwrap();
+    r.join(a, ALICE, "lobby", 0).unwrap();
+    r.send(a, ALICE, "lobby", 0).unwrap();
+    assert_eq!(r.room_count(), 2);
+    r.close(a, ALICE);
+    r.leave(b, BOB, "x");
+    assert_eq!(r.room_count(), 1);
+    assert_eq!(r.join(b, BOB, "x", 0), Ok(1));
+    assert_eq!(r.send(b, BOB, "x", 0).unwrap().room_seq, 1, "a new room");
+    assert_eq!(r.join(b, BOB, "lobby", 0), Ok(1));
+    assert_eq!(r.send(b, BOB, "lobby", 0).unwrap().room_seq, 2, "kept");
+}
+
+#[test]
+fn close_takes_a_session_out_of_all_its_rooms_only() {
+    let mut r = Registry::new(config(), 0);
+    let (a1, a2, b) = (conn(0, 1), conn(0, 2), conn(1, 3));
+    r.join(a1, ALICE, "x", 0).unwrap();
+    r.join(a1, ALICE, "y", 0).unwrap();
+    r.join(a2, ALICE, "y", 0).unwrap();
+    r.join(b, BOB, "y", 0).unwrap();
+    r.close(a1, ALICE);
+    assert_eq!(r.info(a1, "y"), Err(RoomError::NotIn));
+    assert_eq!(r.info(a2, "y"), Ok(2));
+    assert_eq!(
+        r.room_count(),
+        2,
+        "x went with its only member; lobby stays"
+    );
+    assert_eq!(reached(&r.send(b, BOB, "y", 0).unwrap(), b), vec![a2]);
+    r.close(a1, ALICE);
+    r.close(conn(5, 5), CAROL);
+}
+
+#[test]
+fn limits() {
+    let mut r = Registry::new(config(), 0);
+    // members_max = 3 users; a member's second session still gets in.
+    r.join(conn(0, 1), ALICE, "x", 0).unwrap();
+    r.join(conn(0, 2), BOB, "x", 0).unwrap();
+    r.join(conn(0, 3), CAROL, "x", 0).unwrap();
+    assert_eq!(
+        r.join(conn(0, 4), 100_000_004, "x", 0),
+        Err(RoomError::Full(3))
+    );
+    assert_eq!(r.join(conn(1, 1), ALICE, "x", 0), Ok(3));
+    // per_user_max = 2 rooms, over all the user's sessions.
+    r.join(conn(0, 1), ALICE, "y", 0).unwrap();
+    assert_eq!(
+        r.join(conn(1, 1), ALICE, "z", 0),
+        Err(RoomError::UserHasTooMany(2))
+    );
+    assert_eq!(
+        r.join(conn(1, 1), ALICE, "y", 0),
+        Ok(1),
+        "a room the user is in"
+    );
+    // max = 4 rooms on the server: lobby, x, y, and one more.
+    r.join(conn(0, 2), BOB, "z", 0).unwrap();
+    assert_eq!(
+        r.join(conn(0, 3), CAROL, "w", 0),
+        Err(RoomError::ServerHasTooMany(4))
+    );
+    assert_eq!(
+        r.join(conn(0, 3), CAROL, "lobby", 0),
+        Ok(1),
+        "existing rooms"
+    );
+    // A refused join left nothing behind.
+    assert_eq!(r.room_count(), 4);
+    assert_eq!(r.info(conn(0, 4), "x"), Err(RoomError::NotIn));
+}
+
+#[test]
+fn budgets_per_room_and_per_user() {
+    let mut r = Registry::new(config(), 0);
+    let (a, b, c) = (conn(0, 1), conn(0, 2), conn(0, 3));
+    for who in [(a, ALICE), (b, BOB), (c, CAROL)] {
+        r.join(who.0, who.1, "x", 0).unwrap();
+    }
+    // A user: 3 a second.
+    for _ in 0..3 {
+        r.send(a, ALICE, "x", 0).unwrap();
+    }
+    let err = r.send(a, ALICE, "x", 0).unwrap_err();
+    assert_eq!(
+        err,
+        RoomError::UserRate {
+            per_s: 3,
+            retry_after_ms: 334
+        }
+    );
+    // The room: 5 a second from everyone together.
+    r.send(b, BOB, "x", 0).unwrap();
+    r.send(b, BOB, "x", 0).unwrap();
+    assert_eq!(
+        r.send(c, CAROL, "x", 0).unwrap_err(),
+        RoomError::RoomRate {
+            per_s: 5,
+            retry_after_ms: 200
+        }
+    );
+    // Refusals spent nothing: after 200 ms one room token, and Carol's budget is intact.
+    let out = r.send(c, CAROL, "x", 200).unwrap();
+    assert_eq!(out.room_seq, 6, "gap-free: refused sends took no seq");
+    // The user budget is shared by the user's rooms.
+    r.join(a, ALICE, "y", 0).unwrap();
+    assert!(matches!(
+        r.send(a, ALICE, "y", 200),
+        Err(RoomError::UserRate { .. })
+    ));
+}
