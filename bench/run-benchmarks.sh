@@ -117,12 +117,15 @@ if want presence; then
 fi
 
 group() { # name, bench args...: one unmeasured run makes the users, then RUNS measured runs
+  # A run that saw problems exits 2; its JSON says which, and the summary counts them, so the
+  # series goes on (and its server is stopped) instead of ending the script here.
   local name=$1; shift
   "$BENCH" group --server-pid "$server_pid" --quiet --addr "$TCP_ADDR" --admin "$ADMIN_ADDR" \
-    "$@" --duration 2s >/dev/null
+    "$@" --duration 2s >/dev/null || echo "$name: the warm-up run saw problems" >&2
   for run in $(seq "$RUNS"); do
     "$BENCH" group --server-pid "$server_pid" --quiet --addr "$TCP_ADDR" --admin "$ADMIN_ADDR" \
-      "$@" --duration "$DURATION" --json "$OUT/$name.$run.json" >"$OUT/$name.$run.txt"
+      "$@" --duration "$DURATION" --json "$OUT/$name.$run.json" >"$OUT/$name.$run.txt" \
+      || echo "$name run $run: problems (see $OUT/$name.$run.txt)" >&2
   done
 }
 

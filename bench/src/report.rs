@@ -154,8 +154,8 @@ pub fn group_table(r: &GroupReport) -> String {
     );
     let _ = writeln!(
         t,
-        "  messages            {:>10} sent, {} acked",
-        r.sent, r.acked
+        "  messages            {:>10} sent, {} acked, {} refused as over the connection's rate",
+        r.sent, r.acked, r.rate_limited
     );
     let _ = writeln!(
         t,

@@ -89,6 +89,9 @@ pub struct GroupReport {
     pub corrupt: u64,
     pub errors: u64,
     pub error_kinds: std::collections::BTreeMap<String, u64>,
+    /// Sends the server refused with RATE_LIMITED (its per-connection request budget); the
+    /// sender waited as told. Not errors.
+    pub rate_limited: u64,
     pub delivery_acks: u64,
     /// From a send to the last online member receiving it, per message.
     pub latency_us: Percentiles,
@@ -258,6 +261,7 @@ pub fn run(cfg: &GroupConfig, observe: &Observe) -> anyhow::Result<GroupReport> 
         corrupt: total.corrupt,
         errors: total.errors,
         error_kinds: total.error_kinds.clone(),
+        rate_limited: total.rate_limited,
         delivery_acks: total.delivery_acks,
         latency_us: percentiles(&to_last),
         delivery_latency_us: total.percentiles(),
@@ -446,6 +450,9 @@ struct Conn {
     ack_wake: Notify,
     write: tokio::sync::Mutex<FrameWriter>,
     stop: Cell<bool>,
+    /// Set when the server said RATE_LIMITED (the per-connection request budget): no sends
+    /// before then, as a client does.
+    pause_until: Cell<Option<Instant>>,
     m: RefCell<Measurements>,
 }
 
@@ -490,6 +497,7 @@ impl Load {
                 ack_wake: Notify::new(),
                 write: tokio::sync::Mutex::new(write),
                 stop: Cell::new(false),
+                pause_until: Cell::new(None),
                 m: RefCell::new(Measurements::default()),
             });
             let reader = Reader {
@@ -605,6 +613,9 @@ impl Sender {
                 if self.conn.stop.get() {
                     return Ok(());
                 }
+            }
+            if let Some(until) = self.conn.pause_until.take() {
+                tokio::time::sleep_until(until.into()).await;
             }
             frames.clear();
             match interval {
@@ -742,6 +753,14 @@ impl Reader {
                 if let Some(m) = push.message {
                     self.on_push(&m);
                 }
+            }
+            Some(Body::Error(e)) if e.code == ErrorCode::RateLimited as i32 => {
+                // Back-pressure, not a failure: the sender waits as told and goes on (the
+                // refused message took no seq and is not expected anywhere).
+                self.conn.m.borrow_mut().rate_limited += 1;
+                let wait = Duration::from_millis(e.retry_after_ms.max(1));
+                self.conn.pause_until.set(Some(Instant::now() + wait));
+                self.release();
             }
             Some(Body::Error(e)) => {
                 let code = ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Unspecified);
