@@ -228,3 +228,25 @@ fn a_refused_op_changes_no_count() {
     assert_eq!(s.ports.groups.read_histogram(g).unwrap(), before);
     assert_eq!(before.unwrap().at_or_past(0), (2, true));
 }
+
+/// An op that loads several cursor rows (a create or invite) keeps every row it loaded, even
+/// when the row cache reaches its bound in the middle of it (16 rows in tests).
+#[test]
+fn an_op_loading_many_rows_keeps_them_when_the_cache_fills_up() {
+    let mut s = setup();
+    let (owner, others) = (s.users[0], s.users[1..].to_vec());
+    for _ in 0..12 {
+        let g = create(&mut s, owner, Vec::new());
+        let invite = GroupOpKind::Invite {
+            g,
+            users: others.clone(),
+        };
+        let done = s.writer.commit(&mut vec![group_op(owner, invite)]);
+        assert!(
+            matches!(done.outcomes[0], Outcome::Group { .. }),
+            "{:?}",
+            done.outcomes[0]
+        );
+        assert_agrees(&s, g);
+    }
+}
