@@ -6,8 +6,9 @@
 //!
 //! Setup, not measured: the online members log in on the load threads (and start reading at
 //! once, so the setup's group events never pile up), the offline ones are signed up and
-//! disconnected, then an owner creates the group and invites everyone in batches. The measured
-//! phase starts when every online member has seen the last setup event.
+//! disconnected, then an owner creates the group, invites everyone in batches, hands the group
+//! to the first member and leaves (so the group is exactly the M members). The measured phase
+//! starts when every online member has seen the last setup event.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -394,6 +395,23 @@ async fn set_up_group(cfg: &GroupConfig, shared: &Shared) -> anyhow::Result<u64>
             }
             other => bail!("GroupInvite: {other:?}"),
         }
+    }
+    // The owner hands the group to member 0 and leaves: the group is exactly the M members,
+    // and any of them may be online.
+    let transfer = Body::GroupTransfer(v1::GroupTransfer {
+        conversation_id,
+        user_id: ids[0],
+    });
+    match owner.request(transfer).await? {
+        Body::GroupOk(ok) => last_seq = last_seq.max(ok.event_seq),
+        other => bail!("GroupTransfer: {other:?}"),
+    }
+    match owner
+        .request(Body::GroupLeave(v1::GroupLeave { conversation_id }))
+        .await?
+    {
+        Body::GroupOk(ok) => last_seq = last_seq.max(ok.event_seq),
+        other => bail!("GroupLeave: {other:?}"),
     }
     shared
         .conversation_id
