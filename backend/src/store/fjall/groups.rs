@@ -28,6 +28,28 @@ fn mention_key(group: ConvId, user: UserId, seq: u64) -> [u8; 24] {
 }
 
 impl FjallStore {
+    /// Up to `limit` entries `(second half of the key, value)` of a keyspace keyed by
+    /// `(prefix, u64)` pairs, with a second half above `after`, ascending: one page of
+    /// members, applications or a user's groups.
+    fn pairs_after<T: serde::de::DeserializeOwned>(
+        &self,
+        keyspace: &fjall::Keyspace,
+        prefix: u64,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, T)>, StoreError> {
+        if limit == 0 || after == u64::MAX {
+            return Ok(Vec::new());
+        }
+        self.view()
+            .range(keyspace, pair_key(prefix, after + 1)..=pair_key(prefix, u64::MAX))
+            .take(limit)
+            .map(|guard| {
+                let (key, value) = guard.into_inner()?;
+                Ok((key_u64(&key, 8)?, decode(&value)?))
+            })
+            .collect()
+    }
     /// Adds a commit group's groups section to its batch.
     pub(super) fn write_groups(&self, batch: &mut OwnedWriteBatch, writes: &GroupWrites) {
         for (group, record) in &writes.groups {
@@ -114,21 +136,7 @@ impl GroupStore for FjallStore {
         after: UserId,
         limit: usize,
     ) -> Result<Vec<(UserId, MemberRecord)>, StoreError> {
-        if limit == 0 || after == UserId::MAX {
-            return Ok(Vec::new());
-        }
-        let g = group.to_wire();
-        self.view()
-            .range(
-                &self.group_members,
-                pair_key(g, after + 1)..=pair_key(g, UserId::MAX),
-            )
-            .take(limit)
-            .map(|guard| {
-                let (key, value) = guard.into_inner()?;
-                Ok((key_u64(&key, 8)?, decode(&value)?))
-            })
-            .collect()
+            self.pairs_after(&self.group_members, group.to_wire(), after, limit)
     }
 
     fn user_group(
@@ -145,20 +153,11 @@ impl GroupStore for FjallStore {
         after: u64,
         limit: usize,
     ) -> Result<Vec<(ConvId, UserGroupRecord)>, StoreError> {
-        if limit == 0 || after == u64::MAX {
-            return Ok(Vec::new());
-        }
-        self.view()
-            .range(
-                &self.user_groups,
-                pair_key(user, after + 1)..=pair_key(user, u64::MAX),
-            )
-            .take(limit)
-            .map(|guard| {
-                let (key, value) = guard.into_inner()?;
-                Ok((ConvId::from_stored(key_u64(&key, 8)?), decode(&value)?))
-            })
-            .collect()
+            Ok(self
+            .pairs_after(&self.user_groups, user, after, limit)?
+            .into_iter()
+            .map(|(g, row)| (ConvId::from_stored(g), row))
+            .collect())
     }
 
     fn user_group_count(&self, user: UserId) -> Result<u32, StoreError> {
@@ -189,21 +188,7 @@ impl GroupStore for FjallStore {
         after: UserId,
         limit: usize,
     ) -> Result<Vec<(UserId, ApplicationRecord)>, StoreError> {
-        if limit == 0 || after == UserId::MAX {
-            return Ok(Vec::new());
-        }
-        let g = group.to_wire();
-        self.view()
-            .range(
-                &self.group_applications,
-                pair_key(g, after + 1)..=pair_key(g, UserId::MAX),
-            )
-            .take(limit)
-            .map(|guard| {
-                let (key, value) = guard.into_inner()?;
-                Ok((key_u64(&key, 8)?, decode(&value)?))
-            })
-            .collect()
+            self.pairs_after(&self.group_applications, group.to_wire(), after, limit)
     }
 
     fn unread_mentions(
