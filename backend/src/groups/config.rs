@@ -27,7 +27,7 @@ pub struct GroupsConfig {
     /// Read cursors are pushed as receipts to the group's members only up to this many
     /// members; larger groups ask GroupReadCount.
     pub receipts_members_max: u32,
-    /// Typing is relayed only in groups up to this many members.
+    /// Typing is relayed only while a group has at most this many online connections.
     pub typing_members_max: u32,
     /// Largest page of members, groups and applications.
     pub page_max: u32,
