@@ -39,6 +39,8 @@ const SETUP_CONCURRENCY: usize = 128;
 const SETUP_SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How late tokio's timer may wake a paced sender (its wheel has 1 ms slots).
 const TIMER_SLACK: Duration = Duration::from_millis(2);
+/// How often a listening member pings (the server's idle timeout is 60 s by default).
+const HEARTBEAT: Duration = Duration::from_secs(20);
 /// A message key: the sender's number above this many bits, its index below.
 const INDEX_BITS: u32 = 40;
 
@@ -531,6 +533,8 @@ impl Load {
                 last_member_us: Rc::clone(&last_member_us),
             };
             load.tasks.push(tokio::task::spawn_local(reader.run()));
+            load.tasks
+                .push(tokio::task::spawn_local(heartbeat(Rc::clone(&conn))));
             if !cfg.ack_every.is_zero() {
                 load.tasks.push(tokio::task::spawn_local(ack(
                     Rc::clone(&conn),
@@ -694,6 +698,23 @@ impl Sender {
 
 fn filler(index: u64) -> u8 {
     (index % 251) as u8
+}
+
+/// A member that only listens still pings, as a client does, so that a long setup (100,000
+/// sign-ups) does not end its connection by the server's idle timeout.
+async fn heartbeat(conn: Rc<Conn>) -> anyhow::Result<()> {
+    let mut scratch = BytesMut::with_capacity(64);
+    let mut every = tokio::time::interval(HEARTBEAT);
+    every.tick().await;
+    while !conn.stop.get() {
+        every.tick().await;
+        let ping = Frame {
+            request_id: 0,
+            body: Some(Body::Ping(v1::Ping { client_time_ms: 0 })),
+        };
+        conn.write.lock().await.write(&[ping], &mut scratch).await?;
+    }
+    Ok(())
 }
 
 /// Sends the reader's `DeliveryAck`s (request id 0: no reply wanted), at most one per

@@ -42,7 +42,10 @@ impl FjallStore {
             return Ok(Vec::new());
         }
         self.view()
-            .range(keyspace, pair_key(prefix, after + 1)..=pair_key(prefix, u64::MAX))
+            .range(
+                keyspace,
+                pair_key(prefix, after + 1)..=pair_key(prefix, u64::MAX),
+            )
             .take(limit)
             .map(|guard| {
                 let (key, value) = guard.into_inner()?;
@@ -136,7 +139,7 @@ impl GroupStore for FjallStore {
         after: UserId,
         limit: usize,
     ) -> Result<Vec<(UserId, MemberRecord)>, StoreError> {
-            self.pairs_after(&self.group_members, group.to_wire(), after, limit)
+        self.pairs_after(&self.group_members, group.to_wire(), after, limit)
     }
 
     fn user_group(
@@ -153,7 +156,7 @@ impl GroupStore for FjallStore {
         after: u64,
         limit: usize,
     ) -> Result<Vec<(ConvId, UserGroupRecord)>, StoreError> {
-            Ok(self
+        Ok(self
             .pairs_after(&self.user_groups, user, after, limit)?
             .into_iter()
             .map(|(g, row)| (ConvId::from_stored(g), row))
@@ -188,7 +191,7 @@ impl GroupStore for FjallStore {
         after: UserId,
         limit: usize,
     ) -> Result<Vec<(UserId, ApplicationRecord)>, StoreError> {
-            self.pairs_after(&self.group_applications, group.to_wire(), after, limit)
+        self.pairs_after(&self.group_applications, group.to_wire(), after, limit)
     }
 
     fn unread_mentions(
