@@ -1,0 +1,455 @@
+//! The measured load: each online member's reader (checks and counts every push), its sender
+//! (window or paced), its delivery acks and heartbeat.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BufMut, BytesMut};
+use ringchat_proto::v1::{self, ErrorCode};
+use ringchat_proto::{Body, Frame};
+use tokio::sync::Notify;
+
+use super::{GroupConfig, HEARTBEAT, INDEX_BITS, Shared, TIMER_SLACK};
+use crate::stats::Measurements;
+use crate::transport::{FrameReader, FrameWriter, Link};
+
+/// State shared by one online member's reader, sender and acker.
+struct Conn {
+    /// Online member number: its slot in `Shared::last_seq`.
+    member: usize,
+    in_flight: Cell<usize>,
+    room: Notify,
+    ack_due: Cell<Option<u64>>,
+    ack_wake: Notify,
+    write: tokio::sync::Mutex<FrameWriter>,
+    stop: Cell<bool>,
+    /// Set when the server said RATE_LIMITED (the per-connection request budget): no sends
+    /// before then, as a client does.
+    pause_until: Cell<Option<Instant>>,
+    m: RefCell<Measurements>,
+}
+
+/// One load thread's measurements, and its deliveries' latency per message (by key) to the
+/// last of its members.
+pub(super) struct ThreadResult {
+    pub(super) m: Measurements,
+    pub(super) last_member_us: HashMap<u64, u64>,
+}
+
+/// One load thread's running members.
+pub(super) struct Load {
+    conns: Vec<Rc<Conn>>,
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    senders: Vec<Sender>,
+    last_member_us: Rc<RefCell<HashMap<u64, u64>>>,
+}
+
+impl Load {
+    /// Starts reading every member's connection at once (setup events arrive before the
+    /// measured phase); the senders wait for `finish`.
+    pub(super) fn start(
+        cfg: &GroupConfig,
+        members: Vec<(usize, Link, u64)>,
+        run: u64,
+        shared: &Arc<Shared>,
+    ) -> Self {
+        let last_member_us = Rc::new(RefCell::new(HashMap::new()));
+        let mut load = Load {
+            conns: Vec::with_capacity(members.len()),
+            tasks: Vec::new(),
+            senders: Vec::new(),
+            last_member_us: Rc::clone(&last_member_us),
+        };
+        for (member, link, _) in members {
+            let (read, write) = link.split();
+            let conn = Rc::new(Conn {
+                member,
+                in_flight: Cell::new(0),
+                room: Notify::new(),
+                ack_due: Cell::new(None),
+                ack_wake: Notify::new(),
+                write: tokio::sync::Mutex::new(write),
+                stop: Cell::new(false),
+                pause_until: Cell::new(None),
+                m: RefCell::new(Measurements::default()),
+            });
+            let reader = Reader {
+                conn: Rc::clone(&conn),
+                read,
+                shared: Arc::clone(shared),
+                size: cfg.size,
+                last_seq: 0,
+                last_index: vec![None; cfg.senders],
+                ack_every: cfg.ack_every,
+                acked_seq: 0,
+                last_ack: None,
+                last_member_us: Rc::clone(&last_member_us),
+            };
+            load.tasks.push(tokio::task::spawn_local(reader.run()));
+            load.tasks
+                .push(tokio::task::spawn_local(heartbeat(Rc::clone(&conn))));
+            if !cfg.ack_every.is_zero() {
+                load.tasks.push(tokio::task::spawn_local(ack(
+                    Rc::clone(&conn),
+                    Arc::clone(shared),
+                )));
+            }
+            if member < cfg.senders {
+                load.senders.push(Sender {
+                    conn: Rc::clone(&conn),
+                    number: member as u64,
+                    run,
+                    size: cfg.size,
+                    window: cfg.window,
+                    rate: cfg.rate.map(|r| r / cfg.senders as f64),
+                    phase: member as f64 / cfg.senders as f64,
+                });
+            }
+            load.conns.push(conn);
+        }
+        load
+    }
+
+    /// Sends for the configured duration, drains, stops, and returns what was measured.
+    pub(super) async fn finish(
+        mut self,
+        cfg: &GroupConfig,
+        start: Instant,
+        shared: &Arc<Shared>,
+    ) -> anyhow::Result<ThreadResult> {
+        let conversation_id = *shared.conversation_id.get().expect("set before go");
+        let end = start + cfg.duration;
+        let mut senders = Vec::new();
+        for sender in self.senders.drain(..) {
+            let shared = Arc::clone(shared);
+            senders.push(tokio::task::spawn_local(async move {
+                let sent = sender.run(conversation_id, start, end).await;
+                shared.senders_done.fetch_add(1, Ordering::AcqRel);
+                sent
+            }));
+        }
+        tokio::time::sleep_until(end.into()).await;
+        // Drain: until every sender has its acks and every acked message has been delivered
+        // to every other online member, or the timeout.
+        let deadline = Instant::now() + cfg.drain_timeout;
+        let expected_per_message = cfg.online as u64 - 1;
+        while Instant::now() < deadline {
+            let done = shared.senders_done.load(Ordering::Acquire) == cfg.senders;
+            let expected = shared.acked.load(Ordering::Acquire) * expected_per_message;
+            if done && shared.delivered.load(Ordering::Acquire) >= expected {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for c in &self.conns {
+            c.stop.set(true);
+            c.room.notify_one();
+            c.ack_wake.notify_one();
+        }
+        for t in senders.iter().chain(&self.tasks) {
+            t.abort();
+        }
+        let mut m = Measurements::default();
+        for c in &self.conns {
+            m.merge(&c.m.borrow());
+        }
+        let last_member_us = std::mem::take(&mut *self.last_member_us.borrow_mut());
+        Ok(ThreadResult { m, last_member_us })
+    }
+}
+
+struct Sender {
+    conn: Rc<Conn>,
+    number: u64,
+    run: u64,
+    size: usize,
+    window: usize,
+    /// This sender's messages per second; `None`: as fast as the window allows.
+    rate: Option<f64>,
+    /// Where in its period this sender's first message falls (0..1).
+    phase: f64,
+}
+
+impl Sender {
+    async fn run(self, conversation_id: u64, start: Instant, end: Instant) -> anyhow::Result<()> {
+        let mut scratch = BytesMut::with_capacity(self.window * (self.size + 64));
+        let mut frames = Vec::with_capacity(self.window);
+        let mut index: u64 = 0;
+        let interval = self
+            .rate
+            .map(|r| Duration::from_secs_f64(1.0 / r.max(1e-9)));
+        let mut due = start + interval.map_or(Duration::ZERO, |every| every.mul_f64(self.phase));
+        while Instant::now() < end && !self.conn.stop.get() {
+            // Held back by the server (window full): at a fixed rate the wait counts as latency.
+            let mut held_back = false;
+            while self.conn.in_flight.get() >= self.window {
+                held_back = true;
+                self.conn.room.notified().await;
+                if self.conn.stop.get() {
+                    return Ok(());
+                }
+            }
+            if let Some(until) = self.conn.pause_until.take() {
+                tokio::time::sleep_until(until.into()).await;
+            }
+            frames.clear();
+            match interval {
+                None => {
+                    let now = start.elapsed();
+                    for _ in self.conn.in_flight.get()..self.window {
+                        frames.push(self.frame(conversation_id, index, now));
+                        index += 1;
+                    }
+                }
+                Some(every) => {
+                    tokio::time::sleep_until(due.into()).await;
+                    // As in `pairs`: stamped when due if the sender was held back or fell
+                    // behind its schedule, so a stalled server cannot hide its queueing.
+                    let now = Instant::now();
+                    let behind = now.saturating_duration_since(due) > TIMER_SLACK;
+                    let stamp = if held_back || behind { due } else { now };
+                    frames.push(self.frame(conversation_id, index, stamp - start));
+                    index += 1;
+                    due += every;
+                }
+            }
+            self.conn
+                .in_flight
+                .set(self.conn.in_flight.get() + frames.len());
+            self.conn.m.borrow_mut().sent += frames.len() as u64;
+            self.conn
+                .write
+                .lock()
+                .await
+                .write(&frames, &mut scratch)
+                .await?;
+        }
+        // Wait for the last acks before counting this sender done.
+        while self.conn.in_flight.get() > 0 && !self.conn.stop.get() {
+            self.conn.room.notified().await;
+        }
+        Ok(())
+    }
+
+    fn frame(&self, conversation_id: u64, index: u64, sent_at: Duration) -> Frame {
+        let mut content = Vec::with_capacity(self.size);
+        content.put_u64_le((self.number << INDEX_BITS) | index);
+        content.put_u64_le(sent_at.as_nanos() as u64);
+        content.resize(self.size, filler(index));
+        Frame {
+            request_id: index + 1,
+            body: Some(Body::Send(v1::Send {
+                client_msg_id: format!("{:x}-{}-{index}", self.run, self.number),
+                conversation_id,
+                content_type: v1::ContentType::Custom as i32,
+                content: content.into(),
+                ..Default::default()
+            })),
+        }
+    }
+}
+
+fn filler(index: u64) -> u8 {
+    (index % 251) as u8
+}
+
+/// A member that only listens still pings, as a client does, so that a long setup (100,000
+/// sign-ups) does not end its connection by the server's idle timeout.
+async fn heartbeat(conn: Rc<Conn>) -> anyhow::Result<()> {
+    let mut scratch = BytesMut::with_capacity(64);
+    let mut every = tokio::time::interval(HEARTBEAT);
+    every.tick().await;
+    while !conn.stop.get() {
+        every.tick().await;
+        let ping = Frame {
+            request_id: 0,
+            body: Some(Body::Ping(v1::Ping { client_time_ms: 0 })),
+        };
+        conn.write.lock().await.write(&[ping], &mut scratch).await?;
+    }
+    Ok(())
+}
+
+/// Sends the reader's `DeliveryAck`s (request id 0: no reply wanted), at most one per
+/// `ack_every`.
+async fn ack(conn: Rc<Conn>, shared: Arc<Shared>) -> anyhow::Result<()> {
+    let mut scratch = BytesMut::with_capacity(64);
+    loop {
+        conn.ack_wake.notified().await;
+        if conn.stop.get() {
+            return Ok(());
+        }
+        let (Some(seq), Some(&conversation_id)) =
+            (conn.ack_due.take(), shared.conversation_id.get())
+        else {
+            continue;
+        };
+        let frame = Frame {
+            request_id: 0,
+            body: Some(Body::DeliveryAck(v1::DeliveryAck {
+                conversation_id,
+                seq,
+            })),
+        };
+        conn.write
+            .lock()
+            .await
+            .write(&[frame], &mut scratch)
+            .await?;
+        conn.m.borrow_mut().delivery_acks += 1;
+    }
+}
+
+struct Reader {
+    conn: Rc<Conn>,
+    read: FrameReader,
+    shared: Arc<Shared>,
+    size: usize,
+    /// The newest group seq seen: pushes of one group arrive in seq order.
+    last_seq: u64,
+    /// Per sender, the newest index received: a sender's indexes only grow.
+    last_index: Vec<Option<u64>>,
+    ack_every: Duration,
+    acked_seq: u64,
+    last_ack: Option<Instant>,
+    last_member_us: Rc<RefCell<HashMap<u64, u64>>>,
+}
+
+impl Reader {
+    async fn run(mut self) -> anyhow::Result<()> {
+        while let Some(frame) = self.read.next().await? {
+            self.on_frame(frame);
+            while let Some(frame) = self.read.next_buffered()? {
+                self.on_frame(frame);
+            }
+            self.ack_batch();
+        }
+        if !self.conn.stop.get() {
+            self.conn
+                .m
+                .borrow_mut()
+                .error("connection closed by the server");
+            self.shared.progress.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn on_frame(&mut self, frame: Frame) {
+        match frame.body {
+            Some(Body::SendAck(_)) => {
+                self.conn.m.borrow_mut().acked += 1;
+                self.shared.acked.fetch_add(1, Ordering::AcqRel);
+                self.release();
+            }
+            Some(Body::Push(push)) => {
+                if let Some(m) = push.message {
+                    self.on_push(&m);
+                }
+            }
+            Some(Body::Error(e)) if e.code == ErrorCode::RateLimited as i32 => {
+                // Back-pressure, not a failure: the sender waits as told and goes on (the
+                // refused message took no seq and is not expected anywhere).
+                self.conn.m.borrow_mut().rate_limited += 1;
+                let wait = Duration::from_millis(e.retry_after_ms.max(1));
+                self.conn.pause_until.set(Some(Instant::now() + wait));
+                self.release();
+            }
+            Some(Body::Error(e)) => {
+                let code = ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Unspecified);
+                self.conn.m.borrow_mut().error(code.as_str_name());
+                self.shared.progress.errors.fetch_add(1, Ordering::Relaxed);
+                if frame.request_id != 0 {
+                    self.release();
+                }
+            }
+            Some(Body::Kicked(k)) => {
+                let reason = v1::KickReason::try_from(k.reason).unwrap_or_default();
+                self.conn.m.borrow_mut().error(reason.as_str_name());
+                self.shared.progress.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+
+    fn release(&self) {
+        self.conn
+            .in_flight
+            .set(self.conn.in_flight.get().saturating_sub(1));
+        self.conn.room.notify_one();
+    }
+
+    fn on_push(&mut self, msg: &v1::Message) {
+        // Before the group exists (setup), pushes are the setup's own group events.
+        if self
+            .shared
+            .conversation_id
+            .get()
+            .is_some_and(|c| *c != msg.conversation_id)
+        {
+            return;
+        }
+        let mut m = self.conn.m.borrow_mut();
+        let duplicate_seq = msg.seq == self.last_seq;
+        if msg.seq < self.last_seq {
+            m.out_of_order += 1;
+        }
+        self.last_seq = self.last_seq.max(msg.seq);
+        self.shared.last_seq[self.conn.member].store(self.last_seq, Ordering::Relaxed);
+        if msg.content_type != v1::ContentType::Custom as i32 {
+            return;
+        }
+        let Some(start) = self.shared.start_at.get() else {
+            return;
+        };
+        let now = start.elapsed();
+        let mut content = &msg.content[..];
+        if content.len() != self.size {
+            m.corrupt += 1;
+            return;
+        }
+        let key = content.get_u64_le();
+        let sent_at = Duration::from_nanos(content.get_u64_le());
+        let (sender, index) = (key >> INDEX_BITS, key & ((1 << INDEX_BITS) - 1));
+        if content.iter().any(|&b| b != filler(index)) {
+            m.corrupt += 1;
+        }
+        let Some(last) = self.last_index.get_mut(sender as usize) else {
+            m.corrupt += 1;
+            return;
+        };
+        if duplicate_seq || last.is_some_and(|l| index <= l) {
+            m.duplicates += 1;
+            return;
+        }
+        *last = Some(index);
+        let latency = now.saturating_sub(sent_at);
+        m.record_delivery(now, latency);
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        let mut worst = self.last_member_us.borrow_mut();
+        let entry = worst.entry(key).or_default();
+        *entry = (*entry).max(us);
+        self.shared.delivered.fetch_add(1, Ordering::AcqRel);
+        self.shared.progress.done.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn ack_batch(&mut self) {
+        if self.ack_every.is_zero() || self.last_seq <= self.acked_seq {
+            return;
+        }
+        let now = Instant::now();
+        if self
+            .last_ack
+            .is_some_and(|t| now.duration_since(t) < self.ack_every)
+        {
+            return;
+        }
+        self.last_ack = Some(now);
+        self.acked_seq = self.last_seq;
+        self.conn.ack_due.set(Some(self.last_seq));
+        self.conn.ack_wake.notify_one();
+    }
+}

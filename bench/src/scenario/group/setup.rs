@@ -1,0 +1,163 @@
+//! The run's setup, not measured: members signed up and logged in, the group made.
+
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use ringchat_proto::Body;
+use ringchat_proto::v1;
+
+use super::{GroupConfig, SETUP_CONCURRENCY, SETUP_SETTLE_TIMEOUT, Shared, member_name};
+use crate::client::Client;
+use crate::scenario::run_id;
+use crate::transport::{Link, Transport};
+
+/// Signs up and logs in this thread's online members: (member number, link, user id).
+pub(super) async fn log_in_online(
+    cfg: &GroupConfig,
+    owned: &[usize],
+) -> anyhow::Result<Vec<(usize, Link, u64)>> {
+    let limit = Rc::new(tokio::sync::Semaphore::new(SETUP_CONCURRENCY));
+    let mut tasks = Vec::with_capacity(owned.len());
+    for &n in owned {
+        let (addr, limit, name) = (cfg.addr, Rc::clone(&limit), member_name(cfg, n));
+        let password = cfg.password.clone();
+        tasks.push(tokio::task::spawn_local(async move {
+            let _permit = limit.acquire().await?;
+            let (link, id) = Link::sign_up(Transport::Tcp, addr, &name, &password, "bench")
+                .await
+                .with_context(|| format!("signing up {name}"))?;
+            anyhow::Ok((n, link, id))
+        }));
+    }
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        out.push(t.await??);
+    }
+    Ok(out)
+}
+
+/// On the main thread, while the load threads wait at `ready`: signs up the offline members,
+/// creates the group with everyone, and waits until every online member has seen the last setup
+/// event. Always passes `ready` (so the load threads never wait forever) and returns the group.
+pub(super) async fn set_up_group(cfg: &GroupConfig, shared: &Shared) -> anyhow::Result<u64> {
+    let offline = sign_up_offline(cfg).await;
+    let owner = async {
+        let name = format!("{}gowner", cfg.user_prefix);
+        Client::connect(cfg.addr)
+            .await?
+            .login_or_register(&name, &cfg.password, "bench")
+            .await
+            .with_context(|| format!("signing up {name}"))
+    }
+    .await;
+    shared.ready.wait();
+    let (offline, (mut owner, _)) = (offline?, owner?);
+    let mut ids: Vec<u64> = {
+        let mut online = shared.ids.lock().expect("not poisoned").clone();
+        if online.len() != cfg.online {
+            bail!(
+                "only {} of {} online members logged in",
+                online.len(),
+                cfg.online
+            );
+        }
+        online.sort_unstable();
+        online.into_iter().map(|(_, id)| id).collect()
+    };
+    ids.extend(offline);
+    let mut batches = ids.chunks(cfg.invite_batch);
+    let first = batches.next().unwrap_or_default().to_vec();
+    let create = Body::GroupCreate(v1::GroupCreate {
+        name: format!("bench {:x}", run_id() & 0xffff_ffff),
+        member_ids: first,
+        join_policy: v1::JoinPolicy::Open.into(),
+        ..Default::default()
+    });
+    let (conversation_id, mut last_seq) = match owner.request(create).await? {
+        Body::GroupCreated(c) => {
+            if let Some(r) = c.results.first() {
+                bail!("GroupCreate refused user {}: code {}", r.user_id, r.code);
+            }
+            let group = c.group.context("GroupCreated without its group")?;
+            (group.conversation_id, c.event_seq)
+        }
+        other => bail!("GroupCreate: {other:?}"),
+    };
+    for batch in batches {
+        let invite = Body::GroupInvite(v1::GroupInvite {
+            conversation_id,
+            user_ids: batch.to_vec(),
+        });
+        match owner.request(invite).await? {
+            Body::GroupOk(ok) => {
+                if let Some(r) = ok.results.first() {
+                    bail!("GroupInvite refused user {}: code {}", r.user_id, r.code);
+                }
+                last_seq = last_seq.max(ok.event_seq);
+            }
+            other => bail!("GroupInvite: {other:?}"),
+        }
+    }
+    // The owner hands the group to member 0 and leaves: the group is exactly the M members,
+    // and any of them may be online.
+    let transfer = Body::GroupTransfer(v1::GroupTransfer {
+        conversation_id,
+        user_id: ids[0],
+    });
+    match owner.request(transfer).await? {
+        Body::GroupOk(ok) => last_seq = last_seq.max(ok.event_seq),
+        other => bail!("GroupTransfer: {other:?}"),
+    }
+    match owner
+        .request(Body::GroupLeave(v1::GroupLeave { conversation_id }))
+        .await?
+    {
+        Body::GroupOk(ok) => last_seq = last_seq.max(ok.event_seq),
+        other => bail!("GroupLeave: {other:?}"),
+    }
+    shared
+        .conversation_id
+        .set(conversation_id)
+        .expect("set once");
+    // The measured phase starts once the setup's events have reached everyone.
+    let deadline = Instant::now() + SETUP_SETTLE_TIMEOUT;
+    while shared
+        .last_seq
+        .iter()
+        .any(|s| s.load(Ordering::Relaxed) < last_seq)
+    {
+        if Instant::now() >= deadline {
+            bail!(
+                "online members did not see the setup's group events within {SETUP_SETTLE_TIMEOUT:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(conversation_id)
+}
+
+/// Signs up (or logs in) the members who stay offline, and returns their ids.
+async fn sign_up_offline(cfg: &GroupConfig) -> anyhow::Result<Vec<u64>> {
+    let limit = Rc::new(tokio::sync::Semaphore::new(SETUP_CONCURRENCY));
+    let mut tasks = Vec::with_capacity(cfg.members - cfg.online);
+    for n in cfg.online..cfg.members {
+        let (addr, limit, name) = (cfg.addr, Rc::clone(&limit), member_name(cfg, n));
+        let password = cfg.password.clone();
+        tasks.push(tokio::task::spawn_local(async move {
+            let _permit = limit.acquire().await?;
+            let (_, ok) = Client::connect(addr)
+                .await?
+                .login_or_register(&name, &password, "bench")
+                .await
+                .with_context(|| format!("signing up {name}"))?;
+            anyhow::Ok(ok.user_id)
+        }));
+    }
+    let mut ids = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        ids.push(t.await??);
+    }
+    Ok(ids)
+}
