@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use foldhash::fast::RandomState;
 
@@ -59,11 +59,25 @@ impl OnlineIndex {
         &self.stripes[(self.hasher.hash_one(conv) as usize) % STRIPES]
     }
 
+    /// A stripe's lock, taken over if a panic poisoned it (its maps stay consistent: nothing
+    /// under it panics half-way through a change).
+    fn read(&self, conv: ConvId) -> RwLockReadGuard<'_, Map<ConvId, Entry>> {
+        self.stripe(conv)
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self, conv: ConvId) -> RwLockWriteGuard<'_, Map<ConvId, Entry>> {
+        self.stripe(conv)
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Puts a connection in a group's audience; a repeat changes nothing.
     pub fn add(&self, conv: ConvId, conn: ConnRef) {
         let shard = usize::from(conn.shard);
         assert!(shard < self.shards, "connection of an unknown shard");
-        let mut groups = self.stripe(conv).write().expect("not poisoned");
+        let mut groups = self.write(conv);
         let entry = groups.entry(conv).or_insert_with(|| Entry {
             per_shard: (0..self.shards).map(|_| Arc::default()).collect(),
             pos: Map::default(),
@@ -80,7 +94,7 @@ impl OnlineIndex {
 
     /// Takes a connection out of a group's audience; an absent one changes nothing.
     pub fn remove(&self, conv: ConvId, conn: ConnRef) {
-        let mut groups = self.stripe(conv).write().expect("not poisoned");
+        let mut groups = self.write(conv);
         let Some(entry) = groups.get_mut(&conv) else {
             return;
         };
@@ -110,7 +124,7 @@ impl OnlineIndex {
     /// Calls `f(shard, connections)` for each shard with someone of the group online: O(shards)
     /// under one read lock, whatever the group's size.
     pub fn audience(&self, conv: ConvId, mut f: impl FnMut(usize, &ShardConns)) {
-        let groups = self.stripe(conv).read().expect("not poisoned");
+        let groups = self.read(conv);
         if let Some(entry) = groups.get(&conv) {
             for (shard, conns) in entry.per_shard.iter().enumerate() {
                 if !conns.is_empty() {
@@ -122,7 +136,7 @@ impl OnlineIndex {
 
     /// Online connections of one group (for limits and tests).
     pub fn online(&self, conv: ConvId) -> usize {
-        let groups = self.stripe(conv).read().expect("not poisoned");
+        let groups = self.read(conv);
         groups.get(&conv).map_or(0, |e| e.pos.len())
     }
 
@@ -130,7 +144,7 @@ impl OnlineIndex {
     #[cfg(test)]
     pub fn size(&self) -> (usize, usize) {
         self.stripes.iter().fold((0, 0), |(groups, entries), s| {
-            let s = s.read().expect("not poisoned");
+            let s = s.read().unwrap_or_else(PoisonError::into_inner);
             (
                 groups + s.len(),
                 entries + s.values().map(|e| e.pos.len()).sum::<usize>(),
