@@ -145,3 +145,46 @@ fn connect_reports_every_login_the_server_saw() {
     assert_eq!(server.metric("ringchat_logins_total") as u64, 60);
     assert!(report.server_rss_kib_per_conn.is_some());
 }
+
+#[test]
+fn group_reports_every_delivery_the_server_made() {
+    use ringchat_bench::scenario::group::{self, GroupConfig};
+    let server = TestServer::start(&[]);
+    let cfg = GroupConfig {
+        addr: server.tcp,
+        members: 12,
+        online: 6,
+        senders: 2,
+        size: 64,
+        window: 8,
+        rate: None,
+        duration: Duration::from_secs(1),
+        threads: 2,
+        user_prefix: "t_".into(),
+        password: "bench-password".into(),
+        drain_timeout: Duration::from_secs(20),
+        invite_batch: 5,
+        ack_every: Duration::from_millis(100),
+    };
+    let report = group::run(&cfg, &observe(&server)).unwrap();
+    assert!(report.clean(), "{report:?}");
+    assert!(report.acked > 0, "{report:?}");
+    // Every acked message reached every other online member once.
+    assert_eq!(report.deliveries, report.acked * 5, "{report:?}");
+    assert_eq!(report.expected_deliveries, report.deliveries);
+    // The server stored exactly the acked messages (group events are not counted as sends).
+    let stored = server.metric("ringchat_messages_stored_total");
+    assert_eq!(stored as u64, report.acked, "{report:?}");
+    assert!(report.server_cpu_us_per_delivery.is_some());
+    let json = serde_json::to_value(&report).unwrap();
+    for key in [
+        "deliveries_per_s",
+        "server_cpu_us_per_delivery",
+        "lost",
+        "duplicates",
+        "out_of_order",
+        "latency_us",
+    ] {
+        assert!(json.get(key).is_some(), "JSON report lacks {key}");
+    }
+}
