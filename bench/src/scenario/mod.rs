@@ -123,3 +123,25 @@ pub fn ensure_fd_limit(needed: u64) -> anyhow::Result<()> {
         "{needed} open files are needed but the limit is {soft} (hard {hard}): raise it with `ulimit -n {needed}` (as root, or LimitNOFILE= in systemd)"
     )
 }
+
+/// A `DeliveryAck` that wants no answer (request id 0), as receivers send one per read batch.
+pub(crate) fn delivery_ack(conversation_id: u64, seq: u64) -> ringchat_proto::Frame {
+    ringchat_proto::Frame {
+        request_id: 0,
+        body: Some(ringchat_proto::Body::DeliveryAck(
+            ringchat_proto::v1::DeliveryAck {
+                conversation_id,
+                seq,
+            },
+        )),
+    }
+}
+
+/// Writes one frame on a write half that a connection's tasks take turns on.
+pub(crate) async fn write_one(
+    write: &tokio::sync::Mutex<crate::transport::FrameWriter>,
+    frame: ringchat_proto::Frame,
+    scratch: &mut bytes::BytesMut,
+) -> anyhow::Result<()> {
+    write.lock().await.write(&[frame], scratch).await
+}

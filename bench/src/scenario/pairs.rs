@@ -473,18 +473,12 @@ async fn ack(conn: Rc<Conn>) -> anyhow::Result<()> {
         let Some((conversation_id, seq)) = conn.ack_due.take() else {
             continue;
         };
-        let frame = Frame {
-            request_id: 0,
-            body: Some(Body::DeliveryAck(v1::DeliveryAck {
-                conversation_id,
-                seq,
-            })),
-        };
-        conn.write
-            .lock()
-            .await
-            .write(&[frame], &mut scratch)
-            .await?;
+        super::write_one(
+            &conn.write,
+            super::delivery_ack(conversation_id, seq),
+            &mut scratch,
+        )
+        .await?;
         conn.m.borrow_mut().delivery_acks += 1;
     }
 }

@@ -269,7 +269,7 @@ async fn heartbeat(conn: Rc<Conn>) -> anyhow::Result<()> {
             request_id: 0,
             body: Some(Body::Ping(v1::Ping { client_time_ms: 0 })),
         };
-        conn.write.lock().await.write(&[ping], &mut scratch).await?;
+        crate::scenario::write_one(&conn.write, ping, &mut scratch).await?;
     }
     Ok(())
 }
@@ -288,18 +288,12 @@ async fn ack(conn: Rc<Conn>, shared: Arc<Shared>) -> anyhow::Result<()> {
         else {
             continue;
         };
-        let frame = Frame {
-            request_id: 0,
-            body: Some(Body::DeliveryAck(v1::DeliveryAck {
-                conversation_id,
-                seq,
-            })),
-        };
-        conn.write
-            .lock()
-            .await
-            .write(&[frame], &mut scratch)
-            .await?;
+        crate::scenario::write_one(
+            &conn.write,
+            crate::scenario::delivery_ack(conversation_id, seq),
+            &mut scratch,
+        )
+        .await?;
         conn.m.borrow_mut().delivery_acks += 1;
     }
 }
