@@ -10,10 +10,7 @@ use ringchat_proto::v1;
 use super::reads::{group_id, not_found, require_member};
 use crate::accounts::Refusal;
 use crate::messaging::writer::Writer;
-use crate::store::{ConvId, CursorStore, GroupStore, Ports, ReadHistogram, StoreError, UserId};
-
-/// Members read per batch when a histogram is built from the rows.
-const BUILD_BATCH: usize = 500;
+use crate::store::{ConvId, Ports, ReadHistogram, StoreError, UserId};
 
 impl ReadHistogram {
     /// A member counted at `read_seq`; the window slides up to hold it.
@@ -84,48 +81,25 @@ impl ReadHistogram {
     }
 }
 
-/// A histogram from the group's member rows and their cursor rows, for a group stored before
-/// histograms were kept (one scan, once).
-pub(crate) fn build(
-    groups: &dyn GroupStore,
-    cursors: &dyn CursorStore,
-    g: ConvId,
-    window: u64,
-) -> Result<ReadHistogram, StoreError> {
-    let mut histogram = ReadHistogram::default();
-    let mut after = 0;
-    loop {
-        let members = groups.group_members(g, after, BUILD_BATCH)?;
-        let Some(&(last, _)) = members.last() else {
-            break;
-        };
-        let keys: Vec<(ConvId, UserId)> = members.iter().map(|(u, _)| (g, *u)).collect();
-        for row in cursors.cursor_rows(&keys)? {
-            histogram.add(row.map_or(0, |r| r.cursor.read_seq), window);
-        }
-        if members.len() < BUILD_BATCH {
-            break;
-        }
-        after = last;
-    }
-    tracing::info!(group = ?g, "built the read histogram of a group stored before them");
-    Ok(histogram)
+/// Every group gets its histogram in the commit that creates it, so an existing group without
+/// one is a damaged store, not something to rebuild by a scan of its members.
+pub(crate) fn missing_histogram(g: ConvId) -> StoreError {
+    StoreError::Corrupt(format!("group {g} has no read histogram").into())
 }
 
 /// GroupReadCount, on the read pool: one get of the group's histogram.
 pub(crate) fn read_count(
     ports: &Ports,
-    window: u64,
     user: UserId,
     req: &v1::GroupReadCount,
 ) -> Result<v1::GroupReadCountOk, Refusal> {
     let g = group_id(req.conversation_id)?;
     require_member(ports, g, user)?;
     let record = ports.groups.group(g)?.ok_or_else(not_found)?;
-    let histogram = match ports.groups.read_histogram(g)? {
-        Some(h) => h,
-        None => build(&*ports.groups, &*ports.cursors, g, window)?,
-    };
+    let histogram = ports
+        .groups
+        .read_histogram(g)?
+        .ok_or_else(|| missing_histogram(g))?;
     let (read_count, exact) = histogram.at_or_past(req.seq);
     Ok(v1::GroupReadCountOk {
         conversation_id: g.to_wire(),

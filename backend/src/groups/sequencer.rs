@@ -14,8 +14,8 @@ use foldhash::fast::RandomState;
 
 use super::GroupsConfig;
 use crate::store::{
-    ApplicationRecord, ConvId, CursorStore, GroupRecord, GroupStore, GroupWrites, MemberRecord,
-    ReadHistogram, StoreError, UserGroupRecord, UserId,
+    ApplicationRecord, ConvId, GroupRecord, GroupStore, GroupWrites, MemberRecord, ReadHistogram,
+    StoreError, UserGroupRecord, UserId,
 };
 
 /// Cached groups and member rows, each at most; past it the cache starts over.
@@ -35,7 +35,6 @@ pub(crate) struct UserSlot {
 pub(crate) struct Groups {
     store: Arc<dyn GroupStore>,
     /// Only to build the read histogram of a group stored before they were kept.
-    cursors: Arc<dyn CursorStore>,
     pub(crate) limits: GroupsConfig,
     /// Committed state (and, once drained, what the group being committed applied: cleared
     /// whole if that commit fails).
@@ -58,13 +57,11 @@ pub(crate) struct Groups {
 impl Groups {
     pub(crate) fn new(
         store: Arc<dyn GroupStore>,
-        cursors: Arc<dyn CursorStore>,
         limits: GroupsConfig,
     ) -> Result<Self, StoreError> {
         let next = store.next_group_id()?;
         Ok(Self {
             store,
-            cursors,
             limits,
             groups: Map::default(),
             members: Map::default(),
@@ -215,15 +212,10 @@ impl Groups {
         if self.pending_reads.contains_key(&g) || self.reads.contains_key(&g) {
             return Ok(());
         }
-        let histogram = match self.store.read_histogram(g)? {
-            Some(h) => h,
-            None => super::read_counts::build(
-                &*self.store,
-                &*self.cursors,
-                g,
-                self.limits.read_count_window,
-            )?,
-        };
+        let histogram = self
+            .store
+            .read_histogram(g)?
+            .ok_or_else(|| super::read_counts::missing_histogram(g))?;
         if self.reads.len() >= READS_CACHED_MAX {
             self.reads.clear();
         }

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::read_counts::build;
 use super::send::GroupMessage;
 use super::{GroupOp, GroupOpKind, GroupsConfig};
 use crate::api::ConnRef;
@@ -15,7 +14,10 @@ use crate::contacts::ContactsConfig;
 use crate::messaging::writer::{
     CursorKind, CursorMove, Outcome, RowPolicy, Write, WriteOp, Writer,
 };
-use crate::store::{AccountStore, ConvId, FjallStore, JoinPolicy, Ports, UserId};
+use crate::store::{
+    AccountStore, ConvId, CursorStore, FjallStore, GroupStore, JoinPolicy, Ports, ReadHistogram,
+    StoreError, UserId,
+};
 
 const WINDOW: u64 = 8;
 const USERS: usize = 8;
@@ -249,4 +251,31 @@ fn an_op_loading_many_rows_keeps_them_when_the_cache_fills_up() {
         );
         assert_agrees(&s, g);
     }
+}
+
+/// The truth a kept histogram is checked against: one built from the member rows and their
+/// cursor rows.
+fn build(
+    groups: &dyn GroupStore,
+    cursors: &dyn CursorStore,
+    g: ConvId,
+    window: u64,
+) -> Result<ReadHistogram, StoreError> {
+    let mut histogram = ReadHistogram::default();
+    let mut after = 0;
+    loop {
+        let members = groups.group_members(g, after, 500)?;
+        let Some(&(last, _)) = members.last() else {
+            break;
+        };
+        let keys: Vec<(ConvId, UserId)> = members.iter().map(|(u, _)| (g, *u)).collect();
+        for row in cursors.cursor_rows(&keys)? {
+            histogram.add(row.map_or(0, |r| r.cursor.read_seq), window);
+        }
+        if members.len() < 500 {
+            break;
+        }
+        after = last;
+    }
+    Ok(histogram)
 }

@@ -281,11 +281,7 @@ impl Writer {
                 Arc::clone(&ports.accounts),
                 contact_limits,
             ),
-            groups: Groups::new(
-                Arc::clone(&ports.groups),
-                Arc::clone(&ports.cursors),
-                group_limits,
-            )?,
+            groups: Groups::new(Arc::clone(&ports.groups), group_limits)?,
             group: CommitGroup::default(),
             pending_next_msg_id: next_msg_id,
             pending_convs: Map::default(),
