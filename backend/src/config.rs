@@ -179,18 +179,30 @@ pub enum DevicePolicy {
     Replace,
 }
 
-/// `[admin]`: the private HTTP listener for metrics and, later, the admin API.
+/// `[admin]`: the private HTTP listener: metrics, health, the admin API and the dashboard.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// Empty string switches the admin listener off.
     pub listen: String,
+    /// Lifetime of a dashboard session from its login, in seconds.
+    pub session_ttl_s: u64,
+    /// Dashboard sessions held at once; past it the one expiring soonest is ended.
+    pub sessions_max: usize,
+    /// Largest request body the admin API reads, in bytes.
+    pub body_bytes_max: usize,
+    /// Most items one page of any admin list holds.
+    pub page_items_max: usize,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8080".to_owned(),
+            session_ttl_s: 8 * 3600,
+            sessions_max: 1_024,
+            body_bytes_max: 64 * 1024,
+            page_items_max: 200,
         }
     }
 }
@@ -198,6 +210,28 @@ impl Default for AdminConfig {
 impl AdminConfig {
     pub fn listen_addr(&self) -> Option<Result<SocketAddr, std::net::AddrParseError>> {
         (!self.listen.is_empty()).then(|| self.listen.parse())
+    }
+
+    fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(Err(e)) = self.listen_addr() {
+            out.push(format!(
+                "admin.listen: {e} (expected IP:PORT, for example 127.0.0.1:8080, or an empty string to switch it off)"
+            ));
+        }
+        if !(1..=30 * 24 * 3600).contains(&self.session_ttl_s) {
+            out.push("admin.session_ttl_s: must be between 1 and 2592000 (30 days)".into());
+        }
+        if !(1..=1_000_000).contains(&self.sessions_max) {
+            out.push("admin.sessions_max: must be between 1 and 1000000".into());
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&self.body_bytes_max) {
+            out.push("admin.body_bytes_max: must be between 1024 and 16777216".into());
+        }
+        if !(1..=10_000).contains(&self.page_items_max) {
+            out.push("admin.page_items_max: must be between 1 and 10000".into());
+        }
+        out
     }
 }
 
@@ -345,11 +379,7 @@ impl Settings {
                 ));
             }
         }
-        if let Some(Err(e)) = self.admin.listen_addr() {
-            out.push(format!(
-                "admin.listen: {e} (expected HOST:PORT or an empty string)"
-            ));
-        }
+        out.extend(self.admin.problems());
         out.extend(self.email.problems());
         out.extend(self.limits.problems());
         out.extend(self.contacts.problems());

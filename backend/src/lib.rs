@@ -9,6 +9,7 @@
 mod accounts;
 pub mod admin;
 pub mod api;
+mod audit;
 pub mod config;
 mod contacts;
 /// For benchmark tools only (`examples/fill_store.rs`): not part of the backend's API.

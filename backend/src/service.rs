@@ -79,6 +79,8 @@ pub struct Backend {
     pub(crate) contacts: Contacts,
     /// Ephemeral chat rooms, in memory only.
     pub(crate) rooms: Rooms,
+    /// Admin actions and users' security events (`audit.rs`).
+    pub(crate) audit: Arc<crate::audit::Audit>,
 }
 
 impl Backend {
@@ -92,8 +94,9 @@ impl Backend {
                 },
             })?;
         let ports = Ports::with_tail_cache(Arc::new(store), settings.storage.tail_cache_bytes);
-        let accounts =
-            Accounts::new(Arc::clone(&ports.accounts), &settings).map_err(BackendError::Email)?;
+        let audit = Arc::new(crate::audit::Audit::new(Arc::clone(&ports.audit)));
+        let accounts = Accounts::new(Arc::clone(&ports.accounts), &settings, Arc::clone(&audit))
+            .map_err(BackendError::Email)?;
         let replace_on = settings
             .login
             .policy
@@ -151,6 +154,7 @@ impl Backend {
         Ok(Arc::new(Self {
             contacts: Contacts::new(settings.contacts.clone()),
             rooms: Rooms::new(settings.rooms.clone()),
+            audit,
             presence: Tracker::new(
                 Arc::new(LocalPresence::default()),
                 settings.presence.quiet_period_ms,
@@ -204,6 +208,7 @@ impl Backend {
         };
         let delivery = Arc::clone(&self.delivery);
         tokio::spawn(async move { delivery.run(to_deliver).await });
+        self.audit.start();
         let this = Arc::clone(&self);
         tokio::spawn(async move {
             loop {

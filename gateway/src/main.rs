@@ -46,6 +46,15 @@ enum Command {
     },
     /// Check a configuration file and list every problem in it.
     CheckConfig { file: PathBuf },
+    /// Manage the admin listener's operators and API keys (works whether or not the server
+    /// runs; changes are audited).
+    Admin {
+        /// TOML configuration file (for storage.data_dir); RINGCHAT_ variables override it.
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
     /// Write a self-signed certificate and key (PEM) for trying out TLS; browsers will warn.
     GenCert {
         /// Certificate file to write.
@@ -58,6 +67,93 @@ enum Command {
         #[arg(long = "name", default_values_t = ["localhost".to_owned(), "127.0.0.1".to_owned()])]
         names: Vec<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Add an operator (password from stdin: typed without echo on a terminal, else the
+    /// first line).
+    AddUser {
+        name: String,
+        #[arg(long, value_parser = ["admin", "viewer"])]
+        role: String,
+        /// Replace the password and role of an existing operator.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Remove an operator: their dashboard sessions end at their next request.
+    RemoveUser { name: String },
+    /// Create an API key and print it (once: only its hash is stored).
+    AddKey {
+        name: String,
+        #[arg(long, value_parser = ["admin", "viewer"])]
+        role: String,
+    },
+    /// Revoke an API key: refused from the server's next request on.
+    RevokeKey { name: String },
+}
+
+/// Who runs the CLI, for the audit log.
+fn cli_actor() -> String {
+    let user = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "unknown".to_owned());
+    format!("cli:{user}")
+}
+
+/// Reads a password: without echo from a terminal, else the first line of stdin.
+fn read_password() -> anyhow::Result<String> {
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("password: ")?;
+        let again = rpassword::prompt_password("again: ")?;
+        anyhow::ensure!(first == again, "the passwords differ");
+        return Ok(first);
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+fn admin_command(config: Option<&Path>, command: AdminCommand) -> anyhow::Result<()> {
+    use ringchat_backend::admin::{auth::Role, cli};
+    let config = Config::load(config, env_vars())
+        .map_err(|problems| anyhow::anyhow!("configuration: {}", problems.join("; ")))?;
+    let dir = &config.storage.data_dir;
+    let actor = cli_actor();
+    let role = |r: &str| Role::parse(r).ok_or_else(|| anyhow::anyhow!("unknown role {r}"));
+    match command {
+        AdminCommand::AddUser {
+            name,
+            role: r,
+            replace,
+        } => {
+            let password = read_password()?;
+            cli::add_user(
+                dir,
+                &config.accounts,
+                &name,
+                role(&r)?,
+                &password,
+                replace,
+                &actor,
+            )?;
+            println!("operator {name} ({r}) saved");
+        }
+        AdminCommand::RemoveUser { name } => {
+            cli::remove_user(dir, &name, &actor)?;
+            println!("operator {name} removed");
+        }
+        AdminCommand::AddKey { name, role: r } => {
+            let key = cli::add_key(dir, &name, role(&r)?, &actor)?;
+            println!("{key}");
+        }
+        AdminCommand::RevokeKey { name } => {
+            cli::revoke_key(dir, &name, &actor)?;
+            println!("API key {name} revoked");
+        }
+    }
+    Ok(())
 }
 
 /// Writes a self-signed pair; the key file is readable by its owner only.
@@ -94,6 +190,13 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
+        Command::Admin { config, command } => match admin_command(config.as_deref(), command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("ringchat admin: {err:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::GenCert { cert, key, names } => match gen_cert(&cert, &key, names) {
             Ok(()) => {
                 println!(

@@ -120,14 +120,14 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
     let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
     if let Some(listener) = admin_listener {
-        let admin = Arc::new(Admin {
+        let admin = Arc::new(Admin::new(
             prometheus,
-            backend: Arc::clone(&backend),
-            on_scrape: Box::new({
+            Arc::clone(&backend),
+            Box::new({
                 let shards = shard_stats.clone();
                 move || stats::publish(&shards)
             }),
-        });
+        ));
         rt.spawn(async move {
             let stop = async {
                 let _ = admin_stop_rx.await;

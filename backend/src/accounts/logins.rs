@@ -11,6 +11,7 @@ use super::validate::{validate_email, validate_username};
 use super::{
     Accounts, Authenticated, DEVICE_ID_BYTES_MAX, Refusal, blocking, devices, password, token_hash,
 };
+use crate::audit::Entry;
 use crate::store::{TokenHash, TokenRecord, UserId, email_key};
 use crate::throttle::ThrottleKey;
 use crate::time::now_ms;
@@ -43,13 +44,37 @@ impl Accounts {
             Err(r) if r.code == ErrorCode::InvalidCredentials => {
                 self.throttle.record_failure(addr_key, Instant::now());
                 metrics::counter!("ringchat_login_failures_total").increment(1);
+                self.audit.record(
+                    Entry::new(login_account(req), "user.login_failed")
+                        .from(peer)
+                        .detail(format!("device {}", req.device_id)),
+                );
             }
-            Ok(_) => metrics::counter!("ringchat_logins_total").increment(1),
+            Ok(auth) => {
+                metrics::counter!("ringchat_logins_total").increment(1);
+                self.audit.record(
+                    Entry::new(format!("user:{}", auth.user_id), "user.login")
+                        .from(peer)
+                        .detail(format!("device {}", req.device_id)),
+                );
+            }
             Err(_) => {}
         }
         result
     }
+}
 
+/// Who a login claimed to be, for the audit log: `user:ID`, or the name or address it gave.
+fn login_account(req: &v1::Login) -> String {
+    match &req.account {
+        Some(login::Account::UserId(id)) => format!("user:{id}"),
+        Some(login::Account::Username(name)) => format!("username:{name}"),
+        Some(login::Account::Email(email)) => format!("email:{email}"),
+        None => "unknown".into(),
+    }
+}
+
+impl Accounts {
     pub(super) fn check_throttle(&self, key: &ThrottleKey) -> Result<(), Refusal> {
         match self.throttle.wait_for(key, Instant::now()) {
             None => Ok(()),

@@ -30,6 +30,7 @@ use crate::throttle::Throttle;
 use crate::time::now_ms;
 
 pub use password::token_hash;
+pub(crate) use password::{hash_password, verify_password};
 pub(crate) use seen::{SEEN_FLUSH_INTERVAL, SeenBuffer};
 pub use validate::{DEVICE_ID_BYTES_MAX, EMAIL_BYTES_MAX, USERNAME_CHARS_MAX};
 use validate::{validate_email, validate_username};
@@ -102,6 +103,8 @@ pub struct Accounts {
     codes: codes::EmailCodes,
     mailer: email::Mailer,
     pub(crate) seen: SeenBuffer,
+    /// Users' security events go to the audit log.
+    pub(crate) audit: Arc<crate::audit::Audit>,
 }
 
 /// Runs store calls on a blocking thread.
@@ -114,11 +117,16 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Accounts {
-    pub fn new(store: Arc<dyn AccountStore>, settings: &Settings) -> Result<Self, String> {
+    pub fn new(
+        store: Arc<dyn AccountStore>,
+        settings: &Settings,
+        audit: Arc<crate::audit::Audit>,
+    ) -> Result<Self, String> {
         let accounts = settings.accounts.clone();
         let dummy_hash = password::hash_password(&accounts, "ringchat-dummy-password")
             .expect("validated argon2 parameters");
         Ok(Self {
+            audit,
             hashing: Semaphore::new(accounts.hash_concurrency),
             registration_hashing: Semaphore::new(accounts.hash_concurrency.div_ceil(2)),
             throttle: Throttle::new(&settings.login),

@@ -4,6 +4,7 @@
 //! Methods are synchronous and may block on disk: call them from a blocking context (the read
 //! pool or the sequencer's thread), never directly on a tokio worker's hot loop.
 
+mod audit;
 #[cfg(test)]
 pub(crate) mod conformance;
 mod contacts;
@@ -15,6 +16,7 @@ mod ports;
 pub(crate) mod records;
 pub(crate) mod tail_cache;
 
+pub use audit::AuditRecord;
 pub use contacts::{
     ContactSummary, ContactWrites, DmPolicy, ProfileRecord, RelationKey, RelationKind,
     RelationRecord,
@@ -26,8 +28,8 @@ pub use groups::{
     MemberRecord, ReadHistogram, UserGroupRecord,
 };
 pub use ports::{
-    AccountStore, ContactStore, ConversationLog, CursorStore, GroupStore, MembershipStore, Ports,
-    StoreEngine,
+    AccountStore, AuditStore, ContactStore, ConversationLog, CursorStore, GroupStore,
+    MembershipStore, Ports, StoreEngine,
 };
 pub use records::{
     CommitGroup, ConvRecord, CursorRecord, CursorRow, DEVICES_PER_ROW_MAX, DedupRecord,

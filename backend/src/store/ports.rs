@@ -13,10 +13,10 @@ use std::sync::Arc;
 
 use super::tail_cache::TailCached;
 use super::{
-    ApplicationRecord, CommitGroup, ContactSummary, ConvId, ConvRecord, CursorRow, GroupRecord,
-    MemberRecord, MessageRecord, ProfileRecord, ReadHistogram, RelationKey, RelationKind,
-    RelationRecord, StoreError, StoreHealth, TokenHash, TokenRecord, UserGroupRecord, UserId,
-    UserRecord,
+    ApplicationRecord, AuditRecord, CommitGroup, ContactSummary, ConvId, ConvRecord, CursorRow,
+    GroupRecord, MemberRecord, MessageRecord, ProfileRecord, ReadHistogram, RelationKey,
+    RelationKind, RelationRecord, StoreError, StoreHealth, TokenHash, TokenRecord, UserGroupRecord,
+    UserId, UserRecord,
 };
 
 /// Accounts and login tokens. A token is indexed under its user (one token per signed-in
@@ -215,6 +215,17 @@ pub trait GroupStore: Send + Sync + 'static {
     fn next_group_id(&self) -> Result<u64, StoreError>;
 }
 
+/// The audit log: appended in batches by one writer, read newest first.
+pub trait AuditStore: Send + Sync + 'static {
+    /// Appends `records` with ids `first_id`, `first_id + 1`, …, durably (per the configured
+    /// durability) and all or none.
+    fn append_audit(&self, first_id: u64, records: &[AuditRecord]) -> Result<(), StoreError>;
+    /// The highest id stored (0 when empty): the writer continues after it.
+    fn last_audit_id(&self) -> Result<u64, StoreError>;
+    /// Up to `limit` entries with ids below `before`, newest first.
+    fn audit_page(&self, before: u64, limit: usize) -> Result<Vec<(u64, AuditRecord)>, StoreError>;
+}
+
 /// The engine under the ports: its health, and making everything durable at shutdown.
 pub trait StoreEngine: Send + Sync + 'static {
     fn health(&self) -> Arc<StoreHealth>;
@@ -230,6 +241,7 @@ pub trait Store:
     + MembershipStore
     + ContactStore
     + GroupStore
+    + AuditStore
     + StoreEngine
 {
 }
@@ -241,6 +253,7 @@ impl<T> Store for T where
         + MembershipStore
         + ContactStore
         + GroupStore
+        + AuditStore
         + StoreEngine
 {
 }
@@ -254,6 +267,7 @@ pub struct Ports {
     pub memberships: Arc<dyn MembershipStore>,
     pub contacts: Arc<dyn ContactStore>,
     pub groups: Arc<dyn GroupStore>,
+    pub audit: Arc<dyn AuditStore>,
     pub engine: Arc<dyn StoreEngine>,
 }
 
@@ -266,6 +280,7 @@ impl Ports {
             memberships: Arc::clone(&store) as _,
             contacts: Arc::clone(&store) as _,
             groups: Arc::clone(&store) as _,
+            audit: Arc::clone(&store) as _,
             engine: store,
         }
     }

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod account;
+pub mod admin;
 pub mod contacts;
 pub mod groups;
 pub mod mail;

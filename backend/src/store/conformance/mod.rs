@@ -19,7 +19,7 @@
 //! ```
 //!
 //! A new behaviour is a `pub(crate) fn name<A: Adapter>()` in the file for its part of the store
-//! (accounts, log, atomicity, dedup, cursors, contacts, groups, engine) plus its name in the macro's list.
+//! (accounts, log, atomicity, dedup, cursors, contacts, groups, audit, engine) plus its name in the macro's list.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -35,6 +35,7 @@ use super::{
 
 mod accounts;
 mod atomicity;
+mod audit;
 mod contacts;
 mod cursors;
 mod dedup;
@@ -44,6 +45,7 @@ mod log;
 
 pub(crate) use accounts::*;
 pub(crate) use atomicity::*;
+pub(crate) use audit::*;
 pub(crate) use contacts::*;
 pub(crate) use cursors::*;
 pub(crate) use dedup::*;
@@ -110,6 +112,7 @@ macro_rules! conformance_suite {
             mentions_are_stored_with_the_message_and_counted_after_a_seq,
             a_groups_changes_and_its_messages_are_visible_together,
             read_histograms_are_replaced_whole_and_survive_reopen,
+            audit_entries_are_appended_in_batches_and_paged_newest_first,
         );
     };
     (@tests $adapter:ty; $($behaviour:ident),+ $(,)?) => {

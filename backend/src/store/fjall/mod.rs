@@ -22,6 +22,7 @@
 
 mod account_index;
 mod accounts;
+mod audit;
 mod contacts;
 mod cursors;
 mod groups;
@@ -109,6 +110,8 @@ pub struct FjallStore {
     group_applications: Keyspace,
     mentions: Keyspace,
     group_reads: Keyspace,
+    /// The audit log (`audit.rs`).
+    audit: Keyspace,
     /// What readers see: a snapshot taken after the last successful persist.
     published: RwLock<Arc<Snapshot>>,
     /// One writer at a time, from its write through its persist to publishing the snapshot, so
@@ -176,6 +179,7 @@ impl FjallStore {
             group_applications: ks("group_applications")?,
             mentions: ks("mentions")?,
             group_reads: ks("group_reads")?,
+            audit: ks("audit")?,
             published: RwLock::new(Arc::new(db.snapshot())),
             db,
             durability,

@@ -583,6 +583,27 @@ impl<S: MembershipStore> MembershipStore for TailCached<S> {
     }
 }
 
+/// The audit log is not cached: it is written in batches and read a page at a time.
+impl<S: crate::store::AuditStore> crate::store::AuditStore for TailCached<S> {
+    fn append_audit(
+        &self,
+        first_id: u64,
+        records: &[crate::store::AuditRecord],
+    ) -> Result<(), StoreError> {
+        self.inner.append_audit(first_id, records)
+    }
+    fn last_audit_id(&self) -> Result<u64, StoreError> {
+        self.inner.last_audit_id()
+    }
+    fn audit_page(
+        &self,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, crate::store::AuditRecord)>, StoreError> {
+        self.inner.audit_page(before, limit)
+    }
+}
+
 impl<S: StoreEngine> StoreEngine for TailCached<S> {
     fn health(&self) -> Arc<StoreHealth> {
         self.inner.health()

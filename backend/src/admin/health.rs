@@ -1,6 +1,6 @@
-//! The private admin HTTP listener: Prometheus metrics now, the admin API later.
+//! `/metrics` (Prometheus), `/healthz` and `/readyz`: open to anyone who reaches the listener
+//! (scrapers and supervisors carry no credentials); they show nothing about any user.
 
-use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
@@ -8,6 +8,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use super::Admin;
 
 /// Installs the process-wide metrics recorder. Call once, before anything records.
 pub fn install_metrics() -> Result<PrometheusHandle, metrics::SetRecorderError<impl Sized>> {
@@ -17,27 +19,11 @@ pub fn install_metrics() -> Result<PrometheusHandle, metrics::SetRecorderError<i
     Ok(handle)
 }
 
-pub struct Admin {
-    pub prometheus: PrometheusHandle,
-    pub backend: Arc<crate::Backend>,
-    /// Publishes the caller's own counters (the gateway's shard counters) into the registry;
-    /// run once per scrape, never per frame.
-    pub on_scrape: Box<dyn Fn() + Send + Sync>,
-}
-
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    admin: Arc<Admin>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let app = Router::new()
+pub fn routes() -> Router<Arc<Admin>> {
+    Router::new()
         .route("/metrics", get(metrics_page))
         .route("/healthz", get(health_page))
         .route("/readyz", get(health_page))
-        .with_state(admin);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
 }
 
 /// Liveness and readiness: a server whose store refuses writes is neither (it is stopping, for

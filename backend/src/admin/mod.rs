@@ -1,0 +1,165 @@
+//! The private admin HTTP listener (axum, on the backend's runtime, never on a shard):
+//! Prometheus metrics and health, the admin API under `/api/` with its OpenAPI document at
+//! `/api/openapi.json`, and the dashboard at `/`.
+//!
+//! Each part of the API is a module with a `routes()` returning an `OpenApiRouter`; handlers
+//! carry `#[utoipa::path]`, so the document is generated from the code and cannot drift from
+//! it. Every handler says who may call it by its extractor (`auth::Viewer` or
+//! `auth::AdminOnly`), returns `error::ApiResult`, pages lists with `page`, and records every
+//! change with `backend.audit.record_admin(op.audit("…"))`.
+
+mod audit_api;
+pub mod auth;
+pub mod cli;
+mod dashboard;
+pub mod error;
+mod health;
+pub mod page;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, header};
+use metrics_exporter_prometheus::PrometheusHandle;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+pub use health::install_metrics;
+
+use crate::config::AdminConfig;
+
+/// How often the admin CLI's queued audit entries are moved into the audit log.
+const CLI_AUDIT_IMPORT_INTERVAL: Duration = Duration::from_secs(2);
+
+pub struct Admin {
+    pub(crate) prometheus: PrometheusHandle,
+    pub(crate) backend: Arc<crate::Backend>,
+    /// Publishes the caller's own counters (the gateway's shard counters) into the registry;
+    /// run once per scrape, never per frame.
+    pub(crate) on_scrape: Box<dyn Fn() + Send + Sync>,
+    pub(crate) config: AdminConfig,
+    pub(crate) auth: auth::Auth,
+    /// Session cookies are marked `Secure` (the listener speaks TLS).
+    pub(crate) secure_cookies: bool,
+}
+
+impl Admin {
+    pub fn new(
+        prometheus: PrometheusHandle,
+        backend: Arc<crate::Backend>,
+        on_scrape: Box<dyn Fn() + Send + Sync>,
+    ) -> Self {
+        let settings = &backend.settings;
+        Self {
+            config: settings.admin.clone(),
+            auth: auth::Auth::new(settings),
+            prometheus,
+            on_scrape,
+            secure_cookies: false,
+            backend,
+        }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "ringchat admin API",
+        description = "The admin listener's API: every list is paged (`cursor`, `limit` → `next_cursor`); errors are `{\"error\": {\"code\", \"message\"}}` with a stable `code`. Authenticate with the dashboard's session cookie (plus `X-CSRF-Token` on changes) or `Authorization: Bearer <API key>`."
+    ),
+    components(schemas(error::ErrorBody, error::ErrorCode))
+)]
+struct ApiDoc;
+
+/// The whole admin application: the API (with its document), health, metrics, the dashboard.
+pub fn app(admin: Arc<Admin>) -> Router {
+    let (api, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(auth::routes())
+        .merge(audit_api::routes())
+        .split_for_parts();
+    let doc = Arc::new(
+        doc.to_pretty_json()
+            .expect("the OpenAPI document serialises"),
+    );
+    Router::new()
+        .merge(api)
+        .route(
+            "/api/openapi.json",
+            axum::routing::get(move || {
+                let doc = Arc::clone(&doc);
+                async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            HeaderValue::from_static("application/json"),
+                        )],
+                        doc.as_str().to_owned(),
+                    )
+                }
+            }),
+        )
+        .route("/api/{*rest}", axum::routing::any(error::api_not_found))
+        .merge(health::routes())
+        .merge(dashboard::routes())
+        .layer(DefaultBodyLimit::max(admin.config.body_bytes_max))
+        .layer(axum::middleware::map_response(security_headers))
+        .with_state(admin)
+}
+
+/// Headers every admin response carries: no framing, no sniffing, no referrer, and a content
+/// policy that allows only the dashboard's own files.
+async fn security_headers(mut response: axum::response::Response) -> axum::response::Response {
+    let h = response.headers_mut();
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        ),
+    );
+    response
+}
+
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    admin: Arc<Admin>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    tokio::spawn(import_cli_audit(Arc::clone(&admin)));
+    let app = app(admin);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+/// Moves the admin CLI's queued audit entries into the audit log, now and then.
+async fn import_cli_audit(admin: Arc<Admin>) {
+    loop {
+        let a = Arc::clone(&admin);
+        match tokio::task::spawn_blocking(move || a.auth.credentials.take_queued_audit()).await {
+            Ok(Ok(records)) => {
+                for r in records {
+                    admin.backend.audit.record_imported(r).await;
+                }
+            }
+            Ok(Err(err)) => tracing::warn!(%err, "reading the admin CLI's audit entries"),
+            Err(err) => tracing::warn!(%err, "reading the admin CLI's audit entries"),
+        }
+        tokio::time::sleep(CLI_AUDIT_IMPORT_INTERVAL).await;
+    }
+}

@@ -1,0 +1,171 @@
+//! The audit log: every state-changing admin action and users' security events (logins, failed
+//! logins, password changes and resets, device revocations), in one place.
+//!
+//! Callers never write the store themselves: `record` queues an entry on a bounded queue and one
+//! writer task appends what has gathered in one store write (a login storm costs one write per
+//! batch, not one per login). Users' events are queued without waiting: when the queue is full
+//! the entry is dropped and counted (`ringchat_audit_dropped_total`), never the login. Admin
+//! actions wait for room, so none of them goes unrecorded.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+
+use tokio::sync::mpsc;
+
+use crate::store::{AuditRecord, AuditStore, StoreError};
+
+/// Entries waiting for the writer, at most.
+const AUDIT_QUEUE_ENTRIES_MAX: usize = 16_384;
+/// Entries the writer appends in one store write, at most.
+const AUDIT_BATCH_ENTRIES_MAX: usize = 1_024;
+/// Bytes kept of any one text field; longer ones are cut (on a character boundary).
+pub(crate) const AUDIT_FIELD_BYTES_MAX: usize = 512;
+
+pub(crate) struct Audit {
+    tx: mpsc::Sender<AuditRecord>,
+    rx: Mutex<Option<mpsc::Receiver<AuditRecord>>>,
+    store: Arc<dyn AuditStore>,
+}
+
+/// Who did it, to what, from where: the parts of an entry besides its time and action.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Entry {
+    pub actor: String,
+    pub action: &'static str,
+    pub target: String,
+    pub from: String,
+    pub detail: String,
+}
+
+impl Entry {
+    pub fn new(actor: impl Into<String>, action: &'static str) -> Self {
+        Self {
+            actor: actor.into(),
+            action,
+            ..Self::default()
+        }
+    }
+    pub fn target(mut self, target: impl Into<String>) -> Self {
+        self.target = target.into();
+        self
+    }
+    pub fn from(mut self, from: impl std::fmt::Display) -> Self {
+        self.from = from.to_string();
+        self
+    }
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = detail.into();
+        self
+    }
+
+    fn into_record(self, at_ms: u64) -> AuditRecord {
+        AuditRecord {
+            at_ms,
+            actor: cut(self.actor),
+            action: self.action.to_owned(),
+            target: cut(self.target),
+            from: cut(self.from),
+            detail: cut(self.detail),
+        }
+    }
+}
+
+fn cut(mut s: String) -> String {
+    if s.len() > AUDIT_FIELD_BYTES_MAX {
+        let mut end = AUDIT_FIELD_BYTES_MAX;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
+impl Audit {
+    pub fn new(store: Arc<dyn AuditStore>) -> Self {
+        let (tx, rx) = mpsc::channel(AUDIT_QUEUE_ENTRIES_MAX);
+        Self {
+            tx,
+            rx: Mutex::new(Some(rx)),
+            store,
+        }
+    }
+
+    /// A user's security event: queued if there is room, else dropped and counted.
+    pub fn record(&self, entry: Entry) {
+        let record = entry.into_record(crate::time::now_ms());
+        if self.tx.try_send(record).is_err() {
+            metrics::counter!("ringchat_audit_dropped_total").increment(1);
+        }
+    }
+
+    /// An admin action: waits for room in the queue (admin actions are few), so it is never
+    /// dropped.
+    pub async fn record_admin(&self, entry: Entry) {
+        let record = entry.into_record(crate::time::now_ms());
+        if self.tx.send(record).await.is_err() {
+            tracing::error!("the audit writer has stopped; an admin action went unrecorded");
+        }
+    }
+
+    /// An entry made elsewhere (the admin CLI's), kept with its own time.
+    pub async fn record_imported(&self, record: AuditRecord) {
+        if self.tx.send(record).await.is_err() {
+            tracing::error!("the audit writer has stopped; an admin action went unrecorded");
+        }
+    }
+
+    /// A page of entries with ids below `before`, newest first (blocking: call off the
+    /// runtime's workers).
+    pub fn page(&self, before: u64, limit: usize) -> Result<Vec<(u64, AuditRecord)>, StoreError> {
+        self.store.audit_page(before, limit)
+    }
+
+    /// Starts the writer on the current tokio runtime; a second call does nothing.
+    pub fn start(self: &Arc<Self>) {
+        let Some(mut rx) = self.rx.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+            return;
+        };
+        let store = Arc::clone(&self.store);
+        tokio::spawn(async move {
+            let mut next_id = match tokio::task::spawn_blocking({
+                let store = Arc::clone(&store);
+                move || store.last_audit_id()
+            })
+            .await
+            {
+                Ok(Ok(last)) => last + 1,
+                Ok(Err(err)) => {
+                    tracing::error!(%err, "audit log unreadable; audit entries are not kept");
+                    return;
+                }
+                Err(err) => {
+                    tracing::error!(%err, "audit writer failed to start");
+                    return;
+                }
+            };
+            let mut batch = Vec::with_capacity(AUDIT_BATCH_ENTRIES_MAX);
+            while rx.recv_many(&mut batch, AUDIT_BATCH_ENTRIES_MAX).await > 0 {
+                let records = std::mem::take(&mut batch);
+                let count = records.len() as u64;
+                let store = Arc::clone(&store);
+                let written = tokio::task::spawn_blocking(move || {
+                    store.append_audit(next_id, &records).map(|()| records)
+                })
+                .await;
+                match written {
+                    Ok(Ok(mut records)) => {
+                        next_id += count;
+                        records.clear();
+                        batch = records;
+                    }
+                    Ok(Err(err)) => {
+                        metrics::counter!("ringchat_audit_dropped_total").increment(count);
+                        tracing::error!(%err, entries = count, "audit entries not stored");
+                    }
+                    Err(err) => tracing::error!(%err, "audit writer task failed"),
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,345 @@
+//! The admin API's access rules against the real server: operators from the CLI, dashboard
+//! sessions (cookie attributes, CSRF, expiry), API keys (roles, revocation by API and by CLI),
+//! login throttling, the audit log, JSON errors for bad input, and the OpenAPI document.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::TestServer;
+use common::admin::{AdminClient, OPERATOR_PASSWORD};
+use serde_json::{Value, json};
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+fn code(reply: &(u16, Value)) -> &str {
+    reply.1["error"]["code"]
+        .as_str()
+        .unwrap_or("<no JSON error>")
+}
+
+/// The audit log's entries, newest first (first page of 200).
+fn audit(client: &AdminClient) -> Vec<Value> {
+    let reply = client.get("/api/audit?limit=200");
+    assert_eq!(reply.0, 200, "{}", reply.1);
+    reply.1["items"].as_array().unwrap().clone()
+}
+
+/// Waits (bounded) until the audit log holds an entry matching `pred`.
+fn wait_audit(client: &AdminClient, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let end = Instant::now() + DEADLINE;
+    loop {
+        if let Some(e) = audit(client).into_iter().find(|e| pred(e)) {
+            return e;
+        }
+        assert!(Instant::now() < end, "no audit entry for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn sessions_need_a_login_a_csrf_token_for_changes_and_the_right_role() {
+    let server = TestServer::start(&[]);
+    let anonymous = AdminClient::new(&server);
+    let r = anonymous.get("/api/audit");
+    assert_eq!((r.0, code(&r)), (401, "unauthenticated"));
+    let r = anonymous.post("/api/keys", json!({"name": "x", "role": "admin"}));
+    assert_eq!((r.0, code(&r)), (401, "unauthenticated"));
+
+    let admin = server.operator("root", "admin");
+    let (status, cookie) = admin.login_cookie("root", OPERATOR_PASSWORD);
+    assert_eq!(status, 200);
+    let cookie = cookie.unwrap();
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=28800"] {
+        assert!(cookie.contains(attr), "{attr} missing from {cookie}");
+    }
+    let me = admin.get("/api/session");
+    assert_eq!(me.0, 200);
+    assert_eq!(me.1["operator"], "root");
+    assert_eq!(me.1["role"], "admin");
+    assert_eq!(me.1["csrf_token"], admin.csrf.clone().unwrap().as_str());
+
+    // A change without the CSRF token is refused, with it allowed.
+    let mut no_csrf = admin.clone();
+    no_csrf.send_csrf = false;
+    let r = no_csrf.post("/api/keys", json!({"name": "ci", "role": "viewer"}));
+    assert_eq!((r.0, code(&r)), (403, "csrf_missing"));
+    let r = admin.post("/api/keys", json!({"name": "ci", "role": "viewer"}));
+    assert_eq!(r.0, 201, "{}", r.1);
+    assert!(r.1["key"].as_str().unwrap().starts_with("rck_"));
+
+    // A viewer reads but changes nothing.
+    let viewer = server.operator("watcher", "viewer");
+    assert_eq!(viewer.get("/api/audit").0, 200);
+    let r = viewer.post("/api/keys", json!({"name": "v", "role": "viewer"}));
+    assert_eq!((r.0, code(&r)), (403, "forbidden"));
+    let r = viewer.delete("/api/keys/ci");
+    assert_eq!((r.0, code(&r)), (403, "forbidden"));
+
+    // Logging out ends the session.
+    assert_eq!(admin.delete("/api/session").0, 204);
+    let r = admin.get("/api/audit");
+    assert_eq!((r.0, code(&r)), (401, "unauthenticated"));
+    // Removing an operator ends their sessions at the next request.
+    let out = server.admin_cli(&["remove-user", "watcher"], "");
+    assert!(out.status.success(), "{out:?}");
+    let r = viewer.get("/api/audit");
+    assert_eq!((r.0, code(&r)), (401, "unauthenticated"));
+}
+
+#[test]
+fn a_session_expires() {
+    let server = TestServer::start(&[("ADMIN__SESSION_TTL_S", "1")]);
+    let admin = server.operator("root", "admin");
+    assert_eq!(admin.get("/api/session").0, 200, "live right after login");
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let r = admin.get("/api/session");
+        if r.0 == 401 {
+            assert_eq!(code(&r), "unauthenticated");
+            break;
+        }
+        assert!(Instant::now() < end, "the session never expired");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn api_keys_carry_a_role_and_stop_working_once_revoked_by_api_or_cli() {
+    let server = TestServer::start(&[]);
+    let admin_key = server.api_key("deploy", "admin");
+    let me = admin_key.get("/api/session");
+    assert_eq!(me.1["via"], "api_key");
+    assert!(me.1.get("csrf_token").is_none());
+
+    // An API key needs no CSRF token.
+    let created = admin_key.post("/api/keys", json!({"name": "grafana", "role": "viewer"}));
+    assert_eq!(created.0, 201, "{}", created.1);
+    let viewer_key = AdminClient::new(&server).with_key(created.1["key"].as_str().unwrap());
+    assert_eq!(viewer_key.get("/api/audit").0, 200);
+    let r = viewer_key.post("/api/keys", json!({"name": "z", "role": "admin"}));
+    assert_eq!((r.0, code(&r)), (403, "forbidden"));
+
+    let dup = admin_key.post("/api/keys", json!({"name": "grafana", "role": "viewer"}));
+    assert_eq!((dup.0, code(&dup)), (409, "conflict"));
+    let listed = admin_key.get("/api/keys?limit=1");
+    assert_eq!(listed.1["items"].as_array().unwrap().len(), 1);
+    assert_eq!(listed.1["items"][0]["name"], "deploy");
+    let cursor = listed.1["next_cursor"].as_str().unwrap().to_owned();
+    let rest = admin_key.get(&format!("/api/keys?limit=1&cursor={cursor}"));
+    assert_eq!(rest.1["items"][0]["name"], "grafana");
+    assert!(rest.1.get("next_cursor").is_none(), "last page: {}", rest.1);
+    assert!(
+        !listed.1.to_string().contains("key_sha256"),
+        "hashes never leave"
+    );
+
+    assert_eq!(admin_key.delete("/api/keys/grafana").0, 204);
+    let r = viewer_key.get("/api/audit");
+    assert_eq!((r.0, code(&r)), (401, "unauthenticated"));
+    let r = admin_key.delete("/api/keys/grafana");
+    assert_eq!((r.0, code(&r)), (404, "not_found"));
+
+    // The CLI revokes a key of the running server.
+    let out = server.admin_cli(&["revoke-key", "deploy"], "");
+    assert!(out.status.success(), "{out:?}");
+    let r = admin_key.get("/api/audit");
+    assert_eq!((r.0, code(&r)), (401, "unauthenticated"));
+    let r = AdminClient::new(&server)
+        .with_key("rck_not-a-key")
+        .get("/api/audit");
+    assert_eq!((r.0, code(&r)), (401, "unauthenticated"));
+
+    // Stored hashed: the key appears nowhere in the data dir.
+    let key = created.1["key"].as_str().unwrap();
+    let creds = std::fs::read_to_string(server.data_dir.join("admin/credentials.json")).unwrap();
+    assert!(!creds.contains(key));
+    assert!(!creds.contains(OPERATOR_PASSWORD));
+}
+
+#[test]
+fn failed_admin_logins_are_throttled_and_audited() {
+    let server = TestServer::start(&[
+        ("LOGIN__FAILURES_FREE", "2"),
+        ("LOGIN__FAILURE_DELAY_MS", "60000"),
+        ("LOGIN__FAILURE_DELAY_MS_MAX", "60000"),
+    ]);
+    let admin = server.api_key("ops", "admin");
+    let out = server.admin_cli(
+        &["add-user", "root", "--role", "admin"],
+        "right password 1\n",
+    );
+    assert!(out.status.success());
+    let mut guesser = AdminClient::new(&server);
+    for _ in 0..3 {
+        let r = guesser.login("root", "wrong password");
+        assert_eq!((r.0, code(&r)), (401, "unauthenticated"));
+    }
+    // Past the free failures even the right password waits.
+    let r = guesser.login("root", "right password 1");
+    assert_eq!((r.0, code(&r)), (429, "throttled"), "{}", r.1);
+    assert!(r.1["error"]["retry_after_ms"].as_u64().unwrap() > 1_000);
+    let r = guesser.login("nobody", "x");
+    assert_eq!(r.0, 429, "the address is throttled too: {}", r.1);
+
+    wait_audit(&admin, "a failed login", |e| {
+        e["action"] == "admin.login_failed" && e["actor"] == "admin:root" && e["from"] != ""
+    });
+    wait_audit(&admin, "the CLI's add-user", |e| {
+        e["action"] == "admin.user_add" && e["actor"] == "cli:tester" && e["target"] == "admin:root"
+    });
+}
+
+#[tokio::test]
+async fn changes_and_users_security_events_are_in_the_audit_log_newest_first() {
+    let server = TestServer::start(&[]);
+    let admin = server.operator("root", "admin");
+    let r = admin.post("/api/keys", json!({"name": "k1", "role": "viewer"}));
+    assert_eq!(r.0, 201);
+    assert_eq!(admin.delete("/api/keys/k1").0, 204);
+    let (_client, ok) = server.user("alice").await;
+
+    let login = wait_audit(&admin, "alice's login", |e| {
+        e["action"] == "user.login" && e["actor"] == format!("user:{}", ok.user_id)
+    });
+    assert!(login["from"].as_str().unwrap().starts_with("127.0.0.1"));
+    let entries = audit(&admin);
+    let pos = |action: &str| {
+        entries
+            .iter()
+            .position(|e| e["action"] == action)
+            .unwrap_or_else(|| panic!("{action} missing: {entries:?}"))
+    };
+    assert!(
+        pos("admin.key_revoke") < pos("admin.key_add"),
+        "newest first"
+    );
+    assert!(pos("admin.key_add") < pos("admin.login"));
+    let add = &entries[pos("admin.key_add")];
+    assert_eq!(add["actor"], "admin:root");
+    assert_eq!(add["target"], "key:k1");
+
+    // Paging walks every entry once.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            None => "/api/audit?limit=2".to_owned(),
+            Some(c) => format!("/api/audit?limit=2&cursor={c}"),
+        };
+        let page = admin.get(&path).1;
+        seen.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["id"].as_u64().unwrap()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    let mut sorted = seen.clone();
+    sorted.sort_unstable_by(|a, b| b.cmp(a));
+    sorted.dedup();
+    assert_eq!(seen, sorted, "descending, no repeats");
+    assert!(seen.len() >= entries.len().min(200));
+}
+
+#[test]
+fn bad_input_gets_a_json_4xx() {
+    let server = TestServer::start(&[]);
+    let admin = server.api_key("ops", "admin");
+    let cases: Vec<(&str, &str, Option<String>, u16, &str)> = vec![
+        (
+            "POST",
+            "/api/keys",
+            Some("{not json".into()),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/api/keys",
+            Some(r#"{"name": 5, "role": "admin"}"#.into()),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/api/keys",
+            Some(r#"{"name": "a", "role": "root"}"#.into()),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/api/keys",
+            Some(r#"{"name": "a", "role": "admin", "extra": 1}"#.into()),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/api/keys",
+            Some(r#"{"name": "a b", "role": "admin"}"#.into()),
+            422,
+            "invalid",
+        ),
+        (
+            "POST",
+            "/api/keys",
+            Some(format!(
+                r#"{{"name": "{}", "role": "admin"}}"#,
+                "x".repeat(70_000)
+            )),
+            413,
+            "payload_too_large",
+        ),
+        ("GET", "/api/audit?limit=0", None, 422, "invalid"),
+        ("GET", "/api/audit?limit=100000", None, 422, "invalid"),
+        ("GET", "/api/audit?limit=abc", None, 400, "bad_request"),
+        ("GET", "/api/audit?cursor=zz", None, 400, "bad_request"),
+        ("GET", "/api/audit?bogus=1", None, 400, "bad_request"),
+        ("GET", "/api/no-such-thing", None, 404, "not_found"),
+    ];
+    for (method, path, body, status, want) in cases {
+        let r = admin.call(method, path, body.clone());
+        assert_eq!(
+            (r.0, code(&r)),
+            (status, want),
+            "{method} {path} {:?}: {}",
+            body.map(|b| b.chars().take(60).collect::<String>()),
+            r.1
+        );
+    }
+    let r = AdminClient::new(&server).post(
+        "/api/session",
+        json!({"username": "a", "password": "b", "otp": 1}),
+    );
+    assert_eq!((r.0, code(&r)), (400, "bad_request"));
+}
+
+#[test]
+fn the_openapi_document_describes_the_api() {
+    let server = TestServer::start(&[]);
+    let doc = AdminClient::new(&server).get("/api/openapi.json");
+    assert_eq!(doc.0, 200);
+    assert!(doc.1["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/api/session",
+        "/api/keys",
+        "/api/keys/{name}",
+        "/api/audit",
+    ] {
+        assert!(doc.1["paths"].get(path).is_some(), "{path} missing");
+    }
+    // The dashboard is served too, with a content policy.
+    let (status, headers, page) = AdminClient::new(&server).get_text("/");
+    assert_eq!(status, 200);
+    assert!(page.contains("ringchat admin"));
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("default-src 'self'"), "{csp}");
+    assert_eq!(headers["x-frame-options"], "DENY");
+}
