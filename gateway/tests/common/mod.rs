@@ -3,6 +3,7 @@
 
 pub mod account;
 pub mod admin;
+pub mod browser;
 pub mod contacts;
 pub mod groups;
 pub mod mail;

@@ -20,7 +20,7 @@ export async function render(main) {
       catch (e) { flash(e.message, true); }
     } }, 'Revoke')],
   ], cursor => api('GET', '/api/keys?limit=50' + (cursor ? '&cursor=' + encodeURIComponent(cursor) : '')));
-  const name = el('input', { name: 'name', required: true, maxlength: 64, pattern: '[A-Za-z0-9._-]+' });
+  const name = el('input', { name: 'name', required: true, maxlength: 64, pattern: '[A-Za-z0-9._\\-]+' });
   const role = el('select', { name: 'role' }, el('option', { value: 'viewer' }, 'viewer'), el('option', { value: 'admin' }, 'admin'));
   const form = el('form', { class: 'row', onsubmit: async (ev) => {
     ev.preventDefault();

@@ -1,0 +1,126 @@
+//! Runs a `web-tests/` script (Playwright driving headless Chromium) against a real server:
+//! the chat page or the admin dashboard.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use super::TestServer;
+
+const E2E_TIMEOUT: Duration = Duration::from_secs(180);
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Starts a server (with `env` overrides) and runs `web-tests/<script>` against it; the
+/// screenshots named in `shots` must have been written.
+pub fn run_e2e(script: &str, env: &[(&str, &str)], shots: &[&str]) {
+    run_e2e_on(script, env, shots, Target::Chat);
+}
+
+/// Which listener a browser script is pointed at.
+pub enum Target {
+    /// The chat page on the WebSocket listener.
+    Chat,
+    /// The admin dashboard: operators `root` (admin) and `watcher` (viewer) exist, both with
+    /// the password in the script's `ADMIN_PASSWORD` environment variable.
+    Admin,
+}
+
+/// [`run_e2e`] against `target`.
+pub fn run_e2e_on(script: &str, env: &[(&str, &str)], shots: &[&str], target: Target) {
+    let root = repo_root();
+    let chromium =
+        std::env::var("RINGCHAT_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).exists(),
+        "{chromium} is missing: install it with `apt-get install -y chromium` (bash .ci/run does)"
+    );
+    assert!(
+        root.join("web-tests/node_modules/playwright-core").exists(),
+        "playwright-core is missing: run `npm ci --prefix web-tests` (bash .ci/run does)"
+    );
+    // target/test-artifacts/, kept after the run.
+    let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("../test-artifacts")
+        .canonicalize()
+        .unwrap_or_else(|_| {
+            let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../test-artifacts");
+            std::fs::create_dir_all(&dir).unwrap();
+            dir.canonicalize().unwrap()
+        });
+
+    for shot in shots {
+        // A screenshot left by an earlier run must not pass for this run's.
+        let _ = std::fs::remove_file(artifacts.join(format!("{shot}.png")));
+    }
+    let mut server = TestServer::start(env);
+    let url_of = |server: &TestServer| match target {
+        Target::Chat => format!("http://{}/", server.ws),
+        Target::Admin => format!("http://{}/", server.admin),
+    };
+    if let Target::Admin = target {
+        for (name, role) in [("root", "admin"), ("watcher", "viewer")] {
+            let out = server.admin_cli(
+                &["add-user", name, "--role", role],
+                &format!("{}\n", super::admin::OPERATOR_PASSWORD),
+            );
+            assert!(out.status.success(), "add-user {name}: {out:?}");
+        }
+    }
+    let url = url_of(&server);
+    let mut child = Command::new("node")
+        .arg(root.join("web-tests").join(script))
+        .arg(&url)
+        .arg(&artifacts)
+        .env("RINGCHAT_CHROMIUM", &chromium)
+        .env("ADMIN_PASSWORD", super::admin::OPERATOR_PASSWORD)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run node (is Node.js installed?)");
+    // The script's output is passed on; a line `@restart-server` asks us to restart the server
+    // (SIGTERM, then start it again on the same data dir); the answer goes to its stdin.
+    let mut to_script = child.stdin.take().expect("piped stdin");
+    let from_script = child.stdout.take().expect("piped stdout");
+    let (requests, requested) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(from_script).lines().map_while(Result::ok) {
+            println!("{line}");
+            if let Some(command) = line.strip_prefix('@') {
+                let _ = requests.send(command.to_owned());
+            }
+        }
+    });
+    let deadline = Instant::now() + E2E_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{script} did not finish in {E2E_TIMEOUT:?}");
+        }
+        match requested.recv_timeout(Duration::from_millis(100)) {
+            Ok(command) if command == "restart-server" => {
+                server.stop();
+                server.restart();
+                writeln!(to_script, "restarted {}", url_of(&server)).unwrap();
+            }
+            Ok(command) => panic!("the browser test asked for {command:?}, which is unknown"),
+            Err(_) => {}
+        }
+    };
+    assert!(
+        status.success(),
+        "{script} failed ({status}); screenshots in {}",
+        artifacts.display()
+    );
+    for shot in shots {
+        let path = artifacts.join(format!("{shot}.png"));
+        assert!(path.exists(), "{} was not written", path.display());
+    }
+}
