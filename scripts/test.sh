@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what the browser test needs (Debian's chromium, playwright-core
-# from npm) and the e-mail tests' SMTP server (Python's aiosmtpd, from PyPI) when missing, then
+# from npm), the e-mail tests' SMTP server (Python's aiosmtpd, from PyPI) and schemathesis (the
+# admin API's property-based test, in a venv under target/) when missing, then
 # runs every test with cargo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,12 @@ fi
 
 if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
   python3 -m pip install --quiet 'aiosmtpd==1.4.6'
+fi
+
+# The admin API's property-based test (gateway/tests/admin_openapi.rs) runs schemathesis.
+if [ ! -x target/schemathesis-venv/bin/schemathesis ]; then
+  python3 -m venv target/schemathesis-venv
+  target/schemathesis-venv/bin/pip install --quiet 'schemathesis==4.32.5'
 fi
 
 cargo test --workspace --locked "$@"

@@ -228,7 +228,7 @@ impl AdminConfig {
         if !(1024..=16 * 1024 * 1024).contains(&self.body_bytes_max) {
             out.push("admin.body_bytes_max: must be between 1024 and 16777216".into());
         }
-        if !(1..=10_000).contains(&self.page_items_max) {
+        if !(1..=crate::admin::page::LIMIT_MAX as usize).contains(&self.page_items_max) {
             out.push("admin.page_items_max: must be between 1 and 10000".into());
         }
         out

@@ -14,6 +14,7 @@ pub mod cli;
 mod dashboard;
 pub mod error;
 mod health;
+mod openapi;
 pub mod page;
 
 use std::future::Future;
@@ -77,10 +78,11 @@ struct ApiDoc;
 
 /// The whole admin application: the API (with its document), health, metrics, the dashboard.
 pub fn app(admin: Arc<Admin>) -> Router {
-    let (api, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (api, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(auth::routes())
         .merge(audit_api::routes())
         .split_for_parts();
+    openapi::finish(&mut doc);
     let doc = Arc::new(
         doc.to_pretty_json()
             .expect("the OpenAPI document serialises"),
