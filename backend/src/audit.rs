@@ -21,9 +21,15 @@ const AUDIT_BATCH_ENTRIES_MAX: usize = 1_024;
 /// Bytes kept of any one text field; longer ones are cut (on a character boundary).
 pub(crate) const AUDIT_FIELD_BYTES_MAX: usize = 512;
 
+/// What the writer's queue carries: entries, and a flush's "tell me once all before is stored".
+enum Item {
+    Record(AuditRecord),
+    Flushed(tokio::sync::oneshot::Sender<()>),
+}
+
 pub(crate) struct Audit {
-    tx: mpsc::Sender<AuditRecord>,
-    rx: Mutex<Option<mpsc::Receiver<AuditRecord>>>,
+    tx: mpsc::Sender<Item>,
+    rx: Mutex<Option<mpsc::Receiver<Item>>>,
     store: Arc<dyn AuditStore>,
 }
 
@@ -94,7 +100,7 @@ impl Audit {
     /// A user's security event: queued if there is room, else dropped and counted.
     pub fn record(&self, entry: Entry) {
         let record = entry.into_record(crate::time::now_ms());
-        if self.tx.try_send(record).is_err() {
+        if self.tx.try_send(Item::Record(record)).is_err() {
             metrics::counter!("ringchat_audit_dropped_total").increment(1);
         }
     }
@@ -102,15 +108,22 @@ impl Audit {
     /// An admin action: waits for room in the queue (admin actions are few), so it is never
     /// dropped.
     pub async fn record_admin(&self, entry: Entry) {
-        let record = entry.into_record(crate::time::now_ms());
-        if self.tx.send(record).await.is_err() {
-            tracing::error!("the audit writer has stopped; an admin action went unrecorded");
+        self.record_imported(entry.into_record(crate::time::now_ms()))
+            .await;
+    }
+
+    /// Waits until every entry queued before it is stored (or the writer has stopped): at
+    /// shutdown, so that a clean stop loses no audit entry.
+    pub async fn flush(&self) {
+        let (done, stored) = tokio::sync::oneshot::channel();
+        if self.tx.send(Item::Flushed(done)).await.is_ok() {
+            let _ = stored.await;
         }
     }
 
     /// An entry made elsewhere (the admin CLI's), kept with its own time.
     pub async fn record_imported(&self, record: AuditRecord) {
-        if self.tx.send(record).await.is_err() {
+        if self.tx.send(Item::Record(record)).await.is_err() {
             tracing::error!("the audit writer has stopped; an admin action went unrecorded");
         }
     }
@@ -144,26 +157,34 @@ impl Audit {
                     return;
                 }
             };
-            let mut batch = Vec::with_capacity(AUDIT_BATCH_ENTRIES_MAX);
-            while rx.recv_many(&mut batch, AUDIT_BATCH_ENTRIES_MAX).await > 0 {
-                let records = std::mem::take(&mut batch);
+            let mut items = Vec::with_capacity(AUDIT_BATCH_ENTRIES_MAX);
+            while rx.recv_many(&mut items, AUDIT_BATCH_ENTRIES_MAX).await > 0 {
+                let mut records = Vec::with_capacity(items.len());
+                let mut flushed = Vec::new();
+                for item in items.drain(..) {
+                    match item {
+                        Item::Record(r) => records.push(r),
+                        Item::Flushed(done) => flushed.push(done),
+                    }
+                }
                 let count = records.len() as u64;
-                let store = Arc::clone(&store);
-                let written = tokio::task::spawn_blocking(move || {
-                    store.append_audit(next_id, &records).map(|()| records)
-                })
-                .await;
-                match written {
-                    Ok(Ok(mut records)) => {
-                        next_id += count;
-                        records.clear();
-                        batch = records;
+                if count > 0 {
+                    let store = Arc::clone(&store);
+                    let first = next_id;
+                    let written =
+                        tokio::task::spawn_blocking(move || store.append_audit(first, &records))
+                            .await;
+                    match written {
+                        Ok(Ok(())) => next_id += count,
+                        Ok(Err(err)) => {
+                            metrics::counter!("ringchat_audit_dropped_total").increment(count);
+                            tracing::error!(%err, entries = count, "audit entries not stored");
+                        }
+                        Err(err) => tracing::error!(%err, "audit writer task failed"),
                     }
-                    Ok(Err(err)) => {
-                        metrics::counter!("ringchat_audit_dropped_total").increment(count);
-                        tracing::error!(%err, entries = count, "audit entries not stored");
-                    }
-                    Err(err) => tracing::error!(%err, "audit writer task failed"),
+                }
+                for done in flushed {
+                    let _ = done.send(());
                 }
             }
         });

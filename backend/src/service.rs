@@ -238,6 +238,12 @@ impl Backend {
     /// (which hold `Writes`) have stopped and `serve` has ended.
     pub async fn finish(&self) {
         self.accounts.flush_seen().await;
+        if tokio::time::timeout(COMMIT_FINISH_TIMEOUT, self.audit.flush())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the audit log did not drain in time");
+        }
         let thread = {
             let mut commit = self.commit.lock().unwrap_or_else(|p| p.into_inner());
             // With the shards' handles gone, this was the last sender: the thread finishes

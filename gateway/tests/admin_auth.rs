@@ -347,3 +347,26 @@ fn the_openapi_document_describes_the_api() {
     assert!(csp.contains("default-src 'self'"), "{csp}");
     assert_eq!(headers["x-frame-options"], "DENY");
 }
+
+#[test]
+fn audit_entries_queued_before_a_clean_stop_are_kept() {
+    let mut server = TestServer::start(&[]);
+    let admin = server.api_key("ops", "admin");
+    for i in 0..20 {
+        let r = admin.post(
+            "/api/keys",
+            json!({"name": format!("k{i}"), "role": "viewer"}),
+        );
+        assert_eq!(r.0, 201);
+    }
+    // Stopped at once: the entries may still be queued; the stop drains them.
+    assert!(server.stop().success());
+    server.restart();
+    let admin = AdminClient::new(&server).with_key(&admin.key().unwrap());
+    let entries = audit(&admin);
+    let added = entries
+        .iter()
+        .filter(|e| e["action"] == "admin.key_add")
+        .count();
+    assert_eq!(added, 20, "{entries:?}");
+}

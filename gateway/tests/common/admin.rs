@@ -86,6 +86,11 @@ impl AdminClient {
         }
     }
 
+    /// The API key this client sends, if any.
+    pub fn key(&self) -> Option<String> {
+        self.key.clone()
+    }
+
     pub fn with_key(mut self, key: &str) -> Self {
         self.key = Some(key.to_owned());
         self
