@@ -118,12 +118,7 @@ pub fn init_serve(config: &LogConfig, data_dir: &Path) -> anyhow::Result<Logging
         handle,
         current: Mutex::new(filter),
     });
-    let logs = Logs::new(
-        control,
-        tail,
-        file.as_ref().map(|_| dir),
-        config.clone(),
-    );
+    let logs = Logs::new(control, tail, file.as_ref().map(|_| dir), config.clone());
     let mut sinks = vec![console];
     sinks.extend(file);
     Ok(Logging {

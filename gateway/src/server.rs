@@ -23,10 +23,7 @@ const LISTEN_BACKLOG: i32 = 4096;
 const SHARD_START_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs the server until a signal stops it.
-pub fn run(
-    config: Config,
-    logs: Option<Arc<ringchat_backend::logs::Logs>>,
-) -> anyhow::Result<()> {
+pub fn run(config: Config, logs: Option<Arc<ringchat_backend::logs::Logs>>) -> anyhow::Result<()> {
     let cores = config.shard_cores();
     let shard_count = cores.len();
     let addrs = config
@@ -123,15 +120,17 @@ pub fn run(
 
     let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
     if let Some(listener) = admin_listener {
-        let admin = Arc::new(Admin::new(
-            prometheus,
-            Arc::clone(&backend),
-            Box::new({
-                let shards = shard_stats.clone();
-                move || stats::publish(&shards)
-            }),
-        )
-        .with_logs(logs));
+        let admin = Arc::new(
+            Admin::new(
+                prometheus,
+                Arc::clone(&backend),
+                Box::new({
+                    let shards = shard_stats.clone();
+                    move || stats::publish(&shards)
+                }),
+            )
+            .with_logs(logs),
+        );
         rt.spawn(async move {
             let stop = async {
                 let _ = admin_stop_rx.await;

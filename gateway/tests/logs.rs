@@ -87,7 +87,9 @@ fn files_are_json_lines_without_colour_or_storage_chatter_and_ready_is_said_once
     ready_rx.recv_timeout(WAIT).expect("ready");
     let dir = tmp.path().join("ringchat-logs");
     wait_for("the ready event in the log file", || {
-        file_lines(&dir).iter().any(|l| l.contains("ringchat ready"))
+        file_lines(&dir)
+            .iter()
+            .any(|l| l.contains("ringchat ready"))
     });
     let _ = Command::new("kill")
         .arg("-TERM")
@@ -97,12 +99,24 @@ fn files_are_json_lines_without_colour_or_storage_chatter_and_ready_is_said_once
     let stdout = out.join().unwrap();
     let stderr = err.join().unwrap();
 
-    let ready_on_stdout = stdout.iter().filter(|l| l.contains("ringchat ready")).count();
+    let ready_on_stdout = stdout
+        .iter()
+        .filter(|l| l.contains("ringchat ready"))
+        .count();
     assert_eq!(ready_on_stdout, 1, "stdout:\n{}", stdout.join("\n"));
-    assert!(!stderr.contains("ringchat ready"), "stderr repeats it:\n{stderr}");
-    assert!(!stderr.contains('\x1b'), "colour codes on a pipe:\n{stderr}");
+    assert!(
+        !stderr.contains("ringchat ready"),
+        "stderr repeats it:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains('\x1b'),
+        "colour codes on a pipe:\n{stderr}"
+    );
     assert!(stderr.contains("shard running"), "stderr logs:\n{stderr}");
-    assert!(!stderr.contains("Creating database"), "fjall's INFO at the default level:\n{stderr}");
+    assert!(
+        !stderr.contains("Creating database"),
+        "fjall's INFO at the default level:\n{stderr}"
+    );
 
     let lines = file_lines(&dir);
     assert!(!lines.is_empty());
@@ -125,7 +139,10 @@ fn files_are_json_lines_without_colour_or_storage_chatter_and_ready_is_said_once
         }
     }
     assert_eq!(ready_in_file, 1);
-    assert!(lines.iter().any(|l| l.contains("\"msg\":\"stopped\"")), "the last line is written at exit");
+    assert!(
+        lines.iter().any(|l| l.contains("\"msg\":\"stopped\"")),
+        "the last line is written at exit"
+    );
 }
 
 #[test]
@@ -133,17 +150,16 @@ fn a_filter_naming_the_storage_engine_shows_its_info_lines() {
     let server = TestServer::start(&[("LOG__FILTER", "info")]);
     let dir = log_dir(&server);
     wait_for("fjall's INFO line in the file", || {
-        file_lines(&dir).iter().any(|l| l.contains("Creating database"))
+        file_lines(&dir)
+            .iter()
+            .any(|l| l.contains("Creating database"))
     });
     assert!(server.log_lines_with("Creating database") >= 1);
 }
 
 #[test]
 fn rotation_keeps_at_most_files_max_files_under_the_size_limit() {
-    let server = TestServer::start(&[
-        ("LOG__FILE_BYTES_MAX", "2048"),
-        ("LOG__FILES_MAX", "3"),
-    ]);
+    let server = TestServer::start(&[("LOG__FILE_BYTES_MAX", "2048"), ("LOG__FILES_MAX", "3")]);
     let admin = server.api_key("ops", "admin");
     let dir = log_dir(&server);
     // Each change logs a line of about 250 bytes: 40 of them fill five files or more.
@@ -230,7 +246,11 @@ impl Sse {
             for line in reader.lines().map_while(Result::ok) {
                 if line.is_empty() {
                     if !data.is_empty() || !event.is_empty() {
-                        let e = (std::mem::take(&mut event), std::mem::take(&mut id), std::mem::take(&mut data));
+                        let e = (
+                            std::mem::take(&mut event),
+                            std::mem::take(&mut id),
+                            std::mem::take(&mut data),
+                        );
                         if tx.send(e).is_err() {
                             return;
                         }
@@ -288,14 +308,22 @@ fn the_live_tail_streams_new_events_through_its_filters_and_resumes() {
     let marker = "tailmarker7";
 
     let everything = Sse::open(server.admin, Some(&vkey), &format!("q={marker}"), None);
-    let warnings = Sse::open(server.admin, Some(&vkey), &format!("level=warn&q={marker}"), None);
+    let warnings = Sse::open(
+        server.admin,
+        Some(&vkey),
+        &format!("level=warn&q={marker}"),
+        None,
+    );
     let auth_only = Sse::open(
         server.admin,
         Some(&vkey),
         &format!("target=ringchat_backend::admin::auth&q={marker}"),
         None,
     );
-    assert_eq!((everything.status, warnings.status, auth_only.status), (200, 200, 200));
+    assert_eq!(
+        (everything.status, warnings.status, auth_only.status),
+        (200, 200, 200)
+    );
     // A fourth stream is over log.streams_max.
     let refused = Sse::open(server.admin, Some(&vkey), "", None);
     assert_eq!(refused.status, 503);
@@ -324,17 +352,24 @@ fn the_live_tail_streams_new_events_through_its_filters_and_resumes() {
     drop((everything, warnings, auth_only));
 
     // A reconnect resumes after its Last-Event-ID, from the ring.
-    let before: u64 = first_id.parse::<u64>().unwrap() - 1;
-    let resumed = Sse::open(
-        server.admin,
-        Some(&vkey),
-        &format!("q={marker}"),
-        Some(&before.to_string()),
-    );
-    assert_eq!(resumed.status, 200);
+    // The closed streams' slots come back when the server notices (its next write to them, a
+    // keep-alive at the latest): until then a new stream may be refused.
+    let open = |last_id: Option<&str>, query: &str| {
+        let mut stream = None;
+        wait_for("a free stream slot", || {
+            let s = Sse::open(server.admin, Some(&vkey), query, last_id);
+            assert!(matches!(s.status, 200 | 503), "{}", s.status);
+            stream = (s.status == 200).then_some(s);
+            stream.is_some()
+        });
+        stream.unwrap()
+    };
+    let before = (first_id.parse::<u64>().unwrap() - 1).to_string();
+    let resumed = open(Some(&before), &format!("q={marker}"));
     assert_eq!(resumed.next_log().0, first_id);
+    drop(resumed);
     // With a backlog, a new reader sees recent events first.
-    let backlog = Sse::open(server.admin, Some(&vkey), &format!("q={marker}&backlog=100"), None);
+    let backlog = open(None, &format!("q={marker}&backlog=100"));
     assert_eq!(backlog.next_log().1["msg"], "log filter changed");
 }
 
@@ -354,7 +389,10 @@ fn search_pages_newest_first_and_export_downloads_the_matching_lines() {
     }
     let search = |query: &str| viewer.get(&format!("/api/logs?{query}"));
     wait_for("the five lines in the files", || {
-        search("q=searchmark&limit=50").1["items"].as_array().map(Vec::len) == Some(5)
+        search("q=searchmark&limit=50").1["items"]
+            .as_array()
+            .map(Vec::len)
+            == Some(5)
     });
 
     // Two at a time, newest first, following the cursor.
@@ -380,21 +418,45 @@ fn search_pages_newest_first_and_export_downloads_the_matching_lines() {
     assert_eq!(seen, expected);
     // Filters narrow: no ERROR, and nothing before a time in the future.
     assert_eq!(search("q=searchmark&level=error").1["items"], json!([]));
-    assert_eq!(search("q=searchmark&since=2999-01-01T00:00:00Z").1["items"], json!([]));
     assert_eq!(
-        search("target=ringchat_backend::admin::auth&q=searchmark").1["items"].as_array().unwrap().len(),
+        search("q=searchmark&since=2999-01-01T00:00:00Z").1["items"],
+        json!([])
+    );
+    assert_eq!(
+        search("target=ringchat_backend::admin::auth&q=searchmark").1["items"]
+            .as_array()
+            .unwrap()
+            .len(),
         5
     );
 
     // The export: a download of the same lines, oldest first.
-    let resp = raw_get(server.admin, &viewer_key(&server, "exporter"), "/api/logs/export?q=searchmark");
+    let resp = raw_get(
+        server.admin,
+        &viewer_key(&server, "exporter"),
+        "/api/logs/export?q=searchmark",
+    );
     assert_eq!(resp.0, 200);
-    assert!(resp.1.contains("content-disposition: attachment; filename=\"ringchat-logs-"), "{}", resp.1);
-    assert!(resp.1.contains("content-type: application/x-ndjson"), "{}", resp.1);
+    assert!(
+        resp.1
+            .contains("content-disposition: attachment; filename=\"ringchat-logs-"),
+        "{}",
+        resp.1
+    );
+    assert!(
+        resp.1.contains("content-type: application/x-ndjson"),
+        "{}",
+        resp.1
+    );
     let names: Vec<String> = resp
         .2
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["fields"]["operator"].as_str().unwrap().to_owned())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["fields"]["operator"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     let oldest_first: Vec<String> = expected.into_iter().rev().collect();
     assert_eq!(names, oldest_first);
@@ -404,7 +466,11 @@ fn search_pages_newest_first_and_export_downloads_the_matching_lines() {
 fn raw_get(admin: SocketAddr, key: &str, path: &str) -> (u16, String, String) {
     let mut s = TcpStream::connect(admin).unwrap();
     s.set_read_timeout(Some(WAIT)).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: test\r\nAuthorization: Bearer {key}\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: test\r\nAuthorization: Bearer {key}\r\n\r\n"
+    )
+    .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     let (head, body) = out.split_once("\r\n\r\n").unwrap();
@@ -421,61 +487,116 @@ fn readers_may_read_only_admins_change_the_filter_and_bad_input_is_a_json_4xx() 
 
     for path in ["/api/logs", "/api/logs/filter", "/api/logs/export"] {
         let (status, body) = nobody.get(path);
-        assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthenticated")), "{path}");
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (401, Some("unauthenticated")),
+            "{path}"
+        );
         assert_eq!(viewer.get(path).0, 200, "{path}");
     }
     let unauthenticated = Sse::open(server.admin, None, "", None);
     assert_eq!(unauthenticated.status, 401);
-    assert_eq!(unauthenticated.error_body()["error"]["code"], "unauthenticated");
+    assert_eq!(
+        unauthenticated.error_body()["error"]["code"],
+        "unauthenticated"
+    );
 
     // The filter: a viewer reads it, only an admin changes it, and only to a valid one.
     let (_, info) = viewer.get("/api/logs/filter");
     assert_eq!(info["filter"], "info,fjall=warn,lsm_tree=warn");
     assert_eq!(info["initial"], info["filter"]);
-    let set = |c: &AdminClient, body: Value| c.call("PUT", "/api/logs/filter", Some(body.to_string()));
+    let set =
+        |c: &AdminClient, body: Value| c.call("PUT", "/api/logs/filter", Some(body.to_string()));
     let (status, body) = set(&viewer, json!({ "filter": "debug" }));
-    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("forbidden"))
+    );
     let (status, body) = set(&admin, json!({ "filter": "info,=x=y" }));
-    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("invalid")), "{body}");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("invalid")),
+        "{body}"
+    );
     let (status, body) = set(&admin, json!({ "filter": "" }));
-    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("invalid")), "{body}");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("invalid")),
+        "{body}"
+    );
     let (status, body) = set(&admin, json!({ "filter": "x".repeat(2000) }));
     assert_eq!(status, 422, "{body}");
     let (status, body) = set(&admin, json!({ "filter": "info", "extra": 1 }));
-    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("bad_request")), "{body}");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("bad_request")),
+        "{body}"
+    );
     let (status, body) = set(&admin, json!({ "filter": 5 }));
     assert_eq!(status, 400, "{body}");
-    assert_eq!(viewer.get("/api/logs/filter").1["filter"], "info,fjall=warn,lsm_tree=warn", "refusals change nothing");
+    assert_eq!(
+        viewer.get("/api/logs/filter").1["filter"],
+        "info,fjall=warn,lsm_tree=warn",
+        "refusals change nothing"
+    );
     let (status, body) = set(&admin, json!({ "filter": "warn,ringchat_backend=debug" }));
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["filter"], "warn,ringchat_backend=debug");
-    let (_, audit) = viewer.get("/api/audit?limit=5");
-    assert!(
-        audit["items"].as_array().unwrap().iter().any(|e| e["action"] == "log.filter_set"
-            && e["detail"].as_str().unwrap().ends_with("-> warn,ringchat_backend=debug")),
-        "{audit}"
-    );
+    // The audit log is written in batches: wait for the entry.
+    wait_for("the change in the audit log", || {
+        let (_, audit) = viewer.get("/api/audit?limit=5");
+        audit["items"].as_array().unwrap().iter().any(|e| {
+            e["action"] == "log.filter_set"
+                && e["detail"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with("-> warn,ringchat_backend=debug")
+        })
+    });
 
     // Bad queries.
     for (query, status, code) in [
         ("level=loud", 422, "invalid"),
         ("since=yesterday", 422, "invalid"),
-        ("since=2026-12-02T10:00:00Z&until=2026-12-01T10:00:00Z", 422, "invalid"),
+        (
+            "since=2026-12-02T10:00:00Z&until=2026-12-01T10:00:00Z",
+            422,
+            "invalid",
+        ),
         ("cursor=nonsense", 400, "bad_request"),
         ("limit=0", 422, "invalid"),
         ("limit=100000", 422, "invalid"),
         ("colour=blue", 400, "bad_request"),
     ] {
         let (s, body) = viewer.get(&format!("/api/logs?{query}"));
-        assert_eq!((s, body["error"]["code"].as_str()), (status, Some(code)), "{query}: {body}");
+        assert_eq!(
+            (s, body["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{query}: {body}"
+        );
     }
     let long = "q".repeat(300);
     assert_eq!(viewer.get(&format!("/api/logs?q={long}")).0, 422);
     assert_eq!(viewer.get("/api/logs/export?cursor=1-0").0, 400);
-    let bad_stream = Sse::open(server.admin, Some(&viewer_key(&server, "w2")), "level=loud", None);
+    let bad_stream = Sse::open(
+        server.admin,
+        Some(&viewer_key(&server, "w2")),
+        "level=loud",
+        None,
+    );
     assert_eq!(bad_stream.status, 422);
-    let bad_id = Sse::open(server.admin, Some(&viewer_key(&server, "w3")), "", Some("abc"));
+    let bad_id = Sse::open(
+        server.admin,
+        Some(&viewer_key(&server, "w3")),
+        "",
+        Some("abc"),
+    );
     assert_eq!(bad_id.status, 400);
-    let big_backlog = Sse::open(server.admin, Some(&viewer_key(&server, "w4")), "backlog=999999", None);
+    let big_backlog = Sse::open(
+        server.admin,
+        Some(&viewer_key(&server, "w4")),
+        "backlog=999999",
+        None,
+    );
     assert_eq!(big_backlog.status, 422);
 }

@@ -82,7 +82,9 @@ pub(super) async fn stream_logs(
             v.to_str()
                 .ok()
                 .and_then(|s| s.trim().parse::<u64>().ok())
-                .ok_or_else(|| ApiError::bad_request("Last-Event-ID is not an event id of this stream"))
+                .ok_or_else(|| {
+                    ApiError::bad_request("Last-Event-ID is not an event id of this stream")
+                })
         })
         .transpose()?;
     let permit = Arc::clone(&logs.streams).try_acquire_owned().map_err(|_| {
@@ -125,7 +127,11 @@ impl Tailing {
     /// The next event to send, or `None` to end the stream.
     async fn next(&mut self) -> Option<Event> {
         if std::mem::take(&mut self.first) {
-            return Some(Event::default().retry(RECONNECT).comment("ringchat log tail"));
+            return Some(
+                Event::default()
+                    .retry(RECONNECT)
+                    .comment("ringchat log tail"),
+            );
         }
         if self.missed > 0 {
             return Some(skipped(std::mem::take(&mut self.missed)));

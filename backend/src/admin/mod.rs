@@ -30,8 +30,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-pub use health::install_metrics;
 pub use crate::logs::LogControl;
+pub use health::install_metrics;
 
 use crate::config::AdminConfig;
 

@@ -109,7 +109,12 @@ impl LogConfig {
         };
         range("file_bytes_max", self.file_bytes_max, 1024, 1 << 40);
         range("files_max", self.files_max as u64, 1, 100_000);
-        range("buffer_lines_max", self.buffer_lines_max as u64, 1, 10_000_000);
+        range(
+            "buffer_lines_max",
+            self.buffer_lines_max as u64,
+            1,
+            10_000_000,
+        );
         range("line_bytes_max", self.line_bytes_max as u64, 256, 16 << 20);
         range("tail_events_max", self.tail_events_max as u64, 1, 1_000_000);
         range("streams_max", self.streams_max as u64, 1, 10_000);
@@ -135,10 +140,14 @@ impl LogConfig {
 /// Checks filter directives (`info,ringchat_backend=debug`) and builds the filter.
 pub fn parse_filter(directives: &str) -> Result<EnvFilter, String> {
     if directives.trim().is_empty() {
-        return Err("the filter is empty (for example \"info\" or \"warn,ringchat_backend=debug\")".into());
+        return Err(
+            "the filter is empty (for example \"info\" or \"warn,ringchat_backend=debug\")".into(),
+        );
     }
     if directives.len() > FILTER_BYTES_MAX {
-        return Err(format!("the filter is longer than {FILTER_BYTES_MAX} bytes"));
+        return Err(format!(
+            "the filter is longer than {FILTER_BYTES_MAX} bytes"
+        ));
     }
     EnvFilter::builder()
         .parse(directives)

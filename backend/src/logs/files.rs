@@ -140,12 +140,17 @@ impl RotatingFile {
         let len = line.len() as u64;
         let rotate = match &self.current {
             None => true,
-            Some(c) => (c.bytes > 0 && c.bytes + len > self.bytes_max) || (self.daily && c.day != day),
+            Some(c) => {
+                (c.bytes > 0 && c.bytes + len > self.bytes_max) || (self.daily && c.day != day)
+            }
         };
         if rotate {
             self.start_next(day)?;
         }
-        let current = self.current.as_mut().expect("a file is open after rotation");
+        let current = self
+            .current
+            .as_mut()
+            .expect("a file is open after rotation");
         current.out.write_all(line)?;
         current.bytes += len;
         Ok(())
@@ -233,7 +238,11 @@ mod tests {
     fn rotates_by_size_keeps_files_max_and_continues_after_a_restart() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("logs");
-        let line = [b'x'; 99].iter().copied().chain([b'\n']).collect::<Vec<u8>>();
+        let line = [b'x'; 99]
+            .iter()
+            .copied()
+            .chain([b'\n'])
+            .collect::<Vec<u8>>();
         let mut f = RotatingFile::open(&dir, &config(1024, 3)).unwrap();
         for _ in 0..45 {
             f.write_line(&line).unwrap();

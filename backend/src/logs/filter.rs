@@ -107,11 +107,23 @@ mod tests {
         };
         let f = |l, t, q, s, u| LineFilter::parse(l, t, q, s, u).unwrap().matches(&line);
         assert!(f(None, None, None, None, None));
-        assert!(f(Some("info"), Some("ringchat_backend::admin"), Some("LOGIN"), None, None));
+        assert!(f(
+            Some("info"),
+            Some("ringchat_backend::admin"),
+            Some("LOGIN"),
+            None,
+            None
+        ));
         assert!(!f(Some("error"), None, None, None, None));
         assert!(!f(None, Some("fjall"), None, None, None));
         assert!(!f(None, None, Some("logout"), None, None));
-        assert!(f(None, None, None, Some("2026-12-02T09:59:59Z"), Some("2026-12-02T10:00:00Z")));
+        assert!(f(
+            None,
+            None,
+            None,
+            Some("2026-12-02T09:59:59Z"),
+            Some("2026-12-02T10:00:00Z")
+        ));
         assert!(!f(None, None, None, Some("2026-12-02T10:00:01Z"), None));
         assert!(!f(None, None, None, None, Some("2026-12-02T09:00:00Z")));
     }

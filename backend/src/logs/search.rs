@@ -132,24 +132,31 @@ fn scan_back(
     // The line being assembled is longer than any the writer makes: skipped.
     let mut too_long = false;
     loop {
-        let body_end = if complete { buf.len().saturating_sub(1) } else { buf.len() };
+        let body_end = if complete {
+            buf.len().saturating_sub(1)
+        } else {
+            buf.len()
+        };
         match buf[..body_end].iter().rposition(|&b| b == b'\n') {
             Some(i) => {
                 let start = buf_start + i as u64 + 1;
-                if complete && !too_long {
-                    if let Some(stop) = visit(start, &buf[i + 1..body_end]) {
-                        return Ok(Some(stop));
-                    }
+                if complete
+                    && !too_long
+                    && let Some(stop) = visit(start, &buf[i + 1..body_end])
+                {
+                    return Ok(Some(stop));
                 }
                 buf.truncate(i + 1);
                 complete = true;
                 too_long = false;
             }
             None if buf_start == 0 => {
-                if complete && !too_long && !buf.is_empty() {
-                    if let Some(stop) = visit(0, &buf[..body_end]) {
-                        return Ok(Some(stop));
-                    }
+                if complete
+                    && !too_long
+                    && !buf.is_empty()
+                    && let Some(stop) = visit(0, &buf[..body_end])
+                {
+                    return Ok(Some(stop));
                 }
                 return Ok(None);
             }
@@ -228,7 +235,12 @@ pub fn export(
             }
             sent += raw.len() as u64;
             chunk.extend_from_slice(&raw);
-            if chunk.len() >= chunk_bytes && !out(std::mem::replace(&mut chunk, Vec::with_capacity(chunk_bytes))) {
+            if chunk.len() >= chunk_bytes
+                && !out(std::mem::replace(
+                    &mut chunk,
+                    Vec::with_capacity(chunk_bytes),
+                ))
+            {
                 return Ok(false);
             }
         }
@@ -296,6 +308,10 @@ mod tests {
         let (some, stop) = lines_back(&text, text.len() as u64, 1);
         let stop = stop.expect("stopped by the budget");
         assert!(some.len() < 20_000);
-        assert_eq!(stop, some.last().unwrap().0, "goes on before the last line seen");
+        assert_eq!(
+            stop,
+            some.last().unwrap().0,
+            "goes on before the last line seen"
+        );
     }
 }

@@ -37,11 +37,7 @@ pub struct Sink {
 
 impl Sink {
     /// Starts the writer thread `ringchat-log-NAME` with room for `capacity` lines.
-    pub fn spawn(
-        name: &'static str,
-        capacity: usize,
-        target: impl LineTarget,
-    ) -> io::Result<Self> {
+    pub fn spawn(name: &'static str, capacity: usize, target: impl LineTarget) -> io::Result<Self> {
         let (tx, rx) = mpsc::sync_channel(capacity);
         let dropped = Arc::new(AtomicU64::new(0));
         let counter = Arc::clone(&dropped);
@@ -234,10 +230,14 @@ mod tests {
         for i in 0..100 {
             sink.send(format!("line {i}\n").into_bytes());
         }
-        assert!(started.elapsed() < Duration::from_secs(1), "send never waits");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "send never waits"
+        );
         // The writer holds at most one line while blocked, the queue 4: the rest is dropped.
         assert!(sink.dropped() >= 95, "{}", sink.dropped());
         drop(held);
+        sink.flush(Duration::from_secs(10));
         sink.send(b"after\n".to_vec());
         sink.flush(Duration::from_secs(10));
         let out = out.lock().unwrap();

@@ -39,7 +39,10 @@ pub struct Subscription {
 
 impl Tail {
     pub fn new(capacity: usize) -> Self {
-        assert!(capacity > 0, "log.tail_events_max is validated to be at least 1");
+        assert!(
+            capacity > 0,
+            "log.tail_events_max is validated to be at least 1"
+        );
         Self {
             ring: Mutex::new(Ring {
                 events: VecDeque::with_capacity(capacity),
@@ -75,7 +78,12 @@ impl Tail {
             Some(after) => {
                 let oldest = ring.events.front().map_or(ring.next_seq, |e| e.seq);
                 let missed = oldest.saturating_sub(after.saturating_add(1));
-                let events = ring.events.iter().filter(|e| e.seq > after).cloned().collect();
+                let events = ring
+                    .events
+                    .iter()
+                    .filter(|e| e.seq > after)
+                    .cloned()
+                    .collect();
                 (events, missed)
             }
             None => {
