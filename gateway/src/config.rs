@@ -9,6 +9,7 @@ use ringchat_backend::config::{
     StorageConfig,
 };
 use ringchat_backend::config::{ContactsConfig, GroupsConfig, Limits};
+use ringchat_backend::logs::LogConfig;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
@@ -31,6 +32,7 @@ pub struct Config {
     pub presence: PresenceConfig,
     pub groups: GroupsConfig,
     pub rooms: RoomsConfig,
+    pub log: LogConfig,
 }
 
 /// Which I/O driver the shards run on.
@@ -184,6 +186,7 @@ impl Config {
             presence: section(&table, "presence", &mut problems),
             groups: section(&table, "groups", &mut problems),
             rooms: section(&table, "rooms", &mut problems),
+            log: section(&table, "log", &mut problems),
         };
         problems.extend(config.problems());
         if problems.is_empty() {
@@ -196,6 +199,7 @@ impl Config {
     /// Problems in values that parsed but do not make sense together.
     pub fn problems(&self) -> Vec<String> {
         let mut out = self.gateway.problems();
+        out.extend(self.log.problems());
         out.extend(self.backend_settings().problems());
         let online = online_cores();
         for &core in &self.backend.cores {

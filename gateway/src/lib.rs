@@ -3,6 +3,7 @@
 //! sessions honest (handshake, heartbeats, limits) and hands typed requests to the backend.
 
 pub mod config;
+pub mod logging;
 mod port_owner;
 pub mod server;
 mod shard;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ringchat_gateway::config::Config;
+use ringchat_gateway::logging;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -182,13 +183,17 @@ fn env_vars() -> impl Iterator<Item = (String, String)> {
 fn main() -> ExitCode {
     transparent_huge_pages_off();
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("RINGCHAT_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // `serve` sets its logging up from its configuration; the other commands log to stderr.
+    let _logging = match &cli.command {
+        Command::Serve { .. } => None,
+        _ => match logging::init_cli() {
+            Ok(l) => Some(l),
+            Err(err) => {
+                let _ = writeln!(std::io::stderr(), "ringchat: {err:#}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
     match cli.command {
         Command::Admin { config, command } => match admin_command(config.as_deref(), command) {
             Ok(()) => ExitCode::SUCCESS,
@@ -237,12 +242,20 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            // Written out (files, console) when dropped, after the server's last line.
+            let logging = match logging::init_serve(&config.log, &config.storage.data_dir) {
+                Ok(l) => l,
+                Err(err) => {
+                    let _ = writeln!(std::io::stderr(), "ringchat: {err:#}");
+                    return ExitCode::FAILURE;
+                }
+            };
             // One descriptor per connection: take the whole hard limit the operator allows.
             match rlimit::increase_nofile_limit(u64::MAX) {
                 Ok(n) => tracing::info!(open_files_max = n, "file descriptor limit"),
                 Err(err) => tracing::warn!(%err, "could not raise the file descriptor limit"),
             }
-            match ringchat_gateway::server::run(config) {
+            match ringchat_gateway::server::run(config, logging.logs.clone()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
                     tracing::error!("{err:#}");

@@ -23,7 +23,7 @@ const LISTEN_BACKLOG: i32 = 4096;
 const SHARD_START_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs the server until a signal stops it.
-pub fn run(config: Config) -> anyhow::Result<()> {
+pub fn run(config: Config, logs: Option<Arc<ringchat_backend::logs::Logs>>) -> anyhow::Result<()> {
     let cores = config.shard_cores();
     let shard_count = cores.len();
     let addrs = config
@@ -120,14 +120,17 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
     let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
     if let Some(listener) = admin_listener {
-        let admin = Arc::new(Admin::new(
-            prometheus,
-            Arc::clone(&backend),
-            Box::new({
-                let shards = shard_stats.clone();
-                move || stats::publish(&shards)
-            }),
-        ));
+        let admin = Arc::new(
+            Admin::new(
+                prometheus,
+                Arc::clone(&backend),
+                Box::new({
+                    let shards = shard_stats.clone();
+                    move || stats::publish(&shards)
+                }),
+            )
+            .with_logs(logs),
+        );
         rt.spawn(async move {
             let stop = async {
                 let _ = admin_stop_rx.await;
@@ -139,7 +142,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     }
 
     let admin_text = admin_bound.map_or_else(|| "off".to_owned(), |a: SocketAddr| a.to_string());
-    tracing::info!(tcp = %tcp_bound, ws = %ws_bound, tls = %tls_bound, wss = %wss_bound, admin = %admin_text, shards = shard_count, "ringchat ready");
+    // Its own target: the console leaves it out, as the line below is the console's.
+    tracing::info!(target: ringchat_backend::logs::READY_TARGET, tcp = %tcp_bound, ws = %ws_bound, tls = %tls_bound, wss = %wss_bound, admin = %admin_text, shards = shard_count, "ringchat ready");
     // One machine-readable line on stdout, for scripts and tests that start the server.
     let _ = writeln!(
         std::io::stdout(),

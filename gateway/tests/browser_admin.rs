@@ -14,3 +14,18 @@ fn dashboard_login_audit_keys_and_a_viewer_refused() {
         Target::Admin,
     );
 }
+
+#[test]
+fn dashboard_logs_tail_filter_pause_search_and_export() {
+    run_e2e_on(
+        "admin-logs.e2e.mjs",
+        &[("LOGIN__FAILURES_FREE", "100")],
+        &[
+            "admin-logs-tail",
+            "admin-logs-filtered",
+            "admin-logs-search",
+            "admin-logs-viewer",
+        ],
+        Target::Admin,
+    );
+}

@@ -14,6 +14,8 @@ pub mod cli;
 mod dashboard;
 pub mod error;
 mod health;
+mod logs_api;
+mod logs_stream;
 mod openapi;
 pub mod page;
 
@@ -29,6 +31,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
+pub use crate::logs::LogControl;
 pub use health::install_metrics;
 
 use crate::config::AdminConfig;
@@ -46,6 +49,8 @@ pub struct Admin {
     pub(crate) auth: auth::Auth,
     /// Session cookies are marked `Secure` (the listener speaks TLS).
     pub(crate) secure_cookies: bool,
+    /// The logging pipeline (live tail, files, filter), when the binary installed one.
+    pub(crate) logs: Option<Arc<crate::logs::Logs>>,
 }
 
 impl Admin {
@@ -61,8 +66,20 @@ impl Admin {
             prometheus,
             on_scrape,
             secure_cookies: false,
+            logs: None,
             backend,
         }
+    }
+
+    /// Serves the logs API (`/api/logs…`) from this pipeline.
+    pub fn with_logs(mut self, logs: Option<Arc<crate::logs::Logs>>) -> Self {
+        self.logs = logs;
+        self
+    }
+
+    /// The live log filter, for `PATCH /api/config` (`log.filter`); `None` without logging.
+    pub fn log_control(&self) -> Option<&dyn LogControl> {
+        self.logs.as_deref().map(crate::logs::Logs::control)
     }
 }
 
@@ -81,6 +98,7 @@ pub fn app(admin: Arc<Admin>) -> Router {
     let (api, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(auth::routes())
         .merge(audit_api::routes())
+        .merge(logs_api::routes())
         .split_for_parts();
     openapi::finish(&mut doc);
     let doc = Arc::new(

@@ -91,6 +91,7 @@ async fn login(
     .await?;
     let audit = &admin.backend.audit;
     if !ok {
+        tracing::warn!(operator = ?body.username, %from, "admin login failed");
         for key in keys {
             auth.throttle.record_failure(key, Instant::now());
         }

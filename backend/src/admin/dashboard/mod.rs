@@ -38,6 +38,16 @@ const FILES: &[(&str, &str, &str)] = &[
         "text/javascript; charset=utf-8",
         include_str!("pages/keys.js"),
     ),
+    (
+        "/pages/logs.js",
+        "text/javascript; charset=utf-8",
+        include_str!("pages/logs.js"),
+    ),
+    (
+        "/pages/logs.css",
+        "text/css; charset=utf-8",
+        include_str!("pages/logs.css"),
+    ),
 ];
 
 pub fn routes() -> Router<Arc<Admin>> {

@@ -1,0 +1,169 @@
+//! `GET /api/logs/stream`: the live tail as Server-Sent Events. Each event is `event: log`,
+//! `id: <sequence number>`, `data: <the JSON line>`; a reader that fell behind gets
+//! `event: skipped`, `data: {"missed": N}` and goes on with the newest. A stream ends after
+//! `log.stream_duration_max_s`: the browser's EventSource reconnects by itself, is
+//! authenticated again, and resumes after its `Last-Event-ID`.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::Stream;
+use serde::Deserialize;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::broadcast::error::RecvError;
+use utoipa::IntoParams;
+
+use super::Admin;
+use super::auth::Viewer;
+use super::error::{ApiError, ApiQuery, ApiResult, ErrorBody};
+use super::logs_api::logs;
+use crate::logs::filter::LineFilter;
+use crate::logs::tail::TailEvent;
+
+/// A comment line this often keeps proxies from closing a quiet stream, and finds readers
+/// that went away.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// What EventSource waits before reconnecting.
+const RECONNECT: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct StreamQuery {
+    /// This level or a more severe one: `trace`, `debug`, `info`, `warn`, `error`.
+    pub level: Option<String>,
+    /// The target (module path) starts with this.
+    pub target: Option<String>,
+    /// The message or a field contains this, ignoring case (at most 256 bytes).
+    pub q: Option<String>,
+    /// Recent events to send first, 0 (default) to `log.tail_events_max`. Ignored on a
+    /// reconnect with `Last-Event-ID`, which resumes after that event instead.
+    pub backlog: Option<u32>,
+}
+
+/// The live tail of new log events (Server-Sent Events), filtered. At most `log.streams_max`
+/// streams at once.
+#[utoipa::path(get, path = "/api/logs/stream", tag = "logs", params(StreamQuery,
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this event (sent by EventSource on reconnect)")),
+    responses((status = 200, content_type = "text/event-stream", body = String,
+               description = "`event: log` (id: sequence, data: a JSON log line) and `event: skipped` (data: {\"missed\": N})"),
+              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(super) async fn stream_logs(
+    State(admin): State<Arc<Admin>>,
+    Viewer(_op): Viewer,
+    headers: HeaderMap,
+    ApiQuery(q): ApiQuery<StreamQuery>,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    let logs = logs(&admin)?;
+    let filter = LineFilter::parse(
+        q.level.as_deref(),
+        q.target.as_deref(),
+        q.q.as_deref(),
+        None,
+        None,
+    )
+    .map_err(ApiError::invalid)?;
+    let backlog = q.backlog.unwrap_or(0) as usize;
+    if backlog > logs.config.tail_events_max {
+        return Err(ApiError::invalid(format!(
+            "backlog must be at most {} (log.tail_events_max)",
+            logs.config.tail_events_max
+        )));
+    }
+    let after = headers
+        .get("last-event-id")
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request("Last-Event-ID is not an event id of this stream")
+                })
+        })
+        .transpose()?;
+    let permit = Arc::clone(&logs.streams).try_acquire_owned().map_err(|_| {
+        ApiError::unavailable(
+            "as many live log streams are open as log.streams_max allows",
+            5_000,
+        )
+    })?;
+    let sub = logs.tail.subscribe(after, backlog);
+    let state = Tailing {
+        first: true,
+        missed: sub.missed,
+        backlog: sub.backlog.into(),
+        live: sub.live,
+        filter,
+        deadline: tokio::time::Instant::now()
+            + Duration::from_secs(logs.config.stream_duration_max_s),
+        _permit: permit,
+    };
+    let events = futures_util::stream::unfold(state, |mut st| async move {
+        let event = st.next().await?;
+        Some((Ok(event), st))
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
+}
+
+/// One reader's place in the tail.
+struct Tailing {
+    first: bool,
+    missed: u64,
+    backlog: VecDeque<Arc<TailEvent>>,
+    live: tokio::sync::broadcast::Receiver<Arc<TailEvent>>,
+    filter: LineFilter,
+    deadline: tokio::time::Instant,
+    /// Holds one of `log.streams_max` slots while the stream lives.
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Tailing {
+    /// The next event to send, or `None` to end the stream.
+    async fn next(&mut self) -> Option<Event> {
+        if std::mem::take(&mut self.first) {
+            return Some(
+                Event::default()
+                    .retry(RECONNECT)
+                    .comment("ringchat log tail"),
+            );
+        }
+        if self.missed > 0 {
+            return Some(skipped(std::mem::take(&mut self.missed)));
+        }
+        while let Some(e) = self.backlog.pop_front() {
+            if self.filter.matches(&e.line) {
+                return Some(log_event(&e));
+            }
+        }
+        loop {
+            match tokio::time::timeout_at(self.deadline, self.live.recv()).await {
+                Err(_) | Ok(Err(RecvError::Closed)) => return None,
+                Ok(Ok(e)) if self.filter.matches(&e.line) => return Some(log_event(&e)),
+                Ok(Ok(_)) => {}
+                Ok(Err(RecvError::Lagged(n))) => {
+                    metrics::counter!("ringchat_log_stream_skipped_total").increment(n);
+                    return Some(skipped(n));
+                }
+            }
+        }
+    }
+}
+
+fn log_event(e: &TailEvent) -> Event {
+    Event::default()
+        .event("log")
+        .id(e.seq.to_string())
+        .data(&e.json)
+}
+
+fn skipped(n: u64) -> Event {
+    Event::default()
+        .event("skipped")
+        .data(format!("{{\"missed\":{n}}}"))
+}

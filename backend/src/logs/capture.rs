@@ -1,0 +1,116 @@
+//! The tracing layer that turns each event (that passed the filter) into a [`LogLine`], once,
+//! and hands its JSON to the file writer, the console (in `json` format) and the live tail.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde_json::{Map, Value};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::layer::{Context, Layer};
+
+use super::READY_TARGET;
+use super::line::{LogLine, timestamp};
+use super::sink::Sink;
+use super::tail::Tail;
+
+pub struct Capture {
+    pub(super) file: Option<Sink>,
+    /// The console, when its format is `json`.
+    pub(super) console: Option<Sink>,
+    pub(super) tail: Arc<Tail>,
+    pub(super) line_bytes_max: usize,
+}
+
+impl Capture {
+    pub fn new(
+        file: Option<Sink>,
+        console_json: Option<Sink>,
+        tail: Arc<Tail>,
+        line_bytes_max: usize,
+    ) -> Self {
+        Self {
+            file,
+            console: console_json,
+            tail,
+            line_bytes_max,
+        }
+    }
+}
+
+impl<S: Subscriber> Layer<S> for Capture {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        let meta = event.metadata();
+        let mut line = LogLine {
+            ts: timestamp(SystemTime::now()),
+            level: (*meta.level()).into(),
+            target: meta.target().to_owned(),
+            thread: std::thread::current().name().map(str::to_owned),
+            msg: String::new(),
+            fields: Map::new(),
+        };
+        event.record(&mut Fields(&mut line));
+        let json = line.to_json(self.line_bytes_max);
+        let bytes = || {
+            let mut b = Vec::with_capacity(json.len() + 1);
+            b.extend_from_slice(json.as_bytes());
+            b.push(b'\n');
+            b
+        };
+        if let Some(file) = &self.file {
+            file.send(bytes());
+        }
+        // The ready line is on stdout already; the console does not repeat it.
+        if let Some(console) = &self.console
+            && meta.target() != READY_TARGET
+        {
+            console.send(bytes());
+        }
+        self.tail.push(line, json);
+    }
+}
+
+struct Fields<'a>(&'a mut LogLine);
+
+impl Fields<'_> {
+    fn put(&mut self, field: &Field, value: Value) {
+        match field.name() {
+            "message" => match value {
+                Value::String(s) => self.0.msg.push_str(&s),
+                other => {
+                    let _ = write!(self.0.msg, "{other}");
+                }
+            },
+            // What the `log` bridge adds (module, file, line): the target says enough.
+            name if name.starts_with("log.") => {}
+            name => {
+                self.0.fields.insert(name.to_owned(), value);
+            }
+        }
+    }
+}
+
+impl Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.put(field, Value::String(format!("{value:?}")));
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.put(field, Value::String(value.to_owned()));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.put(field, Value::from(value));
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.put(field, Value::from(value));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.put(field, Value::from(value));
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.put(field, Value::from(value));
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.put(field, Value::String(value.to_string()));
+    }
+}

@@ -1,0 +1,602 @@
+//! Logs against the real binary: the JSON-lines files (no colour codes, no storage-engine
+//! chatter at the default level, the ready line once), rotation, the live filter, the live tail
+//! over Server-Sent Events with its filters, the search with its cursor, the export, and who
+//! may do what. Every wait is on an event with a deadline.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::TestServer;
+use common::admin::AdminClient;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn log_dir(server: &TestServer) -> PathBuf {
+    server.data_dir.parent().unwrap().join("ringchat-logs")
+}
+
+/// Every line of every log file, oldest file first.
+fn file_lines(dir: &Path) -> Vec<String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Waits until `check` holds, or panics saying `what`.
+fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn files_are_json_lines_without_colour_or_storage_chatter_and_ready_is_said_once() {
+    // Started by hand to read all of stdout and stderr.
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringchat"))
+        .arg("serve")
+        .env_clear()
+        .env("RINGCHAT_GATEWAY__TCP_LISTEN", "127.0.0.1:0")
+        .env("RINGCHAT_GATEWAY__WS_LISTEN", "127.0.0.1:0")
+        .env("RINGCHAT_ADMIN__LISTEN", "127.0.0.1:0")
+        .env("RINGCHAT_STORAGE__DATA_DIR", &data)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let out = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with("ringchat ready") {
+                let _ = ready_tx.send(());
+            }
+            all.push(line);
+        }
+        all
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    ready_rx.recv_timeout(WAIT).expect("ready");
+    let dir = tmp.path().join("ringchat-logs");
+    wait_for("the ready event in the log file", || {
+        file_lines(&dir)
+            .iter()
+            .any(|l| l.contains("ringchat ready"))
+    });
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    assert!(child.wait().unwrap().success());
+    let stdout = out.join().unwrap();
+    let stderr = err.join().unwrap();
+
+    let ready_on_stdout = stdout
+        .iter()
+        .filter(|l| l.contains("ringchat ready"))
+        .count();
+    assert_eq!(ready_on_stdout, 1, "stdout:\n{}", stdout.join("\n"));
+    assert!(
+        !stderr.contains("ringchat ready"),
+        "stderr repeats it:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains('\x1b'),
+        "colour codes on a pipe:\n{stderr}"
+    );
+    assert!(stderr.contains("shard running"), "stderr logs:\n{stderr}");
+    assert!(
+        !stderr.contains("Creating database"),
+        "fjall's INFO at the default level:\n{stderr}"
+    );
+
+    let lines = file_lines(&dir);
+    assert!(!lines.is_empty());
+    let mut ready_in_file = 0;
+    for line in &lines {
+        assert!(!line.contains('\x1b'), "colour code in a file: {line}");
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        for key in ["ts", "level", "target", "msg"] {
+            assert!(v[key].is_string(), "{key} in {line}");
+        }
+        let target = v["target"].as_str().unwrap();
+        assert!(
+            !(target.starts_with("fjall") || target.starts_with("lsm_tree"))
+                || v["level"] != "INFO",
+            "storage INFO in the file: {line}"
+        );
+        if v["msg"] == "ringchat ready" {
+            ready_in_file += 1;
+            assert!(v["fields"]["tcp"].is_string(), "{line}");
+        }
+    }
+    assert_eq!(ready_in_file, 1);
+    assert!(
+        lines.iter().any(|l| l.contains("\"msg\":\"stopped\"")),
+        "the last line is written at exit"
+    );
+}
+
+#[test]
+fn a_filter_naming_the_storage_engine_shows_its_info_lines() {
+    let server = TestServer::start(&[("LOG__FILTER", "info")]);
+    let dir = log_dir(&server);
+    wait_for("fjall's INFO line in the file", || {
+        file_lines(&dir)
+            .iter()
+            .any(|l| l.contains("Creating database"))
+    });
+    assert!(server.log_lines_with("Creating database") >= 1);
+}
+
+#[test]
+fn rotation_keeps_at_most_files_max_files_under_the_size_limit() {
+    let server = TestServer::start(&[("LOG__FILE_BYTES_MAX", "2048"), ("LOG__FILES_MAX", "3")]);
+    let admin = server.api_key("ops", "admin");
+    let dir = log_dir(&server);
+    // Each change logs a line of about 250 bytes: 40 of them fill five files or more.
+    for i in 0..40 {
+        let (status, body) = admin.call(
+            "PUT",
+            "/api/logs/filter",
+            Some(json!({ "filter": format!("info,rotation_{i:03}=debug") }).to_string()),
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+    let names = || -> Vec<String> {
+        let mut n: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().into_string().unwrap())
+            .collect();
+        n.sort();
+        n
+    };
+    wait_for("the last change in the newest file", || {
+        file_lines(&dir).iter().any(|l| l.contains("rotation_039"))
+    });
+    let files = names();
+    assert_eq!(files.len(), 3, "{files:?}");
+    let numbers: Vec<u64> = files
+        .iter()
+        .map(|n| n.rsplit('.').nth(1).unwrap().parse().unwrap())
+        .collect();
+    assert!(numbers[0] >= 4, "older files were deleted: {files:?}");
+    for f in &files {
+        assert!(f.starts_with("ringchat-") && f.ends_with(".log"), "{f}");
+        let len = std::fs::metadata(dir.join(f)).unwrap().len();
+        assert!(len <= 2048, "{f} is {len} bytes");
+    }
+    assert!(!file_lines(&dir).iter().any(|l| l.contains("rotation_000")));
+}
+
+/// A Server-Sent Events reader on a raw socket: (event, id, data) per event.
+struct Sse {
+    status: u16,
+    events: mpsc::Receiver<(String, String, String)>,
+    socket: TcpStream,
+    /// The body of a refused stream.
+    body: String,
+}
+
+impl Sse {
+    fn open(admin: SocketAddr, key: Option<&str>, query: &str, last_id: Option<&str>) -> Self {
+        let mut socket = TcpStream::connect(admin).unwrap();
+        let mut req = format!("GET /api/logs/stream?{query} HTTP/1.0\r\nHost: test\r\n");
+        if let Some(key) = key {
+            req.push_str(&format!("Authorization: Bearer {key}\r\n"));
+        }
+        if let Some(id) = last_id {
+            req.push_str(&format!("Last-Event-ID: {id}\r\n"));
+        }
+        req.push_str("\r\n");
+        socket.write_all(req.as_bytes()).unwrap();
+        let mut reader = BufReader::new(socket.try_clone().unwrap());
+        let mut head = String::new();
+        reader.read_line(&mut head).unwrap();
+        let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+        loop {
+            let mut h = String::new();
+            reader.read_line(&mut h).unwrap();
+            if h.trim().is_empty() {
+                break;
+            }
+        }
+        let (tx, events) = mpsc::channel();
+        if status != 200 {
+            let mut body = String::new();
+            let _ = reader.read_to_string(&mut body);
+            return Self {
+                status,
+                events,
+                socket,
+                body,
+            };
+        }
+        std::thread::spawn(move || {
+            let (mut event, mut id, mut data) = (String::new(), String::new(), String::new());
+            for line in reader.lines().map_while(Result::ok) {
+                if line.is_empty() {
+                    if !data.is_empty() || !event.is_empty() {
+                        let e = (
+                            std::mem::take(&mut event),
+                            std::mem::take(&mut id),
+                            std::mem::take(&mut data),
+                        );
+                        if tx.send(e).is_err() {
+                            return;
+                        }
+                    }
+                } else if let Some(v) = line.strip_prefix("event:") {
+                    event = v.trim().to_owned();
+                } else if let Some(v) = line.strip_prefix("id:") {
+                    id = v.trim().to_owned();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data = v.trim_start().to_owned();
+                }
+            }
+        });
+        Self {
+            status,
+            events,
+            socket,
+            body: String::new(),
+        }
+    }
+
+    /// The next `log` event's (id, line), within the deadline.
+    fn next_log(&self) -> (String, Value) {
+        loop {
+            let (event, id, data) = self.events.recv_timeout(WAIT).expect("an event in time");
+            if event == "log" {
+                return (id, serde_json::from_str(&data).unwrap());
+            }
+        }
+    }
+
+    /// The body of a refused stream (a JSON error).
+    fn error_body(&self) -> Value {
+        serde_json::from_str(self.body.trim()).unwrap_or(Value::Null)
+    }
+}
+
+impl Drop for Sse {
+    fn drop(&mut self) {
+        let _ = self.socket.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// A failed dashboard login by `name`: logged at WARN by the admin auth module.
+fn failed_login(server: &TestServer, name: &str) {
+    let (status, _) = AdminClient::new(server).login(name, "not the password");
+    assert_eq!(status, 401);
+}
+
+#[test]
+fn the_live_tail_streams_new_events_through_its_filters_and_resumes() {
+    let server = TestServer::start(&[("LOG__STREAMS_MAX", "3")]);
+    let admin = server.api_key("ops", "admin");
+    let vkey = viewer_key(&server, "watch");
+    let marker = "tailmarker7";
+
+    let everything = Sse::open(server.admin, Some(&vkey), &format!("q={marker}"), None);
+    let warnings = Sse::open(
+        server.admin,
+        Some(&vkey),
+        &format!("level=warn&q={marker}"),
+        None,
+    );
+    let auth_only = Sse::open(
+        server.admin,
+        Some(&vkey),
+        &format!("target=ringchat_backend::admin::auth&q={marker}"),
+        None,
+    );
+    assert_eq!(
+        (everything.status, warnings.status, auth_only.status),
+        (200, 200, 200)
+    );
+    // A fourth stream is over log.streams_max.
+    let refused = Sse::open(server.admin, Some(&vkey), "", None);
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.error_body()["error"]["code"], "unavailable");
+
+    // First an INFO event from the logs API, then a WARN one from the auth module.
+    let (status, body) = admin.call(
+        "PUT",
+        "/api/logs/filter",
+        Some(json!({ "filter": format!("info,{marker}=debug") }).to_string()),
+    );
+    assert_eq!(status, 200, "{body}");
+    failed_login(&server, marker);
+
+    let (first_id, first) = everything.next_log();
+    assert_eq!(first["msg"], "log filter changed", "{first}");
+    assert_eq!(first["level"], "INFO");
+    let (_, second) = everything.next_log();
+    assert_eq!(second["msg"], "admin login failed", "{second}");
+    // The WARN-and-up and the target-filtered streams skip the INFO event.
+    let (_, w) = warnings.next_log();
+    assert_eq!(w["msg"], "admin login failed", "{w}");
+    assert_eq!(w["level"], "WARN");
+    let (_, a) = auth_only.next_log();
+    assert_eq!(a["msg"], "admin login failed", "{a}");
+    drop((everything, warnings, auth_only));
+
+    // A reconnect resumes after its Last-Event-ID, from the ring.
+    // The closed streams' slots come back when the server notices (its next write to them, a
+    // keep-alive at the latest): until then a new stream may be refused.
+    let open = |last_id: Option<&str>, query: &str| {
+        let mut stream = None;
+        wait_for("a free stream slot", || {
+            let s = Sse::open(server.admin, Some(&vkey), query, last_id);
+            assert!(matches!(s.status, 200 | 503), "{}", s.status);
+            stream = (s.status == 200).then_some(s);
+            stream.is_some()
+        });
+        stream.unwrap()
+    };
+    let before = (first_id.parse::<u64>().unwrap() - 1).to_string();
+    let resumed = open(Some(&before), &format!("q={marker}"));
+    assert_eq!(resumed.next_log().0, first_id);
+    drop(resumed);
+    // With a backlog, a new reader sees recent events first.
+    let backlog = open(None, &format!("q={marker}&backlog=100"));
+    assert_eq!(backlog.next_log().1["msg"], "log filter changed");
+}
+
+/// A viewer API key's secret (made by the CLI).
+fn viewer_key(server: &TestServer, name: &str) -> String {
+    let out = server.admin_cli(&["add-key", name, "--role", "viewer"], "");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[test]
+fn search_pages_newest_first_and_export_downloads_the_matching_lines() {
+    let server = TestServer::start(&[("LOGIN__FAILURES_FREE", "100")]);
+    let viewer = server.api_key("watch", "viewer");
+    for i in 0..5 {
+        failed_login(&server, &format!("searchmark{i}"));
+    }
+    let search = |query: &str| viewer.get(&format!("/api/logs?{query}"));
+    wait_for("the five lines in the files", || {
+        search("q=searchmark&limit=50").1["items"]
+            .as_array()
+            .map(Vec::len)
+            == Some(5)
+    });
+
+    // Two at a time, newest first, following the cursor.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..10 {
+        let q = match &cursor {
+            Some(c) => format!("q=searchmark&level=warn&limit=2&cursor={c}"),
+            None => "q=searchmark&level=warn&limit=2".to_owned(),
+        };
+        let (status, page) = search(&q);
+        assert_eq!(status, 200, "{page}");
+        for item in page["items"].as_array().unwrap() {
+            seen.push(item["fields"]["operator"].as_str().unwrap().to_owned());
+        }
+        assert!(page["scanned_bytes"].as_u64().unwrap() > 0);
+        cursor = page["next_cursor"].as_str().map(str::to_owned);
+        if cursor.is_none() {
+            break;
+        }
+    }
+    let expected: Vec<String> = (0..5).rev().map(|i| format!("\"searchmark{i}\"")).collect();
+    assert_eq!(seen, expected);
+    // Filters narrow: no ERROR, and nothing before a time in the future.
+    assert_eq!(search("q=searchmark&level=error").1["items"], json!([]));
+    assert_eq!(
+        search("q=searchmark&since=2999-01-01T00:00:00Z").1["items"],
+        json!([])
+    );
+    assert_eq!(
+        search("target=ringchat_backend::admin::auth&q=searchmark").1["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        5
+    );
+
+    // The export: a download of the same lines, oldest first.
+    let resp = raw_get(
+        server.admin,
+        &viewer_key(&server, "exporter"),
+        "/api/logs/export?q=searchmark",
+    );
+    assert_eq!(resp.0, 200);
+    assert!(
+        resp.1
+            .contains("content-disposition: attachment; filename=\"ringchat-logs-"),
+        "{}",
+        resp.1
+    );
+    assert!(
+        resp.1.contains("content-type: application/x-ndjson"),
+        "{}",
+        resp.1
+    );
+    let names: Vec<String> = resp
+        .2
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["fields"]["operator"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let oldest_first: Vec<String> = expected.into_iter().rev().collect();
+    assert_eq!(names, oldest_first);
+}
+
+/// GET with a key: (status, lower-cased head, body).
+fn raw_get(admin: SocketAddr, key: &str, path: &str) -> (u16, String, String) {
+    let mut s = TcpStream::connect(admin).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: test\r\nAuthorization: Bearer {key}\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, head.to_ascii_lowercase(), body.to_owned())
+}
+
+#[test]
+fn readers_may_read_only_admins_change_the_filter_and_bad_input_is_a_json_4xx() {
+    let server = TestServer::start(&[]);
+    let admin = server.api_key("ops", "admin");
+    let viewer = server.api_key("watch", "viewer");
+    let nobody = AdminClient::new(&server);
+
+    for path in ["/api/logs", "/api/logs/filter", "/api/logs/export"] {
+        let (status, body) = nobody.get(path);
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (401, Some("unauthenticated")),
+            "{path}"
+        );
+        assert_eq!(viewer.get(path).0, 200, "{path}");
+    }
+    let unauthenticated = Sse::open(server.admin, None, "", None);
+    assert_eq!(unauthenticated.status, 401);
+    assert_eq!(
+        unauthenticated.error_body()["error"]["code"],
+        "unauthenticated"
+    );
+
+    // The filter: a viewer reads it, only an admin changes it, and only to a valid one.
+    let (_, info) = viewer.get("/api/logs/filter");
+    assert_eq!(info["filter"], "info,fjall=warn,lsm_tree=warn");
+    assert_eq!(info["initial"], info["filter"]);
+    let set =
+        |c: &AdminClient, body: Value| c.call("PUT", "/api/logs/filter", Some(body.to_string()));
+    let (status, body) = set(&viewer, json!({ "filter": "debug" }));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("forbidden"))
+    );
+    let (status, body) = set(&admin, json!({ "filter": "info,=x=y" }));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("invalid")),
+        "{body}"
+    );
+    let (status, body) = set(&admin, json!({ "filter": "" }));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("invalid")),
+        "{body}"
+    );
+    let (status, body) = set(&admin, json!({ "filter": "x".repeat(2000) }));
+    assert_eq!(status, 422, "{body}");
+    let (status, body) = set(&admin, json!({ "filter": "info", "extra": 1 }));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("bad_request")),
+        "{body}"
+    );
+    let (status, body) = set(&admin, json!({ "filter": 5 }));
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        viewer.get("/api/logs/filter").1["filter"],
+        "info,fjall=warn,lsm_tree=warn",
+        "refusals change nothing"
+    );
+    let (status, body) = set(&admin, json!({ "filter": "warn,ringchat_backend=debug" }));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["filter"], "warn,ringchat_backend=debug");
+    // The audit log is written in batches: wait for the entry.
+    wait_for("the change in the audit log", || {
+        let (_, audit) = viewer.get("/api/audit?limit=5");
+        audit["items"].as_array().unwrap().iter().any(|e| {
+            e["action"] == "log.filter_set"
+                && e["detail"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with("-> warn,ringchat_backend=debug")
+        })
+    });
+
+    // Bad queries.
+    for (query, status, code) in [
+        ("level=loud", 422, "invalid"),
+        ("since=yesterday", 422, "invalid"),
+        (
+            "since=2026-12-02T10:00:00Z&until=2026-12-01T10:00:00Z",
+            422,
+            "invalid",
+        ),
+        ("cursor=nonsense", 400, "bad_request"),
+        ("limit=0", 422, "invalid"),
+        ("limit=100000", 422, "invalid"),
+        ("colour=blue", 400, "bad_request"),
+    ] {
+        let (s, body) = viewer.get(&format!("/api/logs?{query}"));
+        assert_eq!(
+            (s, body["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{query}: {body}"
+        );
+    }
+    let long = "q".repeat(300);
+    assert_eq!(viewer.get(&format!("/api/logs?q={long}")).0, 422);
+    assert_eq!(viewer.get("/api/logs/export?cursor=1-0").0, 400);
+    let bad_stream = Sse::open(
+        server.admin,
+        Some(&viewer_key(&server, "w2")),
+        "level=loud",
+        None,
+    );
+    assert_eq!(bad_stream.status, 422);
+    let bad_id = Sse::open(
+        server.admin,
+        Some(&viewer_key(&server, "w3")),
+        "",
+        Some("abc"),
+    );
+    assert_eq!(bad_id.status, 400);
+    let big_backlog = Sse::open(
+        server.admin,
+        Some(&viewer_key(&server, "w4")),
+        "backlog=999999",
+        None,
+    );
+    assert_eq!(big_backlog.status, 422);
+}
