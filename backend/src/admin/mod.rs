@@ -15,6 +15,11 @@ mod dashboard;
 pub mod error;
 mod health;
 pub mod page;
+// Users, groups, invites (issue 12, users part).
+mod groups_api;
+mod invites;
+mod refusal;
+pub mod users;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -80,6 +85,9 @@ pub fn app(admin: Arc<Admin>) -> Router {
     let (api, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(auth::routes())
         .merge(audit_api::routes())
+        .merge(users::routes())
+        .merge(invites::routes())
+        .merge(groups_api::routes())
         .split_for_parts();
     let doc = Arc::new(
         doc.to_pretty_json()

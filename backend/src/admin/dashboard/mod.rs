@@ -38,6 +38,16 @@ const FILES: &[(&str, &str, &str)] = &[
         "text/javascript; charset=utf-8",
         include_str!("pages/keys.js"),
     ),
+    (
+        "/pages/users.js",
+        "text/javascript; charset=utf-8",
+        include_str!("pages/users.js"),
+    ),
+    (
+        "/pages/groups.js",
+        "text/javascript; charset=utf-8",
+        include_str!("pages/groups.js"),
+    ),
 ];
 
 pub fn routes() -> Router<Arc<Admin>> {
