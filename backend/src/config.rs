@@ -257,7 +257,10 @@ impl AdminConfig {
             out.push("admin.page_items_max: must be between 1 and 10000".into());
         }
         if self.audit_retention_days > 36_500 {
-            out.push("admin.audit_retention_days: must be at most 36500 (0 keeps entries forever)".into());
+            out.push(
+                "admin.audit_retention_days: must be at most 36500 (0 keeps entries forever)"
+                    .into(),
+            );
         }
         out
     }

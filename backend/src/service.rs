@@ -103,7 +103,7 @@ impl Backend {
             &settings,
             Arc::clone(&audit),
         )
-            .map_err(BackendError::Email)?;
+        .map_err(BackendError::Email)?;
         let replace_on = settings
             .login
             .policy

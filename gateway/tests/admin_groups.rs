@@ -53,7 +53,10 @@ async fn groups_are_found_viewed_and_dissolved_by_an_operator_members_learn_it()
     ));
     assert_eq!(names(&r), ["team älpha"]);
     assert!(r.1.get("next_cursor").is_none());
-    assert_eq!(names(&viewer.get(&format!("/api/groups?query={g}"))), ["Team Rust"]);
+    assert_eq!(
+        names(&viewer.get(&format!("/api/groups?query={g}"))),
+        ["Team Rust"]
+    );
     assert_eq!(names(&viewer.get("/api/groups")).len(), 3);
     assert!(names(&viewer.get("/api/groups?query=nothing")).is_empty());
     assert!(names(&viewer.get("/api/groups?query=123")).is_empty());
@@ -105,13 +108,19 @@ async fn groups_are_found_viewed_and_dissolved_by_an_operator_members_learn_it()
     let (mut c, _) = server.device("carol", "carol-dev2").await;
     let synced = sync(&mut c, g).await;
     let last = synced.last().expect("the group's log");
-    assert_eq!((last.seq, event_of(last).kind), (seq, GroupEventKind::Dissolved as i32));
+    assert_eq!(
+        (last.seq, event_of(last).kind),
+        (seq, GroupEventKind::Dissolved as i32)
+    );
     match send(&mut b, g, "late", "anyone?").await {
         Body::Error(e) => assert_eq!(e.code, ErrorCode::GroupDissolved as i32),
         other => panic!("{other:?}"),
     }
     let r = viewer.get(&format!("/api/groups/{g}"));
-    assert_eq!((r.1["dissolved"].as_bool(), r.1["dissolved_seq"].as_u64()), (Some(true), Some(seq)));
+    assert_eq!(
+        (r.1["dissolved"].as_bool(), r.1["dissolved_seq"].as_u64()),
+        (Some(true), Some(seq))
+    );
     let r = admin.post(&format!("/api/groups/{g}/dissolve"), json!({}));
     assert_eq!((r.0, code(&r)), (409, "conflict"), "once");
 
@@ -122,7 +131,10 @@ async fn groups_are_found_viewed_and_dissolved_by_an_operator_members_learn_it()
         .iter()
         .any(|e| e["action"] == "group.dissolve" && e["target"] == format!("group:{g}"))
     {
-        assert!(std::time::Instant::now() < end, "no audit entry for the dissolve");
+        assert!(
+            std::time::Instant::now() < end,
+            "no audit entry for the dissolve"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }

@@ -48,7 +48,7 @@ fn registered(body: &Body) -> bool {
 
 #[tokio::test]
 async fn closed_registration_refuses_register_and_operators_create_users_who_can_log_in() {
-    let server = TestServer::start(&[("RINGCHAT_ACCOUNTS__REGISTRATION", "closed")]);
+    let server = TestServer::start(&[("ACCOUNTS__REGISTRATION", "closed")]);
     let admin = server.api_key("ops", "admin");
     let viewer = server.api_key("watch", "viewer");
     let body = register(&server, "alice", "").await;
@@ -73,16 +73,25 @@ async fn closed_registration_refuses_register_and_operators_create_users_who_can
     ));
 
     // The client's rules, and conflicts.
-    let r = admin.post("/api/users", json!({"username": "ALICE", "password": PASSWORD}));
+    let r = admin.post(
+        "/api/users",
+        json!({"username": "ALICE", "password": PASSWORD}),
+    );
     assert_eq!((r.0, code(&r)), (409, "conflict"), "{}", r.1);
     let r = admin.post(
         "/api/users",
         json!({"username": "carol", "password": PASSWORD, "email": "A@example.org"}),
     );
     assert_eq!((r.0, code(&r)), (409, "conflict"), "address taken");
-    let r = admin.post("/api/users", json!({"username": "1x", "password": PASSWORD}));
+    let r = admin.post(
+        "/api/users",
+        json!({"username": "1x", "password": PASSWORD}),
+    );
     assert_eq!((r.0, code(&r)), (422, "invalid"));
-    let r = admin.post("/api/users", json!({"username": "carol", "password": "short"}));
+    let r = admin.post(
+        "/api/users",
+        json!({"username": "carol", "password": "short"}),
+    );
     assert_eq!((r.0, code(&r)), (422, "invalid"));
     let r = admin.post("/api/users", json!({"username": "carol", "role": "x"}));
     assert_eq!((r.0, code(&r)), (400, "bad_request"));
@@ -94,7 +103,7 @@ async fn closed_registration_refuses_register_and_operators_create_users_who_can
 
 #[tokio::test]
 async fn the_cli_creates_chat_users_only_while_the_server_is_stopped() {
-    let mut server = TestServer::start(&[("RINGCHAT_ACCOUNTS__REGISTRATION", "closed")]);
+    let mut server = TestServer::start(&[("ACCOUNTS__REGISTRATION", "closed")]);
     let out = server.admin_cli(&["add-chat-user", "dave"], &format!("{PASSWORD}\n"));
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -136,12 +145,16 @@ async fn the_cli_creates_chat_users_only_while_the_server_is_stopped() {
 #[tokio::test]
 async fn invite_codes_register_while_valid_and_never_when_reused_expired_revoked_or_wrong() {
     let server = TestServer::start(&[
-        ("RINGCHAT_ACCOUNTS__REGISTRATION", "invite"),
-        ("RINGCHAT_ACCOUNTS__INVITE_USES_MAX", "5"),
+        ("ACCOUNTS__REGISTRATION", "invite"),
+        ("ACCOUNTS__INVITE_USES_MAX", "5"),
     ]);
     let admin = server.api_key("ops", "admin");
     let viewer = server.api_key("watch", "viewer");
-    for (name, invite) in [("alice", ""), ("alice", "inv_wrong"), ("alice", &"x".repeat(100))] {
+    for (name, invite) in [
+        ("alice", ""),
+        ("alice", "inv_wrong"),
+        ("alice", &"x".repeat(100)),
+    ] {
         let body = register(&server, name, invite).await;
         assert_eq!(error_code(&body), ErrorCode::InviteInvalid, "{invite:?}");
     }

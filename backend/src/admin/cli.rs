@@ -22,7 +22,12 @@ pub enum CliError {
 }
 
 pub(crate) fn queue_audit(
-    file: &CredentialFile, actor: &str, action: &str, target: String, detail: &str) {
+    file: &CredentialFile,
+    actor: &str,
+    action: &str,
+    target: String,
+    detail: &str,
+) {
     let record = AuditRecord {
         at_ms: crate::time::now_ms(),
         actor: actor.to_owned(),

@@ -46,8 +46,9 @@ pub struct GroupQuery {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct GroupView {
-    /// The group's conversation id (as clients see it).
-    pub id: u64,
+    /// The group's conversation id (as clients see it), in decimal: a string, because group
+    /// ids pass 2^53 and JavaScript numbers would round them.
+    pub id: String,
     pub name: String,
     pub avatar_url: String,
     pub intro: String,
@@ -67,7 +68,7 @@ pub struct GroupView {
 
 fn view(g: ConvId, r: GroupRecord) -> GroupView {
     GroupView {
-        id: g.to_wire(),
+        id: g.to_wire().to_string(),
         join_policy: match r.join_policy {
             JoinPolicy::Open => "open",
             JoinPolicy::Approval => "approval",
@@ -252,7 +253,8 @@ async fn group_members(
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Dissolved {
-    pub id: u64,
+    /// Decimal, as in [`GroupView`].
+    pub id: String,
     /// Seq of the DISSOLVED event in the group's log.
     pub event_seq: u64,
 }
@@ -300,5 +302,8 @@ async fn dissolve_group(
                 .detail(format!("event seq {event_seq}")),
         )
         .await;
-    Ok(Json(Dissolved { id: raw, event_seq }))
+    Ok(Json(Dissolved {
+        id: raw.to_string(),
+        event_seq,
+    }))
 }

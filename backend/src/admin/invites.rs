@@ -96,7 +96,9 @@ async fn create_invite(
             cfg.invite_uses_max
         )));
     }
-    let ttl_s = body.ttl_s.unwrap_or(INVITE_TTL_S_DEFAULT.min(cfg.invite_ttl_s_max));
+    let ttl_s = body
+        .ttl_s
+        .unwrap_or(INVITE_TTL_S_DEFAULT.min(cfg.invite_ttl_s_max));
     if !(1..=cfg.invite_ttl_s_max).contains(&ttl_s) {
         return Err(ApiError::invalid(format!(
             "ttl_s must be between 1 and {}",
@@ -160,7 +162,9 @@ async fn list_invites(
     rows.truncate(limit);
     let now = now_ms();
     Ok(Json(Page {
-        next_cursor: more.then(|| rows.last().map(|r| r.id.to_string())).flatten(),
+        next_cursor: more
+            .then(|| rows.last().map(|r| r.id.to_string()))
+            .flatten(),
         items: rows.into_iter().map(|r| InviteView::of(r, now)).collect(),
     }))
 }

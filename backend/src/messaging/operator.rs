@@ -99,7 +99,9 @@ impl crate::Backend {
         }
         match tokio::time::timeout(OPERATOR_WRITE_TIMEOUT, rx).await {
             Ok(Ok(body)) => Ok(body),
-            Ok(Err(_)) => Err(Refusal::unavailable("the sequencer dropped an operator write")),
+            Ok(Err(_)) => Err(Refusal::unavailable(
+                "the sequencer dropped an operator write",
+            )),
             Err(_) => {
                 replies.forget(request_id);
                 Err(Refusal::unavailable(

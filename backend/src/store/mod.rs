@@ -27,12 +27,11 @@ pub use conv::{ConvId, ConvKind, Members};
 pub use fjall::FjallStore;
 pub use groups::{
     ApplicationRecord, GROUP_NAME_KEY_BYTES_MAX, GroupRecord, GroupRole, GroupWrites, JoinPolicy,
-    MENTION_ALL_USER, group_name_key,
-    MemberRecord, ReadHistogram, UserGroupRecord,
+    MENTION_ALL_USER, MemberRecord, ReadHistogram, UserGroupRecord, group_name_key,
 };
 pub use ports::{
-    AccountAdminStore, AccountStore, AuditStore, ContactStore, ConversationLog, CursorStore, GroupStore,
-    MembershipStore, Ports, StoreEngine,
+    AccountAdminStore, AccountStore, AuditStore, ContactStore, ConversationLog, CursorStore,
+    GroupStore, MembershipStore, Ports, StoreEngine,
 };
 pub use records::{
     CommitGroup, ConvRecord, CursorRecord, CursorRow, DEVICES_PER_ROW_MAX, DedupRecord,

@@ -13,11 +13,10 @@ use std::sync::Arc;
 
 use super::tail_cache::TailCached;
 use super::{
-    AccountFlags, InviteRecord, InviteTake,
-    ApplicationRecord, AuditRecord, CommitGroup, ContactSummary, ConvId, ConvRecord, CursorRow,
-    GroupRecord, MemberRecord, MessageRecord, ProfileRecord, ReadHistogram, RelationKey,
-    RelationKind, RelationRecord, StoreError, StoreHealth, TokenHash, TokenRecord, UserGroupRecord,
-    UserId, UserRecord,
+    AccountFlags, ApplicationRecord, AuditRecord, CommitGroup, ContactSummary, ConvId, ConvRecord,
+    CursorRow, GroupRecord, InviteRecord, InviteTake, MemberRecord, MessageRecord, ProfileRecord,
+    ReadHistogram, RelationKey, RelationKind, RelationRecord, StoreError, StoreHealth, TokenHash,
+    TokenRecord, UserGroupRecord, UserId, UserRecord,
 };
 
 /// Accounts and login tokens. A token is indexed under its user (one token per signed-in

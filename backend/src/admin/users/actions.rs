@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{FromRequest, Request, State};
 use axum::http::StatusCode;
 use ringchat_proto::v1::{self, KickReason};
 use serde::de::DeserializeOwned;
@@ -16,18 +16,38 @@ use utoipa::ToSchema;
 use super::{UserDetail, user_detail, user_id, user_record};
 use crate::admin::Admin;
 use crate::admin::auth::AdminOnly;
-use crate::admin::error::{ApiError, ApiJson, ApiPath, ApiResult, ErrorBody};
+use crate::admin::error::{ApiError, ApiJson, ApiPath, ApiResult, ErrorBody, ErrorCode};
 use crate::time::now_ms;
 
 /// Bytes of an operator's reason kept, at most.
 const REASON_BYTES_MAX: usize = 256;
 
-/// A body that may be left out (or sent empty): its type's default then.
-fn optional_body<T: DeserializeOwned + Default>(bytes: &Bytes) -> ApiResult<T> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
+/// A JSON body that may be left out (or sent empty): its type's default then. Refusals are
+/// JSON errors, as [`ApiJson`]'s.
+pub struct OptionalJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for OptionalJson<T>
+where
+    T: DeserializeOwned + Default,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
+            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(ErrorCode::PayloadTooLarge, "the body is too large")
+            } else {
+                ApiError::bad_request(r.body_text())
+            }
+        })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self(T::default()));
+        }
+        serde_json::from_slice(&bytes)
+            .map(Self)
+            .map_err(|e| ApiError::bad_request(format!("body: {e}")))
     }
-    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("body: {e}")))
 }
 
 fn reason(text: String) -> ApiResult<String> {
@@ -75,7 +95,10 @@ pub(super) async fn create_user(
                 .map_err(|e| ApiError::internal("making a password", e))?,
         ),
     };
-    let password = body.password.or_else(|| generated.clone()).unwrap_or_default();
+    let password = body
+        .password
+        .or_else(|| generated.clone())
+        .unwrap_or_default();
     let backend = &admin.backend;
     let id = backend
         .accounts
@@ -153,7 +176,11 @@ pub(super) async fn edit_user(
     admin
         .backend
         .audit
-        .record_admin(op.audit("user.edit").target(format!("user:{id}")).detail(detail))
+        .record_admin(
+            op.audit("user.edit")
+                .target(format!("user:{id}"))
+                .detail(detail),
+        )
         .await;
     Ok(Json(user_detail(&admin, id).await?))
 }
@@ -197,10 +224,9 @@ pub(super) async fn disable_user(
     State(admin): State<Arc<Admin>>,
     AdminOnly(op): AdminOnly,
     ApiPath(id): ApiPath<u64>,
-    body: Bytes,
+    OptionalJson(body): OptionalJson<DisableBody>,
 ) -> ApiResult<Json<Done>> {
     let id = user_id(id)?;
-    let body: DisableBody = optional_body(&body)?;
     let why = reason(body.reason)?;
     let kicked = admin
         .backend
@@ -210,7 +236,11 @@ pub(super) async fn disable_user(
     admin
         .backend
         .audit
-        .record_admin(op.audit("user.disable").target(format!("user:{id}")).detail(why))
+        .record_admin(
+            op.audit("user.disable")
+                .target(format!("user:{id}"))
+                .detail(why),
+        )
         .await;
     Ok(done(id, kicked, 0, None))
 }
@@ -254,10 +284,9 @@ pub(super) async fn kick_user(
     State(admin): State<Arc<Admin>>,
     AdminOnly(op): AdminOnly,
     ApiPath(id): ApiPath<u64>,
-    body: Bytes,
+    OptionalJson(body): OptionalJson<KickBody>,
 ) -> ApiResult<Json<Done>> {
     let id = user_id(id)?;
-    let body: KickBody = optional_body(&body)?;
     if body
         .device_id
         .as_ref()
@@ -302,10 +331,9 @@ pub(super) async fn reset_password(
     State(admin): State<Arc<Admin>>,
     AdminOnly(op): AdminOnly,
     ApiPath(id): ApiPath<u64>,
-    body: Bytes,
+    OptionalJson(body): OptionalJson<ResetPasswordBody>,
 ) -> ApiResult<Json<Done>> {
     let id = user_id(id)?;
-    let body: ResetPasswordBody = optional_body(&body)?;
     let generated = match body.password {
         Some(_) => None,
         None => Some(
@@ -313,7 +341,10 @@ pub(super) async fn reset_password(
                 .map_err(|e| ApiError::internal("making a password", e))?,
         ),
     };
-    let password = body.password.or_else(|| generated.clone()).unwrap_or_default();
+    let password = body
+        .password
+        .or_else(|| generated.clone())
+        .unwrap_or_default();
     let (revoked, kicked) = admin
         .backend
         .set_password_by_operator(id, password)

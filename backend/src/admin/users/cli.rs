@@ -28,8 +28,8 @@ pub fn add_chat_user(
         ),
         e => CliError::Invalid(format!("opening the store: {e}")),
     })?;
-    let hash = crate::accounts::hash_password(&settings.accounts, password)
-        .map_err(CliError::Invalid)?;
+    let hash =
+        crate::accounts::hash_password(&settings.accounts, password).map_err(CliError::Invalid)?;
     let user = store
         .create_user(name, &hash, email, crate::time::now_ms())
         .map_err(|e| match e {

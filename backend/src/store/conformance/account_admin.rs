@@ -22,9 +22,15 @@ pub(crate) fn account_flags_are_set_cleared_and_survive_reopen<A: Adapter>() {
     let alice = store.create_user("alice", "h", "", 1).unwrap().user_id;
     let bob = store.create_user("bob", "h", "", 1).unwrap().user_id;
     assert_eq!(store.user_flags(alice).unwrap(), None, "enabled by default");
-    assert!(store.set_user_flags(alice, Some(&flags("admin:root"))).unwrap());
     assert!(
-        !store.set_user_flags(USER_ID_LAST, Some(&flags("x"))).unwrap(),
+        store
+            .set_user_flags(alice, Some(&flags("admin:root")))
+            .unwrap()
+    );
+    assert!(
+        !store
+            .set_user_flags(USER_ID_LAST, Some(&flags("x")))
+            .unwrap(),
         "no such user: nothing written"
     );
     assert_eq!(store.user_flags(USER_ID_LAST).unwrap(), None);
@@ -189,7 +195,10 @@ pub(crate) fn groups_are_found_by_folded_name_prefix_and_paged<A: Adapter>() {
     assert_eq!(names("team"), vec![("team älpha".to_owned(), g2)]);
     assert_eq!(names("ren"), vec![("renamed".to_owned(), g1)]);
     let all = store.groups_after(0, 10).unwrap();
-    assert_eq!(all.iter().map(|(g, _)| *g).collect::<Vec<_>>(), [g1, g2, g3]);
+    assert_eq!(
+        all.iter().map(|(g, _)| *g).collect::<Vec<_>>(),
+        [g1, g2, g3]
+    );
     assert_eq!(all[0].1.name, "Renamed");
     let rest = store.groups_after(g1.to_wire(), 1).unwrap();
     assert_eq!(rest.iter().map(|(g, _)| *g).collect::<Vec<_>>(), [g2]);
