@@ -129,23 +129,28 @@ async fn user_record(admin: &Admin, id: UserId) -> ApiResult<UserRecord> {
 }
 
 impl Admin {
+    /// Summaries of a page of users: their flags read first, then the sessions lock taken
+    /// once, never across a store read.
     fn summaries(&self, users: Vec<UserRecord>) -> ApiResult<Vec<UserSummary>> {
         let flags = &self.backend.ports.account_admin;
+        let disabled = users
+            .iter()
+            .map(|u| Ok(flags.user_flags(u.user_id)?.is_some()))
+            .collect::<ApiResult<Vec<bool>>>()?;
         let sessions = self.backend.sessions.read();
-        users
+        Ok(users
             .into_iter()
-            .map(|u| {
-                Ok(UserSummary {
-                    disabled: flags.user_flags(u.user_id)?.is_some(),
-                    sessions_online: u32::try_from(sessions.of_user(u.user_id).len())
-                        .unwrap_or(u32::MAX),
-                    user_id: u.user_id,
-                    username: u.username,
-                    email: u.email,
-                    created_at_ms: u.created_at_ms,
-                })
+            .zip(disabled)
+            .map(|(u, disabled)| UserSummary {
+                disabled,
+                sessions_online: u32::try_from(sessions.of_user(u.user_id).len())
+                    .unwrap_or(u32::MAX),
+                user_id: u.user_id,
+                username: u.username,
+                email: u.email,
+                created_at_ms: u.created_at_ms,
             })
-            .collect()
+            .collect())
     }
 }
 
