@@ -18,6 +18,10 @@ use crate::store::{AuditRecord, AuditStore, StoreError};
 const AUDIT_QUEUE_ENTRIES_MAX: usize = 16_384;
 /// Entries the writer appends in one store write, at most.
 const AUDIT_BATCH_ENTRIES_MAX: usize = 1_024;
+/// Entries one prune step removes, at most (one store write); steps follow each other until
+/// nothing is due, then the task sleeps for [`AUDIT_PRUNE_INTERVAL`].
+const AUDIT_PRUNE_STEP_ENTRIES_MAX: usize = 4_096;
+const AUDIT_PRUNE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3_600);
 /// Bytes kept of any one text field; longer ones are cut (on a character boundary).
 pub(crate) const AUDIT_FIELD_BYTES_MAX: usize = 512;
 
@@ -132,6 +136,47 @@ impl Audit {
     /// runtime's workers).
     pub fn page(&self, before: u64, limit: usize) -> Result<Vec<(u64, AuditRecord)>, StoreError> {
         self.store.audit_page(before, limit)
+    }
+
+    /// Prunes entries older than `retention_days` (`admin.audit_retention_days`; 0 keeps them
+    /// forever) now and every hour, in bounded steps, on the current tokio runtime.
+    pub fn start_retention(self: &Arc<Self>, retention_days: u64) {
+        if retention_days == 0 {
+            return;
+        }
+        let store = Arc::clone(&self.store);
+        let keep_ms = retention_days.saturating_mul(24 * 3600 * 1000);
+        tokio::spawn(async move {
+            loop {
+                let before_ms = crate::time::now_ms().saturating_sub(keep_ms);
+                loop {
+                    let s = Arc::clone(&store);
+                    let step = tokio::task::spawn_blocking(move || {
+                        s.prune_audit(before_ms, AUDIT_PRUNE_STEP_ENTRIES_MAX)
+                    })
+                    .await;
+                    match step {
+                        Ok(Ok(n)) => {
+                            if n > 0 {
+                                tracing::info!(entries = n, retention_days, "audit entries pruned");
+                            }
+                            if n < AUDIT_PRUNE_STEP_ENTRIES_MAX {
+                                break;
+                            }
+                        }
+                        Ok(Err(err)) => {
+                            tracing::warn!(%err, "pruning the audit log");
+                            break;
+                        }
+                        Err(err) => {
+                            tracing::warn!(%err, "pruning the audit log");
+                            break;
+                        }
+                    }
+                }
+                tokio::time::sleep(AUDIT_PRUNE_INTERVAL).await;
+            }
+        });
     }
 
     /// Starts the writer on the current tokio runtime; a second call does nothing.

@@ -112,6 +112,24 @@ pub struct AccountsConfig {
     pub hash_concurrency: usize,
     pub password_bytes_min: usize,
     pub password_bytes_max: usize,
+    /// Who may create accounts: "open" (anyone, by Register), "closed" (operators only) or
+    /// "invite" (Register with an invite code an operator issued).
+    pub registration: Registration,
+    /// Invites stored at once, at most (used-up and expired ones make room).
+    pub invites_max: usize,
+    /// Longest life an invite may be given, and registrations one invite may allow, at most.
+    pub invite_ttl_s_max: u64,
+    pub invite_uses_max: u32,
+}
+
+/// `accounts.registration`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Registration {
+    #[default]
+    Open,
+    Closed,
+    Invite,
 }
 
 impl Default for AccountsConfig {
@@ -122,6 +140,10 @@ impl Default for AccountsConfig {
             hash_concurrency: 2,
             password_bytes_min: 8,
             password_bytes_max: 128,
+            registration: Registration::Open,
+            invites_max: 10_000,
+            invite_ttl_s_max: 90 * 24 * 3600,
+            invite_uses_max: 1_000,
         }
     }
 }
@@ -193,6 +215,8 @@ pub struct AdminConfig {
     pub body_bytes_max: usize,
     /// Most items one page of any admin list holds.
     pub page_items_max: usize,
+    /// Audit entries older than this many days are pruned (0: kept forever).
+    pub audit_retention_days: u64,
 }
 
 impl Default for AdminConfig {
@@ -203,6 +227,7 @@ impl Default for AdminConfig {
             sessions_max: 1_024,
             body_bytes_max: 64 * 1024,
             page_items_max: 200,
+            audit_retention_days: 90,
         }
     }
 }
@@ -230,6 +255,12 @@ impl AdminConfig {
         }
         if !(1..=crate::admin::page::LIMIT_MAX as usize).contains(&self.page_items_max) {
             out.push("admin.page_items_max: must be between 1 and 10000".into());
+        }
+        if self.audit_retention_days > 36_500 {
+            out.push(
+                "admin.audit_retention_days: must be at most 36500 (0 keeps entries forever)"
+                    .into(),
+            );
         }
         out
     }
@@ -334,6 +365,18 @@ impl Settings {
         check(
             self.accounts.password_bytes_max <= 1024,
             "accounts.password_bytes_max: must be at most 1024",
+        );
+        check(
+            (1..=1_000_000).contains(&self.accounts.invites_max),
+            "accounts.invites_max: must be between 1 and 1000000",
+        );
+        check(
+            (60..=3_650 * 24 * 3600).contains(&self.accounts.invite_ttl_s_max),
+            "accounts.invite_ttl_s_max: must be between 60 and 315360000 (10 years)",
+        );
+        check(
+            (1..=1_000_000).contains(&self.accounts.invite_uses_max),
+            "accounts.invite_uses_max: must be between 1 and 1000000",
         );
         check(
             self.login.token_ttl_s >= 1,

@@ -81,6 +81,8 @@ pub struct Backend {
     pub(crate) rooms: Rooms,
     /// Admin actions and users' security events (`audit.rs`).
     pub(crate) audit: Arc<crate::audit::Audit>,
+    /// Operators waiting for their sequencer writes (`messaging/operator.rs`).
+    pub(crate) operator_replies: Arc<crate::messaging::operator::OperatorReplies>,
 }
 
 impl Backend {
@@ -95,8 +97,13 @@ impl Backend {
             })?;
         let ports = Ports::with_tail_cache(Arc::new(store), settings.storage.tail_cache_bytes);
         let audit = Arc::new(crate::audit::Audit::new(Arc::clone(&ports.audit)));
-        let accounts = Accounts::new(Arc::clone(&ports.accounts), &settings, Arc::clone(&audit))
-            .map_err(BackendError::Email)?;
+        let accounts = Accounts::new(
+            Arc::clone(&ports.accounts),
+            Arc::clone(&ports.account_admin),
+            &settings,
+            Arc::clone(&audit),
+        )
+        .map_err(BackendError::Email)?;
         let replace_on = settings
             .login
             .policy
@@ -152,6 +159,7 @@ impl Backend {
                 writer.run(ops_rx, &sequencer_delivery, deliver_tx);
             })?;
         Ok(Arc::new(Self {
+            operator_replies: delivery.operator_replies(),
             contacts: Contacts::new(settings.contacts.clone()),
             rooms: Rooms::new(settings.rooms.clone()),
             audit,
@@ -174,6 +182,12 @@ impl Backend {
                 thread: Some(thread),
             }),
         }))
+    }
+
+    /// The sequencer's queue, for operators' writes; `None` once `finish` has run.
+    pub(crate) fn commit_ops(&self) -> Option<mpsc::Sender<WriteOp>> {
+        let commit = self.commit.lock().unwrap_or_else(|p| p.into_inner());
+        commit.ops.clone()
     }
 
     /// The shards' direct line to the sequencer, for their logged-in clients' writes. `None`
@@ -209,6 +223,8 @@ impl Backend {
         let delivery = Arc::clone(&self.delivery);
         tokio::spawn(async move { delivery.run(to_deliver).await });
         self.audit.start();
+        self.audit
+            .start_retention(self.settings.admin.audit_retention_days);
         let this = Arc::clone(&self);
         tokio::spawn(async move {
             loop {
@@ -267,10 +283,10 @@ impl Backend {
 
     async fn handle(self: &Arc<Self>, request: Request) {
         match request {
-            Request::Register { body, reply, .. } => {
+            Request::Register { peer, body, reply } => {
                 let this = Arc::clone(self);
                 tokio::spawn(async move {
-                    let body = match this.accounts.register(body).await {
+                    let body = match this.accounts.register(peer, body).await {
                         Ok(ok) => Body::RegisterOk(ok),
                         Err(refusal) => Body::Error(refusal.into_error()),
                     };
@@ -375,14 +391,19 @@ impl Backend {
             )
             .await;
         }
-        // A password change or a revocation that landed after the token was read kicked the
-        // sessions it found, not this one: check the token again now that the session is
-        // registered.
+        // A password change, a revocation or an operator's disable that landed after the
+        // token (or the account's flags) was read kicked the sessions it found, not this one:
+        // check both again now that the session is registered.
         let (store, hash) = (Arc::clone(&self.ports.accounts), auth.token_hash);
-        let still_valid = tokio::task::spawn_blocking(move || store.token(&hash)).await;
+        let (flags, user_id) = (Arc::clone(&self.ports.account_admin), auth.user_id);
+        let still_valid = tokio::task::spawn_blocking(move || {
+            Ok::<_, StoreError>((store.token(&hash)?, flags.user_flags(user_id)?))
+        })
+        .await;
         let revoked = match still_valid {
-            Ok(Ok(Some(_))) => None,
-            Ok(Ok(None)) => Some(Refusal::new(
+            Ok(Ok((Some(_), None))) => None,
+            Ok(Ok((Some(_), Some(_)))) => Some(crate::accounts::disabled()),
+            Ok(Ok((None, _))) => Some(Refusal::new(
                 ErrorCode::InvalidCredentials,
                 "unknown account or wrong credentials",
             )),

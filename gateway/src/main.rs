@@ -92,6 +92,14 @@ enum AdminCommand {
     },
     /// Revoke an API key: refused from the server's next request on.
     RevokeKey { name: String },
+    /// Create a chat user (password from stdin, as add-user). Opens the store, so only while
+    /// the server is stopped; with it running, use POST /api/users or the dashboard.
+    AddChatUser {
+        name: String,
+        /// The user's e-mail address.
+        #[arg(long, default_value = "")]
+        email: String,
+    },
 }
 
 /// Who runs the CLI, for the audit log.
@@ -152,6 +160,17 @@ fn admin_command(config: Option<&Path>, command: AdminCommand) -> anyhow::Result
         AdminCommand::RevokeKey { name } => {
             cli::revoke_key(dir, &name, &actor)?;
             println!("API key {name} revoked");
+        }
+        AdminCommand::AddChatUser { name, email } => {
+            let password = read_password()?;
+            let id = ringchat_backend::admin::users::cli::add_chat_user(
+                &config.backend_settings(),
+                &name,
+                &password,
+                &email,
+                &actor,
+            )?;
+            println!("user {name} created with id {id}");
         }
     }
     Ok(())

@@ -29,3 +29,19 @@ fn dashboard_logs_tail_filter_pause_search_and_export() {
         Target::Admin,
     );
 }
+
+#[test]
+fn dashboard_users_disable_kicks_the_chat_page_enable_and_a_group_dissolved() {
+    run_e2e_on(
+        "admin-users.e2e.mjs",
+        &[],
+        &[
+            "admin-users-view",
+            "admin-users-disabled",
+            "admin-users-chat-kicked",
+            "admin-users-enabled",
+            "admin-groups-dissolved",
+        ],
+        Target::Admin,
+    );
+}

@@ -92,6 +92,9 @@ function loginErrorText(e) {
   switch (e.code) {
     case 'INVALID_CREDENTIALS': return 'Wrong username or password.';
     case 'TOKEN_EXPIRED': return 'Your session has expired. Please log in again.';
+    case 'ACCOUNT_DISABLED': return 'This account is disabled. Contact the server\'s operators.';
+    case 'REGISTRATION_CLOSED': return 'Registration is closed on this server. Ask its operators for an account.';
+    case 'INVITE_INVALID': return 'This server needs a valid invite code to register.';
     case 'USERNAME_TAKEN': return 'That username is taken. Pick another one, or log in.';
     case 'RATE_LIMITED': return `Too many attempts. Try again in ${seconds(e.retryAfterMs)} s.`;
     case 'TOO_MANY_DEVICES': return 'This account is signed in on too many devices. Sign out on one of them first.';

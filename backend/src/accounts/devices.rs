@@ -14,6 +14,7 @@ use ringchat_proto::v1::{self, ErrorCode, KickReason};
 use super::{Accounts, Authenticated, DEVICE_ID_BYTES_MAX, Refusal, blocking, password};
 use crate::Backend;
 use crate::api::{AccountSessionRequest, ConnRef, ShardEvent};
+use crate::audit::Entry;
 use crate::store::{TokenHash, TokenRecord, UserId};
 use crate::throttle::ThrottleKey;
 use crate::time::now_ms;
@@ -104,6 +105,11 @@ impl Accounts {
             tokens_revoked = revoked.unwrap_or(0),
             "password changed; other devices signed out"
         );
+        self.audit.record(
+            Entry::new(format!("user:{user_id}"), "user.password_change")
+                .target(format!("user:{user_id}"))
+                .detail(format!("from device {device_id}")),
+        );
         Ok(Authenticated {
             user_id,
             token,
@@ -135,7 +141,10 @@ impl Accounts {
         .await
     }
 
-    async fn devices(&self, user_id: UserId) -> Result<Vec<(TokenHash, TokenRecord)>, Refusal> {
+    pub(crate) async fn devices(
+        &self,
+        user_id: UserId,
+    ) -> Result<Vec<(TokenHash, TokenRecord)>, Refusal> {
         let store = Arc::clone(&self.store);
         let limit = self.login.device_tokens_max;
         let now = now_ms();
@@ -246,6 +255,11 @@ impl Backend {
             })
             .await?;
         tracing::info!(user_id, tokens_revoked = revoked, "logged out");
+        self.audit.record(
+            Entry::new(format!("user:{user_id}"), "user.logout")
+                .target(format!("user:{user_id}"))
+                .detail(format!("tokens revoked {revoked}")),
+        );
         Ok((
             Body::LogoutOk(v1::LogoutOk {}),
             vec![(conn, KickReason::LoggedOut)],
@@ -319,6 +333,11 @@ impl Backend {
             tokens_revoked = revoked,
             sessions_kicked = kicks.len(),
             "device revoked"
+        );
+        self.audit.record(
+            Entry::new(format!("user:{user_id}"), "user.device_revoke")
+                .target(format!("user:{user_id}"))
+                .detail(format!("device {}", req.device_id)),
         );
         let body = Body::RevokeDeviceOk(v1::RevokeDeviceOk {
             tokens_revoked: u32::try_from(revoked).unwrap_or(u32::MAX),

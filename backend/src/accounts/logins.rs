@@ -50,6 +50,13 @@ impl Accounts {
                         .detail(format!("device {}", req.device_id)),
                 );
             }
+            Err(r) if r.code == ErrorCode::AccountDisabled => {
+                self.audit.record(
+                    Entry::new(login_account(req), "user.login_disabled")
+                        .from(peer)
+                        .detail(format!("device {}", req.device_id)),
+                );
+            }
             Ok(auth) => {
                 metrics::counter!("ringchat_logins_total").increment(1);
                 self.audit.record(
@@ -151,6 +158,7 @@ impl Accounts {
             return Err(Refusal::invalid_credentials());
         };
         self.throttle.record_success(&account_key);
+        self.check_enabled(user.user_id).await?;
         let device = Device {
             user_id: user.user_id,
             device_id: &req.device_id,
@@ -231,6 +239,7 @@ impl Accounts {
                 "token has expired, log in with the password",
             ));
         }
+        self.check_enabled(record.user_id).await?;
         let life = record.expires_at_ms.saturating_sub(record.issued_at_ms);
         let refresh_window = life / 100 * u64::from(self.login.token_refresh_percent);
         if record.expires_at_ms - now <= refresh_window {

@@ -8,13 +8,17 @@
 //! - `recovery.rs`: RequestEmailCode and ResetPassword (before login).
 //! - `devices.rs`: ChangePassword, Logout, ListDevices, RevokeDevice (logged in); `seen.rs`:
 //!   devices' last-seen times, written in batches.
+//! - `policy.rs`: the registration policy (open, closed, invite codes) and disabled accounts;
+//!   `operator.rs`: what operators do to accounts (disable, kick, set a password, create).
 
 mod codes;
 mod devices;
 mod email;
 mod limiter;
 mod logins;
+mod operator;
 mod password;
+mod policy;
 mod recovery;
 mod seen;
 mod validate;
@@ -25,12 +29,13 @@ use ringchat_proto::v1::{self, EmailCodePurpose, ErrorCode};
 use tokio::sync::Semaphore;
 
 use crate::config::{AccountsConfig, EmailConfig, EmailVerification, LoginConfig, Settings};
-use crate::store::{AccountStore, StoreError, TokenHash, UserId, email_key};
+use crate::store::{AccountAdminStore, AccountStore, StoreError, TokenHash, UserId, email_key};
 use crate::throttle::Throttle;
 use crate::time::now_ms;
 
 pub use password::token_hash;
 pub(crate) use password::{hash_password, verify_password};
+pub(crate) use policy::{disabled, new_random_password};
 pub(crate) use seen::{SEEN_FLUSH_INTERVAL, SeenBuffer};
 pub use validate::{DEVICE_ID_BYTES_MAX, EMAIL_BYTES_MAX, USERNAME_CHARS_MAX};
 use validate::{validate_email, validate_username};
@@ -90,6 +95,8 @@ pub struct Authenticated {
 
 pub struct Accounts {
     store: Arc<dyn AccountStore>,
+    /// Disabled accounts and invites (`policy.rs`).
+    admin_store: Arc<dyn AccountAdminStore>,
     accounts: AccountsConfig,
     login: LoginConfig,
     email: EmailConfig,
@@ -119,6 +126,7 @@ async fn blocking<T: Send + 'static>(
 impl Accounts {
     pub fn new(
         store: Arc<dyn AccountStore>,
+        admin_store: Arc<dyn AccountAdminStore>,
         settings: &Settings,
         audit: Arc<crate::audit::Audit>,
     ) -> Result<Self, String> {
@@ -134,6 +142,7 @@ impl Accounts {
             mailer: email::Mailer::new(&settings.email, &settings.server_name)?,
             seen: SeenBuffer::default(),
             store,
+            admin_store,
             accounts,
             login: settings.login.clone(),
             email: settings.email.clone(),
@@ -141,10 +150,28 @@ impl Accounts {
         })
     }
 
-    pub async fn register(&self, req: v1::Register) -> Result<v1::RegisterOk, Refusal> {
-        validate_username(&req.username)?;
-        self.validate_password(&req.password)?;
-        validate_email(&req.email)?;
+    /// A client's Register, under the registration policy (`policy.rs`).
+    pub async fn register(
+        &self,
+        peer: std::net::IpAddr,
+        req: v1::Register,
+    ) -> Result<v1::RegisterOk, Refusal> {
+        check_new_account(&self.accounts, &req.username, &req.password, &req.email)?;
+        let invite = self.admit(&req.invite_code).await?;
+        let result = self.register_admitted(req).await;
+        match &result {
+            Ok(ok) => self.audit.record(
+                crate::audit::Entry::new(format!("user:{}", ok.user_id), "user.register")
+                    .target(format!("user:{}", ok.user_id))
+                    .from(peer)
+                    .detail(invite.map_or_else(String::new, |id| format!("invite {id}"))),
+            ),
+            Err(_) => self.return_invite(invite).await,
+        }
+        result
+    }
+
+    async fn register_admitted(&self, req: v1::Register) -> Result<v1::RegisterOk, Refusal> {
         let verify = match self.email.verification {
             EmailVerification::Off => false,
             EmailVerification::Optional => !req.email.is_empty(),
@@ -156,10 +183,24 @@ impl Accounts {
                 "registration needs the e-mail address and the code mailed to it (RequestEmailCode)",
             ));
         }
-        // A taken name or address is refused before the costly hash and before the code is
-        // used up (create_user checks again, atomically).
+        self.check_free(&req.username, &req.email).await?;
+        if verify {
+            let key = email_key(&req.email);
+            self.codes
+                .redeem(EmailCodePurpose::Register, &key, &req.email_code, now_ms())?;
+        }
+        let user_id = self
+            .create_account(req.username, req.password, req.email)
+            .await?;
+        tracing::info!(user_id, verified_email = verify, "account registered");
+        Ok(v1::RegisterOk { user_id })
+    }
+
+    /// A taken name or address is refused before the costly hash and before a code is used
+    /// up (`create_user` checks again, atomically).
+    async fn check_free(&self, username: &str, email: &str) -> Result<(), Refusal> {
         let store = Arc::clone(&self.store);
-        let (name, mail) = (req.username.clone(), req.email.clone());
+        let (name, mail) = (username.to_owned(), email.to_owned());
         let (name_taken, mail_taken) = blocking(move || {
             Ok((
                 store.user_id_by_name(&name)?.is_some(),
@@ -173,27 +214,21 @@ impl Accounts {
         if mail_taken {
             return Err(email_taken());
         }
-        if verify {
-            let key = email_key(&req.email);
-            self.codes
-                .redeem(EmailCodePurpose::Register, &key, &req.email_code, now_ms())?;
-        }
-        let hash = {
-            let _permit = self
-                .registration_hashing
-                .acquire()
-                .await
-                .expect("semaphore never closed");
-            let cfg = self.accounts.clone();
-            let password = req.password;
-            tokio::task::spawn_blocking(move || password::hash_password(&cfg, &password))
-                .await
-                .map_err(Refusal::unavailable)?
-                .map_err(Refusal::unavailable)?
-        };
+        Ok(())
+    }
+
+    /// Hashes the password and stores the account: the one way an account is made, by a
+    /// client's Register or by an operator.
+    async fn create_account(
+        &self,
+        username: String,
+        password: String,
+        email: String,
+    ) -> Result<UserId, Refusal> {
+        let hash = self.hash_new_password(password).await?;
         let store = Arc::clone(&self.store);
         let user = tokio::task::spawn_blocking(move || {
-            store.create_user(&req.username, &hash, &req.email, now_ms())
+            store.create_user(&username, &hash, &email, now_ms())
         })
         .await
         .map_err(Refusal::unavailable)?
@@ -202,14 +237,20 @@ impl Accounts {
             e => Refusal::from(e),
         })?;
         metrics::counter!("ringchat_registrations_total").increment(1);
-        tracing::info!(
-            user_id = user.user_id,
-            verified_email = verify,
-            "account registered"
-        );
-        Ok(v1::RegisterOk {
-            user_id: user.user_id,
-        })
+        Ok(user.user_id)
+    }
+
+    /// An account made by an operator (admin API): the same rules for the name, password and
+    /// address as Register, whatever `accounts.registration` says, and no e-mail code.
+    pub(crate) async fn create_by_operator(
+        &self,
+        username: String,
+        password: String,
+        email: String,
+    ) -> Result<UserId, Refusal> {
+        check_new_account(&self.accounts, &username, &password, &email)?;
+        self.check_free(&username, &email).await?;
+        self.create_account(username, password, email).await
     }
 
     fn validate_password(&self, password: &str) -> Result<(), Refusal> {
@@ -227,6 +268,19 @@ impl Accounts {
             tracing::warn!(?refusal, "could not store devices' last-seen times");
         }
     }
+}
+
+/// What a new account's name, password and address must be: the one rule for a client's
+/// Register, the admin API and the CLI.
+pub(crate) fn check_new_account(
+    cfg: &AccountsConfig,
+    username: &str,
+    password: &str,
+    email: &str,
+) -> Result<(), Refusal> {
+    validate_username(username)?;
+    validate::password(cfg, password)?;
+    validate_email(email)
 }
 
 fn email_taken() -> Refusal {

@@ -18,10 +18,9 @@ use super::email::CodeMail;
 use super::validate::validate_email;
 use super::{Accounts, Refusal, blocking, email_taken, password};
 use crate::Backend;
-use crate::api::{AccountRequest, ShardEvent};
+use crate::api::AccountRequest;
 use crate::config::EmailVerification;
 use crate::store::{UserId, email_key};
-use crate::throttle::ThrottleKey;
 use crate::time::now_ms;
 
 impl Accounts {
@@ -110,16 +109,18 @@ impl Accounts {
                 "wrong code, or no code was requested for this address",
             ));
         };
-        let hash = self.hash_new_password(req.new_password).await?;
-        let store = Arc::clone(&self.store);
-        let revoked = blocking(move || store.set_password(user_id, &hash, None)).await?;
-        // Whoever was guessing the old password has nothing left to guess.
-        self.throttle
-            .record_success(&ThrottleKey::Account(user_id.to_string()));
+        let revoked = self
+            .set_password_revoking(user_id, req.new_password)
+            .await?;
         tracing::warn!(
             user_id,
             tokens_revoked = revoked.unwrap_or(0),
             "password reset by e-mail code; every device signed out"
+        );
+        self.audit.record(
+            crate::audit::Entry::new(format!("user:{user_id}"), "user.password_reset")
+                .target(format!("user:{user_id}"))
+                .detail("by e-mail code"),
         );
         Ok(user_id)
     }
@@ -150,20 +151,8 @@ impl Backend {
                 .map(Body::EmailCodeSent),
             AccountRequest::ResetPassword(req) => match self.accounts.reset_password(req).await {
                 Ok(user_id) => {
-                    let sessions: Vec<_> = self
-                        .sessions
-                        .read()
-                        .of_user(user_id)
-                        .iter()
-                        .map(|s| s.conn)
-                        .collect();
-                    for conn in sessions {
-                        let kick = ShardEvent::Kick {
-                            conn: conn.conn,
-                            reason: KickReason::PasswordChanged,
-                        };
-                        self.send_to_shard(conn.shard, kick).await;
-                    }
+                    self.kick_user(user_id, None, KickReason::PasswordChanged)
+                        .await;
                     Ok(Body::ResetPasswordOk(v1::ResetPasswordOk { user_id }))
                 }
                 Err(refusal) => Err(refusal),

@@ -21,7 +21,13 @@ pub enum CliError {
     Io(#[from] std::io::Error),
 }
 
-fn queue_audit(file: &CredentialFile, actor: &str, action: &str, target: String, detail: &str) {
+pub(crate) fn queue_audit(
+    file: &CredentialFile,
+    actor: &str,
+    action: &str,
+    target: String,
+    detail: &str,
+) {
     let record = AuditRecord {
         at_ms: crate::time::now_ms(),
         actor: actor.to_owned(),

@@ -18,6 +18,11 @@ mod logs_api;
 mod logs_stream;
 mod openapi;
 pub mod page;
+// Users, groups, invites (issue 12, users part).
+mod groups_api;
+mod invites;
+mod refusal;
+pub mod users;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -99,6 +104,9 @@ pub fn app(admin: Arc<Admin>) -> Router {
         .merge(auth::routes())
         .merge(audit_api::routes())
         .merge(logs_api::routes())
+        .merge(users::routes())
+        .merge(invites::routes())
+        .merge(groups_api::routes())
         .split_for_parts();
     openapi::finish(&mut doc);
     let doc = Arc::new(

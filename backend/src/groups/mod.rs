@@ -18,6 +18,7 @@ pub(crate) mod conversations;
 mod dispatch;
 mod members;
 pub(crate) mod online;
+pub(crate) mod operator;
 mod ops;
 pub(crate) mod read_counts;
 pub(crate) mod reads;
@@ -100,6 +101,10 @@ pub(crate) enum GroupOpKind {
         user: UserId,
     },
     Dissolve {
+        g: ConvId,
+    },
+    /// An operator dissolves the group (admin API; `operator.rs`).
+    OperatorDissolve {
         g: ConvId,
     },
     SetNotify {

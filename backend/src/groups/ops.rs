@@ -296,6 +296,7 @@ impl Writer {
                 self.groups.put_group(g, a.record);
                 Ok(done.ok(seq, v1::GroupJoinState::Joined, Vec::new()))
             }
+            GroupOpKind::OperatorDissolve { g } => self.operator_dissolve(g),
             GroupOpKind::SetNotify { g, muted } => {
                 let mine = self.groups.user_slot(actor, g)?;
                 let Some(row) = mine.record else {

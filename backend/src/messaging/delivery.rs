@@ -13,6 +13,7 @@ use ringchat_proto::v1;
 use ringchat_proto::{Body, Frame};
 use tokio::sync::mpsc::{self, error::TrySendError};
 
+use super::operator::OperatorReplies;
 use super::to_wire;
 use super::writer::{Audience, Committed, Outcome};
 use crate::api::{ConnId, ConnRef, Outgoing, ShardEvent, ShardSender};
@@ -128,6 +129,8 @@ pub(crate) struct Delivery {
     /// Items handed to the delivery task and not yet passed on in full. The sequencer delivers
     /// a group itself only when this is 0, so no group overtakes an earlier one.
     queued: AtomicUsize,
+    /// Operators waiting for the answers of their writes (`operator.rs`).
+    operator: Arc<OperatorReplies>,
 }
 
 impl Delivery {
@@ -143,6 +146,20 @@ impl Delivery {
             shards,
             health,
             queued: AtomicUsize::new(0),
+            operator: Arc::default(),
+        }
+    }
+
+    pub(crate) fn operator_replies(&self) -> Arc<OperatorReplies> {
+        Arc::clone(&self.operator)
+    }
+
+    /// A write's answer: to its connection, or to the operator who made it.
+    fn reply(&self, outbox: &mut Outbox, conn: ConnRef, request_id: u64, body: Body) {
+        if OperatorReplies::is_operator(conn) {
+            self.operator.answer(request_id, body);
+        } else {
+            outbox.reply(conn, request_id, body);
         }
     }
 
@@ -250,7 +267,7 @@ impl Delivery {
         messages: &mut [Option<MessageRecord>],
         outbox: &mut Outbox,
     ) {
-        outbox.reply(conn, request_id, done.reply);
+        self.reply(outbox, conn, request_id, done.reply);
         let g = done.group;
         for user in &done.joined {
             self.online.changed(g, *user, true);
@@ -395,7 +412,7 @@ impl Delivery {
                 request_id,
                 refusal,
             } => {
-                outbox.reply(conn, request_id, Body::Error(refusal.into_error()));
+                self.reply(outbox, conn, request_id, Body::Error(refusal.into_error()));
             }
             Outcome::Contact {
                 conn,

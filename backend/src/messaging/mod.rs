@@ -5,6 +5,7 @@
 pub mod conversations;
 pub(crate) mod delivery;
 mod dispatch;
+pub(crate) mod operator;
 pub mod reads;
 mod submit;
 pub(crate) mod writer;

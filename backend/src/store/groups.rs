@@ -9,6 +9,24 @@ use serde::{Deserialize, Serialize};
 
 use super::{ConvId, UserId};
 
+/// Bytes of a group's folded name kept in the name index (a search prefix is cut the same).
+pub const GROUP_NAME_KEY_BYTES_MAX: usize = 64;
+
+/// A group name as the name index keeps it: lower-cased, cut to
+/// [`GROUP_NAME_KEY_BYTES_MAX`] bytes on a character boundary. Searches fold their prefix
+/// the same way.
+pub fn group_name_key(name: &str) -> String {
+    let mut folded = name.trim().to_lowercase();
+    if folded.len() > GROUP_NAME_KEY_BYTES_MAX {
+        let mut end = GROUP_NAME_KEY_BYTES_MAX;
+        while !folded.is_char_boundary(end) {
+            end -= 1;
+        }
+        folded.truncate(end);
+    }
+    folded
+}
+
 /// A member's role. Ordered: an owner outranks an admin, who outranks a member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum GroupRole {

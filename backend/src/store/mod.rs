@@ -4,6 +4,7 @@
 //! Methods are synchronous and may block on disk: call them from a blocking context (the read
 //! pool or the sequencer's thread), never directly on a tokio worker's hot loop.
 
+mod account_admin;
 mod audit;
 #[cfg(test)]
 pub(crate) mod conformance;
@@ -16,6 +17,7 @@ mod ports;
 pub(crate) mod records;
 pub(crate) mod tail_cache;
 
+pub use account_admin::{AccountFlags, InviteRecord, InviteTake};
 pub use audit::AuditRecord;
 pub use contacts::{
     ContactSummary, ContactWrites, DmPolicy, ProfileRecord, RelationKey, RelationKind,
@@ -24,12 +26,12 @@ pub use contacts::{
 pub use conv::{ConvId, ConvKind, Members};
 pub use fjall::FjallStore;
 pub use groups::{
-    ApplicationRecord, GroupRecord, GroupRole, GroupWrites, JoinPolicy, MENTION_ALL_USER,
-    MemberRecord, ReadHistogram, UserGroupRecord,
+    ApplicationRecord, GROUP_NAME_KEY_BYTES_MAX, GroupRecord, GroupRole, GroupWrites, JoinPolicy,
+    MENTION_ALL_USER, MemberRecord, ReadHistogram, UserGroupRecord, group_name_key,
 };
 pub use ports::{
-    AccountStore, AuditStore, ContactStore, ConversationLog, CursorStore, GroupStore,
-    MembershipStore, Ports, StoreEngine,
+    AccountAdminStore, AccountStore, AuditStore, ContactStore, ConversationLog, CursorStore,
+    GroupStore, MembershipStore, Ports, StoreEngine,
 };
 pub use records::{
     CommitGroup, ConvRecord, CursorRecord, CursorRow, DEVICES_PER_ROW_MAX, DedupRecord,

@@ -13,10 +13,10 @@ use std::sync::Arc;
 
 use super::tail_cache::TailCached;
 use super::{
-    ApplicationRecord, AuditRecord, CommitGroup, ContactSummary, ConvId, ConvRecord, CursorRow,
-    GroupRecord, MemberRecord, MessageRecord, ProfileRecord, ReadHistogram, RelationKey,
-    RelationKind, RelationRecord, StoreError, StoreHealth, TokenHash, TokenRecord, UserGroupRecord,
-    UserId, UserRecord,
+    AccountFlags, ApplicationRecord, AuditRecord, CommitGroup, ContactSummary, ConvId, ConvRecord,
+    CursorRow, GroupRecord, InviteRecord, InviteTake, MemberRecord, MessageRecord, ProfileRecord,
+    ReadHistogram, RelationKey, RelationKind, RelationRecord, StoreError, StoreHealth, TokenHash,
+    TokenRecord, UserGroupRecord, UserId, UserRecord,
 };
 
 /// Accounts and login tokens. A token is indexed under its user (one token per signed-in
@@ -213,6 +213,55 @@ pub trait GroupStore: Send + Sync + 'static {
     fn read_histogram(&self, group: ConvId) -> Result<Option<ReadHistogram>, StoreError>;
     /// The next group number to hand out (1 on an empty store).
     fn next_group_id(&self) -> Result<u64, StoreError>;
+    /// Up to `limit` groups with a wire id above `after`, ascending.
+    fn groups_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(ConvId, GroupRecord)>, StoreError>;
+    /// Up to `limit` entries `(folded name, group)` of the group name index
+    /// ([`super::group_name_key`]) starting with `prefix` (folded by the caller) and sorting
+    /// after `after` (a previous entry; `None`: from the start), ascending. Kept by `append`.
+    fn groups_by_name(
+        &self,
+        prefix: &str,
+        after: Option<(&str, ConvId)>,
+        limit: usize,
+    ) -> Result<Vec<(String, ConvId)>, StoreError>;
+}
+
+/// What operators keep about accounts besides [`UserRecord`]: flags (disabled), the list of
+/// users by id, and registration invites (only their codes' hashes). Each write is durable on
+/// its own.
+pub trait AccountAdminStore: Send + Sync + 'static {
+    fn user_flags(&self, user: UserId) -> Result<Option<AccountFlags>, StoreError>;
+    /// Sets (`Some`) or clears (`None`) the user's flags; `Ok(false)` when there is no such
+    /// user (nothing is written).
+    fn set_user_flags(
+        &self,
+        user: UserId,
+        flags: Option<&AccountFlags>,
+    ) -> Result<bool, StoreError>;
+    /// Up to `limit` users with an id above `after`, ascending.
+    fn users_after(&self, after: UserId, limit: usize) -> Result<Vec<UserRecord>, StoreError>;
+    /// Stores an invite under the next id (the record's `id` is ignored) and returns the id;
+    /// `Ok(None)` when `invites_max` invites are stored even after dropping the ones no
+    /// longer usable at `now_ms`.
+    fn put_invite(
+        &self,
+        invite: &InviteRecord,
+        invites_max: usize,
+        now_ms: u64,
+    ) -> Result<Option<u64>, StoreError>;
+    /// Takes one use of the invite whose code hashes to `code_hash`, if it is usable at
+    /// `now_ms`, atomically (two registrations never share the last use).
+    fn take_invite(&self, code_hash: &[u8; 32], now_ms: u64) -> Result<InviteTake, StoreError>;
+    /// Gives back a use taken by [`Self::take_invite`] (the registration it was for failed).
+    fn return_invite(&self, id: u64) -> Result<(), StoreError>;
+    /// Up to `limit` invites with an id below `before`, newest first.
+    fn invites_before(&self, before: u64, limit: usize) -> Result<Vec<InviteRecord>, StoreError>;
+    /// Removes an invite (revoked); `Ok(false)` when there is none with this id.
+    fn remove_invite(&self, id: u64) -> Result<bool, StoreError>;
 }
 
 /// The audit log: appended in batches by one writer, read newest first.
@@ -224,6 +273,10 @@ pub trait AuditStore: Send + Sync + 'static {
     fn last_audit_id(&self) -> Result<u64, StoreError>;
     /// Up to `limit` entries with ids below `before`, newest first.
     fn audit_page(&self, before: u64, limit: usize) -> Result<Vec<(u64, AuditRecord)>, StoreError>;
+    /// Removes up to `limit` of the oldest entries, in id order, stopping at the first one at
+    /// or after `before_ms`; returns how many went. One write. The newest entry always stays,
+    /// so that ids continue after it.
+    fn prune_audit(&self, before_ms: u64, limit: usize) -> Result<usize, StoreError>;
 }
 
 /// The engine under the ports: its health, and making everything durable at shutdown.
@@ -236,6 +289,7 @@ pub trait StoreEngine: Send + Sync + 'static {
 /// An adapter: every port at once.
 pub trait Store:
     AccountStore
+    + AccountAdminStore
     + ConversationLog
     + CursorStore
     + MembershipStore
@@ -248,6 +302,7 @@ pub trait Store:
 
 impl<T> Store for T where
     T: AccountStore
+        + AccountAdminStore
         + ConversationLog
         + CursorStore
         + MembershipStore
@@ -262,6 +317,7 @@ impl<T> Store for T where
 #[derive(Clone)]
 pub struct Ports {
     pub accounts: Arc<dyn AccountStore>,
+    pub account_admin: Arc<dyn AccountAdminStore>,
     pub log: Arc<dyn ConversationLog>,
     pub cursors: Arc<dyn CursorStore>,
     pub memberships: Arc<dyn MembershipStore>,
@@ -275,6 +331,7 @@ impl Ports {
     pub fn of<S: Store>(store: Arc<S>) -> Self {
         Self {
             accounts: Arc::clone(&store) as _,
+            account_admin: Arc::clone(&store) as _,
             log: Arc::clone(&store) as _,
             cursors: Arc::clone(&store) as _,
             memberships: Arc::clone(&store) as _,

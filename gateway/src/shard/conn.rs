@@ -545,6 +545,8 @@ fn kick_message(reason: KickReason) -> &'static str {
         KickReason::PasswordChanged => "the account's password was changed; log in again",
         KickReason::DeviceRevoked => "this device was signed out from another device",
         KickReason::LoggedOut => "logged out",
+        KickReason::AccountDisabled => "the account was disabled by an operator",
+        KickReason::KickedByOperator => "signed out by an operator; log in again",
         KickReason::Unspecified => "closed by the server",
     }
 }

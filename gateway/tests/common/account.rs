@@ -34,6 +34,7 @@ pub async fn register(c: &mut Client, name: &str, email: &str, code: &str) -> Bo
         password: PASSWORD.into(),
         email: email.into(),
         email_code: code.into(),
+        ..Default::default()
     }))
     .await
     .unwrap()

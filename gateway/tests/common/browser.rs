@@ -26,7 +26,8 @@ pub enum Target {
     /// The chat page on the WebSocket listener.
     Chat,
     /// The admin dashboard: operators `root` (admin) and `watcher` (viewer) exist, both with
-    /// the password in the script's `ADMIN_PASSWORD` environment variable.
+    /// the password in the script's `ADMIN_PASSWORD` environment variable; the chat page's
+    /// URL is in `CHAT_URL`.
     Admin,
 }
 
@@ -78,6 +79,8 @@ pub fn run_e2e_on(script: &str, env: &[(&str, &str)], shots: &[&str], target: Ta
         .arg(&artifacts)
         .env("RINGCHAT_CHROMIUM", &chromium)
         .env("ADMIN_PASSWORD", super::admin::OPERATOR_PASSWORD)
+        // The chat page, for admin scripts that watch a user's page too.
+        .env("CHAT_URL", format!("http://{}/", server.ws))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()

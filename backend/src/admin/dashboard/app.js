@@ -3,10 +3,12 @@ import { api, setSession, el, flash, ApiError } from './ui.js';
 import * as audit from './pages/audit.js';
 import * as keys from './pages/keys.js';
 import * as logs from './pages/logs.js';
+import * as users from './pages/users.js';
+import * as groups from './pages/groups.js';
 
 // Navigation order; a page module exports `title` and `render(main)` (which may return a
 // function to call when the page is left, to stop timers and streams).
-const PAGES = { audit, keys, logs };
+const PAGES = { audit, keys, logs, users, groups };
 const DEFAULT_PAGE = 'audit';
 
 let leave = null;

@@ -48,6 +48,16 @@ const FILES: &[(&str, &str, &str)] = &[
         "text/css; charset=utf-8",
         include_str!("pages/logs.css"),
     ),
+    (
+        "/pages/users.js",
+        "text/javascript; charset=utf-8",
+        include_str!("pages/users.js"),
+    ),
+    (
+        "/pages/groups.js",
+        "text/javascript; charset=utf-8",
+        include_str!("pages/groups.js"),
+    ),
 ];
 
 pub fn routes() -> Router<Arc<Admin>> {

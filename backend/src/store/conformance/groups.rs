@@ -7,11 +7,11 @@ use crate::store::{
     MENTION_ALL_USER, MemberRecord, Mentions, ReadHistogram, UserGroupRecord,
 };
 
-fn group_id(n: u64) -> ConvId {
+pub(super) fn group_id(n: u64) -> ConvId {
     ConvId::group(n).expect("a group number")
 }
 
-fn record(name: &str, members: u32) -> GroupRecord {
+pub(super) fn record(name: &str, members: u32) -> GroupRecord {
     GroupRecord {
         name: name.to_owned(),
         avatar_url: String::new(),

@@ -33,6 +33,7 @@ use super::{
     RecencyMove, StoreError, TokenHash, TokenRecord, USER_ID_FIRST, USER_ID_LAST, UserId,
 };
 
+mod account_admin;
 mod accounts;
 mod atomicity;
 mod audit;
@@ -43,6 +44,7 @@ mod engine;
 mod groups;
 mod log;
 
+pub(crate) use account_admin::*;
 pub(crate) use accounts::*;
 pub(crate) use atomicity::*;
 pub(crate) use audit::*;
@@ -113,6 +115,12 @@ macro_rules! conformance_suite {
             a_groups_changes_and_its_messages_are_visible_together,
             read_histograms_are_replaced_whole_and_survive_reopen,
             audit_entries_are_appended_in_batches_and_paged_newest_first,
+            account_flags_are_set_cleared_and_survive_reopen,
+            users_are_listed_in_id_order_and_paged,
+            invites_are_taken_atomically_until_used_up_or_expired,
+            invites_are_bounded_and_unusable_ones_make_room,
+            groups_are_found_by_folded_name_prefix_and_paged,
+            audit_entries_are_pruned_oldest_first_in_bounded_steps,
         );
     };
     (@tests $adapter:ty; $($behaviour:ident),+ $(,)?) => {

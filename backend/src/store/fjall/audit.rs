@@ -53,4 +53,30 @@ impl AuditStore for FjallStore {
         }
         Ok(page)
     }
+
+    fn prune_audit(&self, before_ms: u64, limit: usize) -> Result<usize, StoreError> {
+        let _writing = self.write_lock();
+        self.writable()?;
+        let mut batch = self.db.batch();
+        let mut pruned = 0usize;
+        let newest = self.last_audit_id()?.to_be_bytes();
+        for guard in self.view().iter(&self.audit).take(limit) {
+            let (key, value) = guard.into_inner()?;
+            if *key == newest {
+                break;
+            }
+            let record: AuditRecord = decode(&value)?;
+            if record.at_ms >= before_ms {
+                break;
+            }
+            batch.remove(&self.audit, key);
+            pruned += 1;
+        }
+        if pruned == 0 {
+            return Ok(0);
+        }
+        self.written(batch.commit().map_err(StoreError::from))?;
+        self.persist()?;
+        Ok(pruned)
+    }
 }

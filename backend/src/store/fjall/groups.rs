@@ -54,7 +54,12 @@ impl FjallStore {
             .collect()
     }
     /// Adds a commit group's groups section to its batch.
-    pub(super) fn write_groups(&self, batch: &mut OwnedWriteBatch, writes: &GroupWrites) {
+    pub(super) fn write_groups(
+        &self,
+        batch: &mut OwnedWriteBatch,
+        writes: &GroupWrites,
+    ) -> Result<(), StoreError> {
+        self.write_names(batch, &writes.groups)?;
         for (group, record) in &writes.groups {
             batch.insert(&self.groups, group.to_wire().to_be_bytes(), encode(record));
         }
@@ -96,6 +101,7 @@ impl FjallStore {
         if let Some(next) = writes.next_group_id {
             batch.insert(&self.meta, META_NEXT_GROUP_ID, next.to_be_bytes());
         }
+        Ok(())
     }
 
     /// Seqs in `after_seq + 1 ..= last_seq` mentioning `user`, ascending, at most `cap`.
@@ -224,5 +230,55 @@ impl GroupStore for FjallStore {
             Some(v) => be_u64(&v),
             None => Ok(1),
         }
+    }
+
+    fn groups_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(ConvId, GroupRecord)>, StoreError> {
+        if limit == 0 || after == u64::MAX {
+            return Ok(Vec::new());
+        }
+        self.view()
+            .range(&self.groups, (after + 1).to_be_bytes()..)
+            .take(limit)
+            .map(|guard| {
+                let (key, value) = guard.into_inner()?;
+                let group = ConvId::from_wire(be_u64(&key)?)
+                    .ok_or_else(|| StoreError::Corrupt("group key".into()))?;
+                Ok((group, decode(&value)?))
+            })
+            .collect()
+    }
+
+    fn groups_by_name(
+        &self,
+        prefix: &str,
+        after: Option<(&str, ConvId)>,
+        limit: usize,
+    ) -> Result<Vec<(String, ConvId)>, StoreError> {
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        let view = self.view();
+        let from = match after {
+            None => prefix.as_bytes().to_vec(),
+            Some((name, group)) => {
+                // Just after that key: the same key with one more byte sorts right after it.
+                let mut from = super::group_names::name_key(name, group);
+                from.push(0);
+                from
+            }
+        };
+        for guard in view.range(&self.group_names, from..) {
+            let key = guard.key()?;
+            if !key.starts_with(prefix.as_bytes()) || out.len() >= limit {
+                break;
+            }
+            out.push(super::group_names::parse_name_key(&key)?);
+        }
+        Ok(out)
     }
 }

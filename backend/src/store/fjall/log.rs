@@ -256,7 +256,7 @@ impl ConversationLog for FjallStore {
             batch.insert(&self.meta, META_NEXT_MSG_ID, next.to_be_bytes());
         }
         self.write_contacts(&mut batch, &group.contacts);
-        self.write_groups(&mut batch, &group.groups);
+        self.write_groups(&mut batch, &group.groups)?;
         self.written(batch.commit().map_err(StoreError::from))?;
         self.persist()
     }

@@ -16,15 +16,19 @@
 //!   `mentions`, `group_reads`: groups (`groups.rs`). A group's messages live in `runs` like any other.
 //! - `meta`, `users`, `usernames`, `emails`, `tokens`, `user_tokens`: accounts, login tokens
 //!   and counters (`accounts.rs`).
+//! - `user_flags`, `invites`, `invite_codes`: what operators keep about accounts
+//!   (`account_admin.rs`); `group_names`: groups by folded name (`group_names.rs`).
 //!
 //! Big-endian integer keys, so that ranges scan in numeric order. `migrate.rs` turns a layout 1
 //! store (one key per message, dedup and device cursors in keyspaces of their own) into this.
 
+mod account_admin;
 mod account_index;
 mod accounts;
 mod audit;
 mod contacts;
 mod cursors;
+mod group_names;
 mod groups;
 mod journal_repair;
 mod log;
@@ -112,6 +116,14 @@ pub struct FjallStore {
     group_reads: Keyspace,
     /// The audit log (`audit.rs`).
     audit: Keyspace,
+    /// Operators' account state (`account_admin.rs`): `user_flags` (user → flags),
+    /// `invites` (id → invite), `invite_codes` (code hash → id); and the group name index
+    /// (`group_names.rs`). Added without a layout change (an older store opens with them empty;
+    /// the name index is built at open).
+    user_flags: Keyspace,
+    invites: Keyspace,
+    invite_codes: Keyspace,
+    group_names: Keyspace,
     /// What readers see: a snapshot taken after the last successful persist.
     published: RwLock<Arc<Snapshot>>,
     /// One writer at a time, from its write through its persist to publishing the snapshot, so
@@ -180,6 +192,10 @@ impl FjallStore {
             mentions: ks("mentions")?,
             group_reads: ks("group_reads")?,
             audit: ks("audit")?,
+            user_flags: ks("user_flags")?,
+            invites: ks("invites")?,
+            invite_codes: ks("invite_codes")?,
+            group_names: ks("group_names")?,
             published: RwLock::new(Arc::new(db.snapshot())),
             db,
             durability,
@@ -191,6 +207,7 @@ impl FjallStore {
         };
         migrate::to_current_layout(&store)?;
         account_index::build(&store)?;
+        group_names::build(&store)?;
         Ok(store)
     }
 

@@ -68,4 +68,19 @@ impl<S: GroupStore> GroupStore for TailCached<S> {
     fn next_group_id(&self) -> Result<u64, StoreError> {
         self.inner.next_group_id()
     }
+    fn groups_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(ConvId, GroupRecord)>, StoreError> {
+        self.inner.groups_after(after, limit)
+    }
+    fn groups_by_name(
+        &self,
+        prefix: &str,
+        after: Option<(&str, ConvId)>,
+        limit: usize,
+    ) -> Result<Vec<(String, ConvId)>, StoreError> {
+        self.inner.groups_by_name(prefix, after, limit)
+    }
 }

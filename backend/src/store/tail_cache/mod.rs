@@ -602,6 +602,9 @@ impl<S: crate::store::AuditStore> crate::store::AuditStore for TailCached<S> {
     ) -> Result<Vec<(u64, crate::store::AuditRecord)>, StoreError> {
         self.inner.audit_page(before, limit)
     }
+    fn prune_audit(&self, before_ms: u64, limit: usize) -> Result<usize, StoreError> {
+        self.inner.prune_audit(before_ms, limit)
+    }
 }
 
 impl<S: StoreEngine> StoreEngine for TailCached<S> {
@@ -613,6 +616,7 @@ impl<S: StoreEngine> StoreEngine for TailCached<S> {
     }
 }
 
+mod account_admin;
 mod contacts;
 mod groups;
 #[cfg(test)]

@@ -1,0 +1,139 @@
+//! What operators do to accounts (the admin API calls these): disable and enable, kick, set
+//! a password, create. Each goes the way the client's own request goes: a password set by
+//! an operator is the e-mail reset's write (`set_password_revoking`: every token revoked in
+//! the same write) and kick; a disable is written first, then the sessions are kicked, and a
+//! login that read the flags before the write checks them again once its session is
+//! registered (`Backend::login`), so no session outlives a disable.
+
+use std::sync::Arc;
+
+use ringchat_proto::v1::KickReason;
+
+use super::{Accounts, Refusal, blocking};
+use crate::Backend;
+use crate::api::ShardEvent;
+use crate::store::{AccountFlags, UserId};
+use crate::throttle::ThrottleKey;
+use crate::time::now_ms;
+
+impl Accounts {
+    /// Sets a new password (validated by the one password rule), revoking every token of the
+    /// account in the same write. `Ok(None)`: no such user.
+    pub(crate) async fn set_password_revoking(
+        &self,
+        user_id: UserId,
+        password: String,
+    ) -> Result<Option<usize>, Refusal> {
+        self.validate_password(&password)?;
+        let hash = self.hash_new_password(password).await?;
+        let store = Arc::clone(&self.store);
+        let revoked = blocking(move || store.set_password(user_id, &hash, None)).await?;
+        if revoked.is_some() {
+            // Whoever was guessing the old password has nothing left to guess.
+            self.throttle
+                .record_success(&ThrottleKey::Account(user_id.to_string()));
+        }
+        Ok(revoked)
+    }
+
+    /// Sets or clears the disabled flag; `Ok(false)`: no such user.
+    async fn set_flags(
+        &self,
+        user_id: UserId,
+        flags: Option<AccountFlags>,
+    ) -> Result<bool, Refusal> {
+        let store = Arc::clone(&self.admin_store);
+        blocking(move || store.set_user_flags(user_id, flags.as_ref())).await
+    }
+
+    pub(crate) async fn flags(&self, user_id: UserId) -> Result<Option<AccountFlags>, Refusal> {
+        let store = Arc::clone(&self.admin_store);
+        blocking(move || store.user_flags(user_id)).await
+    }
+}
+
+impl Backend {
+    /// Kicks the user's sessions (only those of `device` when given) with `reason`; returns
+    /// how many.
+    pub(crate) async fn kick_user(
+        &self,
+        user_id: UserId,
+        device: Option<&str>,
+        reason: KickReason,
+    ) -> usize {
+        let conns: Vec<_> = self
+            .sessions
+            .read()
+            .of_user(user_id)
+            .iter()
+            .filter(|s| device.is_none_or(|d| *s.device_id == *d))
+            .map(|s| s.conn)
+            .collect();
+        for conn in &conns {
+            let kick = ShardEvent::Kick {
+                conn: conn.conn,
+                reason,
+            };
+            self.send_to_shard(conn.shard, kick).await;
+        }
+        conns.len()
+    }
+
+    /// Disables an account: stored first, then every session kicked. `Ok(None)`: no such user;
+    /// else the sessions kicked.
+    pub(crate) async fn disable_user(
+        &self,
+        user_id: UserId,
+        by: String,
+        reason: String,
+    ) -> Result<Option<usize>, Refusal> {
+        let flags = AccountFlags {
+            disabled_at_ms: now_ms(),
+            disabled_by: by,
+            reason,
+        };
+        if !self.accounts.set_flags(user_id, Some(flags)).await? {
+            return Ok(None);
+        }
+        let kicked = self
+            .kick_user(user_id, None, KickReason::AccountDisabled)
+            .await;
+        tracing::warn!(user_id, sessions_kicked = kicked, "account disabled");
+        Ok(Some(kicked))
+    }
+
+    /// Enables an account again; `Ok(false)`: no such user.
+    pub(crate) async fn enable_user(&self, user_id: UserId) -> Result<bool, Refusal> {
+        let found = self.accounts.set_flags(user_id, None).await?;
+        if found {
+            tracing::info!(user_id, "account enabled");
+        }
+        Ok(found)
+    }
+
+    /// Sets a password for an operator: every token revoked, every session kicked (as a
+    /// reset). `Ok(None)`: no such user; else the tokens revoked and sessions kicked.
+    pub(crate) async fn set_password_by_operator(
+        &self,
+        user_id: UserId,
+        password: String,
+    ) -> Result<Option<(usize, usize)>, Refusal> {
+        let Some(revoked) = self
+            .accounts
+            .set_password_revoking(user_id, password)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let kicked = self
+            .kick_user(user_id, None, KickReason::PasswordChanged)
+            .await;
+        tracing::warn!(
+            user_id,
+            tokens_revoked = revoked,
+            sessions_kicked = kicked,
+            "password set by an operator; every device signed out"
+        );
+        Ok(Some((revoked, kicked)))
+    }
+}

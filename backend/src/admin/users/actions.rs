@@ -1,0 +1,367 @@
+//! Changes to users, admin role only, each audited with the operator as actor. Each goes
+//! through the path the client's own request takes (`accounts/operator.rs`, the profile
+//! rules of `contacts/profiles.rs`), so an operator cannot make what a client could not.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::StatusCode;
+use ringchat_proto::v1::{self, KickReason};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{UserDetail, user_detail, user_id, user_record};
+use crate::admin::Admin;
+use crate::admin::auth::AdminOnly;
+use crate::admin::error::{ApiError, ApiJson, ApiPath, ApiResult, ErrorBody, ErrorCode};
+use crate::time::now_ms;
+
+/// Bytes of an operator's reason kept, at most.
+const REASON_BYTES_MAX: usize = 256;
+
+/// A JSON body that may be left out (or sent empty): its type's default then. Refusals are
+/// JSON errors, as [`ApiJson`]'s.
+pub struct OptionalJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for OptionalJson<T>
+where
+    T: DeserializeOwned + Default,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
+            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(ErrorCode::PayloadTooLarge, "the body is too large")
+            } else {
+                ApiError::bad_request(r.body_text())
+            }
+        })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self(T::default()));
+        }
+        serde_json::from_slice(&bytes)
+            .map(Self)
+            .map_err(|e| ApiError::bad_request(format!("body: {e}")))
+    }
+}
+
+fn reason(text: String) -> ApiResult<String> {
+    if text.len() > REASON_BYTES_MAX || text.chars().any(char::is_control) {
+        return Err(ApiError::invalid(format!(
+            "reason: at most {REASON_BYTES_MAX} bytes, no control characters"
+        )));
+    }
+    Ok(text)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUserBody {
+    pub username: String,
+    /// Absent: a random one is made and returned once.
+    pub password: Option<String>,
+    #[serde(default)]
+    pub email: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedUser {
+    pub user_id: u64,
+    pub username: String,
+    /// The generated password, shown this once (absent when the operator chose it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+/// Create a user (whatever `accounts.registration` says): the same rules for the name,
+/// password and address as a client's Register.
+#[utoipa::path(post, path = "/api/users", tag = "users", request_body = CreateUserBody,
+    responses((status = 201, body = CreatedUser), (status = 409, body = ErrorBody),
+              (status = 422, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub(super) async fn create_user(
+    State(admin): State<Arc<Admin>>,
+    AdminOnly(op): AdminOnly,
+    ApiJson(body): ApiJson<CreateUserBody>,
+) -> ApiResult<(StatusCode, Json<CreatedUser>)> {
+    let generated = match body.password {
+        Some(_) => None,
+        None => Some(
+            crate::accounts::new_random_password()
+                .map_err(|e| ApiError::internal("making a password", e))?,
+        ),
+    };
+    let password = body
+        .password
+        .or_else(|| generated.clone())
+        .unwrap_or_default();
+    let backend = &admin.backend;
+    let id = backend
+        .accounts
+        .create_by_operator(body.username.clone(), password, body.email)
+        .await?;
+    backend
+        .audit
+        .record_admin(
+            op.audit("user.create")
+                .target(format!("user:{id}"))
+                .detail(format!("username {}", body.username)),
+        )
+        .await;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedUser {
+            user_id: id,
+            username: body.username,
+            password: generated,
+        }),
+    ))
+}
+
+/// Profile fields to change; absent ones are left as they are.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EditUserBody {
+    pub nickname: Option<String>,
+    pub avatar_url: Option<String>,
+    pub bio: Option<String>,
+    pub searchable: Option<bool>,
+    pub hide_last_seen: Option<bool>,
+}
+
+/// Edit a user's profile, under the rules of the client's UpdateProfile.
+#[utoipa::path(patch, path = "/api/users/{id}", tag = "users", request_body = EditUserBody,
+    params(("id" = u64, Path, description = "user id")),
+    responses((status = 200, body = UserDetail), (status = 404, body = ErrorBody),
+              (status = 422, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub(super) async fn edit_user(
+    State(admin): State<Arc<Admin>>,
+    AdminOnly(op): AdminOnly,
+    ApiPath(id): ApiPath<u64>,
+    ApiJson(body): ApiJson<EditUserBody>,
+) -> ApiResult<Json<UserDetail>> {
+    let id = user_id(id)?;
+    // A profile is only ever written for an existing user.
+    user_record(&admin, id).await?;
+    let changed: Vec<&str> = [
+        ("nickname", body.nickname.is_some()),
+        ("avatar_url", body.avatar_url.is_some()),
+        ("bio", body.bio.is_some()),
+        ("searchable", body.searchable.is_some()),
+        ("hide_last_seen", body.hide_last_seen.is_some()),
+    ]
+    .iter()
+    .filter(|(_, set)| *set)
+    .map(|(name, _)| *name)
+    .collect();
+    let detail = format!("fields {}", changed.join(","));
+    let update = v1::UpdateProfile {
+        nickname: body.nickname,
+        avatar_url: body.avatar_url,
+        bio: body.bio,
+        searchable: body.searchable,
+        hide_last_seen: body.hide_last_seen,
+    };
+    let a = Arc::clone(&admin);
+    tokio::task::spawn_blocking(move || {
+        a.backend
+            .contacts
+            .update_profile(&a.backend.ports, id, &update, now_ms())
+    })
+    .await??;
+    admin
+        .backend
+        .audit
+        .record_admin(
+            op.audit("user.edit")
+                .target(format!("user:{id}"))
+                .detail(detail),
+        )
+        .await;
+    Ok(Json(user_detail(&admin, id).await?))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DisableBody {
+    /// Why, for other operators (at most 256 bytes).
+    #[serde(default)]
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Done {
+    pub user_id: u64,
+    /// Sessions closed by this change.
+    pub sessions_kicked: u32,
+    /// Tokens revoked by this change.
+    pub tokens_revoked: u32,
+    /// A generated password, shown this once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+fn done(user_id: u64, kicked: usize, revoked: usize, password: Option<String>) -> Json<Done> {
+    Json(Done {
+        user_id,
+        sessions_kicked: u32::try_from(kicked).unwrap_or(u32::MAX),
+        tokens_revoked: u32::try_from(revoked).unwrap_or(u32::MAX),
+        password,
+    })
+}
+
+/// Disable a user: stored durably, every session kicked (reason ACCOUNT_DISABLED), and no
+/// login by password or token until enabled. The body is optional.
+#[utoipa::path(post, path = "/api/users/{id}/disable", tag = "users", request_body = DisableBody,
+    params(("id" = u64, Path, description = "user id")),
+    responses((status = 200, body = Done), (status = 404, body = ErrorBody),
+              (status = 403, body = ErrorBody)))]
+pub(super) async fn disable_user(
+    State(admin): State<Arc<Admin>>,
+    AdminOnly(op): AdminOnly,
+    ApiPath(id): ApiPath<u64>,
+    OptionalJson(body): OptionalJson<DisableBody>,
+) -> ApiResult<Json<Done>> {
+    let id = user_id(id)?;
+    let why = reason(body.reason)?;
+    let kicked = admin
+        .backend
+        .disable_user(id, op.actor(), why.clone())
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no user {id}")))?;
+    admin
+        .backend
+        .audit
+        .record_admin(
+            op.audit("user.disable")
+                .target(format!("user:{id}"))
+                .detail(why),
+        )
+        .await;
+    Ok(done(id, kicked, 0, None))
+}
+
+/// Enable a disabled user again (enabling an enabled one changes nothing).
+#[utoipa::path(post, path = "/api/users/{id}/enable", tag = "users",
+    params(("id" = u64, Path, description = "user id")),
+    responses((status = 200, body = Done), (status = 404, body = ErrorBody),
+              (status = 403, body = ErrorBody)))]
+pub(super) async fn enable_user(
+    State(admin): State<Arc<Admin>>,
+    AdminOnly(op): AdminOnly,
+    ApiPath(id): ApiPath<u64>,
+) -> ApiResult<Json<Done>> {
+    let id = user_id(id)?;
+    if !admin.backend.enable_user(id).await? {
+        return Err(ApiError::not_found(format!("no user {id}")));
+    }
+    admin
+        .backend
+        .audit
+        .record_admin(op.audit("user.enable").target(format!("user:{id}")))
+        .await;
+    Ok(done(id, 0, 0, None))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KickBody {
+    /// Only this device's sessions; absent: every session of the user.
+    pub device_id: Option<String>,
+}
+
+/// Close a user's sessions (all, or one device's) with reason KICKED_BY_OPERATOR; the user may
+/// log in again. The body is optional.
+#[utoipa::path(post, path = "/api/users/{id}/kick", tag = "users", request_body = KickBody,
+    params(("id" = u64, Path, description = "user id")),
+    responses((status = 200, body = Done), (status = 404, body = ErrorBody),
+              (status = 403, body = ErrorBody)))]
+pub(super) async fn kick_user(
+    State(admin): State<Arc<Admin>>,
+    AdminOnly(op): AdminOnly,
+    ApiPath(id): ApiPath<u64>,
+    OptionalJson(body): OptionalJson<KickBody>,
+) -> ApiResult<Json<Done>> {
+    let id = user_id(id)?;
+    if body
+        .device_id
+        .as_ref()
+        .is_some_and(|d| d.len() > crate::accounts::DEVICE_ID_BYTES_MAX)
+    {
+        return Err(ApiError::invalid("device_id is too long"));
+    }
+    user_record(&admin, id).await?;
+    let kicked = admin
+        .backend
+        .kick_user(id, body.device_id.as_deref(), KickReason::KickedByOperator)
+        .await;
+    let detail = body
+        .device_id
+        .map_or_else(|| "every device".to_owned(), |d| format!("device {d}"));
+    admin
+        .backend
+        .audit
+        .record_admin(
+            op.audit("user.kick")
+                .target(format!("user:{id}"))
+                .detail(format!("{detail}, {kicked} sessions")),
+        )
+        .await;
+    Ok(done(id, kicked, 0, None))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResetPasswordBody {
+    /// The new password; absent: a random one, returned once.
+    pub password: Option<String>,
+}
+
+/// Set a new password: every token revoked and every session kicked (as when the user
+/// changes it). The body is optional.
+#[utoipa::path(post, path = "/api/users/{id}/reset-password", tag = "users",
+    request_body = ResetPasswordBody, params(("id" = u64, Path, description = "user id")),
+    responses((status = 200, body = Done), (status = 404, body = ErrorBody),
+              (status = 422, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub(super) async fn reset_password(
+    State(admin): State<Arc<Admin>>,
+    AdminOnly(op): AdminOnly,
+    ApiPath(id): ApiPath<u64>,
+    OptionalJson(body): OptionalJson<ResetPasswordBody>,
+) -> ApiResult<Json<Done>> {
+    let id = user_id(id)?;
+    let generated = match body.password {
+        Some(_) => None,
+        None => Some(
+            crate::accounts::new_random_password()
+                .map_err(|e| ApiError::internal("making a password", e))?,
+        ),
+    };
+    let password = body
+        .password
+        .or_else(|| generated.clone())
+        .unwrap_or_default();
+    let (revoked, kicked) = admin
+        .backend
+        .set_password_by_operator(id, password)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no user {id}")))?;
+    admin
+        .backend
+        .audit
+        .record_admin(
+            op.audit("user.reset_password")
+                .target(format!("user:{id}"))
+                .detail(if generated.is_some() {
+                    "random password"
+                } else {
+                    "password chosen by the operator"
+                }),
+        )
+        .await;
+    Ok(done(id, kicked, revoked, generated))
+}

@@ -1,0 +1,113 @@
+//! Writes an operator makes through the sequencer (a group dissolved from the admin API), so
+//! they are ordered with the clients' writes and delivered like them. Such a write carries the
+//! sentinel connection [`OPERATOR_SHARD`]: no shard has that index, so nothing is queued for
+//! it, and delivery hands its reply to the waiting operator instead. The only cost on the
+//! message path is one compare, on the reply of a group write or a refusal.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use ringchat_proto::Body;
+use ringchat_proto::v1::ErrorCode;
+use tokio::sync::oneshot;
+
+use super::writer::{Write, WriteOp};
+use crate::accounts::Refusal;
+use crate::api::{ConnRef, ShardId};
+
+/// The shard index of an operator's write: beyond any real shard.
+pub(crate) const OPERATOR_SHARD: ShardId = ShardId::MAX;
+/// Operator writes waiting for their commit at once, at most; past it: unavailable, retry.
+const OPERATOR_WRITES_IN_FLIGHT_MAX: usize = 64;
+/// How long an operator waits for the commit of a write before giving up on its answer (the
+/// write may still land).
+const OPERATOR_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Operators waiting for the answers of their writes, by request id.
+#[derive(Default)]
+pub(crate) struct OperatorReplies {
+    next_id: AtomicU64,
+    waiting: Mutex<HashMap<u64, oneshot::Sender<Body>>>,
+}
+
+impl OperatorReplies {
+    /// Whether a reply to `conn` is an operator's (then [`Self::answer`] takes it).
+    pub(crate) fn is_operator(conn: ConnRef) -> bool {
+        conn.shard == OPERATOR_SHARD
+    }
+
+    /// Passes a write's answer on to the operator waiting for it (gone: dropped).
+    pub(crate) fn answer(&self, request_id: u64, body: Body) {
+        let waiting = self
+            .waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&request_id);
+        if let Some(tx) = waiting {
+            let _ = tx.send(body);
+        }
+    }
+
+    fn forget(&self, request_id: u64) {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&request_id);
+    }
+}
+
+impl crate::Backend {
+    /// Queues an operator's write on the sequencer and waits for its answer, given once its
+    /// commit group is durable (or refused).
+    pub(crate) async fn operator_write(&self, write: Write) -> Result<Body, Refusal> {
+        let busy = || Refusal {
+            code: ErrorCode::Unavailable,
+            message: "too many operator writes in flight, retry".into(),
+            retry_after_ms: 500,
+        };
+        let replies = &self.operator_replies;
+        let request_id = replies.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut waiting = replies.waiting.lock().unwrap_or_else(|p| p.into_inner());
+            if waiting.len() >= OPERATOR_WRITES_IN_FLIGHT_MAX {
+                return Err(busy());
+            }
+            waiting.insert(request_id, tx);
+        }
+        let op = WriteOp {
+            conn: ConnRef {
+                shard: OPERATOR_SHARD,
+                conn: 0,
+            },
+            request_id,
+            write,
+        };
+        let ops = self.commit_ops();
+        let queued = match ops {
+            Some(ops) => ops.send(op).await.is_ok(),
+            None => false,
+        };
+        if !queued {
+            replies.forget(request_id);
+            return Err(Refusal::new(
+                ErrorCode::Unavailable,
+                "the server is shutting down",
+            ));
+        }
+        match tokio::time::timeout(OPERATOR_WRITE_TIMEOUT, rx).await {
+            Ok(Ok(body)) => Ok(body),
+            Ok(Err(_)) => Err(Refusal::unavailable(
+                "the sequencer dropped an operator write",
+            )),
+            Err(_) => {
+                replies.forget(request_id);
+                Err(Refusal::unavailable(
+                    "an operator write was not answered in time",
+                ))
+            }
+        }
+    }
+}
