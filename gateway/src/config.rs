@@ -9,6 +9,7 @@ use ringchat_backend::config::{
     StorageConfig,
 };
 use ringchat_backend::config::{ContactsConfig, GroupsConfig, Limits};
+use ringchat_backend::config::{NotificationsConfig, PushConfig};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
@@ -31,6 +32,8 @@ pub struct Config {
     pub presence: PresenceConfig,
     pub groups: GroupsConfig,
     pub rooms: RoomsConfig,
+    pub notifications: NotificationsConfig,
+    pub push: PushConfig,
 }
 
 /// Which I/O driver the shards run on.
@@ -184,6 +187,8 @@ impl Config {
             presence: section(&table, "presence", &mut problems),
             groups: section(&table, "groups", &mut problems),
             rooms: section(&table, "rooms", &mut problems),
+            notifications: section(&table, "notifications", &mut problems),
+            push: section(&table, "push", &mut problems),
         };
         problems.extend(config.problems());
         if problems.is_empty() {
@@ -227,6 +232,8 @@ impl Config {
             email: self.email.clone(),
             presence: self.presence.clone(),
             rooms: self.rooms.clone(),
+            notifications: self.notifications.clone(),
+            push: self.push.clone(),
             limits: self.limits.clone(),
             contacts: self.contacts.clone(),
             groups: self.groups.clone(),

@@ -14,3 +14,13 @@ fn dashboard_login_audit_keys_and_a_viewer_refused() {
         Target::Admin,
     );
 }
+
+#[test]
+fn dashboard_sends_a_notification_to_everyone() {
+    run_e2e_on(
+        "admin-notify.e2e.mjs",
+        &[],
+        &["admin-notify-sent", "admin-notify-viewer"],
+        Target::Admin,
+    );
+}

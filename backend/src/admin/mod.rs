@@ -14,6 +14,7 @@ pub mod cli;
 mod dashboard;
 pub mod error;
 mod health;
+mod notify_api;
 pub mod page;
 
 use std::future::Future;
@@ -80,6 +81,7 @@ pub fn app(admin: Arc<Admin>) -> Router {
     let (api, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(auth::routes())
         .merge(audit_api::routes())
+        .merge(notify_api::routes())
         .split_for_parts();
     let doc = Arc::new(
         doc.to_pretty_json()

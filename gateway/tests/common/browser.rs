@@ -78,6 +78,8 @@ pub fn run_e2e_on(script: &str, env: &[(&str, &str)], shots: &[&str], target: Ta
         .arg(&artifacts)
         .env("RINGCHAT_CHROMIUM", &chromium)
         .env("ADMIN_PASSWORD", super::admin::OPERATOR_PASSWORD)
+        // The chat port (its page, and `/ws` for a script's own protocol client).
+        .env("CHAT_URL", format!("http://{}/", server.ws))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()

@@ -19,7 +19,7 @@
 //! ```
 //!
 //! A new behaviour is a `pub(crate) fn name<A: Adapter>()` in the file for its part of the store
-//! (accounts, log, atomicity, dedup, cursors, contacts, groups, audit, engine) plus its name in the macro's list.
+//! (accounts, log, atomicity, dedup, cursors, contacts, groups, audit, notify, engine) plus its name in the macro's list.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -42,6 +42,7 @@ mod dedup;
 mod engine;
 mod groups;
 mod log;
+mod notify;
 
 pub(crate) use accounts::*;
 pub(crate) use atomicity::*;
@@ -52,6 +53,7 @@ pub(crate) use dedup::*;
 pub(crate) use engine::*;
 pub(crate) use groups::*;
 pub(crate) use log::*;
+pub(crate) use notify::*;
 
 /// How the suite gets a store: the only thing an adapter implements.
 pub(crate) trait Adapter {
@@ -113,6 +115,8 @@ macro_rules! conformance_suite {
             a_groups_changes_and_its_messages_are_visible_together,
             read_histograms_are_replaced_whole_and_survive_reopen,
             audit_entries_are_appended_in_batches_and_paged_newest_first,
+            user_ids_are_walked_in_pages_and_counted,
+            push_tokens_are_put_per_device_replaced_listed_and_removed,
         );
     };
     (@tests $adapter:ty; $($behaviour:ident),+ $(,)?) => {

@@ -16,6 +16,7 @@
 //!   `mentions`, `group_reads`: groups (`groups.rs`). A group's messages live in `runs` like any other.
 //! - `meta`, `users`, `usernames`, `emails`, `tokens`, `user_tokens`: accounts, login tokens
 //!   and counters (`accounts.rs`).
+//! - `push_tokens`: devices' push tokens (`push_tokens.rs`).
 //!
 //! Big-endian integer keys, so that ranges scan in numeric order. `migrate.rs` turns a layout 1
 //! store (one key per message, dedup and device cursors in keyspaces of their own) into this.
@@ -29,6 +30,7 @@ mod groups;
 mod journal_repair;
 mod log;
 mod migrate;
+mod push_tokens;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
@@ -112,6 +114,8 @@ pub struct FjallStore {
     group_reads: Keyspace,
     /// The audit log (`audit.rs`).
     audit: Keyspace,
+    /// Devices' push tokens (`push_tokens.rs`).
+    push_tokens: Keyspace,
     /// What readers see: a snapshot taken after the last successful persist.
     published: RwLock<Arc<Snapshot>>,
     /// One writer at a time, from its write through its persist to publishing the snapshot, so
@@ -180,6 +184,7 @@ impl FjallStore {
             mentions: ks("mentions")?,
             group_reads: ks("group_reads")?,
             audit: ks("audit")?,
+            push_tokens: ks("push_tokens")?,
             published: RwLock::new(Arc::new(db.snapshot())),
             db,
             durability,
