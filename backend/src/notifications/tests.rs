@@ -14,9 +14,7 @@ use crate::config::Durability;
 use crate::contacts::ContactsConfig;
 use crate::groups::GroupsConfig;
 use crate::messaging::writer::{Outcome, RowPolicy, Write, WriteOp, Writer};
-use crate::store::{
-    AccountStore, ConvId, ConversationLog, FjallStore, MembershipStore, Ports, UserId,
-};
+use crate::store::{AccountStore, ConvId, FjallStore, Ports, UserId};
 
 fn setup() -> (tempfile::TempDir, Ports, Writer, Vec<UserId>) {
     let dir = tempfile::tempdir().unwrap();

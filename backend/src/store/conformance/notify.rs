@@ -19,7 +19,7 @@ pub(crate) fn user_ids_are_walked_in_pages_and_counted<A: Adapter>() {
         .collect();
     let store = reopen::<A>(store, dir.path());
     assert_eq!(store.user_count().unwrap(), 7);
-    let mut walked = Vec::new();
+    let mut walked: Vec<UserId> = Vec::new();
     let mut after = 0;
     loop {
         let page = store.user_ids_after(after, 3).unwrap();
