@@ -8,6 +8,8 @@ use std::path::PathBuf;
 pub use crate::contacts::{ContactsConfig, DmPolicyName};
 pub use crate::groups::GroupsConfig;
 pub use crate::limits::Limits;
+pub use crate::notifications::NotificationsConfig;
+pub use crate::push::PushConfig;
 pub use crate::rooms::RoomsConfig;
 
 use serde::{Deserialize, Serialize};
@@ -297,6 +299,8 @@ pub struct Settings {
     pub presence: PresenceConfig,
     pub groups: GroupsConfig,
     pub rooms: RoomsConfig,
+    pub notifications: NotificationsConfig,
+    pub push: PushConfig,
     /// Limits the gateway also announces (message size, sync page), shared by both sides.
     pub limits: Limits,
     pub server_name: String,
@@ -428,6 +432,8 @@ impl Settings {
         out.extend(self.contacts.problems());
         out.extend(self.groups.problems());
         out.extend(self.rooms.problems());
+        out.extend(self.notifications.problems());
+        out.extend(self.push.problems());
         out
     }
 }

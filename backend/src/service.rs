@@ -83,6 +83,10 @@ pub struct Backend {
     pub(crate) audit: Arc<crate::audit::Audit>,
     /// Operators waiting for their sequencer writes (`messaging/operator.rs`).
     pub(crate) operator_replies: Arc<crate::messaging::operator::OperatorReplies>,
+    /// Operators' system notifications and their jobs (`notifications/`).
+    pub(crate) notifications: Arc<crate::notifications::Notifications>,
+    /// Offline push, when `[push] url` is set (`push/`).
+    pub(crate) push: Option<crate::push::Push>,
 }
 
 impl Backend {
@@ -142,11 +146,13 @@ impl Backend {
         let (deliver_tx, deliver_rx) = mpsc::channel(OUTCOME_GROUPS_MAX);
         let health = ports.engine.health();
         let group_online = Arc::new(GroupOnline::new(shards.len()));
+        let push = crate::push::Push::new(&settings.push);
         let delivery = Arc::new(Delivery::new(
             sessions.clone(),
             Arc::clone(&group_online),
             shards.clone(),
             Arc::clone(&health),
+            push.as_ref().map(|p| Arc::clone(&p.queue)),
         ));
         let cores = settings.backend.cores.clone();
         let sequencer_delivery = Arc::clone(&delivery);
@@ -163,6 +169,10 @@ impl Backend {
             contacts: Contacts::new(settings.contacts.clone()),
             rooms: Rooms::new(settings.rooms.clone()),
             audit,
+            notifications: Arc::new(crate::notifications::Notifications::new(
+                settings.notifications.clone(),
+            )),
+            push,
             presence: Tracker::new(
                 Arc::new(LocalPresence::default()),
                 settings.presence.quiet_period_ms,
@@ -204,6 +214,16 @@ impl Backend {
         ))
     }
 
+    /// The sequencer's queue, for the backend's own writes (notifications); `None` once
+    /// `finish` has run. Hold it only while queueing: a held clone keeps the sequencer up.
+    pub(crate) fn sequencer(&self) -> Option<mpsc::Sender<WriteOp>> {
+        self.commit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .ops
+            .clone()
+    }
+
     /// Serves requests until `stop` resolves (the shards have stopped) or every sender is gone.
     pub async fn serve(
         self: Arc<Self>,
@@ -233,6 +253,7 @@ impl Backend {
             }
         });
         tokio::spawn(Arc::clone(&self).run_presence_timer());
+        crate::push::start(&self);
         let mut batch = Vec::with_capacity(REQUEST_BATCH_MAX);
         let mut stop = std::pin::pin!(stop);
         loop {

@@ -10,6 +10,7 @@ use ringchat_backend::config::{
 };
 use ringchat_backend::config::{ContactsConfig, GroupsConfig, Limits};
 use ringchat_backend::logs::LogConfig;
+use ringchat_backend::config::{NotificationsConfig, PushConfig};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
@@ -33,6 +34,8 @@ pub struct Config {
     pub groups: GroupsConfig,
     pub rooms: RoomsConfig,
     pub log: LogConfig,
+    pub notifications: NotificationsConfig,
+    pub push: PushConfig,
 }
 
 /// Which I/O driver the shards run on.
@@ -187,6 +190,8 @@ impl Config {
             groups: section(&table, "groups", &mut problems),
             rooms: section(&table, "rooms", &mut problems),
             log: section(&table, "log", &mut problems),
+            notifications: section(&table, "notifications", &mut problems),
+            push: section(&table, "push", &mut problems),
         };
         problems.extend(config.problems());
         if problems.is_empty() {
@@ -231,6 +236,8 @@ impl Config {
             email: self.email.clone(),
             presence: self.presence.clone(),
             rooms: self.rooms.clone(),
+            notifications: self.notifications.clone(),
+            push: self.push.clone(),
             limits: self.limits.clone(),
             contacts: self.contacts.clone(),
             groups: self.groups.clone(),

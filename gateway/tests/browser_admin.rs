@@ -45,3 +45,13 @@ fn dashboard_users_disable_kicks_the_chat_page_enable_and_a_group_dissolved() {
         Target::Admin,
     );
 }
+
+#[test]
+fn dashboard_sends_a_notification_to_everyone() {
+    run_e2e_on(
+        "admin-notify.e2e.mjs",
+        &[],
+        &["admin-notify-sent", "admin-notify-viewer"],
+        Target::Admin,
+    );
+}

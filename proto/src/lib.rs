@@ -148,5 +148,8 @@ pub fn body_name(body: &Body) -> &'static str {
         Body::RoomSent(_) => "room_sent",
         Body::RoomMessage(_) => "room_message",
         Body::RoomInfo(_) => "room_info",
+        Body::RegisterPushToken(_) => "register_push_token",
+        Body::UnregisterPushToken(_) => "unregister_push_token",
+        Body::PushTokenOk(_) => "push_token_ok",
     }
 }

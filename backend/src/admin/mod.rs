@@ -17,6 +17,7 @@ mod health;
 mod logs_api;
 mod logs_stream;
 mod openapi;
+mod notify_api;
 pub mod page;
 // Users, groups, invites (issue 12, users part).
 mod groups_api;
@@ -107,6 +108,7 @@ pub fn app(admin: Arc<Admin>) -> Router {
         .merge(users::routes())
         .merge(invites::routes())
         .merge(groups_api::routes())
+        .merge(notify_api::routes())
         .split_for_parts();
     openapi::finish(&mut doc);
     let doc = Arc::new(

@@ -105,6 +105,15 @@ pub enum SessionRequest {
     Group(GroupQuery),
     /// Ephemeral chat rooms: never stored, never through the sequencer.
     Room(RoomRequest),
+    /// This device's push token for offline push (`backend/src/push/`).
+    PushToken(PushTokenRequest),
+}
+
+/// A device's push token (`backend/src/push/tokens.rs`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum PushTokenRequest {
+    Register(v1::RegisterPushToken),
+    Unregister(v1::UnregisterPushToken),
 }
 
 /// The chat room requests (`backend/src/rooms/`).
@@ -242,6 +251,12 @@ impl ClientRequest {
             Body::RoomLeave(b) => Self::Session(SessionRequest::Room(RoomRequest::Leave(b))),
             Body::RoomSend(b) => Self::Session(SessionRequest::Room(RoomRequest::Send(b))),
             Body::RoomInfo(b) => Self::Session(SessionRequest::Room(RoomRequest::Info(b))),
+            Body::RegisterPushToken(b) => {
+                Self::Session(SessionRequest::PushToken(PushTokenRequest::Register(b)))
+            }
+            Body::UnregisterPushToken(b) => {
+                Self::Session(SessionRequest::PushToken(PushTokenRequest::Unregister(b)))
+            }
             Body::HelloOk(_)
             | Body::RegisterOk(_)
             | Body::LoginOk(_)
@@ -284,7 +299,8 @@ impl ClientRequest {
             | Body::RoomJoined(_)
             | Body::RoomLeft(_)
             | Body::RoomSent(_)
-            | Body::RoomMessage(_) => {
+            | Body::RoomMessage(_)
+            | Body::PushTokenOk(_) => {
                 return Err(RequestError::ServerOnly(ringchat_proto::body_name(&body)));
             }
         })

@@ -92,6 +92,7 @@ impl Writer {
             request_id,
             message: index,
             group: g,
+            member_count: group.member_count,
         })
     }
 

@@ -19,8 +19,9 @@ use super::writer::{Audience, Committed, Outcome};
 use crate::api::{ConnId, ConnRef, Outgoing, ShardEvent, ShardSender};
 use crate::groups::GroupDone;
 use crate::groups::online::GroupOnline;
+use crate::push::{PushQueue, PushRecord};
 use crate::sessions::SharedSessions;
-use crate::store::{ConvId, DedupRecord, Members, MessageRecord, StoreHealth};
+use crate::store::{ConvId, DedupRecord, Members, MessageRecord, StoreHealth, UserId};
 
 /// Bytes the encoding buffer grows by: frames of a group share allocations of this size.
 const ENCODE_CHUNK_BYTES: usize = 64 * 1024;
@@ -32,6 +33,8 @@ struct Fanout {
     members: Members,
     except: ConnRef,
     frame: Bytes,
+    /// Offline push: noted if this member turns out to have no session.
+    push: Option<PushRecord>,
 }
 
 /// Frames of one commit group on their way to the shards.
@@ -40,6 +43,8 @@ struct Outbox {
     /// Per shard, in order.
     per_shard: Vec<Vec<Outgoing>>,
     fanouts: Vec<Fanout>,
+    /// Offline pushes of the group, offered to the push queue at once.
+    pushes: Vec<PushRecord>,
 }
 
 impl Outbox {
@@ -48,6 +53,7 @@ impl Outbox {
             buf: BytesMut::new(),
             per_shard: vec![Vec::new(); shards],
             fanouts: Vec::new(),
+            pushes: Vec::new(),
         }
     }
 
@@ -101,6 +107,26 @@ impl Outbox {
             members,
             except,
             frame,
+            push: None,
+        });
+    }
+
+    /// [`Self::fanout`] of a stored message, noting an offline push for `push.user` if that
+    /// member has no session.
+    fn fanout_message(
+        &mut self,
+        members: Members,
+        except: ConnRef,
+        message: MessageRecord,
+        push_to: Option<UserId>,
+    ) {
+        let push = push_to.map(|user| PushRecord::of(user, &message));
+        let frame = self.encode(0, push_message(message));
+        self.fanouts.push(Fanout {
+            members,
+            except,
+            frame,
+            push,
         });
     }
 }
@@ -131,6 +157,8 @@ pub(crate) struct Delivery {
     queued: AtomicUsize,
     /// Operators waiting for the answers of their writes (`operator.rs`).
     operator: Arc<OperatorReplies>,
+    /// Offline push, when `[push] url` is set.
+    push: Option<Arc<PushQueue>>,
 }
 
 impl Delivery {
@@ -139,6 +167,7 @@ impl Delivery {
         online: Arc<GroupOnline>,
         shards: Vec<ShardSender>,
         health: Arc<StoreHealth>,
+        push: Option<Arc<PushQueue>>,
     ) -> Self {
         Self {
             sessions,
@@ -147,6 +176,7 @@ impl Delivery {
             health,
             queued: AtomicUsize::new(0),
             operator: Arc::default(),
+            push,
         }
     }
 
@@ -171,7 +201,9 @@ impl Delivery {
         group: Committed,
         task: &mpsc::Sender<ToDeliver>,
     ) -> Result<(), ()> {
-        if group.outcomes.len() > INLINE_GROUP_OPS_MAX || self.queued.load(Ordering::Acquire) > 0 {
+        // A notification batch is one op with many messages: counted by its messages.
+        let size = group.outcomes.len().max(group.messages.len());
+        if size > INLINE_GROUP_OPS_MAX || self.queued.load(Ordering::Acquire) > 0 {
             return self.hand_over(ToDeliver::Group(group), task);
         }
         let mut per_shard = self.route(group);
@@ -234,6 +266,9 @@ impl Delivery {
             self.frames_of(outcome, &mut messages, &mut outbox);
         }
         self.resolve_fanouts(&mut outbox);
+        if let Some(push) = &self.push {
+            push.offer(outbox.pushes);
+        }
         outbox.per_shard
     }
 
@@ -274,7 +309,7 @@ impl Delivery {
         }
         for i in done.events {
             let event = take(messages, i);
-            let frame = outbox.encode(0, push(event));
+            let frame = outbox.encode(0, push_message(event));
             self.to_group(outbox, g, conn, &frame);
             for user in &done.also {
                 outbox.fanout_frame(Members::one(*user), conn, frame.clone());
@@ -298,7 +333,14 @@ impl Delivery {
                 if users[..i].contains(user) {
                     continue;
                 }
-                for s in sessions.of_user(*user) {
+                let of_user = sessions.of_user(*user);
+                // The offline check costs nothing more: these sessions were looked up anyway.
+                if of_user.is_empty()
+                    && let Some(push) = f.push.filter(|p| p.user == *user)
+                {
+                    outbox.pushes.push(push);
+                }
+                for s in of_user {
                     if s.conn != f.except {
                         outbox.to(s.conn, f.frame.clone());
                     }
@@ -320,7 +362,7 @@ fn send_ack(stored: &DedupRecord, duplicate: bool) -> Body {
 }
 
 /// A stored message on its way to the members' sessions.
-fn push(message: MessageRecord) -> Body {
+fn push_message(message: MessageRecord) -> Body {
     Body::Push(v1::Push {
         message: Some(to_wire(message)),
     })
@@ -351,7 +393,8 @@ impl Delivery {
             } => {
                 let message = take(messages, message);
                 outbox.reply(conn, request_id, send_ack(&(&message).into(), false));
-                outbox.fanout(members, conn, push(message));
+                let push_to = self.push.as_ref().map(|_| message.to);
+                outbox.fanout_message(members, conn, message, push_to);
             }
             Outcome::Duplicate {
                 conn,
@@ -404,7 +447,7 @@ impl Delivery {
                 };
                 outbox.reply(conn, request_id, Body::RecallOk(ok));
                 if let Some(event) = event.map(|i| take(messages, i)) {
-                    self.to_audience(outbox, audience, conn, push(event));
+                    self.to_audience(outbox, audience, conn, push_message(event));
                 }
             }
             Outcome::Refused {
@@ -429,11 +472,41 @@ impl Delivery {
                 request_id,
                 message,
                 group,
+                member_count,
             } => {
                 let message = take(messages, message);
                 outbox.reply(conn, request_id, send_ack(&(&message).into(), false));
-                let frame = outbox.encode(0, push(message));
+                // Whom of the group it concerns is the push sender's to work out, off this path.
+                if let Some(push) = &self.push
+                    && (message.mentions.is_some() || member_count <= push.group_members_max)
+                {
+                    outbox.pushes.push(PushRecord::of(0, &message));
+                }
+                let frame = outbox.encode(0, push_message(message));
                 self.to_group(outbox, group, conn, &frame);
+            }
+            Outcome::System(system) => {
+                let crate::notifications::SystemOutcome {
+                    reply,
+                    result,
+                    messages: stored,
+                } = system;
+                for i in stored {
+                    let message = take(messages, i);
+                    let user = message
+                        .conv_id
+                        .system_user()
+                        .expect("a system conversation");
+                    let push_to = self.push.as_ref().map(|_| user);
+                    outbox.fanout_message(
+                        Members::one(user),
+                        crate::notifications::NO_CONN,
+                        message,
+                        push_to,
+                    );
+                }
+                // The job may have gone (shutdown); nothing to do then.
+                let _ = reply.send(result);
             }
             Outcome::Group {
                 conn,
@@ -492,6 +565,7 @@ mod tests {
             Arc::new(GroupOnline::new(1)),
             vec![shard_tx],
             Arc::default(),
+            None,
         ));
         // On this thread, as on the sequencer's (no runtime): room for one event, so the first
         // group goes straight to the inbox.

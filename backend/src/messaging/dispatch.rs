@@ -57,6 +57,7 @@ impl Backend {
                 self.group_query(conn, user, request_id, query).await;
             }
             SessionRequest::Room(req) => self.room(conn, user, request_id, req).await,
+            SessionRequest::PushToken(req) => self.push_token(conn, user, request_id, req).await,
         }
     }
 

@@ -50,12 +50,13 @@ pub enum Target {
     Group(ConvId),
 }
 
-/// A direct conversation's members, if `user` is one of them, from the id with no read. Groups'
+/// A direct (or system) conversation's members, if `user` is one of them, from the id with no
+/// read. Groups'
 /// members are stored: the sequencer (`groups/`) and the group reads check them.
 pub(crate) fn members_with(conv: ConvId, user: UserId) -> Result<Members, Refusal> {
     let members = match conv.kind() {
-        ConvKind::Direct => conv.implied_members(),
-        ConvKind::Group | ConvKind::System => None,
+        ConvKind::Direct | ConvKind::System => conv.implied_members(),
+        ConvKind::Group => None,
     };
     members
         .filter(|m| m.contains(user))
@@ -94,7 +95,14 @@ pub fn validate_send(
             let conv = conv_from_wire(raw)?;
             match conv.kind() {
                 ConvKind::Group => Target::Group(conv),
-                _ => {
+                ConvKind::System => {
+                    members_with(conv, from)?;
+                    return Err(Refusal::new(
+                        ErrorCode::Forbidden,
+                        "the system conversation is read-only: only the server writes into it",
+                    ));
+                }
+                ConvKind::Direct => {
                     let members = members_with(conv, from)?;
                     match members.others(from).next() {
                         Some(to) => Target::User(to),
@@ -183,6 +191,15 @@ mod tests {
         assert_eq!(
             code(validate_send(me, &bad, 10)),
             ErrorCode::InvalidArgument
+        );
+        let mut system = send(0, "hi");
+        system.conversation_id = crate::store::ConvId::system(me).unwrap().to_wire();
+        assert_eq!(code(validate_send(me, &system, 10)), ErrorCode::Forbidden);
+        system.conversation_id = crate::store::ConvId::system(me + 1).unwrap().to_wire();
+        assert_eq!(
+            code(validate_send(me, &system, 10)),
+            ErrorCode::NotFound,
+            "another user's system conversation is not yours to know of"
         );
         let mut no_id = send(100_000_002, "hi");
         no_id.client_msg_id.clear();

@@ -49,12 +49,18 @@ impl ConvId {
         (n > 0 && n >> KIND_SHIFT == 0).then_some(Self((KIND_GROUP << KIND_SHIFT) | n))
     }
 
+    /// The system conversation of `user`: derived, never looked up.
+    pub fn system(user: UserId) -> Option<Self> {
+        is_user(user).then_some(Self((KIND_SYSTEM << KIND_SHIFT) | user))
+    }
+
     /// A client-supplied or stored id, if it is one a conversation can have.
     pub fn from_wire(raw: u64) -> Option<Self> {
         let id = Self(raw);
         match raw >> KIND_SHIFT {
             KIND_DIRECT => id.direct_members().map(|_| id),
-            KIND_GROUP | KIND_SYSTEM => Some(id),
+            KIND_GROUP => Some(id),
+            KIND_SYSTEM => id.system_user().map(|_| id),
             _ => None,
         }
     }
@@ -85,9 +91,18 @@ impl ConvId {
         (is_user(low) && is_user(high) && low < high).then_some([low, high])
     }
 
-    /// Members known from the id alone: a direct conversation's two users. `None` for kinds
-    /// whose members are stored.
+    /// The one user a system conversation speaks to.
+    pub fn system_user(self) -> Option<UserId> {
+        let user = self.0 & !(3 << KIND_SHIFT);
+        (self.0 >> KIND_SHIFT == KIND_SYSTEM && is_user(user)).then_some(user)
+    }
+
+    /// Members known from the id alone: a direct conversation's two users, a system
+    /// conversation's one. `None` for kinds whose members are stored.
     pub fn implied_members(self) -> Option<Members> {
+        if let Some(user) = self.system_user() {
+            return Some(Members::one(user));
+        }
         self.direct_members()
             .map(|pair| Members(SmallVec::from_buf(pair)))
     }
@@ -154,5 +169,11 @@ mod tests {
         assert_eq!(ConvId::from_wire(3 << 62), None, "no such kind");
         let sys = ConvId::from_wire((2 << 62) | 100_000_001).unwrap();
         assert_eq!(sys.kind(), ConvKind::System);
+        assert_eq!(ConvId::system(100_000_001), Some(sys));
+        assert_eq!(sys.system_user(), Some(100_000_001));
+        assert_eq!(sys.implied_members().unwrap().all(), &[100_000_001]);
+        assert_eq!(ConvId::from_wire(2 << 62), None, "names no user");
+        assert_eq!(ConvId::system(5), None);
+        assert_eq!(g.system_user(), None);
     }
 }

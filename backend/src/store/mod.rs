@@ -31,12 +31,12 @@ pub use groups::{
 };
 pub use ports::{
     AccountAdminStore, AccountStore, AuditStore, ContactStore, ConversationLog, CursorStore,
-    GroupStore, MembershipStore, Ports, StoreEngine,
+    GroupStore, MembershipStore, Ports, PushTokenStore, StoreEngine,
 };
 pub use records::{
     CommitGroup, ConvRecord, CursorRecord, CursorRow, DEVICES_PER_ROW_MAX, DedupRecord,
-    DeviceCursor, Mentions, MessageRecord, RecencyMove, RecentSend, TokenHash, TokenRecord,
-    UserRecord, client_msg_id_hash, recency_bucket,
+    DeviceCursor, Mentions, MessageRecord, PushTokenRecord, RecencyMove, RecentSend, TokenHash,
+    TokenRecord, UserRecord, client_msg_id_hash, recency_bucket,
 };
 pub use tail_cache::{TailCached, TailStats};
 

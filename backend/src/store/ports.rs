@@ -15,8 +15,8 @@ use super::tail_cache::TailCached;
 use super::{
     AccountFlags, ApplicationRecord, AuditRecord, CommitGroup, ContactSummary, ConvId, ConvRecord,
     CursorRow, GroupRecord, InviteRecord, InviteTake, MemberRecord, MessageRecord, ProfileRecord,
-    ReadHistogram, RelationKey, RelationKind, RelationRecord, StoreError, StoreHealth, TokenHash,
-    TokenRecord, UserGroupRecord, UserId, UserRecord,
+    PushTokenRecord, ReadHistogram, RelationKey, RelationKind, RelationRecord, StoreError,
+    StoreHealth, TokenHash, TokenRecord, UserGroupRecord, UserId, UserRecord,
 };
 
 /// Accounts and login tokens. A token is indexed under its user (one token per signed-in
@@ -66,6 +66,30 @@ pub trait AccountStore: Send + Sync + 'static {
     /// Moves tokens' `last_seen_ms` forward (never back), in one write; absent tokens are
     /// skipped, never recreated.
     fn touch_tokens(&self, seen: &[(TokenHash, u64)]) -> Result<(), StoreError>;
+    /// Up to `limit` user ids above `after`, ascending: every user, a page at a time (a
+    /// notification to everyone walks them so, never holding them all).
+    fn user_ids_after(&self, after: UserId, limit: usize) -> Result<Vec<UserId>, StoreError>;
+    /// How many users exist (ids are never reused, users never removed).
+    fn user_count(&self) -> Result<u64, StoreError>;
+}
+
+/// Devices' push tokens for offline push, one per (user, device id), each replaced whole.
+pub trait PushTokenStore: Send + Sync + 'static {
+    /// Puts (or replaces) the device's token, durably.
+    fn put_push_token(
+        &self,
+        user: UserId,
+        device_id: &str,
+        token: &PushTokenRecord,
+    ) -> Result<(), StoreError>;
+    /// Removes the device's token; `Ok(false)` when it had none.
+    fn remove_push_token(&self, user: UserId, device_id: &str) -> Result<bool, StoreError>;
+    /// Up to `limit` of the user's tokens `(device id, token)`, in device id order.
+    fn push_tokens(
+        &self,
+        user: UserId,
+        limit: usize,
+    ) -> Result<Vec<(String, PushTokenRecord)>, StoreError>;
 }
 
 /// The conversation log: the sequencer's commit groups, and messages read back by seq.
@@ -296,6 +320,7 @@ pub trait Store:
     + ContactStore
     + GroupStore
     + AuditStore
+    + PushTokenStore
     + StoreEngine
 {
 }
@@ -309,6 +334,7 @@ impl<T> Store for T where
         + ContactStore
         + GroupStore
         + AuditStore
+        + PushTokenStore
         + StoreEngine
 {
 }
@@ -324,6 +350,7 @@ pub struct Ports {
     pub contacts: Arc<dyn ContactStore>,
     pub groups: Arc<dyn GroupStore>,
     pub audit: Arc<dyn AuditStore>,
+    pub push_tokens: Arc<dyn PushTokenStore>,
     pub engine: Arc<dyn StoreEngine>,
 }
 
@@ -338,6 +365,7 @@ impl Ports {
             contacts: Arc::clone(&store) as _,
             groups: Arc::clone(&store) as _,
             audit: Arc::clone(&store) as _,
+            push_tokens: Arc::clone(&store) as _,
             engine: store,
         }
     }

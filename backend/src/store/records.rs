@@ -27,6 +27,15 @@ pub struct TokenRecord {
     pub last_seen_ms: u64,
 }
 
+/// A device's push token (`push/tokens.rs`): where the push gateway reaches it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushTokenRecord {
+    /// `v1::PushProvider`.
+    pub provider: i32,
+    pub token: String,
+    pub updated_ms: u64,
+}
+
 /// SHA-256 of a token: only the hash is stored, so a copy of the data dir holds no usable token.
 pub type TokenHash = [u8; 32];
 

@@ -79,7 +79,7 @@ pub fn run_e2e_on(script: &str, env: &[(&str, &str)], shots: &[&str], target: Ta
         .arg(&artifacts)
         .env("RINGCHAT_CHROMIUM", &chromium)
         .env("ADMIN_PASSWORD", super::admin::OPERATOR_PASSWORD)
-        // The chat page, for admin scripts that watch a user's page too.
+        // The chat port (its page, and `/ws` for a script's own protocol client).
         .env("CHAT_URL", format!("http://{}/", server.ws))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -8,6 +8,7 @@ pub mod contacts;
 pub mod groups;
 pub mod mail;
 pub mod transport;
+pub mod webhook;
 pub mod ws;
 
 use std::collections::HashMap;

@@ -5,10 +5,11 @@ import * as keys from './pages/keys.js';
 import * as logs from './pages/logs.js';
 import * as users from './pages/users.js';
 import * as groups from './pages/groups.js';
+import * as notifications from './pages/notifications.js';
 
 // Navigation order; a page module exports `title` and `render(main)` (which may return a
 // function to call when the page is left, to stop timers and streams).
-const PAGES = { audit, keys, logs, users, groups };
+const PAGES = { audit, keys, logs, users, groups, notifications };
 const DEFAULT_PAGE = 'audit';
 
 let leave = null;

@@ -58,6 +58,11 @@ const FILES: &[(&str, &str, &str)] = &[
         "text/javascript; charset=utf-8",
         include_str!("pages/groups.js"),
     ),
+    (
+        "/pages/notifications.js",
+        "text/javascript; charset=utf-8",
+        include_str!("pages/notifications.js"),
+    ),
 ];
 
 pub fn routes() -> Router<Arc<Admin>> {

@@ -87,6 +87,7 @@ pub fn conversations(
         list.push(match head {
             Head::Direct(last) => {
                 let theirs = cursors.next().expect("a cursor row per key");
+                let kind = kind_of(last.conv_id) as i32;
                 v1::Conversation {
                     conversation_id: last.conv_id.to_wire(),
                     peer_user_id: peers.next().expect("a peer per direct conversation"),
@@ -97,6 +98,7 @@ pub fn conversations(
                     delivered_seq: mine.delivered_seq,
                     peer_delivered_seq: theirs.delivered_seq,
                     peer_read_seq: theirs.read_seq,
+                    kind,
                     ..Default::default()
                 }
             }
@@ -107,6 +109,16 @@ pub fn conversations(
         conversations: list,
         has_more,
     })
+}
+
+/// The list's kind of a conversation found through the recency index (groups come apart).
+fn kind_of(conv: ConvId) -> v1::ConversationKind {
+    match conv.kind() {
+        crate::store::ConvKind::System => v1::ConversationKind::System,
+        crate::store::ConvKind::Direct | crate::store::ConvKind::Group => {
+            v1::ConversationKind::Direct
+        }
+    }
 }
 
 /// Up to `want` of the user's conversations (as their newest messages), most recent first,

@@ -28,6 +28,7 @@ impl Writer {
                 request_id,
                 done,
             }),
+            Write::System(batch) => Ok(self.system_batch(batch)),
         };
         result.unwrap_or_else(|refusal| Outcome::Refused {
             conn,
@@ -126,8 +127,20 @@ impl Writer {
         from: UserId,
         client_msg_id: &str,
     ) -> Result<Option<DedupRecord>, StoreError> {
+        self.sent_before_in(conv, from, from, client_msg_id)
+    }
+
+    /// [`Self::sent_before`], with the window kept in `row_of`'s row (a system conversation's
+    /// sends, by the server, are remembered in its one user's row).
+    pub(crate) fn sent_before_in(
+        &self,
+        conv: ConvId,
+        row_of: UserId,
+        from: UserId,
+        client_msg_id: &str,
+    ) -> Result<Option<DedupRecord>, StoreError> {
         let same = |m: &MessageRecord| m.from == from && m.client_msg_id == client_msg_id;
-        for seq in self.row(conv, from).maybe_sent(client_msg_id) {
+        for seq in self.row(conv, row_of).maybe_sent(client_msg_id) {
             // The window names sends of this group too (not durable yet: they are acked
             // together after the commit).
             let pending = self

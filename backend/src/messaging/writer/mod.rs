@@ -82,6 +82,9 @@ pub(crate) enum Write {
     GroupSend(GroupMessage),
     /// Group lifecycle and membership (`groups/ops.rs`).
     Group(GroupOp),
+    /// An operator's notification for a batch of users' system conversations
+    /// (`notifications/write.rs`).
+    System(crate::notifications::SystemBatch),
 }
 
 /// A message to append, before it has a seq ([`Writer::push_message`]).
@@ -189,6 +192,9 @@ pub(crate) enum Outcome {
         /// Index in [`Committed::messages`].
         message: usize,
         group: ConvId,
+        /// The group's size when it was sent (offline push pushes every message of small
+        /// groups only).
+        member_count: u32,
     },
     /// A group write: its reply, its events, and the membership changes around them.
     Group {
@@ -196,10 +202,15 @@ pub(crate) enum Outcome {
         request_id: u64,
         done: GroupDone,
     },
+    /// A notification batch: pushed to each recipient's sessions, answered to its job.
+    System(crate::notifications::SystemOutcome),
 }
 
 impl Outcome {
     fn into_unavailable(self) -> Outcome {
+        if let Outcome::System(system) = self {
+            return Outcome::System(system.failed());
+        }
         let (conn, request_id) = match &self {
             Outcome::Sent {
                 conn, request_id, ..
@@ -222,7 +233,7 @@ impl Outcome {
             | Outcome::Group {
                 conn, request_id, ..
             } => (*conn, *request_id),
-            Outcome::Refused { .. } => return self,
+            Outcome::Refused { .. } | Outcome::System(_) => return self,
         };
         Outcome::Refused {
             conn,
@@ -401,10 +412,13 @@ impl Writer {
             self.cursors.clear();
         }
         self.convs.extend(self.pending_convs.drain());
+        // A notification to everyone writes every user's system row once: kept out of the
+        // cache, so that it does not push out the rows of the conversations people write in.
         self.cursors.extend(
             self.group
                 .cursor_rows
                 .drain(..)
+                .filter(|(conv, _, _)| conv.kind() != crate::store::ConvKind::System)
                 .map(|(conv, user, row)| ((conv, user), row)),
         );
     }
@@ -513,6 +527,55 @@ impl Writer {
         // `promote`), so it exceeds its bound by at most one group's rows.
         self.cursors.insert(key, row);
         Ok(())
+    }
+
+    /// [`Self::load_row`] of many rows, with one store read for those not in memory.
+    pub(crate) fn load_rows(&mut self, keys: &[(ConvId, UserId)]) -> Result<(), StoreError> {
+        let missing: Vec<(ConvId, UserId)> = keys
+            .iter()
+            .filter(|k| !self.pending_cursors.contains_key(k) && !self.cursors.contains_key(k))
+            .copied()
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let rows = self.rows.cursor_rows(&missing)?;
+        for (key, row) in missing.into_iter().zip(rows) {
+            self.cursors.insert(key, row.unwrap_or_default());
+        }
+        Ok(())
+    }
+
+    /// [`Self::conv`] of many conversations, with one store read for those not in memory.
+    pub(crate) fn heads(&mut self, convs: &[ConvId]) -> Result<Vec<ConvRecord>, StoreError> {
+        let known =
+            |w: &Self, c: &ConvId| w.pending_convs.get(c).or_else(|| w.convs.get(c)).copied();
+        let missing: Vec<ConvId> = convs
+            .iter()
+            .filter(|c| known(self, c).is_none())
+            .copied()
+            .collect();
+        if !missing.is_empty() {
+            let stored = self.log.last_messages(&missing)?;
+            if self.convs.len() + missing.len() > CACHE_ENTRIES_MAX {
+                self.convs.clear();
+            }
+            // Cached like `conv` does (the recency move reads the head it replaces); ids
+            // without a message are not (they are the default).
+            for (conv, last) in missing.into_iter().zip(stored) {
+                if let Some(m) = last {
+                    let head = ConvRecord {
+                        max_seq: m.seq,
+                        last_time_ms: m.server_time_ms,
+                    };
+                    self.convs.insert(conv, head);
+                }
+            }
+        }
+        Ok(convs
+            .iter()
+            .map(|c| known(self, c).unwrap_or_default())
+            .collect())
     }
 
     /// The row as this group leaves it so far; [`Self::load_row`] came first.

@@ -19,7 +19,7 @@
 //! ```
 //!
 //! A new behaviour is a `pub(crate) fn name<A: Adapter>()` in the file for its part of the store
-//! (accounts, log, atomicity, dedup, cursors, contacts, groups, audit, engine) plus its name in the macro's list.
+//! (accounts, log, atomicity, dedup, cursors, contacts, groups, audit, notify, engine) plus its name in the macro's list.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -43,6 +43,7 @@ mod dedup;
 mod engine;
 mod groups;
 mod log;
+mod notify;
 
 pub(crate) use account_admin::*;
 pub(crate) use accounts::*;
@@ -54,6 +55,7 @@ pub(crate) use dedup::*;
 pub(crate) use engine::*;
 pub(crate) use groups::*;
 pub(crate) use log::*;
+pub(crate) use notify::*;
 
 /// How the suite gets a store: the only thing an adapter implements.
 pub(crate) trait Adapter {
@@ -121,6 +123,8 @@ macro_rules! conformance_suite {
             invites_are_bounded_and_unusable_ones_make_room,
             groups_are_found_by_folded_name_prefix_and_paged,
             audit_entries_are_pruned_oldest_first_in_bounded_steps,
+            user_ids_are_walked_in_pages_and_counted,
+            push_tokens_are_put_per_device_replaced_listed_and_removed,
         );
     };
     (@tests $adapter:ty; $($behaviour:ident),+ $(,)?) => {

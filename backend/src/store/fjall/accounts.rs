@@ -277,4 +277,26 @@ impl AccountStore for FjallStore {
         }
         self.commit_account_batch(batch)
     }
+
+    fn user_ids_after(&self, after: UserId, limit: usize) -> Result<Vec<UserId>, StoreError> {
+        let mut out = Vec::with_capacity(limit.min(4096));
+        let Some(from) = after.checked_add(1) else {
+            return Ok(out);
+        };
+        for guard in self
+            .view()
+            .range(&self.users, from.to_be_bytes()..)
+            .take(limit)
+        {
+            out.push(be_u64(&guard.key()?)?);
+        }
+        Ok(out)
+    }
+
+    fn user_count(&self) -> Result<u64, StoreError> {
+        Ok(match self.view().get(&self.meta, META_NEXT_USER_ID)? {
+            Some(v) => be_u64(&v)?.saturating_sub(USER_ID_FIRST),
+            None => 0,
+        })
+    }
 }

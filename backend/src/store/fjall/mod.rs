@@ -18,6 +18,7 @@
 //!   and counters (`accounts.rs`).
 //! - `user_flags`, `invites`, `invite_codes`: what operators keep about accounts
 //!   (`account_admin.rs`); `group_names`: groups by folded name (`group_names.rs`).
+//! - `push_tokens`: devices' push tokens (`push_tokens.rs`).
 //!
 //! Big-endian integer keys, so that ranges scan in numeric order. `migrate.rs` turns a layout 1
 //! store (one key per message, dedup and device cursors in keyspaces of their own) into this.
@@ -33,6 +34,7 @@ mod groups;
 mod journal_repair;
 mod log;
 mod migrate;
+mod push_tokens;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
@@ -124,6 +126,8 @@ pub struct FjallStore {
     invites: Keyspace,
     invite_codes: Keyspace,
     group_names: Keyspace,
+    /// Devices' push tokens (`push_tokens.rs`).
+    push_tokens: Keyspace,
     /// What readers see: a snapshot taken after the last successful persist.
     published: RwLock<Arc<Snapshot>>,
     /// One writer at a time, from its write through its persist to publishing the snapshot, so
@@ -196,6 +200,7 @@ impl FjallStore {
             invites: ks("invites")?,
             invite_codes: ks("invite_codes")?,
             group_names: ks("group_names")?,
+            push_tokens: ks("push_tokens")?,
             published: RwLock::new(Arc::new(db.snapshot())),
             db,
             durability,

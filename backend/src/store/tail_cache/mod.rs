@@ -561,6 +561,33 @@ impl<S: AccountStore> AccountStore for TailCached<S> {
     fn touch_tokens(&self, seen: &[(TokenHash, u64)]) -> Result<(), StoreError> {
         self.inner.touch_tokens(seen)
     }
+    fn user_ids_after(&self, after: UserId, limit: usize) -> Result<Vec<UserId>, StoreError> {
+        self.inner.user_ids_after(after, limit)
+    }
+    fn user_count(&self) -> Result<u64, StoreError> {
+        self.inner.user_count()
+    }
+}
+
+impl<S: crate::store::PushTokenStore> crate::store::PushTokenStore for TailCached<S> {
+    fn put_push_token(
+        &self,
+        user: UserId,
+        device_id: &str,
+        token: &crate::store::PushTokenRecord,
+    ) -> Result<(), StoreError> {
+        self.inner.put_push_token(user, device_id, token)
+    }
+    fn remove_push_token(&self, user: UserId, device_id: &str) -> Result<bool, StoreError> {
+        self.inner.remove_push_token(user, device_id)
+    }
+    fn push_tokens(
+        &self,
+        user: UserId,
+        limit: usize,
+    ) -> Result<Vec<(String, crate::store::PushTokenRecord)>, StoreError> {
+        self.inner.push_tokens(user, limit)
+    }
 }
 
 impl<S: CursorStore> CursorStore for TailCached<S> {

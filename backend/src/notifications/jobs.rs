@@ -1,0 +1,164 @@
+//! A notification's job: walks its recipients a page at a time and submits each page as one
+//! sequencer write, waiting for it to be durable before the next (one batch in flight per
+//! job, so a notification to everyone paces itself by the commits and never floods the
+//! sequencer's queue, which the shards' writes share).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use prost::Message;
+use ringchat_proto::v1;
+use tokio::sync::oneshot;
+
+use super::{Audience, Job, NO_CONN, Notice, Notifications, SystemBatch, SystemDone};
+use crate::Backend;
+use crate::messaging::writer::{Write, WriteOp};
+use crate::store::{ConvId, UserId};
+
+/// Tries of a batch the sequencer could not commit (the store refused it), at most.
+const BATCH_TRIES_MAX: u32 = 3;
+/// Wait between those tries.
+const BATCH_RETRY_WAIT: Duration = Duration::from_secs(1);
+
+/// The message every recipient gets: an encoded `SystemNotice`, shared by all of them.
+pub(crate) fn content(id: &str, notice: &Notice) -> Bytes {
+    v1::SystemNotice {
+        notification_id: id.to_owned(),
+        title: notice.title.clone(),
+        text: notice.text.clone(),
+        content_type: notice.content_type.clone(),
+    }
+    .encode_to_vec()
+    .into()
+}
+
+impl Notifications {
+    /// Runs a registered job to its end in the background.
+    pub(crate) fn run(self: &Arc<Self>, backend: Arc<Backend>, job: Arc<Job>, audience: Audience) {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let result = this.walk(&backend, &job, audience).await;
+            if let Err(why) = &result {
+                tracing::warn!(notification = %job.id, %why, "notification stopped");
+            } else {
+                tracing::info!(notification = %job.id, recipients = job.progress().done, "notification sent");
+            }
+            this.finished(&job, result);
+        });
+    }
+
+    async fn walk(
+        &self,
+        backend: &Arc<Backend>,
+        job: &Job,
+        audience: Audience,
+    ) -> Result<(), String> {
+        let content = content(&job.id, &job.notice);
+        let batch = self.config.batch_users;
+        match audience {
+            Audience::Users(users) => {
+                for page in users.chunks(batch) {
+                    submit(backend, job, &content, page.to_vec()).await?;
+                }
+            }
+            Audience::Group(g) => {
+                let mut after = 0;
+                while let Some(page) = read_page(backend, move |ports| {
+                    ports
+                        .groups
+                        .group_members(g, after, batch)
+                        .map(|rows| rows.into_iter().map(|(u, _)| u).collect())
+                })
+                .await?
+                {
+                    after = *page.last().expect("pages are not empty");
+                    submit(backend, job, &content, page).await?;
+                }
+            }
+            Audience::All => {
+                let mut after = 0;
+                while let Some(page) = read_page(backend, move |ports| {
+                    ports.accounts.user_ids_after(after, batch)
+                })
+                .await?
+                {
+                    after = *page.last().expect("pages are not empty");
+                    submit(backend, job, &content, page).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One page of recipients from the store, on a blocking thread; `None` after the last.
+async fn read_page<F>(backend: &Arc<Backend>, read: F) -> Result<Option<Vec<UserId>>, String>
+where
+    F: FnOnce(&crate::store::Ports) -> Result<Vec<UserId>, crate::store::StoreError>
+        + Send
+        + 'static,
+{
+    let ports = backend.ports.clone();
+    let page = tokio::task::spawn_blocking(move || read(&ports))
+        .await
+        .map_err(|e| format!("reading recipients: {e}"))?
+        .map_err(|e| format!("reading recipients: {e}"))?;
+    Ok((!page.is_empty()).then_some(page))
+}
+
+/// Stores one batch and waits until it is durable; counts it in the job's progress.
+async fn submit(
+    backend: &Arc<Backend>,
+    job: &Job,
+    content: &Bytes,
+    users: Vec<UserId>,
+) -> Result<(), String> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        // Taken per batch and dropped before waiting: a job never keeps the sequencer's queue
+        // open past shutdown.
+        let Some(ops) = backend.sequencer() else {
+            return Err("the server is stopping".into());
+        };
+        let (reply, answer) = oneshot::channel();
+        let op = WriteOp {
+            conn: NO_CONN,
+            request_id: 0,
+            write: Write::System(SystemBatch {
+                notification_id: job.id.clone(),
+                content: content.clone(),
+                users: users.clone(),
+                reply,
+            }),
+        };
+        if ops.send(op).await.is_err() {
+            return Err("the server is stopping".into());
+        }
+        drop(ops);
+        match answer.await {
+            Ok(Ok(done)) => {
+                count(job, done);
+                return Ok(());
+            }
+            Ok(Err(refusal)) if tries < BATCH_TRIES_MAX => {
+                tracing::warn!(notification = %job.id, why = %refusal.message, "batch refused; retrying");
+                tokio::time::sleep(BATCH_RETRY_WAIT).await;
+            }
+            Ok(Err(refusal)) => return Err(refusal.message),
+            Err(_) => return Err("the server is stopping".into()),
+        }
+    }
+}
+
+fn count(job: &Job, done: SystemDone) {
+    let mut p = job.lock();
+    p.done += u64::from(done.stored + done.repeats);
+    p.repeats += u64::from(done.repeats);
+}
+
+/// The recipients of a group, if it exists: its conversation id from the wire.
+pub(crate) fn group_of(raw: u64) -> Option<ConvId> {
+    ConvId::from_wire(raw).filter(|g| g.kind() == crate::store::ConvKind::Group)
+}

@@ -1,0 +1,332 @@
+//! System notifications: an operator's message stored in each recipient's system conversation
+//! (`ConvId::system`, derived from the user id, never looked up) through the sequencer like any
+//! message, pushed to the recipients online and read by Sync by the others.
+//!
+//! A notification is a job (`jobs.rs`) that walks its recipients a page at a time (listed
+//! users, a group's members, or every user by the store's paged user-id scan) and submits them
+//! in batches of `notifications.batch_users` (`write.rs`), one batch in flight per job and at
+//! most `notifications.jobs_running_max` jobs at once: everyone on a server with millions of
+//! users is thousands of small commits, never one giant one, and never a list of them all in
+//! memory. Jobs and their progress live in memory (the last `notifications.history_max`);
+//! every notification is in the audit log.
+
+mod config;
+mod jobs;
+mod write;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+pub use config::NotificationsConfig;
+pub(crate) use jobs::group_of;
+pub(crate) use write::{SystemBatch, SystemDone, SystemOutcome};
+
+use crate::api::ConnRef;
+use crate::store::{ConvId, UserId};
+
+/// The connection a system write is answered on: none (its answer goes to its job). Shard ids
+/// and connection ids never reach these values.
+pub(crate) const NO_CONN: ConnRef = ConnRef {
+    shard: u16::MAX,
+    conn: u64::MAX,
+};
+
+/// Whom a notification is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Audience {
+    All,
+    /// Listed users (distinct, all existing when the job was made).
+    Users(Vec<UserId>),
+    Group(ConvId),
+}
+
+/// What the operator sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Notice {
+    pub title: String,
+    pub text: String,
+    pub content_type: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum JobState {
+    Running,
+    Done,
+    Failed,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Done => "done",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// A job's progress, changed as its batches commit.
+#[derive(Debug, Clone)]
+pub(crate) struct Progress {
+    pub state: JobState,
+    /// Recipients handled: stored now, or found to have it already.
+    pub done: u64,
+    /// Of `done`, those who had it already (a repeated request or a resumed job).
+    pub repeats: u64,
+    pub error: Option<String>,
+    pub finished_ms: u64,
+}
+
+/// One notification and how far it has got.
+#[derive(Debug)]
+pub(crate) struct Job {
+    /// Order of creation: the history's paging key.
+    pub seq: u64,
+    pub id: String,
+    pub created_ms: u64,
+    /// The audit log's actor.
+    pub operator: String,
+    pub notice: Notice,
+    /// `all`, `users` or `group`, and the group's id.
+    pub target: &'static str,
+    pub group: Option<ConvId>,
+    /// Recipients when the job started (for everyone: the users then).
+    pub total: u64,
+    progress: Mutex<Progress>,
+}
+
+impl Job {
+    pub fn progress(&self) -> Progress {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Progress> {
+        self.progress.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Why a notification was not started.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum StartError {
+    /// `jobs_running_max` jobs are running.
+    Busy(usize),
+    /// The id names a job with other content.
+    IdConflict,
+}
+
+#[derive(Default)]
+struct Registry {
+    by_id: HashMap<String, Arc<Job>>,
+    by_seq: BTreeMap<u64, Arc<Job>>,
+    next_seq: u64,
+    running: usize,
+}
+
+/// The jobs: running ones and the recent history.
+pub(crate) struct Notifications {
+    pub(crate) config: NotificationsConfig,
+    registry: Mutex<Registry>,
+}
+
+impl Notifications {
+    pub(crate) fn new(config: NotificationsConfig) -> Self {
+        Self {
+            config,
+            registry: Mutex::default(),
+        }
+    }
+
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn get(&self, id: &str) -> Option<Arc<Job>> {
+        self.registry().by_id.get(id).cloned()
+    }
+
+    /// Up to `limit` jobs made before `before` (a `seq`), newest first.
+    pub(crate) fn page(&self, before: u64, limit: usize) -> Vec<Arc<Job>> {
+        self.registry()
+            .by_seq
+            .range(..before)
+            .rev()
+            .take(limit)
+            .map(|(_, j)| Arc::clone(j))
+            .collect()
+    }
+
+    /// Registers a job, or returns the one `id` already names (`Ok((job, false))`) when its
+    /// content is the same. The caller runs a new job with [`Self::run`].
+    pub(crate) fn register(
+        &self,
+        id: String,
+        operator: String,
+        notice: Notice,
+        audience: &Audience,
+        total: u64,
+    ) -> Result<(Arc<Job>, bool), StartError> {
+        let mut reg = self.registry();
+        if let Some(job) = reg.by_id.get(&id) {
+            let (target, group) = describe(audience);
+            return if job.notice == notice && job.target == target && job.group == group {
+                Ok((Arc::clone(job), false))
+            } else {
+                Err(StartError::IdConflict)
+            };
+        }
+        if reg.running >= self.config.jobs_running_max {
+            return Err(StartError::Busy(self.config.jobs_running_max));
+        }
+        reg.next_seq += 1;
+        let (target, group) = describe(audience);
+        let job = Arc::new(Job {
+            seq: reg.next_seq,
+            id: id.clone(),
+            created_ms: crate::time::now_ms(),
+            operator,
+            notice,
+            target,
+            group,
+            total,
+            progress: Mutex::new(Progress {
+                state: JobState::Running,
+                done: 0,
+                repeats: 0,
+                error: None,
+                finished_ms: 0,
+            }),
+        });
+        reg.running += 1;
+        reg.by_id.insert(id, Arc::clone(&job));
+        reg.by_seq.insert(job.seq, Arc::clone(&job));
+        self.trim(&mut reg);
+        Ok((job, true))
+    }
+
+    /// Forgets the oldest finished jobs past `history_max`.
+    fn trim(&self, reg: &mut Registry) {
+        while reg.by_seq.len() > self.config.history_max {
+            let oldest_finished = reg
+                .by_seq
+                .iter()
+                .find(|(_, j)| j.lock().state != JobState::Running)
+                .map(|(seq, _)| *seq);
+            let Some(seq) = oldest_finished else { break };
+            if let Some(job) = reg.by_seq.remove(&seq) {
+                reg.by_id.remove(&job.id);
+            }
+        }
+    }
+
+    fn finished(&self, job: &Job, result: Result<(), String>) {
+        {
+            let mut p = job.lock();
+            p.finished_ms = crate::time::now_ms();
+            match result {
+                Ok(()) => p.state = JobState::Done,
+                Err(why) => {
+                    p.state = JobState::Failed;
+                    p.error = Some(why);
+                }
+            }
+        }
+        let mut reg = self.registry();
+        reg.running = reg.running.saturating_sub(1);
+        self.trim(&mut reg);
+    }
+}
+
+fn describe(audience: &Audience) -> (&'static str, Option<ConvId>) {
+    match audience {
+        Audience::All => ("all", None),
+        Audience::Users(_) => ("users", None),
+        Audience::Group(g) => ("group", Some(*g)),
+    }
+}
+
+#[cfg(test)]
+mod tests;
+
+#[cfg(test)]
+mod registry_tests {
+    use super::*;
+
+    fn notice(text: &str) -> Notice {
+        Notice {
+            title: String::new(),
+            text: text.into(),
+            content_type: "text/plain".into(),
+        }
+    }
+
+    fn registry(running_max: usize, history_max: usize) -> Notifications {
+        Notifications::new(NotificationsConfig {
+            jobs_running_max: running_max,
+            history_max,
+            ..NotificationsConfig::default()
+        })
+    }
+
+    #[test]
+    fn an_id_names_one_job_and_other_content_under_it_conflicts() {
+        let n = registry(4, 10);
+        let (job, new) = n
+            .register(
+                "a".into(),
+                "admin:x".into(),
+                notice("hi"),
+                &Audience::All,
+                3,
+            )
+            .unwrap();
+        assert!(new);
+        let (again, new) = n
+            .register(
+                "a".into(),
+                "admin:y".into(),
+                notice("hi"),
+                &Audience::All,
+                3,
+            )
+            .unwrap();
+        assert!(!new && Arc::ptr_eq(&job, &again), "the same job back");
+        assert_eq!(
+            n.register("a".into(), "x".into(), notice("other"), &Audience::All, 3)
+                .unwrap_err(),
+            StartError::IdConflict
+        );
+        let to_users = Audience::Users(vec![1]);
+        assert_eq!(
+            n.register("a".into(), "x".into(), notice("hi"), &to_users, 1)
+                .unwrap_err(),
+            StartError::IdConflict
+        );
+    }
+
+    #[test]
+    fn running_jobs_are_bounded_and_history_keeps_the_newest_finished() {
+        let n = registry(2, 2);
+        let start = |id: &str| {
+            n.register(id.into(), "x".into(), notice(id), &Audience::All, 1)
+                .map(|(job, _)| job)
+        };
+        let a = start("a").unwrap();
+        let b = start("b").unwrap();
+        assert_eq!(start("c").unwrap_err(), StartError::Busy(2));
+        n.finished(&a, Ok(()));
+        let c = start("c").unwrap();
+        assert_eq!(
+            n.page(u64::MAX, 10).len(),
+            2,
+            "a, finished and oldest, is forgotten"
+        );
+        assert!(n.get("a").is_none());
+        n.finished(&b, Err("x".into()));
+        n.finished(&c, Ok(()));
+        let page: Vec<String> = n.page(u64::MAX, 10).iter().map(|j| j.id.clone()).collect();
+        assert_eq!(page, ["c", "b"], "newest first");
+        assert_eq!(n.get("b").unwrap().progress().state, JobState::Failed);
+        let after_c: Vec<String> = n.page(c.seq, 10).iter().map(|j| j.id.clone()).collect();
+        assert_eq!(after_c, ["b"]);
+    }
+}

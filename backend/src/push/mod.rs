@@ -1,0 +1,174 @@
+//! Offline push: when a message is stored for a user none of whose devices is online, the push
+//! gateway (`[push] url`, which relays to APNs, FCM, …) is asked to notify the user's devices.
+//!
+//! The message path's share is small and never waits: delivery, which already looks up each
+//! direct or system recipient's sessions to push the message to them, notes a [`PushRecord`]
+//! (a few integers, no allocation of its own) for a recipient it found with no session, and
+//! hands the commit group's records over in one non-blocking [`PushQueue::offer`]. Group
+//! messages are noted only when they may concern someone offline (mentions, small groups);
+//! whom they concern is worked out by the sender. Past `push.queue_max` waiting records,
+//! records are dropped and counted (`ringchat_push_dropped_total`).
+//!
+//! The sender (`sender.rs`, one tokio task) resolves records into pushes (`resolve.rs`: the
+//! devices' tokens, a group's offline members, an optional preview), posts them to the webhook
+//! in batches signed with HMAC-SHA256 (`webhook.rs`), and retries with exponential backoff.
+//! Devices register their tokens with `RegisterPushToken` (`tokens.rs`).
+
+mod config;
+mod resolve;
+mod sender;
+mod tokens;
+mod webhook;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::mpsc::{self, error::TrySendError};
+
+pub use config::PushConfig;
+pub(crate) use sender::start;
+
+use crate::store::{ConvId, UserId};
+
+/// Commit groups' records waiting for the sender, at most (the records in them are bounded by
+/// `push.queue_max`, counted apart).
+const QUEUE_BATCHES_MAX: usize = 4_096;
+
+/// A stored message that may need a push: who it is for (`user`, or 0 for a group message
+/// whose recipients the sender works out) and which message it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PushRecord {
+    pub user: UserId,
+    pub conv: ConvId,
+    pub seq: u64,
+    pub from: UserId,
+    pub server_time_ms: u64,
+}
+
+impl PushRecord {
+    pub(crate) fn of(user: UserId, m: &crate::store::MessageRecord) -> Self {
+        Self {
+            user,
+            conv: m.conv_id,
+            seq: m.seq,
+            from: m.from,
+            server_time_ms: m.server_time_ms,
+        }
+    }
+}
+
+/// The bounded queue between delivery and the sender.
+pub(crate) struct PushQueue {
+    tx: mpsc::Sender<Vec<PushRecord>>,
+    /// Records in the queue (not batches).
+    queued: AtomicUsize,
+    records_max: usize,
+    /// Groups of at most this many members push every message (`push.group_members_max`).
+    pub(crate) group_members_max: u32,
+}
+
+impl PushQueue {
+    pub(crate) fn new(config: &PushConfig) -> (Arc<Self>, mpsc::Receiver<Vec<PushRecord>>) {
+        let (tx, rx) = mpsc::channel(QUEUE_BATCHES_MAX);
+        let queue = Arc::new(Self {
+            tx,
+            queued: AtomicUsize::new(0),
+            records_max: config.queue_max,
+            group_members_max: config.group_members_max,
+        });
+        (queue, rx)
+    }
+
+    /// Hands a commit group's records to the sender without waiting; what does not fit is
+    /// dropped and counted.
+    pub(crate) fn offer(&self, mut records: Vec<PushRecord>) {
+        if records.is_empty() {
+            return;
+        }
+        let room = self
+            .records_max
+            .saturating_sub(self.queued.load(Ordering::Acquire));
+        if records.len() > room {
+            metrics::counter!("ringchat_push_dropped_total")
+                .increment((records.len() - room) as u64);
+            records.truncate(room);
+            if records.is_empty() {
+                return;
+            }
+        }
+        let n = records.len();
+        self.queued.fetch_add(n, Ordering::AcqRel);
+        match self.tx.try_send(records) {
+            Ok(()) => metrics::counter!("ringchat_push_queued_total").increment(n as u64),
+            Err(TrySendError::Full(_) | TrySendError::Closed(_)) => {
+                self.queued.fetch_sub(n, Ordering::AcqRel);
+                metrics::counter!("ringchat_push_dropped_total").increment(n as u64);
+            }
+        }
+    }
+
+    /// The sender took `n` records off the queue.
+    fn taken(&self, n: usize) {
+        self.queued.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    /// Records waiting now.
+    pub(crate) fn waiting(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+}
+
+/// Offline push of a server with `[push] url` set: the queue delivery offers to, and its
+/// receiving end until the sender takes it.
+pub(crate) struct Push {
+    pub(crate) queue: Arc<PushQueue>,
+    config: PushConfig,
+    rx: std::sync::Mutex<Option<mpsc::Receiver<Vec<PushRecord>>>>,
+}
+
+impl Push {
+    /// `None` when push is off.
+    pub(crate) fn new(config: &PushConfig) -> Option<Self> {
+        if !config.enabled() {
+            return None;
+        }
+        let (queue, rx) = PushQueue::new(config);
+        Some(Self {
+            queue,
+            config: config.clone(),
+            rx: std::sync::Mutex::new(Some(rx)),
+        })
+    }
+
+    fn take_receiver(&self) -> Option<mpsc::Receiver<Vec<PushRecord>>> {
+        self.rx.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// The push metrics' help texts, registered once at start.
+fn describe() {
+    metrics::describe_counter!(
+        "ringchat_push_queued_total",
+        "Offline pushes queued for the push gateway (one per message and offline recipient, or per group message that may concern one)"
+    );
+    metrics::describe_counter!(
+        "ringchat_push_dropped_total",
+        "Offline pushes dropped because push.queue_max were waiting"
+    );
+    metrics::describe_counter!(
+        "ringchat_push_sent_total",
+        "Pushes the push gateway accepted (one per user and message)"
+    );
+    metrics::describe_counter!(
+        "ringchat_push_failed_total",
+        "Pushes given up after push.retries_max retries or refused by the push gateway"
+    );
+    metrics::describe_counter!(
+        "ringchat_push_retries_total",
+        "Webhook requests retried after a failure"
+    );
+    metrics::describe_gauge!(
+        "ringchat_push_queue_records",
+        "Offline pushes waiting for the sender"
+    );
+}

@@ -1,0 +1,84 @@
+//! The sender: one tokio task that takes the queue's records, resolves them into pushes on a
+//! blocking thread and posts them to the push gateway, `push.batch_max` per request. Records
+//! count against `push.queue_max` until they are sent or given up, so a push gateway that is
+//! down fills the queue (and new records are dropped and counted) instead of memory.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::resolve::Resolver;
+use super::webhook::{Sent, post};
+use super::{PushRecord, describe};
+use crate::Backend;
+
+/// Starts the sender if push is on; a second call does nothing.
+pub(crate) fn start(backend: &Arc<Backend>) {
+    let Some(push) = &backend.push else {
+        return;
+    };
+    let Some(rx) = push.take_receiver() else {
+        return;
+    };
+    describe();
+    let client = match reqwest::Client::builder()
+        .timeout(Duration::from_millis(push.config.timeout_ms))
+        .user_agent(concat!("ringchat/", env!("CARGO_PKG_VERSION")))
+        .build()
+    {
+        Ok(client) => client,
+        Err(err) => {
+            tracing::error!(%err, "the push gateway's HTTP client did not start; offline push is off");
+            return;
+        }
+    };
+    let resolver = Arc::new(Resolver {
+        ports: backend.ports.clone(),
+        sessions: backend.sessions.clone(),
+        config: push.config.clone(),
+        devices_max: backend.settings.login.device_tokens_max,
+    });
+    tracing::info!(url = %push.config.url, "offline push to the push gateway");
+    tokio::spawn(run(Arc::clone(backend), rx, client, resolver));
+}
+
+async fn run(
+    backend: Arc<Backend>,
+    mut rx: mpsc::Receiver<Vec<PushRecord>>,
+    client: reqwest::Client,
+    resolver: Arc<Resolver>,
+) {
+    let Some(push) = &backend.push else {
+        return;
+    };
+    let config = &push.config;
+    while let Some(records) = rx.recv().await {
+        metrics::gauge!("ringchat_push_queue_records").set(push.queue.waiting() as f64);
+        for chunk in records.chunks(config.batch_max) {
+            let resolver = Arc::clone(&resolver);
+            let chunk_owned = chunk.to_vec();
+            let pushes = tokio::task::spawn_blocking(move || resolver.pushes(&chunk_owned)).await;
+            let pushes = match pushes {
+                Ok(Ok(pushes)) => pushes,
+                Ok(Err(err)) => {
+                    tracing::warn!(%err, records = chunk.len(), "push records not resolved");
+                    metrics::counter!("ringchat_push_failed_total").increment(chunk.len() as u64);
+                    continue;
+                }
+                Err(err) => {
+                    tracing::error!(%err, "resolving pushes failed");
+                    continue;
+                }
+            };
+            for part in pushes.chunks(config.batch_max) {
+                let n = part.len() as u64;
+                match post(&client, config, part).await {
+                    Sent::Accepted => metrics::counter!("ringchat_push_sent_total").increment(n),
+                    Sent::GivenUp => metrics::counter!("ringchat_push_failed_total").increment(n),
+                }
+            }
+        }
+        push.queue.taken(records.len());
+    }
+}

@@ -1,0 +1,67 @@
+//! Devices' push tokens in the fjall store: `push_tokens` ((user, device id) → a
+//! [`PushTokenRecord`]), so a user's tokens are one prefix scan. Added without a layout change:
+//! a store from before opens with none.
+
+use fjall::Readable;
+
+use super::{FjallStore, decode, encode};
+use crate::store::{PushTokenRecord, PushTokenStore, StoreError, UserId};
+
+fn key(user: UserId, device_id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(8 + device_id.len());
+    key.extend_from_slice(&user.to_be_bytes());
+    key.extend_from_slice(device_id.as_bytes());
+    key
+}
+
+impl PushTokenStore for FjallStore {
+    fn put_push_token(
+        &self,
+        user: UserId,
+        device_id: &str,
+        token: &PushTokenRecord,
+    ) -> Result<(), StoreError> {
+        let _writing = self.write_lock();
+        self.writable()?;
+        self.written(
+            self.push_tokens
+                .insert(key(user, device_id), encode(token))
+                .map_err(StoreError::from),
+        )?;
+        self.persist()
+    }
+
+    fn remove_push_token(&self, user: UserId, device_id: &str) -> Result<bool, StoreError> {
+        let _writing = self.write_lock();
+        self.writable()?;
+        let key = key(user, device_id);
+        // Read under the write lock: no other writer moves it meanwhile.
+        if self.view().get(&self.push_tokens, &key)?.is_none() {
+            return Ok(false);
+        }
+        self.written(self.push_tokens.remove(key).map_err(StoreError::from))?;
+        self.persist()?;
+        Ok(true)
+    }
+
+    fn push_tokens(
+        &self,
+        user: UserId,
+        limit: usize,
+    ) -> Result<Vec<(String, PushTokenRecord)>, StoreError> {
+        let mut out = Vec::new();
+        for guard in self
+            .view()
+            .prefix(&self.push_tokens, user.to_be_bytes())
+            .take(limit)
+        {
+            let (k, v) = guard.into_inner()?;
+            let device = k
+                .get(8..)
+                .and_then(|d| std::str::from_utf8(d).ok())
+                .ok_or_else(|| StoreError::Corrupt("push_tokens key".into()))?;
+            out.push((device.to_owned(), decode(&v)?));
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,355 @@
+//! Offline push against a real HTTP receiver on loopback (`common/webhook.rs`): a message for a
+//! user with no device online becomes a webhook request signed with HMAC-SHA256, and one for an
+//! online user does not; group messages push mentions and small groups' unmuted members; the
+//! receiver refusing connections or answering 500 and then coming back gets the push after
+//! retries; the queue bound drops and counts, and sends are acked all along.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::TestServer;
+use common::admin::AdminClient;
+use common::contacts::{ask, befriend};
+use common::groups::{ack, create_id, send_body};
+use common::webhook::{Received, WebhookSink, free_port};
+use hmac::{Hmac, Mac};
+use ringchat_bench::client::{Client, conversation_id};
+use ringchat_proto::Body;
+use ringchat_proto::v1::{self, PresenceState, PushProvider};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+const SECRET: &str = "a push gateway secret of some length";
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn env<'a>(url: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut env = vec![
+        ("PUSH__URL", url),
+        ("PUSH__SECRET", SECRET),
+        // A friend's going offline is pushed at once: the tests wait on it.
+        ("PRESENCE__QUIET_PERIOD_MS", "0"),
+    ];
+    env.extend_from_slice(extra);
+    env
+}
+
+/// A logged-in user whose device (`NAME-dev1`) registered `token`.
+async fn user_with_token(server: &TestServer, name: &str, token: &str) -> (Client, u64) {
+    let (mut c, ok) = server.user(name).await;
+    let reply = ask(
+        &mut c,
+        Body::RegisterPushToken(v1::RegisterPushToken {
+            provider: PushProvider::Apns as i32,
+            token: token.into(),
+        }),
+    )
+    .await;
+    assert_eq!(
+        reply,
+        Body::PushTokenOk(v1::PushTokenOk { registered: true })
+    );
+    (c, ok.user_id)
+}
+
+/// Closes `c` and waits until `friend` is told `user` is offline: the server has forgotten
+/// the session by then.
+async fn go_offline(friend: &mut Client, c: Client, user: u64) {
+    drop(c);
+    let wait = async {
+        loop {
+            let frame = friend.next_event_untimed().await.unwrap().expect("open");
+            if let Some(Body::Presence(p)) = frame.body
+                && p.user_id == user
+                && p.state() == PresenceState::Offline
+            {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(DEADLINE, wait)
+        .await
+        .expect("the friend is told in time");
+}
+
+fn verify(r: &Received) -> Value {
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(&r.body);
+    let want: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        r.header("x-ringchat-signature"),
+        Some(format!("sha256={want}").as_str()),
+        "signed with the secret"
+    );
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    r.json()
+}
+
+/// Every push in every request the sink answered 200.
+fn pushes(sink: &WebhookSink) -> Vec<Value> {
+    sink.received()
+        .iter()
+        .filter(|r| r.status == 200)
+        .flat_map(|r| r.json()["pushes"].as_array().unwrap().clone())
+        .collect()
+}
+
+fn has_push(r: &Received, user: u64, seq: u64) -> bool {
+    r.json()["pushes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["user_id"] == user && p["seq"] == seq)
+}
+
+/// A counter's value from `/metrics` (0 when absent).
+fn metric(server: &TestServer, name: &str) -> u64 {
+    let (_, _, text) = AdminClient::new(server).get_text("/metrics");
+    text.lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+fn wait_metric(server: &TestServer, name: &str, at_least: u64) -> u64 {
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let v = metric(server, name);
+        if v >= at_least {
+            return v;
+        }
+        assert!(
+            Instant::now() < end,
+            "{name} stayed at {v}, wanted {at_least}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test]
+async fn an_offline_recipient_gets_a_signed_webhook_and_an_online_one_none() {
+    let sink = WebhookSink::start();
+    let url = sink.url();
+    let server = TestServer::start(&env(&url, &[]));
+    let (mut alice, a) = server.user("alice").await;
+    let (bob, b) = user_with_token(&server, "bob", "apns-bob").await;
+    let (_carol, c) = user_with_token(&server, "carol", "apns-carol").await;
+    let mut bob = bob;
+    befriend(&mut alice, a.user_id, &mut bob, b).await;
+    go_offline(&mut alice, bob, b).await;
+
+    // Carol is online: no push. Bob is not: one, signed, naming his device and token.
+    alice.send_text(c, "c1", "hi carol").await.unwrap().unwrap();
+    let sent = alice.send_text(b, "b1", "hi bob").await.unwrap().unwrap();
+    let got = sink.wait_for("bob's message", DEADLINE, |r| has_push(r, b, sent.seq));
+    let body = verify(&got);
+    assert!(body["sent_at_ms"].as_u64().unwrap() > 0);
+    let push = &body["pushes"][0];
+    assert_eq!(push["user_id"], b);
+    assert_eq!(
+        push["devices"],
+        json!([{"device_id": "bob-dev1", "provider": "apns", "token": "apns-bob"}])
+    );
+    assert_eq!(push["kind"], "direct");
+    assert_eq!(push["conversation_id"], conversation_id(a.user_id, b));
+    assert_eq!(push["from_user_id"], a.user_id);
+    assert_eq!(push["seq"], sent.seq);
+    assert_eq!(push["mention"], false);
+    assert!(
+        push.get("preview").is_none(),
+        "no content without push.preview"
+    );
+    assert!(
+        pushes(&sink).iter().all(|p| p["user_id"] != c),
+        "nothing for the online user"
+    );
+
+    // A system notification for an offline user is pushed too, from the server.
+    let admin = server.api_key("ops", "admin");
+    let (status, _) = admin.post(
+        "/api/notifications",
+        json!({"text": "maintenance", "to": {"users": [b, c]}}),
+    );
+    assert_eq!(status, 202);
+    let got = sink.wait_for("the notification", DEADLINE, |r| {
+        r.json()["pushes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["kind"] == "system")
+    });
+    let push = verify(&got)["pushes"][0].clone();
+    assert_eq!(
+        (push["user_id"].as_u64(), push["from_user_id"].as_u64()),
+        (Some(b), Some(0))
+    );
+    assert_eq!(push["conversation_id"], (2u64 << 62) | b);
+    assert!(pushes(&sink).iter().all(|p| p["user_id"] != c));
+    assert!(metric(&server, "ringchat_push_sent_total") >= 2);
+
+    // A bad registration is refused; unregistering answers `registered: false`.
+    let (mut dave, _) = server.user("dave").await;
+    let reply = ask(
+        &mut dave,
+        Body::RegisterPushToken(v1::RegisterPushToken {
+            provider: 0,
+            token: "t".into(),
+        }),
+    )
+    .await;
+    assert!(matches!(reply, Body::Error(e) if e.code == v1::ErrorCode::InvalidArgument as i32));
+    let reply = ask(
+        &mut dave,
+        Body::UnregisterPushToken(v1::UnregisterPushToken {}),
+    )
+    .await;
+    assert_eq!(
+        reply,
+        Body::PushTokenOk(v1::PushTokenOk { registered: false })
+    );
+}
+
+#[tokio::test]
+async fn group_messages_push_mentions_and_small_groups_unmuted_members() {
+    let sink = WebhookSink::start();
+    let url = sink.url();
+    let server = TestServer::start(&env(&url, &[]));
+    let (mut alice, a) = server.user("alice").await;
+    let (mut bob, b) = user_with_token(&server, "bob", "apns-bob").await;
+    let (mut carol, c) = user_with_token(&server, "carol", "apns-carol").await;
+    befriend(&mut alice, a.user_id, &mut bob, b).await;
+    befriend(&mut alice, a.user_id, &mut carol, c).await;
+    let g = create_id(&mut alice, &[b, c], v1::JoinPolicy::InviteOnly).await;
+    // Bob mutes the group.
+    let reply = ask(
+        &mut bob,
+        Body::GroupSetNotify(v1::GroupSetNotify {
+            conversation_id: g,
+            muted: true,
+        }),
+    )
+    .await;
+    assert!(matches!(reply, Body::GroupOk(_)), "{reply:?}");
+    go_offline(&mut alice, bob, b).await;
+    go_offline(&mut alice, carol, c).await;
+
+    let plain = ack(ask(&mut alice, send_body(g, "p1", "lunch?", &[], false)).await);
+    let mention = ack(ask(&mut alice, send_body(g, "p2", "@bob lunch?", &[b], false)).await);
+    // Carol (small group, not muted) gets both; muted Bob only the mention.
+    sink.wait_for("carol's plain message", DEADLINE, |r| {
+        has_push(r, c, plain.seq)
+    });
+    let got = sink.wait_for("bob's mention", DEADLINE, |r| has_push(r, b, mention.seq));
+    let body = verify(&got);
+    let p = body["pushes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["user_id"] == b)
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (p["kind"].as_str(), p["mention"].as_bool()),
+        (Some("group"), Some(true))
+    );
+    assert_eq!(p["conversation_id"], g);
+    sink.wait_for("carol's second", DEADLINE, |r| has_push(r, c, mention.seq));
+    let all = pushes(&sink);
+    assert!(
+        !all.iter()
+            .any(|p| p["user_id"] == b && p["seq"] == plain.seq),
+        "a muted member gets no push without a mention"
+    );
+    assert!(
+        all.iter().all(|p| p["user_id"] != a.user_id),
+        "nor the sender"
+    );
+}
+
+#[tokio::test]
+async fn a_receiver_that_is_down_then_fails_then_comes_back_gets_the_push() {
+    let addr = free_port();
+    let url = format!("http://{addr}/push");
+    let server = TestServer::start(&env(
+        &url,
+        &[
+            ("PUSH__BACKOFF_MS", "50"),
+            ("PUSH__BACKOFF_MS_MAX", "200"),
+            ("PUSH__RETRIES_MAX", "100"),
+        ],
+    ));
+    let (mut alice, a) = server.user("alice").await;
+    let (mut bob, b) = user_with_token(&server, "bob", "apns-bob").await;
+    befriend(&mut alice, a.user_id, &mut bob, b).await;
+    go_offline(&mut alice, bob, b).await;
+    let sent = alice
+        .send_text(b, "m1", "are you there")
+        .await
+        .unwrap()
+        .unwrap();
+    // Connection refused, retried.
+    wait_metric(&server, "ringchat_push_retries_total", 2);
+    // The receiver is up but failing: still retried.
+    let sink = WebhookSink::start_on(addr);
+    sink.answer(500);
+    let end = Instant::now() + DEADLINE;
+    while !sink.received().iter().any(|r| r.status == 500) {
+        assert!(Instant::now() < end, "no request while answering 500");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Back: the same signed body arrives.
+    sink.answer(200);
+    let got = sink.wait_for("the push after retries", DEADLINE, |r| {
+        has_push(r, b, sent.seq)
+    });
+    verify(&got);
+    let failed = sink
+        .received()
+        .into_iter()
+        .find(|r| r.status == 500)
+        .unwrap();
+    assert_eq!(failed.body, got.body, "a retry sends the same body");
+    wait_metric(&server, "ringchat_push_sent_total", 1);
+    assert_eq!(metric(&server, "ringchat_push_failed_total"), 0);
+}
+
+#[tokio::test]
+async fn a_full_queue_drops_and_counts_while_sends_are_acked() {
+    let addr = free_port();
+    let url = format!("http://{addr}/push");
+    let server = TestServer::start(&env(
+        &url,
+        &[
+            ("PUSH__QUEUE_MAX", "3"),
+            ("PUSH__BACKOFF_MS", "60000"),
+            ("PUSH__BACKOFF_MS_MAX", "60000"),
+        ],
+    ));
+    let (mut alice, a) = server.user("alice").await;
+    let (mut bob, b) = user_with_token(&server, "bob", "apns-bob").await;
+    befriend(&mut alice, a.user_id, &mut bob, b).await;
+    go_offline(&mut alice, bob, b).await;
+    // The receiver is down and the sender waits a minute between tries: every push stays
+    // queued. The message path does not notice: every send is acked.
+    for i in 0..20 {
+        let ack = alice
+            .send_text(b, &format!("q{i}"), "queued")
+            .await
+            .unwrap()
+            .expect("acked");
+        assert_eq!(ack.seq, i + 1);
+    }
+    assert_eq!(wait_metric(&server, "ringchat_push_dropped_total", 17), 17);
+    assert_eq!(metric(&server, "ringchat_push_queued_total"), 3);
+    let synced = alice
+        .sync_all(conversation_id(a.user_id, b), 0)
+        .await
+        .unwrap();
+    assert_eq!(synced.len(), 20, "every message stored");
+}
