@@ -193,6 +193,24 @@ pub struct AdminConfig {
     pub body_bytes_max: usize,
     /// Most items one page of any admin list holds.
     pub page_items_max: usize,
+    pub tls: AdminTlsConfig,
+}
+
+/// `[admin.tls]`: PEM files, as `[gateway.tls]`. Both empty: the admin listener speaks plain
+/// HTTP (keep it on loopback then).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminTlsConfig {
+    /// Certificate chain, leaf first.
+    pub cert_path: String,
+    /// Private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_path: String,
+}
+
+impl AdminTlsConfig {
+    pub fn enabled(&self) -> bool {
+        !self.cert_path.is_empty() || !self.key_path.is_empty()
+    }
 }
 
 impl Default for AdminConfig {
@@ -203,6 +221,7 @@ impl Default for AdminConfig {
             sessions_max: 1_024,
             body_bytes_max: 64 * 1024,
             page_items_max: 200,
+            tls: AdminTlsConfig::default(),
         }
     }
 }
@@ -216,7 +235,7 @@ impl AdminConfig {
         let mut out = Vec::new();
         if let Some(Err(e)) = self.listen_addr() {
             out.push(format!(
-                "admin.listen: {e} (expected IP:PORT, for example 127.0.0.1:8080, or an empty string to switch it off)"
+                "admin.listen: {e}: expected IP:PORT such as 127.0.0.1:8080 (a host name is not accepted: give the address to bind), or \"\" to switch it off"
             ));
         }
         if !(1..=30 * 24 * 3600).contains(&self.session_ttl_s) {
@@ -230,6 +249,9 @@ impl AdminConfig {
         }
         if !(1..=10_000).contains(&self.page_items_max) {
             out.push("admin.page_items_max: must be between 1 and 10000".into());
+        }
+        if self.tls.enabled() && (self.tls.cert_path.is_empty() || self.tls.key_path.is_empty()) {
+            out.push("admin.tls: set both cert_path and key_path (or neither)".into());
         }
         out
     }

@@ -17,6 +17,7 @@ mod contacts;
 pub mod fill;
 mod groups;
 mod limits;
+pub mod live;
 mod messaging;
 mod presence;
 mod read_gate;

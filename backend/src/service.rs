@@ -81,6 +81,8 @@ pub struct Backend {
     pub(crate) rooms: Rooms,
     /// Admin actions and users' security events (`audit.rs`).
     pub(crate) audit: Arc<crate::audit::Audit>,
+    /// The live keys, as `reconfigure` last set them (`live.rs`).
+    pub(crate) live: Arc<crate::live::LiveSettings>,
 }
 
 impl Backend {
@@ -95,8 +97,14 @@ impl Backend {
             })?;
         let ports = Ports::with_tail_cache(Arc::new(store), settings.storage.tail_cache_bytes);
         let audit = Arc::new(crate::audit::Audit::new(Arc::clone(&ports.audit)));
-        let accounts = Accounts::new(Arc::clone(&ports.accounts), &settings, Arc::clone(&audit))
-            .map_err(BackendError::Email)?;
+        let live = Arc::new(crate::live::LiveSettings::new(settings.clone()));
+        let accounts = Accounts::new(
+            Arc::clone(&ports.accounts),
+            &settings,
+            Arc::clone(&live),
+            Arc::clone(&audit),
+        )
+        .map_err(BackendError::Email)?;
         let replace_on = settings
             .login
             .policy
@@ -155,6 +163,7 @@ impl Backend {
             contacts: Contacts::new(settings.contacts.clone()),
             rooms: Rooms::new(settings.rooms.clone()),
             audit,
+            live,
             presence: Tracker::new(
                 Arc::new(LocalPresence::default()),
                 settings.presence.quiet_period_ms,

@@ -4,6 +4,8 @@
 
 pub mod config;
 mod port_owner;
+pub mod runtime_config;
+pub mod security;
 pub mod server;
 mod shard;
 mod stats;

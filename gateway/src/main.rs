@@ -213,7 +213,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::CheckConfig { file } => match Config::load(Some(&file), env_vars()) {
+        Command::CheckConfig { file } => match Config::load_layers(Some(&file), env_vars()) {
             Ok(_) => {
                 println!("{}: ok", file.display());
                 ExitCode::SUCCESS
@@ -227,7 +227,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Serve { config } => {
-            let config = match Config::load(config.as_deref(), env_vars()) {
+            let (layers, loaded) = match Config::load_layers(config.as_deref(), env_vars()) {
                 Ok(c) => c,
                 Err(problems) => {
                     eprintln!("configuration has {} problem(s):", problems.len());
@@ -242,7 +242,7 @@ fn main() -> ExitCode {
                 Ok(n) => tracing::info!(open_files_max = n, "file descriptor limit"),
                 Err(err) => tracing::warn!(%err, "could not raise the file descriptor limit"),
             }
-            match ringchat_gateway::server::run(config) {
+            match ringchat_gateway::server::run(layers, loaded) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
                     tracing::error!("{err:#}");

@@ -14,3 +14,18 @@ fn dashboard_login_audit_keys_and_a_viewer_refused() {
         Target::Admin,
     );
 }
+
+#[test]
+fn dashboard_config_page_changes_a_live_key_and_a_viewer_is_refused() {
+    run_e2e_on(
+        "admin-config.e2e.mjs",
+        &[],
+        &[
+            "admin-config-refused",
+            "admin-config-changed",
+            "admin-config-ip-rules",
+            "admin-config-viewer",
+        ],
+        Target::Admin,
+    );
+}

@@ -11,10 +11,12 @@
 mod audit_api;
 pub mod auth;
 pub mod cli;
+mod config_api;
 mod dashboard;
 pub mod error;
 mod health;
 pub mod page;
+mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -29,6 +31,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 pub use health::install_metrics;
+pub use tls::serve_tls;
 
 use crate::config::AdminConfig;
 
@@ -45,6 +48,8 @@ pub struct Admin {
     pub(crate) auth: auth::Auth,
     /// Session cookies are marked `Secure` (the listener speaks TLS).
     pub(crate) secure_cookies: bool,
+    /// The running configuration (`config_api.rs`), set by the binary.
+    pub(crate) config_control: Option<Arc<dyn crate::live::ConfigControl>>,
 }
 
 impl Admin {
@@ -56,10 +61,11 @@ impl Admin {
         let settings = &backend.settings;
         Self {
             config: settings.admin.clone(),
-            auth: auth::Auth::new(settings),
+            auth: auth::Auth::new(settings, Arc::clone(&backend.live)),
             prometheus,
             on_scrape,
             secure_cookies: false,
+            config_control: None,
             backend,
         }
     }
@@ -80,6 +86,7 @@ pub fn app(admin: Arc<Admin>) -> Router {
     let (api, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(auth::routes())
         .merge(audit_api::routes())
+        .merge(config_api::routes())
         .split_for_parts();
     let doc = Arc::new(
         doc.to_pretty_json()

@@ -2,10 +2,11 @@
 import { api, setSession, el, flash, ApiError } from './ui.js';
 import * as audit from './pages/audit.js';
 import * as keys from './pages/keys.js';
+import * as config from './pages/config.js';
 
 // Navigation order; a page module exports `title` and `render(main)` (which may return a
 // function to call when the page is left, to stop timers and streams).
-const PAGES = { audit, keys };
+const PAGES = { audit, keys, config };
 const DEFAULT_PAGE = 'audit';
 
 let leave = null;

@@ -38,6 +38,11 @@ const FILES: &[(&str, &str, &str)] = &[
         "text/javascript; charset=utf-8",
         include_str!("pages/keys.js"),
     ),
+    (
+        "/pages/config.js",
+        "text/javascript; charset=utf-8",
+        include_str!("pages/config.js"),
+    ),
 ];
 
 pub fn routes() -> Router<Arc<Admin>> {
