@@ -240,7 +240,7 @@ impl ConfigControl for RuntimeConfig {
         let mut layers = state.layers.clone();
         // Problems in the new values name the request, not a file not yet written.
         layers.overrides = Some(TextLayer {
-            path: "PATCH /api/config".to_owned(),
+            path: load::PATCH_LAYER.to_owned(),
             text: text.clone(),
         });
         let candidate = load::load(&layers).map_err(ConfigRefusal::Invalid)?;

@@ -35,12 +35,19 @@ impl Origin {
         match self {
             Origin::Default => String::new(),
             Origin::File { path, line } | Origin::Override { path, line } => {
-                format!("{path}:{line}")
+                if path == PATCH_LAYER {
+                    path.clone()
+                } else {
+                    format!("{path}:{line}")
+                }
             }
             Origin::Env { var, .. } => var.clone(),
         }
     }
 }
+
+/// The path of the layer a `PATCH /api/config` is checked as: its problems name no line.
+pub const PATCH_LAYER: &str = "PATCH /api/config";
 
 /// A text layer: where it is (for messages) and what it says.
 #[derive(Debug, Clone)]
