@@ -282,18 +282,19 @@ async fn ip_rules_close_new_connections_at_accept_on_tcp_and_websocket() {
     open.ping()
         .await
         .expect("a connection made before the rule stays");
-    wait_until("the refusal counted", || {
-        server.metric("ringchat_connections_refused_total{reason=\"ip_denied\"}") >= 2.0
-            || server
-                .metrics()
-                .iter()
-                .filter(|(k, _)| {
-                    k.starts_with("ringchat_connections_refused_total") && k.contains("ip_denied")
-                })
-                .map(|(_, v)| *v)
-                .sum::<f64>()
-                >= 2.0
-    });
+    let refused_total = |reason: &str| -> f64 {
+        server
+            .metrics()
+            .iter()
+            .filter(|(k, _)| {
+                k.starts_with("ringchat_connections_refused_total{")
+                    && k.contains(&format!("reason=\"{reason}\""))
+            })
+            .map(|(_, v)| *v)
+            .sum()
+    };
+    // Counted per shard, published at the scrape.
+    assert_eq!(refused_total("ip_denied"), 2.0);
 
     // An allow list without loopback refuses it too.
     let (status, reply) = put(vec!["10.0.0.0/8", "2001:db8::/32"], vec![]).await;
@@ -307,6 +308,7 @@ async fn ip_rules_close_new_connections_at_accept_on_tcp_and_websocket() {
     let upgrade =
         common::ws::WsClient::try_handshake(Box::new(ws_client), &format!("ws://{ws}/ws")).await;
     assert!(upgrade.is_err(), "WebSocket upgrade refused");
+    assert_eq!(refused_total("ip_not_allowed"), 2.0);
 
     // Allowed again: new connections get in.
     let (status, reply) = put(vec!["127.0.0.0/8", "::1"], vec![]).await;
@@ -379,7 +381,11 @@ fn sighup_applies_a_changed_file_and_refuses_a_broken_one() {
         "{audit}"
     );
 
-    std::fs::write(&file, "[limits]\nmessages_per_s_max = 0\nmesages_per_s_max = 5\n").unwrap();
+    std::fs::write(
+        &file,
+        "[limits]\nmessages_per_s_max = 0\nmesages_per_s_max = 5\n",
+    )
+    .unwrap();
     server.signal("HUP");
     wait_until("the refusal", || {
         server.log_lines_with("configuration refused") >= 2
