@@ -181,4 +181,23 @@ mod tests {
         }
         assert!(t.entries.lock().unwrap().len() <= 2);
     }
+
+    #[test]
+    fn a_live_change_applies_to_the_next_attempt() {
+        let live = Arc::new(LiveSettings::new(Settings::default()));
+        let t = Throttle::live(Arc::clone(&live));
+        let k = ThrottleKey::Account("a".into());
+        let t0 = Instant::now();
+        t.record_failure(k.clone(), t0);
+        assert_eq!(t.wait_for(&k, t0), None, "5 free failures by default");
+        live.set(Settings {
+            login: LoginConfig {
+                failures_free: 0,
+                failure_delay_ms: 100,
+                ..LoginConfig::default()
+            },
+            ..Settings::default()
+        });
+        assert_eq!(t.wait_for(&k, t0), Some(Duration::from_millis(100)));
+    }
 }
