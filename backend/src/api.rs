@@ -110,6 +110,12 @@ pub enum ShardEvent {
     },
     /// Stop accepting, kick every connection with `server_shutdown`, flush, and exit.
     Shutdown,
+    /// The binary published new live settings for the shards (`PATCH /api/config`, SIGHUP):
+    /// take them, then say so on `applied`, so that the change is in force before it is
+    /// answered.
+    Reconfigure {
+        applied: std::sync::mpsc::SyncSender<ShardId>,
+    },
 }
 
 pub type RequestSender = mpsc::Sender<Request>;

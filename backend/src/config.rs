@@ -219,6 +219,24 @@ pub struct AdminConfig {
     pub page_items_max: usize,
     /// Audit entries older than this many days are pruned (0: kept forever).
     pub audit_retention_days: u64,
+    pub tls: AdminTlsConfig,
+}
+
+/// `[admin.tls]`: PEM files, as `[gateway.tls]`. Both empty: the admin listener speaks plain
+/// HTTP (keep it on loopback then).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminTlsConfig {
+    /// Certificate chain, leaf first.
+    pub cert_path: String,
+    /// Private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_path: String,
+}
+
+impl AdminTlsConfig {
+    pub fn enabled(&self) -> bool {
+        !self.cert_path.is_empty() || !self.key_path.is_empty()
+    }
 }
 
 impl Default for AdminConfig {
@@ -230,6 +248,7 @@ impl Default for AdminConfig {
             body_bytes_max: 64 * 1024,
             page_items_max: 200,
             audit_retention_days: 90,
+            tls: AdminTlsConfig::default(),
         }
     }
 }
@@ -243,7 +262,7 @@ impl AdminConfig {
         let mut out = Vec::new();
         if let Some(Err(e)) = self.listen_addr() {
             out.push(format!(
-                "admin.listen: {e} (expected IP:PORT, for example 127.0.0.1:8080, or an empty string to switch it off)"
+                "admin.listen: {e}: expected IP:PORT such as 127.0.0.1:8080 (a host name is not accepted: give the address to bind), or \"\" to switch it off"
             ));
         }
         if !(1..=30 * 24 * 3600).contains(&self.session_ttl_s) {
@@ -263,6 +282,9 @@ impl AdminConfig {
                 "admin.audit_retention_days: must be at most 36500 (0 keeps entries forever)"
                     .into(),
             );
+        }
+        if self.tls.enabled() && (self.tls.cert_path.is_empty() || self.tls.key_path.is_empty()) {
+            out.push("admin.tls: set both cert_path and key_path (or neither)".into());
         }
         out
     }

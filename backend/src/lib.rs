@@ -18,6 +18,7 @@ pub mod fill;
 mod groups;
 mod limits;
 pub mod logs;
+pub mod live;
 mod messaging;
 mod notifications;
 mod presence;

@@ -87,6 +87,8 @@ pub struct Backend {
     pub(crate) notifications: Arc<crate::notifications::Notifications>,
     /// Offline push, when `[push] url` is set (`push/`).
     pub(crate) push: Option<crate::push::Push>,
+    /// The live keys, as `reconfigure` last set them (`live.rs`).
+    pub(crate) live: Arc<crate::live::LiveSettings>,
 }
 
 impl Backend {
@@ -101,10 +103,12 @@ impl Backend {
             })?;
         let ports = Ports::with_tail_cache(Arc::new(store), settings.storage.tail_cache_bytes);
         let audit = Arc::new(crate::audit::Audit::new(Arc::clone(&ports.audit)));
+        let live = Arc::new(crate::live::LiveSettings::new(settings.clone()));
         let accounts = Accounts::new(
             Arc::clone(&ports.accounts),
             Arc::clone(&ports.account_admin),
             &settings,
+            Arc::clone(&live),
             Arc::clone(&audit),
         )
         .map_err(BackendError::Email)?;
@@ -173,6 +177,7 @@ impl Backend {
                 settings.notifications.clone(),
             )),
             push,
+            live,
             presence: Tracker::new(
                 Arc::new(LocalPresence::default()),
                 settings.presence.quiet_period_ms,

@@ -6,10 +6,11 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::config::LoginConfig;
+use crate::config::{LoginConfig, Settings};
+use crate::live::LiveSettings;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ThrottleKey {
@@ -24,36 +25,66 @@ struct Entry {
 }
 
 pub struct Throttle {
+    /// `[login]`'s throttle keys, read at each attempt: they change live.
+    live: Arc<LiveSettings>,
+    entries: Mutex<HashMap<ThrottleKey, Entry>>,
+}
+
+/// The throttle's settings at one attempt.
+struct Params {
     failures_free: u32,
     delay: Duration,
     delay_max: Duration,
     window: Duration,
     entries_max: usize,
-    entries: Mutex<HashMap<ThrottleKey, Entry>>,
 }
 
-impl Throttle {
-    pub fn new(cfg: &LoginConfig) -> Self {
+impl Params {
+    fn of(cfg: &LoginConfig) -> Self {
         Self {
             failures_free: cfg.failures_free,
             delay: Duration::from_millis(cfg.failure_delay_ms),
             delay_max: Duration::from_millis(cfg.failure_delay_ms_max),
             window: Duration::from_secs(cfg.failure_window_s),
             entries_max: cfg.throttle_entries_max,
+        }
+    }
+}
+
+impl Throttle {
+    /// A throttle with fixed settings.
+    pub fn new(cfg: &LoginConfig) -> Self {
+        Self::live(Arc::new(LiveSettings::new(Settings {
+            login: cfg.clone(),
+            ..Settings::default()
+        })))
+    }
+
+    /// A throttle that follows `[login]` as it changes.
+    pub fn live(live: Arc<LiveSettings>) -> Self {
+        Self {
+            live,
             entries: Mutex::new(HashMap::new()),
         }
     }
 
+    fn params(&self) -> Params {
+        Params::of(&self.live.get().login)
+    }
+
     /// How long the caller must still wait before another attempt for `key`, if at all.
     pub fn wait_for(&self, key: &ThrottleKey, now: Instant) -> Option<Duration> {
+        let params = self.params();
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         let entry = entries.get(key)?;
         let ready_at = entry
             .last_failure
-            .checked_add(self.delay_after(entry.failures)?)?;
+            .checked_add(params.delay_after(entry.failures)?)?;
         (ready_at > now).then(|| ready_at - now)
     }
+}
 
+impl Params {
     fn delay_after(&self, failures: u32) -> Option<Duration> {
         let over = failures.checked_sub(self.failures_free)?;
         if over == 0 {
@@ -67,13 +98,16 @@ impl Throttle {
                 .min(self.delay_max),
         )
     }
+}
 
+impl Throttle {
     pub fn record_failure(&self, key: ThrottleKey, now: Instant) {
+        let params = self.params();
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if entries.len() >= self.entries_max && !entries.contains_key(&key) {
-            let window = self.window;
+        if entries.len() >= params.entries_max && !entries.contains_key(&key) {
+            let window = params.window;
             entries.retain(|_, e| now.duration_since(e.last_failure) < window);
-            if entries.len() >= self.entries_max {
+            if entries.len() >= params.entries_max {
                 // Still full of live entries: forget the one idle longest rather than grow.
                 let oldest = entries
                     .iter()
@@ -88,7 +122,7 @@ impl Throttle {
             failures: 0,
             last_failure: now,
         });
-        if now.duration_since(entry.last_failure) >= self.window {
+        if now.duration_since(entry.last_failure) >= params.window {
             entry.failures = 0;
         }
         entry.failures = entry.failures.saturating_add(1);
@@ -146,5 +180,24 @@ mod tests {
             t.record_failure(ThrottleKey::Addr(IpAddr::from([10, 0, 0, i])), now);
         }
         assert!(t.entries.lock().unwrap().len() <= 2);
+    }
+
+    #[test]
+    fn a_live_change_applies_to_the_next_attempt() {
+        let live = Arc::new(LiveSettings::new(Settings::default()));
+        let t = Throttle::live(Arc::clone(&live));
+        let k = ThrottleKey::Account("a".into());
+        let t0 = Instant::now();
+        t.record_failure(k.clone(), t0);
+        assert_eq!(t.wait_for(&k, t0), None, "5 free failures by default");
+        live.set(Settings {
+            login: LoginConfig {
+                failures_free: 0,
+                failure_delay_ms: 100,
+                ..LoginConfig::default()
+            },
+            ..Settings::default()
+        });
+        assert_eq!(t.wait_for(&k, t0), Some(Duration::from_millis(100)));
     }
 }

@@ -1,5 +1,11 @@
 //! The configuration file: one TOML file, `RINGCHAT_<SECTION>__<KEY>` environment overrides,
-//! unknown keys rejected, and every problem reported at once.
+//! the overrides file of live changes (`PATCH /api/config`), unknown keys rejected, and every
+//! problem reported at once, located (`load.rs`). `live.rs`: which keys change at run time.
+
+pub mod live;
+pub mod load;
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 
@@ -9,11 +15,12 @@ use ringchat_backend::config::{
     StorageConfig,
 };
 use ringchat_backend::config::{ContactsConfig, GroupsConfig, Limits};
-use ringchat_backend::logs::LogConfig;
 use ringchat_backend::config::{NotificationsConfig, PushConfig};
-use serde::de::DeserializeOwned;
+use ringchat_backend::logs::LogConfig;
 use serde::{Deserialize, Serialize};
-use toml::{Table, Value};
+
+pub use crate::security::SecurityConfig;
+use load::{Layers, Loaded, TextLayer};
 
 /// Prefix of environment overrides; `__` separates the section from the key.
 pub const ENV_PREFIX: &str = "RINGCHAT_";
@@ -36,6 +43,7 @@ pub struct Config {
     pub log: LogConfig,
     pub notifications: NotificationsConfig,
     pub push: PushConfig,
+    pub security: SecurityConfig,
 }
 
 /// Which I/O driver the shards run on.
@@ -151,54 +159,54 @@ impl Config {
         path: Option<&std::path::Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, Vec<String>> {
-        let text = match path {
-            None => String::new(),
-            Some(p) => std::fs::read_to_string(p)
-                .map_err(|e| vec![format!("{}: cannot read: {e}", p.display())])?,
+        let layers = Layers {
+            file: path.map(read_layer).transpose()?,
+            env: env.into_iter().collect(),
+            overrides: None,
         };
-        Self::parse(&text, env)
+        load::load(&layers).map(|l| l.config)
+    }
+
+    /// As the server starts: the file, the environment, and the overrides file of live changes
+    /// in the data dir (`live::overrides_path`) if there is one.
+    pub fn load_layers(
+        path: Option<&std::path::Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(Layers, Loaded), Vec<String>> {
+        let mut layers = Layers {
+            file: path.map(read_layer).transpose()?,
+            env: env.into_iter().collect(),
+            overrides: None,
+        };
+        let base = load::load(&layers)?;
+        let overrides = live::overrides_path(&base.config);
+        match std::fs::read_to_string(&overrides) {
+            Ok(text) => {
+                layers.overrides = Some(TextLayer {
+                    path: overrides.display().to_string(),
+                    text,
+                });
+                let loaded = load::load(&layers)?;
+                Ok((layers, loaded))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((layers, base)),
+            Err(e) => Err(vec![format!("{}: cannot read: {e}", overrides.display())]),
+        }
     }
 
     pub fn parse(
         text: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, Vec<String>> {
-        let mut table: Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| vec![format!("not valid TOML: {e}")])?;
-        let mut problems = Vec::new();
-        let defaults = Value::try_from(Config::default()).expect("defaults serialise");
-        let defaults_table = defaults.as_table().expect("a table");
-        apply_env_overrides(&mut table, defaults_table, env, &mut problems);
-        unknown_keys(
-            &table,
-            defaults.as_table().expect("a table"),
-            "",
-            &mut problems,
-        );
-        let config = Config {
-            gateway: section(&table, "gateway", &mut problems),
-            backend: section(&table, "backend", &mut problems),
-            storage: section(&table, "storage", &mut problems),
-            accounts: section(&table, "accounts", &mut problems),
-            login: section(&table, "login", &mut problems),
-            limits: section(&table, "limits", &mut problems),
-            admin: section(&table, "admin", &mut problems),
-            contacts: section(&table, "contacts", &mut problems),
-            email: section(&table, "email", &mut problems),
-            presence: section(&table, "presence", &mut problems),
-            groups: section(&table, "groups", &mut problems),
-            rooms: section(&table, "rooms", &mut problems),
-            log: section(&table, "log", &mut problems),
-            notifications: section(&table, "notifications", &mut problems),
-            push: section(&table, "push", &mut problems),
+        let layers = Layers {
+            file: Some(TextLayer {
+                path: "config".to_owned(),
+                text: text.to_owned(),
+            }),
+            env: env.into_iter().collect(),
+            overrides: None,
         };
-        problems.extend(config.problems());
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(problems)
-        }
+        load::load(&layers).map(|l| l.config)
     }
 
     /// Problems in values that parsed but do not make sense together.
@@ -206,6 +214,7 @@ impl Config {
         let mut out = self.gateway.problems();
         out.extend(self.log.problems());
         out.extend(self.backend_settings().problems());
+        out.extend(self.security.problems());
         let online = online_cores();
         for &core in &self.backend.cores {
             if !online.contains(&core) {
@@ -274,7 +283,8 @@ impl GatewayConfig {
                 .parse()
                 .map_err(|e| {
                     problems.push(format!(
-                        "gateway.{key}: {e} (expected HOST:PORT, or \"\" for off)"
+                        "gateway.{key}: {e}: {}",
+                        crate::config::LISTEN_EXPECTED
                     ))
                 })
                 .ok()
@@ -363,239 +373,15 @@ pub fn online_cores() -> Vec<usize> {
         .unwrap_or_else(|| vec![0])
 }
 
-/// Deserialises one section; a bad value is reported per key so that every one shows up.
-fn section<T: DeserializeOwned + Default>(
-    table: &Table,
-    name: &str,
-    problems: &mut Vec<String>,
-) -> T {
-    let Some(value) = table.get(name) else {
-        return T::default();
-    };
-    let Some(section) = value.as_table() else {
-        problems.push(format!("{name}: must be a table ([{name}])"));
-        return T::default();
-    };
-    if let Ok(parsed) = T::deserialize(Value::Table(section.clone())) {
-        return parsed;
-    }
-    // Find each offending key on its own, report it, and keep every other key's value.
-    let mut good = Table::new();
-    for (key, v) in section {
-        let mut alone = Table::new();
-        alone.insert(key.clone(), v.clone());
-        match T::deserialize(Value::Table(alone)) {
-            Ok(_) => {
-                good.insert(key.clone(), v.clone());
-            }
-            // Unknown keys are reported by `unknown_keys`.
-            Err(e) if e.to_string().contains("unknown field") => {}
-            Err(e) => problems.push(format!("{name}.{key}: {}", e.to_string().trim())),
-        }
-    }
-    T::deserialize(Value::Table(good)).unwrap_or_default()
-}
+/// What a listen address must look like. Host names are not resolved: a listener binds one
+/// address, and a name can resolve to several (or to another one after a DNS change).
+pub const LISTEN_EXPECTED: &str = "expected IP:PORT such as 0.0.0.0:7000, 127.0.0.1:7000 or [::]:7000 (a host name is not accepted: give the address to bind), or \"\" for off";
 
-fn unknown_keys(table: &Table, known: &Table, prefix: &str, problems: &mut Vec<String>) {
-    for (key, value) in table {
-        let path = format!("{prefix}{key}");
-        match known.get(key) {
-            None => problems.push(format!("{path}: unknown key")),
-            // An empty table in the defaults is a free-form map (`[login.policy]`): its keys
-            // are checked by the section's own validation.
-            Some(Value::Table(known_inner)) if !known_inner.is_empty() => {
-                if let Value::Table(inner) = value {
-                    unknown_keys(inner, known_inner, &format!("{path}."), problems);
-                }
-            }
-            Some(_) => {}
-        }
-    }
-}
-
-/// `RINGCHAT_GATEWAY__TCP_LISTEN=127.0.0.1:7000` sets `gateway.tcp_listen`. A value that parses as
-/// TOML (number, boolean, list) is taken as that, anything else as text; for a key whose default
-/// is text, only a list is parsed, so `server_name = 123` stays the text "123".
-fn apply_env_overrides(
-    table: &mut Table,
-    defaults: &Table,
-    env: impl IntoIterator<Item = (String, String)>,
-    problems: &mut Vec<String>,
-) {
-    for (name, raw) in env {
-        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
-            continue;
-        };
-        let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
-        let [tables @ .., key] = path.as_slice() else {
-            continue;
-        };
-        if tables.is_empty() {
-            continue;
-        }
-        let mut default = Some(defaults);
-        for t in tables {
-            default = default.and_then(|d| d.get(t)).and_then(Value::as_table);
-        }
-        let default_is_text = default.and_then(|d| d.get(key)).is_some_and(Value::is_str);
-        let parsed = format!("v = {raw}")
-            .parse::<Table>()
-            .ok()
-            .and_then(|mut t| t.remove("v"));
-        // A text key takes the text as it stands, unless it is a list (`cores = [0, 1]`).
-        let value = match parsed {
-            Some(v) if !default_is_text || v.is_array() => v,
-            _ => Value::String(raw),
-        };
-        // `RINGCHAT_GATEWAY__TLS__CERT_PATH` is `[gateway.tls] cert_path`.
-        if let Err(depth) = insert_at(table, tables, key.clone(), value) {
-            let section = tables[..=depth].join(".");
-            problems.push(format!("{name}: [{section}] is not a table in the file"));
-        }
-    }
-}
-
-/// Inserts `key = value` in the table at `path`, creating tables on the way. `Err(i)`: the
-/// `i`-th name on the path is not a table.
-fn insert_at(table: &mut Table, path: &[String], key: String, value: Value) -> Result<(), usize> {
-    let Some((first, rest)) = path.split_first() else {
-        table.insert(key, value);
-        return Ok(());
-    };
-    match table
-        .entry(first.clone())
-        .or_insert_with(|| Value::Table(Table::new()))
-    {
-        Value::Table(inner) => insert_at(inner, rest, key, value).map_err(|i| i + 1),
-        _ => Err(0),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn no_env() -> Vec<(String, String)> {
-        Vec::new()
-    }
-
-    #[test]
-    fn empty_file_is_all_defaults() {
-        let c = Config::parse("", no_env()).unwrap();
-        assert_eq!(c.gateway.tcp_listen, "0.0.0.0:7000");
-        assert_eq!(c.gateway.ws_listen, "0.0.0.0:7001");
-        let addrs = c.gateway.listen_addrs().unwrap();
-        assert!(
-            addrs.tls.is_none() && addrs.wss.is_none(),
-            "TLS needs a certificate"
-        );
-        assert_eq!(c.admin.listen, "127.0.0.1:8080");
-    }
-
-    #[test]
-    fn the_example_file_parses() {
-        let text = include_str!("../../ringchat.example.toml");
-        Config::parse(text, no_env()).unwrap();
-    }
-
-    #[test]
-    fn every_problem_is_reported_at_once() {
-        let text = r#"
-            colour = "blue"
-            [gateway]
-            tcp_listen = "nowhere"
-            idle_timeout_ms = "soon"
-            bogus = 1
-            [storage]
-            durability = "sometimes"
-            [limits]
-            sync_page_max = 0
-        "#;
-        let problems = Config::parse(text, no_env()).unwrap_err();
-        let all = problems.join("\n");
-        assert!(all.contains("colour: unknown key"), "{all}");
-        assert!(all.contains("gateway.bogus: unknown key"), "{all}");
-        assert!(all.contains("gateway.idle_timeout_ms"), "{all}");
-        assert!(all.contains("storage.durability"), "{all}");
-        assert!(all.contains("gateway.tcp_listen"), "{all}");
-        assert!(all.contains("limits.sync_page_max"), "{all}");
-        assert_eq!(problems.len(), 6, "{all}");
-    }
-
-    #[test]
-    fn semantic_problems_are_listed_together() {
-        let text = r#"
-            [gateway]
-            tcp_listen = "nowhere"
-            cores = "some"
-            [limits]
-            sync_page_max = 0
-        "#;
-        let problems = Config::parse(text, no_env()).unwrap_err();
-        assert_eq!(problems.len(), 3, "{problems:?}");
-    }
-
-    #[test]
-    fn env_overrides_win_over_the_file() {
-        let env = vec![
-            (
-                "RINGCHAT_GATEWAY__TCP_LISTEN".to_owned(),
-                "127.0.0.1:9".to_owned(),
-            ),
-            ("RINGCHAT_GATEWAY__CORES".to_owned(), "[0]".to_owned()),
-            ("RINGCHAT_STORAGE__DURABILITY".to_owned(), "none".to_owned()),
-            ("RINGCHAT_GATEWAY__SERVER_NAME".to_owned(), "123".to_owned()),
-            (
-                "RINGCHAT_GATEWAY__TLS__CERT_PATH".to_owned(),
-                "/etc/c.pem".to_owned(),
-            ),
-            ("RINGCHAT_GATEWAY__TLS__KEY_PATH".to_owned(), "k".to_owned()),
-            ("UNRELATED".to_owned(), "x".to_owned()),
-        ];
-        let c = Config::parse("[gateway]\ntcp_listen = \"0.0.0.0:1\"", env).unwrap();
-        assert_eq!(c.gateway.tcp_listen, "127.0.0.1:9");
-        assert_eq!(c.gateway.cores, Cores::List(vec![0]));
-        assert_eq!(c.gateway.server_name, "123", "text keys stay text");
-        assert_eq!(c.gateway.tls.cert_path, "/etc/c.pem", "nested sections");
-        assert_eq!(
-            c.storage.durability,
-            ringchat_backend::config::Durability::None
-        );
-    }
-
-    #[test]
-    fn device_policy_is_a_map_of_known_platforms() {
-        let c = Config::parse("[login.policy]\nios = \"replace\"\n", no_env()).unwrap();
-        assert_eq!(
-            c.login.policy.get("ios"),
-            Some(&ringchat_backend::config::DevicePolicy::Replace)
-        );
-        let unknown = Config::parse("[login.policy]\nnokia = \"replace\"\n", no_env()).unwrap_err();
-        assert!(unknown[0].contains("nokia"), "{unknown:?}");
-        let bad = Config::parse("[login.policy]\nweb = \"maybe\"\n", no_env()).unwrap_err();
-        assert!(bad[0].contains("maybe"), "{bad:?}");
-    }
-
-    #[test]
-    fn tls_section_and_listener_switches() {
-        let text = "[gateway]\ntcp_listen = \"\"\nws_listen = \"\"\n[gateway.tls]\ncert_path = \"c.pem\"\nkey_path = \"k.pem\"\n";
-        let c = Config::parse(text, no_env()).unwrap();
-        let addrs = c.gateway.listen_addrs().unwrap();
-        assert!(addrs.tcp.is_none() && addrs.ws.is_none());
-        assert_eq!(addrs.wss.unwrap().port(), 7444);
-        let half = Config::parse("[gateway.tls]\ncert_path = \"c.pem\"\n", no_env()).unwrap_err();
-        assert!(half[0].contains("gateway.tls"), "{half:?}");
-        let none = Config::parse("[gateway]\ntcp_listen = \"\"\nws_listen = \"\"\n", no_env())
-            .unwrap_err();
-        assert!(none[0].contains("every client listener is off"), "{none:?}");
-        let typo = Config::parse("[gateway.tls]\ncert = \"c.pem\"\n", no_env()).unwrap_err();
-        assert_eq!(typo, vec!["gateway.tls.cert: unknown key".to_owned()]);
-    }
-
-    #[test]
-    fn unknown_env_key_is_a_problem() {
-        let env = vec![("RINGCHAT_GATEWAY__NOPE".to_owned(), "1".to_owned())];
-        let problems = Config::parse("", env).unwrap_err();
-        assert_eq!(problems, vec!["gateway.nope: unknown key".to_owned()]);
-    }
+fn read_layer(path: &std::path::Path) -> Result<TextLayer, Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| vec![format!("{}: cannot read: {e}", path.display())])?;
+    Ok(TextLayer {
+        path: path.display().to_string(),
+        text,
+    })
 }

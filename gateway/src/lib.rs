@@ -5,6 +5,8 @@
 pub mod config;
 pub mod logging;
 mod port_owner;
+pub mod runtime_config;
+pub mod security;
 pub mod server;
 mod shard;
 mod stats;

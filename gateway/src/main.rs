@@ -237,7 +237,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::CheckConfig { file } => match Config::load(Some(&file), env_vars()) {
+        Command::CheckConfig { file } => match Config::load_layers(Some(&file), env_vars()) {
             Ok(_) => {
                 println!("{}: ok", file.display());
                 ExitCode::SUCCESS
@@ -251,7 +251,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Serve { config } => {
-            let config = match Config::load(config.as_deref(), env_vars()) {
+            let (layers, loaded) = match Config::load_layers(config.as_deref(), env_vars()) {
                 Ok(c) => c,
                 Err(problems) => {
                     eprintln!("configuration has {} problem(s):", problems.len());
@@ -262,7 +262,7 @@ fn main() -> ExitCode {
                 }
             };
             // Written out (files, console) when dropped, after the server's last line.
-            let logging = match logging::init_serve(&config.log, &config.storage.data_dir) {
+            let logging = match logging::init_serve(&loaded.config.log, &loaded.config.storage.data_dir) {
                 Ok(l) => l,
                 Err(err) => {
                     let _ = writeln!(std::io::stderr(), "ringchat: {err:#}");
@@ -274,7 +274,7 @@ fn main() -> ExitCode {
                 Ok(n) => tracing::info!(open_files_max = n, "file descriptor limit"),
                 Err(err) => tracing::warn!(%err, "could not raise the file descriptor limit"),
             }
-            match ringchat_gateway::server::run(config, logging.logs.clone()) {
+            match ringchat_gateway::server::run(layers, loaded, logging.logs.clone()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
                     tracing::error!("{err:#}");

@@ -14,6 +14,9 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::mpsc;
 
 use crate::config::Config;
+use crate::config::load::{Layers, Loaded};
+use crate::runtime_config::RuntimeConfig;
+use crate::shard::live::{Published, ShardLive};
 use crate::shard::{self, Listeners, ShardSpec};
 use crate::stats::{self, ShardStats};
 
@@ -22,8 +25,14 @@ const LISTEN_BACKLOG: i32 = 4096;
 /// Time the shards get to start before the server gives up.
 const SHARD_START_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Runs the server until a signal stops it.
-pub fn run(config: Config, logs: Option<Arc<ringchat_backend::logs::Logs>>) -> anyhow::Result<()> {
+/// Runs the server until a signal stops it. `layers` are what the configuration was read from
+/// (read again on SIGHUP).
+pub fn run(
+    layers: Layers,
+    loaded: Loaded,
+    logs: Option<Arc<ringchat_backend::logs::Logs>>,
+) -> anyhow::Result<()> {
+    let config = loaded.config.clone();
     let cores = config.shard_cores();
     let shard_count = cores.len();
     let addrs = config
@@ -60,6 +69,20 @@ pub fn run(config: Config, logs: Option<Arc<ringchat_backend::logs::Logs>>) -> a
     let prometheus = admin::install_metrics().context("installing the metrics recorder")?;
     publish_info(&config, shard_count);
     let backend = Backend::open(config.backend_settings(), shard_txs.clone())?;
+    let shard_live = Arc::new(Published::new(ShardLive::of(&config)));
+    let runtime_config = Arc::new(RuntimeConfig::new(
+        layers,
+        loaded,
+        Arc::clone(&shard_live),
+        shard_txs.clone(),
+        Arc::clone(&backend),
+    ));
+    let admin_tls = if config.admin.tls.enabled() {
+        let tls = &config.admin.tls;
+        Some(crate::tls::server_config(&tls.cert_path, &tls.key_path).context("[admin.tls]")?)
+    } else {
+        None
+    };
     let writes = backend
         .writes()
         .context("the backend has no commit thread")?;
@@ -103,6 +126,7 @@ pub fn run(config: Config, logs: Option<Arc<ringchat_backend::logs::Logs>>) -> a
             backend: request_tx.clone(),
             writes: writes.clone(),
             stats: Arc::clone(&shard_stats[index]),
+            live: Arc::clone(&shard_live),
             started: started_tx.clone(),
         };
         threads.push(shard::spawn(spec).context("spawning a shard thread")?);
@@ -129,17 +153,40 @@ pub fn run(config: Config, logs: Option<Arc<ringchat_backend::logs::Logs>>) -> a
                     move || stats::publish(&shards)
                 }),
             )
-            .with_logs(logs),
+            .with_logs(logs)
+            .with_config_control(Arc::clone(&runtime_config) as _)
+            .with_secure_cookies(admin_tls.is_some()),
         );
         rt.spawn(async move {
             let stop = async {
                 let _ = admin_stop_rx.await;
             };
-            if let Err(err) = admin::serve(listener, admin, stop).await {
+            let served = match admin_tls {
+                Some(tls) => admin::serve_tls(listener, tls, admin, stop).await,
+                None => admin::serve(listener, admin, stop).await,
+            };
+            if let Err(err) = served {
                 tracing::error!(%err, "admin listener failed");
             }
         });
     }
+
+    // SIGHUP: read the configuration again and apply its live keys.
+    let mut hangups = rt
+        .block_on(async { tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) })
+        .context("installing the SIGHUP handler")?;
+    rt.spawn({
+        let runtime_config = Arc::clone(&runtime_config);
+        async move {
+            while hangups.recv().await.is_some() {
+                tracing::info!("SIGHUP: reading the configuration again");
+                let r = Arc::clone(&runtime_config);
+                if let Err(err) = tokio::task::spawn_blocking(move || r.reload()).await {
+                    tracing::error!(%err, "SIGHUP: reload failed");
+                }
+            }
+        }
+    });
 
     let admin_text = admin_bound.map_or_else(|| "off".to_owned(), |a: SocketAddr| a.to_string());
     // Its own target: the console leaves it out, as the line below is the console's.

@@ -50,6 +50,9 @@ pub struct ShardStats {
     pub authenticated: LocalCounter,
     pub accepted: LocalCounter,
     pub rejected_full: LocalCounter,
+    /// Closed at accept by `[security]`: on the deny list, or not on the allow list.
+    pub refused_ip_denied: LocalCounter,
+    pub refused_ip_not_allowed: LocalCounter,
     pub frames_in: LocalCounter,
     pub frames_out: LocalCounter,
     pub bytes_in: LocalCounter,
@@ -80,6 +83,13 @@ impl<const N: usize> std::ops::Deref for Counters<N> {
 }
 
 impl ShardStats {
+    pub fn refused_ip(&self, why: crate::security::Refused) {
+        match why {
+            crate::security::Refused::Denied => self.refused_ip_denied.add(1),
+            crate::security::Refused::NotAllowed => self.refused_ip_not_allowed.add(1),
+        }
+    }
+
     pub fn error(&self, code: ErrorCode) {
         if let Some(c) = self.errors.get(code as usize) {
             c.add(1);
@@ -107,6 +117,13 @@ pub fn publish(shards: &[Arc<ShardStats>]) {
         };
         counter("ringchat_accepted_total", s.accepted.get());
         counter("ringchat_rejected_full_total", s.rejected_full.get());
+        for (reason, n) in [
+            ("ip_denied", s.refused_ip_denied.get()),
+            ("ip_not_allowed", s.refused_ip_not_allowed.get()),
+        ] {
+            metrics::counter!("ringchat_connections_refused_total", "shard" => shard.clone(), "reason" => reason)
+                .absolute(n);
+        }
         counter("ringchat_frames_in_total", s.frames_in.get());
         counter("ringchat_frames_out_total", s.frames_out.get());
         counter("ringchat_bytes_in_total", s.bytes_in.get());

@@ -31,6 +31,21 @@ fn dashboard_logs_tail_filter_pause_search_and_export() {
 }
 
 #[test]
+fn dashboard_config_page_changes_a_live_key_and_a_viewer_is_refused() {
+    run_e2e_on(
+        "admin-config.e2e.mjs",
+        &[],
+        &[
+            "admin-config-refused",
+            "admin-config-changed",
+            "admin-config-ip-rules",
+            "admin-config-viewer",
+        ],
+        Target::Admin,
+    );
+}
+
+#[test]
 fn dashboard_users_disable_kicks_the_chat_page_enable_and_a_group_dissolved() {
     run_e2e_on(
         "admin-users.e2e.mjs",

@@ -24,11 +24,43 @@ fn check_config_lists_every_problem() {
     for needle in [
         "gateway.tcp_listen",
         "gateway.idle_timeout_ms",
-        "gateway.what: unknown key",
+        "gateway.what = 1: unknown key",
         "limits.sync_page_max",
     ] {
         assert!(err.contains(needle), "{needle} missing in:\n{err}");
     }
+}
+
+#[test]
+fn check_config_names_file_and_line_echoes_the_value_and_tells_env_from_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ringchat.toml");
+    std::fs::write(
+        &file,
+        "# ops\n[gateway]\ntcp_listen = \"chat.example.com:7000\"\nidle_timout_ms = 5\n\n[limits]\nmessages_per_s_max = 0\n",
+    )
+    .unwrap();
+    let out = ringchat()
+        .arg("check-config")
+        .arg(&file)
+        .env("RINGCHAT_STORAGE__DURABILITY", "sometimes")
+        .env("RINGCHAT_GATEWAY__CORSE", "[0]")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let f = file.display();
+    for needle in [
+        format!("{f}:3: gateway.tcp_listen = \"chat.example.com:7000\": invalid socket address syntax: expected IP:PORT"),
+        "a host name is not accepted".to_owned(),
+        format!("{f}:4: gateway.idle_timout_ms = 5: unknown key (did you mean gateway.idle_timeout_ms?)"),
+        format!("{f}:7: limits.messages_per_s_max = 0: must be at least 1"),
+        "environment variable RINGCHAT_STORAGE__DURABILITY=sometimes: storage.durability: unknown variant `sometimes`".to_owned(),
+        "environment variable RINGCHAT_GATEWAY__CORSE=[0]: gateway.corse: unknown key (did you mean gateway.cores?)".to_owned(),
+    ] {
+        assert!(err.contains(&needle), "{needle} missing in:\n{err}");
+    }
+    assert!(err.contains("5 problem(s)"), "{err}");
 }
 
 #[test]

@@ -73,7 +73,7 @@ impl Accounts {
         let user = blocking(move || store.user_by_id(user_id))
             .await?
             .ok_or_else(|| Refusal::unavailable("a logged-in user has no record"))?;
-        let right = req.old_password.len() <= self.accounts.password_bytes_max
+        let right = req.old_password.len() <= self.password_bytes_max()
             && self
                 .verify_throttled(&key, &user.password_hash, &req.old_password)
                 .await?;

@@ -144,7 +144,7 @@ impl Accounts {
             (None, None) => "unknown-id".to_owned(),
         });
         self.check_throttle(&account_key)?;
-        if password.len() > self.accounts.password_bytes_max {
+        if password.len() > self.password_bytes_max() {
             return Err(Refusal::invalid_credentials());
         }
         let stored_hash = user

@@ -105,6 +105,8 @@ pub struct Accounts {
     hashing: Semaphore,
     registration_hashing: Semaphore,
     throttle: Throttle,
+    /// The live keys among `[accounts]` and `[login]` (password rules, throttling).
+    live: Arc<crate::live::LiveSettings>,
     /// Verified against when the account does not exist, so both cases take the same time.
     dummy_hash: String,
     codes: codes::EmailCodes,
@@ -128,6 +130,7 @@ impl Accounts {
         store: Arc<dyn AccountStore>,
         admin_store: Arc<dyn AccountAdminStore>,
         settings: &Settings,
+        live: Arc<crate::live::LiveSettings>,
         audit: Arc<crate::audit::Audit>,
     ) -> Result<Self, String> {
         let accounts = settings.accounts.clone();
@@ -137,7 +140,8 @@ impl Accounts {
             audit,
             hashing: Semaphore::new(accounts.hash_concurrency),
             registration_hashing: Semaphore::new(accounts.hash_concurrency.div_ceil(2)),
-            throttle: Throttle::new(&settings.login),
+            throttle: Throttle::live(Arc::clone(&live)),
+            live,
             codes: codes::EmailCodes::new(&settings.email).map_err(|e| e.to_string())?,
             mailer: email::Mailer::new(&settings.email, &settings.server_name)?,
             seen: SeenBuffer::default(),
@@ -253,8 +257,14 @@ impl Accounts {
         self.create_account(username, password, email).await
     }
 
+    /// Password rules are live keys: read at each check.
     fn validate_password(&self, password: &str) -> Result<(), Refusal> {
-        validate::password(&self.accounts, password)
+        validate::password(&self.live.get().accounts, password)
+    }
+
+    /// Longest password worth checking against a stored hash (a live key).
+    pub(crate) fn password_bytes_max(&self) -> usize {
+        self.live.get().accounts.password_bytes_max
     }
 
     /// Writes the devices' gathered last-seen times in one batch.

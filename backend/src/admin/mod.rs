@@ -11,6 +11,7 @@
 mod audit_api;
 pub mod auth;
 pub mod cli;
+mod config_api;
 mod dashboard;
 pub mod error;
 mod health;
@@ -24,6 +25,7 @@ mod groups_api;
 mod invites;
 mod refusal;
 pub mod users;
+mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -39,6 +41,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 pub use crate::logs::LogControl;
 pub use health::install_metrics;
+pub use tls::serve_tls;
 
 use crate::config::AdminConfig;
 
@@ -57,6 +60,8 @@ pub struct Admin {
     pub(crate) secure_cookies: bool,
     /// The logging pipeline (live tail, files, filter), when the binary installed one.
     pub(crate) logs: Option<Arc<crate::logs::Logs>>,
+    /// The running configuration (`config_api.rs`), set by the binary.
+    pub(crate) config_control: Option<Arc<dyn crate::live::ConfigControl>>,
 }
 
 impl Admin {
@@ -68,11 +73,12 @@ impl Admin {
         let settings = &backend.settings;
         Self {
             config: settings.admin.clone(),
-            auth: auth::Auth::new(settings),
+            auth: auth::Auth::new(settings, Arc::clone(&backend.live)),
             prometheus,
             on_scrape,
             secure_cookies: false,
             logs: None,
+            config_control: None,
             backend,
         }
     }
@@ -109,6 +115,7 @@ pub fn app(admin: Arc<Admin>) -> Router {
         .merge(invites::routes())
         .merge(groups_api::routes())
         .merge(notify_api::routes())
+        .merge(config_api::routes())
         .split_for_parts();
     openapi::finish(&mut doc);
     let doc = Arc::new(

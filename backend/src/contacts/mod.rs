@@ -55,6 +55,14 @@ impl Contacts {
             config,
         }
     }
+
+    /// The live keys of `[contacts]`: the per-minute budgets.
+    pub(crate) fn reconfigure(&self, config: &ContactsConfig) {
+        self.search_rate
+            .set_per_min_max(config.searches_per_min_max);
+        self.profile_rate
+            .set_per_min_max(config.profiles_per_min_max);
+    }
 }
 
 pub(crate) fn wire_policy(policy: DmPolicy) -> v1::DmPolicy {

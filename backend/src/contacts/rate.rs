@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use ringchat_proto::v1::ErrorCode;
 
@@ -15,7 +16,8 @@ const MINUTE_MS: u64 = 60_000;
 const USERS_TRACKED_MAX: usize = 100_000;
 
 pub(crate) struct PerUserRate {
-    per_min_max: u32,
+    /// A live key: changed by `set_per_min_max`.
+    per_min_max: AtomicU32,
     what: &'static str,
     /// User → (minute, used in it).
     used: Mutex<HashMap<UserId, (u64, u32)>>,
@@ -24,10 +26,14 @@ pub(crate) struct PerUserRate {
 impl PerUserRate {
     pub(crate) fn new(per_min_max: u32, what: &'static str) -> Self {
         Self {
-            per_min_max,
+            per_min_max: AtomicU32::new(per_min_max),
             what,
             used: Mutex::new(HashMap::new()),
         }
+    }
+
+    pub(crate) fn set_per_min_max(&self, per_min_max: u32) {
+        self.per_min_max.store(per_min_max, Ordering::Relaxed);
     }
 
     /// Takes `n` from `user`'s budget of this minute, or says when to retry.
@@ -37,6 +43,7 @@ impl PerUserRate {
 
     fn take_at(&self, user: UserId, n: u32, now: u64) -> Result<(), Refusal> {
         let minute = now / MINUTE_MS;
+        let per_min_max = self.per_min_max.load(Ordering::Relaxed);
         let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
         if used.len() >= USERS_TRACKED_MAX && !used.contains_key(&user) {
             used.retain(|_, (m, _)| *m == minute);
@@ -48,10 +55,10 @@ impl PerUserRate {
         if entry.0 != minute {
             *entry = (minute, 0);
         }
-        if entry.1.saturating_add(n) > self.per_min_max {
+        if entry.1.saturating_add(n) > per_min_max {
             return Err(Refusal {
                 code: ErrorCode::RateLimited,
-                message: format!("at most {} {} a minute", self.per_min_max, self.what),
+                message: format!("at most {per_min_max} {} a minute", self.what),
                 retry_after_ms: (minute + 1) * MINUTE_MS - now,
             });
         }

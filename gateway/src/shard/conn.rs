@@ -144,7 +144,7 @@ impl Conn {
     /// by the handshake timeout. True when the session may run.
     async fn open(&mut self, full: bool) -> bool {
         let needs_opening = self.stream.handshaking() || self.framing.opens_with_http();
-        let limit = Duration::from_millis(self.shard().gateway.handshake_timeout_ms);
+        let limit = Duration::from_millis(self.shard().live.get().handshake_timeout_ms);
         if needs_opening {
             // A client that stops reading or writing cannot hold the connection here.
             match monoio::time::timeout(limit, self.open_transport()).await {
@@ -590,6 +590,9 @@ mod tests {
                 ringchat_backend::Writes::unconnected(),
                 Arc::default(),
                 None,
+                Arc::new(crate::shard::live::Published::new(
+                    crate::shard::live::ShardLive::of(&crate::config::Config::default()),
+                )),
             ));
             // One future type serves every listener.
             let task = serve(

@@ -4,6 +4,7 @@
 
 mod conn;
 mod framing;
+pub mod live;
 mod local;
 mod session;
 mod stream;
@@ -24,8 +25,10 @@ use ringchat_proto::v1::{ErrorCode, KickReason};
 use tokio::sync::mpsc;
 
 use crate::config::{Driver, GatewayConfig};
+use crate::security::IpRules;
 use crate::stats::{DRIVER_EPOLL, DRIVER_IO_URING, ShardStats};
 use conn::Listen;
+use live::{LiveLimits, Published};
 use local::{BufferPool, ConnTable, HasConnId, LocalNotify};
 
 /// Events taken from the shard's inbox in one go.
@@ -83,6 +86,8 @@ pub struct ShardSpec {
     /// Logged-in clients' writes go straight to the sequencer.
     pub writes: Writes,
     pub stats: Arc<ShardStats>,
+    /// The live keys, re-read on `ShardEvent::Reconfigure`.
+    pub live: Arc<Published>,
     /// Told once the shard serves, or why it could not start.
     pub started: std::sync::mpsc::SyncSender<Result<ShardId, String>>,
 }
@@ -299,6 +304,11 @@ pub(crate) struct Shard {
     /// Connections being turned away because the shard is full.
     rejecting: Cell<usize>,
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The live keys' values (`live.rs`): copied in on `Reconfigure`, read as plain values.
+    pub live: Cell<LiveLimits>,
+    /// Who may connect, checked at accept.
+    ip_rules: RefCell<Arc<IpRules>>,
+    published: Arc<Published>,
     stop: LocalNotify,
     /// One per accept loop (a `LocalNotify` has a single waiter).
     listener_stops: RefCell<Vec<Rc<LocalNotify>>>,
@@ -306,6 +316,10 @@ pub(crate) struct Shard {
 }
 
 impl Shard {
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one per part of ShardSpec the shard keeps; a test builds it apart"
+    )]
     fn new(
         id: ShardId,
         gateway: GatewayConfig,
@@ -314,10 +328,16 @@ impl Shard {
         writes: Writes,
         stats: Arc<ShardStats>,
         tls: Option<Arc<rustls::ServerConfig>>,
+        published: Arc<Published>,
     ) -> Self {
+        // The reaper's period is set at start: live timeouts are applied at its granularity.
         let tick_ms =
             (gateway.handshake_timeout_ms.min(gateway.idle_timeout_ms) / 8).clamp(10, 1000);
+        let live = published.get();
         Self {
+            live: Cell::new(live.limits),
+            ip_rules: RefCell::new(Arc::clone(&live.ip_rules)),
+            published,
             id,
             pool: BufferPool::new(gateway.read_buffer_bytes, gateway.pool_buffers_max),
             gateway,
@@ -335,6 +355,13 @@ impl Shard {
             listener_stops: RefCell::new(Vec::new()),
             all_closed: LocalNotify::default(),
         }
+    }
+
+    /// Takes the newest live settings.
+    fn reconfigure(&self) {
+        let live = self.published.get();
+        self.live.set(live.limits);
+        *self.ip_rules.borrow_mut() = Arc::clone(&live.ip_rules);
     }
 
     fn register(&self) -> Rc<ConnShared> {
@@ -415,6 +442,7 @@ async fn serve(spec: ShardSpec) -> Result<(), ShardError> {
         spec.writes,
         spec.stats,
         spec.tls,
+        spec.live,
     ));
     monoio::spawn(drain_inbox(Rc::clone(&shard), spec.inbox));
     monoio::spawn(reap(Rc::clone(&shard)));
@@ -457,9 +485,15 @@ async fn accept_loop(
             return;
         }
         match accepted {
-            Ok((stream, _peer)) => {
+            Ok((stream, peer)) => {
                 shard.stats.accepted.add(1);
-                let full = shard.conns.borrow().len() >= shard.gateway.conns_per_shard_max;
+                if let Err(why) = shard.ip_rules.borrow().check(peer.ip()) {
+                    // Closed before a byte is read or written.
+                    shard.stats.refused_ip(why);
+                    drop(stream);
+                    continue;
+                }
+                let full = shard.conns.borrow().len() >= shard.live.get().conns_per_shard_max;
                 if full {
                     shard.stats.rejected_full.add(1);
                 }
@@ -545,6 +579,10 @@ async fn drain_inbox(shard: Rc<Shard>, mut inbox: mpsc::Receiver<ShardEvent>) {
                         c.close_with(Close::Kick(reason));
                     }
                 }
+                ShardEvent::Reconfigure { applied } => {
+                    shard.reconfigure();
+                    let _ = applied.try_send(shard.id);
+                }
                 ShardEvent::Shutdown => {
                     drop(conns);
                     shard.begin_shutdown();
@@ -559,11 +597,13 @@ async fn drain_inbox(shard: Rc<Shard>, mut inbox: mpsc::Receiver<ShardEvent>) {
 
 /// Advances the coarse clock and closes connections past their handshake or idle deadline.
 async fn reap(shard: Rc<Shard>) {
-    let handshake_ticks = shard.ticks(shard.gateway.handshake_timeout_ms);
-    let idle_ticks = shard.ticks(shard.gateway.idle_timeout_ms);
     let mut interval = monoio::time::interval(Duration::from_millis(shard.tick_ms));
     while !shard.stopping.get() {
         interval.tick().await;
+        // Live keys: a changed timeout applies from this tick on, to every connection.
+        let live = shard.live.get();
+        let handshake_ticks = shard.ticks(live.handshake_timeout_ms);
+        let idle_ticks = shard.ticks(live.idle_timeout_ms);
         let now = shard.tick.get() + 1;
         shard.tick.set(now);
         for c in shard.conns.borrow().values() {

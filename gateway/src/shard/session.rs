@@ -156,11 +156,13 @@ impl Session {
         }
         let g = &self.shard.gateway;
         let limits = &self.shard.limits;
+        // Live keys: a new session is told the current values.
+        let live = self.shard.live.get();
         let ok = v1::HelloOk {
             protocol_version: PROTOCOL_VERSION,
             frame_bytes_max: u32::try_from(limits.frame_bytes_max).unwrap_or(u32::MAX),
-            heartbeat_interval_ms: u32::try_from(g.heartbeat_interval_ms).unwrap_or(u32::MAX),
-            idle_timeout_ms: u32::try_from(g.idle_timeout_ms).unwrap_or(u32::MAX),
+            heartbeat_interval_ms: u32::try_from(live.heartbeat_interval_ms).unwrap_or(u32::MAX),
+            idle_timeout_ms: u32::try_from(live.idle_timeout_ms).unwrap_or(u32::MAX),
             server_name: g.server_name.clone(),
             message_bytes_max: u32::try_from(limits.message_bytes_max).unwrap_or(u32::MAX),
             sync_page_max: limits.sync_page_max,
@@ -261,7 +263,7 @@ impl Session {
                     code: ErrorCode::RateLimited as i32,
                     message: format!(
                         "over {} requests per second on this connection",
-                        self.shard.limits.messages_per_s_max
+                        self.shard.live.get().messages_per_s_max
                     ),
                     retry_after_ms: self.shard.tick_ms,
                 })),
@@ -384,8 +386,9 @@ impl SendRate {
         }
     }
 
+    /// A live key: read from the shard's cell at each request (a plain load).
     fn of(shard: &Shard) -> Self {
-        Self::new(shard.limits.messages_per_s_max, shard.tick_ms)
+        Self::new(shard.live.get().messages_per_s_max, shard.tick_ms)
     }
 }
 
@@ -400,12 +403,12 @@ impl SendBudget {
     fn take(&mut self, now_tick: u64, rate: SendRate) -> bool {
         if now_tick > self.last_tick {
             let refill = (now_tick - self.last_tick).saturating_mul(rate.refill_milli_per_tick);
-            self.milli_tokens = self
-                .milli_tokens
-                .saturating_add(refill)
-                .min(rate.capacity_milli);
+            self.milli_tokens = self.milli_tokens.saturating_add(refill);
             self.last_tick = now_tick;
         }
+        // Capped at every take, not only at a refill: a lowered rate limits the very next
+        // burst of a connection whose bucket was full.
+        self.milli_tokens = self.milli_tokens.min(rate.capacity_milli);
         if self.milli_tokens < 1000 {
             return false;
         }
@@ -431,5 +434,16 @@ mod tests {
             "refill is capped at capacity"
         );
         assert!(!b.take(1000, rate));
+    }
+
+    #[test]
+    fn a_lowered_rate_caps_a_full_bucket_at_once() {
+        let mut b = SendBudget::new(SendRate::new(1000, 100));
+        let lowered = SendRate::new(3, 100);
+        assert!((0..3).all(|_| b.take(0, lowered)));
+        assert!(
+            !b.take(0, lowered),
+            "the same tick: no refill, still capped"
+        );
     }
 }

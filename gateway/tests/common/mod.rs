@@ -48,6 +48,8 @@ pub struct TestServer {
     pub cert_pem: Option<String>,
     pub data_dir: PathBuf,
     env: Vec<(String, String)>,
+    /// `serve --config FILE`, if any.
+    pub config_file: Option<PathBuf>,
     log_path: PathBuf,
     _tmp: Option<tempfile::TempDir>,
 }
@@ -179,6 +181,11 @@ impl TestServer {
 
     /// Starts a server on an existing data dir (for restarts).
     pub fn start_in(data_dir: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start_with_config(data_dir, None, env)
+    }
+
+    /// Starts a server with `serve --config FILE` (env overrides still apply).
+    pub fn start_with_config(data_dir: &Path, config: Option<&Path>, env: &[(&str, &str)]) -> Self {
         let mut all = base_env(data_dir);
         all.extend(
             env.iter()
@@ -202,6 +209,7 @@ impl TestServer {
             cert_pem: None,
             data_dir: data_dir.to_owned(),
             env: all,
+            config_file: config.map(Path::to_owned),
             log_path,
             _tmp: None,
         };
@@ -217,6 +225,11 @@ impl TestServer {
             .unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_ringchat"))
             .arg("serve")
+            .args(
+                self.config_file
+                    .iter()
+                    .flat_map(|f| [Path::new("--config"), f]),
+            )
             .env_clear()
             .envs(self.env.iter().cloned())
             .stdin(Stdio::null())

@@ -99,7 +99,11 @@ pub struct Auth {
 }
 
 impl Auth {
-    pub fn new(settings: &crate::config::Settings) -> Self {
+    /// `live`: the login throttle follows `[login]` as it changes.
+    pub fn new(
+        settings: &crate::config::Settings,
+        live: std::sync::Arc<crate::live::LiveSettings>,
+    ) -> Self {
         let admin = &settings.admin;
         Self {
             credentials: CredentialFile::new(&settings.storage.data_dir),
@@ -107,7 +111,7 @@ impl Auth {
                 std::time::Duration::from_secs(admin.session_ttl_s),
                 admin.sessions_max,
             ),
-            throttle: Throttle::new(&settings.login),
+            throttle: Throttle::live(live),
         }
     }
 

@@ -6,10 +6,11 @@ import * as logs from './pages/logs.js';
 import * as users from './pages/users.js';
 import * as groups from './pages/groups.js';
 import * as notifications from './pages/notifications.js';
+import * as config from './pages/config.js';
 
 // Navigation order; a page module exports `title` and `render(main)` (which may return a
 // function to call when the page is left, to stop timers and streams).
-const PAGES = { audit, keys, logs, users, groups, notifications };
+const PAGES = { audit, keys, logs, users, groups, notifications, config };
 const DEFAULT_PAGE = 'audit';
 
 let leave = null;

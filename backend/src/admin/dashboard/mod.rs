@@ -63,6 +63,11 @@ const FILES: &[(&str, &str, &str)] = &[
         "text/javascript; charset=utf-8",
         include_str!("pages/notifications.js"),
     ),
+    (
+        "/pages/config.js",
+        "text/javascript; charset=utf-8",
+        include_str!("pages/config.js"),
+    ),
 ];
 
 pub fn routes() -> Router<Arc<Admin>> {

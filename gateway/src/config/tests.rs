@@ -1,0 +1,259 @@
+//! The configuration loader's unit tests.
+
+use super::*;
+
+fn no_env() -> Vec<(String, String)> {
+    Vec::new()
+}
+
+#[test]
+fn empty_file_is_all_defaults() {
+    let c = Config::parse("", no_env()).unwrap();
+    assert_eq!(c.gateway.tcp_listen, "0.0.0.0:7000");
+    assert_eq!(c.gateway.ws_listen, "0.0.0.0:7001");
+    let addrs = c.gateway.listen_addrs().unwrap();
+    assert!(
+        addrs.tls.is_none() && addrs.wss.is_none(),
+        "TLS needs a certificate"
+    );
+    assert_eq!(c.admin.listen, "127.0.0.1:8080");
+}
+
+#[test]
+fn the_example_file_parses() {
+    let text = include_str!("../../../ringchat.example.toml");
+    Config::parse(text, no_env()).unwrap();
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let text = r#"
+        colour = "blue"
+        [gateway]
+        tcp_listen = "nowhere"
+        idle_timeout_ms = "soon"
+        bogus = 1
+        [storage]
+        durability = "sometimes"
+        [limits]
+        sync_page_max = 0
+    "#;
+    let problems = Config::parse(text, no_env()).unwrap_err();
+    let all = problems.join("\n");
+    assert!(all.contains("colour = \"blue\": unknown key"), "{all}");
+    assert!(all.contains("gateway.bogus = 1: unknown key"), "{all}");
+    assert!(all.contains("gateway.idle_timeout_ms"), "{all}");
+    assert!(all.contains("storage.durability"), "{all}");
+    assert!(all.contains("gateway.tcp_listen"), "{all}");
+    assert!(all.contains("limits.sync_page_max"), "{all}");
+    assert_eq!(problems.len(), 6, "{all}");
+}
+
+#[test]
+fn semantic_problems_are_listed_together() {
+    let text = r#"
+        [gateway]
+        tcp_listen = "nowhere"
+        cores = "some"
+        [limits]
+        sync_page_max = 0
+    "#;
+    let problems = Config::parse(text, no_env()).unwrap_err();
+    assert_eq!(problems.len(), 3, "{problems:?}");
+}
+
+#[test]
+fn env_overrides_win_over_the_file() {
+    let env = vec![
+        (
+            "RINGCHAT_GATEWAY__TCP_LISTEN".to_owned(),
+            "127.0.0.1:9".to_owned(),
+        ),
+        ("RINGCHAT_GATEWAY__CORES".to_owned(), "[0]".to_owned()),
+        ("RINGCHAT_STORAGE__DURABILITY".to_owned(), "none".to_owned()),
+        ("RINGCHAT_GATEWAY__SERVER_NAME".to_owned(), "123".to_owned()),
+        (
+            "RINGCHAT_GATEWAY__TLS__CERT_PATH".to_owned(),
+            "/etc/c.pem".to_owned(),
+        ),
+        ("RINGCHAT_GATEWAY__TLS__KEY_PATH".to_owned(), "k".to_owned()),
+        ("UNRELATED".to_owned(), "x".to_owned()),
+    ];
+    let c = Config::parse("[gateway]\ntcp_listen = \"0.0.0.0:1\"", env).unwrap();
+    assert_eq!(c.gateway.tcp_listen, "127.0.0.1:9");
+    assert_eq!(c.gateway.cores, Cores::List(vec![0]));
+    assert_eq!(c.gateway.server_name, "123", "text keys stay text");
+    assert_eq!(c.gateway.tls.cert_path, "/etc/c.pem", "nested sections");
+    assert_eq!(
+        c.storage.durability,
+        ringchat_backend::config::Durability::None
+    );
+}
+
+#[test]
+fn device_policy_is_a_map_of_known_platforms() {
+    let c = Config::parse("[login.policy]\nios = \"replace\"\n", no_env()).unwrap();
+    assert_eq!(
+        c.login.policy.get("ios"),
+        Some(&ringchat_backend::config::DevicePolicy::Replace)
+    );
+    let unknown = Config::parse("[login.policy]\nnokia = \"replace\"\n", no_env()).unwrap_err();
+    assert!(unknown[0].contains("nokia"), "{unknown:?}");
+    let bad = Config::parse("[login.policy]\nweb = \"maybe\"\n", no_env()).unwrap_err();
+    assert!(bad[0].contains("maybe"), "{bad:?}");
+}
+
+#[test]
+fn tls_section_and_listener_switches() {
+    let text = "[gateway]\ntcp_listen = \"\"\nws_listen = \"\"\n[gateway.tls]\ncert_path = \"c.pem\"\nkey_path = \"k.pem\"\n";
+    let c = Config::parse(text, no_env()).unwrap();
+    let addrs = c.gateway.listen_addrs().unwrap();
+    assert!(addrs.tcp.is_none() && addrs.ws.is_none());
+    assert_eq!(addrs.wss.unwrap().port(), 7444);
+    let half = Config::parse("[gateway.tls]\ncert_path = \"c.pem\"\n", no_env()).unwrap_err();
+    assert!(half[0].contains("gateway.tls"), "{half:?}");
+    let none =
+        Config::parse("[gateway]\ntcp_listen = \"\"\nws_listen = \"\"\n", no_env()).unwrap_err();
+    assert!(none[0].contains("every client listener is off"), "{none:?}");
+    let typo = Config::parse("[gateway.tls]\ncert = \"c.pem\"\n", no_env()).unwrap_err();
+    assert_eq!(
+        typo,
+        vec![
+            "config:2: gateway.tls.cert = \"c.pem\": unknown key (did you mean gateway.tls.cert_path?)"
+                .to_owned()
+        ]
+    );
+}
+
+#[test]
+fn unknown_env_key_is_a_problem() {
+    let env = vec![("RINGCHAT_GATEWAY__NOPE".to_owned(), "1".to_owned())];
+    let problems = Config::parse("", env).unwrap_err();
+    assert_eq!(
+        problems,
+        vec!["environment variable RINGCHAT_GATEWAY__NOPE=1: gateway.nope: unknown key".to_owned()]
+    );
+}
+
+fn layers(file: &str, env: &[(&str, &str)], overrides: Option<&str>) -> load::Layers {
+    load::Layers {
+        file: Some(load::TextLayer {
+            path: "/etc/ringchat.toml".to_owned(),
+            text: file.to_owned(),
+        }),
+        env: env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        overrides: overrides.map(|text| load::TextLayer {
+            path: "/data/config.overrides.toml".to_owned(),
+            text: text.to_owned(),
+        }),
+    }
+}
+
+#[test]
+fn problems_name_the_file_line_and_value_or_the_variable() {
+    let text = "[gateway]\nserver_name = \"x\"\n\ntcp_listen = \"chat.example.com:7000\"\n[limits]\nmessages_per_s_max = 0\n";
+    let env = [("RINGCHAT_GATEWAY__IDLE_TIMEOUT_MS", "soon")];
+    let problems = load::load(&layers(text, &env, None)).unwrap_err();
+    let all = problems.join("\n");
+    assert!(
+        all.contains("/etc/ringchat.toml:4: gateway.tcp_listen = \"chat.example.com:7000\": invalid socket address syntax: expected IP:PORT"),
+        "{all}"
+    );
+    assert!(all.contains("a host name is not accepted"), "{all}");
+    assert!(
+        all.contains("/etc/ringchat.toml:6: limits.messages_per_s_max = 0: "),
+        "{all}"
+    );
+    assert!(
+        all.contains(
+            "environment variable RINGCHAT_GATEWAY__IDLE_TIMEOUT_MS=soon: gateway.idle_timeout_ms: "
+        ),
+        "{all}"
+    );
+}
+
+#[test]
+fn an_unknown_key_gets_the_closest_known_one() {
+    let text = "[gateway]\ntcp_listn = \"0.0.0.0:1\"\nmessages_per_s_max = 5\n";
+    let all = load::load(&layers(text, &[], None)).unwrap_err().join("\n");
+    assert!(all.contains("(did you mean gateway.tcp_listen?)"), "{all}");
+    assert!(
+        all.contains("(did you mean limits.messages_per_s_max?)"),
+        "the same name in another section: {all}"
+    );
+    let nothing_close = load::load(&layers("zzzzqqqq = 1", &[], None)).unwrap_err();
+    assert!(
+        !nothing_close[0].contains("did you mean"),
+        "{nothing_close:?}"
+    );
+}
+
+#[test]
+fn overrides_win_over_file_and_environment_and_keep_their_origin() {
+    let text = "[limits]\nmessages_per_s_max = 100\n";
+    let env = [("RINGCHAT_LIMITS__MESSAGES_PER_S_MAX", "200")];
+    let loaded = load::load(&layers(
+        text,
+        &env,
+        Some("[limits]\nmessages_per_s_max = 300\n"),
+    ))
+    .unwrap();
+    assert_eq!(loaded.config.limits.messages_per_s_max, 300);
+    assert_eq!(
+        loaded.origin("limits.messages_per_s_max").place(),
+        "/data/config.overrides.toml:2"
+    );
+    let env_only = load::load(&layers(text, &env, None)).unwrap();
+    assert_eq!(env_only.config.limits.messages_per_s_max, 200);
+    assert_eq!(
+        env_only.origin("limits.messages_per_s_max").place(),
+        "RINGCHAT_LIMITS__MESSAGES_PER_S_MAX"
+    );
+    assert_eq!(env_only.origin("limits.sync_page_max").place(), "");
+}
+
+#[test]
+fn only_live_keys_move_and_the_rest_waits_for_a_restart() {
+    let running = load::load(&layers("", &[], None)).unwrap();
+    let text = "[limits]\nmessages_per_s_max = 7\n[gateway]\nqueue_events_max = 99\n";
+    let candidate = load::load(&layers(text, &[], None)).unwrap();
+    let (next, pending) = live::merge_live(&running, &candidate).unwrap();
+    assert_eq!(next.config.limits.messages_per_s_max, 7);
+    assert_eq!(next.config.gateway.queue_events_max, 65_536);
+    assert_eq!(pending, vec!["gateway.queue_events_max".to_owned()]);
+    let changed = live::diff(&running.config, &next.config);
+    assert_eq!(changed.len(), 1);
+    assert_eq!(changed[0].key, "limits.messages_per_s_max");
+    // heartbeat must stay below the (running) idle timeout.
+    let bad = load::load(&layers(
+        "[gateway]\nheartbeat_interval_ms = 59000\nidle_timeout_ms = 1000000\n",
+        &[],
+        None,
+    ))
+    .unwrap();
+    let mut running2 = running.clone();
+    running2.config.gateway.idle_timeout_ms = 1_000_000;
+    assert!(live::merge_live(&running2, &bad).is_ok());
+}
+
+#[test]
+fn overrides_are_set_and_removed_by_key() {
+    let mut t = toml::Table::new();
+    live::set(
+        &mut t,
+        "limits.messages_per_s_max",
+        Some(toml::Value::Integer(5)),
+    );
+    live::set(
+        &mut t,
+        "security.deny",
+        Some(toml::Value::Array(vec!["10.0.0.0/8".into()])),
+    );
+    let text = live::overrides_text(&t);
+    assert!(text.contains("[limits]\nmessages_per_s_max = 5"), "{text}");
+    live::set(&mut t, "limits.messages_per_s_max", None);
+    assert!(!t.contains_key("limits"), "an emptied table goes: {t:?}");
+}
