@@ -8,6 +8,7 @@ use std::path::PathBuf;
 pub use crate::contacts::{ContactsConfig, DmPolicyName};
 pub use crate::groups::GroupsConfig;
 pub use crate::limits::Limits;
+pub use crate::observe::ObserveConfig;
 pub use crate::rooms::RoomsConfig;
 
 use serde::{Deserialize, Serialize};
@@ -266,6 +267,8 @@ pub struct Settings {
     pub presence: PresenceConfig,
     pub groups: GroupsConfig,
     pub rooms: RoomsConfig,
+    /// The admin overview's history and the activity counters.
+    pub observe: ObserveConfig,
     /// Limits the gateway also announces (message size, sync page), shared by both sides.
     pub limits: Limits,
     pub server_name: String,
@@ -385,6 +388,7 @@ impl Settings {
         out.extend(self.contacts.problems());
         out.extend(self.groups.problems());
         out.extend(self.rooms.problems());
+        out.extend(self.observe.problems());
         out
     }
 }

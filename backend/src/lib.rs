@@ -18,6 +18,7 @@ pub mod fill;
 mod groups;
 mod limits;
 mod messaging;
+mod observe;
 mod presence;
 mod read_gate;
 mod rooms;

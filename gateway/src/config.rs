@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+use ringchat_backend::config::ObserveConfig;
 use ringchat_backend::config::RoomsConfig;
 use ringchat_backend::config::{
     AccountsConfig, AdminConfig, BackendConfig, EmailConfig, LoginConfig, PresenceConfig, Settings,
@@ -31,6 +32,7 @@ pub struct Config {
     pub presence: PresenceConfig,
     pub groups: GroupsConfig,
     pub rooms: RoomsConfig,
+    pub observe: ObserveConfig,
 }
 
 /// Which I/O driver the shards run on.
@@ -184,6 +186,7 @@ impl Config {
             presence: section(&table, "presence", &mut problems),
             groups: section(&table, "groups", &mut problems),
             rooms: section(&table, "rooms", &mut problems),
+            observe: section(&table, "observe", &mut problems),
         };
         problems.extend(config.problems());
         if problems.is_empty() {
@@ -227,6 +230,7 @@ impl Config {
             email: self.email.clone(),
             presence: self.presence.clone(),
             rooms: self.rooms.clone(),
+            observe: self.observe.clone(),
             limits: self.limits.clone(),
             contacts: self.contacts.clone(),
             groups: self.groups.clone(),

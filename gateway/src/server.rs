@@ -58,6 +58,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let rt =
         ringchat_backend::build_runtime(&config.backend).context("starting the backend runtime")?;
     let prometheus = admin::install_metrics().context("installing the metrics recorder")?;
+    stats::describe();
     publish_info(&config, shard_count);
     let backend = Backend::open(config.backend_settings(), shard_txs.clone())?;
     let writes = backend
@@ -127,7 +128,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                 let shards = shard_stats.clone();
                 move || stats::publish(&shards)
             }),
-        ));
+        )
+        .with_server_facts(Arc::new(stats::GatewayFacts::new(
+            shard_stats.clone(),
+            env!("RINGCHAT_COMMIT"),
+        ))));
         rt.spawn(async move {
             let stop = async {
                 let _ = admin_stop_rx.await;

@@ -14,3 +14,17 @@ fn dashboard_login_audit_keys_and_a_viewer_refused() {
         Target::Admin,
     );
 }
+
+#[test]
+fn dashboard_overview_charts_move_under_load_and_activity_shows_the_heaviest_sender() {
+    run_e2e_on(
+        "admin-overview.e2e.mjs",
+        &[],
+        &[
+            "admin-overview-load",
+            "admin-overview-activity",
+            "admin-overview-phone",
+        ],
+        Target::Admin,
+    );
+}

@@ -8,12 +8,14 @@
 //! `auth::AdminOnly`), returns `error::ApiResult`, pages lists with `page`, and records every
 //! change with `backend.audit.record_admin(op.audit("…"))`.
 
+mod activity_api;
 mod audit_api;
 pub mod auth;
 pub mod cli;
 mod dashboard;
 pub mod error;
 mod health;
+pub mod overview;
 pub mod page;
 
 use std::future::Future;
@@ -45,6 +47,10 @@ pub struct Admin {
     pub(crate) auth: auth::Auth,
     /// Session cookies are marked `Secure` (the listener speaks TLS).
     pub(crate) secure_cookies: bool,
+    /// The gateway's connections and listeners, the build (`with_server_facts`).
+    pub(crate) facts: Arc<dyn overview::ServerFacts>,
+    /// The sampler's ring and the latency histogram (`overview/`).
+    pub(crate) overview: overview::Overview,
 }
 
 impl Admin {
@@ -60,8 +66,16 @@ impl Admin {
             prometheus,
             on_scrape,
             secure_cookies: false,
+            facts: Arc::new(overview::NoGateway),
+            overview: overview::Overview::new(settings.observe.history_seconds),
             backend,
         }
+    }
+
+    /// What the gateway knows (connections, listeners, the build's commit).
+    pub fn with_server_facts(mut self, facts: Arc<dyn overview::ServerFacts>) -> Self {
+        self.facts = facts;
+        self
     }
 }
 
@@ -80,6 +94,8 @@ pub fn app(admin: Arc<Admin>) -> Router {
     let (api, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(auth::routes())
         .merge(audit_api::routes())
+        .merge(overview::routes())
+        .merge(activity_api::routes())
         .split_for_parts();
     let doc = Arc::new(
         doc.to_pretty_json()
@@ -138,6 +154,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     tokio::spawn(import_cli_audit(Arc::clone(&admin)));
+    tokio::spawn(overview::sampler::run(Arc::clone(&admin)));
     let app = app(admin);
     axum::serve(
         listener,

@@ -18,6 +18,7 @@ use super::writer::{Audience, Committed, Outcome};
 use crate::api::{ConnId, ConnRef, Outgoing, ShardEvent, ShardSender};
 use crate::groups::GroupDone;
 use crate::groups::online::GroupOnline;
+use crate::observe::{GroupFacts, Observe};
 use crate::sessions::SharedSessions;
 use crate::store::{ConvId, DedupRecord, Members, MessageRecord, StoreHealth};
 
@@ -39,6 +40,8 @@ struct Outbox {
     /// Per shard, in order.
     per_shard: Vec<Vec<Outgoing>>,
     fanouts: Vec<Fanout>,
+    /// Frames for recipients (not replies), for `ringchat_deliveries_total`.
+    deliveries: u64,
 }
 
 impl Outbox {
@@ -47,6 +50,7 @@ impl Outbox {
             buf: BytesMut::new(),
             per_shard: vec![Vec::new(); shards],
             fanouts: Vec::new(),
+            deliveries: 0,
         }
     }
 
@@ -76,6 +80,7 @@ impl Outbox {
         frame: Bytes,
     ) {
         if let Some(list) = self.per_shard.get_mut(shard) {
+            self.deliveries += conns.len().saturating_sub(usize::from(except.is_some())) as u64;
             list.push(Outgoing::Shared {
                 conns,
                 except,
@@ -125,6 +130,8 @@ pub(crate) struct Delivery {
     online: Arc<GroupOnline>,
     shards: Vec<ShardSender>,
     health: Arc<StoreHealth>,
+    /// Counts and latencies for the admin overview and `/metrics`.
+    observe: Arc<Observe>,
     /// Items handed to the delivery task and not yet passed on in full. The sequencer delivers
     /// a group itself only when this is 0, so no group overtakes an earlier one.
     queued: AtomicUsize,
@@ -136,12 +143,14 @@ impl Delivery {
         online: Arc<GroupOnline>,
         shards: Vec<ShardSender>,
         health: Arc<StoreHealth>,
+        observe: Arc<Observe>,
     ) -> Self {
         Self {
             sessions,
             online,
             shards,
             health,
+            observe,
             queued: AtomicUsize::new(0),
         }
     }
@@ -210,6 +219,17 @@ impl Delivery {
             .filter(|o| matches!(o, Outcome::Sent { .. } | Outcome::GroupSent { .. }))
             .count();
         metrics::counter!("ringchat_messages_stored_total").increment(stored as u64);
+        let messages = &group.messages;
+        self.observe.group(GroupFacts {
+            send_started: &group.send_started,
+            senders: group.outcomes.iter().filter_map(|o| match o {
+                Outcome::Sent { message, .. } | Outcome::GroupSent { message, .. } => {
+                    messages.get(*message).map(|m| m.from)
+                }
+                _ => None,
+            }),
+            stored: stored as u64,
+        });
         let mut outbox = Outbox::new(self.shards.len());
         let mut messages: Vec<Option<MessageRecord>> =
             group.messages.into_iter().map(Some).collect();
@@ -217,6 +237,7 @@ impl Delivery {
             self.frames_of(outcome, &mut messages, &mut outbox);
         }
         self.resolve_fanouts(&mut outbox);
+        self.observe.delivered(outbox.deliveries);
         outbox.per_shard
     }
 
@@ -283,6 +304,7 @@ impl Delivery {
                 }
                 for s in sessions.of_user(*user) {
                     if s.conn != f.except {
+                        outbox.deliveries += 1;
                         outbox.to(s.conn, f.frame.clone());
                     }
                 }
@@ -445,6 +467,7 @@ mod tests {
                 refusal: Refusal::new(ErrorCode::InvalidArgument, "x"),
             }],
             messages: Vec::new(),
+            send_started: Vec::new(),
         }
     }
 
@@ -475,6 +498,7 @@ mod tests {
             Arc::new(GroupOnline::new(1)),
             vec![shard_tx],
             Arc::default(),
+            Arc::new(Observe::in_memory()),
         ));
         // On this thread, as on the sequencer's (no runtime): room for one event, so the first
         // group goes straight to the inbox.

@@ -2,11 +2,13 @@
 import { api, setSession, el, flash, ApiError } from './ui.js';
 import * as audit from './pages/audit.js';
 import * as keys from './pages/keys.js';
+import * as overview from './pages/overview.js';
+import * as activity from './pages/activity.js';
 
 // Navigation order; a page module exports `title` and `render(main)` (which may return a
 // function to call when the page is left, to stop timers and streams).
-const PAGES = { audit, keys };
-const DEFAULT_PAGE = 'audit';
+const PAGES = { overview, activity, audit, keys };
+const DEFAULT_PAGE = 'overview';
 
 let leave = null;
 
