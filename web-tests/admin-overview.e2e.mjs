@@ -38,7 +38,11 @@ try {
   // The numbers and the charts move: messages/s above zero, the messages chart's newest point
   // above zero, a p99 latency, and more points on the CPU chart than before.
   await a.waitForFunction(() => parseFloat(document.querySelector('#overview [data-stat="messages_per_s"]').textContent) > 0, null, { timeout: 20000 });
-  await a.waitForFunction(() => +document.getElementById('chart-messages').dataset.last > 0, null, { timeout: 20000 });
+  // Three seconds of load on the chart, the newest above zero.
+  await a.waitForFunction(() => {
+    const c = document.getElementById('chart-messages').dataset;
+    return +c.nonzero >= 3 && +c.last > 0;
+  }, null, { timeout: 20000 });
   await a.waitForFunction(() => +document.getElementById('chart-latency').dataset.max > 0, null, { timeout: 20000 });
   await a.waitForFunction(() => document.querySelector('#overview [data-stat="connections"]').textContent === '2');
   const busy = await chartData(a, 'chart-messages');

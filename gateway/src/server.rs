@@ -121,18 +121,20 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
     let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
     if let Some(listener) = admin_listener {
-        let admin = Arc::new(Admin::new(
-            prometheus,
-            Arc::clone(&backend),
-            Box::new({
-                let shards = shard_stats.clone();
-                move || stats::publish(&shards)
-            }),
-        )
-        .with_server_facts(Arc::new(stats::GatewayFacts::new(
-            shard_stats.clone(),
-            env!("RINGCHAT_COMMIT"),
-        ))));
+        let admin = Arc::new(
+            Admin::new(
+                prometheus,
+                Arc::clone(&backend),
+                Box::new({
+                    let shards = shard_stats.clone();
+                    move || stats::publish(&shards)
+                }),
+            )
+            .with_server_facts(Arc::new(stats::GatewayFacts::new(
+                shard_stats.clone(),
+                env!("RINGCHAT_COMMIT"),
+            ))),
+        );
         rt.spawn(async move {
             let stop = async {
                 let _ = admin_stop_rx.await;

@@ -162,26 +162,74 @@ pub fn publish(shards: &[Arc<ShardStats>]) {
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge};
     for (name, help) in [
-        ("ringchat_connections", "Open client connections, per shard."),
-        ("ringchat_authenticated_connections", "Connections with a logged-in session, per shard."),
-        ("ringchat_transport_connections", "Open client connections, per shard and transport (tcp, ws, tls, wss)."),
-        ("ringchat_shard_driver", "The I/O driver a shard runs on (value 1, driver in a label)."),
-        ("ringchat_build_info", "The build (value 1): version and git commit in labels."),
-        ("ringchat_config_info", "Settings that change performance figures (value 1, in labels)."),
+        (
+            "ringchat_connections",
+            "Open client connections, per shard.",
+        ),
+        (
+            "ringchat_authenticated_connections",
+            "Connections with a logged-in session, per shard.",
+        ),
+        (
+            "ringchat_transport_connections",
+            "Open client connections, per shard and transport (tcp, ws, tls, wss).",
+        ),
+        (
+            "ringchat_shard_driver",
+            "The I/O driver a shard runs on (value 1, driver in a label).",
+        ),
+        (
+            "ringchat_build_info",
+            "The build (value 1): version and git commit in labels.",
+        ),
+        (
+            "ringchat_config_info",
+            "Settings that change performance figures (value 1, in labels).",
+        ),
     ] {
         describe_gauge!(name, help);
     }
     for (name, help) in [
-        ("ringchat_accepted_total", "Connections accepted, per shard."),
-        ("ringchat_rejected_full_total", "Connections refused because the shard was at gateway.conns_per_shard_max."),
-        ("ringchat_frames_in_total", "Frames received from clients, per shard."),
-        ("ringchat_frames_out_total", "Frames written to clients, per shard."),
-        ("ringchat_bytes_in_total", "Bytes read from client sockets, per shard."),
-        ("ringchat_bytes_out_total", "Bytes written to client sockets, per shard."),
-        ("ringchat_shard_logins_total", "Logins completed on the shard's connections."),
-        ("ringchat_shard_login_failures_total", "Logins refused on the shard's connections."),
-        ("ringchat_errors_total", "Error frames sent to clients, per shard and error code."),
-        ("ringchat_kicks_total", "Connections closed by the server, per shard and reason (SLOW_CONSUMER: the client did not read its frames)."),
+        (
+            "ringchat_accepted_total",
+            "Connections accepted, per shard.",
+        ),
+        (
+            "ringchat_rejected_full_total",
+            "Connections refused because the shard was at gateway.conns_per_shard_max.",
+        ),
+        (
+            "ringchat_frames_in_total",
+            "Frames received from clients, per shard.",
+        ),
+        (
+            "ringchat_frames_out_total",
+            "Frames written to clients, per shard.",
+        ),
+        (
+            "ringchat_bytes_in_total",
+            "Bytes read from client sockets, per shard.",
+        ),
+        (
+            "ringchat_bytes_out_total",
+            "Bytes written to client sockets, per shard.",
+        ),
+        (
+            "ringchat_shard_logins_total",
+            "Logins completed on the shard's connections.",
+        ),
+        (
+            "ringchat_shard_login_failures_total",
+            "Logins refused on the shard's connections.",
+        ),
+        (
+            "ringchat_errors_total",
+            "Error frames sent to clients, per shard and error code.",
+        ),
+        (
+            "ringchat_kicks_total",
+            "Connections closed by the server, per shard and reason (SLOW_CONSUMER: the client did not read its frames).",
+        ),
     ] {
         describe_counter!(name, help);
     }
@@ -269,9 +317,20 @@ mod tests {
         let facts = GatewayFacts::new(shards.clone(), "abc");
         let c = facts.connections();
         assert_eq!(c.per_shard, [3, 1]);
-        assert_eq!((c.transports.tcp, c.transports.ws, c.transports.tls, c.transports.wss), (2, 1, 0, 1));
+        assert_eq!(
+            (
+                c.transports.tcp,
+                c.transports.ws,
+                c.transports.tls,
+                c.transports.wss
+            ),
+            (2, 1, 0, 1)
+        );
         assert_eq!(c.authenticated, 1);
-        assert_eq!(facts.not_ready().as_deref(), Some("shard 0, 1 not accepting connections (starting or shutting down)"));
+        assert_eq!(
+            facts.not_ready().as_deref(),
+            Some("shard 0, 1 not accepting connections (starting or shutting down)")
+        );
         shards[0].accepting.set(1);
         shards[1].accepting.set(1);
         assert_eq!(facts.not_ready(), None);

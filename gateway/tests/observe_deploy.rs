@@ -14,7 +14,9 @@ use ringchat_proto::Body;
 use serde_json::Value;
 
 fn deploy(file: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy").join(file);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy")
+        .join(file);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -64,7 +66,11 @@ async fn grafana_and_alert_rules_use_only_exported_metrics() {
     let mut exprs = Vec::new();
     grafana_exprs(&dashboard["panels"], &mut exprs);
     grafana_exprs(&dashboard["templating"], &mut exprs);
-    assert!(exprs.len() >= 15, "the dashboard has {} queries", exprs.len());
+    assert!(
+        exprs.len() >= 15,
+        "the dashboard has {} queries",
+        exprs.len()
+    );
 
     let rules: serde_yaml_ng::Value = serde_yaml_ng::from_str(&deploy("prometheus/alerts.yml"))
         .expect("prometheus/alerts.yml is YAML");
@@ -73,7 +79,10 @@ async fn grafana_and_alert_rules_use_only_exported_metrics() {
         for rule in group["rules"].as_sequence().expect("rules") {
             let name = rule["alert"].as_str().expect("an alert name");
             let expr = rule["expr"].as_str().expect("an expr");
-            assert!(rule["annotations"]["summary"].is_string(), "{name}: no summary");
+            assert!(
+                rule["annotations"]["summary"].is_string(),
+                "{name}: no summary"
+            );
             alerts.insert(name.to_owned());
             exprs.push(expr.to_owned());
         }
@@ -95,7 +104,11 @@ async fn grafana_and_alert_rules_use_only_exported_metrics() {
     let (mut a, _) = AnyClient::user(&server, Kind::Tcp, "ops").await;
     let (_b, peer) = AnyClient::user(&server, Kind::Tcp, "peer").await;
     let sent = a
-        .request(ringchat_bench::client::text_message(peer.user_id, "m1", "x"))
+        .request(ringchat_bench::client::text_message(
+            peer.user_id,
+            "m1",
+            "x",
+        ))
         .await;
     assert!(matches!(sent, Body::SendAck(_)), "{sent:?}");
     let refused = a
@@ -105,7 +118,10 @@ async fn grafana_and_alert_rules_use_only_exported_metrics() {
     let mut wrong = AnyClient::connect(&server, Kind::Tcp).await;
     wrong.hello().await;
     let login = ringchat_bench::client::password_login("ops", "not the password", "d");
-    assert!(matches!(wrong.request(Body::Login(login)).await, Body::Error(_)));
+    assert!(matches!(
+        wrong.request(Body::Login(login)).await,
+        Body::Error(_)
+    ));
 
     let end = Instant::now() + Duration::from_secs(20);
     let types = loop {
@@ -121,7 +137,10 @@ async fn grafana_and_alert_rules_use_only_exported_metrics() {
         {
             break types;
         }
-        assert!(Instant::now() < end, "/metrics never showed the test's activity");
+        assert!(
+            Instant::now() < end,
+            "/metrics never showed the test's activity"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     let exported = |name: &str| {

@@ -34,7 +34,10 @@ fn wait_for(client: &AdminClient, path: &str, what: &str, pred: impl Fn(&Value) 
         if pred(&body) {
             return body;
         }
-        assert!(Instant::now() < end, "{what}: never true; last {path}: {body}");
+        assert!(
+            Instant::now() < end,
+            "{what}: never true; last {path}: {body}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -81,7 +84,10 @@ async fn the_overview_counts_what_happened() {
     let now = &seen["now"];
     assert_eq!(now["connections"], 3);
     assert_eq!(now["authenticated"], 3);
-    assert_eq!(now["connections_per_shard"].as_array().unwrap().len() as u64, shards);
+    assert_eq!(
+        now["connections_per_shard"].as_array().unwrap().len() as u64,
+        shards
+    );
     let p = |k: &str| now["latency"][k].as_f64().unwrap();
     assert!(p("p50_ms") > 0.0 && p("p50_ms") <= p("p99_ms") && p("p99_ms") <= p("p999_ms"));
     assert!(u(&now["rss_bytes"]) > 1 << 20);
@@ -97,15 +103,20 @@ async fn the_overview_counts_what_happened() {
     assert_eq!(groups["sequencer"], 1);
     assert!(groups["backend"] >= 1);
     // The rate: the 20 sends fall in one or two samples of the series.
-    let series = wait_for(&viewer, "/api/overview/series?seconds=60", "the rate", |s| {
-        let sum: f64 = s["samples"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x["messages_per_s"].as_f64().unwrap())
-            .sum();
-        sum >= N as f64 * 0.9
-    });
+    let series = wait_for(
+        &viewer,
+        "/api/overview/series?seconds=60",
+        "the rate",
+        |s| {
+            let sum: f64 = s["samples"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x["messages_per_s"].as_f64().unwrap())
+                .sum();
+            sum >= N as f64 * 0.9
+        },
+    );
     assert_eq!(series["interval_ms"], 1000);
     let store = wait_for(&viewer, "/api/overview", "the store measured", |o| {
         u(&o["store"]["measured_at_ms"]) > 0
@@ -124,7 +135,11 @@ async fn the_overview_counts_what_happened() {
         ("/api/overview/series?seconds=301", 422, "invalid"),
         ("/api/overview/series?seconds=many", 400, "bad_request"),
         ("/api/overview/series?second=5", 400, "bad_request"),
-        ("/api/overview/series?seconds=99999999999", 400, "bad_request"),
+        (
+            "/api/overview/series?seconds=99999999999",
+            400,
+            "bad_request",
+        ),
     ] {
         let r = viewer.get(path);
         assert_eq!((r.0, code(&r)), (status, want), "{path}: {}", r.1);
@@ -133,7 +148,10 @@ async fn the_overview_counts_what_happened() {
     assert_eq!(r.0, 405, "{}", r.1);
     let doc = ok(&viewer, "/api/openapi.json");
     for path in ["/api/overview", "/api/overview/series", "/api/activity"] {
-        assert!(doc["paths"].get(path).is_some(), "{path} missing from the OpenAPI document");
+        assert!(
+            doc["paths"].get(path).is_some(),
+            "{path} missing from the OpenAPI document"
+        );
     }
 }
 
@@ -155,14 +173,21 @@ async fn activity_counts_users_messages_and_the_heaviest_sender_and_survives_a_r
     assert_eq!(act["daily_active_users"], 3);
     assert_eq!(act["monthly_active_users"], 3);
     assert_eq!(
-        (&today["messages"], &today["registrations"], &today["logins"]),
+        (
+            &today["messages"],
+            &today["registrations"],
+            &today["logins"]
+        ),
         (&Value::from(10), &Value::from(3), &Value::from(3))
     );
     assert!(days[..6].iter().all(|d| d["messages"] == 0));
     let top = act["heaviest_senders"].as_array().unwrap();
     assert_eq!(top.len(), 2);
     assert_eq!(top[0]["username"], "ann");
-    assert_eq!((&top[0]["messages"], &top[0]["error"]), (&Value::from(7), &Value::from(0)));
+    assert_eq!(
+        (&top[0]["messages"], &top[0]["error"]),
+        (&Value::from(7), &Value::from(0))
+    );
     assert_eq!(top[1]["username"], "bert");
     assert_eq!(top[1]["messages"], 3);
     let r = ok(&viewer, "/api/activity?top=1");
@@ -192,7 +217,10 @@ async fn activity_counts_users_messages_and_the_heaviest_sender_and_survives_a_r
     let again = ok(&viewer, "/api/activity?days=7");
     let today = again["days"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(again["daily_active_users"], 3);
-    assert_eq!((&today["messages"], &today["registrations"]), (&Value::from(10), &Value::from(3)));
+    assert_eq!(
+        (&today["messages"], &today["registrations"]),
+        (&Value::from(10), &Value::from(3))
+    );
     // One more login after the restart: the same user is not counted twice.
     let _a = AnyClient::login(&server, Kind::Tcp, "ann").await;
     let after = ok(&viewer, "/api/activity?days=1");
@@ -224,7 +252,10 @@ async fn metrics_have_help_and_units_a_latency_histogram_and_readiness() {
     let (_b, noa) = AnyClient::user(&server, Kind::Tcp, "noa").await;
     for i in 0..5 {
         let body = ringchat_bench::client::text_message(noa.user_id, &format!("m{i}"), "x");
-        assert!(matches!(a.request(body).await, ringchat_proto::Body::SendAck(_)));
+        assert!(matches!(
+            a.request(body).await,
+            ringchat_proto::Body::SendAck(_)
+        ));
     }
     // The histogram is merged by the sampler once a second.
     let end = Instant::now() + DEADLINE;
@@ -250,7 +281,10 @@ async fn metrics_have_help_and_units_a_latency_histogram_and_readiness() {
             "{name}: not a ringchat_ or process_ family"
         );
         if kind == "counter" {
-            assert!(name.ends_with("_total"), "counter {name} does not end in _total");
+            assert!(
+                name.ends_with("_total"),
+                "counter {name} does not end in _total"
+            );
         } else {
             assert!(!name.ends_with("_total"), "{kind} {name} ends in _total");
         }
@@ -287,7 +321,11 @@ async fn metrics_have_help_and_units_a_latency_histogram_and_readiness() {
         .sum();
     assert_eq!(tcp, 2.0);
     // A kick reason that never happened is there at 0, for alerts on increase().
-    assert!(m.keys().any(|k| k.starts_with("ringchat_kicks_total") && k.contains("KICK_REASON_SLOW_CONSUMER")));
+    assert!(
+        m.keys()
+            .any(|k| k.starts_with("ringchat_kicks_total")
+                && k.contains("KICK_REASON_SLOW_CONSUMER"))
+    );
 
     assert_eq!(common::http_get(server.admin, "/readyz").trim(), "ready");
     assert_eq!(common::http_get(server.admin, "/healthz").trim(), "ok");

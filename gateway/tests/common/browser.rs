@@ -32,13 +32,18 @@ fn start_load(tcp: std::net::SocketAddr, length: Duration) {
                 return;
             };
             // The recipient reads its pushes (one that did not would be kicked as slow).
-            tokio::spawn(async move { while let Ok(Some(_)) = reader.next_event_untimed().await {} });
+            tokio::spawn(
+                async move { while let Ok(Some(_)) = reader.next_event_untimed().await {} },
+            );
             let end = Instant::now() + length;
             let gap = Duration::from_micros(1_000_000 / LOAD_MESSAGES_PER_S);
             let mut n = 0u64;
             while Instant::now() < end {
                 n += 1;
-                if !matches!(a.send_text(b.user_id, &format!("load{n}"), "load").await, Ok(Ok(_))) {
+                if !matches!(
+                    a.send_text(b.user_id, &format!("load{n}"), "load").await,
+                    Ok(Ok(_))
+                ) {
                     return;
                 }
                 tokio::time::sleep(gap).await;

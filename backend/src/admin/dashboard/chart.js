@@ -1,5 +1,6 @@
 // Small charts on <canvas>, drawn by hand (no library: the CSP allows only our own files).
-// A chart keeps its last data in data-* attributes (points, last, max), which tests read.
+// A chart keeps its last data in data-* attributes (points, last, max, nonzero: the first
+// series' values above 0), which tests read.
 
 const COLORS = ['#2957d8', '#c62828', '#2e7d32', '#ef6c00', '#6a1b9a', '#00838f', '#5d4037', '#455a64'];
 
@@ -97,6 +98,7 @@ function draw(canvas, legend, series, opts) {
   canvas.dataset.points = String(points);
   canvas.dataset.last = String(last);
   canvas.dataset.max = String(max);
+  canvas.dataset.nonzero = String(series.length ? series[0].values.filter(v => v > 0).length : 0);
 }
 
 function niceCeil(v) {

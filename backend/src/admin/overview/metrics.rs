@@ -21,40 +21,115 @@ const SEND_ACK_BUCKETS_S: [f64; 14] = [
 /// installed; a family added without a line here fails `gateway/tests/observe_metrics.rs`.
 pub fn describe() {
     for (name, help) in [
-        ("ringchat_messages_stored_total", "Messages stored (direct and group), since start."),
-        ("ringchat_deliveries_total", "Frames handed to recipients' connections (pushes, receipts, events), since start."),
+        (
+            "ringchat_messages_stored_total",
+            "Messages stored (direct and group), since start.",
+        ),
+        (
+            "ringchat_deliveries_total",
+            "Frames handed to recipients' connections (pushes, receipts, events), since start.",
+        ),
         ("ringchat_logins_total", "Successful logins, since start."),
-        ("ringchat_login_failures_total", "Refused logins (wrong credentials), since start."),
-        ("ringchat_registrations_total", "Accounts registered, since start."),
-        ("ringchat_email_codes_sent_total", "E-mail codes handed to the SMTP relay."),
-        ("ringchat_email_send_failures_total", "E-mail codes the SMTP relay did not take."),
-        ("ringchat_device_seen_dropped_total", "Device last-seen updates dropped (their queue was full)."),
-        ("ringchat_audit_dropped_total", "Audit entries dropped (their queue was full)."),
+        (
+            "ringchat_login_failures_total",
+            "Refused logins (wrong credentials), since start.",
+        ),
+        (
+            "ringchat_registrations_total",
+            "Accounts registered, since start.",
+        ),
+        (
+            "ringchat_email_codes_sent_total",
+            "E-mail codes handed to the SMTP relay.",
+        ),
+        (
+            "ringchat_email_send_failures_total",
+            "E-mail codes the SMTP relay did not take.",
+        ),
+        (
+            "ringchat_device_seen_dropped_total",
+            "Device last-seen updates dropped (their queue was full).",
+        ),
+        (
+            "ringchat_audit_dropped_total",
+            "Audit entries dropped (their queue was full).",
+        ),
         ("ringchat_room_messages_total", "Chat room messages sent."),
-        ("ringchat_room_deliveries_total", "Chat room messages handed to members' connections."),
-        ("ringchat_tail_cache_hits_total", "Reads answered by the tail cache."),
-        ("ringchat_tail_cache_misses_total", "Reads the tail cache could not answer."),
-        ("ringchat_tail_cache_evictions_total", "Conversations evicted from the tail cache."),
+        (
+            "ringchat_room_deliveries_total",
+            "Chat room messages handed to members' connections.",
+        ),
+        (
+            "ringchat_tail_cache_hits_total",
+            "Reads answered by the tail cache.",
+        ),
+        (
+            "ringchat_tail_cache_misses_total",
+            "Reads the tail cache could not answer.",
+        ),
+        (
+            "ringchat_tail_cache_evictions_total",
+            "Conversations evicted from the tail cache.",
+        ),
     ] {
         describe_counter!(name, help);
     }
     for (name, help) in [
-        ("ringchat_online_users", "Users with at least one logged-in session."),
-        ("ringchat_daily_active_users", "Distinct users who logged in or sent today (UTC), estimated (HyperLogLog, 0.8 % error)."),
+        (
+            "ringchat_online_users",
+            "Users with at least one logged-in session.",
+        ),
+        (
+            "ringchat_daily_active_users",
+            "Distinct users who logged in or sent today (UTC), estimated (HyperLogLog, 0.8 % error).",
+        ),
         ("ringchat_rooms", "Chat rooms that exist."),
         ("ringchat_room_sessions", "Sessions in chat rooms."),
-        ("ringchat_group_online_entries", "Groups with someone online, in the online index."),
-        ("ringchat_tail_cache_budget_bytes", "The tail cache's bound (storage.tail_cache_bytes)."),
+        (
+            "ringchat_group_online_entries",
+            "Groups with someone online, in the online index.",
+        ),
+        (
+            "ringchat_tail_cache_budget_bytes",
+            "The tail cache's bound (storage.tail_cache_bytes).",
+        ),
         ("ringchat_tail_cache_bytes", "Bytes held by the tail cache."),
-        ("ringchat_tail_cache_conversations", "Conversations held by the tail cache."),
-        ("ringchat_tail_cache_messages", "Messages held by the tail cache."),
-        ("ringchat_store_size_bytes", "Bytes of every file under the data dir (measured every observe.store_size_interval_s)."),
-        ("ringchat_store_disk_free_bytes", "Free bytes of the file system holding the data dir."),
-        ("ringchat_store_disk_total_bytes", "Size of the file system holding the data dir."),
-        ("ringchat_store_writable", "1 while the store takes writes, 0 once it refuses them (the server then stops)."),
-        ("ringchat_ready", "1 when /readyz answers 200: the store takes writes and every shard accepts."),
-        ("process_resident_memory_bytes", "Resident memory of the process, in bytes."),
-        ("process_start_time_seconds", "When the process started, in seconds since the epoch."),
+        (
+            "ringchat_tail_cache_conversations",
+            "Conversations held by the tail cache.",
+        ),
+        (
+            "ringchat_tail_cache_messages",
+            "Messages held by the tail cache.",
+        ),
+        (
+            "ringchat_store_size_bytes",
+            "Bytes of every file under the data dir (measured every observe.store_size_interval_s).",
+        ),
+        (
+            "ringchat_store_disk_free_bytes",
+            "Free bytes of the file system holding the data dir.",
+        ),
+        (
+            "ringchat_store_disk_total_bytes",
+            "Size of the file system holding the data dir.",
+        ),
+        (
+            "ringchat_store_writable",
+            "1 while the store takes writes, 0 once it refuses them (the server then stops).",
+        ),
+        (
+            "ringchat_ready",
+            "1 when /readyz answers 200: the store takes writes and every shard accepts.",
+        ),
+        (
+            "process_resident_memory_bytes",
+            "Resident memory of the process, in bytes.",
+        ),
+        (
+            "process_start_time_seconds",
+            "When the process started, in seconds since the epoch.",
+        ),
     ] {
         describe_gauge!(name, help);
     }

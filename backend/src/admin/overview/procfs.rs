@@ -73,7 +73,11 @@ pub fn read_threads() -> HashMap<u32, (&'static str, u64)> {
         return out;
     };
     for entry in dir.flatten() {
-        let Some(tid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(tid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         // A thread that ended meanwhile has no file any more: skipped.
@@ -133,10 +137,7 @@ mod tests {
                     busy: 10,
                     total: 50
                 },
-                CoreTicks {
-                    busy: 5,
-                    total: 40
-                }
+                CoreTicks { busy: 5, total: 40 }
             ]
         );
         let task = "4242 (ringchat-shard-) S 1 2 3 4 5 6 7 8 9 10 300 45 0 0 20 0 1 0";

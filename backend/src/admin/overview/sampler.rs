@@ -174,7 +174,7 @@ pub async fn run(admin: Arc<Admin>) {
     let mut n: u64 = 0;
     loop {
         tick.tick().await;
-        if n % store_every == 0 {
+        if n.is_multiple_of(store_every) {
             let dir = data_dir.clone();
             if let Ok(usage) = tokio::task::spawn_blocking(move || measure_store(&dir)).await {
                 *lock(&admin.overview.store) = usage;

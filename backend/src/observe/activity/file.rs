@@ -22,7 +22,10 @@ fn name(day: u32) -> String {
 }
 
 fn day_of_name(name: &str) -> Option<u32> {
-    name.strip_prefix("day-")?.strip_suffix(".bin")?.parse().ok()
+    name.strip_prefix("day-")?
+        .strip_suffix(".bin")?
+        .parse()
+        .ok()
 }
 
 pub fn encode(day: &Day) -> Vec<u8> {
@@ -69,7 +72,9 @@ pub fn load(dir: &Path, kept: usize) -> io::Result<Vec<Day>> {
         };
         match fs::read(entry.path()).ok().as_deref().and_then(decode) {
             Some(d) if d.day == day => days.push(d),
-            _ => tracing::warn!(file = %entry.path().display(), "activity file unreadable; skipped"),
+            _ => {
+                tracing::warn!(file = %entry.path().display(), "activity file unreadable; skipped")
+            }
         }
     }
     days.sort_by_key(|d| d.day);

@@ -18,7 +18,7 @@ export async function render(main) {
     el('div', { class: 'charts' }, users.node, messages.node, signups.node),
     el('div', { class: 'card', id: 'heaviest' }, el('h3', {}, 'Heaviest senders, last hour'),
       el('table', {}, el('thead', {}, el('tr', {}, ['User id', 'Username', 'Messages', '± (may overstate by)'].map(t => el('th', {}, t)))), senders)),
-    el('div', { class: 'card' }, el('h3', {}, 'Per day (UTC)'),
+    el('div', { class: 'card' }, el('h3', {}, 'Per day (UTC, days with activity)'),
       el('table', {}, el('thead', {}, el('tr', {}, ['Date', 'Active', 'Active (30 d)', 'Messages', 'Registrations', 'Logins'].map(t => el('th', {}, t)))), dayRows))));
 
   async function load() {
@@ -35,7 +35,8 @@ export async function render(main) {
     }
     if (!a.heaviest_senders.length) senders.append(el('tr', {}, el('td', { colspan: 4, class: 'muted' }, 'No messages in the last hour.')));
     dayRows.textContent = '';
-    for (const d of [...a.days].reverse()) {
+    // Days with nothing are left out of the table (the charts show them).
+    for (const d of [...a.days].reverse().filter(d => d.messages || d.logins || d.registrations)) {
       dayRows.append(el('tr', {}, [d.date, format(d.active_users), format(d.monthly_active_users), format(d.messages), format(d.registrations), format(d.logins)].map(v => el('td', {}, v))));
     }
   }
