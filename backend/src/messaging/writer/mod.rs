@@ -325,7 +325,8 @@ impl Writer {
         if self.cursors.len() > CURSOR_ROWS_CACHED_MAX {
             self.cursors.clear();
         }
-        let mut send_started = Vec::new();
+        // One allocation per group, none per message.
+        let mut send_started = Vec::with_capacity(batch.len());
         let mut results: Vec<Outcome> = batch
             .drain(..)
             .map(|op| {
