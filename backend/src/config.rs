@@ -9,6 +9,7 @@ pub use crate::contacts::{ContactsConfig, DmPolicyName};
 pub use crate::groups::GroupsConfig;
 pub use crate::limits::Limits;
 pub use crate::notifications::NotificationsConfig;
+pub use crate::observe::ObserveConfig;
 pub use crate::push::PushConfig;
 pub use crate::rooms::RoomsConfig;
 
@@ -323,6 +324,8 @@ pub struct Settings {
     pub rooms: RoomsConfig,
     pub notifications: NotificationsConfig,
     pub push: PushConfig,
+    /// The admin overview's history and the activity counters.
+    pub observe: ObserveConfig,
     /// Limits the gateway also announces (message size, sync page), shared by both sides.
     pub limits: Limits,
     pub server_name: String,
@@ -456,6 +459,7 @@ impl Settings {
         out.extend(self.rooms.problems());
         out.extend(self.notifications.problems());
         out.extend(self.push.problems());
+        out.extend(self.observe.problems());
         out
     }
 }

@@ -49,6 +49,11 @@ pub enum BackendError {
     /// `[email]`: a template or the relay's settings.
     #[error("{0}")]
     Email(String),
+    #[error("opening the activity counts in {dir}: {source}")]
+    Activity {
+        dir: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// The commit thread and the ends of its queues. The shards hold clones of `ops` (`Writes`);
@@ -89,6 +94,8 @@ pub struct Backend {
     pub(crate) push: Option<crate::push::Push>,
     /// The live keys, as `reconfigure` last set them (`live.rs`).
     pub(crate) live: Arc<crate::live::LiveSettings>,
+    /// Counts, latencies and users' activity for the admin overview (`observe/`).
+    pub(crate) observe: Arc<crate::observe::Observe>,
 }
 
 impl Backend {
@@ -151,12 +158,14 @@ impl Backend {
         let health = ports.engine.health();
         let group_online = Arc::new(GroupOnline::new(shards.len()));
         let push = crate::push::Push::new(&settings.push);
+        let observe = Arc::new(crate::observe::Observe::open(&settings)?);
         let delivery = Arc::new(Delivery::new(
             sessions.clone(),
             Arc::clone(&group_online),
             shards.clone(),
             Arc::clone(&health),
             push.as_ref().map(|p| Arc::clone(&p.queue)),
+            Arc::clone(&observe),
         ));
         let cores = settings.backend.cores.clone();
         let sequencer_delivery = Arc::clone(&delivery);
@@ -178,6 +187,7 @@ impl Backend {
             )),
             push,
             live,
+            observe,
             presence: Tracker::new(
                 Arc::new(LocalPresence::default()),
                 settings.presence.quiet_period_ms,
@@ -259,6 +269,7 @@ impl Backend {
         });
         tokio::spawn(Arc::clone(&self).run_presence_timer());
         crate::push::start(&self);
+        tokio::spawn(crate::observe::persist_activity(Arc::clone(&self.observe)));
         let mut batch = Vec::with_capacity(REQUEST_BATCH_MAX);
         let mut stop = std::pin::pin!(stop);
         loop {
@@ -305,6 +316,12 @@ impl Backend {
                 );
             }
         }
+        let observe = Arc::clone(&self.observe);
+        match tokio::task::spawn_blocking(move || observe.activity.persist()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(%err, "writing the activity counts"),
+            Err(err) => tracing::warn!(%err, "writing the activity counts"),
+        }
     }
 
     async fn handle(self: &Arc<Self>, request: Request) {
@@ -313,7 +330,10 @@ impl Backend {
                 let this = Arc::clone(self);
                 tokio::spawn(async move {
                     let body = match this.accounts.register(peer, body).await {
-                        Ok(ok) => Body::RegisterOk(ok),
+                        Ok(ok) => {
+                            this.observe.registered();
+                            Body::RegisterOk(ok)
+                        }
                         Err(refusal) => Body::Error(refusal.into_error()),
                     };
                     // The connection may have gone meanwhile; nothing to do then.
@@ -445,6 +465,7 @@ impl Backend {
             self.group_online.close(auth.user_id, conn);
             return refused(refusal);
         }
+        self.observe.logged_in(auth.user_id);
         LoginReply {
             body: Body::LoginOk(v1::LoginOk {
                 user_id: auth.user_id,

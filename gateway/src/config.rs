@@ -9,6 +9,7 @@ mod tests;
 
 use std::net::SocketAddr;
 
+use ringchat_backend::config::ObserveConfig;
 use ringchat_backend::config::RoomsConfig;
 use ringchat_backend::config::{
     AccountsConfig, AdminConfig, BackendConfig, EmailConfig, LoginConfig, PresenceConfig, Settings,
@@ -44,6 +45,7 @@ pub struct Config {
     pub notifications: NotificationsConfig,
     pub push: PushConfig,
     pub security: SecurityConfig,
+    pub observe: ObserveConfig,
 }
 
 /// Which I/O driver the shards run on.
@@ -247,6 +249,7 @@ impl Config {
             rooms: self.rooms.clone(),
             notifications: self.notifications.clone(),
             push: self.push.clone(),
+            observe: self.observe.clone(),
             limits: self.limits.clone(),
             contacts: self.contacts.clone(),
             groups: self.groups.clone(),

@@ -262,13 +262,14 @@ fn main() -> ExitCode {
                 }
             };
             // Written out (files, console) when dropped, after the server's last line.
-            let logging = match logging::init_serve(&loaded.config.log, &loaded.config.storage.data_dir) {
-                Ok(l) => l,
-                Err(err) => {
-                    let _ = writeln!(std::io::stderr(), "ringchat: {err:#}");
-                    return ExitCode::FAILURE;
-                }
-            };
+            let logging =
+                match logging::init_serve(&loaded.config.log, &loaded.config.storage.data_dir) {
+                    Ok(l) => l,
+                    Err(err) => {
+                        let _ = writeln!(std::io::stderr(), "ringchat: {err:#}");
+                        return ExitCode::FAILURE;
+                    }
+                };
             // One descriptor per connection: take the whole hard limit the operator allows.
             match rlimit::increase_nofile_limit(u64::MAX) {
                 Ok(n) => tracing::info!(open_files_max = n, "file descriptor limit"),

@@ -67,6 +67,7 @@ pub fn run(
     let rt =
         ringchat_backend::build_runtime(&config.backend).context("starting the backend runtime")?;
     let prometheus = admin::install_metrics().context("installing the metrics recorder")?;
+    stats::describe();
     publish_info(&config, shard_count);
     let backend = Backend::open(config.backend_settings(), shard_txs.clone())?;
     let shard_live = Arc::new(Published::new(ShardLive::of(&config)));
@@ -155,7 +156,11 @@ pub fn run(
             )
             .with_logs(logs)
             .with_config_control(Arc::clone(&runtime_config) as _)
-            .with_secure_cookies(admin_tls.is_some()),
+            .with_secure_cookies(admin_tls.is_some())
+            .with_server_facts(Arc::new(stats::GatewayFacts::new(
+                shard_stats.clone(),
+                env!("RINGCHAT_COMMIT"),
+            ))),
         );
         rt.spawn(async move {
             let stop = async {

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use ringchat_backend::admin::overview::{Connections, ServerFacts};
 use ringchat_proto::v1::{ErrorCode, KickReason};
 
 /// A counter written by one thread and read by any.
@@ -63,7 +64,14 @@ pub struct ShardStats {
     pub driver: LocalCounter,
     pub errors: Counters<ERROR_CODES_MAX>,
     pub kicks: Counters<KICK_REASONS_MAX>,
+    /// Open connections by transport (index: [`TRANSPORTS`]).
+    pub transports: Counters<4>,
+    /// 1 while the shard's accept loops run (from start until shutdown begins).
+    pub accepting: LocalCounter,
 }
+
+/// Transport names, by their index in [`ShardStats::transports`].
+pub const TRANSPORTS: [&str; 4] = ["tcp", "ws", "tls", "wss"];
 
 /// Counters indexed by a protocol enum's value (std derives `Default` for arrays up to 32 only).
 #[derive(Debug)]
@@ -148,14 +156,144 @@ pub fn publish(shards: &[Arc<ShardStats>]) {
             "code",
             code_name,
         );
-        let reason_name = |i: i32| KickReason::try_from(i).ok().map(|r| r.as_str_name());
-        publish_by_enum(
-            &s.kicks,
+        // Every named reason, zeros included: an alert on `increase()` then sees the first kick.
+        for (index, c) in s.kicks.iter().enumerate() {
+            let name = i32::try_from(index)
+                .ok()
+                .and_then(|i| KickReason::try_from(i).ok())
+                .filter(|r| *r != KickReason::Unspecified)
+                .map(|r| r.as_str_name());
+            if let Some(name) = name {
+                metrics::counter!("ringchat_kicks_total", "shard" => shard.clone(), "reason" => name)
+                    .absolute(c.get());
+            }
+        }
+        for (transport, c) in TRANSPORTS.iter().zip(s.transports.iter()) {
+            metrics::gauge!("ringchat_transport_connections", "shard" => shard.clone(), "transport" => *transport)
+                .set(c.get() as f64);
+        }
+    }
+}
+
+/// `# HELP` for every family published here and by `server.rs`; called once at start.
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge};
+    for (name, help) in [
+        (
+            "ringchat_connections",
+            "Open client connections, per shard.",
+        ),
+        (
+            "ringchat_authenticated_connections",
+            "Connections with a logged-in session, per shard.",
+        ),
+        (
+            "ringchat_transport_connections",
+            "Open client connections, per shard and transport (tcp, ws, tls, wss).",
+        ),
+        (
+            "ringchat_shard_driver",
+            "The I/O driver a shard runs on (value 1, driver in a label).",
+        ),
+        (
+            "ringchat_build_info",
+            "The build (value 1): version and git commit in labels.",
+        ),
+        (
+            "ringchat_config_info",
+            "Settings that change performance figures (value 1, in labels).",
+        ),
+    ] {
+        describe_gauge!(name, help);
+    }
+    for (name, help) in [
+        (
+            "ringchat_accepted_total",
+            "Connections accepted, per shard.",
+        ),
+        (
+            "ringchat_rejected_full_total",
+            "Connections refused because the shard was at gateway.conns_per_shard_max.",
+        ),
+        (
+            "ringchat_frames_in_total",
+            "Frames received from clients, per shard.",
+        ),
+        (
+            "ringchat_frames_out_total",
+            "Frames written to clients, per shard.",
+        ),
+        (
+            "ringchat_bytes_in_total",
+            "Bytes read from client sockets, per shard.",
+        ),
+        (
+            "ringchat_bytes_out_total",
+            "Bytes written to client sockets, per shard.",
+        ),
+        (
+            "ringchat_shard_logins_total",
+            "Logins completed on the shard's connections.",
+        ),
+        (
+            "ringchat_shard_login_failures_total",
+            "Logins refused on the shard's connections.",
+        ),
+        (
+            "ringchat_errors_total",
+            "Error frames sent to clients, per shard and error code.",
+        ),
+        (
             "ringchat_kicks_total",
-            &shard,
-            "reason",
-            reason_name,
-        );
+            "Connections closed by the server, per shard and reason (SLOW_CONSUMER: the client did not read its frames).",
+        ),
+    ] {
+        describe_counter!(name, help);
+    }
+}
+
+/// What the admin overview and `/readyz` learn from the shards, handed to the backend as a
+/// trait object.
+pub struct GatewayFacts {
+    shards: Vec<Arc<ShardStats>>,
+    commit: &'static str,
+}
+
+impl GatewayFacts {
+    pub fn new(shards: Vec<Arc<ShardStats>>, commit: &'static str) -> Self {
+        Self { shards, commit }
+    }
+}
+
+impl ServerFacts for GatewayFacts {
+    fn connections(&self) -> Connections {
+        let mut c = Connections::default();
+        for s in &self.shards {
+            c.per_shard.push(s.connections.get());
+            c.authenticated += s.authenticated.get();
+            c.transports.tcp += s.transports[0].get();
+            c.transports.ws += s.transports[1].get();
+            c.transports.tls += s.transports[2].get();
+            c.transports.wss += s.transports[3].get();
+        }
+        c
+    }
+
+    fn not_ready(&self) -> Option<String> {
+        let stopped: Vec<String> = (0..self.shards.len())
+            .filter(|&i| self.shards[i].accepting.get() == 0)
+            .map(|i| i.to_string())
+            .collect();
+        (!stopped.is_empty()).then(|| {
+            format!(
+                "shard {} not accepting connections (starting or shutting down)",
+                stopped.join(", ")
+            )
+        })
+    }
+
+    fn commit(&self) -> &str {
+        self.commit
     }
 }
 
@@ -177,5 +315,44 @@ fn publish_by_enum(
             .and_then(&name_of)
             .unwrap_or("unknown");
         metrics::counter!(metric, "shard" => shard.to_owned(), label => name).absolute(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn facts_sum_the_shards_and_name_the_ones_not_accepting() {
+        let shards: Vec<Arc<ShardStats>> = (0..2).map(|_| Arc::default()).collect();
+        shards[0].connections.add(3);
+        shards[0].transports[0].add(2);
+        shards[0].transports[1].add(1);
+        shards[1].connections.add(1);
+        shards[1].transports[3].add(1);
+        shards[1].authenticated.add(1);
+        let facts = GatewayFacts::new(shards.clone(), "abc");
+        let c = facts.connections();
+        assert_eq!(c.per_shard, [3, 1]);
+        assert_eq!(
+            (
+                c.transports.tcp,
+                c.transports.ws,
+                c.transports.tls,
+                c.transports.wss
+            ),
+            (2, 1, 0, 1)
+        );
+        assert_eq!(c.authenticated, 1);
+        assert_eq!(
+            facts.not_ready().as_deref(),
+            Some("shard 0, 1 not accepting connections (starting or shutting down)")
+        );
+        shards[0].accepting.set(1);
+        shards[1].accepting.set(1);
+        assert_eq!(facts.not_ready(), None);
+        shards[1].accepting.set(0);
+        assert!(facts.not_ready().unwrap().starts_with("shard 1 "));
+        assert_eq!(facts.commit(), "abc");
     }
 }

@@ -31,6 +31,20 @@ fn dashboard_logs_tail_filter_pause_search_and_export() {
 }
 
 #[test]
+fn dashboard_overview_charts_move_under_load_and_activity_shows_the_heaviest_sender() {
+    run_e2e_on(
+        "admin-overview.e2e.mjs",
+        &[],
+        &[
+            "admin-overview-load",
+            "admin-overview-activity",
+            "admin-overview-phone",
+        ],
+        Target::Admin,
+    );
+}
+
+#[test]
 fn dashboard_config_page_changes_a_live_key_and_a_viewer_is_refused() {
     run_e2e_on(
         "admin-config.e2e.mjs",

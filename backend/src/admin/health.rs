@@ -16,6 +16,7 @@ pub fn install_metrics() -> Result<PrometheusHandle, metrics::SetRecorderError<i
     let recorder = PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder)?;
+    super::overview::metrics::describe();
     Ok(handle)
 }
 
@@ -23,11 +24,31 @@ pub fn routes() -> Router<Arc<Admin>> {
     Router::new()
         .route("/metrics", get(metrics_page))
         .route("/healthz", get(health_page))
-        .route("/readyz", get(health_page))
+        .route("/readyz", get(ready_page))
 }
 
-/// Liveness and readiness: a server whose store refuses writes is neither (it is stopping, for
-/// its supervisor to restart it).
+/// Why the server cannot take clients now, or `None` when it can: the store takes writes and
+/// every shard accepts connections on its listeners.
+pub(crate) fn not_ready(admin: &Admin) -> Option<String> {
+    if let Some(why) = admin.backend.health.failure() {
+        return Some(format!("the store refuses writes: {why}"));
+    }
+    admin.facts.not_ready()
+}
+
+/// Readiness: 503 with the reason while the server cannot take clients.
+async fn ready_page(State(admin): State<Arc<Admin>>) -> (StatusCode, String) {
+    match not_ready(&admin) {
+        None => (StatusCode::OK, "ready\n".to_owned()),
+        Some(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        ),
+    }
+}
+
+/// Liveness: a server whose store refuses writes is not alive (it is stopping, for its
+/// supervisor to restart it).
 async fn health_page(State(admin): State<Arc<Admin>>) -> (StatusCode, String) {
     match admin.backend.health.failure() {
         None => (StatusCode::OK, "ok\n".to_owned()),
@@ -43,5 +64,8 @@ async fn metrics_page(State(admin): State<Arc<Admin>>) -> String {
     let online = admin.backend.sessions.read().online_users();
     metrics::gauge!("ringchat_online_users").set(online as f64);
     admin.backend.rooms.publish_metrics();
-    admin.prometheus.render()
+    super::overview::metrics::publish(&admin);
+    let mut page = admin.prometheus.render();
+    super::overview::metrics::render_extra(&admin, &mut page);
+    page
 }

@@ -8,6 +8,7 @@
 //! `auth::AdminOnly`), returns `error::ApiResult`, pages lists with `page`, and records every
 //! change with `backend.audit.record_admin(op.audit("…"))`.
 
+mod activity_api;
 mod audit_api;
 pub mod auth;
 pub mod cli;
@@ -17,15 +18,16 @@ pub mod error;
 mod health;
 mod logs_api;
 mod logs_stream;
-mod openapi;
 mod notify_api;
+mod openapi;
+pub mod overview;
 pub mod page;
 // Users, groups, invites (issue 12, users part).
 mod groups_api;
 mod invites;
 mod refusal;
-pub mod users;
 mod tls;
+pub mod users;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -62,6 +64,10 @@ pub struct Admin {
     pub(crate) logs: Option<Arc<crate::logs::Logs>>,
     /// The running configuration (`config_api.rs`), set by the binary.
     pub(crate) config_control: Option<Arc<dyn crate::live::ConfigControl>>,
+    /// The gateway's connections and listeners, the build (`with_server_facts`).
+    pub(crate) facts: Arc<dyn overview::ServerFacts>,
+    /// The sampler's ring and the latency histogram (`overview/`).
+    pub(crate) overview: overview::Overview,
 }
 
 impl Admin {
@@ -79,6 +85,8 @@ impl Admin {
             secure_cookies: false,
             logs: None,
             config_control: None,
+            facts: Arc::new(overview::NoGateway),
+            overview: overview::Overview::new(settings.observe.history_seconds),
             backend,
         }
     }
@@ -92,6 +100,11 @@ impl Admin {
     /// The live log filter, for `PATCH /api/config` (`log.filter`); `None` without logging.
     pub fn log_control(&self) -> Option<&dyn LogControl> {
         self.logs.as_deref().map(crate::logs::Logs::control)
+    }
+    /// What the gateway knows (connections, listeners, the build's commit).
+    pub fn with_server_facts(mut self, facts: Arc<dyn overview::ServerFacts>) -> Self {
+        self.facts = facts;
+        self
     }
 }
 
@@ -116,6 +129,8 @@ pub fn app(admin: Arc<Admin>) -> Router {
         .merge(groups_api::routes())
         .merge(notify_api::routes())
         .merge(config_api::routes())
+        .merge(overview::routes())
+        .merge(activity_api::routes())
         .split_for_parts();
     openapi::finish(&mut doc);
     let doc = Arc::new(
@@ -175,6 +190,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     tokio::spawn(import_cli_audit(Arc::clone(&admin)));
+    tokio::spawn(overview::sampler::run(Arc::clone(&admin)));
     let app = app(admin);
     axum::serve(
         listener,

@@ -71,6 +71,7 @@ fn op(write: Write) -> WriteOp {
         conn: ConnRef { shard: 0, conn: 1 },
         request_id: 1,
         write,
+        queued_at: None,
     }
 }
 

@@ -19,6 +19,7 @@ use super::writer::{Audience, Committed, Outcome};
 use crate::api::{ConnId, ConnRef, Outgoing, ShardEvent, ShardSender};
 use crate::groups::GroupDone;
 use crate::groups::online::GroupOnline;
+use crate::observe::{GroupFacts, Observe};
 use crate::push::{PushQueue, PushRecord};
 use crate::sessions::SharedSessions;
 use crate::store::{ConvId, DedupRecord, Members, MessageRecord, StoreHealth, UserId};
@@ -45,6 +46,8 @@ struct Outbox {
     fanouts: Vec<Fanout>,
     /// Offline pushes of the group, offered to the push queue at once.
     pushes: Vec<PushRecord>,
+    /// Frames for recipients (not replies), for `ringchat_deliveries_total`.
+    deliveries: u64,
 }
 
 impl Outbox {
@@ -54,6 +57,7 @@ impl Outbox {
             per_shard: vec![Vec::new(); shards],
             fanouts: Vec::new(),
             pushes: Vec::new(),
+            deliveries: 0,
         }
     }
 
@@ -83,6 +87,7 @@ impl Outbox {
         frame: Bytes,
     ) {
         if let Some(list) = self.per_shard.get_mut(shard) {
+            self.deliveries += conns.len().saturating_sub(usize::from(except.is_some())) as u64;
             list.push(Outgoing::Shared {
                 conns,
                 except,
@@ -152,6 +157,8 @@ pub(crate) struct Delivery {
     online: Arc<GroupOnline>,
     shards: Vec<ShardSender>,
     health: Arc<StoreHealth>,
+    /// Counts and latencies for the admin overview and `/metrics`.
+    observe: Arc<Observe>,
     /// Items handed to the delivery task and not yet passed on in full. The sequencer delivers
     /// a group itself only when this is 0, so no group overtakes an earlier one.
     queued: AtomicUsize,
@@ -168,12 +175,14 @@ impl Delivery {
         shards: Vec<ShardSender>,
         health: Arc<StoreHealth>,
         push: Option<Arc<PushQueue>>,
+        observe: Arc<Observe>,
     ) -> Self {
         Self {
             sessions,
             online,
             shards,
             health,
+            observe,
             queued: AtomicUsize::new(0),
             operator: Arc::default(),
             push,
@@ -259,6 +268,17 @@ impl Delivery {
             .filter(|o| matches!(o, Outcome::Sent { .. } | Outcome::GroupSent { .. }))
             .count();
         metrics::counter!("ringchat_messages_stored_total").increment(stored as u64);
+        let messages = &group.messages;
+        self.observe.group(GroupFacts {
+            send_started: &group.send_started,
+            senders: group.outcomes.iter().filter_map(|o| match o {
+                Outcome::Sent { message, .. } | Outcome::GroupSent { message, .. } => {
+                    messages.get(*message).map(|m| m.from)
+                }
+                _ => None,
+            }),
+            stored: stored as u64,
+        });
         let mut outbox = Outbox::new(self.shards.len());
         let mut messages: Vec<Option<MessageRecord>> =
             group.messages.into_iter().map(Some).collect();
@@ -269,6 +289,7 @@ impl Delivery {
         if let Some(push) = &self.push {
             push.offer(outbox.pushes);
         }
+        self.observe.delivered(outbox.deliveries);
         outbox.per_shard
     }
 
@@ -342,6 +363,7 @@ impl Delivery {
                 }
                 for s in of_user {
                     if s.conn != f.except {
+                        outbox.deliveries += 1;
                         outbox.to(s.conn, f.frame.clone());
                     }
                 }
@@ -535,6 +557,7 @@ mod tests {
                 refusal: Refusal::new(ErrorCode::InvalidArgument, "x"),
             }],
             messages: Vec::new(),
+            send_started: Vec::new(),
         }
     }
 
@@ -566,6 +589,7 @@ mod tests {
             vec![shard_tx],
             Arc::default(),
             None,
+            Arc::new(Observe::in_memory()),
         ));
         // On this thread, as on the sequencer's (no runtime): room for one event, so the first
         // group goes straight to the inbox.

@@ -84,6 +84,8 @@ impl crate::Backend {
             },
             request_id,
             write,
+            // Not a client's send: no send-to-ack latency.
+            queued_at: None,
         };
         let ops = self.commit_ops();
         let queued = match ops {

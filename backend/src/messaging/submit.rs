@@ -7,6 +7,7 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 
 use super::writer::{CursorKind, CursorMove, NewMessage, Write, WriteOp};
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::{Target, conv_from_wire, validate_send};
 use crate::accounts::Refusal;
@@ -88,10 +89,13 @@ impl Writes {
             Ok(write) => write,
             Err(refusal) => return Submitted::Refused(refusal.into_error()),
         };
+        // One vDSO clock read per send (no syscall): the start of its send-to-ack latency.
+        let queued_at = matches!(write, Write::Send(_) | Write::GroupSend(_)).then(Instant::now);
         let op = WriteOp {
             conn,
             request_id,
             write,
+            queued_at,
         };
         match self.ops.try_send(op) {
             Ok(()) => Submitted::Queued,

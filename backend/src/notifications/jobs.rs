@@ -132,6 +132,8 @@ async fn submit(
                 users: users.clone(),
                 reply,
             }),
+            // Not a client's send: no send-to-ack latency.
+            queued_at: None,
         };
         if ops.send(op).await.is_err() {
             return Err("the server is stopping".into());

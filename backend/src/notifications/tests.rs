@@ -57,6 +57,7 @@ fn batch(id: &str, users: &[UserId]) -> (WriteOp, Answer) {
             users: users.to_vec(),
             reply,
         }),
+        queued_at: None,
     };
     (op, answer)
 }

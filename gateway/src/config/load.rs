@@ -128,6 +128,7 @@ pub fn load(layers: &Layers) -> Result<Loaded, Vec<String>> {
         log: section(&table, "log", &mut typed),
         notifications: section(&table, "notifications", &mut typed),
         push: section(&table, "push", &mut typed),
+        observe: section(&table, "observe", &mut typed),
     };
     problems.extend(
         typed

@@ -44,6 +44,16 @@ pub(super) enum Listen {
 }
 
 impl Listen {
+    /// Its index in `ShardStats::transports`.
+    fn index(self) -> usize {
+        match self {
+            Self::Tcp => 0,
+            Self::Ws => 1,
+            Self::Tls => 2,
+            Self::Wss => 3,
+        }
+    }
+
     fn tls(self) -> bool {
         matches!(self, Self::Tls | Self::Wss)
     }
@@ -106,6 +116,11 @@ pub(super) fn serve(
         }),
         None => Err(session),
     };
+    // Counted per transport while it is served (not a refusal of a full shard); the index
+    // comes back out of the connection's layers at the end, so the task captures nothing more.
+    if let (Ok(conn), false) = (&conn, full) {
+        conn.shard().stats.transports[listen.index()].add(1);
+    }
     async move {
         // The connection is used where it was captured, never moved into a local: a generator
         // keeps a captured value's slot for its whole life, so a move would hold it twice.
@@ -120,8 +135,20 @@ pub(super) fn serve(
         let end: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> = match conn {
             // The stream is closed once the session has ended, as before.
             Ok(Conn {
-                session, stream, ..
+                session,
+                stream,
+                framing,
+                ..
             }) => Box::pin(async move {
+                if !full {
+                    let listen = match (stream.is_tls(), framing.opens_with_http()) {
+                        (false, false) => Listen::Tcp,
+                        (false, true) => Listen::Ws,
+                        (true, false) => Listen::Tls,
+                        (true, true) => Listen::Wss,
+                    };
+                    session.shard.stats.transports[listen.index()].sub(1);
+                }
                 session.end().await;
                 drop(stream);
             }),

@@ -407,6 +407,7 @@ impl Shard {
             return;
         }
         tracing::info!(shard = self.id, "shard stopping");
+        self.stats.accepting.set(0);
         self.stop.notify();
         for stop in self.listener_stops.borrow().iter() {
             stop.notify();
@@ -453,6 +454,7 @@ async fn serve(spec: ShardSpec) -> Result<(), ShardError> {
             monoio::spawn(accept_loop(Rc::clone(&shard), listener, kind, stop));
         }
     }
+    shard.stats.accepting.set(1);
     let _ = spec.started.send(Ok(id));
     shard.stop.notified().await;
     let timeout = Duration::from_millis(shard.gateway.shutdown_timeout_ms);

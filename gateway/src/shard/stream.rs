@@ -43,6 +43,10 @@ impl Stream {
             .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |a| a.ip())
     }
 
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
     pub fn handshaking(&self) -> bool {
         self.tls.as_ref().is_some_and(|t| t.is_handshaking())
     }

@@ -11,6 +11,47 @@ use super::TestServer;
 
 const E2E_TIMEOUT: Duration = Duration::from_secs(180);
 
+/// Messages a second the `load` command sends (paced: a chart moves, the machine is not busy).
+const LOAD_MESSAGES_PER_S: u64 = 200;
+
+/// Users `load-a` and `load-b` (signed up on first use) send messages for `length`, on a
+/// thread of their own; it stops by itself at the end, or when the server goes away.
+fn start_load(tcp: std::net::SocketAddr, length: Duration) {
+    use ringchat_bench::client::Client;
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for the load");
+        rt.block_on(async move {
+            let pw = super::PASSWORD;
+            let Ok((mut a, _)) = Client::signup(tcp, "load-a", pw, "load-a-1").await else {
+                return;
+            };
+            let Ok((mut reader, b)) = Client::signup(tcp, "load-b", pw, "load-b-1").await else {
+                return;
+            };
+            // The recipient reads its pushes (one that did not would be kicked as slow).
+            tokio::spawn(
+                async move { while let Ok(Some(_)) = reader.next_event_untimed().await {} },
+            );
+            let end = Instant::now() + length;
+            let gap = Duration::from_micros(1_000_000 / LOAD_MESSAGES_PER_S);
+            let mut n = 0u64;
+            while Instant::now() < end {
+                n += 1;
+                if !matches!(
+                    a.send_text(b.user_id, &format!("load{n}"), "load").await,
+                    Ok(Ok(_))
+                ) {
+                    return;
+                }
+                tokio::time::sleep(gap).await;
+            }
+        });
+    });
+}
+
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -112,6 +153,13 @@ pub fn run_e2e_on(script: &str, env: &[(&str, &str)], shots: &[&str], target: Ta
                 server.stop();
                 server.restart();
                 writeln!(to_script, "restarted {}", url_of(&server)).unwrap();
+            }
+            // `@load SECONDS`: two users send to each other for that long (at most 30 s), so
+            // that the dashboard's charts move; answered at once.
+            Ok(command) if command.starts_with("load ") => {
+                let seconds = command[5..].trim().parse::<u64>().unwrap_or(5).min(30);
+                start_load(server.tcp, Duration::from_secs(seconds));
+                writeln!(to_script, "loading").unwrap();
             }
             Ok(command) => panic!("the browser test asked for {command:?}, which is unknown"),
             Err(_) => {}

@@ -2,6 +2,8 @@
 import { api, setSession, el, flash, ApiError } from './ui.js';
 import * as audit from './pages/audit.js';
 import * as keys from './pages/keys.js';
+import * as overview from './pages/overview.js';
+import * as activity from './pages/activity.js';
 import * as logs from './pages/logs.js';
 import * as users from './pages/users.js';
 import * as groups from './pages/groups.js';
@@ -10,8 +12,8 @@ import * as config from './pages/config.js';
 
 // Navigation order; a page module exports `title` and `render(main)` (which may return a
 // function to call when the page is left, to stop timers and streams).
-const PAGES = { audit, keys, logs, users, groups, notifications, config };
-const DEFAULT_PAGE = 'audit';
+const PAGES = { overview, activity, audit, keys, logs, users, groups, notifications, config };
+const DEFAULT_PAGE = 'overview';
 
 let leave = null;
 

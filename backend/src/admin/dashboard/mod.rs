@@ -68,6 +68,21 @@ const FILES: &[(&str, &str, &str)] = &[
         "text/javascript; charset=utf-8",
         include_str!("pages/config.js"),
     ),
+    (
+        "/chart.js",
+        "text/javascript; charset=utf-8",
+        include_str!("chart.js"),
+    ),
+    (
+        "/pages/overview.js",
+        "text/javascript; charset=utf-8",
+        include_str!("pages/overview.js"),
+    ),
+    (
+        "/pages/activity.js",
+        "text/javascript; charset=utf-8",
+        include_str!("pages/activity.js"),
+    ),
 ];
 
 pub fn routes() -> Router<Arc<Admin>> {

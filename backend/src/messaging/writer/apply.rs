@@ -16,6 +16,7 @@ impl Writer {
             conn,
             request_id,
             write,
+            ..
         } = op;
         let result = match write {
             Write::Send(message) => self.send(conn, request_id, message),

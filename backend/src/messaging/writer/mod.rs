@@ -12,6 +12,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Instant;
 
 use foldhash::fast::RandomState;
 
@@ -65,6 +66,8 @@ pub(crate) struct WriteOp {
     pub conn: ConnRef,
     pub request_id: u64,
     pub write: Write,
+    /// When the shard queued a send (for send-to-ack latency); `None` for other writes.
+    pub queued_at: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -134,6 +137,8 @@ pub(crate) enum CursorKind {
 pub(crate) struct Committed {
     pub outcomes: Vec<Outcome>,
     pub messages: Vec<MessageRecord>,
+    /// When each send of the group was queued (`WriteOp::queued_at`), for its latency.
+    pub send_started: Vec<Instant>,
 }
 
 #[derive(Debug)]
@@ -331,7 +336,15 @@ impl Writer {
         if self.cursors.len() > CURSOR_ROWS_CACHED_MAX {
             self.cursors.clear();
         }
-        let mut results: Vec<Outcome> = batch.drain(..).map(|op| self.apply(op)).collect();
+        // One allocation per group, none per message.
+        let mut send_started = Vec::with_capacity(batch.len());
+        let mut results: Vec<Outcome> = batch
+            .drain(..)
+            .map(|op| {
+                send_started.extend(op.queued_at);
+                self.apply(op)
+            })
+            .collect();
         if self.pending_next_msg_id != self.next_msg_id {
             self.group.next_msg_id = Some(self.pending_next_msg_id);
         }
@@ -348,6 +361,7 @@ impl Writer {
             return Committed {
                 outcomes: results,
                 messages: Vec::new(),
+                send_started,
             };
         }
         let appended = self.log.append(&self.group);
@@ -371,6 +385,7 @@ impl Writer {
         Committed {
             outcomes: results,
             messages,
+            send_started,
         }
     }
 

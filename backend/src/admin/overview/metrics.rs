@@ -1,0 +1,190 @@
+//! The backend's Prometheus families: `# HELP` for each (described once, at install), the
+//! values read per scrape (process CPU and memory, store size and space, readiness, totals
+//! kept by `observe`), and the send-to-ack latency histogram, rendered from the sampler's
+//! cumulative histogram (recording through the registry would cost a lock per message).
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering::Relaxed;
+
+use metrics::{describe_counter, describe_gauge};
+
+use super::procfs;
+use crate::admin::Admin;
+
+/// The latency histogram's family and its buckets (upper bounds, seconds).
+pub const SEND_ACK_FAMILY: &str = "ringchat_send_ack_seconds";
+const SEND_ACK_BUCKETS_S: [f64; 14] = [
+    0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// `# HELP` for every family the backend publishes. Called once, after the recorder is
+/// installed; a family added without a line here fails `gateway/tests/observe_metrics.rs`.
+pub fn describe() {
+    for (name, help) in [
+        (
+            "ringchat_messages_stored_total",
+            "Messages stored (direct and group), since start.",
+        ),
+        (
+            "ringchat_deliveries_total",
+            "Frames handed to recipients' connections (pushes, receipts, events), since start.",
+        ),
+        ("ringchat_logins_total", "Successful logins, since start."),
+        (
+            "ringchat_login_failures_total",
+            "Refused logins (wrong credentials), since start.",
+        ),
+        (
+            "ringchat_registrations_total",
+            "Accounts registered, since start.",
+        ),
+        (
+            "ringchat_email_codes_sent_total",
+            "E-mail codes handed to the SMTP relay.",
+        ),
+        (
+            "ringchat_email_send_failures_total",
+            "E-mail codes the SMTP relay did not take.",
+        ),
+        (
+            "ringchat_device_seen_dropped_total",
+            "Device last-seen updates dropped (their queue was full).",
+        ),
+        (
+            "ringchat_audit_dropped_total",
+            "Audit entries dropped (their queue was full).",
+        ),
+        ("ringchat_room_messages_total", "Chat room messages sent."),
+        (
+            "ringchat_room_deliveries_total",
+            "Chat room messages handed to members' connections.",
+        ),
+        (
+            "ringchat_tail_cache_hits_total",
+            "Reads answered by the tail cache.",
+        ),
+        (
+            "ringchat_tail_cache_misses_total",
+            "Reads the tail cache could not answer.",
+        ),
+        (
+            "ringchat_tail_cache_evictions_total",
+            "Conversations evicted from the tail cache.",
+        ),
+    ] {
+        describe_counter!(name, help);
+    }
+    for (name, help) in [
+        (
+            "ringchat_online_users",
+            "Users with at least one logged-in session.",
+        ),
+        (
+            "ringchat_daily_active_users",
+            "Distinct users who logged in or sent today (UTC), estimated (HyperLogLog, 0.8 % error).",
+        ),
+        ("ringchat_rooms", "Chat rooms that exist."),
+        ("ringchat_room_sessions", "Sessions in chat rooms."),
+        (
+            "ringchat_group_online_entries",
+            "Groups with someone online, in the online index.",
+        ),
+        (
+            "ringchat_tail_cache_budget_bytes",
+            "The tail cache's bound (storage.tail_cache_bytes).",
+        ),
+        ("ringchat_tail_cache_bytes", "Bytes held by the tail cache."),
+        (
+            "ringchat_tail_cache_conversations",
+            "Conversations held by the tail cache.",
+        ),
+        (
+            "ringchat_tail_cache_messages",
+            "Messages held by the tail cache.",
+        ),
+        (
+            "ringchat_store_size_bytes",
+            "Bytes of every file under the data dir (measured every observe.store_size_interval_s).",
+        ),
+        (
+            "ringchat_store_disk_free_bytes",
+            "Free bytes of the file system holding the data dir.",
+        ),
+        (
+            "ringchat_store_disk_total_bytes",
+            "Size of the file system holding the data dir.",
+        ),
+        (
+            "ringchat_store_writable",
+            "1 while the store takes writes, 0 once it refuses them (the server then stops).",
+        ),
+        (
+            "ringchat_ready",
+            "1 when /readyz answers 200: the store takes writes and every shard accepts.",
+        ),
+        (
+            "process_resident_memory_bytes",
+            "Resident memory of the process, in bytes.",
+        ),
+        (
+            "process_start_time_seconds",
+            "When the process started, in seconds since the epoch.",
+        ),
+    ] {
+        describe_gauge!(name, help);
+    }
+}
+
+/// Sets the per-scrape values in the registry.
+pub fn publish(admin: &Admin) {
+    let o = &admin.backend.observe;
+    let p = procfs::read_process();
+    metrics::gauge!("process_resident_memory_bytes").set(p.rss_bytes as f64);
+    metrics::gauge!("process_start_time_seconds").set(o.started_ms as f64 / 1000.0);
+    metrics::counter!("ringchat_deliveries_total").absolute(o.deliveries.load(Relaxed));
+    let store = admin.overview.store();
+    metrics::gauge!("ringchat_store_size_bytes").set(store.size_bytes as f64);
+    metrics::gauge!("ringchat_store_disk_free_bytes").set(store.disk_free_bytes as f64);
+    metrics::gauge!("ringchat_store_disk_total_bytes").set(store.disk_total_bytes as f64);
+    let writable = admin.backend.health.failure().is_none();
+    metrics::gauge!("ringchat_store_writable").set(if writable { 1.0 } else { 0.0 });
+    let ready = super::super::health::not_ready(admin).is_none();
+    metrics::gauge!("ringchat_ready").set(if ready { 1.0 } else { 0.0 });
+    let today = o.activity.days(1);
+    let dau = today
+        .last()
+        .filter(|d| u64::from(d.day) == crate::time::now_ms() / crate::observe::activity::DAY_MS)
+        .map_or(0, |d| d.users.estimate());
+    metrics::gauge!("ringchat_daily_active_users").set(dau as f64);
+}
+
+/// `process_cpu_seconds_total` is a float; the registry's counters are integers, so it is
+/// written here, with the histogram.
+pub fn render_extra(admin: &Admin, out: &mut String) {
+    let ticks = procfs::read_process().cpu_ticks;
+    let _ = writeln!(
+        out,
+        "# HELP process_cpu_seconds_total CPU time of the process, user and system, in seconds.\n# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {}\n",
+        ticks as f64 / procfs::ticks_per_second() as f64
+    );
+    admin.overview.with_cumulative(|h| {
+        let _ = writeln!(
+            out,
+            "# HELP {SEND_ACK_FAMILY} Time from a shard queueing a send to its ack (or refusal) handed back to the shard, after the commit's fsync.\n# TYPE {SEND_ACK_FAMILY} histogram"
+        );
+        for le in SEND_ACK_BUCKETS_S {
+            let us = (le * 1e6).round() as u64;
+            let _ = writeln!(
+                out,
+                "{SEND_ACK_FAMILY}_bucket{{le=\"{le}\"}} {}",
+                h.count_at_most(us)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{SEND_ACK_FAMILY}_bucket{{le=\"+Inf\"}} {count}\n{SEND_ACK_FAMILY}_sum {}\n{SEND_ACK_FAMILY}_count {count}",
+            h.sum_us as f64 / 1e6,
+            count = h.count()
+        );
+    });
+}
