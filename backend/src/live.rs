@@ -77,8 +77,7 @@ pub enum Source {
 pub struct KeyView {
     /// `section.key`, as `PATCH /api/config` takes it.
     pub key: String,
-    /// Its value (secrets are `"<redacted>"` when set).
-    #[schema(value_type = Object)]
+    /// Its value, of the key's own type (secrets are `"<redacted>"` when set).
     pub value: serde_json::Value,
     pub source: Source,
     /// Where exactly: `FILE:LINE`, the environment variable's name, or empty for a default.

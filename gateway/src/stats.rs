@@ -244,6 +244,10 @@ pub fn describe() {
             "Error frames sent to clients, per shard and error code.",
         ),
         (
+            "ringchat_connections_refused_total",
+            "Connections closed right after accept by the IP allow / deny lists, per reason.",
+        ),
+        (
             "ringchat_kicks_total",
             "Connections closed by the server, per shard and reason (SLOW_CONSUMER: the client did not read its frames).",
         ),

@@ -160,7 +160,12 @@ impl Accounts {
         peer: std::net::IpAddr,
         req: v1::Register,
     ) -> Result<v1::RegisterOk, Refusal> {
-        check_new_account(&self.accounts, &req.username, &req.password, &req.email)?;
+        check_new_account(
+            &self.live.get().accounts,
+            &req.username,
+            &req.password,
+            &req.email,
+        )?;
         let invite = self.admit(&req.invite_code).await?;
         let result = self.register_admitted(req).await;
         match &result {
@@ -252,7 +257,7 @@ impl Accounts {
         password: String,
         email: String,
     ) -> Result<UserId, Refusal> {
-        check_new_account(&self.accounts, &username, &password, &email)?;
+        check_new_account(&self.live.get().accounts, &username, &password, &email)?;
         self.check_free(&username, &email).await?;
         self.create_account(username, password, email).await
     }
