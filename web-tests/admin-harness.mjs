@@ -11,3 +11,14 @@ export async function login(page, url, name) {
   await page.waitForSelector('#shell:not([hidden])');
   await page.waitForFunction((n) => document.getElementById('whoami').textContent.startsWith(n), name);
 }
+
+// Ends a script: prints the failures and exits non-zero if there were any, else says `what: ok`.
+// (The harness reads stdin, which would keep node alive: exit explicitly.)
+export function report(failures, what) {
+  if (failures.length) {
+    console.error(`FAILED:\n${failures.join('\n')}`);
+    process.exit(1);
+  }
+  console.log(what);
+  process.exit(0);
+}

@@ -9,7 +9,7 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { DESKTOP, check, launch, newPage } from './harness.mjs';
-import { login } from './admin-harness.mjs';
+import { login, report } from './admin-harness.mjs';
 
 const [url, artifacts] = process.argv.slice(2);
 if (!url || !artifacts) {
@@ -76,9 +76,4 @@ try {
 } finally {
   await browser.close();
 }
-if (failures.length) {
-  console.error(`FAILED:\n${failures.join('\n')}`);
-  process.exit(1);
-}
-console.log('admin dashboard: ok');
-process.exit(0);
+report(failures, 'admin dashboard: ok');

@@ -191,39 +191,81 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let json = req
-            .headers()
-            .get(axum::http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|m| {
-                let m = m.trim();
-                m.eq_ignore_ascii_case("application/json") || m.ends_with("+json")
-            });
+        let json = is_json(&req);
+        let bytes = body_bytes(req, state).await?;
         if !json {
-            return Err(ApiError::new(
-                ErrorCode::UnsupportedMediaType,
-                "the body must be JSON with Content-Type: application/json",
-            ));
+            return Err(not_json());
         }
-        let bytes = match axum::body::Bytes::from_request(req, state).await {
-            Ok(b) => b,
-            Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                return Err(ApiError::new(
-                    ErrorCode::PayloadTooLarge,
-                    "the body is too large",
-                ));
+        json_object(&bytes).map(Self)
+    }
+}
+
+/// A JSON body that may be left out (or sent empty): its type's default then; otherwise the
+/// same rules as [`ApiJson`].
+pub struct OptionalJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for OptionalJson<T>
+where
+    T: DeserializeOwned + Default,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let json = is_json(&req);
+        let bytes = body_bytes(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self(T::default()));
+        }
+        if !json {
+            return Err(not_json());
+        }
+        json_object(&bytes).map(Self)
+    }
+}
+
+fn is_json(req: &Request) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| {
+            let m = m.trim();
+            m.eq_ignore_ascii_case("application/json") || m.ends_with("+json")
+        })
+}
+
+fn not_json() -> ApiError {
+    ApiError::new(
+        ErrorCode::UnsupportedMediaType,
+        "the body must be JSON with Content-Type: application/json",
+    )
+}
+
+/// The body, within `admin.body_bytes_max` (the router's limit).
+async fn body_bytes<S: Send + Sync>(
+    req: Request,
+    state: &S,
+) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::Bytes::from_request(req, state)
+        .await
+        .map_err(|r| {
+            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(ErrorCode::PayloadTooLarge, "the body is too large")
+            } else {
+                ApiError::bad_request(r.body_text())
             }
-            Err(r) => return Err(ApiError::bad_request(r.body_text())),
-        };
-        // Every admin body is a JSON object; serde would also take a struct as an array.
-        if bytes.trim_ascii_start().first() != Some(&b'{') {
-            return Err(ApiError::bad_request("the body must be a JSON object"));
-        }
-        match Json::<T>::from_bytes(&bytes) {
-            Ok(Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
-        }
+        })
+}
+
+/// Every admin body is a JSON object (serde would also take a struct written as an array).
+fn json_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
+    }
+    match Json::<T>::from_bytes(bytes) {
+        Ok(Json(value)) => Ok(value),
+        Err(rejection) => Err(json_rejection(rejection)),
     }
 }
 

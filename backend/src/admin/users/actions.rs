@@ -5,48 +5,30 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::{FromRequest, Request, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use ringchat_proto::v1::{self, KickReason};
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{UserDetail, user_detail, user_id, user_record};
 use crate::admin::Admin;
 use crate::admin::auth::AdminOnly;
-use crate::admin::error::{ApiError, ApiJson, ApiPath, ApiResult, ErrorBody, ErrorCode};
+use crate::admin::error::{ApiError, ApiJson, ApiPath, ApiResult, ErrorBody, OptionalJson};
 use crate::time::now_ms;
 
 /// Bytes of an operator's reason kept, at most.
 const REASON_BYTES_MAX: usize = 256;
 
-/// A JSON body that may be left out (or sent empty): its type's default then. Refusals are
-/// JSON errors, as [`ApiJson`]'s.
-pub struct OptionalJson<T>(pub T);
-
-impl<S, T> FromRequest<S> for OptionalJson<T>
-where
-    T: DeserializeOwned + Default,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
-            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(ErrorCode::PayloadTooLarge, "the body is too large")
-            } else {
-                ApiError::bad_request(r.body_text())
-            }
-        })?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Self(T::default()));
+/// The password an operator gave, or a random one (returned to show once).
+fn password_or_generated(given: Option<String>) -> ApiResult<(String, Option<String>)> {
+    match given {
+        Some(p) => Ok((p, None)),
+        None => {
+            let p = crate::accounts::new_random_password()
+                .map_err(|e| ApiError::internal("making a password", e))?;
+            Ok((p.clone(), Some(p)))
         }
-        serde_json::from_slice(&bytes)
-            .map(Self)
-            .map_err(|e| ApiError::bad_request(format!("body: {e}")))
     }
 }
 
@@ -88,17 +70,7 @@ pub(super) async fn create_user(
     AdminOnly(op): AdminOnly,
     ApiJson(body): ApiJson<CreateUserBody>,
 ) -> ApiResult<(StatusCode, Json<CreatedUser>)> {
-    let generated = match body.password {
-        Some(_) => None,
-        None => Some(
-            crate::accounts::new_random_password()
-                .map_err(|e| ApiError::internal("making a password", e))?,
-        ),
-    };
-    let password = body
-        .password
-        .or_else(|| generated.clone())
-        .unwrap_or_default();
+    let (password, generated) = password_or_generated(body.password)?;
     let backend = &admin.backend;
     let id = backend
         .accounts
@@ -334,17 +306,7 @@ pub(super) async fn reset_password(
     OptionalJson(body): OptionalJson<ResetPasswordBody>,
 ) -> ApiResult<Json<Done>> {
     let id = user_id(id)?;
-    let generated = match body.password {
-        Some(_) => None,
-        None => Some(
-            crate::accounts::new_random_password()
-                .map_err(|e| ApiError::internal("making a password", e))?,
-        ),
-    };
-    let password = body
-        .password
-        .or_else(|| generated.clone())
-        .unwrap_or_default();
+    let (password, generated) = password_or_generated(body.password)?;
     let (revoked, kicked) = admin
         .backend
         .set_password_by_operator(id, password)
