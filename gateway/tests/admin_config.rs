@@ -3,9 +3,11 @@
 
 mod common;
 
+use common::wait_until;
+
 use std::io::Read as _;
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::TestServer;
 use common::admin::AdminClient;
@@ -50,15 +52,6 @@ fn audit_entry(client: &AdminClient, target: &str) -> Value {
 
 fn error_message(body: &Value) -> &str {
     body["error"]["message"].as_str().unwrap_or_default()
-}
-
-/// Waits (bounded) until `f` holds.
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + DEADLINE;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]

@@ -5,12 +5,14 @@
 
 mod common;
 
+use common::wait_until;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::TestServer;
 use common::admin::AdminClient;
@@ -38,15 +40,6 @@ fn file_lines(dir: &Path) -> Vec<String> {
                 .collect::<Vec<_>>()
         })
         .collect()
-}
-
-/// Waits until `check` holds, or panics saying `what`.
-fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]
@@ -86,7 +79,7 @@ fn files_are_json_lines_without_colour_or_storage_chatter_and_ready_is_said_once
     });
     ready_rx.recv_timeout(WAIT).expect("ready");
     let dir = tmp.path().join("ringchat-logs");
-    wait_for("the ready event in the log file", || {
+    wait_until("the ready event in the log file", || {
         file_lines(&dir)
             .iter()
             .any(|l| l.contains("ringchat ready"))
@@ -149,7 +142,7 @@ fn files_are_json_lines_without_colour_or_storage_chatter_and_ready_is_said_once
 fn a_filter_naming_the_storage_engine_shows_its_info_lines() {
     let server = TestServer::start(&[("LOG__FILTER", "info")]);
     let dir = log_dir(&server);
-    wait_for("fjall's INFO line in the file", || {
+    wait_until("fjall's INFO line in the file", || {
         file_lines(&dir)
             .iter()
             .any(|l| l.contains("Creating database"))
@@ -180,7 +173,7 @@ fn rotation_keeps_at_most_files_max_files_under_the_size_limit() {
         n.sort();
         n
     };
-    wait_for("the last change in the newest file", || {
+    wait_until("the last change in the newest file", || {
         file_lines(&dir).iter().any(|l| l.contains("rotation_039"))
     });
     let files = names();
@@ -356,7 +349,7 @@ fn the_live_tail_streams_new_events_through_its_filters_and_resumes() {
     // keep-alive at the latest): until then a new stream may be refused.
     let open = |last_id: Option<&str>, query: &str| {
         let mut stream = None;
-        wait_for("a free stream slot", || {
+        wait_until("a free stream slot", || {
             let s = Sse::open(server.admin, Some(&vkey), query, last_id);
             assert!(matches!(s.status, 200 | 503), "{}", s.status);
             stream = (s.status == 200).then_some(s);
@@ -388,7 +381,7 @@ fn search_pages_newest_first_and_export_downloads_the_matching_lines() {
         failed_login(&server, &format!("searchmark{i}"));
     }
     let search = |query: &str| viewer.get(&format!("/api/logs?{query}"));
-    wait_for("the five lines in the files", || {
+    wait_until("the five lines in the files", || {
         search("q=searchmark&limit=50").1["items"]
             .as_array()
             .map(Vec::len)
@@ -543,7 +536,7 @@ fn readers_may_read_only_admins_change_the_filter_and_bad_input_is_a_json_4xx() 
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["filter"], "warn,ringchat_backend=debug");
     // The audit log is written in batches: wait for the entry.
-    wait_for("the change in the audit log", || {
+    wait_until("the change in the audit log", || {
         let (_, audit) = viewer.get("/api/audit?limit=5");
         audit["items"].as_array().unwrap().iter().any(|e| {
             e["action"] == "log.filter_set"

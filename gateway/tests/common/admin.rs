@@ -98,19 +98,7 @@ impl AdminClient {
 
     /// `POST /api/session`; keeps the cookie and the CSRF token on success.
     pub fn login(&mut self, username: &str, password: &str) -> Reply {
-        let body = serde_json::json!({ "username": username, "password": password });
-        let resp = self
-            .agent
-            .post(format!("{}/api/session", self.base))
-            .header("Content-Type", "application/json")
-            .send(body.to_string())
-            .expect("admin listener reachable");
-        let cookie = resp
-            .headers()
-            .get("set-cookie")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let reply = read(resp);
+        let (reply, cookie) = self.post_session(username, password);
         if reply.0 == 200 {
             let cookie = cookie.expect("a session cookie");
             self.cookie = Some(cookie.split(';').next().unwrap().to_owned());
@@ -121,6 +109,11 @@ impl AdminClient {
 
     /// The raw `Set-Cookie` of a login, for checking its attributes.
     pub fn login_cookie(&self, username: &str, password: &str) -> (u16, Option<String>) {
+        let (reply, cookie) = self.post_session(username, password);
+        (reply.0, cookie)
+    }
+
+    fn post_session(&self, username: &str, password: &str) -> (Reply, Option<String>) {
         let body = serde_json::json!({ "username": username, "password": password });
         let resp = self
             .agent
@@ -133,7 +126,7 @@ impl AdminClient {
             .get("set-cookie")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        (resp.status().as_u16(), cookie)
+        (read(resp), cookie)
     }
 
     /// A GET whose answer is not JSON (the dashboard's files): status, headers, text.

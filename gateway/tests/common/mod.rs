@@ -26,6 +26,17 @@ use ringchat_proto::v1::{self, KickReason};
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const EXIT_TIMEOUT: Duration = Duration::from_secs(15);
 pub const PASSWORD: &str = "correct horse battery";
+/// How long a test waits for something the server does in the background.
+pub const WAIT_DEADLINE: Duration = Duration::from_secs(20);
+
+/// Polls `check` until it holds, or panics saying `what` after [`WAIT_DEADLINE`].
+pub fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT_DEADLINE;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
 
 /// A server that exited at start-up.
 #[derive(Debug)]
