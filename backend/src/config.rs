@@ -63,10 +63,46 @@ pub const TAIL_CACHE_BYTES_DEFAULT: usize = 0;
 /// Largest `storage.tail_cache_bytes`: 64 GiB (a typo guard, not a recommendation).
 pub const TAIL_CACHE_BYTES_MAX: usize = 64 << 30;
 
+/// Which store of record holds users, conversations and messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageEngine {
+    /// fjall in `storage.data_dir`: one box.
+    #[default]
+    Embedded,
+    /// A PostgreSQL database (`[storage.postgres]`), shared by the nodes of a cluster.
+    Postgres,
+    /// A ScyllaDB cluster (`[storage.scylla]`), shared by the nodes of a cluster.
+    Scylla,
+}
+
+/// `[storage.postgres]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresConfig {
+    /// `postgres://user@host:port/database?…`; a password here is better kept in `url_file`
+    /// or the `RINGCHAT_STORAGE__POSTGRES__URL` environment variable.
+    #[serde(skip_serializing)]
+    pub url: String,
+}
+
+/// `[storage.scylla]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScyllaConfig {
+    /// Contact points, `host:port`.
+    pub hosts: Vec<String>,
+    pub keyspace: String,
+}
+
 /// `[storage]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
+    /// The store of record; the data dir keeps the node's own files whichever it is.
+    pub engine: StorageEngine,
+    pub postgres: PostgresConfig,
+    pub scylla: ScyllaConfig,
     pub data_dir: PathBuf,
     pub durability: Durability,
     /// Writes grouped into one commit (and one fsync), at most.
@@ -92,6 +128,9 @@ pub struct StorageConfig {
 impl Default for StorageConfig {
     fn default() -> Self {
         Self {
+            engine: StorageEngine::Embedded,
+            postgres: PostgresConfig::default(),
+            scylla: ScyllaConfig::default(),
             data_dir: PathBuf::from("./ringchat-data"),
             durability: Durability::Fsync,
             commit_group_max: 1024,

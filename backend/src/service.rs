@@ -18,7 +18,7 @@ use crate::presence::{DeviceState, LocalPresence, Tracker};
 use crate::read_gate::{ReadGate, Ticket};
 use crate::rooms::Rooms;
 use crate::sessions::{OpenError, Session, Sessions, SharedSessions};
-use crate::store::{FjallStore, Ports, StoreError, StoreHealth};
+use crate::store::{Ports, StoreError, StoreHealth};
 use crate::time::now_ms;
 
 /// Requests taken from the queue in one go.
@@ -100,15 +100,13 @@ pub struct Backend {
 
 impl Backend {
     pub fn open(settings: Settings, shards: Vec<ShardSender>) -> Result<Arc<Self>, BackendError> {
-        let store = FjallStore::open(&settings.storage.data_dir, settings.storage.durability)
-            .map_err(|source| match source {
-                StoreError::DirInUse(dir) => BackendError::DirInUse(dir),
-                source => BackendError::Storage {
-                    dir: settings.storage.data_dir.clone(),
-                    source,
-                },
-            })?;
-        let ports = Ports::with_tail_cache(Arc::new(store), settings.storage.tail_cache_bytes);
+        let ports = crate::store::open(&settings.storage).map_err(|source| match source {
+            StoreError::DirInUse(dir) => BackendError::DirInUse(dir),
+            source => BackendError::Storage {
+                dir: settings.storage.data_dir.clone(),
+                source,
+            },
+        })?;
         let audit = Arc::new(crate::audit::Audit::new(Arc::clone(&ports.audit)));
         let live = Arc::new(crate::live::LiveSettings::new(settings.clone()));
         let accounts = Accounts::new(

@@ -13,6 +13,8 @@ mod conv;
 mod fjall;
 mod groups;
 pub(crate) mod log;
+mod open;
+mod owners;
 mod ports;
 pub(crate) mod records;
 pub(crate) mod tail_cache;
@@ -29,9 +31,11 @@ pub use groups::{
     ApplicationRecord, GROUP_NAME_KEY_BYTES_MAX, GroupRecord, GroupRole, GroupWrites, JoinPolicy,
     MENTION_ALL_USER, MemberRecord, ReadHistogram, UserGroupRecord, group_name_key,
 };
+pub use open::open;
+pub use owners::{Claim, OwnerRecord};
 pub use ports::{
     AccountAdminStore, AccountStore, AuditStore, ContactStore, ConversationLog, CursorStore,
-    GroupStore, MembershipStore, Ports, PushTokenStore, StoreEngine,
+    GroupStore, MembershipStore, OwnerStore, Ports, PushTokenStore, StoreEngine,
 };
 pub use records::{
     CommitGroup, ConvRecord, CursorRecord, CursorRow, DEVICES_PER_ROW_MAX, DedupRecord,
@@ -137,6 +141,10 @@ pub enum StoreError {
     /// An earlier write failed: this store takes no more until the server restarts.
     #[error("the store takes no more writes after an earlier failure: {0}")]
     WritesStopped(String),
+    /// A commit group named an epoch that is no longer the conversation's (another node owns
+    /// it now): nothing of the group was written.
+    #[error("conversation {conv} is owned at epoch {stored}, not {fenced}: nothing written")]
+    Fenced { conv: u64, fenced: u64, stored: u64 },
     /// Written, but not made durable: the store's state on disk is unknown.
     #[error("making a commit durable failed: {0}")]
     Persist(#[source] BoxedError),

@@ -13,10 +13,11 @@ use std::sync::Arc;
 
 use super::tail_cache::TailCached;
 use super::{
-    AccountFlags, ApplicationRecord, AuditRecord, CommitGroup, ContactSummary, ConvId, ConvRecord,
-    CursorRow, GroupRecord, InviteRecord, InviteTake, MemberRecord, MessageRecord, ProfileRecord,
-    PushTokenRecord, ReadHistogram, RelationKey, RelationKind, RelationRecord, StoreError,
-    StoreHealth, TokenHash, TokenRecord, UserGroupRecord, UserId, UserRecord,
+    AccountFlags, ApplicationRecord, AuditRecord, Claim, CommitGroup, ContactSummary, ConvId,
+    ConvRecord, CursorRow, GroupRecord, InviteRecord, InviteTake, MemberRecord, MessageRecord,
+    OwnerRecord, ProfileRecord, PushTokenRecord, ReadHistogram, RelationKey, RelationKind,
+    RelationRecord, StoreError, StoreHealth, TokenHash, TokenRecord, UserGroupRecord, UserId,
+    UserRecord,
 };
 
 /// Accounts and login tokens. A token is indexed under its user (one token per signed-in
@@ -95,7 +96,9 @@ pub trait PushTokenStore: Send + Sync + 'static {
 /// The conversation log: the sequencer's commit groups, and messages read back by seq.
 pub trait ConversationLog: Send + Sync + 'static {
     /// Writes a group atomically and durably (per the configured durability). Nothing of it is
-    /// visible to readers before all of it is durable.
+    /// visible to readers before all of it is durable. A group with [`CommitGroup::fences`]
+    /// is written only if every fenced conversation's stored epoch is the one named; otherwise
+    /// nothing is written and the error is [`StoreError::Fenced`].
     ///
     /// The sequencer's contract, which the tail cache relies on: a conversation's first message
     /// has seq 1, each group's messages of a conversation come after its stored head, and a
@@ -303,6 +306,17 @@ pub trait AuditStore: Send + Sync + 'static {
     fn prune_audit(&self, before_ms: u64, limit: usize) -> Result<usize, StoreError>;
 }
 
+/// Conversation ownership for cluster mode (`store/owners.rs`): each conversation is
+/// sequenced by one node at a time, fenced by an epoch that only a conditional write advances.
+pub trait OwnerStore: Send + Sync + 'static {
+    /// The conversation's owner; `None` before anyone claimed it (epoch 0).
+    fn owner(&self, conv: ConvId) -> Result<Option<OwnerRecord>, StoreError>;
+    /// Takes the conversation for `node` if its stored epoch is still `seen_epoch` (0: never
+    /// claimed), advancing it by one, atomically and durably: of two claims that saw the same
+    /// epoch, exactly one wins.
+    fn claim(&self, conv: ConvId, node: u64, seen_epoch: u64) -> Result<Claim, StoreError>;
+}
+
 /// The engine under the ports: its health, and making everything durable at shutdown.
 pub trait StoreEngine: Send + Sync + 'static {
     fn health(&self) -> Arc<StoreHealth>;
@@ -321,6 +335,7 @@ pub trait Store:
     + GroupStore
     + AuditStore
     + PushTokenStore
+    + OwnerStore
     + StoreEngine
 {
 }
@@ -335,6 +350,7 @@ impl<T> Store for T where
         + GroupStore
         + AuditStore
         + PushTokenStore
+        + OwnerStore
         + StoreEngine
 {
 }
@@ -351,6 +367,7 @@ pub struct Ports {
     pub groups: Arc<dyn GroupStore>,
     pub audit: Arc<dyn AuditStore>,
     pub push_tokens: Arc<dyn PushTokenStore>,
+    pub owners: Arc<dyn OwnerStore>,
     pub engine: Arc<dyn StoreEngine>,
 }
 
@@ -366,6 +383,7 @@ impl Ports {
             groups: Arc::clone(&store) as _,
             audit: Arc::clone(&store) as _,
             push_tokens: Arc::clone(&store) as _,
+            owners: Arc::clone(&store) as _,
             engine: store,
         }
     }

@@ -247,6 +247,9 @@ pub struct CommitGroup {
     pub contacts: super::ContactWrites,
     /// Groups, members, applications, mentions (`store/groups.rs`).
     pub groups: super::GroupWrites,
+    /// Cluster mode: `(conversation, epoch)` — the group is written only while each named
+    /// conversation is owned at that epoch (`store/owners.rs`). Empty on one box.
+    pub fences: Vec<(ConvId, u64)>,
 }
 
 impl CommitGroup {
@@ -259,6 +262,7 @@ impl CommitGroup {
         self.next_msg_id = None;
         self.contacts.clear();
         self.groups.clear();
+        self.fences.clear();
     }
 
     pub fn is_empty(&self) -> bool {

@@ -54,6 +54,7 @@ fn full_group(ab: ConvId) -> CommitGroup {
             summaries: vec![(BOB, crate::store::ContactSummary::default())],
         },
         groups: crate::store::GroupWrites::default(),
+        fences: vec![],
     }
 }
 

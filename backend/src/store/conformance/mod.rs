@@ -19,7 +19,7 @@
 //! ```
 //!
 //! A new behaviour is a `pub(crate) fn name<A: Adapter>()` in the file for its part of the store
-//! (accounts, log, atomicity, dedup, cursors, contacts, groups, audit, notify, engine) plus its name in the macro's list.
+//! (accounts, log, atomicity, dedup, cursors, contacts, groups, audit, notify, owners, engine) plus its name in the macro's list.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -44,6 +44,7 @@ mod engine;
 mod groups;
 mod log;
 mod notify;
+mod owners;
 
 pub(crate) use account_admin::*;
 pub(crate) use accounts::*;
@@ -56,6 +57,7 @@ pub(crate) use engine::*;
 pub(crate) use groups::*;
 pub(crate) use log::*;
 pub(crate) use notify::*;
+pub(crate) use owners::*;
 
 /// How the suite gets a store: the only thing an adapter implements.
 pub(crate) trait Adapter {
@@ -64,6 +66,12 @@ pub(crate) trait Adapter {
     /// Opens the store kept in `dir` (empty at first). Opening it again after the previous
     /// store was dropped is a restart: everything committed before must be there.
     fn try_open(dir: &Path) -> Result<Self::Store, StoreError>;
+
+    /// Whether the store belongs to one process at a time (an embedded store's data dir). A
+    /// store of record shared by the nodes of a cluster is not: a second open of the same
+    /// store succeeds and sees the first one's writes. A networked adapter derives the
+    /// database (schema, keyspace) it uses from `dir`, so each test gets its own.
+    const EXCLUSIVE: bool = true;
 
     fn open(dir: &Path) -> Self::Store {
         Self::try_open(dir).expect("the store opens")
@@ -125,6 +133,9 @@ macro_rules! conformance_suite {
             audit_entries_are_pruned_oldest_first_in_bounded_steps,
             user_ids_are_walked_in_pages_and_counted,
             push_tokens_are_put_per_device_replaced_listed_and_removed,
+            a_conversation_is_claimed_by_one_node_at_a_time_and_survives_reopen,
+            of_claims_that_saw_the_same_epoch_exactly_one_wins,
+            a_group_fenced_by_a_stale_epoch_writes_nothing,
         );
     };
     (@tests $adapter:ty; $($behaviour:ident),+ $(,)?) => {

@@ -216,6 +216,7 @@ impl ConversationLog for FjallStore {
     fn append(&self, group: &CommitGroup) -> Result<(), StoreError> {
         let _writing = self.write_lock();
         self.writable()?;
+        self.check_fences(group)?;
         let mut batch = self.db.batch();
         for_each_run(&group.messages, |run| {
             let first = run[0];

@@ -19,6 +19,7 @@
 //! - `user_flags`, `invites`, `invite_codes`: what operators keep about accounts
 //!   (`account_admin.rs`); `group_names`: groups by folded name (`group_names.rs`).
 //! - `push_tokens`: devices' push tokens (`push_tokens.rs`).
+//! - `owners`: conversation → owner and epoch, for cluster mode (`owners.rs`).
 //!
 //! Big-endian integer keys, so that ranges scan in numeric order. `migrate.rs` turns a layout 1
 //! store (one key per message, dedup and device cursors in keyspaces of their own) into this.
@@ -34,6 +35,7 @@ mod groups;
 mod journal_repair;
 mod log;
 mod migrate;
+mod owners;
 mod push_tokens;
 
 use std::path::Path;
@@ -128,6 +130,8 @@ pub struct FjallStore {
     group_names: Keyspace,
     /// Devices' push tokens (`push_tokens.rs`).
     push_tokens: Keyspace,
+    /// Conversation ownership (`owners.rs`); empty on one box.
+    owners: Keyspace,
     /// What readers see: a snapshot taken after the last successful persist.
     published: RwLock<Arc<Snapshot>>,
     /// One writer at a time, from its write through its persist to publishing the snapshot, so
@@ -201,6 +205,7 @@ impl FjallStore {
             invite_codes: ks("invite_codes")?,
             group_names: ks("group_names")?,
             push_tokens: ks("push_tokens")?,
+            owners: ks("owners")?,
             published: RwLock::new(Arc::new(db.snapshot())),
             db,
             durability,

@@ -590,6 +590,20 @@ impl<S: crate::store::PushTokenStore> crate::store::PushTokenStore for TailCache
     }
 }
 
+impl<S: crate::store::OwnerStore> crate::store::OwnerStore for TailCached<S> {
+    fn owner(&self, conv: ConvId) -> Result<Option<crate::store::OwnerRecord>, StoreError> {
+        self.inner.owner(conv)
+    }
+    fn claim(
+        &self,
+        conv: ConvId,
+        node: u64,
+        seen_epoch: u64,
+    ) -> Result<crate::store::Claim, StoreError> {
+        self.inner.claim(conv, node, seen_epoch)
+    }
+}
+
 impl<S: CursorStore> CursorStore for TailCached<S> {
     fn cursor_row(&self, conv: ConvId, user: UserId) -> Result<Option<CursorRow>, StoreError> {
         self.inner.cursor_row(conv, user)

@@ -1,0 +1,94 @@
+//! Conformance: conversation ownership and the fence on commit groups (cluster mode).
+
+use super::*;
+use crate::store::{Claim, OwnerRecord, OwnerStore};
+
+pub(crate) fn a_conversation_is_claimed_by_one_node_at_a_time_and_survives_reopen<A: Adapter>() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = A::open(dir.path());
+    let conv = direct(ALICE, BOB);
+    let other = direct(ALICE, CAROL);
+    assert_eq!(store.owner(conv).unwrap(), None);
+    assert_eq!(store.claim(conv, 7, 0).unwrap(), Claim::Won(1));
+    let first = OwnerRecord { epoch: 1, node: 7 };
+    // A claim that saw no owner, or a stale epoch, loses and is told the owner.
+    assert_eq!(store.claim(conv, 8, 0).unwrap(), Claim::Lost(first));
+    assert_eq!(store.claim(conv, 8, 5).unwrap(), Claim::Lost(first));
+    assert_eq!(store.claim(conv, 8, 1).unwrap(), Claim::Won(2));
+    // Claiming one conversation leaves the others alone.
+    assert_eq!(store.owner(other).unwrap(), None);
+    assert!(matches!(store.claim(other, 9, 3).unwrap(), Claim::Lost(_)));
+    assert_eq!(store.owner(other).unwrap(), None);
+    let store = reopen::<A>(store, dir.path());
+    assert_eq!(
+        store.owner(conv).unwrap(),
+        Some(OwnerRecord { epoch: 2, node: 8 })
+    );
+}
+
+pub(crate) fn of_claims_that_saw_the_same_epoch_exactly_one_wins<A: Adapter>() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(A::open(dir.path()));
+    let conv = direct(ALICE, BOB);
+    let claims: Vec<_> = (1..=4u64)
+        .map(|node| {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || store.claim(conv, node, 0).unwrap())
+        })
+        .collect();
+    let results: Vec<Claim> = claims.into_iter().map(|t| t.join().unwrap()).collect();
+    let won: Vec<_> = results
+        .iter()
+        .filter(|c| matches!(c, Claim::Won(1)))
+        .collect();
+    assert_eq!(won.len(), 1, "{results:?}");
+    let owner = store.owner(conv).unwrap().unwrap();
+    assert_eq!(owner.epoch, 1);
+    for lost in results.iter().filter(|c| matches!(c, Claim::Lost(_))) {
+        assert_eq!(*lost, Claim::Lost(owner));
+    }
+}
+
+pub(crate) fn a_group_fenced_by_a_stale_epoch_writes_nothing<A: Adapter>() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = A::open(dir.path());
+    let conv = direct(ALICE, BOB);
+    let other = direct(ALICE, CAROL);
+    assert_eq!(store.claim(conv, 1, 0).unwrap(), Claim::Won(1));
+    let mut first = msgs(conv, 1..=2);
+    first.next_msg_id = Some(3);
+    first.fences = vec![(conv, 1)];
+    commit(&store, first);
+    // Node 2 takes over; node 1's next group, fenced by epoch 1, must leave no trace, even of
+    // the conversation it did not fence.
+    assert_eq!(store.claim(conv, 2, 1).unwrap(), Claim::Won(2));
+    let mut stale = msgs(conv, 3..=3);
+    stale.messages.extend(msgs(other, 1..=1).messages);
+    stale.cursor_rows = vec![(conv, BOB, row(CursorRecord::default(), &[("d", 3)], &[]))];
+    stale.next_msg_id = Some(9);
+    stale.fences = vec![(conv, 1)];
+    match store.append(&stale) {
+        Err(StoreError::Fenced {
+            conv: fenced_conv,
+            fenced: 1,
+            stored: 2,
+        }) => assert_eq!(fenced_conv, conv.to_wire()),
+        other => panic!("expected Fenced, got {other:?}"),
+    }
+    assert_eq!(seqs(&all_after(&store, conv)), [1, 2]);
+    assert!(all_after(&store, other).is_empty());
+    assert_eq!(store.cursor_row(conv, BOB).unwrap(), None);
+    assert_eq!(store.next_msg_id().unwrap(), 3);
+    // The new owner's group, fenced by the current epoch, is written; the store still takes
+    // writes after a refused group.
+    let mut current = msgs(conv, 3..=3);
+    current.next_msg_id = Some(4);
+    current.fences = vec![(conv, 2)];
+    commit(&store, current);
+    assert_eq!(seqs(&all_after(&store, conv)), [1, 2, 3]);
+    // A fence on a conversation nobody claimed names epoch 0.
+    let mut unclaimed = msgs(other, 1..=1);
+    unclaimed.fences = vec![(other, 0)];
+    commit(&store, unclaimed);
+    assert_eq!(seqs(&all_after(&store, other)), [1]);
+}

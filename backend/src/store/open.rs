@@ -1,0 +1,22 @@
+//! Opening the store of record that `[storage] engine` names, as [`Ports`].
+
+use std::sync::Arc;
+
+use super::{FjallStore, Ports, StoreError};
+use crate::config::{StorageConfig, StorageEngine};
+
+/// Opens the configured store; the embedded one behind the tail cache.
+pub fn open(storage: &StorageConfig) -> Result<Ports, StoreError> {
+    match storage.engine {
+        StorageEngine::Embedded => {
+            let store = FjallStore::open(&storage.data_dir, storage.durability)?;
+            Ok(Ports::with_tail_cache(
+                Arc::new(store),
+                storage.tail_cache_bytes,
+            ))
+        }
+        engine @ (StorageEngine::Postgres | StorageEngine::Scylla) => Err(StoreError::Engine(
+            format!("storage.engine = {engine:?}: not built into this server yet").into(),
+        )),
+    }
+}
