@@ -17,7 +17,8 @@ use tokio::sync::{mpsc, oneshot};
 pub use crate::time::now_ms;
 pub use request::{
     AccountRequest, AccountSessionRequest, ClientRequest, ContactQuery, ContactWrite, GroupQuery,
-    GroupWrite, PushTokenRequest, RequestError, RoomRequest, SessionRequest, WriteRequest,
+    GroupWrite, InviteRequest, PushTokenRequest, RequestError, RoomRequest, SessionRequest,
+    WriteRequest,
 };
 
 /// A user's public id: 9 digits, never reused.

@@ -162,6 +162,14 @@ pub struct AccountsConfig {
     /// Longest life an invite may be given, and registrations one invite may allow, at most.
     pub invite_ttl_s_max: u64,
     pub invite_uses_max: u32,
+    /// Invite codes one user may issue in any day (`CreateInvite`); 0: users issue none.
+    pub user_invites_per_day: u32,
+    /// Registrations a user's code may allow, at most; and its life, in seconds (the default
+    /// and the most a user may ask for).
+    pub user_invite_uses_max: u32,
+    pub user_invite_ttl_s: u64,
+    /// Invites in one page of a user's `ListInvites`, at most.
+    pub user_invites_page_max: u32,
 }
 
 /// `accounts.registration`.
@@ -186,6 +194,10 @@ impl Default for AccountsConfig {
             invites_max: 10_000,
             invite_ttl_s_max: 90 * 24 * 3600,
             invite_uses_max: 1_000,
+            user_invites_per_day: 5,
+            user_invite_uses_max: 5,
+            user_invite_ttl_s: 7 * 24 * 3600,
+            user_invites_page_max: 50,
         }
     }
 }
@@ -445,6 +457,22 @@ impl Settings {
         check(
             (1..=1_000_000).contains(&self.accounts.invite_uses_max),
             "accounts.invite_uses_max: must be between 1 and 1000000",
+        );
+        check(
+            self.accounts.user_invites_per_day <= 10_000,
+            "accounts.user_invites_per_day: must be at most 10000",
+        );
+        check(
+            (1..=self.accounts.invite_uses_max).contains(&self.accounts.user_invite_uses_max),
+            "accounts.user_invite_uses_max: must be between 1 and invite_uses_max",
+        );
+        check(
+            (60..=self.accounts.invite_ttl_s_max).contains(&self.accounts.user_invite_ttl_s),
+            "accounts.user_invite_ttl_s: must be between 60 and invite_ttl_s_max",
+        );
+        check(
+            (1..=1_000).contains(&self.accounts.user_invites_page_max),
+            "accounts.user_invites_page_max: must be between 1 and 1000",
         );
         check(
             self.login.token_ttl_s >= 1,

@@ -3,7 +3,9 @@
 //! page chat, a send fails and is retried, the connection is cut and recovers, the server
 //! restarts under it (asked for by the script on its stdout). `contacts.e2e.mjs`: search,
 //! friend requests, presence, profiles and blocks through the Contacts view. `groups.e2e.mjs`:
-//! three users create a group, chat, mention, read, invite and leave. Screenshots of both
+//! three users create a group, chat, mention, read, invite and leave. `chat-system.e2e.mjs`:
+//! operators' notifications (posted by the admin API on the script's `@notify`) show under
+//! "System notices", read-only, live and after Sync. Screenshots of both
 //! widths go to `target/test-artifacts/`.
 //! Needs `/usr/bin/chromium` and `npm ci --prefix web-tests`; `.ci/run` installs both. Missing
 //! either is a failure that says what to install, never a silent skip.
@@ -59,5 +61,14 @@ fn groups_in_browser_pages_create_chat_mention_read_count_invite_leave() {
             "phone-group-chat",
             "phone-group-info",
         ],
+    );
+}
+
+#[test]
+fn system_notices_in_browser_pages_read_only_live_and_after_sync() {
+    run_e2e(
+        "chat-system.e2e.mjs",
+        &[],
+        &["desktop-system", "phone-system"],
     );
 }

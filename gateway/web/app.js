@@ -44,9 +44,16 @@ function showTab(name) {
   render();
 }
 
-// #chat/<user id> or #group/<conversation id> opens that conversation; anything else shows the list.
+// #chat/<user id>, #group/<conversation id> or #system opens that conversation; anything else
+// shows the list.
 function route() {
   if (!state.loggedIn) return;
+  if (location.hash === '#system') {
+    const id = systemConvId();
+    conv_(id, '');
+    if (id !== state.current || !state.convs.get(id).loaded) openConversation(id);
+    return;
+  }
   const g = /^#group\/([0-9]{1,20})$/.exec(location.hash);
   if (g && isGroupId(g[1])) {
     const id = g[1];
@@ -81,7 +88,7 @@ function goToHash(hash) {
   else location.hash = hash;
 }
 
-const goToConv = (c) => (c.group ? goToHash(`#group/${c.id}`) : goToChat(c.peer));
+const goToConv = (c) => (c.system ? goToHash('#system') : c.group ? goToHash(`#group/${c.id}`) : goToChat(c.peer));
 
 function goBack() {
   if (state.openedFromList) history.back();
@@ -137,6 +144,7 @@ function renderList() {
     else if (failed) preview = el('span', { class: 'preview failed' }, icon('alert'), 'Not sent');
     else if (unsent.length) preview = el('span', { class: 'preview' }, icon('clock'), unsent[unsent.length - 1].text);
     else if (c.last && isGroupEvent(c.last)) preview = el('span', { class: 'preview' }, groupEventText(eventOf(c.last)));
+    else if (c.last && c.system) preview = el('span', { class: 'preview' }, noticeText(c.last));
     else if (c.last) {
       const mine = c.last.fromUserId === state.session.userId;
       const text = c.last.recalled ? 'Message deleted' : fromB64(c.last.content);
@@ -144,10 +152,10 @@ function renderList() {
       preview = el('span', { class: 'preview' }, from, text);
     } else preview = el('span', { class: 'preview' }, 'No messages yet');
     const button = el('button', { type: 'button', class: 'conv', onclick: () => goToConv(c) },
-      c.group ? groupAvatar(c.id) : avatar(c.peer, true),
+      c.system ? systemAvatar() : c.group ? groupAvatar(c.id) : avatar(c.peer, true),
       el('span', { class: 'conv-body' },
         el('span', { class: 'top' },
-          el('span', { class: 'name' }, c.group ? groupName(c.id) : displayName(c.peer)),
+          el('span', { class: 'name' }, c.system ? SYSTEM_TITLE : c.group ? groupName(c.id) : displayName(c.peer)),
           c.group ? groupListMarks(c) : null,
           el('time', { class: 'when' }, listTime(lastActivity(c)))),
         el('span', { class: 'bottom' },
@@ -156,7 +164,7 @@ function renderList() {
           unread > 0 ? el('span', { class: `badge unread${c.muted ? ' muted' : ''}`, 'aria-label': `${unread} unread` }, String(unread)) : null)));
     return el('li', {
       class: c.id === state.current ? 'active' : null,
-      dataset: { conversationId: c.id, peer: c.peer, kind: c.group ? 'group' : 'direct' },
+      dataset: { conversationId: c.id, peer: c.peer, kind: c.system ? 'system' : c.group ? 'group' : 'direct' },
     }, button);
   }));
 }
@@ -187,7 +195,9 @@ function renderConversation(scrollToEnd) {
     return;
   }
   $('group-info-button').hidden = !conv.group;
-  if (conv.group) renderGroupHeader(conv);
+  $('chat').dataset.kind = conv.system ? 'system' : conv.group ? 'group' : 'direct';
+  if (conv.system) renderSystemHeader();
+  else if (conv.group) renderGroupHeader(conv);
   else {
     $('peer-title').textContent = displayName(conv.peer);
     $('peer-avatar').replaceChildren(avatar(conv.peer, true));
@@ -199,7 +209,7 @@ function renderConversation(scrollToEnd) {
     // Nobody can write across a block: the bar above says so, with Unblock.
     if (profileOf(conv.peer)?.blocked) $('composer').hidden = true;
   }
-  const typing = isTyping(conv);
+  const typing = !conv.system && isTyping(conv);
   $('typing').hidden = !typing;
   $('typing').textContent = typing ? `${displayName(conv.typingFrom || conv.peer)} is typing…` : '';
 
@@ -260,6 +270,10 @@ function rows(conv) {
       markedNew = true;
       if (startOfDay(ms) === day) out.push(el('li', { class: 'new-sep' }, el('span', null, 'New messages')));
     }
+    if (conv.system) {
+      add(noticeItem(m, seq), ms, false, null);
+      continue;
+    }
     if (isGroupEvent(m)) {
       add(el('li', { class: 'system', dataset: { seq, event: eventOf(m)?.kind || '' } }, el('span', null, groupEventText(eventOf(m)))), ms, false, null);
       continue;
@@ -277,9 +291,10 @@ function rows(conv) {
       clientMsgId: p.clientMsgId, error: p.error, online: state.loggedIn,
     }), p.createdMs, true);
   }
-  if (!out.some((r) => r.classList.contains('msg')) && !conv.loading && !conv.error) {
+  if (!out.some((r) => r.matches('.msg, .notice-item')) && !conv.loading && !conv.error) {
     const to = conv.group ? 'the group' : displayName(conv.peer);
-    out.push(el('li', { class: 'empty' }, el('strong', null, 'No messages yet'), el('span', null, `Say hello to ${to}.`)));
+    const hint = conv.system ? 'Notices from the server’s operators show here.' : `Say hello to ${to}.`;
+    out.push(el('li', { class: 'empty' }, el('strong', null, conv.system ? 'No notices yet' : 'No messages yet'), el('span', null, hint)));
   }
   return out;
 }

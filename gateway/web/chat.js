@@ -169,8 +169,9 @@ function conv_(id, peerUserId) {
   let conv = state.convs.get(id);
   if (!conv) {
     const group = isGroupId(id);
+    const system = isSystemId(id); // notices from the operators: read-only (system-view.js)
     conv = {
-      id, peer: group ? '' : String(peerUserId), messages: new Map(), maxSeq: 0, readSeq: 0,
+      id, peer: group || system ? '' : String(peerUserId), system, messages: new Map(), maxSeq: 0, readSeq: 0,
       peerDeliveredSeq: 0, peerReadSeq: 0, last: null, loaded: false, hasMore: true,
       loading: false, error: null, typingUntil: 0, typingTimer: null, newFromSeq: 0,
       // Groups: the first seq I may read, unread mentions of me, my notifications muted.
@@ -246,7 +247,7 @@ const isTyping = (conv) => Date.now() < conv.typingUntil;
 
 function sendTyping() {
   const now = Date.now();
-  if (state.current && state.loggedIn && now - state.lastTypingSent > TYPING_SEND_MS) {
+  if (state.current && state.loggedIn && !isSystemId(state.current) && now - state.lastTypingSent > TYPING_SEND_MS) {
     state.lastTypingSent = now;
     send({ typing: { conversationId: state.current } });
   }

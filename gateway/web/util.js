@@ -51,8 +51,9 @@ function conversationId(a, b) {
   return ((x << 32n) | y).toString();
 }
 
-// A conversation id's kind is in its top two bits: 00 direct, 01 group.
+// A conversation id's kind is in its top two bits: 00 direct, 01 group, 10 system.
 const isGroupId = (id) => /^[0-9]{1,20}$/.test(String(id)) && BigInt(id) >> 62n === 1n;
+const isSystemId = (id) => /^[0-9]{1,20}$/.test(String(id)) && BigInt(id) >> 62n === 2n;
 
 // ---- times ----
 const DAY_MS = 86400000;

@@ -151,5 +151,11 @@ pub fn body_name(body: &Body) -> &'static str {
         Body::RegisterPushToken(_) => "register_push_token",
         Body::UnregisterPushToken(_) => "unregister_push_token",
         Body::PushTokenOk(_) => "push_token_ok",
+        Body::CreateInvite(_) => "create_invite",
+        Body::InviteCreated(_) => "invite_created",
+        Body::ListInvites(_) => "list_invites",
+        Body::InviteList(_) => "invite_list",
+        Body::RevokeInvite(_) => "revoke_invite",
+        Body::RevokeInviteOk(_) => "revoke_invite_ok",
     }
 }

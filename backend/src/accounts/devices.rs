@@ -15,6 +15,7 @@ use super::{Accounts, Authenticated, DEVICE_ID_BYTES_MAX, Refusal, blocking, pas
 use crate::Backend;
 use crate::api::{AccountSessionRequest, ConnRef, ShardEvent};
 use crate::audit::Entry;
+use crate::push::SignedOut;
 use crate::store::{TokenHash, TokenRecord, UserId};
 use crate::throttle::ThrottleKey;
 use crate::time::now_ms;
@@ -229,6 +230,8 @@ impl Backend {
             .accounts
             .change_password(user_id, req, &device_id, platform)
             .await?;
+        self.forget_push_tokens(user_id, SignedOut::AllBut(&device_id))
+            .await;
         let kicks: Kicks = {
             let mut sessions = self.sessions.write();
             sessions.set_token(user_id, conn, auth.token_hash);
@@ -248,12 +251,15 @@ impl Backend {
 
     async fn logout(&self, conn: ConnRef, user_id: UserId) -> Result<(Body, Kicks), Refusal> {
         let (device_id, _, token) = self.this_session(user_id, conn)?;
+        let device = device_id.clone();
         let revoked = self
             .accounts
             .revoke_tokens(user_id, move |h, t| {
-                *h == token || (!device_id.is_empty() && *t.device_id == *device_id)
+                *h == token || (!device.is_empty() && *t.device_id == *device)
             })
             .await?;
+        self.forget_push_tokens(user_id, SignedOut::Device(&device_id))
+            .await;
         tracing::info!(user_id, tokens_revoked = revoked, "logged out");
         self.audit.record(
             Entry::new(format!("user:{user_id}"), "user.logout")
@@ -328,6 +334,8 @@ impl Backend {
                 "no signed-in device has this device_id",
             ));
         }
+        self.forget_push_tokens(user_id, SignedOut::Device(&req.device_id))
+            .await;
         tracing::warn!(
             user_id,
             tokens_revoked = revoked,

@@ -9,7 +9,8 @@
 //! - `devices.rs`: ChangePassword, Logout, ListDevices, RevokeDevice (logged in); `seen.rs`:
 //!   devices' last-seen times, written in batches.
 //! - `policy.rs`: the registration policy (open, closed, invite codes) and disabled accounts;
-//!   `operator.rs`: what operators do to accounts (disable, kick, set a password, create).
+//!   `operator.rs`: what operators do to accounts (disable, kick, set a password, create);
+//!   `user_invites.rs`: invite codes users issue (CreateInvite, ListInvites, RevokeInvite).
 
 mod codes;
 mod devices;
@@ -21,6 +22,7 @@ mod password;
 mod policy;
 mod recovery;
 mod seen;
+mod user_invites;
 mod validate;
 
 use std::sync::Arc;
@@ -33,6 +35,7 @@ use crate::store::{AccountAdminStore, AccountStore, StoreError, TokenHash, UserI
 use crate::throttle::Throttle;
 use crate::time::now_ms;
 
+pub(crate) use devices::TOKENS_SCAN_MAX;
 pub use password::token_hash;
 pub(crate) use password::{hash_password, verify_password};
 pub(crate) use policy::{disabled, new_random_password};
@@ -114,6 +117,8 @@ pub struct Accounts {
     pub(crate) seen: SeenBuffer,
     /// Users' security events go to the audit log.
     pub(crate) audit: Arc<crate::audit::Audit>,
+    /// Invites each user issued in the current day (`user_invites.rs`).
+    user_invites: user_invites::UserInviteLimiter,
 }
 
 /// Runs store calls on a blocking thread.
@@ -137,6 +142,7 @@ impl Accounts {
         let dummy_hash = password::hash_password(&accounts, "ringchat-dummy-password")
             .expect("validated argon2 parameters");
         Ok(Self {
+            user_invites: user_invites::new_limiter(&accounts),
             audit,
             hashing: Semaphore::new(accounts.hash_concurrency),
             registration_hashing: Semaphore::new(accounts.hash_concurrency.div_ceil(2)),

@@ -12,6 +12,7 @@ use ringchat_proto::v1::KickReason;
 use super::{Accounts, Refusal, blocking};
 use crate::Backend;
 use crate::api::ShardEvent;
+use crate::push::SignedOut;
 use crate::store::{AccountFlags, UserId};
 use crate::throttle::ThrottleKey;
 use crate::time::now_ms;
@@ -98,6 +99,7 @@ impl Backend {
         let kicked = self
             .kick_user(user_id, None, KickReason::AccountDisabled)
             .await;
+        self.forget_push_tokens(user_id, SignedOut::All).await;
         tracing::warn!(user_id, sessions_kicked = kicked, "account disabled");
         Ok(Some(kicked))
     }
@@ -128,6 +130,7 @@ impl Backend {
         let kicked = self
             .kick_user(user_id, None, KickReason::PasswordChanged)
             .await;
+        self.forget_push_tokens(user_id, SignedOut::All).await;
         tracing::warn!(
             user_id,
             tokens_revoked = revoked,

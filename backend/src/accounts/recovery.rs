@@ -153,6 +153,8 @@ impl Backend {
                 Ok(user_id) => {
                     self.kick_user(user_id, None, KickReason::PasswordChanged)
                         .await;
+                    self.forget_push_tokens(user_id, crate::push::SignedOut::All)
+                        .await;
                     Ok(Body::ResetPasswordOk(v1::ResetPasswordOk { user_id }))
                 }
                 Err(refusal) => Err(refusal),

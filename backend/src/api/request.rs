@@ -107,6 +107,16 @@ pub enum SessionRequest {
     Room(RoomRequest),
     /// This device's push token for offline push (`backend/src/push/`).
     PushToken(PushTokenRequest),
+    /// Invite codes the user issues (`backend/src/accounts/user_invites.rs`).
+    Invite(InviteRequest),
+}
+
+/// A user's own invite codes (`backend/src/accounts/user_invites.rs`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum InviteRequest {
+    Create(v1::CreateInvite),
+    List(v1::ListInvites),
+    Revoke(v1::RevokeInvite),
 }
 
 /// A device's push token (`backend/src/push/tokens.rs`).
@@ -257,6 +267,13 @@ impl ClientRequest {
             Body::UnregisterPushToken(b) => {
                 Self::Session(SessionRequest::PushToken(PushTokenRequest::Unregister(b)))
             }
+            Body::CreateInvite(b) => {
+                Self::Session(SessionRequest::Invite(InviteRequest::Create(b)))
+            }
+            Body::ListInvites(b) => Self::Session(SessionRequest::Invite(InviteRequest::List(b))),
+            Body::RevokeInvite(b) => {
+                Self::Session(SessionRequest::Invite(InviteRequest::Revoke(b)))
+            }
             Body::HelloOk(_)
             | Body::RegisterOk(_)
             | Body::LoginOk(_)
@@ -300,7 +317,10 @@ impl ClientRequest {
             | Body::RoomLeft(_)
             | Body::RoomSent(_)
             | Body::RoomMessage(_)
-            | Body::PushTokenOk(_) => {
+            | Body::PushTokenOk(_)
+            | Body::InviteCreated(_)
+            | Body::InviteList(_)
+            | Body::RevokeInviteOk(_) => {
                 return Err(RequestError::ServerOnly(ringchat_proto::body_name(&body)));
             }
         })

@@ -12,9 +12,11 @@
 //! The sender (`sender.rs`, one tokio task) resolves records into pushes (`resolve.rs`: the
 //! devices' tokens, a group's offline members, an optional preview), posts them to the webhook
 //! in batches signed with HMAC-SHA256 (`webhook.rs`), and retries with exponential backoff.
-//! Devices register their tokens with `RegisterPushToken` (`tokens.rs`).
+//! Devices register their tokens with `RegisterPushToken` (`tokens.rs`); a device's token is
+//! forgotten when its login ends (`forget.rs`).
 
 mod config;
+mod forget;
 mod resolve;
 mod sender;
 mod tokens;
@@ -26,6 +28,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::mpsc::{self, error::TrySendError};
 
 pub use config::PushConfig;
+pub(crate) use forget::SignedOut;
 pub(crate) use sender::start;
 
 use crate::store::{ConvId, UserId};

@@ -140,6 +140,7 @@ pub fn run_e2e_on(script: &str, env: &[(&str, &str)], shots: &[&str], target: Ta
         }
     });
     let deadline = Instant::now() + E2E_TIMEOUT;
+    let mut operator = None;
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
@@ -160,6 +161,15 @@ pub fn run_e2e_on(script: &str, env: &[(&str, &str)], shots: &[&str], target: Ta
                 let seconds = command[5..].trim().parse::<u64>().unwrap_or(5).min(30);
                 start_load(server.tcp, Duration::from_secs(seconds));
                 writeln!(to_script, "loading").unwrap();
+            }
+            // `@notify JSON`: an operator posts that notification by the admin API; the answer
+            // is the HTTP status and the JSON reply.
+            Ok(command) if command.starts_with("notify ") => {
+                let body: serde_json::Value =
+                    serde_json::from_str(&command[7..]).expect("@notify takes a JSON body");
+                let operator = operator.get_or_insert_with(|| server.api_key("e2e-ops", "admin"));
+                let (status, reply) = operator.post("/api/notifications", body);
+                writeln!(to_script, "{status} {reply}").unwrap();
             }
             Ok(command) => panic!("the browser test asked for {command:?}, which is unknown"),
             Err(_) => {}

@@ -70,6 +70,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../../../web/mentions-view.js"),
     ),
     (
+        "/system-view.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../web/system-view.js"),
+    ),
+    (
         "/me.js",
         "text/javascript; charset=utf-8",
         include_str!("../../../web/me.js"),

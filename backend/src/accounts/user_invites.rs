@@ -1,0 +1,339 @@
+//! Invite codes issued by users (`CreateInvite`, `ListInvites`, `RevokeInvite`): stored like an
+//! operator's (`policy.rs`: only the code's SHA-256, bounded by `accounts.invites_max`), with
+//! `user:ID` as the issuer, which is how a user's own invites are told apart.
+//!
+//! A user issues at most `accounts.user_invites_per_day` in any day. Counted twice, because
+//! each count alone can be got round: in memory per user (a revoked invite still counts), and
+//! from the stored invites created in the last day (a restart does not reset it).
+//!
+//! A user's invites are found by walking the stored ones newest first (bounded by
+//! `accounts.invites_max`; the issue checks stop at the first invite older than a day).
+
+use std::sync::Arc;
+
+use ringchat_proto::Body;
+use ringchat_proto::v1::{self, ErrorCode};
+
+use super::limiter::WindowLimiter;
+use super::{Accounts, Refusal, blocking};
+use crate::Backend;
+use crate::api::{ConnRef, InviteRequest};
+use crate::audit::Entry;
+use crate::config::{AccountsConfig, Registration};
+use crate::store::{AccountAdminStore, InviteRecord, StoreError, UserId};
+use crate::time::now_ms;
+
+const DAY_MS: u64 = 24 * 3600 * 1000;
+/// Invites read from the store at a time while walking.
+const WALK_CHUNK: usize = 256;
+/// How long to wait when the server holds `accounts.invites_max` usable invites.
+const FULL_RETRY_MS: u64 = 60_000;
+
+/// Users' issues in the current day, per user; tracks at most `accounts.invites_max` users
+/// (each of whom issued at least one stored invite), refusing new users past that.
+pub(crate) type UserInviteLimiter = WindowLimiter<UserId>;
+
+pub(crate) fn new_limiter(cfg: &AccountsConfig) -> UserInviteLimiter {
+    WindowLimiter::new(cfg.user_invites_per_day.max(1), DAY_MS, cfg.invites_max)
+}
+
+fn issuer(user: UserId) -> String {
+    format!("user:{user}")
+}
+
+fn refused(code: ErrorCode, message: impl Into<String>, retry_after_ms: u64) -> Refusal {
+    Refusal {
+        code,
+        message: message.into(),
+        retry_after_ms,
+    }
+}
+
+fn day_spent(retry_after_ms: u64) -> Refusal {
+    refused(
+        ErrorCode::RateLimited,
+        "you have issued the invites allowed in a day",
+        retry_after_ms.max(1),
+    )
+}
+
+fn wire(r: &InviteRecord, now: u64) -> v1::Invite {
+    v1::Invite {
+        invite_id: r.id,
+        created_ms: r.created_ms,
+        expires_ms: r.expires_ms,
+        uses_max: r.uses_max,
+        uses: r.uses,
+        usable: r.usable(now),
+    }
+}
+
+/// Hands the stored invites with an id below `before`, newest first, to `visit` until it
+/// answers false or none are left.
+fn walk(
+    store: &dyn AccountAdminStore,
+    mut before: u64,
+    mut visit: impl FnMut(InviteRecord) -> bool,
+) -> Result<(), StoreError> {
+    loop {
+        let rows = store.invites_before(before, WALK_CHUNK)?;
+        let full = rows.len() == WALK_CHUNK;
+        for r in rows {
+            before = r.id;
+            if !visit(r) {
+                return Ok(());
+            }
+        }
+        if !full {
+            return Ok(());
+        }
+    }
+}
+
+/// How many stored invites `issuer` created in the day before `now`, and the oldest one's time.
+fn issued_in_a_day(
+    store: &dyn AccountAdminStore,
+    issuer: &str,
+    now: u64,
+) -> Result<(u32, u64), StoreError> {
+    let (mut count, mut oldest) = (0u32, now);
+    walk(store, u64::MAX, |r| {
+        // Ids follow creation: everything further is older still.
+        if r.created_ms.saturating_add(DAY_MS) <= now {
+            return false;
+        }
+        if r.issuer == issuer {
+            count += 1;
+            oldest = oldest.min(r.created_ms);
+        }
+        true
+    })?;
+    Ok((count, oldest))
+}
+
+impl Accounts {
+    async fn create_user_invite(
+        &self,
+        user: UserId,
+        req: v1::CreateInvite,
+    ) -> Result<v1::InviteCreated, Refusal> {
+        let cfg = &self.accounts;
+        if cfg.registration != Registration::Invite {
+            return Err(Refusal::new(
+                ErrorCode::Forbidden,
+                "registration on this server is not by invite",
+            ));
+        }
+        let per_day = cfg.user_invites_per_day;
+        if per_day == 0 {
+            return Err(Refusal::new(
+                ErrorCode::Forbidden,
+                "users do not issue invites on this server",
+            ));
+        }
+        let uses_max = req.uses_max.max(1);
+        if uses_max > cfg.user_invite_uses_max {
+            return Err(Refusal::new(
+                ErrorCode::InvalidArgument,
+                format!("uses_max: at most {}", cfg.user_invite_uses_max),
+            ));
+        }
+        let ttl_s = if req.ttl_s == 0 {
+            cfg.user_invite_ttl_s
+        } else {
+            req.ttl_s
+        };
+        if ttl_s > cfg.user_invite_ttl_s {
+            return Err(Refusal::new(
+                ErrorCode::InvalidArgument,
+                format!("ttl_s: at most {}", cfg.user_invite_ttl_s),
+            ));
+        }
+        let now = now_ms();
+        self.user_invites.take(user, now).map_err(day_spent)?;
+        let store = Arc::clone(&self.admin_store);
+        let (count, oldest) =
+            blocking(move || issued_in_a_day(&*store, &issuer(user), now)).await?;
+        if count >= per_day {
+            return Err(day_spent((oldest + DAY_MS).saturating_sub(now)));
+        }
+        let expires_ms = now.saturating_add(ttl_s.saturating_mul(1000));
+        let issued = self
+            .issue_invite(issuer(user), uses_max, expires_ms, String::new())
+            .await?;
+        let Some((code, record)) = issued else {
+            return Err(refused(
+                ErrorCode::Unavailable,
+                "the server holds as many invites as it keeps; try again later",
+                FULL_RETRY_MS,
+            ));
+        };
+        self.audit.record(
+            Entry::new(issuer(user), "invite.create")
+                .target(format!("invite:{}", record.id))
+                .detail(format!("uses {uses_max}, ttl {ttl_s} s")),
+        );
+        Ok(v1::InviteCreated {
+            invite: Some(wire(&record, now)),
+            code,
+        })
+    }
+
+    async fn list_user_invites(
+        &self,
+        user: UserId,
+        req: v1::ListInvites,
+    ) -> Result<v1::InviteList, Refusal> {
+        let page_max = self.accounts.user_invites_page_max;
+        let limit = if req.limit == 0 {
+            page_max
+        } else {
+            req.limit.min(page_max)
+        } as usize;
+        let before = if req.before_id == 0 {
+            u64::MAX
+        } else {
+            req.before_id
+        };
+        let store = Arc::clone(&self.admin_store);
+        let mut own = blocking(move || {
+            let (me, mut own) = (issuer(user), Vec::new());
+            walk(&*store, before, |r| {
+                if r.issuer == me {
+                    own.push(r);
+                }
+                own.len() <= limit
+            })?;
+            Ok(own)
+        })
+        .await?;
+        let more = own.len() > limit;
+        own.truncate(limit);
+        let now = now_ms();
+        Ok(v1::InviteList {
+            next_before_id: if more {
+                own.last().map_or(0, |r| r.id)
+            } else {
+                0
+            },
+            invites: own.iter().map(|r| wire(r, now)).collect(),
+        })
+    }
+
+    async fn revoke_user_invite(
+        &self,
+        user: UserId,
+        req: v1::RevokeInvite,
+    ) -> Result<v1::RevokeInviteOk, Refusal> {
+        let id = req.invite_id;
+        let store = Arc::clone(&self.admin_store);
+        // The issuer never changes, so reading it and then removing is safe.
+        let removed = blocking(move || {
+            let mine = store
+                .invites_before(id.saturating_add(1), 1)?
+                .first()
+                .is_some_and(|r| r.id == id && r.issuer == issuer(user));
+            Ok(mine && store.remove_invite(id)?)
+        })
+        .await?;
+        if !removed {
+            return Err(Refusal::new(
+                ErrorCode::NotFound,
+                format!("you have no invite {id}"),
+            ));
+        }
+        self.audit
+            .record(Entry::new(issuer(user), "invite.revoke").target(format!("invite:{id}")));
+        Ok(v1::RevokeInviteOk { invite_id: id })
+    }
+}
+
+impl Backend {
+    /// A logged-in user's invite request, on a task of its own through the read gate.
+    pub(crate) async fn user_invite(
+        self: &Arc<Self>,
+        conn: ConnRef,
+        user: UserId,
+        request_id: u64,
+        req: InviteRequest,
+    ) {
+        let Some(ticket) = self.read_ticket(conn, request_id).await else {
+            return;
+        };
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let _permit = ticket.permit().await;
+            let a = &this.accounts;
+            let body = match req {
+                InviteRequest::Create(r) => {
+                    a.create_user_invite(user, r).await.map(Body::InviteCreated)
+                }
+                InviteRequest::List(r) => a.list_user_invites(user, r).await.map(Body::InviteList),
+                InviteRequest::Revoke(r) => a
+                    .revoke_user_invite(user, r)
+                    .await
+                    .map(Body::RevokeInviteOk),
+            };
+            let body = body.unwrap_or_else(|refusal| Body::Error(refusal.into_error()));
+            this.reply(conn, request_id, body).await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Durability;
+    use crate::store::FjallStore;
+
+    fn put(store: &FjallStore, code: u16, issuer: &str, created_ms: u64) -> u64 {
+        let mut code_hash = [0u8; 32];
+        code_hash[..2].copy_from_slice(&code.to_be_bytes());
+        let record = InviteRecord {
+            id: 0,
+            code_hash,
+            issuer: issuer.into(),
+            created_ms,
+            expires_ms: created_ms + DAY_MS * 7,
+            uses_max: 1,
+            uses: 0,
+            note: String::new(),
+        };
+        store
+            .put_invite(&record, 10_000, created_ms)
+            .unwrap()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_users_invites_are_found_across_chunks_and_a_day_counts_back_from_now() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FjallStore::open(dir.path(), Durability::None).unwrap();
+        let now = 10 * DAY_MS;
+        // Two days ago, then a day's worth mostly from others (more than one chunk).
+        let old = put(&store, 0, "user:7", now - 2 * DAY_MS);
+        let mut mine = vec![old];
+        for i in 1..=(WALK_CHUNK as u16 * 2 + 10) {
+            let issuer = if i % 100 == 0 { "user:7" } else { "admin:root" };
+            let id = put(&store, i, issuer, now - DAY_MS + 1 + u64::from(i));
+            if issuer == "user:7" {
+                mine.push(id);
+            }
+        }
+        assert_eq!(
+            issued_in_a_day(&store, "user:7", now).unwrap(),
+            (5, now - DAY_MS + 101),
+            "today's five, not the one from two days ago"
+        );
+        let mut found = Vec::new();
+        walk(&store, u64::MAX, |r| {
+            if r.issuer == "user:7" {
+                found.push(r.id);
+            }
+            true
+        })
+        .unwrap();
+        mine.reverse();
+        assert_eq!(found, mine, "newest first, across chunks");
+    }
+}
