@@ -100,14 +100,19 @@ impl Part {
     }
 }
 
-/// A store-wide counter: the next id the store hands out.
+/// A store-wide counter; its value is the next id the store hands out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Counter {
-    NextMsgId,
-    NextGroupId,
-    NextAuditId,
-    NextUserId,
-    NextInviteId,
+    /// Message ids.
+    Message,
+    /// Group numbers.
+    Group,
+    /// Audit entry ids.
+    Audit,
+    /// User ids.
+    User,
+    /// Invite ids.
+    Invite,
 }
 
 /// One exported record (or, for messages, one run of a conversation's consecutive messages).

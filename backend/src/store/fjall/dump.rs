@@ -20,13 +20,10 @@ use crate::store::{
 
 /// The counters kept in `meta`, by key. The next audit id is not kept: it follows the log.
 const META_COUNTERS: [(Counter, &[u8]); 4] = [
-    (Counter::NextMsgId, META_NEXT_MSG_ID),
-    (Counter::NextGroupId, META_NEXT_GROUP_ID),
-    (Counter::NextUserId, META_NEXT_USER_ID),
-    (
-        Counter::NextInviteId,
-        super::account_admin::META_NEXT_INVITE_ID,
-    ),
+    (Counter::Message, META_NEXT_MSG_ID),
+    (Counter::Group, META_NEXT_GROUP_ID),
+    (Counter::User, META_NEXT_USER_ID),
+    (Counter::Invite, super::account_admin::META_NEXT_INVITE_ID),
 ];
 
 /// Keys per batch while `finish_import` counts, at most.
@@ -192,7 +189,7 @@ impl FjallDumpView<'_> {
         }
         if let Some(guard) = self.view.iter(&self.store.audit).next_back() {
             items.push(DumpItem::Counter {
-                counter: Counter::NextAuditId,
+                counter: Counter::Audit,
                 next: key_u64(&guard.key()?, 0)? + 1,
             });
         }
