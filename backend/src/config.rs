@@ -380,6 +380,8 @@ pub struct Settings {
     /// Limits the gateway also announces (message size, sync page), shared by both sides.
     pub limits: Limits,
     pub server_name: String,
+    /// `[backup]`: backups the running server writes.
+    pub backup: crate::backup::BackupConfig,
 }
 
 pub const PLATFORM_NAMES: [&str; 5] = ["unspecified", "ios", "android", "web", "desktop"];
@@ -526,6 +528,7 @@ impl Settings {
         out.extend(self.rooms.problems());
         out.extend(self.notifications.problems());
         out.extend(self.push.problems());
+        out.extend(self.backup.problems());
         out.extend(self.observe.problems());
         out
     }

@@ -10,6 +10,8 @@ mod accounts;
 pub mod admin;
 pub mod api;
 mod audit;
+// Backup, restore and migration between stores (issue 13).
+pub mod backup;
 pub mod config;
 mod contacts;
 /// For benchmark tools only (`examples/fill_store.rs`): not part of the backend's API.

@@ -81,6 +81,8 @@ pub struct Backend {
     commit: Mutex<Commit>,
     /// Sync, history, contacts and account reads: in flight and waiting, bounded.
     pub(crate) reads: ReadGate,
+    /// Backups this server writes (`backup/server.rs`).
+    pub(crate) backups: Arc<crate::backup::server::Backups>,
     pub(crate) contacts: Contacts,
     /// Ephemeral chat rooms, in memory only.
     pub(crate) rooms: Rooms,
@@ -175,6 +177,10 @@ impl Backend {
                 }
                 writer.run(ops_rx, &sequencer_delivery, deliver_tx);
             })?;
+        let backups = Arc::new(crate::backup::server::Backups::new(
+            settings.backup.clone(),
+            &settings.storage.data_dir,
+        ));
         Ok(Arc::new(Self {
             operator_replies: delivery.operator_replies(),
             contacts: Contacts::new(settings.contacts.clone()),
@@ -199,6 +205,7 @@ impl Backend {
             delivery,
             group_online,
             reads: ReadGate::new(READS_IN_FLIGHT_MAX, READS_WAITING_MAX),
+            backups,
             commit: Mutex::new(Commit {
                 ops: Some(ops_tx),
                 to_deliver: Some(deliver_rx),
@@ -267,6 +274,7 @@ impl Backend {
         });
         tokio::spawn(Arc::clone(&self).run_presence_timer());
         crate::push::start(&self);
+        crate::backup::server::start(&self.backups, Arc::clone(&self.ports.engine));
         tokio::spawn(crate::observe::persist_activity(Arc::clone(&self.observe)));
         let mut batch = Vec::with_capacity(REQUEST_BATCH_MAX);
         let mut stop = std::pin::pin!(stop);

@@ -46,6 +46,7 @@ pub struct Config {
     pub push: PushConfig,
     pub security: SecurityConfig,
     pub observe: ObserveConfig,
+    pub backup: ringchat_backend::backup::BackupConfig,
 }
 
 /// Which I/O driver the shards run on.
@@ -254,6 +255,7 @@ impl Config {
             contacts: self.contacts.clone(),
             groups: self.groups.clone(),
             server_name: self.gateway.server_name.clone(),
+            backup: self.backup.clone(),
         }
     }
 

@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 use ringchat_gateway::config::Config;
 use ringchat_gateway::logging;
 
+mod backup_cli;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -67,6 +69,46 @@ enum Command {
         /// Names the certificate is valid for (DNS names or IP addresses).
         #[arg(long = "name", default_values_t = ["localhost".to_owned(), "127.0.0.1".to_owned()])]
         names: Vec<String>,
+    },
+    /// Copy every part of one store into another, empty one (resumable: rerun the same
+    /// command), then compare both part by part; exit status 3 when they differ.
+    /// STORE: embedded:DIR, backup:DIR (a backup, as a source), postgres:URL, scylla:HOSTS.
+    Migrate {
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        #[command(flatten)]
+        batch: backup_cli::Batch,
+    },
+    /// Back up the embedded store of a stopped server into a new directory (a running server
+    /// writes its own: POST /api/backups, or [backup] interval_s).
+    Backup {
+        #[arg(long)]
+        to: PathBuf,
+        /// TOML configuration file (for storage.data_dir).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        batch: backup_cli::Batch,
+    },
+    /// Restore a backup into an empty data dir (the configuration's storage.data_dir, or
+    /// --data-dir) and verify it against the backup's manifest.
+    Restore {
+        #[arg(long)]
+        from: PathBuf,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        batch: backup_cli::Batch,
+    },
+    /// Check a backup's files, counts and checksums against its manifest.
+    VerifyBackup {
+        dir: PathBuf,
+        #[command(flatten)]
+        batch: backup_cli::Batch,
     },
 }
 
@@ -214,6 +256,15 @@ fn main() -> ExitCode {
         },
     };
     match cli.command {
+        Command::Migrate { from, to, batch } => backup_cli::migrate(&from, &to, &batch),
+        Command::Backup { to, config, batch } => backup_cli::backup(&to, config.as_deref(), &batch),
+        Command::Restore {
+            from,
+            config,
+            data_dir,
+            batch,
+        } => backup_cli::restore(&from, config.as_deref(), data_dir.as_deref(), &batch),
+        Command::VerifyBackup { dir, batch } => backup_cli::verify_backup(&dir, &batch),
         Command::Admin { config, command } => match admin_command(config.as_deref(), command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {

@@ -11,6 +11,7 @@
 mod activity_api;
 mod audit_api;
 pub mod auth;
+mod backups_api;
 pub mod cli;
 mod config_api;
 mod dashboard;
@@ -131,6 +132,7 @@ pub fn app(admin: Arc<Admin>) -> Router {
         .merge(config_api::routes())
         .merge(overview::routes())
         .merge(activity_api::routes())
+        .merge(backups_api::routes())
         .split_for_parts();
     openapi::finish(&mut doc);
     let doc = Arc::new(

@@ -322,6 +322,11 @@ pub trait StoreEngine: Send + Sync + 'static {
     fn health(&self) -> Arc<StoreHealth>;
     /// Makes every committed write durable under the configured durability.
     fn flush(&self) -> Result<(), StoreError>;
+    /// Export and import of the whole store (`dump.rs`: backup, restore, migration), when
+    /// the adapter has them.
+    fn dump(&self) -> Option<&dyn super::dump::DumpStore> {
+        None
+    }
 }
 
 /// An adapter: every port at once.

@@ -129,6 +129,7 @@ pub fn load(layers: &Layers) -> Result<Loaded, Vec<String>> {
         notifications: section(&table, "notifications", &mut typed),
         push: section(&table, "push", &mut typed),
         observe: section(&table, "observe", &mut typed),
+        backup: section(&table, "backup", &mut typed),
     };
     problems.extend(
         typed

@@ -12,7 +12,7 @@ use crate::store::{
     AccountAdminStore, AccountFlags, InviteRecord, InviteTake, StoreError, UserId, UserRecord,
 };
 
-const META_NEXT_INVITE_ID: &[u8] = b"next_invite_id";
+pub(super) const META_NEXT_INVITE_ID: &[u8] = b"next_invite_id";
 
 impl FjallStore {
     fn invite_by_id(&self, id: u64) -> Result<Option<InviteRecord>, StoreError> {

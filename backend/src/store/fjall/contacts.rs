@@ -15,7 +15,7 @@ use crate::store::{
 
 /// Key of a relation: owner, kind, other; big-endian, so one owner's relations of one kind are
 /// contiguous and ordered by the other user's id.
-fn relation_key(owner: UserId, kind: RelationKind, other: UserId) -> [u8; 17] {
+pub(super) fn relation_key(owner: UserId, kind: RelationKind, other: UserId) -> [u8; 17] {
     let mut key = [0u8; 17];
     key[..8].copy_from_slice(&owner.to_be_bytes());
     key[8] = kind as u8;

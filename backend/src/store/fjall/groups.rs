@@ -20,7 +20,7 @@ use crate::store::{
 
 pub(super) const META_NEXT_GROUP_ID: &[u8] = b"next_group_id";
 
-fn mention_key(group: ConvId, user: UserId, seq: u64) -> [u8; 24] {
+pub(super) fn mention_key(group: ConvId, user: UserId, seq: u64) -> [u8; 24] {
     let mut key = [0u8; 24];
     key[..16].copy_from_slice(&pair_key(group.to_wire(), user));
     key[16..].copy_from_slice(&seq.to_be_bytes());

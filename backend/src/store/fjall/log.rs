@@ -115,7 +115,7 @@ where
     }
 }
 
-fn decode_run(key: &[u8], value: &[u8]) -> Result<Vec<MessageRecord>, StoreError> {
+pub(super) fn decode_run(key: &[u8], value: &[u8]) -> Result<Vec<MessageRecord>, StoreError> {
     let conv = ConvId::from_stored(key_u64(key, 0)?);
     let first = key_u64(key, 8)?;
     let record = |seq: u64, m: Stored, mentions: Option<Box<Mentions>>| MessageRecord {

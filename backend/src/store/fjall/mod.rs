@@ -30,6 +30,7 @@ mod accounts;
 mod audit;
 mod contacts;
 mod cursors;
+mod dump;
 mod group_names;
 mod groups;
 mod journal_repair;
@@ -308,6 +309,10 @@ impl StoreEngine for FjallStore {
 
     fn flush(&self) -> Result<(), StoreError> {
         self.persist()
+    }
+
+    fn dump(&self) -> Option<&dyn super::dump::DumpStore> {
+        Some(self)
     }
 }
 

@@ -7,7 +7,7 @@ use fjall::Readable;
 use super::{FjallStore, decode, encode};
 use crate::store::{PushTokenRecord, PushTokenStore, StoreError, UserId};
 
-fn key(user: UserId, device_id: &str) -> Vec<u8> {
+pub(super) fn key(user: UserId, device_id: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(8 + device_id.len());
     key.extend_from_slice(&user.to_be_bytes());
     key.extend_from_slice(device_id.as_bytes());

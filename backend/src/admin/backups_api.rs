@@ -1,0 +1,117 @@
+//! `POST /api/backups` (write a backup now) and `GET /api/backups` (the backups in
+//! `backup.dir`, newest first, paged).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::Admin;
+use super::auth::{AdminOnly, Viewer};
+use super::error::{ApiError, ApiQuery, ApiResult, ErrorBody};
+use super::page::{self, Page, PageQuery};
+use crate::backup::BackupError;
+use crate::backup::archive::Manifest;
+
+pub fn routes() -> OpenApiRouter<Arc<Admin>> {
+    OpenApiRouter::new().routes(routes!(create_backup, list_backups))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BackupPart {
+    pub part: String,
+    pub records: u64,
+    /// The part's order-independent checksum, hex.
+    pub checksum: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BackupInfo {
+    /// The backup's directory name under `backup.dir`.
+    pub name: String,
+    pub created_ms: u64,
+    pub records: u64,
+    pub parts: Vec<BackupPart>,
+}
+
+fn info(name: String, m: Manifest) -> BackupInfo {
+    BackupInfo {
+        name,
+        created_ms: m.created_ms,
+        records: m.records(),
+        parts: m
+            .parts
+            .into_iter()
+            .map(|p| BackupPart {
+                part: p.part.name().to_owned(),
+                records: p.records,
+                checksum: p.checksum,
+            })
+            .collect(),
+    }
+}
+
+fn api_error(err: BackupError) -> ApiError {
+    match err {
+        BackupError::Spec(m) => ApiError::conflict(m),
+        BackupError::NotEmpty(m) => ApiError::unavailable(m, 5_000),
+        BackupError::Store(e) => e.into(),
+        other => ApiError::internal("the backup", other),
+    }
+}
+
+/// Write a backup of the store now, from one consistent snapshot, while the server keeps
+/// serving; it goes under `backup.dir` and the oldest beyond `backup.keep` are deleted.
+#[utoipa::path(post, path = "/api/backups", tag = "backups",
+    responses((status = 201, body = BackupInfo), (status = 409, body = ErrorBody),
+              (status = 503, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn create_backup(
+    State(admin): State<Arc<Admin>>,
+    AdminOnly(op): AdminOnly,
+) -> ApiResult<(StatusCode, Json<BackupInfo>)> {
+    let backend = &admin.backend;
+    let (name, manifest) = backend
+        .backups
+        .take(Arc::clone(&backend.ports.engine))
+        .await
+        .map_err(api_error)?;
+    backend
+        .audit
+        .record_admin(
+            op.audit("backup.create")
+                .target(format!("backup:{name}"))
+                .detail(format!("{} records", manifest.records())),
+        )
+        .await;
+    Ok((StatusCode::CREATED, Json(info(name, manifest))))
+}
+
+/// The complete backups in `backup.dir`, newest first.
+#[utoipa::path(get, path = "/api/backups", tag = "backups", params(PageQuery),
+    responses((status = 200, body = Page<BackupInfo>), (status = 401, body = ErrorBody)))]
+async fn list_backups(
+    State(admin): State<Arc<Admin>>,
+    Viewer(_op): Viewer,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Json<Page<BackupInfo>>> {
+    let limit = page::limit(q.limit, admin.config.page_items_max)?;
+    let all = admin.backend.backups.list().await.map_err(api_error)?;
+    // Names sort by time; the cursor is the last name of the previous page.
+    let after = q.cursor.filter(|c| !c.is_empty());
+    let mut rows: Vec<_> = all
+        .into_iter()
+        .filter(|(name, _)| after.as_ref().is_none_or(|c| name < c))
+        .take(limit + 1)
+        .collect();
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    Ok(Json(Page {
+        next_cursor: more.then(|| rows.last().map(|(n, _)| n.clone())).flatten(),
+        items: rows.into_iter().map(|(n, m)| info(n, m)).collect(),
+    }))
+}

@@ -1,0 +1,136 @@
+//! What `ringchat migrate`, `ringchat restore` and `ringchat backup` do (the binary only parses
+//! arguments and prints).
+
+use std::path::Path;
+
+use super::BackupError;
+use super::archive::{self, Archive, Manifest};
+use super::copy::{self, CopyReport, Progress};
+use super::spec::StoreSpec;
+use super::verify::{self, Comparison};
+use crate::config::Durability;
+use crate::store::FjallStore;
+use crate::store::dump::{DumpStore, tally_all};
+
+/// A finished copy and its verification (which passed: a mismatch is an error).
+pub struct Outcome {
+    pub copy: CopyReport,
+    pub comparisons: Vec<Comparison>,
+}
+
+/// Copies everything from `from` into `to`, then compares both part by part.
+pub fn migrate(
+    from: &StoreSpec,
+    to: &StoreSpec,
+    batch_records: usize,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<Outcome, BackupError> {
+    if from.to_string() == to.to_string() {
+        return Err(BackupError::Spec(
+            "--from and --to name the same store".into(),
+        ));
+    }
+    let checkpoint = to.checkpoint_path()?;
+    let source = from.open()?;
+    let dest = to.open()?;
+    let view = source.view()?;
+    let report = copy::copy(
+        view.as_ref(),
+        &from.to_string(),
+        dest.store()?,
+        &checkpoint,
+        batch_records,
+        progress,
+    )?;
+    let expected = tally_all(view.as_ref(), batch_records)?;
+    let found = tally_all(dest.store()?.dump_view()?.as_ref(), batch_records)?;
+    let comparisons = verify::compare(&expected, &found);
+    verify::check(&comparisons)?;
+    copy::finish(&checkpoint)?;
+    Ok(Outcome {
+        copy: report,
+        comparisons,
+    })
+}
+
+/// Whether `dir` holds anything but an earlier restore's checkpoint (and the store files that
+/// restore created beside it).
+fn refuse_non_empty(dir: &Path) -> Result<(), BackupError> {
+    let mut entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(BackupError::io(dir)(e)),
+    };
+    if dir.join(copy::CHECKPOINT_FILE).is_file() || entries.next().is_none() {
+        return Ok(());
+    }
+    Err(BackupError::NotEmpty(format!(
+        "{} is not empty: restore writes into an empty (or absent) data dir only",
+        dir.display()
+    )))
+}
+
+/// Restores the backup in `from` into the empty data dir `data_dir`, then compares what the
+/// store holds with the backup's manifest.
+pub fn restore(
+    from: &Path,
+    data_dir: &Path,
+    batch_records: usize,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<(Manifest, Outcome), BackupError> {
+    refuse_non_empty(data_dir)?;
+    let archive = Archive::open(from)?;
+    archive.check_files()?;
+    let store = FjallStore::open(data_dir, Durability::Fsync)?;
+    let source = StoreSpec::Backup(from.to_owned()).to_string();
+    let report = copy::copy(
+        &archive,
+        &source,
+        &store,
+        &data_dir.join(copy::CHECKPOINT_FILE),
+        batch_records,
+        progress,
+    )?;
+    let found = tally_all(store.dump_view()?.as_ref(), batch_records)?;
+    let comparisons = verify::compare(&archive.manifest.tallies(), &found);
+    verify::check(&comparisons)?;
+    copy::finish(&data_dir.join(copy::CHECKPOINT_FILE))?;
+    Ok((
+        archive.manifest,
+        Outcome {
+            copy: report,
+            comparisons,
+        },
+    ))
+}
+
+/// Backs up the data dir of a stopped server into the new directory `to`.
+pub fn backup_stopped(
+    data_dir: &Path,
+    to: &Path,
+    batch_records: usize,
+) -> Result<Manifest, BackupError> {
+    let spec = StoreSpec::Embedded(data_dir.to_owned());
+    let opened = spec.open().map_err(|e| match e {
+        BackupError::Spec(m) if m.contains("in use by a running ringchat") => BackupError::Spec(
+            format!(
+                "{} is in use by the running server: ask it for a backup (POST /api/backups on the admin listener, written under backup.dir), or set [backup] interval_s for scheduled ones",
+                data_dir.display()
+            ),
+        ),
+        other => other,
+    })?;
+    let view = opened.view()?;
+    archive::write(view.as_ref(), to, &spec.to_string(), batch_records)
+}
+
+/// Checks a backup against its manifest without restoring it: file hashes, then every part's
+/// count and checksum as read back.
+pub fn verify_backup(dir: &Path, batch_records: usize) -> Result<Vec<Comparison>, BackupError> {
+    let archive = Archive::open(dir)?;
+    archive.check_files()?;
+    let found = tally_all(&archive, batch_records)?;
+    let comparisons = verify::compare(&archive.manifest.tallies(), &found);
+    verify::check(&comparisons)?;
+    Ok(comparisons)
+}

@@ -1,0 +1,89 @@
+//! Backup, restore and migration between stores, all on the store-neutral dump
+//! (`store/dump.rs`):
+//!
+//! - `spec.rs`: `embedded:DIR`, `backup:DIR`, `postgres:URL`, `scylla:HOSTS`, and opening them;
+//! - `copy.rs`: a resumable copy part by part in bounded batches, with a checkpoint file;
+//! - `verify.rs`: per-part counts and checksums, compared;
+//! - `archive.rs`: a backup directory (manifest + one dump file per part), written from one
+//!   snapshot and read back as a [`crate::store::dump::DumpView`];
+//! - `commands.rs`: what `ringchat migrate`, `restore` and `backup` do;
+//! - `server.rs`: `[backup]`, the scheduled backups and the ones the admin API asks for.
+//!
+//! A backup is the dump format rather than a copy of fjall's files: it is store-neutral (a
+//! backup of the embedded store restores into PostgreSQL as well, and `migrate` reads it),
+//! every part carries its count and checksum, it does not depend on fjall's file format
+//! version, and it is written from a snapshot without stopping any writer.
+
+pub mod archive;
+pub mod commands;
+pub mod config;
+pub mod copy;
+pub mod server;
+pub mod spec;
+pub mod verify;
+
+pub use config::BackupConfig;
+
+use std::path::PathBuf;
+
+use crate::store::StoreError;
+
+/// Records per batch read from a source and imported into a destination, by default: about
+/// 1 MiB of 64-byte messages, and one commit (one fsync) per batch.
+pub const BATCH_RECORDS_DEFAULT: usize = 8192;
+/// Largest batch a command line may ask for.
+pub const BATCH_RECORDS_MAX: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Spec(String),
+    /// The destination holds data and no checkpoint of this copy.
+    #[error("{0}")]
+    NotEmpty(String),
+    /// A backup's files are not what its manifest says.
+    #[error("{0}")]
+    Corrupt(String),
+    /// Source and destination (or backup and manifest) differ after a copy.
+    #[error("verification failed: {0}")]
+    Mismatch(String),
+}
+
+impl BackupError {
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| Self::Io { path, source }
+    }
+}
+
+/// Writes `bytes` to `path` durably and atomically (a temporary file renamed over it).
+pub(crate) fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<(), BackupError> {
+    use std::io::Write as _;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp).map_err(BackupError::io(&tmp))?;
+    file.write_all(bytes).map_err(BackupError::io(&tmp))?;
+    file.sync_all().map_err(BackupError::io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(BackupError::io(path))?;
+    sync_parent(path)
+}
+
+/// Fsyncs the directory holding `path`, so that a rename or a new entry in it is durable.
+pub(crate) fn sync_parent(path: &std::path::Path) -> Result<(), BackupError> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    std::fs::File::open(parent)
+        .and_then(|d| d.sync_all())
+        .map_err(BackupError::io(parent))
+}
+#[cfg(test)]
+mod tests;

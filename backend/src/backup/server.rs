@@ -1,0 +1,136 @@
+//! Backups the running server writes: on `[backup] interval_s` and on `POST /api/backups`, one
+//! at a time, into `backup.dir`, keeping the newest `backup.keep`.
+//!
+//! A backup reads one snapshot of the store (the one published after the last persist: exactly
+//! what was acknowledged) on a blocking thread; the sequencer keeps committing meanwhile and
+//! never waits for it (taking the snapshot is a read of one lock-guarded pointer).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use super::archive::{self, Manifest};
+use super::{BackupConfig, BackupError};
+use crate::store::StoreEngine;
+
+pub struct Backups {
+    config: BackupConfig,
+    /// What the manifests name as the source.
+    source: String,
+    /// One backup at a time.
+    writing: tokio::sync::Mutex<()>,
+}
+
+impl Backups {
+    pub fn new(config: BackupConfig, data_dir: &Path) -> Self {
+        let dir = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_owned());
+        Self {
+            config,
+            source: format!("embedded:{}", dir.display()),
+            writing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn dir(&self) -> Option<&Path> {
+        (!self.config.dir.as_os_str().is_empty()).then_some(self.config.dir.as_path())
+    }
+
+    /// Writes a new backup of `engine`'s store and prunes the old ones; returns its name and
+    /// manifest. Refused while another is being written.
+    pub async fn take(
+        &self,
+        engine: Arc<dyn StoreEngine>,
+    ) -> Result<(String, Manifest), BackupError> {
+        let Some(dir) = self.dir().map(Path::to_owned) else {
+            return Err(BackupError::Spec(
+                "backup.dir is not set: the server has nowhere to write backups".into(),
+            ));
+        };
+        let Ok(_writing) = self.writing.try_lock() else {
+            return Err(BackupError::NotEmpty(
+                "a backup is being written now: wait for it".into(),
+            ));
+        };
+        let (source, batch, keep) = (
+            self.source.clone(),
+            self.config.batch_records,
+            self.config.keep,
+        );
+        tokio::task::spawn_blocking(move || {
+            let Some(store) = engine.dump() else {
+                return Err(BackupError::Spec(
+                    "this store of record has no backup of its own: use the database's tools (README)".into(),
+                ));
+            };
+            std::fs::create_dir_all(&dir).map_err(BackupError::io(&dir))?;
+            let mut name = archive::backup_name(SystemTime::now());
+            for n in 2.. {
+                if !dir.join(&name).exists() {
+                    break;
+                }
+                name = format!("{}-{n}", archive::backup_name(SystemTime::now()));
+            }
+            let view = store.dump_view()?;
+            let manifest = archive::write(view.as_ref(), &dir.join(&name), &source, batch)?;
+            prune(&dir, keep)?;
+            Ok((name, manifest))
+        })
+        .await
+        .map_err(|e| BackupError::Spec(format!("the backup task failed: {e}")))?
+    }
+
+    /// The complete backups in `backup.dir`, newest first.
+    pub async fn list(&self) -> Result<Vec<(String, Manifest)>, BackupError> {
+        let Some(dir) = self.dir().map(Path::to_owned) else {
+            return Ok(Vec::new());
+        };
+        tokio::task::spawn_blocking(move || archive::list(&dir))
+            .await
+            .map_err(|e| BackupError::Spec(format!("the listing task failed: {e}")))?
+    }
+}
+
+/// Deletes all but the newest `keep` backups, and what interrupted backups left.
+fn prune(dir: &Path, keep: usize) -> Result<(), BackupError> {
+    for (name, _) in archive::list(dir)?.into_iter().skip(keep) {
+        let path = dir.join(&name);
+        std::fs::remove_dir_all(&path).map_err(BackupError::io(&path))?;
+        tracing::info!(backup = %name, "old backup deleted (backup.keep)");
+    }
+    for entry in std::fs::read_dir(dir)
+        .map_err(BackupError::io(dir))?
+        .flatten()
+    {
+        if entry.file_name().to_string_lossy().ends_with(".partial") {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    Ok(())
+}
+
+/// Starts the scheduled backups when `backup.interval_s` is set.
+pub fn start(backups: &Arc<Backups>, engine: Arc<dyn StoreEngine>) {
+    let interval_s = backups.config.interval_s;
+    if interval_s == 0 || backups.dir().is_none() {
+        return;
+    }
+    let backups = Arc::clone(backups);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(interval_s));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let started = std::time::Instant::now();
+            match backups.take(Arc::clone(&engine)).await {
+                Ok((name, m)) => tracing::info!(
+                    backup = %name,
+                    records = m.records(),
+                    ms = started.elapsed().as_millis() as u64,
+                    "scheduled backup written"
+                ),
+                Err(err) => tracing::error!(%err, "scheduled backup failed"),
+            }
+        }
+    });
+}

@@ -1,0 +1,176 @@
+//! What `--from` and `--to` name: `embedded:DIR` (a data dir), `backup:DIR` (a backup, as a
+//! source only), `postgres:URL` and `scylla:HOST:PORT[,HOST:PORT…]` (refused until their
+//! adapters implement [`DumpStore`]).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::BackupError;
+use super::archive::Archive;
+use crate::config::Durability;
+use crate::store::dump::{DumpStore, DumpView};
+use crate::store::{FjallStore, StoreError};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSpec {
+    Embedded(PathBuf),
+    Backup(PathBuf),
+    Postgres(String),
+    Scylla(Vec<String>),
+}
+
+const FORMS: &str = "embedded:DIR, backup:DIR, postgres:URL or scylla:HOST:PORT[,HOST:PORT...]";
+
+impl std::str::FromStr for StoreSpec {
+    type Err = BackupError;
+
+    fn from_str(s: &str) -> Result<Self, BackupError> {
+        let bad = |why: &str| BackupError::Spec(format!("store {s:?}: {why} (expected {FORMS})"));
+        // A bare URL is accepted as it is written elsewhere.
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            return Ok(Self::Postgres(s.to_owned()));
+        }
+        let (kind, rest) = s.split_once(':').ok_or_else(|| bad("no kind"))?;
+        if rest.is_empty() {
+            return Err(bad("nothing after the kind"));
+        }
+        match kind {
+            "embedded" => Ok(Self::Embedded(PathBuf::from(rest))),
+            "backup" => Ok(Self::Backup(PathBuf::from(rest))),
+            "postgres" | "postgresql" => Ok(Self::Postgres(rest.to_owned())),
+            "scylla" => Ok(Self::Scylla(rest.split(',').map(str::to_owned).collect())),
+            _ => Err(bad("unknown kind")),
+        }
+    }
+}
+
+impl std::fmt::Display for StoreSpec {
+    /// Without credentials: what a checkpoint, a manifest and a log line may hold.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Embedded(dir) => write!(f, "embedded:{}", absolute(dir).display()),
+            Self::Backup(dir) => write!(f, "backup:{}", absolute(dir).display()),
+            Self::Postgres(url) => {
+                let host = url.rsplit('@').next().unwrap_or_default();
+                write!(f, "postgres:{}", host.trim_start_matches("postgres://"))
+            }
+            Self::Scylla(hosts) => write!(f, "scylla:{}", hosts.join(",")),
+        }
+    }
+}
+
+fn absolute(dir: &std::path::Path) -> PathBuf {
+    std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned())
+}
+
+/// A store opened for a copy.
+pub enum Opened {
+    Embedded(Arc<FjallStore>),
+    Backup(Archive),
+}
+
+impl StoreSpec {
+    fn not_built(&self) -> BackupError {
+        let kind = match self {
+            Self::Postgres(_) => "postgres",
+            _ => "scylla",
+        };
+        BackupError::Spec(format!(
+            "{kind}: not built yet: this ringchat has no {kind} adapter with export and import (store/dump.rs); use embedded:DIR or backup:DIR"
+        ))
+    }
+
+    /// Opens the store. An embedded one takes its data dir's lock: a running server's data
+    /// dir is refused (back it up with the server's API, then copy from `backup:DIR`).
+    pub fn open(&self) -> Result<Opened, BackupError> {
+        match self {
+            Self::Embedded(dir) => match FjallStore::open(dir, Durability::Fsync) {
+                Ok(store) => Ok(Opened::Embedded(Arc::new(store))),
+                Err(StoreError::DirInUse(dir)) => Err(BackupError::Spec(format!(
+                    "{} is in use by a running ringchat: stop it, or take a backup from it (POST /api/backups, or [backup] in its config) and copy from backup:DIR",
+                    dir.display()
+                ))),
+                Err(e) => Err(BackupError::Spec(format!("{}: {e}", dir.display()))),
+            },
+            Self::Backup(dir) => {
+                let archive = Archive::open(dir)?;
+                archive.check_files()?;
+                Ok(Opened::Backup(archive))
+            }
+            Self::Postgres(_) | Self::Scylla(_) => Err(self.not_built()),
+        }
+    }
+
+    /// Where a copy into this store keeps its checkpoint.
+    pub fn checkpoint_path(&self) -> Result<PathBuf, BackupError> {
+        match self {
+            Self::Embedded(dir) => Ok(dir.join(super::copy::CHECKPOINT_FILE)),
+            Self::Backup(_) => Err(BackupError::Spec(
+                "backup:DIR is a source only: `ringchat backup` writes backups".into(),
+            )),
+            Self::Postgres(_) | Self::Scylla(_) => Err(self.not_built()),
+        }
+    }
+}
+
+impl Opened {
+    pub fn view(&self) -> Result<Box<dyn DumpView + '_>, BackupError> {
+        match self {
+            Opened::Embedded(store) => Ok(store.dump_view()?),
+            Opened::Backup(archive) => Ok(Box::new(ArchiveRef(archive))),
+        }
+    }
+
+    pub fn store(&self) -> Result<&dyn DumpStore, BackupError> {
+        match self {
+            Opened::Embedded(store) => Ok(store.as_ref()),
+            Opened::Backup(_) => Err(BackupError::Spec(
+                "backup:DIR is a source only: restore it into embedded:DIR".into(),
+            )),
+        }
+    }
+}
+
+/// An [`Archive`] borrowed as a view.
+struct ArchiveRef<'a>(&'a Archive);
+
+impl DumpView for ArchiveRef<'_> {
+    fn export(
+        &self,
+        part: crate::store::dump::Part,
+        after: Option<&crate::store::dump::ResumeKey>,
+        records_max: usize,
+    ) -> Result<crate::store::dump::DumpPage, StoreError> {
+        self.0.export(part, after, records_max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_kind_and_refuses_the_rest() {
+        let p = |s: &str| s.parse::<StoreSpec>();
+        assert_eq!(
+            p("embedded:/var/lib/x").unwrap(),
+            StoreSpec::Embedded("/var/lib/x".into())
+        );
+        assert_eq!(p("backup:b").unwrap(), StoreSpec::Backup("b".into()));
+        assert!(matches!(
+            p("postgres://u:pw@h/db").unwrap(),
+            StoreSpec::Postgres(_)
+        ));
+        assert_eq!(
+            p("scylla:a:9042,b:9042").unwrap(),
+            StoreSpec::Scylla(vec!["a:9042".into(), "b:9042".into()])
+        );
+        for bad in ["", "embedded:", "mysql:x", "/just/a/path"] {
+            assert!(p(bad).is_err(), "{bad}");
+        }
+        let pg = p("postgres:postgres://u:secret@h:5432/db").unwrap();
+        assert!(!pg.to_string().contains("secret"), "{pg}");
+        let err = pg.open().err().unwrap().to_string();
+        assert!(err.contains("not built yet"), "{err}");
+    }
+}

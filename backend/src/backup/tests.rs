@@ -1,0 +1,273 @@
+//! Export, import, copy, backup and restore of a store with every part filled, on fjall.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use bytes::Bytes;
+
+use super::archive::{self, Archive};
+use super::copy;
+use super::verify;
+use crate::config::Durability;
+use crate::store::dump::{DumpStore, Part, tally_all};
+use crate::store::*;
+
+fn message(conv: ConvId, seq: u64, from: UserId, to: UserId) -> MessageRecord {
+    MessageRecord {
+        conv_id: conv,
+        seq,
+        msg_id: seq,
+        from,
+        to,
+        client_msg_id: format!("c{seq}"),
+        content_type: 1,
+        content: Bytes::from(format!("message {seq}")),
+        server_time_ms: 1_000 + seq,
+        recalled: false,
+        recall_of_seq: 0,
+        recall_event_seq: 0,
+        mentions: None,
+    }
+}
+
+/// A store with at least one record in every part.
+fn filled(dir: &Path) -> FjallStore {
+    let store = FjallStore::open(dir, Durability::None).unwrap();
+    let a = store
+        .create_user("alice", "h", "alice@example.com", 1)
+        .unwrap()
+        .user_id;
+    let b = store.create_user("bob", "h", "", 2).unwrap().user_id;
+    let token = TokenRecord {
+        user_id: a,
+        device_id: "phone".into(),
+        issued_at_ms: 1,
+        expires_at_ms: 9,
+        platform: 1,
+        last_seen_ms: 3,
+    };
+    store.put_token(&[7; 32], &token).unwrap();
+    let flags = AccountFlags {
+        disabled_at_ms: 5,
+        disabled_by: "admin:x".into(),
+        reason: "spam".into(),
+    };
+    store.set_user_flags(b, Some(&flags)).unwrap();
+    let invite = InviteRecord {
+        id: 0,
+        code_hash: [3; 32],
+        issuer: "admin:x".into(),
+        created_ms: 1,
+        expires_ms: 99,
+        uses_max: 2,
+        uses: 0,
+        note: String::new(),
+    };
+    store.put_invite(&invite, 10, 1).unwrap();
+    store
+        .put_profile(
+            a,
+            &ProfileRecord {
+                nickname: "Al".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    store
+        .put_push_token(
+            a,
+            "phone",
+            &PushTokenRecord {
+                provider: 1,
+                token: "t".into(),
+                updated_ms: 1,
+            },
+        )
+        .unwrap();
+    store
+        .append_audit(
+            1,
+            &[AuditRecord {
+                at_ms: 1,
+                actor: "system".into(),
+                action: "x.y".into(),
+                target: String::new(),
+                from: String::new(),
+                detail: String::new(),
+            }],
+        )
+        .unwrap();
+    let direct = ConvId::direct(a, b).unwrap();
+    let group = ConvId::group(1).unwrap();
+    store.claim(direct, 1, 0).unwrap();
+    let mut g = CommitGroup {
+        messages: (1..=5).map(|s| message(direct, s, a, b)).collect(),
+        recalls: vec![(direct, 2, 5)],
+        recency: vec![RecencyMove {
+            user: a,
+            conv: direct,
+            from: None,
+            to: 3,
+        }],
+        cursor_rows: vec![(direct, a, CursorRow::default())],
+        next_msg_id: Some(6),
+        ..Default::default()
+    };
+    g.messages.push(MessageRecord {
+        mentions: Some(Box::new(Mentions {
+            user_ids: vec![b],
+            all: false,
+        })),
+        ..message(group, 1, a, 0)
+    });
+    g.contacts.relations.push((
+        RelationKey {
+            owner: a,
+            kind: RelationKind::Friend,
+            other: b,
+        },
+        Some(RelationRecord {
+            since_ms: 1,
+            message: String::new(),
+        }),
+    ));
+    g.contacts.summaries.push((
+        a,
+        ContactSummary {
+            friends: 1,
+            ..Default::default()
+        },
+    ));
+    g.groups.groups.push((
+        group,
+        GroupRecord {
+            name: "Team".into(),
+            avatar_url: String::new(),
+            intro: String::new(),
+            owner: a,
+            join_policy: JoinPolicy::Open,
+            history_visible: true,
+            mute_all: false,
+            member_count: 1,
+            admin_count: 0,
+            application_count: 1,
+            created_ms: 1,
+            dissolved_seq: 0,
+        },
+    ));
+    g.groups.members.push((
+        group,
+        a,
+        Some(MemberRecord {
+            role: GroupRole::Owner,
+            joined_ms: 1,
+            visible_from_seq: 1,
+            muted_until_ms: 0,
+        }),
+    ));
+    g.groups.user_groups.push((
+        a,
+        group,
+        Some(UserGroupRecord {
+            visible_from_seq: 1,
+            left_seq: 0,
+            notify_muted: false,
+        }),
+    ));
+    g.groups.user_group_counts.push((a, 1));
+    g.groups.applications.push((
+        group,
+        b,
+        Some(ApplicationRecord {
+            message: "hi".into(),
+            sent_ms: 1,
+        }),
+    ));
+    g.groups.mentions.push((group, b, 1));
+    g.groups.read_histograms.push((
+        group,
+        ReadHistogram {
+            base_seq: 0,
+            below: 0,
+            counts: BTreeMap::from([(1, 1)]),
+        },
+    ));
+    g.groups.next_group_id = Some(2);
+    store.append(&g).unwrap();
+    store.persist().unwrap();
+    store
+}
+
+#[test]
+fn every_part_round_trips_through_a_copy_in_small_pages_and_import_is_idempotent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let source = filled(&tmp.path().join("a"));
+    let expected = tally_all(source.dump_view().unwrap().as_ref(), 1).unwrap();
+    for (part, tally) in &expected {
+        assert!(tally.records > 0, "{} is exported", part.name());
+    }
+    let dest = FjallStore::open(&tmp.path().join("b"), Durability::None).unwrap();
+    assert!(dest.is_empty().unwrap());
+    let checkpoint = tmp.path().join("b").join(copy::CHECKPOINT_FILE);
+    let view = source.dump_view().unwrap();
+    copy::copy(view.as_ref(), "a", &dest, &checkpoint, 2, &mut |_| {}).unwrap();
+    let found = tally_all(dest.dump_view().unwrap().as_ref(), 3).unwrap();
+    verify::check(&verify::compare(&expected, &found)).unwrap();
+
+    // The same batches again (what a resumed copy does): the same store.
+    for part in Part::ALL {
+        let page = view.export(part, None, usize::MAX).unwrap();
+        dest.import(&page.items).unwrap();
+    }
+    dest.finish_import().unwrap();
+    let again = tally_all(dest.dump_view().unwrap().as_ref(), 1000).unwrap();
+    assert_eq!(again, found);
+
+    // The indexes came along: by name, by e-mail, a user's tokens, groups by name.
+    let alice = dest.user_id_by_name("ALICE").unwrap().unwrap();
+    assert_eq!(
+        dest.user_id_by_email("alice@example.com").unwrap(),
+        Some(alice)
+    );
+    assert_eq!(dest.tokens_of_user(alice, 10).unwrap().len(), 1);
+    assert_eq!(dest.groups_by_name("team", None, 10).unwrap().len(), 1);
+    let m = dest
+        .message(ConvId::direct(alice, alice + 1).unwrap(), 2)
+        .unwrap()
+        .unwrap();
+    assert!(m.recalled, "recalls apply to copied runs");
+    assert_eq!(dest.next_msg_id().unwrap(), 6);
+    assert!(!dest.is_empty().unwrap());
+}
+
+#[test]
+fn a_backup_reads_back_as_its_manifest_says_and_a_flipped_byte_is_found() {
+    let tmp = tempfile::tempdir().unwrap();
+    let source = filled(&tmp.path().join("a"));
+    let dir = tmp
+        .path()
+        .join("backups")
+        .join(archive::backup_name(std::time::SystemTime::now()));
+    let manifest =
+        archive::write(source.dump_view().unwrap().as_ref(), &dir, "embedded:a", 2).unwrap();
+    let expected = tally_all(source.dump_view().unwrap().as_ref(), 7).unwrap();
+    assert_eq!(manifest.tallies(), expected);
+    let archive = Archive::open(&dir).unwrap();
+    archive.check_files().unwrap();
+    assert_eq!(tally_all(&archive, 1).unwrap(), expected);
+    assert_eq!(archive::list(dir.parent().unwrap()).unwrap().len(), 1);
+
+    let file = dir.join("users.dump");
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[10] ^= 1;
+    std::fs::write(&file, bytes).unwrap();
+    let err = Archive::open(&dir)
+        .unwrap()
+        .check_files()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("backup part users") && err.contains("is corrupt"),
+        "{err}"
+    );
+}

@@ -1,0 +1,133 @@
+//! `ringchat migrate`, `backup`, `restore` and `verify-backup`: arguments in, progress and
+//! verification out; the work is `ringchat_backend::backup::commands`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Args;
+use ringchat_backend::backup::commands::{self, Outcome};
+use ringchat_backend::backup::copy::Progress;
+use ringchat_backend::backup::spec::StoreSpec;
+use ringchat_backend::backup::{BATCH_RECORDS_DEFAULT, BATCH_RECORDS_MAX, BackupError};
+use ringchat_gateway::config::Config;
+
+/// Exit status when the copy finished but source and destination differ.
+const EXIT_MISMATCH: u8 = 3;
+
+#[derive(Args)]
+pub struct Batch {
+    /// Records per batch read and imported (one commit each).
+    #[arg(long, default_value_t = BATCH_RECORDS_DEFAULT)]
+    batch_records: usize,
+}
+
+impl Batch {
+    fn get(&self) -> anyhow::Result<usize> {
+        anyhow::ensure!(
+            (1..=BATCH_RECORDS_MAX).contains(&self.batch_records),
+            "--batch-records must be between 1 and {BATCH_RECORDS_MAX}"
+        );
+        Ok(self.batch_records)
+    }
+}
+
+fn print_progress(p: &Progress) {
+    eprintln!("{p}");
+}
+
+fn print_outcome(what: &str, o: &Outcome) {
+    for c in &o.comparisons {
+        println!("  {c}");
+    }
+    let secs = o.copy.elapsed.as_secs_f64();
+    println!(
+        "{what}: {} records in {secs:.1} s ({:.0} records/s){}; verification passed",
+        o.copy.records,
+        o.copy.records as f64 / secs.max(1e-3),
+        if o.copy.resumed { " (resumed)" } else { "" }
+    );
+}
+
+/// Ends a command: a verification mismatch gets its own exit status.
+fn finish(command: &str, result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("ringchat {command}: {err:#}");
+            match err.downcast_ref::<BackupError>() {
+                Some(BackupError::Mismatch(_)) => ExitCode::from(EXIT_MISMATCH),
+                _ => ExitCode::FAILURE,
+            }
+        }
+    }
+}
+
+fn data_dir(config: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let config = Config::load(config, super::env_vars())
+        .map_err(|problems| anyhow::anyhow!("configuration: {}", problems.join("; ")))?;
+    Ok(config.storage.data_dir)
+}
+
+pub fn migrate(from: &str, to: &str, batch: &Batch) -> ExitCode {
+    let run = || -> anyhow::Result<()> {
+        let from: StoreSpec = from.parse()?;
+        let to: StoreSpec = to.parse()?;
+        eprintln!(
+            "migrating {from} -> {to} (checkpoint: {})",
+            to.checkpoint_path()?.display()
+        );
+        let outcome = commands::migrate(&from, &to, batch.get()?, &mut print_progress)?;
+        print_outcome("migrated", &outcome);
+        Ok(())
+    };
+    finish("migrate", run())
+}
+
+pub fn backup(to: &Path, config: Option<&Path>, batch: &Batch) -> ExitCode {
+    let run = || -> anyhow::Result<()> {
+        let dir = data_dir(config)?;
+        let manifest = commands::backup_stopped(&dir, to, batch.get()?)?;
+        for p in &manifest.parts {
+            println!("  {:<18} {:>12} records", p.part.name(), p.records);
+        }
+        println!(
+            "backup of {} written to {}: {} records",
+            dir.display(),
+            to.display(),
+            manifest.records()
+        );
+        Ok(())
+    };
+    finish("backup", run())
+}
+
+pub fn restore(from: &Path, config: Option<&Path>, into: Option<&Path>, batch: &Batch) -> ExitCode {
+    let run = || -> anyhow::Result<()> {
+        let dir = match into {
+            Some(d) => d.to_owned(),
+            None => data_dir(config)?,
+        };
+        eprintln!("restoring {} into {}", from.display(), dir.display());
+        let (manifest, outcome) = commands::restore(from, &dir, batch.get()?, &mut print_progress)?;
+        print_outcome(
+            &format!(
+                "restored the backup of {} ({})",
+                manifest.source, manifest.created
+            ),
+            &outcome,
+        );
+        Ok(())
+    };
+    finish("restore", run())
+}
+
+pub fn verify_backup(dir: &Path, batch: &Batch) -> ExitCode {
+    let run = || -> anyhow::Result<()> {
+        for c in commands::verify_backup(dir, batch.get()?)? {
+            println!("  {c}");
+        }
+        println!("{}: the backup matches its manifest", dir.display());
+        Ok(())
+    };
+    finish("verify-backup", run())
+}

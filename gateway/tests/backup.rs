@@ -1,0 +1,426 @@
+//! Backup, restore and migration with the real binary: an online backup under a send load
+//! restores every message acked before it and nothing half; restore refuses a non-empty data
+//! dir and a corrupted backup; `migrate` copies a large store, survives a kill -9 mid-way and
+//! verifies, and the copy round-trips.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::TestServer;
+use ringchat_backend::fill::{
+    self, CommitGroup, ConvId, CursorRow, Durability, MessageRecord, RecencyMove, Rng,
+    recency_bucket,
+};
+use ringchat_bench::client::{conversation_id, text_message};
+use ringchat_proto::Body;
+use serde_json::json;
+
+/// Messages in the migrated store. 1,000,000 is the figure; a debug build copies and
+/// verifies about 100,000 in the time a test may take here, so the suite uses that and
+/// `bench/migrate-1m.sh` runs the million (figures in docs/BENCHMARKS.md).
+fn migrate_messages() -> u64 {
+    std::env::var("RINGCHAT_TEST_MIGRATE_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000)
+}
+
+fn ringchat(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ringchat"))
+        .args(args)
+        .env_clear()
+        .output()
+        .expect("run ringchat")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn body(i: usize) -> String {
+    format!("backed-up message {i}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_online_backup_under_load_restores_every_message_acked_before_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let backups = tmp.path().join("backups");
+    let backups_s = backups.display().to_string();
+    let mut server = TestServer::start_in(
+        &tmp.path().join("data"),
+        &[
+            ("BACKUP__DIR", &backups_s),
+            ("STORAGE__DEDUP_WINDOW_MESSAGES", "1024"),
+        ],
+    );
+    let admin = server.api_key("backups", "admin");
+    let (mut s, sender) = server.user("sender").await;
+    let recipient = server.user("recipient").await.1;
+    let conv = conversation_id(sender.user_id, recipient.user_id);
+
+    // A pipelined send load that runs until told to stop, recording every ack.
+    let stop = Arc::new(AtomicBool::new(false));
+    let acks = Arc::new(std::sync::Mutex::new(HashMap::<usize, u64>::new()));
+    let load = {
+        let (stop, acks) = (Arc::clone(&stop), Arc::clone(&acks));
+        tokio::spawn(async move {
+            let (mut in_flight, mut next) = (HashMap::new(), 0usize);
+            while !stop.load(Ordering::Relaxed) || !in_flight.is_empty() {
+                while in_flight.len() < 16 && !stop.load(Ordering::Relaxed) {
+                    let cmid = format!("m{next}");
+                    let rid = s
+                        .send(text_message(recipient.user_id, &cmid, &body(next)))
+                        .await
+                        .unwrap();
+                    in_flight.insert(rid, next);
+                    next += 1;
+                }
+                let frame = s.recv_timeout().await.unwrap().expect("server alive");
+                if let (Some(i), Some(Body::SendAck(ack))) =
+                    (in_flight.remove(&frame.request_id), frame.body)
+                {
+                    acks.lock().unwrap().insert(i, ack.seq);
+                }
+            }
+            s
+        })
+    };
+    common::wait_until("300 acks", || acks.lock().unwrap().len() >= 300);
+    let acked_before = acks.lock().unwrap().clone();
+    let (status, created) =
+        tokio::task::spawn_blocking(move || admin.post("/api/backups", json!({})))
+            .await
+            .unwrap();
+    assert_eq!(status, 201, "{created}");
+    let acked_during = acks.lock().unwrap().len();
+    stop.store(true, Ordering::Relaxed);
+    let s = load.await.unwrap();
+    drop(s);
+    assert!(
+        acked_during > acked_before.len(),
+        "the load went on while the backup was written"
+    );
+    server.stop();
+
+    // Restore into a new data dir, with the CLI, and start a server on it.
+    let name = created["name"].as_str().unwrap();
+    let restored = tmp.path().join("restored");
+    let out = ringchat(&[
+        "restore",
+        "--from",
+        &format!("{backups_s}/{name}"),
+        "--data-dir",
+        &restored.display().to_string(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("verification passed"), "{}", text(&out));
+    let server = TestServer::start_in(&restored, &[("STORAGE__DEDUP_WINDOW_MESSAGES", "1024")]);
+    let (mut r, _) = server.device("recipient", "phone").await;
+    let stored = r.sync_all(conv, 0).await.unwrap();
+    let by_cmid: HashMap<&str, _> = stored
+        .iter()
+        .map(|m| (m.client_msg_id.as_str(), m))
+        .collect();
+    for (i, seq) in &acked_before {
+        let m = by_cmid
+            .get(format!("m{i}").as_str())
+            .unwrap_or_else(|| panic!("message m{i}, acked before the backup, is not restored"));
+        assert_eq!(m.seq, *seq);
+        assert_eq!(std::str::from_utf8(&m.content).unwrap(), body(*i));
+    }
+    // Nothing half there: seqs run 1..=n without a gap, every message whole, and the
+    // conversation's head and the sender's dedup window agree with the log.
+    for (k, m) in stored.iter().enumerate() {
+        assert_eq!(m.seq, k as u64 + 1, "gap-free seqs");
+        let i: usize = m.client_msg_id[1..].parse().unwrap();
+        assert_eq!(std::str::from_utf8(&m.content).unwrap(), body(i));
+    }
+    let head = r
+        .conversations()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|c| c.conversation_id == conv)
+        .expect("the conversation is in the recipient's list");
+    assert_eq!(head.max_seq, stored.len() as u64);
+    let (mut s, _) = server.user("sender").await;
+    let (last_i, last_seq) = acked_before.iter().max_by_key(|(_, seq)| **seq).unwrap();
+    let ack = s
+        .send_text(recipient.user_id, &format!("m{last_i}"), &body(*last_i))
+        .await
+        .unwrap()
+        .expect("resend acked");
+    assert_eq!(ack.seq, *last_seq, "a resend after restore is deduplicated");
+
+    // The listing shows it.
+    let admin = server.api_key("lister", "viewer");
+    let (status, page) = admin.get("/api/backups");
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page["items"].as_array().unwrap().is_empty(),
+        "this server has no backup.dir"
+    );
+}
+
+#[tokio::test]
+async fn restore_refuses_a_non_empty_dir_and_a_corrupted_backup() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut server = TestServer::start_in(&data, &[]);
+    let (mut a, alice) = server.user("alice").await;
+    let bob = server.user("bob").await.1;
+    for i in 0..50 {
+        a.send_text(bob.user_id, &format!("c{i}"), &body(i))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let data_s = data.display().to_string();
+    let backup = tmp.path().join("b1");
+    let backup_s = backup.display().to_string();
+
+    // The CLI will not open a running server's data dir; it says how to get a backup.
+    let running = Command::new(env!("CARGO_BIN_EXE_ringchat"))
+        .args(["backup", "--to", &backup_s])
+        .env("RINGCHAT_STORAGE__DATA_DIR", &data_s)
+        .output()
+        .unwrap();
+    assert!(!running.status.success());
+    assert!(
+        text(&running).contains("POST /api/backups"),
+        "{}",
+        text(&running)
+    );
+    server.stop();
+
+    let out = Command::new(env!("CARGO_BIN_EXE_ringchat"))
+        .args(["backup", "--to", &backup_s])
+        .env("RINGCHAT_STORAGE__DATA_DIR", &data_s)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let out = ringchat(&["verify-backup", &backup_s]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // A data dir with anything in it is refused.
+    let busy = tmp.path().join("busy");
+    std::fs::create_dir_all(&busy).unwrap();
+    std::fs::write(busy.join("notes.txt"), "mine").unwrap();
+    let out = ringchat(&[
+        "restore",
+        "--from",
+        &backup_s,
+        "--data-dir",
+        &busy.display().to_string(),
+    ]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("is not empty"), "{}", text(&out));
+
+    // One flipped byte in the messages: refused before anything is written, clearly.
+    let file = backup.join("messages.dump");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&file, bytes).unwrap();
+    let fresh = tmp.path().join("fresh");
+    let out = ringchat(&[
+        "restore",
+        "--from",
+        &backup_s,
+        "--data-dir",
+        &fresh.display().to_string(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("backup part messages") && text(&out).contains("is corrupt"),
+        "{}",
+        text(&out)
+    );
+    assert!(!fresh.exists(), "nothing restored from a corrupt backup");
+    let out = ringchat(&["verify-backup", &backup_s]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("is corrupt"), "{}", text(&out));
+
+    // Alice's messages are still in the original.
+    let server = TestServer::start_in(&data, &[]);
+    let (mut r, _) = server.user("bob").await;
+    let conv = conversation_id(alice.user_id, bob.user_id);
+    assert_eq!(r.sync_all(conv, 0).await.unwrap().len(), 50);
+}
+
+/// Fills `dir` with `messages` messages in 1,000 direct conversations of 200 users, shaped
+/// like the sequencer's commit groups (runs, rows, recency), through the embedded store's ports.
+fn fill_store(dir: &Path, messages: u64) {
+    let ports = fill::open(dir, Durability::None).unwrap();
+    let now = 1_700_000_000_000u64;
+    let users: Vec<u64> = (0..200)
+        .map(|i| {
+            ports
+                .accounts
+                .create_user(&format!("user{i}"), "x", "", now)
+                .unwrap()
+                .user_id
+        })
+        .collect();
+    let mut rng = Rng(7);
+    let mut convs: Vec<(ConvId, [u64; 2], u64, [CursorRow; 2])> = Vec::new();
+    while convs.len() < 1000 {
+        let (a, b) = (
+            users[rng.below(200) as usize],
+            users[rng.below(200) as usize],
+        );
+        if let Some(id) = ConvId::direct(a, b)
+            && !convs.iter().any(|c| c.0 == id)
+        {
+            convs.push((id, [a, b], 0, Default::default()));
+        }
+    }
+    let content = Bytes::from(vec![b'x'; 64]);
+    let (mut written, mut next_msg_id) = (0u64, 1u64);
+    while written < messages {
+        let mut group = CommitGroup::default();
+        let first = rng.below(convs.len() as u64) as usize;
+        for k in 0..128 {
+            let conv = &mut convs[(first + k * 7) % 1000];
+            if conv.2 == 0 {
+                for user in conv.1 {
+                    group.recency.push(RecencyMove {
+                        user,
+                        conv: conv.0,
+                        from: None,
+                        to: recency_bucket(now),
+                    });
+                }
+            }
+            for _ in 0..8 {
+                if written == messages {
+                    break;
+                }
+                let side = rng.below(2) as usize;
+                conv.2 += 1;
+                let cmid = format!("f{next_msg_id}");
+                conv.3[side].remember_send(&cmid, conv.2, 64);
+                conv.3[1 - side].cursor.delivered_seq = conv.2;
+                group.messages.push(MessageRecord {
+                    conv_id: conv.0,
+                    seq: conv.2,
+                    msg_id: next_msg_id,
+                    from: conv.1[side],
+                    to: conv.1[1 - side],
+                    client_msg_id: cmid,
+                    content_type: 1,
+                    content: content.clone(),
+                    server_time_ms: now,
+                    recalled: false,
+                    recall_of_seq: 0,
+                    recall_event_seq: 0,
+                    mentions: None,
+                });
+                next_msg_id += 1;
+                written += 1;
+            }
+            for side in 0..2 {
+                group
+                    .cursor_rows
+                    .push((conv.0, conv.1[side], conv.3[side].clone()));
+            }
+        }
+        group.next_msg_id = Some(next_msg_id);
+        ports.log.append(&group).unwrap();
+    }
+    ports.engine.flush().unwrap();
+}
+
+#[test]
+fn migrate_copies_a_large_store_resumes_after_a_kill_and_round_trips() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b, c) = (
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+        tmp.path().join("c"),
+    );
+    let messages = migrate_messages();
+    let started = Instant::now();
+    fill_store(&a, messages);
+    eprintln!("filled {messages} messages in {:?}", started.elapsed());
+    let spec = |d: &Path| format!("embedded:{}", d.display());
+    let (from, to) = (spec(&a), spec(&b));
+    let args = [
+        "migrate",
+        "--from",
+        &from,
+        "--to",
+        &to,
+        "--batch-records",
+        "2048",
+    ];
+
+    // Kill -9 the first run once it has copied some messages.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringchat"))
+        .args(args)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut lines = BufReader::new(stderr).lines();
+    let mut seen = Vec::new();
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no progress in messages: {seen:?}"
+        );
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("migrate ended before it could be killed: {seen:?}"))
+            .unwrap();
+        seen.push(line.clone());
+        if line.contains(" messages ") && !line.contains(" 0 records copied") {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(b.join("ringchat-copy-checkpoint.json").is_file());
+
+    let started = Instant::now();
+    let out = ringchat(&args);
+    assert!(out.status.success(), "{}", text(&out));
+    let report = text(&out);
+    assert!(
+        report.contains("(resumed)") && report.contains("verification passed"),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!("{:<18} {:>12} records", "messages", messages)),
+        "{report}"
+    );
+    eprintln!(
+        "resumed migration of {messages} messages: {:?}",
+        started.elapsed()
+    );
+    assert!(!b.join("ringchat-copy-checkpoint.json").exists());
+
+    // Into a non-empty store: refused. And the copy copies back, verified.
+    let out = ringchat(&args);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("not empty"), "{}", text(&out));
+    let out = ringchat(&["migrate", "--from", &to, "--to", &spec(&c)]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = ringchat(&["migrate", "--from", &spec(&c), "--to", "postgres://u@h/db"]);
+    assert!(text(&out).contains("not built yet"), "{}", text(&out));
+}
