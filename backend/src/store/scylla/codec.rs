@@ -27,12 +27,14 @@ pub(super) fn bucket(seq: u64) -> u64 {
 
 /// The buckets that hold seqs `lo ..= hi`, ascending (empty when `lo > hi`).
 pub(super) fn buckets(lo: u64, hi: u64) -> impl DoubleEndedIterator<Item = u64> {
-    let range = if lo > hi {
-        1..=0
+    // An empty range when lo > hi: the first bucket past the last one.
+    let last = bucket(hi);
+    let first = if lo > hi {
+        last.saturating_add(1)
     } else {
-        bucket(lo)..=bucket(hi)
+        bucket(lo)
     };
-    range
+    first..=last
 }
 
 /// A u64 as CQL bigint, bit for bit (values below 2^63 keep their order).
