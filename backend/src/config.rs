@@ -86,13 +86,33 @@ pub struct PostgresConfig {
     pub url: String,
 }
 
-/// `[storage.scylla]`
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// `[storage.scylla]`: validated and defaulted in `store/scylla/config.rs`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ScyllaConfig {
     /// Contact points, `host:port`.
     pub hosts: Vec<String>,
     pub keyspace: String,
+    /// The data centre this node is in: requests go to its replicas, and LOCAL_QUORUM /
+    /// LOCAL_SERIAL are counted there.
+    pub local_datacenter: String,
+    /// Password authentication: the user name (empty: no authentication).
+    pub username: String,
+    /// A file holding the password (its first line), or the
+    /// `RINGCHAT_STORAGE__SCYLLA__PASSWORD` environment variable.
+    pub password_file: Option<PathBuf>,
+    #[serde(skip_serializing)]
+    pub password: String,
+    /// Each request's deadline, retries included.
+    pub request_timeout_ms: u64,
+    /// Connecting to a node, at most.
+    pub connect_timeout_ms: u64,
+    /// Connections kept to each shard of each node.
+    pub connections_per_shard: usize,
+    /// Replication factor in `local_datacenter` when ringchat creates the keyspace itself.
+    pub create_replication_factor: u32,
+    /// TLS to the cluster: not built into this server (see README).
+    pub tls: bool,
 }
 
 /// `[storage]`
@@ -529,6 +549,9 @@ impl Settings {
         out.extend(self.notifications.problems());
         out.extend(self.push.problems());
         out.extend(self.backup.problems());
+        if self.storage.engine == StorageEngine::Scylla {
+            out.extend(self.storage.scylla.problems());
+        }
         out.extend(self.observe.problems());
         out
     }

@@ -18,6 +18,7 @@ mod open;
 mod owners;
 mod ports;
 pub(crate) mod records;
+mod scylla;
 pub(crate) mod tail_cache;
 
 pub use account_admin::{AccountFlags, InviteRecord, InviteTake};
@@ -43,6 +44,7 @@ pub use records::{
     DeviceCursor, Mentions, MessageRecord, PushTokenRecord, RecencyMove, RecentSend, TokenHash,
     TokenRecord, UserRecord, client_msg_id_hash, recency_bucket,
 };
+pub use scylla::ScyllaStore;
 pub use tail_cache::{TailCached, TailStats};
 
 pub use crate::api::UserId;

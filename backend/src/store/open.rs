@@ -15,7 +15,11 @@ pub fn open(storage: &StorageConfig) -> Result<Ports, StoreError> {
                 storage.tail_cache_bytes,
             ))
         }
-        engine @ (StorageEngine::Postgres | StorageEngine::Scylla) => Err(StoreError::Engine(
+        // No tail cache: other nodes write the same store, and a node's cache would not see it.
+        StorageEngine::Scylla => Ok(Ports::of(Arc::new(super::ScyllaStore::open(
+            &storage.scylla,
+        )?))),
+        engine @ StorageEngine::Postgres => Err(StoreError::Engine(
             format!("storage.engine = {engine:?}: not built into this server yet").into(),
         )),
     }

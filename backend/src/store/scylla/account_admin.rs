@@ -1,0 +1,201 @@
+//! Operators' account state: flags per user, the users listed by id, and invites (one
+//! partition, at most `accounts.invites_max` rows; a use is taken by an LWT on the record,
+//! so two registrations never share the last one).
+
+use scylla::statement::batch::BatchType;
+
+use super::ScyllaStore;
+use super::accounts::{UserRow, user_of};
+use super::codec::{self, i, u};
+use super::writes::Writes;
+use crate::store::{
+    AccountAdminStore, AccountFlags, InviteRecord, InviteTake, StoreError, USER_ID_FIRST, UserId,
+    UserRecord,
+};
+
+const META_NEXT_INVITE_ID: &str = "next_invite_id";
+/// Compare-and-set attempts on one invite before giving up (contention this high is a bug).
+const INVITE_CAS_ATTEMPTS_MAX: usize = 32;
+
+impl ScyllaStore {
+    async fn invite(&self, id: u64) -> Result<Option<(Vec<u8>, InviteRecord)>, StoreError> {
+        match self
+            .first::<(Vec<u8>,)>(&self.st.invite_get, (i(id),))
+            .await?
+        {
+            Some((bytes,)) => {
+                let record = codec::unblob(&bytes)?;
+                Ok(Some((bytes, record)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Changes an invite's uses by compare-and-set on its stored bytes; `change` returns
+    /// `None` to leave it. Returns the record written.
+    async fn change_invite(
+        &self,
+        id: u64,
+        change: impl Fn(&InviteRecord) -> Option<InviteRecord>,
+    ) -> Result<Option<InviteRecord>, StoreError> {
+        for _ in 0..INVITE_CAS_ATTEMPTS_MAX {
+            let Some((bytes, current)) = self.invite(id).await? else {
+                return Ok(None);
+            };
+            let Some(next) = change(&current) else {
+                return Ok(None);
+            };
+            let cas = self
+                .lwt(&self.st.invite_cas, (codec::blob(&next), i(id), bytes))
+                .await?;
+            if cas.applied {
+                return Ok(Some(next));
+            }
+        }
+        Err(StoreError::Engine(
+            format!("invite {id}: {INVITE_CAS_ATTEMPTS_MAX} compare-and-set attempts lost").into(),
+        ))
+    }
+}
+
+impl AccountAdminStore for ScyllaStore {
+    fn user_flags(&self, user: UserId) -> Result<Option<AccountFlags>, StoreError> {
+        self.run(self.record(&self.st.flags_get, (i(user),)))
+    }
+
+    fn set_user_flags(
+        &self,
+        user: UserId,
+        flags: Option<&AccountFlags>,
+    ) -> Result<bool, StoreError> {
+        self.writable()?;
+        self.run(async {
+            if self.user_async(user).await?.is_none() {
+                return Ok(false);
+            }
+            match flags {
+                Some(f) => {
+                    self.exec(&self.st.flags_put, (i(user), codec::blob(f)))
+                        .await?
+                }
+                None => self.exec(&self.st.flags_del, (i(user),)).await?,
+            };
+            Ok(true)
+        })
+    }
+
+    fn users_after(&self, after: UserId, limit: usize) -> Result<Vec<UserRecord>, StoreError> {
+        self.run(async {
+            let end = self.next_user_id().await?;
+            let rows: Vec<UserRow> = self
+                .walk_ids(&self.st.users_page, (USER_ID_FIRST, end), after, limit)
+                .await?;
+            Ok(rows.into_iter().map(user_of).collect())
+        })
+    }
+
+    /// The count and the insert are two steps: nodes putting invites at the same moment may
+    /// pass `invites_max` by as many as they are (operators put invites one at a time).
+    fn put_invite(
+        &self,
+        invite: &InviteRecord,
+        invites_max: usize,
+        now_ms: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        self.writable()?;
+        let read_max = i32::try_from(invites_max).unwrap_or(i32::MAX);
+        self.run(async {
+            let stored = self
+                .rows::<(i64, Vec<u8>)>(&self.st.invites_all, (read_max,))
+                .await?;
+            if stored.len() >= invites_max {
+                // Full: drop what no registration can use any more.
+                let mut drop_unusable = Writes::default();
+                for (id, bytes) in &stored {
+                    let old: InviteRecord = codec::unblob(bytes)?;
+                    if !old.usable(now_ms) {
+                        drop_unusable.push(&self.st.invite_del, (*id,), 0);
+                        drop_unusable.push(&self.st.invite_code_del, (old.code_hash.to_vec(),), 32);
+                    }
+                }
+                if drop_unusable.is_empty() {
+                    return Ok(None);
+                }
+                self.send(BatchType::Logged, drop_unusable).await?;
+            }
+            let id = self.take_next(META_NEXT_INVITE_ID, 1).await?;
+            let record = InviteRecord {
+                id,
+                ..invite.clone()
+            };
+            let mut w = Writes::default();
+            let data = codec::blob(&record);
+            let bytes = data.len();
+            w.push(&self.st.invite_put, (i(id), data), bytes);
+            w.push(
+                &self.st.invite_code_put,
+                (record.code_hash.to_vec(), i(id)),
+                32,
+            );
+            self.send(BatchType::Logged, w).await?;
+            Ok(Some(id))
+        })
+    }
+
+    fn take_invite(&self, code_hash: &[u8; 32], now_ms: u64) -> Result<InviteTake, StoreError> {
+        self.writable()?;
+        self.run(async {
+            let Some((id,)) = self
+                .first::<(i64,)>(&self.st.invite_code_get, (code_hash.to_vec(),))
+                .await?
+            else {
+                return Ok(InviteTake::Refused);
+            };
+            let taken = self
+                .change_invite(u(id), |current| {
+                    current.usable(now_ms).then(|| InviteRecord {
+                        uses: current.uses + 1,
+                        ..current.clone()
+                    })
+                })
+                .await?;
+            Ok(taken.map_or(InviteTake::Refused, InviteTake::Taken))
+        })
+    }
+
+    fn return_invite(&self, id: u64) -> Result<(), StoreError> {
+        self.writable()?;
+        self.run(self.change_invite(id, |current| {
+            (current.uses > 0).then(|| InviteRecord {
+                uses: current.uses - 1,
+                ..current.clone()
+            })
+        }))
+        .map(drop)
+    }
+
+    fn invites_before(&self, before: u64, limit: usize) -> Result<Vec<InviteRecord>, StoreError> {
+        if limit == 0 || before == 0 {
+            return Ok(Vec::new());
+        }
+        let before = i(before.min(i64::MAX as u64));
+        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+        let rows =
+            self.run(self.rows::<(i64, Vec<u8>)>(&self.st.invites_before, (before, limit)))?;
+        rows.iter().map(|(_, bytes)| codec::unblob(bytes)).collect()
+    }
+
+    fn remove_invite(&self, id: u64) -> Result<bool, StoreError> {
+        self.writable()?;
+        self.run(async {
+            let Some((_, invite)) = self.invite(id).await? else {
+                return Ok(false);
+            };
+            let mut w = Writes::default();
+            w.push(&self.st.invite_del, (i(id),), 0);
+            w.push(&self.st.invite_code_del, (invite.code_hash.to_vec(),), 32);
+            self.send(BatchType::Logged, w).await?;
+            Ok(true)
+        })
+    }
+}

@@ -1,0 +1,400 @@
+//! Accounts and login tokens. User ids come from an LWT counter; usernames and e-mail
+//! addresses are made unique by `INSERT … IF NOT EXISTS` on their own tables; tokens carry a
+//! TTL of their expiry plus [`TOKEN_KEPT_AFTER_EXPIRY_S`].
+
+use futures_util::future::try_join_all;
+use scylla::statement::batch::BatchType;
+
+use super::ScyllaStore;
+use super::codec::{self, IDS_PER_BUCKET, i, u};
+use super::writes::Writes;
+use crate::store::{
+    AccountStore, StoreError, TokenHash, TokenRecord, USER_ID_FIRST, USER_ID_LAST, UserId,
+    UserRecord, email_key, username_key,
+};
+
+pub(super) const META_NEXT_USER_ID: &str = "next_user_id";
+/// An expired token is still listed (and can be shown as expired) this long, then ScyllaDB
+/// drops it by TTL: no sweeper needed.
+pub(super) const TOKEN_KEPT_AFTER_EXPIRY_S: u64 = 30 * 86_400;
+/// Tokens of one user read by `set_password` to revoke them all, at most (a user has one per
+/// signed-in device, bounded by `login.devices_max`).
+const TOKENS_PER_USER_MAX: i32 = 10_000;
+
+/// A row of `users` as `user_columns!` reads it.
+pub(super) type UserRow = (i64, String, String, String, i64);
+/// A row of `tokens` as `token_columns!` reads it.
+type TokenRow = (i64, String, i64, i64, i32, i64);
+
+pub(super) fn user_of(row: UserRow) -> UserRecord {
+    let (id, username, password_hash, email, created) = row;
+    UserRecord {
+        user_id: u(id),
+        username,
+        password_hash,
+        email,
+        created_at_ms: u(created),
+    }
+}
+
+fn token_of(row: TokenRow) -> TokenRecord {
+    let (user, device_id, issued, expires, platform, seen) = row;
+    TokenRecord {
+        user_id: u(user),
+        device_id,
+        issued_at_ms: u(issued),
+        expires_at_ms: u(expires),
+        platform,
+        last_seen_ms: u(seen),
+    }
+}
+
+pub(super) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn token_ttl(token: &TokenRecord) -> i32 {
+    codec::ttl_s(token.expires_at_ms, now_ms(), TOKEN_KEPT_AFTER_EXPIRY_S)
+}
+
+impl ScyllaStore {
+    /// Adds a token and its index entry to `w`.
+    fn put_token_into<'a>(&'a self, w: &mut Writes<'a>, hash: &TokenHash, t: &TokenRecord) {
+        let ttl = token_ttl(t);
+        w.push(
+            &self.st.token_put,
+            (
+                hash.to_vec(),
+                i(t.user_id),
+                t.device_id.clone(),
+                i(t.issued_at_ms),
+                i(t.expires_at_ms),
+                t.platform,
+                i(t.last_seen_ms),
+                ttl,
+            ),
+            t.device_id.len() + 32,
+        );
+        w.push(
+            &self.st.user_token_put,
+            (i(t.user_id), hash.to_vec(), ttl),
+            32,
+        );
+    }
+
+    fn remove_token_into<'a>(&'a self, w: &mut Writes<'a>, hash: &TokenHash, user: UserId) {
+        w.push(&self.st.token_del, (hash.to_vec(),), 32);
+        w.push(&self.st.user_token_del, (i(user), hash.to_vec()), 32);
+    }
+
+    async fn token_async(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError> {
+        Ok(self
+            .first::<TokenRow>(&self.st.token_get, (hash.to_vec(),))
+            .await?
+            .map(token_of))
+    }
+
+    async fn token_hashes(&self, user: UserId, limit: i32) -> Result<Vec<TokenHash>, StoreError> {
+        self.rows::<(Vec<u8>,)>(&self.st.user_tokens_list, (i(user), limit))
+            .await?
+            .into_iter()
+            .map(|(h,)| {
+                h.try_into()
+                    .map_err(|_| StoreError::Corrupt("a token hash is not 32 bytes".into()))
+            })
+            .collect()
+    }
+
+    pub(super) async fn user_async(&self, user: UserId) -> Result<Option<UserRecord>, StoreError> {
+        Ok(self
+            .first::<UserRow>(&self.st.user_get, (i(user / IDS_PER_BUCKET), i(user)))
+            .await?
+            .map(user_of))
+    }
+
+    /// Up to `limit` rows of a table bucketed by id ([`IDS_PER_BUCKET`]) with an id above
+    /// `after` and in `floor .. end` (the ids that can exist), ascending: one partition
+    /// after another, never an empty one below the first id.
+    pub(super) async fn walk_ids<T>(
+        &self,
+        page: &scylla::statement::prepared::PreparedStatement,
+        (floor, end): (u64, u64),
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<T>, StoreError>
+    where
+        T: for<'f> scylla::deserialize::row::DeserializeRow<'f, 'f>,
+    {
+        let after = after.max(floor.saturating_sub(1));
+        let mut out = Vec::new();
+        let Some(first) = after.checked_add(1) else {
+            return Ok(out);
+        };
+        if end <= first {
+            return Ok(out);
+        }
+        let mut from = after;
+        for b in first / IDS_PER_BUCKET..=(end - 1) / IDS_PER_BUCKET {
+            if out.len() >= limit {
+                break;
+            }
+            let want = i32::try_from(limit - out.len()).unwrap_or(i32::MAX);
+            let rows = self.rows::<T>(page, (i(b), i(from), want)).await?;
+            out.extend(rows);
+            from = (b + 1) * IDS_PER_BUCKET - 1;
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn next_user_id(&self) -> Result<u64, StoreError> {
+        Ok(self.meta(META_NEXT_USER_ID).await?.unwrap_or(USER_ID_FIRST))
+    }
+
+    async fn create_user_async(
+        &self,
+        username: &str,
+        password_hash: &str,
+        email: &str,
+        now_ms: u64,
+    ) -> Result<UserRecord, StoreError> {
+        let name_key = username_key(username);
+        let mail_key = email_key(email);
+        // Cheap refusals first: the id counter moves only for a name that looks free.
+        if self
+            .first::<(i64,)>(&self.st.name_get, (&name_key,))
+            .await?
+            .is_some()
+        {
+            return Err(StoreError::UsernameTaken);
+        }
+        if !mail_key.is_empty()
+            && self
+                .first::<(i64,)>(&self.st.email_get, (&mail_key,))
+                .await?
+                .is_some()
+        {
+            return Err(StoreError::EmailTaken);
+        }
+        let user_id = self.take_next(META_NEXT_USER_ID, USER_ID_FIRST).await?;
+        if user_id > USER_ID_LAST {
+            return Err(StoreError::UserIdsExhausted);
+        }
+        // The name is the user's once this LWT applies; an id taken by a lost race is skipped.
+        if !self
+            .lwt(&self.st.name_claim, (&name_key, i(user_id)))
+            .await?
+            .applied
+        {
+            return Err(StoreError::UsernameTaken);
+        }
+        if !mail_key.is_empty()
+            && !self
+                .lwt(&self.st.email_claim, (&mail_key, i(user_id)))
+                .await?
+                .applied
+        {
+            self.lwt(&self.st.name_release, (&name_key, i(user_id)))
+                .await?;
+            return Err(StoreError::EmailTaken);
+        }
+        let user = UserRecord {
+            user_id,
+            username: username.to_owned(),
+            password_hash: password_hash.to_owned(),
+            email: email.to_owned(),
+            created_at_ms: now_ms,
+        };
+        let mut w = Writes::default();
+        w.push(
+            &self.st.user_put,
+            (
+                i(user_id / IDS_PER_BUCKET),
+                i(user_id),
+                user.username.clone(),
+                user.password_hash.clone(),
+                user.email.clone(),
+                i(now_ms),
+            ),
+            username.len() + password_hash.len() + email.len(),
+        );
+        w.push(
+            &self.st.prefix_put,
+            (codec::initial(&name_key), name_key.clone(), i(user_id)),
+            name_key.len() * 2,
+        );
+        self.send(BatchType::Logged, w).await?;
+        Ok(user)
+    }
+}
+
+impl AccountStore for ScyllaStore {
+    fn create_user(
+        &self,
+        username: &str,
+        password_hash: &str,
+        email: &str,
+        now_ms: u64,
+    ) -> Result<UserRecord, StoreError> {
+        self.writable()?;
+        self.run(self.create_user_async(username, password_hash, email, now_ms))
+    }
+
+    fn user_by_id(&self, user_id: UserId) -> Result<Option<UserRecord>, StoreError> {
+        self.run(self.user_async(user_id))
+    }
+
+    fn user_id_by_name(&self, username: &str) -> Result<Option<UserId>, StoreError> {
+        let key = username_key(username);
+        Ok(self
+            .run(self.first::<(i64,)>(&self.st.name_get, (key,)))?
+            .map(|(id,)| u(id)))
+    }
+
+    fn user_id_by_email(&self, email: &str) -> Result<Option<UserId>, StoreError> {
+        let key = email_key(email);
+        if key.is_empty() {
+            return Ok(None);
+        }
+        Ok(self
+            .run(self.first::<(i64,)>(&self.st.email_get, (key,)))?
+            .map(|(id,)| u(id)))
+    }
+
+    fn put_token(&self, hash: &TokenHash, token: &TokenRecord) -> Result<(), StoreError> {
+        self.writable()?;
+        let mut w = Writes::default();
+        self.put_token_into(&mut w, hash, token);
+        self.run(self.send(BatchType::Logged, w))
+    }
+
+    fn token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError> {
+        self.run(self.token_async(hash))
+    }
+
+    fn remove_token(&self, hash: &TokenHash) -> Result<(), StoreError> {
+        self.writable()?;
+        self.run(async {
+            let Some(token) = self.token_async(hash).await? else {
+                return Ok(());
+            };
+            let mut w = Writes::default();
+            self.remove_token_into(&mut w, hash, token.user_id);
+            self.send(BatchType::Logged, w).await
+        })
+    }
+
+    fn tokens_of_user(
+        &self,
+        user_id: UserId,
+        limit: usize,
+    ) -> Result<Vec<(TokenHash, TokenRecord)>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+        self.run(async {
+            let hashes = self.token_hashes(user_id, limit).await?;
+            let tokens = try_join_all(hashes.iter().map(|h| self.token_async(h))).await?;
+            // An index entry whose token just expired (by TTL) is skipped.
+            Ok(hashes
+                .into_iter()
+                .zip(tokens)
+                .filter_map(|(h, t)| t.map(|t| (h, t)))
+                .collect())
+        })
+    }
+
+    /// One logged batch: applied whole or not at all (ScyllaDB's batchlog).
+    fn replace_tokens(
+        &self,
+        user_id: UserId,
+        revoke: &[TokenHash],
+        put: Option<(&TokenHash, &TokenRecord)>,
+    ) -> Result<(), StoreError> {
+        self.writable()?;
+        self.run(async {
+            let found = try_join_all(revoke.iter().map(|h| self.token_async(h))).await?;
+            let mut w = Writes::default();
+            for (hash, token) in revoke.iter().zip(found) {
+                if token.is_some_and(|t| t.user_id == user_id) {
+                    self.remove_token_into(&mut w, hash, user_id);
+                }
+            }
+            if let Some((hash, token)) = put {
+                self.put_token_into(&mut w, hash, token);
+            }
+            if w.is_empty() {
+                return Ok(());
+            }
+            self.send(BatchType::Logged, w).await
+        })
+    }
+
+    /// One logged batch: the new hash, every token listed for the user removed, `put` added.
+    fn set_password(
+        &self,
+        user_id: UserId,
+        password_hash: &str,
+        put: Option<(&TokenHash, &TokenRecord)>,
+    ) -> Result<Option<usize>, StoreError> {
+        self.writable()?;
+        self.run(async {
+            if self.user_async(user_id).await?.is_none() {
+                return Ok(None);
+            }
+            let hashes = self.token_hashes(user_id, TOKENS_PER_USER_MAX).await?;
+            let mut w = Writes::default();
+            w.push(
+                &self.st.user_set_password,
+                (
+                    password_hash.to_owned(),
+                    i(user_id / IDS_PER_BUCKET),
+                    i(user_id),
+                ),
+                password_hash.len(),
+            );
+            for hash in &hashes {
+                self.remove_token_into(&mut w, hash, user_id);
+            }
+            if let Some((hash, token)) = put {
+                self.put_token_into(&mut w, hash, token);
+            }
+            self.send(BatchType::Logged, w).await?;
+            Ok(Some(hashes.len()))
+        })
+    }
+
+    /// One LWT per token moved (`IF last_seen_ms < ?`): forward only, and an absent token
+    /// is never recreated. Sent at once.
+    fn touch_tokens(&self, seen: &[(TokenHash, u64)]) -> Result<(), StoreError> {
+        self.writable()?;
+        self.run(async {
+            let found = try_join_all(seen.iter().map(|(h, _)| self.token_async(h))).await?;
+            let touches = seen.iter().zip(found).filter_map(|((hash, at), token)| {
+                let token = token.filter(|t| t.last_seen_ms < *at)?;
+                Some(self.lwt(
+                    &self.st.token_touch,
+                    (token_ttl(&token), i(*at), hash.to_vec(), i(*at)),
+                ))
+            });
+            try_join_all(touches).await.map(drop)
+        })
+    }
+
+    fn user_ids_after(&self, after: UserId, limit: usize) -> Result<Vec<UserId>, StoreError> {
+        self.run(async {
+            let end = self.next_user_id().await?;
+            let ids: Vec<(i64,)> = self
+                .walk_ids(&self.st.user_ids_page, (USER_ID_FIRST, end), after, limit)
+                .await?;
+            Ok(ids.into_iter().map(|(id,)| u(id)).collect())
+        })
+    }
+
+    /// Ids handed out: users are never removed (an id lost to a race for a name counts too).
+    fn user_count(&self) -> Result<u64, StoreError> {
+        Ok(self.run(self.next_user_id())?.saturating_sub(USER_ID_FIRST))
+    }
+}
