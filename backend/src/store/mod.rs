@@ -16,6 +16,7 @@ pub(crate) mod log;
 mod open;
 mod owners;
 mod ports;
+mod postgres;
 pub(crate) mod records;
 pub(crate) mod tail_cache;
 
@@ -33,6 +34,7 @@ pub use groups::{
 };
 pub use open::open;
 pub use owners::{Claim, OwnerRecord};
+pub use postgres::PgStore;
 pub use ports::{
     AccountAdminStore, AccountStore, AuditStore, ContactStore, ConversationLog, CursorStore,
     GroupStore, MembershipStore, OwnerStore, Ports, PushTokenStore, StoreEngine,

@@ -15,7 +15,13 @@ pub fn open(storage: &StorageConfig) -> Result<Ports, StoreError> {
                 storage.tail_cache_bytes,
             ))
         }
-        engine @ (StorageEngine::Postgres | StorageEngine::Scylla) => Err(StoreError::Engine(
+        // No tail cache on a store the nodes of a cluster share: another node's writes
+        // would not pass through this one's cache.
+        StorageEngine::Postgres => Ok(Ports::of(Arc::new(super::PgStore::open(
+            &storage.postgres,
+            storage.durability,
+        )?))),
+        engine @ StorageEngine::Scylla => Err(StoreError::Engine(
             format!("storage.engine = {engine:?}: not built into this server yet").into(),
         )),
     }
