@@ -85,7 +85,7 @@ impl AuditStore for PgStore {
              stop AS (SELECT min(id) AS id FROM oldest WHERE at_ms >= $1) \
              DELETE FROM audit WHERE id IN (SELECT id FROM oldest \
                  WHERE id < coalesce((SELECT id FROM stop), 9223372036854775807))",
-            &[&i(before_ms), &limit(n)],
+            &[&i64::try_from(before_ms).unwrap_or(i64::MAX), &limit(n)],
         )?;
         Ok(usize::try_from(pruned).unwrap_or(usize::MAX))
     }
