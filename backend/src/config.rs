@@ -82,10 +82,12 @@ pub enum StorageEngine {
 pub struct PostgresConfig {
     /// `postgres://user@host:port/database?…`; a password here is better kept in `url_file`
     /// or the `RINGCHAT_STORAGE__POSTGRES__URL` environment variable.
-    #[serde(skip_serializing)]
+    /// Serialised hidden: only whether it is set shows.
+    #[serde(serialize_with = "hidden")]
     pub url: String,
     /// A file holding the URL (read once at start): keeps the password out of the config.
-    pub url_file: Option<PathBuf>,
+    /// Empty: none.
+    pub url_file: PathBuf,
     /// Connections in the adapter's pool, at most (the sequencer's commit thread and the read
     /// pool's threads share them).
     pub pool_connections_max: usize,
@@ -95,9 +97,14 @@ pub struct PostgresConfig {
     pub statement_timeout_ms: u64,
     /// `disable`, or `require`: TLS with the server's certificate verified.
     pub sslmode: PostgresSslMode,
-    /// PEM file of the CA that signed the server's certificate (`require`); none: the
+    /// PEM file of the CA that signed the server's certificate (`require`); empty: the
     /// public web roots.
-    pub ca_file: Option<PathBuf>,
+    pub ca_file: PathBuf,
+}
+
+/// A secret's serialised form: empty, or that it is set.
+fn hidden<S: serde::Serializer>(value: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(if value.is_empty() { "" } else { "(hidden)" })
 }
 
 /// `storage.postgres.sslmode`. `require` verifies the certificate (libpq's `verify-full`):
@@ -114,12 +121,12 @@ impl Default for PostgresConfig {
     fn default() -> Self {
         Self {
             url: String::new(),
-            url_file: None,
+            url_file: PathBuf::new(),
             pool_connections_max: 16,
             connect_timeout_ms: 5_000,
             statement_timeout_ms: 10_000,
             sslmode: PostgresSslMode::Disable,
-            ca_file: None,
+            ca_file: PathBuf::new(),
         }
     }
 }
@@ -127,11 +134,12 @@ impl Default for PostgresConfig {
 impl PostgresConfig {
     /// The URL: `url`, or the contents of `url_file` (trimmed).
     pub fn resolved_url(&self) -> Result<String, String> {
-        match (&self.url_file, self.url.is_empty()) {
-            (Some(_), false) => Err("storage.postgres: set url or url_file, not both".into()),
-            (None, true) => Err("storage.postgres.url: required with engine = \"postgres\"".into()),
-            (None, false) => Ok(self.url.clone()),
-            (Some(file), true) => std::fs::read_to_string(file)
+        let file = &self.url_file;
+        match (file.as_os_str().is_empty(), self.url.is_empty()) {
+            (false, false) => Err("storage.postgres: set url or url_file, not both".into()),
+            (true, true) => Err("storage.postgres.url: required with engine = \"postgres\"".into()),
+            (true, false) => Ok(self.url.clone()),
+            (false, true) => std::fs::read_to_string(file)
                 .map(|s| s.trim().to_owned())
                 .map_err(|e| format!("storage.postgres.url_file: {}: {e}", file.display())),
         }
@@ -157,11 +165,15 @@ impl PostgresConfig {
         if !(1..=3_600_000).contains(&self.statement_timeout_ms) {
             out.push("storage.postgres.statement_timeout_ms: must be between 1 and 3600000".into());
         }
-        if let Some(ca) = &self.ca_file {
+        let ca = &self.ca_file;
+        if !ca.as_os_str().is_empty() {
             if self.sslmode == PostgresSslMode::Disable {
                 out.push("storage.postgres.ca_file: only used with sslmode = \"require\"".into());
             } else if !ca.is_file() {
-                out.push(format!("storage.postgres.ca_file: {}: no such file", ca.display()));
+                out.push(format!(
+                    "storage.postgres.ca_file: {}: no such file",
+                    ca.display()
+                ));
             }
         }
         out

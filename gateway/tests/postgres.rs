@@ -62,7 +62,11 @@ async fn acked_messages_survive_a_kill_9_with_postgresql_as_the_store() {
     while acked.len() < KILL_AFTER_ACKS {
         while in_flight.len() < WINDOW && next < TOTAL {
             let rid = s
-                .send(text_message(recipient.user_id, &format!("c{next}"), &body(next)))
+                .send(text_message(
+                    recipient.user_id,
+                    &format!("c{next}"),
+                    &body(next),
+                ))
                 .await
                 .unwrap();
             in_flight.insert(rid, next);

@@ -34,11 +34,11 @@ pub use groups::{
 };
 pub use open::open;
 pub use owners::{Claim, OwnerRecord};
-pub use postgres::PgStore;
 pub use ports::{
     AccountAdminStore, AccountStore, AuditStore, ContactStore, ConversationLog, CursorStore,
     GroupStore, MembershipStore, OwnerStore, Ports, PushTokenStore, StoreEngine,
 };
+pub use postgres::PgStore;
 pub use records::{
     CommitGroup, ConvRecord, CursorRecord, CursorRow, DEVICES_PER_ROW_MAX, DedupRecord,
     DeviceCursor, Mentions, MessageRecord, PushTokenRecord, RecencyMove, RecentSend, TokenHash,

@@ -9,8 +9,7 @@ use crate::store::{
     AccountAdminStore, AccountFlags, InviteRecord, InviteTake, StoreError, UserId, UserRecord,
 };
 
-const INVITE_COLUMNS: &str =
-    "id, code_hash, issuer, created_ms, expires_ms, uses_max, uses, note";
+const INVITE_COLUMNS: &str = "id, code_hash, issuer, created_ms, expires_ms, uses_max, uses, note";
 
 fn invite_of(row: &Row) -> Result<InviteRecord, StoreError> {
     Ok(InviteRecord {

@@ -12,7 +12,6 @@ use crate::store::{
     UserRecord, email_key, username_key,
 };
 
-
 pub(super) fn user_of(row: &Row) -> Result<UserRecord, StoreError> {
     Ok(UserRecord {
         user_id: u(row, 0)?,
@@ -100,9 +99,7 @@ impl AccountStore for PgStore {
         self.block(async {
             let mut client = self.client().await?;
             let tx = client.transaction().await?;
-            let st = tx
-.prepare_cached(TAKEN)
-                .await?;
+            let st = tx.prepare_cached(TAKEN).await?;
             let row = tx.query_one(&st, &[&name_key, &mail_key]).await?;
             if col::<bool>(&row, 0)? {
                 return Err(StoreError::UsernameTaken);
@@ -141,7 +138,9 @@ impl AccountStore for PgStore {
                 // Another node took the name or address since the check above.
                 return Err(taken(&e).unwrap_or(e.into()));
             }
-            tx.commit().await.map_err(|e| taken(&e).unwrap_or(e.into()))?;
+            tx.commit()
+                .await
+                .map_err(|e| taken(&e).unwrap_or(e.into()))?;
             Ok(UserRecord {
                 user_id,
                 username: username.to_owned(),
@@ -238,9 +237,7 @@ impl AccountStore for PgStore {
         self.block(async {
             let mut client = self.client().await?;
             let tx = client.transaction().await?;
-            let st = tx
-                .prepare_cached(REVOKE_TOKENS)
-                .await?;
+            let st = tx.prepare_cached(REVOKE_TOKENS).await?;
             tx.execute(&st, &[&revoke, &i(user_id)]).await?;
             if let Some((hash, token)) = put {
                 put_token_in(&tx, hash, token).await?;
@@ -262,15 +259,11 @@ impl AccountStore for PgStore {
         self.block(async {
             let mut client = self.client().await?;
             let tx = client.transaction().await?;
-            let st = tx
-                .prepare_cached(SET_PASSWORD)
-                .await?;
+            let st = tx.prepare_cached(SET_PASSWORD).await?;
             if tx.execute(&st, &[&i(user_id), &password_hash]).await? == 0 {
                 return Ok(None);
             }
-            let st = tx
-                .prepare_cached(REVOKE_ALL_TOKENS)
-                .await?;
+            let st = tx.prepare_cached(REVOKE_ALL_TOKENS).await?;
             let revoked = tx.execute(&st, &[&i(user_id)]).await?;
             if let Some((hash, token)) = put {
                 put_token_in(&tx, hash, token).await?;

@@ -122,7 +122,11 @@ fn log_statements(batch: &mut Batch, group: &CommitGroup) {
         (RECENT_REMOVE, leaving),
         (
             RECENT_PUT,
-            group.recency.iter().map(|m| (m.user, m.to, m.conv)).collect(),
+            group
+                .recency
+                .iter()
+                .map(|m| (m.user, m.to, m.conv))
+                .collect(),
         ),
     ] {
         if entries.is_empty() {
@@ -154,13 +158,21 @@ fn log_statements(batch: &mut Batch, group: &CommitGroup) {
                         .map(|r| i(r.2.cursor.delivered_seq))
                         .collect::<Vec<_>>(),
                 ),
-                boxed(rows.iter().map(|r| i(r.2.cursor.read_seq)).collect::<Vec<_>>()),
+                boxed(
+                    rows.iter()
+                        .map(|r| i(r.2.cursor.read_seq))
+                        .collect::<Vec<_>>(),
+                ),
                 boxed(
                     rows.iter()
                         .map(|r| encode(&r.2.recent_sends))
                         .collect::<Vec<_>>(),
                 ),
-                boxed(rows.iter().map(|r| encode(&r.2.devices)).collect::<Vec<_>>()),
+                boxed(
+                    rows.iter()
+                        .map(|r| encode(&r.2.devices))
+                        .collect::<Vec<_>>(),
+                ),
             ],
         );
     }
@@ -225,8 +237,13 @@ impl PgStore {
         Self::check_fences(&tx, fences).await?;
         // Prepared first (at most once per connection), so that the executions below are
         // sent in order, pipelined, in one round trip.
-        let prepared =
-            try_join_all(batch.statements.iter().map(|(sql, _)| tx.prepare_cached(sql))).await?;
+        let prepared = try_join_all(
+            batch
+                .statements
+                .iter()
+                .map(|(sql, _)| tx.prepare_cached(sql)),
+        )
+        .await?;
         let params: Vec<Vec<&(dyn ToSql + Sync)>> = batch
             .statements
             .iter()

@@ -22,12 +22,7 @@ impl AuditStore for PgStore {
              action = excluded.action, target = excluded.target, \
              from_addr = excluded.from_addr, detail = excluded.detail",
             vec![
-                boxed(
-                    (first_id..)
-                        .take(records.len())
-                        .map(i)
-                        .collect::<Vec<_>>(),
-                ),
+                boxed((first_id..).take(records.len()).map(i).collect::<Vec<_>>()),
                 boxed(records.iter().map(|r| i(r.at_ms)).collect::<Vec<_>>()),
                 text(|r| &r.actor),
                 text(|r| &r.action),

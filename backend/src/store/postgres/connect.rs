@@ -82,16 +82,15 @@ fn tls(config: &PostgresConfig) -> Result<tokio_postgres_rustls::MakeRustlsConne
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
-    match &config.ca_file {
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-        Some(file) => {
+    let file = &config.ca_file;
+    match file.as_os_str().is_empty() {
+        true => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        false => {
             let bad = |e: &dyn std::fmt::Display| {
                 invalid(format!("storage.postgres.ca_file: {}: {e}", file.display()))
             };
             for cert in CertificateDer::pem_file_iter(file).map_err(|e| bad(&e))? {
-                roots
-                    .add(cert.map_err(|e| bad(&e))?)
-                    .map_err(|e| bad(&e))?;
+                roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
             }
         }
     }

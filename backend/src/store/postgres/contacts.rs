@@ -4,7 +4,7 @@
 //! prefix of its (byte-ordered) username key.
 
 use super::append::{Batch, boxed};
-use super::{PgStore, col, i, limit, u, u32_col, i32_of};
+use super::{PgStore, col, i, i32_of, limit, u, u32_col};
 use crate::store::{
     ContactStore, ContactSummary, ContactWrites, DmPolicy, ProfileRecord, RelationKey,
     RelationKind, RelationRecord, StoreError, UserId,
@@ -74,7 +74,11 @@ impl PgStore {
                     boxed(puts.iter().map(|(k, _)| k.kind as i16).collect::<Vec<_>>()),
                     boxed(puts.iter().map(|(k, _)| i(k.other)).collect::<Vec<_>>()),
                     boxed(puts.iter().map(|(_, r)| i(r.since_ms)).collect::<Vec<_>>()),
-                    boxed(puts.iter().map(|(_, r)| r.message.clone()).collect::<Vec<_>>()),
+                    boxed(
+                        puts.iter()
+                            .map(|(_, r)| r.message.clone())
+                            .collect::<Vec<_>>(),
+                    ),
                 ],
             );
         }
@@ -254,10 +258,9 @@ impl ContactStore for PgStore {
                 &[&from, &inclusive, &limit(n)],
             )?,
         };
-        rows
-        .iter()
-        .map(|row| Ok((col(row, 0)?, u(row, 1)?)))
-        .collect()
+        rows.iter()
+            .map(|row| Ok((col(row, 0)?, u(row, 1)?)))
+            .collect()
     }
 }
 

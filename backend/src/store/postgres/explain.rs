@@ -289,19 +289,22 @@ fn every_port_query_reaches_its_table_through_an_index() {
         if WHOLE_TABLE_OK.iter().any(|ok| sql.starts_with(ok)) {
             continue;
         }
-        let seq_scan = plan.lines().find(|l| {
-            l.contains("Seq Scan on ") && !l.contains("Seq Scan on counters")
-        });
+        let seq_scan = plan
+            .lines()
+            .find(|l| l.contains("Seq Scan on ") && !l.contains("Seq Scan on counters"));
         if let Some(line) = seq_scan {
             bad.push(format!("{sql}\n  {}\n{plan}", line.trim()));
         }
         let reads_a_table = plan.contains(" on ") || plan.contains("Insert on");
         // An insert reads no table (its conflicts are checked in the unique index).
         let pure_insert = sql.starts_with("INSERT");
-        if reads_a_table && !pure_insert && !plan.contains("Index") && !plan.contains("counters")
-        {
+        if reads_a_table && !pure_insert && !plan.contains("Index") && !plan.contains("counters") {
             bad.push(format!("{sql}\n  no index used\n{plan}"));
         }
     }
-    assert!(bad.is_empty(), "plans without an index:\n\n{}", bad.join("\n\n"));
+    assert!(
+        bad.is_empty(),
+        "plans without an index:\n\n{}",
+        bad.join("\n\n")
+    );
 }

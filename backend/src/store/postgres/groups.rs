@@ -172,7 +172,9 @@ fn split<'a, K, R>(
     (puts, removes)
 }
 
-fn pair_params(keys: impl Iterator<Item = (i64, i64)> + Clone) -> Vec<Box<dyn tokio_postgres::types::ToSql + Sync>> {
+fn pair_params(
+    keys: impl Iterator<Item = (i64, i64)> + Clone,
+) -> Vec<Box<dyn tokio_postgres::types::ToSql + Sync>> {
     vec![
         boxed(keys.clone().map(|k| k.0).collect::<Vec<_>>()),
         boxed(keys.map(|k| k.1).collect::<Vec<_>>()),
@@ -210,22 +212,32 @@ impl PgStore {
                     int(|r| r.admin_count),
                     int(|r| r.application_count),
                     boxed(g.iter().map(|(_, r)| i(r.created_ms)).collect::<Vec<_>>()),
-                    boxed(g.iter().map(|(_, r)| i(r.dissolved_seq)).collect::<Vec<_>>()),
+                    boxed(
+                        g.iter()
+                            .map(|(_, r)| i(r.dissolved_seq))
+                            .collect::<Vec<_>>(),
+                    ),
                 ],
             );
         }
         let (puts, removes) = split(&w.members, by_group);
         if !puts.is_empty() {
             let mut params = pair_params(puts.iter().map(|p| p.0));
-            params.push(boxed(puts.iter().map(|p| role_code(p.1.role)).collect::<Vec<_>>()));
-            params.push(boxed(puts.iter().map(|p| i(p.1.joined_ms)).collect::<Vec<_>>()));
+            params.push(boxed(
+                puts.iter().map(|p| role_code(p.1.role)).collect::<Vec<_>>(),
+            ));
+            params.push(boxed(
+                puts.iter().map(|p| i(p.1.joined_ms)).collect::<Vec<_>>(),
+            ));
             params.push(boxed(
                 puts.iter()
                     .map(|p| i(p.1.visible_from_seq))
                     .collect::<Vec<_>>(),
             ));
             params.push(boxed(
-                puts.iter().map(|p| i(p.1.muted_until_ms)).collect::<Vec<_>>(),
+                puts.iter()
+                    .map(|p| i(p.1.muted_until_ms))
+                    .collect::<Vec<_>>(),
             ));
             batch.push(MEMBERS_PUT, params);
         }
@@ -248,8 +260,12 @@ impl PgStore {
                     .map(|p| i(p.1.visible_from_seq))
                     .collect::<Vec<_>>(),
             ));
-            params.push(boxed(puts.iter().map(|p| i(p.1.left_seq)).collect::<Vec<_>>()));
-            params.push(boxed(puts.iter().map(|p| p.1.notify_muted).collect::<Vec<_>>()));
+            params.push(boxed(
+                puts.iter().map(|p| i(p.1.left_seq)).collect::<Vec<_>>(),
+            ));
+            params.push(boxed(
+                puts.iter().map(|p| p.1.notify_muted).collect::<Vec<_>>(),
+            ));
             batch.push(USER_GROUPS_PUT, params);
         }
         if !removes.is_empty() {
@@ -271,7 +287,9 @@ impl PgStore {
             params.push(boxed(
                 puts.iter().map(|p| p.1.message.clone()).collect::<Vec<_>>(),
             ));
-            params.push(boxed(puts.iter().map(|p| i(p.1.sent_ms)).collect::<Vec<_>>()));
+            params.push(boxed(
+                puts.iter().map(|p| i(p.1.sent_ms)).collect::<Vec<_>>(),
+            ));
             batch.push(APPLICATIONS_PUT, params);
         }
         if !removes.is_empty() {
@@ -475,11 +493,7 @@ impl GroupStore for PgStore {
         self.counter("next_group_id", 1)
     }
 
-    fn groups_after(
-        &self,
-        after: u64,
-        n: usize,
-    ) -> Result<Vec<(ConvId, GroupRecord)>, StoreError> {
+    fn groups_after(&self, after: u64, n: usize) -> Result<Vec<(ConvId, GroupRecord)>, StoreError> {
         let Some(after) = after_bound(after).filter(|_| n > 0) else {
             return Ok(Vec::new());
         };

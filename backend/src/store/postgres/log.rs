@@ -20,8 +20,8 @@ pub(super) fn seq_bound(seq: u64) -> i64 {
 }
 
 pub(super) fn message_of(row: &Row) -> Result<MessageRecord, StoreError> {
-    let client_msg_id = String::from_utf8(col::<Vec<u8>>(row, 5)?)
-        .map_err(|e| StoreError::Corrupt(e.into()))?;
+    let client_msg_id =
+        String::from_utf8(col::<Vec<u8>>(row, 5)?).map_err(|e| StoreError::Corrupt(e.into()))?;
     let recall_event_seq = u(row, 10)?;
     let mentions = col::<Option<&[u8]>>(row, 11)?
         .map(decode)

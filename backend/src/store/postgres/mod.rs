@@ -151,9 +151,17 @@ impl PgStore {
         Ok(store)
     }
 
-    /// Runs a call's queries on the adapter's runtime, blocking the calling thread.
+    /// Runs a call's queries on the adapter's runtime, blocking the calling thread. A caller
+    /// on a worker of a multi-threaded tokio runtime (which the ports' contract rules out, but
+    /// some paths still do) gets `block_in_place`: its worker hands its tasks on meanwhile.
     fn block<T>(&self, f: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
-        self.handle.block_on(f)
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        match Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| self.handle.block_on(f))
+            }
+            _ => self.handle.block_on(f),
+        }
     }
 
     async fn client(&self) -> Result<Object, StoreError> {
