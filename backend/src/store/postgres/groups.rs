@@ -157,10 +157,10 @@ fn by_group<R>(r: &(ConvId, UserId, Option<R>)) -> (i64, i64) {
 }
 
 /// `(puts, removes)` of a section's `Option` records.
-fn split<'a, K, R>(
-    rows: &'a [(ConvId, UserId, Option<R>)],
+fn split<K, R>(
+    rows: &[(ConvId, UserId, Option<R>)],
     key: fn(&(ConvId, UserId, Option<R>)) -> K,
-) -> (Vec<(K, &'a R)>, Vec<K>) {
+) -> (Vec<(K, &R)>, Vec<K>) {
     let mut puts = Vec::new();
     let mut removes = Vec::new();
     for r in rows {
