@@ -271,14 +271,14 @@ fn postgres_settings_are_checked_when_postgres_is_the_engine() {
     "#;
     let all = Config::parse(text, no_env()).unwrap_err().join("\n");
     for needle in [
-        "storage.postgres.url: not a PostgreSQL URL",
-        "storage.postgres.pool_connections_max",
-        "storage.postgres.connect_timeout_ms",
-        "storage.postgres.ca_file: only used with sslmode",
+        "not a PostgreSQL URL",
+        "storage.postgres.pool_connections_max = 0: must be between 1 and 1024",
+        "storage.postgres.connect_timeout_ms = 0",
+        "only used with sslmode = \"require\"",
     ] {
         assert!(all.contains(needle), "{needle} missing in:\n{all}");
     }
     let missing = "[storage]\nengine = \"postgres\"\n";
     let all = Config::parse(missing, no_env()).unwrap_err().join("\n");
-    assert!(all.contains("storage.postgres.url: required"), "{all}");
+    assert!(all.contains("required with engine = \"postgres\""), "{all}");
 }
