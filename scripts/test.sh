@@ -28,4 +28,7 @@ if [ ! -x target/schemathesis-venv/bin/schemathesis ]; then
   target/schemathesis-venv/bin/pip install --quiet 'schemathesis==4.32.5'
 fi
 
+# The PostgreSQL store's tests: a private server for this run (scripts/postgres-test-server.sh).
+source scripts/postgres-test-server.sh
+
 cargo test --workspace --locked "$@"

@@ -77,13 +77,107 @@ pub enum StorageEngine {
 }
 
 /// `[storage.postgres]`
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PostgresConfig {
     /// `postgres://user@host:port/database?…`; a password here is better kept in `url_file`
     /// or the `RINGCHAT_STORAGE__POSTGRES__URL` environment variable.
-    #[serde(skip_serializing)]
+    /// Serialised hidden: only whether it is set shows.
+    #[serde(serialize_with = "hidden")]
     pub url: String,
+    /// A file holding the URL (read once at start): keeps the password out of the config.
+    /// Empty: none.
+    pub url_file: PathBuf,
+    /// Connections in the adapter's pool, at most (the sequencer's commit thread and the read
+    /// pool's threads share them).
+    pub pool_connections_max: usize,
+    /// Giving up on connecting (and on waiting for a free pooled connection), in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// The server cancels a statement running longer than this, in milliseconds.
+    pub statement_timeout_ms: u64,
+    /// `disable`, or `require`: TLS with the server's certificate verified.
+    pub sslmode: PostgresSslMode,
+    /// PEM file of the CA that signed the server's certificate (`require`); empty: the
+    /// public web roots.
+    pub ca_file: PathBuf,
+}
+
+/// A secret's serialised form: empty, or that it is set.
+fn hidden<S: serde::Serializer>(value: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(if value.is_empty() { "" } else { "(hidden)" })
+}
+
+/// `storage.postgres.sslmode`. `require` verifies the certificate (libpq's `verify-full`):
+/// a connection that is encrypted but not authenticated is not offered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PostgresSslMode {
+    #[default]
+    Disable,
+    Require,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            url_file: PathBuf::new(),
+            pool_connections_max: 16,
+            connect_timeout_ms: 5_000,
+            statement_timeout_ms: 10_000,
+            sslmode: PostgresSslMode::Disable,
+            ca_file: PathBuf::new(),
+        }
+    }
+}
+
+impl PostgresConfig {
+    /// The URL: `url`, or the contents of `url_file` (trimmed).
+    pub fn resolved_url(&self) -> Result<String, String> {
+        let file = &self.url_file;
+        match (file.as_os_str().is_empty(), self.url.is_empty()) {
+            (false, false) => Err("storage.postgres: set url or url_file, not both".into()),
+            (true, true) => Err("storage.postgres.url: required with engine = \"postgres\"".into()),
+            (true, false) => Ok(self.url.clone()),
+            (false, true) => std::fs::read_to_string(file)
+                .map(|s| s.trim().to_owned())
+                .map_err(|e| format!("storage.postgres.url_file: {}: {e}", file.display())),
+        }
+    }
+
+    /// Every problem of the section, as `key: problem` lines (checked with engine = postgres).
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        match self.resolved_url() {
+            Err(e) => out.push(e),
+            Ok(url) => {
+                if let Err(e) = url.parse::<tokio_postgres::Config>() {
+                    out.push(format!("storage.postgres.url: not a PostgreSQL URL: {e}"));
+                }
+            }
+        }
+        if !(1..=1024).contains(&self.pool_connections_max) {
+            out.push("storage.postgres.pool_connections_max: must be between 1 and 1024".into());
+        }
+        if !(1..=600_000).contains(&self.connect_timeout_ms) {
+            out.push("storage.postgres.connect_timeout_ms: must be between 1 and 600000".into());
+        }
+        if !(1..=3_600_000).contains(&self.statement_timeout_ms) {
+            out.push("storage.postgres.statement_timeout_ms: must be between 1 and 3600000".into());
+        }
+        let ca = &self.ca_file;
+        if !ca.as_os_str().is_empty() {
+            if self.sslmode == PostgresSslMode::Disable {
+                out.push("storage.postgres.ca_file: only used with sslmode = \"require\"".into());
+            } else if !ca.is_file() {
+                out.push(format!(
+                    "storage.postgres.ca_file: {}: no such file",
+                    ca.display()
+                ));
+            }
+        }
+        out
+    }
 }
 
 /// `[storage.scylla]`: validated and defaulted in `store/scylla/config.rs`.
@@ -447,6 +541,11 @@ impl Settings {
             !self.storage.data_dir.as_os_str().is_empty(),
             "storage.data_dir: must not be empty",
         );
+        if self.storage.engine == StorageEngine::Postgres {
+            for problem in self.storage.postgres.problems() {
+                check(false, &problem);
+            }
+        }
         check(
             (8..=4 * 1024 * 1024).contains(&self.accounts.argon2_memory_kib),
             "accounts.argon2_memory_kib: must be between 8 and 4194304",

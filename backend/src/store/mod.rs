@@ -17,6 +17,7 @@ pub(crate) mod log;
 mod open;
 mod owners;
 mod ports;
+mod postgres;
 pub(crate) mod records;
 mod scylla;
 pub(crate) mod tail_cache;
@@ -39,6 +40,7 @@ pub use ports::{
     AccountAdminStore, AccountStore, AuditStore, ContactStore, ConversationLog, CursorStore,
     GroupStore, MembershipStore, OwnerStore, Ports, PushTokenStore, StoreEngine,
 };
+pub use postgres::PgStore;
 pub use records::{
     CommitGroup, ConvRecord, CursorRecord, CursorRow, DEVICES_PER_ROW_MAX, DedupRecord,
     DeviceCursor, Mentions, MessageRecord, PushTokenRecord, RecencyMove, RecentSend, TokenHash,

@@ -15,12 +15,14 @@ pub fn open(storage: &StorageConfig) -> Result<Ports, StoreError> {
                 storage.tail_cache_bytes,
             ))
         }
-        // No tail cache: other nodes write the same store, and a node's cache would not see it.
+        // No tail cache on a store the nodes of a cluster share: another node's writes
+        // would not pass through this one's cache.
+        StorageEngine::Postgres => Ok(Ports::of(Arc::new(super::PgStore::open(
+            &storage.postgres,
+            storage.durability,
+        )?))),
         StorageEngine::Scylla => Ok(Ports::of(Arc::new(super::ScyllaStore::open(
             &storage.scylla,
         )?))),
-        engine @ StorageEngine::Postgres => Err(StoreError::Engine(
-            format!("storage.engine = {engine:?}: not built into this server yet").into(),
-        )),
     }
 }

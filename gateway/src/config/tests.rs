@@ -257,3 +257,28 @@ fn overrides_are_set_and_removed_by_key() {
     live::set(&mut t, "limits.messages_per_s_max", None);
     assert!(!t.contains_key("limits"), "an emptied table goes: {t:?}");
 }
+
+#[test]
+fn postgres_settings_are_checked_when_postgres_is_the_engine() {
+    let text = r#"
+        [storage]
+        engine = "postgres"
+        [storage.postgres]
+        url = "postgres://db:notaport/ringchat"
+        pool_connections_max = 0
+        connect_timeout_ms = 0
+        ca_file = "/nonexistent.pem"
+    "#;
+    let all = Config::parse(text, no_env()).unwrap_err().join("\n");
+    for needle in [
+        "not a PostgreSQL URL",
+        "storage.postgres.pool_connections_max = 0: must be between 1 and 1024",
+        "storage.postgres.connect_timeout_ms = 0",
+        "only used with sslmode = \"require\"",
+    ] {
+        assert!(all.contains(needle), "{needle} missing in:\n{all}");
+    }
+    let missing = "[storage]\nengine = \"postgres\"\n";
+    let all = Config::parse(missing, no_env()).unwrap_err().join("\n");
+    assert!(all.contains("required with engine = \"postgres\""), "{all}");
+}

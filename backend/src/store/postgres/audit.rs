@@ -1,0 +1,87 @@
+//! The audit log on PostgreSQL: `audit`, keyed by id, so a page newest first is one backward
+//! range of the primary key.
+
+use super::append::{Batch, boxed};
+use super::{PgStore, col, i, limit, u};
+use crate::store::{AuditRecord, AuditStore, StoreError};
+
+impl AuditStore for PgStore {
+    fn append_audit(&self, first_id: u64, records: &[AuditRecord]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let text = |f: fn(&AuditRecord) -> &str| {
+            boxed(records.iter().map(|r| f(r).to_owned()).collect::<Vec<_>>())
+        };
+        let mut batch = Batch::default();
+        batch.push(
+            "INSERT INTO audit (id, at_ms, actor, action, target, from_addr, detail) \
+             SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], \
+             $5::text[], $6::text[], $7::text[]) \
+             ON CONFLICT (id) DO UPDATE SET at_ms = excluded.at_ms, actor = excluded.actor, \
+             action = excluded.action, target = excluded.target, \
+             from_addr = excluded.from_addr, detail = excluded.detail",
+            vec![
+                boxed((first_id..).take(records.len()).map(i).collect::<Vec<_>>()),
+                boxed(records.iter().map(|r| i(r.at_ms)).collect::<Vec<_>>()),
+                text(|r| &r.actor),
+                text(|r| &r.action),
+                text(|r| &r.target),
+                text(|r| &r.from),
+                text(|r| &r.detail),
+            ],
+        );
+        self.block(self.run_batch(&[], &batch))
+    }
+
+    fn last_audit_id(&self) -> Result<u64, StoreError> {
+        match self.row("SELECT id FROM audit ORDER BY id DESC LIMIT 1", &[])? {
+            Some(row) => u(&row, 0),
+            None => Ok(0),
+        }
+    }
+
+    fn audit_page(&self, before: u64, n: usize) -> Result<Vec<(u64, AuditRecord)>, StoreError> {
+        if n == 0 || before == 0 {
+            return Ok(Vec::new());
+        }
+        let before = i64::try_from(before).unwrap_or(i64::MAX);
+        self.rows(
+            "SELECT id, at_ms, actor, action, target, from_addr, detail FROM audit \
+             WHERE id < $1 ORDER BY id DESC LIMIT $2",
+            &[&before, &limit(n)],
+        )?
+        .iter()
+        .map(|row| {
+            Ok((
+                u(row, 0)?,
+                AuditRecord {
+                    at_ms: u(row, 1)?,
+                    actor: col(row, 2)?,
+                    action: col(row, 3)?,
+                    target: col(row, 4)?,
+                    from: col(row, 5)?,
+                    detail: col(row, 6)?,
+                },
+            ))
+        })
+        .collect()
+    }
+
+    fn prune_audit(&self, before_ms: u64, n: usize) -> Result<usize, StoreError> {
+        if n == 0 {
+            return Ok(0);
+        }
+        // The oldest `n` but the newest, up to the first one at or after `before_ms`.
+        let pruned = self.execute(
+            "WITH oldest AS (SELECT id, at_ms FROM audit \
+                 WHERE id < (SELECT id FROM audit ORDER BY id DESC LIMIT 1) \
+                 ORDER BY id LIMIT $2), \
+             stop AS (SELECT min(id) AS id FROM oldest WHERE at_ms >= $1) \
+             DELETE FROM audit WHERE id IN (SELECT id FROM oldest \
+                 WHERE id < coalesce((SELECT id FROM stop), 9223372036854775807))",
+            &[&i64::try_from(before_ms).unwrap_or(i64::MAX), &limit(n)],
+        )?;
+        Ok(usize::try_from(pruned).unwrap_or(usize::MAX))
+    }
+}

@@ -1,0 +1,296 @@
+//! The store of record on PostgreSQL: every port of `store/ports.rs` on a database that the
+//! nodes of a cluster share. One file per part, as `store/fjall/`:
+//!
+//! - `connect.rs`: the driver's settings (URL, TLS, timeouts, durability) and the pool;
+//! - `migrate.rs` + `migrations/*.sql`: the schema, versioned, applied at open;
+//! - `log.rs` (the conversation log's reads) and `append.rs` (a commit group: ONE transaction,
+//!   a fixed number of round trips whatever its size), `cursors.rs`, `owners.rs`;
+//! - `accounts.rs`, `account_admin.rs`, `contacts.rs`, `groups.rs`, `audit.rs`,
+//!   `push_tokens.rs`: the other ports, a table or a few each (`migrations/0001_init.sql`);
+//! - `explain.rs` (tests): every port query's plan uses an index for its lookup key.
+//!
+//! The ports are synchronous and called from blocking threads (the sequencer's commit thread,
+//! the bounded read pool, spawn_blocking). The adapter owns a small tokio runtime of its own
+//! (two named `ringchat-pg` workers) that drives the connections, and each call `block_on`s
+//! its query on it: the driver never runs on the gateway's shards or the backend's workers,
+//! and the threads parked on a slow database are the callers' bounded ones.
+//!
+//! A failed statement (connection lost, timeout, server restarting) is a
+//! [`StoreError::Engine`], which the server answers with UNAVAILABLE and a `retry_after_ms`;
+//! unlike fjall it never stops the store's writes ([`StoreHealth::fail`] is not called): the
+//! transaction was rolled back, and the next commit group may well succeed on a fresh
+//! connection (the pool drops closed ones).
+
+mod account_admin;
+mod accounts;
+mod append;
+mod audit;
+mod connect;
+mod contacts;
+mod cursors;
+#[cfg(test)]
+mod explain;
+mod groups;
+mod log;
+mod migrate;
+mod owners;
+mod push_tokens;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use deadpool_postgres::{Object, Pool};
+use tokio_postgres::Row;
+use tokio_postgres::types::{FromSql, ToSql};
+
+use super::{StoreEngine, StoreError, StoreHealth};
+use crate::config::{Durability, PostgresConfig};
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Self::Engine(Box::new(e))
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        Self::Engine(format!("PostgreSQL connection pool: {e}").into())
+    }
+}
+
+/// Parameters of a statement.
+type Params<'a> = [&'a (dyn ToSql + Sync)];
+
+/// A u64 of the server as the bigint with the same bits (the schema's rule).
+fn i(v: u64) -> i64 {
+    v as i64
+}
+
+/// Column `idx` of a row; a type the schema does not promise is a corrupt store.
+fn col<'a, T: FromSql<'a>>(row: &'a Row, idx: usize) -> Result<T, StoreError> {
+    row.try_get(idx).map_err(|e| StoreError::Corrupt(e.into()))
+}
+
+/// A bigint column as the u64 with the same bits.
+fn u(row: &Row, idx: usize) -> Result<u64, StoreError> {
+    col::<i64>(row, idx).map(|v| v as u64)
+}
+
+/// An integer column as u32; a negative value is corrupt.
+fn u32_col(row: &Row, idx: usize) -> Result<u32, StoreError> {
+    let v: i32 = col(row, idx)?;
+    u32::try_from(v).map_err(|e| StoreError::Corrupt(e.into()))
+}
+
+/// A u32 as an integer column (values above i32::MAX keep their bits).
+fn i32_of(v: u32) -> i32 {
+    v as i32
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt(e.into()))
+}
+
+fn encode<T: serde::Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    postcard::to_stdvec(value).expect("records always serialise")
+}
+
+/// A limit as SQL's bigint (`usize::MAX` means no limit).
+fn limit(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+pub struct PgStore {
+    /// Drives the connections; `None` only while dropping (see `Drop`).
+    runtime: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+    pool: Pool,
+    /// Never failed by this adapter (see the module doc); kept for the port.
+    health: Arc<StoreHealth>,
+    /// Tests (`explain.rs`): statements are EXPLAINed, not run, and their plans kept here.
+    #[cfg(test)]
+    explained: Option<std::sync::Mutex<Vec<(String, String)>>>,
+}
+
+impl PgStore {
+    /// Connects to the database `config` names and brings its schema up to date.
+    pub fn open(config: &PostgresConfig, durability: Durability) -> Result<Self, StoreError> {
+        Self::open_in(config, durability, None)
+    }
+
+    /// [`Self::open`], with every table in `schema` (created if missing; `[a-z0-9_]` only)
+    /// instead of the connection's default search path: the tests' own schema each.
+    pub(crate) fn open_in(
+        config: &PostgresConfig,
+        durability: Durability,
+        schema: Option<&str>,
+    ) -> Result<Self, StoreError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("ringchat-pg")
+            .enable_io()
+            .enable_time()
+            .build()?;
+        let handle = runtime.handle().clone();
+        let pool = {
+            let _entered = runtime.enter();
+            connect::pool(config, durability, schema)?
+        };
+        let store = Self {
+            runtime: Some(runtime),
+            handle,
+            pool,
+            health: Arc::default(),
+            #[cfg(test)]
+            explained: None,
+        };
+        store.block(async {
+            let mut client = store.client().await?;
+            migrate::to_latest(&mut client, schema).await
+        })?;
+        Ok(store)
+    }
+
+    /// Runs a call's queries on the adapter's runtime, blocking the calling thread. A caller
+    /// on a worker of a multi-threaded tokio runtime (which the ports' contract rules out, but
+    /// some paths still do) gets `block_in_place`: its worker hands its tasks on meanwhile.
+    fn block<T>(&self, f: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        match Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| self.handle.block_on(f))
+            }
+            _ => self.handle.block_on(f),
+        }
+    }
+
+    async fn client(&self) -> Result<Object, StoreError> {
+        Ok(self.pool.get().await?)
+    }
+
+    async fn rows_async(&self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>, StoreError> {
+        #[cfg(test)]
+        if self.explain(sql, params).await? {
+            return Ok(Vec::new());
+        }
+        let client = self.client().await?;
+        let statement = client.prepare_cached(sql).await?;
+        Ok(client.query(&statement, params).await?)
+    }
+
+    /// The rows of one statement (prepared once per connection).
+    fn rows(&self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>, StoreError> {
+        self.block(self.rows_async(sql, params))
+    }
+
+    /// The row of a statement that returns at most one.
+    fn row(&self, sql: &str, params: &Params<'_>) -> Result<Option<Row>, StoreError> {
+        Ok(self.rows(sql, params)?.into_iter().next())
+    }
+
+    /// Runs one statement on its own (its own transaction); returns the rows it changed.
+    fn execute(&self, sql: &str, params: &Params<'_>) -> Result<u64, StoreError> {
+        self.block(async {
+            #[cfg(test)]
+            if self.explain(sql, params).await? {
+                return Ok(0);
+            }
+            let client = self.client().await?;
+            let statement = client.prepare_cached(sql).await?;
+            Ok(client.execute(&statement, params).await?)
+        })
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        // The store may be dropped on an async thread, where dropping a runtime (which waits
+        // for its workers) panics; its connections need nothing more of it.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl StoreEngine for PgStore {
+    fn health(&self) -> Arc<StoreHealth> {
+        Arc::clone(&self.health)
+    }
+
+    /// Every acknowledged write was committed with its durability: nothing is left to do.
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// The URL of the test server (`scripts/test.sh` starts one): the PostgreSQL tests fail, never
+/// skip, without it.
+#[cfg(test)]
+pub(crate) fn test_url() -> String {
+    std::env::var("RINGCHAT_TEST_POSTGRES_URL").unwrap_or_else(|_| {
+        panic!(
+            "RINGCHAT_TEST_POSTGRES_URL is not set: the PostgreSQL tests need a server \
+             (`bash scripts/test.sh` starts one; README \"PostgreSQL as the store\" says how \
+             to run them by hand)"
+        )
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    /// Marks a test dir whose schema was made fresh: a later open of the dir is a restart.
+    const FRESH_MARK: &str = "postgres-schema";
+
+    /// The schema of a test dir: derived from its path, so each test gets its own.
+    pub(crate) fn schema_of(dir: &Path) -> String {
+        let hash = dir
+            .as_os_str()
+            .as_encoded_bytes()
+            .iter()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+            });
+        format!("rc_test_{hash:016x}")
+    }
+
+    pub(crate) fn test_config(pool_connections_max: usize) -> PostgresConfig {
+        PostgresConfig {
+            url: test_url(),
+            pool_connections_max,
+            ..PostgresConfig::default()
+        }
+    }
+
+    /// Opens the test dir's schema; the first open of a dir drops what an earlier run with
+    /// the same path may have left.
+    pub(crate) fn open_test_store(dir: &Path) -> Result<PgStore, StoreError> {
+        let schema = schema_of(dir);
+        let mark = dir.join(FRESH_MARK);
+        if !mark.exists() {
+            let store = PgStore::open_in(&test_config(1), Durability::Fsync, None)?;
+            store.execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"), &[])?;
+            std::fs::write(&mark, &schema)?;
+        }
+        PgStore::open_in(&test_config(4), Durability::Fsync, Some(&schema))
+    }
+
+    /// The storage ports' conformance suite, on a PostgreSQL schema of its own per test.
+    struct PostgresAdapter;
+
+    impl crate::store::conformance::Adapter for PostgresAdapter {
+        type Store = PgStore;
+        const EXCLUSIVE: bool = false;
+
+        fn try_open(dir: &Path) -> Result<PgStore, StoreError> {
+            open_test_store(dir)
+        }
+    }
+
+    mod conformance {
+        crate::store::conformance::conformance_suite!(super::PostgresAdapter);
+    }
+}
