@@ -12,7 +12,7 @@ use crate::Backend;
 use crate::accounts::Refusal;
 use crate::api::ConnRef;
 use crate::contacts::query::friends_of;
-use crate::store::UserId;
+use crate::store::{ContactStore, UserId};
 use crate::time::now_ms;
 
 /// Friends read from the store per page while finding who to tell.
@@ -60,12 +60,25 @@ impl Backend {
     }
 
     async fn push_presence(&self, user: UserId, shown: Shown) {
-        let audience = self.presence_audience(user);
+        // Friends and the profile are store reads: a blocking thread's work, never a tokio
+        // worker's (the ports' contract; a networked store would stall the worker).
+        let contacts = Arc::clone(&self.ports.contacts);
+        let read = tokio::task::spawn_blocking(move || {
+            let audience = presence_audience(&*contacts, user);
+            (audience, shown_to_friends(&*contacts, user, shown))
+        })
+        .await;
+        let (audience, shown) = match read {
+            Ok(read) => read,
+            Err(e) => {
+                tracing::warn!(user, "presence: reading friends failed: {e}");
+                return;
+            }
+        };
         let targets = self.sessions_of(&audience, None);
         if targets.is_empty() {
             return;
         }
-        let shown = self.shown_to_friends(user, shown);
         let frame = crate::api::encoded(0, Body::Presence(presence_body(user, shown)));
         self.fanout(targets, frame).await;
     }
@@ -101,43 +114,6 @@ pub(crate) fn presence_body(user: UserId, shown: Shown) -> v1::Presence {
 }
 
 impl Backend {
-    /// Who is told of a user's presence: their friends. A block ends a friendship both ways, so
-    /// no blocked user is among them.
-    fn presence_audience(&self, user: UserId) -> Vec<UserId> {
-        let mut friends = Vec::new();
-        let mut after = 0;
-        loop {
-            let page = match friends_of(&*self.ports.contacts, user, after, AUDIENCE_PAGE) {
-                Ok(page) => page,
-                Err(e) => {
-                    tracing::warn!(user, "presence: reading friends failed: {e}");
-                    return friends;
-                }
-            };
-            let full = page.len() == AUDIENCE_PAGE;
-            after = page.last().copied().unwrap_or(after);
-            friends.extend(page);
-            if !full {
-                return friends;
-            }
-        }
-    }
-
-    /// What friends see of `user`: last seen hidden where the user asks.
-    fn shown_to_friends(&self, user: UserId, shown: Shown) -> Shown {
-        let hides = self
-            .ports
-            .contacts
-            .profile(user)
-            .ok()
-            .flatten()
-            .is_some_and(|p| p.hide_last_seen);
-        Shown {
-            last_seen_ms: if hides { 0 } else { shown.last_seen_ms },
-            ..shown
-        }
-    }
-
     /// Fills each friend's presence into a page of `ListFriends`.
     pub(crate) fn with_presence(&self, list: &mut v1::FriendList) {
         let ids: Vec<UserId> = list
@@ -160,5 +136,40 @@ impl Backend {
             };
             friend.presence = Some(presence_body(user, shown));
         }
+    }
+}
+
+/// Who is told of a user's presence: their friends. A block ends a friendship both ways, so
+/// no blocked user is among them.
+fn presence_audience(contacts: &dyn ContactStore, user: UserId) -> Vec<UserId> {
+    let mut friends = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = match friends_of(contacts, user, after, AUDIENCE_PAGE) {
+            Ok(page) => page,
+            Err(e) => {
+                tracing::warn!(user, "presence: reading friends failed: {e}");
+                return friends;
+            }
+        };
+        let full = page.len() == AUDIENCE_PAGE;
+        after = page.last().copied().unwrap_or(after);
+        friends.extend(page);
+        if !full {
+            return friends;
+        }
+    }
+}
+
+/// What friends see of `user`: last seen hidden where the user asks.
+fn shown_to_friends(contacts: &dyn ContactStore, user: UserId, shown: Shown) -> Shown {
+    let hides = contacts
+        .profile(user)
+        .ok()
+        .flatten()
+        .is_some_and(|p| p.hide_last_seen);
+    Shown {
+        last_seen_ms: if hides { 0 } else { shown.last_seen_ms },
+        ..shown
     }
 }

@@ -151,9 +151,12 @@ impl PgStore {
         Ok(store)
     }
 
-    /// Runs a call's queries on the adapter's runtime, blocking the calling thread. A caller
-    /// on a worker of a multi-threaded tokio runtime (which the ports' contract rules out, but
-    /// some paths still do) gets `block_in_place`: its worker hands its tasks on meanwhile.
+    /// Runs a call's queries on the adapter's runtime, blocking the calling thread. Callers are
+    /// blocking threads (the ports' contract); one inside a multi-threaded runtime's context
+    /// (a `spawn_blocking` thread, or a worker on a path that breaks the contract) goes through
+    /// `block_in_place`, which a blocking thread passes straight through and a worker survives
+    /// by handing its tasks on. Register, login, messaging and presence were checked to call
+    /// only from blocking threads (presence's friend reads moved to `spawn_blocking`).
     fn block<T>(&self, f: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
         use tokio::runtime::{Handle, RuntimeFlavor};
         match Handle::try_current() {
