@@ -27,6 +27,17 @@ pub struct TokenRecord {
     pub last_seen_ms: u64,
 }
 
+impl TokenRecord {
+    /// The caller's contract for `replace_tokens` and `set_password`: the token put is a token
+    /// of the user whose tokens are replaced. One place for every adapter's check.
+    pub fn assert_put_under(user_id: UserId, put: Option<(&TokenHash, &TokenRecord)>) {
+        assert!(
+            put.is_none_or(|(_, t)| t.user_id == user_id),
+            "a token is put under its own user"
+        );
+    }
+}
+
 /// A device's push token (`push/tokens.rs`): where the push gateway reaches it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PushTokenRecord {

@@ -208,10 +208,7 @@ impl AccountStore for FjallStore {
         revoke: &[TokenHash],
         put: Option<(&TokenHash, &TokenRecord)>,
     ) -> Result<(), StoreError> {
-        assert!(
-            put.is_none_or(|(_, t)| t.user_id == user_id),
-            "a token is put under its own user"
-        );
+        TokenRecord::assert_put_under(user_id, put);
         let _writing = self.write_lock();
         self.writable()?;
         let mut batch = self.db.batch();
@@ -235,10 +232,7 @@ impl AccountStore for FjallStore {
         password_hash: &str,
         put: Option<(&TokenHash, &TokenRecord)>,
     ) -> Result<Option<usize>, StoreError> {
-        assert!(
-            put.is_none_or(|(_, t)| t.user_id == user_id),
-            "a token is put under its own user"
-        );
+        TokenRecord::assert_put_under(user_id, put);
         let _writing = self.write_lock();
         self.writable()?;
         let Some(mut user) = self.user_by_id(user_id)? else {

@@ -229,10 +229,7 @@ impl AccountStore for PgStore {
         revoke: &[TokenHash],
         put: Option<(&TokenHash, &TokenRecord)>,
     ) -> Result<(), StoreError> {
-        assert!(
-            put.is_none_or(|(_, t)| t.user_id == user_id),
-            "a token is put under its own user"
-        );
+        TokenRecord::assert_put_under(user_id, put);
         let revoke: Vec<&[u8]> = revoke.iter().map(|h| &h[..]).collect();
         self.block(async {
             let mut client = self.client().await?;
@@ -252,10 +249,7 @@ impl AccountStore for PgStore {
         password_hash: &str,
         put: Option<(&TokenHash, &TokenRecord)>,
     ) -> Result<Option<usize>, StoreError> {
-        assert!(
-            put.is_none_or(|(_, t)| t.user_id == user_id),
-            "a token is put under its own user"
-        );
+        TokenRecord::assert_put_under(user_id, put);
         self.block(async {
             let mut client = self.client().await?;
             let tx = client.transaction().await?;

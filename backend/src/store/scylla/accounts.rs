@@ -313,6 +313,7 @@ impl AccountStore for ScyllaStore {
         revoke: &[TokenHash],
         put: Option<(&TokenHash, &TokenRecord)>,
     ) -> Result<(), StoreError> {
+        TokenRecord::assert_put_under(user_id, put);
         self.writable()?;
         self.run(async {
             let found = try_join_all(revoke.iter().map(|h| self.token_async(h))).await?;
@@ -339,6 +340,7 @@ impl AccountStore for ScyllaStore {
         password_hash: &str,
         put: Option<(&TokenHash, &TokenRecord)>,
     ) -> Result<Option<usize>, StoreError> {
+        TokenRecord::assert_put_under(user_id, put);
         self.writable()?;
         self.run(async {
             if self.user_async(user_id).await?.is_none() {
