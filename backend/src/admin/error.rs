@@ -171,6 +171,10 @@ impl From<crate::store::StoreError> for ApiError {
                 tracing::warn!(%err, "admin API: the store refused");
                 Self::unavailable("the store refuses writes now", 1_000)
             }
+            StoreError::Unavailable(_) => {
+                tracing::warn!(%err, "admin API: the store is unavailable");
+                Self::unavailable("the store is unavailable now", 1_000)
+            }
             other => Self::internal("the store", other),
         }
     }

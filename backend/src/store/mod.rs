@@ -136,6 +136,10 @@ pub enum StoreError {
     /// type appears in the port.
     #[error("storage engine: {0}")]
     Engine(#[source] BoxedError),
+    /// A networked store could not be reached, or did not answer in time: nothing is known to
+    /// be wrong with the data, and the request may be retried.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(#[source] BoxedError),
     #[error("stored record is corrupt: {0}")]
     Corrupt(#[source] BoxedError),
     #[error("storage I/O: {0}")]

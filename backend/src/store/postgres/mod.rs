@@ -48,13 +48,37 @@ use crate::config::{Durability, PostgresConfig};
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
-        Self::Engine(Box::new(e))
+        if is_transient(&e) {
+            Self::Unavailable(Box::new(e))
+        } else {
+            Self::Engine(Box::new(e))
+        }
     }
+}
+
+/// Whether a driver error says the server is away or busy rather than that a statement is
+/// wrong: a lost connection or no SQL state at all (I/O, timeout), or a state of class 08
+/// (connection exception), 53 (insufficient resources), 57P01–57P03 (shutting down, cannot
+/// connect now), 57014 (statement timeout) or 40001/40P01 (serialization, deadlock).
+fn is_transient(e: &tokio_postgres::Error) -> bool {
+    let Some(state) = e.code() else {
+        return true;
+    };
+    let code = state.code();
+    e.is_closed()
+        || code.starts_with("08")
+        || code.starts_with("53")
+        || matches!(
+            code,
+            "57P01" | "57P02" | "57P03" | "57014" | "40001" | "40P01"
+        )
 }
 
 impl From<deadpool_postgres::PoolError> for StoreError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
-        Self::Engine(format!("PostgreSQL connection pool: {e}").into())
+        // No connection within the timeout, or none could be made: the server is away or
+        // every connection is busy.
+        Self::Unavailable(format!("PostgreSQL connection pool: {e}").into())
     }
 }
 
@@ -295,5 +319,25 @@ pub(crate) mod tests {
 
     mod conformance {
         crate::store::conformance::conformance_suite!(super::PostgresAdapter);
+    }
+
+    /// A server that is away is `Unavailable` (the client is told to retry), not an engine
+    /// failure: the listener is closed before the store tries it.
+    #[test]
+    fn a_server_that_is_away_makes_the_store_unavailable() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let config = PostgresConfig {
+            url: format!("postgres://ringchat@127.0.0.1:{port}/ringchat"),
+            connect_timeout_ms: 2_000,
+            ..PostgresConfig::default()
+        };
+        match PgStore::open(&config, Durability::Fsync) {
+            Err(StoreError::Unavailable(_)) => {}
+            Err(other) => panic!("expected Unavailable, got {other}"),
+            Ok(_) => panic!("opened a store on a closed port"),
+        }
     }
 }
