@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use common::TestServer;
 use common::admin::AdminClient;
 use common::contacts::{ask, code};
@@ -16,8 +14,6 @@ use ringchat_bench::client::Client;
 use ringchat_proto::Body;
 use ringchat_proto::v1::{self, ContentType, ConversationKind, ErrorCode};
 use serde_json::{Value, json};
-
-const DEADLINE: Duration = Duration::from_secs(30);
 
 fn system_conv(user: u64) -> u64 {
     (2 << 62) | user
@@ -39,28 +35,11 @@ fn error_code(reply: &(u16, Value)) -> &str {
         .unwrap_or("<no JSON error>")
 }
 
-/// Waits (bounded) until the notification is no longer running; returns its view.
-fn wait_done(admin: &AdminClient, id: &str) -> Value {
-    let end = Instant::now() + DEADLINE;
-    loop {
-        let (status, view) = admin.get(&format!("/api/notifications/{id}"));
-        assert_eq!(status, 200, "{view}");
-        if view["state"] != "running" {
-            return view;
-        }
-        assert!(
-            Instant::now() < end,
-            "notification {id} still running: {view}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Sends and waits until it is done; returns its view.
 fn send(admin: &AdminClient, body: Value) -> Value {
     let (status, accepted) = admin.post("/api/notifications", body);
     assert!(status == 202 || status == 200, "{status} {accepted}");
-    let view = wait_done(admin, accepted["notification_id"].as_str().unwrap());
+    let view = admin.notification_when_done(accepted["notification_id"].as_str().unwrap());
     assert_eq!(view["state"], "done", "{view}");
     view
 }
@@ -102,7 +81,7 @@ async fn listed_users_get_it_pushed_or_by_sync_in_order_and_once() {
         ("maint-1", "Maintenance", "down at noon")
     );
     assert_eq!(n.content_type, "text/plain");
-    let view = wait_done(&admin, "maint-1");
+    let view = admin.notification_when_done("maint-1");
     assert_eq!(view["recipients_done"], 2);
     assert_eq!(view["recipients_total"], 2);
     assert_eq!(view["operator"], "key:ops");
@@ -262,7 +241,7 @@ async fn everyone_is_walked_in_pages_and_each_gets_it_once() {
     assert_eq!(accepted["recipients"], USERS);
     let pushed = online.next_push().await.unwrap();
     assert_eq!(notice(&pushed).text, "hello everyone");
-    let view = wait_done(&admin, "all-1");
+    let view = admin.notification_when_done("all-1");
     assert_eq!(view["state"], "done");
     assert_eq!(view["recipients_done"], USERS, "{view}");
     // A retried request after it finished: nothing is sent again.

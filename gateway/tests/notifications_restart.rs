@@ -5,28 +5,11 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use common::TestServer;
 use common::admin::AdminClient;
 use prost::Message as _;
 use ringchat_proto::v1;
 use serde_json::{Value, json};
-
-const DEADLINE: Duration = Duration::from_secs(30);
-
-fn wait_done(admin: &AdminClient, id: &str) -> Value {
-    let end = Instant::now() + DEADLINE;
-    loop {
-        let (status, view) = admin.get(&format!("/api/notifications/{id}"));
-        assert_eq!(status, 200, "{view}");
-        if view["state"] != "running" {
-            return view;
-        }
-        assert!(Instant::now() < end, "{id} still running: {view}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 #[tokio::test]
 async fn a_broadcast_cut_by_a_crash_is_finished_by_sending_it_again_with_its_id() {
@@ -42,7 +25,7 @@ async fn a_broadcast_cut_by_a_crash_is_finished_by_sending_it_again_with_its_id(
     let admin = server.api_key("ops", "admin");
     let (status, r) = admin.post("/api/notifications", body(json!({"users": users[..2]})));
     assert_eq!(status, 202, "{r}");
-    assert_eq!(wait_done(&admin, "maint-7")["state"], "done");
+    assert_eq!(admin.notification_when_done("maint-7")["state"], "done");
     server.kill9();
     server.restart();
     // The listeners have new ports.
@@ -52,7 +35,7 @@ async fn a_broadcast_cut_by_a_crash_is_finished_by_sending_it_again_with_its_id(
     assert_eq!(admin.get("/api/notifications/maint-7").0, 404);
     let (status, r) = admin.post("/api/notifications", body(json!({"all": true})));
     assert_eq!(status, 202, "{r}");
-    let view = wait_done(&admin, "maint-7");
+    let view = admin.notification_when_done("maint-7");
     assert_eq!(view["state"], "done", "{view}");
     assert_eq!(view["recipients_done"], 5, "{view}");
     assert_eq!(view["repeats"], 2, "the first two already had it: {view}");

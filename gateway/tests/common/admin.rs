@@ -70,6 +70,18 @@ pub struct AdminClient {
 }
 
 impl AdminClient {
+    /// Waits (bounded) until the notification `id` is no longer running; returns its view.
+    pub fn notification_when_done(&self, id: &str) -> Value {
+        let mut view = Value::Null;
+        super::wait_until(&format!("notification {id} to finish"), || {
+            let (status, v) = self.get(&format!("/api/notifications/{id}"));
+            assert_eq!(status, 200, "{v}");
+            view = v;
+            view["state"] != "running"
+        });
+        view
+    }
+
     pub fn new(server: &TestServer) -> Self {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
