@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::{PASSWORD, TestServer};
@@ -11,86 +11,11 @@ use ringchat_bench::client::{Client, conversation_id, text_message};
 use ringchat_proto::Body;
 use ringchat_proto::v1;
 
-fn assert_gap_free(messages: &[v1::Message]) {
-    for (i, m) in messages.iter().enumerate() {
-        assert_eq!(m.seq, i as u64 + 1, "seq gap or disorder at index {i}");
-    }
-}
+use common::kill9::assert_gap_free;
 
 #[tokio::test]
 async fn a_kill_9_right_after_acks_loses_no_acknowledged_message() {
-    const TOTAL: usize = 400;
-    const KILL_AFTER_ACKS: usize = 200;
-    const WINDOW: usize = 32;
-    // Every send stays in the sender's dedup window, so every resend below is recognised.
-    let mut server = TestServer::start(&[("STORAGE__DEDUP_WINDOW_MESSAGES", "1024")]);
-    let (mut s, sender) = server.user("sender").await;
-    let recipient = server.user("recipient").await.1;
-    let conv = conversation_id(sender.user_id, recipient.user_id);
-    let body = |i: usize| format!("durable message {i}");
-
-    // Pipelined sends; SIGKILL the moment the 200th ack arrives, with more still in flight.
-    let mut in_flight: HashMap<u64, usize> = HashMap::new();
-    let mut acked: HashMap<usize, u64> = HashMap::new();
-    let mut next = 0;
-    while acked.len() < KILL_AFTER_ACKS {
-        while in_flight.len() < WINDOW && next < TOTAL {
-            let rid = s
-                .send(text_message(
-                    recipient.user_id,
-                    &format!("c{next}"),
-                    &body(next),
-                ))
-                .await
-                .unwrap();
-            in_flight.insert(rid, next);
-            next += 1;
-        }
-        let frame = s.recv_timeout().await.unwrap().expect("server alive");
-        if let (Some(i), Some(Body::SendAck(ack))) =
-            (in_flight.remove(&frame.request_id), frame.body)
-        {
-            acked.insert(i, ack.seq);
-        }
-    }
-    server.kill9();
-    drop(s);
-    server.restart();
-
-    let (mut r, _) = server.device("recipient", "phone").await;
-    let stored = r.sync_all(conv, 0).await.unwrap();
-    assert_gap_free(&stored);
-    let by_id: HashMap<&str, &v1::Message> = stored
-        .iter()
-        .map(|m| (m.client_msg_id.as_str(), m))
-        .collect();
-    assert_eq!(by_id.len(), stored.len(), "no client_msg_id stored twice");
-    for (i, seq) in &acked {
-        let m = by_id
-            .get(format!("c{i}").as_str())
-            .unwrap_or_else(|| panic!("acked message c{i} lost"));
-        assert_eq!(m.seq, *seq);
-        assert_eq!(std::str::from_utf8(&m.content).unwrap(), body(*i));
-    }
-
-    // The sender resends everything it is unsure of; each message ends up stored exactly once.
-    let (mut s, _) = server.device("sender", "sender-dev1").await;
-    for i in 0..TOTAL {
-        let ack = s
-            .send_text(recipient.user_id, &format!("c{i}"), &body(i))
-            .await
-            .unwrap()
-            .unwrap();
-        if let Some(seq) = acked.get(&i) {
-            assert!(ack.duplicate);
-            assert_eq!(ack.seq, *seq);
-        }
-    }
-    let all = r.sync_all(conv, 0).await.unwrap();
-    assert_eq!(all.len(), TOTAL);
-    assert_gap_free(&all);
-    let ids: HashSet<&str> = all.iter().map(|m| m.client_msg_id.as_str()).collect();
-    assert_eq!(ids.len(), TOTAL);
+    common::kill9::acked_messages_survive_kill_9(&[], 400, 200).await;
 }
 
 /// Sends `count` messages with a window of `window`, returning acked (client_msg_id, seq) in

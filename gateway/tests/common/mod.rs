@@ -6,6 +6,7 @@ pub mod admin;
 pub mod browser;
 pub mod contacts;
 pub mod groups;
+pub mod kill9;
 pub mod mail;
 pub mod transport;
 pub mod webhook;
