@@ -4,7 +4,7 @@
 #
 #   bash bench/run-benchmarks.sh            # all of them (about 15 minutes)
 #   ONLY=pairs bash bench/run-benchmarks.sh # a subset: connect, pairs, drivers, shards, ws, paced,
-#                                           # presence, group, room
+#                                           # presence, group, room, postgres
 #
 # Connection counts are limited by RLIMIT_NOFILE (server and load generator each need one
 # descriptor per connection; both raise their soft limit to the hard one). CONNECT_SIZES
@@ -31,9 +31,38 @@ pairs() { # name, bench args (the tcp listener unless they name an --addr)...
   # One unmeasured run creates the users and warms the store.
   "$BENCH" pairs --server-pid "$server_pid" --quiet --duration 2s "$@" >/dev/null
   for run in $(seq "$RUNS"); do
+    [ -z "${STORE_PID_FILE:-}" ] || store_cpu_s >"$OUT/$name.$run.store0"
     "$BENCH" pairs --server-pid "$server_pid" --quiet --duration "$DURATION" "$@" \
       --json "$OUT/$name.$run.json" --html "$OUT/$name.$run.html" >"$OUT/$name.$run.txt"
+    if [ -n "${STORE_PID_FILE:-}" ]; then
+      awk -v a="$(cat "$OUT/$name.$run.store0")" -v b="$(store_cpu_s)" 'BEGIN { print b - a }' \
+        >"$OUT/$name.$run.store_cpu_s"
+      rm "$OUT/$name.$run.store0"
+    fi
   done
+}
+
+# CPU seconds used so far by a networked store's server: the process in the first line of
+# STORE_PID_FILE (PostgreSQL's postmaster.pid) and its children (one backend per pooled
+# connection, the WAL writer, the checkpointer...). Pooled connections live as long as the
+# ringchat server, so nothing that did the run's work exits before it is counted.
+store_cpu_s() {
+  python3 - "$(head -n 1 "$STORE_PID_FILE")" <<'PY'
+import os, sys
+root = sys.argv[1]
+ticks = 0
+for pid in os.listdir("/proc"):
+    if not pid.isdigit():
+        continue
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        continue
+    fields = stat[stat.rindex(")") + 2:].split()
+    if pid == root or fields[1] == root:  # fields[1] is the parent pid
+        ticks += int(fields[11]) + int(fields[12])  # utime + stime
+print(ticks / os.sysconf("SC_CLK_TCK"))
+PY
 }
 
 want() { [ "$ONLY" = all ] || [ "$ONLY" = "$1" ]; }
@@ -151,6 +180,28 @@ if want group; then
   stop_server
 fi
 
+if want postgres; then
+  # PostgreSQL as the store of record next to the embedded store, at the default durability
+  # (fsync: synchronous_commit on): 100 pairs at W=32, and paced. A private PostgreSQL cluster
+  # (scripts/postgres-test-server.sh, fsync on) with a fresh database per server; its CPU is
+  # counted with the server's (store_cpu_s). RINGCHAT_TEST_POSTGRES_URL names another server.
+  source scripts/postgres-test-server.sh
+  STORE_PID_FILE=${STORE_PID_FILE:-$pg_dir/data/postmaster.pid}
+  for engine in embedded postgres; do
+    extra=()
+    if [ "$engine" = postgres ]; then
+      db="bench_$(date +%s)_$RANDOM"
+      psql -q -d "$RINGCHAT_TEST_POSTGRES_URL" -c "CREATE DATABASE $db" >/dev/null
+      extra=(RINGCHAT_STORAGE__ENGINE=postgres "RINGCHAT_STORAGE__POSTGRES__URL=${RINGCHAT_TEST_POSTGRES_URL%/*}/$db")
+    fi
+    start_server "$SERVER" "store-$engine" "${extra[@]}"
+    pairs "store-$engine-64B-w32" --pairs 100 --size 64 --window 32
+    pairs "store-$engine-paced" --pairs 1000 --size 64 --window 64 --rate 10000
+    stop_server
+  done
+  unset STORE_PID_FILE
+fi
+
 if want room; then
   # Chat room fan-out: M members in one room, S of them sending at an aggregate rate; every
   # member checks every delivery. The room's budgets are raised above the offered rate.
@@ -217,8 +268,17 @@ for name, runs in groups.items():
     else:
         lat = lambda k: med([r["latency_us"][k] for r in runs])
         bad = sum(r["lost"] + r["duplicates"] + r["out_of_order"] + r["errors"] for r in runs)
+        # A networked store's own CPU (store_cpu_s files, written by pairs()), per message.
+        store = []
+        for i, r in enumerate(runs, 1):
+            f = os.path.join(out, f"{name}.{i}.store_cpu_s")
+            if os.path.exists(f) and r["delivered"]:
+                store.append(float(open(f).read()) * 1e6 / r["delivered"])
         print(f"{name:34} runs={len(runs)} msgs/s={med([r['delivered_msgs_per_s'] for r in runs]):.0f} "
               f"p50={lat('p50'):.0f}us p99={lat('p99'):.0f}us p99.9={lat('p999'):.0f}us "
               f"cpu/msg={med([r['server_cpu_us_per_msg'] for r in runs]):.2f}us "
               f"bench_cpu={med([r['bench_cpu_s'] for r in runs]):.1f}s problems={bad}")
+        if store:
+            print(f"{'':34} store cpu/msg={med(store):.2f}us "
+                  f"server+store cpu/msg={med([r['server_cpu_us_per_msg'] for r in runs]) + med(store):.2f}us")
 PY
