@@ -54,9 +54,11 @@ async fn a_store_migrated_to_postgresql_is_served_from_it_and_migrates_back() {
         "{report}"
     );
     assert!(
-        std::fs::read_dir(tmp.path())
+        std::fs::read_dir(tmp.path()).unwrap().all(|e| !e
             .unwrap()
-            .all(|e| !e.unwrap().file_name().to_string_lossy().contains("checkpoint")),
+            .file_name()
+            .to_string_lossy()
+            .contains("checkpoint")),
         "the checkpoint is removed once verified"
     );
 

@@ -122,7 +122,9 @@ impl StoreSpec {
                     .chars()
                     .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
                     .collect();
-                Ok(PathBuf::from(format!("ringchat-copy-checkpoint-{name}.json")))
+                Ok(PathBuf::from(format!(
+                    "ringchat-copy-checkpoint-{name}.json"
+                )))
             }
             Self::Scylla(_) => Err(self.not_built()),
         }
@@ -190,7 +192,12 @@ mod tests {
         assert!(!pg.to_string().contains("secret"), "{pg}");
         let checkpoint = pg.checkpoint_path().unwrap();
         assert!(!checkpoint.to_string_lossy().contains("secret"));
-        let err = p("scylla:a:9042").unwrap().open().err().unwrap().to_string();
+        let err = p("scylla:a:9042")
+            .unwrap()
+            .open()
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("not built yet"), "{err}");
     }
 }

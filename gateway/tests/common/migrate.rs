@@ -129,4 +129,3 @@ pub fn fill_store(dir: &Path, messages: u64) {
     }
     ports.engine.flush().unwrap();
 }
-

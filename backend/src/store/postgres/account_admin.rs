@@ -9,7 +9,8 @@ use crate::store::{
     AccountAdminStore, AccountFlags, InviteRecord, InviteTake, StoreError, UserId, UserRecord,
 };
 
-pub(super) const INVITE_COLUMNS: &str = "id, code_hash, issuer, created_ms, expires_ms, uses_max, uses, note";
+pub(super) const INVITE_COLUMNS: &str =
+    "id, code_hash, issuer, created_ms, expires_ms, uses_max, uses, note";
 
 pub(super) fn invite_of(row: &Row) -> Result<InviteRecord, StoreError> {
     Ok(InviteRecord {

@@ -51,10 +51,16 @@ struct PgDumpView<'a> {
 
 impl PgDumpView<'_> {
     fn client(&self) -> &Object {
-        self.client.as_ref().expect("a view's connection lives as long as the view")
+        self.client
+            .as_ref()
+            .expect("a view's connection lives as long as the view")
     }
 
-    async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+    async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
         let client = self.client();
         let statement = client.prepare_cached(sql).await?;
         Ok(client.query(&statement, params).await?)

@@ -91,7 +91,12 @@ fn column<R, T: ToSql + Sync + 'static>(rows: &[R], f: impl Fn(&R) -> T) -> Box<
     boxed(rows.iter().map(f).collect::<Vec<T>>())
 }
 
-fn push_if<R>(batch: &mut Batch, sql: &'static str, rows: &[R], columns: impl FnOnce(&[R]) -> Columns) {
+fn push_if<R>(
+    batch: &mut Batch,
+    sql: &'static str,
+    rows: &[R],
+    columns: impl FnOnce(&[R]) -> Columns,
+) {
     if !rows.is_empty() {
         batch.push(sql, columns(rows).0);
     }
@@ -174,10 +179,17 @@ impl PgStore {
                     .groups
                     .applications
                     .push((*g, *user, Some(record.clone()))),
-                DumpItem::Mention { group: g, user, seq } => {
+                DumpItem::Mention {
+                    group: g,
+                    user,
+                    seq,
+                } => {
                     group.groups.mentions.push((*g, *user, *seq));
                 }
-                DumpItem::ReadHistogram { group: g, histogram } => {
+                DumpItem::ReadHistogram {
+                    group: g,
+                    histogram,
+                } => {
                     group.groups.read_histograms.push((*g, histogram.clone()));
                 }
                 DumpItem::Audit { id, record } => audit.push((*id, record)),
@@ -294,10 +306,7 @@ impl PgStore {
             ])
         });
         push_if(&mut batch, COUNTERS_RAISE, &counters, |r| {
-            Columns(vec![
-                column(r, |c| c.0.to_owned()),
-                column(r, |c| i(c.1)),
-            ])
+            Columns(vec![column(r, |c| c.0.to_owned()), column(r, |c| i(c.1))])
         });
         batch
     }

@@ -70,11 +70,17 @@ fn every_part_round_trips_embedded_to_postgres_to_embedded_and_a_resumed_copy_is
         pg.import(&page.items).unwrap();
     }
     pg.finish_import().unwrap();
-    assert_eq!(tally_all(pg.dump_view().unwrap().as_ref(), 1000).unwrap(), in_pg);
+    assert_eq!(
+        tally_all(pg.dump_view().unwrap().as_ref(), 1000).unwrap(),
+        in_pg
+    );
 
     // What the server reads came along: names, e-mail, tokens, groups by name, recalls, counts.
     let alice = pg.user_id_by_name("ALICE").unwrap().unwrap();
-    assert_eq!(pg.user_id_by_email("alice@example.com").unwrap(), Some(alice));
+    assert_eq!(
+        pg.user_id_by_email("alice@example.com").unwrap(),
+        Some(alice)
+    );
     assert_eq!(pg.tokens_of_user(alice, 10).unwrap().len(), 1);
     assert_eq!(pg.groups_by_name("team", None, 10).unwrap().len(), 1);
     assert_eq!(pg.user_group_count(alice).unwrap(), 1);
@@ -102,7 +108,11 @@ fn every_part_round_trips_embedded_to_postgres_to_embedded_and_a_resumed_copy_is
         .filter(|c| !c.matches())
         .map(|c| c.part)
         .collect();
-    assert_eq!(differ, [Part::Users, Part::Counters], "only carol and her id");
+    assert_eq!(
+        differ,
+        [Part::Users, Part::Counters],
+        "only carol and her id"
+    );
     assert_eq!(back.user_id_by_name("carol").unwrap(), Some(carol));
     assert!(back.message(direct, 2).unwrap().unwrap().recalled);
 }
