@@ -152,7 +152,7 @@ impl PgStore {
                     Some(record.clone()),
                 )),
                 DumpItem::ContactSummary { user, summary } => {
-                    group.contacts.summaries.push((*user, summary.clone()));
+                    group.contacts.summaries.push((*user, *summary));
                 }
                 DumpItem::Profile { user, profile } => profiles.push((*user, profile)),
                 DumpItem::Group { group: g, record } => {
@@ -162,15 +162,12 @@ impl PgStore {
                     group: g,
                     user,
                     record,
-                } => group.groups.members.push((*g, *user, Some(record.clone()))),
+                } => group.groups.members.push((*g, *user, Some(*record))),
                 DumpItem::UserGroup {
                     user,
                     group: g,
                     record,
-                } => group
-                    .groups
-                    .user_groups
-                    .push((*user, *g, Some(record.clone()))),
+                } => group.groups.user_groups.push((*user, *g, Some(*record))),
                 DumpItem::Application {
                     group: g,
                     user,
