@@ -3,8 +3,12 @@
 # fills a data dir with backend/examples/fill_store.rs, then times
 #   ringchat migrate --from embedded:A --to embedded:B   (copy + verification pass)
 #   ringchat backup --to BK (server stopped), ringchat verify-backup BK, ringchat restore
-# and prints each one's wall time, records/s and the sizes. The test suite does the same with
-# 100,000 messages in a debug build (gateway/tests/backup.rs); this is the full-size run.
+#   ringchat migrate --from embedded:A --to postgres:URL       (PostgreSQL legs; PG=0 skips them)
+#   ringchat migrate --from postgres:URL --to embedded:C
+# and prints each one's wall time, messages/s and the sizes. The test suite does the same with
+# 100,000 messages in a debug build (gateway/tests/backup.rs, gateway/tests/migrate_postgres.rs);
+# this is the full-size run. The PostgreSQL legs use a fresh database on
+# RINGCHAT_TEST_POSTGRES_URL, or start a private server (scripts/postgres-test-server.sh).
 #   bash bench/migrate-1m.sh        # BIN (default target/release) holds ringchat and
 #                                   # examples/fill_store: cargo build --release -p ringchat-gateway
 #                                   # && cargo build --release -p ringchat-backend --example fill_store
@@ -12,10 +16,10 @@
 # at the end unless KEEP=1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=${BIN:-target/release}
+BIN=$(realpath "${BIN:-target/release}")
 MESSAGES=${MESSAGES:-1000000}; BATCH=${BATCH:-8192}
 DIR=${DIR:-/tmp/ringchat-migrate}
-rm -rf "$DIR"; mkdir -p "$DIR"
+rm -rf "$DIR"; mkdir -p "$DIR"; DIR=$(realpath "$DIR")
 timed() { # label, command…
   local label=$1; shift
   local t0 t1; t0=$(date +%s.%N)
@@ -34,4 +38,17 @@ echo "backup: $(du -sh "$DIR/bk" | cut -f1)"
 timed verify-backup "$BIN/ringchat" verify-backup "$DIR/bk" --batch-records "$BATCH"
 timed restore "$BIN/ringchat" restore --from "$DIR/bk" --data-dir "$DIR/r" --batch-records "$BATCH"
 grep verification "$DIR/restore.out"
+if [ "${PG:-1}" = 1 ]; then
+  source scripts/postgres-test-server.sh
+  psql=$(command -v psql || ls /usr/lib/postgresql/*/bin/psql | sort -V | tail -n 1)
+  db="ringchat_bench_$$"
+  "$psql" "$RINGCHAT_TEST_POSTGRES_URL" -q -c "CREATE DATABASE $db"
+  pg_url="${RINGCHAT_TEST_POSTGRES_URL%/*}/$db"
+  # The checkpoint of a copy into PostgreSQL goes in the working directory.
+  (cd "$DIR" && timed to-postgres "$BIN/ringchat" migrate --from "embedded:$DIR/a" --to "postgres:$pg_url" --batch-records "$BATCH")
+  grep -E 'messages|verification' "$DIR/to-postgres.out"
+  timed from-postgres "$BIN/ringchat" migrate --from "postgres:$pg_url" --to "embedded:$DIR/c" --batch-records "$BATCH"
+  grep -E 'messages|verification' "$DIR/from-postgres.out"
+  "$psql" "$RINGCHAT_TEST_POSTGRES_URL" -q -c "DROP DATABASE $db" || true
+fi
 [ "${KEEP:-0}" = 1 ] || rm -rf "$DIR"

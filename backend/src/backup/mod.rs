@@ -86,4 +86,4 @@ pub(crate) fn sync_parent(path: &std::path::Path) -> Result<(), BackupError> {
         .map_err(BackupError::io(parent))
 }
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -1,15 +1,15 @@
 //! What `--from` and `--to` name: `embedded:DIR` (a data dir), `backup:DIR` (a backup, as a
-//! source only), `postgres:URL` and `scylla:HOST:PORT[,HOST:PORT…]` (refused until their
-//! adapters implement [`DumpStore`]).
+//! source only), `postgres:URL` (a database, its schema made or brought up to date at open)
+//! and `scylla:HOST:PORT[,HOST:PORT…]` (refused until its adapter implements [`DumpStore`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::BackupError;
 use super::archive::Archive;
-use crate::config::Durability;
+use crate::config::{Durability, PostgresConfig};
 use crate::store::dump::{DumpStore, DumpView};
-use crate::store::{FjallStore, StoreError};
+use crate::store::{FjallStore, PgStore, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreSpec {
@@ -67,17 +67,14 @@ fn absolute(dir: &std::path::Path) -> PathBuf {
 pub enum Opened {
     Embedded(Arc<FjallStore>),
     Backup(Archive),
+    Postgres(Box<PgStore>),
 }
 
 impl StoreSpec {
     fn not_built(&self) -> BackupError {
-        let kind = match self {
-            Self::Postgres(_) => "postgres",
-            _ => "scylla",
-        };
-        BackupError::Spec(format!(
-            "{kind}: not built yet: this ringchat has no {kind} adapter with export and import (store/dump.rs); use embedded:DIR or backup:DIR"
-        ))
+        BackupError::Spec(
+            "scylla: not built yet: this ringchat has no scylla adapter with export and import (store/dump.rs); use embedded:DIR, backup:DIR or postgres:URL".into(),
+        )
     }
 
     /// Opens the store. An embedded one takes its data dir's lock: a running server's data
@@ -97,7 +94,16 @@ impl StoreSpec {
                 archive.check_files()?;
                 Ok(Opened::Backup(archive))
             }
-            Self::Postgres(_) | Self::Scylla(_) => Err(self.not_built()),
+            Self::Postgres(url) => {
+                let config = PostgresConfig {
+                    url: url.clone(),
+                    ..PostgresConfig::default()
+                };
+                PgStore::open(&config, Durability::Fsync)
+                    .map(|store| Opened::Postgres(Box::new(store)))
+                    .map_err(|e| BackupError::Spec(format!("{self}: {e}")))
+            }
+            Self::Scylla(_) => Err(self.not_built()),
         }
     }
 
@@ -108,7 +114,19 @@ impl StoreSpec {
             Self::Backup(_) => Err(BackupError::Spec(
                 "backup:DIR is a source only: `ringchat backup` writes backups".into(),
             )),
-            Self::Postgres(_) | Self::Scylla(_) => Err(self.not_built()),
+            // In the working directory, named after the database: a rerun from there
+            // continues the copy.
+            Self::Postgres(_) => {
+                let name: String = self
+                    .to_string()
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                    .collect();
+                Ok(PathBuf::from(format!(
+                    "ringchat-copy-checkpoint-{name}.json"
+                )))
+            }
+            Self::Scylla(_) => Err(self.not_built()),
         }
     }
 }
@@ -118,6 +136,7 @@ impl Opened {
         match self {
             Opened::Embedded(store) => Ok(store.dump_view()?),
             Opened::Backup(archive) => Ok(Box::new(ArchiveRef(archive))),
+            Opened::Postgres(store) => Ok(store.dump_view()?),
         }
     }
 
@@ -125,8 +144,9 @@ impl Opened {
         match self {
             Opened::Embedded(store) => Ok(store.as_ref()),
             Opened::Backup(_) => Err(BackupError::Spec(
-                "backup:DIR is a source only: restore it into embedded:DIR".into(),
+                "backup:DIR is a source only: restore it into embedded:DIR or postgres:URL".into(),
             )),
+            Opened::Postgres(store) => Ok(store.as_ref()),
         }
     }
 }
@@ -170,7 +190,14 @@ mod tests {
         }
         let pg = p("postgres:postgres://u:secret@h:5432/db").unwrap();
         assert!(!pg.to_string().contains("secret"), "{pg}");
-        let err = pg.open().err().unwrap().to_string();
+        let checkpoint = pg.checkpoint_path().unwrap();
+        assert!(!checkpoint.to_string_lossy().contains("secret"));
+        let err = p("scylla:a:9042")
+            .unwrap()
+            .open()
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("not built yet"), "{err}");
     }
 }

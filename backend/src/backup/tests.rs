@@ -30,8 +30,8 @@ fn message(conv: ConvId, seq: u64, from: UserId, to: UserId) -> MessageRecord {
     }
 }
 
-/// A store with at least one record in every part.
-fn filled(dir: &Path) -> FjallStore {
+/// A store with at least one record in every part (also the PostgreSQL dump tests' source).
+pub(crate) fn filled(dir: &Path) -> FjallStore {
     let store = FjallStore::open(dir, Durability::None).unwrap();
     let a = store
         .create_user("alice", "h", "alice@example.com", 1)

@@ -129,7 +129,8 @@ pub enum DumpItem {
     },
     Invite(InviteRecord),
     /// Consecutive messages of one conversation, ascending by seq, as stored: recalls are
-    /// their own part (`recalled` is false here).
+    /// their own part (`recalled` is false here), and a recalled message's content is empty
+    /// (gone, as it reads), whether or not the store kept it.
     Messages(Vec<MessageRecord>),
     Recall {
         conv: ConvId,

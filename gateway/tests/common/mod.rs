@@ -8,6 +8,8 @@ pub mod contacts;
 pub mod groups;
 pub mod kill9;
 pub mod mail;
+pub mod migrate;
+pub mod postgres;
 pub mod transport;
 pub mod webhook;
 pub mod ws;

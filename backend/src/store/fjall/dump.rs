@@ -200,6 +200,23 @@ impl FjallDumpView<'_> {
     }
 }
 
+impl FjallDumpView<'_> {
+    /// A recalled message's content, which fjall keeps in its run, is exported empty, as it
+    /// reads and as a store that empties it on recall (PostgreSQL) exports it; its recall
+    /// marks stay off (recalls are their own part).
+    fn empty_recalled(&self, run: &mut [crate::store::MessageRecord]) -> Result<(), StoreError> {
+        let Some(conv) = run.first().map(|m| m.conv_id) else {
+            return Ok(());
+        };
+        self.store.apply_recalls(&self.view, conv, run)?;
+        for m in run.iter_mut() {
+            m.recalled = false;
+            m.recall_event_seq = 0;
+        }
+        Ok(())
+    }
+}
+
 impl DumpView for FjallDumpView<'_> {
     fn export(
         &self,
@@ -218,7 +235,10 @@ impl DumpView for FjallDumpView<'_> {
             .range::<Vec<u8>, _>(keyspace, (from, Bound::Unbounded))
         {
             let (key, value) = guard.into_inner()?;
-            let item = decode_item(&key, &value)?;
+            let mut item = decode_item(&key, &value)?;
+            if let DumpItem::Messages(run) = &mut item {
+                self.empty_recalled(run)?;
+            }
             records += item.records();
             page.items.push(item);
             if records >= records_max.max(1) {

@@ -175,7 +175,7 @@ fn for_each_run(messages: &[MessageRecord], mut f: impl FnMut(&[&MessageRecord])
 
 impl FjallStore {
     /// Marks what `messages` (one conversation's) holds of the recalls stored.
-    fn apply_recalls(
+    pub(super) fn apply_recalls(
         &self,
         view: &Snapshot,
         conv: ConvId,

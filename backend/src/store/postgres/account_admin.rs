@@ -9,9 +9,10 @@ use crate::store::{
     AccountAdminStore, AccountFlags, InviteRecord, InviteTake, StoreError, UserId, UserRecord,
 };
 
-const INVITE_COLUMNS: &str = "id, code_hash, issuer, created_ms, expires_ms, uses_max, uses, note";
+pub(super) const INVITE_COLUMNS: &str =
+    "id, code_hash, issuer, created_ms, expires_ms, uses_max, uses, note";
 
-fn invite_of(row: &Row) -> Result<InviteRecord, StoreError> {
+pub(super) fn invite_of(row: &Row) -> Result<InviteRecord, StoreError> {
     Ok(InviteRecord {
         id: u(row, 0)?,
         code_hash: col::<&[u8]>(row, 1)?
@@ -26,19 +27,21 @@ fn invite_of(row: &Row) -> Result<InviteRecord, StoreError> {
     })
 }
 
+pub(super) fn flags_of(row: &Row, at: usize) -> Result<AccountFlags, StoreError> {
+    Ok(AccountFlags {
+        disabled_at_ms: u(row, at)?,
+        disabled_by: col(row, at + 1)?,
+        reason: col(row, at + 2)?,
+    })
+}
+
 impl AccountAdminStore for PgStore {
     fn user_flags(&self, user: UserId) -> Result<Option<AccountFlags>, StoreError> {
         self.row(
             "SELECT disabled_at_ms, disabled_by, reason FROM user_flags WHERE user_id = $1",
             &[&i(user)],
         )?
-        .map(|row| {
-            Ok(AccountFlags {
-                disabled_at_ms: u(&row, 0)?,
-                disabled_by: col(&row, 1)?,
-                reason: col(&row, 2)?,
-            })
-        })
+        .map(|row| flags_of(&row, 0))
         .transpose()
     }
 

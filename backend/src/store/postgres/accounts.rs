@@ -22,7 +22,7 @@ pub(super) fn user_of(row: &Row) -> Result<UserRecord, StoreError> {
     })
 }
 
-fn token_of(row: &Row, at: usize) -> Result<TokenRecord, StoreError> {
+pub(super) fn token_of(row: &Row, at: usize) -> Result<TokenRecord, StoreError> {
     Ok(TokenRecord {
         user_id: u(row, at)?,
         device_id: col(row, at + 1)?,
@@ -33,7 +33,7 @@ fn token_of(row: &Row, at: usize) -> Result<TokenRecord, StoreError> {
     })
 }
 
-fn hash_of(row: &Row, at: usize) -> Result<TokenHash, StoreError> {
+pub(super) fn hash_of(row: &Row, at: usize) -> Result<TokenHash, StoreError> {
     col::<&[u8]>(row, at)?
         .try_into()
         .map_err(|_| StoreError::Corrupt("token hash is not 32 bytes".into()))

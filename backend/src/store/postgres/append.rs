@@ -71,7 +71,7 @@ pub(super) fn boxed<T: ToSql + Sync + 'static>(v: T) -> Box<dyn ToSql + Sync> {
     Box::new(v)
 }
 
-fn log_statements(batch: &mut Batch, group: &CommitGroup) {
+pub(super) fn log_statements(batch: &mut Batch, group: &CommitGroup) {
     let ms = &group.messages;
     if !ms.is_empty() {
         let col = |f: fn(&crate::store::MessageRecord) -> u64| -> Box<dyn ToSql + Sync> {

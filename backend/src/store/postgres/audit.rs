@@ -5,6 +5,26 @@ use super::append::{Batch, boxed};
 use super::{PgStore, col, i, limit, u};
 use crate::store::{AuditRecord, AuditStore, StoreError};
 
+/// Entries by id, from `$1` ids and six columns of the records.
+pub(super) const AUDIT_PUT: &str = "INSERT INTO audit (id, at_ms, actor, action, target, \
+     from_addr, detail) SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], \
+     $4::text[], $5::text[], $6::text[], $7::text[]) \
+     ON CONFLICT (id) DO UPDATE SET at_ms = excluded.at_ms, actor = excluded.actor, \
+     action = excluded.action, target = excluded.target, \
+     from_addr = excluded.from_addr, detail = excluded.detail";
+
+/// The six columns after `at`, as [`AUDIT_PUT`] writes them.
+pub(super) fn audit_of(row: &tokio_postgres::Row, at: usize) -> Result<AuditRecord, StoreError> {
+    Ok(AuditRecord {
+        at_ms: u(row, at)?,
+        actor: col(row, at + 1)?,
+        action: col(row, at + 2)?,
+        target: col(row, at + 3)?,
+        from: col(row, at + 4)?,
+        detail: col(row, at + 5)?,
+    })
+}
+
 impl AuditStore for PgStore {
     fn append_audit(&self, first_id: u64, records: &[AuditRecord]) -> Result<(), StoreError> {
         if records.is_empty() {
@@ -15,12 +35,7 @@ impl AuditStore for PgStore {
         };
         let mut batch = Batch::default();
         batch.push(
-            "INSERT INTO audit (id, at_ms, actor, action, target, from_addr, detail) \
-             SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], \
-             $5::text[], $6::text[], $7::text[]) \
-             ON CONFLICT (id) DO UPDATE SET at_ms = excluded.at_ms, actor = excluded.actor, \
-             action = excluded.action, target = excluded.target, \
-             from_addr = excluded.from_addr, detail = excluded.detail",
+            AUDIT_PUT,
             vec![
                 boxed((first_id..).take(records.len()).map(i).collect::<Vec<_>>()),
                 boxed(records.iter().map(|r| i(r.at_ms)).collect::<Vec<_>>()),
@@ -52,19 +67,7 @@ impl AuditStore for PgStore {
             &[&before, &limit(n)],
         )?
         .iter()
-        .map(|row| {
-            Ok((
-                u(row, 0)?,
-                AuditRecord {
-                    at_ms: u(row, 1)?,
-                    actor: col(row, 2)?,
-                    action: col(row, 3)?,
-                    target: col(row, 4)?,
-                    from: col(row, 5)?,
-                    detail: col(row, 6)?,
-                },
-            ))
-        })
+        .map(|row| Ok((u(row, 0)?, audit_of(row, 1)?)))
         .collect()
     }
 

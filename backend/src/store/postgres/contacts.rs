@@ -3,6 +3,8 @@
 //! commit group's contacts section; `profiles` on their own. Search reads `users` by the
 //! prefix of its (byte-ordered) username key.
 
+use tokio_postgres::Row;
+
 use super::append::{Batch, boxed};
 use super::{PgStore, col, i, i32_of, limit, u, u32_col};
 use crate::store::{
@@ -28,7 +30,7 @@ const SUMMARIES_PUT: &str = "INSERT INTO contact_summaries (user_id, friends, re
      blocks = excluded.blocks, request_day = excluded.request_day, \
      requests_today = excluded.requests_today, dm_policy = excluded.dm_policy";
 
-fn policy_code(p: Option<DmPolicy>) -> Option<i16> {
+pub(super) fn policy_code(p: Option<DmPolicy>) -> Option<i16> {
     p.map(|p| match p {
         DmPolicy::Everyone => 1,
         DmPolicy::FriendsOnly => 2,
@@ -42,6 +44,36 @@ fn policy_of(code: Option<i16>) -> Result<Option<DmPolicy>, StoreError> {
         Some(2) => Ok(Some(DmPolicy::FriendsOnly)),
         Some(other) => Err(StoreError::Corrupt(format!("dm_policy {other}").into())),
     }
+}
+
+pub(super) fn relation_of(row: &Row, at: usize) -> Result<RelationRecord, StoreError> {
+    Ok(RelationRecord {
+        since_ms: u(row, at)?,
+        message: col(row, at + 1)?,
+    })
+}
+
+pub(super) fn summary_of(row: &Row, at: usize) -> Result<ContactSummary, StoreError> {
+    Ok(ContactSummary {
+        friends: u32_col(row, at)?,
+        requests_out: u32_col(row, at + 1)?,
+        requests_in: u32_col(row, at + 2)?,
+        blocks: u32_col(row, at + 3)?,
+        request_day: u(row, at + 4)?,
+        requests_today: u32_col(row, at + 5)?,
+        dm_policy: policy_of(col(row, at + 6)?)?,
+    })
+}
+
+pub(super) fn profile_of(row: &Row, at: usize) -> Result<ProfileRecord, StoreError> {
+    Ok(ProfileRecord {
+        nickname: col(row, at)?,
+        avatar_url: col(row, at + 1)?,
+        bio: col(row, at + 2)?,
+        searchable: col(row, at + 3)?,
+        updated_ms: u(row, at + 4)?,
+        hide_last_seen: col(row, at + 5)?,
+    })
 }
 
 /// The smallest string after every string that starts with `prefix` (`None`: there is none,
@@ -131,12 +163,7 @@ impl ContactStore for PgStore {
              WHERE owner = $1 AND kind = $2 AND other = $3",
             &[&i(key.owner), &(key.kind as i16), &i(key.other)],
         )?
-        .map(|row| {
-            Ok(RelationRecord {
-                since_ms: u(&row, 0)?,
-                message: col(&row, 1)?,
-            })
-        })
+        .map(|row| relation_of(&row, 0))
         .transpose()
     }
 
@@ -156,15 +183,7 @@ impl ContactStore for PgStore {
             &[&i(owner), &(kind as i16), &i(after), &limit(n)],
         )?
         .iter()
-        .map(|row| {
-            Ok((
-                u(row, 0)?,
-                RelationRecord {
-                    since_ms: u(row, 1)?,
-                    message: col(row, 2)?,
-                },
-            ))
-        })
+        .map(|row| Ok((u(row, 0)?, relation_of(row, 1)?)))
         .collect()
     }
 
@@ -174,17 +193,7 @@ impl ContactStore for PgStore {
              dm_policy FROM contact_summaries WHERE user_id = $1",
             &[&i(user)],
         )?
-        .map(|row| {
-            Ok(ContactSummary {
-                friends: u32_col(&row, 0)?,
-                requests_out: u32_col(&row, 1)?,
-                requests_in: u32_col(&row, 2)?,
-                blocks: u32_col(&row, 3)?,
-                request_day: u(&row, 4)?,
-                requests_today: u32_col(&row, 5)?,
-                dm_policy: policy_of(col(&row, 6)?)?,
-            })
-        })
+        .map(|row| summary_of(&row, 0))
         .transpose()
     }
 
@@ -194,16 +203,7 @@ impl ContactStore for PgStore {
              FROM profiles WHERE user_id = $1",
             &[&i(user)],
         )?
-        .map(|row| {
-            Ok(ProfileRecord {
-                nickname: col(&row, 0)?,
-                avatar_url: col(&row, 1)?,
-                bio: col(&row, 2)?,
-                searchable: col(&row, 3)?,
-                updated_ms: u(&row, 4)?,
-                hide_last_seen: col(&row, 5)?,
-            })
-        })
+        .map(|row| profile_of(&row, 0))
         .transpose()
     }
 

@@ -9,7 +9,7 @@ use crate::store::{
     ConvId, CursorRecord, CursorRow, CursorStore, MembershipStore, StoreError, UserId,
 };
 
-fn cursor_row_of(row: &Row, at: usize) -> Result<CursorRow, StoreError> {
+pub(super) fn cursor_row_of(row: &Row, at: usize) -> Result<CursorRow, StoreError> {
     Ok(CursorRow {
         cursor: CursorRecord {
             delivered_seq: u(row, at)?,

@@ -94,11 +94,11 @@ fn corrupt(what: &str, code: i16) -> StoreError {
     StoreError::Corrupt(format!("{what} {code}").into())
 }
 
-const GROUP_COLUMNS_AFTER_ID: &str = "name, avatar_url, intro, owner, join_policy, \
+pub(super) const GROUP_COLUMNS_AFTER_ID: &str = "name, avatar_url, intro, owner, join_policy, \
      history_visible, mute_all, member_count, admin_count, application_count, created_ms, \
      dissolved_seq";
 
-fn group_of(row: &Row, at: usize) -> Result<GroupRecord, StoreError> {
+pub(super) fn group_of(row: &Row, at: usize) -> Result<GroupRecord, StoreError> {
     let policy: i16 = col(row, at + 4)?;
     Ok(GroupRecord {
         name: col(row, at)?,
@@ -121,7 +121,7 @@ fn group_of(row: &Row, at: usize) -> Result<GroupRecord, StoreError> {
     })
 }
 
-fn member_of(row: &Row, at: usize) -> Result<MemberRecord, StoreError> {
+pub(super) fn member_of(row: &Row, at: usize) -> Result<MemberRecord, StoreError> {
     let role: i16 = col(row, at)?;
     Ok(MemberRecord {
         role: match role {
@@ -136,7 +136,7 @@ fn member_of(row: &Row, at: usize) -> Result<MemberRecord, StoreError> {
     })
 }
 
-fn user_group_of(row: &Row, at: usize) -> Result<UserGroupRecord, StoreError> {
+pub(super) fn user_group_of(row: &Row, at: usize) -> Result<UserGroupRecord, StoreError> {
     Ok(UserGroupRecord {
         visible_from_seq: u(row, at)?,
         left_seq: u(row, at + 1)?,
@@ -144,10 +144,18 @@ fn user_group_of(row: &Row, at: usize) -> Result<UserGroupRecord, StoreError> {
     })
 }
 
-fn application_of(row: &Row, at: usize) -> Result<ApplicationRecord, StoreError> {
+pub(super) fn application_of(row: &Row, at: usize) -> Result<ApplicationRecord, StoreError> {
     Ok(ApplicationRecord {
         message: col(row, at)?,
         sent_ms: u(row, at + 1)?,
+    })
+}
+
+pub(super) fn histogram_of(row: &Row, at: usize) -> Result<ReadHistogram, StoreError> {
+    Ok(ReadHistogram {
+        base_seq: u(row, at)?,
+        below: u32_col(row, at + 1)?,
+        counts: decode(col::<&[u8]>(row, at + 2)?)?,
     })
 }
 
@@ -479,13 +487,7 @@ impl GroupStore for PgStore {
             "SELECT base_seq, below, counts FROM read_histograms WHERE group_id = $1",
             &[&i(group.to_wire())],
         )?
-        .map(|row| {
-            Ok(ReadHistogram {
-                base_seq: u(&row, 0)?,
-                below: u32_col(&row, 1)?,
-                counts: decode(col::<&[u8]>(&row, 2)?)?,
-            })
-        })
+        .map(|row| histogram_of(&row, 0))
         .transpose()
     }
 

@@ -14,6 +14,9 @@ macro_rules! message_columns {
     };
 }
 
+/// [`message_of`]'s columns, for other files.
+pub(super) const MESSAGE_COLUMNS: &str = message_columns!();
+
 /// A seq bound as SQL's bigint: seqs never reach 2^63, so a larger bound is "no bound".
 pub(super) fn seq_bound(seq: u64) -> i64 {
     i64::try_from(seq).unwrap_or(i64::MAX)

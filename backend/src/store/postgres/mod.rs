@@ -7,6 +7,7 @@
 //!   a fixed number of round trips whatever its size), `cursors.rs`, `owners.rs`;
 //! - `accounts.rs`, `account_admin.rs`, `contacts.rs`, `groups.rs`, `audit.rs`,
 //!   `push_tokens.rs`: the other ports, a table or a few each (`migrations/0001_init.sql`);
+//! - `dump.rs`: export and import of the whole store (`ringchat migrate`, `store/dump.rs`);
 //! - `explain.rs` (tests): every port query's plan uses an index for its lookup key.
 //!
 //! The ports are synchronous and called from blocking threads (the sequencer's commit thread,
@@ -28,6 +29,7 @@ mod audit;
 mod connect;
 mod contacts;
 mod cursors;
+mod dump;
 #[cfg(test)]
 mod explain;
 mod groups;

@@ -4,6 +4,17 @@
 use super::{PgStore, col, i, limit, u};
 use crate::store::{PushTokenRecord, PushTokenStore, StoreError, UserId};
 
+pub(super) fn push_token_of(
+    row: &tokio_postgres::Row,
+    at: usize,
+) -> Result<PushTokenRecord, StoreError> {
+    Ok(PushTokenRecord {
+        provider: col(row, at)?,
+        token: col(row, at + 1)?,
+        updated_ms: u(row, at + 2)?,
+    })
+}
+
 impl PushTokenStore for PgStore {
     fn put_push_token(
         &self,
@@ -48,16 +59,7 @@ impl PushTokenStore for PgStore {
             &[&i(user), &limit(n)],
         )?
         .iter()
-        .map(|row| {
-            Ok((
-                col(row, 0)?,
-                PushTokenRecord {
-                    provider: col(row, 1)?,
-                    token: col(row, 2)?,
-                    updated_ms: u(row, 3)?,
-                },
-            ))
-        })
+        .map(|row| Ok((col(row, 0)?, push_token_of(row, 1)?)))
         .collect()
     }
 }
