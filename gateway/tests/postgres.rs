@@ -49,7 +49,7 @@ fn run_tool(tool: &str, args: &[&str]) {
 #[tokio::test]
 async fn pg_dump_of_a_live_server_restores_into_a_working_store() {
     use ringchat_bench::client::conversation_id;
-    let source = fresh_database().await;
+    let source = common::postgres::fresh_database().await;
     let server = common::TestServer::start(&[
         ("STORAGE__ENGINE", "postgres"),
         ("STORAGE__POSTGRES__URL", source.as_str()),
@@ -77,7 +77,7 @@ async fn pg_dump_of_a_live_server_restores_into_a_working_store() {
         .unwrap()
         .unwrap();
 
-    let target = fresh_database().await;
+    let target = common::postgres::fresh_database().await;
     run_tool("pg_restore", &["--no-owner", "-d", &target, &dump_s]);
     let restored = common::TestServer::start(&[
         ("STORAGE__ENGINE", "postgres"),
