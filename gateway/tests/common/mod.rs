@@ -8,6 +8,7 @@ pub mod contacts;
 pub mod groups;
 pub mod kill9;
 pub mod mail;
+pub mod pg_cluster;
 pub mod transport;
 pub mod webhook;
 pub mod ws;
