@@ -95,6 +95,9 @@ pub struct PostgresConfig {
     pub connect_timeout_ms: u64,
     /// The server cancels a statement running longer than this, in milliseconds.
     pub statement_timeout_ms: u64,
+    /// After a failed connection attempt, calls fail at once (UNAVAILABLE) for this many
+    /// milliseconds before the next attempt (`store/postgres/away.rs`).
+    pub reconnect_interval_ms: u64,
     /// `disable`, or `require`: TLS with the server's certificate verified.
     pub sslmode: PostgresSslMode,
     /// PEM file of the CA that signed the server's certificate (`require`); empty: the
@@ -125,6 +128,7 @@ impl Default for PostgresConfig {
             pool_connections_max: 16,
             connect_timeout_ms: 5_000,
             statement_timeout_ms: 10_000,
+            reconnect_interval_ms: 500,
             sslmode: PostgresSslMode::Disable,
             ca_file: PathBuf::new(),
         }
@@ -164,6 +168,9 @@ impl PostgresConfig {
         }
         if !(1..=3_600_000).contains(&self.statement_timeout_ms) {
             out.push("storage.postgres.statement_timeout_ms: must be between 1 and 3600000".into());
+        }
+        if !(1..=60_000).contains(&self.reconnect_interval_ms) {
+            out.push("storage.postgres.reconnect_interval_ms: must be between 1 and 60000".into());
         }
         let ca = &self.ca_file;
         if !ca.as_os_str().is_empty() {
@@ -237,7 +244,13 @@ pub struct StorageConfig {
     /// config files still load.
     #[serde(skip_serializing)]
     pub dedup_filter_items: Option<u64>,
+    /// A client answered UNAVAILABLE because the store is away (or busy) is told to retry
+    /// after this many milliseconds plus a random share of it again (`retry_after.rs`).
+    pub unavailable_retry_after_ms: u64,
 }
+
+/// `storage.unavailable_retry_after_ms` by default.
+pub const UNAVAILABLE_RETRY_AFTER_MS_DEFAULT: u64 = 1_000;
 
 impl Default for StorageConfig {
     fn default() -> Self {
@@ -252,6 +265,7 @@ impl Default for StorageConfig {
             device_cursor_ttl_days: 90,
             tail_cache_bytes: TAIL_CACHE_BYTES_DEFAULT,
             dedup_filter_items: None,
+            unavailable_retry_after_ms: UNAVAILABLE_RETRY_AFTER_MS_DEFAULT,
         }
     }
 }
@@ -528,6 +542,10 @@ impl Settings {
         check(
             (1..=DEDUP_WINDOW_MESSAGES_MAX).contains(&self.storage.dedup_window_messages),
             "storage.dedup_window_messages: must be between 1 and 1024",
+        );
+        check(
+            (1..=600_000).contains(&self.storage.unavailable_retry_after_ms),
+            "storage.unavailable_retry_after_ms: must be between 1 and 600000",
         );
         check(
             (1..=36_500).contains(&self.storage.device_cursor_ttl_days),

@@ -27,6 +27,7 @@ mod observe;
 mod presence;
 mod push;
 mod read_gate;
+mod retry_after;
 mod rooms;
 mod runtime;
 mod service;

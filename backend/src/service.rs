@@ -102,6 +102,7 @@ pub struct Backend {
 
 impl Backend {
     pub fn open(settings: Settings, shards: Vec<ShardSender>) -> Result<Arc<Self>, BackendError> {
+        crate::retry_after::configure(settings.storage.unavailable_retry_after_ms);
         let ports = crate::store::open(&settings.storage).map_err(|source| match source {
             StoreError::DirInUse(dir) => BackendError::DirInUse(dir),
             source => BackendError::Storage {
@@ -459,7 +460,7 @@ impl Backend {
                 ErrorCode::InvalidCredentials,
                 "unknown account or wrong credentials",
             )),
-            Ok(Err(e)) => Some(Refusal::unavailable(e)),
+            Ok(Err(e)) => Some(Refusal::from(e)),
             Err(e) => Some(Refusal::unavailable(e)),
         };
         if let Some(refusal) = revoked {

@@ -72,7 +72,17 @@ impl Refusal {
         Self {
             code: ErrorCode::Unavailable,
             message: "storage is unavailable, retry later".into(),
-            retry_after_ms: 1_000,
+            retry_after_ms: crate::retry_after::unavailable_retry_after_ms(),
+        }
+    }
+
+    /// A networked store is away: logged once per outage by the adapter, not per request.
+    pub(crate) fn store_away(err: impl std::fmt::Display) -> Self {
+        tracing::debug!(%err, "refused: the store is unavailable");
+        Self {
+            code: ErrorCode::Unavailable,
+            message: "storage is unavailable, retry later".into(),
+            retry_after_ms: crate::retry_after::unavailable_retry_after_ms(),
         }
     }
 

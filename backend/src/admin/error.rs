@@ -173,7 +173,8 @@ impl From<crate::store::StoreError> for ApiError {
             }
             StoreError::Unavailable(_) => {
                 tracing::warn!(%err, "admin API: the store is unavailable");
-                Self::unavailable("the store is unavailable now", 1_000)
+                let retry = crate::retry_after::unavailable_retry_after_ms();
+                Self::unavailable("the store is unavailable now", retry)
             }
             other => Self::internal("the store", other),
         }

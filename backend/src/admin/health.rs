@@ -36,9 +36,19 @@ pub(crate) fn not_ready(admin: &Admin) -> Option<String> {
     admin.facts.not_ready()
 }
 
-/// Readiness: 503 with the reason while the server cannot take clients.
+/// Readiness: 503 with the reason while the server cannot take clients, or while a
+/// networked store does not answer (asked on a blocking thread, bounded by its timeouts).
 async fn ready_page(State(admin): State<Arc<Admin>>) -> (StatusCode, String) {
-    match not_ready(&admin) {
+    let mut why = not_ready(&admin);
+    if why.is_none() {
+        let engine = Arc::clone(&admin.backend.ports.engine);
+        why = match tokio::task::spawn_blocking(move || engine.reachable()).await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(format!("the store does not answer: {e}")),
+            Err(e) => Some(format!("the store does not answer: {e}")),
+        };
+    }
+    match why {
         None => (StatusCode::OK, "ready\n".to_owned()),
         Some(why) => (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -312,16 +312,16 @@ impl Groups {
         self.groups.clear();
         self.members.clear();
         self.reads.clear();
-        // Group ids are never reused: re-read the counter.
-        match self.store.next_group_id() {
-            Ok(next) => {
-                self.next_group_id = next;
-                self.pending_next_group_id = next;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "reading next_group_id after a failed commit");
-                self.pending_next_group_id = self.next_group_id;
-            }
-        }
+        // Group ids are never reused: the writer re-reads the counter (`reload_next_id`)
+        // before its next group, once the store answers.
+        self.pending_next_group_id = self.next_group_id;
+    }
+
+    /// Reads the group id counter again after a failed commit (it may have landed).
+    pub(crate) fn reload_next_id(&mut self) -> Result<(), StoreError> {
+        let next = self.store.next_group_id()?;
+        self.next_group_id = next;
+        self.pending_next_group_id = next;
+        Ok(())
     }
 }

@@ -327,6 +327,10 @@ pub trait StoreEngine: Send + Sync + 'static {
     fn dump(&self) -> Option<&dyn super::dump::DumpStore> {
         None
     }
+    /// Whether a networked store answers now (`/readyz`): `Unavailable` while it is away.
+    fn reachable(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// An adapter: every port at once.

@@ -10,6 +10,7 @@ pub mod kill9;
 pub mod mail;
 pub mod migrate;
 pub mod postgres;
+pub mod pg_cluster;
 pub mod transport;
 pub mod webhook;
 pub mod ws;

@@ -71,6 +71,10 @@ pub fn describe() {
             "ringchat_tail_cache_evictions_total",
             "Conversations evicted from the tail cache.",
         ),
+        (
+            "ringchat_store_unavailable_total",
+            "Store calls that failed because a networked store was away or busy (answered UNAVAILABLE).",
+        ),
     ] {
         describe_counter!(name, help);
     }
@@ -117,6 +121,10 @@ pub fn describe() {
         (
             "ringchat_store_writable",
             "1 while the store takes writes, 0 once it refuses them (the server then stops).",
+        ),
+        (
+            "ringchat_store_reachable",
+            "PostgreSQL: 0 from a failed connection attempt until a connection is made again.",
         ),
         (
             "ringchat_ready",

@@ -38,6 +38,7 @@ use crate::store::{
 use crate::time::now_ms;
 
 mod apply;
+mod reload;
 
 /// Cached conversation heads and known users, each at most; past it the cache starts over
 /// (the store has everything, the cache only saves reads).
@@ -243,7 +244,8 @@ impl Outcome {
         Outcome::Refused {
             conn,
             request_id,
-            refusal: Refusal::unavailable("commit failed"),
+            // The group's failure is logged once, not once per operation.
+            refusal: Refusal::store_away("commit failed"),
         }
     }
 }
@@ -269,6 +271,8 @@ pub(crate) struct Writer {
     pending_next_msg_id: u64,
     pending_convs: Map<ConvId, ConvRecord>,
     pending_cursors: Map<(ConvId, UserId), CursorRow>,
+    /// A commit failed: the counters are read again before the next group (`reload.rs`).
+    reload: bool,
 }
 
 impl Writer {
@@ -302,6 +306,7 @@ impl Writer {
             pending_next_msg_id: next_msg_id,
             pending_convs: Map::default(),
             pending_cursors: Map::default(),
+            reload: false,
         })
     }
 
@@ -338,6 +343,16 @@ impl Writer {
         }
         // One allocation per group, none per message.
         let mut send_started = Vec::with_capacity(batch.len());
+        if let Err(err) = self.reload_after_failure() {
+            return Committed {
+                outcomes: batch
+                    .drain(..)
+                    .map(|op| reload::refused_unapplied(op, &err))
+                    .collect(),
+                messages: Vec::new(),
+                send_started,
+            };
+        }
         let mut results: Vec<Outcome> = batch
             .drain(..)
             .map(|op| {
@@ -371,9 +386,10 @@ impl Writer {
                 messages = self.group.messages.drain(..).collect();
                 self.promote();
             }
-            // A failed write or fsync stops every later write (the store refuses them: see
-            // `StoreHealth`), and the server stops: nothing is acknowledged on top of a
-            // failure, and senders resend by client_msg_id after the restart.
+            // A failed write or fsync of the embedded store stops every later write (the store
+            // refuses them: see `StoreHealth`), and the server stops: nothing is acknowledged
+            // on top of a failure, and senders resend by client_msg_id after the restart. A
+            // networked store that was away takes the next group (`reload.rs`).
             Err(err) => {
                 tracing::error!(%err, "group commit failed; its writes are refused");
                 self.discard();
@@ -440,6 +456,7 @@ impl Writer {
 
     fn discard(&mut self) {
         self.pending_next_msg_id = self.next_msg_id;
+        self.reload = true;
         self.pending_convs.clear();
         self.pending_cursors.clear();
         self.contacts.discard();
@@ -624,6 +641,7 @@ impl From<StoreError> for Refusal {
                 ErrorCode::EmailTaken,
                 "another account has this e-mail address",
             ),
+            e @ StoreError::Unavailable(_) => Refusal::store_away(e),
             other => Refusal::unavailable(other),
         }
     }

@@ -48,8 +48,16 @@ pub(super) fn pool(
         );
         options.push_str(&format!(" -c search_path={schema}"));
     }
+    // The kernel drops a connection whose sent data goes unacknowledged this long (a database
+    // host that vanished): the pool then makes a new one instead of reusing a dead one.
+    let unacked = Duration::from_millis(
+        config
+            .statement_timeout_ms
+            .saturating_add(config.connect_timeout_ms),
+    );
     pg.options(options.trim())
         .connect_timeout(timeout)
+        .tcp_user_timeout(unacked)
         .application_name("ringchat");
     let manager_config = ManagerConfig {
         // A connection the server closed is dropped when it comes back to the pool; one that

@@ -20,12 +20,15 @@
 //! [`StoreError::Engine`], which the server answers with UNAVAILABLE and a `retry_after_ms`;
 //! unlike fjall it never stops the store's writes ([`StoreHealth::fail`] is not called): the
 //! transaction was rolled back, and the next commit group may well succeed on a fresh
-//! connection (the pool drops closed ones).
+//! connection (the pool drops closed ones). While the database is away, `away.rs` answers
+//! at once instead of trying a connection per request, and every call is bounded by
+//! `connect_timeout_ms + statement_timeout_ms` (README "When PostgreSQL goes away").
 
 mod account_admin;
 mod accounts;
 mod append;
 mod audit;
+mod away;
 mod connect;
 mod contacts;
 mod cursors;
@@ -131,6 +134,11 @@ pub struct PgStore {
     runtime: Option<tokio::runtime::Runtime>,
     handle: tokio::runtime::Handle,
     pool: Pool,
+    /// Whether the database is known to be away (`away.rs`).
+    away: away::Away,
+    /// A call with no answer by then is abandoned as `Unavailable`: waiting for a connection
+    /// plus a statement's time, so that a database that went silent holds no caller forever.
+    call_timeout: std::time::Duration,
     /// Never failed by this adapter (see the module doc); kept for the port.
     health: Arc<StoreHealth>,
     /// Tests (`explain.rs`): statements are EXPLAINed, not run, and their plans kept here.
@@ -166,6 +174,12 @@ impl PgStore {
             runtime: Some(runtime),
             handle,
             pool,
+            away: away::Away::new(config.reconnect_interval_ms),
+            call_timeout: std::time::Duration::from_millis(
+                config
+                    .connect_timeout_ms
+                    .saturating_add(config.statement_timeout_ms),
+            ),
             health: Arc::default(),
             #[cfg(test)]
             explained: None,
@@ -185,16 +199,47 @@ impl PgStore {
     /// only from blocking threads (presence's friend reads moved to `spawn_blocking`).
     fn block<T>(&self, f: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
         use tokio::runtime::{Handle, RuntimeFlavor};
-        match Handle::try_current() {
-            Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(|| self.handle.block_on(f))
+        let bounded = async {
+            match tokio::time::timeout(self.call_timeout, f).await {
+                Ok(result) => result,
+                Err(_) => Err(StoreError::Unavailable(
+                    format!("PostgreSQL did not answer within {:?}", self.call_timeout).into(),
+                )),
             }
-            _ => self.handle.block_on(f),
+        };
+        let result = match Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| self.handle.block_on(bounded))
+            }
+            _ => self.handle.block_on(bounded),
+        };
+        if let Err(StoreError::Unavailable(_)) = &result {
+            metrics::counter!("ringchat_store_unavailable_total").increment(1);
         }
+        result
     }
 
+    /// A pooled connection, or `Unavailable` at once while the database is known to be away.
     async fn client(&self) -> Result<Object, StoreError> {
-        Ok(self.pool.get().await?)
+        use deadpool_postgres::{PoolError, TimeoutType};
+        self.away.check()?;
+        match self.pool.get().await {
+            Ok(client) => {
+                self.away.reached();
+                Ok(client)
+            }
+            Err(e) => {
+                // No connection could be made; a wait for a busy pool's slot is load, not an
+                // outage.
+                if matches!(
+                    e,
+                    PoolError::Backend(_) | PoolError::Timeout(TimeoutType::Create)
+                ) {
+                    self.away.failed(&e);
+                }
+                Err(e.into())
+            }
+        }
     }
 
     async fn rows_async(&self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>, StoreError> {
@@ -249,6 +294,10 @@ impl StoreEngine for PgStore {
     /// Every acknowledged write was committed with its durability: nothing is left to do.
     fn flush(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    fn reachable(&self) -> Result<(), StoreError> {
+        self.rows("SELECT 1", &[]).map(drop)
     }
 }
 
