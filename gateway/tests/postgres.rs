@@ -15,24 +15,9 @@ async fn acked_messages_survive_a_kill_9_with_postgresql_as_the_store() {
     common::kill9::acked_messages_survive_kill_9(&env, 300, 150).await;
 }
 
-/// A PostgreSQL client tool (`pg_dump`, `pg_restore`) of the newest installed server version:
-/// Debian keeps them under /usr/lib/postgresql/VERSION/bin (PATH has a version-picking wrapper).
-fn pg_tool(name: &str) -> std::path::PathBuf {
-    let newest = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path().join("bin").join(name))
-        .filter(|p| p.exists())
-        .max_by_key(|p| {
-            let version = p.components().nth(4).map(|c| c.as_os_str().to_owned());
-            version.and_then(|v| v.to_str()?.parse::<u32>().ok())
-        });
-    newest.unwrap_or_else(|| name.into())
-}
-
+/// Runs a PostgreSQL client tool of the installed server version (pg_dump, pg_restore).
 fn run_tool(tool: &str, args: &[&str]) {
-    let out = std::process::Command::new(pg_tool(tool))
+    let out = std::process::Command::new(common::pg_cluster::pg_bin().join(tool))
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("run {tool}: {e}"));

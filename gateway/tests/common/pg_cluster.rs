@@ -14,7 +14,7 @@ pub struct PgCluster {
 }
 
 /// The newest `/usr/lib/postgresql/*/bin` (Debian's layout).
-fn pg_bin() -> PathBuf {
+pub fn pg_bin() -> PathBuf {
     let mut bins: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .expect("PostgreSQL is not installed (/usr/lib/postgresql): apt-get install postgresql")
         .filter_map(|e| {
