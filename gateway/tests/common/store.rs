@@ -118,10 +118,10 @@ pub fn database_url(data_dir: &Path) -> String {
 pub fn drop_database(data_dir: &Path) {
     let name = database_of(data_dir);
     let mut made = MADE.lock().unwrap_or_else(|e| e.into_inner());
-    if made.remove(&name) {
-        if let Err(e) = admin_sql(vec![format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")]) {
-            let _ = writeln!(std::io::stderr(), "test database left behind: {e}");
-        }
+    if made.remove(&name)
+        && let Err(e) = admin_sql(vec![format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")])
+    {
+        let _ = writeln!(std::io::stderr(), "test database left behind: {e}");
     }
 }
 
