@@ -2,7 +2,7 @@
 # The whole test suite: installs what the browser test needs (Debian's chromium, playwright-core
 # from npm), the e-mail tests' SMTP server (Python's aiosmtpd, from PyPI) and schemathesis (the
 # admin API's property-based test, in a venv under target/) when missing, then
-# runs every test with cargo.
+# runs every test with cargo, then the gateway's integration tests again on PostgreSQL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,3 +32,19 @@ fi
 source scripts/postgres-test-server.sh
 
 cargo test --workspace --locked "$@"
+
+# The gateway's integration tests again with every server on PostgreSQL (RINGCHAT_TEST_STORE:
+# gateway/tests/common/store.rs gives each server a database of its own on the server above).
+# Left out, as their servers touch the store no differently: browser and browser_admin (the
+# web UI), tls (handshakes), cli (config parsing; it starts no TestServer); postgres (runs on
+# PostgreSQL in the pass above); and the embedded engine's own tests, which return early on
+# PostgreSQL saying so: backup (fjall backup/restore/migrate of a data dir), disk_full and
+# power_loss (the file system under the data dir).
+pg_left_out=" browser browser_admin tls cli postgres backup disk_full power_loss "
+pg_tests=()
+for f in gateway/tests/*.rs; do
+  t=$(basename "$f" .rs)
+  [[ $pg_left_out == *" $t "* ]] || pg_tests+=(--test "$t")
+done
+echo "== the gateway's integration tests on PostgreSQL (RINGCHAT_TEST_STORE=postgres)"
+time RINGCHAT_TEST_STORE=postgres cargo test -p ringchat-gateway --locked "${pg_tests[@]}"

@@ -26,6 +26,12 @@ fn body(i: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_online_backup_under_load_restores_every_message_acked_before_it() {
+    if common::store::embedded_only(
+        "an_online_backup_under_load_restores_every_message_acked_before_it",
+        "the embedded store's online backup of its data dir (PostgreSQL is backed up with its own tools)",
+    ) {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let backups = tmp.path().join("backups");
     let backups_s = backups.display().to_string();
@@ -147,6 +153,12 @@ async fn an_online_backup_under_load_restores_every_message_acked_before_it() {
 
 #[tokio::test]
 async fn restore_refuses_a_non_empty_dir_and_a_corrupted_backup() {
+    if common::store::embedded_only(
+        "restore_refuses_a_non_empty_dir_and_a_corrupted_backup",
+        "restore of an embedded store's backup into a data dir",
+    ) {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let mut server = TestServer::start_in(&data, &[]);
@@ -233,6 +245,12 @@ async fn restore_refuses_a_non_empty_dir_and_a_corrupted_backup() {
 
 #[test]
 fn migrate_copies_a_large_store_resumes_after_a_kill_and_round_trips() {
+    if common::store::embedded_only(
+        "migrate_copies_a_large_store_resumes_after_a_kill_and_round_trips",
+        "migrate between two embedded stores; it starts no server",
+    ) {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let (a, b, c) = (
         tmp.path().join("a"),

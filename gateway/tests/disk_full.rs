@@ -73,6 +73,12 @@ fn noise(seed: u64, len: usize) -> Bytes {
 
 #[tokio::test]
 async fn a_full_disk_refuses_sends_keeps_acked_ones_and_stops_the_server() {
+    if common::store::embedded_only(
+        "a_full_disk_refuses_sends_keeps_acked_ones_and_stops_the_server",
+        "a full file system under the embedded data dir; PostgreSQL keeps its data elsewhere",
+    ) {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let disk = Tmpfs::mount(&tmp.path().join("disk"), "6m");
     let data_dir = disk.0.join("data");

@@ -140,6 +140,12 @@ fn files_are_json_lines_without_colour_or_storage_chatter_and_ready_is_said_once
 
 #[test]
 fn a_filter_naming_the_storage_engine_shows_its_info_lines() {
+    if common::store::embedded_only(
+        "a_filter_naming_the_storage_engine_shows_its_info_lines",
+        "fjall's own INFO lines",
+    ) {
+        return;
+    }
     let server = TestServer::start(&[("LOG__FILTER", "info")]);
     let dir = log_dir(&server);
     wait_until("fjall's INFO line in the file", || {

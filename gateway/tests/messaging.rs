@@ -58,6 +58,12 @@ async fn offline_messages_are_synced_in_pages() {
 
 #[tokio::test]
 async fn offline_messages_are_synced_in_pages_from_the_tail_cache() {
+    if common::store::embedded_only(
+        "offline_messages_are_synced_in_pages_from_the_tail_cache",
+        "the tail cache is the embedded store's (a shared store has none)",
+    ) {
+        return;
+    }
     synced_in_pages(&[("STORAGE__TAIL_CACHE_BYTES", "1048576")]).await;
 }
 

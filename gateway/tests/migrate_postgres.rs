@@ -40,7 +40,7 @@ async fn a_store_migrated_to_postgresql_is_served_from_it_and_migrates_back() {
     fill_store(&a, messages);
 
     // embedded → PostgreSQL.
-    let url = common::postgres::fresh_database().await;
+    let url = common::store::fresh_database();
     let pg = format!("postgres:{url}");
     let embedded = |d: &Path| format!("embedded:{}", d.display());
     let (from_a, to_c) = (embedded(&a), embedded(&c));

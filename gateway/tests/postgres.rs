@@ -1,17 +1,14 @@
 //! The server on PostgreSQL (`[storage] engine = "postgres"`): messages between two users,
 //! pipelined; a kill -9 with sends in flight; after the restart every acked message is there,
 //! once, with its seq and content, and resends are recognised. Needs the server that
-//! `scripts/test.sh` starts (RINGCHAT_TEST_POSTGRES_URL); fails without it.
+//! `scripts/test.sh` starts (RINGCHAT_TEST_POSTGRES_URL); fails without it. The harness
+//! (`common/store.rs`) gives the server a fresh database of its own.
 
 mod common;
 
 #[tokio::test]
 async fn acked_messages_survive_a_kill_9_with_postgresql_as_the_store() {
-    let url = common::postgres::fresh_database().await;
-    let env = [
-        ("STORAGE__ENGINE", "postgres"),
-        ("STORAGE__POSTGRES__URL", url.as_str()),
-    ];
+    let env = [("STORAGE__ENGINE", "postgres")];
     common::kill9::acked_messages_survive_kill_9(&env, 300, 150).await;
 }
 
@@ -34,7 +31,7 @@ fn run_tool(tool: &str, args: &[&str]) {
 #[tokio::test]
 async fn pg_dump_of_a_live_server_restores_into_a_working_store() {
     use ringchat_bench::client::conversation_id;
-    let source = common::postgres::fresh_database().await;
+    let source = common::store::fresh_database();
     let server = common::TestServer::start(&[
         ("STORAGE__ENGINE", "postgres"),
         ("STORAGE__POSTGRES__URL", source.as_str()),
@@ -62,7 +59,7 @@ async fn pg_dump_of_a_live_server_restores_into_a_working_store() {
         .unwrap()
         .unwrap();
 
-    let target = common::postgres::fresh_database().await;
+    let target = common::store::fresh_database();
     run_tool("pg_restore", &["--no-owner", "-d", &target, &dump_s]);
     let restored = common::TestServer::start(&[
         ("STORAGE__ENGINE", "postgres"),

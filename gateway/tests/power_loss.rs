@@ -443,12 +443,24 @@ async fn power_cuts(durability: &str) -> Vec<usize> {
 
 #[tokio::test]
 async fn power_cut_under_load_keeps_every_fsynced_ack() {
+    if common::store::embedded_only(
+        "power_cut_under_load_keeps_every_fsynced_ack",
+        "a power cut of the file system under the embedded data dir",
+    ) {
+        return;
+    }
     let lost = power_cuts("fsync").await;
     assert!(lost.iter().all(|&n| n == 0), "{lost:?}");
 }
 
 #[tokio::test]
 async fn power_cut_under_load_loses_acks_without_fsync() {
+    if common::store::embedded_only(
+        "power_cut_under_load_loses_acks_without_fsync",
+        "a power cut of the file system under the embedded data dir",
+    ) {
+        return;
+    }
     let lost = power_cuts("none").await;
     assert!(
         lost.iter().all(|&n| n > 0),
@@ -511,6 +523,12 @@ fn probe(i: usize) -> String {
 
 #[tokio::test]
 async fn a_torn_last_journal_batch_is_dropped_at_restart_and_corruption_before_it_stops() {
+    if common::store::embedded_only(
+        "a_torn_last_journal_batch_is_dropped_at_restart_and_corruption_before_it_stops",
+        "the embedded store's journal files",
+    ) {
+        return;
+    }
     const MESSAGES: usize = 40;
     let mut server = TestServer::start(&[]);
     let (mut alice, a) = server.user("alice").await;

@@ -10,6 +10,7 @@ mod audit;
 pub(crate) mod conformance;
 mod contacts;
 mod conv;
+mod dir_lock;
 pub mod dump;
 mod fjall;
 mod groups;

@@ -17,10 +17,12 @@ pub fn open(storage: &StorageConfig) -> Result<Ports, StoreError> {
         }
         // No tail cache on a store the nodes of a cluster share: another node's writes
         // would not pass through this one's cache.
-        StorageEngine::Postgres => Ok(Ports::of(Arc::new(super::PgStore::open(
-            &storage.postgres,
-            storage.durability,
-        )?))),
+        // The data dir's lock, as the embedded store takes it: one process per data dir.
+        StorageEngine::Postgres => {
+            let dir_lock = super::dir_lock::lock_dir(&storage.data_dir)?;
+            let store = super::PgStore::open(&storage.postgres, storage.durability)?;
+            Ok(Ports::of(Arc::new(store.holding_dir_lock(dir_lock))))
+        }
         StorageEngine::Scylla => Ok(Ports::of(Arc::new(super::ScyllaStore::open(
             &storage.scylla,
         )?))),

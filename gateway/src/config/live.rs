@@ -84,9 +84,23 @@ pub fn merge_live(
             None => origins.remove(*key),
         };
     }
-    let config: Config = Value::Table(table)
+    let mut config: Config = Value::Table(table)
         .try_into()
         .map_err(|e: toml::de::Error| vec![format!("merging the live keys: {e}")])?;
+    // Secrets do not survive the round trip through a table (serialised hidden or not at
+    // all): keep the running ones (none is live). Without this, any live change on
+    // PostgreSQL was refused ("storage.postgres.url: not a PostgreSQL URL").
+    let secrets = &running.config.storage;
+    config
+        .storage
+        .postgres
+        .url
+        .clone_from(&secrets.postgres.url);
+    config
+        .storage
+        .scylla
+        .password
+        .clone_from(&secrets.scylla.password);
     // Live and non-live keys are checked together again (for example heartbeat < idle).
     let problems = config.problems();
     if !problems.is_empty() {

@@ -9,8 +9,8 @@ pub mod groups;
 pub mod kill9;
 pub mod mail;
 pub mod migrate;
-pub mod postgres;
 pub mod pg_cluster;
+pub mod store;
 pub mod transport;
 pub mod webhook;
 pub mod ws;
@@ -129,6 +129,7 @@ impl TestServer {
             env.iter()
                 .map(|(k, v)| (format!("RINGCHAT_{k}"), (*v).to_owned())),
         );
+        all.extend(store::env_for(data_dir, &all));
         let started = Instant::now();
         let mut child = Command::new(env!("CARGO_BIN_EXE_ringchat"))
             .arg("serve")
@@ -206,6 +207,7 @@ impl TestServer {
             env.iter()
                 .map(|(k, v)| (format!("RINGCHAT_{k}"), (*v).to_owned())),
         );
+        all.extend(store::env_for(data_dir, &all));
         // Not beside the data dir: a test may put that on a file system it fills.
         static LOGS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let log_path = std::env::temp_dir().join(format!(
@@ -381,6 +383,10 @@ impl Drop for TestServer {
         }
         if std::thread::panicking() {
             eprintln!("--- server log tail ---\n{}", self.log_tail());
+        }
+        // Its temp dir goes now, and with it the database named after it.
+        if self._tmp.is_some() {
+            store::drop_database(&self.data_dir);
         }
         let _ = std::fs::remove_file(&self.log_path);
     }

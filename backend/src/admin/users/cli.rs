@@ -9,7 +9,7 @@ use std::path::Path;
 use super::super::auth::credentials::CredentialFile;
 use super::super::cli::{CliError, queue_audit};
 use crate::config::Settings;
-use crate::store::{AccountStore, FjallStore, StoreError};
+use crate::store::StoreError;
 
 /// Creates the user; returns its id.
 pub fn add_chat_user(
@@ -22,7 +22,8 @@ pub fn add_chat_user(
     crate::accounts::check_new_account(&settings.accounts, name, password, email)
         .map_err(|r| CliError::Invalid(r.message))?;
     let dir: &Path = &settings.storage.data_dir;
-    let store = FjallStore::open(dir, settings.storage.durability).map_err(|e| match e {
+    // The configured store (not always the embedded one: on PostgreSQL the user goes there).
+    let ports = crate::store::open(&settings.storage).map_err(|e| match e {
         StoreError::DirInUse(_) => CliError::Invalid(
             "the server is running with this data dir: create the user with POST /api/users or the dashboard, or stop the server first".into(),
         ),
@@ -30,7 +31,8 @@ pub fn add_chat_user(
     })?;
     let hash =
         crate::accounts::hash_password(&settings.accounts, password).map_err(CliError::Invalid)?;
-    let user = store
+    let user = ports
+        .accounts
         .create_user(name, &hash, email, crate::time::now_ms())
         .map_err(|e| match e {
             StoreError::UsernameTaken => CliError::Exists(format!("a user named {name}")),

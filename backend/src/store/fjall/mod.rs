@@ -148,28 +148,10 @@ pub struct FjallStore {
     blob_files_synced: std::sync::atomic::AtomicUsize,
 }
 
-/// Name of the lock file in the data dir.
-const LOCK_FILE: &str = "ringchat.lock";
-
-/// Takes the data dir's lock: one process at a time may use a data dir. The operating system
-/// releases it when the process ends, however it ends.
-fn lock_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join(LOCK_FILE))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::DirInUse(dir.to_owned())),
-        Err(std::fs::TryLockError::Error(err)) => Err(StoreError::Io(err)),
-    }
-}
-
 impl FjallStore {
     pub fn open(dir: &Path, durability: Durability) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)?;
-        let dir_lock = lock_dir(dir)?;
+        let dir_lock = super::dir_lock::lock_dir(dir)?;
         let db = journal_repair::open_database(dir)?;
         let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
         let store = Self {

@@ -141,6 +141,8 @@ pub struct PgStore {
     call_timeout: std::time::Duration,
     /// Never failed by this adapter (see the module doc); kept for the port.
     health: Arc<StoreHealth>,
+    /// The server's data dir lock, held while the store is open (`store/open.rs`).
+    _dir_lock: Option<std::fs::File>,
     /// Tests (`explain.rs`): statements are EXPLAINed, not run, and their plans kept here.
     #[cfg(test)]
     explained: Option<std::sync::Mutex<Vec<(String, String)>>>,
@@ -181,6 +183,7 @@ impl PgStore {
                     .saturating_add(config.statement_timeout_ms),
             ),
             health: Arc::default(),
+            _dir_lock: None,
             #[cfg(test)]
             explained: None,
         };
@@ -189,6 +192,12 @@ impl PgStore {
             migrate::to_latest(&mut client, schema).await
         })?;
         Ok(store)
+    }
+
+    /// The store, holding the data dir's lock for as long as it is open.
+    pub fn holding_dir_lock(mut self, lock: std::fs::File) -> Self {
+        self._dir_lock = Some(lock);
+        self
     }
 
     /// Runs a call's queries on the adapter's runtime, blocking the calling thread. Callers are
