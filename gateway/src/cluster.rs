@@ -42,10 +42,7 @@ pub fn start(
         let _guard = rt.enter();
         Cluster::new(config, connections).context("cluster.redis_url")?
     };
-    let addr: SocketAddr = config
-        .grpc_listen
-        .parse()
-        .context("cluster.grpc_listen")?;
+    let addr: SocketAddr = config.grpc_listen.parse().context("cluster.grpc_listen")?;
     let listener = rt
         .block_on(tokio::net::TcpListener::bind(addr))
         .with_context(|| format!("binding cluster.grpc_listen {addr}"))?;
@@ -157,7 +154,10 @@ async fn serve_status_http(
             if joined {
                 (StatusCode::OK, "ready\n")
             } else {
-                (StatusCode::SERVICE_UNAVAILABLE, "not ready: Redis not reached yet\n")
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not ready: Redis not reached yet\n",
+                )
             }
         }
     };

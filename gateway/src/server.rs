@@ -162,20 +162,20 @@ pub fn run(
     let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
     if let Some(listener) = admin_listener {
         let admin = Admin::new(
-                prometheus,
-                Arc::clone(&backend),
-                Box::new({
-                    let shards = shard_stats.clone();
-                    move || stats::publish(&shards)
-                }),
-            )
-            .with_logs(logs)
-            .with_config_control(Arc::clone(&runtime_config) as _)
-            .with_secure_cookies(admin_tls.is_some())
-            .with_server_facts(Arc::new(stats::GatewayFacts::new(
-                shard_stats.clone(),
-                env!("RINGCHAT_COMMIT"),
-            )));
+            prometheus,
+            Arc::clone(&backend),
+            Box::new({
+                let shards = shard_stats.clone();
+                move || stats::publish(&shards)
+            }),
+        )
+        .with_logs(logs)
+        .with_config_control(Arc::clone(&runtime_config) as _)
+        .with_secure_cookies(admin_tls.is_some())
+        .with_server_facts(Arc::new(stats::GatewayFacts::new(
+            shard_stats.clone(),
+            env!("RINGCHAT_COMMIT"),
+        )));
         let admin = Arc::new(match &cluster_node {
             Some(node) => admin.with_cluster(Arc::clone(&node.cluster)),
             None => admin,

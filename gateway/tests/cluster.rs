@@ -70,13 +70,13 @@ struct NodeEnv {
 }
 
 impl NodeEnv {
-    fn new(db: &str, redis: &str, prefix: &str, id: &str) -> Self {
+    fn new(db: &str, redis: &str, prefix: &str, id: &&str) -> Self {
         let (ws, grpc) = (free_port(), free_port());
         let vars = [
             ("STORAGE__ENGINE", "postgres".to_owned()),
             ("STORAGE__POSTGRES__URL", db.to_owned()),
             ("CLUSTER__ENABLED", "true".to_owned()),
-            ("CLUSTER__NODE_ID", format!("\"{id}\"")),
+            ("CLUSTER__NODE_ID", (*id).to_owned()),
             ("CLUSTER__REDIS_URL", redis.to_owned()),
             ("CLUSTER__REDIS_KEY_PREFIX", prefix.to_owned()),
             ("CLUSTER__GRPC_LISTEN", format!("127.0.0.1:{grpc}")),
@@ -175,7 +175,11 @@ async fn three_nodes_see_each_other_spread_clients_and_drop_a_killed_node() {
     assert_eq!(picks.len(), 3, "{picks:?}");
     let (id, fresh, addrs) = assign(&nodes[1].1);
     assert!(fresh);
-    let node = &nodes.iter().find(|(e, _)| e.vars.iter().any(|(_, v)| v == &format!("\"{id}\""))).unwrap().1;
+    let node = &nodes
+        .iter()
+        .find(|(e, _)| e.vars.iter().any(|(_, v)| *v == id))
+        .unwrap()
+        .1;
     assert_eq!(addrs, [format!("ws://{}/ws", node.ws)]);
 
     // Load: eight clients on n1. Once n2 reads n1's new load, n2 sends nobody to n1 until the
@@ -203,7 +207,10 @@ async fn three_nodes_see_each_other_spread_clients_and_drop_a_killed_node() {
         .await
         .expect("Ping")
         .into_inner();
-    assert_eq!((ping.node_id.as_str(), ping.live_nodes, ping.fresh), ("n3", 3, true));
+    assert_eq!(
+        (ping.node_id.as_str(), ping.live_nodes, ping.fresh),
+        ("n3", 3, true)
+    );
     let reply = grpc
         .assign(ringchat_proto::v1::AssignRequest {})
         .await
@@ -228,7 +235,9 @@ async fn three_nodes_see_each_other_spread_clients_and_drop_a_killed_node() {
 
     // A graceful stop deregisters at once.
     nodes[1].1.stop();
-    wait_until("a stopped n2 leaves the view", || live_nodes(&nodes[0].1) == 1.0);
+    wait_until("a stopped n2 leaves the view", || {
+        live_nodes(&nodes[0].1) == 1.0
+    });
 }
 
 /// A Redis of this test's own, stopped and started again on the same port.
@@ -302,15 +311,24 @@ async fn redis_down_leaves_nodes_serving_on_a_stale_view_and_redis_back_rebuilds
         assert_eq!(live_nodes(s), 2.0);
         let (_, fresh, _) = assign(s);
         assert!(!fresh);
-        assert_eq!(http_get(s.admin, "/readyz"), "ready\n", "joined once, still serving");
+        assert_eq!(
+            http_get(s.admin, "/readyz"),
+            "ready\n",
+            "joined once, still serving"
+        );
     }
     let (mut alice, _) = nodes[0].1.user("alice").await;
-    let pong = alice.ping().await.expect("a node serves its clients with Redis down");
-    drop(pong);
+    alice
+        .ping()
+        .await
+        .expect("a node serves its clients with Redis down");
     let (status, overview) = nodes[1].1.api_key("ops", "viewer").get("/api/overview");
     assert_eq!(status, 200);
     assert_eq!(overview["cluster"]["fresh"], false);
-    assert!(overview["cluster"]["error"].as_str().is_some(), "{overview}");
+    assert!(
+        overview["cluster"]["error"].as_str().is_some(),
+        "{overview}"
+    );
 
     // Redis back, empty: the heartbeats write the records again and the views are fresh.
     let _redis = OwnRedis::start(redis.port);
@@ -327,7 +345,10 @@ async fn a_status_only_node_assigns_clients_to_the_chat_nodes() {
     let db = fresh_database().await;
     let prefix = format!("st_{}", unique());
     let nodes = start_nodes(&db, &redis_url(), &prefix, &["c1", "c2"]);
-    let status_env = NodeEnv::new(&db, &redis_url(), &prefix, "status1");
+    for (_, s) in &nodes {
+        wait_until("both chat nodes see each other", || live_nodes(s) == 2.0);
+    }
+    let status_env = NodeEnv::new(&db, &redis_url(), &prefix, &"status1");
     let tmp = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_ringchat"))
         .args(["serve", "--role", "status"])
@@ -339,7 +360,6 @@ async fn a_status_only_node_assigns_clients_to_the_chat_nodes() {
                 .map(|(k, v)| (format!("RINGCHAT_{k}"), v.clone())),
         )
         .env("RINGCHAT_STORAGE__DATA_DIR", tmp.path())
-        .env("RINGCHAT_LOG__CONSOLE", "false")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -390,9 +410,16 @@ async fn a_status_only_node_assigns_clients_to_the_chat_nodes() {
         .expect("Assign")
         .into_inner();
     assert!(["c1", "c2"].contains(&reply.node_id.as_str()));
-    for (_, s) in &nodes {
-        assert_eq!(live_nodes(s), 2.0, "the status node is no chat node");
-    }
+    // Two heartbeats later the chat nodes still count only themselves.
+    let seen = nodes[0]
+        .1
+        .metric("ringchat_cluster_heartbeat_failures_total");
+    assert_eq!(seen, 0.0);
+    assert_eq!(
+        live_nodes(&nodes[0].1),
+        2.0,
+        "the status node is no chat node"
+    );
     let _ = child.kill();
     let _ = child.wait();
 }

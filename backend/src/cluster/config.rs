@@ -109,7 +109,9 @@ impl ClusterConfig {
             ));
         }
         if !self.advertise_addr.is_empty() && !host_port(&self.advertise_addr) {
-            out.push("cluster.advertise_addr: expected host:port, such as chat1.internal:7100".into());
+            out.push(
+                "cluster.advertise_addr: expected host:port, such as chat1.internal:7100".into(),
+            );
         }
         if self.client_addrs.is_empty() || self.client_addrs.len() > 16 {
             out.push("cluster.client_addrs: list 1 to 16 addresses clients can reach this node at, such as \"ws://chat1.example.com:7001/ws\"".into());
@@ -140,7 +142,9 @@ impl ClusterConfig {
             || self.redis_key_prefix.len() > 64
             || !self.redis_key_prefix.chars().all(prefix_ok)
         {
-            out.push("cluster.redis_key_prefix: 1 to 64 of letters, digits, '-', '_', '.', ':'".into());
+            out.push(
+                "cluster.redis_key_prefix: 1 to 64 of letters, digits, '-', '_', '.', ':'".into(),
+            );
         }
         let mut range = |v: u64, lo: u64, hi: u64, key: &str| {
             if !(lo..=hi).contains(&v) {
@@ -148,9 +152,24 @@ impl ClusterConfig {
             }
         };
         range(self.redis_timeout_ms, 1, 60_000, "redis_timeout_ms");
-        range(self.redis_breaker_failures.into(), 1, 1_000, "redis_breaker_failures");
-        range(self.redis_breaker_open_ms, 1, 600_000, "redis_breaker_open_ms");
-        range(self.heartbeat_interval_ms, 50, 600_000, "heartbeat_interval_ms");
+        range(
+            self.redis_breaker_failures.into(),
+            1,
+            1_000,
+            "redis_breaker_failures",
+        );
+        range(
+            self.redis_breaker_open_ms,
+            1,
+            600_000,
+            "redis_breaker_open_ms",
+        );
+        range(
+            self.heartbeat_interval_ms,
+            50,
+            600_000,
+            "heartbeat_interval_ms",
+        );
         range(self.node_ttl_ms, 100, 3_600_000, "node_ttl_ms");
         range(self.nodes_max as u64, 1, 100_000, "nodes_max");
         range(

@@ -57,9 +57,6 @@ pub async fn serve(
         .add_service(StatusServer::new(StatusImpl {
             cluster: Arc::clone(&cluster),
         }))
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener),
-            stop,
-        )
+        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), stop)
         .await
 }

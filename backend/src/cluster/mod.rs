@@ -121,7 +121,9 @@ impl Cluster {
         }
         match self.registry.deregister(&self.config.node_id).await {
             Ok(()) => tracing::info!(node = %self.config.node_id, "cluster: left"),
-            Err(err) => tracing::warn!(%err, "cluster: could not deregister; the record expires after node_ttl_ms"),
+            Err(err) => {
+                tracing::warn!(%err, "cluster: could not deregister; the record expires after node_ttl_ms")
+            }
         }
     }
 

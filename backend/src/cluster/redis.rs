@@ -17,7 +17,9 @@ use super::ClusterConfig;
 pub enum RedisError {
     #[error("redis: no answer within {0:?}")]
     Timeout(Duration),
-    #[error("redis: skipped, {failures} calls failed in a row (breaker open for {open_for:?} more)")]
+    #[error(
+        "redis: skipped, {failures} calls failed in a row (breaker open for {open_for:?} more)"
+    )]
     BreakerOpen { failures: u32, open_for: Duration },
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),

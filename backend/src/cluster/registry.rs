@@ -91,11 +91,15 @@ impl Registry {
                 Value::BulkString(bytes) if bytes.len() <= RECORD_BYTES_MAX => {
                     match serde_json::from_slice::<NodeRecord>(&bytes) {
                         Ok(r) if r.node_id == id => live.push(r),
-                        _ => tracing::warn!(node = %id, "cluster: skipping a node record that does not parse"),
+                        _ => {
+                            tracing::warn!(node = %id, "cluster: skipping a node record that does not parse")
+                        }
                     }
                 }
                 Value::Nil => gone.push(id),
-                _ => tracing::warn!(node = %id, "cluster: skipping a node record of an unexpected type"),
+                _ => {
+                    tracing::warn!(node = %id, "cluster: skipping a node record of an unexpected type")
+                }
             }
         }
         if !gone.is_empty() {

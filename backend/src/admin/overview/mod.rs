@@ -84,7 +84,10 @@ async fn overview(
         store: admin.overview.store(),
         now,
         history_seconds: admin.overview.history_seconds(),
-        cluster: admin.cluster.as_deref().map(crate::cluster::admin::overview),
+        cluster: admin
+            .cluster
+            .as_deref()
+            .map(crate::cluster::admin::overview),
     }))
 }
 
