@@ -374,11 +374,13 @@ async fn a_status_only_node_assigns_clients_to_the_chat_nodes() {
             }
         }
     });
-    let line = rx.recv_timeout(common::READY_TIMEOUT).map_err(|e| {
-        let _ = child.kill();
-        e
-    });
-    let line = line.expect("the status node gets ready");
+    let line = match rx.recv_timeout(common::READY_TIMEOUT) {
+        Ok(line) => line,
+        Err(e) => {
+            let _ = child.kill();
+            panic!("the status node did not get ready: {e}");
+        }
+    };
     let fields: HashMap<&str, &str> = line
         .split_whitespace()
         .filter_map(|f| f.split_once('='))
