@@ -30,6 +30,8 @@ fi
 
 # The PostgreSQL store's tests: a private server for this run (scripts/postgres-test-server.sh).
 source scripts/postgres-test-server.sh
+# Cluster tests: a private Redis for this run (scripts/redis-test-server.sh).
+source scripts/redis-test-server.sh
 
 cargo test --workspace --locked "$@"
 

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+pub use crate::cluster::ClusterConfig;
 pub use crate::contacts::{ContactsConfig, DmPolicyName};
 pub use crate::groups::GroupsConfig;
 pub use crate::limits::Limits;
@@ -510,6 +511,8 @@ pub struct Settings {
     pub server_name: String,
     /// `[backup]`: backups the running server writes.
     pub backup: crate::backup::BackupConfig,
+    /// `[cluster]`: one node of many (off: one box).
+    pub cluster: ClusterConfig,
 }
 
 pub const PLATFORM_NAMES: [&str; 5] = ["unspecified", "ios", "android", "web", "desktop"];
@@ -670,6 +673,10 @@ impl Settings {
             out.extend(self.storage.scylla.problems());
         }
         out.extend(self.observe.problems());
+        out.extend(self.cluster.problems());
+        if self.cluster.enabled && self.storage.engine == StorageEngine::Embedded {
+            out.push("cluster.enabled: cluster mode needs a store of record every node shares; set storage.engine = \"postgres\" or \"scylla\" (the embedded store belongs to one box)".into());
+        }
         out
     }
 }

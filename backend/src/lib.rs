@@ -10,6 +10,8 @@ mod accounts;
 pub mod admin;
 pub mod api;
 mod audit;
+// Cluster mode (issue 14): the node registry in Redis, the live-node view, gRPC.
+pub mod cluster;
 // Backup, restore and migration between stores (issue 13).
 pub mod backup;
 pub mod config;

@@ -47,6 +47,7 @@ pub struct Config {
     pub security: SecurityConfig,
     pub observe: ObserveConfig,
     pub backup: ringchat_backend::backup::BackupConfig,
+    pub cluster: ringchat_backend::config::ClusterConfig,
 }
 
 /// Which I/O driver the shards run on.
@@ -256,6 +257,7 @@ impl Config {
             groups: self.groups.clone(),
             server_name: self.gateway.server_name.clone(),
             backup: self.backup.clone(),
+            cluster: self.cluster.clone(),
         }
     }
 

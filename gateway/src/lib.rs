@@ -2,6 +2,8 @@
 //! wiring of the `ringchat` binary. The gateway never touches storage: it decodes frames, keeps
 //! sessions honest (handshake, heartbeats, limits) and hands typed requests to the backend.
 
+// Cluster mode: the node's membership and gRPC, and `--role status`.
+pub mod cluster;
 pub mod config;
 pub mod logging;
 mod port_owner;

@@ -46,6 +46,10 @@ enum Command {
         /// TOML configuration file; RINGCHAT_<SECTION>__<KEY> variables override it.
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// `status`: serve only the cluster's status service (gRPC Assign, GET /assign on
+        /// gateway.ws_listen): no shards, no store.
+        #[arg(long, value_enum, default_value = "node")]
+        role: ringchat_gateway::cluster::Role,
     },
     /// Check a configuration file and list every problem in it.
     CheckConfig { file: PathBuf },
@@ -301,7 +305,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Serve { config } => {
+        Command::Serve { config, role } => {
             let (layers, loaded) = match Config::load_layers(config.as_deref(), env_vars()) {
                 Ok(c) => c,
                 Err(problems) => {
@@ -326,7 +330,15 @@ fn main() -> ExitCode {
                 Ok(n) => tracing::info!(open_files_max = n, "file descriptor limit"),
                 Err(err) => tracing::warn!(%err, "could not raise the file descriptor limit"),
             }
-            match ringchat_gateway::server::run(layers, loaded, logging.logs.clone()) {
+            let served = match role {
+                ringchat_gateway::cluster::Role::Status => {
+                    ringchat_gateway::cluster::run_status(&loaded.config)
+                }
+                ringchat_gateway::cluster::Role::Node => {
+                    ringchat_gateway::server::run(layers, loaded, logging.logs.clone())
+                }
+            };
+            match served {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
                     tracing::error!("{err:#}");

@@ -84,6 +84,21 @@ pub fn run(
     } else {
         None
     };
+    // Cluster mode: the heartbeat, the node view and the gRPC listener (`cluster.rs`).
+    let cluster_node = if config.cluster.enabled {
+        let facts = stats::GatewayFacts::new(shard_stats.clone(), env!("RINGCHAT_COMMIT"));
+        let count: ringchat_backend::cluster::ConnectionCount = Box::new(move || {
+            use ringchat_backend::admin::overview::ServerFacts as _;
+            facts.connections().per_shard.iter().sum()
+        });
+        Some(crate::cluster::start(&rt, &config.cluster, Some(count))?)
+    } else {
+        None
+    };
+    let assign = cluster_node.as_ref().map(|n| {
+        let cluster = Arc::clone(&n.cluster);
+        Arc::new(move || cluster.assign_http()) as shard::AssignFn
+    });
     let writes = backend
         .writes()
         .context("the backend has no commit thread")?;
@@ -129,6 +144,7 @@ pub fn run(
             stats: Arc::clone(&shard_stats[index]),
             live: Arc::clone(&shard_live),
             started: started_tx.clone(),
+            assign: assign.clone(),
         };
         threads.push(shard::spawn(spec).context("spawning a shard thread")?);
     }
@@ -145,23 +161,25 @@ pub fn run(
 
     let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
     if let Some(listener) = admin_listener {
-        let admin = Arc::new(
-            Admin::new(
-                prometheus,
-                Arc::clone(&backend),
-                Box::new({
-                    let shards = shard_stats.clone();
-                    move || stats::publish(&shards)
-                }),
-            )
-            .with_logs(logs)
-            .with_config_control(Arc::clone(&runtime_config) as _)
-            .with_secure_cookies(admin_tls.is_some())
-            .with_server_facts(Arc::new(stats::GatewayFacts::new(
-                shard_stats.clone(),
-                env!("RINGCHAT_COMMIT"),
-            ))),
-        );
+        let admin = Admin::new(
+            prometheus,
+            Arc::clone(&backend),
+            Box::new({
+                let shards = shard_stats.clone();
+                move || stats::publish(&shards)
+            }),
+        )
+        .with_logs(logs)
+        .with_config_control(Arc::clone(&runtime_config) as _)
+        .with_secure_cookies(admin_tls.is_some())
+        .with_server_facts(Arc::new(stats::GatewayFacts::new(
+            shard_stats.clone(),
+            env!("RINGCHAT_COMMIT"),
+        )));
+        let admin = Arc::new(match &cluster_node {
+            Some(node) => admin.with_cluster(Arc::clone(&node.cluster)),
+            None => admin,
+        });
         rt.spawn(async move {
             let stop = async {
                 let _ = admin_stop_rx.await;
@@ -197,9 +215,12 @@ pub fn run(
     // Its own target: the console leaves it out, as the line below is the console's.
     tracing::info!(target: ringchat_backend::logs::READY_TARGET, tcp = %tcp_bound, ws = %ws_bound, tls = %tls_bound, wss = %wss_bound, admin = %admin_text, shards = shard_count, "ringchat ready");
     // One machine-readable line on stdout, for scripts and tests that start the server.
+    let grpc_text = cluster_node
+        .as_ref()
+        .map_or_else(|| "off".to_owned(), |n| n.grpc_addr.to_string());
     let _ = writeln!(
         std::io::stdout(),
-        "ringchat ready tcp={tcp_bound} admin={admin_text} shards={shard_count} ws={ws_bound} tls={tls_bound} wss={wss_bound}"
+        "ringchat ready tcp={tcp_bound} admin={admin_text} shards={shard_count} ws={ws_bound} tls={tls_bound} wss={wss_bound} grpc={grpc_text}"
     );
 
     let stop = rt.block_on(async {
@@ -214,6 +235,10 @@ pub fn run(
             %why,
             "stopping: the store refuses writes; restart once the cause (disk full, I/O error) is fixed"
         ),
+    }
+    // Leave the cluster first, so that no status service sends clients here any more.
+    if let Some(node) = cluster_node {
+        node.stop(&rt);
     }
 
     rt.block_on(async {
@@ -277,7 +302,7 @@ enum Stop {
     StoreFailed(String),
 }
 
-async fn wait_for_signal() -> std::io::Result<&'static str> {
+pub(crate) async fn wait_for_signal() -> std::io::Result<&'static str> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;

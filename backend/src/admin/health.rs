@@ -33,6 +33,13 @@ pub(crate) fn not_ready(admin: &Admin) -> Option<String> {
     if let Some(why) = admin.backend.health.failure() {
         return Some(format!("the store refuses writes: {why}"));
     }
+    if let Some(why) = admin
+        .cluster
+        .as_deref()
+        .and_then(crate::cluster::admin::not_ready)
+    {
+        return Some(why);
+    }
     admin.facts.not_ready()
 }
 

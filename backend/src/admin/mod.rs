@@ -69,6 +69,8 @@ pub struct Admin {
     pub(crate) facts: Arc<dyn overview::ServerFacts>,
     /// The sampler's ring and the latency histogram (`overview/`).
     pub(crate) overview: overview::Overview,
+    /// This node's cluster membership, in cluster mode (`with_cluster`).
+    pub(crate) cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl Admin {
@@ -88,6 +90,7 @@ impl Admin {
             config_control: None,
             facts: Arc::new(overview::NoGateway),
             overview: overview::Overview::new(settings.observe.history_seconds),
+            cluster: None,
             backend,
         }
     }
@@ -105,6 +108,11 @@ impl Admin {
     /// What the gateway knows (connections, listeners, the build's commit).
     pub fn with_server_facts(mut self, facts: Arc<dyn overview::ServerFacts>) -> Self {
         self.facts = facts;
+        self
+    }
+    /// Cluster mode: the overview, `/metrics` and `/readyz` show the cluster.
+    pub fn with_cluster(mut self, cluster: Arc<crate::cluster::Cluster>) -> Self {
+        self.cluster = Some(cluster);
         self
     }
 }

@@ -130,6 +130,7 @@ pub fn load(layers: &Layers) -> Result<Loaded, Vec<String>> {
         push: section(&table, "push", &mut typed),
         observe: section(&table, "observe", &mut typed),
         backup: section(&table, "backup", &mut typed),
+        cluster: section(&table, "cluster", &mut typed),
     };
     problems.extend(
         typed

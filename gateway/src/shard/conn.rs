@@ -237,6 +237,10 @@ impl Conn {
                 let (response, upgraded) = match route {
                     ws::http::Route::Upgrade(r) => (r, true),
                     ws::http::Route::Respond(r) => (r, false),
+                    ws::http::Route::Assign => (
+                        ws::http::assign_response(shard.assign.as_ref().map(|a| a())),
+                        false,
+                    ),
                 };
                 let mut out = shard.pool.take();
                 out.extend_from_slice(response.as_bytes());

@@ -90,7 +90,13 @@ pub struct ShardSpec {
     pub live: Arc<Published>,
     /// Told once the shard serves, or why it could not start.
     pub started: std::sync::mpsc::SyncSender<Result<ShardId, String>>,
+    /// Cluster mode: answers `GET /assign` on the WebSocket listener.
+    pub assign: Option<AssignFn>,
 }
+
+/// The status service's answer (status code, JSON body), read from the cluster view without
+/// waiting.
+pub type AssignFn = Arc<dyn Fn() -> (u16, String) + Send + Sync>;
 
 pub fn spawn(spec: ShardSpec) -> std::io::Result<std::thread::JoinHandle<Result<(), ShardError>>> {
     std::thread::Builder::new()
@@ -313,6 +319,8 @@ pub(crate) struct Shard {
     /// One per accept loop (a `LocalNotify` has a single waiter).
     listener_stops: RefCell<Vec<Rc<LocalNotify>>>,
     all_closed: LocalNotify,
+    /// Cluster mode: answers `GET /assign`.
+    pub assign: Option<AssignFn>,
 }
 
 impl Shard {
@@ -354,6 +362,7 @@ impl Shard {
             stop: LocalNotify::default(),
             listener_stops: RefCell::new(Vec::new()),
             all_closed: LocalNotify::default(),
+            assign: None,
         }
     }
 
@@ -435,7 +444,7 @@ async fn serve(spec: ShardSpec) -> Result<(), ShardError> {
         (to_monoio(spec.listeners.tls)?, Listen::Tls),
         (to_monoio(spec.listeners.wss)?, Listen::Wss),
     ];
-    let shard = Rc::new(Shard::new(
+    let mut shard = Shard::new(
         id,
         spec.gateway,
         spec.limits,
@@ -444,7 +453,9 @@ async fn serve(spec: ShardSpec) -> Result<(), ShardError> {
         spec.stats,
         spec.tls,
         spec.live,
-    ));
+    );
+    shard.assign = spec.assign;
+    let shard = Rc::new(shard);
     monoio::spawn(drain_inbox(Rc::clone(&shard), spec.inbox));
     monoio::spawn(reap(Rc::clone(&shard)));
     for (listener, kind) in listeners {

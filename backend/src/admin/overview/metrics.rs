@@ -175,6 +175,9 @@ pub fn render_extra(admin: &Admin, out: &mut String) {
         "# HELP process_cpu_seconds_total CPU time of the process, user and system, in seconds.\n# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {}\n",
         ticks as f64 / procfs::ticks_per_second() as f64
     );
+    if let Some(cluster) = &admin.cluster {
+        crate::cluster::admin::render_metrics(cluster, out);
+    }
     admin.overview.with_cumulative(|h| {
         let _ = writeln!(
             out,

@@ -4,7 +4,7 @@
 
 pub mod facts;
 pub mod metrics;
-mod procfs;
+pub(crate) mod procfs;
 pub mod sampler;
 
 use std::sync::Arc;
@@ -55,6 +55,9 @@ pub struct OverviewReply {
     pub now: Option<Sample>,
     /// Seconds of samples `GET /api/overview/series` can return.
     pub history_seconds: usize,
+    /// Cluster mode: the live nodes and their load.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::cluster::admin::ClusterOverview>,
 }
 
 /// The server now.
@@ -81,6 +84,10 @@ async fn overview(
         store: admin.overview.store(),
         now,
         history_seconds: admin.overview.history_seconds(),
+        cluster: admin
+            .cluster
+            .as_deref()
+            .map(crate::cluster::admin::overview),
     }))
 }
 

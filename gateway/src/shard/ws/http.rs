@@ -98,7 +98,12 @@ pub enum Route {
     Upgrade(String),
     /// Answer and close: a page, or an error status.
     Respond(String),
+    /// `GET /assign` (cluster mode): the status service's answer, made by the shard.
+    Assign,
 }
+
+/// The status service's path on this listener (cluster mode; 404 otherwise).
+pub const ASSIGN_PATH: &str = "/assign";
 
 /// Parses the request head at the front of `buf`. `Ok(None)`: incomplete. On success, also the
 /// number of bytes the head took (anything after it is already WebSocket data).
@@ -138,6 +143,9 @@ fn route(req: &httparse::Request<'_, '_>) -> Route {
     let path = path.split_once('?').map_or(path, |(p, _)| p);
     if path == WS_PATH {
         return upgrade(req);
+    }
+    if path == ASSIGN_PATH {
+        return Route::Assign;
     }
     let path = if path == "/index.html" { "/" } else { path };
     // Pictures may come from anywhere: an avatar is a URL its owner chose (the page asks for it
@@ -195,6 +203,25 @@ pub fn accept_key(key: &str) -> String {
     sha.update(key.as_bytes());
     sha.update(WS_GUID.as_bytes());
     base64::engine::general_purpose::STANDARD.encode(sha.finalize())
+}
+
+/// `GET /assign`'s answer: JSON, readable by a page from any origin (it names only the
+/// addresses clients are meant to use), never cached.
+pub fn assign_response(answer: Option<(u16, String)>) -> String {
+    let Some((status, body)) = answer else {
+        return error(404, "not found (this server is not in cluster mode)");
+    };
+    let line = if status == 200 {
+        "200 OK"
+    } else {
+        "503 Service Unavailable"
+    };
+    response(
+        line,
+        "application/json",
+        "Cache-Control: no-store\r\nAccess-Control-Allow-Origin: *\r\n",
+        &body,
+    )
 }
 
 fn error(status: u16, message: &str) -> String {

@@ -1,0 +1,272 @@
+//! `[cluster]`: this server as one node of many (issue 14). Off by default: one box, nothing
+//! changes.
+
+use serde::{Deserialize, Serialize};
+
+/// `[cluster]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Join a cluster. Needs a shared store of record (`storage.engine` postgres or scylla).
+    pub enabled: bool,
+    /// This node's name, unique in the cluster (letters, digits, `-`, `_`, `.`; 1 to 64 bytes).
+    pub node_id: String,
+    /// The gRPC listener (the status service now; node-to-node services later), `IP:PORT`.
+    pub grpc_listen: String,
+    /// What other nodes dial to reach `grpc_listen`, `host:port` (empty: `grpc_listen`).
+    pub advertise_addr: String,
+    /// The addresses this node tells clients to connect to (the status service hands them
+    /// out), e.g. "tcp://chat1.example.com:7000", "ws://chat1.example.com:7001/ws".
+    pub client_addrs: Vec<String>,
+    /// `redis://[user:password@]host:port[/db]` or `rediss://…`; a password is better kept in
+    /// the `RINGCHAT_CLUSTER__REDIS_URL` environment variable. Serialised hidden.
+    #[serde(serialize_with = "hidden")]
+    pub redis_url: String,
+    /// Redis Sentinel: not supported yet; a non-empty list is refused.
+    pub sentinel_addrs: Vec<String>,
+    /// Redis Cluster: not supported yet; `true` is refused.
+    pub redis_cluster: bool,
+    /// Prefix of every Redis key this cluster uses, so that clusters (or test runs) can share
+    /// one Redis.
+    pub redis_key_prefix: String,
+    /// Each Redis call's deadline, connecting included, in milliseconds.
+    pub redis_timeout_ms: u64,
+    /// After this many Redis calls failed in a row, calls fail at once (the breaker opens) for
+    /// `redis_breaker_open_ms`, then one call tries again.
+    pub redis_breaker_failures: u32,
+    pub redis_breaker_open_ms: u64,
+    /// How often the node refreshes its own record and reads the others', in milliseconds.
+    pub heartbeat_interval_ms: u64,
+    /// A node that stops heartbeating leaves the view after this long (its record's TTL), in
+    /// milliseconds. At least twice `heartbeat_interval_ms`.
+    pub node_ttl_ms: u64,
+    /// Nodes read into the view, at most (a typo or a leak in Redis cannot grow it further).
+    pub nodes_max: usize,
+    /// gRPC: requests served at once per connection, and each request's deadline.
+    pub grpc_concurrency_per_connection: usize,
+    pub grpc_timeout_ms: u64,
+}
+
+fn hidden<S: serde::Serializer>(value: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(if value.is_empty() { "" } else { "(hidden)" })
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            node_id: String::new(),
+            grpc_listen: "0.0.0.0:7100".to_owned(),
+            advertise_addr: String::new(),
+            client_addrs: Vec::new(),
+            redis_url: String::new(),
+            sentinel_addrs: Vec::new(),
+            redis_cluster: false,
+            redis_key_prefix: "ringchat".to_owned(),
+            redis_timeout_ms: 500,
+            redis_breaker_failures: 3,
+            redis_breaker_open_ms: 2_000,
+            heartbeat_interval_ms: 1_000,
+            node_ttl_ms: 5_000,
+            nodes_max: 1_024,
+            grpc_concurrency_per_connection: 64,
+            grpc_timeout_ms: 5_000,
+        }
+    }
+}
+
+/// Longest `node_id`, in bytes.
+pub const NODE_ID_BYTES_MAX: usize = 64;
+
+impl ClusterConfig {
+    /// The address other nodes dial.
+    pub fn advertised(&self) -> &str {
+        if self.advertise_addr.is_empty() {
+            &self.grpc_listen
+        } else {
+            &self.advertise_addr
+        }
+    }
+
+    /// Every problem of the section, as `key: problem` lines (only when `enabled`).
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.enabled {
+            return out;
+        }
+        let id_ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+        if self.node_id.is_empty()
+            || self.node_id.len() > NODE_ID_BYTES_MAX
+            || !self.node_id.chars().all(id_ok)
+        {
+            out.push(
+                "cluster.node_id: required, 1 to 64 of letters, digits, '-', '_' and '.'".into(),
+            );
+        }
+        if let Err(e) = self.grpc_listen.parse::<std::net::SocketAddr>() {
+            out.push(format!(
+                "cluster.grpc_listen: {e}: expected IP:PORT such as 0.0.0.0:7100"
+            ));
+        }
+        if !self.advertise_addr.is_empty() && !host_port(&self.advertise_addr) {
+            out.push(
+                "cluster.advertise_addr: expected host:port, such as chat1.internal:7100".into(),
+            );
+        }
+        if self.client_addrs.is_empty() || self.client_addrs.len() > 16 {
+            out.push("cluster.client_addrs: list 1 to 16 addresses clients can reach this node at, such as \"ws://chat1.example.com:7001/ws\"".into());
+        }
+        for a in &self.client_addrs {
+            let known = ["tcp://", "tls://", "ws://", "wss://"];
+            if a.len() > 256 || !known.iter().any(|s| a.starts_with(s)) {
+                out.push(format!(
+                    "cluster.client_addrs: {a:?}: expected tcp://, tls://, ws:// or wss:// and at most 256 bytes"
+                ));
+            }
+        }
+        match redis::Client::open(self.redis_url.as_str()) {
+            _ if self.redis_url.is_empty() => {
+                out.push("cluster.redis_url: required with [cluster] enabled".into())
+            }
+            Err(e) => out.push(format!("cluster.redis_url: not a Redis URL: {e}")),
+            Ok(_) => {}
+        }
+        if !self.sentinel_addrs.is_empty() {
+            out.push("cluster.sentinel_addrs: Redis Sentinel is not supported yet; point redis_url at the primary (or a proxy that follows it)".into());
+        }
+        if self.redis_cluster {
+            out.push("cluster.redis_cluster: Redis Cluster is not supported yet; use one Redis (the registry is small)".into());
+        }
+        let prefix_ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':');
+        if self.redis_key_prefix.is_empty()
+            || self.redis_key_prefix.len() > 64
+            || !self.redis_key_prefix.chars().all(prefix_ok)
+        {
+            out.push(
+                "cluster.redis_key_prefix: 1 to 64 of letters, digits, '-', '_', '.', ':'".into(),
+            );
+        }
+        let mut range = |v: u64, lo: u64, hi: u64, key: &str| {
+            if !(lo..=hi).contains(&v) {
+                out.push(format!("cluster.{key}: must be between {lo} and {hi}"));
+            }
+        };
+        range(self.redis_timeout_ms, 1, 60_000, "redis_timeout_ms");
+        range(
+            self.redis_breaker_failures.into(),
+            1,
+            1_000,
+            "redis_breaker_failures",
+        );
+        range(
+            self.redis_breaker_open_ms,
+            1,
+            600_000,
+            "redis_breaker_open_ms",
+        );
+        range(
+            self.heartbeat_interval_ms,
+            50,
+            600_000,
+            "heartbeat_interval_ms",
+        );
+        range(self.node_ttl_ms, 100, 3_600_000, "node_ttl_ms");
+        range(self.nodes_max as u64, 1, 100_000, "nodes_max");
+        range(
+            self.grpc_concurrency_per_connection as u64,
+            1,
+            100_000,
+            "grpc_concurrency_per_connection",
+        );
+        range(self.grpc_timeout_ms, 1, 600_000, "grpc_timeout_ms");
+        if self.node_ttl_ms < 2 * self.heartbeat_interval_ms {
+            out.push("cluster.node_ttl_ms: must be at least twice heartbeat_interval_ms, or one late heartbeat drops a live node".into());
+        }
+        if self.redis_timeout_ms >= self.heartbeat_interval_ms {
+            out.push("cluster.redis_timeout_ms: must be below heartbeat_interval_ms, or one slow call delays the next heartbeat".into());
+        }
+        out
+    }
+}
+
+/// `host:port` with a port number.
+fn host_port(s: &str) -> bool {
+    s.rsplit_once(':')
+        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p != 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Settings, StorageEngine};
+
+    fn enabled() -> ClusterConfig {
+        ClusterConfig {
+            enabled: true,
+            node_id: "n1".into(),
+            client_addrs: vec!["ws://chat1.example.com:7001/ws".into()],
+            redis_url: "redis://127.0.0.1:6379/".into(),
+            ..ClusterConfig::default()
+        }
+    }
+
+    #[test]
+    fn off_by_default_and_a_complete_section_passes() {
+        assert!(ClusterConfig::default().problems().is_empty());
+        assert_eq!(enabled().problems(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn each_bad_key_is_named() {
+        let c = ClusterConfig {
+            node_id: "no spaces".into(),
+            grpc_listen: "localhost:7100".into(),
+            advertise_addr: "nohost".into(),
+            client_addrs: vec!["http://x".into()],
+            redis_url: "mysql://x".into(),
+            sentinel_addrs: vec!["10.0.0.1:26379".into()],
+            redis_cluster: true,
+            heartbeat_interval_ms: 1_000,
+            node_ttl_ms: 1_500,
+            redis_timeout_ms: 2_000,
+            ..enabled()
+        };
+        let all = c.problems().join("\n");
+        for key in [
+            "cluster.node_id",
+            "cluster.grpc_listen",
+            "cluster.advertise_addr",
+            "cluster.client_addrs",
+            "cluster.redis_url: not a Redis URL",
+            "cluster.sentinel_addrs: Redis Sentinel is not supported yet",
+            "cluster.redis_cluster",
+            "cluster.node_ttl_ms: must be at least twice",
+            "cluster.redis_timeout_ms: must be below heartbeat_interval_ms",
+        ] {
+            assert!(all.contains(key), "{key} missing from:\n{all}");
+        }
+        let missing = ClusterConfig {
+            redis_url: String::new(),
+            client_addrs: Vec::new(),
+            ..enabled()
+        };
+        let all = missing.problems().join("\n");
+        assert!(all.contains("cluster.redis_url: required"), "{all}");
+    }
+
+    #[test]
+    fn the_embedded_store_is_refused_in_cluster_mode() {
+        let mut s = Settings {
+            cluster: enabled(),
+            ..Settings::default()
+        };
+        let refused = |s: &Settings| {
+            s.problems()
+                .iter()
+                .any(|p| p.starts_with("cluster.enabled: cluster mode needs a store of record"))
+        };
+        assert!(refused(&s));
+        s.storage.engine = StorageEngine::Scylla;
+        assert!(!refused(&s));
+    }
+}

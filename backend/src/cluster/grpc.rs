@@ -1,0 +1,62 @@
+//! The node's gRPC listener (`cluster.grpc_listen`): the status service now
+//! (`ringchat.v1.Status`: `Assign`, `Ping`); the later cluster parts add their node-to-node
+//! services to the same server in `serve`. Bounded: requests at once per connection
+//! (`grpc_concurrency_per_connection`, load shed past it) and a deadline per request
+//! (`grpc_timeout_ms`); messages are tonic's default 4 MiB at most.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ringchat_proto::v1::status_server::{Status as StatusService, StatusServer};
+use ringchat_proto::v1::{AssignReply, AssignRequest, PingReply, PingRequest};
+use tonic::{Request, Response, Status};
+
+use super::Cluster;
+
+struct StatusImpl {
+    cluster: Arc<Cluster>,
+}
+
+#[tonic::async_trait]
+impl StatusService for StatusImpl {
+    async fn assign(&self, _: Request<AssignRequest>) -> Result<Response<AssignReply>, Status> {
+        let view = self.cluster.view();
+        let node = view
+            .assign()
+            .ok_or_else(|| Status::unavailable("no live node known yet; retry shortly"))?;
+        Ok(Response::new(AssignReply {
+            node_id: node.node_id.clone(),
+            client_addrs: node.client_addrs.clone(),
+            fresh: view.fresh,
+        }))
+    }
+
+    async fn ping(&self, _: Request<PingRequest>) -> Result<Response<PingReply>, Status> {
+        let view = self.cluster.view();
+        Ok(Response::new(PingReply {
+            node_id: self.cluster.node_id().to_owned(),
+            live_nodes: u32::try_from(view.nodes.len()).unwrap_or(u32::MAX),
+            fresh: view.fresh,
+        }))
+    }
+}
+
+/// Serves the node's gRPC services on `listener` until `stop` completes.
+pub async fn serve(
+    cluster: Arc<Cluster>,
+    listener: tokio::net::TcpListener,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let c = &cluster.config;
+    tonic::transport::Server::builder()
+        .concurrency_limit_per_connection(c.grpc_concurrency_per_connection)
+        .load_shed(true)
+        .timeout(Duration::from_millis(c.grpc_timeout_ms))
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(StatusServer::new(StatusImpl {
+            cluster: Arc::clone(&cluster),
+        }))
+        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), stop)
+        .await
+}

@@ -1,0 +1,189 @@
+//! Cluster mode, part 1 (issue 14): this node registers itself in Redis with a heartbeat and a
+//! TTL, keeps a lock-free view of the live nodes (`view.rs`), and serves the status service
+//! (`Assign`: which node a client should use) over gRPC (`grpc.rs`) and, in the gateway, as
+//! `GET /assign` on the WebSocket listener.
+//!
+//! Failure behaviour (ARCHITECTURE.md has the whole analysis): every Redis call has a deadline
+//! and goes through one circuit breaker (`redis.rs`). Redis away → the heartbeat fails, the view
+//! keeps the last nodes it read and is marked stale (`/metrics`, the admin overview, `Assign`'s
+//! `fresh`), and the node goes on serving its clients; Redis back → the next heartbeat writes
+//! the record again and rebuilds the view. Nothing on the message path waits on Redis.
+//!
+//! Seams for the later parts: node-to-node gRPC services are added to the same tonic server
+//! (`grpc::serve`); conversation ownership reads the live nodes from `Cluster::view`.
+
+pub mod admin;
+pub mod config;
+mod grpc;
+mod redis;
+mod registry;
+mod view;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+pub use config::ClusterConfig;
+pub use grpc::serve as serve_grpc;
+pub use redis::RedisError;
+pub use registry::NodeRecord;
+pub use view::{ClusterView, LiveNode};
+
+use crate::admin::overview::procfs;
+use registry::Registry;
+
+/// Counts this node's client connections (the gateway's shard counters), for its record.
+pub type ConnectionCount = Box<dyn Fn() -> u64 + Send + Sync>;
+
+/// This node's membership: its record, the view of the others, the heartbeat.
+pub struct Cluster {
+    config: ClusterConfig,
+    started_at_ms: u64,
+    registry: Registry,
+    view: ArcSwap<ClusterView>,
+    /// `None`: a status-only node (`--role status`), which reads the view but is no chat node.
+    connections: Option<ConnectionCount>,
+}
+
+impl Cluster {
+    /// Call on the tokio runtime (the Redis connection is made there, lazily: a node starts
+    /// while Redis is away). The heartbeat starts with `run`. Without `connections` the node
+    /// only reads the view (a status-only node) and registers nothing.
+    pub fn new(
+        config: &ClusterConfig,
+        connections: Option<ConnectionCount>,
+    ) -> Result<Arc<Self>, RedisError> {
+        let redis = redis::Redis::new(config)?;
+        Ok(Arc::new(Self {
+            registry: Registry::new(
+                redis,
+                &config.redis_key_prefix,
+                config.node_ttl_ms,
+                config.nodes_max,
+            ),
+            config: config.clone(),
+            started_at_ms: crate::time::now_ms(),
+            view: ArcSwap::from_pointee(ClusterView::default()),
+            connections,
+        }))
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.config.node_id
+    }
+
+    /// The live nodes as last read; never waits.
+    pub fn view(&self) -> Arc<ClusterView> {
+        self.view.load_full()
+    }
+
+    /// Whether this node's record has reached Redis (for `/readyz`).
+    pub fn joined(&self) -> bool {
+        self.view.load().joined
+    }
+
+    /// `GET /assign`: the status code and the JSON body.
+    pub fn assign_http(&self) -> (u16, String) {
+        let view = self.view.load();
+        match view.assign() {
+            Some(node) => (
+                200,
+                serde_json::json!({
+                    "node_id": node.node_id,
+                    "client_addrs": node.client_addrs,
+                    "fresh": view.fresh,
+                })
+                .to_string(),
+            ),
+            None => (
+                503,
+                serde_json::json!({"error": "no live node known yet; retry shortly"}).to_string(),
+            ),
+        }
+    }
+
+    /// Heartbeats until `stop` completes, then deregisters (bounded by the Redis deadline).
+    pub async fn run(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
+        let mut tick =
+            tokio::time::interval(Duration::from_millis(self.config.heartbeat_interval_ms));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut cpu = CpuMeter::new();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                () = &mut stop => break,
+                _ = tick.tick() => self.heartbeat(cpu.percent()).await,
+            }
+        }
+        if self.connections.is_none() {
+            return;
+        }
+        match self.registry.deregister(&self.config.node_id).await {
+            Ok(()) => tracing::info!(node = %self.config.node_id, "cluster: left"),
+            Err(err) => {
+                tracing::warn!(%err, "cluster: could not deregister; the record expires after node_ttl_ms")
+            }
+        }
+    }
+
+    async fn heartbeat(&self, cpu_percent: f32) {
+        let now = crate::time::now_ms();
+        let me = self.connections.as_ref().map(|count| NodeRecord {
+            node_id: self.config.node_id.clone(),
+            advertise_addr: self.config.advertised().to_owned(),
+            client_addrs: self.config.client_addrs.clone(),
+            started_at_ms: self.started_at_ms,
+            heartbeat_at_ms: now,
+            connections: count(),
+            cpu_percent,
+        });
+        match self.registry.heartbeat(me.as_ref()).await {
+            Ok(mut nodes) => {
+                // SRANDMEMBER may leave this node out past `nodes_max`: it is live all the same.
+                if let Some(me) = me
+                    && !nodes.iter().any(|n| n.node_id == me.node_id)
+                {
+                    nodes.push(me);
+                    nodes.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+                }
+                let old = self.view.swap(Arc::new(ClusterView::new(nodes, now)));
+                if !old.fresh && old.joined {
+                    tracing::info!("cluster: Redis reachable again; the node view is fresh");
+                }
+            }
+            Err(err) => {
+                metrics::counter!("ringchat_cluster_heartbeat_failures_total").increment(1);
+                let old = self.view.load();
+                if old.fresh || !old.joined {
+                    tracing::warn!(%err, "cluster: heartbeat failed; serving on with the last node view (stale)");
+                }
+                self.view.store(Arc::new(old.stale(err.to_string())));
+            }
+        }
+    }
+}
+
+/// This process's CPU between two calls, in percent of one core.
+struct CpuMeter {
+    last: (std::time::Instant, u64),
+}
+
+impl CpuMeter {
+    fn new() -> Self {
+        Self {
+            last: (std::time::Instant::now(), procfs::read_process().cpu_ticks),
+        }
+    }
+
+    fn percent(&mut self) -> f32 {
+        let now = (std::time::Instant::now(), procfs::read_process().cpu_ticks);
+        let secs = now.0.duration_since(self.last.0).as_secs_f64();
+        let ticks = now.1.saturating_sub(self.last.1) as f64;
+        self.last = now;
+        if secs <= 0.0 {
+            return 0.0;
+        }
+        (ticks / procfs::ticks_per_second() as f64 / secs * 100.0) as f32
+    }
+}

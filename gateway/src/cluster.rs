@@ -1,0 +1,175 @@
+//! Cluster mode in the binary: starts this node's membership (heartbeat into Redis, the view)
+//! and its gRPC listener, and stops them in order; and `--role status`, a node that serves only
+//! the status service (gRPC `Assign`, HTTP `GET /assign` on `gateway.ws_listen`) with no shards,
+//! no store and no chat clients.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use ringchat_backend::cluster::{self, Cluster, ConnectionCount};
+use ringchat_backend::config::ClusterConfig;
+use tokio::sync::oneshot;
+
+use crate::config::Config;
+
+/// What `serve --role` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// A chat node (one box, or one node of a cluster with `[cluster] enabled`).
+    Node,
+    /// Only the status service: needs `[cluster] enabled`.
+    Status,
+}
+
+/// A running membership: stop it with `stop`.
+pub struct Node {
+    pub cluster: Arc<Cluster>,
+    pub grpc_addr: SocketAddr,
+    heartbeat_stop: oneshot::Sender<()>,
+    heartbeat: tokio::task::JoinHandle<()>,
+    grpc_stop: oneshot::Sender<()>,
+}
+
+/// Binds `cluster.grpc_listen`, starts the heartbeat and the gRPC server on `rt`.
+pub fn start(
+    rt: &tokio::runtime::Runtime,
+    config: &ClusterConfig,
+    connections: Option<ConnectionCount>,
+) -> anyhow::Result<Node> {
+    let cluster = {
+        let _guard = rt.enter();
+        Cluster::new(config, connections).context("cluster.redis_url")?
+    };
+    let addr: SocketAddr = config.grpc_listen.parse().context("cluster.grpc_listen")?;
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(addr))
+        .with_context(|| format!("binding cluster.grpc_listen {addr}"))?;
+    let grpc_addr = listener.local_addr()?;
+    let (grpc_stop, grpc_stop_rx) = oneshot::channel::<()>();
+    rt.spawn({
+        let cluster = Arc::clone(&cluster);
+        async move {
+            let stop = async {
+                let _ = grpc_stop_rx.await;
+            };
+            if let Err(err) = cluster::serve_grpc(cluster, listener, stop).await {
+                tracing::error!(%err, "cluster: the gRPC listener failed");
+            }
+        }
+    });
+    let (heartbeat_stop, heartbeat_stop_rx) = oneshot::channel::<()>();
+    let heartbeat = rt.spawn(Arc::clone(&cluster).run(async {
+        let _ = heartbeat_stop_rx.await;
+    }));
+    tracing::info!(node = %config.node_id, grpc = %grpc_addr, "cluster: node started");
+    Ok(Node {
+        cluster,
+        grpc_addr,
+        heartbeat_stop,
+        heartbeat,
+        grpc_stop,
+    })
+}
+
+impl Node {
+    /// Leaves the cluster (deregisters, bounded by the Redis deadline) and stops gRPC.
+    pub fn stop(self, rt: &tokio::runtime::Runtime) {
+        let _ = self.heartbeat_stop.send(());
+        let left = rt.block_on(tokio::time::timeout(Duration::from_secs(5), self.heartbeat));
+        if left.is_err() {
+            tracing::warn!("cluster: leaving took too long; the record expires after node_ttl_ms");
+        }
+        let _ = self.grpc_stop.send(());
+    }
+}
+
+/// `serve --role status`: the status service only, until SIGINT/SIGTERM.
+pub fn run_status(config: &Config) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        config.cluster.enabled,
+        "--role status needs [cluster] enabled = true (and its redis_url)"
+    );
+    let http: SocketAddr = config
+        .gateway
+        .ws_listen
+        .parse()
+        .context("gateway.ws_listen: --role status serves GET /assign there")?;
+    let rt = ringchat_backend::build_runtime(&config.backend).context("starting the runtime")?;
+    let node = start(&rt, &config.cluster, None)?;
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(http))
+        .with_context(|| format!("binding gateway.ws_listen {http}"))?;
+    let http_bound = listener.local_addr()?;
+    let (http_stop, http_stop_rx) = oneshot::channel::<()>();
+    rt.spawn(serve_status_http(
+        Arc::clone(&node.cluster),
+        listener,
+        http_stop_rx,
+    ));
+    println!(
+        "ringchat ready role=status ws={http_bound} grpc={}",
+        node.grpc_addr
+    );
+    tracing::info!(ws = %http_bound, grpc = %node.grpc_addr, "ringchat status service ready");
+    let signal = rt.block_on(crate::server::wait_for_signal())?;
+    tracing::info!(signal, "shutting down");
+    let _ = http_stop.send(());
+    node.stop(&rt);
+    rt.shutdown_timeout(Duration::from_secs(1));
+    Ok(())
+}
+
+/// `GET /assign` and `GET /readyz` on plain HTTP, for the status-only node. Bounded by hyper's
+/// defaults behind axum: a request head of at most ~400 KiB, no bodies read.
+async fn serve_status_http(
+    cluster: Arc<Cluster>,
+    listener: tokio::net::TcpListener,
+    stop: oneshot::Receiver<()>,
+) {
+    use axum::http::{StatusCode, header};
+    use axum::routing::get;
+    let assign = {
+        let cluster = Arc::clone(&cluster);
+        move || {
+            let (status, body) = cluster.assign_http();
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            async move {
+                (
+                    status,
+                    [
+                        (header::CONTENT_TYPE, "application/json"),
+                        (header::CACHE_CONTROL, "no-store"),
+                        (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+                    ],
+                    body,
+                )
+            }
+        }
+    };
+    let ready = move || {
+        let joined = cluster.joined();
+        async move {
+            if joined {
+                (StatusCode::OK, "ready\n")
+            } else {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not ready: Redis not reached yet\n",
+                )
+            }
+        }
+    };
+    let app = axum::Router::new()
+        .route("/assign", get(assign))
+        .route("/readyz", get(ready));
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = stop.await;
+        })
+        .await;
+    if let Err(err) = served {
+        tracing::error!(%err, "status HTTP listener failed");
+    }
+}

@@ -1,0 +1,427 @@
+//! Cluster mode, part 1: real `ringchat` nodes on one PostgreSQL database and Redis. Each node
+//! sees the others (admin API, /metrics), `GET /assign` and gRPC `Assign` spread clients by
+//! load, a node killed with -9 leaves the view after `node_ttl_ms`, `/readyz` says whether a
+//! node joined; with Redis stopped the nodes keep serving and mark their view stale, and with
+//! Redis back the view is rebuilt. Needs the servers `scripts/test.sh` starts
+//! (RINGCHAT_TEST_POSTGRES_URL, RINGCHAT_TEST_REDIS_URL); fails without them.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+
+use common::{TestServer, http_get, wait_until};
+use serde_json::Value;
+
+const HEARTBEAT_MS: &str = "200";
+const NODE_TTL_MS: u64 = 1_500;
+
+/// A fresh database on the test PostgreSQL server; returns its URL.
+async fn fresh_database() -> String {
+    let url = std::env::var("RINGCHAT_TEST_POSTGRES_URL").expect(
+        "RINGCHAT_TEST_POSTGRES_URL is not set: this test needs a PostgreSQL server \
+         (`bash scripts/test.sh` starts one)",
+    );
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test PostgreSQL server");
+    tokio::spawn(connection);
+    let name = format!("ringchat_cluster_{}", unique());
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create the test database");
+    let (base, _) = url.rsplit_once('/').expect("postgres://…/database");
+    format!("{base}/{name}")
+}
+
+fn redis_url() -> String {
+    std::env::var("RINGCHAT_TEST_REDIS_URL").expect(
+        "RINGCHAT_TEST_REDIS_URL is not set: this test needs Redis (`bash scripts/test.sh` \
+         starts one; scripts/redis-test-server.sh)",
+    )
+}
+
+fn unique() -> String {
+    format!(
+        "{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One node's settings: the shared store and Redis, its own id, ports and key prefix.
+struct NodeEnv {
+    vars: Vec<(String, String)>,
+}
+
+impl NodeEnv {
+    fn new(db: &str, redis: &str, prefix: &str, id: &&str) -> Self {
+        let (ws, grpc) = (free_port(), free_port());
+        let vars = [
+            ("STORAGE__ENGINE", "postgres".to_owned()),
+            ("STORAGE__POSTGRES__URL", db.to_owned()),
+            ("CLUSTER__ENABLED", "true".to_owned()),
+            ("CLUSTER__NODE_ID", (*id).to_owned()),
+            ("CLUSTER__REDIS_URL", redis.to_owned()),
+            ("CLUSTER__REDIS_KEY_PREFIX", prefix.to_owned()),
+            ("CLUSTER__GRPC_LISTEN", format!("127.0.0.1:{grpc}")),
+            (
+                "CLUSTER__CLIENT_ADDRS",
+                format!("[\"ws://127.0.0.1:{ws}/ws\"]"),
+            ),
+            ("CLUSTER__HEARTBEAT_INTERVAL_MS", HEARTBEAT_MS.to_owned()),
+            ("CLUSTER__NODE_TTL_MS", NODE_TTL_MS.to_string()),
+            ("CLUSTER__REDIS_TIMEOUT_MS", "150".to_owned()),
+            ("CLUSTER__REDIS_BREAKER_OPEN_MS", "300".to_owned()),
+            ("GATEWAY__WS_LISTEN", format!("127.0.0.1:{ws}")),
+        ];
+        Self {
+            vars: vars.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+        }
+    }
+
+    fn pairs(&self) -> Vec<(&str, &str)> {
+        self.vars
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+
+    fn grpc(&self) -> String {
+        self.vars
+            .iter()
+            .find(|(k, _)| k == "CLUSTER__GRPC_LISTEN")
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    }
+}
+
+fn start_nodes(db: &str, redis: &str, prefix: &str, ids: &[&str]) -> Vec<(NodeEnv, TestServer)> {
+    ids.iter()
+        .map(|id| {
+            let env = NodeEnv::new(db, redis, prefix, id);
+            let server = TestServer::start(&env.pairs());
+            (env, server)
+        })
+        .collect()
+}
+
+fn live_nodes(server: &TestServer) -> f64 {
+    server.metric("ringchat_cluster_nodes")
+}
+
+/// `GET /assign` on a node's WebSocket listener: the chosen node's id and whether it is fresh.
+fn assign(server: &TestServer) -> (String, bool, Vec<String>) {
+    let body = http_get(server.ws, "/assign");
+    let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    let addrs = v["client_addrs"]
+        .as_array()
+        .expect("client_addrs")
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect();
+    (
+        v["node_id"].as_str().expect("node_id").to_owned(),
+        v["fresh"].as_bool().expect("fresh"),
+        addrs,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_see_each_other_spread_clients_and_drop_a_killed_node() {
+    let db = fresh_database().await;
+    let prefix = format!("it_{}", unique());
+    let mut nodes = start_nodes(&db, &redis_url(), &prefix, &["n1", "n2", "n3"]);
+
+    // Each sees the other two: /metrics, /readyz, and the admin overview.
+    for (_, s) in &nodes {
+        wait_until("every node sees three live nodes", || live_nodes(s) == 3.0);
+        assert_eq!(http_get(s.admin, "/readyz"), "ready\n");
+        assert_eq!(s.metric("ringchat_cluster_joined"), 1.0);
+    }
+    let (_, n1) = &nodes[0];
+    let (status, overview) = n1.api_key("ops", "viewer").get("/api/overview");
+    assert_eq!(status, 200, "{overview}");
+    let cluster = &overview["cluster"];
+    assert_eq!(cluster["node_id"], "n1");
+    assert_eq!(cluster["fresh"], true);
+    let ids: Vec<&str> = cluster["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["n1", "n2", "n3"]);
+
+    // Idle nodes: a burst of assignments goes round all three (between two heartbeats each
+    // node counts the clients it sent to each; a heartbeat starts the count over), each with
+    // the addresses that node advertises.
+    let picks: HashSet<String> = (0..30).map(|_| assign(n1).0).collect();
+    assert_eq!(picks.len(), 3, "{picks:?}");
+    let (id, fresh, addrs) = assign(&nodes[1].1);
+    assert!(fresh);
+    let node = &nodes
+        .iter()
+        .find(|(e, _)| e.vars.iter().any(|(_, v)| *v == id))
+        .unwrap()
+        .1;
+    assert_eq!(addrs, [format!("ws://{}/ws", node.ws)]);
+
+    // Load: eight clients on n1. Once n2 reads n1's new load, n2 sends nobody to n1 until the
+    // others caught up.
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        held.push(n1.client().await);
+    }
+    let n2 = &nodes[1].1;
+    wait_until("n2 sees n1's eight connections", || {
+        n2.metric("ringchat_cluster_node_connections{node=\"n1\"}") >= 8.0
+    });
+    let picks: Vec<String> = (0..6).map(|_| assign(n2).0).collect();
+    assert!(!picks.contains(&"n1".to_owned()), "{picks:?}");
+
+    // gRPC on any node: the same service.
+    let mut grpc = ringchat_proto::v1::status_client::StatusClient::connect(format!(
+        "http://{}",
+        nodes[2].0.grpc()
+    ))
+    .await
+    .expect("gRPC connect");
+    let ping = grpc
+        .ping(ringchat_proto::v1::PingRequest {})
+        .await
+        .expect("Ping")
+        .into_inner();
+    assert_eq!(
+        (ping.node_id.as_str(), ping.live_nodes, ping.fresh),
+        ("n3", 3, true)
+    );
+    let reply = grpc
+        .assign(ringchat_proto::v1::AssignRequest {})
+        .await
+        .expect("Assign")
+        .into_inner();
+    assert_ne!(reply.node_id, "n1");
+    drop(held);
+
+    // kill -9 n3: the others drop it once its record expires, not before its TTL.
+    let killed_at = std::time::Instant::now();
+    nodes[2].1.kill9();
+    for (_, s) in &nodes[..2] {
+        wait_until("n3 leaves the view", || live_nodes(s) == 2.0);
+    }
+    assert!(
+        killed_at.elapsed().as_millis() as u64 >= NODE_TTL_MS / 2,
+        "n3 left after {:?}, well before its TTL",
+        killed_at.elapsed()
+    );
+    let picks: HashSet<String> = (0..4).map(|_| assign(&nodes[0].1).0).collect();
+    assert!(!picks.contains("n3"), "{picks:?}");
+
+    // A graceful stop deregisters at once.
+    nodes[1].1.stop();
+    wait_until("a stopped n2 leaves the view", || {
+        live_nodes(&nodes[0].1) == 1.0
+    });
+}
+
+/// A Redis of this test's own, stopped and started again on the same port.
+struct OwnRedis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl OwnRedis {
+    fn start(port: u16) -> Self {
+        let bin =
+            std::env::var("RINGCHAT_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+        let child = Command::new(&bin)
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{bin}: {e} (scripts/test.sh installs redis-server)"));
+        let mut redis = Self {
+            port,
+            child: Some(child),
+        };
+        let stdout = redis.child.as_mut().unwrap().stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains("Ready to accept connections") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        rx.recv_timeout(common::READY_TIMEOUT)
+            .expect("the test's Redis gets ready");
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_leaves_nodes_serving_on_a_stale_view_and_redis_back_rebuilds_it() {
+    let db = fresh_database().await;
+    let mut redis = OwnRedis::start(free_port());
+    let nodes = start_nodes(&db, &redis.url(), "outage", &["a", "b"]);
+    for (_, s) in &nodes {
+        wait_until("both nodes see each other", || live_nodes(s) == 2.0);
+    }
+
+    redis.stop();
+    for (_, s) in &nodes {
+        wait_until("the view is marked stale", || {
+            s.metric("ringchat_cluster_view_fresh") == 0.0
+        });
+        // The last view is kept; clients are still served and still sent somewhere.
+        assert_eq!(live_nodes(s), 2.0);
+        let (_, fresh, _) = assign(s);
+        assert!(!fresh);
+        assert_eq!(
+            http_get(s.admin, "/readyz"),
+            "ready\n",
+            "joined once, still serving"
+        );
+    }
+    let (mut alice, _) = nodes[0].1.user("alice").await;
+    alice
+        .ping()
+        .await
+        .expect("a node serves its clients with Redis down");
+    let (status, overview) = nodes[1].1.api_key("ops", "viewer").get("/api/overview");
+    assert_eq!(status, 200);
+    assert_eq!(overview["cluster"]["fresh"], false);
+    assert!(
+        overview["cluster"]["error"].as_str().is_some(),
+        "{overview}"
+    );
+
+    // Redis back, empty: the heartbeats write the records again and the views are fresh.
+    let _redis = OwnRedis::start(redis.port);
+    for (_, s) in &nodes {
+        wait_until("the view is fresh again", || {
+            s.metric("ringchat_cluster_view_fresh") == 1.0 && live_nodes(s) == 2.0
+        });
+    }
+}
+
+/// `serve --role status`: only the status service, over HTTP and gRPC, no chat node itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_only_node_assigns_clients_to_the_chat_nodes() {
+    let db = fresh_database().await;
+    let prefix = format!("st_{}", unique());
+    let nodes = start_nodes(&db, &redis_url(), &prefix, &["c1", "c2"]);
+    for (_, s) in &nodes {
+        wait_until("both chat nodes see each other", || live_nodes(s) == 2.0);
+    }
+    let status_env = NodeEnv::new(&db, &redis_url(), &prefix, &"status1");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringchat"))
+        .args(["serve", "--role", "status"])
+        .env_clear()
+        .envs(
+            status_env
+                .vars
+                .iter()
+                .map(|(k, v)| (format!("RINGCHAT_{k}"), v.clone())),
+        )
+        .env("RINGCHAT_STORAGE__DATA_DIR", tmp.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ringchat --role status");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with("ringchat ready") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let line = match rx.recv_timeout(common::READY_TIMEOUT) {
+        Ok(line) => line,
+        Err(e) => {
+            let _ = child.kill();
+            panic!("the status node did not get ready: {e}");
+        }
+    };
+    let fields: HashMap<&str, &str> = line
+        .split_whitespace()
+        .filter_map(|f| f.split_once('='))
+        .collect();
+    let ws: SocketAddr = fields["ws"].parse().unwrap();
+
+    wait_until("the status node sees both chat nodes", || {
+        let body = http_get(ws, "/assign");
+        body.contains("\"c1\"") || body.contains("\"c2\"")
+    });
+    let picks: HashSet<String> = (0..2)
+        .map(|_| {
+            let v: Value = serde_json::from_str(&http_get(ws, "/assign")).unwrap();
+            v["node_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    // The status node registers nothing: only the two chat nodes are handed out.
+    assert!(picks.iter().all(|p| p == "c1" || p == "c2"), "{picks:?}");
+    assert_eq!(http_get(ws, "/readyz"), "ready\n");
+    let mut grpc = ringchat_proto::v1::status_client::StatusClient::connect(format!(
+        "http://{}",
+        fields["grpc"]
+    ))
+    .await
+    .expect("gRPC connect");
+    let reply = grpc
+        .assign(ringchat_proto::v1::AssignRequest {})
+        .await
+        .expect("Assign")
+        .into_inner();
+    assert!(["c1", "c2"].contains(&reply.node_id.as_str()));
+    // Two heartbeats later the chat nodes still count only themselves.
+    let seen = nodes[0]
+        .1
+        .metric("ringchat_cluster_heartbeat_failures_total");
+    assert_eq!(seen, 0.0);
+    assert_eq!(
+        live_nodes(&nodes[0].1),
+        2.0,
+        "the status node is no chat node"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
