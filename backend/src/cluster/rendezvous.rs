@@ -22,17 +22,23 @@ pub fn weight(conv: u64, node: u64) -> u64 {
     mix(conv ^ mix(node))
 }
 
-/// Index in `nodes` (node numbers) of `conv`'s owner; `None` when there is no node. Ties (two
-/// nodes of the same number cannot both be live: their ids would collide) go to the first.
-pub fn owner_index(conv: u64, nodes: &[u64]) -> Option<usize> {
-    let mut best: Option<(usize, u64)> = None;
-    for (i, &node) in nodes.iter().enumerate() {
-        let w = weight(conv, node);
-        if best.is_none_or(|(_, bw)| w > bw) {
-            best = Some((i, w));
+/// Of `nodes` (each with its node number), the one that owns `conv`: the highest weight;
+/// `None` when there is no node. Ties (two live nodes cannot share a number: their ids would
+/// collide) go to the first.
+pub fn owner<T>(conv: u64, nodes: impl IntoIterator<Item = (T, u64)>) -> Option<T> {
+    let mut best: Option<(T, u64)> = None;
+    for (node, number) in nodes {
+        let w = weight(conv, number);
+        if best.as_ref().is_none_or(|(_, bw)| w > *bw) {
+            best = Some((node, w));
         }
     }
-    best.map(|(i, _)| i)
+    best.map(|(node, _)| node)
+}
+
+/// Index in `nodes` (node numbers) of `conv`'s owner.
+pub fn owner_index(conv: u64, nodes: &[u64]) -> Option<usize> {
+    owner(conv, nodes.iter().copied().enumerate())
 }
 
 /// The 64-bit finaliser of MurmurHash3: every input bit flips about half the output bits.
