@@ -8,12 +8,11 @@ mod common;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use common::TestServer;
 use common::migrate::{fill_store, ringchat, text};
 use ringchat_bench::client::{conversation_id, text_message};

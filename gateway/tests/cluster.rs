@@ -13,9 +13,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 
-use common::cluster::{
-    NODE_TTL_MS, NodeEnv, free_port, fresh_database, redis_url, start_nodes, unique,
-};
+use common::cluster::{NODE_TTL_MS, NodeEnv, free_port, redis_url, start_nodes, unique};
 use common::{TestServer, http_get, wait_until};
 use serde_json::Value;
 
@@ -42,7 +40,7 @@ fn assign(server: &TestServer) -> (String, bool, Vec<String>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_see_each_other_spread_clients_and_drop_a_killed_node() {
-    let db = fresh_database().await;
+    let db = common::store::fresh_database();
     let prefix = format!("it_{}", unique());
     let mut nodes = start_nodes(&db, &redis_url(), &prefix, &["n1", "n2", "n3"]);
 
@@ -193,7 +191,7 @@ impl Drop for OwnRedis {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_leaves_nodes_serving_on_a_stale_view_and_redis_back_rebuilds_it() {
-    let db = fresh_database().await;
+    let db = common::store::fresh_database();
     let mut redis = OwnRedis::start(free_port());
     let nodes = start_nodes(&db, &redis.url(), "outage", &["a", "b"]);
     for (_, s) in &nodes {
@@ -240,7 +238,7 @@ async fn redis_down_leaves_nodes_serving_on_a_stale_view_and_redis_back_rebuilds
 /// `serve --role status`: only the status service, over HTTP and gRPC, no chat node itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_status_only_node_assigns_clients_to_the_chat_nodes() {
-    let db = fresh_database().await;
+    let db = common::store::fresh_database();
     let prefix = format!("st_{}", unique());
     let nodes = start_nodes(&db, &redis_url(), &prefix, &["c1", "c2"]);
     for (_, s) in &nodes {
@@ -263,22 +261,8 @@ async fn a_status_only_node_assigns_clients_to_the_chat_nodes() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn ringchat --role status");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.starts_with("ringchat ready") {
-                let _ = tx.send(line);
-            }
-        }
-    });
-    let line = match rx.recv_timeout(common::READY_TIMEOUT) {
-        Ok(line) => line,
-        Err(e) => {
-            let _ = child.kill();
-            panic!("the status node did not get ready: {e}");
-        }
-    };
+    let line = common::ready_line(&mut child)
+        .unwrap_or_else(|e| panic!("the status node did not get ready: {e}"));
     let fields: HashMap<&str, &str> = line
         .split_whitespace()
         .filter_map(|f| f.split_once('='))

@@ -11,7 +11,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::cluster::{fresh_database, redis_url, start_nodes, unique};
+use common::cluster::{redis_url, start_nodes, unique};
 use common::groups::{create_id, send_body};
 use common::{TestServer, WAIT_DEADLINE};
 use ringchat_bench::client::Client;
@@ -63,8 +63,8 @@ async fn synced(c: &mut Client, conv: u64) -> Vec<(u64, String)> {
         .collect()
 }
 
-async fn three_nodes() -> Vec<TestServer> {
-    let db = fresh_database().await;
+fn three_nodes() -> Vec<TestServer> {
+    let db = common::store::fresh_database();
     let prefix = format!("rc_msgs_{}", unique());
     start_nodes(&db, &redis_url(), &prefix, &["n1", "n2", "n3"])
         .into_iter()
@@ -74,7 +74,7 @@ async fn three_nodes() -> Vec<TestServer> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_messages_across_nodes_are_stored_once_in_order_and_sync_anywhere() {
-    let nodes = three_nodes().await;
+    let nodes = three_nodes();
     let (mut alice, a) = nodes[0].user("alice").await;
     let (mut bob, b) = nodes[1].user("bob").await;
     // Alternating senders on two nodes: each turn moves the conversation's epoch.
@@ -110,7 +110,7 @@ async fn direct_messages_across_nodes_are_stored_once_in_order_and_sync_anywhere
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_written_from_three_nodes_keeps_gap_free_seqs_on_every_node() {
-    let nodes = three_nodes().await;
+    let nodes = three_nodes();
     let (mut alice, _) = nodes[0].user("alice").await;
     let (mut bob, b) = nodes[1].user("bob").await;
     let (mut carol, c) = nodes[2].user("carol").await;

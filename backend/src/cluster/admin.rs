@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::view::LiveNode;
 use super::{Cluster, NodeRecord};
 
 /// The cluster as this node sees it.
@@ -66,38 +67,39 @@ pub fn render_metrics(cluster: &Cluster, out: &mut String) {
         "# HELP ringchat_cluster_nodes Live nodes in this node's view.\n# TYPE ringchat_cluster_nodes gauge\nringchat_cluster_nodes {}",
         view.nodes.len()
     );
-    let _ = writeln!(
+    per_node(
         out,
-        "# HELP ringchat_cluster_node_connections Client connections per live node, as it last published them.\n# TYPE ringchat_cluster_node_connections gauge"
+        &view.nodes,
+        "ringchat_cluster_node_connections",
+        "Client connections per live node, as it last published them.",
+        |n| n.record.connections.to_string(),
     );
-    for n in &view.nodes {
-        let _ = writeln!(
-            out,
-            "ringchat_cluster_node_connections{{node=\"{}\"}} {}",
-            n.record.node_id, n.record.connections
-        );
-    }
-    let _ = writeln!(
+    per_node(
         out,
-        "# HELP ringchat_cluster_node_cpu_percent Process CPU per live node, in percent of one core.\n# TYPE ringchat_cluster_node_cpu_percent gauge"
+        &view.nodes,
+        "ringchat_cluster_node_cpu_percent",
+        "Process CPU per live node, in percent of one core.",
+        |n| n.record.cpu_percent.to_string(),
     );
-    for n in &view.nodes {
-        let _ = writeln!(
-            out,
-            "ringchat_cluster_node_cpu_percent{{node=\"{}\"}} {}",
-            n.record.node_id, n.record.cpu_percent
-        );
-    }
-    let _ = writeln!(
+    per_node(
         out,
-        "# HELP ringchat_cluster_node_assigned Clients this node's status service sent to each node since its last heartbeat.\n# TYPE ringchat_cluster_node_assigned gauge"
+        &view.nodes,
+        "ringchat_cluster_node_assigned",
+        "Clients this node's status service sent to each node since its last heartbeat.",
+        |n| n.assigned.load(Relaxed).to_string(),
     );
-    for n in &view.nodes {
-        let _ = writeln!(
-            out,
-            "ringchat_cluster_node_assigned{{node=\"{}\"}} {}",
-            n.record.node_id,
-            n.assigned.load(Relaxed)
-        );
+}
+
+/// A gauge family with one series per live node.
+fn per_node(
+    out: &mut String,
+    nodes: &[LiveNode],
+    name: &str,
+    help: &str,
+    value: impl Fn(&LiveNode) -> String,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+    for n in nodes {
+        let _ = writeln!(out, "{name}{{node=\"{}\"}} {}", n.record.node_id, value(n));
     }
 }

@@ -1,29 +1,11 @@
 //! Cluster tests' harness: real `ringchat` nodes on one PostgreSQL database and Redis (the
-//! servers `scripts/test.sh` starts: RINGCHAT_TEST_POSTGRES_URL, RINGCHAT_TEST_REDIS_URL).
+//! servers `scripts/test.sh` starts: RINGCHAT_TEST_POSTGRES_URL, RINGCHAT_TEST_REDIS_URL). The
+//! database: `common::store::fresh_database`.
 
 use super::TestServer;
 
 pub const HEARTBEAT_MS: &str = "200";
 pub const NODE_TTL_MS: u64 = 1_500;
-
-/// A fresh database on the test PostgreSQL server; returns its URL.
-pub async fn fresh_database() -> String {
-    let url = std::env::var("RINGCHAT_TEST_POSTGRES_URL").expect(
-        "RINGCHAT_TEST_POSTGRES_URL is not set: this test needs a PostgreSQL server \
-         (`bash scripts/test.sh` starts one)",
-    );
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .expect("connect to the test PostgreSQL server");
-    tokio::spawn(connection);
-    let name = format!("ringchat_cluster_{}", unique());
-    client
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .expect("create the test database");
-    let (base, _) = url.rsplit_once('/').expect("postgres://…/database");
-    format!("{base}/{name}")
-}
 
 pub fn redis_url() -> String {
     std::env::var("RINGCHAT_TEST_REDIS_URL").expect(

@@ -43,6 +43,24 @@ pub fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// Waits (up to [`READY_TIMEOUT`]) for the `ringchat ready …` line on a spawned server's
+/// piped stdout; kills the child if it does not come.
+pub fn ready_line(child: &mut Child) -> Result<String, String> {
+    let stdout = child.stdout.take().expect("the server's stdout is piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with("ringchat ready") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    rx.recv_timeout(READY_TIMEOUT).map_err(|e| {
+        let _ = child.kill();
+        format!("no ready line in {READY_TIMEOUT:?}: {e}")
+    })
+}
+
 /// A server that exited at start-up.
 #[derive(Debug)]
 pub struct FailedStart {
@@ -255,21 +273,9 @@ impl TestServer {
             .stderr(log)
             .spawn()
             .expect("spawn ringchat");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.starts_with("ringchat ready") {
-                    let _ = tx.send(line);
-                }
-            }
-        });
-        let line = match rx.recv_timeout(READY_TIMEOUT) {
+        let line = match ready_line(&mut child) {
             Ok(line) => line,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("server not ready in time; log:\n{}", self.log_tail());
-            }
+            Err(e) => panic!("server not ready: {e}; log:\n{}", self.log_tail()),
         };
         let fields: HashMap<&str, &str> = line
             .split_whitespace()
