@@ -146,6 +146,15 @@ impl Backend {
             dir: settings.storage.data_dir.clone(),
             source,
         })?;
+        // Cluster mode: conversations are claimed and every commit group fenced.
+        let writer = if settings.cluster.enabled {
+            writer.with_ownership(
+                crate::cluster::rendezvous::node_number(&settings.cluster.node_id),
+                Arc::clone(&ports.owners),
+            )
+        } else {
+            writer
+        };
         // The shards queue writes here directly: the same bound as the backend's request queue,
         // so that a sequencer waiting on an fsync does not make every sender wait for room
         // (each wait is a cross-thread wake-up per write).

@@ -17,6 +17,7 @@ pub mod config;
 mod grpc;
 mod redis;
 mod registry;
+pub mod rendezvous;
 mod view;
 
 use std::sync::Arc;

@@ -10,6 +10,8 @@ use super::registry::NodeRecord;
 #[derive(Debug)]
 pub struct LiveNode {
     pub record: NodeRecord,
+    /// `rendezvous::node_number` of the record's id, computed once per snapshot.
+    pub number: u64,
     /// Assignments made from this snapshot: a burst of `Assign` calls within one heartbeat
     /// spreads over the nodes instead of all landing on the one that looked least loaded.
     pub assigned: AtomicU64,
@@ -35,6 +37,7 @@ impl ClusterView {
             nodes: records
                 .into_iter()
                 .map(|record| LiveNode {
+                    number: super::rendezvous::node_number(&record.node_id),
                     record,
                     assigned: AtomicU64::new(0),
                 })
@@ -54,6 +57,7 @@ impl ClusterView {
                 .iter()
                 .map(|n| LiveNode {
                     record: n.record.clone(),
+                    number: n.number,
                     assigned: AtomicU64::new(n.assigned.load(Relaxed)),
                 })
                 .collect(),
@@ -62,6 +66,13 @@ impl ClusterView {
             read_at_ms: self.read_at_ms,
             error: Some(error),
         }
+    }
+
+    /// The node that sequences conversation `conv` (its wire id) by this view: rendezvous
+    /// hashing over the live nodes (`rendezvous.rs`); `None` while no node is known. Allocates
+    /// nothing: read per write by the shards.
+    pub fn owner_of(&self, conv: u64) -> Option<&LiveNode> {
+        super::rendezvous::owner(conv, self.nodes.iter().map(|n| (n, n.number)))
     }
 
     /// The least-loaded node, counted as its connections plus the clients sent to it since
@@ -104,5 +115,20 @@ mod tests {
         // b (2) first; then b and c tie at 3 and the id decides; a (5) once the others reach 5.
         assert_eq!(picks, ["b", "b", "c", "b", "c", "a"]);
         assert!(ClusterView::default().assign().is_none());
+    }
+
+    #[test]
+    fn owner_of_agrees_with_rendezvous_and_survives_a_stale_copy() {
+        use super::super::rendezvous::{node_number, owner_index};
+        let view = ClusterView::new(vec![node("a", 0), node("b", 0), node("c", 0)], 1);
+        let numbers: Vec<u64> = ["a", "b", "c"].iter().map(|id| node_number(id)).collect();
+        let stale = view.stale("redis away".into());
+        for conv in 1..1000 {
+            let owner = view.owner_of(conv).expect("nodes");
+            let i = owner_index(conv, &numbers).expect("nodes");
+            assert_eq!(owner.number, numbers[i]);
+            assert_eq!(stale.owner_of(conv).expect("nodes").number, owner.number);
+        }
+        assert!(ClusterView::default().owner_of(1).is_none());
     }
 }

@@ -4,6 +4,7 @@
 pub mod account;
 pub mod admin;
 pub mod browser;
+pub mod cluster;
 pub mod contacts;
 pub mod groups;
 pub mod kill9;

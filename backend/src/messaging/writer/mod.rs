@@ -38,6 +38,7 @@ use crate::store::{
 use crate::time::now_ms;
 
 mod apply;
+mod ownership;
 mod reload;
 
 /// Cached conversation heads and known users, each at most; past it the cache starts over
@@ -273,6 +274,8 @@ pub(crate) struct Writer {
     pending_cursors: Map<(ConvId, UserId), CursorRow>,
     /// A commit failed: the counters are read again before the next group (`reload.rs`).
     reload: bool,
+    /// Cluster mode: the conversations this node holds (`ownership.rs`); `None` on one box.
+    pub(crate) ownership: Option<ownership::Ownership>,
 }
 
 impl Writer {
@@ -307,6 +310,7 @@ impl Writer {
             pending_convs: Map::default(),
             pending_cursors: Map::default(),
             reload: false,
+            ownership: None,
         })
     }
 
@@ -353,11 +357,16 @@ impl Writer {
                 send_started,
             };
         }
+        // Cluster mode: claims and fences (empty, no allocation, on one box).
+        let mut refusals = self.fence_group(batch).into_iter();
         let mut results: Vec<Outcome> = batch
             .drain(..)
             .map(|op| {
                 send_started.extend(op.queued_at);
-                self.apply(op)
+                match refusals.next().flatten() {
+                    Some(refusal) => reload::refused(op, refusal),
+                    None => self.apply(op),
+                }
             })
             .collect();
         if self.pending_next_msg_id != self.next_msg_id {
@@ -391,7 +400,11 @@ impl Writer {
             // on top of a failure, and senders resend by client_msg_id after the restart. A
             // networked store that was away takes the next group (`reload.rs`).
             Err(err) => {
-                tracing::error!(%err, "group commit failed; its writes are refused");
+                if let StoreError::Fenced { conv, .. } = err {
+                    self.lost(conv);
+                } else {
+                    tracing::error!(%err, "group commit failed; its writes are refused");
+                }
                 self.discard();
                 results = results.into_iter().map(Outcome::into_unavailable).collect();
             }

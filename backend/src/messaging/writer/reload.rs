@@ -31,6 +31,11 @@ pub(super) fn refused_unapplied(op: WriteOp, why: &StoreError) -> Outcome {
         StoreError::Unavailable(_) => Refusal::store_away(why),
         _ => Refusal::unavailable(why),
     };
+    refused(op, refusal)
+}
+
+/// An operation refused before it was applied.
+pub(super) fn refused(op: WriteOp, refusal: Refusal) -> Outcome {
     match op.write {
         Write::System(batch) => Outcome::System(SystemOutcome {
             reply: batch.reply,
