@@ -42,7 +42,7 @@ cargo test --workspace --locked "$@"
 # postgres_restart, migrate_postgres and cluster (they run on PostgreSQL in the pass above); and the embedded engine's own tests, which return early on
 # PostgreSQL saying so: backup (fjall backup/restore/migrate of a data dir), disk_full and
 # power_loss (the file system under the data dir).
-pg_left_out=" browser browser_admin tls cli postgres postgres_restart migrate_postgres cluster backup disk_full power_loss "
+pg_left_out=" browser browser_admin tls cli postgres postgres_restart migrate_postgres cluster cluster_messages backup disk_full power_loss "
 pg_tests=()
 for f in gateway/tests/*.rs; do
   t=$(basename "$f" .rs)
