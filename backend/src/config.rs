@@ -215,6 +215,8 @@ pub struct ScyllaConfig {
     pub create_replication_factor: u32,
     /// TLS to the cluster: not built into this server (see README).
     pub tls: bool,
+    /// Requests in flight at once while `ringchat migrate` imports into this cluster.
+    pub copy_requests_max: usize,
 }
 
 /// `[storage]`

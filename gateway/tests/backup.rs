@@ -325,6 +325,12 @@ fn migrate_copies_a_large_store_resumes_after_a_kill_and_round_trips() {
     assert!(text(&out).contains("not empty"), "{}", text(&out));
     let out = ringchat(&["migrate", "--from", &to, "--to", &spec(&c)]);
     assert!(out.status.success(), "{}", text(&out));
-    let out = ringchat(&["migrate", "--from", &spec(&c), "--to", "scylla:h:9042"]);
-    assert!(text(&out).contains("not built yet"), "{}", text(&out));
+    // A ScyllaDB destination without its data centre: refused before connecting, saying why.
+    let out = ringchat(&["migrate", "--from", &spec(&c), "--to", "scylla:h:9042/ks"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("storage.scylla.local_datacenter"),
+        "{}",
+        text(&out)
+    );
 }

@@ -1,6 +1,7 @@
 //! What `--from` and `--to` name: `embedded:DIR` (a data dir), `backup:DIR` (a backup, as a
 //! source only), `postgres:URL` (a database, its schema made or brought up to date at open)
-//! and `scylla:HOST:PORT[,HOST:PORT…]` (refused until its adapter implements [`DumpStore`]).
+//! and `scylla:HOST:PORT[,HOST:PORT…][/KEYSPACE]` (a cluster's keyspace, `ringchat` by default;
+//! the rest of `[storage.scylla]` from the environment: `scylla_env.rs`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,17 +10,21 @@ use super::BackupError;
 use super::archive::Archive;
 use crate::config::{Durability, PostgresConfig};
 use crate::store::dump::{DumpStore, DumpView};
-use crate::store::{FjallStore, PgStore, StoreError};
+use crate::store::{FjallStore, PgStore, ScyllaStore, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreSpec {
     Embedded(PathBuf),
     Backup(PathBuf),
     Postgres(String),
-    Scylla(Vec<String>),
+    Scylla {
+        hosts: Vec<String>,
+        keyspace: String,
+    },
 }
 
-const FORMS: &str = "embedded:DIR, backup:DIR, postgres:URL or scylla:HOST:PORT[,HOST:PORT...]";
+const FORMS: &str =
+    "embedded:DIR, backup:DIR, postgres:URL or scylla:HOST:PORT[,HOST:PORT...][/KEYSPACE]";
 
 impl std::str::FromStr for StoreSpec {
     type Err = BackupError;
@@ -38,7 +43,11 @@ impl std::str::FromStr for StoreSpec {
             "embedded" => Ok(Self::Embedded(PathBuf::from(rest))),
             "backup" => Ok(Self::Backup(PathBuf::from(rest))),
             "postgres" | "postgresql" => Ok(Self::Postgres(rest.to_owned())),
-            "scylla" => Ok(Self::Scylla(rest.split(',').map(str::to_owned).collect())),
+            "scylla" => {
+                let (hosts, keyspace) =
+                    super::scylla_env::split_hosts(rest).map_err(|w| bad(&w))?;
+                Ok(Self::Scylla { hosts, keyspace })
+            }
             _ => Err(bad("unknown kind")),
         }
     }
@@ -54,7 +63,9 @@ impl std::fmt::Display for StoreSpec {
                 let host = url.rsplit('@').next().unwrap_or_default();
                 write!(f, "postgres:{}", host.trim_start_matches("postgres://"))
             }
-            Self::Scylla(hosts) => write!(f, "scylla:{}", hosts.join(",")),
+            Self::Scylla { hosts, keyspace } => {
+                write!(f, "scylla:{}/{keyspace}", hosts.join(","))
+            }
         }
     }
 }
@@ -68,15 +79,10 @@ pub enum Opened {
     Embedded(Arc<FjallStore>),
     Backup(Archive),
     Postgres(Box<PgStore>),
+    Scylla(Box<ScyllaStore>),
 }
 
 impl StoreSpec {
-    fn not_built(&self) -> BackupError {
-        BackupError::Spec(
-            "scylla: not built yet: this ringchat has no scylla adapter with export and import (store/dump.rs); use embedded:DIR, backup:DIR or postgres:URL".into(),
-        )
-    }
-
     /// Opens the store. An embedded one takes its data dir's lock: a running server's data
     /// dir is refused (back it up with the server's API, then copy from `backup:DIR`).
     pub fn open(&self) -> Result<Opened, BackupError> {
@@ -103,7 +109,14 @@ impl StoreSpec {
                     .map(|store| Opened::Postgres(Box::new(store)))
                     .map_err(|e| BackupError::Spec(format!("{self}: {e}")))
             }
-            Self::Scylla(_) => Err(self.not_built()),
+            Self::Scylla { hosts, keyspace } => {
+                let env = |name: &str| std::env::var(name).ok();
+                let config = super::scylla_env::config(hosts, keyspace, &env)
+                    .map_err(|why| BackupError::Spec(format!("{self}: {why}")))?;
+                ScyllaStore::open(&config)
+                    .map(|store| Opened::Scylla(Box::new(store)))
+                    .map_err(|e| BackupError::Spec(format!("{self}: {e}")))
+            }
         }
     }
 
@@ -116,7 +129,7 @@ impl StoreSpec {
             )),
             // In the working directory, named after the database: a rerun from there
             // continues the copy.
-            Self::Postgres(_) => {
+            Self::Postgres(_) | Self::Scylla { .. } => {
                 let name: String = self
                     .to_string()
                     .chars()
@@ -126,7 +139,6 @@ impl StoreSpec {
                     "ringchat-copy-checkpoint-{name}.json"
                 )))
             }
-            Self::Scylla(_) => Err(self.not_built()),
         }
     }
 }
@@ -137,6 +149,7 @@ impl Opened {
             Opened::Embedded(store) => Ok(store.dump_view()?),
             Opened::Backup(archive) => Ok(Box::new(ArchiveRef(archive))),
             Opened::Postgres(store) => Ok(store.dump_view()?),
+            Opened::Scylla(store) => Ok(store.dump_view()?),
         }
     }
 
@@ -147,6 +160,7 @@ impl Opened {
                 "backup:DIR is a source only: restore it into embedded:DIR or postgres:URL".into(),
             )),
             Opened::Postgres(store) => Ok(store.as_ref()),
+            Opened::Scylla(store) => Ok(store.as_ref()),
         }
     }
 }
@@ -182,22 +196,43 @@ mod tests {
             StoreSpec::Postgres(_)
         ));
         assert_eq!(
-            p("scylla:a:9042,b:9042").unwrap(),
-            StoreSpec::Scylla(vec!["a:9042".into(), "b:9042".into()])
+            p("scylla:a:9042,b:9042/chat_eu").unwrap(),
+            StoreSpec::Scylla {
+                hosts: vec!["a:9042".into(), "b:9042".into()],
+                keyspace: "chat_eu".into()
+            }
         );
-        for bad in ["", "embedded:", "mysql:x", "/just/a/path"] {
+        let default_keyspace = p("scylla:a:9042").unwrap();
+        assert_eq!(default_keyspace.to_string(), "scylla:a:9042/ringchat");
+        assert!(
+            default_keyspace
+                .checkpoint_path()
+                .unwrap()
+                .to_string_lossy()
+                .contains("scylla_a_9042_ringchat")
+        );
+        for bad in [
+            "",
+            "embedded:",
+            "mysql:x",
+            "/just/a/path",
+            "scylla:a:9042/",
+            "scylla:/ks",
+            "scylla:a:9042,,b:9042/ks",
+        ] {
             assert!(p(bad).is_err(), "{bad}");
         }
         let pg = p("postgres:postgres://u:secret@h:5432/db").unwrap();
         assert!(!pg.to_string().contains("secret"), "{pg}");
         let checkpoint = pg.checkpoint_path().unwrap();
         assert!(!checkpoint.to_string_lossy().contains("secret"));
-        let err = p("scylla:a:9042")
+        // Opening checks the rest of [storage.scylla] before connecting.
+        let err = p("scylla:a:notaport/ks")
             .unwrap()
             .open()
             .err()
             .unwrap()
             .to_string();
-        assert!(err.contains("not built yet"), "{err}");
+        assert!(err.contains("a:notaport"), "{err}");
     }
 }

@@ -13,7 +13,7 @@ use crate::store::{
     UserRecord,
 };
 
-const META_NEXT_INVITE_ID: &str = "next_invite_id";
+pub(super) const META_NEXT_INVITE_ID: &str = "next_invite_id";
 /// Compare-and-set attempts on one invite before giving up (contention this high is a bug).
 const INVITE_CAS_ATTEMPTS_MAX: usize = 32;
 

@@ -24,7 +24,7 @@ const TOKENS_PER_USER_MAX: i32 = 10_000;
 /// A row of `users` as `user_columns!` reads it.
 pub(super) type UserRow = (i64, String, String, String, i64);
 /// A row of `tokens` as `token_columns!` reads it.
-type TokenRow = (i64, String, i64, i64, i32, i64);
+pub(super) type TokenRow = (i64, String, i64, i64, i32, i64);
 
 pub(super) fn user_of(row: UserRow) -> UserRecord {
     let (id, username, password_hash, email, created) = row;
@@ -37,7 +37,7 @@ pub(super) fn user_of(row: UserRow) -> UserRecord {
     }
 }
 
-fn token_of(row: TokenRow) -> TokenRecord {
+pub(super) fn token_of(row: TokenRow) -> TokenRecord {
     let (user, device_id, issued, expires, platform, seen) = row;
     TokenRecord {
         user_id: u(user),
@@ -55,7 +55,7 @@ pub(super) fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn token_ttl(token: &TokenRecord) -> i32 {
+pub(super) fn token_ttl(token: &TokenRecord) -> i32 {
     codec::ttl_s(token.expires_at_ms, now_ms(), TOKEN_KEPT_AFTER_EXPIRY_S)
 }
 

@@ -9,7 +9,7 @@ use super::codec::{self, AUDIT_PER_BUCKET, i, u};
 use super::writes::Writes;
 use crate::store::{AuditRecord, AuditStore, StoreError};
 
-const META_AUDIT_LAST: &str = "audit_last_id";
+pub(super) const META_AUDIT_LAST: &str = "audit_last_id";
 const META_AUDIT_FIRST: &str = "audit_first_id";
 
 fn record_bytes(r: &AuditRecord) -> usize {

@@ -21,9 +21,13 @@ impl Default for ScyllaConfig {
             connections_per_shard: 1,
             create_replication_factor: 3,
             tls: false,
+            copy_requests_max: 64,
         }
     }
 }
+
+/// Most requests an import keeps in flight (each is a batch of up to 256 rows).
+pub(crate) const COPY_REQUESTS_MAX: usize = 1024;
 
 /// An unquoted CQL identifier: what a keyspace name must be here (no quoting games).
 pub(super) fn is_keyspace_name(name: &str) -> bool {
@@ -80,6 +84,10 @@ impl ScyllaConfig {
         check(
             (1..=9).contains(&self.create_replication_factor),
             "storage.scylla.create_replication_factor: must be between 1 and 9".into(),
+        );
+        check(
+            (1..=COPY_REQUESTS_MAX).contains(&self.copy_requests_max),
+            format!("storage.scylla.copy_requests_max: must be between 1 and {COPY_REQUESTS_MAX}"),
         );
         check(
             !self.tls,

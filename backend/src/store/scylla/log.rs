@@ -12,10 +12,10 @@ use super::codec::{self, bucket, buckets, i, u};
 use super::writes::Writes;
 use crate::store::{CommitGroup, ConvId, ConversationLog, Mentions, MessageRecord, StoreError};
 
-const META_NEXT_MSG_ID: &str = "next_msg_id";
+pub(super) const META_NEXT_MSG_ID: &str = "next_msg_id";
 
 /// A row of `messages` as `message_columns!` reads it.
-type MessageRow = (
+pub(super) type MessageRow = (
     i64,
     i64,
     i64,
@@ -30,7 +30,7 @@ type MessageRow = (
     Option<bool>,
 );
 
-fn message_of(conv: ConvId, row: MessageRow) -> MessageRecord {
+pub(super) fn message_of(conv: ConvId, row: MessageRow) -> MessageRecord {
     let (
         seq,
         msg_id,

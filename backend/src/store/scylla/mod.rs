@@ -74,6 +74,7 @@ mod codec;
 mod config;
 mod contacts;
 mod cursors;
+mod dump;
 mod groups;
 mod log;
 mod owners;
@@ -155,6 +156,11 @@ pub struct ScyllaStore {
     session: Option<Session>,
     st: Statements,
     health: Arc<StoreHealth>,
+    /// Export and import statements, prepared at the first dump call (`dump/`): a server
+    /// that never migrates never prepares them.
+    dump_st: std::sync::OnceLock<dump::Statements>,
+    /// `storage.scylla.copy_requests_max`: an import's requests in flight at once.
+    copy_requests_max: usize,
     /// `None` only while dropping.
     rt: Option<tokio::runtime::Runtime>,
 }
@@ -182,6 +188,8 @@ impl ScyllaStore {
             session: Some(session),
             st,
             health: Arc::default(),
+            dump_st: std::sync::OnceLock::new(),
+            copy_requests_max: cfg.copy_requests_max.max(1),
             rt: Some(rt),
         })
     }
@@ -334,7 +342,7 @@ mod tests {
     const TEST_ENV: &str = "RINGCHAT_TEST_SCYLLA";
 
     #[cfg(ringchat_test_scylla)]
-    fn test_config() -> Option<ScyllaConfig> {
+    pub(super) fn test_config() -> Option<ScyllaConfig> {
         let host = std::env::var(TEST_ENV).ok().filter(|h| !h.is_empty())?;
         Some(ScyllaConfig {
             hosts: vec![host],
@@ -347,7 +355,7 @@ mod tests {
 
     /// The keyspace of a test's dir: its name made a CQL identifier, so each test gets a
     /// fresh keyspace and reopening the same dir is a restart.
-    fn keyspace_of(dir: &Path) -> String {
+    pub(super) fn keyspace_of(dir: &Path) -> String {
         let name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
         let clean: String = name
             .unwrap_or_default()

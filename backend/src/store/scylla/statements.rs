@@ -11,7 +11,7 @@ use crate::store::StoreError;
 
 /// How a statement is run.
 #[derive(Clone, Copy)]
-enum Kind {
+pub(super) enum Kind {
     /// An upsert, delete or read: the same effect however often it runs.
     Idempotent,
     /// An LWT (`IF …`): not retried after an ambiguous failure (it may have been applied).
@@ -20,7 +20,7 @@ enum Kind {
     SerialRead,
 }
 
-async fn prepare(
+pub(super) async fn prepare(
     session: &Session,
     cql: &str,
     kind: Kind,

@@ -13,11 +13,11 @@ use crate::store::StoreError;
 /// `batch_size_warn_threshold_in_kb` (128), far under its fail threshold (1024).
 pub(crate) const BATCH_BYTES_MAX: usize = 64 * 1024;
 /// Statements in one batch, at most.
-const BATCH_STATEMENTS_MAX: usize = 256;
+pub(super) const BATCH_STATEMENTS_MAX: usize = 256;
 /// What a statement costs besides its variable-size values (keys, ids, framing).
-const STATEMENT_OVERHEAD_BYTES: usize = 64;
+pub(super) const STATEMENT_OVERHEAD_BYTES: usize = 64;
 
-type Values = Box<dyn SerializeRow + Send + Sync>;
+pub(super) type Values = Box<dyn SerializeRow + Send + Sync>;
 
 /// Statements with their values, to be sent as batches.
 #[derive(Default)]
@@ -67,7 +67,7 @@ pub(super) fn last_per_key<T, K: std::hash::Hash + Eq>(
 
 /// Items `(item, bytes)` cut into runs of at most [`BATCH_STATEMENTS_MAX`] items and
 /// [`BATCH_BYTES_MAX`] bytes (an item larger than that alone), in order.
-fn cut<T>(items: Vec<(T, usize)>) -> Vec<Vec<T>> {
+pub(super) fn cut<T>(items: Vec<(T, usize)>) -> Vec<Vec<T>> {
     let mut out: Vec<Vec<T>> = Vec::new();
     let mut bytes = 0;
     for (item, size) in items {
