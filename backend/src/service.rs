@@ -98,6 +98,8 @@ pub struct Backend {
     pub(crate) live: Arc<crate::live::LiveSettings>,
     /// Counts, latencies and users' activity for the admin overview (`observe/`).
     pub(crate) observe: Arc<crate::observe::Observe>,
+    /// Cluster mode: where this node's sessions are published (`cluster/hooks.rs`).
+    pub(crate) routes: std::sync::OnceLock<Arc<crate::cluster::Routes>>,
 }
 
 impl Backend {
@@ -202,6 +204,7 @@ impl Backend {
             push,
             live,
             observe,
+            routes: std::sync::OnceLock::new(),
             presence: Tracker::new(
                 Arc::new(LocalPresence::default()),
                 settings.presence.quiet_period_ms,
@@ -392,6 +395,7 @@ impl Backend {
                     {
                         this.sessions.write().close(session.user_id, conn);
                         this.group_online.close(session.user_id, conn);
+                        this.route_closed(session.user_id, conn); // cluster routes
                         this.presence_changed(session.user_id, conn, None).await;
                     }
                 });
@@ -410,6 +414,7 @@ impl Backend {
                 self.rooms.close(conn, user_id);
                 let closed = self.sessions.write().close(user_id, conn);
                 self.group_online.close(user_id, conn);
+                self.route_closed(user_id, conn); // cluster routes
                 if let Some(session) = closed {
                     self.accounts.seen.record(session.token_hash, now_ms());
                 }
@@ -482,6 +487,7 @@ impl Backend {
             return refused(refusal);
         }
         self.observe.logged_in(auth.user_id);
+        self.route_opened(auth.user_id, conn, &body.device_id, platform); // cluster routes
         LoginReply {
             body: Body::LoginOk(v1::LoginOk {
                 user_id: auth.user_id,

@@ -95,6 +95,10 @@ pub fn run(
     } else {
         None
     };
+    // Cluster mode: this node's sessions go into the routes in Redis.
+    if let Some(routes) = cluster_node.as_ref().and_then(|n| n.cluster.routes()) {
+        backend.join_cluster(Arc::clone(routes));
+    }
     let assign = cluster_node.as_ref().map(|n| {
         let cluster = Arc::clone(&n.cluster);
         Arc::new(move || cluster.assign_http()) as shard::AssignFn

@@ -307,3 +307,50 @@ async fn a_status_only_node_assigns_clients_to_the_chat_nodes() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// The fields of a user's route hash in Redis (`cluster/routes/wire.rs`).
+fn route_fields(redis: &str, prefix: &str, user: u64) -> Vec<String> {
+    let mut c = redis::Client::open(redis)
+        .expect("redis url")
+        .get_connection()
+        .expect("connect to the test Redis");
+    let mut fields: Vec<String> = redis::cmd("HKEYS")
+        .arg(format!("{prefix}:route:{user}"))
+        .query(&mut c)
+        .expect("HKEYS");
+    fields.sort();
+    fields
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_logged_in_on_node_2_is_routed_there_until_it_logs_out() {
+    let db = common::store::fresh_database();
+    let prefix = format!("rt_{}", unique());
+    let nodes = start_nodes(&db, &redis_url(), &prefix, &["n1", "n2", "n3"]);
+    for (_, s) in &nodes {
+        wait_until("every node sees three live nodes", || live_nodes(s) == 3.0);
+    }
+    let (mut alice, ok) = nodes[1].1.user("alice").await;
+    let (phone, _) = nodes[1].1.device("alice", "alice-phone").await;
+    wait_until("both of alice's devices are routed to n2", || {
+        let fields = route_fields(&redis_url(), &prefix, ok.user_id);
+        fields.len() == 2 && fields.iter().all(|f| f.starts_with("n2/"))
+    });
+    assert!(nodes[1].1.metric("ringchat_cluster_route_writes_total") >= 1.0);
+
+    match alice
+        .request(ringchat_proto::Body::Logout(ringchat_proto::v1::Logout {}))
+        .await
+        .expect("a reply")
+    {
+        ringchat_proto::Body::LogoutOk(_) => {}
+        other => panic!("expected LogoutOk, got {other:?}"),
+    }
+    wait_until("the logged-out device's route is gone", || {
+        route_fields(&redis_url(), &prefix, ok.user_id).len() == 1
+    });
+    drop(phone);
+    wait_until("the last device's close removes the route", || {
+        route_fields(&redis_url(), &prefix, ok.user_id).is_empty()
+    });
+}

@@ -45,6 +45,8 @@ pub struct ClusterConfig {
     /// gRPC: requests served at once per connection, and each request's deadline.
     pub grpc_concurrency_per_connection: usize,
     pub grpc_timeout_ms: u64,
+    /// `[cluster.routes]`: where users' devices are (`routes/config.rs`).
+    pub routes: super::routes::RoutesConfig,
 }
 
 fn hidden<S: serde::Serializer>(value: &str, s: S) -> Result<S::Ok, S::Error> {
@@ -71,6 +73,7 @@ impl Default for ClusterConfig {
             nodes_max: 1_024,
             grpc_concurrency_per_connection: 64,
             grpc_timeout_ms: 5_000,
+            routes: super::routes::RoutesConfig::default(),
         }
     }
 }
@@ -179,6 +182,7 @@ impl ClusterConfig {
             "grpc_concurrency_per_connection",
         );
         range(self.grpc_timeout_ms, 1, 600_000, "grpc_timeout_ms");
+        out.extend(self.routes.problems());
         if self.node_ttl_ms < 2 * self.heartbeat_interval_ms {
             out.push("cluster.node_ttl_ms: must be at least twice heartbeat_interval_ms, or one late heartbeat drops a live node".into());
         }

@@ -15,9 +15,11 @@
 pub mod admin;
 pub mod config;
 mod grpc;
+mod hooks;
 mod redis;
 mod registry;
 pub mod rendezvous;
+pub mod routes;
 mod view;
 
 use std::sync::Arc;
@@ -29,6 +31,7 @@ pub use config::ClusterConfig;
 pub use grpc::serve as serve_grpc;
 pub use redis::RedisError;
 pub use registry::NodeRecord;
+pub use routes::{Destination, Destinations, Routes};
 pub use view::{ClusterView, LiveNode};
 
 use crate::admin::overview::procfs;
@@ -42,7 +45,10 @@ pub struct Cluster {
     config: ClusterConfig,
     started_at_ms: u64,
     registry: Registry,
-    view: ArcSwap<ClusterView>,
+    /// Shared with `routes`, which checks routes against the live nodes.
+    view: Arc<ArcSwap<ClusterView>>,
+    /// Where users' devices are (`routes/`); `None` on a status-only node.
+    routes: Option<Arc<Routes>>,
     /// `None`: a status-only node (`--role status`), which reads the view but is no chat node.
     connections: Option<ConnectionCount>,
 }
@@ -56,6 +62,12 @@ impl Cluster {
         connections: Option<ConnectionCount>,
     ) -> Result<Arc<Self>, RedisError> {
         let redis = redis::Redis::new(config)?;
+        let started_at_ms = crate::time::now_ms();
+        let view = Arc::new(ArcSwap::from_pointee(ClusterView::default()));
+        let routes = match connections {
+            Some(_) => Some(Routes::new(config, started_at_ms, Arc::clone(&view))?),
+            None => None,
+        };
         Ok(Arc::new(Self {
             registry: Registry::new(
                 redis,
@@ -64,8 +76,9 @@ impl Cluster {
                 config.nodes_max,
             ),
             config: config.clone(),
-            started_at_ms: crate::time::now_ms(),
-            view: ArcSwap::from_pointee(ClusterView::default()),
+            started_at_ms,
+            view,
+            routes,
             connections,
         }))
     }
@@ -77,6 +90,11 @@ impl Cluster {
     /// The live nodes as last read; never waits.
     pub fn view(&self) -> Arc<ClusterView> {
         self.view.load_full()
+    }
+
+    /// The route table (`None` on a status-only node).
+    pub fn routes(&self) -> Option<&Arc<Routes>> {
+        self.routes.as_ref()
     }
 
     /// Whether this node's record has reached Redis (for `/readyz`).
@@ -110,12 +128,23 @@ impl Cluster {
             tokio::time::interval(Duration::from_millis(self.config.heartbeat_interval_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut cpu = CpuMeter::new();
+        let (routes_stop, routes_stopped) = tokio::sync::oneshot::channel::<()>();
+        let routes = self.routes.as_ref().map(|r| {
+            tokio::spawn(Arc::clone(r).run(async {
+                let _ = routes_stopped.await;
+            }))
+        });
         tokio::pin!(stop);
         loop {
             tokio::select! {
                 () = &mut stop => break,
                 _ = tick.tick() => self.heartbeat(cpu.percent()).await,
             }
+        }
+        // Routes first (deleting them needs the node still live to others meanwhile).
+        let _ = routes_stop.send(());
+        if let Some(routes) = routes {
+            let _ = routes.await;
         }
         if self.connections.is_none() {
             return;

@@ -1,0 +1,205 @@
+//! Which nodes other users are on, as this node last heard: a bounded map (CLOCK eviction: a
+//! hit sets a bit, eviction sweeps and skips recently hit entries once), kept fresh by the
+//! other nodes' published changes. A fill racing a published change must not put back what
+//! the change replaced: users being fetched are tracked, and a change marks them dirty, which
+//! makes the fill leave them out (the next lookup fetches them again).
+
+use std::collections::HashMap;
+
+use smallvec::SmallVec;
+
+use super::wire::NodeLife;
+use crate::store::UserId;
+
+#[derive(Debug)]
+struct Entry {
+    nodes: SmallVec<[NodeLife; 2]>,
+    hit: bool,
+}
+
+#[derive(Debug)]
+pub struct Cache {
+    entries: HashMap<UserId, Entry>,
+    /// Users in insertion order for the CLOCK sweep (may name users since removed).
+    ring: Vec<UserId>,
+    hand: usize,
+    max: usize,
+    /// Users being fetched: `true` once a published change about them arrived meanwhile.
+    fetching: HashMap<UserId, bool>,
+}
+
+pub enum Lookup<'a> {
+    Hit(&'a [NodeLife]),
+    Miss,
+}
+
+impl Cache {
+    pub fn new(max: usize) -> Self {
+        Self {
+            entries: HashMap::new(),
+            ring: Vec::new(),
+            hand: 0,
+            max: max.max(1),
+            fetching: HashMap::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn get(&mut self, user: UserId) -> Lookup<'_> {
+        match self.entries.get_mut(&user) {
+            Some(e) => {
+                e.hit = true;
+                Lookup::Hit(&e.nodes)
+            }
+            None => Lookup::Miss,
+        }
+    }
+
+    #[cfg(test)]
+    pub fn contains(&self, user: UserId) -> bool {
+        self.entries.contains_key(&user)
+    }
+
+    /// The fill is about to ask Redis for `users`: returns those not known nor being fetched.
+    pub fn fetching(&mut self, users: &[UserId]) -> Vec<UserId> {
+        let mut out = Vec::with_capacity(users.len());
+        for u in users {
+            if !self.entries.contains_key(u) && !self.fetching.contains_key(u) {
+                self.fetching.insert(*u, false);
+                out.push(*u);
+            }
+        }
+        out
+    }
+
+    /// The fill's answer for `user` (`None`: the fetch failed). Left out when a change about
+    /// the user arrived since the fetch began.
+    pub fn filled(&mut self, user: UserId, nodes: Option<SmallVec<[NodeLife; 2]>>) {
+        let dirty = self.fetching.remove(&user).unwrap_or(true);
+        if let Some(nodes) = nodes
+            && !dirty
+        {
+            self.insert(user, nodes);
+        }
+    }
+
+    /// Another node published that `user` has (or no longer has) a device on `node`.
+    pub fn changed(&mut self, user: UserId, node: &NodeLife, here: bool) {
+        if let Some(e) = self.entries.get_mut(&user) {
+            // A newer life of the node replaces the older one's routes.
+            e.nodes.retain(|n| n.node_id != node.node_id);
+            if here {
+                e.nodes.push(node.clone());
+            }
+        } else if let Some(dirty) = self.fetching.get_mut(&user) {
+            *dirty = true;
+        }
+    }
+
+    /// Forgets everything (the published changes may have been missed).
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.ring.clear();
+        self.hand = 0;
+        for dirty in self.fetching.values_mut() {
+            *dirty = true;
+        }
+    }
+
+    fn insert(&mut self, user: UserId, nodes: SmallVec<[NodeLife; 2]>) {
+        if let Some(e) = self.entries.get_mut(&user) {
+            e.nodes = nodes;
+            return;
+        }
+        while self.entries.len() >= self.max {
+            self.evict_one();
+        }
+        self.entries.insert(user, Entry { nodes, hit: false });
+        self.ring.push(user);
+    }
+
+    fn evict_one(&mut self) {
+        // The ring holds every entry (and maybe removed users), so two sweeps always find one.
+        loop {
+            if self.ring.is_empty() {
+                return;
+            }
+            if self.hand >= self.ring.len() {
+                self.hand = 0;
+            }
+            let user = self.ring[self.hand];
+            match self.entries.get_mut(&user) {
+                Some(e) if e.hit => {
+                    e.hit = false;
+                    self.hand += 1;
+                }
+                Some(_) => {
+                    self.entries.remove(&user);
+                    self.ring.swap_remove(self.hand);
+                    return;
+                }
+                None => {
+                    self.ring.swap_remove(self.hand);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn life(id: &str) -> NodeLife {
+        NodeLife {
+            node_id: id.into(),
+            started_at_ms: 1,
+        }
+    }
+
+    fn nodes(c: &mut Cache, user: UserId) -> Option<Vec<String>> {
+        match c.get(user) {
+            Lookup::Hit(n) => Some(n.iter().map(|n| n.node_id.to_string()).collect()),
+            Lookup::Miss => None,
+        }
+    }
+
+    #[test]
+    fn a_change_during_a_fill_wins_over_the_fill() {
+        let mut c = Cache::new(10);
+        c.fetching(&[1, 2]);
+        c.changed(1, &life("b"), true);
+        c.filled(1, Some([life("a")].into_iter().collect()));
+        c.filled(2, Some([life("a")].into_iter().collect()));
+        assert_eq!(nodes(&mut c, 1), None, "dirty: left for the next fetch");
+        assert_eq!(nodes(&mut c, 2), Some(vec!["a".into()]));
+        c.changed(2, &life("b"), true);
+        c.changed(2, &life("a"), false);
+        assert_eq!(nodes(&mut c, 2), Some(vec!["b".into()]));
+    }
+
+    #[test]
+    fn bounded_and_recently_hit_entries_stay() {
+        let mut c = Cache::new(3);
+        for u in 1..=3 {
+            c.fetching(&[u]);
+            c.filled(u, Some(SmallVec::new()));
+        }
+        assert!(nodes(&mut c, 1).is_some());
+        c.fetching(&[4]);
+        c.filled(4, Some(SmallVec::new()));
+        assert_eq!(c.len(), 3);
+        assert!(c.contains(1), "hit since inserted: kept");
+        assert!(c.contains(4));
+        for u in 5..100 {
+            c.fetching(&[u]);
+            c.filled(u, Some(SmallVec::new()));
+            assert!(c.len() <= 3);
+        }
+        c.clear();
+        assert_eq!(c.len(), 0);
+    }
+}

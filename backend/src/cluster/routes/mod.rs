@@ -1,0 +1,211 @@
+//! Routes (issue 14, part 3): which node, shard and connection each online device of a user is
+//! on, in Redis (`wire.rs` has the layout), and the route table the message path asks:
+//! [`Routes::nodes_of`], answered from memory, never waiting on Redis.
+//!
+//! - **Writes** (`local.rs`): a login or a close changes this node's map under a short lock;
+//!   a writer task brings Redis up to date every `flush_ms` (one pipeline per
+//!   `batch_users_max` users, with one PUBLISH of the changes), and rewrites every route and
+//!   its TTL every `refresh_ms`. A node that dies leaves routes that the live-node view hides
+//!   at once and that expire after `ttl_ms` (or are pruned by the next reader).
+//! - **Reads** (`cache.rs`, `tasks.rs`): a bounded cache of other users' nodes, filled from
+//!   Redis by a task (one pipeline per batch of misses, never on the commit thread or a shard),
+//!   kept fresh by the other nodes' published changes.
+//! - **Degraded**: while the subscription is down (Redis away), and for `refresh_ms` after it
+//!   is back (the time every node needs to rewrite its routes into a Redis that restarted
+//!   empty), the cache is not trusted and `nodes_of` answers every live node: messages still
+//!   reach every device; each destination keeps only its own sessions. A miss is answered the
+//!   same way while its fill is under way.
+
+mod cache;
+pub mod config;
+mod local;
+mod tasks;
+#[cfg(test)]
+mod tests;
+mod wire;
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use arc_swap::ArcSwap;
+use tokio::sync::mpsc;
+
+pub use config::RoutesConfig;
+pub use wire::NodeLife;
+
+use super::ClusterConfig;
+use super::redis::{Redis, RedisError};
+use super::view::ClusterView;
+use crate::api::ConnRef;
+use crate::store::UserId;
+use cache::{Cache, Lookup};
+use local::Local;
+
+/// The nodes a batch of recipients is on, this node left out.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Destinations {
+    /// One per destination node, in view order; each with the recipients (of those asked)
+    /// that may be there.
+    pub nodes: Vec<Destination>,
+    /// Some recipients were sent to every live node: the cache did not know them (yet), or
+    /// is not trusted (Redis away or just back).
+    pub everywhere: bool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct Destination {
+    pub node_id: Arc<str>,
+    pub users: Vec<UserId>,
+}
+
+/// Never-set value of `trusted_from_ms`: the subscription is down.
+const NOT_SUBSCRIBED: u64 = u64::MAX;
+
+pub struct Routes {
+    config: RoutesConfig,
+    prefix: String,
+    me: NodeLife,
+    redis: Redis,
+    /// For the subscription, which needs a connection of its own.
+    client: redis::Client,
+    redis_timeout: std::time::Duration,
+    view: Arc<ArcSwap<ClusterView>>,
+    local: Local,
+    cache: Mutex<Cache>,
+    fill_tx: mpsc::Sender<Vec<UserId>>,
+    fill_rx: Mutex<Option<mpsc::Receiver<Vec<UserId>>>>,
+    /// When the cache can be trusted again (ms since the epoch), or `NOT_SUBSCRIBED`.
+    trusted_from_ms: AtomicU64,
+}
+
+impl Routes {
+    /// Call on the runtime (the Redis connection is made lazily there). Tasks start with `run`.
+    pub fn new(
+        config: &ClusterConfig,
+        started_at_ms: u64,
+        view: Arc<ArcSwap<ClusterView>>,
+    ) -> Result<Arc<Self>, RedisError> {
+        let routes = &config.routes;
+        let (fill_tx, fill_rx) = mpsc::channel(routes.fill_queue_batches_max.max(1));
+        Ok(Arc::new(Self {
+            config: routes.clone(),
+            prefix: config.redis_key_prefix.clone(),
+            me: NodeLife {
+                node_id: config.node_id.as_str().into(),
+                started_at_ms,
+            },
+            redis: Redis::new(config)?,
+            client: redis::Client::open(config.redis_url.as_str())?,
+            redis_timeout: std::time::Duration::from_millis(config.redis_timeout_ms),
+            view,
+            local: Local::new(),
+            cache: Mutex::new(Cache::new(routes.cache_users_max)),
+            fill_tx,
+            fill_rx: Mutex::new(Some(fill_rx)),
+            trusted_from_ms: AtomicU64::new(NOT_SUBSCRIBED),
+        }))
+    }
+
+    /// A device logged in here. Returns at once; Redis has it within `flush_ms`.
+    pub fn opened(&self, user: UserId, conn: ConnRef, device_id: &str, platform: &str) {
+        self.local
+            .opened(user, conn, wire::value(platform, device_id));
+    }
+
+    /// A device's connection here closed (unknown connections are ignored).
+    pub fn closed(&self, user: UserId, conn: ConnRef) {
+        self.local.closed(user, conn);
+    }
+
+    /// Users with a device logged in on this node.
+    pub fn local_users(&self) -> usize {
+        self.local.users()
+    }
+
+    /// Users in the route cache.
+    pub fn cached_users(&self) -> usize {
+        self.cache().len()
+    }
+
+    /// Whether the cache is trusted now (subscribed, past the rebuild time).
+    pub fn trusted(&self) -> bool {
+        crate::time::now_ms() >= self.trusted_from_ms.load(Relaxed)
+    }
+
+    fn cache(&self) -> MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The nodes other than this one where `users` (distinct) have devices, from memory: one
+    /// lock, no await, no Redis. Users the cache does not know are sent to every live node, and fetched
+    /// for the next time (one queued batch per call; a full queue drops it).
+    pub fn nodes_of(&self, users: &[UserId]) -> Destinations {
+        let view = self.view.load();
+        let mut out = Destinations::default();
+        let others = || {
+            view.nodes
+                .iter()
+                .filter(|n| *n.record.node_id != *self.me.node_id)
+        };
+        let mut everywhere = Vec::new();
+        if !self.trusted() {
+            metrics::counter!("ringchat_cluster_route_everywhere_total", "why" => "untrusted")
+                .increment(1);
+            everywhere.extend_from_slice(users);
+        } else {
+            let mut misses = Vec::new();
+            let mut cache = self.cache();
+            for &user in users {
+                match cache.get(user) {
+                    Lookup::Hit(nodes) => {
+                        for life in nodes {
+                            if *life.node_id != *self.me.node_id && live(&view, life) {
+                                add(&mut out, &life.node_id, user);
+                            }
+                        }
+                    }
+                    Lookup::Miss => misses.push(user),
+                }
+            }
+            drop(cache);
+            let hits = users.len() - misses.len();
+            metrics::counter!("ringchat_cluster_route_cache_hits_total").increment(hits as u64);
+            if !misses.is_empty() {
+                metrics::counter!("ringchat_cluster_route_cache_misses_total")
+                    .increment(misses.len() as u64);
+                everywhere.extend_from_slice(&misses);
+                if self.fill_tx.try_send(misses).is_err() {
+                    metrics::counter!("ringchat_cluster_route_fill_dropped_total").increment(1);
+                }
+            }
+        }
+        if !everywhere.is_empty() {
+            out.everywhere = true;
+            for node in others() {
+                for &user in &everywhere {
+                    add(&mut out, &node.record.node_id, user);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The life is the one the view has: a node that left, or restarted since, does not count.
+fn live(view: &ClusterView, life: &NodeLife) -> bool {
+    view.nodes
+        .binary_search_by(|n| n.record.node_id.as_str().cmp(&life.node_id))
+        .is_ok_and(|i| view.nodes[i].record.started_at_ms == life.started_at_ms)
+}
+
+/// Adds `user` to `node`'s list. Each user is added to a node once (the recipients of a batch
+/// are distinct, a user's cached nodes are distinct), so no search of the list.
+fn add(out: &mut Destinations, node: &str, user: UserId) {
+    match out.nodes.iter_mut().find(|d| *d.node_id == *node) {
+        Some(d) => d.users.push(user),
+        None => out.nodes.push(Destination {
+            node_id: node.into(),
+            users: vec![user],
+        }),
+    }
+}

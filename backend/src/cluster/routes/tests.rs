@@ -1,0 +1,402 @@
+//! `Routes` against a real Redis (`scripts/test.sh` starts one: RINGCHAT_TEST_REDIS_URL; the
+//! restart test runs a Redis of its own from RINGCHAT_TEST_REDIS_SERVER). Fails without it.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+
+use super::*;
+use crate::cluster::NodeRecord;
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+fn redis_url() -> String {
+    std::env::var("RINGCHAT_TEST_REDIS_URL").unwrap_or_else(|_| {
+        panic!(
+            "RINGCHAT_TEST_REDIS_URL is not set: the routes tests need Redis (`bash \
+             scripts/test.sh` starts one; scripts/redis-test-server.sh)"
+        )
+    })
+}
+
+fn unique() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos();
+    format!("rt_{}_{nanos}", std::process::id())
+}
+
+fn config(url: &str, prefix: &str, node: &str) -> ClusterConfig {
+    ClusterConfig {
+        enabled: true,
+        node_id: node.into(),
+        redis_url: url.into(),
+        redis_key_prefix: prefix.into(),
+        redis_timeout_ms: 200,
+        redis_breaker_open_ms: 200,
+        routes: RoutesConfig {
+            ttl_ms: 1_000,
+            refresh_ms: 300,
+            flush_ms: 5,
+            ..RoutesConfig::default()
+        },
+        ..ClusterConfig::default()
+    }
+}
+
+fn record(node: &str, started_at_ms: u64) -> NodeRecord {
+    NodeRecord {
+        node_id: node.into(),
+        advertise_addr: String::new(),
+        client_addrs: Vec::new(),
+        started_at_ms,
+        heartbeat_at_ms: started_at_ms,
+        connections: 0,
+        cpu_percent: 0.0,
+    }
+}
+
+/// A live-node view with these nodes (all started at 1).
+fn view(nodes: &[&str]) -> Arc<ArcSwap<ClusterView>> {
+    Arc::new(ArcSwap::from_pointee(view_of(nodes)))
+}
+
+fn view_of(nodes: &[&str]) -> ClusterView {
+    let mut records: Vec<NodeRecord> = nodes.iter().map(|n| record(n, 1)).collect();
+    records.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+    ClusterView::new(records, crate::time::now_ms())
+}
+
+/// A running `Routes`; dropping it aborts its tasks like a node that dies.
+struct Node {
+    routes: Arc<Routes>,
+    task: tokio::task::JoinHandle<()>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Node {
+    fn start(url: &str, prefix: &str, id: &str, view: &Arc<ArcSwap<ClusterView>>) -> Self {
+        let routes = Routes::new(&config(url, prefix, id), 1, Arc::clone(view)).expect("routes");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(Arc::clone(&routes).run(async {
+            let _ = stopped.await;
+        }));
+        Self {
+            routes,
+            task,
+            stop: Some(stop),
+        }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().expect("running").send(());
+        (&mut self.task).await.expect("routes task");
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn conn(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to the test Redis")
+}
+
+async fn route(url: &str, prefix: &str, user: UserId) -> Vec<(String, String)> {
+    let mut c = conn(url).await;
+    let mut fields: Vec<(String, String)> = redis::cmd("HGETALL")
+        .arg(wire::route_key(prefix, user))
+        .query_async(&mut c)
+        .await
+        .expect("HGETALL");
+    fields.sort();
+    fields
+}
+
+/// Polls `check` until it gives `Some`, failing after `DEADLINE`.
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn c(shard: u16, conn: u64) -> ConnRef {
+    ConnRef { shard, conn }
+}
+
+/// `nodes_of` as (node, users) pairs, sorted.
+fn dests(routes: &Routes, users: &[UserId]) -> (Vec<(String, Vec<UserId>)>, bool) {
+    let d = routes.nodes_of(users);
+    let mut nodes: Vec<(String, Vec<UserId>)> = d
+        .nodes
+        .into_iter()
+        .map(|d| {
+            let mut u = d.users;
+            u.sort_unstable();
+            (d.node_id.to_string(), u)
+        })
+        .collect();
+    nodes.sort();
+    (nodes, d.everywhere)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_is_set_refreshed_past_its_ttl_and_removed_on_close() {
+    let (url, prefix) = (redis_url(), unique());
+    let node = Node::start(&url, &prefix, "n1", &view(&["n1"]));
+    node.routes.opened(7, c(0, 1), "phone", "PLATFORM_IOS");
+    node.routes.opened(7, c(1, 2), "laptop", "PLATFORM_WEB");
+    let want = vec![
+        ("n1/1/0/1".to_owned(), "PLATFORM_IOS/phone".to_owned()),
+        ("n1/1/1/2".to_owned(), "PLATFORM_WEB/laptop".to_owned()),
+    ];
+    let got = eventually("both devices in Redis", || async {
+        let r = route(&url, &prefix, 7).await;
+        (r.len() == 2).then_some(r)
+    })
+    .await;
+    assert_eq!(got, want);
+    let mut r = conn(&url).await;
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(wire::route_key(&prefix, 7))
+        .query_async(&mut r)
+        .await
+        .expect("PTTL");
+    assert!((1..=1_000).contains(&ttl), "{ttl}");
+
+    // Three TTLs later the route is still there: the node refreshes it.
+    let until = Instant::now() + Duration::from_millis(3_000);
+    eventually("three TTLs pass with the route kept", || async {
+        assert_eq!(
+            route(&url, &prefix, 7).await,
+            want,
+            "refreshed, never expired"
+        );
+        (Instant::now() >= until).then_some(())
+    })
+    .await;
+
+    node.routes.closed(7, c(0, 1));
+    eventually("one device left", || async {
+        (route(&url, &prefix, 7).await == want[1..]).then_some(())
+    })
+    .await;
+    node.routes.closed(7, c(1, 2));
+    eventually("the route gone at the last close", || async {
+        route(&url, &prefix, 7).await.is_empty().then_some(())
+    })
+    .await;
+    assert_eq!(node.routes.local_users(), 0);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_routes_expire_and_a_stopped_nodes_are_removed() {
+    let (url, prefix) = (redis_url(), unique());
+    let v = view(&["n1", "n2"]);
+    let dead = Node::start(&url, &prefix, "n1", &v);
+    let stopped = Node::start(&url, &prefix, "n2", &v);
+    dead.routes.opened(1, c(0, 1), "d", "PLATFORM_IOS");
+    stopped.routes.opened(2, c(0, 1), "d", "PLATFORM_IOS");
+    for user in [1, 2] {
+        eventually("routes written", || async {
+            (!route(&url, &prefix, user).await.is_empty()).then_some(())
+        })
+        .await;
+    }
+    drop(dead); // Killed: nothing removes its route but the TTL.
+    stopped.stop().await;
+    assert!(route(&url, &prefix, 2).await.is_empty(), "removed on stop");
+    eventually("the dead node's route expires", || async {
+        route(&url, &prefix, 1).await.is_empty().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_of_learns_from_redis_and_follows_published_changes() {
+    let (url, prefix) = (redis_url(), unique());
+    let v = view(&["n1", "n2", "n3"]);
+    let a = Node::start(&url, &prefix, "n1", &v);
+    let b = Node::start(&url, &prefix, "n2", &v);
+    for n in [&a, &b] {
+        eventually("subscribed and trusted", || async {
+            n.routes.trusted().then_some(())
+        })
+        .await;
+    }
+    b.routes.opened(10, c(0, 1), "d", "PLATFORM_IOS");
+    a.routes.opened(11, c(0, 1), "d", "PLATFORM_IOS");
+    eventually("bob's route written", || async {
+        (!route(&url, &prefix, 10).await.is_empty()).then_some(())
+    })
+    .await;
+
+    // Unknown users go to every other live node while the cache is filled; then precisely.
+    let both = vec![
+        ("n2".to_owned(), vec![10, 12]),
+        ("n3".to_owned(), vec![10, 12]),
+    ];
+    assert_eq!(dests(&a.routes, &[10, 12]), (both, true));
+    eventually("bob on n2, carol nowhere", || async {
+        (dests(&a.routes, &[10, 12]) == (vec![("n2".into(), vec![10])], false)).then_some(())
+    })
+    .await;
+    assert!(dests(&a.routes, &[11]).1, "a local user is not cached yet");
+    eventually("this node's own users leave it out", || async {
+        (dests(&a.routes, &[11]) == (vec![], false)).then_some(())
+    })
+    .await;
+
+    // Changes arrive through pub/sub into the cached entries.
+    b.routes.opened(12, c(0, 2), "d", "PLATFORM_WEB");
+    eventually("carol's login reaches n1", || async {
+        (dests(&a.routes, &[10, 12]) == (vec![("n2".into(), vec![10, 12])], false)).then_some(())
+    })
+    .await;
+    b.routes.closed(10, c(0, 1));
+    eventually("bob's close reaches n1", || async {
+        (dests(&a.routes, &[10, 12]) == (vec![("n2".into(), vec![12])], false)).then_some(())
+    })
+    .await;
+
+    // A node out of the view gets nothing, at once; back in the view it does again.
+    v.store(Arc::new(view_of(&["n1", "n3"])));
+    assert_eq!(dests(&a.routes, &[10, 12]), (vec![], false));
+    v.store(Arc::new(view_of(&["n1", "n2", "n3"])));
+    assert_eq!(
+        dests(&a.routes, &[12]),
+        (vec![("n2".into(), vec![12])], false)
+    );
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_unreachable_every_live_node_is_a_destination() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let url = format!("redis://127.0.0.1:{port}/");
+    let node = Node::start(&url, "down", "n1", &view(&["n1", "n2", "n3"]));
+    node.routes.opened(1, c(0, 1), "d", "PLATFORM_IOS");
+    let all = vec![("n2".to_owned(), vec![1, 2]), ("n3".to_owned(), vec![1, 2])];
+    assert_eq!(dests(&node.routes, &[1, 2]), (all.clone(), true));
+    // Still so after the writes and the subscription have failed a few times.
+    let until = Instant::now() + Duration::from_millis(1_000);
+    eventually("a second passes", || async {
+        assert_eq!(dests(&node.routes, &[1, 2]), (all.clone(), true));
+        (Instant::now() >= until).then_some(())
+    })
+    .await;
+    assert!(!node.routes.trusted());
+    node.stop().await;
+}
+
+/// A Redis of this test's own, stopped and started again on one port.
+struct OwnRedis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl OwnRedis {
+    fn start(port: u16) -> Self {
+        let bin =
+            std::env::var("RINGCHAT_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+        let child = Command::new(&bin)
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{bin}: {e} (scripts/test.sh installs redis-server)"));
+        Self {
+            port,
+            child: Some(child),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_redis_restart_the_routes_and_the_cache_are_rebuilt() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let mut redis = OwnRedis::start(port);
+    let url = redis.url();
+    let v = view(&["n1", "n2"]);
+    let a = Node::start(&url, "rs", "n1", &v);
+    let b = Node::start(&url, "rs", "n2", &v);
+    b.routes.opened(5, c(0, 1), "d", "PLATFORM_IOS");
+    let precise = (vec![("n2".to_owned(), vec![5])], false);
+    eventually("n1 knows where user 5 is", || async {
+        (dests(&a.routes, &[5]) == precise).then_some(())
+    })
+    .await;
+
+    redis.stop();
+    eventually("the cache is not trusted with Redis gone", || async {
+        dests(&a.routes, &[5]).1.then_some(())
+    })
+    .await;
+    let _redis = OwnRedis::start(port);
+    eventually("n2 writes its route into the empty Redis", || async {
+        let mut c = redis::Client::open(url.as_str())
+            .ok()?
+            .get_multiplexed_async_connection()
+            .await
+            .ok()?;
+        let fields: Vec<String> = redis::cmd("HKEYS")
+            .arg(wire::route_key("rs", 5))
+            .query_async(&mut c)
+            .await
+            .ok()?;
+        (fields == ["n2/1/0/1"]).then_some(())
+    })
+    .await;
+    eventually("n1 answers precisely again", || async {
+        (dests(&a.routes, &[5]) == precise).then_some(())
+    })
+    .await;
+    a.stop().await;
+    b.stop().await;
+}
