@@ -14,7 +14,7 @@ use crate::store::{
     MemberRecord, ReadHistogram, StoreError, UserGroupRecord, UserId, group_name_key,
 };
 
-const META_NEXT_GROUP_ID: &str = "next_group_id";
+pub(super) const META_NEXT_GROUP_ID: &str = "next_group_id";
 
 fn group_key(group: ConvId) -> (i64, i64) {
     let wire = group.to_wire();

@@ -12,7 +12,7 @@ use super::codec::{self, bucket, buckets, i, u};
 use super::writes::Writes;
 use crate::store::{CommitGroup, ConvId, ConversationLog, Mentions, MessageRecord, StoreError};
 
-const META_NEXT_MSG_ID: &str = "next_msg_id";
+pub(super) const META_NEXT_MSG_ID: &str = "next_msg_id";
 
 /// A row of `messages` as `message_columns!` reads it.
 type MessageRow = (
