@@ -175,7 +175,7 @@ fn create_group(owner: UserId) -> WriteOp {
                 avatar_url: String::new(),
                 intro: String::new(),
                 members: Vec::new(),
-                join_policy: ringchat_proto::v1::JoinPolicy::Open,
+                join_policy: crate::store::JoinPolicy::Open,
                 history_visible: false,
             },
         }),
@@ -189,12 +189,11 @@ fn commit_ids(w: &mut Writer, batch: Vec<WriteOp>) -> (Vec<u64>, Vec<ConvId>) {
     let groups = done
         .outcomes
         .iter()
-        .map(|o| match o {
-            Outcome::Group { done, .. } => done.group,
-            Outcome::Sent { .. } => ConvId::system(1).expect("placeholder"),
+        .filter_map(|o| match o {
+            Outcome::Group { done, .. } => Some(done.group),
+            Outcome::Sent { .. } => None,
             other => panic!("unexpected outcome {other:?}"),
         })
-        .filter(|g| g.kind() == crate::store::ConvKind::Group)
         .collect();
     (done.messages.iter().map(|m| m.msg_id).collect(), groups)
 }

@@ -128,7 +128,7 @@ pub(crate) fn many_claims_are_answered_in_order_each_atomic<A: Adapter>() {
 }
 
 pub(crate) fn concurrent_id_leases_get_disjoint_ranges_past_the_counter<A: Adapter>() {
-    use crate::store::IdKind;
+    use crate::store::{GroupStore, IdKind};
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(A::open(dir.path()));
     let first = store.lease_ids(IdKind::Message, 10).unwrap();
