@@ -21,8 +21,8 @@ const CLAIM_MANY: &str = "WITH c AS (SELECT * FROM UNNEST($1::bigint[], $2::bigi
        RETURNING o.conv_id, o.epoch) \
      SELECT conv_id, epoch FROM fresh UNION ALL SELECT conv_id, epoch FROM moved";
 
-const LEASE_IDS: &str = "INSERT INTO counters (name, value) VALUES ($1, 1 + $2) \
-     ON CONFLICT (name) DO UPDATE SET value = counters.value + $2 RETURNING value";
+const LEASE_IDS: &str = "INSERT INTO counters (name, value) VALUES ($1, 1 + $2::bigint) \
+     ON CONFLICT (name) DO UPDATE SET value = counters.value + $2::bigint RETURNING value";
 
 impl OwnerStore for PgStore {
     fn owner(&self, conv: ConvId) -> Result<Option<OwnerRecord>, StoreError> {
