@@ -153,7 +153,8 @@ impl Backend {
             writer.with_ownership(
                 crate::cluster::rendezvous::node_number(&settings.cluster.node_id),
                 Arc::clone(&ports.owners),
-            )
+                settings.cluster.id_block_size,
+            )?
         } else {
             writer
         };

@@ -47,6 +47,9 @@ pub struct ClusterConfig {
     pub grpc_timeout_ms: u64,
     /// `[cluster.routes]`: where users' devices are (`routes/config.rs`).
     pub routes: super::routes::RoutesConfig,
+    /// Message and group ids leased from the store of record per lease, in ids: each node
+    /// hands out ids from its own block (ids left in it at a restart are skipped).
+    pub id_block_size: u64,
 }
 
 fn hidden<S: serde::Serializer>(value: &str, s: S) -> Result<S::Ok, S::Error> {
@@ -74,6 +77,7 @@ impl Default for ClusterConfig {
             grpc_concurrency_per_connection: 64,
             grpc_timeout_ms: 5_000,
             routes: super::routes::RoutesConfig::default(),
+            id_block_size: 1_024,
         }
     }
 }
@@ -183,6 +187,7 @@ impl ClusterConfig {
         );
         range(self.grpc_timeout_ms, 1, 600_000, "grpc_timeout_ms");
         out.extend(self.routes.problems());
+        range(self.id_block_size, 1, 1 << 20, "id_block_size");
         if self.node_ttl_ms < 2 * self.heartbeat_interval_ms {
             out.push("cluster.node_ttl_ms: must be at least twice heartbeat_interval_ms, or one late heartbeat drops a live node".into());
         }

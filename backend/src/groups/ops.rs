@@ -413,10 +413,7 @@ impl Writer {
         for user in &added {
             slots.push(self.groups.new_slot(*user)?);
         }
-        let g = self
-            .groups
-            .take_group_id()
-            .ok_or_else(|| Refusal::unavailable("group ids are exhausted"))?;
+        let g = self.take_group_id()?;
         let now = now_ms();
         record.member_count = added.len() as u32;
         let mut a = Acting {

@@ -36,7 +36,7 @@ pub use groups::{
     MENTION_ALL_USER, MemberRecord, ReadHistogram, UserGroupRecord, group_name_key,
 };
 pub use open::open;
-pub use owners::{Claim, OwnerRecord};
+pub use owners::{Claim, IdKind, OwnerRecord};
 pub use ports::{
     AccountAdminStore, AccountStore, AuditStore, ContactStore, ConversationLog, CursorStore,
     GroupStore, MembershipStore, OwnerStore, Ports, PushTokenStore, StoreEngine,

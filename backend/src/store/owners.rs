@@ -23,3 +23,11 @@ pub enum Claim {
     /// The stored epoch was not the one the claimant saw: nothing changed; here is the owner.
     Lost(OwnerRecord),
 }
+
+/// The id counters leased in blocks in cluster mode ([`super::OwnerStore::lease_ids`]): the
+/// same counters one box advances from its commit groups (`next_msg_id`, `next_group_id`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IdKind {
+    Message,
+    Group,
+}

@@ -14,10 +14,10 @@ use std::sync::Arc;
 use super::tail_cache::TailCached;
 use super::{
     AccountFlags, ApplicationRecord, AuditRecord, Claim, CommitGroup, ContactSummary, ConvId,
-    ConvRecord, CursorRow, GroupRecord, InviteRecord, InviteTake, MemberRecord, MessageRecord,
-    OwnerRecord, ProfileRecord, PushTokenRecord, ReadHistogram, RelationKey, RelationKind,
-    RelationRecord, StoreError, StoreHealth, TokenHash, TokenRecord, UserGroupRecord, UserId,
-    UserRecord,
+    ConvRecord, CursorRow, GroupRecord, IdKind, InviteRecord, InviteTake, MemberRecord,
+    MessageRecord, OwnerRecord, ProfileRecord, PushTokenRecord, ReadHistogram, RelationKey,
+    RelationKind, RelationRecord, StoreError, StoreHealth, TokenHash, TokenRecord, UserGroupRecord,
+    UserId, UserRecord,
 };
 
 /// Accounts and login tokens. A token is indexed under its user (one token per signed-in
@@ -315,6 +315,15 @@ pub trait OwnerStore: Send + Sync + 'static {
     /// claimed), advancing it by one, atomically and durably: of two claims that saw the same
     /// epoch, exactly one wins.
     fn claim(&self, conv: ConvId, node: u64, seen_epoch: u64) -> Result<Claim, StoreError>;
+    // Batched ownership and id leases (cluster mode, `store/owners.rs`).
+    /// [`Self::owner`] of many conversations, in one round trip; one answer per conversation.
+    fn owners(&self, convs: &[ConvId]) -> Result<Vec<Option<OwnerRecord>>, StoreError>;
+    /// [`Self::claim`] of many `(conversation, seen epoch)`, in one round trip; one answer
+    /// each, in order, each claim atomic on its own.
+    fn claim_many(&self, node: u64, claims: &[(ConvId, u64)]) -> Result<Vec<Claim>, StoreError>;
+    /// Reserves the next `count` ids of `kind` (count > 0): advances the stored counter by
+    /// `count` atomically and durably; of two leases, each gets its own range.
+    fn lease_ids(&self, kind: IdKind, count: u64) -> Result<std::ops::Range<u64>, StoreError>;
 }
 
 /// The engine under the ports: its health, and making everything durable at shutdown.

@@ -38,6 +38,7 @@ use crate::store::{
 use crate::time::now_ms;
 
 mod apply;
+mod ids;
 mod ownership;
 mod reload;
 
@@ -369,6 +370,16 @@ impl Writer {
                 }
             })
             .collect();
+        if let Some(err) = self.ownership.as_mut().and_then(|o| o.ids_failed.take()) {
+            tracing::warn!(%err, "cluster: no message ids could be leased; the group is refused");
+            self.discard();
+            self.group.clear();
+            return Committed {
+                outcomes: results.into_iter().map(Outcome::into_unavailable).collect(),
+                messages: Vec::new(),
+                send_started,
+            };
+        }
         if self.pending_next_msg_id != self.next_msg_id {
             self.group.next_msg_id = Some(self.pending_next_msg_id);
         }
@@ -480,9 +491,31 @@ impl Writer {
     }
 
     pub(crate) fn take_msg_id(&mut self) -> u64 {
+        // Cluster mode: from this node's leased block (`ids.rs`); the counter is never written
+        // by a commit group. An id that cannot be leased refuses the whole group.
+        if let Some(own) = self.ownership.as_mut() {
+            return match own.ids.take(crate::store::IdKind::Message) {
+                Ok(id) => id,
+                Err(err) => {
+                    own.ids_failed.get_or_insert(err);
+                    0
+                }
+            };
+        }
         let id = self.pending_next_msg_id;
         self.pending_next_msg_id += 1;
         id
+    }
+
+    /// A new group's id: from this node's leased block in cluster mode (its conversation was
+    /// claimed by `fence_group`), else the next of the counter the commit group advances.
+    pub(crate) fn take_group_id(&mut self) -> Result<ConvId, Refusal> {
+        let id = match self.ownership.as_mut() {
+            Some(own) => Some(own.ids.take(crate::store::IdKind::Group)?),
+            None => None,
+        };
+        id.map_or_else(|| self.groups.take_group_id(), ConvId::group)
+            .ok_or_else(|| Refusal::unavailable("group ids are exhausted"))
     }
 
     pub(crate) fn user_exists(&mut self, user: UserId) -> Result<bool, StoreError> {

@@ -9,9 +9,10 @@
 //! group; a seq handed out from a stale head would be handed out twice. The whole cache goes
 //! (between groups, where nothing loaded is referenced): a rare event, and one place.
 
+use super::ids::IdBlocks;
 use super::*;
 use crate::groups::GroupOpKind;
-use crate::store::{Claim, OwnerStore};
+use crate::store::{Claim, IdKind, OwnerRecord, OwnerStore};
 
 /// Epochs remembered, at most; past it they are forgotten between groups and claimed again
 /// (a claim of a conversation this node holds changes no cache).
@@ -25,19 +26,26 @@ pub(crate) struct Ownership {
     epochs: Map<ConvId, u64>,
     /// Conversations already fenced in the group being built.
     in_group: Set<ConvId>,
-    /// Scratch: one write's conversations.
-    convs: Vec<ConvId>,
+    /// The id blocks this node hands out from (`ids.rs`).
+    pub(super) ids: IdBlocks,
+    /// An id could not be leased while the group was applied: the group is not committed.
+    pub(super) ids_failed: Option<StoreError>,
 }
 
 impl Ownership {
-    pub(crate) fn new(node: u64, owners: Arc<dyn OwnerStore>) -> Self {
-        Self {
+    pub(crate) fn new(
+        node: u64,
+        owners: Arc<dyn OwnerStore>,
+        id_block_size: u64,
+    ) -> std::io::Result<Self> {
+        Ok(Self {
             node,
+            ids: IdBlocks::new(Arc::clone(&owners), id_block_size)?,
             owners,
             epochs: Map::default(),
             in_group: Set::default(),
-            convs: Vec::new(),
-        }
+            ids_failed: None,
+        })
     }
 
     /// The epoch this node holds `conv` at, if it does.
@@ -47,36 +55,79 @@ impl Ownership {
     }
 }
 
-/// What claiming a conversation did.
-enum Claimed {
-    /// Held at this epoch; `taken` when another node held it before (caches are stale).
-    Held { epoch: u64, taken: bool },
-    /// Another node claimed it first.
-    Lost,
+/// What claiming the conversations of a group did.
+#[derive(Default)]
+struct Claimed {
+    /// Another node claimed these first.
+    lost: Set<ConvId>,
+    /// The claims failed (the store is away): every unheld conversation is refused so.
+    failed: Option<Refusal>,
+    /// Another node held one of them before (caches are stale).
+    taken: bool,
 }
 
 impl Ownership {
-    fn claim(&mut self, conv: ConvId) -> Result<Claimed, StoreError> {
-        if let Some(&epoch) = self.epochs.get(&conv) {
-            return Ok(Claimed::Held {
-                epoch,
-                taken: false,
-            });
-        }
-        let seen = self.owners.owner(conv)?;
-        let seen_epoch = seen.map_or(0, |r| r.epoch);
-        match self.owners.claim(conv, self.node, seen_epoch)? {
-            Claim::Won(epoch) => {
-                self.epochs.insert(conv, epoch);
-                metrics::counter!("ringchat_cluster_claims_total").increment(1);
-                Ok(Claimed::Held {
-                    epoch,
-                    taken: seen.is_some_and(|r| r.node != self.node),
-                })
+    /// Claims `convs` (distinct, none held) in one round trip, after one read of their owners;
+    /// `fresh` (new groups' ids, never claimed) need no read.
+    fn claim_all(&mut self, convs: &[ConvId], fresh: &[ConvId]) -> Claimed {
+        let mut out = Claimed::default();
+        let read: Vec<ConvId> = convs
+            .iter()
+            .filter(|c| !fresh.contains(c))
+            .copied()
+            .collect();
+        let seen = match self.owners.owners(&read) {
+            Ok(seen) => seen,
+            Err(err) => {
+                out.failed = Some(Refusal::from(err));
+                return out;
             }
-            Claim::Lost(_) => Ok(Claimed::Lost),
+        };
+        let seen: Map<ConvId, OwnerRecord> = read
+            .iter()
+            .zip(seen)
+            .filter_map(|(c, o)| Some((*c, o?)))
+            .collect();
+        let claims: Vec<(ConvId, u64)> = convs
+            .iter()
+            .map(|c| (*c, seen.get(c).map_or(0, |o| o.epoch)))
+            .collect();
+        let answers = match self.owners.claim_many(self.node, &claims) {
+            Ok(answers) => answers,
+            Err(err) => {
+                out.failed = Some(Refusal::from(err));
+                return out;
+            }
+        };
+        metrics::counter!("ringchat_cluster_claim_round_trips_total").increment(1);
+        for (&(conv, _), answer) in claims.iter().zip(answers) {
+            match answer {
+                Claim::Won(epoch) => {
+                    self.epochs.insert(conv, epoch);
+                    metrics::counter!("ringchat_cluster_claims_total").increment(1);
+                    out.taken |= seen.get(&conv).is_some_and(|o| o.node != self.node);
+                }
+                Claim::Lost(_) => {
+                    out.lost.insert(conv);
+                }
+            }
         }
+        out
     }
+}
+
+/// Message ids a write takes, about (to hold them before the group is applied: a guess
+/// too low only means a lease while applying).
+fn ids_of(write: &Write) -> usize {
+    match write {
+        Write::System(batch) => batch.users.len(),
+        Write::Cursor(_) | Write::Contact(_) => 0,
+        _ => 1,
+    }
+}
+
+fn creates_group(write: &Write) -> bool {
+    matches!(write, Write::Group(op) if matches!(op.kind, GroupOpKind::Create { .. }))
 }
 
 /// The conversations a write touches (see ARCHITECTURE.md, "Cluster: who writes what").
@@ -129,16 +180,23 @@ fn moved() -> Refusal {
 }
 
 impl Writer {
-    /// Holds conversation ownership from now on (cluster mode), as node `node`.
-    pub(crate) fn with_ownership(mut self, node: u64, owners: Arc<dyn OwnerStore>) -> Self {
-        self.ownership = Some(Ownership::new(node, owners));
-        self
+    /// Holds conversation ownership from now on (cluster mode), as node `node`, handing out
+    /// ids from blocks of `id_block_size`.
+    pub(crate) fn with_ownership(
+        mut self,
+        node: u64,
+        owners: Arc<dyn OwnerStore>,
+        id_block_size: u64,
+    ) -> std::io::Result<Self> {
+        self.ownership = Some(Ownership::new(node, owners, id_block_size)?);
+        Ok(self)
     }
 
-    /// Cluster mode, before a group is applied: claims the conversations of `batch` this node
-    /// does not hold yet and fences them all in the group. Returns, per operation, a refusal
-    /// for those that must not be applied (another node won the claim, or the store is away);
-    /// empty when ownership is off.
+    /// Cluster mode, before a group is applied: holds the ids it will take, claims the
+    /// conversations of `batch` this node does not hold yet (one round trip for them all),
+    /// new groups' included, and fences them all in the group. Returns, per operation, a
+    /// refusal for those that must not be applied (another node won the claim, or the store
+    /// is away); empty when ownership is off.
     pub(super) fn fence_group(&mut self, batch: &[WriteOp]) -> Vec<Option<Refusal>> {
         let Some(own) = self.ownership.as_mut() else {
             return Vec::new();
@@ -149,32 +207,82 @@ impl Writer {
         own.in_group.clear();
         // A group that came to nothing is not committed, nor cleared: its fences linger.
         self.group.fences.clear();
-        let mut refusals = Vec::with_capacity(batch.len());
-        let mut stale = false;
+        own.ids_failed = None;
+        let ids: usize = batch.iter().map(|op| ids_of(&op.write)).sum();
+        if let Err(err) = own.ids.ensure(IdKind::Message, ids as u64) {
+            // Taking an id leases again, and refuses the group if that fails too.
+            tracing::warn!(%err, "cluster: leasing message ids failed");
+        }
+        // A new group's conversation is claimed before its first commit like any other.
+        let creates = batch.iter().filter(|op| creates_group(&op.write)).count();
+        let fresh: Result<Vec<ConvId>, Refusal> = match creates {
+            0 => Ok(Vec::new()),
+            n => own
+                .ids
+                .peek(IdKind::Group, n)
+                .map(|ids| ids.into_iter().filter_map(ConvId::group).collect())
+                .map_err(Refusal::from),
+        };
+        let mut all = Vec::new();
+        let mut per_op = Vec::with_capacity(batch.len());
         for op in batch {
-            let mut convs = std::mem::take(&mut own.convs);
-            convs.clear();
-            convs_of(&op.write, &mut convs);
-            let mut refusal = None;
-            for &conv in &convs {
-                match own.claim(conv) {
-                    Ok(Claimed::Held { epoch, taken }) => {
-                        stale |= taken;
-                        if own.in_group.insert(conv) {
-                            self.group.fences.push((conv, epoch));
-                        }
+            let start = all.len();
+            convs_of(&op.write, &mut all);
+            per_op.push(start..all.len());
+        }
+        let mut unheld: Vec<ConvId> = all
+            .iter()
+            .chain(fresh.iter().flatten())
+            .filter(|c| !own.epochs.contains_key(*c))
+            .copied()
+            .collect();
+        // One order for every node: two claim batches never wait on each other's locks.
+        unheld.sort_unstable();
+        unheld.dedup();
+        let claimed = if unheld.is_empty() {
+            Claimed::default()
+        } else {
+            own.claim_all(&unheld, fresh.as_deref().unwrap_or_default())
+        };
+        let refusal_of = |own: &Ownership, conv: &ConvId| -> Option<Refusal> {
+            if own.epochs.contains_key(conv) {
+                None
+            } else if claimed.lost.contains(conv) {
+                Some(moved())
+            } else {
+                Some(claimed.failed.clone().unwrap_or_else(moved))
+            }
+        };
+        let fresh_refused = match &fresh {
+            Ok(convs) => convs.iter().find_map(|c| refusal_of(own, c)),
+            Err(refusal) => Some(refusal.clone()),
+        };
+        if fresh_refused.is_some() && !claimed.lost.is_empty() {
+            // A new group's id another node holds: never hand it out.
+            own.ids.skip(IdKind::Group, creates);
+        }
+        let mut refusals = Vec::with_capacity(batch.len());
+        for (op, range) in batch.iter().zip(per_op) {
+            let convs = &all[range];
+            let creates = creates_group(&op.write);
+            let mut refusal = convs.iter().find_map(|c| refusal_of(own, c));
+            if refusal.is_none() && creates {
+                refusal.clone_from(&fresh_refused);
+            }
+            if refusal.is_none() {
+                let new: &[ConvId] = match &fresh {
+                    Ok(convs) if creates => convs,
+                    _ => &[],
+                };
+                for &conv in convs.iter().chain(new) {
+                    if own.in_group.insert(conv) {
+                        self.group.fences.push((conv, own.epochs[&conv]));
                     }
-                    Ok(Claimed::Lost) => refusal = Some(moved()),
-                    Err(err) => refusal = Some(Refusal::from(err)),
-                }
-                if refusal.is_some() {
-                    break;
                 }
             }
-            own.convs = convs;
             refusals.push(refusal);
         }
-        if stale {
+        if claimed.taken {
             self.forget_cached();
         }
         refusals

@@ -3,6 +3,7 @@
 //! UNAVAILABLE with a pause, forgets what it cached, and a resend continues the stored seqs.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 
@@ -11,7 +12,10 @@ use crate::api::ConnRef;
 use crate::config::Durability;
 use crate::contacts::ContactsConfig;
 use crate::groups::GroupsConfig;
-use crate::store::{AccountStore, ConvId, FjallStore, Ports, UserId};
+use crate::store::{
+    AccountStore, Claim, ConvId, FjallStore, IdKind, OwnerRecord, OwnerStore, Ports, StoreError,
+    UserId,
+};
 use ringchat_proto::v1::ErrorCode;
 
 fn writer(ports: &Ports) -> Writer {
@@ -81,8 +85,12 @@ fn two_users() -> Two {
 fn a_fenced_node_writes_nothing_and_a_resend_continues_the_stored_seqs() {
     let t = two_users();
     let conv = ConvId::direct(t.a, t.b).expect("conv");
-    let mut n1 = writer(&t.ports).with_ownership(1, Arc::clone(&t.ports.owners));
-    let mut n2 = writer(&t.ports).with_ownership(2, Arc::clone(&t.ports.owners));
+    let mut n1 = writer(&t.ports)
+        .with_ownership(1, Arc::clone(&t.ports.owners), 1024)
+        .expect("ownership");
+    let mut n2 = writer(&t.ports)
+        .with_ownership(2, Arc::clone(&t.ports.owners), 1024)
+        .expect("ownership");
 
     assert_eq!(commit(&mut n1, send(t.a, t.b, "m1")), Ok(1));
     assert_eq!(n1.ownership.as_ref().and_then(|o| o.epoch(conv)), Some(1));
@@ -132,8 +140,12 @@ fn a_fenced_node_writes_nothing_and_a_resend_continues_the_stored_seqs() {
 #[test]
 fn taking_a_conversation_from_another_node_drops_the_stale_cache() {
     let t = two_users();
-    let mut n1 = writer(&t.ports).with_ownership(1, Arc::clone(&t.ports.owners));
-    let mut n2 = writer(&t.ports).with_ownership(2, Arc::clone(&t.ports.owners));
+    let mut n1 = writer(&t.ports)
+        .with_ownership(1, Arc::clone(&t.ports.owners), 1024)
+        .expect("ownership");
+    let mut n2 = writer(&t.ports)
+        .with_ownership(2, Arc::clone(&t.ports.owners), 1024)
+        .expect("ownership");
     assert_eq!(commit(&mut n1, send(t.a, t.b, "m1")), Ok(1));
     assert_eq!(commit(&mut n2, send(t.b, t.a, "m2")), Ok(2));
     // Node 1 forgets its epoch without a fenced group (as after its epoch cache was trimmed):
@@ -149,4 +161,159 @@ fn one_box_claims_nothing() {
     assert_eq!(commit(&mut w, send(t.a, t.b, "m1")), Ok(1));
     let conv = ConvId::direct(t.a, t.b).expect("conv");
     assert_eq!(t.ports.owners.owner(conv).expect("owner"), None);
+}
+
+fn create_group(owner: UserId) -> WriteOp {
+    use crate::groups::{GroupOp, GroupOpKind};
+    WriteOp {
+        conn: ConnRef { shard: 0, conn: 1 },
+        request_id: 8,
+        write: Write::Group(GroupOp {
+            actor: owner,
+            kind: GroupOpKind::Create {
+                name: "g".into(),
+                avatar_url: String::new(),
+                intro: String::new(),
+                members: Vec::new(),
+                join_policy: crate::store::JoinPolicy::Open,
+                history_visible: false,
+            },
+        }),
+        queued_at: None,
+    }
+}
+
+/// Commits `batch`; the msg ids it stored and the groups it created.
+fn commit_ids(w: &mut Writer, batch: Vec<WriteOp>) -> (Vec<u64>, Vec<ConvId>) {
+    let done = w.commit(&mut { batch });
+    let groups = done
+        .outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Outcome::Group { done, .. } => Some(done.group),
+            Outcome::Sent { .. } => None,
+            other => panic!("unexpected outcome {other:?}"),
+        })
+        .collect();
+    (done.messages.iter().map(|m| m.msg_id).collect(), groups)
+}
+
+#[test]
+fn two_nodes_on_one_store_hand_out_disjoint_msg_ids_and_group_ids() {
+    let t = two_users();
+    let c = t
+        .ports
+        .accounts
+        .create_user("c", "x", "", 1)
+        .expect("c")
+        .user_id;
+    // Small blocks: the nodes go through several leases each, ahead and inline.
+    let mut n1 = writer(&t.ports)
+        .with_ownership(1, Arc::clone(&t.ports.owners), 3)
+        .expect("ownership");
+    let mut n2 = writer(&t.ports)
+        .with_ownership(2, Arc::clone(&t.ports.owners), 3)
+        .expect("ownership");
+    let (mut msg_ids, mut groups) = (Vec::new(), Vec::new());
+    for i in 0..12 {
+        let (m1, g1) = commit_ids(
+            &mut n1,
+            vec![send(t.a, t.b, &format!("1-{i}")), create_group(t.a)],
+        );
+        let (m2, g2) = commit_ids(
+            &mut n2,
+            vec![send(t.a, c, &format!("2-{i}")), create_group(c)],
+        );
+        // A creation also stores its event message.
+        assert_eq!((m1.len(), g1.len(), m2.len(), g2.len()), (2, 1, 2, 1));
+        // The new group's conversation was claimed by its creator before its first commit.
+        for (g, node) in [(g1[0], 1), (g2[0], 2)] {
+            let owner = t.ports.owners.owner(g).expect("owner").expect("claimed");
+            assert_eq!((owner.epoch, owner.node), (1, node), "{g:?}");
+        }
+        msg_ids.extend(m1.into_iter().chain(m2));
+        groups.extend(g1.into_iter().chain(g2));
+    }
+    let distinct = |v: &[u64]| v.iter().collect::<std::collections::HashSet<_>>().len();
+    assert_eq!(distinct(&msg_ids), msg_ids.len(), "{msg_ids:?}");
+    let group_ids: Vec<u64> = groups.iter().map(|g| g.to_wire()).collect();
+    assert_eq!(distinct(&group_ids), group_ids.len(), "{group_ids:?}");
+    // The stored counter is past every id handed out: a restarted node leases after them.
+    let next = t.ports.log.next_msg_id().expect("counter");
+    assert!(msg_ids.iter().all(|&id| id < next), "{next} {msg_ids:?}");
+}
+
+/// The owner store, counting round trips (the store under it is the real one).
+struct Counting {
+    inner: Arc<FjallStore>,
+    claims: AtomicUsize,
+    claim_batches: AtomicUsize,
+}
+
+impl OwnerStore for Counting {
+    fn owner(&self, conv: ConvId) -> Result<Option<OwnerRecord>, StoreError> {
+        self.inner.owner(conv)
+    }
+    fn claim(&self, conv: ConvId, node: u64, seen: u64) -> Result<Claim, StoreError> {
+        self.claims.fetch_add(1, Ordering::Relaxed);
+        self.inner.claim(conv, node, seen)
+    }
+    fn owners(&self, convs: &[ConvId]) -> Result<Vec<Option<OwnerRecord>>, StoreError> {
+        self.inner.owners(convs)
+    }
+    fn claim_many(&self, node: u64, claims: &[(ConvId, u64)]) -> Result<Vec<Claim>, StoreError> {
+        self.claim_batches.fetch_add(1, Ordering::Relaxed);
+        self.inner.claim_many(node, claims)
+    }
+    fn lease_ids(&self, kind: IdKind, count: u64) -> Result<std::ops::Range<u64>, StoreError> {
+        self.inner.lease_ids(kind, count)
+    }
+}
+
+#[test]
+fn a_group_touching_many_unclaimed_conversations_claims_them_in_one_round_trip() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(FjallStore::open(dir.path(), Durability::None).expect("store"));
+    let users: Vec<UserId> = (0..6)
+        .map(|i| {
+            let name = format!("u{i}");
+            store.create_user(&name, "x", "", 1).expect("user").user_id
+        })
+        .collect();
+    let ports = Ports::of(Arc::clone(&store));
+    let counting = |store: &Arc<FjallStore>| {
+        Arc::new(Counting {
+            inner: Arc::clone(store),
+            claims: AtomicUsize::new(0),
+            claim_batches: AtomicUsize::new(0),
+        })
+    };
+    let batch = |tag: &str| -> Vec<WriteOp> {
+        users[1..]
+            .iter()
+            .map(|&to| send(users[0], to, &format!("{tag}{to}")))
+            .collect()
+    };
+    let convs: Vec<ConvId> = users[1..]
+        .iter()
+        .map(|&to| ConvId::direct(users[0], to).expect("conv"))
+        .collect();
+    for (node, tag, epoch) in [(1, "a", 1), (2, "b", 2)] {
+        // Node 1 claims five new conversations; node 2 then takes all five over.
+        let owners = counting(&store);
+        let mut w = writer(&ports)
+            .with_ownership(node, Arc::clone(&owners) as Arc<dyn OwnerStore>, 64)
+            .expect("ownership");
+        let (ids, _) = commit_ids(&mut w, batch(tag));
+        assert_eq!(ids.len(), 5);
+        assert_eq!(owners.claim_batches.load(Ordering::Relaxed), 1);
+        assert_eq!(owners.claims.load(Ordering::Relaxed), 0);
+        for conv in &convs {
+            let owner = store.owner(*conv).expect("owner").expect("claimed");
+            assert_eq!((owner.epoch, owner.node), (epoch, node));
+        }
+        // Held now: the next group claims nothing.
+        commit_ids(&mut w, batch(&format!("{tag}2")));
+        assert_eq!(owners.claim_batches.load(Ordering::Relaxed), 1);
+    }
 }

@@ -136,6 +136,8 @@ macro_rules! conformance_suite {
             a_conversation_is_claimed_by_one_node_at_a_time_and_survives_reopen,
             of_claims_that_saw_the_same_epoch_exactly_one_wins,
             a_group_fenced_by_a_stale_epoch_writes_nothing,
+            many_claims_are_answered_in_order_each_atomic,
+            concurrent_id_leases_get_disjoint_ranges_past_the_counter,
         );
     };
     (@tests $adapter:ty; $($behaviour:ident),+ $(,)?) => {

@@ -92,3 +92,70 @@ pub(crate) fn a_group_fenced_by_a_stale_epoch_writes_nothing<A: Adapter>() {
     commit(&store, unclaimed);
     assert_eq!(seqs(&all_after(&store, other)), [1]);
 }
+
+pub(crate) fn many_claims_are_answered_in_order_each_atomic<A: Adapter>() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = A::open(dir.path());
+    let (ab, ac, bc) = (direct(ALICE, BOB), direct(ALICE, CAROL), direct(BOB, CAROL));
+    assert_eq!(store.claim(ac, 5, 0).unwrap(), Claim::Won(1));
+    let answers = store.claim_many(7, &[(ab, 0), (ac, 1), (bc, 3)]).unwrap();
+    assert_eq!(
+        answers,
+        [
+            Claim::Won(1),
+            Claim::Won(2),
+            Claim::Lost(OwnerRecord { epoch: 0, node: 0 })
+        ]
+    );
+    assert_eq!(
+        store.owners(&[bc, ab, ac]).unwrap(),
+        [
+            None,
+            Some(OwnerRecord { epoch: 1, node: 7 }),
+            Some(OwnerRecord { epoch: 2, node: 7 })
+        ]
+    );
+    // A stale epoch loses and names the owner; the others of the batch still win.
+    let answers = store.claim_many(8, &[(ab, 0), (bc, 0)]).unwrap();
+    assert_eq!(
+        answers,
+        [
+            Claim::Lost(OwnerRecord { epoch: 1, node: 7 }),
+            Claim::Won(1)
+        ]
+    );
+    assert!(store.claim_many(8, &[]).unwrap().is_empty());
+}
+
+pub(crate) fn concurrent_id_leases_get_disjoint_ranges_past_the_counter<A: Adapter>() {
+    use crate::store::{GroupStore, IdKind};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(A::open(dir.path()));
+    let first = store.lease_ids(IdKind::Message, 10).unwrap();
+    assert_eq!(first, 1..11, "counters start at 1");
+    assert_eq!(store.next_msg_id().unwrap(), 11);
+    let leases: Vec<_> = (0..4)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                (0..5)
+                    .map(|_| store.lease_ids(IdKind::Group, 3).unwrap())
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut ranges: Vec<_> = leases.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    ranges.sort_by_key(|r| r.start);
+    assert_eq!(ranges.len(), 20);
+    for pair in ranges.windows(2) {
+        assert_eq!(pair[0].end, pair[1].start, "{ranges:?}");
+    }
+    assert_eq!(ranges[0].start, 1);
+    assert_eq!(store.next_group_id().unwrap(), 61);
+    // Leases are durable: a reopened store (a restarted node) leases after them.
+    let Ok(store) = Arc::try_unwrap(store) else {
+        panic!("the lease threads are done")
+    };
+    let store = reopen::<A>(store, dir.path());
+    assert_eq!(store.lease_ids(IdKind::Message, 1).unwrap(), 11..12);
+}

@@ -280,24 +280,40 @@ impl ScyllaStore {
     /// Takes the next value of a `meta` counter that starts at `first`: a compare-and-set
     /// loop of LWTs, so that two nodes never take the same value.
     async fn take_next(&self, name: &str, first: u64) -> Result<u64, StoreError> {
+        Ok(self.take_many(name, first, 1).await?.start)
+    }
+
+    /// Takes the next `count` values of a `meta` counter that starts at `first` (the id
+    /// leases of cluster mode: `owners.rs`).
+    async fn take_many(
+        &self,
+        name: &str,
+        first: u64,
+        count: u64,
+    ) -> Result<std::ops::Range<u64>, StoreError> {
         /// A counter contended this often is a bug, not load.
         const ATTEMPTS_MAX: usize = 64;
+        let end_of = |start: u64| {
+            start
+                .checked_add(count)
+                .ok_or_else(|| StoreError::Engine(format!("meta {name} is exhausted").into()))
+        };
         for _ in 0..ATTEMPTS_MAX {
             let taken = self
-                .lwt(&self.st.meta_init, (name, codec::i(first + 1)))
+                .lwt(&self.st.meta_init, (name, codec::i(end_of(first)?)))
                 .await?;
             if taken.applied {
-                return Ok(first);
+                return Ok(first..end_of(first)?);
             }
             let Some(current) = taken.bigint("value") else {
                 return Err(StoreError::Corrupt(format!("meta {name} is null").into()));
             };
             let next = codec::u(current);
             let moved = self
-                .lwt(&self.st.meta_cas, (codec::i(next + 1), name, current))
+                .lwt(&self.st.meta_cas, (codec::i(end_of(next)?), name, current))
                 .await?;
             if moved.applied {
-                return Ok(next);
+                return Ok(next..end_of(next)?);
             }
         }
         Err(StoreError::Engine(

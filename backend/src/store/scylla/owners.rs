@@ -3,11 +3,16 @@
 //! publishes each head (`IF epoch = ? AND head = ?`).
 
 use futures_util::future::try_join_all;
+use futures_util::{StreamExt, TryStreamExt, stream};
 
 use super::codec::{i, u};
 use super::log::HeadMove;
 use super::{Lwt, ScyllaStore};
-use crate::store::{Claim, CommitGroup, ConvId, OwnerRecord, OwnerStore, StoreError};
+use crate::store::{Claim, CommitGroup, ConvId, IdKind, OwnerRecord, OwnerStore, StoreError};
+
+/// LWTs of one `claim_many` (and reads of one `owners`) in flight at once, at most: each is a
+/// Paxos round on the replicas, so a takeover of thousands does not flood them.
+const CLAIMS_IN_FLIGHT_MAX: usize = 32;
 
 /// `conv_meta` as read: `(head, head_time_ms, epoch, owner)`.
 type MetaRow = (Option<i64>, Option<i64>, Option<i64>, Option<i64>);
@@ -109,8 +114,52 @@ impl OwnerStore for ScyllaStore {
 
     fn claim(&self, conv: ConvId, node: u64, seen_epoch: u64) -> Result<Claim, StoreError> {
         self.writable()?;
+        self.run(self.claim_one(conv, node, seen_epoch))
+    }
+
+    fn owners(&self, convs: &[ConvId]) -> Result<Vec<Option<OwnerRecord>>, StoreError> {
+        let read = stream::iter(convs.iter().map(|c| self.owner_serial(*c)))
+            .buffered(CLAIMS_IN_FLIGHT_MAX)
+            .map_ok(|o| (o.epoch > 0).then_some(o))
+            .try_collect();
+        self.run(read)
+    }
+
+    /// Concurrent LWTs, [`CLAIMS_IN_FLIGHT_MAX`] at a time: one wait for the lot, not one per
+    /// conversation (a Scylla batch of LWTs must share a partition; these do not).
+    fn claim_many(&self, node: u64, claims: &[(ConvId, u64)]) -> Result<Vec<Claim>, StoreError> {
+        self.writable()?;
+        let claimed = stream::iter(
+            claims
+                .iter()
+                .map(|&(c, seen)| self.claim_one(c, node, seen)),
+        )
+        .buffered(CLAIMS_IN_FLIGHT_MAX)
+        .try_collect();
+        self.run(claimed)
+    }
+
+    /// A compare-and-set loop of LWTs on the counter's `meta` row, bounded (`take_many`).
+    fn lease_ids(&self, kind: IdKind, count: u64) -> Result<std::ops::Range<u64>, StoreError> {
+        assert!(count > 0, "an empty lease");
+        self.writable()?;
+        let name = match kind {
+            IdKind::Message => super::log::META_NEXT_MSG_ID,
+            IdKind::Group => super::groups::META_NEXT_GROUP_ID,
+        };
+        self.run(self.take_many(name, 1, count))
+    }
+}
+
+impl ScyllaStore {
+    async fn claim_one(
+        &self,
+        conv: ConvId,
+        node: u64,
+        seen_epoch: u64,
+    ) -> Result<Claim, StoreError> {
         let c = i(conv.to_wire());
-        self.run(async {
+        {
             let mut seen = seen_epoch;
             if seen_epoch == 0 {
                 let created = self.lwt(&self.st.claim_first, (c, i(node))).await?;
@@ -136,6 +185,6 @@ impl OwnerStore for ScyllaStore {
                 return Ok(Claim::Lost(owner_of(&moved)));
             }
             Ok(Claim::Lost(self.owner_serial(conv).await?))
-        })
+        }
     }
 }

@@ -602,6 +602,26 @@ impl<S: crate::store::OwnerStore> crate::store::OwnerStore for TailCached<S> {
     ) -> Result<crate::store::Claim, StoreError> {
         self.inner.claim(conv, node, seen_epoch)
     }
+    fn owners(
+        &self,
+        convs: &[ConvId],
+    ) -> Result<Vec<Option<crate::store::OwnerRecord>>, StoreError> {
+        self.inner.owners(convs)
+    }
+    fn claim_many(
+        &self,
+        node: u64,
+        claims: &[(ConvId, u64)],
+    ) -> Result<Vec<crate::store::Claim>, StoreError> {
+        self.inner.claim_many(node, claims)
+    }
+    fn lease_ids(
+        &self,
+        kind: crate::store::IdKind,
+        count: u64,
+    ) -> Result<std::ops::Range<u64>, StoreError> {
+        self.inner.lease_ids(kind, count)
+    }
 }
 
 impl<S: CursorStore> CursorStore for TailCached<S> {
