@@ -15,6 +15,7 @@
 pub mod admin;
 pub mod config;
 mod grpc;
+pub mod link;
 mod redis;
 mod registry;
 pub mod rendezvous;
