@@ -250,14 +250,16 @@ impl Backend {
     pub fn writes(&self) -> Option<Writes> {
         let commit = self.commit.lock().unwrap_or_else(|p| p.into_inner());
         let ops = commit.ops.clone()?;
-        Some(Writes::new(
-            ops,
-            self.sessions.clone(),
-            self.settings.limits.message_bytes_max,
-            self.settings.contacts.friend_request_message_bytes_max,
-            Arc::new(self.settings.groups.clone()),
+        Some(
+            Writes::new(
+                ops,
+                self.sessions.clone(),
+                self.settings.limits.message_bytes_max,
+                self.settings.contacts.friend_request_message_bytes_max,
+                Arc::new(self.settings.groups.clone()),
+            )
+            .with_link(self.link.clone()),
         )
-        .with_link(self.link.clone()))
     }
 
     /// Cluster mode: this node's links to the others (`cluster/link/`).

@@ -201,13 +201,33 @@ impl ClusterConfig {
             "grpc_concurrency_per_connection",
         );
         range(self.grpc_timeout_ms, 1, 600_000, "grpc_timeout_ms");
-        range(self.peer_queue_items_max as u64, 16, 1 << 24, "peer_queue_items_max");
+        range(
+            self.peer_queue_items_max as u64,
+            16,
+            1 << 24,
+            "peer_queue_items_max",
+        );
         // Under tonic's 4 MiB message limit.
-        range(self.peer_batch_bytes_max as u64, 4_096, 3 << 20, "peer_batch_bytes_max");
-        range(self.peer_connect_timeout_ms, 1, 60_000, "peer_connect_timeout_ms");
+        range(
+            self.peer_batch_bytes_max as u64,
+            4_096,
+            3 << 20,
+            "peer_batch_bytes_max",
+        );
+        range(
+            self.peer_connect_timeout_ms,
+            1,
+            60_000,
+            "peer_connect_timeout_ms",
+        );
         range(self.peer_backoff_max_ms, 50, 600_000, "peer_backoff_max_ms");
         range(self.forward_timeout_ms, 10, 600_000, "forward_timeout_ms");
-        range(self.forwards_pending_max as u64, 1, 1 << 24, "forwards_pending_max");
+        range(
+            self.forwards_pending_max as u64,
+            1,
+            1 << 24,
+            "forwards_pending_max",
+        );
         if self.node_ttl_ms < 2 * self.heartbeat_interval_ms {
             out.push("cluster.node_ttl_ms: must be at least twice heartbeat_interval_ms, or one late heartbeat drops a live node".into());
         }

@@ -147,9 +147,10 @@ impl Writes {
             write,
             queued_at,
         };
-        self.ops.send(op).await.map_err(|_| {
-            Refusal::store_away("this node is shutting down")
-        })
+        self.ops
+            .send(op)
+            .await
+            .map_err(|_| Refusal::store_away("this node is shutting down"))
     }
 
     /// `device_id`: the device of a remote connection (a local one's is looked up).

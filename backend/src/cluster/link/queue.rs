@@ -59,7 +59,9 @@ impl Queue {
         };
         if let Some(why) = refused {
             // Deliveries lost here are caught up by seq; the peer is told to make them do so.
-            self.missed |= items.iter().any(|i| !matches!(i.item, Some(Item::Forward(_))));
+            self.missed |= items
+                .iter()
+                .any(|i| !matches!(i.item, Some(Item::Forward(_))));
             return Err(why);
         }
         self.items.extend(items);

@@ -122,7 +122,16 @@ mod tests {
         assert!(!is_remote(ConnRef { shard: 3, conn: 1 }));
         assert!(!is_remote(crate::notifications::NO_CONN));
         assert!(remote(SLOTS_MAX, &OriginConn { shard: 0, conn: 1 }).is_none());
-        assert!(remote(1, &OriginConn { shard: 0, conn: 1 << 50 }).is_none());
+        assert!(
+            remote(
+                1,
+                &OriginConn {
+                    shard: 0,
+                    conn: 1 << 50
+                }
+            )
+            .is_none()
+        );
     }
 
     #[test]
