@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "proto/ringchat/v1/ringchat.proto",
         "proto/ringchat/v1/status.proto",
+        "proto/ringchat/v1/node.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

@@ -100,6 +100,8 @@ pub struct Backend {
     pub(crate) observe: Arc<crate::observe::Observe>,
     /// Cluster mode: where this node's sessions are published (`cluster/hooks.rs`).
     pub(crate) routes: std::sync::OnceLock<Arc<crate::cluster::Routes>>,
+    /// Cluster mode: the links to the other nodes.
+    link: Option<Arc<crate::cluster::link::Link>>,
 }
 
 impl Backend {
@@ -172,14 +174,26 @@ impl Backend {
         let group_online = Arc::new(GroupOnline::new(shards.len()));
         let push = crate::push::Push::new(&settings.push);
         let observe = Arc::new(crate::observe::Observe::open(&settings)?);
-        let delivery = Arc::new(Delivery::new(
-            sessions.clone(),
-            Arc::clone(&group_online),
-            shards.clone(),
-            Arc::clone(&health),
-            push.as_ref().map(|p| Arc::clone(&p.queue)),
-            Arc::clone(&observe),
-        ));
+        // Cluster mode: the links to the other nodes (forwarded writes, cross-node delivery).
+        let link = settings.cluster.enabled.then(|| {
+            crate::cluster::link::Link::new(
+                &settings.cluster,
+                shards.clone(),
+                sessions.clone(),
+                Arc::clone(&group_online),
+            )
+        });
+        let delivery = Arc::new(
+            Delivery::new(
+                sessions.clone(),
+                Arc::clone(&group_online),
+                shards.clone(),
+                Arc::clone(&health),
+                push.as_ref().map(|p| Arc::clone(&p.queue)),
+                Arc::clone(&observe),
+            )
+            .with_link(link.clone()),
+        );
         let cores = settings.backend.cores.clone();
         let sequencer_delivery = Arc::clone(&delivery);
         let thread = std::thread::Builder::new()
@@ -195,6 +209,7 @@ impl Backend {
             &settings.storage.data_dir,
         ));
         Ok(Arc::new(Self {
+            link,
             operator_replies: delivery.operator_replies(),
             contacts: Contacts::new(settings.contacts.clone()),
             rooms: Rooms::new(settings.rooms.clone()),
@@ -239,13 +254,21 @@ impl Backend {
     pub fn writes(&self) -> Option<Writes> {
         let commit = self.commit.lock().unwrap_or_else(|p| p.into_inner());
         let ops = commit.ops.clone()?;
-        Some(Writes::new(
-            ops,
-            self.sessions.clone(),
-            self.settings.limits.message_bytes_max,
-            self.settings.contacts.friend_request_message_bytes_max,
-            Arc::new(self.settings.groups.clone()),
-        ))
+        Some(
+            Writes::new(
+                ops,
+                self.sessions.clone(),
+                self.settings.limits.message_bytes_max,
+                self.settings.contacts.friend_request_message_bytes_max,
+                Arc::new(self.settings.groups.clone()),
+            )
+            .with_link(self.link.clone()),
+        )
+    }
+
+    /// Cluster mode: this node's links to the others (`cluster/link/`).
+    pub fn link(&self) -> Option<Arc<crate::cluster::link::Link>> {
+        self.link.clone()
     }
 
     /// The sequencer's queue, for the backend's own writes (notifications); `None` once

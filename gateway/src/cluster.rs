@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use ringchat_backend::Writes;
+use ringchat_backend::cluster::link::{Link, NodeService};
 use ringchat_backend::cluster::{self, Cluster, ConnectionCount};
 use ringchat_backend::config::ClusterConfig;
 use tokio::sync::oneshot;
@@ -26,6 +28,7 @@ pub enum Role {
 /// A running membership: stop it with `stop`.
 pub struct Node {
     pub cluster: Arc<Cluster>,
+    link: Option<Arc<Link>>,
     pub grpc_addr: SocketAddr,
     heartbeat_stop: oneshot::Sender<()>,
     heartbeat: tokio::task::JoinHandle<()>,
@@ -33,14 +36,25 @@ pub struct Node {
 }
 
 /// Binds `cluster.grpc_listen`, starts the heartbeat and the gRPC server on `rt`.
+/// `link`: a chat node's links to its peers and its sequencer's queue (the `Node` service);
+/// `None` on a status-only node.
 pub fn start(
     rt: &tokio::runtime::Runtime,
     config: &ClusterConfig,
     connections: Option<ConnectionCount>,
+    link: Option<(Arc<Link>, Writes)>,
 ) -> anyhow::Result<Node> {
     let cluster = {
         let _guard = rt.enter();
         Cluster::new(config, connections).context("cluster.redis_url")?
+    };
+    let node_service = link.map(|(link, writes)| {
+        link.attach(Arc::clone(&cluster), rt.handle().clone());
+        (Arc::clone(&link), NodeService::new(link, writes))
+    });
+    let (link, node_service) = match node_service {
+        Some((link, service)) => (Some(link), Some(service)),
+        None => (None, None),
     };
     let addr: SocketAddr = config.grpc_listen.parse().context("cluster.grpc_listen")?;
     let listener = rt
@@ -54,7 +68,7 @@ pub fn start(
             let stop = async {
                 let _ = grpc_stop_rx.await;
             };
-            if let Err(err) = cluster::serve_grpc(cluster, listener, stop).await {
+            if let Err(err) = cluster::serve_grpc(cluster, node_service, listener, stop).await {
                 tracing::error!(%err, "cluster: the gRPC listener failed");
             }
         }
@@ -66,6 +80,7 @@ pub fn start(
     tracing::info!(node = %config.node_id, grpc = %grpc_addr, "cluster: node started");
     Ok(Node {
         cluster,
+        link,
         grpc_addr,
         heartbeat_stop,
         heartbeat,
@@ -76,6 +91,10 @@ pub fn start(
 impl Node {
     /// Leaves the cluster (deregisters, bounded by the Redis deadline) and stops gRPC.
     pub fn stop(self, rt: &tokio::runtime::Runtime) {
+        // The links first: their incoming streams hold the sequencer's queue.
+        if let Some(link) = &self.link {
+            link.shutdown();
+        }
         let _ = self.heartbeat_stop.send(());
         let left = rt.block_on(tokio::time::timeout(Duration::from_secs(5), self.heartbeat));
         if left.is_err() {
@@ -97,7 +116,7 @@ pub fn run_status(config: &Config) -> anyhow::Result<()> {
         .parse()
         .context("gateway.ws_listen: --role status serves GET /assign there")?;
     let rt = ringchat_backend::build_runtime(&config.backend).context("starting the runtime")?;
-    let node = start(&rt, &config.cluster, None)?;
+    let node = start(&rt, &config.cluster, None, None)?;
     let listener = rt
         .block_on(tokio::net::TcpListener::bind(http))
         .with_context(|| format!("binding gateway.ws_listen {http}"))?;

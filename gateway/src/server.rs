@@ -91,7 +91,16 @@ pub fn run(
             use ringchat_backend::admin::overview::ServerFacts as _;
             facts.connections().per_shard.iter().sum()
         });
-        Some(crate::cluster::start(&rt, &config.cluster, Some(count))?)
+        let link = match (backend.link(), backend.writes()) {
+            (Some(link), Some(writes)) => Some((link, writes)),
+            _ => None,
+        };
+        Some(crate::cluster::start(
+            &rt,
+            &config.cluster,
+            Some(count),
+            link,
+        )?)
     } else {
         None
     };

@@ -45,11 +45,28 @@ pub struct ClusterConfig {
     /// gRPC: requests served at once per connection, and each request's deadline.
     pub grpc_concurrency_per_connection: usize,
     pub grpc_timeout_ms: u64,
-    /// `[cluster.routes]`: where users' devices are (`routes/config.rs`).
-    pub routes: super::routes::RoutesConfig,
     /// Message and group ids leased from the store of record per lease, in ids: each node
     /// hands out ids from its own block (ids left in it at a restart are skipped).
     pub id_block_size: u64,
+    /// Node-to-node links (`cluster/link/`): items (forwarded writes, answers, frames) queued
+    /// per peer, at most; past it a forwarded write is answered UNAVAILABLE and frames are
+    /// dropped (their recipients catch up by seq).
+    pub peer_queue_items_max: usize,
+    /// One batch on a link, at most, in bytes (what is queued is drained into batches).
+    pub peer_batch_bytes_max: usize,
+    /// Dialing a peer, and each batch's hand-over to its stream, in milliseconds.
+    pub peer_connect_timeout_ms: u64,
+    /// Longest pause between reconnects to a peer (doubling from 50 ms), in milliseconds;
+    /// while a link is down, writes for that peer are refused at once (the breaker).
+    pub peer_backoff_max_ms: u64,
+    /// A forwarded write not answered by its owner within this many milliseconds is answered
+    /// UNAVAILABLE (the client resends with the same client_msg_id; dedup keeps it once).
+    pub forward_timeout_ms: u64,
+    /// Forwarded writes awaiting their owner's answer on this node, at most.
+    pub forwards_pending_max: usize,
+    /// `[cluster.routes]`: where users' devices are (`routes/config.rs`); last, as a table
+    /// follows the plain keys in TOML.
+    pub routes: super::routes::RoutesConfig,
 }
 
 fn hidden<S: serde::Serializer>(value: &str, s: S) -> Result<S::Ok, S::Error> {
@@ -76,8 +93,14 @@ impl Default for ClusterConfig {
             nodes_max: 1_024,
             grpc_concurrency_per_connection: 64,
             grpc_timeout_ms: 5_000,
-            routes: super::routes::RoutesConfig::default(),
             id_block_size: 1_024,
+            peer_queue_items_max: 65_536,
+            peer_batch_bytes_max: 1 << 20,
+            peer_connect_timeout_ms: 1_000,
+            peer_backoff_max_ms: 2_000,
+            forward_timeout_ms: 5_000,
+            forwards_pending_max: 65_536,
+            routes: super::routes::RoutesConfig::default(),
         }
     }
 }
@@ -188,6 +211,33 @@ impl ClusterConfig {
         range(self.grpc_timeout_ms, 1, 600_000, "grpc_timeout_ms");
         out.extend(self.routes.problems());
         range(self.id_block_size, 1, 1 << 20, "id_block_size");
+        range(
+            self.peer_queue_items_max as u64,
+            16,
+            1 << 24,
+            "peer_queue_items_max",
+        );
+        // Under tonic's 4 MiB message limit.
+        range(
+            self.peer_batch_bytes_max as u64,
+            4_096,
+            3 << 20,
+            "peer_batch_bytes_max",
+        );
+        range(
+            self.peer_connect_timeout_ms,
+            1,
+            60_000,
+            "peer_connect_timeout_ms",
+        );
+        range(self.peer_backoff_max_ms, 50, 600_000, "peer_backoff_max_ms");
+        range(self.forward_timeout_ms, 10, 600_000, "forward_timeout_ms");
+        range(
+            self.forwards_pending_max as u64,
+            1,
+            1 << 24,
+            "forwards_pending_max",
+        );
         if self.node_ttl_ms < 2 * self.heartbeat_interval_ms {
             out.push("cluster.node_ttl_ms: must be at least twice heartbeat_interval_ms, or one late heartbeat drops a live node".into());
         }

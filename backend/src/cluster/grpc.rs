@@ -41,9 +41,11 @@ impl StatusService for StatusImpl {
     }
 }
 
-/// Serves the node's gRPC services on `listener` until `stop` completes.
+/// Serves the node's gRPC services on `listener` until `stop` completes; `node`: the
+/// node-to-node `Node` service (`link/`), absent on a status-only node.
 pub async fn serve(
     cluster: Arc<Cluster>,
+    node: Option<super::link::NodeService>,
     listener: tokio::net::TcpListener,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
@@ -57,6 +59,7 @@ pub async fn serve(
         .add_service(StatusServer::new(StatusImpl {
             cluster: Arc::clone(&cluster),
         }))
+        .add_optional_service(node.map(super::link::NodeService::into_server))
         .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), stop)
         .await
 }

@@ -16,6 +16,7 @@ pub mod admin;
 pub mod config;
 mod grpc;
 mod hooks;
+pub mod link;
 mod redis;
 mod registry;
 pub mod rendezvous;

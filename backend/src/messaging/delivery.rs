@@ -17,6 +17,7 @@ use super::operator::OperatorReplies;
 use super::to_wire;
 use super::writer::{Audience, Committed, Outcome};
 use crate::api::{ConnId, ConnRef, Outgoing, ShardEvent, ShardSender};
+use crate::cluster::link::{Link, Outbound, is_remote};
 use crate::groups::GroupDone;
 use crate::groups::online::GroupOnline;
 use crate::observe::{GroupFacts, Observe};
@@ -48,16 +49,20 @@ struct Outbox {
     pushes: Vec<PushRecord>,
     /// Frames for recipients (not replies), for `ringchat_deliveries_total`.
     deliveries: u64,
+    /// Cluster mode: what the group sends to other nodes (answers to forwarded writes, the
+    /// frames for their sessions); `None` on one box.
+    remote: Option<Outbound>,
 }
 
 impl Outbox {
-    fn new(shards: usize) -> Self {
+    fn new(shards: usize, cluster: bool) -> Self {
         Self {
             buf: BytesMut::new(),
             per_shard: vec![Vec::new(); shards],
             fanouts: Vec::new(),
             pushes: Vec::new(),
             deliveries: 0,
+            remote: cluster.then(Outbound::default),
         }
     }
 
@@ -76,7 +81,10 @@ impl Outbox {
 
     fn reply(&mut self, conn: ConnRef, request_id: u64, body: Body) {
         let frame = self.encode(request_id, body);
-        self.to(conn, frame);
+        match &mut self.remote {
+            Some(remote) if is_remote(conn) => remote.answer(conn, request_id, frame),
+            _ => self.to(conn, frame),
+        }
     }
 
     fn shared(
@@ -108,6 +116,9 @@ impl Outbox {
     }
 
     fn fanout_frame(&mut self, members: Members, except: ConnRef, frame: Bytes) {
+        if let Some(remote) = &mut self.remote {
+            remote.users(members.all(), except, &frame);
+        }
         self.fanouts.push(Fanout {
             members,
             except,
@@ -127,6 +138,9 @@ impl Outbox {
     ) {
         let push = push_to.map(|user| PushRecord::of(user, &message));
         let frame = self.encode(0, push_message(message));
+        if let Some(remote) = &mut self.remote {
+            remote.users(members.all(), except, &frame);
+        }
         self.fanouts.push(Fanout {
             members,
             except,
@@ -166,6 +180,8 @@ pub(crate) struct Delivery {
     operator: Arc<OperatorReplies>,
     /// Offline push, when `[push] url` is set.
     push: Option<Arc<PushQueue>>,
+    /// Cluster mode: the links to the other nodes.
+    link: Option<Arc<Link>>,
 }
 
 impl Delivery {
@@ -186,7 +202,14 @@ impl Delivery {
             queued: AtomicUsize::new(0),
             operator: Arc::default(),
             push,
+            link: None,
         }
+    }
+
+    /// Cluster mode: each durable group's answers and frames for other nodes go on `link`.
+    pub(crate) fn with_link(mut self, link: Option<Arc<Link>>) -> Self {
+        self.link = link;
+        self
     }
 
     pub(crate) fn operator_replies(&self) -> Arc<OperatorReplies> {
@@ -279,13 +302,16 @@ impl Delivery {
             }),
             stored: stored as u64,
         });
-        let mut outbox = Outbox::new(self.shards.len());
+        let mut outbox = Outbox::new(self.shards.len(), self.link.is_some());
         let mut messages: Vec<Option<MessageRecord>> =
             group.messages.into_iter().map(Some).collect();
         for outcome in group.outcomes {
             self.frames_of(outcome, &mut messages, &mut outbox);
         }
         self.resolve_fanouts(&mut outbox);
+        if let (Some(link), Some(remote)) = (&self.link, outbox.remote.take()) {
+            link.send_group(remote);
+        }
         if let Some(push) = &self.push {
             push.offer(outbox.pushes);
         }
@@ -297,6 +323,9 @@ impl Delivery {
     /// follow membership changes in outcome, that is commit, order): one shared list per
     /// shard, never a walk over the members.
     fn to_group(&self, outbox: &mut Outbox, g: ConvId, except: ConnRef, frame: &Bytes) {
+        if let Some(remote) = &mut outbox.remote {
+            remote.group(g, except, frame);
+        }
         self.online.audience(g, |shard, conns| {
             let except = (usize::from(except.shard) == shard).then_some(except.conn);
             outbox.shared(shard, Arc::clone(conns), except, frame.clone());
@@ -327,6 +356,9 @@ impl Delivery {
         let g = done.group;
         for user in &done.joined {
             self.online.changed(g, *user, true);
+            if let Some(remote) = &mut outbox.remote {
+                remote.member(g, *user, true);
+            }
         }
         for i in done.events {
             let event = take(messages, i);
@@ -338,6 +370,9 @@ impl Delivery {
         }
         for user in &done.left {
             self.online.changed(g, *user, false);
+            if let Some(remote) = &mut outbox.remote {
+                remote.member(g, *user, false);
+            }
         }
     }
 

@@ -27,6 +27,8 @@ pub struct Writes {
     message_bytes_max: usize,
     request_message_bytes_max: usize,
     groups: Arc<GroupsConfig>,
+    /// Cluster mode: writes whose conversation another node owns go to it (`cluster/link/`).
+    link: Option<Arc<crate::cluster::link::Link>>,
 }
 
 /// What became of a write handed to [`Writes::submit`].
@@ -60,7 +62,14 @@ impl Writes {
             message_bytes_max,
             request_message_bytes_max,
             groups,
+            link: None,
         }
+    }
+
+    /// Cluster mode: forwards writes owned by other nodes over `link`.
+    pub(crate) fn with_link(mut self, link: Option<Arc<crate::cluster::link::Link>>) -> Self {
+        self.link = link;
+        self
     }
 
     /// A handle with no sequencer behind it: every write is `Stopped`. For tests of the
@@ -85,10 +94,21 @@ impl Writes {
         request_id: u64,
         request: WriteRequest,
     ) -> Submitted {
-        let write = match self.write_of(conn, user, request) {
+        // Cluster mode: the request as it came, in case its owner is another node.
+        let original = self.link.as_ref().map(|_| request.clone());
+        let write = match self.write_of(conn, user, request, None) {
             Ok(write) => write,
             Err(refusal) => return Submitted::Refused(refusal.into_error()),
         };
+        if let (Some(link), Some(original)) = (&self.link, original)
+            && let Some(owner) = link.owner_elsewhere(&write)
+        {
+            let device_id = match write {
+                Write::Cursor(c) => c.device_id,
+                _ => String::new(),
+            };
+            return link.forward(&owner, conn, user, device_id, request_id, original);
+        }
         // One vDSO clock read per send (no syscall): the start of its send-to-ack latency.
         let queued_at = matches!(write, Write::Send(_) | Write::GroupSend(_)).then(Instant::now);
         let op = WriteOp {
@@ -109,11 +129,37 @@ impl Writes {
         self.ops.send(pending.0).await.is_ok()
     }
 
+    /// On the owner node: a write forwarded by another node for its connection `conn`
+    /// (`cluster/link/`), checked like a local one and queued, waiting for room.
+    pub(crate) async fn submit_remote(
+        &self,
+        conn: ConnRef,
+        user: UserId,
+        device_id: String,
+        request_id: u64,
+        request: WriteRequest,
+    ) -> Result<(), Refusal> {
+        let write = self.write_of(conn, user, request, Some(device_id))?;
+        let queued_at = matches!(write, Write::Send(_) | Write::GroupSend(_)).then(Instant::now);
+        let op = WriteOp {
+            conn,
+            request_id,
+            write,
+            queued_at,
+        };
+        self.ops
+            .send(op)
+            .await
+            .map_err(|_| Refusal::store_away("this node is shutting down"))
+    }
+
+    /// `device_id`: the device of a remote connection (a local one's is looked up).
     fn write_of(
         &self,
         conn: ConnRef,
         user: UserId,
         request: WriteRequest,
+        device_id: Option<String>,
     ) -> Result<Write, Refusal> {
         Ok(match request {
             WriteRequest::Send(send) => match validate_send(user, &send, self.message_bytes_max)? {
@@ -136,12 +182,13 @@ impl Writes {
             },
             WriteRequest::DeliveryAck(ack) => {
                 let conv = conv_from_wire(ack.conversation_id)?;
-                let device_id = self
-                    .sessions
-                    .read()
-                    .device_of(user, conn)
-                    .unwrap_or_default()
-                    .to_owned();
+                let device_id = device_id.unwrap_or_else(|| {
+                    self.sessions
+                        .read()
+                        .device_of(user, conn)
+                        .unwrap_or_default()
+                        .to_owned()
+                });
                 Write::Cursor(CursorMove {
                     user,
                     device_id,

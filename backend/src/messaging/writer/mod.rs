@@ -42,6 +42,8 @@ mod ids;
 mod ownership;
 mod reload;
 
+pub(crate) use ownership::convs_of;
+
 /// Cached conversation heads and known users, each at most; past it the cache starts over
 /// (the store has everything, the cache only saves reads).
 const CACHE_ENTRIES_MAX: usize = 1 << 20;

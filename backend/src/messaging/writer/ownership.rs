@@ -132,7 +132,7 @@ fn creates_group(write: &Write) -> bool {
 
 /// The conversations a write touches (see ARCHITECTURE.md, "Cluster: who writes what").
 /// Group creation (its id is not known yet) and the DM-policy setting (a user's row) touch none.
-fn convs_of(write: &Write, out: &mut Vec<ConvId>) {
+pub(crate) fn convs_of(write: &Write, out: &mut Vec<ConvId>) {
     match write {
         Write::Send(m) => out.extend(ConvId::direct(m.from, m.to)),
         Write::Cursor(c) => out.push(c.conv),

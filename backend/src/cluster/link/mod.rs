@@ -1,0 +1,451 @@
+//! Node-to-node links (issue 14, parts 3–4): forwarded writes, their answers, and durable
+//! groups' frames between the nodes of a cluster, over one long-lived `Node/Link` gRPC stream
+//! per peer and direction (`node.proto`).
+//!
+//! - Origin → owner: a shard's write whose conversation another live node owns (`owner_of`)
+//!   is queued for that node (`forward`) instead of the local sequencer; the origin keeps it in
+//!   `pending` until the answer comes back (`pending.rs`: answered UNAVAILABLE on a deadline
+//!   or when the link drops, so nothing hangs).
+//! - Owner: the write goes through its sequencer as a write of a remote connection
+//!   (`wire::remote`: a `ConnRef` with the remote bit); delivery gathers what a group sends to
+//!   other nodes (`Outbound`) and `send_group` queues it once per destination node.
+//! - Destination: `serve.rs` hands frames to its local sessions, one event per shard per batch.
+//!
+//! Every peer queue is bounded (`peer_queue_items_max`); a full queue or a link that is down
+//! refuses at once: a forwarded write gets UNAVAILABLE with `retry_after_ms`, dropped frames
+//! are caught up by seq (the batch after a drop carries `missed`, see `serve.rs`).
+
+mod peer;
+mod pending;
+mod queue;
+mod serve;
+mod wire;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ringchat_proto::v1::{self, NodeItem, node_item::Item};
+use tokio::sync::watch;
+
+pub use serve::NodeService;
+pub(crate) use wire::is_remote;
+
+use super::{Cluster, ClusterConfig};
+use crate::accounts::Refusal;
+use crate::api::{ConnRef, Outgoing, ShardEvent, ShardSender, WriteRequest};
+use crate::groups::online::GroupOnline;
+use crate::messaging::Submitted;
+use crate::messaging::writer::{Write, convs_of};
+use crate::sessions::SharedSessions;
+use crate::store::ConvId;
+use peer::Peer;
+use pending::Pending;
+
+/// How often forwarded writes past their deadline are answered.
+const SWEEP_EVERY: Duration = Duration::from_millis(100);
+
+/// This node's links to its peers. Built with the backend (cluster mode); live once
+/// `attach` has given it the node view and a runtime.
+pub struct Link {
+    me: String,
+    config: ClusterConfig,
+    attached: OnceLock<(Arc<Cluster>, tokio::runtime::Handle)>,
+    peers: Mutex<Peers>,
+    pending: Pending,
+    shards: Vec<ShardSender>,
+    sessions: SharedSessions,
+    online: Arc<GroupOnline>,
+    stop: watch::Sender<bool>,
+}
+
+#[derive(Default)]
+struct Peers {
+    by_id: HashMap<String, Arc<Peer>>,
+    /// Indexed by slot; a slot is never reused.
+    by_slot: Vec<Arc<Peer>>,
+}
+
+/// What one durable group sends to other nodes, gathered by delivery in outcome order.
+#[derive(Debug, Default)]
+pub(crate) struct Outbound {
+    items: Vec<Out>,
+}
+
+#[derive(Debug)]
+enum Out {
+    Answer {
+        conn: ConnRef,
+        request_id: u64,
+        frame: Bytes,
+    },
+    Users {
+        users: Vec<u64>,
+        except: ConnRef,
+        frame: Bytes,
+    },
+    Group {
+        g: u64,
+        except: ConnRef,
+        frame: Bytes,
+    },
+    Member {
+        g: u64,
+        user: u64,
+        joined: bool,
+    },
+}
+
+impl Outbound {
+    pub(crate) fn answer(&mut self, conn: ConnRef, request_id: u64, frame: Bytes) {
+        self.items.push(Out::Answer {
+            conn,
+            request_id,
+            frame,
+        });
+    }
+
+    pub(crate) fn users(&mut self, users: &[u64], except: ConnRef, frame: &Bytes) {
+        self.items.push(Out::Users {
+            users: users.to_vec(),
+            except,
+            frame: frame.clone(),
+        });
+    }
+
+    pub(crate) fn group(&mut self, g: ConvId, except: ConnRef, frame: &Bytes) {
+        self.items.push(Out::Group {
+            g: g.to_wire(),
+            except,
+            frame: frame.clone(),
+        });
+    }
+
+    pub(crate) fn member(&mut self, g: ConvId, user: u64, joined: bool) {
+        self.items.push(Out::Member {
+            g: g.to_wire(),
+            user,
+            joined,
+        });
+    }
+}
+
+/// `except` as the destination at `slot` names it: its own connection, or none.
+fn except_for(except: ConnRef, slot: u16) -> Option<v1::OriginConn> {
+    wire::origin_of(except)
+        .filter(|(s, _)| *s == slot)
+        .map(|(_, o)| o)
+}
+
+impl Link {
+    pub(crate) fn new(
+        config: &ClusterConfig,
+        shards: Vec<ShardSender>,
+        sessions: SharedSessions,
+        online: Arc<GroupOnline>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            me: config.node_id.clone(),
+            config: config.clone(),
+            attached: OnceLock::new(),
+            peers: Mutex::default(),
+            pending: Pending::new(config.forwards_pending_max),
+            shards,
+            sessions,
+            online,
+            stop: watch::channel(false).0,
+        })
+    }
+
+    /// Goes live: peers are read from `cluster`'s view and their tasks run on `runtime`.
+    /// Starts the sweeper of forwarded writes past their deadline.
+    pub fn attach(self: &Arc<Self>, cluster: Arc<Cluster>, runtime: tokio::runtime::Handle) {
+        if self.attached.set((cluster, runtime.clone())).is_err() {
+            return;
+        }
+        let link = Arc::clone(self);
+        runtime.spawn(async move {
+            let mut stop = link.stop.subscribe();
+            let mut tick = tokio::time::interval(SWEEP_EVERY);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.changed() => break,
+                }
+                let expired = link.pending.take_where(Instant::now(), None);
+                if !expired.is_empty() {
+                    metrics::counter!("ringchat_cluster_forward_refused_total", "reason" => "timeout")
+                        .increment(expired.len() as u64);
+                    link.answer_unavailable(expired, "the conversation's owner node did not answer in time; retry").await;
+                }
+            }
+        });
+    }
+
+    /// Stops the peer tasks and the incoming streams (shutdown).
+    pub fn shutdown(&self) {
+        self.stop.send_replace(true);
+    }
+
+    fn view_nodes(&self) -> Option<Arc<super::ClusterView>> {
+        self.attached.get().map(|(c, _)| c.view())
+    }
+
+    /// The peer for a live node, made (and its task started) on first use.
+    fn peer(self: &Arc<Self>, node_id: &str, addr: &str) -> Option<Arc<Peer>> {
+        let (_, runtime) = self.attached.get()?;
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = peers.by_id.get(node_id) {
+            if let Ok(mut a) = p.addr.lock()
+                && *a != addr
+            {
+                addr.clone_into(&mut *a);
+            }
+            return Some(Arc::clone(p));
+        }
+        let slot = u16::try_from(peers.by_slot.len())
+            .ok()
+            .filter(|s| *s < wire::SLOTS_MAX)?;
+        let peer = Arc::new(Peer::new(
+            node_id.to_owned(),
+            slot,
+            addr.to_owned(),
+            self.config.peer_queue_items_max,
+        ));
+        peers.by_id.insert(node_id.to_owned(), Arc::clone(&peer));
+        peers.by_slot.push(Arc::clone(&peer));
+        runtime.spawn(peer::run(Arc::clone(self), Arc::clone(&peer)));
+        Some(peer)
+    }
+
+    fn peer_by_slot(&self, slot: u16) -> Option<Arc<Peer>> {
+        let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        peers.by_slot.get(usize::from(slot)).cloned()
+    }
+
+    fn peer_by_id(self: &Arc<Self>, node_id: &str) -> Option<Arc<Peer>> {
+        let view = self.view_nodes()?;
+        let node = view.nodes.iter().find(|n| n.record.node_id == node_id)?;
+        self.peer(node_id, &node.record.advertise_addr)
+    }
+
+    /// The live node that owns `write`'s conversation, when it is not this node. Writes that
+    /// name no conversation (group creation, the DM policy) stay here.
+    pub(crate) fn owner_elsewhere(self: &Arc<Self>, write: &Write) -> Option<Arc<Peer>> {
+        let view = self.view_nodes()?;
+        let mut convs = Vec::new();
+        convs_of(write, &mut convs);
+        let conv = *convs.first()?;
+        let owner = view.owner_of(conv.to_wire())?;
+        if owner.record.node_id == self.me {
+            return None;
+        }
+        self.peer(&owner.record.node_id, &owner.record.advertise_addr)
+    }
+
+    /// Queues a write for its owner `peer`; the answer comes back through `serve.rs`.
+    pub(crate) fn forward(
+        &self,
+        peer: &Peer,
+        conn: ConnRef,
+        user: u64,
+        device_id: String,
+        request_id: u64,
+        request: WriteRequest,
+    ) -> Submitted {
+        let key = (conn, request_id);
+        let deadline = Instant::now() + Duration::from_millis(self.config.forward_timeout_ms);
+        if request_id != 0 && !self.pending.insert(key, peer.slot, deadline) {
+            metrics::counter!("ringchat_cluster_forward_refused_total", "reason" => "pending_full")
+                .increment(1);
+            return Submitted::Refused(busy("too many writes wait for other nodes; retry"));
+        }
+        let item = NodeItem {
+            item: Some(Item::Forward(v1::Forward {
+                origin: Some(wire::origin(conn)),
+                user_id: user,
+                device_id,
+                request_id,
+                frame: wire::encode_write(request),
+            })),
+        };
+        match peer.push_all(vec![item]) {
+            Ok(()) => {
+                metrics::counter!("ringchat_cluster_forwarded_writes_total").increment(1);
+                Submitted::Queued
+            }
+            Err(why) => {
+                self.pending.forget(key);
+                metrics::counter!("ringchat_cluster_forward_refused_total", "reason" => why.label())
+                    .increment(1);
+                Submitted::Refused(busy(
+                    "the conversation's owner node cannot be reached right now; retry",
+                ))
+            }
+        }
+    }
+
+    /// The nodes a durable group's frames go to besides this one. Every other live node for
+    /// now; the one place to narrow it to the nodes with sessions of `out`'s recipients once
+    /// routing is in Redis.
+    fn destinations(self: &Arc<Self>, _out: &Outbound) -> Vec<Arc<Peer>> {
+        let Some(view) = self.view_nodes() else {
+            return Vec::new();
+        };
+        view.nodes
+            .iter()
+            .filter(|n| n.record.node_id != self.me)
+            .filter_map(|n| self.peer(&n.record.node_id, &n.record.advertise_addr))
+            .collect()
+    }
+
+    /// On the owner, after a durable group: its answers to their origin nodes, its frames to
+    /// every destination node, each node's part queued at once (or dropped at once).
+    pub(crate) fn send_group(self: &Arc<Self>, out: Outbound) {
+        if out.items.is_empty() {
+            return;
+        }
+        let fans = out.items.iter().any(|i| !matches!(i, Out::Answer { .. }));
+        let mut per_peer: Vec<(Arc<Peer>, Vec<NodeItem>)> = if fans {
+            self.destinations(&out)
+                .into_iter()
+                .map(|p| (p, Vec::new()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        for item in out.items {
+            match item {
+                Out::Answer {
+                    conn,
+                    request_id,
+                    frame,
+                } => {
+                    let Some((slot, origin)) = wire::origin_of(conn) else {
+                        continue;
+                    };
+                    let answer = NodeItem {
+                        item: Some(Item::Answer(v1::Answer {
+                            origin: Some(origin),
+                            request_id,
+                            frame,
+                        })),
+                    };
+                    match per_peer.iter_mut().find(|(p, _)| p.slot == slot) {
+                        Some((_, items)) => items.push(answer),
+                        None => {
+                            if let Some(p) = self.peer_by_slot(slot) {
+                                per_peer.push((p, vec![answer]));
+                            }
+                        }
+                    }
+                }
+                Out::Users {
+                    users,
+                    except,
+                    frame,
+                } => {
+                    for (p, items) in &mut per_peer {
+                        items.push(NodeItem {
+                            item: Some(Item::ToUsers(v1::ToUsers {
+                                user_ids: users.clone(),
+                                except: except_for(except, p.slot),
+                                frame: frame.clone(),
+                            })),
+                        });
+                    }
+                }
+                Out::Group { g, except, frame } => {
+                    for (p, items) in &mut per_peer {
+                        items.push(NodeItem {
+                            item: Some(Item::ToGroup(v1::ToGroup {
+                                group_id: g,
+                                except: except_for(except, p.slot),
+                                frame: frame.clone(),
+                            })),
+                        });
+                    }
+                }
+                Out::Member { g, user, joined } => {
+                    for (_, items) in &mut per_peer {
+                        items.push(NodeItem {
+                            item: Some(Item::MemberChange(v1::NodeMemberChange {
+                                group_id: g,
+                                user_id: user,
+                                joined,
+                            })),
+                        });
+                    }
+                }
+            }
+        }
+        for (peer, items) in per_peer {
+            if !items.is_empty() {
+                // Refused: counted by the peer; answers lost are answered by the origin's
+                // deadline, frames lost are caught up by seq.
+                let _ = peer.push_all(items);
+            }
+        }
+    }
+
+    /// A link went down: its forwarded writes waiting here are answered UNAVAILABLE now.
+    fn link_down(self: &Arc<Self>, peer: &Peer, dropped: Vec<NodeItem>) {
+        let waiting = self.pending.take_where(Instant::now(), Some(peer.slot));
+        let forwards = dropped
+            .iter()
+            .filter(|i| matches!(i.item, Some(Item::Forward(_))))
+            .count();
+        metrics::counter!("ringchat_cluster_forward_refused_total", "reason" => "down")
+            .increment(forwards as u64);
+        if waiting.is_empty() {
+            return;
+        }
+        let link = Arc::clone(self);
+        if let Some((_, runtime)) = self.attached.get() {
+            runtime.spawn(async move {
+                link.answer_unavailable(
+                    waiting,
+                    "the link to the conversation's owner node went down; retry",
+                )
+                .await;
+            });
+        }
+    }
+
+    async fn answer_unavailable(&self, keys: Vec<pending::Key>, why: &str) {
+        let error = ringchat_proto::Body::Error(busy(why));
+        let mut per_shard: Vec<Vec<Outgoing>> = vec![Vec::new(); self.shards.len()];
+        for (conn, request_id) in keys {
+            if let Some(list) = per_shard.get_mut(usize::from(conn.shard)) {
+                let frame = crate::api::encoded(request_id, error.clone());
+                list.push(Outgoing::One(conn.conn, frame));
+            }
+        }
+        self.to_shards(per_shard).await;
+    }
+
+    async fn to_shards(&self, per_shard: Vec<Vec<Outgoing>>) {
+        for (shard, frames) in per_shard.into_iter().enumerate() {
+            if !frames.is_empty() {
+                // A shard that has stopped (shutdown) takes nothing more.
+                let _ = self.shards[shard].send(ShardEvent::Frames(frames)).await;
+            }
+        }
+    }
+
+    /// Forwarded writes waiting for an answer on this node (for tests and the overview).
+    pub fn forwards_waiting(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+/// UNAVAILABLE with the usual pause: resend with the same client_msg_id.
+fn busy(message: &str) -> v1::Error {
+    Refusal {
+        code: v1::ErrorCode::Unavailable,
+        message: message.into(),
+        retry_after_ms: crate::retry_after::unavailable_retry_after_ms(),
+    }
+    .into_error()
+}

@@ -1,0 +1,158 @@
+//! One peer: its bounded queue and the task that dials it and writes the queue into one
+//! long-lived `Node/Link` stream. Every step is bounded: dialing and each batch's hand-over
+//! by `peer_connect_timeout_ms`; a failure closes the queue (writes for the peer are refused
+//! at once: the breaker) for a backoff pause, doubling from 50 ms to `peer_backoff_max_ms`.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use ringchat_proto::v1::NodeBatch;
+use ringchat_proto::v1::NodeItem;
+use ringchat_proto::v1::node_client::NodeClient;
+use tokio::sync::{Notify, mpsc};
+
+use super::Link;
+use super::queue::{Queue, Refused};
+
+const BACKOFF_FIRST: Duration = Duration::from_millis(50);
+/// Batches handed to the HTTP/2 stream ahead of its flow control, at most.
+const IN_FLIGHT_BATCHES: usize = 2;
+
+pub(crate) struct Peer {
+    pub(crate) node_id: String,
+    pub(crate) slot: u16,
+    /// Where to dial, from the latest view.
+    pub(crate) addr: Mutex<String>,
+    queue: Mutex<Queue>,
+    wake: Notify,
+}
+
+impl Peer {
+    pub(crate) fn new(node_id: String, slot: u16, addr: String, items_max: usize) -> Self {
+        Self {
+            node_id,
+            slot,
+            addr: Mutex::new(addr),
+            queue: Mutex::new(Queue::new(items_max)),
+            wake: Notify::new(),
+        }
+    }
+
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `items` together, or refuses them all; wakes the sender task.
+    pub(crate) fn push_all(&self, items: Vec<NodeItem>) -> Result<(), Refused> {
+        let n = items.len() as u64;
+        let (result, depth) = {
+            let mut q = self.queue();
+            (q.push_all(items), q.len())
+        };
+        let peer = self.node_id.clone();
+        metrics::gauge!("ringchat_cluster_peer_queue_items", "peer" => peer.clone())
+            .set(depth as f64);
+        match result {
+            Ok(()) => self.wake.notify_one(),
+            Err(why) => {
+                metrics::counter!("ringchat_cluster_peer_items_dropped_total", "peer" => peer, "reason" => why.label())
+                    .increment(n)
+            }
+        }
+        result
+    }
+}
+
+/// Dials `peer` and writes its queue until the link stops; reconnects with backoff.
+pub(crate) async fn run(link: Arc<Link>, peer: Arc<Peer>) {
+    let mut stop = link.stop.subscribe();
+    let mut backoff = BACKOFF_FIRST;
+    let timeout = Duration::from_millis(link.config.peer_connect_timeout_ms);
+    let backoff_max = Duration::from_millis(link.config.peer_backoff_max_ms);
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let connected = tokio::select! {
+            r = connect_and_write(&link, &peer, timeout, &mut backoff) => r,
+            _ = stop.changed() => break,
+        };
+        let addr = peer.addr.lock().map(|a| a.clone()).unwrap_or_default();
+        let result = if connected { "lost" } else { "failed" };
+        metrics::counter!("ringchat_cluster_peer_links_down_total", "peer" => peer.node_id.clone(), "result" => result).increment(1);
+        tracing::warn!(peer = %peer.node_id, %addr, result, pause_ms = backoff.as_millis() as u64, "cluster: link to peer down; writes for it are refused until it is back");
+        // The breaker: nothing waits for a peer that is away.
+        let dropped = peer.queue().close();
+        link.link_down(&peer, dropped);
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            _ = stop.changed() => break,
+        }
+        backoff = (backoff * 2).min(backoff_max);
+        peer.queue().reopen();
+    }
+}
+
+/// One connection's life: `true` if the stream was up (then lost), `false` if dialing failed.
+async fn connect_and_write(
+    link: &Link,
+    peer: &Peer,
+    timeout: Duration,
+    backoff: &mut Duration,
+) -> bool {
+    let addr = peer.addr.lock().map(|a| a.clone()).unwrap_or_default();
+    let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{addr}")) else {
+        tracing::error!(peer = %peer.node_id, %addr, "cluster: the peer's advertise_addr is not host:port");
+        return false;
+    };
+    let endpoint = endpoint
+        .connect_timeout(timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5));
+    let Ok(Ok(channel)) = tokio::time::timeout(timeout, endpoint.connect()).await else {
+        return false;
+    };
+    let (tx, rx) = mpsc::channel::<NodeBatch>(IN_FLIGHT_BATCHES);
+    let outbound = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|batch| (batch, rx))
+    });
+    let mut client = NodeClient::new(channel);
+    let Ok(Ok(response)) = tokio::time::timeout(timeout, client.link(outbound)).await else {
+        return false;
+    };
+    let mut inbound = response.into_inner();
+    *backoff = BACKOFF_FIRST;
+    metrics::counter!("ringchat_cluster_peer_links_up_total", "peer" => peer.node_id.clone())
+        .increment(1);
+    tracing::info!(peer = %peer.node_id, %addr, "cluster: link to peer up");
+    let bytes_max = link.config.peer_batch_bytes_max;
+    loop {
+        loop {
+            let batch = peer.queue().drain(&link.me, bytes_max);
+            let Some(batch) = batch else { break };
+            let items = batch.items.len() as u64;
+            match tokio::time::timeout(timeout, tx.send(batch)).await {
+                Ok(Ok(())) => {
+                    let p = peer.node_id.clone();
+                    metrics::counter!("ringchat_cluster_peer_batches_sent_total", "peer" => p.clone()).increment(1);
+                    metrics::counter!("ringchat_cluster_peer_items_sent_total", "peer" => p)
+                        .increment(items);
+                }
+                // The stream took nothing within the deadline (the peer stalls) or ended.
+                _ => return true,
+            }
+        }
+        metrics::gauge!("ringchat_cluster_peer_queue_items", "peer" => peer.node_id.clone())
+            .set(peer.queue().len() as f64);
+        tokio::select! {
+            () = peer.wake.notified() => {}
+            // The response half carries nothing: it ends (or fails) when the link does.
+            m = inbound.message() => {
+                if !matches!(m, Ok(Some(_))) {
+                    return true;
+                }
+            }
+        }
+    }
+}

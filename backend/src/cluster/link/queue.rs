@@ -1,0 +1,166 @@
+//! One peer's outgoing queue: bounded in items, drained into batches bounded in bytes. Plain
+//! data under the peer's lock; the sender task (`peer.rs`) does the waiting.
+
+use std::collections::VecDeque;
+
+use prost::Message;
+use ringchat_proto::v1::{NodeBatch, NodeItem, node_item::Item};
+
+/// Why an item was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// `cluster.peer_queue_items_max` items are waiting already.
+    Full,
+    /// The link is down (between reconnects): nothing waits for it.
+    Down,
+}
+
+impl Refused {
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Refused::Full => "full",
+            Refused::Down => "down",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Queue {
+    items: VecDeque<NodeItem>,
+    items_max: usize,
+    /// Accepting items: the link is up or being dialed (not in a backoff pause).
+    pub(crate) open: bool,
+    /// Frames for this peer were dropped since the last batch: its sessions must catch up.
+    pub(crate) missed: bool,
+}
+
+impl Queue {
+    pub(crate) fn new(items_max: usize) -> Self {
+        Self {
+            items: VecDeque::new(),
+            items_max,
+            open: true,
+            missed: false,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Queues `items` whole or not at all (a commit group's frames for one node go together).
+    pub(crate) fn push_all(&mut self, items: Vec<NodeItem>) -> Result<(), Refused> {
+        let refused = if !self.open {
+            Some(Refused::Down)
+        } else if self.items.len() + items.len() > self.items_max {
+            Some(Refused::Full)
+        } else {
+            None
+        };
+        if let Some(why) = refused {
+            // Deliveries lost here are caught up by seq; the peer is told to make them do so.
+            self.missed |= items
+                .iter()
+                .any(|i| !matches!(i.item, Some(Item::Forward(_))));
+            return Err(why);
+        }
+        self.items.extend(items);
+        Ok(())
+    }
+
+    /// Takes what is queued into one batch of at most `bytes_max` encoded bytes (at least one
+    /// item, whatever its size: the configured bound keeps items far below tonic's limit).
+    pub(crate) fn drain(&mut self, from_node: &str, bytes_max: usize) -> Option<NodeBatch> {
+        if self.items.is_empty() && !self.missed {
+            return None;
+        }
+        let mut batch = NodeBatch {
+            from_node: from_node.to_owned(),
+            items: Vec::new(),
+            missed: std::mem::take(&mut self.missed),
+        };
+        let mut bytes = 0;
+        while let Some(item) = self.items.front() {
+            let len = item.encoded_len() + 4;
+            if !batch.items.is_empty() && bytes + len > bytes_max {
+                break;
+            }
+            bytes += len;
+            batch.items.extend(self.items.pop_front());
+        }
+        Some(batch)
+    }
+
+    /// The link went down: everything queued is dropped (forwarded writes are answered
+    /// UNAVAILABLE by their origin's pending table) and new items are refused until `reopen`.
+    pub(crate) fn close(&mut self) -> Vec<NodeItem> {
+        self.open = false;
+        self.missed |= !self.items.is_empty();
+        self.items.drain(..).collect()
+    }
+
+    pub(crate) fn reopen(&mut self) {
+        self.open = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringchat_proto::v1::{Answer, ToUsers};
+
+    fn frame(bytes: usize) -> NodeItem {
+        NodeItem {
+            item: Some(Item::ToUsers(ToUsers {
+                user_ids: vec![1],
+                except: None,
+                frame: vec![0u8; bytes].into(),
+            })),
+        }
+    }
+
+    #[test]
+    fn a_full_queue_refuses_whole_groups_and_remembers_missed_frames() {
+        let mut q = Queue::new(4);
+        assert_eq!(q.push_all(vec![frame(1), frame(1), frame(1)]), Ok(()));
+        assert_eq!(q.push_all(vec![frame(1), frame(1)]), Err(Refused::Full));
+        assert_eq!(q.len(), 3, "nothing of a refused group is queued");
+        assert_eq!(q.push_all(vec![frame(1)]), Ok(()));
+        let batch = q.drain("n1", 1 << 20).expect("a batch");
+        assert_eq!(batch.items.len(), 4);
+        assert!(batch.missed, "the dropped frames are announced");
+        assert!(q.drain("n1", 1 << 20).is_none(), "drained, and told once");
+    }
+
+    #[test]
+    fn batches_are_bounded_in_bytes_but_never_empty() {
+        let mut q = Queue::new(100);
+        q.push_all((0..10).map(|_| frame(1000)).collect()).unwrap();
+        let first = q.drain("n1", 2_500).expect("a batch");
+        assert_eq!(first.items.len(), 2);
+        assert!(first.encoded_len() <= 2_500 + 64);
+        // An item bigger than the bound still goes, alone.
+        let mut big = Queue::new(100);
+        big.push_all(vec![frame(10_000), frame(1)]).unwrap();
+        assert_eq!(big.drain("n1", 2_500).expect("a batch").items.len(), 1);
+        assert_eq!(big.drain("n1", 2_500).expect("a batch").items.len(), 1);
+        let mut rest = 0;
+        while let Some(b) = q.drain("n1", 2_500) {
+            rest += b.items.len();
+        }
+        assert_eq!(rest, 8);
+    }
+
+    #[test]
+    fn a_closed_link_refuses_until_reopened() {
+        let mut q = Queue::new(8);
+        let answer = NodeItem {
+            item: Some(Item::Answer(Answer::default())),
+        };
+        q.push_all(vec![answer.clone()]).unwrap();
+        assert_eq!(q.close().len(), 1);
+        assert_eq!(q.push_all(vec![answer]), Err(Refused::Down));
+        q.reopen();
+        assert_eq!(q.push_all(vec![frame(1)]), Ok(()));
+    }
+}

@@ -1,0 +1,209 @@
+//! The receiving end of a link: the `Node/Link` gRPC service. Each incoming stream gets a
+//! task that takes its batches in order: forwarded writes go to this node's sequencer (as
+//! writes of a remote connection), answers to the origin connections still waiting, frames to
+//! the local sessions of their recipients: one event per shard per batch.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_util::{Stream, StreamExt};
+use ringchat_proto::Body;
+use ringchat_proto::v1::node_item::Item;
+use ringchat_proto::v1::node_server::{Node, NodeServer};
+use ringchat_proto::v1::{self, NodeBatch, NodeItem};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{Link, wire};
+use crate::accounts::Refusal;
+use crate::api::{ConnRef, Outgoing, encoded};
+use crate::messaging::Writes;
+use crate::store::ConvId;
+
+/// The `Node` service: needs the sequencer's queue (`Writes`), held only while a stream is
+/// open and the link has not stopped (shutdown stops the link before the sequencer).
+pub struct NodeService {
+    link: Arc<Link>,
+    writes: Writes,
+}
+
+impl NodeService {
+    pub fn new(link: Arc<Link>, writes: Writes) -> Self {
+        Self { link, writes }
+    }
+
+    pub(crate) fn into_server(self) -> NodeServer<Self> {
+        NodeServer::new(self)
+            .max_decoding_message_size(4 << 20)
+            .max_encoding_message_size(4 << 20)
+    }
+}
+
+type Empty = Pin<Box<dyn Stream<Item = Result<NodeBatch, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Node for NodeService {
+    type LinkStream = Empty;
+
+    async fn link(
+        &self,
+        request: Request<Streaming<NodeBatch>>,
+    ) -> Result<Response<Self::LinkStream>, Status> {
+        let mut inbound = request.into_inner();
+        let link = Arc::clone(&self.link);
+        let writes = self.writes.clone();
+        let mut stop = link.stop.subscribe();
+        if *stop.borrow() {
+            return Err(Status::unavailable("this node is shutting down"));
+        }
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _done = done_tx;
+            let mut first = true;
+            loop {
+                let message = tokio::select! {
+                    m = inbound.message() => m,
+                    _ = stop.changed() => break,
+                };
+                match message {
+                    Ok(Some(batch)) => {
+                        link.receive(batch, &writes, first).await;
+                        first = false;
+                    }
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::info!(%status, "cluster: an incoming link ended");
+                        break;
+                    }
+                }
+            }
+        });
+        // Nothing is sent back: the stream ends when the receiving task does, which tells the
+        // dialer the link is gone.
+        let out = futures_util::stream::once(async move {
+            let _ = done_rx.await;
+        })
+        .filter_map(|()| async { None::<Result<NodeBatch, Status>> });
+        Ok(Response::new(Box::pin(out)))
+    }
+}
+
+impl Link {
+    /// One incoming batch, in order.
+    async fn receive(self: &Arc<Self>, batch: NodeBatch, writes: &Writes, first: bool) {
+        let from = batch.from_node;
+        metrics::counter!("ringchat_cluster_peer_batches_received_total", "peer" => from.clone())
+            .increment(1);
+        metrics::counter!("ringchat_cluster_peer_items_received_total", "peer" => from.clone())
+            .increment(batch.items.len() as u64);
+        if batch.missed && !first {
+            // Frames for this node were dropped on the way (a full queue or a link that
+            // was down): the sessions here catch up by seq.
+            self.missed_frames(&from).await;
+        }
+        let peer = self.peer_by_id(&from);
+        let mut per_shard: Vec<Vec<Outgoing>> = vec![Vec::new(); self.shards.len()];
+        let mut answers = Vec::new();
+        for item in batch.items {
+            match item.item {
+                Some(Item::Forward(f)) => {
+                    let Some(peer) = &peer else {
+                        tracing::warn!(peer = %from, "cluster: a write forwarded by a node not in the view; dropped (its origin answers UNAVAILABLE on its deadline)");
+                        continue;
+                    };
+                    if let Some(answer) = self.forwarded(peer.slot, f, writes).await {
+                        answers.push(answer);
+                    }
+                }
+                Some(Item::Answer(a)) => {
+                    let Some(conn) = a.origin.as_ref().and_then(wire::local) else {
+                        continue;
+                    };
+                    // Someone still waits (not answered UNAVAILABLE on the deadline already).
+                    if a.request_id == 0 || self.pending.take((conn, a.request_id)) {
+                        push(&mut per_shard, conn, a.frame);
+                    }
+                }
+                Some(Item::ToUsers(t)) => {
+                    let except = t.except.as_ref().and_then(wire::local);
+                    let sessions = self.sessions.read();
+                    for (i, user) in t.user_ids.iter().enumerate() {
+                        if t.user_ids[..i].contains(user) {
+                            continue;
+                        }
+                        for s in sessions.of_user(*user) {
+                            if Some(s.conn) != except {
+                                push(&mut per_shard, s.conn, t.frame.clone());
+                            }
+                        }
+                    }
+                }
+                Some(Item::ToGroup(t)) => {
+                    let Some(g) = ConvId::from_wire(t.group_id) else {
+                        continue;
+                    };
+                    let except = t.except.as_ref().and_then(wire::local);
+                    self.online.audience(g, |shard, conns| {
+                        if let Some(list) = per_shard.get_mut(shard) {
+                            list.push(Outgoing::Shared {
+                                conns: Arc::clone(conns),
+                                except: except
+                                    .filter(|e| usize::from(e.shard) == shard)
+                                    .map(|e| e.conn),
+                                frame: t.frame.clone(),
+                            });
+                        }
+                    });
+                }
+                Some(Item::MemberChange(m)) => {
+                    if let Some(g) = ConvId::from_wire(m.group_id) {
+                        self.online.changed(g, m.user_id, m.joined);
+                    }
+                }
+                None => {}
+            }
+        }
+        self.to_shards(per_shard).await;
+        if let (Some(peer), false) = (peer, answers.is_empty()) {
+            let _ = peer.push_all(answers);
+        }
+    }
+
+    /// A forwarded write into this node's sequencer; a refusal before it gets there is
+    /// answered at once.
+    async fn forwarded(&self, slot: u16, f: v1::Forward, writes: &Writes) -> Option<NodeItem> {
+        let origin = f.origin?;
+        let conn = wire::remote(slot, &origin)?;
+        let refusal = match wire::decode_write(&f.frame) {
+            None => Refusal::new(v1::ErrorCode::InvalidArgument, "not a write"),
+            Some(request) => {
+                match writes
+                    .submit_remote(conn, f.user_id, f.device_id, f.request_id, request)
+                    .await
+                {
+                    Ok(()) => return None,
+                    Err(refusal) => refusal,
+                }
+            }
+        };
+        (f.request_id != 0).then(|| NodeItem {
+            item: Some(Item::Answer(v1::Answer {
+                origin: Some(origin),
+                request_id: f.request_id,
+                frame: encoded(f.request_id, Body::Error(refusal.into_error())),
+            })),
+        })
+    }
+
+    /// Pushes were lost on the way here: every local session is told to catch up by seq.
+    async fn missed_frames(&self, from: &str) {
+        metrics::counter!("ringchat_cluster_peer_missed_total", "peer" => from.to_owned())
+            .increment(1);
+        tracing::warn!(peer = %from, "cluster: frames from a peer were dropped on the way; sessions here catch up by seq");
+    }
+}
+
+fn push(per_shard: &mut [Vec<Outgoing>], conn: ConnRef, frame: bytes::Bytes) {
+    if let Some(list) = per_shard.get_mut(usize::from(conn.shard)) {
+        list.push(Outgoing::One(conn.conn, frame));
+    }
+}
