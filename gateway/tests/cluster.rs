@@ -354,3 +354,38 @@ async fn a_device_logged_in_on_node_2_is_routed_there_until_it_logs_out() {
         route_fields(&redis_url(), &prefix, ok.user_id).is_empty()
     });
 }
+
+/// A forwarded write names its user: a `Node/Link` stream without this cluster's
+/// `peer_secret`, or with another one, is refused before any item is read, and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_without_the_clusters_peer_secret_is_refused() {
+    use ringchat_proto::v1::NodeBatch;
+    use ringchat_proto::v1::node_client::NodeClient;
+
+    let db = common::store::fresh_database();
+    let prefix = format!("sec_{}", unique());
+    let nodes = start_nodes(&db, &redis_url(), &prefix, &["s1"]);
+    let (env, server) = &nodes[0];
+    let mut client = NodeClient::connect(format!("http://{}", env.grpc()))
+        .await
+        .expect("gRPC connect");
+    for secret in [None, Some("wrong-secret-0123456789abcdef0123456789")] {
+        let mut request = tonic::Request::new(futures_util::stream::iter(Vec::<NodeBatch>::new()));
+        if let Some(s) = secret {
+            request
+                .metadata_mut()
+                .insert("x-ringchat-peer-secret", s.parse().unwrap());
+        }
+        let refused = client.link(request).await.expect_err("a stranger's link");
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    }
+    assert_eq!(server.metric("ringchat_cluster_peer_refused_total"), 2.0);
+
+    // The secret every node shares opens it.
+    let mut request = tonic::Request::new(futures_util::stream::iter(Vec::<NodeBatch>::new()));
+    request.metadata_mut().insert(
+        "x-ringchat-peer-secret",
+        common::cluster::PEER_SECRET.parse().unwrap(),
+    );
+    client.link(request).await.expect("a peer's link");
+}

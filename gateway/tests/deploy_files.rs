@@ -196,6 +196,7 @@ fn the_kubernetes_statefulset_passes_check_config_and_matches_the_compose_config
             match str_at(&var["valueFrom"], &["secretKeyRef", "key"]) {
                 "postgres-url" => "postgres://ringchat:x@postgres:5432/ringchat".to_owned(),
                 "redis-url" => "redis://redis:6379".to_owned(),
+                "peer-secret" => "0123456789abcdef0123456789abcdef".to_owned(),
                 key => panic!("{name}: unexpected secret key {key}"),
             }
         } else {

@@ -22,6 +22,12 @@ pub struct ClusterConfig {
     /// the `RINGCHAT_CLUSTER__REDIS_URL` environment variable. Serialised hidden.
     #[serde(serialize_with = "hidden")]
     pub redis_url: String,
+    /// Shared by every node of the cluster: a node accepts a `Node/Link` stream (forwarded
+    /// writes name their user) only from a peer that presents it. 32 to 1024 visible ASCII
+    /// bytes; keep it in the `RINGCHAT_CLUSTER__PEER_SECRET` environment variable. Serialised
+    /// hidden.
+    #[serde(serialize_with = "hidden")]
+    pub peer_secret: String,
     /// Redis Sentinel: not supported yet; a non-empty list is refused.
     pub sentinel_addrs: Vec<String>,
     /// Redis Cluster: not supported yet; `true` is refused.
@@ -82,6 +88,7 @@ impl Default for ClusterConfig {
             advertise_addr: String::new(),
             client_addrs: Vec::new(),
             redis_url: String::new(),
+            peer_secret: String::new(),
             sentinel_addrs: Vec::new(),
             redis_cluster: false,
             redis_key_prefix: "ringchat".to_owned(),
@@ -161,6 +168,11 @@ impl ClusterConfig {
             Err(e) => out.push(format!("cluster.redis_url: not a Redis URL: {e}")),
             Ok(_) => {}
         }
+        let secret_ok = (32..=1024).contains(&self.peer_secret.len())
+            && self.peer_secret.bytes().all(|b| b.is_ascii_graphic());
+        if !secret_ok {
+            out.push("cluster.peer_secret: required with [cluster] enabled, 32 to 1024 visible ASCII characters shared by every node (set RINGCHAT_CLUSTER__PEER_SECRET; e.g. `openssl rand -hex 32`): a node takes forwarded writes only from peers that present it".into());
+        }
         if !self.sentinel_addrs.is_empty() {
             out.push("cluster.sentinel_addrs: Redis Sentinel is not supported yet; point redis_url at the primary (or a proxy that follows it)".into());
         }
@@ -209,7 +221,6 @@ impl ClusterConfig {
             "grpc_concurrency_per_connection",
         );
         range(self.grpc_timeout_ms, 1, 600_000, "grpc_timeout_ms");
-        out.extend(self.routes.problems());
         range(self.id_block_size, 1, 1 << 20, "id_block_size");
         range(
             self.peer_queue_items_max as u64,
@@ -238,6 +249,7 @@ impl ClusterConfig {
             1 << 24,
             "forwards_pending_max",
         );
+        out.extend(self.routes.problems());
         if self.node_ttl_ms < 2 * self.heartbeat_interval_ms {
             out.push("cluster.node_ttl_ms: must be at least twice heartbeat_interval_ms, or one late heartbeat drops a live node".into());
         }
@@ -265,6 +277,7 @@ mod tests {
             node_id: "n1".into(),
             client_addrs: vec!["ws://chat1.example.com:7001/ws".into()],
             redis_url: "redis://127.0.0.1:6379/".into(),
+            peer_secret: "0123456789abcdef0123456789abcdef".into(),
             ..ClusterConfig::default()
         }
     }
@@ -307,10 +320,19 @@ mod tests {
         let missing = ClusterConfig {
             redis_url: String::new(),
             client_addrs: Vec::new(),
+            peer_secret: String::new(),
             ..enabled()
         };
         let all = missing.problems().join("\n");
         assert!(all.contains("cluster.redis_url: required"), "{all}");
+        assert!(all.contains("cluster.peer_secret: required"), "{all}");
+        for weak in ["too short", &format!("{} with a space", "x".repeat(32))] {
+            let c = ClusterConfig {
+                peer_secret: weak.to_owned(),
+                ..enabled()
+            };
+            assert!(c.problems().join("\n").contains("cluster.peer_secret"));
+        }
     }
 
     #[test]

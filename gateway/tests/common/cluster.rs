@@ -6,6 +6,8 @@ use super::TestServer;
 
 pub const HEARTBEAT_MS: &str = "200";
 pub const NODE_TTL_MS: u64 = 1_500;
+/// `cluster.peer_secret` of every test node.
+pub const PEER_SECRET: &str = "test-peer-secret-0123456789abcdef";
 
 pub fn redis_url() -> String {
     std::env::var("RINGCHAT_TEST_REDIS_URL").expect(
@@ -47,6 +49,7 @@ impl NodeEnv {
             ("CLUSTER__ENABLED", "true".to_owned()),
             ("CLUSTER__NODE_ID", (*id).to_owned()),
             ("CLUSTER__REDIS_URL", redis.to_owned()),
+            ("CLUSTER__PEER_SECRET", PEER_SECRET.to_owned()),
             ("CLUSTER__REDIS_KEY_PREFIX", prefix.to_owned()),
             ("CLUSTER__GRPC_LISTEN", format!("127.0.0.1:{grpc}")),
             (

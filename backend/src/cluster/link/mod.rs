@@ -18,6 +18,7 @@
 mod peer;
 mod pending;
 mod queue;
+mod secret;
 mod serve;
 mod wire;
 
@@ -286,16 +287,52 @@ impl Link {
         }
     }
 
-    /// The nodes a durable group's frames go to besides this one. Every other live node for
-    /// now; the one place to narrow it to the nodes with sessions of `out`'s recipients once
-    /// routing is in Redis.
-    fn destinations(self: &Arc<Self>, _out: &Outbound) -> Vec<Arc<Peer>> {
+    /// The nodes a durable group's frames go to besides this one: for pushes to users, the
+    /// nodes where the routes (`cluster/routes/`) place any of them (every other live node for
+    /// users the routes do not know, or while they are not trusted); for group audiences and
+    /// membership changes, every other live node (each node resolves a group's online members
+    /// itself; the owner does not read member lists to route).
+    fn destinations(self: &Arc<Self>, out: &Outbound) -> Vec<Arc<Peer>> {
         let Some(view) = self.view_nodes() else {
             return Vec::new();
+        };
+        let only_users = out
+            .items
+            .iter()
+            .all(|i| matches!(i, Out::Answer { .. } | Out::Users { .. }));
+        let routes = self.attached.get().and_then(|(c, _)| c.routes());
+        let wanted: Option<Vec<Arc<str>>> = match routes {
+            Some(routes) if only_users => {
+                let mut users: Vec<u64> = out
+                    .items
+                    .iter()
+                    .filter_map(|i| match i {
+                        Out::Users { users, .. } => Some(users.iter().copied()),
+                        _ => None,
+                    })
+                    .flatten()
+                    .collect();
+                users.sort_unstable();
+                users.dedup();
+                Some(
+                    routes
+                        .nodes_of(&users)
+                        .nodes
+                        .into_iter()
+                        .map(|d| d.node_id)
+                        .collect(),
+                )
+            }
+            _ => None,
         };
         view.nodes
             .iter()
             .filter(|n| n.record.node_id != self.me)
+            .filter(|n| {
+                wanted
+                    .as_ref()
+                    .is_none_or(|w| w.iter().any(|id| **id == *n.record.node_id))
+            })
             .filter_map(|n| self.peer(&n.record.node_id, &n.record.advertise_addr))
             .collect()
     }

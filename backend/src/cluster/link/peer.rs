@@ -118,8 +118,15 @@ async fn connect_and_write(
         rx.recv().await.map(|batch| (batch, rx))
     });
     let mut client = NodeClient::new(channel);
-    let Ok(Ok(response)) = tokio::time::timeout(timeout, client.link(outbound)).await else {
-        return false;
+    let mut request = tonic::Request::new(outbound);
+    super::secret::attach(&mut request, &link.config.peer_secret);
+    let response = match tokio::time::timeout(timeout, client.link(request)).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(status)) if status.code() == tonic::Code::Unauthenticated => {
+            tracing::error!(peer = %peer.node_id, %addr, "cluster: the peer refused this node's cluster.peer_secret");
+            return false;
+        }
+        _ => return false,
     };
     let mut inbound = response.into_inner();
     *backoff = BACKOFF_FIRST;

@@ -48,6 +48,7 @@ impl Node for NodeService {
         &self,
         request: Request<Streaming<NodeBatch>>,
     ) -> Result<Response<Self::LinkStream>, Status> {
+        super::secret::check(&request, &self.link.config.peer_secret)?;
         let mut inbound = request.into_inner();
         let link = Arc::clone(&self.link);
         let writes = self.writes.clone();
