@@ -35,6 +35,8 @@ mod runtime;
 mod service;
 mod sessions;
 mod store;
+#[doc(hidden)]
+pub mod testkit;
 mod throttle;
 mod time;
 

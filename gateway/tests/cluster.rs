@@ -8,13 +8,12 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 
 use common::cluster::{NODE_TTL_MS, NodeEnv, free_port, redis_url, start_nodes, unique};
 use common::{TestServer, http_get, wait_until};
+use ringchat_backend::testkit::OwnRedis;
 use serde_json::Value;
 
 fn live_nodes(server: &TestServer) -> f64 {
@@ -134,59 +133,6 @@ async fn three_nodes_see_each_other_spread_clients_and_drop_a_killed_node() {
     wait_until("a stopped n2 leaves the view", || {
         live_nodes(&nodes[0].1) == 1.0
     });
-}
-
-/// A Redis of this test's own, stopped and started again on the same port.
-struct OwnRedis {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl OwnRedis {
-    fn start(port: u16) -> Self {
-        let bin =
-            std::env::var("RINGCHAT_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
-        let child = Command::new(&bin)
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{bin}: {e} (scripts/test.sh installs redis-server)"));
-        let mut redis = Self {
-            port,
-            child: Some(child),
-        };
-        let stdout = redis.child.as_mut().unwrap().stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.contains("Ready to accept connections") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        rx.recv_timeout(common::READY_TIMEOUT)
-            .expect("the test's Redis gets ready");
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

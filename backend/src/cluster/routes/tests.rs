@@ -1,7 +1,6 @@
 //! `Routes` against a real Redis (`scripts/test.sh` starts one: RINGCHAT_TEST_REDIS_URL; the
 //! restart test runs a Redis of its own from RINGCHAT_TEST_REDIS_SERVER). Fails without it.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,6 +8,7 @@ use arc_swap::ArcSwap;
 
 use super::*;
 use crate::cluster::NodeRecord;
+use crate::testkit::OwnRedis;
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -311,47 +311,6 @@ async fn with_redis_unreachable_every_live_node_is_a_destination() {
     .await;
     assert!(!node.routes.trusted());
     node.stop().await;
-}
-
-/// A Redis of this test's own, stopped and started again on one port.
-struct OwnRedis {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl OwnRedis {
-    fn start(port: u16) -> Self {
-        let bin =
-            std::env::var("RINGCHAT_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
-        let child = Command::new(&bin)
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{bin}: {e} (scripts/test.sh installs redis-server)"));
-        Self {
-            port,
-            child: Some(child),
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
