@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::cluster::{redis_url, start_nodes, unique};
 use common::groups::{create_id, send_body};
-use common::{TestServer, WAIT_DEADLINE};
+use common::{TestServer, WAIT_DEADLINE, wait_until};
 use ringchat_backend::cluster::rendezvous::{node_number, owner_index};
 use ringchat_bench::client::Client;
 use ringchat_proto::Body;
@@ -77,17 +77,11 @@ fn three_nodes() -> Vec<TestServer> {
 }
 
 fn wait_for_views(nodes: &[TestServer], n: usize) {
-    let deadline = std::time::Instant::now() + WAIT_DEADLINE;
-    while nodes
-        .iter()
-        .any(|s| s.metric("ringchat_cluster_nodes") != n as f64)
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the nodes never all saw {n} nodes"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(&format!("every node sees {n} nodes"), || {
+        nodes
+            .iter()
+            .all(|s| s.metric("ringchat_cluster_nodes") == n as f64)
+    });
 }
 
 /// The node (index into ["n1", "n2", "n3"]) that owns conversation `conv` by rendezvous.
