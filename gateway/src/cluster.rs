@@ -1,7 +1,7 @@
 //! Cluster mode in the binary: starts this node's membership (heartbeat into Redis, the view)
 //! and its gRPC listener, and stops them in order; and `--role status`, a node that serves only
-//! the status service (gRPC `Assign`, HTTP `GET /assign` on `gateway.ws_listen`) with no shards,
-//! no store and no chat clients.
+//! the status service (gRPC `Assign`, HTTP `GET /assign` and the chat page on
+//! `gateway.ws_listen`) with no shards, no store and no chat clients.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -140,14 +140,15 @@ pub fn run_status(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `GET /assign` and `GET /readyz` on plain HTTP, for the status-only node. Bounded by hyper's
+/// `GET /assign`, `GET /readyz` and the chat page on plain HTTP, for the status-only node. Bounded by hyper's
 /// defaults behind axum: a request head of at most ~400 KiB, no bodies read.
 async fn serve_status_http(
     cluster: Arc<Cluster>,
     listener: tokio::net::TcpListener,
     stop: oneshot::Receiver<()>,
 ) {
-    use axum::http::{StatusCode, header};
+    use axum::http::{HeaderValue, StatusCode, header};
+    use axum::response::IntoResponse;
     use axum::routing::get;
     let assign = {
         let cluster = Arc::clone(&cluster);
@@ -180,9 +181,25 @@ async fn serve_status_http(
             }
         }
     };
+    // The chat page too: a browser opened on the status node asks it `/assign` and connects
+    // to the node it names.
+    let page = |uri: axum::http::Uri| async move {
+        match crate::shard::ws::http::asset(uri.path()) {
+            Some((content_type, body)) => {
+                let mut headers = axum::http::HeaderMap::new();
+                headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+                for (name, value) in crate::shard::ws::http::PAGE_HEADERS {
+                    headers.insert(name, HeaderValue::from_static(value));
+                }
+                (StatusCode::OK, headers, body).into_response()
+            }
+            None => (StatusCode::NOT_FOUND, "not found\n").into_response(),
+        }
+    };
     let app = axum::Router::new()
         .route("/assign", get(assign))
-        .route("/readyz", get(ready));
+        .route("/readyz", get(ready))
+        .fallback(get(page));
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let _ = stop.await;

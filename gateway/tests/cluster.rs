@@ -7,11 +7,9 @@
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::collections::HashSet;
 
-use common::cluster::{NODE_TTL_MS, NodeEnv, free_port, redis_url, start_nodes, unique};
+use common::cluster::{NODE_TTL_MS, StatusNode, free_port, redis_url, start_nodes, unique};
 use common::{TestServer, http_get, wait_until};
 use ringchat_backend::testkit::OwnRedis;
 use serde_json::Value;
@@ -190,30 +188,8 @@ async fn a_status_only_node_assigns_clients_to_the_chat_nodes() {
     for (_, s) in &nodes {
         wait_until("both chat nodes see each other", || live_nodes(s) == 2.0);
     }
-    let status_env = NodeEnv::new(&db, &redis_url(), &prefix, &"status1");
-    let tmp = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ringchat"))
-        .args(["serve", "--role", "status"])
-        .env_clear()
-        .envs(
-            status_env
-                .vars
-                .iter()
-                .map(|(k, v)| (format!("RINGCHAT_{k}"), v.clone())),
-        )
-        .env("RINGCHAT_STORAGE__DATA_DIR", tmp.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn ringchat --role status");
-    let line = common::ready_line(&mut child)
-        .unwrap_or_else(|e| panic!("the status node did not get ready: {e}"));
-    let fields: HashMap<&str, &str> = line
-        .split_whitespace()
-        .filter_map(|f| f.split_once('='))
-        .collect();
-    let ws: SocketAddr = fields["ws"].parse().unwrap();
+    let status = StatusNode::start(&db, &redis_url(), &prefix);
+    let ws = status.ws;
 
     wait_until("the status node sees both chat nodes", || {
         let body = http_get(ws, "/assign");
@@ -228,12 +204,10 @@ async fn a_status_only_node_assigns_clients_to_the_chat_nodes() {
     // The status node registers nothing: only the two chat nodes are handed out.
     assert!(picks.iter().all(|p| p == "c1" || p == "c2"), "{picks:?}");
     assert_eq!(http_get(ws, "/readyz"), "ready\n");
-    let mut grpc = ringchat_proto::v1::status_client::StatusClient::connect(format!(
-        "http://{}",
-        fields["grpc"]
-    ))
-    .await
-    .expect("gRPC connect");
+    let mut grpc =
+        ringchat_proto::v1::status_client::StatusClient::connect(format!("http://{}", status.grpc))
+            .await
+            .expect("gRPC connect");
     let reply = grpc
         .assign(ringchat_proto::v1::AssignRequest {})
         .await
@@ -250,8 +224,12 @@ async fn a_status_only_node_assigns_clients_to_the_chat_nodes() {
         2.0,
         "the status node is no chat node"
     );
-    let _ = child.kill();
-    let _ = child.wait();
+    // The chat page too, whose WebSocket goes to the node `/assign` names
+    // (gateway/tests/cluster_browser.rs drives it in a browser).
+    let page = http_get(ws, "/");
+    assert!(page.contains("<script src=\"/net.js\""), "{page}");
+    assert!(http_get(ws, "/net.js").contains("/assign"));
+    assert!(http_get(ws, "/nope").starts_with("not found"));
 }
 
 /// The fields of a user's route hash in Redis (`cluster/routes/wire.rs`).

@@ -23,6 +23,8 @@ const net = {
   retryTimer: null,
   countdown: null,
   stopped: false, // true: do not reconnect by ourselves (replaced by another tab, page too old)
+  assigning: false, // asking the status service which node to connect to
+  url: null, // the WebSocket address of the current (or last) connection
   // Set by chat.js.
   onReady: async () => {},
   onFrame: () => {},
@@ -35,16 +37,45 @@ function protocolError(code, message, retryAfterMs) {
   return Object.assign(new Error(message || code), { code, retryAfterMs: num(retryAfterMs) });
 }
 
+// How long the page waits for the status service's answer before using its own origin.
+const ASSIGN_TIMEOUT_MS = 3000;
+
+// The WebSocket address to connect to. In a cluster the status service (`GET /assign` on the
+// page's own origin: any node, or a status-only node) names the least-loaded node, asked again
+// on every reconnect so that a lost node's clients spread over the others; one box answers 404
+// and the page connects to its own origin.
+async function nodeUrl() {
+  const proto = location.protocol === 'https:' ? 'wss' : 'ws';
+  const own = `${proto}://${location.host}/ws`;
+  try {
+    const r = await fetch('/assign', { cache: 'no-store', signal: AbortSignal.timeout(ASSIGN_TIMEOUT_MS) });
+    if (!r.ok) return own;
+    const addrs = (await r.json()).client_addrs || [];
+    // Same scheme only: a page on https may not open ws:// (mixed content).
+    return addrs.find((a) => a.startsWith(`${proto}://`)) || own;
+  } catch {
+    return own;
+  }
+}
+
 function connect() {
-  if (net.ws && net.ws.readyState <= WebSocket.OPEN) return;
+  if ((net.ws && net.ws.readyState <= WebSocket.OPEN) || net.assigning) return;
   clearTimeout(net.retryTimer);
   clearInterval(net.countdown);
   net.stopped = false;
   net.closeHint = null;
-  const proto = location.protocol === 'https:' ? 'wss' : 'ws';
-  const ws = new WebSocket(`${proto}://${location.host}/ws`);
-  net.ws = ws;
   setConnection('connecting', net.everReady ? 'Reconnecting…' : 'Connecting to the server…');
+  net.assigning = true;
+  nodeUrl().then((url) => {
+    net.assigning = false;
+    if (!net.stopped) openSocket(url);
+  });
+}
+
+function openSocket(url) {
+  const ws = new WebSocket(url);
+  net.ws = ws;
+  net.url = url;
   ws.onopen = () => onOpen().catch((e) => console.warn('session start failed:', e.message));
   ws.onmessage = (ev) => {
     net.lastFrameAt = Date.now();

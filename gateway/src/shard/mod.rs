@@ -8,7 +8,7 @@ pub mod live;
 mod local;
 mod session;
 mod stream;
-mod ws;
+pub(crate) mod ws;
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;

@@ -74,6 +74,67 @@ pub enum Target {
 
 /// [`run_e2e`] against `target`.
 pub fn run_e2e_on(script: &str, env: &[(&str, &str)], shots: &[&str], target: Target) {
+    let mut server = TestServer::start(env);
+    let url_of = |server: &TestServer| match target {
+        Target::Chat => format!("http://{}/", server.ws),
+        Target::Admin => format!("http://{}/", server.admin),
+    };
+    if let Target::Admin = target {
+        for (name, role) in [("root", "admin"), ("watcher", "viewer")] {
+            let out = server.admin_cli(
+                &["add-user", name, "--role", role],
+                &format!("{}\n", super::admin::OPERATOR_PASSWORD),
+            );
+            assert!(out.status.success(), "add-user {name}: {out:?}");
+        }
+    }
+    let url = url_of(&server);
+    // The chat port (its page, and `/ws` for a script's own protocol client).
+    let chat_url = format!("http://{}/", server.ws);
+    let mut operator = None;
+    run_script(
+        script,
+        &url,
+        &[("CHAT_URL", chat_url)],
+        shots,
+        |command| match command {
+            // SIGTERM, then started again on the same data dir; answered with its new URL.
+            "restart-server" => {
+                server.stop();
+                server.restart();
+                format!("restarted {}", url_of(&server))
+            }
+            // `@load SECONDS`: two users send to each other for that long (at most 30 s), so
+            // that the dashboard's charts move; answered at once.
+            _ if command.starts_with("load ") => {
+                let seconds = command[5..].trim().parse::<u64>().unwrap_or(5).min(30);
+                start_load(server.tcp, Duration::from_secs(seconds));
+                "loading".to_owned()
+            }
+            // `@notify JSON`: an operator posts that notification by the admin API; the answer
+            // is the HTTP status and the JSON reply.
+            _ if command.starts_with("notify ") => {
+                let body: serde_json::Value =
+                    serde_json::from_str(&command[7..]).expect("@notify takes a JSON body");
+                let operator = operator.get_or_insert_with(|| server.api_key("e2e-ops", "admin"));
+                let (status, reply) = operator.post("/api/notifications", body);
+                format!("{status} {reply}")
+            }
+            _ => panic!("the browser test asked for {command:?}, which is unknown"),
+        },
+    );
+}
+
+/// Runs `web-tests/<script> URL ARTIFACT_DIR` (with `env` and `ADMIN_PASSWORD`); a line
+/// `@command` on its stdout is handed to `on_command`, whose one-line answer goes to its stdin.
+/// The script must succeed and the screenshots named in `shots` must have been written.
+pub fn run_script(
+    script: &str,
+    url: &str,
+    env: &[(&str, String)],
+    shots: &[&str],
+    mut on_command: impl FnMut(&str) -> String,
+) {
     let root = repo_root();
     let chromium =
         std::env::var("RINGCHAT_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
@@ -94,40 +155,22 @@ pub fn run_e2e_on(script: &str, env: &[(&str, &str)], shots: &[&str], target: Ta
             std::fs::create_dir_all(&dir).unwrap();
             dir.canonicalize().unwrap()
         });
-
     for shot in shots {
         // A screenshot left by an earlier run must not pass for this run's.
         let _ = std::fs::remove_file(artifacts.join(format!("{shot}.png")));
     }
-    let mut server = TestServer::start(env);
-    let url_of = |server: &TestServer| match target {
-        Target::Chat => format!("http://{}/", server.ws),
-        Target::Admin => format!("http://{}/", server.admin),
-    };
-    if let Target::Admin = target {
-        for (name, role) in [("root", "admin"), ("watcher", "viewer")] {
-            let out = server.admin_cli(
-                &["add-user", name, "--role", role],
-                &format!("{}\n", super::admin::OPERATOR_PASSWORD),
-            );
-            assert!(out.status.success(), "add-user {name}: {out:?}");
-        }
-    }
-    let url = url_of(&server);
     let mut child = Command::new("node")
         .arg(root.join("web-tests").join(script))
-        .arg(&url)
+        .arg(url)
         .arg(&artifacts)
         .env("RINGCHAT_CHROMIUM", &chromium)
         .env("ADMIN_PASSWORD", super::admin::OPERATOR_PASSWORD)
-        // The chat port (its page, and `/ws` for a script's own protocol client).
-        .env("CHAT_URL", format!("http://{}/", server.ws))
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .expect("run node (is Node.js installed?)");
-    // The script's output is passed on; a line `@restart-server` asks us to restart the server
-    // (SIGTERM, then start it again on the same data dir); the answer goes to its stdin.
+    // The script's output is passed on; its `@command` lines are answered on its stdin.
     let mut to_script = child.stdin.take().expect("piped stdin");
     let from_script = child.stdout.take().expect("piped stdout");
     let (requests, requested) = mpsc::channel();
@@ -140,7 +183,6 @@ pub fn run_e2e_on(script: &str, env: &[(&str, &str)], shots: &[&str], target: Ta
         }
     });
     let deadline = Instant::now() + E2E_TIMEOUT;
-    let mut operator = None;
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
@@ -149,30 +191,9 @@ pub fn run_e2e_on(script: &str, env: &[(&str, &str)], shots: &[&str], target: Ta
             let _ = child.kill();
             panic!("{script} did not finish in {E2E_TIMEOUT:?}");
         }
-        match requested.recv_timeout(Duration::from_millis(100)) {
-            Ok(command) if command == "restart-server" => {
-                server.stop();
-                server.restart();
-                writeln!(to_script, "restarted {}", url_of(&server)).unwrap();
-            }
-            // `@load SECONDS`: two users send to each other for that long (at most 30 s), so
-            // that the dashboard's charts move; answered at once.
-            Ok(command) if command.starts_with("load ") => {
-                let seconds = command[5..].trim().parse::<u64>().unwrap_or(5).min(30);
-                start_load(server.tcp, Duration::from_secs(seconds));
-                writeln!(to_script, "loading").unwrap();
-            }
-            // `@notify JSON`: an operator posts that notification by the admin API; the answer
-            // is the HTTP status and the JSON reply.
-            Ok(command) if command.starts_with("notify ") => {
-                let body: serde_json::Value =
-                    serde_json::from_str(&command[7..]).expect("@notify takes a JSON body");
-                let operator = operator.get_or_insert_with(|| server.api_key("e2e-ops", "admin"));
-                let (status, reply) = operator.post("/api/notifications", body);
-                writeln!(to_script, "{status} {reply}").unwrap();
-            }
-            Ok(command) => panic!("the browser test asked for {command:?}, which is unknown"),
-            Err(_) => {}
+        if let Ok(command) = requested.recv_timeout(Duration::from_millis(100)) {
+            let answer = on_command(&command);
+            writeln!(to_script, "{answer}").unwrap();
         }
     };
     assert!(

@@ -97,3 +97,55 @@ pub fn start_nodes(
         })
         .collect()
 }
+
+/// A `ringchat serve --role status` node of the cluster `prefix` names: the status service
+/// only (`GET /assign`, the chat page, gRPC `Assign`). Killed when dropped.
+pub struct StatusNode {
+    child: std::process::Child,
+    /// Its HTTP listener (`gateway.ws_listen`).
+    pub ws: std::net::SocketAddr,
+    /// Its gRPC listener.
+    pub grpc: String,
+    _data: tempfile::TempDir,
+}
+
+impl StatusNode {
+    pub fn start(db: &str, redis: &str, prefix: &str) -> Self {
+        use std::process::{Command, Stdio};
+        let env = NodeEnv::new(db, redis, prefix, &"status1");
+        let data = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ringchat"))
+            .args(["serve", "--role", "status"])
+            .env_clear()
+            .envs(
+                env.vars
+                    .iter()
+                    .map(|(k, v)| (format!("RINGCHAT_{k}"), v.clone())),
+            )
+            .env("RINGCHAT_STORAGE__DATA_DIR", data.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn ringchat --role status");
+        let line = super::ready_line(&mut child)
+            .unwrap_or_else(|e| panic!("the status node did not get ready: {e}"));
+        let fields: std::collections::HashMap<&str, &str> = line
+            .split_whitespace()
+            .filter_map(|f| f.split_once('='))
+            .collect();
+        Self {
+            ws: fields["ws"].parse().unwrap(),
+            grpc: fields["grpc"].to_owned(),
+            child,
+            _data: data,
+        }
+    }
+}
+
+impl Drop for StatusNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -59,11 +59,12 @@ const CURSOR_ROWS_PUT: &str = "INSERT INTO cursor_rows (conv_id, user_id, delive
      devices = excluded.devices";
 
 /// Fences at epoch 0 name conversations nobody claimed: a placeholder row (epoch 0) is put so
-/// that the lock below holds against a claim racing this group.
+/// that the lock below holds against a claim racing this group. Rows go in in array order.
 const FENCE_PLACEHOLDERS: &str = "INSERT INTO conv_owners (conv_id, epoch, node) \
      SELECT c, 0, 0 FROM UNNEST($1::bigint[]) AS c ON CONFLICT DO NOTHING";
 
-/// Locks the fenced conversations' owner rows until the commit: a claim waits for it.
+/// Locks the fenced conversations' owner rows until the commit, in conversation order: a
+/// claim waits for it.
 pub(super) const FENCE_LOCK: &str = "SELECT conv_id, epoch FROM conv_owners WHERE conv_id = ANY($1) \
      ORDER BY conv_id FOR UPDATE";
 
@@ -193,13 +194,8 @@ impl PgStore {
             .filter(|(_, epoch)| *epoch == 0)
             .map(|(c, _)| i(c.to_wire()))
             .collect();
-        if !unclaimed.is_empty() {
-            let st = tx.prepare_cached(FENCE_PLACEHOLDERS).await?;
-            tx.execute(&st, &[&unclaimed]).await?;
-        }
         let convs: Vec<i64> = fences.iter().map(|(c, _)| i(c.to_wire())).collect();
-        let st = tx.prepare_cached(FENCE_LOCK).await?;
-        let stored = tx.query(&st, &[&convs]).await?;
+        let stored = Self::lock_owner_rows(tx, unclaimed, &convs).await?;
         for (conv, fenced) in fences {
             let mut epoch = 0;
             for row in &stored {
@@ -216,6 +212,25 @@ impl PgStore {
             }
         }
         Ok(())
+    }
+
+    /// Puts epoch-0 placeholders for `unowned` and locks the owner rows of `convs` until the
+    /// transaction ends; returns their (conv_id, epoch). Every transaction that locks owner
+    /// rows (a commit group's fences, a batch of claims) goes through here and takes the
+    /// locks in conversation order (inserts included), so two of them racing for the same
+    /// conversations wait for each other instead of deadlocking.
+    pub(super) async fn lock_owner_rows(
+        tx: &deadpool_postgres::Transaction<'_>,
+        mut unowned: Vec<i64>,
+        convs: &[i64],
+    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+        if !unowned.is_empty() {
+            unowned.sort_unstable();
+            let st = tx.prepare_cached(FENCE_PLACEHOLDERS).await?;
+            tx.execute(&st, &[&unowned]).await?;
+        }
+        let st = tx.prepare_cached(FENCE_LOCK).await?;
+        Ok(tx.query(&st, &[&convs]).await?)
     }
 
     /// Runs `batch` in one transaction, after checking `fences` in it.

@@ -1,7 +1,8 @@
 //! Conversation ownership (`store/owners.rs`) on PostgreSQL: `conv_owners`. A claim is one
 //! conditional statement (the epoch advances only from the one the claimant saw), so of two
 //! claims that saw the same epoch exactly one wins; the fence is checked in `append.rs`.
-//! Many claims are one statement over UNNEST; an id lease is one `UPDATE … RETURNING` of its
+//! Many claims are one transaction: the rows locked in conversation order, then one statement
+//! over UNNEST; an id lease is one `UPDATE … RETURNING` of its
 //! counter in `counters` (the row one box's commit groups write).
 
 use std::ops::Range;
@@ -9,8 +10,8 @@ use std::ops::Range;
 use super::{PgStore, i, u};
 use crate::store::{Claim, ConvId, IdKind, OwnerRecord, OwnerStore, StoreError};
 
-/// Claims of never-claimed conversations insert (or take a fenced group's epoch-0
-/// placeholder); the others advance from the epoch seen. One snapshot, disjoint rows.
+/// Claims of never-claimed conversations take their epoch-0 placeholder (put and locked just
+/// before, in the same transaction); the others advance from the epoch seen. Disjoint rows.
 const CLAIM_MANY: &str = "WITH c AS (SELECT * FROM UNNEST($1::bigint[], $2::bigint[]) AS c(conv_id, seen)), \
      fresh AS (INSERT INTO conv_owners (conv_id, epoch, node) \
        SELECT conv_id, 1, $3 FROM c WHERE seen = 0 \
@@ -95,8 +96,25 @@ impl OwnerStore for PgStore {
         }
         let convs: Vec<i64> = claims.iter().map(|(c, _)| i(c.to_wire())).collect();
         let seen: Vec<i64> = claims.iter().map(|(_, e)| i(*e)).collect();
+        let unowned: Vec<i64> = claims
+            .iter()
+            .filter(|(_, e)| *e == 0)
+            .map(|(c, _)| i(c.to_wire()))
+            .collect();
+        // The rows are locked first, in conversation order (`lock_owner_rows`), as a commit
+        // group's fences lock them: an UPDATE over UNNEST would lock them in plan order and
+        // could deadlock with a group fencing two of the same conversations.
+        let rows = self.block(async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            Self::lock_owner_rows(&tx, unowned, &convs).await?;
+            let st = tx.prepare_cached(CLAIM_MANY).await?;
+            let rows = tx.query(&st, &[&convs, &seen, &i(node)]).await?;
+            tx.commit().await?;
+            Ok(rows)
+        })?;
         let mut won = std::collections::HashMap::with_capacity(claims.len());
-        for row in self.rows(CLAIM_MANY, &[&convs, &seen, &i(node)])? {
+        for row in rows {
             won.insert(u(&row, 0)?, u(&row, 1)?);
         }
         let lost: Vec<ConvId> = claims

@@ -147,20 +147,42 @@ fn route(req: &httparse::Request<'_, '_>) -> Route {
     if path == ASSIGN_PATH {
         return Route::Assign;
     }
-    let path = if path == "/index.html" { "/" } else { path };
-    // Pictures may come from anywhere: an avatar is a URL its owner chose (the page asks for it
-    // without a referrer). Scripts, styles and connections stay on this origin.
-    match ASSETS.iter().find(|(p, _, _)| *p == path) {
-        Some((_, content_type, body)) => Route::Respond(response(
+    match asset(path) {
+        Some((content_type, body)) => Route::Respond(response(
             "200 OK",
             content_type,
-            "Cache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\n\
-             Content-Security-Policy: default-src 'self'; img-src 'self' data: https: http:; connect-src 'self' ws: wss:\r\n",
+            &PAGE_HEADERS
+                .iter()
+                .map(|(name, value)| format!("{name}: {value}\r\n"))
+                .collect::<String>(),
             body,
         )),
         None => Route::Respond(error(404, "not found")),
     }
 }
+
+/// The chat page's file at `path` (`/index.html` is `/`): its content type and body. Served
+/// here and by a status-only node (`crate::cluster`), whose page connects to the node that
+/// `/assign` names.
+pub fn asset(path: &str) -> Option<(&'static str, &'static str)> {
+    let path = if path == "/index.html" { "/" } else { path };
+    ASSETS
+        .iter()
+        .find(|(p, _, _)| *p == path)
+        .map(|(_, content_type, body)| (*content_type, *body))
+}
+
+/// Headers of every page file. Pictures may come from anywhere: an avatar is a URL its owner
+/// chose (the page asks for it without a referrer). Scripts and styles stay on this origin;
+/// WebSockets may go to another node of the cluster.
+pub const PAGE_HEADERS: [(&str, &str); 3] = [
+    ("Cache-Control", "no-cache"),
+    ("X-Content-Type-Options", "nosniff"),
+    (
+        "Content-Security-Policy",
+        "default-src 'self'; img-src 'self' data: https: http:; connect-src 'self' ws: wss:",
+    ),
+];
 
 fn upgrade(req: &httparse::Request<'_, '_>) -> Route {
     let header = |name: &str| {
