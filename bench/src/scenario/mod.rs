@@ -6,6 +6,7 @@
 //! type that serialises to the common JSON keys.
 
 pub mod connect;
+pub mod cluster;
 pub mod group;
 pub mod pairs;
 pub mod presence;
