@@ -25,6 +25,8 @@ const TICK: Duration = Duration::from_millis(20);
 const RETRY_AFTER_DEFAULT: Duration = Duration::from_millis(50);
 /// Attempts at the final Sync of a conversation (each may reconnect first).
 const FINAL_SYNC_ATTEMPTS: u32 = 3;
+/// Out-of-order pushes spelled out per client, at most.
+const DISORDER_NOTES_MAX: usize = 3;
 /// During the drain, how often a client still missing acked messages Syncs for them.
 const GAP_SYNC_EVERY: Duration = Duration::from_millis(300);
 
@@ -125,6 +127,8 @@ pub(super) struct Outcome {
     pub missing: u64,
     pub outages: Vec<Outage>,
     pub gap_syncs: u64,
+    /// Pushes that came out of seq order, spelled out (the first few).
+    pub disorder: Vec<String>,
     pub last_node: Option<String>,
     /// The final Sync of the conversations this client checks: (conversation, messages), or
     /// the conversation and why it could not be fetched.
@@ -180,6 +184,7 @@ impl Member {
                 missing: 0,
                 outages: Vec::new(),
                 gap_syncs: 0,
+                disorder: Vec::new(),
                 last_node: None,
                 synced: Vec::new(),
             },
@@ -493,6 +498,12 @@ impl Member {
         if live {
             if msg.seq < seen.newest_pushed {
                 st.out.m.out_of_order += 1;
+                if st.out.disorder.len() < DISORDER_NOTES_MAX {
+                    st.out.disorder.push(format!(
+                        "{}: conversation {} pushed seq {} after {}",
+                        self.username, msg.conversation_id, msg.seq, seen.newest_pushed
+                    ));
+                }
             }
             seen.newest_pushed = msg.seq;
         }

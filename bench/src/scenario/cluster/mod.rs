@@ -32,6 +32,8 @@ use crate::stats::{Measurements, Percentiles, per_second};
 const SETUP_CONCURRENCY: usize = 16;
 /// Members one `GroupCreate` may name (the server's default `groups.invite_batch_max`).
 pub const GROUP_MEMBERS_MAX: usize = 100;
+/// Problems of the final check spelled out in the report, at most.
+const PROBLEMS_MAX: usize = 10;
 
 /// Where the second user of a pair is placed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -138,6 +140,8 @@ pub struct ClusterReport {
     pub seq_gaps: u64,
     pub stored_twice: u64,
     pub acked_missing: u64,
+    /// The first few problems the final check found, spelled out (conversation, id, seqs).
+    pub problems: Vec<String>,
     pub reconnects: u64,
     pub clients_reconnected: usize,
     pub reconnects_per_client: Vec<usize>,
@@ -355,6 +359,7 @@ fn report(
     let mut total = Measurements::default();
     let (mut caught_up, mut redelivered, mut retried, mut abandoned, mut lost) = (0, 0, 0, 0, 0);
     let mut gap_syncs = 0;
+    let mut problems = Vec::new();
     let mut clients_per_node_start: BTreeMap<String, usize> = BTreeMap::new();
     let mut clients_per_node_end: BTreeMap<String, usize> = BTreeMap::new();
     for n in &start_nodes {
@@ -376,6 +381,7 @@ fn report(
             *clients_per_node_end.entry(n.clone()).or_default() += 1;
         }
         gap_syncs += o.gap_syncs;
+        problems.extend(o.disorder.iter().cloned());
         reconnects_per_client.push(o.outages.iter().filter(|x| x.served_at.is_some()).count());
         for x in &o.outages {
             first_drop = Some(first_drop.map_or(x.dropped_at, |t| t.min(x.dropped_at)));
@@ -390,7 +396,8 @@ fn report(
         }
         synced.extend(o.synced);
     }
-    let (checked, unchecked, seq_gaps, stored_twice, acked_missing) = verify(&synced, &acked, &mut total);
+    let (checked, unchecked, seq_gaps, stored_twice, acked_missing) =
+        verify(&synced, &acked, &mut total, &mut problems);
     let cross_node_pairs = start_nodes.chunks(2).filter(|p| p.len() == 2 && p[0] != p[1]).count();
     let group_nodes = {
         let mut g: Vec<&String> = start_nodes.iter().take(cfg.group_members).collect();
@@ -433,6 +440,7 @@ fn report(
         seq_gaps,
         stored_twice,
         acked_missing,
+        problems,
         reconnects: reconnects_per_client.iter().sum::<usize>() as u64,
         clients_reconnected: reconnects_per_client.iter().filter(|&&n| n > 0).count(),
         reconnects_per_client,
@@ -458,7 +466,13 @@ fn verify(
     synced: &[(u64, Result<Vec<v1::Message>, String>)],
     acked: &[Acked],
     total: &mut Measurements,
+    problems: &mut Vec<String>,
 ) -> (usize, usize, u64, u64, u64) {
+    let mut note = |p: String| {
+        if problems.len() < PROBLEMS_MAX {
+            problems.push(p);
+        }
+    };
     let mut by_conv: HashMap<u64, Vec<&Acked>> = HashMap::new();
     for a in acked {
         by_conv.entry(a.conversation_id).or_default().push(a);
@@ -474,21 +488,31 @@ fn verify(
             }
         };
         checked += 1;
-        gaps += messages
-            .iter()
-            .enumerate()
-            .filter(|(i, m)| m.seq != *i as u64 + 1)
-            .count() as u64;
+        for (i, m) in messages.iter().enumerate() {
+            if m.seq != i as u64 + 1 {
+                gaps += 1;
+                note(format!("conversation {conv}: seq {} at position {}", m.seq, i + 1));
+            }
+        }
         let mut ids: HashMap<(u64, &str), u64> = HashMap::new();
         for m in messages.iter().filter(|m| !m.client_msg_id.is_empty()) {
-            if ids.insert((m.from_user_id, m.client_msg_id.as_str()), m.seq).is_some() {
+            if let Some(first) = ids.insert((m.from_user_id, m.client_msg_id.as_str()), m.seq) {
                 twice += 1;
+                note(format!(
+                    "conversation {conv}: {} from user {} stored at seqs {first} and {}",
+                    m.client_msg_id, m.from_user_id, m.seq
+                ));
             }
         }
         let stored: HashMap<&str, u64> = messages.iter().map(|m| (m.client_msg_id.as_str(), m.seq)).collect();
         for a in by_conv.get(conv).into_iter().flatten() {
-            if stored.get(a.client_msg_id.as_str()) != Some(&a.seq) {
+            let got = stored.get(a.client_msg_id.as_str());
+            if got != Some(&a.seq) {
                 missing += 1;
+                note(format!(
+                    "conversation {conv}: {} acked at seq {}, stored at {got:?}",
+                    a.client_msg_id, a.seq
+                ));
             }
         }
     }

@@ -30,8 +30,8 @@ pub fn table(r: &ClusterReport) -> String {
     );
     let _ = writeln!(
         t,
-        "  delivered           {:>10} ({:.0}/s), {} caught up by Sync, {} redelivered (kept once)",
-        r.delivered, r.delivered_msgs_per_s, r.caught_up, r.redelivered
+        "  delivered           {:>10} ({:.0}/s), {} caught up by Sync ({} gap Syncs), {} redelivered (kept once)",
+        r.delivered, r.delivered_msgs_per_s, r.caught_up, r.gap_syncs, r.redelivered
     );
     let l = &r.latency_us;
     let _ = writeln!(
@@ -56,6 +56,9 @@ pub fn table(r: &ClusterReport) -> String {
         r.stored_twice,
         r.acked_missing
     );
+    for p in &r.problems {
+        let _ = writeln!(t, "    {p}");
+    }
     let ms = |v: Option<u64>| v.map_or("-".to_owned(), |v| format!("{v} ms"));
     let _ = writeln!(
         t,
