@@ -25,6 +25,9 @@ const TICK: Duration = Duration::from_millis(20);
 const RETRY_AFTER_DEFAULT: Duration = Duration::from_millis(50);
 /// Attempts at the final Sync of a conversation (each may reconnect first).
 const FINAL_SYNC_ATTEMPTS: u32 = 3;
+/// How far (in sends) a client may run ahead of its oldest unacked send: under the server's
+/// default `storage.dedup_window_messages` (64 per conversation), so a resend is recognised.
+const SENDS_AHEAD_MAX: u64 = 32;
 /// Out-of-order pushes spelled out per client, at most.
 const DISORDER_NOTES_MAX: usize = 3;
 /// During the drain, how often a client still missing acked messages Syncs for them.
@@ -92,6 +95,7 @@ impl Live {
 struct Pending {
     rid: u64,
     conv: u64,
+    index: u64,
     body: Body,
     client_msg_id: String,
     /// When it was last written (for the reply timeout).
@@ -291,8 +295,12 @@ impl Member {
         }
         loop {
             let now = Instant::now();
-            if now < end {
-                while st.pending.len() < cfg.window {
+            // New sends wait while one is to be resent (UNAVAILABLE: a client backs off),
+            // and never run more than SENDS_AHEAD_MAX past the oldest unacked one: its resend
+            // must stay inside the server's dedup window to be recognised.
+            let held = st.pending.iter().any(|p| p.retry_at.is_some());
+            if now < end && !held {
+                while st.pending.len() < cfg.window && !too_far_ahead(st) {
                     let p = self.next_send(st, live.rid(), now);
                     st.outbox.push(Frame {
                         request_id: p.rid,
@@ -389,6 +397,7 @@ impl Member {
         Pending {
             rid,
             conv,
+            index,
             body: Body::Send(send),
             client_msg_id,
             written_at: now,
@@ -604,6 +613,14 @@ impl Member {
             st.out.synced.push((conv, result));
         }
     }
+}
+
+fn too_far_ahead(st: &State) -> bool {
+    st.pending
+        .iter()
+        .map(|p| p.index)
+        .min()
+        .is_some_and(|oldest| st.next_index - oldest >= SENDS_AHEAD_MAX)
 }
 
 /// Every message of a conversation, page by page.
