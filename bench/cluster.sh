@@ -38,7 +38,7 @@ source scripts/redis-test-server.sh
 
 # One database for this script's nodes, made fresh; each run signs up its own users.
 db="ringchat_cluster_bench_$$"
-psql -q "$RINGCHAT_TEST_POSTGRES_URL" -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
+PGOPTIONS="-c client_min_messages=warning" psql -q "$RINGCHAT_TEST_POSTGRES_URL" -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
 DB_URL="${RINGCHAT_TEST_POSTGRES_URL%/*}/$db"
 PEER_SECRET="cluster-bench-secret-$(date +%s%N)"
 REDIS_PREFIX="rc_bench_$$"

@@ -523,7 +523,9 @@ fn run_cluster(a: ClusterArgs) -> anyhow::Result<bool> {
         report::write_json(path, &r)?;
     }
     if !r.clean() {
-        eprintln!("ringchat-bench: acked messages were lost, stored twice or out of order, or a client never came back");
+        eprintln!(
+            "ringchat-bench: acked messages were lost, stored twice or out of order, or a client never came back"
+        );
     }
     Ok(r.clean())
 }

@@ -81,7 +81,11 @@ fn a_node_killed_under_load_loses_no_acked_message_and_its_clients_come_back() {
     assert!(r.acked > acked_at_kill, "the load went on after the kill");
     assert_eq!(r.cross_node_pairs, PAIRS, "every pair spans two nodes");
     assert!(r.group_nodes >= 2, "the group spans nodes");
-    let on_victim = r.clients_per_node_start.get(NODES[victim]).copied().unwrap_or(0);
+    let on_victim = r
+        .clients_per_node_start
+        .get(NODES[victim])
+        .copied()
+        .unwrap_or(0);
     assert!(on_victim > 0, "the killed node had clients: {r:?}");
     assert!(
         r.clients_reconnected >= on_victim,
@@ -99,7 +103,11 @@ fn a_node_killed_under_load_loses_no_acked_message_and_its_clients_come_back() {
     for a in &r.acked_messages {
         by_conv.entry(a.conversation_id).or_default().push(a);
     }
-    assert_eq!(by_conv.len(), PAIRS + 1, "every pair and the group got acks");
+    assert_eq!(
+        by_conv.len(),
+        PAIRS + 1,
+        "every pair and the group got acks"
+    );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -120,7 +128,10 @@ fn a_node_killed_under_load_loses_no_acked_message_and_its_clients_come_back() {
             let unique: HashSet<&str> = ids.keys().copied().collect();
             assert_eq!(
                 unique.len(),
-                stored.iter().filter(|m| !m.client_msg_id.is_empty()).count(),
+                stored
+                    .iter()
+                    .filter(|m| !m.client_msg_id.is_empty())
+                    .count(),
                 "no client_msg_id stored twice in {conv}"
             );
             for a in acked {

@@ -146,6 +146,9 @@ pub(super) struct Member {
     pub peer_id: u64,
     pub direct_conv: u64,
     pub group: Option<u64>,
+    /// Seqs 1..=this of the group are its creation events: taken as seen (the creator is
+    /// not pushed its own).
+    pub group_events: u64,
     /// Send only to the group.
     pub group_only: bool,
     /// Conversations whose final Sync this client fetches for the check.
@@ -195,7 +198,12 @@ impl Member {
         };
         st.seen.insert(self.direct_conv, Seen::default());
         if let Some(g) = self.group {
-            st.seen.insert(g, Seen::default());
+            let events = Seen {
+                seqs: (1..=self.group_events).collect(),
+                newest: self.group_events,
+                newest_pushed: 0,
+            };
+            st.seen.insert(g, events);
         }
         let mut live = Some(first);
         let mut caught_up = true;
@@ -385,7 +393,7 @@ impl Member {
             ..Default::default()
         };
         let conv = match self.group {
-            Some(g) if self.group_only || index % 2 == 1 => {
+            Some(g) if self.group_only || !index.is_multiple_of(2) => {
                 send.conversation_id = g;
                 g
             }
@@ -498,7 +506,10 @@ impl Member {
             st.outbox.push(sync_frame(rid, msg.conversation_id, before));
             st.out.gap_syncs += 1;
         }
-        let seen = st.seen.get_mut(&msg.conversation_id).expect("looked up above");
+        let seen = st
+            .seen
+            .get_mut(&msg.conversation_id)
+            .expect("looked up above");
         if !seen.seqs.insert(msg.seq) {
             // Pushed before the drop and synced after it, say: a client keeps one by seq.
             st.out.redelivered += 1;
@@ -532,7 +543,9 @@ impl Member {
         }
         if live {
             let since = self.shared.start.elapsed();
-            st.out.m.record_delivery(since, since.saturating_sub(sent_at));
+            st.out
+                .m
+                .record_delivery(since, since.saturating_sub(sent_at));
         } else {
             st.out.m.delivered += 1;
             st.out.caught_up += 1;
@@ -647,7 +660,9 @@ async fn sync_all(
             }
             Body::Error(e) => bail!(
                 "Sync of {conv}: {}",
-                ErrorCode::try_from(e.code).unwrap_or_default().as_str_name()
+                ErrorCode::try_from(e.code)
+                    .unwrap_or_default()
+                    .as_str_name()
             ),
             other => bail!("Sync of {conv}: {}", ringchat_proto::body_name(&other)),
         }

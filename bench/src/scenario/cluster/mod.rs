@@ -212,9 +212,13 @@ pub async fn run(cfg: ClusterConfig, progress: Arc<Progress>) -> anyhow::Result<
         lives.push(Live::new(s));
     }
     let start_nodes: Vec<String> = lives.iter().map(|l| l.node_id.clone()).collect();
-    let group = match cfg.group_members {
-        0 => None,
-        n => Some(create_group(&mut lives[0], &users[1..n], cfg.retry.step_timeout).await?),
+    let (group, group_events) = match cfg.group_members {
+        0 => (None, 0),
+        n => {
+            let (g, events) =
+                create_group(&mut lives[0], &users[1..n], cfg.retry.step_timeout).await?;
+            (Some(g), events)
+        }
     };
 
     let (all_sent, _) = tokio::sync::watch::channel(false);
@@ -238,7 +242,7 @@ pub async fn run(cfg: ClusterConfig, progress: Arc<Progress>) -> anyhow::Result<
         let direct = conversation_id(users[index], users[peer]);
         let in_group = group.filter(|_| index < cfg.group_members);
         let mut checks = Vec::new();
-        if index % 2 == 0 {
+        if index.is_multiple_of(2) {
             checks.push(direct);
         }
         if index == 0 {
@@ -251,6 +255,7 @@ pub async fn run(cfg: ClusterConfig, progress: Arc<Progress>) -> anyhow::Result<
             peer_id: users[peer],
             direct_conv: direct,
             group: in_group,
+            group_events,
             group_only: cfg.group_only,
             checks,
             cfg: Arc::clone(&cfg),
@@ -281,7 +286,7 @@ pub async fn run(cfg: ClusterConfig, progress: Arc<Progress>) -> anyhow::Result<
 }
 
 fn username(prefix: &str, index: usize) -> String {
-    let side = if index % 2 == 0 { "a" } else { "b" };
+    let side = if index.is_multiple_of(2) { "a" } else { "b" };
     format!("{prefix}{side}{}", index / 2)
 }
 
@@ -301,8 +306,14 @@ async fn set_up(cfg: &Arc<ClusterConfig>) -> anyhow::Result<Vec<Session>> {
         let (cfg, limit) = (Arc::clone(cfg), Arc::clone(&limit));
         tasks.push(tokio::spawn(async move {
             let _permit = limit.acquire().await?;
-            let (a_name, b_name) = (username(&cfg.user_prefix, 2 * pair), username(&cfg.user_prefix, 2 * pair + 1));
-            let (who_a, who_b) = (identity(&a_name, &cfg.password), identity(&b_name, &cfg.password));
+            let (a_name, b_name) = (
+                username(&cfg.user_prefix, 2 * pair),
+                username(&cfg.user_prefix, 2 * pair + 1),
+            );
+            let (who_a, who_b) = (
+                identity(&a_name, &cfg.password),
+                identity(&b_name, &cfg.password),
+            );
             let urls = &cfg.status_urls;
             let seed = pair as u64;
             let (a, _) = status::connect(urls, 2 * pair, &who_a, &cfg.retry, None, seed)
@@ -310,17 +321,23 @@ async fn set_up(cfg: &Arc<ClusterConfig>) -> anyhow::Result<Vec<Session>> {
                 .with_context(|| format!("placing {a_name}"))?;
             let b = match cfg.placement {
                 Placement::Same => {
-                    status::log_in(a.node_id.clone(), a.addr, &who_b, cfg.retry.step_timeout)
-                        .await
+                    status::log_in(a.node_id.clone(), a.addr, &who_b, cfg.retry.step_timeout).await
                 }
-                Placement::Cross => {
-                    status::connect(urls, 2 * pair + 1, &who_b, &cfg.retry, Some(&a.node_id), seed)
+                Placement::Cross => status::connect(
+                    urls,
+                    2 * pair + 1,
+                    &who_b,
+                    &cfg.retry,
+                    Some(&a.node_id),
+                    seed,
+                )
+                .await
+                .map(|(s, _)| s),
+                Placement::Any => {
+                    status::connect(urls, 2 * pair + 1, &who_b, &cfg.retry, None, seed)
                         .await
                         .map(|(s, _)| s)
                 }
-                Placement::Any => status::connect(urls, 2 * pair + 1, &who_b, &cfg.retry, None, seed)
-                    .await
-                    .map(|(s, _)| s),
             }
             .with_context(|| format!("placing {b_name}"))?;
             anyhow::Ok((a, b))
@@ -335,7 +352,13 @@ async fn set_up(cfg: &Arc<ClusterConfig>) -> anyhow::Result<Vec<Session>> {
     Ok(sessions)
 }
 
-async fn create_group(creator: &mut Live, members: &[u64], timeout: Duration) -> anyhow::Result<u64> {
+/// Creates the group: its conversation id and the seq of its creation event (the seqs up to
+/// it are the group's own events, not the load's).
+async fn create_group(
+    creator: &mut Live,
+    members: &[u64],
+    timeout: Duration,
+) -> anyhow::Result<(u64, u64)> {
     let body = Body::GroupCreate(v1::GroupCreate {
         name: "bench cluster group".into(),
         member_ids: members.to_vec(),
@@ -343,7 +366,12 @@ async fn create_group(creator: &mut Live, members: &[u64], timeout: Duration) ->
         ..Default::default()
     });
     match creator.request(body, timeout, |_| {}).await? {
-        Body::GroupCreated(g) => Ok(g.group.context("GroupCreated without a group")?.conversation_id),
+        Body::GroupCreated(g) => Ok((
+            g.group
+                .context("GroupCreated without a group")?
+                .conversation_id,
+            g.event_seq,
+        )),
         Body::Error(e) => bail!("creating the group: {} {}", e.code, e.message),
         other => bail!("creating the group: {}", ringchat_proto::body_name(&other)),
     }
@@ -366,8 +394,11 @@ fn report(
         *clients_per_node_start.entry(n.clone()).or_default() += 1;
     }
     let mut reconnects_per_client = Vec::with_capacity(outcomes.len());
-    let (mut first_drop, mut last_served, mut outage_max): (Option<Instant>, Option<Instant>, Option<Duration>) =
-        (None, None, None);
+    let (mut first_drop, mut last_served, mut outage_max): (
+        Option<Instant>,
+        Option<Instant>,
+        Option<Duration>,
+    ) = (None, None, None);
     let mut unserved_clients = 0;
     let mut synced: Vec<(u64, Result<Vec<v1::Message>, String>)> = Vec::new();
     for o in outcomes {
@@ -398,7 +429,10 @@ fn report(
     }
     let (checked, unchecked, seq_gaps, stored_twice, acked_missing) =
         verify(&synced, &acked, &mut total, &mut problems);
-    let cross_node_pairs = start_nodes.chunks(2).filter(|p| p.len() == 2 && p[0] != p[1]).count();
+    let cross_node_pairs = start_nodes
+        .chunks(2)
+        .filter(|p| p.len() == 2 && p[0] != p[1])
+        .count();
     let group_nodes = {
         let mut g: Vec<&String> = start_nodes.iter().take(cfg.group_members).collect();
         g.sort();
@@ -483,7 +517,10 @@ fn verify(
             Ok(m) => m,
             Err(why) => {
                 unchecked += 1;
-                total.error(&format!("final Sync failed: {}", why.chars().take(60).collect::<String>()));
+                total.error(&format!(
+                    "final Sync failed: {}",
+                    why.chars().take(60).collect::<String>()
+                ));
                 continue;
             }
         };
@@ -491,7 +528,11 @@ fn verify(
         for (i, m) in messages.iter().enumerate() {
             if m.seq != i as u64 + 1 {
                 gaps += 1;
-                note(format!("conversation {conv}: seq {} at position {}", m.seq, i + 1));
+                note(format!(
+                    "conversation {conv}: seq {} at position {}",
+                    m.seq,
+                    i + 1
+                ));
             }
         }
         let mut ids: HashMap<(u64, &str), u64> = HashMap::new();
@@ -504,7 +545,10 @@ fn verify(
                 ));
             }
         }
-        let stored: HashMap<&str, u64> = messages.iter().map(|m| (m.client_msg_id.as_str(), m.seq)).collect();
+        let stored: HashMap<&str, u64> = messages
+            .iter()
+            .map(|m| (m.client_msg_id.as_str(), m.seq))
+            .collect();
         for a in by_conv.get(conv).into_iter().flatten() {
             let got = stored.get(a.client_msg_id.as_str());
             if got != Some(&a.seq) {

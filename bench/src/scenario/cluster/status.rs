@@ -60,9 +60,9 @@ fn split_http_url(url: &str) -> anyhow::Result<(&str, &str)> {
 
 /// `ws://HOST:PORT/ws` (a node's advertised client address) as a socket address.
 fn ws_addr(url: &str) -> anyhow::Result<SocketAddr> {
-    let rest = url
-        .strip_prefix("ws://")
-        .ok_or_else(|| anyhow!("client address {url:?} is not ws:// (wss:// is not supported by the bench)"))?;
+    let rest = url.strip_prefix("ws://").ok_or_else(|| {
+        anyhow!("client address {url:?} is not ws:// (wss:// is not supported by the bench)")
+    })?;
     let host_port = rest.split('/').next().unwrap_or(rest);
     host_port
         .to_socket_addrs()
@@ -145,7 +145,13 @@ pub async fn log_in(
     who: &Identity<'_>,
     timeout: Duration,
 ) -> anyhow::Result<Session> {
-    let signed_up = Link::sign_up(Transport::Ws, addr, who.username, who.password, who.device_id);
+    let signed_up = Link::sign_up(
+        Transport::Ws,
+        addr,
+        who.username,
+        who.password,
+        who.device_id,
+    );
     let (link, user_id) = tokio::time::timeout(timeout, signed_up)
         .await
         .map_err(|_| anyhow!("logging in at {addr} took over {timeout:?}"))??;
@@ -231,10 +237,7 @@ mod tests {
             split_http_url("http://127.0.0.1:9/assign").unwrap(),
             ("127.0.0.1:9", "/assign")
         );
-        assert_eq!(
-            split_http_url("http://h:1").unwrap(),
-            ("h:1", "/assign")
-        );
+        assert_eq!(split_http_url("http://h:1").unwrap(), ("h:1", "/assign"));
         assert!(split_http_url("https://h:1/assign").is_err());
         assert_eq!(
             ws_addr("ws://127.0.0.1:7001/ws").unwrap(),
@@ -249,7 +252,10 @@ mod tests {
         for attempt in 0..30 {
             for seed in 0..20 {
                 let d = backoff(&r, attempt, seed);
-                let step = r.backoff_min.saturating_mul(1 << attempt.min(16)).min(r.backoff_max);
+                let step = r
+                    .backoff_min
+                    .saturating_mul(1 << attempt.min(16))
+                    .min(r.backoff_max);
                 assert!(d >= step / 2 && d <= step, "{attempt} {seed}: {d:?}");
             }
         }
