@@ -4,7 +4,8 @@
 # scenario, every client placed by the status service (GET /assign):
 #   same   pairs whose two users are on one node (no node-to-node hop for the push);
 #   cross  pairs whose two users are on different nodes (the owner's push crosses gRPC);
-#   group  one group of GROUP members spread over the nodes, members sending only to it.
+#   group  one group of GROUP members spread over the nodes (each pair's two users on
+#          different nodes), members sending only to it.
 # Server CPU is summed over the three nodes (/proc/PID/stat) per delivered message; medians
 # of RUNS runs are printed as a Markdown table (results, one JSON per run, in $OUT).
 #
@@ -98,7 +99,8 @@ for run in $(seq "$RUNS"); do
     --user-prefix "same${run}_" --json "$OUT/same.$run.json" >"$OUT/same.$run.txt"
   "$BENCH" cluster-pairs "${common[@]}" --placement cross --pairs "$PAIRS" \
     --user-prefix "cross${run}_" --json "$OUT/cross.$run.json" >"$OUT/cross.$run.txt"
-  "$BENCH" cluster-pairs "${common[@]}" --placement any --pairs $(((GROUP + 1) / 2)) \
+  # Cross placement spreads the group's members over at least two nodes.
+  "$BENCH" cluster-pairs "${common[@]}" --placement cross --pairs $(((GROUP + 1) / 2)) \
     --group-members "$GROUP" --group-only \
     --user-prefix "group${run}_" --json "$OUT/group.$run.json" >"$OUT/group.$run.txt"
 done
