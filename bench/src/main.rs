@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use ringchat_bench::provenance::Provenance;
 use ringchat_bench::report;
 use ringchat_bench::scenario::Observe;
+use ringchat_bench::scenario::cluster;
 use ringchat_bench::scenario::connect::{self, ConnectConfig};
 use ringchat_bench::scenario::group::{self, GroupConfig};
 use ringchat_bench::scenario::pairs::{self, PairsConfig};
@@ -50,7 +51,74 @@ enum Scenario {
     /// checks every other sender's messages (once, in room_seq order); reports latency,
     /// deliveries per second and the server CPU per delivery.
     Room(RoomArgs),
+    /// P pairs (and optionally one group) on a cluster, every client placed by the status
+    /// service and reconnecting through it when its node goes; reports latency, server CPU
+    /// per message over all nodes, reconnects and the time until every client is served
+    /// again, then checks every conversation by Sync.
+    ClusterPairs(ClusterArgs),
 }
+
+#[derive(Args)]
+struct ClusterArgs {
+    /// The status service: `http://HOST:PORT/assign` of any node's WebSocket listener (or of
+    /// a `--role status` node); repeat it to fall back to the others.
+    #[arg(long = "status-url", required = true)]
+    status_urls: Vec<String>,
+    /// Number of user pairs; each pair exchanges messages both ways.
+    #[arg(long, default_value_t = 100)]
+    pairs: usize,
+    /// Where each pair's second user goes: wherever the status service says, on the first
+    /// user's node, or on another node.
+    #[arg(long, value_enum, default_value = "any")]
+    placement: ClusterPlacement,
+    /// The first N users also form one group and send every other message to it (0: none).
+    #[arg(long, default_value_t = 0)]
+    group_members: usize,
+    /// Group members send only to the group (measures the group's fan-out alone).
+    #[arg(long)]
+    group_only: bool,
+    /// Content bytes per message (at least 16).
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// Unacknowledged messages each user may have in flight.
+    #[arg(long, default_value_t = 4)]
+    window: usize,
+    /// How long to send, e.g. 10s, 1m.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// After sending stops, how long to wait for the last acks, pushes and catch-ups.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    drain_timeout: Duration,
+    /// Attempts to reach a node (ask the status service, connect, log in) before a user gives up.
+    #[arg(long, default_value_t = 40)]
+    reconnect_attempts: u32,
+    /// No reconnect attempt starts after this long.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    reconnect_deadline: Duration,
+    /// A request unanswered this long ends the connection (the user reconnects).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    reply_timeout: Duration,
+    /// A node's pid, to add its CPU to the report; repeat for every node.
+    #[arg(long = "server-pid")]
+    server_pids: Vec<u32>,
+    /// Worker threads of the load generator (default: one per online core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Prefix of the user names the benchmark creates or reuses.
+    #[arg(long, default_value = "bench_")]
+    user_prefix: String,
+    /// Password of those users.
+    #[arg(long, default_value = "bench-password")]
+    password: String,
+    /// Write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// No progress line on stderr.
+    #[arg(long)]
+    quiet: bool,
+}
+
+type ClusterPlacement = ringchat_bench::scenario::cluster::Placement;
 
 #[derive(Args)]
 struct GroupArgs {
@@ -377,6 +445,7 @@ fn run() -> anyhow::Result<bool> {
             }
             Ok(r.errors == 0 && r.friends_listed == (r.users * r.friends_per_user) as u64)
         }
+        Scenario::ClusterPairs(a) => run_cluster(a),
         Scenario::Room(a) => {
             let cfg = RoomConfig {
                 addr: resolve(&a.common.addr)?,
@@ -403,4 +472,60 @@ fn run() -> anyhow::Result<bool> {
             Ok(r.clean())
         }
     }
+}
+
+fn run_cluster(a: ClusterArgs) -> anyhow::Result<bool> {
+    let threads = a
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let cfg = cluster::ClusterConfig {
+        status_urls: a.status_urls,
+        pairs: a.pairs,
+        placement: a.placement,
+        group_members: a.group_members,
+        group_only: a.group_only,
+        size: a.size,
+        window: a.window,
+        duration: a.duration,
+        drain_timeout: a.drain_timeout,
+        user_prefix: a.user_prefix,
+        password: a.password,
+        retry: cluster::status::Retry {
+            attempts_max: a.reconnect_attempts,
+            deadline: a.reconnect_deadline,
+            step_timeout: a.reply_timeout,
+            ..Default::default()
+        },
+        server_pids: a.server_pids,
+    };
+    let progress = std::sync::Arc::new(ringchat_bench::scenario::Progress::default());
+    let printer = ringchat_bench::scenario::spawn_progress(
+        std::sync::Arc::clone(&progress),
+        "acked",
+        !a.quiet,
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()?;
+    let result = rt.block_on(cluster::run(cfg, std::sync::Arc::clone(&progress)));
+    progress
+        .finished
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(p) = printer {
+        p.thread().unpark();
+        let _ = p.join();
+    }
+    let mut r = result?;
+    r.provenance = Provenance::collect(None);
+    print!("{}", cluster::table(&r));
+    if let Some(path) = &a.json {
+        report::write_json(path, &r)?;
+    }
+    if !r.clean() {
+        eprintln!(
+            "ringchat-bench: acked messages were lost, stored twice or out of order, or a client never came back"
+        );
+    }
+    Ok(r.clean())
 }

@@ -11,9 +11,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::cluster::{redis_url, start_nodes, unique};
+use common::cluster::{redis_url, start_nodes, unique, wait_for_views};
 use common::groups::{create_id, send_body};
-use common::{TestServer, WAIT_DEADLINE, wait_until};
+use common::{TestServer, WAIT_DEADLINE};
 use ringchat_backend::cluster::rendezvous::{node_number, owner_index};
 use ringchat_bench::client::Client;
 use ringchat_proto::Body;
@@ -74,14 +74,6 @@ fn three_nodes() -> Vec<TestServer> {
         .collect();
     wait_for_views(&nodes, 3);
     nodes
-}
-
-fn wait_for_views(nodes: &[TestServer], n: usize) {
-    wait_until(&format!("every node sees {n} nodes"), || {
-        nodes
-            .iter()
-            .all(|s| s.metric("ringchat_cluster_nodes") == n as f64)
-    });
 }
 
 /// The node (index into ["n1", "n2", "n3"]) that owns conversation `conv` by rendezvous.

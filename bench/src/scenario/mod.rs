@@ -5,6 +5,7 @@
 //! A new scenario is a module with a config, a `run(&Config, &Observe) -> Report`, and a report
 //! type that serialises to the common JSON keys.
 
+pub mod cluster;
 pub mod connect;
 pub mod group;
 pub mod pairs;

@@ -2,7 +2,7 @@
 //! servers `scripts/test.sh` starts: RINGCHAT_TEST_POSTGRES_URL, RINGCHAT_TEST_REDIS_URL). The
 //! database: `common::store::fresh_database`.
 
-use super::TestServer;
+use super::{TestServer, wait_until};
 
 pub const HEARTBEAT_MS: &str = "200";
 pub const NODE_TTL_MS: u64 = 1_500;
@@ -148,4 +148,13 @@ impl Drop for StatusNode {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Waits until every node sees `n` live nodes (then they agree on every conversation's owner).
+pub fn wait_for_views(nodes: &[TestServer], n: usize) {
+    wait_until(&format!("every node sees {n} nodes"), || {
+        nodes
+            .iter()
+            .all(|s| s.metric("ringchat_cluster_nodes") == n as f64)
+    });
 }
