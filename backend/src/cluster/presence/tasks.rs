@@ -13,7 +13,7 @@ use super::wire::{self, Parts};
 use super::{ClusterPresence, Known};
 use crate::cluster::redis::RedisError;
 use crate::cluster::routes::NodeLife;
-use crate::presence::State;
+use crate::presence::{PresenceStore as _, State};
 use crate::store::UserId;
 
 /// Pause after a failed write or a lost subscription before trying again.
@@ -59,8 +59,8 @@ impl ClusterPresence {
             };
             match result {
                 Ok(()) if failing => {
-                    failing = false;
                     tracing::info!("cluster: presence writes reach Redis again");
+                    // Redis may have restarted empty: put every part back now.
                     failing = self.refresh().await.is_err();
                 }
                 Ok(()) => {}
