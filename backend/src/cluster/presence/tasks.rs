@@ -279,7 +279,7 @@ impl ClusterPresence {
     }
 
     /// `user`'s state elsewhere is now `parts` (this node's own part is known here already).
-    fn update(&self, user: UserId, seen: u64, mut parts: Parts) {
+    pub(super) fn update(&self, user: UserId, seen: u64, mut parts: Parts) {
         parts.retain(|(life, _)| *life.node_id != *self.me.node_id);
         let mut users = self.users();
         if parts.is_empty() && !users.known.contains_key(&user) {
