@@ -184,6 +184,24 @@ async fn a_user_with_devices_on_two_nodes_stays_online_while_one_leaves() {
     expect_presence(&mut b, me, P::Away).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_s_users_go_offline_for_friends_on_other_nodes() {
+    let mut nodes = nodes(&["n1", "n2"], "0");
+    let (mut a, alice) = nodes[0].user("alice").await;
+    let (mut b, bob) = nodes[1].user("bob").await;
+    befriend(&mut a, alice.user_id, &mut b, bob.user_id).await;
+    assert_eq!(listed(&mut b, alice.user_id).await.state(), P::Online);
+    let killed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    nodes[0].kill9();
+    // Once n1 is out of n2's view (node_ttl_ms), alice shows offline, last seen about then.
+    let gone = expect_presence(&mut b, alice.user_id, P::Offline).await;
+    assert!(gone.last_seen_ms >= killed, "{gone:?}");
+    drop(a);
+}
+
 /// Sends typing in `conv` until `to` sees it from `from_id` (typing is best effort: a client
 /// repeats it), skipping other pushes (and earlier typing); within the deadline.
 async fn typing_reaches(from: &mut Client, from_id: u64, to: &mut Client, conv: u64) {
@@ -231,7 +249,9 @@ async fn typing_crosses_nodes_direct_and_in_groups() {
         match ask(&mut alice, send_body(g, "hello", "hello", &[], false)).await {
             Body::SendAck(_) => break,
             // The group's owner may be taking it over: resend (the same id is stored once).
-            Body::Error(e) if e.code == ErrorCode::Unavailable as i32 && Instant::now() < deadline => {
+            Body::Error(e)
+                if e.code == ErrorCode::Unavailable as i32 && Instant::now() < deadline =>
+            {
                 tokio::time::sleep(Duration::from_millis(e.retry_after_ms)).await;
             }
             other => panic!("expected a SendAck, got {other:?}"),

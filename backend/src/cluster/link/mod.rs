@@ -441,9 +441,14 @@ impl Link {
         };
         let routes = self.attached.get().and_then(|(c, _)| c.routes());
         let wanted: Option<Vec<Arc<str>>> = match routes {
-            Some(routes) if !to.is_empty() => {
-                Some(routes.nodes_of(to).nodes.into_iter().map(|d| d.node_id).collect())
-            }
+            Some(routes) if !to.is_empty() => Some(
+                routes
+                    .nodes_of(to)
+                    .nodes
+                    .into_iter()
+                    .map(|d| d.node_id)
+                    .collect(),
+            ),
             _ => None,
         };
         for node in view.nodes.iter().filter(|n| n.record.node_id != self.me) {

@@ -178,12 +178,22 @@ mod tests {
             assert_eq!(q.push_best_effort(vec![typing()]), Ok(()));
         }
         assert_eq!(q.push_best_effort(vec![typing()]), Err(Refused::Full));
-        assert_eq!(q.push_all(vec![frame(1), frame(1), frame(1)]), Ok(()), "durable frames have the rest");
-        assert!(!q.drain("n1", 1 << 20).expect("a batch").missed, "a dropped typing is not missed");
+        assert_eq!(
+            q.push_all(vec![frame(1), frame(1), frame(1)]),
+            Ok(()),
+            "durable frames have the rest"
+        );
+        assert!(
+            !q.drain("n1", 1 << 20).expect("a batch").missed,
+            "a dropped typing is not missed"
+        );
         q.push_best_effort(vec![typing()]).unwrap();
         q.close();
         q.reopen();
-        assert!(q.drain("n1", 1 << 20).is_none(), "typing lost with the link is not missed");
+        assert!(
+            q.drain("n1", 1 << 20).is_none(),
+            "typing lost with the link is not missed"
+        );
     }
 
     #[test]

@@ -189,14 +189,22 @@ impl PresenceStore for ClusterPresence {
 
     fn current(&self, user: UserId) -> Shown {
         let users = self.users();
-        self.shown(&self.view.load(), self.local.current(user), users.known.get(&user))
+        self.shown(
+            &self.view.load(),
+            self.local.current(user),
+            users.known.get(&user),
+        )
     }
 
     fn published(&self, users: &[UserId]) -> Vec<Shown> {
         let map = self.users();
         users
             .iter()
-            .map(|u| map.known.get(u).map_or_else(Shown::default, |k| k.published))
+            .map(|u| {
+                map.known
+                    .get(u)
+                    .map_or_else(Shown::default, |k| k.published)
+            })
             .collect()
     }
 

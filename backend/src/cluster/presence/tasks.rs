@@ -195,10 +195,7 @@ impl ClusterPresence {
             for (user, pair) in chunk.iter().zip(replies.chunks(2)) {
                 let [hash, seen] = pair else { continue };
                 let parts = match hash {
-                    redis::Value::Map(map) => map
-                        .iter()
-                        .filter_map(|(f, v)| part(f, v))
-                        .collect(),
+                    redis::Value::Map(map) => map.iter().filter_map(|(f, v)| part(f, v)).collect(),
                     redis::Value::Array(flat) => flat
                         .chunks(2)
                         .filter_map(|fv| match fv {
@@ -337,13 +334,24 @@ impl ClusterPresence {
                 continue;
             }
             let moved: HashSet<&NodeLife> = now.symmetric_difference(&last).collect();
+            let left_at = crate::time::now_ms();
             let mut users = self.users();
-            let affected: Vec<UserId> = users
-                .known
-                .iter()
-                .filter(|(_, k)| k.others.iter().any(|(life, _)| moved.contains(life)))
-                .map(|(u, _)| *u)
-                .collect();
+            let mut affected = Vec::new();
+            for (user, known) in &mut users.known {
+                let mut touched = false;
+                for (life, state) in &known.others {
+                    if moved.contains(life) {
+                        touched = true;
+                        // A node gone with the user present there: seen until about now.
+                        if !now.contains(life) && *state != State::Offline {
+                            known.seen_ms = known.seen_ms.max(left_at);
+                        }
+                    }
+                }
+                if touched {
+                    affected.push(*user);
+                }
+            }
             if !affected.is_empty() {
                 if users.elsewhere.is_empty() {
                     self.elsewhere_changed.notify_one();

@@ -58,7 +58,12 @@ fn conn(n: u64) -> ConnRef {
     ConnRef { shard: 0, conn: n }
 }
 
-fn node(url: &str, prefix: &str, id: &str, view: &Arc<ArcSwap<ClusterView>>) -> Arc<ClusterPresence> {
+fn node(
+    url: &str,
+    prefix: &str,
+    id: &str,
+    view: &Arc<ArcSwap<ClusterView>>,
+) -> Arc<ClusterPresence> {
     ClusterPresence::new(&config(url, prefix, id), 1, Arc::clone(view)).expect("presence")
 }
 
@@ -79,7 +84,11 @@ async fn the_most_present_part_of_the_live_nodes_wins() {
             .into_iter()
             .collect(),
     );
-    assert_eq!(p.current(USER).state, State::Busy, "this node's own part is its devices'");
+    assert_eq!(
+        p.current(USER).state,
+        State::Busy,
+        "this node's own part is its devices'"
+    );
     // b leaves the view (it died): its part stops counting at once.
     view.store(Arc::new(view_of(&["a", "c"])));
     assert_eq!(p.current(USER).state, State::Away);
@@ -130,11 +139,7 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_share_presence_through_redis() {
     let url = redis_url();
-    let prefix = format!(
-        "pt_{}_{}",
-        std::process::id(),
-        crate::time::now_ms()
-    );
+    let prefix = format!("pt_{}_{}", std::process::id(), crate::time::now_ms());
     let view = Arc::new(ArcSwap::from_pointee(view_of(&["a", "b", "c"])));
     let a = node(&url, &prefix, "a", &view);
     let b = node(&url, &prefix, "b", &view);
@@ -165,17 +170,21 @@ async fn nodes_share_presence_through_redis() {
     .await;
     b.set_device(USER, conn(2), None, 400);
     eventually("a hears that the user left b", || {
-        a.current(USER) == Shown {
-            state: State::Offline,
-            last_seen_ms: 400,
-        }
+        a.current(USER)
+            == Shown {
+                state: State::Offline,
+                last_seen_ms: 400,
+            }
     })
     .await;
 
     // A node that never heard of a user reads them from Redis for a friends list.
     b.set_device(USER + 1, conn(3), Some(DeviceState::Busy), 500);
     let c = node(&url, &prefix, "c", &view);
-    eventually("b's part reached Redis", || a.current(USER + 1).state == State::Busy).await;
+    eventually("b's part reached Redis", || {
+        a.current(USER + 1).state == State::Busy
+    })
+    .await;
     let listed = {
         let c = Arc::clone(&c);
         tokio::task::spawn_blocking(move || c.listed(&[USER, USER + 1, USER + 2]))
@@ -200,7 +209,10 @@ async fn nodes_share_presence_through_redis() {
     // Leaving removes the node's parts, and the others hear it.
     let _ = stops.remove(1).send(());
     tasks.remove(1).await.expect("b stops");
-    eventually("a hears that b left", || a.current(USER + 1).state == State::Offline).await;
+    eventually("a hears that b left", || {
+        a.current(USER + 1).state == State::Offline
+    })
+    .await;
     let _ = stops.remove(0).send(());
     tasks.remove(0).await.expect("a stops");
 }

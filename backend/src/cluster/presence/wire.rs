@@ -108,8 +108,17 @@ mod tests {
         let f = field("n-1", 17);
         assert_eq!(f, "n-1/17");
         let (life, state) = parse_part(f.as_bytes(), b"3").expect("a part");
-        assert_eq!((&*life.node_id, life.started_at_ms, state), ("n-1", 17, State::Online));
-        for (f, v) in [("n/17", "9"), ("n/x", "1"), ("/1", "1"), ("n/1", "12"), ("n", "1")] {
+        assert_eq!(
+            (&*life.node_id, life.started_at_ms, state),
+            ("n-1", 17, State::Online)
+        );
+        for (f, v) in [
+            ("n/17", "9"),
+            ("n/x", "1"),
+            ("/1", "1"),
+            ("n/1", "12"),
+            ("n", "1"),
+        ] {
             assert!(parse_part(f.as_bytes(), v.as_bytes()).is_none(), "{f}={v}");
         }
         let (user, seen, parts) = parse_message(b"7 1234 a/1=1 b/2=3").expect("parses");
