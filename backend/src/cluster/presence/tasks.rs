@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt as _;
 
+use super::ClusterPresence;
 use super::wire::{self, Parts};
-use super::{ClusterPresence, Known};
 use crate::cluster::redis::RedisError;
 use crate::cluster::routes::NodeLife;
 use crate::presence::{PresenceStore as _, State};
@@ -285,9 +285,17 @@ impl ClusterPresence {
                 return;
             }
         }
-        let known = users.known.entry(user).or_insert_with(Known::default);
+        let known = users.known.entry(user).or_default();
         known.others = parts;
         known.seen_ms = known.seen_ms.max(seen);
+        // Present nowhere and shown offline here already: nothing to keep (a list reads last
+        // seen from Redis). The tracker still decides, to drop a push it had pending.
+        if known.others.is_empty()
+            && known.published.state == State::Offline
+            && self.local.current(user).state == State::Offline
+        {
+            users.known.remove(&user);
+        }
         if users.elsewhere.is_empty() {
             self.elsewhere_changed.notify_one();
         }

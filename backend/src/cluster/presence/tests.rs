@@ -76,6 +76,8 @@ async fn the_most_present_part_of_the_live_nodes_wins() {
     assert_eq!(away.state, State::Away);
     p.update(USER, 0, [(life("b"), State::Online)].into_iter().collect());
     assert_eq!(p.take_elsewhere(), vec![USER]);
+    // What the tracker does next: friends here are told.
+    p.publish(USER, p.current(USER));
     assert_eq!(p.current(USER).state, State::Online, "b's device wins");
     p.update(
         USER,
@@ -168,6 +170,8 @@ async fn nodes_share_presence_through_redis() {
         a.current(USER).state == State::Away
     })
     .await;
+    // What a's tracker does next: friends there are told.
+    a.publish(USER, a.current(USER));
     b.set_device(USER, conn(2), None, 400);
     eventually("a hears that the user left b", || {
         a.current(USER)
