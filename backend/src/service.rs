@@ -100,8 +100,10 @@ pub struct Backend {
     pub(crate) observe: Arc<crate::observe::Observe>,
     /// Cluster mode: where this node's sessions are published (`cluster/hooks.rs`).
     pub(crate) routes: std::sync::OnceLock<Arc<crate::cluster::Routes>>,
+    /// Cluster mode: presence shared through Redis (`cluster/presence/`).
+    pub(crate) cluster_presence: std::sync::OnceLock<Arc<crate::cluster::ClusterPresence>>,
     /// Cluster mode: the links to the other nodes.
-    link: Option<Arc<crate::cluster::link::Link>>,
+    pub(crate) link: Option<Arc<crate::cluster::link::Link>>,
 }
 
 impl Backend {
@@ -181,6 +183,7 @@ impl Backend {
                 shards.clone(),
                 sessions.clone(),
                 Arc::clone(&group_online),
+                settings.groups.typing_members_max as usize,
             )
         });
         let delivery = Arc::new(
@@ -221,6 +224,7 @@ impl Backend {
             live,
             observe,
             routes: std::sync::OnceLock::new(),
+            cluster_presence: std::sync::OnceLock::new(),
             presence: Tracker::new(
                 Arc::new(LocalPresence::default()),
                 settings.presence.quiet_period_ms,
@@ -310,6 +314,9 @@ impl Backend {
             }
         });
         tokio::spawn(Arc::clone(&self).run_presence_timer());
+        if let Some(presence) = self.cluster_presence.get() {
+            tokio::spawn(Arc::clone(&self).run_presence_elsewhere(Arc::clone(presence)));
+        }
         crate::push::start(&self);
         crate::backup::server::start(&self.backups, Arc::clone(&self.ports.engine));
         tokio::spawn(crate::observe::persist_activity(Arc::clone(&self.observe)));

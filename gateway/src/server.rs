@@ -108,6 +108,10 @@ pub fn run(
     if let Some(routes) = cluster_node.as_ref().and_then(|n| n.cluster.routes()) {
         backend.join_cluster(Arc::clone(routes));
     }
+    // Cluster mode: presence is shared with the other nodes through Redis.
+    if let Some(presence) = cluster_node.as_ref().and_then(|n| n.cluster.presence()) {
+        backend.join_cluster_presence(Arc::clone(presence));
+    }
     let assign = cluster_node.as_ref().map(|n| {
         let cluster = Arc::clone(&n.cluster);
         Arc::new(move || cluster.assign_http()) as shard::AssignFn

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use ringchat_proto::v1::Platform;
 
-use super::Routes;
+use super::{ClusterPresence, Routes};
 use crate::Backend;
 use crate::api::ConnRef;
 use crate::store::UserId;
@@ -17,6 +17,31 @@ impl Backend {
     pub fn join_cluster(&self, routes: Arc<Routes>) {
         if self.routes.set(routes).is_err() {
             tracing::warn!("join_cluster called twice; keeping the first routes");
+        }
+    }
+
+    /// Cluster mode: presence is shared through Redis from now on (`cluster/presence/`). Call
+    /// before the shards take clients and before `serve`; a second call is ignored.
+    pub fn join_cluster_presence(&self, presence: Arc<ClusterPresence>) {
+        if self.cluster_presence.set(Arc::clone(&presence)).is_err() {
+            tracing::warn!("join_cluster_presence called twice; keeping the first store");
+            return;
+        }
+        self.presence.use_store(presence);
+    }
+
+    /// Cluster mode: users' presence changed on other nodes; friends here are told as the
+    /// tracker decides. Runs until the backend stops.
+    pub(crate) async fn run_presence_elsewhere(self: Arc<Self>, presence: Arc<ClusterPresence>) {
+        loop {
+            presence.elsewhere_changed.notified().await;
+            for user in presence.take_elsewhere() {
+                if let Some(shown) = self.presence.elsewhere(user, crate::time::now_ms()) {
+                    self.push_presence(user, shown).await;
+                }
+                // Counted once the decision (and any push) is made: tests wait on it.
+                metrics::counter!("ringchat_cluster_presence_decided_total").increment(1);
+            }
         }
     }
 

@@ -17,6 +17,7 @@ pub mod config;
 mod grpc;
 mod hooks;
 pub mod link;
+mod presence;
 mod redis;
 mod registry;
 pub mod rendezvous;
@@ -30,6 +31,7 @@ use arc_swap::ArcSwap;
 
 pub use config::ClusterConfig;
 pub use grpc::serve as serve_grpc;
+pub use presence::ClusterPresence;
 pub use redis::RedisError;
 pub use registry::NodeRecord;
 pub use routes::{Destination, Destinations, Routes};
@@ -50,6 +52,8 @@ pub struct Cluster {
     view: Arc<ArcSwap<ClusterView>>,
     /// Where users' devices are (`routes/`); `None` on a status-only node.
     routes: Option<Arc<Routes>>,
+    /// Users' presence across the nodes (`presence/`); `None` on a status-only node.
+    presence: Option<Arc<ClusterPresence>>,
     /// `None`: a status-only node (`--role status`), which reads the view but is no chat node.
     connections: Option<ConnectionCount>,
 }
@@ -65,9 +69,16 @@ impl Cluster {
         let redis = redis::Redis::new(config)?;
         let started_at_ms = crate::time::now_ms();
         let view = Arc::new(ArcSwap::from_pointee(ClusterView::default()));
-        let routes = match connections {
-            Some(_) => Some(Routes::new(config, started_at_ms, Arc::clone(&view))?),
-            None => None,
+        let (routes, presence) = match connections {
+            Some(_) => (
+                Some(Routes::new(config, started_at_ms, Arc::clone(&view))?),
+                Some(ClusterPresence::new(
+                    config,
+                    started_at_ms,
+                    Arc::clone(&view),
+                )?),
+            ),
+            None => (None, None),
         };
         Ok(Arc::new(Self {
             registry: Registry::new(
@@ -80,6 +91,7 @@ impl Cluster {
             started_at_ms,
             view,
             routes,
+            presence,
             connections,
         }))
     }
@@ -96,6 +108,11 @@ impl Cluster {
     /// The route table (`None` on a status-only node).
     pub fn routes(&self) -> Option<&Arc<Routes>> {
         self.routes.as_ref()
+    }
+
+    /// Users' presence across the nodes (`None` on a status-only node).
+    pub fn presence(&self) -> Option<&Arc<ClusterPresence>> {
+        self.presence.as_ref()
     }
 
     /// Whether this node's record has reached Redis (for `/readyz`).
@@ -135,6 +152,12 @@ impl Cluster {
                 let _ = routes_stopped.await;
             }))
         });
+        let (presence_stop, presence_stopped) = tokio::sync::oneshot::channel::<()>();
+        let presence = self.presence.as_ref().map(|p| {
+            tokio::spawn(Arc::clone(p).run(async {
+                let _ = presence_stopped.await;
+            }))
+        });
         tokio::pin!(stop);
         loop {
             tokio::select! {
@@ -144,8 +167,12 @@ impl Cluster {
         }
         // Routes first (deleting them needs the node still live to others meanwhile).
         let _ = routes_stop.send(());
+        let _ = presence_stop.send(());
         if let Some(routes) = routes {
             let _ = routes.await;
+        }
+        if let Some(presence) = presence {
+            let _ = presence.await;
         }
         if self.connections.is_none() {
             return;

@@ -118,6 +118,9 @@ impl Backend {
             }),
         );
         let others: smallvec::SmallVec<[UserId; 2]> = members.others(user).collect();
+        if let Some(link) = &self.link {
+            link.send_typing(typing.conversation_id, user, &others);
+        }
         let targets = self.sessions_of(&others, None);
         self.fanout(targets, frame).await;
     }
@@ -138,6 +141,9 @@ impl Backend {
             return;
         }
         // Connections, the sender's own included: a bound on the cost, not an exact count.
+        if let Some(link) = &self.link {
+            link.send_typing(g.to_wire(), user, &[]);
+        }
         if self.group_online.online_conns(g) > self.settings.groups.typing_members_max as usize {
             return;
         }

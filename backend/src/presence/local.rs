@@ -7,7 +7,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use smallvec::SmallVec;
 
-use super::{DeviceState, PresenceStore, Shown, State};
+use super::{DeviceState, PresenceStore, Shown, State, most_present};
 use crate::api::ConnRef;
 use crate::store::UserId;
 
@@ -22,11 +22,7 @@ struct Entry {
 
 impl Entry {
     fn state(&self) -> State {
-        self.devices
-            .iter()
-            .map(|(_, state)| state.shown())
-            .max()
-            .unwrap_or(State::Offline)
+        most_present(self.devices.iter().map(|(_, state)| state.shown()))
     }
 
     fn shown(&self) -> Shown {
@@ -52,6 +48,15 @@ pub(crate) struct LocalPresence {
 impl LocalPresence {
     fn users(&self) -> MutexGuard<'_, HashMap<UserId, Entry>> {
         self.users.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The users shown present by their devices here (a cluster node's refresh of its parts).
+    pub(crate) fn present_users(&self) -> Vec<UserId> {
+        self.users()
+            .iter()
+            .filter(|(_, e)| e.state() != State::Offline)
+            .map(|(u, _)| *u)
+            .collect()
     }
 }
 

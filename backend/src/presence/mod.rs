@@ -67,7 +67,33 @@ impl DeviceState {
     }
 }
 
+/// The one rule for a user with many devices (on one node or many): the most present state
+/// shown by any of them; none shows `Offline`.
+pub(crate) fn most_present(states: impl IntoIterator<Item = State>) -> State {
+    states.into_iter().max().unwrap_or(State::Offline)
+}
+
 impl State {
+    /// One digit, for the cluster's presence keys in Redis (`cluster/presence/wire.rs`).
+    pub(crate) fn to_digit(self) -> u8 {
+        match self {
+            Self::Offline => b'0',
+            Self::Away => b'1',
+            Self::Busy => b'2',
+            Self::Online => b'3',
+        }
+    }
+
+    pub(crate) fn from_digit(digit: u8) -> Option<Self> {
+        Some(match digit {
+            b'0' => Self::Offline,
+            b'1' => Self::Away,
+            b'2' => Self::Busy,
+            b'3' => Self::Online,
+            _ => return None,
+        })
+    }
+
     pub(crate) fn to_wire(self) -> v1::PresenceState {
         match self {
             Self::Offline => v1::PresenceState::Offline,
@@ -105,4 +131,10 @@ pub(crate) trait PresenceStore: Send + Sync + 'static {
     fn published(&self, users: &[UserId]) -> Vec<Shown>;
     /// Records what the user's friends are told now.
     fn publish(&self, user: UserId, shown: Shown);
+    /// What a friends list shows of each user, in the order asked. Called on a blocking
+    /// thread: a networked store may ask it for users it has not heard of (bounded by its
+    /// deadline). By default what friends were last told.
+    fn listed(&self, users: &[UserId]) -> Vec<Shown> {
+        self.published(users)
+    }
 }

@@ -59,7 +59,7 @@ impl Backend {
         self.reply(conn, request_id, Body::SetPresenceOk(ok)).await;
     }
 
-    async fn push_presence(&self, user: UserId, shown: Shown) {
+    pub(crate) async fn push_presence(&self, user: UserId, shown: Shown) {
         // Friends and the profile are store reads: a blocking thread's work, never a tokio
         // worker's (the ports' contract; a networked store would stall the worker).
         let contacts = Arc::clone(&self.ports.contacts);

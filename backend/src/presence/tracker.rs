@@ -1,14 +1,15 @@
 //! The presence tracker: device changes in, what to push to friends (and when) out. It owns no
 //! sockets: the backend pushes what it returns (`push.rs`).
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use super::{Coalescer, Decision, DeviceState, PresenceStore, Shown};
 use crate::api::ConnRef;
 use crate::store::UserId;
 
 pub(crate) struct Tracker {
-    store: Arc<dyn PresenceStore>,
+    /// Replaced once, before any client, when the node joins a cluster (`use_store`).
+    store: RwLock<Arc<dyn PresenceStore>>,
     coalescer: Mutex<Coalescer>,
     /// Wakes the timer task when a push was scheduled earlier than it planned to wake.
     pub(crate) scheduled: tokio::sync::Notify,
@@ -17,7 +18,7 @@ pub(crate) struct Tracker {
 impl Tracker {
     pub(crate) fn new(store: Arc<dyn PresenceStore>, quiet_ms: u64) -> Self {
         Self {
-            store,
+            store: RwLock::new(store),
             coalescer: Mutex::new(Coalescer::new(quiet_ms)),
             scheduled: tokio::sync::Notify::new(),
         }
@@ -25,6 +26,16 @@ impl Tracker {
 
     fn coalescer(&self) -> MutexGuard<'_, Coalescer> {
         self.coalescer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn store(&self) -> Arc<dyn PresenceStore> {
+        Arc::clone(&self.store.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Cluster mode: the shared store replaces the in-process one. Call before any client
+    /// logs in (what the old store held is not carried over).
+    pub(crate) fn use_store(&self, store: Arc<dyn PresenceStore>) {
+        *self.store.write().unwrap_or_else(|p| p.into_inner()) = store;
     }
 
     /// A device logged in or set its state (`Some`), or its connection closed (`None`).
@@ -39,17 +50,35 @@ impl Tracker {
         // One lock over the store update, the decision and the publish: two changes of one user
         // (a login and a close on two tasks) are decided in the order they were stored.
         let mut coalescer = self.coalescer();
-        let current = self.store.set_device(user, conn, state, now_ms);
+        let current = self.store().set_device(user, conn, state, now_ms);
+        let push = self.decide(&mut coalescer, user, current, now_ms);
+        (current, push)
+    }
+
+    /// The user's devices elsewhere changed (another node of a cluster, or a node that left):
+    /// what friends here must be shown now, if anything.
+    pub(crate) fn elsewhere(&self, user: UserId, now_ms: u64) -> Option<Shown> {
+        let mut coalescer = self.coalescer();
+        let current = self.store().current(user);
+        self.decide(&mut coalescer, user, current, now_ms)
+    }
+
+    fn decide(
+        &self,
+        coalescer: &mut Coalescer,
+        user: UserId,
+        current: Shown,
+        now_ms: u64,
+    ) -> Option<Shown> {
         let published = self.published(user);
-        let push = match coalescer.changed(user, current.state, published.state, now_ms) {
-            Decision::PublishNow => Some(self.publish(&mut coalescer, user, current, now_ms)),
+        match coalescer.changed(user, current.state, published.state, now_ms) {
+            Decision::PublishNow => Some(self.publish(coalescer, user, current, now_ms)),
             Decision::Later => {
                 self.scheduled.notify_one();
                 None
             }
             Decision::Nothing => None,
-        };
-        (current, push)
+        }
     }
 
     /// The pushes due at `now_ms`, each with what to show.
@@ -59,7 +88,7 @@ impl Tracker {
         coalescer.due(now_ms, &mut users);
         let mut pushes = Vec::with_capacity(users.len());
         for user in users {
-            let current = self.store.current(user);
+            let current = self.store().current(user);
             if current.state != self.published(user).state {
                 pushes.push((user, self.publish(&mut coalescer, user, current, now_ms)));
             }
@@ -72,13 +101,13 @@ impl Tracker {
         self.coalescer().next_wakeup_ms()
     }
 
-    /// What friends were last shown of each user, in the order asked.
+    /// What a friends list shows of each user, in the order asked (on a blocking thread).
     pub(crate) fn shown(&self, users: &[UserId]) -> Vec<Shown> {
-        self.store.published(users)
+        self.store().listed(users)
     }
 
     fn published(&self, user: UserId) -> Shown {
-        self.store
+        self.store()
             .published(&[user])
             .into_iter()
             .next()
@@ -86,7 +115,7 @@ impl Tracker {
     }
 
     fn publish(&self, coalescer: &mut Coalescer, user: UserId, shown: Shown, now_ms: u64) -> Shown {
-        self.store.publish(user, shown);
+        self.store().publish(user, shown);
         coalescer.published(user, now_ms);
         shown
     }

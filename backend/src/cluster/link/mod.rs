@@ -58,6 +58,9 @@ pub struct Link {
     shards: Vec<ShardSender>,
     sessions: SharedSessions,
     online: Arc<GroupOnline>,
+    /// `groups.typing_members_max`: typing in a group is relayed by each node only while the
+    /// group has at most this many online connections there.
+    typing_members_max: usize,
     stop: watch::Sender<bool>,
 }
 
@@ -145,6 +148,7 @@ impl Link {
         shards: Vec<ShardSender>,
         sessions: SharedSessions,
         online: Arc<GroupOnline>,
+        typing_members_max: usize,
     ) -> Arc<Self> {
         Arc::new(Self {
             me: config.node_id.clone(),
@@ -155,6 +159,7 @@ impl Link {
             shards,
             sessions,
             online,
+            typing_members_max,
             stop: watch::channel(false).0,
         })
     }
@@ -422,6 +427,45 @@ impl Link {
                 // Refused: counted by the peer; answers lost are answered by the origin's
                 // deadline, frames lost are caught up by seq.
                 let _ = peer.push_all(items);
+            }
+        }
+    }
+
+    /// Typing, to the other nodes where it may have an audience: for a direct conversation
+    /// (`to`: its other member) the nodes the routes place them on; for a group (`to` empty)
+    /// every other live node (each resolves the group's online members itself). Best effort:
+    /// never waits, dropped when a peer's queue is half full or its link is down.
+    pub(crate) fn send_typing(self: &Arc<Self>, conversation_id: u64, from: u64, to: &[u64]) {
+        let Some(view) = self.view_nodes() else {
+            return;
+        };
+        let routes = self.attached.get().and_then(|(c, _)| c.routes());
+        let wanted: Option<Vec<Arc<str>>> = match routes {
+            Some(routes) if !to.is_empty() => Some(
+                routes
+                    .nodes_of(to)
+                    .nodes
+                    .into_iter()
+                    .map(|d| d.node_id)
+                    .collect(),
+            ),
+            _ => None,
+        };
+        for node in view.nodes.iter().filter(|n| n.record.node_id != self.me) {
+            if wanted
+                .as_ref()
+                .is_some_and(|w| !w.iter().any(|id| **id == *node.record.node_id))
+            {
+                continue;
+            }
+            if let Some(peer) = self.peer(&node.record.node_id, &node.record.advertise_addr) {
+                peer.push_best_effort(vec![NodeItem {
+                    item: Some(Item::Typing(v1::NodeTyping {
+                        conversation_id,
+                        from_user_id: from,
+                        user_ids: to.to_vec(),
+                    })),
+                }]);
             }
         }
     }

@@ -63,6 +63,21 @@ impl Peer {
     }
 }
 
+impl Peer {
+    /// Queues best-effort items (typing): refused, and counted, when the queue is half full.
+    pub(crate) fn push_best_effort(&self, items: Vec<NodeItem>) {
+        let n = items.len() as u64;
+        let result = self.queue().push_best_effort(items);
+        match result {
+            Ok(()) => self.wake.notify_one(),
+            Err(why) => {
+                metrics::counter!("ringchat_cluster_peer_items_dropped_total", "peer" => self.node_id.clone(), "reason" => why.label())
+                    .increment(n)
+            }
+        }
+    }
+}
+
 /// Dials `peer` and writes its queue until the link stops; reconnects with backoff.
 pub(crate) async fn run(link: Arc<Link>, peer: Arc<Peer>) {
     let mut stop = link.stop.subscribe();

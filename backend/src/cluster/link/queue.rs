@@ -68,6 +68,20 @@ impl Queue {
         Ok(())
     }
 
+    /// Queues best-effort items (typing) only while the queue is at most half full: what must
+    /// not be lost keeps the other half, and under pressure these go first. A refusal is not
+    /// `missed` (nothing to catch up).
+    pub(crate) fn push_best_effort(&mut self, items: Vec<NodeItem>) -> Result<(), Refused> {
+        if !self.open {
+            return Err(Refused::Down);
+        }
+        if self.items.len() + items.len() > self.items_max / 2 {
+            return Err(Refused::Full);
+        }
+        self.items.extend(items);
+        Ok(())
+    }
+
     /// Takes what is queued into one batch of at most `bytes_max` encoded bytes (at least one
     /// item, whatever its size: the configured bound keeps items far below tonic's limit).
     pub(crate) fn drain(&mut self, from_node: &str, bytes_max: usize) -> Option<NodeBatch> {
@@ -95,7 +109,10 @@ impl Queue {
     /// UNAVAILABLE by their origin's pending table) and new items are refused until `reopen`.
     pub(crate) fn close(&mut self) -> Vec<NodeItem> {
         self.open = false;
-        self.missed |= !self.items.is_empty();
+        self.missed |= self
+            .items
+            .iter()
+            .any(|i| !matches!(i.item, Some(Item::Typing(_))));
         self.items.drain(..).collect()
     }
 
@@ -149,6 +166,34 @@ mod tests {
             rest += b.items.len();
         }
         assert_eq!(rest, 8);
+    }
+
+    #[test]
+    fn typing_takes_at_most_half_the_queue_and_is_never_missed() {
+        let typing = || NodeItem {
+            item: Some(Item::Typing(ringchat_proto::v1::NodeTyping::default())),
+        };
+        let mut q = Queue::new(8);
+        for _ in 0..4 {
+            assert_eq!(q.push_best_effort(vec![typing()]), Ok(()));
+        }
+        assert_eq!(q.push_best_effort(vec![typing()]), Err(Refused::Full));
+        assert_eq!(
+            q.push_all(vec![frame(1), frame(1), frame(1)]),
+            Ok(()),
+            "durable frames have the rest"
+        );
+        assert!(
+            !q.drain("n1", 1 << 20).expect("a batch").missed,
+            "a dropped typing is not missed"
+        );
+        q.push_best_effort(vec![typing()]).unwrap();
+        q.close();
+        q.reopen();
+        assert!(
+            q.drain("n1", 1 << 20).is_none(),
+            "typing lost with the link is not missed"
+        );
     }
 
     #[test]

@@ -155,6 +155,7 @@ impl Link {
                         }
                     });
                 }
+                Some(Item::Typing(t)) => self.typing_here(&t, &mut per_shard),
                 Some(Item::MemberChange(m)) => {
                     if let Some(g) = ConvId::from_wire(m.group_id) {
                         self.online.changed(g, m.user_id, m.joined);
@@ -166,6 +167,45 @@ impl Link {
         self.to_shards(per_shard).await;
         if let (Some(peer), false) = (peer, answers.is_empty()) {
             let _ = peer.push_all(answers);
+        }
+    }
+
+    /// Typing from another node, to the sessions here it is for (see `Link::send_typing`).
+    fn typing_here(&self, t: &v1::NodeTyping, per_shard: &mut [Vec<Outgoing>]) {
+        let frame = encoded(
+            0,
+            Body::Typing(v1::Typing {
+                conversation_id: t.conversation_id,
+                from_user_id: t.from_user_id,
+            }),
+        );
+        match ConvId::from_wire(t.conversation_id) {
+            Some(g) if g.kind() == crate::store::ConvKind::Group => {
+                // The same bound as on the sender's node, on this node's share of the group.
+                if self.online.online_conns(g) > self.typing_members_max {
+                    return;
+                }
+                self.online.audience(g, |shard, conns| {
+                    if let Some(list) = per_shard.get_mut(shard) {
+                        list.push(Outgoing::Shared {
+                            conns: Arc::clone(conns),
+                            except: None,
+                            frame: frame.clone(),
+                        });
+                    }
+                });
+            }
+            _ => {
+                let sessions = self.sessions.read();
+                for (i, user) in t.user_ids.iter().enumerate() {
+                    if t.user_ids[..i].contains(user) {
+                        continue;
+                    }
+                    for s in sessions.of_user(*user) {
+                        push(per_shard, s.conn, frame.clone());
+                    }
+                }
+            }
         }
     }
 

@@ -1,0 +1,263 @@
+//! Cluster mode: presence and typing across nodes (real `ringchat` nodes on one PostgreSQL
+//! database and Redis). A user's shown state is the most present of all their devices on all
+//! nodes; each node tells its own online friends, through its own quiet period; typing rides
+//! the node links. Needs the servers `scripts/test.sh` starts (RINGCHAT_TEST_POSTGRES_URL,
+//! RINGCHAT_TEST_REDIS_URL).
+
+mod common;
+
+use std::time::Duration;
+
+use common::cluster::{NodeEnv, redis_url, unique};
+use common::contacts::*;
+use common::groups::{create_id, send_body};
+use common::{PASSWORD, TestServer, WAIT_DEADLINE, wait_until};
+use ringchat_bench::client::{Client, conversation_id};
+use ringchat_proto::Body;
+use ringchat_proto::v1::{self, ErrorCode, PresenceState as P, login};
+use tokio::time::Instant;
+
+/// The quiet period of the first test's nodes: offline is shown only after it.
+const QUIET_MS: &str = "300";
+
+/// Nodes on one fresh database and Redis prefix, once each sees them all.
+fn nodes(ids: &[&str], quiet_ms: &str) -> Vec<TestServer> {
+    let db = common::store::fresh_database();
+    let prefix = format!("rc_presence_{}", unique());
+    let servers: Vec<TestServer> = ids
+        .iter()
+        .map(|id| {
+            let mut env = NodeEnv::new(&db, &redis_url(), &prefix, id);
+            env.vars
+                .push(("PRESENCE__QUIET_PERIOD_MS".into(), quiet_ms.into()));
+            TestServer::start(&env.pairs())
+        })
+        .collect();
+    wait_until(&format!("every node sees {} nodes", ids.len()), || {
+        servers
+            .iter()
+            .all(|s| s.metric("ringchat_cluster_nodes") == ids.len() as f64)
+    });
+    servers
+}
+
+/// Logs a device of an existing user in with an initial presence.
+async fn device(server: &TestServer, name: &str, device: &str, presence: P) -> Client {
+    let mut c = Client::connect(server.tcp).await.unwrap();
+    c.hello().await.unwrap();
+    c.login(v1::Login {
+        account: Some(login::Account::Username(name.into())),
+        credential: Some(login::Credential::Password(PASSWORD.into())),
+        device_id: device.into(),
+        platform: v1::Platform::Desktop as i32,
+        presence: presence.into(),
+    })
+    .await
+    .unwrap()
+    .expect("login");
+    c
+}
+
+/// The next `Presence` push, skipping friend events; within the deadline.
+async fn next_presence(c: &mut Client) -> v1::Presence {
+    let wait = async {
+        loop {
+            let frame = c.next_event_untimed().await.unwrap().expect("open");
+            match frame.body {
+                Some(Body::Presence(p)) => return p,
+                Some(Body::FriendEvent(_)) => {}
+                other => panic!("expected a Presence push, got {other:?}"),
+            }
+        }
+    };
+    tokio::time::timeout(WAIT_DEADLINE, wait)
+        .await
+        .expect("a Presence push in time")
+}
+
+async fn expect_presence(c: &mut Client, user: u64, state: P) -> v1::Presence {
+    let p = next_presence(c).await;
+    assert_eq!((p.user_id, p.state()), (user, state), "{p:?}");
+    p
+}
+
+/// Every push queued for `c` before a request's reply arrives first: the Presence pushes among
+/// them.
+async fn presence_so_far(c: &mut Client) -> Vec<v1::Presence> {
+    list_friends(c, 0, 1).await;
+    let mut out = Vec::new();
+    while c.pending_events() > 0 {
+        if let Some(Body::Presence(p)) = c.next_event().await.unwrap().unwrap().body {
+            out.push(p);
+        }
+    }
+    out
+}
+
+async fn set(c: &mut Client, state: P) -> P {
+    match ask(
+        c,
+        Body::SetPresence(v1::SetPresence {
+            state: state.into(),
+        }),
+    )
+    .await
+    {
+        Body::SetPresenceOk(ok) => ok.shown(),
+        other => panic!("expected SetPresenceOk, got {other:?}"),
+    }
+}
+
+/// What `c`'s friends list shows of `friend`.
+async fn listed(c: &mut Client, friend: u64) -> v1::Presence {
+    let list = list_friends(c, 0, 100).await;
+    list.friends
+        .iter()
+        .find(|f| f.profile.as_ref().is_some_and(|p| p.user_id == friend))
+        .and_then(|f| f.presence)
+        .expect("the friend, with presence")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn friends_on_different_nodes_see_each_other_come_online_go_away_and_go_offline() {
+    let nodes = nodes(&["n1", "n2"], QUIET_MS);
+    let (mut a, alice) = nodes[0].user("alice").await;
+    let (mut b, bob) = nodes[1].user("bob").await;
+    befriend(&mut a, alice.user_id, &mut b, bob.user_id).await;
+    let me = alice.user_id;
+    // Alice's only device leaves n1: bob, on n2, is told after the quiet period.
+    let left = Instant::now();
+    drop(a);
+    let gone = expect_presence(&mut b, me, P::Offline).await;
+    assert!(left.elapsed() >= Duration::from_millis(QUIET_MS.parse().unwrap()));
+    assert!(gone.last_seen_ms > 0, "{gone:?}");
+
+    let mut a = device(&nodes[0], "alice", "phone", P::Online).await;
+    expect_presence(&mut b, me, P::Online).await;
+    // Alice on n1 sees bob, on n2, in her friends list.
+    assert_eq!(listed(&mut a, bob.user_id).await.state(), P::Online);
+    assert_eq!(set(&mut a, P::Away).await, P::Away);
+    expect_presence(&mut b, me, P::Away).await;
+    assert_eq!(listed(&mut b, me).await.state(), P::Away);
+
+    drop(a);
+    let gone = expect_presence(&mut b, me, P::Offline).await;
+    assert!(gone.last_seen_ms > 0, "{gone:?}");
+    let snapshot = listed(&mut b, me).await;
+    assert_eq!(
+        (snapshot.state(), snapshot.last_seen_ms),
+        (P::Offline, gone.last_seen_ms)
+    );
+    // Bob leaves n2: alice, back on n1, is told.
+    let mut a = device(&nodes[0], "alice", "phone", P::Online).await;
+    expect_presence(&mut b, me, P::Online).await;
+    drop(b);
+    expect_presence(&mut a, bob.user_id, P::Offline).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_with_devices_on_two_nodes_stays_online_while_one_leaves() {
+    let nodes = nodes(&["n1", "n2"], "0");
+    let (mut phone, alice) = nodes[0].user("alice").await;
+    let (mut b, bob) = nodes[1].user("bob").await;
+    befriend(&mut phone, alice.user_id, &mut b, bob.user_id).await;
+    let me = alice.user_id;
+    let mut desktop = device(&nodes[1], "alice", "desktop", P::Online).await;
+    assert_eq!(presence_so_far(&mut b).await, vec![], "online already");
+
+    // The phone leaves n1; n2 hears it and decides: alice is still online on n2.
+    let decided = nodes[1].metric("ringchat_cluster_presence_decided_total");
+    drop(phone);
+    wait_until("n2 decided about alice after the phone left", || {
+        nodes[1].metric("ringchat_cluster_presence_decided_total") > decided
+    });
+    assert_eq!(presence_so_far(&mut b).await, vec![], "never shown offline");
+    assert_eq!(listed(&mut b, me).await.state(), P::Online);
+
+    // A device of hers on n1 (away) and the one on n2 leaving: away, not offline.
+    let _tablet = device(&nodes[0], "alice", "tablet", P::Away).await;
+    let decided = nodes[1].metric("ringchat_cluster_presence_decided_total");
+    wait_until("n2 heard of the tablet", || {
+        nodes[1].metric("ringchat_cluster_presence_decided_total") > decided
+    });
+    assert_eq!(set(&mut desktop, P::Invisible).await, P::Away);
+    expect_presence(&mut b, me, P::Away).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_s_users_go_offline_for_friends_on_other_nodes() {
+    let mut nodes = nodes(&["n1", "n2"], "0");
+    let (mut a, alice) = nodes[0].user("alice").await;
+    let (mut b, bob) = nodes[1].user("bob").await;
+    befriend(&mut a, alice.user_id, &mut b, bob.user_id).await;
+    assert_eq!(listed(&mut b, alice.user_id).await.state(), P::Online);
+    let killed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    nodes[0].kill9();
+    // Once n1 is out of n2's view (node_ttl_ms), alice shows offline, last seen about then.
+    let gone = expect_presence(&mut b, alice.user_id, P::Offline).await;
+    assert!(gone.last_seen_ms >= killed, "{gone:?}");
+    drop(a);
+}
+
+/// Sends typing in `conv` until `to` sees it from `from_id` (typing is best effort: a client
+/// repeats it), skipping other pushes (and earlier typing); within the deadline.
+async fn typing_reaches(from: &mut Client, from_id: u64, to: &mut Client, conv: u64) {
+    let deadline = Instant::now() + WAIT_DEADLINE;
+    loop {
+        from.send(Body::Typing(v1::Typing {
+            conversation_id: conv,
+            from_user_id: 0,
+        }))
+        .await
+        .unwrap();
+        let seen = tokio::time::timeout(Duration::from_millis(500), async {
+            loop {
+                let frame = to.next_event_untimed().await.unwrap().expect("open");
+                if let Some(Body::Typing(t)) = frame.body
+                    && (t.conversation_id, t.from_user_id) == (conv, from_id)
+                {
+                    return;
+                }
+            }
+        })
+        .await;
+        if seen.is_ok() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "typing in {conv} never arrived");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_crosses_nodes_direct_and_in_groups() {
+    let nodes = nodes(&["n1", "n2", "n3"], "0");
+    let (mut alice, a) = nodes[0].user("alice").await;
+    let (mut bob, b) = nodes[1].user("bob").await;
+    let (mut carol, c) = nodes[2].user("carol").await;
+
+    let direct = conversation_id(a.user_id, b.user_id);
+    typing_reaches(&mut alice, a.user_id, &mut bob, direct).await;
+    typing_reaches(&mut bob, b.user_id, &mut alice, direct).await;
+
+    let g = create_id(&mut alice, &[b.user_id, c.user_id], v1::JoinPolicy::Open).await;
+    // The members' nodes know they are in the group once its messages reach them.
+    let deadline = Instant::now() + WAIT_DEADLINE;
+    loop {
+        match ask(&mut alice, send_body(g, "hello", "hello", &[], false)).await {
+            Body::SendAck(_) => break,
+            // The group's owner may be taking it over: resend (the same id is stored once).
+            Body::Error(e)
+                if e.code == ErrorCode::Unavailable as i32 && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(e.retry_after_ms)).await;
+            }
+            other => panic!("expected a SendAck, got {other:?}"),
+        }
+    }
+    typing_reaches(&mut alice, a.user_id, &mut bob, g).await;
+    typing_reaches(&mut alice, a.user_id, &mut carol, g).await;
+    typing_reaches(&mut carol, c.user_id, &mut bob, g).await;
+}
