@@ -11,7 +11,9 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 
-use common::cluster::{NODE_TTL_MS, NodeEnv, free_port, redis_url, start_nodes, unique};
+use common::cluster::{
+    NODE_TTL_MS, NodeEnv, free_port, redis_url, route_fields, start_nodes, unique,
+};
 use common::{TestServer, http_get, wait_until};
 use ringchat_backend::testkit::OwnRedis;
 use serde_json::Value;
@@ -252,20 +254,6 @@ async fn a_status_only_node_assigns_clients_to_the_chat_nodes() {
     );
     let _ = child.kill();
     let _ = child.wait();
-}
-
-/// The fields of a user's route hash in Redis (`cluster/routes/wire.rs`).
-fn route_fields(redis: &str, prefix: &str, user: u64) -> Vec<String> {
-    let mut c = redis::Client::open(redis)
-        .expect("redis url")
-        .get_connection()
-        .expect("connect to the test Redis");
-    let mut fields: Vec<String> = redis::cmd("HKEYS")
-        .arg(format!("{prefix}:route:{user}"))
-        .query(&mut c)
-        .expect("HKEYS");
-    fields.sort();
-    fields
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
