@@ -224,8 +224,14 @@ async fn a_paused_owner_is_fenced_out_and_the_log_stays_gap_free() {
     // alice's device on n3, the owner: its sends are written by n3 itself.
     let (mut alice3, _) = nodes[2].device("alice", "alice-dev3").await;
     let mut acks = vec![
-        (acked(&mut alice, direct(b, "before-n1")).await.seq, "before-n1".to_owned()),
-        (acked(&mut alice3, direct(b, "before-n3")).await.seq, "before-n3".to_owned()),
+        (
+            acked(&mut alice, direct(b, "before-n1")).await.seq,
+            "before-n1".to_owned(),
+        ),
+        (
+            acked(&mut alice3, direct(b, "before-n3")).await.seq,
+            "before-n3".to_owned(),
+        ),
     ];
     nodes[2].signal("STOP");
     // Writes the paused owner takes in: they wait in its socket.
@@ -247,7 +253,11 @@ async fn a_paused_owner_is_fenced_out_and_the_log_stays_gap_free() {
     nodes[2].signal("CONT");
     let mut refused = Vec::new();
     for (request, id) in in_hand {
-        match alice3.reply_to(request).await.expect("an answer, never a hang") {
+        match alice3
+            .reply_to(request)
+            .await
+            .expect("an answer, never a hang")
+        {
             Body::SendAck(ack) => acks.push((ack.seq, id)),
             Body::Error(e) if e.code == ErrorCode::Unavailable as i32 => {
                 assert!(e.retry_after_ms > 0, "{e:?}");
@@ -273,7 +283,11 @@ async fn a_paused_owner_is_fenced_out_and_the_log_stays_gap_free() {
     for (name, c) in [("n1", &mut alice), ("n3", &mut alice3)] {
         let stored = synced(c, conv).await;
         every_ack_once(&stored, &acks);
-        assert_eq!(stored.len(), acks.len(), "on {name}: nothing unacked stored");
+        assert_eq!(
+            stored.len(),
+            acks.len(),
+            "on {name}: nothing unacked stored"
+        );
     }
     wait_for_views(&nodes, 3);
 }
@@ -343,7 +357,8 @@ async fn redis_restarted_empty_under_load_loses_nothing_and_routing_rebuilds() {
     let redis_again = OwnRedis::start(redis.port);
     for s in &nodes {
         until("the views are fresh, all three nodes in them", || {
-            s.metric("ringchat_cluster_view_fresh") == 1.0 && s.metric("ringchat_cluster_nodes") == 3.0
+            s.metric("ringchat_cluster_view_fresh") == 1.0
+                && s.metric("ringchat_cluster_nodes") == 3.0
         })
         .await;
     }
@@ -360,7 +375,12 @@ async fn redis_restarted_empty_under_load_loses_nothing_and_routing_rebuilds() {
     stop.store(true, Ordering::Relaxed);
     let mut all = Vec::new();
     for l in loads {
-        all.push(tokio::time::timeout(WAIT_DEADLINE, l).await.expect("load ends").unwrap());
+        all.push(
+            tokio::time::timeout(WAIT_DEADLINE, l)
+                .await
+                .expect("load ends")
+                .unwrap(),
+        );
     }
     // Nothing acked is lost: every message once, at its acked seq, gap-free.
     for (c, conv, acks) in &mut all {
@@ -385,7 +405,10 @@ async fn redis_restarted_empty_under_load_loses_nothing_and_routing_rebuilds() {
         if wide(&nodes[0]) == before {
             break;
         }
-        assert!(Instant::now() < deadline, "pushes to erin still go everywhere");
+        assert!(
+            Instant::now() < deadline,
+            "pushes to erin still go everywhere"
+        );
     }
     for s in &nodes {
         assert_eq!(s.metric("ringchat_cluster_nodes"), 3.0, "still joined");

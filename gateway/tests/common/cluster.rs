@@ -112,8 +112,11 @@ pub fn start_nodes_with(
     ids.iter()
         .map(|id| {
             let mut env = NodeEnv::new(db, redis, prefix, id);
-            env.vars
-                .extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+            env.vars.extend(
+                extra
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+            );
             let server = TestServer::start(&env.pairs());
             (env, server)
         })
@@ -216,7 +219,11 @@ pub fn every_ack_once(stored: &[(u64, String)], acks: &[(u64, String)]) {
     );
     for (seq, id) in acks {
         let at: Vec<&(u64, String)> = stored.iter().filter(|(_, t)| t == id).collect();
-        assert_eq!(at, vec![&(*seq, id.clone())], "{id} stored once, at its acked seq");
+        assert_eq!(
+            at,
+            vec![&(*seq, id.clone())],
+            "{id} stored once, at its acked seq"
+        );
     }
 }
 

@@ -207,7 +207,8 @@ impl Routes {
         }
         let mut pipe = redis::pipe();
         for user in users {
-            pipe.cmd("HGETALL").arg(wire::route_key(&self.prefix, *user));
+            pipe.cmd("HGETALL")
+                .arg(wire::route_key(&self.prefix, *user));
         }
         let hashes: Vec<std::collections::HashMap<Vec<u8>, redis::Value>> =
             self.redis.query(&pipe).await?;
