@@ -135,6 +135,11 @@ impl Sessions {
     pub fn online_users(&self) -> usize {
         self.by_user.len()
     }
+
+    /// Every logged-in connection, in no particular order.
+    pub fn conns(&self) -> impl Iterator<Item = ConnRef> + '_ {
+        self.by_user.values().flatten().map(|s| s.conn)
+    }
 }
 
 #[cfg(test)]

@@ -361,6 +361,27 @@ impl Client {
         }
     }
 
+    /// Catches up as after a login or a `SyncNeeded`: every conversation of the first
+    /// `Conversations` page whose `max_seq` is past what `known` (conversation → highest seq
+    /// held) says is synced after it; `known` moves on. Returns the new messages.
+    pub async fn catch_up(
+        &mut self,
+        known: &mut std::collections::HashMap<u64, u64>,
+    ) -> anyhow::Result<Vec<v1::Message>> {
+        let mut out = Vec::new();
+        for c in self.conversations().await? {
+            let have = known.get(&c.conversation_id).copied().unwrap_or(0);
+            if c.max_seq > have {
+                let got = self.sync_all(c.conversation_id, have).await?;
+                if let Some(last) = got.last() {
+                    known.insert(c.conversation_id, last.seq);
+                }
+                out.extend(got);
+            }
+        }
+        Ok(out)
+    }
+
     pub async fn history(
         &mut self,
         conversation_id: u64,
@@ -427,6 +448,26 @@ impl Client {
             Body::RecallOk(ok) => Ok(Ok(ok)),
             Body::Error(e) => Ok(Err(ServerError(e))),
             other => Err(unexpected(other)),
+        }
+    }
+
+    /// The next `SyncNeeded` (cluster mode: pushes for this session may have been lost),
+    /// handing every push met on the way to `pushed`.
+    pub async fn next_sync_needed(
+        &mut self,
+        pushed: &mut Vec<v1::Message>,
+    ) -> anyhow::Result<v1::SyncNeeded> {
+        loop {
+            let frame = self
+                .next_event()
+                .await?
+                .ok_or_else(|| anyhow!("connection closed while waiting for SyncNeeded"))?;
+            match frame.body {
+                Some(Body::SyncNeeded(s)) => return Ok(s),
+                Some(Body::Push(p)) => pushed.extend(p.message),
+                Some(Body::Kicked(k)) => bail!("kicked while waiting for SyncNeeded: {k:?}"),
+                _ => {}
+            }
         }
     }
 

@@ -62,6 +62,13 @@ pub fn pairs_table(r: &PairsReport) -> String {
         "  lost {}  duplicates {}  out of order {}  corrupt {}  errors {} (rate limited {})",
         r.lost, r.duplicates, r.out_of_order, r.corrupt, r.errors, r.rate_limited
     );
+    if r.sync_hints > 0 {
+        let _ = writeln!(
+            t,
+            "  sync hints {}: pushes were lost between cluster nodes (Sync has them)",
+            r.sync_hints
+        );
+    }
     for (kind, n) in &r.error_kinds {
         let _ = writeln!(t, "    {n} × {kind}");
     }

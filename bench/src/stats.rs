@@ -28,6 +28,9 @@ pub struct Measurements {
     pub rate_limited: u64,
     /// `DeliveryAck`s the receivers sent (one per read batch that brought new messages).
     pub delivery_acks: u64,
+    /// `SyncNeeded` hints the receivers got (cluster mode: pushes lost between nodes; the
+    /// messages they name are counted lost unless pushed after all).
+    pub sync_hints: u64,
     /// Errors by kind (server error codes, kicks, closed connections), for the report.
     pub error_kinds: std::collections::BTreeMap<String, u64>,
 }
@@ -48,6 +51,7 @@ impl Default for Measurements {
             errors: 0,
             rate_limited: 0,
             delivery_acks: 0,
+            sync_hints: 0,
             error_kinds: std::collections::BTreeMap::new(),
         }
     }
@@ -91,6 +95,7 @@ impl Measurements {
         self.errors += other.errors;
         self.rate_limited += other.rate_limited;
         self.delivery_acks += other.delivery_acks;
+        self.sync_hints += other.sync_hints;
         for (kind, n) in &other.error_kinds {
             *self.error_kinds.entry(kind.clone()).or_default() += n;
         }

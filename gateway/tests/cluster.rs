@@ -9,7 +9,9 @@ mod common;
 
 use std::collections::HashSet;
 
-use common::cluster::{NODE_TTL_MS, StatusNode, free_port, redis_url, start_nodes, unique};
+use common::cluster::{
+    NODE_TTL_MS, StatusNode, free_port, redis_url, route_fields, start_nodes, unique,
+};
 use common::{TestServer, http_get, wait_until};
 use ringchat_backend::testkit::OwnRedis;
 use serde_json::Value;
@@ -230,20 +232,6 @@ async fn a_status_only_node_assigns_clients_to_the_chat_nodes() {
     assert!(page.contains("<script src=\"/net.js\""), "{page}");
     assert!(http_get(ws, "/net.js").contains("/assign"));
     assert!(http_get(ws, "/nope").starts_with("not found"));
-}
-
-/// The fields of a user's route hash in Redis (`cluster/routes/wire.rs`).
-fn route_fields(redis: &str, prefix: &str, user: u64) -> Vec<String> {
-    let mut c = redis::Client::open(redis)
-        .expect("redis url")
-        .get_connection()
-        .expect("connect to the test Redis");
-    let mut fields: Vec<String> = redis::cmd("HKEYS")
-        .arg(format!("{prefix}:route:{user}"))
-        .query(&mut c)
-        .expect("HKEYS");
-    fields.sort();
-    fields
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,58 +11,17 @@ mod common;
 
 use std::time::Duration;
 
-use common::cluster::{redis_url, start_nodes, unique, wait_for_views};
+use common::cluster::{
+    acked, direct, owner, redis_url, start_nodes, synced, unique, wait_for_views,
+};
 use common::groups::{create_id, send_body};
 use common::{TestServer, WAIT_DEADLINE};
-use ringchat_backend::cluster::rendezvous::{node_number, owner_index};
 use ringchat_bench::client::Client;
 use ringchat_proto::Body;
 use ringchat_proto::v1::{self, ErrorCode};
 use tokio::time::Instant;
 
 const ROUNDS: usize = 12;
-
-fn direct(to: u64, id: &str) -> Body {
-    Body::Send(v1::Send {
-        client_msg_id: id.into(),
-        to_user_id: to,
-        content_type: v1::ContentType::Text as i32,
-        content: id.as_bytes().to_vec().into(),
-        ..Default::default()
-    })
-}
-
-/// Sends until acked, resending (same `client_msg_id`) after the pause an UNAVAILABLE asks
-/// for, as a client does; panics on any other refusal or past the deadline.
-async fn acked(c: &mut Client, body: Body) -> v1::SendAck {
-    let deadline = Instant::now() + WAIT_DEADLINE;
-    loop {
-        match c.request(body.clone()).await.expect("a reply") {
-            Body::SendAck(ack) => return ack,
-            Body::Error(e)
-                if e.code == ErrorCode::Unavailable as i32 && Instant::now() < deadline =>
-            {
-                assert!(
-                    e.retry_after_ms > 0,
-                    "UNAVAILABLE says when to retry: {e:?}"
-                );
-                tokio::time::sleep(Duration::from_millis(e.retry_after_ms)).await;
-            }
-            other => panic!("expected a SendAck, got {other:?}"),
-        }
-    }
-}
-
-/// The conversation's text messages as a node serves them: (seq, text).
-async fn synced(c: &mut Client, conv: u64) -> Vec<(u64, String)> {
-    c.sync_all(conv, 0)
-        .await
-        .expect("sync")
-        .into_iter()
-        .filter(|m| m.content_type == v1::ContentType::Text as i32)
-        .map(|m| (m.seq, String::from_utf8_lossy(&m.content).into_owned()))
-        .collect()
-}
 
 /// Three nodes, once each sees all three (so that they agree on every conversation's owner).
 fn three_nodes() -> Vec<TestServer> {
@@ -74,12 +33,6 @@ fn three_nodes() -> Vec<TestServer> {
         .collect();
     wait_for_views(&nodes, 3);
     nodes
-}
-
-/// The node (index into ["n1", "n2", "n3"]) that owns conversation `conv` by rendezvous.
-fn owner(conv: u64, ids: &[&str]) -> usize {
-    let numbers: Vec<u64> = ids.iter().map(|id| node_number(id)).collect();
-    owner_index(conv, &numbers).expect("nodes")
 }
 
 fn total(nodes: &[TestServer], metric: &str) -> f64 {

@@ -62,7 +62,19 @@ net.onFrame = (frame) => {
   else if (frame.typing) onTyping(frame.typing);
   else if (frame.friendEvent) onFriendEvent(frame.friendEvent);
   else if (frame.presence) onPresence(frame.presence);
+  else if (frame.syncNeeded) onSyncNeeded(frame.syncNeeded);
 };
+
+// Pushes for this session were lost between the servers (cluster mode): catch up as after a
+// login, at a random moment within the spread the server asks for; hints meanwhile fold in.
+let syncNeededTimer = null;
+function onSyncNeeded(hint) {
+  if (syncNeededTimer) return;
+  syncNeededTimer = setTimeout(() => {
+    syncNeededTimer = null;
+    if (state.loggedIn) catchUp();
+  }, Math.random() * (hint.spreadMs || 0));
+}
 
 async function login(credential) {
   const deviceId = state.session?.deviceId || `web-${crypto.randomUUID()}`;
@@ -152,8 +164,20 @@ async function catchUp() {
   route();
 }
 
+// From the last seq held with none missing after the first one held: a push lost between the
+// servers leaves a gap that a later push does not fill.
+function contiguousSeq(conv) {
+  const seqs = [...conv.messages.keys()].sort((a, b) => a - b);
+  let last = seqs.length ? seqs[0] : 0;
+  for (const s of seqs) {
+    if (s > last + 1) break;
+    last = s;
+  }
+  return last;
+}
+
 async function syncConversation(conv) {
-  let after = conv.messages.size ? Math.max(...conv.messages.keys()) : 0;
+  let after = contiguousSeq(conv);
   for (;;) {
     const r = await request({ sync: { conversationId: conv.id, afterSeq: String(after), limit: 100 } });
     const msgs = r.syncBatch.messages || [];

@@ -78,6 +78,7 @@ pub fn body_name(body: &Body) -> &'static str {
         Body::Recall(_) => "recall",
         Body::RecallOk(_) => "recall_ok",
         Body::CursorOk(_) => "cursor_ok",
+        Body::SyncNeeded(_) => "sync_needed",
         Body::SearchUsers(_) => "search_users",
         Body::UserList(_) => "user_list",
         Body::GetProfiles(_) => "get_profiles",

@@ -288,6 +288,7 @@ impl ClientRequest {
             | Body::ConversationList(_)
             | Body::RecallOk(_)
             | Body::CursorOk(_)
+            | Body::SyncNeeded(_)
             | Body::UserList(_)
             | Body::ProfileList(_)
             | Body::Profile(_)

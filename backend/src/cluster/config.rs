@@ -70,6 +70,10 @@ pub struct ClusterConfig {
     pub forward_timeout_ms: u64,
     /// Forwarded writes awaiting their owner's answer on this node, at most.
     pub forwards_pending_max: usize,
+    /// `SyncNeeded` hints (pushes from a peer were lost on the way here) reach each session at
+    /// most once per this many milliseconds; a loss within the interval is announced at its
+    /// end. Also the `spread_ms` clients spread their catch-up over.
+    pub sync_hint_interval_ms: u64,
     /// `[cluster.routes]`: where users' devices are (`routes/config.rs`); last, as a table
     /// follows the plain keys in TOML.
     pub routes: super::routes::RoutesConfig,
@@ -107,6 +111,7 @@ impl Default for ClusterConfig {
             peer_backoff_max_ms: 2_000,
             forward_timeout_ms: 5_000,
             forwards_pending_max: 65_536,
+            sync_hint_interval_ms: 5_000,
             routes: super::routes::RoutesConfig::default(),
         }
     }
@@ -248,6 +253,12 @@ impl ClusterConfig {
             1,
             1 << 24,
             "forwards_pending_max",
+        );
+        range(
+            self.sync_hint_interval_ms,
+            100,
+            600_000,
+            "sync_hint_interval_ms",
         );
         out.extend(self.routes.problems());
         if self.node_ttl_ms < 2 * self.heartbeat_interval_ms {

@@ -14,6 +14,10 @@
 //! in batches signed with HMAC-SHA256 (`webhook.rs`), and retries with exponential backoff.
 //! Devices register their tokens with `RegisterPushToken` (`tokens.rs`); a device's token is
 //! forgotten when its login ends (`forget.rs`).
+//!
+//! Cluster mode: the conversation's owner node decides "offline" from its own sessions, then
+//! the sender drops the pushes of users whose routes (Redis) place a device on another live
+//! node; when Redis cannot say, it pushes (`sender.rs` says why).
 
 mod config;
 mod forget;
@@ -169,6 +173,14 @@ fn describe() {
     metrics::describe_counter!(
         "ringchat_push_retries_total",
         "Webhook requests retried after a failure"
+    );
+    metrics::describe_counter!(
+        "ringchat_push_online_elsewhere_total",
+        "Cluster mode: pushes not sent because the user has a device on another node"
+    );
+    metrics::describe_counter!(
+        "ringchat_push_routes_unknown_total",
+        "Cluster mode: pushes sent without knowing the user's other nodes (Redis did not answer)"
     );
     metrics::describe_gauge!(
         "ringchat_push_queue_records",

@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::resolve::Resolver;
+use super::resolve::{PushItem, Resolver};
 use super::webhook::{Sent, post};
 use super::{PushRecord, describe};
 use crate::Backend;
+use crate::store::UserId;
 
 /// Starts the sender if push is on; a second call does nothing.
 pub(crate) fn start(backend: &Arc<Backend>) {
@@ -59,7 +60,7 @@ async fn run(
             let resolver = Arc::clone(&resolver);
             let chunk_owned = chunk.to_vec();
             let pushes = tokio::task::spawn_blocking(move || resolver.pushes(&chunk_owned)).await;
-            let pushes = match pushes {
+            let mut pushes = match pushes {
                 Ok(Ok(pushes)) => pushes,
                 Ok(Err(err)) => {
                     tracing::warn!(%err, records = chunk.len(), "push records not resolved");
@@ -71,6 +72,9 @@ async fn run(
                     continue;
                 }
             };
+            if let Some(routes) = backend.routes.get() {
+                not_online_elsewhere(routes, &mut pushes).await;
+            }
             for part in pushes.chunks(config.batch_max) {
                 let n = part.len() as u64;
                 match post(&client, config, part).await {
@@ -80,5 +84,32 @@ async fn run(
             }
         }
         push.queue.taken(records.len());
+    }
+}
+
+/// Cluster mode: "offline" was decided from this node's sessions; a user with a device on
+/// another live node (the routes in Redis) is online and gets no push. When Redis cannot say
+/// (down, or its breaker open), the pushes go: a user who is in fact offline would otherwise
+/// not hear of the message at all, while a push to a user who is online elsewhere only
+/// duplicates what that device shows already.
+async fn not_online_elsewhere(routes: &crate::cluster::Routes, pushes: &mut Vec<PushItem>) {
+    if pushes.is_empty() {
+        return;
+    }
+    let mut users: Vec<UserId> = pushes.iter().map(|p| p.user_id).collect();
+    users.sort_unstable();
+    users.dedup();
+    match routes.online_elsewhere(&users).await {
+        Ok(online) if !online.is_empty() => {
+            let before = pushes.len();
+            pushes.retain(|p| !online.contains(&p.user_id));
+            metrics::counter!("ringchat_push_online_elsewhere_total")
+                .increment((before - pushes.len()) as u64);
+        }
+        Ok(_) => {}
+        Err(err) => {
+            tracing::debug!(%err, users = users.len(), "cluster: routes unknown; pushing as decided from this node's sessions");
+            metrics::counter!("ringchat_push_routes_unknown_total").increment(pushes.len() as u64);
+        }
     }
 }

@@ -72,6 +72,8 @@ pub struct PairsReport {
     pub errors: u64,
     pub rate_limited: u64,
     pub delivery_acks: u64,
+    /// `SyncNeeded` hints received: pushes were lost between cluster nodes (see `lost`).
+    pub sync_hints: u64,
     pub error_kinds: std::collections::BTreeMap<String, u64>,
     pub server_pid: Option<u32>,
     pub server_cpu_s: Option<f64>,
@@ -179,6 +181,7 @@ pub fn run(cfg: &PairsConfig, observe: &Observe) -> anyhow::Result<PairsReport> 
         errors: total.errors,
         rate_limited: total.rate_limited,
         delivery_acks: total.delivery_acks,
+        sync_hints: total.sync_hints,
         error_kinds: total.error_kinds.clone(),
         server_pid: observe.server_pid,
         server_cpu_s: server_cpu.map(|c| c.as_secs_f64()),
@@ -546,6 +549,9 @@ impl Reader {
                 self.conn.m.borrow_mut().error(reason.as_str_name());
                 self.progress.errors.fetch_add(1, Ordering::Relaxed);
             }
+            // Counted, not caught up: the run measures live delivery, and what the hint
+            // announces shows as lost (the server still has it: Sync returns it).
+            Some(Body::SyncNeeded(_)) => self.conn.m.borrow_mut().sync_hints += 1,
             _ => {}
         }
     }

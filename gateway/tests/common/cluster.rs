@@ -2,7 +2,15 @@
 //! servers `scripts/test.sh` starts: RINGCHAT_TEST_POSTGRES_URL, RINGCHAT_TEST_REDIS_URL). The
 //! database: `common::store::fresh_database`.
 
-use super::{TestServer, wait_until};
+use std::time::Duration;
+
+use ringchat_backend::cluster::rendezvous::{node_number, owner_index};
+use ringchat_bench::client::Client;
+use ringchat_proto::Body;
+use ringchat_proto::v1::{self, ErrorCode};
+use tokio::time::Instant;
+
+use super::{TestServer, WAIT_DEADLINE, wait_until};
 
 pub const HEARTBEAT_MS: &str = "200";
 pub const NODE_TTL_MS: u64 = 1_500;
@@ -89,9 +97,26 @@ pub fn start_nodes(
     prefix: &str,
     ids: &[&str],
 ) -> Vec<(NodeEnv, TestServer)> {
+    start_nodes_with(db, redis, prefix, ids, &[])
+}
+
+/// [`start_nodes`] with `extra` settings (as ("CLUSTER__PEER_QUEUE_ITEMS_MAX", "16")) on
+/// every node.
+pub fn start_nodes_with(
+    db: &str,
+    redis: &str,
+    prefix: &str,
+    ids: &[&str],
+    extra: &[(&str, &str)],
+) -> Vec<(NodeEnv, TestServer)> {
     ids.iter()
         .map(|id| {
-            let env = NodeEnv::new(db, redis, prefix, id);
+            let mut env = NodeEnv::new(db, redis, prefix, id);
+            env.vars.extend(
+                extra
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+            );
             let server = TestServer::start(&env.pairs());
             (env, server)
         })
@@ -157,4 +182,115 @@ pub fn wait_for_views(nodes: &[TestServer], n: usize) {
             .iter()
             .all(|s| s.metric("ringchat_cluster_nodes") == n as f64)
     });
+}
+
+/// The node (index into `ids`) that owns conversation `conv` by rendezvous.
+pub fn owner(conv: u64, ids: &[&str]) -> usize {
+    let numbers: Vec<u64> = ids.iter().map(|id| node_number(id)).collect();
+    owner_index(conv, &numbers).expect("nodes")
+}
+
+/// A text `Send` to `to` whose content is its `client_msg_id`.
+pub fn direct(to: u64, id: &str) -> Body {
+    Body::Send(v1::Send {
+        client_msg_id: id.into(),
+        to_user_id: to,
+        content_type: v1::ContentType::Text as i32,
+        content: id.as_bytes().to_vec().into(),
+        ..Default::default()
+    })
+}
+
+/// Sends until acked, resending (same `client_msg_id`) after the pause an UNAVAILABLE asks
+/// for, as a client does; panics on any other refusal or past the deadline.
+pub async fn acked(c: &mut Client, body: Body) -> v1::SendAck {
+    let deadline = Instant::now() + WAIT_DEADLINE;
+    loop {
+        match c.request(body.clone()).await.expect("a reply") {
+            Body::SendAck(ack) => return ack,
+            Body::Error(e)
+                if e.code == ErrorCode::Unavailable as i32 && Instant::now() < deadline =>
+            {
+                assert!(
+                    e.retry_after_ms > 0,
+                    "UNAVAILABLE says when to retry: {e:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(e.retry_after_ms)).await;
+            }
+            other => panic!("expected a SendAck, got {other:?}"),
+        }
+    }
+}
+
+/// The conversation's text messages as a node serves them: (seq, text).
+pub async fn synced(c: &mut Client, conv: u64) -> Vec<(u64, String)> {
+    c.sync_all(conv, 0)
+        .await
+        .expect("sync")
+        .into_iter()
+        .filter(|m| m.content_type == v1::ContentType::Text as i32)
+        .map(|m| (m.seq, String::from_utf8_lossy(&m.content).into_owned()))
+        .collect()
+}
+
+/// A metric summed over its labels (`name` and every `name{…}`).
+pub fn metric_sum(node: &TestServer, name: &str) -> f64 {
+    node.metrics()
+        .into_iter()
+        .filter(|(k, _)| k == name || k.strip_prefix(name).is_some_and(|r| r.starts_with('{')))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// The highest seq of `conv` a device holds with none missing before it, from the messages
+/// it got (pushed or synced): where a catch-up `Sync` starts.
+pub fn contiguous_seq(got: &[v1::Message], conv: u64) -> u64 {
+    let mut seqs: Vec<u64> = got
+        .iter()
+        .filter(|m| m.conversation_id == conv)
+        .map(|m| m.seq)
+        .collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    let mut have = 0;
+    for s in seqs {
+        if s != have + 1 {
+            break;
+        }
+        have = s;
+    }
+    have
+}
+
+/// Checks that `stored` (the conversation's text messages, as Sync returns them) has gap-free
+/// seqs and holds each acked `(seq, client_msg_id)` exactly once, at its acked seq.
+pub fn every_ack_once(stored: &[(u64, String)], acks: &[(u64, String)]) {
+    let seqs: Vec<u64> = stored.iter().map(|(s, _)| *s).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "gap-free seqs: {seqs:?}"
+    );
+    for (seq, id) in acks {
+        let at: Vec<&(u64, String)> = stored.iter().filter(|(_, t)| t == id).collect();
+        assert_eq!(
+            at,
+            vec![&(*seq, id.clone())],
+            "{id} stored once, at its acked seq"
+        );
+    }
+}
+
+/// The fields of a user's route hash in Redis (`cluster/routes/wire.rs`), sorted; none when
+/// Redis does not answer.
+pub fn route_fields(redis: &str, prefix: &str, user: u64) -> Vec<String> {
+    let fields = redis::Client::open(redis)
+        .and_then(|c| c.get_connection())
+        .and_then(|mut c| {
+            redis::cmd("HKEYS")
+                .arg(format!("{prefix}:route:{user}"))
+                .query::<Vec<String>>(&mut c)
+        });
+    let mut fields = fields.unwrap_or_default();
+    fields.sort();
+    fields
 }

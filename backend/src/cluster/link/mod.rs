@@ -13,8 +13,10 @@
 //!
 //! Every peer queue is bounded (`peer_queue_items_max`); a full queue or a link that is down
 //! refuses at once: a forwarded write gets UNAVAILABLE with `retry_after_ms`, dropped frames
-//! are caught up by seq (the batch after a drop carries `missed`, see `serve.rs`).
+//! are caught up by seq (the batch after a drop carries `missed`, see `serve.rs`): the
+//! receiving node tells its sessions to Sync (`hint.rs`).
 
+mod hint;
 mod peer;
 mod pending;
 mod queue;
@@ -62,6 +64,12 @@ pub struct Link {
     /// group has at most this many online connections there.
     typing_members_max: usize,
     stop: watch::Sender<bool>,
+    /// `SyncNeeded` to every session here when a peer's pushes were lost (`hint.rs`).
+    hints: hint::SyncHints,
+    /// Peers that have had an incoming stream here: a new stream from one of them is a link
+    /// that came back (frames for this node may have been lost meanwhile). One entry per
+    /// node id of the view, bounded by `nodes_max`.
+    streamed: Mutex<std::collections::HashSet<String>>,
 }
 
 #[derive(Default)]
@@ -161,6 +169,8 @@ impl Link {
             online,
             typing_members_max,
             stop: watch::channel(false).0,
+            hints: hint::SyncHints::default(),
+            streamed: Mutex::default(),
         })
     }
 
@@ -170,6 +180,7 @@ impl Link {
         if self.attached.set((cluster, runtime.clone())).is_err() {
             return;
         }
+        runtime.spawn(hint::run(Arc::clone(self)));
         let link = Arc::clone(self);
         runtime.spawn(async move {
             let mut stop = link.stop.subscribe();

@@ -59,16 +59,20 @@ impl Node for NodeService {
         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             let _done = done_tx;
-            let mut first = true;
+            // The peer, once its first batch named it.
+            let mut from: Option<String> = None;
             loop {
                 let message = tokio::select! {
                     m = inbound.message() => m,
-                    _ = stop.changed() => break,
+                    _ = stop.changed() => return,
                 };
                 match message {
                     Ok(Some(batch)) => {
-                        link.receive(batch, &writes, first).await;
-                        first = false;
+                        if from.is_none() {
+                            from = Some(batch.from_node.clone());
+                            link.stream_began(&batch.from_node);
+                        }
+                        link.receive(batch, &writes).await;
                     }
                     Ok(None) => break,
                     Err(status) => {
@@ -76,6 +80,11 @@ impl Node for NodeService {
                         break;
                     }
                 }
+            }
+            // The peer's frames in flight (queued there, or in the stream's buffers) are lost
+            // with the stream: the sessions here catch up by seq.
+            if from.is_some() {
+                link.hints.request("link_lost");
             }
         });
         // Nothing is sent back: the stream ends when the receiving task does, which tells the
@@ -89,17 +98,30 @@ impl Node for NodeService {
 }
 
 impl Link {
+    /// A peer's stream began. A peer that streamed here before is a link that came back:
+    /// what it sent meanwhile was dropped (its queue refuses while the link is down).
+    fn stream_began(&self, from: &str) {
+        let again = !self
+            .streamed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(from.to_owned());
+        if again {
+            self.hints.request("link_back");
+        }
+    }
+
     /// One incoming batch, in order.
-    async fn receive(self: &Arc<Self>, batch: NodeBatch, writes: &Writes, first: bool) {
+    async fn receive(self: &Arc<Self>, batch: NodeBatch, writes: &Writes) {
         let from = batch.from_node;
         metrics::counter!("ringchat_cluster_peer_batches_received_total", "peer" => from.clone())
             .increment(1);
         metrics::counter!("ringchat_cluster_peer_items_received_total", "peer" => from.clone())
             .increment(batch.items.len() as u64);
-        if batch.missed && !first {
+        if batch.missed {
             // Frames for this node were dropped on the way (a full queue or a link that
             // was down): the sessions here catch up by seq.
-            self.missed_frames(&from).await;
+            self.missed_frames(&from);
         }
         let peer = self.peer_by_id(&from);
         let mut per_shard: Vec<Vec<Outgoing>> = vec![Vec::new(); self.shards.len()];
@@ -236,10 +258,11 @@ impl Link {
     }
 
     /// Pushes were lost on the way here: every local session is told to catch up by seq.
-    async fn missed_frames(&self, from: &str) {
+    fn missed_frames(&self, from: &str) {
         metrics::counter!("ringchat_cluster_peer_missed_total", "peer" => from.to_owned())
             .increment(1);
-        tracing::warn!(peer = %from, "cluster: frames from a peer were dropped on the way; sessions here catch up by seq");
+        tracing::warn!(peer = %from, "cluster: frames from a peer were dropped on the way; sessions here are told to Sync");
+        self.hints.request("missed");
     }
 }
 

@@ -159,7 +159,9 @@ impl Routes {
                 match cache.get(user) {
                     Lookup::Hit(nodes) => {
                         for life in nodes {
-                            if *life.node_id != *self.me.node_id && live(&view, life) {
+                            if *life.node_id != *self.me.node_id
+                                && live(&view, &life.node_id, life.started_at_ms)
+                            {
                                 add(&mut out, &life.node_id, user);
                             }
                         }
@@ -191,11 +193,44 @@ impl Routes {
     }
 }
 
+impl Routes {
+    /// Which of `users` have a device on another live node, as Redis has it now (one pipeline
+    /// of HGETALL, not the cache: the offline push asks off the message path and wants the
+    /// freshest answer). `Err` when Redis cannot say.
+    pub async fn online_elsewhere(
+        &self,
+        users: &[UserId],
+    ) -> Result<std::collections::HashSet<UserId>, RedisError> {
+        let mut out = std::collections::HashSet::new();
+        if users.is_empty() {
+            return Ok(out);
+        }
+        let mut pipe = redis::pipe();
+        for user in users {
+            pipe.cmd("HGETALL")
+                .arg(wire::route_key(&self.prefix, *user));
+        }
+        let hashes: Vec<std::collections::HashMap<Vec<u8>, redis::Value>> =
+            self.redis.query(&pipe).await?;
+        let view = self.view.load();
+        for (user, fields) in users.iter().zip(hashes) {
+            let elsewhere = fields
+                .keys()
+                .filter_map(|f| wire::parse_field(f))
+                .any(|(node, started)| *node != *self.me.node_id && live(&view, node, started));
+            if elsewhere {
+                out.insert(*user);
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// The life is the one the view has: a node that left, or restarted since, does not count.
-fn live(view: &ClusterView, life: &NodeLife) -> bool {
+fn live(view: &ClusterView, node: &str, started_at_ms: u64) -> bool {
     view.nodes
-        .binary_search_by(|n| n.record.node_id.as_str().cmp(&life.node_id))
-        .is_ok_and(|i| view.nodes[i].record.started_at_ms == life.started_at_ms)
+        .binary_search_by(|n| n.record.node_id.as_str().cmp(node))
+        .is_ok_and(|i| view.nodes[i].record.started_at_ms == started_at_ms)
 }
 
 /// Adds `user` to `node`'s list. Each user is added to a node once (the recipients of a batch
