@@ -39,10 +39,10 @@ cargo test --workspace --locked "$@"
 # gateway/tests/common/store.rs gives each server a database of its own on the server above).
 # Left out, as their servers touch the store no differently: browser and browser_admin (the
 # web UI), tls (handshakes), cli and deploy_files (config parsing; they start no TestServer); postgres,
-# postgres_restart, migrate_postgres, cluster and cluster_messages (they run on PostgreSQL in the pass above); and the embedded engine's own tests, which return early on
+# postgres_restart, migrate_postgres, cluster, cluster_messages, cluster_trace and cluster_tls (they run on PostgreSQL in the pass above); and the embedded engine's own tests, which return early on
 # PostgreSQL saying so: backup (fjall backup/restore/migrate of a data dir), disk_full and
 # power_loss (the file system under the data dir).
-pg_left_out=" browser browser_admin tls cli postgres postgres_restart migrate_postgres cluster cluster_messages deploy_files backup disk_full power_loss "
+pg_left_out=" browser browser_admin tls cli postgres postgres_restart migrate_postgres cluster cluster_messages cluster_trace cluster_tls deploy_files backup disk_full power_loss "
 pg_tests=()
 for f in gateway/tests/*.rs; do
   t=$(basename "$f" .rs)

@@ -67,11 +67,8 @@ pub fn run(
     let rt =
         ringchat_backend::build_runtime(&config.backend).context("starting the backend runtime")?;
     // `[observe.otlp]`: spans of messages' paths across nodes, when an endpoint is set.
-    let otlp = ringchat_backend::otlp::start(
-        &config.observe.otlp,
-        &config.cluster.node_id,
-        rt.handle(),
-    )?;
+    let otlp =
+        ringchat_backend::otlp::start(&config.observe.otlp, &config.cluster.node_id, rt.handle())?;
     let prometheus = admin::install_metrics().context("installing the metrics recorder")?;
     stats::describe();
     publish_info(&config, shard_count);

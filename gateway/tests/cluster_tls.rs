@@ -40,7 +40,12 @@ fn leaf(ca: &CertifiedIssuer<'static, KeyPair>) -> (String, String) {
 }
 
 /// Writes a node's files; returns its `[cluster.tls]` as environment variables.
-fn files(dir: &Path, name: &str, ca_pem: &str, (cert, key): &(String, String)) -> Vec<(String, String)> {
+fn files(
+    dir: &Path,
+    name: &str,
+    ca_pem: &str,
+    (cert, key): &(String, String),
+) -> Vec<(String, String)> {
     let path = |f: &str| dir.join(format!("{name}-{f}")).display().to_string();
     std::fs::write(path("cert.pem"), cert).unwrap();
     std::fs::write(path("key.pem"), key).unwrap();
@@ -102,7 +107,11 @@ fn sum(server: &TestServer, prefix: &str) -> f64 {
 
 /// Opens a `Node/Link` stream to `grpc` as a peer would (with the right secret), over TLS
 /// trusting `ca_pem` and presenting `identity`; the status of the first answer.
-async fn link_as(grpc: &str, ca_pem: &str, identity: Option<&(String, String)>) -> Result<(), tonic::Status> {
+async fn link_as(
+    grpc: &str,
+    ca_pem: &str,
+    identity: Option<&(String, String)>,
+) -> Result<(), tonic::Status> {
     let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem));
     if let Some((cert, key)) = identity {
         tls = tls.identity(Identity::from_pem(cert, key));
@@ -120,7 +129,8 @@ async fn link_as(grpc: &str, ca_pem: &str, identity: Option<&(String, String)>) 
     request
         .metadata_mut()
         .insert("x-ringchat-peer-secret", PEER_SECRET.parse().unwrap());
-    let call = NodeClient::new(channel).link(request);
+    let mut client = NodeClient::new(channel);
+    let call = client.link(request);
     tokio::time::timeout(Duration::from_secs(10), call)
         .await
         .map_err(|_| tonic::Status::deadline_exceeded("no answer"))?
@@ -140,13 +150,16 @@ async fn nodes_talk_over_mutual_tls_and_refuse_a_peer_without_the_cas_certificat
         .iter()
         .map(|id| {
             let mut env = NodeEnv::new(&db, &redis, &prefix, id);
-            env.vars.extend(files(dir.path(), id, &ca_pem, &leaf(&cluster_ca)));
+            env.vars
+                .extend(files(dir.path(), id, &ca_pem, &leaf(&cluster_ca)));
             grpcs.push(env.grpc());
             TestServer::start(&env.pairs())
         })
         .collect();
     wait_until("both nodes see 2 nodes", || {
-        nodes.iter().all(|s| s.metric("ringchat_cluster_nodes") == 2.0)
+        nodes
+            .iter()
+            .all(|s| s.metric("ringchat_cluster_nodes") == 2.0)
     });
     // A message each way between users on different nodes: forwarded to the conversation's
     // owner and pushed to the other node, over the TLS links.
@@ -189,8 +202,12 @@ async fn nodes_talk_over_mutual_tls_and_refuse_a_peer_without_the_cas_certificat
             request
                 .metadata_mut()
                 .insert("x-ringchat-peer-secret", PEER_SECRET.parse().unwrap());
-            let call = NodeClient::new(channel).link(request);
-            !matches!(tokio::time::timeout(Duration::from_secs(10), call).await, Ok(Ok(_)))
+            let mut client = NodeClient::new(channel);
+            let call = client.link(request);
+            !matches!(
+                tokio::time::timeout(Duration::from_secs(10), call).await,
+                Ok(Ok(_))
+            )
         }
     };
     assert!(refused, "plain text is not served on a TLS listener");

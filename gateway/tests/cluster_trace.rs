@@ -171,12 +171,16 @@ async fn a_cross_node_message_is_one_trace_over_three_nodes() {
         })
         .collect();
     wait_until("every node sees 3 nodes", || {
-        nodes.iter().all(|s| s.metric("ringchat_cluster_nodes") == 3.0)
+        nodes
+            .iter()
+            .all(|s| s.metric("ringchat_cluster_nodes") == 3.0)
     });
     // The conversation's id (and so its owner) is known once it has a message.
     let (mut alice, _) = nodes[0].user("alice").await;
     let (_bob, b) = nodes[1].user("bob").await;
-    let conv = acked(&mut alice, direct(b.user_id, "first")).await.conversation_id;
+    let conv = acked(&mut alice, direct(b.user_id, "first"))
+        .await
+        .conversation_id;
     let numbers: Vec<u64> = IDS.iter().map(|id| node_number(id)).collect();
     let owner = owner_index(conv, &numbers).expect("nodes");
     // The sender on a node that is not the owner, the recipient on the third.
@@ -219,10 +223,22 @@ async fn a_cross_node_message_is_one_trace_over_three_nodes() {
     let commit = one(owner_id, "ringchat.commit");
     let fanout = one(to_id, "ringchat.fanout");
     let answer = one(from_id, "ringchat.answer");
-    assert!(forward.parent_span_id.is_empty(), "the trace starts on the sender's node");
-    assert_eq!(commit.parent_span_id, forward.span_id, "owner's span under the forward");
-    assert_eq!(fanout.parent_span_id, commit.span_id, "fan-out under the owner's commit");
-    assert_eq!(answer.parent_span_id, commit.span_id, "the answer under the commit");
+    assert!(
+        forward.parent_span_id.is_empty(),
+        "the trace starts on the sender's node"
+    );
+    assert_eq!(
+        commit.parent_span_id, forward.span_id,
+        "owner's span under the forward"
+    );
+    assert_eq!(
+        fanout.parent_span_id, commit.span_id,
+        "fan-out under the owner's commit"
+    );
+    assert_eq!(
+        answer.parent_span_id, commit.span_id,
+        "the answer under the commit"
+    );
     assert_eq!(forward.trace_id.len(), 16);
     assert!(trace.iter().all(|s| s.service == "ringchat-test"));
 }

@@ -141,6 +141,9 @@ mod tests {
             ca_path: "/nonexistent/ca.pem".into(),
         };
         let err = NodeTls::load(&missing).unwrap_err().to_string();
-        assert!(err.starts_with("cluster.tls.cert_path: /nonexistent/node.pem"), "{err}");
+        assert!(
+            err.starts_with("cluster.tls.cert_path: /nonexistent/node.pem"),
+            "{err}"
+        );
     }
 }

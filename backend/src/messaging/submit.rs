@@ -13,12 +13,12 @@ use super::{Target, conv_from_wire, validate_send};
 use crate::accounts::Refusal;
 use crate::api::{ConnRef, WriteRequest};
 use crate::contacts::op_of;
-use crate::observe::otlp::MsgSpan;
-use opentelemetry::trace::SpanKind;
 use crate::groups::GroupsConfig;
 use crate::groups::send::GroupMessage;
+use crate::observe::otlp::MsgSpan;
 use crate::sessions::{Sessions, SharedSessions};
 use crate::store::UserId;
+use opentelemetry::trace::SpanKind;
 
 /// A handle on the sequencer's queue, one per shard (cloned). The sequencer stops once every
 /// handle is gone and the backend has finished.

@@ -40,9 +40,9 @@ use crate::groups::online::GroupOnline;
 use crate::messaging::Submitted;
 use crate::messaging::writer::{Write, convs_of};
 use crate::observe::otlp::{MsgSpan, Traceparent};
-use opentelemetry::trace::SpanKind;
 use crate::sessions::SharedSessions;
 use crate::store::ConvId;
+use opentelemetry::trace::SpanKind;
 use peer::Peer;
 use pending::Pending;
 

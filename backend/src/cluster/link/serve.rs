@@ -18,8 +18,8 @@ use crate::accounts::Refusal;
 use crate::api::{ConnRef, Outgoing, encoded};
 use crate::messaging::Writes;
 use crate::observe::otlp::MsgSpan;
-use opentelemetry::trace::SpanKind;
 use crate::store::ConvId;
+use opentelemetry::trace::SpanKind;
 
 /// The `Node` service: needs the sequencer's queue (`Writes`), held only while a stream is
 /// open and the link has not stopped (shutdown stops the link before the sequencer).
@@ -207,7 +207,14 @@ impl Link {
             None => Refusal::new(v1::ErrorCode::InvalidArgument, "not a write"),
             Some(request) => {
                 match writes
-                    .submit_remote(conn, f.user_id, f.device_id, f.request_id, request, span.take())
+                    .submit_remote(
+                        conn,
+                        f.user_id,
+                        f.device_id,
+                        f.request_id,
+                        request,
+                        span.take(),
+                    )
                     .await
                 {
                     Ok(()) => return None,

@@ -25,12 +25,12 @@ use super::members_with;
 use crate::accounts::Refusal;
 use crate::api::ConnRef;
 use crate::contacts::ContactLimits;
-use crate::observe::otlp::MsgSpan;
 use crate::contacts::ops::{ContactDone, ContactOp};
 use crate::contacts::sequencer::{Relations, SendCheck};
 use crate::groups::GroupsConfig;
 use crate::groups::sequencer::Groups;
 use crate::groups::{GroupDone, GroupOp, send::GroupMessage};
+use crate::observe::otlp::MsgSpan;
 use crate::store::{
     AccountStore, CommitGroup, ConvId, ConvRecord, ConversationLog, CursorRecord, CursorRow,
     CursorStore, DedupRecord, Members, Mentions, MessageRecord, Ports, RecencyMove, StoreError,

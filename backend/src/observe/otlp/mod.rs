@@ -165,10 +165,10 @@ pub fn start(
     let processor = BatchSpanProcessor::builder(exporter)
         .with_batch_config(batch)
         .build();
-    let mut resource =
-        Resource::builder_empty().with_service_name(config.service_name.clone());
+    let mut resource = Resource::builder_empty().with_service_name(config.service_name.clone());
     if !instance.is_empty() {
-        resource = resource.with_attribute(KeyValue::new("service.instance.id", instance.to_owned()));
+        resource =
+            resource.with_attribute(KeyValue::new("service.instance.id", instance.to_owned()));
     }
     let provider = SdkTracerProvider::builder()
         .with_span_processor(processor)
@@ -193,7 +193,9 @@ mod tests {
         let c = OtlpConfig::default();
         assert!(!c.enabled());
         assert!(c.problems().is_empty());
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         assert!(start(&c, "n1", rt.handle()).unwrap().is_none());
         assert!(tracer().is_none(), "no tracer when off");
         let bad = OtlpConfig {

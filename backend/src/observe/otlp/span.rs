@@ -42,8 +42,7 @@ impl Traceparent {
     /// version-00 prefix, as the specification asks.
     pub(crate) fn parse(s: &str) -> Option<Self> {
         let b = s.as_bytes();
-        if b.len() < TRACEPARENT_LEN || (b.len() > TRACEPARENT_LEN && b[TRACEPARENT_LEN] != b'-')
-        {
+        if b.len() < TRACEPARENT_LEN || (b.len() > TRACEPARENT_LEN && b[TRACEPARENT_LEN] != b'-') {
             return None;
         }
         let version = hex::<1>(&b[0..2])?[0];
