@@ -26,6 +26,8 @@ pub mod logs;
 mod messaging;
 mod notifications;
 mod observe;
+/// `[observe.otlp]`: tracing across nodes (the binary starts and stops the exporter).
+pub use observe::otlp;
 mod presence;
 mod push;
 mod read_gate;

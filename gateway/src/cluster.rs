@@ -48,8 +48,9 @@ pub fn start(
         let _guard = rt.enter();
         Cluster::new(config, connections).context("cluster.redis_url")?
     };
+    let tls = cluster::tls::NodeTls::load(&config.tls)?;
     let node_service = link.map(|(link, writes)| {
-        link.attach(Arc::clone(&cluster), rt.handle().clone());
+        link.attach(Arc::clone(&cluster), rt.handle().clone(), tls.clone());
         (Arc::clone(&link), NodeService::new(link, writes))
     });
     let (link, node_service) = match node_service {
@@ -68,7 +69,9 @@ pub fn start(
             let stop = async {
                 let _ = grpc_stop_rx.await;
             };
-            if let Err(err) = cluster::serve_grpc(cluster, node_service, listener, stop).await {
+            if let Err(err) =
+                cluster::serve_grpc(cluster, node_service, listener, tls.as_ref(), stop).await
+            {
                 tracing::error!(%err, "cluster: the gRPC listener failed");
             }
         }

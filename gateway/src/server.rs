@@ -66,6 +66,9 @@ pub fn run(
 
     let rt =
         ringchat_backend::build_runtime(&config.backend).context("starting the backend runtime")?;
+    // `[observe.otlp]`: spans of messages' paths across nodes, when an endpoint is set.
+    let otlp =
+        ringchat_backend::otlp::start(&config.observe.otlp, &config.cluster.node_id, rt.handle())?;
     let prometheus = admin::install_metrics().context("installing the metrics recorder")?;
     stats::describe();
     publish_info(&config, shard_count);
@@ -302,6 +305,8 @@ pub fn run(
     // After a store failure this fails too; the failure is what gets reported.
     let flushed = backend.flush();
     let _ = admin_stop_tx.send(());
+    // Exports the spans still queued while the runtime (tonic's client) is up.
+    drop(otlp);
     rt.shutdown_timeout(Duration::from_secs(1));
     tracing::info!("stopped");
     match stop {

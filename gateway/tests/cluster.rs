@@ -90,7 +90,11 @@ async fn three_nodes_see_each_other_spread_clients_and_drop_a_killed_node() {
     let picks: Vec<String> = (0..6).map(|_| assign(n2).0).collect();
     assert!(!picks.contains(&"n1".to_owned()), "{picks:?}");
 
-    // gRPC on any node: the same service.
+    // gRPC on any node: the same service (n3 too has read n1's load before it is asked).
+    let n3 = &nodes[2].1;
+    wait_until("n3 sees n1's eight connections", || {
+        n3.metric("ringchat_cluster_node_connections{node=\"n1\"}") >= 8.0
+    });
     let mut grpc = ringchat_proto::v1::status_client::StatusClient::connect(format!(
         "http://{}",
         nodes[2].0.grpc()

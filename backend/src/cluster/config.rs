@@ -77,6 +77,8 @@ pub struct ClusterConfig {
     /// `[cluster.routes]`: where users' devices are (`routes/config.rs`); last, as a table
     /// follows the plain keys in TOML.
     pub routes: super::routes::RoutesConfig,
+    /// `[cluster.tls]`: mutual TLS between nodes (`tls.rs`), off by default.
+    pub tls: super::tls::ClusterTlsConfig,
 }
 
 fn hidden<S: serde::Serializer>(value: &str, s: S) -> Result<S::Ok, S::Error> {
@@ -113,6 +115,7 @@ impl Default for ClusterConfig {
             forwards_pending_max: 65_536,
             sync_hint_interval_ms: 5_000,
             routes: super::routes::RoutesConfig::default(),
+            tls: super::tls::ClusterTlsConfig::default(),
         }
     }
 }
@@ -261,6 +264,7 @@ impl ClusterConfig {
             "sync_hint_interval_ms",
         );
         out.extend(self.routes.problems());
+        out.extend(self.tls.problems());
         if self.node_ttl_ms < 2 * self.heartbeat_interval_ms {
             out.push("cluster.node_ttl_ms: must be at least twice heartbeat_interval_ms, or one late heartbeat drops a live node".into());
         }

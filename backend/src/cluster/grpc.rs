@@ -42,15 +42,20 @@ impl StatusService for StatusImpl {
 }
 
 /// Serves the node's gRPC services on `listener` until `stop` completes; `node`: the
-/// node-to-node `Node` service (`link/`), absent on a status-only node.
+/// node-to-node `Node` service (`link/`), absent on a status-only node; `tls`: `[cluster.tls]`.
 pub async fn serve(
     cluster: Arc<Cluster>,
     node: Option<super::link::NodeService>,
     listener: tokio::net::TcpListener,
+    tls: Option<&super::tls::NodeTls>,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     let c = &cluster.config;
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        server = server.tls_config(tls.server())?;
+    }
+    server
         .concurrency_limit_per_connection(c.grpc_concurrency_per_connection)
         .load_shed(true)
         .timeout(Duration::from_millis(c.grpc_timeout_ms))

@@ -22,6 +22,7 @@ mod redis;
 mod registry;
 pub mod rendezvous;
 pub mod routes;
+pub mod tls;
 mod view;
 
 use std::sync::Arc;

@@ -72,6 +72,7 @@ fn op(write: Write) -> WriteOp {
         request_id: 1,
         write,
         queued_at: None,
+        trace: None,
     }
 }
 

@@ -20,6 +20,7 @@ use crate::api::{ConnId, ConnRef, Outgoing, ShardEvent, ShardSender};
 use crate::cluster::link::{Link, Outbound, is_remote};
 use crate::groups::GroupDone;
 use crate::groups::online::GroupOnline;
+use crate::observe::otlp::MsgSpan;
 use crate::observe::{GroupFacts, Observe};
 use crate::push::{PushQueue, PushRecord};
 use crate::sessions::SharedSessions;
@@ -305,13 +306,28 @@ impl Delivery {
         let mut outbox = Outbox::new(self.shards.len(), self.link.is_some());
         let mut messages: Vec<Option<MessageRecord>> =
             group.messages.into_iter().map(Some).collect();
-        for outcome in group.outcomes {
+        let mut traces = group.traces;
+        let mut traced = traces.iter_mut().peekable();
+        for (i, outcome) in group.outcomes.into_iter().enumerate() {
+            // A traced write's frames for other nodes carry its span's context.
+            let span = traced.next_if(|(at, _)| *at == i).map(|(_, span)| span);
+            if let (Some(span), Some(remote)) = (&span, &mut outbox.remote) {
+                remote.trace = Some(span.traceparent());
+            }
+            if let Some(span) = span {
+                trace_outcome(span, &outcome, &messages);
+            }
             self.frames_of(outcome, &mut messages, &mut outbox);
+            if let Some(remote) = &mut outbox.remote {
+                remote.trace = None;
+            }
         }
         self.resolve_fanouts(&mut outbox);
         if let (Some(link), Some(remote)) = (&self.link, outbox.remote.take()) {
             link.send_group(remote);
         }
+        // Ends the spans: their writes' answers and frames are on their way.
+        drop(traces);
         if let Some(push) = &self.push {
             push.offer(outbox.pushes);
         }
@@ -404,6 +420,25 @@ impl Delivery {
                 }
             }
         }
+    }
+}
+
+/// What a traced write came to, on its span.
+fn trace_outcome(span: &mut MsgSpan, outcome: &Outcome, messages: &[Option<MessageRecord>]) {
+    match outcome {
+        Outcome::Sent { message, .. } | Outcome::GroupSent { message, .. } => {
+            if let Some(Some(m)) = messages.get(*message) {
+                span.set("ringchat.conversation_id", m.conv_id.to_wire() as i64);
+                span.set("ringchat.seq", m.seq as i64);
+                span.set("ringchat.msg_id", m.msg_id as i64);
+            }
+        }
+        Outcome::Duplicate { .. } => span.set("ringchat.duplicate", true),
+        Outcome::Refused { refusal, .. } => {
+            span.set("ringchat.refused", refusal.message.to_string());
+            span.fail("refused");
+        }
+        _ => {}
     }
 }
 
@@ -593,6 +628,7 @@ mod tests {
             }],
             messages: Vec::new(),
             send_started: Vec::new(),
+            traces: Vec::new(),
         }
     }
 

@@ -86,6 +86,7 @@ impl crate::Backend {
             write,
             // Not a client's send: no send-to-ack latency.
             queued_at: None,
+            trace: None,
         };
         let ops = self.commit_ops();
         let queued = match ops {

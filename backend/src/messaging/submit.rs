@@ -15,8 +15,10 @@ use crate::api::{ConnRef, WriteRequest};
 use crate::contacts::op_of;
 use crate::groups::GroupsConfig;
 use crate::groups::send::GroupMessage;
+use crate::observe::otlp::MsgSpan;
 use crate::sessions::{Sessions, SharedSessions};
 use crate::store::UserId;
+use opentelemetry::trace::SpanKind;
 
 /// A handle on the sequencer's queue, one per shard (cloned). The sequencer stops once every
 /// handle is gone and the backend has finished.
@@ -110,12 +112,20 @@ impl Writes {
             return link.forward(&owner, conn, user, device_id, request_id, original);
         }
         // One vDSO clock read per send (no syscall): the start of its send-to-ack latency.
-        let queued_at = matches!(write, Write::Send(_) | Write::GroupSend(_)).then(Instant::now);
+        let is_send = matches!(write, Write::Send(_) | Write::GroupSend(_));
+        let queued_at = is_send.then(Instant::now);
+        // Cluster mode with tracing on: a message's trace starts on its sender's node (its
+        // frames for other nodes carry it). Off: one atomic load, no span.
+        let trace = match &self.link {
+            Some(_) if is_send => MsgSpan::root("ringchat.send", SpanKind::Server),
+            _ => None,
+        };
         let op = WriteOp {
             conn,
             request_id,
             write,
             queued_at,
+            trace,
         };
         match self.ops.try_send(op) {
             Ok(()) => Submitted::Queued,
@@ -130,7 +140,8 @@ impl Writes {
     }
 
     /// On the owner node: a write forwarded by another node for its connection `conn`
-    /// (`cluster/link/`), checked like a local one and queued, waiting for room.
+    /// (`cluster/link/`), checked like a local one and queued, waiting for room; `trace`: its
+    /// span on this node when the origin traces it.
     pub(crate) async fn submit_remote(
         &self,
         conn: ConnRef,
@@ -138,6 +149,7 @@ impl Writes {
         device_id: String,
         request_id: u64,
         request: WriteRequest,
+        trace: Option<MsgSpan>,
     ) -> Result<(), Refusal> {
         let write = self.write_of(conn, user, request, Some(device_id))?;
         let queued_at = matches!(write, Write::Send(_) | Write::GroupSend(_)).then(Instant::now);
@@ -146,6 +158,7 @@ impl Writes {
             request_id,
             write,
             queued_at,
+            trace,
         };
         self.ops
             .send(op)

@@ -134,6 +134,7 @@ async fn submit(
             }),
             // Not a client's send: no send-to-ack latency.
             queued_at: None,
+            trace: None,
         };
         if ops.send(op).await.is_err() {
             return Err("the server is stopping".into());

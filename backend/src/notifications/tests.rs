@@ -58,6 +58,7 @@ fn batch(id: &str, users: &[UserId]) -> (WriteOp, Answer) {
             reply,
         }),
         queued_at: None,
+        trace: None,
     };
     (op, answer)
 }

@@ -20,6 +20,9 @@ pub struct ObserveConfig {
     pub top_senders_tracked: u32,
     /// Seconds between writes of the day's activity counts (also written at shutdown).
     pub activity_persist_interval_s: u32,
+    /// `[observe.otlp]`: spans of messages' paths across nodes (off by default); last, as a
+    /// table follows the plain keys in TOML.
+    pub otlp: super::otlp::OtlpConfig,
 }
 
 impl Default for ObserveConfig {
@@ -31,6 +34,7 @@ impl Default for ObserveConfig {
             activity_days_kept: 90,
             top_senders_tracked: 64,
             activity_persist_interval_s: 60,
+            otlp: super::otlp::OtlpConfig::default(),
         }
     }
 }
@@ -67,6 +71,7 @@ impl ObserveConfig {
             (1..=3_600).contains(&self.activity_persist_interval_s),
             "observe.activity_persist_interval_s: must be between 1 and 3600",
         );
+        out.extend(self.otlp.problems());
         out
     }
 }

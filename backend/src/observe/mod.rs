@@ -7,6 +7,7 @@
 pub mod activity;
 mod config;
 pub mod latency;
+pub mod otlp;
 
 use std::path::PathBuf;
 use std::sync::Arc;

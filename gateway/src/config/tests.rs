@@ -22,7 +22,10 @@ fn empty_file_is_all_defaults() {
 #[test]
 fn the_example_file_parses() {
     let text = include_str!("../../../ringchat.example.toml");
-    Config::parse(text, no_env()).unwrap();
+    let c = Config::parse(text, no_env()).unwrap();
+    // Tracing across nodes is off unless an endpoint is set, in the example as by default.
+    assert!(!c.observe.otlp.enabled());
+    assert_eq!(c.observe.otlp, Default::default());
 }
 
 #[test]

@@ -41,8 +41,10 @@ use crate::api::{ConnRef, Outgoing, ShardEvent, ShardSender, WriteRequest};
 use crate::groups::online::GroupOnline;
 use crate::messaging::Submitted;
 use crate::messaging::writer::{Write, convs_of};
+use crate::observe::otlp::{MsgSpan, Traceparent};
 use crate::sessions::SharedSessions;
 use crate::store::ConvId;
+use opentelemetry::trace::SpanKind;
 use peer::Peer;
 use pending::Pending;
 
@@ -55,6 +57,9 @@ pub struct Link {
     me: String,
     config: ClusterConfig,
     attached: OnceLock<(Arc<Cluster>, tokio::runtime::Handle)>,
+    /// `[cluster.tls]`, set by `attach`: peers are dialed over TLS, and a `Link` stream is
+    /// taken only with a client certificate the CA signed.
+    tls: OnceLock<super::tls::NodeTls>,
     peers: Mutex<Peers>,
     pending: Pending,
     shards: Vec<ShardSender>,
@@ -83,6 +88,9 @@ struct Peers {
 #[derive(Debug, Default)]
 pub(crate) struct Outbound {
     items: Vec<Out>,
+    /// The trace context of the write whose items are being added (delivery sets it for a
+    /// traced write's outcome): each item of it carries the context to the other node.
+    pub(crate) trace: Option<Traceparent>,
 }
 
 #[derive(Debug)]
@@ -91,16 +99,19 @@ enum Out {
         conn: ConnRef,
         request_id: u64,
         frame: Bytes,
+        trace: Option<Traceparent>,
     },
     Users {
         users: Vec<u64>,
         except: ConnRef,
         frame: Bytes,
+        trace: Option<Traceparent>,
     },
     Group {
         g: u64,
         except: ConnRef,
         frame: Bytes,
+        trace: Option<Traceparent>,
     },
     Member {
         g: u64,
@@ -115,6 +126,7 @@ impl Outbound {
             conn,
             request_id,
             frame,
+            trace: self.trace,
         });
     }
 
@@ -123,6 +135,7 @@ impl Outbound {
             users: users.to_vec(),
             except,
             frame: frame.clone(),
+            trace: self.trace,
         });
     }
 
@@ -131,6 +144,7 @@ impl Outbound {
             g: g.to_wire(),
             except,
             frame: frame.clone(),
+            trace: self.trace,
         });
     }
 
@@ -141,6 +155,11 @@ impl Outbound {
             joined,
         });
     }
+}
+
+/// An item's `traceparent` field: empty when not traced.
+fn traceparent(trace: Option<Traceparent>) -> String {
+    trace.map(|t| t.encode()).unwrap_or_default()
 }
 
 /// `except` as the destination at `slot` names it: its own connection, or none.
@@ -162,6 +181,7 @@ impl Link {
             me: config.node_id.clone(),
             config: config.clone(),
             attached: OnceLock::new(),
+            tls: OnceLock::new(),
             peers: Mutex::default(),
             pending: Pending::new(config.forwards_pending_max),
             shards,
@@ -174,9 +194,17 @@ impl Link {
         })
     }
 
-    /// Goes live: peers are read from `cluster`'s view and their tasks run on `runtime`.
-    /// Starts the sweeper of forwarded writes past their deadline.
-    pub fn attach(self: &Arc<Self>, cluster: Arc<Cluster>, runtime: tokio::runtime::Handle) {
+    /// Goes live: peers are read from `cluster`'s view and their tasks run on `runtime`;
+    /// `tls`: `[cluster.tls]`. Starts the sweeper of forwarded writes past their deadline.
+    pub fn attach(
+        self: &Arc<Self>,
+        cluster: Arc<Cluster>,
+        runtime: tokio::runtime::Handle,
+        tls: Option<super::tls::NodeTls>,
+    ) {
+        if let Some(tls) = tls {
+            let _ = self.tls.set(tls);
+        }
         if self.attached.set((cluster, runtime.clone())).is_err() {
             return;
         }
@@ -273,7 +301,17 @@ impl Link {
     ) -> Submitted {
         let key = (conn, request_id);
         let deadline = Instant::now() + Duration::from_millis(self.config.forward_timeout_ms);
-        if request_id != 0 && !self.pending.insert(key, peer.slot, deadline) {
+        // A traced message's trace starts here, on its sender's node: this span lasts until
+        // the owner's answer is back (or the write is answered UNAVAILABLE).
+        let mut span = match request {
+            WriteRequest::Send(_) => MsgSpan::root("ringchat.forward", SpanKind::Client),
+            _ => None,
+        };
+        if let Some(span) = &mut span {
+            span.set("ringchat.peer", peer.node_id.clone());
+        }
+        let trace = traceparent(span.as_ref().map(MsgSpan::traceparent));
+        if request_id != 0 && !self.pending.insert(key, peer.slot, deadline, span) {
             metrics::counter!("ringchat_cluster_forward_refused_total", "reason" => "pending_full")
                 .increment(1);
             return Submitted::Refused(busy("too many writes wait for other nodes; retry"));
@@ -285,6 +323,7 @@ impl Link {
                 device_id,
                 request_id,
                 frame: wire::encode_write(request),
+                traceparent: trace,
             })),
         };
         match peer.push_all(vec![item]) {
@@ -374,6 +413,7 @@ impl Link {
                     conn,
                     request_id,
                     frame,
+                    trace,
                 } => {
                     let Some((slot, origin)) = wire::origin_of(conn) else {
                         continue;
@@ -383,6 +423,7 @@ impl Link {
                             origin: Some(origin),
                             request_id,
                             frame,
+                            traceparent: traceparent(trace),
                         })),
                     };
                     match per_peer.iter_mut().find(|(p, _)| p.slot == slot) {
@@ -398,6 +439,7 @@ impl Link {
                     users,
                     except,
                     frame,
+                    trace,
                 } => {
                     for (p, items) in &mut per_peer {
                         items.push(NodeItem {
@@ -405,17 +447,24 @@ impl Link {
                                 user_ids: users.clone(),
                                 except: except_for(except, p.slot),
                                 frame: frame.clone(),
+                                traceparent: traceparent(trace),
                             })),
                         });
                     }
                 }
-                Out::Group { g, except, frame } => {
+                Out::Group {
+                    g,
+                    except,
+                    frame,
+                    trace,
+                } => {
                     for (p, items) in &mut per_peer {
                         items.push(NodeItem {
                             item: Some(Item::ToGroup(v1::ToGroup {
                                 group_id: g,
                                 except: except_for(except, p.slot),
                                 frame: frame.clone(),
+                                traceparent: traceparent(trace),
                             })),
                         });
                     }

@@ -116,17 +116,36 @@ async fn connect_and_write(
     backoff: &mut Duration,
 ) -> bool {
     let addr = peer.addr.lock().map(|a| a.clone()).unwrap_or_default();
-    let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{addr}")) else {
+    let tls = link.tls.get();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let Ok(mut endpoint) = tonic::transport::Endpoint::from_shared(format!("{scheme}://{addr}"))
+    else {
         tracing::error!(peer = %peer.node_id, %addr, "cluster: the peer's advertise_addr is not host:port");
         return false;
     };
+    if let Some(tls) = tls {
+        // Checks the peer's certificate against the CA and the host of its advertise_addr.
+        endpoint = match endpoint.tls_config(tls.client()) {
+            Ok(e) => e,
+            Err(err) => {
+                tracing::error!(peer = %peer.node_id, %addr, %err, "cluster: TLS to the peer cannot be set up");
+                return false;
+            }
+        };
+    }
     let endpoint = endpoint
         .connect_timeout(timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(5))
         .keep_alive_timeout(Duration::from_secs(5));
-    let Ok(Ok(channel)) = tokio::time::timeout(timeout, endpoint.connect()).await else {
-        return false;
+    let channel = match tokio::time::timeout(timeout, endpoint.connect()).await {
+        Ok(Ok(channel)) => channel,
+        Ok(Err(err)) if tls.is_some() => {
+            // Often a certificate the CA did not sign, or one without the peer's host name.
+            tracing::warn!(peer = %peer.node_id, %addr, err = %crate::cluster::tls::error_chain(&err), "cluster: TLS connection to the peer failed");
+            return false;
+        }
+        _ => return false,
     };
     let (tx, rx) = mpsc::channel::<NodeBatch>(IN_FLIGHT_BATCHES);
     let outbound = futures_util::stream::unfold(rx, |mut rx| async move {

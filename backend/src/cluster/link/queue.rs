@@ -132,6 +132,7 @@ mod tests {
                 user_ids: vec![1],
                 except: None,
                 frame: vec![0u8; bytes].into(),
+                ..ToUsers::default()
             })),
         }
     }

@@ -17,7 +17,9 @@ use super::{Link, wire};
 use crate::accounts::Refusal;
 use crate::api::{ConnRef, Outgoing, encoded};
 use crate::messaging::Writes;
+use crate::observe::otlp::MsgSpan;
 use crate::store::ConvId;
+use opentelemetry::trace::SpanKind;
 
 /// The `Node` service: needs the sequencer's queue (`Writes`), held only while a stream is
 /// open and the link has not stopped (shutdown stops the link before the sequencer).
@@ -48,6 +50,14 @@ impl Node for NodeService {
         &self,
         request: Request<Streaming<NodeBatch>>,
     ) -> Result<Response<Self::LinkStream>, Status> {
+        // With [cluster.tls], a peer must have presented a certificate (the handshake
+        // checked it against the CA); the status service on this listener needs none.
+        if self.link.tls.get().is_some() && request.peer_certs().is_none_or(|c| c.is_empty()) {
+            metrics::counter!("ringchat_cluster_peer_refused_total").increment(1);
+            return Err(Status::unauthenticated(
+                "not a node of this cluster: no client certificate signed by cluster.tls.ca_path",
+            ));
+        }
         super::secret::check(&request, &self.link.config.peer_secret)?;
         let mut inbound = request.into_inner();
         let link = Arc::clone(&self.link);
@@ -126,6 +136,8 @@ impl Link {
         let peer = self.peer_by_id(&from);
         let mut per_shard: Vec<Vec<Outgoing>> = vec![Vec::new(); self.shards.len()];
         let mut answers = Vec::new();
+        // Traced items' spans on this node, ended once their frames are with the shards.
+        let mut spans: Vec<MsgSpan> = Vec::new();
         for item in batch.items {
             match item.item {
                 Some(Item::Forward(f)) => {
@@ -142,11 +154,23 @@ impl Link {
                         continue;
                     };
                     // Someone still waits (not answered UNAVAILABLE on the deadline already).
-                    if a.request_id == 0 || self.pending.take((conn, a.request_id)) {
+                    let waiting = if a.request_id == 0 {
+                        Some(None)
+                    } else {
+                        self.pending.take((conn, a.request_id))
+                    };
+                    if let Some(forward_span) = waiting {
                         push(&mut per_shard, conn, a.frame);
+                        spans.extend(forward_span);
+                        spans.extend(MsgSpan::child(
+                            "ringchat.answer",
+                            SpanKind::Consumer,
+                            &a.traceparent,
+                        ));
                     }
                 }
                 Some(Item::ToUsers(t)) => {
+                    spans.extend(fanout_span(&t.traceparent, &from));
                     let except = t.except.as_ref().and_then(wire::local);
                     let sessions = self.sessions.read();
                     for (i, user) in t.user_ids.iter().enumerate() {
@@ -164,6 +188,7 @@ impl Link {
                     let Some(g) = ConvId::from_wire(t.group_id) else {
                         continue;
                     };
+                    spans.extend(fanout_span(&t.traceparent, &from));
                     let except = t.except.as_ref().and_then(wire::local);
                     self.online.audience(g, |shard, conns| {
                         if let Some(list) = per_shard.get_mut(shard) {
@@ -187,6 +212,7 @@ impl Link {
             }
         }
         self.to_shards(per_shard).await;
+        drop(spans);
         if let (Some(peer), false) = (peer, answers.is_empty()) {
             let _ = peer.push_all(answers);
         }
@@ -236,11 +262,21 @@ impl Link {
     async fn forwarded(&self, slot: u16, f: v1::Forward, writes: &Writes) -> Option<NodeItem> {
         let origin = f.origin?;
         let conn = wire::remote(slot, &origin)?;
+        // The owner's part of a traced message: from here to its commit and delivery.
+        let mut span = MsgSpan::child("ringchat.commit", SpanKind::Server, &f.traceparent);
+        let trace = span.as_ref().map(MsgSpan::traceparent);
         let refusal = match wire::decode_write(&f.frame) {
             None => Refusal::new(v1::ErrorCode::InvalidArgument, "not a write"),
             Some(request) => {
                 match writes
-                    .submit_remote(conn, f.user_id, f.device_id, f.request_id, request)
+                    .submit_remote(
+                        conn,
+                        f.user_id,
+                        f.device_id,
+                        f.request_id,
+                        request,
+                        span.take(),
+                    )
                     .await
                 {
                     Ok(()) => return None,
@@ -248,11 +284,15 @@ impl Link {
                 }
             }
         };
+        if let Some(span) = &mut span {
+            span.fail("refused");
+        }
         (f.request_id != 0).then(|| NodeItem {
             item: Some(Item::Answer(v1::Answer {
                 origin: Some(origin),
                 request_id: f.request_id,
                 frame: encoded(f.request_id, Body::Error(refusal.into_error())),
+                traceparent: trace.map(|t| t.encode()).unwrap_or_default(),
             })),
         })
     }
@@ -264,6 +304,13 @@ impl Link {
         tracing::warn!(peer = %from, "cluster: frames from a peer were dropped on the way; sessions here are told to Sync");
         self.hints.request("missed");
     }
+}
+
+/// The destination's part of a traced message: handing its frames to the local sessions.
+fn fanout_span(traceparent: &str, from: &str) -> Option<MsgSpan> {
+    let mut span = MsgSpan::child("ringchat.fanout", SpanKind::Consumer, traceparent)?;
+    span.set("ringchat.from_node", from.to_owned());
+    Some(span)
 }
 
 fn push(per_shard: &mut [Vec<Outgoing>], conn: ConnRef, frame: bytes::Bytes) {

@@ -30,6 +30,7 @@ use crate::contacts::sequencer::{Relations, SendCheck};
 use crate::groups::GroupsConfig;
 use crate::groups::sequencer::Groups;
 use crate::groups::{GroupDone, GroupOp, send::GroupMessage};
+use crate::observe::otlp::MsgSpan;
 use crate::store::{
     AccountStore, CommitGroup, ConvId, ConvRecord, ConversationLog, CursorRecord, CursorRow,
     CursorStore, DedupRecord, Members, Mentions, MessageRecord, Ports, RecencyMove, StoreError,
@@ -73,6 +74,9 @@ pub(crate) struct WriteOp {
     pub write: Write,
     /// When the shard queued a send (for send-to-ack latency); `None` for other writes.
     pub queued_at: Option<Instant>,
+    /// Cluster mode with `[observe.otlp]`: the span of a traced write on this node, ended by
+    /// delivery once its answer and frames have been handed on.
+    pub trace: Option<MsgSpan>,
 }
 
 #[derive(Debug)]
@@ -144,6 +148,9 @@ pub(crate) struct Committed {
     pub messages: Vec<MessageRecord>,
     /// When each send of the group was queued (`WriteOp::queued_at`), for its latency.
     pub send_started: Vec<Instant>,
+    /// The spans of traced writes (`WriteOp::trace`), by index in `outcomes`; empty (never
+    /// allocated) when nothing of the group is traced.
+    pub traces: Vec<(usize, MsgSpan)>,
 }
 
 #[derive(Debug)]
@@ -350,6 +357,7 @@ impl Writer {
         }
         // One allocation per group, none per message.
         let mut send_started = Vec::with_capacity(batch.len());
+        let mut traces = Vec::new();
         if let Err(err) = self.reload_after_failure() {
             return Committed {
                 outcomes: batch
@@ -358,14 +366,19 @@ impl Writer {
                     .collect(),
                 messages: Vec::new(),
                 send_started,
+                traces,
             };
         }
         // Cluster mode: claims and fences (empty, no allocation, on one box).
         let mut refusals = self.fence_group(batch).into_iter();
         let mut results: Vec<Outcome> = batch
             .drain(..)
-            .map(|op| {
+            .enumerate()
+            .map(|(i, mut op)| {
                 send_started.extend(op.queued_at);
+                if let Some(span) = op.trace.take() {
+                    traces.push((i, span));
+                }
                 match refusals.next().flatten() {
                     Some(refusal) => reload::refused(op, refusal),
                     None => self.apply(op),
@@ -380,6 +393,7 @@ impl Writer {
                 outcomes: results.into_iter().map(Outcome::into_unavailable).collect(),
                 messages: Vec::new(),
                 send_started,
+                traces,
             };
         }
         if self.pending_next_msg_id != self.next_msg_id {
@@ -399,6 +413,7 @@ impl Writer {
                 outcomes: results,
                 messages: Vec::new(),
                 send_started,
+                traces,
             };
         }
         let appended = self.log.append(&self.group);
@@ -428,6 +443,7 @@ impl Writer {
             outcomes: results,
             messages,
             send_started,
+            traces,
         }
     }
 

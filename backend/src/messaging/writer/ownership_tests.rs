@@ -46,6 +46,7 @@ fn send(from: UserId, to: UserId, id: &str) -> WriteOp {
             content: Bytes::from_static(b"hi"),
         }),
         queued_at: None,
+        trace: None,
     }
 }
 
@@ -180,6 +181,7 @@ fn create_group(owner: UserId) -> WriteOp {
             },
         }),
         queued_at: None,
+        trace: None,
     }
 }
 
