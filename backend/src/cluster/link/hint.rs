@@ -165,6 +165,7 @@ mod tests {
             vec![tx0, tx1],
             sessions,
             Arc::new(GroupOnline::new(2)),
+            100,
         );
         tokio::spawn(run(Arc::clone(&link)));
         let asked = Instant::now();
