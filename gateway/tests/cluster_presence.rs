@@ -20,7 +20,8 @@ use tokio::time::Instant;
 /// The quiet period of the first test's nodes: offline is shown only after it.
 const QUIET_MS: &str = "300";
 
-/// Nodes on one fresh database and Redis prefix, once each sees them all.
+/// Nodes on one fresh database and Redis prefix, once each sees them all and hears their
+/// presence changes.
 fn nodes(ids: &[&str], quiet_ms: &str) -> Vec<TestServer> {
     let db = common::store::fresh_database();
     let prefix = format!("rc_presence_{}", unique());
@@ -37,6 +38,12 @@ fn nodes(ids: &[&str], quiet_ms: &str) -> Vec<TestServer> {
         servers
             .iter()
             .all(|s| s.metric("ringchat_cluster_nodes") == ids.len() as f64)
+    });
+    // A change published before a node subscribed is not heard there until the next one.
+    wait_until("every node hears the others' presence changes", || {
+        servers
+            .iter()
+            .all(|s| s.metric("ringchat_cluster_presence_subscribed") == 1.0)
     });
     servers
 }
@@ -58,14 +65,15 @@ async fn device(server: &TestServer, name: &str, device: &str, presence: P) -> C
     c
 }
 
-/// The next `Presence` push, skipping friend events; within the deadline.
+/// The next `Presence` push, skipping friend events and Sync hints; within the deadline.
 async fn next_presence(c: &mut Client) -> v1::Presence {
     let wait = async {
         loop {
             let frame = c.next_event_untimed().await.unwrap().expect("open");
             match frame.body {
                 Some(Body::Presence(p)) => return p,
-                Some(Body::FriendEvent(_)) => {}
+                // A node that lost a link (a killed peer) tells its sessions to catch up.
+                Some(Body::FriendEvent(_) | Body::SyncNeeded(_)) => {}
                 other => panic!("expected a Presence push, got {other:?}"),
             }
         }

@@ -67,6 +67,22 @@ pub fn render_metrics(cluster: &Cluster, out: &mut String) {
         "# HELP ringchat_cluster_nodes Live nodes in this node's view.\n# TYPE ringchat_cluster_nodes gauge\nringchat_cluster_nodes {}",
         view.nodes.len()
     );
+    // Whether other nodes' changes are heard (a node that is not subscribed serves on, with
+    // pushes to every node and stale presence: ARCHITECTURE.md, cluster section).
+    if let Some(routes) = cluster.routes() {
+        let _ = writeln!(
+            out,
+            "# HELP ringchat_cluster_routes_trusted Whether the route cache is trusted (subscribed to route changes, rebuilt).\n# TYPE ringchat_cluster_routes_trusted gauge\nringchat_cluster_routes_trusted {}",
+            u8::from(routes.trusted())
+        );
+    }
+    if let Some(presence) = cluster.presence() {
+        let _ = writeln!(
+            out,
+            "# HELP ringchat_cluster_presence_subscribed Whether other nodes' presence changes are heard (subscribed).\n# TYPE ringchat_cluster_presence_subscribed gauge\nringchat_cluster_presence_subscribed {}",
+            u8::from(presence.subscribed())
+        );
+    }
     per_node(
         out,
         &view.nodes,
