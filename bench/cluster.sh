@@ -11,6 +11,7 @@
 #
 #   bash bench/cluster.sh                                  # release build, defaults below
 #   BIN_DIR=target/debug RUNS=1 PAIRS=4 GROUP=4 DURATION=2s bash bench/cluster.sh  # smoke run
+#   NODE_CORES=0 LOADS=same bash bench/cluster.sh          # the same load on a 1-node cluster
 #
 # Pinning for 2 cores: each node runs one gateway shard (gateway.cores) and one backend
 # thread; n1's shard is on core 0, n2's on core 1, n3's on core 0 again (NODE_CORES="0 1 0").
@@ -22,6 +23,9 @@ cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}; DURATION=${DURATION:-10s}; DRAIN=${DRAIN:-20s}
 PAIRS=${PAIRS:-50}; GROUP=${GROUP:-20}; WINDOW=${WINDOW:-4}; SIZE=${SIZE:-64}
 NODE_CORES=${NODE_CORES:-0 1 0}; BENCH_THREADS=${BENCH_THREADS:-1}
+# Which loads to run (a 1-node baseline, NODE_CORES="0 1" … with one core each, runs only same).
+LOADS=${LOADS:-same cross group}
+NODES=$(wc -w <<<"$NODE_CORES")
 PORT_BASE=${PORT_BASE:-7600}
 OUT=${OUT:-target/bench-results/cluster-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
@@ -84,7 +88,7 @@ for core in $NODE_CORES; do start_node "$i" "$core"; i=$((i + 1)); done
 for _ in $(seq 500); do
   seen=0
   for a in "${admins[@]}"; do
-    curl -s "http://$a/metrics" | grep -q '^ringchat_cluster_nodes 3$' && seen=$((seen + 1))
+    curl -s "http://$a/metrics" | grep -q "^ringchat_cluster_nodes $NODES\$" && seen=$((seen + 1))
   done
   [ "$seen" = "${#admins[@]}" ] && break
   sleep 0.02
@@ -95,39 +99,48 @@ server_pids=(); for pid in "${pids[@]}"; do server_pids+=(--server-pid "$pid"); 
 common=("${status_urls[@]}" "${server_pids[@]}" --quiet --threads "$BENCH_THREADS"
   --size "$SIZE" --window "$WINDOW" --duration "$DURATION" --drain-timeout "$DRAIN")
 for run in $(seq "$RUNS"); do
-  "$BENCH" cluster-pairs "${common[@]}" --placement same --pairs "$PAIRS" \
-    --user-prefix "same${run}_" --json "$OUT/same.$run.json" >"$OUT/same.$run.txt"
-  "$BENCH" cluster-pairs "${common[@]}" --placement cross --pairs "$PAIRS" \
-    --user-prefix "cross${run}_" --json "$OUT/cross.$run.json" >"$OUT/cross.$run.txt"
-  # Cross placement spreads the group's members over at least two nodes.
-  "$BENCH" cluster-pairs "${common[@]}" --placement cross --pairs $(((GROUP + 1) / 2)) \
-    --group-members "$GROUP" --group-only \
-    --user-prefix "group${run}_" --json "$OUT/group.$run.json" >"$OUT/group.$run.txt"
+  for load in $LOADS; do
+    case $load in
+      same | cross)
+        "$BENCH" cluster-pairs "${common[@]}" --placement "$load" --pairs "$PAIRS" \
+          --user-prefix "$load${run}_" --json "$OUT/$load.$run.json" >"$OUT/$load.$run.txt" ;;
+      # Cross placement spreads the group's members over at least two nodes.
+      group)
+        "$BENCH" cluster-pairs "${common[@]}" --placement cross --pairs $(((GROUP + 1) / 2)) \
+          --group-members "$GROUP" --group-only \
+          --user-prefix "group${run}_" --json "$OUT/group.$run.json" >"$OUT/group.$run.txt" ;;
+      *) echo "unknown load $load" >&2; exit 2 ;;
+    esac
+  done
 done
 stop_nodes
 
-python3 - "$OUT" "$RUNS" <<'PY'
+python3 - "$OUT" "$RUNS" "$NODES" $LOADS <<'PY'
 import json, statistics, sys
-out, runs = sys.argv[1], int(sys.argv[2])
+out, runs, nodes, loads = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
 med = statistics.median
 def load(name):
     return [json.load(open(f"{out}/{name}.{r}.json")) for r in range(1, runs + 1)]
-rows = {n: load(n) for n in ("same", "cross", "group")}
+rows = {n: load(n) for n in loads}
 def m(name, f):
     vals = [f(r) for r in rows[name] if f(r) is not None]
     return med(vals) if vals else None
 def fmt(v, d=1):
     return "n/a" if v is None else f"{v:,.{d}f}"
-print(f"results in {out}: medians of {runs} runs; server CPU summed over 3 nodes")
+print(f"results in {out}: medians of {runs} runs; server CPU summed over {nodes} node(s)")
 print()
 print("| load | cross-node pairs / group nodes | delivered/s | server CPU µs per delivered msg | p50 µs | p99 µs | clean |")
 print("|---|---|---|---|---|---|---|")
 for name, label in (("same", "pairs, same node"), ("cross", "pairs, cross node"), ("group", "group fan-out")):
+    if name not in rows:
+        continue
     where = m(name, lambda r: r["group_nodes"] if name == "group" else r["cross_node_pairs"])
     clean = all(r["lost"] == 0 and r["seq_gaps"] == 0 and r["stored_twice"] == 0 and r["acked_missing"] == 0 and r["errors"] == 0 for r in rows[name])
     print(f"| {label} | {fmt(where, 0)} | {fmt(m(name, lambda r: r['delivered_msgs_per_s']), 0)} "
           f"| {fmt(m(name, lambda r: r['server_cpu_us_per_msg']))} "
           f"| {fmt(m(name, lambda r: r['latency_us']['p50']), 0)} | {fmt(m(name, lambda r: r['latency_us']['p99']), 0)} | {'yes' if clean else 'NO'} |")
+if "same" not in rows or "cross" not in rows:
+    sys.exit(0)
 hop = lambda f: None if m("cross", f) is None or m("same", f) is None else m("cross", f) - m("same", f)
 print()
 print(f"gRPC hop (cross − same): p50 {fmt(hop(lambda r: r['latency_us']['p50']), 0)} µs, "
