@@ -2,7 +2,9 @@
 # A 3-node ringchat cluster on this machine (PostgreSQL store of record + Redis, both private,
 # from scripts/*-test-server.sh; loopback), measured with ringchat-bench's cluster-pairs
 # scenario, every client placed by the status service (GET /assign):
-#   same   pairs whose two users are on one node (no node-to-node hop for the push);
+#   same   pairs whose two users are on one node (the conversation's owner is still any node
+#          by rendezvous: with 3 nodes about 2 of 3 sends are forwarded to another node's
+#          sequencer and their pushes come back; a 1-node run, NODE_CORES=0, has no hop);
 #   cross  pairs whose two users are on different nodes (the owner's push crosses gRPC);
 #   group  one group of GROUP members spread over the nodes (each pair's two users on
 #          different nodes), members sending only to it.
