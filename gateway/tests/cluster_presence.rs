@@ -11,10 +11,10 @@ use std::time::Duration;
 use common::cluster::{NodeEnv, redis_url, unique};
 use common::contacts::*;
 use common::groups::{create_id, send_body};
-use common::{PASSWORD, TestServer, WAIT_DEADLINE, wait_until};
+use common::{TestServer, WAIT_DEADLINE, wait_until};
 use ringchat_bench::client::{Client, conversation_id};
 use ringchat_proto::Body;
-use ringchat_proto::v1::{self, ErrorCode, PresenceState as P, login};
+use ringchat_proto::v1::{self, ErrorCode, PresenceState as P};
 use tokio::time::Instant;
 
 /// The quiet period of the first test's nodes: offline is shown only after it.
@@ -48,47 +48,6 @@ fn nodes(ids: &[&str], quiet_ms: &str) -> Vec<TestServer> {
     servers
 }
 
-/// Logs a device of an existing user in with an initial presence.
-async fn device(server: &TestServer, name: &str, device: &str, presence: P) -> Client {
-    let mut c = Client::connect(server.tcp).await.unwrap();
-    c.hello().await.unwrap();
-    c.login(v1::Login {
-        account: Some(login::Account::Username(name.into())),
-        credential: Some(login::Credential::Password(PASSWORD.into())),
-        device_id: device.into(),
-        platform: v1::Platform::Desktop as i32,
-        presence: presence.into(),
-    })
-    .await
-    .unwrap()
-    .expect("login");
-    c
-}
-
-/// The next `Presence` push, skipping friend events and Sync hints; within the deadline.
-async fn next_presence(c: &mut Client) -> v1::Presence {
-    let wait = async {
-        loop {
-            let frame = c.next_event_untimed().await.unwrap().expect("open");
-            match frame.body {
-                Some(Body::Presence(p)) => return p,
-                // A node that lost a link (a killed peer) tells its sessions to catch up.
-                Some(Body::FriendEvent(_) | Body::SyncNeeded(_)) => {}
-                other => panic!("expected a Presence push, got {other:?}"),
-            }
-        }
-    };
-    tokio::time::timeout(WAIT_DEADLINE, wait)
-        .await
-        .expect("a Presence push in time")
-}
-
-async fn expect_presence(c: &mut Client, user: u64, state: P) -> v1::Presence {
-    let p = next_presence(c).await;
-    assert_eq!((p.user_id, p.state()), (user, state), "{p:?}");
-    p
-}
-
 /// Every push queued for `c` before a request's reply arrives first: the Presence pushes among
 /// them.
 async fn presence_so_far(c: &mut Client) -> Vec<v1::Presence> {
@@ -100,20 +59,6 @@ async fn presence_so_far(c: &mut Client) -> Vec<v1::Presence> {
         }
     }
     out
-}
-
-async fn set(c: &mut Client, state: P) -> P {
-    match ask(
-        c,
-        Body::SetPresence(v1::SetPresence {
-            state: state.into(),
-        }),
-    )
-    .await
-    {
-        Body::SetPresenceOk(ok) => ok.shown(),
-        other => panic!("expected SetPresenceOk, got {other:?}"),
-    }
 }
 
 /// What `c`'s friends list shows of `friend`.
@@ -140,11 +85,11 @@ async fn friends_on_different_nodes_see_each_other_come_online_go_away_and_go_of
     assert!(left.elapsed() >= Duration::from_millis(QUIET_MS.parse().unwrap()));
     assert!(gone.last_seen_ms > 0, "{gone:?}");
 
-    let mut a = device(&nodes[0], "alice", "phone", P::Online).await;
+    let mut a = device_with_presence(&nodes[0], "alice", "phone", P::Online).await;
     expect_presence(&mut b, me, P::Online).await;
     // Alice on n1 sees bob, on n2, in her friends list.
     assert_eq!(listed(&mut a, bob.user_id).await.state(), P::Online);
-    assert_eq!(set(&mut a, P::Away).await, P::Away);
+    assert_eq!(set_presence(&mut a, P::Away).await, P::Away);
     expect_presence(&mut b, me, P::Away).await;
     assert_eq!(listed(&mut b, me).await.state(), P::Away);
 
@@ -157,7 +102,7 @@ async fn friends_on_different_nodes_see_each_other_come_online_go_away_and_go_of
         (P::Offline, gone.last_seen_ms)
     );
     // Bob leaves n2: alice, back on n1, is told.
-    let mut a = device(&nodes[0], "alice", "phone", P::Online).await;
+    let mut a = device_with_presence(&nodes[0], "alice", "phone", P::Online).await;
     expect_presence(&mut b, me, P::Online).await;
     drop(b);
     expect_presence(&mut a, bob.user_id, P::Offline).await;
@@ -170,7 +115,7 @@ async fn a_user_with_devices_on_two_nodes_stays_online_while_one_leaves() {
     let (mut b, bob) = nodes[1].user("bob").await;
     befriend(&mut phone, alice.user_id, &mut b, bob.user_id).await;
     let me = alice.user_id;
-    let mut desktop = device(&nodes[1], "alice", "desktop", P::Online).await;
+    let mut desktop = device_with_presence(&nodes[1], "alice", "desktop", P::Online).await;
     assert_eq!(presence_so_far(&mut b).await, vec![], "online already");
 
     // The phone leaves n1; n2 hears it and decides: alice is still online on n2.
@@ -183,12 +128,12 @@ async fn a_user_with_devices_on_two_nodes_stays_online_while_one_leaves() {
     assert_eq!(listed(&mut b, me).await.state(), P::Online);
 
     // A device of hers on n1 (away) and the one on n2 leaving: away, not offline.
-    let _tablet = device(&nodes[0], "alice", "tablet", P::Away).await;
+    let _tablet = device_with_presence(&nodes[0], "alice", "tablet", P::Away).await;
     let decided = nodes[1].metric("ringchat_cluster_presence_decided_total");
     wait_until("n2 heard of the tablet", || {
         nodes[1].metric("ringchat_cluster_presence_decided_total") > decided
     });
-    assert_eq!(set(&mut desktop, P::Invisible).await, P::Away);
+    assert_eq!(set_presence(&mut desktop, P::Invisible).await, P::Away);
     expect_presence(&mut b, me, P::Away).await;
 }
 

@@ -10,13 +10,10 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::cluster::{NodeEnv, PEER_SECRET, redis_url, unique};
-use common::{TestServer, WAIT_DEADLINE, wait_until};
+use common::cluster::{NodeEnv, PEER_SECRET, acked, direct, metric_sum, pushed, redis_url, unique};
+use common::{TestServer, wait_until};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-use ringchat_bench::client::Client;
-use ringchat_proto::Body;
-use ringchat_proto::v1::{self, ErrorCode, NodeBatch, node_client::NodeClient};
-use tokio::time::Instant;
+use ringchat_proto::v1::{NodeBatch, node_client::NodeClient};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 /// A CA: its certificate (PEM) and what signs with it.
@@ -55,54 +52,6 @@ fn files(
         ("CLUSTER__TLS__KEY_PATH".into(), path("key.pem")),
         ("CLUSTER__TLS__CA_PATH".into(), path("ca.pem")),
     ]
-}
-
-fn direct(to: u64, id: &str) -> Body {
-    Body::Send(v1::Send {
-        client_msg_id: id.into(),
-        to_user_id: to,
-        content_type: v1::ContentType::Text as i32,
-        content: id.as_bytes().to_vec().into(),
-        ..Default::default()
-    })
-}
-
-async fn acked(c: &mut Client, body: Body) -> v1::SendAck {
-    let deadline = Instant::now() + WAIT_DEADLINE;
-    loop {
-        match c.request(body.clone()).await.expect("a reply") {
-            Body::SendAck(ack) => return ack,
-            Body::Error(e)
-                if e.code == ErrorCode::Unavailable as i32 && Instant::now() < deadline =>
-            {
-                tokio::time::sleep(Duration::from_millis(e.retry_after_ms)).await;
-            }
-            other => panic!("expected a SendAck, got {other:?}"),
-        }
-    }
-}
-
-async fn pushed(c: &mut Client, id: &str) {
-    let deadline = Instant::now() + WAIT_DEADLINE;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let m = tokio::time::timeout(left, c.next_push())
-            .await
-            .unwrap_or_else(|_| panic!("no push of {id} in time"))
-            .expect("a push");
-        if m.client_msg_id == id {
-            return;
-        }
-    }
-}
-
-fn sum(server: &TestServer, prefix: &str) -> f64 {
-    server
-        .metrics()
-        .into_iter()
-        .filter(|(k, _)| k.starts_with(prefix))
-        .map(|(_, v)| v)
-        .sum()
 }
 
 /// Opens a `Node/Link` stream to `grpc` as a peer would (with the right secret), over TLS
@@ -170,7 +119,7 @@ async fn nodes_talk_over_mutual_tls_and_refuse_a_peer_without_the_cas_certificat
     acked(&mut bob, direct(a.user_id, "and back")).await;
     pushed(&mut alice, "and back").await;
     for n in &nodes {
-        assert!(sum(n, "ringchat_cluster_peer_links_up_total") >= 1.0);
+        assert!(metric_sum(n, "ringchat_cluster_peer_links_up_total") >= 1.0);
     }
     let refused_before = nodes[0].metric("ringchat_cluster_peer_refused_total");
 

@@ -10,10 +10,9 @@ mod common;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use common::cluster::{NodeEnv, redis_url, unique};
-use common::{TestServer, WAIT_DEADLINE, wait_until};
+use common::cluster::{NodeEnv, acked, direct, pushed, redis_url, unique};
+use common::{TestServer, wait_until};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -22,10 +21,6 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use ringchat_backend::cluster::rendezvous::{node_number, owner_index};
-use ringchat_bench::client::Client;
-use ringchat_proto::Body;
-use ringchat_proto::v1::{self, ErrorCode};
-use tokio::time::Instant;
 
 const IDS: [&str; 3] = ["n1", "n2", "n3"];
 
@@ -104,47 +99,6 @@ fn start_collector(collector: Collector) -> std::net::SocketAddr {
         });
     });
     addr
-}
-
-fn direct(to: u64, id: &str) -> Body {
-    Body::Send(v1::Send {
-        client_msg_id: id.into(),
-        to_user_id: to,
-        content_type: v1::ContentType::Text as i32,
-        content: id.as_bytes().to_vec().into(),
-        ..Default::default()
-    })
-}
-
-/// Sends until acked, resending after the pause an UNAVAILABLE asks for.
-async fn acked(c: &mut Client, body: Body) -> v1::SendAck {
-    let deadline = Instant::now() + WAIT_DEADLINE;
-    loop {
-        match c.request(body.clone()).await.expect("a reply") {
-            Body::SendAck(ack) => return ack,
-            Body::Error(e)
-                if e.code == ErrorCode::Unavailable as i32 && Instant::now() < deadline =>
-            {
-                tokio::time::sleep(Duration::from_millis(e.retry_after_ms)).await;
-            }
-            other => panic!("expected a SendAck, got {other:?}"),
-        }
-    }
-}
-
-/// Waits for the push of message `id` on `c`.
-async fn pushed(c: &mut Client, id: &str) {
-    let deadline = Instant::now() + WAIT_DEADLINE;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let m = tokio::time::timeout(left, c.next_push())
-            .await
-            .unwrap_or_else(|_| panic!("no push of {id} in time"))
-            .expect("a push");
-        if m.client_msg_id == id {
-            return;
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

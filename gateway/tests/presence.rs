@@ -4,55 +4,11 @@
 
 mod common;
 
-use std::time::Duration;
-
+use common::TestServer;
 use common::contacts::*;
-use common::{PASSWORD, TestServer};
 use ringchat_bench::client::Client;
 use ringchat_proto::Body;
-use ringchat_proto::v1::{self, ErrorCode, PresenceState as P, login};
-
-const WAIT: Duration = Duration::from_secs(10);
-
-/// Logs a device of an existing user in with an initial presence.
-async fn device(server: &TestServer, name: &str, device: &str, presence: P) -> Client {
-    let mut c = Client::connect(server.tcp).await.unwrap();
-    c.hello().await.unwrap();
-    c.login(v1::Login {
-        account: Some(login::Account::Username(name.into())),
-        credential: Some(login::Credential::Password(PASSWORD.into())),
-        device_id: device.into(),
-        platform: v1::Platform::Desktop as i32,
-        presence: presence.into(),
-    })
-    .await
-    .unwrap()
-    .expect("login");
-    c
-}
-
-/// The next `Presence` push, skipping friend events; within `WAIT`.
-async fn next_presence(c: &mut Client) -> v1::Presence {
-    let wait = async {
-        loop {
-            let frame = c.next_event_untimed().await.unwrap().expect("open");
-            match frame.body {
-                Some(Body::Presence(p)) => return p,
-                Some(Body::FriendEvent(_)) => {}
-                other => panic!("expected a Presence push, got {other:?}"),
-            }
-        }
-    };
-    tokio::time::timeout(WAIT, wait)
-        .await
-        .expect("a Presence push in time")
-}
-
-async fn expect_presence(c: &mut Client, user: u64, state: P) -> v1::Presence {
-    let p = next_presence(c).await;
-    assert_eq!((p.user_id, p.state()), (user, state), "{p:?}");
-    p
-}
+use ringchat_proto::v1::{self, ErrorCode, PresenceState as P};
 
 /// A request answered through the same inbox as pushes: every push queued for `c` before it
 /// arrives first. Returns the Presence pushes among them.
@@ -65,20 +21,6 @@ async fn presence_so_far(c: &mut Client) -> Vec<v1::Presence> {
         }
     }
     out
-}
-
-async fn set(c: &mut Client, state: P) -> P {
-    match ask(
-        c,
-        Body::SetPresence(v1::SetPresence {
-            state: state.into(),
-        }),
-    )
-    .await
-    {
-        Body::SetPresenceOk(ok) => ok.shown(),
-        other => panic!("expected SetPresenceOk, got {other:?}"),
-    }
 }
 
 fn quiet(ms: &str) -> TestServer {
@@ -95,20 +37,20 @@ async fn a_user_is_shown_the_most_present_state_of_their_devices() {
     let me = alice.user_id;
     expect_presence(&mut b, me, P::Offline).await;
 
-    let mut phone = device(&server, "alice", "phone", P::Away).await;
+    let mut phone = device_with_presence(&server, "alice", "phone", P::Away).await;
     expect_presence(&mut b, me, P::Away).await;
-    let mut desktop = device(&server, "alice", "desktop", P::Online).await;
+    let mut desktop = device_with_presence(&server, "alice", "desktop", P::Online).await;
     expect_presence(&mut b, me, P::Online).await;
-    assert_eq!(set(&mut desktop, P::Busy).await, P::Busy);
+    assert_eq!(set_presence(&mut desktop, P::Busy).await, P::Busy);
     expect_presence(&mut b, me, P::Busy).await;
     // An invisible device changes nothing friends see.
-    let mut web = device(&server, "alice", "web", P::Invisible).await;
-    assert_eq!(set(&mut web, P::Invisible).await, P::Busy);
+    let mut web = device_with_presence(&server, "alice", "web", P::Invisible).await;
+    assert_eq!(set_presence(&mut web, P::Invisible).await, P::Busy);
     assert_eq!(presence_so_far(&mut b).await, vec![]);
 
     drop(desktop);
     expect_presence(&mut b, me, P::Away).await;
-    assert_eq!(set(&mut phone, P::Online).await, P::Online);
+    assert_eq!(set_presence(&mut phone, P::Online).await, P::Online);
     expect_presence(&mut b, me, P::Online).await;
     drop(phone);
     // Only the invisible device is left: offline, last seen when the phone left.
@@ -133,7 +75,7 @@ async fn a_user_is_shown_the_most_present_state_of_their_devices() {
     let listed = list_friends(&mut b, 0, 10).await;
     let snapshot = listed.friends[0].presence.expect("presence");
     assert_eq!((snapshot.state(), snapshot.last_seen_ms), (P::Offline, 0));
-    assert_eq!(set(&mut web, P::Away).await, P::Away);
+    assert_eq!(set_presence(&mut web, P::Away).await, P::Away);
     expect_presence(&mut b, me, P::Away).await;
     drop(web);
     let gone = expect_presence(&mut b, me, P::Offline).await;
@@ -155,7 +97,7 @@ async fn presence_reaches_online_friends_only_and_never_a_blocked_user() {
     );
     let me = alice.user_id;
 
-    assert_eq!(set(&mut a, P::Busy).await, P::Busy);
+    assert_eq!(set_presence(&mut a, P::Busy).await, P::Busy);
     expect_presence(&mut b, me, P::Busy).await;
     assert_eq!(presence_so_far(&mut c).await, vec![], "carol is no friend");
     let listed = list_friends(&mut b, 0, 10).await;
@@ -166,8 +108,8 @@ async fn presence_reaches_online_friends_only_and_never_a_blocked_user() {
 
     // Bob blocks Alice: the friendship ends and her presence no longer reaches him.
     block(&mut b, me).await;
-    assert_eq!(set(&mut a, P::Online).await, P::Online);
-    assert_eq!(set(&mut a, P::Away).await, P::Away);
+    assert_eq!(set_presence(&mut a, P::Online).await, P::Online);
+    assert_eq!(set_presence(&mut a, P::Away).await, P::Away);
     assert_eq!(presence_so_far(&mut b).await, vec![], "blocked");
     assert_eq!(list_friends(&mut b, 0, 10).await.friends.len(), 0);
 }
@@ -190,7 +132,7 @@ async fn a_flapping_connection_does_not_flood_friends() {
     // Her connection drops and comes back three times, then drops for good.
     drop(a);
     for _ in 0..3 {
-        let again = device(&server, "alice", "alice-dev1", P::Online).await;
+        let again = device_with_presence(&server, "alice", "alice-dev1", P::Online).await;
         drop(again);
     }
     // Bob is told once, after the quiet period: offline.
@@ -213,5 +155,5 @@ async fn set_presence_takes_device_states_only() {
     }
     let reply = ask(&mut a, Body::SetPresence(v1::SetPresence { state: 99 })).await;
     assert_eq!(code(reply), ErrorCode::InvalidArgument);
-    assert_eq!(set(&mut a, P::Away).await, P::Away);
+    assert_eq!(set_presence(&mut a, P::Away).await, P::Away);
 }

@@ -294,3 +294,18 @@ pub fn route_fields(redis: &str, prefix: &str, user: u64) -> Vec<String> {
     fields.sort();
     fields
 }
+
+/// Waits for the push of message `id` (its `client_msg_id`) on `c`, skipping others.
+pub async fn pushed(c: &mut Client, id: &str) {
+    let deadline = Instant::now() + WAIT_DEADLINE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let m = tokio::time::timeout(left, c.next_push())
+            .await
+            .unwrap_or_else(|_| panic!("no push of {id} in time"))
+            .expect("a push");
+        if m.client_msg_id == id {
+            return;
+        }
+    }
+}

@@ -237,3 +237,66 @@ pub async fn set_privacy(c: &mut Client, policy: v1::DmPolicy) -> Body {
     )
     .await
 }
+
+/// Logs a device of an existing user (password `super::PASSWORD`) in with an initial presence.
+pub async fn device_with_presence(
+    server: &super::TestServer,
+    name: &str,
+    device: &str,
+    presence: v1::PresenceState,
+) -> Client {
+    use ringchat_proto::v1::login;
+    let mut c = Client::connect(server.tcp).await.unwrap();
+    c.hello().await.unwrap();
+    c.login(v1::Login {
+        account: Some(login::Account::Username(name.into())),
+        credential: Some(login::Credential::Password(super::PASSWORD.into())),
+        device_id: device.into(),
+        platform: v1::Platform::Desktop as i32,
+        presence: presence.into(),
+    })
+    .await
+    .unwrap()
+    .expect("login");
+    c
+}
+
+/// The next `Presence` push, skipping friend events and Sync hints (a cluster node that lost
+/// a link tells its sessions to catch up); within `super::WAIT_DEADLINE`.
+pub async fn next_presence(c: &mut Client) -> v1::Presence {
+    let wait = async {
+        loop {
+            let frame = c.next_event_untimed().await.unwrap().expect("open");
+            match frame.body {
+                Some(Body::Presence(p)) => return p,
+                Some(Body::FriendEvent(_) | Body::SyncNeeded(_)) => {}
+                other => panic!("expected a Presence push, got {other:?}"),
+            }
+        }
+    };
+    tokio::time::timeout(super::WAIT_DEADLINE, wait)
+        .await
+        .expect("a Presence push in time")
+}
+
+/// The next `Presence` push, which must say `user` is now `state`.
+pub async fn expect_presence(c: &mut Client, user: u64, state: v1::PresenceState) -> v1::Presence {
+    let p = next_presence(c).await;
+    assert_eq!((p.user_id, p.state()), (user, state), "{p:?}");
+    p
+}
+
+/// Sets this device's presence; returns the state its user is now shown in.
+pub async fn set_presence(c: &mut Client, state: v1::PresenceState) -> v1::PresenceState {
+    match ask(
+        c,
+        Body::SetPresence(v1::SetPresence {
+            state: state.into(),
+        }),
+    )
+    .await
+    {
+        Body::SetPresenceOk(ok) => ok.shown(),
+        other => panic!("expected SetPresenceOk, got {other:?}"),
+    }
+}
