@@ -319,9 +319,12 @@ impl ClusterConfig {
     pub fn sentinel_urls(&self) -> Vec<String> {
         self.sentinel_addrs
             .iter()
-            .map(|a| match a.contains("://") {
-                true => a.clone(),
-                false => format!("redis://{a}"),
+            .map(|a| {
+                if a.contains("://") {
+                    a.clone()
+                } else {
+                    format!("redis://{a}")
+                }
             })
             .collect()
     }
