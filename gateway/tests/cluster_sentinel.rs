@@ -48,8 +48,19 @@ fn node_key_exists(port: u16, prefix: &str, id: &str) -> bool {
 async fn nodes_follow_a_sentinel_failover_and_keep_heartbeating() {
     let dir = tempfile::tempdir().unwrap();
     let (p1, p2, ps) = (free_port(), free_port(), free_port());
-    let mut primary = OwnRedis::start(p1);
-    let _replica = OwnRedis::start_with(p2, &["--replicaof", "127.0.0.1", &p1.to_string()]);
+    // A replica's full sync writes an RDB file: in the test's directory.
+    let dir_arg = dir.path().to_str().expect("a UTF-8 path");
+    let mut primary = OwnRedis::start_with(p1, &["--dir", dir_arg]);
+    let _replica = OwnRedis::start_with(
+        p2,
+        &[
+            "--dir",
+            dir_arg,
+            "--replicaof",
+            "127.0.0.1",
+            &p1.to_string(),
+        ],
+    );
     wait_until("the replica is in sync with the primary", || {
         ask::<String>(p2, redis::cmd("INFO").arg("replication"))
             .is_ok_and(|info| info.contains("master_link_status:up"))
