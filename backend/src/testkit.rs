@@ -2,6 +2,7 @@
 //! part of the product's API).
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -19,11 +20,43 @@ pub struct OwnRedis {
 impl OwnRedis {
     /// Starts it and waits for "Ready to accept connections" (panics after 30 s).
     pub fn start(port: u16) -> Self {
+        Self::start_with(port, &[])
+    }
+
+    /// [`Self::start`] with `extra` arguments, e.g. `["--replicaof", "127.0.0.1", "6379"]`.
+    pub fn start_with(port: u16, extra: &[&str]) -> Self {
+        let port_arg = port.to_string();
+        let mut args = vec!["--bind", "127.0.0.1", "--port", &port_arg];
+        args.extend(["--save", "", "--appendonly", "no"]);
+        args.extend(extra);
+        Self::spawn(port, &args, "Ready to accept connections")
+    }
+
+    /// A Redis Sentinel on `port` watching the primary on `primary_port` as master `master`
+    /// (quorum 1; down after 500 ms; failover timeout 2 s), its config file (which Sentinel
+    /// rewrites) in `dir`. Ready once it monitors the master.
+    pub fn start_sentinel(port: u16, master: &str, primary_port: u16, dir: &Path) -> Self {
+        let conf = dir.join(format!("sentinel-{port}.conf"));
+        std::fs::write(
+            &conf,
+            format!(
+                "bind 127.0.0.1\nport {port}\ndir {dir}\n\
+                 sentinel monitor {master} 127.0.0.1 {primary_port} 1\n\
+                 sentinel down-after-milliseconds {master} 500\n\
+                 sentinel failover-timeout {master} 2000\n",
+                dir = dir.display()
+            ),
+        )
+        .expect("write sentinel.conf");
+        let conf = conf.to_str().expect("a UTF-8 path").to_owned();
+        Self::spawn(port, &[&conf, "--sentinel"], "+monitor master")
+    }
+
+    fn spawn(port: u16, args: &[&str], ready: &'static str) -> Self {
         let bin =
             std::env::var("RINGCHAT_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
         let mut child = Command::new(&bin)
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no"])
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -32,7 +65,7 @@ impl OwnRedis {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.contains("Ready to accept connections") {
+                if line.contains(ready) {
                     let _ = tx.send(());
                 }
             }
@@ -42,7 +75,7 @@ impl OwnRedis {
             child: Some(child),
         };
         rx.recv_timeout(REDIS_READY_TIMEOUT)
-            .expect("the test's Redis gets ready");
+            .unwrap_or_else(|_| panic!("the test's redis-server {args:?} gets ready"));
         redis
     }
 

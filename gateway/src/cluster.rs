@@ -46,7 +46,7 @@ pub fn start(
 ) -> anyhow::Result<Node> {
     let cluster = {
         let _guard = rt.enter();
-        Cluster::new(config, connections).context("cluster.redis_url")?
+        Cluster::new(config, connections).context("cluster Redis (redis_url or sentinel_addrs)")?
     };
     let tls = cluster::tls::NodeTls::load(&config.tls)?;
     let node_service = link.map(|(link, writes)| {
@@ -111,7 +111,7 @@ impl Node {
 pub fn run_status(config: &Config) -> anyhow::Result<()> {
     anyhow::ensure!(
         config.cluster.enabled,
-        "--role status needs [cluster] enabled = true (and its redis_url)"
+        "--role status needs [cluster] enabled = true (and its Redis: redis_url or sentinel_addrs)"
     );
     let http: SocketAddr = config
         .gateway

@@ -28,9 +28,15 @@ pub struct ClusterConfig {
     /// hidden.
     #[serde(serialize_with = "hidden")]
     pub peer_secret: String,
-    /// Redis Sentinel: not supported yet; a non-empty list is refused.
+    /// Redis Sentinel, instead of `redis_url`: the sentinels, `host:port` or
+    /// `redis://[user:password@]host:port` (1 to 16). The node asks them for the primary of
+    /// `sentinel_master` and asks again after a call fails on it (a failover).
     pub sentinel_addrs: Vec<String>,
-    /// Redis Cluster: not supported yet; `true` is refused.
+    /// The master name the sentinels monitor (`sentinel monitor NAME …`); with `sentinel_addrs`.
+    pub sentinel_master: String,
+    /// Redis Cluster (sharded): refused. Route and presence changes go over pub/sub and the
+    /// route update is one Lua script, both over one key space; for high availability, use a
+    /// primary with replicas under Redis Sentinel.
     pub redis_cluster: bool,
     /// Prefix of every Redis key this cluster uses, so that clusters (or test runs) can share
     /// one Redis.
@@ -96,6 +102,7 @@ impl Default for ClusterConfig {
             redis_url: String::new(),
             peer_secret: String::new(),
             sentinel_addrs: Vec::new(),
+            sentinel_master: String::new(),
             redis_cluster: false,
             redis_key_prefix: "ringchat".to_owned(),
             redis_timeout_ms: 500,
@@ -169,23 +176,14 @@ impl ClusterConfig {
                 ));
             }
         }
-        match redis::Client::open(self.redis_url.as_str()) {
-            _ if self.redis_url.is_empty() => {
-                out.push("cluster.redis_url: required with [cluster] enabled".into())
-            }
-            Err(e) => out.push(format!("cluster.redis_url: not a Redis URL: {e}")),
-            Ok(_) => {}
-        }
+        out.extend(self.redis_problems());
         let secret_ok = (32..=1024).contains(&self.peer_secret.len())
             && self.peer_secret.bytes().all(|b| b.is_ascii_graphic());
         if !secret_ok {
             out.push("cluster.peer_secret: required with [cluster] enabled, 32 to 1024 visible ASCII characters shared by every node (set RINGCHAT_CLUSTER__PEER_SECRET; e.g. `openssl rand -hex 32`): a node takes forwarded writes only from peers that present it".into());
         }
-        if !self.sentinel_addrs.is_empty() {
-            out.push("cluster.sentinel_addrs: Redis Sentinel is not supported yet; point redis_url at the primary (or a proxy that follows it)".into());
-        }
         if self.redis_cluster {
-            out.push("cluster.redis_cluster: Redis Cluster is not supported yet; use one Redis (the registry is small)".into());
+            out.push("cluster.redis_cluster: Redis Cluster (sharded) is not supported: route and presence changes go over pub/sub and the route update is one Lua script, both over one key space; for high availability run a primary with replicas under Redis Sentinel (sentinel_addrs, sentinel_master)".into());
         }
         let prefix_ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':');
         if self.redis_key_prefix.is_empty()
@@ -275,6 +273,66 @@ impl ClusterConfig {
     }
 }
 
+impl ClusterConfig {
+    /// Where Redis is: `redis_url`, or Sentinel (`sentinel_addrs` with `sentinel_master`).
+    fn redis_problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.sentinel_addrs.is_empty() {
+            if !self.sentinel_master.is_empty() {
+                out.push("cluster.sentinel_master: set only with sentinel_addrs".into());
+            }
+            match redis::Client::open(self.redis_url.as_str()) {
+                _ if self.redis_url.is_empty() => out.push(
+                    "cluster.redis_url: required with [cluster] enabled (or sentinel_addrs and sentinel_master)".into(),
+                ),
+                Err(e) => out.push(format!("cluster.redis_url: not a Redis URL: {e}")),
+                Ok(_) => {}
+            }
+            return out;
+        }
+        if !self.redis_url.is_empty() {
+            out.push("cluster.sentinel_addrs: set either redis_url or sentinel_addrs (Sentinel names the primary), not both".into());
+        }
+        if self.sentinel_addrs.len() > SENTINELS_MAX {
+            out.push(format!(
+                "cluster.sentinel_addrs: at most {SENTINELS_MAX} sentinels"
+            ));
+        }
+        for (addr, url) in self.sentinel_addrs.iter().zip(self.sentinel_urls()) {
+            if let Err(e) = redis::Client::open(url.as_str()) {
+                out.push(format!(
+                    "cluster.sentinel_addrs: {addr:?}: expected host:port or redis://host:port: {e}"
+                ));
+            }
+        }
+        let name_ok = |c: char| c.is_ascii_graphic();
+        if self.sentinel_master.is_empty()
+            || self.sentinel_master.len() > 64
+            || !self.sentinel_master.chars().all(name_ok)
+        {
+            out.push("cluster.sentinel_master: required with sentinel_addrs: the name the sentinels monitor (1 to 64 visible ASCII characters)".into());
+        }
+        out
+    }
+
+    /// `sentinel_addrs` as URLs (`host:port` becomes `redis://host:port`).
+    pub fn sentinel_urls(&self) -> Vec<String> {
+        self.sentinel_addrs
+            .iter()
+            .map(|a| {
+                if a.contains("://") {
+                    a.clone()
+                } else {
+                    format!("redis://{a}")
+                }
+            })
+            .collect()
+    }
+}
+
+/// Most sentinels listed in `cluster.sentinel_addrs` (a deployment has 3 or 5).
+pub const SENTINELS_MAX: usize = 16;
+
 /// `host:port` with a port number.
 fn host_port(s: &str) -> bool {
     s.rsplit_once(':')
@@ -311,7 +369,6 @@ mod tests {
             advertise_addr: "nohost".into(),
             client_addrs: vec!["http://x".into()],
             redis_url: "mysql://x".into(),
-            sentinel_addrs: vec!["10.0.0.1:26379".into()],
             redis_cluster: true,
             heartbeat_interval_ms: 1_000,
             node_ttl_ms: 1_500,
@@ -325,7 +382,6 @@ mod tests {
             "cluster.advertise_addr",
             "cluster.client_addrs",
             "cluster.redis_url: not a Redis URL",
-            "cluster.sentinel_addrs: Redis Sentinel is not supported yet",
             "cluster.redis_cluster",
             "cluster.node_ttl_ms: must be at least twice",
             "cluster.redis_timeout_ms: must be below heartbeat_interval_ms",
@@ -347,6 +403,55 @@ mod tests {
                 ..enabled()
             };
             assert!(c.problems().join("\n").contains("cluster.peer_secret"));
+        }
+    }
+
+    #[test]
+    fn sentinel_replaces_redis_url_and_needs_a_master_name() {
+        let sentinel = ClusterConfig {
+            redis_url: String::new(),
+            sentinel_addrs: vec!["10.0.0.1:26379".into(), "redis://10.0.0.2:26379".into()],
+            sentinel_master: "chat".into(),
+            ..enabled()
+        };
+        assert_eq!(sentinel.problems(), Vec::<String>::new());
+        assert_eq!(
+            sentinel.sentinel_urls(),
+            ["redis://10.0.0.1:26379", "redis://10.0.0.2:26379"]
+        );
+        let cases: [(ClusterConfig, &str); 4] = [
+            (
+                ClusterConfig {
+                    redis_url: "redis://127.0.0.1:6379/".into(),
+                    ..sentinel.clone()
+                },
+                "cluster.sentinel_addrs: set either redis_url or sentinel_addrs",
+            ),
+            (
+                ClusterConfig {
+                    sentinel_master: String::new(),
+                    ..sentinel.clone()
+                },
+                "cluster.sentinel_master: required with sentinel_addrs",
+            ),
+            (
+                ClusterConfig {
+                    sentinel_addrs: vec!["mysql://x".into()],
+                    ..sentinel.clone()
+                },
+                "cluster.sentinel_addrs: \"mysql://x\"",
+            ),
+            (
+                ClusterConfig {
+                    sentinel_master: "chat".into(),
+                    ..enabled()
+                },
+                "cluster.sentinel_master: set only with sentinel_addrs",
+            ),
+        ];
+        for (config, problem) in cases {
+            let all = config.problems().join("\n");
+            assert!(all.contains(problem), "{problem} missing from:\n{all}");
         }
     }
 

@@ -68,8 +68,6 @@ pub struct ClusterPresence {
     me: NodeLife,
     config: RoutesConfig,
     redis: Redis,
-    /// For the subscription, which needs a connection of its own.
-    client: redis::Client,
     redis_timeout: std::time::Duration,
     view: Arc<ArcSwap<ClusterView>>,
     /// This node's devices.
@@ -100,7 +98,6 @@ impl ClusterPresence {
             },
             config: config.routes.clone(),
             redis: Redis::new(config)?,
-            client: redis::Client::open(config.redis_url.as_str())?,
             redis_timeout: std::time::Duration::from_millis(config.redis_timeout_ms),
             view,
             local: LocalPresence::default(),

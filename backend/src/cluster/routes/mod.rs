@@ -66,8 +66,6 @@ pub struct Routes {
     prefix: String,
     me: NodeLife,
     redis: Redis,
-    /// For the subscription, which needs a connection of its own.
-    client: redis::Client,
     redis_timeout: std::time::Duration,
     view: Arc<ArcSwap<ClusterView>>,
     local: Local,
@@ -95,7 +93,6 @@ impl Routes {
                 started_at_ms,
             },
             redis: Redis::new(config)?,
-            client: redis::Client::open(config.redis_url.as_str())?,
             redis_timeout: std::time::Duration::from_millis(config.redis_timeout_ms),
             view,
             local: Local::new(),

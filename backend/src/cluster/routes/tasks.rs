@@ -12,6 +12,7 @@ use smallvec::SmallVec;
 use super::local::Writer;
 use super::wire::{self, NodeLife};
 use super::{NOT_SUBSCRIBED, Routes};
+use crate::cluster::redis::RedisError;
 use crate::store::UserId;
 use crate::time::now_ms;
 
@@ -207,10 +208,11 @@ impl Routes {
         let channel = wire::channel(&self.prefix);
         let ping_every = Duration::from_millis(self.config.refresh_ms.min(5_000));
         loop {
+            // The client for the primary now (after a failover, the new one).
             let connect = async {
-                let mut pubsub = self.client.get_async_pubsub().await?;
+                let mut pubsub = self.redis.client().await?.get_async_pubsub().await?;
                 pubsub.subscribe(&channel).await?;
-                Ok::<_, redis::RedisError>(pubsub)
+                Ok::<_, RedisError>(pubsub)
             };
             let pubsub = match tokio::time::timeout(self.redis_timeout, connect).await {
                 Ok(Ok(pubsub)) => pubsub,
