@@ -31,6 +31,7 @@ pub struct ClusterConfig {
     /// Redis Sentinel, instead of `redis_url`: the sentinels, `host:port` or
     /// `redis://[user:password@]host:port` (1 to 16). The node asks them for the primary of
     /// `sentinel_master` and asks again after a call fails on it (a failover).
+    #[serde(serialize_with = "hidden_credentials")]
     pub sentinel_addrs: Vec<String>,
     /// The master name the sentinels monitor (`sentinel monitor NAME …`); with `sentinel_addrs`.
     pub sentinel_master: String,
@@ -89,6 +90,17 @@ pub struct ClusterConfig {
 
 fn hidden<S: serde::Serializer>(value: &str, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(if value.is_empty() { "" } else { "(hidden)" })
+}
+
+/// Sentinel addresses as shown (admin config view): any `user:password@` replaced.
+fn hidden_credentials<S: serde::Serializer>(addrs: &[String], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(addrs.iter().map(|a| match a.split_once('@') {
+        Some((before, host)) => match before.split_once("://") {
+            Some((scheme, _)) => format!("{scheme}://(hidden)@{host}"),
+            None => format!("(hidden)@{host}"),
+        },
+        None => a.clone(),
+    }))
 }
 
 impl Default for ClusterConfig {
@@ -469,5 +481,21 @@ mod tests {
         assert!(refused(&s));
         s.storage.engine = StorageEngine::Scylla;
         assert!(!refused(&s));
+    }
+
+    #[test]
+    fn sentinel_credentials_are_never_shown() {
+        let config = ClusterConfig {
+            sentinel_addrs: vec![
+                "10.0.0.1:26379".into(),
+                "redis://ops:s3cret@10.0.0.2:26379".into(),
+            ],
+            ..ClusterConfig::default()
+        };
+        let shown = serde_json::to_value(&config).unwrap();
+        assert_eq!(
+            shown["sentinel_addrs"],
+            serde_json::json!(["10.0.0.1:26379", "redis://(hidden)@10.0.0.2:26379"])
+        );
     }
 }
