@@ -12,6 +12,23 @@ use ringchat_bench::client::{Client, text_message};
 use ringchat_proto::Body;
 use ringchat_proto::v1::{self, ConversationKind};
 
+/// Waits (at most a millisecond) for the wall clock, which the server on this host stamps
+/// activity with, to pass the millisecond of the activity just acked: the list orders by the
+/// millisecond and breaks ties by conversation id, so the next activity must be strictly newer
+/// for the order this test expects.
+fn next_millisecond() {
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    };
+    let acked_at = now();
+    while now() <= acked_at {
+        std::hint::spin_loop();
+    }
+}
+
 async fn page(
     c: &mut Client,
     limit: u32,
@@ -57,12 +74,16 @@ async fn groups_and_direct_conversations_share_one_list_paged_by_recency() {
     // Activity, oldest first: a DM with Bob, group 1 (with Bob), a DM with Carol, group 2 (open,
     // Carol joins), then Bob writes in group 1 (mentioning Alice once).
     let dm_bob = ack(ask(&mut a, text_message(bob.user_id, "d1", "hi bob")).await).conversation_id;
+    next_millisecond();
     let g1 = create_id(&mut a, &[bob.user_id], v1::JoinPolicy::InviteOnly).await;
     ack(send(&mut a, g1, "g1-a", "hello group 1").await);
+    next_millisecond();
     let dm_carol =
         ack(ask(&mut a, text_message(carol.user_id, "d2", "hi carol")).await).conversation_id;
+    next_millisecond();
     let g2 = create_id(&mut a, &[], v1::JoinPolicy::Open).await;
     ok(ask(&mut c, join(g2)).await);
+    next_millisecond();
     ack(ask(
         &mut b,
         send_body(g1, "g1-b1", "@alice look", &[alice.user_id], false),
