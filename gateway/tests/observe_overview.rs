@@ -121,7 +121,11 @@ async fn the_overview_counts_what_happened() {
     let store = wait_for(&viewer, "/api/overview", "the store measured", |o| {
         u(&o["store"]["measured_at_ms"]) > 0
     });
-    assert!(u(&store["store"]["size_bytes"]) > 0);
+    // The size is of the data dir: the store itself on the embedded engine; on PostgreSQL the
+    // data dir may still be empty here (the database's own size is not reported yet).
+    if !common::store::on_postgres() {
+        assert!(u(&store["store"]["size_bytes"]) > 0);
+    }
     assert!(u(&store["store"]["disk_total_bytes"]) >= u(&store["store"]["disk_free_bytes"]));
     assert!(u(&store["uptime_s"]) < 600);
 
