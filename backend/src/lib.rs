@@ -18,6 +18,7 @@ pub mod config;
 mod contacts;
 /// For benchmark tools only (`examples/fill_store.rs`): not part of the backend's API.
 #[doc(hidden)]
+pub mod files;
 pub mod fill;
 mod groups;
 mod limits;
