@@ -17,7 +17,7 @@ use common::cluster::{
     start_nodes_with, synced, unique, wait_for_views,
 };
 use common::webhook::WebhookSink;
-use common::{TestServer, WAIT_DEADLINE, wait_until};
+use common::{TestServer, WAIT_DEADLINE, wait_until, wait_until_async};
 use ringchat_backend::testkit::OwnRedis;
 use ringchat_bench::client::{Client, conversation_id};
 use ringchat_proto::Body;
@@ -44,15 +44,6 @@ async fn peer_owned_by(
         }
     }
     panic!("none of 64 conversations is owned by {}", ids[owned_by]);
-}
-
-/// Polls `check` (which may ask the servers) until it holds, without blocking the runtime.
-async fn until(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT_DEADLINE;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Pipelines sends `{tag}-{i}` to `to` (written on this node: nothing forwarded) and returns
@@ -170,13 +161,13 @@ async fn a_user_online_on_another_node_gets_no_offline_push() {
         .expect("a reply");
     assert!(matches!(reply, Body::PushTokenOk(_)), "{reply:?}");
     // bob's route is in Redis (n2 flushed his login) before alice sends.
-    until("bob's route in Redis", || {
+    wait_until_async("bob's route in Redis", || {
         !route_fields(&redis_url(), &prefix, b).is_empty()
     })
     .await;
     let online = acked(&mut alice, direct(b, "while-online")).await;
     assert_eq!(bob.next_push().await.expect("pushed live").seq, online.seq);
-    until("n1 decided the push", || {
+    wait_until_async("n1 decided the push", || {
         metric_sum(&nodes[0], "ringchat_push_online_elsewhere_total") >= 1.0
     })
     .await;
@@ -342,12 +333,12 @@ async fn redis_restarted_empty_under_load_loses_nothing_and_routing_rebuilds() {
     let acked_now = || count.load(Ordering::Relaxed);
     let more = |n: usize| {
         let target = acked_now() + n;
-        until("the load to move on", move || acked_now() >= target)
+        wait_until_async("the load to move on", move || acked_now() >= target)
     };
     more(20).await;
     redis.stop();
     for s in &nodes {
-        until("the views go stale", || {
+        wait_until_async("the views go stale", || {
             s.metric("ringchat_cluster_view_fresh") == 0.0
         })
         .await;
@@ -356,7 +347,7 @@ async fn redis_restarted_empty_under_load_loses_nothing_and_routing_rebuilds() {
     more(20).await;
     let redis_again = OwnRedis::start(redis.port);
     for s in &nodes {
-        until("the views are fresh, all three nodes in them", || {
+        wait_until_async("the views are fresh, all three nodes in them", || {
             s.metric("ringchat_cluster_view_fresh") == 1.0
                 && s.metric("ringchat_cluster_nodes") == 3.0
         })
@@ -364,7 +355,7 @@ async fn redis_restarted_empty_under_load_loses_nothing_and_routing_rebuilds() {
     }
     // The routes are back in the empty Redis (each node rewrites its own every refresh_ms).
     for user in [b, e] {
-        until("the route is back in Redis", || {
+        wait_until_async("the route is back in Redis", || {
             route_fields(&redis_again.url(), &prefix, user)
                 .iter()
                 .any(|f| f.starts_with("n2/"))

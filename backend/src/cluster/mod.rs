@@ -22,6 +22,8 @@ mod redis;
 mod registry;
 pub mod rendezvous;
 pub mod routes;
+#[cfg(test)]
+mod test_wait;
 pub mod tls;
 mod view;
 

@@ -255,6 +255,67 @@ impl Redis {
     }
 }
 
+/// Pause after a failed subscribe or a lost subscription before subscribing again.
+const RESUBSCRIBE_AFTER: Duration = Duration::from_millis(200);
+
+/// What a [`Redis::listen`]er does over a subscription's life.
+pub trait Subscriber {
+    /// Subscribed (again): whatever was published meanwhile is lost, catch up here.
+    fn subscribed(&self) -> impl std::future::Future<Output = ()> + Send;
+    fn message(&self, payload: &[u8]);
+    /// The subscription ended (the connection broke, or a ping went unanswered).
+    fn lost(&self);
+}
+
+impl Redis {
+    /// Listens on `channel` for ever: subscribes on the primary of the moment, hands each
+    /// payload to `subscriber`, pings every `ping_every` (a silent peer, as in a partition, is
+    /// only found by asking) and subscribes again after a loss.
+    pub async fn listen(&self, channel: &str, ping_every: Duration, subscriber: &impl Subscriber) {
+        use futures_util::StreamExt as _;
+        loop {
+            let connect = async {
+                let mut pubsub = self.client().await?.get_async_pubsub().await?;
+                pubsub.subscribe(channel).await?;
+                Ok::<_, RedisError>(pubsub)
+            };
+            let pubsub = match tokio::time::timeout(self.timeout, connect).await {
+                Ok(Ok(pubsub)) => pubsub,
+                Ok(Err(err)) => {
+                    tracing::debug!(%err, channel, "cluster: subscribing failed");
+                    tokio::time::sleep(RESUBSCRIBE_AFTER).await;
+                    continue;
+                }
+                Err(_) => {
+                    tracing::debug!(channel, "cluster: subscribing timed out");
+                    tokio::time::sleep(RESUBSCRIBE_AFTER).await;
+                    continue;
+                }
+            };
+            subscriber.subscribed().await;
+            let (mut sink, mut stream) = pubsub.split();
+            let mut ping = tokio::time::interval(ping_every);
+            ping.tick().await;
+            loop {
+                tokio::select! {
+                    msg = stream.next() => match msg {
+                        Some(msg) => subscriber.message(msg.get_payload_bytes()),
+                        None => break,
+                    },
+                    _ = ping.tick() => {
+                        let pong = tokio::time::timeout(self.timeout, sink.ping::<redis::Value>()).await;
+                        if !matches!(pong, Ok(Ok(_))) {
+                            break;
+                        }
+                    }
+                }
+            }
+            subscriber.lost();
+            tokio::time::sleep(RESUBSCRIBE_AFTER).await;
+        }
+    }
+}
+
 /// The failure says the primary may have moved: the connection broke or timed out, or the
 /// server is a replica now (READONLY). A script or type error says nothing about it.
 fn primary_suspect(err: &RedisError) -> bool {

@@ -43,6 +43,15 @@ pub fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// [`wait_until`] from async code: polls without blocking the runtime's thread.
+pub async fn wait_until_async(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT_DEADLINE;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Waits (up to [`READY_TIMEOUT`]) for the `ringchat ready …` line on a spawned server's
 /// piped stdout; kills the child if it does not come.
 pub fn ready_line(child: &mut Child) -> Result<String, String> {

@@ -68,7 +68,6 @@ pub struct ClusterPresence {
     me: NodeLife,
     config: RoutesConfig,
     redis: Redis,
-    redis_timeout: std::time::Duration,
     view: Arc<ArcSwap<ClusterView>>,
     /// This node's devices.
     local: LocalPresence,
@@ -98,7 +97,6 @@ impl ClusterPresence {
             },
             config: config.routes.clone(),
             redis: Redis::new(config)?,
-            redis_timeout: std::time::Duration::from_millis(config.redis_timeout_ms),
             view,
             local: LocalPresence::default(),
             users: Mutex::default(),

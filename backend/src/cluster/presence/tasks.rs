@@ -7,16 +7,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use futures_util::StreamExt as _;
-
 use super::ClusterPresence;
 use super::wire::{self, Parts};
-use crate::cluster::redis::RedisError;
+use crate::cluster::redis::{RedisError, Subscriber};
 use crate::cluster::routes::NodeLife;
 use crate::presence::{PresenceStore as _, State};
 use crate::store::UserId;
 
-/// Pause after a failed write or a lost subscription before trying again.
+/// Pause after a failed write before trying again.
 const RETRY: Duration = Duration::from_millis(200);
 /// How often the live-node view is compared with the last one seen.
 const VIEW_CHECK: Duration = Duration::from_millis(100);
@@ -218,52 +216,10 @@ impl ClusterPresence {
     }
 
     async fn subscribe(self: Arc<Self>) {
-        let channel = wire::channel(&self.prefix);
         let ping_every = Duration::from_millis(self.config.refresh_ms.min(5_000));
-        loop {
-            // The client for the primary now (after a failover, the new one).
-            let connect = async {
-                let mut pubsub = self.redis.client().await?.get_async_pubsub().await?;
-                pubsub.subscribe(&channel).await?;
-                Ok::<_, RedisError>(pubsub)
-            };
-            let pubsub = match tokio::time::timeout(self.redis_timeout, connect).await {
-                Ok(Ok(pubsub)) => pubsub,
-                _ => {
-                    tokio::time::sleep(RETRY).await;
-                    continue;
-                }
-            };
-            tracing::info!("cluster: subscribed to presence changes");
-            // Changes published while this node was not listening are lost: read again what
-            // it knows (users who came online meanwhile show with their next change, or when
-            // listed).
-            self.reread_known().await;
-            self.subscribed.store(true, Relaxed);
-            let (mut sink, mut stream) = pubsub.split();
-            let mut ping = tokio::time::interval(ping_every);
-            ping.tick().await;
-            loop {
-                tokio::select! {
-                    msg = stream.next() => match msg {
-                        Some(msg) => self.apply(msg.get_payload_bytes()),
-                        None => break,
-                    },
-                    _ = ping.tick() => {
-                        // A silent peer (a partition) is only found by asking.
-                        let pong = tokio::time::timeout(self.redis_timeout, sink.ping::<redis::Value>()).await;
-                        if !matches!(pong, Ok(Ok(_))) {
-                            break;
-                        }
-                    }
-                }
-            }
-            self.subscribed.store(false, Relaxed);
-            tracing::warn!(
-                "cluster: lost the presence subscription; other nodes' users show as last known until it is back"
-            );
-            tokio::time::sleep(RETRY).await;
-        }
+        self.redis
+            .listen(&wire::channel(&self.prefix), ping_every, &*self)
+            .await;
     }
 
     fn apply(&self, payload: &[u8]) {
@@ -370,6 +326,27 @@ impl ClusterPresence {
             drop(users);
             last = now;
         }
+    }
+}
+
+impl Subscriber for ClusterPresence {
+    async fn subscribed(&self) {
+        tracing::info!("cluster: subscribed to presence changes");
+        // Changes published while this node was not listening are lost: read again what it
+        // knows (users who came online meanwhile show with their next change, or when listed).
+        self.reread_known().await;
+        self.subscribed.store(true, Relaxed);
+    }
+
+    fn message(&self, payload: &[u8]) {
+        self.apply(payload);
+    }
+
+    fn lost(&self) {
+        self.subscribed.store(false, Relaxed);
+        tracing::warn!(
+            "cluster: lost the presence subscription; other nodes' users show as last known until it is back"
+        );
     }
 }
 

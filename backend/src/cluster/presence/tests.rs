@@ -1,15 +1,13 @@
 //! Cluster presence: the aggregation rule (no Redis call), and nodes sharing presence through a
 //! real Redis (`scripts/test.sh` starts one: RINGCHAT_TEST_REDIS_URL). Fails without it.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
 use arc_swap::ArcSwap;
+use std::sync::Arc;
 
 use super::*;
 use crate::cluster::NodeRecord;
+use crate::cluster::test_wait::until;
 
-const DEADLINE: Duration = Duration::from_secs(10);
 const USER: UserId = 7;
 
 fn config(url: &str, prefix: &str, node: &str) -> ClusterConfig {
@@ -130,14 +128,6 @@ fn redis_url() -> String {
     })
 }
 
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !check() {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_share_presence_through_redis() {
     let url = redis_url();
@@ -155,10 +145,10 @@ async fn nodes_share_presence_through_redis() {
         })));
     }
     // Both subscribed before the change (a change published earlier is not heard).
-    eventually("both subscribed", || a.subscribed() && b.subscribed()).await;
+    until("both subscribed", || a.subscribed() && b.subscribed()).await;
 
     a.set_device(USER, conn(1), Some(DeviceState::Online), 100);
-    eventually("b hears that the user is online on a", || {
+    until("b hears that the user is online on a", || {
         b.current(USER).state == State::Online
     })
     .await;
@@ -166,14 +156,14 @@ async fn nodes_share_presence_through_redis() {
     // A device on b too; the one on a leaves: online all along on b.
     b.set_device(USER, conn(2), Some(DeviceState::Away), 200);
     a.set_device(USER, conn(1), None, 300);
-    eventually("a hears that the user is away on b", || {
+    until("a hears that the user is away on b", || {
         a.current(USER).state == State::Away
     })
     .await;
     // What a's tracker does next: friends there are told.
     a.publish(USER, a.current(USER));
     b.set_device(USER, conn(2), None, 400);
-    eventually("a hears that the user left b", || {
+    until("a hears that the user left b", || {
         a.current(USER)
             == Shown {
                 state: State::Offline,
@@ -185,7 +175,7 @@ async fn nodes_share_presence_through_redis() {
     // A node that never heard of a user reads them from Redis for a friends list.
     b.set_device(USER + 1, conn(3), Some(DeviceState::Busy), 500);
     let c = node(&url, &prefix, "c", &view);
-    eventually("b's part reached Redis", || {
+    until("b's part reached Redis", || {
         a.current(USER + 1).state == State::Busy
     })
     .await;
@@ -213,7 +203,7 @@ async fn nodes_share_presence_through_redis() {
     // Leaving removes the node's parts, and the others hear it.
     let _ = stops.remove(1).send(());
     tasks.remove(1).await.expect("b stops");
-    eventually("a hears that b left", || {
+    until("a hears that b left", || {
         a.current(USER + 1).state == State::Offline
     })
     .await;

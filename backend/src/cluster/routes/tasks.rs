@@ -6,13 +6,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use futures_util::StreamExt as _;
 use smallvec::SmallVec;
 
 use super::local::Writer;
 use super::wire::{self, NodeLife};
 use super::{NOT_SUBSCRIBED, Routes};
-use crate::cluster::redis::RedisError;
+use crate::cluster::redis::Subscriber;
 use crate::store::UserId;
 use crate::time::now_ms;
 
@@ -205,59 +204,10 @@ impl Routes {
     }
 
     async fn subscribe(self: Arc<Self>) {
-        let channel = wire::channel(&self.prefix);
         let ping_every = Duration::from_millis(self.config.refresh_ms.min(5_000));
-        loop {
-            // The client for the primary now (after a failover, the new one).
-            let connect = async {
-                let mut pubsub = self.redis.client().await?.get_async_pubsub().await?;
-                pubsub.subscribe(&channel).await?;
-                Ok::<_, RedisError>(pubsub)
-            };
-            let pubsub = match tokio::time::timeout(self.redis_timeout, connect).await {
-                Ok(Ok(pubsub)) => pubsub,
-                Ok(Err(err)) => {
-                    tracing::debug!(%err, "cluster: subscribing to route changes failed");
-                    tokio::time::sleep(RETRY).await;
-                    continue;
-                }
-                Err(_) => {
-                    tokio::time::sleep(RETRY).await;
-                    continue;
-                }
-            };
-            // Changes published while this node was not listening are lost: start over, and
-            // trust the cache only once every node has rewritten its routes (a Redis that
-            // restarted empty has them back by then).
-            self.cache().clear();
-            let grace = self.config.refresh_ms + self.redis_timeout.as_millis() as u64;
-            self.trusted_from_ms.store(now_ms() + grace, Relaxed);
-            tracing::info!("cluster: subscribed to route changes");
-            let (mut sink, mut stream) = pubsub.split();
-            let mut ping = tokio::time::interval(ping_every);
-            ping.tick().await;
-            loop {
-                tokio::select! {
-                    msg = stream.next() => match msg {
-                        Some(msg) => self.apply(msg.get_payload_bytes()),
-                        None => break,
-                    },
-                    _ = ping.tick() => {
-                        // A silent peer (a partition) is only found by asking.
-                        let pong = tokio::time::timeout(self.redis_timeout, sink.ping::<redis::Value>()).await;
-                        if !matches!(pong, Ok(Ok(_))) {
-                            break;
-                        }
-                    }
-                }
-            }
-            self.trusted_from_ms.store(NOT_SUBSCRIBED, Relaxed);
-            self.cache().clear();
-            tracing::warn!(
-                "cluster: lost the route-change subscription; sending to every live node until it is back"
-            );
-            tokio::time::sleep(RETRY).await;
-        }
+        self.redis
+            .listen(&wire::channel(&self.prefix), ping_every, &*self)
+            .await;
     }
 
     fn apply(&self, payload: &[u8]) {
@@ -278,5 +228,29 @@ impl Routes {
         for (user, here) in changes {
             cache.changed(user, &life, here);
         }
+    }
+}
+
+impl Subscriber for Routes {
+    async fn subscribed(&self) {
+        // Changes published while this node was not listening are lost: start over, and trust
+        // the cache only once every node has rewritten its routes (a Redis that restarted
+        // empty has them back by then).
+        self.cache().clear();
+        let grace = self.config.refresh_ms + self.redis_timeout.as_millis() as u64;
+        self.trusted_from_ms.store(now_ms() + grace, Relaxed);
+        tracing::info!("cluster: subscribed to route changes");
+    }
+
+    fn message(&self, payload: &[u8]) {
+        self.apply(payload);
+    }
+
+    fn lost(&self) {
+        self.trusted_from_ms.store(NOT_SUBSCRIBED, Relaxed);
+        self.cache().clear();
+        tracing::warn!(
+            "cluster: lost the route-change subscription; sending to every live node until it is back"
+        );
     }
 }

@@ -8,9 +8,8 @@ use arc_swap::ArcSwap;
 
 use super::*;
 use crate::cluster::NodeRecord;
+use crate::cluster::test_wait::eventually;
 use crate::testkit::OwnRedis;
-
-const DEADLINE: Duration = Duration::from_secs(10);
 
 fn redis_url() -> String {
     std::env::var("RINGCHAT_TEST_REDIS_URL").unwrap_or_else(|_| {
@@ -120,22 +119,6 @@ async fn route(url: &str, prefix: &str, user: UserId) -> Vec<(String, String)> {
         .expect("HGETALL");
     fields.sort();
     fields
-}
-
-/// Polls `check` until it gives `Some`, failing after `DEADLINE`.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 fn c(shard: u16, conn: u64) -> ConnRef {
