@@ -270,6 +270,13 @@ impl Backend {
         )
     }
 
+    /// The files HTTP API (issue 15) the gateway serves on its client listeners under
+    /// `/files`; `None` while this backend has no files service.
+    // Stub until the files service (files-http) lands: no router, so `/files` answers 404.
+    pub fn files_router(&self) -> Option<axum::Router> {
+        None
+    }
+
     /// Cluster mode: this node's links to the others (`cluster/link/`).
     pub fn link(&self) -> Option<Arc<crate::cluster::link::Link>> {
         self.link.clone()
