@@ -123,7 +123,8 @@ pub struct FilesPipeConfig {
     pub conns_max: usize,
     /// Bytes in flight each way in one connection's pipe between shard and backend.
     pub pipe_bytes: usize,
-    /// Time a client gets to send a whole request head after the first (keep-alive).
+    /// Time from the end of one response to the whole head of the next request on a file
+    /// connection (keep-alive): an idle file connection is closed after it.
     pub header_read_timeout_ms: u64,
 }
 
@@ -392,7 +393,10 @@ impl GatewayConfig {
             "files.conns_per_shard_max",
         );
         positive(self.files.conns_max as u64, "files.conns_max");
-        positive(self.files.header_read_timeout_ms, "files.header_read_timeout_ms");
+        positive(
+            self.files.header_read_timeout_ms,
+            "files.header_read_timeout_ms",
+        );
         if self.heartbeat_interval_ms >= self.idle_timeout_ms {
             out.push(
                 "gateway.heartbeat_interval_ms: must be below idle_timeout_ms, or idle clients that ping on time get closed"

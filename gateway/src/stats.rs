@@ -130,7 +130,10 @@ pub fn publish(shards: &[Arc<ShardStats>]) {
         };
         counter("ringchat_accepted_total", s.accepted.get());
         counter("ringchat_rejected_full_total", s.rejected_full.get());
-        counter("ringchat_files_refused_busy_total", s.files_refused_busy.get());
+        counter(
+            "ringchat_files_refused_busy_total",
+            s.files_refused_busy.get(),
+        );
         for (reason, n) in [
             ("ip_denied", s.refused_ip_denied.get()),
             ("ip_not_allowed", s.refused_ip_not_allowed.get()),

@@ -109,7 +109,13 @@ async fn put_chunk(c: &mut Http1, token: &str, up: &Upload, data: &[u8], index: 
 
 async fn present(c: &mut Http1, token: &str, up: &Upload) -> Vec<usize> {
     let resp = c
-        .request("GET", &format!("/files/{}/chunks", up.id), Some(token), &[], b"")
+        .request(
+            "GET",
+            &format!("/files/{}/chunks", up.id),
+            Some(token),
+            &[],
+            b"",
+        )
         .await
         .expect("present chunks");
     expect_status(&resp, 200, "present chunks");
@@ -138,10 +144,7 @@ async fn complete(c: &mut Http1, token: &str, up: &Upload) -> Response {
 async fn completed(c: &mut Http1, token: &str, up: &Upload) -> String {
     let resp = complete(c, token, up).await;
     expect_status(&resp, 200, "complete");
-    resp.json()["file_id"]
-        .as_str()
-        .expect("file_id")
-        .to_owned()
+    resp.json()["file_id"].as_str().expect("file_id").to_owned()
 }
 
 async fn download(c: &mut Http1, token: &str, file_id: &str) -> Response {
@@ -239,7 +242,10 @@ async fn upload_and_download_over_the_websocket_port_and_its_tls_twin() {
         expect_status(&ranged, 206, "range");
         assert_eq!(ranged.body, &data[1000..2000]);
         // Without the token, refused with the service's JSON error; the connection stays up.
-        let anonymous = download(&mut c, "", &file_id).await;
+        let anonymous = c
+            .request("GET", &format!("/files/{file_id}"), None, &[], b"")
+            .await
+            .unwrap();
         expect_status(&anonymous, 401, "no token");
         let again = download(&mut c, &alice.token, &file_id).await;
         expect_status(&again, 200, "after a refusal, on the same connection");
@@ -254,7 +260,10 @@ async fn a_connection_cut_mid_chunk_resumes_on_a_new_one() {
     let server = TestServer::start_tls(&[]);
     let cert = server.cert_pem.clone().unwrap();
     let (_alice, alice) = server.user("alice").await;
-    for (seed, addr, pem) in [(1, server.ws, None), (2, server.wss.unwrap(), Some(cert.as_str()))] {
+    for (seed, addr, pem) in [
+        (1, server.ws, None),
+        (2, server.wss.unwrap(), Some(cert.as_str())),
+    ] {
         let data = content(seed, 3 * 1024 * 1024 + 7);
         let mut c = Http1::connect_to(addr, pem).await;
         let up = create(&mut c, &alice.token, "resume.bin", &data).await;
@@ -362,13 +371,22 @@ async fn past_the_file_connection_limit_the_shard_answers_503() {
     }
     let mut third = Http1::connect(server.ws).await;
     let busy = third
-        .request("GET", "/files/anything/chunks", Some(&alice.token), &[], b"")
+        .request(
+            "GET",
+            "/files/anything/chunks",
+            Some(&alice.token),
+            &[],
+            b"",
+        )
         .await
         .unwrap();
     expect_status(&busy, 503, "third file connection");
     assert_eq!(busy.header("retry-after"), Some("1"));
     assert_eq!(busy.json()["code"], "busy");
-    assert!(third.closed_by_server().await, "the refused connection is closed");
+    assert!(
+        third.closed_by_server().await,
+        "the refused connection is closed"
+    );
     let refused: f64 = server
         .metrics()
         .iter()
@@ -422,8 +440,9 @@ async fn after_kill_9_during_uploads_acknowledged_files_survive_and_no_half_file
     let files: Vec<Vec<u8>> = (0..UPLOADS)
         .map(|i| content(100 + i as u64, FILE_BYTES))
         .collect();
-    let progress: Arc<Mutex<Vec<Progress>>> =
-        Arc::new(Mutex::new((0..UPLOADS).map(|_| Progress::default()).collect()));
+    let progress: Arc<Mutex<Vec<Progress>>> = Arc::new(Mutex::new(
+        (0..UPLOADS).map(|_| Progress::default()).collect(),
+    ));
     let mut tasks = Vec::new();
     for (i, data) in files.iter().cloned().enumerate() {
         let progress = Arc::clone(&progress);
@@ -456,15 +475,24 @@ async fn after_kill_9_during_uploads_acknowledged_files_survive_and_no_half_file
             }
         }));
     }
-    wait_until("some uploads to be acknowledged complete", || {
-        progress
+    // The uploads run on this runtime: waited for without blocking it.
+    let deadline = tokio::time::Instant::now() + common::WAIT_DEADLINE;
+    loop {
+        let acked = progress
             .lock()
             .unwrap()
             .iter()
             .filter(|p| p.file_id.is_some())
-            .count()
-            >= KILL_AFTER_COMPLETES
-    });
+            .count();
+        if acked >= KILL_AFTER_COMPLETES {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {KILL_AFTER_COMPLETES} completes ({acked} so far)"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
     server.kill9();
     for task in tasks {
         let _ = task.await;
@@ -491,7 +519,13 @@ async fn after_kill_9_during_uploads_acknowledged_files_survive_and_no_half_file
         let up = match &p.upload {
             Some(up) => {
                 let resp = c
-                    .request("GET", &format!("/files/{}/chunks", up.id), Some(&alice.token), &[], b"")
+                    .request(
+                        "GET",
+                        &format!("/files/{}/chunks", up.id),
+                        Some(&alice.token),
+                        &[],
+                        b"",
+                    )
                     .await
                     .unwrap();
                 (resp.status == 200).then(|| up.clone())
@@ -530,13 +564,22 @@ async fn without_a_token_or_under_a_wrong_path_the_answers_are_clear() {
     let server = TestServer::start(&[]);
     let mut c = Http1::connect(server.ws).await;
     let resp = c
-        .request("POST", "/files", None, &[("Content-Type", "application/json")], b"{}")
+        .request(
+            "POST",
+            "/files",
+            None,
+            &[("Content-Type", "application/json")],
+            b"{}",
+        )
         .await
         .unwrap();
     expect_status(&resp, 401, "no token");
     assert!(resp.json()["code"].is_string());
     // A path that only starts like /files is the page server's: not found, connection closed.
     let mut other = Http1::connect(server.ws).await;
-    let resp = other.request("GET", "/filesx", None, &[], b"").await.unwrap();
+    let resp = other
+        .request("GET", "/filesx", None, &[], b"")
+        .await
+        .unwrap();
     expect_status(&resp, 404, "/filesx");
 }

@@ -237,7 +237,11 @@ impl Http1 {
         matches!(self.read_some().await, Ok(0) | Err(_))
     }
 
-    async fn body_bytes(&mut self, mut len: usize, sink: &mut impl FnMut(&[u8])) -> std::io::Result<()> {
+    async fn body_bytes(
+        &mut self,
+        mut len: usize,
+        sink: &mut impl FnMut(&[u8]),
+    ) -> std::io::Result<()> {
         while len > 0 {
             if self.buf.is_empty() {
                 self.fill().await?;

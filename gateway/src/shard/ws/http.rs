@@ -187,13 +187,15 @@ pub fn asset(path: &str) -> Option<(&'static str, &'static str)> {
 
 /// Headers of every page file. Pictures may come from anywhere: an avatar is a URL its owner
 /// chose (the page asks for it without a referrer). Scripts and styles stay on this origin;
-/// WebSockets may go to another node of the cluster.
+/// WebSockets may go to another node of the cluster. Files (`/files`) are fetched from this
+/// origin (`connect-src 'self'`, with the login token in a header) and shown from `blob:` URLs
+/// (images, audio).
 pub const PAGE_HEADERS: [(&str, &str); 3] = [
     ("Cache-Control", "no-cache"),
     ("X-Content-Type-Options", "nosniff"),
     (
         "Content-Security-Policy",
-        "default-src 'self'; img-src 'self' data: https: http:; connect-src 'self' ws: wss:",
+        "default-src 'self'; img-src 'self' data: blob: https: http:; media-src 'self' blob:; connect-src 'self' ws: wss:",
     ),
 ];
 
