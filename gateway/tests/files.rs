@@ -78,7 +78,7 @@ async fn create(c: &mut Http1, token: &str, name: &str, data: &[u8]) -> Upload {
         )
         .await
         .expect("create upload");
-    expect_status(&resp, 200, "create upload");
+    expect_status(&resp, 201, "create upload");
     let json = resp.json();
     Upload {
         id: json["upload_id"].as_str().expect("upload_id").to_owned(),
