@@ -353,6 +353,58 @@ async fn a_big_file_streams_both_ways_without_the_server_growing_by_its_size() {
             "{what}: {value} bytes, grown past {bound} from {rss_before} for a {FILE_BYTES}-byte file"
         );
     }
+
+    // A client that stops reading: the server stops sending once the socket, the pipe and a
+    // buffer each way are full, and holds no more of the file than that.
+    let bytes_out = || -> f64 {
+        server
+            .metrics()
+            .iter()
+            .filter(|(k, _)| k.starts_with("ringchat_bytes_out_total"))
+            .map(|(_, v)| v)
+            .sum()
+    };
+    let sent_before = bytes_out();
+    let mut slow = Http1::connect(server.ws).await;
+    slow.send_head(
+        "GET",
+        &format!("/files/{file_id}"),
+        Some(&alice.token),
+        &[],
+        None,
+    )
+    .await
+    .unwrap();
+    let mut last = -1.0;
+    wait_until(
+        "the server to stop sending to a client that reads nothing",
+        || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            let now = bytes_out();
+            let stalled = now == last && now > sent_before;
+            last = now;
+            stalled
+        },
+    );
+    let in_flight = (last - sent_before) as u64;
+    let (rss_stalled, _) = memory(server.pid());
+    eprintln!("stalled client: {in_flight} bytes sent, resident {rss_stalled}");
+    assert!(
+        in_flight < bound,
+        "{in_flight} bytes sent to a client that reads nothing"
+    );
+    assert!(
+        rss_stalled < rss_before + bound,
+        "resident with a stalled client: {rss_stalled}"
+    );
+    // It reads again: the whole file arrives.
+    let mut sha = Sha256::new();
+    let head = slow
+        .read_response_into(false, |piece| sha.update(piece))
+        .await
+        .unwrap();
+    assert_eq!(head.status, 200);
+    assert_eq!(common::http1::hex(&sha.finalize()), sha256_hex(&data));
 }
 
 #[tokio::test]
@@ -501,6 +553,7 @@ async fn after_kill_9_during_uploads_acknowledged_files_survive_and_no_half_file
     let progress = std::mem::take(&mut *progress.lock().unwrap());
     let acked = progress.iter().filter(|p| p.file_id.is_some()).count();
     assert!(acked >= KILL_AFTER_COMPLETES);
+    eprintln!("killed with {acked} of {UPLOADS} uploads acknowledged complete");
     let mut c = Http1::connect(server.ws).await;
     let mut served: HashMap<String, usize> = HashMap::new();
     for (i, p) in progress.iter().enumerate() {
