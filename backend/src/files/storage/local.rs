@@ -116,10 +116,10 @@ impl Inner {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Listed>, StorageError> {
-        if !prefix
-            .split('/')
-            .all(|s| s.is_empty() || valid_segment_chars(s))
-        {
+        // Whole segments as in a key; the last one may be partial or empty.
+        let (dirs, last) = prefix.rsplit_once('/').unwrap_or(("", prefix));
+        let dirs_ok = dirs.is_empty() || dirs.split('/').all(valid_segment);
+        if !dirs_ok || !(last.is_empty() || valid_segment(last)) {
             return Err(StorageError::Failed(format!(
                 "not a storage prefix: {prefix:?}"
             )));
