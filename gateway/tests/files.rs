@@ -474,6 +474,26 @@ async fn past_the_file_connection_limit_the_shard_answers_503() {
     assert!(retried.unwrap().body == data);
 }
 
+#[tokio::test]
+async fn past_the_per_shard_limit_the_tls_listener_answers_503_too() {
+    let server = TestServer::start_tls(&[
+        ("GATEWAY__CORES", "[0]"),
+        ("GATEWAY__FILES__CONNS_PER_SHARD_MAX", "1"),
+    ]);
+    let cert = server.cert_pem.clone().unwrap();
+    let wss = server.wss.unwrap();
+    let (_alice, alice) = server.user("alice").await;
+    let mut first = Http1::connect_tls(wss, &cert).await;
+    let data = content(5, 10_000);
+    let file_id = upload(&mut first, &alice.token, "one.bin", &data).await;
+    let mut second = Http1::connect_tls(wss, &cert).await;
+    let busy = download(&mut second, &alice.token, &file_id).await;
+    expect_status(&busy, 503, "a second file connection on the one shard");
+    assert_eq!(busy.json()["code"], "busy");
+    // The first is still served, on the same connection.
+    assert!(download(&mut first, &alice.token, &file_id).await.body == data);
+}
+
 /// What one upload of the kill -9 test got to.
 #[derive(Default)]
 struct Progress {
