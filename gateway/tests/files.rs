@@ -654,4 +654,11 @@ async fn without_a_token_or_under_a_wrong_path_the_answers_are_clear() {
         .await
         .unwrap();
     expect_status(&resp, 404, "/filesx");
+    // With the files service off, the shard itself says so.
+    let off = TestServer::start(&[("FILES__ENABLED", "false")]);
+    let mut c = Http1::connect(off.ws).await;
+    let resp = c.request("GET", "/files/x", None, &[], b"").await.unwrap();
+    expect_status(&resp, 404, "files off");
+    assert_eq!(resp.json()["code"], "not_found");
+    assert!(c.closed_by_server().await);
 }
