@@ -494,6 +494,52 @@ async fn past_the_per_shard_limit_the_tls_listener_answers_503_too() {
     assert!(download(&mut first, &alice.token, &file_id).await.body == data);
 }
 
+#[tokio::test]
+async fn idle_and_stalled_file_connections_are_closed() {
+    let server = TestServer::start(&[
+        ("GATEWAY__FILES__HEADER_READ_TIMEOUT_MS", "300"),
+        ("GATEWAY__IDLE_TIMEOUT_MS", "800"),
+        ("GATEWAY__HEARTBEAT_INTERVAL_MS", "100"),
+    ]);
+    let (_alice, alice) = server.user("alice").await;
+    let data = content(9, 200_000);
+    // Keep-alive with no next request: closed after header_read_timeout_ms.
+    let mut idle = Http1::connect(server.ws).await;
+    let up = create(&mut idle, &alice.token, "idle.bin", &data).await;
+    let started = std::time::Instant::now();
+    assert!(idle.closed_by_server().await, "an idle file connection");
+    eprintln!("idle keep-alive closed after {:?}", started.elapsed());
+    // A chunk whose body stops halfway: nothing moves, the idle timeout closes it.
+    let mut stalled = Http1::connect(server.ws).await;
+    let chunk = up.chunk(&data, 0);
+    let sha = sha256_hex(chunk);
+    stalled
+        .send_head(
+            "PUT",
+            &format!("/files/{}/chunks/0", up.id),
+            Some(&alice.token),
+            &[("X-Chunk-Sha256", &sha)],
+            Some(chunk.len()),
+        )
+        .await
+        .unwrap();
+    stalled.send_body(&chunk[..1000]).await.unwrap();
+    let started = std::time::Instant::now();
+    let resp = stalled.read_response(false).await;
+    assert!(
+        resp.as_ref()
+            .is_err_and(|e| e.kind() != std::io::ErrorKind::TimedOut),
+        "no answer to half a chunk, closed (not timed out here): {resp:?}"
+    );
+    eprintln!("stalled body closed after {:?}", started.elapsed());
+    // Neither left anything behind: the upload goes on from a new connection.
+    let mut c = Http1::connect(server.ws).await;
+    assert!(present(&mut c, &alice.token, &up).await.is_empty());
+    put_chunk(&mut c, &alice.token, &up, &data, 0).await;
+    let file_id = completed(&mut c, &alice.token, &up).await;
+    assert!(download(&mut c, &alice.token, &file_id).await.body == data);
+}
+
 /// What one upload of the kill -9 test got to.
 #[derive(Default)]
 struct Progress {

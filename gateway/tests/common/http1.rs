@@ -232,9 +232,13 @@ impl Http1 {
         Ok(head)
     }
 
-    /// True once the server has closed the connection (reads nothing more, within the timeout).
+    /// True once the server has closed (or reset) the connection; false if it sent more, or
+    /// nothing within [`READ_TIMEOUT`].
     pub async fn closed_by_server(&mut self) -> bool {
-        matches!(self.read_some().await, Ok(0) | Err(_))
+        match self.read_some().await {
+            Ok(n) => n == 0,
+            Err(e) => e.kind() != std::io::ErrorKind::TimedOut,
+        }
     }
 
     async fn body_bytes(
