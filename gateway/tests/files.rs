@@ -1,7 +1,8 @@
 //! Files (issue 15) end to end through the real `ringchat` binary: HTTP under `/files` on the
 //! WebSocket listener and its TLS twin, handed by the shard to the backend's files service over
 //! an in-process pipe. Uploads in chunks and downloads, keep-alive, a cut connection resumed,
-//! a big file streamed both ways in bounded memory, the file-connection limit, kill -9 during
+//! a big file streamed both ways in bounded memory (and to a client that stops reading), the
+//! file-connection limits, idle and stalled connections closed, kill -9 during
 //! uploads, and WebSocket chat on the same listener alongside.
 
 mod common;
