@@ -52,6 +52,7 @@ pub fn restart_reason(key: &str) -> &'static str {
         "storage" => "the store is opened with it at start",
         "admin" => "the admin listener is set up from it at start",
         "email" => "the mail relay and code tables are set up from it at start",
+        "files" => "the file storage and its limits are set up from it at start",
         _ => "it is read once at start",
     }
 }

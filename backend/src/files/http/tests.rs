@@ -686,3 +686,39 @@ async fn abandoned_uploads_are_removed_after_their_lifetime() {
     assert_eq!(response.bytes().await.unwrap(), bytes);
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_past_the_in_flight_limit_are_told_to_retry() {
+    let h = harness(FilesConfig {
+        chunks_in_flight_max: 1,
+        ..files_config()
+    })
+    .await;
+    let (_, token) = h.user("judy").await;
+    let bytes = content(1000, 9);
+    let (_, created) = h.create(&token, "busy.bin", &bytes).await;
+    let upload = created["upload_id"].as_str().unwrap().to_owned();
+    // The one permit is taken (as by a slow chunk still arriving).
+    let held = h.backend.files().unwrap().chunk_permit().unwrap();
+    let response = h
+        .http
+        .put(format!("{}/files/{upload}/chunks/0", h.base))
+        .bearer_auth(&token)
+        .header("x-chunk-sha256", sha256_hex(&bytes))
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["retry-after"], "1");
+    let (status, body) = json_of(response).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::SERVICE_UNAVAILABLE, "busy")
+    );
+    drop(held);
+    assert_eq!(
+        h.put(&token, &upload, 0, &bytes).await.0,
+        StatusCode::NO_CONTENT
+    );
+    h.stop().await;
+}
