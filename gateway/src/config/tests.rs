@@ -129,6 +129,30 @@ fn tls_section_and_listener_switches() {
 }
 
 #[test]
+fn file_connection_limits_are_checked() {
+    let c = Config::parse(
+        "[gateway.files]\nconns_max = 10\npipe_bytes = 65536\n",
+        no_env(),
+    )
+    .unwrap();
+    assert_eq!(c.gateway.files.conns_max, 10);
+    assert_eq!(c.gateway.files.pipe_bytes, 65536);
+    let text = "[gateway.files]\nconns_per_shard_max = 0\nconns_max = 0\npipe_bytes = 10\nheader_read_timeout_ms = 0\n";
+    let problems = Config::parse(text, no_env()).unwrap_err();
+    for key in [
+        "gateway.files.conns_per_shard_max",
+        "gateway.files.conns_max",
+        "gateway.files.pipe_bytes",
+        "gateway.files.header_read_timeout_ms",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.contains(key)),
+            "{key} not among {problems:?}"
+        );
+    }
+}
+
+#[test]
 fn unknown_env_key_is_a_problem() {
     let env = vec![("RINGCHAT_GATEWAY__NOPE".to_owned(), "1".to_owned())];
     let problems = Config::parse("", env).unwrap_err();
