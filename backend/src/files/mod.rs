@@ -2,3 +2,4 @@
 //! with ranges, and the storage port the bytes live behind.
 
 pub mod storage;
+pub mod thumbnail;
