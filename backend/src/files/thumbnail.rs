@@ -61,7 +61,7 @@ impl ThumbnailConfig {
                 "{section}.source_side_max_px: must be between 1 and 65535"
             ));
         }
-        if !(1 << 20..=4 << 30).contains(&self.decode_bytes_max) {
+        if !(1u64 << 20..=4u64 << 30).contains(&self.decode_bytes_max) {
             out.push(format!(
                 "{section}.decode_bytes_max: must be between 1 MiB and 4 GiB"
             ));

@@ -120,6 +120,9 @@ pub(crate) async fn ranges(s: &dyn FileStorage) {
         (500..5000, 500..1000),   // an end past the end is cut to it
         (0..u64::MAX, 0..1000),   // the whole object as a range
         (0..1000, 0..1000),       // exactly the whole object
+        (1000..1010, 1000..1000), // at the end: no bytes
+        (1000..u64::MAX, 1000..1000),
+        (20..20, 20..20),         // empty
     ] {
         let (meta, stream) = s.get("ranges/obj", Some(range.clone())).await.unwrap();
         assert_eq!(meta.size_bytes, 1000, "the meta is the whole object's for {range:?}");
@@ -135,11 +138,19 @@ pub(crate) async fn bad_ranges(s: &dyn FileStorage) {
     s.put("ranges/bad", Bytes::from(pattern(1000, 4)))
         .await
         .unwrap();
-    for range in [1000..1001, 1000..2000, 1001..1010, 5000..u64::MAX] {
+    for range in [1001..1002, 1001..1010, 5000..u64::MAX, 1001..1001] {
         match s.get("ranges/bad", Some(range.clone())).await {
             Err(StorageError::BadRange) => {}
             Err(e) => panic!("{range:?}: {e}, not BadRange"),
             Ok(_) => panic!("{range:?} starts past the end and was served"),
+        }
+    }
+    // Nor is any range of an empty object but those at its start.
+    s.put("ranges/empty", Bytes::new()).await.unwrap();
+    assert!(get_bytes(s, "ranges/empty", Some(0..10)).await.unwrap().is_empty());
+    match s.get("ranges/empty", Some(1..10)).await {
+        Err(StorageError::BadRange) => {}
+        other => panic!("1..10 of an empty object: {:?}", other.err()),
         }
     }
 }
@@ -263,7 +274,7 @@ pub(crate) async fn list_pages_in_key_order_within_prefix(s: &dyn FileStorage) {
             .unwrap();
         want.push(key);
     }
-    for key in ["list/a/00000005/meta.json", "list/a/zz/deep/key"] {
+    for key in ["list/a/sub/meta.json", "list/a/zz/deep/key"] {
         s.put(key, Bytes::from_static(b"x")).await.unwrap();
         want.push(key.to_owned());
     }
@@ -286,10 +297,10 @@ pub(crate) async fn list_pages_in_key_order_within_prefix(s: &dyn FileStorage) {
     }
     assert_eq!(keys(&got), want, "every key under the prefix, once, in key order");
     for listed in &got {
-        if let Some(i) = listed.key.strip_prefix("list/a/") {
-            if let Ok(i) = i.parse::<u64>() {
-                assert_eq!(listed.meta.size_bytes, i, "size of {}", listed.key);
-            }
+        if let Some(i) = listed.key.strip_prefix("list/a/")
+            && let Ok(i) = i.parse::<u64>()
+        {
+            assert_eq!(listed.meta.size_bytes, i, "size of {}", listed.key);
         }
     }
     // `after` a key that does not exist, and past the last one.

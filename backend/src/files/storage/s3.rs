@@ -284,12 +284,22 @@ impl S3Storage {
             .map_err(|e| StorageError::Failed(format!("not a storage key: {key:?}: {e}")))
     }
 
-    /// `BadRange` when `range` starts at or past the end of the object at `path`, else `err`.
-    async fn range_error(&self, path: &Path, range: &Range<u64>, err: StorageError) -> StorageError {
-        match self.store.head(path).await {
-            Ok(meta) if range.start >= meta.size => StorageError::BadRange,
-            Ok(_) => err,
-            Err(e) => map_err(e),
+    /// A range S3 would not serve (an empty one, or one starting at the end, which S3 answers
+    /// 416): `BadRange` when it starts past the object's end, else no bytes; `err` (the
+    /// request's own failure) when the object's size does not explain it.
+    async fn no_bytes_or_bad_range(
+        &self,
+        path: &Path,
+        range: &Range<u64>,
+        err: Option<StorageError>,
+    ) -> Result<(ObjectMeta, ByteStream), StorageError> {
+        let meta = self.store.head(path).await.map_err(map_err)?;
+        if range.start > meta.size {
+            Err(StorageError::BadRange)
+        } else if range.start == meta.size || range.start >= range.end {
+            Ok((meta_of(&meta), futures_util::stream::empty().boxed()))
+        } else {
+            Err(err.unwrap_or_else(|| StorageError::Failed("the range was refused".into())))
         }
     }
 }
@@ -371,12 +381,8 @@ impl FileStorage for S3Storage {
             return Ok((meta, result.into_stream().map(|r| r.map_err(map_err)).boxed()));
         };
         if range.start >= range.end {
-            // S3 has no empty range: answer it from the object's size.
-            let meta = self.store.head(&path).await.map_err(map_err)?;
-            if range.start >= meta.size {
-                return Err(StorageError::BadRange);
-            }
-            return Ok((meta_of(&meta), futures_util::stream::empty().boxed()));
+            // S3 has no empty range.
+            return self.no_bytes_or_bad_range(&path, &range, None).await;
         }
         let options = GetOptions {
             range: Some(GetRange::Bounded(range.clone())),
@@ -388,9 +394,11 @@ impl FileStorage for S3Storage {
                 Ok((meta, result.into_stream().map(|r| r.map_err(map_err)).boxed()))
             }
             Err(object_store::Error::NotFound { .. }) => Err(StorageError::NotFound),
-            // 416 and the crate's own range checks come back as generic errors: tell them
-            // apart by the object's size.
-            Err(e) => Err(self.range_error(&path, &range, map_err(e)).await),
+            // A 416 comes back as a generic error: tell it apart by the object's size.
+            Err(e) => {
+                self.no_bytes_or_bad_range(&path, &range, Some(map_err(e)))
+                    .await
+            }
         }
     }
 
