@@ -151,7 +151,6 @@ pub(crate) async fn bad_ranges(s: &dyn FileStorage) {
     match s.get("ranges/empty", Some(1..10)).await {
         Err(StorageError::BadRange) => {}
         other => panic!("1..10 of an empty object: {:?}", other.err()),
-        }
     }
 }
 
@@ -358,4 +357,20 @@ pub(crate) async fn not_found(s: &dyn FileStorage) {
         s.get("nf/none", Some(50..60)).await,
         Err(StorageError::NotFound)
     ));
+}
+
+/// The local disk adapter, each check in a temporary directory of its own.
+mod local {
+    use super::Subject;
+    use crate::files::storage::local::LocalStorage;
+
+    async fn subject() -> Option<Subject> {
+        let dir = tempfile::tempdir().unwrap();
+        Some(Subject {
+            storage: Box::new(LocalStorage::open(dir.path()).unwrap()),
+            guard: Box::new(dir),
+        })
+    }
+
+    storage_conformance!(subject);
 }
