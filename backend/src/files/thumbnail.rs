@@ -130,9 +130,7 @@ pub fn make(bytes: &[u8], config: &ThumbnailConfig) -> Result<Thumbnail, Thumbna
     let mut decoder = reader.into_decoder().map_err(refused)?;
     // The decoded image's own buffer, which `into_decoder` does not count.
     limits.reserve(decoder.total_bytes()).map_err(refused)?;
-    let orientation = decoder
-        .orientation()
-        .unwrap_or(Orientation::NoTransforms);
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     let mut image = DynamicImage::from_decoder(decoder).map_err(refused)?;
     image.apply_orientation(orientation);
 
@@ -149,10 +147,7 @@ pub fn make(bytes: &[u8], config: &ThumbnailConfig) -> Result<Thumbnail, Thumbna
         "image/png"
     } else {
         DynamicImage::ImageRgb8(image.to_rgb8())
-            .write_with_encoder(JpegEncoder::new_with_quality(
-                &mut out,
-                config.jpeg_quality,
-            ))
+            .write_with_encoder(JpegEncoder::new_with_quality(&mut out, config.jpeg_quality))
             .map_err(|e| ThumbnailError::Encode(e.to_string()))?;
         "image/jpeg"
     };

@@ -82,7 +82,10 @@ pub(crate) async fn put_get_round_trip(s: &dyn FileStorage) {
     assert_eq!(read_all(stream).await.unwrap(), bytes);
     let head = s.head("round/trip/obj").await.unwrap();
     assert_eq!(head.size_bytes, 100_000);
-    assert!(head.modified_ms > 1_600_000_000_000, "modified_ms is ms since the epoch");
+    assert!(
+        head.modified_ms > 1_600_000_000_000,
+        "modified_ms is ms since the epoch"
+    );
 }
 
 pub(crate) async fn put_replaces(s: &dyn FileStorage) {
@@ -122,10 +125,13 @@ pub(crate) async fn ranges(s: &dyn FileStorage) {
         (0..1000, 0..1000),       // exactly the whole object
         (1000..1010, 1000..1000), // at the end: no bytes
         (1000..u64::MAX, 1000..1000),
-        (20..20, 20..20),         // empty
+        (20..20, 20..20), // empty
     ] {
         let (meta, stream) = s.get("ranges/obj", Some(range.clone())).await.unwrap();
-        assert_eq!(meta.size_bytes, 1000, "the meta is the whole object's for {range:?}");
+        assert_eq!(
+            meta.size_bytes, 1000,
+            "the meta is the whole object's for {range:?}"
+        );
         assert_eq!(
             read_all(stream).await.unwrap(),
             bytes[want.start..want.end],
@@ -147,7 +153,12 @@ pub(crate) async fn bad_ranges(s: &dyn FileStorage) {
     }
     // Nor is any range of an empty object but those at its start.
     s.put("ranges/empty", Bytes::new()).await.unwrap();
-    assert!(get_bytes(s, "ranges/empty", Some(0..10)).await.unwrap().is_empty());
+    assert!(
+        get_bytes(s, "ranges/empty", Some(0..10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     match s.get("ranges/empty", Some(1..10)).await {
         Err(StorageError::BadRange) => {}
         other => panic!("1..10 of an empty object: {:?}", other.err()),
@@ -183,7 +194,10 @@ pub(crate) async fn writer_invisible_until_finish(s: &dyn FileStorage) {
         want.len() as u64
     );
     assert_eq!(get_bytes(s, "writer/obj", None).await.unwrap(), want);
-    assert_eq!(keys(&s.list("writer/", None, 100).await.unwrap()), ["writer/obj"]);
+    assert_eq!(
+        keys(&s.list("writer/", None, 100).await.unwrap()),
+        ["writer/obj"]
+    );
 }
 
 pub(crate) async fn writer_abort_leaves_nothing(s: &dyn FileStorage) {
@@ -250,7 +264,10 @@ pub(crate) async fn large_object_in_parts(s: &dyn FileStorage) {
     w.write(Bytes::from(tail)).await.unwrap();
     let meta = w.finish().await.unwrap();
     assert_eq!(meta.size_bytes, want.len() as u64);
-    assert_eq!(s.head("large/obj").await.unwrap().size_bytes, want.len() as u64);
+    assert_eq!(
+        s.head("large/obj").await.unwrap().size_bytes,
+        want.len() as u64
+    );
     let got = get_bytes(s, "large/obj", None).await.unwrap();
     assert!(got == want, "the large object came back different");
     // Across part boundaries (5 MiB, 8 MiB: every part size an adapter may use).
@@ -294,7 +311,11 @@ pub(crate) async fn list_pages_in_key_order_within_prefix(s: &dyn FileStorage) {
         after = Some(last.key.clone());
         got.extend(page);
     }
-    assert_eq!(keys(&got), want, "every key under the prefix, once, in key order");
+    assert_eq!(
+        keys(&got),
+        want,
+        "every key under the prefix, once, in key order"
+    );
     for listed in &got {
         if let Some(i) = listed.key.strip_prefix("list/a/")
             && let Ok(i) = i.parse::<u64>()
@@ -303,7 +324,10 @@ pub(crate) async fn list_pages_in_key_order_within_prefix(s: &dyn FileStorage) {
         }
     }
     // `after` a key that does not exist, and past the last one.
-    let page = s.list("list/a/", Some("list/a/00000010x"), 2).await.unwrap();
+    let page = s
+        .list("list/a/", Some("list/a/00000010x"), 2)
+        .await
+        .unwrap();
     assert_eq!(keys(&page), ["list/a/00000011", "list/a/00000012"]);
     assert!(
         s.list("list/a/", Some("list/a/zzz"), 5)
@@ -332,9 +356,14 @@ pub(crate) async fn delete_is_idempotent(s: &dyn FileStorage) {
     s.put("del/obj", Bytes::from_static(b"gone soon"))
         .await
         .unwrap();
-    s.put("del/keep", Bytes::from_static(b"stays")).await.unwrap();
+    s.put("del/keep", Bytes::from_static(b"stays"))
+        .await
+        .unwrap();
     s.delete("del/obj").await.unwrap();
-    assert!(matches!(s.head("del/obj").await, Err(StorageError::NotFound)));
+    assert!(matches!(
+        s.head("del/obj").await,
+        Err(StorageError::NotFound)
+    ));
     s.delete("del/obj").await.unwrap();
     s.delete("del/never/was").await.unwrap();
     assert_eq!(keys(&s.list("del/", None, 10).await.unwrap()), ["del/keep"]);

@@ -109,7 +109,10 @@ impl S3Config {
     /// `secret_access_key_file`; never in an error message.
     pub fn resolved_secret(&self) -> Result<String, String> {
         let file = &self.secret_access_key_file;
-        match (file.as_os_str().is_empty(), self.secret_access_key.is_empty()) {
+        match (
+            file.as_os_str().is_empty(),
+            self.secret_access_key.is_empty(),
+        ) {
             (false, false) => {
                 Err("files.s3: set secret_access_key or secret_access_key_file, not both".into())
             }
@@ -260,9 +263,12 @@ impl S3Storage {
         if !config.endpoint.is_empty() {
             builder = builder.with_endpoint(&config.endpoint);
         }
-        let store = builder
-            .build()
-            .map_err(|e| format!("files.s3: {}", redact(&e.to_string(), &config.access_key_id)))?;
+        let store = builder.build().map_err(|e| {
+            format!(
+                "files.s3: {}",
+                redact(&e.to_string(), &config.access_key_id)
+            )
+        })?;
         let prefix = config.key_prefix.trim_end_matches('/');
         Ok(Self {
             store: Arc::new(store),
@@ -378,7 +384,10 @@ impl FileStorage for S3Storage {
         let Some(range) = range else {
             let result = self.store.get(&path).await.map_err(map_err)?;
             let meta = meta_of(&result.meta);
-            return Ok((meta, result.into_stream().map(|r| r.map_err(map_err)).boxed()));
+            return Ok((
+                meta,
+                result.into_stream().map(|r| r.map_err(map_err)).boxed(),
+            ));
         };
         if range.start >= range.end {
             // S3 has no empty range.
@@ -391,7 +400,10 @@ impl FileStorage for S3Storage {
         match self.store.get_opts(&path, options).await {
             Ok(result) => {
                 let meta = meta_of(&result.meta);
-                Ok((meta, result.into_stream().map(|r| r.map_err(map_err)).boxed()))
+                Ok((
+                    meta,
+                    result.into_stream().map(|r| r.map_err(map_err)).boxed(),
+                ))
             }
             Err(object_store::Error::NotFound { .. }) => Err(StorageError::NotFound),
             // A 416 comes back as a generic error: tell it apart by the object's size.
@@ -529,10 +541,7 @@ impl ObjectWriter for S3Writer {
             }
             None => {
                 let payload: PutPayload = std::mem::take(&mut self.buffered).into_iter().collect();
-                self.store
-                    .put(&self.path, payload)
-                    .await
-                    .map_err(map_err)?;
+                self.store.put(&self.path, payload).await.map_err(map_err)?;
             }
         }
         Ok(ObjectMeta {
@@ -565,7 +574,6 @@ impl Drop for S3Writer {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -583,7 +591,8 @@ mod tests {
             return None;
         };
         let var = |name: &str| {
-            std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set (beside RINGCHAT_TEST_S3_URL)"))
+            std::env::var(name)
+                .unwrap_or_else(|_| panic!("{name} is not set (beside RINGCHAT_TEST_S3_URL)"))
         };
         let mut unique = [0u8; 8];
         getrandom::fill(&mut unique).unwrap();
@@ -620,7 +629,10 @@ mod tests {
         };
         let (a, b) = (S3Storage::open(&a).unwrap(), S3Storage::open(&b).unwrap());
         a.put("same/key", Bytes::from_static(b"a")).await.unwrap();
-        assert!(matches!(b.head("same/key").await, Err(StorageError::NotFound)));
+        assert!(matches!(
+            b.head("same/key").await,
+            Err(StorageError::NotFound)
+        ));
         assert!(b.list("", None, 10).await.unwrap().is_empty());
         assert_eq!(a.list("", None, 10).await.unwrap().len(), 1);
     }
@@ -676,7 +688,11 @@ mod tests {
             })
             .contains("loopback")
         );
-        for ok in ["http://127.0.0.1:9000", "http://localhost:9000/", "http://[::1]:9000"] {
+        for ok in [
+            "http://127.0.0.1:9000",
+            "http://localhost:9000/",
+            "http://[::1]:9000",
+        ] {
             assert_eq!(
                 with(&|c| {
                     c.endpoint = ok.into();
@@ -703,7 +719,10 @@ mod tests {
             ..S3Config::default()
         };
         let shown = serde_json::to_string(&config).unwrap();
-        assert!(!shown.contains("very-secret") && shown.contains("(hidden)"), "{shown}");
+        assert!(
+            !shown.contains("very-secret") && shown.contains("(hidden)"),
+            "{shown}"
+        );
         assert!(!format!("{config:?}").contains("very-secret"));
         config.secret_access_key.clear();
         config.secret_access_key_file = file;

@@ -28,7 +28,10 @@ fn decoded(thumb: &Thumbnail) -> (ImageFormat, u32, u32) {
 fn a_png_photo_is_scaled_into_the_box_as_jpeg() {
     let png = encoded(&photo(1000, 500).into(), ImageFormat::Png);
     let thumb = make(&png, &ThumbnailConfig::default()).unwrap();
-    assert_eq!((thumb.width, thumb.height, thumb.mime), (320, 160, "image/jpeg"));
+    assert_eq!(
+        (thumb.width, thumb.height, thumb.mime),
+        (320, 160, "image/jpeg")
+    );
     assert_eq!(decoded(&thumb), (ImageFormat::Jpeg, 320, 160));
 }
 
@@ -59,7 +62,12 @@ fn transparency_is_kept_as_png() {
     let thumb = make(&png, &ThumbnailConfig::default()).unwrap();
     assert_eq!(thumb.mime, "image/png");
     assert_eq!(decoded(&thumb), (ImageFormat::Png, 320, 320));
-    assert!(image::load_from_memory(&thumb.bytes).unwrap().color().has_alpha());
+    assert!(
+        image::load_from_memory(&thumb.bytes)
+            .unwrap()
+            .color()
+            .has_alpha()
+    );
 }
 
 #[test]
@@ -94,7 +102,11 @@ fn crc32(bytes: &[u8]) -> u32 {
     for &b in bytes {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -117,7 +129,13 @@ fn png_claiming(width: u32, height: u32) -> Vec<u8> {
     ihdr.extend_from_slice(&[8, 6, 0, 0, 0]); // 8 bits, RGBA, deflate, no filter, no interlace
     chunk(&mut png, b"IHDR", &ihdr);
     // zlib: a stored (uncompressed) final block of 4 zero bytes.
-    chunk(&mut png, b"IDAT", &[0x78, 0x01, 0x01, 0x04, 0x00, 0xfb, 0xff, 0, 0, 0, 0, 0, 4, 0, 1]);
+    chunk(
+        &mut png,
+        b"IDAT",
+        &[
+            0x78, 0x01, 0x01, 0x04, 0x00, 0xfb, 0xff, 0, 0, 0, 0, 0, 4, 0, 1,
+        ],
+    );
     chunk(&mut png, b"IEND", &[]);
     png
 }
@@ -128,7 +146,10 @@ fn a_decompression_bomb_is_refused_before_it_is_allocated() {
     let bomb = png_claiming(50_000, 50_000);
     assert!(bomb.len() < 100);
     let err = make(&bomb, &ThumbnailConfig::default()).unwrap_err();
-    assert!(matches!(err, ThumbnailError::TooManyPixels { max: 16_384 }), "{err}");
+    assert!(
+        matches!(err, ThumbnailError::TooManyPixels { max: 16_384 }),
+        "{err}"
+    );
     assert!(err.to_string().contains("16384×16384"), "{err}");
     // Within the side limit but past the memory one: 16,000 × 16,000 RGBA is 1 GB.
     let err = make(&png_claiming(16_000, 16_000), &ThumbnailConfig::default()).unwrap_err();
@@ -142,30 +163,48 @@ fn real_images_past_the_configured_limits_are_refused() {
         source_side_max_px: 1000,
         ..ThumbnailConfig::default()
     };
-    assert!(matches!(make(&png, &narrow), Err(ThumbnailError::TooManyPixels { max: 1000 })));
+    assert!(matches!(
+        make(&png, &narrow),
+        Err(ThumbnailError::TooManyPixels { max: 1000 })
+    ));
     // 1200 × 300 RGB is 1,080,000 bytes decoded.
     let small_memory = ThumbnailConfig {
         decode_bytes_max: 1_000_000,
         ..ThumbnailConfig::default()
     };
-    assert!(matches!(make(&png, &small_memory), Err(ThumbnailError::TooMuchMemory { .. })));
+    assert!(matches!(
+        make(&png, &small_memory),
+        Err(ThumbnailError::TooMuchMemory { .. })
+    ));
     let small_input = ThumbnailConfig {
         source_bytes_max: png.len() - 1,
         ..ThumbnailConfig::default()
     };
-    assert!(matches!(make(&png, &small_input), Err(ThumbnailError::InputTooLarge { .. })));
+    assert!(matches!(
+        make(&png, &small_input),
+        Err(ThumbnailError::InputTooLarge { .. })
+    ));
 }
 
 #[test]
 fn what_is_not_an_image_is_refused() {
     let config = ThumbnailConfig::default();
-    assert!(matches!(make(b"hello, not an image", &config), Err(ThumbnailError::NotAnImage)));
-    assert!(matches!(make(b"", &config), Err(ThumbnailError::NotAnImage)));
+    assert!(matches!(
+        make(b"hello, not an image", &config),
+        Err(ThumbnailError::NotAnImage)
+    ));
+    assert!(matches!(
+        make(b"", &config),
+        Err(ThumbnailError::NotAnImage)
+    ));
     // A format left out (BMP, known by its signature) is not an image here.
     let mut bmp = b"BM".to_vec();
     bmp.extend_from_slice(&[0; 60]);
     assert_eq!(image::guess_format(&bmp).unwrap(), ImageFormat::Bmp);
-    assert!(matches!(make(&bmp, &config), Err(ThumbnailError::NotAnImage)));
+    assert!(matches!(
+        make(&bmp, &config),
+        Err(ThumbnailError::NotAnImage)
+    ));
     // A PNG cut short: its signature and header, then nothing.
     let png = encoded(&photo(300, 300).into(), ImageFormat::Png);
     let err = make(&png[..60], &config).unwrap_err();
@@ -174,13 +213,20 @@ fn what_is_not_an_image_is_refused() {
 
 #[test]
 fn config_problems() {
-    assert!(ThumbnailConfig::default().problems("files.thumbnail").is_empty());
+    assert!(
+        ThumbnailConfig::default()
+            .problems("files.thumbnail")
+            .is_empty()
+    );
     let bad = ThumbnailConfig {
         jpeg_quality: 0,
         box_width_px: 0,
         ..ThumbnailConfig::default()
     };
     let problems = bad.problems("files.thumbnail").join("\n");
-    assert!(problems.contains("files.thumbnail.jpeg_quality"), "{problems}");
+    assert!(
+        problems.contains("files.thumbnail.jpeg_quality"),
+        "{problems}"
+    );
     assert!(problems.contains("box_width_px"), "{problems}");
 }
