@@ -562,14 +562,14 @@ impl Drop for S3Writer {
     /// Dropped mid-upload (the request was cut): abort the multipart upload in the background
     /// so its parts do not linger until the bucket's lifecycle rule.
     fn drop(&mut self) {
-        if let Some(upload) = self.upload.take() {
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(async move {
-                    if let Err(e) = upload.abort().await {
-                        tracing::warn!(error = %e, "files: aborting an abandoned S3 multipart upload failed");
-                    }
-                });
-            }
+        if let Some(upload) = self.upload.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                if let Err(e) = upload.abort().await {
+                    tracing::warn!(error = %e, "files: aborting an abandoned S3 multipart upload failed");
+                }
+            });
         }
     }
 }
