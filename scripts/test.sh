@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what the browser test needs (Debian's chromium, playwright-core
-# from npm), the e-mail tests' SMTP server (Python's aiosmtpd, from PyPI) and schemathesis (the
+# from npm), the e-mail tests' SMTP server (Python's aiosmtpd, from PyPI), the S3 tests' server
+# (moto, from PyPI, in a venv under target/) and schemathesis (the
 # admin API's property-based test, in a venv under target/) when missing, then
 # runs every test with cargo, then the gateway's integration tests again on PostgreSQL.
 set -euo pipefail
@@ -32,6 +33,8 @@ fi
 source scripts/postgres-test-server.sh
 # Cluster tests: a private Redis for this run (scripts/redis-test-server.sh).
 source scripts/redis-test-server.sh
+# The files storage's S3 adapter: a private S3-compatible server (scripts/s3-test-server.sh).
+source scripts/s3-test-server.sh
 
 cargo test --workspace --locked "$@"
 

@@ -108,7 +108,7 @@ pub struct PostgresConfig {
 }
 
 /// A secret's serialised form: empty, or that it is set.
-fn hidden<S: serde::Serializer>(value: &str, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn hidden<S: serde::Serializer>(value: &str, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(if value.is_empty() { "" } else { "(hidden)" })
 }
 

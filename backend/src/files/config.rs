@@ -51,6 +51,8 @@ pub struct FilesConfig {
     /// Chunk bodies being received at once on this node, at most (each held in memory until
     /// its checksum is verified): 503 with Retry-After past it.
     pub chunks_in_flight_max: usize,
+    /// `[files.s3]`: the bucket with `storage = "s3"`.
+    pub s3: super::storage::s3::S3Config,
 }
 
 impl Default for FilesConfig {
@@ -66,6 +68,7 @@ impl Default for FilesConfig {
             upload_lifetime_s: 24 * 3600,
             name_bytes_max: 255,
             chunks_in_flight_max: 64,
+            s3: Default::default(),
         }
     }
 }
@@ -126,9 +129,7 @@ impl FilesConfig {
             out.push("files.storage: \"local\" keeps files on one node, which the other nodes of a cluster cannot read; use storage = \"s3\" in cluster mode (or enabled = false)".into());
         }
         if self.enabled && self.storage == FileStorageKind::S3 {
-            out.push(
-                "files.storage: \"s3\" is not available in this build yet; use \"local\"".into(),
-            );
+            out.extend(self.s3.problems());
         }
         out
     }

@@ -5,7 +5,9 @@
 //! - `service.rs`: uploads (create, chunks, complete) and limits; `download.rs`: who may read a
 //!   file, and its bytes; `cleanup.rs`: abandoned uploads removed in bounded passes.
 //! - `http.rs`: the `/files` routes (axum), refusals as JSON with their HTTP status.
-//! - `storage/`: the port, and the local disk adapter (`storage/local.rs`).
+//! - `storage/`: the port, the local disk adapter (`storage/local.rs`), the S3 one
+//!   (`storage/s3.rs`), and the conformance suite every adapter passes.
+//! - `thumbnail.rs`: image thumbnails, decoded within limits.
 
 mod cleanup;
 pub mod config;
@@ -16,6 +18,7 @@ mod metrics;
 mod model;
 mod service;
 pub mod storage;
+pub mod thumbnail;
 
 pub use cleanup::{CLEANUP_INTERVAL, CleanupPass};
 pub use config::{FileStorageKind, FilesConfig};
@@ -35,11 +38,9 @@ pub fn open(
         FileStorageKind::Local => Arc::new(storage::local::LocalStorage::open(
             &config.local_dir(data_dir),
         )?),
-        FileStorageKind::S3 => {
-            return Err(storage::StorageError::Failed(
-                "files.storage = \"s3\" is not available in this build".into(),
-            ));
-        }
+        FileStorageKind::S3 => Arc::new(
+            storage::s3::S3Storage::open(&config.s3).map_err(storage::StorageError::Failed)?,
+        ),
     };
     Ok(Arc::new(FileService::new(storage, config.clone())))
 }

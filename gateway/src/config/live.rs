@@ -102,6 +102,11 @@ pub fn merge_live(
         .scylla
         .password
         .clone_from(&secrets.scylla.password);
+    config
+        .files
+        .s3
+        .secret_access_key
+        .clone_from(&running.config.files.s3.secret_access_key);
     // Live and non-live keys are checked together again (for example heartbeat < idle).
     let problems = config.problems();
     if !problems.is_empty() {

@@ -329,3 +329,18 @@ fn a_live_change_keeps_the_store_secrets() {
         "postgres://ringchat:secret@127.0.0.1:5432/ringchat"
     );
 }
+
+#[test]
+fn a_live_change_keeps_the_s3_secret() {
+    let env = [
+        ("RINGCHAT_FILES__STORAGE", "s3"),
+        ("RINGCHAT_FILES__S3__BUCKET", "ringchat"),
+        ("RINGCHAT_FILES__S3__ACCESS_KEY_ID", "id"),
+        ("RINGCHAT_FILES__S3__SECRET_ACCESS_KEY", "s3-secret"),
+    ];
+    let running = load::load(&layers("", &env, None)).unwrap();
+    let candidate = load::load(&layers("[limits]\nmessages_per_s_max = 7\n", &env, None)).unwrap();
+    let (next, _) = live::merge_live(&running, &candidate).unwrap();
+    assert_eq!(next.config.limits.messages_per_s_max, 7);
+    assert_eq!(next.config.files.s3.secret_access_key, "s3-secret");
+}

@@ -7,6 +7,10 @@
 //! large ones written through an [`ObjectWriter`] (a multipart upload on S3), byte ranges read
 //! back, listing by key prefix. Nothing is visible under a key until it is complete and durable.
 
+#[cfg(test)]
+pub(crate) mod conformance;
+pub mod s3;
+
 use std::ops::Range;
 
 use bytes::Bytes;
