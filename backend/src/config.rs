@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 pub use crate::cluster::ClusterConfig;
 pub use crate::contacts::{ContactsConfig, DmPolicyName};
+pub use crate::files::{FileStorageKind, FilesConfig};
 pub use crate::groups::GroupsConfig;
 pub use crate::limits::Limits;
 pub use crate::notifications::NotificationsConfig;
@@ -515,6 +516,8 @@ pub struct Settings {
     pub backup: crate::backup::BackupConfig,
     /// `[cluster]`: one node of many (off: one box).
     pub cluster: ClusterConfig,
+    /// `[files]`: uploads and downloads over HTTP (`files/`).
+    pub files: FilesConfig,
 }
 
 pub const PLATFORM_NAMES: [&str; 5] = ["unspecified", "ios", "android", "web", "desktop"];
@@ -676,6 +679,7 @@ impl Settings {
         }
         out.extend(self.observe.problems());
         out.extend(self.cluster.problems());
+        out.extend(self.files.problems(self.cluster.enabled));
         if self.cluster.enabled && self.storage.engine == StorageEngine::Embedded {
             out.push("cluster.enabled: cluster mode needs a store of record every node shares; set storage.engine = \"postgres\" or \"scylla\" (the embedded store belongs to one box)".into());
         }

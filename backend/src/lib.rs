@@ -16,9 +16,10 @@ pub mod cluster;
 pub mod backup;
 pub mod config;
 mod contacts;
+// Files and media (issue 15): uploads and downloads over HTTP, the storage port.
+pub mod files;
 /// For benchmark tools only (`examples/fill_store.rs`): not part of the backend's API.
 #[doc(hidden)]
-pub mod files;
 pub mod fill;
 mod groups;
 mod limits;

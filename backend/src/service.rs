@@ -49,6 +49,9 @@ pub enum BackendError {
     /// `[email]`: a template or the relay's settings.
     #[error("{0}")]
     Email(String),
+    /// `[files]`: the storage of files could not be opened.
+    #[error("opening file storage: {0}")]
+    Files(String),
     #[error("opening the activity counts in {dir}: {source}")]
     Activity {
         dir: std::path::PathBuf,
@@ -104,6 +107,8 @@ pub struct Backend {
     pub(crate) cluster_presence: std::sync::OnceLock<Arc<crate::cluster::ClusterPresence>>,
     /// Cluster mode: the links to the other nodes.
     pub(crate) link: Option<Arc<crate::cluster::link::Link>>,
+    /// Uploads and downloads over HTTP, when `[files] enabled` (`files/`).
+    pub(crate) files: Option<Arc<crate::files::FileService>>,
 }
 
 impl Backend {
@@ -207,12 +212,20 @@ impl Backend {
                 }
                 writer.run(ops_rx, &sequencer_delivery, deliver_tx);
             })?;
+        let files = if settings.files.enabled {
+            let files = crate::files::open(&settings.files, &settings.storage.data_dir)
+                .map_err(|e| BackendError::Files(e.to_string()))?;
+            Some(files)
+        } else {
+            None
+        };
         let backups = Arc::new(crate::backup::server::Backups::new(
             settings.backup.clone(),
             &settings.storage.data_dir,
         ));
         Ok(Arc::new(Self {
             link,
+            files,
             operator_replies: delivery.operator_replies(),
             contacts: Contacts::new(settings.contacts.clone()),
             rooms: Rooms::new(settings.rooms.clone()),
@@ -270,6 +283,19 @@ impl Backend {
         )
     }
 
+    /// The `/files` routes for the client listeners (`files/http.rs`); `None` when
+    /// `[files] enabled = false`. Tokens are checked as the token login checks them.
+    pub fn files_router(self: &Arc<Self>) -> Option<axum::Router> {
+        let files = Arc::clone(self.files.as_ref()?);
+        let auth = Arc::new(TokenAuth(Arc::clone(self)));
+        Some(crate::files::http::router(files, auth))
+    }
+
+    /// The files service, when `[files] enabled`.
+    pub fn files(&self) -> Option<&Arc<crate::files::FileService>> {
+        self.files.as_ref()
+    }
+
     /// Cluster mode: this node's links to the others (`cluster/link/`).
     pub fn link(&self) -> Option<Arc<crate::cluster::link::Link>> {
         self.link.clone()
@@ -320,6 +346,9 @@ impl Backend {
         crate::push::start(&self);
         crate::backup::server::start(&self.backups, Arc::clone(&self.ports.engine));
         tokio::spawn(crate::observe::persist_activity(Arc::clone(&self.observe)));
+        if let Some(files) = &self.files {
+            files.start_cleanup();
+        }
         let mut batch = Vec::with_capacity(REQUEST_BATCH_MAX);
         let mut stop = std::pin::pin!(stop);
         loop {
@@ -586,4 +615,22 @@ impl Backend {
 pub(crate) fn platform_by_name(name: &str) -> Option<v1::Platform> {
     let index = PLATFORM_NAMES.iter().position(|n| *n == name)?;
     v1::Platform::try_from(i32::try_from(index).ok()?).ok()
+}
+
+/// The file API's bearer tokens, checked by the accounts service.
+struct TokenAuth(Arc<Backend>);
+
+#[async_trait::async_trait]
+impl crate::files::http::Authenticate for TokenAuth {
+    async fn user_of(&self, token: &str) -> Result<crate::api::UserId, crate::files::http::AuthError> {
+        use crate::files::http::AuthError;
+        self.0
+            .accounts
+            .token_user(token)
+            .await
+            .map_err(|refusal| match refusal.code {
+                ErrorCode::Unavailable => AuthError::Unavailable(refusal.message),
+                _ => AuthError::Invalid(refusal.message),
+            })
+    }
 }

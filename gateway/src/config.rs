@@ -48,6 +48,7 @@ pub struct Config {
     pub observe: ObserveConfig,
     pub backup: ringchat_backend::backup::BackupConfig,
     pub cluster: ringchat_backend::config::ClusterConfig,
+    pub files: ringchat_backend::config::FilesConfig,
 }
 
 /// Which I/O driver the shards run on.
@@ -258,6 +259,7 @@ impl Config {
             server_name: self.gateway.server_name.clone(),
             backup: self.backup.clone(),
             cluster: self.cluster.clone(),
+            files: self.files.clone(),
         }
     }
 

@@ -1,4 +1,45 @@
 //! Files and media (issue 15): uploads in chunks over HTTP on the client listeners, downloads
 //! with ranges, and the storage port the bytes live behind.
+//!
+//! - `config.rs`: `[files]`. `model.rs`: the records kept in storage, their keys, name rules.
+//! - `service.rs`: uploads (create, chunks, complete) and limits; `download.rs`: who may read a
+//!   file, and its bytes; `cleanup.rs`: abandoned uploads removed in bounded passes.
+//! - `http.rs`: the `/files` routes (axum), refusals as JSON with their HTTP status.
+//! - `storage/`: the port, and the local disk adapter (`storage/local.rs`).
 
+mod cleanup;
+pub mod config;
+mod download;
+mod error;
+pub mod http;
+mod metrics;
+mod model;
+mod service;
 pub mod storage;
+
+pub use cleanup::{CLEANUP_INTERVAL, CleanupPass};
+pub use config::{FileStorageKind, FilesConfig};
+pub use download::{DownloadAccess, UploaderOnly, Via};
+pub use error::FileError;
+pub use model::{FileMeta, NewUpload, Thumb};
+pub use service::{Created, FileService};
+
+use std::sync::Arc;
+
+/// The service on the storage `config` names (`dir` relative to `data_dir` by default).
+pub fn open(
+    config: &FilesConfig,
+    data_dir: &std::path::Path,
+) -> Result<Arc<FileService>, storage::StorageError> {
+    let storage: Arc<dyn storage::FileStorage> = match config.storage {
+        FileStorageKind::Local => Arc::new(storage::local::LocalStorage::open(
+            &config.local_dir(data_dir),
+        )?),
+        FileStorageKind::S3 => {
+            return Err(storage::StorageError::Failed(
+                "files.storage = \"s3\" is not available in this build".into(),
+            ));
+        }
+    };
+    Ok(Arc::new(FileService::new(storage, config.clone())))
+}

@@ -131,6 +131,7 @@ pub fn load(layers: &Layers) -> Result<Loaded, Vec<String>> {
         observe: section(&table, "observe", &mut typed),
         backup: section(&table, "backup", &mut typed),
         cluster: section(&table, "cluster", &mut typed),
+        files: section(&table, "files", &mut typed),
     };
     problems.extend(
         typed

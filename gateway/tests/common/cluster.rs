@@ -55,6 +55,8 @@ impl NodeEnv {
             ("STORAGE__ENGINE", "postgres".to_owned()),
             ("STORAGE__POSTGRES__URL", db.to_owned()),
             ("CLUSTER__ENABLED", "true".to_owned()),
+            // Local file storage is refused in cluster mode (files need shared storage).
+            ("FILES__ENABLED", "false".to_owned()),
             ("CLUSTER__NODE_ID", (*id).to_owned()),
             ("CLUSTER__REDIS_URL", redis.to_owned()),
             ("CLUSTER__PEER_SECRET", PEER_SECRET.to_owned()),

@@ -12,6 +12,8 @@ use std::ops::Range;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 
+pub mod local;
+
 /// What went wrong in storage. No engine types: the adapters map their own errors here.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {

@@ -1,0 +1,192 @@
+//! `[files]`: uploads over HTTP, their limits, and where the bytes are kept.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Smallest and largest `files.chunk_bytes`: below, a large file is too many requests; above,
+/// each chunk in flight holds too much memory (a chunk is checked whole before it is stored).
+pub const CHUNK_BYTES_MIN: u64 = 64 * 1024;
+pub const CHUNK_BYTES_MAX: u64 = 16 * 1024 * 1024;
+/// Chunks one file may have, at most: bounds the present-chunks answer and each listing.
+pub const CHUNKS_PER_FILE_MAX: u64 = 100_000;
+/// Largest `files.file_bytes_max` and `files.user_quota_bytes`: 1 TiB and 1 PiB (typo guards).
+pub const FILE_BYTES_LIMIT: u64 = 1 << 40;
+pub const QUOTA_BYTES_LIMIT: u64 = 1 << 50;
+/// Longest file name a server may be configured to accept, in bytes.
+pub const NAME_BYTES_LIMIT: usize = 1024;
+
+/// Where finished files and uploads in progress are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileStorageKind {
+    /// Files under `files.dir` on this machine: one box.
+    #[default]
+    Local,
+    /// S3-compatible object storage (`[files.s3]`), shared by the nodes of a cluster.
+    S3,
+}
+
+/// `[files]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilesConfig {
+    /// Off: no `/files` paths on the client listeners.
+    pub enabled: bool,
+    pub storage: FileStorageKind,
+    /// `storage = "local"`: the directory; empty means `files` under `storage.data_dir`.
+    pub dir: PathBuf,
+    /// Size of every chunk of an upload but the last, in bytes (the server tells the client).
+    pub chunk_bytes: u64,
+    /// Largest file, in bytes.
+    pub file_bytes_max: u64,
+    /// Uploads one user may have started and not completed, at most: 429 past it.
+    pub uploads_in_progress_max: u32,
+    /// Bytes one user may keep: finished files plus the declared sizes of uploads in progress.
+    pub user_quota_bytes: u64,
+    /// An upload not completed this long after it was created is removed, in seconds.
+    pub upload_lifetime_s: u64,
+    /// Longest file name, in bytes of UTF-8.
+    pub name_bytes_max: usize,
+    /// Chunk bodies being received at once on this node, at most (each held in memory until
+    /// its checksum is verified): 503 with Retry-After past it.
+    pub chunks_in_flight_max: usize,
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            storage: FileStorageKind::Local,
+            dir: PathBuf::new(),
+            chunk_bytes: 1024 * 1024,
+            file_bytes_max: 100 * 1024 * 1024,
+            uploads_in_progress_max: 8,
+            user_quota_bytes: 1024 * 1024 * 1024,
+            upload_lifetime_s: 24 * 3600,
+            name_bytes_max: 255,
+            chunks_in_flight_max: 64,
+        }
+    }
+}
+
+impl FilesConfig {
+    /// The local adapter's directory.
+    pub fn local_dir(&self, data_dir: &Path) -> PathBuf {
+        if self.dir.as_os_str().is_empty() {
+            data_dir.join("files")
+        } else {
+            self.dir.clone()
+        }
+    }
+
+    /// Every problem of the section, as `key: problem` lines. `cluster` is whether the node
+    /// runs in cluster mode.
+    pub fn problems(&self, cluster: bool) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut check = |ok: bool, msg: &str| {
+            if !ok {
+                out.push(msg.to_owned());
+            }
+        };
+        check(
+            (CHUNK_BYTES_MIN..=CHUNK_BYTES_MAX).contains(&self.chunk_bytes),
+            "files.chunk_bytes: must be between 65536 (64 KiB) and 16777216 (16 MiB)",
+        );
+        check(
+            (1..=FILE_BYTES_LIMIT).contains(&self.file_bytes_max),
+            "files.file_bytes_max: must be between 1 and 1099511627776 (1 TiB)",
+        );
+        check(
+            self.chunk_bytes == 0
+                || self.file_bytes_max.div_ceil(self.chunk_bytes) <= CHUNKS_PER_FILE_MAX,
+            "files.file_bytes_max: at most 100000 chunks of files.chunk_bytes per file (raise chunk_bytes)",
+        );
+        check(
+            (1..=1_000).contains(&self.uploads_in_progress_max),
+            "files.uploads_in_progress_max: must be between 1 and 1000",
+        );
+        check(
+            (1..=QUOTA_BYTES_LIMIT).contains(&self.user_quota_bytes),
+            "files.user_quota_bytes: must be between 1 and 1125899906842624 (1 PiB)",
+        );
+        check(
+            (60..=30 * 24 * 3600).contains(&self.upload_lifetime_s),
+            "files.upload_lifetime_s: must be between 60 and 2592000 (30 days)",
+        );
+        check(
+            (1..=NAME_BYTES_LIMIT).contains(&self.name_bytes_max),
+            "files.name_bytes_max: must be between 1 and 1024",
+        );
+        check(
+            (1..=4_096).contains(&self.chunks_in_flight_max),
+            "files.chunks_in_flight_max: must be between 1 and 4096",
+        );
+        if self.enabled && cluster && self.storage == FileStorageKind::Local {
+            out.push("files.storage: \"local\" keeps files on one node, which the other nodes of a cluster cannot read; use storage = \"s3\" in cluster mode (or enabled = false)".into());
+        }
+        if self.enabled && self.storage == FileStorageKind::S3 {
+            out.push("files.storage: \"s3\" is not available in this build yet; use \"local\"".into());
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_pass_and_each_bad_value_is_named() {
+        assert!(FilesConfig::default().problems(false).is_empty());
+        let bad = FilesConfig {
+            chunk_bytes: 1000,
+            file_bytes_max: 0,
+            uploads_in_progress_max: 0,
+            user_quota_bytes: 0,
+            upload_lifetime_s: 1,
+            name_bytes_max: 0,
+            chunks_in_flight_max: 0,
+            ..FilesConfig::default()
+        };
+        let problems = bad.problems(false).join("\n");
+        for key in [
+            "files.chunk_bytes",
+            "files.file_bytes_max: must be between",
+            "files.uploads_in_progress_max",
+            "files.user_quota_bytes",
+            "files.upload_lifetime_s",
+            "files.name_bytes_max",
+            "files.chunks_in_flight_max",
+        ] {
+            assert!(problems.contains(key), "{key} missing from:\n{problems}");
+        }
+        let too_many_chunks = FilesConfig {
+            chunk_bytes: CHUNK_BYTES_MIN,
+            file_bytes_max: FILE_BYTES_LIMIT,
+            ..FilesConfig::default()
+        };
+        assert!(too_many_chunks.problems(false)[0].contains("100000 chunks"));
+    }
+
+    #[test]
+    fn local_storage_is_refused_in_cluster_mode_unless_files_are_off() {
+        let problems = FilesConfig::default().problems(true);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("other nodes"), "{problems:?}");
+        let off = FilesConfig {
+            enabled: false,
+            ..FilesConfig::default()
+        };
+        assert!(off.problems(true).is_empty());
+    }
+
+    #[test]
+    fn the_local_dir_defaults_under_the_data_dir() {
+        let config = FilesConfig::default();
+        assert_eq!(
+            config.local_dir(Path::new("/var/lib/ringchat")),
+            Path::new("/var/lib/ringchat/files")
+        );
+    }
+}

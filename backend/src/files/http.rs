@@ -1,0 +1,375 @@
+//! The HTTP file API (the paths of issue 15), as an axum `Router` the gateway serves on the
+//! client listeners. Every request carries the login token as `Authorization: Bearer TOKEN`.
+//!
+//! - `POST /files` `{name, size, mime, sha256}` → `{upload_id, chunk_size}`
+//! - `PUT /files/{upload_id}/chunks/{index}` with `X-Chunk-Sha256` → 204
+//! - `GET /files/{upload_id}/chunks` → `{present: [indices]}`
+//! - `POST /files/{upload_id}/complete` → `{file_id}`
+//! - `GET /files/{file_id}[?c=CONVERSATION&s=SEQ]`: the bytes, with `Range`, `ETag`.
+//!
+//! Refusals are JSON `{"error", "code"}` with the status of [`FileError::status`].
+
+mod headers;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt as _;
+
+use super::download::Via;
+use super::error::FileError;
+use super::model::NewUpload;
+use super::service::FileService;
+use crate::api::UserId;
+use headers::{RangeAsk, content_disposition, parse_range, served_type};
+
+/// Largest JSON body (`POST /files`), in bytes.
+pub const JSON_BODY_BYTES_MAX: usize = 16 * 1024;
+/// A chunk body must arrive whole within this long (its memory is held meanwhile).
+pub const CHUNK_BODY_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Why a token was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Unknown, expired, or its account disabled: 401.
+    #[error("{0}")]
+    Invalid(String),
+    /// The account store could not be asked: 503.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Who a bearer token is for: the same rule as the token login of the client protocol.
+#[async_trait::async_trait]
+pub trait Authenticate: Send + Sync + 'static {
+    async fn user_of(&self, token: &str) -> Result<UserId, AuthError>;
+}
+
+#[derive(Clone)]
+struct Api {
+    files: Arc<FileService>,
+    auth: Arc<dyn Authenticate>,
+}
+
+/// The `/files` routes, ready to serve.
+pub fn router(files: Arc<FileService>, auth: Arc<dyn Authenticate>) -> Router {
+    Router::new()
+        .route("/files", post(create))
+        .route("/files/{id}", get(download))
+        .route("/files/{id}/chunks", get(present))
+        .route("/files/{id}/chunks/{index}", put(put_chunk))
+        .route("/files/{id}/complete", post(complete))
+        .with_state(Api { files, auth })
+}
+
+/// A refusal as the client reads it.
+struct Refused(FileError);
+
+impl From<FileError> for Refused {
+    fn from(e: FileError) -> Self {
+        Self(e)
+    }
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        let e = self.0;
+        metrics::counter!(super::metrics::UPLOADS_REFUSED, "reason" => e.code()).increment(1);
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::json!({ "error": e.to_string(), "code": e.code() });
+        let mut response = (status, axum::Json(body)).into_response();
+        let headers = response.headers_mut();
+        match e {
+            FileError::BadRange { size } => {
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                    headers.insert(header::CONTENT_RANGE, v);
+                }
+            }
+            FileError::Busy => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+/// 401 (or 503 when the account store is away).
+fn unauthorized(e: AuthError) -> Response {
+    let (status, code) = match &e {
+        AuthError::Invalid(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+        AuthError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "accounts_unavailable"),
+    };
+    metrics::counter!(super::metrics::UPLOADS_REFUSED, "reason" => code).increment(1);
+    let body = serde_json::json!({ "error": e.to_string(), "code": code });
+    let mut response = (status, axum::Json(body)).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
+}
+
+impl Api {
+    async fn user(&self, headers: &HeaderMap) -> Result<UserId, Response> {
+        let token = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                let (scheme, token) = v.trim().split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            })
+            .filter(|t| !t.is_empty());
+        let Some(token) = token else {
+            return Err(unauthorized(AuthError::Invalid(
+                "send the login token as Authorization: Bearer TOKEN".into(),
+            )));
+        };
+        self.auth.user_of(token).await.map_err(unauthorized)
+    }
+}
+
+/// Reads a body of at most `max` bytes; `too_large` past it.
+async fn read_body(body: Body, max: usize, too_large: FileError) -> Result<Bytes, FileError> {
+    let mut stream = body.into_data_stream();
+    let mut buf = BytesMut::new();
+    while let Some(piece) = stream.next().await {
+        let piece =
+            piece.map_err(|e| FileError::bad("body_unreadable", format!("reading the body: {e}")))?;
+        if buf.len() + piece.len() > max {
+            return Err(too_large);
+        }
+        buf.extend_from_slice(&piece);
+    }
+    Ok(buf.freeze())
+}
+
+async fn create(State(api): State<Api>, headers: HeaderMap, body: Body) -> Response {
+    let user = match api.user(&headers).await {
+        Ok(user) => user,
+        Err(response) => return response,
+    };
+    let result = async {
+        let body = read_body(
+            body,
+            JSON_BODY_BYTES_MAX,
+            FileError::bad("body_too_large", "the JSON body is over 16 KiB"),
+        )
+        .await?;
+        let req: NewUpload = serde_json::from_slice(&body).map_err(|e| {
+            FileError::bad(
+                "bad_json",
+                format!("expected {{name, size, mime, sha256}}: {e}"),
+            )
+        })?;
+        api.files.create_upload(user, req).await
+    }
+    .await;
+    match result {
+        Ok(created) => (StatusCode::CREATED, axum::Json(created)).into_response(),
+        Err(e) => Refused(e).into_response(),
+    }
+}
+
+async fn put_chunk(
+    State(api): State<Api>,
+    Path((upload_id, index)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let user = match api.user(&headers).await {
+        Ok(user) => user,
+        Err(response) => return response,
+    };
+    let result = async {
+        let index: u64 = index.parse().map_err(|_| {
+            FileError::bad("bad_chunk_index", "the chunk index is not a number")
+        })?;
+        let sha256 = headers
+            .get("x-chunk-sha256")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                FileError::bad(
+                    "bad_chunk_sha256",
+                    "X-Chunk-Sha256: required (the chunk's SHA-256, lowercase hex)",
+                )
+            })?
+            .to_owned();
+        let max = api.files.config().chunk_bytes;
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max) {
+            return Err(FileError::ChunkTooLarge { max });
+        }
+        let _room = api.files.chunk_permit()?;
+        let bytes = tokio::time::timeout(
+            CHUNK_BODY_TIMEOUT,
+            read_body(body, max as usize, FileError::ChunkTooLarge { max }),
+        )
+        .await
+        .map_err(|_| FileError::bad("body_timeout", "the chunk did not arrive in time"))??;
+        api.files
+            .put_chunk(user, &upload_id, index, &sha256, bytes)
+            .await
+    }
+    .await;
+    match result {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => Refused(e).into_response(),
+    }
+}
+
+async fn present(
+    State(api): State<Api>,
+    Path(upload_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let user = match api.user(&headers).await {
+        Ok(user) => user,
+        Err(response) => return response,
+    };
+    match api.files.present_chunks(user, &upload_id).await {
+        Ok(present) => axum::Json(serde_json::json!({ "present": present })).into_response(),
+        Err(e) => Refused(e).into_response(),
+    }
+}
+
+async fn complete(
+    State(api): State<Api>,
+    Path(upload_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let user = match api.user(&headers).await {
+        Ok(user) => user,
+        Err(response) => return response,
+    };
+    match api.files.complete(user, &upload_id).await {
+        Ok(file_id) => axum::Json(serde_json::json!({ "file_id": file_id })).into_response(),
+        Err(e) => Refused(e).into_response(),
+    }
+}
+
+/// `c` and `s` of the query: both or neither.
+fn parse_via(query: Option<&str>) -> Result<Option<Via>, FileError> {
+    let (mut c, mut s) = (None, None);
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let n = || {
+            v.parse::<u64>().map_err(|_| {
+                FileError::bad("bad_query", format!("{k}: expected a number"))
+            })
+        };
+        match k {
+            "c" => c = Some(n()?),
+            "s" => s = Some(n()?),
+            _ => {}
+        }
+    }
+    match (c, s) {
+        (Some(conversation_id), Some(seq)) => Ok(Some(Via {
+            conversation_id,
+            seq,
+        })),
+        (None, None) => Ok(None),
+        _ => Err(FileError::bad(
+            "bad_query",
+            "c and s: give both (the conversation and the message's seq) or neither",
+        )),
+    }
+}
+
+async fn download(
+    State(api): State<Api>,
+    Path(file_id): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let user = match api.user(&headers).await {
+        Ok(user) => user,
+        Err(response) => return response,
+    };
+    match serve(&api, user, &file_id, query.as_deref(), &headers).await {
+        Ok(response) => response,
+        Err(e) => Refused(e).into_response(),
+    }
+}
+
+async fn serve(
+    api: &Api,
+    user: UserId,
+    file_id: &str,
+    query: Option<&str>,
+    request: &HeaderMap,
+) -> Result<Response, FileError> {
+    let via = parse_via(query)?;
+    let meta = api.files.download_meta(user, file_id, via).await?;
+    let etag = format!("\"{}\"", meta.sha256);
+    let mut out = HeaderMap::new();
+    let value = |s: &str| HeaderValue::from_str(s).expect("built from safe characters");
+    out.insert(header::ETAG, value(&etag));
+    out.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
+    out.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    // Whatever a file holds, it never runs as a page of this origin.
+    out.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; sandbox"),
+    );
+    out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    let matches_etag = |h: &HeaderValue| {
+        h.to_str()
+            .map(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+            .unwrap_or(false)
+    };
+    if request.get(header::IF_NONE_MATCH).is_some_and(matches_etag) {
+        return Ok((StatusCode::NOT_MODIFIED, out).into_response());
+    }
+    let (mime, inline) = served_type(&meta.mime);
+    out.insert(header::CONTENT_TYPE, value(mime));
+    out.insert(
+        header::CONTENT_DISPOSITION,
+        value(&content_disposition(inline, &meta.name)),
+    );
+    // A Range under a stale If-Range validator: the whole file, as RFC 9110 says.
+    let range_header = match request.get(header::IF_RANGE) {
+        Some(v) if !matches_etag(v) => None,
+        _ => request.get(header::RANGE).and_then(|v| v.to_str().ok()),
+    };
+    let (status, range) = match parse_range(range_header, meta.size) {
+        RangeAsk::Whole => (StatusCode::OK, 0..meta.size),
+        RangeAsk::Part(range) => {
+            out.insert(
+                header::CONTENT_RANGE,
+                value(&format!(
+                    "bytes {}-{}/{}",
+                    range.start,
+                    range.end - 1,
+                    meta.size
+                )),
+            );
+            (StatusCode::PARTIAL_CONTENT, range)
+        }
+        RangeAsk::Unsatisfiable => return Err(FileError::BadRange { size: meta.size }),
+    };
+    out.insert(
+        header::CONTENT_LENGTH,
+        value(&(range.end - range.start).to_string()),
+    );
+    let stream = api.files.read(&meta, Some(range)).await?;
+    Ok((status, out, Body::from_stream(stream)).into_response())
+}
+
+#[cfg(test)]
+mod tests;

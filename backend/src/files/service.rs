@@ -1,0 +1,506 @@
+//! The files service: uploads in chunks (create, put chunk, present chunks, complete), finished
+//! files' metadata, and the per-user limits. Downloads are in `download.rs`, the removal of
+//! abandoned uploads in `cleanup.rs`. Everything lives in the [`FileStorage`] port under the
+//! keys of `model::keys`.
+//!
+//! Order of writes at complete, so that nothing half done is ever served: the blob (durable),
+//! then the file's meta.json, then the uploader's index entry, then the upload's `done` marker
+//! (a retried complete answers the same file id from it), and only then the chunks go.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use bytes::Bytes;
+use futures_util::TryStreamExt as _;
+use serde::de::DeserializeOwned;
+use sha2::{Digest as _, Sha256};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::config::FilesConfig;
+use super::download::{DownloadAccess, UploaderOnly};
+use super::error::FileError;
+use super::model::{
+    FileMeta, NewUpload, UploadDone, UploadMeta, check_name, is_id, is_sha256_hex, keys, new_id,
+    normalize_mime,
+};
+use super::storage::{FileStorage, StorageError};
+use crate::admin::auth::credentials::hex;
+use crate::api::UserId;
+use crate::time::now_ms;
+
+/// Keys asked for per listing page.
+pub(super) const LIST_PAGE: usize = 1_000;
+/// Largest JSON record the service reads back (meta.json, done): they are written small.
+const RECORD_BYTES_MAX: usize = 64 * 1024;
+/// Creates of users hashing to the same stripe run one at a time (count and quota checked,
+/// then the upload written, without a race between two creates of one user).
+const USER_LOCK_STRIPES: usize = 64;
+
+/// What `POST /files` answers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Created {
+    pub upload_id: String,
+    pub chunk_size: u64,
+}
+
+pub struct FileService {
+    pub(super) storage: Arc<dyn FileStorage>,
+    pub(super) config: FilesConfig,
+    pub(super) access: OnceLock<Arc<dyn DownloadAccess>>,
+    user_locks: [tokio::sync::Mutex<()>; USER_LOCK_STRIPES],
+    /// Uploads being completed on this node (`user/upload_id`): a second complete waits its turn.
+    completing: Mutex<HashSet<String>>,
+    /// Chunk bodies being received, at most `files.chunks_in_flight_max`.
+    chunk_permits: Arc<Semaphore>,
+    /// Where the cleanup's next pass starts (`cleanup.rs`).
+    pub(super) cleanup_cursor: Mutex<Option<String>>,
+}
+
+impl FileService {
+    pub fn new(storage: Arc<dyn FileStorage>, config: FilesConfig) -> Self {
+        super::metrics::describe();
+        Self {
+            storage,
+            chunk_permits: Arc::new(Semaphore::new(config.chunks_in_flight_max)),
+            config,
+            access: OnceLock::new(),
+            user_locks: std::array::from_fn(|_| tokio::sync::Mutex::new(())),
+            completing: Mutex::new(HashSet::new()),
+            cleanup_cursor: Mutex::new(None),
+        }
+    }
+
+    pub fn config(&self) -> &FilesConfig {
+        &self.config
+    }
+
+    /// Who else than the uploader may download a file (files-media sets it once); until set,
+    /// only uploaders download.
+    pub fn set_download_access(&self, access: Arc<dyn DownloadAccess>) -> Result<(), FileError> {
+        self.access
+            .set(access)
+            .map_err(|_| FileError::Unavailable("download access set twice".into()))
+    }
+
+    pub(super) fn download_access(&self) -> &dyn DownloadAccess {
+        self.access.get().map_or(&UploaderOnly, |a| a.as_ref())
+    }
+
+    /// Room for one chunk body in memory; `Busy` when `chunks_in_flight_max` are being received.
+    pub fn chunk_permit(&self) -> Result<OwnedSemaphorePermit, FileError> {
+        Arc::clone(&self.chunk_permits)
+            .try_acquire_owned()
+            .map_err(|_| FileError::Busy)
+    }
+
+    /// `POST /files`: checks the request and the user's limits, and records the upload.
+    pub async fn create_upload(&self, user: UserId, req: NewUpload) -> Result<Created, FileError> {
+        check_name(&req.name, self.config.name_bytes_max)?;
+        let mime = normalize_mime(&req.mime)?;
+        if !is_sha256_hex(&req.sha256) {
+            return Err(FileError::bad(
+                "bad_sha256",
+                "sha256: expected the file's SHA-256 as 64 lowercase hex characters",
+            ));
+        }
+        if req.size > self.config.file_bytes_max {
+            return Err(FileError::TooLarge {
+                max: self.config.file_bytes_max,
+            });
+        }
+        let _one_at_a_time = self.user_locks[user as usize % USER_LOCK_STRIPES]
+            .lock()
+            .await;
+        let now = now_ms();
+        let in_progress = self.uploads_in_progress(user, now).await?;
+        if in_progress.len() >= self.config.uploads_in_progress_max as usize {
+            return Err(FileError::TooManyUploads {
+                max: self.config.uploads_in_progress_max,
+            });
+        }
+        let used = self.finished_bytes(user).await?
+            + in_progress.iter().map(|u| u.size).sum::<u64>();
+        let quota = self.config.user_quota_bytes;
+        if used.saturating_add(req.size) > quota {
+            return Err(FileError::OverQuota { quota, used });
+        }
+        let upload_id = new_id()?;
+        let meta = UploadMeta {
+            name: req.name,
+            size: req.size,
+            mime,
+            sha256: req.sha256,
+            chunk_bytes: self.config.chunk_bytes,
+            created_ms: now,
+        };
+        self.put_json(&keys::upload_meta(user, &upload_id), &meta)
+            .await?;
+        metrics::counter!(super::metrics::UPLOADS_CREATED).increment(1);
+        tracing::debug!(user, upload_id, size = meta.size, "upload created");
+        Ok(Created {
+            upload_id,
+            chunk_size: meta.chunk_bytes,
+        })
+    }
+
+    /// `PUT /files/{upload_id}/chunks/{index}`: stores the chunk once its bytes match
+    /// `sha256`. A chunk sent again replaces the one stored (the same bytes: no change).
+    pub async fn put_chunk(
+        &self,
+        user: UserId,
+        upload_id: &str,
+        index: u64,
+        sha256: &str,
+        bytes: Bytes,
+    ) -> Result<(), FileError> {
+        if !is_sha256_hex(sha256) {
+            return Err(FileError::bad(
+                "bad_chunk_sha256",
+                "X-Chunk-Sha256: expected the chunk's SHA-256 as 64 lowercase hex characters",
+            ));
+        }
+        let meta = self.live_upload(user, upload_id).await?;
+        let count = meta.chunk_count();
+        if index >= count {
+            return Err(FileError::bad(
+                "bad_chunk_index",
+                format!("chunk index {index}: this upload has chunks 0 to {count} (exclusive)"),
+            ));
+        }
+        let want = meta.chunk_len(index);
+        if bytes.len() as u64 != want {
+            return Err(FileError::bad(
+                "bad_chunk_size",
+                format!(
+                    "chunk {index} must be exactly {want} bytes (got {})",
+                    bytes.len()
+                ),
+            ));
+        }
+        let (hashed, body) = tokio::task::spawn_blocking(move || (sha256_hex(&bytes), bytes))
+            .await
+            .map_err(|e| FileError::Unavailable(format!("hashing: {e}")))?;
+        if hashed != sha256 {
+            return Err(FileError::ChunkMismatch);
+        }
+        let len = body.len() as u64;
+        self.storage
+            .put(&keys::chunk(user, upload_id, index), body)
+            .await?;
+        metrics::counter!(super::metrics::BYTES_IN).increment(len);
+        Ok(())
+    }
+
+    /// `GET /files/{upload_id}/chunks`: the indices stored, in order.
+    pub async fn present_chunks(&self, user: UserId, upload_id: &str) -> Result<Vec<u64>, FileError> {
+        let meta = self.live_upload(user, upload_id).await?;
+        self.chunk_indices(user, upload_id, &meta).await
+    }
+
+    /// `POST /files/{upload_id}/complete`: assembles the chunks into the file's blob while
+    /// hashing them, and records the file once its bytes are durable. A retry after success
+    /// answers the same file id.
+    pub async fn complete(&self, user: UserId, upload_id: &str) -> Result<String, FileError> {
+        if !is_id(upload_id) {
+            return Err(FileError::NotFound);
+        }
+        let _turn = Completing::claim(&self.completing, format!("{user}/{upload_id}"))?;
+        if let Some(done) = self
+            .read_json::<UploadDone>(&keys::upload_done(user, upload_id))
+            .await?
+        {
+            return Ok(done.file_id);
+        }
+        let meta = self.live_upload(user, upload_id).await?;
+        let count = meta.chunk_count();
+        let present = self.chunk_indices(user, upload_id, &meta).await?;
+        if (present.len() as u64) < count {
+            return Err(FileError::ChunksMissing {
+                missing: count - present.len() as u64,
+                total: count,
+            });
+        }
+        let blob = keys::blob(&meta.sha256);
+        // Content already stored (same SHA-256) is hashed all the same: only a client that
+        // has the bytes gets a file of them.
+        let stored = matches!(self.storage.head(&blob).await, Ok(m) if m.size_bytes == meta.size);
+        let mut writer = if stored {
+            None
+        } else {
+            Some(self.storage.create(&blob).await?)
+        };
+        let hashed = self
+            .assemble(user, upload_id, &meta, writer.as_deref_mut())
+            .await;
+        let hashed = match hashed {
+            Ok(hashed) => hashed,
+            Err(e) => {
+                if let Some(w) = writer {
+                    let _ = w.abort().await;
+                }
+                return Err(e);
+            }
+        };
+        if hashed != meta.sha256 {
+            if let Some(w) = writer {
+                let _ = w.abort().await;
+            }
+            self.delete_upload(user, upload_id).await?;
+            tracing::info!(user, upload_id, "upload discarded: whole-file sha256 mismatch");
+            return Err(FileError::FileMismatch);
+        }
+        if let Some(w) = writer {
+            w.finish().await?;
+        }
+        let now = now_ms();
+        let file_id = new_id()?;
+        let file = FileMeta {
+            file_id: file_id.clone(),
+            uploader: user,
+            name: meta.name,
+            size: meta.size,
+            mime: meta.mime,
+            sha256: meta.sha256,
+            created_ms: now,
+            thumb: None,
+        };
+        self.put_json(&keys::file_meta(&file_id), &file).await?;
+        self.storage
+            .put(&keys::user_file(user, &file_id, file.size), Bytes::new())
+            .await?;
+        let done = UploadDone {
+            file_id: file_id.clone(),
+            completed_ms: now,
+        };
+        self.put_json(&keys::upload_done(user, upload_id), &done)
+            .await?;
+        // The file is safe; what is left is tidying (the cleanup would do it too).
+        self.delete_prefix(&keys::chunks(user, upload_id)).await?;
+        self.storage
+            .delete(&keys::upload_meta(user, upload_id))
+            .await?;
+        metrics::counter!(super::metrics::UPLOADS_COMPLETED).increment(1);
+        tracing::info!(user, upload_id, file_id, size = file.size, "upload completed");
+        Ok(file_id)
+    }
+
+    /// A finished file's metadata (`files/{file_id}/meta.json`); `None` when there is none.
+    pub async fn file(&self, file_id: &str) -> Result<Option<FileMeta>, FileError> {
+        if !is_id(file_id) {
+            return Ok(None);
+        }
+        self.read_json(&keys::file_meta(file_id)).await
+    }
+
+    /// Streams the chunks in order into `writer` (when given) and returns their SHA-256.
+    async fn assemble(
+        &self,
+        user: UserId,
+        upload_id: &str,
+        meta: &UploadMeta,
+        mut writer: Option<&mut (dyn super::storage::ObjectWriter + 'static)>,
+    ) -> Result<String, FileError> {
+        let mut hasher = Sha256::new();
+        for index in 0..meta.chunk_count() {
+            let (_, mut pieces) = self
+                .storage
+                .get(&keys::chunk(user, upload_id, index), None)
+                .await?;
+            let mut len = 0;
+            while let Some(piece) = pieces.try_next().await? {
+                len += piece.len() as u64;
+                hasher.update(&piece);
+                if let Some(w) = writer.as_deref_mut() {
+                    w.write(piece).await?;
+                }
+            }
+            if len != meta.chunk_len(index) {
+                return Err(FileError::Unavailable(format!(
+                    "chunk {index} of upload {upload_id} has {len} bytes in storage"
+                )));
+            }
+        }
+        Ok(hex(&hasher.finalize()))
+    }
+
+    /// An upload of `user` that exists, is not completed and has not outlived its lifetime.
+    async fn live_upload(&self, user: UserId, upload_id: &str) -> Result<UploadMeta, FileError> {
+        if !is_id(upload_id) {
+            return Err(FileError::NotFound);
+        }
+        let meta: UploadMeta = self
+            .read_json(&keys::upload_meta(user, upload_id))
+            .await?
+            .ok_or(FileError::NotFound)?;
+        if self.expired(meta.created_ms, now_ms()) {
+            return Err(FileError::NotFound);
+        }
+        Ok(meta)
+    }
+
+    pub(super) fn expired(&self, since_ms: u64, now: u64) -> bool {
+        since_ms.saturating_add(self.config.upload_lifetime_s.saturating_mul(1000)) <= now
+    }
+
+    async fn chunk_indices(
+        &self,
+        user: UserId,
+        upload_id: &str,
+        meta: &UploadMeta,
+    ) -> Result<Vec<u64>, FileError> {
+        let count = meta.chunk_count();
+        let mut present = Vec::new();
+        let prefix = keys::chunks(user, upload_id);
+        self.for_each_key(&prefix, |key| {
+            if let Some(index) = key[prefix.len()..].parse::<u64>().ok().filter(|&i| i < count) {
+                present.push(index);
+            }
+        })
+        .await?;
+        Ok(present)
+    }
+
+    /// The user's uploads that are neither completed nor expired. One listing step per upload:
+    /// each hop skips the upload's chunks.
+    async fn uploads_in_progress(&self, user: UserId, now: u64) -> Result<Vec<UploadMeta>, FileError> {
+        let prefix = keys::uploads_of(user);
+        let mut after: Option<String> = None;
+        let mut out = Vec::new();
+        while let Some((_, upload_id)) = self.next_upload(&prefix, after.as_deref()).await? {
+            after = Some(past_upload(user, &upload_id));
+            if let Some(meta) = self
+                .read_json::<UploadMeta>(&keys::upload_meta(user, &upload_id))
+                .await?
+                && !self.expired(meta.created_ms, now)
+                && self
+                    .read_json::<UploadDone>(&keys::upload_done(user, &upload_id))
+                    .await?
+                    .is_none()
+            {
+                out.push(meta);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The first upload with a key under `prefix` after `after`: `(user, upload_id)`.
+    pub(super) async fn next_upload(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+    ) -> Result<Option<(UserId, String)>, FileError> {
+        let mut after = after.map(str::to_owned);
+        loop {
+            let page = self.storage.list(prefix, after.as_deref(), 1).await?;
+            let Some(first) = page.into_iter().next() else {
+                return Ok(None);
+            };
+            match keys::upload_of_key(&first.key) {
+                Some((user, id)) if is_id(id) => return Ok(Some((user, id.to_owned()))),
+                // Not the service's: skipped (never removed, it is not ours to judge).
+                _ => after = Some(first.key),
+            }
+        }
+    }
+
+    /// Bytes of the user's finished files, from the sizes in their index keys.
+    async fn finished_bytes(&self, user: UserId) -> Result<u64, FileError> {
+        let mut total = 0u64;
+        self.for_each_key(&keys::user_files(user), |key| {
+            total = total.saturating_add(keys::user_file_size(key).unwrap_or(0));
+        })
+        .await?;
+        Ok(total)
+    }
+
+    /// Every key under `prefix`, page by page.
+    pub(super) async fn for_each_key(
+        &self,
+        prefix: &str,
+        mut f: impl FnMut(&str),
+    ) -> Result<(), FileError> {
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.storage.list(prefix, after.as_deref(), LIST_PAGE).await?;
+            for listed in &page {
+                f(&listed.key);
+            }
+            if page.len() < LIST_PAGE {
+                return Ok(());
+            }
+            after = page.last().map(|l| l.key.clone());
+        }
+    }
+
+    /// Removes every key of an upload.
+    pub(super) async fn delete_upload(&self, user: UserId, upload_id: &str) -> Result<(), FileError> {
+        self.delete_prefix(&keys::upload_dir(user, upload_id)).await
+    }
+
+    async fn delete_prefix(&self, prefix: &str) -> Result<(), FileError> {
+        loop {
+            let page = self.storage.list(prefix, None, LIST_PAGE).await?;
+            if page.is_empty() {
+                return Ok(());
+            }
+            for listed in page {
+                self.storage.delete(&listed.key).await?;
+            }
+        }
+    }
+
+    pub(super) async fn read_json<T: DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, FileError> {
+        let mut pieces = match self.storage.get(key, Some(0..RECORD_BYTES_MAX as u64)).await {
+            Ok((_, pieces)) => pieces,
+            Err(StorageError::NotFound) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let mut bytes = Vec::new();
+        while let Some(piece) = pieces.try_next().await? {
+            bytes.extend_from_slice(&piece);
+        }
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| FileError::Unavailable(format!("{key}: unreadable record: {e}")))
+    }
+
+    async fn put_json<T: serde::Serialize>(&self, key: &str, value: &T) -> Result<(), FileError> {
+        let bytes = serde_json::to_vec(value).expect("records serialise");
+        Ok(self.storage.put(key, Bytes::from(bytes)).await?)
+    }
+}
+
+/// A key that sorts after every key of the upload (`~` is above the key alphabet).
+pub(super) fn past_upload(user: UserId, upload_id: &str) -> String {
+    format!("{}~", keys::upload_dir(user, upload_id))
+}
+
+pub(super) fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// This node's claim on completing one upload; released on drop.
+struct Completing<'a> {
+    set: &'a Mutex<HashSet<String>>,
+    key: String,
+}
+
+impl<'a> Completing<'a> {
+    fn claim(set: &'a Mutex<HashSet<String>>, key: String) -> Result<Self, FileError> {
+        let mut held = set.lock().unwrap_or_else(|p| p.into_inner());
+        if !held.insert(key.clone()) {
+            return Err(FileError::Completing);
+        }
+        Ok(Self { set, key })
+    }
+}
+
+impl Drop for Completing<'_> {
+    fn drop(&mut self) {
+        let mut held = self.set.lock().unwrap_or_else(|p| p.into_inner());
+        held.remove(&self.key);
+    }
+}
