@@ -644,7 +644,10 @@ struct TokenAuth(Arc<Backend>);
 
 #[async_trait::async_trait]
 impl crate::files::http::Authenticate for TokenAuth {
-    async fn user_of(&self, token: &str) -> Result<crate::api::UserId, crate::files::http::AuthError> {
+    async fn user_of(
+        &self,
+        token: &str,
+    ) -> Result<crate::api::UserId, crate::files::http::AuthError> {
         use crate::files::http::AuthError;
         self.0
             .accounts

@@ -126,7 +126,9 @@ impl FilesConfig {
             out.push("files.storage: \"local\" keeps files on one node, which the other nodes of a cluster cannot read; use storage = \"s3\" in cluster mode (or enabled = false)".into());
         }
         if self.enabled && self.storage == FileStorageKind::S3 {
-            out.push("files.storage: \"s3\" is not available in this build yet; use \"local\"".into());
+            out.push(
+                "files.storage: \"s3\" is not available in this build yet; use \"local\"".into(),
+            );
         }
         out
     }

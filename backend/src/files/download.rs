@@ -22,8 +22,12 @@ pub struct Via {
 /// (the message at `via` is visible to the user and carries a reference to the file).
 #[async_trait::async_trait]
 pub trait DownloadAccess: Send + Sync + 'static {
-    async fn may_download(&self, user: UserId, file: &FileMeta, via: Via)
-    -> Result<bool, FileError>;
+    async fn may_download(
+        &self,
+        user: UserId,
+        file: &FileMeta,
+        via: Via,
+    ) -> Result<bool, FileError>;
 }
 
 /// Until conversations can carry files: only the uploader downloads.
@@ -50,7 +54,14 @@ impl FileService {
             return Ok(meta);
         }
         match via {
-            Some(via) if self.download_access().may_download(user, &meta, via).await? => Ok(meta),
+            Some(via)
+                if self
+                    .download_access()
+                    .may_download(user, &meta, via)
+                    .await? =>
+            {
+                Ok(meta)
+            }
             _ => Err(FileError::NotFound),
         }
     }

@@ -8,10 +8,7 @@ use super::storage::StorageError;
 pub enum FileError {
     /// Bad input: a name, size, type, hash, chunk index or chunk length the rules refuse.
     #[error("{message}")]
-    BadInput {
-        code: &'static str,
-        message: String,
-    },
+    BadInput { code: &'static str, message: String },
     /// No such upload or file — or one this user may not see (the answer does not say which).
     #[error("no such upload or file")]
     NotFound,

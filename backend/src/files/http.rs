@@ -142,8 +142,8 @@ async fn read_body(body: Body, max: usize, too_large: FileError) -> Result<Bytes
     let mut stream = body.into_data_stream();
     let mut buf = BytesMut::new();
     while let Some(piece) = stream.next().await {
-        let piece =
-            piece.map_err(|e| FileError::bad("body_unreadable", format!("reading the body: {e}")))?;
+        let piece = piece
+            .map_err(|e| FileError::bad("body_unreadable", format!("reading the body: {e}")))?;
         if buf.len() + piece.len() > max {
             return Err(too_large);
         }
@@ -190,9 +190,9 @@ async fn put_chunk(
         Err(response) => return response,
     };
     let result = async {
-        let index: u64 = index.parse().map_err(|_| {
-            FileError::bad("bad_chunk_index", "the chunk index is not a number")
-        })?;
+        let index: u64 = index
+            .parse()
+            .map_err(|_| FileError::bad("bad_chunk_index", "the chunk index is not a number"))?;
         let sha256 = headers
             .get("x-chunk-sha256")
             .and_then(|v| v.to_str().ok())
@@ -265,9 +265,8 @@ fn parse_via(query: Option<&str>) -> Result<Option<Via>, FileError> {
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let n = || {
-            v.parse::<u64>().map_err(|_| {
-                FileError::bad("bad_query", format!("{k}: expected a number"))
-            })
+            v.parse::<u64>()
+                .map_err(|_| FileError::bad("bad_query", format!("{k}: expected a number")))
         };
         match k {
             "c" => c = Some(n()?),

@@ -148,7 +148,10 @@ pub fn check_name(name: &str, max: usize) -> Result<(), FileError> {
             format!("name: must be 1 to {max} bytes"),
         ));
     }
-    if name.chars().any(|c| c.is_control() || c == '/' || c == '\\') {
+    if name
+        .chars()
+        .any(|c| c.is_control() || c == '/' || c == '\\')
+    {
         return Err(FileError::bad(
             "bad_name",
             "name: must not hold control characters, '/' or '\\'",
@@ -180,7 +183,10 @@ pub fn normalize_mime(mime: &str) -> Result<String, FileError> {
             && s.as_bytes()[0].is_ascii_alphanumeric()
             && s.bytes().all(|b| {
                 b.is_ascii_alphanumeric()
-                    || matches!(b, b'!' | b'#' | b'$' | b'&' | b'-' | b'^' | b'_' | b'.' | b'+')
+                    || matches!(
+                        b,
+                        b'!' | b'#' | b'$' | b'&' | b'-' | b'^' | b'_' | b'.' | b'+'
+                    )
             })
     };
     if !token(kind) || !token(sub) {
@@ -225,12 +231,18 @@ mod tests {
     #[test]
     fn keys_parse_back() {
         assert_eq!(keys::chunk(7, "ab", 3), "uploads/7/ab/chunks/00000003");
-        assert_eq!(keys::upload_of_key("uploads/7/ab/chunks/1"), Some((7, "ab")));
+        assert_eq!(
+            keys::upload_of_key("uploads/7/ab/chunks/1"),
+            Some((7, "ab"))
+        );
         assert_eq!(keys::upload_of_key("uploads/x/ab/meta.json"), None);
         let key = keys::user_file(7, "ff", 1234);
         assert!(key.starts_with(&keys::user_files(7)));
         assert_eq!(keys::user_file_size(&key), Some(1234));
-        assert_eq!(keys::blob(&"0a".repeat(32)), format!("blobs/0a/{}", "0a".repeat(32)));
+        assert_eq!(
+            keys::blob(&"0a".repeat(32)),
+            format!("blobs/0a/{}", "0a".repeat(32))
+        );
     }
 
     #[test]

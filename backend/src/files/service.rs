@@ -118,8 +118,8 @@ impl FileService {
                 max: self.config.uploads_in_progress_max,
             });
         }
-        let used = self.finished_bytes(user).await?
-            + in_progress.iter().map(|u| u.size).sum::<u64>();
+        let used =
+            self.finished_bytes(user).await? + in_progress.iter().map(|u| u.size).sum::<u64>();
         let quota = self.config.user_quota_bytes;
         if used.saturating_add(req.size) > quota {
             return Err(FileError::OverQuota { quota, used });
@@ -192,7 +192,11 @@ impl FileService {
     }
 
     /// `GET /files/{upload_id}/chunks`: the indices stored, in order.
-    pub async fn present_chunks(&self, user: UserId, upload_id: &str) -> Result<Vec<u64>, FileError> {
+    pub async fn present_chunks(
+        &self,
+        user: UserId,
+        upload_id: &str,
+    ) -> Result<Vec<u64>, FileError> {
         let meta = self.live_upload(user, upload_id).await?;
         self.chunk_indices(user, upload_id, &meta).await
     }
@@ -246,7 +250,11 @@ impl FileService {
                 let _ = w.abort().await;
             }
             self.delete_upload(user, upload_id).await?;
-            tracing::info!(user, upload_id, "upload discarded: whole-file sha256 mismatch");
+            tracing::info!(
+                user,
+                upload_id,
+                "upload discarded: whole-file sha256 mismatch"
+            );
             return Err(FileError::FileMismatch);
         }
         if let Some(w) = writer {
@@ -280,7 +288,13 @@ impl FileService {
             .delete(&keys::upload_meta(user, upload_id))
             .await?;
         metrics::counter!(super::metrics::UPLOADS_COMPLETED).increment(1);
-        tracing::info!(user, upload_id, file_id, size = file.size, "upload completed");
+        tracing::info!(
+            user,
+            upload_id,
+            file_id,
+            size = file.size,
+            "upload completed"
+        );
         Ok(file_id)
     }
 
@@ -352,7 +366,11 @@ impl FileService {
         let mut present = Vec::new();
         let prefix = keys::chunks(user, upload_id);
         self.for_each_key(&prefix, |key| {
-            if let Some(index) = key[prefix.len()..].parse::<u64>().ok().filter(|&i| i < count) {
+            if let Some(index) = key[prefix.len()..]
+                .parse::<u64>()
+                .ok()
+                .filter(|&i| i < count)
+            {
                 present.push(index);
             }
         })
@@ -362,7 +380,11 @@ impl FileService {
 
     /// The user's uploads that are neither completed nor expired. One listing step per upload:
     /// each hop skips the upload's chunks.
-    async fn uploads_in_progress(&self, user: UserId, now: u64) -> Result<Vec<UploadMeta>, FileError> {
+    async fn uploads_in_progress(
+        &self,
+        user: UserId,
+        now: u64,
+    ) -> Result<Vec<UploadMeta>, FileError> {
         let prefix = keys::uploads_of(user);
         let mut after: Option<String> = None;
         let mut out = Vec::new();
@@ -421,7 +443,10 @@ impl FileService {
     ) -> Result<(), FileError> {
         let mut after: Option<String> = None;
         loop {
-            let page = self.storage.list(prefix, after.as_deref(), LIST_PAGE).await?;
+            let page = self
+                .storage
+                .list(prefix, after.as_deref(), LIST_PAGE)
+                .await?;
             for listed in &page {
                 f(&listed.key);
             }
@@ -433,7 +458,11 @@ impl FileService {
     }
 
     /// Removes every key of an upload.
-    pub(super) async fn delete_upload(&self, user: UserId, upload_id: &str) -> Result<(), FileError> {
+    pub(super) async fn delete_upload(
+        &self,
+        user: UserId,
+        upload_id: &str,
+    ) -> Result<(), FileError> {
         self.delete_prefix(&keys::upload_dir(user, upload_id)).await
     }
 
@@ -453,7 +482,11 @@ impl FileService {
         &self,
         key: &str,
     ) -> Result<Option<T>, FileError> {
-        let mut pieces = match self.storage.get(key, Some(0..RECORD_BYTES_MAX as u64)).await {
+        let mut pieces = match self
+            .storage
+            .get(key, Some(0..RECORD_BYTES_MAX as u64))
+            .await
+        {
             Ok((_, pieces)) => pieces,
             Err(StorageError::NotFound) => return Ok(None),
             Err(e) => return Err(e.into()),

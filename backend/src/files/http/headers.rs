@@ -126,7 +126,14 @@ mod tests {
         assert_eq!(ask("bytes=1000-"), RangeAsk::Unsatisfiable);
         assert_eq!(ask("bytes=1000-1001"), RangeAsk::Unsatisfiable);
         assert_eq!(ask("bytes=-0"), RangeAsk::Unsatisfiable);
-        for ignored in ["items=0-1", "bytes=0-1,5-6", "bytes=5-1", "bytes=x-", "bytes=-", "bytes=+1-2"] {
+        for ignored in [
+            "items=0-1",
+            "bytes=0-1,5-6",
+            "bytes=5-1",
+            "bytes=x-",
+            "bytes=-",
+            "bytes=+1-2",
+        ] {
             assert_eq!(ask(ignored), RangeAsk::Whole, "{ignored}");
         }
         assert_eq!(parse_range(None, 10), RangeAsk::Whole);
@@ -140,16 +147,34 @@ mod tests {
             "attachment; filename=\"report 2024.pdf\"; filename*=UTF-8''report%202024.pdf"
         );
         let tricky = content_disposition(true, "a\"b\\c%d;é\r\nSet-Cookie: x");
-        assert!(tricky.bytes().all(|b| (0x20..0x7f).contains(&b)), "{tricky}");
-        assert!(tricky.starts_with("inline; filename=\"a_b_c_d;___Set-Cookie: x\""), "{tricky}");
-        assert!(tricky.contains("filename*=UTF-8''a%22b%5Cc%25d%3B%C3%A9%0D%0ASet-Cookie%3A%20x"), "{tricky}");
+        assert!(
+            tricky.bytes().all(|b| (0x20..0x7f).contains(&b)),
+            "{tricky}"
+        );
+        assert!(
+            tricky.starts_with("inline; filename=\"a_b_c_d;___Set-Cookie: x\""),
+            "{tricky}"
+        );
+        assert!(
+            tricky.contains("filename*=UTF-8''a%22b%5Cc%25d%3B%C3%A9%0D%0ASet-Cookie%3A%20x"),
+            "{tricky}"
+        );
     }
 
     #[test]
     fn only_media_is_inline() {
         assert_eq!(served_type("image/png"), ("image/png", true));
-        for other in ["text/html", "image/svg+xml", "application/pdf", "application/javascript"] {
-            assert_eq!(served_type(other), ("application/octet-stream", false), "{other}");
+        for other in [
+            "text/html",
+            "image/svg+xml",
+            "application/pdf",
+            "application/javascript",
+        ] {
+            assert_eq!(
+                served_type(other),
+                ("application/octet-stream", false),
+                "{other}"
+            );
         }
     }
 }

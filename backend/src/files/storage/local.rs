@@ -147,7 +147,12 @@ impl Inner {
     ) -> io::Result<()> {
         let entries = match fs::read_dir(self.root.join(dir_key)) {
             Ok(entries) => entries,
-            Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                ) =>
+            {
                 return Ok(());
             }
             Err(e) => return Err(e),

@@ -44,7 +44,10 @@ async fn put_get_ranges_and_head() {
         Err(StorageError::NotFound)
     ));
     // Replacing is whole.
-    storage.put("blobs/ab/abcd", Bytes::from_static(b"new")).await.unwrap();
+    storage
+        .put("blobs/ab/abcd", Bytes::from_static(b"new"))
+        .await
+        .unwrap();
     assert_eq!(read_all(&storage, "blobs/ab/abcd", None).await, b"new");
 }
 
@@ -52,7 +55,17 @@ async fn put_get_ranges_and_head() {
 async fn keys_outside_the_rules_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let storage = LocalStorage::open(dir.path()).unwrap();
-    for key in ["", "../x", "a/../b", "a//b", "/a", "A", ".tmp/x", "a/.hidden", "a b"] {
+    for key in [
+        "",
+        "../x",
+        "a/../b",
+        "a//b",
+        "/a",
+        "A",
+        ".tmp/x",
+        "a/.hidden",
+        "a b",
+    ] {
         assert!(
             matches!(
                 storage.put(key, Bytes::new()).await,
@@ -78,7 +91,10 @@ async fn a_written_object_is_invisible_until_finished_and_gone_if_dropped() {
     assert!(storage.list("", None, 100).await.unwrap().is_empty());
     let meta = writer.finish().await.unwrap();
     assert_eq!(meta.size_bytes, 11);
-    assert_eq!(read_all(&storage, "blobs/cd/cdef", None).await, b"hello world");
+    assert_eq!(
+        read_all(&storage, "blobs/cd/cdef", None).await,
+        b"hello world"
+    );
 
     let mut dropped = storage.create("blobs/ef/efef").await.unwrap();
     dropped.write(Bytes::from_static(b"half")).await.unwrap();
@@ -98,7 +114,10 @@ async fn a_written_object_is_invisible_until_finished_and_gone_if_dropped() {
 async fn temporary_files_of_a_crash_are_never_listed_and_removed_at_open() {
     let dir = tempfile::tempdir().unwrap();
     let storage = LocalStorage::open(dir.path()).unwrap();
-    storage.put("files/a/meta.json", Bytes::from_static(b"{}")).await.unwrap();
+    storage
+        .put("files/a/meta.json", Bytes::from_static(b"{}"))
+        .await
+        .unwrap();
     // What a crash mid-write leaves: a temporary file (the writer is leaked, as a killed
     // process would).
     let mut writer = storage.create("blobs/aa/aaaa").await.unwrap();
@@ -117,10 +136,7 @@ async fn temporary_files_of_a_crash_are_never_listed_and_removed_at_open() {
         reopened.head("blobs/aa/aaaa").await,
         Err(StorageError::NotFound)
     ));
-    assert_eq!(
-        read_all(&reopened, "files/a/meta.json", None).await,
-        b"{}"
-    );
+    assert_eq!(read_all(&reopened, "files/a/meta.json", None).await, b"{}");
 }
 
 #[tokio::test]
@@ -129,7 +145,15 @@ async fn list_is_in_key_order_paged_and_by_prefix() {
     let storage = LocalStorage::open(dir.path()).unwrap();
     // `a.b` sorts before `a/…` ('.' < '/'), `a-c` too ('-' < '.').
     let keys = [
-        "a-c", "a.b", "a/x/1", "a/x/2", "a/y", "b/00000001", "b/00000002", "b/00000010", "c",
+        "a-c",
+        "a.b",
+        "a/x/1",
+        "a/x/2",
+        "a/y",
+        "b/00000001",
+        "b/00000002",
+        "b/00000010",
+        "c",
     ];
     for key in keys.iter().rev() {
         storage.put(key, Bytes::from_static(b"x")).await.unwrap();
@@ -163,15 +187,30 @@ async fn list_is_in_key_order_paged_and_by_prefix() {
 async fn delete_removes_the_object_and_its_empty_directories() {
     let dir = tempfile::tempdir().unwrap();
     let storage = LocalStorage::open(dir.path()).unwrap();
-    storage.put("uploads/1/ab/chunks/00000000", Bytes::from_static(b"x")).await.unwrap();
-    storage.put("uploads/1/ab/meta.json", Bytes::from_static(b"x")).await.unwrap();
-    storage.delete("uploads/1/ab/chunks/00000000").await.unwrap();
+    storage
+        .put("uploads/1/ab/chunks/00000000", Bytes::from_static(b"x"))
+        .await
+        .unwrap();
+    storage
+        .put("uploads/1/ab/meta.json", Bytes::from_static(b"x"))
+        .await
+        .unwrap();
+    storage
+        .delete("uploads/1/ab/chunks/00000000")
+        .await
+        .unwrap();
     assert!(!dir.path().join("uploads/1/ab/chunks").exists());
     storage.delete("uploads/1/ab/meta.json").await.unwrap();
     assert!(!dir.path().join("uploads").exists());
     // Absent: not an error.
     storage.delete("uploads/1/ab/meta.json").await.unwrap();
     // The directory comes back for the next put.
-    storage.put("uploads/1/ab/meta.json", Bytes::from_static(b"y")).await.unwrap();
-    assert_eq!(read_all(&storage, "uploads/1/ab/meta.json", None).await, b"y");
+    storage
+        .put("uploads/1/ab/meta.json", Bytes::from_static(b"y"))
+        .await
+        .unwrap();
+    assert_eq!(
+        read_all(&storage, "uploads/1/ab/meta.json", None).await,
+        b"y"
+    );
 }
