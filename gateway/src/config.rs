@@ -105,6 +105,39 @@ pub struct GatewayConfig {
     /// How long shutdown waits for clients to be told and flushed.
     pub shutdown_timeout_ms: u64,
     pub tls: TlsConfig,
+    pub files: FilesPipeConfig,
+}
+
+/// `gateway.files.pipe_bytes` bounds: a pipe smaller than a read buffer only adds round trips;
+/// a bigger one than this is memory per connection for no gain.
+const FILES_PIPE_BYTES_MIN: usize = 4 * 1024;
+const FILES_PIPE_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// `[gateway.files]`: HTTP requests under `/files` on the WebSocket listeners, handed to the
+/// backend's files service over an in-process pipe (`crate::files`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilesPipeConfig {
+    /// File connections one shard serves at once; past it a new one is answered 503.
+    pub conns_per_shard_max: usize,
+    /// File connections all shards serve at once; past it a new one is answered 503.
+    pub conns_max: usize,
+    /// Bytes in flight each way in one connection's pipe between shard and backend.
+    pub pipe_bytes: usize,
+    /// Time from the end of one response to the whole head of the next request on a file
+    /// connection (keep-alive): an idle file connection is closed after it.
+    pub header_read_timeout_ms: u64,
+}
+
+impl Default for FilesPipeConfig {
+    fn default() -> Self {
+        Self {
+            conns_per_shard_max: 1024,
+            conns_max: 4096,
+            pipe_bytes: 256 * 1024,
+            header_read_timeout_ms: 10_000,
+        }
+    }
 }
 
 /// `[gateway.tls]`: PEM files for the TLS listeners. Both empty: TLS is off.
@@ -153,6 +186,7 @@ impl Default for GatewayConfig {
             pool_buffers_max: 256,
             shutdown_timeout_ms: 5_000,
             tls: TlsConfig::default(),
+            files: FilesPipeConfig::default(),
         }
     }
 }
@@ -356,11 +390,25 @@ impl GatewayConfig {
         positive(self.conns_per_shard_max as u64, "conns_per_shard_max");
         positive(self.queue_events_max as u64, "queue_events_max");
         positive(self.shutdown_timeout_ms, "shutdown_timeout_ms");
+        positive(
+            self.files.conns_per_shard_max as u64,
+            "files.conns_per_shard_max",
+        );
+        positive(self.files.conns_max as u64, "files.conns_max");
+        positive(
+            self.files.header_read_timeout_ms,
+            "files.header_read_timeout_ms",
+        );
         if self.heartbeat_interval_ms >= self.idle_timeout_ms {
             out.push(
                 "gateway.heartbeat_interval_ms: must be below idle_timeout_ms, or idle clients that ping on time get closed"
                     .to_owned(),
             );
+        }
+        if !(FILES_PIPE_BYTES_MIN..=FILES_PIPE_BYTES_MAX).contains(&self.files.pipe_bytes) {
+            out.push(format!(
+                "gateway.files.pipe_bytes: must be between {FILES_PIPE_BYTES_MIN} and {FILES_PIPE_BYTES_MAX}"
+            ));
         }
         if !(1024..=16 * 1024 * 1024).contains(&self.read_buffer_bytes) {
             out.push("gateway.read_buffer_bytes: must be between 1024 and 16777216".to_owned());

@@ -5,6 +5,8 @@
 // Cluster mode: the node's membership and gRPC, and `--role status`.
 pub mod cluster;
 pub mod config;
+// Files (issue 15): `/files` served by the backend over a pipe from the shards.
+pub mod files;
 pub mod logging;
 mod port_owner;
 pub mod runtime_config;

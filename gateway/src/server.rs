@@ -142,6 +142,10 @@ pub fn run(
         .map(|l| l.local_addr())
         .transpose()?;
 
+    // `/files` on the WebSocket listeners, served on the backend's runtime.
+    let files = backend.files_router().map(|router| {
+        crate::files::FilesGate::new(router, rt.handle().clone(), config.gateway.files.clone())
+    });
     let (started_tx, started_rx) = std::sync::mpsc::sync_channel(shard_count);
     let mut threads = Vec::with_capacity(shard_count);
     for (index, (inbox, core)) in shard_rxs.into_iter().zip(cores).enumerate() {
@@ -165,6 +169,7 @@ pub fn run(
             live: Arc::clone(&shard_live),
             started: started_tx.clone(),
             assign: assign.clone(),
+            files: files.clone(),
         };
         threads.push(shard::spawn(spec).context("spawning a shard thread")?);
     }

@@ -51,6 +51,10 @@ pub struct ShardStats {
     pub authenticated: LocalCounter,
     pub accepted: LocalCounter,
     pub rejected_full: LocalCounter,
+    /// Connections handed to the files service (`/files`) being served now.
+    pub files_conns: LocalCounter,
+    /// `/files` connections answered 503: `[gateway.files]` limits reached (or the shard full).
+    pub files_refused_busy: LocalCounter,
     /// Closed at accept by `[security]`: on the deny list, or not on the allow list.
     pub refused_ip_denied: LocalCounter,
     pub refused_ip_not_allowed: LocalCounter,
@@ -120,11 +124,16 @@ pub fn publish(shards: &[Arc<ShardStats>]) {
         };
         gauge("ringchat_connections", s.connections.get());
         gauge("ringchat_authenticated_connections", s.authenticated.get());
+        gauge("ringchat_files_connections", s.files_conns.get());
         let counter = |name: &'static str, v: u64| {
             metrics::counter!(name, "shard" => shard.clone()).absolute(v);
         };
         counter("ringchat_accepted_total", s.accepted.get());
         counter("ringchat_rejected_full_total", s.rejected_full.get());
+        counter(
+            "ringchat_files_refused_busy_total",
+            s.files_refused_busy.get(),
+        );
         for (reason, n) in [
             ("ip_denied", s.refused_ip_denied.get()),
             ("ip_not_allowed", s.refused_ip_not_allowed.get()),
@@ -188,6 +197,10 @@ pub fn describe() {
             "Connections with a logged-in session, per shard.",
         ),
         (
+            "ringchat_files_connections",
+            "Connections under /files handed to the files service, per shard.",
+        ),
+        (
             "ringchat_transport_connections",
             "Open client connections, per shard and transport (tcp, ws, tls, wss).",
         ),
@@ -214,6 +227,10 @@ pub fn describe() {
         (
             "ringchat_rejected_full_total",
             "Connections refused because the shard was at gateway.conns_per_shard_max.",
+        ),
+        (
+            "ringchat_files_refused_busy_total",
+            "Connections under /files answered 503 ([gateway.files] limits), per shard.",
         ),
         (
             "ringchat_frames_in_total",

@@ -20,11 +20,31 @@ use super::stream::Stream;
 use super::ws;
 use super::{Close, ConnShared, Shard};
 
+// `/files`: the connection's bytes go to the backend's files service over a pipe.
+mod files;
+
 /// Bytes gathered into one write, at most (frames are not split across writes below this).
 const WRITE_BATCH_BYTES_MAX: usize = 64 * 1024;
 /// Time the last frames (Kicked, Error, a close frame) get to reach a client before the socket
 /// is closed, and time a cut-short write gets once a close is asked for.
 const FINAL_FLUSH_MS: u64 = 1_000;
+
+/// How a transport's opening ended (`Opened` less the bytes).
+enum Opening {
+    Session,
+    Files,
+    Closed,
+}
+
+/// What opening a connection came to.
+enum Opened {
+    /// The session runs (a framed transport, or a WebSocket upgrade).
+    Session,
+    /// A request under `/files`: these bytes (its head first) and the rest go to the backend.
+    Files(BytesMut),
+    /// Answered (a page, an error) or failed: nothing more to serve.
+    Closed,
+}
 
 /// How the loop ended.
 enum End {
@@ -127,9 +147,13 @@ pub(super) fn serve(
         if let Ok(conn) = &mut conn {
             // Opening is rare and its future large: boxed, so an idle connection's task
             // stays small.
-            if Box::pin(conn.open(full)).await {
-                let end = conn.run().await;
-                Box::pin(conn.finish(end)).await;
+            match Box::pin(conn.open(full)).await {
+                Opened::Session => {
+                    let end = conn.run().await;
+                    Box::pin(conn.finish(end)).await;
+                }
+                Opened::Files(head) => Box::pin(conn.serve_files(head, full)).await,
+                Opened::Closed => {}
             }
         }
         let end: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> = match conn {
@@ -168,19 +192,21 @@ impl Conn {
     }
 
     /// Brings the transport up: TLS handshake, then (WebSocket) the HTTP request, both bounded
-    /// by the handshake timeout. True when the session may run.
-    async fn open(&mut self, full: bool) -> bool {
+    /// by the handshake timeout.
+    async fn open(&mut self, full: bool) -> Opened {
         let needs_opening = self.stream.handshaking() || self.framing.opens_with_http();
         let limit = Duration::from_millis(self.shard().live.get().handshake_timeout_ms);
         if needs_opening {
             // A client that stops reading or writing cannot hold the connection here.
             match monoio::time::timeout(limit, self.open_transport()).await {
-                Ok(true) => {}
-                Ok(false) | Err(_) => return false,
+                Ok(Opened::Session) => {}
+                // A full shard answers it there, in HTTP.
+                Ok(files @ Opened::Files(_)) => return files,
+                Ok(Opened::Closed) | Err(_) => return Opened::Closed,
             }
         }
         if !full {
-            return true;
+            return Opened::Session;
         }
         // Not in the shard's table, so the reaper does not see it: bounded here.
         let _ = monoio::time::timeout(limit, async {
@@ -193,48 +219,59 @@ impl Conn {
                 .await;
         })
         .await;
-        false
+        Opened::Closed
     }
 
-    async fn open_transport(&mut self) -> bool {
+    async fn open_transport(&mut self) -> Opened {
         // Borrow a buffer only once the client has sent something.
         if !self.readable_or_closed().await {
-            return false;
+            return Opened::Closed;
         }
         let pool_buf = self.session.shard.pool.take();
         let mut buf = pool_buf;
-        let opened = self.open_into(&mut buf).await;
-        if opened && !buf.is_empty() {
-            self.partial = Some(buf);
-        } else {
-            self.session.shard.pool.give(buf);
+        match self.open_into(&mut buf).await {
+            Opening::Session => {
+                if buf.is_empty() {
+                    self.session.shard.pool.give(buf);
+                } else {
+                    self.partial = Some(buf);
+                }
+                Opened::Session
+            }
+            Opening::Files => Opened::Files(buf),
+            Opening::Closed => {
+                self.session.shard.pool.give(buf);
+                Opened::Closed
+            }
         }
-        opened
     }
 
-    async fn open_into(&mut self, buf: &mut BytesMut) -> bool {
+    /// Reads the transport's opening into `buf`: what follows the opening stays there (for
+    /// `/files`, the whole request is left, head included).
+    async fn open_into(&mut self, buf: &mut BytesMut) -> Opening {
         let shard = Rc::clone(&self.session.shard);
         while self.stream.handshaking() {
             if !self.readable_or_closed().await {
-                return false;
+                return Opening::Closed;
             }
             match self.stream.read(buf, &shard.pool).await {
                 Ok(Some(_)) => {}
-                Ok(None) => return false,
+                Ok(None) => return Opening::Closed,
                 Err(err) => {
                     shard.stats.error(ErrorCode::BadFrame);
                     tracing::debug!(shard = shard.id, %err, "TLS handshake failed");
-                    return false;
+                    return Opening::Closed;
                 }
             }
         }
         if !self.framing.opens_with_http() {
-            return true;
+            return Opening::Session;
         }
         loop {
             if let Some((route, head_bytes)) = ws::http::parse(buf) {
-                buf.advance(head_bytes.min(buf.len()));
                 let (response, upgraded) = match route {
+                    // The files service reads the request itself, head included.
+                    ws::http::Route::Files => return Opening::Files,
                     ws::http::Route::Upgrade(r) => (r, true),
                     ws::http::Route::Respond(r) => (r, false),
                     ws::http::Route::Assign => (
@@ -242,23 +279,24 @@ impl Conn {
                         false,
                     ),
                 };
+                buf.advance(head_bytes.min(buf.len()));
                 let mut out = shard.pool.take();
                 out.extend_from_slice(response.as_bytes());
                 let (result, out) = self.stream.write_all(out, &shard.pool).await;
                 shard.pool.give(out);
                 if upgraded && result.is_ok() {
-                    return true;
+                    return Opening::Session;
                 }
                 self.stream.shutdown(&shard.pool).await;
                 self.drain_until_eof().await;
-                return false;
+                return Opening::Closed;
             }
             if !self.readable_or_closed().await {
-                return false;
+                return Opening::Closed;
             }
             match self.stream.read(buf, &shard.pool).await {
                 Ok(Some(_)) => {}
-                Ok(None) | Err(_) => return false,
+                Ok(None) | Err(_) => return Opening::Closed,
             }
         }
     }
@@ -535,7 +573,7 @@ impl Conn {
 /// Awaits a write. If the connection is told to close meanwhile, the write gets
 /// `FINAL_FLUSH_MS` more to finish; `None` when it did not: the stream is then cut inside a
 /// frame and nothing more may be written to it.
-async fn write_or_cut<T>(
+pub(super) async fn write_or_cut<T>(
     shared: &ConnShared,
     write: impl std::future::Future<Output = T>,
 ) -> Option<T> {

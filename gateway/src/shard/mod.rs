@@ -25,6 +25,7 @@ use ringchat_proto::v1::{ErrorCode, KickReason};
 use tokio::sync::mpsc;
 
 use crate::config::{Driver, GatewayConfig};
+use crate::files::FilesGate;
 use crate::security::IpRules;
 use crate::stats::{DRIVER_EPOLL, DRIVER_IO_URING, ShardStats};
 use conn::Listen;
@@ -92,6 +93,8 @@ pub struct ShardSpec {
     pub started: std::sync::mpsc::SyncSender<Result<ShardId, String>>,
     /// Cluster mode: answers `GET /assign` on the WebSocket listener.
     pub assign: Option<AssignFn>,
+    /// Serves `/files` on the WebSocket listeners; `None`: answered 404.
+    pub files: Option<Arc<FilesGate>>,
 }
 
 /// The status service's answer (status code, JSON body), read from the cluster view without
@@ -321,6 +324,10 @@ pub(crate) struct Shard {
     all_closed: LocalNotify,
     /// Cluster mode: answers `GET /assign`.
     pub assign: Option<AssignFn>,
+    /// Serves `/files` (`conn/files.rs`); `None`: answered 404.
+    pub files: Option<Arc<FilesGate>>,
+    /// File connections this shard serves now (`[gateway.files] conns_per_shard_max`).
+    pub files_open: Cell<usize>,
 }
 
 impl Shard {
@@ -363,6 +370,8 @@ impl Shard {
             listener_stops: RefCell::new(Vec::new()),
             all_closed: LocalNotify::default(),
             assign: None,
+            files: None,
+            files_open: Cell::new(0),
         }
     }
 
@@ -455,6 +464,7 @@ async fn serve(spec: ShardSpec) -> Result<(), ShardError> {
         spec.live,
     );
     shard.assign = spec.assign;
+    shard.files = spec.files;
     let shard = Rc::new(shard);
     monoio::spawn(drain_inbox(Rc::clone(&shard), spec.inbox));
     monoio::spawn(reap(Rc::clone(&shard)));

@@ -7,6 +7,7 @@ pub mod browser;
 pub mod cluster;
 pub mod contacts;
 pub mod groups;
+pub mod http1;
 pub mod kill9;
 pub mod mail;
 pub mod migrate;

@@ -1,5 +1,7 @@
 //! The HTTP/1.1 request that opens a connection on the WebSocket listener: an upgrade on `/ws`,
-//! or a `GET` of one of the chat page's files. Pure: request bytes in, a response out.
+//! a `GET` of one of the chat page's files, or (any method) a request under `/files`, which the
+//! shard hands to the backend whole (`shard/conn/files.rs`). Pure: request bytes in, a response
+//! out.
 
 use base64::Engine;
 use sha1::{Digest, Sha1};
@@ -100,6 +102,8 @@ pub enum Route {
     Respond(String),
     /// `GET /assign` (cluster mode): the status service's answer, made by the shard.
     Assign,
+    /// Under `/files`: the connection goes to the backend's files service, head included.
+    Files,
 }
 
 /// The status service's path on this listener (cluster mode; 404 otherwise).
@@ -135,12 +139,21 @@ pub fn parse(buf: &[u8]) -> Option<(Route, usize)> {
     Some((route(&req), head_bytes))
 }
 
+/// The files service's paths: `/files` and below (not `/filesx`).
+pub const FILES_PATH: &str = "/files";
+
 fn route(req: &httparse::Request<'_, '_>) -> Route {
+    let path = req.path.unwrap_or("/");
+    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    if path
+        .strip_prefix(FILES_PATH)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    {
+        return Route::Files;
+    }
     if req.method != Some("GET") {
         return Route::Respond(error(405, "only GET is served here"));
     }
-    let path = req.path.unwrap_or("/");
-    let path = path.split_once('?').map_or(path, |(p, _)| p);
     if path == WS_PATH {
         return upgrade(req);
     }
@@ -174,13 +187,15 @@ pub fn asset(path: &str) -> Option<(&'static str, &'static str)> {
 
 /// Headers of every page file. Pictures may come from anywhere: an avatar is a URL its owner
 /// chose (the page asks for it without a referrer). Scripts and styles stay on this origin;
-/// WebSockets may go to another node of the cluster.
+/// WebSockets may go to another node of the cluster. Files (`/files`) are fetched from this
+/// origin (`connect-src 'self'`, with the login token in a header) and shown from `blob:` URLs
+/// (images, audio).
 pub const PAGE_HEADERS: [(&str, &str); 3] = [
     ("Cache-Control", "no-cache"),
     ("X-Content-Type-Options", "nosniff"),
     (
         "Content-Security-Policy",
-        "default-src 'self'; img-src 'self' data: https: http:; connect-src 'self' ws: wss:",
+        "default-src 'self'; img-src 'self' data: blob: https: http:; media-src 'self' blob:; connect-src 'self' ws: wss:",
     ),
 ];
 
@@ -246,6 +261,26 @@ pub fn assign_response(answer: Option<(u16, String)>) -> String {
     )
 }
 
+/// The shard's answer to a file request it cannot hand over: no files service (404), or too
+/// many file connections open (503, try again shortly). JSON like the files service's errors.
+pub fn files_refusal(busy: bool) -> String {
+    if busy {
+        response(
+            "503 Service Unavailable",
+            "application/json",
+            "Retry-After: 1\r\n",
+            r#"{"error":"too many file transfers at once, retry shortly","code":"busy"}"#,
+        )
+    } else {
+        response(
+            "404 Not Found",
+            "application/json",
+            "",
+            r#"{"error":"files are not served here","code":"not_found"}"#,
+        )
+    }
+}
+
 fn error(status: u16, message: &str) -> String {
     let line = match status {
         400 => "400 Bad Request",
@@ -296,6 +331,16 @@ mod tests {
         );
         let (missing, _) = parse(b"GET /nope HTTP/1.1\r\n\r\n").unwrap();
         assert!(matches!(missing, Route::Respond(r) if r.starts_with("HTTP/1.1 404")));
+        for files in [
+            &b"POST /files HTTP/1.1\r\n\r\n"[..],
+            b"PUT /files/u1/chunks/0 HTTP/1.1\r\n\r\n",
+            b"GET /files/f1?c=2&s=3 HTTP/1.1\r\n\r\n",
+            b"GET /files?x HTTP/1.1\r\n\r\n",
+        ] {
+            assert_eq!(parse(files).unwrap().0, Route::Files);
+        }
+        let (not_files, _) = parse(b"POST /filesx HTTP/1.1\r\n\r\n").unwrap();
+        assert!(matches!(not_files, Route::Respond(r) if r.starts_with("HTTP/1.1 405")));
         let (plain, _) = parse(b"GET /ws HTTP/1.1\r\n\r\n").unwrap();
         assert!(matches!(plain, Route::Respond(r) if r.starts_with("HTTP/1.1 426")));
         let huge = vec![b'a'; REQUEST_HEAD_BYTES_MAX + 1];

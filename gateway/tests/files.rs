@@ -1,0 +1,584 @@
+//! Files (issue 15) end to end through the real `ringchat` binary: HTTP under `/files` on the
+//! WebSocket listener and its TLS twin, handed by the shard to the backend's files service over
+//! an in-process pipe. Uploads in chunks and downloads, keep-alive, a cut connection resumed,
+//! a big file streamed both ways in bounded memory, the file-connection limit, kill -9 during
+//! uploads, and WebSocket chat on the same listener alongside.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use common::http1::{Http1, Response, sha256_hex};
+use common::ws::WsClient;
+use common::{PASSWORD, TestServer, wait_until};
+use ringchat_bench::client::{password_login, text_message};
+use ringchat_proto::{Body, PROTOCOL_VERSION, v1};
+use sha2::{Digest, Sha256};
+
+/// Bytes that differ per `seed` and per position (no two files, and no two chunks, alike).
+fn content(seed: u64, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len);
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    while out.len() < len {
+        // xorshift64*
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// An upload the server accepted.
+#[derive(Debug, Clone)]
+struct Upload {
+    id: String,
+    chunk_size: usize,
+}
+
+impl Upload {
+    fn chunks(&self, data: &[u8]) -> usize {
+        data.len().div_ceil(self.chunk_size)
+    }
+
+    fn chunk<'a>(&self, data: &'a [u8], index: usize) -> &'a [u8] {
+        let start = index * self.chunk_size;
+        &data[start..(start + self.chunk_size).min(data.len())]
+    }
+}
+
+fn expect_status(resp: &Response, status: u16, what: &str) {
+    assert_eq!(
+        resp.status,
+        status,
+        "{what}: {} {:?}",
+        resp.status,
+        String::from_utf8_lossy(&resp.body)
+    );
+}
+
+async fn create(c: &mut Http1, token: &str, name: &str, data: &[u8]) -> Upload {
+    let body = serde_json::json!({
+        "name": name,
+        "size": data.len(),
+        "mime": "application/octet-stream",
+        "sha256": sha256_hex(data),
+    })
+    .to_string();
+    let resp = c
+        .request(
+            "POST",
+            "/files",
+            Some(token),
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        )
+        .await
+        .expect("create upload");
+    expect_status(&resp, 200, "create upload");
+    let json = resp.json();
+    Upload {
+        id: json["upload_id"].as_str().expect("upload_id").to_owned(),
+        chunk_size: json["chunk_size"].as_u64().expect("chunk_size") as usize,
+    }
+}
+
+async fn put_chunk(c: &mut Http1, token: &str, up: &Upload, data: &[u8], index: usize) {
+    let chunk = up.chunk(data, index);
+    let sha = sha256_hex(chunk);
+    let resp = c
+        .request(
+            "PUT",
+            &format!("/files/{}/chunks/{index}", up.id),
+            Some(token),
+            &[("X-Chunk-Sha256", &sha)],
+            chunk,
+        )
+        .await
+        .expect("put chunk");
+    assert!(
+        resp.status == 200 || resp.status == 201 || resp.status == 204,
+        "chunk {index}: {} {:?}",
+        resp.status,
+        String::from_utf8_lossy(&resp.body)
+    );
+}
+
+async fn present(c: &mut Http1, token: &str, up: &Upload) -> Vec<usize> {
+    let resp = c
+        .request(
+            "GET",
+            &format!("/files/{}/chunks", up.id),
+            Some(token),
+            &[],
+            b"",
+        )
+        .await
+        .expect("present chunks");
+    expect_status(&resp, 200, "present chunks");
+    let mut present: Vec<usize> = resp.json()["present"]
+        .as_array()
+        .expect("present")
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
+    present.sort_unstable();
+    present
+}
+
+async fn complete(c: &mut Http1, token: &str, up: &Upload) -> Response {
+    c.request(
+        "POST",
+        &format!("/files/{}/complete", up.id),
+        Some(token),
+        &[],
+        b"",
+    )
+    .await
+    .expect("complete")
+}
+
+async fn completed(c: &mut Http1, token: &str, up: &Upload) -> String {
+    let resp = complete(c, token, up).await;
+    expect_status(&resp, 200, "complete");
+    resp.json()["file_id"].as_str().expect("file_id").to_owned()
+}
+
+async fn download(c: &mut Http1, token: &str, file_id: &str) -> Response {
+    c.request("GET", &format!("/files/{file_id}"), Some(token), &[], b"")
+        .await
+        .expect("download")
+}
+
+/// Creates, sends every chunk in order and completes.
+async fn upload(c: &mut Http1, token: &str, name: &str, data: &[u8]) -> String {
+    let up = create(c, token, name, data).await;
+    for index in 0..up.chunks(data) {
+        put_chunk(c, token, &up, data, index).await;
+    }
+    completed(c, token, &up).await
+}
+
+fn hello() -> Body {
+    Body::Hello(v1::Hello {
+        protocol_version: PROTOCOL_VERSION,
+        client_name: "files-test".into(),
+    })
+}
+
+/// Logs `name` in over WebSocket on `addr` (TLS with `cert`) and sends `to` a message.
+async fn chat_over_ws(addr: SocketAddr, cert: Option<&str>, name: &str, to: u64) {
+    let mut ws = match cert {
+        Some(pem) => WsClient::connect_tls(addr, pem).await,
+        None => WsClient::connect(addr).await,
+    };
+    assert!(matches!(ws.request(hello()).await, Body::HelloOk(_)));
+    let login = Body::Login(password_login(name, PASSWORD, &format!("{name}-ws")));
+    assert!(matches!(ws.request(login).await, Body::LoginOk(_)));
+    let sent = ws.request(text_message(to, "alongside", "hi")).await;
+    assert!(matches!(sent, Body::SendAck(_)), "{sent:?}");
+}
+
+/// Resident and peak memory of a process, in bytes (VmRSS, VmHWM).
+fn memory(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("a memory field")
+            * 1024
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+#[tokio::test]
+async fn upload_and_download_over_the_websocket_port_and_its_tls_twin() {
+    let server = TestServer::start_tls(&[]);
+    let cert = server.cert_pem.clone().unwrap();
+    let (_alice, alice) = server.user("alice").await;
+    let (_bob, bob) = server.user("bob").await;
+    for (listener, addr, pem) in [
+        ("ws", server.ws, None),
+        ("wss", server.wss.unwrap(), Some(cert.as_str())),
+    ] {
+        let data = content(listener.len() as u64, 2 * 1024 * 1024 + 12_345);
+        // Every request of the upload and the download on one connection (keep-alive).
+        let mut c = Http1::connect_to(addr, pem).await;
+        let up = create(&mut c, &alice.token, &format!("{listener}.bin"), &data).await;
+        let chunks = up.chunks(&data);
+        assert!(chunks >= 3, "{listener}: several chunks ({chunks})");
+        // Out of order, one twice.
+        for index in (0..chunks).rev() {
+            put_chunk(&mut c, &alice.token, &up, &data, index).await;
+        }
+        put_chunk(&mut c, &alice.token, &up, &data, 1).await;
+        assert_eq!(
+            present(&mut c, &alice.token, &up).await,
+            (0..chunks).collect::<Vec<_>>()
+        );
+        // WebSocket chat on the same listener while the file connection is open.
+        chat_over_ws(addr, pem, "alice", bob.user_id).await;
+        let file_id = completed(&mut c, &alice.token, &up).await;
+
+        let got = download(&mut c, &alice.token, &file_id).await;
+        expect_status(&got, 200, "download");
+        assert_eq!(got.body.len(), data.len(), "{listener}: size");
+        assert!(got.body == data, "{listener}: the same bytes");
+        let ranged = c
+            .request(
+                "GET",
+                &format!("/files/{file_id}"),
+                Some(&alice.token),
+                &[("Range", "bytes=1000-1999")],
+                b"",
+            )
+            .await
+            .unwrap();
+        expect_status(&ranged, 206, "range");
+        assert_eq!(ranged.body, &data[1000..2000]);
+        // Without the token, refused with the service's JSON error; the connection stays up.
+        let anonymous = c
+            .request("GET", &format!("/files/{file_id}"), None, &[], b"")
+            .await
+            .unwrap();
+        expect_status(&anonymous, 401, "no token");
+        let again = download(&mut c, &alice.token, &file_id).await;
+        expect_status(&again, 200, "after a refusal, on the same connection");
+    }
+    // Page files and the WebSocket path are served as before.
+    let page = common::http_get(server.ws, "/");
+    assert!(page.contains("<html"), "the chat page");
+}
+
+#[tokio::test]
+async fn a_connection_cut_mid_chunk_resumes_on_a_new_one() {
+    let server = TestServer::start_tls(&[]);
+    let cert = server.cert_pem.clone().unwrap();
+    let (_alice, alice) = server.user("alice").await;
+    for (seed, addr, pem) in [
+        (1, server.ws, None),
+        (2, server.wss.unwrap(), Some(cert.as_str())),
+    ] {
+        let data = content(seed, 3 * 1024 * 1024 + 7);
+        let mut c = Http1::connect_to(addr, pem).await;
+        let up = create(&mut c, &alice.token, "resume.bin", &data).await;
+        put_chunk(&mut c, &alice.token, &up, &data, 0).await;
+        // Chunk 1: its head and half its body, then the connection is gone.
+        let chunk = up.chunk(&data, 1);
+        let sha = sha256_hex(chunk);
+        c.send_head(
+            "PUT",
+            &format!("/files/{}/chunks/1", up.id),
+            Some(&alice.token),
+            &[("X-Chunk-Sha256", &sha)],
+            Some(chunk.len()),
+        )
+        .await
+        .unwrap();
+        c.send_body(&chunk[..chunk.len() / 2]).await.unwrap();
+        drop(c);
+
+        let mut c = Http1::connect_to(addr, pem).await;
+        assert_eq!(
+            present(&mut c, &alice.token, &up).await,
+            vec![0],
+            "only the whole chunk is present"
+        );
+        for index in 1..up.chunks(&data) {
+            put_chunk(&mut c, &alice.token, &up, &data, index).await;
+        }
+        let file_id = completed(&mut c, &alice.token, &up).await;
+        let got = download(&mut c, &alice.token, &file_id).await;
+        expect_status(&got, 200, "download");
+        assert!(got.body == data, "the resumed file is the original");
+    }
+}
+
+#[tokio::test]
+async fn a_big_file_streams_both_ways_without_the_server_growing_by_its_size() {
+    const FILE_BYTES: usize = 64 * 1024 * 1024;
+    let server = TestServer::start(&[]);
+    let (_alice, alice) = server.user("alice").await;
+    let mut c = Http1::connect(server.ws).await;
+    // Warm up: the first upload and download allocate what every one reuses.
+    let small = content(7, 3 * 1024 * 1024);
+    let small_id = upload(&mut c, &alice.token, "warm.bin", &small).await;
+    assert!(download(&mut c, &alice.token, &small_id).await.body == small);
+    let (rss_before, _) = memory(server.pid());
+
+    let data = content(8, FILE_BYTES);
+    let file_id = upload(&mut c, &alice.token, "big.bin", &data).await;
+    let (rss_uploaded, peak_uploaded) = memory(server.pid());
+    // The download is hashed as it comes, never held whole by the test either.
+    let mut sha = Sha256::new();
+    let mut received = 0usize;
+    c.send_head(
+        "GET",
+        &format!("/files/{file_id}"),
+        Some(&alice.token),
+        &[],
+        None,
+    )
+    .await
+    .unwrap();
+    let head = c
+        .read_response_into(false, |piece| {
+            sha.update(piece);
+            received += piece.len();
+        })
+        .await
+        .unwrap();
+    assert_eq!(head.status, 200);
+    assert_eq!(received, FILE_BYTES);
+    assert_eq!(common::http1::hex(&sha.finalize()), sha256_hex(&data));
+    let (rss_after, peak_after) = memory(server.pid());
+    let bound = (FILE_BYTES / 2) as u64;
+    eprintln!(
+        "server memory: before {rss_before}, after the upload {rss_uploaded} (peak \
+         {peak_uploaded}), after the download {rss_after} (peak {peak_after}); file {FILE_BYTES}"
+    );
+    for (what, value) in [
+        ("resident after the upload", rss_uploaded),
+        ("peak during the upload", peak_uploaded),
+        ("resident after the download", rss_after),
+        ("peak during the download", peak_after),
+    ] {
+        assert!(
+            value < rss_before + bound,
+            "{what}: {value} bytes, grown past {bound} from {rss_before} for a {FILE_BYTES}-byte file"
+        );
+    }
+}
+
+#[tokio::test]
+async fn past_the_file_connection_limit_the_shard_answers_503() {
+    let server = TestServer::start(&[("GATEWAY__FILES__CONNS_MAX", "2")]);
+    let (_alice, alice) = server.user("alice").await;
+    let (_bob, bob) = server.user("bob").await;
+    let data = content(3, 100_000);
+    let mut open = Vec::new();
+    for i in 0..2 {
+        let mut c = Http1::connect(server.ws).await;
+        let up = create(&mut c, &alice.token, &format!("held{i}.bin"), &data).await;
+        put_chunk(&mut c, &alice.token, &up, &data, 0).await;
+        open.push((c, up));
+    }
+    let mut third = Http1::connect(server.ws).await;
+    let busy = third
+        .request(
+            "GET",
+            "/files/anything/chunks",
+            Some(&alice.token),
+            &[],
+            b"",
+        )
+        .await
+        .unwrap();
+    expect_status(&busy, 503, "third file connection");
+    assert_eq!(busy.header("retry-after"), Some("1"));
+    assert_eq!(busy.json()["code"], "busy");
+    assert!(
+        third.closed_by_server().await,
+        "the refused connection is closed"
+    );
+    let refused: f64 = server
+        .metrics()
+        .iter()
+        .filter(|(k, _)| k.starts_with("ringchat_files_refused_busy_total"))
+        .map(|(_, v)| v)
+        .sum();
+    assert!(refused >= 1.0, "counted: {refused}");
+    // Chat is not held back by the file limit.
+    chat_over_ws(server.ws, None, "alice", bob.user_id).await;
+    // The held connections still work (keep-alive), and once one closes a new one is served.
+    let (mut c, up) = open.pop().unwrap();
+    let file_id = completed(&mut c, &alice.token, &up).await;
+    drop(c);
+    let mut retried = None;
+    wait_until("a file connection to be served again", || {
+        let resp = std::thread::scope(|s| {
+            s.spawn(|| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    let mut c = Http1::connect(server.ws).await;
+                    download(&mut c, &alice.token, &file_id).await
+                })
+            })
+            .join()
+            .unwrap()
+        });
+        let served = resp.status == 200;
+        retried = Some(resp);
+        served
+    });
+    assert!(retried.unwrap().body == data);
+}
+
+/// What one upload of the kill -9 test got to.
+#[derive(Default)]
+struct Progress {
+    upload: Option<Upload>,
+    file_id: Option<String>,
+}
+
+#[tokio::test]
+async fn after_kill_9_during_uploads_acknowledged_files_survive_and_no_half_file_is_served() {
+    const UPLOADS: usize = 6;
+    const FILE_BYTES: usize = 4 * 1024 * 1024 + 3;
+    const KILL_AFTER_COMPLETES: usize = 2;
+    let mut server = TestServer::start(&[]);
+    let (_alice, alice) = server.user("alice").await;
+    let files: Vec<Vec<u8>> = (0..UPLOADS)
+        .map(|i| content(100 + i as u64, FILE_BYTES))
+        .collect();
+    let progress: Arc<Mutex<Vec<Progress>>> = Arc::new(Mutex::new(
+        (0..UPLOADS).map(|_| Progress::default()).collect(),
+    ));
+    let mut tasks = Vec::new();
+    for (i, data) in files.iter().cloned().enumerate() {
+        let progress = Arc::clone(&progress);
+        let token = alice.token.clone();
+        let addr = server.ws;
+        tasks.push(tokio::spawn(async move {
+            let mut c = Http1::connect(addr).await;
+            let up = create(&mut c, &token, &format!("k{i}.bin"), &data).await;
+            progress.lock().unwrap()[i].upload = Some(up.clone());
+            // Uploads run at different paces: the kill finds them at different steps.
+            for _ in 0..i {
+                tokio::task::yield_now().await;
+            }
+            for index in 0..up.chunks(&data) {
+                let chunk = up.chunk(&data, index);
+                let sha = sha256_hex(chunk);
+                let path = format!("/files/{}/chunks/{index}", up.id);
+                let headers = [("X-Chunk-Sha256", sha.as_str())];
+                match c.request("PUT", &path, Some(&token), &headers, chunk).await {
+                    Ok(r) if r.status < 300 => {}
+                    _ => return,
+                }
+            }
+            let path = format!("/files/{}/complete", up.id);
+            if let Ok(r) = c.request("POST", &path, Some(&token), &[], b"").await
+                && r.status == 200
+            {
+                let id = r.json()["file_id"].as_str().unwrap().to_owned();
+                progress.lock().unwrap()[i].file_id = Some(id);
+            }
+        }));
+    }
+    // The uploads run on this runtime: waited for without blocking it.
+    let deadline = tokio::time::Instant::now() + common::WAIT_DEADLINE;
+    loop {
+        let acked = progress
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| p.file_id.is_some())
+            .count();
+        if acked >= KILL_AFTER_COMPLETES {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {KILL_AFTER_COMPLETES} completes ({acked} so far)"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    server.kill9();
+    for task in tasks {
+        let _ = task.await;
+    }
+    server.restart();
+
+    let progress = std::mem::take(&mut *progress.lock().unwrap());
+    let acked = progress.iter().filter(|p| p.file_id.is_some()).count();
+    assert!(acked >= KILL_AFTER_COMPLETES);
+    let mut c = Http1::connect(server.ws).await;
+    let mut served: HashMap<String, usize> = HashMap::new();
+    for (i, p) in progress.iter().enumerate() {
+        let data = &files[i];
+        if let Some(file_id) = &p.file_id {
+            // Acknowledged: there byte for byte.
+            let got = download(&mut c, &alice.token, file_id).await;
+            expect_status(&got, 200, "an acknowledged file after kill -9");
+            assert!(got.body == *data, "file {i} survives byte for byte");
+            served.insert(file_id.clone(), i);
+            continue;
+        }
+        // Not acknowledged: whatever the kill left, finishing the upload (or starting it over)
+        // gives the whole file, never a part of it.
+        let up = match &p.upload {
+            Some(up) => {
+                let resp = c
+                    .request(
+                        "GET",
+                        &format!("/files/{}/chunks", up.id),
+                        Some(&alice.token),
+                        &[],
+                        b"",
+                    )
+                    .await
+                    .unwrap();
+                (resp.status == 200).then(|| up.clone())
+            }
+            None => None,
+        };
+        let file_id = match up {
+            Some(up) => {
+                let have = present(&mut c, &alice.token, &up).await;
+                for index in 0..up.chunks(data) {
+                    if !have.contains(&index) {
+                        put_chunk(&mut c, &alice.token, &up, data, index).await;
+                    }
+                }
+                let resp = complete(&mut c, &alice.token, &up).await;
+                if resp.status == 200 {
+                    resp.json()["file_id"].as_str().unwrap().to_owned()
+                } else {
+                    // Completed just before the kill, answer lost: start over.
+                    upload(&mut c, &alice.token, &format!("again{i}.bin"), data).await
+                }
+            }
+            None => upload(&mut c, &alice.token, &format!("again{i}.bin"), data).await,
+        };
+        let got = download(&mut c, &alice.token, &file_id).await;
+        expect_status(&got, 200, "a file finished after the restart");
+        assert_eq!(got.body.len(), data.len(), "file {i}: whole");
+        assert!(got.body == *data, "file {i}: the same bytes");
+        served.insert(file_id, i);
+    }
+    assert!(!served.is_empty());
+}
+
+#[tokio::test]
+async fn without_a_token_or_under_a_wrong_path_the_answers_are_clear() {
+    let server = TestServer::start(&[]);
+    let mut c = Http1::connect(server.ws).await;
+    let resp = c
+        .request(
+            "POST",
+            "/files",
+            None,
+            &[("Content-Type", "application/json")],
+            b"{}",
+        )
+        .await
+        .unwrap();
+    expect_status(&resp, 401, "no token");
+    assert!(resp.json()["code"].is_string());
+    // A path that only starts like /files is the page server's: not found, connection closed.
+    let mut other = Http1::connect(server.ws).await;
+    let resp = other
+        .request("GET", "/filesx", None, &[], b"")
+        .await
+        .unwrap();
+    expect_status(&resp, 404, "/filesx");
+}
