@@ -347,7 +347,11 @@ mod tests {
             },
         ];
         for r in bad {
-            assert_eq!(code(parse(file, &sent(&r))), ErrorCode::InvalidArgument, "{r:?}");
+            assert_eq!(
+                code(parse(file, &sent(&r))),
+                ErrorCode::InvalidArgument,
+                "{r:?}"
+            );
         }
         assert_eq!(code(parse(file, &[0xff; 4])), ErrorCode::InvalidArgument);
         let voice = v1::FileRef {
@@ -404,7 +408,14 @@ mod tests {
             code(settle(image, r.clone(), &meta("application/pdf"))),
             ErrorCode::InvalidArgument
         );
-        assert!(settle(ContentType::File as i32, r.clone(), &meta("application/pdf")).is_ok());
+        assert!(
+            settle(
+                ContentType::File as i32,
+                r.clone(),
+                &meta("application/pdf")
+            )
+            .is_ok()
+        );
         assert_eq!(
             code(settle(ContentType::Audio as i32, r, &meta("image/png"))),
             ErrorCode::InvalidArgument

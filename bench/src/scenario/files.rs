@@ -308,9 +308,7 @@ pub fn run(cfg: &FilesConfig, observe: &Observe) -> anyhow::Result<FilesReport> 
     if let Some(big) = cfg.sizes.iter().find(|s| **s == 0 || **s > FILE_BYTES_MAX) {
         bail!("file size {big}: sizes must be 1 byte to {FILE_BYTES_MAX} bytes");
     }
-    let total: u64 = (0..cfg.files)
-        .map(|i| cfg.sizes[i % cfg.sizes.len()])
-        .sum();
+    let total: u64 = (0..cfg.files).map(|i| cfg.sizes[i % cfg.sizes.len()]).sum();
     if total > RUN_BYTES_MAX {
         bail!("the files add up to {total} bytes; at most {RUN_BYTES_MAX} per run");
     }
