@@ -44,6 +44,6 @@ pub mod testkit;
 mod throttle;
 mod time;
 
-pub use messaging::{PendingWrite, Submitted, Writes};
+pub use messaging::{PendingCheck, PendingWrite, Submitted, Writes};
 pub use runtime::build_runtime;
 pub use service::{Backend, BackendError};

@@ -109,6 +109,8 @@ pub struct Backend {
     pub(crate) link: Option<Arc<crate::cluster::link::Link>>,
     /// Uploads and downloads over HTTP, when `[files] enabled` (`files/`).
     pub(crate) files: Option<Arc<crate::files::FileService>>,
+    /// Media messages' check and downloads through messages, with `files` (`files/media.rs`).
+    media: Option<Arc<crate::files::media::Media>>,
 }
 
 impl Backend {
@@ -219,6 +221,21 @@ impl Backend {
         } else {
             None
         };
+        let media = match &files {
+            Some(files) => {
+                use crate::files::media::{Media, MessageAccess};
+                let messages = Arc::new(MessageAccess::new(ports.clone()));
+                files
+                    .set_download_access(Arc::clone(&messages) as _)
+                    .map_err(|e| BackendError::Files(e.to_string()))?;
+                Some(Arc::new(Media::new(
+                    Arc::clone(files),
+                    messages,
+                    settings.limits.message_bytes_max,
+                )))
+            }
+            None => None,
+        };
         let backups = Arc::new(crate::backup::server::Backups::new(
             settings.backup.clone(),
             &settings.storage.data_dir,
@@ -226,6 +243,7 @@ impl Backend {
         Ok(Arc::new(Self {
             link,
             files,
+            media,
             operator_replies: delivery.operator_replies(),
             contacts: Contacts::new(settings.contacts.clone()),
             rooms: Rooms::new(settings.rooms.clone()),
@@ -279,7 +297,8 @@ impl Backend {
                 self.settings.contacts.friend_request_message_bytes_max,
                 Arc::new(self.settings.groups.clone()),
             )
-            .with_link(self.link.clone()),
+            .with_link(self.link.clone())
+            .with_media(self.media.clone()),
         )
     }
 
@@ -348,6 +367,9 @@ impl Backend {
         tokio::spawn(crate::observe::persist_activity(Arc::clone(&self.observe)));
         if let Some(files) = &self.files {
             files.start_cleanup();
+        }
+        if let Some(media) = &self.media {
+            media.serve_on(tokio::runtime::Handle::current());
         }
         let mut batch = Vec::with_capacity(REQUEST_BATCH_MAX);
         let mut stop = std::pin::pin!(stop);

@@ -12,6 +12,7 @@ use ringchat_bench::report;
 use ringchat_bench::scenario::Observe;
 use ringchat_bench::scenario::cluster;
 use ringchat_bench::scenario::connect::{self, ConnectConfig};
+use ringchat_bench::scenario::files::{self, FilesConfig};
 use ringchat_bench::scenario::group::{self, GroupConfig};
 use ringchat_bench::scenario::pairs::{self, PairsConfig};
 use ringchat_bench::scenario::presence::{self, FanoutConfig, StormConfig};
@@ -56,6 +57,37 @@ enum Scenario {
     /// per message over all nodes, reconnects and the time until every client is served
     /// again, then checks every conversation by Sync.
     ClusterPairs(ClusterArgs),
+    /// Concurrent uploads of a mix of file sizes over the HTTP API on the WebSocket port, then
+    /// downloads of each, every one checked by SHA-256; reports MB/s each way, latency per
+    /// request kind and the server CPU per MB.
+    Files(FilesArgs),
+}
+
+#[derive(Args)]
+struct FilesArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The HTTP API: the server's WebSocket listener (gateway.ws_listen), HOST:PORT.
+    #[arg(long, default_value = "127.0.0.1:7001")]
+    http: String,
+    /// Users that upload (signed up through the protocol on --addr).
+    #[arg(long, default_value_t = 8)]
+    users: usize,
+    /// Files to upload, spread over the users.
+    #[arg(long, default_value_t = 64)]
+    files: usize,
+    /// File sizes, cycled through, comma-separated: 16k, 1MiB, 8m (k, m, g are 1024-based).
+    #[arg(long, default_value = "16k,256k,1m,8m", value_delimiter = ',', value_parser = files::parse_size)]
+    sizes: Vec<u64>,
+    /// Downloads of each file, once all uploads are done.
+    #[arg(long, default_value_t = 2)]
+    downloads_per_file: usize,
+    /// HTTP requests in flight at once.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// No upload or download starts after this long, e.g. 30s.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    duration: Duration,
 }
 
 #[derive(Args)]
@@ -446,6 +478,31 @@ fn run() -> anyhow::Result<bool> {
             Ok(r.errors == 0 && r.friends_listed == (r.users * r.friends_per_user) as u64)
         }
         Scenario::ClusterPairs(a) => run_cluster(a),
+        Scenario::Files(a) => {
+            let cfg = FilesConfig {
+                addr: resolve(&a.common.addr)?,
+                http: resolve(&a.http)?,
+                users: a.users,
+                files: a.files,
+                sizes: a.sizes,
+                downloads_per_file: a.downloads_per_file,
+                concurrency: a.concurrency,
+                duration: a.duration,
+                threads: threads(&a.common),
+                user_prefix: a.common.user_prefix.clone(),
+                password: a.common.password.clone(),
+            };
+            let mut r = files::run(&cfg, &observe(&a.common))?;
+            r.provenance = provenance(&a.common);
+            print!("{}", files::table(&r));
+            if let Some(path) = &a.common.json {
+                report::write_json(path, &r)?;
+            }
+            if !r.clean() {
+                eprintln!("ringchat-bench: requests failed or downloads did not match");
+            }
+            Ok(r.clean())
+        }
         Scenario::Room(a) => {
             let cfg = RoomConfig {
                 addr: resolve(&a.common.addr)?,

@@ -188,3 +188,44 @@ fn group_reports_every_delivery_the_server_made() {
         assert!(json.get(key).is_some(), "JSON report lacks {key}");
     }
 }
+
+#[test]
+fn files_uploads_and_downloads_every_file_checked() {
+    use ringchat_bench::scenario::files::{self, FilesConfig};
+    // 64 KiB chunks: the larger files go up in several.
+    let server = TestServer::start(&[("FILES__CHUNK_BYTES", "65536")]);
+    let cfg = FilesConfig {
+        addr: server.tcp,
+        http: server.ws,
+        users: 2,
+        files: 6,
+        sizes: vec![1000, 70_000, 300_000],
+        downloads_per_file: 2,
+        concurrency: 4,
+        duration: Duration::from_secs(60),
+        threads: 2,
+        user_prefix: "t_".into(),
+        password: "bench-password".into(),
+    };
+    let report = files::run(&cfg, &observe(&server)).unwrap();
+    assert!(report.clean(), "{report:?}");
+    assert_eq!(report.files_uploaded, 6);
+    assert_eq!(report.bytes_uploaded, 2 * (1000 + 70_000 + 300_000));
+    assert_eq!(report.downloads, 12);
+    assert_eq!(report.bytes_downloaded, 2 * report.bytes_uploaded);
+    assert_eq!(report.complete_latency.count, 6);
+    assert_eq!(report.download_latency.count, 12);
+    assert_eq!(report.chunk_latency.count, 2 * (1 + 2 + 5));
+    assert!(report.download_latency.p50_us <= report.download_latency.p99_us);
+    assert!(report.server_cpu_ms_per_mb_up.is_some());
+    let json = serde_json::to_value(&report).unwrap();
+    for key in [
+        "upload_mb_per_s",
+        "download_mb_per_s",
+        "server_cpu_ms_per_mb_up",
+        "mismatches",
+    ] {
+        assert!(json.get(key).is_some(), "JSON report lacks {key}");
+    }
+    assert!(files::table(&report).contains("MB/s"));
+}

@@ -5,6 +5,8 @@
 //! - `service.rs`: uploads (create, chunks, complete) and limits; `download.rs`: who may read a
 //!   file, and its bytes; `cleanup.rs`: abandoned uploads removed in bounded passes.
 //! - `http.rs`: the `/files` routes (axum), refusals as JSON with their HTTP status.
+//! - `media.rs`: the FileRef of media messages, checked when sent, and who may download a file
+//!   through a message that carries it (the `DownloadAccess` the service calls).
 //! - `storage/`: the port, the local disk adapter (`storage/local.rs`), the S3 one
 //!   (`storage/s3.rs`), and the conformance suite every adapter passes.
 //! - `thumbnail.rs`: image thumbnails, decoded within limits.
@@ -14,6 +16,7 @@ pub mod config;
 mod download;
 mod error;
 pub mod http;
+pub mod media;
 mod metrics;
 mod model;
 mod service;

@@ -10,7 +10,7 @@ pub mod reads;
 mod submit;
 pub(crate) mod writer;
 
-pub use submit::{PendingWrite, Submitted, Writes};
+pub use submit::{PendingCheck, PendingWrite, Submitted, Writes};
 
 use ringchat_proto::v1::{self, ContentType, ErrorCode};
 
@@ -143,8 +143,10 @@ pub(crate) fn validate_content(
                 return invalid("text content must be non-empty UTF-8");
             }
         }
-        Ok(ContentType::Image | ContentType::File | ContentType::Custom) => {}
-        _ => return invalid("content_type must be TEXT, IMAGE, FILE or CUSTOM"),
+        // IMAGE, FILE and AUDIO: a FileRef in conversations, checked with storage on the
+        // backend's runtime (`files/media.rs`); rooms take any bytes.
+        Ok(ContentType::Image | ContentType::File | ContentType::Audio | ContentType::Custom) => {}
+        _ => return invalid("content_type must be TEXT, IMAGE, FILE, AUDIO or CUSTOM"),
     }
     Ok(())
 }

@@ -28,6 +28,21 @@ fn visible_seqs(ports: &Ports, conv: ConvId, user: UserId) -> Result<(u64, u64),
     Ok((1, u64::MAX))
 }
 
+/// The message at `seq` of `conv`, if `user` may read it by the rule of Sync and History
+/// (`None` outside what it may see); `NOT_FOUND` when it is not a conversation of the user's.
+pub(crate) fn visible_message(
+    ports: &Ports,
+    user: UserId,
+    conv: ConvId,
+    seq: u64,
+) -> Result<Option<crate::store::MessageRecord>, Refusal> {
+    let (first, last) = visible_seqs(ports, conv, user)?;
+    if seq < first || seq > last {
+        return Ok(None);
+    }
+    Ok(ports.log.message(conv, seq)?)
+}
+
 pub fn sync(
     ports: &Ports,
     user: UserId,

@@ -13,6 +13,7 @@ use super::{Target, conv_from_wire, validate_send};
 use crate::accounts::Refusal;
 use crate::api::{ConnRef, WriteRequest};
 use crate::contacts::op_of;
+use crate::files::media::{Media, is_media};
 use crate::groups::GroupsConfig;
 use crate::groups::send::GroupMessage;
 use crate::observe::otlp::MsgSpan;
@@ -31,6 +32,8 @@ pub struct Writes {
     groups: Arc<GroupsConfig>,
     /// Cluster mode: writes whose conversation another node owns go to it (`cluster/link/`).
     link: Option<Arc<crate::cluster::link::Link>>,
+    /// The check of media sends' FileRefs (`files/media.rs`); `None`: media sends are refused.
+    media: Option<Arc<Media>>,
 }
 
 /// What became of a write handed to [`Writes::submit`].
@@ -44,11 +47,25 @@ pub enum Submitted {
     Full(PendingWrite),
     /// The sequencer has stopped (the server is shutting down).
     Stopped,
+    /// A media send whose file must be checked in storage first: await [`Writes::check`]
+    /// (on the connection's task: later writes of the connection wait behind it, in order).
+    Check(PendingCheck),
 }
 
 /// A checked write waiting for room in the sequencer's queue.
 #[derive(Debug)]
 pub struct PendingWrite(WriteOp);
+
+/// A media send waiting for its FileRef check.
+#[derive(Debug)]
+pub struct PendingCheck {
+    conn: ConnRef,
+    user: UserId,
+    request_id: u64,
+    write: Write,
+    /// Cluster mode: the request as it came, in case its owner is another node.
+    original: Option<WriteRequest>,
+}
 
 impl Writes {
     pub(crate) fn new(
@@ -65,7 +82,14 @@ impl Writes {
             request_message_bytes_max,
             groups,
             link: None,
+            media: None,
         }
+    }
+
+    /// Media sends are checked by `media` (`None`: refused).
+    pub(crate) fn with_media(mut self, media: Option<Arc<Media>>) -> Self {
+        self.media = media;
+        self
     }
 
     /// Cluster mode: forwards writes owned by other nodes over `link`.
@@ -102,6 +126,64 @@ impl Writes {
             Ok(write) => write,
             Err(refusal) => return Submitted::Refused(refusal.into_error()),
         };
+        if media_content(&write).is_some() {
+            return Submitted::Check(PendingCheck {
+                conn,
+                user,
+                request_id,
+                write,
+                original,
+            });
+        }
+        self.route(conn, user, request_id, write, original)
+    }
+
+    /// Checks a media send's FileRef (storage reads on the backend's runtime), then queues it
+    /// as [`Self::submit`] does: never [`Submitted::Check`] again.
+    pub async fn check(&self, pending: PendingCheck) -> Submitted {
+        let PendingCheck {
+            conn,
+            user,
+            request_id,
+            mut write,
+            mut original,
+        } = pending;
+        let Some(media) = &self.media else {
+            return Submitted::Refused(
+                Refusal::new(
+                    v1::ErrorCode::InvalidArgument,
+                    "this server does not take files",
+                )
+                .into_error(),
+            );
+        };
+        let Some((content_type, content)) = media_content(&write) else {
+            return self.route(conn, user, request_id, write, original);
+        };
+        let stored = match media.check_send(user, content_type, content.clone()).await {
+            Ok(stored) => stored,
+            Err(refusal) => return Submitted::Refused(refusal.into_error()),
+        };
+        match &mut write {
+            Write::Send(m) => m.content = stored.clone(),
+            Write::GroupSend(m) => m.content = stored.clone(),
+            _ => {}
+        }
+        if let Some(WriteRequest::Send(send)) = &mut original {
+            send.content = stored;
+        }
+        self.route(conn, user, request_id, write, original)
+    }
+
+    /// Forwards a checked write to its owner node, or queues it here.
+    fn route(
+        &self,
+        conn: ConnRef,
+        user: UserId,
+        request_id: u64,
+        write: Write,
+        original: Option<WriteRequest>,
+    ) -> Submitted {
         if let (Some(link), Some(original)) = (&self.link, original)
             && let Some(owner) = link.owner_elsewhere(&write)
         {
@@ -151,6 +233,7 @@ impl Writes {
         request: WriteRequest,
         trace: Option<MsgSpan>,
     ) -> Result<(), Refusal> {
+        // A media send was checked on the node it arrived at (`Writes::check`) before it came.
         let write = self.write_of(conn, user, request, Some(device_id))?;
         let queued_at = matches!(write, Write::Send(_) | Write::GroupSend(_)).then(Instant::now);
         let op = WriteOp {
@@ -230,4 +313,14 @@ impl Writes {
             }
         })
     }
+}
+
+/// A conversation send of media content: its content type and content.
+fn media_content(write: &Write) -> Option<(i32, &bytes::Bytes)> {
+    let (content_type, content) = match write {
+        Write::Send(m) => (m.content_type, &m.content),
+        Write::GroupSend(m) => (m.content_type, &m.content),
+        _ => return None,
+    };
+    is_media(content_type).then_some((content_type, content))
 }

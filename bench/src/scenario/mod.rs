@@ -7,6 +7,7 @@
 
 pub mod cluster;
 pub mod connect;
+pub mod files;
 pub mod group;
 pub mod pairs;
 pub mod presence;

@@ -280,20 +280,29 @@ impl Session {
 
     /// A write goes straight to the sequencer; its answer comes back on the shard's inbox.
     async fn write(&mut self, request_id: u64, user_id: UserId, request: WriteRequest) {
-        let queued = match self
+        let mut submitted = self
             .shard
             .writes
-            .submit(self.conn_ref(), user_id, request_id, request)
-        {
-            Submitted::Queued => true,
-            Submitted::Refused(error) => {
-                self.shard.stats.error(error.code());
-                self.reply(request_id, Body::Error(error));
-                return;
+            .submit(self.conn_ref(), user_id, request_id, request);
+        let queued = loop {
+            match submitted {
+                Submitted::Queued => break true,
+                Submitted::Refused(error) => {
+                    self.shard.stats.error(error.code());
+                    self.reply(request_id, Body::Error(error));
+                    return;
+                }
+                // Rare: boxed, so that the wait's future does not grow every connection's task.
+                Submitted::Full(pending) => {
+                    break Box::pin(self.shard.writes.queue(pending)).await;
+                }
+                Submitted::Stopped => break false,
+                // Media sends only: the file is checked on the backend's runtime while this
+                // connection waits (its later frames stay behind it, in order).
+                Submitted::Check(pending) => {
+                    submitted = Box::pin(self.shard.writes.check(pending)).await;
+                }
             }
-            // Rare: boxed, so that the wait's future does not grow every connection's task.
-            Submitted::Full(pending) => Box::pin(self.shard.writes.queue(pending)).await,
-            Submitted::Stopped => false,
         };
         if !queued {
             self.fail(
