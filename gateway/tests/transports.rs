@@ -219,6 +219,14 @@ async fn shutdown_notice(kind: Kind) {
         status.success(),
         "{kind}: the server exited with {status:?}"
     );
+    // Every handle on the sequencer's queue went with the shards, so the commit thread drained
+    // and stopped rather than being abandoned after its timeout.
+    let log = std::fs::read_to_string(&server.log_path).expect("the server's log");
+    assert!(
+        log.contains("commit thread stopped") && !log.contains("did not stop in time"),
+        "{kind}: the commit thread did not stop cleanly; log:\n{}",
+        server.log_tail()
+    );
 }
 
 /// A shard at `conns_per_shard_max`: one connection more gets `Error{SERVER_FULL}`, then close;

@@ -14,7 +14,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
@@ -487,6 +487,22 @@ async fn serve(spec: ShardSpec) -> Result<(), ShardError> {
             shard = id,
             left = shard.conns.borrow().len(),
             "shutdown timeout: closing the remaining connections unflushed"
+        );
+    }
+    // The reaper (at its next tick) and the accept loops end now; the sequencer's queue handle
+    // in the shard goes with the last task holding it, and `Backend::finish` waits until every
+    // handle is gone. A task still holding it when this thread's runtime is dropped would keep
+    // that handle for ever.
+    let released_by = Instant::now() + Duration::from_millis(2 * shard.tick_ms + 100);
+    while Rc::strong_count(&shard) > 1 && Instant::now() < released_by {
+        monoio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let holders = Rc::strong_count(&shard) - 1;
+    if holders > 0 {
+        tracing::warn!(
+            shard = id,
+            holders,
+            "tasks still hold the shard as it stops"
         );
     }
     tracing::info!(shard = id, "shard stopped");

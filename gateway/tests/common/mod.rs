@@ -94,7 +94,7 @@ pub struct TestServer {
     env: Vec<(String, String)>,
     /// `serve --config FILE`, if any.
     pub config_file: Option<PathBuf>,
-    log_path: PathBuf,
+    pub log_path: PathBuf,
     _tmp: Option<tempfile::TempDir>,
 }
 
