@@ -53,6 +53,8 @@ pub struct FilesConfig {
     pub chunks_in_flight_max: usize,
     /// `[files.s3]`: the bucket with `storage = "s3"`.
     pub s3: super::storage::s3::S3Config,
+    /// `[files.thumbnail]`: how images' thumbnails are made (once, at complete).
+    pub thumbnail: super::thumbnail::ThumbnailConfig,
 }
 
 impl Default for FilesConfig {
@@ -69,6 +71,7 @@ impl Default for FilesConfig {
             name_bytes_max: 255,
             chunks_in_flight_max: 64,
             s3: Default::default(),
+            thumbnail: Default::default(),
         }
     }
 }
@@ -131,6 +134,7 @@ impl FilesConfig {
         if self.enabled && self.storage == FileStorageKind::S3 {
             out.extend(self.s3.problems());
         }
+        out.extend(self.thumbnail.problems("files.thumbnail"));
         out
     }
 }

@@ -66,6 +66,7 @@ pub fn router(files: Arc<FileService>, auth: Arc<dyn Authenticate>) -> Router {
         .route("/files/{id}/chunks", get(present))
         .route("/files/{id}/chunks/{index}", put(put_chunk))
         .route("/files/{id}/complete", post(complete))
+        .route("/files/{id}/thumbnail", get(thumbnail))
         .with_state(Api { files, auth })
 }
 
@@ -368,6 +369,43 @@ async fn serve(
     );
     let stream = api.files.read(&meta, Some(range)).await?;
     Ok((status, out, Body::from_stream(stream)).into_response())
+}
+
+/// `GET /files/{file_id}/thumbnail`: an image's thumbnail, for whoever may download the file
+/// (the same `?c=&s=`); 404 when it has none.
+async fn thumbnail(
+    State(api): State<Api>,
+    Path(file_id): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let user = match api.user(&headers).await {
+        Ok(user) => user,
+        Err(response) => return response,
+    };
+    let served = async {
+        let via = parse_via(query.as_deref())?;
+        let meta = api.files.download_meta(user, &file_id, via).await?;
+        let (thumb, stream) = api.files.read_thumb(&meta).await?;
+        let value = |s: &str| HeaderValue::from_str(s).expect("built from safe characters");
+        let mut out = HeaderMap::new();
+        out.insert(header::CONTENT_TYPE, value(&thumb.mime));
+        out.insert(header::ETAG, value(&format!("\"{}-thumb\"", meta.sha256)));
+        out.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
+        out.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        out.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; sandbox"),
+        );
+        Ok::<_, FileError>((StatusCode::OK, out, Body::from_stream(stream)).into_response())
+    };
+    match served.await {
+        Ok(response) => response,
+        Err(e) => Refused(e).into_response(),
+    }
 }
 
 #[cfg(test)]

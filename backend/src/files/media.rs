@@ -91,7 +91,7 @@ pub(crate) fn settle(
             "FileRef.{field} differs from the uploaded file's (leave it empty: the server fills it)"
         )))
     }
-    let (thumb_width, thumb_height) = meta.thumb.map_or((0, 0), |t| (t.width, t.height));
+    let (thumb_width, thumb_height) = meta.thumb.as_ref().map_or((0, 0), |t| (t.width, t.height));
     same("name", &r.name, &meta.name)?;
     same("size", &r.size, &meta.size)?;
     same("mime", &r.mime, &meta.mime)?;
@@ -293,6 +293,7 @@ mod tests {
             thumb: Some(Thumb {
                 width: 320,
                 height: 200,
+                mime: "image/jpeg".into(),
             }),
         }
     }

@@ -9,7 +9,8 @@
 //!   through a message that carries it (the `DownloadAccess` the service calls).
 //! - `storage/`: the port, the local disk adapter (`storage/local.rs`), the S3 one
 //!   (`storage/s3.rs`), and the conformance suite every adapter passes.
-//! - `thumbnail.rs`: image thumbnails, decoded within limits.
+//! - `thumbnail.rs`: image thumbnails, decoded within limits; `thumbs.rs`: made once per image
+//!   file at complete, stored beside it.
 
 mod cleanup;
 pub mod config;
@@ -22,6 +23,7 @@ mod model;
 mod service;
 pub mod storage;
 pub mod thumbnail;
+mod thumbs;
 
 pub use cleanup::{CLEANUP_INTERVAL, CleanupPass};
 pub use config::{FileStorageKind, FilesConfig};

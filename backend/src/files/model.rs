@@ -19,11 +19,13 @@ pub struct FileMeta {
     pub thumb: Option<Thumb>,
 }
 
-/// A thumbnail's dimensions (`files/{file_id}/thumb`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// A thumbnail's dimensions and type (`files/{file_id}/thumb`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Thumb {
     pub width: u32,
     pub height: u32,
+    /// `image/jpeg` or `image/png`.
+    pub mime: String,
 }
 
 /// An upload in progress: `uploads/{user_id}/{upload_id}/meta.json`.
@@ -98,6 +100,9 @@ pub mod keys {
     }
     pub fn file_meta(file_id: &str) -> String {
         format!("files/{file_id}/meta.json")
+    }
+    pub fn thumb(file_id: &str) -> String {
+        format!("files/{file_id}/thumb")
     }
     /// The uploader's index entry: the file's size is in the key, so that listing the user's
     /// prefix is enough to sum their bytes (the object itself is empty).

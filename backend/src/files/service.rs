@@ -262,6 +262,9 @@ impl FileService {
         }
         let now = now_ms();
         let file_id = new_id()?;
+        let thumb = self
+            .make_thumb(&file_id, &meta.mime, &blob, meta.size)
+            .await;
         let file = FileMeta {
             file_id: file_id.clone(),
             uploader: user,
@@ -270,7 +273,7 @@ impl FileService {
             mime: meta.mime,
             sha256: meta.sha256,
             created_ms: now,
-            thumb: None,
+            thumb,
         };
         self.put_json(&keys::file_meta(&file_id), &file).await?;
         self.storage

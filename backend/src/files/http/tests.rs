@@ -722,3 +722,62 @@ async fn chunks_past_the_in_flight_limit_are_told_to_retry() {
     );
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_gets_a_thumbnail_once_readable_as_the_file_is() {
+    let h = harness(files_config()).await;
+    let (_, token) = h.user("gil").await;
+    let (_, other) = h.user("hal").await;
+    let photo = image::RgbImage::from_fn(640, 400, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x + y) % 256) as u8])
+    });
+    let mut png = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::from(photo)
+        .write_to(&mut png, image::ImageFormat::Png)
+        .unwrap();
+    let file = h.upload(&token, "photo.png", png.get_ref()).await;
+
+    let meta = h
+        .backend
+        .files()
+        .unwrap()
+        .file(&file)
+        .await
+        .unwrap()
+        .unwrap();
+    let thumb = meta.thumb.expect("an image's meta names its thumbnail");
+    assert_eq!((thumb.width, thumb.height), (320, 200));
+    let url = format!("{}/files/{file}/thumbnail", h.base);
+    let response = h.http.get(&url).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], thumb.mime.as_str());
+    assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+    let bytes = response.bytes().await.unwrap();
+    let decoded = image::load_from_memory(&bytes).unwrap();
+    assert_eq!((decoded.width(), decoded.height()), (320, 200));
+
+    // Another user sees no more of the thumbnail than of the file.
+    let response = h.http.get(&url).bearer_auth(&other).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+
+    // Bytes that only claim to be an image: a file all the same, without a thumbnail.
+    let fake = h.upload(&token, "fake.png", &content(CHUNK + 5, 9)).await;
+    let meta = h
+        .backend
+        .files()
+        .unwrap()
+        .file(&fake)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(meta.thumb, None);
+    let response = h
+        .http
+        .get(format!("{}/files/{fake}/thumbnail", h.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    h.stop().await;
+}
