@@ -119,6 +119,20 @@ fn unauthorized(e: AuthError) -> Response {
     response
 }
 
+/// The user whose bearer token the request carries; a 401 (or 503) response otherwise.
+struct Caller(UserId);
+
+impl axum::extract::FromRequestParts<Api> for Caller {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        api: &Api,
+    ) -> Result<Self, Response> {
+        api.user(&parts.headers).await.map(Caller)
+    }
+}
+
 impl Api {
     async fn user(&self, headers: &HeaderMap) -> Result<UserId, Response> {
         let token = headers
@@ -153,11 +167,7 @@ async fn read_body(body: Body, max: usize, too_large: FileError) -> Result<Bytes
     Ok(buf.freeze())
 }
 
-async fn create(State(api): State<Api>, headers: HeaderMap, body: Body) -> Response {
-    let user = match api.user(&headers).await {
-        Ok(user) => user,
-        Err(response) => return response,
-    };
+async fn create(State(api): State<Api>, Caller(user): Caller, body: Body) -> Response {
     let result = async {
         let body = read_body(
             body,
@@ -182,14 +192,11 @@ async fn create(State(api): State<Api>, headers: HeaderMap, body: Body) -> Respo
 
 async fn put_chunk(
     State(api): State<Api>,
+    Caller(user): Caller,
     Path((upload_id, index)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let user = match api.user(&headers).await {
-        Ok(user) => user,
-        Err(response) => return response,
-    };
     let result = async {
         let index: u64 = index
             .parse()
@@ -232,13 +239,9 @@ async fn put_chunk(
 
 async fn present(
     State(api): State<Api>,
+    Caller(user): Caller,
     Path(upload_id): Path<String>,
-    headers: HeaderMap,
 ) -> Response {
-    let user = match api.user(&headers).await {
-        Ok(user) => user,
-        Err(response) => return response,
-    };
     match api.files.present_chunks(user, &upload_id).await {
         Ok(present) => axum::Json(serde_json::json!({ "present": present })).into_response(),
         Err(e) => Refused(e).into_response(),
@@ -247,13 +250,9 @@ async fn present(
 
 async fn complete(
     State(api): State<Api>,
+    Caller(user): Caller,
     Path(upload_id): Path<String>,
-    headers: HeaderMap,
 ) -> Response {
-    let user = match api.user(&headers).await {
-        Ok(user) => user,
-        Err(response) => return response,
-    };
     match api.files.complete(user, &upload_id).await {
         Ok(file_id) => axum::Json(serde_json::json!({ "file_id": file_id })).into_response(),
         Err(e) => Refused(e).into_response(),
@@ -290,14 +289,11 @@ fn parse_via(query: Option<&str>) -> Result<Option<Via>, FileError> {
 
 async fn download(
     State(api): State<Api>,
+    Caller(user): Caller,
     Path(file_id): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let user = match api.user(&headers).await {
-        Ok(user) => user,
-        Err(response) => return response,
-    };
     match serve(&api, user, &file_id, query.as_deref(), &headers).await {
         Ok(response) => response,
         Err(e) => Refused(e).into_response(),
@@ -314,19 +310,8 @@ async fn serve(
     let via = parse_via(query)?;
     let meta = api.files.download_meta(user, file_id, via).await?;
     let etag = format!("\"{}\"", meta.sha256);
-    let mut out = HeaderMap::new();
+    let mut out = stored_bytes_headers(&etag);
     let value = |s: &str| HeaderValue::from_str(s).expect("built from safe characters");
-    out.insert(header::ETAG, value(&etag));
-    out.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
-    out.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    // Whatever a file holds, it never runs as a page of this origin.
-    out.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; sandbox"),
-    );
     out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     let matches_etag = |h: &HeaderValue| {
         h.to_str()
@@ -375,37 +360,43 @@ async fn serve(
 /// (the same `?c=&s=`); 404 when it has none.
 async fn thumbnail(
     State(api): State<Api>,
+    Caller(user): Caller,
     Path(file_id): Path<String>,
     RawQuery(query): RawQuery,
-    headers: HeaderMap,
 ) -> Response {
-    let user = match api.user(&headers).await {
-        Ok(user) => user,
-        Err(response) => return response,
-    };
     let served = async {
         let via = parse_via(query.as_deref())?;
         let meta = api.files.download_meta(user, &file_id, via).await?;
         let (thumb, stream) = api.files.read_thumb(&meta).await?;
-        let value = |s: &str| HeaderValue::from_str(s).expect("built from safe characters");
-        let mut out = HeaderMap::new();
-        out.insert(header::CONTENT_TYPE, value(&thumb.mime));
-        out.insert(header::ETAG, value(&format!("\"{}-thumb\"", meta.sha256)));
-        out.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
-        out.insert(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        );
-        out.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static("default-src 'none'; sandbox"),
-        );
+        let mut out = stored_bytes_headers(&format!("\"{}-thumb\"", meta.sha256));
+        let mime = HeaderValue::from_str(&thumb.mime).expect("image/jpeg or image/png");
+        out.insert(header::CONTENT_TYPE, mime);
         Ok::<_, FileError>((StatusCode::OK, out, Body::from_stream(stream)).into_response())
     };
     match served.await {
         Ok(response) => response,
         Err(e) => Refused(e).into_response(),
     }
+}
+
+/// The headers of every answer that carries stored bytes (a file, a thumbnail): private to
+/// the user, never sniffed, and whatever the bytes hold, never run as a page of this origin.
+fn stored_bytes_headers(etag: &str) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    out.insert(
+        header::ETAG,
+        HeaderValue::from_str(etag).expect("a quoted hex digest"),
+    );
+    out.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
+    out.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    out.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; sandbox"),
+    );
+    out
 }
 
 #[cfg(test)]
