@@ -15,7 +15,10 @@ use std::time::UNIX_EPOCH;
 
 use bytes::Bytes;
 
-use super::{ByteStream, FileStorage, Listed, ObjectMeta, ObjectWriter, StorageError};
+use super::{
+    ByteStream, FileStorage, Listed, ObjectMeta, ObjectWriter, StorageError, valid_key,
+    valid_segment,
+};
 
 /// Where temporary files are written, under the root (same file system: the rename is atomic).
 const TMP_DIR: &str = ".tmp";
@@ -220,20 +223,6 @@ impl Inner {
         }
         Ok(())
     }
-}
-
-/// Keys are `/`-separated segments of `[a-z0-9._-]`, none empty or starting with `.`.
-fn valid_key(key: &str) -> bool {
-    !key.is_empty() && key.split('/').all(valid_segment)
-}
-
-fn valid_segment(s: &str) -> bool {
-    !s.is_empty() && !s.starts_with('.') && valid_segment_chars(s)
-}
-
-fn valid_segment_chars(s: &str) -> bool {
-    s.bytes()
-        .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'))
 }
 
 /// Creates `dir` and any missing parents under `root`, each made durable in its parent.

@@ -18,6 +18,21 @@ use futures_util::stream::BoxStream;
 
 pub mod local;
 
+/// The key rule every adapter enforces: `/`-separated segments of `[a-z0-9._-]`, none empty
+/// or starting with `.` (so no `.`/`..` and nothing that names an adapter's own hidden place,
+/// such as the local adapter's `.tmp/`).
+pub(crate) fn valid_key(key: &str) -> bool {
+    !key.is_empty() && key.split('/').all(valid_segment)
+}
+
+/// One segment of a key ([`valid_key`]).
+pub(crate) fn valid_segment(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with('.')
+        && s.bytes()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'))
+}
+
 /// What went wrong in storage. No engine types: the adapters map their own errors here.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {

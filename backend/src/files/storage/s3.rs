@@ -24,7 +24,7 @@ use object_store::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{ByteStream, FileStorage, Listed, ObjectMeta, ObjectWriter, StorageError};
+use super::{ByteStream, FileStorage, Listed, ObjectMeta, ObjectWriter, StorageError, valid_key};
 
 /// S3's smallest part of a multipart upload (all but the last): 5 MiB.
 pub const PART_BYTES_MIN: usize = 5 << 20;
@@ -205,20 +205,6 @@ fn is_loopback_host(after_scheme: &str) -> bool {
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
-}
-
-/// A key the service may make: `/`-separated non-empty segments of `[a-z0-9._-]`, none of
-/// them `.` or `..`.
-fn valid_key(key: &str) -> bool {
-    !key.is_empty()
-        && key.split('/').all(|seg| {
-            !seg.is_empty()
-                && seg != "."
-                && seg != ".."
-                && seg
-                    .bytes()
-                    .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'))
-        })
 }
 
 /// Objects in an S3-compatible bucket.
