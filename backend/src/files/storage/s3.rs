@@ -566,9 +566,16 @@ mod tests {
     use crate::files::storage::conformance::{Subject, storage_conformance};
 
     /// The test bucket's config (`scripts/s3-test-server.sh` starts the server and exports
-    /// these), with a key prefix of its own per call; `None`, said loudly, when it is absent.
+    /// these), with a key prefix of its own per call; `None`, said loudly, when it is absent
+    /// outside CI.
     pub(crate) fn test_config() -> Option<S3Config> {
         let Ok(url) = std::env::var("RINGCHAT_TEST_S3_URL") else {
+            // In CI the server is always started: a missing one there is a broken script.
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "RINGCHAT_TEST_S3_URL is not set under CI: scripts/test.sh must start the S3 \
+                 test server (scripts/s3-test-server.sh)"
+            );
             eprintln!(
                 "SKIPPED: RINGCHAT_TEST_S3_URL is not set, so the S3 adapter is not tested here \
                  (`bash scripts/test.sh` and .ci/run start a server; by hand: \

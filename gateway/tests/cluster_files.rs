@@ -1,0 +1,175 @@
+//! Cluster mode with files on S3 (`files.storage = "s3"`): every node serves every file, an
+//! upload may move between nodes mid-way (a client reconnecting elsewhere resumes it), a media
+//! message sent on one node gives its recipients on another node the file and its thumbnail, and
+//! a recall on one node hides the file on all. Real `ringchat` nodes on one PostgreSQL database,
+//! Redis and an S3-compatible server: the servers `scripts/test.sh` starts
+//! (RINGCHAT_TEST_POSTGRES_URL, RINGCHAT_TEST_REDIS_URL, RINGCHAT_TEST_S3_URL).
+
+mod common;
+
+use std::io::Cursor;
+use std::net::SocketAddr;
+
+use common::TestServer;
+use common::cluster::{acked, redis_url, start_nodes_with, unique, wait_for_views};
+use common::files::{download_at, file_ref, hex, media, upload_via};
+use prost::Message as _;
+use ringchat_bench::client::{Client, conversation_id};
+use ringchat_proto::v1::{self, ContentType};
+use sha2::{Digest, Sha256};
+
+/// `[files]` on S3 for every node of one test: the test bucket under a key prefix of its own.
+fn s3_settings(prefix: &str) -> Vec<(&'static str, String)> {
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!(
+                "{name} is not set: this test needs an S3-compatible server (`bash \
+                 scripts/test.sh` starts one; scripts/s3-test-server.sh)"
+            )
+        })
+    };
+    vec![
+        ("FILES__ENABLED", "true".to_owned()),
+        ("FILES__STORAGE", "s3".to_owned()),
+        ("FILES__S3__ENDPOINT", var("RINGCHAT_TEST_S3_URL")),
+        ("FILES__S3__REGION", var("RINGCHAT_TEST_S3_REGION")),
+        ("FILES__S3__BUCKET", var("RINGCHAT_TEST_S3_BUCKET")),
+        ("FILES__S3__KEY_PREFIX", prefix.to_owned()),
+        (
+            "FILES__S3__ACCESS_KEY_ID",
+            var("RINGCHAT_TEST_S3_ACCESS_KEY_ID"),
+        ),
+        (
+            "FILES__S3__SECRET_ACCESS_KEY",
+            var("RINGCHAT_TEST_S3_SECRET_ACCESS_KEY"),
+        ),
+        ("FILES__S3__ALLOW_HTTP", "true".to_owned()),
+        // The smallest chunks, so that a small file still has several to spread over nodes.
+        ("FILES__CHUNK_BYTES", "65536".to_owned()),
+    ]
+}
+
+fn two_nodes() -> Vec<TestServer> {
+    let db = common::store::fresh_database();
+    let prefix = format!("rc_files_{}", unique());
+    let settings = s3_settings(&prefix);
+    let extra: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let nodes: Vec<TestServer> =
+        start_nodes_with(&db, &redis_url(), &prefix, &["f1", "f2"], &extra)
+            .into_iter()
+            .map(|(_, server)| server)
+            .collect();
+    wait_for_views(&nodes, 2);
+    nodes
+}
+
+/// A `width`×`height` PNG with a gradient (so that its thumbnail has something to scale).
+fn png(width: u32, height: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x + y) % 256) as u8])
+    });
+    let mut out = Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+/// Bytes that do not compress, `len` of them.
+fn noise(len: usize) -> Vec<u8> {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+/// The message at `seq` of `conv` as `c` syncs it.
+async fn message_at(c: &mut Client, conv: u64, seq: u64) -> v1::Message {
+    c.sync_all(conv, seq - 1)
+        .await
+        .expect("sync")
+        .into_iter()
+        .find(|m| m.seq == seq)
+        .expect("the message")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_on_s3_are_served_by_every_node_and_a_recall_hides_them_everywhere() {
+    let nodes = two_nodes();
+    let ws: Vec<SocketAddr> = nodes.iter().map(|n| n.ws).collect();
+    let (mut alice, a) = nodes[0].user("alice").await;
+    let (mut bob, b) = nodes[1].user("bob").await;
+
+    // A document whose chunks go to alternate nodes, completed on the second; and an image.
+    let doc = noise(300 * 1024);
+    let doc_id = upload_via(&ws, &a.token, "data.bin", "application/octet-stream", &doc);
+    let picture = png(640, 480);
+    let rev: Vec<SocketAddr> = ws.iter().rev().copied().collect();
+    let img_id = upload_via(&rev, &a.token, "photo.png", "image/png", &picture);
+
+    // Sent on the first node; the recipient on the second sees the stored facts.
+    let doc_ack = acked(
+        &mut alice,
+        media("d1", b.user_id, 0, ContentType::File, &file_ref(&doc_id)),
+    )
+    .await;
+    let img_ack = acked(
+        &mut alice,
+        media("i1", b.user_id, 0, ContentType::Image, &file_ref(&img_id)),
+    )
+    .await;
+    let ab = conversation_id(a.user_id, b.user_id);
+    assert_eq!(img_ack.conversation_id, ab);
+    let got = message_at(&mut bob, ab, img_ack.seq).await;
+    let stored = v1::FileRef::decode(got.content.as_ref()).unwrap();
+    assert_eq!(stored.sha256, hex(&Sha256::digest(&picture)));
+    assert!(
+        stored.thumb_width > 0 && stored.thumb_height > 0,
+        "an image has a thumbnail: {stored:?}"
+    );
+
+    // Every node serves both files to the recipient through the message, and the thumbnail.
+    for (n, at) in ws.iter().enumerate() {
+        let (status, body) = download_at(*at, &b.token, &doc_id, "", Some((ab, doc_ack.seq)));
+        assert_eq!(status, 200, "document on node {n}");
+        assert!(body == doc, "the document's bytes on node {n}");
+        let (status, body) = download_at(*at, &b.token, &img_id, "", Some((ab, img_ack.seq)));
+        assert_eq!((status, body == picture), (200, true), "image on node {n}");
+        let (status, thumb) = download_at(
+            *at,
+            &b.token,
+            &img_id,
+            "/thumbnail",
+            Some((ab, img_ack.seq)),
+        );
+        assert_eq!(status, 200, "thumbnail on node {n}");
+        let thumb = image::load_from_memory(&thumb).expect("the thumbnail is an image");
+        assert_eq!(
+            (thumb.width(), thumb.height()),
+            (stored.thumb_width, stored.thumb_height),
+            "the thumbnail has the dimensions the message announced"
+        );
+    }
+
+    // A recall on the first node hides the image from the recipient on both nodes; the other
+    // message still gives its file, and the uploader keeps both.
+    alice
+        .recall(ab, img_ack.seq)
+        .await
+        .unwrap()
+        .expect("recalled");
+    for at in &ws {
+        let via = Some((ab, img_ack.seq));
+        assert_eq!(download_at(*at, &b.token, &img_id, "", via).0, 404);
+        assert_eq!(
+            download_at(*at, &b.token, &img_id, "/thumbnail", via).0,
+            404
+        );
+        let via = Some((ab, doc_ack.seq));
+        assert_eq!(download_at(*at, &b.token, &doc_id, "", via).0, 200);
+        assert_eq!(download_at(*at, &a.token, &img_id, "", None).0, 200);
+    }
+}
