@@ -22,6 +22,8 @@ use crate::stats::{self, ShardStats};
 
 /// Pending connections the kernel queues per listener (capped by net.core.somaxconn).
 const LISTEN_BACKLOG: i32 = 4096;
+/// How long a start waits for a listening socket no process holds any more (see `ensure_free`).
+const LINGERING_LISTENER_WAIT: Duration = Duration::from_secs(3);
 /// Time the shards get to start before the server gives up.
 const SHARD_START_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -355,25 +357,58 @@ fn bind_listener(
     .transpose()
 }
 
-/// Fails if another socket listens on `addr`: a probe bound without SO_REUSEPORT gets
+/// Fails if another process listens on `addr`: a probe bound without SO_REUSEPORT gets
 /// EADDRINUSE then (SO_REUSEADDR still lets it past connections left in TIME_WAIT).
+///
+/// A listener no process holds is waited for, up to [`LINGERING_LISTENER_WAIT`]: after a
+/// `kill -9`, the kernel tears the dead process's io_uring down in the background, and the
+/// listening sockets its pending accepts hold stay in LISTEN for tens of milliseconds more.
+/// A restart in that window would otherwise refuse to start ("port in use").
 fn ensure_free(addr: SocketAddr, key: &str) -> anyhow::Result<()> {
-    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    probe.set_reuse_address(true)?;
-    match probe.bind(&addr.into()) {
-        Ok(()) => Ok(()),
-        Err(err) if err.kind() == std::io::ErrorKind::AddrInUse => {
-            let owner = match crate::port_owner::find(addr.port()) {
-                Some(owner) => format!("by {owner}"),
-                None => "(its process is not visible in /proc)".to_owned(),
-            };
-            bail!(
-                "gateway.{key} {addr}: port {} is already in use {owner}; stop that process or \
-                 choose another port",
-                addr.port()
-            )
+    let deadline = std::time::Instant::now() + LINGERING_LISTENER_WAIT;
+    let mut waited = false;
+    loop {
+        let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        probe.set_reuse_address(true)?;
+        match probe.bind(&addr.into()) {
+            Ok(()) => {
+                if waited {
+                    tracing::info!(%addr, "the lingering listener is gone");
+                }
+                return Ok(());
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::AddrInUse => {}
+            Err(err) => {
+                return Err(
+                    anyhow::Error::new(err).context(format!("binding gateway.{key} {addr}"))
+                );
+            }
+        };
+        let owner = crate::port_owner::find(addr.port());
+        if owner.is_none() && std::time::Instant::now() < deadline {
+            if !waited {
+                tracing::info!(
+                    %addr,
+                    "waiting for a listener no process holds (an exited process's io_uring \
+                     being torn down) to go"
+                );
+                waited = true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
         }
-        Err(err) => Err(anyhow::Error::new(err).context(format!("binding gateway.{key} {addr}"))),
+        let owner = match owner {
+            Some(owner) => format!("by {owner}"),
+            None => format!(
+                "(its process is not visible in /proc; waited {} ms for it to go)",
+                LINGERING_LISTENER_WAIT.as_millis()
+            ),
+        };
+        bail!(
+            "gateway.{key} {addr}: port {} is already in use {owner}; stop that process or \
+             choose another port",
+            addr.port()
+        )
     }
 }
 
