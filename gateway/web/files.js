@@ -703,12 +703,15 @@ async function downloadFile(m, f, button, error) {
 async function openImage(m, f) {
   let dialog = $('image-viewer');
   if (!dialog) {
-    dialog = el('dialog', { id: 'image-viewer', class: 'dialog image-viewer', 'aria-label': 'Image' },
-      el('div', { class: 'viewer-head' },
-        el('span', { id: 'viewer-name', class: 'viewer-name' }),
-        el('button', { type: 'button', class: 'small', onclick: () => dialog.close() }, 'Close')),
-      el('p', { id: 'viewer-status', class: 'viewer-status', role: 'status' }),
-      el('img', { id: 'viewer-img', alt: '' }));
+    const close = el('button', {
+      id: 'viewer-close', type: 'button', class: 'icon-button close', 'aria-label': 'Close', onclick: () => dialog.close(),
+    });
+    close.innerHTML = '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M6 6l12 12M18 6L6 18" fill="none" stroke="currentColor" stroke-width="2.2" stroke-linecap="round"/></svg>';
+    dialog = el('dialog', { id: 'image-viewer', class: 'dialog image-viewer', 'aria-labelledby': 'viewer-name' },
+      el('div', { class: 'dialog-body' },
+        el('header', { class: 'dialog-head' }, el('h2', { id: 'viewer-name', class: 'viewer-name' }), close),
+        el('p', { id: 'viewer-status', class: 'viewer-status', role: 'status' }),
+        el('img', { id: 'viewer-img', alt: '' })));
     dialog.onclose = () => {
       $('viewer-img').removeAttribute('src');
       if (files.viewerUrl) URL.revokeObjectURL(files.viewerUrl);
