@@ -1,7 +1,9 @@
 // End-to-end test of files in the chat page in headless Chromium, against a server whose chunks
-// are 64 KiB and whose largest file is 1 MiB (set by gateway/tests/browser_files.rs). Alice
+// are 64 KiB, whose largest file is 1 MiB and which takes one unfinished upload per user (set by gateway/tests/browser_files.rs). Alice
 // (desktop) attaches a PNG made here and a text file: progress reaches 100 %, each goes out as
-// a message. Bob (phone) sees the image inline (its thumbnail loaded from a blob URL, in a box
+// a message. Refusals and failures are said in words: a file over the limit (413), other
+// bytes than described (409), one unfinished upload too many (429), no network (after its
+// bounded retries; Retry finishes it); a chunk lost twice is sent again by itself. Bob (phone) sees the image inline (its thumbnail loaded from a blob URL, in a box
 // of the thumbnail's size), opens the full image, and downloads the text file: the saved bytes
 // hash to the original's SHA-256. A file over the limit is refused in plain words. Resume:
 // Alice's upload of a 4-chunk file is held after its first chunk (the other chunk requests
@@ -91,6 +93,9 @@ async function download(page, name) {
   return { bytes: readFileSync(path), filename: dl.suggestedFilename() };
 }
 
+// Chunk PUTs, for page.route (a GET of .../chunks is not one).
+const CHUNK_PUT = (u) => /\/files\/[0-9a-f]+\/chunks\/\d+$/.test(u.pathname);
+
 // A sent message of Alice's that carries `name` (acked: it has a seq).
 const sentFile = (page, name) => page.locator('#messages li.msg.mine:not([data-seq=""])', { hasText: name });
 
@@ -104,6 +109,8 @@ try {
   const a = alice.page;
   const b = bob.page;
   const puts = countPuts(a);
+  const attach = (name, mimeType, buffer) => a.setInputFiles('#attach-input', { name, mimeType, buffer });
+  const upload = (name) => a.locator('#uploads li.upload', { hasText: name });
 
   await a.fill('#peer-id', bob.id);
   await a.press('#peer-id', 'Enter');
@@ -159,20 +166,60 @@ try {
   await b.waitForFunction(() => !document.getElementById('image-viewer').open);
 
   // Too large for the server: said in plain words, then cancelled.
-  await a.setInputFiles('#attach-input', { name: 'huge.bin', mimeType: 'application/octet-stream', buffer: Buffer.alloc(FILE_MAX + 1) });
-  const huge = a.locator('#uploads li.upload', { hasText: 'huge.bin' });
+  await attach('huge.bin', 'application/octet-stream', Buffer.alloc(FILE_MAX + 1));
+  const huge = upload('huge.bin');
   await huge.locator('.upload-error', { hasText: 'huge.bin is too large: this server takes files of at most 1.0 MB.' }).waitFor();
   await huge.locator('.upload-cancel').click();
   await huge.waitFor({ state: 'detached' });
 
+  // Other bytes than the file described (a chunk rewritten on the way, its checksum with it):
+  // the server refuses the whole (409), said in words.
+  const changed = Buffer.from('the original text\n'.repeat(10));
+  const forged = Buffer.from('A FORGED TEXT!!!!\n'.repeat(10));
+  await a.route(CHUNK_PUT, (route) => route.continue({
+    postData: forged, headers: { ...route.request().headers(), 'x-chunk-sha256': sha256(forged) },
+  }));
+  await attach('changed.txt', 'text/plain', changed);
+  const changedRow = upload('changed.txt');
+  await changedRow.locator('.upload-error', { hasText: 'changed.txt changed while it was being sent' }).waitFor();
+  await a.unrouteAll({ behavior: 'ignoreErrors' });
+  await changedRow.locator('.upload-cancel').click();
+  await changedRow.waitFor({ state: 'detached' });
+
+  // A chunk lost twice on the way is sent again (with a wait between), and the file completes.
+  let lost = 0;
+  await a.route(CHUNK_PUT, (route) => {
+    if (route.request().url().endsWith('/chunks/1') && lost < 2) {
+      lost++;
+      return route.abort('connectionreset');
+    }
+    return route.continue();
+  });
+  puts.length = 0;
+  const flaky = randomBytes(CHUNK + 10);
+  await attach('flaky.bin', 'application/octet-stream', flaky);
+  await sentFile(a, 'flaky.bin').waitFor();
+  await a.unrouteAll({ behavior: 'ignoreErrors' });
+  check(puts.filter((i) => i === 1).length === 3, `chunk 1 of flaky.bin was sent ${puts.filter((i) => i === 1).length} times, expected 3`);
+
+  // No network at all: after its bounded retries the upload says so, and Retry finishes it.
+  await a.route(CHUNK_PUT, (route) => route.abort('internetdisconnected'));
+  const offline = randomBytes(CHUNK + 20);
+  await attach('offline.bin', 'application/octet-stream', offline);
+  const offlineRow = upload('offline.bin');
+  await offlineRow.locator('.upload-error', { hasText: 'The server could not be reached' }).waitFor({ timeout: 30000 });
+  await a.unrouteAll({ behavior: 'ignoreErrors' });
+  await offlineRow.locator('.upload-retry').click();
+  await sentFile(a, 'offline.bin').waitFor();
+
   // Resume: the chunk requests after the first are held in the browser (never sent), and the
   // page reloads once the first is acknowledged.
   const big = randomBytes(3 * CHUNK + 1000);
-  await a.route(/\/files\/[0-9a-f]+\/chunks\/\d+$/, (route) => {
-    if (route.request().method() === 'PUT' && !route.request().url().endsWith('/chunks/0')) return; // held
+  await a.route(CHUNK_PUT, (route) => {
+    if (!route.request().url().endsWith('/chunks/0')) return; // held
     route.continue();
   });
-  await a.setInputFiles('#attach-input', { name: 'big.bin', mimeType: 'application/octet-stream', buffer: big });
+  await attach('big.bin', 'application/octet-stream', big);
   await a.waitForFunction(() => [...files.uploads.values()].some((u) => u.name === 'big.bin' && u.sent > 0));
   const saved = await a.evaluate((id) => JSON.parse(localStorage.getItem(`ringchat.uploads.${id}`)), alice.id);
   check(saved?.length === 1 && saved[0].name === 'big.bin' && saved[0].size === big.length,
@@ -181,7 +228,14 @@ try {
   await a.unrouteAll({ behavior: 'ignoreErrors' });
   const resume = a.locator('#uploads li.upload[data-phase="paused"]', { hasText: 'Resume upload of big.bin' });
   await resume.waitFor();
+  await a.locator('#conversations li .preview', { hasText: 'Upload paused: big.bin' }).waitFor();
   await shot(a, 'desktop-upload-resume');
+  // The server takes one unfinished upload per user here: another one now is refused (429).
+  await attach('second.txt', 'text/plain', Buffer.from('second'));
+  const second = upload('second.txt');
+  await second.locator('.upload-error', { hasText: 'Too many of your uploads are unfinished' }).waitFor();
+  await second.locator('.upload-cancel').click();
+  await second.waitFor({ state: 'detached' });
   // Another file is refused before anything is sent.
   puts.length = 0;
   await resume.locator('input[type="file"]').setInputFiles({ name: 'other.bin', mimeType: 'application/octet-stream', buffer: big });

@@ -143,6 +143,7 @@ function renderList() {
     let preview;
     if (isTyping(c)) preview = el('span', { class: 'preview typing-preview' }, 'typing…');
     else if (failed) preview = el('span', { class: 'preview failed' }, icon('alert'), 'Not sent');
+    else if (stalledUpload(c)) preview = el('span', { class: 'preview failed' }, icon('clip'), stalledUpload(c));
     else if (unsent.length) preview = el('span', { class: 'preview' }, icon('clock'), unsent[unsent.length - 1].text);
     else if (c.last && isGroupEvent(c.last)) preview = el('span', { class: 'preview' }, groupEventText(eventOf(c.last)));
     else if (c.last && c.system) preview = el('span', { class: 'preview' }, noticeText(c.last));

@@ -353,7 +353,7 @@ function cancelUpload(key) {
   u.aborter.abort();
   files.uploads.delete(key);
   saveUploads();
-  renderUploads();
+  render();
 }
 
 function runUpload(u) {
@@ -378,7 +378,7 @@ async function upload(u) {
       u.phase = 'paused';
       u.file = null;
       u.error = `This file is not the ${u.name} whose upload was interrupted (its contents differ). Pick that one, or cancel.`;
-      renderUploads();
+      render();
       return;
     }
     u.sha256 = sha256;
@@ -420,7 +420,7 @@ async function upload(u) {
     }
     u.phase = 'failed';
     u.error = uploadErrorText(e, u.name);
-    renderUploads();
+    render(); // the tray, and the conversation list's line
   }
 }
 
@@ -496,6 +496,13 @@ function refreshSent(conversationId, seq) {
 }
 
 // ---- the upload tray above the composer ----
+
+// The conversation list's line for a conversation with an upload waiting for the user (its
+// file to be picked again after a reload, or a failure to retry), else ''.
+function stalledUpload(conv) {
+  const u = [...files.uploads.values()].find((x) => x.conversationId === conv.id && (x.phase === 'paused' || x.phase === 'failed'));
+  return !u ? '' : u.phase === 'paused' ? `Upload paused: ${u.name}` : `Upload failed: ${u.name}`;
+}
 
 function renderUploads() {
   const tray = $('uploads');
