@@ -11,6 +11,8 @@ const CHUNK_TRIES_MAX = 5; // sends of one chunk (network failure, 5xx, checksum
 const CHUNK_RETRY_BASE_MS = 500; // the first retry's wait, doubled on each further one
 const HASH_READ_BYTES = 4 * 1024 * 1024; // the whole-file hash reads the file this much at a time
 const UPLOADS_KEPT_MAX = 16; // resumable uploads remembered in localStorage, the newest kept
+const UPLOADS_AT_ONCE_MAX = 20; // uploads in the tray (queued, running, waiting): more are refused
+const PROGRESS_KEPT_MAX = 64; // names in files.stats.progress, the newest kept
 const MEDIA_NODES_MAX = 500; // drawn media (thumbnail, audio) kept for the open conversation
 const THUMB_BOX_PX = 240;
 const DOWNLOAD_URL_KEEP_MS = 30000; // a saved file's blob URL is revoked this long after the click // an inline thumbnail's largest side, in CSS pixels
@@ -311,6 +313,12 @@ const contentTypeFor = (mime) => (mime.startsWith('image/') ? 'CONTENT_TYPE_IMAG
 function attachFiles(list) {
   const conv = state.convs.get(state.current);
   if (!conv || conv.system) return;
+  const room = UPLOADS_AT_ONCE_MAX - files.uploads.size;
+  if (list.length > room) {
+    $('composer-error').hidden = false;
+    $('composer-error').textContent = `At most ${UPLOADS_AT_ONCE_MAX} files at once: ${room > 0 ? `only the first ${room} are sent` : 'wait until some are sent'}.`;
+    list = list.slice(0, Math.max(0, room));
+  }
   for (const file of list) {
     // The server takes type/subtype without parameters; an unknown type is plain bytes.
     const mime = (file.type || '').split(';')[0].trim().toLowerCase() || 'application/octet-stream';
@@ -548,13 +556,23 @@ function uploadRow(u) {
   const sending = u.phase === 'uploading' || u.phase === 'completing';
   r.bar.value = u.phase === 'hashing' || sending ? pct : Math.floor((100 * u.sent) / (u.size || 1));
   r.bar.hidden = u.phase === 'paused' && !u.sent;
-  if (u.phase !== 'hashing') files.stats.progress[u.name] = Math.floor((100 * u.sent) / (u.size || 1));
+  if (u.phase !== 'hashing') noteProgress(u.name, Math.floor((100 * u.sent) / (u.size || 1)));
   r.error.textContent = u.error || u.note || '';
   r.error.hidden = !u.error && !u.note;
   r.error.classList.toggle('note', !u.error);
   r.pick.hidden = u.phase !== 'paused';
   r.retry.hidden = u.phase !== 'failed' || !u.file;
   return r.li;
+}
+
+function noteProgress(name, pct) {
+  const progress = files.stats.progress;
+  delete progress[name]; // re-inserted last: the oldest names go first
+  progress[name] = pct;
+  for (const old of Object.keys(progress)) {
+    if (Object.keys(progress).length <= PROGRESS_KEPT_MAX) break;
+    delete progress[old];
+  }
 }
 
 // ---- messages: the file in a bubble ----
