@@ -731,8 +731,15 @@ async fn a_file_connection_reused_for_the_page_serves_the_page() {
         );
     }
     // Still a file connection afterwards.
-    expect_status(&download(&mut c, &alice.token, &file_id).await, 200, "download");
+    expect_status(
+        &download(&mut c, &alice.token, &file_id).await,
+        200,
+        "download",
+    );
     let other = c.request("GET", "/assign", None, &[], b"").await.unwrap();
     expect_status(&other, 404, "/assign on a file connection");
-    assert!(c.closed_by_server().await, "a 404 closes the file connection");
+    assert!(
+        c.closed_by_server().await,
+        "a 404 closes the file connection"
+    );
 }
