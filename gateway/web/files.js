@@ -422,12 +422,16 @@ async function upload(u) {
   } catch (e) {
     if (e.code === 'aborted') return;
     if (e.code === 'sha256_mismatch' || e.code === 'not_found') {
-      // The server dropped the upload: resuming it is no longer possible.
+      // The server dropped the upload: a retry starts a new one, of the file as it is then.
       u.uploadId = '';
+      u.sha256 = '';
       saveUploads();
     }
+    // The file changed on disk, or could not be read: a retry reads and hashes it again.
+    if (e.code === 'sha256_mismatch' || !(e instanceof FileApiError)) u.hashedFile = null;
     u.phase = 'failed';
-    u.error = uploadErrorText(e, u.name);
+    u.error = e instanceof FileApiError ? uploadErrorText(e, u.name)
+      : `${u.name} could not be read (${e.message}). Pick it again, or retry.`;
     render(); // the tray, and the conversation list's line
   }
 }
