@@ -1,14 +1,15 @@
-// End-to-end test of files in the chat page in headless Chromium, against a server whose chunks
-// are 64 KiB, whose largest file is 1 MiB and which takes one unfinished upload per user (set by gateway/tests/browser_files.rs). Alice
-// (desktop) attaches a PNG made here and a text file: progress reaches 100 %, each goes out as
-// a message. Refusals and failures are said in words: a file over the limit (413), other
-// bytes than described (409), one unfinished upload too many (429), no network (after its
-// bounded retries; Retry finishes it); a chunk lost twice is sent again by itself. Bob (phone) sees the image inline (its thumbnail loaded from a blob URL, in a box
-// of the thumbnail's size), opens the full image, and downloads the text file: the saved bytes
-// hash to the original's SHA-256. A file over the limit is refused in plain words. Resume:
-// Alice's upload of a 4-chunk file is held after its first chunk (the other chunk requests
-// never leave the browser), the page is reloaded, "Resume upload of big.bin" shows; a wrong
-// file is refused; the right one sends only the 3 missing chunks, completes, and Bob's
+// End-to-end test of files in the chat page in headless Chromium, against a server whose
+// chunks are 64 KiB, whose largest file is 1 MiB and which takes one unfinished upload per user
+// (set by gateway/tests/browser_files.rs). Alice (desktop) attaches a PNG made here and a text
+// file: progress reaches 100 %, each goes out as a message. Bob (phone) sees the image inline
+// (its thumbnail loaded from a blob URL, in a box of the thumbnail's size), opens the full
+// image, and downloads the text file: the saved bytes hash to the original's SHA-256. A voice
+// note plays from a blob URL. Refusals and failures are said in words: a file over the limit
+// (413), other bytes than described (409), one unfinished upload too many (429), no network
+// (after its bounded retries; Retry finishes it); a chunk lost twice is sent again by itself.
+// Resume: Alice's upload of a 4-chunk file is held after its first chunk (the other chunk
+// requests never leave the browser), the page is reloaded, "Resume upload of big.bin" shows; a
+// wrong file is refused; the right one sends only the 3 missing chunks, completes, and Bob's
 // download of it has the right hash.
 // Every wait is on an event with a deadline (STEP_MS), never a sleep.
 // Started by gateway/tests/browser_files.rs:  node web-tests/files.e2e.mjs URL ARTIFACT_DIR
@@ -72,6 +73,26 @@ function png(width, height) {
     Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
     chunk('IHDR', ihdr), chunk('IDAT', deflateSync(rows)), chunk('IEND', Buffer.alloc(0)),
   ]);
+}
+
+// A WAV file (PCM, mono, 16 bit): a tone of `seconds` at `rate` samples a second.
+function wav(rate, seconds) {
+  const samples = Math.round(rate * seconds);
+  const out = Buffer.alloc(44 + samples * 2);
+  out.write('RIFF', 0, 'ascii');
+  out.writeUInt32LE(36 + samples * 2, 4);
+  out.write('WAVEfmt ', 8, 'ascii');
+  out.writeUInt32LE(16, 16);
+  out.writeUInt16LE(1, 20); // PCM
+  out.writeUInt16LE(1, 22); // mono
+  out.writeUInt32LE(rate, 24);
+  out.writeUInt32LE(rate * 2, 28);
+  out.writeUInt16LE(2, 32);
+  out.writeUInt16LE(16, 34);
+  out.write('data', 36, 'ascii');
+  out.writeUInt32LE(samples * 2, 40);
+  for (let i = 0; i < samples; i++) out.writeInt16LE(Math.round(8000 * Math.sin((2 * Math.PI * 440 * i) / rate)), 44 + i * 2);
+  return out;
 }
 
 // Chunk PUTs a page sends (Playwright's request events: what left the page).
@@ -164,6 +185,16 @@ try {
   await shot(b, 'phone-image-viewer');
   await b.click('#viewer-close');
   await b.waitForFunction(() => !document.getElementById('image-viewer').open);
+
+  // A voice note: an AUDIO message; Bob's Play fetches it into a blob URL the player loads.
+  await attach('voice.wav', 'audio/wav', wav(8000, 0.5));
+  await sentFile(a, 'voice.wav').waitFor();
+  const voice = b.locator('#messages li.theirs .file-media', { hasText: 'voice.wav' });
+  await voice.locator('.file-play').click();
+  await b.waitForFunction(() => {
+    const au = document.querySelector('#messages li.theirs audio');
+    return au && au.src.startsWith('blob:') && au.readyState >= 1 && Math.abs(au.duration - 0.5) < 0.05;
+  });
 
   // Too large for the server: said in plain words, then cancelled.
   await attach('huge.bin', 'application/octet-stream', Buffer.alloc(FILE_MAX + 1));
