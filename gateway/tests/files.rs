@@ -720,7 +720,7 @@ async fn a_file_connection_reused_for_the_page_serves_the_page() {
     let mut c = Http1::connect(server.ws).await;
     let data = content(7, 1000);
     let file_id = upload(&mut c, &alice.token, "a.txt", &data).await;
-    for path in ["/", "/files.js", "/app.css"] {
+    for path in ["/", "/files.js", "/files-view.js", "/app.css"] {
         let page = c.request("GET", path, None, &[], b"").await.unwrap();
         expect_status(&page, 200, path);
         assert!(

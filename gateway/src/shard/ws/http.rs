@@ -57,9 +57,19 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../../../web/group-events.js"),
     ),
     (
+        "/sha256.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../web/sha256.js"),
+    ),
+    (
         "/files.js",
         "text/javascript; charset=utf-8",
         include_str!("../../../web/files.js"),
+    ),
+    (
+        "/files-view.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../web/files-view.js"),
     ),
     (
         "/groups.js",
