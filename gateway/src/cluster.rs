@@ -150,7 +150,7 @@ async fn serve_status_http(
     listener: tokio::net::TcpListener,
     stop: oneshot::Receiver<()>,
 ) {
-    use axum::http::{HeaderValue, StatusCode, header};
+    use axum::http::{StatusCode, header};
     use axum::response::IntoResponse;
     use axum::routing::get;
     let assign = {
@@ -187,17 +187,8 @@ async fn serve_status_http(
     // The chat page too: a browser opened on the status node asks it `/assign` and connects
     // to the node it names.
     let page = |uri: axum::http::Uri| async move {
-        match crate::shard::ws::http::asset(uri.path()) {
-            Some((content_type, body)) => {
-                let mut headers = axum::http::HeaderMap::new();
-                headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-                for (name, value) in crate::shard::ws::http::PAGE_HEADERS {
-                    headers.insert(name, HeaderValue::from_static(value));
-                }
-                (StatusCode::OK, headers, body).into_response()
-            }
-            None => (StatusCode::NOT_FOUND, "not found\n").into_response(),
-        }
+        crate::shard::ws::http::asset_response(uri.path())
+            .unwrap_or_else(|| (StatusCode::NOT_FOUND, "not found\n").into_response())
     };
     let app = axum::Router::new()
         .route("/assign", get(assign))

@@ -40,7 +40,7 @@ impl FilesGate {
         config: FilesPipeConfig,
     ) -> Arc<Self> {
         Arc::new(Self {
-            router,
+            router: router.fallback(page_or_close),
             runtime,
             config,
             open: AtomicUsize::new(0),
@@ -80,4 +80,26 @@ impl FilesGate {
         });
         shard_end
     }
+}
+
+/// Anything but `/files` on a file connection. A browser sends its next request to the origin
+/// on any idle kept-alive connection, this one included (a reload's `GET /` after an upload):
+/// the chat page's files are served here as the shard serves them; anything else is a 404
+/// that closes the connection, so that the next request reaches the shard's own routing.
+async fn page_or_close(
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+) -> axum::response::Response {
+    use axum::http::{HeaderValue, StatusCode, header};
+    use axum::response::IntoResponse as _;
+    if (method == axum::http::Method::GET || method == axum::http::Method::HEAD)
+        && let Some(page) = crate::shard::ws::http::asset_response(uri.path())
+    {
+        return page;
+    }
+    let mut response = (StatusCode::NOT_FOUND, "not found\n").into_response();
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }

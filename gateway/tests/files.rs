@@ -709,3 +709,37 @@ async fn without_a_token_or_under_a_wrong_path_the_answers_are_clear() {
     assert_eq!(resp.json()["code"], "not_found");
     assert!(c.closed_by_server().await);
 }
+
+/// A browser sends its next request to the origin on any idle kept-alive connection: after an
+/// upload, a reload's `GET /` may go down a file connection. It gets the page, as from the
+/// shard; any other path is a 404 that closes the connection.
+#[tokio::test]
+async fn a_file_connection_reused_for_the_page_serves_the_page() {
+    let server = TestServer::start(&[]);
+    let (_alice, alice) = server.user("alice").await;
+    let mut c = Http1::connect(server.ws).await;
+    let data = content(7, 1000);
+    let file_id = upload(&mut c, &alice.token, "a.txt", &data).await;
+    for path in ["/", "/files.js", "/files-view.js", "/app.css"] {
+        let page = c.request("GET", path, None, &[], b"").await.unwrap();
+        expect_status(&page, 200, path);
+        assert!(
+            page.header("Content-Security-Policy")
+                .is_some_and(|v| v.contains("media-src 'self' blob:")),
+            "{path}: the page's headers: {:?}",
+            page.headers
+        );
+    }
+    // Still a file connection afterwards.
+    expect_status(
+        &download(&mut c, &alice.token, &file_id).await,
+        200,
+        "download",
+    );
+    let other = c.request("GET", "/assign", None, &[], b"").await.unwrap();
+    expect_status(&other, 404, "/assign on a file connection");
+    assert!(
+        c.closed_by_server().await,
+        "a 404 closes the file connection"
+    );
+}

@@ -113,6 +113,7 @@ function render(opts) {
     renderList();
     renderContacts();
     renderConversation(scrollToEnd);
+    renderUploads();
     renderGroupPanel();
     renderUnread();
     renderToasts();
@@ -142,12 +143,13 @@ function renderList() {
     let preview;
     if (isTyping(c)) preview = el('span', { class: 'preview typing-preview' }, 'typing…');
     else if (failed) preview = el('span', { class: 'preview failed' }, icon('alert'), 'Not sent');
+    else if (stalledUpload(c)) preview = el('span', { class: 'preview failed' }, icon('clip'), stalledUpload(c));
     else if (unsent.length) preview = el('span', { class: 'preview' }, icon('clock'), unsent[unsent.length - 1].text);
     else if (c.last && isGroupEvent(c.last)) preview = el('span', { class: 'preview' }, groupEventText(eventOf(c.last)));
     else if (c.last && c.system) preview = el('span', { class: 'preview' }, noticeText(c.last));
     else if (c.last) {
       const mine = c.last.fromUserId === state.session.userId;
-      const text = c.last.recalled ? 'Message deleted' : fromB64(c.last.content);
+      const text = c.last.recalled ? 'Message deleted' : messagePreview(c.last);
       const from = mine ? 'You: ' : c.group ? `${displayName(c.last.fromUserId)}: ` : '';
       preview = el('span', { class: 'preview' }, from, text);
     } else preview = el('span', { class: 'preview' }, 'No messages yet');
@@ -189,6 +191,7 @@ function renderConversation(scrollToEnd) {
   for (const id of ['conv-header', 'messages-wrap', 'composer']) $(id).hidden = !conv;
   $('no-conversation').hidden = !!conv;
   renderContactBar(conv);
+  mediaFor(conv ? conv.id : null); // another conversation: the last one's blob URLs are revoked
   if (!conv) {
     $('typing').hidden = true;
     $('composer-error').hidden = true;
@@ -280,14 +283,17 @@ function rows(conv) {
     }
     let tick = null;
     if (mine && !conv.group) tick = seq <= conv.peerReadSeq ? 'read' : seq <= conv.peerDeliveredSeq ? 'delivered' : 'sent';
+    const media = isMedia(m) && !m.recalled;
     add(messageItem({
-      text: m.recalled ? 'Message deleted' : fromB64(m.content), recalled: m.recalled, mine, ms, tick, seq,
+      text: m.recalled ? 'Message deleted' : media ? '' : fromB64(m.content), recalled: m.recalled, mine, ms, tick, seq,
+      body: media ? fileBody(m, conv, seq) : null,
       mentioned: conv.group && mentionsMe(m), readBy: conv.group && mine ? readByOf(conv, seq) : null,
     }), ms, mine, m.fromUserId);
   }
   for (const p of unsentIn(conv)) {
     add(messageItem({
       text: p.text, mine: true, ms: p.createdMs, tick: p.error ? 'failed' : 'pending',
+      body: p.echo ? fileBody({ contentType: p.contentType, content: p.echo }, conv, 0) : null,
       clientMsgId: p.clientMsgId, error: p.error, online: state.loggedIn,
     }), p.createdMs, true);
   }
@@ -302,7 +308,8 @@ function rows(conv) {
 const TICKS = { sent: '✓', delivered: '✓✓', read: '✓✓' };
 const TICK_TITLES = { sent: 'Sent', delivered: 'Delivered', read: 'Read', failed: 'Not sent' };
 
-function messageItem({ text, recalled, mine, ms, tick, seq, clientMsgId, error, online, mentioned, readBy }) {
+// `body`: what the bubble shows instead of `text` (a file: files.js).
+function messageItem({ text, body, recalled, mine, ms, tick, seq, clientMsgId, error, online, mentioned, readBy }) {
   const meta = el('span', { class: 'meta' },
     el('time', { datetime: new Date(ms).toISOString(), title: formatFull(ms) }, formatTime(ms)));
   if (readBy) meta.append(readBy);
@@ -317,7 +324,7 @@ function messageItem({ text, recalled, mine, ms, tick, seq, clientMsgId, error, 
   const li = el('li', {
     class: `msg ${mine ? 'mine' : 'theirs'}${error ? ' failed' : ''}${recalled ? ' recalled' : ''}${mentioned ? ' mentioned' : ''}`,
     dataset: { seq: seq ?? '', clientMsgId: clientMsgId ?? '' },
-  }, el('div', { class: 'bubble' }, el('span', { class: 'text' }, text), meta));
+  }, el('div', { class: `bubble${body ? ' has-file' : ''}` }, body || el('span', { class: 'text' }, text), meta));
   if (error) {
     li.append(el('div', { class: 'send-error', role: 'alert' },
       el('span', null, `Not sent. ${error.text}`),

@@ -94,6 +94,7 @@ async function login(credential) {
   localStorage.setItem(SESSION_KEY, JSON.stringify(state.session));
   state.loggedIn = true;
   loadOutbox();
+  loadUploads();
   setConnection('online');
   showChat();
   // Groups after the conversation list: it has their read cursors (see loadGroups).
@@ -125,6 +126,7 @@ function forgetSession() {
 function resetChats() {
   resetContacts();
   resetGroups();
+  resetUploads();
   state.convs.clear();
   state.outbox.clear();
   state.current = null;
@@ -134,6 +136,7 @@ function logout() {
   const unsent = state.outbox.size;
   if (unsent && !confirm(`${unsent} message${unsent > 1 ? 's were' : ' was'} not sent and will be lost. Log out anyway?`)) return;
   if (state.session) localStorage.removeItem(outboxKey(state.session.userId));
+  if (state.session) localStorage.removeItem(uploadsKey(state.session.userId));
   forgetSession();
   location.hash = '';
   location.reload();
@@ -221,6 +224,7 @@ function onMessages(messages, pushed) {
     if (m.contentType === 'CONTENT_TYPE_RECALL') {
       const orig = conv.messages.get(num(m.recallOfSeq));
       if (orig) orig.recalled = true;
+      if (orig) onRecalled(conv, num(m.recallOfSeq));
     } else {
       conv.messages.set(seq, m);
       if (state.outbox.delete(m.clientMsgId)) saveOutbox();
@@ -350,13 +354,21 @@ function saveOutbox() {
 
 // `mentions`: groups only, {mentionUserIds, mentionAll}.
 function sendText(text, mentions) {
-  const conv = state.convs.get(state.current);
+  queueSend(state.convs.get(state.current), { text, mentions });
+}
+
+// Into the outbox and sent. A file message (files.js) has its `contentType`, `content` (base64
+// FileRef) and `echo` (the FileRef shown until the stored one is fetched); `text` is its preview.
+function queueSend(conv, { text, mentions, contentType, content, echo }) {
   const p = {
     clientMsgId: crypto.randomUUID(),
     conversationId: conv.id,
     toUserId: conv.peer,
     mentions: conv.group ? mentions : undefined,
     text,
+    contentType,
+    content,
+    echo,
     createdMs: Date.now() + state.skewMs,
     tries: 0,
     inflight: false,
@@ -366,26 +378,28 @@ function sendText(text, mentions) {
   state.outbox.set(p.clientMsgId, p);
   saveOutbox();
   sendPending(p);
-  render({ scrollToEnd: true });
+  render({ scrollToEnd: conv.id === state.current });
 }
 
 function sendPending(p) {
   if (p.inflight || !state.loggedIn || !state.outbox.has(p.clientMsgId)) return;
   p.inflight = true;
   p.tries++;
-  const content = toB64(p.text);
+  const contentType = p.contentType || 'CONTENT_TYPE_TEXT';
+  const content = p.content || toB64(p.text);
   // A group is addressed by its id, a direct chat by the peer (its id is derived).
   const to = p.toUserId ? { toUserId: p.toUserId } : { conversationId: p.conversationId, ...p.mentions };
   request({
-    send: { clientMsgId: p.clientMsgId, ...to, contentType: 'CONTENT_TYPE_TEXT', content },
+    send: { clientMsgId: p.clientMsgId, ...to, contentType, content },
   }).then((reply) => {
     const ack = reply.sendAck;
     p.inflight = false;
     onMessages([{
       conversationId: ack.conversationId, seq: ack.seq, fromUserId: state.session.userId, toUserId: p.toUserId,
-      clientMsgId: p.clientMsgId, contentType: 'CONTENT_TYPE_TEXT', content, serverTimeMs: ack.serverTimeMs,
+      clientMsgId: p.clientMsgId, contentType, content: p.echo || content, serverTimeMs: ack.serverTimeMs,
       ...p.mentions,
     }], false);
+    if (p.echo) refreshSent(ack.conversationId, ack.seq);
   }, (e) => {
     p.inflight = false;
     if (e.code === 'DISCONNECTED' || e.code === 'NOT_AUTHENTICATED' || e.code === 'TIMEOUT') {

@@ -27,6 +27,7 @@ const ICONS = {
   alert: '<svg viewBox="0 0 16 16" aria-hidden="true"><circle cx="8" cy="8" r="7" fill="currentColor"/><path d="M8 4v5M8 11.2v.6" stroke="#fff" stroke-width="1.8" stroke-linecap="round"/></svg>',
   people: '<svg viewBox="0 0 16 16" aria-hidden="true"><circle cx="6" cy="5.5" r="2.5" fill="currentColor"/><path d="M1.5 13c.4-2.6 2.2-4 4.5-4s4.1 1.4 4.5 4z" fill="currentColor"/><circle cx="11.2" cy="6" r="2" fill="currentColor" opacity=".7"/><path d="M11 13h3.6c-.3-2.1-1.6-3.4-3.4-3.5" fill="currentColor" opacity=".7"/></svg>',
   more: '<svg viewBox="0 0 24 24" aria-hidden="true"><circle cx="5" cy="12" r="2" fill="currentColor"/><circle cx="12" cy="12" r="2" fill="currentColor"/><circle cx="19" cy="12" r="2" fill="currentColor"/></svg>',
+  clip: '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M20 11.5l-7.8 7.8a5 5 0 0 1-7.1-7.1l8.5-8.5a3.3 3.3 0 0 1 4.7 4.7l-8.5 8.5a1.7 1.7 0 0 1-2.4-2.4l7.8-7.8" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round"/></svg>',
   bellOff: '<svg viewBox="0 0 16 16" aria-hidden="true"><path d="M4 11.5h8.5L11.3 10V7a3.3 3.3 0 0 0-6.6 0v3L3.5 11.5zM6.7 13.3a1.4 1.4 0 0 0 2.6 0" fill="none" stroke="currentColor" stroke-width="1.4" stroke-linejoin="round"/><path d="M2.5 2.5l11 11" stroke="currentColor" stroke-width="1.5" stroke-linecap="round"/></svg>',
 };
 function icon(name) {

@@ -57,6 +57,21 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../../../web/group-events.js"),
     ),
     (
+        "/sha256.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../web/sha256.js"),
+    ),
+    (
+        "/files.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../web/files.js"),
+    ),
+    (
+        "/files-view.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../web/files-view.js"),
+    ),
+    (
         "/groups.js",
         "text/javascript; charset=utf-8",
         include_str!("../../../web/groups.js"),
@@ -183,6 +198,21 @@ pub fn asset(path: &str) -> Option<(&'static str, &'static str)> {
         .iter()
         .find(|(p, _, _)| *p == path)
         .map(|(_, content_type, body)| (*content_type, *body))
+}
+
+/// The chat page's file at `path` as an axum response (with [`PAGE_HEADERS`]), for the
+/// listeners served by axum: a status-only node's (`crate::cluster`) and a kept-alive `/files`
+/// connection a browser reuses for the page (`crate::files`).
+pub fn asset_response(path: &str) -> Option<axum::response::Response> {
+    use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+    use axum::response::IntoResponse as _;
+    let (content_type, body) = asset(path)?;
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    for (name, value) in PAGE_HEADERS {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    Some((StatusCode::OK, headers, body).into_response())
 }
 
 /// Headers of every page file. Pictures may come from anywhere: an avatar is a URL its owner
