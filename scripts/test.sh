@@ -40,12 +40,12 @@ cargo test --workspace --locked "$@"
 
 # The gateway's integration tests again with every server on PostgreSQL (RINGCHAT_TEST_STORE:
 # gateway/tests/common/store.rs gives each server a database of its own on the server above).
-# Left out, as their servers touch the store no differently: browser and browser_admin (the
-# web UI), tls (handshakes), cli and deploy_files (config parsing; they start no TestServer); postgres,
+# Left out, as their servers touch the store no differently: browser, browser_admin and
+# browser_files (the web UI), restart (listening sockets across restarts), tls (handshakes), cli and deploy_files (config parsing; they start no TestServer); postgres,
 # postgres_restart, migrate_postgres and every cluster* test (they run on PostgreSQL in the pass above); and the embedded engine's own tests, which return early on
 # PostgreSQL saying so: backup (fjall backup/restore/migrate of a data dir), disk_full and
 # power_loss (the file system under the data dir).
-pg_left_out=" browser browser_admin tls cli postgres postgres_restart migrate_postgres deploy_files backup disk_full power_loss "
+pg_left_out=" browser browser_admin browser_files restart tls cli postgres postgres_restart migrate_postgres deploy_files backup disk_full power_loss "
 pg_tests=()
 for f in gateway/tests/*.rs; do
   t=$(basename "$f" .rs)
