@@ -11,6 +11,7 @@ pub mod logging;
 mod port_owner;
 pub mod runtime_config;
 pub mod security;
+pub mod sd_notify;
 pub mod server;
 mod shard;
 mod stats;

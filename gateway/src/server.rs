@@ -247,6 +247,8 @@ pub fn run(
         std::io::stdout(),
         "ringchat ready tcp={tcp_bound} admin={admin_text} shards={shard_count} ws={ws_bound} tls={tls_bound} wss={wss_bound} grpc={grpc_text}"
     );
+    // Under systemd (Type=notify): started now, not when the process was forked.
+    crate::sd_notify::notify_or_log("READY=1");
 
     let stop = rt.block_on(async {
         tokio::select! {
@@ -254,6 +256,7 @@ pub fn run(
             why = backend.store_failed() => Ok(Stop::StoreFailed(why)),
         }
     })?;
+    crate::sd_notify::notify_or_log("STOPPING=1");
     match &stop {
         Stop::Signal(signal) => tracing::info!(signal, "shutting down"),
         Stop::StoreFailed(why) => tracing::error!(
