@@ -133,7 +133,7 @@ fn check_ringchat_service(label: &str, file: &str, service: &Value) -> BTreeMap<
         "{label}: seccomp={seccomp}"
     );
     let grace = humantime_secs(str_at(service, &["stop_grace_period"]));
-    let stop = graceful_stop_max(&deploy_path("ringchat.toml"));
+    let stop = graceful_stop_max(&compose_dir.join("ringchat.toml"), &env);
     assert!(
         Duration::from_secs(grace) > stop,
         "{label}: stop_grace_period {grace} s, a graceful stop may take {stop:?}"
@@ -148,11 +148,15 @@ fn humantime_secs(text: &str) -> u64 {
         .unwrap_or_else(|| panic!("{text}: expected whole seconds like 30s"))
 }
 
+/// The configuration a node runs on: `config` with the environment `env`.
+fn load(config: &Path, env: &BTreeMap<String, String>) -> Config {
+    Config::load(Some(config), env.clone())
+        .unwrap_or_else(|e| panic!("{}: {e:?}", config.display()))
+}
+
 /// How long a server with this configuration may take to stop on SIGTERM.
-fn graceful_stop_max(config: &Path) -> Duration {
-    let config = Config::load(Some(config), [])
-        .unwrap_or_else(|e| panic!("{}: {e:?}", config.display()));
-    ringchat_gateway::server::graceful_stop_max(&config)
+fn graceful_stop_max(config: &Path, env: &BTreeMap<String, String>) -> Duration {
+    ringchat_gateway::server::graceful_stop_max(&load(config, env))
 }
 
 #[test]
@@ -271,7 +275,7 @@ fn the_kubernetes_statefulset_passes_check_config_and_matches_the_compose_config
 
     let pod = &set["spec"]["template"]["spec"];
     let grace = pod["terminationGracePeriodSeconds"].as_u64().expect("a grace period");
-    let stop = graceful_stop_max(&config);
+    let stop = graceful_stop_max(&config, &env);
     assert!(
         Duration::from_secs(grace) > stop,
         "terminationGracePeriodSeconds {grace}, a graceful stop may take {stop:?}"
@@ -282,10 +286,7 @@ fn the_kubernetes_statefulset_passes_check_config_and_matches_the_compose_config
     let cpus = str_at(resources, &["limits", "cpu"]);
     assert!(cpus.parse::<u32>().is_ok(), "cpu {cpus}: whole CPUs");
     // The root file system is read-only: the log files need a volume.
-    let log_dir = Config::load(Some(&config), [])
-        .unwrap()
-        .log
-        .dir;
+    let log_dir = load(&config, &env).log.dir;
     assert!(
         container["volumeMounts"]
             .as_sequence()
@@ -314,7 +315,7 @@ fn the_image_runs_as_a_user_and_exposes_the_configured_ports() {
     // Its own configuration runs: the data dir is the volume, the log dir is made for the user.
     let own = deploy_path("ringchat.toml");
     check_config("image", &own, &BTreeMap::new());
-    let config = Config::load(Some(&own), []).unwrap();
+    let config = load(&own, &BTreeMap::new());
     let data_dir = config.storage.data_dir.display().to_string();
     assert!(
         dockerfile.contains(&format!("VOLUME {data_dir}")),
