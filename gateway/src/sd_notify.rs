@@ -60,7 +60,10 @@ mod tests {
         );
         let abstract_name = socket_addr(OsStr::new("@ringchat/notify")).unwrap();
         use std::os::linux::net::SocketAddrExt;
-        assert_eq!(abstract_name.as_abstract_name(), Some(&b"ringchat/notify"[..]));
+        assert_eq!(
+            abstract_name.as_abstract_name(),
+            Some(&b"ringchat/notify"[..])
+        );
         let err = socket_addr(OsStr::new("vsock:2:1234")).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
         assert!(err.to_string().contains("vsock:2:1234"), "{err}");

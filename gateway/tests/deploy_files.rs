@@ -274,7 +274,9 @@ fn the_kubernetes_statefulset_passes_check_config_and_matches_the_compose_config
     check_config("k8s ringchat-0", &config, &env);
 
     let pod = &set["spec"]["template"]["spec"];
-    let grace = pod["terminationGracePeriodSeconds"].as_u64().expect("a grace period");
+    let grace = pod["terminationGracePeriodSeconds"]
+        .as_u64()
+        .expect("a grace period");
     let stop = graceful_stop_max(&config, &env);
     assert!(
         Duration::from_secs(grace) > stop,
@@ -308,7 +310,10 @@ fn the_image_runs_as_a_user_and_exposes_the_configured_ports() {
     // Numeric, so that Kubernetes' runAsNonRoot can check it; not root.
     let ids: Vec<u32> = user
         .split(':')
-        .map(|id| id.parse().unwrap_or_else(|_| panic!("USER {user}: not numeric")))
+        .map(|id| {
+            id.parse()
+                .unwrap_or_else(|_| panic!("USER {user}: not numeric"))
+        })
         .collect();
     assert!(ids.iter().all(|&id| id != 0), "USER {user}");
 
@@ -331,7 +336,10 @@ fn the_image_runs_as_a_user_and_exposes_the_configured_ports() {
         .lines()
         .find(|l| l.trim_start().starts_with("CMD [\"curl\""))
         .expect("a HEALTHCHECK with curl");
-    assert!(health.contains(&format!("{}/healthz", config.admin.listen)), "{health}");
+    assert!(
+        health.contains(&format!("{}/healthz", config.admin.listen)),
+        "{health}"
+    );
     let exposed: BTreeSet<&str> = dockerfile
         .lines()
         .filter_map(|l| l.strip_prefix("EXPOSE "))
@@ -357,7 +365,10 @@ fn the_image_runs_as_a_user_and_exposes_the_configured_ports() {
 fn the_seccomp_profile_allows_io_uring_and_is_what_its_script_makes() {
     let text = read(SECCOMP);
     let profile: serde_json::Value = serde_json::from_str(&text).expect("JSON");
-    assert_eq!(profile["defaultAction"], "SCMP_ACT_ERRNO", "deny by default");
+    assert_eq!(
+        profile["defaultAction"], "SCMP_ACT_ERRNO",
+        "deny by default"
+    );
     let allowed: BTreeSet<&str> = profile["syscalls"]
         .as_array()
         .expect("syscalls")
@@ -401,7 +412,11 @@ fn the_one_node_compose_file_passes_check_config() {
     let nodes = compose_nodes(file);
     assert_eq!(nodes.len(), 1, "{file}: one ringchat node");
     for (name, env) in &nodes {
-        check_config(&format!("{file} {name}"), &deploy_path("ringchat.toml"), env);
+        check_config(
+            &format!("{file} {name}"),
+            &deploy_path("ringchat.toml"),
+            env,
+        );
     }
     let docs = yaml_docs(file);
     let service = &docs[0]["services"]["ringchat"];

@@ -48,7 +48,11 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
     );
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("ringchat.service");
-    std::fs::write(&copy, unit.replace(installed, env!("CARGO_BIN_EXE_ringchat"))).unwrap();
+    std::fs::write(
+        &copy,
+        unit.replace(installed, env!("CARGO_BIN_EXE_ringchat")),
+    )
+    .unwrap();
     let out = Command::new("systemd-analyze")
         .args(["verify", "--man=no"])
         .arg(&copy)
@@ -160,7 +164,10 @@ fn the_deb_metadata_names_files_that_exist() {
         u32::from_str_radix(mode.as_str().unwrap(), 8).expect("an octal mode");
         // cargo-deb builds target/release/NAME: one of this package's binaries.
         match source.strip_prefix("target/release/") {
-            Some(bin) => assert!(bins.contains(&bin), "{source}: not a [[bin]] of the gateway"),
+            Some(bin) => assert!(
+                bins.contains(&bin),
+                "{source}: not a [[bin]] of the gateway"
+            ),
             None => assert!(gateway.join(source).is_file(), "{source}: no such file"),
         }
         dests.push(dest.to_owned());
@@ -179,7 +186,10 @@ fn the_deb_metadata_names_files_that_exist() {
 
     let scripts = gateway.join(deb["maintainer-scripts"].as_str().unwrap());
     let postinst = std::fs::read_to_string(scripts.join("postinst")).expect("a postinst");
-    assert!(postinst.contains("adduser --system"), "postinst makes the user");
+    assert!(
+        postinst.contains("adduser --system"),
+        "postinst makes the user"
+    );
     assert!(
         postinst.contains("#DEBHELPER#"),
         "postinst keeps cargo-deb's systemd snippet"
