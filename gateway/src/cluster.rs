@@ -135,7 +135,9 @@ pub fn run_status(config: &Config) -> anyhow::Result<()> {
         node.grpc_addr
     );
     tracing::info!(ws = %http_bound, grpc = %node.grpc_addr, "ringchat status service ready");
+    crate::sd_notify::notify_or_log("READY=1");
     let signal = rt.block_on(crate::server::wait_for_signal())?;
+    crate::sd_notify::notify_or_log("STOPPING=1");
     tracing::info!(signal, "shutting down");
     let _ = http_stop.send(());
     node.stop(&rt);

@@ -10,6 +10,7 @@ pub mod files;
 pub mod logging;
 mod port_owner;
 pub mod runtime_config;
+pub mod sd_notify;
 pub mod security;
 pub mod server;
 mod shard;

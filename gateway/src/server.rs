@@ -27,6 +27,23 @@ const LINGERING_LISTENER_WAIT: Duration = Duration::from_secs(3);
 /// Time the shards get to start before the server gives up.
 const SHARD_START_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// After the drain (`gateway.shutdown_timeout_ms`), how long the shard threads may take to end.
+const SHARD_JOIN_GRACE: Duration = Duration::from_secs(2);
+/// How long the backend may take to answer what the shards handed it before they stopped.
+const BACKEND_DRAIN_MAX: Duration = Duration::from_secs(5);
+/// How long the backend runtime's remaining tasks get once everything is flushed.
+const RUNTIME_STOP_MAX: Duration = Duration::from_secs(1);
+
+/// The longest a graceful stop (SIGTERM) waits, besides the store's final commit and flush: what
+/// a supervisor's stop timeout must exceed (systemd TimeoutStopSec, Kubernetes
+/// terminationGracePeriodSeconds, compose stop_grace_period; gateway/tests/deploy_*.rs check).
+pub fn graceful_stop_max(config: &Config) -> Duration {
+    Duration::from_millis(config.gateway.shutdown_timeout_ms)
+        + SHARD_JOIN_GRACE
+        + BACKEND_DRAIN_MAX
+        + RUNTIME_STOP_MAX
+}
+
 /// Runs the server until a signal stops it. `layers` are what the configuration was read from
 /// (read again on SIGHUP).
 pub fn run(
@@ -249,6 +266,8 @@ pub fn run(
         std::io::stdout(),
         "ringchat ready tcp={tcp_bound} admin={admin_text} shards={shard_count} ws={ws_bound} tls={tls_bound} wss={wss_bound} grpc={grpc_text}"
     );
+    // Under systemd (Type=notify): started now, not when the process was forked.
+    crate::sd_notify::notify_or_log("READY=1");
 
     let stop = rt.block_on(async {
         tokio::select! {
@@ -256,6 +275,7 @@ pub fn run(
             why = backend.store_failed() => Ok(Stop::StoreFailed(why)),
         }
     })?;
+    crate::sd_notify::notify_or_log("STOPPING=1");
     match &stop {
         Stop::Signal(signal) => tracing::info!(signal, "shutting down"),
         Stop::StoreFailed(why) => tracing::error!(
@@ -274,8 +294,7 @@ pub fn run(
         }
     });
     drop(shard_txs);
-    let deadline =
-        Duration::from_millis(config.gateway.shutdown_timeout_ms) + Duration::from_secs(2);
+    let deadline = Duration::from_millis(config.gateway.shutdown_timeout_ms) + SHARD_JOIN_GRACE;
     let joined = rt.block_on(async {
         tokio::time::timeout(
             deadline,
@@ -302,7 +321,7 @@ pub fn run(
     }
     let _ = backend_stop_tx.send(());
     if rt
-        .block_on(async { tokio::time::timeout(Duration::from_secs(5), backend_task).await })
+        .block_on(async { tokio::time::timeout(BACKEND_DRAIN_MAX, backend_task).await })
         .is_err()
     {
         tracing::warn!("backend did not drain in time");
@@ -314,7 +333,7 @@ pub fn run(
     let _ = admin_stop_tx.send(());
     // Exports the spans still queued while the runtime (tonic's client) is up.
     drop(otlp);
-    rt.shutdown_timeout(Duration::from_secs(1));
+    rt.shutdown_timeout(RUNTIME_STOP_MAX);
     tracing::info!("stopped");
     match stop {
         Stop::Signal(_) => flushed.context("final flush of the store"),

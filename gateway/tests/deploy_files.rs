@@ -1,15 +1,22 @@
-//! The cluster deployment files (`deploy/cluster/`, `deploy/k8s/`, `deploy/Dockerfile`) hold
-//! configurations no test runs otherwise (there is no container runtime here): each ringchat
-//! node they define must pass `ringchat check-config` with exactly the environment the file
-//! gives it, and the files must agree with each other (one config, unique node ids and ports,
-//! probes on the paths the server serves).
+//! The container deployment files (`deploy/compose.yml`, `deploy/cluster/`, `deploy/k8s/`,
+//! `deploy/Dockerfile`, `deploy/docker/`) hold configurations no test runs otherwise (there is
+//! no container runtime here): each ringchat node they define must pass `ringchat check-config`
+//! with exactly the environment the file gives it, and the files must agree with each other and
+//! with the server (one config, unique node ids and ports, probes on the paths the server
+//! serves, stop grace periods longer than its graceful stop, the io_uring seccomp profile).
+//! The systemd unit and the .deb: `deploy_host.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
+use ringchat_gateway::config::Config;
 use serde::Deserialize;
 use serde_yaml_ng::Value;
+
+/// The container seccomp profile that allows io_uring.
+const SECCOMP: &str = "docker/seccomp-io_uring.json";
 
 fn deploy_path(file: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -62,7 +69,8 @@ fn check_config(label: &str, config: &Path, env: &BTreeMap<String, String>) {
     );
 }
 
-/// The ringchat services of a compose file: name → environment.
+/// The ringchat services of a compose file: name → environment, each checked by
+/// [`check_ringchat_service`].
 fn compose_nodes(file: &str) -> BTreeMap<String, BTreeMap<String, String>> {
     let docs = yaml_docs(file);
     let services = docs[0]["services"]
@@ -74,39 +82,81 @@ fn compose_nodes(file: &str) -> BTreeMap<String, BTreeMap<String, String>> {
         if service["image"].as_str() != Some("ringchat:latest") {
             continue;
         }
-        let env: BTreeMap<String, String> = service["environment"]
-            .as_mapping()
-            .unwrap_or_else(|| panic!("{file} {name}: no environment"))
-            .iter()
-            .map(|(k, v)| {
-                let v = match v {
-                    Value::String(s) => s.clone(),
-                    other => serde_yaml_ng::to_string(other).unwrap().trim().to_owned(),
-                };
-                (k.as_str().expect("variable name").to_owned(), v)
-            })
-            .collect();
-        let volumes: Vec<&str> = service["volumes"]
-            .as_sequence()
-            .unwrap_or_else(|| panic!("{file} {name}: no volumes"))
-            .iter()
-            .filter_map(Value::as_str)
-            .collect();
-        assert!(
-            volumes.contains(&"./ringchat.toml:/etc/ringchat/ringchat.toml:ro"),
-            "{file} {name}: the node must run on deploy/cluster/ringchat.toml: {volumes:?}"
-        );
-        let health = serde_yaml_ng::to_string(&service["healthcheck"]["test"]).unwrap();
-        assert!(
-            health.contains("/readyz"),
-            "{file} {name}: health check {health}"
-        );
-        let nofile = service["ulimits"]["nofile"]["soft"].as_u64().unwrap_or(0);
-        assert!(nofile >= 100_000, "{file} {name}: nofile {nofile}");
+        let env = check_ringchat_service(&format!("{file} {name}"), file, service);
         nodes.insert(name, env);
     }
-    assert_eq!(nodes.len(), 3, "{file}: three ringchat nodes");
     nodes
+}
+
+/// What every ringchat service of a compose file must have (the config mounted from beside the
+/// file, readiness health check, file limit, the io_uring seccomp profile, a stop grace longer
+/// than the server's graceful stop); returns its environment.
+fn check_ringchat_service(label: &str, file: &str, service: &Value) -> BTreeMap<String, String> {
+    let env: BTreeMap<String, String> = service["environment"]
+        .as_mapping()
+        .unwrap_or_else(|| panic!("{label}: no environment"))
+        .iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Value::String(s) => s.clone(),
+                other => serde_yaml_ng::to_string(other).unwrap().trim().to_owned(),
+            };
+            (k.as_str().expect("variable name").to_owned(), v)
+        })
+        .collect();
+    let volumes: Vec<&str> = service["volumes"]
+        .as_sequence()
+        .unwrap_or_else(|| panic!("{label}: no volumes"))
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        volumes.contains(&"./ringchat.toml:/etc/ringchat/ringchat.toml:ro"),
+        "{label}: the node must run on the ringchat.toml beside {file}: {volumes:?}"
+    );
+    let health = serde_yaml_ng::to_string(&service["healthcheck"]["test"]).unwrap();
+    assert!(health.contains("/readyz"), "{label}: health check {health}");
+    let nofile = service["ulimits"]["nofile"]["soft"].as_u64().unwrap_or(0);
+    assert!(nofile >= 100_000, "{label}: nofile {nofile}");
+    // Compose reads the profile relative to the compose file.
+    let seccomp = service["security_opt"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .find_map(|o| o.strip_prefix("seccomp="))
+        .unwrap_or_else(|| panic!("{label}: no seccomp= security_opt (io_uring)"));
+    let compose_dir = deploy_path(file).parent().unwrap().to_owned();
+    assert_eq!(
+        compose_dir.join(seccomp).canonicalize().ok(),
+        deploy_path(SECCOMP).canonicalize().ok(),
+        "{label}: seccomp={seccomp}"
+    );
+    let grace = humantime_secs(str_at(service, &["stop_grace_period"]));
+    let stop = graceful_stop_max(&compose_dir.join("ringchat.toml"), &env);
+    assert!(
+        Duration::from_secs(grace) > stop,
+        "{label}: stop_grace_period {grace} s, a graceful stop may take {stop:?}"
+    );
+    env
+}
+
+/// Compose durations as written here: whole seconds, `30s`.
+fn humantime_secs(text: &str) -> u64 {
+    text.strip_suffix('s')
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{text}: expected whole seconds like 30s"))
+}
+
+/// The configuration a node runs on: `config` with the environment `env`.
+fn load(config: &Path, env: &BTreeMap<String, String>) -> Config {
+    Config::load(Some(config), env.clone())
+        .unwrap_or_else(|e| panic!("{}: {e:?}", config.display()))
+}
+
+/// How long a server with this configuration may take to stop on SIGTERM.
+fn graceful_stop_max(config: &Path, env: &BTreeMap<String, String>) -> Duration {
+    ringchat_gateway::server::graceful_stop_max(&load(config, env))
 }
 
 #[test]
@@ -114,6 +164,7 @@ fn every_compose_node_passes_check_config_with_its_own_id_and_ports() {
     let config = deploy_path("cluster/ringchat.toml");
     for file in ["cluster/compose.postgres.yml", "cluster/compose.scylla.yml"] {
         let nodes = compose_nodes(file);
+        assert_eq!(nodes.len(), 3, "{file}: three ringchat nodes");
         let mut ids = BTreeSet::new();
         let mut client_addrs = BTreeSet::new();
         for (name, env) in &nodes {
@@ -221,6 +272,31 @@ fn the_kubernetes_statefulset_passes_check_config_and_matches_the_compose_config
     )
     .unwrap();
     check_config("k8s ringchat-0", &config, &env);
+
+    let pod = &set["spec"]["template"]["spec"];
+    let grace = pod["terminationGracePeriodSeconds"]
+        .as_u64()
+        .expect("a grace period");
+    let stop = graceful_stop_max(&config, &env);
+    assert!(
+        Duration::from_secs(grace) > stop,
+        "terminationGracePeriodSeconds {grace}, a graceful stop may take {stop:?}"
+    );
+    // Whole CPUs, requests = limits: Guaranteed QoS, so the static CPU manager can pin them.
+    let resources = &container["resources"];
+    assert_eq!(resources["requests"], resources["limits"]);
+    let cpus = str_at(resources, &["limits", "cpu"]);
+    assert!(cpus.parse::<u32>().is_ok(), "cpu {cpus}: whole CPUs");
+    // The root file system is read-only: the log files need a volume.
+    let log_dir = load(&config, &env).log.dir;
+    assert!(
+        container["volumeMounts"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .any(|m| m["mountPath"].as_str() == Some(log_dir.as_str())),
+        "no volume at log.dir {log_dir}"
+    );
 }
 
 #[test]
@@ -231,9 +307,38 @@ fn the_image_runs_as_a_user_and_exposes_the_configured_ports() {
         .rev()
         .find_map(|l| l.strip_prefix("USER "))
         .expect("a USER line");
+    // Numeric, so that Kubernetes' runAsNonRoot can check it; not root.
+    let ids: Vec<u32> = user
+        .split(':')
+        .map(|id| {
+            id.parse()
+                .unwrap_or_else(|_| panic!("USER {user}: not numeric"))
+        })
+        .collect();
+    assert!(ids.iter().all(|&id| id != 0), "USER {user}");
+
+    // Its own configuration runs: the data dir is the volume, the log dir is made for the user.
+    let own = deploy_path("ringchat.toml");
+    check_config("image", &own, &BTreeMap::new());
+    let config = load(&own, &BTreeMap::new());
+    let data_dir = config.storage.data_dir.display().to_string();
     assert!(
-        !user.starts_with("root") && !user.starts_with('0'),
-        "USER {user}"
+        dockerfile.contains(&format!("VOLUME {data_dir}")),
+        "VOLUME {data_dir}"
+    );
+    assert!(dockerfile.contains("COPY deploy/ringchat.toml /etc/ringchat/ringchat.toml"));
+    assert!(
+        dockerfile.contains(&format!("chown 10001:10001 {data_dir} {}", config.log.dir)),
+        "the image makes {data_dir} and {} for its user",
+        config.log.dir
+    );
+    let health = dockerfile
+        .lines()
+        .find(|l| l.trim_start().starts_with("CMD [\"curl\""))
+        .expect("a HEALTHCHECK with curl");
+    assert!(
+        health.contains(&format!("{}/healthz", config.admin.listen)),
+        "{health}"
     );
     let exposed: BTreeSet<&str> = dockerfile
         .lines()
@@ -254,4 +359,69 @@ fn the_image_runs_as_a_user_and_exposes_the_configured_ports() {
             "{section}.{key} {addr}: port not exposed"
         );
     }
+}
+
+#[test]
+fn the_seccomp_profile_allows_io_uring_and_is_what_its_script_makes() {
+    let text = read(SECCOMP);
+    let profile: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(
+        profile["defaultAction"], "SCMP_ACT_ERRNO",
+        "deny by default"
+    );
+    let allowed: BTreeSet<&str> = profile["syscalls"]
+        .as_array()
+        .expect("syscalls")
+        .iter()
+        .filter(|rule| rule["action"] == "SCMP_ACT_ALLOW")
+        .flat_map(|rule| rule["names"].as_array().expect("names"))
+        .map(|n| n.as_str().expect("a name"))
+        .collect();
+    // io_uring, and what the server needs beyond it: the epoll fallback, pinning, fsync, exec.
+    for call in [
+        "io_uring_setup",
+        "io_uring_enter",
+        "io_uring_register",
+        "epoll_wait",
+        "accept4",
+        "sched_setaffinity",
+        "fdatasync",
+        "execve",
+    ] {
+        assert!(allowed.contains(call), "{SECCOMP}: {call} not allowed");
+    }
+    let out = Command::new("bash")
+        .arg(deploy_path("docker/make-seccomp.sh"))
+        .output()
+        .expect("run make-seccomp.sh");
+    assert!(
+        out.status.success(),
+        "make-seccomp.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        text,
+        "{SECCOMP} is stale: bash deploy/docker/make-seccomp.sh > deploy/{SECCOMP}"
+    );
+}
+
+#[test]
+fn the_one_node_compose_file_passes_check_config() {
+    let file = "compose.yml";
+    let nodes = compose_nodes(file);
+    assert_eq!(nodes.len(), 1, "{file}: one ringchat node");
+    for (name, env) in &nodes {
+        check_config(
+            &format!("{file} {name}"),
+            &deploy_path("ringchat.toml"),
+            env,
+        );
+    }
+    let docs = yaml_docs(file);
+    let service = &docs[0]["services"]["ringchat"];
+    assert_eq!(
+        str_at(service, &["build", "dockerfile"]),
+        "deploy/Dockerfile"
+    );
 }
