@@ -109,7 +109,7 @@ fn the_server_notifies_systemd_when_ready_and_when_stopping() {
     let socket_path = dir.path().join("notify");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
     socket
-        .set_read_timeout(Some(Duration::from_secs(20)))
+        .set_read_timeout(Some(Duration::from_secs(60)))
         .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_ringchat"))
         .arg("serve")
@@ -123,13 +123,16 @@ fn the_server_notifies_systemd_when_ready_and_when_stopping() {
         .env("RINGCHAT_LOG__FILE", "false")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("log")).unwrap())
         .spawn()
         .expect("spawn ringchat");
     let mut buf = [0u8; 256];
     let mut next = || match socket.recv(&mut buf) {
         Ok(n) => String::from_utf8_lossy(&buf[..n]).into_owned(),
-        Err(e) => panic!("no notification within the read timeout: {e}"),
+        Err(e) => panic!(
+            "no notification within the read timeout: {e}; the server's log:\n{}",
+            std::fs::read_to_string(dir.path().join("log")).unwrap_or_default()
+        ),
     };
     let ready = next();
     let status = Command::new("kill")
