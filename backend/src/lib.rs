@@ -39,6 +39,8 @@ mod runtime;
 mod service;
 mod sessions;
 mod store;
+/// The names the server gives its threads (15 bytes at most, the kernel's limit).
+pub mod threads;
 #[doc(hidden)]
 pub mod testkit;
 mod throttle;

@@ -21,7 +21,7 @@ use crate::shard::{self, Listeners, ShardSpec};
 use crate::stats::{self, ShardStats};
 
 /// Pending connections the kernel queues per listener (capped by net.core.somaxconn).
-const LISTEN_BACKLOG: i32 = 4096;
+pub const LISTEN_BACKLOG: i32 = 4096;
 /// Time the shards get to start before the server gives up.
 const SHARD_START_TIMEOUT: Duration = Duration::from_secs(10);
 
