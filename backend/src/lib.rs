@@ -39,10 +39,10 @@ mod runtime;
 mod service;
 mod sessions;
 mod store;
-/// The names the server gives its threads (15 bytes at most, the kernel's limit).
-pub mod threads;
 #[doc(hidden)]
 pub mod testkit;
+/// The names the server gives its threads (15 bytes at most, the kernel's limit).
+pub mod threads;
 mod throttle;
 mod time;
 

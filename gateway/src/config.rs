@@ -329,7 +329,11 @@ impl Config {
                     .copied()
                     .filter(|c| !self.backend.cores.contains(c))
                     .collect();
-                if free.is_empty() { online.to_vec() } else { free }
+                if free.is_empty() {
+                    online.to_vec()
+                } else {
+                    free
+                }
             }
         }
     }

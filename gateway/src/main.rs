@@ -298,7 +298,10 @@ fn tune_command(command: TuneCommand) -> ExitCode {
     let config = match Config::load_layers_on(config, env_vars(), Some(host.online.clone())) {
         Ok((_, loaded)) => loaded.config,
         Err(problems) => {
-            eprintln!("ringchat tune: the configuration has {} problem(s):", problems.len());
+            eprintln!(
+                "ringchat tune: the configuration has {} problem(s):",
+                problems.len()
+            );
             for p in problems {
                 eprintln!("  {p}");
             }

@@ -82,7 +82,11 @@ fn tune_check_json_on_this_machine_has_the_shape_and_the_exit_status() {
     for c in checks {
         let mut keys: Vec<&str> = c.as_object().unwrap().keys().map(String::as_str).collect();
         keys.sort_unstable();
-        assert_eq!(keys, ["name", "recommended", "status", "value", "why"], "{c}");
+        assert_eq!(
+            keys,
+            ["name", "recommended", "status", "value", "why"],
+            "{c}"
+        );
         let status = c["status"].as_str().unwrap();
         assert!(["ok", "warn", "critical"].contains(&status), "{c}");
         critical |= status == "critical";
@@ -153,7 +157,10 @@ fn tune_plan_snippets_pass_check_config() {
     let out = ringchat(&["tune", "plan", "--root", root.to_str().unwrap()]);
     assert!(out.status.success());
     let text = stdout(&out);
-    assert!(text.contains("echo 0 > /proc/irq/101/smp_affinity_list"), "{text}");
+    assert!(
+        text.contains("echo 0 > /proc/irq/101/smp_affinity_list"),
+        "{text}"
+    );
     let snippet = plan_snippet(&text);
     check_config(&snippet, "tune plan for bare-64core-2numa");
     let dir = tempfile::tempdir().unwrap();
@@ -164,7 +171,12 @@ fn tune_plan_snippets_pass_check_config() {
         assert!(!here.status.success());
         assert!(String::from_utf8_lossy(&here.stderr).contains("is not online"));
     }
-    let bad = ringchat(&["check-config", file.to_str().unwrap(), "--host-cores", "0-x"]);
+    let bad = ringchat(&[
+        "check-config",
+        file.to_str().unwrap(),
+        "--host-cores",
+        "0-x",
+    ]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--host-cores"));
 }
@@ -191,7 +203,10 @@ fn tuning_guide_snippets_pass_check_config() {
             }
         }
     }
-    assert!(checked >= 4, "the guide's layouts for 8, 16, 64 and 2×32 cores: {checked}");
+    assert!(
+        checked >= 4,
+        "the guide's layouts for 8, 16, 64 and 2×32 cores: {checked}"
+    );
 }
 
 #[test]
@@ -206,7 +221,7 @@ fn thread_names_fit_the_kernel_and_tell_shards_apart() {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let server = TestServer::start(&[("GATEWAY__CORES", &list)]);
+    let server = TestServer::start(&[("GATEWAY__CORES", list.as_str())]);
     let mut names = Vec::new();
     for task in std::fs::read_dir(format!("/proc/{}/task", server.pid())).unwrap() {
         let comm = task.unwrap().path().join("comm");
@@ -217,7 +232,10 @@ fn thread_names_fit_the_kernel_and_tell_shards_apart() {
     let ours: Vec<&String> = names.iter().filter(|n| n.starts_with("rc-")).collect();
     // The kernel cuts a longer name to 15 bytes silently: a cut one would not read whole.
     for n in &ours {
-        assert!(whole_name(n), "{n} is not one of the server's names, cut? {names:?}");
+        assert!(
+            whole_name(n),
+            "{n} is not one of the server's names, cut? {names:?}"
+        );
     }
     for i in 0..shards.len() {
         let shard = format!("rc-shard-{i}");
@@ -228,7 +246,10 @@ fn thread_names_fit_the_kernel_and_tell_shards_apart() {
         );
     }
     for expected in ["rc-backend-0", "rc-commit", "rc-log-console"] {
-        assert!(ours.iter().any(|n| *n == expected), "{expected} in {names:?}");
+        assert!(
+            ours.iter().any(|n| *n == expected),
+            "{expected} in {names:?}"
+        );
     }
     assert!(
         !names.iter().any(|n| n.starts_with("ringchat-")),

@@ -102,10 +102,7 @@ pub fn run(host: &Host, config: &Config) -> Report {
     let nofile = client
         .saturating_add(2 * gw.files.conns_max as u64)
         .saturating_add(NOFILE_HEADROOM);
-    let fds = host
-        .nofile
-        .map(|l| l.hard.unwrap_or(u64::MAX))
-        .unwrap_or(u64::MAX);
+    let fds = host.nofile.map_or(u64::MAX, |l| l.hard.unwrap_or(u64::MAX));
     let wants = Wants {
         connections: client.min(fds.saturating_sub(NOFILE_HEADROOM)),
         shards,
@@ -507,19 +504,33 @@ fn sysctls(host: &Host, w: &Wants) -> Vec<Check> {
             "Could not read this sysctl.",
         ),
     });
-    if let Some(max) = host.sysctl_numbers("fs.file-max").and_then(|v| v.first().copied()) {
+    if let Some(max) = host
+        .sysctl_numbers("fs.file-max")
+        .and_then(|v| v.first().copied())
+    {
         out.push(check(
             "fs.file-max",
-            if max < w.nofile { Status::Warn } else { Status::Ok },
+            if max < w.nofile {
+                Status::Warn
+            } else {
+                Status::Ok
+            },
             max.to_string(),
             format!("≥ {}", w.nofile),
             "Open files of the whole host; ringchat's own need comes on top of everyone else's.",
         ));
     }
-    if let Some(max) = host.sysctl_numbers("fs.nr_open").and_then(|v| v.first().copied()) {
+    if let Some(max) = host
+        .sysctl_numbers("fs.nr_open")
+        .and_then(|v| v.first().copied())
+    {
         out.push(check(
             "fs.nr_open",
-            if max < w.nofile { Status::Warn } else { Status::Ok },
+            if max < w.nofile {
+                Status::Warn
+            } else {
+                Status::Ok
+            },
             max.to_string(),
             format!("≥ {}", w.nofile),
             "The highest RLIMIT_NOFILE a process may be given: LimitNOFILE= above it fails.",
@@ -579,7 +590,11 @@ fn governor(host: &Host, w: &Wants) -> Check {
     seen.dedup();
     check(
         "cpu.governor",
-        if slow.is_empty() { Status::Ok } else { Status::Warn },
+        if slow.is_empty() {
+            Status::Ok
+        } else {
+            Status::Warn
+        },
         if slow.is_empty() {
             seen.join(", ")
         } else {

@@ -103,8 +103,7 @@ pub fn plan(host: &Host, config: &Config) -> Plan {
 /// RLIMIT_NOFILE (rounded down to two significant digits), if the configured one does not.
 fn fitting_conns(host: &Host, config: &Config, shards: usize) -> Option<usize> {
     let hard = host.nofile?.hard?;
-    let room = hard
-        .checked_sub(NOFILE_HEADROOM + 2 * config.gateway.files.conns_max as u64)?
+    let room = hard.checked_sub(NOFILE_HEADROOM + 2 * config.gateway.files.conns_max as u64)?
         / shards.max(1) as u64;
     if room == 0 || room >= config.gateway.conns_per_shard_max as u64 {
         return None;
@@ -127,7 +126,9 @@ impl Plan {
             self.nodes
         );
         if self.small() {
-            out.push_str("[gateway]\ncores = \"auto\"\n\n[backend]\ncores = []\nworker_threads = 1\n");
+            out.push_str(
+                "[gateway]\ncores = \"auto\"\n\n[backend]\ncores = []\nworker_threads = 1\n",
+            );
             return out;
         }
         let list = |v: &[usize]| {

@@ -10,7 +10,9 @@ use super::plan;
 use crate::config::{Config, Driver};
 
 fn host(name: &str) -> Host {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hosts").join(name);
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/hosts")
+        .join(name);
     Host::read(&root).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
@@ -31,7 +33,13 @@ fn planned_config(h: &Host, p: &plan::Plan) -> Config {
 
 /// Shards, backend and interrupt cores never share a core, and use only online ones.
 fn assert_disjoint(h: &Host, p: &plan::Plan) {
-    let mut all: Vec<usize> = p.shards.iter().chain(&p.backend).chain(&p.irq).copied().collect();
+    let mut all: Vec<usize> = p
+        .shards
+        .iter()
+        .chain(&p.backend)
+        .chain(&p.irq)
+        .copied()
+        .collect();
     let n = all.len();
     all.sort_unstable();
     all.dedup();
@@ -54,14 +62,23 @@ fn vm_2core_reads_and_gets_the_simple_layout() {
     assert!(!report.critical(), "{}", report.text());
     // No cpufreq in a VM: explained, not an alarm.
     assert_eq!(status(&report, "cpu.governor"), Status::Ok);
-    assert!(report.get("cpu.governor").unwrap().why.contains("virtual machine"));
+    assert!(
+        report
+            .get("cpu.governor")
+            .unwrap()
+            .why
+            .contains("virtual machine")
+    );
     // Two cores: the NIC shares them whatever the affinity, pinning buys little.
     assert_eq!(status(&report, "pinning.irq"), Status::Ok);
     assert_eq!(status(&report, "pinning.cores"), Status::Ok);
     // Kernel 6.8: rings are charged to the memory cgroup.
     assert_eq!(status(&report, "rlimit.memlock"), Status::Ok);
     assert!(report.get("rlimit.memlock").unwrap().why.contains("5.12"));
-    assert_eq!(status(&report, "net.ipv4.tcp_max_syn_backlog"), Status::Warn);
+    assert_eq!(
+        status(&report, "net.ipv4.tcp_max_syn_backlog"),
+        Status::Warn
+    );
     assert_eq!(status(&report, "net.core.somaxconn"), Status::Ok);
     assert_eq!(status(&report, "kernel.io_uring_disabled"), Status::Ok);
     assert_eq!(status(&report, "transparent_hugepage"), Status::Ok);
@@ -82,10 +99,17 @@ fn bare_64core_2numa_plan_keeps_roles_apart_per_node() {
     let h = host("bare-64core-2numa");
     assert_eq!(h.online.len(), 64);
     assert_eq!(h.nodes.len(), 2);
-    assert_eq!(h.nodes[0].cpus[16], 32, "node 0 holds the hyperthreads 32-47");
+    assert_eq!(
+        h.nodes[0].cpus[16], 32,
+        "node 0 holds the hyperthreads 32-47"
+    );
     // 32 completion queues; the async queue, the NVMe queues and the timer are not the NIC's.
     assert_eq!(h.nic_irqs.len(), 32);
-    assert!(h.nic_irqs.iter().all(|i| i.name.starts_with("mlx5_comp") && i.node == Some(0)));
+    assert!(
+        h.nic_irqs
+            .iter()
+            .all(|i| i.name.starts_with("mlx5_comp") && i.node == Some(0))
+    );
 
     let p = plan::plan(&h, &Config::default());
     assert_disjoint(&h, &p);
@@ -105,7 +129,10 @@ fn bare_64core_2numa_plan_keeps_roles_apart_per_node() {
     assert_eq!(p.irq_moves.len(), 31);
     assert!(p.irq_moves.iter().all(|m| m.cores == vec![0]));
     let text = p.text();
-    assert!(text.contains("echo 0 > /proc/irq/101/smp_affinity_list"), "{text}");
+    assert!(
+        text.contains("echo 0 > /proc/irq/101/smp_affinity_list"),
+        "{text}"
+    );
     assert!(!text.contains("/proc/irq/100/"), "{text}");
     assert!(text.contains("CPUAffinity=1-15,17-63"), "{text}");
     assert!(text.contains("# check-config --host-cores 0-63"), "{text}");
@@ -127,7 +154,11 @@ fn bare_64core_2numa_plan_keeps_roles_apart_per_node() {
         status(&check::run(&h, &strict), "rlimit.memlock"),
         Status::Critical
     );
-    assert_eq!(status(&report, "kernel.io_uring_disabled"), Status::Ok, "absent before 6.6");
+    assert_eq!(
+        status(&report, "kernel.io_uring_disabled"),
+        Status::Ok,
+        "absent before 6.6"
+    );
 
     // With the plan applied (interrupts not moved yet): pinning is right, the IRQs are not.
     let planned = planned_config(&h, &p);
@@ -140,7 +171,10 @@ fn bare_64core_2numa_plan_keeps_roles_apart_per_node() {
     // Backend threads spread over both nodes are called out.
     let mut spread = planned.clone();
     spread.backend.cores = vec![1, 17];
-    assert_eq!(status(&check::run(&h, &spread), "pinning.numa"), Status::Warn);
+    assert_eq!(
+        status(&check::run(&h, &spread), "pinning.numa"),
+        Status::Warn
+    );
     // A shard on a core this host does not have.
     let mut offline = planned;
     offline.gateway.cores = crate::config::Cores::List(vec![70]);
@@ -153,7 +187,11 @@ fn bare_64core_2numa_plan_keeps_roles_apart_per_node() {
 #[test]
 fn pinned_irqs_16core_is_clean_with_its_plan() {
     let h = host("pinned-irqs-16core");
-    assert_eq!(h.nic_irqs.len(), 8, "eth0-TxRx-0..7, not the link interrupt `eth0`");
+    assert_eq!(
+        h.nic_irqs.len(),
+        8,
+        "eth0-TxRx-0..7, not the link interrupt `eth0`"
+    );
     assert!(h.nic_irqs.iter().all(|i| i.affinity == vec![0]));
 
     let p = plan::plan(&h, &Config::default());

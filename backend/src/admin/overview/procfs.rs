@@ -142,10 +142,7 @@ mod tests {
             ]
         );
         let task = "4242 (rc-shard-1) S 1 2 3 4 5 6 7 8 9 10 300 45 0 0 20 0 1 0";
-        assert_eq!(
-            parse_task_stat(task),
-            Some(("rc-shard-1".to_owned(), 345))
-        );
+        assert_eq!(parse_task_stat(task), Some(("rc-shard-1".to_owned(), 345)));
         let odd = "7 (a) b) c) R 1 2 3 4 5 6 7 8 9 10 1 2 0 0";
         assert_eq!(parse_task_stat(odd), Some(("a) b) c".to_owned(), 3)));
         assert_eq!(parse_task_stat("garbage"), None);
