@@ -23,12 +23,22 @@ fn status(report: &check::Report, name: &str) -> Status {
         .status
 }
 
-/// The plan's snippet is a valid configuration for that host.
+/// The plan's snippet is a valid configuration for that host (its cores, not this machine's).
 fn planned_config(h: &Host, p: &plan::Plan) -> Config {
-    let config = Config::parse(&p.toml(), Vec::new()).expect("the snippet parses");
-    let problems = config.problems_on(&h.online);
-    assert!(problems.is_empty(), "{problems:?}\n{}", p.toml());
-    config
+    use crate::config::load;
+    let layers = load::Layers {
+        file: Some(load::TextLayer {
+            path: "plan.toml".to_owned(),
+            text: p.toml(),
+        }),
+        env: Vec::new(),
+        overrides: None,
+        host_cores: Some(h.online.clone()),
+    };
+    match load::load(&layers) {
+        Ok(loaded) => loaded.config,
+        Err(problems) => panic!("{problems:?}\n{}", p.toml()),
+    }
 }
 
 /// Shards, backend and interrupt cores never share a core, and use only online ones.
