@@ -74,6 +74,7 @@ pub fn plan(host: &Host, config: &Config) -> Plan {
         p.backend.extend(cores.drain(..take));
     }
     p.shards = rest.into_iter().flatten().collect();
+    p.shards.sort_unstable();
     if p.shards.is_empty() {
         // 3 cores on one node: the interrupt core goes back to the shards.
         p.shards = std::mem::take(&mut p.irq);

@@ -252,3 +252,55 @@ fn a_host_without_its_online_file_is_an_error() {
     let err = Host::read(std::path::Path::new("/nonexistent-root")).unwrap_err();
     assert!(err.to_string().contains("online"), "{err}");
 }
+
+/// A host of `nodes` (each a CPU list) with LimitNOFILE=1048576, as the guide assumes.
+fn synthetic(nodes: &[&str]) -> Host {
+    use super::host::{Limit, Node};
+    let nodes: Vec<Node> = nodes
+        .iter()
+        .enumerate()
+        .map(|(id, list)| Node {
+            id,
+            cpus: super::cpus::parse(list).unwrap(),
+        })
+        .collect();
+    let mut online: Vec<usize> = nodes.iter().flat_map(|n| n.cpus.clone()).collect();
+    online.sort_unstable();
+    Host {
+        online,
+        nodes,
+        nofile: Some(Limit {
+            soft: Some(1_048_576),
+            hard: Some(1_048_576),
+        }),
+        ..Host::default()
+    }
+}
+
+/// tuning/README.md's worked layouts are what `tune plan` prints for those hosts.
+#[test]
+fn the_guides_layouts_are_the_plans() {
+    let guide = include_str!("../../../tuning/README.md");
+    let blocks: Vec<&str> = guide
+        .split("```toml\n")
+        .skip(1)
+        .map(|b| &b[..b.find("```").unwrap()])
+        .collect();
+    let hosts = [
+        synthetic(&["0-7"]),
+        synthetic(&["0-15"]),
+        synthetic(&["0-63"]),
+        synthetic(&["0-31", "32-63"]),
+    ];
+    assert_eq!(blocks.len(), hosts.len());
+    for (block, h) in blocks.iter().zip(&hosts) {
+        let p = plan::plan(h, &Config::default());
+        assert_disjoint(h, &p);
+        assert_eq!(
+            *block,
+            p.toml(),
+            "the guide's layout for {} cores",
+            h.online.len()
+        );
+    }
+}
