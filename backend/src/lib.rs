@@ -41,6 +41,8 @@ mod sessions;
 mod store;
 #[doc(hidden)]
 pub mod testkit;
+/// The names the server gives its threads (15 bytes at most, the kernel's limit).
+pub mod threads;
 mod throttle;
 mod time;
 

@@ -207,7 +207,7 @@ impl Backend {
         let cores = settings.backend.cores.clone();
         let sequencer_delivery = Arc::clone(&delivery);
         let thread = std::thread::Builder::new()
-            .name("ringchat-commit".into())
+            .name(crate::threads::COMMIT.into())
             .spawn(move || {
                 if let Some(&core) = cores.first() {
                     core_affinity::set_for_current(core_affinity::CoreId { id: core });

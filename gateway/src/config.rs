@@ -202,6 +202,7 @@ impl Config {
             file: path.map(read_layer).transpose()?,
             env: env.into_iter().collect(),
             overrides: None,
+            host_cores: None,
         };
         load::load(&layers).map(|l| l.config)
     }
@@ -212,10 +213,21 @@ impl Config {
         path: Option<&std::path::Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<(Layers, Loaded), Vec<String>> {
+        Self::load_layers_on(path, env, None)
+    }
+
+    /// As `load_layers`, checking the pinned cores against `host_cores` (`None`: this
+    /// machine's online cores).
+    pub fn load_layers_on(
+        path: Option<&std::path::Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        host_cores: Option<Vec<usize>>,
+    ) -> Result<(Layers, Loaded), Vec<String>> {
         let mut layers = Layers {
             file: path.map(read_layer).transpose()?,
             env: env.into_iter().collect(),
             overrides: None,
+            host_cores,
         };
         let base = load::load(&layers)?;
         let overrides = live::overrides_path(&base.config);
@@ -244,17 +256,22 @@ impl Config {
             }),
             env: env.into_iter().collect(),
             overrides: None,
+            host_cores: None,
         };
         load::load(&layers).map(|l| l.config)
     }
 
     /// Problems in values that parsed but do not make sense together.
     pub fn problems(&self) -> Vec<String> {
+        self.problems_on(&online_cores())
+    }
+
+    /// `problems`, with the pinned cores checked against `online` (another host's cores).
+    pub fn problems_on(&self, online: &[usize]) -> Vec<String> {
         let mut out = self.gateway.problems();
         out.extend(self.log.problems());
         out.extend(self.backend_settings().problems());
         out.extend(self.security.problems());
-        let online = online_cores();
         for &core in &self.backend.cores {
             if !online.contains(&core) {
                 out.push(format!(
@@ -299,16 +316,24 @@ impl Config {
 
     /// The cores the shards run on, one shard each.
     pub fn shard_cores(&self) -> Vec<usize> {
+        self.shard_cores_on(&online_cores())
+    }
+
+    /// The shards' cores on a host whose online cores are `online`.
+    pub fn shard_cores_on(&self, online: &[usize]) -> Vec<usize> {
         match &self.gateway.cores {
             Cores::List(list) => list.clone(),
             Cores::Named(_) => {
-                let online = online_cores();
                 let free: Vec<usize> = online
                     .iter()
                     .copied()
                     .filter(|c| !self.backend.cores.contains(c))
                     .collect();
-                if free.is_empty() { online } else { free }
+                if free.is_empty() {
+                    online.to_vec()
+                } else {
+                    free
+                }
             }
         }
     }

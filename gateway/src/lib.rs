@@ -16,3 +16,5 @@ pub mod server;
 mod shard;
 mod stats;
 pub mod tls;
+// `ringchat tune check` / `tune plan` (issue 16): host checks and pinning layouts.
+pub mod tune;

@@ -52,7 +52,19 @@ enum Command {
         role: ringchat_gateway::cluster::Role,
     },
     /// Check a configuration file and list every problem in it.
-    CheckConfig { file: PathBuf },
+    CheckConfig {
+        file: PathBuf,
+        /// Check gateway.cores and backend.cores against these cores (e.g. 0-63) instead of
+        /// this machine's online ones: for a file written for another host.
+        #[arg(long, value_name = "LIST")]
+        host_cores: Option<String>,
+    },
+    /// Check this host for ringchat (cores, NUMA, pinning, NIC interrupts, limits, sysctls,
+    /// huge pages, CPU governor, io_uring), or propose a pinning layout for it. Only reads.
+    Tune {
+        #[command(subcommand)]
+        command: TuneCommand,
+    },
     /// Manage the admin listener's operators and API keys (works whether or not the server
     /// runs; changes are audited).
     Admin {
@@ -113,6 +125,34 @@ enum Command {
         dir: PathBuf,
         #[command(flatten)]
         batch: backup_cli::Batch,
+    },
+}
+
+#[derive(Subcommand)]
+enum TuneCommand {
+    /// Each setting with its value, the recommended one and why; exit status 1 when anything
+    /// is critical, 2 when the host or the configuration cannot be read.
+    Check {
+        /// TOML configuration file (pinning, connection limits, ring size); RINGCHAT_
+        /// variables override it.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Print `{"checks": [{"name", "status", "value", "recommended", "why"}]}`.
+        #[arg(long)]
+        json: bool,
+        /// Read /proc and /sys under this directory (a tree recorded from another host).
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+    },
+    /// Shard, backend and interrupt cores for this host: the configuration snippet, the
+    /// interrupt affinity commands and systemd's CPUAffinity= line.
+    Plan {
+        /// TOML configuration file, to show the layout it has today.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Read /proc and /sys under this directory (a tree recorded from another host).
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
     },
 }
 
@@ -240,6 +280,67 @@ fn gen_cert(cert: &Path, key: &Path, names: Vec<String>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `ringchat tune`: exit status 0, 1 when a check is critical, 2 when nothing could be read.
+fn tune_command(command: TuneCommand) -> ExitCode {
+    use ringchat_gateway::tune;
+    let (config, root) = match &command {
+        TuneCommand::Check { config, root, .. } | TuneCommand::Plan { config, root } => {
+            (config.as_deref(), root.as_path())
+        }
+    };
+    let host = match tune::Host::read(root) {
+        Ok(h) => h,
+        Err(err) => {
+            eprintln!("ringchat tune: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let config = match Config::load_layers_on(config, env_vars(), Some(host.online.clone())) {
+        Ok((_, loaded)) => loaded.config,
+        Err(problems) => {
+            eprintln!(
+                "ringchat tune: the configuration has {} problem(s):",
+                problems.len()
+            );
+            for p in problems {
+                eprintln!("  {p}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    match command {
+        TuneCommand::Check { json, .. } => {
+            let report = tune::check::run(&host, &config);
+            if json {
+                match serde_json::to_string_pretty(&report) {
+                    Ok(text) => println!("{text}"),
+                    Err(err) => {
+                        eprintln!("ringchat tune: {err}");
+                        return ExitCode::from(2);
+                    }
+                }
+            } else {
+                print!("{}", report.text());
+            }
+            if report.critical() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        TuneCommand::Plan { .. } => {
+            let plan = tune::plan::plan(&host, &config);
+            println!(
+                "# Today: shards on {}, backend.cores = [{}]\n",
+                tune::cpus::format(&config.shard_cores_on(&host.online)),
+                tune::cpus::format(&config.backend.cores)
+            );
+            print!("{}", plan.text());
+            ExitCode::SUCCESS
+        }
+    }
+}
+
 /// The environment as text; a variable that is not UTF-8 cannot be a ringchat setting.
 fn env_vars() -> impl Iterator<Item = (String, String)> {
     std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
@@ -292,19 +393,18 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::CheckConfig { file } => match Config::load_layers(Some(&file), env_vars()) {
-            Ok(_) => {
-                println!("{}: ok", file.display());
-                ExitCode::SUCCESS
-            }
-            Err(problems) => {
-                eprintln!("{}: {} problem(s)", file.display(), problems.len());
-                for p in problems {
-                    eprintln!("  {p}");
+        Command::Tune { command } => tune_command(command),
+        Command::CheckConfig { file, host_cores } => {
+            let host_cores = match host_cores.map(|l| ringchat_gateway::tune::cpus::parse(&l)) {
+                None => None,
+                Some(Ok(cores)) => Some(cores),
+                Some(Err(err)) => {
+                    eprintln!("ringchat check-config: --host-cores: {err}");
+                    return ExitCode::FAILURE;
                 }
-                ExitCode::FAILURE
-            }
-        },
+            };
+            check_config(&file, host_cores)
+        }
         Command::Serve { config, role } => {
             let (layers, loaded) = match Config::load_layers(config.as_deref(), env_vars()) {
                 Ok(c) => c,
@@ -347,6 +447,22 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+fn check_config(file: &Path, host_cores: Option<Vec<usize>>) -> ExitCode {
+    match Config::load_layers_on(Some(file), env_vars(), host_cores) {
+        Ok(_) => {
+            println!("{}: ok", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            eprintln!("{}: {} problem(s)", file.display(), problems.len());
+            for p in problems {
+                eprintln!("  {p}");
+            }
+            ExitCode::FAILURE
         }
     }
 }

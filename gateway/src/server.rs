@@ -21,7 +21,7 @@ use crate::shard::{self, Listeners, ShardSpec};
 use crate::stats::{self, ShardStats};
 
 /// Pending connections the kernel queues per listener (capped by net.core.somaxconn).
-const LISTEN_BACKLOG: i32 = 4096;
+pub const LISTEN_BACKLOG: i32 = 4096;
 /// How long a start waits for a listening socket no process holds any more (see `ensure_free`).
 const LINGERING_LISTENER_WAIT: Duration = Duration::from_secs(3);
 /// Time the shards get to start before the server gives up.

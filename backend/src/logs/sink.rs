@@ -36,13 +36,13 @@ pub struct Sink {
 }
 
 impl Sink {
-    /// Starts the writer thread `ringchat-log-NAME` with room for `capacity` lines.
+    /// Starts the writer thread `rc-log-NAME` with room for `capacity` lines.
     pub fn spawn(name: &'static str, capacity: usize, target: impl LineTarget) -> io::Result<Self> {
         let (tx, rx) = mpsc::sync_channel(capacity);
         let dropped = Arc::new(AtomicU64::new(0));
         let counter = Arc::clone(&dropped);
         std::thread::Builder::new()
-            .name(format!("ringchat-log-{name}"))
+            .name(format!("{}{name}", crate::threads::LOG))
             .spawn(move || run(rx, target, &counter))?;
         Ok(Self { tx, dropped, name })
     }

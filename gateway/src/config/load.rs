@@ -62,6 +62,9 @@ pub struct Layers {
     pub file: Option<TextLayer>,
     pub env: Vec<(String, String)>,
     pub overrides: Option<TextLayer>,
+    /// The cores to check `gateway.cores` and `backend.cores` against; `None`: this machine's
+    /// online cores. `check-config --host-cores` sets it for a file written for another host.
+    pub host_cores: Option<Vec<usize>>,
 }
 
 /// A loaded configuration and where each key (and table) came from.
@@ -136,7 +139,10 @@ pub fn load(layers: &Layers) -> Result<Loaded, Vec<String>> {
     problems.extend(
         typed
             .into_iter()
-            .chain(config.problems())
+            .chain(match &layers.host_cores {
+                Some(cores) => config.problems_on(cores),
+                None => config.problems(),
+            })
             .map(|p| locate_problem(&p, &table, &origins)),
     );
     if problems.is_empty() {

@@ -176,6 +176,7 @@ fn layers(file: &str, env: &[(&str, &str)], overrides: Option<&str>) -> load::La
             path: "/data/config.overrides.toml".to_owned(),
             text: text.to_owned(),
         }),
+        host_cores: None,
     }
 }
 

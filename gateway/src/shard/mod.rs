@@ -103,7 +103,10 @@ pub type AssignFn = Arc<dyn Fn() -> (u16, String) + Send + Sync>;
 
 pub fn spawn(spec: ShardSpec) -> std::io::Result<std::thread::JoinHandle<Result<(), ShardError>>> {
     std::thread::Builder::new()
-        .name(format!("ringchat-shard-{}", spec.id))
+        .name(ringchat_backend::threads::numbered(
+            ringchat_backend::threads::SHARD,
+            spec.id.into(),
+        ))
         .spawn(move || run(spec))
 }
 

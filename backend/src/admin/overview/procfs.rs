@@ -48,11 +48,12 @@ pub fn parse_task_stat(text: &str) -> Option<(String, u64)> {
 
 /// The group a thread belongs to, by its name (Linux keeps 15 bytes of it).
 pub fn thread_group(name: &str) -> &'static str {
-    if name.starts_with("ringchat-shard") {
+    use crate::threads;
+    if name.starts_with(threads::SHARD) {
         "shards"
-    } else if name.starts_with("ringchat-commit") {
+    } else if name == threads::COMMIT {
         "sequencer"
-    } else if name.starts_with("ringchat-backen") {
+    } else if name.starts_with(threads::BACKEND) || name == threads::BLOCKING {
         "backend"
     } else if name.starts_with("fjall") {
         "storage"
@@ -140,17 +141,15 @@ mod tests {
                 CoreTicks { busy: 5, total: 40 }
             ]
         );
-        let task = "4242 (ringchat-shard-) S 1 2 3 4 5 6 7 8 9 10 300 45 0 0 20 0 1 0";
-        assert_eq!(
-            parse_task_stat(task),
-            Some(("ringchat-shard-".to_owned(), 345))
-        );
+        let task = "4242 (rc-shard-1) S 1 2 3 4 5 6 7 8 9 10 300 45 0 0 20 0 1 0";
+        assert_eq!(parse_task_stat(task), Some(("rc-shard-1".to_owned(), 345)));
         let odd = "7 (a) b) c) R 1 2 3 4 5 6 7 8 9 10 1 2 0 0";
         assert_eq!(parse_task_stat(odd), Some(("a) b) c".to_owned(), 3)));
         assert_eq!(parse_task_stat("garbage"), None);
-        assert_eq!(thread_group("ringchat-shard-"), "shards");
-        assert_eq!(thread_group("ringchat-backen"), "backend");
-        assert_eq!(thread_group("ringchat-commit"), "sequencer");
+        assert_eq!(thread_group("rc-shard-12"), "shards");
+        assert_eq!(thread_group("rc-backend-0"), "backend");
+        assert_eq!(thread_group("rc-blocking"), "backend");
+        assert_eq!(thread_group("rc-commit"), "sequencer");
         assert_eq!(thread_group("fjall:worker"), "storage");
         assert_eq!(thread_group("tokio-runtime-w"), "other");
         // This process, for real.

@@ -60,7 +60,7 @@ impl IdBlocks {
         let (answer, answers) = std_mpsc::sync_channel(LEASES_IN_FLIGHT_MAX);
         let store = Arc::clone(&owners);
         std::thread::Builder::new()
-            .name("ringchat-id-lease".into())
+            .name(crate::threads::ID_LEASE.into())
             .spawn(move || {
                 for kind in asked {
                     let leased = store.lease_ids(kind, block_size);

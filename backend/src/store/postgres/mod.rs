@@ -12,7 +12,7 @@
 //!
 //! The ports are synchronous and called from blocking threads (the sequencer's commit thread,
 //! the bounded read pool, spawn_blocking). The adapter owns a small tokio runtime of its own
-//! (two named `ringchat-pg` workers) that drives the connections, and each call `block_on`s
+//! (two named `rc-pg` workers) that drives the connections, and each call `block_on`s
 //! its query on it: the driver never runs on the gateway's shards or the backend's workers,
 //! and the threads parked on a slow database are the callers' bounded ones.
 //!
@@ -163,7 +163,7 @@ impl PgStore {
     ) -> Result<Self, StoreError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
-            .thread_name("ringchat-pg")
+            .thread_name(crate::threads::POSTGRES)
             .enable_io()
             .enable_time()
             .build()?;

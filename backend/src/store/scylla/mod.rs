@@ -176,7 +176,7 @@ impl ScyllaStore {
         session::check_before_connecting(cfg, keyspace)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(RUNTIME_THREADS)
-            .thread_name("ringchat-scylla")
+            .thread_name(crate::threads::SCYLLA)
             .enable_all()
             .build()?;
         let (session, st) = rt.block_on(async {

@@ -1,0 +1,49 @@
+//! The names of the server's threads. Linux keeps the first 15 bytes of a thread's name (its
+//! `comm`, what `top -H`, `ps -L` and `/proc/PID/task/TID/comm` show) and drops the rest
+//! silently, so every name here fits whole: `ringchat-shard-0` and `-1` used to both read
+//! `ringchat-shard-`. One prefix, `rc-`, marks ringchat's own threads.
+
+/// Bytes of a thread name the kernel keeps.
+pub const NAME_BYTES_MAX: usize = 15;
+
+/// Gateway shard `i` (monoio event loop, one per pinned core): `rc-shard-<i>`.
+pub const SHARD: &str = "rc-shard-";
+/// Backend tokio worker `i`: `rc-backend-<i>`.
+pub const BACKEND: &str = "rc-backend-";
+/// The backend runtime's blocking pool (password hashing, storage reads): threads come and go,
+/// so they share one name rather than a counter that would outgrow 15 bytes.
+pub const BLOCKING: &str = "rc-blocking";
+/// The sequencer: the only writer of messages.
+pub const COMMIT: &str = "rc-commit";
+/// Leases id blocks from the cluster's store (cluster mode).
+pub const ID_LEASE: &str = "rc-id-lease";
+/// A log writer: `rc-log-<sink>` (`console`, `file`).
+pub const LOG: &str = "rc-log-";
+/// The PostgreSQL adapter's runtime workers.
+pub const POSTGRES: &str = "rc-pg";
+/// The ScyllaDB adapter's runtime workers.
+pub const SCYLLA: &str = "rc-scylla";
+
+/// `prefix` followed by `i`, e.g. `rc-shard-3`.
+pub fn numbered(prefix: &str, i: usize) -> String {
+    let name = format!("{prefix}{i}");
+    debug_assert!(name.len() <= NAME_BYTES_MAX, "thread name {name} too long");
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_fits_the_kernel() {
+        for fixed in [BLOCKING, COMMIT, ID_LEASE, POSTGRES, SCYLLA] {
+            assert!(fixed.len() <= NAME_BYTES_MAX, "{fixed}");
+        }
+        // Room for the numbers and sink names actually used: a shard per core of a 4096-core
+        // host, a backend worker per core, the two log sinks.
+        assert!(numbered(SHARD, 4095).len() <= NAME_BYTES_MAX);
+        assert!(numbered(BACKEND, 4095).len() <= NAME_BYTES_MAX);
+        assert!(format!("{LOG}console").len() <= NAME_BYTES_MAX);
+    }
+}
