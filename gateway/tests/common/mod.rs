@@ -6,6 +6,7 @@ pub mod admin;
 pub mod browser;
 pub mod cluster;
 pub mod contacts;
+pub mod files;
 pub mod groups;
 pub mod http1;
 pub mod kill9;
