@@ -191,17 +191,19 @@ impl FileService {
             if room == 0 {
                 return Ok(Held::OutOfKeys);
             }
+            // A marker costs a few keys (listed, its message read, maybe dropped).
             let page = self
                 .storage
-                .list(&prefix, after.as_deref(), room.min(LIST_PAGE))
+                .list(&prefix, after.as_deref(), (room / 4).clamp(1, LIST_PAGE))
                 .await?;
-            pass.keys += page.len().max(1);
+            pass.keys += 1;
             let Some(last) = page.last() else {
                 return Ok(Held::No);
             };
             after = Some(last.key.clone());
-            for listed in &page {
-                if self.gc_room(pass) == 0 {
+            for (i, listed) in page.iter().enumerate() {
+                // At least one marker per page, so that a pass always gets on.
+                if i > 0 && self.gc_room(pass) == 0 {
                     return Ok(Held::OutOfKeys);
                 }
                 let marker = match Marker::of_key(file_id, &listed.key) {
