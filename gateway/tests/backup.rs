@@ -165,7 +165,9 @@ async fn files_are_backed_up_and_restored_and_blobs_are_linked_from_the_last_bac
     let mut server = TestServer::start_in(&tmp.path().join("data"), &[("BACKUP__DIR", &backups_s)]);
     let admin = server.api_key("backups", "admin");
     let (_c, alice) = server.user("alice").await;
-    let bytes: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let bytes: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     let file_id = upload(&server, &alice.token, "scan.pdf", "application/pdf", &bytes);
 
     let take = |admin: common::admin::AdminClient| async move {
@@ -176,8 +178,14 @@ async fn files_are_backed_up_and_restored_and_blobs_are_linked_from_the_last_bac
     let ((status, first), admin) = take(admin).await;
     assert_eq!(status, 201, "{first}");
     let files = &first["files"];
-    assert!(files["objects"].as_u64().unwrap() >= 3, "blob, meta, index entry: {first}");
-    assert!(files["bytes"].as_u64().unwrap() >= bytes.len() as u64, "{first}");
+    assert!(
+        files["objects"].as_u64().unwrap() >= 3,
+        "blob, meta, index entry: {first}"
+    );
+    assert!(
+        files["bytes"].as_u64().unwrap() >= bytes.len() as u64,
+        "{first}"
+    );
     // The blob is already in the first backup: the second links it.
     let ((status, second), _) = take(admin).await;
     assert_eq!(status, 201, "{second}");

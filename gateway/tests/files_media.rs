@@ -6,8 +6,8 @@
 mod common;
 
 use common::TestServer;
-use common::files::{download, hex, upload};
 use common::contacts::{ask, code};
+use common::files::{download, hex, upload};
 use common::groups;
 use prost::Message as _;
 use ringchat_bench::client::{Client, conversation_id};

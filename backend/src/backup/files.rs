@@ -243,9 +243,16 @@ mod tests {
             blob_bytes
         );
         // A blob whose bytes do not match its name is refused.
-        fs::remove_file(second.join(FILES_DIR).join(format!("blobs/{}/{sha}", &sha[..2]))).unwrap();
+        fs::remove_file(
+            second
+                .join(FILES_DIR)
+                .join(format!("blobs/{}/{sha}", &sha[..2])),
+        )
+        .unwrap();
         fs::write(
-            second.join(FILES_DIR).join(format!("blobs/{}/{sha}", &sha[..2])),
+            second
+                .join(FILES_DIR)
+                .join(format!("blobs/{}/{sha}", &sha[..2])),
             b"tampered!!",
         )
         .unwrap();

@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime};
 
 use super::archive::{self, Manifest};
 use super::files::FilesSource;
-use crate::files::{FileService, FileStorageKind, FilesConfig};
 use super::{BackupConfig, BackupError};
+use crate::files::{FileService, FileStorageKind, FilesConfig};
 use crate::store::StoreEngine;
 
 pub struct Backups {

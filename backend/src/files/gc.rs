@@ -145,7 +145,9 @@ impl FileService {
         let collecting = self
             .read_json::<FileMeta>(&keys::file_collecting(file_id))
             .await?;
-        let meta = self.read_json::<FileMeta>(&keys::file_meta(file_id)).await?;
+        let meta = self
+            .read_json::<FileMeta>(&keys::file_meta(file_id))
+            .await?;
         let meta = match (collecting, meta) {
             // A removal a crash (or another node) left under way, the file already hidden.
             (Some(hidden), None) => {
@@ -154,9 +156,7 @@ impl FileService {
             }
             // Stopped before the file was hidden: looked at afresh.
             (Some(_), Some(meta)) => {
-                self.storage
-                    .delete(&keys::file_collecting(file_id))
-                    .await?;
+                self.storage.delete(&keys::file_collecting(file_id)).await?;
                 pass.keys += 1;
                 meta
             }
@@ -180,7 +180,10 @@ impl FileService {
     async fn held(&self, file_id: &str, now: u64, pass: &mut GcPass) -> Result<Held, FileError> {
         let Some(refs) = self.message_refs.get() else {
             // No messaging to ask: any marker holds.
-            let any = self.storage.list(&keys::file_refs(file_id), None, 1).await?;
+            let any = self
+                .storage
+                .list(&keys::file_refs(file_id), None, 1)
+                .await?;
             pass.keys += 1;
             return Ok(if any.is_empty() { Held::No } else { Held::Yes });
         };
@@ -226,9 +229,7 @@ impl FileService {
                         }
                         // Half the room to read, half to write the markers found.
                         let room = (self.gc_room(pass) / 2).clamp(1, LIST_PAGE);
-                        let scanned = refs
-                            .carrying_after(conv, head, room, file_id)
-                            .await?;
+                        let scanned = refs.carrying_after(conv, head, room, file_id).await?;
                         pass.keys += scanned.read;
                         for &seq in &scanned.carrying {
                             let sent = Marker::Sent { conv, seq };
@@ -274,7 +275,10 @@ impl FileService {
         self.put_json(&keys::file_collecting(file_id), meta).await?;
         self.storage.delete(&keys::file_meta(file_id)).await?;
         pass.keys += 2;
-        let marked = self.storage.list(&keys::file_refs(file_id), None, 1).await?;
+        let marked = self
+            .storage
+            .list(&keys::file_refs(file_id), None, 1)
+            .await?;
         pass.keys += 1;
         if !marked.is_empty() {
             self.put_json(&keys::file_meta(file_id), meta).await?;
@@ -324,9 +328,7 @@ impl FileService {
                 pass.keys += 2;
             }
         }
-        self.storage
-            .delete(&keys::file_collecting(file_id))
-            .await?;
+        self.storage.delete(&keys::file_collecting(file_id)).await?;
         pass.keys += 1;
         pass.files_collected += 1;
         metrics::counter!(super::metrics::FILES_COLLECTED).increment(1);
@@ -336,7 +338,12 @@ impl FileService {
 
     /// Keys of a file with neither meta nor collecting record (a complete that stopped after
     /// its thumbnail, markers of a send refused as the file went): removed past the grace.
-    async fn gc_orphan(&self, file_id: &str, now: u64, pass: &mut GcPass) -> Result<Step, FileError> {
+    async fn gc_orphan(
+        &self,
+        file_id: &str,
+        now: u64,
+        pass: &mut GcPass,
+    ) -> Result<Step, FileError> {
         let room = self.gc_room(pass);
         if room == 0 {
             return Ok(Step::OutOfKeys);

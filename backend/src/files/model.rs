@@ -289,7 +289,9 @@ mod tests {
         assert_eq!(keys::file_of_key("files/ff/refs/1/2"), Some("ff"));
         assert!(keys::past_file("ff") > keys::file_dir("ff") + "thumb");
         assert!(keys::file_collecting("ff") < keys::file_meta("ff"));
-        assert!(keys::blob_ref(&"0a".repeat(32), "ff").starts_with(&keys::blob_refs(&"0a".repeat(32))));
+        assert!(
+            keys::blob_ref(&"0a".repeat(32), "ff").starts_with(&keys::blob_refs(&"0a".repeat(32)))
+        );
         assert_eq!(
             keys::blob(&"0a".repeat(32)),
             format!("blobs/0a/{}", "0a".repeat(32))

@@ -119,10 +119,7 @@ impl FileService {
             head,
             at_ms: now_ms,
         };
-        Ok(self
-            .storage
-            .put(&marker.key(file_id), Bytes::new())
-            .await?)
+        Ok(self.storage.put(&marker.key(file_id), Bytes::new()).await?)
     }
 
     /// Whether the file is there for readers (its meta): asked again by a send after its
@@ -144,10 +141,7 @@ mod tests {
     fn markers_parse_back_from_their_keys() {
         let id = "0123456789abcdef0123456789abcdef";
         for m in [
-            Marker::Sent {
-                conv: 42,
-                seq: 7,
-            },
+            Marker::Sent { conv: 42, seq: 7 },
             Marker::Pending {
                 conv: u64::MAX,
                 head: 0,
@@ -157,7 +151,13 @@ mod tests {
             assert_eq!(Marker::of_key(id, &m.key(id)), Some(m));
         }
         assert_eq!(Marker::of_key(id, &keys::file_meta(id)), None);
-        assert_eq!(Marker::of_key(id, &format!("{}x/1", keys::file_refs(id))), None);
-        assert_eq!(Marker::of_key(id, &format!("{}1/p2", keys::file_refs(id))), None);
+        assert_eq!(
+            Marker::of_key(id, &format!("{}x/1", keys::file_refs(id))),
+            None
+        );
+        assert_eq!(
+            Marker::of_key(id, &format!("{}1/p2", keys::file_refs(id))),
+            None
+        );
     }
 }

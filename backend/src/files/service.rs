@@ -569,7 +569,11 @@ impl FileService {
             .map_err(|e| FileError::Unavailable(format!("{key}: unreadable record: {e}")))
     }
 
-    pub(super) async fn put_json<T: serde::Serialize>(&self, key: &str, value: &T) -> Result<(), FileError> {
+    pub(super) async fn put_json<T: serde::Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+    ) -> Result<(), FileError> {
         let bytes = serde_json::to_vec(value).expect("records serialise");
         Ok(self.storage.put(key, Bytes::from(bytes)).await?)
     }

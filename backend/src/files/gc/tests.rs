@@ -16,9 +16,9 @@ use crate::files::model::NewUpload;
 use crate::files::service::sha256_hex;
 use crate::files::storage::FileStorage;
 use crate::files::storage::local::LocalStorage;
-use crate::files::{FilesConfig, FileService};
-use crate::store::{CommitGroup, ConvId, ConversationLog, FjallStore, MessageRecord, Ports};
+use crate::files::{FileService, FilesConfig};
 use crate::store::USER_ID_FIRST;
+use crate::store::{CommitGroup, ConvId, ConversationLog, FjallStore, MessageRecord, Ports};
 
 const ALICE: u64 = USER_ID_FIRST;
 const BOB: u64 = USER_ID_FIRST + 1;
@@ -133,7 +133,9 @@ impl World {
             .unwrap();
         let seq = self.store.last_message(conv).unwrap().map_or(0, |m| m.seq) + 1;
         let mut group = CommitGroup::default();
-        group.messages.push(message(conv, seq, ContentType::File, content, 0));
+        group
+            .messages
+            .push(message(conv, seq, ContentType::File, content, 0));
         self.store.append(&group).unwrap();
         seq
     }
@@ -142,13 +144,9 @@ impl World {
         let conv = ConvId::direct(ALICE, BOB).unwrap();
         let event = self.store.last_message(conv).unwrap().unwrap().seq + 1;
         let mut group = CommitGroup::default();
-        group.messages.push(message(
-            conv,
-            event,
-            ContentType::Recall,
-            Bytes::new(),
-            seq,
-        ));
+        group
+            .messages
+            .push(message(conv, event, ContentType::Recall, Bytes::new(), seq));
         group.recalls.push((conv, seq, event));
         self.store.append(&group).unwrap();
     }
@@ -183,7 +181,13 @@ impl World {
     }
 }
 
-fn message(conv: ConvId, seq: u64, kind: ContentType, content: Bytes, recalls: u64) -> MessageRecord {
+fn message(
+    conv: ConvId,
+    seq: u64,
+    kind: ContentType,
+    content: Bytes,
+    recalls: u64,
+) -> MessageRecord {
     MessageRecord {
         conv_id: conv,
         seq,
@@ -218,14 +222,24 @@ async fn an_unreferenced_file_past_its_grace_goes_with_its_blob_and_quota() {
 
         let pass = w.sweep(later()).await;
         assert_eq!(
-            (pass.files_collected, pass.blobs_collected, pass.bytes_collected),
+            (
+                pass.files_collected,
+                pass.blobs_collected,
+                pass.bytes_collected
+            ),
             (1, 1, bytes.len() as u64),
             "{name}"
         );
         assert!(w.files.file(&id).await.unwrap().is_none(), "{name}");
         assert!(!w.exists(&blob).await, "{name}: blob");
-        assert!(w.keys(&keys::user_files(ALICE)).await.is_empty(), "{name}: quota entry");
-        assert!(w.keys(&keys::file_dir(&id)).await.is_empty(), "{name}: file keys");
+        assert!(
+            w.keys(&keys::user_files(ALICE)).await.is_empty(),
+            "{name}: quota entry"
+        );
+        assert!(
+            w.keys(&keys::file_dir(&id)).await.is_empty(),
+            "{name}: file keys"
+        );
         assert!(w.keys("blobs/").await.is_empty(), "{name}: blob records");
         // Nothing left to do.
         assert_eq!(w.sweep(later()).await.files_collected, 0, "{name}");
@@ -252,14 +266,25 @@ async fn a_file_a_message_carries_stays_until_the_message_is_recalled() {
             "{name}"
         );
         let meta = w.files.file(&id).await.unwrap().expect("kept");
-        let read: Vec<Bytes> = w.files.read(&meta, None).await.unwrap().try_collect().await.unwrap();
+        let read: Vec<Bytes> = w
+            .files
+            .read(&meta, None)
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
         assert_eq!(read.concat(), bytes, "{name}");
         // Again: the sent marker holds.
         assert_eq!(w.sweep(later()).await.files_collected, 0, "{name}");
 
         w.recall(seq).await;
         let pass = w.sweep(later()).await;
-        assert_eq!((pass.files_collected, pass.blobs_collected), (1, 1), "{name}");
+        assert_eq!(
+            (pass.files_collected, pass.blobs_collected),
+            (1, 1),
+            "{name}"
+        );
         assert!(pass.markers_dropped >= 1, "{name}");
         assert!(w.files.file(&id).await.unwrap().is_none(), "{name}");
     })
@@ -283,7 +308,10 @@ async fn a_checked_send_that_never_committed_holds_only_for_the_grace() {
         // An old file, but its marker is young: its send may still be on its way.
         let mut meta = w.files.file(&id).await.unwrap().unwrap();
         meta.created_ms = 0;
-        w.files.put_json(&keys::file_meta(&id), &meta).await.unwrap();
+        w.files
+            .put_json(&keys::file_meta(&id), &meta)
+            .await
+            .unwrap();
         let pass = w.sweep(now_ms()).await;
         assert_eq!(pass.files_collected, 0, "{name}");
         let pass = w.sweep(later()).await;
@@ -304,16 +332,34 @@ async fn two_files_of_one_blob_keep_it_until_both_go() {
         let seq = w.send(&kept).await;
 
         let pass = w.sweep(later()).await;
-        assert_eq!((pass.files_collected, pass.blobs_collected), (1, 0), "{name}");
+        assert_eq!(
+            (pass.files_collected, pass.blobs_collected),
+            (1, 0),
+            "{name}"
+        );
         assert!(w.files.file(&other).await.unwrap().is_none(), "{name}");
-        assert!(w.exists(&blob).await, "{name}: blob kept for the other file");
+        assert!(
+            w.exists(&blob).await,
+            "{name}: blob kept for the other file"
+        );
         let meta = w.files.file(&kept).await.unwrap().unwrap();
-        let read: Vec<Bytes> = w.files.read(&meta, None).await.unwrap().try_collect().await.unwrap();
+        let read: Vec<Bytes> = w
+            .files
+            .read(&meta, None)
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
         assert_eq!(read.concat(), bytes, "{name}");
 
         w.recall(seq).await;
         let pass = w.sweep(later()).await;
-        assert_eq!((pass.files_collected, pass.blobs_collected), (1, 1), "{name}");
+        assert_eq!(
+            (pass.files_collected, pass.blobs_collected),
+            (1, 1),
+            "{name}"
+        );
         assert!(!w.exists(&blob).await, "{name}");
     })
     .await;
@@ -364,7 +410,11 @@ async fn a_removal_cut_short_is_finished_by_the_next_pass() {
         w.files.storage.delete(&keys::file_meta(&id)).await.unwrap();
         // Young or not, a hidden file is finished.
         let pass = w.sweep(now_ms()).await;
-        assert_eq!((pass.files_collected, pass.blobs_collected), (1, 1), "{name}");
+        assert_eq!(
+            (pass.files_collected, pass.blobs_collected),
+            (1, 1),
+            "{name}"
+        );
         assert!(w.keys(&keys::file_dir(&id)).await.is_empty(), "{name}");
         assert!(!w.exists(&keys::blob(&sha256_hex(&bytes))).await, "{name}");
     })
@@ -377,7 +427,10 @@ async fn files_from_before_the_collector_are_kept() {
         let id = w.upload(ALICE, &content(3000, 6)).await;
         let mut meta = w.files.file(&id).await.unwrap().unwrap();
         meta.tracked = false;
-        w.files.put_json(&keys::file_meta(&id), &meta).await.unwrap();
+        w.files
+            .put_json(&keys::file_meta(&id), &meta)
+            .await
+            .unwrap();
         assert_eq!(w.sweep(later()).await.files_collected, 0, "{name}");
         assert!(w.files.file(&id).await.unwrap().is_some(), "{name}");
     })
