@@ -13,7 +13,6 @@ use prost::Message as _;
 use ringchat_bench::client::{Client, conversation_id};
 use ringchat_proto::Body;
 use ringchat_proto::v1::{self, ContentType, ErrorCode};
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 fn file_ref(file_id: &str) -> v1::FileRef {

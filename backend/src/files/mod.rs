@@ -33,7 +33,7 @@ pub use cleanup::{CLEANUP_INTERVAL, CleanupPass};
 pub use config::{FileStorageKind, FilesConfig};
 pub use download::{DownloadAccess, UploaderOnly, Via};
 pub use error::FileError;
-pub use gc::GcPass;
+pub use gc::{GcPass, STEP_KEYS_MAX};
 pub use model::{FileMeta, NewUpload, Thumb};
 pub use service::{Created, FileService};
 
