@@ -228,6 +228,9 @@ impl Backend {
                 files
                     .set_download_access(Arc::clone(&messages) as _)
                     .map_err(|e| BackendError::Files(e.to_string()))?;
+                files
+                    .set_message_refs(Arc::clone(&messages) as _)
+                    .map_err(|e| BackendError::Files(e.to_string()))?;
                 Some(Arc::new(Media::new(
                     Arc::clone(files),
                     messages,
@@ -239,6 +242,7 @@ impl Backend {
         let backups = Arc::new(crate::backup::server::Backups::new(
             settings.backup.clone(),
             &settings.storage.data_dir,
+            files.as_ref().map(|f| (&settings.files, Arc::clone(f))),
         ));
         Ok(Arc::new(Self {
             link,
@@ -367,6 +371,7 @@ impl Backend {
         tokio::spawn(crate::observe::persist_activity(Arc::clone(&self.observe)));
         if let Some(files) = &self.files {
             files.start_cleanup();
+            files.start_gc();
         }
         if let Some(media) = &self.media {
             media.serve_on(tokio::runtime::Handle::current());

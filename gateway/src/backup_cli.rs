@@ -9,6 +9,7 @@ use ringchat_backend::backup::commands::{self, Outcome};
 use ringchat_backend::backup::copy::Progress;
 use ringchat_backend::backup::spec::StoreSpec;
 use ringchat_backend::backup::{BATCH_RECORDS_DEFAULT, BATCH_RECORDS_MAX, BackupError};
+use ringchat_backend::files::FileStorageKind;
 use ringchat_gateway::config::Config;
 
 /// Exit status when the copy finished but source and destination differ.
@@ -62,10 +63,16 @@ fn finish(command: &str, result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-fn data_dir(config: Option<&Path>) -> anyhow::Result<PathBuf> {
-    let config = Config::load(config, super::env_vars())
-        .map_err(|problems| anyhow::anyhow!("configuration: {}", problems.join("; ")))?;
-    Ok(config.storage.data_dir)
+fn load(config: Option<&Path>) -> anyhow::Result<Config> {
+    Config::load(config, super::env_vars())
+        .map_err(|problems| anyhow::anyhow!("configuration: {}", problems.join("; ")))
+}
+
+/// Local file storage's directory for a store in `data_dir`; `None` when files are off or on
+/// S3 (the bucket is not part of a backup: its versioning and replication are).
+fn files_root(config: &Config, data_dir: &Path) -> Option<PathBuf> {
+    let files = &config.files;
+    (files.enabled && files.storage == FileStorageKind::Local).then(|| files.local_dir(data_dir))
 }
 
 pub fn migrate(from: &str, to: &str, batch: &Batch) -> ExitCode {
@@ -85,8 +92,10 @@ pub fn migrate(from: &str, to: &str, batch: &Batch) -> ExitCode {
 
 pub fn backup(to: &Path, config: Option<&Path>, batch: &Batch) -> ExitCode {
     let run = || -> anyhow::Result<()> {
-        let dir = data_dir(config)?;
-        let manifest = commands::backup_stopped(&dir, to, batch.get()?)?;
+        let config = load(config)?;
+        let dir = config.storage.data_dir.clone();
+        let files = files_root(&config, &dir);
+        let manifest = commands::backup_stopped(&dir, to, files.as_deref(), batch.get()?)?;
         for p in &manifest.parts {
             println!("  {:<18} {:>12} records", p.part.name(), p.records);
         }
@@ -96,6 +105,13 @@ pub fn backup(to: &Path, config: Option<&Path>, batch: &Batch) -> ExitCode {
             to.display(),
             manifest.records()
         );
+        match (&manifest.files, files) {
+            (Some(f), _) => println!("  files: {} ({} bytes)", f.objects, f.bytes),
+            (None, None) if config.files.enabled => println!(
+                "  files: on S3, not copied (the bucket's versioning and replication are their backup)"
+            ),
+            _ => {}
+        }
         Ok(())
     };
     finish("backup", run())
@@ -103,12 +119,32 @@ pub fn backup(to: &Path, config: Option<&Path>, batch: &Batch) -> ExitCode {
 
 pub fn restore(from: &Path, config: Option<&Path>, into: Option<&Path>, batch: &Batch) -> ExitCode {
     let run = || -> anyhow::Result<()> {
+        let config = load(config)?;
         let dir = match into {
             Some(d) => d.to_owned(),
-            None => data_dir(config)?,
+            None => config.storage.data_dir.clone(),
         };
+        let files = files_root(&config, &dir);
         eprintln!("restoring {} into {}", from.display(), dir.display());
-        let (manifest, outcome) = commands::restore(from, &dir, batch.get()?, &mut print_progress)?;
+        let (manifest, outcome) = commands::restore(
+            from,
+            &dir,
+            files.as_deref(),
+            batch.get()?,
+            &mut print_progress,
+        )?;
+        match (&outcome.files, &manifest.files) {
+            (Some(f), _) => println!(
+                "  files: {} ({} bytes) into {}",
+                f.objects,
+                f.bytes,
+                files.as_deref().unwrap_or(dir.as_path()).display()
+            ),
+            (None, Some(_)) => println!(
+                "  files: in the backup but not restored (files are off or on S3 in this configuration)"
+            ),
+            (None, None) => {}
+        }
         print_outcome(
             &format!(
                 "restored the backup of {} ({})",

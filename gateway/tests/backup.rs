@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::TestServer;
+use common::files::{download, upload};
 use common::migrate::{fill_store, ringchat, text};
 use ringchat_bench::client::{conversation_id, text_message};
 use ringchat_proto::Body;
@@ -148,6 +149,65 @@ async fn an_online_backup_under_load_restores_every_message_acked_before_it() {
         page["items"].as_array().unwrap().is_empty(),
         "this server has no backup.dir"
     );
+}
+
+#[tokio::test]
+async fn files_are_backed_up_and_restored_and_blobs_are_linked_from_the_last_backup() {
+    if common::store::embedded_only(
+        "files_are_backed_up_and_restored_and_blobs_are_linked_from_the_last_backup",
+        "the embedded store's online backup, with local file storage beside it",
+    ) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let backups = tmp.path().join("backups");
+    let backups_s = backups.display().to_string();
+    let mut server = TestServer::start_in(&tmp.path().join("data"), &[("BACKUP__DIR", &backups_s)]);
+    let admin = server.api_key("backups", "admin");
+    let (_c, alice) = server.user("alice").await;
+    let bytes: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let file_id = upload(&server, &alice.token, "scan.pdf", "application/pdf", &bytes);
+
+    let take = |admin: common::admin::AdminClient| async move {
+        tokio::task::spawn_blocking(move || (admin.post("/api/backups", json!({})), admin))
+            .await
+            .unwrap()
+    };
+    let ((status, first), admin) = take(admin).await;
+    assert_eq!(status, 201, "{first}");
+    let files = &first["files"];
+    assert!(
+        files["objects"].as_u64().unwrap() >= 3,
+        "blob, meta, index entry: {first}"
+    );
+    assert!(
+        files["bytes"].as_u64().unwrap() >= bytes.len() as u64,
+        "{first}"
+    );
+    // The blob is already in the first backup: the second links it.
+    let ((status, second), _) = take(admin).await;
+    assert_eq!(status, 201, "{second}");
+    assert_eq!(second["files"]["linked"], 1, "{second}");
+    server.stop();
+
+    let restored = tmp.path().join("restored");
+    let name = second["name"].as_str().unwrap();
+    let out = ringchat(&[
+        "restore",
+        "--from",
+        &format!("{backups_s}/{name}"),
+        "--data-dir",
+        &restored.display().to_string(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("files: "), "{}", text(&out));
+    let server = TestServer::start_in(&restored, &[]);
+    let (_c, alice) = server.device("alice", "phone").await;
+    let (status, body) = download(&server, &alice.token, &file_id, None);
+    assert_eq!(status, 200);
+    assert!(body == bytes, "the restored file has the uploaded bytes");
 }
 
 #[tokio::test]

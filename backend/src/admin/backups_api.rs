@@ -37,6 +37,19 @@ pub struct BackupInfo {
     pub created_ms: u64,
     pub records: u64,
     pub parts: Vec<BackupPart>,
+    /// The files of local file storage in the backup; absent when files are on S3 (the
+    /// bucket's versioning and replication are their backup) or off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files: Option<BackupFiles>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BackupFiles {
+    /// Storage objects (blobs, file records, thumbnails, index entries, reference markers).
+    pub objects: u64,
+    pub bytes: u64,
+    /// Blobs hard-linked from the previous backup rather than copied.
+    pub linked: u64,
 }
 
 fn info(name: String, m: Manifest) -> BackupInfo {
@@ -44,6 +57,11 @@ fn info(name: String, m: Manifest) -> BackupInfo {
         name,
         created_ms: m.created_ms,
         records: m.records(),
+        files: m.files.map(|f| BackupFiles {
+            objects: f.objects,
+            bytes: f.bytes,
+            linked: f.linked,
+        }),
         parts: m
             .parts
             .into_iter()

@@ -31,6 +31,10 @@ pub struct Manifest {
     /// What was backed up (`embedded:DIR`).
     pub source: String,
     pub parts: Vec<PartEntry>,
+    /// The files of local file storage in `files/` (`backup/files.rs`); absent with S3
+    /// storage (the bucket is its own backup) or files off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<super::files::FilesCopy>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -74,12 +78,14 @@ pub fn backup_name(at: std::time::SystemTime) -> String {
 }
 
 /// Writes every part of `view` into a new backup directory `dir`, `batch_records` records per
-/// page read.
+/// page read, and the files of `files` (local file storage) after them: the store's snapshot
+/// is taken first, so every file a backed-up message references is already there.
 pub fn write(
     view: &dyn DumpView,
     dir: &Path,
     source: &str,
     batch_records: usize,
+    files: Option<&super::files::FilesSource>,
 ) -> Result<Manifest, BackupError> {
     if dir.exists() {
         return Err(BackupError::NotEmpty(format!(
@@ -100,12 +106,16 @@ pub fn write(
     for part in Part::ALL {
         parts.push(write_part(view, part, &partial, batch_records)?);
     }
+    let files = files
+        .map(|f| super::files::copy_out(f, &partial))
+        .transpose()?;
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
         created_ms: crate::time::now_ms(),
         created: humantime::format_rfc3339_seconds(now).to_string(),
         source: source.to_owned(),
         parts,
+        files,
     };
     let json = serde_json::to_vec_pretty(&manifest).expect("the manifest serialises");
     write_atomic(&partial.join(MANIFEST), &json)?;

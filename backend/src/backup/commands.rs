@@ -6,6 +6,7 @@ use std::path::Path;
 use super::BackupError;
 use super::archive::{self, Archive, Manifest};
 use super::copy::{self, CopyReport, Progress};
+use super::files::{self, FilesCopy, FilesSource};
 use super::spec::StoreSpec;
 use super::verify::{self, Comparison};
 use crate::config::Durability;
@@ -16,6 +17,8 @@ use crate::store::dump::{DumpStore, tally_all};
 pub struct Outcome {
     pub copy: CopyReport,
     pub comparisons: Vec<Comparison>,
+    /// Restore: the files put back into local file storage (`None`: the backup has none).
+    pub files: Option<FilesCopy>,
 }
 
 /// Copies everything from `from` into `to`, then compares both part by part.
@@ -50,6 +53,7 @@ pub fn migrate(
     Ok(Outcome {
         copy: report,
         comparisons,
+        files: None,
     })
 }
 
@@ -71,10 +75,12 @@ fn refuse_non_empty(dir: &Path) -> Result<(), BackupError> {
 }
 
 /// Restores the backup in `from` into the empty data dir `data_dir`, then compares what the
-/// store holds with the backup's manifest.
+/// store holds with the backup's manifest; its files (if it has them) go into `files_root`,
+/// local file storage's directory (`None`: files are off or on S3, and are not restored).
 pub fn restore(
     from: &Path,
     data_dir: &Path,
+    files_root: Option<&Path>,
     batch_records: usize,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<(Manifest, Outcome), BackupError> {
@@ -94,20 +100,27 @@ pub fn restore(
     let found = tally_all(store.dump_view()?.as_ref(), batch_records)?;
     let comparisons = verify::compare(&archive.manifest.tallies(), &found);
     verify::check(&comparisons)?;
+    let files = match (&archive.manifest.files, files_root) {
+        (Some(expected), Some(root)) => Some(files::copy_in(from, root, expected)?),
+        _ => None,
+    };
     copy::finish(&data_dir.join(copy::CHECKPOINT_FILE))?;
     Ok((
         archive.manifest,
         Outcome {
             copy: report,
             comparisons,
+            files,
         },
     ))
 }
 
-/// Backs up the data dir of a stopped server into the new directory `to`.
+/// Backs up the data dir of a stopped server into the new directory `to`, with the files of
+/// local file storage in `files_root` (`None`: files off or on S3).
 pub fn backup_stopped(
     data_dir: &Path,
     to: &Path,
+    files_root: Option<&Path>,
     batch_records: usize,
 ) -> Result<Manifest, BackupError> {
     let spec = StoreSpec::Embedded(data_dir.to_owned());
@@ -121,7 +134,17 @@ pub fn backup_stopped(
         other => other,
     })?;
     let view = opened.view()?;
-    archive::write(view.as_ref(), to, &spec.to_string(), batch_records)
+    let files = files_root.map(|root| FilesSource {
+        root: root.to_owned(),
+        previous: None,
+    });
+    archive::write(
+        view.as_ref(),
+        to,
+        &spec.to_string(),
+        batch_records,
+        files.as_ref(),
+    )
 }
 
 /// Checks a backup against its manifest without restoring it: file hashes, then every part's

@@ -18,6 +18,7 @@ pub mod archive;
 pub mod commands;
 pub mod config;
 pub mod copy;
+pub mod files;
 mod scylla_env;
 pub mod server;
 pub mod spec;

@@ -10,22 +10,51 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::archive::{self, Manifest};
+use super::files::FilesSource;
 use super::{BackupConfig, BackupError};
+use crate::files::{FileService, FileStorageKind, FilesConfig};
 use crate::store::StoreEngine;
 
 pub struct Backups {
     config: BackupConfig,
+    /// The files, when they are on local storage (`backup/files.rs`); with S3 the bucket is
+    /// not copied.
+    files: Option<LocalFiles>,
+    /// Files on S3: said in the log of each backup.
+    files_on_s3: bool,
     /// What the manifests name as the source.
     source: String,
     /// One backup at a time.
     writing: tokio::sync::Mutex<()>,
 }
 
+/// Local file storage: its directory, and the service whose collector pauses during a copy.
+pub struct LocalFiles {
+    pub root: std::path::PathBuf,
+    pub service: Arc<FileService>,
+}
+
 impl Backups {
-    pub fn new(config: BackupConfig, data_dir: &Path) -> Self {
+    /// `files`: the files service and its settings, when files are on.
+    pub fn new(
+        config: BackupConfig,
+        data_dir: &Path,
+        files: Option<(&FilesConfig, Arc<FileService>)>,
+    ) -> Self {
         let dir = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_owned());
+        let files_on_s3 = files
+            .as_ref()
+            .is_some_and(|(c, _)| c.storage == FileStorageKind::S3);
+        let files = files
+            .filter(|(c, _)| c.storage == FileStorageKind::Local)
+            .map(|(c, service)| LocalFiles {
+                root: c.local_dir(data_dir),
+                service,
+            });
         Self {
             config,
+            files,
+            files_on_s3,
             source: format!("embedded:{}", dir.display()),
             writing: tokio::sync::Mutex::new(()),
         }
@@ -56,7 +85,20 @@ impl Backups {
             self.config.batch_records,
             self.config.keep,
         );
+        // The collector waits while the files are copied: a file a backed-up message
+        // references is not removed under the copy.
+        let gc_paused = match &self.files {
+            Some(files) => Some(files.service.pause_gc().await),
+            None => None,
+        };
+        if self.files_on_s3 {
+            tracing::info!(
+                "backup: files are on S3 and not copied; the bucket's versioning and replication are their backup"
+            );
+        }
+        let files_root = self.files.as_ref().map(|f| f.root.clone());
         tokio::task::spawn_blocking(move || {
+            let _gc_paused = gc_paused;
             let Some(store) = engine.dump() else {
                 return Err(BackupError::Spec(
                     "this store of record has no backup of its own: use the database's tools (README)".into(),
@@ -70,8 +112,22 @@ impl Backups {
                 }
                 name = format!("{}-{n}", archive::backup_name(SystemTime::now()));
             }
+            let files = files_root.map(|root| FilesSource {
+                root,
+                // The newest complete backup: its blobs are linked, not copied again.
+                previous: archive::list(&dir)
+                    .ok()
+                    .and_then(|l| l.into_iter().next())
+                    .map(|(name, _)| dir.join(name)),
+            });
             let view = store.dump_view()?;
-            let manifest = archive::write(view.as_ref(), &dir.join(&name), &source, batch)?;
+            let manifest = archive::write(
+                view.as_ref(),
+                &dir.join(&name),
+                &source,
+                batch,
+                files.as_ref(),
+            )?;
             prune(&dir, keep)?;
             Ok((name, manifest))
         })

@@ -248,8 +248,14 @@ fn a_backup_reads_back_as_its_manifest_says_and_a_flipped_byte_is_found() {
         .path()
         .join("backups")
         .join(archive::backup_name(std::time::SystemTime::now()));
-    let manifest =
-        archive::write(source.dump_view().unwrap().as_ref(), &dir, "embedded:a", 2).unwrap();
+    let manifest = archive::write(
+        source.dump_view().unwrap().as_ref(),
+        &dir,
+        "embedded:a",
+        2,
+        None,
+    )
+    .unwrap();
     let expected = tally_all(source.dump_view().unwrap().as_ref(), 7).unwrap();
     assert_eq!(manifest.tallies(), expected);
     let archive = Archive::open(&dir).unwrap();

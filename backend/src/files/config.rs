@@ -51,6 +51,15 @@ pub struct FilesConfig {
     /// Chunk bodies being received at once on this node, at most (each held in memory until
     /// its checksum is verified): 503 with Retry-After past it.
     pub chunks_in_flight_max: usize,
+    /// A finished file that no message references (none sent, or every one recalled) is
+    /// removed by the collector this long after it was completed, in seconds: it covers
+    /// "uploaded, message not sent yet".
+    pub unreferenced_grace_s: u64,
+    /// Time between two passes of the collector (`gc.rs`), in seconds.
+    pub gc_interval_s: u64,
+    /// Storage keys one collector pass lists, reads or deletes, at most (it resumes where it
+    /// stopped on the next pass).
+    pub gc_keys_per_pass: usize,
     /// `[files.s3]`: the bucket with `storage = "s3"`.
     pub s3: super::storage::s3::S3Config,
     /// `[files.thumbnail]`: how images' thumbnails are made (once, at complete).
@@ -70,6 +79,9 @@ impl Default for FilesConfig {
             upload_lifetime_s: 24 * 3600,
             name_bytes_max: 255,
             chunks_in_flight_max: 64,
+            unreferenced_grace_s: 24 * 3600,
+            gc_interval_s: 300,
+            gc_keys_per_pass: 10_000,
             s3: Default::default(),
             thumbnail: Default::default(),
         }
@@ -128,6 +140,18 @@ impl FilesConfig {
             (1..=4_096).contains(&self.chunks_in_flight_max),
             "files.chunks_in_flight_max: must be between 1 and 4096",
         );
+        check(
+            (60..=365 * 24 * 3600).contains(&self.unreferenced_grace_s),
+            "files.unreferenced_grace_s: must be between 60 and 31536000 (365 days)",
+        );
+        check(
+            (1..=24 * 3600).contains(&self.gc_interval_s),
+            "files.gc_interval_s: must be between 1 and 86400 (a day)",
+        );
+        check(
+            (10..=1_000_000).contains(&self.gc_keys_per_pass),
+            "files.gc_keys_per_pass: must be between 10 and 1000000",
+        );
         if self.enabled && cluster && self.storage == FileStorageKind::Local {
             out.push("files.storage: \"local\" keeps files on one node, which the other nodes of a cluster cannot read; use storage = \"s3\" in cluster mode (or enabled = false)".into());
         }
@@ -154,6 +178,9 @@ mod tests {
             upload_lifetime_s: 1,
             name_bytes_max: 0,
             chunks_in_flight_max: 0,
+            unreferenced_grace_s: 1,
+            gc_interval_s: 0,
+            gc_keys_per_pass: 1,
             ..FilesConfig::default()
         };
         let problems = bad.problems(false).join("\n");
@@ -165,6 +192,9 @@ mod tests {
             "files.upload_lifetime_s",
             "files.name_bytes_max",
             "files.chunks_in_flight_max",
+            "files.unreferenced_grace_s",
+            "files.gc_interval_s",
+            "files.gc_keys_per_pass",
         ] {
             assert!(problems.contains(key), "{key} missing from:\n{problems}");
         }

@@ -15,6 +15,7 @@ use ringchat_proto::v1::{self, ContentType, ErrorCode};
 use super::download::{DownloadAccess, Via};
 use super::error::FileError;
 use super::model::{FileMeta, is_id};
+use super::refs::{MessageRefs, Scanned};
 use super::service::FileService;
 use crate::accounts::Refusal;
 use crate::store::{ConvId, Ports, UserId};
@@ -160,9 +161,12 @@ impl Media {
 
     /// Checks a media send's content on the backend's runtime (awaitable from a shard) and
     /// gives the content to store.
+    /// `conv`: the conversation the message goes to (`None`: a target the sequencer refuses);
+    /// the file's reference marker is made durable there before this returns (`refs.rs`).
     pub(crate) async fn check_send(
         self: &Arc<Self>,
         user: UserId,
+        conv: Option<ConvId>,
         content_type: i32,
         content: Bytes,
     ) -> Result<Bytes, Refusal> {
@@ -171,7 +175,7 @@ impl Media {
         };
         let this = Arc::clone(self);
         runtime
-            .spawn(async move { this.checked(user, content_type, &content).await })
+            .spawn(async move { this.checked(user, conv, content_type, &content).await })
             .await
             .unwrap_or_else(|join| Err(Refusal::unavailable(join)))
     }
@@ -179,6 +183,7 @@ impl Media {
     async fn checked(
         &self,
         user: UserId,
+        conv: Option<ConvId>,
         content_type: i32,
         content: &[u8],
     ) -> Result<Bytes, Refusal> {
@@ -197,6 +202,7 @@ impl Media {
         {
             return Err(no_file(&r.file_id));
         }
+        let file_id = r.file_id.clone();
         let stored = settle(content_type, r, &meta)?.encode_to_vec();
         if stored.len() > self.message_bytes_max {
             return Err(Refusal::new(
@@ -208,7 +214,26 @@ impl Media {
                 ),
             ));
         }
+        if let Some(conv) = conv {
+            self.mark(conv, &file_id).await?;
+        }
         Ok(Bytes::from(stored))
+    }
+
+    /// The file's pending reference marker for a send into `conv`, durable before the send
+    /// is queued; then the file is looked for again, in case the collector hid it meanwhile
+    /// (it looks for markers again after hiding: one of the two sees the other).
+    async fn mark(&self, conv: ConvId, file_id: &str) -> Result<(), Refusal> {
+        let head = self.messages.head(conv).await?;
+        let away = |e: FileError| Refusal::store_away(format!("file storage: {e}"));
+        self.files
+            .mark_sent(file_id, conv.to_wire(), head, crate::time::now_ms())
+            .await
+            .map_err(away)?;
+        if !self.files.still_there(file_id).await.map_err(away)? {
+            return Err(no_file(file_id));
+        }
+        Ok(())
     }
 }
 
@@ -226,6 +251,15 @@ impl std::fmt::Debug for MessageAccess {
 impl MessageAccess {
     pub(crate) fn new(ports: Ports) -> Self {
         Self { ports }
+    }
+
+    /// The conversation's newest seq (0 when it has none).
+    async fn head(&self, conv: ConvId) -> Result<u64, Refusal> {
+        let ports = self.ports.clone();
+        let last = tokio::task::spawn_blocking(move || ports.log.last_message(conv))
+            .await
+            .map_err(Refusal::unavailable)??;
+        Ok(last.map_or(0, |m| m.seq))
     }
 
     /// Whether `user` may read message `seq` of conversation `conv` (the rule of Sync and
@@ -274,6 +308,59 @@ impl DownloadAccess for MessageAccess {
     }
 }
 
+/// The collector's questions about reference markers, answered from the log: one point read
+/// per sent marker, a bounded read from the head for a pending one.
+#[async_trait::async_trait]
+impl MessageRefs for MessageAccess {
+    async fn carries_file(&self, conv: u64, seq: u64, file_id: &str) -> Result<bool, FileError> {
+        let Some(conv) = ConvId::from_wire(conv) else {
+            return Ok(false);
+        };
+        let ports = self.ports.clone();
+        let message = tokio::task::spawn_blocking(move || ports.log.message(conv, seq))
+            .await
+            .map_err(|e| FileError::Unavailable(format!("message read: {e}")))?
+            .map_err(|e| FileError::Unavailable(format!("message store: {e}")))?;
+        Ok(message.is_some_and(|m| {
+            file_of(m.content_type, m.recalled, &m.content).as_deref() == Some(file_id)
+        }))
+    }
+
+    async fn carrying_after(
+        &self,
+        conv: u64,
+        after: u64,
+        limit: usize,
+        file_id: &str,
+    ) -> Result<Scanned, FileError> {
+        let Some(conv) = ConvId::from_wire(conv) else {
+            return Ok(Scanned {
+                last_seq: after,
+                at_end: true,
+                ..Scanned::default()
+            });
+        };
+        let ports = self.ports.clone();
+        let messages =
+            tokio::task::spawn_blocking(move || ports.log.messages_after(conv, after, limit))
+                .await
+                .map_err(|e| FileError::Unavailable(format!("message read: {e}")))?
+                .map_err(|e| FileError::Unavailable(format!("message store: {e}")))?;
+        Ok(Scanned {
+            read: messages.len(),
+            carrying: messages
+                .iter()
+                .filter(|m| {
+                    file_of(m.content_type, m.recalled, &m.content).as_deref() == Some(file_id)
+                })
+                .map(|m| m.seq)
+                .collect(),
+            last_seq: messages.last().map_or(after, |m| m.seq),
+            at_end: messages.len() < limit,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,6 +382,7 @@ mod tests {
                 height: 200,
                 mime: "image/jpeg".into(),
             }),
+            tracked: true,
         }
     }
 

@@ -4,6 +4,8 @@
 //! - `config.rs`: `[files]`. `model.rs`: the records kept in storage, their keys, name rules.
 //! - `service.rs`: uploads (create, chunks, complete) and limits; `download.rs`: who may read a
 //!   file, and its bytes; `cleanup.rs`: abandoned uploads removed in bounded passes.
+//! - `refs.rs`: which messages reference a file (markers written at send); `gc.rs`: the
+//!   collector of files no message references and blobs no file is made of.
 //! - `http.rs`: the `/files` routes (axum), refusals as JSON with their HTTP status.
 //! - `media.rs`: the FileRef of media messages, checked when sent, and who may download a file
 //!   through a message that carries it (the `DownloadAccess` the service calls).
@@ -16,10 +18,12 @@ mod cleanup;
 pub mod config;
 mod download;
 mod error;
+mod gc;
 pub mod http;
 pub mod media;
 mod metrics;
 mod model;
+pub mod refs;
 mod service;
 pub mod storage;
 pub mod thumbnail;
@@ -29,6 +33,7 @@ pub use cleanup::{CLEANUP_INTERVAL, CleanupPass};
 pub use config::{FileStorageKind, FilesConfig};
 pub use download::{DownloadAccess, UploaderOnly, Via};
 pub use error::FileError;
+pub use gc::{GcPass, STEP_KEYS_MAX};
 pub use model::{FileMeta, NewUpload, Thumb};
 pub use service::{Created, FileService};
 

@@ -17,6 +17,11 @@ pub struct FileMeta {
     pub sha256: String,
     pub created_ms: u64,
     pub thumb: Option<Thumb>,
+    /// Its references are tracked (a marker per message that carries it, `refs.rs`) and its
+    /// blob holds a reference record for it: the collector may remove it once no message
+    /// references it. Files completed before the collector existed have neither and are kept.
+    #[serde(default)]
+    pub tracked: bool,
 }
 
 /// A thumbnail's dimensions and type (`files/{file_id}/thumb`).
@@ -100,6 +105,43 @@ pub mod keys {
     }
     pub fn file_meta(file_id: &str) -> String {
         format!("files/{file_id}/meta.json")
+    }
+    /// Every key of a file: `collecting.json`, `meta.json`, `refs/…`, `thumb`, in this order.
+    pub fn file_dir(file_id: &str) -> String {
+        format!("files/{file_id}/")
+    }
+    /// A key that sorts after every key of the file (`~` is above the key alphabet).
+    pub fn past_file(file_id: &str) -> String {
+        format!("files/{file_id}/~")
+    }
+    /// The file id of any key under `files/`.
+    pub fn file_of_key(key: &str) -> Option<&str> {
+        key.strip_prefix("files/")?.split('/').next()
+    }
+    /// The meta of a file the collector is removing, moved here first (the file is gone for
+    /// readers, the collector can finish after a crash).
+    pub fn file_collecting(file_id: &str) -> String {
+        format!("files/{file_id}/collecting.json")
+    }
+    /// The file's reference markers (`refs.rs`).
+    pub fn file_refs(file_id: &str) -> String {
+        format!("files/{file_id}/refs/")
+    }
+    /// Message `seq` of conversation `conv` (wire id) carries the file.
+    pub fn sent_ref(file_id: &str, conv: u64, seq: u64) -> String {
+        format!("files/{file_id}/refs/{conv}/{seq}")
+    }
+    /// A send of the file into `conv` was accepted when the conversation's newest seq was
+    /// `head`, at `at_ms`: its message, once committed, has a seq above `head`.
+    pub fn pending_ref(file_id: &str, conv: u64, head: u64, at_ms: u64) -> String {
+        format!("files/{file_id}/refs/{conv}/p{head}.{at_ms}")
+    }
+    /// Who refers to a blob: one empty record per file made of it.
+    pub fn blob_refs(sha256: &str) -> String {
+        format!("blobs/{}/{sha256}.refs/", &sha256[..2])
+    }
+    pub fn blob_ref(sha256: &str, file_id: &str) -> String {
+        format!("blobs/{}/{sha256}.refs/{file_id}", &sha256[..2])
     }
     pub fn thumb(file_id: &str) -> String {
         format!("files/{file_id}/thumb")
@@ -244,6 +286,12 @@ mod tests {
         let key = keys::user_file(7, "ff", 1234);
         assert!(key.starts_with(&keys::user_files(7)));
         assert_eq!(keys::user_file_size(&key), Some(1234));
+        assert_eq!(keys::file_of_key("files/ff/refs/1/2"), Some("ff"));
+        assert!(keys::past_file("ff") > keys::file_dir("ff") + "thumb");
+        assert!(keys::file_collecting("ff") < keys::file_meta("ff"));
+        assert!(
+            keys::blob_ref(&"0a".repeat(32), "ff").starts_with(&keys::blob_refs(&"0a".repeat(32)))
+        );
         assert_eq!(
             keys::blob(&"0a".repeat(32)),
             format!("blobs/0a/{}", "0a".repeat(32))

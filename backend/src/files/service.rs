@@ -5,7 +5,9 @@
 //!
 //! Order of writes at complete, so that nothing half done is ever served: the blob (durable),
 //! then the file's meta.json, then the uploader's index entry, then the upload's `done` marker
-//! (a retried complete answers the same file id from it), and only then the chunks go.
+//! (a retried complete answers the same file id from it), and only then the chunks go. The
+//! blob's reference record for the new file (`blobs/xx/{sha256}.refs/{file_id}`) is written
+//! before the blob is reused or written, for the collector (`gc.rs`).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -35,6 +37,9 @@ const RECORD_BYTES_MAX: usize = 64 * 1024;
 /// Creates of users hashing to the same stripe run one at a time (count and quota checked,
 /// then the upload written, without a race between two creates of one user).
 const USER_LOCK_STRIPES: usize = 64;
+/// A complete's reuse of a stored blob and the collector's delete of a blob hashing to the same
+/// stripe run one at a time (`blob_lock`).
+const BLOB_LOCK_STRIPES: usize = 64;
 
 /// What `POST /files` answers.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -48,6 +53,13 @@ pub struct FileService {
     pub(super) config: FilesConfig,
     pub(super) access: OnceLock<Arc<dyn DownloadAccess>>,
     user_locks: [tokio::sync::Mutex<()>; USER_LOCK_STRIPES],
+    blob_locks: [tokio::sync::Mutex<()>; BLOB_LOCK_STRIPES],
+    /// Who answers for files' reference markers (`refs.rs`).
+    pub(super) message_refs: OnceLock<Arc<dyn super::refs::MessageRefs>>,
+    /// Where the collector's next pass starts (`gc.rs`).
+    pub(super) gc_cursor: Mutex<Option<String>>,
+    /// Held by a collector pass, and by a backup copying the files (`pause_gc`).
+    pub(super) gc_gate: Arc<tokio::sync::Mutex<()>>,
     /// Uploads being completed on this node (`user/upload_id`): a second complete waits its turn.
     completing: Mutex<HashSet<String>>,
     /// Chunk bodies being received, at most `files.chunks_in_flight_max`.
@@ -65,6 +77,10 @@ impl FileService {
             config,
             access: OnceLock::new(),
             user_locks: std::array::from_fn(|_| tokio::sync::Mutex::new(())),
+            blob_locks: std::array::from_fn(|_| tokio::sync::Mutex::new(())),
+            message_refs: OnceLock::new(),
+            gc_cursor: Mutex::new(None),
+            gc_gate: Arc::new(tokio::sync::Mutex::new(())),
             completing: Mutex::new(HashSet::new()),
             cleanup_cursor: Mutex::new(None),
         }
@@ -225,16 +241,93 @@ impl FileService {
             });
         }
         let blob = keys::blob(&meta.sha256);
-        // Content already stored (same SHA-256) is hashed all the same: only a client that
-        // has the bytes gets a file of them.
-        let stored = matches!(self.storage.head(&blob).await, Ok(m) if m.size_bytes == meta.size);
-        let mut writer = if stored {
-            None
-        } else {
-            Some(self.storage.create(&blob).await?)
+        let file_id = new_id()?;
+        // The blob's reference record for this file comes first, and the choice to reuse a
+        // stored blob is made under the blob's lock, which the collector holds from its look
+        // at a blob's records to the blob's delete (`gc.rs`): on this node a blob this
+        // complete reuses is never deleted under it.
+        let stored = {
+            let _blob = self.blob_lock(&meta.sha256).await;
+            self.storage
+                .put(&keys::blob_ref(&meta.sha256, &file_id), Bytes::new())
+                .await?;
+            // Content already stored (same SHA-256) is hashed all the same: only a client
+            // that has the bytes gets a file of them.
+            matches!(self.storage.head(&blob).await, Ok(m) if m.size_bytes == meta.size)
+        };
+        if let Err(e) = self
+            .write_blob(user, upload_id, &meta, (!stored).then_some(&blob))
+            .await
+        {
+            // No file: its record at the blob goes (left behind, it would only keep the blob).
+            let _ = self
+                .storage
+                .delete(&keys::blob_ref(&meta.sha256, &file_id))
+                .await;
+            return Err(e);
+        }
+        let now = now_ms();
+        let thumb = self
+            .make_thumb(&file_id, &meta.mime, &blob, meta.size)
+            .await;
+        let file = FileMeta {
+            file_id: file_id.clone(),
+            uploader: user,
+            name: meta.name.clone(),
+            size: meta.size,
+            mime: meta.mime.clone(),
+            sha256: meta.sha256.clone(),
+            created_ms: now,
+            thumb,
+            tracked: true,
+        };
+        self.put_json(&keys::file_meta(&file_id), &file).await?;
+        // Cluster mode: a collector on another node that looked at the blob's records before
+        // ours was written may have deleted a blob we reused; the chunks are still here.
+        if stored && matches!(self.storage.head(&blob).await, Err(StorageError::NotFound)) {
+            tracing::warn!(file_id, "blob deleted under a complete: written again");
+            self.write_blob(user, upload_id, &meta, Some(&blob)).await?;
+        }
+        self.storage
+            .put(&keys::user_file(user, &file_id, file.size), Bytes::new())
+            .await?;
+        let done = UploadDone {
+            file_id: file_id.clone(),
+            completed_ms: now,
+        };
+        self.put_json(&keys::upload_done(user, upload_id), &done)
+            .await?;
+        // The file is safe; what is left is tidying (the cleanup would do it too).
+        self.delete_prefix(&keys::chunks(user, upload_id)).await?;
+        self.storage
+            .delete(&keys::upload_meta(user, upload_id))
+            .await?;
+        metrics::counter!(super::metrics::UPLOADS_COMPLETED).increment(1);
+        tracing::info!(
+            user,
+            upload_id,
+            file_id,
+            size = file.size,
+            "upload completed"
+        );
+        Ok(file_id)
+    }
+
+    /// Hashes the upload's chunks, writing them into `blob` when given; a whole-file mismatch
+    /// discards the upload.
+    async fn write_blob(
+        &self,
+        user: UserId,
+        upload_id: &str,
+        meta: &UploadMeta,
+        blob: Option<&str>,
+    ) -> Result<(), FileError> {
+        let mut writer = match blob {
+            Some(blob) => Some(self.storage.create(blob).await?),
+            None => None,
         };
         let hashed = self
-            .assemble(user, upload_id, &meta, writer.as_deref_mut())
+            .assemble(user, upload_id, meta, writer.as_deref_mut())
             .await;
         let hashed = match hashed {
             Ok(hashed) => hashed,
@@ -260,45 +353,13 @@ impl FileService {
         if let Some(w) = writer {
             w.finish().await?;
         }
-        let now = now_ms();
-        let file_id = new_id()?;
-        let thumb = self
-            .make_thumb(&file_id, &meta.mime, &blob, meta.size)
-            .await;
-        let file = FileMeta {
-            file_id: file_id.clone(),
-            uploader: user,
-            name: meta.name,
-            size: meta.size,
-            mime: meta.mime,
-            sha256: meta.sha256,
-            created_ms: now,
-            thumb,
-        };
-        self.put_json(&keys::file_meta(&file_id), &file).await?;
-        self.storage
-            .put(&keys::user_file(user, &file_id, file.size), Bytes::new())
-            .await?;
-        let done = UploadDone {
-            file_id: file_id.clone(),
-            completed_ms: now,
-        };
-        self.put_json(&keys::upload_done(user, upload_id), &done)
-            .await?;
-        // The file is safe; what is left is tidying (the cleanup would do it too).
-        self.delete_prefix(&keys::chunks(user, upload_id)).await?;
-        self.storage
-            .delete(&keys::upload_meta(user, upload_id))
-            .await?;
-        metrics::counter!(super::metrics::UPLOADS_COMPLETED).increment(1);
-        tracing::info!(
-            user,
-            upload_id,
-            file_id,
-            size = file.size,
-            "upload completed"
-        );
-        Ok(file_id)
+        Ok(())
+    }
+
+    /// The lock of the blobs whose SHA-256 hashes to one stripe.
+    pub(super) async fn blob_lock(&self, sha256: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        let stripe = u8::from_str_radix(&sha256[..2], 16).unwrap_or(0) as usize;
+        self.blob_locks[stripe % BLOB_LOCK_STRIPES].lock().await
     }
 
     /// A finished file's metadata (`files/{file_id}/meta.json`); `None` when there is none.
@@ -466,17 +527,22 @@ impl FileService {
         user: UserId,
         upload_id: &str,
     ) -> Result<(), FileError> {
-        self.delete_prefix(&keys::upload_dir(user, upload_id)).await
+        self.delete_prefix(&keys::upload_dir(user, upload_id))
+            .await
+            .map(drop)
     }
 
-    async fn delete_prefix(&self, prefix: &str) -> Result<(), FileError> {
+    /// Removes every key under `prefix`; how many there were.
+    pub(super) async fn delete_prefix(&self, prefix: &str) -> Result<usize, FileError> {
+        let mut deleted = 0;
         loop {
             let page = self.storage.list(prefix, None, LIST_PAGE).await?;
             if page.is_empty() {
-                return Ok(());
+                return Ok(deleted);
             }
             for listed in page {
                 self.storage.delete(&listed.key).await?;
+                deleted += 1;
             }
         }
     }
@@ -503,7 +569,11 @@ impl FileService {
             .map_err(|e| FileError::Unavailable(format!("{key}: unreadable record: {e}")))
     }
 
-    async fn put_json<T: serde::Serialize>(&self, key: &str, value: &T) -> Result<(), FileError> {
+    pub(super) async fn put_json<T: serde::Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+    ) -> Result<(), FileError> {
         let bytes = serde_json::to_vec(value).expect("records serialise");
         Ok(self.storage.put(key, Bytes::from(bytes)).await?)
     }

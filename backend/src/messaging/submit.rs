@@ -18,7 +18,7 @@ use crate::groups::GroupsConfig;
 use crate::groups::send::GroupMessage;
 use crate::observe::otlp::MsgSpan;
 use crate::sessions::{Sessions, SharedSessions};
-use crate::store::UserId;
+use crate::store::{ConvId, UserId};
 use opentelemetry::trace::SpanKind;
 
 /// A handle on the sequencer's queue, one per shard (cloned). The sequencer stops once every
@@ -157,10 +157,13 @@ impl Writes {
                 .into_error(),
             );
         };
-        let Some((content_type, content)) = media_content(&write) else {
+        let Some((conv, content_type, content)) = media_content(&write) else {
             return self.route(conn, user, request_id, write, original);
         };
-        let stored = match media.check_send(user, content_type, content.clone()).await {
+        let stored = match media
+            .check_send(user, conv, content_type, content.clone())
+            .await
+        {
             Ok(stored) => stored,
             Err(refusal) => return Submitted::Refused(refusal.into_error()),
         };
@@ -315,12 +318,13 @@ impl Writes {
     }
 }
 
-/// A conversation send of media content: its content type and content.
-fn media_content(write: &Write) -> Option<(i32, &bytes::Bytes)> {
-    let (content_type, content) = match write {
-        Write::Send(m) => (m.content_type, &m.content),
-        Write::GroupSend(m) => (m.content_type, &m.content),
+/// A conversation send of media content: its conversation (`None` for a target the sequencer
+/// refuses), content type and content.
+fn media_content(write: &Write) -> Option<(Option<ConvId>, i32, &bytes::Bytes)> {
+    let (conv, content_type, content) = match write {
+        Write::Send(m) => (ConvId::direct(m.from, m.to), m.content_type, &m.content),
+        Write::GroupSend(m) => (Some(m.g), m.content_type, &m.content),
         _ => return None,
     };
-    is_media(content_type).then_some((content_type, content))
+    is_media(content_type).then_some((conv, content_type, content))
 }

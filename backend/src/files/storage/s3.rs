@@ -561,7 +561,7 @@ impl Drop for S3Writer {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::files::storage::conformance::{Subject, storage_conformance};
 
