@@ -12,9 +12,9 @@ use std::net::SocketAddr;
 
 use common::TestServer;
 use common::cluster::{acked, redis_url, start_nodes_with, unique, wait_for_views};
-use common::files::{download_at, file_ref, hex, media, upload_via};
+use common::files::{download_at, file_ref, hex, media, message_at, upload_via};
 use prost::Message as _;
-use ringchat_bench::client::{Client, conversation_id};
+use ringchat_bench::client::conversation_id;
 use ringchat_proto::v1::{self, ContentType};
 use sha2::{Digest, Sha256};
 
@@ -84,16 +84,6 @@ fn noise(len: usize) -> Vec<u8> {
             state as u8
         })
         .collect()
-}
-
-/// The message at `seq` of `conv` as `c` syncs it.
-async fn message_at(c: &mut Client, conv: u64, seq: u64) -> v1::Message {
-    c.sync_all(conv, seq - 1)
-        .await
-        .expect("sync")
-        .into_iter()
-        .find(|m| m.seq == seq)
-        .expect("the message")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

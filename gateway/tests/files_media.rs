@@ -7,10 +7,10 @@ mod common;
 
 use common::TestServer;
 use common::contacts::{ask, code};
-use common::files::{download, file_ref, hex, media, upload};
+use common::files::{download, file_ref, hex, media, message_at, upload};
 use common::groups;
 use prost::Message as _;
-use ringchat_bench::client::{Client, conversation_id};
+use ringchat_bench::client::conversation_id;
 use ringchat_proto::Body;
 use ringchat_proto::v1::{self, ContentType, ErrorCode};
 use sha2::{Digest, Sha256};
@@ -20,16 +20,6 @@ fn acked(reply: Body) -> v1::SendAck {
         Body::SendAck(a) => a,
         other => panic!("expected SendAck, got {other:?}"),
     }
-}
-
-/// The message at `seq` of `conv` as `c` syncs it.
-async fn message_at(c: &mut Client, conv: u64, seq: u64) -> v1::Message {
-    c.sync_all(conv, seq - 1)
-        .await
-        .expect("sync")
-        .into_iter()
-        .find(|m| m.seq == seq)
-        .expect("the message")
 }
 
 #[tokio::test]

@@ -504,37 +504,29 @@ fn sysctls(host: &Host, w: &Wants) -> Vec<Check> {
             "Could not read this sysctl.",
         ),
     });
-    if let Some(max) = host
-        .sysctl_numbers("fs.file-max")
-        .and_then(|v| v.first().copied())
-    {
-        out.push(check(
+    for (name, why) in [
+        (
             "fs.file-max",
-            if max < w.nofile {
-                Status::Warn
-            } else {
-                Status::Ok
-            },
-            max.to_string(),
-            format!("≥ {}", w.nofile),
             "Open files of the whole host; ringchat's own need comes on top of everyone else's.",
-        ));
-    }
-    if let Some(max) = host
-        .sysctl_numbers("fs.nr_open")
-        .and_then(|v| v.first().copied())
-    {
-        out.push(check(
+        ),
+        (
             "fs.nr_open",
-            if max < w.nofile {
-                Status::Warn
-            } else {
-                Status::Ok
-            },
-            max.to_string(),
-            format!("≥ {}", w.nofile),
             "The highest RLIMIT_NOFILE a process may be given: LimitNOFILE= above it fails.",
-        ));
+        ),
+    ] {
+        if let Some(max) = host.sysctl_numbers(name).and_then(|v| v.first().copied()) {
+            out.push(check(
+                name,
+                if max < w.nofile {
+                    Status::Warn
+                } else {
+                    Status::Ok
+                },
+                max.to_string(),
+                format!("≥ {}", w.nofile),
+                why,
+            ));
+        }
     }
     out
 }

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 
 use prost::Message as _;
+use ringchat_bench::client::Client;
 use ringchat_proto::Body;
 use ringchat_proto::v1::{self, ContentType};
 use serde_json::Value;
@@ -124,4 +125,14 @@ pub fn media(id: &str, to: u64, conv: u64, content_type: ContentType, r: &v1::Fi
         content: r.encode_to_vec().into(),
         ..Default::default()
     })
+}
+
+/// The message at `seq` of `conv` as `c` syncs it (a media message, to read its FileRef).
+pub async fn message_at(c: &mut Client, conv: u64, seq: u64) -> v1::Message {
+    c.sync_all(conv, seq - 1)
+        .await
+        .expect("sync")
+        .into_iter()
+        .find(|m| m.seq == seq)
+        .expect("the message")
 }
