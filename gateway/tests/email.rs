@@ -331,12 +331,18 @@ async fn without_smtp_codes_are_only_logged_and_the_server_says_so() {
         request_code(&mut c, "a@example.com", REGISTER).await,
         Body::EmailCodeSent(_)
     ));
-    let log = server.log_tail();
-    let line = log
-        .lines()
-        .find(|l| l.contains("logged, not sent"))
-        .unwrap_or_else(|| panic!("the code is logged:\n{log}"));
-    let code = common::mail::logged_code(line);
+    // The log line is written beside the reply, not before it: wait for it.
+    let mut line = None;
+    common::wait_until_async("the code is logged", || {
+        line = server
+            .log_tail()
+            .lines()
+            .find(|l| l.contains("logged, not sent"))
+            .map(str::to_owned);
+        line.is_some()
+    })
+    .await;
+    let code = common::mail::logged_code(line.as_deref().unwrap());
     assert!(matches!(
         register(&mut c, "alice", "a@example.com", &code).await,
         Body::RegisterOk(_)
