@@ -18,7 +18,7 @@ use super::model::{FileMeta, is_id};
 use super::refs::{MessageRefs, Scanned};
 use super::service::FileService;
 use crate::accounts::Refusal;
-use crate::store::{ConvId, Ports, UserId};
+use crate::store::{ConvId, MessageRecord, Ports, StoreError, UserId};
 
 /// Longest caption a FileRef may carry.
 pub const CAPTION_BYTES_MAX: usize = 4096;
@@ -37,6 +37,11 @@ pub fn file_of(content_type: i32, recalled: bool, content: &[u8]) -> Option<Stri
         return None;
     }
     v1::FileRef::decode(content).ok().map(|r| r.file_id)
+}
+
+/// Whether a stored message carries a reference to `file_id` and is not recalled.
+fn carries_file(m: &MessageRecord, file_id: &str) -> bool {
+    file_of(m.content_type, m.recalled, &m.content).as_deref() == Some(file_id)
 }
 
 fn invalid(message: impl Into<String>) -> Refusal {
@@ -262,6 +267,18 @@ impl MessageAccess {
         Ok(last.map_or(0, |m| m.seq))
     }
 
+    /// A read of the message log off the runtime's threads, for the collector.
+    async fn read_log<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Ports) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, FileError> {
+        let ports = self.ports.clone();
+        tokio::task::spawn_blocking(move || read(&ports))
+            .await
+            .map_err(|e| FileError::Unavailable(format!("message read: {e}")))?
+            .map_err(|e| FileError::Unavailable(format!("message store: {e}")))
+    }
+
     /// Whether `user` may read message `seq` of conversation `conv` (the rule of Sync and
     /// History: a member, within the seqs a group shows it) and that message carries a FileRef
     /// to `file_id` and is not recalled. Storage failures are errors, not "no".
@@ -282,9 +299,7 @@ impl MessageAccess {
         .await
         .map_err(Refusal::unavailable)?;
         match message {
-            Ok(Some(m)) => {
-                Ok(file_of(m.content_type, m.recalled, &m.content).as_deref() == Some(file_id))
-            }
+            Ok(Some(m)) => Ok(carries_file(&m, file_id)),
             Ok(None) => Ok(false),
             Err(refusal) if refusal.code == ErrorCode::NotFound => Ok(false),
             Err(refusal) => Err(refusal),
@@ -316,14 +331,10 @@ impl MessageRefs for MessageAccess {
         let Some(conv) = ConvId::from_wire(conv) else {
             return Ok(false);
         };
-        let ports = self.ports.clone();
-        let message = tokio::task::spawn_blocking(move || ports.log.message(conv, seq))
-            .await
-            .map_err(|e| FileError::Unavailable(format!("message read: {e}")))?
-            .map_err(|e| FileError::Unavailable(format!("message store: {e}")))?;
-        Ok(message.is_some_and(|m| {
-            file_of(m.content_type, m.recalled, &m.content).as_deref() == Some(file_id)
-        }))
+        let message = self
+            .read_log(move |ports| ports.log.message(conv, seq))
+            .await?;
+        Ok(message.is_some_and(|m| carries_file(&m, file_id)))
     }
 
     async fn carrying_after(
@@ -340,19 +351,14 @@ impl MessageRefs for MessageAccess {
                 ..Scanned::default()
             });
         };
-        let ports = self.ports.clone();
-        let messages =
-            tokio::task::spawn_blocking(move || ports.log.messages_after(conv, after, limit))
-                .await
-                .map_err(|e| FileError::Unavailable(format!("message read: {e}")))?
-                .map_err(|e| FileError::Unavailable(format!("message store: {e}")))?;
+        let messages = self
+            .read_log(move |ports| ports.log.messages_after(conv, after, limit))
+            .await?;
         Ok(Scanned {
             read: messages.len(),
             carrying: messages
                 .iter()
-                .filter(|m| {
-                    file_of(m.content_type, m.recalled, &m.content).as_deref() == Some(file_id)
-                })
+                .filter(|m| carries_file(m, file_id))
                 .map(|m| m.seq)
                 .collect(),
             last_seq: messages.last().map_or(after, |m| m.seq),
