@@ -214,7 +214,7 @@ impl FjallStore {
 
 impl ConversationLog for FjallStore {
     fn append(&self, group: &CommitGroup) -> Result<(), StoreError> {
-        let _writing = self.write_lock();
+        let _writing = self.commit_lock();
         self.writable()?;
         self.check_fences(group)?;
         let mut batch = self.db.batch();

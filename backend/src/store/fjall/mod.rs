@@ -40,7 +40,8 @@ mod owners;
 mod push_tokens;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 
 use fjall::{
     Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode, Readable, Snapshot,
@@ -139,6 +140,13 @@ pub struct FjallStore {
     /// that a published snapshot never holds another writer's data before that data is durable
     /// (and user creation's name check and id counter move together).
     writes: Mutex<()>,
+    /// Commit groups waiting for `writes`. While one waits, other writers (a login's token, an
+    /// audit batch) step back at the lock, so the sequencer waits for at most the one write
+    /// (and fsync) in progress, never for a queue of them: a password-login storm cannot hold
+    /// up established users' messages one fsync per login.
+    commits_waiting: AtomicUsize,
+    /// Wakes writers that stepped back once a commit group is through.
+    commit_done: Condvar,
     /// Set once a write fails: fjall takes none after that.
     health: Arc<StoreHealth>,
     /// The data dir's lock file, locked exclusively while the store is open.
@@ -193,6 +201,8 @@ impl FjallStore {
             db,
             durability,
             writes: Mutex::new(()),
+            commits_waiting: AtomicUsize::new(0),
+            commit_done: Condvar::new(),
             health: Arc::default(),
             _dir_lock: dir_lock,
             dir: dir.to_owned(),
@@ -240,9 +250,28 @@ impl FjallStore {
         }
     }
 
-    /// One writer at a time (see `writes`).
-    fn write_lock(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.writes.lock().unwrap_or_else(|p| p.into_inner())
+    /// One writer at a time (see `writes`); a writer other than the sequencer's commit group
+    /// also waits until no commit group is waiting (see `commits_waiting`).
+    fn write_lock(&self) -> MutexGuard<'_, ()> {
+        let mut writing = self.writes.lock().unwrap_or_else(PoisonError::into_inner);
+        while self.commits_waiting.load(Ordering::Acquire) > 0 {
+            writing = self
+                .commit_done
+                .wait(writing)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        writing
+    }
+
+    /// The write lock for a commit group: ahead of every other writer still waiting.
+    fn commit_lock(&self) -> CommitLock<'_> {
+        self.commits_waiting.fetch_add(1, Ordering::AcqRel);
+        let writing = self.writes.lock().unwrap_or_else(PoisonError::into_inner);
+        self.commits_waiting.fetch_sub(1, Ordering::AcqRel);
+        CommitLock {
+            writing: Some(writing),
+            done: &self.commit_done,
+        }
     }
 
     /// Passes a write's result on; a failed write stops every later one (fjall poisons itself
@@ -284,6 +313,20 @@ impl FjallStore {
     }
 }
 
+/// The write lock held by a commit group; writers that stepped back for it are woken once it
+/// is released.
+struct CommitLock<'a> {
+    writing: Option<MutexGuard<'a, ()>>,
+    done: &'a Condvar,
+}
+
+impl Drop for CommitLock<'_> {
+    fn drop(&mut self) {
+        drop(self.writing.take());
+        self.done.notify_all();
+    }
+}
+
 impl StoreEngine for FjallStore {
     fn health(&self) -> Arc<StoreHealth> {
         Arc::clone(&self.health)
@@ -315,5 +358,38 @@ mod tests {
 
     mod conformance {
         crate::store::conformance::conformance_suite!(super::FjallAdapter);
+    }
+
+    /// A commit group waiting for the write lock goes before the other writers waiting for it,
+    /// whoever of them the mutex wakes first.
+    #[test]
+    fn a_waiting_commit_group_goes_before_other_waiting_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FjallStore::open(dir.path(), Durability::None).unwrap();
+        let order = Mutex::new(Vec::new());
+        let holding = store.write_lock();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let _commit = store.commit_lock();
+                order.lock().unwrap().push("commit");
+            });
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while store.commits_waiting.load(Ordering::Acquire) == 0 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the commit never waited"
+                );
+                std::thread::yield_now();
+            }
+            for _ in 0..4 {
+                s.spawn(|| {
+                    let _write = store.write_lock();
+                    order.lock().unwrap().push("other");
+                });
+            }
+            drop(holding);
+        });
+        let order = order.into_inner().unwrap();
+        assert_eq!(order, ["commit", "other", "other", "other", "other"]);
     }
 }
