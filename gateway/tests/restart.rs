@@ -243,9 +243,10 @@ fn reconnecting_client(
 /// Stops the server with `stop`, then starts it again on the same ports while clients keep
 /// reconnecting, from the moment the old process is gone (or, `through_stop`, from before it
 /// is told to stop): every attempt is refused at connect (the client retries) or answered.
-fn reconnects_after(stop: fn(&mut TestServer), through_stop: bool) {
+fn reconnects_after(stop: fn(&mut TestServer), through_stop: bool, driver: &str) {
     let tcp = format!("127.0.0.1:{}", free_port());
-    let mut server = TestServer::start(&[("GATEWAY__TCP_LISTEN", &tcp)]);
+    let mut server =
+        TestServer::start(&[("GATEWAY__TCP_LISTEN", &tcp), ("GATEWAY__DRIVER", driver)]);
     let addr: SocketAddr = tcp.parse().unwrap();
     for round in 0..RECONNECT_ROUNDS {
         // Open connections: requests in the process's ring, as on a loaded server.
@@ -281,17 +282,24 @@ fn reconnects_after(stop: fn(&mut TestServer), through_stop: bool) {
 
 #[test]
 fn clients_reconnecting_after_a_kill_9_are_refused_or_served_never_reset() {
-    reconnects_after(TestServer::kill9, false);
+    reconnects_after(TestServer::kill9, false, "auto");
 }
 
 #[test]
 fn clients_reconnecting_after_a_sigterm_are_refused_or_served_never_reset() {
-    reconnects_after(sigterm, false);
+    reconnects_after(sigterm, false, "auto");
 }
 
 #[test]
 fn clients_connecting_through_a_graceful_stop_are_refused_or_answered_never_reset() {
-    reconnects_after(sigterm, true);
+    reconnects_after(sigterm, true, "auto");
+}
+
+/// The same listeners on monoio's epoll driver (the fallback where io_uring is off).
+#[test]
+fn on_the_epoll_driver_too() {
+    reconnects_after(TestServer::kill9, false, "epoll");
+    reconnects_after(sigterm, true, "epoll");
 }
 
 fn sigterm(server: &mut TestServer) {
