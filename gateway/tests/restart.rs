@@ -1,8 +1,9 @@
 //! A server started again at once on its fixed ports, as a supervisor does after a crash or a
-//! deploy: after a `kill -9` the kernel tears the dead process's io_uring down in the
-//! background, and for tens of milliseconds its listening sockets stay in LISTEN with no
-//! process. The new server must wait for them (bounded) rather than refuse to start with "port
-//! in use", and then serve.
+//! deploy. Its listeners close with the old process (kill -9 included: no io_uring request holds
+//! them), so clients reconnecting meanwhile are refused and retry, or are served, never accepted
+//! and then reset. A listener no process holds (as one an io_uring `Accept` keeps after its
+//! process died, while the kernel tears the ring down) is waited for (bounded) rather than
+//! refused with "port in use".
 
 mod common;
 
@@ -23,7 +24,7 @@ use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags, sendmsg}
 
 const ROUNDS: usize = 6;
 /// Connections open at each kill: each has a request in the dead process's ring, which makes
-/// its teardown, and so the window in which its listeners linger, longer.
+/// its teardown longer (the window in which listeners held by the ring would linger).
 const IDLE_CONNECTIONS: usize = 1000;
 
 #[tokio::test]
@@ -187,7 +188,9 @@ fn attempt(addr: SocketAddr) -> Attempt {
     match exchanged.map(|body| v1::Frame::decode(&body[..]).map(|f| f.body)) {
         Ok(Ok(Some(Body::HelloOk(_)))) => Attempt::Answered,
         // Accepted by a server that is stopping, and told so.
-        Ok(Ok(Some(Body::Kicked(kick)))) if kick.reason == v1::KickReason::ServerShutdown as i32 => {
+        Ok(Ok(Some(Body::Kicked(kick))))
+            if kick.reason == v1::KickReason::ServerShutdown as i32 =>
+        {
             Attempt::Kicked
         }
         Ok(other) => Attempt::Lost(format!("Hello answered with {other:?}")),
@@ -260,7 +263,11 @@ fn reconnects_after(stop: fn(&mut TestServer), through_stop: bool, driver: &str)
                 .map(|_| reconnecting_client(addr, Arc::clone(&restarted)))
                 .collect()
         };
-        let early = if through_stop { start_clients() } else { vec![] };
+        let early = if through_stop {
+            start_clients()
+        } else {
+            vec![]
+        };
         stop(&mut server);
         let clients = if through_stop { early } else { start_clients() };
         drop(idle);

@@ -37,6 +37,7 @@ const ACCEPTS_PER_TURN: u32 = 64;
 
 /// One listener and the epoll instance that watches it.
 pub(super) struct Acceptor {
+    /// What the listener serves.
     pub kind: Listen,
     /// `None` once closed ([`Acceptor::close`]).
     listener: RefCell<Option<TcpListener>>,
@@ -47,7 +48,9 @@ pub(super) struct Acceptor {
     /// Accepted sockets non-blocking (monoio's epoll driver) or blocking (io_uring, as its own
     /// `Accept` made them).
     flags: SocketFlags,
+    /// Wakes the accept loop when the listener is closed.
     stop: LocalNotify,
+    /// Connections taken since the loop last let other tasks run (below `ACCEPTS_PER_TURN`).
     in_a_row: Cell<u32>,
 }
 
@@ -63,7 +66,7 @@ impl Acceptor {
             epoll::EventData::new_u64(0),
             epoll::EventFlags::IN,
         )?;
-        let ready = monoio::net::UnixListener::from_std(OwnedFd::from(epoll).into())?;
+        let ready = monoio::net::UnixListener::from_std(epoll.into())?;
         let flags = if monoio::utils::is_legacy() {
             SocketFlags::CLOEXEC | SocketFlags::NONBLOCK
         } else {
