@@ -379,10 +379,12 @@ fn bind_listener(
 /// Fails if another process listens on `addr`: a probe bound without SO_REUSEPORT gets
 /// EADDRINUSE then (SO_REUSEADDR still lets it past connections left in TIME_WAIT).
 ///
-/// A listener no process holds is waited for, up to [`LINGERING_LISTENER_WAIT`]: after a
-/// `kill -9`, the kernel tears the dead process's io_uring down in the background, and the
-/// listening sockets its pending accepts hold stay in LISTEN for tens of milliseconds more.
-/// A restart in that window would otherwise refuse to start ("port in use").
+/// A listener no process holds is waited for, up to [`LINGERING_LISTENER_WAIT`]: when a
+/// process that had io_uring accepts pending on it dies, the kernel tears that ring down in the
+/// background and the listener stays in LISTEN for tens of milliseconds more. ringchat's own
+/// listeners never have one (`shard/accept.rs`), but an older build being replaced, or another
+/// io_uring server that had the port, leave such a listener; a start in that window would
+/// otherwise refuse it ("port in use").
 fn ensure_free(addr: SocketAddr, key: &str) -> anyhow::Result<()> {
     let deadline = std::time::Instant::now() + LINGERING_LISTENER_WAIT;
     let mut waited = false;

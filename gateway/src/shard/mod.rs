@@ -2,6 +2,7 @@
 //! every connection it accepts. Nothing in here is shared with another thread except the bounded
 //! channels in and out and the shard's own counters.
 
+mod accept;
 mod conn;
 mod framing;
 pub mod live;
@@ -12,6 +13,7 @@ pub(crate) mod ws;
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,6 +30,7 @@ use crate::config::{Driver, GatewayConfig};
 use crate::files::FilesGate;
 use crate::security::IpRules;
 use crate::stats::{DRIVER_EPOLL, DRIVER_IO_URING, ShardStats};
+use accept::Acceptor;
 use conn::Listen;
 use live::{LiveLimits, Published};
 use local::{BufferPool, ConnTable, HasConnId, LocalNotify};
@@ -322,8 +325,8 @@ pub(crate) struct Shard {
     ip_rules: RefCell<Arc<IpRules>>,
     published: Arc<Published>,
     stop: LocalNotify,
-    /// One per accept loop (a `LocalNotify` has a single waiter).
-    listener_stops: RefCell<Vec<Rc<LocalNotify>>>,
+    /// The shard's listeners, one accept loop each.
+    acceptors: RefCell<Vec<Rc<Acceptor>>>,
     all_closed: LocalNotify,
     /// Cluster mode: answers `GET /assign`.
     pub assign: Option<AssignFn>,
@@ -370,7 +373,7 @@ impl Shard {
             rejecting: Cell::new(0),
             tls,
             stop: LocalNotify::default(),
-            listener_stops: RefCell::new(Vec::new()),
+            acceptors: RefCell::new(Vec::new()),
             all_closed: LocalNotify::default(),
             assign: None,
             files: None,
@@ -423,16 +426,20 @@ impl Shard {
         ms.div_ceil(self.tick_ms)
     }
 
-    fn begin_shutdown(&self) {
-        if self.stopping.replace(true) {
+    fn begin_shutdown(self: &Rc<Self>) {
+        if self.stopping.get() {
             return;
         }
         tracing::info!(shard = self.id, "shard stopping");
+        // The listeners first: a connection arriving from now on is refused at once rather
+        // than completed into a queue that is reset when the listener closes. Those already
+        // queued are taken, to be told `server_shutdown` with the others below.
+        for acceptor in self.acceptors.borrow().iter() {
+            acceptor.close(|stream, peer| take(self, stream, peer, acceptor.kind));
+        }
+        self.stopping.set(true);
         self.stats.accepting.set(0);
         self.stop.notify();
-        for stop in self.listener_stops.borrow().iter() {
-            stop.notify();
-        }
         let conns = self.conns.borrow();
         for c in conns.values() {
             c.close_with(Close::Kick(KickReason::ServerShutdown));
@@ -445,16 +452,16 @@ impl Shard {
 
 async fn serve(spec: ShardSpec) -> Result<(), ShardError> {
     let id = spec.id;
-    let to_monoio = |l: Option<std::net::TcpListener>| {
-        l.map(monoio::net::TcpListener::from_std)
+    let acceptor = |l: Option<std::net::TcpListener>, kind| {
+        l.map(|l| Acceptor::new(l, kind))
             .transpose()
             .map_err(|source| ShardError::Listener { shard: id, source })
     };
-    let listeners = [
-        (to_monoio(spec.listeners.tcp)?, Listen::Tcp),
-        (to_monoio(spec.listeners.ws)?, Listen::Ws),
-        (to_monoio(spec.listeners.tls)?, Listen::Tls),
-        (to_monoio(spec.listeners.wss)?, Listen::Wss),
+    let acceptors = [
+        acceptor(spec.listeners.tcp, Listen::Tcp)?,
+        acceptor(spec.listeners.ws, Listen::Ws)?,
+        acceptor(spec.listeners.tls, Listen::Tls)?,
+        acceptor(spec.listeners.wss, Listen::Wss)?,
     ];
     let mut shard = Shard::new(
         id,
@@ -471,12 +478,10 @@ async fn serve(spec: ShardSpec) -> Result<(), ShardError> {
     let shard = Rc::new(shard);
     monoio::spawn(drain_inbox(Rc::clone(&shard), spec.inbox));
     monoio::spawn(reap(Rc::clone(&shard)));
-    for (listener, kind) in listeners {
-        if let Some(listener) = listener {
-            let stop = Rc::new(LocalNotify::default());
-            shard.listener_stops.borrow_mut().push(Rc::clone(&stop));
-            monoio::spawn(accept_loop(Rc::clone(&shard), listener, kind, stop));
-        }
+    for acceptor in acceptors.into_iter().flatten() {
+        let acceptor = Rc::new(acceptor);
+        shard.acceptors.borrow_mut().push(Rc::clone(&acceptor));
+        monoio::spawn(accept_loop(Rc::clone(&shard), acceptor));
     }
     shard.stats.accepting.set(1);
     let _ = spec.started.send(Ok(id));
@@ -512,57 +517,13 @@ async fn serve(spec: ShardSpec) -> Result<(), ShardError> {
     Ok(())
 }
 
-async fn accept_loop(
-    shard: Rc<Shard>,
-    listener: monoio::net::TcpListener,
-    kind: Listen,
-    stop: Rc<LocalNotify>,
-) {
-    loop {
-        let accepted = monoio::select! {
-            r = listener.accept() => r,
-            () = stop.notified() => return,
-        };
+async fn accept_loop(shard: Rc<Shard>, acceptor: Rc<Acceptor>) {
+    while let Some(accepted) = acceptor.accept().await {
         if shard.stopping.get() {
             return;
         }
         match accepted {
-            Ok((stream, peer)) => {
-                shard.stats.accepted.add(1);
-                if let Err(why) = shard.ip_rules.borrow().check(peer.ip()) {
-                    // Closed before a byte is read or written.
-                    shard.stats.refused_ip(why);
-                    drop(stream);
-                    continue;
-                }
-                let full = shard.conns.borrow().len() >= shard.live.get().conns_per_shard_max;
-                if full {
-                    shard.stats.rejected_full.add(1);
-                }
-                if full {
-                    // Told "server full" over its own transport, within the handshake timeout;
-                    // past REJECTING_MAX at once, a full shard just closes the socket.
-                    if shard.rejecting.get() >= REJECTING_MAX {
-                        continue;
-                    }
-                    shard.rejecting.set(shard.rejecting.get() + 1);
-                    let shard = Rc::clone(&shard);
-                    let reject =
-                        conn::serve(Rc::clone(&shard), shard.conn_shared(0), stream, kind, true);
-                    monoio::spawn(async move {
-                        reject.await;
-                        shard.rejecting.set(shard.rejecting.get() - 1);
-                    });
-                    continue;
-                }
-                monoio::spawn(conn::serve(
-                    Rc::clone(&shard),
-                    shard.register(),
-                    stream,
-                    kind,
-                    false,
-                ));
-            }
+            Ok((stream, peer)) => take(&shard, stream, peer, acceptor.kind),
             Err(err) => {
                 // Out of file descriptors or memory: back off instead of spinning on accept.
                 tracing::warn!(shard = shard.id, %err, "accept failed");
@@ -570,6 +531,41 @@ async fn accept_loop(
             }
         }
     }
+}
+
+/// Serves an accepted connection, or turns it away (IP rules, a full shard).
+fn take(shard: &Rc<Shard>, stream: monoio::net::TcpStream, peer: SocketAddr, kind: Listen) {
+    shard.stats.accepted.add(1);
+    if let Err(why) = shard.ip_rules.borrow().check(peer.ip()) {
+        // Closed before a byte is read or written.
+        shard.stats.refused_ip(why);
+        drop(stream);
+        return;
+    }
+    let full = shard.conns.borrow().len() >= shard.live.get().conns_per_shard_max;
+    if full {
+        shard.stats.rejected_full.add(1);
+        // Told "server full" over its own transport, within the handshake timeout; past
+        // REJECTING_MAX at once, a full shard just closes the socket.
+        if shard.rejecting.get() >= REJECTING_MAX {
+            return;
+        }
+        shard.rejecting.set(shard.rejecting.get() + 1);
+        let shard = Rc::clone(shard);
+        let reject = conn::serve(Rc::clone(&shard), shard.conn_shared(0), stream, kind, true);
+        monoio::spawn(async move {
+            reject.await;
+            shard.rejecting.set(shard.rejecting.get() - 1);
+        });
+        return;
+    }
+    monoio::spawn(conn::serve(
+        Rc::clone(shard),
+        shard.register(),
+        stream,
+        kind,
+        false,
+    ));
 }
 
 /// Applies events from the backend in batches.

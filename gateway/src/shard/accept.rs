@@ -1,0 +1,167 @@
+//! Accepting connections without an io_uring request on the listening socket.
+//!
+//! A request in flight holds a reference to its file: with io_uring `Accept`s pending, a
+//! listener outlives its process (kill -9 included) until the kernel has torn the ring down in
+//! the background, tens of milliseconds later. Meanwhile it stays in the `SO_REUSEPORT` group,
+//! completes handshakes into its backlog and resets them when it finally closes: the clients
+//! that reconnect first after a restart are accepted and then reset.
+//!
+//! So the listener is watched by an epoll instance of its own, and the shard's runtime waits on
+//! that epoll descriptor (an io_uring `PollAdd` on it, or a registration in the epoll driver),
+//! then calls `accept4` until `EAGAIN`. An epoll registration holds no reference on the file it
+//! watches: the file's last `fput` unhooks it (include/linux/eventpoll.h, `eventpoll_release`:
+//! "called from inside fs/file_table.c:__fput() to unlink files from the eventpoll interface
+//! ... nobody (but eventpoll) has still a reference to this file"). The listener therefore
+//! closes with the process's file table, synchronously at exit, or at once when the shard
+//! stops: the next SYN is refused, or lands on the new process's listener.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::OwnedFd;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use rustix::event::epoll;
+use rustix::net::SocketFlags;
+
+use super::conn::Listen;
+use super::local::LocalNotify;
+use crate::server::LISTEN_BACKLOG;
+
+/// Connections taken in a row before the accept loop lets the shard's other tasks (the
+/// handshakes it just started) run: under a connect storm the loop would otherwise keep the
+/// thread while the listener has a backlog.
+const ACCEPTS_PER_TURN: u32 = 64;
+
+/// One listener and the epoll instance that watches it.
+pub(super) struct Acceptor {
+    /// What the listener serves.
+    pub kind: Listen,
+    /// `None` once closed ([`Acceptor::close`]).
+    listener: RefCell<Option<TcpListener>>,
+    /// The epoll descriptor in monoio's clothing: monoio has no public "wait until this fd is
+    /// readable", but `UnixListener::from_std` only registers the descriptor with the driver and
+    /// `readable` only polls it (no socket call is made on it).
+    ready: monoio::net::UnixListener,
+    /// Accepted sockets non-blocking (monoio's epoll driver) or blocking (io_uring, as its own
+    /// `Accept` made them).
+    flags: SocketFlags,
+    /// Wakes the accept loop when the listener is closed.
+    stop: LocalNotify,
+    /// Connections taken since the loop last let other tasks run (below `ACCEPTS_PER_TURN`).
+    in_a_row: Cell<u32>,
+}
+
+impl Acceptor {
+    /// Must be called on the shard's runtime (the epoll descriptor is registered with it).
+    pub(super) fn new(listener: TcpListener, kind: Listen) -> io::Result<Self> {
+        listener.set_nonblocking(true)?;
+        let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+        // Level-triggered: a backlog left after a turn wakes the loop again.
+        epoll::add(
+            &epoll,
+            &listener,
+            epoll::EventData::new_u64(0),
+            epoll::EventFlags::IN,
+        )?;
+        let ready = monoio::net::UnixListener::from_std(epoll.into())?;
+        let flags = if monoio::utils::is_legacy() {
+            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK
+        } else {
+            SocketFlags::CLOEXEC
+        };
+        Ok(Self {
+            kind,
+            listener: RefCell::new(Some(listener)),
+            ready,
+            flags,
+            stop: LocalNotify::default(),
+            in_a_row: Cell::new(0),
+        })
+    }
+
+    /// The next connection; `None` once closed.
+    pub(super) async fn accept(&self) -> Option<io::Result<(monoio::net::TcpStream, SocketAddr)>> {
+        loop {
+            let accepted = {
+                let listener = self.listener.borrow();
+                rustix::net::acceptfrom_with(listener.as_ref()?, self.flags)
+            };
+            match accepted {
+                Ok((fd, peer)) => {
+                    let in_a_row = self.in_a_row.get() + 1;
+                    self.in_a_row.set(in_a_row % ACCEPTS_PER_TURN);
+                    if in_a_row == ACCEPTS_PER_TURN {
+                        YieldOnce(false).await;
+                    }
+                    return Some(converted(fd, peer));
+                }
+                // A peer that gave up before it was accepted (RST in the backlog): next one.
+                Err(rustix::io::Errno::CONNABORTED | rustix::io::Errno::INTR) => {}
+                Err(rustix::io::Errno::AGAIN) => {
+                    self.in_a_row.set(0);
+                    // Not `relaxed`: on the epoll driver the descriptor's readiness is checked
+                    // with poll(2), so a stale "ready" cannot spin the loop.
+                    let woken = monoio::select! {
+                        r = self.ready.readable(false) => r,
+                        () = self.stop.notified() => return None,
+                    };
+                    if let Err(err) = woken {
+                        return Some(Err(err));
+                    }
+                }
+                Err(errno) => return Some(Err(errno.into())),
+            }
+        }
+    }
+
+    /// Takes the connections already queued (each to `queued`; at most the listen backlog,
+    /// the queue's size), then closes the listener (close(2), not through the ring): from here
+    /// the kernel refuses new connections on this socket. The accept loop then ends.
+    pub(super) fn close(&self, mut queued: impl FnMut(monoio::net::TcpStream, SocketAddr)) {
+        let Some(listener) = self.listener.borrow_mut().take() else {
+            return;
+        };
+        for _ in 0..LISTEN_BACKLOG {
+            match rustix::net::acceptfrom_with(&listener, self.flags) {
+                Ok((fd, peer)) => match converted(fd, peer) {
+                    Ok((stream, peer)) => queued(stream, peer),
+                    Err(err) => tracing::debug!(%err, "a queued connection is lost at shutdown"),
+                },
+                Err(rustix::io::Errno::CONNABORTED | rustix::io::Errno::INTR) => {}
+                // EAGAIN (the queue is empty), or out of descriptors: those left are reset.
+                Err(_) => break,
+            }
+        }
+        drop(listener);
+        self.stop.notify();
+    }
+}
+
+fn converted(
+    fd: OwnedFd,
+    peer: Option<rustix::net::SocketAddrAny>,
+) -> io::Result<(monoio::net::TcpStream, SocketAddr)> {
+    let peer = peer
+        .and_then(|p| SocketAddr::try_from(p).ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "accepted a non-IP peer"))?;
+    Ok((monoio::net::TcpStream::from_std(fd.into())?, peer))
+}
+
+/// Ready on its second poll: the task goes to the back of the run queue.
+struct YieldOnce(bool);
+
+impl Future for YieldOnce {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            return Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
