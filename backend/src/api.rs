@@ -36,9 +36,12 @@ pub struct ConnRef {
 }
 
 /// What a logged-in connection is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SessionInfo {
     pub user_id: UserId,
+    /// The login's `Login.resume`, checked: the shard asks for it (`SessionRequest::Resume`)
+    /// once it has sent the `LoginOk`, so that what it carries comes after it.
+    pub resume: Option<v1::Resume>,
 }
 
 /// Outcome of a login: the reply body (`LoginOk` or `Error`) and, on success, the session.

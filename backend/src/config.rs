@@ -360,6 +360,14 @@ pub struct LoginConfig {
     /// Signed-in devices (tokens) kept per user; a password login past it signs out the device
     /// seen longest ago. Bounds ListDevices, which returns them all.
     pub device_tokens_max: usize,
+    /// A login's `Resume` is served when its `since_server_time_ms` is at most this old
+    /// (0: never; the client then gets `Resumed{complete: false}` and syncs as usual).
+    pub resume_window_ms: u64,
+    /// Conversations with activity since `since` one resume serves, at most (each one read);
+    /// more: `Resumed{complete: false}`.
+    pub resume_conversations_max: u32,
+    /// `Resume.known` entries, at most; more: the login gets `INVALID_ARGUMENT`.
+    pub resume_known_max: usize,
 }
 
 impl Default for LoginConfig {
@@ -375,6 +383,9 @@ impl Default for LoginConfig {
             policy: BTreeMap::new(),
             token_refresh_percent: 50,
             device_tokens_max: 32,
+            resume_window_ms: 600_000,
+            resume_conversations_max: 64,
+            resume_known_max: 1_000,
         }
     }
 }
@@ -653,6 +664,18 @@ impl Settings {
             (1..=1024).contains(&self.login.device_tokens_max)
                 && self.login.device_tokens_max >= self.login.devices_max,
             "login.device_tokens_max: must be between devices_max and 1024",
+        );
+        check(
+            self.login.resume_window_ms <= 86_400_000,
+            "login.resume_window_ms: must be at most 86400000 (a day)",
+        );
+        check(
+            (1..=256).contains(&self.login.resume_conversations_max),
+            "login.resume_conversations_max: must be between 1 and 256",
+        );
+        check(
+            (1..=10_000).contains(&self.login.resume_known_max),
+            "login.resume_known_max: must be between 1 and 10000",
         );
         check(
             self.presence.quiet_period_ms <= 600_000,

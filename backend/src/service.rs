@@ -515,6 +515,12 @@ impl Backend {
             body: Body::Error(r.into_error()),
             session: None,
         };
+        // A Resume the server would not serve costs no credential check.
+        if let Some(resume) = &body.resume
+            && let Err(refusal) = crate::messaging::resume::check(resume, &self.settings.login)
+        {
+            return refused(refusal);
+        }
         let auth = match self.accounts.authenticate(peer, &body).await {
             Ok(auth) => auth,
             Err(refusal) => return refused(refusal),
@@ -585,6 +591,7 @@ impl Backend {
             }),
             session: Some(SessionInfo {
                 user_id: auth.user_id,
+                resume: body.resume,
             }),
         }
     }

@@ -228,6 +228,35 @@ impl Client {
         }
     }
 
+    /// A login carrying `Login.resume`: its `LoginOk`, then the frames the resume sent with the
+    /// login's request id (the `SyncBatch` of each conversation with news, and the closing
+    /// `Resumed`). Pushes met meanwhile stay for `next_event`.
+    pub async fn login_resume(
+        &mut self,
+        login: v1::Login,
+    ) -> anyhow::Result<Result<Resumed, ServerError>> {
+        let request_id = self.send(Body::Login(login)).await?;
+        let ok = match self.reply_to(request_id).await? {
+            Body::LoginOk(ok) => ok,
+            Body::Error(e) => return Ok(Err(ServerError(e))),
+            other => return Err(unexpected(other)),
+        };
+        let mut batches = Vec::new();
+        loop {
+            match self.reply_to(request_id).await? {
+                Body::SyncBatch(batch) => batches.push(batch),
+                Body::Resumed(done) => {
+                    return Ok(Ok(Resumed {
+                        login: ok,
+                        batches,
+                        done,
+                    }));
+                }
+                other => return Err(unexpected(other)),
+            }
+        }
+    }
+
     pub async fn login_password(
         &mut self,
         username: &str,
@@ -487,6 +516,15 @@ impl Client {
             }
         }
     }
+}
+
+/// What a login with `Login.resume` got.
+#[derive(Debug, Clone)]
+pub struct Resumed {
+    pub login: v1::LoginOk,
+    /// One per conversation with news, in the order sent.
+    pub batches: Vec<v1::SyncBatch>,
+    pub done: v1::Resumed,
 }
 
 /// A `Send` of UTF-8 text.

@@ -62,6 +62,7 @@ pub fn body_name(body: &Body) -> &'static str {
         Body::Pong(_) => "pong",
         Body::Error(_) => "error",
         Body::Kicked(_) => "kicked",
+        Body::Resumed(_) => "resumed",
         Body::Send(_) => "send",
         Body::SendAck(_) => "send_ack",
         Body::Push(_) => "push",

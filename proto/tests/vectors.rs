@@ -133,6 +133,36 @@ fn vectors() -> Vec<(&'static str, Frame)> {
             "Conversations",
             frame(6, Body::Conversations(v1::Conversations::default())),
         ),
+        (
+            "Login with Resume",
+            frame(
+                7,
+                Body::Login(v1::Login {
+                    credential: Some(login::Credential::Token("t0k3n".into())),
+                    device_id: "phone-1".into(),
+                    platform: Platform::Ios as i32,
+                    resume: Some(v1::Resume {
+                        since_server_time_ms: TIME_MS,
+                        known: vec![v1::ConversationSeq {
+                            conversation_id: CONVERSATION,
+                            seq: 1,
+                        }],
+                    }),
+                    ..Default::default()
+                }),
+            ),
+        ),
+        (
+            "Resumed",
+            frame(
+                7,
+                Body::Resumed(v1::Resumed {
+                    complete: false,
+                    reason: v1::ResumeIncomplete::TooOld as i32,
+                    conversations: Vec::new(),
+                }),
+            ),
+        ),
         ("Empty Frame", Frame::default()),
     ]
 }

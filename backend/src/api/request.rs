@@ -109,6 +109,9 @@ pub enum SessionRequest {
     PushToken(PushTokenRequest),
     /// Invite codes the user issues (`backend/src/accounts/user_invites.rs`).
     Invite(InviteRequest),
+    /// Never a client's frame: the shard asks it right after sending the `LoginOk` of a login
+    /// that carried `Login.resume` (`messaging/resume.rs`), with the login's request id.
+    Resume(v1::Resume),
 }
 
 /// A user's own invite codes (`backend/src/accounts/user_invites.rs`).
@@ -280,6 +283,7 @@ impl ClientRequest {
             | Body::Pong(_)
             | Body::Error(_)
             | Body::Kicked(_)
+            | Body::Resumed(_)
             | Body::SendAck(_)
             | Body::Push(_)
             | Body::Receipt(_)

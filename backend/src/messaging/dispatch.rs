@@ -59,6 +59,7 @@ impl Backend {
             SessionRequest::Room(req) => self.room(conn, user, request_id, req).await,
             SessionRequest::PushToken(req) => self.push_token(conn, user, request_id, req).await,
             SessionRequest::Invite(req) => self.user_invite(conn, user, request_id, req).await,
+            SessionRequest::Resume(req) => self.resume(conn, user, request_id, req).await,
         }
     }
 

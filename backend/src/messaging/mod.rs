@@ -7,6 +7,7 @@ pub(crate) mod delivery;
 mod dispatch;
 pub(crate) mod operator;
 pub mod reads;
+pub(crate) mod resume;
 mod submit;
 pub(crate) mod writer;
 

@@ -203,7 +203,7 @@ impl Session {
         let Some(outcome) = self.ask_backend(request, answer).await else {
             return;
         };
-        match outcome.session {
+        let resume = match outcome.session {
             Some(session) => {
                 self.state = State::Authed {
                     user_id: session.user_id,
@@ -211,10 +211,24 @@ impl Session {
                 self.shared.set_authed();
                 self.shard.stats.authenticated.add(1);
                 self.shard.stats.logins.add(1);
+                session.resume.map(|resume| (session.user_id, resume))
             }
-            None => self.shard.stats.login_failures.add(1),
-        }
+            None => {
+                self.shard.stats.login_failures.add(1);
+                None
+            }
+        };
         self.reply(request_id, outcome.body);
+        if let Some((user_id, resume)) = resume {
+            self.resume(request_id, user_id, resume).await;
+        }
+    }
+
+    /// Asked once the `LoginOk` is queued, so that what the resume sends (frames with the
+    /// login's request id) comes after it.
+    async fn resume(&mut self, request_id: u64, user_id: UserId, resume: v1::Resume) {
+        let request = SessionRequest::Resume(resume);
+        self.session_request(request_id, user_id, request).await;
     }
 
     /// Sends a request that answers on a oneshot; gives up if the connection is closed meanwhile.

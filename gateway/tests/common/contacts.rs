@@ -254,6 +254,7 @@ pub async fn device_with_presence(
         device_id: device.into(),
         platform: v1::Platform::Desktop as i32,
         presence: presence.into(),
+        resume: None,
     })
     .await
     .unwrap()
