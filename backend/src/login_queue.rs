@@ -51,7 +51,9 @@ impl LoginQueue {
     pub(crate) fn push(&self, login: QueuedLogin) {
         match self.tx.try_send(login) {
             Ok(()) => metrics::gauge!("ringchat_backend_logins_waiting").increment(1.0),
-            Err(mpsc::error::TrySendError::Full(login) | mpsc::error::TrySendError::Closed(login)) => {
+            Err(
+                mpsc::error::TrySendError::Full(login) | mpsc::error::TrySendError::Closed(login),
+            ) => {
                 metrics::counter!("ringchat_backend_logins_refused_total").increment(1);
                 let refusal = v1::Error {
                     code: ErrorCode::Unavailable as i32,
@@ -120,7 +122,11 @@ mod tests {
     fn backend(
         dir: &tempfile::TempDir,
         tune: impl FnOnce(&mut Settings),
-    ) -> (Arc<Backend>, mpsc::Sender<Request>, mpsc::Receiver<ShardEvent>) {
+    ) -> (
+        Arc<Backend>,
+        mpsc::Sender<Request>,
+        mpsc::Receiver<ShardEvent>,
+    ) {
         let mut settings = Settings::default();
         settings.storage.data_dir = dir.path().join("data");
         settings.accounts.hash_concurrency = 1;
@@ -139,7 +145,11 @@ mod tests {
             password: PASSWORD.into(),
             ..Default::default()
         };
-        backend.accounts.register(PEER, body).await.expect("register");
+        backend
+            .accounts
+            .register(PEER, body)
+            .await
+            .expect("register");
     }
 
     /// Sends a password login for connection `conn` of shard 0; its answer comes on the receiver.

@@ -117,7 +117,7 @@ pub struct GatewayConfig {
 /// Default `gateway.logins_in_flight_per_shard_max`: enough to keep the backend's login slots
 /// (`backend.logins_in_flight_max`) busy from a few shards, few enough that a storm queues in
 /// clients' back-off, not in the server.
-pub const LOGINS_IN_FLIGHT_PER_SHARD_DEFAULT: usize = 256;
+pub const LOGINS_IN_FLIGHT_PER_SHARD_DEFAULT: usize = 1024;
 
 /// `gateway.files.pipe_bytes` bounds: a pipe smaller than a read buffer only adds round trips;
 /// a bigger one than this is memory per connection for no gain.

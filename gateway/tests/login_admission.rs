@@ -187,7 +187,11 @@ async fn a_full_shard_says_when_to_come_back() {
     let mut told = Vec::new();
     for _ in 0..4 {
         let mut c = Client::connect(server.tcp).await.unwrap();
-        let frame = c.recv_timeout().await.unwrap().expect("an answer, then the close");
+        let frame = c
+            .recv_timeout()
+            .await
+            .unwrap()
+            .expect("an answer, then the close");
         let Some(Body::Error(v1::Error {
             code,
             retry_after_ms,
