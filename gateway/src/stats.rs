@@ -314,6 +314,9 @@ impl ServerFacts for GatewayFacts {
         for s in &self.shards {
             c.per_shard.push(s.connections.get());
             c.authenticated += s.authenticated.get();
+            c.logins_in_flight += s.logins_in_flight.get();
+            c.logins_refused +=
+                s.logins_refused_in_flight.get() + s.logins_refused_backend_queue.get();
             c.transports.tcp += s.transports[0].get();
             c.transports.ws += s.transports[1].get();
             c.transports.tls += s.transports[2].get();
