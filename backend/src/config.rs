@@ -31,6 +31,10 @@ pub struct BackendConfig {
     /// Requests from all shards waiting for the backend, at most; and, apart, writes from all
     /// shards waiting for the sequencer.
     pub queue_requests_max: usize,
+    /// Logins the backend runs at once (their store reads and writes, the session's
+    /// registration, presence); the others wait in order. Keeps a login storm from filling
+    /// the blocking pool that logged-in users' reads also run on.
+    pub logins_in_flight_max: usize,
 }
 
 impl Default for BackendConfig {
@@ -40,6 +44,7 @@ impl Default for BackendConfig {
             worker_threads: 1,
             blocking_threads_max: 8,
             queue_requests_max: 65_536,
+            logins_in_flight_max: 32,
         }
     }
 }
@@ -553,6 +558,10 @@ impl Settings {
         check(
             self.backend.queue_requests_max >= 1,
             "backend.queue_requests_max: must be at least 1",
+        );
+        check(
+            (1..=65_536).contains(&self.backend.logins_in_flight_max),
+            "backend.logins_in_flight_max: must be between 1 and 65536",
         );
         check(
             self.storage.commit_group_max >= 1,

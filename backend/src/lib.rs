@@ -24,6 +24,7 @@ pub mod fill;
 mod groups;
 mod limits;
 pub mod live;
+mod login_queue;
 pub mod logs;
 mod messaging;
 mod notifications;
@@ -33,7 +34,8 @@ pub use observe::otlp;
 mod presence;
 mod push;
 mod read_gate;
-mod retry_after;
+/// Jittered `retry_after_ms` for refusals (the gateway's refused logins draw from it too).
+pub mod retry_after;
 mod rooms;
 mod runtime;
 mod service;

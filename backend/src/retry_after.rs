@@ -1,7 +1,7 @@
-//! The one place that says when a client answered `UNAVAILABLE` because the store is away
-//! should come back: `storage.unavailable_retry_after_ms`, plus a random share of it again, so
-//! that the clients turned away together by one outage do not all come back in the same
-//! millisecond when it ends.
+//! The one rule for when a turned-away client should come back: a base, plus a random share of
+//! it again, so that the clients turned away together (by one outage, by a login storm) do not
+//! all come back in the same millisecond. `UNAVAILABLE` because the store is away draws from
+//! `storage.unavailable_retry_after_ms`; a refused login from `gateway.login_retry_after_ms`.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +20,12 @@ pub(crate) fn configure(base_ms: u64) {
 
 /// A `retry_after_ms` for an UNAVAILABLE answer: uniform in `[base, 2 × base)`.
 pub(crate) fn unavailable_retry_after_ms() -> u64 {
-    let base = BASE_MS.load(Ordering::Relaxed);
+    jittered_ms(BASE_MS.load(Ordering::Relaxed))
+}
+
+/// Uniform in `[base_ms, 2 × base_ms)` (`base_ms` of 0 is taken as 1): no syscall, no lock.
+pub fn jittered_ms(base_ms: u64) -> u64 {
+    let base = base_ms.max(1);
     base + next_random() % base
 }
 
@@ -59,5 +64,13 @@ mod tests {
         assert!(drawn.iter().all(|&ms| (base..2 * base).contains(&ms)));
         let distinct: std::collections::HashSet<_> = drawn.iter().collect();
         assert!(distinct.len() > 100, "spread out, not in lockstep");
+    }
+
+    #[test]
+    fn any_base_is_jittered_within_itself_and_twice_itself() {
+        for base in [1, 2, 250, 10_000] {
+            assert!((0..200).all(|_| (base..2 * base).contains(&jittered_ms(base))));
+        }
+        assert_eq!(jittered_ms(0), 1, "0 is taken as 1");
     }
 }

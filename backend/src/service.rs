@@ -11,6 +11,7 @@ use crate::api::{ConnRef, LoginReply, Request, SessionInfo, ShardEvent, ShardSen
 use crate::config::{DevicePolicy, PLATFORM_NAMES, Settings};
 use crate::contacts::Contacts;
 use crate::groups::online::GroupOnline;
+use crate::login_queue::{LoginQueue, QueuedLogin};
 use crate::messaging::Writes;
 use crate::messaging::delivery::{Delivery, ToDeliver};
 use crate::messaging::writer::{RowPolicy, WriteOp, Writer};
@@ -84,6 +85,8 @@ pub struct Backend {
     commit: Mutex<Commit>,
     /// Sync, history, contacts and account reads: in flight and waiting, bounded.
     pub(crate) reads: ReadGate,
+    /// Logins, apart from the request loop and bounded (`login_queue.rs`).
+    pub(crate) logins: LoginQueue,
     /// Backups this server writes (`backup/server.rs`).
     pub(crate) backups: Arc<crate::backup::server::Backups>,
     pub(crate) contacts: Contacts,
@@ -244,6 +247,10 @@ impl Backend {
             &settings.storage.data_dir,
             files.as_ref().map(|f| (&settings.files, Arc::clone(f))),
         ));
+        let (logins_waiting_max, logins_in_flight_max) = (
+            settings.backend.queue_requests_max,
+            settings.backend.logins_in_flight_max,
+        );
         Ok(Arc::new(Self {
             link,
             files,
@@ -273,6 +280,7 @@ impl Backend {
             delivery,
             group_online,
             reads: ReadGate::new(READS_IN_FLIGHT_MAX, READS_WAITING_MAX),
+            logins: LoginQueue::new(logins_waiting_max, logins_in_flight_max),
             backups,
             commit: Mutex::new(Commit {
                 ops: Some(ops_tx),
@@ -353,6 +361,7 @@ impl Backend {
         let delivery = Arc::clone(&self.delivery);
         tokio::spawn(async move { delivery.run(to_deliver).await });
         self.audit.start();
+        LoginQueue::start(&self);
         self.audit
             .start_retention(self.settings.admin.audit_retention_days);
         let this = Arc::clone(&self);
@@ -457,36 +466,18 @@ impl Backend {
                     let _ = reply.send(body);
                 });
             }
+            // Logins run apart, a bounded number at once (`login_queue.rs`).
             Request::Login {
                 conn,
                 peer,
                 body,
                 reply,
-            } => {
-                let this = Arc::clone(self);
-                tokio::spawn(async move {
-                    let presence = v1::PresenceState::try_from(body.presence)
-                        .ok()
-                        .and_then(DeviceState::from_wire)
-                        .unwrap_or_default();
-                    let outcome = this.login(conn, peer, body).await;
-                    let session = outcome.session.clone();
-                    // Before the reply: the shard reports the connection closed only after it
-                    // has the reply, so a close is never overtaken by this device's arrival.
-                    if let Some(session) = &session {
-                        this.presence_changed(session.user_id, conn, Some(presence))
-                            .await;
-                    }
-                    if reply.send(outcome).is_err()
-                        && let Some(session) = session
-                    {
-                        this.sessions.write().close(session.user_id, conn);
-                        this.group_online.close(session.user_id, conn);
-                        this.route_closed(session.user_id, conn); // cluster routes
-                        this.presence_changed(session.user_id, conn, None).await;
-                    }
-                });
-            }
+            } => self.logins.push(QueuedLogin {
+                conn,
+                peer,
+                body,
+                reply,
+            }),
             Request::Session {
                 conn,
                 user_id,
@@ -507,6 +498,36 @@ impl Backend {
                 }
                 self.presence_changed(user_id, conn, None).await;
             }
+        }
+    }
+
+    /// A login from the login queue, while it holds one of its slots.
+    pub(crate) async fn serve_login(&self, login: QueuedLogin) {
+        let QueuedLogin {
+            conn,
+            peer,
+            body,
+            reply,
+        } = login;
+        let presence = v1::PresenceState::try_from(body.presence)
+            .ok()
+            .and_then(DeviceState::from_wire)
+            .unwrap_or_default();
+        let outcome = self.login(conn, peer, body).await;
+        let session = outcome.session.clone();
+        // Before the reply: the shard reports the connection closed only after it
+        // has the reply, so a close is never overtaken by this device's arrival.
+        if let Some(session) = &session {
+            self.presence_changed(session.user_id, conn, Some(presence))
+                .await;
+        }
+        if reply.send(outcome).is_err()
+            && let Some(session) = session
+        {
+            self.sessions.write().close(session.user_id, conn);
+            self.group_online.close(session.user_id, conn);
+            self.route_closed(session.user_id, conn); // cluster routes
+            self.presence_changed(session.user_id, conn, None).await;
         }
     }
 

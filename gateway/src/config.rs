@@ -96,6 +96,12 @@ pub struct GatewayConfig {
     /// Frames queued for one connection; past it the connection is kicked as a slow consumer.
     pub outbound_frames_max: usize,
     pub conns_per_shard_max: usize,
+    /// Logins (and registrations, account requests before login) one shard has waiting for
+    /// the backend at once; past it a Login is answered `SERVER_FULL` with a `retry_after_ms`
+    /// and the connection closed. Logged-in clients are never counted nor refused.
+    pub logins_in_flight_per_shard_max: usize,
+    /// Base of the `retry_after_ms` a refused login is told: uniform in [base, 2 × base).
+    pub login_retry_after_ms: u64,
     /// Events (replies, pushes) waiting for one shard.
     pub queue_events_max: usize,
     /// Size of the pooled read buffers.
@@ -107,6 +113,11 @@ pub struct GatewayConfig {
     pub tls: TlsConfig,
     pub files: FilesPipeConfig,
 }
+
+/// Default `gateway.logins_in_flight_per_shard_max`: enough to keep the backend's login slots
+/// (`backend.logins_in_flight_max`) busy from a few shards, few enough that a storm queues in
+/// clients' back-off, not in the server.
+pub const LOGINS_IN_FLIGHT_PER_SHARD_DEFAULT: usize = 1024;
 
 /// `gateway.files.pipe_bytes` bounds: a pipe smaller than a read buffer only adds round trips;
 /// a bigger one than this is memory per connection for no gain.
@@ -181,6 +192,8 @@ impl Default for GatewayConfig {
             idle_timeout_ms: 60_000,
             outbound_frames_max: 4096,
             conns_per_shard_max: 500_000,
+            logins_in_flight_per_shard_max: LOGINS_IN_FLIGHT_PER_SHARD_DEFAULT,
+            login_retry_after_ms: 1_000,
             queue_events_max: 65_536,
             read_buffer_bytes: 16 * 1024,
             pool_buffers_max: 256,
@@ -413,6 +426,10 @@ impl GatewayConfig {
         positive(self.idle_timeout_ms, "idle_timeout_ms");
         positive(self.outbound_frames_max as u64, "outbound_frames_max");
         positive(self.conns_per_shard_max as u64, "conns_per_shard_max");
+        positive(
+            self.logins_in_flight_per_shard_max as u64,
+            "logins_in_flight_per_shard_max",
+        );
         positive(self.queue_events_max as u64, "queue_events_max");
         positive(self.shutdown_timeout_ms, "shutdown_timeout_ms");
         positive(
@@ -429,6 +446,9 @@ impl GatewayConfig {
                 "gateway.heartbeat_interval_ms: must be below idle_timeout_ms, or idle clients that ping on time get closed"
                     .to_owned(),
             );
+        }
+        if !(1..=600_000).contains(&self.login_retry_after_ms) {
+            out.push("gateway.login_retry_after_ms: must be between 1 and 600000".to_owned());
         }
         if !(FILES_PIPE_BYTES_MIN..=FILES_PIPE_BYTES_MAX).contains(&self.files.pipe_bytes) {
             out.push(format!(

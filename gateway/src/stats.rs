@@ -64,6 +64,12 @@ pub struct ShardStats {
     pub bytes_out: LocalCounter,
     pub logins: LocalCounter,
     pub login_failures: LocalCounter,
+    /// Pre-login requests (logins, registrations, account requests) waiting for the backend.
+    pub logins_in_flight: LocalCounter,
+    /// Pre-login requests refused at once: `gateway.logins_in_flight_per_shard_max` reached
+    /// (SERVER_FULL), or the backend's request queue full (UNAVAILABLE).
+    pub logins_refused_in_flight: LocalCounter,
+    pub logins_refused_backend_queue: LocalCounter,
     /// `DRIVER_IO_URING` or `DRIVER_EPOLL` once the shard runs.
     pub driver: LocalCounter,
     pub errors: Counters<ERROR_CODES_MAX>,
@@ -125,6 +131,14 @@ pub fn publish(shards: &[Arc<ShardStats>]) {
         gauge("ringchat_connections", s.connections.get());
         gauge("ringchat_authenticated_connections", s.authenticated.get());
         gauge("ringchat_files_connections", s.files_conns.get());
+        gauge("ringchat_logins_in_flight", s.logins_in_flight.get());
+        for (reason, n) in [
+            ("logins_in_flight", s.logins_refused_in_flight.get()),
+            ("backend_queue_full", s.logins_refused_backend_queue.get()),
+        ] {
+            metrics::counter!("ringchat_logins_refused_total", "shard" => shard.clone(), "reason" => reason)
+                .absolute(n);
+        }
         let counter = |name: &'static str, v: u64| {
             metrics::counter!(name, "shard" => shard.clone()).absolute(v);
         };
@@ -201,6 +215,10 @@ pub fn describe() {
             "Connections under /files handed to the files service, per shard.",
         ),
         (
+            "ringchat_logins_in_flight",
+            "Requests of connections not yet logged in (logins, registrations) waiting for the backend, per shard (at most gateway.logins_in_flight_per_shard_max).",
+        ),
+        (
             "ringchat_transport_connections",
             "Open client connections, per shard and transport (tcp, ws, tls, wss).",
         ),
@@ -261,6 +279,10 @@ pub fn describe() {
             "Error frames sent to clients, per shard and error code.",
         ),
         (
+            "ringchat_logins_refused_total",
+            "Logins (and registrations) refused at once with a retry_after_ms, per shard and reason: logins_in_flight (SERVER_FULL, gateway.logins_in_flight_per_shard_max reached), backend_queue_full (UNAVAILABLE).",
+        ),
+        (
             "ringchat_connections_refused_total",
             "Connections closed right after accept by the IP allow / deny lists, per reason.",
         ),
@@ -292,6 +314,9 @@ impl ServerFacts for GatewayFacts {
         for s in &self.shards {
             c.per_shard.push(s.connections.get());
             c.authenticated += s.authenticated.get();
+            c.logins_in_flight += s.logins_in_flight.get();
+            c.logins_refused +=
+                s.logins_refused_in_flight.get() + s.logins_refused_backend_queue.get();
             c.transports.tcp += s.transports[0].get();
             c.transports.ws += s.transports[1].get();
             c.transports.tls += s.transports[2].get();

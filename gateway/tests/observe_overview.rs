@@ -84,6 +84,8 @@ async fn the_overview_counts_what_happened() {
     let now = &seen["now"];
     assert_eq!(now["connections"], 3);
     assert_eq!(now["authenticated"], 3);
+    assert_eq!(now["logins_in_flight"], 0, "every login answered");
+    assert_eq!(now["logins_refused_total"], 0, "no storm");
     assert_eq!(
         now["connections_per_shard"].as_array().unwrap().len() as u64,
         shards

@@ -197,17 +197,21 @@ impl Accounts {
             .map_err(Refusal::unavailable)
     }
 
-    /// A token login: one SHA-256 and one lookup; in the last part of the token's life, a
-    /// fresh token for the same device.
+    /// A token login: one SHA-256 and one blocking call (the token, the account's flags); in
+    /// the last part of the token's life, a fresh token for the same device. Nothing is
+    /// written (the device's last-seen time is buffered in memory, `seen.rs`), so it costs no
+    /// fsync.
     async fn authenticate_token(
         &self,
         req: &v1::Login,
         token: &str,
     ) -> Result<Authenticated, Refusal> {
         let hash = token_hash(token);
-        let store = Arc::clone(&self.store);
+        let (store, flags) = (Arc::clone(&self.store), Arc::clone(&self.admin_store));
         let account = req.account.clone();
-        let record = blocking(move || {
+        // The account's flags are read beside the token (one trip to the blocking pool, not
+        // two); they are used only once the token checked out, as `check_enabled` would.
+        let found = blocking(move || {
             let Some(record) = store.token(&hash)? else {
                 return Ok(None);
             };
@@ -221,10 +225,14 @@ impl Accounts {
                     store.user_id_by_email(email)? == Some(record.user_id)
                 }
             };
-            Ok(matches.then_some(record))
+            if !matches {
+                return Ok(None);
+            }
+            let disabled = flags.user_flags(record.user_id)?.is_some();
+            Ok(Some((record, disabled)))
         })
         .await?;
-        let Some(record) = record else {
+        let Some((record, disabled)) = found else {
             return Err(Refusal::invalid_credentials());
         };
         let now = now_ms();
@@ -236,7 +244,9 @@ impl Accounts {
             }
             return Err(expired);
         }
-        self.check_enabled(record.user_id).await?;
+        if disabled {
+            return Err(super::disabled());
+        }
         let life = record.expires_at_ms.saturating_sub(record.issued_at_ms);
         let refresh_window = life / 100 * u64::from(self.login.token_refresh_percent);
         if record.expires_at_ms - now <= refresh_window {

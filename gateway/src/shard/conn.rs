@@ -210,7 +210,7 @@ impl Conn {
         }
         // Not in the shard's table, so the reaper does not see it: bounded here.
         let _ = monoio::time::timeout(limit, async {
-            self.session.fail(
+            self.session.refuse(
                 0,
                 ErrorCode::ServerFull,
                 "this server is at its connection limit, try another or later",

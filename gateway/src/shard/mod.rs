@@ -318,6 +318,9 @@ pub(crate) struct Shard {
     pub stopping: Cell<bool>,
     /// Connections being turned away because the shard is full.
     rejecting: Cell<usize>,
+    /// Requests of connections not yet logged in (logins, registrations, account requests)
+    /// waiting for the backend now (`gateway.logins_in_flight_per_shard_max`).
+    logins_in_flight: Cell<usize>,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The live keys' values (`live.rs`): copied in on `Reconfigure`, read as plain values.
     pub live: Cell<LiveLimits>,
@@ -371,6 +374,7 @@ impl Shard {
             tick_ms,
             stopping: Cell::new(false),
             rejecting: Cell::new(0),
+            logins_in_flight: Cell::new(0),
             tls,
             stop: LocalNotify::default(),
             acceptors: RefCell::new(Vec::new()),
@@ -422,6 +426,25 @@ impl Shard {
         }
     }
 
+    /// A place for one more pre-login request on its way to the backend, or `None` when the
+    /// shard has `gateway.logins_in_flight_per_shard_max` of them already. Shard-local: a
+    /// `Cell`, no atomics; given back when the slot drops.
+    pub fn login_slot(self: &Rc<Self>) -> Option<LoginSlot> {
+        let n = self.logins_in_flight.get();
+        if n >= self.gateway.logins_in_flight_per_shard_max {
+            return None;
+        }
+        self.logins_in_flight.set(n + 1);
+        self.stats.logins_in_flight.set(n as u64 + 1);
+        Some(LoginSlot(Rc::clone(self)))
+    }
+
+    /// The `retry_after_ms` for a client turned away before login: jittered, so that the
+    /// clients of one storm do not come back together.
+    pub fn login_retry_after_ms(&self) -> u64 {
+        ringchat_backend::retry_after::jittered_ms(self.gateway.login_retry_after_ms)
+    }
+
     fn ticks(&self, ms: u64) -> u64 {
         ms.div_ceil(self.tick_ms)
     }
@@ -447,6 +470,17 @@ impl Shard {
         if conns.is_empty() {
             self.all_closed.notify();
         }
+    }
+}
+
+/// One pre-login request in flight on a shard (`Shard::login_slot`).
+pub(crate) struct LoginSlot(Rc<Shard>);
+
+impl Drop for LoginSlot {
+    fn drop(&mut self) {
+        let n = self.0.logins_in_flight.get().saturating_sub(1);
+        self.0.logins_in_flight.set(n);
+        self.0.stats.logins_in_flight.set(n as u64);
     }
 }
 

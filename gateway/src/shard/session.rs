@@ -174,7 +174,7 @@ impl Session {
     async fn register(&mut self, request_id: u64, body: v1::Register, peer: IpAddr) {
         let (reply, answer) = oneshot::channel();
         let request = Request::Register { peer, body, reply };
-        if let Some(body) = self.ask_backend(request, answer).await {
+        if let Some(body) = self.ask_backend(request_id, request, answer).await {
             self.reply(request_id, body);
         }
     }
@@ -187,7 +187,7 @@ impl Session {
             request,
             reply,
         };
-        if let Some(body) = self.ask_backend(request, answer).await {
+        if let Some(body) = self.ask_backend(request_id, request, answer).await {
             self.reply(request_id, body);
         }
     }
@@ -200,7 +200,7 @@ impl Session {
             body,
             reply,
         };
-        let Some(outcome) = self.ask_backend(request, answer).await else {
+        let Some(outcome) = self.ask_backend(request_id, request, answer).await else {
             return;
         };
         let resume = match outcome.session {
@@ -231,15 +231,43 @@ impl Session {
         self.session_request(request_id, user_id, request).await;
     }
 
-    /// Sends a request that answers on a oneshot; gives up if the connection is closed meanwhile.
+    /// Sends a request of a connection not yet logged in (login, register, account) that
+    /// answers on a oneshot; gives up if the connection is closed meanwhile.
+    ///
+    /// Admission: such a request never waits for room. With the shard's pre-login slots all
+    /// taken it is answered `SERVER_FULL`, with the backend's queue full `UNAVAILABLE`, both
+    /// with a jittered `retry_after_ms`, and the connection is closed: the client reconnects
+    /// after it. Logged-in clients' requests never come here.
     async fn ask_backend<T>(
         &mut self,
+        request_id: u64,
         request: Request,
         answer: oneshot::Receiver<T>,
     ) -> Option<T> {
-        if self.shard.backend.send(request).await.is_err() {
-            self.fail(0, ErrorCode::Unavailable, "server is shutting down");
+        let Some(_slot) = self.shard.login_slot() else {
+            self.shard.stats.logins_refused_in_flight.add(1);
+            self.refuse(
+                request_id,
+                ErrorCode::ServerFull,
+                "too many logins at once; reconnect after retry_after_ms",
+            );
             return None;
+        };
+        match self.shard.backend.try_send(request) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.shard.stats.logins_refused_backend_queue.add(1);
+                self.refuse(
+                    request_id,
+                    ErrorCode::Unavailable,
+                    "the server is busy; reconnect after retry_after_ms",
+                );
+                return None;
+            }
+            Err(TrySendError::Closed(_)) => {
+                self.fail(0, ErrorCode::Unavailable, "server is shutting down");
+                return None;
+            }
         }
         let shared = Rc::clone(&self.shared);
         let mut answer = std::pin::pin!(answer);
@@ -372,6 +400,16 @@ impl Session {
     /// An error reply, then the connection is closed.
     pub fn fail(&self, request_id: u64, code: ErrorCode, message: impl Into<String>) {
         self.error(request_id, code, message);
+        self.shared.close_with(Close::AfterError(code));
+    }
+
+    /// A client turned away before login (the shard full, a login storm): an error reply
+    /// with a jittered `retry_after_ms` (`gateway.login_retry_after_ms`), then the close.
+    pub fn refuse(&self, request_id: u64, code: ErrorCode, message: impl Into<String>) {
+        self.shard.stats.error(code);
+        let mut body = error_body(code, message);
+        body.retry_after_ms = self.shard.login_retry_after_ms();
+        self.reply(request_id, Body::Error(body));
         self.shared.close_with(Close::AfterError(code));
     }
 }

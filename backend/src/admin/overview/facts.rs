@@ -22,6 +22,11 @@ pub struct Connections {
     pub transports: Transports,
     /// Connections with a logged-in session.
     pub authenticated: u64,
+    /// Logins (and other requests before login) waiting for the backend now, all shards.
+    pub logins_in_flight: u64,
+    /// Logins turned away at once since start (`SERVER_FULL` or `UNAVAILABLE` with a
+    /// `retry_after_ms`: a shard's login slots or the backend's queue were full).
+    pub logins_refused: u64,
 }
 
 pub trait ServerFacts: Send + Sync {

@@ -72,6 +72,10 @@ pub fn describe() {
             "Conversations evicted from the tail cache.",
         ),
         (
+            "ringchat_backend_logins_refused_total",
+            "Logins answered UNAVAILABLE at once because the backend's login queue was full (backend.queue_requests_max).",
+        ),
+        (
             "ringchat_store_unavailable_total",
             "Store calls that failed because a networked store was away or busy (answered UNAVAILABLE).",
         ),
@@ -86,6 +90,14 @@ pub fn describe() {
         (
             "ringchat_daily_active_users",
             "Distinct users who logged in or sent today (UTC), estimated (HyperLogLog, 0.8 % error).",
+        ),
+        (
+            "ringchat_backend_logins_in_flight",
+            "Logins the backend runs now (at most backend.logins_in_flight_max).",
+        ),
+        (
+            "ringchat_backend_logins_waiting",
+            "Logins queued in the backend for one of its login slots.",
         ),
         ("ringchat_rooms", "Chat rooms that exist."),
         ("ringchat_room_sessions", "Sessions in chat rooms."),

@@ -51,6 +51,10 @@ pub struct Sample {
     /// Connections with a logged-in session.
     pub authenticated: u64,
     pub logins_per_s: f64,
+    /// Logins waiting for the backend now (`gateway.logins_in_flight_per_shard_max` each shard).
+    pub logins_in_flight: u64,
+    /// Logins turned away with a `retry_after_ms` since start (a login storm).
+    pub logins_refused_total: u64,
     /// Messages stored (direct and group).
     pub messages_per_s: f64,
     /// Frames handed to recipients (pushes, receipts, events).
@@ -278,6 +282,8 @@ fn sample(
         transports: conns.transports,
         authenticated: conns.authenticated,
         logins_per_s: rate(logins, prev.logins),
+        logins_in_flight: conns.logins_in_flight,
+        logins_refused_total: conns.logins_refused,
         messages_per_s: rate(messages, prev.messages),
         deliveries_per_s: rate(deliveries, prev.deliveries),
         latency: Latency {

@@ -51,6 +51,7 @@ export async function render(main) {
       stat('messages_per_s', 'Messages/s', format(s.messages_per_s || 0)),
       stat('deliveries_per_s', 'Deliveries/s', format(s.deliveries_per_s || 0)),
       stat('logins_per_s', 'Logins/s', format(s.logins_per_s || 0)),
+      stat('logins_waiting', 'Logins waiting / refused', `${format(s.logins_in_flight || 0)} / ${format(s.logins_refused_total || 0)}`),
       stat('latency', 'Send→ack p50 / p99 / p99.9', `${format(lat.p50_ms || 0)} / ${format(lat.p99_ms || 0)} / ${format(lat.p999_ms || 0)} ms`),
       stat('cpu', 'Process CPU', `${format(s.process_cpu_percent || 0)} %`),
       stat('rss', 'Memory (RSS)', bytes(s.rss_bytes || 0)),

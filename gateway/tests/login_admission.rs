@@ -1,0 +1,214 @@
+//! Admission under a login storm: a shard takes a bounded number of logins at once, turns the
+//! others away at once with `SERVER_FULL` and a jittered `retry_after_ms`, and the clients
+//! already logged in are never refused.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use common::{PASSWORD, TestServer, WAIT_DEADLINE, wait_until};
+use ringchat_bench::client::{Client, password_login};
+use ringchat_proto::Body;
+use ringchat_proto::v1::{self, ErrorCode};
+
+/// `gateway.login_retry_after_ms` in these tests.
+const RETRY_BASE_MS: u64 = 300;
+/// Clients logging in at once, against 2 login slots.
+const STORM: usize = 12;
+
+/// What a login came to on one connection.
+enum Outcome {
+    LoggedIn,
+    /// Refused with this `retry_after_ms`; the server closed the connection after it.
+    Refused(u64),
+}
+
+/// Hello and a password login on a new connection. A refusal must be `SERVER_FULL` with a
+/// `retry_after_ms`, followed by the close.
+async fn try_login(server: &TestServer, name: &str) -> Outcome {
+    let mut c = server.client().await;
+    c.hello().await.unwrap();
+    match c
+        .login(password_login(name, PASSWORD, "storm"))
+        .await
+        .unwrap()
+    {
+        Ok(_) => Outcome::LoggedIn,
+        Err(e) => {
+            assert_eq!(e.code(), ErrorCode::ServerFull, "{e}");
+            assert!(c.recv_timeout().await.unwrap().is_none(), "closed after it");
+            Outcome::Refused(e.0.retry_after_ms)
+        }
+    }
+}
+
+/// Logs in as a client would: after a refusal, waits the `retry_after_ms` it was told and
+/// reconnects. Returns every `retry_after_ms` it was told on the way.
+async fn login_with_retries(server: &TestServer, name: &str) -> Vec<u64> {
+    let deadline = Instant::now() + WAIT_DEADLINE;
+    let mut told = Vec::new();
+    loop {
+        match try_login(server, name).await {
+            Outcome::LoggedIn => return told,
+            Outcome::Refused(ms) => {
+                told.push(ms);
+                assert!(Instant::now() < deadline, "{name} never got in: {told:?}");
+                // The protocol's back-off, not a guess: the server said when to come back.
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_login_storm_is_turned_away_with_jittered_retry_after_and_the_logged_in_go_on() {
+    let server = TestServer::start(&[
+        ("GATEWAY__CORES", "[0]"),
+        ("GATEWAY__LOGINS_IN_FLIGHT_PER_SHARD_MAX", "2"),
+        ("GATEWAY__LOGIN_RETRY_AFTER_MS", "300"),
+        // Argon2 at its default cost, one hash at a time: each password login is slow, so
+        // the storm's logins overlap.
+        ("ACCOUNTS__ARGON2_MEMORY_KIB", "19456"),
+        ("ACCOUNTS__ARGON2_ITERATIONS", "2"),
+        ("ACCOUNTS__HASH_CONCURRENCY", "1"),
+        // Twelve logins from one address are not an attack here.
+        ("LOGIN__FAILURES_FREE", "1000"),
+    ]);
+    // Accounts first, one at a time on one connection (one login slot).
+    let mut setup = server.client().await;
+    setup.hello().await.unwrap();
+    for name in ["ann", "bob"]
+        .into_iter()
+        .map(str::to_owned)
+        .chain((0..STORM).map(|i| format!("storm{i:02}")))
+    {
+        setup.register(&name, PASSWORD).await.unwrap().unwrap();
+    }
+    drop(setup);
+    let mut ann = server.client().await;
+    ann.hello().await.unwrap();
+    ann.login_password("ann", PASSWORD, "ann-phone")
+        .await
+        .unwrap()
+        .unwrap();
+    let mut bob = server.client().await;
+    bob.hello().await.unwrap();
+    let bob_id = bob
+        .login_password("bob", PASSWORD, "bob-phone")
+        .await
+        .unwrap()
+        .unwrap()
+        .user_id;
+
+    let storm = async {
+        let logins = (0..STORM).map(|i| {
+            let server = &server;
+            async move { login_with_retries(server, &format!("storm{i:02}")).await }
+        });
+        futures_util::future::join_all(logins).await
+    };
+    // Ann talks to Bob every 20 ms for as long as the storm lasts (20 messages at least):
+    // every send acked, none refused, and a read of her session answered now and then.
+    let mut storm = std::pin::pin!(storm);
+    let mut told = None;
+    let mut sent = Vec::new();
+    let mut pace = tokio::time::interval(Duration::from_millis(20));
+    while told.is_none() || sent.len() < 20 {
+        if told.is_none() {
+            tokio::select! {
+                t = &mut storm => {
+                    told = Some(t);
+                    continue;
+                }
+                _ = pace.tick() => {}
+            }
+        } else {
+            pace.tick().await;
+        }
+        let text = format!("message {}", sent.len());
+        let ack = ann
+            .send_text(bob_id, &format!("m{}", sent.len()), &text)
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("a logged-in client's send was refused: {e}"));
+        sent.push((ack.seq, text));
+        if sent.len() % 5 == 0 {
+            ann.conversations().await.unwrap();
+        }
+    }
+    let told = told.expect("the storm ended");
+
+    // Every message reached Bob, in order.
+    for (seq, text) in &sent {
+        let message = bob.next_push().await.unwrap();
+        assert_eq!(message.seq, *seq);
+        assert_eq!(message.content, text.as_bytes());
+    }
+    let seqs: Vec<u64> = sent.iter().map(|(seq, _)| *seq).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+
+    // Some of the storm were turned away, each told to come back in [base, 2 × base), not all
+    // at the same moment; every one of them got in when it came back.
+    let refusals: Vec<u64> = told.iter().flatten().copied().collect();
+    assert!(refusals.len() >= 2, "2 slots for {STORM} logins: {told:?}");
+    assert!(
+        refusals
+            .iter()
+            .all(|ms| (RETRY_BASE_MS..2 * RETRY_BASE_MS).contains(ms)),
+        "{refusals:?}"
+    );
+    let distinct: HashSet<u64> = refusals.iter().copied().collect();
+    assert!(distinct.len() >= 2, "jittered: {refusals:?}");
+
+    wait_until("the refusals counted and the slots given back", || {
+        let m = server.metrics();
+        let refused: f64 = m
+            .iter()
+            .filter(|(k, _)| {
+                k.starts_with("ringchat_logins_refused_total{")
+                    && k.contains("reason=\"logins_in_flight\"")
+            })
+            .map(|(_, v)| v)
+            .sum();
+        refused == refusals.len() as f64
+            && m.get("ringchat_logins_in_flight{shard=\"0\"}").copied() == Some(0.0)
+    });
+}
+
+#[tokio::test]
+async fn a_full_shard_says_when_to_come_back() {
+    let server = TestServer::start(&[
+        ("GATEWAY__CORES", "[0]"),
+        ("GATEWAY__CONNS_PER_SHARD_MAX", "1"),
+        ("GATEWAY__LOGIN_RETRY_AFTER_MS", "300"),
+    ]);
+    let (mut held, _) = server.user("ann").await;
+    let mut told = Vec::new();
+    for _ in 0..4 {
+        let mut c = Client::connect(server.tcp).await.unwrap();
+        let frame = c
+            .recv_timeout()
+            .await
+            .unwrap()
+            .expect("an answer, then the close");
+        let Some(Body::Error(v1::Error {
+            code,
+            retry_after_ms,
+            ..
+        })) = frame.body
+        else {
+            panic!("{frame:?}")
+        };
+        assert_eq!(code, ErrorCode::ServerFull as i32);
+        assert!(c.recv_timeout().await.unwrap().is_none(), "closed after it");
+        told.push(retry_after_ms);
+    }
+    assert!(
+        told.iter()
+            .all(|ms| (RETRY_BASE_MS..2 * RETRY_BASE_MS).contains(ms)),
+        "{told:?}"
+    );
+    // The client already in is not touched.
+    held.ping().await.unwrap();
+}
