@@ -285,8 +285,12 @@ pub fn run(cfg: &StormConfig, observe: &Observe) -> anyhow::Result<StormReport> 
             }
         }
     }
-    let storm_end = start.elapsed();
     let after_storm = observe.sample();
+    // The storm ends with its last login; with give-ups, when the last one gave up (now).
+    let storm_end = tally
+        .last_login
+        .filter(|_| tally.logged_in == cfg.storm as u64)
+        .unwrap_or_else(|| start.elapsed());
     meet.window.close(storm_end);
     stop.bring_forward(storm_end + cfg.after);
     let meet_progress = (Arc::clone(&meet.progress), Arc::clone(&meet.storm_progress));
@@ -475,13 +479,16 @@ pub fn table(r: &StormReport) -> String {
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "storm: {} pairs at {:.0} msgs/s ({} B, window {}), {} clients logging in by {:?} ({} at once per thread), {} load threads",
+        "storm: {} pairs at {:.0} msgs/s ({} B, window {}), {} clients logging in by {} ({} at once per thread), {} load threads",
         r.pairs,
         r.rate_target_msgs_per_s,
         r.size_bytes,
         r.window,
         r.storm_clients,
-        r.storm_login,
+        match r.storm_login {
+            StormLogin::Token => "token",
+            StormLogin::Password => "password",
+        },
         r.storm_concurrency_per_thread,
         r.threads
     );
