@@ -225,7 +225,10 @@ async fn open_all(
     clients
 }
 
-pub(crate) async fn connect_from(addr: SocketAddr, source: Option<IpAddr>) -> anyhow::Result<Client> {
+pub(crate) async fn connect_from(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+) -> anyhow::Result<Client> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {

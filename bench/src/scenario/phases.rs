@@ -80,7 +80,8 @@ impl Default for Window {
 
 impl Window {
     pub fn open(&self, since_start: Duration) {
-        self.opens_ns.fetch_min(nanos(since_start), Ordering::Relaxed);
+        self.opens_ns
+            .fetch_min(nanos(since_start), Ordering::Relaxed);
     }
 
     /// When the window opened, since the run's start, if it has.
@@ -90,7 +91,8 @@ impl Window {
     }
 
     pub fn close(&self, since_start: Duration) {
-        self.closes_ns.fetch_min(nanos(since_start), Ordering::Relaxed);
+        self.closes_ns
+            .fetch_min(nanos(since_start), Ordering::Relaxed);
     }
 
     /// Which phase a message sent at `sent` and delivered at `delivered` (both since the run's
@@ -142,7 +144,8 @@ impl PhaseLatency {
     }
 
     pub fn take(&self) -> [Histogram<u64>; 3] {
-        self.hist.replace(std::array::from_fn(|_| latency_histogram()))
+        self.hist
+            .replace(std::array::from_fn(|_| latency_histogram()))
     }
 }
 

@@ -237,13 +237,11 @@ async fn attempt(
     let mut client = match connect_from(addr, source).await {
         Ok(c) => c,
         Err(e) => {
-            return Err(Outcome::Disconnected(
-                match io_kind(&e) {
-                    Some(std::io::ErrorKind::ConnectionRefused) => "connect_refused",
-                    Some(std::io::ErrorKind::ConnectionReset) => "connect_reset",
-                    _ => "connect_error",
-                },
-            ));
+            return Err(Outcome::Disconnected(match io_kind(&e) {
+                Some(std::io::ErrorKind::ConnectionRefused) => "connect_refused",
+                Some(std::io::ErrorKind::ConnectionReset) => "connect_reset",
+                _ => "connect_error",
+            }));
         }
     };
     let mut answered = false;
@@ -323,7 +321,10 @@ fn refusal_or_failure(what: &str, body: Body) -> Outcome {
                     after: Duration::from_millis(e.retry_after_ms),
                 }
             } else if later {
-                Outcome::Failed(format!("{what}: {} without retry_after_ms", code.as_str_name()))
+                Outcome::Failed(format!(
+                    "{what}: {} without retry_after_ms",
+                    code.as_str_name()
+                ))
             } else {
                 Outcome::Failed(format!("{what}: {}", code.as_str_name()))
             }

@@ -177,8 +177,8 @@ pub fn run(cfg: &StormConfig, observe: &Observe) -> anyhow::Result<StormReport> 
     if cfg.pairs == 0 || cfg.window == 0 || cfg.threads == 0 || cfg.storm == 0 {
         bail!("--pairs, --window, --threads and --storm must be at least 1");
     }
-    if !(cfg.rate > 0.0) {
-        bail!("--rate must be above 0");
+    if !cfg.rate.is_finite() || cfg.rate <= 0.0 {
+        bail!("--rate must be a number above 0");
     }
     // Both sides of every pair and every storm client live in this process.
     super::ensure_fd_limit(2 * cfg.pairs as u64 + cfg.storm as u64 + 256)?;
@@ -228,8 +228,14 @@ pub fn run(cfg: &StormConfig, observe: &Observe) -> anyhow::Result<StormReport> 
                 let stop = meet.stop.get().expect("set before go");
                 let phases = Rc::new(PhaseLatency::new(Arc::clone(&meet.window)));
                 let traffic = Traffic::of(&pcfg, start, run);
-                let m = pairs::drive(&traffic, sides, stop, Some(Rc::clone(&phases)), &meet.progress)
-                    .await?;
+                let m = pairs::drive(
+                    &traffic,
+                    sides,
+                    stop,
+                    Some(Rc::clone(&phases)),
+                    &meet.progress,
+                )
+                .await?;
                 anyhow::Ok((m, phases.take()))
             }
         }
@@ -328,7 +334,11 @@ pub fn run(cfg: &StormConfig, observe: &Observe) -> anyhow::Result<StormReport> 
     let opened = meet.window.opened().unwrap_or(cfg.warmup);
     let storm_window = storm_end.saturating_sub(opened);
     let all_in = (tally.logged_in == cfg.storm as u64)
-        .then(|| tally.last_login.map(|l| l.saturating_sub(opened).as_secs_f64()))
+        .then(|| {
+            tally
+                .last_login
+                .map(|l| l.saturating_sub(opened).as_secs_f64())
+        })
         .flatten();
     let cpu = |a: Option<crate::procstat::ProcSample>, b: Option<crate::procstat::ProcSample>| {
         a.zip(b)
