@@ -90,7 +90,8 @@ if rs:
     alls = [r["all_logged_in_s"] for r in rs]
     done = [a for a in alls if a is not None]
     print(f"storm: all {rs[0]['storm_clients']} logged in within "
-          f"{med(done) if len(done) == len(alls) else 'NOT ALL'} s {alls};  logins/s "
+          + (f"{med(done):.2f}" if len(done) == len(alls) else "NOT ALL") + " s "
+          f"{[None if a is None else round(a, 2) for a in alls]};  logins/s "
           f"{med([r['logins_per_s'] for r in rs]):.0f};  login p99 "
           f"{med([r['login_latency_ms']['p99'] for r in rs]):.0f} ms;  server µs/login "
           f"{med([r['server_cpu_us_per_login'] or 0 for r in rs]):.0f}")
