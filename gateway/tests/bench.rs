@@ -220,6 +220,37 @@ fn storm_logs_everyone_in_while_the_pairs_lose_nothing() {
 }
 
 #[test]
+fn storm_by_password_logs_everyone_in_too() {
+    use ringchat_bench::scenario::storm::{self, StormConfig, StormLogin};
+    let server = TestServer::start(&[]);
+    let cfg = StormConfig {
+        addr: server.tcp,
+        pairs: 2,
+        size: 64,
+        window: 8,
+        rate: 100.0,
+        warmup: Duration::from_millis(300),
+        after: Duration::from_millis(300),
+        drain_timeout: Duration::from_secs(10),
+        storm: 40,
+        storm_login: StormLogin::Password,
+        storm_concurrency: 16,
+        storm_timeout: Duration::from_secs(15),
+        threads: 1,
+        user_prefix: "p_".into(),
+        password: "bench-password".into(),
+    };
+    let report = storm::run(&cfg, &observe(&server)).unwrap();
+    assert!(report.clean(), "{report:?}");
+    assert_eq!(report.logged_in, 40, "{report:?}");
+    assert_eq!(
+        server.metric("ringchat_logins_total") as u64,
+        2 * 40 + 2 * 2,
+        "{report:?}"
+    );
+}
+
+#[test]
 fn group_reports_every_delivery_the_server_made() {
     use ringchat_bench::scenario::group::{self, GroupConfig};
     let server = TestServer::start(&[]);
