@@ -34,6 +34,12 @@ use crate::transport::Transport;
 
 /// Storm users signed up at once per load thread in phase 0.
 const SETUP_CONCURRENCY: usize = 64;
+/// After phase 0, the server counts as settled once it used less than `SETTLED_CPU` in a
+/// `SETTLE_STEP`; it is waited for `SETTLE_MAX` at most (a fixed `SETTLE_STEP` × 4 without a
+/// server pid to watch).
+const SETTLE_STEP: Duration = Duration::from_millis(500);
+const SETTLED_CPU: Duration = Duration::from_millis(50);
+const SETTLE_MAX: Duration = Duration::from_secs(15);
 /// Beyond the worst case of the run, how long the main thread waits for the storm threads'
 /// reports before giving up on them.
 const REPORT_SLACK: Duration = Duration::from_secs(10);
@@ -258,6 +264,9 @@ pub fn run(cfg: &StormConfig, observe: &Observe) -> anyhow::Result<StormReport> 
     let storm_workers = std::thread::spawn(move || on_threads(storm_threads, storm_worker));
 
     meet.ready.wait();
+    // Phase 0 just closed M connections and wrote M tokens: the storm must not start on a
+    // server still busy with that, or "before" measures phase 0's tail.
+    settle(observe);
     let before = observe.sample();
     let bench_before = crate::procstat::sample(std::process::id()).ok();
     let start = Instant::now();
@@ -420,6 +429,24 @@ pub fn run(cfg: &StormConfig, observe: &Observe) -> anyhow::Result<StormReport> 
             .zip(bench_after)
             .map(|(b, a)| a.cpu.saturating_sub(b.cpu).as_secs_f64()),
     })
+}
+
+/// Waits until the server's CPU goes quiet (see `SETTLED_CPU`), within `SETTLE_MAX`.
+fn settle(observe: &Observe) {
+    let deadline = Instant::now() + SETTLE_MAX;
+    let Some(mut last) = observe.sample() else {
+        std::thread::sleep(SETTLE_STEP * 4);
+        return;
+    };
+    while Instant::now() < deadline {
+        std::thread::sleep(SETTLE_STEP);
+        let Some(next) = observe.sample() else { return };
+        let used = next.cpu.saturating_sub(last.cpu);
+        last = next;
+        if used < SETTLED_CPU {
+            return;
+        }
+    }
 }
 
 /// One storm load thread: phase 0 for its share of the users, then the storm at the end of the
