@@ -17,6 +17,7 @@ use ringchat_bench::scenario::group::{self, GroupConfig};
 use ringchat_bench::scenario::pairs::{self, PairsConfig};
 use ringchat_bench::scenario::presence::{self, FanoutConfig, StormConfig};
 use ringchat_bench::scenario::room::{self, RoomConfig};
+use ringchat_bench::scenario::storm::{self, StormLogin};
 use ringchat_bench::transport::Transport;
 
 #[global_allocator]
@@ -45,6 +46,10 @@ enum Scenario {
     /// U users with K friends each log in at once and list their friends with presence;
     /// reports the time to that first snapshot and the server CPU per login.
     LoginStorm(LoginStormArgs),
+    /// P pairs exchange messages at a fixed rate while M other clients connect and log in at
+    /// once (a reconnect storm); reports the pairs' latency before, during and after the storm,
+    /// the time until all M are logged in, and every refusal, retry and reset.
+    Storm(StormArgs),
     /// One group of M members, O online, S of them sending; every online member checks every
     /// message (once, in seq order); reports deliveries/s and the server CPU per delivery.
     Group(GroupArgs),
@@ -239,6 +244,45 @@ struct LoginStormArgs {
     /// Logins in flight at once during the storm.
     #[arg(long, default_value_t = 10_000)]
     concurrency: usize,
+}
+
+#[derive(Args)]
+struct StormArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Established pairs of users exchanging messages throughout.
+    #[arg(long, default_value_t = 1000)]
+    pairs: usize,
+    /// Content bytes per message (at least 16).
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// Unacknowledged messages each pair sender may have in flight.
+    #[arg(long, default_value_t = 32)]
+    window: usize,
+    /// The pairs' messages per second over all senders; latency counts from when each was due.
+    #[arg(long, default_value_t = 10_000.0)]
+    rate: f64,
+    /// Steady state before the storm (the "before" latency), e.g. 2s.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+    /// How long the pairs go on after the last storm login (the "after" latency).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    after: Duration,
+    /// After sending stops, how long to wait for the pairs' last acks and pushes.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    drain_timeout: Duration,
+    /// Clients connecting and logging in at once (users signed up or reused first).
+    #[arg(long, default_value_t = 10_000)]
+    storm: usize,
+    /// How the storm clients log in: with the token each got beforehand, or by password.
+    #[arg(long, value_enum, default_value = "token")]
+    storm_login: StormLogin,
+    /// Storm connections being connected or logged in at once, per load thread.
+    #[arg(long, default_value_t = 512)]
+    storm_concurrency: usize,
+    /// A storm client not logged in this long after the storm began gives up (a failure).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    storm_timeout: Duration,
 }
 
 #[derive(Args)]
@@ -476,6 +520,43 @@ fn run() -> anyhow::Result<bool> {
                 report::write_json(path, &r)?;
             }
             Ok(r.errors == 0 && r.friends_listed == (r.users * r.friends_per_user) as u64)
+        }
+        Scenario::Storm(a) => {
+            let cfg = storm::StormConfig {
+                addr: resolve(&a.common.addr)?,
+                pairs: a.pairs,
+                size: a.size,
+                window: a.window,
+                rate: a.rate,
+                warmup: a.warmup,
+                after: a.after,
+                drain_timeout: a.drain_timeout,
+                storm: a.storm,
+                storm_login: a.storm_login,
+                storm_concurrency: a.storm_concurrency,
+                storm_timeout: a.storm_timeout,
+                threads: threads(&a.common),
+                user_prefix: a.common.user_prefix.clone(),
+                password: a.common.password.clone(),
+            };
+            let mut r = storm::run(&cfg, &observe(&a.common))?;
+            r.provenance = provenance(&a.common);
+            print!("{}", storm::table(&r));
+            if let Some(path) = &a.common.json {
+                report::write_json(path, &r)?;
+            }
+            if r.reset_before_reply > 0 {
+                eprintln!(
+                    "ringchat-bench: {} storm connections were accepted and then reset before any reply",
+                    r.reset_before_reply
+                );
+            }
+            if !r.clean() {
+                eprintln!(
+                    "ringchat-bench: pair messages were lost, duplicated or reordered, or storm clients failed to log in or stay"
+                );
+            }
+            Ok(r.clean())
         }
         Scenario::ClusterPairs(a) => run_cluster(a),
         Scenario::Files(a) => {

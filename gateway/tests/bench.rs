@@ -147,6 +147,110 @@ fn connect_reports_every_login_the_server_saw() {
 }
 
 #[test]
+fn storm_logs_everyone_in_while_the_pairs_lose_nothing() {
+    use ringchat_bench::scenario::storm::{self, StormConfig, StormLogin};
+    let server = TestServer::start(&[]);
+    let cfg = StormConfig {
+        addr: server.tcp,
+        pairs: 10,
+        size: 64,
+        window: 8,
+        rate: 400.0,
+        warmup: Duration::from_millis(500),
+        after: Duration::from_millis(500),
+        drain_timeout: Duration::from_secs(10),
+        storm: 200,
+        storm_login: StormLogin::Token,
+        storm_concurrency: 64,
+        storm_timeout: Duration::from_secs(15),
+        threads: 2,
+        user_prefix: "s_".into(),
+        password: "bench-password".into(),
+    };
+    let report = storm::run(&cfg, &observe(&server)).unwrap();
+    assert!(report.clean(), "{report:?}");
+    assert_eq!(report.logged_in, 200, "{report:?}");
+    assert_eq!(report.failures, 0, "{report:?}");
+    assert_eq!(report.dropped_after_login, 0, "{report:?}");
+    assert_eq!((report.lost, report.out_of_order), (0, 0), "{report:?}");
+    assert!(report.all_logged_in_s.is_some(), "{report:?}");
+    // The pairs ran through all three phases, and every message is in one of them.
+    assert!(report.latency_before_us.messages > 0, "{report:?}");
+    assert!(report.latency_after_us.messages > 0, "{report:?}");
+    assert_eq!(
+        report.latency_before_us.messages
+            + report.latency_during_us.messages
+            + report.latency_after_us.messages,
+        report.delivered
+    );
+    assert_eq!(report.delivered, report.acked);
+    // Phase 0 logged each storm user in by password, the storm once more by token; the pairs'
+    // users once each. Retried logins never reached LoginOk, so they are not counted.
+    assert_eq!(
+        server.metric("ringchat_logins_total") as u64,
+        2 * 200 + 2 * 10,
+        "{report:?}"
+    );
+    let json = serde_json::to_value(&report).unwrap();
+    for key in [
+        "scenario",
+        "logged_in",
+        "all_logged_in_s",
+        "logins_per_s",
+        "refusals",
+        "retries",
+        "failures",
+        "reset_before_reply",
+        "login_latency_ms",
+        "latency_before_us",
+        "latency_during_us",
+        "latency_after_us",
+        "lost",
+        "out_of_order",
+        "server_cpu_s",
+        "server_cpu_us_per_login",
+    ] {
+        assert!(json.get(key).is_some(), "JSON report lacks {key}");
+    }
+    for p in ["p50", "p99", "p999", "max"] {
+        assert!(json["latency_during_us"].get(p).is_some());
+        assert!(json["login_latency_ms"].get(p).is_some());
+    }
+    assert!(storm::table(&report).contains("logged in"));
+}
+
+#[test]
+fn storm_by_password_logs_everyone_in_too() {
+    use ringchat_bench::scenario::storm::{self, StormConfig, StormLogin};
+    let server = TestServer::start(&[]);
+    let cfg = StormConfig {
+        addr: server.tcp,
+        pairs: 2,
+        size: 64,
+        window: 8,
+        rate: 100.0,
+        warmup: Duration::from_millis(300),
+        after: Duration::from_millis(300),
+        drain_timeout: Duration::from_secs(10),
+        storm: 40,
+        storm_login: StormLogin::Password,
+        storm_concurrency: 16,
+        storm_timeout: Duration::from_secs(15),
+        threads: 1,
+        user_prefix: "p_".into(),
+        password: "bench-password".into(),
+    };
+    let report = storm::run(&cfg, &observe(&server)).unwrap();
+    assert!(report.clean(), "{report:?}");
+    assert_eq!(report.logged_in, 40, "{report:?}");
+    assert_eq!(
+        server.metric("ringchat_logins_total") as u64,
+        2 * 40 + 2 * 2,
+        "{report:?}"
+    );
+}
+
+#[test]
 fn group_reports_every_delivery_the_server_made() {
     use ringchat_bench::scenario::group::{self, GroupConfig};
     let server = TestServer::start(&[]);

@@ -52,7 +52,7 @@ pub struct ConnectReport {
 }
 
 /// The source address for connection `i` when connecting to `server`.
-fn source_for(server: SocketAddr, i: usize, sources: usize) -> Option<IpAddr> {
+pub(crate) fn source_for(server: SocketAddr, i: usize, sources: usize) -> Option<IpAddr> {
     if sources <= 1 {
         return None;
     }
@@ -225,7 +225,10 @@ async fn open_all(
     clients
 }
 
-async fn connect_from(addr: SocketAddr, source: Option<IpAddr>) -> anyhow::Result<Client> {
+pub(crate) async fn connect_from(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+) -> anyhow::Result<Client> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {

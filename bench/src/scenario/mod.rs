@@ -10,8 +10,10 @@ pub mod connect;
 pub mod files;
 pub mod group;
 pub mod pairs;
+pub mod phases;
 pub mod presence;
 pub mod room;
+pub mod storm;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

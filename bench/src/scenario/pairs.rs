@@ -17,6 +17,7 @@ use ringchat_proto::{Body, Frame};
 use serde::Serialize;
 use tokio::sync::Notify;
 
+use super::phases::{PhaseLatency, StopAt};
 use super::{Observe, Progress, on_threads, run_id, spawn_progress};
 use crate::stats::{Measurements, Percentiles, per_second};
 use crate::transport::{FrameReader, FrameWriter, Link, Transport};
@@ -129,7 +130,9 @@ pub fn run(cfg: &PairsConfig, observe: &Observe) -> anyhow::Result<PairsReport> 
                 meet.go.wait();
                 let pairs = setup?;
                 let start = *meet.start_at.get().expect("set before go");
-                drive(&cfg, pairs, start, run, &meet.progress).await
+                let stop = Arc::new(StopAt::new(start, cfg.duration));
+                let traffic = Traffic::of(&cfg, start, run);
+                drive(&traffic, pairs, &stop, None, &meet.progress).await
             }
         }
     };
@@ -220,12 +223,16 @@ struct Direction {
 }
 
 /// One logged-in connection of a pair.
-struct Side {
+pub(crate) struct Side {
     link: Link,
     user_id: u64,
 }
 
-async fn set_up(cfg: &PairsConfig, owned: &[usize]) -> anyhow::Result<Vec<(Side, Side)>> {
+/// Signs up (or logs in) both users of each owned pair, `SETUP_CONCURRENCY` at a time.
+pub(crate) async fn set_up(
+    cfg: &PairsConfig,
+    owned: &[usize],
+) -> anyhow::Result<Vec<(Side, Side)>> {
     let limit = Rc::new(tokio::sync::Semaphore::new(SETUP_CONCURRENCY));
     let mut tasks = Vec::new();
     for &i in owned {
@@ -269,16 +276,45 @@ struct Conn {
     m: RefCell<Measurements>,
 }
 
-async fn drive(
-    cfg: &PairsConfig,
+/// What the pairs' traffic is, for `drive`: the shape of the load and when it started.
+pub(crate) struct Traffic {
+    pub pairs: usize,
+    pub size: usize,
+    pub window: usize,
+    pub rate: Option<f64>,
+    pub drain_timeout: Duration,
+    pub delivery_ack: bool,
+    pub start: Instant,
+    pub run: u64,
+}
+
+impl Traffic {
+    pub fn of(cfg: &PairsConfig, start: Instant, run: u64) -> Self {
+        Self {
+            pairs: cfg.pairs,
+            size: cfg.size,
+            window: cfg.window,
+            rate: cfg.rate,
+            drain_timeout: cfg.drain_timeout,
+            delivery_ack: cfg.delivery_ack,
+            start,
+            run,
+        }
+    }
+}
+
+/// Runs the pairs' traffic until `stop`, then drains; every delivery's latency also goes to
+/// `phases` when given.
+pub(crate) async fn drive(
+    cfg: &Traffic,
     pairs: Vec<(Side, Side)>,
-    start: Instant,
-    run: u64,
+    stop: &Arc<StopAt>,
+    phases: Option<Rc<PhaseLatency>>,
     progress: &Arc<Progress>,
 ) -> anyhow::Result<Measurements> {
+    let (start, run) = (cfg.start, cfg.run);
     let senders = 2 * cfg.pairs;
     let per_sender_rate = cfg.rate.map(|r| r / senders as f64);
-    let end = start + cfg.duration;
     let mut conns = Vec::new();
     let mut tasks = Vec::new();
     let senders_here = (2 * pairs.len()).max(1) as f64;
@@ -308,7 +344,7 @@ async fn drive(
                 size: cfg.size,
                 window: cfg.window,
                 start,
-                end,
+                stop: Arc::clone(stop),
                 rate: per_sender_rate,
                 phase: sender_index as f64 / senders_here,
             };
@@ -325,6 +361,7 @@ async fn drive(
                 incoming,
                 start,
                 size: cfg.size,
+                phases: phases.clone(),
                 progress: Arc::clone(progress),
             };
             tasks.push(tokio::task::spawn_local(reader.run()));
@@ -332,7 +369,7 @@ async fn drive(
         }
     }
     // Run, then drain: wait until every acked message has been received, within the timeout.
-    tokio::time::sleep_until(end.into()).await;
+    stop.wait().await;
     let drain_deadline = Instant::now() + cfg.drain_timeout;
     loop {
         let settled = conns
@@ -367,7 +404,7 @@ struct Sender {
     size: usize,
     window: usize,
     start: Instant,
-    end: Instant,
+    stop: Arc<StopAt>,
     rate: Option<f64>,
     /// Where in its period this sender's first message falls (0..1), so that paced senders
     /// spread over time instead of all firing at once.
@@ -384,7 +421,7 @@ impl Sender {
             .map(|r| Duration::from_secs_f64(1.0 / r.max(1e-9)));
         let mut due =
             self.start + interval.map_or(Duration::ZERO, |every| every.mul_f64(self.phase));
-        while Instant::now() < self.end && !self.conn.stop.get() {
+        while !self.stop.passed(Instant::now()) && !self.conn.stop.get() {
             // Held back by the server (window full): at a fixed rate the wait counts as latency.
             let mut held_back = false;
             while self.conn.in_flight.get() >= self.window {
@@ -495,6 +532,7 @@ struct Reader {
     incoming: Rc<Direction>,
     start: Instant,
     size: usize,
+    phases: Option<Rc<PhaseLatency>>,
     progress: Arc<Progress>,
 }
 
@@ -602,6 +640,9 @@ impl Reader {
         dir.last_index.set(Some(index));
         dir.received.set(dir.received.get() + 1);
         m.record_delivery(now, now.saturating_sub(sent_at));
+        if let Some(phases) = &self.phases {
+            phases.record(sent_at, now);
+        }
         self.progress.done.fetch_add(1, Ordering::Relaxed);
     }
 }
