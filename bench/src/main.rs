@@ -400,6 +400,14 @@ fn threads(common: &Common) -> usize {
 }
 
 fn main() -> ExitCode {
+    // Before anything allocates much: mimalloc asks for transparent huge pages on its arenas,
+    // and with the kernel's `defrag = madvise` (a common default) each first touch of a huge
+    // page may compact memory synchronously. On a box whose memory is mostly page cache that
+    // took seconds of the load generator's CPU as a run started (91 % of its samples in
+    // clear_page_erms), which the run then counted as the server's latency.
+    if let Err(err) = rustix::thread::disable_transparent_huge_pages(true) {
+        eprintln!("ringchat-bench: could not turn transparent huge pages off: {err}");
+    }
     match run() {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(2),
