@@ -44,7 +44,7 @@ impl Default for BackendConfig {
             worker_threads: 1,
             blocking_threads_max: 8,
             queue_requests_max: 65_536,
-            logins_in_flight_max: 32,
+            logins_in_flight_max: 256,
         }
     }
 }
