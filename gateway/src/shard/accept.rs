@@ -31,9 +31,12 @@ use super::local::LocalNotify;
 use crate::server::LISTEN_BACKLOG;
 
 /// Connections taken in a row before the accept loop lets the shard's other tasks (the
-/// handshakes it just started) run: under a connect storm the loop would otherwise keep the
-/// thread while the listener has a backlog.
-const ACCEPTS_PER_TURN: u32 = 64;
+/// handshakes it just started, established connections' reads) run: under a connect storm the
+/// loop would otherwise keep the thread while the listener has a backlog. One, as io_uring's
+/// one-shot `Accept` did: at 64, the established pairs' p99 during a storm of 10,000 token
+/// logins was 100, 85 and 95 ms against 65, 82 and 92 at 1 (docs/BENCHMARKS.md, "Reconnect
+/// storms"; overlapping, but never worse).
+const ACCEPTS_PER_TURN: u32 = 1;
 
 /// One listener and the epoll instance that watches it.
 pub(super) struct Acceptor {
