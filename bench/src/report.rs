@@ -21,6 +21,23 @@ fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"))
 }
 
+/// The report line with the server's memory before and after and the load generator's CPU.
+pub(crate) fn memory_line(
+    t: &mut String,
+    rss_before_kib: Option<u64>,
+    rss_after_kib: Option<u64>,
+    bench_cpu_s: Option<f64>,
+) {
+    let kib = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+    let _ = writeln!(
+        t,
+        "  server rss         {} → {} KiB;  load generator cpu {} s",
+        kib(rss_before_kib),
+        kib(rss_after_kib),
+        opt(bench_cpu_s, 2)
+    );
+}
+
 pub fn pairs_table(r: &PairsReport) -> String {
     let mut t = String::new();
     let rate = r
@@ -78,13 +95,11 @@ pub fn pairs_table(r: &PairsReport) -> String {
         opt(r.server_cpu_s, 2),
         opt(r.server_cpu_us_per_msg, 2)
     );
-    let _ = writeln!(
-        t,
-        "  server rss         {} → {} KiB;  load generator cpu {} s",
-        r.server_rss_kib_before
-            .map_or("-".into(), |v| v.to_string()),
-        r.server_rss_kib_after.map_or("-".into(), |v| v.to_string()),
-        opt(r.bench_cpu_s, 2)
+    memory_line(
+        &mut t,
+        r.server_rss_kib_before,
+        r.server_rss_kib_after,
+        r.bench_cpu_s,
     );
     t += &r.provenance.lines();
     t

@@ -595,13 +595,11 @@ pub fn table(r: &StormReport) -> String {
         opt(r.server_cpu_storm_s, 2),
         opt(r.server_cpu_us_per_login, 1)
     );
-    let _ = writeln!(
-        t,
-        "  server rss         {} → {} KiB;  load generator cpu {} s",
-        r.server_rss_kib_before
-            .map_or("-".into(), |v| v.to_string()),
-        r.server_rss_kib_after.map_or("-".into(), |v| v.to_string()),
-        opt(r.bench_cpu_s, 2)
+    crate::report::memory_line(
+        &mut t,
+        r.server_rss_kib_before,
+        r.server_rss_kib_after,
+        r.bench_cpu_s,
     );
     t += &r.provenance.lines();
     t
