@@ -163,7 +163,15 @@ enum Attempt {
 fn attempt(addr: SocketAddr) -> Attempt {
     let mut stream = match std::net::TcpStream::connect_timeout(&addr, ATTEMPT_TIMEOUT) {
         Ok(stream) => stream,
-        Err(err) if err.kind() == std::io::ErrorKind::ConnectionRefused => {
+        // A reset while connecting is a refusal too: a SYN still in a listener's SYN queue when
+        // the listener closes is answered RST, and connect fails; nothing was accepted, and the
+        // client retries as after a refusal.
+        Err(err)
+            if matches!(
+                err.kind(),
+                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::ConnectionReset
+            ) =>
+        {
             return Attempt::Refused;
         }
         Err(err) => return Attempt::Lost(format!("connect: {err}")),

