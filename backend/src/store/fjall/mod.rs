@@ -147,6 +147,9 @@ pub struct FjallStore {
     commits_waiting: AtomicUsize,
     /// Wakes writers that stepped back once a commit group is through.
     commit_done: Condvar,
+    /// Writers waiting on `commit_done` (changed under `writes`): a commit group wakes them
+    /// only when there are some, so the usual group costs no futex call.
+    stepped_back: AtomicUsize,
     /// Set once a write fails: fjall takes none after that.
     health: Arc<StoreHealth>,
     /// The data dir's lock file, locked exclusively while the store is open.
@@ -203,6 +206,7 @@ impl FjallStore {
             writes: Mutex::new(()),
             commits_waiting: AtomicUsize::new(0),
             commit_done: Condvar::new(),
+            stepped_back: AtomicUsize::new(0),
             health: Arc::default(),
             _dir_lock: dir_lock,
             dir: dir.to_owned(),
@@ -255,10 +259,12 @@ impl FjallStore {
     fn write_lock(&self) -> MutexGuard<'_, ()> {
         let mut writing = self.writes.lock().unwrap_or_else(PoisonError::into_inner);
         while self.commits_waiting.load(Ordering::Acquire) > 0 {
+            self.stepped_back.fetch_add(1, Ordering::Relaxed);
             writing = self
                 .commit_done
                 .wait(writing)
                 .unwrap_or_else(PoisonError::into_inner);
+            self.stepped_back.fetch_sub(1, Ordering::Relaxed);
         }
         writing
     }
@@ -271,6 +277,7 @@ impl FjallStore {
         CommitLock {
             writing: Some(writing),
             done: &self.commit_done,
+            stepped_back: &self.stepped_back,
         }
     }
 
@@ -318,12 +325,18 @@ impl FjallStore {
 struct CommitLock<'a> {
     writing: Option<MutexGuard<'a, ()>>,
     done: &'a Condvar,
+    stepped_back: &'a AtomicUsize,
 }
 
 impl Drop for CommitLock<'_> {
     fn drop(&mut self) {
+        // Read under the lock: a writer counts itself before it waits, and it can only wait
+        // while holding the lock, so none is missed.
+        let waiting = self.stepped_back.load(Ordering::Relaxed) > 0;
         drop(self.writing.take());
-        self.done.notify_all();
+        if waiting {
+            self.done.notify_all();
+        }
     }
 }
 
