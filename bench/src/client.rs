@@ -4,6 +4,7 @@
 //! kicks) that arrive while waiting for a reply are kept in order for `next_event`.
 
 use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
@@ -53,9 +54,14 @@ impl Client {
         Ok(Self::from_stream(stream))
     }
 
+    /// Connects from `source` when given (see [`tcp_connect_from`]).
+    pub async fn connect_from(addr: SocketAddr, source: Option<IpAddr>) -> anyhow::Result<Self> {
+        Ok(Self::from_stream(tcp_connect_from(addr, source).await?))
+    }
+
     /// Connects with a small receive buffer, to play a client that reads slowly.
     pub async fn connect_with_recv_buffer(
-        addr: std::net::SocketAddr,
+        addr: SocketAddr,
         recv_buffer_bytes: u32,
     ) -> anyhow::Result<Self> {
         let socket = if addr.is_ipv4() {
@@ -525,6 +531,27 @@ pub struct Resumed {
     /// One per conversation with news, in the order sent.
     pub batches: Vec<v1::SyncBatch>,
     pub done: v1::Resumed,
+}
+
+/// A TCP connection with no Nagle delay, bound to `source` when given (connections beyond one
+/// address's ephemeral ports need several).
+pub async fn tcp_connect_from(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+) -> anyhow::Result<TcpStream> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    if let Some(ip) = source {
+        socket
+            .bind(SocketAddr::new(ip, 0))
+            .with_context(|| format!("binding source address {ip}"))?;
+    }
+    let stream = socket.connect(addr).await.context("connecting")?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
 }
 
 /// A `Send` of UTF-8 text.

@@ -5,5 +5,6 @@ pub mod procstat;
 pub mod provenance;
 pub mod report;
 pub mod scenario;
+pub mod signup;
 pub mod stats;
 pub mod transport;

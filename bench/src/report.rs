@@ -21,6 +21,14 @@ fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"))
 }
 
+/// The report line with the setup's sign-ups the server said "later" to (login admission).
+pub(crate) fn setup_refusals_line(t: &mut String, refusals: u64) {
+    let _ = writeln!(
+        t,
+        "  setup refusals     {refusals} (sign-ups told to come back later, retried after retry_after_ms)"
+    );
+}
+
 /// The report line with the server's memory before and after and the load generator's CPU.
 pub(crate) fn memory_line(
     t: &mut String,
@@ -68,6 +76,7 @@ pub fn pairs_table(r: &PairsReport) -> String {
         "  sent / acked       {:>12} / {};  delivery acks sent {}",
         r.sent, r.acked, r.delivery_acks
     );
+    setup_refusals_line(&mut t, r.setup_refusals);
     let l = &r.latency_us;
     let _ = writeln!(
         t,
@@ -117,6 +126,7 @@ pub fn connect_table(r: &ConnectReport) -> String {
         "  connected+logged in {:>10} in {:.2} s ({:.0}/s), errors {}",
         r.connected, r.connect_s, r.connects_per_s, r.errors
     );
+    setup_refusals_line(&mut t, r.setup_refusals);
     let _ = writeln!(
         t,
         "  server rss          {} → {} KiB = {} KiB per connection",
@@ -148,6 +158,7 @@ pub fn fanout_table(r: &FanoutReport) -> String {
         r.delivered,
         r.friends * r.changes
     );
+    setup_refusals_line(&mut t, r.setup_refusals);
     let _ = writeln!(
         t,
         "  change to last friend  p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
@@ -184,6 +195,7 @@ pub fn group_table(r: &GroupReport) -> String {
         "  deliveries          {:>10} of {} ({:.0}/s)",
         r.deliveries, r.expected_deliveries, r.deliveries_per_s
     );
+    setup_refusals_line(&mut t, r.setup_refusals);
     let _ = writeln!(
         t,
         "  lost {}  duplicates {}  out of order {}  corrupt {}  errors {}",
@@ -227,6 +239,7 @@ pub fn storm_table(r: &StormReport) -> String {
         "  logged in           {:>10} in {:.2} s, errors {}, friends listed {}, retries {}",
         r.logged_in, r.storm_s, r.errors, r.friends_listed, r.retries
     );
+    setup_refusals_line(&mut t, r.setup_refusals);
     let _ = writeln!(
         t,
         "  connect to first snapshot  p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
@@ -473,6 +486,7 @@ pub fn room_table(r: &RoomReport) -> String {
         "  deliveries          {:>10} of {} ({:.0} /s)",
         r.deliveries, r.deliveries_expected, r.deliveries_per_s
     );
+    setup_refusals_line(&mut t, r.setup_refusals);
     let _ = writeln!(
         t,
         "  lost {}  duplicates {}  out of order {}",

@@ -1,20 +1,18 @@
 //! The load generator's two ways to reach the server: length-prefixed frames over TCP, or one
 //! protobuf frame per binary WebSocket message (`/ws`).
 
-use anyhow::{Context, anyhow, bail};
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use prost::Message as _;
-use ringchat_proto::v1::{self, ErrorCode};
-use ringchat_proto::{Body, Frame, PROTOCOL_VERSION};
+use ringchat_proto::Frame;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::client::{Client, password_login};
+use crate::client::Client;
 
 /// Largest frame the load generator accepts from the server.
 const FRAME_BYTES_MAX: usize = 1 << 20;
@@ -28,62 +26,16 @@ pub enum Transport {
     Ws,
 }
 
-type Ws = WebSocketStream<TcpStream>;
+/// A WebSocket to the server's `/ws`.
+pub type Ws = WebSocketStream<TcpStream>;
 
-/// A logged-in connection, before it is split for the load loops.
+/// A logged-in connection (see [`crate::signup`]), before it is split for the load loops.
 pub enum Link {
     Tcp(Client),
     Ws(Ws),
 }
 
 impl Link {
-    /// Connects, says hello, registers the name if new, and logs in.
-    pub async fn sign_up(
-        transport: Transport,
-        addr: std::net::SocketAddr,
-        username: &str,
-        password: &str,
-        device_id: &str,
-    ) -> anyhow::Result<(Link, u64)> {
-        match transport {
-            Transport::Tcp => {
-                let (client, ok) = Client::connect(addr)
-                    .await?
-                    .login_or_register(username, password, device_id)
-                    .await?;
-                Ok((Link::Tcp(client), ok.user_id))
-            }
-            Transport::Ws => {
-                let stream = TcpStream::connect(addr).await.context("connecting")?;
-                stream.set_nodelay(true)?;
-                let (mut ws, _) =
-                    tokio_tungstenite::client_async(format!("ws://{addr}/ws"), stream)
-                        .await
-                        .context("WebSocket upgrade")?;
-                let hello = Body::Hello(v1::Hello {
-                    protocol_version: PROTOCOL_VERSION,
-                    client_name: "ringchat-bench".into(),
-                });
-                ws_request(&mut ws, 1, hello).await?;
-                let register = Body::Register(v1::Register {
-                    username: username.into(),
-                    password: password.into(),
-                    ..Default::default()
-                });
-                match ws_request(&mut ws, 2, register).await? {
-                    Body::RegisterOk(_) => {}
-                    Body::Error(e) if e.code == ErrorCode::UsernameTaken as i32 => {}
-                    other => bail!("register {username}: {other:?}"),
-                }
-                let login = Body::Login(password_login(username, password, device_id));
-                match ws_request(&mut ws, 3, login).await? {
-                    Body::LoginOk(ok) => Ok((Link::Ws(ws), ok.user_id)),
-                    other => bail!("login {username}: {other:?}"),
-                }
-            }
-        }
-    }
-
     pub fn split(self) -> (FrameReader, FrameWriter) {
         match self {
             Link::Tcp(client) => {
@@ -94,28 +46,6 @@ impl Link {
             Link::Ws(ws) => {
                 let (sink, stream) = ws.split();
                 (FrameReader::Ws(stream), FrameWriter::Ws(sink))
-            }
-        }
-    }
-}
-
-/// Sends one request and waits for its reply, passing over anything else.
-async fn ws_request(ws: &mut Ws, request_id: u64, body: Body) -> anyhow::Result<Body> {
-    let frame = Frame {
-        request_id,
-        body: Some(body),
-    };
-    ws.send(Message::Binary(frame.encode_to_vec().into()))
-        .await?;
-    loop {
-        let msg = ws
-            .next()
-            .await
-            .ok_or_else(|| anyhow!("closed while waiting for reply {request_id}"))??;
-        if let Message::Binary(data) = msg {
-            let reply = Frame::decode(data)?;
-            if reply.request_id == request_id {
-                return reply.body.ok_or_else(|| anyhow!("reply without a body"));
             }
         }
     }

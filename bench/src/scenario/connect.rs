@@ -7,11 +7,11 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use serde::Serialize;
 
 use super::{Observe, Progress, on_threads, spawn_progress};
 use crate::client::Client;
+use crate::signup::{Identity, Refusals, sign_up_tcp};
 
 /// Connections one source address may open to one server address: the ephemeral port range
 /// (32768–60999 by default) less a margin.
@@ -37,6 +37,8 @@ pub struct ConnectReport {
     pub conns: usize,
     pub connected: u64,
     pub errors: u64,
+    /// Logins the server said "later" to (admission), each retried after its `retry_after_ms`.
+    pub setup_refusals: u64,
     pub connect_s: f64,
     pub connects_per_s: f64,
     pub hold_s: f64,
@@ -81,20 +83,21 @@ pub fn run(cfg: &ConnectConfig, observe: &Observe) -> anyhow::Result<ConnectRepo
     let printer = spawn_progress(Arc::clone(&progress), "connected", observe.progress);
 
     let barriers = [half_open, half_measured, connected, released];
+    let refusals = Refusals::default();
     let worker = {
-        let cfg = cfg.clone();
+        let (cfg, refusals) = (cfg.clone(), refusals.clone());
         let (barriers, progress) = (barriers.clone(), Arc::clone(&progress));
         move |index: usize| {
-            let cfg = cfg.clone();
+            let (cfg, refusals) = (cfg.clone(), refusals.clone());
             let (barriers, progress) = (barriers.clone(), Arc::clone(&progress));
             async move {
                 let [half_open, half_measured, connected, released] = barriers;
                 let mine: Vec<usize> = (index..cfg.conns).step_by(threads).collect();
                 let (first, second) = mine.split_at(mine.len() / 2);
-                let mut clients = open_all(&cfg, first, sources, &progress).await;
+                let mut clients = open_all(&cfg, first, sources, &progress, &refusals).await;
                 half_open.wait();
                 half_measured.wait();
-                clients.extend(open_all(&cfg, second, sources, &progress).await);
+                clients.extend(open_all(&cfg, second, sources, &progress, &refusals).await);
                 connected.wait();
                 // Hold: the connections stay open and idle until the main thread has measured.
                 released.wait();
@@ -140,6 +143,7 @@ pub fn run(cfg: &ConnectConfig, observe: &Observe) -> anyhow::Result<ConnectRepo
         conns: cfg.conns,
         connected: ok,
         errors: progress.errors.load(Ordering::Relaxed),
+        setup_refusals: refusals.count(),
         connect_s,
         connects_per_s: if connect_s > 0.0 {
             ok as f64 / connect_s
@@ -188,22 +192,25 @@ async fn open_all(
     mine: &[usize],
     sources: usize,
     progress: &Arc<Progress>,
+    refusals: &Refusals,
 ) -> Vec<Client> {
     let limit = Rc::new(tokio::sync::Semaphore::new(CONNECT_CONCURRENCY));
     let mut tasks = Vec::with_capacity(mine.len());
     for &i in mine {
         let (limit, progress) = (Rc::clone(&limit), Arc::clone(progress));
+        let refusals = refusals.clone();
         let (addr, password) = (cfg.addr, cfg.password.clone());
         let name = format!("{}c{i}", cfg.user_prefix);
         tasks.push(tokio::task::spawn_local(async move {
             let _permit = limit.acquire().await.expect("open semaphore");
-            let attempt = async {
-                let client = connect_from(addr, source_for(addr, i, sources)).await?;
-                let (client, _) = client.login_or_register(&name, &password, "bench").await?;
-                anyhow::Ok(client)
+            let who = Identity {
+                username: &name,
+                password: &password,
+                device_id: "bench",
             };
-            match attempt.await {
-                Ok(c) => {
+            let source = source_for(addr, i, sources);
+            match sign_up_tcp(addr, source, &who, &refusals).await {
+                Ok((c, _)) => {
                     progress.done.fetch_add(1, Ordering::Relaxed);
                     Some(c)
                 }
@@ -223,25 +230,6 @@ async fn open_all(
         }
     }
     clients
-}
-
-pub(crate) async fn connect_from(
-    addr: SocketAddr,
-    source: Option<IpAddr>,
-) -> anyhow::Result<Client> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    if let Some(ip) = source {
-        socket
-            .bind(SocketAddr::new(ip, 0))
-            .with_context(|| format!("binding source address {ip}"))?;
-    }
-    let stream = socket.connect(addr).await.context("connecting")?;
-    stream.set_nodelay(true)?;
-    Ok(Client::from_stream(stream))
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
 use super::{Observe, Progress, spawn_progress};
-use crate::client::Client;
+use crate::signup::{Identity, Refusals, sign_up_tcp};
 
 /// Most files one run may upload: each is held in memory until its downloads are checked.
 pub const FILES_MAX: usize = 10_000;
@@ -73,6 +73,9 @@ pub struct FilesReport {
     pub errors: u64,
     /// Downloads whose bytes did not hash to the uploaded file's SHA-256.
     pub mismatches: u64,
+    /// Sign-ups the server said "later" to (login admission), each retried after its
+    /// `retry_after_ms`.
+    pub setup_refusals: u64,
     pub create_latency: Latency,
     pub chunk_latency: Latency,
     pub complete_latency: Latency,
@@ -321,12 +324,15 @@ pub fn run(cfg: &FilesConfig, observe: &Observe) -> anyhow::Result<FilesReport> 
 
 async fn run_async(cfg: &FilesConfig, observe: &Observe) -> anyhow::Result<FilesReport> {
     let mut tokens: Vec<Arc<str>> = Vec::with_capacity(cfg.users);
+    let refusals = Refusals::default();
     for u in 0..cfg.users {
         let name = format!("{}f{u}", cfg.user_prefix);
-        let client = Client::connect(cfg.addr).await?;
-        let (_client, ok) = client
-            .login_or_register(&name, &cfg.password, "bench-files")
-            .await?;
+        let who = Identity {
+            username: &name,
+            password: &cfg.password,
+            device_id: "bench-files",
+        };
+        let (_client, ok) = sign_up_tcp(cfg.addr, None, &who, &refusals).await?;
         tokens.push(ok.token.into());
     }
     let progress = Arc::new(Progress::default());
@@ -453,6 +459,7 @@ async fn run_async(cfg: &FilesConfig, observe: &Observe) -> anyhow::Result<Files
         download_mb_per_s: rate(bytes_downloaded, download_s),
         errors: ctx.errors.load(Ordering::Relaxed),
         mismatches: ctx.mismatches.load(Ordering::Relaxed),
+        setup_refusals: refusals.count(),
         create_latency: summary(&latencies.create),
         chunk_latency: summary(&latencies.chunk),
         complete_latency: summary(&latencies.complete),
@@ -508,6 +515,7 @@ pub fn table(r: &FilesReport) -> String {
         "  errors {}  checksum mismatches {}",
         r.errors, r.mismatches
     );
+    crate::report::setup_refusals_line(&mut out, r.setup_refusals);
     out
 }
 

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use bytes::{Buf, BufMut, BytesMut};
 use ringchat_proto::v1::{self, ErrorCode};
 use ringchat_proto::{Body, Frame};
@@ -19,6 +19,7 @@ use tokio::sync::Notify;
 
 use super::phases::{PhaseLatency, StopAt};
 use super::{Observe, Progress, on_threads, run_id, spawn_progress};
+use crate::signup::{Identity, Refusals, Target, sign_up};
 use crate::stats::{Measurements, Percentiles, per_second};
 use crate::transport::{FrameReader, FrameWriter, Link, Transport};
 
@@ -72,6 +73,9 @@ pub struct PairsReport {
     pub corrupt: u64,
     pub errors: u64,
     pub rate_limited: u64,
+    /// Sign-ups the server said "later" to (login admission), each retried after its
+    /// `retry_after_ms`.
+    pub setup_refusals: u64,
     pub delivery_acks: u64,
     /// `SyncNeeded` hints received: pushes were lost between cluster nodes (see `lost`).
     pub sync_hints: u64,
@@ -116,6 +120,7 @@ pub fn run(cfg: &PairsConfig, observe: &Observe) -> anyhow::Result<PairsReport> 
         go: Barrier::new(threads + 1),
         start_at: OnceLock::new(),
         progress: Arc::new(Progress::default()),
+        setup_refusals: Refusals::default(),
     });
 
     let worker = {
@@ -124,7 +129,7 @@ pub fn run(cfg: &PairsConfig, observe: &Observe) -> anyhow::Result<PairsReport> 
             let (cfg, meet) = (cfg.clone(), Arc::clone(&meet));
             async move {
                 let owned: Vec<usize> = (index..cfg.pairs).step_by(threads).collect();
-                let setup = set_up(&cfg, &owned).await;
+                let setup = set_up(&cfg, &owned, &meet.setup_refusals).await;
                 // Meet the others at both barriers even on failure, so nobody waits forever.
                 meet.ready.wait();
                 meet.go.wait();
@@ -183,6 +188,7 @@ pub fn run(cfg: &PairsConfig, observe: &Observe) -> anyhow::Result<PairsReport> 
         corrupt: total.corrupt,
         errors: total.errors,
         rate_limited: total.rate_limited,
+        setup_refusals: meet.setup_refusals.count(),
         delivery_acks: total.delivery_acks,
         sync_hints: total.sync_hints,
         error_kinds: total.error_kinds.clone(),
@@ -209,6 +215,7 @@ struct Meeting {
     go: Barrier,
     start_at: OnceLock<Instant>,
     progress: Arc<Progress>,
+    setup_refusals: Refusals,
 }
 
 /// One direction of a pair: what its sender sent and got acked, what its receiver got.
@@ -228,10 +235,12 @@ pub(crate) struct Side {
     user_id: u64,
 }
 
-/// Signs up (or logs in) both users of each owned pair, `SETUP_CONCURRENCY` at a time.
+/// Signs up (or logs in) both users of each owned pair, `SETUP_CONCURRENCY` at a time,
+/// counting the server's "later" answers in `refusals`.
 pub(crate) async fn set_up(
     cfg: &PairsConfig,
     owned: &[usize],
+    refusals: &Refusals,
 ) -> anyhow::Result<Vec<(Side, Side)>> {
     let limit = Rc::new(tokio::sync::Semaphore::new(SETUP_CONCURRENCY));
     let mut tasks = Vec::new();
@@ -239,13 +248,24 @@ pub(crate) async fn set_up(
         for side in ["a", "b"] {
             let (addr, transport, limit) = (cfg.addr, cfg.transport, Rc::clone(&limit));
             let name = format!("{}{side}{i}", cfg.user_prefix);
-            let password = cfg.password.clone();
+            let (password, refusals) = (cfg.password.clone(), refusals.clone());
             tasks.push(tokio::task::spawn_local(async move {
                 let _permit = limit.acquire().await?;
-                let (link, user_id) = Link::sign_up(transport, addr, &name, &password, "bench")
-                    .await
-                    .with_context(|| format!("signing up {name}"))?;
-                anyhow::Ok(Side { link, user_id })
+                let who = Identity {
+                    username: &name,
+                    password: &password,
+                    device_id: "bench",
+                };
+                let to = Target {
+                    transport,
+                    addr,
+                    source: None,
+                };
+                let (link, ok) = sign_up(to, &who, &refusals).await?;
+                anyhow::Ok(Side {
+                    link,
+                    user_id: ok.user_id,
+                })
             }));
         }
     }

@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use super::Observe;
 use crate::client::Client;
+use crate::signup::{Identity, Refusals, sign_up_tcp};
 
 /// Logins and setup requests in flight at once while preparing users.
 const SETUP_CONCURRENCY: usize = 256;
@@ -44,6 +45,9 @@ pub struct FanoutReport {
     pub changes: usize,
     /// Presence pushes the friends received during the measured changes.
     pub delivered: u64,
+    /// Sign-ups the server said "later" to (login admission), each retried after its
+    /// `retry_after_ms`.
+    pub setup_refusals: u64,
     /// From sending `SetPresence` to the last friend receiving the push, per change.
     pub fanout_ms_p50: f64,
     pub fanout_ms_p99: f64,
@@ -77,6 +81,9 @@ pub struct StormReport {
     /// Requests the server asked to retry later (`UNAVAILABLE`, `RATE_LIMITED`), retried after
     /// its `retry_after_ms` as a client does.
     pub retries: u64,
+    /// Sign-ups before the storm the server said "later" to (login admission), each retried
+    /// after its `retry_after_ms`.
+    pub setup_refusals: u64,
     pub storm_s: f64,
     /// From connecting to the first page of friends with their presence.
     pub snapshot_ms_p50: f64,
@@ -112,7 +119,8 @@ async fn fanout(cfg: &FanoutConfig, observe: &Observe) -> anyhow::Result<FanoutR
     let names: Vec<String> = std::iter::once(format!("{}star", cfg.user_prefix))
         .chain((0..cfg.friends).map(|i| format!("{}fan{i}", cfg.user_prefix)))
         .collect();
-    let mut users = log_in_all(cfg.addr, &names, &cfg.password).await?;
+    let refusals = Refusals::default();
+    let mut users = log_in_all(cfg.addr, &names, &cfg.password, &refusals).await?;
     // Each friend asks the star: a user may send only a few requests a day, but receive many.
     let edges: Vec<(usize, usize)> = (1..users.len()).map(|i| (i, 0)).collect();
     befriend(&mut users, &edges).await?;
@@ -189,6 +197,7 @@ async fn fanout(cfg: &FanoutConfig, observe: &Observe) -> anyhow::Result<FanoutR
         friends: cfg.friends,
         changes: cfg.changes,
         delivered,
+        setup_refusals: refusals.count(),
         fanout_ms_p50: ms(&latency, 0.5),
         fanout_ms_p99: ms(&latency, 0.99),
         fanout_ms_max: latency.max() as f64 / 1000.0,
@@ -211,7 +220,8 @@ async fn storm(cfg: &StormConfig, observe: &Observe) -> anyhow::Result<StormRepo
     let names: Vec<String> = (0..cfg.users)
         .map(|i| format!("{}storm{i}", cfg.user_prefix))
         .collect();
-    let mut users = log_in_all(cfg.addr, &names, &cfg.password).await?;
+    let refusals = Refusals::default();
+    let mut users = log_in_all(cfg.addr, &names, &cfg.password, &refusals).await?;
     // A ring: user i asks the next K/2 users, so that everyone ends with K friends.
     let half = cfg.friends_per_user / 2;
     let edges: Vec<(usize, usize)> = (0..cfg.users)
@@ -303,6 +313,7 @@ async fn storm(cfg: &StormConfig, observe: &Observe) -> anyhow::Result<StormRepo
         errors,
         friends_listed: listed,
         retries: retried,
+        setup_refusals: refusals.count(),
         storm_s,
         snapshot_ms_p50: ms(&latency, 0.5),
         snapshot_ms_p99: ms(&latency, 0.99),
@@ -346,22 +357,27 @@ async fn asking(
     bail!("still told to retry after {ATTEMPTS_MAX} attempts")
 }
 
-/// Registers (where new) and logs in every name, `SETUP_CONCURRENCY` at a time, in order.
+/// Registers (where new) and logs in every name, `SETUP_CONCURRENCY` at a time, in order,
+/// counting the server's "later" answers in `refusals`.
 pub(super) async fn log_in_all(
     addr: SocketAddr,
     names: &[String],
     password: &str,
+    refusals: &Refusals,
 ) -> anyhow::Result<Vec<(Client, v1::LoginOk)>> {
     let limit = Rc::new(tokio::sync::Semaphore::new(SETUP_CONCURRENCY));
     let mut tasks = Vec::with_capacity(names.len());
     for name in names {
         let (limit, name, password) = (Rc::clone(&limit), name.clone(), password.to_owned());
+        let refusals = refusals.clone();
         tasks.push(tokio::task::spawn_local(async move {
             let _permit = limit.acquire().await.expect("open semaphore");
-            let c = Client::connect(addr).await?;
-            c.login_or_register(&name, &password, "bench")
-                .await
-                .with_context(|| format!("logging in {name}"))
+            let who = Identity {
+                username: &name,
+                password: &password,
+                device_id: "bench",
+            };
+            sign_up_tcp(addr, None, &who, &refusals).await
         }));
     }
     let mut out = Vec::with_capacity(names.len());

@@ -22,6 +22,7 @@ use serde::Serialize;
 
 use super::Observe;
 use super::presence::log_in_all;
+use crate::signup::Refusals;
 use crate::transport::{FrameReader, Link};
 
 /// Content bytes used for the sender, its counter and the due time.
@@ -65,6 +66,9 @@ pub struct RoomReport {
     pub lost: u64,
     pub duplicates: u64,
     pub out_of_order: u64,
+    /// Sign-ups the server said "later" to (login admission), each retried after its
+    /// `retry_after_ms`.
+    pub setup_refusals: u64,
     /// From the first message due to the last delivery.
     pub deliveries_per_s: f64,
     pub latency_ms_p50: f64,
@@ -118,7 +122,8 @@ async fn room(cfg: &RoomConfig, observe: &Observe) -> anyhow::Result<RoomReport>
     let names: Vec<String> = (0..cfg.members)
         .map(|i| format!("{}room{i}", cfg.user_prefix))
         .collect();
-    let mut users = log_in_all(cfg.addr, &names, &cfg.password).await?;
+    let refusals = Refusals::default();
+    let mut users = log_in_all(cfg.addr, &names, &cfg.password, &refusals).await?;
     let mut joins = Vec::with_capacity(users.len());
     for (client, _) in &mut users {
         joins.push(
@@ -245,6 +250,7 @@ async fn room(cfg: &RoomConfig, observe: &Observe) -> anyhow::Result<RoomReport>
         size_bytes: cfg.size,
         rate_target_msgs_per_s: cfg.rate,
         duration_s: cfg.duration.as_secs_f64(),
+        setup_refusals: refusals.count(),
         sent,
         acked: tally.acked.get(),
         errors: tally.errors.get(),

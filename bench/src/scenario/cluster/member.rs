@@ -261,6 +261,7 @@ impl Member {
             &self.cfg.retry,
             None,
             seed,
+            &self.shared.reconnect_refusals,
         )
         .await?;
         if let Some(o) = st.out.outages.last_mut() {

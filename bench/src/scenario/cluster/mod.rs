@@ -26,6 +26,7 @@ use self::member::{Live, Member, Outcome};
 use self::status::{Identity, Retry, Session};
 use super::{Progress, run_id};
 use crate::client::conversation_id;
+use crate::signup::Refusals;
 use crate::stats::{Measurements, Percentiles, per_second};
 
 /// Sign-ups in flight at once during setup.
@@ -89,6 +90,8 @@ pub(crate) struct Shared {
     acked: Mutex<Vec<Acked>>,
     senders_left: AtomicUsize,
     all_sent: tokio::sync::watch::Sender<bool>,
+    /// Logins the nodes said "later" to while clients came back after a drop.
+    reconnect_refusals: Refusals,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -134,6 +137,11 @@ pub struct ClusterReport {
     pub errors: u64,
     /// Errors and dropped connections by kind.
     pub error_kinds: BTreeMap<String, u64>,
+    /// Sign-ups the nodes said "later" to (login admission) before the run, each retried
+    /// after its `retry_after_ms`.
+    pub setup_refusals: u64,
+    /// The same during the run, by clients coming back after a drop.
+    pub reconnect_refusals: u64,
     /// Final check, by Sync from seq 0 on a live node, over every conversation.
     pub conversations_checked: usize,
     pub conversations_unchecked: usize,
@@ -204,7 +212,8 @@ pub async fn run(cfg: ClusterConfig, progress: Arc<Progress>) -> anyhow::Result<
     let cfg = Arc::new(cfg);
     let run = run_id();
 
-    let sessions = set_up(&cfg).await?;
+    let setup_refusals = Refusals::default();
+    let sessions = set_up(&cfg, &setup_refusals).await?;
     let mut lives: Vec<Live> = Vec::with_capacity(sessions.len());
     let mut users = Vec::with_capacity(sessions.len());
     for s in sessions {
@@ -230,6 +239,7 @@ pub async fn run(cfg: ClusterConfig, progress: Arc<Progress>) -> anyhow::Result<
         acked: Mutex::new(Vec::new()),
         senders_left: AtomicUsize::new(lives.len()),
         all_sent,
+        reconnect_refusals: Refusals::default(),
     });
     let before: Vec<_> = cfg
         .server_pids
@@ -282,7 +292,10 @@ pub async fn run(cfg: ClusterConfig, progress: Arc<Progress>) -> anyhow::Result<
             .sum::<Duration>()
     });
     let acked = std::mem::take(&mut *shared.acked.lock().expect("not poisoned"));
-    Ok(report(&cfg, start_nodes, outcomes, acked, server_cpu))
+    let mut report = report(&cfg, start_nodes, outcomes, acked, server_cpu);
+    report.setup_refusals = setup_refusals.count();
+    report.reconnect_refusals = shared.reconnect_refusals.count();
+    Ok(report)
 }
 
 fn username(prefix: &str, index: usize) -> String {
@@ -298,12 +311,14 @@ fn identity<'a>(username: &'a str, password: &'a str) -> Identity<'a> {
     }
 }
 
-/// Signs up and places every client: pair i is clients 2i and 2i+1.
-async fn set_up(cfg: &Arc<ClusterConfig>) -> anyhow::Result<Vec<Session>> {
+/// Signs up and places every client: pair i is clients 2i and 2i+1. Nodes' "later" answers
+/// are counted in `refusals`.
+async fn set_up(cfg: &Arc<ClusterConfig>, refusals: &Refusals) -> anyhow::Result<Vec<Session>> {
     let limit = Arc::new(tokio::sync::Semaphore::new(SETUP_CONCURRENCY));
     let mut tasks = Vec::with_capacity(cfg.pairs);
     for pair in 0..cfg.pairs {
         let (cfg, limit) = (Arc::clone(cfg), Arc::clone(&limit));
+        let refusals = refusals.clone();
         tasks.push(tokio::spawn(async move {
             let _permit = limit.acquire().await?;
             let (a_name, b_name) = (
@@ -316,12 +331,14 @@ async fn set_up(cfg: &Arc<ClusterConfig>) -> anyhow::Result<Vec<Session>> {
             );
             let urls = &cfg.status_urls;
             let seed = pair as u64;
-            let (a, _) = status::connect(urls, 2 * pair, &who_a, &cfg.retry, None, seed)
+            let r = &refusals;
+            let (a, _) = status::connect(urls, 2 * pair, &who_a, &cfg.retry, None, seed, r)
                 .await
                 .with_context(|| format!("placing {a_name}"))?;
             let b = match cfg.placement {
                 Placement::Same => {
-                    status::log_in(a.node_id.clone(), a.addr, &who_b, cfg.retry.step_timeout).await
+                    let step = cfg.retry.step_timeout;
+                    status::log_in(a.node_id.clone(), a.addr, &who_b, step, r).await
                 }
                 Placement::Cross => status::connect(
                     urls,
@@ -330,11 +347,12 @@ async fn set_up(cfg: &Arc<ClusterConfig>) -> anyhow::Result<Vec<Session>> {
                     &cfg.retry,
                     Some(&a.node_id),
                     seed,
+                    r,
                 )
                 .await
                 .map(|(s, _)| s),
                 Placement::Any => {
-                    status::connect(urls, 2 * pair + 1, &who_b, &cfg.retry, None, seed)
+                    status::connect(urls, 2 * pair + 1, &who_b, &cfg.retry, None, seed, r)
                         .await
                         .map(|(s, _)| s)
                 }
@@ -469,6 +487,9 @@ fn report(
         corrupt: total.corrupt,
         errors: total.errors,
         error_kinds: total.error_kinds.clone(),
+        // Filled in by `run`.
+        setup_refusals: 0,
+        reconnect_refusals: 0,
         conversations_checked: checked,
         conversations_unchecked: unchecked,
         seq_gaps,

@@ -9,6 +9,8 @@ use anyhow::{Context, anyhow, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+pub use crate::signup::Identity;
+use crate::signup::{Refusals, Target, sign_up};
 use crate::transport::{Link, Transport};
 
 /// Largest `GET /assign` answer read (head and JSON body).
@@ -131,41 +133,36 @@ pub struct Session {
     pub user_id: u64,
 }
 
-/// Who a client is, for logging in.
-pub struct Identity<'a> {
-    pub username: &'a str,
-    pub password: &'a str,
-    pub device_id: &'a str,
-}
-
-/// Connects to `addr` and logs in (registering the name if it is new).
+/// Connects to `addr` and logs in (registering the name if it is new), coming back after
+/// the node's `retry_after_ms` while it says "later" (counted in `refusals`), all within
+/// `timeout`.
 pub async fn log_in(
     node_id: String,
     addr: SocketAddr,
     who: &Identity<'_>,
     timeout: Duration,
+    refusals: &Refusals,
 ) -> anyhow::Result<Session> {
-    let signed_up = Link::sign_up(
-        Transport::Ws,
+    let to = Target {
+        transport: Transport::Ws,
         addr,
-        who.username,
-        who.password,
-        who.device_id,
-    );
-    let (link, user_id) = tokio::time::timeout(timeout, signed_up)
+        source: None,
+    };
+    let (link, ok) = tokio::time::timeout(timeout, sign_up(to, who, refusals))
         .await
         .map_err(|_| anyhow!("logging in at {addr} took over {timeout:?}"))??;
     Ok(Session {
         node_id,
         addr,
         link,
-        user_id,
+        user_id: ok.user_id,
     })
 }
 
 /// Asks the status services (starting at `first`, going round) for a node, connects and logs
 /// in; with `avoid`, a node of that id is asked past while other answers may come (at most one
-/// round of the URLs), for cross-node placement.
+/// round of the URLs), for cross-node placement. A node's "later" is waited out at that node
+/// (see [`log_in`]).
 pub async fn connect(
     urls: &[String],
     first: usize,
@@ -173,6 +170,7 @@ pub async fn connect(
     retry: &Retry,
     avoid: Option<&str>,
     jitter_seed: u64,
+    refusals: &Refusals,
 ) -> anyhow::Result<(Session, u32)> {
     let started = Instant::now();
     let mut last_error = anyhow!("no attempt made");
@@ -191,7 +189,7 @@ pub async fn connect(
                 avoided += 1;
                 continue;
             }
-            Ok(a) => match log_in(a.node_id, a.addr, who, retry.step_timeout).await {
+            Ok(a) => match log_in(a.node_id, a.addr, who, retry.step_timeout, refusals).await {
                 Ok(session) => return Ok((session, attempt)),
                 Err(e) => last_error = e,
             },

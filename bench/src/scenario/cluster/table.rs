@@ -69,6 +69,11 @@ pub fn table(r: &ClusterReport) -> String {
         ms(r.outage_max_ms),
         r.unserved_clients
     );
+    let _ = writeln!(
+        t,
+        "  login refusals      {} at setup, {} while reconnecting (told to come back later, retried after retry_after_ms)",
+        r.setup_refusals, r.reconnect_refusals
+    );
     match (r.server_cpu_s, r.server_cpu_us_per_msg) {
         (Some(cpu), Some(per)) => {
             let _ = writeln!(

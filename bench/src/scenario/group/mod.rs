@@ -25,6 +25,7 @@ use super::{Observe, Progress, on_threads, run_id, spawn_progress};
 mod load;
 mod setup;
 
+use crate::signup::Refusals;
 use crate::stats::{LATENCY_US_MAX, Measurements, Percentiles, per_second};
 use load::Load;
 use setup::{log_in_online, set_up_group};
@@ -78,6 +79,9 @@ pub struct GroupReport {
     pub threads: usize,
     pub conversation_id: u64,
     pub setup_s: f64,
+    /// Sign-ups the server said "later" to (login admission), each retried after its
+    /// `retry_after_ms`.
+    pub setup_refusals: u64,
     pub sent: u64,
     pub acked: u64,
     /// Deliveries expected: every acked message to every online member but its sender.
@@ -135,6 +139,8 @@ pub(super) struct Shared {
     delivered: AtomicU64,
     senders_done: AtomicUsize,
     progress: Arc<Progress>,
+    /// Sign-ups the server said "later" to, over the setup's threads.
+    setup_refusals: Refusals,
 }
 
 pub fn run(cfg: &GroupConfig, observe: &Observe) -> anyhow::Result<GroupReport> {
@@ -165,6 +171,7 @@ pub fn run(cfg: &GroupConfig, observe: &Observe) -> anyhow::Result<GroupReport> 
         delivered: AtomicU64::new(0),
         senders_done: AtomicUsize::new(0),
         progress: Arc::new(Progress::default()),
+        setup_refusals: Refusals::default(),
     });
     let setup_started = Instant::now();
     let worker = {
@@ -173,7 +180,7 @@ pub fn run(cfg: &GroupConfig, observe: &Observe) -> anyhow::Result<GroupReport> 
             let (cfg, shared) = (cfg.clone(), Arc::clone(&shared));
             async move {
                 let owned: Vec<usize> = (index..cfg.online).step_by(threads).collect();
-                let members = log_in_online(&cfg, &owned).await;
+                let members = log_in_online(&cfg, &owned, &shared.setup_refusals).await;
                 if let Ok(members) = &members {
                     let mut ids = shared.ids.lock().expect("not poisoned");
                     ids.extend(members.iter().map(|(n, _, id)| (*n, *id)));
@@ -251,6 +258,7 @@ pub fn run(cfg: &GroupConfig, observe: &Observe) -> anyhow::Result<GroupReport> 
         threads,
         conversation_id,
         setup_s,
+        setup_refusals: shared.setup_refusals.count(),
         sent: total.sent,
         acked: total.acked,
         expected_deliveries: expected,

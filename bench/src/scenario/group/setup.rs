@@ -9,26 +9,30 @@ use ringchat_proto::Body;
 use ringchat_proto::v1;
 
 use super::{GroupConfig, SETUP_CONCURRENCY, SETUP_SETTLE_TIMEOUT, Shared, member_name};
-use crate::client::Client;
 use crate::scenario::run_id;
-use crate::transport::{Link, Transport};
+use crate::signup::{Identity, Refusals, Target, sign_up, sign_up_tcp};
+use crate::transport::Link;
 
 /// Signs up and logs in this thread's online members: (member number, link, user id).
 pub(super) async fn log_in_online(
     cfg: &GroupConfig,
     owned: &[usize],
+    refusals: &Refusals,
 ) -> anyhow::Result<Vec<(usize, Link, u64)>> {
     let limit = Rc::new(tokio::sync::Semaphore::new(SETUP_CONCURRENCY));
     let mut tasks = Vec::with_capacity(owned.len());
     for &n in owned {
         let (addr, limit, name) = (cfg.addr, Rc::clone(&limit), member_name(cfg, n));
-        let password = cfg.password.clone();
+        let (password, refusals) = (cfg.password.clone(), refusals.clone());
         tasks.push(tokio::task::spawn_local(async move {
             let _permit = limit.acquire().await?;
-            let (link, id) = Link::sign_up(Transport::Tcp, addr, &name, &password, "bench")
-                .await
-                .with_context(|| format!("signing up {name}"))?;
-            anyhow::Ok((n, link, id))
+            let (link, ok) = sign_up(
+                Target::tcp(addr),
+                &bench_device(&name, &password),
+                &refusals,
+            )
+            .await?;
+            anyhow::Ok((n, link, ok.user_id))
         }));
     }
     let mut out = Vec::with_capacity(tasks.len());
@@ -42,15 +46,15 @@ pub(super) async fn log_in_online(
 /// creates the group with everyone, and waits until every online member has seen the last setup
 /// event. Always passes `ready` (so the load threads never wait forever) and returns the group.
 pub(super) async fn set_up_group(cfg: &GroupConfig, shared: &Shared) -> anyhow::Result<u64> {
-    let offline = sign_up_offline(cfg).await;
-    let owner = async {
-        let name = format!("{}gowner", cfg.user_prefix);
-        Client::connect(cfg.addr)
-            .await?
-            .login_or_register(&name, &cfg.password, "bench")
-            .await
-            .with_context(|| format!("signing up {name}"))
-    }
+    let refusals = &shared.setup_refusals;
+    let offline = sign_up_offline(cfg, refusals).await;
+    let name = format!("{}gowner", cfg.user_prefix);
+    let owner = sign_up_tcp(
+        cfg.addr,
+        None,
+        &bench_device(&name, &cfg.password),
+        refusals,
+    )
     .await;
     shared.ready.wait();
     let (offline, (mut owner, _)) = (offline?, owner?);
@@ -139,19 +143,16 @@ pub(super) async fn set_up_group(cfg: &GroupConfig, shared: &Shared) -> anyhow::
 }
 
 /// Signs up (or logs in) the members who stay offline, and returns their ids.
-async fn sign_up_offline(cfg: &GroupConfig) -> anyhow::Result<Vec<u64>> {
+async fn sign_up_offline(cfg: &GroupConfig, refusals: &Refusals) -> anyhow::Result<Vec<u64>> {
     let limit = Rc::new(tokio::sync::Semaphore::new(SETUP_CONCURRENCY));
     let mut tasks = Vec::with_capacity(cfg.members - cfg.online);
     for n in cfg.online..cfg.members {
         let (addr, limit, name) = (cfg.addr, Rc::clone(&limit), member_name(cfg, n));
-        let password = cfg.password.clone();
+        let (password, refusals) = (cfg.password.clone(), refusals.clone());
         tasks.push(tokio::task::spawn_local(async move {
             let _permit = limit.acquire().await?;
-            let (_, ok) = Client::connect(addr)
-                .await?
-                .login_or_register(&name, &password, "bench")
-                .await
-                .with_context(|| format!("signing up {name}"))?;
+            let who = bench_device(&name, &password);
+            let (_, ok) = sign_up_tcp(addr, None, &who, &refusals).await?;
             anyhow::Ok(ok.user_id)
         }));
     }
@@ -160,4 +161,13 @@ async fn sign_up_offline(cfg: &GroupConfig) -> anyhow::Result<Vec<u64>> {
         ids.push(t.await??);
     }
     Ok(ids)
+}
+
+/// A setup user on the load generator's device.
+fn bench_device<'a>(username: &'a str, password: &'a str) -> Identity<'a> {
+    Identity {
+        username,
+        password,
+        device_id: "bench",
+    }
 }

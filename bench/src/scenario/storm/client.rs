@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bytes::BytesMut;
 use hdrhistogram::Histogram;
-use ringchat_proto::v1::{self, ErrorCode};
+use ringchat_proto::v1;
 use ringchat_proto::{Body, Frame, PROTOCOL_VERSION};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::client::Client;
-use crate::scenario::connect::connect_from;
+use crate::signup::{self, Identity, NoAnswer, Refusals, Verdict, refusal_or_failure};
 
 /// Backoff after a refused, reset or closed connection that came with no `retry_after_ms`:
 /// doubling from the first to the cap, each wait jittered down by up to half.
@@ -108,6 +108,18 @@ enum Outcome {
     Disconnected(&'static str),
     /// Not something to retry.
     Failed(String),
+}
+
+impl From<Verdict> for Outcome {
+    fn from(v: Verdict) -> Self {
+        match v {
+            Verdict::Later { code, after } => Outcome::Refused {
+                code: code.as_str_name().to_owned(),
+                after,
+            },
+            Verdict::Failed(why) => Outcome::Failed(why),
+        }
+    }
 }
 
 /// Where a storm client is and what it shares with its thread.
@@ -234,7 +246,7 @@ async fn attempt(
     source: Option<IpAddr>,
     cred: &Credential,
 ) -> Result<(Client, Duration), Outcome> {
-    let mut client = match connect_from(addr, source).await {
+    let mut client = match Client::connect_from(addr, source).await {
         Ok(c) => c,
         Err(e) => {
             return Err(Outcome::Disconnected(match io_kind(&e) {
@@ -251,38 +263,24 @@ async fn attempt(
     });
     let heartbeat = match ask(&mut client, hello, &mut answered).await? {
         Body::HelloOk(ok) => Duration::from_millis(u64::from(ok.heartbeat_interval_ms)),
-        other => return Err(refusal_or_failure("Hello", other)),
+        other => return Err(refusal_or_failure("Hello", other).into()),
     };
     match ask(&mut client, Body::Login(cred.login()), &mut answered).await? {
         Body::LoginOk(_) => Ok((client, heartbeat)),
-        other => Err(refusal_or_failure("Login", other)),
+        other => Err(refusal_or_failure("Login", other).into()),
     }
 }
 
-/// Sends a request and returns its answer; an `Error` the server sends on its own (request id
-/// 0, e.g. `SERVER_FULL` before closing) answers it too. `answered` is set by any frame.
+/// [`signup::ask`], its failures named for the tally.
 async fn ask(c: &mut Client, body: Body, answered: &mut bool) -> Result<Body, Outcome> {
-    let id = c.send(body).await.map_err(|e| gone(&e, *answered))?;
-    loop {
-        match c.recv().await {
-            Ok(Some(frame)) => {
-                *answered = true;
-                match frame.body {
-                    Some(body) if frame.request_id == id => return Ok(body),
-                    Some(Body::Error(e)) if frame.request_id == 0 => return Ok(Body::Error(e)),
-                    _ => {}
-                }
-            }
-            Ok(None) => {
-                return Err(Outcome::Disconnected(if *answered {
-                    "closed_before_login"
-                } else {
-                    "closed_before_reply"
-                }));
-            }
-            Err(e) => return Err(gone(&e, *answered)),
-        }
-    }
+    signup::ask(c, body, answered).await.map_err(|e| match e {
+        NoAnswer::Closed => Outcome::Disconnected(if *answered {
+            "closed_before_login"
+        } else {
+            "closed_before_reply"
+        }),
+        NoAnswer::Broken(e) => gone(&e, *answered),
+    })
 }
 
 /// A read or write failed: reset (before any reply, or after one), or something else.
@@ -305,37 +303,6 @@ fn io_kind(e: &anyhow::Error) -> Option<std::io::ErrorKind> {
         .map(std::io::Error::kind)
 }
 
-/// An `Error` that says "later" (`retry_after_ms` > 0 with SERVER_FULL, UNAVAILABLE or
-/// RATE_LIMITED) is a refusal to retry; anything else ends the client.
-fn refusal_or_failure(what: &str, body: Body) -> Outcome {
-    match body {
-        Body::Error(e) => {
-            let code = ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Unspecified);
-            let later = matches!(
-                code,
-                ErrorCode::ServerFull | ErrorCode::Unavailable | ErrorCode::RateLimited
-            );
-            if later && e.retry_after_ms > 0 {
-                Outcome::Refused {
-                    code: code.as_str_name().to_owned(),
-                    after: Duration::from_millis(e.retry_after_ms),
-                }
-            } else if later {
-                Outcome::Failed(format!(
-                    "{what}: {} without retry_after_ms",
-                    code.as_str_name()
-                ))
-            } else {
-                Outcome::Failed(format!("{what}: {}", code.as_str_name()))
-            }
-        }
-        other => Outcome::Failed(format!(
-            "{what}: unexpected {}",
-            ringchat_proto::body_name(&other)
-        )),
-    }
-}
-
 /// Signs up (or logs in) each storm user by password, `concurrency` at a time, and returns
 /// what the storm logs in with (the connections are closed).
 pub async fn prepare(
@@ -344,16 +311,23 @@ pub async fn prepare(
     password: &str,
     token: bool,
     concurrency: usize,
+    refusals: &Refusals,
 ) -> anyhow::Result<Vec<(usize, Credential)>> {
     let limit = Rc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
     let mut tasks = Vec::with_capacity(names.len());
     for (index, name) in names {
         let (limit, password) = (Rc::clone(&limit), password.to_owned());
+        let refusals = refusals.clone();
         tasks.push(tokio::task::spawn_local(async move {
             let _permit = limit.acquire().await.expect("open semaphore");
-            let (_, ok) = Client::signup(addr, &name, &password, "bench")
+            let who = Identity {
+                username: &name,
+                password: &password,
+                device_id: "bench",
+            };
+            let (_, ok) = signup::sign_up_tcp(addr, None, &who, &refusals)
                 .await
-                .with_context(|| format!("signing up storm user {name}"))?;
+                .with_context(|| format!("storm user {name}"))?;
             let cred = if token {
                 Credential::Token {
                     user_id: ok.user_id,
@@ -397,29 +371,6 @@ fn unit(x: u64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn later_with_a_delay_is_a_refusal_anything_else_a_failure() {
-        let err = |code: ErrorCode, ms| {
-            Body::Error(v1::Error {
-                code: code as i32,
-                message: String::new(),
-                retry_after_ms: ms,
-            })
-        };
-        assert!(matches!(
-            refusal_or_failure("Login", err(ErrorCode::ServerFull, 40)),
-            Outcome::Refused { after, .. } if after == Duration::from_millis(40)
-        ));
-        assert!(matches!(
-            refusal_or_failure("Login", err(ErrorCode::Unavailable, 0)),
-            Outcome::Failed(_)
-        ));
-        assert!(matches!(
-            refusal_or_failure("Login", err(ErrorCode::InvalidCredentials, 40)),
-            Outcome::Failed(_)
-        ));
-    }
 
     #[test]
     fn jitter_stays_in_range() {

@@ -29,6 +29,7 @@ use super::connect::{CONNS_PER_SOURCE_IP_MAX, source_for};
 use super::pairs::{self, HEADER_BYTES, PairsConfig, Traffic};
 use super::phases::{PhaseLatency, PhaseStats, StopAt, Window};
 use super::{Observe, Progress, on_threads, run_id, spawn_progress};
+use crate::signup::Refusals;
 use crate::stats::{Measurements, Percentiles};
 use crate::transport::Transport;
 
@@ -101,6 +102,9 @@ pub struct StormReport {
     pub logins_per_s: f64,
     /// Answers that said "later" (`retry_after_ms`), by error code.
     pub refusals: BTreeMap<String, u64>,
+    /// Phase 0's sign-ups (pairs and storm users) the server said "later" to, each retried
+    /// after its `retry_after_ms`; not part of `refusals`.
+    pub setup_refusals: u64,
     /// Connections refused, reset or closed before the login was answered, by reason.
     pub disconnects: BTreeMap<String, u64>,
     /// Accepted, then reset before any reply (a restart's lingering listeners).
@@ -171,6 +175,8 @@ struct Meeting {
     window: Arc<Window>,
     progress: Arc<Progress>,
     storm_progress: Arc<Progress>,
+    /// Phase 0's sign-ups the server said "later" to.
+    setup_refusals: Refusals,
 }
 
 /// What a storm thread reports once its clients are all logged in or given up.
@@ -202,6 +208,7 @@ pub fn run(cfg: &StormConfig, observe: &Observe) -> anyhow::Result<StormReport> 
         window: Arc::new(Window::default()),
         progress: Arc::new(Progress::default()),
         storm_progress: Arc::new(Progress::default()),
+        setup_refusals: Refusals::default(),
     });
     let run = run_id();
     let pairs_cfg = PairsConfig {
@@ -225,7 +232,7 @@ pub fn run(cfg: &StormConfig, observe: &Observe) -> anyhow::Result<StormReport> 
             let (pcfg, meet) = (pcfg.clone(), Arc::clone(&meet));
             async move {
                 let owned: Vec<usize> = (index..pcfg.pairs).step_by(pair_threads).collect();
-                let setup = pairs::set_up(&pcfg, &owned).await;
+                let setup = pairs::set_up(&pcfg, &owned, &meet.setup_refusals).await;
                 // Meet the others at both barriers even on failure, so nobody waits forever.
                 meet.ready.wait();
                 meet.go.wait();
@@ -391,6 +398,7 @@ pub fn run(cfg: &StormConfig, observe: &Observe) -> anyhow::Result<StormReport> 
             .copied()
             .unwrap_or(0),
         refusals: tally.refusals.clone(),
+        setup_refusals: meet.setup_refusals.count(),
         disconnects: tally.disconnects.clone(),
         retries: tally.retries,
         failures: tally.failures.values().sum(),
@@ -466,7 +474,16 @@ async fn storm_thread(
         .map(|i| (i, format!("{}s{i}", cfg.user_prefix)))
         .collect();
     let token = cfg.storm_login == StormLogin::Token;
-    let setup = client::prepare(cfg.addr, names, &cfg.password, token, SETUP_CONCURRENCY).await;
+    let refusals = &meet.setup_refusals;
+    let setup = client::prepare(
+        cfg.addr,
+        names,
+        &cfg.password,
+        token,
+        SETUP_CONCURRENCY,
+        refusals,
+    )
+    .await;
     meet.ready.wait();
     meet.go.wait();
     let creds = match setup {
@@ -568,6 +585,7 @@ pub fn table(r: &StormReport) -> String {
         kinds(&r.failure_kinds),
         r.dropped_after_login
     );
+    crate::report::setup_refusals_line(&mut t, r.setup_refusals);
     for (name, p) in [
         ("before", &r.latency_before_us),
         ("during", &r.latency_during_us),
