@@ -36,6 +36,17 @@ pub struct Identity<'a> {
     pub device_id: &'a str,
 }
 
+impl<'a> Identity<'a> {
+    /// A user on the load generator's own device, `bench`.
+    pub fn bench(username: &'a str, password: &'a str) -> Self {
+        Self {
+            username,
+            password,
+            device_id: "bench",
+        }
+    }
+}
+
 /// Where a sign-up connects: the transport, the server's address, and for TCP the source
 /// address to bind (many connections to one server need several, see `connect`).
 #[derive(Debug, Clone, Copy)]

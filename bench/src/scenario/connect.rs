@@ -203,11 +203,7 @@ async fn open_all(
         let name = format!("{}c{i}", cfg.user_prefix);
         tasks.push(tokio::task::spawn_local(async move {
             let _permit = limit.acquire().await.expect("open semaphore");
-            let who = Identity {
-                username: &name,
-                password: &password,
-                device_id: "bench",
-            };
+            let who = Identity::bench(&name, &password);
             let source = source_for(addr, i, sources);
             match sign_up_tcp(addr, source, &who, &refusals).await {
                 Ok((c, _)) => {

@@ -251,11 +251,7 @@ pub(crate) async fn set_up(
             let (password, refusals) = (cfg.password.clone(), refusals.clone());
             tasks.push(tokio::task::spawn_local(async move {
                 let _permit = limit.acquire().await?;
-                let who = Identity {
-                    username: &name,
-                    password: &password,
-                    device_id: "bench",
-                };
+                let who = Identity::bench(&name, &password);
                 let to = Target {
                     transport,
                     addr,

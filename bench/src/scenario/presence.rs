@@ -372,11 +372,7 @@ pub(super) async fn log_in_all(
         let refusals = refusals.clone();
         tasks.push(tokio::task::spawn_local(async move {
             let _permit = limit.acquire().await.expect("open semaphore");
-            let who = Identity {
-                username: &name,
-                password: &password,
-                device_id: "bench",
-            };
+            let who = Identity::bench(&name, &password);
             sign_up_tcp(addr, None, &who, &refusals).await
         }));
     }

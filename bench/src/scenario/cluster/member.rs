@@ -247,11 +247,7 @@ impl Member {
     }
 
     async fn reconnect(&self, st: &mut State) -> anyhow::Result<Live> {
-        let who = Identity {
-            username: &self.username,
-            password: &self.cfg.password,
-            device_id: "bench",
-        };
+        let who = Identity::bench(&self.username, &self.cfg.password);
         let outages = st.out.outages.len();
         let seed = self.run_id ^ ((self.index as u64) << 20) ^ outages as u64;
         let (session, _) = status::connect(

@@ -303,14 +303,6 @@ fn username(prefix: &str, index: usize) -> String {
     format!("{prefix}{side}{}", index / 2)
 }
 
-fn identity<'a>(username: &'a str, password: &'a str) -> Identity<'a> {
-    Identity {
-        username,
-        password,
-        device_id: "bench",
-    }
-}
-
 /// Signs up and places every client: pair i is clients 2i and 2i+1. Nodes' "later" answers
 /// are counted in `refusals`.
 async fn set_up(cfg: &Arc<ClusterConfig>, refusals: &Refusals) -> anyhow::Result<Vec<Session>> {
@@ -326,8 +318,8 @@ async fn set_up(cfg: &Arc<ClusterConfig>, refusals: &Refusals) -> anyhow::Result
                 username(&cfg.user_prefix, 2 * pair + 1),
             );
             let (who_a, who_b) = (
-                identity(&a_name, &cfg.password),
-                identity(&b_name, &cfg.password),
+                Identity::bench(&a_name, &cfg.password),
+                Identity::bench(&b_name, &cfg.password),
             );
             let urls = &cfg.status_urls;
             let seed = pair as u64;

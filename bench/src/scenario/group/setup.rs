@@ -28,7 +28,7 @@ pub(super) async fn log_in_online(
             let _permit = limit.acquire().await?;
             let (link, ok) = sign_up(
                 Target::tcp(addr),
-                &bench_device(&name, &password),
+                &Identity::bench(&name, &password),
                 &refusals,
             )
             .await?;
@@ -52,7 +52,7 @@ pub(super) async fn set_up_group(cfg: &GroupConfig, shared: &Shared) -> anyhow::
     let owner = sign_up_tcp(
         cfg.addr,
         None,
-        &bench_device(&name, &cfg.password),
+        &Identity::bench(&name, &cfg.password),
         refusals,
     )
     .await;
@@ -151,7 +151,7 @@ async fn sign_up_offline(cfg: &GroupConfig, refusals: &Refusals) -> anyhow::Resu
         let (password, refusals) = (cfg.password.clone(), refusals.clone());
         tasks.push(tokio::task::spawn_local(async move {
             let _permit = limit.acquire().await?;
-            let who = bench_device(&name, &password);
+            let who = Identity::bench(&name, &password);
             let (_, ok) = sign_up_tcp(addr, None, &who, &refusals).await?;
             anyhow::Ok(ok.user_id)
         }));
@@ -161,13 +161,4 @@ async fn sign_up_offline(cfg: &GroupConfig, refusals: &Refusals) -> anyhow::Resu
         ids.push(t.await??);
     }
     Ok(ids)
-}
-
-/// A setup user on the load generator's device.
-fn bench_device<'a>(username: &'a str, password: &'a str) -> Identity<'a> {
-    Identity {
-        username,
-        password,
-        device_id: "bench",
-    }
 }

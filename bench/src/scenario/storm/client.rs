@@ -320,11 +320,7 @@ pub async fn prepare(
         let refusals = refusals.clone();
         tasks.push(tokio::task::spawn_local(async move {
             let _permit = limit.acquire().await.expect("open semaphore");
-            let who = Identity {
-                username: &name,
-                password: &password,
-                device_id: "bench",
-            };
+            let who = Identity::bench(&name, &password);
             let (_, ok) = signup::sign_up_tcp(addr, None, &who, &refusals)
                 .await
                 .with_context(|| format!("storm user {name}"))?;
