@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::{TestServer, wait_until};
 use ringchat_bench::scenario::Observe;
+use ringchat_bench::scenario::connect::{self, ConnectConfig};
 use ringchat_bench::scenario::pairs::{self, PairsConfig, PairsReport};
 use ringchat_bench::transport::Transport;
 
@@ -23,6 +24,13 @@ fn admitting_one_login_at_a_time() -> TestServer {
         ("GATEWAY__LOGINS_IN_FLIGHT_PER_SHARD_MAX", "1"),
         ("GATEWAY__LOGIN_RETRY_AFTER_MS", "20"),
     ])
+}
+
+fn observe(server: &TestServer) -> Observe {
+    Observe {
+        server_pid: Some(server.pid()),
+        progress: false,
+    }
 }
 
 fn run_pairs(server: &TestServer, transport: Transport) -> PairsReport {
@@ -43,11 +51,7 @@ fn run_pairs(server: &TestServer, transport: Transport) -> PairsReport {
         drain_timeout: Duration::from_secs(20),
         delivery_ack: true,
     };
-    let observe = Observe {
-        server_pid: Some(server.pid()),
-        progress: false,
-    };
-    pairs::run(&cfg, &observe).expect("the run completes despite the refusals")
+    pairs::run(&cfg, &observe(server)).expect("the run completes despite the refusals")
 }
 
 /// Refusals the server counted (`SERVER_FULL` and `UNAVAILABLE`, every shard and reason).
@@ -97,4 +101,29 @@ fn pairs_setup_over_websocket_comes_back_after_server_full_too() {
     let server = admitting_one_login_at_a_time();
     let report = run_pairs(&server, Transport::Ws);
     check(&server, &report);
+}
+
+#[test]
+fn connect_logs_every_connection_in_past_the_refusals() {
+    let server = admitting_one_login_at_a_time();
+    let cfg = ConnectConfig {
+        addr: server.tcp,
+        conns: 40,
+        hold: Duration::from_millis(200),
+        threads: 2,
+        user_prefix: "admc_".into(),
+        password: "bench-password".into(),
+    };
+    let report = connect::run(&cfg, &observe(&server)).unwrap();
+    assert_eq!(report.connected, 40, "{report:?}");
+    assert_eq!(report.errors, 0, "{report:?}");
+    assert_eq!(server.metric("ringchat_logins_total") as u64, 40);
+    assert!(report.setup_refusals > 0, "{report:?}");
+    wait_until("the server's refusal count to match the report's", || {
+        refused_by_server(&server) == report.setup_refusals
+    });
+    assert!(
+        ringchat_bench::report::connect_table(&report)
+            .contains(&format!("setup refusals     {}", report.setup_refusals))
+    );
 }
