@@ -102,6 +102,12 @@ pub struct GatewayConfig {
     pub logins_in_flight_per_shard_max: usize,
     /// Base of the `retry_after_ms` a refused login is told: uniform in [base, 2 × base).
     pub login_retry_after_ms: u64,
+    /// Logins (and other pre-login requests) one shard hands to the backend per second at
+    /// most; faster arrivals wait their turn holding a login slot (`shard/login_pace.rs`).
+    /// 0: not paced.
+    pub logins_per_second_per_shard: u32,
+    /// Logins a shard that was quiet lets through at once before the pace applies.
+    pub login_burst_per_shard: u32,
     /// Events (replies, pushes) waiting for one shard.
     pub queue_events_max: usize,
     /// Size of the pooled read buffers.
@@ -118,6 +124,11 @@ pub struct GatewayConfig {
 /// (`backend.logins_in_flight_max`) busy from a few shards, few enough that a storm queues in
 /// clients' back-off, not in the server.
 pub const LOGINS_IN_FLIGHT_PER_SHARD_DEFAULT: usize = 1024;
+
+/// Default `gateway.logins_per_second_per_shard`: a storm of 10,000 token logins on 2 cores
+/// then takes 4.2 s instead of 0.9 and the established pairs' p99 during it falls from 96 to
+/// 32 ms (docs/BENCHMARKS.md, "Login pacing"). A shard is a core, so the pace grows with them.
+pub const LOGINS_PER_SECOND_PER_SHARD_DEFAULT: u32 = 1200;
 
 /// `gateway.files.pipe_bytes` bounds: a pipe smaller than a read buffer only adds round trips;
 /// a bigger one than this is memory per connection for no gain.
@@ -194,6 +205,8 @@ impl Default for GatewayConfig {
             conns_per_shard_max: 500_000,
             logins_in_flight_per_shard_max: LOGINS_IN_FLIGHT_PER_SHARD_DEFAULT,
             login_retry_after_ms: 1_000,
+            logins_per_second_per_shard: LOGINS_PER_SECOND_PER_SHARD_DEFAULT,
+            login_burst_per_shard: 64,
             queue_events_max: 65_536,
             read_buffer_bytes: 16 * 1024,
             pool_buffers_max: 256,
@@ -429,6 +442,10 @@ impl GatewayConfig {
         positive(
             self.logins_in_flight_per_shard_max as u64,
             "logins_in_flight_per_shard_max",
+        );
+        positive(
+            u64::from(self.login_burst_per_shard),
+            "login_burst_per_shard",
         );
         positive(self.queue_events_max as u64, "queue_events_max");
         positive(self.shutdown_timeout_ms, "shutdown_timeout_ms");

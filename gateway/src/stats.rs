@@ -70,6 +70,8 @@ pub struct ShardStats {
     /// (SERVER_FULL), or the backend's request queue full (UNAVAILABLE).
     pub logins_refused_in_flight: LocalCounter,
     pub logins_refused_backend_queue: LocalCounter,
+    /// Pre-login requests that waited for the shard's pace (`gateway.logins_per_second_per_shard`).
+    pub logins_paced: LocalCounter,
     /// `DRIVER_IO_URING` or `DRIVER_EPOLL` once the shard runs.
     pub driver: LocalCounter,
     pub errors: Counters<ERROR_CODES_MAX>,
@@ -143,6 +145,7 @@ pub fn publish(shards: &[Arc<ShardStats>]) {
             metrics::counter!(name, "shard" => shard.clone()).absolute(v);
         };
         counter("ringchat_accepted_total", s.accepted.get());
+        counter("ringchat_logins_paced_total", s.logins_paced.get());
         counter("ringchat_rejected_full_total", s.rejected_full.get());
         counter(
             "ringchat_files_refused_busy_total",
@@ -277,6 +280,10 @@ pub fn describe() {
         (
             "ringchat_errors_total",
             "Error frames sent to clients, per shard and error code.",
+        ),
+        (
+            "ringchat_logins_paced_total",
+            "Logins (and registrations) that waited for their turn in the shard's pace (gateway.logins_per_second_per_shard), per shard.",
         ),
         (
             "ringchat_logins_refused_total",

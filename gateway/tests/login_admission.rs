@@ -212,3 +212,53 @@ async fn a_full_shard_says_when_to_come_back() {
     // The client already in is not touched.
     held.ping().await.unwrap();
 }
+
+#[tokio::test]
+async fn logins_over_the_pace_wait_their_turn_and_the_logged_in_do_not() {
+    /// Logins a second on the one shard, one at a time: the storm below takes seconds.
+    const PER_SECOND: u64 = 4;
+    const LOGINS: usize = 8;
+    let server = TestServer::start(&[
+        ("GATEWAY__CORES", "[0]"),
+        ("GATEWAY__LOGINS_PER_SECOND_PER_SHARD", "4"),
+        ("GATEWAY__LOGIN_BURST_PER_SHARD", "1"),
+    ]);
+    // Accounts first (registrations keep the pace too).
+    let (mut ann, _) = server.user("ann").await;
+    let (_bob, bob) = server.user("bob").await;
+    let mut setup = server.client().await;
+    setup.hello().await.unwrap();
+    let names: Vec<String> = (0..LOGINS).map(|i| format!("paced{i}")).collect();
+    for name in &names {
+        setup.register(name, PASSWORD).await.unwrap().unwrap();
+    }
+    drop(setup);
+
+    let started = Instant::now();
+    let storm = futures_util::future::join_all(names.iter().map(|name| {
+        let server = &server;
+        async move {
+            let mut c = server.client().await;
+            c.hello().await.unwrap();
+            c.login_password(name, PASSWORD, "paced").await.unwrap()
+        }
+    }));
+    let mut storm = std::pin::pin!(storm);
+    // While the storm waits its turn, a logged-in client's send is acked: it is never paced.
+    let ack = tokio::select! {
+        _ = &mut storm => panic!("the storm was not paced"),
+        ack = ann.send_text(bob.user_id, "during", "hello during the storm") => ack,
+    };
+    ack.unwrap().expect("acked");
+    for login in storm.await {
+        login.expect("every paced login gets in");
+    }
+    // Each login after the first waited at least one gap for its turn.
+    let gap = Duration::from_millis(1000 / PER_SECOND);
+    assert!(
+        started.elapsed() >= gap * (LOGINS as u32 - 1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(server.metric("ringchat_logins_paced_total{shard=\"0\"}") >= (LOGINS - 1) as f64);
+}

@@ -7,6 +7,7 @@ mod conn;
 mod framing;
 pub mod live;
 mod local;
+mod login_pace;
 mod session;
 mod stream;
 pub(crate) mod ws;
@@ -321,6 +322,8 @@ pub(crate) struct Shard {
     /// Requests of connections not yet logged in (logins, registrations, account requests)
     /// waiting for the backend now (`gateway.logins_in_flight_per_shard_max`).
     logins_in_flight: Cell<usize>,
+    /// When the next of those may go (`gateway.logins_per_second_per_shard`).
+    login_pace: login_pace::LoginPace,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The live keys' values (`live.rs`): copied in on `Reconfigure`, read as plain values.
     pub live: Cell<LiveLimits>,
@@ -358,6 +361,11 @@ impl Shard {
         let tick_ms =
             (gateway.handshake_timeout_ms.min(gateway.idle_timeout_ms) / 8).clamp(10, 1000);
         let live = published.get();
+        let login_pace = login_pace::LoginPace::new(
+            gateway.logins_per_second_per_shard,
+            gateway.login_burst_per_shard,
+            std::time::Instant::now(),
+        );
         Self {
             live: Cell::new(live.limits),
             ip_rules: RefCell::new(Arc::clone(&live.ip_rules)),
@@ -375,6 +383,7 @@ impl Shard {
             stopping: Cell::new(false),
             rejecting: Cell::new(0),
             logins_in_flight: Cell::new(0),
+            login_pace,
             tls,
             stop: LocalNotify::default(),
             acceptors: RefCell::new(Vec::new()),

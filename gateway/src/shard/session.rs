@@ -253,6 +253,16 @@ impl Session {
             );
             return None;
         };
+        // A storm's logins go at the shard's pace, holding their slot while they wait.
+        let wait = self.shard.login_pace.wait(std::time::Instant::now());
+        if !wait.is_zero() {
+            self.shard.stats.logins_paced.add(1);
+            let shared = Rc::clone(&self.shared);
+            monoio::select! {
+                () = monoio::time::sleep(wait) => {}
+                () = shared.closed() => return None,
+            }
+        }
         match self.shard.backend.try_send(request) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {

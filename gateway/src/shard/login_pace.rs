@@ -1,0 +1,96 @@
+//! Spaces the logins one shard hands to the backend: at most
+//! `gateway.logins_per_second_per_shard` a second, after a burst of
+//! `gateway.login_burst_per_shard` when the shard has been quiet.
+//!
+//! Why: a reconnect storm (every client of a node coming back at once) otherwise takes both
+//! cores for its length, and the sequencer of the sessions already talking falls behind by
+//! that much (docs/BENCHMARKS.md, "Reconnect storms"). Spaced, the same storm takes a little
+//! longer and the message path keeps its share. A login waiting here holds its shard login
+//! slot, so what waits is bounded by `gateway.logins_in_flight_per_shard_max`; past that the
+//! client is told `SERVER_FULL` with a `retry_after_ms`, as before.
+//!
+//! Shard-local (a `Cell`), no lock and no allocation: the virtual-scheduling form of a token
+//! bucket (GCRA), one instant per shard.
+
+use std::cell::Cell;
+use std::time::{Duration, Instant};
+
+pub struct LoginPace {
+    /// Time between two logins; zero: not paced.
+    gap: Duration,
+    /// How far `next` may lag behind now: the burst a quiet shard lets through at once.
+    burst: Duration,
+    /// When the next login may go, if the shard were never quiet.
+    next: Cell<Instant>,
+}
+
+impl LoginPace {
+    /// `per_second` logins a second (0: unpaced), `burst` of them at once after a quiet spell.
+    pub fn new(per_second: u32, burst: u32, now: Instant) -> Self {
+        let gap = if per_second == 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(1) / per_second
+        };
+        Self {
+            gap,
+            burst: gap * burst.saturating_sub(1),
+            next: Cell::new(now),
+        }
+    }
+
+    /// Takes the next place in the pace: how long this login waits before it goes (zero: at
+    /// once). Every call takes a place, so call it once per login.
+    pub fn wait(&self, now: Instant) -> Duration {
+        if self.gap.is_zero() {
+            return Duration::ZERO;
+        }
+        let earliest = now.checked_sub(self.burst).unwrap_or(now);
+        let at = self.next.get().max(earliest);
+        self.next.set(at + self.gap);
+        at.saturating_duration_since(now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+    const Z: Duration = Duration::ZERO;
+
+    #[test]
+    fn unpaced_never_waits() {
+        let t = Instant::now();
+        let pace = LoginPace::new(0, 1, t);
+        assert!((0..10_000).all(|_| pace.wait(t).is_zero()));
+    }
+
+    #[test]
+    fn a_burst_goes_at_once_then_one_per_gap() {
+        let t = Instant::now() + Duration::from_secs(10);
+        let pace = LoginPace::new(1000, 4, t - Duration::from_secs(5));
+        let waits: Vec<Duration> = (0..7).map(|_| pace.wait(t)).collect();
+        assert_eq!(waits, [Z, Z, Z, Z, MS, 2 * MS, 3 * MS]);
+    }
+
+    #[test]
+    fn a_steady_arrival_at_the_pace_never_waits_and_a_faster_one_queues() {
+        let t = Instant::now();
+        let pace = LoginPace::new(100, 1, t);
+        assert!((0..100).all(|i| pace.wait(t + 10 * MS * i).is_zero()));
+        let pace = LoginPace::new(100, 1, t);
+        // 200 a second against 100: the nth waits n × 5 ms.
+        let waits: Vec<Duration> = (0..5).map(|i| pace.wait(t + 5 * MS * i)).collect();
+        assert_eq!(waits, [Z, 5 * MS, 10 * MS, 15 * MS, 20 * MS]);
+    }
+
+    #[test]
+    fn a_quiet_spell_earns_no_more_than_the_burst() {
+        let t = Instant::now() + Duration::from_secs(100);
+        let pace = LoginPace::new(10, 3, t - Duration::from_secs(50));
+        let later = t + Duration::from_secs(60);
+        let waits: Vec<Duration> = (0..4).map(|_| pace.wait(later)).collect();
+        assert_eq!(waits, [Z, Z, Z, 100 * MS]);
+    }
+}
