@@ -237,6 +237,12 @@ pub struct StorageConfig {
     pub durability: Durability,
     /// Writes grouped into one commit (and one fsync), at most.
     pub commit_group_max: usize,
+    /// How long a commit group that has at least `commit_delay_min_ops` writes (and room for
+    /// more) waits for others before it commits, in microseconds; 0: never waits. Like
+    /// PostgreSQL's `commit_delay` / `commit_siblings`: when writes trickle in, fewer, fuller
+    /// groups (one fsync and one wake-up per shard each) for a little latency.
+    pub commit_delay_us: u64,
+    pub commit_delay_min_ops: usize,
     /// Each user's newest sends per conversation remembered for dedup: a resend with the same
     /// `client_msg_id` is recognised while its original is among them (16 bytes each, in the
     /// user's row of the conversation).
@@ -270,6 +276,8 @@ impl Default for StorageConfig {
             data_dir: PathBuf::from("./ringchat-data"),
             durability: Durability::Fsync,
             commit_group_max: 1024,
+            commit_delay_us: 0,
+            commit_delay_min_ops: 2,
             dedup_window_messages: 64,
             device_cursor_ttl_days: 90,
             tail_cache_bytes: TAIL_CACHE_BYTES_DEFAULT,
@@ -566,6 +574,10 @@ impl Settings {
         check(
             self.storage.commit_group_max >= 1,
             "storage.commit_group_max: must be at least 1",
+        );
+        check(
+            self.storage.commit_delay_us <= 100_000,
+            "storage.commit_delay_us: must be at most 100000 (0.1 s)",
         );
         check(
             (1..=DEDUP_WINDOW_MESSAGES_MAX).contains(&self.storage.dedup_window_messages),

@@ -144,7 +144,7 @@ impl Backend {
             .filter_map(|(name, _)| platform_by_name(name))
             .collect();
         let sessions = SharedSessions::new(Sessions::new(settings.login.devices_max, replace_on));
-        let writer = Writer::new(
+        let mut writer = Writer::new(
             &ports,
             settings.limits.recall_window_s.saturating_mul(1000),
             settings.storage.commit_group_max,
@@ -162,6 +162,10 @@ impl Backend {
             dir: settings.storage.data_dir.clone(),
             source,
         })?;
+        writer.set_commit_delay(
+            std::time::Duration::from_micros(settings.storage.commit_delay_us),
+            settings.storage.commit_delay_min_ops,
+        );
         // Cluster mode: conversations are claimed and every commit group fenced.
         let writer = if settings.cluster.enabled {
             writer.with_ownership(

@@ -387,9 +387,26 @@ async fn verify(
 
 #[tokio::test]
 async fn kill_9_under_pipelined_load_keeps_acks_seqs_dedup_and_cursors() {
+    kill_9_rounds(&[]).await;
+}
+
+/// The same with every commit group waiting for company (`storage.commit_delay_us`): fuller
+/// groups, still acked only once durable.
+#[tokio::test]
+async fn kill_9_with_a_commit_delay_keeps_acks_seqs_dedup_and_cursors() {
+    kill_9_rounds(&[
+        ("STORAGE__COMMIT_DELAY_US", "2000"),
+        ("STORAGE__COMMIT_DELAY_MIN_OPS", "1"),
+    ])
+    .await;
+}
+
+async fn kill_9_rounds(env: &[(&str, &str)]) {
     let started = std::time::Instant::now();
     let window = DEDUP_WINDOW.to_string();
-    let mut server = TestServer::start(&[("STORAGE__DEDUP_WINDOW_MESSAGES", &window)]);
+    let mut vars = vec![("STORAGE__DEDUP_WINDOW_MESSAGES", window.as_str())];
+    vars.extend_from_slice(env);
+    let mut server = TestServer::start(&vars);
     let mixes = [
         (Kind::Tcp, Kind::Ws),
         (Kind::Ws, Kind::Tcp),

@@ -26,6 +26,14 @@ pub fn describe() {
             "Messages stored (direct and group), since start.",
         ),
         (
+            "ringchat_commit_groups_total",
+            "Commit groups the sequencer took (each at most one store commit and, with durability fsync, one fsync), since start.",
+        ),
+        (
+            "ringchat_commit_writes_total",
+            "Writes (sends, cursors, contacts and groups changes) in those commit groups, since start: divided by ringchat_commit_groups_total, the writes each fsync carries (storage.commit_delay_us raises it).",
+        ),
+        (
             "ringchat_deliveries_total",
             "Frames handed to recipients' connections (pushes, receipts, events), since start.",
         ),

@@ -267,6 +267,9 @@ pub(crate) struct Writer {
     accounts: Arc<dyn AccountStore>,
     recall_window_ms: u64,
     group_max: usize,
+    /// See [`Writer::set_commit_delay`].
+    commit_delay: std::time::Duration,
+    commit_delay_min_ops: usize,
     pub(crate) policy: RowPolicy,
     /// Committed state.
     next_msg_id: u64,
@@ -304,6 +307,8 @@ impl Writer {
             accounts: Arc::clone(&ports.accounts),
             recall_window_ms,
             group_max,
+            commit_delay: std::time::Duration::ZERO,
+            commit_delay_min_ops: usize::MAX,
             policy,
             next_msg_id,
             convs: Map::default(),
@@ -324,6 +329,15 @@ impl Writer {
         })
     }
 
+    /// A group that has at least `min_ops` writes but room for more waits `delay` for them
+    /// before it commits (`storage.commit_delay_us`, like PostgreSQL's `commit_delay`): when
+    /// writes trickle in, fewer and fuller groups, each one fsync and one wake-up per shard.
+    /// A lone write (fewer than `min_ops`) never waits.
+    pub fn set_commit_delay(&mut self, delay: std::time::Duration, min_ops: usize) {
+        self.commit_delay = delay;
+        self.commit_delay_min_ops = min_ops.max(1);
+    }
+
     /// Runs until every sender of `ops` is gone, then returns after the last group is durable.
     pub fn run(
         mut self,
@@ -334,11 +348,13 @@ impl Writer {
         let mut batch = Vec::with_capacity(self.group_max);
         while let Some(first) = ops.blocking_recv() {
             batch.push(first);
-            while batch.len() < self.group_max {
-                match ops.try_recv() {
-                    Ok(op) => batch.push(op),
-                    Err(_) => break,
-                }
+            self.take_queued(&mut ops, &mut batch);
+            if !self.commit_delay.is_zero()
+                && batch.len() >= self.commit_delay_min_ops
+                && batch.len() < self.group_max
+            {
+                std::thread::sleep(self.commit_delay);
+                self.take_queued(&mut ops, &mut batch);
             }
             let results = self.commit(&mut batch);
             if delivery.pass_on(results, &task).is_err() {
@@ -346,6 +362,16 @@ impl Writer {
             }
         }
         tracing::info!("commit thread stopped");
+    }
+
+    /// Moves what is queued into `batch`, up to `group_max`.
+    fn take_queued(&self, ops: &mut mpsc::Receiver<WriteOp>, batch: &mut Vec<WriteOp>) {
+        while batch.len() < self.group_max {
+            match ops.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
     }
 
     /// Applies and commits one group; returns one outcome per operation, in order.
