@@ -10,10 +10,16 @@
 //! client is told `SERVER_FULL` with a `retry_after_ms`, as before.
 //!
 //! Shard-local (a `Cell`), no lock and no allocation: the virtual-scheduling form of a token
-//! bucket (GCRA), one instant per shard.
+//! bucket (GCRA), one instant per shard. Waiting logins wake together on a grid of
+//! [`WAKE_GRID`]: the pace is the same on average, and each hop after the shard (the backend's
+//! login queue, the blocking pool, the replies) is woken once per batch rather than once per
+//! login.
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
+
+/// Waiting logins go on the next multiple of this after the shard started.
+const WAKE_GRID: Duration = Duration::from_millis(10);
 
 pub struct LoginPace {
     /// Time between two logins; zero: not paced.
@@ -22,6 +28,8 @@ pub struct LoginPace {
     burst: Duration,
     /// When the next login may go, if the shard were never quiet.
     next: Cell<Instant>,
+    /// The origin of the wake grid.
+    origin: Instant,
 }
 
 impl LoginPace {
@@ -36,6 +44,7 @@ impl LoginPace {
             gap,
             burst: gap * burst.saturating_sub(1),
             next: Cell::new(now),
+            origin: now,
         }
     }
 
@@ -48,7 +57,18 @@ impl LoginPace {
         let earliest = now.checked_sub(self.burst).unwrap_or(now);
         let at = self.next.get().max(earliest);
         self.next.set(at + self.gap);
-        at.saturating_duration_since(now)
+        if at <= now {
+            return Duration::ZERO;
+        }
+        self.on_grid(at).saturating_duration_since(now)
+    }
+
+    /// The first point of the wake grid at or after `at`.
+    fn on_grid(&self, at: Instant) -> Instant {
+        let since = at.saturating_duration_since(self.origin).as_nanos();
+        let grid = WAKE_GRID.as_nanos();
+        let steps = u64::try_from(since.div_ceil(grid)).unwrap_or(u64::MAX);
+        self.origin + WAKE_GRID.saturating_mul(u32::try_from(steps).unwrap_or(u32::MAX))
     }
 }
 
@@ -67,11 +87,24 @@ mod tests {
     }
 
     #[test]
-    fn a_burst_goes_at_once_then_one_per_gap() {
+    fn a_burst_goes_at_once_then_the_rest_wait_for_the_grid() {
         let t = Instant::now() + Duration::from_secs(10);
         let pace = LoginPace::new(1000, 4, t - Duration::from_secs(5));
         let waits: Vec<Duration> = (0..7).map(|_| pace.wait(t)).collect();
-        assert_eq!(waits, [Z, Z, Z, Z, MS, 2 * MS, 3 * MS]);
+        assert_eq!(waits, [Z, Z, Z, Z, 10 * MS, 10 * MS, 10 * MS]);
+    }
+
+    #[test]
+    fn waiting_logins_wake_together_and_keep_the_pace() {
+        let t = Instant::now();
+        let pace = LoginPace::new(1000, 1, t);
+        // Due 1 ms apart: the first goes, the next ten (due at 1..=10 ms) wake together on the
+        // grid at 10 ms, the ten after at 20 ms: 1,000 a second all the same.
+        let at: Vec<Duration> = (0..22).map(|_| pace.wait(t)).collect();
+        assert_eq!(at[0], Z);
+        assert!(at[1..11].iter().all(|w| *w == 10 * MS), "{at:?}");
+        assert!(at[11..21].iter().all(|w| *w == 20 * MS), "{at:?}");
+        assert_eq!(at[21], 30 * MS);
     }
 
     #[test]
