@@ -82,7 +82,6 @@ fn check(server: &TestServer, report: &PairsReport) {
     let json = serde_json::to_value(report).unwrap();
     assert_eq!(json["setup_refusals"], report.setup_refusals);
     let text = ringchat_bench::report::pairs_table(report);
-    println!("{text}");
     assert!(
         text.contains(&format!("setup refusals     {}", report.setup_refusals)),
         "{text}"

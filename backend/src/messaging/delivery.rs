@@ -292,9 +292,6 @@ impl Delivery {
             .filter(|o| matches!(o, Outcome::Sent { .. } | Outcome::GroupSent { .. }))
             .count();
         metrics::counter!("ringchat_messages_stored_total").increment(stored as u64);
-        // Writes per group: how much each fsync and each wake-up of a shard carries.
-        metrics::counter!("ringchat_commit_groups_total").increment(1);
-        metrics::counter!("ringchat_commit_writes_total").increment(group.outcomes.len() as u64);
         let messages = &group.messages;
         self.observe.group(GroupFacts {
             send_started: &group.send_started,
@@ -305,6 +302,7 @@ impl Delivery {
                 _ => None,
             }),
             stored: stored as u64,
+            writes: group.outcomes.len() as u64,
         });
         let mut outbox = Outbox::new(self.shards.len(), self.link.is_some());
         let mut messages: Vec<Option<MessageRecord>> =

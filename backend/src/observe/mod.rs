@@ -31,6 +31,9 @@ pub struct Observe {
     /// Frames handed to recipients' connections (pushes, receipts, events; not the replies to
     /// the requester), since start.
     pub deliveries: AtomicU64,
+    /// Commit groups passed on, and the writes in them: writes per fsync and per wake-up.
+    pub commit_groups: AtomicU64,
+    pub commit_writes: AtomicU64,
     /// Successful logins, since start.
     pub logins: AtomicU64,
     /// Send-to-ack latencies since the sampler last took them.
@@ -52,6 +55,8 @@ pub struct GroupFacts<'a, I: Iterator<Item = UserId>> {
     /// The senders of the messages it stored.
     pub senders: I,
     pub stored: u64,
+    /// Operations in the group (sends, cursors, contacts and groups changes).
+    pub writes: u64,
 }
 
 /// Where the activity counts are written.
@@ -78,6 +83,8 @@ impl Observe {
             started_ms: crate::time::now_ms(),
             messages: AtomicU64::new(0),
             deliveries: AtomicU64::new(0),
+            commit_groups: AtomicU64::new(0),
+            commit_writes: AtomicU64::new(0),
             logins: AtomicU64::new(0),
             latency: Mutex::new(LatencyHistogram::default()),
             activity,
@@ -94,6 +101,8 @@ impl Observe {
     /// Delivery, once per commit group: one clock read, one lock for the latencies, one for the
     /// activity (when it stored messages), relaxed adds.
     pub fn group<I: Iterator<Item = UserId>>(&self, facts: GroupFacts<'_, I>) {
+        self.commit_groups.fetch_add(1, Relaxed);
+        self.commit_writes.fetch_add(facts.writes, Relaxed);
         if !facts.send_started.is_empty() {
             let now = Instant::now();
             self.latency

@@ -65,10 +65,12 @@ impl LoginPace {
 
     /// The first point of the wake grid at or after `at`.
     fn on_grid(&self, at: Instant) -> Instant {
-        let since = at.saturating_duration_since(self.origin).as_nanos();
-        let grid = WAKE_GRID.as_nanos();
-        let steps = u64::try_from(since.div_ceil(grid)).unwrap_or(u64::MAX);
-        self.origin + WAKE_GRID.saturating_mul(u32::try_from(steps).unwrap_or(u32::MAX))
+        let past = at.saturating_duration_since(self.origin).as_nanos() % WAKE_GRID.as_nanos();
+        if past == 0 {
+            return at;
+        }
+        // Below WAKE_GRID's nanoseconds: fits.
+        at + (WAKE_GRID - Duration::from_nanos(past as u64))
     }
 }
 

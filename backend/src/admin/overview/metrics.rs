@@ -170,6 +170,8 @@ pub fn publish(admin: &Admin) {
     metrics::gauge!("process_resident_memory_bytes").set(p.rss_bytes as f64);
     metrics::gauge!("process_start_time_seconds").set(o.started_ms as f64 / 1000.0);
     metrics::counter!("ringchat_deliveries_total").absolute(o.deliveries.load(Relaxed));
+    metrics::counter!("ringchat_commit_groups_total").absolute(o.commit_groups.load(Relaxed));
+    metrics::counter!("ringchat_commit_writes_total").absolute(o.commit_writes.load(Relaxed));
     let store = admin.overview.store();
     metrics::gauge!("ringchat_store_size_bytes").set(store.size_bytes as f64);
     metrics::gauge!("ringchat_store_disk_free_bytes").set(store.disk_free_bytes as f64);
