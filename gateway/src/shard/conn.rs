@@ -336,6 +336,8 @@ impl Conn {
         {
             return end;
         }
+        // Armed once and kept across the wake-ups that only write; renewed after each read.
+        let mut readable = std::pin::pin!(self.stream.readable());
         loop {
             if let Some(close) = self.shared().close.get() {
                 return End::Close(close);
@@ -349,13 +351,18 @@ impl Conn {
                 }
                 continue;
             }
-            match self.readable().await {
+            let ready = monoio::select! {
+                r = &mut readable => Some(r),
+                () = self.session.shared.wake.notified() => None,
+            };
+            match ready {
                 None => {}
                 Some(Err(e)) => return End::Io(e),
                 Some(Ok(())) => {
                     if let Err(end) = Box::pin(self.read()).await {
                         return end;
                     }
+                    readable.set(self.stream.readable());
                 }
             }
         }

@@ -1,14 +1,22 @@
 //! The byte stream under the WebSocket and TLS transports: plain TCP, or TLS driven by hand over
 //! it. rustls does the protocol; this file moves its bytes, so the shard's rules hold for TLS
 //! too: wait for readiness, read ciphertext into a pooled buffer, never leave a read in flight.
+//!
+//! Bytes move with plain non-blocking `recv`/`send` calls on the socket, and the runtime (io_uring
+//! or epoll) is asked only for readiness. A socket that is ready takes a small write or gives
+//! a read at once, so a ring operation would add a completion and a second poll of the task
+//! for nothing; and since reads and writes need only a shared handle, the connection loop's
+//! readiness wait stays armed while the connection writes (`readable`).
 
 use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
-use monoio::buf::SliceMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
+use rustix::io::Errno;
+use rustix::net::{RecvFlags, SendFlags};
 use rustls::{ServerConfig, ServerConnection};
 
 use super::local::BufferPool;
@@ -17,20 +25,24 @@ use super::local::BufferPool;
 const READ_ROOM_BYTES_MIN: usize = 1024;
 
 pub(super) struct Stream {
-    tcp: TcpStream,
+    /// Shared with the readiness wait the connection loop keeps armed (`readable`).
+    tcp: Rc<TcpStream>,
     tls: Option<Box<ServerConnection>>,
 }
 
 impl Stream {
     pub fn plain(tcp: TcpStream) -> Self {
-        Self { tcp, tls: None }
+        Self {
+            tcp: Rc::new(tcp),
+            tls: None,
+        }
     }
 
     /// Starts a TLS session; the handshake runs as `read` is called (see `handshaking`).
     pub fn tls(tcp: TcpStream, config: Arc<ServerConfig>) -> io::Result<Self> {
         let conn = ServerConnection::new(config).map_err(io::Error::other)?;
         Ok(Self {
-            tcp,
+            tcp: Rc::new(tcp),
             tls: Some(Box::new(conn)),
         })
     }
@@ -51,11 +63,32 @@ impl Stream {
         self.tls.as_ref().is_some_and(|t| t.is_handshaking())
     }
 
-    /// Resolves when the socket has bytes (not `relaxed`: on epoll a stale "ready" would send the task into a read that blocks
-    /// outside the loop's select, deaf to pushes and kicks; an in-flight read is never
-    /// cancelled, as io_uring could lose the bytes it already took).
-    pub fn readable(&self) -> impl std::future::Future<Output = io::Result<()>> + '_ {
-        self.tcp.readable(false)
+    /// Resolves when the socket has bytes. The future holds its own handle, not a borrow, so the
+    /// connection loop keeps one armed across the wake-ups that only write: dropping it would
+    /// cost io_uring a cancel (a search among every armed poll) and a new poll each time. Not
+    /// `relaxed`: on epoll a stale "ready" is checked with a `poll` first.
+    pub fn readable(&self) -> impl std::future::Future<Output = io::Result<()>> + use<> {
+        let tcp = Rc::clone(&self.tcp);
+        async move { tcp.readable(false).await }
+    }
+
+    /// One non-blocking `recv` into `into`'s spare room; `WouldBlock` when nothing is there.
+    #[allow(unsafe_code)] // one `set_len` over what the kernel wrote
+    fn recv_into(&self, into: &mut BytesMut) -> io::Result<usize> {
+        let spare = into.spare_capacity_mut();
+        let room = spare.len();
+        // Zero bytes from a zero-length read would look like the end of the stream.
+        debug_assert!(room > 0, "a read needs room");
+        let n = loop {
+            match rustix::net::recv(fd(&self.tcp), &mut *spare, RecvFlags::DONTWAIT) {
+                Ok((_, n)) => break n.min(room),
+                Err(Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        };
+        // SAFETY: the kernel initialised the first `n` bytes of the spare room.
+        unsafe { into.set_len(into.len() + n) };
+        Ok(n)
     }
 
     /// Reads once and appends the plaintext to `buf` (for TLS: ciphertext goes through a pooled
@@ -66,41 +99,28 @@ impl Stream {
         buf: &mut BytesMut,
         pool: &BufferPool,
     ) -> io::Result<Option<usize>> {
-        let plain = self.tls.is_none();
-        let mut into = if plain {
+        if self.tls.is_none() {
             if buf.capacity() - buf.len() < READ_ROOM_BYTES_MIN {
                 buf.reserve(pool.buffer_bytes().max(READ_ROOM_BYTES_MIN));
             }
-            std::mem::take(buf)
-        } else {
-            pool.take()
-        };
-        let (begin, end) = (into.len(), into.capacity());
-        let (result, slice) = self.tcp.read(SliceMut::new(into, begin, end)).await;
-        into = slice.into_inner();
-        let n = match result {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if plain {
-                    *buf = into;
-                } else {
-                    pool.give(into);
-                }
-                return Ok(Some(0));
-            }
-            Err(e) => {
-                if plain {
-                    *buf = into;
-                } else {
-                    pool.give(into);
-                }
-                return Err(e);
-            }
-        };
-        if plain {
-            *buf = into;
-            return Ok((n > 0).then_some(n));
+            return match self.recv_into(buf) {
+                Ok(n) => Ok((n > 0).then_some(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Some(0)),
+                Err(e) => Err(e),
+            };
         }
+        let mut into = pool.take();
+        let n = match self.recv_into(&mut into) {
+            Ok(n) => n,
+            Err(e) => {
+                pool.give(into);
+                return if e.kind() == io::ErrorKind::WouldBlock {
+                    Ok(Some(0))
+                } else {
+                    Err(e)
+                };
+            }
+        };
         if n == 0 {
             pool.give(into);
             return Ok(None);
@@ -174,7 +194,8 @@ impl Stream {
             while conn.wants_write() && out.get_ref().len() < pool.buffer_bytes() {
                 conn.write_tls(&mut out)?;
             }
-            let (result, out) = self.tcp.write_all(out.into_inner()).await;
+            let out = out.into_inner();
+            let result = send_all(&self.tcp, &out).await;
             pool.give(out);
             result?;
         }
@@ -188,8 +209,8 @@ impl Stream {
         pool: &BufferPool,
     ) -> (io::Result<()>, BytesMut) {
         if self.tls.is_none() {
-            let (result, data) = self.tcp.write_all(data).await;
-            return (result.map(|_| ()), data);
+            let result = send_all(&self.tcp, &data).await;
+            return (result, data);
         }
         let mut at = 0;
         while at < data.len() {
@@ -211,6 +232,27 @@ impl Stream {
             conn.send_close_notify();
             let _ = self.flush_tls(pool).await;
         }
-        let _ = self.tcp.shutdown().await;
+        let _ = rustix::net::shutdown(fd(&self.tcp), rustix::net::Shutdown::Write);
     }
+}
+
+/// The socket's descriptor, for one call on it.
+#[allow(unsafe_code)] // monoio's stream offers `AsRawFd` only, not `AsFd`
+fn fd(tcp: &TcpStream) -> BorrowedFd<'_> {
+    // SAFETY: `tcp` owns the descriptor and is borrowed for as long as the result lives.
+    unsafe { BorrowedFd::borrow_raw(tcp.as_raw_fd()) }
+}
+
+/// Sends all of `data`, waiting for room in the socket's buffer whenever it is full.
+async fn send_all(tcp: &TcpStream, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        match rustix::net::send(fd(tcp), data, SendFlags::DONTWAIT | SendFlags::NOSIGNAL) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => data = &data[n..],
+            Err(Errno::INTR) => {}
+            Err(Errno::AGAIN) => tcp.writable(false).await?,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
