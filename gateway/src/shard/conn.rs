@@ -301,25 +301,29 @@ impl Conn {
         }
     }
 
-    /// Waits until the socket is readable (`Some`), or until the connection is woken: a frame
-    /// to write or a close (`None`).
-    async fn readable(&self) -> Option<io::Result<()>> {
+    /// Waits until `readable` resolves (`Some`), or until the connection is woken: a frame to
+    /// write or a close (`None`). The wait is the caller's, so it stays armed across wake-ups.
+    async fn readable_or_woken(
+        &self,
+        readable: std::pin::Pin<&mut impl std::future::Future<Output = io::Result<()>>>,
+    ) -> Option<io::Result<()>> {
         if self.shared().close.get().is_some() {
             return None;
         }
         monoio::select! {
-            r = self.stream.readable() => Some(r),
+            r = readable => Some(r),
             () = self.session.shared.wake.notified() => None,
         }
     }
 
     /// Before the session runs, only readability or a close matter.
     async fn readable_or_closed(&self) -> bool {
+        let mut readable = std::pin::pin!(self.stream.readable());
         loop {
             if self.shared().close.get().is_some() {
                 return false;
             }
-            match self.readable().await {
+            match self.readable_or_woken(readable.as_mut()).await {
                 Some(Ok(())) => return true,
                 Some(Err(_)) => return false,
                 None => {}
@@ -351,11 +355,7 @@ impl Conn {
                 }
                 continue;
             }
-            let ready = monoio::select! {
-                r = &mut readable => Some(r),
-                () = self.session.shared.wake.notified() => None,
-            };
-            match ready {
+            match self.readable_or_woken(readable.as_mut()).await {
                 None => {}
                 Some(Err(e)) => return End::Io(e),
                 Some(Ok(())) => {
