@@ -94,6 +94,21 @@ fn encode<T: serde::Serialize + ?Sized>(value: &T) -> Vec<u8> {
     postcard::to_stdvec(value).expect("records always serialise")
 }
 
+/// [`encode`] straight into the engine's value type, sized exactly: for the values every commit
+/// group writes (runs, cursor rows), whose bytes would otherwise be copied into a growing `Vec`
+/// and then again into fjall's `Slice`.
+fn encode_value<T: serde::Serialize + ?Sized>(value: &T) -> fjall::Slice {
+    let len = postcard::experimental::serialized_size(value).expect("records always serialise");
+    let mut view = byteview::ByteView::with_size(len);
+    let mut bytes = view.get_mut().expect("a new view has no other owner");
+    let written = postcard::to_slice(value, &mut bytes)
+        .expect("the view is the serialised size")
+        .len();
+    assert_eq!(written, len, "postcard's serialised size is exact");
+    drop(bytes);
+    fjall::Slice::from(view)
+}
+
 pub struct FjallStore {
     db: Database,
     durability: Durability,
