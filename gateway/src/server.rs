@@ -255,6 +255,12 @@ pub fn run(
         }
     });
 
+    // Caught from before "ready": a supervisor or test that stops the server the moment it says
+    // ready must get the graceful stop, not the default action of SIGTERM (killed, exit by signal).
+    let mut signals = {
+        let _runtime = rt.enter();
+        Signals::new()?
+    };
     let admin_text = admin_bound.map_or_else(|| "off".to_owned(), |a: SocketAddr| a.to_string());
     // Its own target: the console leaves it out, as the line below is the console's.
     tracing::info!(target: ringchat_backend::logs::READY_TARGET, tcp = %tcp_bound, ws = %ws_bound, tls = %tls_bound, wss = %wss_bound, admin = %admin_text, shards = shard_count, "ringchat ready");
@@ -271,10 +277,10 @@ pub fn run(
 
     let stop = rt.block_on(async {
         tokio::select! {
-            signal = wait_for_signal() => signal.map(Stop::Signal),
-            why = backend.store_failed() => Ok(Stop::StoreFailed(why)),
+            signal = signals.recv() => Stop::Signal(signal),
+            why = backend.store_failed() => Stop::StoreFailed(why),
         }
-    })?;
+    });
     crate::sd_notify::notify_or_log("STOPPING=1");
     match &stop {
         Stop::Signal(signal) => tracing::info!(signal, "shutting down"),
@@ -351,13 +357,30 @@ enum Stop {
 }
 
 pub(crate) async fn wait_for_signal() -> std::io::Result<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    })
+    Ok(Signals::new()?.recv().await)
+}
+
+/// SIGTERM and SIGINT, caught from the moment this is made (inside a tokio runtime).
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
 }
 
 /// Binds one listener per shard for a listener that is on. A configured port must be free:

@@ -88,9 +88,10 @@ fn files_are_json_lines_without_colour_or_storage_chatter_and_ready_is_said_once
         .arg("-TERM")
         .arg(child.id().to_string())
         .status();
-    assert!(child.wait().unwrap().success());
+    let status = child.wait().unwrap();
     let stdout = out.join().unwrap();
     let stderr = err.join().unwrap();
+    assert!(status.success(), "{status}; stderr:\n{stderr}");
 
     let ready_on_stdout = stdout
         .iter()
