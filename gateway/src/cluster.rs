@@ -130,13 +130,17 @@ pub fn run_status(config: &Config) -> anyhow::Result<()> {
         listener,
         http_stop_rx,
     ));
+    let mut signals = {
+        let _runtime = rt.enter();
+        crate::server::Signals::new()?
+    };
     println!(
         "ringchat ready role=status ws={http_bound} grpc={}",
         node.grpc_addr
     );
     tracing::info!(ws = %http_bound, grpc = %node.grpc_addr, "ringchat status service ready");
     crate::sd_notify::notify_or_log("READY=1");
-    let signal = rt.block_on(crate::server::wait_for_signal())?;
+    let signal = rt.block_on(signals.recv());
     crate::sd_notify::notify_or_log("STOPPING=1");
     tracing::info!(signal, "shutting down");
     let _ = http_stop.send(());

@@ -255,8 +255,6 @@ pub fn run(
         }
     });
 
-    // Caught from before "ready": a supervisor or test that stops the server the moment it says
-    // ready must get the graceful stop, not the default action of SIGTERM (killed, exit by signal).
     let mut signals = {
         let _runtime = rt.enter();
         Signals::new()?
@@ -356,18 +354,16 @@ enum Stop {
     StoreFailed(String),
 }
 
-pub(crate) async fn wait_for_signal() -> std::io::Result<&'static str> {
-    Ok(Signals::new()?.recv().await)
-}
-
-/// SIGTERM and SIGINT, caught from the moment this is made (inside a tokio runtime).
-struct Signals {
+/// SIGTERM and SIGINT, caught from the moment this is made (inside a tokio runtime): make it
+/// before saying ready, so that a stop sent right after ready is graceful, not the signal's
+/// default action.
+pub(crate) struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
 }
 
 impl Signals {
-    fn new() -> std::io::Result<Self> {
+    pub(crate) fn new() -> std::io::Result<Self> {
         use tokio::signal::unix::{SignalKind, signal};
         Ok(Self {
             term: signal(SignalKind::terminate())?,
@@ -375,7 +371,7 @@ impl Signals {
         })
     }
 
-    async fn recv(&mut self) -> &'static str {
+    pub(crate) async fn recv(&mut self) -> &'static str {
         tokio::select! {
             _ = self.term.recv() => "SIGTERM",
             _ = self.int.recv() => "SIGINT",
