@@ -14,6 +14,13 @@
 //! ... nobody (but eventpoll) has still a reference to this file"). The listener therefore
 //! closes with the process's file table, synchronously at exit, or at once when the shard
 //! stops: the next SYN is refused, or lands on the new process's listener.
+//!
+//! Closing a listener resets every handshake that completes into its queue after the last
+//! `accept4`, however soon the close follows: under a reconnect storm some client is accepted
+//! and then reset. So a graceful stop first has the listener drop SYNs ([`Acceptor::refuse_handshakes`]:
+//! a classic BPF socket filter, which needs no privilege; a dropped SYN is sent again a second
+//! later, to a closed port or the new process), lets the handshakes already answered complete
+//! ([`HANDSHAKES_SETTLE`]), takes what they queued and only then closes.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -22,6 +29,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use rustix::event::epoll;
 use rustix::net::SocketFlags;
@@ -34,6 +42,23 @@ use crate::server::LISTEN_BACKLOG;
 /// handshakes it just started) run: under a connect storm the loop would otherwise keep the
 /// thread while the listener has a backlog.
 const ACCEPTS_PER_TURN: u32 = 64;
+
+/// How long a stopping listener that drops SYNs stays open for the handshakes it answered
+/// before to complete (their last ACK is one round trip behind the SYN-ACK: microseconds on
+/// loopback, a distant client's round trip otherwise). A handshake completing later is reset.
+pub(super) const HANDSHAKES_SETTLE: Duration = Duration::from_millis(50);
+
+/// A classic BPF socket filter that drops TCP segments with SYN set (the TCP header is at
+/// offset 0 when a TCP socket's filter runs) and keeps everything else: the ACKs that complete
+/// the handshakes already answered go through.
+const DROP_SYNS: [socket2::SockFilter; 4] = [
+    // ldb [13]: the TCP flags byte.
+    socket2::SockFilter::new(0x30, 0, 0, 13),
+    // jset #SYN: drop, else keep.
+    socket2::SockFilter::new(0x45, 0, 1, 0x02),
+    socket2::SockFilter::new(0x06, 0, 0, 0),
+    socket2::SockFilter::new(0x06, 0, 0, u32::MAX),
+];
 
 /// One listener and the epoll instance that watches it.
 pub(super) struct Acceptor {
@@ -117,6 +142,17 @@ impl Acceptor {
         }
     }
 
+    /// From now on the listener drops SYNs (see the module's comment); connections already
+    /// queued, or completing the handshakes already answered, are still accepted until
+    /// [`Acceptor::close`]. A filter the kernel refuses leaves the listener as it was.
+    pub(super) fn refuse_handshakes(&self) {
+        if let Some(listener) = self.listener.borrow().as_ref()
+            && let Err(err) = socket2::SockRef::from(listener).attach_filter(&DROP_SYNS)
+        {
+            tracing::warn!(%err, "could not make a stopping listener drop SYNs");
+        }
+    }
+
     /// Takes the connections already queued (each to `queued`; at most the listen backlog,
     /// the queue's size), then closes the listener (close(2), not through the ring): from here
     /// the kernel refuses new connections on this socket. The accept loop then ends.
@@ -163,5 +199,110 @@ impl Future for YieldOnce {
         self.0 = true;
         cx.waker().wake_by_ref();
         Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::io::{Read, Write};
+    use std::rc::Rc;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    use monoio::io::AsyncWriteRentExt;
+    use monoio::{LegacyDriver, RuntimeBuilder};
+
+    use super::*;
+
+    /// Listeners stopped in a row; without `refuse_handshakes` 4 to 7 clients were reset over
+    /// these on the machine this was written on.
+    const STOPS: usize = 30;
+    const CLIENTS: usize = 3;
+    /// How long each listener serves the clients before it stops.
+    const SERVED_FOR: Duration = Duration::from_millis(20);
+    /// A client's connect: a dropped SYN makes it give up and try again.
+    const CONNECT_TIMEOUT: Duration = Duration::from_millis(100);
+
+    /// Clients connecting back to back: connect, send a byte, read the server's byte. Counts
+    /// the attempts that were accepted and then reset (or closed unanswered).
+    fn hammer(addr: SocketAddr, stop: Arc<AtomicBool>, reset: Arc<AtomicU64>) {
+        while !stop.load(Ordering::Acquire) {
+            let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
+            else {
+                continue; // refused, or the SYN was dropped
+            };
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let mut byte = [0];
+            let answered = stream
+                .write_all(b"x")
+                .and_then(|()| stream.read_exact(&mut byte));
+            if answered.is_err() {
+                reset.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    type Kept = Rc<RefCell<Vec<monoio::net::TcpStream>>>;
+
+    /// Every connection accepted gets its byte and stays open until the round ends (closing it
+    /// with the client's byte unread would reset it).
+    async fn answer(mut stream: monoio::net::TcpStream, kept: &Kept) {
+        let (written, _) = stream.write_all(b"y").await;
+        written.unwrap();
+        kept.borrow_mut().push(stream);
+    }
+
+    /// The shard's accept loop, in short.
+    async fn accept_loop(acceptor: Rc<Acceptor>, kept: Kept) {
+        while let Some(accepted) = acceptor.accept().await {
+            answer(accepted.unwrap().0, &kept).await;
+        }
+    }
+
+    #[test]
+    fn a_stopping_listener_resets_no_handshake() {
+        let mut rt = RuntimeBuilder::<LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .expect("runtime");
+        let reset = Arc::new(AtomicU64::new(0));
+        rt.block_on(async {
+            for _ in 0..STOPS {
+                let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+                let addr = listener.local_addr().unwrap();
+                let acceptor = Rc::new(Acceptor::new(listener, Listen::Tcp).unwrap());
+                let kept = Kept::default();
+                let serving = monoio::spawn(accept_loop(Rc::clone(&acceptor), Rc::clone(&kept)));
+                let stop = Arc::new(AtomicBool::new(false));
+                let clients: Vec<_> = (0..CLIENTS)
+                    .map(|_| {
+                        let (stop, reset) = (Arc::clone(&stop), Arc::clone(&reset));
+                        std::thread::spawn(move || hammer(addr, stop, reset))
+                    })
+                    .collect();
+                monoio::time::sleep(SERVED_FOR).await;
+                // A graceful stop, as `Shard::begin_shutdown` and `serve` do it.
+                acceptor.refuse_handshakes();
+                monoio::time::sleep(HANDSHAKES_SETTLE).await;
+                let mut queued = Vec::new();
+                acceptor.close(|stream, _| queued.push(stream));
+                serving.await;
+                for stream in queued {
+                    answer(stream, &kept).await;
+                }
+                stop.store(true, Ordering::Release);
+                for client in clients {
+                    client.join().unwrap();
+                }
+            }
+        });
+        assert_eq!(
+            reset.load(Ordering::Relaxed),
+            0,
+            "clients accepted and then reset"
+        );
     }
 }

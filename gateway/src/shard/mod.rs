@@ -31,7 +31,7 @@ use crate::config::{Driver, GatewayConfig};
 use crate::files::FilesGate;
 use crate::security::IpRules;
 use crate::stats::{DRIVER_EPOLL, DRIVER_IO_URING, ShardStats};
-use accept::Acceptor;
+use accept::{Acceptor, HANDSHAKES_SETTLE};
 use conn::Listen;
 use live::{LiveLimits, Published};
 use local::{BufferPool, ConnTable, HasConnId, LocalNotify};
@@ -401,12 +401,16 @@ impl Shard {
         *self.ip_rules.borrow_mut() = Arc::clone(&live.ip_rules);
     }
 
+    /// A connection accepted while the shard is stopping is told `server_shutdown` at once.
     fn register(&self) -> Rc<ConnShared> {
         let mut conns = self.conns.borrow_mut();
         let shared = self.conn_shared(conns.next_id());
         conns.insert(Rc::clone(&shared));
         drop(conns);
         self.stats.connections.add(1);
+        if self.stopping.get() {
+            shared.close_with(Close::Kick(KickReason::ServerShutdown));
+        }
         shared
     }
 
@@ -463,11 +467,12 @@ impl Shard {
             return;
         }
         tracing::info!(shard = self.id, "shard stopping");
-        // The listeners first: a connection arriving from now on is refused at once rather
-        // than completed into a queue that is reset when the listener closes. Those already
-        // queued are taken, to be told `server_shutdown` with the others below.
+        // The listeners first: from now on they drop SYNs (the client sends it again, to a
+        // closed port or the next process) rather than complete handshakes into a queue that is
+        // reset when the listener closes. What they still accept is told `server_shutdown`
+        // (`register`); they close after `HANDSHAKES_SETTLE` (`serve`).
         for acceptor in self.acceptors.borrow().iter() {
-            acceptor.close(|stream, peer| take(self, stream, peer, acceptor.kind));
+            acceptor.refuse_handshakes();
         }
         self.stopping.set(true);
         self.stats.accepting.set(0);
@@ -530,10 +535,18 @@ async fn serve(spec: ShardSpec) -> Result<(), ShardError> {
     let _ = spec.started.send(Ok(id));
     shard.stop.notified().await;
     let timeout = Duration::from_millis(shard.gateway.shutdown_timeout_ms);
-    if monoio::time::timeout(timeout, shard.all_closed.notified())
-        .await
-        .is_err()
-    {
+    let closed = async {
+        // Meanwhile the connections are told `server_shutdown` and flushed.
+        monoio::time::sleep(HANDSHAKES_SETTLE).await;
+        for acceptor in shard.acceptors.borrow_mut().drain(..) {
+            acceptor.close(|stream, peer| take(&shard, stream, peer, acceptor.kind));
+        }
+        // Connections taken since `begin_shutdown` may have emptied the table before.
+        while !shard.conns.borrow().is_empty() {
+            shard.all_closed.notified().await;
+        }
+    };
+    if monoio::time::timeout(timeout, closed).await.is_err() {
         tracing::warn!(
             shard = id,
             left = shard.conns.borrow().len(),
@@ -562,9 +575,6 @@ async fn serve(spec: ShardSpec) -> Result<(), ShardError> {
 
 async fn accept_loop(shard: Rc<Shard>, acceptor: Rc<Acceptor>) {
     while let Some(accepted) = acceptor.accept().await {
-        if shard.stopping.get() {
-            return;
-        }
         match accepted {
             Ok((stream, peer)) => take(&shard, stream, peer, acceptor.kind),
             Err(err) => {
