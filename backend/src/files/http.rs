@@ -152,6 +152,11 @@ impl Api {
     }
 }
 
+/// Of a body found too large, what is still read and dropped before the answer, at most: a
+/// connection closed with the client's bytes unread is reset, and a client still writing its
+/// body then gets a broken pipe instead of the 413. A body past this is cut off (reset).
+const TOO_LARGE_DRAIN_BYTES_MAX: usize = 1 << 20;
+
 /// Reads a body of at most `max` bytes; `too_large` past it.
 async fn read_body(body: Body, max: usize, too_large: FileError) -> Result<Bytes, FileError> {
     let mut stream = body.into_data_stream();
@@ -160,6 +165,12 @@ async fn read_body(body: Body, max: usize, too_large: FileError) -> Result<Bytes
         let piece = piece
             .map_err(|e| FileError::bad("body_unreadable", format!("reading the body: {e}")))?;
         if buf.len() + piece.len() > max {
+            let mut dropped = piece.len();
+            while dropped <= TOO_LARGE_DRAIN_BYTES_MAX
+                && let Some(Ok(piece)) = stream.next().await
+            {
+                dropped += piece.len();
+            }
             return Err(too_large);
         }
         buf.extend_from_slice(&piece);
