@@ -410,6 +410,9 @@ impl Backend {
     /// (which hold `Writes`) have stopped and `serve` has ended.
     pub async fn finish(&self) {
         self.accounts.flush_seen().await;
+        // Entries queued without `serve` ever running (tools, test harnesses) are stored
+        // too, rather than waited for until the timeout; a started writer is left as it is.
+        self.audit.start();
         if tokio::time::timeout(COMMIT_FINISH_TIMEOUT, self.audit.flush())
             .await
             .is_err()
