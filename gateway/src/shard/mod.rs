@@ -535,18 +535,21 @@ async fn serve(spec: ShardSpec) -> Result<(), ShardError> {
     let _ = spec.started.send(Ok(id));
     shard.stop.notified().await;
     let timeout = Duration::from_millis(shard.gateway.shutdown_timeout_ms);
+    let stopping_since = Instant::now();
+    // Meanwhile the connections are told `server_shutdown` and flushed. The listeners always
+    // close here, whatever the timeout: an accept loop ends only then.
+    monoio::time::sleep(HANDSHAKES_SETTLE.min(timeout)).await;
+    for acceptor in shard.acceptors.borrow_mut().drain(..) {
+        acceptor.close(|stream, peer| take(&shard, stream, peer, acceptor.kind));
+    }
+    // Connections taken since `begin_shutdown` may have emptied the table before.
     let closed = async {
-        // Meanwhile the connections are told `server_shutdown` and flushed.
-        monoio::time::sleep(HANDSHAKES_SETTLE).await;
-        for acceptor in shard.acceptors.borrow_mut().drain(..) {
-            acceptor.close(|stream, peer| take(&shard, stream, peer, acceptor.kind));
-        }
-        // Connections taken since `begin_shutdown` may have emptied the table before.
         while !shard.conns.borrow().is_empty() {
             shard.all_closed.notified().await;
         }
     };
-    if monoio::time::timeout(timeout, closed).await.is_err() {
+    let left = timeout.saturating_sub(stopping_since.elapsed());
+    if monoio::time::timeout(left, closed).await.is_err() {
         tracing::warn!(
             shard = id,
             left = shard.conns.borrow().len(),
