@@ -123,8 +123,10 @@ impl Audit {
     }
 
     /// Waits until every entry queued before it is stored (or the writer has stopped): at
-    /// shutdown, so that a clean stop loses no audit entry.
-    pub async fn flush(&self) {
+    /// shutdown, so that a clean stop loses no audit entry, and before the log is read. Starts
+    /// the writer if nothing has yet (a harness that never serves), so it cannot wait forever.
+    pub async fn flush(self: &Arc<Self>) {
+        self.start();
         let (done, stored) = tokio::sync::oneshot::channel();
         if self.tx.send(Item::Flushed(done)).await.is_ok() {
             let _ = stored.await;

@@ -410,9 +410,8 @@ impl Backend {
     /// (which hold `Writes`) have stopped and `serve` has ended.
     pub async fn finish(&self) {
         self.accounts.flush_seen().await;
-        // Entries queued without `serve` ever running (tools, test harnesses) are stored
-        // too, rather than waited for until the timeout; a started writer is left as it is.
-        self.audit.start();
+        // `flush` starts the writer if `serve` never ran (tools, test harnesses), so their
+        // entries are stored too rather than waited for until the timeout.
         if tokio::time::timeout(COMMIT_FINISH_TIMEOUT, self.audit.flush())
             .await
             .is_err()

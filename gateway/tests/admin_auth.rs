@@ -190,6 +190,28 @@ fn failed_admin_logins_are_throttled_and_audited() {
     });
 }
 
+/// Read-your-writes: an admin action answered is in the log read right after it, though the
+/// writer batches entries (the second of two quick actions waits for the next write).
+#[test]
+fn an_answered_admin_action_is_in_the_log_read_right_after() {
+    let server = TestServer::start(&[]);
+    let admin = server.api_key("ops", "admin");
+    for i in 0..3 {
+        let r = admin.post(
+            "/api/keys",
+            json!({"name": format!("quick{i}"), "role": "viewer"}),
+        );
+        assert_eq!(r.0, 201, "{}", r.1);
+        let targets: Vec<_> = audit(&admin)
+            .into_iter()
+            .filter(|e| e["action"] == "admin.key_add" && e["actor"] == "key:ops")
+            .map(|e| e["target"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        let expected: Vec<_> = (0..=i).rev().map(|j| format!("key:quick{j}")).collect();
+        assert_eq!(targets, expected, "every answered action, newest first");
+    }
+}
+
 #[tokio::test]
 async fn changes_and_users_security_events_are_in_the_audit_log_newest_first() {
     let server = TestServer::start(&[]);

@@ -40,6 +40,9 @@ async fn audit_page(
 ) -> ApiResult<Json<Page<AuditEntry>>> {
     let limit = page::limit(q.limit, admin.config.page_items_max)?;
     let before = page::numeric_cursor(q.cursor.as_deref())?.unwrap_or(u64::MAX);
+    // Read-your-writes: an entry recorded before this request (an admin action just answered,
+    // a login) is stored before the page is read; the writer's batching delays it 50 ms at most.
+    admin.backend.audit.flush().await;
     let backend = Arc::clone(&admin.backend);
     // One more than asked tells whether another page follows.
     let mut rows =
