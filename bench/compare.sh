@@ -6,6 +6,8 @@
 # DURATION (default 10s); for pairs also DURABILITY (none), SIZE (64), PAIRS (100) and RATE (unset:
 # closed loop); BENCH_EXTRA adds load generator flags to the measured pairs runs (e.g.
 # --no-delivery-ack). The load generator is AFTER_DIR's for both, so only the server differs.
+# SERVER_ENV_BEFORE / SERVER_ENV_AFTER ("RINGCHAT_X=1 RINGCHAT_Y=2") give each side's pairs servers
+# their own settings: with BEFORE_DIR = AFTER_DIR, a comparison of two configurations.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BEFORE=$1; AFTER=$2
@@ -31,7 +33,8 @@ if want pairs; then
       for side in before after; do
         dir=$BEFORE; [ "$side" = after ] && dir=$AFTER
         name="$side-pairs-$transport-w$window"
-        start_server "$dir/ringchat" "$name" RINGCHAT_STORAGE__DURABILITY="${DURABILITY:-none}"
+        side_env=${SERVER_ENV_BEFORE:-}; [ "$side" = after ] && side_env=${SERVER_ENV_AFTER:-}
+        start_server "$dir/ringchat" "$name" RINGCHAT_STORAGE__DURABILITY="${DURABILITY:-none}" $side_env
         # An unmeasured run creates the users and warms the store.
         "$BENCH" pairs --server-pid "$server_pid" --quiet --duration 2s "${args[@]}" >/dev/null
         "$BENCH" pairs --server-pid "$server_pid" --quiet --duration "$DURATION" "${args[@]}" \

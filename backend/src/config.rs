@@ -55,7 +55,9 @@ impl Default for BackendConfig {
 pub enum Durability {
     /// Every commit group is fdatasync'ed before any of its acks is sent.
     Fsync,
-    /// Written to the OS only; a machine crash loses recent acks. For benchmarks.
+    /// Written to the OS, the embedded store's journal synced in the background every 100 ms;
+    /// a machine crash loses the last acks (PostgreSQL: `synchronous_commit = off`). For
+    /// benchmarks.
     None,
 }
 

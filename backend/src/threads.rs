@@ -15,6 +15,8 @@ pub const BACKEND: &str = "rc-backend-";
 pub const BLOCKING: &str = "rc-blocking";
 /// The sequencer: the only writer of messages.
 pub const COMMIT: &str = "rc-commit";
+/// Syncs the embedded store's journal in the background with `durability = "none"`.
+pub const JOURNAL_SYNC: &str = "rc-journal-sync";
 /// Leases id blocks from the cluster's store (cluster mode).
 pub const ID_LEASE: &str = "rc-id-lease";
 /// A log writer: `rc-log-<sink>` (`console`, `file`).
@@ -37,7 +39,7 @@ mod tests {
 
     #[test]
     fn every_name_fits_the_kernel() {
-        for fixed in [BLOCKING, COMMIT, ID_LEASE, POSTGRES, SCYLLA] {
+        for fixed in [BLOCKING, COMMIT, JOURNAL_SYNC, ID_LEASE, POSTGRES, SCYLLA] {
             assert!(fixed.len() <= NAME_BYTES_MAX, "{fixed}");
         }
         // Room for the numbers and sink names actually used: a shard per core of a 4096-core

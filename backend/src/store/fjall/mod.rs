@@ -34,6 +34,7 @@ mod dump;
 mod group_names;
 mod groups;
 mod journal_repair;
+mod journal_sync;
 mod log;
 mod migrate;
 mod owners;
@@ -172,6 +173,8 @@ pub struct FjallStore {
     dir: std::path::PathBuf,
     /// Blob files of `runs` when their directory was last fsynced (fjall does not fsync it).
     blob_files_synced: std::sync::atomic::AtomicUsize,
+    /// With `durability = "none"`, the journal synced in the background (`journal_sync.rs`).
+    _journal_sync: Option<journal_sync::JournalSyncer>,
 }
 
 impl FjallStore {
@@ -226,6 +229,10 @@ impl FjallStore {
             _dir_lock: dir_lock,
             dir: dir.to_owned(),
             blob_files_synced: std::sync::atomic::AtomicUsize::new(0),
+            _journal_sync: match durability {
+                Durability::None => Some(journal_sync::JournalSyncer::start(dir)?),
+                Durability::Fsync => None,
+            },
         };
         migrate::to_current_layout(&store)?;
         account_index::build(&store)?;

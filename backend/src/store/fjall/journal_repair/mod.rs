@@ -392,7 +392,7 @@ fn check_nothing_after_the_end(dir: &Path) -> Result<(), StoreError> {
 }
 
 /// The journal files in `dir`, oldest first.
-fn journals(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
+pub(super) fn journals(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();

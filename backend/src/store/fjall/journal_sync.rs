@@ -1,0 +1,162 @@
+//! With `durability = "none"` nothing fsyncs fjall's journal between memtable flushes. At each
+//! flush fjall's worker then syncs the whole unsynced journal (up to 64 MB) while it holds the
+//! journal's writer lock, and every commit group waits behind it: ~100 ms on this machine's
+//! disk, once per ~64 MB written (docs/BENCHMARKS.md, "The journal synced in the background").
+//!
+//! [`JournalSyncer`] fdatasyncs the active journal every [`JOURNAL_SYNC_INTERVAL`] through a
+//! file handle of its own, which takes no fjall lock: the flush finds little left to sync, and a
+//! power cut loses about that interval of writes rather than a journal's worth. With `fsync`
+//! every commit group already syncs the journal, and no syncer runs.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::journal_repair::journals;
+
+/// Time between two background fdatasyncs of the active journal.
+pub(super) const JOURNAL_SYNC_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The background thread; stopped (and joined) when dropped.
+pub(super) struct JournalSyncer {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+    /// The id of the journal the last successful sync covered (0: none yet); read by the tests.
+    #[cfg_attr(not(test), allow(dead_code))]
+    synced: Arc<AtomicU64>,
+}
+
+impl JournalSyncer {
+    pub(super) fn start(dir: &Path) -> std::io::Result<Self> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let synced = Arc::new(AtomicU64::new(0));
+        let thread = std::thread::Builder::new()
+            .name(crate::threads::JOURNAL_SYNC.into())
+            .spawn({
+                let dir = dir.to_owned();
+                let synced = Arc::clone(&synced);
+                move || {
+                    let mut active = Active::new(dir);
+                    // Until the store drops the sender (or the interval passes: sync).
+                    while let Err(mpsc::RecvTimeoutError::Timeout) =
+                        stopped.recv_timeout(JOURNAL_SYNC_INTERVAL)
+                    {
+                        if let Some(id) = active.sync() {
+                            synced.store(id, Ordering::Release);
+                        }
+                    }
+                }
+            })?;
+        Ok(Self {
+            stop: Some(stop),
+            thread: Some(thread),
+            synced,
+        })
+    }
+
+    #[cfg(test)]
+    fn synced(&self) -> u64 {
+        self.synced.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for JournalSyncer {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The newest journal, open for syncing; found again when fjall has started a newer one.
+struct Active {
+    dir: PathBuf,
+    open: Option<(u64, File)>,
+    /// The last failure logged, so that a lasting one is logged once, not ten times a second.
+    failing: Option<String>,
+}
+
+impl Active {
+    fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            open: None,
+            failing: None,
+        }
+    }
+
+    /// Syncs the newest journal; returns its id, or `None` if there was none or it failed.
+    fn sync(&mut self) -> Option<u64> {
+        let result = self.find().and_then(|found| match found {
+            Some((id, file)) => file.sync_data().map(|()| Some(id)),
+            None => Ok(None),
+        });
+        match result {
+            Ok(id) => {
+                self.failing = None;
+                id
+            }
+            Err(e) => {
+                let why = e.to_string();
+                if self.failing.as_ref() != Some(&why) {
+                    tracing::warn!(error = %why, dir = %self.dir.display(),
+                        "syncing the journal in the background failed");
+                    self.failing = Some(why);
+                }
+                self.open = None;
+                None
+            }
+        }
+    }
+
+    /// The open journal, unless fjall has started the next one (one `stat` per tick): then
+    /// the newest in the directory.
+    fn find(&mut self) -> std::io::Result<Option<(u64, &File)>> {
+        let stale = match &self.open {
+            None => true,
+            Some((id, _)) => self.dir.join(format!("{}.jnl", id + 1)).exists(),
+        };
+        if stale {
+            self.open = None;
+            let newest = journals(&self.dir).map_err(std::io::Error::other)?.pop();
+            if let Some((id, path)) = newest {
+                self.open = Some((id, File::open(path)?));
+            }
+        }
+        Ok(self.open.as_ref().map(|(id, file)| (*id, file)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    fn wait_for_synced(syncer: &JournalSyncer, id: u64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while syncer.synced() != id {
+            assert!(Instant::now() < deadline, "journal {id} never synced");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn follows_the_newest_journal_and_stops_when_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let syncer = JournalSyncer::start(dir.path()).unwrap();
+        std::fs::write(dir.path().join("1.jnl"), b"first").unwrap();
+        wait_for_synced(&syncer, 1);
+        // fjall rotates: the next journal appears (another file in the dir is no journal).
+        std::fs::write(dir.path().join("notes.txt"), b"x").unwrap();
+        std::fs::write(dir.path().join("2.jnl"), b"second").unwrap();
+        wait_for_synced(&syncer, 2);
+        // Dropping it joins the thread (a thread that did not stop would hang the test).
+        drop(syncer);
+    }
+}
