@@ -55,11 +55,17 @@ impl Default for BackendConfig {
 pub enum Durability {
     /// Every commit group is fdatasync'ed before any of its acks is sent.
     Fsync,
-    /// Written to the OS, the embedded store's journal synced in the background every 100 ms;
+    /// Written to the OS, the embedded store's journal synced in the background (every
+    /// `storage.journal_sync_ms`, 100 by default);
     /// a machine crash loses the last acks (PostgreSQL: `synchronous_commit = off`). For
     /// benchmarks.
     None,
 }
+
+/// Default `storage.journal_sync_ms`.
+pub const JOURNAL_SYNC_MS_DEFAULT: u64 = 100;
+/// Largest `storage.journal_sync_ms`: an hour.
+pub const JOURNAL_SYNC_MS_MAX: u64 = 3_600_000;
 
 /// Largest `storage.dedup_window_messages`: it bounds each row the sequencer caches and writes.
 pub const DEDUP_WINDOW_MESSAGES_MAX: usize = 1024;
@@ -245,6 +251,10 @@ pub struct StorageConfig {
     /// groups (one fsync and one wake-up per shard each) for a little latency.
     pub commit_delay_us: u64,
     pub commit_delay_min_ops: usize,
+    /// With `durability = "none"` and the embedded store: the journal is fdatasync'ed in the
+    /// background this often, in milliseconds (what a power cut may take); 0: never (everything
+    /// since the last memtable flush, which then stalls the commit groups while it syncs).
+    pub journal_sync_ms: u64,
     /// Each user's newest sends per conversation remembered for dedup: a resend with the same
     /// `client_msg_id` is recognised while its original is among them (16 bytes each, in the
     /// user's row of the conversation).
@@ -280,6 +290,7 @@ impl Default for StorageConfig {
             commit_group_max: 1024,
             commit_delay_us: 0,
             commit_delay_min_ops: 2,
+            journal_sync_ms: JOURNAL_SYNC_MS_DEFAULT,
             dedup_window_messages: 64,
             device_cursor_ttl_days: 90,
             tail_cache_bytes: TAIL_CACHE_BYTES_DEFAULT,
@@ -580,6 +591,10 @@ impl Settings {
         check(
             self.storage.commit_delay_us <= 100_000,
             "storage.commit_delay_us: must be at most 100000 (0.1 s)",
+        );
+        check(
+            self.storage.journal_sync_ms <= JOURNAL_SYNC_MS_MAX,
+            "storage.journal_sync_ms: must be at most 3600000 (an hour)",
         );
         check(
             (1..=DEDUP_WINDOW_MESSAGES_MAX).contains(&self.storage.dedup_window_messages),

@@ -9,7 +9,11 @@ use crate::config::{StorageConfig, StorageEngine};
 pub fn open(storage: &StorageConfig) -> Result<Ports, StoreError> {
     match storage.engine {
         StorageEngine::Embedded => {
-            let store = FjallStore::open(&storage.data_dir, storage.durability)?;
+            let store = FjallStore::open_with(
+                &storage.data_dir,
+                storage.durability,
+                std::time::Duration::from_millis(storage.journal_sync_ms),
+            )?;
             Ok(Ports::with_tail_cache(
                 Arc::new(store),
                 storage.tail_cache_bytes,

@@ -3,7 +3,8 @@
 //! journal's writer lock, and every commit group waits behind it: ~100 ms on this machine's
 //! disk, once per ~64 MB written (docs/BENCHMARKS.md, "The journal synced in the background").
 //!
-//! [`JournalSyncer`] fdatasyncs the active journal every [`JOURNAL_SYNC_INTERVAL`] through a
+//! [`JournalSyncer`] fdatasyncs the active journal every `storage.journal_sync_ms` (default
+//! [`JOURNAL_SYNC_INTERVAL`]) through a
 //! file handle of its own, which takes no fjall lock: the flush finds little left to sync, and a
 //! power cut loses about that interval of writes rather than a journal's worth. With `fsync`
 //! every commit group already syncs the journal, and no syncer runs.
@@ -18,8 +19,10 @@ use std::time::Duration;
 
 use super::journal_repair::journals;
 
-/// Time between two background fdatasyncs of the active journal.
-pub(super) const JOURNAL_SYNC_INTERVAL: Duration = Duration::from_millis(100);
+/// Time between two background fdatasyncs of the active journal, by default
+/// (`storage.journal_sync_ms`).
+pub(super) const JOURNAL_SYNC_INTERVAL: Duration =
+    Duration::from_millis(crate::config::JOURNAL_SYNC_MS_DEFAULT);
 
 /// The background thread; stopped (and joined) when dropped.
 pub(super) struct JournalSyncer {
@@ -31,7 +34,7 @@ pub(super) struct JournalSyncer {
 }
 
 impl JournalSyncer {
-    pub(super) fn start(dir: &Path) -> std::io::Result<Self> {
+    pub(super) fn start(dir: &Path, interval: Duration) -> std::io::Result<Self> {
         let (stop, stopped) = mpsc::channel::<()>();
         let synced = Arc::new(AtomicU64::new(0));
         let thread = std::thread::Builder::new()
@@ -42,8 +45,7 @@ impl JournalSyncer {
                 move || {
                     let mut active = Active::new(dir);
                     // Until the store drops the sender (or the interval passes: sync).
-                    while let Err(mpsc::RecvTimeoutError::Timeout) =
-                        stopped.recv_timeout(JOURNAL_SYNC_INTERVAL)
+                    while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(interval)
                     {
                         if let Some(id) = active.sync() {
                             synced.store(id, Ordering::Release);
@@ -149,7 +151,7 @@ mod tests {
     #[test]
     fn follows_the_newest_journal_and_stops_when_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        let syncer = JournalSyncer::start(dir.path()).unwrap();
+        let syncer = JournalSyncer::start(dir.path(), Duration::from_millis(10)).unwrap();
         std::fs::write(dir.path().join("1.jnl"), b"first").unwrap();
         wait_for_synced(&syncer, 1);
         // fjall rotates: the next journal appears (another file in the dir is no journal).

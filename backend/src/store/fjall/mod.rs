@@ -178,7 +178,18 @@ pub struct FjallStore {
 }
 
 impl FjallStore {
+    /// Opens with the default background journal sync (`durability = "none"` only).
     pub fn open(dir: &Path, durability: Durability) -> Result<Self, StoreError> {
+        Self::open_with(dir, durability, journal_sync::JOURNAL_SYNC_INTERVAL)
+    }
+
+    /// `journal_sync`: with `durability = "none"`, how often the journal is fdatasync'ed in the
+    /// background (`storage.journal_sync_ms`; zero: never).
+    pub fn open_with(
+        dir: &Path,
+        durability: Durability,
+        journal_sync: std::time::Duration,
+    ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)?;
         let dir_lock = super::dir_lock::lock_dir(dir)?;
         let db = journal_repair::open_database(dir)?;
@@ -230,8 +241,10 @@ impl FjallStore {
             dir: dir.to_owned(),
             blob_files_synced: std::sync::atomic::AtomicUsize::new(0),
             _journal_sync: match durability {
-                Durability::None => Some(journal_sync::JournalSyncer::start(dir)?),
-                Durability::Fsync => None,
+                Durability::None if !journal_sync.is_zero() => {
+                    Some(journal_sync::JournalSyncer::start(dir, journal_sync)?)
+                }
+                Durability::None | Durability::Fsync => None,
             },
         };
         migrate::to_current_layout(&store)?;
