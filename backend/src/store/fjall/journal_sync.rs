@@ -28,7 +28,8 @@ pub(super) const JOURNAL_SYNC_INTERVAL: Duration =
 pub(super) struct JournalSyncer {
     stop: Option<mpsc::Sender<()>>,
     thread: Option<JoinHandle<()>>,
-    /// The id of the journal the last successful sync covered (0: none yet); read by the tests.
+    /// The id of the journal the last successful sync covered (also 0 before the first one, and
+    /// fjall's first journal is `0.jnl`: the tests use ids from 1); read by the tests.
     #[cfg_attr(not(test), allow(dead_code))]
     synced: Arc<AtomicU64>,
 }
