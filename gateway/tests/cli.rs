@@ -106,3 +106,27 @@ fn serve_names_the_address_it_cannot_bind() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&addr), "{err}");
 }
+
+#[test]
+fn the_journal_sync_interval_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ringchat.toml");
+    std::fs::write(&file, "[storage]\ndurability = \"none\"\n").unwrap();
+    let check = |ms: u64| {
+        ringchat()
+            .arg("check-config")
+            .arg(&file)
+            .env("RINGCHAT_STORAGE__JOURNAL_SYNC_MS", ms.to_string())
+            .output()
+            .unwrap()
+    };
+    let at_the_bound = check(3_600_000);
+    assert!(at_the_bound.status.success(), "{at_the_bound:?}");
+    let over = check(3_600_001);
+    assert!(!over.status.success());
+    let err = String::from_utf8_lossy(&over.stderr);
+    assert!(
+        err.contains("storage.journal_sync_ms: must be at most 3600000"),
+        "{err}"
+    );
+}
