@@ -9,7 +9,7 @@
 //!     cargo run --release -p ringchat-backend --example fill_store -- --dir DIR \
 //!         [--messages 50000000] [--users 200000] [--convs 100000] [--group 1024] \
 //!         [--per-conv-max 6] [--size 64] [--dedup-window 64] [--max-seconds 1500] \
-//!         [--max-gib 30] [--seed 1] [--continue 0]
+//!         [--max-gib 30] [--seed 1] [--continue 0] [--background-threads 1]
 //!
 //! DIR must hold no messages yet, unless `--continue 1`: then it goes on writing into the
 //! conversations of a store it filled before with the same `--seed`, `--users` and `--convs`
@@ -56,6 +56,8 @@ struct Options {
     /// `--convs`: its users and conversations are found again and their heads and rows read
     /// back, so the new groups write into the stored conversations.
     resume: bool,
+    /// The store's flush and compaction threads (`storage.background_threads`).
+    background_threads: usize,
 }
 
 fn options() -> Options {
@@ -72,11 +74,12 @@ fn options() -> Options {
         max_gib: 30.0,
         seed: 1,
         resume: false,
+        background_threads: fill::EngineOptions::default().background_threads,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let usage = "usage: fill_store --dir DIR [--messages N] [--users U] [--convs C] [--group G] \
                  [--per-conv-max M] [--size S] [--dedup-window W] [--max-seconds T] \
-                 [--max-gib B] [--seed X] [--continue 1]";
+                 [--max-gib B] [--seed X] [--continue 1] [--background-threads N]";
     for pair in args.chunks(2) {
         let [flag, value] = pair else {
             panic!("{usage}");
@@ -95,6 +98,7 @@ fn options() -> Options {
             "--max-gib" => o.max_gib = value.parse().expect(usage),
             "--seed" => o.seed = n(),
             "--continue" => o.resume = n() != 0,
+            "--background-threads" => o.background_threads = n() as usize,
             _ => panic!("{usage}"),
         }
     }
@@ -161,7 +165,11 @@ struct Conv {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let o = options();
     let started = Instant::now();
-    let ports = fill::open(&o.dir, Durability::None)?;
+    let engine = fill::EngineOptions {
+        background_threads: o.background_threads,
+        ..fill::EngineOptions::default()
+    };
+    let ports = fill::open_with(&o.dir, Durability::None, &engine)?;
     let first_msg_id = ports.log.next_msg_id()?;
     assert!(
         o.resume || first_msg_id == 1,

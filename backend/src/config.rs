@@ -67,6 +67,13 @@ pub const JOURNAL_SYNC_MS_DEFAULT: u64 = 100;
 /// Largest `storage.journal_sync_ms`: an hour.
 pub const JOURNAL_SYNC_MS_MAX: u64 = 3_600_000;
 
+/// Default `storage.background_threads`: one. With two or more, fjall's first worker hands every
+/// compaction request it takes back to the queue and takes it again, in a loop, for as long as
+/// the others compact (a busy core; docs/BENCHMARKS.md, "The store's background threads").
+pub const BACKGROUND_THREADS_DEFAULT: usize = 1;
+/// Largest `storage.background_threads`.
+pub const BACKGROUND_THREADS_MAX: usize = 64;
+
 /// Largest `storage.dedup_window_messages`: it bounds each row the sequencer caches and writes.
 pub const DEDUP_WINDOW_MESSAGES_MAX: usize = 1024;
 
@@ -255,9 +262,11 @@ pub struct StorageConfig {
     /// background this often, in milliseconds (what a power cut may take); 0: never (everything
     /// since the last memtable flush, which then stalls the commit groups while it syncs).
     pub journal_sync_ms: u64,
+    /// The embedded store's threads for memtable flushes and compactions (fjall's workers).
+    pub background_threads: usize,
     /// Each user's newest sends per conversation remembered for dedup: a resend with the same
-    /// `client_msg_id` is recognised while its original is among them (16 bytes each, in the
-    /// user's row of the conversation).
+    /// `client_msg_id` is recognised while its original is among them (16 bytes each in memory,
+    /// about 7 stored in the user's row of the conversation).
     pub dedup_window_messages: usize,
     /// A device's delivery cursor in a conversation is dropped once the device has not moved
     /// it for this many days (at the next write of that user's row).
@@ -291,6 +300,7 @@ impl Default for StorageConfig {
             commit_delay_us: 0,
             commit_delay_min_ops: 2,
             journal_sync_ms: JOURNAL_SYNC_MS_DEFAULT,
+            background_threads: BACKGROUND_THREADS_DEFAULT,
             dedup_window_messages: 64,
             device_cursor_ttl_days: 90,
             tail_cache_bytes: TAIL_CACHE_BYTES_DEFAULT,
@@ -595,6 +605,10 @@ impl Settings {
         check(
             self.storage.journal_sync_ms <= JOURNAL_SYNC_MS_MAX,
             "storage.journal_sync_ms: must be at most 3600000 (an hour)",
+        );
+        check(
+            (1..=BACKGROUND_THREADS_MAX).contains(&self.storage.background_threads),
+            "storage.background_threads: must be between 1 and 64",
         );
         check(
             (1..=DEDUP_WINDOW_MESSAGES_MAX).contains(&self.storage.dedup_window_messages),

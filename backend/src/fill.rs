@@ -8,9 +8,9 @@ use std::sync::Arc;
 pub use crate::config::Durability;
 pub use crate::store::tail_cache::{MESSAGE_OVERHEAD_BYTES, TAIL_MESSAGES_MAX};
 pub use crate::store::{
-    AccountStore, CommitGroup, ConvId, ConversationLog, CursorRow, CursorStore, MembershipStore,
-    MessageRecord, Ports, RecencyMove, StoreEngine, StoreError, TailCached, TailStats,
-    recency_bucket,
+    AccountStore, CommitGroup, ConvId, ConversationLog, CursorRow, CursorStore, EngineOptions,
+    MembershipStore, MessageRecord, Ports, RecencyMove, StoreEngine, StoreError, TailCached,
+    TailStats, recency_bucket,
 };
 
 use ringchat_proto::v1;
@@ -35,8 +35,17 @@ impl Rng {
 
 /// Opens (or creates) the embedded store in `dir`, as the server does, and returns its ports.
 pub fn open(dir: &Path, durability: Durability) -> Result<Ports, StoreError> {
-    Ok(Ports::of(Arc::new(crate::store::FjallStore::open(
-        dir, durability,
+    open_with(dir, durability, &EngineOptions::default())
+}
+
+/// [`open`] with the engine's options (`storage.background_threads` …) set.
+pub fn open_with(
+    dir: &Path,
+    durability: Durability,
+    engine: &EngineOptions,
+) -> Result<Ports, StoreError> {
+    Ok(Ports::of(Arc::new(crate::store::FjallStore::open_with(
+        dir, durability, engine,
     )?)))
 }
 

@@ -130,3 +130,31 @@ fn the_journal_sync_interval_is_bounded() {
         "{err}"
     );
 }
+
+#[test]
+fn the_store_background_threads_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ringchat.toml");
+    std::fs::write(&file, "[storage]\n").unwrap();
+    let check = |n: &str| {
+        ringchat()
+            .arg("check-config")
+            .arg(&file)
+            .env("RINGCHAT_STORAGE__BACKGROUND_THREADS", n)
+            .output()
+            .unwrap()
+    };
+    for ok in ["1", "64"] {
+        let out = check(ok);
+        assert!(out.status.success(), "{ok}: {out:?}");
+    }
+    for bad in ["0", "65"] {
+        let out = check(bad);
+        assert!(!out.status.success(), "{bad} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("storage.background_threads: must be between 1 and 64"),
+            "{err}"
+        );
+    }
+}

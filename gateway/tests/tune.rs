@@ -257,6 +257,24 @@ fn thread_names_fit_the_kernel_and_tell_shards_apart() {
     );
 }
 
+/// `storage.background_threads` is the number of the embedded engine's flush and compaction
+/// threads: one by default (with more, fjall's first one busy-loops while another compacts).
+#[test]
+fn the_store_runs_as_many_background_threads_as_configured() {
+    let engine_threads = |server: &TestServer| {
+        std::fs::read_dir(format!("/proc/{}/task", server.pid()))
+            .unwrap()
+            .filter_map(|task| std::fs::read_to_string(task.unwrap().path().join("comm")).ok())
+            .filter(|name| name.trim_end() == "fjall:worker")
+            .count()
+    };
+    let by_default = TestServer::start(&[]);
+    assert_eq!(engine_threads(&by_default), 1);
+    drop(by_default);
+    let three = TestServer::start(&[("STORAGE__BACKGROUND_THREADS", "3")]);
+    assert_eq!(engine_threads(&three), 3);
+}
+
 /// A name of `ringchat_backend::threads`, whole: `rc-shard-N`, `rc-backend-N`, a fixed one.
 fn whole_name(name: &str) -> bool {
     let numbered = |prefix: &str| {

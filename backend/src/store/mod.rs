@@ -30,7 +30,7 @@ pub use contacts::{
     RelationRecord,
 };
 pub use conv::{ConvId, ConvKind, Members};
-pub use fjall::FjallStore;
+pub use fjall::{EngineOptions, FjallStore};
 pub use groups::{
     ApplicationRecord, GROUP_NAME_KEY_BYTES_MAX, GroupRecord, GroupRole, GroupWrites, JoinPolicy,
     MENTION_ALL_USER, MemberRecord, ReadHistogram, UserGroupRecord, group_name_key,

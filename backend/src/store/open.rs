@@ -2,18 +2,18 @@
 
 use std::sync::Arc;
 
-use super::{FjallStore, Ports, StoreError};
+use super::{EngineOptions, FjallStore, Ports, StoreError};
 use crate::config::{StorageConfig, StorageEngine};
 
 /// Opens the configured store; the embedded one behind the tail cache.
 pub fn open(storage: &StorageConfig) -> Result<Ports, StoreError> {
     match storage.engine {
         StorageEngine::Embedded => {
-            let store = FjallStore::open_with(
-                &storage.data_dir,
-                storage.durability,
-                std::time::Duration::from_millis(storage.journal_sync_ms),
-            )?;
+            let options = EngineOptions {
+                journal_sync: std::time::Duration::from_millis(storage.journal_sync_ms),
+                background_threads: storage.background_threads,
+            };
+            let store = FjallStore::open_with(&storage.data_dir, storage.durability, &options)?;
             Ok(Ports::with_tail_cache(
                 Arc::new(store),
                 storage.tail_cache_bytes,

@@ -177,22 +177,39 @@ pub struct FjallStore {
     _journal_sync: Option<journal_sync::JournalSyncer>,
 }
 
+/// How the embedded engine runs, besides what is stored where.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// With `durability = "none"`, how often the journal is fdatasync'ed in the background
+    /// (`storage.journal_sync_ms`; zero: never).
+    pub journal_sync: std::time::Duration,
+    /// fjall's flush and compaction threads (`storage.background_threads`).
+    pub background_threads: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            journal_sync: journal_sync::JOURNAL_SYNC_INTERVAL,
+            background_threads: crate::config::BACKGROUND_THREADS_DEFAULT,
+        }
+    }
+}
+
 impl FjallStore {
-    /// Opens with the default background journal sync (`durability = "none"` only).
+    /// Opens with the default [`EngineOptions`].
     pub fn open(dir: &Path, durability: Durability) -> Result<Self, StoreError> {
-        Self::open_with(dir, durability, journal_sync::JOURNAL_SYNC_INTERVAL)
+        Self::open_with(dir, durability, &EngineOptions::default())
     }
 
-    /// `journal_sync`: with `durability = "none"`, how often the journal is fdatasync'ed in the
-    /// background (`storage.journal_sync_ms`; zero: never).
     pub fn open_with(
         dir: &Path,
         durability: Durability,
-        journal_sync: std::time::Duration,
+        options: &EngineOptions,
     ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)?;
         let dir_lock = super::dir_lock::lock_dir(dir)?;
-        let db = journal_repair::open_database(dir)?;
+        let db = journal_repair::open_database(dir, options.background_threads)?;
         let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
         let store = Self {
             meta: ks("meta")?,
@@ -241,9 +258,9 @@ impl FjallStore {
             dir: dir.to_owned(),
             blob_files_synced: std::sync::atomic::AtomicUsize::new(0),
             _journal_sync: match durability {
-                Durability::None if !journal_sync.is_zero() => {
-                    Some(journal_sync::JournalSyncer::start(dir, journal_sync)?)
-                }
+                Durability::None if !options.journal_sync.is_zero() => Some(
+                    journal_sync::JournalSyncer::start(dir, options.journal_sync)?,
+                ),
                 Durability::None | Durability::Fsync => None,
             },
         };

@@ -86,13 +86,20 @@ fn engine(e: fjall::Error) -> StoreError {
 }
 
 /// Opens the fjall database in `dir` (which exists), dropping a torn, never-acknowledged last
-/// journal batch if that is what keeps it from opening.
-pub(super) fn open_database(dir: &Path) -> Result<fjall::Database, StoreError> {
+/// journal batch if that is what keeps it from opening. `background_threads` (at least one):
+/// fjall's flush and compaction workers.
+pub(super) fn open_database(
+    dir: &Path,
+    background_threads: usize,
+) -> Result<fjall::Database, StoreError> {
     let created = !dir.join(VERSION_MARKER).exists();
     check_nothing_after_the_end(dir)?;
     let mut repairs = 0;
     let db = loop {
-        match fjall::Database::builder(dir).open() {
+        match fjall::Database::builder(dir)
+            .worker_threads(background_threads)
+            .open()
+        {
             Ok(db) => break db,
             Err(fjall::Error::JournalRecovery(
                 why @ (JournalRecoveryError::ChecksumMismatch

@@ -13,7 +13,7 @@ fn value(batch: u64, item: u64) -> Vec<u8> {
 
 /// A database whose journal holds `BATCHES` durable batches; returns the journal's path.
 fn write_store(dir: &Path) -> PathBuf {
-    let db = open_database(dir).unwrap();
+    let db = open_database(dir, 1).unwrap();
     let ks = db
         .keyspace("messages", KeyspaceCreateOptions::default)
         .unwrap();
@@ -47,7 +47,7 @@ fn tear(journal: &Path, batch: &Batch) {
 }
 
 fn stored(dir: &Path) -> Vec<u64> {
-    let db = open_database(dir).unwrap();
+    let db = open_database(dir, 1).unwrap();
     let ks = db
         .keyspace("messages", KeyspaceCreateOptions::default)
         .unwrap();
@@ -98,7 +98,7 @@ fn journal_repair_refuses_a_bad_batch_before_the_last() {
     let earlier = batches[batches.len() - 5].clone();
     tear(&journal, &earlier);
     let before = std::fs::read(&journal).unwrap();
-    let err = open_database(&dir).map(|_| ()).unwrap_err();
+    let err = open_database(&dir, 1).map(|_| ()).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
     assert!(msg.contains(&journal.display().to_string()), "{msg}");
@@ -117,7 +117,7 @@ fn journal_repair_refuses_a_bad_batch_in_an_older_journal() {
     let newer = dir.join(format!("{}.jnl", journals(&dir).unwrap()[0].0 + 1));
     std::fs::write(&newer, []).unwrap();
     tear(&journal, &last);
-    let err = open_database(&dir).map(|_| ()).unwrap_err();
+    let err = open_database(&dir, 1).map(|_| ()).unwrap_err();
     assert!(err.to_string().contains("sealed"), "{err}");
 }
 
@@ -137,7 +137,7 @@ fn journal_repair_refuses_an_unreadable_entry_before_the_last_batch() {
     cut_tag(&journal, &earlier);
     let before = std::fs::read(&journal).unwrap();
     // fjall alone would open this and drop the last five batches without a word.
-    let err = open_database(&dir).map(|_| ()).unwrap_err();
+    let err = open_database(&dir, 1).map(|_| ()).unwrap_err();
     let msg = err.to_string();
     assert!(
         msg.contains(&format!("byte {}", earlier.start + 13)),
