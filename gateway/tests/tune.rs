@@ -268,10 +268,12 @@ fn the_store_runs_as_many_background_threads_as_configured() {
             .filter(|name| name.trim_end() == "fjall:worker")
             .count()
     };
-    let by_default = TestServer::start(&[]);
+    // On the embedded engine even in the PostgreSQL pass (`RINGCHAT_TEST_STORE=postgres`).
+    let embedded = ("STORAGE__ENGINE", "embedded");
+    let by_default = TestServer::start(&[embedded]);
     assert_eq!(engine_threads(&by_default), 1);
     drop(by_default);
-    let three = TestServer::start(&[("STORAGE__BACKGROUND_THREADS", "3")]);
+    let three = TestServer::start(&[embedded, ("STORAGE__BACKGROUND_THREADS", "3")]);
     assert_eq!(engine_threads(&three), 3);
 }
 
