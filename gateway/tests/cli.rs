@@ -107,19 +107,23 @@ fn serve_names_the_address_it_cannot_bind() {
     assert!(err.contains(&addr), "{err}");
 }
 
+/// `ringchat check-config FILE` with one setting overridden from the environment.
+fn check_config_with(file: &std::path::Path, var: &str, value: &str) -> std::process::Output {
+    ringchat()
+        .arg("check-config")
+        .arg(file)
+        .env(var, value)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn the_journal_sync_interval_is_bounded() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("ringchat.toml");
     std::fs::write(&file, "[storage]\ndurability = \"none\"\n").unwrap();
-    let check = |ms: u64| {
-        ringchat()
-            .arg("check-config")
-            .arg(&file)
-            .env("RINGCHAT_STORAGE__JOURNAL_SYNC_MS", ms.to_string())
-            .output()
-            .unwrap()
-    };
+    let check =
+        |ms: u64| check_config_with(&file, "RINGCHAT_STORAGE__JOURNAL_SYNC_MS", &ms.to_string());
     let at_the_bound = check(3_600_000);
     assert!(at_the_bound.status.success(), "{at_the_bound:?}");
     let over = check(3_600_001);
@@ -136,14 +140,7 @@ fn the_store_background_threads_are_bounded() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("ringchat.toml");
     std::fs::write(&file, "[storage]\n").unwrap();
-    let check = |n: &str| {
-        ringchat()
-            .arg("check-config")
-            .arg(&file)
-            .env("RINGCHAT_STORAGE__BACKGROUND_THREADS", n)
-            .output()
-            .unwrap()
-    };
+    let check = |n: &str| check_config_with(&file, "RINGCHAT_STORAGE__BACKGROUND_THREADS", n);
     for ok in ["1", "64"] {
         let out = check(ok);
         assert!(out.status.success(), "{ok}: {out:?}");

@@ -9,10 +9,7 @@ use crate::config::{StorageConfig, StorageEngine};
 pub fn open(storage: &StorageConfig) -> Result<Ports, StoreError> {
     match storage.engine {
         StorageEngine::Embedded => {
-            let options = EngineOptions {
-                journal_sync: std::time::Duration::from_millis(storage.journal_sync_ms),
-                background_threads: storage.background_threads,
-            };
+            let options = EngineOptions::from(storage);
             let store = FjallStore::open_with(&storage.data_dir, storage.durability, &options)?;
             Ok(Ports::with_tail_cache(
                 Arc::new(store),

@@ -3,9 +3,8 @@
 //! journal's writer lock, and every commit group waits behind it: ~100 ms on this machine's
 //! disk, once per ~64 MB written (docs/BENCHMARKS.md, "The journal synced in the background").
 //!
-//! [`JournalSyncer`] fdatasyncs the active journal every `storage.journal_sync_ms` (default
-//! [`JOURNAL_SYNC_INTERVAL`]) through a
-//! file handle of its own, which takes no fjall lock: the flush finds little left to sync, and a
+//! [`JournalSyncer`] fdatasyncs the active journal every `storage.journal_sync_ms` (100 by
+//! default) through a file handle of its own, which takes no fjall lock: the flush finds little left to sync, and a
 //! power cut loses about that interval of writes rather than a journal's worth. With `fsync`
 //! every commit group already syncs the journal, and no syncer runs.
 
@@ -18,11 +17,6 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::journal_repair::journals;
-
-/// Time between two background fdatasyncs of the active journal, by default
-/// (`storage.journal_sync_ms`).
-pub(super) const JOURNAL_SYNC_INTERVAL: Duration =
-    Duration::from_millis(crate::config::JOURNAL_SYNC_MS_DEFAULT);
 
 /// The background thread; stopped (and joined) when dropped.
 pub(super) struct JournalSyncer {

@@ -187,12 +187,19 @@ pub struct EngineOptions {
     pub background_threads: usize,
 }
 
+impl From<&crate::config::StorageConfig> for EngineOptions {
+    fn from(storage: &crate::config::StorageConfig) -> Self {
+        Self {
+            journal_sync: std::time::Duration::from_millis(storage.journal_sync_ms),
+            background_threads: storage.background_threads,
+        }
+    }
+}
+
+/// The defaults of `[storage]`.
 impl Default for EngineOptions {
     fn default() -> Self {
-        Self {
-            journal_sync: journal_sync::JOURNAL_SYNC_INTERVAL,
-            background_threads: crate::config::BACKGROUND_THREADS_DEFAULT,
-        }
+        Self::from(&crate::config::StorageConfig::default())
     }
 }
 
