@@ -10,6 +10,7 @@ mod audit;
 pub(crate) mod conformance;
 mod contacts;
 mod conv;
+pub(crate) mod dedup_window;
 mod dir_lock;
 pub mod dump;
 mod fjall;
@@ -30,6 +31,7 @@ pub use contacts::{
     RelationRecord,
 };
 pub use conv::{ConvId, ConvKind, Members};
+pub use dedup_window::{RecentSend, client_msg_id_hash};
 pub use fjall::{EngineOptions, FjallStore};
 pub use groups::{
     ApplicationRecord, GROUP_NAME_KEY_BYTES_MAX, GroupRecord, GroupRole, GroupWrites, JoinPolicy,
@@ -44,8 +46,8 @@ pub use ports::{
 pub use postgres::PgStore;
 pub use records::{
     CommitGroup, ConvRecord, CursorRecord, CursorRow, DEVICES_PER_ROW_MAX, DedupRecord,
-    DeviceCursor, Mentions, MessageRecord, PushTokenRecord, RecencyMove, RecentSend, TokenHash,
-    TokenRecord, UserRecord, client_msg_id_hash, recency_bucket,
+    DeviceCursor, Mentions, MessageRecord, PushTokenRecord, RecencyMove, TokenHash, TokenRecord,
+    UserRecord, recency_bucket,
 };
 pub use scylla::ScyllaStore;
 pub use tail_cache::{TailCached, TailStats};

@@ -3,6 +3,7 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::dedup_window::{RecentSend, client_msg_id_hash};
 use super::{ConvId, UserId};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,16 +117,6 @@ pub struct CursorRecord {
     pub read_seq: u64,
 }
 
-/// One of the user's recent sends into the conversation: the dedup window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RecentSend {
-    /// [`client_msg_id_hash`] of the send's `client_msg_id` (below 2^32; rows written before
-    /// 2026-12-04 hold the 64-bit hash it is folded from); a match is confirmed against the
-    /// stored message before a resend is answered from it.
-    pub client_msg_id_hash: u64,
-    pub seq: u64,
-}
-
 /// One device's delivery progress in a conversation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceCursor {
@@ -142,7 +133,8 @@ pub struct DeviceCursor {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct CursorRow {
     pub cursor: CursorRecord,
-    /// Oldest first; at most `storage.dedup_window_messages`.
+    /// Oldest first; at most `storage.dedup_window_messages`. Stored packed (`dedup_window`).
+    #[serde(with = "super::dedup_window::format")]
     pub recent_sends: Vec<RecentSend>,
     /// At most [`DEVICES_PER_ROW_MAX`], least recently seen dropped first.
     pub devices: Vec<DeviceCursor>,
@@ -210,26 +202,9 @@ impl CursorRow {
         self.recent_sends
             .iter()
             .rev()
-            .filter(move |s| fold_to_32_bits(s.client_msg_id_hash) == hash)
+            .filter(move |s| s.client_msg_id_hash == hash)
             .map(|s| s.seq)
     }
-}
-
-/// FNV-1a, 64 bits, folded to 32: stored in rows, so it must never change (unlike std's
-/// hasher). 32 bits keep a row's dedup window at about 7 bytes a send as a varint (10 for the
-/// 64-bit hash), and every sequencer group rewrites the rows it touches: a full window of 64 is
-/// ~450 bytes instead of ~770 (docs/BENCHMARKS.md, "The store's background threads, and
-/// smaller rows"). A false match costs one read of the stored message, which tells them apart.
-pub fn client_msg_id_hash(client_msg_id: &str) -> u64 {
-    fold_to_32_bits(client_msg_id.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    }))
-}
-
-/// The low half xor the high half; a value below 2^32 (a hash folded already) is kept, so rows
-/// that still hold 64-bit hashes compare with new ones through it.
-fn fold_to_32_bits(hash: u64) -> u64 {
-    (hash ^ (hash >> 32)) & 0xffff_ffff
 }
 
 /// Width of a recency bucket: a user's conversations are indexed by the hour of their last
@@ -340,24 +315,35 @@ mod tests {
     }
 
     #[test]
-    fn the_client_msg_id_hash_is_fnv1a_folded_to_32_bits() {
-        // Stored in rows: a change of hash would break dedup of stored sends.
-        assert_eq!(client_msg_id_hash(""), 0xcbf2_9ce4 ^ 0x8422_2325);
-        assert_eq!(client_msg_id_hash("a"), 0xaf63_dc4c ^ 0x8601_ec8c);
-    }
-
-    #[test]
-    fn a_send_remembered_with_the_64_bit_hash_is_still_recognised() {
-        // What rows written before the hash was folded hold.
-        let mut row = CursorRow::default();
-        row.recent_sends.push(RecentSend {
-            client_msg_id_hash: 0xaf63_dc4c_8601_ec8c, // FNV-1a 64 of "a"
-            seq: 7,
-        });
-        row.remember_send("b", 8, 64);
-        assert_eq!(row.maybe_sent("a").collect::<Vec<_>>(), [7]);
-        assert_eq!(row.maybe_sent("b").collect::<Vec<_>>(), [8]);
-        assert_eq!(row.maybe_sent("c").count(), 0);
-        assert!(row.recent_sends[1].client_msg_id_hash < 1 << 32);
+    fn a_row_written_before_the_packed_window_still_recognises_its_sends() {
+        /// `CursorRow` as rows written before 2026-12-05 hold it.
+        #[derive(Serialize)]
+        struct OldRow {
+            cursor: CursorRecord,
+            recent_sends: Vec<(u64, u64)>,
+            devices: Vec<DeviceCursor>,
+        }
+        let old = OldRow {
+            cursor: CursorRecord {
+                delivered_seq: 9,
+                read_seq: 8,
+            },
+            // FNV-1a 64 of "a" (the first rows), then 32-bit folded hashes (until 2026-12-05).
+            recent_sends: vec![(0xaf63_dc4c_8601_ec8c, 7), (0xaf63_dc4c ^ 0x8601_ec8c, 8)],
+            devices: vec![DeviceCursor {
+                device_id: "phone".into(),
+                delivered_seq: 9,
+                seen_ms: 1,
+            }],
+        };
+        let mut row: CursorRow = postcard::from_bytes(&postcard::to_stdvec(&old).unwrap()).unwrap();
+        assert_eq!(row.cursor.read_seq, 8);
+        assert_eq!(row.device_cursor("phone"), Some(9));
+        assert_eq!(row.maybe_sent("a").collect::<Vec<_>>(), [8, 7]);
+        row.remember_send("b", 10, 64);
+        let back: CursorRow = postcard::from_bytes(&postcard::to_stdvec(&row).unwrap()).unwrap();
+        assert_eq!(back, row);
+        assert_eq!(back.maybe_sent("b").collect::<Vec<_>>(), [10]);
+        assert_eq!(back.maybe_sent("c").count(), 0);
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! - `runs`: (conversation, first seq) → a run of that conversation's consecutive messages, one
 //!   record per conversation per commit group. A message costs a share of one keyed write, not a
-//!   write of its own; runs above [`RUN_SEPARATION_BYTES`] live in blob files that compaction
-//!   does not rewrite.
+//!   write of its own; runs (all above [`RUN_SEPARATION_BYTES`]) live in blob files that
+//!   compaction does not rewrite.
 //! - `recalls`: (conversation, seq) → the recall event's seq. Runs are never rewritten; readers
 //!   apply recalls to what they return.
 //! - `cursor_rows`: (conversation, user) → a [`super::CursorRow`] (cursors, device cursors, the
@@ -51,8 +51,13 @@ use fjall::{
 use super::{StoreEngine, StoreError, StoreHealth};
 use crate::config::Durability;
 
-/// Runs at least this large are kept out of the LSM tree's compactions.
-const RUN_SEPARATION_BYTES: u32 = 512;
+/// Runs at least this large (all but the smallest) live in blob files, out of the LSM tree's
+/// compactions; the tree keeps their keys and pointers. Runs are keyed by conversation, so every
+/// flushed table spans the whole key space, and leveled compaction rewrote the stored messages
+/// again and again, more as the store grew (512 until 2026-12-05: writes into a filled store
+/// cost ×1.6 of writes into a fresh one; docs/BENCHMARKS.md, "Messages out of the compactions").
+/// fjall keeps a keyspace's threshold from when it was created: older stores keep theirs.
+const RUN_SEPARATION_BYTES: u32 = 64;
 
 impl From<fjall::Error> for StoreError {
     fn from(e: fjall::Error) -> Self {
@@ -225,8 +230,9 @@ impl FjallStore {
             emails: ks("emails")?,
             tokens: ks("tokens")?,
             user_tokens: ks("user_tokens")?,
-            // Runs above this size live in blob files that compaction does not rewrite: with
-            // 1 KiB messages this cut server CPU per message by a large factor.
+            // Runs live in blob files that compaction does not rewrite (with 1 KiB messages
+            // this cut server CPU per message by a large factor; with 64 B, the growth with
+            // the store's size).
             runs: db.keyspace("runs", || {
                 KeyspaceCreateOptions::default().with_kv_separation(Some(KvSeparationOptions {
                     separation_threshold: RUN_SEPARATION_BYTES,

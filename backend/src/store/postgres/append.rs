@@ -8,6 +8,7 @@ use futures_util::future::try_join_all;
 use tokio_postgres::types::ToSql;
 
 use super::{PgStore, encode, i};
+use crate::store::dedup_window::WindowRef;
 use crate::store::{CommitGroup, StoreError};
 
 /// The statements of one commit group, in the order they must run (a recall after the
@@ -166,7 +167,7 @@ pub(super) fn log_statements(batch: &mut Batch, group: &CommitGroup) {
                 ),
                 boxed(
                     rows.iter()
-                        .map(|r| encode(&r.2.recent_sends))
+                        .map(|r| encode(&WindowRef(&r.2.recent_sends)))
                         .collect::<Vec<_>>(),
                 ),
                 boxed(

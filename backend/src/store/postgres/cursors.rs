@@ -5,6 +5,7 @@ use tokio_postgres::Row;
 
 use super::append::conv_order;
 use super::{PgStore, col, decode, i, limit, u};
+use crate::store::dedup_window::StoredWindow;
 use crate::store::{
     ConvId, CursorRecord, CursorRow, CursorStore, MembershipStore, StoreError, UserId,
 };
@@ -15,7 +16,7 @@ pub(super) fn cursor_row_of(row: &Row, at: usize) -> Result<CursorRow, StoreErro
             delivered_seq: u(row, at)?,
             read_seq: u(row, at + 1)?,
         },
-        recent_sends: decode(col::<&[u8]>(row, at + 2)?)?,
+        recent_sends: decode::<StoredWindow>(col::<&[u8]>(row, at + 2)?)?.0,
         devices: decode(col::<&[u8]>(row, at + 3)?)?,
     })
 }
