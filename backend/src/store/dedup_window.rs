@@ -58,7 +58,8 @@ pub(crate) mod format {
         if sends.is_empty() {
             return s.serialize_seq(Some(0))?.end();
         }
-        let mut packed = Vec::with_capacity(sends.len() * 3 + 8);
+        // On the stack for a window of the default size: rows are encoded on every commit.
+        let mut packed = PackedBytes::new();
         let mut previous = 0u64;
         for send in sends {
             packed.extend_from_slice(&send.client_msg_id_hash.to_le_bytes());
@@ -101,6 +102,31 @@ impl Serialize for Packed<'_> {
     }
 }
 
+/// The packed sends read straight from the input's bytes.
+struct Unpacked(Vec<RecentSend>);
+
+impl<'de> Deserialize<'de> for Unpacked {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_bytes(UnpackVisitor)
+    }
+}
+
+struct UnpackVisitor;
+
+impl Visitor<'_> for UnpackVisitor {
+    type Value = Unpacked;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("packed recent sends")
+    }
+
+    fn visit_bytes<E: de::Error>(self, packed: &[u8]) -> Result<Unpacked, E> {
+        unpack(packed)
+            .map(Unpacked)
+            .ok_or_else(|| E::custom("a corrupt dedup window"))
+    }
+}
+
 struct WindowVisitor;
 
 impl<'de> Visitor<'de> for WindowVisitor {
@@ -115,10 +141,10 @@ impl<'de> Visitor<'de> for WindowVisitor {
             return Ok(Vec::new());
         };
         if first == FORMAT_MARK {
-            let packed: Vec<u8> = seq
+            let Unpacked(sends) = seq
                 .next_element()?
                 .ok_or_else(|| de::Error::custom("a dedup window without its sends"))?;
-            return unpack(&packed).ok_or_else(|| de::Error::custom("a corrupt dedup window"));
+            return Ok(sends);
         }
         // The older format: (hash, seq) pairs.
         let mut sends = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024) + 1);
@@ -149,7 +175,10 @@ fn unpack(mut packed: &[u8]) -> Option<Vec<RecentSend>> {
     packed.is_empty().then_some(sends)
 }
 
-fn push_varint(out: &mut Vec<u8>, mut value: u64) {
+/// Packed sends of a window of up to ~80 (the default is 64) fit without a heap allocation.
+type PackedBytes = smallvec::SmallVec<[u8; 256]>;
+
+fn push_varint(out: &mut PackedBytes, mut value: u64) {
     while value >= 0x80 {
         out.push((value as u8) | 0x80);
         value >>= 7;
