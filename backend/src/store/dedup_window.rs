@@ -58,18 +58,23 @@ pub(crate) mod format {
         if sends.is_empty() {
             return s.serialize_seq(Some(0))?.end();
         }
-        // On the stack for a window of the default size: rows are encoded on every commit.
-        let mut packed = PackedBytes::new();
-        let mut previous = 0u64;
-        for send in sends {
-            packed.extend_from_slice(&send.client_msg_id_hash.to_le_bytes());
-            push_varint(&mut packed, send.seq.wrapping_sub(previous));
-            previous = send.seq;
+        // On the stack for a window of the default size: rows are encoded on every commit,
+        // twice (postcard's size pass, then the write).
+        let write = |packed: &[u8], s: S| {
+            let mut seq = s.serialize_seq(Some(2))?;
+            seq.serialize_element(&FORMAT_MARK)?;
+            seq.serialize_element(&Packed(packed))?;
+            seq.end()
+        };
+        if sends.len() <= STACK_SENDS_MAX {
+            let mut buf = [0u8; STACK_SENDS_MAX * PACKED_SEND_BYTES_MAX];
+            let len = pack(sends, &mut buf);
+            write(&buf[..len], s)
+        } else {
+            let mut buf = vec![0u8; sends.len() * PACKED_SEND_BYTES_MAX];
+            let len = pack(sends, &mut buf);
+            write(&buf[..len], s)
         }
-        let mut seq = s.serialize_seq(Some(2))?;
-        seq.serialize_element(&FORMAT_MARK)?;
-        seq.serialize_element(&Packed(&packed))?;
-        seq.end()
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<RecentSend>, D::Error> {
@@ -175,15 +180,30 @@ fn unpack(mut packed: &[u8]) -> Option<Vec<RecentSend>> {
     packed.is_empty().then_some(sends)
 }
 
-/// Packed sends of a window of up to ~80 (the default is 64) fit without a heap allocation.
-type PackedBytes = smallvec::SmallVec<[u8; 256]>;
+/// Most bytes one send packs into: its 16-bit hash and a varint seq delta of up to 10 bytes.
+const PACKED_SEND_BYTES_MAX: usize = 2 + 10;
+/// Windows of up to this many sends (the default is 64) are packed in a buffer on the stack.
+const STACK_SENDS_MAX: usize = 64;
 
-fn push_varint(out: &mut PackedBytes, mut value: u64) {
-    while value >= 0x80 {
-        out.push((value as u8) | 0x80);
-        value >>= 7;
+/// Packs `sends` into `out` (at least [`PACKED_SEND_BYTES_MAX`] bytes a send); returns the
+/// length. A plain index into a slice: this runs for every row a commit writes.
+fn pack(sends: &[RecentSend], out: &mut [u8]) -> usize {
+    let mut at = 0;
+    let mut previous = 0u64;
+    for send in sends {
+        out[at..at + 2].copy_from_slice(&send.client_msg_id_hash.to_le_bytes());
+        at += 2;
+        let mut delta = send.seq.wrapping_sub(previous);
+        while delta >= 0x80 {
+            out[at] = (delta as u8) | 0x80;
+            at += 1;
+            delta >>= 7;
+        }
+        out[at] = delta as u8;
+        at += 1;
+        previous = send.seq;
     }
-    out.push(value as u8);
+    at
 }
 
 /// A LEB128 u64 off the front of `bytes`; `None` if it is cut short or longer than 10 bytes.
@@ -248,6 +268,17 @@ mod tests {
             sends(
                 &(1..=64u64)
                     .map(|s| (s as u16 * 977, s * 2))
+                    .collect::<Vec<_>>(),
+            ),
+            // Deltas of 10 bytes and of 1, in a window of the stack buffer's size and one past it.
+            sends(
+                &(0..64u64)
+                    .map(|s| (s as u16, if s % 2 == 0 { u64::MAX } else { 0 }))
+                    .collect::<Vec<_>>(),
+            ),
+            sends(
+                &(0..65u64)
+                    .map(|s| (s as u16, if s % 2 == 0 { u64::MAX } else { 0 }))
                     .collect::<Vec<_>>(),
             ),
         ] {
