@@ -100,10 +100,19 @@ fn encode<T: serde::Serialize + ?Sized>(value: &T) -> Vec<u8> {
     postcard::to_stdvec(value).expect("records always serialise")
 }
 
+/// Values up to this many bytes (a cursor row with a full dedup window, a run of a few short
+/// messages) are serialised once on the stack and copied; larger ones are sized first.
+const STACK_VALUE_BYTES: usize = 1024;
+
 /// [`encode`] straight into the engine's value type, sized exactly: for the values every commit
 /// group writes (runs, cursor rows), whose bytes would otherwise be copied into a growing `Vec`
-/// and then again into fjall's `Slice`.
+/// and then again into fjall's `Slice`. A small value is serialised once into a stack buffer;
+/// a larger one twice (its size, then its bytes in place).
 fn encode_value<T: serde::Serialize + ?Sized>(value: &T) -> fjall::Slice {
+    let mut stack = [0u8; STACK_VALUE_BYTES];
+    if let Ok(bytes) = postcard::to_slice(value, &mut stack) {
+        return fjall::Slice::from(&*bytes);
+    }
     let len = postcard::experimental::serialized_size(value).expect("records always serialise");
     let mut view = byteview::ByteView::with_size(len);
     let mut bytes = view.get_mut().expect("a new view has no other owner");
