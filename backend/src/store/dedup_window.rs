@@ -58,8 +58,8 @@ pub(crate) mod format {
         if sends.is_empty() {
             return s.serialize_seq(Some(0))?.end();
         }
-        // On the stack for a window of the default size: rows are encoded on every commit,
-        // twice (postcard's size pass, then the write).
+        // On the stack for a window of the default size: every row a commit writes is
+        // encoded (docs/BENCHMARKS.md, "Rows encoded in one pass").
         let write = |packed: &[u8], s: S| {
             let mut seq = s.serialize_seq(Some(2))?;
             seq.serialize_element(&FORMAT_MARK)?;
