@@ -30,6 +30,8 @@ fi
 fresh=(); filled=()
 for run in $(seq "$RUNS"); do
   rm -rf "$DIR/fresh"
+  # The previous fill's or copy's dirty pages written back now, not during the fresh run.
+  sync
   # shellcheck disable=SC2086
   "$FILL" --dir "$DIR/fresh" --messages "$WRITES" --max-seconds 600 ${FILL_ARGS:-} \
     >"$DIR/fresh.$run.txt"
