@@ -5,9 +5,10 @@
 //! (a 32-bit hash and an absolute seq per send), and a filled store's rows are full: with the
 //! runs out of the compactions, packing it took writes into a filled store from 6.4 to 5.3 µs
 //! per message (docs/BENCHMARKS.md, "Messages out of the compactions, and a dedup window of 3
-//! bytes a send"). It is stored as a 16-bit hash and a seq delta per send: ~3 bytes. A hash match is only a hint:
-//! the sequencer confirms it against the stored message before it answers a resend from it,
-//! so a false match (about `window / 65,536` of new sends) costs one read of a recent message.
+//! bytes a send"). It is stored as a 16-bit hash and a seq delta per send: ~3 bytes. A hash
+//! match is only a hint: the sequencer confirms it against the stored message before it answers
+//! a resend from it, so a false match (about `window / 65,536` of new sends) costs one read of
+//! a recent message.
 //!
 //! Rows written before this format hold a postcard sequence of (hash, seq) varint pairs, with
 //! 64-bit or 32-bit hashes; they are read (hashes folded to 16 bits) and written back in the
@@ -60,21 +61,19 @@ pub(crate) mod format {
         }
         // On the stack for a window of the default size: every row a commit writes is
         // encoded (docs/BENCHMARKS.md, "Rows encoded in one pass").
-        let write = |packed: &[u8], s: S| {
-            let mut seq = s.serialize_seq(Some(2))?;
-            seq.serialize_element(&FORMAT_MARK)?;
-            seq.serialize_element(&Packed(packed))?;
-            seq.end()
-        };
-        if sends.len() <= STACK_SENDS_MAX {
-            let mut buf = [0u8; STACK_SENDS_MAX * PACKED_SEND_BYTES_MAX];
-            let len = pack(sends, &mut buf);
-            write(&buf[..len], s)
+        let mut stack = [0u8; STACK_SENDS_MAX * PACKED_SEND_BYTES_MAX];
+        let mut heap = Vec::new();
+        let buf = if sends.len() <= STACK_SENDS_MAX {
+            &mut stack[..]
         } else {
-            let mut buf = vec![0u8; sends.len() * PACKED_SEND_BYTES_MAX];
-            let len = pack(sends, &mut buf);
-            write(&buf[..len], s)
-        }
+            heap.resize(sends.len() * PACKED_SEND_BYTES_MAX, 0);
+            &mut heap[..]
+        };
+        let len = pack(sends, buf);
+        let mut seq = s.serialize_seq(Some(2))?;
+        seq.serialize_element(&FORMAT_MARK)?;
+        seq.serialize_element(&Packed(&buf[..len]))?;
+        seq.end()
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<RecentSend>, D::Error> {
