@@ -17,6 +17,8 @@ pub const BLOCKING: &str = "rc-blocking";
 pub const COMMIT: &str = "rc-commit";
 /// Syncs the embedded store's journal in the background with `durability = "none"`.
 pub const JOURNAL_SYNC: &str = "rc-journal-sync";
+/// Watches that the embedded store's background worker keeps flushing.
+pub const FLUSH_WATCH: &str = "rc-flush-watch";
 /// Leases id blocks from the cluster's store (cluster mode).
 pub const ID_LEASE: &str = "rc-id-lease";
 /// A log writer: `rc-log-<sink>` (`console`, `file`).
@@ -39,7 +41,15 @@ mod tests {
 
     #[test]
     fn every_name_fits_the_kernel() {
-        for fixed in [BLOCKING, COMMIT, JOURNAL_SYNC, ID_LEASE, POSTGRES, SCYLLA] {
+        for fixed in [
+            BLOCKING,
+            COMMIT,
+            JOURNAL_SYNC,
+            FLUSH_WATCH,
+            ID_LEASE,
+            POSTGRES,
+            SCYLLA,
+        ] {
             assert!(fixed.len() <= NAME_BYTES_MAX, "{fixed}");
         }
         // Room for the numbers and sink names actually used: a shard per core of a 4096-core

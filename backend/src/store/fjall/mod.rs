@@ -31,6 +31,7 @@ mod audit;
 mod contacts;
 mod cursors;
 mod dump;
+mod flush_watch;
 mod group_names;
 mod groups;
 mod journal_repair;
@@ -182,6 +183,9 @@ pub struct FjallStore {
     stepped_back: AtomicUsize,
     /// Set once a write fails: fjall takes none after that.
     health: Arc<StoreHealth>,
+    /// Stops writes if fjall's worker stops flushing (`flush_watch.rs`). Before the lock file
+    /// and the journal syncer: it holds a handle of the database, which closes when it joins.
+    _flush_watch: flush_watch::FlushWatch,
     /// The data dir's lock file, locked exclusively while the store is open.
     _dir_lock: std::fs::File,
     dir: std::path::PathBuf,
@@ -232,6 +236,8 @@ impl FjallStore {
         let dir_lock = super::dir_lock::lock_dir(dir)?;
         let db = journal_repair::open_database(dir, options.background_threads)?;
         let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
+        let health = Arc::<StoreHealth>::default();
+        let flush_watch = flush_watch::FlushWatch::start(db.clone(), Arc::clone(&health))?;
         let store = Self {
             meta: ks("meta")?,
             users: ks("users")?,
@@ -275,7 +281,8 @@ impl FjallStore {
             commits_waiting: AtomicUsize::new(0),
             commit_done: Condvar::new(),
             stepped_back: AtomicUsize::new(0),
-            health: Arc::default(),
+            health,
+            _flush_watch: flush_watch,
             _dir_lock: dir_lock,
             dir: dir.to_owned(),
             blob_files_synced: std::sync::atomic::AtomicUsize::new(0),
