@@ -288,7 +288,9 @@ fn whole_name(name: &str) -> bool {
         || [
             "rc-blocking",
             "rc-commit",
+            "rc-flush-watch",
             "rc-id-lease",
+            "rc-journal-sync",
             "rc-log-console",
             "rc-log-file",
             "rc-pg",
