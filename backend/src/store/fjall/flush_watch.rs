@@ -10,11 +10,11 @@
 //! the journal until the process runs out of one. A restart replays the journal: nothing
 //! acknowledged is lost.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::sync::mpsc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::periodic::Periodic;
 use crate::store::{StoreError, StoreHealth};
 
 /// How long flushes may wait with nothing done before the worker counts as stuck. A healthy
@@ -80,42 +80,17 @@ pub(super) fn stop_writes(health: &StoreHealth, sample: Sample) {
     ));
 }
 
-/// The watching thread; stopped (and joined) when dropped.
-pub(super) struct FlushWatch {
-    stop: Option<mpsc::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl FlushWatch {
-    pub(super) fn start(db: fjall::Database, health: Arc<StoreHealth>) -> std::io::Result<Self> {
-        let (stop, stopped) = mpsc::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name(crate::threads::FLUSH_WATCH.into())
-            .spawn(move || {
-                let mut stuck = Stuck::default();
-                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(SAMPLE_EVERY)
-                {
-                    let sample = Sample::of(&db);
-                    if stuck.observe(Instant::now(), sample) {
-                        stop_writes(&health, sample);
-                        return;
-                    }
-                }
-            })?;
-        Ok(Self {
-            stop: Some(stop),
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for FlushWatch {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+/// Starts the watching thread; it stops when the returned handle drops.
+pub(super) fn start(db: fjall::Database, health: Arc<StoreHealth>) -> std::io::Result<Periodic> {
+    let mut stuck = Stuck::default();
+    Periodic::start(crate::threads::FLUSH_WATCH, SAMPLE_EVERY, move || {
+        let sample = Sample::of(&db);
+        if stuck.observe(Instant::now(), sample) {
+            stop_writes(&health, sample);
+            return ControlFlow::Break(());
         }
-    }
+        ControlFlow::Continue(())
+    })
 }
 
 #[cfg(test)]

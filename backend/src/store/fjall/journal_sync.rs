@@ -9,19 +9,18 @@
 //! every commit group already syncs the journal, and no syncer runs.
 
 use std::fs::File;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::journal_repair::journals;
+use super::periodic::Periodic;
 
 /// The background thread; stopped (and joined) when dropped.
 pub(super) struct JournalSyncer {
-    stop: Option<mpsc::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    _thread: Periodic,
     /// The id of the journal the last successful sync covered (also 0 before the first one, and
     /// fjall's first journal is `0.jnl`: the tests use ids from 1); read by the tests.
     #[cfg_attr(not(test), allow(dead_code))]
@@ -30,27 +29,19 @@ pub(super) struct JournalSyncer {
 
 impl JournalSyncer {
     pub(super) fn start(dir: &Path, interval: Duration) -> std::io::Result<Self> {
-        let (stop, stopped) = mpsc::channel::<()>();
         let synced = Arc::new(AtomicU64::new(0));
-        let thread = std::thread::Builder::new()
-            .name(crate::threads::JOURNAL_SYNC.into())
-            .spawn({
-                let dir = dir.to_owned();
-                let synced = Arc::clone(&synced);
-                move || {
-                    let mut active = Active::new(dir);
-                    // Until the store drops the sender (or the interval passes: sync).
-                    while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(interval)
-                    {
-                        if let Some(id) = active.sync() {
-                            synced.store(id, Ordering::Release);
-                        }
-                    }
+        let mut active = Active::new(dir.to_owned());
+        let thread = Periodic::start(crate::threads::JOURNAL_SYNC, interval, {
+            let synced = Arc::clone(&synced);
+            move || {
+                if let Some(id) = active.sync() {
+                    synced.store(id, Ordering::Release);
                 }
-            })?;
+                ControlFlow::Continue(())
+            }
+        })?;
         Ok(Self {
-            stop: Some(stop),
-            thread: Some(thread),
+            _thread: thread,
             synced,
         })
     }
@@ -58,15 +49,6 @@ impl JournalSyncer {
     #[cfg(test)]
     fn synced(&self) -> u64 {
         self.synced.load(Ordering::Acquire)
-    }
-}
-
-impl Drop for JournalSyncer {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

@@ -39,6 +39,7 @@ mod journal_sync;
 mod log;
 mod migrate;
 mod owners;
+mod periodic;
 mod push_tokens;
 
 use std::path::Path;
@@ -185,7 +186,7 @@ pub struct FjallStore {
     health: Arc<StoreHealth>,
     /// Stops writes if fjall's worker stops flushing (`flush_watch.rs`). Before the lock file
     /// and the journal syncer: it holds a handle of the database, which closes when it joins.
-    _flush_watch: flush_watch::FlushWatch,
+    _flush_watch: periodic::Periodic,
     /// The data dir's lock file, locked exclusively while the store is open.
     _dir_lock: std::fs::File,
     dir: std::path::PathBuf,
@@ -237,7 +238,7 @@ impl FjallStore {
         let db = journal_repair::open_database(dir, options.background_threads)?;
         let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
         let health = Arc::<StoreHealth>::default();
-        let flush_watch = flush_watch::FlushWatch::start(db.clone(), Arc::clone(&health))?;
+        let flush_watch = flush_watch::start(db.clone(), Arc::clone(&health))?;
         let store = Self {
             meta: ks("meta")?,
             users: ks("users")?,
