@@ -9,7 +9,7 @@
 //!     cargo run --release -p ringchat-backend --example fill_store -- --dir DIR \
 //!         [--messages 50000000] [--users 200000] [--convs 100000] [--group 1024] \
 //!         [--per-conv-max 6] [--size 64] [--dedup-window 64] [--max-seconds 1500] \
-//!         [--max-gib 30] [--seed 1] [--continue 0] [--background-threads 1]
+//!         [--max-gib 30] [--seed 1] [--continue 0] [--background-threads 1] [--memtable-mib 64]
 //!
 //! DIR must hold no messages yet, unless `--continue 1`: then it goes on writing into the
 //! conversations of a store it filled before with the same `--seed`, `--users` and `--convs`
@@ -58,6 +58,7 @@ struct Options {
     resume: bool,
     /// The store's flush and compaction threads (`storage.background_threads`).
     background_threads: usize,
+    memtable_mib: u64,
 }
 
 fn options() -> Options {
@@ -75,11 +76,12 @@ fn options() -> Options {
         seed: 1,
         resume: false,
         background_threads: fill::EngineOptions::default().background_threads,
+        memtable_mib: fill::EngineOptions::default().memtable_bytes >> 20,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let usage = "usage: fill_store --dir DIR [--messages N] [--users U] [--convs C] [--group G] \
                  [--per-conv-max M] [--size S] [--dedup-window W] [--max-seconds T] \
-                 [--max-gib B] [--seed X] [--continue 1] [--background-threads N]";
+                 [--max-gib B] [--seed X] [--continue 1] [--background-threads N] [--memtable-mib M]";
     for pair in args.chunks(2) {
         let [flag, value] = pair else {
             panic!("{usage}");
@@ -99,6 +101,7 @@ fn options() -> Options {
             "--seed" => o.seed = n(),
             "--continue" => o.resume = n() != 0,
             "--background-threads" => o.background_threads = n() as usize,
+            "--memtable-mib" => o.memtable_mib = n(),
             _ => panic!("{usage}"),
         }
     }
@@ -167,6 +170,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
     let engine = fill::EngineOptions {
         background_threads: o.background_threads,
+        memtable_bytes: o.memtable_mib << 20,
         ..fill::EngineOptions::default()
     };
     let ports = fill::open_with(&o.dir, Durability::None, &engine)?;

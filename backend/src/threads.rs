@@ -19,6 +19,8 @@ pub const COMMIT: &str = "rc-commit";
 pub const JOURNAL_SYNC: &str = "rc-journal-sync";
 /// Watches that the embedded store's background worker keeps flushing.
 pub const FLUSH_WATCH: &str = "rc-flush-watch";
+/// Rotates the embedded store's memtables once they hold `storage.memtable_mib`.
+pub const MEMTABLES: &str = "rc-memtables";
 /// Leases id blocks from the cluster's store (cluster mode).
 pub const ID_LEASE: &str = "rc-id-lease";
 /// A log writer: `rc-log-<sink>` (`console`, `file`).
@@ -46,6 +48,7 @@ mod tests {
             COMMIT,
             JOURNAL_SYNC,
             FLUSH_WATCH,
+            MEMTABLES,
             ID_LEASE,
             POSTGRES,
             SCYLLA,

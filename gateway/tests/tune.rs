@@ -293,6 +293,7 @@ fn whole_name(name: &str) -> bool {
             "rc-journal-sync",
             "rc-log-console",
             "rc-log-file",
+            "rc-memtables",
             "rc-pg",
             "rc-scylla",
         ]

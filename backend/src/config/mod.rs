@@ -353,6 +353,10 @@ impl Settings {
             "storage.background_threads: must be between 1 and 64",
         );
         check(
+            (1..=crate::store::MEMTABLE_MIB_MAX).contains(&self.storage.memtable_mib),
+            "storage.memtable_mib: must be between 1 and 768",
+        );
+        check(
             (1..=DEDUP_WINDOW_MESSAGES_MAX).contains(&self.storage.dedup_window_messages),
             "storage.dedup_window_messages: must be between 1 and 1024",
         );

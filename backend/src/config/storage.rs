@@ -30,6 +30,9 @@ pub const BACKGROUND_THREADS_DEFAULT: usize = 1;
 /// Largest `storage.background_threads`.
 pub const BACKGROUND_THREADS_MAX: usize = 64;
 
+/// Default `storage.memtable_mib`: fjall's own default.
+pub const MEMTABLE_MIB_DEFAULT: u64 = 64;
+
 /// Largest `storage.dedup_window_messages`: it bounds each row the sequencer caches and writes.
 pub const DEDUP_WINDOW_MESSAGES_MAX: usize = 1024;
 
@@ -220,6 +223,12 @@ pub struct StorageConfig {
     pub journal_sync_ms: u64,
     /// The embedded store's threads for memtable flushes and compactions (fjall's workers).
     pub background_threads: usize,
+    /// The embedded store rotates a keyspace's memtable (and flushes it to a table) once it
+    /// holds this many MiB. Larger: fewer, bigger flushes and less rewriting by compactions in
+    /// a big store, for memory (up to five memtables of this size per busy keyspace: the active
+    /// one and four waiting for their flush). A store created before 2026-12-05 is rotated at
+    /// 48 MiB at most (`store/fjall/memtables.rs`).
+    pub memtable_mib: u64,
     /// Each user's newest sends per conversation remembered for dedup: a resend with the same
     /// `client_msg_id` is recognised while its original is among them (16 bytes each in memory,
     /// about 7 stored in the user's row of the conversation).
@@ -257,6 +266,7 @@ impl Default for StorageConfig {
             commit_delay_min_ops: 2,
             journal_sync_ms: JOURNAL_SYNC_MS_DEFAULT,
             background_threads: BACKGROUND_THREADS_DEFAULT,
+            memtable_mib: MEMTABLE_MIB_DEFAULT,
             dedup_window_messages: 64,
             device_cursor_ttl_days: 90,
             tail_cache_bytes: TAIL_CACHE_BYTES_DEFAULT,

@@ -32,7 +32,7 @@ pub use contacts::{
 };
 pub use conv::{ConvId, ConvKind, Members};
 pub use dedup_window::{RecentSend, client_msg_id_hash};
-pub use fjall::{EngineOptions, FjallStore};
+pub use fjall::{EngineOptions, FjallStore, MEMTABLE_MIB_MAX};
 pub use groups::{
     ApplicationRecord, GROUP_NAME_KEY_BYTES_MAX, GroupRecord, GroupRole, GroupWrites, JoinPolicy,
     MENTION_ALL_USER, MemberRecord, ReadHistogram, UserGroupRecord, group_name_key,

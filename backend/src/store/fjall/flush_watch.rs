@@ -8,7 +8,8 @@
 //! issues #257 and #260; seen here in a benchmark, docs/BENCHMARKS.md, "The big-store gap is
 //! fjall's background work"). No memtable is flushed again, and writes go on into memory and
 //! the journal until the process runs out of one. A restart replays the journal: nothing
-//! acknowledged is lost.
+//! acknowledged is lost. `memtables.rs` takes away what triggers it (writers' rotation
+//! requests); the watch stays for whatever else may stop the worker.
 
 use std::ops::ControlFlow;
 use std::sync::Arc;

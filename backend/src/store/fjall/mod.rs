@@ -37,10 +37,13 @@ mod groups;
 mod journal_repair;
 mod journal_sync;
 mod log;
+mod memtables;
 mod migrate;
 mod owners;
 mod periodic;
 mod push_tokens;
+
+pub use memtables::MEMTABLE_MIB_MAX;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -187,6 +190,11 @@ pub struct FjallStore {
     /// Stops writes if fjall's worker stops flushing (`flush_watch.rs`). Before the lock file
     /// and the journal syncer: it holds a handle of the database, which closes when it joins.
     _flush_watch: periodic::Periodic,
+    /// Rotates the memtables (`memtables.rs`); like the watch, before the lock file.
+    _memtables: periodic::Periodic,
+    /// Where it rotates them, in bytes; read by the tests.
+    #[cfg_attr(not(test), allow(dead_code))]
+    memtables_rotate_at: u64,
     /// The data dir's lock file, locked exclusively while the store is open.
     _dir_lock: std::fs::File,
     dir: std::path::PathBuf,
@@ -196,6 +204,10 @@ pub struct FjallStore {
     _journal_sync: Option<journal_sync::JournalSyncer>,
 }
 
+/// `meta` key: the memtable size the store's keyspaces were created with (`memtables.rs`);
+/// absent in a store created before the store rotated its memtables itself.
+const META_WRITERS_ROTATE_AT: &[u8] = b"memtables_writers_rotate_at";
+
 /// How the embedded engine runs, besides what is stored where.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
@@ -204,6 +216,9 @@ pub struct EngineOptions {
     pub journal_sync: std::time::Duration,
     /// fjall's flush and compaction threads (`storage.background_threads`).
     pub background_threads: usize,
+    /// A memtable is rotated (and flushed) once it holds this many bytes
+    /// (`storage.memtable_mib`).
+    pub memtable_bytes: u64,
 }
 
 impl From<&crate::config::StorageConfig> for EngineOptions {
@@ -211,6 +226,7 @@ impl From<&crate::config::StorageConfig> for EngineOptions {
         Self {
             journal_sync: std::time::Duration::from_millis(storage.journal_sync_ms),
             background_threads: storage.background_threads,
+            memtable_bytes: storage.memtable_mib << 20,
         }
     }
 }
@@ -236,11 +252,49 @@ impl FjallStore {
         std::fs::create_dir_all(dir)?;
         let dir_lock = super::dir_lock::lock_dir(dir)?;
         let db = journal_repair::open_database(dir, options.background_threads)?;
-        let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
         let health = Arc::<StoreHealth>::default();
         let flush_watch = flush_watch::start(db.clone(), Arc::clone(&health))?;
+        // Keyspaces are created with the memtable size their writers never reach in a store
+        // created by this code, with fjall's default in an older one (`memtables.rs`).
+        let fresh = db.keyspace_count() == 0;
+        let meta = db.keyspace("meta", || {
+            KeyspaceCreateOptions::default().max_memtable_size(if fresh {
+                memtables::WRITERS_ROTATE_AT
+            } else {
+                memtables::FJALL_DEFAULT
+            })
+        })?;
+        let writers_rotate_at = match meta.get(META_WRITERS_ROTATE_AT)? {
+            Some(v) => be_u64(&v)?,
+            None if fresh => {
+                meta.insert(
+                    META_WRITERS_ROTATE_AT,
+                    memtables::WRITERS_ROTATE_AT.to_be_bytes(),
+                )?;
+                memtables::WRITERS_ROTATE_AT
+            }
+            None => memtables::FJALL_DEFAULT,
+        };
+        let rotate_at = memtables::rotate_at(options.memtable_bytes, writers_rotate_at);
+        let create = || KeyspaceCreateOptions::default().max_memtable_size(writers_rotate_at);
+        let mut opened = vec![meta.clone()];
+        let mut open = |name: &str, options: KeyspaceCreateOptions| {
+            let keyspace = db.keyspace(name, || options)?;
+            opened.push(keyspace.clone());
+            Ok::<_, fjall::Error>(keyspace)
+        };
+        // Runs live in blob files that compaction does not rewrite (with 1 KiB messages this cut
+        // server CPU per message by a large factor; with 64 B, the growth with the store's size).
+        let runs = open(
+            "runs",
+            create().with_kv_separation(Some(KvSeparationOptions {
+                separation_threshold: RUN_SEPARATION_BYTES,
+                ..KvSeparationOptions::default()
+            })),
+        )?;
+        let mut ks = |name: &str| open(name, create());
         let store = Self {
-            meta: ks("meta")?,
+            meta,
             users: ks("users")?,
             usernames: ks("usernames")?,
             emails: ks("emails")?,
@@ -249,12 +303,7 @@ impl FjallStore {
             // Runs live in blob files that compaction does not rewrite (with 1 KiB messages
             // this cut server CPU per message by a large factor; with 64 B, the growth with
             // the store's size).
-            runs: db.keyspace("runs", || {
-                KeyspaceCreateOptions::default().with_kv_separation(Some(KvSeparationOptions {
-                    separation_threshold: RUN_SEPARATION_BYTES,
-                    ..KvSeparationOptions::default()
-                }))
-            })?,
+            runs,
             recalls: ks("recalls")?,
             cursor_rows: ks("cursor_rows")?,
             recent: ks("recent")?,
@@ -275,6 +324,8 @@ impl FjallStore {
             group_names: ks("group_names")?,
             push_tokens: ks("push_tokens")?,
             owners: ks("owners")?,
+            _memtables: memtables::start(opened, rotate_at, Arc::clone(&health))?,
+            memtables_rotate_at: rotate_at,
             published: RwLock::new(Arc::new(db.snapshot())),
             db,
             durability,
