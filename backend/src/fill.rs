@@ -35,18 +35,33 @@ impl Rng {
 
 /// Opens (or creates) the embedded store in `dir`, as the server does, and returns its ports.
 pub fn open(dir: &Path, durability: Durability) -> Result<Ports, StoreError> {
-    open_with(dir, durability, &EngineOptions::default())
+    Ok(open_with(dir, durability, &EngineOptions::default())?.0)
 }
 
-/// [`open`] with the engine's options (`storage.background_threads` …) set.
+/// [`open`] with the engine's options (`storage.background_threads` …) set, and a handle to
+/// settle the store.
 pub fn open_with(
     dir: &Path,
     durability: Durability,
     engine: &EngineOptions,
-) -> Result<Ports, StoreError> {
-    Ok(Ports::of(Arc::new(crate::store::FjallStore::open_with(
+) -> Result<(Ports, Settler), StoreError> {
+    let store = Arc::new(crate::store::FjallStore::open_with(
         dir, durability, engine,
-    )?)))
+    )?);
+    Ok((Ports::of(Arc::clone(&store)), Settler(store)))
+}
+
+/// Settles an open store (see `FjallStore::settle`).
+pub struct Settler(Arc<crate::store::FjallStore>);
+
+impl Settler {
+    /// Every memtable flushed and nothing flushing or compacting for 300 ms (at most 10
+    /// minutes); how long it took.
+    pub fn settle(&self) -> Result<std::time::Duration, StoreError> {
+        use std::time::Duration;
+        self.0
+            .settle(Duration::from_millis(300), Duration::from_secs(600))
+    }
 }
 
 /// [`open`], with the conversation log behind a tail cache of `tail_cache_bytes` (as the

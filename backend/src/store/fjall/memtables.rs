@@ -18,7 +18,7 @@
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fjall::{AbstractTree, Keyspace};
 
@@ -36,6 +36,40 @@ pub const MEMTABLE_MIB_MAX: u64 = (WRITERS_ROTATE_AT >> 20) * 3 / 4;
 /// How often the memtables' sizes are read. At 100 MB/s of writes (1 KiB messages at 100,000
 /// a second) a memtable grows 2.5 MB between two looks.
 const LOOK_EVERY: Duration = Duration::from_millis(25);
+
+impl super::FjallStore {
+    /// For benchmark tools (`fill.rs`): rotates every memtable, then waits until no flush is
+    /// waiting and no compaction running for `quiet`, at most `max`; how long it took. A run
+    /// settled before and after pays for its own writes' flushes and compactions, not for what
+    /// the run before it left in memory.
+    pub fn settle(&self, quiet: Duration, max: Duration) -> Result<Duration, StoreError> {
+        let started = Instant::now();
+        for keyspace in &self.keyspaces {
+            keyspace.rotate_memtable()?;
+        }
+        let mut quiet_since = Instant::now();
+        loop {
+            let now = Instant::now();
+            let busy = self.db.outstanding_flushes() > 0
+                || self.db.active_compactions() > 0
+                || self
+                    .keyspaces
+                    .iter()
+                    .any(|k| k.tree.sealed_memtable_count() > 0);
+            if busy {
+                quiet_since = now;
+            } else if now - quiet_since >= quiet {
+                return Ok(started.elapsed());
+            }
+            if now - started > max {
+                return Err(StoreError::Engine(
+                    format!("the store did not settle within {max:?}").into(),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
 
 /// Where the store rotates a memtable: at `configured` bytes, but never closer than a quarter to
 /// the size at which the keyspace's writers would ask fjall's worker to (`writers_rotate_at`).
@@ -112,6 +146,27 @@ mod tests {
         let store = open(dir.path(), 256 << 20);
         assert_eq!(writers_rotate_at(&store), Some(WRITERS_ROTATE_AT));
         assert_eq!(store.memtables_rotate_at, 256 << 20);
+    }
+
+    #[test]
+    fn a_settled_store_has_flushed_everything_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 64 << 20);
+        for i in 0u32..1000 {
+            store
+                .cursor_rows
+                .insert(i.to_be_bytes(), [1u8; 100])
+                .unwrap();
+            store.recent.insert(i.to_be_bytes(), []).unwrap();
+        }
+        store
+            .settle(Duration::from_millis(50), Duration::from_secs(60))
+            .unwrap();
+        for keyspace in [&store.cursor_rows, &store.recent] {
+            assert_eq!(keyspace.tree.active_memtable().size(), 0);
+            assert_eq!(keyspace.tree.sealed_memtable_count(), 0);
+            assert!(keyspace.table_count() > 0);
+        }
     }
 
     /// A store whose keyspaces fjall created at its default size (every store before this

@@ -192,6 +192,8 @@ pub struct FjallStore {
     _flush_watch: periodic::Periodic,
     /// Rotates the memtables (`memtables.rs`); like the watch, before the lock file.
     _memtables: periodic::Periodic,
+    /// Every keyspace of the store, for [`FjallStore::settle`].
+    keyspaces: Vec<Keyspace>,
     /// Where it rotates them, in bytes; read by the tests.
     #[cfg_attr(not(test), allow(dead_code))]
     memtables_rotate_at: u64,
@@ -324,6 +326,7 @@ impl FjallStore {
             group_names: ks("group_names")?,
             push_tokens: ks("push_tokens")?,
             owners: ks("owners")?,
+            keyspaces: opened.clone(),
             _memtables: memtables::start(opened, rotate_at, Arc::clone(&health))?,
             memtables_rotate_at: rotate_at,
             published: RwLock::new(Arc::new(db.snapshot())),
