@@ -181,7 +181,20 @@ async fn read_body(body: Body, max: usize, too_large: FileError) -> Result<Bytes
     Ok(buf.freeze())
 }
 
+/// A refusal answered before the request's body was read to its end carries `Connection:
+/// close`: hyper closes such a connection after the answer (it cannot be reused with a body left
+/// unread), and a pooled client that was not told would send its next request into the closed
+/// socket and get a broken pipe instead of an answer.
+fn refused_unread(e: FileError) -> Response {
+    let mut response = Refused(e).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
 async fn create(State(api): State<Api>, Caller(user): Caller, body: Body) -> Response {
+    let mut body_read = false;
     let result = async {
         let body = read_body(
             body,
@@ -189,6 +202,7 @@ async fn create(State(api): State<Api>, Caller(user): Caller, body: Body) -> Res
             FileError::bad("body_too_large", "the JSON body is over 16 KiB"),
         )
         .await?;
+        body_read = true;
         let req: NewUpload = serde_json::from_slice(&body).map_err(|e| {
             FileError::bad(
                 "bad_json",
@@ -200,7 +214,8 @@ async fn create(State(api): State<Api>, Caller(user): Caller, body: Body) -> Res
     .await;
     match result {
         Ok(created) => (StatusCode::CREATED, axum::Json(created)).into_response(),
-        Err(e) => Refused(e).into_response(),
+        Err(e) if body_read => Refused(e).into_response(),
+        Err(e) => refused_unread(e),
     }
 }
 
@@ -211,6 +226,7 @@ async fn put_chunk(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let mut body_read = false;
     let result = async {
         let index: u64 = index
             .parse()
@@ -240,6 +256,7 @@ async fn put_chunk(
         )
         .await
         .map_err(|_| FileError::bad("body_timeout", "the chunk did not arrive in time"))??;
+        body_read = true;
         api.files
             .put_chunk(user, &upload_id, index, &sha256, bytes)
             .await
@@ -247,7 +264,8 @@ async fn put_chunk(
     .await;
     match result {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => Refused(e).into_response(),
+        Err(e) if body_read => Refused(e).into_response(),
+        Err(e) => refused_unread(e),
     }
 }
 

@@ -378,6 +378,23 @@ async fn bad_chunks_are_refused_and_not_stored() {
             (StatusCode::PAYLOAD_TOO_LARGE, "chunk_too_large")
         );
     }
+    // And told that the connection closes, so that the client's next request (this test's
+    // next one, on a pooled connection) does not go into the closed socket.
+    let big = content(CHUNK + 1, 3);
+    let response = h
+        .http
+        .put(format!("{}/files/{upload}/chunks/0", h.base))
+        .bearer_auth(&token)
+        .header("x-chunk-sha256", sha256_hex(&big))
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        response.headers().get(reqwest::header::CONNECTION).unwrap(),
+        "close"
+    );
     let (status, body) = h.put(&token, &upload, usize::MAX, first).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(h.present(&token, &upload).await.1, json!({"present": []}));
