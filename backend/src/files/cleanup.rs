@@ -1,7 +1,7 @@
 //! Removal of abandoned uploads: a background pass every [`CLEANUP_INTERVAL`] looks at a
 //! bounded number of uploads, resuming where the last pass stopped, and removes those older
-//! than `files.upload_lifetime_s` (completed ones too: their `done` marker has served retries
-//! long enough).
+//! than `files.upload_lifetime_s`; then as many records of completed uploads
+//! (`uploads_done/`), removed at the same age: they have served retries long enough.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,8 +49,9 @@ impl FileService {
                 .await?
             {
                 Some(meta) => Some(meta.created_ms),
+                // Completed by a version that kept the record here.
                 None => self
-                    .read_json::<UploadDone>(&keys::upload_done(user, &upload_id))
+                    .read_json::<UploadDone>(&keys::upload_done_before(user, &upload_id))
                     .await?
                     .map(|done| done.completed_ms),
             };
@@ -68,6 +69,47 @@ impl FileService {
         }
         *self
             .cleanup_cursor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = cursor;
+        let done = self.cleanup_done(now).await?;
+        pass.examined += done.examined;
+        pass.removed += done.removed;
+        pass.wrapped &= done.wrapped;
+        Ok(pass)
+    }
+
+    /// Removes the records of uploads completed `upload_lifetime_s` ago (by the time the
+    /// storage gives each): up to [`CLEANUP_UPLOADS_PER_PASS`], from where the last pass
+    /// stopped.
+    async fn cleanup_done(&self, now: u64) -> Result<CleanupPass, FileError> {
+        let mut cursor = self
+            .cleanup_done_cursor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut pass = CleanupPass::default();
+        while pass.examined < CLEANUP_UPLOADS_PER_PASS {
+            let want = (CLEANUP_UPLOADS_PER_PASS - pass.examined).min(super::service::LIST_PAGE);
+            let page = self
+                .storage
+                .list(keys::UPLOADS_DONE, cursor.as_deref(), want)
+                .await?;
+            for listed in &page {
+                pass.examined += 1;
+                if self.expired(listed.meta.modified_ms, now) {
+                    self.storage.delete(&listed.key).await?;
+                    pass.removed += 1;
+                }
+            }
+            cursor = page.last().map(|l| l.key.clone());
+            if page.len() < want {
+                cursor = None;
+                pass.wrapped = true;
+                break;
+            }
+        }
+        *self
+            .cleanup_done_cursor
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = cursor;
         Ok(pass)

@@ -91,7 +91,17 @@ pub mod keys {
     pub fn upload_meta(user: UserId, upload_id: &str) -> String {
         format!("uploads/{user}/{upload_id}/meta.json")
     }
+    /// A completed upload's record (its file, for a retried complete), kept apart from
+    /// `uploads/` so that what a new upload looks through is the uploads still in progress,
+    /// not every one completed within `files.upload_lifetime_s`.
     pub fn upload_done(user: UserId, upload_id: &str) -> String {
+        format!("uploads_done/{user}/{upload_id}")
+    }
+    /// Every completed upload's record.
+    pub const UPLOADS_DONE: &str = "uploads_done/";
+    /// Where versions before `uploads_done/` kept the record: still read (a retried complete,
+    /// the cleanup's clock) until the cleanup has removed them all.
+    pub fn upload_done_before(user: UserId, upload_id: &str) -> String {
         format!("uploads/{user}/{upload_id}/done")
     }
     pub fn chunks(user: UserId, upload_id: &str) -> String {

@@ -66,6 +66,8 @@ pub struct FileService {
     chunk_permits: Arc<Semaphore>,
     /// Where the cleanup's next pass starts (`cleanup.rs`).
     pub(super) cleanup_cursor: Mutex<Option<String>>,
+    /// Where the cleanup's walk of completed uploads' records stopped.
+    pub(super) cleanup_done_cursor: Mutex<Option<String>>,
 }
 
 impl FileService {
@@ -83,6 +85,7 @@ impl FileService {
             gc_gate: Arc::new(tokio::sync::Mutex::new(())),
             completing: Mutex::new(HashSet::new()),
             cleanup_cursor: Mutex::new(None),
+            cleanup_done_cursor: Mutex::new(None),
         }
     }
 
@@ -117,6 +120,14 @@ impl FileService {
             return Err(FileError::bad(
                 "bad_sha256",
                 "sha256: expected the file's SHA-256 as 64 lowercase hex characters",
+            ));
+        }
+        // An empty file carries nothing to share, and would cost no quota: refused, so that
+        // what a user keeps is bounded by the quota.
+        if req.size == 0 {
+            return Err(FileError::bad(
+                "empty_file",
+                "size: an empty file cannot be uploaded",
             ));
         }
         if req.size > self.config.file_bytes_max {
@@ -225,11 +236,13 @@ impl FileService {
             return Err(FileError::NotFound);
         }
         let _turn = Completing::claim(&self.completing, format!("{user}/{upload_id}"))?;
-        if let Some(done) = self
-            .read_json::<UploadDone>(&keys::upload_done(user, upload_id))
-            .await?
-        {
-            return Ok(done.file_id);
+        for done in [
+            keys::upload_done(user, upload_id),
+            keys::upload_done_before(user, upload_id),
+        ] {
+            if let Some(done) = self.read_json::<UploadDone>(&done).await? {
+                return Ok(done.file_id);
+            }
         }
         let meta = self.live_upload(user, upload_id).await?;
         let count = meta.chunk_count();
@@ -443,7 +456,9 @@ impl FileService {
     }
 
     /// The user's uploads that are neither completed nor expired. One listing step per upload:
-    /// each hop skips the upload's chunks.
+    /// each hop skips the upload's chunks. A completed upload leaves nothing under `uploads/`
+    /// (its record is under `uploads_done/`), so this costs the uploads in progress (at most
+    /// `uploads_in_progress_max`) and the abandoned ones the cleanup has not removed yet.
     async fn uploads_in_progress(
         &self,
         user: UserId,

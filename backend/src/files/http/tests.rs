@@ -514,20 +514,26 @@ async fn size_uploads_in_progress_and_quota_limits() {
         (StatusCode::PAYLOAD_TOO_LARGE, "over_quota"),
         "{body}"
     );
-    // Empty files cost nothing: the in-progress limit (3) is what stops them.
-    for _ in 0..2 {
-        assert_eq!(h.create_raw(&token, ask(0)).await.0, StatusCode::CREATED);
-    }
+    // An empty file would cost no quota: refused.
     let (status, body) = h.create_raw(&token, ask(0)).await;
     assert_eq!(
         (status, code(&body)),
-        (StatusCode::TOO_MANY_REQUESTS, "too_many_uploads")
+        (StatusCode::BAD_REQUEST, "empty_file")
     );
-    // Another user has limits of their own.
+    // Another user has limits of their own; small files are stopped by the in-progress
+    // limit (3).
     let (_, erin) = h.user("erin").await;
     assert_eq!(
         h.create_raw(&erin, ask(1024 * 1024)).await.0,
         StatusCode::CREATED
+    );
+    for _ in 0..2 {
+        assert_eq!(h.create_raw(&erin, ask(1)).await.0, StatusCode::CREATED);
+    }
+    let (status, body) = h.create_raw(&erin, ask(1)).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::TOO_MANY_REQUESTS, "too_many_uploads")
     );
     h.stop().await;
 }
@@ -690,6 +696,11 @@ async fn abandoned_uploads_are_removed_after_their_lifetime() {
     let abandoned = created["upload_id"].as_str().unwrap().to_owned();
     h.put(&token, &abandoned, 0, &bytes[..CHUNK]).await;
     let finished = h.upload(&token, "kept.bin", &bytes).await;
+    // A completed upload leaves only its record, apart from the uploads in progress.
+    let uploads = h.dir.path().join(format!("data/files/uploads/{user}"));
+    assert_eq!(std::fs::read_dir(&uploads).unwrap().count(), 1);
+    let done = h.dir.path().join(format!("data/files/uploads_done/{user}"));
+    assert_eq!(std::fs::read_dir(&done).unwrap().count(), 1);
 
     let files = h.backend.files().unwrap();
     let now = crate::time::now_ms();
@@ -701,14 +712,39 @@ async fn abandoned_uploads_are_removed_after_their_lifetime() {
     let pass = files.cleanup_pass(now + lifetime_ms + 1).await.unwrap();
     assert_eq!((pass.examined, pass.removed), (2, 2));
     assert_eq!(h.present(&token, &abandoned).await.0, StatusCode::NOT_FOUND);
-    let uploads = h.dir.path().join(format!("data/files/uploads/{user}"));
     assert!(
-        !uploads.exists(),
-        "the upload's files and directories are gone"
+        !uploads.exists() && !done.exists(),
+        "the uploads' files, records and directories are gone"
     );
     // The finished file stays.
     let response = h.download(&token, &finished).send().await.unwrap();
     assert_eq!(response.bytes().await.unwrap(), bytes);
+    h.stop().await;
+}
+
+/// A completed upload's record where versions before `uploads_done/` kept it still answers a
+/// retried complete, and the cleanup removes it at the same age.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completed_uploads_record_left_by_an_earlier_version_still_serves() {
+    let h = harness(files_config()).await;
+    let (user, token) = h.user("judy").await;
+    let bytes = content(100, 9);
+    let (_, created) = h.create(&token, "old.bin", &bytes).await;
+    let upload = created["upload_id"].as_str().unwrap().to_owned();
+    h.put(&token, &upload, 0, &bytes).await;
+    let (status, done) = h.complete(&token, &upload).await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    let root = h.dir.path().join("data/files");
+    let old = root.join(format!("uploads/{user}/{upload}/done"));
+    std::fs::create_dir_all(old.parent().unwrap()).unwrap();
+    std::fs::rename(root.join(format!("uploads_done/{user}/{upload}")), &old).unwrap();
+
+    assert_eq!(h.complete(&token, &upload).await, (StatusCode::OK, done));
+    let files = h.backend.files().unwrap();
+    let later = crate::time::now_ms() + files.config().upload_lifetime_s * 1000 + 1;
+    let pass = files.cleanup_pass(later).await.unwrap();
+    assert_eq!((pass.examined, pass.removed), (1, 1));
+    assert!(!old.exists());
     h.stop().await;
 }
 
