@@ -70,6 +70,40 @@ async fn a_block_stops_messages_and_requests_both_ways_without_naming_itself() {
     assert_eq!(a.next_push().await.unwrap().client_msg_id, "again");
 }
 
+/// Typing into the direct conversation of a blocked pair reaches neither of them, and is not
+/// refused either (that would name the block); after an unblock it flows again.
+#[tokio::test]
+async fn a_block_stops_typing_both_ways_silently() {
+    let server = TestServer::start(&[]);
+    let (mut a, alice) = server.user("alice").await;
+    let (mut b, bob) = server.user("bob").await;
+    let (a_id, b_id) = (alice.user_id, bob.user_id);
+    let conv = conversation_id(a_id, b_id);
+    let typing = || {
+        Body::Typing(v1::Typing {
+            conversation_id: conv,
+            from_user_id: 0,
+        })
+    };
+    block_ok(block(&mut a, b_id).await, b_id, true);
+    let dropped = r#"ringchat_typing_dropped_total{reason="blocked"}"#;
+    for (n, who) in [(1.0, &mut b), (2.0, &mut a)] {
+        who.send(typing()).await.unwrap();
+        common::wait_until_async("the typing dropped", || server.metric(dropped) >= n).await;
+    }
+    // Dropped for good: nothing reached either side (and no error came back).
+    assert!(sync_point(&mut a, a_id, b_id).await.is_empty());
+    assert!(sync_point(&mut b, b_id, a_id).await.is_empty());
+
+    block_ok(unblock(&mut a, b_id).await, b_id, false);
+    b.send(typing()).await.unwrap();
+    match a.next_event().await.unwrap().unwrap().body {
+        Some(Body::Typing(t)) => assert_eq!((t.conversation_id, t.from_user_id), (conv, b_id)),
+        other => panic!("expected Typing, got {other:?}"),
+    }
+    assert_eq!(server.metric(dropped), 2.0);
+}
+
 #[tokio::test]
 async fn blocking_ends_friendship_and_requests_as_ordinary_events_would() {
     let server = TestServer::start(&[]);

@@ -20,7 +20,6 @@ pub(crate) fn friends_of(
 }
 
 /// Whether `blocker` has blocked `user`.
-#[allow(dead_code)]
 pub(crate) fn is_blocked_by(
     store: &dyn ContactStore,
     user: UserId,

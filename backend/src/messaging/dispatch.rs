@@ -11,6 +11,7 @@ use super::{conv_from_wire, conversations, members_with, reads};
 use crate::Backend;
 use crate::accounts::Refusal;
 use crate::api::{ConnId, ConnRef, Outgoing, SessionRequest, ShardEvent};
+use crate::contacts::query::is_blocked_by;
 use crate::store::UserId;
 
 /// The requests served from the store on a blocking thread.
@@ -95,7 +96,13 @@ impl Backend {
     }
 
     /// Typing is relayed to the peer's sessions and never stored; it has no reply.
-    async fn relay_typing(&self, conn: ConnRef, user: UserId, request_id: u64, typing: v1::Typing) {
+    async fn relay_typing(
+        self: &Arc<Self>,
+        conn: ConnRef,
+        user: UserId,
+        request_id: u64,
+        typing: v1::Typing,
+    ) {
         if let Ok(g) = conv_from_wire(typing.conversation_id)
             && g.kind() == crate::store::ConvKind::Group
         {
@@ -111,19 +118,56 @@ impl Backend {
                 return;
             }
         };
-        let frame = crate::api::encoded(
-            0,
-            Body::Typing(v1::Typing {
-                conversation_id: typing.conversation_id,
-                from_user_id: user,
-            }),
-        );
         let others: smallvec::SmallVec<[UserId; 2]> = members.others(user).collect();
-        if let Some(link) = &self.link {
-            link.send_typing(typing.conversation_id, user, &others);
-        }
-        let targets = self.sessions_of(&others, None);
-        self.fanout(targets, frame).await;
+        // A block either way stops typing as it stops messages, and as silently (a block is
+        // not revealed). The check is a read: on the read pool, behind its gate; when the gate
+        // is full the typing is dropped (best effort, a client repeats it).
+        let Some(ticket) = self.reads.ticket() else {
+            metrics::counter!("ringchat_typing_dropped_total", "reason" => "busy").increment(1);
+            return;
+        };
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let _permit = ticket.permit().await;
+            let contacts = Arc::clone(&this.ports.contacts);
+            let pair = others.clone();
+            let blocked = tokio::task::spawn_blocking(move || {
+                pair.iter().try_fold(false, |blocked, other| {
+                    Ok::<_, crate::store::StoreError>(
+                        blocked
+                            || is_blocked_by(&*contacts, user, *other)?
+                            || is_blocked_by(&*contacts, *other, user)?,
+                    )
+                })
+            })
+            .await;
+            match blocked {
+                Ok(Ok(false)) => {}
+                Ok(Ok(true)) => {
+                    metrics::counter!("ringchat_typing_dropped_total", "reason" => "blocked")
+                        .increment(1);
+                    return;
+                }
+                // The store failed the read: typing is best effort, dropped.
+                _ => {
+                    metrics::counter!("ringchat_typing_dropped_total", "reason" => "busy")
+                        .increment(1);
+                    return;
+                }
+            }
+            let frame = crate::api::encoded(
+                0,
+                Body::Typing(v1::Typing {
+                    conversation_id: typing.conversation_id,
+                    from_user_id: user,
+                }),
+            );
+            if let Some(link) = &this.link {
+                link.send_typing(typing.conversation_id, user, &others);
+            }
+            let targets = this.sessions_of(&others, None);
+            this.fanout(targets, frame).await;
+        });
     }
 
     /// Typing in a group goes to its online members, only while they are at most

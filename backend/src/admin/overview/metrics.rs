@@ -62,6 +62,10 @@ pub fn describe() {
             "ringchat_audit_dropped_total",
             "Audit entries dropped (their queue was full).",
         ),
+        (
+            "ringchat_typing_dropped_total",
+            "Typing notices not relayed: reason=\"blocked\" (either user of a direct conversation blocks the other) or \"busy\" (the read gate was full).",
+        ),
         ("ringchat_room_messages_total", "Chat room messages sent."),
         (
             "ringchat_room_deliveries_total",
