@@ -12,6 +12,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
 use monoio::net::TcpStream;
@@ -23,6 +24,10 @@ use super::local::BufferPool;
 
 /// Room a read needs at least; a smaller remainder is grown first.
 const READ_ROOM_BYTES_MIN: usize = 1024;
+
+/// How long TLS records written in answer to a read may wait for room in the socket (the
+/// default handshake timeout: a handshake flight that is not taken by then never will be).
+const TLS_ANSWER_WAIT_MS: u64 = 10_000;
 
 pub(super) struct Stream {
     /// Shared with the readiness wait the connection loop keeps armed (`readable`).
@@ -131,11 +136,11 @@ impl Stream {
             Ok(r) => r,
             Err(e) => {
                 // Tell the peer why (a TLS alert), as far as it will take it.
-                let _ = self.flush_tls(pool).await;
+                let _ = self.flush_tls_answer(pool).await;
                 return Err(e);
             }
         };
-        self.flush_tls(pool).await?;
+        self.flush_tls_answer(pool).await?;
         if peer_closed && plain_bytes == 0 {
             return Ok(None);
         }
@@ -182,6 +187,23 @@ impl Stream {
             }
         }
         Ok((plain_bytes, peer_closed))
+    }
+
+    /// Writes what rustls queued in answer to a read (handshake flights, alerts), within
+    /// `TLS_ANSWER_WAIT_MS`: the read path watches no close request, so a peer that stops
+    /// reading there must not hold the connection past its timers.
+    async fn flush_tls_answer(&mut self, pool: &BufferPool) -> io::Result<()> {
+        if !self.tls.as_ref().is_some_and(|t| t.wants_write()) {
+            return Ok(());
+        }
+        let wait = Duration::from_millis(TLS_ANSWER_WAIT_MS);
+        match monoio::time::timeout(wait, self.flush_tls(pool)).await {
+            Ok(result) => result,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the peer took no TLS records",
+            )),
+        }
     }
 
     /// Writes what rustls has queued (handshake, alerts, encrypted data).

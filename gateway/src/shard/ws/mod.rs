@@ -41,10 +41,11 @@ impl State {
             Ok(_) => return Ok(None),
             Err(e) => return Err(protocol_error(&e)),
         };
-        // A client holding a fragmented message open must finish it within the idle timeout:
-        // only data frames count as liveness then, so pings cannot pin its buffer forever.
-        let alive =
-            self.message.is_none() || matches!(h.opcode, OP_TEXT | OP_BINARY | OP_CONTINUATION);
+        // A client holding a fragmented message open must finish it within the idle timeout,
+        // as a partial frame over TCP: nothing counts as liveness until the message is whole
+        // (then it is a frame), so neither pings nor more fragments (empty ones cost nothing)
+        // can pin its buffer forever.
+        let alive = self.message.is_none();
         let payload = h.header_bytes..h.frame_bytes();
         codec::unmask(&mut buf[payload.clone()], h.mask);
         let input = match h.opcode {
@@ -62,7 +63,7 @@ impl State {
                     Input::Frame(self.decode_message(h.opcode, &buf[payload])?)
                 } else {
                     self.message = Some((h.opcode, BytesMut::from(&buf[payload])));
-                    Input::Progress { alive }
+                    Input::Progress { alive: false }
                 }
             }
             OP_CONTINUATION if self.message.is_some() => {
@@ -192,5 +193,62 @@ fn error_close_code(code: ErrorCode) -> u16 {
         ErrorCode::Unavailable => close_code::GOING_AWAY,
         ErrorCode::Internal => close_code::INTERNAL_ERROR,
         _ => close_code::POLICY_VIOLATION,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use codec::client_frame;
+
+    /// What `decode` makes of each frame in turn, as `Some(alive)` for progress and `None`
+    /// for a whole message.
+    fn liveness(frames: &[Vec<u8>]) -> Vec<Option<bool>> {
+        let mut state = State::default();
+        let mut buf = BytesMut::new();
+        for f in frames {
+            buf.extend_from_slice(f);
+        }
+        let mut out = Vec::new();
+        while let Some(input) = state.decode(&mut buf, 65_536).unwrap() {
+            out.push(match input {
+                Input::Progress { alive } => Some(alive),
+                Input::Frame(_) => None,
+                Input::PeerClosed(_) => panic!("no close was sent"),
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn an_open_fragmented_message_is_no_sign_of_life_until_it_is_whole() {
+        let frame = Frame {
+            request_id: 7,
+            body: Some(ringchat_proto::Body::Ping(ringchat_proto::v1::Ping {
+                client_time_ms: 7,
+            })),
+        }
+        .encode_to_vec();
+        let (head, tail) = frame.split_at(frame.len() / 2);
+        assert_eq!(
+            liveness(&[
+                client_frame(true, OP_PING, b"p"),
+                client_frame(false, OP_BINARY, head),
+                client_frame(true, OP_PING, b"p"),
+                client_frame(false, OP_CONTINUATION, b""),
+                client_frame(false, OP_CONTINUATION, b""),
+                client_frame(true, OP_CONTINUATION, tail),
+                client_frame(true, OP_PONG, b""),
+            ]),
+            [
+                Some(true),
+                Some(false),
+                Some(false),
+                Some(false),
+                Some(false),
+                None,
+                Some(true)
+            ]
+        );
     }
 }
