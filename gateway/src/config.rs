@@ -95,6 +95,9 @@ pub struct GatewayConfig {
     pub idle_timeout_ms: u64,
     /// Frames queued for one connection; past it the connection is kicked as a slow consumer.
     pub outbound_frames_max: usize,
+    /// Bytes of the frames queued for one connection (a reply can be a sync page of several
+    /// MiB); past it the connection is kicked as a slow consumer. One frame is always taken.
+    pub outbound_bytes_max: u32,
     pub conns_per_shard_max: usize,
     /// Logins (and registrations, account requests before login) one shard has waiting for
     /// the backend at once; past it a Login is answered `SERVER_FULL` with a `retry_after_ms`
@@ -129,6 +132,14 @@ pub const LOGINS_IN_FLIGHT_PER_SHARD_DEFAULT: usize = 1024;
 /// then takes 4.2 s instead of 0.9 and the established pairs' p99 during it falls from 96 to
 /// 32 ms (docs/BENCHMARKS.md, "Login pacing"). A shard is a core, so the pace grows with them.
 pub const LOGINS_PER_SECOND_PER_SHARD_DEFAULT: u32 = 1200;
+
+/// Default `gateway.outbound_bytes_max`: room for several of the largest replies (a sync page
+/// of `sync_page_max` messages of `message_bytes_max`, ~6.5 MiB by default) behind each other.
+/// Bounds: below 1 MiB a burst of pushes would kick a client that reads; above 1 GiB one
+/// connection could take the box.
+pub const OUTBOUND_BYTES_MAX_DEFAULT: u32 = 32 * 1024 * 1024;
+const OUTBOUND_BYTES_MIN: u32 = 1024 * 1024;
+const OUTBOUND_BYTES_MAX: u32 = 1024 * 1024 * 1024;
 
 /// `gateway.files.pipe_bytes` bounds: a pipe smaller than a read buffer only adds round trips;
 /// a bigger one than this is memory per connection for no gain.
@@ -202,6 +213,7 @@ impl Default for GatewayConfig {
             heartbeat_interval_ms: 30_000,
             idle_timeout_ms: 60_000,
             outbound_frames_max: 4096,
+            outbound_bytes_max: OUTBOUND_BYTES_MAX_DEFAULT,
             conns_per_shard_max: 500_000,
             logins_in_flight_per_shard_max: LOGINS_IN_FLIGHT_PER_SHARD_DEFAULT,
             login_retry_after_ms: 1_000,
@@ -366,6 +378,14 @@ impl Config {
 }
 
 impl GatewayConfig {
+    /// How far one connection may fall behind (`crate::shard::OutboundLimits`).
+    pub(crate) fn outbound_limits(&self) -> crate::shard::OutboundLimits {
+        crate::shard::OutboundLimits {
+            frames_max: self.outbound_frames_max,
+            bytes_max: self.outbound_bytes_max,
+        }
+    }
+
     /// The listeners to open: the TLS ones only when `[gateway.tls]` is set.
     pub fn listen_addrs(&self) -> Result<ListenAddrs, Vec<String>> {
         let mut problems = Vec::new();
@@ -428,6 +448,11 @@ impl GatewayConfig {
                 }
             }
             Cores::Named(_) => {}
+        }
+        if !(OUTBOUND_BYTES_MIN..=OUTBOUND_BYTES_MAX).contains(&self.outbound_bytes_max) {
+            out.push(format!(
+                "gateway.outbound_bytes_max: must be between {OUTBOUND_BYTES_MIN} and {OUTBOUND_BYTES_MAX}"
+            ));
         }
         let mut positive = |v: u64, key: &str| {
             if v == 0 {

@@ -138,9 +138,22 @@ async fn ten_devices_sending_into_one_conversation_share_one_gap_free_seq() {
 
 #[tokio::test]
 async fn a_slow_consumer_is_kicked_then_resyncs_everything() {
+    slow_consumer_kicked_then_resyncs(&[("GATEWAY__OUTBOUND_FRAMES_MAX", "64")]).await;
+}
+
+/// The bytes waiting bound a connection too: 600 frames are far below the default 4,096, but
+/// their 9.6 MB are past 1 MiB.
+#[tokio::test]
+async fn a_slow_consumer_is_kicked_by_the_bytes_waiting_then_resyncs_everything() {
+    slow_consumer_kicked_then_resyncs(&[("GATEWAY__OUTBOUND_BYTES_MAX", "1048576")]).await;
+}
+
+/// A recipient that reads nothing while 600 messages of 16 KiB come its way is kicked as a slow
+/// consumer (under `settings`), and gets every message by Sync after it reconnects.
+async fn slow_consumer_kicked_then_resyncs(settings: &[(&str, &str)]) {
     const COUNT: usize = 600;
     const SIZE: usize = 16 * 1024;
-    let server = TestServer::start(&[("GATEWAY__OUTBOUND_FRAMES_MAX", "64")]);
+    let server = TestServer::start(settings);
     let (mut s, sender) = server.user("sender").await;
     let recipient = server.user("recipient").await.1;
     // The recipient logs in with a tiny receive window and then reads nothing.

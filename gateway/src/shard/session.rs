@@ -323,7 +323,7 @@ impl Session {
             self.shard.stats.error(ErrorCode::RateLimited);
             self.shared.enqueue(
                 ringchat_proto::encode_to_bytes(&frame),
-                self.shard.gateway.outbound_frames_max,
+                self.shard.gateway.outbound_limits(),
             );
             return false;
         }
@@ -397,7 +397,7 @@ impl Session {
         };
         self.shared.enqueue(
             ringchat_proto::encode_to_bytes(&frame),
-            self.shard.gateway.outbound_frames_max,
+            self.shard.gateway.outbound_limits(),
         );
     }
 
