@@ -87,6 +87,43 @@ fn sessions_need_a_login_a_csrf_token_for_changes_and_the_right_role() {
     assert_eq!((r.0, code(&r)), (401, "unauthenticated"));
 }
 
+/// A leaked operator password is dealt with by replacing it: every session begun with the old
+/// one ends at its next request (also when the name is removed and added again), and the new
+/// password logs in.
+#[test]
+fn replacing_an_operators_password_ends_their_sessions() {
+    let server = TestServer::start(&[]);
+    let stolen = server.operator("root", "admin");
+    let readded = server.operator("ops", "admin");
+    assert_eq!(stolen.get("/api/audit").0, 200);
+    let out = server.admin_cli(
+        &["add-user", "root", "--role", "admin", "--replace"],
+        "new password 2\n",
+    );
+    assert!(out.status.success(), "{out:?}");
+    let r = stolen.get("/api/audit");
+    assert_eq!((r.0, code(&r)), (401, "unauthenticated"), "{}", r.1);
+    assert_eq!(stolen.get("/api/audit").0, 401, "the session is gone");
+
+    let out = server.admin_cli(&["remove-user", "ops"], "");
+    assert!(out.status.success(), "{out:?}");
+    let again = server.admin_cli(
+        &["add-user", "ops", "--role", "admin"],
+        &format!("{OPERATOR_PASSWORD}\n"),
+    );
+    assert!(again.status.success(), "{again:?}");
+    let r = readded.get("/api/audit");
+    assert_eq!(
+        (r.0, code(&r)),
+        (401, "unauthenticated"),
+        "same password, new operator"
+    );
+
+    let mut fresh = AdminClient::new(&server);
+    assert_eq!(fresh.login("root", "new password 2").0, 200);
+    assert_eq!(fresh.get("/api/audit").0, 200);
+}
+
 #[test]
 fn a_session_expires() {
     let server = TestServer::start(&[("ADMIN__SESSION_TTL_S", "1")]);

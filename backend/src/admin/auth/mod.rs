@@ -151,6 +151,13 @@ impl Auth {
         let user = credentials
             .user(&session.operator)
             .ok_or_else(|| ApiError::unauthenticated("the operator no longer exists"))?;
+        // A replaced password (a leak being dealt with) ends every session begun with the old.
+        if sessions::credential_of(&user.password_hash) != session.credential {
+            self.sessions.end(id);
+            return Err(ApiError::unauthenticated(
+                "the operator's password was replaced since this session began: log in again",
+            ));
+        }
         if !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
             let sent = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
             if sent != Some(session.csrf_token.as_str()) {

@@ -109,7 +109,7 @@ async fn login(
     let user = credentials.user(&body.username).expect("verified above");
     let (id, session) = auth
         .sessions
-        .start(&user.name, now)
+        .start(&user.name, &user.password_hash, now)
         .map_err(|e| ApiError::internal("starting a session", e))?;
     audit
         .record_admin(

@@ -13,6 +13,9 @@ use super::credentials::hex;
 #[derive(Debug, Clone)]
 pub struct Session {
     pub operator: String,
+    /// SHA-256 of the operator's password hash at login: a session ends when the password is
+    /// replaced, or the operator removed and added again under the same name.
+    pub credential: [u8; 32],
     pub csrf_token: String,
     pub expires: Instant,
 }
@@ -29,8 +32,13 @@ fn random_hex() -> std::io::Result<String> {
     Ok(hex(&raw))
 }
 
-fn hash(id: &str) -> [u8; 32] {
-    Sha256::digest(id.as_bytes()).into()
+fn hash(text: &str) -> [u8; 32] {
+    Sha256::digest(text.as_bytes()).into()
+}
+
+/// What a session keeps of an operator's password hash, to compare with the current one.
+pub fn credential_of(password_hash: &str) -> [u8; 32] {
+    hash(password_hash)
 }
 
 impl Sessions {
@@ -46,11 +54,18 @@ impl Sessions {
         self.ttl
     }
 
-    /// Starts a session: its cookie id and the session.
-    pub fn start(&self, operator: &str, now: Instant) -> std::io::Result<(String, Session)> {
+    /// Starts a session for `operator`, whose stored password hash is `password_hash`: its
+    /// cookie id and the session.
+    pub fn start(
+        &self,
+        operator: &str,
+        password_hash: &str,
+        now: Instant,
+    ) -> std::io::Result<(String, Session)> {
         let id = random_hex()?;
         let session = Session {
             operator: operator.to_owned(),
+            credential: hash(password_hash),
             csrf_token: random_hex()?,
             expires: now + self.ttl,
         };
@@ -97,12 +112,16 @@ mod tests {
     fn sessions_expire_end_and_stay_bounded() {
         let t0 = Instant::now();
         let s = Sessions::new(Duration::from_secs(10), 2);
-        let (a, sa) = s.start("alice", t0).unwrap();
+        let (a, sa) = s.start("alice", "hash", t0).unwrap();
         assert_eq!(s.get(&a, t0).unwrap().csrf_token, sa.csrf_token);
         assert!(s.get(&a, t0 + Duration::from_secs(11)).is_none(), "expired");
-        let (b, _) = s.start("bob", t0).unwrap();
-        let (c, _) = s.start("carol", t0 + Duration::from_secs(1)).unwrap();
-        let (d, _) = s.start("dave", t0 + Duration::from_secs(2)).unwrap();
+        let (b, _) = s.start("bob", "hash", t0).unwrap();
+        let (c, _) = s
+            .start("carol", "hash", t0 + Duration::from_secs(1))
+            .unwrap();
+        let (d, _) = s
+            .start("dave", "hash", t0 + Duration::from_secs(2))
+            .unwrap();
         assert!(
             s.get(&b, t0).is_none(),
             "the one expiring soonest made room"
