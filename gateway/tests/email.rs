@@ -204,6 +204,24 @@ async fn a_password_reset_by_code_signs_out_every_device_and_tells_strangers_not
     assert_eq!(new.unwrap().user_id, phone_ok.user_id);
 }
 
+/// A reset code goes to the address stored on the account, never to the address as typed:
+/// "\u{212A}ate@…" (a Kelvin sign) folds to kate@…'s key, but names another mailbox.
+#[tokio::test]
+async fn a_reset_code_goes_to_the_stored_address_not_the_typed_one() {
+    let mut sink = SmtpSink::start();
+    let server = server_with(&sink, &[]);
+    let mut c = hello(&server).await;
+    assert!(matches!(
+        register(&mut c, "kate", "kate@example.com", "").await,
+        Body::RegisterOk(_)
+    ));
+    let sent = request_code(&mut c, "\u{212A}ate@example.com", RESET).await;
+    assert!(matches!(sent, Body::EmailCodeSent(_)), "{sent:?}");
+    let code = sink.next_mail_to("kate@example.com").code();
+    let ok = reset(&mut c, "kate@example.com", &code, "a new password").await;
+    assert!(matches!(ok, Body::ResetPasswordOk(_)), "{ok:?}");
+}
+
 #[tokio::test]
 async fn codes_expire() {
     let mut sink = SmtpSink::start();
@@ -266,7 +284,7 @@ async fn wrong_codes_use_up_the_tries_and_void_the_code() {
 
 #[tokio::test]
 async fn code_requests_are_rate_limited_per_address_and_per_client_address() {
-    let sink = SmtpSink::start();
+    let mut sink = SmtpSink::start();
     let server = server_with(
         &sink,
         &[
@@ -316,6 +334,31 @@ async fn code_requests_are_rate_limited_per_address_and_per_client_address() {
     assert_eq!(error_code(&per_ip), ErrorCode::RateLimited);
     // Still answered on the same connection: a limit is an error, never a disconnect.
     c.ping().await.unwrap();
+    drop(server);
+
+    // "Taken" answers are counted too: they cannot test addresses past the budget.
+    let server = server_with(
+        &sink,
+        &[
+            ("EMAIL__VERIFICATION", "optional"),
+            ("EMAIL__CODE_RESEND_INTERVAL_S", "0"),
+            ("EMAIL__CODES_PER_IP_MAX", "3"),
+        ],
+    );
+    let mut c = hello(&server).await;
+    let sent = request_code(&mut c, "taken@example.com", REGISTER).await;
+    assert!(matches!(sent, Body::EmailCodeSent(_)), "{sent:?}");
+    let code = sink.next_mail_to("taken@example.com").code();
+    assert!(matches!(
+        register(&mut c, "taken", "taken@example.com", &code).await,
+        Body::RegisterOk(_)
+    ));
+    for _ in 0..2 {
+        let taken = request_code(&mut c, "taken@example.com", REGISTER).await;
+        assert_eq!(error_code(&taken), ErrorCode::EmailTaken);
+    }
+    let spent = request_code(&mut c, "taken@example.com", REGISTER).await;
+    assert_eq!(error_code(&spent), ErrorCode::RateLimited);
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! The registration policy (`accounts.registration`): closed (only operators create users, by
 //! the admin API or by `ringchat admin add-chat-user` while the server is stopped) and invite
-//! (Register needs a code an operator issued: single- or N-use, expiring, revocable).
+//! (Register needs a code an operator issued: single- or N-use, expiring, revocable); and the
+//! bound on registrations from one client address.
 
 mod common;
 
@@ -99,6 +100,23 @@ async fn closed_registration_refuses_register_and_operators_create_users_who_can
     assert_eq!(r.0 / 100, 4, "no body: {}", r.1);
     let r = viewer.post("/api/users", json!({"username": "carol"}));
     assert_eq!((r.0, code(&r)), (403, "forbidden"));
+}
+
+/// One client address registers at most `accounts.registrations_per_ip_per_hour` times; a
+/// taken name counts too (else the answers would test names without limit). Logins go on.
+#[tokio::test]
+async fn registrations_from_one_address_are_bounded() {
+    let server = TestServer::start(&[("ACCOUNTS__REGISTRATIONS_PER_IP_PER_HOUR", "2")]);
+    assert!(registered(&register(&server, "first", "").await));
+    let taken = register(&server, "first", "").await;
+    assert_eq!(error_code(&taken), ErrorCode::UsernameTaken);
+    let Body::Error(limited) = register(&server, "second", "").await else {
+        panic!("a third registration from one address is refused")
+    };
+    assert_eq!(limited.code, ErrorCode::RateLimited as i32);
+    assert!(limited.retry_after_ms > 0);
+    let again = login(&server, "first", PASSWORD).await;
+    assert!(matches!(again, Body::LoginOk(_)), "{again:?}");
 }
 
 #[tokio::test]

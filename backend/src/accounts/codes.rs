@@ -93,6 +93,15 @@ impl EmailCodes {
 
     /// Makes a new code for (purpose, address), replacing a pending one, within the limits:
     /// the resend interval, then codes per address and per client address in the window.
+    /// Counts a request from `peer` against its hourly budget: every code request is counted,
+    /// also one answered without a code (an address already taken), so that the answers cannot
+    /// be used to test addresses without limit.
+    pub fn charge_client(&self, peer: IpAddr, now_ms: u64) -> Result<(), Refusal> {
+        self.per_ip
+            .take(super::limiter::client_key(peer), now_ms)
+            .map_err(|wait| rate_limited("too many codes requested from this address", wait))
+    }
+
     pub fn issue(
         &self,
         purpose: EmailCodePurpose,
@@ -113,9 +122,7 @@ impl EmailCodes {
                 }
             }
         }
-        self.per_ip
-            .take(peer, now_ms)
-            .map_err(|wait| rate_limited("too many codes requested from this address", wait))?;
+        self.charge_client(peer, now_ms)?;
         self.per_address
             .take(email_key.to_owned(), now_ms)
             .map_err(|wait| rate_limited("too many codes sent to this e-mail address", wait))?;

@@ -1,9 +1,10 @@
 //! "At most N per window per key", for requests a stranger can make (e-mail codes per address
-//! and per client address). Fixed windows per key; the table is bounded, and when it is full of
+//! and per client address, registrations per client address). Fixed windows per key; the table is bounded, and when it is full of
 //! live keys a new key is refused (failing closed) rather than letting the table grow.
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
 
 #[derive(Debug, Clone, Copy)]
@@ -64,9 +65,34 @@ impl<K: Hash + Eq> WindowLimiter<K> {
     }
 }
 
+/// The key a client address is counted under: an IPv4 address as it is, an IPv6 address by its
+/// /64 (one subscriber's usual share: counted apart, each of its addresses would be a fresh
+/// budget), an IPv4-mapped IPv6 address as the IPv4 one.
+pub(crate) fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX))),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_client_is_its_ipv4_address_or_its_ipv6_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(client_key(a), client_key(b));
+        assert_ne!(client_key(a), client_key(other));
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        assert_eq!(client_key(v4), v4);
+        assert_eq!(client_key("::ffff:192.0.2.7".parse().unwrap()), v4);
+    }
 
     #[test]
     fn counts_per_key_within_a_window_then_starts_over() {

@@ -129,7 +129,12 @@ pub struct Accounts {
     pub(crate) audit: Arc<crate::audit::Audit>,
     /// Invites each user issued in the current day (`user_invites.rs`).
     user_invites: user_invites::UserInviteLimiter,
+    /// `accounts.registrations_per_ip_per_hour`; `None` when 0 (not limited).
+    registrations_per_ip: Option<limiter::WindowLimiter<std::net::IpAddr>>,
 }
+
+/// Client addresses the registration limiter keeps at once (it fails closed past them).
+const REGISTRATION_CLIENTS_MAX: usize = 100_000;
 
 /// Runs store calls on a blocking thread.
 async fn blocking<T: Send + 'static>(
@@ -152,6 +157,13 @@ impl Accounts {
         let dummy_hash = password::hash_password(&accounts, "ringchat-dummy-password")
             .expect("validated argon2 parameters");
         Ok(Self {
+            registrations_per_ip: (accounts.registrations_per_ip_per_hour > 0).then(|| {
+                limiter::WindowLimiter::new(
+                    accounts.registrations_per_ip_per_hour,
+                    3_600_000,
+                    REGISTRATION_CLIENTS_MAX,
+                )
+            }),
             user_invites: user_invites::new_limiter(&accounts),
             audit,
             hashing: Semaphore::new(accounts.hash_concurrency),
@@ -182,6 +194,17 @@ impl Accounts {
             &req.password,
             &req.email,
         )?;
+        // Before anything is looked up: the answers (a name or address taken, a code wrong)
+        // are counted too.
+        if let Some(limiter) = &self.registrations_per_ip {
+            limiter
+                .take(limiter::client_key(peer), now_ms())
+                .map_err(|wait| Refusal {
+                    code: ErrorCode::RateLimited,
+                    message: "too many registrations from this address, retry later".into(),
+                    retry_after_ms: wait,
+                })?;
+        }
         let invite = self.admit(&req.invite_code).await?;
         let result = self.register_admitted(req).await;
         match &result {

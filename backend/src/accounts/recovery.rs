@@ -52,8 +52,16 @@ impl Accounts {
         }
         let store = Arc::clone(&self.store);
         let email = req.email.clone();
-        let owner = blocking(move || store.user_id_by_email(&email)).await?;
+        // The owner's stored address: a reset code goes there, never to the address as typed
+        // (another string can fold to the same key, "K" and the Kelvin sign alike, and name
+        // someone else's mailbox or domain).
+        let owner = blocking(move || match store.user_id_by_email(&email)? {
+            Some(id) => Ok(store.user_by_id(id)?.map(|u| u.email)),
+            None => Ok(None),
+        })
+        .await?;
         if purpose == EmailCodePurpose::Register && owner.is_some() {
+            self.codes.charge_client(peer, now_ms())?;
             return Err(email_taken());
         }
         // Taken before the code, whether or not a mail will be sent: a full mailer refuses
@@ -76,7 +84,7 @@ impl Accounts {
         );
         if mail_it {
             let mail = CodeMail {
-                to: &req.email,
+                to: owner.as_deref().unwrap_or(&req.email),
                 code: &issued.code,
                 minutes: self.email.code_ttl_s.div_ceil(60),
             };

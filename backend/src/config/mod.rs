@@ -80,6 +80,10 @@ pub struct AccountsConfig {
     pub user_invite_ttl_s: u64,
     /// Invites in one page of a user's `ListInvites`, at most.
     pub user_invites_page_max: u32,
+    /// Registrations from one client address (an IPv4 address, an IPv6 /64) in any hour, at
+    /// most; further ones are answered `RATE_LIMITED`. 0: not limited (a load generator signs
+    /// up thousands of users from one address).
+    pub registrations_per_ip_per_hour: u32,
 }
 
 /// `accounts.registration`.
@@ -108,6 +112,7 @@ impl Default for AccountsConfig {
             user_invite_uses_max: 5,
             user_invite_ttl_s: 7 * 24 * 3600,
             user_invites_page_max: 50,
+            registrations_per_ip_per_hour: 1_000,
         }
     }
 }
