@@ -194,8 +194,17 @@ impl Accounts {
             &req.password,
             &req.email,
         )?;
-        // Before anything is looked up: the answers (a name or address taken, a code wrong)
-        // are counted too.
+        // A taken name is answered first and not counted: names are public (search finds
+        // them), and clients that register before each login (load generators) would use up
+        // the budget. Everything else counts, a taken e-mail address or a wrong code too.
+        let store = Arc::clone(&self.store);
+        let name = req.username.clone();
+        if blocking(move || store.user_id_by_name(&name))
+            .await?
+            .is_some()
+        {
+            return Err(Refusal::new(ErrorCode::UsernameTaken, "username is taken"));
+        }
         if let Some(limiter) = &self.registrations_per_ip {
             limiter
                 .take(limiter::client_key(peer), now_ms())
