@@ -119,6 +119,10 @@ impl Backend {
             }
         };
         let others: smallvec::SmallVec<[UserId; 2]> = members.others(user).collect();
+        // Nobody to tell (no session here, no other node): no read for nothing.
+        if self.link.is_none() && self.sessions_of(&others, None).is_empty() {
+            return;
+        }
         // A block either way stops typing as it stops messages, and as silently (a block is
         // not revealed). The check is a read: on the read pool, behind its gate; when the gate
         // is full the typing is dropped (best effort, a client repeats it).

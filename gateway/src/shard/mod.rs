@@ -269,7 +269,7 @@ impl Outbound {
     /// Queues `frame` unless the queue is past a limit. A frame is always taken into an empty
     /// queue, whatever its size: one reply never makes a slow consumer.
     fn push(&self, frame: Bytes, limits: OutboundLimits) -> bool {
-        let len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
+        let len = frame_bytes(&frame);
         let bytes = self.bytes.get();
         let taken = self.with(|queue| {
             let full = queue.len() >= limits.frames_max
@@ -288,27 +288,26 @@ impl Outbound {
     /// Queues `frame` past every limit: the connection's last frame (`Kicked`).
     pub fn push_last(&self, frame: Bytes) {
         self.bytes
-            .set(self.bytes.get().saturating_add(frame.len() as u32));
+            .set(self.bytes.get().saturating_add(frame_bytes(&frame)));
         self.with(|queue| queue.push_back(frame));
     }
 
     /// Takes frames from the front while `take` accepts them.
     pub fn pop_while(&self, mut take: impl FnMut(&Bytes) -> bool) {
-        let mut popped = 0usize;
+        let mut popped = 0u32;
         self.with(|queue| {
             while let Some(frame) = queue.front() {
                 if !take(frame) {
                     break;
                 }
-                popped += frame.len();
+                popped = popped.saturating_add(frame_bytes(frame));
                 queue.pop_front();
             }
             if queue.is_empty() && queue.capacity() > 1024 {
                 queue.shrink_to(64);
             }
         });
-        self.bytes
-            .set(self.bytes.get().saturating_sub(popped as u32));
+        self.bytes.set(self.bytes.get().saturating_sub(popped));
     }
 
     /// Drops every waiting frame.
@@ -316,6 +315,12 @@ impl Outbound {
         self.with(|queue| queue.clear());
         self.bytes.set(0);
     }
+}
+
+/// A frame's size as the queue counts it (frames are far below 4 GiB; one that was not would
+/// count as 4 GiB, never wrap).
+fn frame_bytes(frame: &Bytes) -> u32 {
+    u32::try_from(frame.len()).unwrap_or(u32::MAX)
 }
 
 impl HasConnId for ConnShared {
