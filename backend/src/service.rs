@@ -128,14 +128,6 @@ impl Backend {
         })?;
         let audit = Arc::new(crate::audit::Audit::new(Arc::clone(&ports.audit)));
         let live = Arc::new(crate::live::LiveSettings::new(settings.clone()));
-        let accounts = Accounts::new(
-            Arc::clone(&ports.accounts),
-            Arc::clone(&ports.account_admin),
-            &settings,
-            Arc::clone(&live),
-            Arc::clone(&audit),
-        )
-        .map_err(BackendError::Email)?;
         let replace_on = settings
             .login
             .policy
@@ -144,6 +136,15 @@ impl Backend {
             .filter_map(|(name, _)| platform_by_name(name))
             .collect();
         let sessions = SharedSessions::new(Sessions::new(settings.login.devices_max, replace_on));
+        let accounts = Accounts::new(
+            Arc::clone(&ports.accounts),
+            Arc::clone(&ports.account_admin),
+            &settings,
+            Arc::clone(&live),
+            Arc::clone(&audit),
+            sessions.clone(),
+        )
+        .map_err(BackendError::Email)?;
         let mut writer = Writer::new(
             &ports,
             settings.limits.recall_window_s.saturating_mul(1000),

@@ -25,13 +25,14 @@ use crate::time::now_ms;
 pub(crate) const TOKENS_SCAN_MAX: usize = 2048 + 64;
 
 /// The tokens to revoke when `new` is issued: the same device's older ones (not `keep`),
-/// expired ones, and past `tokens_max` the devices seen longest ago.
+/// expired ones, and past `tokens_max` the devices seen longest ago (`seen_ms` says when).
 pub(crate) fn tokens_to_revoke(
     held: &[(TokenHash, TokenRecord)],
     new: &TokenRecord,
     keep: Option<TokenHash>,
     tokens_max: usize,
     now_ms: u64,
+    seen_ms: impl Fn(&TokenHash, &TokenRecord) -> u64,
 ) -> Vec<TokenHash> {
     let mut revoke = Vec::new();
     let mut others = Vec::new();
@@ -43,7 +44,7 @@ pub(crate) fn tokens_to_revoke(
         if same_device || t.expires_at_ms <= now_ms {
             revoke.push(*hash);
         } else {
-            others.push((*hash, t.last_seen_ms.max(t.issued_at_ms)));
+            others.push((*hash, seen_ms(hash, t)));
         }
     }
     let excess = (others.len() + 1).saturating_sub(tokens_max);
@@ -283,12 +284,14 @@ impl Backend {
                 .into_iter()
                 .map(|(hash, t)| {
                     let is_online = online.iter().any(|s| *s.device_id == *t.device_id);
-                    let stored = t.last_seen_ms.max(t.issued_at_ms);
-                    let pending = self.accounts.seen.pending(&hash).unwrap_or(0);
                     v1::Device {
                         online: is_online,
                         current: current.as_deref() == Some(t.device_id.as_str()),
-                        last_seen_ms: if is_online { now } else { stored.max(pending) },
+                        last_seen_ms: if is_online {
+                            now
+                        } else {
+                            self.accounts.seen.last_seen_ms(&hash, &t)
+                        },
                         platform: t.platform,
                         token_issued_at_ms: t.issued_at_ms,
                         token_expires_at_ms: t.expires_at_ms,
@@ -380,20 +383,31 @@ mod tests {
             ([5; 32], t("", 70, 1000)),
         ];
         let new = t("phone", 100, 2000);
-        let mut r = tokens_to_revoke(&held, &new, None, 10, 100);
+        let stored = |_: &TokenHash, t: &TokenRecord| t.last_seen_ms.max(t.issued_at_ms);
+        let mut r = tokens_to_revoke(&held, &new, None, 10, 100, stored);
         r.sort();
         assert_eq!(r, vec![[1; 32], [4; 32]], "same device and expired");
-        let mut r = tokens_to_revoke(&held, &new, None, 3, 100);
+        let mut r = tokens_to_revoke(&held, &new, None, 3, 100, stored);
         r.sort();
         assert_eq!(
             r,
             vec![[1; 32], [2; 32], [4; 32]],
             "laptop was seen longest ago"
         );
-        let r = tokens_to_revoke(&held, &new, Some([1; 32]), 10, 100);
+        let laptop_online = |h: &TokenHash, t: &TokenRecord| {
+            if *h == [2; 32] { 100 } else { stored(h, t) }
+        };
+        let mut r = tokens_to_revoke(&held, &new, None, 3, 100, laptop_online);
+        r.sort();
+        assert_eq!(
+            r,
+            vec![[1; 32], [3; 32], [4; 32]],
+            "an online laptop is seen now: the tablet goes"
+        );
+        let r = tokens_to_revoke(&held, &new, Some([1; 32]), 10, 100, stored);
         assert_eq!(r, vec![[4; 32]], "a refreshed token is kept");
         let blank = t("", 100, 2000);
-        let r = tokens_to_revoke(&held, &blank, None, 10, 100);
+        let r = tokens_to_revoke(&held, &blank, None, 10, 100, stored);
         assert_eq!(r, vec![[4; 32]], "an empty device id names no device");
     }
 }

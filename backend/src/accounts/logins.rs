@@ -310,9 +310,20 @@ impl Accounts {
         let expires_at_ms = record.expires_at_ms;
         let store = Arc::clone(&self.store);
         let tokens_max = self.login.device_tokens_max;
+        let online: Vec<TokenHash> = (self.sessions.read().of_user(device.user_id).iter())
+            .map(|s| s.token_hash)
+            .collect();
+        let seen = Arc::clone(&self.seen);
+        let seen_ms = move |hash: &TokenHash, t: &TokenRecord| {
+            if online.contains(hash) {
+                now
+            } else {
+                seen.last_seen_ms(hash, t)
+            }
+        };
         blocking(move || {
             let held = store.tokens_of_user(record.user_id, devices::TOKENS_SCAN_MAX)?;
-            let revoke = devices::tokens_to_revoke(&held, &record, keep, tokens_max, now);
+            let revoke = devices::tokens_to_revoke(&held, &record, keep, tokens_max, now, seen_ms);
             store.replace_tokens(record.user_id, &revoke, Some((&hash, &record)))
         })
         .await?;

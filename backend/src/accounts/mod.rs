@@ -124,7 +124,9 @@ pub struct Accounts {
     dummy_hash: String,
     codes: codes::EmailCodes,
     mailer: email::Mailer,
-    pub(crate) seen: SeenBuffer,
+    pub(crate) seen: Arc<SeenBuffer>,
+    /// Who is online: a device online now was seen now, whatever its token says.
+    sessions: crate::sessions::SharedSessions,
     /// Users' security events go to the audit log.
     pub(crate) audit: Arc<crate::audit::Audit>,
     /// Invites each user issued in the current day (`user_invites.rs`).
@@ -152,6 +154,7 @@ impl Accounts {
         settings: &Settings,
         live: Arc<crate::live::LiveSettings>,
         audit: Arc<crate::audit::Audit>,
+        sessions: crate::sessions::SharedSessions,
     ) -> Result<Self, String> {
         let accounts = settings.accounts.clone();
         let dummy_hash = password::hash_password(&accounts, "ringchat-dummy-password")
@@ -172,7 +175,8 @@ impl Accounts {
             live,
             codes: codes::EmailCodes::new(&settings.email).map_err(|e| e.to_string())?,
             mailer: email::Mailer::new(&settings.email, &settings.server_name)?,
-            seen: SeenBuffer::default(),
+            seen: Arc::default(),
+            sessions,
             store,
             admin_store,
             accounts,

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::store::TokenHash;
+use crate::store::{TokenHash, TokenRecord};
 
 /// Devices whose time waits for the next write, at most; past it a time is dropped (the device
 /// shows an older last-seen time), never the login.
@@ -36,6 +36,14 @@ impl SeenBuffer {
             .unwrap_or_else(|p| p.into_inner())
             .get(token)
             .copied()
+    }
+
+    /// When a device that is not online now was last seen: its stored time, or one waiting
+    /// for the next write. The one rule for ListDevices, the admin view and which device a
+    /// new login pushes out.
+    pub fn last_seen_ms(&self, hash: &TokenHash, stored: &TokenRecord) -> u64 {
+        let stored_ms = stored.last_seen_ms.max(stored.issued_at_ms);
+        stored_ms.max(self.pending(hash).unwrap_or(0))
     }
 
     pub fn take(&self) -> Vec<(TokenHash, u64)> {

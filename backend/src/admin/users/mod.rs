@@ -249,12 +249,10 @@ pub(super) async fn user_detail(admin: &Arc<Admin>, id: UserId) -> ApiResult<Use
                     .map(|s| s.conn.shard)
                     .collect();
                 shards.dedup();
-                let stored = t.last_seen_ms.max(t.issued_at_ms);
-                let pending = backend.accounts.seen.pending(&hash).unwrap_or(0);
                 DeviceView {
                     online: !shards.is_empty(),
                     last_seen_ms: if shards.is_empty() {
-                        stored.max(pending)
+                        backend.accounts.seen.last_seen_ms(&hash, &t)
                     } else {
                         now
                     },
