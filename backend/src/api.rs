@@ -25,8 +25,17 @@ pub use request::{
 pub type UserId = u64;
 /// Index of a gateway shard.
 pub type ShardId = u16;
-/// A connection's id, unique within its shard for the process lifetime (never reused).
+/// A connection's id on its shard; a closed connection's id comes back only after 2^24 more
+/// connections on the shard.
 pub type ConnId = u64;
+
+/// A `ConnId` is a shard's slot in its low `CONN_SLOT_BITS` and a serial number above them, in
+/// `CONN_ID_BITS` in all, so that a link can name a connection of another node with its shard
+/// in one `u64` (`cluster::link::wire`).
+pub const CONN_SLOT_BITS: u32 = 24;
+pub const CONN_ID_BITS: u32 = 48;
+/// Connections one shard can hold at most: `gateway.conns_per_shard_max` stays below it.
+pub const CONN_SLOTS_MAX: usize = 1 << CONN_SLOT_BITS;
 
 /// Names one connection anywhere in the process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -516,10 +516,7 @@ impl Backend {
             body,
             reply,
         } = login;
-        let presence = v1::PresenceState::try_from(body.presence)
-            .ok()
-            .and_then(DeviceState::from_wire)
-            .unwrap_or_default();
+        let presence = DeviceState::at_login(body.presence);
         let outcome = self.login(conn, peer, body).await;
         let session = outcome.session.clone();
         // Before the reply: the shard reports the connection closed only after it

@@ -454,6 +454,12 @@ impl GatewayConfig {
                 "gateway.outbound_bytes_max: must be between {OUTBOUND_BYTES_MIN} and {OUTBOUND_BYTES_MAX}"
             ));
         }
+        if self.conns_per_shard_max >= ringchat_backend::api::CONN_SLOTS_MAX {
+            out.push(format!(
+                "gateway.conns_per_shard_max: must be below {}",
+                ringchat_backend::api::CONN_SLOTS_MAX
+            ));
+        }
         let mut positive = |v: u64, key: &str| {
             if v == 0 {
                 out.push(format!("gateway.{key}: must be at least 1"));

@@ -202,6 +202,30 @@ async fn search_never_lists_users_who_are_not_searchable() {
         profiles(&mut reader, &[q.user_id]).await[0].username,
         "quiet"
     );
+
+    // What a viewer does alone shows a hidden user to nobody: a message, a request, a block
+    // (which used to show the profile to whoever blocked, and costs nothing to undo).
+    let (mut snoop, _) = server.user("snoop").await;
+    snoop
+        .send_text(q.user_id, "s1", "hi")
+        .await
+        .unwrap()
+        .unwrap();
+    friend_ok(
+        request(&mut snoop, q.user_id, "").await,
+        q.user_id,
+        State::RequestSent,
+    );
+    assert!(profiles(&mut snoop, &[q.user_id]).await.is_empty());
+    match block(&mut snoop, q.user_id).await {
+        Body::BlockOk(ok) => assert!(ok.blocked),
+        other => panic!("{other:?}"),
+    }
+    assert!(profiles(&mut snoop, &[q.user_id]).await.is_empty());
+    let blocks = list_blocks(&mut snoop, 0, 0).await;
+    let shown = blocks.users[0].profile.clone().unwrap();
+    assert_eq!(shown.user_id, q.user_id);
+    assert!(shown.username.is_empty(), "by id only: {shown:?}");
 }
 
 #[tokio::test]

@@ -297,8 +297,15 @@ async fn set_role_transfer_and_dissolve_are_the_owners() {
         );
         assert_eq!(code(ask(&mut p.c, dissolve(g)).await), ErrorCode::Forbidden);
     }
+    // A muted admin who becomes the owner is not muted any more: nobody could lift it.
+    ok(ask(&mut owner.c, mute(g, admin.id, u64::MAX)).await);
+    assert_eq!(
+        code(send(&mut admin.c, g, "m0", "x").await),
+        ErrorCode::Muted
+    );
     // The owner hands over and becomes an admin; the new owner dissolves.
     ok(ask(&mut owner.c, transfer(g, admin.id)).await);
+    ack(send(&mut admin.c, g, "m1", "x").await);
     assert_eq!(
         code(ask(&mut owner.c, dissolve(g)).await),
         ErrorCode::Forbidden

@@ -47,6 +47,11 @@ async fn a_user_is_shown_the_most_present_state_of_their_devices() {
     let mut web = device_with_presence(&server, "alice", "web", P::Invisible).await;
     assert_eq!(set_presence(&mut web, P::Invisible).await, P::Busy);
     assert_eq!(presence_so_far(&mut b).await, vec![]);
+    // Neither does one that logs in asking for OFFLINE: it is invisible, never shown online.
+    let mut hiding = device_with_presence(&server, "alice", "hiding", P::Offline).await;
+    assert_eq!(set_presence(&mut hiding, P::Invisible).await, P::Busy);
+    assert_eq!(presence_so_far(&mut b).await, vec![]);
+    drop(hiding);
 
     drop(desktop);
     expect_presence(&mut b, me, P::Away).await;

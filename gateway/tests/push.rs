@@ -353,3 +353,48 @@ async fn a_full_queue_drops_and_counts_while_sends_are_acked() {
         .unwrap();
     assert_eq!(synced.len(), 20, "every message stored");
 }
+
+#[tokio::test]
+async fn a_push_resolved_late_skips_members_who_joined_after_the_message() {
+    let addr = free_port();
+    let url = format!("http://{addr}/push");
+    let server = TestServer::start(&env(
+        &url,
+        &[
+            ("PUSH__BACKOFF_MS", "50"),
+            ("PUSH__BACKOFF_MS_MAX", "200"),
+            ("PUSH__RETRIES_MAX", "100"),
+        ],
+    ));
+    let (mut alice, a) = server.user("alice").await;
+    let (mut bob, b) = user_with_token(&server, "bob", "apns-bob").await;
+    befriend(&mut alice, a.user_id, &mut bob, b).await;
+    go_offline(&mut alice, bob, b).await;
+    // The receiver is down: Bob's direct message waits in retries, and what follows waits
+    // behind it, not resolved yet.
+    let direct = alice.send_text(b, "d1", "hi").await.unwrap().unwrap();
+    wait_metric(&server, "ringchat_push_retries_total", 1);
+    let g = create_id(&mut alice, &[], v1::JoinPolicy::Open).await;
+    let before = ack(ask(&mut alice, send_body(g, "g1", "before bob", &[], false)).await);
+    // Bob joins (the group hides its history from newcomers) and leaves for the night.
+    let (mut bob, _) = server.device("bob", "bob-dev1").await;
+    assert!(matches!(
+        ask(&mut bob, common::groups::join(g)).await,
+        Body::GroupOk(_)
+    ));
+    go_offline(&mut alice, bob, b).await;
+    let after = ack(ask(&mut alice, send_body(g, "g2", "after bob", &[], false)).await);
+    let sink = WebhookSink::start_on(addr);
+    sink.wait_for("bob's direct message", DEADLINE, |r| {
+        has_push(r, b, direct.seq)
+    });
+    sink.wait_for("the group message after he joined", DEADLINE, |r| {
+        has_push(r, b, after.seq)
+    });
+    assert!(
+        !pushes(&sink)
+            .iter()
+            .any(|p| p["user_id"] == b && p["conversation_id"] == g && p["seq"] == before.seq),
+        "no preview of a message from before Bob joined"
+    );
+}

@@ -46,6 +46,7 @@ impl Relations {
         let tell_other = |kind| Event {
             to: other,
             about: me,
+            about_took_part: true,
             kind,
             state: FriendState::None,
             message: String::new(),
@@ -84,6 +85,7 @@ impl Relations {
         plan.events.push(Event {
             to: me,
             about: other,
+            about_took_part: friends.is_some() || received.is_some(),
             kind: FriendEventKind::Blocked,
             state: FriendState::None,
             message: String::new(),
@@ -104,6 +106,7 @@ impl Relations {
         plan.events.push(Event {
             to: me,
             about: other,
+            about_took_part: false,
             kind: FriendEventKind::Unblocked,
             state: FriendState::None,
             message: String::new(),

@@ -4,7 +4,7 @@
 use ringchat_proto::v1::{self, FriendState, RequestDirection};
 
 use super::Contacts;
-use super::profiles::base_profile;
+use super::profiles::{bare_profile, base_profile, target_took_part};
 use crate::store::{Ports, RelationKind, RelationRecord, StoreError, UserId};
 
 impl Contacts {
@@ -39,10 +39,11 @@ impl Contacts {
                 self.config.searchable_default,
                 other,
             )?
-            .unwrap_or(v1::Profile {
-                user_id: other,
-                ..v1::Profile::default()
-            });
+            .unwrap_or_else(|| bare_profile(other));
+            // A block or a request the user made alone shows a hidden user by id only.
+            if !profile.searchable && !target_took_part(ports, user, other, state)? {
+                profile = bare_profile(other);
+            }
             profile.friend_state = state as i32;
             profile.blocked = kind == RelationKind::Block;
             out.push((profile, record));

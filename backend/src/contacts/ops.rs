@@ -8,7 +8,7 @@
 use ringchat_proto::Body;
 use ringchat_proto::v1::{self, ErrorCode, FriendEventKind, FriendState};
 
-use super::profiles::base_profile;
+use super::profiles::{bare_profile, base_profile};
 use super::sequencer::{Relations, not_allowed};
 use crate::accounts::Refusal;
 use crate::store::{ContactSummary, DmPolicy, RelationKey, RelationKind, RelationRecord, UserId};
@@ -72,6 +72,9 @@ pub(crate) struct ContactDone {
 pub(super) struct Event {
     pub to: UserId,
     pub about: UserId,
+    /// `about` acted toward `to` or had a relation with them, so `to` sees `about`'s profile
+    /// even when it is not searchable (otherwise: the id alone, `bare_profile`).
+    pub about_took_part: bool,
     pub kind: FriendEventKind,
     pub state: FriendState,
     pub message: String,
@@ -122,13 +125,18 @@ impl Plan {
         self.events.push(Event {
             to: other,
             about: me,
+            about_took_part: true,
             kind,
             state: theirs,
             message: message.to_owned(),
         });
+        // The other took part unless this user's own request is what the event is about.
+        let other_took_part =
+            !matches!(kind, FriendEventKind::Request | FriendEventKind::Cancelled);
         self.events.push(Event {
             to: me,
             about: other,
+            about_took_part: other_took_part,
             kind,
             state: mine,
             message: message.to_owned(),
@@ -418,10 +426,10 @@ impl Relations {
                 self.limits.searchable_default,
                 e.about,
             )?;
-            let mut profile = profile.unwrap_or(v1::Profile {
-                user_id: e.about,
-                ..v1::Profile::default()
-            });
+            let mut profile = match profile {
+                Some(p) if p.searchable || e.about_took_part => p,
+                _ => bare_profile(e.about),
+            };
             profile.friend_state = e.state as i32;
             profile.blocked = e.kind == FriendEventKind::Blocked;
             let event = v1::FriendEvent {

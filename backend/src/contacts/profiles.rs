@@ -64,11 +64,41 @@ pub(crate) fn relation_of(
     Ok((state, has(RelationKind::Block)?))
 }
 
+/// What a user who may not see `user`'s profile is shown of them in their own lists and
+/// events: the id alone.
+pub(crate) fn bare_profile(user: UserId) -> v1::Profile {
+    v1::Profile {
+        user_id: user,
+        ..v1::Profile::default()
+    }
+}
+
+/// Whether `target` took part in something with `viewer`: a friendship, a request from
+/// `target`, or a direct conversation `target` has written or read in. What the viewer did
+/// alone (a request, a block, a first message) does not count, or a block would show anyone.
+pub(crate) fn target_took_part(
+    ports: &Ports,
+    viewer: UserId,
+    target: UserId,
+    state: FriendState,
+) -> Result<bool, StoreError> {
+    if matches!(state, FriendState::Friends | FriendState::RequestReceived) {
+        return Ok(true);
+    }
+    let Some(conv) = ConvId::direct(viewer, target) else {
+        return Ok(false);
+    };
+    Ok(ports
+        .cursors
+        .cursor_row(conv, target)?
+        .is_some_and(|row| row.cursor.read_seq > 0))
+}
+
 impl Contacts {
     /// `target`'s profile as `viewer` sees it, if `viewer` may see it: the one rule for lookups
     /// by id (GetProfiles, search by id or e-mail). Visible: oneself, searchable users, and
-    /// anyone the viewer has something with (a friendship, a request either way, a block they
-    /// made, a conversation). Anyone else is answered as if there were no such user.
+    /// anyone who took part in something with the viewer ([`target_took_part`]). Anyone else
+    /// is answered as if there were no such user.
     pub(crate) fn profile_seen_by(
         &self,
         ports: &Ports,
@@ -97,14 +127,7 @@ impl Contacts {
         let (state, blocked) = relation_of(&*ports.contacts, viewer, target)?;
         profile.friend_state = state as i32;
         profile.blocked = blocked;
-        let visible = profile.searchable
-            || state != FriendState::None
-            || blocked
-            || ConvId::direct(viewer, target)
-                .map(|conv| ports.log.conversation(conv))
-                .transpose()?
-                .flatten()
-                .is_some();
+        let visible = profile.searchable || target_took_part(ports, viewer, target, state)?;
         Ok(visible.then_some(profile))
     }
 

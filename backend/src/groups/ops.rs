@@ -277,6 +277,8 @@ impl Writer {
                     user,
                     Some(MemberRecord {
                         role: GroupRole::Owner,
+                        // Nobody may mute an owner, so nobody could lift a mute kept here.
+                        muted_until_ms: 0,
                         ..target
                     }),
                 );

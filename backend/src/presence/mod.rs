@@ -65,6 +65,17 @@ impl DeviceState {
             v1::PresenceState::Unspecified | v1::PresenceState::Offline => None,
         }
     }
+
+    /// The state a `Login.presence` asks for: none is `Online`; `OFFLINE`, or a value this
+    /// server does not know, is a wish not to be seen: `Invisible` (never shown online
+    /// against the client's intent).
+    pub(crate) fn at_login(wire: i32) -> Self {
+        match v1::PresenceState::try_from(wire) {
+            Ok(v1::PresenceState::Unspecified) => Self::Online,
+            Ok(state) => Self::from_wire(state).unwrap_or(Self::Invisible),
+            Err(_) => Self::Invisible,
+        }
+    }
 }
 
 /// The one rule for a user with many devices (on one node or many): the most present state

@@ -126,9 +126,11 @@ impl Resolver {
         let mut out: Vec<(UserId, bool)> = Vec::new();
         if small {
             let limit = self.config.group_members_max as usize;
-            for (user, _) in self.ports.groups.group_members(r.conv, 0, limit)? {
+            for (user, member) in self.ports.groups.group_members(r.conv, 0, limit)? {
                 let mentioned = all || named.contains(&user);
-                if user == r.from {
+                // Resolved late (a push waits out a webhook's outage): a member who joined
+                // after the message, with the history hidden, may not read it.
+                if user == r.from || member.visible_from_seq > m.seq {
                     continue;
                 }
                 let muted = !mentioned

@@ -61,6 +61,7 @@ impl Rooms {
 
     /// A logged-in session has gone: out of its rooms (a room left empty goes too).
     pub fn close(&self, conn: crate::api::ConnRef, user: crate::api::UserId) {
-        self.lock().close(conn, user);
+        let now_ms = self.now_ms();
+        self.lock().close(conn, user, now_ms);
     }
 }

@@ -5,7 +5,7 @@
 //! A member is a session (`ConnRef`): a user's several sessions each get the messages, and the
 //! user counts once in `member_count`, in `members_max` and in `per_user_max`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use foldhash::fast::RandomState;
@@ -95,14 +95,19 @@ impl Room {
     }
 }
 
-/// A user present in at least one room.
+/// A user present in at least one room, or in none since less than `BUDGET_REST_MS`.
 struct Sender {
     /// Rooms the user is in, over all their sessions.
     rooms: u32,
-    /// Shared by all the user's sessions and rooms; dropped with the entry once the user is in
-    /// no room (rejoining then is one more request on the connection's own budget).
+    /// Shared by all the user's sessions and rooms. Kept for `BUDGET_REST_MS` once the user is
+    /// in no room, so that leaving and joining again does not bring a fresh second's burst.
     budget: Budget,
+    /// While `rooms` is 0: when the entry may go.
+    rest_until_ms: u64,
 }
+
+/// How long a sender's budget outlives its last room: a bucket refills in one second.
+const BUDGET_REST_MS: u64 = 1_000;
 
 /// What a send hands the service to deliver.
 #[derive(Debug)]
@@ -119,6 +124,9 @@ pub struct Registry {
     /// Each session's rooms, so that a close needs no search.
     sessions: HashMap<ConnRef, SmallVec<[Arc<str>; 2]>, RandomState>,
     users: HashMap<UserId, Sender, RandomState>,
+    /// Users who left their last room, oldest first (one entry per leaving): their `Sender`
+    /// goes once its rest is over and they have not come back. At most one second of leaves.
+    resting: VecDeque<UserId>,
     /// Messages numbered, and frames handed to the shards for them, since start-up.
     pub messages: u64,
     pub deliveries: u64,
@@ -138,6 +146,7 @@ impl Registry {
             rooms,
             sessions: HashMap::default(),
             users: HashMap::default(),
+            resting: VecDeque::new(),
             messages: 0,
             deliveries: 0,
         }
@@ -192,6 +201,7 @@ impl Registry {
                 .or_insert_with(|| Sender {
                     rooms: 0,
                     budget: Budget::full(rate, now_ms),
+                    rest_until_ms: 0,
                 })
                 .rooms += 1;
         }
@@ -205,7 +215,7 @@ impl Registry {
     }
 
     /// Takes the session out of the room; a session not in it changes nothing.
-    pub fn leave(&mut self, conn: ConnRef, user: UserId, name: &str) {
+    pub fn leave(&mut self, conn: ConnRef, user: UserId, name: &str, now_ms: u64) {
         let Some(rooms) = self.sessions.get_mut(&conn) else {
             return;
         };
@@ -216,17 +226,33 @@ impl Registry {
         if rooms.is_empty() {
             self.sessions.remove(&conn);
         }
-        self.remove_member(conn, user, &key);
+        self.remove_member(conn, user, &key, now_ms);
+        self.end_rests(now_ms);
     }
 
     /// The session has gone: out of every room it was in.
-    pub fn close(&mut self, conn: ConnRef, user: UserId) {
+    pub fn close(&mut self, conn: ConnRef, user: UserId, now_ms: u64) {
         for key in self.sessions.remove(&conn).unwrap_or_default() {
-            self.remove_member(conn, user, &key);
+            self.remove_member(conn, user, &key, now_ms);
+        }
+        self.end_rests(now_ms);
+    }
+
+    /// Forgets the budgets of users whose rest is over and who joined nothing since.
+    fn end_rests(&mut self, now_ms: u64) {
+        while let Some(&user) = self.resting.front() {
+            match self.users.get(&user) {
+                Some(s) if s.rooms == 0 && s.rest_until_ms > now_ms => break,
+                Some(s) if s.rooms == 0 => {
+                    self.users.remove(&user);
+                }
+                _ => {}
+            }
+            self.resting.pop_front();
         }
     }
 
-    fn remove_member(&mut self, conn: ConnRef, user: UserId, key: &str) {
+    fn remove_member(&mut self, conn: ConnRef, user: UserId, key: &str, now_ms: u64) {
         let Some(room) = self.rooms.get_mut(key) else {
             debug_assert!(false, "a session's room exists");
             return;
@@ -251,7 +277,8 @@ impl Registry {
         if let Some(sender) = self.users.get_mut(&user) {
             sender.rooms -= 1;
             if sender.rooms == 0 {
-                self.users.remove(&user);
+                sender.rest_until_ms = now_ms + BUDGET_REST_MS;
+                self.resting.push_back(user);
             }
         }
     }

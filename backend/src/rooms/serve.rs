@@ -62,7 +62,8 @@ impl Backend {
                 })))
             }),
             RoomRequest::Leave(v1::RoomLeave { room }) => check_name(&room).map(|()| {
-                self.rooms.lock().leave(conn, user, &room);
+                let now_ms = self.rooms.now_ms();
+                self.rooms.lock().leave(conn, user, &room, now_ms);
                 Some(Body::RoomLeft(v1::RoomLeft { room }))
             }),
             RoomRequest::Info(v1::RoomInfo { room }) => check_name(&room).and_then(|()| {

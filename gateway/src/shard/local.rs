@@ -9,7 +9,7 @@ use std::task::{Context, Poll, Waker};
 use std::rc::Rc;
 
 use bytes::BytesMut;
-use ringchat_backend::api::ConnId;
+use ringchat_backend::api::{CONN_ID_BITS, CONN_SLOT_BITS, CONN_SLOTS_MAX, ConnId};
 
 /// A single-waiter wake-up: `notify` before `notified` is not lost.
 /// A `Cell` rather than a `RefCell` for the waker: one is kept in every connection.
@@ -105,16 +105,23 @@ pub trait HasConnId {
 }
 
 /// A shard's connections, indexed by slot: 8 bytes per slot (a `HashMap` entry took 16 plus
-/// its control byte and load factor). A `ConnId` is the slot in its low 32 bits and a number
-/// unique on this shard in its high 32, so an id the backend still holds for a closed
-/// connection never reaches the connection that took its slot next.
+/// its control byte and load factor). A `ConnId` is the slot in its low `CONN_SLOT_BITS` and a
+/// serial number above it, up to `CONN_ID_BITS` in all (a cluster link carries ids of that
+/// size), so an id the backend still holds for a closed connection does not reach the
+/// connection that took its slot next until 2^24 connections later.
 pub struct ConnTable<T> {
     slots: Vec<Option<Rc<T>>>,
     /// Free slots, reused last-freed first.
     free: Vec<u32>,
     len: usize,
-    /// The high half of the next id; starts at 1, so no registered id is 0.
-    next_serial: u32,
+    /// The serial of the next id; starts at 1, so no registered id is 0.
+    next_serial: u64,
+}
+
+const SERIAL_MASK: u64 = (1 << (CONN_ID_BITS - CONN_SLOT_BITS)) - 1;
+
+fn slot_of(id: ConnId) -> usize {
+    (id & ((1 << CONN_SLOT_BITS) - 1)) as usize
 }
 
 impl<T: HasConnId> ConnTable<T> {
@@ -138,18 +145,21 @@ impl<T: HasConnId> ConnTable<T> {
     /// The id the next `insert` will use.
     pub fn next_id(&self) -> ConnId {
         let slot = self.free.last().copied().unwrap_or_else(|| {
-            u32::try_from(self.slots.len()).expect("fewer than 2^32 connections per shard")
+            // `gateway.conns_per_shard_max` is below CONN_SLOTS_MAX (checked with the config).
+            assert!(self.slots.len() < CONN_SLOTS_MAX, "a shard over its slots");
+            self.slots.len() as u32
         });
-        (ConnId::from(self.next_serial) << 32) | ConnId::from(slot)
+        (self.next_serial << CONN_SLOT_BITS) | ConnId::from(slot)
     }
 
     /// Stores a connection made with the id `next_id` returned.
     pub fn insert(&mut self, conn: Rc<T>) {
         let id = conn.conn_id();
         debug_assert_eq!(id, self.next_id());
-        let slot = (id & 0xffff_ffff) as usize;
-        // The serial wraps after 2^32 connections; a slot's previous id is long gone by then.
-        self.next_serial = self.next_serial.wrapping_add(1).max(1);
+        let slot = slot_of(id);
+        // The serial wraps after 2^24 connections; a slot's previous id is long gone by then.
+        self.next_serial = (self.next_serial + 1) & SERIAL_MASK;
+        self.next_serial = self.next_serial.max(1);
         if self.free.last() == Some(&(slot as u32)) {
             self.free.pop();
             self.slots[slot] = Some(conn);
@@ -160,12 +170,14 @@ impl<T: HasConnId> ConnTable<T> {
     }
 
     pub fn get(&self, id: ConnId) -> Option<&Rc<T>> {
-        let slot = usize::try_from(id & 0xffff_ffff).ok()?;
-        self.slots.get(slot)?.as_ref().filter(|c| c.conn_id() == id)
+        self.slots
+            .get(slot_of(id))?
+            .as_ref()
+            .filter(|c| c.conn_id() == id)
     }
 
     pub fn remove(&mut self, id: ConnId) -> Option<Rc<T>> {
-        let slot = usize::try_from(id & 0xffff_ffff).ok()?;
+        let slot = slot_of(id);
         let entry = self.slots.get_mut(slot)?;
         if entry.as_ref().is_none_or(|c| c.conn_id() != id) {
             return None;
@@ -230,7 +242,7 @@ mod tests {
         assert!(t.remove(a).is_some());
         assert!(t.remove(a).is_none(), "removed once");
         let c = t.next_id();
-        assert_eq!(c & 0xffff_ffff, a & 0xffff_ffff, "the freed slot is reused");
+        assert_eq!(slot_of(c), slot_of(a), "the freed slot is reused");
         assert_ne!(c, a);
         t.insert(Rc::new(Item(c)));
         assert!(
@@ -239,12 +251,30 @@ mod tests {
         );
         assert_eq!(t.get(c).map(|i| i.0), Some(c));
         assert_eq!(t.get(b).map(|i| i.0), Some(b));
-        assert!(t.get(12345 << 32 | 7).is_none());
+        assert!(t.get(12345 << CONN_SLOT_BITS | 7).is_none());
         assert_eq!(t.values().count(), 2);
         t.remove(b);
         t.remove(c);
         assert!(t.is_empty());
         assert_eq!(t.slots.capacity(), 0, "an empty table keeps no storage");
+    }
+
+    #[test]
+    fn ids_fit_a_link_s_bits_when_the_serial_wraps() {
+        let mut t = ConnTable::new();
+        t.next_serial = SERIAL_MASK - 1;
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            let id = t.next_id();
+            assert!(id >> CONN_ID_BITS == 0, "{id:#x} over {CONN_ID_BITS} bits");
+            assert_ne!(id >> CONN_SLOT_BITS, 0, "serial 0 is never used");
+            t.insert(Rc::new(Item(id)));
+            assert!(t.get(id).is_some());
+            t.remove(id);
+            seen.push(id);
+        }
+        seen.dedup();
+        assert_eq!(seen.len(), 4, "a new id each time: {seen:x?}");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::api::{ClientRequest, ConnRef, ContactWrite, GroupWrite, WriteRequest}
 const REMOTE_BIT: u16 = 0x8000;
 /// Slots a node hands out, at most (peers ever seen).
 pub(crate) const SLOTS_MAX: u16 = 0x7ffe;
-const CONN_BITS: u32 = 48;
+const CONN_BITS: u32 = crate::api::CONN_ID_BITS;
 
 pub(crate) fn is_remote(conn: ConnRef) -> bool {
     conn.shard & REMOTE_BIT != 0 && conn.shard != u16::MAX
@@ -122,6 +122,12 @@ mod tests {
         assert!(!is_remote(ConnRef { shard: 3, conn: 1 }));
         assert!(!is_remote(crate::notifications::NO_CONN));
         assert!(remote(SLOTS_MAX, &OriginConn { shard: 0, conn: 1 }).is_none());
+        // Every id a shard hands out crosses a link: the highest serial in the highest slot.
+        let last = OriginConn {
+            shard: u32::from(u16::MAX - 1),
+            conn: (1 << crate::api::CONN_ID_BITS) - 1,
+        };
+        assert_eq!(origin_of(remote(1, &last).expect("fits")), Some((1, last)));
         assert!(
             remote(
                 1,

@@ -45,11 +45,11 @@ fn join_counts_users_once_and_is_idempotent() {
     assert_eq!(r.join(b, BOB, "x", 0), Ok(2));
     assert_eq!(r.info(a2, "x"), Ok(2));
     assert_eq!(r.info(conn(0, 9), "x"), Err(RoomError::NotIn));
-    r.leave(a1, ALICE, "x");
+    r.leave(a1, ALICE, "x", 0);
     assert_eq!(r.info(b, "x"), Ok(2), "alice is still there on a2");
-    r.leave(a2, ALICE, "x");
+    r.leave(a2, ALICE, "x", 0);
     assert_eq!(r.info(b, "x"), Ok(1));
-    r.leave(a2, ALICE, "x");
+    r.leave(a2, ALICE, "x", 0);
     assert_eq!(r.info(b, "x"), Ok(1), "leaving twice changes nothing");
 }
 
@@ -75,7 +75,7 @@ fn a_send_reaches_every_other_session_once_in_seq_order() {
         assert_eq!(s2, s3);
         assert!(Arc::ptr_eq(l2, l3));
     }
-    r.leave(a2, ALICE, "x");
+    r.leave(a2, ALICE, "x", 0);
     let fourth = r.send(b, BOB, "x", 0).unwrap();
     assert_eq!(reached(&fourth, b), vec![a1, c]);
     assert_eq!((r.messages, r.deliveries), (4, 3 + 3 + 3 + 2));
@@ -97,8 +97,8 @@ fn an_empty_room_is_gone_and_a_persistent_one_kept() {
     r.join(a, ALICE, "lobby", 0).unwrap();
     r.send(a, ALICE, "lobby", 0).unwrap();
     assert_eq!(r.room_count(), 2);
-    r.close(a, ALICE);
-    r.leave(b, BOB, "x");
+    r.close(a, ALICE, 0);
+    r.leave(b, BOB, "x", 0);
     assert_eq!(r.room_count(), 1);
     assert_eq!(r.join(b, BOB, "x", 0), Ok(1));
     assert_eq!(r.send(b, BOB, "x", 0).unwrap().room_seq, 1, "a new room");
@@ -114,7 +114,7 @@ fn close_takes_a_session_out_of_all_its_rooms_only() {
     r.join(a1, ALICE, "y", 0).unwrap();
     r.join(a2, ALICE, "y", 0).unwrap();
     r.join(b, BOB, "y", 0).unwrap();
-    r.close(a1, ALICE);
+    r.close(a1, ALICE, 0);
     assert_eq!(r.info(a1, "y"), Err(RoomError::NotIn));
     assert_eq!(r.info(a2, "y"), Ok(2));
     assert_eq!(
@@ -123,8 +123,8 @@ fn close_takes_a_session_out_of_all_its_rooms_only() {
         "x went with its only member; lobby stays"
     );
     assert_eq!(reached(&r.send(b, BOB, "y", 0).unwrap(), b), vec![a2]);
-    r.close(a1, ALICE);
-    r.close(conn(5, 5), CAROL);
+    r.close(a1, ALICE, 0);
+    r.close(conn(5, 5), CAROL, 0);
 }
 
 #[test]
@@ -204,4 +204,33 @@ fn budgets_per_room_and_per_user() {
         r.send(a, ALICE, "y", 200),
         Err(RoomError::UserRate { .. })
     ));
+}
+
+#[test]
+fn leaving_and_joining_again_brings_no_fresh_budget() {
+    let mut r = Registry::new(config(), 0);
+    let a = conn(0, 1);
+    r.join(a, ALICE, "x", 0).unwrap();
+    for _ in 0..3 {
+        r.send(a, ALICE, "x", 0).unwrap();
+    }
+    // In no room for a moment, and back: the spent budget is still spent.
+    r.leave(a, ALICE, "x", 10);
+    r.join(a, ALICE, "x", 20).unwrap();
+    assert!(matches!(
+        r.send(a, ALICE, "x", 20),
+        Err(RoomError::UserRate { .. })
+    ));
+    // So after a close (a reconnect).
+    r.close(a, ALICE, 30);
+    let a2 = conn(0, 2);
+    r.join(a2, ALICE, "x", 40).unwrap();
+    assert!(matches!(
+        r.send(a2, ALICE, "x", 40),
+        Err(RoomError::UserRate { .. })
+    ));
+    // A user away past the rest is forgotten (the entry goes, not kept forever).
+    r.close(a2, ALICE, 50);
+    r.close(conn(0, 9), BOB, 50 + BUDGET_REST_MS);
+    assert!(r.users.is_empty() && r.resting.is_empty());
 }
