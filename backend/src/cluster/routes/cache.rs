@@ -3,6 +3,11 @@
 //! other nodes' published changes. A fill racing a published change must not put back what
 //! the change replaced: users being fetched are tracked, and a change marks them dirty, which
 //! makes the fill leave them out (the next lookup fetches them again).
+//!
+//! "On no node" is kept for a short while only (`empty_ttl_ms`): it is what a fill reads
+//! while Redis has lost a key (a failover that lost writes, a flush) with the subscription
+//! still up, and kept for good it would stop the user's pushes until they log in again. The
+//! nodes rewrite their routes every `refresh_ms`, so one refresh later the key is back.
 
 use std::collections::HashMap;
 
@@ -15,6 +20,9 @@ use crate::store::UserId;
 struct Entry {
     nodes: SmallVec<[NodeLife; 2]>,
     hit: bool,
+    /// When the fill that wrote `nodes` ended: an empty entry is a miss from
+    /// `filled_ms + empty_ttl_ms` on. 0 when a published change emptied it (asked again).
+    filled_ms: u64,
 }
 
 #[derive(Debug)]
@@ -24,6 +32,7 @@ pub struct Cache {
     ring: Vec<UserId>,
     hand: usize,
     max: usize,
+    empty_ttl_ms: u64,
     /// Users being fetched: `true` once a published change about them arrived meanwhile.
     fetching: HashMap<UserId, bool>,
 }
@@ -34,12 +43,13 @@ pub enum Lookup<'a> {
 }
 
 impl Cache {
-    pub fn new(max: usize) -> Self {
+    pub fn new(max: usize, empty_ttl_ms: u64) -> Self {
         Self {
             entries: HashMap::new(),
             ring: Vec::new(),
             hand: 0,
             max: max.max(1),
+            empty_ttl_ms,
             fetching: HashMap::new(),
         }
     }
@@ -48,7 +58,13 @@ impl Cache {
         self.entries.len()
     }
 
-    pub fn get(&mut self, user: UserId) -> Lookup<'_> {
+    pub fn get(&mut self, user: UserId, now_ms: u64) -> Lookup<'_> {
+        let expired = self.entries.get(&user).is_some_and(|e| {
+            e.nodes.is_empty() && now_ms >= e.filled_ms.saturating_add(self.empty_ttl_ms)
+        });
+        if expired {
+            self.entries.remove(&user);
+        }
         match self.entries.get_mut(&user) {
             Some(e) => {
                 e.hit = true;
@@ -77,12 +93,12 @@ impl Cache {
 
     /// The fill's answer for `user` (`None`: the fetch failed). Left out when a change about
     /// the user arrived since the fetch began.
-    pub fn filled(&mut self, user: UserId, nodes: Option<SmallVec<[NodeLife; 2]>>) {
+    pub fn filled(&mut self, user: UserId, nodes: Option<SmallVec<[NodeLife; 2]>>, now_ms: u64) {
         let dirty = self.fetching.remove(&user).unwrap_or(true);
         if let Some(nodes) = nodes
             && !dirty
         {
-            self.insert(user, nodes);
+            self.insert(user, nodes, now_ms);
         }
     }
 
@@ -94,6 +110,7 @@ impl Cache {
             if here {
                 e.nodes.push(node.clone());
             }
+            e.filled_ms = 0;
         } else if let Some(dirty) = self.fetching.get_mut(&user) {
             *dirty = true;
         }
@@ -109,15 +126,23 @@ impl Cache {
         }
     }
 
-    fn insert(&mut self, user: UserId, nodes: SmallVec<[NodeLife; 2]>) {
+    fn insert(&mut self, user: UserId, nodes: SmallVec<[NodeLife; 2]>, now_ms: u64) {
         if let Some(e) = self.entries.get_mut(&user) {
             e.nodes = nodes;
+            e.filled_ms = now_ms;
             return;
         }
         while self.entries.len() >= self.max {
             self.evict_one();
         }
-        self.entries.insert(user, Entry { nodes, hit: false });
+        self.entries.insert(
+            user,
+            Entry {
+                nodes,
+                hit: false,
+                filled_ms: now_ms,
+            },
+        );
         self.ring.push(user);
     }
 
@@ -161,7 +186,7 @@ mod tests {
     }
 
     fn nodes(c: &mut Cache, user: UserId) -> Option<Vec<String>> {
-        match c.get(user) {
+        match c.get(user, 0) {
             Lookup::Hit(n) => Some(n.iter().map(|n| n.node_id.to_string()).collect()),
             Lookup::Miss => None,
         }
@@ -169,11 +194,11 @@ mod tests {
 
     #[test]
     fn a_change_during_a_fill_wins_over_the_fill() {
-        let mut c = Cache::new(10);
+        let mut c = Cache::new(10, 1_000);
         c.fetching(&[1, 2]);
         c.changed(1, &life("b"), true);
-        c.filled(1, Some([life("a")].into_iter().collect()));
-        c.filled(2, Some([life("a")].into_iter().collect()));
+        c.filled(1, Some([life("a")].into_iter().collect()), 0);
+        c.filled(2, Some([life("a")].into_iter().collect()), 0);
         assert_eq!(nodes(&mut c, 1), None, "dirty: left for the next fetch");
         assert_eq!(nodes(&mut c, 2), Some(vec!["a".into()]));
         c.changed(2, &life("b"), true);
@@ -183,23 +208,37 @@ mod tests {
 
     #[test]
     fn bounded_and_recently_hit_entries_stay() {
-        let mut c = Cache::new(3);
+        let mut c = Cache::new(3, 1_000);
         for u in 1..=3 {
             c.fetching(&[u]);
-            c.filled(u, Some(SmallVec::new()));
+            c.filled(u, Some(SmallVec::new()), 0);
         }
         assert!(nodes(&mut c, 1).is_some());
         c.fetching(&[4]);
-        c.filled(4, Some(SmallVec::new()));
+        c.filled(4, Some(SmallVec::new()), 0);
         assert_eq!(c.len(), 3);
         assert!(c.contains(1), "hit since inserted: kept");
         assert!(c.contains(4));
         for u in 5..100 {
             c.fetching(&[u]);
-            c.filled(u, Some(SmallVec::new()));
+            c.filled(u, Some(SmallVec::new()), 0);
             assert!(c.len() <= 3);
         }
         c.clear();
         assert_eq!(c.len(), 0);
+    }
+
+    #[test]
+    fn on_no_node_is_believed_for_a_while_only() {
+        let mut c = Cache::new(10, 1_000);
+        c.fetching(&[1, 2]);
+        c.filled(1, Some(SmallVec::new()), 100);
+        c.filled(2, Some([life("a")].into_iter().collect()), 100);
+        assert!(matches!(c.get(1, 1_099), Lookup::Hit(n) if n.is_empty()));
+        assert!(matches!(c.get(1, 1_100), Lookup::Miss), "asked again");
+        assert!(matches!(c.get(2, 99_000), Lookup::Hit(n) if n.len() == 1));
+        // Emptied by a published change: asked again at the next lookup.
+        c.changed(2, &life("a"), false);
+        assert!(matches!(c.get(2, 99_000), Lookup::Miss));
     }
 }

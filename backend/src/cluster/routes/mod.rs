@@ -96,7 +96,7 @@ impl Routes {
             redis_timeout: std::time::Duration::from_millis(config.redis_timeout_ms),
             view,
             local: Local::new(),
-            cache: Mutex::new(Cache::new(routes.cache_users_max)),
+            cache: Mutex::new(Cache::new(routes.cache_users_max, routes.refresh_ms)),
             fill_tx,
             fill_rx: Mutex::new(Some(fill_rx)),
             trusted_from_ms: AtomicU64::new(NOT_SUBSCRIBED),
@@ -151,9 +151,10 @@ impl Routes {
             everywhere.extend_from_slice(users);
         } else {
             let mut misses = Vec::new();
+            let now = crate::time::now_ms();
             let mut cache = self.cache();
             for &user in users {
-                match cache.get(user) {
+                match cache.get(user, now) {
                     Lookup::Hit(nodes) => {
                         for life in nodes {
                             if *life.node_id != *self.me.node_id

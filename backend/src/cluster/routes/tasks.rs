@@ -143,7 +143,7 @@ impl Routes {
                 }
                 let mut cache = self.cache();
                 for user in users {
-                    cache.filled(*user, None);
+                    cache.filled(*user, None, 0);
                 }
                 return;
             }
@@ -192,9 +192,10 @@ impl Routes {
             filled.push((*user, nodes));
         }
         {
+            let now = now_ms();
             let mut cache = self.cache();
             for (user, nodes) in filled {
-                cache.filled(user, Some(nodes));
+                cache.filled(user, Some(nodes), now);
             }
         }
         metrics::gauge!("ringchat_cluster_route_cache_users").set(self.cached_users() as f64);

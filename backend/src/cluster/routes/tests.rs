@@ -342,3 +342,50 @@ async fn after_a_redis_restart_the_routes_and_the_cache_are_rebuilt() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_key_lost_under_a_live_subscription_is_found_again_after_a_refresh() {
+    let (url, prefix) = (redis_url(), unique());
+    let v = view(&["n1", "n2"]);
+    let a = Node::start(&url, &prefix, "n1", &v);
+    let b = Node::start(&url, &prefix, "n2", &v);
+    for n in [&a, &b] {
+        eventually("subscribed and trusted", || async {
+            n.routes.trusted().then_some(())
+        })
+        .await;
+    }
+    b.routes.opened(20, c(0, 1), "d", "PLATFORM_IOS");
+    let fields = eventually("the route written", || async {
+        let fields = route(&url, &prefix, 20).await;
+        (!fields.is_empty()).then_some(fields)
+    })
+    .await;
+    // n2 stops refreshing (its task ends; it stays in the view), then Redis loses the key
+    // with n1's subscription up (a failover that lost writes, a flush): n1's fill reads
+    // "on no node".
+    drop(b);
+    let key = wire::route_key(&prefix, 20);
+    let mut redis = conn(&url).await;
+    let _: () = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut redis)
+        .await
+        .expect("DEL");
+    eventually("n1 caches 'nowhere'", || async {
+        (dests(&a.routes, &[20]) == (vec![], false)).then_some(())
+    })
+    .await;
+    // n2's next refresh writes the route again: n1 believes "nowhere" for a refresh at most.
+    let mut hset = redis::cmd("HSET");
+    hset.arg(&key);
+    for (field, value) in &fields {
+        hset.arg(field).arg(value);
+    }
+    let _: () = hset.query_async(&mut redis).await.expect("HSET");
+    eventually("n1 finds the user on n2 again", || async {
+        (dests(&a.routes, &[20]) == (vec![("n2".into(), vec![20])], false)).then_some(())
+    })
+    .await;
+    a.stop().await;
+}
