@@ -5,7 +5,7 @@
 mod common;
 
 use common::TestServer;
-use common::contacts::{ask, block, code};
+use common::contacts::{ask, block, code, set_privacy};
 use common::groups::{ack, create, event_of, ok, send, send_body, sync, texts};
 use ringchat_proto::Body;
 use ringchat_proto::v1::{self, ErrorCode, GroupEventKind, GroupJoinState};
@@ -156,20 +156,26 @@ async fn a_removed_member_learns_it_offline_by_sync_and_blocks_keep_users_out() 
     let (mut c, carol) = server.user("carol").await;
     // Carol blocked Alice: Alice cannot add her, and is told in the same words as for DMs.
     block(&mut c, _alice.user_id).await;
+    // Dave takes direct messages and groups from friends only: a stranger cannot add him.
+    let (mut d, dave) = server.user("dave").await;
+    assert!(matches!(
+        set_privacy(&mut d, v1::DmPolicy::Friends).await,
+        Body::Privacy(_)
+    ));
     let created = create(
         &mut a,
         "g",
-        &[bob.user_id, carol.user_id],
+        &[bob.user_id, carol.user_id, dave.user_id],
         v1::JoinPolicy::InviteOnly,
         false,
     )
     .await;
     assert_eq!(
         created.results,
-        [v1::MemberResult {
-            user_id: carol.user_id,
+        [carol.user_id, dave.user_id].map(|user_id| v1::MemberResult {
+            user_id,
             code: ErrorCode::NotAllowed as i32
-        }]
+        })
     );
     let g = created.group.unwrap().conversation_id;
     drop(b);
@@ -240,6 +246,21 @@ async fn mutes_mute_all_mentions_and_dissolve() {
     };
     assert_eq!(e.code, ErrorCode::Muted as i32);
     assert!(e.retry_after_ms > 0 && e.retry_after_ms <= 60_000);
+    // Leaving and joining again does not lift the mute.
+    ok(ask(
+        &mut b,
+        Body::GroupLeave(v1::GroupLeave { conversation_id: g }),
+    )
+    .await);
+    ok(ask(
+        &mut b,
+        Body::GroupJoin(v1::GroupJoin {
+            conversation_id: g,
+            message: String::new(),
+        }),
+    )
+    .await);
+    assert_eq!(code(send(&mut b, g, "again", "x").await), ErrorCode::Muted);
     // A member may not mute; an expired mute lets Bob speak.
     let past = ringchat_backend::api::now_ms() - 1;
     ok(ask(

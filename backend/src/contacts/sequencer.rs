@@ -138,10 +138,14 @@ impl Relations {
     }
 
     /// Whether `adder` may put `target` in a group: not if either blocked the other.
+    /// Whether `adder` may put `target` in a group: never across a block, and when the target
+    /// did not ask to join (`target_asked` false: a create or an invite), only a friend may
+    /// add a user whose DM policy is friends-only.
     pub(crate) fn may_add_to_group(
         &mut self,
         adder: UserId,
         target: UserId,
+        target_asked: bool,
     ) -> Result<(), Refusal> {
         let Some(conv) = ConvId::direct(adder, target) else {
             return Ok(());
@@ -150,6 +154,12 @@ impl Relations {
         let (adder_blocks, target_blocks) = blocks_from(conv, bits, adder);
         if adder_blocks || target_blocks {
             return Err(not_allowed(adder_blocks));
+        }
+        if !target_asked && matches!(send_check(conv, bits, adder), SendCheck::OnlyIntoExisting) {
+            return Err(Refusal::new(
+                ErrorCode::NotAllowed,
+                "this user is added to groups by friends only",
+            ));
         }
         Ok(())
     }

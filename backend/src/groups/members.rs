@@ -2,7 +2,8 @@
 //! one event in the group's log, in the same commit as the rows it changes; delivery applies
 //! the online-index change around the event (`GroupDone::joined` / `left`).
 
-use ringchat_proto::v1::{ErrorCode, GroupEventKind as Kind, GroupJoinState as State};
+use prost::Message;
+use ringchat_proto::v1::{self, ErrorCode, GroupEventKind as Kind, GroupJoinState as State};
 
 use super::event;
 use super::ops::{Acting, GroupDone, dissolved, not_found, refused_by, result};
@@ -19,15 +20,22 @@ impl Writer {
     /// Adds users as members after their event at `seq` (visible from it, or from 1 when the
     /// group shows its history), dropping their applications, and counts them by read cursor
     /// (`load_for_count` came first for each).
-    fn add_members(&mut self, a: &mut Acting, seq: u64, users: &[(UserId, UserSlot, bool)]) {
+    /// `mutes` (from `carried_mutes`, in the same order): a returning user's mute.
+    fn add_members(
+        &mut self,
+        a: &mut Acting,
+        seq: u64,
+        users: &[(UserId, UserSlot, bool)],
+        mutes: &[u64],
+    ) {
         let from = if a.record.history_visible { 1 } else { seq };
         let now = now_ms();
-        for (user, slot, applied) in users {
+        for (i, (user, slot, applied)) in users.iter().enumerate() {
             let member = MemberRecord {
                 role: GroupRole::Member,
                 joined_ms: now,
                 visible_from_seq: from,
-                muted_until_ms: 0,
+                muted_until_ms: mutes.get(i).copied().unwrap_or(0),
             };
             self.groups.put_member(a.g, *user, Some(member));
             let row = UserGroupRecord {
@@ -43,6 +51,44 @@ impl Writer {
             }
         }
         a.record.member_count += users.len() as u32;
+    }
+
+    /// Mutes outlive leaving: a user muted when it left or was removed is muted again, until
+    /// the same time, when it comes back (its LEFT / REMOVED event keeps the time). Reads only.
+    fn carried_mutes(
+        &self,
+        g: ConvId,
+        users: &[(UserId, UserSlot, bool)],
+    ) -> Result<Vec<u64>, Refusal> {
+        let now = now_ms();
+        let mut out = Vec::with_capacity(users.len());
+        for (user, slot, _) in users {
+            let left_seq = slot.record.as_ref().map_or(0, |r| r.left_seq);
+            let mut until = 0;
+            if left_seq > 0
+                && let Some(m) = self.message_at(g, left_seq)?
+                && let Ok(ev) = v1::GroupEvent::decode(m.content.as_ref())
+                && let Some(i) = ev.user_ids.iter().position(|u| u == user)
+            {
+                until = ev.muted_until_ms.get(i).copied().unwrap_or(0);
+            }
+            out.push(if until > now { until } else { 0 });
+        }
+        Ok(out)
+    }
+
+    /// The LEFT / REMOVED event of `users` leaving, with the mutes they leave under.
+    fn leaving_event(
+        kind: Kind,
+        actor: UserId,
+        users: &[(UserId, MemberRecord, UserSlot)],
+    ) -> v1::GroupEvent {
+        let mut ev = event(kind, actor, users.iter().map(|(u, _, _)| *u).collect());
+        let now = now_ms();
+        if users.iter().any(|(_, m, _)| m.muted_until_ms > now) {
+            ev.muted_until_ms = users.iter().map(|(_, m, _)| m.muted_until_ms).collect();
+        }
+        ev
     }
 
     /// Takes members out after their event at `seq`: their rows keep the history up to it
@@ -106,7 +152,7 @@ impl Writer {
                 continue;
             }
             let slot = self.groups.user_slot(user, g)?;
-            if let Err(refusal) = self.check_addable(actor, user, &slot)? {
+            if let Err(refusal) = self.check_addable(actor, user, &slot, false)? {
                 results.push(result(user, refusal.code));
                 continue;
             }
@@ -151,13 +197,14 @@ impl Writer {
             return Ok(done.ok(0, State::Joined, results));
         }
         let ids: Vec<UserId> = adding.iter().map(|(u, _, _)| *u).collect();
+        let mutes = self.carried_mutes(g, &adding)?;
         let seq = self.append_event(
             &mut a,
             &mut done,
             actor,
             &event(Kind::Invited, actor, ids.clone()),
         );
-        self.add_members(&mut a, seq, &adding);
+        self.add_members(&mut a, seq, &adding, &mutes);
         done.joined = ids;
         self.groups.put_group(g, a.record);
         Ok(done.ok(seq, State::Joined, results))
@@ -231,13 +278,15 @@ impl Writer {
         }
         // Still nothing changed: an application above returned.
         self.load_for_count(g, user)?;
+        let joining = [(user, slot, applied)];
+        let mutes = self.carried_mutes(g, &joining)?;
         let seq = self.append_event(
             &mut a,
             &mut done,
             user,
             &event(Kind::Joined, user, vec![user]),
         );
-        self.add_members(&mut a, seq, &[(user, slot, applied)]);
+        self.add_members(&mut a, seq, &joining, &mutes);
         done.joined = vec![user];
         self.groups.put_group(g, a.record);
         Ok(done.ok(seq, State::Joined, Vec::new()))
@@ -273,20 +322,23 @@ impl Writer {
             return Ok(done.ok(seq, State::None, Vec::new()));
         }
         // Blocks and the user's list are checked now, between the applicant and whoever
-        // approves (an invite's blocks were checked when it was filed, against the inviter).
+        // approves (an invite's blocks and the user's policy were checked when it was filed,
+        // against the inviter).
         let slot = self.groups.user_slot(user, g)?;
-        self.check_addable(actor, user, &slot)??;
+        self.check_addable(actor, user, &slot, true)??;
         self.load_for_count(g, user)?;
         if self.full(&a, 1) {
             return Err(self.group_full());
         }
+        let joining = [(user, slot, true)];
+        let mutes = self.carried_mutes(g, &joining)?;
         let seq = self.append_event(
             &mut a,
             &mut done,
             actor,
             &event(Kind::Joined, actor, vec![user]),
         );
-        self.add_members(&mut a, seq, &[(user, slot, true)]);
+        self.add_members(&mut a, seq, &joining, &mutes);
         done.joined = vec![user];
         self.groups.put_group(g, a.record);
         Ok(done.ok(seq, State::Joined, Vec::new()))
@@ -338,11 +390,13 @@ impl Writer {
             }
             Verdict::Allowed | Verdict::AsApplication => Kind::Left,
         };
-        let seq = self.append_event(&mut a, &mut done, user, &event(kind, user, vec![user]));
+        let leaving = [(user, member, slot)];
+        let ev = Self::leaving_event(kind, user, &leaving);
+        let seq = self.append_event(&mut a, &mut done, user, &ev);
         if kind == Kind::Dissolved {
             a.record.dissolved_seq = seq;
         }
-        self.drop_members(&mut a, seq, &[(user, member, slot)]);
+        self.drop_members(&mut a, seq, &leaving);
         done.left = vec![user];
         self.groups.put_group(g, a.record);
         Ok(done.ok(seq, State::None, Vec::new()))
@@ -380,12 +434,8 @@ impl Writer {
             return Ok(done.ok(0, State::Joined, results));
         }
         let ids: Vec<UserId> = removing.iter().map(|(u, _, _)| *u).collect();
-        let seq = self.append_event(
-            &mut a,
-            &mut done,
-            actor,
-            &event(Kind::Removed, actor, ids.clone()),
-        );
+        let ev = Self::leaving_event(Kind::Removed, actor, &removing);
+        let seq = self.append_event(&mut a, &mut done, actor, &ev);
         self.drop_members(&mut a, seq, &removing);
         done.left = ids;
         self.groups.put_group(g, a.record);

@@ -356,7 +356,8 @@ impl Writer {
     }
 
     /// Whether `user` (whose row of the group is `slot`) may be added by `adder`: an account,
-    /// no block either way, room in the user's list. The one check for every way in that someone
+    /// no block either way, the user's friends-only policy unless they asked to join
+    /// (`user_asked`), room in the user's list. The one check for every way in that someone
     /// else decides: create, invite, approve. Reads only: `Ok(Err(refusal))` is that user's
     /// answer.
     pub(super) fn check_addable(
@@ -364,6 +365,7 @@ impl Writer {
         adder: UserId,
         user: UserId,
         slot: &UserSlot,
+        user_asked: bool,
     ) -> Result<Result<(), Refusal>, Refusal> {
         if !self.user_exists(user)? {
             return Ok(Err(Refusal::new(
@@ -371,7 +373,7 @@ impl Writer {
                 format!("no user {user}"),
             )));
         }
-        if let Err(refusal) = self.contacts.may_add_to_group(adder, user) {
+        if let Err(refusal) = self.contacts.may_add_to_group(adder, user, user_asked) {
             if refusal.code == ErrorCode::NotAllowed {
                 return Ok(Err(refusal));
             }
@@ -403,7 +405,7 @@ impl Writer {
         let mut added = vec![owner];
         for user in users {
             let slot = self.groups.new_slot(user)?;
-            match self.check_addable(owner, user, &slot)? {
+            match self.check_addable(owner, user, &slot, false)? {
                 Ok(()) if added.len() as u32 >= self.groups.limits.members_max => {
                     results.push(result(user, ErrorCode::GroupFull));
                 }

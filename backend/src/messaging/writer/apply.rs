@@ -243,20 +243,9 @@ impl Writer {
             }
             _ => (Some(members_with(conv_id, user)?), None),
         };
-        let pending = self
-            .group
-            .messages
-            .iter()
-            .rev()
-            .find(|m| m.conv_id == conv_id && m.seq == seq)
-            .cloned();
-        let mut original = match pending {
-            Some(m) => m,
-            None => self
-                .log
-                .message(conv_id, seq)?
-                .ok_or_else(|| Refusal::new(ErrorCode::NotFound, "no such message"))?,
-        };
+        let mut original = self
+            .message_at(conv_id, seq)?
+            .ok_or_else(|| Refusal::new(ErrorCode::NotFound, "no such message"))?;
         if let Some((_, _, event_seq)) = self
             .group
             .recalls

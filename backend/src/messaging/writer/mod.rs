@@ -595,6 +595,22 @@ impl Writer {
         Ok(record)
     }
 
+    /// A message of the commit group being built, or else a stored one.
+    pub(crate) fn message_at(
+        &self,
+        conv: ConvId,
+        seq: u64,
+    ) -> Result<Option<MessageRecord>, StoreError> {
+        let pending = self.group.messages.iter().rev();
+        match pending
+            .into_iter()
+            .find(|m| m.conv_id == conv && m.seq == seq)
+        {
+            Some(m) => Ok(Some(m.clone())),
+            None => self.log.message(conv, seq),
+        }
+    }
+
     pub(crate) fn put_conv(&mut self, conv: ConvId, record: ConvRecord) {
         self.pending_convs.insert(conv, record);
     }
