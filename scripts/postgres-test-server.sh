@@ -36,6 +36,8 @@ if [ -z "${RINGCHAT_TEST_POSTGRES_URL:-}" ]; then
     start >/dev/null
   stop_test_postgres() {
     "${as_pg[@]}" "$pg_bin/pg_ctl" --pgdata="$pg_dir/data" --mode=immediate stop >/dev/null 2>&1 || true
+    # A cluster made under /tmp (root runs it as `postgres`) leaves nothing behind.
+    case "$pg_dir" in /tmp/ringchat-pg-test.*) rm -rf "$pg_dir" ;; esac
   }
   trap stop_test_postgres EXIT
   export RINGCHAT_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$pg_port/postgres"

@@ -58,6 +58,9 @@ pub enum BackendError {
         dir: std::path::PathBuf,
         source: std::io::Error,
     },
+    /// `[cluster]`: a node with more shards than a link can name.
+    #[error("{0}")]
+    Cluster(String),
 }
 
 /// The commit thread and the ends of its queues. The shards hold clones of `ops` (`Writes`);
@@ -192,15 +195,19 @@ impl Backend {
         let push = crate::push::Push::new(&settings.push);
         let observe = Arc::new(crate::observe::Observe::open(&settings)?);
         // Cluster mode: the links to the other nodes (forwarded writes, cross-node delivery).
-        let link = settings.cluster.enabled.then(|| {
-            crate::cluster::link::Link::new(
-                &settings.cluster,
-                shards.clone(),
-                sessions.clone(),
-                Arc::clone(&group_online),
-                settings.groups.typing_members_max as usize,
-            )
-        });
+        let link = match settings.cluster.enabled {
+            true => Some(
+                crate::cluster::link::Link::new(
+                    &settings.cluster,
+                    shards.clone(),
+                    sessions.clone(),
+                    Arc::clone(&group_online),
+                    settings.groups.typing_members_max as usize,
+                )
+                .map_err(BackendError::Cluster)?,
+            ),
+            false => None,
+        };
         let delivery = Arc::new(
             Delivery::new(
                 sessions.clone(),

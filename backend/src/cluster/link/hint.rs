@@ -166,7 +166,8 @@ mod tests {
             sessions,
             Arc::new(GroupOnline::new(2)),
             100,
-        );
+        )
+        .expect("two shards");
         tokio::spawn(run(Arc::clone(&link)));
         let asked = Instant::now();
         link.hints.request("missed");

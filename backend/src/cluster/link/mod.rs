@@ -55,6 +55,10 @@ const SWEEP_EVERY: Duration = Duration::from_millis(100);
 /// `attach` has given it the node view and a runtime.
 pub struct Link {
     me: String,
+    /// This process's mark on the connections it names to other nodes (`wire::origin`): an
+    /// answer meant for a connection of an earlier process of this node, still on its way
+    /// when that process died, never reaches the connection that took its id since.
+    tag: u8,
     config: ClusterConfig,
     attached: OnceLock<(Arc<Cluster>, tokio::runtime::Handle)>,
     /// `[cluster.tls]`, set by `attach`: peers are dialed over TLS, and a `Link` stream is
@@ -176,9 +180,19 @@ impl Link {
         sessions: SharedSessions,
         online: Arc<GroupOnline>,
         typing_members_max: usize,
-    ) -> Arc<Self> {
-        Arc::new(Self {
+    ) -> Result<Arc<Self>, String> {
+        if shards.len() > wire::SHARDS_MAX {
+            return Err(format!(
+                "cluster mode: at most {} gateway shards per node (gateway.cores lists {})",
+                wire::SHARDS_MAX,
+                shards.len()
+            ));
+        }
+        let mut tag = [0u8; 1];
+        getrandom::fill(&mut tag).map_err(|e| format!("cluster: no random bytes: {e}"))?;
+        Ok(Arc::new(Self {
             me: config.node_id.clone(),
+            tag: tag[0].max(1),
             config: config.clone(),
             attached: OnceLock::new(),
             tls: OnceLock::new(),
@@ -191,7 +205,7 @@ impl Link {
             stop: watch::channel(false).0,
             hints: hint::SyncHints::default(),
             streamed: Mutex::default(),
-        })
+        }))
     }
 
     /// Goes live: peers are read from `cluster`'s view and their tasks run on `runtime`;
@@ -318,7 +332,7 @@ impl Link {
         }
         let item = NodeItem {
             item: Some(Item::Forward(v1::Forward {
-                origin: Some(wire::origin(conn)),
+                origin: Some(wire::origin(conn, self.tag)),
                 user_id: user,
                 device_id,
                 request_id,

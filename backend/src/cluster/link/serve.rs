@@ -150,7 +150,10 @@ impl Link {
                     }
                 }
                 Some(Item::Answer(a)) => {
-                    let Some(conn) = a.origin.as_ref().and_then(wire::local) else {
+                    let Some(conn) = a.origin.as_ref().and_then(|o| wire::local(o, self.tag))
+                    else {
+                        // For a connection of this node's previous process.
+                        metrics::counter!("ringchat_cluster_stale_answers_total").increment(1);
                         continue;
                     };
                     // Someone still waits (not answered UNAVAILABLE on the deadline already).
@@ -171,7 +174,7 @@ impl Link {
                 }
                 Some(Item::ToUsers(t)) => {
                     spans.extend(fanout_span(&t.traceparent, &from));
-                    let except = t.except.as_ref().and_then(wire::local);
+                    let except = t.except.as_ref().and_then(|o| wire::local(o, self.tag));
                     let sessions = self.sessions.read();
                     for (i, user) in t.user_ids.iter().enumerate() {
                         if t.user_ids[..i].contains(user) {
@@ -189,7 +192,7 @@ impl Link {
                         continue;
                     };
                     spans.extend(fanout_span(&t.traceparent, &from));
-                    let except = t.except.as_ref().and_then(wire::local);
+                    let except = t.except.as_ref().and_then(|o| wire::local(o, self.tag));
                     self.online.audience(g, |shard, conns| {
                         if let Some(list) = per_shard.get_mut(shard) {
                             list.push(Outgoing::Shared {

@@ -43,16 +43,24 @@ pub(crate) fn origin_of(conn: ConnRef) -> Option<(u16, OriginConn)> {
     })
 }
 
-pub(crate) fn local(origin: &OriginConn) -> Option<ConnRef> {
-    Some(ConnRef {
-        shard: u16::try_from(origin.shard).ok()?,
+/// Gateway shards a cluster node may have: an `OriginConn.shard` is the shard in its low 8
+/// bits and the naming process's tag (`Link::tag`) in the 8 above.
+pub(crate) const SHARDS_MAX: usize = 1 << TAG_SHIFT;
+const TAG_SHIFT: u32 = 8;
+
+/// A connection of this process named by `origin`, if `tag` says this process named it.
+pub(crate) fn local(origin: &OriginConn, tag: u8) -> Option<ConnRef> {
+    (origin.shard >> TAG_SHIFT == u32::from(tag)).then_some(ConnRef {
+        shard: (origin.shard & (SHARDS_MAX as u32 - 1)) as u16,
         conn: origin.conn,
     })
 }
 
-pub(crate) fn origin(conn: ConnRef) -> OriginConn {
+/// A connection of this process (tagged `tag`) as other nodes name it.
+pub(crate) fn origin(conn: ConnRef, tag: u8) -> OriginConn {
+    debug_assert!(usize::from(conn.shard) < SHARDS_MAX, "checked by Link::new");
     OriginConn {
-        shard: conn.shard.into(),
+        shard: u32::from(conn.shard) | u32::from(tag) << TAG_SHIFT,
         conn: conn.conn,
     }
 }
@@ -122,6 +130,12 @@ mod tests {
         assert!(!is_remote(ConnRef { shard: 3, conn: 1 }));
         assert!(!is_remote(crate::notifications::NO_CONN));
         assert!(remote(SLOTS_MAX, &OriginConn { shard: 0, conn: 1 }).is_none());
+        // A tagged origin comes back to the process that tagged it, and to no other.
+        let mine = origin(ConnRef { shard: 5, conn: 77 }, 9);
+        let there = remote(3, &mine).expect("fits");
+        let (_, back) = origin_of(there).expect("remote");
+        assert_eq!(local(&back, 9), Some(ConnRef { shard: 5, conn: 77 }));
+        assert_eq!(local(&back, 10), None, "a later process of the node");
         // Every id a shard hands out crosses a link: the highest serial in the highest slot.
         let last = OriginConn {
             shard: u32::from(u16::MAX - 1),
