@@ -31,6 +31,10 @@ pub(crate) enum Decision {
 struct Timing {
     last_publish_ms: u64,
     due_ms: Option<u64>,
+    /// The time of this user's pending-push entry in `wakeups`, if one is there: a user
+    /// toggling between two states re-arms that entry (moved on when it comes up) rather
+    /// than adding one per toggle.
+    queued_ms: Option<u64>,
 }
 
 /// Users with a recent push or a pending one. An entry lives at most `quiet_ms` past its last
@@ -82,22 +86,28 @@ impl Coalescer {
         let timing = self.users.entry(user).or_insert(Timing {
             last_publish_ms: 0,
             due_ms: None,
+            queued_ms: None,
         });
         // A push already pending keeps its time: a run of changes waits no longer than the first.
         if timing.due_ms.is_none() {
             timing.due_ms = Some(wanted);
-            self.wakeups.push(Reverse((wanted, user)));
+            if timing.queued_ms.is_none_or(|queued| queued > wanted) {
+                timing.queued_ms = Some(wanted);
+                self.wakeups.push(Reverse((wanted, user)));
+            }
         }
         Decision::Later
     }
 
     /// Friends were told the user's state at `now_ms`.
     pub(crate) fn published(&mut self, user: UserId, now_ms: u64) {
+        let queued_ms = self.users.get(&user).and_then(|t| t.queued_ms);
         self.users.insert(
             user,
             Timing {
                 last_publish_ms: now_ms,
                 due_ms: None,
+                queued_ms,
             },
         );
         self.wakeups
@@ -116,10 +126,25 @@ impl Coalescer {
             let Some(timing) = self.users.get_mut(&user) else {
                 continue;
             };
-            if timing.due_ms == Some(at) {
-                timing.due_ms = None;
-                out.push(user);
-            } else if timing.due_ms.is_none()
+            if timing.queued_ms == Some(at) {
+                timing.queued_ms = None;
+                match timing.due_ms {
+                    Some(due) if due <= at => {
+                        timing.due_ms = None;
+                        out.push(user);
+                        continue;
+                    }
+                    // Re-armed for later since this entry was queued: it moves on.
+                    Some(due) => {
+                        timing.queued_ms = Some(due);
+                        self.wakeups.push(Reverse((due, user)));
+                        continue;
+                    }
+                    None => {}
+                }
+            }
+            if timing.due_ms.is_none()
+                && timing.queued_ms.is_none()
                 && timing.last_publish_ms.saturating_add(self.quiet_ms) <= now_ms
             {
                 self.users.remove(&user);
@@ -136,6 +161,11 @@ impl Coalescer {
     #[cfg(test)]
     pub(crate) fn tracked(&self) -> usize {
         self.users.len()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn wakeups(&self) -> usize {
+        self.wakeups.len()
     }
 }
 
@@ -295,5 +325,24 @@ mod tests {
             Decision::Later
         );
         assert_eq!(due(&mut c, 3000), vec![7]);
+    }
+
+    #[test]
+    fn toggling_back_and_forth_keeps_one_wakeup_and_the_latest_wait() {
+        let mut c = Coalescer::new(Q);
+        c.published(7, 0);
+        for i in 0..1_000u64 {
+            let now = 10 + i;
+            c.changed(7, State::Away, State::Online, now);
+            assert_eq!(
+                c.changed(7, State::Online, State::Online, now),
+                Decision::Nothing
+            );
+        }
+        assert!(c.wakeups() <= 2, "{} wakeups", c.wakeups());
+        // Away for good at 2,000: shown a quiet period later, not at the first toggle's time.
+        c.changed(7, State::Away, State::Online, 2_000);
+        assert_eq!(due(&mut c, 2_000 + Q - 1), Vec::<UserId>::new());
+        assert_eq!(due(&mut c, 2_000 + Q), vec![7]);
     }
 }
