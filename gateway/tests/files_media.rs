@@ -196,6 +196,23 @@ async fn a_file_goes_to_those_who_may_read_the_message_that_carries_it() {
         download(&server, &b.token, &file_id, Some((ab, ack.seq))).0,
         404
     );
+    // Bob's forward is stored: its resend (the ack was lost) gets the original ack, though the
+    // message it came through is recalled now; a new forward through it is refused.
+    let again = acked(
+        ask(
+            &mut bob,
+            media("b2", c.user_id, 0, ContentType::File, &forward),
+        )
+        .await,
+    );
+    assert!(again.duplicate);
+    assert_eq!((again.seq, again.msg_id), (fwd.seq, fwd.msg_id));
+    let reply = ask(
+        &mut bob,
+        media("b3", c.user_id, 0, ContentType::File, &forward),
+    )
+    .await;
+    assert_eq!(code(reply), ErrorCode::NotFound);
     let (status, body) = download(&server, &a.token, &file_id, None);
     assert_eq!((status, body.len()), (200, pdf.len()));
 }

@@ -23,6 +23,8 @@ pub(crate) struct GroupMessage {
     pub content: Bytes,
     pub mention_user_ids: Vec<UserId>,
     pub mention_all: bool,
+    /// As `NewMessage::refused`.
+    pub refused: Option<Refusal>,
 }
 
 impl Writer {
@@ -45,6 +47,9 @@ impl Writer {
                 request_id,
                 original,
             });
+        }
+        if let Some(refusal) = m.refused {
+            return Err(refusal);
         }
         let group = self.groups.group(g)?.ok_or_else(not_found)?;
         if group.dissolved_seq != 0 {

@@ -89,6 +89,7 @@ fn send(from: UserId, g: ConvId, n: u64) -> WriteOp {
         content: Bytes::from_static(b"x"),
         mention_user_ids: Vec::new(),
         mention_all: false,
+        refused: None,
     }))
 }
 

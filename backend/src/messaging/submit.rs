@@ -165,7 +165,23 @@ impl Writes {
             .await
         {
             Ok(stored) => stored,
-            Err(refusal) => return Submitted::Refused(refusal.into_error()),
+            Err(refusal) => {
+                // A resend of a message stored before (its ack was lost) gets that ack, whatever
+                // its file has become since (recalled, removed): the sequencer answers after
+                // its dedup check. Not so for a write another node owns (the owner does not
+                // check files, so nothing unchecked is forwarded), nor a storage failure.
+                let owned_elsewhere =
+                    (self.link.as_ref()).is_some_and(|link| link.owner_elsewhere(&write).is_some());
+                if refusal.code == v1::ErrorCode::Unavailable || owned_elsewhere {
+                    return Submitted::Refused(refusal.into_error());
+                }
+                match &mut write {
+                    Write::Send(m) => m.refused = Some(refusal),
+                    Write::GroupSend(m) => m.refused = Some(refusal),
+                    _ => {}
+                }
+                return self.route(conn, user, request_id, write, None);
+            }
         };
         match &mut write {
             Write::Send(m) => m.content = stored.clone(),
@@ -268,6 +284,7 @@ impl Writes {
                     client_msg_id: send.client_msg_id,
                     content_type: send.content_type,
                     content: send.content,
+                    refused: None,
                 }),
                 Target::Group(g) => Write::GroupSend(GroupMessage {
                     from: user,
@@ -277,6 +294,7 @@ impl Writes {
                     content: send.content,
                     mention_user_ids: send.mention_user_ids,
                     mention_all: send.mention_all,
+                    refused: None,
                 }),
             },
             WriteRequest::DeliveryAck(ack) => {

@@ -50,6 +50,7 @@ impl Writer {
             client_msg_id,
             content_type,
             content,
+            refused,
         } = new;
         let conv_id = ConvId::direct(from, to)
             .ok_or_else(|| Refusal::new(ErrorCode::InvalidArgument, "not a conversation"))?;
@@ -62,6 +63,9 @@ impl Writer {
                 request_id,
                 original,
             });
+        }
+        if let Some(refusal) = refused {
+            return Err(refusal);
         }
         // One lookup when the pair is cached; a cached pair's recipient exists.
         let check = match self.contacts.cached_send_check(conv_id, from) {

@@ -123,6 +123,8 @@ pub(crate) struct NewMessage {
     pub client_msg_id: String,
     pub content_type: i32,
     pub content: Bytes,
+    /// The media check refused it: the answer, unless it is a resend of a stored message.
+    pub refused: Option<Refusal>,
 }
 
 #[derive(Debug)]

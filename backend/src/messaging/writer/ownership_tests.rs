@@ -44,6 +44,7 @@ fn send(from: UserId, to: UserId, id: &str) -> WriteOp {
             client_msg_id: id.into(),
             content_type: 1,
             content: Bytes::from_static(b"hi"),
+            refused: None,
         }),
         queued_at: None,
         trace: None,
