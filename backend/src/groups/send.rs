@@ -24,7 +24,7 @@ pub(crate) struct GroupMessage {
     pub mention_user_ids: Vec<UserId>,
     pub mention_all: bool,
     /// As `NewMessage::refused`.
-    pub refused: Option<Refusal>,
+    pub refused: Option<Box<Refusal>>,
 }
 
 impl Writer {
@@ -49,7 +49,7 @@ impl Writer {
             });
         }
         if let Some(refusal) = m.refused {
-            return Err(refusal);
+            return Err(*refusal);
         }
         let group = self.groups.group(g)?.ok_or_else(not_found)?;
         if group.dissolved_seq != 0 {

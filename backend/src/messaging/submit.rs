@@ -176,8 +176,8 @@ impl Writes {
                     return Submitted::Refused(refusal.into_error());
                 }
                 match &mut write {
-                    Write::Send(m) => m.refused = Some(refusal),
-                    Write::GroupSend(m) => m.refused = Some(refusal),
+                    Write::Send(m) => m.refused = Some(Box::new(refusal)),
+                    Write::GroupSend(m) => m.refused = Some(Box::new(refusal)),
                     _ => {}
                 }
                 return self.route(conn, user, request_id, write, None);

@@ -65,7 +65,7 @@ impl Writer {
             });
         }
         if let Some(refusal) = refused {
-            return Err(refusal);
+            return Err(*refusal);
         }
         // One lookup when the pair is cached; a cached pair's recipient exists.
         let check = match self.contacts.cached_send_check(conv_id, from) {

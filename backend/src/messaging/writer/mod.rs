@@ -124,7 +124,7 @@ pub(crate) struct NewMessage {
     pub content_type: i32,
     pub content: Bytes,
     /// The media check refused it: the answer, unless it is a resend of a stored message.
-    pub refused: Option<Refusal>,
+    pub refused: Option<Box<Refusal>>,
 }
 
 #[derive(Debug)]
