@@ -282,7 +282,10 @@ impl Contacts {
         }
     }
 
-    /// Searchable users whose username starts with `prefix`, after the cursor `after`.
+    /// Searchable users whose username starts with `prefix`, after the cursor `after`. The
+    /// cursor handed back is always the name of a user the page shows: a hidden user's name
+    /// never leaves the server. A page that reads `SEARCH_SCAN_MAX` names and shows nobody
+    /// ends the search (more of the name narrows it).
     fn by_prefix(
         &self,
         ports: &Ports,
@@ -292,6 +295,7 @@ impl Contacts {
         limit: usize,
     ) -> Result<v1::UserList, StoreError> {
         let mut cursor = after.to_owned();
+        let mut last_shown = String::new();
         let mut users = Vec::new();
         let mut scanned = 0;
         let mut exhausted = false;
@@ -313,6 +317,7 @@ impl Contacts {
                     .unwrap_or(self.config.searchable_default);
                 if searchable && let Some(p) = self.profile_seen_by(ports, viewer, id)? {
                     users.push(p);
+                    last_shown.clone_from(&cursor);
                     if users.len() == limit {
                         break 'scan;
                     }
@@ -324,14 +329,15 @@ impl Contacts {
             }
         }
         let has_more = !exhausted
+            && !users.is_empty()
             && !ports
                 .contacts
-                .usernames_with_prefix(prefix, &cursor, 1)?
+                .usernames_with_prefix(prefix, &last_shown, 1)?
                 .is_empty();
         Ok(v1::UserList {
             users,
             has_more,
-            next_after: if has_more { cursor } else { String::new() },
+            next_after: if has_more { last_shown } else { String::new() },
         })
     }
 
@@ -346,4 +352,48 @@ impl Contacts {
 /// The user with this e-mail address (the store folds its case).
 fn user_id_by_email(ports: &Ports, email: &str) -> Result<Option<UserId>, StoreError> {
     ports.accounts.user_id_by_email(email)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::Durability;
+    use crate::contacts::ContactsConfig;
+    use crate::store::{FjallStore, ProfileRecord};
+
+    #[test]
+    fn a_search_cursor_never_names_a_hidden_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(FjallStore::open(dir.path(), Durability::None).unwrap());
+        let viewer = store.create_user("viewer", "x", "", 1).unwrap().user_id;
+        let shown = store.create_user("ann", "x", "", 1).unwrap().user_id;
+        let hidden = ProfileRecord {
+            searchable: Some(false),
+            ..ProfileRecord::default()
+        };
+        // More hidden names in a row than a page reads, then one shown user.
+        for i in 0..SEARCH_SCAN_MAX + 5 {
+            let id = store
+                .create_user(&format!("anx{i:05}"), "x", "", 1)
+                .unwrap();
+            store.put_profile(id.user_id, &hidden).unwrap();
+        }
+        store.create_user("anz", "x", "", 1).unwrap();
+        let ports = Ports::of(store);
+        let contacts = Contacts::new(ContactsConfig::default());
+        let page = |after: &str| contacts.by_prefix(&ports, viewer, "an", after, 50).unwrap();
+        let first = page("");
+        let names: Vec<&str> = first.users.iter().map(|u| u.username.as_str()).collect();
+        assert_eq!(names, ["ann"]);
+        assert_eq!(first.users[0].user_id, shown);
+        // The page stopped among hidden names: it hands back the last shown name, not theirs.
+        assert!(first.has_more);
+        assert_eq!(first.next_after, "ann");
+        // From there a page reads only hidden names: the search ends, naming none of them.
+        let second = page(&first.next_after);
+        assert!(second.users.is_empty() && !second.has_more);
+        assert_eq!(second.next_after, "");
+    }
 }
