@@ -272,8 +272,9 @@ async fn group_messages_push_mentions_and_small_groups_unmuted_members() {
     );
 }
 
-#[tokio::test]
-async fn a_receiver_that_is_down_then_fails_then_comes_back_gets_the_push() {
+/// A server whose push receiver (at the returned address) is not up yet and retries often;
+/// Alice online, Bob (with a push token) her friend and offline.
+async fn receiver_down_bob_offline() -> (TestServer, std::net::SocketAddr, Client, u64) {
     let addr = free_port();
     let url = format!("http://{addr}/push");
     let server = TestServer::start(&env(
@@ -288,6 +289,12 @@ async fn a_receiver_that_is_down_then_fails_then_comes_back_gets_the_push() {
     let (mut bob, b) = user_with_token(&server, "bob", "apns-bob").await;
     befriend(&mut alice, a.user_id, &mut bob, b).await;
     go_offline(&mut alice, bob, b).await;
+    (server, addr, alice, b)
+}
+
+#[tokio::test]
+async fn a_receiver_that_is_down_then_fails_then_comes_back_gets_the_push() {
+    let (server, addr, mut alice, b) = receiver_down_bob_offline().await;
     let sent = alice
         .send_text(b, "m1", "are you there")
         .await
@@ -356,20 +363,7 @@ async fn a_full_queue_drops_and_counts_while_sends_are_acked() {
 
 #[tokio::test]
 async fn a_push_resolved_late_skips_members_who_joined_after_the_message() {
-    let addr = free_port();
-    let url = format!("http://{addr}/push");
-    let server = TestServer::start(&env(
-        &url,
-        &[
-            ("PUSH__BACKOFF_MS", "50"),
-            ("PUSH__BACKOFF_MS_MAX", "200"),
-            ("PUSH__RETRIES_MAX", "100"),
-        ],
-    ));
-    let (mut alice, a) = server.user("alice").await;
-    let (mut bob, b) = user_with_token(&server, "bob", "apns-bob").await;
-    befriend(&mut alice, a.user_id, &mut bob, b).await;
-    go_offline(&mut alice, bob, b).await;
+    let (server, addr, mut alice, b) = receiver_down_bob_offline().await;
     // The receiver is down: Bob's direct message waits in retries, and what follows waits
     // behind it, not resolved yet.
     let direct = alice.send_text(b, "d1", "hi").await.unwrap().unwrap();

@@ -121,6 +121,19 @@ async fn route(url: &str, prefix: &str, user: UserId) -> Vec<(String, String)> {
     fields
 }
 
+/// Nodes n1 and n2, each subscribed and trusted.
+async fn two_trusted_nodes(url: &str, prefix: &str, v: &Arc<ArcSwap<ClusterView>>) -> (Node, Node) {
+    let a = Node::start(url, prefix, "n1", v);
+    let b = Node::start(url, prefix, "n2", v);
+    for n in [&a, &b] {
+        eventually("subscribed and trusted", || async {
+            n.routes.trusted().then_some(())
+        })
+        .await;
+    }
+    (a, b)
+}
+
 fn c(shard: u16, conn: u64) -> ConnRef {
     ConnRef { shard, conn }
 }
@@ -218,14 +231,7 @@ async fn a_dead_nodes_routes_expire_and_a_stopped_nodes_are_removed() {
 async fn nodes_of_learns_from_redis_and_follows_published_changes() {
     let (url, prefix) = (redis_url(), unique());
     let v = view(&["n1", "n2", "n3"]);
-    let a = Node::start(&url, &prefix, "n1", &v);
-    let b = Node::start(&url, &prefix, "n2", &v);
-    for n in [&a, &b] {
-        eventually("subscribed and trusted", || async {
-            n.routes.trusted().then_some(())
-        })
-        .await;
-    }
+    let (a, b) = two_trusted_nodes(&url, &prefix, &v).await;
     b.routes.opened(10, c(0, 1), "d", "PLATFORM_IOS");
     a.routes.opened(11, c(0, 1), "d", "PLATFORM_IOS");
     eventually("bob's route written", || async {
@@ -347,14 +353,7 @@ async fn after_a_redis_restart_the_routes_and_the_cache_are_rebuilt() {
 async fn a_route_key_lost_under_a_live_subscription_is_found_again_after_a_refresh() {
     let (url, prefix) = (redis_url(), unique());
     let v = view(&["n1", "n2"]);
-    let a = Node::start(&url, &prefix, "n1", &v);
-    let b = Node::start(&url, &prefix, "n2", &v);
-    for n in [&a, &b] {
-        eventually("subscribed and trusted", || async {
-            n.routes.trusted().then_some(())
-        })
-        .await;
-    }
+    let (a, b) = two_trusted_nodes(&url, &prefix, &v).await;
     b.routes.opened(20, c(0, 1), "d", "PLATFORM_IOS");
     let fields = eventually("the route written", || async {
         let fields = route(&url, &prefix, 20).await;
