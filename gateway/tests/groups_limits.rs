@@ -148,3 +148,37 @@ async fn a_block_is_checked_when_an_application_is_approved() {
     let approved = ok(ask(&mut b, approve(g, carol.user_id, true)).await);
     assert_eq!(approved.state, GroupJoinState::Joined as i32);
 }
+
+#[tokio::test]
+async fn members_invitations_leave_half_the_application_queue_to_those_who_ask() {
+    let server = TestServer::start(&[("GROUPS__APPLICATIONS_MAX", "4")]);
+    let (mut a, _alice) = server.user("alice").await;
+    let (mut b, bob) = server.user("bob").await;
+    let mut strangers = Vec::new();
+    for name in ["stranger1", "stranger2", "stranger3"] {
+        strangers.push(server.user(name).await.1.user_id);
+    }
+    let g = create_id(&mut a, &[bob.user_id], v1::JoinPolicy::Approval).await;
+    // Bob's invitations file applications for two of the three: half of four.
+    let filed = ok(ask(&mut b, invite(g, &strangers)).await);
+    assert_eq!(
+        filed.results,
+        [v1::MemberResult {
+            user_id: strangers[2],
+            code: ErrorCode::TooManyApplications as i32
+        }]
+    );
+    // Users who ask for themselves still find room.
+    for name in ["asker1", "asker2"] {
+        let (mut c, _) = server.user(name).await;
+        assert_eq!(
+            ok(ask(&mut c, join(g)).await).state,
+            GroupJoinState::Pending as i32
+        );
+    }
+    let (mut late, _) = server.user("asker3").await;
+    assert_eq!(
+        code(ask(&mut late, join(g)).await),
+        ErrorCode::TooManyApplications
+    );
+}

@@ -165,7 +165,9 @@ impl Writer {
         }
         let mut done = GroupDone::new(g);
         if v == Verdict::AsApplication {
-            let max = self.groups.limits.applications_max as usize;
+            // Members' invitations fill at most half the queue (rounded up): the rest stays
+            // for users who ask themselves, so one member cannot shut the door.
+            let max = (self.groups.limits.applications_max as usize).div_ceil(2);
             let room = max.saturating_sub(a.record.application_count as usize);
             for (user, _, _) in adding.drain(room.min(adding.len())..) {
                 results.push(result(user, ErrorCode::TooManyApplications));
