@@ -253,6 +253,7 @@ async fn a_token_login_late_in_the_tokens_life_gets_a_fresh_token() {
     ]);
     drop(server.user("alice").await);
     let (_, first) = device(&server, "alice", "phone", v1::Platform::Ios).await;
+    let (_, nameless) = device(&server, "alice", "", v1::Platform::Web).await;
     let Body::LoginOk(early) = token_login(&server, &first, "phone").await else {
         panic!("token login")
     };
@@ -283,6 +284,26 @@ async fn a_token_login_late_in_the_tokens_life_gets_a_fresh_token() {
         !with_new.token_refreshed,
         "a fresh token is early in its life"
     );
+    assert!(
+        matches!(
+            token_login(&server, &first, "phone").await,
+            Body::LoginOk(_)
+        ),
+        "a device's old token lives on until its expiry (a lost reply costs nothing)"
+    );
+    // With no device id the old token ends at the refresh: no Logout could find it later.
+    let Body::LoginOk(renamed) = token_login(&server, &nameless, "").await else {
+        panic!("token login")
+    };
+    assert!(renamed.token_refreshed);
+    assert_eq!(
+        error_code(&token_login(&server, &nameless, "").await),
+        ErrorCode::InvalidCredentials
+    );
+    assert!(matches!(
+        token_login(&server, &renamed, "").await,
+        Body::LoginOk(_)
+    ));
 }
 
 #[tokio::test]

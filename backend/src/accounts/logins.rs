@@ -262,6 +262,15 @@ impl Accounts {
             };
             let mut auth = self.issue_token(&device, Some(hash)).await?;
             auth.refreshed = true;
+            // The old token stays valid in case the reply is lost: a device's Logout revokes
+            // it with the device's other tokens. A token with no device id could never be
+            // found again (Logout would leave it alive): it ends here.
+            if record.device_id.is_empty() {
+                let store = Arc::clone(&self.store);
+                if let Err(err) = blocking(move || store.remove_token(&hash)).await {
+                    tracing::warn!(?err, "could not end a refreshed token with no device id");
+                }
+            }
             tracing::info!(user_id = record.user_id, "token refreshed");
             return Ok(auth);
         }
