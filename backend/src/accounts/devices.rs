@@ -24,8 +24,10 @@ use crate::time::now_ms;
 /// the tokens a refresh keeps.
 pub(crate) const TOKENS_SCAN_MAX: usize = 2048 + 64;
 
-/// The tokens to revoke when `new` is issued: the same device's older ones (not `keep`),
-/// expired ones, and past `tokens_max` the devices seen longest ago (`seen_ms` says when).
+/// The tokens to revoke when `new` is issued: the same device's older ones, expired ones, and
+/// past `tokens_max` the devices seen longest ago (`seen_ms` says when). `keep`, the token
+/// being refreshed, stays in case the reply is lost, while its device id lets a Logout find
+/// it; with no device id nothing could end it, so it goes now.
 pub(crate) fn tokens_to_revoke(
     held: &[(TokenHash, TokenRecord)],
     new: &TokenRecord,
@@ -38,6 +40,9 @@ pub(crate) fn tokens_to_revoke(
     let mut others = Vec::new();
     for (hash, t) in held {
         if Some(*hash) == keep {
+            if new.device_id.is_empty() {
+                revoke.push(*hash);
+            }
             continue;
         }
         let same_device = !new.device_id.is_empty() && t.device_id == new.device_id;
@@ -409,5 +414,8 @@ mod tests {
         let blank = t("", 100, 2000);
         let r = tokens_to_revoke(&held, &blank, None, 10, 100, stored);
         assert_eq!(r, vec![[4; 32]], "an empty device id names no device");
+        let mut r = tokens_to_revoke(&held, &blank, Some([5; 32]), 10, 100, stored);
+        r.sort();
+        assert_eq!(r, vec![[4; 32], [5; 32]], "a nameless refreshed token ends");
     }
 }

@@ -262,15 +262,6 @@ impl Accounts {
             };
             let mut auth = self.issue_token(&device, Some(hash)).await?;
             auth.refreshed = true;
-            // The old token stays valid in case the reply is lost: a device's Logout revokes
-            // it with the device's other tokens. A token with no device id could never be
-            // found again (Logout would leave it alive): it ends here.
-            if record.device_id.is_empty() {
-                let store = Arc::clone(&self.store);
-                if let Err(err) = blocking(move || store.remove_token(&hash)).await {
-                    tracing::warn!(?err, "could not end a refreshed token with no device id");
-                }
-            }
             tracing::info!(user_id = record.user_id, "token refreshed");
             return Ok(auth);
         }
@@ -298,9 +289,9 @@ impl Accounts {
         Ok(record.user_id)
     }
 
-    /// Issues a token for a device. The device's older tokens are revoked (except `keep`: the
-    /// token being refreshed stays valid until its own expiry, in case the reply is lost), as
-    /// are expired ones and, past `login.device_tokens_max`, the devices seen longest ago.
+    /// Issues a token for a device, in one write with the revocations `tokens_to_revoke` picks
+    /// (`keep`: the token being refreshed, kept in case the reply is lost when it has a
+    /// device id).
     async fn issue_token(
         &self,
         device: &Device<'_>,

@@ -603,11 +603,9 @@ impl Writer {
         conv: ConvId,
         seq: u64,
     ) -> Result<Option<MessageRecord>, StoreError> {
-        let pending = self.group.messages.iter().rev();
-        match pending
-            .into_iter()
-            .find(|m| m.conv_id == conv && m.seq == seq)
-        {
+        let pending =
+            (self.group.messages.iter().rev()).find(|m| m.conv_id == conv && m.seq == seq);
+        match pending {
             Some(m) => Ok(Some(m.clone())),
             None => self.log.message(conv, seq),
         }
