@@ -345,4 +345,54 @@ mod tests {
         assert_eq!(due(&mut c, 2_000 + Q - 1), Vec::<UserId>::new());
         assert_eq!(due(&mut c, 2_000 + Q), vec![7]);
     }
+
+    /// Random changes at random times (xorshift, fixed seeds): whatever the order, the last
+    /// state is shown once the quiet period has passed, and pushes stay a quiet period apart
+    /// (less the 20 ms by which a change's time may lag).
+    #[test]
+    fn random_changes_always_end_shown() {
+        for seed in 1..=2_000u64 {
+            let mut x = seed;
+            let mut next = move || {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x
+            };
+            let mut sim = Sim::new();
+            let mut now = 0;
+            for _ in 0..30 {
+                let at = now + next() % (2 * Q);
+                // The timer wakes when the coalescer asks it to.
+                while let Some(wake) = sim.c.next_wakeup_ms().filter(|&w| w <= at) {
+                    sim.tick(wake);
+                }
+                now = at;
+                let state = [State::Offline, State::Away, State::Busy, State::Online]
+                    [(next() % 4) as usize];
+                // A cluster node's friends list sets what was shown of a user it had not
+                // heard of, outside the coalescer.
+                if next() % 5 == 0 {
+                    sim.published = sim.current;
+                }
+                // A change's time may be read a moment before the timer's last tick.
+                let stale = now.saturating_sub(next() % 20);
+                sim.current = state;
+                if sim.c.changed(7, sim.current, sim.published, stale) == Decision::PublishNow {
+                    sim.publish(stale);
+                }
+            }
+            while let Some(wake) = sim.c.next_wakeup_ms().filter(|&w| w <= now + 3 * Q) {
+                sim.tick(wake);
+            }
+            assert_eq!(sim.published, sim.current, "seed {seed}: {:?}", sim.pushes);
+            for pair in sim.pushes.windows(2) {
+                assert!(
+                    pair[1].0 + 20 >= pair[0].0 + Q,
+                    "seed {seed}: {:?}",
+                    sim.pushes
+                );
+            }
+        }
+    }
 }
