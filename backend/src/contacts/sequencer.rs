@@ -127,6 +127,21 @@ impl Relations {
         (entry.generation == self.policy_generation).then(|| send_check(conv, entry.bits, from))
     }
 
+    /// [`Self::load_send_check`] with both users' DM policies read again from the store. A
+    /// cluster node's policy cache is not told of a change made on another node (the setting
+    /// is a user's, written by whichever node took it): a send that opens a conversation, the
+    /// only one a policy can refuse, takes this path there (a rare event: two reads).
+    pub(crate) fn fresh_send_check(
+        &mut self,
+        conv: ConvId,
+        from: UserId,
+    ) -> Result<SendCheck, StoreError> {
+        for user in conv.implied_members().expect("a direct conversation").all() {
+            self.policies.remove(user);
+        }
+        self.load_send_check(conv, from)
+    }
+
     /// Loads (or refreshes) the pair's entry through the overlay and checks the send.
     pub(crate) fn load_send_check(
         &mut self,
@@ -137,19 +152,23 @@ impl Relations {
         Ok(send_check(conv, bits, from))
     }
 
-    /// Whether `adder` may put `target` in a group: not if either blocked the other.
     /// Whether `adder` may put `target` in a group: never across a block, and when the target
     /// did not ask to join (`target_asked` false: a create or an invite), only a friend may
-    /// add a user whose DM policy is friends-only.
+    /// add a user whose DM policy is friends-only. `fresh_policy`: the target's policy is read
+    /// from the store, not the cache (a cluster node; see [`Self::fresh_send_check`]).
     pub(crate) fn may_add_to_group(
         &mut self,
         adder: UserId,
         target: UserId,
         target_asked: bool,
+        fresh_policy: bool,
     ) -> Result<(), Refusal> {
         let Some(conv) = ConvId::direct(adder, target) else {
             return Ok(());
         };
+        if fresh_policy && !target_asked {
+            self.policies.remove(&target);
+        }
         let bits = self.pair_bits(conv)?;
         let (adder_blocks, target_blocks) = blocks_from(conv, bits, adder);
         if adder_blocks || target_blocks {

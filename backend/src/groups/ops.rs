@@ -373,7 +373,11 @@ impl Writer {
                 format!("no user {user}"),
             )));
         }
-        if let Err(refusal) = self.contacts.may_add_to_group(adder, user, user_asked) {
+        let fresh_policy = self.ownership.is_some();
+        if let Err(refusal) = self
+            .contacts
+            .may_add_to_group(adder, user, user_asked, fresh_policy)
+        {
             if refusal.code == ErrorCode::NotAllowed {
                 return Ok(Err(refusal));
             }

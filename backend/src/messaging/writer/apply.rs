@@ -80,6 +80,16 @@ impl Writer {
                 self.contacts.load_send_check(conv_id, from)?
             }
         };
+        // A cluster node's cached policies may predate a change made on another node: the
+        // send that opens a conversation reads them again.
+        let check = if self.ownership.is_some()
+            && !matches!(check, SendCheck::Refused(_))
+            && self.conv(conv_id)?.max_seq == 0
+        {
+            self.contacts.fresh_send_check(conv_id, from)?
+        } else {
+            check
+        };
         match check {
             SendCheck::Allowed => {}
             SendCheck::Refused(refusal) => return Err(refusal),
