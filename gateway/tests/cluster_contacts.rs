@@ -7,8 +7,10 @@
 mod common;
 
 use common::TestServer;
-use common::cluster::{acked, direct, owner, redis_url, start_nodes, unique, wait_for_views};
-use common::contacts::set_privacy;
+use common::cluster::{
+    acked, direct, owner, redis_url, start_nodes, start_nodes_with, unique, wait_for_views,
+};
+use common::contacts::{request, set_privacy};
 use common::groups::create;
 use ringchat_bench::client::{Client, conversation_id};
 use ringchat_proto::Body;
@@ -80,4 +82,60 @@ async fn a_dm_policy_set_on_one_node_holds_where_conversations_are_owned_on_anot
             code: ErrorCode::NotAllowed as i32
         }]
     );
+}
+
+/// Strangers on `node`, `n` whose conversation with `with` node 0 owns and `n` node 1 does.
+async fn strangers_on_both_owners(node: &TestServer, with: u64, n: usize) -> Vec<(Client, u64)> {
+    let (mut by_first, mut by_second) = (Vec::new(), Vec::new());
+    for i in 0..128 {
+        let (c, login) = node.user(&format!("asker{i}")).await;
+        let side = match owner(conversation_id(with, login.user_id), &IDS) {
+            0 => &mut by_first,
+            _ => &mut by_second,
+        };
+        if side.len() < n {
+            side.push((c, login.user_id));
+        }
+        if by_first.len() == n && by_second.len() == n {
+            by_first.append(&mut by_second);
+            return by_first;
+        }
+    }
+    panic!("fewer than {n} of 128 users' conversations with {with} on each owner");
+}
+
+/// Friend requests to one user are written by the owners of each pair: both nodes change the
+/// user's request count at once, and every change counts (the limit on requests received
+/// holds exactly).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_written_by_two_owners_at_once_all_count_toward_the_limit() {
+    const ASKERS_PER_OWNER: usize = 4;
+    let received_max = (2 * ASKERS_PER_OWNER).to_string();
+    let db = common::store::fresh_database();
+    let prefix = format!("rc_contacts_{}", unique());
+    let nodes: Vec<TestServer> = start_nodes_with(
+        &db,
+        &redis_url(),
+        &prefix,
+        &IDS,
+        &[("CONTACTS__FRIEND_REQUESTS_RECEIVED_MAX", &received_max)],
+    )
+    .into_iter()
+    .map(|(_, server)| server)
+    .collect();
+    wait_for_views(&nodes, IDS.len());
+    let (_bob, b) = nodes[0].user("bob").await;
+    let mut askers = strangers_on_both_owners(&nodes[1], b.user_id, ASKERS_PER_OWNER).await;
+    let answers =
+        futures_util::future::join_all(askers.iter_mut().map(|(c, _)| request(c, b.user_id, "")))
+            .await;
+    for answer in answers {
+        assert!(matches!(answer, Body::FriendOk(_)), "{answer:?}");
+    }
+    // Bob has received as many requests as he may: the next is refused.
+    let (mut late, _) = nodes[1].user("late").await;
+    match request(&mut late, b.user_id, "").await {
+        Body::Error(e) => assert_eq!(e.code, ErrorCode::TooManyFriendRequests as i32, "{e:?}"),
+        other => panic!("a request past friend_requests_received_max: {other:?}"),
+    }
 }

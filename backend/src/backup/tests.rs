@@ -131,13 +131,14 @@ pub(crate) fn filled(dir: &Path) -> FjallStore {
             message: String::new(),
         }),
     ));
-    g.contacts.summaries.push((
-        a,
-        ContactSummary {
+    g.contacts.summaries.push(SummaryWrite {
+        user: a,
+        base: None,
+        new: ContactSummary {
             friends: 1,
             ..Default::default()
         },
-    ));
+    });
     g.groups.groups.push((
         group,
         GroupRecord {

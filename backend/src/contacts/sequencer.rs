@@ -25,7 +25,7 @@ use super::config::ContactLimits;
 use crate::accounts::Refusal;
 use crate::store::{
     AccountStore, ContactStore, ContactSummary, ContactWrites, ConvId, DmPolicy, RelationKey,
-    RelationKind, RelationRecord, StoreError, UserId,
+    RelationKind, RelationRecord, StoreError, SummaryWrite, UserId,
 };
 
 /// Cached pairs and per-user policies, each at most; past it the cache starts over (the store
@@ -98,7 +98,8 @@ pub(crate) struct Relations {
     policy_generation: u64,
     /// The group being built.
     pending_relations: Map<RelationKey, Option<RelationRecord>>,
-    pending_summaries: Map<UserId, ContactSummary>,
+    /// Every summary the group read, with what it made of it (`base` = `new` if nothing).
+    pending_summaries: Map<UserId, SummaryWrite>,
 }
 
 impl Relations {
@@ -257,11 +258,21 @@ impl Relations {
         }
     }
 
-    pub(super) fn summary(&self, user: UserId) -> Result<ContactSummary, StoreError> {
-        match self.pending_summaries.get(&user) {
-            Some(s) => Ok(*s),
-            None => Ok(self.store.contact_summary(user)?.unwrap_or_default()),
+    /// The user's summary through the overlay; the first read in a group is its change's base.
+    pub(super) fn summary(&mut self, user: UserId) -> Result<ContactSummary, StoreError> {
+        if let Some(w) = self.pending_summaries.get(&user) {
+            return Ok(w.new);
         }
+        let base = self.store.contact_summary(user)?.unwrap_or_default();
+        self.pending_summaries.insert(
+            user,
+            SummaryWrite {
+                user,
+                base: Some(base),
+                new: base,
+            },
+        );
+        Ok(base)
     }
 
     pub(super) fn view(&self, me: UserId, other: UserId) -> Result<PairView, StoreError> {
@@ -286,7 +297,11 @@ impl Relations {
     }
 
     pub(super) fn put_summary(&mut self, user: UserId, summary: ContactSummary) {
-        self.pending_summaries.insert(user, summary);
+        let w = self
+            .pending_summaries
+            .get_mut(&user)
+            .expect("a summary is read before it is changed");
+        w.new = summary;
     }
 
     /// A user's effective DM policy changed: cached pairs re-read it (see the module's doc).
@@ -298,7 +313,12 @@ impl Relations {
     /// Moves the group's overlay into its commit group.
     pub(crate) fn drain_into(&mut self, writes: &mut ContactWrites) {
         writes.relations.extend(self.pending_relations.drain());
-        writes.summaries.extend(self.pending_summaries.drain());
+        writes.summaries.extend(
+            self.pending_summaries
+                .drain()
+                .map(|(_, w)| w)
+                .filter(|w| w.base != Some(w.new)),
+        );
     }
 
     /// The group failed: forget what it applied and what the caches may have learnt from it.

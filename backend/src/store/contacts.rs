@@ -98,8 +98,82 @@ pub struct ProfileRecord {
 pub struct ContactWrites {
     /// Put (`Some`) or remove (`None`), at most one per key per group.
     pub relations: Vec<(RelationKey, Option<RelationRecord>)>,
-    /// Whole summaries, at most one per user per group.
-    pub summaries: Vec<(UserId, ContactSummary)>,
+    /// Summary changes, at most one per user per group.
+    pub summaries: Vec<SummaryWrite>,
+}
+
+/// A user's summary as a commit group changes it: `new` is what the sequencer made of `base`,
+/// the summary it read. An adapter stores [`SummaryWrite::onto`] what it holds, not `new`: in
+/// a cluster one user's summary is written by the owners of all their direct conversations,
+/// so another node may have changed it since `base` was read, and both changes must count.
+/// `base: None` puts `new` whole (a restore).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SummaryWrite {
+    pub user: UserId,
+    pub base: Option<ContactSummary>,
+    pub new: ContactSummary,
+}
+
+/// What a [`SummaryWrite`] changes, as an adapter applies it (PostgreSQL in SQL, the others
+/// through [`SummaryWrite::onto`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SummaryDelta {
+    pub friends: i64,
+    pub requests_out: i64,
+    pub requests_in: i64,
+    pub blocks: i64,
+    /// The day the group's requests count on, and how many it added that day.
+    pub request_day: u64,
+    pub requests_today: i64,
+    /// The policy, if the group set it.
+    pub dm_policy: Option<Option<DmPolicy>>,
+}
+
+impl SummaryWrite {
+    /// What the group changed; `None` for a whole put.
+    pub fn delta(&self) -> Option<SummaryDelta> {
+        let (b, n) = (self.base.as_ref()?, &self.new);
+        let by = |f: fn(&ContactSummary) -> u32| i64::from(f(n)) - i64::from(f(b));
+        let counted_before = if b.request_day == n.request_day {
+            b.requests_today
+        } else {
+            0
+        };
+        Some(SummaryDelta {
+            friends: by(|s| s.friends),
+            requests_out: by(|s| s.requests_out),
+            requests_in: by(|s| s.requests_in),
+            blocks: by(|s| s.blocks),
+            request_day: n.request_day,
+            requests_today: i64::from(n.requests_today) - i64::from(counted_before),
+            dm_policy: (n.dm_policy != b.dm_policy).then_some(n.dm_policy),
+        })
+    }
+
+    /// The summary to store over `stored` (`None`: nothing stored): counts move by what the
+    /// group changed (never below 0), a day's request count follows the later day, and the
+    /// policy is the group's only if the group set it.
+    pub fn onto(&self, stored: Option<ContactSummary>) -> ContactSummary {
+        let Some(d) = self.delta() else {
+            return self.new;
+        };
+        let s = stored.unwrap_or_default();
+        let add = |v: u32, by: i64| u32::try_from((i64::from(v) + by).max(0)).unwrap_or(u32::MAX);
+        let (request_day, requests_today) = match s.request_day.cmp(&d.request_day) {
+            std::cmp::Ordering::Equal => (s.request_day, add(s.requests_today, d.requests_today)),
+            std::cmp::Ordering::Greater => (s.request_day, s.requests_today),
+            std::cmp::Ordering::Less => (d.request_day, add(0, d.requests_today)),
+        };
+        ContactSummary {
+            friends: add(s.friends, d.friends),
+            requests_out: add(s.requests_out, d.requests_out),
+            requests_in: add(s.requests_in, d.requests_in),
+            blocks: add(s.blocks, d.blocks),
+            request_day,
+            requests_today,
+            dm_policy: d.dm_policy.unwrap_or(s.dm_policy),
+        }
+    }
 }
 
 impl ContactWrites {

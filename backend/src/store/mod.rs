@@ -28,7 +28,7 @@ pub use account_admin::{AccountFlags, InviteRecord, InviteTake};
 pub use audit::AuditRecord;
 pub use contacts::{
     ContactSummary, ContactWrites, DmPolicy, ProfileRecord, RelationKey, RelationKind,
-    RelationRecord,
+    RelationRecord, SummaryDelta, SummaryWrite,
 };
 pub use conv::{ConvId, ConvKind, Members};
 pub use dedup_window::{RecentSend, client_msg_id_hash};

@@ -51,7 +51,11 @@ fn full_group(ab: ConvId) -> CommitGroup {
                 crate::store::RelationKey::new(BOB, crate::store::RelationKind::Block, DAVE),
                 Some(crate::store::RelationRecord::default()),
             )],
-            summaries: vec![(BOB, crate::store::ContactSummary::default())],
+            summaries: vec![crate::store::SummaryWrite {
+                user: BOB,
+                base: None,
+                new: crate::store::ContactSummary::default(),
+            }],
         },
         groups: crate::store::GroupWrites::default(),
         fences: vec![],
@@ -89,10 +93,10 @@ fn assert_full_group_visible(store: &impl Store, ab: ConvId, group: &CommitGroup
     for (key, record) in &group.contacts.relations {
         assert_eq!(&store.relation(*key).unwrap(), record, "{when}");
     }
-    for (user, summary) in &group.contacts.summaries {
+    for w in &group.contacts.summaries {
         assert_eq!(
-            store.contact_summary(*user).unwrap().as_ref(),
-            Some(summary),
+            store.contact_summary(w.user).unwrap().as_ref(),
+            Some(&w.new),
             "{when}"
         );
     }

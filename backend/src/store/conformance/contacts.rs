@@ -3,7 +3,7 @@
 use super::*;
 use crate::store::{
     ContactSummary, ContactWrites, DmPolicy, ProfileRecord, RelationKey, RelationKind,
-    RelationRecord,
+    RelationRecord, SummaryWrite,
 };
 
 fn rel(since_ms: u64, message: &str) -> RelationRecord {
@@ -13,9 +13,27 @@ fn rel(since_ms: u64, message: &str) -> RelationRecord {
     }
 }
 
+/// A summary put whole (as a restore does).
+fn whole(user: UserId, new: ContactSummary) -> SummaryWrite {
+    SummaryWrite {
+        user,
+        base: None,
+        new,
+    }
+}
+
+/// A summary changed from `base`, as the sequencer read it.
+fn change(user: UserId, base: ContactSummary, new: ContactSummary) -> SummaryWrite {
+    SummaryWrite {
+        user,
+        base: Some(base),
+        new,
+    }
+}
+
 fn contacts_group(
     relations: Vec<(RelationKey, Option<RelationRecord>)>,
-    summaries: Vec<(UserId, ContactSummary)>,
+    summaries: Vec<SummaryWrite>,
 ) -> CommitGroup {
     CommitGroup {
         contacts: ContactWrites {
@@ -171,17 +189,103 @@ pub(crate) fn contact_summaries_round_trip_and_a_later_group_wins<A: Adapter>() 
         requests_today: 7,
         dm_policy: Some(DmPolicy::FriendsOnly),
     };
-    commit(&store, contacts_group(vec![], vec![(ALICE, first)]));
+    commit(&store, contacts_group(vec![], vec![whole(ALICE, first)]));
     assert_eq!(store.contact_summary(ALICE).unwrap(), Some(first));
     let second = ContactSummary {
         dm_policy: None,
         friends: 4,
         ..first
     };
-    commit(&store, contacts_group(vec![], vec![(ALICE, second)]));
+    commit(
+        &store,
+        contacts_group(vec![], vec![change(ALICE, first, second)]),
+    );
     let store = reopen::<A>(store, dir.path());
     assert_eq!(store.contact_summary(ALICE).unwrap(), Some(second));
     assert_eq!(store.contact_summary(BOB).unwrap(), None);
+}
+
+/// Two writers (two cluster nodes) read one summary and change it, one after the other: both
+/// changes count, whatever the order, and a field one of them did not change keeps the other's.
+pub(crate) fn summary_changes_from_one_read_both_count<A: Adapter>() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = A::open(dir.path());
+    let read = ContactSummary {
+        friends: 3,
+        requests_out: 0,
+        requests_in: 2,
+        blocks: 1,
+        request_day: 20_000,
+        requests_today: 4,
+        dm_policy: None,
+    };
+    commit(&store, contacts_group(vec![], vec![whole(ALICE, read)]));
+    // One accepts a request (a friend more, a request in less) and sends one today.
+    let accepted = ContactSummary {
+        friends: 4,
+        requests_in: 1,
+        requests_today: 5,
+        ..read
+    };
+    // The other takes friends only, unblocks someone and sends two requests today.
+    let private = ContactSummary {
+        blocks: 0,
+        requests_out: 2,
+        requests_today: 6,
+        dm_policy: Some(DmPolicy::FriendsOnly),
+        ..read
+    };
+    commit(
+        &store,
+        contacts_group(vec![], vec![change(ALICE, read, private)]),
+    );
+    commit(
+        &store,
+        contacts_group(vec![], vec![change(ALICE, read, accepted)]),
+    );
+    let both = ContactSummary {
+        friends: 4,
+        requests_out: 2,
+        requests_in: 1,
+        blocks: 0,
+        request_day: 20_000,
+        requests_today: 7,
+        dm_policy: Some(DmPolicy::FriendsOnly),
+    };
+    assert_eq!(store.contact_summary(ALICE).unwrap(), Some(both));
+    // A change read on the next day starts that day's count; one read the day before then
+    // counts for a day that is over.
+    let next_day = ContactSummary {
+        request_day: 20_001,
+        requests_today: 1,
+        ..both
+    };
+    commit(
+        &store,
+        contacts_group(vec![], vec![change(ALICE, both, next_day)]),
+    );
+    let late = ContactSummary {
+        requests_today: 8,
+        ..both
+    };
+    commit(
+        &store,
+        contacts_group(vec![], vec![change(ALICE, both, late)]),
+    );
+    assert_eq!(store.contact_summary(ALICE).unwrap(), Some(next_day));
+    // Counts never go below zero; a change to a user with nothing stored starts from zero.
+    let gone = ContactSummary { friends: 0, ..both };
+    commit(
+        &store,
+        contacts_group(vec![], vec![change(BOB, both, gone)]),
+    );
+    assert_eq!(
+        store.contact_summary(BOB).unwrap(),
+        Some(ContactSummary {
+            request_day: 20_000,
+            ..ContactSummary::default()
+        })
+    );
 }
 
 pub(crate) fn contacts_and_messages_of_one_group_are_visible_together<A: Adapter>() {
@@ -193,8 +297,9 @@ pub(crate) fn contacts_and_messages_of_one_group_are_visible_together<A: Adapter
         .contacts
         .relations
         .push((key(BOB, RelationKind::Block, ALICE), Some(rel(3, ""))));
-    group.contacts.summaries.push((
+    group.contacts.summaries.push(change(
         BOB,
+        ContactSummary::default(),
         ContactSummary {
             blocks: 1,
             ..ContactSummary::default()

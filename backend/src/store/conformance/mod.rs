@@ -115,6 +115,7 @@ macro_rules! conformance_suite {
             relations_are_put_removed_and_survive_reopen,
             relations_list_by_owner_and_kind_in_user_order_and_page,
             contact_summaries_round_trip_and_a_later_group_wins,
+            summary_changes_from_one_read_both_count,
             contacts_and_messages_of_one_group_are_visible_together,
             profiles_are_replaced_whole_and_survive_reopen,
             usernames_are_listed_by_case_folded_prefix_and_paged,

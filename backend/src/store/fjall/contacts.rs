@@ -25,7 +25,11 @@ pub(super) fn relation_key(owner: UserId, kind: RelationKind, other: UserId) -> 
 
 impl FjallStore {
     /// Adds a commit group's contacts section to its batch.
-    pub(super) fn write_contacts(&self, batch: &mut OwnedWriteBatch, writes: &ContactWrites) {
+    pub(super) fn write_contacts(
+        &self,
+        batch: &mut OwnedWriteBatch,
+        writes: &ContactWrites,
+    ) -> Result<(), StoreError> {
         for (key, record) in &writes.relations {
             let k = relation_key(key.owner, key.kind, key.other);
             match record {
@@ -33,9 +37,21 @@ impl FjallStore {
                 None => batch.remove(&self.relations, k),
             }
         }
-        for (user, summary) in &writes.summaries {
-            batch.insert(&self.contact_summaries, user.to_be_bytes(), encode(summary));
+        for w in &writes.summaries {
+            // One writer (the commit thread): what is stored is what the group read, but the
+            // rule is the port's, the same for every adapter.
+            let stored = match w.base {
+                Some(_) => self.contact_summary(w.user)?,
+                None => None,
+            };
+            let summary = w.onto(stored);
+            batch.insert(
+                &self.contact_summaries,
+                w.user.to_be_bytes(),
+                encode(&summary),
+            );
         }
+        Ok(())
     }
 }
 

@@ -264,7 +264,7 @@ impl ConversationLog for FjallStore {
         if let Some(next) = group.next_msg_id {
             batch.insert(&self.meta, META_NEXT_MSG_ID, next.to_be_bytes());
         }
-        self.write_contacts(&mut batch, &group.contacts);
+        self.write_contacts(&mut batch, &group.contacts)?;
         self.write_groups(&mut batch, &group.groups)?;
         self.written(batch.commit().map_err(StoreError::from))?;
         self.persist()

@@ -9,7 +9,7 @@ use super::append::{Batch, boxed};
 use super::{PgStore, col, i, i32_of, limit, u, u32_col};
 use crate::store::{
     ContactStore, ContactSummary, ContactWrites, DmPolicy, ProfileRecord, RelationKey,
-    RelationKind, RelationRecord, StoreError, UserId,
+    RelationKind, RelationRecord, StoreError, SummaryDelta, SummaryWrite, UserId,
 };
 
 const RELATIONS_PUT: &str = "INSERT INTO relations (owner, kind, other, since_ms, message) \
@@ -29,6 +29,29 @@ const SUMMARIES_PUT: &str = "INSERT INTO contact_summaries (user_id, friends, re
      requests_out = excluded.requests_out, requests_in = excluded.requests_in, \
      blocks = excluded.blocks, request_day = excluded.request_day, \
      requests_today = excluded.requests_today, dm_policy = excluded.dm_policy";
+
+/// The rows a change applies to, made (empty) if missing: the change is then one UPDATE.
+const SUMMARIES_ENSURE: &str = "INSERT INTO contact_summaries (user_id, friends, requests_out, \
+     requests_in, blocks, request_day, requests_today, dm_policy) \
+     SELECT u, 0, 0, 0, 0, 0, 0, NULL FROM UNNEST($1::bigint[]) AS u \
+     ON CONFLICT (user_id) DO NOTHING";
+
+/// `SummaryWrite::onto` in SQL, over the row as it is now (another node may have changed it
+/// since the sequencer read it): counts move by the group's change, a day's request count
+/// follows the later day, the policy is the group's only if it set one.
+const SUMMARIES_CHANGE: &str = "UPDATE contact_summaries s SET \
+     friends = GREATEST(0, s.friends + d.friends), \
+     requests_out = GREATEST(0, s.requests_out + d.ro), \
+     requests_in = GREATEST(0, s.requests_in + d.ri), \
+     blocks = GREATEST(0, s.blocks + d.b), \
+     request_day = GREATEST(s.request_day, d.day), \
+     requests_today = CASE WHEN s.request_day = d.day THEN GREATEST(0, s.requests_today + d.today) \
+     WHEN s.request_day > d.day THEN s.requests_today ELSE GREATEST(0, d.today) END, \
+     dm_policy = CASE WHEN d.set_policy THEN d.policy ELSE s.dm_policy END \
+     FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], \
+     $6::bigint[], $7::bigint[], $8::boolean[], $9::smallint[]) \
+     AS d(u, friends, ro, ri, b, day, today, set_policy, policy) \
+     WHERE s.user_id = d.u";
 
 pub(super) fn policy_code(p: Option<DmPolicy>) -> Option<i16> {
     p.map(|p| match p {
@@ -130,24 +153,65 @@ impl PgStore {
                 ],
             );
         }
-        let s = &writes.summaries;
-        if !s.is_empty() {
+        let (mut whole, mut changes): (Vec<&SummaryWrite>, Vec<&SummaryWrite>) =
+            writes.summaries.iter().partition(|w| w.base.is_none());
+        if !whole.is_empty() {
+            whole.sort_unstable_by_key(|w| w.user);
             let int = |f: fn(&ContactSummary) -> u32| {
-                boxed(s.iter().map(|(_, x)| i32_of(f(x))).collect::<Vec<_>>())
+                boxed(whole.iter().map(|w| i32_of(f(&w.new))).collect::<Vec<_>>())
             };
             batch.push(
                 SUMMARIES_PUT,
                 vec![
-                    boxed(s.iter().map(|(u, _)| i(*u)).collect::<Vec<_>>()),
+                    boxed(whole.iter().map(|w| i(w.user)).collect::<Vec<_>>()),
                     int(|x| x.friends),
                     int(|x| x.requests_out),
                     int(|x| x.requests_in),
                     int(|x| x.blocks),
-                    boxed(s.iter().map(|(_, x)| i(x.request_day)).collect::<Vec<_>>()),
+                    boxed(
+                        whole
+                            .iter()
+                            .map(|w| i(w.new.request_day))
+                            .collect::<Vec<_>>(),
+                    ),
                     int(|x| x.requests_today),
                     boxed(
-                        s.iter()
-                            .map(|(_, x)| policy_code(x.dm_policy))
+                        whole
+                            .iter()
+                            .map(|w| policy_code(w.new.dm_policy))
+                            .collect::<Vec<_>>(),
+                    ),
+                ],
+            );
+        }
+        if !changes.is_empty() {
+            // Rows locked in one order by every writer.
+            changes.sort_unstable_by_key(|w| w.user);
+            let users: Vec<i64> = changes.iter().map(|w| i(w.user)).collect();
+            batch.push(SUMMARIES_ENSURE, vec![boxed(users.clone())]);
+            let deltas: Vec<SummaryDelta> = changes.iter().filter_map(|w| w.delta()).collect();
+            let col =
+                |f: fn(&SummaryDelta) -> i64| boxed(deltas.iter().map(f).collect::<Vec<i64>>());
+            batch.push(
+                SUMMARIES_CHANGE,
+                vec![
+                    boxed(users),
+                    col(|d| d.friends),
+                    col(|d| d.requests_out),
+                    col(|d| d.requests_in),
+                    col(|d| d.blocks),
+                    col(|d| i(d.request_day)),
+                    col(|d| d.requests_today),
+                    boxed(
+                        deltas
+                            .iter()
+                            .map(|d| d.dm_policy.is_some())
+                            .collect::<Vec<bool>>(),
+                    ),
+                    boxed(
+                        deltas
+                            .iter()
+                            .map(|d| policy_code(d.dm_policy.flatten()))
                             .collect::<Vec<_>>(),
                     ),
                 ],

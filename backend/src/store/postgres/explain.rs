@@ -137,7 +137,21 @@ fn everything(conv: ConvId, group: ConvId) -> CommitGroup {
                 (relation, Some(RelationRecord::default())),
                 (RelationKey::new(bob, RelationKind::Block, alice), None),
             ],
-            summaries: vec![(alice, ContactSummary::default())],
+            summaries: vec![
+                SummaryWrite {
+                    user: alice,
+                    base: None,
+                    new: ContactSummary::default(),
+                },
+                SummaryWrite {
+                    user: bob,
+                    base: Some(ContactSummary::default()),
+                    new: ContactSummary {
+                        friends: 1,
+                        ..ContactSummary::default()
+                    },
+                },
+            ],
         },
         groups: GroupWrites {
             groups: vec![(group, record)],

@@ -11,7 +11,14 @@ use crate::store::{
 };
 
 impl ScyllaStore {
-    pub(super) fn write_contacts<'a>(&'a self, side: &mut Writes<'a>, writes: &ContactWrites) {
+    /// A summary change is applied onto the stored summary read here: not atomic with a
+    /// change another node makes meanwhile (ScyllaDB has no transaction across the two; the
+    /// PostgreSQL adapter's is).
+    pub(super) async fn write_contacts<'a>(
+        &'a self,
+        side: &mut Writes<'a>,
+        writes: &ContactWrites,
+    ) -> Result<(), StoreError> {
         for (key, record) in last_per_key(&writes.relations, |(k, _)| *k) {
             let k = (i(key.owner), i32::from(key.kind as u8), i(key.other));
             match record {
@@ -23,9 +30,18 @@ impl ScyllaStore {
                 None => side.push(&self.st.relation_del, k, 0),
             }
         }
-        for (user, summary) in last_per_key(&writes.summaries, |(u, _)| *u) {
-            side.push(&self.st.summary_put, (i(*user), codec::blob(summary)), 32);
+        for w in last_per_key(&writes.summaries, |w| w.user) {
+            let stored = match w.base {
+                Some(_) => {
+                    self.record::<ContactSummary>(&self.st.summary_get, (i(w.user),))
+                        .await?
+                }
+                None => None,
+            };
+            let summary = w.onto(stored);
+            side.push(&self.st.summary_put, (i(w.user), codec::blob(&summary)), 32);
         }
+        Ok(())
     }
 }
 

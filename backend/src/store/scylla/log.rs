@@ -248,7 +248,7 @@ impl ScyllaStore {
         if let Some(next) = group.next_msg_id {
             side.push(&self.st.meta_put, (i(next), META_NEXT_MSG_ID), 0);
         }
-        self.write_contacts(&mut side, &group.contacts);
+        self.write_contacts(&mut side, &group.contacts).await?;
         self.write_groups(&mut side, &group.groups).await?;
         let message_sends = partitions
             .into_values()

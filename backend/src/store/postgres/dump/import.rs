@@ -10,7 +10,9 @@ use super::super::append::{Batch, boxed, log_statements};
 use super::super::audit::AUDIT_PUT;
 use super::super::{PgStore, encode, i, i32_of};
 use crate::store::dump::{Counter, DumpItem};
-use crate::store::{CommitGroup, MessageRecord, RecencyMove, RelationKey, email_key, username_key};
+use crate::store::{
+    CommitGroup, MessageRecord, RecencyMove, RelationKey, SummaryWrite, email_key, username_key,
+};
 
 const USERS_PUT: &str = "INSERT INTO users (user_id, username, username_key, password_hash, \
      email, email_key, created_at_ms) \
@@ -152,7 +154,11 @@ impl PgStore {
                     Some(record.clone()),
                 )),
                 DumpItem::ContactSummary { user, summary } => {
-                    group.contacts.summaries.push((*user, *summary));
+                    group.contacts.summaries.push(SummaryWrite {
+                        user: *user,
+                        base: None,
+                        new: *summary,
+                    });
                 }
                 DumpItem::Profile { user, profile } => profiles.push((*user, profile)),
                 DumpItem::Group { group: g, record } => {
