@@ -560,7 +560,7 @@ impl Backend {
         let platform = v1::Platform::try_from(body.platform).unwrap_or(v1::Platform::Unspecified);
         let session = Session {
             conn,
-            device_id: body.device_id.as_str().into(),
+            device_id: auth.device_id.as_str().into(),
             platform,
             token_hash: auth.token_hash,
         };
@@ -612,7 +612,7 @@ impl Backend {
             return refused(refusal);
         }
         self.observe.logged_in(auth.user_id);
-        self.route_opened(auth.user_id, conn, &body.device_id, platform); // cluster routes
+        self.route_opened(auth.user_id, conn, &auth.device_id, platform); // cluster routes
         LoginReply {
             body: Body::LoginOk(v1::LoginOk {
                 user_id: auth.user_id,

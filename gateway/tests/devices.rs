@@ -160,11 +160,22 @@ async fn logout_revokes_this_token_and_closes_this_session_only() {
     let refused = token_login(&server, &phone_ok, "phone").await;
     assert_eq!(error_code(&refused), ErrorCode::InvalidCredentials);
     laptop.ping().await.unwrap();
-    assert!(matches!(
-        token_login(&server, &laptop_ok, "laptop-2").await,
-        Body::LoginOk(_)
-    ));
-    let names: Vec<String> = devices_of(&mut laptop)
+    // The laptop's token still logs in (as the laptop, replacing its session).
+    let mut laptop2 = hello(&server).await;
+    let reply = laptop2
+        .request(Body::Login(v1::Login {
+            credential: Some(login::Credential::Token(laptop_ok.token.clone())),
+            device_id: "laptop".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    assert!(matches!(reply, Body::LoginOk(_)), "{reply:?}");
+    assert_eq!(
+        expect_kicked_then_closed(&mut laptop).await,
+        KickReason::Replaced
+    );
+    let names: Vec<String> = devices_of(&mut laptop2)
         .await
         .into_iter()
         .map(|d| d.device_id)
@@ -243,6 +254,51 @@ async fn a_revoked_device_is_kicked_and_its_token_stops_working() {
         .collect();
     assert!(!names.contains(&"laptop".to_owned()), "{names:?}");
     phone.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_token_used_under_another_device_name_is_still_its_device_and_is_revoked_with_it() {
+    let server = TestServer::start(&[]);
+    drop(server.user("alice").await);
+    let (mut phone, phone_ok) = device(&server, "alice", "phone", v1::Platform::Ios).await;
+    let (mut laptop, _) = device(&server, "alice", "laptop", v1::Platform::Desktop).await;
+    // The phone's token, on another connection that calls itself "x": it is the phone.
+    let mut other = hello(&server).await;
+    let reply = other
+        .request(Body::Login(v1::Login {
+            credential: Some(login::Credential::Token(phone_ok.token.clone())),
+            device_id: "x".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    assert!(matches!(reply, Body::LoginOk(_)), "{reply:?}");
+    assert_eq!(
+        expect_kicked_then_closed(&mut phone).await,
+        KickReason::Replaced
+    );
+    let listed: Vec<(String, bool)> = devices_of(&mut laptop)
+        .await
+        .into_iter()
+        .map(|d| (d.device_id, d.online))
+        .collect();
+    assert!(listed.contains(&("phone".to_owned(), true)), "{listed:?}");
+    assert!(!listed.iter().any(|(name, _)| name == "x"), "{listed:?}");
+    // Revoking the phone ends that session too.
+    let Body::RevokeDeviceOk(ok) = laptop
+        .request(Body::RevokeDevice(v1::RevokeDevice {
+            device_id: "phone".into(),
+        }))
+        .await
+        .unwrap()
+    else {
+        panic!("revoked")
+    };
+    assert_eq!((ok.tokens_revoked, ok.sessions_kicked), (1, 1));
+    assert_eq!(
+        expect_kicked_then_closed(&mut other).await,
+        KickReason::DeviceRevoked
+    );
 }
 
 #[tokio::test]

@@ -123,6 +123,7 @@ impl Accounts {
             token_hash,
             token_expires_at_ms: expires_at_ms,
             refreshed: false,
+            device_id: device_id.to_owned(),
         })
     }
 

@@ -272,6 +272,7 @@ impl Accounts {
             token_hash: hash,
             token_expires_at_ms: record.expires_at_ms,
             refreshed: false,
+            device_id: record.device_id,
         })
     }
 
@@ -333,6 +334,7 @@ impl Accounts {
             token_hash: hash,
             token_expires_at_ms: expires_at_ms,
             refreshed: false,
+            device_id: device.device_id.to_owned(),
         })
     }
 }

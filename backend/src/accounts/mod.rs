@@ -104,6 +104,10 @@ pub struct Authenticated {
     pub token_expires_at_ms: u64,
     /// A token login got a fresh token (the old one still works until its expiry).
     pub refreshed: bool,
+    /// The device the token is for: a token login is the device its token was issued to,
+    /// whatever `device_id` it sent (its session is found by that name, so a Logout or a
+    /// RevokeDevice of that device ends it).
+    pub device_id: String,
 }
 
 pub struct Accounts {
