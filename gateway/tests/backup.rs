@@ -360,6 +360,14 @@ fn migrate_copies_a_large_store_resumes_after_a_kill_and_round_trips() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(b.join("ringchat-copy-checkpoint.json").is_file());
+    // A server does not start on part of a store (it would hand out the ids the rest holds).
+    let refused = TestServer::start_expecting_failure(&b, &[]);
+    assert!(!refused.status.success());
+    assert!(
+        refused.stderr.contains("unfinished restore or copy"),
+        "{}",
+        refused.stderr
+    );
 
     let started = Instant::now();
     let out = ringchat(&args);

@@ -15,8 +15,9 @@ use serde::{Deserialize, Serialize};
 use super::{BackupError, write_atomic};
 use crate::store::dump::{DumpStore, DumpView, Part, ResumeKey};
 
-/// The checkpoint's file name, in the destination's data dir.
-pub const CHECKPOINT_FILE: &str = "ringchat-copy-checkpoint.json";
+/// The checkpoint's file name, in the destination's data dir (a server refuses to open a
+/// data dir that holds one).
+pub const CHECKPOINT_FILE: &str = crate::store::dump::COPY_CHECKPOINT_FILE;
 const CHECKPOINT_FORMAT: u32 = 1;
 /// Progress is reported at most this often (and at the end of each part).
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);

@@ -18,6 +18,10 @@ use super::{
 };
 
 /// The parts of a store, in the order a copy moves them.
+/// A copy's checkpoint in an embedded destination's data dir, there until the copy finished
+/// (`backup/copy.rs`). The server does not open a data dir that holds one.
+pub const COPY_CHECKPOINT_FILE: &str = "ringchat-copy-checkpoint.json";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Part {
     Users,

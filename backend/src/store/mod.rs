@@ -150,6 +150,13 @@ pub enum StoreError {
     /// Another process holds the data dir's lock.
     #[error("data dir in use by another ringchat: {}", .0.display())]
     DirInUse(std::path::PathBuf),
+    /// A restore or copy into the data dir did not finish: what it holds is part of a store.
+    #[error(
+        "{} holds an unfinished restore or copy (its checkpoint is there): run the same \
+         `ringchat restore` or `ringchat copy` again to finish it, or start from an empty data dir",
+        .0.display()
+    )]
+    UnfinishedCopy(std::path::PathBuf),
     /// An earlier write failed: this store takes no more until the server restarts.
     #[error("the store takes no more writes after an earlier failure: {0}")]
     WritesStopped(String),
