@@ -125,6 +125,15 @@ impl Sessions {
             .map_or(&[], |list| list.as_slice())
     }
 
+    /// The connections of the user's sessions, of one device's when given: those a kick ends.
+    pub fn to_kick(&self, user_id: UserId, device: Option<&str>) -> Vec<ConnRef> {
+        self.of_user(user_id)
+            .iter()
+            .filter(|s| device.is_none_or(|d| *s.device_id == *d))
+            .map(|s| s.conn)
+            .collect()
+    }
+
     pub fn device_of(&self, user_id: UserId, conn: ConnRef) -> Option<&str> {
         self.of_user(user_id)
             .iter()

@@ -239,6 +239,8 @@ impl Backend {
             .await?;
         self.forget_push_tokens(user_id, SignedOut::AllBut(&device_id))
             .await;
+        // This session is on this node: every one elsewhere ends.
+        self.kick_elsewhere(user_id, None, KickReason::PasswordChanged);
         let kicks: Kicks = {
             let mut sessions = self.sessions.write();
             sessions.set_token(user_id, conn, auth.token_hash);
@@ -329,6 +331,7 @@ impl Backend {
             .accounts
             .revoke_tokens(user_id, move |_, t| t.device_id == device)
             .await?;
+        self.kick_elsewhere(user_id, Some(&req.device_id), KickReason::DeviceRevoked);
         let kicks: Kicks = self
             .sessions
             .read()

@@ -55,21 +55,15 @@ impl Accounts {
 
 impl Backend {
     /// Kicks the user's sessions (only those of `device` when given) with `reason`; returns
-    /// how many.
+    /// how many on this node. In a cluster the other nodes are told to kick theirs.
     pub(crate) async fn kick_user(
         &self,
         user_id: UserId,
         device: Option<&str>,
         reason: KickReason,
     ) -> usize {
-        let conns: Vec<_> = self
-            .sessions
-            .read()
-            .of_user(user_id)
-            .iter()
-            .filter(|s| device.is_none_or(|d| *s.device_id == *d))
-            .map(|s| s.conn)
-            .collect();
+        self.kick_elsewhere(user_id, device, reason);
+        let conns = self.sessions.read().to_kick(user_id, device);
         for conn in &conns {
             let kick = ShardEvent::Kick {
                 conn: conn.conn,
@@ -78,6 +72,15 @@ impl Backend {
             self.send_to_shard(conn.shard, kick).await;
         }
         conns.len()
+    }
+
+    /// In a cluster, the user's sessions (`device`'s only, when given) on the other nodes are
+    /// kicked too: whichever node a revocation or a disable was asked on, the user's sessions
+    /// everywhere end.
+    pub(crate) fn kick_elsewhere(&self, user_id: UserId, device: Option<&str>, reason: KickReason) {
+        if let Some(link) = &self.link {
+            link.send_kick(user_id, device, reason);
+        }
     }
 
     /// Disables an account: stored first, then every session kicked. `Ok(None)`: no such user;

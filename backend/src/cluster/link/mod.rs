@@ -544,6 +544,32 @@ impl Link {
         }
     }
 
+    /// A kick of a user's sessions (`device`'s only, when given), to every other live node:
+    /// an operator's disable or a password change on this node ends the user's sessions
+    /// everywhere. Queued like frames (not dropped for typing's reasons); a peer whose link is
+    /// down misses it, as it misses frames.
+    pub(crate) fn send_kick(
+        self: &Arc<Self>,
+        user_id: u64,
+        device: Option<&str>,
+        reason: v1::KickReason,
+    ) {
+        let Some(view) = self.view_nodes() else {
+            return;
+        };
+        for node in view.nodes.iter().filter(|n| n.record.node_id != self.me) {
+            if let Some(peer) = self.peer(&node.record.node_id, &node.record.advertise_addr) {
+                let _ = peer.push_all(vec![NodeItem {
+                    item: Some(Item::Kick(v1::NodeKick {
+                        user_id,
+                        device_id: device.unwrap_or_default().to_owned(),
+                        reason: reason as i32,
+                    })),
+                }]);
+            }
+        }
+    }
+
     /// A link went down: its forwarded writes waiting here are answered UNAVAILABLE now.
     fn link_down(self: &Arc<Self>, peer: &Peer, dropped: Vec<NodeItem>) {
         let waiting = self.pending.take_where(Instant::now(), Some(peer.slot));

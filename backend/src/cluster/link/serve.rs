@@ -206,6 +206,7 @@ impl Link {
                     });
                 }
                 Some(Item::Typing(t)) => self.typing_here(&t, &mut per_shard),
+                Some(Item::Kick(k)) => self.kick_here(&k).await,
                 Some(Item::MemberChange(m)) => {
                     if let Some(g) = ConvId::from_wire(m.group_id) {
                         self.online.changed(g, m.user_id, m.joined);
@@ -218,6 +219,23 @@ impl Link {
         drop(spans);
         if let (Some(peer), false) = (peer, answers.is_empty()) {
             let _ = peer.push_all(answers);
+        }
+    }
+
+    /// A kick from another node, to the user's sessions here (see `Link::send_kick`).
+    async fn kick_here(&self, k: &v1::NodeKick) {
+        let reason = v1::KickReason::try_from(k.reason).unwrap_or(v1::KickReason::Unspecified);
+        let device = (!k.device_id.is_empty()).then_some(k.device_id.as_str());
+        let conns = self.sessions.read().to_kick(k.user_id, device);
+        for conn in conns {
+            if let Some(tx) = self.shards.get(usize::from(conn.shard)) {
+                let _ = tx
+                    .send(crate::api::ShardEvent::Kick {
+                        conn: conn.conn,
+                        reason,
+                    })
+                    .await;
+            }
         }
     }
 

@@ -1,0 +1,78 @@
+//! Cluster mode: ending a user's sessions ends them on every node (real `ringchat` nodes on one
+//! PostgreSQL database and Redis). A revoked device, a changed password and an operator's
+//! disable are asked on one node; the user's sessions on the others get the same kick. Needs
+//! the servers `scripts/test.sh` starts (RINGCHAT_TEST_POSTGRES_URL, RINGCHAT_TEST_REDIS_URL).
+
+mod common;
+
+use common::cluster::{redis_url, start_nodes, unique, wait_for_views};
+use common::{PASSWORD, TestServer, expect_kicked_then_closed};
+use ringchat_bench::client::Client;
+use ringchat_proto::Body;
+use ringchat_proto::v1::{self, KickReason};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_device_and_a_disabled_account_are_kicked_on_every_node() {
+    let db = common::store::fresh_database();
+    let prefix = format!("rc_sessions_{}", unique());
+    let ids = ["n1", "n2"];
+    let nodes: Vec<TestServer> = start_nodes(&db, &redis_url(), &prefix, &ids)
+        .into_iter()
+        .map(|(_, server)| server)
+        .collect();
+    wait_for_views(&nodes, ids.len());
+    let (mut laptop, alice) = nodes[0].device("alice", "laptop").await;
+    let (mut phone, _) = nodes[1].device("alice", "phone").await;
+    let (mut tablet, _) = nodes[1].device("alice", "tablet").await;
+
+    // The laptop, on n1, revokes the phone, on n2: the phone's session there ends.
+    let reply = laptop
+        .request(Body::RevokeDevice(v1::RevokeDevice {
+            device_id: "phone".into(),
+        }))
+        .await
+        .unwrap();
+    let Body::RevokeDeviceOk(ok) = reply else {
+        panic!("revoked: {reply:?}")
+    };
+    assert_eq!(ok.tokens_revoked, 1);
+    assert_eq!(
+        expect_kicked_then_closed(&mut phone).await,
+        KickReason::DeviceRevoked
+    );
+    tablet.ping().await.unwrap();
+
+    // The laptop changes the password: the tablet, on n2, is signed out.
+    let reply = laptop
+        .request(Body::ChangePassword(v1::ChangePassword {
+            old_password: PASSWORD.into(),
+            new_password: "a new password 2".into(),
+        }))
+        .await
+        .unwrap();
+    assert!(matches!(reply, Body::ChangePasswordOk(_)), "{reply:?}");
+    assert_eq!(
+        expect_kicked_then_closed(&mut tablet).await,
+        KickReason::PasswordChanged
+    );
+    let (mut tablet, _) = Client::signup(nodes[1].tcp, "alice", "a new password 2", "tablet")
+        .await
+        .expect("login with the new password");
+
+    // An operator disables alice on n1: her sessions on both nodes end.
+    let admin = nodes[0].api_key("ops", "admin");
+    let r = admin.post(
+        &format!("/api/users/{}/disable", alice.user_id),
+        json!({"reason": "abuse"}),
+    );
+    assert_eq!(r.0, 200, "{}", r.1);
+    assert_eq!(
+        expect_kicked_then_closed(&mut tablet).await,
+        KickReason::AccountDisabled
+    );
+    assert_eq!(
+        expect_kicked_then_closed(&mut laptop).await,
+        KickReason::AccountDisabled
+    );
+}
