@@ -76,3 +76,50 @@ async fn a_revoked_device_and_a_disabled_account_are_kicked_on_every_node() {
         KickReason::AccountDisabled
     );
 }
+
+/// The nodes share one audit log in the store of record, each with its own writer: an entry
+/// written on one node never takes the id of one written on another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_on_every_node_are_each_kept_in_the_shared_audit_log() {
+    const LOGINS_PER_NODE: usize = 6;
+    let db = common::store::fresh_database();
+    let prefix = format!("rc_audit_{}", unique());
+    let ids = ["n1", "n2"];
+    let nodes: Vec<TestServer> = start_nodes(&db, &redis_url(), &prefix, &ids)
+        .into_iter()
+        .map(|(_, server)| server)
+        .collect();
+    wait_for_views(&nodes, ids.len());
+    let mut users = Vec::new();
+    for i in 0..LOGINS_PER_NODE {
+        for node in &nodes {
+            users.push(node.user(&format!("u{}{i}", users.len())).await.1.user_id);
+        }
+    }
+    let admin = nodes[0].api_key("ops", "admin");
+    let deadline = std::time::Instant::now() + common::WAIT_DEADLINE;
+    loop {
+        let r = admin.get("/api/audit?limit=200");
+        assert_eq!(r.0, 200, "{}", r.1);
+        let items = r.1["items"].as_array().unwrap().clone();
+        let logged_in: std::collections::BTreeSet<String> = items
+            .iter()
+            .filter(|e| e["action"] == "user.login")
+            .map(|e| e["actor"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        let ids: std::collections::BTreeSet<u64> =
+            items.iter().map(|e| e["id"].as_u64().unwrap()).collect();
+        assert_eq!(ids.len(), items.len(), "ids taken twice: {items:?}");
+        if users
+            .iter()
+            .all(|u| logged_in.contains(&format!("user:{u}")))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "logins missing from the audit log: {logged_in:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

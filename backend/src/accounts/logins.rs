@@ -62,7 +62,7 @@ impl Accounts {
                 self.audit.record(
                     Entry::new(format!("user:{}", auth.user_id), "user.login")
                         .from(peer)
-                        .detail(format!("device {}", req.device_id)),
+                        .detail(format!("device {}", auth.device_id)),
                 );
             }
             Err(_) => {}

@@ -291,10 +291,13 @@ pub trait AccountAdminStore: Send + Sync + 'static {
     fn remove_invite(&self, id: u64) -> Result<bool, StoreError>;
 }
 
-/// The audit log: appended in batches by one writer, read newest first.
+/// The audit log: appended in batches by one writer per process, read newest first.
 pub trait AuditStore: Send + Sync + 'static {
     /// Appends `records` with ids `first_id`, `first_id + 1`, …, durably (per the configured
-    /// durability) and all or none.
+    /// durability) and all or none. A store that several processes share (PostgreSQL in a
+    /// cluster) numbers them after its last entry instead, so that no id is taken twice.
+    /// (The ScyllaDB adapter does not yet: nodes sharing it can overwrite each other's
+    /// entries; README, ScyllaDB as the store.)
     fn append_audit(&self, first_id: u64, records: &[AuditRecord]) -> Result<(), StoreError>;
     /// The highest id stored (0 when empty): the writer continues after it.
     fn last_audit_id(&self) -> Result<u64, StoreError>;
