@@ -15,7 +15,22 @@ use crate::live::LiveSettings;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ThrottleKey {
     Account(String),
+    /// A client's address: use [`ThrottleKey::addr`], which keys an IPv6 client by its /64 (a
+    /// host has a whole /64 to pick fresh addresses from).
     Addr(IpAddr),
+}
+
+impl ThrottleKey {
+    pub fn addr(peer: IpAddr) -> Self {
+        Self::Addr(crate::accounts::limiter::client_key(peer))
+    }
+
+    fn table(&self) -> usize {
+        match self {
+            Self::Account(_) => 0,
+            Self::Addr(_) => 1,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -27,8 +42,22 @@ struct Entry {
 pub struct Throttle {
     /// `[login]`'s throttle keys, read at each attempt: they change live.
     live: Arc<LiveSettings>,
-    entries: Mutex<HashMap<ThrottleKey, Entry>>,
+    entries: Mutex<Tables>,
 }
+
+/// Accounts and addresses in tables of their own, each of `throttle_entries_max`: failures
+/// from many addresses (cheap to make: a bogus token costs one hash) never push an account's
+/// entry out, so they cannot buy its attacker fresh free guesses.
+#[derive(Default)]
+struct Tables {
+    by_kind: [HashMap<ThrottleKey, Entry>; 2],
+    /// When a full table may next be swept of expired entries: a sweep walks the table under
+    /// the lock every login takes, so a table full of live entries is swept at most once per
+    /// [`SWEEP_EVERY`] and otherwise loses one entry.
+    next_sweep: [Option<Instant>; 2],
+}
+
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// The throttle's settings at one attempt.
 struct Params {
@@ -64,7 +93,7 @@ impl Throttle {
     pub fn live(live: Arc<LiveSettings>) -> Self {
         Self {
             live,
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(Tables::default()),
         }
     }
 
@@ -75,8 +104,8 @@ impl Throttle {
     /// How long the caller must still wait before another attempt for `key`, if at all.
     pub fn wait_for(&self, key: &ThrottleKey, now: Instant) -> Option<Duration> {
         let params = self.params();
-        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = entries.get(key)?;
+        let tables = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = tables.by_kind[key.table()].get(key)?;
         let ready_at = entry
             .last_failure
             .checked_add(params.delay_after(entry.failures)?)?;
@@ -103,17 +132,23 @@ impl Params {
 impl Throttle {
     pub fn record_failure(&self, key: ThrottleKey, now: Instant) {
         let params = self.params();
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tables = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let kind = key.table();
+        let Tables {
+            by_kind,
+            next_sweep,
+        } = &mut *tables;
+        let entries = &mut by_kind[kind];
         if entries.len() >= params.entries_max && !entries.contains_key(&key) {
-            let window = params.window;
-            entries.retain(|_, e| now.duration_since(e.last_failure) < window);
+            if next_sweep[kind].is_none_or(|at| now >= at) {
+                let window = params.window;
+                entries.retain(|_, e| now.duration_since(e.last_failure) < window);
+                next_sweep[kind] = Some(now + SWEEP_EVERY);
+            }
             if entries.len() >= params.entries_max {
-                // Still full of live entries: forget the one idle longest rather than grow.
-                let oldest = entries
-                    .iter()
-                    .min_by_key(|(_, e)| e.last_failure)
-                    .map(|(k, _)| k.clone());
-                if let Some(victim) = oldest {
+                // Full of live entries: forget one rather than grow.
+                let victim = entries.keys().next().cloned();
+                if let Some(victim) = victim {
                     entries.remove(&victim);
                 }
             }
@@ -133,7 +168,8 @@ impl Throttle {
         self.entries
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
+            .by_kind[key.table()]
+        .remove(key);
     }
 }
 
@@ -179,7 +215,34 @@ mod tests {
         for i in 0..10u8 {
             t.record_failure(ThrottleKey::Addr(IpAddr::from([10, 0, 0, i])), now);
         }
-        assert!(t.entries.lock().unwrap().len() <= 2);
+        assert!(t.entries.lock().unwrap().by_kind[1].len() <= 2);
+    }
+
+    #[test]
+    fn failures_from_many_addresses_never_push_an_account_out() {
+        let t = throttle();
+        let victim = ThrottleKey::Account("victim".into());
+        let now = Instant::now();
+        for _ in 0..3 {
+            t.record_failure(victim.clone(), now);
+        }
+        assert!(t.wait_for(&victim, now).is_some());
+        for i in 0..1_000u16 {
+            let [a, b] = i.to_be_bytes();
+            t.record_failure(ThrottleKey::addr(IpAddr::from([10, 1, a, b])), now);
+        }
+        assert!(t.wait_for(&victim, now).is_some(), "still throttled");
+    }
+
+    #[test]
+    fn an_ipv6_client_is_throttled_by_its_64() {
+        let t = throttle();
+        let now = Instant::now();
+        let host = |last: u16| IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, last]);
+        for i in 0..3 {
+            t.record_failure(ThrottleKey::addr(host(i)), now);
+        }
+        assert!(t.wait_for(&ThrottleKey::addr(host(999)), now).is_some());
     }
 
     #[test]

@@ -28,7 +28,7 @@ impl Accounts {
                 format!("device_id is over {DEVICE_ID_BYTES_MAX} bytes"),
             ));
         }
-        let addr_key = ThrottleKey::Addr(peer);
+        let addr_key = ThrottleKey::addr(peer);
         self.check_throttle(&addr_key)?;
         let result = match &req.credential {
             Some(login::Credential::Token(token)) => self.authenticate_token(req, token).await,

@@ -15,7 +15,7 @@
 mod codes;
 mod devices;
 mod email;
-mod limiter;
+pub(crate) mod limiter;
 mod logins;
 mod operator;
 mod password;

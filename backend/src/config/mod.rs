@@ -130,7 +130,7 @@ pub struct LoginConfig {
     pub failure_delay_ms_max: u64,
     /// Failures older than this are forgotten.
     pub failure_window_s: u64,
-    /// Accounts and addresses tracked for failures, at most.
+    /// Accounts tracked for failures, at most, and as many addresses (IPv6: /64s) beside them.
     pub throttle_entries_max: usize,
     /// Sessions one user may hold at once.
     pub devices_max: usize,

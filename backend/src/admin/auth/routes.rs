@@ -61,7 +61,7 @@ async fn login(
     let now = Instant::now();
     let keys = [
         ThrottleKey::Account(body.username.clone()),
-        ThrottleKey::Addr(from.ip()),
+        ThrottleKey::addr(from.ip()),
     ];
     if let Some(wait) = keys
         .iter()
