@@ -227,6 +227,40 @@ fn failed_admin_logins_are_throttled_and_audited() {
     });
 }
 
+/// Guesses sent at once do not all pass the throttle: they are checked one at a time, and
+/// the ones behind the failures past the free ones are refused before they cost a hash.
+#[test]
+fn parallel_admin_guesses_are_checked_one_at_a_time_and_throttled() {
+    let server = TestServer::start(&[
+        ("LOGIN__FAILURES_FREE", "2"),
+        ("LOGIN__FAILURE_DELAY_MS", "60000"),
+        ("LOGIN__FAILURE_DELAY_MS_MAX", "60000"),
+    ]);
+    let out = server.admin_cli(
+        &["add-user", "root", "--role", "admin"],
+        "right password 1\n",
+    );
+    assert!(out.status.success());
+    let guesses: Vec<u16> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..12)
+            .map(|i| {
+                let server = &server;
+                scope.spawn(move || {
+                    AdminClient::new(server)
+                        .login("root", &format!("wrong password {i}"))
+                        .0
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let checked = guesses.iter().filter(|&&status| status == 401).count();
+    let throttled = guesses.iter().filter(|&&status| status == 429).count();
+    // Two free failures, the third sets the delay: at most three passwords were hashed.
+    assert!(checked <= 3, "{guesses:?}");
+    assert_eq!(checked + throttled, guesses.len(), "{guesses:?}");
+}
+
 /// Read-your-writes: an admin action answered is in the log read right after it, though the
 /// writer batches entries (the second of two quick actions waits for the next write).
 #[test]

@@ -96,6 +96,10 @@ pub struct Auth {
     pub sessions: Sessions,
     /// Failed admin logins, per operator name and per address.
     pub throttle: Throttle,
+    /// One admin password check at a time: guesses sent in parallel wait here, and the ones
+    /// behind a failure are stopped by the throttle before they cost a hash (nor do they take
+    /// the blocking threads the chat logins and store reads share).
+    pub hashing: tokio::sync::Semaphore,
 }
 
 impl Auth {
@@ -112,6 +116,7 @@ impl Auth {
                 admin.sessions_max,
             ),
             throttle: Throttle::live(live),
+            hashing: tokio::sync::Semaphore::new(1),
         }
     }
 

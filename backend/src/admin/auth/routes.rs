@@ -58,20 +58,31 @@ async fn login(
     ApiJson(body): ApiJson<LoginBody>,
 ) -> ApiResult<Response> {
     let auth = &admin.auth;
-    let now = Instant::now();
     let keys = [
         ThrottleKey::Account(body.username.clone()),
         ThrottleKey::addr(from.ip()),
     ];
-    if let Some(wait) = keys
-        .iter()
-        .filter_map(|k| auth.throttle.wait_for(k, now))
-        .max()
-    {
-        return Err(ApiError::throttled(wait.as_millis().max(1) as u64));
+    let throttled = |now| {
+        keys.iter()
+            .filter_map(|k| auth.throttle.wait_for(k, now))
+            .max()
+            .map(|wait| ApiError::throttled(wait.as_millis().max(1) as u64))
+    };
+    if let Some(refused) = throttled(Instant::now()) {
+        return Err(refused);
     }
     if body.password.len() > ADMIN_PASSWORD_BYTES_MAX || body.username.len() > 256 {
         return Err(ApiError::invalid("username or password too long"));
+    }
+    let _permit = auth
+        .hashing
+        .acquire()
+        .await
+        .map_err(|e| ApiError::internal("the admin login's hashing permit", e))?;
+    // Checked again: a failure may have been recorded while this request waited.
+    let now = Instant::now();
+    if let Some(refused) = throttled(now) {
+        return Err(refused);
     }
     let credentials = auth
         .credentials
