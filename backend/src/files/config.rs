@@ -51,6 +51,9 @@ pub struct FilesConfig {
     /// Chunk bodies being received at once on this node, at most (each held in memory until
     /// its checksum is verified): 503 with Retry-After past it.
     pub chunks_in_flight_max: usize,
+    /// Chunk bodies one user may be sending at once on this node, at most: a user's slow
+    /// chunks never hold the whole node's room (503 with Retry-After past it).
+    pub chunks_in_flight_per_user_max: usize,
     /// A finished file that no message references (none sent, or every one recalled) is
     /// removed by the collector this long after it was completed, in seconds: it covers
     /// "uploaded, message not sent yet".
@@ -79,6 +82,7 @@ impl Default for FilesConfig {
             upload_lifetime_s: 24 * 3600,
             name_bytes_max: 255,
             chunks_in_flight_max: 64,
+            chunks_in_flight_per_user_max: 4,
             unreferenced_grace_s: 24 * 3600,
             gc_interval_s: 300,
             gc_keys_per_pass: 10_000,
@@ -141,6 +145,10 @@ impl FilesConfig {
             "files.chunks_in_flight_max: must be between 1 and 4096",
         );
         check(
+            (1..=4_096).contains(&self.chunks_in_flight_per_user_max),
+            "files.chunks_in_flight_per_user_max: must be between 1 and 4096",
+        );
+        check(
             (60..=365 * 24 * 3600).contains(&self.unreferenced_grace_s),
             "files.unreferenced_grace_s: must be between 60 and 31536000 (365 days)",
         );
@@ -178,6 +186,7 @@ mod tests {
             upload_lifetime_s: 1,
             name_bytes_max: 0,
             chunks_in_flight_max: 0,
+            chunks_in_flight_per_user_max: 0,
             unreferenced_grace_s: 1,
             gc_interval_s: 0,
             gc_keys_per_pass: 1,
@@ -192,6 +201,7 @@ mod tests {
             "files.upload_lifetime_s",
             "files.name_bytes_max",
             "files.chunks_in_flight_max",
+            "files.chunks_in_flight_per_user_max",
             "files.unreferenced_grace_s",
             "files.gc_interval_s",
             "files.gc_keys_per_pass",

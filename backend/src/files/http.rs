@@ -249,16 +249,22 @@ async fn put_chunk(
         if declared.is_some_and(|n| n > max) {
             return Err(FileError::ChunkTooLarge { max });
         }
-        let _room = api.files.chunk_permit()?;
+        // The upload, the index and the declared length first: only then is room held for
+        // the body.
+        let slot = api
+            .files
+            .chunk_slot(user, &upload_id, index, &sha256, declared)
+            .await?;
+        let len = slot.body_len();
         let bytes = tokio::time::timeout(
             CHUNK_BODY_TIMEOUT,
-            read_body(body, max as usize, FileError::ChunkTooLarge { max }),
+            read_body(body, len as usize, FileError::ChunkTooLarge { max: len }),
         )
         .await
         .map_err(|_| FileError::bad("body_timeout", "the chunk did not arrive in time"))??;
         body_read = true;
         api.files
-            .put_chunk(user, &upload_id, index, &sha256, bytes)
+            .put_chunk_in(user, &upload_id, slot, &sha256, bytes)
             .await
     }
     .await;

@@ -9,7 +9,7 @@
 //! blob's reference record for the new file (`blobs/xx/{sha256}.refs/{file_id}`) is written
 //! before the blob is reused or written, for the collector (`gc.rs`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
@@ -64,6 +64,8 @@ pub struct FileService {
     completing: Mutex<HashSet<String>>,
     /// Chunk bodies being received, at most `files.chunks_in_flight_max`.
     chunk_permits: Arc<Semaphore>,
+    /// Chunk bodies being received per user, each at most `chunks_in_flight_per_user_max`.
+    chunks_by_user: Arc<Mutex<HashMap<UserId, usize>>>,
     /// Where the cleanup's next pass starts (`cleanup.rs`).
     pub(super) cleanup_cursor: Mutex<Option<String>>,
     /// Where the cleanup's walk of completed uploads' records stopped.
@@ -76,6 +78,7 @@ impl FileService {
         Self {
             storage,
             chunk_permits: Arc::new(Semaphore::new(config.chunks_in_flight_max)),
+            chunks_by_user: Arc::default(),
             config,
             access: OnceLock::new(),
             user_locks: std::array::from_fn(|_| tokio::sync::Mutex::new(())),
@@ -110,6 +113,66 @@ impl FileService {
         Arc::clone(&self.chunk_permits)
             .try_acquire_owned()
             .map_err(|_| FileError::Busy)
+    }
+
+    /// Room for one chunk body of `user`'s: `Busy` past the node's or the user's limit.
+    fn chunk_room(&self, user: UserId) -> Result<ChunkRoom, FileError> {
+        {
+            let mut by_user = self
+                .chunks_by_user
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let n = by_user.entry(user).or_default();
+            if *n >= self.config.chunks_in_flight_per_user_max {
+                return Err(FileError::Busy);
+            }
+            *n += 1;
+        }
+        // Dropped (and the user's count given back) if the node has no room.
+        let mut room = ChunkRoom {
+            user,
+            by_user: Arc::clone(&self.chunks_by_user),
+            _permit: None,
+        };
+        room._permit = Some(self.chunk_permit()?);
+        Ok(room)
+    }
+
+    /// A chunk's place in a live upload of `user`'s, checked before its body is read: a chunk
+    /// for no upload, out of range or of the wrong declared length takes no room, and one
+    /// that passes holds room for its body (`files.chunks_in_flight_max`, per user
+    /// `chunks_in_flight_per_user_max`) until it is stored or refused.
+    pub async fn chunk_slot(
+        &self,
+        user: UserId,
+        upload_id: &str,
+        index: u64,
+        sha256: &str,
+        declared_len: Option<u64>,
+    ) -> Result<ChunkSlot, FileError> {
+        if !is_sha256_hex(sha256) {
+            return Err(FileError::bad(
+                "bad_chunk_sha256",
+                "X-Chunk-Sha256: expected the chunk's SHA-256 as 64 lowercase hex characters",
+            ));
+        }
+        let meta = self.live_upload(user, upload_id).await?;
+        let count = meta.chunk_count();
+        if index >= count {
+            return Err(FileError::bad(
+                "bad_chunk_index",
+                format!("chunk index {index}: this upload has chunks 0 to {count} (exclusive)"),
+            ));
+        }
+        let len = meta.chunk_len(index);
+        if let Some(declared) = declared_len.filter(|&d| d != len) {
+            return Err(wrong_size(index, len, declared));
+        }
+        Ok(ChunkSlot {
+            index,
+            len,
+            _room: self.chunk_room(user)?,
+        })
     }
 
     /// `POST /files`: checks the request and the user's limits, and records the upload.
@@ -180,29 +243,25 @@ impl FileService {
         sha256: &str,
         bytes: Bytes,
     ) -> Result<(), FileError> {
-        if !is_sha256_hex(sha256) {
-            return Err(FileError::bad(
-                "bad_chunk_sha256",
-                "X-Chunk-Sha256: expected the chunk's SHA-256 as 64 lowercase hex characters",
-            ));
-        }
-        let meta = self.live_upload(user, upload_id).await?;
-        let count = meta.chunk_count();
-        if index >= count {
-            return Err(FileError::bad(
-                "bad_chunk_index",
-                format!("chunk index {index}: this upload has chunks 0 to {count} (exclusive)"),
-            ));
-        }
-        let want = meta.chunk_len(index);
-        if bytes.len() as u64 != want {
-            return Err(FileError::bad(
-                "bad_chunk_size",
-                format!(
-                    "chunk {index} must be exactly {want} bytes (got {})",
-                    bytes.len()
-                ),
-            ));
+        let slot = self
+            .chunk_slot(user, upload_id, index, sha256, None)
+            .await?;
+        self.put_chunk_in(user, upload_id, slot, sha256, bytes)
+            .await
+    }
+
+    /// Stores a chunk's body in the slot [`Self::chunk_slot`] checked for it.
+    pub async fn put_chunk_in(
+        &self,
+        user: UserId,
+        upload_id: &str,
+        slot: ChunkSlot,
+        sha256: &str,
+        bytes: Bytes,
+    ) -> Result<(), FileError> {
+        let index = slot.index;
+        if bytes.len() as u64 != slot.len {
+            return Err(wrong_size(index, slot.len, bytes.len() as u64));
         }
         let (hashed, body) = tokio::task::spawn_blocking(move || (sha256_hex(&bytes), bytes))
             .await
@@ -623,5 +682,45 @@ impl Drop for Completing<'_> {
     fn drop(&mut self) {
         let mut held = self.set.lock().unwrap_or_else(|p| p.into_inner());
         held.remove(&self.key);
+    }
+}
+
+fn wrong_size(index: u64, want: u64, got: u64) -> FileError {
+    FileError::bad(
+        "bad_chunk_size",
+        format!("chunk {index} must be exactly {want} bytes (got {got})"),
+    )
+}
+
+/// A checked chunk's index and length, and the room its body holds (`FileService::chunk_slot`).
+pub struct ChunkSlot {
+    index: u64,
+    len: u64,
+    _room: ChunkRoom,
+}
+
+impl ChunkSlot {
+    /// The body's exact length in bytes.
+    pub fn body_len(&self) -> u64 {
+        self.len
+    }
+}
+
+/// Room for one chunk body: the node's permit and one of the user's.
+struct ChunkRoom {
+    user: UserId,
+    by_user: Arc<Mutex<HashMap<UserId, usize>>>,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Drop for ChunkRoom {
+    fn drop(&mut self) {
+        let mut by_user = self.by_user.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = by_user.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                by_user.remove(&self.user);
+            }
+        }
     }
 }

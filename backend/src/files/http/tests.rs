@@ -785,6 +785,63 @@ async fn chunks_past_the_in_flight_limit_are_told_to_retry() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_chunks_in_flight_are_bounded_and_bad_chunks_hold_no_room() {
+    let h = harness(FilesConfig {
+        chunks_in_flight_max: 2,
+        chunks_in_flight_per_user_max: 1,
+        ..files_config()
+    })
+    .await;
+    let (mallory, m_token) = h.user("mallory").await;
+    let (_, token) = h.user("kim").await;
+    let bytes = content(1000, 3);
+    let (_, created) = h.create(&m_token, "slow.bin", &bytes).await;
+    let slow = created["upload_id"].as_str().unwrap().to_owned();
+    // Mallory has a chunk arriving slowly: her next one waits, kim's does not.
+    let files = h.backend.files().unwrap();
+    let held = files
+        .chunk_slot(mallory, &slow, 0, &sha256_hex(&bytes), None)
+        .await
+        .unwrap();
+    let put = |token: String, upload: String, body: Vec<u8>| {
+        h.http
+            .put(format!("{}/files/{upload}/chunks/0", h.base))
+            .bearer_auth(token)
+            .header("x-chunk-sha256", sha256_hex(&body))
+            .body(body)
+            .send()
+    };
+    let (_, other) = h.create(&m_token, "second.bin", &bytes).await;
+    let other = other["upload_id"].as_str().unwrap().to_owned();
+    let (status, body) = json_of(put(m_token.clone(), other, bytes.clone()).await.unwrap()).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::SERVICE_UNAVAILABLE, "busy")
+    );
+    let (_, mine) = h.create(&token, "kim.bin", &bytes).await;
+    let mine = mine["upload_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        h.put(&token, &mine, 0, &bytes).await.0,
+        StatusCode::NO_CONTENT
+    );
+    // With the node full, a chunk for no upload is still told so (it asked for no room).
+    let _full = files.chunk_permit().unwrap();
+    let (status, _) = json_of(
+        put(
+            token.clone(),
+            "0123456789abcdef0123456789abcdef".into(),
+            bytes.clone(),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    drop(held);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_image_gets_a_thumbnail_once_readable_as_the_file_is() {
     let h = harness(files_config()).await;
     let (_, token) = h.user("gil").await;
