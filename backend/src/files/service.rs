@@ -64,6 +64,9 @@ pub struct FileService {
     completing: Mutex<HashSet<String>>,
     /// Chunk bodies being received, at most `files.chunks_in_flight_max`.
     chunk_permits: Arc<Semaphore>,
+    /// Thumbnails being made, one at a time: each decode may take a second of CPU and a few
+    /// hundred MiB (`thumbnail.pixels_max`), on the blocking threads logins and reads share.
+    pub(super) thumb_permits: Semaphore,
     /// Chunk bodies being received per user, each at most `chunks_in_flight_per_user_max`.
     chunks_by_user: Arc<Mutex<HashMap<UserId, usize>>>,
     /// Where the cleanup's next pass starts (`cleanup.rs`).
@@ -79,6 +82,7 @@ impl FileService {
             storage,
             chunk_permits: Arc::new(Semaphore::new(config.chunks_in_flight_max)),
             chunks_by_user: Arc::default(),
+            thumb_permits: Semaphore::new(1),
             config,
             access: OnceLock::new(),
             user_locks: std::array::from_fn(|_| tokio::sync::Mutex::new(())),

@@ -26,6 +26,12 @@ impl FileService {
             return None;
         }
         let made = async {
+            // The source in memory and its decode: one image at a time.
+            let _decoding = self
+                .thumb_permits
+                .acquire()
+                .await
+                .map_err(|e| e.to_string())?;
             let (_, pieces) = self
                 .storage
                 .get(blob, None)
