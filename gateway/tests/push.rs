@@ -392,3 +392,86 @@ async fn a_push_resolved_late_skips_members_who_joined_after_the_message() {
         "no preview of a message from before Bob joined"
     );
 }
+
+/// Registers `token` for the device `c` is logged in as.
+async fn register(c: &mut Client, token: &str) {
+    let reply = ask(
+        c,
+        Body::RegisterPushToken(v1::RegisterPushToken {
+            provider: PushProvider::Fcm as i32,
+            token: token.into(),
+        }),
+    )
+    .await;
+    assert_eq!(
+        reply,
+        Body::PushTokenOk(v1::PushTokenOk { registered: true })
+    );
+}
+
+/// Devices pushed out of the login limit leave no push token behind to crowd out the live
+/// ones; a disabled account gets no push.
+#[tokio::test]
+async fn signed_out_devices_leave_no_push_tokens_and_a_disabled_user_gets_no_push() {
+    let sink = WebhookSink::start();
+    let url = sink.url();
+    let server = TestServer::start(&env(
+        &url,
+        &[
+            ("LOGIN__DEVICES_MAX", "2"),
+            ("LOGIN__DEVICE_TOKENS_MAX", "2"),
+        ],
+    ));
+    let (mut alice, a) = server.user("alice").await;
+    let (mut bob, b) = server.user("bob").await;
+    befriend(&mut alice, a.user_id, &mut bob, b.user_id).await;
+    // Three old devices ("a…" sort before the live one), each pushed out by the next logins.
+    for old in ["a0", "a1", "a2"] {
+        let (mut c, _) = server.device("bob", old).await;
+        register(&mut c, &format!("fcm-{old}")).await;
+    }
+    drop(bob);
+    let (mut phone, _) = server.device("bob", "z-phone").await;
+    register(&mut phone, "fcm-phone").await;
+    go_offline(&mut alice, phone, b.user_id).await;
+    let sent = alice
+        .send_text(b.user_id, "m1", "hi bob")
+        .await
+        .unwrap()
+        .unwrap();
+    let got = sink.wait_for("bob's push", DEADLINE, |r| has_push(r, b.user_id, sent.seq));
+    let devices = got.json()["pushes"][0]["devices"].clone();
+    assert!(
+        devices
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["device_id"] == "z-phone"),
+        "{devices}"
+    );
+
+    // Disabled: no push for bob; carol's, sent after, shows the queue got that far.
+    let (carol, c) = user_with_token(&server, "carol", "apns-carol").await;
+    let mut carol = carol;
+    befriend(&mut alice, a.user_id, &mut carol, c).await;
+    go_offline(&mut alice, carol, c).await;
+    let admin = server.api_key("ops", "admin");
+    let (status, _) = admin.post(
+        &format!("/api/users/{}/disable", b.user_id),
+        json!({"reason": "abuse"}),
+    );
+    assert_eq!(status, 200);
+    let to_bob = alice
+        .send_text(b.user_id, "m2", "still there?")
+        .await
+        .unwrap()
+        .unwrap();
+    let to_carol = alice.send_text(c, "m3", "hi carol").await.unwrap().unwrap();
+    sink.wait_for("carol's push", DEADLINE, |r| has_push(r, c, to_carol.seq));
+    assert!(
+        !pushes(&sink)
+            .iter()
+            .any(|p| p["user_id"] == b.user_id && p["seq"] == to_bob.seq),
+        "a disabled user was pushed to"
+    );
+}

@@ -159,6 +159,11 @@ impl Resolver {
         if tokens.is_empty() {
             return Ok(Vec::new());
         }
+        // A disabled account's logins live on (its tokens are refused at login), and a
+        // registration racing the disable may have put a token back after it was forgotten.
+        if self.ports.account_admin.user_flags(user)?.is_some() {
+            return Ok(Vec::new());
+        }
         let now = crate::time::now_ms();
         let logins = self.ports.accounts.tokens_of_user(user, self.devices_max)?;
         Ok(tokens
