@@ -71,13 +71,24 @@ impl SecurityConfig {
     }
 }
 
-/// An address (a single-host range) or a CIDR range.
+/// An address (a single-host range) or a CIDR range; an IPv4-mapped IPv6 one
+/// (`::ffff:a.b.c.d/n`, as a dual-stack listener reports IPv4 clients) as the IPv4 range it
+/// is, since peers are checked in their canonical form.
 fn parse_net(entry: &str) -> Option<IpNet> {
     let entry = entry.trim();
-    entry
+    let net = entry
         .parse::<IpNet>()
         .ok()
-        .or_else(|| entry.parse::<IpAddr>().ok().map(IpNet::from))
+        .or_else(|| entry.parse::<IpAddr>().ok().map(IpNet::from))?;
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+                .ok()
+                .map(IpNet::V4),
+            None => Some(net),
+        },
+        _ => Some(net),
+    }
 }
 
 /// Why a peer is refused at accept.
@@ -150,6 +161,12 @@ mod tests {
             Err(Refused::Denied),
             "IPv4-mapped addresses are IPv4"
         );
+        // A rule copied from a dual-stack listener's log names the IPv4 client it shows.
+        let mapped = cfg(&[], &["::ffff:203.0.113.7", "::ffff:198.51.100.0/120"]).rules();
+        assert_eq!(mapped.check(ip("203.0.113.7")), Err(Refused::Denied));
+        assert_eq!(mapped.check(ip("::ffff:203.0.113.7")), Err(Refused::Denied));
+        assert_eq!(mapped.check(ip("198.51.100.200")), Err(Refused::Denied));
+        assert_eq!(mapped.check(ip("198.51.101.1")), Ok(()));
         let open = cfg(&[], &["::1"]).rules();
         assert_eq!(open.check(ip("127.0.0.1")), Ok(()));
         assert_eq!(open.check(ip("::1")), Err(Refused::Denied));

@@ -52,12 +52,15 @@ impl Stream {
         })
     }
 
-    /// The client's address (looked up once, then cached by the socket); unspecified if the
-    /// socket no longer knows it (the client is gone).
+    /// The client's address (looked up once, then cached by the socket), canonical (an IPv4
+    /// client of a dual-stack listener as its IPv4 address, as logs and the IP rules show it);
+    /// unspecified if the socket no longer knows it (the client is gone).
     pub fn peer_ip(&self) -> std::net::IpAddr {
         self.tcp
             .peer_addr()
-            .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |a| a.ip())
+            .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |a| {
+                a.ip().to_canonical()
+            })
     }
 
     pub fn is_tls(&self) -> bool {
