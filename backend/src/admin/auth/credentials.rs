@@ -65,6 +65,28 @@ impl CredentialsData {
         self.users.iter().find(|u| u.name == name)
     }
 
+    /// What `key` may do: at most the role of whoever made it, while they still exist. An
+    /// operator removed or demoted takes the keys they made with them (and a key made with a
+    /// key follows that key); a key made on the CLI, by whoever runs it on the host, stands
+    /// alone. `None`: its maker is gone.
+    pub fn key_role(&self, key: &ApiKey) -> Option<Role> {
+        let mut role = key.role;
+        let mut by = key.created_by.as_str();
+        // A chain of keys is at most every key long.
+        for _ in 0..=self.keys.len() {
+            if let Some(name) = by.strip_prefix("admin:") {
+                return Some(role.min(self.user(name)?.role));
+            }
+            let Some(name) = by.strip_prefix("key:") else {
+                return Some(role);
+            };
+            let maker = self.keys.iter().find(|k| k.name == name)?;
+            role = role.min(maker.role);
+            by = &maker.created_by;
+        }
+        None
+    }
+
     pub fn key_by_secret(&self, secret: &str) -> Option<&ApiKey> {
         let hash = key_hash(secret);
         self.keys.iter().find(|k| k.key_sha256 == hash)
@@ -369,5 +391,46 @@ mod tests {
         assert!(check_name("").is_err());
         assert!(check_name("a b").is_err());
         assert!(check_name(&"x".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn a_key_acts_with_at_most_its_makers_role_while_the_maker_exists() {
+        let user = |name: &str, role| AdminUser {
+            name: name.into(),
+            role,
+            password_hash: String::new(),
+            created_ms: 1,
+        };
+        let key = |name: &str, role, by: &str| ApiKey {
+            name: name.into(),
+            role,
+            key_sha256: name.into(),
+            created_ms: 1,
+            created_by: by.into(),
+        };
+        let mut c = CredentialsData {
+            users: vec![user("alice", Role::Admin)],
+            keys: vec![
+                key("from-cli", Role::Admin, "cli:root"),
+                key("alices", Role::Admin, "admin:alice"),
+                key("child", Role::Admin, "key:alices"),
+                key("loop-a", Role::Admin, "key:loop-b"),
+                key("loop-b", Role::Admin, "key:loop-a"),
+            ],
+        };
+        let role = |c: &CredentialsData, name: &str| {
+            c.key_role(c.keys.iter().find(|k| k.name == name).unwrap())
+        };
+        assert_eq!(role(&c, "from-cli"), Some(Role::Admin));
+        assert_eq!(role(&c, "alices"), Some(Role::Admin));
+        assert_eq!(role(&c, "child"), Some(Role::Admin));
+        assert_eq!(role(&c, "loop-a"), None, "a cycle names no maker");
+        c.users[0].role = Role::Viewer;
+        assert_eq!(role(&c, "alices"), Some(Role::Viewer), "demoted with alice");
+        assert_eq!(role(&c, "child"), Some(Role::Viewer));
+        c.users.clear();
+        assert_eq!(role(&c, "alices"), None, "removed with alice");
+        assert_eq!(role(&c, "child"), None);
+        assert_eq!(role(&c, "from-cli"), Some(Role::Admin));
     }
 }

@@ -33,7 +33,8 @@ pub const SESSION_COOKIE: &str = "ringchat_admin";
 /// Header carrying the session's CSRF token on every state change.
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+/// Ordered by power: `Viewer < Admin`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Reads everything, changes nothing.
@@ -138,9 +139,12 @@ impl Auth {
             let key = credentials
                 .key_by_secret(secret.trim())
                 .ok_or_else(|| ApiError::unauthenticated("unknown or revoked API key"))?;
+            let role = credentials.key_role(key).ok_or_else(|| {
+                ApiError::unauthenticated("the operator who made this API key no longer exists")
+            })?;
             return Ok(Operator {
                 name: key.name.clone(),
-                role: key.role,
+                role,
                 via: Via::ApiKey,
                 from,
             });
