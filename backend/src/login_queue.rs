@@ -3,8 +3,8 @@
 //!
 //! The request loop only moves a login here (no waiting, no store call), so a sync, history or
 //! conversation list of an established session is never behind thousands of logins in that
-//! loop. One task takes logins from this queue in arrival order and runs at most
-//! `backend.logins_in_flight_max` at once: a login's store reads run on the blocking pool
+//! loop. Token and password logins have a lane each (see [`LoginQueue`]). In each, one task
+//! takes logins in arrival order and runs at most `backend.logins_in_flight_max` at once: a login's store reads run on the blocking pool
 //! (`backend.blocking_threads_max` threads) that logged-in users' reads use too, so a storm of
 //! unbounded login tasks would queue those reads behind every login's lookups. The queue holds
 //! at most `backend.queue_requests_max` logins (in practice far fewer: each shard sends at most
@@ -29,15 +29,22 @@ pub(crate) struct QueuedLogin {
 }
 
 pub(crate) struct LoginQueue {
+    /// Token logins (one hash and one read each) and password logins (an argon2 hash each,
+    /// `accounts.hash_concurrency` at a time): two lanes, each with its own queue and slots,
+    /// so a storm of password logins waiting for the hasher never holds the slots token
+    /// logins need. Reconnecting clients log in with tokens: they go at the store's pace.
+    lanes: [Lane; 2],
+}
+
+struct Lane {
     tx: mpsc::Sender<QueuedLogin>,
     /// Taken by [`LoginQueue::start`].
     rx: Mutex<Option<mpsc::Receiver<QueuedLogin>>>,
     slots: Arc<Semaphore>,
 }
 
-impl LoginQueue {
-    /// `waiting_max` logins queued, `in_flight_max` running, at most.
-    pub(crate) fn new(waiting_max: usize, in_flight_max: usize) -> Self {
+impl Lane {
+    fn new(waiting_max: usize, in_flight_max: usize) -> Self {
         let (tx, rx) = mpsc::channel(waiting_max.max(1));
         Self {
             tx,
@@ -45,11 +52,30 @@ impl LoginQueue {
             slots: Arc::new(Semaphore::new(in_flight_max.max(1))),
         }
     }
+}
 
-    /// Queues a login without waiting. With the queue full, it is answered `UNAVAILABLE` with
-    /// a jittered `retry_after_ms` at once.
+const TOKEN_LANE: usize = 0;
+const PASSWORD_LANE: usize = 1;
+
+impl LoginQueue {
+    /// `waiting_max` logins queued, `in_flight_max` running, at most, per lane.
+    pub(crate) fn new(waiting_max: usize, in_flight_max: usize) -> Self {
+        Self {
+            lanes: [
+                Lane::new(waiting_max, in_flight_max),
+                Lane::new(waiting_max, in_flight_max),
+            ],
+        }
+    }
+
+    /// Queues a login without waiting. With its lane's queue full, it is answered
+    /// `UNAVAILABLE` with a jittered `retry_after_ms` at once.
     pub(crate) fn push(&self, login: QueuedLogin) {
-        match self.tx.try_send(login) {
+        let lane = match login.body.credential {
+            Some(v1::login::Credential::Token(_)) => TOKEN_LANE,
+            _ => PASSWORD_LANE,
+        };
+        match self.lanes[lane].tx.try_send(login) {
             Ok(()) => metrics::gauge!("ringchat_backend_logins_waiting").increment(1.0),
             Err(
                 mpsc::error::TrySendError::Full(login) | mpsc::error::TrySendError::Closed(login),
@@ -69,35 +95,36 @@ impl LoginQueue {
         }
     }
 
-    /// Starts the task that runs queued logins, each in its own task while it holds a slot;
-    /// a second call does nothing.
+    /// Starts the tasks (one per lane) that run queued logins, each in its own task while it
+    /// holds a slot; a second call does nothing.
     pub(crate) fn start(backend: &Arc<Backend>) {
-        let queue = &backend.logins;
-        let Some(mut rx) = queue.rx.lock().unwrap_or_else(|p| p.into_inner()).take() else {
-            return;
-        };
-        let slots = Arc::clone(&queue.slots);
-        let backend = Arc::clone(backend);
-        tokio::spawn(async move {
-            while let Some(login) = rx.recv().await {
-                metrics::gauge!("ringchat_backend_logins_waiting").decrement(1.0);
-                // Never closed.
-                let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-                    return;
-                };
-                // A client that left while its login waited costs nothing more.
-                if login.reply.is_closed() {
-                    continue;
+        for lane in &backend.logins.lanes {
+            let Some(mut rx) = lane.rx.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+                return;
+            };
+            let slots = Arc::clone(&lane.slots);
+            let backend = Arc::clone(backend);
+            tokio::spawn(async move {
+                while let Some(login) = rx.recv().await {
+                    metrics::gauge!("ringchat_backend_logins_waiting").decrement(1.0);
+                    // Never closed.
+                    let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+                        return;
+                    };
+                    // A client that left while its login waited costs nothing more.
+                    if login.reply.is_closed() {
+                        continue;
+                    }
+                    let backend = Arc::clone(&backend);
+                    metrics::gauge!("ringchat_backend_logins_in_flight").increment(1.0);
+                    tokio::spawn(async move {
+                        backend.serve_login(login).await;
+                        metrics::gauge!("ringchat_backend_logins_in_flight").decrement(1.0);
+                        drop(slot);
+                    });
                 }
-                let backend = Arc::clone(&backend);
-                metrics::gauge!("ringchat_backend_logins_in_flight").increment(1.0);
-                tokio::spawn(async move {
-                    backend.serve_login(login).await;
-                    metrics::gauge!("ringchat_backend_logins_in_flight").decrement(1.0);
-                    drop(slot);
-                });
-            }
-        });
+            });
+        }
     }
 }
 
@@ -237,6 +264,59 @@ mod tests {
         }
         for reply in replies {
             assert!(matches!(reply.body, Body::LoginOk(_)), "{:?}", reply.body);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_token_login_does_not_wait_behind_password_logins() {
+        let dir = tempfile::tempdir().unwrap();
+        let (backend, requests, _events) = backend(&dir, |s| {
+            s.backend.logins_in_flight_max = 1;
+        });
+        const STORM: u64 = 6;
+        register(&backend, "ann").await;
+        for i in 0..STORM {
+            register(&backend, &format!("user{i}")).await;
+        }
+        let Body::LoginOk(ann) = answer(login(&requests, 1, "ann").await).await.body else {
+            panic!("ann logs in")
+        };
+        let mut storm = Vec::new();
+        for i in 0..STORM {
+            storm.push(login(&requests, 100 + i, &format!("user{i}")).await);
+        }
+        let (reply, token_answer) = oneshot::channel();
+        let body = v1::Login {
+            credential: Some(login::Credential::Token(ann.token.clone())),
+            device_id: "device-1".into(),
+            ..Default::default()
+        };
+        let conn = ConnRef { shard: 0, conn: 2 };
+        requests
+            .send(Request::Login {
+                conn,
+                peer: PEER,
+                body,
+                reply,
+            })
+            .await
+            .expect("backend serving");
+        let token_login = answer(token_answer).await;
+        assert!(
+            matches!(token_login.body, Body::LoginOk(_)),
+            "{:?}",
+            token_login.body
+        );
+        // It did not wait for the password logins (one argon2 hash at a time).
+        let mut waiting = Vec::new();
+        for mut a in storm {
+            if a.try_recv().is_err() {
+                waiting.push(a);
+            }
+        }
+        assert!(!waiting.is_empty(), "every password login was done first");
+        for a in waiting {
+            assert!(matches!(answer(a).await.body, Body::LoginOk(_)));
         }
     }
 
