@@ -113,6 +113,9 @@ pub struct Backend {
     pub(crate) cluster_presence: std::sync::OnceLock<Arc<crate::cluster::ClusterPresence>>,
     /// Cluster mode: the links to the other nodes.
     pub(crate) link: Option<Arc<crate::cluster::link::Link>>,
+    /// Since when the commit group in flight was sequenced: a login's `server_time_ms` is no
+    /// later (`messaging/writer`, `InFlight`).
+    in_flight: Arc<crate::messaging::writer::InFlight>,
     /// Uploads and downloads over HTTP, when `[files] enabled` (`files/`).
     pub(crate) files: Option<Arc<crate::files::FileService>>,
     /// Media messages' check and downloads through messages, with `files` (`files/media.rs`).
@@ -220,6 +223,7 @@ impl Backend {
             .with_link(link.clone()),
         );
         let cores = settings.backend.cores.clone();
+        let in_flight = writer.in_flight();
         let sequencer_delivery = Arc::clone(&delivery);
         let thread = std::thread::Builder::new()
             .name(crate::threads::COMMIT.into())
@@ -265,6 +269,7 @@ impl Backend {
         );
         Ok(Arc::new(Self {
             link,
+            in_flight,
             files,
             media,
             operator_replies: delivery.operator_replies(),
@@ -618,7 +623,7 @@ impl Backend {
                 user_id: auth.user_id,
                 token: auth.token,
                 token_expires_at_ms: auth.token_expires_at_ms,
-                server_time_ms: now_ms(),
+                server_time_ms: self.in_flight.login_time(now_ms()),
                 token_refreshed: auth.refreshed,
             }),
             session: Some(SessionInfo {
