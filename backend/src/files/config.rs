@@ -44,6 +44,8 @@ pub struct FilesConfig {
     pub uploads_in_progress_max: u32,
     /// Bytes one user may keep: finished files plus the declared sizes of uploads in progress.
     pub user_quota_bytes: u64,
+    /// Files one user may keep, finished or in progress (each quota check lists them).
+    pub files_per_user_max: u32,
     /// An upload not completed this long after it was created is removed, in seconds.
     pub upload_lifetime_s: u64,
     /// Longest file name, in bytes of UTF-8.
@@ -79,6 +81,7 @@ impl Default for FilesConfig {
             file_bytes_max: 100 * 1024 * 1024,
             uploads_in_progress_max: 8,
             user_quota_bytes: 1024 * 1024 * 1024,
+            files_per_user_max: 10_000,
             upload_lifetime_s: 24 * 3600,
             name_bytes_max: 255,
             chunks_in_flight_max: 64,
@@ -143,6 +146,10 @@ impl FilesConfig {
         check(
             (1..=4_096).contains(&self.chunks_in_flight_max),
             "files.chunks_in_flight_max: must be between 1 and 4096",
+        );
+        check(
+            (1..=1_000_000).contains(&self.files_per_user_max),
+            "files.files_per_user_max: must be between 1 and 1000000",
         );
         check(
             (1..=4_096).contains(&self.chunks_in_flight_per_user_max),

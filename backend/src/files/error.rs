@@ -34,6 +34,8 @@ pub enum FileError {
     OverQuota { quota: u64, used: u64 },
     #[error("{max} uploads are already in progress; complete or abandon one")]
     TooManyUploads { max: u32 },
+    #[error("{max} files kept already (a file no message carries is removed by the collector)")]
+    TooManyFiles { max: u32 },
     /// A range that starts past the end of the file (the size is for `Content-Range`).
     #[error("the range is outside the file")]
     BadRange { size: u64 },
@@ -59,7 +61,10 @@ impl FileError {
             Self::BadInput { .. } | Self::ChunkMismatch => 400,
             Self::NotFound => 404,
             Self::FileMismatch | Self::ChunksMissing { .. } | Self::Completing => 409,
-            Self::TooLarge { .. } | Self::ChunkTooLarge { .. } | Self::OverQuota { .. } => 413,
+            Self::TooLarge { .. }
+            | Self::ChunkTooLarge { .. }
+            | Self::OverQuota { .. }
+            | Self::TooManyFiles { .. } => 413,
             Self::BadRange { .. } => 416,
             Self::TooManyUploads { .. } => 429,
             Self::Busy | Self::Unavailable(_) => 503,
@@ -79,6 +84,7 @@ impl FileError {
             Self::ChunkTooLarge { .. } => "chunk_too_large",
             Self::OverQuota { .. } => "over_quota",
             Self::TooManyUploads { .. } => "too_many_uploads",
+            Self::TooManyFiles { .. } => "too_many_files",
             Self::BadRange { .. } => "bad_range",
             Self::Busy => "busy",
             Self::Full => "storage_full",

@@ -212,8 +212,13 @@ impl FileService {
                 max: self.config.uploads_in_progress_max,
             });
         }
-        let used =
-            self.finished_bytes(user).await? + in_progress.iter().map(|u| u.size).sum::<u64>();
+        let (finished, files) = self.finished_bytes(user).await?;
+        // Counted beside the bytes: a quota of tiny files would grow every listing of them.
+        let files_max = self.config.files_per_user_max;
+        if files + in_progress.len() as u64 >= u64::from(files_max) {
+            return Err(FileError::TooManyFiles { max: files_max });
+        }
+        let used = finished + in_progress.iter().map(|u| u.size).sum::<u64>();
         let quota = self.config.user_quota_bytes;
         if used.saturating_add(req.size) > quota {
             return Err(FileError::OverQuota { quota, used });
@@ -568,13 +573,15 @@ impl FileService {
     }
 
     /// Bytes of the user's finished files, from the sizes in their index keys.
-    async fn finished_bytes(&self, user: UserId) -> Result<u64, FileError> {
-        let mut total = 0u64;
+    /// The bytes and the number of the user's finished files.
+    async fn finished_bytes(&self, user: UserId) -> Result<(u64, u64), FileError> {
+        let (mut total, mut files) = (0u64, 0u64);
         self.for_each_key(&keys::user_files(user), |key| {
             total = total.saturating_add(keys::user_file_size(key).unwrap_or(0));
+            files += 1;
         })
         .await?;
-        Ok(total)
+        Ok((total, files))
     }
 
     /// Every key under `prefix`, page by page.

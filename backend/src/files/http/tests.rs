@@ -785,6 +785,33 @@ async fn chunks_past_the_in_flight_limit_are_told_to_retry() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_keeps_at_most_files_per_user_max_files() {
+    let h = harness(FilesConfig {
+        files_per_user_max: 2,
+        ..files_config()
+    })
+    .await;
+    let (_, token) = h.user("lou").await;
+    h.upload(&token, "one.bin", &content(10, 1)).await;
+    // One finished, one in progress: no room for a third.
+    let (status, _) = h.create(&token, "two.bin", &content(10, 2)).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let bytes = content(10, 3);
+    let (status, body) = h.create(&token, "three.bin", &bytes).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "too_many_files")
+    );
+    // Another user is not counted against.
+    let (_, other) = h.user("max").await;
+    assert_eq!(
+        h.create(&other, "x.bin", &bytes).await.0,
+        StatusCode::CREATED
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_users_chunks_in_flight_are_bounded_and_bad_chunks_hold_no_room() {
     let h = harness(FilesConfig {
         chunks_in_flight_max: 2,
