@@ -99,6 +99,35 @@ impl Backend {
     }
 }
 
+/// Push-token rows a registration looks through for devices signed out meanwhile, at most.
+const PUSH_TOKENS_SCAN_MAX: usize = 256;
+
+/// Removes the push tokens of the user's devices that no longer have a live login (expired,
+/// or pushed out by newer devices: nothing else forgets those). Run at each registration, so a
+/// user's rows stay about their devices, and the live devices are the ones the push resolver
+/// finds among the first `push.devices_max`.
+fn forget_signed_out(
+    store: &dyn crate::store::PushTokenStore,
+    accounts: &dyn crate::store::AccountStore,
+    user: UserId,
+) -> Result<(), crate::store::StoreError> {
+    let rows = store.push_tokens(user, PUSH_TOKENS_SCAN_MAX)?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let now = crate::time::now_ms();
+    let logins = accounts.tokens_of_user(user, crate::accounts::TOKENS_SCAN_MAX)?;
+    for (device, _) in rows {
+        let live = logins
+            .iter()
+            .any(|(_, t)| t.device_id == device && t.expires_at_ms > now);
+        if !live {
+            store.remove_push_token(user, &device)?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,33 +157,4 @@ mod tests {
             ErrorCode::InvalidArgument
         );
     }
-}
-
-/// Push-token rows a registration looks through for devices signed out meanwhile, at most.
-const PUSH_TOKENS_SCAN_MAX: usize = 256;
-
-/// Removes the push tokens of the user's devices that no longer have a live login (expired,
-/// or pushed out by newer devices: nothing else forgets those). Run at each registration, so a
-/// user's rows stay about their devices, and the live devices are the ones the push resolver
-/// finds among the first `push.devices_max`.
-fn forget_signed_out(
-    store: &dyn crate::store::PushTokenStore,
-    accounts: &dyn crate::store::AccountStore,
-    user: UserId,
-) -> Result<(), crate::store::StoreError> {
-    let rows = store.push_tokens(user, PUSH_TOKENS_SCAN_MAX)?;
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let now = crate::time::now_ms();
-    let logins = accounts.tokens_of_user(user, crate::accounts::TOKENS_SCAN_MAX)?;
-    for (device, _) in rows {
-        let live = logins
-            .iter()
-            .any(|(_, t)| t.device_id == device && t.expires_at_ms > now);
-        if !live {
-            store.remove_push_token(user, &device)?;
-        }
-    }
-    Ok(())
 }
