@@ -113,9 +113,6 @@ pub struct Backend {
     pub(crate) cluster_presence: std::sync::OnceLock<Arc<crate::cluster::ClusterPresence>>,
     /// Cluster mode: the links to the other nodes.
     pub(crate) link: Option<Arc<crate::cluster::link::Link>>,
-    /// Since when the commit group in flight was sequenced: a login's `server_time_ms` is no
-    /// later (`messaging/writer`, `InFlight`).
-    in_flight: Arc<crate::messaging::writer::InFlight>,
     /// Uploads and downloads over HTTP, when `[files] enabled` (`files/`).
     pub(crate) files: Option<Arc<crate::files::FileService>>,
     /// Media messages' check and downloads through messages, with `files` (`files/media.rs`).
@@ -223,7 +220,6 @@ impl Backend {
             .with_link(link.clone()),
         );
         let cores = settings.backend.cores.clone();
-        let in_flight = writer.in_flight();
         let sequencer_delivery = Arc::clone(&delivery);
         let thread = std::thread::Builder::new()
             .name(crate::threads::COMMIT.into())
@@ -269,7 +265,6 @@ impl Backend {
         );
         Ok(Arc::new(Self {
             link,
-            in_flight,
             files,
             media,
             operator_replies: delivery.operator_replies(),
@@ -578,6 +573,9 @@ impl Backend {
                 ));
             }
         };
+        // From here on the session gets what is routed: anything stamped earlier and not yet
+        // routed is newer than the time the login reports.
+        let login_time = self.delivery.in_flight.login_time(now_ms());
         for old in replaced {
             self.send_to_shard(
                 old.shard,
@@ -623,7 +621,7 @@ impl Backend {
                 user_id: auth.user_id,
                 token: auth.token,
                 token_expires_at_ms: auth.token_expires_at_ms,
-                server_time_ms: self.in_flight.login_time(now_ms()),
+                server_time_ms: login_time,
                 token_refreshed: auth.refreshed,
             }),
             session: Some(SessionInfo {

@@ -43,6 +43,42 @@ async fn a_revoked_device_and_a_disabled_account_are_kicked_on_every_node() {
     );
     tablet.ping().await.unwrap();
 
+    // A login that named no device is a device too: revoking it leaves the others alone.
+    let (mut nameless, _) = Client::signup(nodes[1].tcp, "alice", PASSWORD, "")
+        .await
+        .expect("a login with no device id");
+    let reply = laptop
+        .request(Body::RevokeDevice(v1::RevokeDevice {
+            device_id: String::new(),
+        }))
+        .await
+        .unwrap();
+    assert!(matches!(reply, Body::RevokeDeviceOk(_)), "{reply:?}");
+    assert_eq!(
+        expect_kicked_then_closed(&mut nameless).await,
+        KickReason::DeviceRevoked
+    );
+    tablet.ping().await.unwrap();
+
+    // The watch's token, used on n2 as well: the watch logs out on n1, and both sessions end.
+    let (mut watch, watch_ok) = nodes[0].device("alice", "watch").await;
+    let mut copy = common::account::hello(&nodes[1]).await;
+    let reply = copy
+        .request(Body::Login(v1::Login {
+            credential: Some(v1::login::Credential::Token(watch_ok.token.clone())),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    assert!(matches!(reply, Body::LoginOk(_)), "{reply:?}");
+    let reply = watch.request(Body::Logout(v1::Logout {})).await.unwrap();
+    assert!(matches!(reply, Body::LogoutOk(_)), "{reply:?}");
+    assert_eq!(
+        expect_kicked_then_closed(&mut copy).await,
+        KickReason::LoggedOut
+    );
+    tablet.ping().await.unwrap();
+
     // The laptop changes the password: the tablet, on n2, is signed out.
     let reply = laptop
         .request(Body::ChangePassword(v1::ChangePassword {

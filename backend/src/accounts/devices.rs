@@ -269,6 +269,11 @@ impl Backend {
             .await?;
         self.forget_push_tokens(user_id, SignedOut::Device(&device_id))
             .await;
+        // A session of this device on another node (its token used there) ends too. A device
+        // with no name is only this token: sessions elsewhere are not found by it.
+        if !device_id.is_empty() {
+            self.kick_elsewhere(user_id, Some(&device_id), KickReason::LoggedOut);
+        }
         tracing::info!(user_id, tokens_revoked = revoked, "logged out");
         self.audit.record(
             Entry::new(format!("user:{user_id}"), "user.logout")

@@ -133,6 +133,7 @@ pub fn add_key(data_dir: &Path, name: &str, role: Role, actor: &str) -> Result<S
             key_sha256: hash,
             created_ms: crate::time::now_ms(),
             created_by: actor.to_owned(),
+            maker_created_ms: None,
         });
         Ok(())
     })?;

@@ -11,6 +11,9 @@ use super::service::FileService;
 use super::storage::ByteStream;
 use super::thumbnail;
 
+/// How long a completing upload waits for its turn to make a thumbnail.
+const THUMB_TURN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl FileService {
     /// Makes and stores the thumbnail of the image at `blob` (`size` bytes) for `file_id`;
     /// `None` for a file that is not an image or gets none (logged).
@@ -26,11 +29,11 @@ impl FileService {
             return None;
         }
         let made = async {
-            // The source in memory and its decode: one image at a time.
-            let _decoding = self
-                .thumb_permits
-                .acquire()
+            // The source in memory and its decode: one image at a time. A thumbnail is a
+            // nicety: when others hold the turn too long, this image goes without.
+            let decoding = tokio::time::timeout(THUMB_TURN_WAIT, self.thumb_permits.acquire())
                 .await
+                .map_err(|_| "other thumbnails are being made".to_owned())?
                 .map_err(|e| e.to_string())?;
             let (_, pieces) = self
                 .storage
@@ -53,6 +56,7 @@ impl FileService {
                 .await
                 .map_err(|e| format!("thumbnail task: {e}"))?
                 .map_err(|e| e.to_string())?;
+            drop(decoding);
             self.storage
                 .put(&keys::thumb(file_id), Bytes::from(thumb.bytes))
                 .await

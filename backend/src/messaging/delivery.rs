@@ -183,6 +183,36 @@ pub(crate) struct Delivery {
     push: Option<Arc<PushQueue>>,
     /// Cluster mode: the links to the other nodes.
     link: Option<Arc<Link>>,
+    /// When each commit group not yet routed to the shards began (`InFlight`).
+    pub(crate) in_flight: InFlight,
+}
+
+/// The server time from which messages may be sequenced but not yet routed to sessions (a
+/// group's fsync can stall for seconds, and a group handed to the delivery task waits for it
+/// too): a login's `LoginOk.server_time_ms` is no later, so that a client resuming from it is
+/// sent what was routed after it logged in but stamped before (`resume.rs`). One entry per
+/// commit group, in commit order: begun on the sequencer's thread, ended where the group's
+/// frames leave for the shards (inline, or in the delivery task), which is also commit order.
+#[derive(Debug, Default)]
+pub(crate) struct InFlight(std::sync::Mutex<std::collections::VecDeque<u64>>);
+
+impl InFlight {
+    pub(crate) fn begin(&self, now_ms: u64) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(now_ms);
+    }
+
+    fn end(&self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+    }
+
+    /// The server time a login reports: now, or when the oldest group not yet routed began.
+    pub(crate) fn login_time(&self, now_ms: u64) -> u64 {
+        let groups = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        groups.front().map_or(now_ms, |&began| began.min(now_ms))
+    }
 }
 
 impl Delivery {
@@ -204,6 +234,7 @@ impl Delivery {
             operator: Arc::default(),
             push,
             link: None,
+            in_flight: InFlight::default(),
         }
     }
 
@@ -256,6 +287,7 @@ impl Delivery {
                 }
             }
         }
+        self.in_flight.end();
         self.health.outcomes_passed_on();
         Ok(())
     }
@@ -279,6 +311,7 @@ impl Delivery {
                     let _ = self.shards[shard].send(ShardEvent::Frames(frames)).await;
                 }
             }
+            self.in_flight.end();
             self.health.outcomes_passed_on();
             self.queued.fetch_sub(1, Ordering::Release);
         }
@@ -693,4 +726,22 @@ mod tests {
         // Nothing waits any more: the next small group is delivered by the sequencer again.
         assert_eq!(delivery.queued.load(Ordering::Acquire), 0);
     }
+}
+
+#[cfg(test)]
+#[test]
+fn a_login_reports_the_start_of_the_oldest_group_not_yet_routed() {
+    let f = InFlight::default();
+    assert_eq!(f.login_time(5_000), 5_000);
+    f.begin(1_000);
+    f.begin(2_000);
+    assert_eq!(
+        f.login_time(5_000),
+        1_000,
+        "the group begun at 1,000 is not routed yet"
+    );
+    f.end();
+    assert_eq!(f.login_time(5_000), 2_000);
+    f.end();
+    assert_eq!(f.login_time(5_000), 5_000);
 }

@@ -58,6 +58,11 @@ pub struct ApiKey {
     pub key_sha256: String,
     pub created_ms: u64,
     pub created_by: String,
+    /// When the operator or key named in `created_by` was made: a later one of the same name
+    /// (removed, then added again) is not this key's maker. `None`: made on the CLI, or
+    /// before this was kept (the name alone then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maker_created_ms: Option<u64>,
 }
 
 impl CredentialsData {
@@ -71,20 +76,38 @@ impl CredentialsData {
     /// alone. `None`: its maker is gone.
     pub fn key_role(&self, key: &ApiKey) -> Option<Role> {
         let mut role = key.role;
-        let mut by = key.created_by.as_str();
+        let mut key = key;
+        let same = |made: u64, want: Option<u64>| want.is_none_or(|w| w == made);
         // A chain of keys is at most every key long.
         for _ in 0..=self.keys.len() {
+            let by = key.created_by.as_str();
             if let Some(name) = by.strip_prefix("admin:") {
-                return Some(role.min(self.user(name)?.role));
+                let maker = self.user(name)?;
+                return same(maker.created_ms, key.maker_created_ms).then(|| role.min(maker.role));
             }
             let Some(name) = by.strip_prefix("key:") else {
                 return Some(role);
             };
             let maker = self.keys.iter().find(|k| k.name == name)?;
+            if !same(maker.created_ms, key.maker_created_ms) {
+                return None;
+            }
             role = role.min(maker.role);
-            by = &maker.created_by;
+            key = maker;
         }
         None
+    }
+
+    /// When the maker `actor` (`admin:NAME` or `key:NAME`) was made, if it is one.
+    pub fn maker_created_ms(&self, actor: &str) -> Option<u64> {
+        if let Some(name) = actor.strip_prefix("admin:") {
+            return self.user(name).map(|u| u.created_ms);
+        }
+        let name = actor.strip_prefix("key:")?;
+        self.keys
+            .iter()
+            .find(|k| k.name == name)
+            .map(|k| k.created_ms)
     }
 
     pub fn key_by_secret(&self, secret: &str) -> Option<&ApiKey> {
@@ -337,6 +360,7 @@ mod tests {
                     key_sha256: hash.clone(),
                     created_ms: 1,
                     created_by: "cli:root".into(),
+                    maker_created_ms: None,
                 });
                 Ok::<_, std::io::Error>(())
             })
@@ -407,6 +431,7 @@ mod tests {
             key_sha256: name.into(),
             created_ms: 1,
             created_by: by.into(),
+            maker_created_ms: None,
         };
         let mut c = CredentialsData {
             users: vec![user("alice", Role::Admin)],
@@ -432,5 +457,17 @@ mod tests {
         assert_eq!(role(&c, "alices"), None, "removed with alice");
         assert_eq!(role(&c, "child"), None);
         assert_eq!(role(&c, "from-cli"), Some(Role::Admin));
+        // Another operator named alice later is not the maker of the old alice's keys.
+        c.users.push(AdminUser {
+            created_ms: 2,
+            ..user("alice", Role::Admin)
+        });
+        c.keys[1].maker_created_ms = Some(1);
+        c.keys[2].maker_created_ms = Some(1);
+        assert_eq!(role(&c, "alices"), None, "a new alice");
+        assert_eq!(role(&c, "child"), None);
+        c.keys[1].maker_created_ms = Some(2);
+        assert_eq!(role(&c, "alices"), Some(Role::Admin));
+        assert_eq!(role(&c, "child"), Some(Role::Admin));
     }
 }

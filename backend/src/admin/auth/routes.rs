@@ -292,6 +292,7 @@ async fn create_key(
                 role: body.role,
                 key_sha256: hash,
                 created_ms: crate::time::now_ms(),
+                maker_created_ms: c.maker_created_ms(&actor),
                 created_by: actor,
             });
             Ok(())

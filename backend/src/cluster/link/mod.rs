@@ -564,6 +564,7 @@ impl Link {
                         user_id,
                         device_id: device.unwrap_or_default().to_owned(),
                         reason: reason as i32,
+                        all_devices: device.is_none(),
                     })),
                 }]);
             }

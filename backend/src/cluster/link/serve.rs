@@ -225,7 +225,7 @@ impl Link {
     /// A kick from another node, to the user's sessions here (see `Link::send_kick`).
     async fn kick_here(&self, k: &v1::NodeKick) {
         let reason = v1::KickReason::try_from(k.reason).unwrap_or(v1::KickReason::Unspecified);
-        let device = (!k.device_id.is_empty()).then_some(k.device_id.as_str());
+        let device = (!k.all_devices).then_some(k.device_id.as_str());
         let conns = self.sessions.read().to_kick(k.user_id, device);
         for conn in conns {
             if let Some(tx) = self.shards.get(usize::from(conn.shard)) {

@@ -924,5 +924,13 @@ async fn an_image_gets_a_thumbnail_once_readable_as_the_file_is() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
+
+    // While other images hold the one turn to decode, an upload completes without waiting
+    // for it for long: its image goes without a thumbnail.
+    let files = h.backend.files().unwrap();
+    let busy = files.thumb_permits.acquire().await.unwrap();
+    let late = h.upload(&token, "late.png", png.get_ref()).await;
+    assert_eq!(files.file(&late).await.unwrap().unwrap().thumb, None);
+    drop(busy);
     h.stop().await;
 }

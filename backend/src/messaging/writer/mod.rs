@@ -291,51 +291,6 @@ pub(crate) struct Writer {
     reload: bool,
     /// Cluster mode: the conversations this node holds (`ownership.rs`); `None` on one box.
     pub(crate) ownership: Option<ownership::Ownership>,
-    /// Since when the group being committed has been sequenced (`u64::MAX`: none is).
-    in_flight: Arc<InFlight>,
-}
-
-/// The server time from which messages may still be sequenced but not yet handed to delivery
-/// (a commit group's fsync can stall for seconds): a login's `LoginOk.server_time_ms` is no
-/// later, so that a client resuming from it is sent what was committed after it logged in
-/// but stamped before (`resume.rs`). Two stores per commit group, none per message.
-#[derive(Debug)]
-pub(crate) struct InFlight(std::sync::atomic::AtomicU64);
-
-impl Default for InFlight {
-    fn default() -> Self {
-        Self(std::sync::atomic::AtomicU64::new(u64::MAX))
-    }
-}
-
-impl InFlight {
-    fn begin(&self, now_ms: u64) {
-        self.0.store(now_ms, std::sync::atomic::Ordering::Release);
-    }
-
-    fn end(&self) {
-        self.0.store(u64::MAX, std::sync::atomic::Ordering::Release);
-    }
-
-    /// The server time a login reports: now, or when the group in flight began if earlier.
-    pub(crate) fn login_time(&self, now_ms: u64) -> u64 {
-        now_ms.min(self.0.load(std::sync::atomic::Ordering::Acquire))
-    }
-}
-
-#[cfg(test)]
-#[test]
-fn a_login_during_a_commit_reports_the_time_the_commit_began() {
-    let f = InFlight::default();
-    assert_eq!(f.login_time(5_000), 5_000);
-    f.begin(1_000);
-    assert_eq!(
-        f.login_time(5_000),
-        1_000,
-        "a group sequenced at 1,000 is not durable yet"
-    );
-    f.end();
-    assert_eq!(f.login_time(5_000), 5_000);
 }
 
 impl Writer {
@@ -373,13 +328,7 @@ impl Writer {
             pending_cursors: Map::default(),
             reload: false,
             ownership: None,
-            in_flight: Arc::default(),
         })
-    }
-
-    /// Since when the group in flight has been sequenced, for logins to read.
-    pub(crate) fn in_flight(&self) -> Arc<InFlight> {
-        Arc::clone(&self.in_flight)
     }
 
     /// A group that has at least `min_ops` writes but room for more waits `delay` for them
@@ -410,11 +359,9 @@ impl Writer {
                 self.take_queued(&mut ops, &mut batch);
             }
             // Every message of the group is stamped at or after this.
-            self.in_flight.begin(crate::time::now_ms());
+            delivery.in_flight.begin(crate::time::now_ms());
             let results = self.commit(&mut batch);
-            let passed = delivery.pass_on(results, &task);
-            self.in_flight.end();
-            if passed.is_err() {
+            if delivery.pass_on(results, &task).is_err() {
                 break;
             }
         }
