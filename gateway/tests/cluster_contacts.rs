@@ -7,9 +7,7 @@
 mod common;
 
 use common::TestServer;
-use common::cluster::{
-    acked, direct, owner, redis_url, start_nodes, start_nodes_with, unique, wait_for_views,
-};
+use common::cluster::{acked, direct, fresh_nodes, owner};
 use common::contacts::{request, set_privacy};
 use common::groups::create;
 use ringchat_bench::client::{Client, conversation_id};
@@ -40,13 +38,7 @@ async fn strangers_owned_by(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dm_policy_set_on_one_node_holds_where_conversations_are_owned_on_another() {
-    let db = common::store::fresh_database();
-    let prefix = format!("rc_contacts_{}", unique());
-    let nodes: Vec<TestServer> = start_nodes(&db, &redis_url(), &prefix, &IDS)
-        .into_iter()
-        .map(|(_, server)| server)
-        .collect();
-    wait_for_views(&nodes, IDS.len());
+    let nodes = fresh_nodes("contacts", &IDS, &[]);
     let (mut bob, b) = nodes[0].user("bob").await;
     let mut strangers = strangers_owned_by(&nodes[1], 1, b.user_id, 3).await;
     // n2 owns carol's conversation with bob: her first message makes n2 read bob's policy.
@@ -111,19 +103,11 @@ async fn strangers_on_both_owners(node: &TestServer, with: u64, n: usize) -> Vec
 async fn requests_written_by_two_owners_at_once_all_count_toward_the_limit() {
     const ASKERS_PER_OWNER: usize = 4;
     let received_max = (2 * ASKERS_PER_OWNER).to_string();
-    let db = common::store::fresh_database();
-    let prefix = format!("rc_contacts_{}", unique());
-    let nodes: Vec<TestServer> = start_nodes_with(
-        &db,
-        &redis_url(),
-        &prefix,
+    let nodes = fresh_nodes(
+        "contacts",
         &IDS,
         &[("CONTACTS__FRIEND_REQUESTS_RECEIVED_MAX", &received_max)],
-    )
-    .into_iter()
-    .map(|(_, server)| server)
-    .collect();
-    wait_for_views(&nodes, IDS.len());
+    );
     let (_bob, b) = nodes[0].user("bob").await;
     let mut askers = strangers_on_both_owners(&nodes[1], b.user_id, ASKERS_PER_OWNER).await;
     let answers =

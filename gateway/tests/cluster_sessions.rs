@@ -5,8 +5,8 @@
 
 mod common;
 
-use common::cluster::{redis_url, start_nodes, unique, wait_for_views};
-use common::{PASSWORD, TestServer, expect_kicked_then_closed};
+use common::cluster::fresh_nodes;
+use common::{PASSWORD, expect_kicked_then_closed};
 use ringchat_bench::client::Client;
 use ringchat_proto::Body;
 use ringchat_proto::v1::{self, KickReason};
@@ -14,14 +14,7 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_device_and_a_disabled_account_are_kicked_on_every_node() {
-    let db = common::store::fresh_database();
-    let prefix = format!("rc_sessions_{}", unique());
-    let ids = ["n1", "n2"];
-    let nodes: Vec<TestServer> = start_nodes(&db, &redis_url(), &prefix, &ids)
-        .into_iter()
-        .map(|(_, server)| server)
-        .collect();
-    wait_for_views(&nodes, ids.len());
+    let nodes = fresh_nodes("sessions", &["n1", "n2"], &[]);
     let (mut laptop, alice) = nodes[0].device("alice", "laptop").await;
     let (mut phone, _) = nodes[1].device("alice", "phone").await;
     let (mut tablet, _) = nodes[1].device("alice", "tablet").await;
@@ -118,14 +111,7 @@ async fn a_revoked_device_and_a_disabled_account_are_kicked_on_every_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logins_on_every_node_are_each_kept_in_the_shared_audit_log() {
     const LOGINS_PER_NODE: usize = 6;
-    let db = common::store::fresh_database();
-    let prefix = format!("rc_audit_{}", unique());
-    let ids = ["n1", "n2"];
-    let nodes: Vec<TestServer> = start_nodes(&db, &redis_url(), &prefix, &ids)
-        .into_iter()
-        .map(|(_, server)| server)
-        .collect();
-    wait_for_views(&nodes, ids.len());
+    let nodes = fresh_nodes("audit", &["n1", "n2"], &[]);
     let mut users = Vec::new();
     for i in 0..LOGINS_PER_NODE {
         for node in &nodes {

@@ -12,7 +12,7 @@ use common::TestServer;
 use common::admin::AdminClient;
 use common::contacts::{ask, befriend};
 use common::groups::{ack, create_id, send_body};
-use common::webhook::{Received, WebhookSink, free_port};
+use common::webhook::{Received, WebhookSink, free_port, register_token};
 use hmac::{Hmac, Mac};
 use ringchat_bench::client::{Client, conversation_id};
 use ringchat_proto::Body;
@@ -393,22 +393,6 @@ async fn a_push_resolved_late_skips_members_who_joined_after_the_message() {
     );
 }
 
-/// Registers `token` for the device `c` is logged in as.
-async fn register(c: &mut Client, token: &str) {
-    let reply = ask(
-        c,
-        Body::RegisterPushToken(v1::RegisterPushToken {
-            provider: PushProvider::Fcm as i32,
-            token: token.into(),
-        }),
-    )
-    .await;
-    assert_eq!(
-        reply,
-        Body::PushTokenOk(v1::PushTokenOk { registered: true })
-    );
-}
-
 /// Devices pushed out of the login limit leave no push token behind to crowd out the live
 /// ones; a disabled account gets no push.
 #[tokio::test]
@@ -428,11 +412,11 @@ async fn signed_out_devices_leave_no_push_tokens_and_a_disabled_user_gets_no_pus
     // Three old devices ("a…" sort before the live one), each pushed out by the next logins.
     for old in ["a0", "a1", "a2"] {
         let (mut c, _) = server.device("bob", old).await;
-        register(&mut c, &format!("fcm-{old}")).await;
+        register_token(&mut c, &format!("fcm-{old}")).await;
     }
     drop(bob);
     let (mut phone, _) = server.device("bob", "z-phone").await;
-    register(&mut phone, "fcm-phone").await;
+    register_token(&mut phone, "fcm-phone").await;
     go_offline(&mut alice, phone, b.user_id).await;
     let sent = alice
         .send_text(b.user_id, "m1", "hi bob")

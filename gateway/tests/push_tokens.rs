@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use common::admin::AdminClient;
 use common::contacts::{ask, befriend};
-use common::webhook::{Received, WebhookSink};
+use common::webhook::{Received, WebhookSink, register_token};
 use common::ws::WsClient;
 use common::{PASSWORD, TestServer, wait_until};
 use ringchat_bench::client::{Client, password_login};
 use ringchat_proto::Body;
-use ringchat_proto::v1::{self, PushProvider};
+use ringchat_proto::v1;
 use serde_json::{Value, json};
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -27,21 +27,6 @@ fn start(sink: &WebhookSink) -> TestServer {
         ("PUSH__URL", url.as_str()),
         ("PUSH__SECRET", "a push gateway secret of some length"),
     ])
-}
-
-async fn register_token(c: &mut Client, token: &str) {
-    let reply = ask(
-        c,
-        Body::RegisterPushToken(v1::RegisterPushToken {
-            provider: PushProvider::Fcm as i32,
-            token: token.into(),
-        }),
-    )
-    .await;
-    assert_eq!(
-        reply,
-        Body::PushTokenOk(v1::PushTokenOk { registered: true })
-    );
 }
 
 /// Logs `device` of bob in with `password` (no token registered).

@@ -177,6 +177,20 @@ impl Drop for StatusNode {
     }
 }
 
+/// Nodes `ids` on a fresh database and Redis prefix (`kind` names the test's keys), with
+/// `extra` settings, once each sees them all.
+#[allow(dead_code)] // Not every cluster test crate starts its nodes this way.
+pub fn fresh_nodes(kind: &str, ids: &[&str], extra: &[(&str, &str)]) -> Vec<TestServer> {
+    let db = super::store::fresh_database();
+    let prefix = format!("rc_{kind}_{}", unique());
+    let nodes: Vec<TestServer> = start_nodes_with(&db, &redis_url(), &prefix, ids, extra)
+        .into_iter()
+        .map(|(_, server)| server)
+        .collect();
+    wait_for_views(&nodes, ids.len());
+    nodes
+}
+
 /// Waits until every node sees `n` live nodes (then they agree on every conversation's owner).
 pub fn wait_for_views(nodes: &[TestServer], n: usize) {
     wait_until(&format!("every node sees {n} nodes"), || {

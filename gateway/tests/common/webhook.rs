@@ -152,3 +152,22 @@ fn serve(stream: TcpStream, got: &Mutex<Vec<Received>>, status: &AtomicU16) {
         "HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     );
 }
+
+/// Registers an FCM push `token` for the device `c` is logged in as.
+#[allow(dead_code)] // Not every test crate that has `common` registers tokens.
+pub async fn register_token(c: &mut ringchat_bench::client::Client, token: &str) {
+    use ringchat_proto::Body;
+    use ringchat_proto::v1::{self, PushProvider};
+    let reply = super::contacts::ask(
+        c,
+        Body::RegisterPushToken(v1::RegisterPushToken {
+            provider: PushProvider::Fcm as i32,
+            token: token.into(),
+        }),
+    )
+    .await;
+    assert_eq!(
+        reply,
+        Body::PushTokenOk(v1::PushTokenOk { registered: true })
+    );
+}
