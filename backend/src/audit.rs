@@ -34,7 +34,13 @@ pub(crate) const AUDIT_FIELD_BYTES_MAX: usize = 512;
 /// What the writer's queue carries: entries, and a flush's "tell me once all before is stored".
 enum Item {
     Record(AuditRecord),
-    Flushed(tokio::sync::oneshot::Sender<()>),
+    /// Answered once every entry queued before it was written: whether none failed since the
+    /// last flush that `restarts` the count (the admin CLI's import: its entries leave their
+    /// queue only once stored).
+    Flushed {
+        done: tokio::sync::oneshot::Sender<bool>,
+        restarts: bool,
+    },
 }
 
 pub(crate) struct Audit {
@@ -126,11 +132,27 @@ impl Audit {
     /// shutdown, so that a clean stop loses no audit entry, and before the log is read. Starts
     /// the writer if nothing has yet (a harness that never serves), so it cannot wait forever.
     pub async fn flush(self: &Arc<Self>) {
+        self.flush_counting(false).await;
+    }
+
+    /// [`Self::flush`], and whether no entry failed to be stored since the last call of this
+    /// (the admin CLI's import keeps its entries queued until this says they are stored).
+    pub async fn flush_stored(self: &Arc<Self>) -> bool {
+        self.flush_counting(true).await
+    }
+
+    async fn flush_counting(self: &Arc<Self>, restarts: bool) -> bool {
         self.start();
         let (done, stored) = tokio::sync::oneshot::channel();
-        if self.tx.send(Item::Flushed(done)).await.is_ok() {
-            let _ = stored.await;
+        if self
+            .tx
+            .send(Item::Flushed { done, restarts })
+            .await
+            .is_err()
+        {
+            return false;
         }
+        stored.await.unwrap_or(false)
     }
 
     /// An entry made elsewhere (the admin CLI's), kept with its own time.
@@ -212,6 +234,8 @@ impl Audit {
             };
             let mut items = Vec::with_capacity(AUDIT_BATCH_ENTRIES_MAX);
             let mut last_write: Option<tokio::time::Instant> = None;
+            // An entry was not stored since the last flush that restarts the count.
+            let mut lost = false;
             while rx.recv_many(&mut items, AUDIT_BATCH_ENTRIES_MAX).await > 0 {
                 let writes = items.iter().any(|i| matches!(i, Item::Record(_)));
                 if writes && let Some(last) = last_write {
@@ -228,7 +252,7 @@ impl Audit {
                 for item in items.drain(..) {
                     match item {
                         Item::Record(r) => records.push(r),
-                        Item::Flushed(done) => flushed.push(done),
+                        Item::Flushed { done, restarts } => flushed.push((done, restarts)),
                     }
                 }
                 let count = records.len() as u64;
@@ -242,14 +266,20 @@ impl Audit {
                     match written {
                         Ok(Ok(())) => next_id += count,
                         Ok(Err(err)) => {
+                            lost = true;
                             metrics::counter!("ringchat_audit_dropped_total").increment(count);
                             tracing::error!(%err, entries = count, "audit entries not stored");
                         }
-                        Err(err) => tracing::error!(%err, "audit writer task failed"),
+                        Err(err) => {
+                            lost = true;
+                            tracing::error!(%err, "audit writer task failed");
+                        }
                     }
                 }
-                for done in flushed {
-                    let _ = done.send(());
+                let stored = !lost;
+                for (done, restarts) in flushed {
+                    let _ = done.send(stored);
+                    lost &= !restarts;
                 }
             }
         });

@@ -214,12 +214,30 @@ pub async fn serve(
 async fn import_cli_audit(admin: Arc<Admin>) {
     loop {
         let a = Arc::clone(&admin);
-        match tokio::task::spawn_blocking(move || a.auth.credentials.take_queued_audit()).await {
-            Ok(Ok(records)) => {
+        match tokio::task::spawn_blocking(move || a.auth.credentials.peek_queued_audit()).await {
+            Ok(Ok((records, bytes))) if !records.is_empty() => {
                 for r in records {
                     admin.backend.audit.record_imported(r).await;
                 }
+                // The queue keeps them until the store has: a failed write imports them again
+                // next time (an entry twice rather than none).
+                if admin.backend.audit.flush_stored().await {
+                    let a = Arc::clone(&admin);
+                    let confirmed = tokio::task::spawn_blocking(move || {
+                        a.auth.credentials.confirm_queued_audit(bytes)
+                    })
+                    .await;
+                    if !matches!(confirmed, Ok(Ok(()))) {
+                        tracing::warn!(
+                            ?confirmed,
+                            "the admin CLI's audit entries are stored but still queued; they will be imported again"
+                        );
+                    }
+                } else {
+                    tracing::warn!("the admin CLI's audit entries were not stored; retrying");
+                }
             }
+            Ok(Ok(_)) => {}
             Ok(Err(err)) => tracing::warn!(%err, "reading the admin CLI's audit entries"),
             Err(err) => tracing::warn!(%err, "reading the admin CLI's audit entries"),
         }

@@ -235,19 +235,22 @@ impl CredentialFile {
         f.sync_data()
     }
 
-    /// Takes the CLI's queued audit entries (the file is emptied). A line that does not parse
-    /// is kept as an entry saying so, never dropped silently.
-    pub fn take_queued_audit(&self) -> std::io::Result<Vec<AuditRecord>> {
+    /// The CLI's queued audit entries, and how many bytes of the queue they are: the queue
+    /// keeps them until [`Self::confirm_queued_audit`] says they are stored. A line that does
+    /// not parse is kept as an entry saying so, never dropped silently.
+    pub fn peek_queued_audit(&self) -> std::io::Result<(Vec<AuditRecord>, usize)> {
         let path = self.dir.join(CLI_AUDIT_FILE);
         if stamp(&path)?.is_none() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), 0));
         }
         let _lock = self.lock()?;
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
             Err(e) => return Err(e),
         };
+        // Whole lines only: a line the CLI is still writing waits for the next look.
+        let text = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
         let records = text
             .lines()
             .filter(|l| !l.trim().is_empty())
@@ -263,8 +266,24 @@ impl CredentialFile {
                 },
             })
             .collect();
-        std::fs::remove_file(&path)?;
-        Ok(records)
+        Ok((records, text.len()))
+    }
+
+    /// The first `bytes` of the queue (as [`Self::peek_queued_audit`] read them) are stored:
+    /// they leave the queue; what the CLI appended since stays.
+    pub fn confirm_queued_audit(&self, bytes: usize) -> std::io::Result<()> {
+        if bytes == 0 {
+            return Ok(());
+        }
+        let path = self.dir.join(CLI_AUDIT_FILE);
+        let _lock = self.lock()?;
+        let text = std::fs::read(&path)?;
+        let rest = text.get(bytes..).unwrap_or_default();
+        if rest.is_empty() {
+            std::fs::remove_file(&path)
+        } else {
+            write_atomically(&self.dir, &path, rest)
+        }
     }
 
     fn lock(&self) -> std::io::Result<File> {
@@ -390,7 +409,7 @@ mod tests {
     }
 
     #[test]
-    fn queued_cli_audit_is_taken_once() {
+    fn queued_cli_audit_leaves_the_queue_only_once_confirmed() {
         let dir = tempfile::tempdir().unwrap();
         let file = CredentialFile::new(dir.path());
         let rec = AuditRecord {
@@ -403,10 +422,23 @@ mod tests {
         };
         file.queue_audit(&rec).unwrap();
         file.queue_audit(&rec).unwrap();
-        let taken = file.take_queued_audit().unwrap();
+        let (taken, bytes) = file.peek_queued_audit().unwrap();
         assert_eq!(taken.len(), 2);
         assert_eq!(taken[0].from, "cli");
-        assert!(file.take_queued_audit().unwrap().is_empty());
+        // Not confirmed (the store did not take them): still queued.
+        assert_eq!(file.peek_queued_audit().unwrap().0.len(), 2);
+        // One more queued meanwhile stays after the first two are confirmed.
+        file.queue_audit(&AuditRecord {
+            action: "admin.key_add".into(),
+            ..rec.clone()
+        })
+        .unwrap();
+        file.confirm_queued_audit(bytes).unwrap();
+        let (left, bytes) = file.peek_queued_audit().unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].action, "admin.key_add");
+        file.confirm_queued_audit(bytes).unwrap();
+        assert!(file.peek_queued_audit().unwrap().0.is_empty());
     }
 
     #[test]
