@@ -12,7 +12,7 @@ use common::TestServer;
 use common::admin::AdminClient;
 use common::contacts::{ask, befriend};
 use common::groups::{ack, create_id, send_body};
-use common::webhook::{Received, WebhookSink, free_port, register_token};
+use common::webhook::{Received, WebhookSink, free_port, register_token, register_token_of};
 use hmac::{Hmac, Mac};
 use ringchat_bench::client::{Client, conversation_id};
 use ringchat_proto::Body;
@@ -37,18 +37,7 @@ fn env<'a>(url: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)
 /// A logged-in user whose device (`NAME-dev1`) registered `token`.
 async fn user_with_token(server: &TestServer, name: &str, token: &str) -> (Client, u64) {
     let (mut c, ok) = server.user(name).await;
-    let reply = ask(
-        &mut c,
-        Body::RegisterPushToken(v1::RegisterPushToken {
-            provider: PushProvider::Apns as i32,
-            token: token.into(),
-        }),
-    )
-    .await;
-    assert_eq!(
-        reply,
-        Body::PushTokenOk(v1::PushTokenOk { registered: true })
-    );
+    register_token_of(&mut c, PushProvider::Apns, token).await;
     (c, ok.user_id)
 }
 

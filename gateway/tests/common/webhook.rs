@@ -156,12 +156,22 @@ fn serve(stream: TcpStream, got: &Mutex<Vec<Received>>, status: &AtomicU16) {
 /// Registers an FCM push `token` for the device `c` is logged in as.
 #[allow(dead_code)] // Not every test crate that has `common` registers tokens.
 pub async fn register_token(c: &mut ringchat_bench::client::Client, token: &str) {
+    register_token_of(c, ringchat_proto::v1::PushProvider::Fcm, token).await;
+}
+
+/// Registers a push `token` of `provider` for the device `c` is logged in as.
+#[allow(dead_code)] // Not every test crate that has `common` registers tokens.
+pub async fn register_token_of(
+    c: &mut ringchat_bench::client::Client,
+    provider: ringchat_proto::v1::PushProvider,
+    token: &str,
+) {
     use ringchat_proto::Body;
-    use ringchat_proto::v1::{self, PushProvider};
+    use ringchat_proto::v1;
     let reply = super::contacts::ask(
         c,
         Body::RegisterPushToken(v1::RegisterPushToken {
-            provider: PushProvider::Fcm as i32,
+            provider: provider as i32,
             token: token.into(),
         }),
     )
