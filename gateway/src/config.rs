@@ -310,6 +310,12 @@ impl Config {
         out.extend(self.log.problems());
         out.extend(self.backend_settings().problems());
         out.extend(self.security.problems());
+        if self.login.resume_bytes_max > u64::from(self.gateway.outbound_bytes_max / 2) {
+            out.push(format!(
+                "login.resume_bytes_max: must be at most half of gateway.outbound_bytes_max ({})",
+                self.gateway.outbound_bytes_max / 2
+            ));
+        }
         for &core in &self.backend.cores {
             if !online.contains(&core) {
                 out.push(format!(

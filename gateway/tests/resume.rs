@@ -134,6 +134,44 @@ async fn resume_says_when_it_cannot_serve() {
     }
 }
 
+/// A resume's batches are bounded in bytes (`login.resume_bytes_max`): within it, everything;
+/// past it, no batch at all and `TOO_LARGE` (the reads stop there, the client syncs instead).
+#[tokio::test]
+async fn resume_stops_at_its_byte_budget() {
+    let server = TestServer::start(&[("LOGIN__RESUME_BYTES_MAX", "65536")]);
+    let mut a = Device::new(&server, "alice").await;
+    let (mut b, bob) = server.user("bob").await;
+    let direct = conversation_id(a.user_id, bob.user_id);
+    let big = "x".repeat(8_000);
+    // 4 messages of 8 kB while away: within 64 KiB.
+    let since = a.since;
+    a.disconnect();
+    for i in 0..4 {
+        let id = format!("m{i}");
+        b.send_text(a.user_id, &id, &big).await.unwrap().unwrap();
+    }
+    let (mut back, resumed) = a.reconnect(&server, since, &[]).await;
+    let resumed = resumed.expect("login");
+    assert!(resumed.done.complete, "{:?}", resumed.done.reason);
+    assert_eq!(seqs(&resumed).len(), 4);
+    nothing_more(&mut back).await;
+    drop(back);
+    // 9 more (72 kB): past it.
+    for i in 4..13 {
+        let id = format!("m{i}");
+        b.send_text(a.user_id, &id, &big).await.unwrap().unwrap();
+    }
+    let (mut back, resumed) = a.reconnect(&server, since, &[(direct, 4)]).await;
+    let resumed = resumed.expect("login");
+    assert!(!resumed.done.complete);
+    assert_eq!(resumed.done.reason, ResumeIncomplete::TooLarge as i32);
+    assert!(resumed.batches.is_empty() && resumed.done.conversations.is_empty());
+    // The fallback: Sync pages through all of it on the same session.
+    let batch = back.sync(direct, 4, 0).await.unwrap();
+    assert_eq!(batch.messages.len(), 9);
+    nothing_more(&mut back).await;
+}
+
 #[tokio::test]
 async fn resume_shows_a_removed_member_nothing_after_the_removal() {
     let server = TestServer::start(&[]);

@@ -151,7 +151,14 @@ pub struct LoginConfig {
     pub resume_conversations_max: u32,
     /// `Resume.known` entries, at most; more: the login gets `INVALID_ARGUMENT`.
     pub resume_known_max: usize,
+    /// Bytes of `SyncBatch` one resume sends, at most (encoded); more missed: the reads stop
+    /// and the client gets `Resumed{complete: false, reason: TOO_LARGE}`. At most half of
+    /// `gateway.outbound_bytes_max`, so that a resume never makes its client a slow consumer.
+    pub resume_bytes_max: u64,
 }
+
+/// Default `login.resume_bytes_max`: thousands of small messages, a hundred of 8 KiB.
+pub const RESUME_BYTES_MAX_DEFAULT: u64 = 2 * 1024 * 1024;
 
 impl Default for LoginConfig {
     fn default() -> Self {
@@ -169,6 +176,7 @@ impl Default for LoginConfig {
             resume_window_ms: 600_000,
             resume_conversations_max: 64,
             resume_known_max: 1_000,
+            resume_bytes_max: RESUME_BYTES_MAX_DEFAULT,
         }
     }
 }
@@ -479,6 +487,10 @@ impl Settings {
         check(
             (1..=10_000).contains(&self.login.resume_known_max),
             "login.resume_known_max: must be between 1 and 10000",
+        );
+        check(
+            (64 * 1024..=512 * 1024 * 1024).contains(&self.login.resume_bytes_max),
+            "login.resume_bytes_max: must be between 65536 and 536870912",
         );
         check(
             self.presence.quiet_period_ms <= 600_000,

@@ -16,6 +16,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use prost::Message as _;
 use ringchat_proto::Body;
 use ringchat_proto::v1::{self, ErrorCode, ResumeIncomplete};
 
@@ -53,6 +54,8 @@ pub(crate) struct Bounds {
     pub conversations_max: u32,
     pub page_max: u32,
     pub groups_max: u32,
+    /// Encoded bytes of batches, at most (`login.resume_bytes_max`).
+    pub bytes_max: u64,
 }
 
 /// What a resume sends: the batches, then the closing `Resumed`.
@@ -115,6 +118,8 @@ pub(crate) fn read(
         *seq = (*seq).max(k.seq);
     }
     let mut batches = Vec::with_capacity(active.len());
+    // Counted as each page is read: what is held is the budget and one page at most.
+    let mut bytes = 0u64;
     for c in &mut active {
         let after_seq = known.get(&c.conversation_id).copied().unwrap_or(0);
         // The list's last message is the head (for a former member, the event it left by).
@@ -130,7 +135,13 @@ pub(crate) fn read(
         };
         match reads::sync(ports, user, &sync, bounds.page_max) {
             Ok(batch) if batch.messages.is_empty() => {}
-            Ok(batch) => batches.push(batch),
+            Ok(batch) => {
+                bytes = bytes.saturating_add(batch.encoded_len() as u64);
+                if bytes > bounds.bytes_max {
+                    return Ok(incomplete(ResumeIncomplete::TooLarge));
+                }
+                batches.push(batch);
+            }
             // Left or dissolved between the two reads: as the list would say next time.
             Err(refusal) if refusal.code == ErrorCode::NotFound => {}
             Err(refusal) => return Err(refusal),
@@ -169,6 +180,7 @@ impl Backend {
             conversations_max: login.resume_conversations_max,
             page_max: self.settings.limits.sync_page_max,
             groups_max: self.settings.groups.per_user_max,
+            bytes_max: login.resume_bytes_max,
         };
         let Some(ticket) = self.reads.ticket() else {
             let outcome = incomplete(ResumeIncomplete::Unavailable);

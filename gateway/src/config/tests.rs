@@ -345,3 +345,13 @@ fn a_live_change_keeps_the_s3_secret() {
     assert_eq!(next.config.limits.messages_per_s_max, 7);
     assert_eq!(next.config.files.s3.secret_access_key, "s3-secret");
 }
+
+#[test]
+fn a_resume_fits_in_half_the_outbound_queue() {
+    let fits = "[gateway]\noutbound_bytes_max = 4194304\n[login]\nresume_bytes_max = 2097152\n";
+    Config::parse(fits, no_env()).unwrap();
+    let text = "[gateway]\noutbound_bytes_max = 2097152\n";
+    let problems = Config::parse(text, no_env()).unwrap_err();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].starts_with("login.resume_bytes_max: must be at most half"));
+}
