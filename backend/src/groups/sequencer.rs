@@ -109,6 +109,15 @@ impl Groups {
             return Ok(*m);
         }
         let record = self.store.group_member(g, user)?;
+        if record.is_none()
+            && !self.groups.contains_key(&g)
+            && !self.pending_groups.contains_key(&g)
+        {
+            // Not a member of a group not cached: maybe an id a client merely names, which
+            // must not fill the cache (a known group's non-members are kept: they are cheap
+            // to refuse again).
+            return Ok(None);
+        }
         if self.members.len() >= ENTRIES_MAX {
             self.members.clear();
         }
@@ -323,5 +332,25 @@ impl Groups {
         self.next_group_id = next;
         self.pending_next_group_id = next;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Durability;
+    use crate::store::FjallStore;
+
+    #[test]
+    fn ids_a_client_merely_names_fill_no_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(FjallStore::open(dir.path(), Durability::None).unwrap());
+        let mut groups = Groups::new(store, GroupsConfig::default()).unwrap();
+        for id in 1..=1_000u64 {
+            let g = ConvId::group(id).unwrap();
+            assert_eq!(groups.member(g, 7).unwrap(), None);
+            assert_eq!(groups.group(g).unwrap(), None);
+        }
+        assert!(groups.members.is_empty() && groups.groups.is_empty());
     }
 }
