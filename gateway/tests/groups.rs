@@ -246,12 +246,23 @@ async fn mutes_mute_all_mentions_and_dissolve() {
     };
     assert_eq!(e.code, ErrorCode::Muted as i32);
     assert!(e.retry_after_ms > 0 && e.retry_after_ms <= 60_000);
-    // Leaving and joining again does not lift the mute.
+    // Leaving and joining again does not lift the mute, nor does hiding the group in between:
+    // a group left muted stays listed until the mute ends.
     ok(ask(
         &mut b,
         Body::GroupLeave(v1::GroupLeave { conversation_id: g }),
     )
     .await);
+    let hide = ask(
+        &mut b,
+        Body::GroupLeave(v1::GroupLeave { conversation_id: g }),
+    )
+    .await;
+    let Body::Error(e) = hide else {
+        panic!("hiding refused while muted: {hide:?}")
+    };
+    assert_eq!(e.code, ErrorCode::Muted as i32);
+    assert!(e.retry_after_ms > 0 && e.retry_after_ms <= 60_000);
     ok(ask(
         &mut b,
         Body::GroupJoin(v1::GroupJoin {

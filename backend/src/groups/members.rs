@@ -60,21 +60,24 @@ impl Writer {
         g: ConvId,
         users: &[(UserId, UserSlot, bool)],
     ) -> Result<Vec<u64>, Refusal> {
-        let now = now_ms();
-        let mut out = Vec::with_capacity(users.len());
-        for (user, slot, _) in users {
-            let left_seq = slot.record.as_ref().map_or(0, |r| r.left_seq);
-            let mut until = 0;
-            if left_seq > 0
-                && let Some(m) = self.message_at(g, left_seq)?
-                && let Ok(ev) = v1::GroupEvent::decode(m.content.as_ref())
-                && let Some(i) = ev.user_ids.iter().position(|u| u == user)
-            {
-                until = ev.muted_until_ms.get(i).copied().unwrap_or(0);
-            }
-            out.push(if until > now { until } else { 0 });
+        users
+            .iter()
+            .map(|(user, slot, _)| self.carried_mute(g, *user, slot))
+            .collect()
+    }
+
+    /// The end of the mute `user` left `g` under, if it has not passed (else 0).
+    fn carried_mute(&self, g: ConvId, user: UserId, slot: &UserSlot) -> Result<u64, Refusal> {
+        let left_seq = slot.record.as_ref().map_or(0, |r| r.left_seq);
+        let mut until = 0;
+        if left_seq > 0
+            && let Some(m) = self.message_at(g, left_seq)?
+            && let Ok(ev) = v1::GroupEvent::decode(m.content.as_ref())
+            && let Some(i) = ev.user_ids.iter().position(|u| *u == user)
+        {
+            until = ev.muted_until_ms.get(i).copied().unwrap_or(0);
         }
-        Ok(out)
+        Ok(if until > now_ms() { until } else { 0 })
     }
 
     /// The LEFT / REMOVED event of `users` leaving, with the mutes they leave under.
@@ -351,9 +354,18 @@ impl Writer {
         let member = self.groups.member(g, user)?;
         let mut done = GroupDone::new(g);
         let Some(member) = member else {
-            // No longer a member: leaving again hides the group from the user's lists.
+            // No longer a member: leaving again hides the group from the user's lists. Not
+            // while the mute it left under runs: its row is what carries the mute back.
             if slot.record.is_none() {
                 return Err(not_found());
+            }
+            let muted_until = self.carried_mute(g, user, &slot)?;
+            if muted_until > 0 {
+                return Err(Refusal {
+                    code: ErrorCode::Muted,
+                    message: "a group you left muted stays listed until the mute ends".into(),
+                    retry_after_ms: muted_until.saturating_sub(now_ms()).max(1),
+                });
             }
             self.groups.put_user_group(user, g, &slot, None);
             return Ok(done.ok(0, State::None, Vec::new()));
