@@ -16,7 +16,7 @@ use crate::messaging::Writes;
 use crate::messaging::delivery::{Delivery, ToDeliver};
 use crate::messaging::writer::{RowPolicy, WriteOp, Writer};
 use crate::presence::{DeviceState, LocalPresence, Tracker};
-use crate::read_gate::{ReadGate, Ticket};
+use crate::read_gate::{Full, ReadGate, Ticket};
 use crate::rooms::Rooms;
 use crate::sessions::{OpenError, Session, Sessions, SharedSessions};
 use crate::store::{Ports, StoreError, StoreHealth};
@@ -28,6 +28,13 @@ const REQUEST_BATCH_MAX: usize = 256;
 const READS_WAITING_MAX: usize = 16_384;
 /// Sync, history, contacts and account reads running at once, at most.
 const READS_IN_FLIGHT_MAX: usize = 64;
+/// Reads one connection has waiting or running, at most; past that: `RATE_LIMITED`. A client
+/// pages one list at a time; a quarter of the slots leaves room for everyone else.
+const READS_PER_CONN_MAX: u32 = 16;
+/// Password changes hashing or waiting for the hasher at once, at most (one per connection);
+/// past that: `UNAVAILABLE`, retry. A rare request: the bound is for a client that floods it.
+const PASSWORD_CHANGES_IN_FLIGHT_MAX: usize = 2;
+const PASSWORD_CHANGES_WAITING_MAX: usize = 64;
 /// Time the refusals of a failed commit get to reach the shards before the server stops.
 const STORE_FAILURE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 /// Commit groups waiting for the delivery task.
@@ -88,6 +95,9 @@ pub struct Backend {
     commit: Mutex<Commit>,
     /// Sync, history, contacts and account reads: in flight and waiting, bounded.
     pub(crate) reads: ReadGate,
+    /// Password changes (each waits for the argon2 hasher): a gate of their own, so that they
+    /// never hold the read slots while they wait.
+    pub(crate) password_changes: ReadGate,
     /// Logins, apart from the request loop and bounded (`login_queue.rs`).
     pub(crate) logins: LoginQueue,
     /// Backups this server writes (`backup/server.rs`).
@@ -291,7 +301,12 @@ impl Backend {
             shards,
             delivery,
             group_online,
-            reads: ReadGate::new(READS_IN_FLIGHT_MAX, READS_WAITING_MAX),
+            reads: ReadGate::new(READS_IN_FLIGHT_MAX, READS_WAITING_MAX, READS_PER_CONN_MAX),
+            password_changes: ReadGate::new(
+                PASSWORD_CHANGES_IN_FLIGHT_MAX,
+                PASSWORD_CHANGES_WAITING_MAX,
+                1,
+            ),
             logins: LoginQueue::new(logins_waiting_max, logins_in_flight_max),
             backups,
             commit: Mutex::new(Commit {
@@ -633,17 +648,39 @@ impl Backend {
 
     /// A place in the read queue, or the client is told to retry and `None` comes back.
     pub(crate) async fn read_ticket(&self, conn: ConnRef, request_id: u64) -> Option<Ticket> {
-        let ticket = self.reads.ticket();
-        if ticket.is_none() {
-            let refusal = Refusal {
+        self.gate_ticket(&self.reads, "reads", conn, request_id)
+            .await
+    }
+
+    /// A place in `gate`'s queue, or the client is told to retry (`UNAVAILABLE` when the
+    /// server's queue is full, `RATE_LIMITED` when this connection holds its share) and `None`
+    /// comes back. `what` names the requests the gate holds, for the message.
+    pub(crate) async fn gate_ticket(
+        &self,
+        gate: &ReadGate,
+        what: &str,
+        conn: ConnRef,
+        request_id: u64,
+    ) -> Option<Ticket> {
+        let refusal = match gate.ticket(conn) {
+            Ok(ticket) => return Some(ticket),
+            Err(Full::Server) => Refusal {
                 code: ErrorCode::Unavailable,
-                message: "too many reads waiting, retry".into(),
+                message: format!("too many {what} waiting, retry"),
                 retry_after_ms: 100,
-            };
-            self.reply(conn, request_id, Body::Error(refusal.into_error()))
-                .await;
-        }
-        ticket
+            },
+            Err(Full::Conn) => Refusal {
+                code: ErrorCode::RateLimited,
+                message: format!(
+                    "{} {what} of this connection are waiting or running already",
+                    gate.per_conn_max()
+                ),
+                retry_after_ms: 100,
+            },
+        };
+        self.reply(conn, request_id, Body::Error(refusal.into_error()))
+            .await;
+        None
     }
 
     pub(crate) async fn reply(&self, conn: ConnRef, request_id: u64, body: Body) {

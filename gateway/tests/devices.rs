@@ -440,3 +440,42 @@ async fn wrong_old_passwords_are_throttled_like_failed_logins() {
     assert_eq!(login.unwrap_err().code(), ErrorCode::RateLimited);
     alice.ping().await.unwrap();
 }
+
+/// Password changes have a gate of their own, one change per connection: a client that floods
+/// them is told to slow down (every request answered), and another user's reads do not wait
+/// behind them.
+#[tokio::test]
+async fn a_flood_of_password_changes_is_refused_and_holds_no_read_slot() {
+    // Hashing slow enough (tens of ms) that the flood arrives while the first change hashes.
+    let server = TestServer::start(&[
+        ("ACCOUNTS__ARGON2_MEMORY_KIB", "65536"),
+        ("ACCOUNTS__ARGON2_ITERATIONS", "2"),
+    ]);
+    let (mut alice, _) = server.user("alice").await;
+    let (mut bob, _) = server.user("bob").await;
+    let change = Body::ChangePassword(v1::ChangePassword {
+        old_password: PASSWORD.into(),
+        new_password: PASSWORD.into(),
+    });
+    let mut ids = Vec::new();
+    for _ in 0..8 {
+        ids.push(alice.send(change.clone()).await.unwrap());
+    }
+    assert!(bob.conversations().await.unwrap().is_empty());
+    let (mut changed, mut limited) = (0, 0);
+    for id in ids {
+        match alice.reply_to(id).await.unwrap() {
+            Body::ChangePasswordOk(_) => changed += 1,
+            Body::Error(e) if e.code() == ErrorCode::RateLimited => {
+                assert!(e.retry_after_ms > 0, "{e:?}");
+                limited += 1;
+            }
+            other => panic!("a change or RATE_LIMITED, got {other:?}"),
+        }
+    }
+    assert!(
+        changed >= 1 && limited >= 1,
+        "{changed} changed, {limited} refused"
+    );
+    assert_eq!(changed + limited, 8);
+}

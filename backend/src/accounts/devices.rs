@@ -174,8 +174,8 @@ impl Accounts {
 }
 
 impl Backend {
-    /// A logged-in client's account request: served on a task of its own (a password change
-    /// hashes), through the read gate with the reads.
+    /// A logged-in client's account request: served on a task of its own, through the read
+    /// gate with the reads; a password change (it hashes) through a gate of its own.
     pub(crate) async fn account_request(
         self: &Arc<Self>,
         conn: ConnRef,
@@ -183,7 +183,15 @@ impl Backend {
         request_id: u64,
         request: AccountSessionRequest,
     ) {
-        let Some(ticket) = self.read_ticket(conn, request_id).await else {
+        let ticket = match request {
+            AccountSessionRequest::ChangePassword(_) => {
+                let gate = &self.password_changes;
+                self.gate_ticket(gate, "password changes", conn, request_id)
+                    .await
+            }
+            _ => self.read_ticket(conn, request_id).await,
+        };
+        let Some(ticket) = ticket else {
             return;
         };
         let this = Arc::clone(self);

@@ -126,7 +126,7 @@ impl Backend {
         // A block either way stops typing as it stops messages, and as silently (a block is
         // not revealed). The check is a read: on the read pool, behind its gate; when the gate
         // is full the typing is dropped (best effort, a client repeats it).
-        let Some(ticket) = self.reads.ticket() else {
+        let Ok(ticket) = self.reads.ticket(conn) else {
             metrics::counter!("ringchat_typing_dropped_total", "reason" => "busy").increment(1);
             return;
         };

@@ -182,7 +182,7 @@ impl Backend {
             groups_max: self.settings.groups.per_user_max,
             bytes_max: login.resume_bytes_max,
         };
-        let Some(ticket) = self.reads.ticket() else {
+        let Ok(ticket) = self.reads.ticket(conn) else {
             let outcome = incomplete(ResumeIncomplete::Unavailable);
             self.send_resumed(conn, request_id, outcome).await;
             return;
