@@ -17,6 +17,8 @@ pub const BLOCKING: &str = "rc-blocking";
 pub const COMMIT: &str = "rc-commit";
 /// Syncs the embedded store's journal in the background with `durability = "none"`.
 pub const JOURNAL_SYNC: &str = "rc-journal-sync";
+/// Fills the embedded store's journal ahead of its writes (`storage.journal_prefill_mib`).
+pub const JOURNAL_PREFILL: &str = "rc-journal-fill";
 /// Watches that the embedded store's background worker keeps flushing.
 pub const FLUSH_WATCH: &str = "rc-flush-watch";
 /// Rotates the embedded store's memtables once they hold `storage.memtable_mib`.
@@ -47,6 +49,7 @@ mod tests {
             BLOCKING,
             COMMIT,
             JOURNAL_SYNC,
+            JOURNAL_PREFILL,
             FLUSH_WATCH,
             MEMTABLES,
             ID_LEASE,

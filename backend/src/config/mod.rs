@@ -362,6 +362,10 @@ impl Settings {
             "storage.journal_sync_ms: must be at most 3600000 (an hour)",
         );
         check(
+            self.storage.journal_prefill_mib <= storage::JOURNAL_PREFILL_MIB_MAX,
+            "storage.journal_prefill_mib: must be at most 64 (0 turns it off)",
+        );
+        check(
             (1..=BACKGROUND_THREADS_MAX).contains(&self.storage.background_threads),
             "storage.background_threads: must be between 1 and 64",
         );

@@ -20,6 +20,10 @@ pub enum Durability {
 
 /// Default `storage.journal_sync_ms`.
 pub const JOURNAL_SYNC_MS_DEFAULT: u64 = 100;
+/// Default `storage.journal_prefill_mib`: at 40 MB/s of journal writes, 50 ms ahead.
+pub const JOURNAL_PREFILL_MIB_DEFAULT: u64 = 4;
+/// Largest `storage.journal_prefill_mib`: fjall's journals are 64 MiB.
+pub const JOURNAL_PREFILL_MIB_MAX: u64 = 64;
 /// Largest `storage.journal_sync_ms`: an hour.
 pub const JOURNAL_SYNC_MS_MAX: u64 = 3_600_000;
 
@@ -221,6 +225,11 @@ pub struct StorageConfig {
     /// background this often, in milliseconds (what a power cut may take); 0: never (everything
     /// since the last memtable flush, which then stalls the commit groups while it syncs).
     pub journal_sync_ms: u64,
+    /// The embedded store keeps this many MiB of its journal's preallocated space ahead of its
+    /// writes filled with zeros and synced, so that a commit's fdatasync overwrites allocated
+    /// blocks and waits for no file system journal commit (`store/fjall/journal_prefill.rs`);
+    /// 0: off (a copy-on-write file system such as btrfs or ZFS gains nothing from it).
+    pub journal_prefill_mib: u64,
     /// The embedded store's threads for memtable flushes and compactions (fjall's workers).
     pub background_threads: usize,
     /// The embedded store rotates a keyspace's memtable (and flushes it to a table) once it
@@ -265,6 +274,7 @@ impl Default for StorageConfig {
             commit_delay_us: 0,
             commit_delay_min_ops: 2,
             journal_sync_ms: JOURNAL_SYNC_MS_DEFAULT,
+            journal_prefill_mib: JOURNAL_PREFILL_MIB_DEFAULT,
             background_threads: BACKGROUND_THREADS_DEFAULT,
             memtable_mib: MEMTABLE_MIB_DEFAULT,
             dedup_window_messages: 64,

@@ -8,14 +8,13 @@
 //! power cut loses about that interval of writes rather than a journal's worth. With `fsync`
 //! every commit group already syncs the journal, and no syncer runs.
 
-use std::fs::File;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::journal_repair::journals;
+use super::newest_journal::NewestJournal;
 use super::periodic::Periodic;
 
 /// The background thread; stopped (and joined) when dropped.
@@ -52,10 +51,10 @@ impl JournalSyncer {
     }
 }
 
-/// The newest journal, open for syncing; found again when fjall has started a newer one.
+/// The newest journal, open for syncing.
 struct Active {
+    newest: NewestJournal,
     dir: PathBuf,
-    open: Option<(u64, File)>,
     /// The last failure logged, so that a lasting one is logged once, not ten times a second.
     failing: Option<String>,
 }
@@ -63,15 +62,15 @@ struct Active {
 impl Active {
     fn new(dir: PathBuf) -> Self {
         Self {
+            newest: NewestJournal::new(dir.clone(), false),
             dir,
-            open: None,
             failing: None,
         }
     }
 
     /// Syncs the newest journal; returns its id, or `None` if there was none or it failed.
     fn sync(&mut self) -> Option<u64> {
-        let result = self.find().and_then(|found| match found {
+        let result = self.newest.find().and_then(|found| match found {
             Some((id, file)) => file.sync_data().map(|()| Some(id)),
             None => Ok(None),
         });
@@ -87,27 +86,10 @@ impl Active {
                         "syncing the journal in the background failed");
                     self.failing = Some(why);
                 }
-                self.open = None;
+                self.newest.forget();
                 None
             }
         }
-    }
-
-    /// The open journal, unless fjall has started the next one (one `stat` per tick): then
-    /// the newest in the directory.
-    fn find(&mut self) -> std::io::Result<Option<(u64, &File)>> {
-        let stale = match &self.open {
-            None => true,
-            Some((id, _)) => self.dir.join(format!("{}.jnl", id + 1)).exists(),
-        };
-        if stale {
-            self.open = None;
-            let newest = journals(&self.dir).map_err(std::io::Error::other)?.pop();
-            if let Some((id, path)) = newest {
-                self.open = Some((id, File::open(path)?));
-            }
-        }
-        Ok(self.open.as_ref().map(|(id, file)| (*id, file)))
     }
 }
 

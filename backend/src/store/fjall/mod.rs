@@ -34,20 +34,22 @@ mod dump;
 mod flush_watch;
 mod group_names;
 mod groups;
+mod journal_prefill;
 mod journal_repair;
 mod journal_sync;
 mod log;
 mod memtables;
 mod migrate;
+mod newest_journal;
 mod owners;
 mod periodic;
 mod push_tokens;
+mod write_locks;
 
 pub use memtables::MEMTABLE_MIB_MAX;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, MutexGuard, RwLock};
 
 use fjall::{
     Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode, Readable, Snapshot,
@@ -171,20 +173,8 @@ pub struct FjallStore {
     owners: Keyspace,
     /// What readers see: a snapshot taken after the last successful persist.
     published: RwLock<Arc<Snapshot>>,
-    /// One writer at a time, from its write through its persist to publishing the snapshot, so
-    /// that a published snapshot never holds another writer's data before that data is durable
-    /// (and user creation's name check and id counter move together).
-    writes: Mutex<()>,
-    /// Commit groups waiting for `writes`. While one waits, other writers (a login's token, an
-    /// audit batch) step back at the lock, so the sequencer waits for at most the one write
-    /// (and fsync) in progress, never for a queue of them: a password-login storm cannot hold
-    /// up established users' messages one fsync per login.
-    commits_waiting: AtomicUsize,
-    /// Wakes writers that stepped back once a commit group is through.
-    commit_done: Condvar,
-    /// Writers waiting on `commit_done` (changed under `writes`): a commit group wakes them
-    /// only when there are some, so the usual group costs no futex call.
-    stepped_back: AtomicUsize,
+    /// One writer at a time (`write_locks.rs`); shared with the journal prefill.
+    locks: Arc<write_locks::WriteLocks>,
     /// Set once a write fails: fjall takes none after that.
     health: Arc<StoreHealth>,
     /// Stops writes if fjall's worker stops flushing (`flush_watch.rs`). Before the lock file
@@ -197,6 +187,10 @@ pub struct FjallStore {
     /// Where it rotates them, in bytes; read by the tests.
     #[cfg_attr(not(test), allow(dead_code))]
     memtables_rotate_at: u64,
+    /// The journal filled ahead of its writes (`journal_prefill.rs`), started once the store is
+    /// open (the writes of opening hold no write lock). Declared (so dropped) before the lock
+    /// file: no other process may write this journal while it runs.
+    journal_prefill: Option<journal_prefill::JournalPrefill>,
     /// The data dir's lock file, locked exclusively while the store is open.
     _dir_lock: std::fs::File,
     dir: std::path::PathBuf,
@@ -216,6 +210,9 @@ pub struct EngineOptions {
     /// With `durability = "none"`, how often the journal is fdatasync'ed in the background
     /// (`storage.journal_sync_ms`; zero: never).
     pub journal_sync: std::time::Duration,
+    /// How far ahead of its writes the journal is filled (`storage.journal_prefill_mib`, in
+    /// bytes; zero: not at all).
+    pub journal_prefill_bytes: u64,
     /// fjall's flush and compaction threads (`storage.background_threads`).
     pub background_threads: usize,
     /// A memtable is rotated (and flushed) once it holds this many bytes
@@ -227,6 +224,7 @@ impl From<&crate::config::StorageConfig> for EngineOptions {
     fn from(storage: &crate::config::StorageConfig) -> Self {
         Self {
             journal_sync: std::time::Duration::from_millis(storage.journal_sync_ms),
+            journal_prefill_bytes: storage.journal_prefill_mib << 20,
             background_threads: storage.background_threads,
             memtable_bytes: storage.memtable_mib << 20,
         }
@@ -295,7 +293,7 @@ impl FjallStore {
             })),
         )?;
         let mut ks = |name: &str| open(name, create());
-        let store = Self {
+        let mut store = Self {
             meta,
             users: ks("users")?,
             usernames: ks("usernames")?,
@@ -332,10 +330,7 @@ impl FjallStore {
             published: RwLock::new(Arc::new(db.snapshot())),
             db,
             durability,
-            writes: Mutex::new(()),
-            commits_waiting: AtomicUsize::new(0),
-            commit_done: Condvar::new(),
-            stepped_back: AtomicUsize::new(0),
+            locks: Arc::default(),
             health,
             _flush_watch: flush_watch,
             _dir_lock: dir_lock,
@@ -347,10 +342,20 @@ impl FjallStore {
                 ),
                 Durability::None | Durability::Fsync => None,
             },
+            journal_prefill: None,
         };
         migrate::to_current_layout(&store)?;
         account_index::build(&store)?;
         group_names::build(&store)?;
+        if options.journal_prefill_bytes > 0 {
+            store.journal_prefill = Some(journal_prefill::JournalPrefill::start(
+                dir,
+                store.db.clone(),
+                Arc::clone(&store.locks),
+                Arc::clone(&store.health),
+                options.journal_prefill_bytes,
+            )?);
+        }
         Ok(store)
     }
 
@@ -390,31 +395,14 @@ impl FjallStore {
         }
     }
 
-    /// One writer at a time (see `writes`); a writer other than the sequencer's commit group
-    /// also waits until no commit group is waiting (see `commits_waiting`).
+    /// The write lock for a writer other than the sequencer's commit group.
     fn write_lock(&self) -> MutexGuard<'_, ()> {
-        let mut writing = self.writes.lock().unwrap_or_else(PoisonError::into_inner);
-        while self.commits_waiting.load(Ordering::Acquire) > 0 {
-            self.stepped_back.fetch_add(1, Ordering::Relaxed);
-            writing = self
-                .commit_done
-                .wait(writing)
-                .unwrap_or_else(PoisonError::into_inner);
-            self.stepped_back.fetch_sub(1, Ordering::Relaxed);
-        }
-        writing
+        self.locks.write_lock()
     }
 
     /// The write lock for a commit group: ahead of every other writer still waiting.
-    fn commit_lock(&self) -> CommitLock<'_> {
-        self.commits_waiting.fetch_add(1, Ordering::AcqRel);
-        let writing = self.writes.lock().unwrap_or_else(PoisonError::into_inner);
-        self.commits_waiting.fetch_sub(1, Ordering::AcqRel);
-        CommitLock {
-            writing: Some(writing),
-            done: &self.commit_done,
-            stepped_back: &self.stepped_back,
-        }
+    fn commit_lock(&self) -> write_locks::CommitLock<'_> {
+        self.locks.commit_lock()
     }
 
     /// Passes a write's result on; a failed write stops every later one (fjall poisons itself
@@ -456,26 +444,6 @@ impl FjallStore {
     }
 }
 
-/// The write lock held by a commit group; writers that stepped back for it are woken once it
-/// is released.
-struct CommitLock<'a> {
-    writing: Option<MutexGuard<'a, ()>>,
-    done: &'a Condvar,
-    stepped_back: &'a AtomicUsize,
-}
-
-impl Drop for CommitLock<'_> {
-    fn drop(&mut self) {
-        // Read under the lock: a writer counts itself before it waits, and it can only wait
-        // while holding the lock, so none is missed.
-        let waiting = self.stepped_back.load(Ordering::Relaxed) > 0;
-        drop(self.writing.take());
-        if waiting {
-            self.done.notify_all();
-        }
-    }
-}
-
 impl StoreEngine for FjallStore {
     fn health(&self) -> Arc<StoreHealth> {
         Arc::clone(&self.health)
@@ -507,38 +475,5 @@ mod tests {
 
     mod conformance {
         crate::store::conformance::conformance_suite!(super::FjallAdapter);
-    }
-
-    /// A commit group waiting for the write lock goes before the other writers waiting for it,
-    /// whoever of them the mutex wakes first.
-    #[test]
-    fn a_waiting_commit_group_goes_before_other_waiting_writers() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = FjallStore::open(dir.path(), Durability::None).unwrap();
-        let order = Mutex::new(Vec::new());
-        let holding = store.write_lock();
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let _commit = store.commit_lock();
-                order.lock().unwrap().push("commit");
-            });
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-            while store.commits_waiting.load(Ordering::Acquire) == 0 {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "the commit never waited"
-                );
-                std::thread::yield_now();
-            }
-            for _ in 0..4 {
-                s.spawn(|| {
-                    let _write = store.write_lock();
-                    order.lock().unwrap().push("other");
-                });
-            }
-            drop(holding);
-        });
-        let order = order.into_inner().unwrap();
-        assert_eq!(order, ["commit", "other", "other", "other", "other"]);
     }
 }
