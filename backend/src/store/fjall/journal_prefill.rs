@@ -44,6 +44,9 @@ const TICK: Duration = Duration::from_millis(10);
 const PIECE_BYTES: usize = 128 * 1024;
 /// fjall's progress is probed this far apart, [`PROBE_BYTES`] each.
 const PROBE_STEP: u64 = 64 * 1024;
+/// The filled part ends on a multiple of this (a multiple of any block size): `SEEK_DATA` from
+/// inside a block partly written would find that block, and take it for fjall's writes.
+const ALIGN: u64 = 64 * 1024;
 const PROBE_BYTES: usize = 64;
 
 /// The background thread; stopped (and joined) when dropped.
@@ -129,12 +132,13 @@ impl Filler {
         }
         let len = file.metadata()?.len();
         self.reached = advance(file, self.reached, self.filled, len)?;
+        // Past the filled part only from a `SEEK_HOLE` (on a block's end): fjall overtook it.
         self.filled = self.filled.max(self.reached);
         // Half the lead used up: fill the next half (a few MiB, one sync).
         if self.filled >= len || self.filled - self.reached > self.lead / 2 {
             return Ok(());
         }
-        let to = self.reached.saturating_add(self.lead).min(len);
+        let to = align_up(self.reached.saturating_add(self.lead), len);
         self.filled = fill(file, &self.locks, flush, &self.zeros, (self.filled, to))?;
         file.sync_data()
     }
@@ -195,6 +199,11 @@ fn fill(
         };
     }
     Ok(at)
+}
+
+/// `at` rounded up to a multiple of [`ALIGN`], at most `len`.
+fn align_up(at: u64, len: u64) -> u64 {
+    at.div_ceil(ALIGN).saturating_mul(ALIGN).min(len)
 }
 
 /// The first byte of data at or after `at`; `None` if there is none up to the end.

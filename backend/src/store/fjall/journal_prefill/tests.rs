@@ -101,6 +101,34 @@ fn fjall_s_progress_is_found_in_and_past_the_filled_part() {
     assert!(past >= 300_000 + 5 * MIB, "{past}");
 }
 
+/// Tick after tick, as fjall writes on, the filling keeps its lead and no more: the whole
+/// journal is not filled at once.
+#[test]
+fn the_filling_stays_about_its_lead_ahead() {
+    let mut rng = Rng(11);
+    let dir = tempfile::tempdir().unwrap();
+    let len = 64 * MIB;
+    let file = sparse(dir.path(), len);
+    let lead = 4 * MIB;
+    let newest = NewestJournal::new(dir.path().to_owned(), true);
+    let mut filler = Filler::new(newest, Arc::default(), lead);
+    let mut written = 0u64;
+    while written < 40 * MIB {
+        // fjall's writes: not aligned to anything.
+        let n = 10_000 + rng.below(200_000);
+        write_data(&file, written, n as usize, &mut rng);
+        written += n;
+        filler.tick(&no_flush).unwrap();
+        let ahead = seek_hole(&file, 0).unwrap() - written;
+        assert!(ahead <= lead + ALIGN, "{ahead} bytes ahead at {written}");
+        assert!(
+            ahead >= lead / 2 - PROBE_STEP,
+            "{ahead} bytes ahead at {written}"
+        );
+    }
+    assert_eq!(content(&file)[written as usize..].iter().max(), Some(&0));
+}
+
 /// A store with the prefill on: the journal is allocated ahead of what fjall wrote, and 8 MB
 /// written while the prefill runs (one write and fsync at a time, as the store's writers do)
 /// read back after a reopen.
