@@ -28,6 +28,22 @@ fn visible_seqs(ports: &Ports, conv: ConvId, user: UserId) -> Result<(u64, u64),
     Ok((1, u64::MAX))
 }
 
+/// The last seq `user` may read in `conv`, looked up again after the messages were read. A
+/// group member's first look says "no end" (`u64::MAX`); a removal committed between that look
+/// and the messages' read lands with its event and `left_seq` in one commit, so a message past
+/// the removal that the read saw means this look sees the removal.
+fn last_visible_after_read(
+    ports: &Ports,
+    conv: ConvId,
+    user: UserId,
+    last: u64,
+) -> Result<u64, Refusal> {
+    if conv.kind() != ConvKind::Group || last != u64::MAX {
+        return Ok(last);
+    }
+    Ok(crate::groups::reads::visible(ports, conv, user)?.last_visible_seq())
+}
+
 /// The message at `seq` of `conv`, if `user` may read it by the rule of Sync and History
 /// (`None` outside what it may see); `NOT_FOUND` when it is not a conversation of the user's.
 pub(crate) fn visible_message(
@@ -40,7 +56,11 @@ pub(crate) fn visible_message(
     if seq < first || seq > last {
         return Ok(None);
     }
-    Ok(ports.log.message(conv, seq)?)
+    let message = ports.log.message(conv, seq)?;
+    if message.is_some() && seq > last_visible_after_read(ports, conv, user, last)? {
+        return Ok(None);
+    }
+    Ok(message)
 }
 
 pub fn sync(
@@ -54,7 +74,10 @@ pub fn sync(
     let limit = page_limit(req.limit, page_max);
     let after = req.after_seq.max(first - 1);
     let mut messages = ports.log.messages_after(conv, after, limit + 1)?;
-    messages.retain(|m| m.seq <= last);
+    if !messages.is_empty() {
+        let last = last_visible_after_read(ports, conv, user, last)?;
+        messages.retain(|m| m.seq <= last);
+    }
     let has_more = messages.len() > limit;
     messages.truncate(limit);
     Ok(v1::SyncBatch {
@@ -81,6 +104,10 @@ pub fn history(
     let before = before.min(last.saturating_add(1));
     let mut messages = ports.log.messages_before(conv, before, limit + 1)?;
     messages.retain(|m| m.seq >= first);
+    if !messages.is_empty() {
+        let last = last_visible_after_read(ports, conv, user, last)?;
+        messages.retain(|m| m.seq <= last);
+    }
     let has_more = messages.len() > limit;
     messages.truncate(limit);
     Ok(v1::HistoryBatch {
@@ -89,3 +116,6 @@ pub fn history(
         has_more,
     })
 }
+
+#[cfg(test)]
+mod tests;

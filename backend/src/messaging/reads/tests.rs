@@ -1,0 +1,149 @@
+//! Sync, History and a single message's read, when a member's removal commits between the
+//! look at its membership and the read of the messages.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::*;
+use crate::config::Durability;
+use crate::store::{
+    CommitGroup, ConversationLog, FjallStore, MessageRecord, StoreError, USER_ID_FIRST,
+    UserGroupRecord,
+};
+
+const BOB: UserId = USER_ID_FIRST;
+const ADMIN: UserId = USER_ID_FIRST + 1;
+/// Bob's removal event.
+const REMOVED_AT: u64 = 3;
+
+/// The store's log, which commits Bob's removal (his row's `left_seq`) right before the first
+/// read of messages: what a removal committed between the two reads looks like.
+struct RemovedDuringRead {
+    store: Arc<FjallStore>,
+    g: ConvId,
+    removed: AtomicBool,
+}
+
+impl RemovedDuringRead {
+    fn remove_once(&self) -> Result<(), StoreError> {
+        if self.removed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let mut group = CommitGroup::default();
+        let row = UserGroupRecord {
+            visible_from_seq: 1,
+            left_seq: REMOVED_AT,
+            notify_muted: false,
+        };
+        group.groups.user_groups.push((BOB, self.g, Some(row)));
+        self.store.append(&group)
+    }
+}
+
+impl ConversationLog for RemovedDuringRead {
+    fn append(&self, group: &CommitGroup) -> Result<(), StoreError> {
+        self.store.append(group)
+    }
+    fn next_msg_id(&self) -> Result<u64, StoreError> {
+        self.store.next_msg_id()
+    }
+    fn last_message(&self, conv: ConvId) -> Result<Option<MessageRecord>, StoreError> {
+        self.store.last_message(conv)
+    }
+    fn message(&self, conv: ConvId, seq: u64) -> Result<Option<MessageRecord>, StoreError> {
+        self.remove_once()?;
+        self.store.message(conv, seq)
+    }
+    fn messages_after(
+        &self,
+        conv: ConvId,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
+        self.remove_once()?;
+        self.store.messages_after(conv, after_seq, limit)
+    }
+    fn messages_before(
+        &self,
+        conv: ConvId,
+        before_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
+        self.remove_once()?;
+        self.store.messages_before(conv, before_seq, limit)
+    }
+}
+
+/// A group holding 5 messages, Bob a member (until the first read of messages).
+fn group_with_bob() -> (tempfile::TempDir, Ports, ConvId) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FjallStore::open(dir.path(), Durability::None).unwrap());
+    let g = ConvId::group(1).unwrap();
+    let mut group = CommitGroup::default();
+    for seq in 1..=5 {
+        group.messages.push(MessageRecord {
+            conv_id: g,
+            seq,
+            msg_id: seq,
+            from: ADMIN,
+            to: 0,
+            client_msg_id: format!("m{seq}"),
+            content_type: 1,
+            content: bytes::Bytes::from_static(b"hi"),
+            server_time_ms: 1_000 + seq,
+            recalled: false,
+            recall_of_seq: 0,
+            recall_event_seq: 0,
+            mentions: None,
+        });
+    }
+    let member = UserGroupRecord {
+        visible_from_seq: 1,
+        left_seq: 0,
+        notify_muted: false,
+    };
+    group.groups.user_groups.push((BOB, g, Some(member)));
+    store.append(&group).unwrap();
+    let mut ports = Ports::of(Arc::clone(&store));
+    ports.log = Arc::new(RemovedDuringRead {
+        store,
+        g,
+        removed: AtomicBool::new(false),
+    });
+    (dir, ports, g)
+}
+
+fn seqs(messages: &[v1::Message]) -> Vec<u64> {
+    messages.iter().map(|m| m.seq).collect()
+}
+
+#[test]
+fn sync_shows_nothing_past_a_removal_committed_during_the_read() {
+    let (_dir, ports, g) = group_with_bob();
+    let req = v1::Sync {
+        conversation_id: g.to_wire(),
+        after_seq: 0,
+        limit: 0,
+    };
+    let batch = sync(&ports, BOB, &req, 100).unwrap();
+    assert_eq!(seqs(&batch.messages), [1, 2, 3]);
+}
+
+#[test]
+fn history_shows_nothing_past_a_removal_committed_during_the_read() {
+    let (_dir, ports, g) = group_with_bob();
+    let req = v1::History {
+        conversation_id: g.to_wire(),
+        before_seq: 0,
+        limit: 0,
+    };
+    let batch = history(&ports, BOB, &req, 100).unwrap();
+    assert_eq!(seqs(&batch.messages), [3, 2, 1], "newest first");
+}
+
+#[test]
+fn a_message_past_a_removal_committed_during_the_read_is_not_visible() {
+    let (_dir, ports, g) = group_with_bob();
+    assert!(visible_message(&ports, BOB, g, 5).unwrap().is_none());
+    assert!(visible_message(&ports, BOB, g, 2).unwrap().is_some());
+}
