@@ -87,7 +87,7 @@ pub struct Backend {
     pub(crate) accounts: Accounts,
     pub(crate) sessions: SharedSessions,
     pub(crate) shards: Vec<ShardSender>,
-    delivery: Arc<Delivery>,
+    pub(crate) delivery: Arc<Delivery>,
     /// Who of each group is online (maintained on login, close and membership changes).
     pub(crate) group_online: Arc<GroupOnline>,
     /// Who is shown present to their friends, and when friends are told.

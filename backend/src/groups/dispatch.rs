@@ -15,6 +15,9 @@ use crate::store::{ConvId, UserId};
 /// A login re-reads the user's groups at most this often when membership changes keep landing
 /// while it reads; past it the login is refused with `UNAVAILABLE` (retry).
 const LOGIN_GROUP_READS_MAX: usize = 8;
+/// How long a login waits for the commits its read saw to be routed, at most (a commit group's
+/// fsync; seconds only when the disk stalls).
+const ROUTED_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Backend {
     pub(crate) async fn group_query(
@@ -83,6 +86,18 @@ impl Backend {
                 .filter(|(_, row)| row.is_member())
                 .map(|(g, _)| g)
                 .collect();
+            // Every commit the read saw has been routed before the user joins its groups'
+            // audience: a group joined in a commit the delivery task had not yet reached would
+            // otherwise be pushed that group's messages of the commits before (older than the
+            // user's visible seqs). Bounded: a stalled delivery delays the install, not forever.
+            let through = self.delivery.in_flight.begun();
+            let routed = self.delivery.in_flight.routed_through(through);
+            if tokio::time::timeout(ROUTED_WAIT_MAX, routed).await.is_err() {
+                tracing::warn!(
+                    user,
+                    "login: groups joined before the last commits were routed"
+                );
+            }
             if self.group_online.install(user, epoch, groups) {
                 return Ok(());
             }

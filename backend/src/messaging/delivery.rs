@@ -193,25 +193,70 @@ pub(crate) struct Delivery {
 /// sent what was routed after it logged in but stamped before (`resume.rs`). One entry per
 /// commit group, in commit order: begun on the sequencer's thread, ended where the group's
 /// frames leave for the shards (inline, or in the delivery task), which is also commit order.
+///
+/// Counted too, so that a login can wait until every group durable when it read its groups
+/// has been routed (`routed_through`): installed earlier, its connection would be pushed an
+/// older group's messages of a group it joined after them.
 #[derive(Debug, Default)]
-pub(crate) struct InFlight(std::sync::Mutex<std::collections::VecDeque<u64>>);
+pub(crate) struct InFlight {
+    groups: std::sync::Mutex<Groups>,
+    routed: tokio::sync::Notify,
+}
+
+#[derive(Debug, Default)]
+struct Groups {
+    /// When each group not yet routed began, oldest first.
+    began: std::collections::VecDeque<u64>,
+    /// Groups begun since start; the routed ones are `begun - began.len()`.
+    begun: u64,
+}
 
 impl InFlight {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Groups> {
+        self.groups.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub(crate) fn begin(&self, now_ms: u64) {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push_back(now_ms);
+        let mut groups = self.lock();
+        groups.began.push_back(now_ms);
+        groups.begun += 1;
     }
 
     fn end(&self) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+        self.lock().began.pop_front();
+        self.routed.notify_waiters();
     }
 
     /// The server time a login reports: now, or when the oldest group not yet routed began.
     pub(crate) fn login_time(&self, now_ms: u64) -> u64 {
-        let groups = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        groups.front().map_or(now_ms, |&began| began.min(now_ms))
+        let groups = self.lock();
+        groups
+            .began
+            .front()
+            .map_or(now_ms, |&began| began.min(now_ms))
+    }
+
+    /// Groups begun so far: every group durable now is among them.
+    pub(crate) fn begun(&self) -> u64 {
+        self.lock().begun
+    }
+
+    /// Resolves once the first `n` groups begun have been routed to the shards.
+    pub(crate) async fn routed_through(&self, n: u64) {
+        loop {
+            let notified = self.routed.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before the look: an `end` after it wakes this.
+            notified.as_mut().enable();
+            let routed = {
+                let groups = self.lock();
+                groups.begun - groups.began.len() as u64
+            };
+            if routed >= n {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 
@@ -744,4 +789,25 @@ fn a_login_reports_the_start_of_the_oldest_group_not_yet_routed() {
     assert_eq!(f.login_time(5_000), 2_000);
     f.end();
     assert_eq!(f.login_time(5_000), 5_000);
+}
+
+#[cfg(test)]
+#[tokio::test]
+async fn a_login_waits_until_the_groups_begun_before_are_routed() {
+    let f = std::sync::Arc::new(InFlight::default());
+    f.begin(1_000);
+    f.begin(2_000);
+    let through = f.begun();
+    let waiting = tokio::spawn({
+        let f = std::sync::Arc::clone(&f);
+        async move { f.routed_through(through).await }
+    });
+    f.end();
+    tokio::task::yield_now().await;
+    assert!(!waiting.is_finished(), "one of the two is not routed yet");
+    f.begin(3_000);
+    f.end();
+    waiting.await.unwrap();
+    // Routed already: no wait.
+    f.routed_through(through).await;
 }
