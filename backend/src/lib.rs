@@ -29,6 +29,7 @@ pub mod logs;
 mod messaging;
 mod notifications;
 mod observe;
+mod per_user_rate;
 /// `[observe.otlp]`: tracing across nodes (the binary starts and stops the exporter).
 pub use observe::otlp;
 mod presence;

@@ -1,4 +1,5 @@
-//! Per-user request budgets in fixed one-minute windows (search, profile lookups).
+//! Per-user request budgets in fixed one-minute windows (contact searches and profile
+//! lookups, group writes).
 
 use std::collections::HashMap;
 use std::sync::Mutex;

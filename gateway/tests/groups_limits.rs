@@ -6,7 +6,7 @@ mod common;
 
 use common::TestServer;
 use common::contacts::{ask, block, code};
-use common::groups::{approve, create_id, invite, join, ok, set_role, update_name};
+use common::groups::{approve, create_id, invite, join, leave, ok, set_role, sync, update_name};
 use ringchat_proto::Body;
 use ringchat_proto::v1::{self, ErrorCode, GroupJoinState, GroupRole};
 
@@ -181,4 +181,46 @@ async fn members_invitations_leave_half_the_application_queue_to_those_who_ask()
         code(ask(&mut late, join(g)).await),
         ErrorCode::TooManyApplications
     );
+}
+
+/// Group changes have a per-user budget a minute (`groups.writes_per_min_max`): a member
+/// churning join / leave stops at it, with `RATE_LIMITED` and the wait, and stores no event
+/// past it; other users keep their own budget.
+#[tokio::test]
+async fn group_changes_have_a_budget_per_user_and_minute() {
+    let server = TestServer::start(&[("GROUPS__WRITES_PER_MIN_MAX", "5")]);
+    let (mut a, _alice) = server.user("alice").await;
+    let (mut b, _bob) = server.user("bob").await;
+    // The budget is per clock minute: start well inside one, so that the test's few hundred
+    // milliseconds do not straddle two.
+    let into_minute = ringchat_backend::api::now_ms() % 60_000;
+    if into_minute > 50_000 {
+        tokio::time::sleep(std::time::Duration::from_millis(60_100 - into_minute)).await;
+    }
+    // Alice: the creation and 4 more changes.
+    let g = create_id(&mut a, &[], v1::JoinPolicy::Open).await;
+    for name in ["one", "two", "three", "four"] {
+        ok(ask(&mut a, update_name(g, name)).await);
+    }
+    let refused = match ask(&mut a, update_name(g, "five")).await {
+        Body::Error(e) => e,
+        other => panic!("RATE_LIMITED, got {other:?}"),
+    };
+    assert_eq!(refused.code, ErrorCode::RateLimited as i32);
+    assert!((1..=60_000).contains(&refused.retry_after_ms));
+    // Bob: joins and leaves until his budget is spent; every change past it is refused.
+    let mut done = 0;
+    for _ in 0..4 {
+        match ask(&mut b, join(g)).await {
+            Body::GroupOk(_) => done += 1,
+            other => assert_eq!(code(other), ErrorCode::RateLimited),
+        }
+        match ask(&mut b, leave(g)).await {
+            Body::GroupOk(_) => done += 1,
+            other => assert_eq!(code(other), ErrorCode::RateLimited),
+        }
+    }
+    assert_eq!(done, 5, "Bob's own 5");
+    // The group's log: created, 4 renames, and Bob's 5 changes (3 joins, 2 leaves).
+    assert_eq!(sync(&mut a, g).await.len(), 10);
 }

@@ -18,7 +18,6 @@ mod lists;
 pub(crate) mod ops;
 pub(crate) mod profiles;
 pub(crate) mod query;
-mod rate;
 pub(crate) mod sequencer;
 mod submit;
 
@@ -32,8 +31,8 @@ pub(crate) use config::ContactLimits;
 pub use config::{ContactsConfig, DmPolicyName};
 
 use crate::accounts::Refusal;
+use crate::per_user_rate::PerUserRate;
 use crate::store::DmPolicy;
-use rate::PerUserRate;
 
 /// Stripes of the profile-update lock: updates of different users rarely wait for each other.
 const PROFILE_WRITE_STRIPES: usize = 64;

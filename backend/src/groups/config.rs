@@ -36,6 +36,11 @@ pub struct GroupsConfig {
     pub read_count_window: u64,
     /// Owners and admins may recall others' messages this long after they were sent.
     pub admin_recall_window_s: u64,
+    /// Group requests that change something (create, update, invite, join, approve, leave,
+    /// remove, roles, mutes, transfer, dissolve) one user makes per minute, at most
+    /// (RATE_LIMITED past it): each stores an event and pushes it to the group's online members.
+    /// Messages have their own limit (`limits.messages_per_s_max`).
+    pub writes_per_min_max: u32,
 }
 
 impl Default for GroupsConfig {
@@ -56,6 +61,7 @@ impl Default for GroupsConfig {
             page_max: 200,
             read_count_window: 4_096,
             admin_recall_window_s: 86_400,
+            writes_per_min_max: 120,
         }
     }
 }
@@ -102,6 +108,12 @@ impl GroupsConfig {
         );
         range("page_max", self.page_max.into(), 1, 10_000);
         range("read_count_window", self.read_count_window, 1, 1_000_000);
+        range(
+            "writes_per_min_max",
+            self.writes_per_min_max.into(),
+            1,
+            100_000,
+        );
         range(
             "admin_recall_window_s",
             self.admin_recall_window_s,

@@ -17,6 +17,7 @@ use crate::files::media::{Media, is_media};
 use crate::groups::GroupsConfig;
 use crate::groups::send::GroupMessage;
 use crate::observe::otlp::MsgSpan;
+use crate::per_user_rate::PerUserRate;
 use crate::sessions::{Sessions, SharedSessions};
 use crate::store::{ConvId, UserId};
 use opentelemetry::trace::SpanKind;
@@ -30,6 +31,8 @@ pub struct Writes {
     message_bytes_max: usize,
     request_message_bytes_max: usize,
     groups: Arc<GroupsConfig>,
+    /// Each user's group writes this minute (`groups.writes_per_min_max`), over all shards.
+    group_writes: Arc<PerUserRate>,
     /// Cluster mode: writes whose conversation another node owns go to it (`cluster/link/`).
     link: Option<Arc<crate::cluster::link::Link>>,
     /// The check of media sends' FileRefs (`files/media.rs`); `None`: media sends are refused.
@@ -80,6 +83,7 @@ impl Writes {
             sessions,
             message_bytes_max,
             request_message_bytes_max,
+            group_writes: Arc::new(PerUserRate::new(groups.writes_per_min_max, "group changes")),
             groups,
             link: None,
             media: None,
@@ -120,6 +124,12 @@ impl Writes {
         request_id: u64,
         request: WriteRequest,
     ) -> Submitted {
+        // Counted where the user is connected (a forwarded write is not counted again).
+        if matches!(request, WriteRequest::Group(_))
+            && let Err(refusal) = self.group_writes.take(user, 1)
+        {
+            return Submitted::Refused(refusal.into_error());
+        }
         // Cluster mode: the request as it came, in case its owner is another node.
         let original = self.link.as_ref().map(|_| request.clone());
         let write = match self.write_of(conn, user, request, None) {

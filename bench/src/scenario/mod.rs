@@ -19,6 +19,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use anyhow::bail;
+use ringchat_proto::{Body, v1};
+
+use crate::client::Client;
+
 use crate::procstat::{self, ProcSample};
 
 /// How a run is watched from outside: the server process to sample, and a progress line.
@@ -148,4 +153,36 @@ pub(crate) async fn write_one(
     scratch: &mut bytes::BytesMut,
 ) -> anyhow::Result<()> {
     write.lock().await.write(&[frame], scratch).await
+}
+
+/// Attempts at one request before giving up on a server that keeps saying "retry".
+const ATTEMPTS_MAX: u32 = 20;
+
+/// Sends `make()` and returns the answer, retrying after `retry_after_ms` (with jitter, so that
+/// clients told to wait do not come back together) while the server answers `UNAVAILABLE` or
+/// `RATE_LIMITED`, as a real client does.
+pub(crate) async fn asking(
+    c: &mut Client,
+    seed: u64,
+    retries: &mut u64,
+    make: impl Fn() -> Body,
+) -> anyhow::Result<Body> {
+    for attempt in 0..ATTEMPTS_MAX {
+        let body = c.request(make()).await?;
+        let wait = match &body {
+            Body::Error(e)
+                if e.code == v1::ErrorCode::Unavailable as i32
+                    || e.code == v1::ErrorCode::RateLimited as i32 =>
+            {
+                e.retry_after_ms.max(10)
+            }
+            _ => return Ok(body),
+        };
+        *retries += 1;
+        // Up to half again, spread by user and attempt.
+        let spread = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(attempt);
+        let jitter = spread % (wait / 2 + 1);
+        tokio::time::sleep(Duration::from_millis(wait + jitter)).await;
+    }
+    bail!("still told to retry after {ATTEMPTS_MAX} attempts")
 }

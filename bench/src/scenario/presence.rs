@@ -19,7 +19,7 @@ use ringchat_proto::Body;
 use ringchat_proto::v1;
 use serde::Serialize;
 
-use super::Observe;
+use super::{Observe, asking};
 use crate::client::Client;
 use crate::signup::{Identity, Refusals, sign_up_tcp};
 
@@ -323,38 +323,6 @@ async fn storm(cfg: &StormConfig, observe: &Observe) -> anyhow::Result<StormRepo
             .filter(|_| logged_in > 0)
             .map(|s| s * 1e6 / logged_in as f64),
     })
-}
-
-/// Attempts at one request before giving up on a server that keeps saying "retry".
-const ATTEMPTS_MAX: u32 = 20;
-
-/// Sends `make()` and returns the answer, retrying after `retry_after_ms` (with jitter, so that
-/// clients told to wait do not come back together) while the server answers `UNAVAILABLE` or
-/// `RATE_LIMITED`, as a real client does.
-async fn asking(
-    c: &mut Client,
-    seed: u64,
-    retries: &mut u64,
-    make: impl Fn() -> Body,
-) -> anyhow::Result<Body> {
-    for attempt in 0..ATTEMPTS_MAX {
-        let body = c.request(make()).await?;
-        let wait = match &body {
-            Body::Error(e)
-                if e.code == v1::ErrorCode::Unavailable as i32
-                    || e.code == v1::ErrorCode::RateLimited as i32 =>
-            {
-                e.retry_after_ms.max(10)
-            }
-            _ => return Ok(body),
-        };
-        *retries += 1;
-        // Up to half again, spread by user and attempt.
-        let spread = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(attempt);
-        let jitter = spread % (wait / 2 + 1);
-        tokio::time::sleep(Duration::from_millis(wait + jitter)).await;
-    }
-    bail!("still told to retry after {ATTEMPTS_MAX} attempts")
 }
 
 /// Registers (where new) and logs in every name, `SETUP_CONCURRENCY` at a time, in order,

@@ -9,7 +9,7 @@ use ringchat_proto::Body;
 use ringchat_proto::v1;
 
 use super::{GroupConfig, SETUP_CONCURRENCY, SETUP_SETTLE_TIMEOUT, Shared, member_name};
-use crate::scenario::run_id;
+use crate::scenario::{asking, run_id};
 use crate::signup::{Identity, Refusals, Target, sign_up, sign_up_tcp};
 use crate::transport::Link;
 
@@ -79,22 +79,25 @@ pub(super) async fn set_up_group(cfg: &GroupConfig, shared: &Shared) -> anyhow::
         join_policy: v1::JoinPolicy::Open.into(),
         ..Default::default()
     });
-    let (conversation_id, mut last_seq) = match owner.request(create).await? {
-        Body::GroupCreated(c) => {
-            if let Some(r) = c.results.first() {
-                bail!("GroupCreate refused user {}: code {}", r.user_id, r.code);
+    // A server with its default `groups.writes_per_min_max` makes a big group's setup wait.
+    let mut retries = 0;
+    let (conversation_id, mut last_seq) =
+        match asking(&mut owner, 1, &mut retries, || create.clone()).await? {
+            Body::GroupCreated(c) => {
+                if let Some(r) = c.results.first() {
+                    bail!("GroupCreate refused user {}: code {}", r.user_id, r.code);
+                }
+                let group = c.group.context("GroupCreated without its group")?;
+                (group.conversation_id, c.event_seq)
             }
-            let group = c.group.context("GroupCreated without its group")?;
-            (group.conversation_id, c.event_seq)
-        }
-        other => bail!("GroupCreate: {other:?}"),
-    };
+            other => bail!("GroupCreate: {other:?}"),
+        };
     for batch in batches {
         let invite = Body::GroupInvite(v1::GroupInvite {
             conversation_id,
             user_ids: batch.to_vec(),
         });
-        match owner.request(invite).await? {
+        match asking(&mut owner, 1, &mut retries, || invite.clone()).await? {
             Body::GroupOk(ok) => {
                 if let Some(r) = ok.results.first() {
                     bail!("GroupInvite refused user {}: code {}", r.user_id, r.code);
@@ -110,14 +113,12 @@ pub(super) async fn set_up_group(cfg: &GroupConfig, shared: &Shared) -> anyhow::
         conversation_id,
         user_id: ids[0],
     });
-    match owner.request(transfer).await? {
+    match asking(&mut owner, 1, &mut retries, || transfer.clone()).await? {
         Body::GroupOk(ok) => last_seq = last_seq.max(ok.event_seq),
         other => bail!("GroupTransfer: {other:?}"),
     }
-    match owner
-        .request(Body::GroupLeave(v1::GroupLeave { conversation_id }))
-        .await?
-    {
+    let leave = Body::GroupLeave(v1::GroupLeave { conversation_id });
+    match asking(&mut owner, 1, &mut retries, || leave.clone()).await? {
         Body::GroupOk(ok) => last_seq = last_seq.max(ok.event_seq),
         other => bail!("GroupLeave: {other:?}"),
     }
