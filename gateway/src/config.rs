@@ -310,12 +310,6 @@ impl Config {
         out.extend(self.log.problems());
         out.extend(self.backend_settings().problems());
         out.extend(self.security.problems());
-        if self.login.resume_bytes_max > u64::from(self.gateway.outbound_bytes_max / 2) {
-            out.push(format!(
-                "login.resume_bytes_max: must be at most half of gateway.outbound_bytes_max ({})",
-                self.gateway.outbound_bytes_max / 2
-            ));
-        }
         for &core in &self.backend.cores {
             if !online.contains(&core) {
                 out.push(format!(
@@ -340,7 +334,14 @@ impl Config {
             backend: self.backend.clone(),
             storage: self.storage.clone(),
             accounts: self.accounts.clone(),
-            login: self.login.clone(),
+            login: LoginConfig {
+                // A resume never makes its client a slow consumer.
+                resume_bytes_max: self
+                    .login
+                    .resume_bytes_max
+                    .min(u64::from(self.gateway.outbound_bytes_max / 2)),
+                ..self.login.clone()
+            },
             admin: self.admin.clone(),
             email: self.email.clone(),
             presence: self.presence.clone(),

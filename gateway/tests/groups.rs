@@ -515,3 +515,27 @@ async fn approval_applications_and_limits() {
         "removed: no member list"
     );
 }
+
+/// A group left under a mute stays listed while the mute runs (it carries the mute back), but
+/// a dissolved one takes nobody back: hiding it is never refused.
+#[tokio::test]
+async fn a_dissolved_group_left_muted_can_be_hidden() {
+    let server = TestServer::start(&[]);
+    let (mut a, _alice) = server.user("alice").await;
+    let (mut b, bob) = server.user("bob").await;
+    let g = common::groups::create_id(&mut a, &[bob.user_id], v1::JoinPolicy::InviteOnly).await;
+    let forever = u64::MAX;
+    ok(ask(&mut a, common::groups::mute(g, bob.user_id, forever)).await);
+    ok(ask(&mut a, common::groups::remove(g, &[bob.user_id])).await);
+    assert_eq!(
+        code(ask(&mut b, common::groups::leave(g)).await),
+        ErrorCode::Muted
+    );
+    ok(ask(&mut a, common::groups::dissolve(g)).await);
+    ok(ask(&mut b, common::groups::leave(g)).await);
+    assert_eq!(
+        code(ask(&mut b, common::groups::leave(g)).await),
+        ErrorCode::NotFound,
+        "hidden: nothing left to leave"
+    );
+}

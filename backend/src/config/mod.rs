@@ -152,8 +152,9 @@ pub struct LoginConfig {
     /// `Resume.known` entries, at most; more: the login gets `INVALID_ARGUMENT`.
     pub resume_known_max: usize,
     /// Bytes of `SyncBatch` one resume sends, at most (encoded); more missed: the reads stop
-    /// and the client gets `Resumed{complete: false, reason: TOO_LARGE}`. At most half of
-    /// `gateway.outbound_bytes_max`, so that a resume never makes its client a slow consumer.
+    /// and the client gets `Resumed{complete: false, reason: TOO_LARGE}`. The server uses half
+    /// of `gateway.outbound_bytes_max` if that is less, so that a resume never makes its client
+    /// a slow consumer.
     pub resume_bytes_max: u64,
 }
 

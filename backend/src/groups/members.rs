@@ -355,11 +355,18 @@ impl Writer {
         let mut done = GroupDone::new(g);
         let Some(member) = member else {
             // No longer a member: leaving again hides the group from the user's lists. Not
-            // while the mute it left under runs: its row is what carries the mute back.
+            // while the mute it left under runs (unless the group is dissolved): its row is
+            // what carries the mute back.
             if slot.record.is_none() {
                 return Err(not_found());
             }
-            let muted_until = self.carried_mute(g, user, &slot)?;
+            // A dissolved group takes nobody back: nothing to carry.
+            let dissolved = self.groups.group(g)?.is_none_or(|r| r.dissolved_seq != 0);
+            let muted_until = if dissolved {
+                0
+            } else {
+                self.carried_mute(g, user, &slot)?
+            };
             if muted_until > 0 {
                 return Err(Refusal {
                     code: ErrorCode::Muted,

@@ -28,20 +28,22 @@ fn visible_seqs(ports: &Ports, conv: ConvId, user: UserId) -> Result<(u64, u64),
     Ok((1, u64::MAX))
 }
 
-/// The last seq `user` may read in `conv`, looked up again after the messages were read. A
-/// group member's first look says "no end" (`u64::MAX`); a removal committed between that look
-/// and the messages' read lands with its event and `left_seq` in one commit, so a message past
-/// the removal that the read saw means this look sees the removal.
-fn last_visible_after_read(
+/// The seqs `user` may read in `conv`, looked up again after the messages were read, within
+/// what the first look said (`seqs`). A group member's first look says "no end" (`u64::MAX`);
+/// a removal (and a return) committed between that look and the messages' read lands with its
+/// event and the member's row in one commit, so a message the read saw from after the removal
+/// is outside what this look says.
+fn visible_after_read(
     ports: &Ports,
     conv: ConvId,
     user: UserId,
-    last: u64,
-) -> Result<u64, Refusal> {
+    (first, last): (u64, u64),
+) -> Result<(u64, u64), Refusal> {
     if conv.kind() != ConvKind::Group || last != u64::MAX {
-        return Ok(last);
+        return Ok((first, last));
     }
-    Ok(crate::groups::reads::visible(ports, conv, user)?.last_visible_seq())
+    let row = crate::groups::reads::visible(ports, conv, user)?;
+    Ok((first.max(row.visible_from_seq), row.last_visible_seq()))
 }
 
 /// The message at `seq` of `conv`, if `user` may read it by the rule of Sync and History
@@ -57,8 +59,11 @@ pub(crate) fn visible_message(
         return Ok(None);
     }
     let message = ports.log.message(conv, seq)?;
-    if message.is_some() && seq > last_visible_after_read(ports, conv, user, last)? {
-        return Ok(None);
+    if message.is_some() {
+        let (first, last) = visible_after_read(ports, conv, user, (first, last))?;
+        if seq < first || seq > last {
+            return Ok(None);
+        }
     }
     Ok(message)
 }
@@ -75,8 +80,8 @@ pub fn sync(
     let after = req.after_seq.max(first - 1);
     let mut messages = ports.log.messages_after(conv, after, limit + 1)?;
     if !messages.is_empty() {
-        let last = last_visible_after_read(ports, conv, user, last)?;
-        messages.retain(|m| m.seq <= last);
+        let (first, last) = visible_after_read(ports, conv, user, (first, last))?;
+        messages.retain(|m| (first..=last).contains(&m.seq));
     }
     let has_more = messages.len() > limit;
     messages.truncate(limit);
@@ -105,8 +110,8 @@ pub fn history(
     let mut messages = ports.log.messages_before(conv, before, limit + 1)?;
     messages.retain(|m| m.seq >= first);
     if !messages.is_empty() {
-        let last = last_visible_after_read(ports, conv, user, last)?;
-        messages.retain(|m| m.seq <= last);
+        let (first, last) = visible_after_read(ports, conv, user, (first, last))?;
+        messages.retain(|m| (first..=last).contains(&m.seq));
     }
     let has_more = messages.len() > limit;
     messages.truncate(limit);

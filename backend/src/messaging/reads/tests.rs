@@ -21,6 +21,8 @@ const REMOVED_AT: u64 = 3;
 struct RemovedDuringRead {
     store: Arc<FjallStore>,
     g: ConvId,
+    /// Bob's row once the removal (and maybe a return) committed.
+    after: UserGroupRecord,
     removed: AtomicBool,
 }
 
@@ -30,12 +32,10 @@ impl RemovedDuringRead {
             return Ok(());
         }
         let mut group = CommitGroup::default();
-        let row = UserGroupRecord {
-            visible_from_seq: 1,
-            left_seq: REMOVED_AT,
-            notify_muted: false,
-        };
-        group.groups.user_groups.push((BOB, self.g, Some(row)));
+        group
+            .groups
+            .user_groups
+            .push((BOB, self.g, Some(self.after)));
         self.store.append(&group)
     }
 }
@@ -74,8 +74,15 @@ impl ConversationLog for RemovedDuringRead {
     }
 }
 
-/// A group holding 5 messages, Bob a member (until the first read of messages).
-fn group_with_bob() -> (tempfile::TempDir, Ports, ConvId) {
+/// Bob removed at [`REMOVED_AT`].
+const REMOVED: UserGroupRecord = UserGroupRecord {
+    visible_from_seq: 1,
+    left_seq: REMOVED_AT,
+    notify_muted: false,
+};
+
+/// A group holding 5 messages, Bob a member until the first read of messages, then `after`.
+fn group_with_bob(after: UserGroupRecord) -> (tempfile::TempDir, Ports, ConvId) {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(FjallStore::open(dir.path(), Durability::None).unwrap());
     let g = ConvId::group(1).unwrap();
@@ -108,6 +115,7 @@ fn group_with_bob() -> (tempfile::TempDir, Ports, ConvId) {
     ports.log = Arc::new(RemovedDuringRead {
         store,
         g,
+        after,
         removed: AtomicBool::new(false),
     });
     (dir, ports, g)
@@ -119,7 +127,7 @@ fn seqs(messages: &[v1::Message]) -> Vec<u64> {
 
 #[test]
 fn sync_shows_nothing_past_a_removal_committed_during_the_read() {
-    let (_dir, ports, g) = group_with_bob();
+    let (_dir, ports, g) = group_with_bob(REMOVED);
     let req = v1::Sync {
         conversation_id: g.to_wire(),
         after_seq: 0,
@@ -131,7 +139,7 @@ fn sync_shows_nothing_past_a_removal_committed_during_the_read() {
 
 #[test]
 fn history_shows_nothing_past_a_removal_committed_during_the_read() {
-    let (_dir, ports, g) = group_with_bob();
+    let (_dir, ports, g) = group_with_bob(REMOVED);
     let req = v1::History {
         conversation_id: g.to_wire(),
         before_seq: 0,
@@ -143,7 +151,28 @@ fn history_shows_nothing_past_a_removal_committed_during_the_read() {
 
 #[test]
 fn a_message_past_a_removal_committed_during_the_read_is_not_visible() {
-    let (_dir, ports, g) = group_with_bob();
+    let (_dir, ports, g) = group_with_bob(REMOVED);
     assert!(visible_message(&ports, BOB, g, 5).unwrap().is_none());
     assert!(visible_message(&ports, BOB, g, 2).unwrap().is_some());
+}
+
+/// Removed at 3 and back at 5 (history hidden): seq 4 was never Bob's, and the return's row
+/// is what Bob sees from.
+#[test]
+fn a_removal_and_return_during_the_read_show_only_the_return_s_range() {
+    let back = UserGroupRecord {
+        visible_from_seq: 5,
+        left_seq: 0,
+        notify_muted: false,
+    };
+    let (_dir, ports, g) = group_with_bob(back);
+    let req = v1::Sync {
+        conversation_id: g.to_wire(),
+        after_seq: 0,
+        limit: 0,
+    };
+    assert_eq!(seqs(&sync(&ports, BOB, &req, 100).unwrap().messages), [5]);
+    let (_dir, ports, g) = group_with_bob(back);
+    assert!(visible_message(&ports, BOB, g, 4).unwrap().is_none());
+    assert!(visible_message(&ports, BOB, g, 5).unwrap().is_some());
 }
