@@ -1,12 +1,12 @@
 //! Groups over the real server: create, send and push, history visibility on join, nothing after
 //! leaving, removal, events reaching an offline member by Sync, blocks, mute and mute-all,
 //! mentions, dissolve, join policies, limits with their codes; what a former member still sees
-//! (the group as it left it).
+//! (the group as it left it), profiles in member and application lists.
 
 mod common;
 
 use common::TestServer;
-use common::contacts::{ask, block, code, set_privacy};
+use common::contacts::{ask, block, code, profiles, set_privacy};
 use common::groups::{ack, create, event_of, ok, send, send_body, sync, texts};
 use ringchat_bench::client::Client;
 use ringchat_proto::Body;
@@ -679,4 +679,98 @@ async fn a_former_member_sees_the_group_as_it_was_when_it_left() {
     );
     // And Bob still sees it as he left it.
     assert_eq!(info(&mut b, g).await.name, "before");
+}
+
+/// The profiles of a group's members, as the user sees them (one page holds them).
+async fn member_profiles(c: &mut Client, g: u64) -> Vec<v1::Profile> {
+    let body = Body::GroupMembers(v1::GroupMembers {
+        conversation_id: g,
+        ..Default::default()
+    });
+    match ask(c, body).await {
+        Body::GroupMemberList(l) => l.members.into_iter().map(|m| m.profile.unwrap()).collect(),
+        other => panic!("expected GroupMemberList, got {other:?}"),
+    }
+}
+
+/// A group's member and application lists show people under the one profile rule: a hidden
+/// user (not searchable) appears to a stranger by id alone, as GetProfiles would hide them,
+/// and in full once they took part in something with the viewer.
+#[tokio::test]
+async fn group_member_and_application_lists_follow_the_profile_rule() {
+    let server = TestServer::start(&[]);
+    let (mut c, carol) = server.user("carol").await;
+    let (mut s, stranger) = server.user("stranger").await;
+    let (mut h, hidden) = server.user("hidden").await;
+    for who in [&mut c, &mut h] {
+        let hide = Body::UpdateProfile(v1::UpdateProfile {
+            nickname: Some("Not Findable".into()),
+            bio: Some("private".into()),
+            searchable: Some(false),
+            ..Default::default()
+        });
+        assert!(matches!(ask(who, hide).await, Body::Profile(_)));
+    }
+    let g = create(&mut c, "open", &[], v1::JoinPolicy::Open, false)
+        .await
+        .group
+        .unwrap()
+        .conversation_id;
+    ok(ask(&mut s, common::groups::join(g)).await);
+    let profile_of = |list: &[v1::Profile], id: u64| {
+        list.iter()
+            .find(|p| p.user_id == id)
+            .cloned()
+            .expect("listed")
+    };
+    // Hidden from the stranger: GetProfiles leaves Carol out, the member list names her id.
+    assert!(profiles(&mut s, &[carol.user_id]).await.is_empty());
+    let listed = member_profiles(&mut s, g).await;
+    assert_eq!(
+        profile_of(&listed, carol.user_id),
+        v1::Profile {
+            user_id: carol.user_id,
+            ..Default::default()
+        }
+    );
+    // The stranger itself (searchable) is shown to Carol as GetProfiles shows it.
+    let to_carol = member_profiles(&mut c, g).await;
+    assert_eq!(
+        profile_of(&to_carol, stranger.user_id),
+        profiles(&mut c, &[stranger.user_id]).await.remove(0)
+    );
+    // Once Carol took part in something with the stranger (her friend request), both show her.
+    assert!(matches!(
+        common::contacts::request(&mut c, stranger.user_id, "hi").await,
+        Body::FriendOk(_)
+    ));
+    let shown = profiles(&mut s, &[carol.user_id]).await.remove(0);
+    assert_eq!(shown.nickname, "Not Findable");
+    assert_eq!(
+        profile_of(&member_profiles(&mut s, g).await, carol.user_id),
+        shown
+    );
+
+    // Applications: a hidden applicant is an id to the owner, as GetProfiles would have it.
+    let club = create(&mut s, "club", &[], v1::JoinPolicy::Approval, false)
+        .await
+        .group
+        .unwrap()
+        .conversation_id;
+    let applied = ok(ask(&mut h, common::groups::join(club)).await);
+    assert_eq!(applied.state, GroupJoinState::Pending as i32);
+    let apps = match ask(&mut s, common::groups::applications(club)).await {
+        Body::GroupApplicationList(l) => l.applications,
+        other => panic!("expected GroupApplicationList, got {other:?}"),
+    };
+    assert!(profiles(&mut s, &[hidden.user_id]).await.is_empty());
+    assert_eq!(
+        apps.iter()
+            .map(|a| a.profile.clone().unwrap())
+            .collect::<Vec<_>>(),
+        [v1::Profile {
+            user_id: hidden.user_id,
+            ..Default::default()
+        }]
+    );
 }

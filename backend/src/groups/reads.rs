@@ -7,7 +7,7 @@ use ringchat_proto::v1::{self, ContentType, ErrorCode};
 
 use super::{policy_to_wire, role_to_wire};
 use crate::accounts::Refusal;
-use crate::contacts::profiles::base_profile;
+use crate::contacts::Contacts;
 use crate::messaging::conv_from_wire;
 use crate::store::{
     ConvId, ConvKind, GroupRecord, GroupRole, MemberRecord, MessageRecord, Ports, StoreError,
@@ -181,7 +181,7 @@ pub(super) fn require_member(
 pub(crate) fn members(
     ports: &Ports,
     cfg: &GroupsConfig,
-    searchable_default: bool,
+    contacts: &Contacts,
     user: UserId,
     req: &v1::GroupMembers,
 ) -> Result<v1::GroupMemberList, Refusal> {
@@ -195,12 +195,8 @@ pub(crate) fn members(
     rows.truncate(limit);
     let mut members = Vec::with_capacity(rows.len());
     for (id, m) in rows {
-        let profile = base_profile(&*ports.accounts, &*ports.contacts, searchable_default, id)?;
         members.push(v1::GroupMember {
-            profile: Some(profile.unwrap_or(v1::Profile {
-                user_id: id,
-                ..v1::Profile::default()
-            })),
+            profile: Some(contacts.profile_in_list(ports, user, id)?),
             role: role_to_wire(m.role) as i32,
             joined_ms: m.joined_ms,
             muted_until_ms: m.muted_until_ms,
@@ -235,7 +231,7 @@ pub(crate) fn list(
 pub(crate) fn applications(
     ports: &Ports,
     cfg: &GroupsConfig,
-    searchable_default: bool,
+    contacts: &Contacts,
     user: UserId,
     req: &v1::GroupApplications,
 ) -> Result<v1::GroupApplicationList, Refusal> {
@@ -253,12 +249,8 @@ pub(crate) fn applications(
     rows.truncate(limit);
     let mut applications = Vec::with_capacity(rows.len());
     for (id, app) in rows {
-        let profile = base_profile(&*ports.accounts, &*ports.contacts, searchable_default, id)?;
         applications.push(v1::GroupApplication {
-            profile: Some(profile.unwrap_or(v1::Profile {
-                user_id: id,
-                ..v1::Profile::default()
-            })),
+            profile: Some(contacts.profile_in_list(ports, user, id)?),
             message: app.message,
             sent_at_ms: app.sent_ms,
         });
