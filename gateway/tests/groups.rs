@@ -1,13 +1,14 @@
 //! Groups over the real server: create, send and push, history visibility on join, nothing after
 //! leaving, removal, events reaching an offline member by Sync, blocks, mute and mute-all,
 //! mentions, dissolve, join policies, limits with their codes; what a former member still sees
-//! (the group as it left it), profiles in member and application lists.
+//! and may do (the group as it left it, its own read cursor), profiles in member and
+//! application lists.
 
 mod common;
 
 use common::TestServer;
 use common::contacts::{ask, block, code, profiles, set_privacy};
-use common::groups::{ack, create, event_of, ok, send, send_body, sync, texts};
+use common::groups::{ack, create, create_id, event_of, ok, send, send_body, sync, texts};
 use ringchat_bench::client::Client;
 use ringchat_proto::Body;
 use ringchat_proto::v1::{self, ErrorCode, GroupEventKind, GroupJoinState};
@@ -773,4 +774,89 @@ async fn group_member_and_application_lists_follow_the_profile_rule() {
             ..Default::default()
         }]
     );
+}
+
+/// A ping round trip, then every frame that came before its answer: what the server sent the
+/// client up to now.
+async fn frames_so_far(c: &mut Client) -> Vec<v1::Frame> {
+    c.ping().await.expect("ping");
+    let mut frames = Vec::new();
+    while c.pending_events() > 0 {
+        frames.push(c.next_event().await.expect("a parked frame").expect("open"));
+    }
+    frames
+}
+
+/// A member removed while offline finds the group unread up to its REMOVED event, and clears
+/// that by reading, as in any conversation: its cursor stops at the event, only its own
+/// sessions hear of it, and the group's read count (current members) does not count it.
+#[tokio::test]
+async fn a_removed_member_clears_its_unread_count_by_reading() {
+    let server = TestServer::start(&[]);
+    let (mut a, alice) = server.user("alice").await;
+    let (b, bob) = server.user("bob").await;
+    let g = create_id(&mut a, &[bob.user_id], v1::JoinPolicy::InviteOnly).await;
+    drop(b);
+    ack(send(&mut a, g, "m1", "one").await);
+    ack(send(&mut a, g, "m2", "two").await);
+    let removed = ok(ask(&mut a, common::groups::remove(g, &[bob.user_id])).await);
+    ack(send(&mut a, g, "m3", "after bob").await);
+
+    let (mut b, _) = server.user("bob").await;
+    let (mut b2, _) = server.device("bob", "bob-laptop").await;
+    let entry = conversation(&mut b, g).await;
+    assert_eq!(
+        (entry.max_seq, entry.read_seq, entry.unread_count),
+        (removed.event_seq, 0, removed.event_seq)
+    );
+    // Reading past the event reads up to it.
+    let read = b
+        .read(g, removed.event_seq + 10)
+        .await
+        .expect("a former member reads");
+    assert_eq!(
+        (read.read_seq, read.delivered_seq),
+        (removed.event_seq, removed.event_seq)
+    );
+    let entry = conversation(&mut b, g).await;
+    assert_eq!(
+        (entry.read_seq, entry.unread_count, entry.unread_mentions),
+        (removed.event_seq, 0, 0)
+    );
+    // Bob's other session is told (to clear its badge); Alice is not.
+    let receipt = loop {
+        match b2.next_event().await.unwrap().unwrap().body {
+            Some(Body::Receipt(r)) => break r,
+            _ => continue,
+        }
+    };
+    assert_eq!(
+        (receipt.conversation_id, receipt.user_id, receipt.read_seq),
+        (g, bob.user_id, removed.event_seq)
+    );
+    let to_alice = frames_so_far(&mut a).await;
+    assert!(
+        !to_alice
+            .iter()
+            .any(|f| matches!(f.body, Some(Body::Receipt(_)))),
+        "{to_alice:?}"
+    );
+    let counted = common::groups::read_count(&mut a, g, removed.event_seq).await;
+    assert_eq!((counted.read_count, counted.member_count), (1, 1));
+    // A group hidden by leaving again is not Bob's to read any more.
+    ok(ask(&mut b, common::groups::leave(g)).await);
+    assert_eq!(
+        code(
+            ask(
+                &mut b,
+                Body::Read(v1::Read {
+                    conversation_id: g,
+                    seq: 1
+                })
+            )
+            .await
+        ),
+        ErrorCode::NotFound
+    );
+    let _ = alice;
 }
