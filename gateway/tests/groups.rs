@@ -2,7 +2,7 @@
 //! leaving, removal, events reaching an offline member by Sync, blocks, mute and mute-all,
 //! mentions, dissolve, join policies, limits with their codes; what a former member still sees
 //! and may do (the group as it left it, its own read cursor), profiles in member and
-//! application lists.
+//! application lists, typing under a mute and after dissolution.
 
 mod common;
 
@@ -858,5 +858,69 @@ async fn a_removed_member_clears_its_unread_count_by_reading() {
         ),
         ErrorCode::NotFound
     );
+    let _ = alice;
+}
+
+fn typing(g: u64) -> Body {
+    Body::Typing(v1::Typing {
+        conversation_id: g,
+        from_user_id: 0,
+    })
+}
+
+fn typings(frames: &[v1::Frame]) -> Vec<&v1::Typing> {
+    frames
+        .iter()
+        .filter_map(|f| match &f.body {
+            Some(Body::Typing(t)) => Some(t),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Typing in a group goes only where a message could: a muted member's is dropped, and in a
+/// dissolved group it is refused (GROUP_DISSOLVED) and reaches nobody.
+#[tokio::test]
+async fn typing_stops_at_a_mute_and_at_dissolution() {
+    let server = TestServer::start(&[]);
+    let (mut a, alice) = server.user("alice").await;
+    let (mut b, bob) = server.user("bob").await;
+    let g = create_id(&mut a, &[bob.user_id], v1::JoinPolicy::InviteOnly).await;
+    // It flows while Bob may speak.
+    b.send(typing(g)).await.unwrap();
+    let t = loop {
+        match a.next_event().await.unwrap().unwrap().body {
+            Some(Body::Typing(t)) => break t,
+            _ => continue,
+        }
+    };
+    assert_eq!((t.conversation_id, t.from_user_id), (g, bob.user_id));
+    // Muted: dropped, without an error.
+    let until = ringchat_backend::api::now_ms() + 60_000;
+    ok(ask(&mut a, common::groups::mute(g, bob.user_id, until)).await);
+    let dropped = r#"ringchat_typing_dropped_total{reason="muted"}"#;
+    b.send(typing(g)).await.unwrap();
+    common::wait_until_async("the muted typing dropped", || server.metric(dropped) >= 1.0).await;
+    assert!(typings(&frames_so_far(&mut a).await).is_empty());
+    assert!(
+        !frames_so_far(&mut b)
+            .await
+            .iter()
+            .any(|f| matches!(f.body, Some(Body::Error(_)))),
+        "no error for a muted typing"
+    );
+    // Dissolved: refused, for the owner as for the member, and relayed to nobody.
+    ok(ask(&mut a, common::groups::dissolve(g)).await);
+    assert_eq!(
+        code(ask(&mut a, typing(g)).await),
+        ErrorCode::GroupDissolved
+    );
+    assert_eq!(
+        code(ask(&mut b, typing(g)).await),
+        ErrorCode::GroupDissolved
+    );
+    assert!(typings(&frames_so_far(&mut a).await).is_empty());
+    assert!(typings(&frames_so_far(&mut b).await).is_empty());
+    assert_eq!(server.metric(dropped), 1.0);
     let _ = alice;
 }
