@@ -1,12 +1,15 @@
 //! Groups over the real server: create, send and push, history visibility on join, nothing after
 //! leaving, removal, events reaching an offline member by Sync, blocks, mute and mute-all,
-//! mentions, dissolve, join policies, limits with their codes.
+//! mentions, dissolve, join policies, limits with their codes; what a former member still sees
+//! and may do (the group as it left it, its own read cursor), profiles in member and
+//! application lists, typing under a mute and after dissolution.
 
 mod common;
 
 use common::TestServer;
-use common::contacts::{ask, block, code, set_privacy};
-use common::groups::{ack, create, event_of, ok, send, send_body, sync, texts};
+use common::contacts::{ask, block, code, profiles, set_privacy};
+use common::groups::{ack, create, create_id, event_of, ok, send, send_body, sync, texts};
+use ringchat_bench::client::Client;
 use ringchat_proto::Body;
 use ringchat_proto::v1::{self, ErrorCode, GroupEventKind, GroupJoinState};
 
@@ -538,4 +541,410 @@ async fn a_dissolved_group_left_muted_can_be_hidden() {
         ErrorCode::NotFound,
         "hidden: nothing left to leave"
     );
+}
+
+async fn info(c: &mut Client, g: u64) -> v1::Group {
+    match ask(c, Body::GroupInfo(v1::GroupInfo { conversation_id: g })).await {
+        Body::Group(i) => i,
+        other => panic!("expected Group, got {other:?}"),
+    }
+}
+
+/// The group in the user's ListGroups (one page holds it).
+async fn listed(c: &mut Client, g: u64) -> v1::Group {
+    let list = match ask(c, Body::ListGroups(v1::ListGroups::default())).await {
+        Body::GroupList(l) => l,
+        other => panic!("expected GroupList, got {other:?}"),
+    };
+    list.groups
+        .into_iter()
+        .find(|x| x.conversation_id == g)
+        .expect("the group is listed")
+}
+
+/// The group's entry in the user's conversation list (one page holds it).
+async fn conversation(c: &mut Client, g: u64) -> v1::Conversation {
+    let list = match ask(c, Body::Conversations(v1::Conversations::default())).await {
+        Body::ConversationList(l) => l,
+        other => panic!("expected ConversationList, got {other:?}"),
+    };
+    list.conversations
+        .into_iter()
+        .find(|x| x.conversation_id == g)
+        .expect("the group is in the list")
+}
+
+/// A member who was removed, or left, keeps seeing the group as it was right after that:
+/// renames, new details, a new owner, members coming and going later reach none of GroupInfo,
+/// ListGroups and the conversation list; current members see them.
+#[tokio::test]
+async fn a_former_member_sees_the_group_as_it_was_when_it_left() {
+    let server = TestServer::start(&[]);
+    let (mut a, alice) = server.user("alice").await;
+    let (mut b, bob) = server.user("bob").await;
+    let (_c, carol) = server.user("carol").await;
+    let (mut d, dave) = server.user("dave").await;
+    let g = create(
+        &mut a,
+        "before",
+        &[bob.user_id, carol.user_id],
+        v1::JoinPolicy::InviteOnly,
+        false,
+    )
+    .await
+    .group
+    .unwrap()
+    .conversation_id;
+    let edit = |name: &str, intro: &str, avatar: &str, policy: v1::JoinPolicy| {
+        Body::GroupUpdate(v1::GroupUpdate {
+            conversation_id: g,
+            name: Some(name.into()),
+            intro: Some(intro.into()),
+            avatar_url: Some(avatar.into()),
+            join_policy: Some(policy as i32),
+            ..Default::default()
+        })
+    };
+    ok(ask(
+        &mut a,
+        edit(
+            "before",
+            "old intro",
+            "https://a.example/old.png",
+            v1::JoinPolicy::InviteOnly,
+        ),
+    )
+    .await);
+    let removed = ok(ask(&mut a, common::groups::remove(g, &[bob.user_id])).await);
+    // Everything changes after Bob: details, policy, owner, members.
+    ok(ask(
+        &mut a,
+        edit(
+            "after",
+            "new intro",
+            "https://a.example/new.png",
+            v1::JoinPolicy::Open,
+        ),
+    )
+    .await);
+    ok(ask(&mut a, common::groups::invite(g, &[dave.user_id])).await);
+    ok(ask(&mut a, common::groups::transfer(g, carol.user_id)).await);
+    ack(send(&mut a, g, "later", "after bob").await);
+
+    let as_left = v1::Group {
+        conversation_id: g,
+        name: "before".into(),
+        avatar_url: "https://a.example/old.png".into(),
+        intro: "old intro".into(),
+        owner_id: alice.user_id,
+        join_policy: v1::JoinPolicy::InviteOnly as i32,
+        member_count: 2,
+        max_seq: removed.event_seq,
+        my_role: v1::GroupRole::Member as i32,
+        my_visible_from_seq: 1,
+        ..Default::default()
+    };
+    let seen = info(&mut b, g).await;
+    assert_eq!(
+        v1::Group {
+            created_ms: 0,
+            ..seen.clone()
+        },
+        as_left,
+        "GroupInfo"
+    );
+    assert!(seen.created_ms > 0, "the group's own creation time");
+    assert_eq!(listed(&mut b, g).await, seen, "ListGroups");
+    let entry = conversation(&mut b, g).await;
+    assert_eq!(
+        (entry.group_name.as_str(), entry.member_count, entry.max_seq),
+        ("before", 2, removed.event_seq),
+        "Conversations"
+    );
+    // The members see the group as it is.
+    let now = info(&mut a, g).await;
+    assert_eq!(
+        (
+            now.name.as_str(),
+            now.intro.as_str(),
+            now.owner_id,
+            now.member_count
+        ),
+        ("after", "new intro", carol.user_id, 3)
+    );
+    assert_eq!(conversation(&mut a, g).await.group_name, "after");
+
+    // Leaving by oneself keeps the group as it was then, the same way.
+    let left = ok(ask(&mut d, common::groups::leave(g)).await);
+    ok(ask(&mut a, common::groups::update_name(g, "latest")).await);
+    let seen = info(&mut d, g).await;
+    assert_eq!(
+        (
+            seen.name.as_str(),
+            seen.intro.as_str(),
+            seen.owner_id,
+            seen.member_count,
+            seen.join_policy,
+            seen.max_seq
+        ),
+        (
+            "after",
+            "new intro",
+            carol.user_id,
+            2,
+            v1::JoinPolicy::Open as i32,
+            left.event_seq
+        )
+    );
+    assert_eq!(listed(&mut d, g).await, seen);
+    let entry = conversation(&mut d, g).await;
+    assert_eq!(
+        (entry.group_name.as_str(), entry.member_count),
+        ("after", 2)
+    );
+    // And Bob still sees it as he left it.
+    assert_eq!(info(&mut b, g).await.name, "before");
+}
+
+/// The profiles of a group's members, as the user sees them (one page holds them).
+async fn member_profiles(c: &mut Client, g: u64) -> Vec<v1::Profile> {
+    let body = Body::GroupMembers(v1::GroupMembers {
+        conversation_id: g,
+        ..Default::default()
+    });
+    match ask(c, body).await {
+        Body::GroupMemberList(l) => l.members.into_iter().map(|m| m.profile.unwrap()).collect(),
+        other => panic!("expected GroupMemberList, got {other:?}"),
+    }
+}
+
+/// A group's member and application lists show people under the one profile rule: a hidden
+/// user (not searchable) appears to a stranger by id alone, as GetProfiles would hide them,
+/// and in full once they took part in something with the viewer.
+#[tokio::test]
+async fn group_member_and_application_lists_follow_the_profile_rule() {
+    let server = TestServer::start(&[]);
+    let (mut c, carol) = server.user("carol").await;
+    let (mut s, stranger) = server.user("stranger").await;
+    let (mut h, hidden) = server.user("hidden").await;
+    for who in [&mut c, &mut h] {
+        let hide = Body::UpdateProfile(v1::UpdateProfile {
+            nickname: Some("Not Findable".into()),
+            bio: Some("private".into()),
+            searchable: Some(false),
+            ..Default::default()
+        });
+        assert!(matches!(ask(who, hide).await, Body::Profile(_)));
+    }
+    let g = create(&mut c, "open", &[], v1::JoinPolicy::Open, false)
+        .await
+        .group
+        .unwrap()
+        .conversation_id;
+    ok(ask(&mut s, common::groups::join(g)).await);
+    let profile_of = |list: &[v1::Profile], id: u64| {
+        list.iter()
+            .find(|p| p.user_id == id)
+            .cloned()
+            .expect("listed")
+    };
+    // Hidden from the stranger: GetProfiles leaves Carol out, the member list names her id.
+    assert!(profiles(&mut s, &[carol.user_id]).await.is_empty());
+    let listed = member_profiles(&mut s, g).await;
+    assert_eq!(
+        profile_of(&listed, carol.user_id),
+        v1::Profile {
+            user_id: carol.user_id,
+            ..Default::default()
+        }
+    );
+    // The stranger itself (searchable) is shown to Carol as GetProfiles shows it.
+    let to_carol = member_profiles(&mut c, g).await;
+    assert_eq!(
+        profile_of(&to_carol, stranger.user_id),
+        profiles(&mut c, &[stranger.user_id]).await.remove(0)
+    );
+    // Once Carol took part in something with the stranger (her friend request), both show her.
+    assert!(matches!(
+        common::contacts::request(&mut c, stranger.user_id, "hi").await,
+        Body::FriendOk(_)
+    ));
+    let shown = profiles(&mut s, &[carol.user_id]).await.remove(0);
+    assert_eq!(shown.nickname, "Not Findable");
+    assert_eq!(
+        profile_of(&member_profiles(&mut s, g).await, carol.user_id),
+        shown
+    );
+
+    // Applications: a hidden applicant is an id to the owner, as GetProfiles would have it.
+    let club = create(&mut s, "club", &[], v1::JoinPolicy::Approval, false)
+        .await
+        .group
+        .unwrap()
+        .conversation_id;
+    let applied = ok(ask(&mut h, common::groups::join(club)).await);
+    assert_eq!(applied.state, GroupJoinState::Pending as i32);
+    let apps = match ask(&mut s, common::groups::applications(club)).await {
+        Body::GroupApplicationList(l) => l.applications,
+        other => panic!("expected GroupApplicationList, got {other:?}"),
+    };
+    assert!(profiles(&mut s, &[hidden.user_id]).await.is_empty());
+    assert_eq!(
+        apps.iter()
+            .map(|a| a.profile.clone().unwrap())
+            .collect::<Vec<_>>(),
+        [v1::Profile {
+            user_id: hidden.user_id,
+            ..Default::default()
+        }]
+    );
+}
+
+/// A ping round trip, then every frame that came before its answer: what the server sent the
+/// client up to now.
+async fn frames_so_far(c: &mut Client) -> Vec<v1::Frame> {
+    c.ping().await.expect("ping");
+    let mut frames = Vec::new();
+    while c.pending_events() > 0 {
+        frames.push(c.next_event().await.expect("a parked frame").expect("open"));
+    }
+    frames
+}
+
+/// A member removed while offline finds the group unread up to its REMOVED event, and clears
+/// that by reading, as in any conversation: its cursor stops at the event, only its own
+/// sessions hear of it, and the group's read count (current members) does not count it.
+#[tokio::test]
+async fn a_removed_member_clears_its_unread_count_by_reading() {
+    let server = TestServer::start(&[]);
+    let (mut a, alice) = server.user("alice").await;
+    let (b, bob) = server.user("bob").await;
+    let g = create_id(&mut a, &[bob.user_id], v1::JoinPolicy::InviteOnly).await;
+    drop(b);
+    ack(send(&mut a, g, "m1", "one").await);
+    ack(send(&mut a, g, "m2", "two").await);
+    let removed = ok(ask(&mut a, common::groups::remove(g, &[bob.user_id])).await);
+    ack(send(&mut a, g, "m3", "after bob").await);
+
+    let (mut b, _) = server.user("bob").await;
+    let (mut b2, _) = server.device("bob", "bob-laptop").await;
+    let entry = conversation(&mut b, g).await;
+    assert_eq!(
+        (entry.max_seq, entry.read_seq, entry.unread_count),
+        (removed.event_seq, 0, removed.event_seq)
+    );
+    // Reading past the event reads up to it.
+    let read = b
+        .read(g, removed.event_seq + 10)
+        .await
+        .expect("a former member reads");
+    assert_eq!(
+        (read.read_seq, read.delivered_seq),
+        (removed.event_seq, removed.event_seq)
+    );
+    let entry = conversation(&mut b, g).await;
+    assert_eq!(
+        (entry.read_seq, entry.unread_count, entry.unread_mentions),
+        (removed.event_seq, 0, 0)
+    );
+    // Bob's other session is told (to clear its badge); Alice is not.
+    let receipt = loop {
+        match b2.next_event().await.unwrap().unwrap().body {
+            Some(Body::Receipt(r)) => break r,
+            _ => continue,
+        }
+    };
+    assert_eq!(
+        (receipt.conversation_id, receipt.user_id, receipt.read_seq),
+        (g, bob.user_id, removed.event_seq)
+    );
+    let to_alice = frames_so_far(&mut a).await;
+    assert!(
+        !to_alice
+            .iter()
+            .any(|f| matches!(f.body, Some(Body::Receipt(_)))),
+        "{to_alice:?}"
+    );
+    let counted = common::groups::read_count(&mut a, g, removed.event_seq).await;
+    assert_eq!((counted.read_count, counted.member_count), (1, 1));
+    // A group hidden by leaving again is not Bob's to read any more.
+    ok(ask(&mut b, common::groups::leave(g)).await);
+    assert_eq!(
+        code(
+            ask(
+                &mut b,
+                Body::Read(v1::Read {
+                    conversation_id: g,
+                    seq: 1
+                })
+            )
+            .await
+        ),
+        ErrorCode::NotFound
+    );
+    let _ = alice;
+}
+
+fn typing(g: u64) -> Body {
+    Body::Typing(v1::Typing {
+        conversation_id: g,
+        from_user_id: 0,
+    })
+}
+
+fn typings(frames: &[v1::Frame]) -> Vec<&v1::Typing> {
+    frames
+        .iter()
+        .filter_map(|f| match &f.body {
+            Some(Body::Typing(t)) => Some(t),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Typing in a group goes only where a message could: a muted member's is dropped, and in a
+/// dissolved group it is refused (GROUP_DISSOLVED) and reaches nobody.
+#[tokio::test]
+async fn typing_stops_at_a_mute_and_at_dissolution() {
+    let server = TestServer::start(&[]);
+    let (mut a, alice) = server.user("alice").await;
+    let (mut b, bob) = server.user("bob").await;
+    let g = create_id(&mut a, &[bob.user_id], v1::JoinPolicy::InviteOnly).await;
+    // It flows while Bob may speak.
+    b.send(typing(g)).await.unwrap();
+    let t = loop {
+        match a.next_event().await.unwrap().unwrap().body {
+            Some(Body::Typing(t)) => break t,
+            _ => continue,
+        }
+    };
+    assert_eq!((t.conversation_id, t.from_user_id), (g, bob.user_id));
+    // Muted: dropped, without an error.
+    let until = ringchat_backend::api::now_ms() + 60_000;
+    ok(ask(&mut a, common::groups::mute(g, bob.user_id, until)).await);
+    let dropped = r#"ringchat_typing_dropped_total{reason="muted"}"#;
+    b.send(typing(g)).await.unwrap();
+    common::wait_until_async("the muted typing dropped", || server.metric(dropped) >= 1.0).await;
+    assert!(typings(&frames_so_far(&mut a).await).is_empty());
+    assert!(
+        !frames_so_far(&mut b)
+            .await
+            .iter()
+            .any(|f| matches!(f.body, Some(Body::Error(_)))),
+        "no error for a muted typing"
+    );
+    // Dissolved: refused, for the owner as for the member, and relayed to nobody.
+    ok(ask(&mut a, common::groups::dissolve(g)).await);
+    assert_eq!(
+        code(ask(&mut a, typing(g)).await),
+        ErrorCode::GroupDissolved
+    );
+    assert_eq!(
+        code(ask(&mut b, typing(g)).await),
+        ErrorCode::GroupDissolved
+    );
+    assert!(typings(&frames_so_far(&mut a).await).is_empty());
+    assert!(typings(&frames_so_far(&mut b).await).is_empty());
+    assert_eq!(server.metric(dropped), 1.0);
+    let _ = alice;
 }

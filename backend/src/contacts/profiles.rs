@@ -131,6 +131,21 @@ impl Contacts {
         Ok(visible.then_some(profile))
     }
 
+    /// `target` as `viewer` sees it in a list the viewer did not choose the people of (a
+    /// group's members, its applications): [`Self::profile_seen_by`], or the id alone where
+    /// that shows nothing. Being in a group together is not taking part in something: anyone
+    /// may join an open group, and a hidden user would not stay hidden from them.
+    pub(crate) fn profile_in_list(
+        &self,
+        ports: &Ports,
+        viewer: UserId,
+        target: UserId,
+    ) -> Result<v1::Profile, StoreError> {
+        Ok(self
+            .profile_seen_by(ports, viewer, target)?
+            .unwrap_or_else(|| bare_profile(target)))
+    }
+
     pub(crate) fn get_profiles(
         &self,
         ports: &Ports,

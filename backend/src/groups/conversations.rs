@@ -67,11 +67,17 @@ pub(crate) fn entry(
     mine: CursorRecord,
 ) -> Result<v1::Conversation, Refusal> {
     let GroupHead { g, row, last } = head;
-    let (group_name, member_count) = ports
-        .groups
-        .group(g)?
-        .map(|r| (r.name, r.member_count))
-        .unwrap_or_default();
+    let (group_name, member_count) = if row.is_member() {
+        ports
+            .groups
+            .group(g)?
+            .map(|r| (r.name, r.member_count))
+            .unwrap_or_default()
+    } else {
+        // A former member's head is the event it left by, which keeps the group as it was.
+        let left = super::reads::former_snapshot(ports, g, Some(&last))?;
+        (left.name, left.member_count)
+    };
     let max_seq = last.seq;
     // What came before the user could see it is not unread.
     let read = mine.read_seq.max(row.visible_from_seq.saturating_sub(1));

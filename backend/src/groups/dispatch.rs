@@ -37,18 +37,18 @@ impl Backend {
             let answer = tokio::task::spawn_blocking(move || {
                 let ports = &worker.ports;
                 let cfg = &worker.settings.groups;
-                let searchable = worker.settings.contacts.searchable_default;
+                let contacts = &worker.contacts;
                 let body = match query {
                     GroupQuery::Info(r) => Body::Group(reads::info(ports, user, &r)?),
                     GroupQuery::Members(r) => {
-                        Body::GroupMemberList(reads::members(ports, cfg, searchable, user, &r)?)
+                        Body::GroupMemberList(reads::members(ports, cfg, contacts, user, &r)?)
                     }
                     GroupQuery::List(r) => Body::GroupList(reads::list(ports, cfg, user, &r)?),
                     GroupQuery::ReadCount(r) => {
                         Body::GroupReadCountOk(read_counts::read_count(ports, user, &r)?)
                     }
                     GroupQuery::Applications(r) => Body::GroupApplicationList(reads::applications(
-                        ports, cfg, searchable, user, &r,
+                        ports, cfg, contacts, user, &r,
                     )?),
                 };
                 Ok::<Body, Refusal>(body)

@@ -7,6 +7,7 @@ use ringchat_proto::v1::{self, ErrorCode, GroupEventKind as Kind, GroupJoinState
 
 use super::event;
 use super::ops::{Acting, GroupDone, dissolved, not_found, refused_by, result};
+use super::reads::snapshot;
 use super::roles::{Action, Verdict, verdict};
 use super::sequencer::UserSlot;
 use crate::accounts::Refusal;
@@ -80,10 +81,13 @@ impl Writer {
         Ok(if until > now_ms() { until } else { 0 })
     }
 
-    /// The LEFT / REMOVED event of `users` leaving, with the mutes they leave under.
+    /// The LEFT / REMOVED event of `users` leaving `a`'s group (or the DISSOLVED of its last
+    /// member leaving), with the mutes they leave under and the group as it stands once they
+    /// are out: what they keep seeing of it (`reads.rs` `former_snapshot`).
     fn leaving_event(
         kind: Kind,
         actor: UserId,
+        a: &Acting,
         users: &[(UserId, MemberRecord, UserSlot)],
     ) -> v1::GroupEvent {
         let mut ev = event(kind, actor, users.iter().map(|(u, _, _)| *u).collect());
@@ -91,6 +95,10 @@ impl Writer {
         if users.iter().any(|(_, m, _)| m.muted_until_ms > now) {
             ev.muted_until_ms = users.iter().map(|(_, m, _)| m.muted_until_ms).collect();
         }
+        let mut after = snapshot(&a.record);
+        after.member_count = after.member_count.saturating_sub(users.len() as u32);
+        after.dissolved |= kind == Kind::Dissolved;
+        ev.group = Some(after);
         ev
     }
 
@@ -412,7 +420,7 @@ impl Writer {
             Verdict::Allowed | Verdict::AsApplication => Kind::Left,
         };
         let leaving = [(user, member, slot)];
-        let ev = Self::leaving_event(kind, user, &leaving);
+        let ev = Self::leaving_event(kind, user, &a, &leaving);
         let seq = self.append_event(&mut a, &mut done, user, &ev);
         if kind == Kind::Dissolved {
             a.record.dissolved_seq = seq;
@@ -455,7 +463,7 @@ impl Writer {
             return Ok(done.ok(0, State::Joined, results));
         }
         let ids: Vec<UserId> = removing.iter().map(|(u, _, _)| *u).collect();
-        let ev = Self::leaving_event(Kind::Removed, actor, &removing);
+        let ev = Self::leaving_event(Kind::Removed, actor, &a, &removing);
         let seq = self.append_event(&mut a, &mut done, actor, &ev);
         self.drop_members(&mut a, seq, &removing);
         done.left = ids;

@@ -463,7 +463,14 @@ impl Writer {
         }
         self.groups.new_reads(g, added.len() as u32);
         done.joined = added;
-        let group = super::reads::group_view(g, &a.record, Some(&a.me), None, a.head.max_seq);
+        let group = super::reads::group_view(
+            g,
+            super::reads::snapshot(&a.record),
+            a.record.created_ms,
+            Some(&a.me),
+            None,
+            a.head.max_seq,
+        );
         self.groups.put_group(g, a.record);
         done.reply = Body::GroupCreated(v1::GroupCreated {
             group: Some(group),

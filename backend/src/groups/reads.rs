@@ -2,14 +2,16 @@
 //! History go through), group info, members, my groups, applications (read counts are in
 //! `read_counts.rs`).
 
-use ringchat_proto::v1::{self, ErrorCode};
+use prost::Message as _;
+use ringchat_proto::v1::{self, ContentType, ErrorCode};
 
 use super::{policy_to_wire, role_to_wire};
 use crate::accounts::Refusal;
-use crate::contacts::profiles::base_profile;
+use crate::contacts::Contacts;
 use crate::messaging::conv_from_wire;
 use crate::store::{
-    ConvId, ConvKind, GroupRecord, GroupRole, MemberRecord, Ports, UserGroupRecord, UserId,
+    ConvId, ConvKind, GroupRecord, GroupRole, MemberRecord, MessageRecord, Ports, StoreError,
+    UserGroupRecord, UserId,
 };
 
 use super::GroupsConfig;
@@ -41,16 +43,9 @@ pub(crate) fn visible(ports: &Ports, g: ConvId, user: UserId) -> Result<UserGrou
     ports.groups.user_group(user, g)?.ok_or_else(not_found)
 }
 
-/// A group as `me` sees it.
-pub(crate) fn group_view(
-    g: ConvId,
-    r: &GroupRecord,
-    me: Option<&MemberRecord>,
-    mine: Option<&UserGroupRecord>,
-    max_seq: u64,
-) -> v1::Group {
-    v1::Group {
-        conversation_id: g.to_wire(),
+/// A group's shared details as they are in `r`.
+pub(crate) fn snapshot(r: &GroupRecord) -> v1::GroupSnapshot {
+    v1::GroupSnapshot {
         name: r.name.clone(),
         avatar_url: r.avatar_url.clone(),
         intro: r.intro.clone(),
@@ -59,8 +54,71 @@ pub(crate) fn group_view(
         history_visible: r.history_visible,
         mute_all: r.mute_all,
         member_count: r.member_count,
-        created_ms: r.created_ms,
         dissolved: r.dissolved_seq != 0,
+    }
+}
+
+/// What a former member sees of group `g`: the group as it stood right after `left`, the
+/// LEFT / REMOVED event (or the last member's DISSOLVED) at its `left_seq`, which carries it
+/// (`GroupEvent.group`), not the group as it changed after the member.
+///
+/// An event stored before events carried the group has none. Then the group's record is what
+/// the member last saw only if the event is still the group's last (every change to a live
+/// group appends an event, and a group whose last member left is dissolved and empty);
+/// otherwise the member gets empty details.
+pub(crate) fn former_snapshot(
+    ports: &Ports,
+    g: ConvId,
+    left: Option<&MessageRecord>,
+) -> Result<v1::GroupSnapshot, StoreError> {
+    let event = left
+        .filter(|m| m.content_type == ContentType::GroupEvent as i32)
+        .and_then(|m| v1::GroupEvent::decode(m.content.as_ref()).ok());
+    if let Some(kept) = event.and_then(|ev| ev.group) {
+        return Ok(kept);
+    }
+    let Some(left) = left else {
+        return Ok(v1::GroupSnapshot::default());
+    };
+    let head = ports.log.conversation(g)?.unwrap_or_default();
+    Ok(match ports.groups.group(g)? {
+        Some(r) if head.max_seq <= left.seq => snapshot(&r),
+        _ => v1::GroupSnapshot::default(),
+    })
+}
+
+/// A group as `me` (its member row, if a member) sees it; `shared` is what all who see it see.
+pub(crate) fn group_view(
+    g: ConvId,
+    shared: v1::GroupSnapshot,
+    created_ms: u64,
+    me: Option<&MemberRecord>,
+    mine: Option<&UserGroupRecord>,
+    max_seq: u64,
+) -> v1::Group {
+    let v1::GroupSnapshot {
+        name,
+        avatar_url,
+        intro,
+        owner_id,
+        join_policy,
+        history_visible,
+        mute_all,
+        member_count,
+        dissolved,
+    } = shared;
+    v1::Group {
+        conversation_id: g.to_wire(),
+        name,
+        avatar_url,
+        intro,
+        owner_id,
+        join_policy,
+        history_visible,
+        mute_all,
+        member_count,
+        created_ms,
+        dissolved,
         my_role: role_to_wire(me.map_or(GroupRole::Member, |m| m.role)) as i32,
         my_muted_until_ms: me.map_or(0, |m| m.muted_until_ms),
         my_visible_from_seq: me
@@ -79,11 +137,30 @@ fn view_of(
     mine: &UserGroupRecord,
 ) -> Result<v1::Group, Refusal> {
     let record = ports.groups.group(g)?.ok_or_else(not_found)?;
+    if !mine.is_member() {
+        // A former member sees the group as it was when it left, up to the seq it left at.
+        let left = ports.log.message(g, mine.left_seq)?;
+        let shared = former_snapshot(ports, g, left.as_ref())?;
+        let view = group_view(
+            g,
+            shared,
+            record.created_ms,
+            None,
+            Some(mine),
+            mine.left_seq,
+        );
+        return Ok(view);
+    }
     let me = ports.groups.group_member(g, user)?;
     let head = ports.log.conversation(g)?.unwrap_or_default();
-    // A former member sees the group as it was up to the seq it left at.
-    let max_seq = head.max_seq.min(mine.last_visible_seq());
-    Ok(group_view(g, &record, me.as_ref(), Some(mine), max_seq))
+    Ok(group_view(
+        g,
+        snapshot(&record),
+        record.created_ms,
+        me.as_ref(),
+        Some(mine),
+        head.max_seq,
+    ))
 }
 
 pub(crate) fn info(ports: &Ports, user: UserId, req: &v1::GroupInfo) -> Result<v1::Group, Refusal> {
@@ -104,7 +181,7 @@ pub(super) fn require_member(
 pub(crate) fn members(
     ports: &Ports,
     cfg: &GroupsConfig,
-    searchable_default: bool,
+    contacts: &Contacts,
     user: UserId,
     req: &v1::GroupMembers,
 ) -> Result<v1::GroupMemberList, Refusal> {
@@ -118,12 +195,8 @@ pub(crate) fn members(
     rows.truncate(limit);
     let mut members = Vec::with_capacity(rows.len());
     for (id, m) in rows {
-        let profile = base_profile(&*ports.accounts, &*ports.contacts, searchable_default, id)?;
         members.push(v1::GroupMember {
-            profile: Some(profile.unwrap_or(v1::Profile {
-                user_id: id,
-                ..v1::Profile::default()
-            })),
+            profile: Some(contacts.profile_in_list(ports, user, id)?),
             role: role_to_wire(m.role) as i32,
             joined_ms: m.joined_ms,
             muted_until_ms: m.muted_until_ms,
@@ -158,7 +231,7 @@ pub(crate) fn list(
 pub(crate) fn applications(
     ports: &Ports,
     cfg: &GroupsConfig,
-    searchable_default: bool,
+    contacts: &Contacts,
     user: UserId,
     req: &v1::GroupApplications,
 ) -> Result<v1::GroupApplicationList, Refusal> {
@@ -176,12 +249,8 @@ pub(crate) fn applications(
     rows.truncate(limit);
     let mut applications = Vec::with_capacity(rows.len());
     for (id, app) in rows {
-        let profile = base_profile(&*ports.accounts, &*ports.contacts, searchable_default, id)?;
         applications.push(v1::GroupApplication {
-            profile: Some(profile.unwrap_or(v1::Profile {
-                user_id: id,
-                ..v1::Profile::default()
-            })),
+            profile: Some(contacts.profile_in_list(ports, user, id)?),
             message: app.message,
             sent_at_ms: app.sent_ms,
         });

@@ -10,7 +10,7 @@ use super::roles::{Action, Verdict, may_send_under_mute_all, verdict};
 use crate::accounts::Refusal;
 use crate::api::ConnRef;
 use crate::messaging::writer::{Draft, Outcome, Writer};
-use crate::store::{ConvId, MENTION_ALL_USER, Mentions, UserId};
+use crate::store::{ConvId, GroupRecord, MENTION_ALL_USER, MemberRecord, Mentions, UserId};
 use crate::time::now_ms;
 
 /// A send addressed to a group.
@@ -25,6 +25,29 @@ pub(crate) struct GroupMessage {
     pub mention_all: bool,
     /// As `NewMessage::refused`.
     pub refused: Option<Box<Refusal>>,
+}
+
+/// Why `me` may not speak in `group` at `now` (ms), if it may not: the group was dissolved
+/// (GROUP_DISSOLVED), the member is muted, or mute-all holds for its role (MUTED). The one
+/// check a send (on the sequencer) and typing (on the read pool) go through.
+pub(crate) fn may_not_speak(group: &GroupRecord, me: &MemberRecord, now: u64) -> Option<Refusal> {
+    if group.dissolved_seq != 0 {
+        return Some(dissolved());
+    }
+    if me.muted_until_ms > now {
+        return Some(Refusal {
+            code: ErrorCode::Muted,
+            message: "you are muted in this group".into(),
+            retry_after_ms: me.muted_until_ms - now,
+        });
+    }
+    if group.mute_all && !may_send_under_mute_all(me.role) {
+        return Some(Refusal::new(
+            ErrorCode::Muted,
+            "only the owner and admins may send in this group now",
+        ));
+    }
+    None
 }
 
 impl Writer {
@@ -52,22 +75,8 @@ impl Writer {
             return Err(*refusal);
         }
         let group = self.groups.group(g)?.ok_or_else(not_found)?;
-        if group.dissolved_seq != 0 {
-            return Err(dissolved());
-        }
-        let now = now_ms();
-        if me.muted_until_ms > now {
-            return Err(Refusal {
-                code: ErrorCode::Muted,
-                message: "you are muted in this group".into(),
-                retry_after_ms: me.muted_until_ms - now,
-            });
-        }
-        if group.mute_all && !may_send_under_mute_all(me.role) {
-            return Err(Refusal::new(
-                ErrorCode::Muted,
-                "only the owner and admins may send in this group now",
-            ));
+        if let Some(refusal) = may_not_speak(&group, &me, now_ms()) {
+            return Err(refusal);
         }
         let mentions = self.mentions(g, m.from, me.role, m.mention_user_ids, m.mention_all)?;
         let mut head = self.conv(g)?;

@@ -137,6 +137,21 @@ fn assert_agrees(s: &Setup, g: ConvId) {
         }
     }
     assert!(max < WINDOW || kept.base_seq > 0, "the window slid");
+    // Former members (uncounted) may read, but never past the seq they left at.
+    for user in &s.users {
+        let Some(row) = s.ports.groups.user_group(*user, g).unwrap() else {
+            continue;
+        };
+        if !row.is_member() {
+            let read = s
+                .ports
+                .cursors
+                .cursor_row(g, *user)
+                .unwrap()
+                .map_or(0, |r| r.cursor.read_seq);
+            assert!(read <= row.left_seq, "{user} read {read} past {row:?}");
+        }
+    }
 }
 
 struct XorShift(u64);
@@ -232,6 +247,55 @@ fn a_refused_op_changes_no_count() {
     }
     assert_eq!(s.ports.groups.read_histogram(g).unwrap(), before);
     assert_eq!(before.unwrap().at_or_past(0), (2, true));
+}
+
+/// A removed member still moves its own cursors, up to the seq it was removed at and no
+/// further, uncounted by the histogram (current members only); back as a member, it is counted
+/// at that cursor. The event it was removed by keeps the group as it stood right after.
+#[test]
+fn a_former_member_reads_up_to_where_it_left_uncounted() {
+    let mut s = setup();
+    let (owner, member) = (s.users[0], s.users[1]);
+    let g = create(&mut s, owner, vec![member]);
+    s.writer
+        .commit(&mut vec![send(owner, g, 1), send(owner, g, 2)]);
+    let remove = GroupOpKind::Remove {
+        g,
+        users: vec![member],
+    };
+    s.writer.commit(&mut vec![group_op(owner, remove)]);
+    let left = s
+        .ports
+        .groups
+        .user_group(member, g)
+        .unwrap()
+        .unwrap()
+        .left_seq;
+    let event = s.ports.log.message(g, left).unwrap().unwrap();
+    let event: ringchat_proto::v1::GroupEvent =
+        prost::Message::decode(event.content.as_ref()).unwrap();
+    let kept = event.group.expect("the group as it stood");
+    assert_eq!((kept.name.as_str(), kept.member_count), ("g", 1));
+    s.writer.commit(&mut vec![send(owner, g, 3)]);
+    let before = s.ports.groups.read_histogram(g).unwrap();
+    let done = s.writer.commit(&mut vec![read(member, g, u64::MAX)]);
+    match &done.outcomes[0] {
+        Outcome::Cursor {
+            cursor,
+            moved: true,
+            ..
+        } => assert_eq!((cursor.read_seq, cursor.delivered_seq), (left, left)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.ports.groups.read_histogram(g).unwrap(), before);
+    assert_agrees(&s, g);
+    let join = GroupOpKind::Join {
+        g,
+        message: String::new(),
+    };
+    s.writer.commit(&mut vec![group_op(member, join)]);
+    assert!(s.ports.groups.group_member(g, member).unwrap().is_some());
+    assert_agrees(&s, g);
 }
 
 /// An op that loads several cursor rows (a create or invite) keeps every row it loaded, even

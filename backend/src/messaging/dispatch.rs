@@ -176,9 +176,14 @@ impl Backend {
 
     /// Typing in a group goes to its online members, only while they are at most
     /// `groups.typing_members_max` (the fan-out is what costs). The sender must be an online
-    /// member, which the index knows without a read.
+    /// member, which the index knows without a read; then the group must still take messages
+    /// from it: one read of the group and of the sender's member row, on the read pool behind
+    /// its gate as a direct conversation's block check is, with the send's own rule
+    /// (`groups::send::may_not_speak`). A dissolved group refuses it (GROUP_DISSOLVED: its
+    /// members are still in the index, as they are still members); a muted sender's typing is
+    /// dropped silently, as is any when the gate is full (best effort, a client repeats it).
     async fn relay_group_typing(
-        &self,
+        self: &Arc<Self>,
         conn: ConnRef,
         user: UserId,
         request_id: u64,
@@ -189,6 +194,53 @@ impl Backend {
             self.refuse(conn, request_id, refusal).await;
             return;
         }
+        let Ok(ticket) = self.reads.ticket(conn) else {
+            metrics::counter!("ringchat_typing_dropped_total", "reason" => "busy").increment(1);
+            return;
+        };
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let _permit = ticket.permit().await;
+            let groups = Arc::clone(&this.ports.groups);
+            let checked = tokio::task::spawn_blocking(move || {
+                let (Some(group), Some(me)) = (groups.group(g)?, groups.group_member(g, user)?)
+                else {
+                    return Ok(Some(Refusal::new(
+                        v1::ErrorCode::NotFound,
+                        "no such conversation",
+                    )));
+                };
+                let now = crate::time::now_ms();
+                Ok::<_, crate::store::StoreError>(crate::groups::send::may_not_speak(
+                    &group, &me, now,
+                ))
+            })
+            .await;
+            match checked {
+                Ok(Ok(None)) => {}
+                Ok(Ok(Some(refusal))) if refusal.code == v1::ErrorCode::Muted => {
+                    metrics::counter!("ringchat_typing_dropped_total", "reason" => "muted")
+                        .increment(1);
+                    return;
+                }
+                Ok(Ok(Some(refusal))) => {
+                    this.refuse(conn, request_id, refusal).await;
+                    return;
+                }
+                // The store failed the read: typing is best effort, dropped.
+                _ => {
+                    metrics::counter!("ringchat_typing_dropped_total", "reason" => "busy")
+                        .increment(1);
+                    return;
+                }
+            }
+            this.fan_out_group_typing(conn, user, g).await;
+        });
+    }
+
+    /// Group typing that passed its checks, to the group's online connections (and the other
+    /// nodes) but the sender's.
+    async fn fan_out_group_typing(&self, conn: ConnRef, user: UserId, g: crate::store::ConvId) {
         // Connections, the sender's own included: a bound on the cost, not an exact count.
         if let Some(link) = &self.link {
             link.send_typing(g.to_wire(), user, &[]);

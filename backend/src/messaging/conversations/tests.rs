@@ -136,25 +136,47 @@ fn an_entry_its_conversation_moved_away_from_is_skipped() {
 
 /// A group of Alice's with messages at `times` (seq 1, 2, …), in the list as groups are.
 fn add_group(ports: &Ports, n: u64, times: &[u64], row: crate::store::UserGroupRecord) -> u64 {
+    add_group_with_event(ports, n, times, row, None)
+}
+
+/// [`add_group`], the message at `event.0` a group event (`event.1`).
+fn add_group_with_event(
+    ports: &Ports,
+    n: u64,
+    times: &[u64],
+    row: crate::store::UserGroupRecord,
+    event: Option<(u64, v1::GroupEvent)>,
+) -> u64 {
     use crate::store::{GroupRecord, GroupWrites, JoinPolicy};
+    use prost::Message as _;
     let g = ConvId::group(n).unwrap();
     let messages = times
         .iter()
         .enumerate()
-        .map(|(i, &time)| MessageRecord {
-            conv_id: g,
-            seq: i as u64 + 1,
-            msg_id: 1_000 * n + i as u64,
-            from: ALICE + 1,
-            to: 0,
-            client_msg_id: format!("g{n}-{i}"),
-            content_type: 1,
-            content: bytes::Bytes::from_static(b"hi"),
-            server_time_ms: time,
-            recalled: false,
-            recall_of_seq: 0,
-            recall_event_seq: 0,
-            mentions: None,
+        .map(|(i, &time)| {
+            let seq = i as u64 + 1;
+            let (content_type, content) = match &event {
+                Some((at, ev)) if *at == seq => (
+                    v1::ContentType::GroupEvent as i32,
+                    bytes::Bytes::from(ev.encode_to_vec()),
+                ),
+                _ => (1, bytes::Bytes::from_static(b"hi")),
+            };
+            MessageRecord {
+                conv_id: g,
+                seq,
+                msg_id: 1_000 * n + i as u64,
+                from: ALICE + 1,
+                to: 0,
+                client_msg_id: format!("g{n}-{i}"),
+                content_type,
+                content,
+                server_time_ms: time,
+                recalled: false,
+                recall_of_seq: 0,
+                recall_event_seq: 0,
+                mentions: None,
+            }
         })
         .collect();
     let record = GroupRecord {
@@ -266,4 +288,63 @@ fn groups_merge_with_direct_conversations_by_recency_across_pages() {
         .filter(|c| c.kind == v1::ConversationKind::Group as i32)
         .count();
     assert_eq!(groups, 1, "groups.per_user_max bounds the groups read");
+}
+
+/// A former member's entry names the group as the event it left by keeps it, whatever the
+/// group became after. An event stored before events kept the group (older servers) has none:
+/// then the group's record is shown only while that event is the group's last message (nothing
+/// changed since), else nothing.
+#[test]
+fn a_former_members_entry_shows_the_group_as_it_left_it() {
+    let (_dir, ports, _) = store_with(&[T0]);
+    let left_at = |seq| crate::store::UserGroupRecord {
+        visible_from_seq: 1,
+        left_seq: seq,
+        notify_muted: false,
+    };
+    let removed = |group: Option<v1::GroupSnapshot>| v1::GroupEvent {
+        kind: v1::GroupEventKind::Removed as i32,
+        actor_id: ALICE + 1,
+        user_ids: vec![ALICE],
+        group,
+        ..v1::GroupEvent::default()
+    };
+    let kept = v1::GroupSnapshot {
+        name: "as alice left it".into(),
+        member_count: 3,
+        ..v1::GroupSnapshot::default()
+    };
+    let g1 = add_group_with_event(
+        &ports,
+        1,
+        &[T0, T0 + 1, T0 + 2],
+        left_at(2),
+        Some((2, removed(Some(kept)))),
+    );
+    let g2 = add_group_with_event(
+        &ports,
+        2,
+        &[T0, T0 + 1],
+        left_at(2),
+        Some((2, removed(None))),
+    );
+    let g3 = add_group_with_event(
+        &ports,
+        3,
+        &[T0, T0 + 1, T0 + 2],
+        left_at(2),
+        Some((2, removed(None))),
+    );
+    let page = conversations(&ports, ALICE, &v1::Conversations::default(), 500).unwrap();
+    let seen = |id: u64| {
+        let e = page
+            .conversations
+            .iter()
+            .find(|c| c.conversation_id == id)
+            .unwrap();
+        (e.group_name.as_str(), e.member_count, e.max_seq)
+    };
+    assert_eq!(seen(g1), ("as alice left it", 3, 2), "kept by the event");
+    assert_eq!(seen(g2), ("group 2", 7, 2), "an old event, still the last");
+    assert_eq!(seen(g3), ("", 0, 2), "an old event, the group moved on");
 }

@@ -10,6 +10,16 @@ fn not_found() -> Refusal {
     Refusal::new(ErrorCode::NotFound, "no such conversation")
 }
 
+/// What a cursor move may do (`Writer::cursor_scope`).
+struct CursorScope {
+    /// Who gets the receipt.
+    audience: Audience,
+    /// The cursors move at most this far (a former group member's: the seq it left at).
+    last_seq: u64,
+    /// The group's read histogram counts the user (a current member).
+    counted: bool,
+}
+
 impl Writer {
     pub(super) fn apply(&mut self, op: WriteOp) -> Outcome {
         let WriteOp {
@@ -198,9 +208,13 @@ impl Writer {
             kind,
             seq,
         } = cursor_move;
-        let audience = self.receipt_audience(conv_id, user)?;
+        let CursorScope {
+            audience,
+            last_seq,
+            counted,
+        } = self.cursor_scope(conv_id, user)?;
         let conv = self.conv(conv_id)?;
-        let seq = seq.min(conv.max_seq);
+        let seq = seq.min(conv.max_seq).min(last_seq);
         self.load_row(conv_id, user)?;
         let row = self.row(conv_id, user);
         let before = row.cursor;
@@ -225,7 +239,7 @@ impl Writer {
                 row.move_device(&device_id, seq, now, now.saturating_sub(ttl));
             }
         }
-        if cursor.read_seq != before.read_seq && conv_id.kind() == ConvKind::Group {
+        if cursor.read_seq != before.read_seq && counted {
             self.groups
                 .read_moved(conv_id, before.read_seq, cursor.read_seq);
         }
@@ -384,23 +398,45 @@ impl Writer {
         })
     }
 
-    /// Who gets a cursor move's receipt: the other member of a direct conversation; a group's
+    /// Who gets a cursor move's receipt, how far the cursors may move, and whether the group's
+    /// read histogram counts the user: the other member of a direct conversation; a group's
     /// online members up to `groups.receipts_members_max` members, else only the user's own
-    /// other sessions (larger groups ask GroupReadCount). Loads a group's read histogram.
-    fn receipt_audience(&mut self, conv: ConvId, user: UserId) -> Result<Audience, Refusal> {
+    /// other sessions (larger groups ask GroupReadCount), counted (its histogram loaded). A
+    /// former member (removed, or left, and not hidden the group) still moves its own cursors,
+    /// up to the seq it left at, so that its unread count can clear: only its own sessions
+    /// hear of it, and it is not counted (the histogram counts current members).
+    fn cursor_scope(&mut self, conv: ConvId, user: UserId) -> Result<CursorScope, Refusal> {
         if conv.kind() != ConvKind::Group {
-            return Ok(Audience::Members(members_with(conv, user)?));
+            return Ok(CursorScope {
+                audience: Audience::Members(members_with(conv, user)?),
+                last_seq: u64::MAX,
+                counted: false,
+            });
         }
-        self.groups.member(conv, user)?.ok_or_else(not_found)?;
+        if self.groups.member(conv, user)?.is_none() {
+            let row = self
+                .groups
+                .user_group(user, conv)?
+                .filter(|r| !r.is_member())
+                .ok_or_else(not_found)?;
+            return Ok(CursorScope {
+                audience: Audience::Members(Members::one(user)),
+                last_seq: row.last_visible_seq(),
+                counted: false,
+            });
+        }
         self.groups.load_reads(conv)?;
         let group = self.groups.group(conv)?.ok_or_else(not_found)?;
-        Ok(
-            if group.member_count <= self.groups.limits.receipts_members_max {
-                Audience::Group(conv)
-            } else {
-                Audience::Members(Members::one(user))
-            },
-        )
+        let audience = if group.member_count <= self.groups.limits.receipts_members_max {
+            Audience::Group(conv)
+        } else {
+            Audience::Members(Members::one(user))
+        };
+        Ok(CursorScope {
+            audience,
+            last_seq: u64::MAX,
+            counted: true,
+        })
     }
 
     fn contact(
