@@ -32,6 +32,20 @@ pub const POSTGRES: &str = "rc-pg";
 /// The ScyllaDB adapter's runtime workers.
 pub const SCYLLA: &str = "rc-scylla";
 
+/// Every name without a number: what a thread of the server may be called besides
+/// `SHARD`, `BACKEND` and `LOG` followed by their number or sink.
+pub const FIXED: [&str; 9] = [
+    BLOCKING,
+    COMMIT,
+    JOURNAL_SYNC,
+    JOURNAL_PREFILL,
+    FLUSH_WATCH,
+    MEMTABLES,
+    ID_LEASE,
+    POSTGRES,
+    SCYLLA,
+];
+
 /// `prefix` followed by `i`, e.g. `rc-shard-3`.
 pub fn numbered(prefix: &str, i: usize) -> String {
     let name = format!("{prefix}{i}");
@@ -45,17 +59,7 @@ mod tests {
 
     #[test]
     fn every_name_fits_the_kernel() {
-        for fixed in [
-            BLOCKING,
-            COMMIT,
-            JOURNAL_SYNC,
-            JOURNAL_PREFILL,
-            FLUSH_WATCH,
-            MEMTABLES,
-            ID_LEASE,
-            POSTGRES,
-            SCYLLA,
-        ] {
+        for fixed in FIXED {
             assert!(fixed.len() <= NAME_BYTES_MAX, "{fixed}");
         }
         // Room for the numbers and sink names actually used: a shard per core of a 4096-core

@@ -285,17 +285,6 @@ fn whole_name(name: &str) -> bool {
     };
     numbered("rc-shard-")
         || numbered("rc-backend-")
-        || [
-            "rc-blocking",
-            "rc-commit",
-            "rc-flush-watch",
-            "rc-id-lease",
-            "rc-journal-sync",
-            "rc-log-console",
-            "rc-log-file",
-            "rc-memtables",
-            "rc-pg",
-            "rc-scylla",
-        ]
-        .contains(&name)
+        || ["rc-log-console", "rc-log-file"].contains(&name)
+        || ringchat_backend::threads::FIXED.contains(&name)
 }
