@@ -95,6 +95,16 @@ impl Backend {
         });
     }
 
+    /// A place for a typing check's read, or `None`: the typing is dropped (best effort, a
+    /// client repeats it) and counted.
+    fn typing_ticket(&self, conn: ConnRef) -> Option<crate::read_gate::Ticket> {
+        let ticket = self.reads.ticket(conn).ok();
+        if ticket.is_none() {
+            metrics::counter!("ringchat_typing_dropped_total", "reason" => "busy").increment(1);
+        }
+        ticket
+    }
+
     /// Typing is relayed to the peer's sessions and never stored; it has no reply.
     async fn relay_typing(
         self: &Arc<Self>,
@@ -126,8 +136,7 @@ impl Backend {
         // A block either way stops typing as it stops messages, and as silently (a block is
         // not revealed). The check is a read: on the read pool, behind its gate; when the gate
         // is full the typing is dropped (best effort, a client repeats it).
-        let Ok(ticket) = self.reads.ticket(conn) else {
-            metrics::counter!("ringchat_typing_dropped_total", "reason" => "busy").increment(1);
+        let Some(ticket) = self.typing_ticket(conn) else {
             return;
         };
         let this = Arc::clone(self);
@@ -194,8 +203,7 @@ impl Backend {
             self.refuse(conn, request_id, refusal).await;
             return;
         }
-        let Ok(ticket) = self.reads.ticket(conn) else {
-            metrics::counter!("ringchat_typing_dropped_total", "reason" => "busy").increment(1);
+        let Some(ticket) = self.typing_ticket(conn) else {
             return;
         };
         let this = Arc::clone(self);
