@@ -1,14 +1,16 @@
 //! Groups over the real server: create, send and push, history visibility on join, nothing after
 //! leaving, removal, events reaching an offline member by Sync, blocks, mute and mute-all,
-//! mentions, dissolve, join policies, limits with their codes; what a former member still sees
-//! and may do (the group as it left it, its own read cursor), profiles in member and
-//! application lists, typing under a mute and after dissolution.
+//! mentions, dissolve, join policies, limits with their codes; profiles in member and
+//! application lists, typing under a mute and after dissolution (former members:
+//! `groups_former_members.rs`).
 
 mod common;
 
 use common::TestServer;
 use common::contacts::{ask, block, code, profiles, set_privacy};
-use common::groups::{ack, create, create_id, event_of, ok, send, send_body, sync, texts};
+use common::groups::{
+    ack, create, create_id, event_of, frames_so_far, ok, send, send_body, sync, texts,
+};
 use ringchat_bench::client::Client;
 use ringchat_proto::Body;
 use ringchat_proto::v1::{self, ErrorCode, GroupEventKind, GroupJoinState};
@@ -519,193 +521,6 @@ async fn approval_applications_and_limits() {
     );
 }
 
-/// A group left under a mute stays listed while the mute runs (it carries the mute back), but
-/// a dissolved one takes nobody back: hiding it is never refused.
-#[tokio::test]
-async fn a_dissolved_group_left_muted_can_be_hidden() {
-    let server = TestServer::start(&[]);
-    let (mut a, _alice) = server.user("alice").await;
-    let (mut b, bob) = server.user("bob").await;
-    let g = common::groups::create_id(&mut a, &[bob.user_id], v1::JoinPolicy::InviteOnly).await;
-    let forever = u64::MAX;
-    ok(ask(&mut a, common::groups::mute(g, bob.user_id, forever)).await);
-    ok(ask(&mut a, common::groups::remove(g, &[bob.user_id])).await);
-    assert_eq!(
-        code(ask(&mut b, common::groups::leave(g)).await),
-        ErrorCode::Muted
-    );
-    ok(ask(&mut a, common::groups::dissolve(g)).await);
-    ok(ask(&mut b, common::groups::leave(g)).await);
-    assert_eq!(
-        code(ask(&mut b, common::groups::leave(g)).await),
-        ErrorCode::NotFound,
-        "hidden: nothing left to leave"
-    );
-}
-
-async fn info(c: &mut Client, g: u64) -> v1::Group {
-    match ask(c, Body::GroupInfo(v1::GroupInfo { conversation_id: g })).await {
-        Body::Group(i) => i,
-        other => panic!("expected Group, got {other:?}"),
-    }
-}
-
-/// The group in the user's ListGroups (one page holds it).
-async fn listed(c: &mut Client, g: u64) -> v1::Group {
-    let list = match ask(c, Body::ListGroups(v1::ListGroups::default())).await {
-        Body::GroupList(l) => l,
-        other => panic!("expected GroupList, got {other:?}"),
-    };
-    list.groups
-        .into_iter()
-        .find(|x| x.conversation_id == g)
-        .expect("the group is listed")
-}
-
-/// The group's entry in the user's conversation list (one page holds it).
-async fn conversation(c: &mut Client, g: u64) -> v1::Conversation {
-    let list = match ask(c, Body::Conversations(v1::Conversations::default())).await {
-        Body::ConversationList(l) => l,
-        other => panic!("expected ConversationList, got {other:?}"),
-    };
-    list.conversations
-        .into_iter()
-        .find(|x| x.conversation_id == g)
-        .expect("the group is in the list")
-}
-
-/// A member who was removed, or left, keeps seeing the group as it was right after that:
-/// renames, new details, a new owner, members coming and going later reach none of GroupInfo,
-/// ListGroups and the conversation list; current members see them.
-#[tokio::test]
-async fn a_former_member_sees_the_group_as_it_was_when_it_left() {
-    let server = TestServer::start(&[]);
-    let (mut a, alice) = server.user("alice").await;
-    let (mut b, bob) = server.user("bob").await;
-    let (_c, carol) = server.user("carol").await;
-    let (mut d, dave) = server.user("dave").await;
-    let g = create(
-        &mut a,
-        "before",
-        &[bob.user_id, carol.user_id],
-        v1::JoinPolicy::InviteOnly,
-        false,
-    )
-    .await
-    .group
-    .unwrap()
-    .conversation_id;
-    let edit = |name: &str, intro: &str, avatar: &str, policy: v1::JoinPolicy| {
-        Body::GroupUpdate(v1::GroupUpdate {
-            conversation_id: g,
-            name: Some(name.into()),
-            intro: Some(intro.into()),
-            avatar_url: Some(avatar.into()),
-            join_policy: Some(policy as i32),
-            ..Default::default()
-        })
-    };
-    ok(ask(
-        &mut a,
-        edit(
-            "before",
-            "old intro",
-            "https://a.example/old.png",
-            v1::JoinPolicy::InviteOnly,
-        ),
-    )
-    .await);
-    let removed = ok(ask(&mut a, common::groups::remove(g, &[bob.user_id])).await);
-    // Everything changes after Bob: details, policy, owner, members.
-    ok(ask(
-        &mut a,
-        edit(
-            "after",
-            "new intro",
-            "https://a.example/new.png",
-            v1::JoinPolicy::Open,
-        ),
-    )
-    .await);
-    ok(ask(&mut a, common::groups::invite(g, &[dave.user_id])).await);
-    ok(ask(&mut a, common::groups::transfer(g, carol.user_id)).await);
-    ack(send(&mut a, g, "later", "after bob").await);
-
-    let as_left = v1::Group {
-        conversation_id: g,
-        name: "before".into(),
-        avatar_url: "https://a.example/old.png".into(),
-        intro: "old intro".into(),
-        owner_id: alice.user_id,
-        join_policy: v1::JoinPolicy::InviteOnly as i32,
-        member_count: 2,
-        max_seq: removed.event_seq,
-        my_role: v1::GroupRole::Member as i32,
-        my_visible_from_seq: 1,
-        ..Default::default()
-    };
-    let seen = info(&mut b, g).await;
-    assert_eq!(
-        v1::Group {
-            created_ms: 0,
-            ..seen.clone()
-        },
-        as_left,
-        "GroupInfo"
-    );
-    assert!(seen.created_ms > 0, "the group's own creation time");
-    assert_eq!(listed(&mut b, g).await, seen, "ListGroups");
-    let entry = conversation(&mut b, g).await;
-    assert_eq!(
-        (entry.group_name.as_str(), entry.member_count, entry.max_seq),
-        ("before", 2, removed.event_seq),
-        "Conversations"
-    );
-    // The members see the group as it is.
-    let now = info(&mut a, g).await;
-    assert_eq!(
-        (
-            now.name.as_str(),
-            now.intro.as_str(),
-            now.owner_id,
-            now.member_count
-        ),
-        ("after", "new intro", carol.user_id, 3)
-    );
-    assert_eq!(conversation(&mut a, g).await.group_name, "after");
-
-    // Leaving by oneself keeps the group as it was then, the same way.
-    let left = ok(ask(&mut d, common::groups::leave(g)).await);
-    ok(ask(&mut a, common::groups::update_name(g, "latest")).await);
-    let seen = info(&mut d, g).await;
-    assert_eq!(
-        (
-            seen.name.as_str(),
-            seen.intro.as_str(),
-            seen.owner_id,
-            seen.member_count,
-            seen.join_policy,
-            seen.max_seq
-        ),
-        (
-            "after",
-            "new intro",
-            carol.user_id,
-            2,
-            v1::JoinPolicy::Open as i32,
-            left.event_seq
-        )
-    );
-    assert_eq!(listed(&mut d, g).await, seen);
-    let entry = conversation(&mut d, g).await;
-    assert_eq!(
-        (entry.group_name.as_str(), entry.member_count),
-        ("after", 2)
-    );
-    // And Bob still sees it as he left it.
-    assert_eq!(info(&mut b, g).await.name, "before");
-}
-
 /// The profiles of a group's members, as the user sees them (one page holds them).
 async fn member_profiles(c: &mut Client, g: u64) -> Vec<v1::Profile> {
     let body = Body::GroupMembers(v1::GroupMembers {
@@ -798,91 +613,6 @@ async fn group_member_and_application_lists_follow_the_profile_rule() {
             ..Default::default()
         }]
     );
-}
-
-/// A ping round trip, then every frame that came before its answer: what the server sent the
-/// client up to now.
-async fn frames_so_far(c: &mut Client) -> Vec<v1::Frame> {
-    c.ping().await.expect("ping");
-    let mut frames = Vec::new();
-    while c.pending_events() > 0 {
-        frames.push(c.next_event().await.expect("a parked frame").expect("open"));
-    }
-    frames
-}
-
-/// A member removed while offline finds the group unread up to its REMOVED event, and clears
-/// that by reading, as in any conversation: its cursor stops at the event, only its own
-/// sessions hear of it, and the group's read count (current members) does not count it.
-#[tokio::test]
-async fn a_removed_member_clears_its_unread_count_by_reading() {
-    let server = TestServer::start(&[]);
-    let (mut a, alice) = server.user("alice").await;
-    let (b, bob) = server.user("bob").await;
-    let g = create_id(&mut a, &[bob.user_id], v1::JoinPolicy::InviteOnly).await;
-    drop(b);
-    ack(send(&mut a, g, "m1", "one").await);
-    ack(send(&mut a, g, "m2", "two").await);
-    let removed = ok(ask(&mut a, common::groups::remove(g, &[bob.user_id])).await);
-    ack(send(&mut a, g, "m3", "after bob").await);
-
-    let (mut b, _) = server.user("bob").await;
-    let (mut b2, _) = server.device("bob", "bob-laptop").await;
-    let entry = conversation(&mut b, g).await;
-    assert_eq!(
-        (entry.max_seq, entry.read_seq, entry.unread_count),
-        (removed.event_seq, 0, removed.event_seq)
-    );
-    // Reading past the event reads up to it.
-    let read = b
-        .read(g, removed.event_seq + 10)
-        .await
-        .expect("a former member reads");
-    assert_eq!(
-        (read.read_seq, read.delivered_seq),
-        (removed.event_seq, removed.event_seq)
-    );
-    let entry = conversation(&mut b, g).await;
-    assert_eq!(
-        (entry.read_seq, entry.unread_count, entry.unread_mentions),
-        (removed.event_seq, 0, 0)
-    );
-    // Bob's other session is told (to clear its badge); Alice is not.
-    let receipt = loop {
-        match b2.next_event().await.unwrap().unwrap().body {
-            Some(Body::Receipt(r)) => break r,
-            _ => continue,
-        }
-    };
-    assert_eq!(
-        (receipt.conversation_id, receipt.user_id, receipt.read_seq),
-        (g, bob.user_id, removed.event_seq)
-    );
-    let to_alice = frames_so_far(&mut a).await;
-    assert!(
-        !to_alice
-            .iter()
-            .any(|f| matches!(f.body, Some(Body::Receipt(_)))),
-        "{to_alice:?}"
-    );
-    let counted = common::groups::read_count(&mut a, g, removed.event_seq).await;
-    assert_eq!((counted.read_count, counted.member_count), (1, 1));
-    // A group hidden by leaving again is not Bob's to read any more.
-    ok(ask(&mut b, common::groups::leave(g)).await);
-    assert_eq!(
-        code(
-            ask(
-                &mut b,
-                Body::Read(v1::Read {
-                    conversation_id: g,
-                    seq: 1
-                })
-            )
-            .await
-        ),
-        ErrorCode::NotFound
-    );
-    let _ = alice;
 }
 
 fn typing(g: u64) -> Body {

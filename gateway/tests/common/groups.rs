@@ -198,3 +198,14 @@ pub async fn push_at(c: &mut Client, g: u64, seq: u64) -> v1::Message {
         }
     }
 }
+
+/// A ping round trip, then every frame that came before its answer: what the server sent the
+/// client up to now.
+pub async fn frames_so_far(c: &mut Client) -> Vec<v1::Frame> {
+    c.ping().await.expect("ping");
+    let mut frames = Vec::new();
+    while c.pending_events() > 0 {
+        frames.push(c.next_event().await.expect("a parked frame").expect("open"));
+    }
+    frames
+}
