@@ -46,6 +46,30 @@ pub const FIXED: [&str; 9] = [
     SCYLLA,
 ];
 
+/// Whether a panic on the thread called `name` must end the process. These are ringchat's own
+/// `std::thread`s (shards, the sequencer, the store's helpers): nothing catches a panic on them,
+/// and the process would go on without the thread: a dead shard keeps its sessions registered
+/// (online, in rooms and group audiences) with nobody serving them, a dead sequencer takes no
+/// more writes. A restart by the supervisor starts from the store with a clean state. The
+/// runtimes' workers (`BACKEND`, `BLOCKING`, the adapters' pools) are not: their runtime catches
+/// a task's panic and fails only that task.
+pub fn dies_with_process(name: &str) -> bool {
+    let numbered = |prefix: &str| {
+        name.strip_prefix(prefix)
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    numbered(SHARD)
+        || [
+            COMMIT,
+            JOURNAL_SYNC,
+            JOURNAL_PREFILL,
+            FLUSH_WATCH,
+            MEMTABLES,
+            ID_LEASE,
+        ]
+        .contains(&name)
+}
+
 /// `prefix` followed by `i`, e.g. `rc-shard-3`.
 pub fn numbered(prefix: &str, i: usize) -> String {
     let name = format!("{prefix}{i}");
@@ -56,6 +80,20 @@ pub fn numbered(prefix: &str, i: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_panic_ends_the_process_on_ringchats_own_threads_only() {
+        assert!(dies_with_process(&numbered(SHARD, 0)));
+        assert!(dies_with_process(&numbered(SHARD, 17)));
+        assert!(dies_with_process(COMMIT));
+        assert!(dies_with_process(MEMTABLES));
+        assert!(!dies_with_process(SHARD));
+        assert!(!dies_with_process("rc-shard-x"));
+        assert!(!dies_with_process(&numbered(BACKEND, 0)));
+        assert!(!dies_with_process(BLOCKING));
+        assert!(!dies_with_process(POSTGRES));
+        assert!(!dies_with_process("main"));
+    }
 
     #[test]
     fn every_name_fits_the_kernel() {

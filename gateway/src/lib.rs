@@ -8,6 +8,7 @@ pub mod config;
 // Files (issue 15): `/files` served by the backend over a pipe from the shards.
 pub mod files;
 pub mod logging;
+pub mod panic_policy;
 mod port_owner;
 pub mod runtime_config;
 pub mod sd_notify;

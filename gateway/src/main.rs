@@ -425,6 +425,7 @@ fn main() -> ExitCode {
                         return ExitCode::FAILURE;
                     }
                 };
+            ringchat_gateway::panic_policy::install();
             // One descriptor per connection: take the whole hard limit the operator allows.
             match rlimit::increase_nofile_limit(u64::MAX) {
                 Ok(n) => tracing::info!(open_files_max = n, "file descriptor limit"),
