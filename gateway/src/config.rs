@@ -155,6 +155,9 @@ pub struct FilesPipeConfig {
     pub conns_per_shard_max: usize,
     /// File connections all shards serve at once; past it a new one is answered 503.
     pub conns_max: usize,
+    /// File connections open at once from one client address; past it a new one is answered
+    /// 503: one host cannot take every file connection of the node.
+    pub conns_per_ip_max: usize,
     /// Bytes in flight each way in one connection's pipe between shard and backend.
     pub pipe_bytes: usize,
     /// Time from the end of one response to the whole head of the next request on a file
@@ -167,6 +170,7 @@ impl Default for FilesPipeConfig {
         Self {
             conns_per_shard_max: 1024,
             conns_max: 4096,
+            conns_per_ip_max: 64,
             pipe_bytes: 256 * 1024,
             header_read_timeout_ms: 10_000,
         }
@@ -492,6 +496,7 @@ impl GatewayConfig {
             "files.conns_per_shard_max",
         );
         positive(self.files.conns_max as u64, "files.conns_max");
+        positive(self.files.conns_per_ip_max as u64, "files.conns_per_ip_max");
         positive(
             self.files.header_read_timeout_ms,
             "files.header_read_timeout_ms",

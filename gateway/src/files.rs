@@ -5,8 +5,10 @@
 //! side hyper serves HTTP/1.1 (keep-alive included) with the files service's axum router. The
 //! shard only moves bytes: nothing about files runs on its thread.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -16,21 +18,44 @@ use tokio::io::DuplexStream;
 use crate::config::FilesPipeConfig;
 
 /// What the shards share to serve `/files`: the router, the runtime it runs on, and the count
-/// of file connections open on every shard together.
+/// of file connections open on every shard together and from each address.
 pub struct FilesGate {
     router: axum::Router,
     runtime: tokio::runtime::Handle,
     config: FilesPipeConfig,
     open: AtomicUsize,
+    /// Open file connections per client address (an entry only while it has one): taken once
+    /// per file connection, never per request.
+    open_from: Mutex<HashMap<IpAddr, usize>>,
 }
 
-/// A place among the open file connections of all shards, given back when dropped.
-pub struct Admitted(Arc<FilesGate>);
+/// A place among the open file connections of all shards and of its address, given back when
+/// dropped.
+pub struct Admitted {
+    gate: Arc<FilesGate>,
+    from: IpAddr,
+}
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::Relaxed);
+        self.gate.open.fetch_sub(1, Ordering::Relaxed);
+        let mut open_from = self.gate.open_from();
+        if let Some(n) = open_from.get_mut(&self.from) {
+            *n -= 1;
+            if *n == 0 {
+                open_from.remove(&self.from);
+            }
+        }
     }
+}
+
+/// Why a file connection was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `conns_max` file connections are open.
+    Full,
+    /// `conns_per_ip_max` are open from this address.
+    FullForAddress,
 }
 
 impl FilesGate {
@@ -44,6 +69,7 @@ impl FilesGate {
             runtime,
             config,
             open: AtomicUsize::new(0),
+            open_from: Mutex::new(HashMap::new()),
         })
     }
 
@@ -51,15 +77,34 @@ impl FilesGate {
         &self.config
     }
 
-    /// Takes a place among `conns_max`; `None` when all are taken.
-    pub fn admit(self: &Arc<Self>) -> Option<Admitted> {
+    fn open_from(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        // A count map has no invariant a panic could break half-way.
+        self.open_from.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes a place among `conns_max` and among `conns_per_ip_max` of `from`.
+    pub fn admit(self: &Arc<Self>, from: IpAddr) -> Result<Admitted, Refusal> {
         let max = self.config.conns_max;
         self.open
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
                 (n < max).then_some(n + 1)
             })
-            .ok()
-            .map(|_| Admitted(Arc::clone(self)))
+            .map_err(|_| Refusal::Full)?;
+        let mut open_from = self.open_from();
+        let n = open_from.entry(from).or_default();
+        if *n >= self.config.conns_per_ip_max {
+            if *n == 0 {
+                open_from.remove(&from);
+            }
+            drop(open_from);
+            self.open.fetch_sub(1, Ordering::Relaxed);
+            return Err(Refusal::FullForAddress);
+        }
+        *n += 1;
+        Ok(Admitted {
+            gate: Arc::clone(self),
+            from,
+        })
     }
 
     /// Starts serving one connection: returns the shard's end of its pipe; hyper runs on the

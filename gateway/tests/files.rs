@@ -541,6 +541,94 @@ async fn idle_and_stalled_file_connections_are_closed() {
     assert!(download(&mut c, &alice.token, &file_id).await.body == data);
 }
 
+#[tokio::test]
+async fn a_body_slower_than_the_minimum_rate_is_answered_408_and_frees_its_chunk_slot() {
+    let server = TestServer::start(&[
+        ("FILES__BODY_TIMEOUT_MS_MIN", "400"),
+        ("FILES__BODY_BYTES_PER_S_MIN", "1048576"),
+        ("FILES__CHUNKS_IN_FLIGHT_PER_USER_MAX", "1"),
+    ]);
+    let (_alice, alice) = server.user("alice").await;
+    // A `POST /files` whose JSON stops after 10 of its 100 bytes.
+    let mut c = Http1::connect(server.ws).await;
+    c.send_head("POST", "/files", Some(&alice.token), &[], Some(100))
+        .await
+        .unwrap();
+    c.send_body(b"{\"name\": \"").await.unwrap();
+    let resp = c
+        .read_response(false)
+        .await
+        .expect("an answer, not a close");
+    expect_status(&resp, 408, "a JSON body that stopped");
+    assert_eq!(resp.json()["code"], "body_timeout");
+    assert!(c.closed_by_server().await, "its connection is closed");
+    // A chunk that stops halfway holds the user's one chunk slot only until its time is up.
+    let data = content(11, 200_000);
+    let mut c = Http1::connect(server.ws).await;
+    let up = create(&mut c, &alice.token, "slow.bin", &data).await;
+    let chunk = up.chunk(&data, 0);
+    let sha = sha256_hex(chunk);
+    c.send_head(
+        "PUT",
+        &format!("/files/{}/chunks/0", up.id),
+        Some(&alice.token),
+        &[("X-Chunk-Sha256", &sha)],
+        Some(chunk.len()),
+    )
+    .await
+    .unwrap();
+    c.send_body(&chunk[..1000]).await.unwrap();
+    let resp = c
+        .read_response(false)
+        .await
+        .expect("an answer, not a close");
+    expect_status(&resp, 408, "a chunk that stopped");
+    assert!(c.closed_by_server().await, "its connection is closed");
+    let mut c = Http1::connect(server.ws).await;
+    put_chunk(&mut c, &alice.token, &up, &data, 0).await;
+    let file_id = completed(&mut c, &alice.token, &up).await;
+    assert!(download(&mut c, &alice.token, &file_id).await.body == data);
+}
+
+#[tokio::test]
+async fn past_the_file_connections_of_one_address_the_shard_answers_503() {
+    let server = TestServer::start(&[("GATEWAY__FILES__CONNS_PER_IP_MAX", "2")]);
+    let (_alice, alice) = server.user("alice").await;
+    let data = content(12, 10_000);
+    let mut held = Vec::new();
+    for i in 0..2 {
+        let mut c = Http1::connect(server.ws).await;
+        let file_id = upload(&mut c, &alice.token, &format!("held{i}.bin"), &data).await;
+        held.push((c, file_id));
+    }
+    let mut third = Http1::connect(server.ws).await;
+    let busy = download(&mut third, &alice.token, &held[0].1).await;
+    expect_status(&busy, 503, "a third file connection from 127.0.0.1");
+    assert_eq!(busy.json()["code"], "busy");
+    // One closed, its place is free again.
+    let (c, file_id) = held.pop().unwrap();
+    drop(c);
+    wait_until(
+        "a file connection from the address to be served again",
+        || {
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    rt.block_on(async {
+                        let mut c = Http1::connect(server.ws).await;
+                        download(&mut c, &alice.token, &file_id).await.status == 200
+                    })
+                })
+                .join()
+                .unwrap()
+            })
+        },
+    );
+}
+
 /// What one upload of the kill -9 test got to.
 #[derive(Default)]
 struct Progress {

@@ -56,6 +56,13 @@ pub struct FilesConfig {
     /// Chunk bodies one user may be sending at once on this node, at most: a user's slow
     /// chunks never hold the whole node's room (503 with Retry-After past it).
     pub chunks_in_flight_per_user_max: usize,
+    /// A request body (a chunk, the JSON of `POST /files`) must arrive at this rate at least,
+    /// in bytes per second: a body of `n` bytes is given `body_timeout_ms_min` plus
+    /// `n / body_bytes_per_s_min` seconds, then answered 408 and its connection closed. A
+    /// trickled body would otherwise hold its chunk slot (and its memory) for minutes.
+    pub body_bytes_per_s_min: u64,
+    /// The least time any request body is given, in milliseconds (see `body_bytes_per_s_min`).
+    pub body_timeout_ms_min: u64,
     /// A finished file that no message references (none sent, or every one recalled) is
     /// removed by the collector this long after it was completed, in seconds: it covers
     /// "uploaded, message not sent yet".
@@ -86,6 +93,8 @@ impl Default for FilesConfig {
             name_bytes_max: 255,
             chunks_in_flight_max: 64,
             chunks_in_flight_per_user_max: 4,
+            body_bytes_per_s_min: 16 * 1024,
+            body_timeout_ms_min: 10_000,
             unreferenced_grace_s: 24 * 3600,
             gc_interval_s: 300,
             gc_keys_per_pass: 10_000,
@@ -96,6 +105,13 @@ impl Default for FilesConfig {
 }
 
 impl FilesConfig {
+    /// How long a request body of `bytes` may take to arrive.
+    pub fn body_timeout(&self, bytes: u64) -> std::time::Duration {
+        let rate = self.body_bytes_per_s_min.max(1);
+        std::time::Duration::from_millis(self.body_timeout_ms_min)
+            + std::time::Duration::from_millis(bytes.saturating_mul(1000) / rate)
+    }
+
     /// The local adapter's directory.
     pub fn local_dir(&self, data_dir: &Path) -> PathBuf {
         if self.dir.as_os_str().is_empty() {
@@ -134,6 +150,14 @@ impl FilesConfig {
         check(
             (1..=QUOTA_BYTES_LIMIT).contains(&self.user_quota_bytes),
             "files.user_quota_bytes: must be between 1 and 1125899906842624 (1 PiB)",
+        );
+        check(
+            (1024..=1 << 30).contains(&self.body_bytes_per_s_min),
+            "files.body_bytes_per_s_min: must be between 1024 and 1073741824 (1 GiB/s)",
+        );
+        check(
+            (100..=600_000).contains(&self.body_timeout_ms_min),
+            "files.body_timeout_ms_min: must be between 100 and 600000 (10 minutes)",
         );
         check(
             (60..=30 * 24 * 3600).contains(&self.upload_lifetime_s),

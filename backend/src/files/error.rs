@@ -39,6 +39,9 @@ pub enum FileError {
     /// A range that starts past the end of the file (the size is for `Content-Range`).
     #[error("the range is outside the file")]
     BadRange { size: u64 },
+    /// The request's body did not arrive within its time (`files.body_bytes_per_s_min`).
+    #[error("the request body did not arrive within {ms} ms")]
+    BodyTimeout { ms: u64 },
     /// Too many chunk bodies being received on this node: retry shortly.
     #[error("the server is receiving too many chunks; retry shortly")]
     Busy,
@@ -65,6 +68,7 @@ impl FileError {
             | Self::ChunkTooLarge { .. }
             | Self::OverQuota { .. }
             | Self::TooManyFiles { .. } => 413,
+            Self::BodyTimeout { .. } => 408,
             Self::BadRange { .. } => 416,
             Self::TooManyUploads { .. } => 429,
             Self::Busy | Self::Unavailable(_) => 503,
@@ -86,6 +90,7 @@ impl FileError {
             Self::TooManyUploads { .. } => "too_many_uploads",
             Self::TooManyFiles { .. } => "too_many_files",
             Self::BadRange { .. } => "bad_range",
+            Self::BodyTimeout { .. } => "body_timeout",
             Self::Busy => "busy",
             Self::Full => "storage_full",
             Self::Unavailable(_) => "storage_unavailable",

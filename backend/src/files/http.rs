@@ -12,7 +12,6 @@
 mod headers;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, HttpBody};
@@ -32,8 +31,6 @@ use headers::{RangeAsk, content_disposition, parse_range, served_type};
 
 /// Largest JSON body (`POST /files`), in bytes.
 pub const JSON_BODY_BYTES_MAX: usize = 16 * 1024;
-/// A chunk body must arrive whole within this long (its memory is held meanwhile).
-pub const CHUNK_BODY_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Why a token was not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -157,6 +154,22 @@ impl Api {
 /// body then gets a broken pipe instead of the 413. A body past this is cut off (reset).
 const TOO_LARGE_DRAIN_BYTES_MAX: usize = 1 << 20;
 
+/// Reads a body of at most `max` bytes within `files.body_timeout` of its length (408 past it:
+/// a trickled body holds its connection, and a chunk its slot and memory, only that long).
+async fn read_body_in_time(
+    api: &Api,
+    body: Body,
+    max: usize,
+    too_large: FileError,
+) -> Result<Bytes, FileError> {
+    let timeout = api.files.config().body_timeout(max as u64);
+    tokio::time::timeout(timeout, read_body(body, max, too_large))
+        .await
+        .map_err(|_| FileError::BodyTimeout {
+            ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        })?
+}
+
 /// Reads a body of at most `max` bytes; `too_large` past it. The buffer is sized once from the
 /// declared length (capped at `max`): a 1 MiB chunk is one allocation, not a doubling series of
 /// them, which left the allocator holding tens of MiB after a big upload on a busy machine.
@@ -196,7 +209,8 @@ fn refused_unread(e: FileError) -> Response {
 async fn create(State(api): State<Api>, Caller(user): Caller, body: Body) -> Response {
     let mut body_read = false;
     let result = async {
-        let body = read_body(
+        let body = read_body_in_time(
+            &api,
             body,
             JSON_BODY_BYTES_MAX,
             FileError::bad("body_too_large", "the JSON body is over 16 KiB"),
@@ -256,12 +270,13 @@ async fn put_chunk(
             .chunk_slot(user, &upload_id, index, &sha256, declared)
             .await?;
         let len = slot.body_len();
-        let bytes = tokio::time::timeout(
-            CHUNK_BODY_TIMEOUT,
-            read_body(body, len as usize, FileError::ChunkTooLarge { max: len }),
+        let bytes = read_body_in_time(
+            &api,
+            body,
+            len as usize,
+            FileError::ChunkTooLarge { max: len },
         )
-        .await
-        .map_err(|_| FileError::bad("body_timeout", "the chunk did not arrive in time"))??;
+        .await?;
         body_read = true;
         api.files
             .put_chunk_in(user, &upload_id, slot, &sha256, bytes)

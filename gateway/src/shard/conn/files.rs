@@ -52,7 +52,7 @@ impl Conn {
         let admitted = if full || per_shard >= gate.config().conns_per_shard_max {
             None
         } else {
-            gate.admit()
+            gate.admit(self.stream.peer_ip()).ok()
         };
         let Some(admitted) = admitted else {
             shard.stats.files_refused_busy.add(1);
