@@ -229,7 +229,10 @@ impl FileService {
                         }
                         // Half the room to read, half to write the markers found.
                         let room = (self.gc_room(pass) / 2).clamp(1, LIST_PAGE);
-                        let scanned = refs.carrying_after(conv, head, room, file_id).await?;
+                        let until_ms = at_ms.saturating_add(self.grace_ms());
+                        let scanned = refs
+                            .carrying_after(conv, head, room, file_id, until_ms)
+                            .await?;
                         pass.keys += scanned.read;
                         for &seq in &scanned.carrying {
                             let sent = Marker::Sent { conv, seq };

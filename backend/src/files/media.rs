@@ -343,6 +343,7 @@ impl MessageRefs for MessageAccess {
         after: u64,
         limit: usize,
         file_id: &str,
+        until_ms: u64,
     ) -> Result<Scanned, FileError> {
         let Some(conv) = ConvId::from_wire(conv) else {
             return Ok(Scanned {
@@ -351,18 +352,23 @@ impl MessageRefs for MessageAccess {
                 ..Scanned::default()
             });
         };
-        let messages = self
+        let mut messages = self
             .read_log(move |ports| ports.log.messages_after(conv, after, limit))
             .await?;
+        let read = messages.len();
+        let past = messages.iter().position(|m| m.server_time_ms > until_ms);
+        if let Some(past) = past {
+            messages.truncate(past + 1);
+        }
         Ok(Scanned {
-            read: messages.len(),
+            read,
             carrying: messages
                 .iter()
                 .filter(|m| carries_file(m, file_id))
                 .map(|m| m.seq)
                 .collect(),
             last_seq: messages.last().map_or(after, |m| m.seq),
-            at_end: messages.len() < limit,
+            at_end: past.is_some() || read < limit,
         })
     }
 }

@@ -11,7 +11,10 @@
 //!   stray marker, which only delays the collection.
 //! - **The collector** turns a pending marker older than the grace into *sent* markers
 //!   `{seq}`, one per message above `head` that carries the file (a bounded read of the log
-//!   from `head` on, resumed across passes), and drops it.
+//!   from `head` on, resumed across passes), and drops it. The read ends at the conversation's
+//!   end or at the first message committed more than the grace after the marker: its send
+//!   cannot land later than that (the same bound that held the marker until then), so a
+//!   conversation that keeps growing faster than the collector reads still resolves it.
 //! - **A sent marker holds** while its message exists, carries the file and is not recalled:
 //!   the collector checks that with one point read of the message. Recall needs no hook of its
 //!   own (nothing to forget on the sequencer's path): a recalled message's marker no longer
@@ -73,7 +76,8 @@ pub struct Scanned {
     pub carrying: Vec<u64>,
     /// The highest seq read (the `after` given when none was).
     pub last_seq: u64,
-    /// The conversation has no message past `last_seq` (now).
+    /// Nothing past `last_seq` can be the send's: the conversation has no message past it
+    /// (now), or a message read was committed after the marker's `until_ms`.
     pub at_end: bool,
 }
 
@@ -86,13 +90,15 @@ pub trait MessageRefs: Send + Sync + 'static {
     /// is not recalled.
     async fn carries_file(&self, conv: u64, seq: u64, file_id: &str) -> Result<bool, FileError>;
 
-    /// Reads up to `limit` messages of `conv` above `after`, in order.
+    /// Reads up to `limit` messages of `conv` above `after`, in order, stopping after the
+    /// first one committed after `until_ms`.
     async fn carrying_after(
         &self,
         conv: u64,
         after: u64,
         limit: usize,
         file_id: &str,
+        until_ms: u64,
     ) -> Result<Scanned, FileError>;
 }
 

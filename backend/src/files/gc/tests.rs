@@ -151,6 +151,22 @@ impl World {
         self.store.append(&group).unwrap();
     }
 
+    /// `n` text messages from Alice to Bob, committed at `at_ms`.
+    fn chatter(&self, n: usize, at_ms: u64) {
+        let conv = ConvId::direct(ALICE, BOB).unwrap();
+        let mut seq = self.store.last_message(conv).unwrap().map_or(0, |m| m.seq);
+        for _ in 0..n.div_ceil(100) {
+            let mut group = CommitGroup::default();
+            for _ in 0..100 {
+                seq += 1;
+                let mut m = message(conv, seq, ContentType::Text, Bytes::from_static(b"hi"), 0);
+                m.server_time_ms = at_ms;
+                group.messages.push(m);
+            }
+            self.store.append(&group).unwrap();
+        }
+    }
+
     async fn exists(&self, key: &str) -> bool {
         match self.files.storage.head(key).await {
             Ok(_) => true,
@@ -287,6 +303,28 @@ async fn a_file_a_message_carries_stays_until_the_message_is_recalled() {
         );
         assert!(pass.markers_dropped >= 1, "{name}");
         assert!(w.files.file(&id).await.unwrap().is_none(), "{name}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_pending_marker_resolves_in_a_conversation_that_grows_faster_than_the_collector_reads() {
+    // A small budget: each look at the marker reads ~20 messages.
+    each_storage(40, |name, w| async move {
+        let id = w.upload(ALICE, &content(5000, 7)).await;
+        let seq = w.send(&id).await;
+        w.recall(seq).await;
+        // Then a busy conversation: 1,000 messages, committed past the marker's grace, so none
+        // of them can be its send. Read 20 at a time, the marker would be carried forward for
+        // 50 sweeps (and for ever in a conversation growing faster than that).
+        w.chatter(1000, later());
+        let mut sweeps = 0;
+        while w.files.file(&id).await.unwrap().is_some() {
+            assert!(sweeps < 3, "{name}: still held after {sweeps} sweeps");
+            w.sweep(later()).await;
+            sweeps += 1;
+        }
+        assert!(w.keys(&keys::file_refs(&id)).await.is_empty(), "{name}");
     })
     .await;
 }
