@@ -4,6 +4,9 @@
 //! holds storage for long, and it runs on the backend's runtime beside requests, never on the
 //! message path.
 //!
+//! A sweep walks `files/`, then `blobs/` (`gc/blob_refs.rs`: a blob's record whose file never
+//! came to be, from a complete cut short, goes past the grace, and the blob with its last one).
+//!
 //! A file goes when it is tracked (`FileMeta::tracked`), older than
 //! `files.unreferenced_grace_s` and none of its reference markers holds (`refs.rs`). Order,
 //! unreachable first and bytes last: its meta is moved to `collecting.json` (downloads and
@@ -103,31 +106,49 @@ impl FileService {
         pass: &mut GcPass,
     ) -> Result<(), FileError> {
         while self.gc_room(pass) > 0 {
-            let page = self.storage.list("files/", cursor.as_deref(), 1).await?;
-            pass.keys += 1;
-            let Some(first) = page.into_iter().next() else {
-                *cursor = None;
-                pass.wrapped = true;
-                return Ok(());
-            };
-            let Some(file_id) = keys::file_of_key(&first.key)
-                .filter(|id| is_id(id))
-                .map(str::to_owned)
-            else {
-                // Not the service's: skipped, never removed.
-                *cursor = Some(first.key);
-                continue;
-            };
-            pass.files_examined += 1;
-            match self.gc_file(&file_id, now, pass).await {
-                Ok(Step::Done) => {}
-                Ok(Step::OutOfKeys) => return Ok(()),
-                Err(err) => {
-                    pass.errors += 1;
-                    tracing::warn!(file_id, %err, "files gc: file skipped");
-                }
+            if cursor.as_deref().is_some_and(|c| c.starts_with("blobs/")) {
+                return self.gc_blob_refs(now, cursor, pass).await;
             }
-            *cursor = Some(keys::past_file(&file_id));
+            // A page of keys per listing, not one: the local adapter reads a whole directory
+            // per listing, so a key at a time made a sweep quadratic in the files kept.
+            let limit = self.gc_room(pass).clamp(1, LIST_PAGE);
+            let page = self
+                .storage
+                .list("files/", cursor.as_deref(), limit)
+                .await?;
+            pass.keys += 1;
+            if page.is_empty() {
+                // On to the blobs' records: every key under `blobs/` sorts after this one.
+                *cursor = Some(blob_refs::START.to_owned());
+                continue;
+            }
+            for listed in page {
+                // The rest of a file looked at already (the cursor is past its keys).
+                if cursor.as_deref().is_some_and(|c| listed.key.as_str() <= c) {
+                    continue;
+                }
+                if self.gc_room(pass) == 0 {
+                    return Ok(());
+                }
+                let Some(file_id) = keys::file_of_key(&listed.key)
+                    .filter(|id| is_id(id))
+                    .map(str::to_owned)
+                else {
+                    // Not the service's: skipped, never removed.
+                    *cursor = Some(listed.key);
+                    continue;
+                };
+                pass.files_examined += 1;
+                match self.gc_file(&file_id, now, pass).await {
+                    Ok(Step::Done) => {}
+                    Ok(Step::OutOfKeys) => return Ok(()),
+                    Err(err) => {
+                        pass.errors += 1;
+                        tracing::warn!(file_id, %err, "files gc: file skipped");
+                    }
+                }
+                *cursor = Some(keys::past_file(&file_id));
+            }
         }
         Ok(())
     }
@@ -303,39 +324,46 @@ impl FileService {
             .await?;
         pass.keys += 2;
         pass.keys += self.delete_prefix(&keys::file_refs(file_id)).await?;
-        self.storage
-            .delete(&keys::blob_ref(&meta.sha256, file_id))
-            .await?;
-        pass.keys += 1;
-        {
-            let _blob = self.blob_lock(&meta.sha256).await;
-            let others = self
-                .storage
-                .list(&keys::blob_refs(&meta.sha256), None, 1)
-                .await?;
-            pass.keys += 1;
-            if others.is_empty() {
-                let blob = keys::blob(&meta.sha256);
-                match self.storage.head(&blob).await {
-                    Ok(stored) => {
-                        self.storage.delete(&blob).await?;
-                        pass.blobs_collected += 1;
-                        pass.bytes_collected += stored.size_bytes;
-                        metrics::counter!(super::metrics::BLOBS_COLLECTED).increment(1);
-                        metrics::counter!(super::metrics::BYTES_COLLECTED)
-                            .increment(stored.size_bytes);
-                    }
-                    Err(StorageError::NotFound) => {}
-                    Err(e) => return Err(e.into()),
-                }
-                pass.keys += 2;
-            }
-        }
+        self.drop_blob_ref(&meta.sha256, file_id, pass).await?;
         self.storage.delete(&keys::file_collecting(file_id)).await?;
         pass.keys += 1;
         pass.files_collected += 1;
         metrics::counter!(super::metrics::FILES_COLLECTED).increment(1);
         tracing::debug!(file_id, size = meta.size, "files gc: file collected");
+        Ok(())
+    }
+
+    /// Deletes the file's record at the blob, and the blob if that was its last record. The
+    /// look at the records and the blob's delete happen under the blob's lock, which a complete
+    /// reusing the blob takes to write its record and decide (`FileService::complete`).
+    async fn drop_blob_ref(
+        &self,
+        sha256: &str,
+        file_id: &str,
+        pass: &mut GcPass,
+    ) -> Result<(), FileError> {
+        self.storage
+            .delete(&keys::blob_ref(sha256, file_id))
+            .await?;
+        pass.keys += 1;
+        let _blob = self.blob_lock(sha256).await;
+        let others = self.storage.list(&keys::blob_refs(sha256), None, 1).await?;
+        pass.keys += 1;
+        if others.is_empty() {
+            let blob = keys::blob(sha256);
+            match self.storage.head(&blob).await {
+                Ok(stored) => {
+                    self.storage.delete(&blob).await?;
+                    pass.blobs_collected += 1;
+                    pass.bytes_collected += stored.size_bytes;
+                    metrics::counter!(super::metrics::BLOBS_COLLECTED).increment(1);
+                    metrics::counter!(super::metrics::BYTES_COLLECTED).increment(stored.size_bytes);
+                }
+                Err(StorageError::NotFound) => {}
+                Err(e) => return Err(e.into()),
+            }
+            pass.keys += 2;
+        }
         Ok(())
     }
 
@@ -412,5 +440,6 @@ impl FileService {
     }
 }
 
+mod blob_refs;
 #[cfg(test)]
 mod tests;

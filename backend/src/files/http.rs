@@ -306,9 +306,14 @@ async fn complete(
     Caller(user): Caller,
     Path(upload_id): Path<String>,
 ) -> Response {
-    match api.files.complete(user, &upload_id).await {
-        Ok(file_id) => axum::Json(serde_json::json!({ "file_id": file_id })).into_response(),
-        Err(e) => Refused(e).into_response(),
+    // Run apart from the request: hyper drops a handler whose client went away mid-request,
+    // and a complete cut short between its steps would leave the blob's record with no file.
+    let files = Arc::clone(&api.files);
+    let completed = tokio::spawn(async move { files.complete(user, &upload_id).await }).await;
+    match completed {
+        Ok(Ok(file_id)) => axum::Json(serde_json::json!({ "file_id": file_id })).into_response(),
+        Ok(Err(e)) => Refused(e).into_response(),
+        Err(e) => Refused(FileError::Unavailable(format!("complete failed: {e}"))).into_response(),
     }
 }
 

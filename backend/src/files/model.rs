@@ -153,6 +153,14 @@ pub mod keys {
     pub fn blob_ref(sha256: &str, file_id: &str) -> String {
         format!("blobs/{}/{sha256}.refs/{file_id}", &sha256[..2])
     }
+    /// The blob and the file of a key made by [`blob_ref`]; `None` for any other key.
+    pub fn blob_ref_of_key(key: &str) -> Option<(&str, &str)> {
+        let rest = key.strip_prefix("blobs/")?;
+        let (_stripe, rest) = rest.split_once('/')?;
+        let (sha256, file_id) = rest.split_once(".refs/")?;
+        (sha256.len() == 64 && !file_id.is_empty() && !file_id.contains('/'))
+            .then_some((sha256, file_id))
+    }
     pub fn thumb(file_id: &str) -> String {
         format!("files/{file_id}/thumb")
     }

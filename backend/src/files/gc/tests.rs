@@ -460,6 +460,61 @@ async fn a_removal_cut_short_is_finished_by_the_next_pass() {
 }
 
 #[tokio::test]
+async fn a_blob_record_whose_file_never_came_goes_past_the_grace_and_the_blob_with_its_last() {
+    each_storage(10_000, |name, w| async move {
+        let bytes = content(20_000, 8);
+        // A file of these bytes that a message carries, and a second one whose complete was
+        // cut short after its record at the blob: no meta, no index entry.
+        let kept = w.upload(ALICE, &bytes).await;
+        w.send(&kept).await;
+        let cut = w.upload(ALICE, &bytes).await;
+        let sha = sha256_hex(&bytes);
+        w.files
+            .storage
+            .delete(&keys::file_meta(&cut))
+            .await
+            .unwrap();
+        w.files
+            .storage
+            .delete(&keys::user_file(ALICE, &cut, bytes.len() as u64))
+            .await
+            .unwrap();
+        assert!(w.exists(&keys::blob_ref(&sha, &cut)).await, "{name}");
+        // Young: it may be a complete under way.
+        w.sweep(now_ms()).await;
+        assert!(w.exists(&keys::blob_ref(&sha, &cut)).await, "{name}");
+        // Past the grace: the record goes, the blob stays for the file that has it.
+        let pass = w.sweep(later()).await;
+        assert!(!w.exists(&keys::blob_ref(&sha, &cut)).await, "{name}");
+        assert_eq!(pass.blobs_collected, 0, "{name}");
+        assert!(w.exists(&keys::blob(&sha)).await, "{name}");
+        assert!(w.exists(&keys::blob_ref(&sha, &kept)).await, "{name}");
+
+        // The same cut short for bytes no other file has: the blob goes with the record.
+        let lone = content(30_000, 9);
+        let cut = w.upload(BOB, &lone).await;
+        let sha = sha256_hex(&lone);
+        w.files
+            .storage
+            .delete(&keys::file_meta(&cut))
+            .await
+            .unwrap();
+        w.files
+            .storage
+            .delete(&keys::user_file(BOB, &cut, lone.len() as u64))
+            .await
+            .unwrap();
+        let pass = w.sweep(later()).await;
+        assert_eq!(pass.blobs_collected, 1, "{name}");
+        assert!(!w.exists(&keys::blob(&sha)).await, "{name}");
+        assert!(w.keys(&keys::blob_refs(&sha)).await.is_empty(), "{name}");
+        // The carried file is untouched.
+        assert!(w.files.file(&kept).await.unwrap().is_some(), "{name}");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn files_from_before_the_collector_are_kept() {
     each_storage(10_000, |name, w| async move {
         let id = w.upload(ALICE, &content(3000, 6)).await;
