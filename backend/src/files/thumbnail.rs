@@ -132,12 +132,20 @@ pub fn make(bytes: &[u8], config: &ThumbnailConfig) -> Result<Thumbnail, Thumbna
     limits.reserve(decoder.total_bytes()).map_err(refused)?;
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     let mut image = DynamicImage::from_decoder(decoder).map_err(refused)?;
-    image.apply_orientation(orientation);
-
-    let (box_w, box_h) = (config.box_width_px, config.box_height_px);
+    // Scaled first, turned upright after: turning the full image copies it whole (a second
+    // buffer of its size, outside `decode_bytes_max`); the thumbnail is small. An orientation
+    // that turns the image a quarter swaps the box's sides for the scaling.
+    let (box_w, box_h) = match orientation {
+        Orientation::Rotate90
+        | Orientation::Rotate270
+        | Orientation::Rotate90FlipH
+        | Orientation::Rotate270FlipH => (config.box_height_px, config.box_width_px),
+        _ => (config.box_width_px, config.box_height_px),
+    };
     if image.width() > box_w || image.height() > box_h {
         image = image.thumbnail(box_w, box_h);
     }
+    image.apply_orientation(orientation);
     let (width, height) = (image.width(), image.height());
     let mut out = Vec::new();
     let mime = if image.color().has_alpha() {

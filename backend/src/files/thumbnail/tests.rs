@@ -55,6 +55,42 @@ fn a_configured_box() {
     assert_eq!((thumb.width, thumb.height), (64, 48));
 }
 
+/// `jpeg` with an EXIF block saying how to turn it upright (`orientation`, 1 to 8), right
+/// after its start-of-image marker.
+fn with_exif_orientation(jpeg: &[u8], orientation: u8) -> Vec<u8> {
+    assert_eq!(&jpeg[..2], &[0xFF, 0xD8], "a JPEG");
+    let mut tiff = b"MM\0\x2a\0\0\0\x08".to_vec(); // big-endian TIFF, first IFD at 8
+    tiff.extend_from_slice(&[0, 1]); // one entry
+    tiff.extend_from_slice(&[0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, orientation, 0, 0]); // SHORT
+    tiff.extend_from_slice(&[0, 0, 0, 0]); // no next IFD
+    let mut app1 = b"Exif\0\0".to_vec();
+    app1.extend_from_slice(&tiff);
+    let mut out = jpeg[..2].to_vec();
+    out.extend_from_slice(&[0xFF, 0xE1]);
+    out.extend_from_slice(&u16::try_from(app1.len() + 2).unwrap().to_be_bytes());
+    out.extend_from_slice(&app1);
+    out.extend_from_slice(&jpeg[2..]);
+    out
+}
+
+#[test]
+fn a_turned_photo_is_scaled_into_the_box_upright() {
+    let config = ThumbnailConfig {
+        box_width_px: 320,
+        box_height_px: 160,
+        ..ThumbnailConfig::default()
+    };
+    let landscape = encoded(&photo(400, 200).into(), ImageFormat::Jpeg);
+    // 6: stored sideways, turned a quarter clockwise to show: upright it is 200 x 400, which
+    // fits the box as 80 x 160.
+    let thumb = make(&with_exif_orientation(&landscape, 6), &config).unwrap();
+    assert_eq!((thumb.width, thumb.height), (80, 160));
+    assert_eq!(decoded(&thumb), (ImageFormat::Jpeg, 80, 160));
+    // 3: half a turn, the sides stay.
+    let thumb = make(&with_exif_orientation(&landscape, 3), &config).unwrap();
+    assert_eq!((thumb.width, thumb.height), (320, 160));
+}
+
 #[test]
 fn transparency_is_kept_as_png() {
     let image = RgbaImage::from_fn(600, 600, |x, _| Rgba([255, 0, 0, (x % 256) as u8]));
