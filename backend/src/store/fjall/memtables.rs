@@ -130,6 +130,9 @@ mod tests {
         assert_eq!(store.memtables_rotate_at, 1 << 20);
         let value = [7u8; 1024];
         for i in 0u32..4096 {
+            // Every write holds the store's write lock, as the store's own do: the journal
+            // prefill relies on it (without it, this test corrupted the journal 2 runs in 3).
+            let _writing = store.write_lock();
             store.cursor_rows.insert(i.to_be_bytes(), value).unwrap();
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -153,6 +156,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path(), 64 << 20);
         for i in 0u32..1000 {
+            let _writing = store.write_lock();
             store
                 .cursor_rows
                 .insert(i.to_be_bytes(), [1u8; 100])
