@@ -479,3 +479,55 @@ async fn a_flood_of_password_changes_is_refused_and_holds_no_read_slot() {
     );
     assert_eq!(changed + limited, 8);
 }
+
+#[tokio::test]
+async fn of_two_password_changes_made_at_once_only_the_acknowledged_one_holds() {
+    // Hashing slow enough (tens of ms) that both changes check the old password before either
+    // writes: the one that writes second must not replace the first.
+    let server = TestServer::start(&[
+        ("ACCOUNTS__ARGON2_MEMORY_KIB", "65536"),
+        ("ACCOUNTS__ARGON2_ITERATIONS", "2"),
+    ]);
+    drop(server.user("alice").await);
+    let (mut phone, _) = device(&server, "alice", "phone", v1::Platform::Ios).await;
+    let (mut laptop, _) = device(&server, "alice", "laptop", v1::Platform::Desktop).await;
+    let change = |new: &str| {
+        Body::ChangePassword(v1::ChangePassword {
+            old_password: PASSWORD.into(),
+            new_password: new.into(),
+        })
+    };
+    let (a, b) = ("password of the phone", "password of the laptop");
+    let phone_id = phone.send(change(a)).await.unwrap();
+    let laptop_id = laptop.send(change(b)).await.unwrap();
+    let (phone_reply, laptop_reply) =
+        tokio::join!(phone.reply_to(phone_id), laptop.reply_to(laptop_id));
+    let acked = |r: &anyhow::Result<Body>| matches!(r, Ok(Body::ChangePasswordOk(_)));
+    let acknowledged: Vec<&str> = [(a, &phone_reply), (b, &laptop_reply)]
+        .into_iter()
+        .filter(|(_, r)| acked(r))
+        .map(|(p, _)| p)
+        .collect();
+    for (p, r) in [(a, &phone_reply), (b, &laptop_reply)] {
+        if !acked(r)
+            && let Ok(Body::Error(e)) = r
+        {
+            assert_eq!(e.code(), ErrorCode::InvalidCredentials, "{p}: {e:?}");
+        }
+    }
+    assert_eq!(acknowledged.len(), 1, "{phone_reply:?} / {laptop_reply:?}");
+    // The password that works is the one whose change was acknowledged, and only it.
+    for (p, works) in [(a, acknowledged[0] == a), (b, acknowledged[0] == b)] {
+        let mut c = hello(&server).await;
+        let login = c
+            .login(v1::Login {
+                account: Some(login::Account::Username("alice".into())),
+                credential: Some(login::Credential::Password(p.into())),
+                device_id: "check".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(login.is_ok(), works, "{p}: {login:?}");
+    }
+}

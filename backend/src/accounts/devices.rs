@@ -16,13 +16,17 @@ use crate::Backend;
 use crate::api::{AccountSessionRequest, ConnRef, ShardEvent};
 use crate::audit::Entry;
 use crate::push::SignedOut;
-use crate::store::{TokenHash, TokenRecord, UserId};
+use crate::store::{StoreError, TokenHash, TokenRecord, UserId};
 use crate::throttle::ThrottleKey;
 use crate::time::now_ms;
 
 /// Tokens read per user at most: above `login.device_tokens_max` (at most 1024), with room for
 /// the tokens a refresh keeps.
 pub(crate) const TOKENS_SCAN_MAX: usize = 2048 + 64;
+/// Rounds of "read the tokens, revoke the picked ones" one revocation makes at most: a round
+/// finds more only when a refresh of a picked token wrote between the read and the write,
+/// which needs the refresh to win that race each time.
+const REVOKE_ROUNDS_MAX: usize = 8;
 
 /// The tokens to revoke when `new` is issued: the same device's older ones, expired ones, and
 /// past `tokens_max` the devices seen longest ago (`seen_ms` says when). `keep`, the token
@@ -104,12 +108,27 @@ impl Accounts {
         };
         let expires_at_ms = record.expires_at_ms;
         let store = Arc::clone(&self.store);
-        let revoked =
-            blocking(move || store.set_password(user_id, &hash, Some((&token_hash, &record))))
-                .await?;
+        // Written only over the hash the old password was checked against: a change or reset
+        // made meanwhile wins, and this one is refused.
+        let verified = user.password_hash;
+        let revoked = blocking(move || {
+            store.set_password(
+                user_id,
+                &hash,
+                Some((&token_hash, &record)),
+                Some(&verified),
+            )
+        })
+        .await?;
+        let Some(revoked) = revoked else {
+            return Err(Refusal::new(
+                ErrorCode::InvalidCredentials,
+                "the password was changed meanwhile",
+            ));
+        };
         tracing::warn!(
             user_id,
-            tokens_revoked = revoked.unwrap_or(0),
+            tokens_revoked = revoked,
             "password changed; other devices signed out"
         );
         self.audit.record(
@@ -127,7 +146,10 @@ impl Accounts {
         })
     }
 
-    /// Revokes the tokens of `user_id` that `pick` chooses; returns how many.
+    /// Revokes the tokens of `user_id` that `pick` chooses; returns how many. The list is read
+    /// before the write, so a refresh of a picked token that wrote its successor in between
+    /// would leave that successor: the tokens are read again after each write until none is
+    /// left to pick (a refresh made after a write finds its token gone and writes nothing).
     async fn revoke_tokens(
         &self,
         user_id: UserId,
@@ -135,16 +157,27 @@ impl Accounts {
     ) -> Result<usize, Refusal> {
         let store = Arc::clone(&self.store);
         blocking(move || {
-            let held = store.tokens_of_user(user_id, TOKENS_SCAN_MAX)?;
-            let revoke: Vec<TokenHash> = held
-                .iter()
-                .filter(|(h, t)| pick(h, t))
-                .map(|(h, _)| *h)
-                .collect();
-            if !revoke.is_empty() {
-                store.replace_tokens(user_id, &revoke, None)?;
+            let mut revoked = 0;
+            for _ in 0..REVOKE_ROUNDS_MAX {
+                let held = store.tokens_of_user(user_id, TOKENS_SCAN_MAX)?;
+                let revoke: Vec<TokenHash> = held
+                    .iter()
+                    .filter(|(h, t)| pick(h, t))
+                    .map(|(h, _)| *h)
+                    .collect();
+                if revoke.is_empty() {
+                    return Ok(revoked);
+                }
+                store.replace_tokens(user_id, &revoke, None, None)?;
+                revoked += revoke.len();
             }
-            Ok(revoke.len())
+            Err(StoreError::Unavailable(
+                format!(
+                    "tokens of user {user_id} kept coming back after {REVOKE_ROUNDS_MAX} \
+                     revocations"
+                )
+                .into(),
+            ))
         })
         .await
     }

@@ -322,12 +322,22 @@ impl Accounts {
                 seen.last_seen_ms(hash, t)
             }
         };
-        blocking(move || {
+        let written = blocking(move || {
             let held = store.tokens_of_user(record.user_id, devices::TOKENS_SCAN_MAX)?;
             let revoke = devices::tokens_to_revoke(&held, &record, keep, tokens_max, now, seen_ms);
-            store.replace_tokens(record.user_id, &revoke, Some((&hash, &record)))
+            // A refresh is written only while the token it is made from still exists: one
+            // revoked since it was read (a password change, a revoked device) gets nothing.
+            store.replace_tokens(
+                record.user_id,
+                &revoke,
+                Some((&hash, &record)),
+                keep.as_ref(),
+            )
         })
         .await?;
+        if !written {
+            return Err(Refusal::invalid_credentials());
+        }
         Ok(Authenticated {
             user_id: device.user_id,
             token,

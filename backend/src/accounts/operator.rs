@@ -28,7 +28,7 @@ impl Accounts {
         self.validate_password(&password)?;
         let hash = self.hash_new_password(password).await?;
         let store = Arc::clone(&self.store);
-        let revoked = blocking(move || store.set_password(user_id, &hash, None)).await?;
+        let revoked = blocking(move || store.set_password(user_id, &hash, None, None)).await?;
         if revoked.is_some() {
             // Whoever was guessing the old password has nothing left to guess.
             self.throttle

@@ -48,21 +48,28 @@ pub trait AccountStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<(TokenHash, TokenRecord)>, StoreError>;
     /// In one atomic write: removes those of `revoke` that are `user_id`'s tokens (others are
-    /// left alone) and puts `put` (a token of `user_id`).
+    /// left alone) and puts `put` (a token of `user_id`). With `held`, nothing is written
+    /// unless `held` is still a token of `user_id` at that moment, checked in the same atomic
+    /// step: a refreshed token must not outlive a revocation of the token it was made from.
+    /// `Ok(false)`: nothing written for that reason.
     fn replace_tokens(
         &self,
         user_id: UserId,
         revoke: &[TokenHash],
         put: Option<(&TokenHash, &TokenRecord)>,
-    ) -> Result<(), StoreError>;
+        held: Option<&TokenHash>,
+    ) -> Result<bool, StoreError>;
     /// In one atomic write: sets the user's password hash, removes every token of the user, and
     /// puts `put` (a token of `user_id`). Returns how many tokens were removed; `Ok(None)` when
-    /// the user does not exist (nothing is written).
+    /// the user does not exist, or when `current` is given and the user's password hash is no
+    /// longer it (a change that verified the old password must not overwrite one made since):
+    /// nothing is written then.
     fn set_password(
         &self,
         user_id: UserId,
         password_hash: &str,
         put: Option<(&TokenHash, &TokenRecord)>,
+        current: Option<&str>,
     ) -> Result<Option<usize>, StoreError>;
     /// Moves tokens' `last_seen_ms` forward (never back), in one write; absent tokens are
     /// skipped, never recreated.

@@ -287,16 +287,44 @@ pub(crate) fn a_users_tokens_are_listed_and_replaced_atomically<A: Adapter>() {
 
     // Revoke two (one of them bob's: left alone) and put one, in one write.
     let new = device_token(ALICE, "phone", 50);
-    store
-        .replace_tokens(ALICE, &[[1; 32], [9; 32], [7; 32]], Some((&[4; 32], &new)))
-        .unwrap();
+    assert!(
+        store
+            .replace_tokens(
+                ALICE,
+                &[[1; 32], [9; 32], [7; 32]],
+                Some((&[4; 32], &new)),
+                None
+            )
+            .unwrap()
+    );
     assert_eq!(store.token(&[1; 32]).unwrap(), None);
     assert_eq!(store.token(&[4; 32]).unwrap(), Some(new));
     assert!(
         store.token(&[9; 32]).unwrap().is_some(),
         "not alice's token"
     );
-    store.replace_tokens(ALICE, &[[2; 32]], None).unwrap();
+    assert!(store.replace_tokens(ALICE, &[[2; 32]], None, None).unwrap());
+    // A refresh (`held`) is written only while the token it is made from is alice's.
+    let refreshed = device_token(ALICE, "phone", 60);
+    assert!(
+        !store
+            .replace_tokens(ALICE, &[], Some((&[5; 32], &refreshed)), Some(&[1; 32]))
+            .unwrap(),
+        "made from a revoked token"
+    );
+    assert!(
+        !store
+            .replace_tokens(
+                ALICE,
+                &[[3; 32]],
+                Some((&[5; 32], &refreshed)),
+                Some(&[9; 32])
+            )
+            .unwrap(),
+        "made from bob's token"
+    );
+    assert_eq!(store.token(&[5; 32]).unwrap(), None, "nothing written");
+    assert!(store.token(&[3; 32]).unwrap().is_some(), "nothing revoked");
     store.remove_token(&[3; 32]).unwrap();
     let store = reopen::<A>(store, dir.path());
     assert_eq!(
@@ -324,8 +352,28 @@ pub(crate) fn set_password_revokes_every_token_of_the_user_only<A: Adapter>() {
         .put_token(&[8; 32], &device_token(bob.user_id, "d", 1))
         .unwrap();
     let kept = device_token(alice.user_id, "d1", 9);
+    // Over a hash that is not the current one: nothing written.
+    let other = device_token(alice.user_id, "d2", 9);
+    assert_eq!(
+        store
+            .set_password(
+                alice.user_id,
+                "lost-hash",
+                Some((&[6; 32], &other)),
+                Some("not-the-hash")
+            )
+            .unwrap(),
+        None
+    );
+    assert_eq!(store.token(&[6; 32]).unwrap(), None);
+    assert_eq!(store.tokens_of_user(alice.user_id, 100).unwrap().len(), 3);
     let revoked = store
-        .set_password(alice.user_id, "new-hash", Some((&[5; 32], &kept)))
+        .set_password(
+            alice.user_id,
+            "new-hash",
+            Some((&[5; 32], &kept)),
+            Some("old-hash"),
+        )
         .unwrap();
     assert_eq!(revoked, Some(3));
     let store = reopen::<A>(store, dir.path());
@@ -355,7 +403,7 @@ pub(crate) fn set_password_revokes_every_token_of_the_user_only<A: Adapter>() {
         "bob-hash"
     );
     assert_eq!(
-        store.set_password(USER_ID_LAST, "x", None).unwrap(),
+        store.set_password(USER_ID_LAST, "x", None, None).unwrap(),
         None,
         "no such user: nothing written"
     );

@@ -183,7 +183,7 @@ mod tests {
             "new accounts cannot take an indexed address"
         );
         // The old token is revocable like any other.
-        assert_eq!(store.set_password(b, "h2", None).unwrap(), Some(1));
+        assert_eq!(store.set_password(b, "h2", None, None).unwrap(), Some(1));
         assert_eq!(store.token(&[5; 32]).unwrap(), None);
         drop(store);
         let store = FjallStore::open(dir.path(), Durability::Fsync).unwrap();

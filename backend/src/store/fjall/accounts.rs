@@ -207,10 +207,19 @@ impl AccountStore for FjallStore {
         user_id: UserId,
         revoke: &[TokenHash],
         put: Option<(&TokenHash, &TokenRecord)>,
-    ) -> Result<(), StoreError> {
+        held: Option<&TokenHash>,
+    ) -> Result<bool, StoreError> {
         TokenRecord::assert_put_under(user_id, put);
         let _writing = self.write_lock();
         self.writable()?;
+        // Under the write lock, which every revocation's write holds too.
+        if let Some(held) = held
+            && !self
+                .latest_token(held)?
+                .is_some_and(|t| t.user_id == user_id)
+        {
+            return Ok(false);
+        }
         let mut batch = self.db.batch();
         for hash in revoke {
             if self
@@ -223,7 +232,8 @@ impl AccountStore for FjallStore {
         if let Some((hash, token)) = put {
             self.put_token_in(&mut batch, hash, token);
         }
-        self.commit_account_batch(batch)
+        self.commit_account_batch(batch)?;
+        Ok(true)
     }
 
     fn set_password(
@@ -231,6 +241,7 @@ impl AccountStore for FjallStore {
         user_id: UserId,
         password_hash: &str,
         put: Option<(&TokenHash, &TokenRecord)>,
+        current: Option<&str>,
     ) -> Result<Option<usize>, StoreError> {
         TokenRecord::assert_put_under(user_id, put);
         let _writing = self.write_lock();
@@ -238,6 +249,9 @@ impl AccountStore for FjallStore {
         let Some(mut user) = self.user_by_id(user_id)? else {
             return Ok(None);
         };
+        if current.is_some_and(|c| c != user.password_hash) {
+            return Ok(None);
+        }
         user.password_hash = password_hash.to_owned();
         let mut batch = self.db.batch();
         batch.insert(&self.users, user_id.to_be_bytes(), encode(&user));

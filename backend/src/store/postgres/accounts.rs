@@ -42,7 +42,13 @@ pub(super) fn hash_of(row: &Row, at: usize) -> Result<TokenHash, StoreError> {
 pub(super) const TAKEN: &str = "SELECT EXISTS (SELECT 1 FROM users WHERE username_key = $1), \
      EXISTS (SELECT 1 FROM users WHERE email_key = $2)";
 pub(super) const REVOKE_TOKENS: &str = "DELETE FROM tokens WHERE hash = ANY($1) AND user_id = $2";
-pub(super) const SET_PASSWORD: &str = "UPDATE users SET password_hash = $2 WHERE user_id = $1";
+pub(super) const SET_PASSWORD: &str = "UPDATE users SET password_hash = $2 WHERE user_id = $1 \
+     AND ($3::text IS NULL OR password_hash = $3)";
+/// The token a refresh is made from, locked until the refresh commits. With
+/// `LOCK_USER_FOR_TOKENS`, taken first by every write that revokes tokens, a refresh and a
+/// revocation of the same user's tokens never interleave.
+pub(super) const HELD_TOKEN: &str = "SELECT 1 FROM tokens WHERE hash = $1 AND user_id = $2";
+pub(super) const LOCK_USER_FOR_TOKENS: &str = "SELECT 1 FROM users WHERE user_id = $1 FOR UPDATE";
 pub(super) const REVOKE_ALL_TOKENS: &str = "DELETE FROM tokens WHERE user_id = $1";
 
 pub(super) const PUT_TOKEN: &str = "INSERT INTO tokens (hash, user_id, device_id, issued_at_ms, \
@@ -228,18 +234,34 @@ impl AccountStore for PgStore {
         user_id: UserId,
         revoke: &[TokenHash],
         put: Option<(&TokenHash, &TokenRecord)>,
-    ) -> Result<(), StoreError> {
+        held: Option<&TokenHash>,
+    ) -> Result<bool, StoreError> {
         TokenRecord::assert_put_under(user_id, put);
         let revoke: Vec<&[u8]> = revoke.iter().map(|h| &h[..]).collect();
         self.block(async {
             let mut client = self.client().await?;
             let tx = client.transaction().await?;
+            // The user's row first, as every token write: a revocation that began before this
+            // write is committed (and its token gone) by the time the held token is read.
+            let st = tx.prepare_cached(LOCK_USER_FOR_TOKENS).await?;
+            tx.execute(&st, &[&i(user_id)]).await?;
+            if let Some(held) = held {
+                let st = tx.prepare_cached(HELD_TOKEN).await?;
+                if tx
+                    .query_opt(&st, &[&&held[..], &i(user_id)])
+                    .await?
+                    .is_none()
+                {
+                    return Ok(false);
+                }
+            }
             let st = tx.prepare_cached(REVOKE_TOKENS).await?;
             tx.execute(&st, &[&revoke, &i(user_id)]).await?;
             if let Some((hash, token)) = put {
                 put_token_in(&tx, hash, token).await?;
             }
-            Ok(tx.commit().await?)
+            tx.commit().await?;
+            Ok(true)
         })
     }
 
@@ -248,13 +270,19 @@ impl AccountStore for PgStore {
         user_id: UserId,
         password_hash: &str,
         put: Option<(&TokenHash, &TokenRecord)>,
+        current: Option<&str>,
     ) -> Result<Option<usize>, StoreError> {
         TokenRecord::assert_put_under(user_id, put);
         self.block(async {
             let mut client = self.client().await?;
             let tx = client.transaction().await?;
+            // Locks the user's row (as `LOCK_USER_FOR_TOKENS`) before the tokens are removed.
             let st = tx.prepare_cached(SET_PASSWORD).await?;
-            if tx.execute(&st, &[&i(user_id), &password_hash]).await? == 0 {
+            if tx
+                .execute(&st, &[&i(user_id), &password_hash, &current])
+                .await?
+                == 0
+            {
                 return Ok(None);
             }
             let st = tx.prepare_cached(REVOKE_ALL_TOKENS).await?;

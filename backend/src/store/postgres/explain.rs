@@ -271,10 +271,13 @@ fn explain_transactions(s: &PgStore) {
     let user = i(USER_ID_FIRST + 5);
     let convs = vec![i(ConvId::group(7).unwrap().to_wire())];
     let hashes: Vec<&[u8]> = vec![&[3u8; 32]];
-    let statements: [(&str, &Params<'_>); 6] = [
+    let held: &[u8] = &[3u8; 32];
+    let statements: [(&str, &Params<'_>); 8] = [
         (super::accounts::TAKEN, &[&"user7", &"u7@example.com"]),
         (super::accounts::REVOKE_TOKENS, &[&hashes, &user]),
-        (super::accounts::SET_PASSWORD, &[&user, &"h"]),
+        (super::accounts::SET_PASSWORD, &[&user, &"h", &Some("g")]),
+        (super::accounts::HELD_TOKEN, &[&held, &user]),
+        (super::accounts::LOCK_USER_FOR_TOKENS, &[&user]),
         (super::accounts::REVOKE_ALL_TOKENS, &[&user]),
         (super::append::FENCE_LOCK, &[&convs]),
         (

@@ -306,16 +306,26 @@ impl AccountStore for ScyllaStore {
         })
     }
 
-    /// One logged batch: applied whole or not at all (ScyllaDB's batchlog).
+    /// One logged batch: applied whole or not at all (ScyllaDB's batchlog). `held` is read
+    /// before the batch, not in it (README, ScyllaDB's known gaps).
     fn replace_tokens(
         &self,
         user_id: UserId,
         revoke: &[TokenHash],
         put: Option<(&TokenHash, &TokenRecord)>,
-    ) -> Result<(), StoreError> {
+        held: Option<&TokenHash>,
+    ) -> Result<bool, StoreError> {
         TokenRecord::assert_put_under(user_id, put);
         self.writable()?;
         self.run(async {
+            if let Some(held) = held
+                && !self
+                    .token_async(held)
+                    .await?
+                    .is_some_and(|t| t.user_id == user_id)
+            {
+                return Ok(false);
+            }
             let found = try_join_all(revoke.iter().map(|h| self.token_async(h))).await?;
             let mut w = Writes::default();
             for (hash, token) in revoke.iter().zip(found) {
@@ -326,10 +336,10 @@ impl AccountStore for ScyllaStore {
             if let Some((hash, token)) = put {
                 self.put_token_into(&mut w, hash, token);
             }
-            if w.is_empty() {
-                return Ok(());
+            if !w.is_empty() {
+                self.send(BatchType::Logged, w).await?;
             }
-            self.send(BatchType::Logged, w).await
+            Ok(true)
         })
     }
 
@@ -339,11 +349,15 @@ impl AccountStore for ScyllaStore {
         user_id: UserId,
         password_hash: &str,
         put: Option<(&TokenHash, &TokenRecord)>,
+        current: Option<&str>,
     ) -> Result<Option<usize>, StoreError> {
         TokenRecord::assert_put_under(user_id, put);
         self.writable()?;
         self.run(async {
-            if self.user_async(user_id).await?.is_none() {
+            let Some(user) = self.user_async(user_id).await? else {
+                return Ok(None);
+            };
+            if current.is_some_and(|c| c != user.password_hash) {
                 return Ok(None);
             }
             let hashes = self.token_hashes(user_id, TOKENS_PER_USER_MAX).await?;

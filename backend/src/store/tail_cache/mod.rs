@@ -547,16 +547,19 @@ impl<S: AccountStore> AccountStore for TailCached<S> {
         user_id: UserId,
         revoke: &[TokenHash],
         put: Option<(&TokenHash, &TokenRecord)>,
-    ) -> Result<(), StoreError> {
-        self.inner.replace_tokens(user_id, revoke, put)
+        held: Option<&TokenHash>,
+    ) -> Result<bool, StoreError> {
+        self.inner.replace_tokens(user_id, revoke, put, held)
     }
     fn set_password(
         &self,
         user_id: UserId,
         password_hash: &str,
         put: Option<(&TokenHash, &TokenRecord)>,
+        current: Option<&str>,
     ) -> Result<Option<usize>, StoreError> {
-        self.inner.set_password(user_id, password_hash, put)
+        self.inner
+            .set_password(user_id, password_hash, put, current)
     }
     fn touch_tokens(&self, seen: &[(TokenHash, u64)]) -> Result<(), StoreError> {
         self.inner.touch_tokens(seen)
