@@ -218,6 +218,12 @@ impl Backend {
             ),
             false => None,
         };
+        if let Some(link) = &link {
+            link.set_kick_stores(crate::cluster::link::KickStores {
+                accounts: Arc::clone(&ports.accounts),
+                admin: Arc::clone(&ports.account_admin),
+            });
+        }
         let delivery = Arc::new(
             Delivery::new(
                 sessions.clone(),

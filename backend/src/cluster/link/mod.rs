@@ -17,6 +17,7 @@
 //! receiving node tells its sessions to Sync (`hint.rs`).
 
 mod hint;
+mod kicks;
 mod peer;
 mod pending;
 mod queue;
@@ -32,6 +33,7 @@ use bytes::Bytes;
 use ringchat_proto::v1::{self, NodeItem, node_item::Item};
 use tokio::sync::watch;
 
+pub use kicks::KickStores;
 pub use serve::NodeService;
 pub(crate) use wire::is_remote;
 
@@ -79,6 +81,9 @@ pub struct Link {
     /// that came back (frames for this node may have been lost meanwhile). One entry per
     /// node id of the view, bounded by `nodes_max`.
     streamed: Mutex<std::collections::HashSet<String>>,
+    /// What a kick from another node is checked against before it ends a session
+    /// (`kicks.rs`); set once by the backend. Unset (tests): kicks end what they name.
+    kick_stores: OnceLock<KickStores>,
 }
 
 #[derive(Default)]
@@ -205,7 +210,13 @@ impl Link {
             stop: watch::channel(false).0,
             hints: hint::SyncHints::default(),
             streamed: Mutex::default(),
+            kick_stores: OnceLock::new(),
         }))
+    }
+
+    /// The stores kicks from other nodes are checked against (`kicks.rs`).
+    pub(crate) fn set_kick_stores(&self, stores: KickStores) {
+        let _ = self.kick_stores.set(stores);
     }
 
     /// Goes live: peers are read from `cluster`'s view and their tasks run on `runtime`;
@@ -271,6 +282,7 @@ impl Link {
             slot,
             addr.to_owned(),
             self.config.peer_queue_items_max,
+            self.config.peer_kicks_pending_max,
         ));
         peers.by_id.insert(node_id.to_owned(), Arc::clone(&peer));
         peers.by_slot.push(Arc::clone(&peer));
@@ -546,8 +558,9 @@ impl Link {
 
     /// A kick of a user's sessions (`device`'s only, when given), to every other live node:
     /// an operator's disable or a password change on this node ends the user's sessions
-    /// everywhere. Queued like frames (not dropped for typing's reasons); a peer whose link is
-    /// down misses it, as it misses frames.
+    /// everywhere. Each peer remembers it until that node confirms it applied it, and sends it
+    /// again on each new stream meanwhile (`kicks.rs`): a link that is down or breaks delays a
+    /// kick, it does not lose it.
     pub(crate) fn send_kick(
         self: &Arc<Self>,
         user_id: u64,
@@ -559,14 +572,7 @@ impl Link {
         };
         for node in view.nodes.iter().filter(|n| n.record.node_id != self.me) {
             if let Some(peer) = self.peer(&node.record.node_id, &node.record.advertise_addr) {
-                let _ = peer.push_all(vec![NodeItem {
-                    item: Some(Item::Kick(v1::NodeKick {
-                        user_id,
-                        device_id: device.unwrap_or_default().to_owned(),
-                        reason: reason as i32,
-                        all_devices: device.is_none(),
-                    })),
-                }]);
+                peer.kick(user_id, device, reason as i32);
             }
         }
     }

@@ -6,7 +6,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
 use ringchat_proto::Body;
 use ringchat_proto::v1::node_item::Item;
 use ringchat_proto::v1::node_server::{Node, NodeServer};
@@ -40,6 +40,10 @@ impl NodeService {
     }
 }
 
+/// Confirmation batches waiting for the response half, at most (more are dropped: the sender
+/// sends those kicks again on its next stream).
+const ACK_BATCHES_MAX: usize = 64;
+
 type Empty = Pin<Box<dyn Stream<Item = Result<NodeBatch, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -67,6 +71,8 @@ impl Node for NodeService {
             return Err(Status::unavailable("this node is shutting down"));
         }
         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        // The response half: the kicks applied here, confirmed to the sender (`kicks.rs`).
+        let (acks, acks_rx) = tokio::sync::mpsc::channel::<NodeBatch>(ACK_BATCHES_MAX);
         tokio::spawn(async move {
             let _done = done_tx;
             // The peer, once its first batch named it.
@@ -82,7 +88,7 @@ impl Node for NodeService {
                             from = Some(batch.from_node.clone());
                             link.stream_began(&batch.from_node);
                         }
-                        link.receive(batch, &writes).await;
+                        link.receive(batch, &writes, &acks).await;
                     }
                     Ok(None) => break,
                     Err(status) => {
@@ -97,12 +103,15 @@ impl Node for NodeService {
                 link.hints.request("link_lost");
             }
         });
-        // Nothing is sent back: the stream ends when the receiving task does, which tells the
-        // dialer the link is gone.
-        let out = futures_util::stream::once(async move {
-            let _ = done_rx.await;
-        })
-        .filter_map(|()| async { None::<Result<NodeBatch, Status>> });
+        // Only kicks' confirmations are sent back: the stream ends when the receiving task
+        // does, which tells the dialer the link is gone.
+        let out =
+            futures_util::stream::unfold((acks_rx, done_rx), |(mut acks, mut done)| async move {
+                tokio::select! {
+                    Some(batch) = acks.recv() => Some((Ok(batch), (acks, done))),
+                    _ = &mut done => None,
+                }
+            });
         Ok(Response::new(Box::pin(out)))
     }
 }
@@ -122,7 +131,12 @@ impl Link {
     }
 
     /// One incoming batch, in order.
-    async fn receive(self: &Arc<Self>, batch: NodeBatch, writes: &Writes) {
+    async fn receive(
+        self: &Arc<Self>,
+        batch: NodeBatch,
+        writes: &Writes,
+        acks: &tokio::sync::mpsc::Sender<NodeBatch>,
+    ) {
         let from = batch.from_node;
         metrics::counter!("ringchat_cluster_peer_batches_received_total", "peer" => from.clone())
             .increment(1);
@@ -138,6 +152,7 @@ impl Link {
         let mut answers = Vec::new();
         // Traced items' spans on this node, ended once their frames are with the shards.
         let mut spans: Vec<MsgSpan> = Vec::new();
+        let mut kicks = Vec::new();
         for item in batch.items {
             match item.item {
                 Some(Item::Forward(f)) => {
@@ -206,7 +221,7 @@ impl Link {
                     });
                 }
                 Some(Item::Typing(t)) => self.typing_here(&t, &mut per_shard),
-                Some(Item::Kick(k)) => self.kick_here(&k).await,
+                Some(Item::Kick(k)) => kicks.push(k),
                 Some(Item::MemberChange(m)) => {
                     if let Some(g) = ConvId::from_wire(m.group_id) {
                         self.online.changed(g, m.user_id, m.joined);
@@ -215,27 +230,13 @@ impl Link {
                 None => {}
             }
         }
+        if !kicks.is_empty() {
+            self.apply_kicks(kicks, acks.clone());
+        }
         self.to_shards(per_shard).await;
         drop(spans);
         if let (Some(peer), false) = (peer, answers.is_empty()) {
             let _ = peer.push_all(answers);
-        }
-    }
-
-    /// A kick from another node, to the user's sessions here (see `Link::send_kick`).
-    async fn kick_here(&self, k: &v1::NodeKick) {
-        let reason = v1::KickReason::try_from(k.reason).unwrap_or(v1::KickReason::Unspecified);
-        let device = (!k.all_devices).then_some(k.device_id.as_str());
-        let conns = self.sessions.read().to_kick(k.user_id, device);
-        for conn in conns {
-            if let Some(tx) = self.shards.get(usize::from(conn.shard)) {
-                let _ = tx
-                    .send(crate::api::ShardEvent::Kick {
-                        conn: conn.conn,
-                        reason,
-                    })
-                    .await;
-            }
         }
     }
 
