@@ -213,6 +213,7 @@ impl Backend {
                     sessions.clone(),
                     Arc::clone(&group_online),
                     settings.groups.typing_members_max as usize,
+                    settings.limits.frame_bytes_max,
                 )
                 .map_err(BackendError::Cluster)?,
             ),

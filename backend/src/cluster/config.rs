@@ -256,7 +256,8 @@ impl ClusterConfig {
             1 << 24,
             "peer_kicks_pending_max",
         );
-        // Under tonic's 4 MiB message limit.
+        // The links' gRPC message limit is derived from it and limits.frame_bytes_max
+        // (`link/wire.rs`), so any value here fits.
         range(
             self.peer_batch_bytes_max as u64,
             4_096,

@@ -74,6 +74,8 @@ pub struct Link {
     /// `groups.typing_members_max`: typing in a group is relayed by each node only while the
     /// group has at most this many online connections there.
     typing_members_max: usize,
+    /// `limits.frame_bytes_max`: the links' item and message limits derive from it.
+    frame_bytes_max: usize,
     stop: watch::Sender<bool>,
     /// `SyncNeeded` to every session here when a peer's pushes were lost (`hint.rs`).
     hints: hint::SyncHints,
@@ -185,6 +187,7 @@ impl Link {
         sessions: SharedSessions,
         online: Arc<GroupOnline>,
         typing_members_max: usize,
+        frame_bytes_max: usize,
     ) -> Result<Arc<Self>, String> {
         if shards.len() > wire::SHARDS_MAX {
             return Err(format!(
@@ -207,11 +210,22 @@ impl Link {
             sessions,
             online,
             typing_members_max,
+            frame_bytes_max,
             stop: watch::channel(false).0,
             hints: hint::SyncHints::default(),
             streamed: Mutex::default(),
             kick_stores: OnceLock::new(),
         }))
+    }
+
+    /// The largest item a link carries, in bytes (`wire::item_bytes_max`).
+    fn item_bytes_max(&self) -> usize {
+        wire::item_bytes_max(self.frame_bytes_max)
+    }
+
+    /// The gRPC message limit of the links, both ways, in bytes (`wire::message_bytes_max`).
+    fn message_bytes_max(&self) -> usize {
+        wire::message_bytes_max(self.config.peer_batch_bytes_max, self.frame_bytes_max)
     }
 
     /// The stores kicks from other nodes are checked against (`kicks.rs`).

@@ -191,7 +191,10 @@ async fn connect_and_write(
     let outbound = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|batch| (batch, rx))
     });
-    let mut client = NodeClient::new(channel);
+    let message_bytes_max = link.message_bytes_max();
+    let mut client = NodeClient::new(channel)
+        .max_decoding_message_size(message_bytes_max)
+        .max_encoding_message_size(message_bytes_max);
     let mut request = tonic::Request::new(outbound);
     super::secret::attach(&mut request, &link.config.peer_secret);
     let response = match tokio::time::timeout(timeout, client.link(request)).await {
@@ -208,6 +211,7 @@ async fn connect_and_write(
         .increment(1);
     tracing::info!(peer = %peer.node_id, %addr, "cluster: link to peer up");
     let bytes_max = link.config.peer_batch_bytes_max;
+    let item_bytes_max = link.item_bytes_max();
     // The kicks not confirmed yet go first (lost with an earlier stream, or refused while the
     // link was down), a bounded number per batch.
     let waiting = peer.kicks().items();
@@ -226,7 +230,16 @@ async fn connect_and_write(
     }
     loop {
         loop {
-            let batch = peer.queue().drain(&link.me, bytes_max);
+            let (batch, oversized) = {
+                let mut q = peer.queue();
+                let batch = q.drain(&link.me, bytes_max, item_bytes_max);
+                (batch, std::mem::take(&mut q.oversized))
+            };
+            if oversized > 0 {
+                metrics::counter!("ringchat_cluster_peer_items_dropped_total", "peer" => peer.node_id.clone(), "reason" => "oversized")
+                    .increment(oversized);
+                tracing::error!(peer = %peer.node_id, oversized, item_bytes_max, "cluster: items over the links' item limit were dropped, not sent");
+            }
             let Some(batch) = batch else { break };
             let items = batch.items.len() as u64;
             match tokio::time::timeout(timeout, tx.send(batch)).await {

@@ -34,9 +34,12 @@ impl NodeService {
     }
 
     pub(crate) fn into_server(self) -> NodeServer<Self> {
+        // Derived from the configuration, as the dialer's (`peer.rs`): a batch, or one item
+        // as big as a client frame may be, always fits.
+        let bytes_max = self.link.message_bytes_max();
         NodeServer::new(self)
-            .max_decoding_message_size(4 << 20)
-            .max_encoding_message_size(4 << 20)
+            .max_decoding_message_size(bytes_max)
+            .max_encoding_message_size(bytes_max)
     }
 }
 
