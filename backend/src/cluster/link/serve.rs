@@ -163,7 +163,7 @@ impl Link {
                         tracing::warn!(peer = %from, "cluster: a write forwarded by a node not in the view; dropped (its origin answers UNAVAILABLE on its deadline)");
                         continue;
                     };
-                    if let Some(answer) = self.forwarded(peer.slot, f, writes).await {
+                    if let Some(answer) = self.forwarded(peer.slot, f, writes) {
                         answers.push(answer);
                     }
                 }
@@ -282,9 +282,9 @@ impl Link {
         }
     }
 
-    /// A forwarded write into this node's sequencer; a refusal before it gets there is
-    /// answered at once.
-    async fn forwarded(&self, slot: u16, f: v1::Forward, writes: &Writes) -> Option<NodeItem> {
+    /// A forwarded write into this node's sequencer; a refusal before it gets there (the
+    /// sequencer's queue full included: never waited for) is answered at once.
+    fn forwarded(&self, slot: u16, f: v1::Forward, writes: &Writes) -> Option<NodeItem> {
         let origin = f.origin?;
         let conn = wire::remote(slot, &origin)?;
         // The owner's part of a traced message: from here to its commit and delivery.
@@ -293,17 +293,14 @@ impl Link {
         let refusal = match wire::decode_write(&f.frame) {
             None => Refusal::new(v1::ErrorCode::InvalidArgument, "not a write"),
             Some(request) => {
-                match writes
-                    .submit_remote(
-                        conn,
-                        f.user_id,
-                        f.device_id,
-                        f.request_id,
-                        request,
-                        span.take(),
-                    )
-                    .await
-                {
+                match writes.submit_remote(
+                    conn,
+                    f.user_id,
+                    f.device_id,
+                    f.request_id,
+                    request,
+                    span.take(),
+                ) {
                     Ok(()) => return None,
                     Err(refusal) => refusal,
                 }
