@@ -275,6 +275,27 @@ impl Writes {
             queued_at,
             trace,
         };
+        self.try_queue_remote(op)
+    }
+
+    /// A system notification's batch sent by another node (cluster mode: this node owns the
+    /// recipients' system conversations); like `submit_remote`, never waits for room.
+    pub(crate) fn submit_system(
+        &self,
+        batch: crate::notifications::SystemBatch,
+    ) -> Result<(), Refusal> {
+        self.try_queue_remote(WriteOp {
+            conn: crate::notifications::NO_CONN,
+            request_id: 0,
+            write: Write::System(batch),
+            queued_at: None,
+            trace: None,
+        })
+    }
+
+    /// Queues a write that came from another node if the sequencer has room; refuses it
+    /// UNAVAILABLE otherwise.
+    fn try_queue_remote(&self, op: WriteOp) -> Result<(), Refusal> {
         match self.ops.try_send(op) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => {

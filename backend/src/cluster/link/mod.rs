@@ -23,6 +23,7 @@ mod pending;
 mod queue;
 mod secret;
 mod serve;
+mod system;
 mod wire;
 
 use std::collections::HashMap;
@@ -86,6 +87,8 @@ pub struct Link {
     /// What a kick from another node is checked against before it ends a session
     /// (`kicks.rs`); set once by the backend. Unset (tests): kicks end what they name.
     kick_stores: OnceLock<KickStores>,
+    /// System notification batches sent to their owners, awaiting answers (`system.rs`).
+    system: system::SystemPending,
 }
 
 #[derive(Default)]
@@ -215,6 +218,7 @@ impl Link {
             hints: hint::SyncHints::default(),
             streamed: Mutex::default(),
             kick_stores: OnceLock::new(),
+            system: system::SystemPending::default(),
         }))
     }
 
@@ -593,6 +597,7 @@ impl Link {
 
     /// A link went down: its forwarded writes waiting here are answered UNAVAILABLE now.
     fn link_down(self: &Arc<Self>, peer: &Peer, dropped: Vec<NodeItem>) {
+        self.system_link_down(peer.slot);
         let waiting = self.pending.take_where(Instant::now(), Some(peer.slot));
         let forwards = dropped
             .iter()

@@ -64,7 +64,7 @@ impl Queue {
             // Deliveries lost here are caught up by seq; the peer is told to make them do so.
             self.missed |= items
                 .iter()
-                .any(|i| !matches!(i.item, Some(Item::Forward(_))));
+                .any(|i| !matches!(i.item, Some(Item::Forward(_) | Item::SystemBatch(_))));
             return Err(why);
         }
         self.items.extend(items);
@@ -98,7 +98,10 @@ impl Queue {
         while let Some(item) = self.items.front()
             && item.encoded_len() > item_bytes_max
         {
-            self.missed |= !matches!(item.item, Some(Item::Forward(_) | Item::Typing(_)));
+            self.missed |= !matches!(
+                item.item,
+                Some(Item::Forward(_) | Item::Typing(_) | Item::SystemBatch(_))
+            );
             self.oversized += 1;
             self.items.pop_front();
         }

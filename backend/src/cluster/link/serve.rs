@@ -225,6 +225,13 @@ impl Link {
                 }
                 Some(Item::Typing(t)) => self.typing_here(&t, &mut per_shard),
                 Some(Item::Kick(k)) => kicks.push(k),
+                Some(Item::SystemBatch(b)) => match &peer {
+                    Some(p) => self.system_received(Arc::clone(p), b, writes),
+                    None => {
+                        tracing::warn!(peer = %from, "cluster: a notification batch from a node not in the view; dropped (its sender sends it again)");
+                    }
+                },
+                Some(Item::SystemDone(d)) => self.system_answered(d),
                 Some(Item::MemberChange(m)) => {
                     if let Some(g) = ConvId::from_wire(m.group_id) {
                         self.online.changed(g, m.user_id, m.joined);
