@@ -213,11 +213,18 @@ impl Backend {
                     sessions.clone(),
                     Arc::clone(&group_online),
                     settings.groups.typing_members_max as usize,
+                    settings.limits.frame_bytes_max,
                 )
                 .map_err(BackendError::Cluster)?,
             ),
             false => None,
         };
+        if let Some(link) = &link {
+            link.set_kick_stores(crate::cluster::link::KickStores {
+                accounts: Arc::clone(&ports.accounts),
+                admin: Arc::clone(&ports.account_admin),
+            });
+        }
         let delivery = Arc::new(
             Delivery::new(
                 sessions.clone(),

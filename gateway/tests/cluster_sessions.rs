@@ -5,8 +5,9 @@
 
 mod common;
 
-use common::cluster::fresh_nodes;
-use common::{PASSWORD, expect_kicked_then_closed};
+use common::cluster::{NodeEnv, fresh_nodes, metric_sum, redis_url, unique, wait_for_views};
+use common::proxy::CutProxy;
+use common::{PASSWORD, TestServer, expect_kicked_then_closed, wait_until_async};
 use ringchat_bench::client::Client;
 use ringchat_proto::Body;
 use ringchat_proto::v1::{self, KickReason};
@@ -104,6 +105,69 @@ async fn a_revoked_device_and_a_disabled_account_are_kicked_on_every_node() {
         expect_kicked_then_closed(&mut laptop).await,
         KickReason::AccountDisabled
     );
+}
+
+/// A password change on n1 while n1's link to n2 is down (a proxy in front of n2's gRPC
+/// listener is cut): the kick is not lost; once the link is back, the session on n2 ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kick_sent_while_the_link_is_down_ends_the_session_once_it_is_back() {
+    let db = common::store::fresh_database();
+    let prefix = format!("rc_kickdown_{}", unique());
+    let fast = [("CLUSTER__PEER_BACKOFF_MAX_MS", "200")];
+    let mut envs: Vec<NodeEnv> = ["n1", "n2"]
+        .iter()
+        .map(|id| NodeEnv::new(&db, &redis_url(), &prefix, id))
+        .collect();
+    let proxy = CutProxy::start(envs[1].grpc().parse().unwrap()).await;
+    envs[1]
+        .vars
+        .push(("CLUSTER__ADVERTISE_ADDR".to_owned(), proxy.addr.to_string()));
+    let nodes: Vec<TestServer> = envs
+        .iter_mut()
+        .map(|env| {
+            env.vars
+                .extend(fast.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+            TestServer::start(&env.pairs())
+        })
+        .collect();
+    wait_for_views(&nodes, 2);
+    let (mut laptop, _) = nodes[0].device("alice", "laptop").await;
+    let (mut phone, _) = nodes[1].device("alice", "phone").await;
+    let (mut tablet, _) = nodes[1].device("alice", "tablet").await;
+    // The link n1 -> n2 is up (a revoked tablet on n2 is kicked through it).
+    let reply = laptop
+        .request(Body::RevokeDevice(v1::RevokeDevice {
+            device_id: "tablet".into(),
+        }))
+        .await
+        .unwrap();
+    assert!(matches!(reply, Body::RevokeDeviceOk(_)), "{reply:?}");
+    assert_eq!(
+        expect_kicked_then_closed(&mut tablet).await,
+        KickReason::DeviceRevoked
+    );
+    let downs = |n: &TestServer| metric_sum(n, "ringchat_cluster_peer_links_down_total");
+    let before = downs(&nodes[0]);
+    proxy.cut();
+    wait_until_async("n1 sees its link to n2 go down", || {
+        downs(&nodes[0]) > before
+    })
+    .await;
+    let reply = laptop
+        .request(Body::ChangePassword(v1::ChangePassword {
+            old_password: PASSWORD.into(),
+            new_password: "a new password 2".into(),
+        }))
+        .await
+        .unwrap();
+    assert!(matches!(reply, Body::ChangePasswordOk(_)), "{reply:?}");
+    proxy.restore();
+    assert_eq!(
+        expect_kicked_then_closed(&mut phone).await,
+        KickReason::PasswordChanged
+    );
+    // The laptop, which changed it, stays.
+    laptop.ping().await.unwrap();
 }
 
 /// The nodes share one audit log in the store of record, each with its own writer: an entry

@@ -65,6 +65,9 @@ pub struct ClusterConfig {
     /// per peer, at most; past it a forwarded write is answered UNAVAILABLE and frames are
     /// dropped (their recipients catch up by seq).
     pub peer_queue_items_max: usize,
+    /// Users whose kicks (a revocation, a disable, an operator's kick) wait per peer until
+    /// that node confirms them, at most; each new stream to the peer sends them again.
+    pub peer_kicks_pending_max: usize,
     /// One batch on a link, at most, in bytes (what is queued is drained into batches).
     pub peer_batch_bytes_max: usize,
     /// Dialing a peer, and each batch's hand-over to its stream, in milliseconds.
@@ -127,6 +130,7 @@ impl Default for ClusterConfig {
             grpc_timeout_ms: 5_000,
             id_block_size: 1_024,
             peer_queue_items_max: 65_536,
+            peer_kicks_pending_max: 65_536,
             peer_batch_bytes_max: 1 << 20,
             peer_connect_timeout_ms: 1_000,
             peer_backoff_max_ms: 2_000,
@@ -246,7 +250,14 @@ impl ClusterConfig {
             1 << 24,
             "peer_queue_items_max",
         );
-        // Under tonic's 4 MiB message limit.
+        range(
+            self.peer_kicks_pending_max as u64,
+            1,
+            1 << 24,
+            "peer_kicks_pending_max",
+        );
+        // The links' gRPC message limit is derived from it and limits.frame_bytes_max
+        // (`link/wire.rs`), so any value here fits.
         range(
             self.peer_batch_bytes_max as u64,
             4_096,

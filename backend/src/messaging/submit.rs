@@ -251,9 +251,12 @@ impl Writes {
     }
 
     /// On the owner node: a write forwarded by another node for its connection `conn`
-    /// (`cluster/link/`), checked like a local one and queued, waiting for room; `trace`: its
-    /// span on this node when the origin traces it.
-    pub(crate) async fn submit_remote(
+    /// (`cluster/link/`), checked like a local one and queued; `trace`: its span on this node
+    /// when the origin traces it. Never waits: with the sequencer's queue full it is refused
+    /// UNAVAILABLE with `retry_after_ms` (the client resends with the same `client_msg_id`),
+    /// so the link's receiving task, which also hands out answers, frames and kicks, never
+    /// stalls behind a slow sequencer (a stalled stream would make its dialer end the link).
+    pub(crate) fn submit_remote(
         &self,
         conn: ConnRef,
         user: UserId,
@@ -272,10 +275,40 @@ impl Writes {
             queued_at,
             trace,
         };
-        self.ops
-            .send(op)
-            .await
-            .map_err(|_| Refusal::store_away("this node is shutting down"))
+        self.try_queue_remote(op)
+    }
+
+    /// A system notification's batch sent by another node (cluster mode: this node owns the
+    /// recipients' system conversations); like `submit_remote`, never waits for room.
+    pub(crate) fn submit_system(
+        &self,
+        batch: crate::notifications::SystemBatch,
+    ) -> Result<(), Refusal> {
+        self.try_queue_remote(WriteOp {
+            conn: crate::notifications::NO_CONN,
+            request_id: 0,
+            write: Write::System(batch),
+            queued_at: None,
+            trace: None,
+        })
+    }
+
+    /// Queues a write that came from another node if the sequencer has room; refuses it
+    /// UNAVAILABLE otherwise.
+    fn try_queue_remote(&self, op: WriteOp) -> Result<(), Refusal> {
+        match self.ops.try_send(op) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => {
+                metrics::counter!("ringchat_cluster_forward_refused_total", "reason" => "owner_busy")
+                    .increment(1);
+                Err(Refusal {
+                    code: v1::ErrorCode::Unavailable,
+                    message: "the conversation's owner node is busy; retry".into(),
+                    retry_after_ms: crate::retry_after::unavailable_retry_after_ms(),
+                })
+            }
+            Err(TrySendError::Closed(_)) => Err(Refusal::store_away("this node is shutting down")),
+        }
     }
 
     /// `device_id`: the device of a remote connection (a local one's is looked up).

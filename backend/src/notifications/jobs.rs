@@ -8,16 +8,20 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use prost::Message;
-use ringchat_proto::v1;
+use ringchat_proto::v1::{self, ErrorCode};
 use tokio::sync::oneshot;
 
 use super::{Audience, Job, NO_CONN, Notice, Notifications, SystemBatch, SystemDone};
 use crate::Backend;
+use crate::accounts::Refusal;
 use crate::messaging::writer::{Write, WriteOp};
 use crate::store::{ConvId, UserId};
 
 /// Tries of a batch the sequencer could not commit (the store refused it), at most.
 const BATCH_TRIES_MAX: u32 = 3;
+/// In cluster mode, tries of a batch's parts refused UNAVAILABLE, at most (a link that is
+/// down, an owner that is busy, a conversation that moved: each passes within seconds).
+const CLUSTER_TRIES_MAX: u32 = 30;
 /// Wait between those tries.
 const BATCH_RETRY_WAIT: Duration = Duration::from_secs(1);
 
@@ -107,52 +111,98 @@ where
     Ok((!page.is_empty()).then_some(page))
 }
 
-/// Stores one batch and waits until it is durable; counts it in the job's progress.
+/// Stores one batch and waits until it is durable; counts it in the job's progress. In
+/// cluster mode the batch is split by the owner of each recipient's system conversation
+/// (`cluster/link/system.rs`): this node's part goes to its sequencer, the others' to their
+/// owners, at once; a part refused UNAVAILABLE (a link down, an owner busy, a conversation
+/// that moved) is split again by the current view and sent again, up to `CLUSTER_TRIES_MAX`.
 async fn submit(
     backend: &Arc<Backend>,
     job: &Job,
     content: &Bytes,
     users: Vec<UserId>,
 ) -> Result<(), String> {
+    let link = backend.link.as_ref();
+    let tries_max = if link.is_some() {
+        CLUSTER_TRIES_MAX
+    } else {
+        BATCH_TRIES_MAX
+    };
+    let mut left = users;
     let mut tries = 0;
     loop {
         tries += 1;
-        // Taken per batch and dropped before waiting: a job never keeps the sequencer's queue
-        // open past shutdown.
-        let Some(ops) = backend.sequencer() else {
-            return Err("the server is stopping".into());
+        let parts = match link {
+            Some(link) => link.system_owners(&left),
+            None => vec![(None, left)],
         };
-        let (reply, answer) = oneshot::channel();
-        let op = WriteOp {
-            conn: NO_CONN,
-            request_id: 0,
-            write: Write::System(SystemBatch {
-                notification_id: job.id.clone(),
-                content: content.clone(),
-                users: users.clone(),
-                reply,
-            }),
-            // Not a client's send: no send-to-ack latency.
-            queued_at: None,
-            trace: None,
+        let sent = parts.into_iter().map(|(owner, users)| async move {
+            let result = match (&owner, link) {
+                (Some(peer), Some(link)) => Ok(link
+                    .system_elsewhere(peer, &job.id, content, users.clone())
+                    .await),
+                _ => submit_here(backend, job, content, users.clone()).await,
+            };
+            (users, result)
+        });
+        left = Vec::new();
+        let mut why = None;
+        for (users, result) in futures_util::future::join_all(sent).await {
+            match result? {
+                Ok(done) => count(job, done),
+                // One box retries any refusal (the store's); a cluster only UNAVAILABLE.
+                Err(refusal) if link.is_none() || refusal.code == ErrorCode::Unavailable => {
+                    left.extend(users);
+                    why = Some(refusal.message);
+                }
+                Err(refusal) => return Err(refusal.message),
+            }
+        }
+        let Some(why) = why else {
+            return Ok(());
         };
-        if ops.send(op).await.is_err() {
-            return Err("the server is stopping".into());
+        if tries >= tries_max {
+            return Err(why);
         }
-        drop(ops);
-        match answer.await {
-            Ok(Ok(done)) => {
-                count(job, done);
-                return Ok(());
-            }
-            Ok(Err(refusal)) if tries < BATCH_TRIES_MAX => {
-                tracing::warn!(notification = %job.id, why = %refusal.message, "batch refused; retrying");
-                tokio::time::sleep(BATCH_RETRY_WAIT).await;
-            }
-            Ok(Err(refusal)) => return Err(refusal.message),
-            Err(_) => return Err("the server is stopping".into()),
-        }
+        tracing::warn!(notification = %job.id, %why, left = left.len(), "batch refused; retrying");
+        tokio::time::sleep(BATCH_RETRY_WAIT).await;
     }
+}
+
+/// This node's part of a batch, through its own sequencer: its answer, or `Err` when the
+/// server is stopping.
+async fn submit_here(
+    backend: &Arc<Backend>,
+    job: &Job,
+    content: &Bytes,
+    users: Vec<UserId>,
+) -> Result<Result<SystemDone, Refusal>, String> {
+    // Taken per batch and dropped before waiting: a job never keeps the sequencer's queue
+    // open past shutdown.
+    let Some(ops) = backend.sequencer() else {
+        return Err("the server is stopping".into());
+    };
+    let (reply, answer) = oneshot::channel();
+    let op = WriteOp {
+        conn: NO_CONN,
+        request_id: 0,
+        write: Write::System(SystemBatch {
+            notification_id: job.id.clone(),
+            content: content.clone(),
+            users,
+            reply,
+        }),
+        // Not a client's send: no send-to-ack latency.
+        queued_at: None,
+        trace: None,
+    };
+    if ops.send(op).await.is_err() {
+        return Err("the server is stopping".into());
+    }
+    drop(ops);
+    answer
+        .await
+        .map_err(|_| "the server is stopping".to_owned())
 }
 
 fn count(job: &Job, done: SystemDone) {

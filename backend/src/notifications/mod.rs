@@ -8,7 +8,9 @@
 //! most `notifications.jobs_running_max` jobs at once: everyone on a server with millions of
 //! users is thousands of small commits, never one giant one, and never a list of them all in
 //! memory. Jobs and their progress live in memory (the last `notifications.history_max`);
-//! every notification is in the audit log.
+//! every notification is in the audit log. In cluster mode each page is split by the owner of
+//! each recipient's system conversation, and the other nodes' parts are written by them
+//! (`cluster/link/system.rs`).
 
 mod config;
 mod jobs;

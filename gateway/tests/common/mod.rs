@@ -13,6 +13,7 @@ pub mod kill9;
 pub mod mail;
 pub mod migrate;
 pub mod pg_cluster;
+pub mod proxy;
 pub mod resume;
 pub mod store;
 pub mod transport;

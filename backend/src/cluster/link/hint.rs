@@ -166,6 +166,7 @@ mod tests {
             sessions,
             Arc::new(GroupOnline::new(2)),
             100,
+            64 << 10,
         )
         .expect("two shards");
         tokio::spawn(run(Arc::clone(&link)));

@@ -17,11 +17,13 @@
 //! receiving node tells its sessions to Sync (`hint.rs`).
 
 mod hint;
+mod kicks;
 mod peer;
 mod pending;
 mod queue;
 mod secret;
 mod serve;
+mod system;
 mod wire;
 
 use std::collections::HashMap;
@@ -32,6 +34,7 @@ use bytes::Bytes;
 use ringchat_proto::v1::{self, NodeItem, node_item::Item};
 use tokio::sync::watch;
 
+pub use kicks::KickStores;
 pub use serve::NodeService;
 pub(crate) use wire::is_remote;
 
@@ -72,6 +75,8 @@ pub struct Link {
     /// `groups.typing_members_max`: typing in a group is relayed by each node only while the
     /// group has at most this many online connections there.
     typing_members_max: usize,
+    /// `limits.frame_bytes_max`: the links' item and message limits derive from it.
+    frame_bytes_max: usize,
     stop: watch::Sender<bool>,
     /// `SyncNeeded` to every session here when a peer's pushes were lost (`hint.rs`).
     hints: hint::SyncHints,
@@ -79,6 +84,11 @@ pub struct Link {
     /// that came back (frames for this node may have been lost meanwhile). One entry per
     /// node id of the view, bounded by `nodes_max`.
     streamed: Mutex<std::collections::HashSet<String>>,
+    /// What a kick from another node is checked against before it ends a session
+    /// (`kicks.rs`); set once by the backend. Unset (tests): kicks end what they name.
+    kick_stores: OnceLock<KickStores>,
+    /// System notification batches sent to their owners, awaiting answers (`system.rs`).
+    system: system::SystemPending,
 }
 
 #[derive(Default)]
@@ -180,6 +190,7 @@ impl Link {
         sessions: SharedSessions,
         online: Arc<GroupOnline>,
         typing_members_max: usize,
+        frame_bytes_max: usize,
     ) -> Result<Arc<Self>, String> {
         if shards.len() > wire::SHARDS_MAX {
             return Err(format!(
@@ -202,10 +213,28 @@ impl Link {
             sessions,
             online,
             typing_members_max,
+            frame_bytes_max,
             stop: watch::channel(false).0,
             hints: hint::SyncHints::default(),
             streamed: Mutex::default(),
+            kick_stores: OnceLock::new(),
+            system: system::SystemPending::default(),
         }))
+    }
+
+    /// The largest item a link carries, in bytes (`wire::item_bytes_max`).
+    fn item_bytes_max(&self) -> usize {
+        wire::item_bytes_max(self.frame_bytes_max)
+    }
+
+    /// The gRPC message limit of the links, both ways, in bytes (`wire::message_bytes_max`).
+    fn message_bytes_max(&self) -> usize {
+        wire::message_bytes_max(self.config.peer_batch_bytes_max, self.frame_bytes_max)
+    }
+
+    /// The stores kicks from other nodes are checked against (`kicks.rs`).
+    pub(crate) fn set_kick_stores(&self, stores: KickStores) {
+        let _ = self.kick_stores.set(stores);
     }
 
     /// Goes live: peers are read from `cluster`'s view and their tasks run on `runtime`;
@@ -271,6 +300,7 @@ impl Link {
             slot,
             addr.to_owned(),
             self.config.peer_queue_items_max,
+            self.config.peer_kicks_pending_max,
         ));
         peers.by_id.insert(node_id.to_owned(), Arc::clone(&peer));
         peers.by_slot.push(Arc::clone(&peer));
@@ -546,8 +576,9 @@ impl Link {
 
     /// A kick of a user's sessions (`device`'s only, when given), to every other live node:
     /// an operator's disable or a password change on this node ends the user's sessions
-    /// everywhere. Queued like frames (not dropped for typing's reasons); a peer whose link is
-    /// down misses it, as it misses frames.
+    /// everywhere. Each peer remembers it until that node confirms it applied it, and sends it
+    /// again on each new stream meanwhile (`kicks.rs`): a link that is down or breaks delays a
+    /// kick, it does not lose it.
     pub(crate) fn send_kick(
         self: &Arc<Self>,
         user_id: u64,
@@ -559,20 +590,14 @@ impl Link {
         };
         for node in view.nodes.iter().filter(|n| n.record.node_id != self.me) {
             if let Some(peer) = self.peer(&node.record.node_id, &node.record.advertise_addr) {
-                let _ = peer.push_all(vec![NodeItem {
-                    item: Some(Item::Kick(v1::NodeKick {
-                        user_id,
-                        device_id: device.unwrap_or_default().to_owned(),
-                        reason: reason as i32,
-                        all_devices: device.is_none(),
-                    })),
-                }]);
+                peer.kick(user_id, device, reason as i32);
             }
         }
     }
 
     /// A link went down: its forwarded writes waiting here are answered UNAVAILABLE now.
     fn link_down(self: &Arc<Self>, peer: &Peer, dropped: Vec<NodeItem>) {
+        self.system_link_down(peer.slot);
         let waiting = self.pending.take_where(Instant::now(), Some(peer.slot));
         let forwards = dropped
             .iter()

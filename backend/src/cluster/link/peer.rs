@@ -12,11 +12,14 @@ use ringchat_proto::v1::node_client::NodeClient;
 use tokio::sync::{Notify, mpsc};
 
 use super::Link;
+use super::kicks::{self, KickRefused};
 use super::queue::{Queue, Refused};
 
 const BACKOFF_FIRST: Duration = Duration::from_millis(50);
 /// Batches handed to the HTTP/2 stream ahead of its flow control, at most.
 const IN_FLIGHT_BATCHES: usize = 2;
+/// Kicks per batch when a new stream sends the unconfirmed ones (a kick is at most ~100 bytes).
+const KICKS_PER_BATCH: usize = 1_024;
 
 pub(crate) struct Peer {
     pub(crate) node_id: String,
@@ -25,17 +28,54 @@ pub(crate) struct Peer {
     pub(crate) addr: Mutex<String>,
     queue: Mutex<Queue>,
     wake: Notify,
+    /// Kicks for this peer not confirmed yet (`kicks.rs`): sent again on every new stream.
+    kicks: Mutex<kicks::Pending>,
 }
 
 impl Peer {
-    pub(crate) fn new(node_id: String, slot: u16, addr: String, items_max: usize) -> Self {
+    pub(crate) fn new(
+        node_id: String,
+        slot: u16,
+        addr: String,
+        items_max: usize,
+        kicks_users_max: usize,
+    ) -> Self {
         Self {
             node_id,
             slot,
             addr: Mutex::new(addr),
             queue: Mutex::new(Queue::new(items_max)),
             wake: Notify::new(),
+            kicks: Mutex::new(kicks::Pending::new(kicks_users_max)),
         }
+    }
+
+    fn kicks(&self) -> MutexGuard<'_, kicks::Pending> {
+        self.kicks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A kick for this peer (`device` `None`: every device): remembered until the peer
+    /// confirms it, and queued now (a refusal here is made up by the next stream).
+    pub(crate) fn kick(&self, user: u64, device: Option<&str>, reason: i32) {
+        let recorded = self.kicks().record(user, device, reason);
+        if let Err(KickRefused::Full) = recorded {
+            metrics::counter!("ringchat_cluster_kicks_unremembered_total", "peer" => self.node_id.clone())
+                .increment(1);
+            tracing::error!(peer = %self.node_id, user, "cluster: cluster.peer_kicks_pending_max users' kicks wait for this peer already; this kick is sent once, not again if lost");
+        }
+        let _ = self.push_all(vec![kicks::item(user, device, reason)]);
+    }
+
+    /// What the peer sent back on a stream's response half: the kicks it applied.
+    fn confirmed(&self, batch: &NodeBatch) {
+        let mut kicks = self.kicks();
+        for i in &batch.items {
+            if let Some(ringchat_proto::v1::node_item::Item::Kick(k)) = &i.item {
+                kicks.confirmed(k);
+            }
+        }
+        metrics::gauge!("ringchat_cluster_kicks_pending_users", "peer" => self.node_id.clone())
+            .set(kicks.len() as f64);
     }
 
     fn queue(&self) -> MutexGuard<'_, Queue> {
@@ -151,7 +191,10 @@ async fn connect_and_write(
     let outbound = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|batch| (batch, rx))
     });
-    let mut client = NodeClient::new(channel);
+    let message_bytes_max = link.message_bytes_max();
+    let mut client = NodeClient::new(channel)
+        .max_decoding_message_size(message_bytes_max)
+        .max_encoding_message_size(message_bytes_max);
     let mut request = tonic::Request::new(outbound);
     super::secret::attach(&mut request, &link.config.peer_secret);
     let response = match tokio::time::timeout(timeout, client.link(request)).await {
@@ -168,9 +211,35 @@ async fn connect_and_write(
         .increment(1);
     tracing::info!(peer = %peer.node_id, %addr, "cluster: link to peer up");
     let bytes_max = link.config.peer_batch_bytes_max;
+    let item_bytes_max = link.item_bytes_max();
+    // The kicks not confirmed yet go first (lost with an earlier stream, or refused while the
+    // link was down), a bounded number per batch.
+    let waiting = peer.kicks().items();
+    for chunk in waiting.chunks(KICKS_PER_BATCH) {
+        let batch = NodeBatch {
+            from_node: link.me.clone(),
+            items: chunk.to_vec(),
+            missed: false,
+        };
+        if !matches!(
+            tokio::time::timeout(timeout, tx.send(batch)).await,
+            Ok(Ok(()))
+        ) {
+            return true;
+        }
+    }
     loop {
         loop {
-            let batch = peer.queue().drain(&link.me, bytes_max);
+            let (batch, oversized) = {
+                let mut q = peer.queue();
+                let batch = q.drain(&link.me, bytes_max, item_bytes_max);
+                (batch, std::mem::take(&mut q.oversized))
+            };
+            if oversized > 0 {
+                metrics::counter!("ringchat_cluster_peer_items_dropped_total", "peer" => peer.node_id.clone(), "reason" => "oversized")
+                    .increment(oversized);
+                tracing::error!(peer = %peer.node_id, oversized, item_bytes_max, "cluster: items over the links' item limit were dropped, not sent");
+            }
             let Some(batch) = batch else { break };
             let items = batch.items.len() as u64;
             match tokio::time::timeout(timeout, tx.send(batch)).await {
@@ -188,11 +257,11 @@ async fn connect_and_write(
             .set(peer.queue().len() as f64);
         tokio::select! {
             () = peer.wake.notified() => {}
-            // The response half carries nothing: it ends (or fails) when the link does.
-            m = inbound.message() => {
-                if !matches!(m, Ok(Some(_))) {
-                    return true;
-                }
+            // The response half carries only the kicks the peer applied; it ends (or fails)
+            // when the link does.
+            m = inbound.message() => match m {
+                Ok(Some(batch)) => peer.confirmed(&batch),
+                _ => return true,
             }
         }
     }

@@ -32,6 +32,8 @@ pub(crate) struct Queue {
     pub(crate) open: bool,
     /// Frames for this peer were dropped since the last batch: its sessions must catch up.
     pub(crate) missed: bool,
+    /// Items dropped by `drain` for being over the item limit, not counted yet.
+    pub(crate) oversized: u64,
 }
 
 impl Queue {
@@ -41,6 +43,7 @@ impl Queue {
             items_max,
             open: true,
             missed: false,
+            oversized: 0,
         }
     }
 
@@ -61,7 +64,7 @@ impl Queue {
             // Deliveries lost here are caught up by seq; the peer is told to make them do so.
             self.missed |= items
                 .iter()
-                .any(|i| !matches!(i.item, Some(Item::Forward(_))));
+                .any(|i| !matches!(i.item, Some(Item::Forward(_) | Item::SystemBatch(_))));
             return Err(why);
         }
         self.items.extend(items);
@@ -82,9 +85,26 @@ impl Queue {
         Ok(())
     }
 
-    /// Takes what is queued into one batch of at most `bytes_max` encoded bytes (at least one
-    /// item, whatever its size: the configured bound keeps items far below tonic's limit).
-    pub(crate) fn drain(&mut self, from_node: &str, bytes_max: usize) -> Option<NodeBatch> {
+    /// Takes what is queued into one batch of at most `bytes_max` encoded bytes (or one item
+    /// alone when it is bigger). An item over `item_bytes_max` (the links' message limit is
+    /// derived from it) is dropped here, never sent: sent, it would end the link each time
+    /// (a lost frame is `missed`; a forwarded write is answered on its origin's deadline).
+    pub(crate) fn drain(
+        &mut self,
+        from_node: &str,
+        bytes_max: usize,
+        item_bytes_max: usize,
+    ) -> Option<NodeBatch> {
+        while let Some(item) = self.items.front()
+            && item.encoded_len() > item_bytes_max
+        {
+            self.missed |= !matches!(
+                item.item,
+                Some(Item::Forward(_) | Item::Typing(_) | Item::SystemBatch(_))
+            );
+            self.oversized += 1;
+            self.items.pop_front();
+        }
         if self.items.is_empty() && !self.missed {
             return None;
         }
@@ -97,6 +117,10 @@ impl Queue {
         while let Some(item) = self.items.front() {
             let len = item.encoded_len() + 4;
             if !batch.items.is_empty() && bytes + len > bytes_max {
+                break;
+            }
+            if item.encoded_len() > item_bytes_max {
+                // Left for the next drain, which drops it.
                 break;
             }
             bytes += len;
@@ -144,29 +168,61 @@ mod tests {
         assert_eq!(q.push_all(vec![frame(1), frame(1)]), Err(Refused::Full));
         assert_eq!(q.len(), 3, "nothing of a refused group is queued");
         assert_eq!(q.push_all(vec![frame(1)]), Ok(()));
-        let batch = q.drain("n1", 1 << 20).expect("a batch");
+        let batch = q.drain("n1", 1 << 20, 1 << 20).expect("a batch");
         assert_eq!(batch.items.len(), 4);
         assert!(batch.missed, "the dropped frames are announced");
-        assert!(q.drain("n1", 1 << 20).is_none(), "drained, and told once");
+        assert!(
+            q.drain("n1", 1 << 20, 1 << 20).is_none(),
+            "drained, and told once"
+        );
     }
 
     #[test]
     fn batches_are_bounded_in_bytes_but_never_empty() {
         let mut q = Queue::new(100);
         q.push_all((0..10).map(|_| frame(1000)).collect()).unwrap();
-        let first = q.drain("n1", 2_500).expect("a batch");
+        let first = q.drain("n1", 2_500, 1 << 20).expect("a batch");
         assert_eq!(first.items.len(), 2);
         assert!(first.encoded_len() <= 2_500 + 64);
         // An item bigger than the bound still goes, alone.
         let mut big = Queue::new(100);
         big.push_all(vec![frame(10_000), frame(1)]).unwrap();
-        assert_eq!(big.drain("n1", 2_500).expect("a batch").items.len(), 1);
-        assert_eq!(big.drain("n1", 2_500).expect("a batch").items.len(), 1);
+        assert_eq!(
+            big.drain("n1", 2_500, 1 << 20)
+                .expect("a batch")
+                .items
+                .len(),
+            1
+        );
+        assert_eq!(
+            big.drain("n1", 2_500, 1 << 20)
+                .expect("a batch")
+                .items
+                .len(),
+            1
+        );
         let mut rest = 0;
-        while let Some(b) = q.drain("n1", 2_500) {
+        while let Some(b) = q.drain("n1", 2_500, 1 << 20) {
             rest += b.items.len();
         }
         assert_eq!(rest, 8);
+    }
+
+    #[test]
+    fn an_item_over_the_item_limit_is_dropped_not_sent() {
+        let mut q = Queue::new(100);
+        q.push_all(vec![frame(10), frame(5_000), frame(10), frame(6_000)])
+            .unwrap();
+        let first = q.drain("n1", 1 << 20, 4_096).expect("a batch");
+        assert_eq!(first.items.len(), 1, "stops before the oversized item");
+        let second = q.drain("n1", 1 << 20, 4_096).expect("a batch");
+        assert_eq!(second.items.len(), 1);
+        assert!(second.missed, "a dropped frame is announced");
+        assert_eq!(q.oversized, 1);
+        let third = q.drain("n1", 1 << 20, 4_096).expect("missed is announced");
+        assert!(third.items.is_empty() && third.missed);
+        assert_eq!(q.oversized, 2);
+        assert!(q.drain("n1", 1 << 20, 4_096).is_none());
     }
 
     #[test]
@@ -185,14 +241,14 @@ mod tests {
             "durable frames have the rest"
         );
         assert!(
-            !q.drain("n1", 1 << 20).expect("a batch").missed,
+            !q.drain("n1", 1 << 20, 1 << 20).expect("a batch").missed,
             "a dropped typing is not missed"
         );
         q.push_best_effort(vec![typing()]).unwrap();
         q.close();
         q.reopen();
         assert!(
-            q.drain("n1", 1 << 20).is_none(),
+            q.drain("n1", 1 << 20, 1 << 20).is_none(),
             "typing lost with the link is not missed"
         );
     }

@@ -6,7 +6,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
 use ringchat_proto::Body;
 use ringchat_proto::v1::node_item::Item;
 use ringchat_proto::v1::node_server::{Node, NodeServer};
@@ -34,11 +34,18 @@ impl NodeService {
     }
 
     pub(crate) fn into_server(self) -> NodeServer<Self> {
+        // Derived from the configuration, as the dialer's (`peer.rs`): a batch, or one item
+        // as big as a client frame may be, always fits.
+        let bytes_max = self.link.message_bytes_max();
         NodeServer::new(self)
-            .max_decoding_message_size(4 << 20)
-            .max_encoding_message_size(4 << 20)
+            .max_decoding_message_size(bytes_max)
+            .max_encoding_message_size(bytes_max)
     }
 }
+
+/// Confirmation batches waiting for the response half, at most (more are dropped: the sender
+/// sends those kicks again on its next stream).
+const ACK_BATCHES_MAX: usize = 64;
 
 type Empty = Pin<Box<dyn Stream<Item = Result<NodeBatch, Status>> + Send>>;
 
@@ -67,6 +74,8 @@ impl Node for NodeService {
             return Err(Status::unavailable("this node is shutting down"));
         }
         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        // The response half: the kicks applied here, confirmed to the sender (`kicks.rs`).
+        let (acks, acks_rx) = tokio::sync::mpsc::channel::<NodeBatch>(ACK_BATCHES_MAX);
         tokio::spawn(async move {
             let _done = done_tx;
             // The peer, once its first batch named it.
@@ -82,7 +91,7 @@ impl Node for NodeService {
                             from = Some(batch.from_node.clone());
                             link.stream_began(&batch.from_node);
                         }
-                        link.receive(batch, &writes).await;
+                        link.receive(batch, &writes, &acks).await;
                     }
                     Ok(None) => break,
                     Err(status) => {
@@ -97,12 +106,15 @@ impl Node for NodeService {
                 link.hints.request("link_lost");
             }
         });
-        // Nothing is sent back: the stream ends when the receiving task does, which tells the
-        // dialer the link is gone.
-        let out = futures_util::stream::once(async move {
-            let _ = done_rx.await;
-        })
-        .filter_map(|()| async { None::<Result<NodeBatch, Status>> });
+        // Only kicks' confirmations are sent back: the stream ends when the receiving task
+        // does, which tells the dialer the link is gone.
+        let out =
+            futures_util::stream::unfold((acks_rx, done_rx), |(mut acks, mut done)| async move {
+                tokio::select! {
+                    Some(batch) = acks.recv() => Some((Ok(batch), (acks, done))),
+                    _ = &mut done => None,
+                }
+            });
         Ok(Response::new(Box::pin(out)))
     }
 }
@@ -122,7 +134,12 @@ impl Link {
     }
 
     /// One incoming batch, in order.
-    async fn receive(self: &Arc<Self>, batch: NodeBatch, writes: &Writes) {
+    async fn receive(
+        self: &Arc<Self>,
+        batch: NodeBatch,
+        writes: &Writes,
+        acks: &tokio::sync::mpsc::Sender<NodeBatch>,
+    ) {
         let from = batch.from_node;
         metrics::counter!("ringchat_cluster_peer_batches_received_total", "peer" => from.clone())
             .increment(1);
@@ -138,6 +155,7 @@ impl Link {
         let mut answers = Vec::new();
         // Traced items' spans on this node, ended once their frames are with the shards.
         let mut spans: Vec<MsgSpan> = Vec::new();
+        let mut kicks = Vec::new();
         for item in batch.items {
             match item.item {
                 Some(Item::Forward(f)) => {
@@ -145,7 +163,7 @@ impl Link {
                         tracing::warn!(peer = %from, "cluster: a write forwarded by a node not in the view; dropped (its origin answers UNAVAILABLE on its deadline)");
                         continue;
                     };
-                    if let Some(answer) = self.forwarded(peer.slot, f, writes).await {
+                    if let Some(answer) = self.forwarded(peer.slot, f, writes) {
                         answers.push(answer);
                     }
                 }
@@ -206,7 +224,14 @@ impl Link {
                     });
                 }
                 Some(Item::Typing(t)) => self.typing_here(&t, &mut per_shard),
-                Some(Item::Kick(k)) => self.kick_here(&k).await,
+                Some(Item::Kick(k)) => kicks.push(k),
+                Some(Item::SystemBatch(b)) => match &peer {
+                    Some(p) => self.system_received(Arc::clone(p), b, writes),
+                    None => {
+                        tracing::warn!(peer = %from, "cluster: a notification batch from a node not in the view; dropped (its sender sends it again)");
+                    }
+                },
+                Some(Item::SystemDone(d)) => self.system_answered(d),
                 Some(Item::MemberChange(m)) => {
                     if let Some(g) = ConvId::from_wire(m.group_id) {
                         self.online.changed(g, m.user_id, m.joined);
@@ -215,27 +240,13 @@ impl Link {
                 None => {}
             }
         }
+        if !kicks.is_empty() {
+            self.apply_kicks(kicks, acks.clone());
+        }
         self.to_shards(per_shard).await;
         drop(spans);
         if let (Some(peer), false) = (peer, answers.is_empty()) {
             let _ = peer.push_all(answers);
-        }
-    }
-
-    /// A kick from another node, to the user's sessions here (see `Link::send_kick`).
-    async fn kick_here(&self, k: &v1::NodeKick) {
-        let reason = v1::KickReason::try_from(k.reason).unwrap_or(v1::KickReason::Unspecified);
-        let device = (!k.all_devices).then_some(k.device_id.as_str());
-        let conns = self.sessions.read().to_kick(k.user_id, device);
-        for conn in conns {
-            if let Some(tx) = self.shards.get(usize::from(conn.shard)) {
-                let _ = tx
-                    .send(crate::api::ShardEvent::Kick {
-                        conn: conn.conn,
-                        reason,
-                    })
-                    .await;
-            }
         }
     }
 
@@ -278,9 +289,9 @@ impl Link {
         }
     }
 
-    /// A forwarded write into this node's sequencer; a refusal before it gets there is
-    /// answered at once.
-    async fn forwarded(&self, slot: u16, f: v1::Forward, writes: &Writes) -> Option<NodeItem> {
+    /// A forwarded write into this node's sequencer; a refusal before it gets there (the
+    /// sequencer's queue full included: never waited for) is answered at once.
+    fn forwarded(&self, slot: u16, f: v1::Forward, writes: &Writes) -> Option<NodeItem> {
         let origin = f.origin?;
         let conn = wire::remote(slot, &origin)?;
         // The owner's part of a traced message: from here to its commit and delivery.
@@ -289,17 +300,14 @@ impl Link {
         let refusal = match wire::decode_write(&f.frame) {
             None => Refusal::new(v1::ErrorCode::InvalidArgument, "not a write"),
             Some(request) => {
-                match writes
-                    .submit_remote(
-                        conn,
-                        f.user_id,
-                        f.device_id,
-                        f.request_id,
-                        request,
-                        span.take(),
-                    )
-                    .await
-                {
+                match writes.submit_remote(
+                    conn,
+                    f.user_id,
+                    f.device_id,
+                    f.request_id,
+                    request,
+                    span.take(),
+                ) {
                     Ok(()) => return None,
                     Err(refusal) => refusal,
                 }

@@ -2,6 +2,24 @@
 //! owner types it again, with the same code as a local write), and a connection on another
 //! node as a `ConnRef` the sequencer and delivery carry like any other.
 
+/// Bytes a link item may add around the client frame it carries (ids, the origin connection,
+/// a traceparent, a push's recipients), at most.
+const ITEM_ENVELOPE_BYTES: usize = 64 << 10;
+/// Bytes a batch adds around its items (the sender's node id, the flags), at most.
+const BATCH_ENVELOPE_BYTES: usize = 1 << 10;
+
+/// The largest item a link carries, in bytes: one client frame (`limits.frame_bytes_max`)
+/// with its envelope. A bigger one is dropped by the sender's queue, never sent.
+pub(crate) fn item_bytes_max(frame_bytes_max: usize) -> usize {
+    frame_bytes_max + ITEM_ENVELOPE_BYTES
+}
+
+/// The gRPC message limit of a link, both ways and on both ends, in bytes: a batch is at most
+/// `peer_batch_bytes_max`, or one item alone when that item is bigger.
+pub(crate) fn message_bytes_max(peer_batch_bytes_max: usize, frame_bytes_max: usize) -> usize {
+    peer_batch_bytes_max + item_bytes_max(frame_bytes_max) + BATCH_ENVELOPE_BYTES
+}
+
 use bytes::Bytes;
 use prost::Message;
 use ringchat_proto::v1::OriginConn;

@@ -9,7 +9,7 @@
 //! still up, and kept for good it would stop the user's pushes until they log in again. The
 //! nodes rewrite their routes every `refresh_ms`, so one refresh later the key is back.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use smallvec::SmallVec;
 
@@ -25,10 +25,15 @@ struct Entry {
     filled_ms: u64,
 }
 
+/// Stale ring slots tolerated beyond twice the entries, in slots, before the ring is compacted.
+const RING_SLACK: usize = 1_024;
+
 #[derive(Debug)]
 pub struct Cache {
     entries: HashMap<UserId, Entry>,
-    /// Users in insertion order for the CLOCK sweep (may name users since removed).
+    /// Users in insertion order for the CLOCK sweep (may name users since removed, or a user
+    /// twice after a removal and a new fill): compacted once it is over twice the entries
+    /// plus `RING_SLACK`, so lookups that drop expired entries cannot grow it without bound.
     ring: Vec<UserId>,
     hand: usize,
     max: usize,
@@ -144,6 +149,19 @@ impl Cache {
             },
         );
         self.ring.push(user);
+        if self.ring.len() > 2 * self.entries.len() + RING_SLACK {
+            self.compact();
+        }
+    }
+
+    /// Drops the ring's slots of removed users and repeated ones (amortised: done once the
+    /// ring has doubled past the entries).
+    fn compact(&mut self) {
+        let entries = &self.entries;
+        let mut seen = HashSet::with_capacity(entries.len());
+        self.ring
+            .retain(|u| entries.contains_key(u) && seen.insert(*u));
+        self.hand = 0;
     }
 
     fn evict_one(&mut self) {
@@ -226,6 +244,30 @@ mod tests {
         }
         c.clear();
         assert_eq!(c.len(), 0);
+    }
+
+    #[test]
+    fn entries_that_expire_and_are_filled_again_do_not_grow_the_ring() {
+        let mut c = Cache::new(10, 1_000);
+        let mut now = 0;
+        for i in 0..10_000u64 {
+            let u = i % 3;
+            c.fetching(&[u]);
+            c.filled(u, Some(SmallVec::new()), now);
+            now += 1_000;
+            assert!(matches!(c.get(u, now), Lookup::Miss), "expired");
+            // Compacted past twice the entries plus the slack: bounded by the cache's size.
+            assert!(
+                c.ring.len() <= 2 * c.max + RING_SLACK + 1,
+                "ring of {} slots for {} entries",
+                c.ring.len(),
+                c.len()
+            );
+        }
+        // The cache still works after compactions.
+        c.fetching(&[7]);
+        c.filled(7, Some([life("a")].into_iter().collect()), now);
+        assert_eq!(nodes(&mut c, 7), Some(vec!["a".into()]));
     }
 
     #[test]

@@ -1,0 +1,322 @@
+//! Kicks to other nodes are delivered, not fired and forgotten. A revocation (password change or
+//! reset, logout, revoked device), a disable or an operator's kick on this node must end the
+//! user's sessions on every node, including a node whose link blips at that moment (the queue
+//! refuses while the link is down, and a link that breaks loses what was in flight).
+//!
+//! - Sender: each peer keeps the kicks it has not confirmed (`Pending`), coalesced per user
+//!   (one entry for all devices, or up to `DEVICES_PER_USER_MAX` devices; more become "all"),
+//!   bounded by `cluster.peer_kicks_pending_max` users. A kick is recorded, then queued as
+//!   usual; every new stream to the peer starts with the whole set; the peer confirms each kick
+//!   it applied on the stream's response half (the same `NodeKick`, echoed), which removes it.
+//! - Receiver: a kick ends only what it is still right to end (`Link::apply_kicks`): for a
+//!   revocation, the sessions whose token the store of record no longer has; for a disable,
+//!   the user's sessions while the account is still disabled. So a kick that arrives late (or
+//!   twice, or widened to every device) never ends a login made since with valid credentials.
+//!   A store that does not answer ends the sessions (fail closed: they can log in again).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ringchat_proto::v1::{self, KickReason, NodeBatch, NodeItem, node_item::Item};
+use tokio::sync::mpsc;
+
+use super::Link;
+use crate::api::{ConnRef, ShardEvent};
+use crate::store::{AccountAdminStore, AccountStore, TokenHash};
+
+/// Devices remembered per user before the user's entry becomes "every device" (safe: the
+/// receiver ends only sessions whose token is gone, whatever the entry names).
+const DEVICES_PER_USER_MAX: usize = 16;
+
+/// One user's kicks not confirmed yet.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct UserKicks {
+    /// Every device, with this reason (`KickReason` as i32).
+    all: Option<i32>,
+    /// (device, reason), while `all` is not set.
+    devices: Vec<(String, i32)>,
+}
+
+/// Why a kick was not remembered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum KickRefused {
+    /// `cluster.peer_kicks_pending_max` users have kicks waiting for this peer already.
+    #[error("too many users' kicks wait for this peer")]
+    Full,
+}
+
+/// A peer's kicks not confirmed yet, by user.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    users: HashMap<u64, UserKicks>,
+    users_max: usize,
+}
+
+impl Pending {
+    pub(crate) fn new(users_max: usize) -> Self {
+        Self {
+            users: HashMap::new(),
+            users_max,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.users.len()
+    }
+
+    /// Remembers a kick (`device` `None`: every device) until the peer confirms it.
+    pub(crate) fn record(
+        &mut self,
+        user: u64,
+        device: Option<&str>,
+        reason: i32,
+    ) -> Result<(), KickRefused> {
+        if !self.users.contains_key(&user) && self.users.len() >= self.users_max {
+            return Err(KickRefused::Full);
+        }
+        let entry = self.users.entry(user).or_default();
+        match device {
+            None => {
+                entry.all = Some(reason);
+                entry.devices.clear();
+            }
+            Some(_) if entry.all.is_some() => {}
+            Some(d) => {
+                let full = entry.devices.len() >= DEVICES_PER_USER_MAX;
+                match entry.devices.iter_mut().find(|(x, _)| x == d) {
+                    Some((_, r)) => *r = reason,
+                    None if full => {
+                        entry.all = Some(reason);
+                        entry.devices.clear();
+                    }
+                    None => entry.devices.push((d.to_owned(), reason)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The peer applied `k`: forgotten, unless a different kick replaced it meanwhile.
+    pub(crate) fn confirmed(&mut self, k: &v1::NodeKick) {
+        let Some(entry) = self.users.get_mut(&k.user_id) else {
+            return;
+        };
+        if k.all_devices {
+            if entry.all == Some(k.reason) {
+                entry.all = None;
+            }
+        } else {
+            entry
+                .devices
+                .retain(|(d, r)| !(*d == k.device_id && *r == k.reason));
+        }
+        if entry.all.is_none() && entry.devices.is_empty() {
+            self.users.remove(&k.user_id);
+        }
+    }
+
+    /// Every kick still waiting, as items (a new stream starts with them).
+    pub(crate) fn items(&self) -> Vec<NodeItem> {
+        let mut out = Vec::new();
+        for (user, k) in &self.users {
+            if let Some(reason) = k.all {
+                out.push(item(*user, None, reason));
+            }
+            out.extend(k.devices.iter().map(|(d, r)| item(*user, Some(d), *r)));
+        }
+        out
+    }
+}
+
+/// A `NodeKick` item.
+pub(crate) fn item(user_id: u64, device: Option<&str>, reason: i32) -> NodeItem {
+    NodeItem {
+        item: Some(Item::Kick(v1::NodeKick {
+            user_id,
+            device_id: device.unwrap_or_default().to_owned(),
+            reason,
+            all_devices: device.is_none(),
+        })),
+    }
+}
+
+/// What a kick's reason makes the receiver check before it ends a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Check {
+    /// The session's token must be gone from the store.
+    TokenGone,
+    /// The account must still be disabled.
+    Disabled,
+    /// Nothing to check (an operator's kick: the device may log in again at once).
+    None,
+}
+
+pub(crate) fn check_for(reason: KickReason) -> Check {
+    match reason {
+        KickReason::PasswordChanged | KickReason::DeviceRevoked | KickReason::LoggedOut => {
+            Check::TokenGone
+        }
+        KickReason::AccountDisabled => Check::Disabled,
+        _ => Check::None,
+    }
+}
+
+/// The stores a received kick is checked against (the store of record's accounts).
+#[derive(Clone)]
+pub struct KickStores {
+    pub accounts: Arc<dyn AccountStore>,
+    pub admin: Arc<dyn AccountAdminStore>,
+}
+
+impl KickStores {
+    /// Whether a session of `user` with token `hash` is to end for a kick that checks `check`.
+    /// A store error ends it (fail closed).
+    fn ends(&self, user: u64, hash: &TokenHash, check: Check) -> bool {
+        match check {
+            Check::TokenGone => {
+                !matches!(self.accounts.token(hash), Ok(Some(t)) if t.user_id == user)
+            }
+            Check::Disabled => !matches!(self.admin.user_flags(user), Ok(None)),
+            Check::None => true,
+        }
+    }
+}
+
+/// A session a kick names: (user, connection, its token, the reason).
+type Named = (u64, ConnRef, TokenHash, KickReason);
+
+impl Link {
+    /// The kicks of one incoming batch: checked against the store and applied off the
+    /// receiving task (a store read never holds up the link's frames), then confirmed to the
+    /// sender on the stream's response half (`acks`; a confirmation that does not fit is
+    /// made up by the sender sending the kick again on its next stream).
+    pub(super) fn apply_kicks(
+        self: &Arc<Self>,
+        kicks: Vec<v1::NodeKick>,
+        acks: mpsc::Sender<NodeBatch>,
+    ) {
+        let link = Arc::clone(self);
+        tokio::spawn(async move {
+            link.kick_checked(&kicks).await;
+            let confirm = NodeBatch {
+                from_node: link.me.clone(),
+                items: kicks
+                    .into_iter()
+                    .map(|k| NodeItem {
+                        item: Some(Item::Kick(k)),
+                    })
+                    .collect(),
+                missed: false,
+            };
+            let _ = acks.try_send(confirm);
+        });
+    }
+
+    async fn kick_checked(&self, kicks: &[v1::NodeKick]) {
+        let mut named: Vec<Named> = Vec::new();
+        {
+            let sessions = self.sessions.read();
+            for k in kicks {
+                let reason = KickReason::try_from(k.reason).unwrap_or(KickReason::Unspecified);
+                let device = (!k.all_devices).then_some(k.device_id.as_str());
+                named.extend(
+                    sessions
+                        .of_user(k.user_id)
+                        .iter()
+                        .filter(|s| device.is_none_or(|d| *s.device_id == *d))
+                        .map(|s| (k.user_id, s.conn, s.token_hash, reason)),
+                );
+            }
+        }
+        if named.is_empty() {
+            return;
+        }
+        let n = named.len();
+        let ends: Vec<bool> = match self.kick_stores.get().cloned() {
+            None => vec![true; n],
+            Some(stores) => {
+                let asked: Vec<(u64, TokenHash, Check)> = named
+                    .iter()
+                    .map(|(u, _, h, r)| (*u, *h, check_for(*r)))
+                    .collect();
+                tokio::task::spawn_blocking(move || {
+                    asked
+                        .iter()
+                        .map(|(u, h, c)| stores.ends(*u, h, *c))
+                        .collect()
+                })
+                .await
+                .unwrap_or_else(|_| vec![true; n])
+            }
+        };
+        for ((_, conn, _, reason), end) in named.into_iter().zip(ends) {
+            if !end {
+                metrics::counter!("ringchat_cluster_kicks_spared_total").increment(1);
+                continue;
+            }
+            if let Some(tx) = self.shards.get(usize::from(conn.shard)) {
+                let _ = tx
+                    .send(ShardEvent::Kick {
+                        conn: conn.conn,
+                        reason,
+                    })
+                    .await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kick(user: u64, device: Option<&str>, reason: i32) -> v1::NodeKick {
+        match item(user, device, reason).item {
+            Some(Item::Kick(k)) => k,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn kicks_are_coalesced_per_user_and_forgotten_once_confirmed() {
+        let mut p = Pending::new(2);
+        p.record(1, Some("phone"), 11).unwrap();
+        p.record(1, Some("phone"), 12).unwrap();
+        assert_eq!(p.items().len(), 1, "one entry per device");
+        p.record(1, None, 10).unwrap();
+        assert_eq!(
+            p.items(),
+            vec![item(1, None, 10)],
+            "every device covers one"
+        );
+        p.record(1, Some("tablet"), 11).unwrap();
+        assert_eq!(p.items().len(), 1);
+        // A confirmation of an older kick leaves the newer one.
+        p.confirmed(&kick(1, Some("phone"), 12));
+        p.confirmed(&kick(1, None, 13));
+        assert_eq!(p.len(), 1);
+        p.confirmed(&kick(1, None, 10));
+        assert_eq!(p.len(), 0);
+    }
+
+    #[test]
+    fn the_set_is_bounded_in_users_and_devices() {
+        let mut p = Pending::new(2);
+        p.record(1, None, 10).unwrap();
+        p.record(2, Some("a"), 11).unwrap();
+        assert_eq!(p.record(3, None, 10), Err(KickRefused::Full));
+        p.record(2, Some("b"), 11).unwrap();
+        for i in 0..DEVICES_PER_USER_MAX {
+            p.record(2, Some(&format!("d{i}")), 11).unwrap();
+        }
+        assert_eq!(p.len(), 2);
+        let of_2: Vec<NodeItem> = p
+            .items()
+            .into_iter()
+            .filter(|i| matches!(&i.item, Some(Item::Kick(k)) if k.user_id == 2))
+            .collect();
+        assert_eq!(of_2, vec![item(2, None, 11)], "too many devices: every one");
+        p.confirmed(&kick(2, None, 11));
+        p.record(3, None, 10).unwrap();
+    }
+}
