@@ -292,3 +292,46 @@ async fn heartbeats_keep_a_session_while_an_idle_one_is_closed() {
         active.ping().await.expect("the pinging session stays open");
     }
 }
+
+#[tokio::test]
+async fn guesses_at_many_accounts_at_once_from_one_address_are_throttled_as_one() {
+    let server = TestServer::start(&[
+        ("LOGIN__FAILURES_FREE", "2"),
+        ("LOGIN__FAILURE_DELAY_MS", "60000"),
+        ("LOGIN__FAILURE_DELAY_MS_MAX", "60000"),
+    ]);
+    // 40 connections from 127.0.0.1, each guessing one account's password, all at once:
+    // every guess passes the address's first check before any has failed.
+    const GUESSES: usize = 40;
+    let mut clients = Vec::new();
+    for _ in 0..GUESSES {
+        let mut c = server.client().await;
+        c.hello().await.unwrap();
+        clients.push(c);
+    }
+    let mut pending = Vec::new();
+    for (i, c) in clients.iter_mut().enumerate() {
+        let id = c
+            .send(Body::Login(v1::Login {
+                account: Some(login::Account::Username(format!("someone{i}"))),
+                credential: Some(login::Credential::Password("a common password".into())),
+                device_id: "d".into(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap();
+        pending.push(id);
+    }
+    let (mut wrong, mut limited) = (0, 0);
+    for (c, id) in clients.iter_mut().zip(pending) {
+        match c.reply_to(id).await.unwrap() {
+            Body::Error(e) if e.code() == ErrorCode::InvalidCredentials => wrong += 1,
+            Body::Error(e) if e.code() == ErrorCode::RateLimited => limited += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    // Three failures pass the address's throttle one after another; a few more may have been
+    // hashing at once when they were recorded (accounts.hash_concurrency, 2).
+    assert!(wrong <= 5, "{wrong} guesses answered, {limited} throttled");
+    assert_eq!(wrong + limited, GUESSES);
+}

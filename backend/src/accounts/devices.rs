@@ -86,7 +86,7 @@ impl Accounts {
             .ok_or_else(|| Refusal::unavailable("a logged-in user has no record"))?;
         let right = req.old_password.len() <= self.password_bytes_max()
             && self
-                .verify_throttled(&key, &user.password_hash, &req.old_password)
+                .verify_throttled(&[&key], &user.password_hash, &req.old_password)
                 .await?;
         if !right {
             self.throttle.record_failure(key, std::time::Instant::now());

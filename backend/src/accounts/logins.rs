@@ -33,7 +33,7 @@ impl Accounts {
         let result = match &req.credential {
             Some(login::Credential::Token(token)) => self.authenticate_token(req, token).await,
             Some(login::Credential::Password(password)) => {
-                self.authenticate_password(req, password).await
+                self.authenticate_password(req, password, &addr_key).await
             }
             None => Err(Refusal::new(
                 ErrorCode::InvalidArgument,
@@ -93,10 +93,12 @@ impl Accounts {
         }
     }
 
+    /// `addr_key`: the client address's throttle, checked again once a hashing permit is held.
     async fn authenticate_password(
         &self,
         req: &v1::Login,
         password: &str,
+        addr_key: &ThrottleKey,
     ) -> Result<Authenticated, Refusal> {
         let store = Arc::clone(&self.store);
         // A name or address that could never have been registered cannot exist: refuse it
@@ -151,7 +153,7 @@ impl Accounts {
             .as_ref()
             .map_or_else(|| self.dummy_hash.clone(), |u| u.password_hash.clone());
         let verified = self
-            .verify_throttled(&account_key, &stored_hash, password)
+            .verify_throttled(&[&account_key, addr_key], &stored_hash, password)
             .await?;
         let Some(user) = user.filter(|_| verified) else {
             self.throttle.record_failure(account_key, Instant::now());
@@ -178,10 +180,12 @@ impl Accounts {
     }
 
     /// Verifies a password under a hashing permit. Guesses sent in parallel all passed the
-    /// first throttle check; the ones that waited for a permit behind a failure stop here.
+    /// first throttle check; the ones that waited for a permit behind a failure stop here,
+    /// for every key given (the account's, and the client address's: many accounts guessed
+    /// at once from one address are throttled as one after another would be).
     pub(super) async fn verify_throttled(
         &self,
-        key: &ThrottleKey,
+        keys: &[&ThrottleKey],
         stored_hash: &str,
         password: &str,
     ) -> Result<bool, Refusal> {
@@ -190,7 +194,9 @@ impl Accounts {
             .acquire()
             .await
             .expect("semaphore never closed");
-        self.check_throttle(key)?;
+        for key in keys {
+            self.check_throttle(key)?;
+        }
         let (stored, password) = (stored_hash.to_owned(), password.to_owned());
         tokio::task::spawn_blocking(move || password::verify_password(&stored, &password))
             .await
