@@ -40,7 +40,7 @@ impl AccountAdminStore for FjallStore {
         if self.view().get(&self.users, user.to_be_bytes())?.is_none() {
             return Ok(false);
         }
-        let mut batch = self.db.batch();
+        let mut batch = self.batch();
         match flags {
             Some(f) => batch.insert(&self.user_flags, user.to_be_bytes(), encode(f)),
             None => batch.remove(&self.user_flags, user.to_be_bytes()),
@@ -69,7 +69,7 @@ impl AccountAdminStore for FjallStore {
         let _writing = self.write_lock();
         self.writable()?;
         let view = self.view();
-        let mut batch = self.db.batch();
+        let mut batch = self.batch();
         let stored = view.iter(&self.invites).take(invites_max).count();
         if stored >= invites_max {
             // Full: drop what no registration can use any more, in the same write.
@@ -115,7 +115,7 @@ impl AccountAdminStore for FjallStore {
             return Ok(InviteTake::Refused);
         }
         invite.uses += 1;
-        let mut batch = self.db.batch();
+        let mut batch = self.batch();
         batch.insert(&self.invites, invite.id.to_be_bytes(), encode(&invite));
         self.commit_admin_batch(batch)?;
         Ok(InviteTake::Taken(invite))
@@ -131,7 +131,7 @@ impl AccountAdminStore for FjallStore {
             return Ok(());
         }
         invite.uses -= 1;
-        let mut batch = self.db.batch();
+        let mut batch = self.batch();
         batch.insert(&self.invites, id.to_be_bytes(), encode(&invite));
         self.commit_admin_batch(batch)
     }
@@ -154,7 +154,7 @@ impl AccountAdminStore for FjallStore {
         let Some(invite) = self.invite_by_id(id)? else {
             return Ok(false);
         };
-        let mut batch = self.db.batch();
+        let mut batch = self.batch();
         batch.remove(&self.invites, id.to_be_bytes());
         batch.remove(&self.invite_codes, invite.code_hash);
         self.commit_admin_batch(batch)?;

@@ -16,6 +16,10 @@ const ACCOUNT_INDEX_CURRENT: u64 = 1;
 /// Keys per batch written while indexing, at most.
 const BATCH_KEYS_MAX: usize = 4096;
 
+#[expect(
+    clippy::disallowed_methods,
+    reason = "runs inside FjallStore::open_with, before any writer or the journal prefill"
+)]
 pub(super) fn build(store: &FjallStore) -> Result<(), StoreError> {
     if let Some(v) = store.meta.get(META_ACCOUNT_INDEX)?
         && be_u64(&v)? >= ACCOUNT_INDEX_CURRENT
@@ -121,13 +125,16 @@ mod tests {
             email: email.into(),
             created_at_ms: 1,
         };
+        let _writing = store.write_lock();
         store
-            .users
-            .insert(user_id.to_be_bytes(), super::super::encode(&user))
+            .insert(
+                &store.users,
+                user_id.to_be_bytes(),
+                super::super::encode(&user),
+            )
             .unwrap();
         store
-            .usernames
-            .insert(username_key(name), user_id.to_be_bytes())
+            .insert(&store.usernames, username_key(name), user_id.to_be_bytes())
             .unwrap();
     }
 
@@ -148,11 +155,11 @@ mod tests {
                 issued_at_ms: 7,
                 expires_at_ms: u64::MAX,
             };
+            let _writing = store.write_lock();
             store
-                .tokens
-                .insert([5u8; 32], postcard::to_stdvec(&v1).unwrap())
+                .insert(&store.tokens, [5u8; 32], postcard::to_stdvec(&v1).unwrap())
                 .unwrap();
-            store.meta.remove(META_ACCOUNT_INDEX).unwrap();
+            store.remove(&store.meta, META_ACCOUNT_INDEX).unwrap();
             store.persist().unwrap();
         }
         let store = FjallStore::open(dir.path(), Durability::Fsync).unwrap();

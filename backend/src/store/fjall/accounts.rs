@@ -123,7 +123,7 @@ impl AccountStore for FjallStore {
             email: email.to_owned(),
             created_at_ms: now_ms,
         };
-        let mut batch = self.db.batch();
+        let mut batch = self.batch();
         batch.insert(&self.users, user_id.to_be_bytes(), encode(&user));
         batch.insert(&self.usernames, name_key, user_id.to_be_bytes());
         if !mail_key.is_empty() {
@@ -159,7 +159,7 @@ impl AccountStore for FjallStore {
     fn put_token(&self, hash: &TokenHash, token: &TokenRecord) -> Result<(), StoreError> {
         let _writing = self.write_lock();
         self.writable()?;
-        let mut batch = self.db.batch();
+        let mut batch = self.batch();
         self.put_token_in(&mut batch, hash, token);
         self.commit_account_batch(batch)
     }
@@ -174,7 +174,7 @@ impl AccountStore for FjallStore {
         let Some(token) = self.latest_token(hash)? else {
             return Ok(());
         };
-        let mut batch = self.db.batch();
+        let mut batch = self.batch();
         self.remove_token_in(&mut batch, token.user_id, hash);
         self.commit_account_batch(batch)
     }
@@ -214,13 +214,13 @@ impl AccountStore for FjallStore {
         self.writable()?;
         // Under the write lock, which every revocation's write holds too.
         if let Some(held) = held
-            && !self
+            && self
                 .latest_token(held)?
-                .is_some_and(|t| t.user_id == user_id)
+                .is_none_or(|t| t.user_id != user_id)
         {
             return Ok(false);
         }
-        let mut batch = self.db.batch();
+        let mut batch = self.batch();
         for hash in revoke {
             if self
                 .latest_token(hash)?
@@ -253,7 +253,7 @@ impl AccountStore for FjallStore {
             return Ok(None);
         }
         user.password_hash = password_hash.to_owned();
-        let mut batch = self.db.batch();
+        let mut batch = self.batch();
         batch.insert(&self.users, user_id.to_be_bytes(), encode(&user));
         let revoked = self.user_token_hashes(user_id)?;
         for hash in &revoked {
@@ -269,7 +269,7 @@ impl AccountStore for FjallStore {
     fn touch_tokens(&self, seen: &[(TokenHash, u64)]) -> Result<(), StoreError> {
         let _writing = self.write_lock();
         self.writable()?;
-        let mut batch = self.db.batch();
+        let mut batch = self.batch();
         let mut changed = false;
         for (hash, seen_ms) in seen {
             if let Some(mut token) = self.latest_token(hash)?

@@ -13,7 +13,7 @@ impl AuditStore for FjallStore {
         }
         let _writing = self.write_lock();
         self.writable()?;
-        let mut batch = self.db.batch();
+        let mut batch = self.batch();
         for (id, record) in (first_id..).zip(records) {
             batch.insert(&self.audit, id.to_be_bytes(), encode(record));
         }
@@ -57,7 +57,7 @@ impl AuditStore for FjallStore {
     fn prune_audit(&self, before_ms: u64, limit: usize) -> Result<usize, StoreError> {
         let _writing = self.write_lock();
         self.writable()?;
-        let mut batch = self.db.batch();
+        let mut batch = self.batch();
         let mut pruned = 0usize;
         let newest = self.last_audit_id()?.to_be_bytes();
         for guard in self.view().iter(&self.audit).take(limit) {

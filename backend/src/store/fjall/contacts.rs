@@ -97,8 +97,7 @@ impl ContactStore for FjallStore {
         let _writing = self.write_lock();
         self.writable()?;
         self.written(
-            self.profiles
-                .insert(user.to_be_bytes(), encode(profile))
+            self.insert(&self.profiles, user.to_be_bytes(), encode(profile))
                 .map_err(StoreError::from),
         )?;
         self.persist()

@@ -413,7 +413,7 @@ impl DumpStore for FjallStore {
         }
         let _writing = self.write_lock();
         self.writable()?;
-        let mut batch = self.db.batch();
+        let mut batch = self.batch();
         for item in items {
             self.import_into(&mut batch, item)?;
         }
@@ -425,7 +425,7 @@ impl DumpStore for FjallStore {
         let _writing = self.write_lock();
         self.writable()?;
         // `user_groups` is keyed (user, group): one user's rows are contiguous.
-        let mut batch = self.db.batch();
+        let mut batch = self.batch();
         let mut in_batch = 0usize;
         let mut current: Option<(UserId, u64)> = None;
         let mut put = |batch: &mut fjall::OwnedWriteBatch, (user, count): (UserId, u64)| {
@@ -439,7 +439,7 @@ impl DumpStore for FjallStore {
                 return Ok(());
             }
             in_batch = 0;
-            let full = std::mem::replace(batch, self.db.batch());
+            let full = std::mem::replace(batch, self.batch());
             self.written(full.commit().map_err(StoreError::from))
         };
         for guard in self.view().iter(&self.user_groups) {

@@ -67,6 +67,10 @@ impl FjallStore {
     }
 }
 
+#[expect(
+    clippy::disallowed_methods,
+    reason = "runs inside FjallStore::open_with, before any writer or the journal prefill"
+)]
 pub(super) fn build(store: &FjallStore) -> Result<(), StoreError> {
     if let Some(v) = store.meta.get(META_GROUP_NAMES)?
         && be_u64(&v)? >= GROUP_NAMES_CURRENT

@@ -225,7 +225,7 @@ impl ConversationLog for FjallStore {
         let _writing = self.commit_lock();
         self.writable()?;
         self.check_fences(group)?;
-        let mut batch = self.db.batch();
+        let mut batch = self.batch();
         for_each_run(&group.messages, |run| {
             let first = run[0];
             batch.insert(

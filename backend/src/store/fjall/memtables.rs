@@ -133,7 +133,9 @@ mod tests {
             // Every write holds the store's write lock, as the store's own do: the journal
             // prefill relies on it (without it, this test corrupted the journal 2 runs in 3).
             let _writing = store.write_lock();
-            store.cursor_rows.insert(i.to_be_bytes(), value).unwrap();
+            store
+                .insert(&store.cursor_rows, i.to_be_bytes(), value)
+                .unwrap();
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while store.cursor_rows.table_count() == 0 {
@@ -158,10 +160,9 @@ mod tests {
         for i in 0u32..1000 {
             let _writing = store.write_lock();
             store
-                .cursor_rows
-                .insert(i.to_be_bytes(), [1u8; 100])
+                .insert(&store.cursor_rows, i.to_be_bytes(), [1u8; 100])
                 .unwrap();
-            store.recent.insert(i.to_be_bytes(), []).unwrap();
+            store.insert(&store.recent, i.to_be_bytes(), []).unwrap();
         }
         store
             .settle(Duration::from_millis(50), Duration::from_secs(60))
@@ -183,6 +184,8 @@ mod tests {
             let meta = db
                 .keyspace("meta", fjall::KeyspaceCreateOptions::default)
                 .unwrap();
+            // A bare fjall database, no store (no prefill) over it.
+            #[expect(clippy::disallowed_methods, reason = "not a store yet")]
             meta.insert("layout", 2u64.to_be_bytes()).unwrap();
             db.persist(fjall::PersistMode::SyncAll).unwrap();
         }

@@ -41,6 +41,10 @@ const RECENT_SENDS_MAX: usize = 256;
 #[error("the data dir has store layout {0}; this ringchat knows layouts 1 and {LAYOUT_CURRENT}")]
 struct UnknownLayout(u64);
 
+#[expect(
+    clippy::disallowed_methods,
+    reason = "runs inside FjallStore::open_with, before any writer or the journal prefill"
+)]
 pub(super) fn to_current_layout(store: &FjallStore) -> Result<(), StoreError> {
     let layout = match store.meta.get(META_LAYOUT)? {
         Some(v) => Some(be_u64(&v)?),
@@ -95,6 +99,10 @@ fn old_keyspace(store: &FjallStore, name: &str) -> Result<Option<fjall::Keyspace
 
 /// Writes every layout 1 message into runs (and recalls); returns how many, and each
 /// conversation's last activity.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "runs inside FjallStore::open_with, before any writer or the journal prefill"
+)]
 fn migrate_messages(store: &FjallStore) -> Result<(u64, BTreeMap<u64, u64>), StoreError> {
     let mut last_times = BTreeMap::new();
     let Some(messages) = old_keyspace(store, "messages")? else {
@@ -144,6 +152,10 @@ fn migrate_messages(store: &FjallStore) -> Result<(u64, BTreeMap<u64, u64>), Sto
 
 /// Indexes every (user, conversation) of layout 1's `user_conversations` by the
 /// conversation's last activity.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "runs inside FjallStore::open_with, before any writer or the journal prefill"
+)]
 fn index_recency(store: &FjallStore, last_times: &BTreeMap<u64, u64>) -> Result<(), StoreError> {
     let Some(user_conversations) = old_keyspace(store, "user_conversations")? else {
         return Ok(());
@@ -165,6 +177,10 @@ fn index_recency(store: &FjallStore, last_times: &BTreeMap<u64, u64>) -> Result<
 }
 
 /// Folds layout 1's cursors, device cursors and dedup entries into cursor rows; returns how many.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "runs inside FjallStore::open_with, before any writer or the journal prefill"
+)]
 fn migrate_rows(store: &FjallStore) -> Result<usize, StoreError> {
     let mut rows: BTreeMap<(u64, u64), CursorRow> = BTreeMap::new();
     let snapshot = store.db.snapshot();
@@ -257,6 +273,10 @@ mod tests {
 
     /// Writes a store the way layout 1 did (raw keys), with 150 messages (more than one run),
     /// one of them recalled, cursors, a device cursor and dedup entries.
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "a bare fjall database, not a store"
+    )]
     fn write_layout_1(dir: &std::path::Path, ab: ConvId) {
         let db = fjall::Database::builder(dir).open().unwrap();
         let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default).unwrap();

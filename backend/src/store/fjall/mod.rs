@@ -267,6 +267,7 @@ impl FjallStore {
         let writers_rotate_at = match meta.get(META_WRITERS_ROTATE_AT)? {
             Some(v) => be_u64(&v)?,
             None if fresh => {
+                #[expect(clippy::disallowed_methods, reason = "opening: no writer runs yet")]
                 meta.insert(
                     META_WRITERS_ROTATE_AT,
                     memtables::WRITERS_ROTATE_AT.to_be_bytes(),
@@ -398,6 +399,37 @@ impl FjallStore {
     /// The write lock for a writer other than the sequencer's commit group.
     fn write_lock(&self) -> MutexGuard<'_, ()> {
         self.locks.write_lock()
+    }
+
+    /// A write batch. Every write of an open store holds the write lock (`write_locks.rs`),
+    /// asserted here: the journal prefill could write zeros over a write that did not.
+    fn batch(&self) -> fjall::OwnedWriteBatch {
+        self.locks.assert_held();
+        #[expect(clippy::disallowed_methods, reason = "the one checked place")]
+        self.db.batch()
+    }
+
+    /// One key written outside a batch, under the write lock (asserted, as [`Self::batch`]).
+    fn insert(
+        &self,
+        keyspace: &Keyspace,
+        key: impl Into<fjall::UserKey>,
+        value: impl Into<fjall::UserValue>,
+    ) -> Result<(), fjall::Error> {
+        self.locks.assert_held();
+        #[expect(clippy::disallowed_methods, reason = "the one checked place")]
+        keyspace.insert(key, value)
+    }
+
+    /// One key removed outside a batch, under the write lock (asserted, as [`Self::batch`]).
+    fn remove(
+        &self,
+        keyspace: &Keyspace,
+        key: impl Into<fjall::UserKey>,
+    ) -> Result<(), fjall::Error> {
+        self.locks.assert_held();
+        #[expect(clippy::disallowed_methods, reason = "the one checked place")]
+        keyspace.remove(key)
     }
 
     /// The write lock for a commit group: ahead of every other writer still waiting.

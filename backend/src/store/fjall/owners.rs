@@ -41,7 +41,7 @@ impl OwnerStore for FjallStore {
     fn claim_many(&self, node: u64, claims: &[(ConvId, u64)]) -> Result<Vec<Claim>, StoreError> {
         let _writing = self.write_lock();
         self.writable()?;
-        let mut batch = self.db.batch();
+        let mut batch = self.batch();
         // A conversation named twice: the second claim sees what the first one did.
         let mut won: Vec<(ConvId, OwnerRecord)> = Vec::new();
         let mut answers = Vec::with_capacity(claims.len());
@@ -91,7 +91,7 @@ impl OwnerStore for FjallStore {
         let end = first
             .checked_add(count)
             .ok_or_else(|| StoreError::Engine(format!("{kind:?} ids are exhausted").into()))?;
-        let mut batch = self.db.batch();
+        let mut batch = self.batch();
         batch.insert(&self.meta, key, end.to_be_bytes());
         self.written(batch.commit().map_err(StoreError::from))?;
         self.persist()?;

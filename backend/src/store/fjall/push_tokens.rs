@@ -24,8 +24,7 @@ impl PushTokenStore for FjallStore {
         let _writing = self.write_lock();
         self.writable()?;
         self.written(
-            self.push_tokens
-                .insert(key(user, device_id), encode(token))
+            self.insert(&self.push_tokens, key(user, device_id), encode(token))
                 .map_err(StoreError::from),
         )?;
         self.persist()
@@ -39,7 +38,10 @@ impl PushTokenStore for FjallStore {
         if self.view().get(&self.push_tokens, &key)?.is_none() {
             return Ok(false);
         }
-        self.written(self.push_tokens.remove(key).map_err(StoreError::from))?;
+        self.written(
+            self.remove(&self.push_tokens, key)
+                .map_err(StoreError::from),
+        )?;
         self.persist()?;
         Ok(true)
     }

@@ -4,7 +4,8 @@
 //!
 //! *Invariant*: every write to the database after `FjallStore::open_with` returns holds this
 //! lock, so nothing is written to fjall's journal while it is held by someone else. The journal
-//! prefill (`journal_prefill.rs`) relies on it.
+//! prefill (`journal_prefill.rs`) relies on it. Enforced: `clippy.toml` forbids fjall's write
+//! calls but through `FjallStore::batch`, `insert` and `remove`, which assert the lock is held.
 //!
 //! Commit groups go first: while one waits for the lock, other writers (a login's token, an
 //! audit batch) step back at it, so the sequencer waits for at most the one write (and fsync)
@@ -40,6 +41,17 @@ impl WriteLocks {
             self.stepped_back.fetch_sub(1, Ordering::Relaxed);
         }
         writing
+    }
+
+    /// Panics unless someone holds the write lock: called by every write (`FjallStore::batch`),
+    /// whose writer took it, so a writer that did not is caught whenever no other holds it.
+    pub(super) fn assert_held(&self) {
+        match self.writes.try_lock() {
+            Err(std::sync::TryLockError::WouldBlock) => {}
+            Ok(_) | Err(std::sync::TryLockError::Poisoned(_)) => {
+                panic!("a store write without the store's write lock (write_locks.rs)")
+            }
+        }
     }
 
     /// The lock for a commit group: ahead of every other writer still waiting.

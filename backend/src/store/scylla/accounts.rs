@@ -319,10 +319,10 @@ impl AccountStore for ScyllaStore {
         self.writable()?;
         self.run(async {
             if let Some(held) = held
-                && !self
+                && self
                     .token_async(held)
                     .await?
-                    .is_some_and(|t| t.user_id == user_id)
+                    .is_none_or(|t| t.user_id != user_id)
             {
                 return Ok(false);
             }

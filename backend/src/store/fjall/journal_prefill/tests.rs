@@ -155,7 +155,9 @@ fn a_store_s_journal_is_filled_ahead_of_its_writes() {
     }
     for i in 0..1_000u32 {
         let _writing = store.write_lock();
-        store.meta.insert(i.to_be_bytes(), value(i)).unwrap();
+        store
+            .insert(&store.meta, i.to_be_bytes(), value(i))
+            .unwrap();
         store.persist().unwrap();
     }
     drop(store);

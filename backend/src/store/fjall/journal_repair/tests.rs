@@ -18,6 +18,8 @@ fn write_store(dir: &Path) -> PathBuf {
         .keyspace("messages", KeyspaceCreateOptions::default)
         .unwrap();
     for b in 0..BATCHES {
+        // A bare fjall database, no store (no prefill) over it.
+        #[expect(clippy::disallowed_methods, reason = "not a store")]
         let mut batch = db.batch();
         for i in 0..ITEMS_PER_BATCH {
             batch.insert(&ks, (b * 100 + i).to_be_bytes(), value(b, i));
