@@ -586,9 +586,21 @@ impl Backend {
             platform,
             token_hash: auth.token_hash,
         };
-        let replaced = match self.sessions.write().open(auth.user_id, session) {
+        let opened = self.sessions.write().open(auth.user_id, session);
+        let replaced = match opened {
             Ok(replaced) => replaced,
             Err(OpenError::TooManyDevices { devices_max }) => {
+                // A token made for this login (a password login's, a refresh's) was written
+                // already: nobody got it, so it goes, or it would count as a device.
+                let issued = auth.refreshed
+                    || matches!(body.credential, Some(v1::login::Credential::Password(_)));
+                if issued {
+                    let (store, hash) = (Arc::clone(&self.ports.accounts), auth.token_hash);
+                    let removed = tokio::task::spawn_blocking(move || store.remove_token(&hash));
+                    if !matches!(removed.await, Ok(Ok(()))) {
+                        tracing::warn!(user_id = auth.user_id, "a refused login's token stays");
+                    }
+                }
                 return refused(Refusal::new(
                     ErrorCode::TooManyDevices,
                     format!("already logged in on {devices_max} devices"),

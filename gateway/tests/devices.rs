@@ -531,3 +531,38 @@ async fn of_two_password_changes_made_at_once_only_the_acknowledged_one_holds() 
         assert_eq!(login.is_ok(), works, "{p}: {login:?}");
     }
 }
+
+#[tokio::test]
+async fn a_login_refused_for_too_many_devices_leaves_no_token_behind() {
+    let server = TestServer::start(&[
+        ("LOGIN__DEVICES_MAX", "2"),
+        ("LOGIN__DEVICE_TOKENS_MAX", "4"),
+    ]);
+    drop(server.user("alice").await);
+    let (mut d1, _) = device(&server, "alice", "d1", v1::Platform::Ios).await;
+    let (_d2, _) = device(&server, "alice", "d2", v1::Platform::Web).await;
+    for _ in 0..3 {
+        let mut c = hello(&server).await;
+        let refused = c
+            .login(v1::Login {
+                account: Some(login::Account::Username("alice".into())),
+                credential: Some(login::Credential::Password(PASSWORD.into())),
+                device_id: "d3".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(refused.code(), ErrorCode::TooManyDevices);
+    }
+    let mut names: Vec<String> = devices_of(&mut d1)
+        .await
+        .into_iter()
+        .map(|d| d.device_id)
+        .collect();
+    names.sort();
+    assert!(
+        names.iter().all(|n| n != "d3"),
+        "a refused login's token is a device: {names:?}"
+    );
+}
