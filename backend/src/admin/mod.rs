@@ -6,7 +6,10 @@
 //! carry `#[utoipa::path]`, so the document is generated from the code and cannot drift from
 //! it. Every handler says who may call it by its extractor (`auth::Viewer` or
 //! `auth::AdminOnly`), returns `error::ApiResult`, pages lists with `page`, and records every
-//! change with `backend.audit.record_admin(op.audit("…"))`.
+//! change with `backend.audit.record_admin(op.audit("…"))`. A request that may change state
+//! (not GET) runs as a task of its own (`detached.rs`, started by `listener.rs`), so a client
+//! that goes away mid-request cannot stop a change between its write, its follow-ups and its
+//! audit entry.
 
 mod activity_api;
 mod audit_api;
@@ -15,6 +18,7 @@ mod backups_api;
 pub mod cli;
 mod config_api;
 mod dashboard;
+mod detached;
 pub mod error;
 mod health;
 mod logs_api;
@@ -26,12 +30,12 @@ pub mod page;
 // Users, groups, invites (issue 12, users part).
 mod groups_api;
 mod invites;
+mod listener;
 mod refusal;
 mod tls;
 pub mod users;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -201,13 +205,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     tokio::spawn(import_cli_audit(Arc::clone(&admin)));
     tokio::spawn(overview::sampler::run(Arc::clone(&admin)));
-    let app = app(admin);
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    listener::serve(listener, None, app(admin), shutdown).await
 }
 
 /// Moves the admin CLI's queued audit entries into the audit log, now and then.
