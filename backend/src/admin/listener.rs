@@ -2,6 +2,11 @@
 //! application speaks HTTP/1.1 only), built here rather than by `axum::serve` so that:
 //! - a request that may change state starts as its own task the moment hyper hands it over
 //!   (`detached.rs`): a client that goes away mid-request cannot stop a change halfway;
+//! - a stranger cannot hold descriptors (the process's limit is shared with the chat
+//!   listeners): at most `admin.conns_max` connections, TLS handshakes included, a new one past
+//!   it closed at once; a request head must arrive within `admin.header_read_timeout_ms` (also
+//!   the kept-alive connection's idle limit: hyper's timer, which `axum::serve` leaves off),
+//!   its body within `admin.body_read_timeout_ms` (`body_deadline.rs`);
 //! - the peer address reaches the handlers as `ConnectInfo`;
 //! - on shutdown the accept loop stops, every connection finishes its request in flight and
 //!   closes, and `serve` returns once all have.
@@ -15,28 +20,41 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
-use super::detached;
+use super::{body_deadline, detached};
+use crate::config::AdminConfig;
 
 /// A failed accept (out of descriptors or memory) is retried after this, not in a spin.
 const ACCEPT_RETRY: Duration = Duration::from_millis(50);
+
+/// What every connection is held to (`[admin]`).
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    header_read: Duration,
+    body_read: Duration,
+}
 
 /// Serves `app` on `listener` (over TLS with `tls`) until `shutdown` resolves.
 pub(super) async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     app: Router,
+    config: &AdminConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let limits = Limits {
+        header_read: config.header_read_timeout(),
+        body_read: config.body_read_timeout(),
+    };
+    let conns = Arc::new(Semaphore::new(config.conns_max));
     // Connections hold a receiver: `closed()` below waits for the last one to end.
     let (stop_tx, stop_rx) = watch::channel(false);
-    let handshakes = Arc::new(Semaphore::new(super::tls::HANDSHAKES_MAX));
     let mut shutdown = pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -50,29 +68,27 @@ pub(super) async fn serve(
                 }
             },
         };
+        // Taken before anything is read: a handshake counts as a connection.
+        let Ok(place) = Arc::clone(&conns).try_acquire_owned() else {
+            metrics::counter!("ringchat_admin_conns_refused_total").increment(1);
+            tracing::debug!(%peer, "admin listener: admin.conns_max connections open; closed");
+            drop(tcp);
+            continue;
+        };
         let app = app.clone();
         let stop = stop_rx.clone();
-        match &tls {
-            None => {
-                tokio::spawn(serve_conn(tcp, peer, app, stop));
-            }
-            Some(acceptor) => {
-                // A handshake waits for a place among `HANDSHAKES_MAX` in its own task, so a
-                // client that stalls its handshake holds neither this loop nor other clients.
-                let acceptor = acceptor.clone();
-                let handshakes = Arc::clone(&handshakes);
-                tokio::spawn(async move {
-                    let Ok(permit) = handshakes.acquire_owned().await else {
-                        return;
-                    };
-                    let stream = super::tls::handshake(&acceptor, tcp, peer).await;
-                    drop(permit);
-                    if let Some(stream) = stream {
-                        serve_conn(stream, peer, app, stop).await;
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let _place = place;
+            match tls {
+                None => serve_conn(tcp, peer, app, limits, stop).await,
+                Some(acceptor) => {
+                    if let Some(stream) = super::tls::handshake(&acceptor, tcp, peer).await {
+                        serve_conn(stream, peer, app, limits, stop).await;
                     }
-                });
+                }
             }
-        }
+        });
     }
     drop(listener);
     drop(stop_rx);
@@ -82,17 +98,26 @@ pub(super) async fn serve(
 }
 
 /// One connection, until it closes or (after `stop`) its request in flight is answered.
-async fn serve_conn<I>(io: I, peer: SocketAddr, app: Router, mut stop: watch::Receiver<bool>)
-where
+async fn serve_conn<I>(
+    io: I,
+    peer: SocketAddr,
+    app: Router,
+    limits: Limits,
+    mut stop: watch::Receiver<bool>,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let app = TowerToHyperService::new(app);
-    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+    let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        let mut req = req.map(|body| body_deadline::limit(body, limits.body_read));
         req.extensions_mut().insert(ConnectInfo(peer));
         let detach = detached::changes_state(req.method());
         detached::handle(detach, hyper::service::Service::call(&app, req))
     });
-    let builder = hyper::server::conn::http1::Builder::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read);
     let mut conn = pin!(builder.serve_connection(TokioIo::new(io), service));
     let mut stopping = *stop.borrow();
     if stopping {

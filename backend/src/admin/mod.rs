@@ -15,6 +15,7 @@ mod activity_api;
 mod audit_api;
 pub mod auth;
 mod backups_api;
+mod body_deadline;
 pub mod cli;
 mod config_api;
 mod dashboard;
@@ -205,7 +206,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     tokio::spawn(import_cli_audit(Arc::clone(&admin)));
     tokio::spawn(overview::sampler::run(Arc::clone(&admin)));
-    listener::serve(listener, None, app(admin), shutdown).await
+    let config = admin.config.clone();
+    listener::serve(listener, None, app(admin), &config, shutdown).await
 }
 
 /// Moves the admin CLI's queued audit entries into the audit log, now and then.

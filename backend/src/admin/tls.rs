@@ -1,8 +1,8 @@
 //! TLS on the admin listener (`[admin.tls]`): the same rustls server configuration the gateway
 //! loads for `[gateway.tls]`, handed in by the binary. Handshakes run in their connections'
-//! own tasks (`listener.rs`), each bounded by `HANDSHAKE_TIMEOUT` and at most `HANDSHAKES_MAX`
-//! at once, so a client that stalls its handshake holds neither the accept loop nor other
-//! clients.
+//! own tasks (`listener.rs`), each bounded by `HANDSHAKE_TIMEOUT` and counted among
+//! `admin.conns_max`, so a client that stalls its handshake holds neither the accept loop nor
+//! other clients.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,8 +17,6 @@ use super::Admin;
 
 /// A TLS handshake must finish within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshakes in progress at once; further ones wait for a place.
-pub(super) const HANDSHAKES_MAX: usize = 256;
 
 /// Serves the admin application over TLS until `shutdown` resolves.
 pub async fn serve_tls(
@@ -28,8 +26,10 @@ pub async fn serve_tls(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     tokio::spawn(super::import_cli_audit(Arc::clone(&admin)));
+    let config = admin.config.clone();
     let app = super::app(admin);
-    super::listener::serve(listener, Some(TlsAcceptor::from(tls)), app, shutdown).await
+    let acceptor = Some(TlsAcceptor::from(tls));
+    super::listener::serve(listener, acceptor, app, &config, shutdown).await
 }
 
 /// The TLS handshake of an accepted connection; `None` when it fails or takes too long.
