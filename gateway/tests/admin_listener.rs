@@ -127,3 +127,79 @@ async fn past_conns_max_a_new_connection_is_closed_and_chat_logins_go_on() {
     })
     .await;
 }
+
+/// `GET path` over TLS (checked against `pem`), with an API key if given: status and body.
+async fn tls_get(server: &TestServer, pem: &str, path: &str, key: Option<&str>) -> (u16, String) {
+    let mut tls = common::ws::tls_connect(server.admin, pem)
+        .await
+        .expect("TLS handshake");
+    let auth = key.map_or_else(String::new, |k| format!("Authorization: Bearer {k}\r\n"));
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n");
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(DEADLINE, tls.read_to_string(&mut answer))
+        .await
+        .expect("an answer in time")
+        .expect("a readable answer");
+    let status = answer.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_tls_the_overview_sampler_runs_as_over_plain_http() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (cert, key_file) = (tmp.path().join("cert.pem"), tmp.path().join("key.pem"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringchat"))
+        .args(["gen-cert", "--cert"])
+        .arg(&cert)
+        .arg("--key")
+        .arg(&key_file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let (c, k) = (cert.display().to_string(), key_file.display().to_string());
+    let server = TestServer::start_with_config(
+        &tmp.path().join("data"),
+        None,
+        &[("ADMIN__TLS__CERT_PATH", &c), ("ADMIN__TLS__KEY_PATH", &k)],
+    );
+    let pem = std::fs::read_to_string(&cert).unwrap();
+    let viewer = server.api_key("watch", "viewer");
+    let key = viewer.key().unwrap();
+
+    let (mut alice, _) = server.user("alice").await;
+    let (_bob, bob) = server.user("bob").await;
+    alice
+        .send_text(bob.user_id, "m1", "hello")
+        .await
+        .unwrap()
+        .expect("sent");
+
+    // The sampler fills the overview's `now` and the store's size, once a second.
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let (status, body) = tls_get(&server, &pem, "/api/overview", Some(&key)).await;
+        assert_eq!(status, 200, "{body}");
+        let overview: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let (_, metrics) = tls_get(&server, &pem, "/metrics", None).await;
+        let disk_total = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("ringchat_store_disk_total_bytes "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if !overview["now"].is_null() && disk_total > 0.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no sample over TLS: now = {}, ringchat_store_disk_total_bytes = {disk_total}",
+            overview["now"]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -204,10 +204,28 @@ pub async fn serve(
     admin: Arc<Admin>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    tokio::spawn(import_cli_audit(Arc::clone(&admin)));
-    tokio::spawn(overview::sampler::run(Arc::clone(&admin)));
+    run(listener, None, admin, shutdown).await
+}
+
+/// Serves the admin application, over TLS when `tls` is given, until `shutdown` resolves:
+/// the one path plain and TLS listeners share, background tasks included.
+async fn run(
+    listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    admin: Arc<Admin>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    start_background(&admin);
     let config = admin.config.clone();
-    listener::serve(listener, None, app(admin), &config, shutdown).await
+    listener::serve(listener, tls, app(admin), &config, shutdown).await
+}
+
+/// What the admin listener runs beside its requests, whichever way it serves: the overview's
+/// sampler (the overview's `now`, its history, the store's size in `/metrics`) and the import
+/// of the admin CLI's audit entries.
+fn start_background(admin: &Arc<Admin>) {
+    tokio::spawn(import_cli_audit(Arc::clone(admin)));
+    tokio::spawn(overview::sampler::run(Arc::clone(admin)));
 }
 
 /// Moves the admin CLI's queued audit entries into the audit log, now and then.

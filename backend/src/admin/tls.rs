@@ -25,11 +25,7 @@ pub async fn serve_tls(
     admin: Arc<Admin>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    tokio::spawn(super::import_cli_audit(Arc::clone(&admin)));
-    let config = admin.config.clone();
-    let app = super::app(admin);
-    let acceptor = Some(TlsAcceptor::from(tls));
-    super::listener::serve(listener, acceptor, app, &config, shutdown).await
+    super::run(listener, Some(TlsAcceptor::from(tls)), admin, shutdown).await
 }
 
 /// The TLS handshake of an accepted connection; `None` when it fails or takes too long.
