@@ -344,3 +344,11 @@ fn path_rejection(rejection: PathRejection) -> ApiError {
 pub async fn api_not_found() -> ApiError {
     ApiError::not_found("no such API path")
 }
+
+/// A path that exists, called with a method it does not have: a JSON 405 (axum adds `Allow`).
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        "this path does not take this method (see the Allow header)",
+    )
+}

@@ -172,6 +172,8 @@ pub fn app(admin: Arc<Admin>) -> Router {
         .route("/api/{*rest}", axum::routing::any(error::api_not_found))
         .merge(health::routes())
         .merge(dashboard::routes())
+        // Last: it applies to the routes registered before it. axum keeps the `Allow` header.
+        .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(admin.config.body_bytes_max))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(admin)
