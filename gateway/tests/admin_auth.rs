@@ -395,6 +395,9 @@ fn bad_input_gets_a_json_4xx() {
         ("GET", "/api/audit?cursor=zz", None, 400, "bad_request"),
         ("GET", "/api/audit?bogus=1", None, 400, "bad_request"),
         ("GET", "/api/no-such-thing", None, 404, "not_found"),
+        ("POST", "/api/overview", None, 405, "method_not_allowed"),
+        ("DELETE", "/api/users", None, 405, "method_not_allowed"),
+        ("PUT", "/healthz", None, 405, "method_not_allowed"),
     ];
     for (method, path, body, status, want) in cases {
         let r = admin.call(method, path, body.clone());
@@ -406,6 +409,20 @@ fn bad_input_gets_a_json_4xx() {
             r.1
         );
     }
+    // A 405 still says which methods the path has.
+    let mut raw = std::net::TcpStream::connect(server.admin).unwrap();
+    raw.set_read_timeout(Some(DEADLINE)).unwrap();
+    std::io::Write::write_all(
+        &mut raw,
+        b"POST /api/overview HTTP/1.0\r\nHost: admin\r\nContent-Length: 0\r\n\r\n",
+    )
+    .unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut raw, &mut answer).unwrap();
+    let head = answer.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.0 405"), "{answer}");
+    assert!(head.contains("\r\nallow: get,head\r\n"), "{answer}");
+    assert!(head.contains("content-type: application/json"), "{answer}");
     // A limit past admin.page_items_max is clamped, as the chat protocol's pages are.
     let r = admin.get("/api/audit?limit=10000");
     assert_eq!(r.0, 200, "{}", r.1);

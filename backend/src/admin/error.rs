@@ -33,6 +33,8 @@ pub enum ErrorCode {
     Conflict,
     /// Too many failed logins: wait `retry_after_ms`.
     Throttled,
+    /// The request's body did not arrive within `admin.body_read_timeout_ms`.
+    RequestTimeout,
     PayloadTooLarge,
     UnsupportedMediaType,
     /// The server cannot do it now (the store refuses writes, a queue is full).
@@ -51,6 +53,7 @@ impl ErrorCode {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict => StatusCode::CONFLICT,
             Self::Throttled => StatusCode::TOO_MANY_REQUESTS,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -247,7 +250,8 @@ fn not_json() -> ApiError {
     )
 }
 
-/// The body, within `admin.body_bytes_max` (the router's limit).
+/// The body, within `admin.body_bytes_max` (the router's limit) and
+/// `admin.body_read_timeout_ms` (the listener's).
 async fn body_bytes<S: Send + Sync>(
     req: Request,
     state: &S,
@@ -257,6 +261,11 @@ async fn body_bytes<S: Send + Sync>(
         .map_err(|r| {
             if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(ErrorCode::PayloadTooLarge, "the body is too large")
+            } else if super::body_deadline::timed_out(&r) {
+                ApiError::new(
+                    ErrorCode::RequestTimeout,
+                    "the body did not arrive in time (admin.body_read_timeout_ms)",
+                )
             } else {
                 ApiError::bad_request(r.body_text())
             }
@@ -334,4 +343,12 @@ fn path_rejection(rejection: PathRejection) -> ApiError {
 /// Unknown paths under `/api/`: a JSON 404.
 pub async fn api_not_found() -> ApiError {
     ApiError::not_found("no such API path")
+}
+
+/// A path that exists, called with a method it does not have: a JSON 405 (axum adds `Allow`).
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        "this path does not take this method (see the Allow header)",
+    )
 }

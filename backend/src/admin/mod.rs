@@ -6,15 +6,20 @@
 //! carry `#[utoipa::path]`, so the document is generated from the code and cannot drift from
 //! it. Every handler says who may call it by its extractor (`auth::Viewer` or
 //! `auth::AdminOnly`), returns `error::ApiResult`, pages lists with `page`, and records every
-//! change with `backend.audit.record_admin(op.audit("…"))`.
+//! change with `backend.audit.record_admin(op.audit("…"))`. A request that may change state
+//! (not GET) runs as a task of its own (`detached.rs`, started by `listener.rs`), so a client
+//! that goes away mid-request cannot stop a change between its write, its follow-ups and its
+//! audit entry.
 
 mod activity_api;
 mod audit_api;
 pub mod auth;
 mod backups_api;
+mod body_deadline;
 pub mod cli;
 mod config_api;
 mod dashboard;
+mod detached;
 pub mod error;
 mod health;
 mod logs_api;
@@ -26,12 +31,12 @@ pub mod page;
 // Users, groups, invites (issue 12, users part).
 mod groups_api;
 mod invites;
+mod listener;
 mod refusal;
 mod tls;
 pub mod users;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -167,6 +172,8 @@ pub fn app(admin: Arc<Admin>) -> Router {
         .route("/api/{*rest}", axum::routing::any(error::api_not_found))
         .merge(health::routes())
         .merge(dashboard::routes())
+        // Last: it applies to the routes registered before it. axum keeps the `Allow` header.
+        .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(admin.config.body_bytes_max))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(admin)
@@ -199,15 +206,28 @@ pub async fn serve(
     admin: Arc<Admin>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    tokio::spawn(import_cli_audit(Arc::clone(&admin)));
-    tokio::spawn(overview::sampler::run(Arc::clone(&admin)));
-    let app = app(admin);
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    run(listener, None, admin, shutdown).await
+}
+
+/// Serves the admin application, over TLS when `tls` is given, until `shutdown` resolves:
+/// the one path plain and TLS listeners share, background tasks included.
+async fn run(
+    listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    admin: Arc<Admin>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    start_background(&admin);
+    let config = admin.config.clone();
+    listener::serve(listener, tls, app(admin), &config, shutdown).await
+}
+
+/// What the admin listener runs beside its requests, whichever way it serves: the overview's
+/// sampler (the overview's `now`, its history, the store's size in `/metrics`) and the import
+/// of the admin CLI's audit entries.
+fn start_background(admin: &Arc<Admin>) {
+    tokio::spawn(import_cli_audit(Arc::clone(admin)));
+    tokio::spawn(overview::sampler::run(Arc::clone(admin)));
 }
 
 /// Moves the admin CLI's queued audit entries into the audit log, now and then.

@@ -23,6 +23,10 @@ const COMMON_ERRORS: &[(&str, &str)] = &[
     ),
     ("404", "No such thing"),
     ("405", "Method not allowed"),
+    (
+        "408",
+        "The body did not arrive within admin.body_read_timeout_ms",
+    ),
     ("413", "Body larger than admin.body_bytes_max"),
     ("415", "The body is not JSON"),
     ("422", "A value is well-formed but not allowed"),

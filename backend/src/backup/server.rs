@@ -24,8 +24,10 @@ pub struct Backups {
     files_on_s3: bool,
     /// What the manifests name as the source.
     source: String,
-    /// One backup at a time.
-    writing: tokio::sync::Mutex<()>,
+    /// One backup at a time: held by the blocking task that writes it, so that a caller that
+    /// stops waiting (its request dropped) does not let a second backup start beside it (whose
+    /// prune would delete the first's `*.partial` directory).
+    writing: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Local file storage: its directory, and the service whose collector pauses during a copy.
@@ -56,7 +58,7 @@ impl Backups {
             files,
             files_on_s3,
             source: format!("embedded:{}", dir.display()),
-            writing: tokio::sync::Mutex::new(()),
+            writing: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
@@ -75,7 +77,7 @@ impl Backups {
                 "backup.dir is not set: the server has nowhere to write backups".into(),
             ));
         };
-        let Ok(_writing) = self.writing.try_lock() else {
+        let Ok(writing) = Arc::clone(&self.writing).try_lock_owned() else {
             return Err(BackupError::NotEmpty(
                 "a backup is being written now: wait for it".into(),
             ));
@@ -98,6 +100,7 @@ impl Backups {
         }
         let files_root = self.files.as_ref().map(|f| f.root.clone());
         tokio::task::spawn_blocking(move || {
+            let _writing = writing;
             let _gc_paused = gc_paused;
             let Some(store) = engine.dump() else {
                 return Err(BackupError::Spec(
@@ -189,4 +192,85 @@ pub fn start(backups: &Arc<Backups>, engine: Arc<dyn StoreEngine>) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::mpsc::{Receiver, Sender, channel};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::store::{StoreError, StoreHealth};
+
+    /// An engine whose backup read waits until the test lets it go.
+    struct Gated {
+        entered: Mutex<Sender<()>>,
+        release: Mutex<Receiver<()>>,
+    }
+
+    impl StoreEngine for Gated {
+        fn health(&self) -> Arc<StoreHealth> {
+            Arc::new(StoreHealth::default())
+        }
+        fn flush(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn dump(&self) -> Option<&dyn crate::store::dump::DumpStore> {
+            let _ = self.entered.lock().unwrap().send(());
+            let _ = self
+                .release
+                .lock()
+                .unwrap()
+                .recv_timeout(Duration::from_secs(30));
+            None
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dropped_caller_keeps_the_one_at_a_time_lock_until_the_backup_ends() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = BackupConfig {
+            dir: tmp.path().join("backups"),
+            ..BackupConfig::default()
+        };
+        let backups = Arc::new(Backups::new(config, tmp.path(), None));
+        let (entered_tx, entered_rx) = channel();
+        let (release_tx, release_rx) = channel();
+        let engine: Arc<dyn StoreEngine> = Arc::new(Gated {
+            entered: Mutex::new(entered_tx),
+            release: Mutex::new(release_rx),
+        });
+        let b = Arc::clone(&backups);
+        let e = Arc::clone(&engine);
+        let first = tokio::spawn(async move { b.take(e).await });
+        tokio::task::spawn_blocking(move || entered_rx.recv_timeout(Duration::from_secs(10)))
+            .await
+            .unwrap()
+            .expect("the first backup started writing");
+        // Its caller goes away (a request dropped); its blocking task writes on.
+        first.abort();
+        assert!(first.await.unwrap_err().is_cancelled());
+        let second = backups.take(Arc::clone(&engine)).await;
+        assert!(
+            matches!(second, Err(BackupError::NotEmpty(_))),
+            "a second backup is refused while the first writes: {second:?}"
+        );
+        // Lets the first go, and every later read at once.
+        drop(release_tx);
+        // Once the first has ended, the next one may start (this engine has no dump: `Spec`).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match backups.take(Arc::clone(&engine)).await {
+                Err(BackupError::NotEmpty(_)) => {
+                    assert!(tokio::time::Instant::now() < deadline, "the lock came back");
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                other => {
+                    assert!(matches!(other, Err(BackupError::Spec(_))), "{other:?}");
+                    break;
+                }
+            }
+        }
+    }
 }

@@ -2,7 +2,6 @@
 //! each section here knows its defaults and validates itself.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 
 pub use crate::cluster::ClusterConfig;
 pub use crate::contacts::{ContactsConfig, DmPolicyName};
@@ -14,8 +13,10 @@ pub use crate::observe::ObserveConfig;
 pub use crate::push::PushConfig;
 pub use crate::rooms::RoomsConfig;
 
+mod admin;
 mod storage;
 
+pub use admin::{AdminConfig, AdminTlsConfig};
 pub use storage::*;
 
 use serde::{Deserialize, Serialize};
@@ -188,93 +189,6 @@ impl Default for LoginConfig {
 pub enum DevicePolicy {
     Coexist,
     Replace,
-}
-
-/// `[admin]`: the private HTTP listener: metrics, health, the admin API and the dashboard.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AdminConfig {
-    /// Empty string switches the admin listener off.
-    pub listen: String,
-    /// Lifetime of a dashboard session from its login, in seconds.
-    pub session_ttl_s: u64,
-    /// Dashboard sessions held at once; past it the one expiring soonest is ended.
-    pub sessions_max: usize,
-    /// Largest request body the admin API reads, in bytes.
-    pub body_bytes_max: usize,
-    /// Most items one page of any admin list holds.
-    pub page_items_max: usize,
-    /// Audit entries older than this many days are pruned (0: kept forever).
-    pub audit_retention_days: u64,
-    pub tls: AdminTlsConfig,
-}
-
-/// `[admin.tls]`: PEM files, as `[gateway.tls]`. Both empty: the admin listener speaks plain
-/// HTTP (keep it on loopback then).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AdminTlsConfig {
-    /// Certificate chain, leaf first.
-    pub cert_path: String,
-    /// Private key (PKCS#8, PKCS#1 or SEC1).
-    pub key_path: String,
-}
-
-impl AdminTlsConfig {
-    pub fn enabled(&self) -> bool {
-        !self.cert_path.is_empty() || !self.key_path.is_empty()
-    }
-}
-
-impl Default for AdminConfig {
-    fn default() -> Self {
-        Self {
-            listen: "127.0.0.1:8080".to_owned(),
-            session_ttl_s: 8 * 3600,
-            sessions_max: 1_024,
-            body_bytes_max: 64 * 1024,
-            page_items_max: 200,
-            audit_retention_days: 90,
-            tls: AdminTlsConfig::default(),
-        }
-    }
-}
-
-impl AdminConfig {
-    pub fn listen_addr(&self) -> Option<Result<SocketAddr, std::net::AddrParseError>> {
-        (!self.listen.is_empty()).then(|| self.listen.parse())
-    }
-
-    fn problems(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        if let Some(Err(e)) = self.listen_addr() {
-            out.push(format!(
-                "admin.listen: {e}: expected IP:PORT such as 127.0.0.1:8080 (a host name is not accepted: give the address to bind), or \"\" to switch it off"
-            ));
-        }
-        if !(1..=30 * 24 * 3600).contains(&self.session_ttl_s) {
-            out.push("admin.session_ttl_s: must be between 1 and 2592000 (30 days)".into());
-        }
-        if !(1..=1_000_000).contains(&self.sessions_max) {
-            out.push("admin.sessions_max: must be between 1 and 1000000".into());
-        }
-        if !(1024..=16 * 1024 * 1024).contains(&self.body_bytes_max) {
-            out.push("admin.body_bytes_max: must be between 1024 and 16777216".into());
-        }
-        if !(1..=crate::admin::page::LIMIT_MAX as usize).contains(&self.page_items_max) {
-            out.push("admin.page_items_max: must be between 1 and 10000".into());
-        }
-        if self.audit_retention_days > 36_500 {
-            out.push(
-                "admin.audit_retention_days: must be at most 36500 (0 keeps entries forever)"
-                    .into(),
-            );
-        }
-        if self.tls.enabled() && (self.tls.cert_path.is_empty() || self.tls.key_path.is_empty()) {
-            out.push("admin.tls: set both cert_path and key_path (or neither)".into());
-        }
-        out
-    }
 }
 
 /// `[presence]`: what friends see of each other.

@@ -63,6 +63,10 @@ pub fn describe() {
             "Audit entries dropped (their queue was full).",
         ),
         (
+            "ringchat_admin_conns_refused_total",
+            "Connections to the admin listener closed at once because admin.conns_max were open.",
+        ),
+        (
             "ringchat_typing_dropped_total",
             "Typing notices not relayed: reason=\"blocked\" (either user of a direct conversation blocks the other) or \"busy\" (the read gate was full).",
         ),
