@@ -380,11 +380,37 @@ fn written_len(data: &[u8]) -> usize {
 
 /// fjall reads a journal up to the first entry it cannot decode and drops the rest without an
 /// error (its "tolerate a corrupt tail"). That is right for a torn tail and silently loses
-/// acknowledged writes when complete batches follow: refuse to open then.
+/// acknowledged writes when complete batches follow: refuse to open then. A batch whose
+/// checksum fails is such an entry too when fjall compresses its values (lz4, from 4 KiB on):
+/// fjall decompresses each value as it reads it, before the checksum, and a value that does
+/// not decompress ends its reading silently. So the rule of [`repair`] applies here already:
+/// a bad batch followed by others, or in a sealed journal, refuses the open.
 fn check_nothing_after_the_end(dir: &Path) -> Result<(), StoreError> {
-    for (_, path) in journals(dir)? {
+    let journals = journals(dir)?;
+    let newest = journals.last().map(|(id, _)| *id);
+    for (id, path) in journals {
         let data = std::fs::read(&path)?;
-        let stop = scan(&data).stop;
+        let scan = scan(&data);
+        if let Some((bad, followed)) = scan.first_fault()
+            && (followed || Some(id) != newest)
+        {
+            return Err(corrupt(
+                &path,
+                format!(
+                    "batch at byte {} ({} bytes, seqno {}) is bad ({:?}), and {}",
+                    bad.start,
+                    bad.end - bad.start,
+                    bad.seqno,
+                    bad.fault.expect("a bad batch"),
+                    if followed {
+                        "batches follow it"
+                    } else {
+                        "it is in a sealed (older) journal"
+                    }
+                ),
+            ));
+        }
+        let stop = scan.stop;
         if let Some(next) = valid_batch_from(&data, stop) {
             return Err(corrupt(
                 &path,

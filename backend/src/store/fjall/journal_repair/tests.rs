@@ -11,8 +11,19 @@ fn value(batch: u64, item: u64) -> Vec<u8> {
         .repeat(20)
 }
 
+/// Values fjall compresses in its journal (lz4 from 4 KiB on, by default).
+fn big_value(batch: u64, item: u64) -> Vec<u8> {
+    format!("batch {batch} item {item} ")
+        .into_bytes()
+        .repeat(500)
+}
+
 /// A database whose journal holds `BATCHES` durable batches; returns the journal's path.
 fn write_store(dir: &Path) -> PathBuf {
+    write_store_of(dir, value)
+}
+
+fn write_store_of(dir: &Path, value: fn(u64, u64) -> Vec<u8>) -> PathBuf {
     let db = open_database(dir, 1).unwrap();
     let ks = db
         .keyspace("messages", KeyspaceCreateOptions::default)
@@ -109,6 +120,27 @@ fn journal_repair_refuses_a_bad_batch_before_the_last() {
     assert!(msg.contains("will not open"), "{msg}");
     // Nothing was cut.
     assert_eq!(std::fs::read(&journal).unwrap(), before);
+}
+
+/// fjall decompresses an lz4 journal value as it reads it, and a value that fails to
+/// decompress ends its reading there, silently: the batches after it would be dropped.
+#[test]
+fn journal_repair_refuses_a_bad_compressed_batch_before_the_last() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    std::fs::create_dir_all(&dir).unwrap();
+    let journal = write_store_of(&dir, big_value);
+    let batches = batches_of(&journal);
+    let earlier = batches[batches.len() - 5].clone();
+    tear(&journal, &earlier);
+    let before = std::fs::read(&journal).unwrap();
+    let err = open_database(&dir, 1).map(|_| ()).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+    assert!(
+        err.to_string().contains(&format!("byte {}", earlier.start)),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&journal).unwrap(), before, "nothing was cut");
 }
 
 #[test]
