@@ -14,6 +14,7 @@ pub mod mail;
 pub mod migrate;
 pub mod pg_cluster;
 pub mod resume;
+pub mod sse;
 pub mod store;
 pub mod transport;
 pub mod webhook;
