@@ -2,7 +2,8 @@
 // the test caused (a failed admin login, logged at WARN), a text filter hides lines that do not
 // match while showing one that does, pause holds new lines back, the search finds the line in
 // the files and the export link downloads it; a viewer sees the page but cannot change the
-// log filter (the server refuses it). Screenshots admin-logs-*.
+// log filter (the server refuses it); logging out ends the live tail's stream. Screenshots
+// admin-logs-*.
 // Every wait is on an event with a deadline (STEP_MS), never a sleep.
 // Started by gateway/tests/browser_admin.rs:  node web-tests/admin-logs.e2e.mjs ADMIN_URL ARTIFACT_DIR
 import { mkdirSync } from 'node:fs';
@@ -101,6 +102,17 @@ try {
   });
   check(refused.status === 403 && refused.body.error.code === 'forbidden', `viewer's change: ${JSON.stringify(refused)}`);
   await shot(v, 'admin-logs-viewer');
+
+  // Logging out leaves the page: its live tail's stream ends (it holds one of the server's
+  // log.streams_max places, and its operator's share of them).
+  const isTail = (r) => r.url().includes('/api/logs/stream');
+  const tailEnded = Promise.race([
+    a.waitForEvent('requestfailed', { predicate: isTail }),
+    a.waitForEvent('requestfinished', { predicate: isTail }),
+  ]);
+  await a.click('#logout');
+  await a.waitForSelector('#login:not([hidden])');
+  await tailEnded.catch((e) => fail(`the live tail's stream stayed open after logout: ${e.message}`));
 } catch (e) {
   fail(`admin logs page: ${e.stack || e}`);
 } finally {

@@ -14,7 +14,6 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
 use serde::Deserialize;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::broadcast::error::RecvError;
 use utoipa::IntoParams;
 
@@ -23,6 +22,7 @@ use super::auth::Viewer;
 use super::error::{ApiError, ApiQuery, ApiResult, ErrorBody};
 use super::logs_api::logs;
 use crate::logs::filter::LineFilter;
+use crate::logs::streams::StreamPlace;
 use crate::logs::tail::TailEvent;
 
 /// A comment line this often keeps proxies from closing a quiet stream, and finds readers
@@ -47,7 +47,7 @@ pub struct StreamQuery {
 }
 
 /// The live tail of new log events (Server-Sent Events), filtered. At most `log.streams_max`
-/// streams at once.
+/// streams at once, `log.streams_per_operator_max` of them one operator's.
 #[utoipa::path(get, path = "/api/logs/stream", tag = "logs", params(StreamQuery,
         ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this event (sent by EventSource on reconnect)")),
     responses((status = 200, content_type = "text/event-stream", body = String,
@@ -56,7 +56,7 @@ pub struct StreamQuery {
               (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(super) async fn stream_logs(
     State(admin): State<Arc<Admin>>,
-    Viewer(_op): Viewer,
+    Viewer(op): Viewer,
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<StreamQuery>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
@@ -87,12 +87,10 @@ pub(super) async fn stream_logs(
                 })
         })
         .transpose()?;
-    let permit = Arc::clone(&logs.streams).try_acquire_owned().map_err(|_| {
-        ApiError::unavailable(
-            "as many live log streams are open as log.streams_max allows",
-            5_000,
-        )
-    })?;
+    let place = logs
+        .streams
+        .take(&op.actor())
+        .map_err(|no| ApiError::unavailable(no.to_string(), 5_000))?;
     let sub = logs.tail.subscribe(after, backlog);
     let state = Tailing {
         first: true,
@@ -102,7 +100,7 @@ pub(super) async fn stream_logs(
         filter,
         deadline: tokio::time::Instant::now()
             + Duration::from_secs(logs.config.stream_duration_max_s),
-        _permit: permit,
+        _place: place,
     };
     let events = futures_util::stream::unfold(state, |mut st| async move {
         let event = st.next().await?;
@@ -119,8 +117,9 @@ struct Tailing {
     live: tokio::sync::broadcast::Receiver<Arc<TailEvent>>,
     filter: LineFilter,
     deadline: tokio::time::Instant,
-    /// Holds one of `log.streams_max` slots while the stream lives.
-    _permit: OwnedSemaphorePermit,
+    /// Holds one of `log.streams_max` places (and of its operator's
+    /// `log.streams_per_operator_max`) while the stream lives.
+    _place: StreamPlace,
 }
 
 impl Tailing {

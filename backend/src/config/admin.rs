@@ -13,8 +13,12 @@ pub struct AdminConfig {
     pub listen: String,
     /// Lifetime of a dashboard session from its login, in seconds.
     pub session_ttl_s: u64,
-    /// Dashboard sessions held at once; past it the one expiring soonest is ended.
+    /// Dashboard sessions held at once; past it the oldest session of the operator holding
+    /// the most is ended.
     pub sessions_max: usize,
+    /// Dashboard sessions one operator holds at once; past it a new login ends that
+    /// operator's own oldest session.
+    pub sessions_per_operator_max: usize,
     /// Largest request body the admin API reads, in bytes.
     pub body_bytes_max: usize,
     /// Most items one page of any admin list holds.
@@ -57,6 +61,7 @@ impl Default for AdminConfig {
             listen: "127.0.0.1:8080".to_owned(),
             session_ttl_s: 8 * 3600,
             sessions_max: 1_024,
+            sessions_per_operator_max: 16,
             body_bytes_max: 64 * 1024,
             page_items_max: 200,
             audit_retention_days: 90,
@@ -85,6 +90,9 @@ impl AdminConfig {
         }
         if !(1..=1_000_000).contains(&self.sessions_max) {
             out.push("admin.sessions_max: must be between 1 and 1000000".into());
+        }
+        if !(1..=1_000_000).contains(&self.sessions_per_operator_max) {
+            out.push("admin.sessions_per_operator_max: must be between 1 and 1000000".into());
         }
         if !(1024..=16 * 1024 * 1024).contains(&self.body_bytes_max) {
             out.push("admin.body_bytes_max: must be between 1024 and 16777216".into());
@@ -132,12 +140,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_listener_limits_are_checked() {
+    fn the_listener_and_session_limits_are_checked() {
         assert!(AdminConfig::default().problems().is_empty());
         let bad = AdminConfig {
             header_read_timeout_ms: 0,
             body_read_timeout_ms: 50,
             conns_max: 0,
+            sessions_per_operator_max: 0,
             ..AdminConfig::default()
         };
         let problems = bad.problems().join("\n");
@@ -145,6 +154,7 @@ mod tests {
             "admin.header_read_timeout_ms",
             "admin.body_read_timeout_ms",
             "admin.conns_max",
+            "admin.sessions_per_operator_max",
         ] {
             assert!(problems.contains(key), "{key}: {problems}");
         }

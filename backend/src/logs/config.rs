@@ -51,6 +51,9 @@ pub struct LogConfig {
     pub tail_events_max: usize,
     /// Live-tail streams (`GET /api/logs/stream`) open at once, at most.
     pub streams_max: usize,
+    /// Live-tail streams one operator (a dashboard user's sessions, or one API key) holds
+    /// at once, at most.
+    pub streams_per_operator_max: usize,
     /// A stream ends after this long, in seconds; the browser reconnects (authenticating again)
     /// and resumes where it was.
     pub stream_duration_max_s: u64,
@@ -76,6 +79,7 @@ impl Default for LogConfig {
             line_bytes_max: 16 * 1024,
             tail_events_max: 2_048,
             streams_max: 16,
+            streams_per_operator_max: 4,
             stream_duration_max_s: 600,
             search_scan_bytes_max: 32 * 1024 * 1024,
             export_bytes_max: 256 * 1024 * 1024,
@@ -118,6 +122,12 @@ impl LogConfig {
         range("line_bytes_max", self.line_bytes_max as u64, 256, 16 << 20);
         range("tail_events_max", self.tail_events_max as u64, 1, 1_000_000);
         range("streams_max", self.streams_max as u64, 1, 10_000);
+        range(
+            "streams_per_operator_max",
+            self.streams_per_operator_max as u64,
+            1,
+            10_000,
+        );
         range(
             "stream_duration_max_s",
             self.stream_duration_max_s,
@@ -166,6 +176,15 @@ mod tests {
         assert!(parse_filter("").is_err());
         assert!(parse_filter("info,=nonsense=").is_err());
         assert!(parse_filter(&"a".repeat(FILTER_BYTES_MAX + 1)).is_err());
+        let none_each = LogConfig {
+            streams_per_operator_max: 0,
+            ..LogConfig::default()
+        };
+        assert!(
+            none_each.problems()[0].starts_with("log.streams_per_operator_max"),
+            "{:?}",
+            none_each.problems()
+        );
     }
 
     #[test]

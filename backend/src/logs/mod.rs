@@ -16,6 +16,7 @@ pub mod filter;
 pub mod line;
 pub mod search;
 pub mod sink;
+pub mod streams;
 pub mod tail;
 
 use std::path::PathBuf;
@@ -47,7 +48,8 @@ pub struct Logs {
     pub(crate) config: LogConfig,
     /// The filter the server started with (the configuration's, or `RINGCHAT_LOG`).
     pub(crate) initial_filter: String,
-    pub(crate) streams: Arc<Semaphore>,
+    /// Places for live-tail streams, in all and per operator.
+    pub(crate) streams: streams::StreamPlaces,
     pub(crate) scans: Arc<Semaphore>,
 }
 
@@ -60,7 +62,10 @@ impl Logs {
     ) -> Self {
         Self {
             initial_filter: control.filter(),
-            streams: Arc::new(Semaphore::new(config.streams_max)),
+            streams: streams::StreamPlaces::new(
+                config.streams_max,
+                config.streams_per_operator_max,
+            ),
             scans: Arc::new(Semaphore::new(config.scans_max)),
             control,
             tail,

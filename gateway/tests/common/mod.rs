@@ -15,6 +15,7 @@ pub mod migrate;
 pub mod pg_cluster;
 pub mod proxy;
 pub mod resume;
+pub mod sse;
 pub mod store;
 pub mod transport;
 pub mod webhook;

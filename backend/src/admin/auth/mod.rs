@@ -115,6 +115,7 @@ impl Auth {
             sessions: Sessions::new(
                 std::time::Duration::from_secs(admin.session_ttl_s),
                 admin.sessions_max,
+                admin.sessions_per_operator_max,
             ),
             throttle: Throttle::live(live),
             hashing: tokio::sync::Semaphore::new(1),

@@ -1,6 +1,9 @@
 //! Dashboard sessions, in memory: a restart logs operators out, which is the safe direction.
 //! The cookie carries a 256-bit random id; only its SHA-256 is kept, with the operator's name,
-//! a CSRF token and the expiry. Bounded: past `sessions_max` the one expiring soonest ends.
+//! a CSRF token and the expiry. Bounded per operator: past `sessions_per_operator_max` a new
+//! login ends that operator's own oldest session; and in all: past `sessions_max` the oldest
+//! session of whoever holds the most ends, so that one operator's logins (a loop, a stolen
+//! password) cannot log the others out.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -23,6 +26,7 @@ pub struct Session {
 pub struct Sessions {
     ttl: Duration,
     max: usize,
+    per_operator_max: usize,
     by_hash: Mutex<HashMap<[u8; 32], Session>>,
 }
 
@@ -42,10 +46,11 @@ pub fn credential_of(password_hash: &str) -> [u8; 32] {
 }
 
 impl Sessions {
-    pub fn new(ttl: Duration, max: usize) -> Self {
+    pub fn new(ttl: Duration, max: usize, per_operator_max: usize) -> Self {
         Self {
             ttl,
             max: max.max(1),
+            per_operator_max: per_operator_max.max(1),
             by_hash: Mutex::new(HashMap::new()),
         }
     }
@@ -73,10 +78,23 @@ impl Sessions {
         if all.len() >= self.max {
             all.retain(|_, s| s.expires > now);
         }
-        if all.len() >= self.max
-            && let Some(soonest) = all.iter().min_by_key(|(_, s)| s.expires).map(|(k, _)| *k)
-        {
-            all.remove(&soonest);
+        let own = all
+            .values()
+            .filter(|s| s.operator == operator && s.expires > now)
+            .count();
+        let evict = if own >= self.per_operator_max {
+            // Sessions last the same time: the soonest to expire is the oldest.
+            all.iter()
+                .filter(|(_, s)| s.operator == operator)
+                .min_by_key(|(_, s)| s.expires)
+                .map(|(k, _)| *k)
+        } else if all.len() >= self.max {
+            oldest_of_the_most_held(&all)
+        } else {
+            None
+        };
+        if let Some(key) = evict {
+            all.remove(&key);
         }
         all.insert(hash(&id), session.clone());
         Ok((id, session))
@@ -104,6 +122,19 @@ impl Sessions {
     }
 }
 
+/// The oldest session of the operator holding the most (of those, the one expiring soonest).
+fn oldest_of_the_most_held(all: &HashMap<[u8; 32], Session>) -> Option<[u8; 32]> {
+    let mut held: HashMap<&str, usize> = HashMap::new();
+    for s in all.values() {
+        *held.entry(s.operator.as_str()).or_insert(0) += 1;
+    }
+    let most = held.values().copied().max()?;
+    all.iter()
+        .filter(|(_, s)| held.get(s.operator.as_str()) == Some(&most))
+        .min_by_key(|(_, s)| s.expires)
+        .map(|(k, _)| *k)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,7 +142,7 @@ mod tests {
     #[test]
     fn sessions_expire_end_and_stay_bounded() {
         let t0 = Instant::now();
-        let s = Sessions::new(Duration::from_secs(10), 2);
+        let s = Sessions::new(Duration::from_secs(10), 2, 2);
         let (a, sa) = s.start("alice", "hash", t0).unwrap();
         assert_eq!(s.get(&a, t0).unwrap().csrf_token, sa.csrf_token);
         assert!(s.get(&a, t0 + Duration::from_secs(11)).is_none(), "expired");
@@ -130,5 +161,40 @@ mod tests {
         s.end(&c);
         assert!(s.get(&c, t0).is_none());
         assert!(s.get("not-a-session", t0).is_none());
+    }
+
+    #[test]
+    fn an_operator_past_their_share_loses_their_own_oldest_session() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let s = Sessions::new(Duration::from_secs(100), 10, 2);
+        let (bob, _) = s.start("bob", "hash", at(0)).unwrap();
+        let (a1, _) = s.start("alice", "hash", at(1)).unwrap();
+        let (a2, _) = s.start("alice", "hash", at(2)).unwrap();
+        let (a3, _) = s.start("alice", "hash", at(3)).unwrap();
+        assert!(s.get(&a1, at(3)).is_none(), "alice's oldest made room");
+        assert!(s.get(&a2, at(3)).is_some() && s.get(&a3, at(3)).is_some());
+        assert!(
+            s.get(&bob, at(3)).is_some(),
+            "bob's session is not alice's to end"
+        );
+    }
+
+    #[test]
+    fn when_all_are_taken_the_one_holding_the_most_gives_one_up() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let s = Sessions::new(Duration::from_secs(100), 4, 3);
+        // Bob's session expires first, but alice holds three.
+        let (bob, _) = s.start("bob", "hash", at(0)).unwrap();
+        let (a1, _) = s.start("alice", "hash", at(1)).unwrap();
+        let (a2, _) = s.start("alice", "hash", at(2)).unwrap();
+        let (a3, _) = s.start("alice", "hash", at(3)).unwrap();
+        let (carol, _) = s.start("carol", "hash", at(4)).unwrap();
+        assert!(s.get(&bob, at(4)).is_some(), "bob keeps his only session");
+        assert!(s.get(&a1, at(4)).is_none(), "alice's oldest made room");
+        for id in [&a2, &a3, &carol] {
+            assert!(s.get(id, at(4)).is_some());
+        }
     }
 }

@@ -33,7 +33,10 @@ async function show(name) {
 
 function route() { show(location.hash.replace(/^#\//, '') || DEFAULT_PAGE); }
 
+// Leaving the shell (logout, or a 401) leaves the page too: its timers and streams stop (the
+// Logs page's live tail holds one of the server's log.streams_max places while open).
 function showLogin() {
+  if (leave) { leave(); leave = null; }
   setSession(null);
   document.getElementById('shell').hidden = true;
   document.getElementById('login').hidden = false;
