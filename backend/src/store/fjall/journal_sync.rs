@@ -8,14 +8,17 @@
 //! power cut loses about that interval of writes rather than a journal's worth. With `fsync`
 //! every commit group already syncs the journal, and no syncer runs.
 
+use std::fs::File;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use super::StoreHealth;
 use super::newest_journal::NewestJournal;
 use super::periodic::Periodic;
+use crate::store::StoreError;
 
 /// The background thread; stopped (and joined) when dropped.
 pub(super) struct JournalSyncer {
@@ -27,16 +30,38 @@ pub(super) struct JournalSyncer {
 }
 
 impl JournalSyncer {
-    pub(super) fn start(dir: &Path, interval: Duration) -> std::io::Result<Self> {
+    /// A failed fdatasync fails the store's `health` (writes stop, the server stops for its
+    /// supervisor): the pages it did not write are not written again, and a later sync
+    /// through a new handle would report success over them.
+    pub(super) fn start(
+        dir: &Path,
+        interval: Duration,
+        health: Arc<StoreHealth>,
+    ) -> std::io::Result<Self> {
+        Self::start_with(dir, interval, health, File::sync_data)
+    }
+
+    /// [`Self::start`] with the call that syncs a journal (a test's may fail).
+    fn start_with(
+        dir: &Path,
+        interval: Duration,
+        health: Arc<StoreHealth>,
+        sync_data: fn(&File) -> std::io::Result<()>,
+    ) -> std::io::Result<Self> {
         let synced = Arc::new(AtomicU64::new(0));
-        let mut active = Active::new(dir.to_owned());
+        let mut active = Active::new(dir.to_owned(), sync_data);
         let thread = Periodic::start(crate::threads::JOURNAL_SYNC, interval, {
             let synced = Arc::clone(&synced);
-            move || {
-                if let Some(id) = active.sync() {
+            move || match active.sync() {
+                Ok(Some(id)) => {
                     synced.store(id, Ordering::Release);
+                    ControlFlow::Continue(())
                 }
-                ControlFlow::Continue(())
+                Ok(None) => ControlFlow::Continue(()),
+                Err(e) => {
+                    health.fail(&StoreError::Persist(e.into()));
+                    ControlFlow::Break(())
+                }
             }
         })?;
         Ok(Self {
@@ -57,27 +82,36 @@ struct Active {
     dir: PathBuf,
     /// The last failure logged, so that a lasting one is logged once, not ten times a second.
     failing: Option<String>,
+    sync_data: fn(&File) -> std::io::Result<()>,
 }
 
 impl Active {
-    fn new(dir: PathBuf) -> Self {
+    fn new(dir: PathBuf, sync_data: fn(&File) -> std::io::Result<()>) -> Self {
         Self {
             newest: NewestJournal::new(dir.clone(), false),
             dir,
             failing: None,
+            sync_data,
         }
     }
 
-    /// Syncs the newest journal; returns its id, or `None` if there was none or it failed.
-    fn sync(&mut self) -> Option<u64> {
-        let result = self.newest.find().and_then(|found| match found {
-            Some((id, file)) => file.sync_data().map(|()| Some(id)),
-            None => Ok(None),
-        });
+    /// Syncs the newest journal; returns its id, or `None` if there was none or finding it
+    /// failed (logged; tried again next time). A failed fdatasync is the error.
+    fn sync(&mut self) -> std::io::Result<Option<u64>> {
+        let sync_data = self.sync_data;
+        let found = self
+            .newest
+            .find()
+            .map(|found| found.map(|(id, file)| (id, sync_data(file))));
+        let result = match found {
+            Ok(Some((id, synced))) => return synced.map(|()| Some(id)),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        };
         match result {
             Ok(id) => {
                 self.failing = None;
-                id
+                Ok(id)
             }
             Err(e) => {
                 let why = e.to_string();
@@ -87,7 +121,7 @@ impl Active {
                     self.failing = Some(why);
                 }
                 self.newest.forget();
-                None
+                Ok(None)
             }
         }
     }
@@ -110,7 +144,8 @@ mod tests {
     #[test]
     fn follows_the_newest_journal_and_stops_when_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        let syncer = JournalSyncer::start(dir.path(), Duration::from_millis(10)).unwrap();
+        let syncer =
+            JournalSyncer::start(dir.path(), Duration::from_millis(10), Arc::default()).unwrap();
         std::fs::write(dir.path().join("1.jnl"), b"first").unwrap();
         wait_for_synced(&syncer, 1);
         // fjall rotates: the next journal appears (another file in the dir is no journal).
@@ -119,5 +154,24 @@ mod tests {
         wait_for_synced(&syncer, 2);
         // Dropping it joins the thread (a thread that did not stop would hang the test).
         drop(syncer);
+    }
+
+    #[test]
+    fn a_failed_sync_fails_the_stores_health() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("1.jnl"), b"first").unwrap();
+        let health = Arc::<StoreHealth>::default();
+        let _syncer = JournalSyncer::start_with(
+            dir.path(),
+            Duration::from_millis(10),
+            Arc::clone(&health),
+            |_| Err(std::io::Error::from_raw_os_error(5)),
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while health.failure().is_none() {
+            assert!(Instant::now() < deadline, "an EIO left the store healthy");
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 }

@@ -294,6 +294,12 @@ impl FjallStore {
             })),
         )?;
         let mut ks = |name: &str| open(name, create());
+        let journal_syncer = match durability {
+            Durability::None if !options.journal_sync.is_zero() => Some(
+                journal_sync::JournalSyncer::start(dir, options.journal_sync, Arc::clone(&health))?,
+            ),
+            Durability::None | Durability::Fsync => None,
+        };
         let mut store = Self {
             meta,
             users: ks("users")?,
@@ -337,12 +343,7 @@ impl FjallStore {
             _dir_lock: dir_lock,
             dir: dir.to_owned(),
             blob_files_synced: std::sync::atomic::AtomicUsize::new(0),
-            _journal_sync: match durability {
-                Durability::None if !options.journal_sync.is_zero() => Some(
-                    journal_sync::JournalSyncer::start(dir, options.journal_sync)?,
-                ),
-                Durability::None | Durability::Fsync => None,
-            },
+            _journal_sync: journal_syncer,
             journal_prefill: None,
         };
         migrate::to_current_layout(&store)?;
