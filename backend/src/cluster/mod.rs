@@ -208,7 +208,14 @@ impl Cluster {
                     nodes.push(me);
                     nodes.sort_by(|a, b| a.node_id.cmp(&b.node_id));
                 }
-                let old = self.view.swap(Arc::new(ClusterView::new(nodes, now)));
+                // Nodes missing from this read stay a while (`ClusterView::next`): a Redis
+                // restarted empty must not shrink the view to the nodes that heartbeated since.
+                let read = nodes.len();
+                let old = self.view.load_full();
+                let next = old.next(nodes, now, self.config.node_ttl_ms, self.config.nodes_max);
+                metrics::gauge!("ringchat_cluster_nodes_missing_kept")
+                    .set(next.nodes.len().saturating_sub(read) as f64);
+                self.view.store(Arc::new(next));
                 if !old.fresh && old.joined {
                     tracing::info!("cluster: Redis reachable again; the node view is fresh");
                 }

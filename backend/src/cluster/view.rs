@@ -15,6 +15,10 @@ pub struct LiveNode {
     /// Assignments made from this snapshot: a burst of `Assign` calls within one heartbeat
     /// spreads over the nodes instead of all landing on the one that looked least loaded.
     pub assigned: AtomicU64,
+    /// This node's clock, in ms, when a heartbeat of the node was last seen to advance (a
+    /// fresh read with a new `heartbeat_at_ms`), or when Redis was read again after an outage.
+    /// A node missing from Redis stays in the view until `node_ttl_ms` past this.
+    pub seen_at_ms: u64,
 }
 
 #[derive(Debug, Default)]
@@ -40,6 +44,7 @@ impl ClusterView {
                     number: super::rendezvous::node_number(&record.node_id),
                     record,
                     assigned: AtomicU64::new(0),
+                    seen_at_ms: read_at_ms,
                 })
                 .collect(),
             fresh: true,
@@ -59,6 +64,7 @@ impl ClusterView {
                     record: n.record.clone(),
                     number: n.number,
                     assigned: AtomicU64::new(n.assigned.load(Relaxed)),
+                    seen_at_ms: n.seen_at_ms,
                 })
                 .collect(),
             fresh: false,
@@ -66,6 +72,70 @@ impl ClusterView {
             read_at_ms: self.read_at_ms,
             error: Some(error),
         }
+    }
+
+    /// The view after a fresh read of `records` at `now_ms`. A node of this view missing from
+    /// `records` is kept until `ttl_ms` (`node_ttl_ms`) past the last time its heartbeat was
+    /// seen to advance: one read is no proof that a node left (a Redis restarted empty holds
+    /// only the nodes that heartbeated since; a partial read), and a node that did leave has
+    /// its key expire `node_ttl_ms` after its last heartbeat anyway, so it leaves about as
+    /// soon. After an outage (this view stale or never read) the time missing counts from this
+    /// read: nodes had no way to heartbeat meanwhile. At most `nodes_max` nodes kept so.
+    pub fn next(
+        &self,
+        records: Vec<NodeRecord>,
+        now_ms: u64,
+        ttl_ms: u64,
+        nodes_max: usize,
+    ) -> Self {
+        let mut next = Self::new(records, now_ms);
+        for node in &mut next.nodes {
+            if let Ok(i) = self.index_of(&node.record.node_id)
+                && self.nodes[i].record.heartbeat_at_ms == node.record.heartbeat_at_ms
+            {
+                // Not advanced since: seen when it last did (or at the outage's end).
+                node.seen_at_ms = if self.fresh {
+                    self.nodes[i].seen_at_ms
+                } else {
+                    now_ms
+                };
+            }
+        }
+        let mut kept = false;
+        for old in &self.nodes {
+            if next.nodes.len() >= nodes_max {
+                break;
+            }
+            if next.index_of(&old.record.node_id).is_ok() {
+                continue;
+            }
+            let seen_at_ms = if self.fresh { old.seen_at_ms } else { now_ms };
+            if now_ms.saturating_sub(seen_at_ms) < ttl_ms {
+                next.nodes.push(LiveNode {
+                    record: old.record.clone(),
+                    number: old.number,
+                    assigned: AtomicU64::new(0),
+                    seen_at_ms,
+                });
+                kept = true;
+            }
+        }
+        if kept {
+            next.nodes
+                .sort_by(|a, b| a.record.node_id.cmp(&b.record.node_id));
+        }
+        next
+    }
+
+    /// Where node `node_id` is in `nodes` (sorted by id).
+    fn index_of(&self, node_id: &str) -> Result<usize, usize> {
+        self.nodes
+            .binary_search_by(|n| n.record.node_id.as_str().cmp(node_id))
+    }
+
+    /// Whether `node_id` is in this view.
+    pub fn has(&self, node_id: &str) -> bool {
+        self.index_of(node_id).is_ok()
     }
 
     /// The node that sequences conversation `conv` (its wire id) by this view: rendezvous
@@ -130,5 +200,60 @@ mod tests {
             assert_eq!(stale.owner_of(conv).expect("nodes").number, owner.number);
         }
         assert!(ClusterView::default().owner_of(1).is_none());
+    }
+
+    fn beat(id: &str, at_ms: u64) -> NodeRecord {
+        NodeRecord {
+            heartbeat_at_ms: at_ms,
+            ..node(id, 0)
+        }
+    }
+
+    fn ids(view: &ClusterView) -> Vec<&str> {
+        view.nodes
+            .iter()
+            .map(|n| n.record.node_id.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn a_node_missing_from_one_read_stays_until_node_ttl_past_its_last_heartbeat() {
+        let ttl = 1_000;
+        let view = ClusterView::new(vec![beat("a", 100), beat("b", 100), beat("c", 100)], 100);
+        // b's heartbeat stops advancing at 100; c's goes on; then both are missing from Redis.
+        let view = view.next(
+            vec![beat("a", 500), beat("b", 100), beat("c", 500)],
+            500,
+            ttl,
+            8,
+        );
+        let view = view.next(vec![beat("a", 900)], 900, ttl, 8);
+        assert_eq!(ids(&view), ["a", "b", "c"], "missing for less than the TTL");
+        assert!(view.has("b") && !view.has("d"));
+        let view = view.next(vec![beat("a", 1_100)], 1_100, ttl, 8);
+        assert_eq!(ids(&view), ["a", "c"], "b unseen since 100");
+        let view = view.next(vec![beat("a", 1_500)], 1_500, ttl, 8);
+        assert_eq!(ids(&view), ["a"]);
+        // Bounded by nodes_max.
+        let view = ClusterView::new(vec![beat("a", 1), beat("b", 1), beat("c", 1)], 1);
+        assert_eq!(ids(&view.next(vec![beat("a", 2)], 2, ttl, 2)), ["a", "b"]);
+    }
+
+    #[test]
+    fn after_an_outage_the_time_missing_counts_from_the_first_fresh_read() {
+        let ttl = 1_000;
+        let view = ClusterView::new(vec![beat("a", 100), beat("b", 100)], 100);
+        // Redis away for 10 s, then back empty: only a has written itself again.
+        let stale = view.stale("redis away".into());
+        let view = stale.next(vec![beat("a", 10_100)], 10_100, ttl, 8);
+        assert_eq!(ids(&view), ["a", "b"], "b had no Redis to heartbeat to");
+        let view = view.next(vec![beat("a", 10_500)], 10_500, ttl, 8);
+        assert_eq!(ids(&view), ["a", "b"]);
+        let view = view.next(vec![beat("a", 11_100)], 11_100, ttl, 8);
+        assert_eq!(
+            ids(&view),
+            ["a"],
+            "b missing for the TTL since Redis came back"
+        );
     }
 }

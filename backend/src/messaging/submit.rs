@@ -12,6 +12,7 @@ use std::time::Instant;
 use super::{Target, conv_from_wire, validate_send};
 use crate::accounts::Refusal;
 use crate::api::{ConnRef, WriteRequest};
+use crate::cluster::link::Owner;
 use crate::contacts::op_of;
 use crate::files::media::{Media, is_media};
 use crate::groups::GroupsConfig;
@@ -180,8 +181,11 @@ impl Writes {
                 // its file has become since (recalled, removed): the sequencer answers after
                 // its dedup check. Not so for a write another node owns (the owner does not
                 // check files, so nothing unchecked is forwarded), nor a storage failure.
-                let owned_elsewhere =
-                    (self.link.as_ref()).is_some_and(|link| link.owner_elsewhere(&write).is_some());
+                let owner = self.link.as_ref().map(|link| link.owner_elsewhere(&write));
+                if let Some(Owner::Unknown(why)) = owner {
+                    return Submitted::Refused(Owner::refusal(why));
+                }
+                let owned_elsewhere = matches!(owner, Some(Owner::Elsewhere(_)));
                 if refusal.code == v1::ErrorCode::Unavailable || owned_elsewhere {
                     return Submitted::Refused(refusal.into_error());
                 }
@@ -213,14 +217,27 @@ impl Writes {
         write: Write,
         original: Option<WriteRequest>,
     ) -> Submitted {
-        if let (Some(link), Some(original)) = (&self.link, original)
-            && let Some(owner) = link.owner_elsewhere(&write)
-        {
-            let device_id = match write {
-                Write::Cursor(c) => c.device_id,
-                _ => String::new(),
-            };
-            return link.forward(&owner, conn, user, device_id, request_id, original);
+        if let Some(link) = &self.link {
+            match (link.owner_elsewhere(&write), original) {
+                (Owner::Here, _) => {}
+                (Owner::Elsewhere(owner), Some(original)) => {
+                    let device_id = match write {
+                        Write::Cursor(c) => c.device_id,
+                        _ => String::new(),
+                    };
+                    return link.forward(&owner, conn, user, device_id, request_id, original);
+                }
+                // Cluster mode with no owner known (not joined yet, or no link to the owner):
+                // refused, never taken here, which would steal the conversation from its owner.
+                (Owner::Unknown(why), _) => return Submitted::Refused(Owner::refusal(why)),
+                // A write without its request body cannot be forwarded (none such in cluster
+                // mode with an owner elsewhere: `write_of` keeps it).
+                (Owner::Elsewhere(_), None) => {
+                    return Submitted::Refused(Owner::refusal(
+                        "this write cannot be forwarded to its owner node; retry",
+                    ));
+                }
+            }
         }
         // One vDSO clock read per send (no syscall): the start of its send-to-ack latency.
         let is_send = matches!(write, Write::Send(_) | Write::GroupSend(_));

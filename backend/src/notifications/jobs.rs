@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 use super::{Audience, Job, NO_CONN, Notice, Notifications, SystemBatch, SystemDone};
 use crate::Backend;
 use crate::accounts::Refusal;
+use crate::cluster::link::Owner;
 use crate::messaging::writer::{Write, WriteOp};
 use crate::store::{ConvId, UserId};
 
@@ -134,13 +135,18 @@ async fn submit(
         tries += 1;
         let parts = match link {
             Some(link) => link.system_owners(&left),
-            None => vec![(None, left)],
+            None => vec![(Owner::Here, left)],
         };
         let sent = parts.into_iter().map(|(owner, users)| async move {
             let result = match (&owner, link) {
-                (Some(peer), Some(link)) => Ok(link
+                (Owner::Elsewhere(peer), Some(link)) => Ok(link
                     .system_elsewhere(peer, &job.id, content, users.clone())
                     .await),
+                (Owner::Unknown(why), _) => Ok(Err(Refusal {
+                    code: ErrorCode::Unavailable,
+                    message: (*why).to_owned(),
+                    retry_after_ms: crate::retry_after::unavailable_retry_after_ms(),
+                })),
                 _ => submit_here(backend, job, content, users.clone()).await,
             };
             (users, result)

@@ -27,6 +27,7 @@ mod system;
 mod wire;
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -94,7 +95,10 @@ pub struct Link {
 #[derive(Default)]
 struct Peers {
     by_id: HashMap<String, Arc<Peer>>,
-    /// Indexed by slot; a slot is never reused.
+    /// Indexed by slot; a slot is never given to another node id (a departed node's peer is
+    /// parked, not removed, and takes its slot again if the node comes back). Bounded by
+    /// `wire::SLOTS_MAX` distinct node ids per process: past it a write owned by a new node
+    /// is refused UNAVAILABLE (`Owner::Unknown`).
     by_slot: Vec<Arc<Peer>>,
 }
 
@@ -290,6 +294,12 @@ impl Link {
             {
                 addr.clone_into(&mut *a);
             }
+            // Back in the view after its task was parked (`park`): same slot, a new task.
+            if p.parked.swap(false, Relaxed) {
+                p.reopen();
+                tracing::info!(peer = %node_id, "cluster: a departed peer is back in the view; dialing it again");
+                runtime.spawn(peer::run(Arc::clone(self), Arc::clone(p)));
+            }
             return Some(Arc::clone(p));
         }
         let slot = u16::try_from(peers.by_slot.len())
@@ -313,24 +323,75 @@ impl Link {
         peers.by_slot.get(usize::from(slot)).cloned()
     }
 
+    /// The peer of `node_id`: by the view, or else the peer already made for it (a node
+    /// missing from this view that still streams here is alive: its writes are taken, and
+    /// answered on the link it already has).
     fn peer_by_id(self: &Arc<Self>, node_id: &str) -> Option<Arc<Peer>> {
         let view = self.view_nodes()?;
-        let node = view.nodes.iter().find(|n| n.record.node_id == node_id)?;
-        self.peer(node_id, &node.record.advertise_addr)
+        match view.nodes.iter().find(|n| n.record.node_id == node_id) {
+            Some(node) => self.peer(node_id, &node.record.advertise_addr),
+            None => {
+                let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+                peers
+                    .by_id
+                    .get(node_id)
+                    .filter(|p| !p.parked.load(Relaxed))
+                    .cloned()
+            }
+        }
     }
 
-    /// The live node that owns `write`'s conversation, when it is not this node. Writes that
-    /// name no conversation (group creation, the DM policy) stay here.
-    pub(crate) fn owner_elsewhere(self: &Arc<Self>, write: &Write) -> Option<Arc<Peer>> {
-        let view = self.view_nodes()?;
+    /// Whether `node_id` is in this node's view.
+    fn in_view(&self, node_id: &str) -> bool {
+        self.view_nodes().is_some_and(|v| v.has(node_id))
+    }
+
+    /// Parks `peer`'s task (it ends after this) unless its node is in the view again: called
+    /// by the task once the node has been out of the view for `node_ttl_ms`. Its slot stays
+    /// its own; `peer` starts a new task if the node comes back. Under the peers' lock, so a
+    /// concurrent `peer` either sees the peer parked (and restarts it) or it is not parked.
+    fn park(&self, peer: &Peer) -> bool {
+        let _peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if self.in_view(&peer.node_id) {
+            return false;
+        }
+        peer.parked.store(true, Relaxed);
+        true
+    }
+
+    /// Who sequences `write`: this node, another live node (its peer), or nobody known right
+    /// now. Writes that name no conversation (group creation, the DM policy) stay here.
+    pub(crate) fn owner_elsewhere(self: &Arc<Self>, write: &Write) -> Owner {
         let mut convs = Vec::new();
         convs_of(write, &mut convs);
-        let conv = *convs.first()?;
-        let owner = view.owner_of(conv.to_wire())?;
-        if owner.record.node_id == self.me {
-            return None;
+        match convs.first() {
+            Some(conv) => self.owner(conv.to_wire()),
+            None => Owner::Here,
         }
-        self.peer(&owner.record.node_id, &owner.record.advertise_addr)
+    }
+
+    /// Who sequences conversation `conv` (its wire id) by this node's view. `Unknown` until
+    /// this node has joined and its view holds it (before that, or with Redis unreachable from
+    /// the start, the view is empty or holds only what was read: a write taken here would
+    /// claim a conversation another node owns, and the frames it sends would miss nodes the
+    /// view lacks), and when no peer can be made for the owner: never "here" by default.
+    pub(crate) fn owner(self: &Arc<Self>, conv: u64) -> Owner {
+        let Some(view) = self.view_nodes() else {
+            return Owner::Unknown(NOT_JOINED);
+        };
+        if !view.joined || !view.has(&self.me) {
+            return Owner::Unknown(NOT_JOINED);
+        }
+        let Some(owner) = view.owner_of(conv) else {
+            return Owner::Unknown(NOT_JOINED);
+        };
+        if owner.record.node_id == self.me {
+            return Owner::Here;
+        }
+        match self.peer(&owner.record.node_id, &owner.record.advertise_addr) {
+            Some(peer) => Owner::Elsewhere(peer),
+            None => Owner::Unknown(NO_PEER),
+        }
     }
 
     /// Queues a write for its owner `peer`; the answer comes back through `serve.rs`.
@@ -644,6 +705,29 @@ impl Link {
     /// Forwarded writes waiting for an answer on this node (for tests and the overview).
     pub fn forwards_waiting(&self) -> usize {
         self.pending.len()
+    }
+}
+
+/// Why a write's owner is not known (`Owner::Unknown`).
+const NOT_JOINED: &str =
+    "this node has not joined the cluster yet (the node registry in Redis not read); retry";
+const NO_PEER: &str = "the conversation's owner node cannot be linked to from this node; retry";
+
+/// Who sequences a write (`Link::owner_elsewhere`).
+pub(crate) enum Owner {
+    /// This node's sequencer.
+    Here,
+    /// Another live node: forwarded on its link.
+    Elsewhere(Arc<Peer>),
+    /// Not known now: the write is refused UNAVAILABLE (why), never taken here.
+    Unknown(&'static str),
+}
+
+impl Owner {
+    /// The refusal for `Unknown`.
+    pub(crate) fn refusal(why: &str) -> v1::Error {
+        metrics::counter!("ringchat_cluster_owner_unknown_total").increment(1);
+        busy(why)
     }
 }
 

@@ -3,8 +3,10 @@
 //! by `peer_connect_timeout_ms`; a failure closes the queue (writes for the peer are refused
 //! at once: the breaker) for a backoff pause, doubling from 50 ms to `peer_backoff_max_ms`.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+use std::time::Instant;
 
 use ringchat_proto::v1::NodeBatch;
 use ringchat_proto::v1::NodeItem;
@@ -30,6 +32,9 @@ pub(crate) struct Peer {
     wake: Notify,
     /// Kicks for this peer not confirmed yet (`kicks.rs`): sent again on every new stream.
     kicks: Mutex<kicks::Pending>,
+    /// Its task has ended: the node left the view for good (`Link::park`). Changed only
+    /// under the link's peers lock; its queue stays closed meanwhile.
+    pub(crate) parked: AtomicBool,
 }
 
 impl Peer {
@@ -47,7 +52,13 @@ impl Peer {
             queue: Mutex::new(Queue::new(items_max)),
             wake: Notify::new(),
             kicks: Mutex::new(kicks::Pending::new(kicks_users_max)),
+            parked: AtomicBool::new(false),
         }
+    }
+
+    /// Takes items again (a parked peer whose node is back).
+    pub(crate) fn reopen(&self) {
+        self.queue().reopen();
     }
 
     fn kicks(&self) -> MutexGuard<'_, kicks::Pending> {
@@ -124,6 +135,9 @@ pub(crate) async fn run(link: Arc<Link>, peer: Arc<Peer>) {
     let mut backoff = BACKOFF_FIRST;
     let timeout = Duration::from_millis(link.config.peer_connect_timeout_ms);
     let backoff_max = Duration::from_millis(link.config.peer_backoff_max_ms);
+    let node_ttl = Duration::from_millis(link.config.node_ttl_ms);
+    // Since when the peer's node is missing from the view, as seen after a link failure.
+    let mut absent_since: Option<Instant> = None;
     loop {
         if *stop.borrow() {
             break;
@@ -139,6 +153,18 @@ pub(crate) async fn run(link: Arc<Link>, peer: Arc<Peer>) {
         // The breaker: nothing waits for a peer that is away.
         let dropped = peer.queue().close();
         link.link_down(&peer, dropped);
+        // A node out of the view for `node_ttl_ms` (after its own record expired) has left:
+        // stop dialing it (no warning, metric and pending scan every backoff, for ever).
+        if link.in_view(&peer.node_id) {
+            absent_since = None;
+        } else {
+            let since = *absent_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= node_ttl && link.park(&peer) {
+                metrics::counter!("ringchat_cluster_peers_parked_total", "peer" => peer.node_id.clone()).increment(1);
+                tracing::info!(peer = %peer.node_id, "cluster: peer out of the view for node_ttl_ms; no longer dialed");
+                break;
+            }
+        }
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}
             _ = stop.changed() => break,

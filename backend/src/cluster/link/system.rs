@@ -44,26 +44,27 @@ impl SystemPending {
     }
 }
 
-/// One part of a page: its owner (`None`: this node) and its users.
-pub(crate) type Part = (Option<Arc<Peer>>, Vec<UserId>);
+/// One part of a page: its owner and its users.
+pub(crate) type Part = (super::Owner, Vec<UserId>);
 
 impl Link {
-    /// `users` by the owner of their system conversation in this node's view.
+    /// `users` by the owner of their system conversation in this node's view (`Owner::Unknown`
+    /// before this node joined, or without a link to the owner: that part is refused
+    /// UNAVAILABLE and retried, never taken here).
     pub(crate) fn system_owners(self: &Arc<Self>, users: &[UserId]) -> Vec<Part> {
-        let Some(view) = self.view_nodes() else {
-            return vec![(None, users.to_vec())];
+        use super::Owner;
+        let key = |o: &Owner| match o {
+            Owner::Here => Some(None),
+            Owner::Elsewhere(p) => Some(Some(p.slot)),
+            Owner::Unknown(_) => None,
         };
-        let mut by_node: Vec<(Option<Arc<Peer>>, Vec<UserId>)> = Vec::new();
+        let mut by_node: Vec<Part> = Vec::new();
         for &user in users {
-            let owner = ConvId::system(user)
-                .and_then(|c| view.owner_of(c.to_wire()))
-                .filter(|n| n.record.node_id != self.me)
-                .and_then(|n| self.peer(&n.record.node_id, &n.record.advertise_addr));
-            let slot = owner.as_ref().map(|p| p.slot);
-            match by_node
-                .iter_mut()
-                .find(|(p, _)| p.as_ref().map(|p| p.slot) == slot)
-            {
+            let owner = match ConvId::system(user) {
+                Some(c) => self.owner(c.to_wire()),
+                None => Owner::Here,
+            };
+            match by_node.iter_mut().find(|(o, _)| key(o) == key(&owner)) {
                 Some((_, list)) => list.push(user),
                 None => by_node.push((owner, vec![user])),
             }

@@ -1,0 +1,313 @@
+//! Cluster mode: what a node does with a node view it cannot trust (real `ringchat` nodes on one
+//! PostgreSQL database, each reaching a Redis of the test's own through a cuttable proxy). A
+//! node that has not joined refuses writes UNAVAILABLE rather than taking them here; a Redis
+//! restarted empty that one node reaches before the others shrinks no view (no conversation
+//! stolen, no push lost unannounced); a node gone for good is no longer dialed, and is again
+//! when it comes back. Needs the servers `scripts/test.sh` starts (RINGCHAT_TEST_POSTGRES_URL,
+//! RINGCHAT_TEST_REDIS_SERVER).
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use common::cluster::{
+    NodeEnv, acked, contiguous_seq, direct, every_ack_once, free_port, metric_sum, owner, unique,
+};
+use common::proxy::CutProxy;
+use common::{TestServer, WAIT_DEADLINE, wait_until_async};
+use ringchat_backend::testkit::OwnRedis;
+use ringchat_bench::client::{Client, conversation_id};
+use ringchat_proto::Body;
+use ringchat_proto::v1::{self, ErrorCode};
+use tokio::time::Instant;
+
+/// Nodes `ids`, each reaching `redis` through a proxy of its own (returned, in order), with
+/// `extra` settings. Proxies listed in `cut` are cut before their node starts.
+async fn nodes_behind_proxies(
+    db: &str,
+    redis: &OwnRedis,
+    prefix: &str,
+    ids: &[&str],
+    cut: &[usize],
+    extra: &[(&str, &str)],
+) -> (Vec<(NodeEnv, TestServer)>, Vec<CutProxy>) {
+    let target = format!("127.0.0.1:{}", redis.port).parse().unwrap();
+    let mut nodes = Vec::new();
+    let mut proxies = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let proxy = CutProxy::start(target).await;
+        if cut.contains(&i) {
+            proxy.cut();
+        }
+        let url = format!("redis://{}/", proxy.addr);
+        let mut env = NodeEnv::new(db, &url, prefix, id);
+        env.vars.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        let server = tokio::task::block_in_place(|| TestServer::start(&env.pairs()));
+        nodes.push((env, server));
+        proxies.push(proxy);
+    }
+    (nodes, proxies)
+}
+
+/// A user on `nodes[on]` whose direct conversation with `with` is owned by `nodes[owned_by]`.
+async fn user_owned_by(
+    nodes: &[&TestServer],
+    ids: &[&str],
+    on: usize,
+    with: u64,
+    owned_by: usize,
+    tag: &str,
+) -> (Client, u64) {
+    for i in 0..64 {
+        let (client, login) = nodes[on].user(&format!("{tag}{i}")).await;
+        if owner(conversation_id(with, login.user_id), ids) == owned_by {
+            return (client, login.user_id);
+        }
+    }
+    panic!("none of 64 conversations is owned by {}", ids[owned_by]);
+}
+
+/// Waits until every node of `nodes` has a fresh view of `n` nodes.
+async fn views(nodes: &[&TestServer], n: usize) {
+    wait_until_async(&format!("every node sees {n} nodes, fresh"), || {
+        nodes.iter().all(|s| {
+            s.metric("ringchat_cluster_nodes") == n as f64
+                && s.metric("ringchat_cluster_view_fresh") == 1.0
+        })
+    })
+    .await;
+}
+
+fn fenced(nodes: &[&TestServer]) -> f64 {
+    nodes
+        .iter()
+        .map(|n| n.metric("ringchat_cluster_fenced_groups_total"))
+        .sum()
+}
+
+/// A node started while its Redis is unreachable has an empty view: a client's send there is
+/// refused UNAVAILABLE (with when to retry), not acked by this node's own sequencer (which
+/// would take the conversation from its owner); once it joins, the resend is acked and stored
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_has_not_joined_refuses_writes_instead_of_taking_them() {
+    let ids = ["n1", "n2", "n3"];
+    let db = common::store::fresh_database();
+    let redis = OwnRedis::start(free_port());
+    let prefix = format!("rc_join_{}", unique());
+    let (nodes, proxies) = nodes_behind_proxies(&db, &redis, &prefix, &ids, &[2], &[]).await;
+    let servers: Vec<&TestServer> = nodes.iter().map(|(_, s)| s).collect();
+    views(&servers[..2], 2).await;
+    assert_eq!(servers[2].metric("ringchat_cluster_joined"), 0.0);
+    let (mut bob, bob_login) = servers[0].user("bob").await;
+    let b = bob_login.user_id;
+    let (mut alice, a) = servers[2].user("alice").await;
+    let send = direct(b, "before-joining");
+    match alice.request(send.clone()).await.expect("a reply") {
+        Body::Error(e) => {
+            assert_eq!(e.code, ErrorCode::Unavailable as i32, "{e:?}");
+            assert!(e.retry_after_ms > 0, "says when to retry: {e:?}");
+        }
+        other => panic!("a node that has not joined took the send: {other:?}"),
+    }
+    proxies[2].restore();
+    wait_until_async("n3 joins", || {
+        servers[2].metric("ringchat_cluster_joined") == 1.0
+            && servers
+                .iter()
+                .all(|s| s.metric("ringchat_cluster_nodes") == 3.0)
+    })
+    .await;
+    let ack = acked(&mut alice, send).await;
+    let stored = common::cluster::synced(&mut bob, conversation_id(a.user_id, b)).await;
+    assert_eq!(stored, vec![(ack.seq, "before-joining".to_owned())]);
+    assert_eq!(fenced(&servers), 0.0, "no conversation changed hands");
+}
+
+/// Redis is restarted empty, and one node reaches it before the others (their heartbeats fail
+/// meanwhile): its first fresh read lists only itself. Its view keeps the other nodes (missing
+/// from Redis for less than `node_ttl_ms`), so a send there for a conversation another node
+/// owns is still forwarded to that owner (nothing claimed away from it: no fence), and its
+/// push reaches the recipient on that node; before, it was taken here and its pushes went
+/// nowhere, unannounced. Every acked message is pushed or announced by `SyncNeeded`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_empty_reached_by_one_node_first_shrinks_no_view() {
+    let ids = ["n1", "n2", "n3"];
+    let db = common::store::fresh_database();
+    let mut redis = OwnRedis::start(free_port());
+    let prefix = format!("rc_empty_{}", unique());
+    // A TTL long enough for the sends below (the others stay away from Redis meanwhile).
+    let (nodes, proxies) = nodes_behind_proxies(
+        &db,
+        &redis,
+        &prefix,
+        &ids,
+        &[],
+        &[("CLUSTER__NODE_TTL_MS", "8000")],
+    )
+    .await;
+    let servers: Vec<&TestServer> = nodes.iter().map(|(_, s)| s).collect();
+    views(&servers, 3).await;
+    let (mut alice, a) = servers[0].user("alice").await;
+    // bob on n2, his conversation with alice owned by n2: alice's sends are forwarded there.
+    let (mut bob, b) = user_owned_by(&servers, &ids, 1, a.user_id, 1, "bob").await;
+    let conv = conversation_id(a.user_id, b);
+    let mut acks = vec![{
+        let ack = acked(&mut alice, direct(b, "warm-0")).await;
+        (ack.seq, "warm-0".to_owned())
+    }];
+    let fenced_before = fenced(&servers);
+    // Redis away for every node, then back empty for n1 only.
+    for p in &proxies {
+        p.cut();
+    }
+    for s in &servers {
+        wait_until_async("the views go stale", || {
+            s.metric("ringchat_cluster_view_fresh") == 0.0
+        })
+        .await;
+    }
+    redis.stop();
+    let _redis = OwnRedis::start(redis.port);
+    proxies[0].restore();
+    wait_until_async("n1 reads the empty Redis", || {
+        servers[0].metric("ringchat_cluster_view_fresh") == 1.0
+    })
+    .await;
+    for i in 0..20 {
+        let id = format!("alone-{i}");
+        let ack = acked(&mut alice, direct(b, &id)).await;
+        acks.push((ack.seq, id));
+    }
+    proxies[1].restore();
+    proxies[2].restore();
+    views(&servers, 3).await;
+    // Once the views agree again, n2 sequences the conversation: had n1 claimed it meanwhile,
+    // n2's next group for it would be fenced.
+    for i in 0..5 {
+        let id = format!("after-{i}");
+        let ack = acked(&mut alice, direct(b, &id)).await;
+        acks.push((ack.seq, id));
+    }
+    assert_eq!(
+        fenced(&servers),
+        fenced_before,
+        "no conversation was taken from its owner"
+    );
+    // Every acked message reaches bob as a push, or bob is told to Sync.
+    let wanted: BTreeSet<u64> = acks.iter().map(|(seq, _)| *seq).collect();
+    let mut pushed: Vec<v1::Message> = Vec::new();
+    let deadline = Instant::now() + WAIT_DEADLINE;
+    let mut hinted = false;
+    loop {
+        let got: BTreeSet<u64> = pushed
+            .iter()
+            .filter(|m| m.conversation_id == conv)
+            .map(|m| m.seq)
+            .collect();
+        if wanted.is_subset(&got) {
+            break;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let frame = tokio::time::timeout(left, bob.next_event())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "acked messages neither pushed to bob nor announced by SyncNeeded: {:?}",
+                    wanted.difference(&got).collect::<Vec<_>>()
+                )
+            })
+            .ok()
+            .flatten();
+        match frame.and_then(|f| f.body) {
+            Some(Body::Push(p)) => pushed.extend(p.message),
+            Some(Body::SyncNeeded(_)) => {
+                hinted = true;
+                break;
+            }
+            _ => {}
+        }
+    }
+    if hinted {
+        let mut known = HashMap::from([(conv, contiguous_seq(&pushed, conv))]);
+        pushed.extend(bob.catch_up(&mut known).await.expect("catch up"));
+    }
+    let mut got: Vec<(u64, String)> = pushed
+        .iter()
+        .filter(|m| m.conversation_id == conv)
+        .map(|m| (m.seq, String::from_utf8_lossy(&m.content).into_owned()))
+        .collect();
+    got.sort();
+    got.dedup();
+    every_ack_once(&got, &acks);
+    eprintln!("{} acked, SyncNeeded: {hinted}", acks.len());
+}
+
+/// The links-down count of `node` for peer `peer`.
+fn links_down(node: &TestServer, peer: &str) -> f64 {
+    node.metrics()
+        .into_iter()
+        .filter(|(k, _)| {
+            k.starts_with("ringchat_cluster_peer_links_down_total{")
+                && k.contains(&format!("peer=\"{peer}\""))
+        })
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// A node stopped for good leaves the view after `node_ttl_ms`; `node_ttl_ms` later its peer
+/// on the others is parked: no longer dialed (its links-down count stops growing, where it
+/// grew every backoff for ever). Started again with the same id, it is dialed again and owns
+/// its conversations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_departed_node_is_no_longer_dialed_and_is_again_when_back() {
+    let ids = ["n1", "n2", "n3"];
+    let db = common::store::fresh_database();
+    let redis = OwnRedis::start(free_port());
+    let prefix = format!("rc_departed_{}", unique());
+    // Dialing a dead peer every 200 ms at most.
+    let extra = [("CLUSTER__PEER_BACKOFF_MAX_MS", "200")];
+    let (mut nodes, _proxies) = nodes_behind_proxies(&db, &redis, &prefix, &ids, &[], &extra).await;
+    {
+        let servers: Vec<&TestServer> = nodes.iter().map(|(_, s)| s).collect();
+        views(&servers, 3).await;
+    }
+    let (mut alice, a) = nodes[0].1.user("alice").await;
+    // carol on n3, her conversation with alice owned by n3: n1 links to n3 for it.
+    let (_carol, c) = {
+        let servers: Vec<&TestServer> = nodes.iter().map(|(_, s)| s).collect();
+        user_owned_by(&servers, &ids, 2, a.user_id, 2, "carol").await
+    };
+    acked(&mut alice, direct(c, "while-up")).await;
+    let (env3, n3) = nodes.pop().expect("n3");
+    drop(n3);
+    let servers: Vec<&TestServer> = nodes.iter().map(|(_, s)| s).collect();
+    views(&servers, 2).await;
+    // Parked within node_ttl_ms (plus a backoff) of leaving the view: the count stops growing
+    // (stable over 5 backoffs).
+    let deadline = Instant::now() + WAIT_DEADLINE;
+    loop {
+        let before = links_down(servers[0], "n3");
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        let after = links_down(servers[0], "n3");
+        assert!(before > 0.0, "the link to n3 went down");
+        if after == before {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "n1 still dials n3 long after it left: {after} links down"
+        );
+    }
+    assert!(metric_sum(servers[0], "ringchat_cluster_peers_parked_total") >= 1.0);
+    // Back with the same id: dialed again (the same slot), and its conversations forwarded.
+    let n3 = tokio::task::block_in_place(|| TestServer::start(&env3.pairs()));
+    let all = [servers[0], servers[1], &n3];
+    views(&all, 3).await;
+    acked(&mut alice, direct(c, "back")).await;
+}
