@@ -211,6 +211,53 @@ async fn files_are_backed_up_and_restored_and_blobs_are_linked_from_the_last_bac
 }
 
 #[tokio::test]
+async fn the_backup_just_written_is_kept_whatever_the_names_of_older_ones() {
+    if common::store::embedded_only(
+        "the_backup_just_written_is_kept_whatever_the_names_of_older_ones",
+        "the embedded store's online backup",
+    ) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let backups = tmp.path().join("backups");
+    let backups_s = backups.display().to_string();
+    let server = TestServer::start_in(
+        &tmp.path().join("data"),
+        &[("BACKUP__DIR", &backups_s), ("BACKUP__KEEP", "1")],
+    );
+    let admin = server.api_key("backups", "admin");
+    let take = |admin: common::admin::AdminClient| async move {
+        tokio::task::spawn_blocking(move || (admin.post("/api/backups", json!({})), admin))
+            .await
+            .unwrap()
+    };
+    let ((status, first), admin) = take(admin).await;
+    assert_eq!(status, 201, "{first}");
+    // A backup made while the clock was ahead: its name sorts above every later one.
+    let ahead = backups.join("ringchat-29990101T000000Z");
+    let out = Command::new("cp")
+        .arg("-a")
+        .arg(backups.join(first["name"].as_str().unwrap()))
+        .arg(&ahead)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let ((status, second), admin) = take(admin).await;
+    assert_eq!(status, 201, "{second}");
+    let (status, page) = tokio::task::spawn_blocking(move || admin.get("/api/backups"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let names: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, [second["name"].as_str().unwrap()], "{page}");
+}
+
+#[tokio::test]
 async fn restore_refuses_a_non_empty_dir_and_a_corrupted_backup() {
     if common::store::embedded_only(
         "restore_refuses_a_non_empty_dir_and_a_corrupted_backup",

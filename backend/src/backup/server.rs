@@ -131,7 +131,7 @@ impl Backups {
                 batch,
                 files.as_ref(),
             )?;
-            prune(&dir, keep)?;
+            prune(&dir, keep, &name)?;
             Ok((name, manifest))
         })
         .await
@@ -149,9 +149,24 @@ impl Backups {
     }
 }
 
-/// Deletes all but the newest `keep` backups, and what interrupted backups left.
-fn prune(dir: &Path, keep: usize) -> Result<(), BackupError> {
-    for (name, _) in archive::list(dir)?.into_iter().skip(keep) {
+/// Deletes all but the newest `keep` backups, and what interrupted backups left. `written`,
+/// the backup just made, is kept whatever its name: names are wall-clock times, and one made
+/// while the clock was ahead would otherwise sort above every later backup and have each of
+/// them deleted as it is written.
+fn prune(dir: &Path, keep: usize, written: &str) -> Result<(), BackupError> {
+    let others: Vec<String> = archive::list(dir)?
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|name| name != written)
+        .collect();
+    if others
+        .first()
+        .is_some_and(|newest| newest.as_str() > written)
+    {
+        tracing::warn!(backup = written, newer_name = %others[0],
+            "a backup's name sorts above the one just written (the clock went back?)");
+    }
+    for name in others.into_iter().skip(keep.saturating_sub(1)) {
         let path = dir.join(&name);
         std::fs::remove_dir_all(&path).map_err(BackupError::io(&path))?;
         tracing::info!(backup = %name, "old backup deleted (backup.keep)");
