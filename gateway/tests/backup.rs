@@ -20,6 +20,15 @@ use ringchat_bench::client::{conversation_id, text_message};
 use ringchat_proto::Body;
 use serde_json::json;
 
+/// `POST /api/backups` off the test's runtime; the answer, and the client back.
+async fn take(
+    admin: common::admin::AdminClient,
+) -> (common::admin::Reply, common::admin::AdminClient) {
+    tokio::task::spawn_blocking(move || (admin.post("/api/backups", json!({})), admin))
+        .await
+        .unwrap()
+}
+
 fn body(i: usize) -> String {
     format!("backed-up message {i}")
 }
@@ -170,11 +179,6 @@ async fn files_are_backed_up_and_restored_and_blobs_are_linked_from_the_last_bac
         .collect();
     let file_id = upload(&server, &alice.token, "scan.pdf", "application/pdf", &bytes);
 
-    let take = |admin: common::admin::AdminClient| async move {
-        tokio::task::spawn_blocking(move || (admin.post("/api/backups", json!({})), admin))
-            .await
-            .unwrap()
-    };
     let ((status, first), admin) = take(admin).await;
     assert_eq!(status, 201, "{first}");
     let files = &first["files"];
@@ -226,11 +230,6 @@ async fn the_backup_just_written_is_kept_whatever_the_names_of_older_ones() {
         &[("BACKUP__DIR", &backups_s), ("BACKUP__KEEP", "1")],
     );
     let admin = server.api_key("backups", "admin");
-    let take = |admin: common::admin::AdminClient| async move {
-        tokio::task::spawn_blocking(move || (admin.post("/api/backups", json!({})), admin))
-            .await
-            .unwrap()
-    };
     let ((status, first), admin) = take(admin).await;
     assert_eq!(status, 201, "{first}");
     // A backup made while the clock was ahead: its name sorts above every later one.

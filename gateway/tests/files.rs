@@ -454,25 +454,35 @@ async fn past_the_file_connection_limit_the_shard_answers_503() {
     drop(c);
     let mut retried = None;
     wait_until("a file connection to be served again", || {
-        let resp = std::thread::scope(|s| {
-            s.spawn(|| {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(async {
-                    let mut c = Http1::connect(server.ws).await;
-                    download(&mut c, &alice.token, &file_id).await
-                })
-            })
-            .join()
-            .unwrap()
-        });
+        let resp = download_on_a_new_connection(server.ws, &alice.token, &file_id);
         let served = resp.status == 200;
         retried = Some(resp);
         served
     });
     assert!(retried.unwrap().body == data);
+}
+
+/// A download on a connection of its own, from a thread of its own (for `wait_until`, which
+/// polls from the test's runtime).
+fn download_on_a_new_connection(
+    addr: std::net::SocketAddr,
+    token: &str,
+    file_id: &str,
+) -> Response {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let mut c = Http1::connect(addr).await;
+                download(&mut c, token, file_id).await
+            })
+        })
+        .join()
+        .unwrap()
+    })
 }
 
 #[tokio::test]
@@ -610,22 +620,7 @@ async fn past_the_file_connections_of_one_address_the_shard_answers_503() {
     drop(c);
     wait_until(
         "a file connection from the address to be served again",
-        || {
-            std::thread::scope(|s| {
-                s.spawn(|| {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .unwrap();
-                    rt.block_on(async {
-                        let mut c = Http1::connect(server.ws).await;
-                        download(&mut c, &alice.token, &file_id).await.status == 200
-                    })
-                })
-                .join()
-                .unwrap()
-            })
-        },
+        || download_on_a_new_connection(server.ws, &alice.token, &file_id).status == 200,
     );
 }
 

@@ -117,6 +117,17 @@ impl World {
         self.files.complete(user, &created.upload_id).await.unwrap()
     }
 
+    /// An upload whose complete was cut short after its record at the blob: the blob and the
+    /// record are there, the file's meta and its index entry are not. Its file id.
+    async fn upload_cut_short(&self, user: u64, bytes: &[u8]) -> String {
+        let id = self.upload(user, bytes).await;
+        let storage = &self.files.storage;
+        storage.delete(&keys::file_meta(&id)).await.unwrap();
+        let entry = keys::user_file(user, &id, bytes.len() as u64);
+        storage.delete(&entry).await.unwrap();
+        id
+    }
+
     /// Alice sends the file to Bob as the server does: the check (which writes the marker),
     /// then the message committed at the conversation's next seq. Its seq.
     async fn send(&self, file_id: &str) -> u64 {
@@ -467,18 +478,8 @@ async fn a_blob_record_whose_file_never_came_goes_past_the_grace_and_the_blob_wi
         // cut short after its record at the blob: no meta, no index entry.
         let kept = w.upload(ALICE, &bytes).await;
         w.send(&kept).await;
-        let cut = w.upload(ALICE, &bytes).await;
+        let cut = w.upload_cut_short(ALICE, &bytes).await;
         let sha = sha256_hex(&bytes);
-        w.files
-            .storage
-            .delete(&keys::file_meta(&cut))
-            .await
-            .unwrap();
-        w.files
-            .storage
-            .delete(&keys::user_file(ALICE, &cut, bytes.len() as u64))
-            .await
-            .unwrap();
         assert!(w.exists(&keys::blob_ref(&sha, &cut)).await, "{name}");
         // Young: it may be a complete under way.
         w.sweep(now_ms()).await;
@@ -492,18 +493,8 @@ async fn a_blob_record_whose_file_never_came_goes_past_the_grace_and_the_blob_wi
 
         // The same cut short for bytes no other file has: the blob goes with the record.
         let lone = content(30_000, 9);
-        let cut = w.upload(BOB, &lone).await;
+        let cut = w.upload_cut_short(BOB, &lone).await;
         let sha = sha256_hex(&lone);
-        w.files
-            .storage
-            .delete(&keys::file_meta(&cut))
-            .await
-            .unwrap();
-        w.files
-            .storage
-            .delete(&keys::user_file(BOB, &cut, lone.len() as u64))
-            .await
-            .unwrap();
         let pass = w.sweep(later()).await;
         assert_eq!(pass.blobs_collected, 1, "{name}");
         assert!(!w.exists(&keys::blob(&sha)).await, "{name}");
