@@ -257,6 +257,59 @@ async fn the_backup_just_written_is_kept_whatever_the_names_of_older_ones() {
 }
 
 #[tokio::test]
+async fn restore_refuses_a_files_directory_that_is_not_empty() {
+    if common::store::embedded_only(
+        "restore_refuses_a_files_directory_that_is_not_empty",
+        "the embedded store's online backup, with local file storage beside it",
+    ) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let backups = tmp.path().join("backups");
+    let backups_s = backups.display().to_string();
+    let server = TestServer::start_in(&tmp.path().join("data"), &[("BACKUP__DIR", &backups_s)]);
+    let admin = server.api_key("backups", "admin");
+    let ((status, taken), _) = take(admin).await;
+    assert_eq!(status, 201, "{taken}");
+    drop(server);
+    let from = format!("{backups_s}/{}", taken["name"].as_str().unwrap());
+    // A configuration whose `[files] dir` is outside the data dir and holds a live server's
+    // files (here: one file).
+    let live_files = tmp.path().join("live-files");
+    std::fs::create_dir_all(live_files.join("files")).unwrap();
+    std::fs::write(live_files.join("files/keep-me"), b"live").unwrap();
+    let config = tmp.path().join("restore.toml");
+    std::fs::write(
+        &config,
+        format!("[files]\ndir = {:?}\n", live_files.display().to_string()),
+    )
+    .unwrap();
+    let config_s = config.display().to_string();
+    let into = tmp.path().join("rehearsal").display().to_string();
+    let args = [
+        "restore",
+        "--from",
+        &from,
+        "-c",
+        &config_s,
+        "--data-dir",
+        &into,
+    ];
+    let out = ringchat(&args);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("is not empty"), "{}", text(&out));
+    assert_eq!(
+        std::fs::read(live_files.join("files/keep-me")).unwrap(),
+        b"live"
+    );
+    assert!(!tmp.path().join("rehearsal").exists(), "nothing written");
+    // Into an empty one it goes.
+    std::fs::remove_dir_all(&live_files).unwrap();
+    let out = ringchat(&args);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[tokio::test]
 async fn restore_refuses_a_non_empty_dir_and_a_corrupted_backup() {
     if common::store::embedded_only(
         "restore_refuses_a_non_empty_dir_and_a_corrupted_backup",

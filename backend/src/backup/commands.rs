@@ -84,7 +84,22 @@ pub fn restore(
     batch_records: usize,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<(Manifest, Outcome), BackupError> {
+    // A resumed restore finds its own checkpoint in the data dir and its own files in the
+    // files' directory; a new one writes into empty ones only. The files' directory is checked
+    // apart when it lies outside the data dir (`[files] dir`): it may be a live server's.
+    let resumed = data_dir.join(copy::CHECKPOINT_FILE).is_file();
     refuse_non_empty(data_dir)?;
+    if let Some(root) = files_root
+        && !resumed
+        && !root.starts_with(data_dir)
+        && std::fs::read_dir(root).is_ok_and(|mut entries| entries.next().is_some())
+    {
+        return Err(BackupError::NotEmpty(format!(
+            "{} (the files' directory, [files] dir) is not empty: restore writes files into an \
+             empty (or absent) one only",
+            root.display()
+        )));
+    }
     let archive = Archive::open(from)?;
     archive.check_files()?;
     let store = FjallStore::open(data_dir, Durability::Fsync)?;
