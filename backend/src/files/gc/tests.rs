@@ -495,6 +495,7 @@ async fn a_blob_record_whose_file_never_came_goes_past_the_grace_and_the_blob_wi
         let lone = content(30_000, 9);
         let cut = w.upload_cut_short(BOB, &lone).await;
         let sha = sha256_hex(&lone);
+        assert!(w.exists(&keys::blob_ref(&sha, &cut)).await, "{name}");
         let pass = w.sweep(later()).await;
         assert_eq!(pass.blobs_collected, 1, "{name}");
         assert!(!w.exists(&keys::blob(&sha)).await, "{name}");
