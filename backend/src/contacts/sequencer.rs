@@ -155,20 +155,25 @@ impl Relations {
 
     /// Whether `adder` may put `target` in a group: never across a block, and when the target
     /// did not ask to join (`target_asked` false: a create or an invite), only a friend may
-    /// add a user whose DM policy is friends-only. `fresh_policy`: the target's policy is read
-    /// from the store, not the cache (a cluster node; see [`Self::fresh_send_check`]).
+    /// add a user whose DM policy is friends-only. `fresh`: the pair's blocks and friendship
+    /// and the target's policy are read from the store, not the cache (a cluster node: a block
+    /// or unfriend is written by the node owning the pair's direct conversation, and the group's
+    /// node is not told; see [`Self::fresh_send_check`]).
     pub(crate) fn may_add_to_group(
         &mut self,
         adder: UserId,
         target: UserId,
         target_asked: bool,
-        fresh_policy: bool,
+        fresh: bool,
     ) -> Result<(), Refusal> {
         let Some(conv) = ConvId::direct(adder, target) else {
             return Ok(());
         };
-        if fresh_policy && !target_asked {
-            self.policies.remove(&target);
+        if fresh {
+            self.pairs.remove(&conv);
+            if !target_asked {
+                self.policies.remove(&target);
+            }
         }
         let bits = self.pair_bits(conv)?;
         let (adder_blocks, target_blocks) = blocks_from(conv, bits, adder);

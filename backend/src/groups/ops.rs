@@ -373,10 +373,10 @@ impl Writer {
                 format!("no user {user}"),
             )));
         }
-        let fresh_policy = self.ownership.is_some();
+        let fresh = self.ownership.is_some();
         if let Err(refusal) = self
             .contacts
-            .may_add_to_group(adder, user, user_asked, fresh_policy)
+            .may_add_to_group(adder, user, user_asked, fresh)
         {
             if refusal.code == ErrorCode::NotAllowed {
                 return Ok(Err(refusal));

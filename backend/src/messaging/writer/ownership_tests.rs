@@ -320,3 +320,83 @@ fn a_group_touching_many_unclaimed_conversations_claims_them_in_one_round_trip()
         assert_eq!(owners.claim_batches.load(Ordering::Relaxed), 1);
     }
 }
+
+fn group_op(actor: UserId, kind: crate::groups::GroupOpKind) -> WriteOp {
+    WriteOp {
+        conn: ConnRef { shard: 0, conn: 1 },
+        request_id: 9,
+        write: Write::Group(crate::groups::GroupOp { actor, kind }),
+        queued_at: None,
+        trace: None,
+    }
+}
+
+/// Commits one op; the users a group op put in the group, or the refusal's code.
+fn commit_op(w: &mut Writer, op: WriteOp) -> Result<Vec<UserId>, ErrorCode> {
+    let done = w.commit(&mut vec![op]);
+    match &done.outcomes[..] {
+        [Outcome::Refused { refusal, .. }] => Err(refusal.code),
+        [Outcome::Group { done, .. }] => Ok(done.joined.clone()),
+        [_] => Ok(Vec::new()),
+        other => panic!("unexpected outcomes {other:?}"),
+    }
+}
+
+/// A block is written by the node that owns the pair's direct conversation; the group's node
+/// cached the pair as unblocked when the group was made. Its next add must read the block.
+#[test]
+fn a_group_add_on_another_node_sees_a_block_written_since() {
+    use crate::contacts::ops::ContactOp;
+    use crate::groups::GroupOpKind;
+    let t = two_users();
+    let mut n1 = writer(&t.ports)
+        .with_ownership(1, Arc::clone(&t.ports.owners), 1024)
+        .expect("ownership");
+    let mut n2 = writer(&t.ports)
+        .with_ownership(2, Arc::clone(&t.ports.owners), 1024)
+        .expect("ownership");
+
+    let create = group_op(
+        t.a,
+        GroupOpKind::Create {
+            name: "g".into(),
+            avatar_url: String::new(),
+            intro: String::new(),
+            members: vec![t.b],
+            join_policy: crate::store::JoinPolicy::Open,
+            history_visible: false,
+        },
+    );
+    let (_, groups) = commit_ids(&mut n1, vec![create]);
+    let g = groups[0];
+
+    let block = WriteOp {
+        conn: ConnRef { shard: 0, conn: 2 },
+        request_id: 10,
+        write: Write::Contact(ContactOp::Block {
+            user: t.b,
+            other: t.a,
+        }),
+        queued_at: None,
+        trace: None,
+    };
+    assert_eq!(commit_op(&mut n2, block), Ok(Vec::new()));
+    assert_eq!(
+        commit_op(&mut n1, group_op(t.b, GroupOpKind::Leave { g })),
+        Ok(Vec::new())
+    );
+    assert_eq!(
+        commit_op(
+            &mut n1,
+            group_op(
+                t.a,
+                GroupOpKind::Invite {
+                    g,
+                    users: vec![t.b]
+                }
+            )
+        ),
+        Ok(Vec::new()),
+        "B blocked A on another node: A may not put B back"
+    );
+}
