@@ -70,6 +70,37 @@ async fn a_block_stops_messages_and_requests_both_ways_without_naming_itself() {
     assert_eq!(a.next_push().await.unwrap().client_msg_id, "again");
 }
 
+/// Read and delivery receipts across a block stay with the reader: the blocked user is not
+/// told when the blocker reads (that would show the blocker active); the blocker's own other
+/// sessions still are.
+#[tokio::test]
+async fn a_blockers_reads_are_not_told_to_the_blocked_user() {
+    let server = TestServer::start(&[]);
+    let (mut a, alice) = server.user("alice").await;
+    let (mut b, bob) = server.user("bob").await;
+    let (a_id, b_id) = (alice.user_id, bob.user_id);
+    let sent = b.send_text(a_id, "m1", "hi").await.unwrap().unwrap();
+    a.next_push().await.unwrap();
+    block_ok(block(&mut a, b_id).await, b_id, true);
+    let (mut a2, _) = server.device("alice", "alice-dev2").await;
+    a.read(conversation_id(a_id, b_id), sent.seq)
+        .await
+        .expect("CursorOk");
+    let told = |frames: &[Body]| {
+        frames
+            .iter()
+            .any(|f| matches!(f, Body::Receipt(r) if r.user_id == a_id))
+    };
+    assert!(
+        told(&sync_point(&mut a2, a_id, b_id).await),
+        "her own device"
+    );
+    assert!(
+        !told(&sync_point(&mut b, b_id, a_id).await),
+        "not the blocked user"
+    );
+}
+
 /// Typing into the direct conversation of a blocked pair reaches neither of them, and is not
 /// refused either (that would name the block); after an unblock it flows again.
 #[tokio::test]

@@ -261,6 +261,40 @@ async fn group_messages_push_mentions_and_small_groups_unmuted_members() {
     );
 }
 
+/// A block is not pierced by a group: a member who blocks the sender is not mentioned (the
+/// mention is dropped as a non-member's is) and gets no push of the sender's group messages,
+/// though a mention pierces a mute.
+#[tokio::test]
+async fn a_member_who_blocks_the_sender_is_neither_mentioned_nor_pushed() {
+    let sink = WebhookSink::start();
+    let url = sink.url();
+    let server = TestServer::start(&env(&url, &[]));
+    let (mut alice, a) = server.user("alice").await;
+    let (mut bob, b) = user_with_token(&server, "bob", "apns-bob").await;
+    let (mut carol, c) = user_with_token(&server, "carol", "apns-carol").await;
+    befriend(&mut alice, a.user_id, &mut bob, b).await;
+    befriend(&mut alice, a.user_id, &mut carol, c).await;
+    befriend(&mut bob, b, &mut carol, c).await;
+    let g = create_id(&mut alice, &[b, c], v1::JoinPolicy::InviteOnly).await;
+    let reply = common::contacts::block(&mut bob, a.user_id).await;
+    assert!(matches!(reply, Body::BlockOk(_)), "{reply:?}");
+    go_offline(&mut carol, bob, b).await;
+    go_offline(&mut alice, carol, c).await;
+
+    let sent = ack(ask(
+        &mut alice,
+        send_body(g, "m1", "@bob @carol", &[b, c], false),
+    )
+    .await);
+    sink.wait_for("carol's mention", DEADLINE, |r| has_push(r, c, sent.seq));
+    assert!(
+        !pushes(&sink).iter().any(|p| p["user_id"] == b),
+        "bob blocks alice: no push of hers reaches him"
+    );
+    let stored = alice.sync_all(g, sent.seq - 1).await.unwrap();
+    assert_eq!(stored[0].mention_user_ids, [c], "bob's mention dropped");
+}
+
 /// A server whose push receiver (at the returned address) is not up yet and retries often;
 /// Alice online, Bob (with a push token) her friend and offline.
 async fn receiver_down_bob_offline() -> (TestServer, std::net::SocketAddr, Client, u64) {

@@ -189,6 +189,29 @@ impl Relations {
         Ok(())
     }
 
+    /// Whether `blocker` blocks `user`. `fresh`: read from the store, not the cache (a cluster
+    /// node, as in [`Self::may_add_to_group`]).
+    pub(crate) fn blocks(
+        &mut self,
+        blocker: UserId,
+        user: UserId,
+        fresh: bool,
+    ) -> Result<bool, StoreError> {
+        let Some(conv) = ConvId::direct(blocker, user) else {
+            return Ok(false);
+        };
+        if fresh {
+            self.pairs.remove(&conv);
+        }
+        let bits = self.pair_bits(conv)?;
+        Ok(blocks_from(conv, bits, blocker).0)
+    }
+
+    /// Whether either user of a direct conversation blocks the other, from the cache.
+    pub(crate) fn blocked_either_way(&mut self, conv: ConvId) -> Result<bool, StoreError> {
+        Ok(self.pair_bits(conv)? & (LOW_BLOCKS_HIGH | HIGH_BLOCKS_LOW) != 0)
+    }
+
     fn pair_bits(&mut self, conv: ConvId) -> Result<u8, StoreError> {
         let members = conv.implied_members().expect("a direct conversation");
         let [low, high] = [members.all()[0], members.all()[1]];

@@ -110,8 +110,10 @@ impl Writer {
         })
     }
 
-    /// The mentions a send keeps: at most `groups.mentions_max`, members only (others are
-    /// dropped, so a sender never learns who left), `mention_all` from owners and admins.
+    /// The mentions a send keeps: at most `groups.mentions_max`, members who do not block the
+    /// sender only (others are dropped, so a sender never learns who left or who blocks them:
+    /// a mention pierces a muted group, a block must not be pierced), `mention_all` from
+    /// owners and admins.
     fn mentions(
         &mut self,
         g: ConvId,
@@ -136,8 +138,12 @@ impl Writer {
         ids.sort_unstable();
         ids.dedup();
         let mut kept = Vec::with_capacity(ids.len());
+        let fresh = self.ownership.is_some();
         for user in ids {
-            if user != from && self.groups.member(g, user)?.is_some() {
+            if user != from
+                && self.groups.member(g, user)?.is_some()
+                && !self.contacts.blocks(user, from, fresh)?
+            {
                 kept.push(user);
             }
         }

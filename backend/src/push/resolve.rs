@@ -108,7 +108,8 @@ impl Resolver {
 
     /// A group message's offline recipients, and whether each is mentioned. Mentioned members
     /// always (mentions pierce a muted group); in groups of at most `push.group_members_max`
-    /// members, every member who did not mute it; "everyone" only in those small groups.
+    /// members, every member who did not mute it; "everyone" only in those small groups; never
+    /// a member who blocks the sender.
     fn group_recipients(
         &self,
         r: &PushRecord,
@@ -147,9 +148,19 @@ impl Resolver {
             // Mentions are members when sent (the sequencer keeps only those).
             out.extend(named.iter().filter(|u| **u != r.from).map(|u| (*u, true)));
         }
-        let sessions = self.sessions.read();
-        out.retain(|(u, _)| sessions.of_user(*u).is_empty());
-        Ok(out)
+        {
+            let sessions = self.sessions.read();
+            out.retain(|(u, _)| sessions.of_user(*u).is_empty());
+        }
+        // A member who blocks the sender is not told of the sender's messages (a group lets
+        // them share a conversation, not a notification).
+        let mut kept = Vec::with_capacity(out.len());
+        for (user, mentioned) in out {
+            if !crate::contacts::query::is_blocked_by(&*self.ports.contacts, r.from, user)? {
+                kept.push((user, mentioned));
+            }
+        }
+        Ok(kept)
     }
 
     /// The user's devices that have a push token and a login that has not ended (a device

@@ -407,8 +407,15 @@ impl Writer {
     /// hear of it, and it is not counted (the histogram counts current members).
     fn cursor_scope(&mut self, conv: ConvId, user: UserId) -> Result<CursorScope, Refusal> {
         if conv.kind() != ConvKind::Group {
+            let mut members = members_with(conv, user)?;
+            // Across a block the reader's receipts stay with the reader (they would tell the
+            // blocked side when the reader is active). The pair's owner writes its blocks, so
+            // its cache is current (no fresh read).
+            if conv.kind() == ConvKind::Direct && self.contacts.blocked_either_way(conv)? {
+                members = Members::one(user);
+            }
             return Ok(CursorScope {
-                audience: Audience::Members(members_with(conv, user)?),
+                audience: Audience::Members(members),
                 last_seq: u64::MAX,
                 counted: false,
             });
