@@ -123,35 +123,50 @@ async fn reject_cancel_and_delete_are_told_to_both_sides() {
     );
     assert_eq!(code(respond(&mut b, a_id, true).await), ErrorCode::NotFound);
 
-    // Asked again, then cancelled.
+    // The rejected sender may not ask again for a while (each request is an event on the
+    // target's devices); the one who rejected may still ask.
+    let again = request(&mut a, b_id, "again").await;
+    match &again {
+        Body::Error(e) => assert!(
+            e.code() == ErrorCode::RateLimited && e.retry_after_ms > 3_600_000,
+            "{e:?}"
+        ),
+        other => panic!("expected RATE_LIMITED, got {other:?}"),
+    }
+    assert!(
+        sync_point(&mut b, b_id, a_id).await.is_empty(),
+        "B not told"
+    );
+
+    // Asked the other way, then cancelled.
     friend_ok(
-        request(&mut a, b_id, "again").await,
-        b_id,
+        request(&mut b, a_id, "again").await,
+        a_id,
         State::RequestSent,
     );
-    let e = expect_event(&mut b, Kind::Request, a_id, State::RequestReceived).await;
+    let e = expect_event(&mut a, Kind::Request, b_id, State::RequestReceived).await;
     assert_eq!(e.message, "again");
-    friend_ok(cancel(&mut a, b_id).await, b_id, State::None);
-    expect_event(&mut b, Kind::Cancelled, a_id, State::None).await;
+    friend_ok(cancel(&mut b, a_id).await, a_id, State::None);
+    expect_event(&mut a, Kind::Cancelled, b_id, State::None).await;
     assert!(
-        list_requests(&mut b, RequestDirection::Incoming, 0, 0)
+        list_requests(&mut a, RequestDirection::Incoming, 0, 0)
             .await
             .requests
             .is_empty()
     );
-    assert_eq!(code(cancel(&mut a, b_id).await), ErrorCode::NotFound);
+    assert_eq!(code(cancel(&mut b, a_id).await), ErrorCode::NotFound);
     assert_eq!(
-        code(respond(&mut b, a_id, true).await),
+        code(respond(&mut a, b_id, true).await),
         ErrorCode::NotFound,
         "a cancelled request cannot be accepted"
     );
     // Only the one who asked can cancel.
-    assert_eq!(code(cancel(&mut b, a_id).await), ErrorCode::NotFound);
+    assert_eq!(code(cancel(&mut a, b_id).await), ErrorCode::NotFound);
 
     // Friends, then deleted by the other side.
-    befriend(&mut a, a_id, &mut b, b_id).await;
-    expect_event(&mut b, Kind::Request, a_id, State::RequestReceived).await;
-    expect_event(&mut a, Kind::Accepted, b_id, State::Friends).await;
+    befriend(&mut b, b_id, &mut a, a_id).await;
+    expect_event(&mut a, Kind::Request, b_id, State::RequestReceived).await;
+    expect_event(&mut b, Kind::Accepted, a_id, State::Friends).await;
     friend_ok(delete(&mut b, a_id).await, a_id, State::None);
     expect_event(&mut a, Kind::Deleted, b_id, State::None).await;
     assert!(list_friends(&mut a, 0, 0).await.friends.is_empty());

@@ -41,6 +41,9 @@ pub struct ContactsConfig {
     pub friend_requests_received_max: u32,
     /// Requests one user may send per UTC day.
     pub friend_requests_per_day_max: u32,
+    /// After a user rejects a request, how long (ms) its sender may not ask that user again
+    /// (each request is an event on the target's devices). Kept in memory by the sequencer.
+    pub friend_request_after_reject_ms: u64,
     pub blocks_max: u32,
     /// Largest page of friends, requests and blocks.
     pub list_page_max: u32,
@@ -67,6 +70,7 @@ impl Default for ContactsConfig {
             friend_requests_pending_max: 100,
             friend_requests_received_max: 500,
             friend_requests_per_day_max: 50,
+            friend_request_after_reject_ms: 86_400_000,
             blocks_max: 10_000,
             list_page_max: 200,
             search_page_max: 50,
@@ -123,6 +127,12 @@ impl ContactsConfig {
             1,
             1_000_000,
         );
+        range(
+            "friend_request_after_reject_ms",
+            self.friend_request_after_reject_ms,
+            0,
+            30 * 86_400_000,
+        );
         range("blocks_max", u64::from(self.blocks_max), 1, 1_000_000);
         range("list_page_max", u64::from(self.list_page_max), 1, 10_000);
         range("search_page_max", u64::from(self.search_page_max), 1, 1_000);
@@ -154,6 +164,7 @@ impl ContactsConfig {
             requests_pending_max: self.friend_requests_pending_max,
             requests_received_max: self.friend_requests_received_max,
             requests_per_day_max: self.friend_requests_per_day_max,
+            request_after_reject_ms: self.friend_request_after_reject_ms,
             blocks_max: self.blocks_max,
             dm_policy_default: self.dm_policy_default.into(),
             searchable_default: self.searchable_default,
@@ -168,6 +179,7 @@ pub(crate) struct ContactLimits {
     pub requests_pending_max: u32,
     pub requests_received_max: u32,
     pub requests_per_day_max: u32,
+    pub request_after_reject_ms: u64,
     pub blocks_max: u32,
     pub dm_policy_default: DmPolicy,
     pub searchable_default: bool,

@@ -204,6 +204,14 @@ impl Relations {
             // They asked first: asking back is accepting.
             return self.befriend(me, &mut mine, other, &mut theirs, now);
         }
+        if let Some(wait) = self.rejected_for(me, other, now) {
+            // The sender was told of the rejection: saying so again reveals nothing.
+            return Err(Refusal {
+                code: ErrorCode::RateLimited,
+                message: "this user turned down your request; ask again later".into(),
+                retry_after_ms: wait,
+            });
+        }
         let limits = self.limits;
         if mine.friends >= limits.friends_max {
             return Err(too_many_friends(true, limits.friends_max));
@@ -337,6 +345,7 @@ impl Relations {
         }
         mine.requests_in = mine.requests_in.saturating_sub(1);
         theirs.requests_out = theirs.requests_out.saturating_sub(1);
+        self.remember_rejection(other, me, now);
         let mut plan = Plan::reply(friend_ok(other, FriendState::None));
         plan.both_ways(
             other,

@@ -100,7 +100,14 @@ pub(crate) struct Relations {
     pending_relations: Map<RelationKey, Option<RelationRecord>>,
     /// Every summary the group read, with what it made of it (`base` = `new` if nothing).
     pending_summaries: Map<UserId, SummaryWrite>,
+    /// (requester, rejecter) → until when (ms) the requester may not ask again. In memory
+    /// (a restart forgets it: a pause, not a rule), at most [`REJECTIONS_MAX`] entries.
+    rejections: Map<(UserId, UserId), u64>,
 }
+
+/// Rejections remembered at once; when full, the expired go, and if none has, all of them
+/// (rejections are made by targets, not by the senders they slow down).
+const REJECTIONS_MAX: usize = 65_536;
 
 impl Relations {
     pub(crate) fn new(
@@ -117,7 +124,35 @@ impl Relations {
             policy_generation: 0,
             pending_relations: Map::default(),
             pending_summaries: Map::default(),
+            rejections: Map::default(),
         }
+    }
+
+    /// `rejecter` turned down `requester`'s request at `now`.
+    pub(super) fn remember_rejection(&mut self, requester: UserId, rejecter: UserId, now: u64) {
+        let pause = self.limits.request_after_reject_ms;
+        if pause == 0 {
+            return;
+        }
+        if self.rejections.len() >= REJECTIONS_MAX {
+            self.rejections.retain(|_, until| *until > now);
+            if self.rejections.len() >= REJECTIONS_MAX {
+                self.rejections.clear();
+            }
+        }
+        self.rejections
+            .insert((requester, rejecter), now.saturating_add(pause));
+    }
+
+    /// How long (ms) `requester` must still wait to ask `rejecter` again, if at all.
+    pub(super) fn rejected_for(
+        &self,
+        requester: UserId,
+        rejecter: UserId,
+        now: u64,
+    ) -> Option<u64> {
+        let until = *self.rejections.get(&(requester, rejecter))?;
+        (until > now).then(|| until - now)
     }
 
     /// The hot path: a send's check from the cache, or `None` if the pair must be loaded
