@@ -362,26 +362,35 @@ async fn a_full_queue_drops_and_counts_while_sends_are_acked() {
         ],
     ));
     let (mut alice, a) = server.user("alice").await;
-    let (mut bob, b) = user_with_token(&server, "bob", "apns-bob").await;
-    befriend(&mut alice, a.user_id, &mut bob, b).await;
-    go_offline(&mut alice, bob, b).await;
-    // The receiver is down and the sender waits a minute between tries: every push stays
-    // queued. The message path does not notice: every send is acked.
-    for i in 0..20 {
-        let ack = alice
-            .send_text(b, &format!("q{i}"), "queued")
-            .await
-            .unwrap()
-            .expect("acked");
-        assert_eq!(ack.seq, i + 1);
+    let mut offline = Vec::new();
+    for name in ["bob", "carol", "dave", "erin"] {
+        let (mut c, id) = user_with_token(&server, name, &format!("apns-{name}")).await;
+        befriend(&mut alice, a.user_id, &mut c, id).await;
+        go_offline(&mut alice, c, id).await;
+        offline.push(id);
     }
-    assert_eq!(wait_metric(&server, "ringchat_push_dropped_total", 17), 17);
+    // The receiver is down and the sender waits a minute between tries: every push stays
+    // queued. The first three users' first messages fill the queue; their later messages fold
+    // into those waiting pushes, and every message to the fourth is dropped. The message path
+    // does not notice: every send is acked.
+    for round in 0..5 {
+        for &to in &offline {
+            let ack = alice
+                .send_text(to, &format!("q{round}"), "queued")
+                .await
+                .unwrap()
+                .expect("acked");
+            assert_eq!(ack.seq, round + 1);
+        }
+    }
+    assert_eq!(wait_metric(&server, "ringchat_push_dropped_total", 5), 5);
     assert_eq!(metric(&server, "ringchat_push_queued_total"), 3);
+    assert_eq!(metric(&server, "ringchat_push_folded_total"), 12);
     let synced = alice
-        .sync_all(conversation_id(a.user_id, b), 0)
+        .sync_all(conversation_id(a.user_id, offline[0]), 0)
         .await
         .unwrap();
-    assert_eq!(synced.len(), 20, "every message stored");
+    assert_eq!(synced.len(), 5, "every message stored");
 }
 
 #[tokio::test]
@@ -432,12 +441,14 @@ async fn signed_out_devices_leave_no_push_tokens_and_a_disabled_user_gets_no_pus
     let (mut alice, a) = server.user("alice").await;
     let (mut bob, b) = server.user("bob").await;
     befriend(&mut alice, a.user_id, &mut bob, b.user_id).await;
-    // Three old devices ("a…" sort before the live one), each pushed out by the next logins.
+    // Three old devices ("a…" sort before the live one), each pushed out by the next logins;
+    // each gone before the next logs in (at most 2 devices online).
+    go_offline(&mut alice, bob, b.user_id).await;
     for old in ["a0", "a1", "a2"] {
         let (mut c, _) = server.device("bob", old).await;
         register_token(&mut c, &format!("fcm-{old}")).await;
+        go_offline(&mut alice, c, b.user_id).await;
     }
-    drop(bob);
     let (mut phone, _) = server.device("bob", "z-phone").await;
     register_token(&mut phone, "fcm-phone").await;
     go_offline(&mut alice, phone, b.user_id).await;

@@ -26,8 +26,9 @@ mod sender;
 mod tokens;
 mod webhook;
 
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc::{self, error::TrySendError};
 
@@ -69,6 +70,12 @@ pub(crate) struct PushQueue {
     tx: mpsc::Sender<Vec<PushRecord>>,
     /// Records in the queue (not batches).
     queued: AtomicUsize,
+    /// (recipient, conversation) of every direct or system record waiting: a later message
+    /// for the same pair is folded into the waiting push (one notification wakes the device),
+    /// so one sender flooding an offline user takes one place in the queue, not all of them.
+    /// Group records (recipient 0) are not folded: a later one may carry a mention. At most
+    /// `records_max` entries (one per waiting record).
+    waiting_pairs: Mutex<HashSet<(UserId, ConvId)>>,
     records_max: usize,
     /// Groups of at most this many members push every message (`push.group_members_max`).
     pub(crate) group_members_max: u32,
@@ -80,17 +87,29 @@ impl PushQueue {
         let queue = Arc::new(Self {
             tx,
             queued: AtomicUsize::new(0),
+            waiting_pairs: Mutex::new(HashSet::new()),
             records_max: config.queue_max,
             group_members_max: config.group_members_max,
         });
         (queue, rx)
     }
 
-    /// Hands a commit group's records to the sender without waiting; what does not fit is
+    /// Hands a commit group's records to the sender without waiting; a direct record whose
+    /// (recipient, conversation) already waits is folded into it, and what does not fit is
     /// dropped and counted.
     pub(crate) fn offer(&self, mut records: Vec<PushRecord>) {
         if records.is_empty() {
             return;
+        }
+        let mut pairs = self.pairs();
+        let offered = records.len();
+        records.retain(|r| r.user == 0 || pairs.insert((r.user, r.conv)));
+        if records.len() < offered {
+            metrics::counter!("ringchat_push_folded_total")
+                .increment((offered - records.len()) as u64);
+            if records.is_empty() {
+                return;
+            }
         }
         let room = self
             .records_max
@@ -98,6 +117,7 @@ impl PushQueue {
         if records.len() > room {
             metrics::counter!("ringchat_push_dropped_total")
                 .increment((records.len() - room) as u64);
+            forget_pairs(&mut pairs, &records[room..]);
             records.truncate(room);
             if records.is_empty() {
                 return;
@@ -107,16 +127,23 @@ impl PushQueue {
         self.queued.fetch_add(n, Ordering::AcqRel);
         match self.tx.try_send(records) {
             Ok(()) => metrics::counter!("ringchat_push_queued_total").increment(n as u64),
-            Err(TrySendError::Full(_) | TrySendError::Closed(_)) => {
+            Err(TrySendError::Full(records) | TrySendError::Closed(records)) => {
+                forget_pairs(&mut pairs, &records);
                 self.queued.fetch_sub(n, Ordering::AcqRel);
                 metrics::counter!("ringchat_push_dropped_total").increment(n as u64);
             }
         }
     }
 
-    /// The sender took `n` records off the queue.
-    fn taken(&self, n: usize) {
-        self.queued.fetch_sub(n, Ordering::AcqRel);
+    /// The sender is done with `records` (sent or given up): later messages of their pairs
+    /// get pushes of their own again.
+    fn taken(&self, records: &[PushRecord]) {
+        forget_pairs(&mut self.pairs(), records);
+        self.queued.fetch_sub(records.len(), Ordering::AcqRel);
+    }
+
+    fn pairs(&self) -> std::sync::MutexGuard<'_, HashSet<(UserId, ConvId)>> {
+        self.waiting_pairs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Records waiting now.
@@ -125,12 +152,18 @@ impl PushQueue {
     }
 }
 
+fn forget_pairs(pairs: &mut HashSet<(UserId, ConvId)>, records: &[PushRecord]) {
+    for r in records.iter().filter(|r| r.user != 0) {
+        pairs.remove(&(r.user, r.conv));
+    }
+}
+
 /// Offline push of a server with `[push] url` set: the queue delivery offers to, and its
 /// receiving end until the sender takes it.
 pub(crate) struct Push {
     pub(crate) queue: Arc<PushQueue>,
     config: PushConfig,
-    rx: std::sync::Mutex<Option<mpsc::Receiver<Vec<PushRecord>>>>,
+    rx: Mutex<Option<mpsc::Receiver<Vec<PushRecord>>>>,
 }
 
 impl Push {
@@ -143,7 +176,7 @@ impl Push {
         Some(Self {
             queue,
             config: config.clone(),
-            rx: std::sync::Mutex::new(Some(rx)),
+            rx: Mutex::new(Some(rx)),
         })
     }
 
@@ -157,6 +190,10 @@ fn describe() {
     metrics::describe_counter!(
         "ringchat_push_queued_total",
         "Offline pushes queued for the push gateway (one per message and offline recipient, or per group message that may concern one)"
+    );
+    metrics::describe_counter!(
+        "ringchat_push_folded_total",
+        "Offline pushes folded into one already waiting for the same user and conversation"
     );
     metrics::describe_counter!(
         "ringchat_push_dropped_total",
@@ -186,4 +223,78 @@ fn describe() {
         "ringchat_push_queue_records",
         "Offline pushes waiting for the sender"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Below every user id in these tests (ids start above it).
+    const U: UserId = 100_000_000;
+
+    fn record(user: UserId, from: UserId, seq: u64) -> PushRecord {
+        PushRecord {
+            user,
+            conv: ConvId::direct(user, from).expect("conv"),
+            seq,
+            from,
+            server_time_ms: 1,
+        }
+    }
+
+    /// One sender flooding an offline user takes one place in the queue: another user's push
+    /// still fits, and once the waiting push is taken the next message gets its own.
+    #[test]
+    fn a_flood_for_one_user_and_conversation_folds_into_one_waiting_push() {
+        let config = PushConfig {
+            queue_max: 4,
+            ..PushConfig::default()
+        };
+        let (queue, mut rx) = PushQueue::new(&config);
+        let (victim, flooder, other, friend) = (U + 1, U + 2, U + 3, U + 4);
+        for round in 0..10 {
+            queue.offer(
+                (0..8)
+                    .map(|i| record(victim, flooder, round * 8 + i))
+                    .collect(),
+            );
+        }
+        queue.offer(vec![record(other, friend, 1)]);
+        assert_eq!(queue.waiting(), 2);
+        let first = rx.try_recv().expect("the flood's batch");
+        assert_eq!(first, [record(victim, flooder, 0)]);
+        let second = rx.try_recv().expect("the other user's push");
+        assert_eq!(second, [record(other, friend, 1)]);
+
+        queue.taken(&first);
+        queue.offer(vec![record(victim, flooder, 80)]);
+        assert_eq!(
+            rx.try_recv().expect("its own push again"),
+            [record(victim, flooder, 80)]
+        );
+        // Group records (recipient 0) are never folded: a later one may carry a mention.
+        let group = PushRecord {
+            user: 0,
+            ..record(victim, flooder, 81)
+        };
+        queue.offer(vec![group, group]);
+        assert_eq!(rx.try_recv().expect("both"), [group, group]);
+    }
+
+    /// A record dropped for lack of room leaves no fold behind: the next one is queued.
+    #[test]
+    fn a_dropped_record_does_not_fold_later_ones() {
+        let config = PushConfig {
+            queue_max: 1,
+            ..PushConfig::default()
+        };
+        let (queue, mut rx) = PushQueue::new(&config);
+        queue.offer(vec![record(U + 1, U + 2, 1)]);
+        queue.offer(vec![record(U + 3, U + 4, 1)]);
+        let first = rx.try_recv().expect("first");
+        assert!(rx.try_recv().is_err(), "no room for the second");
+        queue.taken(&first);
+        queue.offer(vec![record(U + 3, U + 4, 2)]);
+        assert_eq!(rx.try_recv().expect("queued"), [record(U + 3, U + 4, 2)]);
+    }
 }

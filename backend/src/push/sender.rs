@@ -83,7 +83,7 @@ async fn run(
                 }
             }
         }
-        push.queue.taken(records.len());
+        push.queue.taken(&records);
     }
 }
 
