@@ -579,6 +579,16 @@ impl Backend {
             Ok(auth) => auth,
             Err(refusal) => return refused(refusal),
         };
+        if matches!(body.credential, Some(v1::login::Credential::Password(_))) {
+            // A new login: the device is pushed to once it registers a token again (one left
+            // from a login that expired or was pushed out would otherwise come back to life).
+            // Before the reply, so that it never removes the registration that follows.
+            self.forget_push_tokens(
+                auth.user_id,
+                crate::push::SignedOut::Device(&auth.device_id),
+            )
+            .await;
+        }
         let platform = v1::Platform::try_from(body.platform).unwrap_or(v1::Platform::Unspecified);
         let session = Session {
             conn,

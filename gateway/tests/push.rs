@@ -404,6 +404,8 @@ async fn a_push_resolved_late_skips_members_who_joined_after_the_message() {
     let before = ack(ask(&mut alice, send_body(g, "g1", "before bob", &[], false)).await);
     // Bob joins (the group hides its history from newcomers) and leaves for the night.
     let (mut bob, _) = server.device("bob", "bob-dev1").await;
+    // A new login: its device registers its token again, as clients do at every login.
+    register_token_of(&mut bob, PushProvider::Apns, "apns-bob").await;
     assert!(matches!(
         ask(&mut bob, common::groups::join(g)).await,
         Body::GroupOk(_)

@@ -114,6 +114,7 @@ async fn a_signed_out_device_loses_its_push_token() {
     let mut d1 = bob(&server, "bob-d1", PASSWORD).await;
     register_token(&mut d1, "tok-d1-b").await;
     let mut d2 = bob(&server, "bob-d2", PASSWORD).await;
+    register_token(&mut d2, "tok-d2").await;
     let reply = ask(
         &mut d2,
         Body::RevokeDevice(v1::RevokeDevice {
@@ -146,6 +147,7 @@ async fn a_signed_out_device_loses_its_push_token() {
     let mut d1 = bob(&server, "bob-d1", PASSWORD).await;
     register_token(&mut d1, "tok-d1-d").await;
     let mut d2 = bob(&server, "bob-d2", PASSWORD).await;
+    register_token(&mut d2, "tok-d2-c").await;
     let reply = ask(
         &mut d2,
         Body::ChangePassword(v1::ChangePassword {
@@ -159,6 +161,15 @@ async fn a_signed_out_device_loses_its_push_token() {
     drop(bob(&server, "bob-d1", NEW_PASSWORD).await);
     let got = pushed_devices(&ops, &sink, &mut alice, b, "after-password").await;
     assert_eq!(got, pairs(&[("bob-d2", "tok-d2-c")]));
+
+    // A new password login of a device is a new login: its earlier token (say of a login that
+    // expired, or was pushed out by newer devices) is not pushed to until it registers anew.
+    let mut d1 = bob(&server, "bob-d1", NEW_PASSWORD).await;
+    register_token(&mut d1, "tok-d1-e").await;
+    drop(d1);
+    drop(bob(&server, "bob-d2", NEW_PASSWORD).await);
+    let got = pushed_devices(&ops, &sink, &mut alice, b, "after-new-login").await;
+    assert_eq!(got, pairs(&[("bob-d1", "tok-d1-e")]));
 }
 
 #[tokio::test]

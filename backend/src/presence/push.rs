@@ -161,13 +161,12 @@ fn presence_audience(contacts: &dyn ContactStore, user: UserId) -> Vec<UserId> {
     }
 }
 
-/// What friends see of `user`: last seen hidden where the user asks.
+/// What friends see of `user`: last seen hidden where the user asks, and when the profile
+/// cannot be read (never shown against the user's wish).
 fn shown_to_friends(contacts: &dyn ContactStore, user: UserId, shown: Shown) -> Shown {
     let hides = contacts
         .profile(user)
-        .ok()
-        .flatten()
-        .is_some_and(|p| p.hide_last_seen);
+        .map_or(true, |p| p.is_some_and(|p| p.hide_last_seen));
     Shown {
         last_seen_ms: if hides { 0 } else { shown.last_seen_ms },
         ..shown

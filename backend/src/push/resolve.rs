@@ -176,7 +176,11 @@ impl Resolver {
             return Ok(Vec::new());
         }
         let now = crate::time::now_ms();
-        let logins = self.ports.accounts.tokens_of_user(user, self.devices_max)?;
+        // Every login row (a refresh keeps its old token: one more than devices_max).
+        let logins = self
+            .ports
+            .accounts
+            .tokens_of_user(user, crate::accounts::TOKENS_SCAN_MAX)?;
         Ok(tokens
             .into_iter()
             .filter(|(device, _)| {
