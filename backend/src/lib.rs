@@ -49,6 +49,8 @@ pub mod threads;
 mod throttle;
 mod time;
 
+/// The key a client address is counted under (an IPv6 client by its /64).
+pub use accounts::limiter::client_key;
 pub use messaging::{PendingCheck, PendingWrite, Submitted, Writes};
 pub use runtime::build_runtime;
 pub use service::{Backend, BackendError};

@@ -155,8 +155,9 @@ pub struct FilesPipeConfig {
     pub conns_per_shard_max: usize,
     /// File connections all shards serve at once; past it a new one is answered 503.
     pub conns_max: usize,
-    /// File connections open at once from one client address; past it a new one is answered
-    /// 503: one host cannot take every file connection of the node.
+    /// File connections open at once from one client (an IPv4 address, an IPv6 /64:
+    /// `ringchat_backend::client_key`); past it a new one is answered 503: one host cannot
+    /// take every file connection of the node.
     pub conns_per_ip_max: usize,
     /// Bytes in flight each way in one connection's pipe between shard and backend.
     pub pipe_bytes: usize,

@@ -24,8 +24,9 @@ pub struct FilesGate {
     runtime: tokio::runtime::Handle,
     config: FilesPipeConfig,
     open: AtomicUsize,
-    /// Open file connections per client address (an entry only while it has one): taken once
-    /// per file connection, never per request.
+    /// Open file connections per client (`ringchat_backend::client_key`: an IPv6 client by its
+    /// /64, which it has every address of; an entry only while it has one): taken once per
+    /// file connection, never per request.
     open_from: Mutex<HashMap<IpAddr, usize>>,
 }
 
@@ -65,7 +66,9 @@ impl FilesGate {
         config: FilesPipeConfig,
     ) -> Arc<Self> {
         Arc::new(Self {
-            router: router.fallback(page_or_close),
+            router: router
+                .fallback(page_or_close)
+                .layer(axum::middleware::map_response(close_if_unauthorized)),
             runtime,
             config,
             open: AtomicUsize::new(0),
@@ -82,8 +85,9 @@ impl FilesGate {
         self.open_from.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Takes a place among `conns_max` and among `conns_per_ip_max` of `from`.
+    /// Takes a place among `conns_max` and among `conns_per_ip_max` of `from`'s client key.
     pub fn admit(self: &Arc<Self>, from: IpAddr) -> Result<Admitted, Refusal> {
+        let from = ringchat_backend::client_key(from);
         let max = self.config.conns_max;
         self.open
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
@@ -129,22 +133,79 @@ impl FilesGate {
 
 /// Anything but `/files` on a file connection. A browser sends its next request to the origin
 /// on any idle kept-alive connection, this one included (a reload's `GET /` after an upload):
-/// the chat page's files are served here as the shard serves them; anything else is a 404
-/// that closes the connection, so that the next request reaches the shard's own routing.
+/// the chat page's files are served here as the shard serves them; anything else is a 404.
+/// Either way the connection closes after it: the next request reaches the shard's own
+/// routing, and a file connection is not kept open by requests that need no token.
 async fn page_or_close(
     method: axum::http::Method,
     uri: axum::http::Uri,
 ) -> axum::response::Response {
-    use axum::http::{HeaderValue, StatusCode, header};
+    use axum::http::StatusCode;
     use axum::response::IntoResponse as _;
-    if (method == axum::http::Method::GET || method == axum::http::Method::HEAD)
+    let mut response = if (method == axum::http::Method::GET || method == axum::http::Method::HEAD)
         && let Some(page) = crate::shard::ws::http::asset_response(uri.path())
     {
-        return page;
+        page
+    } else {
+        (StatusCode::NOT_FOUND, "not found\n").into_response()
+    };
+    set_close(&mut response);
+    response
+}
+
+/// A request without a valid token (401) ends its connection: a file connection counts
+/// against its client's and the node's limits, and only a signed-in client may keep one.
+async fn close_if_unauthorized(mut response: axum::response::Response) -> axum::response::Response {
+    if response.status() == axum::http::StatusCode::UNAUTHORIZED {
+        set_close(&mut response);
     }
-    let mut response = (StatusCode::NOT_FOUND, "not found\n").into_response();
+    response
+}
+
+/// `Connection: close`: hyper ends the connection once this response is written.
+fn set_close(response: &mut axum::response::Response) {
+    use axum::http::{HeaderValue, header};
     response
         .headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An IPv6 host has its whole /64 to connect from: its file connections are counted
+    /// together, as the backend counts its registrations and code requests.
+    #[test]
+    fn file_connections_are_counted_per_ipv4_address_and_per_ipv6_64() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let gate = FilesGate::new(
+            axum::Router::new(),
+            runtime.handle().clone(),
+            FilesPipeConfig {
+                conns_per_ip_max: 1,
+                ..FilesPipeConfig::default()
+            },
+        );
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let held = gate.admit(ip("2001:db8:1:2::1")).expect("the first");
+        assert_eq!(
+            gate.admit(ip("2001:db8:1:2:ffff::9")).err(),
+            Some(Refusal::FullForAddress),
+            "another address of the same /64"
+        );
+        let other = gate.admit(ip("2001:db8:1:3::1")).expect("another /64");
+        let v4 = gate.admit(ip("192.0.2.7")).expect("an IPv4 client");
+        assert_eq!(
+            gate.admit(ip("::ffff:192.0.2.7")).err(),
+            Some(Refusal::FullForAddress),
+            "the same IPv4 client, mapped"
+        );
+        drop(held);
+        let again = gate.admit(ip("2001:db8:1:2:ffff::9")).expect("freed");
+        drop((again, other, v4));
+        assert!(gate.open_from().is_empty());
+    }
 }

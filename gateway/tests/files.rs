@@ -777,6 +777,23 @@ async fn without_a_token_or_under_a_wrong_path_the_answers_are_clear() {
         .unwrap();
     expect_status(&resp, 401, "no token");
     assert!(resp.json()["code"].is_string());
+    // A file connection without a valid token is not kept: it would hold a place among the
+    // address's and the node's file connections for as long as it kept asking.
+    assert_eq!(
+        resp.header("Connection"),
+        Some("close"),
+        "{:?}",
+        resp.headers
+    );
+    let closing = std::time::Instant::now();
+    assert!(
+        c.closed_by_server().await,
+        "a 401 closes the file connection"
+    );
+    assert!(
+        closing.elapsed() < std::time::Duration::from_secs(5),
+        "closed by the keep-alive timeout, not after the 401"
+    );
     // A path that only starts like /files is the page server's: not found, connection closed.
     let mut other = Http1::connect(server.ws).await;
     let resp = other
@@ -795,15 +812,27 @@ async fn without_a_token_or_under_a_wrong_path_the_answers_are_clear() {
 
 /// A browser sends its next request to the origin on any idle kept-alive connection: after an
 /// upload, a reload's `GET /` may go down a file connection. It gets the page, as from the
-/// shard; any other path is a 404 that closes the connection.
+/// shard, and the connection closes after it (a page needs no token: it must not keep a file
+/// connection open); any other path is a 404 that closes the connection.
 #[tokio::test]
 async fn a_file_connection_reused_for_the_page_serves_the_page() {
     let server = TestServer::start(&[]);
     let (_alice, alice) = server.user("alice").await;
-    let mut c = Http1::connect(server.ws).await;
     let data = content(7, 1000);
-    let file_id = upload(&mut c, &alice.token, "a.txt", &data).await;
+    let file_id = upload(
+        &mut Http1::connect(server.ws).await,
+        &alice.token,
+        "a.txt",
+        &data,
+    )
+    .await;
     for path in ["/", "/files.js", "/files-view.js", "/app.css"] {
+        let mut c = Http1::connect(server.ws).await;
+        expect_status(
+            &download(&mut c, &alice.token, &file_id).await,
+            200,
+            "download",
+        );
         let page = c.request("GET", path, None, &[], b"").await.unwrap();
         expect_status(&page, 200, path);
         assert!(
@@ -812,8 +841,10 @@ async fn a_file_connection_reused_for_the_page_serves_the_page() {
             "{path}: the page's headers: {:?}",
             page.headers
         );
+        assert_eq!(page.header("Connection"), Some("close"), "{path}");
+        assert!(c.closed_by_server().await, "{path}: closed after the page");
     }
-    // Still a file connection afterwards.
+    let mut c = Http1::connect(server.ws).await;
     expect_status(
         &download(&mut c, &alice.token, &file_id).await,
         200,

@@ -247,3 +247,183 @@ async fn the_epoll_driver_serves_too() {
         1.0
     );
 }
+
+/// Sends `count` messages of `size` bytes from `sender` to `to`, 32 in flight; every one is
+/// acknowledged.
+fn send_many(
+    mut sender: Client,
+    to: u64,
+    count: usize,
+    size: usize,
+) -> tokio::task::JoinHandle<Client> {
+    tokio::spawn(async move {
+        let mut pending = std::collections::VecDeque::new();
+        for i in 0..count {
+            let body = Body::Send(v1::Send {
+                client_msg_id: format!("c{i}"),
+                to_user_id: to,
+                content_type: v1::ContentType::Custom as i32,
+                content: vec![b'x'; size].into(),
+                ..Default::default()
+            });
+            pending.push_back(sender.send(body).await.unwrap());
+            if pending.len() >= 32 {
+                let rid = pending.pop_front().unwrap();
+                let reply = sender.reply_to(rid).await.unwrap();
+                assert!(matches!(reply, Body::SendAck(_)), "{reply:?}");
+            }
+        }
+        for rid in pending {
+            let reply = sender.reply_to(rid).await.unwrap();
+            assert!(matches!(reply, Body::SendAck(_)), "{reply:?}");
+        }
+        sender
+    })
+}
+
+/// A client on a slow link (a small receive window, read slowly) logged in as `username`.
+async fn slow_link(server: &TestServer, username: &str) -> Client {
+    let mut slow = Client::connect_with_recv_buffer(server.tcp, 4096)
+        .await
+        .unwrap();
+    slow.hello().await.unwrap();
+    slow.login_password(username, PASSWORD, "slow-link")
+        .await
+        .unwrap()
+        .unwrap();
+    slow
+}
+
+/// While a backlog goes out to a client, the server reads nothing from it (its pings
+/// included). A healthy client on a slow link, taking a backlog for several idle timeouts
+/// while it pings, stays: the bytes its link acknowledges count as hearing from it. It was
+/// kicked with `IDLE_TIMEOUT`.
+#[tokio::test]
+async fn a_slow_link_taking_a_long_backlog_is_not_kicked_as_idle() {
+    const COUNT: usize = 300;
+    const SIZE: usize = 16 * 1024;
+    let server = TestServer::start(&[
+        ("GATEWAY__IDLE_TIMEOUT_MS", "1000"),
+        ("GATEWAY__HEARTBEAT_INTERVAL_MS", "300"),
+        ("STORAGE__DURABILITY", "none"),
+    ]);
+    let (sender, _) = server.user("sender").await;
+    let recipient = server.user("recipient").await.1.user_id;
+    let mut slow = slow_link(&server, "recipient").await;
+    let sending = send_many(sender, recipient, COUNT, SIZE);
+    // 16 KiB every 10 ms: about 5 s for the 4.9 MB, five idle timeouts.
+    let started = std::time::Instant::now();
+    let mut last_ping = std::time::Instant::now();
+    let mut pushed = 0;
+    while pushed < COUNT {
+        if last_ping.elapsed() >= Duration::from_millis(300) {
+            slow.send(Body::Ping(v1::Ping { client_time_ms: 1 }))
+                .await
+                .unwrap();
+            last_ping = std::time::Instant::now();
+        }
+        match slow.recv_timeout().await.unwrap() {
+            Some(Frame {
+                body: Some(Body::Push(_)),
+                ..
+            }) => pushed += 1,
+            Some(Frame {
+                body: Some(Body::Kicked(k)),
+                ..
+            }) => panic!(
+                "kicked ({:?}) after {pushed} of {COUNT} messages, {:?} in",
+                KickReason::try_from(k.reason),
+                started.elapsed()
+            ),
+            Some(_) => {}
+            None => panic!("closed after {pushed} of {COUNT} messages"),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        started.elapsed() > Duration::from_millis(2000),
+        "the backlog went out in {:?}, not slowly enough to test anything",
+        started.elapsed()
+    );
+    sending.await.unwrap();
+    slow.ping().await.expect("still connected");
+}
+
+/// On the epoll driver a socket that stays readable is ready again at once, so a connection's
+/// task never waited while its client kept sending: a client streaming WebSocket pongs (which
+/// need no answer) held its shard's thread, and nobody else on the shard was served until it
+/// stopped. Each connection now lets the others run after a few reads in a row.
+#[tokio::test]
+async fn a_client_that_never_stops_sending_does_not_starve_its_shard_on_epoll() {
+    never_stops_sending("epoll").await;
+}
+
+/// The same on io_uring, where each readiness is a completion of its own.
+#[tokio::test]
+async fn a_client_that_never_stops_sending_does_not_starve_its_shard_on_io_uring() {
+    never_stops_sending("io_uring").await;
+}
+
+async fn never_stops_sending(driver: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start(&[("GATEWAY__DRIVER", driver), ("GATEWAY__CORES", "[0]")]);
+    let (mut bystander, _) = server.user("bystander").await;
+
+    let mut flood = tokio::net::TcpStream::connect(server.ws).await.unwrap();
+    flood
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8];
+        flood.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    // Masked, empty pongs: 6 bytes each, no answer. The server's replies (none expected) are
+    // left unread.
+    let pongs: Vec<u8> = std::iter::repeat_n([0x8a, 0x80, 1, 2, 3, 4], 64 * 1024 / 6)
+        .flatten()
+        .collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flooding = tokio::spawn({
+        let stop = std::sync::Arc::clone(&stop);
+        async move {
+            let mut written = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if flood.write_all(&pongs).await.is_err() {
+                    break;
+                }
+                written += pongs.len();
+            }
+            written
+        }
+    });
+    // The flood is under way once some of it is in.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let served = tokio::time::timeout(Duration::from_secs(5), async {
+        bystander.ping().await.unwrap();
+        let mut newcomer = server.client().await;
+        newcomer.hello().await.unwrap();
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let written = flooding.await.unwrap();
+    assert!(
+        served.is_ok(),
+        "{driver}: the shard served nobody else within 5 s while one client sent pongs ({written} bytes)"
+    );
+    assert!(
+        written > 256 * 1024,
+        "only {written} bytes of pongs: no flood"
+    );
+    bystander.ping().await.unwrap();
+}

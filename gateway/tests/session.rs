@@ -217,6 +217,35 @@ async fn the_first_frame_must_be_hello() {
     );
 }
 
+/// A first frame with no body, or with a body this server does not know, is no Hello either:
+/// refused the same way, and closed (it was `UNEXPECTED_BODY`, left open).
+#[tokio::test]
+async fn a_first_frame_without_a_known_body_gets_hello_required_and_a_close() {
+    let server = TestServer::start(&[]);
+    let mut empty = server.client().await;
+    empty
+        .send_frame(&ringchat_proto::Frame {
+            request_id: 3,
+            body: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        expect_error_then_closed(&mut empty).await,
+        ErrorCode::HelloRequired
+    );
+    // request_id 3, then field 2000 (varint 1): a body from a newer protocol.
+    let mut unknown = server.client().await;
+    unknown
+        .send_raw(&[0, 0, 0, 5, 0x08, 0x03, 0x80, 0x7d, 0x01])
+        .await
+        .unwrap();
+    assert_eq!(
+        expect_error_then_closed(&mut unknown).await,
+        ErrorCode::HelloRequired
+    );
+}
+
 #[tokio::test]
 async fn an_unsupported_protocol_version_is_refused() {
     let server = TestServer::start(&[]);

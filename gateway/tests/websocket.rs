@@ -255,6 +255,14 @@ fn the_chat_page_is_served_on_the_websocket_port() {
         page.contains("Content-Security-Policy: default-src 'self'"),
         "{page}"
     );
+    // No other site may frame the page (clickjacking), nor redirect its links or forms.
+    for directive in [
+        "frame-ancestors 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+    ] {
+        assert!(page.contains(directive), "{directive} missing: {page}");
+    }
     let missing = http(server.ws, b"GET /secret HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
     let not_ws = http(server.ws, b"GET /ws HTTP/1.1\r\nHost: x\r\n\r\n");

@@ -67,8 +67,9 @@ impl<K: Hash + Eq> WindowLimiter<K> {
 
 /// The key a client address is counted under: an IPv4 address as it is, an IPv6 address by its
 /// /64 (one subscriber's usual share: counted apart, each of its addresses would be a fresh
-/// budget), an IPv4-mapped IPv6 address as the IPv4 one.
-pub(crate) fn client_key(ip: IpAddr) -> IpAddr {
+/// budget), an IPv4-mapped IPv6 address as the IPv4 one. The one rule for every per-client
+/// count (the gateway's connection limits use it too, as `ringchat_backend::client_key`).
+pub fn client_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

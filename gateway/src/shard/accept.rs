@@ -23,19 +23,16 @@
 //! ([`HANDSHAKES_SETTLE`]), takes what they queued and only then closes.
 
 use std::cell::{Cell, RefCell};
-use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::OwnedFd;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rustix::event::epoll;
 use rustix::net::SocketFlags;
 
 use super::conn::Listen;
-use super::local::LocalNotify;
+use super::local::{LocalNotify, YieldOnce};
 use crate::server::LISTEN_BACKLOG;
 
 /// Connections taken in a row before the accept loop lets the shard's other tasks (the
@@ -184,22 +181,6 @@ fn converted(
         .and_then(|p| SocketAddr::try_from(p).ok())
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "accepted a non-IP peer"))?;
     Ok((monoio::net::TcpStream::from_std(fd.into())?, peer))
-}
-
-/// Ready on its second poll: the task goes to the back of the run queue.
-struct YieldOnce(bool);
-
-impl Future for YieldOnce {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.0 {
-            return Poll::Ready(());
-        }
-        self.0 = true;
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use monoio::net::TcpStream;
 use ringchat_proto::v1::{ErrorCode, KickReason};
 
 use super::framing::{Framing, Goodbye, Input};
+use super::local::YieldOnce;
 use super::session::Session;
 use super::stream::Stream;
 use super::ws;
@@ -25,6 +26,11 @@ mod files;
 
 /// Bytes gathered into one write, at most (frames are not split across writes below this).
 const WRITE_BATCH_BYTES_MAX: usize = 64 * 1024;
+/// Reads a connection makes in a row before its task lets the shard's other tasks run. On the
+/// epoll driver a socket that stays readable is ready again at once, so the task never waits:
+/// a client that never stops sending (WebSocket pongs, which need no answer) would otherwise
+/// hold the shard's thread, and its other connections, inbox, accepts and timers with it.
+pub(super) const READS_PER_TURN: u32 = 16;
 /// Time the last frames (Kicked, Error, a close frame) get to reach a client before the socket
 /// is closed, and time a cut-short write gets once a close is asked for.
 const FINAL_FLUSH_MS: u64 = 1_000;
@@ -342,6 +348,7 @@ impl Conn {
         }
         // Armed once and kept across the wake-ups that only write; renewed after each read.
         let mut readable = std::pin::pin!(self.stream.readable());
+        let mut reads = 0u32;
         loop {
             if let Some(close) = self.shared().close.get() {
                 return End::Close(close);
@@ -363,6 +370,11 @@ impl Conn {
                         return end;
                     }
                     readable.set(self.stream.readable());
+                    reads += 1;
+                    if reads == READS_PER_TURN {
+                        reads = 0;
+                        YieldOnce(false).await;
+                    }
                 }
             }
         }
@@ -457,10 +469,20 @@ impl Conn {
     }
 
     /// Writes queued frames, many per write. With `abortable`, a close request cuts the write
-    /// short after a grace period (a client that stopped reading must not hold the task).
+    /// short after a grace period (a client that stopped reading must not hold the task), and
+    /// no further batch starts once a close is asked for: what still waits is `finish`'s,
+    /// within its one grace (a slow consumer's backlog is dropped there, `Kicked` goes alone).
+    ///
+    /// The socket taking bytes after it was full counts as hearing from the client: while a
+    /// long backlog goes out nothing is read, and a slow link that keeps acknowledging is alive.
     async fn flush(&mut self, abortable: bool) -> io::Result<()> {
         let shard = Rc::clone(&self.session.shard);
+        let shared = Rc::clone(&self.session.shared);
+        let on_room = || shared.seen(shard.tick.get());
         loop {
+            if abortable && shared.close.get().is_some() {
+                return Ok(());
+            }
             let mut out = shard.pool.take();
             let mut frames = 0u64;
             self.framing.put_control(&mut out);
@@ -478,9 +500,9 @@ impl Conn {
                 return Ok(());
             }
             let len = out.len() as u64;
+            let write = self.stream.write_all_watched(out, &shard.pool, &on_room);
             let (result, out) = if abortable {
-                let shared = Rc::clone(&self.session.shared);
-                match write_or_cut(&shared, self.stream.write_all(out, &shard.pool)).await {
+                match write_or_cut(&shared, write).await {
                     Some(r) => r,
                     None => {
                         self.write_cut = true;
@@ -491,7 +513,7 @@ impl Conn {
                     }
                 }
             } else {
-                self.stream.write_all(out, &shard.pool).await
+                write.await
             };
             shard.pool.give(out);
             result?;
@@ -634,6 +656,113 @@ mod tests {
         assert!(bytes <= 88, "ConnShared is {bytes} bytes, over 88");
     }
 
+    /// A shard with the default settings and no backend behind it (its requests are kept).
+    fn test_shard() -> (
+        Rc<Shard>,
+        tokio::sync::mpsc::Receiver<ringchat_backend::api::Request>,
+    ) {
+        let (backend, requests) = tokio::sync::mpsc::channel(1);
+        let shard = Rc::new(Shard::new(
+            0,
+            crate::config::GatewayConfig::default(),
+            ringchat_backend::config::Limits::default(),
+            backend,
+            ringchat_backend::Writes::unconnected(),
+            Arc::default(),
+            None,
+            Arc::new(crate::shard::live::Published::new(
+                crate::shard::live::ShardLive::of(&crate::config::Config::default()),
+            )),
+        ));
+        (shard, requests)
+    }
+
+    /// A slow consumer's kick drops the frames still waiting: `Kicked` follows the write under
+    /// way (here stalled: the client reads nothing until the kick), not the whole queue. Each
+    /// later batch of the queue got its own grace, so a client that read again within it got
+    /// the whole backlog first. The server's send buffer is made small, so that what the
+    /// kernel holds does not hide the queue (loopback's grows to megabytes).
+    #[test]
+    fn a_slow_consumer_kick_drops_the_backlog_and_sends_kicked_alone() {
+        use ringchat_proto::{Body, Frame, v1};
+        use std::io::Read;
+        const QUEUED: u64 = 64;
+        const FRAME_BYTES: usize = 16 * 1024;
+        let mut rt = RuntimeBuilder::<LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let listener = monoio::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let client = std::net::TcpStream::connect(addr).expect("connect");
+            client
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let (stream, _peer) = listener.accept().await.expect("accept");
+            rustix::net::sockopt::set_socket_send_buffer_size(
+                crate::shard::stream::fd(&stream),
+                4096,
+            )
+            .expect("SO_SNDBUF");
+            let (shard, _requests) = test_shard();
+            let shared = shard.register();
+            let task = monoio::spawn(serve(
+                Rc::clone(&shard),
+                Rc::clone(&shared),
+                stream,
+                Listen::Tcp,
+                false,
+            ));
+            let limits = shard.gateway.outbound_limits();
+            for request_id in 0..QUEUED {
+                let frame = Frame {
+                    request_id,
+                    body: Some(Body::Error(v1::Error {
+                        message: "x".repeat(FRAME_BYTES),
+                        ..Default::default()
+                    })),
+                };
+                shared.enqueue(ringchat_proto::encode_to_bytes(&frame), limits);
+            }
+            // The first writes fill the socket; the client reads nothing yet.
+            monoio::time::sleep(Duration::from_millis(200)).await;
+            shared.close_with(Close::Kick(KickReason::SlowConsumer));
+            // The client reads again well within the grace of the write under way.
+            let reader = std::thread::spawn(move || {
+                let mut client = client;
+                let mut buf = BytesMut::new();
+                let mut frames = 0;
+                loop {
+                    while let Some(frame) = ringchat_proto::decode(&mut buf, 1 << 20).unwrap() {
+                        if let Some(Body::Kicked(k)) = frame.body {
+                            return (frames, Some(k.reason));
+                        }
+                        frames += 1;
+                    }
+                    let mut chunk = [0u8; 64 * 1024];
+                    match client.read(&mut chunk) {
+                        Ok(0) | Err(_) => return (frames, None),
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+            monoio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .expect("the connection ends");
+            let (frames, kicked) = reader.join().unwrap();
+            assert_eq!(
+                kicked,
+                Some(KickReason::SlowConsumer as i32),
+                "after {frames} frames"
+            );
+            assert!(
+                frames < QUEUED / 2,
+                "{frames} of the {QUEUED} queued frames came before Kicked"
+            );
+        });
+    }
+
     /// Every idle connection's task is this future: it must stay small. In release builds it
     /// was 2,072 bytes before the work after a wake-up was boxed, 664 after, and 384 once the
     /// captured connection was no longer moved into a second slot (with monoio's task header,
@@ -652,19 +781,7 @@ mod tests {
                 .await
                 .expect("connect");
             let (stream, _peer) = listener.accept().await.expect("accept");
-            let (backend, _requests) = tokio::sync::mpsc::channel(1);
-            let shard = Rc::new(Shard::new(
-                0,
-                crate::config::GatewayConfig::default(),
-                ringchat_backend::config::Limits::default(),
-                backend,
-                ringchat_backend::Writes::unconnected(),
-                Arc::default(),
-                None,
-                Arc::new(crate::shard::live::Published::new(
-                    crate::shard::live::ShardLive::of(&crate::config::Config::default()),
-                )),
-            ));
+            let (shard, _requests) = test_shard();
             // One future type serves every listener.
             let task = serve(
                 Rc::clone(&shard),

@@ -11,6 +11,27 @@ use std::rc::Rc;
 use bytes::BytesMut;
 use ringchat_backend::api::{CONN_ID_BITS, CONN_SLOT_BITS, CONN_SLOTS_MAX, ConnId};
 
+/// Ready on its second poll, after the shard's other runnable tasks (and, past a round of
+/// them, the driver's new events) had their turn. monoio puts a task that wakes itself while it
+/// runs at the *front* of the run queue (its `yield_now`), so a plain `wake_by_ref` would run it
+/// again before anything else; the wake comes from a task spawned at the back instead.
+pub struct YieldOnce(pub bool);
+
+impl Future for YieldOnce {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            return Poll::Ready(());
+        }
+        self.0 = true;
+        let waker = cx.waker().clone();
+        // Detached: it only wakes the yielding task, once the tasks ahead of it have run.
+        drop(monoio::spawn(async move { waker.wake() }));
+        Poll::Pending
+    }
+}
+
 /// A single-waiter wake-up: `notify` before `notified` is not lost.
 /// A `Cell` rather than a `RefCell` for the waker: one is kept in every connection.
 #[derive(Default)]

@@ -8,8 +8,7 @@ use std::rc::Rc;
 
 use ringchat_backend::Submitted;
 use ringchat_backend::api::{
-    AccountRequest, ClientRequest, ConnRef, Request, RequestError, SessionRequest, UserId,
-    WriteRequest,
+    AccountRequest, ClientRequest, ConnRef, Request, SessionRequest, UserId, WriteRequest,
 };
 use ringchat_proto::v1::{self, ErrorCode};
 use ringchat_proto::{Body, Frame, PROTOCOL_VERSION};
@@ -71,7 +70,9 @@ impl Session {
         let request_id = frame.request_id;
         let request = match ClientRequest::from_body(frame.body) {
             Ok(request) => request,
-            Err(RequestError::ServerOnly(_)) if matches!(self.state, State::AwaitHello) => {
+            // Whatever a first frame that is not Hello holds (no body, a body this server does
+            // not know, a server's body), it is refused alike and the connection closed.
+            Err(_) if matches!(self.state, State::AwaitHello) => {
                 self.hello_required(request_id);
                 return;
             }

@@ -200,7 +200,7 @@ impl Stream {
             return Ok(());
         }
         let wait = Duration::from_millis(TLS_ANSWER_WAIT_MS);
-        match monoio::time::timeout(wait, self.flush_tls(pool)).await {
+        match monoio::time::timeout(wait, self.flush_tls(pool, &|| {})).await {
             Ok(result) => result,
             Err(_) => Err(io::Error::new(
                 io::ErrorKind::TimedOut,
@@ -209,8 +209,9 @@ impl Stream {
         }
     }
 
-    /// Writes what rustls has queued (handshake, alerts, encrypted data).
-    async fn flush_tls(&mut self, pool: &BufferPool) -> io::Result<()> {
+    /// Writes what rustls has queued (handshake, alerts, encrypted data); `on_room` as for
+    /// `write_all`.
+    async fn flush_tls(&mut self, pool: &BufferPool, on_room: &dyn Fn()) -> io::Result<()> {
         let Some(conn) = self.tls.as_mut() else {
             return Ok(());
         };
@@ -220,7 +221,7 @@ impl Stream {
                 conn.write_tls(&mut out)?;
             }
             let out = out.into_inner();
-            let result = send_all(&self.tcp, &out).await;
+            let result = send_all(&self.tcp, &out, on_room).await;
             pool.give(out);
             result?;
         }
@@ -233,8 +234,21 @@ impl Stream {
         data: BytesMut,
         pool: &BufferPool,
     ) -> (io::Result<()>, BytesMut) {
+        self.write_all_watched(data, pool, &|| {}).await
+    }
+
+    /// `write_all`, calling `on_room` whenever the socket takes bytes after it was full: the
+    /// peer acknowledged what it had, so it is there and reading (a slow link's liveness
+    /// while a long backlog goes out). A write that never waited proves nothing: the kernel
+    /// buffers it whether the peer is alive or not.
+    pub async fn write_all_watched(
+        &mut self,
+        data: BytesMut,
+        pool: &BufferPool,
+        on_room: &dyn Fn(),
+    ) -> (io::Result<()>, BytesMut) {
         if self.tls.is_none() {
-            let result = send_all(&self.tcp, &data).await;
+            let result = send_all(&self.tcp, &data, on_room).await;
             return (result, data);
         }
         let mut at = 0;
@@ -244,7 +258,7 @@ impl Stream {
                 Ok(n) => at += n,
                 Err(e) => return (Err(e), data),
             }
-            if let Err(e) = self.flush_tls(pool).await {
+            if let Err(e) = self.flush_tls(pool, on_room).await {
                 return (Err(e), data);
             }
         }
@@ -255,7 +269,7 @@ impl Stream {
     pub async fn shutdown(&mut self, pool: &BufferPool) {
         if let Some(conn) = self.tls.as_mut() {
             conn.send_close_notify();
-            let _ = self.flush_tls(pool).await;
+            let _ = self.flush_tls(pool, &|| {}).await;
         }
         let _ = rustix::net::shutdown(fd(&self.tcp), rustix::net::Shutdown::Write);
     }
@@ -263,19 +277,29 @@ impl Stream {
 
 /// The socket's descriptor, for one call on it.
 #[allow(unsafe_code)] // monoio's stream offers `AsRawFd` only, not `AsFd`
-fn fd(tcp: &TcpStream) -> BorrowedFd<'_> {
+pub(super) fn fd(tcp: &TcpStream) -> BorrowedFd<'_> {
     // SAFETY: `tcp` owns the descriptor and is borrowed for as long as the result lives.
     unsafe { BorrowedFd::borrow_raw(tcp.as_raw_fd()) }
 }
 
-/// Sends all of `data`, waiting for room in the socket's buffer whenever it is full.
-async fn send_all(tcp: &TcpStream, mut data: &[u8]) -> io::Result<()> {
+/// Sends all of `data`, waiting for room in the socket's buffer whenever it is full;
+/// `on_room` is called when bytes go after such a wait.
+async fn send_all(tcp: &TcpStream, mut data: &[u8], on_room: &dyn Fn()) -> io::Result<()> {
+    let mut waited = false;
     while !data.is_empty() {
         match rustix::net::send(fd(tcp), data, SendFlags::DONTWAIT | SendFlags::NOSIGNAL) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => data = &data[n..],
+            Ok(n) => {
+                data = &data[n..];
+                if std::mem::take(&mut waited) {
+                    on_room();
+                }
+            }
             Err(Errno::INTR) => {}
-            Err(Errno::AGAIN) => tcp.writable(false).await?,
+            Err(Errno::AGAIN) => {
+                tcp.writable(false).await?;
+                waited = true;
+            }
             Err(e) => return Err(e.into()),
         }
     }

@@ -12,9 +12,10 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
-use super::{Conn, FINAL_FLUSH_MS, write_or_cut};
+use super::{Conn, FINAL_FLUSH_MS, READS_PER_TURN, write_or_cut};
 use crate::files::Admitted;
 use crate::shard::Shard;
+use crate::shard::local::YieldOnce;
 use crate::shard::ws::http;
 
 /// A file connection's places in the shard's and in the gateway's counts, given back on drop.
@@ -118,6 +119,7 @@ impl Conn {
         let (mut from_backend, mut to_backend) = tokio::io::split(pipe);
         let mut down = shard.pool.take();
         let mut client_done = false;
+        let mut reads = 0u32;
         let result = loop {
             self.seen();
             if !down.is_empty() {
@@ -147,7 +149,15 @@ impl Conn {
             };
             match step {
                 Step::Readable(Ok(())) => match self.stream.read(&mut up, &shard.pool).await {
-                    Ok(Some(n)) => shard.stats.bytes_in.add(n as u64),
+                    Ok(Some(n)) => {
+                        shard.stats.bytes_in.add(n as u64);
+                        // An upload that never stops must not hold the shard (`READS_PER_TURN`).
+                        reads += 1;
+                        if reads == READS_PER_TURN {
+                            reads = 0;
+                            YieldOnce(false).await;
+                        }
+                    }
                     Ok(None) => {
                         // The client has sent all it will: the backend reads the end too.
                         client_done = true;

@@ -219,13 +219,14 @@ pub fn asset_response(path: &str) -> Option<axum::response::Response> {
 /// chose (the page asks for it without a referrer). Scripts and styles stay on this origin;
 /// WebSockets may go to another node of the cluster. Files (`/files`) are fetched from this
 /// origin (`connect-src 'self'`, with the login token in a header) and shown from `blob:` URLs
-/// (images, audio).
+/// (images, audio). No other site may frame the page (clickjacking), and neither a `<base>`
+/// nor a form may send anything elsewhere.
 pub const PAGE_HEADERS: [(&str, &str); 3] = [
     ("Cache-Control", "no-cache"),
     ("X-Content-Type-Options", "nosniff"),
     (
         "Content-Security-Policy",
-        "default-src 'self'; img-src 'self' data: blob: https: http:; media-src 'self' blob:; connect-src 'self' ws: wss:",
+        "default-src 'self'; img-src 'self' data: blob: https: http:; media-src 'self' blob:; connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
     ),
 ];
 
