@@ -78,7 +78,8 @@ impl Accounts {
         platform: i32,
     ) -> Result<Authenticated, Refusal> {
         self.validate_password(&req.new_password)?;
-        let key = ThrottleKey::Account(user_id.to_string());
+        // Shared with logins by user id: the session knows its own id, so nothing leaks.
+        let key = ThrottleKey::user_id(user_id);
         self.check_throttle(&key)?;
         let store = Arc::clone(&self.store);
         let user = blocking(move || store.user_by_id(user_id))
