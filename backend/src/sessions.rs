@@ -19,6 +19,8 @@ pub struct Session {
     pub platform: Platform,
     /// The token this session logged in with (or was given since): Logout revokes it.
     pub token_hash: TokenHash,
+    /// The client's address at login: what it does is bounded per client network too (rooms).
+    pub peer: std::net::IpAddr,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -161,6 +163,7 @@ mod tests {
             device_id: device.into(),
             platform,
             token_hash: [0; 32],
+            peer: std::net::Ipv4Addr::LOCALHOST.into(),
         }
     }
 

@@ -14,6 +14,13 @@ use crate::live::LiveSettings;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ThrottleKey {
+    /// What a login names, as typed (folded): use [`ThrottleKey::user_id`],
+    /// [`ThrottleKey::username`], [`ThrottleKey::email`].
+    ///
+    /// Never the account it resolves to: failures by e-mail address then throttling the
+    /// account's username would tell a stranger whose address it is, and one key for all
+    /// unknown ids would tell which ids exist. An account thus has three counters (id, name,
+    /// address), each with `failures_free`; the address's throttle still counts every guess.
     Account(String),
     /// A client's address: use [`ThrottleKey::addr`], which keys an IPv6 client by its /64 (a
     /// host has a whole /64 to pick fresh addresses from).
@@ -23,6 +30,27 @@ pub enum ThrottleKey {
 impl ThrottleKey {
     pub fn addr(peer: IpAddr) -> Self {
         Self::Addr(crate::accounts::limiter::client_key(peer))
+    }
+
+    pub fn user_id(id: crate::store::UserId) -> Self {
+        Self::Account(format!("id:{id}"))
+    }
+
+    pub fn username(name: &str) -> Self {
+        Self::Account(format!("name:{}", crate::store::username_key(name)))
+    }
+
+    pub fn email(email: &str) -> Self {
+        Self::Account(format!("email:{}", crate::store::email_key(email)))
+    }
+
+    /// Every key a login to `user` may be counted under.
+    pub fn all_of(user: &crate::store::UserRecord) -> Vec<Self> {
+        let mut keys = vec![Self::user_id(user.user_id), Self::username(&user.username)];
+        if !user.email.is_empty() {
+            keys.push(Self::email(&user.email));
+        }
+        keys
     }
 
     fn table(&self) -> usize {

@@ -434,7 +434,7 @@ async fn wrong_old_passwords_are_throttled_like_failed_logins() {
     };
     assert_eq!(limited.code, ErrorCode::RateLimited as i32);
     assert!(limited.retry_after_ms > 0);
-    // The same counter as logins: a password login is throttled too.
+    // The same counters as logins (by name, id and address): a password login is throttled too.
     let mut c = hello(&server).await;
     let login = c.login_password("alice", PASSWORD, "x").await.unwrap();
     assert_eq!(login.unwrap_err().code(), ErrorCode::RateLimited);

@@ -395,6 +395,29 @@ async fn room_and_server_limits_answer_with_their_codes() {
     assert_eq!(joined(&mut c, "w").await, 1);
 }
 
+/// Every test client connects from 127.0.0.1: one network, whose rooms are bounded however
+/// many accounts it uses.
+#[tokio::test]
+async fn one_network_makes_at_most_per_network_max_rooms() {
+    let server = TestServer::start(&[("ROOMS__PER_NETWORK_MAX", "2")]);
+    let (mut a, _) = server.user("alice").await;
+    let (mut b, _) = server.user("bob").await;
+    let (mut c, _) = server.user("carol").await;
+    joined(&mut a, "x").await;
+    joined(&mut b, "y").await;
+    let refused = error(join(&mut c, "z").await);
+    assert_eq!(refused.code(), ErrorCode::TooManyRooms, "{refused:?}");
+    assert!(refused.message.contains("network"), "{refused:?}");
+    assert_eq!(
+        joined(&mut c, "x").await,
+        2,
+        "an existing room may be joined"
+    );
+    // y goes with its last member, and frees the network's place.
+    leave(&mut b, "y").await;
+    assert_eq!(joined(&mut b, "z").await, 1);
+}
+
 #[tokio::test]
 async fn message_budgets_per_room_and_per_user() {
     // One message a second per room and per user: each refusal below holds for a whole second

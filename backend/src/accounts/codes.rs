@@ -3,7 +3,8 @@
 //!
 //! Codes live in memory, not in the store: a code lives minutes, anyone can ask for one (so a
 //! request must not cost a disk write), and after a restart the user asks again. The table is
-//! bounded by `email.codes_pending_max`.
+//! bounded by `email.codes_pending_max`; full of live codes, it drops the oldest codes asked
+//! from the networks holding the most (`limiter.rs` says why nobody is refused for it).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -13,7 +14,7 @@ use ringchat_proto::v1::{EmailCodePurpose, ErrorCode};
 use sha2::{Digest, Sha256};
 
 use super::Refusal;
-use super::limiter::WindowLimiter;
+use super::limiter::{ClientLimiter, Limited, WindowLimiter, evict_biggest_groups, network_key};
 use crate::config::EmailConfig;
 
 /// Digits in a code.
@@ -27,6 +28,8 @@ struct Pending {
     sent_at_ms: u64,
     expires_at_ms: u64,
     tries_left: u32,
+    /// The network that asked for it ([`network_key`]).
+    group: IpAddr,
 }
 
 /// A code just made, to mail.
@@ -52,8 +55,9 @@ pub(crate) struct EmailCodes {
     tries_max: u32,
     pending_max: usize,
     pending: Mutex<HashMap<CodeKey, Pending>>,
-    per_address: WindowLimiter<String>,
-    per_ip: WindowLimiter<IpAddr>,
+    /// Grouped by the network that asked.
+    per_address: WindowLimiter<String, IpAddr>,
+    per_client: ClientLimiter,
 }
 
 impl EmailCodes {
@@ -73,7 +77,12 @@ impl EmailCodes {
                 window_ms,
                 cfg.codes_pending_max,
             ),
-            per_ip: WindowLimiter::new(cfg.codes_per_ip_max, window_ms, cfg.codes_pending_max),
+            per_client: ClientLimiter::new(
+                cfg.codes_per_ip_max,
+                cfg.codes_per_network_max,
+                window_ms,
+                cfg.codes_pending_max,
+            ),
         })
     }
 
@@ -97,9 +106,14 @@ impl EmailCodes {
     /// also one answered without a code (an address already taken), so that the answers cannot
     /// be used to test addresses without limit.
     pub fn charge_client(&self, peer: IpAddr, now_ms: u64) -> Result<(), Refusal> {
-        self.per_ip
-            .take(super::limiter::client_key(peer), now_ms)
-            .map_err(|wait| rate_limited("too many codes requested from this address", wait))
+        self.per_client.take(peer, now_ms).map_err(|l| match l {
+            Limited::Client { retry_after_ms } => {
+                rate_limited("too many codes requested from this address", retry_after_ms)
+            }
+            Limited::Network { retry_after_ms } => {
+                rate_limited("too many codes requested from this network", retry_after_ms)
+            }
+        })
     }
 
     pub fn issue(
@@ -123,8 +137,9 @@ impl EmailCodes {
             }
         }
         self.charge_client(peer, now_ms)?;
+        let group = network_key(peer);
         self.per_address
-            .take(email_key.to_owned(), now_ms)
+            .take(email_key.to_owned(), group, now_ms)
             .map_err(|wait| rate_limited("too many codes sent to this e-mail address", wait))?;
         let code = random_code().map_err(Refusal::unavailable)?;
         let expires_at_ms = now_ms.saturating_add(self.ttl_ms);
@@ -133,16 +148,14 @@ impl EmailCodes {
             sent_at_ms: now_ms,
             expires_at_ms,
             tries_left: self.tries_max,
+            group,
         };
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         if pending.len() >= self.pending_max && !pending.contains_key(&key) {
             pending.retain(|_, p| p.expires_at_ms > now_ms);
             if pending.len() >= self.pending_max {
-                return Err(Refusal {
-                    code: ErrorCode::Unavailable,
-                    message: "too many codes pending, retry later".into(),
-                    retry_after_ms: 1_000,
-                });
+                let free = (self.pending_max / 16).max(pending.len() + 1 - self.pending_max);
+                evict_biggest_groups(&mut pending, free, |p| (p.group, p.sent_at_ms));
             }
         }
         pending.insert(key, entry);
@@ -300,6 +313,54 @@ mod tests {
         assert_eq!(per_ip.code, ErrorCode::RateLimited);
         let other_ip = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
         assert!(c.issue(RESET, "c@x.io", other_ip, 120_000).is_ok());
+    }
+
+    /// The `i`th /64 of 2001:db8:<site>::/48.
+    fn subnet(site: u16, i: u16) -> IpAddr {
+        IpAddr::from([0x2001, 0xdb8, site, i, 0, 0, 0, 1])
+    }
+
+    #[test]
+    fn many_64s_of_one_48_cannot_lock_others_out_of_codes() {
+        let c = codes(|cfg| {
+            cfg.codes_per_ip_max = 2;
+            cfg.codes_per_network_max = 20;
+            cfg.codes_pending_max = 50;
+        });
+        let mut sent = 0;
+        for i in 0..2_000u16 {
+            let addr = format!("junk{i}@x.io");
+            match c.issue(RESET, &addr, subnet(1, i), 0) {
+                Ok(_) => sent += 1,
+                Err(e) => assert_eq!(e.code, ErrorCode::RateLimited, "{e:?}"),
+            }
+        }
+        assert_eq!(sent, 20, "one /48's budget");
+        let other = c.issue(RESET, "a@y.io", subnet(2, 0), 0);
+        assert!(
+            other.is_ok(),
+            "another network still gets a code: {other:?}"
+        );
+    }
+
+    #[test]
+    fn a_full_pending_table_drops_the_biggest_networks_codes_not_everyones() {
+        let c = codes(|cfg| {
+            cfg.codes_per_ip_max = 1_000;
+            cfg.codes_per_network_max = 0;
+            cfg.codes_pending_max = 16;
+        });
+        let honest = c.issue(RESET, "a@y.io", subnet(2, 0), 0).unwrap();
+        for i in 0..100u16 {
+            let addr = format!("junk{i}@x.io");
+            let r = c.issue(RESET, &addr, subnet(1, i), 1);
+            assert!(r.is_ok(), "never refused for a full table: {r:?}");
+        }
+        assert!(c.pending.lock().unwrap().len() <= 16);
+        assert!(
+            c.redeem(RESET, "a@y.io", &honest.code, 2).is_ok(),
+            "the flooding network's codes went, not this one"
+        );
     }
 
     #[test]

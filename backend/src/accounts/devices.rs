@@ -78,18 +78,29 @@ impl Accounts {
         platform: i32,
     ) -> Result<Authenticated, Refusal> {
         self.validate_password(&req.new_password)?;
-        let key = ThrottleKey::Account(user_id.to_string());
-        self.check_throttle(&key)?;
         let store = Arc::clone(&self.store);
         let user = blocking(move || store.user_by_id(user_id))
             .await?
             .ok_or_else(|| Refusal::unavailable("a logged-in user has no record"))?;
+        // Every counter of the account, as logins by id, name and address: the caller holds
+        // a session of it, so linking them tells it nothing it does not know.
+        let keys = ThrottleKey::all_of(&user);
+        for key in &keys {
+            self.check_throttle(key)?;
+        }
         let right = req.old_password.len() <= self.password_bytes_max()
             && self
-                .verify_throttled(&[&key], &user.password_hash, &req.old_password)
+                .verify_throttled(
+                    &keys.iter().collect::<Vec<_>>(),
+                    &user.password_hash,
+                    &req.old_password,
+                )
                 .await?;
         if !right {
-            self.throttle.record_failure(key, std::time::Instant::now());
+            let now = std::time::Instant::now();
+            for key in keys {
+                self.throttle.record_failure(key, now);
+            }
             return Err(Refusal::new(
                 ErrorCode::InvalidCredentials,
                 "the old password is wrong",

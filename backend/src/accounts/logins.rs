@@ -12,7 +12,7 @@ use super::{
     Accounts, Authenticated, DEVICE_ID_BYTES_MAX, Refusal, blocking, devices, password, token_hash,
 };
 use crate::audit::Entry;
-use crate::store::{TokenHash, TokenRecord, UserId, email_key};
+use crate::store::{TokenHash, TokenRecord, UserId};
 use crate::throttle::ThrottleKey;
 use crate::time::now_ms;
 
@@ -102,35 +102,41 @@ impl Accounts {
     ) -> Result<Authenticated, Refusal> {
         let store = Arc::clone(&self.store);
         // A name or address that could never have been registered cannot exist: refuse it
-        // without a throttle entry, so junk cannot fill the table.
-        let (user, unknown_key) = match &req.account {
+        // without a throttle entry, so junk cannot fill the table. The key is what was typed,
+        // never the account found (`ThrottleKey::Account` says why), and is checked before the
+        // lookup.
+        let (account_key, user) = match &req.account {
             Some(login::Account::UserId(id)) => {
                 let id = *id;
-                (blocking(move || store.user_by_id(id)).await?, None)
+                let key = ThrottleKey::user_id(id);
+                self.check_throttle(&key)?;
+                (key, blocking(move || store.user_by_id(id)).await?)
             }
             Some(login::Account::Username(name)) => {
                 validate_username(name).map_err(|_| Refusal::invalid_credentials())?;
+                let key = ThrottleKey::username(name);
+                self.check_throttle(&key)?;
                 let name = name.clone();
-                let key = name.to_ascii_lowercase();
                 let user = blocking(move || match store.user_id_by_name(&name)? {
                     Some(id) => store.user_by_id(id),
                     None => Ok(None),
                 })
                 .await?;
-                (user, Some(key))
+                (key, user)
             }
             Some(login::Account::Email(email)) => {
                 if email.is_empty() || validate_email(email).is_err() {
                     return Err(Refusal::invalid_credentials());
                 }
+                let key = ThrottleKey::email(email);
+                self.check_throttle(&key)?;
                 let email = email.clone();
-                let key = format!("email:{}", email_key(&email));
                 let user = blocking(move || match store.user_id_by_email(&email)? {
                     Some(id) => store.user_by_id(id),
                     None => Ok(None),
                 })
                 .await?;
-                (user, Some(key))
+                (key, user)
             }
             None => {
                 return Err(Refusal::new(
@@ -139,13 +145,6 @@ impl Accounts {
                 ));
             }
         };
-        // Throttle by the account's id when it exists, so id, name and address share a counter.
-        let account_key = ThrottleKey::Account(match (&user, unknown_key) {
-            (Some(u), _) => u.user_id.to_string(),
-            (None, Some(key)) => key,
-            (None, None) => "unknown-id".to_owned(),
-        });
-        self.check_throttle(&account_key)?;
         if password.len() > self.password_bytes_max() {
             return Err(Refusal::invalid_credentials());
         }
@@ -159,7 +158,10 @@ impl Accounts {
             self.throttle.record_failure(account_key, Instant::now());
             return Err(Refusal::invalid_credentials());
         };
-        self.throttle.record_success(&account_key);
+        // The holder of the password is let off every counter of the account.
+        for key in ThrottleKey::all_of(&user) {
+            self.throttle.record_success(&key);
+        }
         self.check_enabled(user.user_id).await?;
         let device = Device {
             user_id: user.user_id,
@@ -372,3 +374,6 @@ struct Device<'a> {
     device_id: &'a str,
     platform: i32,
 }
+
+#[cfg(test)]
+mod tests;

@@ -135,11 +135,13 @@ pub struct Accounts {
     pub(crate) audit: Arc<crate::audit::Audit>,
     /// Invites each user issued in the current day (`user_invites.rs`).
     user_invites: user_invites::UserInviteLimiter,
-    /// `accounts.registrations_per_ip_per_hour`; `None` when 0 (not limited).
-    registrations_per_ip: Option<limiter::WindowLimiter<std::net::IpAddr>>,
+    /// `accounts.registrations_per_ip_per_hour` and `…_per_network_per_hour`; `None` when the
+    /// first is 0 (not limited).
+    registrations_per_ip: Option<limiter::ClientLimiter>,
 }
 
-/// Client addresses the registration limiter keeps at once (it fails closed past them).
+/// Client addresses, and networks, the registration limiter keeps at once (past them it
+/// drops the biggest networks' oldest counts: `limiter.rs`).
 const REGISTRATION_CLIENTS_MAX: usize = 100_000;
 
 /// Runs store calls on a blocking thread.
@@ -165,8 +167,9 @@ impl Accounts {
             .expect("validated argon2 parameters");
         Ok(Self {
             registrations_per_ip: (accounts.registrations_per_ip_per_hour > 0).then(|| {
-                limiter::WindowLimiter::new(
+                limiter::ClientLimiter::new(
                     accounts.registrations_per_ip_per_hour,
+                    accounts.registrations_per_network_per_hour,
                     3_600_000,
                     REGISTRATION_CLIENTS_MAX,
                 )
@@ -214,13 +217,19 @@ impl Accounts {
             return Err(Refusal::new(ErrorCode::UsernameTaken, "username is taken"));
         }
         if let Some(limiter) = &self.registrations_per_ip {
-            limiter
-                .take(limiter::client_key(peer), now_ms())
-                .map_err(|wait| Refusal {
-                    code: ErrorCode::RateLimited,
-                    message: "too many registrations from this address, retry later".into(),
-                    retry_after_ms: wait,
-                })?;
+            limiter.take(peer, now_ms()).map_err(|l| Refusal {
+                code: ErrorCode::RateLimited,
+                message: match l {
+                    limiter::Limited::Client { .. } => {
+                        "too many registrations from this address, retry later"
+                    }
+                    limiter::Limited::Network { .. } => {
+                        "too many registrations from this network, retry later"
+                    }
+                }
+                .into(),
+                retry_after_ms: l.retry_after_ms(),
+            })?;
         }
         let invite = self.admit(&req.invite_code).await?;
         let result = self.register_admitted(req).await;

@@ -28,13 +28,18 @@ impl Accounts {
         self.validate_password(&password)?;
         let hash = self.hash_new_password(password).await?;
         let store = Arc::clone(&self.store);
-        let revoked = blocking(move || store.set_password(user_id, &hash, None, None)).await?;
-        if revoked.is_some() {
-            // Whoever was guessing the old password has nothing left to guess.
-            self.throttle
-                .record_success(&ThrottleKey::Account(user_id.to_string()));
-        }
-        Ok(revoked)
+        let revoked = blocking(move || {
+            let revoked = store.set_password(user_id, &hash, None, None)?;
+            Ok(revoked.zip(store.user_by_id(user_id)?))
+        })
+        .await?;
+        // Whoever was guessing the old password has nothing left to guess.
+        Ok(revoked.map(|(revoked, user)| {
+            for key in ThrottleKey::all_of(&user) {
+                self.throttle.record_success(&key);
+            }
+            revoked
+        }))
     }
 
     /// Sets or clears the disabled flag; `Ok(false)`: no such user.

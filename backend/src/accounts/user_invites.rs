@@ -30,8 +30,9 @@ const WALK_CHUNK: usize = 256;
 const FULL_RETRY_MS: u64 = 60_000;
 
 /// Users' issues in the current day, per user; tracks at most `accounts.invites_max` users
-/// (each of whom issued at least one stored invite), refusing new users past that.
-pub(crate) type UserInviteLimiter = WindowLimiter<UserId>;
+/// (each of whom issued at least one stored invite), forgetting the oldest past that (the
+/// stored invites are counted too, so that forgives nothing).
+pub(crate) type UserInviteLimiter = WindowLimiter<UserId, UserId>;
 
 pub(crate) fn new_limiter(cfg: &AccountsConfig) -> UserInviteLimiter {
     WindowLimiter::new(cfg.user_invites_per_day.max(1), DAY_MS, cfg.invites_max)
@@ -150,7 +151,7 @@ impl Accounts {
             ));
         }
         let now = now_ms();
-        self.user_invites.take(user, now).map_err(day_spent)?;
+        self.user_invites.take(user, user, now).map_err(day_spent)?;
         let store = Arc::clone(&self.admin_store);
         let (count, oldest) =
             blocking(move || issued_in_a_day(&*store, &issuer(user), now)).await?;

@@ -82,9 +82,12 @@ pub struct AccountsConfig {
     /// Invites in one page of a user's `ListInvites`, at most.
     pub user_invites_page_max: u32,
     /// Registrations from one client address (an IPv4 address, an IPv6 /64) in any hour, at
-    /// most; further ones are answered `RATE_LIMITED`. 0: not limited (a load generator signs
-    /// up thousands of users from one address).
+    /// most; further ones are answered `RATE_LIMITED`. 0: not limited, nor by network (a load
+    /// generator signs up thousands of users from one address).
     pub registrations_per_ip_per_hour: u32,
+    /// Registrations from one client network (an IPv4 /24, an IPv6 /48: a site has 65,536
+    /// /64s) in any hour, at most. 0: networks not limited.
+    pub registrations_per_network_per_hour: u32,
 }
 
 /// `accounts.registration`.
@@ -114,6 +117,7 @@ impl Default for AccountsConfig {
             user_invite_ttl_s: 7 * 24 * 3600,
             user_invites_page_max: 50,
             registrations_per_ip_per_hour: 1_000,
+            registrations_per_network_per_hour: 5_000,
         }
     }
 }
@@ -481,9 +485,12 @@ pub struct EmailConfig {
     pub code_tries_max: u32,
     /// A new code for the same address and purpose only this long after the last one.
     pub code_resend_interval_s: u64,
-    /// Codes sent per address, and requested per client address, within `code_window_s`.
+    /// Codes sent per address, and requested per client address (an IPv4 address, an IPv6
+    /// /64) and per client network (an IPv4 /24, an IPv6 /48; 0: not limited), within
+    /// `code_window_s`.
     pub codes_per_address_max: u32,
     pub codes_per_ip_max: u32,
+    pub codes_per_network_max: u32,
     pub code_window_s: u64,
     /// Codes pending at once (each ~200 bytes), and addresses tracked by the rate limits.
     pub codes_pending_max: usize,
@@ -505,6 +512,7 @@ impl Default for EmailConfig {
             code_resend_interval_s: 60,
             codes_per_address_max: 5,
             codes_per_ip_max: 20,
+            codes_per_network_max: 200,
             code_window_s: 3600,
             codes_pending_max: 100_000,
             sends_in_flight_max: 64,

@@ -14,6 +14,10 @@ pub struct RoomsConfig {
     pub max: u32,
     /// Rooms one user is in at once (over all their sessions): TOO_MANY_ROOMS past it.
     pub per_user_max: u32,
+    /// Rooms that exist at once made by sessions from one client network (an IPv4 /24, an
+    /// IPv6 /48), counted until the room goes: TOO_MANY_ROOMS past it. Without it one
+    /// network's many accounts could take all of `max`.
+    pub per_network_max: u32,
     /// Messages per second one room carries, from all its senders together (a burst of one
     /// second's worth): ROOM_RATE_LIMITED past it.
     pub messages_per_s_max: u32,
@@ -30,6 +34,7 @@ impl Default for RoomsConfig {
             members_max: 10_000,
             max: 10_000,
             per_user_max: 10,
+            per_network_max: 100,
             messages_per_s_max: 100,
             user_messages_per_s_max: 10,
             persistent: Vec::new(),
@@ -59,6 +64,10 @@ impl RoomsConfig {
         check(
             (1..=1_000).contains(&self.per_user_max),
             "rooms.per_user_max: must be between 1 and 1000",
+        );
+        check(
+            (1..=COUNT_MAX).contains(&self.per_network_max),
+            "rooms.per_network_max: must be between 1 and 1000000",
         );
         check(
             (1..=1_000_000).contains(&self.messages_per_s_max),
@@ -94,6 +103,7 @@ mod tests {
             members_max: 0,
             max: 1,
             per_user_max: 0,
+            per_network_max: 0,
             messages_per_s_max: 0,
             user_messages_per_s_max: 0,
             persistent: vec!["Lobby".into(), "ok".into()],
@@ -102,6 +112,7 @@ mod tests {
         for key in [
             "rooms.members_max",
             "rooms.per_user_max",
+            "rooms.per_network_max",
             "rooms.messages_per_s_max",
             "rooms.user_messages_per_s_max",
             "more rooms than rooms.max",

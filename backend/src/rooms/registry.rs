@@ -4,8 +4,13 @@
 //!
 //! A member is a session (`ConnRef`): a user's several sessions each get the messages, and the
 //! user counts once in `member_count`, in `members_max` and in `per_user_max`.
+//!
+//! A room counts against the client network (an IPv4 /24, an IPv6 /48) of the session that
+//! made it while it exists, at most `per_network_max`: `per_user_max` alone would let one
+//! network's many accounts take all of `max` and lock everyone else out of new rooms.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use foldhash::fast::RandomState;
@@ -13,6 +18,7 @@ use smallvec::SmallVec;
 
 use super::budget::Budget;
 use super::config::RoomsConfig;
+use crate::accounts::limiter::network_key;
 use crate::api::{ConnId, ConnRef, ShardId, UserId};
 
 /// Why a room request is refused.
@@ -26,6 +32,8 @@ pub enum RoomError {
     UserHasTooMany(u32),
     #[error("the server has {0} rooms, the most it may have")]
     ServerHasTooMany(u32),
+    #[error("your network made {0} of the rooms that exist, the most one network may")]
+    NetworkHasTooMany(u32),
     #[error("the room carries at most {per_s} messages per second")]
     RoomRate { per_s: u32, retry_after_ms: u64 },
     #[error("you may send at most {per_s} room messages per second")]
@@ -56,7 +64,9 @@ struct Room {
     seq: u64,
     /// Sessions present (the audience), over all shards.
     sessions: u32,
-    persistent: bool,
+    /// The network ([`network_key`]) of the session that made the room; `None`: a persistent
+    /// room (`rooms.persistent`), kept when empty.
+    made_by: Option<IpAddr>,
     /// Each user present, with how many of their sessions are.
     users: HashMap<UserId, u32, RandomState>,
     /// Indexed by shard.
@@ -65,11 +75,11 @@ struct Room {
 }
 
 impl Room {
-    fn new(persistent: bool, rate: u32, now_ms: u64) -> Self {
+    fn new(made_by: Option<IpAddr>, rate: u32, now_ms: u64) -> Self {
         Self {
             seq: 0,
             sessions: 0,
-            persistent,
+            made_by,
             users: HashMap::default(),
             shards: Vec::new(),
             budget: Budget::full(rate, now_ms),
@@ -124,6 +134,8 @@ pub struct Registry {
     /// Each session's rooms, so that a close needs no search.
     sessions: HashMap<ConnRef, SmallVec<[Arc<str>; 2]>, RandomState>,
     users: HashMap<UserId, Sender, RandomState>,
+    /// Rooms that exist, per network that made them (no entry at 0).
+    by_network: HashMap<IpAddr, u32, RandomState>,
     /// Users who left their last room, oldest first (one entry per leaving): their `Sender`
     /// goes once its rest is over and they have not come back. At most one second of leaves.
     resting: VecDeque<UserId>,
@@ -138,7 +150,7 @@ impl Registry {
         for name in &config.persistent {
             rooms.insert(
                 Arc::from(name.as_str()),
-                Room::new(true, config.messages_per_s_max, now_ms),
+                Room::new(None, config.messages_per_s_max, now_ms),
             );
         }
         Self {
@@ -146,18 +158,20 @@ impl Registry {
             rooms,
             sessions: HashMap::default(),
             users: HashMap::default(),
+            by_network: HashMap::default(),
             resting: VecDeque::new(),
             messages: 0,
             deliveries: 0,
         }
     }
 
-    /// Adds the session to the room (created if need be) and returns the member count. A
-    /// session already in the room changes nothing.
+    /// Adds the session (its client at `peer`) to the room (created if need be) and returns
+    /// the member count. A session already in the room changes nothing.
     pub fn join(
         &mut self,
         conn: ConnRef,
         user: UserId,
+        peer: IpAddr,
         name: &str,
         now_ms: u64,
     ) -> Result<u32, RoomError> {
@@ -185,8 +199,14 @@ impl Registry {
                 if self.rooms.len() >= config.max as usize {
                     return Err(RoomError::ServerHasTooMany(config.max));
                 }
+                let network = network_key(peer);
+                let made = self.by_network.entry(network).or_insert(0);
+                if *made >= config.per_network_max {
+                    return Err(RoomError::NetworkHasTooMany(config.per_network_max));
+                }
+                *made += 1;
                 let key: Arc<str> = Arc::from(name);
-                let room = Room::new(false, config.messages_per_s_max, now_ms);
+                let room = Room::new(Some(network), config.messages_per_s_max, now_ms);
                 self.rooms.insert(Arc::clone(&key), room);
                 key
             }
@@ -271,8 +291,16 @@ impl Registry {
             return;
         }
         room.users.remove(&user);
-        if room.users.is_empty() && !room.persistent {
+        if room.users.is_empty()
+            && let Some(network) = room.made_by
+        {
             self.rooms.remove(key);
+            if let Some(made) = self.by_network.get_mut(&network) {
+                *made -= 1;
+                if *made == 0 {
+                    self.by_network.remove(&network);
+                }
+            }
         }
         if let Some(sender) = self.users.get_mut(&user) {
             sender.rooms -= 1;

@@ -1,6 +1,8 @@
 //! Room requests turned into answers and broadcasts. Runs on the backend's request loop (see
 //! `mod.rs` for why that keeps `room_seq` in order on every shard).
 
+use std::net::{IpAddr, Ipv6Addr};
+
 use ringchat_proto::Body;
 use ringchat_proto::v1::{self, ErrorCode};
 
@@ -18,9 +20,9 @@ impl From<RoomError> for Refusal {
         match e {
             RoomError::NotIn => Refusal::new(ErrorCode::NotFound, message),
             RoomError::Full(_) => Refusal::new(ErrorCode::RoomFull, message),
-            RoomError::UserHasTooMany(_) | RoomError::ServerHasTooMany(_) => {
-                Refusal::new(ErrorCode::TooManyRooms, message)
-            }
+            RoomError::UserHasTooMany(_)
+            | RoomError::ServerHasTooMany(_)
+            | RoomError::NetworkHasTooMany(_) => Refusal::new(ErrorCode::TooManyRooms, message),
             RoomError::RoomRate { retry_after_ms, .. }
             | RoomError::UserRate { retry_after_ms, .. } => Refusal {
                 code: ErrorCode::RoomRateLimited,
@@ -52,10 +54,17 @@ impl Backend {
     ) {
         let answer = match request {
             RoomRequest::Join(v1::RoomJoin { room }) => check_name(&room).and_then(|()| {
+                // A session is registered before its first request is served; the fallback
+                // (all such sessions counted as one network) never lets one through unbounded.
+                let peer = self
+                    .sessions
+                    .read()
+                    .session(user, conn)
+                    .map_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED), |s| s.peer);
                 let member_count =
                     self.rooms
                         .lock()
-                        .join(conn, user, &room, self.rooms.now_ms())?;
+                        .join(conn, user, peer, &room, self.rooms.now_ms())?;
                 Ok(Some(Body::RoomJoined(v1::RoomJoined {
                     room,
                     member_count,

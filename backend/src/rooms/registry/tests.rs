@@ -3,6 +3,8 @@ use super::*;
 const ALICE: UserId = 100_000_001;
 const BOB: UserId = 100_000_002;
 const CAROL: UserId = 100_000_003;
+/// Where the sessions of most tests come from.
+const PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
 
 fn conn(shard: ShardId, conn: ConnId) -> ConnRef {
     ConnRef { shard, conn }
@@ -13,6 +15,7 @@ fn config() -> RoomsConfig {
         members_max: 3,
         max: 4,
         per_user_max: 2,
+        per_network_max: 4,
         messages_per_s_max: 5,
         user_messages_per_s_max: 3,
         persistent: vec!["lobby".into()],
@@ -35,14 +38,18 @@ fn reached(out: &Outgoing, from: ConnRef) -> Vec<ConnRef> {
 fn join_counts_users_once_and_is_idempotent() {
     let mut r = Registry::new(config(), 0);
     let (a1, a2, b) = (conn(0, 1), conn(1, 2), conn(0, 3));
-    assert_eq!(r.join(a1, ALICE, "x", 0), Ok(1));
-    assert_eq!(r.join(a1, ALICE, "x", 0), Ok(1), "twice from one session");
+    assert_eq!(r.join(a1, ALICE, PEER, "x", 0), Ok(1));
     assert_eq!(
-        r.join(a2, ALICE, "x", 0),
+        r.join(a1, ALICE, PEER, "x", 0),
+        Ok(1),
+        "twice from one session"
+    );
+    assert_eq!(
+        r.join(a2, ALICE, PEER, "x", 0),
         Ok(1),
         "a second session of the user"
     );
-    assert_eq!(r.join(b, BOB, "x", 0), Ok(2));
+    assert_eq!(r.join(b, BOB, PEER, "x", 0), Ok(2));
     assert_eq!(r.info(a2, "x"), Ok(2));
     assert_eq!(r.info(conn(0, 9), "x"), Err(RoomError::NotIn));
     r.leave(a1, ALICE, "x", 0);
@@ -57,10 +64,10 @@ fn join_counts_users_once_and_is_idempotent() {
 fn a_send_reaches_every_other_session_once_in_seq_order() {
     let mut r = Registry::new(config(), 0);
     let (a1, a2, b, c) = (conn(0, 1), conn(1, 2), conn(1, 3), conn(2, 4));
-    r.join(a1, ALICE, "x", 0).unwrap();
-    r.join(a2, ALICE, "x", 0).unwrap();
-    r.join(b, BOB, "x", 0).unwrap();
-    r.join(c, CAROL, "x", 0).unwrap();
+    r.join(a1, ALICE, PEER, "x", 0).unwrap();
+    r.join(a2, ALICE, PEER, "x", 0).unwrap();
+    r.join(b, BOB, PEER, "x", 0).unwrap();
+    r.join(c, CAROL, PEER, "x", 0).unwrap();
     let first = r.send(a1, ALICE, "x", 0).unwrap();
     assert_eq!(first.room_seq, 1);
     assert_eq!(reached(&first, a1), vec![a2, b, c]);
@@ -91,18 +98,18 @@ fn an_empty_room_is_gone_and_a_persistent_one_kept() {
     let mut r = Registry::new(config(), 0);
     let (a, b) = (conn(0, 1), conn(0, 2));
     assert_eq!(r.room_count(), 1, "the persistent lobby");
-    r.join(a, ALICE, "x", 0).unwrap();
-    r.join(b, BOB, "x", 0).unwrap();
+    r.join(a, ALICE, PEER, "x", 0).unwrap();
+    r.join(b, BOB, PEER, "x", 0).unwrap();
     r.send(a, ALICE, "x", 0).unwrap();
-    r.join(a, ALICE, "lobby", 0).unwrap();
+    r.join(a, ALICE, PEER, "lobby", 0).unwrap();
     r.send(a, ALICE, "lobby", 0).unwrap();
     assert_eq!(r.room_count(), 2);
     r.close(a, ALICE, 0);
     r.leave(b, BOB, "x", 0);
     assert_eq!(r.room_count(), 1);
-    assert_eq!(r.join(b, BOB, "x", 0), Ok(1));
+    assert_eq!(r.join(b, BOB, PEER, "x", 0), Ok(1));
     assert_eq!(r.send(b, BOB, "x", 0).unwrap().room_seq, 1, "a new room");
-    assert_eq!(r.join(b, BOB, "lobby", 0), Ok(1));
+    assert_eq!(r.join(b, BOB, PEER, "lobby", 0), Ok(1));
     assert_eq!(r.send(b, BOB, "lobby", 0).unwrap().room_seq, 2, "kept");
 }
 
@@ -110,10 +117,10 @@ fn an_empty_room_is_gone_and_a_persistent_one_kept() {
 fn close_takes_a_session_out_of_all_its_rooms_only() {
     let mut r = Registry::new(config(), 0);
     let (a1, a2, b) = (conn(0, 1), conn(0, 2), conn(1, 3));
-    r.join(a1, ALICE, "x", 0).unwrap();
-    r.join(a1, ALICE, "y", 0).unwrap();
-    r.join(a2, ALICE, "y", 0).unwrap();
-    r.join(b, BOB, "y", 0).unwrap();
+    r.join(a1, ALICE, PEER, "x", 0).unwrap();
+    r.join(a1, ALICE, PEER, "y", 0).unwrap();
+    r.join(a2, ALICE, PEER, "y", 0).unwrap();
+    r.join(b, BOB, PEER, "y", 0).unwrap();
     r.close(a1, ALICE, 0);
     assert_eq!(r.info(a1, "y"), Err(RoomError::NotIn));
     assert_eq!(r.info(a2, "y"), Ok(2));
@@ -131,33 +138,33 @@ fn close_takes_a_session_out_of_all_its_rooms_only() {
 fn limits() {
     let mut r = Registry::new(config(), 0);
     // members_max = 3 users; a member's second session still gets in.
-    r.join(conn(0, 1), ALICE, "x", 0).unwrap();
-    r.join(conn(0, 2), BOB, "x", 0).unwrap();
-    r.join(conn(0, 3), CAROL, "x", 0).unwrap();
+    r.join(conn(0, 1), ALICE, PEER, "x", 0).unwrap();
+    r.join(conn(0, 2), BOB, PEER, "x", 0).unwrap();
+    r.join(conn(0, 3), CAROL, PEER, "x", 0).unwrap();
     assert_eq!(
-        r.join(conn(0, 4), 100_000_004, "x", 0),
+        r.join(conn(0, 4), 100_000_004, PEER, "x", 0),
         Err(RoomError::Full(3))
     );
-    assert_eq!(r.join(conn(1, 1), ALICE, "x", 0), Ok(3));
+    assert_eq!(r.join(conn(1, 1), ALICE, PEER, "x", 0), Ok(3));
     // per_user_max = 2 rooms, over all the user's sessions.
-    r.join(conn(0, 1), ALICE, "y", 0).unwrap();
+    r.join(conn(0, 1), ALICE, PEER, "y", 0).unwrap();
     assert_eq!(
-        r.join(conn(1, 1), ALICE, "z", 0),
+        r.join(conn(1, 1), ALICE, PEER, "z", 0),
         Err(RoomError::UserHasTooMany(2))
     );
     assert_eq!(
-        r.join(conn(1, 1), ALICE, "y", 0),
+        r.join(conn(1, 1), ALICE, PEER, "y", 0),
         Ok(1),
         "a room the user is in"
     );
     // max = 4 rooms on the server: lobby, x, y, and one more.
-    r.join(conn(0, 2), BOB, "z", 0).unwrap();
+    r.join(conn(0, 2), BOB, PEER, "z", 0).unwrap();
     assert_eq!(
-        r.join(conn(0, 3), CAROL, "w", 0),
+        r.join(conn(0, 3), CAROL, PEER, "w", 0),
         Err(RoomError::ServerHasTooMany(4))
     );
     assert_eq!(
-        r.join(conn(0, 3), CAROL, "lobby", 0),
+        r.join(conn(0, 3), CAROL, PEER, "lobby", 0),
         Ok(1),
         "existing rooms"
     );
@@ -171,7 +178,7 @@ fn budgets_per_room_and_per_user() {
     let mut r = Registry::new(config(), 0);
     let (a, b, c) = (conn(0, 1), conn(0, 2), conn(0, 3));
     for who in [(a, ALICE), (b, BOB), (c, CAROL)] {
-        r.join(who.0, who.1, "x", 0).unwrap();
+        r.join(who.0, who.1, PEER, "x", 0).unwrap();
     }
     // A user: 3 a second.
     for _ in 0..3 {
@@ -199,7 +206,7 @@ fn budgets_per_room_and_per_user() {
     let out = r.send(c, CAROL, "x", 200).unwrap();
     assert_eq!(out.room_seq, 6, "gap-free: refused sends took no seq");
     // The user budget is shared by the user's rooms.
-    r.join(a, ALICE, "y", 0).unwrap();
+    r.join(a, ALICE, PEER, "y", 0).unwrap();
     assert!(matches!(
         r.send(a, ALICE, "y", 200),
         Err(RoomError::UserRate { .. })
@@ -210,13 +217,13 @@ fn budgets_per_room_and_per_user() {
 fn leaving_and_joining_again_brings_no_fresh_budget() {
     let mut r = Registry::new(config(), 0);
     let a = conn(0, 1);
-    r.join(a, ALICE, "x", 0).unwrap();
+    r.join(a, ALICE, PEER, "x", 0).unwrap();
     for _ in 0..3 {
         r.send(a, ALICE, "x", 0).unwrap();
     }
     // In no room for a moment, and back: the spent budget is still spent.
     r.leave(a, ALICE, "x", 10);
-    r.join(a, ALICE, "x", 20).unwrap();
+    r.join(a, ALICE, PEER, "x", 20).unwrap();
     assert!(matches!(
         r.send(a, ALICE, "x", 20),
         Err(RoomError::UserRate { .. })
@@ -224,7 +231,7 @@ fn leaving_and_joining_again_brings_no_fresh_budget() {
     // So after a close (a reconnect).
     r.close(a, ALICE, 30);
     let a2 = conn(0, 2);
-    r.join(a2, ALICE, "x", 40).unwrap();
+    r.join(a2, ALICE, PEER, "x", 40).unwrap();
     assert!(matches!(
         r.send(a2, ALICE, "x", 40),
         Err(RoomError::UserRate { .. })
@@ -233,4 +240,71 @@ fn leaving_and_joining_again_brings_no_fresh_budget() {
     r.close(a2, ALICE, 50);
     r.close(conn(0, 9), BOB, 50 + BUDGET_REST_MS);
     assert!(r.users.is_empty() && r.resting.is_empty());
+}
+
+#[test]
+fn one_network_makes_at_most_per_network_max_rooms_and_a_room_that_goes_frees_its_place() {
+    let mut r = Registry::new(
+        RoomsConfig {
+            max: 100,
+            per_user_max: 1,
+            per_network_max: 3,
+            ..config()
+        },
+        0,
+    );
+    // Users from three /64s of one /48, then a fourth: the /48's rooms are used up.
+    let site = |i: u16| IpAddr::from([0x2001, 0xdb8, 1, i, 0, 0, 0, 1]);
+    for i in 0..3u16 {
+        let user = 200 + UserId::from(i);
+        assert_eq!(
+            r.join(conn(0, i.into()), user, site(i), &format!("r{i}"), 0),
+            Ok(1)
+        );
+    }
+    assert_eq!(
+        r.join(conn(0, 9), 209, site(9), "r9", 0),
+        Err(RoomError::NetworkHasTooMany(3))
+    );
+    assert_eq!(
+        r.join(conn(0, 9), 209, site(9), "r0", 0),
+        Ok(2),
+        "a room that exists may be joined"
+    );
+    let elsewhere = IpAddr::from([0x2001, 0xdb8, 2, 0, 0, 0, 0, 1]);
+    assert_eq!(
+        r.join(conn(0, 10), 210, elsewhere, "e", 0),
+        Ok(1),
+        "another network"
+    );
+    // r1's maker leaves: r1 goes, and the /48 may make one again.
+    r.leave(conn(0, 1), 201, "r1", 0);
+    assert_eq!(r.join(conn(0, 11), 211, site(11), "r11", 0), Ok(1));
+    // r0's maker leaves but 209 stays: r0 still counts.
+    r.leave(conn(0, 0), 200, "r0", 0);
+    assert_eq!(
+        r.join(conn(0, 12), 212, site(12), "r12", 0),
+        Err(RoomError::NetworkHasTooMany(3))
+    );
+    r.close(conn(0, 9), 209, 0);
+    assert_eq!(r.join(conn(0, 12), 212, site(12), "r12", 0), Ok(1));
+}
+
+#[test]
+fn persistent_rooms_count_against_no_network() {
+    let mut r = Registry::new(
+        RoomsConfig {
+            per_network_max: 1,
+            persistent: vec!["lobby".into(), "news".into()],
+            ..config()
+        },
+        0,
+    );
+    assert_eq!(r.join(conn(0, 1), ALICE, PEER, "lobby", 0), Ok(1));
+    assert_eq!(r.join(conn(0, 2), BOB, PEER, "news", 0), Ok(1));
+    assert_eq!(r.join(conn(0, 3), CAROL, PEER, "x", 0), Ok(1));
+    assert_eq!(
+        r.join(conn(0, 4), 100_000_004, PEER, "y", 0),
+        Err(RoomError::NetworkHasTooMany(1))
+    );
 }
