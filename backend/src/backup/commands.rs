@@ -100,8 +100,9 @@ pub fn restore(
             root.display()
         )));
     }
-    let archive = Archive::open(from)?;
-    archive.check_files()?;
+    // Everything that can be checked is checked before anything is written: a bad backup
+    // leaves no half-restored data dir (or files' directory) behind.
+    let (archive, _) = check_backup(from, batch_records, files_root.is_some())?;
     let store = FjallStore::open(data_dir, Durability::Fsync)?;
     let source = StoreSpec::Backup(from.to_owned()).to_string();
     let report = copy::copy(
@@ -162,13 +163,34 @@ pub fn backup_stopped(
     )
 }
 
-/// Checks a backup against its manifest without restoring it: file hashes, then every part's
-/// count and checksum as read back.
-pub fn verify_backup(dir: &Path, batch_records: usize) -> Result<Vec<Comparison>, BackupError> {
+/// What `verify-backup` found: every part, and the files (`None`: the backup has none).
+pub struct BackupCheck {
+    pub comparisons: Vec<Comparison>,
+    pub files: Option<FilesCopy>,
+}
+
+/// Checks a backup against its manifest without restoring it: part file hashes, every part's
+/// count and checksum as read back, and the files (blob hashes, names, sizes, bytes).
+pub fn verify_backup(dir: &Path, batch_records: usize) -> Result<BackupCheck, BackupError> {
+    let (_, check) = check_backup(dir, batch_records, true)?;
+    Ok(check)
+}
+
+/// The checks of [`verify_backup`], reading only; `with_files: false` leaves the files part
+/// unchecked (a restore that does not restore files).
+fn check_backup(
+    dir: &Path,
+    batch_records: usize,
+    with_files: bool,
+) -> Result<(Archive, BackupCheck), BackupError> {
     let archive = Archive::open(dir)?;
     archive.check_files()?;
+    let files = match &archive.manifest.files {
+        Some(expected) if with_files => Some(files::check(dir, expected)?),
+        _ => None,
+    };
     let found = tally_all(&archive, batch_records)?;
     let comparisons = verify::compare(&archive.manifest.tallies(), &found);
     verify::check(&comparisons)?;
-    Ok(comparisons)
+    Ok((archive, BackupCheck { comparisons, files }))
 }
