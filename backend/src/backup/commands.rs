@@ -7,11 +7,11 @@ use super::BackupError;
 use super::archive::{self, Archive, Manifest};
 use super::copy::{self, CopyReport, Progress};
 use super::files::{self, FilesCopy, FilesSource};
-use super::spec::StoreSpec;
+use super::spec::{Opened, StoreSpec};
 use super::verify::{self, Comparison};
 use crate::config::Durability;
-use crate::store::FjallStore;
 use crate::store::dump::{DumpStore, tally_all};
+use crate::store::{FjallStore, StoreError};
 
 /// A finished copy and its verification (which passed: a mismatch is an error).
 pub struct Outcome {
@@ -35,6 +35,18 @@ pub fn migrate(
     }
     let checkpoint = to.checkpoint_path()?;
     let source = from.open()?;
+    // A source that is itself the destination of an unfinished copy is part of a store.
+    match (from, &source) {
+        (StoreSpec::Embedded(dir), _) if dir.join(copy::CHECKPOINT_FILE).is_file() => {
+            return Err(StoreError::UnfinishedCopy(dir.join(copy::CHECKPOINT_FILE)).into());
+        }
+        (_, Opened::Postgres(store)) => {
+            if let Some(source) = store.unfinished_import()? {
+                return Err(StoreError::UnfinishedImport(source).into());
+            }
+        }
+        _ => {}
+    }
     let dest = to.open()?;
     let view = source.view()?;
     let report = copy::copy(
@@ -49,7 +61,7 @@ pub fn migrate(
     let found = tally_all(dest.store()?.dump_view()?.as_ref(), batch_records)?;
     let comparisons = verify::compare(&expected, &found);
     verify::check(&comparisons)?;
-    copy::finish(&checkpoint)?;
+    copy::finish(&checkpoint, dest.store()?)?;
     Ok(Outcome {
         copy: report,
         comparisons,
@@ -120,7 +132,7 @@ pub fn restore(
         (Some(expected), Some(root)) => Some(files::copy_in(from, root, expected)?),
         _ => None,
     };
-    copy::finish(&data_dir.join(copy::CHECKPOINT_FILE))?;
+    copy::finish(&data_dir.join(copy::CHECKPOINT_FILE), &store)?;
     Ok((
         archive.manifest,
         Outcome {
