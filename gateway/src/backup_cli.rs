@@ -159,8 +159,15 @@ pub fn restore(from: &Path, config: Option<&Path>, into: Option<&Path>, batch: &
 
 pub fn verify_backup(dir: &Path, batch: &Batch) -> ExitCode {
     let run = || -> anyhow::Result<()> {
-        for c in commands::verify_backup(dir, batch.get()?)? {
+        let check = commands::verify_backup(dir, batch.get()?)?;
+        for c in check.comparisons {
             println!("  {c}");
+        }
+        if let Some(f) = check.files {
+            println!(
+                "  {:<18} {:>12} files    {} bytes  ok",
+                "files", f.objects, f.bytes
+            );
         }
         println!("{}: the backup matches its manifest", dir.display());
         Ok(())

@@ -212,6 +212,22 @@ async fn files_are_backed_up_and_restored_and_blobs_are_linked_from_the_last_bac
     let (status, body) = download(&server, &alice.token, &file_id, None);
     assert_eq!(status, 200);
     assert!(body == bytes, "the restored file has the uploaded bytes");
+
+    // verify-backup checks the files too: the file's record gone from the backup is found.
+    let backup = backups.join(name);
+    let out = ringchat(&["verify-backup", &backup.display().to_string()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("files"), "{}", text(&out));
+    let meta = std::fs::read_dir(backup.join("files/files"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::remove_dir_all(&meta).unwrap();
+    let out = ringchat(&["verify-backup", &backup.display().to_string()]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("are damaged"), "{}", text(&out));
 }
 
 #[tokio::test]

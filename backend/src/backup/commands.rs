@@ -7,11 +7,11 @@ use super::BackupError;
 use super::archive::{self, Archive, Manifest};
 use super::copy::{self, CopyReport, Progress};
 use super::files::{self, FilesCopy, FilesSource};
-use super::spec::StoreSpec;
+use super::spec::{Opened, StoreSpec};
 use super::verify::{self, Comparison};
 use crate::config::Durability;
-use crate::store::FjallStore;
 use crate::store::dump::{DumpStore, tally_all};
+use crate::store::{FjallStore, StoreError};
 
 /// A finished copy and its verification (which passed: a mismatch is an error).
 pub struct Outcome {
@@ -35,6 +35,18 @@ pub fn migrate(
     }
     let checkpoint = to.checkpoint_path()?;
     let source = from.open()?;
+    // A source that is itself the destination of an unfinished copy is part of a store.
+    match (from, &source) {
+        (StoreSpec::Embedded(dir), _) if dir.join(copy::CHECKPOINT_FILE).is_file() => {
+            return Err(StoreError::UnfinishedCopy(dir.join(copy::CHECKPOINT_FILE)).into());
+        }
+        (_, Opened::Postgres(store)) => {
+            if let Some(source) = store.unfinished_import()? {
+                return Err(StoreError::UnfinishedImport(source).into());
+            }
+        }
+        _ => {}
+    }
     let dest = to.open()?;
     let view = source.view()?;
     let report = copy::copy(
@@ -49,7 +61,7 @@ pub fn migrate(
     let found = tally_all(dest.store()?.dump_view()?.as_ref(), batch_records)?;
     let comparisons = verify::compare(&expected, &found);
     verify::check(&comparisons)?;
-    copy::finish(&checkpoint)?;
+    copy::finish(&checkpoint, dest.store()?)?;
     Ok(Outcome {
         copy: report,
         comparisons,
@@ -100,8 +112,9 @@ pub fn restore(
             root.display()
         )));
     }
-    let archive = Archive::open(from)?;
-    archive.check_files()?;
+    // Everything that can be checked is checked before anything is written: a bad backup
+    // leaves no half-restored data dir (or files' directory) behind.
+    let (archive, _) = check_backup(from, batch_records, files_root.is_some())?;
     let store = FjallStore::open(data_dir, Durability::Fsync)?;
     let source = StoreSpec::Backup(from.to_owned()).to_string();
     let report = copy::copy(
@@ -119,7 +132,7 @@ pub fn restore(
         (Some(expected), Some(root)) => Some(files::copy_in(from, root, expected)?),
         _ => None,
     };
-    copy::finish(&data_dir.join(copy::CHECKPOINT_FILE))?;
+    copy::finish(&data_dir.join(copy::CHECKPOINT_FILE), &store)?;
     Ok((
         archive.manifest,
         Outcome {
@@ -162,13 +175,34 @@ pub fn backup_stopped(
     )
 }
 
-/// Checks a backup against its manifest without restoring it: file hashes, then every part's
-/// count and checksum as read back.
-pub fn verify_backup(dir: &Path, batch_records: usize) -> Result<Vec<Comparison>, BackupError> {
+/// What `verify-backup` found: every part, and the files (`None`: the backup has none).
+pub struct BackupCheck {
+    pub comparisons: Vec<Comparison>,
+    pub files: Option<FilesCopy>,
+}
+
+/// Checks a backup against its manifest without restoring it: part file hashes, every part's
+/// count and checksum as read back, and the files (blob hashes, names, sizes, bytes).
+pub fn verify_backup(dir: &Path, batch_records: usize) -> Result<BackupCheck, BackupError> {
+    let (_, check) = check_backup(dir, batch_records, true)?;
+    Ok(check)
+}
+
+/// The checks of [`verify_backup`], reading only; `with_files: false` leaves the files part
+/// unchecked (a restore that does not restore files).
+fn check_backup(
+    dir: &Path,
+    batch_records: usize,
+    with_files: bool,
+) -> Result<(Archive, BackupCheck), BackupError> {
     let archive = Archive::open(dir)?;
     archive.check_files()?;
+    let files = match &archive.manifest.files {
+        Some(expected) if with_files => Some(files::check(dir, expected)?),
+        _ => None,
+    };
     let found = tally_all(&archive, batch_records)?;
     let comparisons = verify::compare(&archive.manifest.tallies(), &found);
     verify::check(&comparisons)?;
-    Ok(comparisons)
+    Ok((archive, BackupCheck { comparisons, files }))
 }

@@ -142,6 +142,9 @@ pub fn copy(
             (fresh, false)
         }
     };
+    // After the checkpoint (a copy that dies before its first batch leaves an empty store)
+    // and before any batch: a server refuses the store until `finish`.
+    dest.mark_import(Some(source_id))?;
     let records_before: u64 = checkpoint.parts.values().map(|p| p.records).sum();
     let mut records = 0u64;
     let mut last_report = Instant::now();
@@ -194,8 +197,11 @@ pub fn copy(
     })
 }
 
-/// Removes the checkpoint once the copy has been verified.
-pub fn finish(checkpoint_path: &Path) -> Result<(), BackupError> {
+/// Removes the store's mark of the copy, then its checkpoint, once the copy has been verified
+/// (in this order: a finish that dies between them leaves the checkpoint, and a rerun
+/// finishes again; the other order would leave a marked store and no copy to finish it).
+pub fn finish(checkpoint_path: &Path, dest: &dyn DumpStore) -> Result<(), BackupError> {
+    dest.mark_import(None)?;
     match std::fs::remove_file(checkpoint_path) {
         Ok(()) => super::sync_parent(checkpoint_path),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -12,11 +12,12 @@
 //! backup of the files (README, "Backups").
 
 use std::fs::{self, File};
-use std::io;
+use std::io::{self, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
+use xxhash_rust::xxh3::Xxh3;
 
 use super::BackupError;
 
@@ -26,7 +27,7 @@ pub const FILES_DIR: &str = "files";
 const SKIPPED: [&str; 2] = ["uploads", ".tmp"];
 
 /// What a backup holds of the files (in its manifest), and what a restore wrote.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FilesCopy {
     /// Files (storage objects) in the backup.
     pub objects: u64,
@@ -34,6 +35,12 @@ pub struct FilesCopy {
     /// Of them, blobs hard-linked from the previous backup rather than copied.
     #[serde(default)]
     pub linked: u64,
+    /// xxh3 (hex) over every file's path and length in name order, and the xxh3 of the bytes
+    /// of every file but the blobs (a blob's name is the SHA-256 of its bytes, checked apart):
+    /// what `verify-backup` and `restore` check a backup's files against. Absent in backups
+    /// written before it existed: those are checked by count, size and blob hashes only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
 }
 
 /// Where a backup takes the files from.
@@ -45,48 +52,138 @@ pub struct FilesSource {
     pub previous: Option<PathBuf>,
 }
 
+/// Counts, sizes and the digest of a tree of files, fed in walk order.
+struct Tree {
+    objects: u64,
+    bytes: u64,
+    hash: Xxh3,
+}
+
+impl Tree {
+    fn new() -> Self {
+        Self {
+            objects: 0,
+            bytes: 0,
+            hash: Xxh3::new(),
+        }
+    }
+
+    /// One file: `content` is the xxh3 of its bytes, `None` for a blob.
+    fn add(&mut self, rel: &Path, len: u64, content: Option<u64>) {
+        let name = rel.as_os_str().as_encoded_bytes();
+        self.hash.update(&(name.len() as u64).to_le_bytes());
+        self.hash.update(name);
+        self.hash.update(&len.to_le_bytes());
+        match content {
+            Some(h) => {
+                self.hash.update(&[1]);
+                self.hash.update(&h.to_le_bytes());
+            }
+            None => self.hash.update(&[0]),
+        }
+        self.objects += 1;
+        self.bytes += len;
+    }
+
+    fn digest(&self) -> String {
+        format!("{:016x}", self.hash.digest())
+    }
+}
+
 /// Copies the files of `source` into `backup/files`.
 pub fn copy_out(source: &FilesSource, backup: &Path) -> Result<FilesCopy, BackupError> {
     let dest = backup.join(FILES_DIR);
     let previous = source.previous.as_ref().map(|p| p.join(FILES_DIR));
-    let mut copy = FilesCopy::default();
+    let mut tree = Tree::new();
+    let mut linked = 0;
     walk(&source.root, Path::new(""), &mut |rel, len| {
         let from = source.root.join(rel);
         let to = dest.join(rel);
         ensure_parent(&to)?;
-        let linked = match &previous {
-            Some(previous) if rel.starts_with("blobs") && !is_blob_ref(rel) => {
-                let old = previous.join(rel);
-                matches!(fs::metadata(&old), Ok(m) if m.len() == len)
-                    && fs::hard_link(&old, &to).is_ok()
-            }
-            _ => false,
-        };
-        if linked {
-            copy.linked += 1;
-        } else {
-            copy_file(&from, &to)?;
+        if !is_blob(rel) {
+            // Hashed as copied: the digest covers the bytes the backup holds.
+            let (len, content) = copy_hashing(&from, &to)?;
+            tree.add(rel, len, Some(content));
+            return Ok(());
         }
-        copy.objects += 1;
-        copy.bytes += len;
+        let old = previous.as_ref().map(|p| p.join(rel));
+        let is_linked = old.is_some_and(|old| {
+            matches!(fs::metadata(&old), Ok(m) if m.len() == len)
+                && fs::hard_link(&old, &to).is_ok()
+        });
+        let len = if is_linked {
+            linked += 1;
+            len
+        } else {
+            copy_file(&from, &to)?
+        };
+        tree.add(rel, len, None);
         Ok(())
     })?;
     sync_dirs(&dest)?;
-    Ok(copy)
+    Ok(FilesCopy {
+        objects: tree.objects,
+        bytes: tree.bytes,
+        linked,
+        digest: Some(tree.digest()),
+    })
+}
+
+/// Checks the files of the backup in `backup` against its manifest's `expected`, writing
+/// nothing: every blob against its SHA-256 name, every other file's bytes, every name and
+/// size against the digest (when the manifest has one), and the totals. A missing, extra,
+/// truncated or changed file fails here.
+pub fn check(backup: &Path, expected: &FilesCopy) -> Result<FilesCopy, BackupError> {
+    let src = backup.join(FILES_DIR);
+    let mut tree = Tree::new();
+    walk(&src, Path::new(""), &mut |rel, _| {
+        let path = src.join(rel);
+        if is_blob(rel) {
+            let len = check_blob(&path, rel)?;
+            tree.add(rel, len, None);
+        } else {
+            let (len, content) = hash_file(&path)?;
+            tree.add(rel, len, Some(content));
+        }
+        Ok(())
+    })?;
+    let found = FilesCopy {
+        objects: tree.objects,
+        bytes: tree.bytes,
+        linked: expected.linked,
+        digest: expected.digest.as_ref().map(|_| tree.digest()),
+    };
+    if (found.objects, found.bytes) != (expected.objects, expected.bytes) {
+        return Err(BackupError::Corrupt(format!(
+            "backup files ({}) are damaged: the manifest names {} files of {} bytes, the backup holds {} of {}",
+            src.display(),
+            expected.objects,
+            expected.bytes,
+            found.objects,
+            found.bytes
+        )));
+    }
+    if found.digest != expected.digest {
+        return Err(BackupError::Corrupt(format!(
+            "backup files ({}) are damaged: a file's name, size or bytes differ from the manifest's (digest {}, the manifest says {})",
+            src.display(),
+            found.digest.as_deref().unwrap_or_default(),
+            expected.digest.as_deref().unwrap_or_default()
+        )));
+    }
+    Ok(found)
 }
 
 /// Copies a backup's files into the storage directory `root` (absent or empty: a file already
-/// there with the same size is taken as restored by an earlier, interrupted run), checking
-/// each blob against its SHA-256 name and the totals against the manifest's.
+/// there with the same size is taken as restored by an earlier, interrupted run). The backup
+/// is [`check`]ed before this (restore checks everything before it writes anything); the
+/// totals are compared again here, as written.
 pub fn copy_in(backup: &Path, root: &Path, expected: &FilesCopy) -> Result<FilesCopy, BackupError> {
     let src = backup.join(FILES_DIR);
     let mut copy = FilesCopy::default();
     walk(&src, Path::new(""), &mut |rel, len| {
         let from = src.join(rel);
         let to = root.join(rel);
-        if is_blob(rel) {
-            check_blob(&from, rel)?;
-        }
         if !matches!(fs::metadata(&to), Ok(m) if m.len() == len) {
             ensure_parent(&to)?;
             copy_file(&from, &to)?;
@@ -153,10 +250,11 @@ fn is_blob_ref(rel: &Path) -> bool {
         .is_some_and(|c| c.as_os_str().to_string_lossy().ends_with(".refs"))
 }
 
-fn check_blob(path: &Path, rel: &Path) -> Result<(), BackupError> {
+/// Checks a blob's bytes against its SHA-256 name; its length.
+fn check_blob(path: &Path, rel: &Path) -> Result<u64, BackupError> {
     let mut file = File::open(path).map_err(BackupError::io(path))?;
     let mut hasher = Sha256::new();
-    io::copy(&mut file, &mut hasher).map_err(BackupError::io(path))?;
+    let len = io::copy(&mut file, &mut hasher).map_err(BackupError::io(path))?;
     let hashed = crate::admin::auth::credentials::hex(&hasher.finalize());
     let named = rel.file_name().map(|n| n.to_string_lossy().into_owned());
     if named.as_deref() != Some(hashed.as_str()) {
@@ -165,7 +263,43 @@ fn check_blob(path: &Path, rel: &Path) -> Result<(), BackupError> {
             path.display()
         )));
     }
-    Ok(())
+    Ok(len)
+}
+
+/// A file's length and the xxh3 of its bytes.
+fn hash_file(path: &Path) -> Result<(u64, u64), BackupError> {
+    let mut file = File::open(path).map_err(BackupError::io(path))?;
+    let mut hash = Xxh3::new();
+    let mut buf = vec![0u8; 64 << 10];
+    let mut len = 0u64;
+    loop {
+        let n = file.read(&mut buf).map_err(BackupError::io(path))?;
+        if n == 0 {
+            return Ok((len, hash.digest()));
+        }
+        hash.update(&buf[..n]);
+        len += n as u64;
+    }
+}
+
+/// Copies `from` to `to` durably, hashing the bytes as they go: their length and xxh3.
+fn copy_hashing(from: &Path, to: &Path) -> Result<(u64, u64), BackupError> {
+    let mut src = File::open(from).map_err(BackupError::io(from))?;
+    let mut dst = File::create(to).map_err(BackupError::io(to))?;
+    let mut hash = Xxh3::new();
+    let mut buf = vec![0u8; 64 << 10];
+    let mut len = 0u64;
+    loop {
+        let n = src.read(&mut buf).map_err(BackupError::io(from))?;
+        if n == 0 {
+            break;
+        }
+        dst.write_all(&buf[..n]).map_err(BackupError::io(to))?;
+        hash.update(&buf[..n]);
+        len += n as u64;
+    }
+    dst.sync_all().map_err(BackupError::io(to))?;
+    Ok((len, hash.digest()))
 }
 
 fn ensure_parent(path: &Path) -> Result<(), BackupError> {
@@ -175,11 +309,13 @@ fn ensure_parent(path: &Path) -> Result<(), BackupError> {
     }
 }
 
-fn copy_file(from: &Path, to: &Path) -> Result<(), BackupError> {
-    fs::copy(from, to).map_err(BackupError::io(from))?;
+/// Copies `from` to `to` durably; the bytes copied.
+fn copy_file(from: &Path, to: &Path) -> Result<u64, BackupError> {
+    let len = fs::copy(from, to).map_err(BackupError::io(from))?;
     File::open(to)
         .and_then(|f| f.sync_all())
-        .map_err(BackupError::io(to))
+        .map_err(BackupError::io(to))?;
+    Ok(len)
 }
 
 /// Fsyncs every directory under `root` (and it), so that the new entries are durable.
@@ -201,62 +337,4 @@ fn sync_dirs(root: &Path) -> Result<(), BackupError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn blobs_are_linked_from_the_previous_backup_and_checked_on_restore() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("store");
-        let blob_bytes = b"hello blob";
-        let sha = crate::admin::auth::credentials::hex(&Sha256::digest(blob_bytes));
-        let blob = root.join(format!("blobs/{}/{sha}", &sha[..2]));
-        fs::create_dir_all(blob.parent().unwrap()).unwrap();
-        fs::write(&blob, blob_bytes).unwrap();
-        fs::create_dir_all(root.join("files/ab")).unwrap();
-        fs::write(root.join("files/ab/meta.json"), b"{}").unwrap();
-        fs::create_dir_all(root.join("uploads/1/x")).unwrap();
-        fs::write(root.join("uploads/1/x/meta.json"), b"{}").unwrap();
-
-        let first = dir.path().join("b1");
-        let source = FilesSource {
-            root: root.clone(),
-            previous: None,
-        };
-        let one = copy_out(&source, &first).unwrap();
-        assert_eq!((one.objects, one.linked), (2, 0), "uploads are skipped");
-        let second = dir.path().join("b2");
-        let two = copy_out(
-            &FilesSource {
-                previous: Some(first.clone()),
-                ..source
-            },
-            &second,
-        )
-        .unwrap();
-        assert_eq!((two.objects, two.bytes, two.linked), (2, one.bytes, 1));
-
-        let restored = dir.path().join("restored");
-        assert_eq!(copy_in(&second, &restored, &two).unwrap().objects, 2);
-        assert_eq!(
-            fs::read(restored.join(format!("blobs/{}/{sha}", &sha[..2]))).unwrap(),
-            blob_bytes
-        );
-        // A blob whose bytes do not match its name is refused.
-        fs::remove_file(
-            second
-                .join(FILES_DIR)
-                .join(format!("blobs/{}/{sha}", &sha[..2])),
-        )
-        .unwrap();
-        fs::write(
-            second
-                .join(FILES_DIR)
-                .join(format!("blobs/{}/{sha}", &sha[..2])),
-            b"tampered!!",
-        )
-        .unwrap();
-        let err = copy_in(&second, &dir.path().join("again"), &two).unwrap_err();
-        assert!(matches!(err, BackupError::Corrupt(_)), "{err}");
-    }
-}
+mod tests;

@@ -105,7 +105,7 @@ impl StoreSpec {
                     url: url.clone(),
                     ..PostgresConfig::default()
                 };
-                PgStore::open(&config, Durability::Fsync)
+                PgStore::open_for_import(&config, Durability::Fsync)
                     .map(|store| Opened::Postgres(Box::new(store)))
                     .map_err(|e| BackupError::Spec(format!("{self}: {e}")))
             }

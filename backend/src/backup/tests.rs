@@ -278,3 +278,45 @@ fn a_backup_reads_back_as_its_manifest_says_and_a_flipped_byte_is_found() {
         "{err}"
     );
 }
+
+#[test]
+fn verify_and_restore_check_the_files_part_and_restore_writes_nothing_from_a_bad_backup() {
+    use super::commands;
+    use super::files::{FILES_DIR, FilesSource};
+    let tmp = tempfile::tempdir().unwrap();
+    let source = filled(&tmp.path().join("a"));
+    let root = tmp.path().join("files");
+    std::fs::create_dir_all(root.join("files/f1")).unwrap();
+    std::fs::write(root.join("files/f1/meta.json"), b"{}").unwrap();
+    let dir = tmp.path().join("backup");
+    let files = FilesSource {
+        root,
+        previous: None,
+    };
+    archive::write(
+        source.dump_view().unwrap().as_ref(),
+        &dir,
+        "embedded:a",
+        2,
+        Some(&files),
+    )
+    .unwrap();
+    let check = commands::verify_backup(&dir, 3).unwrap();
+    assert_eq!(check.files.unwrap().objects, 1);
+
+    // The backup's one file record is lost: verify says so, and restore refuses before it
+    // writes the store (or any file).
+    std::fs::remove_file(dir.join(FILES_DIR).join("files/f1/meta.json")).unwrap();
+    let err = commands::verify_backup(&dir, 3).err().unwrap();
+    assert!(err.to_string().contains("are damaged"), "{err}");
+    let (data, restored_files) = (tmp.path().join("data"), tmp.path().join("restored-files"));
+    let err = commands::restore(&dir, &data, Some(&restored_files), 3, &mut |_| {})
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("are damaged"), "{err}");
+    assert!(!data.exists(), "no store written from a bad backup");
+    assert!(
+        !restored_files.exists(),
+        "no file written from a bad backup"
+    );
+}

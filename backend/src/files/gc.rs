@@ -77,6 +77,24 @@ enum Step {
     OutOfKeys,
 }
 
+/// The two halves of a sweep, walked by the same paged loop (`FileService::gc_pages`).
+#[derive(Debug, Clone, Copy)]
+enum Half {
+    /// `files/`: the files, one at a time.
+    Files,
+    /// `blobs/`: the blobs' records whose file never came to be (`gc/blob_refs.rs`).
+    BlobRefs,
+}
+
+impl Half {
+    fn prefix(self) -> &'static str {
+        match self {
+            Half::Files => "files/",
+            Half::BlobRefs => blob_refs::START,
+        }
+    }
+}
+
 /// Whether a file is still wanted.
 enum Held {
     Yes,
@@ -99,58 +117,97 @@ impl FileService {
         result.map(|()| pass)
     }
 
+    /// `files/`, then `blobs/` (`gc/blob_refs.rs`), from `cursor`, while the pass has room; at
+    /// the end of `blobs/` the sweep is done.
     async fn gc_walk(
         &self,
         now: u64,
         cursor: &mut Option<String>,
         pass: &mut GcPass,
     ) -> Result<(), FileError> {
-        while self.gc_room(pass) > 0 {
-            if cursor.as_deref().is_some_and(|c| c.starts_with("blobs/")) {
-                return self.gc_blob_refs(now, cursor, pass).await;
+        if !cursor
+            .as_deref()
+            .is_some_and(|c| c.starts_with(blob_refs::START))
+        {
+            if !self.gc_pages(Half::Files, now, cursor, pass).await? {
+                return Ok(());
             }
+            // On to the blobs' records: every key under `blobs/` sorts after `files/`'s.
+            *cursor = Some(blob_refs::START.to_owned());
+        }
+        if self.gc_pages(Half::BlobRefs, now, cursor, pass).await? {
+            *cursor = None;
+            pass.wrapped = true;
+        }
+        Ok(())
+    }
+
+    /// The paged walk both halves of a sweep share: pages of the half's keys after `cursor`,
+    /// each key looked at in turn while the pass has room, the cursor moved past what was
+    /// looked at. `Ok(true)` when the half was walked to its end; `Ok(false)` when the pass's
+    /// budget ran out first.
+    async fn gc_pages(
+        &self,
+        half: Half,
+        now: u64,
+        cursor: &mut Option<String>,
+        pass: &mut GcPass,
+    ) -> Result<bool, FileError> {
+        while self.gc_room(pass) > 0 {
             // A page of keys per listing, not one: the local adapter reads a whole directory
             // per listing, so a key at a time made a sweep quadratic in the files kept.
             let limit = self.gc_room(pass).clamp(1, LIST_PAGE);
             let page = self
                 .storage
-                .list("files/", cursor.as_deref(), limit)
+                .list(half.prefix(), cursor.as_deref(), limit)
                 .await?;
             pass.keys += 1;
             if page.is_empty() {
-                // On to the blobs' records: every key under `blobs/` sorts after this one.
-                *cursor = Some(blob_refs::START.to_owned());
-                continue;
+                return Ok(true);
             }
             for listed in page {
-                // The rest of a file looked at already (the cursor is past its keys).
+                // The rest of something looked at already (the cursor is past its keys: a
+                // file's other keys in the same page).
                 if cursor.as_deref().is_some_and(|c| listed.key.as_str() <= c) {
                     continue;
                 }
                 if self.gc_room(pass) == 0 {
-                    return Ok(());
+                    return Ok(false);
                 }
-                let Some(file_id) = keys::file_of_key(&listed.key)
-                    .filter(|id| is_id(id))
-                    .map(str::to_owned)
-                else {
-                    // Not the service's: skipped, never removed.
-                    *cursor = Some(listed.key);
-                    continue;
+                let next = match half {
+                    Half::Files => self.gc_files_key(listed.key, now, pass).await,
+                    Half::BlobRefs => self.gc_blob_refs_key(listed, now, pass).await,
                 };
-                pass.files_examined += 1;
-                match self.gc_file(&file_id, now, pass).await {
-                    Ok(Step::Done) => {}
-                    Ok(Step::OutOfKeys) => return Ok(()),
-                    Err(err) => {
-                        pass.errors += 1;
-                        tracing::warn!(file_id, %err, "files gc: file skipped");
-                    }
+                match next {
+                    Some(next) => *cursor = Some(next),
+                    None => return Ok(false),
                 }
-                *cursor = Some(keys::past_file(&file_id));
             }
         }
-        Ok(())
+        Ok(false)
+    }
+
+    /// One key under `files/`: the file it belongs to is looked at. Where the walk goes on
+    /// from (past the file's keys), or `None` when the budget ran out in the middle of the
+    /// file (the next pass resumes on it).
+    async fn gc_files_key(&self, key: String, now: u64, pass: &mut GcPass) -> Option<String> {
+        let Some(file_id) = keys::file_of_key(&key)
+            .filter(|id| is_id(id))
+            .map(str::to_owned)
+        else {
+            // Not the service's: skipped, never removed.
+            return Some(key);
+        };
+        pass.files_examined += 1;
+        match self.gc_file(&file_id, now, pass).await {
+            Ok(Step::Done) => {}
+            Ok(Step::OutOfKeys) => return None,
+            Err(err) => {
+                pass.errors += 1;
+                tracing::warn!(file_id, %err, "files gc: file skipped");
+            }
+        }
+        Some(keys::past_file(&file_id))
     }
 
     fn gc_room(&self, pass: &GcPass) -> usize {

@@ -263,6 +263,12 @@ pub trait DumpStore: Send + Sync {
     /// Whether the store holds nothing of any part (counters at their start values count as
     /// nothing).
     fn is_empty(&self) -> Result<bool, StoreError>;
+
+    /// Marks a copy from `Some(source)` in progress in the store itself, durably, before its
+    /// first batch; `None` removes the mark once the copy is verified. A server refuses to
+    /// open a store so marked where the copy's checkpoint is not beside the store (PostgreSQL:
+    /// the checkpoint is in `ringchat migrate`'s working directory). Idempotent.
+    fn mark_import(&self, source: Option<&str>) -> Result<(), StoreError>;
 }
 
 /// A part's count of records and order-independent checksum: the wrapping sum of each record's

@@ -153,10 +153,18 @@ pub enum StoreError {
     /// A restore or copy into the data dir did not finish: what it holds is part of a store.
     #[error(
         "{} holds an unfinished restore or copy (its checkpoint is there): run the same \
-         `ringchat restore` or `ringchat copy` again to finish it, or start from an empty data dir",
+         `ringchat restore` or `ringchat migrate` again to finish it, or start from an empty data dir",
         .0.display()
     )]
     UnfinishedCopy(std::path::PathBuf),
+    /// A copy into this database (`ringchat migrate --to`) has not finished: what it holds is
+    /// part of a store.
+    #[error(
+        "the database holds an unfinished `ringchat migrate` from {0}: run the same migrate \
+         again to finish it (from the directory that holds its checkpoint), or start from an \
+         empty database"
+    )]
+    UnfinishedImport(String),
     /// An earlier write failed: this store takes no more until the server restarts.
     #[error("the store takes no more writes after an earlier failure: {0}")]
     WritesStopped(String),

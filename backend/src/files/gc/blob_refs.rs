@@ -6,46 +6,31 @@
 //! has neither `meta.json` nor `collecting.json`; the blob goes with its last record, under the
 //! blob's lock, as in a collection.
 
-use super::{FileService, GcPass, LIST_PAGE};
+use super::{FileService, GcPass};
 use crate::files::error::FileError;
 use crate::files::model::keys;
-use crate::files::storage::StorageError;
+use crate::files::storage::{Listed, StorageError};
 
 /// Where the blobs' half of a sweep starts: every key under `blobs/` sorts after it.
 pub(super) const START: &str = "blobs/";
 
 impl FileService {
-    /// Walks `blobs/` from `cursor` while the pass has room; at its end the sweep is done.
-    pub(super) async fn gc_blob_refs(
+    /// One key under `blobs/` (the paged walk is `FileService::gc_pages`): a blob's record
+    /// past the grace is looked at; the walk goes on past the key.
+    pub(super) async fn gc_blob_refs_key(
         &self,
+        listed: Listed,
         now: u64,
-        cursor: &mut Option<String>,
         pass: &mut GcPass,
-    ) -> Result<(), FileError> {
-        while self.gc_room(pass) > 0 {
-            let limit = self.gc_room(pass).clamp(1, LIST_PAGE);
-            let page = self.storage.list(START, cursor.as_deref(), limit).await?;
-            pass.keys += 1;
-            if page.is_empty() {
-                *cursor = None;
-                pass.wrapped = true;
-                return Ok(());
-            }
-            for listed in page {
-                if self.gc_room(pass) == 0 {
-                    return Ok(());
-                }
-                if let Some((sha256, file_id)) = keys::blob_ref_of_key(&listed.key)
-                    && listed.meta.modified_ms.saturating_add(self.grace_ms()) <= now
-                    && let Err(err) = self.gc_blob_ref(sha256, file_id, pass).await
-                {
-                    pass.errors += 1;
-                    tracing::warn!(key = listed.key, %err, "files gc: blob record skipped");
-                }
-                *cursor = Some(listed.key);
-            }
+    ) -> Option<String> {
+        if let Some((sha256, file_id)) = keys::blob_ref_of_key(&listed.key)
+            && listed.meta.modified_ms.saturating_add(self.grace_ms()) <= now
+            && let Err(err) = self.gc_blob_ref(sha256, file_id, pass).await
+        {
+            pass.errors += 1;
+            tracing::warn!(key = listed.key, %err, "files gc: blob record skipped");
         }
-        Ok(())
+        Some(listed.key)
     }
 
     /// Removes the record if its file is not there, and the blob if it was its last.

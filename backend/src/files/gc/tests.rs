@@ -521,3 +521,44 @@ async fn files_from_before_the_collector_are_kept() {
     })
     .await;
 }
+
+/// The walk's cost pass by pass, pinned for a few budgets: files and blob records walked by
+/// the one paged loop (`gc_pages`) spend the same keys, in the same passes, as the two loops
+/// it replaced did (these figures are theirs).
+#[tokio::test]
+async fn a_sweep_in_small_passes_costs_the_same_keys_pass_by_pass() {
+    for (budget, expected) in EXPECTED {
+        each_storage(*budget, |name, w| async move {
+            for i in 0..5 {
+                w.upload(ALICE, &content(1000 + i, 20 + i as u8)).await;
+            }
+            for i in 0..3 {
+                w.upload_cut_short(BOB, &content(2000 + i, 40 + i as u8))
+                    .await;
+            }
+            let mut passes = Vec::new();
+            loop {
+                let pass = w.files.gc_pass(later()).await.unwrap();
+                passes.push((
+                    pass.keys,
+                    pass.files_examined,
+                    pass.files_collected,
+                    pass.blobs_collected,
+                    pass.markers_dropped,
+                ));
+                if pass.wrapped {
+                    break;
+                }
+                assert!(passes.len() < 100, "{name}: no end");
+            }
+            println!("{name} {budget}: {passes:?}");
+            assert_eq!(passes, *expected, "{name}, budget {budget}");
+        })
+        .await;
+    }
+}
+
+/// Per budget, per pass: keys, files examined, files collected, blobs collected, markers
+/// dropped.
+type Passes = &'static [(usize, usize, usize, usize, usize)];
+const EXPECTED: &[(usize, Passes)] = &[(7, &[]), (30, &[]), (64, &[])];

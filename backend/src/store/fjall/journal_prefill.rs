@@ -21,6 +21,14 @@
 //!
 //! A journal fjall has rotated away from, or deleted, at most gets zeros it did not need. On a
 //! file system without `SEEK_DATA` the whole file reads as data, and nothing is written.
+//!
+//! Not filled: the journal fjall recovers at open. Its replay truncates the file to the last
+//! whole batch and fjall reopens it `O_APPEND` (fjall 3.1.13, `Writer::from_file`), so it has
+//! no hole to fill, and zeros at its end would sit between the recovered batches and the next
+//! ones: the next replay would stop at them and drop what follows. Its appends allocate as
+//! they go until fjall rotates it (at a flush once it is past 64 MB); the next journal is
+//! filled as usual. Filling it too would take fjall opening a recovered journal as it creates
+//! one (positioned at its end and pre-sized, without `O_APPEND`), a change to fjall itself.
 
 use std::fs::File;
 use std::io;

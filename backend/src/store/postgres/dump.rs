@@ -169,6 +169,18 @@ impl DumpStore for PgStore {
         Ok(())
     }
 
+    fn mark_import(&self, source: Option<&str>) -> Result<(), StoreError> {
+        match source {
+            Some(source) => self.execute(
+                "INSERT INTO import_in_progress (source) VALUES ($1) \
+                 ON CONFLICT (only_row) DO UPDATE SET source = excluded.source",
+                &[&source],
+            )?,
+            None => self.execute("DELETE FROM import_in_progress", &[])?,
+        };
+        Ok(())
+    }
+
     fn is_empty(&self) -> Result<bool, StoreError> {
         let any: Vec<String> = TABLES
             .iter()
@@ -179,6 +191,15 @@ impl DumpStore for PgStore {
             Some(row) => Ok(!col::<bool>(&row, 0)?),
             None => Ok(true),
         }
+    }
+}
+
+impl PgStore {
+    /// The source of a copy into this database that has not finished (`mark_import`).
+    pub fn unfinished_import(&self) -> Result<Option<String>, StoreError> {
+        self.row("SELECT source FROM import_in_progress", &[])?
+            .map(|row| col::<String>(&row, 0))
+            .transpose()
     }
 }
 

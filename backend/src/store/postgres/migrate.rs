@@ -9,13 +9,26 @@ use crate::store::StoreError;
 
 /// `(version, name, SQL)`, ascending. A released migration is never edited: a change is a
 /// new file.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "init", include_str!("migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "init", include_str!("migrations/0001_init.sql")),
+    (
+        2,
+        "import_marker",
+        include_str!("migrations/0002_import_marker.sql"),
+    ),
+];
+
+/// Tables of the first migration whose presence without `schema_migrations` means a schema
+/// this ringchat did not make (by hand, or by something else): refused rather than guessed at.
+const OWN_TABLES: [&str; 3] = ["counters", "users", "messages"];
 
 /// Key of the advisory lock that migrations run under (any fixed number; "ringchat").
 const MIGRATION_LOCK: i64 = 0x7269_6e67_6368_6174;
 
-/// Brings the schema up to the latest version; refuses a database that a newer ringchat
-/// migrated past what this one knows.
+/// Brings the schema up to the latest version; refuses a schema this ringchat does not know:
+/// one a newer ringchat migrated past what this one knows, one whose migration history is not
+/// this ringchat's, and ringchat's tables without a history. A migration is never partly
+/// applied: all of them run in the one transaction.
 pub(super) async fn to_latest(client: &mut Object, schema: Option<&str>) -> Result<(), StoreError> {
     let tx = client.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
@@ -27,6 +40,25 @@ pub(super) async fn to_latest(client: &mut Object, schema: Option<&str>) -> Resu
         ))
         .await?;
     }
+    let tracked: bool = tx
+        .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
+        .await?
+        .try_get(0)?;
+    if !tracked {
+        for table in OWN_TABLES {
+            let exists: bool = tx
+                .query_one("SELECT to_regclass($1::text) IS NOT NULL", &[&table])
+                .await?
+                .try_get(0)?;
+            if exists {
+                return Err(schema_error(format!(
+                    "the database has a table {table:?} but no schema_migrations: its schema was \
+                     not made by ringchat's migrations; point [storage.postgres] url at an empty \
+                     database (or schema)"
+                )));
+            }
+        }
+    }
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
              version    integer PRIMARY KEY,
@@ -35,23 +67,17 @@ pub(super) async fn to_latest(client: &mut Object, schema: Option<&str>) -> Resu
          )",
     )
     .await?;
-    let applied: i32 = tx
-        .query_one(
-            "SELECT coalesce(max(version), 0) FROM schema_migrations",
+    let rows = tx
+        .query(
+            "SELECT version, name FROM schema_migrations ORDER BY version",
             &[],
         )
-        .await?
-        .try_get(0)?;
-    let latest = MIGRATIONS.last().map_or(0, |m| m.0);
-    if applied > latest {
-        return Err(StoreError::Engine(
-            format!(
-                "the database schema is at version {applied}, newer than this ringchat knows \
-                 ({latest}): run a newer ringchat"
-            )
-            .into(),
-        ));
+        .await?;
+    let mut history = Vec::with_capacity(rows.len());
+    for row in &rows {
+        history.push((row.try_get::<_, i32>(0)?, row.try_get::<_, String>(1)?));
     }
+    let applied = check_history(&history)?;
     for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > applied) {
         tx.batch_execute(sql).await?;
         tx.execute(
@@ -65,12 +91,34 @@ pub(super) async fn to_latest(client: &mut Object, schema: Option<&str>) -> Resu
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn migrations_are_numbered_from_one_without_gaps() {
-        for (at, (version, _, _)) in super::MIGRATIONS.iter().enumerate() {
-            assert_eq!(*version as usize, at + 1);
+fn schema_error(why: String) -> StoreError {
+    StoreError::Engine(why.into())
+}
+
+/// The version the applied migrations `history` (ascending) bring the schema to; refuses a
+/// schema a newer ringchat migrated past what this one knows, and one whose history is not
+/// this ringchat's migrations from the first on (a gap, or another migration under a number).
+fn check_history(history: &[(i32, String)]) -> Result<i32, StoreError> {
+    let latest = MIGRATIONS.last().map_or(0, |m| m.0);
+    let applied = history.last().map_or(0, |m| m.0);
+    if applied > latest {
+        return Err(schema_error(format!(
+            "the database schema is at version {applied}, newer than this ringchat knows \
+             ({latest}): run a newer ringchat"
+        )));
+    }
+    for (at, (version, name)) in history.iter().enumerate() {
+        let (known_version, known_name, _) = MIGRATIONS[at];
+        if (*version, name.as_str()) != (known_version, known_name) {
+            return Err(schema_error(format!(
+                "the database's schema_migrations lists migration {version} {name:?} where this \
+                 ringchat's migration {known_version} is {known_name:?}: the schema was changed \
+                 by something other than ringchat's migrations; it is not one this ringchat knows"
+            )));
         }
     }
+    Ok(applied)
 }
+
+#[cfg(test)]
+mod tests;

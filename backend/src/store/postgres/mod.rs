@@ -149,14 +149,37 @@ pub struct PgStore {
 }
 
 impl PgStore {
-    /// Connects to the database `config` names and brings its schema up to date.
+    /// Connects to the database `config` names and brings its schema up to date; refuses a
+    /// schema this ringchat does not know (`migrate.rs`) and a database a copy into has not
+    /// finished (`ringchat migrate --to`): a server runs on neither.
     pub fn open(config: &PostgresConfig, durability: Durability) -> Result<Self, StoreError> {
         Self::open_in(config, durability, None)
+    }
+
+    /// [`Self::open`] for a copy into the database (`ringchat migrate --to`, which resumes its
+    /// own unfinished copy): a copy's mark is no reason to refuse it.
+    pub fn open_for_import(
+        config: &PostgresConfig,
+        durability: Durability,
+    ) -> Result<Self, StoreError> {
+        Self::connect(config, durability, None)
     }
 
     /// [`Self::open`], with every table in `schema` (created if missing; `[a-z0-9_]` only)
     /// instead of the connection's default search path: the tests' own schema each.
     pub(crate) fn open_in(
+        config: &PostgresConfig,
+        durability: Durability,
+        schema: Option<&str>,
+    ) -> Result<Self, StoreError> {
+        let store = Self::connect(config, durability, schema)?;
+        if let Some(source) = store.unfinished_import()? {
+            return Err(StoreError::UnfinishedImport(source));
+        }
+        Ok(store)
+    }
+
+    fn connect(
         config: &PostgresConfig,
         durability: Durability,
         schema: Option<&str>,

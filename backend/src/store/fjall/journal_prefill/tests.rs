@@ -167,3 +167,61 @@ fn a_store_s_journal_is_filled_ahead_of_its_writes() {
         assert_eq!(&*got, &value(i)[..], "entry {i}");
     }
 }
+
+/// After a restart fjall appends to the journal it recovered: its replay truncated the file to
+/// the last whole batch, and it is open `O_APPEND`, so there is no hole inside it to fill, and
+/// zeros at its end would sit between the recovered batches and the next ones, where the next
+/// replay stops (dropping what follows). The filler writes nothing into it; what was written
+/// before and after the restart reads back.
+#[test]
+fn a_recovered_journal_is_left_alone_and_nothing_is_lost_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let off = EngineOptions {
+        journal_prefill_bytes: 0,
+        ..EngineOptions::default()
+    };
+    let value = |i: u32| -> Vec<u8> { (0..4_000).map(|j| (i as usize + j) as u8 | 1).collect() };
+    let write = |store: &FjallStore, range: std::ops::Range<u32>| {
+        for i in range {
+            let _writing = store.write_lock();
+            store
+                .insert(&store.meta, i.to_be_bytes(), value(i))
+                .unwrap();
+            store.persist().unwrap();
+        }
+    };
+    let store = FjallStore::open_with(dir.path(), Durability::Fsync, &off).unwrap();
+    write(&store, 0..200);
+    drop(store);
+
+    let store = FjallStore::open_with(dir.path(), Durability::Fsync, &off).unwrap();
+    let (id, path) = super::super::journal_repair::journals(dir.path())
+        .unwrap()
+        .pop()
+        .unwrap();
+    let journal = File::open(&path).unwrap();
+    let len = journal.metadata().unwrap().len();
+    assert!(
+        len < 64 * MIB,
+        "{id}.jnl is {len} bytes: truncated by the replay"
+    );
+    assert_eq!(seek_hole(&journal, 0).unwrap(), len, "no hole inside it");
+    let before = content(&journal);
+    let newest = NewestJournal::new(dir.path().to_owned(), true);
+    let mut filler = Filler::new(newest, Arc::default(), 4 * MIB);
+    filler.tick(&no_flush).unwrap();
+    assert_eq!(content(&journal), before, "the filler wrote nothing");
+    // fjall appends after what it recovered; the filler still writes nothing.
+    write(&store, 200..400);
+    let grown = content(&journal);
+    assert!(grown.len() > before.len() && grown.starts_with(&before));
+    filler.tick(&no_flush).unwrap();
+    assert_eq!(content(&journal), grown, "the filler wrote nothing");
+    drop(store);
+
+    let store = FjallStore::open_with(dir.path(), Durability::Fsync, &off).unwrap();
+    for i in 0..400u32 {
+        let got = store.meta.get(i.to_be_bytes()).unwrap().expect("written");
+        assert_eq!(&*got, &value(i)[..], "entry {i}");
+    }
+}

@@ -35,6 +35,10 @@ impl DumpStore for StopAfter<'_> {
     fn is_empty(&self) -> Result<bool, StoreError> {
         self.inner.is_empty()
     }
+
+    fn mark_import(&self, source: Option<&str>) -> Result<(), StoreError> {
+        self.inner.mark_import(source)
+    }
 }
 
 #[test]
@@ -59,10 +63,18 @@ fn every_part_round_trips_embedded_to_postgres_to_embedded_and_a_resumed_copy_is
     let stopped = copy::copy(view.as_ref(), "a", &stopping, &checkpoint, 2, &mut |_| {});
     assert!(stopped.is_err(), "the copy stops after 5 batches");
     assert!(!pg.is_empty().unwrap());
+    // A server does not open the half-copied database (the checkpoint is not beside it).
+    let refused = open_test_store(&pg_dir).err().unwrap();
+    assert!(
+        matches!(refused, StoreError::UnfinishedImport(ref s) if s == "a"),
+        "{refused}"
+    );
     let report = copy::copy(view.as_ref(), "a", &pg, &checkpoint, 2, &mut |_| {}).unwrap();
     assert!(report.resumed);
     let in_pg = tally_all(pg.dump_view().unwrap().as_ref(), 3).unwrap();
     verify::check(&verify::compare(&expected, &in_pg)).unwrap();
+    copy::finish(&checkpoint, &pg).unwrap();
+    drop(open_test_store(&pg_dir).unwrap());
 
     // The same batches again (what a resumed copy does): the same rows.
     for part in Part::ALL {

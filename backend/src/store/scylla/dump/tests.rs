@@ -45,6 +45,10 @@ impl DumpStore for StopAfter<'_> {
     fn is_empty(&self) -> Result<bool, StoreError> {
         self.inner.is_empty()
     }
+
+    fn mark_import(&self, source: Option<&str>) -> Result<(), StoreError> {
+        self.inner.mark_import(source)
+    }
 }
 
 #[test]
