@@ -334,3 +334,30 @@ fn files_uploads_and_downloads_every_file_checked() {
     }
     assert!(files::table(&report).contains("MB/s"));
 }
+
+#[test]
+fn room_reports_every_delivery_and_answer() {
+    use ringchat_bench::scenario::room::{self, RoomConfig};
+    let server = TestServer::start(&[
+        ("ROOMS__MESSAGES_PER_S_MAX", "1000"),
+        ("ROOMS__USER_MESSAGES_PER_S_MAX", "1000"),
+    ]);
+    let cfg = RoomConfig {
+        addr: server.tcp,
+        members: 6,
+        senders: 2,
+        size: 64,
+        rate: 100.0,
+        duration: Duration::from_secs(1),
+        drain_timeout: Duration::from_secs(20),
+        user_prefix: "m_".into(),
+        password: "bench-password".into(),
+    };
+    let report = room::run(&cfg, &observe(&server)).unwrap();
+    assert!(report.clean(), "{report:?}");
+    // Every slot due in the second, each answered, each delivered to the 5 other members.
+    assert_eq!(report.sent, 100, "{report:?}");
+    assert_eq!(report.acked, report.sent, "{report:?}");
+    assert_eq!(report.deliveries, 5 * report.acked, "{report:?}");
+    assert_eq!(report.deliveries_expected, report.deliveries);
+}
