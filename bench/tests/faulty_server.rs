@@ -47,7 +47,12 @@ fn start(fault: Fault, after: u64) -> SocketAddr {
             let users = Arc::new(Mutex::new(Users::default()));
             loop {
                 let (stream, _) = listener.accept().await.unwrap();
-                tokio::spawn(serve(Client::from_stream(stream), Arc::clone(&users), fault, after));
+                tokio::spawn(serve(
+                    Client::from_stream(stream),
+                    Arc::clone(&users),
+                    fault,
+                    after,
+                ));
             }
         });
     });

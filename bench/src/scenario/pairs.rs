@@ -397,7 +397,12 @@ pub(crate) async fn drive(
             sender_index += 1;
             tasks.push(counted(&conn, progress, "sender", sender.run()));
             if cfg.delivery_ack {
-                tasks.push(counted(&conn, progress, "delivery ack", ack(Rc::clone(&conn))));
+                tasks.push(counted(
+                    &conn,
+                    progress,
+                    "delivery ack",
+                    ack(Rc::clone(&conn)),
+                ));
             }
             let reader = Reader {
                 conn: Rc::clone(&conn),
@@ -516,7 +521,11 @@ impl Sender {
         let interval = self.conn.schedule.map(|(_, every)| every);
         let mut due = self.conn.schedule.map_or(self.start, |(first, _)| first);
         loop {
-            let next = if interval.is_some() { due } else { Instant::now() };
+            let next = if interval.is_some() {
+                due
+            } else {
+                Instant::now()
+            };
             if self.stop.passed(next) || self.conn.stop.get() {
                 return Ok(());
             }

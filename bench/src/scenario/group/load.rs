@@ -261,7 +261,11 @@ impl Sender {
         let interval = self.interval();
         let mut due = self.first_due(start);
         loop {
-            let next = if interval.is_some() { due } else { Instant::now() };
+            let next = if interval.is_some() {
+                due
+            } else {
+                Instant::now()
+            };
             if next >= end || self.conn.stop.get() {
                 break;
             }
@@ -615,7 +619,13 @@ mod tests {
             (2, vec![got(&[0, 2, 1]), got(&[0, 1])]),
         ];
         let o = outcome(&sends, &clean);
-        assert_eq!(o, Outcome { out_of_order: 1, ..Default::default() });
+        assert_eq!(
+            o,
+            Outcome {
+                out_of_order: 1,
+                ..Default::default()
+            }
+        );
         // Member 2 misses sender 0's index 1 and gets sender 1's index 0 twice.
         let short = [
             (0, vec![Stream::default(), got(&[0, 1])]),

@@ -608,7 +608,16 @@ pub fn table(r: &StormReport) -> String {
     let _ = writeln!(
         t,
         "  pairs              sent {} acked {} delivered {};  lost {}  unanswered {}  unsent {}  duplicates {}  out of order {}  corrupt {}  errors {}",
-        r.sent, r.acked, r.delivered, r.lost, r.unanswered, r.unsent, r.duplicates, r.out_of_order, r.corrupt, r.errors
+        r.sent,
+        r.acked,
+        r.delivered,
+        r.lost,
+        r.unanswered,
+        r.unsent,
+        r.duplicates,
+        r.out_of_order,
+        r.corrupt,
+        r.errors
     );
     for (kind, n) in &r.error_kinds {
         let _ = writeln!(t, "    {n} × {kind}");
