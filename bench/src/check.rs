@@ -253,8 +253,10 @@ mod tests {
 
     #[test]
     fn a_swapped_pair_is_one_out_of_order_and_nothing_else() {
-        let mut sends = Sends::default();
-        sends.sent = 3;
+        let mut sends = Sends {
+            sent: 3,
+            ..Default::default()
+        };
         for i in 0..3 {
             sends.answer(i, true);
         }
@@ -283,8 +285,10 @@ mod tests {
 
     #[test]
     fn sends_never_answered_are_counted() {
-        let mut sends = Sends::default();
-        sends.sent = 10;
+        let mut sends = Sends {
+            sent: 10,
+            ..Default::default()
+        };
         for i in 0..7 {
             sends.answer(i, true);
         }
@@ -298,8 +302,10 @@ mod tests {
 
     #[test]
     fn an_unacked_push_cannot_hide_a_lost_acked_message() {
-        let mut sends = Sends::default();
-        sends.sent = 4;
+        let mut sends = Sends {
+            sent: 4,
+            ..Default::default()
+        };
         // 0, 1 and 2 acked; 3 never answered.
         for i in 0..3 {
             sends.answer(i, true);

@@ -123,14 +123,12 @@ impl Shared {
     }
 }
 
+/// Each node's newest good CPU sample, by position in `server_pids`.
+type NewestCpu = Arc<Mutex<Vec<Option<ProcSample>>>>;
+
 /// Samples every pid now and then, keeping each one's newest good sample.
-fn watch_cpu(
-    pids: Vec<u32>,
-) -> (
-    Arc<Mutex<Vec<Option<ProcSample>>>>,
-    tokio::task::JoinHandle<()>,
-) {
-    let newest = Arc::new(Mutex::new(vec![None; pids.len()]));
+fn watch_cpu(pids: Vec<u32>) -> (NewestCpu, tokio::task::JoinHandle<()>) {
+    let newest: NewestCpu = Arc::new(Mutex::new(vec![None; pids.len()]));
     let task = tokio::spawn({
         let newest = Arc::clone(&newest);
         async move {
