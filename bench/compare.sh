@@ -19,6 +19,8 @@ ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 want() { [ "$ONLY" = all ] || [ "$ONLY" = "$1" ]; }
 
 source bench/server.sh
+# A failed step ends the script: never with the server still running.
+trap '[ -n "$server_pid" ] && kill -TERM "$server_pid" 2>/dev/null || true' EXIT
 
 if want pairs; then
   # Every run on a fresh store, before and after taking turns: the store's growth from run to
@@ -87,7 +89,9 @@ for name, sides in groups.items():
         cpu = lambda runs: med([r["server_cpu_us_per_msg"] for r in runs])
         rate = lambda runs: med([r["delivered_msgs_per_s"] for r in runs])
         p99 = lambda runs: med([r["latency_us"]["p99"] for r in runs])
-        bad = sum(r["lost"] + r["duplicates"] + r["out_of_order"] + r["errors"] for r in a + b)
+        # Everything a run counts as wrong (keys absent from an older report count 0).
+        bad = sum(r.get(k, 0) for r in a + b for k in
+                  ["lost", "unanswered", "unsent", "duplicates", "out_of_order", "corrupt", "errors"])
         runs = lambda rs: [round(r["server_cpu_us_per_msg"], 1) for r in rs]
         print(f"{name:22} cpu/msg {cpu(b):.2f} -> {cpu(a):.2f} us (x{cpu(a)/cpu(b):.2f}; "
               f"runs {runs(b)} -> {runs(a)})  "

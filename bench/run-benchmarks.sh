@@ -23,16 +23,30 @@ BENCH=target/release/ringchat-bench
 ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 source bench/server.sh
+# A failed step ends the script: never with the server still running.
+trap '[ -n "$server_pid" ] && kill -TERM "$server_pid" 2>/dev/null || true' EXIT
+
+measured() { # name (for messages), then the command: a run that saw problems (exit 2) is kept
+  # (its JSON says which, and the summary counts them) and the series goes on; any other
+  # failure ends the script.
+  local name=$1 status=0; shift
+  "$@" || status=$?
+  case $status in
+    0) ;;
+    2) echo "$name: problems (see its .txt and .json in $OUT)" >&2 ;;
+    *) echo "$name: failed ($status)" >&2; exit "$status" ;;
+  esac
+}
 
 pairs() { # name, bench args (the tcp listener unless they name an --addr)...
   local name=$1; shift
   [[ " $* " == *" --addr "* ]] || set -- "$@" --addr "$TCP_ADDR"
   set -- "$@" --admin "$ADMIN_ADDR"
   # One unmeasured run creates the users and warms the store.
-  "$BENCH" pairs --server-pid "$server_pid" --quiet --duration 2s "$@" >/dev/null
+  measured "$name warm-up" "$BENCH" pairs --server-pid "$server_pid" --quiet --duration 2s "$@" >/dev/null
   for run in $(seq "$RUNS"); do
     [ -z "${STORE_PID_FILE:-}" ] || store_cpu_s >"$OUT/$name.$run.store0"
-    "$BENCH" pairs --server-pid "$server_pid" --quiet --duration "$DURATION" "$@" \
+    measured "$name run $run" "$BENCH" pairs --server-pid "$server_pid" --quiet --duration "$DURATION" "$@" \
       --json "$OUT/$name.$run.json" --html "$OUT/$name.$run.html" >"$OUT/$name.$run.txt"
     if [ -n "${STORE_PID_FILE:-}" ]; then
       awk -v a="$(cat "$OUT/$name.$run.store0")" -v b="$(store_cpu_s)" 'BEGIN { print b - a }' \
@@ -72,10 +86,10 @@ if want connect; then
     for run in $(seq "$RUNS"); do
       start_server "$SERVER" "connect-$n" RINGCHAT_STORAGE__DURABILITY=none
       # Users are registered by a first pass; the measured pass only logs in.
-      "$BENCH" connect --server-pid "$server_pid" --quiet --addr "$TCP_ADDR" --admin "$ADMIN_ADDR" --conns "$n" --hold 1s >/dev/null
+      measured connect "$BENCH" connect --server-pid "$server_pid" --quiet --addr "$TCP_ADDR" --admin "$ADMIN_ADDR" --conns "$n" --hold 1s >/dev/null
       stop_server
       KEEP_DATA=1 start_server "$SERVER" "connect-$n" RINGCHAT_STORAGE__DURABILITY=none
-      "$BENCH" connect --server-pid "$server_pid" --quiet --addr "$TCP_ADDR" --admin "$ADMIN_ADDR" --conns "$n" --hold 5s \
+      measured connect "$BENCH" connect --server-pid "$server_pid" --quiet --addr "$TCP_ADDR" --admin "$ADMIN_ADDR" --conns "$n" --hold 5s \
         --json "$OUT/connect-$n.$run.json" >"$OUT/connect-$n.$run.txt"
       stop_server
     done
@@ -128,17 +142,17 @@ if want presence; then
   # Presence fan-out: every change pushed at once (no coalescing), so each change costs exactly
   # one push per online friend. The first run makes the users and friendships.
   start_server "$SERVER" presence RINGCHAT_PRESENCE__QUIET_PERIOD_MS=0
-  "$BENCH" presence-fanout --server-pid "$server_pid" --quiet --addr "$TCP_ADDR" --admin "$ADMIN_ADDR" \
+  measured presence-fanout "$BENCH" presence-fanout --server-pid "$server_pid" --quiet --addr "$TCP_ADDR" --admin "$ADMIN_ADDR" \
     --friends 1000 --changes 20 >/dev/null
   for run in $(seq "$RUNS"); do
-    "$BENCH" presence-fanout --server-pid "$server_pid" --quiet --addr "$TCP_ADDR" --admin "$ADMIN_ADDR" \
+    measured presence-fanout "$BENCH" presence-fanout --server-pid "$server_pid" --quiet --addr "$TCP_ADDR" --admin "$ADMIN_ADDR" \
       --friends 1000 --changes 200 --json "$OUT/presence-fanout-1000.$run.json" \
       >"$OUT/presence-fanout-1000.$run.txt"
   done
   # Login storm: 10,000 users with 100 friends each log in at once (token logins) and list
   # their friends with presence. Friendships made by the first run are kept for the next.
   for run in $(seq "$RUNS"); do
-    "$BENCH" login-storm --server-pid "$server_pid" --quiet --addr "$TCP_ADDR" --admin "$ADMIN_ADDR" \
+    measured login-storm "$BENCH" login-storm --server-pid "$server_pid" --quiet --addr "$TCP_ADDR" --admin "$ADMIN_ADDR" \
       --users "${STORM_USERS:-10000}" --friends 100 --json "$OUT/login-storm.$run.json" \
       >"$OUT/login-storm.$run.txt"
   done
@@ -146,15 +160,13 @@ if want presence; then
 fi
 
 group() { # name, bench args...: one unmeasured run makes the users, then RUNS measured runs
-  # A run that saw problems exits 2; its JSON says which, and the summary counts them, so the
-  # series goes on (and its server is stopped) instead of ending the script here.
   local name=$1; shift
-  "$BENCH" group --server-pid "$server_pid" --quiet --addr "$TCP_ADDR" --admin "$ADMIN_ADDR" \
-    "$@" --duration 2s >/dev/null || echo "$name: the warm-up run saw problems" >&2
+  measured "$name warm-up" "$BENCH" group --server-pid "$server_pid" --quiet --addr "$TCP_ADDR" \
+    --admin "$ADMIN_ADDR" "$@" --duration 2s >/dev/null
   for run in $(seq "$RUNS"); do
-    "$BENCH" group --server-pid "$server_pid" --quiet --addr "$TCP_ADDR" --admin "$ADMIN_ADDR" \
-      "$@" --duration "$DURATION" --json "$OUT/$name.$run.json" >"$OUT/$name.$run.txt" \
-      || echo "$name run $run: problems (see $OUT/$name.$run.txt)" >&2
+    measured "$name run $run" "$BENCH" group --server-pid "$server_pid" --quiet --addr "$TCP_ADDR" \
+      --admin "$ADMIN_ADDR" "$@" --duration "$DURATION" --json "$OUT/$name.$run.json" \
+      >"$OUT/$name.$run.txt"
   done
 }
 
@@ -211,21 +223,29 @@ if want room; then
   start_server "$SERVER" room RINGCHAT_ROOMS__MESSAGES_PER_S_MAX=1000000 \
     RINGCHAT_ROOMS__USER_MESSAGES_PER_S_MAX=1000000 "RINGCHAT_ROOMS__MEMBERS_MAX=$members"
   for run in $(seq "$RUNS"); do
-    "$BENCH" room --server-pid "$server_pid" --quiet --addr "$TCP_ADDR" --admin "$ADMIN_ADDR" \
+    measured "room run $run" "$BENCH" room --server-pid "$server_pid" --quiet --addr "$TCP_ADDR" --admin "$ADMIN_ADDR" \
       --members "$members" --senders "$senders" --size 64 --rate "$rate" --duration "$DURATION" \
       --json "$OUT/room-$members-$senders.$run.json" >"$OUT/room-$members-$senders.$run.txt"
   done
   stop_server
 fi
 
+server_pid=""
 python3 - "$OUT" <<'PY'
 import json, sys, glob, os, statistics
 out = sys.argv[1]
 groups = {}
-for path in sorted(glob.glob(os.path.join(out, "*.json"))):
-    name = os.path.basename(path).rsplit(".", 2)[0]
-    groups.setdefault(name, []).append(json.load(open(path)))
+for path in glob.glob(os.path.join(out, "*.json")):
+    name, run, _ = os.path.basename(path).rsplit(".", 2)
+    groups.setdefault(name, []).append((int(run), json.load(open(path))))
+# Each configuration's runs in run order (1, 2, ..., 10: not as the file names sort), with
+# their run numbers for the files written next to them.
+run_numbers = {name: sorted(n for n, _ in rs) for name, rs in groups.items()}
+groups = {name: [r for _, r in sorted(rs, key=lambda x: x[0])] for name, rs in sorted(groups.items())}
 med = lambda xs: statistics.median(xs) if xs else float("nan")
+# Everything a run counts as wrong (keys absent from an older report count 0).
+PROBLEMS = ["lost", "unanswered", "unsent", "duplicates", "out_of_order", "corrupt", "errors"]
+problems = lambda runs: sum(r.get(k, 0) for r in runs for k in PROBLEMS)
 print(f"results in {out}: median of runs per configuration")
 for name, runs in groups.items():
     r0 = runs[0]
@@ -241,7 +261,7 @@ for name, runs in groups.items():
               f"p50={med([r['latency_ms_p50'] for r in runs]):.2f}ms "
               f"p99={med([r['latency_ms_p99'] for r in runs]):.2f}ms "
               f"cpu/delivery={med([r['server_cpu_us_per_delivery'] for r in runs]):.3f}us "
-              f"problems={sum(r['lost'] + r['duplicates'] + r['out_of_order'] + r['errors'] for r in runs)}")
+              f"problems={problems(runs)}")
         continue
     if r0["scenario"] == "login-storm":
         print(f"{name:34} runs={len(runs)} users={r0['users']} friends={r0['friends_per_user']} "
@@ -253,7 +273,7 @@ for name, runs in groups.items():
         continue
     if r0["scenario"] == "group":
         lat = lambda k: med([r["latency_us"][k] for r in runs])
-        bad = sum(r["lost"] + r["duplicates"] + r["out_of_order"] + r["errors"] for r in runs)
+        bad = problems(runs)
         print(f"{name:34} runs={len(runs)} members={r0['members']} online={r0['online']} "
               f"deliveries/s={med([r['deliveries_per_s'] for r in runs]):.0f} "
               f"to_last_p50={lat('p50'):.0f}us p99={lat('p99'):.0f}us "
@@ -267,10 +287,10 @@ for name, runs in groups.items():
               f"connects/s={med([r['connects_per_s'] for r in runs]):.0f}")
     else:
         lat = lambda k: med([r["latency_us"][k] for r in runs])
-        bad = sum(r["lost"] + r["duplicates"] + r["out_of_order"] + r["errors"] for r in runs)
+        bad = problems(runs)
         # A networked store's own CPU (store_cpu_s files, written by pairs()), per message.
         store = []
-        for i, r in enumerate(runs, 1):
+        for i, r in zip(run_numbers[name], runs):
             f = os.path.join(out, f"{name}.{i}.store_cpu_s")
             if os.path.exists(f) and r["delivered"]:
                 store.append(float(open(f).read()) * 1e6 / r["delivered"])

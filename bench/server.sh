@@ -32,4 +32,5 @@ start_server() { # server binary, log name, then RINGCHAT_* overrides; KEEP_DATA
   done
   echo "server for $name did not start" >&2; cat "$OUT/$name.server.log" >&2; exit 1
 }
-stop_server() { kill -TERM "$server_pid"; wait "$server_pid" || true; }
+# Clears server_pid: an exit trap (`kill "$server_pid"`) must not hit a pid reused since.
+stop_server() { kill -TERM "$server_pid"; wait "$server_pid" || true; server_pid=""; }

@@ -69,6 +69,8 @@ for path in sorted(glob.glob(os.path.join(out, "*.json"))):
     kind = os.path.basename(path).split(".")[0]
     runs.setdefault(kind, []).append(json.load(open(path)))
 med = statistics.median
+# Everything a run counts as wrong (keys absent from an older report count 0).
+PROBLEMS = ["lost", "unanswered", "unsent", "duplicates", "out_of_order", "corrupt", "errors"]
 ms = lambda us: f"{us / 1000:.2f}"
 print(f"results in {out}: medians of runs (each run's value in brackets)")
 for kind in ["first", "second", "third"]:  # "warm" runs are not measurements
@@ -79,7 +81,7 @@ for kind in ["first", "second", "third"]:  # "warm" runs are not measurements
     for p in ["p50", "p99", "p999", "max"]:
         vals = [r["latency_us"][p] for r in rs]
         cells.append(f"{p} {ms(med(vals))} ms {[ms(v) for v in vals]}")
-    bad = sum(r["lost"] + r["duplicates"] + r["out_of_order"] + r["errors"] for r in rs)
+    bad = sum(r.get(k, 0) for r in rs for k in PROBLEMS)
     print(f"pairs {kind:6}  " + "  ".join(cells) + f"  problems={bad}")
 rs = runs.get("storm", [])
 if rs:
@@ -100,7 +102,6 @@ if rs:
           f"{med([r['server_cpu_us_per_login'] or 0 for r in rs]):.0f}")
     print("storm: refusals " + str([r["refusals"] for r in rs]) + "  disconnects "
           + str([r["disconnects"] for r in rs]) + "  retries " + str([r["retries"] for r in rs]))
-    bad = sum(r["lost"] + r["duplicates"] + r["out_of_order"] + r["errors"] + r["failures"]
-              + r["dropped_after_login"] for r in rs)
+    bad = sum(r.get(k, 0) for r in rs for k in PROBLEMS + ["failures", "dropped_after_login"])
     print(f"storm: reset_before_reply {[r['reset_before_reply'] for r in rs]}  problems={bad}")
 PY

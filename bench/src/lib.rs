@@ -1,5 +1,6 @@
 //! ringchat's load generator, and the protocol client that the integration tests use.
 
+pub mod check;
 pub mod client;
 pub mod procstat;
 pub mod provenance;

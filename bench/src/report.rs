@@ -85,8 +85,15 @@ pub fn pairs_table(r: &PairsReport) -> String {
     );
     let _ = writeln!(
         t,
-        "  lost {}  duplicates {}  out of order {}  corrupt {}  errors {} (rate limited {})",
-        r.lost, r.duplicates, r.out_of_order, r.corrupt, r.errors, r.rate_limited
+        "  lost {}  unanswered {}  unsent {}  duplicates {}  out of order {}  corrupt {}  errors {} (rate limited {})",
+        r.lost,
+        r.unanswered,
+        r.unsent,
+        r.duplicates,
+        r.out_of_order,
+        r.corrupt,
+        r.errors,
+        r.rate_limited
     );
     if r.sync_hints > 0 {
         let _ = writeln!(
@@ -198,8 +205,8 @@ pub fn group_table(r: &GroupReport) -> String {
     setup_refusals_line(&mut t, r.setup_refusals);
     let _ = writeln!(
         t,
-        "  lost {}  duplicates {}  out of order {}  corrupt {}  errors {}",
-        r.lost, r.duplicates, r.out_of_order, r.corrupt, r.errors
+        "  lost {}  unanswered {}  unsent {}  duplicates {}  out of order {}  corrupt {}  errors {}",
+        r.lost, r.unanswered, r.unsent, r.duplicates, r.out_of_order, r.corrupt, r.errors
     );
     for (kind, n) in &r.error_kinds {
         let _ = writeln!(t, "    {kind}: {n}");
@@ -489,8 +496,8 @@ pub fn room_table(r: &RoomReport) -> String {
     setup_refusals_line(&mut t, r.setup_refusals);
     let _ = writeln!(
         t,
-        "  lost {}  duplicates {}  out of order {}",
-        r.lost, r.duplicates, r.out_of_order
+        "  lost {}  unanswered {}  unsent {}  duplicates {}  out of order {}  corrupt {}",
+        r.lost, r.unanswered, r.unsent, r.duplicates, r.out_of_order, r.corrupt
     );
     let _ = writeln!(
         t,

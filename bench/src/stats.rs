@@ -21,6 +21,11 @@ pub struct Measurements {
     pub acked: u64,
     pub delivered: u64,
     pub lost: u64,
+    /// Sends the server neither acked nor refused before the drain ended.
+    pub unanswered: u64,
+    /// Paced slots due before the stop that were never sent (the window stayed full through
+    /// the drain): each a message the server kept waiting without end.
+    pub unsent: u64,
     pub duplicates: u64,
     pub out_of_order: u64,
     pub corrupt: u64,
@@ -45,6 +50,8 @@ impl Default for Measurements {
             acked: 0,
             delivered: 0,
             lost: 0,
+            unanswered: 0,
+            unsent: 0,
             duplicates: 0,
             out_of_order: 0,
             corrupt: 0,
@@ -89,6 +96,8 @@ impl Measurements {
         self.acked += other.acked;
         self.delivered += other.delivered;
         self.lost += other.lost;
+        self.unanswered += other.unanswered;
+        self.unsent += other.unsent;
         self.duplicates += other.duplicates;
         self.out_of_order += other.out_of_order;
         self.corrupt += other.corrupt;

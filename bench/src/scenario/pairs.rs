@@ -1,7 +1,9 @@
 //! `pairs`: P pairs of users message each other. Each side keeps up to W messages in flight
-//! (sent, not yet acked), or sends at a fixed rate; every push is checked (once, in order, right
-//! content) and its latency measured from when it was sent, or, at a fixed rate, from when it was
-//! due, so a stalled server cannot hide its queueing (no coordinated omission).
+//! (sent, not yet acked), or sends at a fixed rate; every send must be answered, every acked
+//! message must reach the peer, and every push is checked (once, in order, right content). Its
+//! latency counts from when it was sent, or, at a fixed rate, from when it was due, so a stalled
+//! server cannot hide its queueing (no coordinated omission): a paced sender sends every slot
+//! due before the stop, during the drain if the server held it back.
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -19,6 +21,7 @@ use tokio::sync::Notify;
 
 use super::phases::{PhaseLatency, StopAt};
 use super::{Observe, Progress, on_threads, run_id, spawn_progress};
+use crate::check::{Arrival, Sends, Stream, slots_before};
 use crate::signup::{Identity, Refusals, Target, sign_up};
 use crate::stats::{Measurements, Percentiles, per_second};
 use crate::transport::{FrameReader, FrameWriter, Link, Transport};
@@ -67,7 +70,12 @@ pub struct PairsReport {
     pub delivered: u64,
     pub delivered_msgs_per_s: f64,
     pub latency_us: Percentiles,
+    /// Acked messages the peer never received.
     pub lost: u64,
+    /// Sends the server neither acked nor refused before the drain ended.
+    pub unanswered: u64,
+    /// Paced slots due before the stop that were never sent (the window stayed full).
+    pub unsent: u64,
     pub duplicates: u64,
     pub out_of_order: u64,
     pub corrupt: u64,
@@ -95,9 +103,12 @@ pub struct PairsReport {
 }
 
 impl PairsReport {
-    /// Whether every message arrived exactly once, in order, intact, with no error.
+    /// Whether every send was answered, every paced slot sent, and every acked message
+    /// arrived exactly once, in order, intact, with no error.
     pub fn clean(&self) -> bool {
         self.lost == 0
+            && self.unanswered == 0
+            && self.unsent == 0
             && self.duplicates == 0
             && self.out_of_order == 0
             && self.corrupt == 0
@@ -183,6 +194,8 @@ pub fn run(cfg: &PairsConfig, observe: &Observe) -> anyhow::Result<PairsReport> 
         delivered_msgs_per_s: per_second(in_window, Duration::from_secs(whole_secs as u64)),
         latency_us: total.percentiles(),
         lost: total.lost,
+        unanswered: total.unanswered,
+        unsent: total.unsent,
         duplicates: total.duplicates,
         out_of_order: total.out_of_order,
         corrupt: total.corrupt,
@@ -218,15 +231,22 @@ struct Meeting {
     setup_refusals: Refusals,
 }
 
-/// One direction of a pair: what its sender sent and got acked, what its receiver got.
+/// One direction of a pair: what its sender sent and the server answered, what its receiver
+/// got.
 #[derive(Debug, Default)]
 struct Direction {
-    /// Highest message index received so far. Indexes may skip (a refused send takes one),
-    /// but never go back.
-    last_index: Cell<Option<u64>>,
-    received: Cell<u64>,
+    sends: RefCell<Sends>,
+    got: RefCell<Stream>,
     last_seq: Cell<u64>,
     conversation_id: Cell<u64>,
+}
+
+impl Direction {
+    /// Every send answered and every acked message received.
+    fn settled(&self) -> bool {
+        let sends = self.sends.borrow();
+        sends.unanswered() == 0 && sends.lost_by(&self.got.borrow()) == 0
+    }
 }
 
 /// One logged-in connection of a pair.
@@ -292,8 +312,10 @@ struct Conn {
     /// This load thread's measurements, shared by its connections: one latency histogram per
     /// thread, not per connection (2,000 of them would be 280 MB to zero as the run starts).
     m: Rc<RefCell<Measurements>>,
-    /// Sends this connection got a SendAck for: what its peer must receive.
-    acked: Cell<u64>,
+    /// A paced sender's schedule (first slot, interval): every slot before the stop is sent.
+    schedule: Option<(Instant, Duration)>,
+    /// Until the sender has sent everything it is meant to.
+    sending: Cell<bool>,
 }
 
 /// What the pairs' traffic is, for `drive`: the shape of the load and when it started.
@@ -348,6 +370,8 @@ pub(crate) async fn drive(
             (b.link, a.user_id, b_to_a, a_to_b),
         ] {
             let (read, write) = me.split();
+            let interval = per_sender_rate.map(|r| Duration::from_secs_f64(1.0 / r.max(1e-9)));
+            let phase = sender_index as f64 / senders_here;
             let conn = Rc::new(Conn {
                 in_flight: Cell::new(0),
                 room: Notify::new(),
@@ -357,46 +381,53 @@ pub(crate) async fn drive(
                 stop: Cell::new(false),
                 pause_until: Cell::new(None),
                 m: Rc::clone(&measured),
-                acked: Cell::new(0),
+                schedule: interval.map(|every| (start + every.mul_f64(phase), every)),
+                sending: Cell::new(true),
             });
             let sender = Sender {
                 conn: Rc::clone(&conn),
+                out: Rc::clone(&outgoing),
                 to: peer_id,
                 run,
                 size: cfg.size,
                 window: cfg.window,
                 start,
                 stop: Arc::clone(stop),
-                rate: per_sender_rate,
-                phase: sender_index as f64 / senders_here,
             };
             sender_index += 1;
-            tasks.push(tokio::task::spawn_local(sender.run()));
+            tasks.push(counted(&conn, progress, "sender", sender.run()));
             if cfg.delivery_ack {
-                tasks.push(tokio::task::spawn_local(ack(Rc::clone(&conn))));
+                tasks.push(counted(
+                    &conn,
+                    progress,
+                    "delivery ack",
+                    ack(Rc::clone(&conn)),
+                ));
             }
             let reader = Reader {
                 conn: Rc::clone(&conn),
                 read,
                 delivery_ack: cfg.delivery_ack,
                 acked_seq: 0,
+                outgoing: Rc::clone(&outgoing),
                 incoming,
                 start,
                 size: cfg.size,
                 phases: phases.clone(),
                 progress: Arc::clone(progress),
             };
-            tasks.push(tokio::task::spawn_local(reader.run()));
+            tasks.push(counted(&conn, progress, "reader", reader.run()));
             conns.push((conn, outgoing));
         }
     }
-    // Run, then drain: wait until every acked message has been received, within the timeout.
+    // Run, then drain: until every paced slot due before the stop is sent, every send answered
+    // and every acked message received, within the timeout.
     stop.wait().await;
     let drain_deadline = Instant::now() + cfg.drain_timeout;
     loop {
         let settled = conns
             .iter()
-            .all(|(c, out)| c.in_flight.get() == 0 && out.received.get() >= c.acked.get());
+            .all(|(c, out)| !c.sending.get() && c.in_flight.get() == 0 && out.settled());
         if settled || Instant::now() >= drain_deadline {
             break;
         }
@@ -408,40 +439,96 @@ pub(crate) async fn drive(
         c.ack_wake.notify_one();
     }
     for t in tasks {
-        t.abort();
+        if t.is_finished() {
+            // Its failure, if any, was counted by `counted`; a panic was not.
+            if t.await.is_err() {
+                measured.borrow_mut().error("a connection task panicked");
+            }
+        } else {
+            t.abort();
+        }
     }
+    let stop_at = stop.at();
     let mut total = measured.take();
     for (c, out) in &conns {
-        total.lost += c.acked.get().saturating_sub(out.received.get());
+        let sends = out.sends.borrow();
+        let got = out.got.borrow();
+        total.lost += sends.lost_by(&got);
+        total.unanswered += sends.unanswered();
+        total.duplicates += got.duplicates;
+        total.out_of_order += got.out_of_order;
+        for _ in 0..sends.bad_answers {
+            total.error("answer to no outstanding send");
+        }
+        if let Some((first, every)) = c.schedule {
+            total.unsent += slots_before(first, every, stop_at).saturating_sub(sends.sent);
+        }
     }
     Ok(total)
 }
 
+/// Runs one of a connection's tasks; its failure (a reset, a frame that does not decode) is
+/// counted as an error unless the run was already stopping.
+fn counted(
+    conn: &Rc<Conn>,
+    progress: &Arc<Progress>,
+    what: &'static str,
+    task: impl std::future::Future<Output = anyhow::Result<()>> + 'static,
+) -> tokio::task::JoinHandle<()> {
+    let (conn, progress) = (Rc::clone(conn), Arc::clone(progress));
+    tokio::task::spawn_local(async move {
+        if let Err(e) = task.await
+            && !conn.stop.get()
+        {
+            conn.m.borrow_mut().error(&format!("{what} failed: {e:#}"));
+            progress.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    })
+}
+
 struct Sender {
     conn: Rc<Conn>,
+    /// This sender's direction: what it sent.
+    out: Rc<Direction>,
     to: u64,
     run: u64,
     size: usize,
     window: usize,
     start: Instant,
     stop: Arc<StopAt>,
-    rate: Option<f64>,
-    /// Where in its period this sender's first message falls (0..1), so that paced senders
-    /// spread over time instead of all firing at once.
-    phase: f64,
 }
 
 impl Sender {
     async fn run(self) -> anyhow::Result<()> {
+        let sent = self.send().await;
+        self.conn.sending.set(false);
+        sent?;
+        // Keep the write half open until the drain is over: dropping it would half-close the
+        // socket, and the server ends a connection whose client has stopped sending.
+        while !self.conn.stop.get() {
+            self.conn.room.notified().await;
+        }
+        Ok(())
+    }
+
+    /// Sends until the stop, or, paced, every slot due before it (slots `first + k × every`,
+    /// spread by the sender's phase so that paced senders do not all fire at once). A paced
+    /// sender held back by the server goes on into the drain: the wait is the server's latency.
+    async fn send(&self) -> anyhow::Result<()> {
         let mut scratch = BytesMut::with_capacity(self.window * (self.size + 64));
         let mut frames = Vec::with_capacity(self.window);
         let mut index: u64 = 0;
-        let interval = self
-            .rate
-            .map(|r| Duration::from_secs_f64(1.0 / r.max(1e-9)));
-        let mut due =
-            self.start + interval.map_or(Duration::ZERO, |every| every.mul_f64(self.phase));
-        while !self.stop.passed(Instant::now()) && !self.conn.stop.get() {
+        let interval = self.conn.schedule.map(|(_, every)| every);
+        let mut due = self.conn.schedule.map_or(self.start, |(first, _)| first);
+        loop {
+            let next = if interval.is_some() {
+                due
+            } else {
+                Instant::now()
+            };
+            if self.stop.passed(next) || self.conn.stop.get() {
+                return Ok(());
+            }
             // Held back by the server (window full): at a fixed rate the wait counts as latency.
             let mut held_back = false;
             while self.conn.in_flight.get() >= self.window {
@@ -456,6 +543,8 @@ impl Sender {
             }
             frames.clear();
             match interval {
+                // The wait for room may have outlasted the run.
+                None if self.stop.passed(Instant::now()) => return Ok(()),
                 None => {
                     let room = self.window - self.conn.in_flight.get();
                     let now = self.start.elapsed();
@@ -483,6 +572,7 @@ impl Sender {
                 .in_flight
                 .set(self.conn.in_flight.get() + frames.len());
             self.conn.m.borrow_mut().sent += frames.len() as u64;
+            self.out.sends.borrow_mut().sent += frames.len() as u64;
             self.conn
                 .write
                 .lock()
@@ -490,12 +580,6 @@ impl Sender {
                 .write(&frames, &mut scratch)
                 .await?;
         }
-        // Keep the write half open until the drain is over: dropping it would half-close the
-        // socket, and the server ends a connection whose client has stopped sending.
-        while !self.conn.stop.get() {
-            self.conn.room.notified().await;
-        }
-        Ok(())
     }
 
     fn frame(&self, index: u64, sent_at: Duration) -> Frame {
@@ -549,6 +633,8 @@ struct Reader {
     delivery_ack: bool,
     /// The highest seq this reader has asked the acker to ack.
     acked_seq: u64,
+    /// This connection's sends, which the server's answers are to.
+    outgoing: Rc<Direction>,
     incoming: Rc<Direction>,
     start: Instant,
     size: usize,
@@ -580,7 +666,7 @@ impl Reader {
         match frame.body {
             Some(Body::SendAck(_)) => {
                 self.conn.m.borrow_mut().acked += 1;
-                self.conn.acked.set(self.conn.acked.get() + 1);
+                self.answer(frame.request_id, true);
                 self.release();
             }
             Some(Body::Push(push)) => {
@@ -600,6 +686,7 @@ impl Reader {
                 drop(m);
                 self.progress.errors.fetch_add(1, Ordering::Relaxed);
                 if frame.request_id != 0 {
+                    self.answer(frame.request_id, false);
                     self.release();
                 }
             }
@@ -628,6 +715,15 @@ impl Reader {
         self.conn.ack_wake.notify_one();
     }
 
+    /// The server answered the send with this request id (its index + 1).
+    fn answer(&self, request_id: u64, ok: bool) {
+        let mut sends = self.outgoing.sends.borrow_mut();
+        match request_id.checked_sub(1) {
+            Some(index) => sends.answer(index, ok),
+            None => sends.bad_answers += 1,
+        }
+    }
+
     fn release(&self) {
         self.conn
             .in_flight
@@ -649,17 +745,17 @@ impl Reader {
             m.corrupt += 1;
         }
         let dir = &self.incoming;
-        if msg.seq <= dir.last_seq.get() {
-            m.out_of_order += 1;
-        }
-        dir.last_seq.set(dir.last_seq.get().max(msg.seq));
-        dir.conversation_id.set(msg.conversation_id);
-        if dir.last_index.get().is_some_and(|last| index <= last) {
-            m.duplicates += 1;
+        if index >= dir.sends.borrow().sent {
+            // Never sent by the peer: not one of this run's messages.
+            m.corrupt += 1;
             return;
         }
-        dir.last_index.set(Some(index));
-        dir.received.set(dir.received.get() + 1);
+        let behind = msg.seq <= dir.last_seq.get();
+        dir.last_seq.set(dir.last_seq.get().max(msg.seq));
+        dir.conversation_id.set(msg.conversation_id);
+        if dir.got.borrow_mut().arrive(index, behind) == Arrival::Again {
+            return;
+        }
         m.record_delivery(now, now.saturating_sub(sent_at));
         if let Some(phases) = &self.phases {
             phases.record(sent_at, now);

@@ -210,10 +210,28 @@ async fn fanout(cfg: &FanoutConfig, observe: &Observe) -> anyhow::Result<FanoutR
 
 pub fn run_storm(cfg: &StormConfig, observe: &Observe) -> anyhow::Result<StormReport> {
     super::ensure_fd_limit(cfg.users as u64 + 256)?;
-    if cfg.friends_per_user >= cfg.users {
+    friend_edges(cfg.users, cfg.friends_per_user)?;
+    local_runtime(storm(cfg, observe))
+}
+
+/// Friendships that give each of `users` exactly `k` friends: a ring where user i befriends
+/// the next k/2 users, and for an odd k also the user across the ring (i + users/2), which
+/// needs an even number of users (each friendship has two ends: users × k must be even).
+fn friend_edges(users: usize, k: usize) -> anyhow::Result<Vec<(usize, usize)>> {
+    if k >= users {
         bail!("--friends must be below --users");
     }
-    local_runtime(storm(cfg, observe))
+    if k % 2 == 1 && users % 2 == 1 {
+        bail!("an odd --friends needs an even --users (each friendship has two ends)");
+    }
+    let half = k / 2;
+    let mut edges: Vec<(usize, usize)> = (0..users)
+        .flat_map(|i| (1..=half).map(move |d| (i, (i + d) % users)))
+        .collect();
+    if k % 2 == 1 {
+        edges.extend((0..users / 2).map(|i| (i, i + users / 2)));
+    }
+    Ok(edges)
 }
 
 async fn storm(cfg: &StormConfig, observe: &Observe) -> anyhow::Result<StormReport> {
@@ -222,11 +240,7 @@ async fn storm(cfg: &StormConfig, observe: &Observe) -> anyhow::Result<StormRepo
         .collect();
     let refusals = Refusals::default();
     let mut users = log_in_all(cfg.addr, &names, &cfg.password, &refusals).await?;
-    // A ring: user i asks the next K/2 users, so that everyone ends with K friends.
-    let half = cfg.friends_per_user / 2;
-    let edges: Vec<(usize, usize)> = (0..cfg.users)
-        .flat_map(|i| (1..=half).map(move |d| (i, (i + d) % cfg.users)))
-        .collect();
+    let edges = friend_edges(cfg.users, cfg.friends_per_user)?;
     befriend(&mut users, &edges).await?;
     let logins: Vec<(u64, String)> = users
         .iter()
@@ -472,4 +486,37 @@ async fn each_client(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::friend_edges;
+
+    fn friends_each(users: usize, k: usize) -> Vec<usize> {
+        let mut count = vec![0; users];
+        let mut seen = std::collections::HashSet::new();
+        for (a, b) in friend_edges(users, k).unwrap() {
+            assert_ne!(a, b);
+            assert!(seen.insert((a.min(b), a.max(b))), "({a}, {b}) twice");
+            count[a] += 1;
+            count[b] += 1;
+        }
+        count
+    }
+
+    #[test]
+    fn every_user_gets_exactly_k_friends() {
+        for (users, k) in [(10, 4), (10, 3), (10, 9), (4, 1), (7, 6), (7, 0), (100, 5)] {
+            assert!(
+                friends_each(users, k).iter().all(|&n| n == k),
+                "{users} users, {k} friends"
+            );
+        }
+    }
+
+    #[test]
+    fn impossible_counts_are_refused() {
+        assert!(friend_edges(7, 3).is_err());
+        assert!(friend_edges(5, 5).is_err());
+    }
 }

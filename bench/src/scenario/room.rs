@@ -1,8 +1,10 @@
 //! `room`: M logged-in members join one chat room and S of them send at an aggregate paced rate
-//! for a bounded time and count. Every member checks that it gets every other sender's message
-//! exactly once and in `room_seq` order; latency runs from when each message was due (stamped
-//! in its content) to its arrival, so a stalled server cannot hide its queueing. The server's
-//! CPU per delivered message comes from /proc.
+//! for a bounded time and count. Every send must be answered, and every member checks that it
+//! gets every other sender's accepted messages exactly once and in `room_seq` order; latency
+//! runs from when each message was due (stamped in its content) to its arrival, so a stalled
+//! server cannot hide its queueing. Nothing waits past the run and its drain: a sender the
+//! server stops reading from is cut off then, its unsent messages counted. The server's CPU per
+//! delivered message comes from /proc.
 //!
 //! One load thread: the fan-out (one message to M - 1 members) is the server's work, which is
 //! what is measured. Run the server with `rooms.messages_per_s_max` ≥ R and
@@ -13,7 +15,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use bytes::{Buf, BufMut, BytesMut};
 use hdrhistogram::Histogram;
 use ringchat_proto::v1::{self, ContentType};
@@ -22,6 +24,7 @@ use serde::Serialize;
 
 use super::Observe;
 use super::presence::log_in_all;
+use crate::check::{Arrival, Sends, Stream, slots_before};
 use crate::signup::Refusals;
 use crate::transport::{FrameReader, Link};
 
@@ -57,15 +60,25 @@ pub struct RoomReport {
     pub sent: u64,
     /// Sends answered with `RoomSent`.
     pub acked: u64,
-    /// Sends refused (an `Error`, e.g. ROOM_RATE_LIMITED): not delivered, not counted as lost.
+    /// Sends refused (an `Error`, e.g. ROOM_RATE_LIMITED: not delivered, not counted as lost),
+    /// other errors from the server, and connections that failed or closed during the run.
     pub errors: u64,
+    /// Sends the server neither accepted nor refused before the drain ended.
+    pub unanswered: u64,
+    /// Messages due before the end that were never sent (a sender still blocked writing when
+    /// the drain ended, or failed).
+    pub unsent: u64,
     /// Messages the members received (each counted once per member).
     pub deliveries: u64,
     /// `acked` × (members − 1): every member but the sender.
     pub deliveries_expected: u64,
+    /// Deliveries of accepted messages that never came (once per member lacking one).
     pub lost: u64,
     pub duplicates: u64,
     pub out_of_order: u64,
+    /// Room messages without the bench's header, or from no sender of this run, or with an
+    /// index that sender never sent.
+    pub corrupt: u64,
     /// Sign-ups the server said "later" to (login admission), each retried after its
     /// `retry_after_ms`.
     pub setup_refusals: u64,
@@ -80,21 +93,52 @@ pub struct RoomReport {
 
 impl RoomReport {
     pub fn clean(&self) -> bool {
-        self.lost == 0 && self.duplicates == 0 && self.out_of_order == 0 && self.errors == 0
+        self.lost == 0
+            && self.unanswered == 0
+            && self.unsent == 0
+            && self.duplicates == 0
+            && self.out_of_order == 0
+            && self.corrupt == 0
+            && self.errors == 0
     }
 }
 
-/// What the members' readers add up.
+/// What the senders and the members' readers add up.
 struct Tally {
     acked: Cell<u64>,
     errors: Cell<u64>,
     deliveries: Cell<u64>,
-    duplicates: Cell<u64>,
-    out_of_order: Cell<u64>,
-    /// Messages from each sender each member got (first copies only), for `lost`.
-    got: RefCell<Vec<Vec<u64>>>,
+    corrupt: Cell<u64>,
+    /// Each sender's sends and the server's answers.
+    sends: RefCell<Vec<Sends>>,
+    /// What each member got from each sender.
+    got: RefCell<Vec<Vec<Stream>>>,
     latency: RefCell<Histogram<u64>>,
     last_delivery: Cell<Option<Instant>>,
+}
+
+impl Tally {
+    fn error(&self, what: std::fmt::Arguments) {
+        if self.errors.get() < 3 {
+            eprintln!("room: {what}");
+        }
+        self.errors.set(self.errors.get() + 1);
+    }
+}
+
+/// (lost, unanswered): acked messages a member other than their sender lacks, once per such
+/// member; sends neither accepted nor refused.
+fn outcome(sends: &[Sends], got: &[Vec<Stream>]) -> (u64, u64) {
+    let unanswered = sends.iter().map(Sends::unanswered).sum();
+    let mut lost = 0;
+    for (member, streams) in got.iter().enumerate() {
+        for (sender, (s, g)) in sends.iter().zip(streams).enumerate() {
+            if sender != member {
+                lost += s.lost_by(g);
+            }
+        }
+    }
+    (lost, unanswered)
 }
 
 pub fn run(cfg: &RoomConfig, observe: &Observe) -> anyhow::Result<RoomReport> {
@@ -157,9 +201,9 @@ async fn room(cfg: &RoomConfig, observe: &Observe) -> anyhow::Result<RoomReport>
         acked: Cell::new(0),
         errors: Cell::new(0),
         deliveries: Cell::new(0),
-        duplicates: Cell::new(0),
-        out_of_order: Cell::new(0),
-        got: RefCell::new(vec![vec![0; cfg.senders]; cfg.members]),
+        corrupt: Cell::new(0),
+        sends: RefCell::new(vec![Sends::default(); cfg.senders]),
+        got: RefCell::new(vec![vec![Stream::default(); cfg.senders]; cfg.members]),
         latency: RefCell::new(Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid bounds")),
         last_delivery: Cell::new(None),
     });
@@ -186,10 +230,18 @@ async fn room(cfg: &RoomConfig, observe: &Observe) -> anyhow::Result<RoomReport>
     let before = observe.sample();
     let start = tokio::time::Instant::now() + Duration::from_millis(10);
     let end = start + cfg.duration;
+    // Nothing waits past this: not a sender the server stopped reading from, not the drain.
+    let deadline = end + cfg.drain_timeout;
     let mut sending = tokio::task::JoinSet::new();
+    let mut planned = 0;
     for (s, mut writer) in writers.into_iter().enumerate() {
         let offset = interval.mul_f64(s as f64 / cfg.senders as f64);
-        let (room, size) = (room.clone(), cfg.size);
+        planned += per_sender.min(slots_before(
+            (start + offset).into_std(),
+            interval,
+            end.into_std(),
+        ));
+        let (room, size, tally) = (room.clone(), cfg.size, Rc::clone(&tally));
         sending.spawn_local(async move {
             let mut scratch = BytesMut::new();
             let mut sent = 0u64;
@@ -201,37 +253,60 @@ async fn room(cfg: &RoomConfig, observe: &Observe) -> anyhow::Result<RoomReport>
                 tokio::time::sleep_until(due).await;
                 let due_ns = (due.into_std() - epoch).as_nanos() as u64;
                 let frame = message(&room, s, sent, due_ns, size);
+                tally.sends.borrow_mut()[s].sent += 1;
                 writer.write(&[frame], &mut scratch).await?;
                 sent += 1;
             }
-            anyhow::Ok((sent, writer))
+            anyhow::Ok(writer)
         });
     }
-    let mut sent_by = Vec::new();
     let mut keep_open = Vec::new();
-    while let Some(done) = sending.join_next().await {
-        let (sent, writer) = done.context("a sender task failed")??;
-        sent_by.push(sent);
-        keep_open.push(writer);
+    loop {
+        match tokio::time::timeout_at(deadline, sending.join_next()).await {
+            Ok(None) => break,
+            Ok(Some(Ok(Ok(writer)))) => keep_open.push(writer),
+            Ok(Some(Ok(Err(e)))) => tally.error(format_args!("a sender failed: {e:#}")),
+            Ok(Some(Err(e))) => tally.error(format_args!("a sender task failed: {e}")),
+            Err(_) => {
+                tally.error(format_args!(
+                    "{} senders still writing at the drain timeout",
+                    sending.len()
+                ));
+                sending.abort_all();
+                break;
+            }
+        }
     }
-    let sent: u64 = sent_by.iter().sum();
+    let sent: u64 = tally.sends.borrow().iter().map(|s| s.sent).sum();
 
     // Every answer, then every delivery of what was accepted, or the drain timeout.
-    let deadline = Instant::now() + cfg.drain_timeout;
-    let expected = |t: &Tally| t.acked.get() * (cfg.members as u64 - 1);
-    while Instant::now() < deadline
-        && (tally.acked.get() + tally.errors.get() < sent
-            || tally.deliveries.get() < expected(&tally))
-    {
+    let deadline = deadline.into_std();
+    let settled = |t: &Tally| outcome(&t.sends.borrow(), &t.got.borrow()) == (0, 0);
+    while Instant::now() < deadline && !settled(&tally) {
         tokio::time::sleep(DRAIN_POLL).await;
     }
     let after = observe.sample();
+    // A reader that failed (a reset, a frame that does not decode, the server closing) counts.
+    while let Some(done) = readers.try_join_next() {
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tally.error(format_args!("a member's connection failed: {e:#}")),
+            Err(e) => tally.error(format_args!("a reader task failed: {e}")),
+        }
+    }
     readers.abort_all();
     drop((keep_open, idle_writers));
 
-    let deliveries_expected = expected(&tally);
+    let deliveries_expected = tally.acked.get() * (cfg.members as u64 - 1);
+    let sends = tally.sends.borrow();
     let got = tally.got.borrow();
-    let lost = deliveries_expected.saturating_sub(got.iter().flatten().sum());
+    let (lost, unanswered) = outcome(&sends, &got);
+    let streams = || got.iter().flatten();
+    for s in sends.iter() {
+        for _ in 0..s.bad_answers {
+            tally.error(format_args!("an answer to no outstanding send"));
+        }
+    }
     let latency = tally.latency.borrow();
     let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
     let first_due = start.into_std();
@@ -254,11 +329,14 @@ async fn room(cfg: &RoomConfig, observe: &Observe) -> anyhow::Result<RoomReport>
         sent,
         acked: tally.acked.get(),
         errors: tally.errors.get(),
+        unanswered,
+        unsent: planned.saturating_sub(sent),
         deliveries,
         deliveries_expected,
         lost,
-        duplicates: tally.duplicates.get(),
-        out_of_order: tally.out_of_order.get(),
+        duplicates: streams().map(|g| g.duplicates).sum(),
+        out_of_order: streams().map(|g| g.out_of_order).sum(),
+        corrupt: tally.corrupt.get(),
         deliveries_per_s: if span > 0.0 {
             deliveries as f64 / span
         } else {
@@ -301,45 +379,52 @@ async fn read(
     epoch: Instant,
 ) -> anyhow::Result<()> {
     let mut last_seq = 0u64;
-    let senders = tally.got.borrow()[member].len();
-    // The counter each sender's next message should carry.
-    let mut next = vec![0u64; senders];
+    // The answer to a send (request id: its counter + 1), if this member is a sender.
+    let answer = |request_id: u64, ok: bool| {
+        let mut sends = tally.sends.borrow_mut();
+        match (sends.get_mut(member), request_id.checked_sub(1)) {
+            (Some(s), Some(index)) => s.answer(index, ok),
+            _ => tally.error(format_args!("an answer to no send of this member")),
+        }
+    };
     while let Some(frame) = reader.next().await? {
         match frame.body {
-            Some(Body::RoomSent(_)) => tally.acked.set(tally.acked.get() + 1),
+            Some(Body::RoomSent(_)) => {
+                tally.acked.set(tally.acked.get() + 1);
+                answer(frame.request_id, true);
+            }
             Some(Body::Error(e)) => {
-                if tally.errors.get() < 3 {
-                    eprintln!(
-                        "room send refused: {} {}",
-                        e.code().as_str_name(),
-                        e.message
-                    );
+                tally.error(format_args!(
+                    "room send refused: {} {}",
+                    e.code().as_str_name(),
+                    e.message
+                ));
+                if frame.request_id != 0 {
+                    answer(frame.request_id, false);
                 }
-                tally.errors.set(tally.errors.get() + 1);
             }
             Some(Body::RoomMessage(m)) => {
                 let now = Instant::now();
-                if m.room_seq <= last_seq {
-                    tally.out_of_order.set(tally.out_of_order.get() + 1);
-                }
+                let behind = m.room_seq <= last_seq;
                 last_seq = last_seq.max(m.room_seq);
                 let mut content = &m.content[..];
                 if content.len() < HEADER_BYTES {
-                    bail!("a room message without the bench's header");
+                    tally.corrupt.set(tally.corrupt.get() + 1);
+                    continue;
                 }
                 let sender = content.get_u32_le() as usize;
                 let counter = content.get_u64_le();
                 let due_ns = content.get_u64_le();
-                let Some(expected) = next.get_mut(sender) else {
-                    bail!("a message from sender {sender}, not one of this run's");
-                };
-                if counter < *expected {
-                    tally.duplicates.set(tally.duplicates.get() + 1);
+                // From a sender of this run, and a message it sent.
+                let sent = tally.sends.borrow().get(sender).map(|s| s.sent);
+                if sent.is_none_or(|sent| counter >= sent) {
+                    tally.corrupt.set(tally.corrupt.get() + 1);
                     continue;
                 }
-                // A skipped counter is a message lost (or overtaken): counted by `lost`.
-                *expected = counter + 1;
-                tally.got.borrow_mut()[member][sender] += 1;
+                if tally.got.borrow_mut()[member][sender].arrive(counter, behind) == Arrival::Again
+                {
+                    continue;
+                }
                 tally.deliveries.set(tally.deliveries.get() + 1);
                 tally.last_delivery.set(Some(now));
                 let latency_us = now
@@ -350,5 +435,5 @@ async fn read(
             _ => {}
         }
     }
-    Ok(())
+    bail!("connection closed by the server")
 }

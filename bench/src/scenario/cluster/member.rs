@@ -173,6 +173,7 @@ struct State {
 
 impl Member {
     pub async fn run(self, first: Live) -> Outcome {
+        let under_load = super::UnderLoad(Arc::clone(&self.shared));
         let mut st = State {
             seen: HashMap::new(),
             pending: Vec::new(),
@@ -242,6 +243,9 @@ impl Member {
         }
         st.out.missing = st.expected.as_ref().map_or(0, |e| e.len() as u64);
         st.out.last_node = served.as_ref().map(|l| l.node_id.clone());
+        // Done with the load: the nodes' CPU is sampled before anyone's final check.
+        drop(under_load);
+        self.shared.cpu_sampled().await;
         self.final_sync(&mut st, served).await;
         st.out
     }

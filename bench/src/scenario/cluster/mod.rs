@@ -13,7 +13,7 @@ mod table;
 pub use self::table::table;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,7 @@ use self::member::{Live, Member, Outcome};
 use self::status::{Identity, Retry, Session};
 use super::{Progress, run_id};
 use crate::client::conversation_id;
+use crate::procstat::ProcSample;
 use crate::signup::Refusals;
 use crate::stats::{Measurements, Percentiles, per_second};
 
@@ -35,6 +36,9 @@ const SETUP_CONCURRENCY: usize = 16;
 pub const GROUP_MEMBERS_MAX: usize = 100;
 /// Problems of the final check spelled out in the report, at most.
 const PROBLEMS_MAX: usize = 10;
+/// How often each node's CPU is sampled during the load, so that a node that dies still counts
+/// the CPU it used up to its last sample.
+const CPU_SAMPLE_EVERY: Duration = Duration::from_millis(500);
 
 /// Where the second user of a pair is placed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -92,6 +96,53 @@ pub(crate) struct Shared {
     all_sent: tokio::sync::watch::Sender<bool>,
     /// Logins the nodes said "later" to while clients came back after a drop.
     reconnect_refusals: Refusals,
+    /// Clients done with the load (at their final check, or ended).
+    at_check: AtomicUsize,
+    at_check_changed: tokio::sync::Notify,
+    /// Set once the nodes' CPU was sampled after the load: the final checks may start.
+    sampled: tokio::sync::watch::Sender<bool>,
+}
+
+/// Held by a client while it is under load; dropped (also by a panic or an early return) when
+/// it is done, so that the CPU sample after the load waits for every client and for no more.
+pub(crate) struct UnderLoad(pub(crate) Arc<Shared>);
+
+impl Drop for UnderLoad {
+    fn drop(&mut self) {
+        self.0.at_check.fetch_add(1, Ordering::AcqRel);
+        self.0.at_check_changed.notify_one();
+    }
+}
+
+impl Shared {
+    /// Waits until the CPU after the load was sampled (the final check is not part of it).
+    pub(crate) async fn cpu_sampled(&self) {
+        let mut sampled = self.sampled.subscribe();
+        // Err only if the sender is gone: nothing to wait for then.
+        let _ = sampled.wait_for(|s| *s).await;
+    }
+}
+
+/// Each node's newest good CPU sample, by position in `server_pids`.
+type NewestCpu = Arc<Mutex<Vec<Option<ProcSample>>>>;
+
+/// Samples every pid now and then, keeping each one's newest good sample.
+fn watch_cpu(pids: Vec<u32>) -> (NewestCpu, tokio::task::JoinHandle<()>) {
+    let newest: NewestCpu = Arc::new(Mutex::new(vec![None; pids.len()]));
+    let task = tokio::spawn({
+        let newest = Arc::clone(&newest);
+        async move {
+            loop {
+                for (i, &pid) in pids.iter().enumerate() {
+                    if let Ok(s) = crate::procstat::sample(pid) {
+                        newest.lock().expect("not poisoned")[i] = Some(s);
+                    }
+                }
+                tokio::time::sleep(CPU_SAMPLE_EVERY).await;
+            }
+        }
+    });
+    (newest, task)
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -127,7 +178,8 @@ pub struct ClusterReport {
     pub redelivered: u64,
     /// Sends answered UNAVAILABLE or RATE_LIMITED and resent after the pause asked for.
     pub retried: u64,
-    /// Sends never acked before the drain ended (not counted as lost: never acknowledged).
+    /// Sends never acked before the drain ended (not lost: never acknowledged; but the node
+    /// never answered them, so the run is not clean).
     pub abandoned: u64,
     /// Acked messages of others a client never got (neither pushed nor synced).
     pub lost: u64,
@@ -169,9 +221,11 @@ pub struct ClusterReport {
 }
 
 impl ClusterReport {
-    /// Nothing acked was lost, stored twice, reordered or corrupted; every client came back.
+    /// Every send was acked, nothing acked was lost, stored twice, reordered or corrupted;
+    /// every client came back.
     pub fn clean(&self) -> bool {
         self.lost == 0
+            && self.abandoned == 0
             && self.out_of_order == 0
             && self.corrupt == 0
             && self.errors == 0
@@ -240,12 +294,17 @@ pub async fn run(cfg: ClusterConfig, progress: Arc<Progress>) -> anyhow::Result<
         senders_left: AtomicUsize::new(lives.len()),
         all_sent,
         reconnect_refusals: Refusals::default(),
+        at_check: AtomicUsize::new(0),
+        at_check_changed: tokio::sync::Notify::new(),
+        sampled: tokio::sync::watch::channel(false).0,
     });
+    let clients = lives.len();
     let before: Vec<_> = cfg
         .server_pids
         .iter()
         .map(|&p| crate::procstat::sample(p).ok())
         .collect();
+    let (newest_cpu, cpu_watch) = watch_cpu(cfg.server_pids.clone());
     let mut tasks = Vec::with_capacity(lives.len());
     for (index, live) in lives.into_iter().enumerate() {
         let peer = index ^ 1;
@@ -274,15 +333,24 @@ pub async fn run(cfg: ClusterConfig, progress: Arc<Progress>) -> anyhow::Result<
         };
         tasks.push(tokio::spawn(member.run(live)));
     }
+    // The CPU after the load: once every client is done with it, before the final checks. A
+    // node gone by then counts up to its last sample.
+    while shared.at_check.load(Ordering::Acquire) < clients {
+        shared.at_check_changed.notified().await;
+    }
+    cpu_watch.abort();
+    let newest_cpu = newest_cpu.lock().expect("not poisoned").clone();
+    let after: Vec<_> = cfg
+        .server_pids
+        .iter()
+        .zip(newest_cpu)
+        .map(|(&p, newest)| crate::procstat::sample(p).ok().or(newest))
+        .collect();
+    shared.sampled.send_replace(true);
     let mut outcomes = Vec::with_capacity(tasks.len());
     for t in tasks {
         outcomes.push(t.await.context("a client task panicked")?);
     }
-    let after: Vec<_> = cfg
-        .server_pids
-        .iter()
-        .map(|&p| crate::procstat::sample(p).ok())
-        .collect();
     let server_cpu = (!cfg.server_pids.is_empty()).then(|| {
         before
             .iter()

@@ -14,6 +14,7 @@ use ringchat_proto::{Body, Frame};
 use tokio::sync::Notify;
 
 use super::{GroupConfig, HEARTBEAT, INDEX_BITS, Shared, TIMER_SLACK};
+use crate::check::{Arrival, Sends, Stream, slots_before};
 use crate::stats::Measurements;
 use crate::transport::{FrameReader, FrameWriter, Link};
 
@@ -31,6 +32,10 @@ struct Conn {
     /// before then, as a client does.
     pause_until: Cell<Option<Instant>>,
     m: RefCell<Measurements>,
+    /// This member's sends, if it is a sender, and the server's answer to each.
+    sends: RefCell<Sends>,
+    /// Per sender, which of its messages this member got.
+    got: RefCell<Vec<Stream>>,
 }
 
 /// One load thread's measurements, and its deliveries' latency per message (by key) to the
@@ -38,12 +43,16 @@ struct Conn {
 pub(super) struct ThreadResult {
     pub(super) m: Measurements,
     pub(super) last_member_us: HashMap<u64, u64>,
+    /// (sender number, its sends) for the senders on this thread.
+    pub(super) sends: Vec<(usize, Sends)>,
+    /// (online member number, what it got from each sender) for the members on this thread.
+    pub(super) got: Vec<(usize, Vec<Stream>)>,
 }
 
 /// One load thread's running members.
 pub(super) struct Load {
     conns: Vec<Rc<Conn>>,
-    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
     senders: Vec<Sender>,
     last_member_us: Rc<RefCell<HashMap<u64, u64>>>,
 }
@@ -76,6 +85,8 @@ impl Load {
                 stop: Cell::new(false),
                 pause_until: Cell::new(None),
                 m: RefCell::new(Measurements::default()),
+                sends: RefCell::new(Sends::default()),
+                got: RefCell::new(vec![Stream::default(); cfg.senders]),
             });
             let reader = Reader {
                 conn: Rc::clone(&conn),
@@ -83,24 +94,31 @@ impl Load {
                 shared: Arc::clone(shared),
                 size: cfg.size,
                 last_seq: 0,
-                last_index: vec![None; cfg.senders],
                 ack_every: cfg.ack_every,
                 acked_seq: 0,
                 last_ack: None,
                 last_member_us: Rc::clone(&last_member_us),
             };
-            load.tasks.push(tokio::task::spawn_local(reader.run()));
             load.tasks
-                .push(tokio::task::spawn_local(heartbeat(Rc::clone(&conn))));
+                .push(counted(&conn, shared, "reader", reader.run()));
+            load.tasks.push(counted(
+                &conn,
+                shared,
+                "heartbeat",
+                heartbeat(Rc::clone(&conn)),
+            ));
             if !cfg.ack_every.is_zero() {
-                load.tasks.push(tokio::task::spawn_local(ack(
-                    Rc::clone(&conn),
-                    Arc::clone(shared),
-                )));
+                load.tasks.push(counted(
+                    &conn,
+                    shared,
+                    "delivery ack",
+                    ack(Rc::clone(&conn), Arc::clone(shared)),
+                ));
             }
             if member < cfg.senders {
                 load.senders.push(Sender {
                     conn: Rc::clone(&conn),
+                    shared: Arc::clone(shared),
                     number: member as u64,
                     run,
                     size: cfg.size,
@@ -124,11 +142,15 @@ impl Load {
         let conversation_id = *shared.conversation_id.get().expect("set before go");
         let end = start + cfg.duration;
         let mut senders = Vec::new();
+        let mut schedules = Vec::new();
         for sender in self.senders.drain(..) {
-            let shared = Arc::clone(shared);
-            senders.push(tokio::task::spawn_local(async move {
+            let (conn, done) = (Rc::clone(&sender.conn), Arc::clone(shared));
+            if let Some(every) = sender.interval() {
+                schedules.push((Rc::clone(&conn), sender.first_due(start), every));
+            }
+            senders.push(counted(&conn, shared, "sender", async move {
                 let sent = sender.run(conversation_id, start, end).await;
-                shared.senders_done.fetch_add(1, Ordering::AcqRel);
+                done.senders_done.fetch_add(1, Ordering::AcqRel);
                 sent
             }));
         }
@@ -150,20 +172,62 @@ impl Load {
             c.room.notify_one();
             c.ack_wake.notify_one();
         }
-        for t in senders.iter().chain(&self.tasks) {
-            t.abort();
-        }
         let mut m = Measurements::default();
+        for t in senders.into_iter().chain(self.tasks) {
+            if t.is_finished() {
+                // Its failure, if any, was counted by `counted`; a panic was not.
+                if t.await.is_err() {
+                    m.error("a connection task panicked");
+                }
+            } else {
+                t.abort();
+            }
+        }
+        for (conn, first, every) in schedules {
+            let sent = conn.sends.borrow().sent;
+            m.unsent += slots_before(first, every, end).saturating_sub(sent);
+        }
+        let mut sends = Vec::new();
+        let mut got = Vec::new();
         for c in &self.conns {
             m.merge(&c.m.borrow());
+            if c.member < cfg.senders {
+                sends.push((c.member, c.sends.take()));
+            }
+            got.push((c.member, c.got.take()));
         }
         let last_member_us = std::mem::take(&mut *self.last_member_us.borrow_mut());
-        Ok(ThreadResult { m, last_member_us })
+        Ok(ThreadResult {
+            m,
+            last_member_us,
+            sends,
+            got,
+        })
     }
+}
+
+/// Runs one of a member's tasks; its failure (a reset, a frame that does not decode) is counted
+/// as an error unless the run was already stopping.
+fn counted(
+    conn: &Rc<Conn>,
+    shared: &Arc<Shared>,
+    what: &'static str,
+    task: impl std::future::Future<Output = anyhow::Result<()>> + 'static,
+) -> tokio::task::JoinHandle<()> {
+    let (conn, shared) = (Rc::clone(conn), Arc::clone(shared));
+    tokio::task::spawn_local(async move {
+        if let Err(e) = task.await
+            && !conn.stop.get()
+        {
+            conn.m.borrow_mut().error(&format!("{what} failed: {e:#}"));
+            shared.progress.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    })
 }
 
 struct Sender {
     conn: Rc<Conn>,
+    shared: Arc<Shared>,
     number: u64,
     run: u64,
     size: usize,
@@ -175,15 +239,36 @@ struct Sender {
 }
 
 impl Sender {
+    fn interval(&self) -> Option<Duration> {
+        self.rate
+            .map(|r| Duration::from_secs_f64(1.0 / r.max(1e-9)))
+    }
+
+    /// When this sender's first paced message is due.
+    fn first_due(&self, start: Instant) -> Instant {
+        start
+            + self
+                .interval()
+                .map_or(Duration::ZERO, |every| every.mul_f64(self.phase))
+    }
+
+    /// Sends until `end`, or, paced, every slot due before it: a sender held back by the
+    /// server goes on into the drain, the wait counted as the server's latency.
     async fn run(self, conversation_id: u64, start: Instant, end: Instant) -> anyhow::Result<()> {
         let mut scratch = BytesMut::with_capacity(self.window * (self.size + 64));
         let mut frames = Vec::with_capacity(self.window);
         let mut index: u64 = 0;
-        let interval = self
-            .rate
-            .map(|r| Duration::from_secs_f64(1.0 / r.max(1e-9)));
-        let mut due = start + interval.map_or(Duration::ZERO, |every| every.mul_f64(self.phase));
-        while Instant::now() < end && !self.conn.stop.get() {
+        let interval = self.interval();
+        let mut due = self.first_due(start);
+        loop {
+            let next = if interval.is_some() {
+                due
+            } else {
+                Instant::now()
+            };
+            if next >= end || self.conn.stop.get() {
+                break;
+            }
             // Held back by the server (window full): at a fixed rate the wait counts as latency.
             let mut held_back = false;
             while self.conn.in_flight.get() >= self.window {
@@ -198,6 +283,8 @@ impl Sender {
             }
             frames.clear();
             match interval {
+                // The wait for room may have outlasted the run.
+                None if Instant::now() >= end => break,
                 None => {
                     let now = start.elapsed();
                     for _ in self.conn.in_flight.get()..self.window {
@@ -221,6 +308,9 @@ impl Sender {
                 .in_flight
                 .set(self.conn.in_flight.get() + frames.len());
             self.conn.m.borrow_mut().sent += frames.len() as u64;
+            self.conn.sends.borrow_mut().sent += frames.len() as u64;
+            // Every index below this one is now a message of this run.
+            self.shared.sent_by[self.number as usize].store(index, Ordering::Release);
             self.conn
                 .write
                 .lock()
@@ -305,8 +395,6 @@ struct Reader {
     size: usize,
     /// The newest group seq seen: pushes of one group arrive in seq order.
     last_seq: u64,
-    /// Per sender, the newest index received: a sender's indexes only grow.
-    last_index: Vec<Option<u64>>,
     ack_every: Duration,
     acked_seq: u64,
     last_ack: Option<Instant>,
@@ -336,6 +424,7 @@ impl Reader {
         match frame.body {
             Some(Body::SendAck(_)) => {
                 self.conn.m.borrow_mut().acked += 1;
+                self.answer(frame.request_id, true);
                 self.shared.acked.fetch_add(1, Ordering::AcqRel);
                 self.release();
             }
@@ -350,6 +439,7 @@ impl Reader {
                 self.conn.m.borrow_mut().rate_limited += 1;
                 let wait = Duration::from_millis(e.retry_after_ms.max(1));
                 self.conn.pause_until.set(Some(Instant::now() + wait));
+                self.answer(frame.request_id, false);
                 self.release();
             }
             Some(Body::Error(e)) => {
@@ -357,6 +447,7 @@ impl Reader {
                 self.conn.m.borrow_mut().error(code.as_str_name());
                 self.shared.progress.errors.fetch_add(1, Ordering::Relaxed);
                 if frame.request_id != 0 {
+                    self.answer(frame.request_id, false);
                     self.release();
                 }
             }
@@ -366,6 +457,15 @@ impl Reader {
                 self.shared.progress.errors.fetch_add(1, Ordering::Relaxed);
             }
             _ => {}
+        }
+    }
+
+    /// The server answered this member's send with this request id (its index + 1).
+    fn answer(&self, request_id: u64, ok: bool) {
+        let mut sends = self.conn.sends.borrow_mut();
+        match request_id.checked_sub(1) {
+            Some(index) => sends.answer(index, ok),
+            None => sends.bad_answers += 1,
         }
     }
 
@@ -387,13 +487,14 @@ impl Reader {
             return;
         }
         let mut m = self.conn.m.borrow_mut();
-        let duplicate_seq = msg.seq == self.last_seq;
-        if msg.seq < self.last_seq {
-            m.out_of_order += 1;
-        }
+        let behind = msg.seq <= self.last_seq;
         self.last_seq = self.last_seq.max(msg.seq);
         self.shared.last_seq[self.conn.member].store(self.last_seq, Ordering::Relaxed);
         if msg.content_type != v1::ContentType::Custom as i32 {
+            // A group event: checked for order only (the bench's messages are checked below).
+            if behind {
+                m.out_of_order += 1;
+            }
             return;
         }
         let Some(start) = self.shared.start_at.get() else {
@@ -411,15 +512,19 @@ impl Reader {
         if content.iter().any(|&b| b != filler(index)) {
             m.corrupt += 1;
         }
-        let Some(last) = self.last_index.get_mut(sender as usize) else {
+        // A sender of this run, and an index it has sent (the bound keeps a garbled index from
+        // passing as a message).
+        let Some(sent) = self.shared.sent_by.get(sender as usize) else {
             m.corrupt += 1;
             return;
         };
-        if duplicate_seq || last.is_some_and(|l| index <= l) {
-            m.duplicates += 1;
+        if index >= sent.load(Ordering::Acquire) {
+            m.corrupt += 1;
             return;
         }
-        *last = Some(index);
+        if self.conn.got.borrow_mut()[sender as usize].arrive(index, behind) == Arrival::Again {
+            return;
+        }
         let latency = now.saturating_sub(sent_at);
         m.record_delivery(now, latency);
         let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
@@ -445,5 +550,97 @@ impl Reader {
         self.acked_seq = self.last_seq;
         self.conn.ack_due.set(Some(self.last_seq));
         self.conn.ack_wake.notify_one();
+    }
+}
+
+/// What the senders' sends and the members' receipts come to, over all load threads.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Outcome {
+    /// Acked messages a member other than their sender never got, once per such member.
+    pub lost: u64,
+    pub unanswered: u64,
+    pub duplicates: u64,
+    pub out_of_order: u64,
+    pub bad_answers: u64,
+}
+
+/// `sends`: (sender number, its sends); `got`: (online member number, what it got from each
+/// sender). Sender number `s` is online member `s`.
+pub(super) fn outcome(sends: &[(usize, Sends)], got: &[(usize, Vec<Stream>)]) -> Outcome {
+    let mut o = Outcome::default();
+    for (_, s) in sends {
+        o.unanswered += s.unanswered();
+        o.bad_answers += s.bad_answers;
+    }
+    for (member, streams) in got {
+        for (sender, s) in sends {
+            if sender != member {
+                o.lost += streams.get(*sender).map_or(s.acked.len(), |g| s.lost_by(g));
+            }
+        }
+        for g in streams {
+            o.duplicates += g.duplicates;
+            o.out_of_order += g.out_of_order;
+        }
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn acked(sent: u64, answered: &[u64]) -> Sends {
+        let mut s = Sends {
+            sent,
+            ..Default::default()
+        };
+        for &i in answered {
+            s.answer(i, true);
+        }
+        s
+    }
+
+    fn got(indexes: &[u64]) -> Stream {
+        let mut g = Stream::default();
+        for &i in indexes {
+            g.arrive(i, false);
+        }
+        g
+    }
+
+    #[test]
+    fn every_member_but_the_sender_must_get_every_acked_message() {
+        // Two senders (members 0 and 1), three online members.
+        let sends = [(0, acked(3, &[0, 1, 2])), (1, acked(2, &[0, 1]))];
+        let clean = [
+            (0, vec![Stream::default(), got(&[0, 1])]),
+            (1, vec![got(&[0, 1, 2]), Stream::default()]),
+            (2, vec![got(&[0, 2, 1]), got(&[0, 1])]),
+        ];
+        let o = outcome(&sends, &clean);
+        assert_eq!(
+            o,
+            Outcome {
+                out_of_order: 1,
+                ..Default::default()
+            }
+        );
+        // Member 2 misses sender 0's index 1 and gets sender 1's index 0 twice.
+        let short = [
+            (0, vec![Stream::default(), got(&[0, 1])]),
+            (1, vec![got(&[0, 1, 2]), Stream::default()]),
+            (2, vec![got(&[0, 2]), got(&[0, 0, 1])]),
+        ];
+        let o = outcome(&sends, &short);
+        assert_eq!((o.lost, o.duplicates, o.out_of_order), (1, 1, 0));
+    }
+
+    #[test]
+    fn sends_never_answered_are_counted() {
+        let sends = [(0, acked(5, &[0, 1, 2]))];
+        let members = [(0, vec![Stream::default()]), (1, vec![got(&[0, 1, 2])])];
+        let o = outcome(&sends, &members);
+        assert_eq!((o.unanswered, o.lost), (2, 0));
     }
 }

@@ -1,8 +1,8 @@
 //! `group`: one group of M members, O of them online, S of the online ones sending (each with up
-//! to W messages in flight, or together at a paced rate). Every online member checks that it gets
-//! every other sender's message exactly once, in the group's seq order, intact; the report gives
-//! deliveries per second, the server's CPU per delivery, and the latency from a send to the last
-//! online member that received it.
+//! to W messages in flight, or together at a paced rate). Every send must be answered, and every
+//! online member checks that it gets every other sender's acked messages exactly once, in the
+//! group's seq order, intact; the report gives deliveries per second, the server's CPU per
+//! delivery, and the latency from a send to the last online member that received it.
 //!
 //! Setup, not measured: the online members log in on the load threads (and start reading at
 //! once, so the setup's group events never pile up), the offline ones are signed up and
@@ -87,8 +87,14 @@ pub struct GroupReport {
     /// Deliveries expected: every acked message to every online member but its sender.
     pub expected_deliveries: u64,
     pub deliveries: u64,
+    /// Deliveries in the whole seconds of the run, per second (the drain's are not counted).
     pub deliveries_per_s: f64,
+    /// Deliveries of acked messages that never came (each message once per member lacking it).
     pub lost: u64,
+    /// Sends the server neither acked nor refused before the drain ended.
+    pub unanswered: u64,
+    /// Paced slots due before the end that were never sent (the window stayed full).
+    pub unsent: u64,
     pub duplicates: u64,
     pub out_of_order: u64,
     pub corrupt: u64,
@@ -113,9 +119,12 @@ pub struct GroupReport {
 }
 
 impl GroupReport {
-    /// Every message reached every online member once, in order, intact, with no error.
+    /// Every send was answered, every paced slot sent, and every acked message reached every
+    /// other online member once, in order, intact, with no error.
     pub fn clean(&self) -> bool {
         self.lost == 0
+            && self.unanswered == 0
+            && self.unsent == 0
             && self.duplicates == 0
             && self.out_of_order == 0
             && self.corrupt == 0
@@ -135,6 +144,8 @@ pub(super) struct Shared {
     start_at: OnceLock<Instant>,
     /// The newest group seq each online member has seen.
     last_seq: Vec<AtomicU64>,
+    /// Per sender, how many messages it has sent (its indexes below this are real).
+    sent_by: Vec<AtomicU64>,
     acked: AtomicU64,
     delivered: AtomicU64,
     senders_done: AtomicUsize,
@@ -167,6 +178,7 @@ pub fn run(cfg: &GroupConfig, observe: &Observe) -> anyhow::Result<GroupReport> 
         conversation_id: OnceLock::new(),
         start_at: OnceLock::new(),
         last_seq: (0..cfg.online).map(|_| AtomicU64::new(0)).collect(),
+        sent_by: (0..cfg.senders).map(|_| AtomicU64::new(0)).collect(),
         acked: AtomicU64::new(0),
         delivered: AtomicU64::new(0),
         senders_done: AtomicUsize::new(0),
@@ -227,19 +239,34 @@ pub fn run(cfg: &GroupConfig, observe: &Observe) -> anyhow::Result<GroupReport> 
 
     let mut total = Measurements::default();
     let mut last_member: HashMap<u64, u64> = HashMap::new();
+    let mut sends = Vec::new();
+    let mut got = Vec::new();
     for r in results? {
         total.merge(&r.m);
         for (key, us) in r.last_member_us {
             let worst = last_member.entry(key).or_default();
             *worst = (*worst).max(us);
         }
+        sends.extend(r.sends);
+        got.extend(r.got);
+    }
+    let outcome = load::outcome(&sends, &got);
+    total.lost += outcome.lost;
+    total.unanswered += outcome.unanswered;
+    total.duplicates += outcome.duplicates;
+    total.out_of_order += outcome.out_of_order;
+    for _ in 0..outcome.bad_answers {
+        total.error("answer to no outstanding send");
     }
     let mut to_last = Histogram::<u64>::new_with_bounds(1, LATENCY_US_MAX, 3)?;
     for us in last_member.values() {
         to_last.record((*us).clamp(1, LATENCY_US_MAX))?;
     }
     let expected = total.acked * (cfg.online as u64 - 1);
-    let lost = expected.saturating_sub(total.delivered);
+    // Throughput over the run's whole seconds: what was delivered during the drain is not
+    // part of the rate.
+    let whole_secs = cfg.duration.as_secs().max(1) as usize;
+    let in_window: u64 = total.delivered_per_s.iter().take(whole_secs).sum();
     let server_cpu = before.zip(after).map(|(b, a)| a.cpu.saturating_sub(b.cpu));
     let per = |n: u64| {
         server_cpu
@@ -263,8 +290,10 @@ pub fn run(cfg: &GroupConfig, observe: &Observe) -> anyhow::Result<GroupReport> 
         acked: total.acked,
         expected_deliveries: expected,
         deliveries: total.delivered,
-        deliveries_per_s: per_second(total.delivered, cfg.duration),
-        lost,
+        deliveries_per_s: per_second(in_window, Duration::from_secs(whole_secs as u64)),
+        lost: total.lost,
+        unanswered: total.unanswered,
+        unsent: total.unsent,
         duplicates: total.duplicates,
         out_of_order: total.out_of_order,
         corrupt: total.corrupt,

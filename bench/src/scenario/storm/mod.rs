@@ -127,6 +127,10 @@ pub struct StormReport {
     pub acked: u64,
     pub delivered: u64,
     pub lost: u64,
+    /// Pair sends the server neither acked nor refused before the drain ended.
+    pub unanswered: u64,
+    /// Paced pair slots due before the stop that were never sent (the window stayed full).
+    pub unsent: u64,
     pub duplicates: u64,
     pub out_of_order: u64,
     pub corrupt: u64,
@@ -152,10 +156,12 @@ pub struct LoginLatency {
 }
 
 impl StormReport {
-    /// Every pair message arrived once, in order, intact; every storm client logged in and
-    /// stayed.
+    /// Every pair message was sent, answered and arrived once, in order, intact; every storm
+    /// client logged in and stayed.
     pub fn clean(&self) -> bool {
         self.lost == 0
+            && self.unanswered == 0
+            && self.unsent == 0
             && self.duplicates == 0
             && self.out_of_order == 0
             && self.corrupt == 0
@@ -422,6 +428,8 @@ pub fn run(cfg: &StormConfig, observe: &Observe) -> anyhow::Result<StormReport> 
         acked: total.acked,
         delivered: total.delivered,
         lost: total.lost,
+        unanswered: total.unanswered,
+        unsent: total.unsent,
         duplicates: total.duplicates,
         out_of_order: total.out_of_order,
         corrupt: total.corrupt,
@@ -599,8 +607,17 @@ pub fn table(r: &StormReport) -> String {
     }
     let _ = writeln!(
         t,
-        "  pairs              sent {} acked {} delivered {};  lost {}  duplicates {}  out of order {}  corrupt {}  errors {}",
-        r.sent, r.acked, r.delivered, r.lost, r.duplicates, r.out_of_order, r.corrupt, r.errors
+        "  pairs              sent {} acked {} delivered {};  lost {}  unanswered {}  unsent {}  duplicates {}  out of order {}  corrupt {}  errors {}",
+        r.sent,
+        r.acked,
+        r.delivered,
+        r.lost,
+        r.unanswered,
+        r.unsent,
+        r.duplicates,
+        r.out_of_order,
+        r.corrupt,
+        r.errors
     );
     for (kind, n) in &r.error_kinds {
         let _ = writeln!(t, "    {n} × {kind}");
