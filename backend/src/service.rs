@@ -585,6 +585,7 @@ impl Backend {
             device_id: auth.device_id.as_str().into(),
             platform,
             token_hash: auth.token_hash,
+            opened_at_ms: crate::time::now_ms(),
         };
         let opened = self.sessions.write().open(auth.user_id, session);
         let replaced = match opened {

@@ -19,6 +19,9 @@ pub struct Session {
     pub platform: Platform,
     /// The token this session logged in with (or was given since): Logout revokes it.
     pub token_hash: TokenHash,
+    /// When it logged in (wall clock, unix ms): an operator's kick from another node ends only
+    /// sessions opened before it was issued (`cluster/link/kicks.rs`).
+    pub opened_at_ms: u64,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -161,6 +164,7 @@ mod tests {
             device_id: device.into(),
             platform,
             token_hash: [0; 32],
+            opened_at_ms: 0,
         }
     }
 

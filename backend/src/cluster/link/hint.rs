@@ -106,6 +106,7 @@ mod tests {
             device_id: format!("d{conn}").into(),
             platform: Platform::Web,
             token_hash: [0; 32],
+            opened_at_ms: 0,
         }
     }
 

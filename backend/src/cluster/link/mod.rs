@@ -649,9 +649,13 @@ impl Link {
         let Some(view) = self.view_nodes() else {
             return;
         };
+        let kick = kicks::Kick {
+            reason: reason as i32,
+            issued_at_ms: crate::time::now_ms(),
+        };
         for node in view.nodes.iter().filter(|n| n.record.node_id != self.me) {
             if let Some(peer) = self.peer(&node.record.node_id, &node.record.advertise_addr) {
-                peer.kick(user_id, device, reason as i32);
+                peer.kick(user_id, device, kick);
             }
         }
     }
