@@ -18,6 +18,7 @@
 
 mod hint;
 mod kicks;
+mod newcomers;
 mod peer;
 mod pending;
 mod queue;
@@ -90,6 +91,8 @@ pub struct Link {
     kick_stores: OnceLock<KickStores>,
     /// System notification batches sent to their owners, awaiting answers (`system.rs`).
     system: system::SystemPending,
+    /// Nodes entering the view are told they may have missed pushes (`newcomers.rs`).
+    newcomers: newcomers::Newcomers,
 }
 
 #[derive(Default)]
@@ -223,6 +226,7 @@ impl Link {
             streamed: Mutex::default(),
             kick_stores: OnceLock::new(),
             system: system::SystemPending::default(),
+            newcomers: newcomers::Newcomers::default(),
         }))
     }
 
@@ -265,6 +269,7 @@ impl Link {
                     _ = tick.tick() => {}
                     _ = stop.changed() => break,
                 }
+                link.welcome_newcomers();
                 let expired = link.pending.take_where(Instant::now(), None);
                 if !expired.is_empty() {
                     metrics::counter!("ringchat_cluster_forward_refused_total", "reason" => "timeout")
@@ -504,6 +509,11 @@ impl Link {
             return;
         }
         let fans = out.items.iter().any(|i| !matches!(i, Out::Answer { .. }));
+        if fans && self.view_nodes().is_some_and(|v| !v.joined) {
+            self.newcomers
+                .fanned_unjoined
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         let mut per_peer: Vec<(Arc<Peer>, Vec<NodeItem>)> = if fans {
             self.destinations(&out)
                 .into_iter()

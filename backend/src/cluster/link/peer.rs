@@ -56,6 +56,13 @@ impl Peer {
         }
     }
 
+    /// Frames for the peer were dropped before it had a queue here (it was not in the view):
+    /// its next batch says so, sent at once.
+    pub(crate) fn missed(&self) {
+        self.queue().missed = true;
+        self.wake.notify_one();
+    }
+
     /// Takes items again (a parked peer whose node is back).
     pub(crate) fn reopen(&self) {
         self.queue().reopen();
