@@ -222,6 +222,31 @@ impl KickStores {
 type Named = (u64, ConnRef, TokenHash, KickReason);
 
 impl Link {
+    /// A kick of a user's sessions (`device`'s only, when given), to every other live node:
+    /// an operator's disable or a password change on this node ends the user's sessions
+    /// everywhere. Each peer remembers it until that node confirms it applied it, and sends it
+    /// again on each new stream meanwhile (`kicks.rs`): a link that is down or breaks delays a
+    /// kick, it does not lose it.
+    pub(crate) fn send_kick(
+        self: &Arc<Self>,
+        user_id: u64,
+        device: Option<&str>,
+        reason: v1::KickReason,
+    ) {
+        let Some(view) = self.view_nodes() else {
+            return;
+        };
+        let kick = Kick {
+            reason: reason as i32,
+            issued_at_ms: crate::time::now_ms(),
+        };
+        for node in view.nodes.iter().filter(|n| n.record.node_id != self.me) {
+            if let Some(peer) = self.peer(&node.record.node_id, &node.record.advertise_addr) {
+                peer.kick(user_id, device, kick);
+            }
+        }
+    }
+
     /// The kicks of one incoming batch (sent at `sent_at_ms`, the batch's stamp): checked
     /// against the store and applied off the receiving task (a store read never holds up the
     /// link's frames), then confirmed to the sender on the stream's response half (`acks`; a
