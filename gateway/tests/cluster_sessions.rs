@@ -73,6 +73,31 @@ async fn a_revoked_device_and_a_disabled_account_are_kicked_on_every_node() {
     );
     tablet.ping().await.unwrap();
 
+    // A login that named no device, its token used on n2 as well, beside another nameless
+    // login there: it logs out on n1, and its copy on n2 ends, the other stays.
+    let (mut nameless, nameless_ok) = Client::signup(nodes[0].tcp, "alice", PASSWORD, "")
+        .await
+        .expect("a login with no device id");
+    let mut copy = common::account::hello(&nodes[1]).await;
+    let reply = copy
+        .request(Body::Login(v1::Login {
+            credential: Some(v1::login::Credential::Token(nameless_ok.token.clone())),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    assert!(matches!(reply, Body::LoginOk(_)), "{reply:?}");
+    let (mut other, _) = Client::signup(nodes[1].tcp, "alice", PASSWORD, "")
+        .await
+        .expect("another login with no device id");
+    let reply = nameless.request(Body::Logout(v1::Logout {})).await.unwrap();
+    assert!(matches!(reply, Body::LogoutOk(_)), "{reply:?}");
+    assert_eq!(
+        expect_kicked_then_closed(&mut copy).await,
+        KickReason::LoggedOut
+    );
+    other.ping().await.expect("the other nameless login stays");
+
     // The laptop changes the password: the tablet, on n2, is signed out.
     let reply = laptop
         .request(Body::ChangePassword(v1::ChangePassword {
@@ -205,8 +230,16 @@ async fn an_operator_kick_sent_again_spares_a_login_made_after_it() {
     );
     assert_eq!(r.0, 200, "{}", r.1);
     cut_link(&nodes, &proxy).await;
+    let downs_at_kick = metric_sum(&nodes[0], "ringchat_cluster_peer_links_down_total");
     let r = admin.post(&format!("/api/users/{}/kick", alice.user_id), json!({}));
     assert_eq!(r.0, 200, "{}", r.1);
+    // The receiver's cut is late by the kick's time in transit (tens of ms on a loaded test
+    // machine): the logins below come after n1 has failed to dial n2 twice more since the
+    // kick (a backoff pause of 50 ms or more each), well clear of it.
+    wait_until_async("n1 dials n2 twice more, in vain", || {
+        metric_sum(&nodes[0], "ringchat_cluster_peer_links_down_total") >= downs_at_kick + 2.0
+    })
+    .await;
     // After the kick: new logins on n2, on a device of their own and on the watch's (which
     // replaces the watch's session from before).
     let (mut tablet, _) = nodes[1].device("alice", "tablet").await;
