@@ -596,6 +596,7 @@ impl Backend {
             platform,
             token_hash: auth.token_hash,
             peer,
+            opened_at_ms: crate::time::now_ms(),
         };
         let opened = self.sessions.write().open(auth.user_id, session);
         let replaced = match opened {

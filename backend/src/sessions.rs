@@ -21,6 +21,9 @@ pub struct Session {
     pub token_hash: TokenHash,
     /// The client's address at login: what it does is bounded per client network too (rooms).
     pub peer: std::net::IpAddr,
+    /// When it logged in (wall clock, unix ms): an operator's kick from another node ends only
+    /// sessions opened before it was issued (`cluster/link/kicks.rs`).
+    pub opened_at_ms: u64,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -164,6 +167,7 @@ mod tests {
             platform,
             token_hash: [0; 32],
             peer: std::net::Ipv4Addr::LOCALHOST.into(),
+            opened_at_ms: 0,
         }
     }
 

@@ -73,6 +73,31 @@ async fn a_revoked_device_and_a_disabled_account_are_kicked_on_every_node() {
     );
     tablet.ping().await.unwrap();
 
+    // A login that named no device, its token used on n2 as well, beside another nameless
+    // login there: it logs out on n1, and its copy on n2 ends, the other stays.
+    let (mut nameless, nameless_ok) = Client::signup(nodes[0].tcp, "alice", PASSWORD, "")
+        .await
+        .expect("a login with no device id");
+    let mut copy = common::account::hello(&nodes[1]).await;
+    let reply = copy
+        .request(Body::Login(v1::Login {
+            credential: Some(v1::login::Credential::Token(nameless_ok.token.clone())),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    assert!(matches!(reply, Body::LoginOk(_)), "{reply:?}");
+    let (mut other, _) = Client::signup(nodes[1].tcp, "alice", PASSWORD, "")
+        .await
+        .expect("another login with no device id");
+    let reply = nameless.request(Body::Logout(v1::Logout {})).await.unwrap();
+    assert!(matches!(reply, Body::LogoutOk(_)), "{reply:?}");
+    assert_eq!(
+        expect_kicked_then_closed(&mut copy).await,
+        KickReason::LoggedOut
+    );
+    other.ping().await.expect("the other nameless login stays");
+
     // The laptop changes the password: the tablet, on n2, is signed out.
     let reply = laptop
         .request(Body::ChangePassword(v1::ChangePassword {
@@ -107,12 +132,11 @@ async fn a_revoked_device_and_a_disabled_account_are_kicked_on_every_node() {
     );
 }
 
-/// A password change on n1 while n1's link to n2 is down (a proxy in front of n2's gRPC
-/// listener is cut): the kick is not lost; once the link is back, the session on n2 ends.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_kick_sent_while_the_link_is_down_ends_the_session_once_it_is_back() {
+/// Two nodes, n2's gRPC listener behind a proxy the test cuts to take n1's link to n2 down
+/// (and n2's to n1 stays up).
+async fn nodes_with_a_cuttable_link(kind: &str) -> (Vec<TestServer>, CutProxy) {
     let db = common::store::fresh_database();
-    let prefix = format!("rc_kickdown_{}", unique());
+    let prefix = format!("rc_{kind}_{}", unique());
     let fast = [("CLUSTER__PEER_BACKOFF_MAX_MS", "200")];
     let mut envs: Vec<NodeEnv> = ["n1", "n2"]
         .iter()
@@ -131,6 +155,30 @@ async fn a_kick_sent_while_the_link_is_down_ends_the_session_once_it_is_back() {
         })
         .collect();
     wait_for_views(&nodes, 2);
+    (nodes, proxy)
+}
+
+/// Cuts n1's link to n2 (once up: n1 dials a peer on first use) and waits until n1 has seen
+/// it go down.
+async fn cut_link(nodes: &[TestServer], proxy: &CutProxy) {
+    wait_until_async("n1's link to n2 is up", || {
+        metric_sum(&nodes[0], "ringchat_cluster_peer_links_up_total") > 0.0
+    })
+    .await;
+    let downs = |n: &TestServer| metric_sum(n, "ringchat_cluster_peer_links_down_total");
+    let before = downs(&nodes[0]);
+    proxy.cut();
+    wait_until_async("n1 sees its link to n2 go down", || {
+        downs(&nodes[0]) > before
+    })
+    .await;
+}
+
+/// A password change on n1 while n1's link to n2 is down (a proxy in front of n2's gRPC
+/// listener is cut): the kick is not lost; once the link is back, the session on n2 ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kick_sent_while_the_link_is_down_ends_the_session_once_it_is_back() {
+    let (nodes, proxy) = nodes_with_a_cuttable_link("kickdown").await;
     let (mut laptop, _) = nodes[0].device("alice", "laptop").await;
     let (mut phone, _) = nodes[1].device("alice", "phone").await;
     let (mut tablet, _) = nodes[1].device("alice", "tablet").await;
@@ -146,13 +194,7 @@ async fn a_kick_sent_while_the_link_is_down_ends_the_session_once_it_is_back() {
         expect_kicked_then_closed(&mut tablet).await,
         KickReason::DeviceRevoked
     );
-    let downs = |n: &TestServer| metric_sum(n, "ringchat_cluster_peer_links_down_total");
-    let before = downs(&nodes[0]);
-    proxy.cut();
-    wait_until_async("n1 sees its link to n2 go down", || {
-        downs(&nodes[0]) > before
-    })
-    .await;
+    cut_link(&nodes, &proxy).await;
     let reply = laptop
         .request(Body::ChangePassword(v1::ChangePassword {
             old_password: PASSWORD.into(),
@@ -168,6 +210,68 @@ async fn a_kick_sent_while_the_link_is_down_ends_the_session_once_it_is_back() {
     );
     // The laptop, which changed it, stays.
     laptop.ping().await.unwrap();
+}
+
+/// An operator kicks every session of alice on n1 while n1's link to n2 is down; alice then
+/// logs in again on n2. When the link is back, n1 sends the kick again: it ends the session
+/// that was there when it was issued, not the login made since (an operator's kick checks
+/// nothing in the store: before, it ended whatever it named on arrival).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_kick_sent_again_spares_a_login_made_after_it() {
+    let (nodes, proxy) = nodes_with_a_cuttable_link("kickfresh").await;
+    let (_laptop, alice) = nodes[0].device("alice", "laptop").await;
+    let (mut phone, _) = nodes[1].device("alice", "phone").await;
+    let (mut watch, _) = nodes[1].device("alice", "watch").await;
+    let admin = nodes[0].api_key("ops", "admin");
+    // A kick of a device alice does not use: n1 links to n2 for it.
+    let r = admin.post(
+        &format!("/api/users/{}/kick", alice.user_id),
+        json!({"device_id": "none"}),
+    );
+    assert_eq!(r.0, 200, "{}", r.1);
+    cut_link(&nodes, &proxy).await;
+    let downs_at_kick = metric_sum(&nodes[0], "ringchat_cluster_peer_links_down_total");
+    let r = admin.post(&format!("/api/users/{}/kick", alice.user_id), json!({}));
+    assert_eq!(r.0, 200, "{}", r.1);
+    // The receiver's cut is late by the kick's time in transit (tens of ms on a loaded test
+    // machine): the logins below come after n1 has failed to dial n2 twice more since the
+    // kick (a backoff pause of 50 ms or more each), well clear of it.
+    wait_until_async("n1 dials n2 twice more, in vain", || {
+        metric_sum(&nodes[0], "ringchat_cluster_peer_links_down_total") >= downs_at_kick + 2.0
+    })
+    .await;
+    // After the kick: new logins on n2, on a device of their own and on the watch's (which
+    // replaces the watch's session from before).
+    let (mut tablet, _) = nodes[1].device("alice", "tablet").await;
+    let (mut watch_again, _) = nodes[1].device("alice", "watch").await;
+    assert_eq!(
+        expect_kicked_then_closed(&mut watch).await,
+        KickReason::Replaced
+    );
+    proxy.restore();
+    assert_eq!(
+        expect_kicked_then_closed(&mut phone).await,
+        KickReason::KickedByOperator,
+        "the session there when the kick was issued ends"
+    );
+    // n2 confirms a kick after handing its session kicks to the shards: once n1 has no kick
+    // waiting for n2, any kick of the tablet is on its way to it.
+    wait_until_async("n2 confirms the kick to n1", || {
+        nodes[0]
+            .metrics()
+            .iter()
+            .any(|(k, v)| k.starts_with("ringchat_cluster_kicks_pending_users{") && *v == 0.0)
+    })
+    .await;
+    tablet
+        .ping()
+        .await
+        .expect("the login made after the kick stays");
+    watch_again
+        .ping()
+        .await
+        .expect("so does the watch's new login");
+    assert!(metric_sum(&nodes[1], "ringchat_cluster_kicks_spared_total") >= 1.0);
 }
 
 /// The nodes share one audit log in the store of record, each with its own writer: an entry

@@ -12,7 +12,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use common::cluster::{
-    NodeEnv, acked, contiguous_seq, direct, every_ack_once, free_port, metric_sum, owner, unique,
+    NodeEnv, acked, contiguous_seq, direct, every_ack_once, free_port, metric_sum, owner,
+    redis_url, unique,
 };
 use common::proxy::CutProxy;
 use common::{TestServer, WAIT_DEADLINE, wait_until_async};
@@ -127,6 +128,58 @@ async fn a_node_that_has_not_joined_refuses_writes_instead_of_taking_them() {
     let stored = common::cluster::synced(&mut bob, conversation_id(a.user_id, b)).await;
     assert_eq!(stored, vec![(ack.seq, "before-joining".to_owned())]);
     assert_eq!(fenced(&servers), 0.0, "no conversation changed hands");
+}
+
+/// A node that has just joined is missing from the others' views until their next read of the
+/// registry: a push one of them sequences meanwhile for a user on the new node goes to no
+/// node. Once the new node enters that view, it is told it may have missed pushes, and its
+/// sessions are told to Sync: the message is pushed or announced, never lost unannounced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_sent_before_a_new_node_is_in_the_view_is_announced_to_it() {
+    let db = common::store::fresh_database();
+    let prefix = format!("rc_newcomer_{}", unique());
+    let ttl = ("CLUSTER__NODE_TTL_MS", "30000");
+    let start = |id: &str, extra: &[(&str, &str)]| {
+        let mut env = NodeEnv::new(&db, &redis_url(), &prefix, &id);
+        env.vars.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        tokio::task::block_in_place(|| TestServer::start(&env.pairs()))
+    };
+    // n1 reads the registry every 8 s: n2, started after it, stays missing from its view
+    // for up to that long.
+    let n1 = start("n1", &[("CLUSTER__HEARTBEAT_INTERVAL_MS", "8000"), ttl]);
+    wait_until_async("n1 joins", || n1.metric("ringchat_cluster_joined") == 1.0).await;
+    let (mut alice, _) = n1.user("alice").await;
+    let n2 = start("n2", &[ttl]);
+    wait_until_async("n2 sees n1", || n2.metric("ringchat_cluster_nodes") == 2.0).await;
+    let (mut bob, bob_login) = n2.user("bob").await;
+    let b = bob_login.user_id;
+    let lacks_n2 = || n1.metric("ringchat_cluster_nodes") == 1.0;
+    assert!(lacks_n2(), "n1's view caught up before the send");
+    // n1 owns every conversation by its view and sends the push to the nodes of its view.
+    let ack = acked(&mut alice, direct(b, "early")).await;
+    assert!(lacks_n2(), "n1's view caught up before the push went out");
+    let conv = ack.conversation_id;
+    let deadline = Instant::now() + WAIT_DEADLINE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let frame = tokio::time::timeout(left, bob.next_event())
+            .await
+            .expect("the push neither reached bob nor was announced by SyncNeeded")
+            .ok()
+            .flatten();
+        match frame.and_then(|f| f.body) {
+            Some(Body::Push(p)) if p.message.iter().any(|m| m.seq == ack.seq) => return,
+            Some(Body::SyncNeeded(_)) => break,
+            _ => {}
+        }
+    }
+    let stored = common::cluster::synced(&mut bob, conv).await;
+    assert_eq!(stored, vec![(ack.seq, "early".to_owned())]);
+    assert!(metric_sum(&n1, "ringchat_cluster_peers_new_in_view_total") >= 1.0);
 }
 
 /// Redis is restarted empty, and one node reaches it before the others (their heartbeats fail

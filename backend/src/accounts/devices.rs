@@ -322,10 +322,10 @@ impl Backend {
         self.forget_push_tokens(user_id, SignedOut::Device(&device_id))
             .await;
         // A session of this device on another node (its token used there) ends too. A device
-        // with no name is only this token: sessions elsewhere are not found by it.
-        if !device_id.is_empty() {
-            self.kick_elsewhere(user_id, Some(&device_id), KickReason::LoggedOut);
-        }
+        // with no name is only this token, used elsewhere too maybe: the kick names the
+        // nameless device, and each node ends only its sessions whose token is gone
+        // (`cluster/link/kicks.rs`), so other nameless logins stay.
+        self.kick_elsewhere(user_id, Some(&device_id), KickReason::LoggedOut);
         tracing::info!(user_id, tokens_revoked = revoked, "logged out");
         self.audit.record(
             Entry::new(format!("user:{user_id}"), "user.logout")

@@ -107,6 +107,7 @@ mod tests {
             platform: Platform::Web,
             token_hash: [0; 32],
             peer: std::net::Ipv4Addr::LOCALHOST.into(),
+            opened_at_ms: 0,
         }
     }
 

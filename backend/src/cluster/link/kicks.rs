@@ -4,14 +4,16 @@
 //! refuses while the link is down, and a link that breaks loses what was in flight).
 //!
 //! - Sender: each peer keeps the kicks it has not confirmed (`Pending`), coalesced per user
-//!   (one entry for all devices, or up to `DEVICES_PER_USER_MAX` devices; more become "all"),
+//!   (one entry for all devices, and up to `DEVICES_PER_USER_MAX` devices; more become "all"),
 //!   bounded by `cluster.peer_kicks_pending_max` users. A kick is recorded, then queued as
 //!   usual; every new stream to the peer starts with the whole set; the peer confirms each kick
 //!   it applied on the stream's response half (the same `NodeKick`, echoed), which removes it.
 //! - Receiver: a kick ends only what it is still right to end (`Link::apply_kicks`): for a
 //!   revocation, the sessions whose token the store of record no longer has; for a disable,
-//!   the user's sessions while the account is still disabled. So a kick that arrives late (or
-//!   twice, or widened to every device) never ends a login made since with valid credentials.
+//!   the user's sessions while the account is still disabled; for an operator's kick (nothing
+//!   to check in the store), the sessions opened before it was issued (`opened_by_ms`). So a
+//!   kick that arrives late (or twice, or widened to every device) never ends a login made
+//!   since with valid credentials.
 //!   A store that does not answer ends the sessions (fail closed: they can log in again).
 
 use std::collections::HashMap;
@@ -24,17 +26,28 @@ use super::Link;
 use crate::api::{ConnRef, ShardEvent};
 use crate::store::{AccountAdminStore, AccountStore, TokenHash};
 
-/// Devices remembered per user before the user's entry becomes "every device" (safe: the
-/// receiver ends only sessions whose token is gone, whatever the entry names).
+/// Devices remembered per user before the user's entry becomes "every device". Safe for
+/// revocations (the receiver ends only sessions whose token is gone, whatever the entry
+/// names); for an operator's kicks of more devices than this at once, the other devices'
+/// sessions opened before the newest of them end too (they may log in again).
 const DEVICES_PER_USER_MAX: usize = 16;
+
+/// One kick as remembered: its reason (`KickReason` as i32) and when it was issued (this
+/// node's wall clock, unix ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Kick {
+    pub(crate) reason: i32,
+    pub(crate) issued_at_ms: u64,
+}
 
 /// One user's kicks not confirmed yet.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 struct UserKicks {
-    /// Every device, with this reason (`KickReason` as i32).
-    all: Option<i32>,
-    /// (device, reason), while `all` is not set.
-    devices: Vec<(String, i32)>,
+    /// Every device.
+    all: Option<Kick>,
+    /// Per device: kept beside `all` too, since an operator's kick ends only sessions opened
+    /// before it, so an older "every device" does not cover a newer device's kick.
+    devices: Vec<(String, Kick)>,
 }
 
 /// Why a kick was not remembered.
@@ -64,12 +77,14 @@ impl Pending {
         self.users.len()
     }
 
-    /// Remembers a kick (`device` `None`: every device) until the peer confirms it.
+    /// Remembers a kick (`device` `None`: every device) until the peer confirms it. A newer
+    /// kick replaces the entry it falls on (it ends at least what the older one did: sessions
+    /// opened before a later time).
     pub(crate) fn record(
         &mut self,
         user: u64,
         device: Option<&str>,
-        reason: i32,
+        kick: Kick,
     ) -> Result<(), KickRefused> {
         if !self.users.contains_key(&user) && self.users.len() >= self.users_max {
             return Err(KickRefused::Full);
@@ -77,19 +92,18 @@ impl Pending {
         let entry = self.users.entry(user).or_default();
         match device {
             None => {
-                entry.all = Some(reason);
+                entry.all = Some(kick);
                 entry.devices.clear();
             }
-            Some(_) if entry.all.is_some() => {}
             Some(d) => {
                 let full = entry.devices.len() >= DEVICES_PER_USER_MAX;
                 match entry.devices.iter_mut().find(|(x, _)| x == d) {
-                    Some((_, r)) => *r = reason,
+                    Some((_, k)) => *k = kick,
                     None if full => {
-                        entry.all = Some(reason);
+                        entry.all = Some(kick);
                         entry.devices.clear();
                     }
-                    None => entry.devices.push((d.to_owned(), reason)),
+                    None => entry.devices.push((d.to_owned(), kick)),
                 }
             }
         }
@@ -101,14 +115,18 @@ impl Pending {
         let Some(entry) = self.users.get_mut(&k.user_id) else {
             return;
         };
+        let echoed = Kick {
+            reason: k.reason,
+            issued_at_ms: k.issued_at_ms,
+        };
         if k.all_devices {
-            if entry.all == Some(k.reason) {
+            if entry.all == Some(echoed) {
                 entry.all = None;
             }
         } else {
             entry
                 .devices
-                .retain(|(d, r)| !(*d == k.device_id && *r == k.reason));
+                .retain(|(d, kick)| !(*d == k.device_id && *kick == echoed));
         }
         if entry.all.is_none() && entry.devices.is_empty() {
             self.users.remove(&k.user_id);
@@ -119,25 +137,43 @@ impl Pending {
     pub(crate) fn items(&self) -> Vec<NodeItem> {
         let mut out = Vec::new();
         for (user, k) in &self.users {
-            if let Some(reason) = k.all {
-                out.push(item(*user, None, reason));
+            if let Some(kick) = k.all {
+                out.push(item(*user, None, kick));
             }
-            out.extend(k.devices.iter().map(|(d, r)| item(*user, Some(d), *r)));
+            out.extend(
+                k.devices
+                    .iter()
+                    .map(|(d, kick)| item(*user, Some(d), *kick)),
+            );
         }
         out
     }
 }
 
 /// A `NodeKick` item.
-pub(crate) fn item(user_id: u64, device: Option<&str>, reason: i32) -> NodeItem {
+pub(crate) fn item(user_id: u64, device: Option<&str>, kick: Kick) -> NodeItem {
     NodeItem {
         item: Some(Item::Kick(v1::NodeKick {
             user_id,
             device_id: device.unwrap_or_default().to_owned(),
-            reason,
+            reason: kick.reason,
             all_devices: device.is_none(),
+            issued_at_ms: kick.issued_at_ms,
         })),
     }
+}
+
+/// The latest `opened_at_ms` (this node's clock) of a session a kick ends, for a kick that
+/// checks nothing in the store (an operator's): the kick's age by the sender's clock (from
+/// its issue to the batch's hand-over) taken back from when the batch arrived here. So only
+/// the two nodes' elapsed times are compared, never their clocks; the time in transit makes
+/// the cut a little later, never earlier. `None`: not stamped (an older node): every session
+/// named ends.
+pub(crate) fn opened_by_ms(k: &v1::NodeKick, sent_at_ms: u64, received_at_ms: u64) -> Option<u64> {
+    if k.issued_at_ms == 0 || sent_at_ms == 0 {
+        return None;
+    }
+    Some(received_at_ms.saturating_sub(sent_at_ms.saturating_sub(k.issued_at_ms)))
 }
 
 /// What a kick's reason makes the receiver check before it ends a session.
@@ -186,18 +222,46 @@ impl KickStores {
 type Named = (u64, ConnRef, TokenHash, KickReason);
 
 impl Link {
-    /// The kicks of one incoming batch: checked against the store and applied off the
-    /// receiving task (a store read never holds up the link's frames), then confirmed to the
-    /// sender on the stream's response half (`acks`; a confirmation that does not fit is
-    /// made up by the sender sending the kick again on its next stream).
+    /// A kick of a user's sessions (`device`'s only, when given), to every other live node:
+    /// an operator's disable or a password change on this node ends the user's sessions
+    /// everywhere. Each peer remembers it until that node confirms it applied it, and sends it
+    /// again on each new stream meanwhile (`kicks.rs`): a link that is down or breaks delays a
+    /// kick, it does not lose it.
+    pub(crate) fn send_kick(
+        self: &Arc<Self>,
+        user_id: u64,
+        device: Option<&str>,
+        reason: v1::KickReason,
+    ) {
+        let Some(view) = self.view_nodes() else {
+            return;
+        };
+        let kick = Kick {
+            reason: reason as i32,
+            issued_at_ms: crate::time::now_ms(),
+        };
+        for node in view.nodes.iter().filter(|n| n.record.node_id != self.me) {
+            if let Some(peer) = self.peer(&node.record.node_id, &node.record.advertise_addr) {
+                peer.kick(user_id, device, kick);
+            }
+        }
+    }
+
+    /// The kicks of one incoming batch (sent at `sent_at_ms`, the batch's stamp): checked
+    /// against the store and applied off the receiving task (a store read never holds up the
+    /// link's frames), then confirmed to the sender on the stream's response half (`acks`; a
+    /// confirmation that does not fit is made up by the sender sending the kick again on its
+    /// next stream).
     pub(super) fn apply_kicks(
         self: &Arc<Self>,
         kicks: Vec<v1::NodeKick>,
+        sent_at_ms: u64,
         acks: mpsc::Sender<NodeBatch>,
     ) {
+        let received_at_ms = crate::time::now_ms();
         let link = Arc::clone(self);
         tokio::spawn(async move {
-            link.kick_checked(&kicks).await;
+            link.kick_checked(&kicks, sent_at_ms, received_at_ms).await;
             let confirm = NodeBatch {
                 from_node: link.me.clone(),
                 items: kicks
@@ -207,26 +271,42 @@ impl Link {
                     })
                     .collect(),
                 missed: false,
+                sent_at_ms: 0,
             };
             let _ = acks.try_send(confirm);
         });
     }
 
-    async fn kick_checked(&self, kicks: &[v1::NodeKick]) {
+    async fn kick_checked(&self, kicks: &[v1::NodeKick], sent_at_ms: u64, received_at_ms: u64) {
         let mut named: Vec<Named> = Vec::new();
+        let mut spared = 0u64;
         {
             let sessions = self.sessions.read();
             for k in kicks {
                 let reason = KickReason::try_from(k.reason).unwrap_or(KickReason::Unspecified);
                 let device = (!k.all_devices).then_some(k.device_id.as_str());
-                named.extend(
-                    sessions
-                        .of_user(k.user_id)
-                        .iter()
-                        .filter(|s| device.is_none_or(|d| *s.device_id == *d))
-                        .map(|s| (k.user_id, s.conn, s.token_hash, reason)),
-                );
+                // An operator's kick is checked against nothing in the store: a session opened
+                // since it was issued (a login after the kick, which reached here late: a
+                // link that was down, a kick sent again) is not the one it meant.
+                let opened_by = match check_for(reason) {
+                    Check::None => opened_by_ms(k, sent_at_ms, received_at_ms),
+                    Check::TokenGone | Check::Disabled => None,
+                };
+                for s in sessions
+                    .of_user(k.user_id)
+                    .iter()
+                    .filter(|s| device.is_none_or(|d| *s.device_id == *d))
+                {
+                    if opened_by.is_some_and(|by| s.opened_at_ms > by) {
+                        spared += 1;
+                        continue;
+                    }
+                    named.push((k.user_id, s.conn, s.token_hash, reason));
+                }
             }
+        }
+        if spared > 0 {
+            metrics::counter!("ringchat_cluster_kicks_spared_total").increment(spared);
         }
         if named.is_empty() {
             return;
@@ -270,8 +350,16 @@ impl Link {
 mod tests {
     use super::*;
 
-    fn kick(user: u64, device: Option<&str>, reason: i32) -> v1::NodeKick {
-        match item(user, device, reason).item {
+    /// A kick of `reason` issued at `at` ms.
+    fn k(reason: i32, at: u64) -> Kick {
+        Kick {
+            reason,
+            issued_at_ms: at,
+        }
+    }
+
+    fn kick(user: u64, device: Option<&str>, kick: Kick) -> v1::NodeKick {
+        match item(user, device, kick).item {
             Some(Item::Kick(k)) => k,
             _ => unreachable!(),
         }
@@ -280,34 +368,39 @@ mod tests {
     #[test]
     fn kicks_are_coalesced_per_user_and_forgotten_once_confirmed() {
         let mut p = Pending::new(2);
-        p.record(1, Some("phone"), 11).unwrap();
-        p.record(1, Some("phone"), 12).unwrap();
+        p.record(1, Some("phone"), k(11, 1)).unwrap();
+        p.record(1, Some("phone"), k(12, 2)).unwrap();
         assert_eq!(p.items().len(), 1, "one entry per device");
-        p.record(1, None, 10).unwrap();
+        p.record(1, None, k(10, 3)).unwrap();
         assert_eq!(
             p.items(),
-            vec![item(1, None, 10)],
-            "every device covers one"
+            vec![item(1, None, k(10, 3))],
+            "every device covers one issued before"
         );
-        p.record(1, Some("tablet"), 11).unwrap();
-        assert_eq!(p.items().len(), 1);
+        // A device's kick issued after "every device" ends sessions opened since: kept.
+        p.record(1, Some("tablet"), k(14, 4)).unwrap();
+        assert_eq!(p.items().len(), 2);
         // A confirmation of an older kick leaves the newer one.
-        p.confirmed(&kick(1, Some("phone"), 12));
-        p.confirmed(&kick(1, None, 13));
+        p.confirmed(&kick(1, Some("phone"), k(12, 2)));
+        p.confirmed(&kick(1, None, k(10, 2)));
+        p.confirmed(&kick(1, Some("tablet"), k(14, 3)));
+        assert_eq!(p.items().len(), 2, "same reason, issued earlier: kept");
+        p.confirmed(&kick(1, None, k(10, 3)));
         assert_eq!(p.len(), 1);
-        p.confirmed(&kick(1, None, 10));
+        p.confirmed(&kick(1, Some("tablet"), k(14, 4)));
         assert_eq!(p.len(), 0);
     }
 
     #[test]
     fn the_set_is_bounded_in_users_and_devices() {
         let mut p = Pending::new(2);
-        p.record(1, None, 10).unwrap();
-        p.record(2, Some("a"), 11).unwrap();
-        assert_eq!(p.record(3, None, 10), Err(KickRefused::Full));
-        p.record(2, Some("b"), 11).unwrap();
-        for i in 0..DEVICES_PER_USER_MAX {
-            p.record(2, Some(&format!("d{i}")), 11).unwrap();
+        p.record(1, None, k(10, 1)).unwrap();
+        p.record(2, Some("a"), k(11, 1)).unwrap();
+        assert_eq!(p.record(3, None, k(10, 1)), Err(KickRefused::Full));
+        p.record(2, Some("b"), k(11, 1)).unwrap();
+        // "a", "b" and these: one more than the bound, the last one.
+        for i in 0..DEVICES_PER_USER_MAX - 1 {
+            p.record(2, Some(&format!("d{i}")), k(11, 5)).unwrap();
         }
         assert_eq!(p.len(), 2);
         let of_2: Vec<NodeItem> = p
@@ -315,8 +408,24 @@ mod tests {
             .into_iter()
             .filter(|i| matches!(&i.item, Some(Item::Kick(k)) if k.user_id == 2))
             .collect();
-        assert_eq!(of_2, vec![item(2, None, 11)], "too many devices: every one");
-        p.confirmed(&kick(2, None, 11));
-        p.record(3, None, 10).unwrap();
+        assert_eq!(
+            of_2,
+            vec![item(2, None, k(11, 5))],
+            "too many devices: every one, as of the newest"
+        );
+        p.confirmed(&kick(2, None, k(11, 5)));
+        p.record(3, None, k(10, 1)).unwrap();
+    }
+
+    #[test]
+    fn a_kick_ends_sessions_opened_before_its_age_by_the_senders_clock() {
+        let issued = kick(1, None, k(14, 1_000));
+        // Sent 4 s after it was issued (the sender's clock); arrived at 50 000 here.
+        assert_eq!(opened_by_ms(&issued, 5_000, 50_000), Some(46_000));
+        // The sender's clock stepped back meanwhile: no age, cut at arrival.
+        assert_eq!(opened_by_ms(&issued, 900, 50_000), Some(50_000));
+        // Not stamped (an older node): no cut.
+        assert_eq!(opened_by_ms(&issued, 0, 50_000), None);
+        assert_eq!(opened_by_ms(&kick(1, None, k(14, 0)), 5_000, 50_000), None);
     }
 }

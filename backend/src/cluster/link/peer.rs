@@ -56,6 +56,13 @@ impl Peer {
         }
     }
 
+    /// Frames for the peer were dropped before it had a queue here (it was not in the view):
+    /// its next batch says so, sent at once.
+    pub(crate) fn missed(&self) {
+        self.queue().missed = true;
+        self.wake.notify_one();
+    }
+
     /// Takes items again (a parked peer whose node is back).
     pub(crate) fn reopen(&self) {
         self.queue().reopen();
@@ -67,14 +74,14 @@ impl Peer {
 
     /// A kick for this peer (`device` `None`: every device): remembered until the peer
     /// confirms it, and queued now (a refusal here is made up by the next stream).
-    pub(crate) fn kick(&self, user: u64, device: Option<&str>, reason: i32) {
-        let recorded = self.kicks().record(user, device, reason);
+    pub(crate) fn kick(&self, user: u64, device: Option<&str>, kick: kicks::Kick) {
+        let recorded = self.kicks().record(user, device, kick);
         if let Err(KickRefused::Full) = recorded {
             metrics::counter!("ringchat_cluster_kicks_unremembered_total", "peer" => self.node_id.clone())
                 .increment(1);
             tracing::error!(peer = %self.node_id, user, "cluster: cluster.peer_kicks_pending_max users' kicks wait for this peer already; this kick is sent once, not again if lost");
         }
-        let _ = self.push_all(vec![kicks::item(user, device, reason)]);
+        let _ = self.push_all(vec![kicks::item(user, device, kick)]);
     }
 
     /// What the peer sent back on a stream's response half: the kicks it applied.
@@ -246,6 +253,7 @@ async fn connect_and_write(
             from_node: link.me.clone(),
             items: chunk.to_vec(),
             missed: false,
+            sent_at_ms: crate::time::now_ms(),
         };
         if !matches!(
             tokio::time::timeout(timeout, tx.send(batch)).await,
@@ -266,7 +274,9 @@ async fn connect_and_write(
                     .increment(oversized);
                 tracing::error!(peer = %peer.node_id, oversized, item_bytes_max, "cluster: items over the links' item limit were dropped, not sent");
             }
-            let Some(batch) = batch else { break };
+            let Some(mut batch) = batch else { break };
+            // Stamped at hand-over: a kick's age is measured up to here (`kicks.rs`).
+            batch.sent_at_ms = crate::time::now_ms();
             let items = batch.items.len() as u64;
             match tokio::time::timeout(timeout, tx.send(batch)).await {
                 Ok(Ok(())) => {

@@ -112,6 +112,7 @@ impl Queue {
             from_node: from_node.to_owned(),
             items: Vec::new(),
             missed: std::mem::take(&mut self.missed),
+            sent_at_ms: 0,
         };
         let mut bytes = 0;
         while let Some(item) = self.items.front() {

@@ -141,6 +141,7 @@ impl Link {
         acks: &tokio::sync::mpsc::Sender<NodeBatch>,
     ) {
         let from = batch.from_node;
+        let sent_at_ms = batch.sent_at_ms;
         metrics::counter!("ringchat_cluster_peer_batches_received_total", "peer" => from.clone())
             .increment(1);
         metrics::counter!("ringchat_cluster_peer_items_received_total", "peer" => from.clone())
@@ -241,7 +242,7 @@ impl Link {
             }
         }
         if !kicks.is_empty() {
-            self.apply_kicks(kicks, acks.clone());
+            self.apply_kicks(kicks, sent_at_ms, acks.clone());
         }
         self.to_shards(per_shard).await;
         drop(spans);
