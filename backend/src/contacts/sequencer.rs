@@ -224,20 +224,11 @@ impl Relations {
         Ok(())
     }
 
-    /// Whether `blocker` blocks `user`. `fresh`: read from the store, not the cache (a cluster
-    /// node, as in [`Self::may_add_to_group`]).
-    pub(crate) fn blocks(
-        &mut self,
-        blocker: UserId,
-        user: UserId,
-        fresh: bool,
-    ) -> Result<bool, StoreError> {
+    /// Whether `blocker` blocks `user`, from the cache (loaded on a miss).
+    pub(crate) fn blocks(&mut self, blocker: UserId, user: UserId) -> Result<bool, StoreError> {
         let Some(conv) = ConvId::direct(blocker, user) else {
             return Ok(false);
         };
-        if fresh {
-            self.pairs.remove(&conv);
-        }
         let bits = self.pair_bits(conv)?;
         Ok(blocks_from(conv, bits, blocker).0)
     }

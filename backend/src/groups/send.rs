@@ -138,11 +138,14 @@ impl Writer {
         ids.sort_unstable();
         ids.dedup();
         let mut kept = Vec::with_capacity(ids.len());
-        let fresh = self.ownership.is_some();
         for user in ids {
+            // From the pair cache, never a fresh read per mention (up to `mentions_max` store
+            // reads on the sequencer per message). A cluster node's cache may miss a block made
+            // on another node: the mention is then kept, but the push resolver reads blocks
+            // from the store and sends the blocker nothing.
             if user != from
                 && self.groups.member(g, user)?.is_some()
-                && !self.contacts.blocks(user, from, fresh)?
+                && !self.contacts.blocks(user, from)?
             {
                 kept.push(user);
             }

@@ -70,8 +70,8 @@ pub(crate) struct PushQueue {
     tx: mpsc::Sender<Vec<PushRecord>>,
     /// Records in the queue (not batches).
     queued: AtomicUsize,
-    /// (recipient, conversation) of every direct or system record waiting: a later message
-    /// for the same pair is folded into the waiting push (one notification wakes the device),
+    /// (recipient, conversation) of every direct or system record waiting in the channel (not
+    /// yet taken by the sender): a later message for the same pair is folded into that push (one notification wakes the device),
     /// so one sender flooding an offline user takes one place in the queue, not all of them.
     /// Group records (recipient 0) are not folded: a later one may carry a mention. At most
     /// `records_max` entries (one per waiting record).
@@ -135,11 +135,16 @@ impl PushQueue {
         }
     }
 
-    /// The sender is done with `records` (sent or given up): later messages of their pairs
-    /// get pushes of their own again.
-    fn taken(&self, records: &[PushRecord]) {
+    /// The sender took `records` off the queue to resolve and send them: later messages of
+    /// their pairs get pushes of their own (one folded now would ride on a push whose
+    /// recipients and devices are being decided already, or that is sent).
+    fn received(&self, records: &[PushRecord]) {
         forget_pairs(&mut self.pairs(), records);
-        self.queued.fetch_sub(records.len(), Ordering::AcqRel);
+    }
+
+    /// The sender is done with `n` records (sent or given up): they leave `push.queue_max`.
+    fn taken(&self, n: usize) {
+        self.queued.fetch_sub(n, Ordering::AcqRel);
     }
 
     fn pairs(&self) -> std::sync::MutexGuard<'_, HashSet<(UserId, ConvId)>> {
@@ -243,7 +248,8 @@ mod tests {
     }
 
     /// One sender flooding an offline user takes one place in the queue: another user's push
-    /// still fits, and once the waiting push is taken the next message gets its own.
+    /// still fits, and once the sender has taken the waiting push (before it is resolved or
+    /// sent) the next message gets its own.
     #[test]
     fn a_flood_for_one_user_and_conversation_folds_into_one_waiting_push() {
         let config = PushConfig {
@@ -266,7 +272,7 @@ mod tests {
         let second = rx.try_recv().expect("the other user's push");
         assert_eq!(second, [record(other, friend, 1)]);
 
-        queue.taken(&first);
+        queue.received(&first);
         queue.offer(vec![record(victim, flooder, 80)]);
         assert_eq!(
             rx.try_recv().expect("its own push again"),
@@ -293,7 +299,8 @@ mod tests {
         queue.offer(vec![record(U + 3, U + 4, 1)]);
         let first = rx.try_recv().expect("first");
         assert!(rx.try_recv().is_err(), "no room for the second");
-        queue.taken(&first);
+        queue.received(&first);
+        queue.taken(first.len());
         queue.offer(vec![record(U + 3, U + 4, 2)]);
         assert_eq!(rx.try_recv().expect("queued"), [record(U + 3, U + 4, 2)]);
     }

@@ -55,6 +55,7 @@ async fn run(
     };
     let config = &push.config;
     while let Some(records) = rx.recv().await {
+        push.queue.received(&records);
         metrics::gauge!("ringchat_push_queue_records").set(push.queue.waiting() as f64);
         for chunk in records.chunks(config.batch_max) {
             let resolver = Arc::clone(&resolver);
@@ -83,7 +84,7 @@ async fn run(
                 }
             }
         }
-        push.queue.taken(&records);
+        push.queue.taken(records.len());
     }
 }
 

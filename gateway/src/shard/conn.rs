@@ -26,8 +26,9 @@ mod files;
 
 /// Bytes gathered into one write, at most (frames are not split across writes below this).
 const WRITE_BATCH_BYTES_MAX: usize = 64 * 1024;
-/// Reads a connection makes in a row before its task lets the shard's other tasks run. On the
-/// epoll driver a socket that stays readable is ready again at once, so the task never waits:
+/// Reads a connection makes before its task lets the shard's other tasks run, on the epoll
+/// driver only ([`Shard::readiness_never_waits`]): there a socket that stays readable is
+/// ready again at once, so the task never waits:
 /// a client that never stops sending (WebSocket pongs, which need no answer) would otherwise
 /// hold the shard's thread, and its other connections, inbox, accepts and timers with it.
 pub(super) const READS_PER_TURN: u32 = 16;
@@ -373,7 +374,9 @@ impl Conn {
                     reads += 1;
                     if reads == READS_PER_TURN {
                         reads = 0;
-                        YieldOnce(false).await;
+                        if self.shard().readiness_never_waits() {
+                            YieldOnce(false).await;
+                        }
                     }
                 }
             }

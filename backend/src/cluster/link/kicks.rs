@@ -43,11 +43,37 @@ pub(crate) struct Kick {
 /// One user's kicks not confirmed yet.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 struct UserKicks {
-    /// Every device.
-    all: Option<Kick>,
+    /// Every device, one per [`Check`] (`check_slot`): kicks that check different things do
+    /// not stand in for each other (a logout's "token gone" would spare a disabled account's
+    /// sessions), so a newer one replaces only an older one of its own kind.
+    all: [Option<Kick>; 3],
     /// Per device: kept beside `all` too, since an operator's kick ends only sessions opened
     /// before it, so an older "every device" does not cover a newer device's kick.
     devices: Vec<(String, Kick)>,
+}
+
+impl UserKicks {
+    /// `kick` for every device: it takes its kind's place (the newer of the two) and covers
+    /// the device kicks of its kind issued before it.
+    fn widen(&mut self, kick: Kick) {
+        let slot = check_slot(kick.reason);
+        let all = &mut self.all[slot];
+        if all.is_none_or(|old| old.issued_at_ms <= kick.issued_at_ms) {
+            *all = Some(kick);
+        }
+        let cut = all.map_or(0, |k| k.issued_at_ms);
+        self.devices
+            .retain(|(_, k)| check_slot(k.reason) != slot || k.issued_at_ms > cut);
+    }
+}
+
+/// The place in [`UserKicks::all`] of a kick of `reason`.
+fn check_slot(reason: i32) -> usize {
+    match KickReason::try_from(reason).map_or(Check::None, check_for) {
+        Check::TokenGone => 0,
+        Check::Disabled => 1,
+        Check::None => 2,
+    }
 }
 
 /// Why a kick was not remembered.
@@ -78,8 +104,8 @@ impl Pending {
     }
 
     /// Remembers a kick (`device` `None`: every device) until the peer confirms it. A newer
-    /// kick replaces the entry it falls on (it ends at least what the older one did: sessions
-    /// opened before a later time).
+    /// kick replaces the entry of its kind it falls on (it ends at least what the older one
+    /// did: sessions opened before a later time, under the same check).
     pub(crate) fn record(
         &mut self,
         user: u64,
@@ -91,18 +117,12 @@ impl Pending {
         }
         let entry = self.users.entry(user).or_default();
         match device {
-            None => {
-                entry.all = Some(kick);
-                entry.devices.clear();
-            }
+            None => entry.widen(kick),
             Some(d) => {
                 let full = entry.devices.len() >= DEVICES_PER_USER_MAX;
                 match entry.devices.iter_mut().find(|(x, _)| x == d) {
                     Some((_, k)) => *k = kick,
-                    None if full => {
-                        entry.all = Some(kick);
-                        entry.devices.clear();
-                    }
+                    None if full => entry.widen(kick),
                     None => entry.devices.push((d.to_owned(), kick)),
                 }
             }
@@ -120,15 +140,16 @@ impl Pending {
             issued_at_ms: k.issued_at_ms,
         };
         if k.all_devices {
-            if entry.all == Some(echoed) {
-                entry.all = None;
+            let slot = &mut entry.all[check_slot(k.reason)];
+            if *slot == Some(echoed) {
+                *slot = None;
             }
         } else {
             entry
                 .devices
                 .retain(|(d, kick)| !(*d == k.device_id && *kick == echoed));
         }
-        if entry.all.is_none() && entry.devices.is_empty() {
+        if entry.all.iter().all(Option::is_none) && entry.devices.is_empty() {
             self.users.remove(&k.user_id);
         }
     }
@@ -137,9 +158,7 @@ impl Pending {
     pub(crate) fn items(&self) -> Vec<NodeItem> {
         let mut out = Vec::new();
         for (user, k) in &self.users {
-            if let Some(kick) = k.all {
-                out.push(item(*user, None, kick));
-            }
+            out.extend(k.all.iter().flatten().map(|kick| item(*user, None, *kick)));
             out.extend(
                 k.devices
                     .iter()
@@ -415,6 +434,30 @@ mod tests {
         );
         p.confirmed(&kick(2, None, k(11, 5)));
         p.record(3, None, k(10, 1)).unwrap();
+    }
+
+    /// A disable for every device is not replaced by device kicks that widen to every device
+    /// but check only that a token is gone: the disabled account's sessions must still end.
+    #[test]
+    fn every_device_kicks_of_different_checks_are_kept_apart() {
+        let disabled = KickReason::AccountDisabled as i32;
+        let revoked = KickReason::DeviceRevoked as i32;
+        let mut p = Pending::new(4);
+        p.record(1, None, k(disabled, 1)).unwrap();
+        for i in 0..=DEVICES_PER_USER_MAX {
+            p.record(1, Some(&format!("d{i}")), k(revoked, 2)).unwrap();
+        }
+        let mut items = p.items();
+        items.sort_by_key(|i| match &i.item {
+            Some(Item::Kick(k)) => k.reason,
+            _ => 0,
+        });
+        assert_eq!(
+            items,
+            vec![item(1, None, k(revoked, 2)), item(1, None, k(disabled, 1))]
+        );
+        p.confirmed(&kick(1, None, k(revoked, 2)));
+        assert_eq!(p.items(), vec![item(1, None, k(disabled, 1))]);
     }
 
     #[test]

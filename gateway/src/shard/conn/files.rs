@@ -155,7 +155,9 @@ impl Conn {
                         reads += 1;
                         if reads == READS_PER_TURN {
                             reads = 0;
-                            YieldOnce(false).await;
+                            if shard.readiness_never_waits() {
+                                YieldOnce(false).await;
+                            }
                         }
                     }
                     Ok(None) => {
