@@ -273,6 +273,7 @@ mod tests {
         assert_eq!(second, [record(other, friend, 1)]);
 
         queue.received(&first);
+        queue.taken(first.len());
         queue.offer(vec![record(victim, flooder, 80)]);
         assert_eq!(
             rx.try_recv().expect("its own push again"),
