@@ -561,4 +561,21 @@ async fn a_sweep_in_small_passes_costs_the_same_keys_pass_by_pass() {
 /// Per budget, per pass: keys, files examined, files collected, blobs collected, markers
 /// dropped.
 type Passes = &'static [(usize, usize, usize, usize, usize)];
-const EXPECTED: &[(usize, Passes)] = &[(7, &[]), (30, &[]), (64, &[])];
+const EXPECTED: &[(usize, Passes)] = &[
+    (
+        7,
+        &[
+            (14, 1, 1, 1, 0),
+            (14, 1, 1, 1, 0),
+            (14, 1, 1, 1, 0),
+            (14, 1, 1, 1, 0),
+            (14, 1, 1, 1, 0),
+            (8, 0, 0, 1, 1),
+            (7, 0, 0, 1, 1),
+            (7, 0, 0, 1, 1),
+            (1, 0, 0, 0, 0),
+        ],
+    ),
+    (30, &[(40, 3, 3, 3, 0), (35, 2, 2, 3, 1), (14, 0, 0, 2, 2)]),
+    (64, &[(66, 5, 5, 5, 0), (21, 0, 0, 3, 3)]),
+];
