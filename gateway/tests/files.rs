@@ -242,14 +242,17 @@ async fn upload_and_download_over_the_websocket_port_and_its_tls_twin() {
             .unwrap();
         expect_status(&ranged, 206, "range");
         assert_eq!(ranged.body, &data[1000..2000]);
-        // Without the token, refused with the service's JSON error; the connection stays up.
+        // Without the token, refused with the service's JSON error, and the connection ends
+        // (a client without a valid token does not keep a file connection); a new one works.
         let anonymous = c
             .request("GET", &format!("/files/{file_id}"), None, &[], b"")
             .await
             .unwrap();
         expect_status(&anonymous, 401, "no token");
+        assert_eq!(anonymous.header("connection"), Some("close"), "{listener}");
+        let mut c = Http1::connect_to(addr, pem).await;
         let again = download(&mut c, &alice.token, &file_id).await;
-        expect_status(&again, 200, "after a refusal, on the same connection");
+        expect_status(&again, 200, "after a refusal, on a new connection");
     }
     // Page files and the WebSocket path are served as before.
     let page = common::http_get(server.ws, "/");
