@@ -394,21 +394,26 @@ async fn never_stops_sending(driver: &str) {
         .flatten()
         .collect();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let written = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let flooding = tokio::spawn({
-        let stop = std::sync::Arc::clone(&stop);
+        let (stop, written) = (
+            std::sync::Arc::clone(&stop),
+            std::sync::Arc::clone(&written),
+        );
         async move {
-            let mut written = 0usize;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 if flood.write_all(&pongs).await.is_err() {
                     break;
                 }
-                written += pongs.len();
+                written.fetch_add(pongs.len(), std::sync::atomic::Ordering::Relaxed);
             }
-            written
         }
     });
-    // The flood is under way once some of it is in.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The flood is under way: the shard has taken more than the socket buffers hold.
+    common::wait_until_async("the flood under way", || {
+        written.load(std::sync::atomic::Ordering::Relaxed) > 256 * 1024
+    })
+    .await;
     let served = tokio::time::timeout(Duration::from_secs(5), async {
         bystander.ping().await.unwrap();
         let mut newcomer = server.client().await;
@@ -416,7 +421,8 @@ async fn never_stops_sending(driver: &str) {
     })
     .await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let written = flooding.await.unwrap();
+    flooding.await.unwrap();
+    let written = written.load(std::sync::atomic::Ordering::Relaxed);
     assert!(
         served.is_ok(),
         "{driver}: the shard served nobody else within 5 s while one client sent pongs ({written} bytes)"

@@ -728,7 +728,8 @@ mod tests {
                 };
                 shared.enqueue(ringchat_proto::encode_to_bytes(&frame), limits);
             }
-            // The first writes fill the socket; the client reads nothing yet.
+            // Let the first write start and fill the socket (the client reads nothing yet). Not
+            // load-bearing: a close set before any write must drop the backlog just the same.
             monoio::time::sleep(Duration::from_millis(200)).await;
             shared.close_with(Close::Kick(KickReason::SlowConsumer));
             // The client reads again well within the grace of the write under way.
