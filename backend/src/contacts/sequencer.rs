@@ -229,13 +229,23 @@ impl Relations {
         let Some(conv) = ConvId::direct(blocker, user) else {
             return Ok(false);
         };
-        let bits = self.pair_bits(conv)?;
+        let bits = self.relation_bits(conv)?;
         Ok(blocks_from(conv, bits, blocker).0)
     }
 
     /// Whether either user of a direct conversation blocks the other, from the cache.
     pub(crate) fn blocked_either_way(&mut self, conv: ConvId) -> Result<bool, StoreError> {
-        Ok(self.pair_bits(conv)? & (LOW_BLOCKS_HIGH | HIGH_BLOCKS_LOW) != 0)
+        Ok(self.relation_bits(conv)? & (LOW_BLOCKS_HIGH | HIGH_BLOCKS_LOW) != 0)
+    }
+
+    /// The pair's block and friendship bits: a cached entry's as they are (they do not age
+    /// with the policies' generation; a cursor move checks them on the hot path, so a hit
+    /// costs one lookup), else loaded with the policies.
+    fn relation_bits(&mut self, conv: ConvId) -> Result<u8, StoreError> {
+        match self.pairs.get(&conv) {
+            Some(entry) => Ok(entry.bits & !POLICY_BITS),
+            None => self.pair_bits(conv),
+        }
     }
 
     fn pair_bits(&mut self, conv: ConvId) -> Result<u8, StoreError> {
