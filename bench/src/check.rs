@@ -118,6 +118,15 @@ impl Sends {
         }
     }
 
+    /// The same, by the request id the answer carries: a send's request id is its index + 1
+    /// (0 means "no reply wanted", so an answer to it is a bad one).
+    pub fn answer_request(&mut self, request_id: u64, ok: bool) {
+        match request_id.checked_sub(1) {
+            Some(index) => self.answer(index, ok),
+            None => self.bad_answers += 1,
+        }
+    }
+
     /// Sends the server neither acked nor refused.
     pub fn unanswered(&self) -> u64 {
         self.sent - self.acked.len() - self.refused.len()
@@ -160,6 +169,59 @@ impl Stream {
             self.out_of_order += 1;
         }
         Arrival::First
+    }
+}
+
+/// What a run got wrong, counted. Every scenario that checks messages carries one (flattened
+/// into its JSON report), so what makes a run clean is said once: all of these are zero.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Faults {
+    /// Acked messages a receiver never got.
+    pub lost: u64,
+    /// Sends the server neither acked nor refused before the drain ended.
+    pub unanswered: u64,
+    /// Paced slots due before the stop that were never sent (the window stayed full).
+    pub unsent: u64,
+    /// Second copies of a message a receiver already had.
+    pub duplicates: u64,
+    /// First copies that came after a later message, or behind in the server's order.
+    pub out_of_order: u64,
+    /// Messages whose content was not what their sender sent.
+    pub corrupt: u64,
+    /// Refusals, server errors, failed or dropped connections.
+    pub errors: u64,
+}
+
+impl Faults {
+    /// Nothing went wrong.
+    pub fn none(&self) -> bool {
+        *self == Self::default()
+    }
+
+    pub fn add(&mut self, other: &Faults) {
+        self.lost += other.lost;
+        self.unanswered += other.unanswered;
+        self.unsent += other.unsent;
+        self.duplicates += other.duplicates;
+        self.out_of_order += other.out_of_order;
+        self.corrupt += other.corrupt;
+        self.errors += other.errors;
+    }
+}
+
+impl std::fmt::Display for Faults {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "lost {}  unanswered {}  unsent {}  duplicates {}  out of order {}  corrupt {}  errors {}",
+            self.lost,
+            self.unanswered,
+            self.unsent,
+            self.duplicates,
+            self.out_of_order,
+            self.corrupt,
+            self.errors
+        )
     }
 }
 
@@ -249,6 +311,56 @@ mod tests {
         // Extra indexes in the other set (pushed, never acked) hide nothing.
         assert_eq!(acked.missing_from(&set(&[0, 1, 2, 3, 4, 6, 7, 8, 9])), 1);
         assert_eq!(IndexSet::default().missing_from(&acked), 0);
+    }
+
+    #[test]
+    fn answers_are_matched_by_request_id_and_id_0_is_a_bad_answer() {
+        let mut sends = Sends {
+            sent: 2,
+            ..Default::default()
+        };
+        sends.answer_request(1, true);
+        sends.answer_request(2, false);
+        sends.answer_request(0, true);
+        sends.answer_request(3, true);
+        assert!(sends.acked.contains(0) && sends.refused.contains(1));
+        assert_eq!((sends.bad_answers, sends.unanswered()), (2, 0));
+    }
+
+    #[test]
+    fn any_fault_makes_a_run_unclean_and_faults_add_up() {
+        assert!(Faults::default().none());
+        let one_each = Faults {
+            lost: 1,
+            unanswered: 1,
+            unsent: 1,
+            duplicates: 1,
+            out_of_order: 1,
+            corrupt: 1,
+            errors: 1,
+        };
+        let mut total = Faults::default();
+        total.add(&one_each);
+        total.add(&one_each);
+        assert_eq!(total.lost + total.errors, 4);
+        // Each count alone is enough.
+        for field in 0..7 {
+            let mut f = Faults::default();
+            *[
+                &mut f.lost,
+                &mut f.unanswered,
+                &mut f.unsent,
+                &mut f.duplicates,
+                &mut f.out_of_order,
+                &mut f.corrupt,
+                &mut f.errors,
+            ][field] = 1;
+            assert!(!f.none(), "{f:?}");
+        }
+        assert_eq!(
+            total.to_string(),
+            "lost 2  unanswered 2  unsent 2  duplicates 2  out of order 2  corrupt 2  errors 2"
+        );
     }
 
     #[test]

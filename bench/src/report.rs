@@ -83,18 +83,7 @@ pub fn pairs_table(r: &PairsReport) -> String {
         "  latency µs         p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
         l.p50, l.p90, l.p99, l.p999, l.max
     );
-    let _ = writeln!(
-        t,
-        "  lost {}  unanswered {}  unsent {}  duplicates {}  out of order {}  corrupt {}  errors {} (rate limited {})",
-        r.lost,
-        r.unanswered,
-        r.unsent,
-        r.duplicates,
-        r.out_of_order,
-        r.corrupt,
-        r.errors,
-        r.rate_limited
-    );
+    let _ = writeln!(t, "  {} (rate limited {})", r.faults, r.rate_limited);
     if r.sync_hints > 0 {
         let _ = writeln!(
             t,
@@ -203,11 +192,7 @@ pub fn group_table(r: &GroupReport) -> String {
         r.deliveries, r.expected_deliveries, r.deliveries_per_s
     );
     setup_refusals_line(&mut t, r.setup_refusals);
-    let _ = writeln!(
-        t,
-        "  lost {}  unanswered {}  unsent {}  duplicates {}  out of order {}  corrupt {}  errors {}",
-        r.lost, r.unanswered, r.unsent, r.duplicates, r.out_of_order, r.corrupt, r.errors
-    );
+    let _ = writeln!(t, "  {}", r.faults);
     for (kind, n) in &r.error_kinds {
         let _ = writeln!(t, "    {kind}: {n}");
     }
@@ -486,7 +471,7 @@ pub fn room_table(r: &RoomReport) -> String {
     let _ = writeln!(
         t,
         "  sent / acked / refused  {} / {} / {}",
-        r.sent, r.acked, r.errors
+        r.sent, r.acked, r.faults.errors
     );
     let _ = writeln!(
         t,
@@ -494,11 +479,7 @@ pub fn room_table(r: &RoomReport) -> String {
         r.deliveries, r.deliveries_expected, r.deliveries_per_s
     );
     setup_refusals_line(&mut t, r.setup_refusals);
-    let _ = writeln!(
-        t,
-        "  lost {}  unanswered {}  unsent {}  duplicates {}  out of order {}  corrupt {}",
-        r.lost, r.unanswered, r.unsent, r.duplicates, r.out_of_order, r.corrupt
-    );
+    let _ = writeln!(t, "  {}", r.faults);
     let _ = writeln!(
         t,
         "  due to delivered    p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",

@@ -5,6 +5,8 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::check::Faults;
+
 /// Highest latency the histogram records exactly; anything slower is clamped to it.
 pub const LATENCY_US_MAX: u64 = 60_000_000;
 
@@ -20,16 +22,9 @@ pub struct Measurements {
     pub sent: u64,
     pub acked: u64,
     pub delivered: u64,
-    pub lost: u64,
-    /// Sends the server neither acked nor refused before the drain ended.
-    pub unanswered: u64,
-    /// Paced slots due before the stop that were never sent (the window stayed full through
-    /// the drain): each a message the server kept waiting without end.
-    pub unsent: u64,
-    pub duplicates: u64,
-    pub out_of_order: u64,
-    pub corrupt: u64,
-    pub errors: u64,
+    /// Lost, unanswered, unsent (paced slots the server kept waiting without end), duplicates,
+    /// out of order, corrupt, errors.
+    pub faults: Faults,
     pub rate_limited: u64,
     /// `DeliveryAck`s the receivers sent (one per read batch that brought new messages).
     pub delivery_acks: u64,
@@ -49,13 +44,7 @@ impl Default for Measurements {
             sent: 0,
             acked: 0,
             delivered: 0,
-            lost: 0,
-            unanswered: 0,
-            unsent: 0,
-            duplicates: 0,
-            out_of_order: 0,
-            corrupt: 0,
-            errors: 0,
+            faults: Faults::default(),
             rate_limited: 0,
             delivery_acks: 0,
             sync_hints: 0,
@@ -95,13 +84,7 @@ impl Measurements {
         self.sent += other.sent;
         self.acked += other.acked;
         self.delivered += other.delivered;
-        self.lost += other.lost;
-        self.unanswered += other.unanswered;
-        self.unsent += other.unsent;
-        self.duplicates += other.duplicates;
-        self.out_of_order += other.out_of_order;
-        self.corrupt += other.corrupt;
-        self.errors += other.errors;
+        self.faults.add(&other.faults);
         self.rate_limited += other.rate_limited;
         self.delivery_acks += other.delivery_acks;
         self.sync_hints += other.sync_hints;
@@ -111,7 +94,7 @@ impl Measurements {
     }
 
     pub fn error(&mut self, kind: &str) {
-        self.errors += 1;
+        self.faults.errors += 1;
         *self.error_kinds.entry(kind.to_owned()).or_default() += 1;
     }
 

@@ -167,10 +167,14 @@ fn sends_the_server_never_answers_fail_the_run() {
     let report = run_pairs(start(Fault::Silent, 20));
     // Each side: 20 answered, then a full window that nothing ever answers.
     assert_eq!(report.acked, 40, "{report:?}");
-    assert_eq!(report.unanswered, 2 * WINDOW as u64, "{report:?}");
-    assert_eq!(report.sent, report.acked + report.unanswered);
+    assert_eq!(report.faults.unanswered, 2 * WINDOW as u64, "{report:?}");
+    assert_eq!(report.sent, report.acked + report.faults.unanswered);
     // Everything acked arrived: only the unanswered count shows the fault.
-    assert_eq!((report.lost, report.errors), (0, 0), "{report:?}");
+    assert_eq!(
+        (report.faults.lost, report.faults.errors),
+        (0, 0),
+        "{report:?}"
+    );
     assert!(!report.clean(), "{report:?}");
 }
 
@@ -184,5 +188,5 @@ fn a_reader_that_fails_is_counted_as_an_error() {
         .map(|(_, n)| n)
         .sum();
     assert_eq!(failed, 2, "{report:?}");
-    assert!(report.errors >= 2 && !report.clean(), "{report:?}");
+    assert!(report.faults.errors >= 2 && !report.clean(), "{report:?}");
 }

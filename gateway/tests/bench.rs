@@ -122,7 +122,11 @@ fn paced_pairs_send_at_the_asked_rate() {
     // Every slot due in the 2 s, and none after: 2 senders × 200 msgs/s × 2 s, each sent (late,
     // during the drain, if the server held its sender back).
     assert_eq!(report.sent, 800, "{report:?}");
-    assert_eq!((report.unanswered, report.unsent), (0, 0), "{report:?}");
+    assert_eq!(
+        (report.faults.unanswered, report.faults.unsent),
+        (0, 0),
+        "{report:?}"
+    );
     assert_eq!(
         server.metric("ringchat_messages_stored_total") as u64,
         report.acked
@@ -173,7 +177,11 @@ fn storm_logs_everyone_in_while_the_pairs_lose_nothing() {
     assert_eq!(report.logged_in, 200, "{report:?}");
     assert_eq!(report.failures, 0, "{report:?}");
     assert_eq!(report.dropped_after_login, 0, "{report:?}");
-    assert_eq!((report.lost, report.out_of_order), (0, 0), "{report:?}");
+    assert_eq!(
+        (report.faults.lost, report.faults.out_of_order),
+        (0, 0),
+        "{report:?}"
+    );
     assert!(report.all_logged_in_s.is_some(), "{report:?}");
     // The pairs ran through all three phases, and every message is in one of them.
     assert!(report.latency_before_us.messages > 0, "{report:?}");

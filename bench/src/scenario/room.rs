@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use super::Observe;
 use super::presence::log_in_all;
-use crate::check::{Arrival, Sends, Stream, slots_before};
+use crate::check::{Arrival, Faults, Sends, Stream, slots_before};
 use crate::signup::Refusals;
 use crate::transport::{FrameReader, Link};
 
@@ -60,25 +60,18 @@ pub struct RoomReport {
     pub sent: u64,
     /// Sends answered with `RoomSent`.
     pub acked: u64,
-    /// Sends refused (an `Error`, e.g. ROOM_RATE_LIMITED: not delivered, not counted as lost),
-    /// other errors from the server, and connections that failed or closed during the run.
-    pub errors: u64,
-    /// Sends the server neither accepted nor refused before the drain ended.
-    pub unanswered: u64,
-    /// Messages due before the end that were never sent (a sender still blocked writing when
-    /// the drain ended, or failed).
-    pub unsent: u64,
+    /// `errors`: sends refused (an `Error`, e.g. ROOM_RATE_LIMITED: not delivered, not counted
+    /// as lost), other errors from the server, and connections that failed or closed during the
+    /// run; `unsent`: messages due before the end that were never sent (a sender still blocked
+    /// writing when the drain ended, or failed); `lost`: deliveries of accepted messages that
+    /// never came (once per member lacking one); `corrupt`: room messages without the bench's
+    /// header, from no sender of this run, or with an index that sender never sent.
+    #[serde(flatten)]
+    pub faults: Faults,
     /// Messages the members received (each counted once per member).
     pub deliveries: u64,
     /// `acked` × (members − 1): every member but the sender.
     pub deliveries_expected: u64,
-    /// Deliveries of accepted messages that never came (once per member lacking one).
-    pub lost: u64,
-    pub duplicates: u64,
-    pub out_of_order: u64,
-    /// Room messages without the bench's header, or from no sender of this run, or with an
-    /// index that sender never sent.
-    pub corrupt: u64,
     /// Sign-ups the server said "later" to (login admission), each retried after its
     /// `retry_after_ms`.
     pub setup_refusals: u64,
@@ -93,13 +86,7 @@ pub struct RoomReport {
 
 impl RoomReport {
     pub fn clean(&self) -> bool {
-        self.lost == 0
-            && self.unanswered == 0
-            && self.unsent == 0
-            && self.duplicates == 0
-            && self.out_of_order == 0
-            && self.corrupt == 0
-            && self.errors == 0
+        self.faults.none()
     }
 }
 
@@ -328,15 +315,17 @@ async fn room(cfg: &RoomConfig, observe: &Observe) -> anyhow::Result<RoomReport>
         setup_refusals: refusals.count(),
         sent,
         acked: tally.acked.get(),
-        errors: tally.errors.get(),
-        unanswered,
-        unsent: planned.saturating_sub(sent),
+        faults: Faults {
+            errors: tally.errors.get(),
+            unanswered,
+            unsent: planned.saturating_sub(sent),
+            lost,
+            duplicates: streams().map(|g| g.duplicates).sum(),
+            out_of_order: streams().map(|g| g.out_of_order).sum(),
+            corrupt: tally.corrupt.get(),
+        },
         deliveries,
         deliveries_expected,
-        lost,
-        duplicates: streams().map(|g| g.duplicates).sum(),
-        out_of_order: streams().map(|g| g.out_of_order).sum(),
-        corrupt: tally.corrupt.get(),
         deliveries_per_s: if span > 0.0 {
             deliveries as f64 / span
         } else {

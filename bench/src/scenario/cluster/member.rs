@@ -518,7 +518,7 @@ impl Member {
         }
         if live {
             if msg.seq < seen.newest_pushed {
-                st.out.m.out_of_order += 1;
+                st.out.m.faults.out_of_order += 1;
                 if st.out.disorder.len() < DISORDER_NOTES_MAX {
                     st.out.disorder.push(format!(
                         "{}: conversation {} pushed seq {} after {}",
@@ -534,13 +534,13 @@ impl Member {
         }
         let mut content = &msg.content[..];
         if content.len() != self.cfg.size {
-            st.out.m.corrupt += 1;
+            st.out.m.faults.corrupt += 1;
             return;
         }
         let index = content.get_u64_le();
         let sent_at = Duration::from_nanos(content.get_u64_le());
         if content.iter().any(|&b| b != filler(index)) {
-            st.out.m.corrupt += 1;
+            st.out.m.faults.corrupt += 1;
         }
         if live {
             let since = self.shared.start.elapsed();

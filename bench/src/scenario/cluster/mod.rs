@@ -543,9 +543,9 @@ fn report(
         retried,
         abandoned,
         lost,
-        out_of_order: total.out_of_order,
-        corrupt: total.corrupt,
-        errors: total.errors,
+        out_of_order: total.faults.out_of_order,
+        corrupt: total.faults.corrupt,
+        errors: total.faults.errors,
         error_kinds: total.error_kinds.clone(),
         // Filled in by `run`.
         setup_refusals: 0,

@@ -185,7 +185,7 @@ impl Load {
         }
         for (conn, first, every) in schedules {
             let sent = conn.sends.borrow().sent;
-            m.unsent += slots_before(first, every, end).saturating_sub(sent);
+            m.faults.unsent += slots_before(first, every, end).saturating_sub(sent);
         }
         let mut sends = Vec::new();
         let mut got = Vec::new();
@@ -462,11 +462,7 @@ impl Reader {
 
     /// The server answered this member's send with this request id (its index + 1).
     fn answer(&self, request_id: u64, ok: bool) {
-        let mut sends = self.conn.sends.borrow_mut();
-        match request_id.checked_sub(1) {
-            Some(index) => sends.answer(index, ok),
-            None => sends.bad_answers += 1,
-        }
+        self.conn.sends.borrow_mut().answer_request(request_id, ok);
     }
 
     fn release(&self) {
@@ -493,7 +489,7 @@ impl Reader {
         if msg.content_type != v1::ContentType::Custom as i32 {
             // A group event: checked for order only (the bench's messages are checked below).
             if behind {
-                m.out_of_order += 1;
+                m.faults.out_of_order += 1;
             }
             return;
         }
@@ -503,23 +499,23 @@ impl Reader {
         let now = start.elapsed();
         let mut content = &msg.content[..];
         if content.len() != self.size {
-            m.corrupt += 1;
+            m.faults.corrupt += 1;
             return;
         }
         let key = content.get_u64_le();
         let sent_at = Duration::from_nanos(content.get_u64_le());
         let (sender, index) = (key >> INDEX_BITS, key & ((1 << INDEX_BITS) - 1));
         if content.iter().any(|&b| b != filler(index)) {
-            m.corrupt += 1;
+            m.faults.corrupt += 1;
         }
         // A sender of this run, and an index it has sent (the bound keeps a garbled index from
         // passing as a message).
         let Some(sent) = self.shared.sent_by.get(sender as usize) else {
-            m.corrupt += 1;
+            m.faults.corrupt += 1;
             return;
         };
         if index >= sent.load(Ordering::Acquire) {
-            m.corrupt += 1;
+            m.faults.corrupt += 1;
             return;
         }
         if self.conn.got.borrow_mut()[sender as usize].arrive(index, behind) == Arrival::Again {

@@ -25,6 +25,7 @@ use super::{Observe, Progress, on_threads, run_id, spawn_progress};
 mod load;
 mod setup;
 
+use crate::check::Faults;
 use crate::signup::Refusals;
 use crate::stats::{LATENCY_US_MAX, Measurements, Percentiles, per_second};
 use load::Load;
@@ -89,16 +90,9 @@ pub struct GroupReport {
     pub deliveries: u64,
     /// Deliveries in the whole seconds of the run, per second (the drain's are not counted).
     pub deliveries_per_s: f64,
-    /// Deliveries of acked messages that never came (each message once per member lacking it).
-    pub lost: u64,
-    /// Sends the server neither acked nor refused before the drain ended.
-    pub unanswered: u64,
-    /// Paced slots due before the end that were never sent (the window stayed full).
-    pub unsent: u64,
-    pub duplicates: u64,
-    pub out_of_order: u64,
-    pub corrupt: u64,
-    pub errors: u64,
+    /// `lost` counts each acked message once per member lacking it.
+    #[serde(flatten)]
+    pub faults: Faults,
     pub error_kinds: std::collections::BTreeMap<String, u64>,
     /// Sends the server refused with RATE_LIMITED (its per-connection request budget); the
     /// sender waited as told. Not errors.
@@ -122,13 +116,7 @@ impl GroupReport {
     /// Every send was answered, every paced slot sent, and every acked message reached every
     /// other online member once, in order, intact, with no error.
     pub fn clean(&self) -> bool {
-        self.lost == 0
-            && self.unanswered == 0
-            && self.unsent == 0
-            && self.duplicates == 0
-            && self.out_of_order == 0
-            && self.corrupt == 0
-            && self.errors == 0
+        self.faults.none()
     }
 }
 
@@ -251,10 +239,10 @@ pub fn run(cfg: &GroupConfig, observe: &Observe) -> anyhow::Result<GroupReport> 
         got.extend(r.got);
     }
     let outcome = load::outcome(&sends, &got);
-    total.lost += outcome.lost;
-    total.unanswered += outcome.unanswered;
-    total.duplicates += outcome.duplicates;
-    total.out_of_order += outcome.out_of_order;
+    total.faults.lost += outcome.lost;
+    total.faults.unanswered += outcome.unanswered;
+    total.faults.duplicates += outcome.duplicates;
+    total.faults.out_of_order += outcome.out_of_order;
     for _ in 0..outcome.bad_answers {
         total.error("answer to no outstanding send");
     }
@@ -291,13 +279,7 @@ pub fn run(cfg: &GroupConfig, observe: &Observe) -> anyhow::Result<GroupReport> 
         expected_deliveries: expected,
         deliveries: total.delivered,
         deliveries_per_s: per_second(in_window, Duration::from_secs(whole_secs as u64)),
-        lost: total.lost,
-        unanswered: total.unanswered,
-        unsent: total.unsent,
-        duplicates: total.duplicates,
-        out_of_order: total.out_of_order,
-        corrupt: total.corrupt,
-        errors: total.errors,
+        faults: total.faults,
         error_kinds: total.error_kinds.clone(),
         rate_limited: total.rate_limited,
         delivery_acks: total.delivery_acks,

@@ -29,6 +29,7 @@ use super::connect::{CONNS_PER_SOURCE_IP_MAX, source_for};
 use super::pairs::{self, HEADER_BYTES, PairsConfig, Traffic};
 use super::phases::{PhaseLatency, PhaseStats, StopAt, Window};
 use super::{Observe, Progress, on_threads, run_id, spawn_progress};
+use crate::check::Faults;
 use crate::signup::Refusals;
 use crate::stats::{Measurements, Percentiles};
 use crate::transport::Transport;
@@ -126,15 +127,9 @@ pub struct StormReport {
     pub sent: u64,
     pub acked: u64,
     pub delivered: u64,
-    pub lost: u64,
-    /// Pair sends the server neither acked nor refused before the drain ended.
-    pub unanswered: u64,
-    /// Paced pair slots due before the stop that were never sent (the window stayed full).
-    pub unsent: u64,
-    pub duplicates: u64,
-    pub out_of_order: u64,
-    pub corrupt: u64,
-    pub errors: u64,
+    /// The established pairs' messages.
+    #[serde(flatten)]
+    pub faults: Faults,
     pub error_kinds: BTreeMap<String, u64>,
     pub server_pid: Option<u32>,
     pub server_cpu_s: Option<f64>,
@@ -159,13 +154,7 @@ impl StormReport {
     /// Every pair message was sent, answered and arrived once, in order, intact; every storm
     /// client logged in and stayed.
     pub fn clean(&self) -> bool {
-        self.lost == 0
-            && self.unanswered == 0
-            && self.unsent == 0
-            && self.duplicates == 0
-            && self.out_of_order == 0
-            && self.corrupt == 0
-            && self.errors == 0
+        self.faults.none()
             && self.failures == 0
             && self.logged_in == self.storm_clients as u64
             && self.dropped_after_login == 0
@@ -427,13 +416,7 @@ pub fn run(cfg: &StormConfig, observe: &Observe) -> anyhow::Result<StormReport> 
         sent: total.sent,
         acked: total.acked,
         delivered: total.delivered,
-        lost: total.lost,
-        unanswered: total.unanswered,
-        unsent: total.unsent,
-        duplicates: total.duplicates,
-        out_of_order: total.out_of_order,
-        corrupt: total.corrupt,
-        errors: total.errors,
+        faults: total.faults,
         error_kinds: total.error_kinds.clone(),
         server_pid: observe.server_pid,
         server_cpu_s: cpu(before, after),
@@ -607,17 +590,8 @@ pub fn table(r: &StormReport) -> String {
     }
     let _ = writeln!(
         t,
-        "  pairs              sent {} acked {} delivered {};  lost {}  unanswered {}  unsent {}  duplicates {}  out of order {}  corrupt {}  errors {}",
-        r.sent,
-        r.acked,
-        r.delivered,
-        r.lost,
-        r.unanswered,
-        r.unsent,
-        r.duplicates,
-        r.out_of_order,
-        r.corrupt,
-        r.errors
+        "  pairs              sent {} acked {} delivered {};  {}",
+        r.sent, r.acked, r.delivered, r.faults
     );
     for (kind, n) in &r.error_kinds {
         let _ = writeln!(t, "    {n} × {kind}");
