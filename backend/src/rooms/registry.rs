@@ -136,9 +136,11 @@ pub struct Registry {
     users: HashMap<UserId, Sender, RandomState>,
     /// Rooms that exist, per network that made them (no entry at 0).
     by_network: HashMap<IpAddr, u32, RandomState>,
-    /// Users who left their last room, oldest first (one entry per leaving): their `Sender`
-    /// goes once its rest is over and they have not come back. At most one second of leaves.
-    resting: VecDeque<UserId>,
+    /// (rest over at, user) for each time a user left their last room, oldest first: their
+    /// `Sender` goes once its rest is over and they have not come back. Each entry leaves the
+    /// queue when its own rest is over (not the user's latest), so the queue holds at most
+    /// `BUDGET_REST_MS` of leaves, however often one user joins and leaves.
+    resting: VecDeque<(u64, UserId)>,
     /// Messages numbered, and frames handed to the shards for them, since start-up.
     pub messages: u64,
     pub deliveries: u64,
@@ -260,15 +262,19 @@ impl Registry {
 
     /// Forgets the budgets of users whose rest is over and who joined nothing since.
     fn end_rests(&mut self, now_ms: u64) {
-        while let Some(&user) = self.resting.front() {
-            match self.users.get(&user) {
-                Some(s) if s.rooms == 0 && s.rest_until_ms > now_ms => break,
-                Some(s) if s.rooms == 0 => {
-                    self.users.remove(&user);
-                }
-                _ => {}
+        while let Some(&(rest_until_ms, user)) = self.resting.front() {
+            if rest_until_ms > now_ms {
+                break;
             }
             self.resting.pop_front();
+            // A user who came back, or left again since, has a later rest (and a later entry).
+            if self
+                .users
+                .get(&user)
+                .is_some_and(|s| s.rooms == 0 && s.rest_until_ms <= now_ms)
+            {
+                self.users.remove(&user);
+            }
         }
     }
 
@@ -306,7 +312,7 @@ impl Registry {
             sender.rooms -= 1;
             if sender.rooms == 0 {
                 sender.rest_until_ms = now_ms + BUDGET_REST_MS;
-                self.resting.push_back(user);
+                self.resting.push_back((sender.rest_until_ms, user));
             }
         }
     }

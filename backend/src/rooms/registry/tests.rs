@@ -308,3 +308,34 @@ fn persistent_rooms_count_against_no_network() {
         Err(RoomError::NetworkHasTooMany(1))
     );
 }
+
+#[test]
+fn joining_and_leaving_over_and_over_keeps_at_most_a_rest_of_leaves() {
+    let mut r = Registry::new(config(), 0);
+    let (a, b) = (conn(0, 1), conn(0, 2));
+    // One leave per millisecond for ten rests: each leave moves Alice's rest on, but the
+    // queue only keeps the leaves of the last rest.
+    let leaves = 10 * BUDGET_REST_MS;
+    for now in 0..leaves {
+        r.join(a, ALICE, PEER, "x", now).unwrap();
+        r.leave(a, ALICE, "x", now);
+        if now == 1 {
+            // Bob leaves once, behind Alice's first leave: forgotten after his rest.
+            r.join(b, BOB, PEER, "y", now).unwrap();
+            r.leave(b, BOB, "y", now);
+        }
+        assert!(
+            r.resting.len() as u64 <= BUDGET_REST_MS + 1,
+            "{}",
+            r.resting.len()
+        );
+    }
+    assert!(!r.users.contains_key(&BOB) && r.users.contains_key(&ALICE));
+    // Alice too, once her last rest is over.
+    r.close(conn(0, 9), CAROL, leaves + BUDGET_REST_MS);
+    assert!(
+        r.users.is_empty() && r.resting.is_empty(),
+        "{:?}",
+        r.resting
+    );
+}
