@@ -5,6 +5,8 @@
 // Cluster mode: the node's membership and gRPC, and `--role status`.
 pub mod cluster;
 pub mod config;
+// File descriptors: the reserve, and the connection limit RLIMIT_NOFILE holds.
+pub mod fd_budget;
 // Files (issue 15): `/files` served by the backend over a pipe from the shards.
 pub mod files;
 pub mod logging;

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::config::load::{Layers, Loaded};
+use crate::fd_budget::ConnsCap;
 use crate::runtime_config::RuntimeConfig;
 use crate::shard::live::{Published, ShardLive};
 use crate::shard::{self, Listeners, ShardSpec};
@@ -54,6 +55,7 @@ pub fn run(
     let config = loaded.config.clone();
     let cores = config.shard_cores();
     let shard_count = cores.len();
+    let conns_cap = conns_cap(&config, shard_count)?;
     let addrs = config
         .gateway
         .listen_addrs()
@@ -91,14 +93,16 @@ pub fn run(
     let prometheus = admin::install_metrics().context("installing the metrics recorder")?;
     stats::describe();
     publish_info(&config, shard_count);
+    stats::publish_conns_per_shard_max(conns_cap.apply(config.gateway.conns_per_shard_max));
     let backend = Backend::open(config.backend_settings(), shard_txs.clone())?;
-    let shard_live = Arc::new(Published::new(ShardLive::of(&config)));
+    let shard_live = Arc::new(Published::new(ShardLive::of(&config, &conns_cap)));
     let runtime_config = Arc::new(RuntimeConfig::new(
         layers,
         loaded,
         Arc::clone(&shard_live),
         shard_txs.clone(),
         Arc::clone(&backend),
+        conns_cap,
     ));
     let admin_tls = if config.admin.tls.enabled() {
         let tls = &config.admin.tls;
@@ -345,6 +349,19 @@ pub fn run(
             "stopped because the store refuses writes ({why}); restart once the cause (disk full, I/O error) is fixed"
         ),
     }
+}
+
+/// How many connections the open-file limit holds per shard (`fd_budget`): read after `main`
+/// raised the soft limit to the hard one. Logged when it is below
+/// `gateway.conns_per_shard_max`; an error when it leaves no room for clients at all.
+fn conns_cap(config: &Config, shards: usize) -> anyhow::Result<ConnsCap> {
+    let (soft, _hard) =
+        rlimit::getrlimit(rlimit::Resource::NOFILE).context("reading RLIMIT_NOFILE")?;
+    let cap = ConnsCap::new(soft, config, shards).map_err(anyhow::Error::msg)?;
+    if cap.lowers(config.gateway.conns_per_shard_max) {
+        crate::runtime_config::warn_conns_lowered(config.gateway.conns_per_shard_max, &cap);
+    }
+    Ok(cap)
 }
 
 /// Why the server stops.

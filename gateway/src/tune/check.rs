@@ -6,10 +6,8 @@ use serde::Serialize;
 use super::cpus;
 use super::host::Host;
 use crate::config::{Config, Cores, Driver};
+use crate::fd_budget;
 
-/// Descriptors the server needs besides client connections: store files, listeners, log
-/// files, the admin listener's connections, the backend's outgoing connections.
-pub const NOFILE_HEADROOM: u64 = 1024;
 /// Below this many descriptors the server can barely serve anyone.
 pub const NOFILE_CRITICAL_BELOW: u64 = 4096;
 /// Hosts up to this many cores: the shards, the backend and the kernel share every core
@@ -90,6 +88,8 @@ struct Wants {
     backend: Vec<usize>,
     /// Descriptors for the configured connection limits.
     nofile: u64,
+    /// Descriptors kept for everything but client connections.
+    reserve: u64,
     /// Connections the host can hold at once: the configured limit, capped by descriptors.
     connections: u64,
 }
@@ -99,15 +99,16 @@ pub fn run(host: &Host, config: &Config) -> Report {
     let backend = config.backend.cores.clone();
     let gw = &config.gateway;
     let client = (gw.conns_per_shard_max as u64).saturating_mul(shards.len() as u64);
-    let nofile = client
-        .saturating_add(2 * gw.files.conns_max as u64)
-        .saturating_add(NOFILE_HEADROOM);
     let fds = host.nofile.map_or(u64::MAX, |l| l.hard.unwrap_or(u64::MAX));
     let wants = Wants {
-        connections: client.min(fds.saturating_sub(NOFILE_HEADROOM)),
+        connections: client.min(
+            fd_budget::conns_per_shard_within(fds, config, shards.len())
+                .saturating_mul(shards.len() as u64),
+        ),
+        nofile: fd_budget::need(config, shards.len()),
+        reserve: fd_budget::reserve(config, shards.len()),
         shards,
         backend,
-        nofile,
     };
     let mut checks = vec![cores(host)];
     checks.extend(pinning(host, config, &wants));
@@ -318,9 +319,10 @@ fn irq_check(host: &Host, w: &Wants, small: bool) -> Check {
 
 fn nofile_check(host: &Host, w: &Wants) -> Check {
     let recommended = format!(
-        "hard limit ≥ {} (gateway.conns_per_shard_max × {} shards + 2 × gateway.files.conns_max + {NOFILE_HEADROOM})",
+        "hard limit ≥ {} (gateway.conns_per_shard_max × {} shards + {} for the store, logs, listeners, admin and file connections)",
         w.nofile,
-        w.shards.len()
+        w.shards.len(),
+        w.reserve
     );
     let Some(limit) = host.nofile else {
         return check(
@@ -345,8 +347,8 @@ fn nofile_check(host: &Host, w: &Wants) -> Check {
     let why = match status {
         Status::Ok => why.to_owned(),
         _ => format!(
-            "{why} With this limit, accepts fail (EMFILE) past about {} clients.",
-            hard.saturating_sub(NOFILE_HEADROOM)
+            "{why} With this limit the server lowers gateway.conns_per_shard_max so that the shards hold at most {} clients together (the rest are told SERVER_FULL).",
+            w.connections
         ),
     };
     check("rlimit.nofile", status, value, recommended, why)
