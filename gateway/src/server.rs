@@ -35,14 +35,32 @@ const BACKEND_DRAIN_MAX: Duration = Duration::from_secs(5);
 /// How long the backend runtime's remaining tasks get once everything is flushed.
 const RUNTIME_STOP_MAX: Duration = Duration::from_secs(1);
 
-/// The longest a graceful stop (SIGTERM) waits, besides the store's final commit and flush: what
-/// a supervisor's stop timeout must exceed (systemd TimeoutStopSec, Kubernetes
+/// The longest a graceful stop (SIGTERM) waits, besides the store's final flush: the sum of
+/// the bounds of its steps, in order, each named once and used by the step itself. What a
+/// supervisor's stop timeout must exceed (systemd TimeoutStopSec, Kubernetes
 /// terminationGracePeriodSeconds, compose stop_grace_period; gateway/tests/deploy_*.rs check).
 pub fn graceful_stop_max(config: &Config) -> Duration {
-    Duration::from_millis(config.gateway.shutdown_timeout_ms)
-        + SHARD_JOIN_GRACE
+    let leave = if config.cluster.enabled {
+        crate::cluster::LEAVE_MAX
+    } else {
+        Duration::ZERO
+    };
+    let otlp = if config.observe.otlp.enabled() {
+        Duration::from_millis(config.observe.otlp.export_timeout_ms)
+    } else {
+        Duration::ZERO
+    };
+    leave
+        + shards_stop_max(config)
         + BACKEND_DRAIN_MAX
+        + Backend::FINISH_MAX
+        + otlp
         + RUNTIME_STOP_MAX
+}
+
+/// Telling the shards to stop and waiting for their threads: the drain, then the grace.
+fn shards_stop_max(config: &Config) -> Duration {
+    Duration::from_millis(config.gateway.shutdown_timeout_ms) + SHARD_JOIN_GRACE
 }
 
 /// Runs the server until a signal stops it. `layers` are what the configuration was read from
@@ -296,23 +314,23 @@ pub fn run(
         node.stop(&rt);
     }
 
-    rt.block_on(async {
-        for tx in &shard_txs {
-            let _ = tx.send(ShardEvent::Shutdown).await;
-        }
-    });
-    drop(shard_txs);
-    let deadline = Duration::from_millis(config.gateway.shutdown_timeout_ms) + SHARD_JOIN_GRACE;
+    // A shard's full inbox takes the Shutdown once it drains; all of it within the shards'
+    // budget.
+    let shards_deadline = tokio::time::Instant::now() + shards_stop_max(&config);
     let joined = rt.block_on(async {
-        tokio::time::timeout(
-            deadline,
+        tokio::time::timeout_at(shards_deadline, async {
+            for tx in &shard_txs {
+                let _ = tx.send(ShardEvent::Shutdown).await;
+            }
+            drop(shard_txs);
             tokio::task::spawn_blocking(move || {
                 threads
                     .into_iter()
                     .map(|t| t.join().map_err(|_| "a shard thread panicked".to_owned()))
                     .collect::<Vec<_>>()
-            }),
-        )
+            })
+            .await
+        })
         .await
     });
     match joined {

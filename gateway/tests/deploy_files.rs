@@ -594,3 +594,26 @@ fn command_lines_are_found_where_operators_read_them() {
         ]
     );
 }
+
+/// The budget the stop timeouts above are checked against counts every bounded wait of a stop:
+/// leaving the cluster, the drain, and the backend's finish (devices' last-seen times, the
+/// audit log, the commit thread, the activity counts), not only the drain.
+#[test]
+fn the_stop_budget_counts_leaving_the_cluster_and_the_backends_finish() {
+    let mut config = Config::default();
+    let single = ringchat_gateway::server::graceful_stop_max(&config);
+    let drain = Duration::from_millis(config.gateway.shutdown_timeout_ms);
+    assert!(
+        single >= drain + ringchat_backend::Backend::FINISH_MAX,
+        "{single:?}"
+    );
+    assert!(
+        ringchat_backend::Backend::FINISH_MAX >= Duration::from_secs(20),
+        "the audit flush and the commit thread may take 10 s each"
+    );
+    config.cluster.enabled = true;
+    assert_eq!(
+        ringchat_gateway::server::graceful_stop_max(&config),
+        single + ringchat_gateway::cluster::LEAVE_MAX
+    );
+}
