@@ -98,6 +98,21 @@ pub struct ConfigView {
     pub config: serde_json::Value,
     /// Every key with its source, sorted by key.
     pub keys: Vec<KeyView>,
+    /// Keys the server runs with a lower value than `config` says, and why (empty: none).
+    pub lowered: Vec<LoweredKey>,
+}
+
+/// A key the server applies at a lower value than configured (e.g.
+/// `gateway.conns_per_shard_max` past what the open-file limit holds).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LoweredKey {
+    pub key: String,
+    #[schema(value_type = Object)]
+    pub configured: serde_json::Value,
+    /// What the server applies.
+    #[schema(value_type = Object)]
+    pub effective: serde_json::Value,
+    pub why: String,
 }
 
 /// A key whose value changed.

@@ -39,8 +39,15 @@ const PASSWORD_CHANGES_WAITING_MAX: usize = 64;
 const STORE_FAILURE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 /// Commit groups waiting for the delivery task.
 const OUTCOME_GROUPS_MAX: usize = 64;
-/// How long `finish` waits for the commit thread to make what was queued durable.
+/// What `finish` waits for at most, step by step; `Backend::FINISH_MAX` is their sum.
+/// Devices' last-seen times (a lost batch is refreshed at their next login).
+const SEEN_FLUSH_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+/// The audit log's queue, into the store.
+const AUDIT_FLUSH_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+/// The commit thread making what was queued durable.
 const COMMIT_FINISH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// The activity counts' file.
+const ACTIVITY_PERSIST_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
@@ -436,13 +443,26 @@ impl Backend {
         tracing::info!("backend stopped serving requests");
     }
 
+    /// The longest `finish` takes: the sum of its steps' bounds, which a graceful stop's
+    /// budget counts (the gateway's `server::graceful_stop_max`).
+    pub const FINISH_MAX: std::time::Duration = SEEN_FLUSH_MAX
+        .saturating_add(AUDIT_FLUSH_MAX)
+        .saturating_add(COMMIT_FINISH_TIMEOUT)
+        .saturating_add(ACTIVITY_PERSIST_MAX);
+
     /// Waits for the commit thread to make everything queued durable. Call after the shards
-    /// (which hold `Writes`) have stopped and `serve` has ended.
+    /// (which hold `Writes`) have stopped and `serve` has ended. Each step is bounded
+    /// ([`Self::FINISH_MAX`] in all).
     pub async fn finish(&self) {
-        self.accounts.flush_seen().await;
+        if tokio::time::timeout(SEEN_FLUSH_MAX, self.accounts.flush_seen())
+            .await
+            .is_err()
+        {
+            tracing::warn!("devices' last-seen times were not stored in time");
+        }
         // `flush` starts the writer if `serve` never ran (tools, test harnesses), so their
         // entries are stored too rather than waited for until the timeout.
-        if tokio::time::timeout(COMMIT_FINISH_TIMEOUT, self.audit.flush())
+        if tokio::time::timeout(AUDIT_FLUSH_MAX, self.audit.flush())
             .await
             .is_err()
         {
@@ -468,10 +488,12 @@ impl Backend {
             }
         }
         let observe = Arc::clone(&self.observe);
-        match tokio::task::spawn_blocking(move || observe.activity.persist()).await {
-            Ok(Ok(())) => {}
+        let persist = tokio::task::spawn_blocking(move || observe.activity.persist());
+        match tokio::time::timeout(ACTIVITY_PERSIST_MAX, persist).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(err))) => tracing::warn!(%err, "writing the activity counts"),
             Ok(Err(err)) => tracing::warn!(%err, "writing the activity counts"),
-            Err(err) => tracing::warn!(%err, "writing the activity counts"),
+            Err(_) => tracing::warn!("the activity counts were not written in time"),
         }
     }
 

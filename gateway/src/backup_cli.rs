@@ -11,6 +11,7 @@ use ringchat_backend::backup::spec::StoreSpec;
 use ringchat_backend::backup::{BATCH_RECORDS_DEFAULT, BATCH_RECORDS_MAX, BackupError};
 use ringchat_backend::files::FileStorageKind;
 use ringchat_gateway::config::Config;
+use ringchat_gateway::data_dir_owner;
 
 /// Exit status when the copy finished but source and destination differ.
 const EXIT_MISMATCH: u8 = 3;
@@ -79,6 +80,12 @@ pub fn migrate(from: &str, to: &str, batch: &Batch) -> ExitCode {
     let run = || -> anyhow::Result<()> {
         let from: StoreSpec = from.parse()?;
         let to: StoreSpec = to.parse()?;
+        // An embedded store is opened (and the target's checkpoint written) in its dir.
+        for spec in [&from, &to] {
+            if let StoreSpec::Embedded(dir) = spec {
+                data_dir_owner::ensure(dir, "migrate")?;
+            }
+        }
         eprintln!(
             "migrating {from} -> {to} (checkpoint: {})",
             to.checkpoint_path()?.display()
@@ -94,6 +101,8 @@ pub fn backup(to: &Path, config: Option<&Path>, batch: &Batch) -> ExitCode {
     let run = || -> anyhow::Result<()> {
         let config = load(config)?;
         let dir = config.storage.data_dir.clone();
+        // Opening the store writes into its dir (its journal, recovery).
+        data_dir_owner::ensure(&dir, "backup")?;
         let files = files_root(&config, &dir);
         let manifest = commands::backup_stopped(&dir, to, files.as_deref(), batch.get()?)?;
         for p in &manifest.parts {
@@ -124,6 +133,7 @@ pub fn restore(from: &Path, config: Option<&Path>, into: Option<&Path>, batch: &
             Some(d) => d.to_owned(),
             None => config.storage.data_dir.clone(),
         };
+        data_dir_owner::ensure(&dir, "restore")?;
         let files = files_root(&config, &dir);
         eprintln!("restoring {} into {}", from.display(), dir.display());
         let (manifest, outcome) = commands::restore(

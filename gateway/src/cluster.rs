@@ -16,6 +16,10 @@ use tokio::sync::oneshot;
 
 use crate::config::Config;
 
+/// How long leaving the cluster (deregistering from Redis) may take at a stop; past it the
+/// node's record expires after `cluster.node_ttl_ms`.
+pub const LEAVE_MAX: Duration = Duration::from_secs(5);
+
 /// What `serve --role` runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Role {
@@ -99,7 +103,7 @@ impl Node {
             link.shutdown();
         }
         let _ = self.heartbeat_stop.send(());
-        let left = rt.block_on(tokio::time::timeout(Duration::from_secs(5), self.heartbeat));
+        let left = rt.block_on(tokio::time::timeout(LEAVE_MAX, self.heartbeat));
         if left.is_err() {
             tracing::warn!("cluster: leaving took too long; the record expires after node_ttl_ms");
         }

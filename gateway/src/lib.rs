@@ -5,6 +5,10 @@
 // Cluster mode: the node's membership and gRPC, and `--role status`.
 pub mod cluster;
 pub mod config;
+// CLI commands that write into a data dir run as its owner.
+pub mod data_dir_owner;
+// File descriptors: the reserve, and the connection limit RLIMIT_NOFILE holds.
+pub mod fd_budget;
 // Files (issue 15): `/files` served by the backend over a pipe from the shards.
 pub mod files;
 pub mod logging;

@@ -210,11 +210,27 @@ fn read_password() -> anyhow::Result<String> {
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
+impl AdminCommand {
+    /// As typed after `ringchat`, for messages.
+    fn name(&self) -> &'static str {
+        match self {
+            AdminCommand::AddUser { .. } => "admin add-user",
+            AdminCommand::RemoveUser { .. } => "admin remove-user",
+            AdminCommand::AddKey { .. } => "admin add-key",
+            AdminCommand::RevokeKey { .. } => "admin revoke-key",
+            AdminCommand::AddChatUser { .. } => "admin add-chat-user",
+        }
+    }
+}
+
 fn admin_command(config: Option<&Path>, command: AdminCommand) -> anyhow::Result<()> {
     use ringchat_backend::admin::{auth::Role, cli};
     let config = Config::load(config, env_vars())
         .map_err(|problems| anyhow::anyhow!("configuration: {}", problems.join("; ")))?;
     let dir = &config.storage.data_dir;
+    // Every admin command writes into the data dir (credentials, their lock, the audit queue,
+    // the store).
+    ringchat_gateway::data_dir_owner::ensure(dir, command.name())?;
     let actor = cli_actor();
     let role = |r: &str| Role::parse(r).ok_or_else(|| anyhow::anyhow!("unknown role {r}"));
     match command {

@@ -10,13 +10,14 @@ use std::time::Duration;
 use ringchat_backend::Backend;
 use ringchat_backend::api::{ShardEvent, ShardSender};
 use ringchat_backend::live::{
-    ConfigControl, ConfigRefusal, ConfigView, IpRulesView, KeyChange, KeyView, shown,
+    ConfigControl, ConfigRefusal, ConfigView, IpRulesView, KeyChange, KeyView, LoweredKey, shown,
 };
 use toml::Table;
 
 use crate::config::Config;
 use crate::config::live::{self, is_live, restart_reason};
 use crate::config::load::{self, Layers, Loaded, TextLayer, suggest};
+use crate::fd_budget::ConnsCap;
 use crate::shard::live::{Published, ShardLive};
 
 /// How long a change waits for every shard to take it.
@@ -32,6 +33,8 @@ pub struct RuntimeConfig {
     shards: Vec<ShardSender>,
     backend: Arc<Backend>,
     log_filter: Mutex<Option<LogFilterHook>>,
+    /// What the open-file limit holds: `gateway.conns_per_shard_max` never goes past it.
+    conns_cap: ConnsCap,
 }
 
 struct State {
@@ -48,6 +51,7 @@ impl RuntimeConfig {
         shard_live: Arc<Published>,
         shards: Vec<ShardSender>,
         backend: Arc<Backend>,
+        conns_cap: ConnsCap,
     ) -> Self {
         Self {
             state: Mutex::new(State { layers, running }),
@@ -55,6 +59,7 @@ impl RuntimeConfig {
             shards,
             backend,
             log_filter: Mutex::new(None),
+            conns_cap,
         }
     }
 
@@ -135,7 +140,12 @@ impl RuntimeConfig {
     /// Puts a validated configuration in force: shards first (waited for), then the backend,
     /// then the log filter.
     fn apply(&self, old: &Config, new: &Config) -> Result<(), String> {
-        self.shard_live.set(ShardLive::of(new));
+        let conns = new.gateway.conns_per_shard_max;
+        if self.conns_cap.lowers(conns) && conns != old.gateway.conns_per_shard_max {
+            warn_conns_lowered(conns, &self.conns_cap);
+        }
+        crate::stats::publish_conns_per_shard_max(self.conns_cap.apply(conns));
+        self.shard_live.set(ShardLive::of(new, &self.conns_cap));
         let (tx, rx) = std::sync::mpsc::sync_channel(self.shards.len());
         let mut told = 0;
         for shard in &self.shards {
@@ -197,6 +207,7 @@ impl ConfigControl for RuntimeConfig {
             overrides_file: live::overrides_path(&running.config).display().to_string(),
             config,
             keys,
+            lowered: lowered(&running.config, &self.conns_cap),
         }
     }
 
@@ -274,6 +285,38 @@ impl ConfigControl for RuntimeConfig {
             entries_max: s.rules_max,
         }
     }
+}
+
+/// Says in the log that `gateway.conns_per_shard_max` runs lower than configured, and why.
+pub fn warn_conns_lowered(configured: usize, cap: &ConnsCap) {
+    tracing::warn!(
+        configured,
+        effective = cap.conns_per_shard_max,
+        open_files_max = cap.nofile,
+        reserved = cap.reserve,
+        "gateway.conns_per_shard_max lowered to what the open-file limit holds (raise \
+         LimitNOFILE= / ulimit -Hn for more): past it clients are told SERVER_FULL instead of \
+         the server running out of descriptors"
+    );
+}
+
+/// The keys that run lower than configured (`ConfigView::lowered`).
+fn lowered(config: &Config, cap: &ConnsCap) -> Vec<LoweredKey> {
+    let conns = config.gateway.conns_per_shard_max;
+    if !cap.lowers(conns) {
+        return Vec::new();
+    }
+    vec![LoweredKey {
+        key: "gateway.conns_per_shard_max".to_owned(),
+        configured: conns.into(),
+        effective: cap.conns_per_shard_max.into(),
+        why: format!(
+            "the open-file limit is {} and {} descriptors are kept for the store, logs, \
+             listeners, admin and file connections: the shards together hold no more clients \
+             than the rest",
+            cap.nofile, cap.reserve
+        ),
+    }]
 }
 
 /// Replaces secret values in a JSON config in place.

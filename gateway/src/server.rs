@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::config::load::{Layers, Loaded};
+use crate::fd_budget::ConnsCap;
 use crate::runtime_config::RuntimeConfig;
 use crate::shard::live::{Published, ShardLive};
 use crate::shard::{self, Listeners, ShardSpec};
@@ -34,14 +35,32 @@ const BACKEND_DRAIN_MAX: Duration = Duration::from_secs(5);
 /// How long the backend runtime's remaining tasks get once everything is flushed.
 const RUNTIME_STOP_MAX: Duration = Duration::from_secs(1);
 
-/// The longest a graceful stop (SIGTERM) waits, besides the store's final commit and flush: what
-/// a supervisor's stop timeout must exceed (systemd TimeoutStopSec, Kubernetes
+/// The longest a graceful stop (SIGTERM) waits, besides the store's final flush: the sum of
+/// the bounds of its steps, in order, each named once and used by the step itself. What a
+/// supervisor's stop timeout must exceed (systemd TimeoutStopSec, Kubernetes
 /// terminationGracePeriodSeconds, compose stop_grace_period; gateway/tests/deploy_*.rs check).
 pub fn graceful_stop_max(config: &Config) -> Duration {
-    Duration::from_millis(config.gateway.shutdown_timeout_ms)
-        + SHARD_JOIN_GRACE
+    let leave = if config.cluster.enabled {
+        crate::cluster::LEAVE_MAX
+    } else {
+        Duration::ZERO
+    };
+    let otlp = if config.observe.otlp.enabled() {
+        Duration::from_millis(config.observe.otlp.export_timeout_ms)
+    } else {
+        Duration::ZERO
+    };
+    leave
+        + shards_stop_max(config)
         + BACKEND_DRAIN_MAX
+        + Backend::FINISH_MAX
+        + otlp
         + RUNTIME_STOP_MAX
+}
+
+/// Telling the shards to stop and waiting for their threads: the drain, then the grace.
+fn shards_stop_max(config: &Config) -> Duration {
+    Duration::from_millis(config.gateway.shutdown_timeout_ms) + SHARD_JOIN_GRACE
 }
 
 /// Runs the server until a signal stops it. `layers` are what the configuration was read from
@@ -54,6 +73,7 @@ pub fn run(
     let config = loaded.config.clone();
     let cores = config.shard_cores();
     let shard_count = cores.len();
+    let conns_cap = conns_cap(&config, shard_count)?;
     let addrs = config
         .gateway
         .listen_addrs()
@@ -91,14 +111,16 @@ pub fn run(
     let prometheus = admin::install_metrics().context("installing the metrics recorder")?;
     stats::describe();
     publish_info(&config, shard_count);
+    stats::publish_conns_per_shard_max(conns_cap.apply(config.gateway.conns_per_shard_max));
     let backend = Backend::open(config.backend_settings(), shard_txs.clone())?;
-    let shard_live = Arc::new(Published::new(ShardLive::of(&config)));
+    let shard_live = Arc::new(Published::new(ShardLive::of(&config, &conns_cap)));
     let runtime_config = Arc::new(RuntimeConfig::new(
         layers,
         loaded,
         Arc::clone(&shard_live),
         shard_txs.clone(),
         Arc::clone(&backend),
+        conns_cap,
     ));
     let admin_tls = if config.admin.tls.enabled() {
         let tls = &config.admin.tls;
@@ -292,23 +314,23 @@ pub fn run(
         node.stop(&rt);
     }
 
-    rt.block_on(async {
-        for tx in &shard_txs {
-            let _ = tx.send(ShardEvent::Shutdown).await;
-        }
-    });
-    drop(shard_txs);
-    let deadline = Duration::from_millis(config.gateway.shutdown_timeout_ms) + SHARD_JOIN_GRACE;
+    // A shard's full inbox takes the Shutdown once it drains; all of it within the shards'
+    // budget.
+    let shards_deadline = tokio::time::Instant::now() + shards_stop_max(&config);
     let joined = rt.block_on(async {
-        tokio::time::timeout(
-            deadline,
+        tokio::time::timeout_at(shards_deadline, async {
+            for tx in &shard_txs {
+                let _ = tx.send(ShardEvent::Shutdown).await;
+            }
+            drop(shard_txs);
             tokio::task::spawn_blocking(move || {
                 threads
                     .into_iter()
                     .map(|t| t.join().map_err(|_| "a shard thread panicked".to_owned()))
                     .collect::<Vec<_>>()
-            }),
-        )
+            })
+            .await
+        })
         .await
     });
     match joined {
@@ -345,6 +367,19 @@ pub fn run(
             "stopped because the store refuses writes ({why}); restart once the cause (disk full, I/O error) is fixed"
         ),
     }
+}
+
+/// How many connections the open-file limit holds per shard (`fd_budget`): read after `main`
+/// raised the soft limit to the hard one. Logged when it is below
+/// `gateway.conns_per_shard_max`; an error when it leaves no room for clients at all.
+fn conns_cap(config: &Config, shards: usize) -> anyhow::Result<ConnsCap> {
+    let (soft, _hard) =
+        rlimit::getrlimit(rlimit::Resource::NOFILE).context("reading RLIMIT_NOFILE")?;
+    let cap = ConnsCap::new(soft, config, shards).map_err(anyhow::Error::msg)?;
+    if cap.lowers(config.gateway.conns_per_shard_max) {
+        crate::runtime_config::warn_conns_lowered(config.gateway.conns_per_shard_max, &cap);
+    }
+    Ok(cap)
 }
 
 /// Why the server stops.

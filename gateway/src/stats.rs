@@ -201,6 +201,12 @@ pub fn publish(shards: &[Arc<ShardStats>]) {
     }
 }
 
+/// Connections one shard takes at most, as the shards apply it (the configured limit, or
+/// less when the open-file limit cannot hold it: `fd_budget`).
+pub fn publish_conns_per_shard_max(conns: usize) {
+    metrics::gauge!("ringchat_conns_per_shard_max").set(conns as f64);
+}
+
 /// `# HELP` for every family published here and by `server.rs`; called once at start.
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge};
@@ -224,6 +230,10 @@ pub fn describe() {
         (
             "ringchat_transport_connections",
             "Open client connections, per shard and transport (tcp, ws, tls, wss).",
+        ),
+        (
+            "ringchat_conns_per_shard_max",
+            "Client connections one shard takes at most: gateway.conns_per_shard_max, or less when the open-file limit (RLIMIT_NOFILE) cannot hold that many on every shard.",
         ),
         (
             "ringchat_shard_driver",

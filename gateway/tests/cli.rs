@@ -155,3 +155,54 @@ fn the_store_background_threads_are_bounded() {
         );
     }
 }
+
+/// Commands that write into a data dir refuse one another user owns (root's `ringchat admin …`
+/// on a .deb install, where the service runs as `ringchat`, left a credentials file the server
+/// could not read) before writing anything, and say whom to run as.
+#[test]
+fn commands_that_write_into_a_data_dir_refuse_one_another_user_owns() {
+    use std::os::unix::fs::MetadataExt as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let me = std::fs::metadata(tmp.path()).unwrap().uid();
+    // As root: a dir of `nobody`. Otherwise: `/`, which is root's.
+    let data = if me == 0 {
+        let data = tmp.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        std::os::unix::fs::chown(&data, Some(65534), Some(65534)).unwrap();
+        data
+    } else {
+        std::path::PathBuf::from("/")
+    };
+    let owner = std::fs::metadata(&data).unwrap().uid();
+    assert_ne!(owner, me);
+    let backup = tmp.path().join("backup");
+    let runs: [(&[&str], &str); 4] = [
+        (
+            &["admin", "add-key", "deploy", "--role", "viewer"],
+            "admin add-key",
+        ),
+        (&["admin", "add-chat-user", "alice"], "admin add-chat-user"),
+        (&["backup", "--to", backup.to_str().unwrap()], "backup"),
+        (&["restore", "--from", backup.to_str().unwrap()], "restore"),
+    ];
+    for (args, command) in runs {
+        let out = ringchat()
+            .args(args)
+            .env("RINGCHAT_STORAGE__DATA_DIR", &data)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} ran: {err}");
+        assert!(
+            err.contains(&format!("is owned by uid {owner}"))
+                && err.contains(&format!("ringchat {command} …")),
+            "{args:?}: {err}"
+        );
+    }
+    if me == 0 {
+        let left: Vec<_> = std::fs::read_dir(&data).unwrap().collect();
+        assert!(left.is_empty(), "written anyway: {left:?}");
+    }
+    assert!(!backup.exists());
+}

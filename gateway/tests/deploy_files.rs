@@ -4,6 +4,8 @@
 //! with exactly the environment the file gives it, and the files must agree with each other and
 //! with the server (one config, unique node ids and ports, probes on the paths the server
 //! serves, stop grace periods longer than its graceful stop, the io_uring seccomp profile).
+//! Every `ringchat …` command the READMEs and deploy/ tell an operator to run must parse with
+//! the binary's own command line, and name `--config` where the data dir comes from it.
 //! The systemd unit and the .deb: `deploy_host.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -423,5 +425,195 @@ fn the_one_node_compose_file_passes_check_config() {
     assert_eq!(
         str_at(service, &["build", "dockerfile"]),
         "deploy/Dockerfile"
+    );
+}
+
+/// The `ringchat` command lines of a text (a README, a deployment file's comments): inline code
+/// spans (which may run over a line break) and lines of shell blocks that start with
+/// `ringchat`, and anywhere a `ringchat` run by `sudo -u USER`, after a pipe or by
+/// `docker compose … exec SERVICE`. Each is its arguments, cut at a comment, a pipe or `…` (a
+/// placeholder inside an argument, `postgres:…`, becomes `x`); `ringchat ready …` is the
+/// server's own output line, not a command.
+fn ringchat_commands(text: &str) -> Vec<Vec<String>> {
+    // (text, whether a `ringchat` at its start is a command)
+    let mut candidates: Vec<(String, bool)> = Vec::new();
+    let mut prose = String::new();
+    let mut fenced: Option<bool> = None;
+    for line in text.lines() {
+        if let Some(lang) = line.trim_start().strip_prefix("```") {
+            fenced = match fenced {
+                Some(_) => None,
+                None => Some(matches!(lang, "sh" | "bash" | "shell")),
+            };
+            continue;
+        }
+        candidates.push((line.to_owned(), fenced == Some(true)));
+        if fenced.is_none() {
+            prose.push_str(line);
+            prose.push(' ');
+        }
+    }
+    candidates.extend(
+        prose
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(|span| (span.to_owned(), true)),
+    );
+    let mut out = Vec::new();
+    for (text, at_start) in &candidates {
+        let tokens: Vec<&str> = text.split_whitespace().collect();
+        for (i, _) in tokens.iter().enumerate().filter(|(_, t)| **t == "ringchat") {
+            let before = &tokens[..i];
+            let command = (i == 0 && *at_start)
+                || before.last() == Some(&"|")
+                || before.len() >= 2 && before[before.len() - 2] == "exec"
+                || before.len() >= 3
+                    && before[before.len() - 3..before.len() - 1] == ["sudo", "-u"];
+            if !command {
+                continue;
+            }
+            let mut args = Vec::new();
+            for t in &tokens[i + 1..] {
+                if ["|", "&&", ";", "…", "..."].contains(t) || t.starts_with('#') {
+                    break;
+                }
+                args.push(t.replace('…', "x"));
+            }
+            if !args.is_empty() && args[0] != "ready" && !out.contains(&args) {
+                out.push(args);
+            }
+        }
+    }
+    out
+}
+
+/// Commands that read `storage.data_dir` from the configuration: without `--config` they use
+/// `./ringchat-data` of the directory they run in (in the image: /var/lib/ringchat/ringchat-data),
+/// not the server's data dir.
+fn needs_config(args: &[String]) -> bool {
+    match args[0].as_str() {
+        "admin" => args.len() > 1,
+        "backup" => true,
+        "restore" => !args.iter().any(|a| a == "--data-dir"),
+        _ => false,
+    }
+}
+
+/// Every `ringchat …` command the READMEs and the deployment files tell an operator to run
+/// exists and parses with the binary's own command line (`--help` after it: clap checks the
+/// subcommands and options up to there, and no command runs), and the ones that take the data
+/// dir from the configuration name it.
+#[test]
+fn every_documented_ringchat_command_parses_and_names_its_config() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut files = vec![root.join("README.md"), root.join("tuning/README.md")];
+    let mut dirs = vec![root.join("deploy")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    let mut checked = 0;
+    let mut admin_in = BTreeSet::new();
+    let mut problems = Vec::new();
+    for file in &files {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        for args in ringchat_commands(&text) {
+            let label = format!("{}: ringchat {}", file.display(), args.join(" "));
+            let out = Command::new(env!("CARGO_BIN_EXE_ringchat"))
+                .args(&args)
+                .arg("--help")
+                .env_clear()
+                .output()
+                .expect("run ringchat");
+            if !out.status.success() {
+                problems.push(format!(
+                    "{label}: not a ringchat command line: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+            if needs_config(&args) && !args.iter().any(|a| a == "--config" || a == "-c") {
+                problems.push(format!(
+                    "{label}: without --config it works on ./ringchat-data, not the server's data dir"
+                ));
+            }
+            if args[0] == "admin" && args.len() > 1 {
+                admin_in.insert(file.file_name().unwrap().to_string_lossy().into_owned());
+            }
+            checked += 1;
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert!(checked >= 20, "only {checked} command lines found");
+    // Where operators are told how to make the first operator.
+    for file in [
+        "README.md",
+        "compose.yml",
+        "compose.postgres.yml",
+        "postinst",
+    ] {
+        assert!(
+            admin_in.contains(file),
+            "no admin command found in {file}: {admin_in:?}"
+        );
+    }
+}
+
+#[test]
+fn command_lines_are_found_where_operators_read_them() {
+    let text = "# operator with: docker compose -f x.yml exec ringchat ringchat admin add-user a --role admin …\n\
+                prose about ringchat serve, and `ringchat tune check --json` in a span\n\
+                `sudo -u ringchat ringchat admin … --config f`, `ringchat ready tcp=x`, `ringchat\n\
+                check-config FILE` over a line break\n\
+                ```sh\n\
+                echo \"$P\" | ringchat admin add-key k --role viewer -c f   # prints it\n\
+                ringchat migrate --to postgres:…\n\
+                ```\n\
+                ringchat at the start of prose\n";
+    let found: Vec<String> = ringchat_commands(text)
+        .iter()
+        .map(|a| a.join(" "))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            "admin add-user a --role admin",
+            "admin add-key k --role viewer -c f",
+            "migrate --to postgres:x",
+            "tune check --json",
+            "admin",
+            "check-config FILE",
+        ]
+    );
+}
+
+/// The budget the stop timeouts above are checked against counts every bounded wait of a stop:
+/// leaving the cluster, the drain, and the backend's finish (devices' last-seen times, the
+/// audit log, the commit thread, the activity counts), not only the drain.
+#[test]
+fn the_stop_budget_counts_leaving_the_cluster_and_the_backends_finish() {
+    let mut config = Config::default();
+    let single = ringchat_gateway::server::graceful_stop_max(&config);
+    let drain = Duration::from_millis(config.gateway.shutdown_timeout_ms);
+    assert!(
+        single >= drain + ringchat_backend::Backend::FINISH_MAX,
+        "{single:?}"
+    );
+    assert!(
+        ringchat_backend::Backend::FINISH_MAX >= Duration::from_secs(20),
+        "the audit flush and the commit thread may take 10 s each"
+    );
+    config.cluster.enabled = true;
+    assert_eq!(
+        ringchat_gateway::server::graceful_stop_max(&config),
+        single + ringchat_gateway::cluster::LEAVE_MAX
     );
 }

@@ -674,7 +674,10 @@ mod tests {
             Arc::default(),
             None,
             Arc::new(crate::shard::live::Published::new(
-                crate::shard::live::ShardLive::of(&crate::config::Config::default()),
+                crate::shard::live::ShardLive::of(
+                    &crate::config::Config::default(),
+                    &crate::fd_budget::ConnsCap::NONE,
+                ),
             )),
         ));
         (shard, requests)

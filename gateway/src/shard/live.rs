@@ -6,6 +6,7 @@
 use std::sync::{Arc, RwLock};
 
 use crate::config::Config;
+use crate::fd_budget::ConnsCap;
 use crate::security::IpRules;
 
 /// The values a shard reads per request, accept or tick.
@@ -26,11 +27,13 @@ pub struct ShardLive {
 }
 
 impl ShardLive {
-    pub fn of(config: &Config) -> Self {
+    /// The live keys of `config`, `gateway.conns_per_shard_max` within what `cap` (the
+    /// descriptor limit) holds.
+    pub fn of(config: &Config, cap: &ConnsCap) -> Self {
         Self {
             limits: LiveLimits {
                 messages_per_s_max: config.limits.messages_per_s_max,
-                conns_per_shard_max: config.gateway.conns_per_shard_max,
+                conns_per_shard_max: cap.apply(config.gateway.conns_per_shard_max),
                 handshake_timeout_ms: config.gateway.handshake_timeout_ms,
                 heartbeat_interval_ms: config.gateway.heartbeat_interval_ms,
                 idle_timeout_ms: config.gateway.idle_timeout_ms,

@@ -40,7 +40,7 @@ use local::{BufferPool, ConnTable, HasConnId, LocalNotify};
 const EVENT_BATCH_MAX: usize = 256;
 /// Connections a full shard is turning away at once (each told `SERVER_FULL` over its own
 /// transport, a TLS handshake included); past that, new ones are closed without a word.
-const REJECTING_MAX: usize = 64;
+pub(crate) const REJECTING_MAX: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShardError {

@@ -6,17 +6,13 @@ use serde::Serialize;
 use super::cpus;
 use super::host::Host;
 use crate::config::{Config, Cores, Driver};
+use crate::fd_budget;
 
-/// Descriptors the server needs besides client connections: store files, listeners, log
-/// files, the admin listener's connections, the backend's outgoing connections.
-pub const NOFILE_HEADROOM: u64 = 1024;
 /// Below this many descriptors the server can barely serve anyone.
 pub const NOFILE_CRITICAL_BELOW: u64 = 4096;
 /// Hosts up to this many cores: the shards, the backend and the kernel share every core
 /// whatever the layout, so pinning and interrupt placement buy little.
 pub const SMALL_HOST_CORES_MAX: usize = 2;
-/// Bytes of socket buffer a busy connection holds at least (a page each way).
-const SOCKET_BYTES_MIN: u64 = 8 * 1024;
 const PAGE_BYTES: u64 = 4096;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -68,7 +64,7 @@ impl Report {
     }
 }
 
-fn check(
+pub(super) fn check(
     name: &str,
     status: Status,
     value: impl Into<String>,
@@ -85,13 +81,15 @@ fn check(
 }
 
 /// What the configuration asks of the host, resolved on it.
-struct Wants {
-    shards: Vec<usize>,
-    backend: Vec<usize>,
+pub(super) struct Wants {
+    pub(super) shards: Vec<usize>,
+    pub(super) backend: Vec<usize>,
     /// Descriptors for the configured connection limits.
-    nofile: u64,
+    pub(super) nofile: u64,
+    /// Descriptors kept for everything but client connections.
+    pub(super) reserve: u64,
     /// Connections the host can hold at once: the configured limit, capped by descriptors.
-    connections: u64,
+    pub(super) connections: u64,
 }
 
 pub fn run(host: &Host, config: &Config) -> Report {
@@ -99,21 +97,22 @@ pub fn run(host: &Host, config: &Config) -> Report {
     let backend = config.backend.cores.clone();
     let gw = &config.gateway;
     let client = (gw.conns_per_shard_max as u64).saturating_mul(shards.len() as u64);
-    let nofile = client
-        .saturating_add(2 * gw.files.conns_max as u64)
-        .saturating_add(NOFILE_HEADROOM);
     let fds = host.nofile.map_or(u64::MAX, |l| l.hard.unwrap_or(u64::MAX));
     let wants = Wants {
-        connections: client.min(fds.saturating_sub(NOFILE_HEADROOM)),
+        connections: client.min(
+            fd_budget::conns_per_shard_within(fds, config, shards.len())
+                .saturating_mul(shards.len() as u64),
+        ),
+        nofile: fd_budget::need(config, shards.len()),
+        reserve: fd_budget::reserve(config, shards.len()),
         shards,
         backend,
-        nofile,
     };
     let mut checks = vec![cores(host)];
     checks.extend(pinning(host, config, &wants));
     checks.push(nofile_check(host, &wants));
     checks.push(memlock(host, config, &wants));
-    checks.extend(sysctls(host, &wants));
+    checks.extend(super::sysctls::checks(host, config, &wants));
     checks.push(thp(host));
     checks.push(governor(host, &wants));
     checks.extend(io_uring(host, gw.driver));
@@ -318,9 +317,10 @@ fn irq_check(host: &Host, w: &Wants, small: bool) -> Check {
 
 fn nofile_check(host: &Host, w: &Wants) -> Check {
     let recommended = format!(
-        "hard limit ≥ {} (gateway.conns_per_shard_max × {} shards + 2 × gateway.files.conns_max + {NOFILE_HEADROOM})",
+        "hard limit ≥ {} (gateway.conns_per_shard_max × {} shards + {} for the store, logs, listeners, admin and file connections)",
         w.nofile,
-        w.shards.len()
+        w.shards.len(),
+        w.reserve
     );
     let Some(limit) = host.nofile else {
         return check(
@@ -345,8 +345,8 @@ fn nofile_check(host: &Host, w: &Wants) -> Check {
     let why = match status {
         Status::Ok => why.to_owned(),
         _ => format!(
-            "{why} With this limit, accepts fail (EMFILE) past about {} clients.",
-            hard.saturating_sub(NOFILE_HEADROOM)
+            "{why} With this limit the server lowers gateway.conns_per_shard_max so that the shards hold at most {} clients together (the rest are told SERVER_FULL).",
+            w.connections
         ),
     };
     check("rlimit.nofile", status, value, recommended, why)
@@ -411,124 +411,6 @@ fn memlock(host: &Host, config: &Config, w: &Wants) -> Check {
         Status::Warn => "Before kernel 5.12 io_uring rings count against RLIMIT_MEMLOCK: the shards that cannot create theirs fall back to epoll (LimitMEMLOCK= in systemd, `ulimit -l`).".to_owned(),
     };
     check("rlimit.memlock", status, value, recommended, why)
-}
-
-fn sysctls(host: &Host, w: &Wants) -> Vec<Check> {
-    let mut out = Vec::new();
-    let backlog = crate::server::LISTEN_BACKLOG as u64;
-    let mut at_least = |key: &str, min: u64, why: &str| {
-        let (status, value) = match host.sysctl_numbers(key).and_then(|v| v.first().copied()) {
-            Some(v) if v >= min => (Status::Ok, v.to_string()),
-            Some(v) => (Status::Warn, v.to_string()),
-            None => (Status::Warn, "unknown".to_owned()),
-        };
-        out.push(check(key, status, value, format!("≥ {min}"), why));
-    };
-    at_least(
-        "net.core.somaxconn",
-        backlog,
-        "The kernel caps each listener's accept queue (ringchat asks for 4096) at this: after a restart every client reconnects at once, and SYNs past the queue are dropped and retried a second later.",
-    );
-    at_least(
-        "net.ipv4.tcp_max_syn_backlog",
-        backlog,
-        "Half-open connections queued per listener during a reconnect storm; below the accept queue it is the tighter bound.",
-    );
-    out.push(match host.sysctl_numbers("net.ipv4.ip_local_port_range").as_deref() {
-        Some([low, high]) if high > low => {
-            let ports = high - low + 1;
-            check(
-                "net.ipv4.ip_local_port_range",
-                if ports >= 28_000 { Status::Ok } else { Status::Warn },
-                format!("{low} {high} ({ports} ports)"),
-                "≥ 28000 ports; 1024 65535 on a host that also runs ringchat-bench",
-                "Ports for outgoing connections: the server only accepts, but ringchat-bench on the same host, cluster links and store connections take one each per destination.",
-            )
-        }
-        _ => check(
-            "net.ipv4.ip_local_port_range",
-            Status::Warn,
-            host.sysctl
-                .get("net.ipv4.ip_local_port_range")
-                .cloned()
-                .unwrap_or_else(|| "unknown".to_owned()),
-            "1024 65535",
-            "Ports for outgoing connections (ringchat-bench, cluster links).",
-        ),
-    });
-    let mem = host.mem_total_bytes;
-    for key in ["net.ipv4.tcp_rmem", "net.ipv4.tcp_wmem"] {
-        out.push(match (host.sysctl_numbers(key).as_deref(), mem) {
-            (Some([min, default, max]), Some(mem)) => {
-                let full = default.saturating_mul(w.connections);
-                check(
-                    key,
-                    if full > mem / 2 { Status::Warn } else { Status::Ok },
-                    format!("{min} {default} {max}"),
-                    format!(
-                        "default (middle) × {} connections ≤ half of {} MiB, e.g. 4096 16384 {max}",
-                        w.connections,
-                        mem >> 20
-                    ),
-                    format!(
-                        "Chat frames are small: buffers only fill for slow readers, but if every connection's did at once they would take {} MiB.",
-                        full >> 20
-                    ),
-                )
-            }
-            _ => check(
-                key,
-                Status::Warn,
-                host.sysctl.get(key).cloned().unwrap_or_else(|| "unknown".to_owned()),
-                "min default max, e.g. 4096 16384 4194304",
-                "Could not read this sysctl or the host's memory.",
-            ),
-        });
-    }
-    out.push(match host.sysctl_numbers("net.ipv4.tcp_mem").as_deref() {
-        Some([low, pressure, high]) => {
-            let need = w.connections.saturating_mul(SOCKET_BYTES_MIN) / PAGE_BYTES;
-            check(
-                "net.ipv4.tcp_mem",
-                if *high < need { Status::Warn } else { Status::Ok },
-                format!("{low} {pressure} {high} pages"),
-                format!("high ≥ {need} pages (a page each way for {} connections)", w.connections),
-                "All TCP sockets' memory, in pages: under pressure the kernel shrinks buffers, past high it drops incoming data.",
-            )
-        }
-        _ => check(
-            "net.ipv4.tcp_mem",
-            Status::Warn,
-            "unknown",
-            "the kernel's default (sized from memory at boot)",
-            "Could not read this sysctl.",
-        ),
-    });
-    for (name, why) in [
-        (
-            "fs.file-max",
-            "Open files of the whole host; ringchat's own need comes on top of everyone else's.",
-        ),
-        (
-            "fs.nr_open",
-            "The highest RLIMIT_NOFILE a process may be given: LimitNOFILE= above it fails.",
-        ),
-    ] {
-        if let Some(max) = host.sysctl_numbers(name).and_then(|v| v.first().copied()) {
-            out.push(check(
-                name,
-                if max < w.nofile {
-                    Status::Warn
-                } else {
-                    Status::Ok
-                },
-                max.to_string(),
-                format!("≥ {}", w.nofile),
-                why,
-            ));
-        }
-    }
-    out
 }
 
 fn thp(host: &Host) -> Check {

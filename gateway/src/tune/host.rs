@@ -9,10 +9,15 @@ use std::path::{Path, PathBuf};
 use super::cpus;
 
 /// The sysctls the checks look at, by their dotted name (file under `proc/sys`).
-pub const SYSCTLS: [&str; 9] = [
+pub const SYSCTLS: [&str; 13] = [
     "net.core.somaxconn",
     "net.ipv4.tcp_max_syn_backlog",
+    "net.ipv4.tcp_syncookies",
     "net.ipv4.ip_local_port_range",
+    "net.ipv4.ip_local_reserved_ports",
+    // Present only while connection tracking is loaded.
+    "net.netfilter.nf_conntrack_max",
+    "net.netfilter.nf_conntrack_count",
     "net.ipv4.tcp_rmem",
     "net.ipv4.tcp_wmem",
     "net.ipv4.tcp_mem",
@@ -71,7 +76,8 @@ pub struct Host {
     pub nodes: Vec<Node>,
     /// NIC queue interrupts.
     pub nic_irqs: Vec<Irq>,
-    /// Present sysctls of `SYSCTLS`, whitespace collapsed to single spaces.
+    /// Present sysctls of `SYSCTLS`, whitespace collapsed to single spaces (an empty one, such
+    /// as no reserved ports, is present and empty).
     pub sysctl: BTreeMap<&'static str, String>,
     /// `/sys/kernel/mm/transparent_hugepage/enabled`, e.g. `always [madvise] never`.
     pub thp: Option<String>,

@@ -4,7 +4,7 @@
 //! memory is; the shards get everything else, on every node. On 2 cores or fewer there is
 //! nothing to separate and the plan says so.
 
-use super::check::{NOFILE_HEADROOM, SMALL_HOST_CORES_MAX};
+use super::check::SMALL_HOST_CORES_MAX;
 use super::cpus;
 use super::host::Host;
 use crate::config::Config;
@@ -104,8 +104,7 @@ pub fn plan(host: &Host, config: &Config) -> Plan {
 /// RLIMIT_NOFILE (rounded down to two significant digits), if the configured one does not.
 fn fitting_conns(host: &Host, config: &Config, shards: usize) -> Option<usize> {
     let hard = host.nofile?.hard?;
-    let room = hard.checked_sub(NOFILE_HEADROOM + 2 * config.gateway.files.conns_max as u64)?
-        / shards.max(1) as u64;
+    let room = crate::fd_budget::conns_per_shard_within(hard, config, shards);
     if room == 0 || room >= config.gateway.conns_per_shard_max as u64 {
         return None;
     }

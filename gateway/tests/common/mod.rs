@@ -99,6 +99,8 @@ pub struct TestServer {
     /// `serve --config FILE`, if any.
     pub config_file: Option<PathBuf>,
     pub log_path: PathBuf,
+    /// The open-file limit (soft and hard) the server is started with, when not inherited.
+    nofile: Option<u64>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -157,6 +159,23 @@ impl TestServer {
     /// Starts a server that must fail to start: waits (bounded) for it to exit, and returns how
     /// it exited and what it wrote to stderr. Panics if it gets ready or does not exit in time.
     pub fn start_expecting_failure(data_dir: &Path, env: &[(&str, &str)]) -> FailedStart {
+        Self::start_expecting_failure_with_nofile_opt(data_dir, env, None)
+    }
+
+    /// [`Self::start_expecting_failure`] under an open-file limit of `nofile`.
+    pub fn start_expecting_failure_with_nofile(
+        data_dir: &Path,
+        env: &[(&str, &str)],
+        nofile: u64,
+    ) -> FailedStart {
+        Self::start_expecting_failure_with_nofile_opt(data_dir, env, Some(nofile))
+    }
+
+    fn start_expecting_failure_with_nofile_opt(
+        data_dir: &Path,
+        env: &[(&str, &str)],
+        nofile: Option<u64>,
+    ) -> FailedStart {
         let mut all = base_env(data_dir);
         all.extend(
             env.iter()
@@ -164,7 +183,7 @@ impl TestServer {
         );
         all.extend(store::env_for(data_dir, &all));
         let started = Instant::now();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ringchat"))
+        let mut child = server_command(nofile)
             .arg("serve")
             .env_clear()
             .envs(all)
@@ -233,8 +252,25 @@ impl TestServer {
         Self::start_with_config(data_dir, None, env)
     }
 
+    /// Starts a server whose open-file limit, soft and hard, is `nofile`.
+    pub fn start_with_nofile(env: &[(&str, &str)], nofile: u64) -> Self {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let mut server = Self::prepare(&tmp.path().join("data"), None, env);
+        server.nofile = Some(nofile);
+        server._tmp = Some(tmp);
+        server.spawn();
+        server
+    }
+
     /// Starts a server with `serve --config FILE` (env overrides still apply).
     pub fn start_with_config(data_dir: &Path, config: Option<&Path>, env: &[(&str, &str)]) -> Self {
+        let mut server = Self::prepare(data_dir, config, env);
+        server.spawn();
+        server
+    }
+
+    /// A server not started yet.
+    fn prepare(data_dir: &Path, config: Option<&Path>, env: &[(&str, &str)]) -> Self {
         let mut all = base_env(data_dir);
         all.extend(
             env.iter()
@@ -249,7 +285,7 @@ impl TestServer {
             LOGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         std::fs::create_dir_all(data_dir.parent().unwrap()).unwrap();
-        let mut server = Self {
+        Self {
             child: None,
             tcp: "0.0.0.0:0".parse().unwrap(),
             admin: "0.0.0.0:0".parse().unwrap(),
@@ -261,10 +297,9 @@ impl TestServer {
             env: all,
             config_file: config.map(Path::to_owned),
             log_path,
+            nofile: None,
             _tmp: None,
-        };
-        server.spawn();
-        server
+        }
     }
 
     fn spawn(&mut self) {
@@ -273,7 +308,7 @@ impl TestServer {
             .append(true)
             .open(&self.log_path)
             .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ringchat"))
+        let mut child = server_command(self.nofile)
             .arg("serve")
             .args(
                 self.config_file
@@ -410,6 +445,21 @@ impl Drop for TestServer {
             store::drop_database(&self.data_dir);
         }
         let _ = std::fs::remove_file(&self.log_path);
+    }
+}
+
+/// The `ringchat` binary, under an open-file limit (soft and hard) of `nofile` when given:
+/// util-linux's `prlimit` sets it and execs the server, so the pid is the server's.
+fn server_command(nofile: Option<u64>) -> Command {
+    match nofile {
+        Some(n) => {
+            let mut c = Command::new("prlimit");
+            c.arg(format!("--nofile={n}:{n}"))
+                .arg("--")
+                .arg(env!("CARGO_BIN_EXE_ringchat"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_ringchat")),
     }
 }
 
