@@ -26,7 +26,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::ports::{
-    AccountStore, ContactStore, ConversationLog, CursorStore, MembershipStore, Store,
+    AccountStore, ContactStore, ConversationLog, CursorStore, MembershipStore, POINT_READS_MAX,
+    Store,
 };
 use super::{
     CommitGroup, ConvId, ConvRecord, CursorRecord, CursorRow, DeviceCursor, MessageRecord,
@@ -93,6 +94,7 @@ macro_rules! conformance_suite {
             touch_tokens_moves_last_seen_forward_and_never_recreates,
             committed_messages_are_readable_by_seq_after_commit_and_after_reopen,
             messages_after_is_ascending_and_pages_at_its_edges,
+            messages_at_answers_each_key_in_order_and_none_where_there_is_none,
             messages_before_is_newest_first_and_pages_at_its_edges,
             last_message_is_the_conversations_head,
             seqs_stay_gap_free_across_reopens,

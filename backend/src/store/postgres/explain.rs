@@ -189,6 +189,7 @@ fn call_every_port(s: &PgStore) {
     s.last_message(conv).unwrap();
     s.last_messages(&[conv, conv]).unwrap();
     s.message(conv, 5).unwrap();
+    s.messages_at(&[(conv, 5), (conv, 7)]).unwrap();
     s.messages_after(conv, 5, 50).unwrap();
     s.messages_before(conv, 500, 50).unwrap();
     s.cursor_row(conv, alice).unwrap();
