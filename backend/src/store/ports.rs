@@ -6,7 +6,7 @@
 //! - every write comes from the sequencer as one [`CommitGroup`] per call, so a networked store
 //!   waits once per group, never once per message;
 //! - a request that needs many rows asks for them in one call (`heads`, `cursor_rows`,
-//!   `messages_at`);
+//!   `messages_at`, `relations_at`);
 //! - calls come only from the sequencer's thread and from the bounded read pool, so the threads
 //!   a slow store can park are bounded by configuration, not by the requests in flight.
 
@@ -21,7 +21,7 @@ use super::{
     UserId, UserRecord,
 };
 
-/// Keys one batched point read ([`ConversationLog::messages_at`])
+/// Keys one batched point read ([`ConversationLog::messages_at`], [`ContactStore::relations_at`])
 /// sends to the store at once: an adapter splits a longer list with [`in_batches`], so that one
 /// statement (PostgreSQL), one snapshot walk (fjall) or the requests in flight at once
 /// (ScyllaDB) stay bounded whatever the caller asks.
@@ -199,6 +199,14 @@ pub trait MembershipStore: Send + Sync + 'static {
 /// and the username index read by prefix for search.
 pub trait ContactStore: Send + Sync + 'static {
     fn relation(&self, key: RelationKey) -> Result<Option<RelationRecord>, StoreError>;
+    /// [`Self::relation`] of many keys, in the order asked, read in batches of
+    /// [`POINT_READS_MAX`].
+    fn relations_at(
+        &self,
+        keys: &[RelationKey],
+    ) -> Result<Vec<Option<RelationRecord>>, StoreError> {
+        keys.iter().map(|k| self.relation(*k)).collect()
+    }
     /// Up to `limit` of `owner`'s relations of `kind` with a user id above `after`, ascending.
     fn relations(
         &self,

@@ -115,6 +115,7 @@ macro_rules! conformance_suite {
             a_data_dir_is_used_by_one_store_at_a_time,
             a_write_is_visible_to_its_writer_at_once_whatever_others_do,
             relations_are_put_removed_and_survive_reopen,
+            relations_at_answers_each_key_in_order_and_none_where_there_is_none,
             relations_list_by_owner_and_kind_in_user_order_and_page,
             contact_summaries_round_trip_and_a_later_group_wins,
             summary_changes_from_one_read_both_count,

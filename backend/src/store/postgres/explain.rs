@@ -211,6 +211,11 @@ fn call_every_port(s: &PgStore) {
     s.relation(RelationKey::new(alice, RelationKind::Friend, bob))
         .unwrap();
     s.relations(alice, RelationKind::Friend, 0, 50).unwrap();
+    s.relations_at(&[
+        RelationKey::new(alice, RelationKind::Block, bob),
+        RelationKey::new(bob, RelationKind::Block, alice),
+    ])
+    .unwrap();
     s.contact_summary(alice).unwrap();
     s.profile(alice).unwrap();
     s.put_profile(alice, &ProfileRecord::default()).unwrap();
