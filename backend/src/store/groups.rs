@@ -133,6 +133,9 @@ pub struct GroupWrites {
     pub applications: Vec<(ConvId, UserId, Option<ApplicationRecord>)>,
     /// `(group, mentioned user or MENTION_ALL_USER, seq)`.
     pub mentions: Vec<(ConvId, UserId, u64)>,
+    /// Mention rows to delete (a recalled message's), same keys; never one `mentions` puts in
+    /// the same group.
+    pub mentions_removed: Vec<(ConvId, UserId, u64)>,
     /// Whole histograms, one per group touched.
     pub read_histograms: Vec<(ConvId, ReadHistogram)>,
     pub next_group_id: Option<u64>,
@@ -146,6 +149,7 @@ impl GroupWrites {
         self.user_group_counts.clear();
         self.applications.clear();
         self.mentions.clear();
+        self.mentions_removed.clear();
         self.read_histograms.clear();
         self.next_group_id = None;
     }
@@ -157,6 +161,7 @@ impl GroupWrites {
             && self.user_group_counts.is_empty()
             && self.applications.is_empty()
             && self.mentions.is_empty()
+            && self.mentions_removed.is_empty()
             && self.read_histograms.is_empty()
             && self.next_group_id.is_none()
     }

@@ -357,6 +357,12 @@ impl Writer {
         }
         let mut conv = self.conv(conv_id)?;
         self.load_row(conv_id, user)?;
+        if role.is_some()
+            && let Some(mentions) = &original.mentions
+        {
+            // A recalled message mentions nobody any more (no unread mention badge).
+            self.groups.remove_mentions(conv_id, seq, mentions);
+        }
         let event = MessageRecord {
             conv_id,
             seq: conv.max_seq + 1,

@@ -126,6 +126,7 @@ macro_rules! conformance_suite {
             a_users_groups_are_listed_in_id_order_and_paged,
             applications_are_put_paged_and_removed,
             mentions_are_stored_with_the_message_and_counted_after_a_seq,
+            removed_mentions_are_no_longer_counted_and_stay_removed,
             a_groups_changes_and_its_messages_are_visible_together,
             read_histograms_are_replaced_whole_and_survive_reopen,
             audit_entries_are_appended_in_batches_and_paged_newest_first,

@@ -163,6 +163,7 @@ fn everything(conv: ConvId, group: ConvId) -> CommitGroup {
             user_group_counts: vec![(alice, 1)],
             applications: vec![(group, alice, Some(application)), (group, bob, None)],
             mentions: vec![(group, alice, 7)],
+            mentions_removed: vec![(group, bob, 6)],
             read_histograms: vec![(group, ReadHistogram::default())],
             next_group_id: Some(5),
         },
