@@ -74,6 +74,13 @@ pub struct MemberRecord {
     pub muted_until_ms: u64,
 }
 
+impl MemberRecord {
+    /// The seqs this member may read, both inclusive (`u64::MAX`: no end while a member).
+    pub fn visible_seqs(&self) -> (u64, u64) {
+        (self.visible_from_seq.max(1), u64::MAX)
+    }
+}
+
 /// One of a user's groups, as the user sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct UserGroupRecord {
@@ -97,6 +104,11 @@ impl UserGroupRecord {
         } else {
             self.left_seq
         }
+    }
+
+    /// The seqs this user may read, both inclusive (the first at least 1).
+    pub fn visible_seqs(&self) -> (u64, u64) {
+        (self.visible_from_seq.max(1), self.last_visible_seq())
     }
 }
 
