@@ -180,3 +180,37 @@ async fn a_recalled_mention_is_no_unread_mention_and_names_nobody() {
         );
     }
 }
+
+/// Joining a group that shows its history: the history is readable, but none of it is unread
+/// (nor an unread mention) for the new member; only its own JOINED event is.
+#[tokio::test]
+async fn a_new_members_unread_count_starts_at_its_join_even_with_the_history_shown() {
+    let server = TestServer::start(&[]);
+    let (mut a, _alice) = server.user("alice").await;
+    let (mut c, _carol) = server.user("carol").await;
+    let g = common::groups::create(&mut a, "open book", &[], v1::JoinPolicy::Open, true)
+        .await
+        .group
+        .expect("a group")
+        .conversation_id;
+    for i in 0..4 {
+        ack(send(&mut a, g, &format!("m{i}"), "old news").await);
+    }
+    ack(ask(&mut a, send_body(g, "all", "@everyone", &[], true)).await);
+    ok(ask(&mut c, join(g)).await);
+    let e = entry_of(&mut c, g).await;
+    // CREATED at 1, five messages, JOINED at 7.
+    assert_eq!(e.max_seq, 7);
+    assert_eq!(
+        (e.unread_count, e.unread_mentions),
+        (1, 0),
+        "its own JOINED event only: {e:?}"
+    );
+    let history = common::groups::sync(&mut c, g).await;
+    assert_eq!(
+        history.first().map(|m| m.seq),
+        Some(1),
+        "the history is shown"
+    );
+    assert_eq!(common::groups::texts(&history).len(), 5);
+}
