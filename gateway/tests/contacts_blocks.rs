@@ -101,6 +101,71 @@ async fn a_blockers_reads_are_not_told_to_the_blocked_user() {
     );
 }
 
+/// The peer's cursors of `me`'s entry for `conv`: (delivered, read).
+fn peer_cursors(list: &[v1::Conversation], conv: u64) -> (u64, u64) {
+    let e = list
+        .iter()
+        .find(|c| c.conversation_id == conv)
+        .expect("the conversation is listed");
+    (e.peer_delivered_seq, e.peer_read_seq)
+}
+
+/// The conversation list does not show the blocked user the blocker's cursors (a read cursor
+/// that moves would show the blocker active), nor the other way round, in a resume either;
+/// an unblock shows them again.
+#[tokio::test]
+async fn a_block_hides_each_sides_cursors_in_the_conversation_list() {
+    let server = TestServer::start(&[]);
+    let (mut a, alice) = server.user("alice").await;
+    let mut bob = common::resume::Device::new(&server, "bob").await;
+    let (a_id, b_id) = (alice.user_id, bob.user_id);
+    let conv = conversation_id(a_id, b_id);
+    let b = bob.client.as_mut().expect("connected");
+    // Alice writes seq 1 (read by her as its sender), Bob 2 and 3 and reads everything.
+    a.send_text(b_id, "a1", "hi").await.unwrap().unwrap();
+    b.send_text(a_id, "b1", "hello").await.unwrap().unwrap();
+    b.send_text(a_id, "b2", "there").await.unwrap().unwrap();
+    b.read(conv, 3).await.expect("CursorOk");
+    assert_eq!(
+        peer_cursors(&b.conversations().await.unwrap(), conv),
+        (1, 1)
+    );
+    assert_eq!(
+        peer_cursors(&a.conversations().await.unwrap(), conv),
+        (3, 3)
+    );
+
+    block_ok(block(&mut a, b_id).await, b_id, true);
+    a.read(conv, u64::MAX).await.expect("CursorOk");
+    assert_eq!(
+        peer_cursors(&b.conversations().await.unwrap(), conv),
+        (0, 0),
+        "the blocked user does not see the blocker read"
+    );
+    assert_eq!(
+        peer_cursors(&a.conversations().await.unwrap(), conv),
+        (0, 0),
+        "nor the blocker the blocked user's cursors"
+    );
+    // A resume lists the conversation the same way.
+    bob.disconnect();
+    let (_b2, resumed) = bob.reconnect(&server, bob.since, &[(conv, 3)]).await;
+    let resumed = resumed.expect("resumed");
+    assert_eq!(peer_cursors(&resumed.done.conversations, conv), (0, 0));
+
+    block_ok(unblock(&mut a, b_id).await, b_id, false);
+    let (mut b3, _) = server.device("bob", "bob-dev3").await;
+    assert_eq!(
+        peer_cursors(&b3.conversations().await.unwrap(), conv),
+        (3, 3),
+        "unblocked: Alice's read shows"
+    );
+    assert_eq!(
+        peer_cursors(&a.conversations().await.unwrap(), conv),
+        (3, 3)
+    );
+}
+
 /// Typing into the direct conversation of a blocked pair reaches neither of them, and is not
 /// refused either (that would name the block); after an unblock it flows again.
 #[tokio::test]

@@ -135,3 +135,82 @@ async fn groups_and_direct_conversations_share_one_list_paged_by_recency() {
     assert_eq!(e2.unread_count, 1, "her own JOINED event only: {e2:?}");
     assert_eq!(e2.member_count, 2);
 }
+
+/// The entry of group `g` in `c`'s first page.
+async fn entry_of(c: &mut Client, g: u64) -> v1::Conversation {
+    page(c, 0, None)
+        .await
+        .conversations
+        .into_iter()
+        .find(|e| e.conversation_id == g)
+        .expect("the group is listed")
+}
+
+/// A recalled message mentions nobody any more: the list's mention badge clears for those it
+/// named (by name or as everyone), and Sync shows it naming nobody.
+#[tokio::test]
+async fn a_recalled_mention_is_no_unread_mention_and_names_nobody() {
+    let server = TestServer::start(&[]);
+    let (mut a, _alice) = server.user("alice").await;
+    let (mut b, bob) = server.user("bob").await;
+    let (mut c, carol) = server.user("carol").await;
+    let g = create_id(
+        &mut a,
+        &[bob.user_id, carol.user_id],
+        v1::JoinPolicy::InviteOnly,
+    )
+    .await;
+    let body = send_body(g, "m", "@bob @everyone", &[bob.user_id], true);
+    let sent = ack(ask(&mut a, body).await);
+    assert_eq!(entry_of(&mut b, g).await.unread_mentions, 1);
+    assert_eq!(entry_of(&mut c, g).await.unread_mentions, 1);
+    match ask(&mut a, common::groups::recall(g, sent.seq)).await {
+        Body::RecallOk(_) => {}
+        other => panic!("expected RecallOk, got {other:?}"),
+    }
+    for who in [&mut b, &mut c] {
+        let e = entry_of(who, g).await;
+        assert_eq!(e.unread_mentions, 0, "{e:?}");
+        let synced = common::groups::sync(who, g).await;
+        let m = synced.iter().find(|m| m.seq == sent.seq).unwrap();
+        assert!(m.recalled);
+        assert_eq!(
+            (m.mention_user_ids.as_slice(), m.mention_all),
+            (&[][..], false)
+        );
+    }
+}
+
+/// Joining a group that shows its history: the history is readable, but none of it is unread
+/// (nor an unread mention) for the new member; only its own JOINED event is.
+#[tokio::test]
+async fn a_new_members_unread_count_starts_at_its_join_even_with_the_history_shown() {
+    let server = TestServer::start(&[]);
+    let (mut a, _alice) = server.user("alice").await;
+    let (mut c, _carol) = server.user("carol").await;
+    let g = common::groups::create(&mut a, "open book", &[], v1::JoinPolicy::Open, true)
+        .await
+        .group
+        .expect("a group")
+        .conversation_id;
+    for i in 0..4 {
+        ack(send(&mut a, g, &format!("m{i}"), "old news").await);
+    }
+    ack(ask(&mut a, send_body(g, "all", "@everyone", &[], true)).await);
+    ok(ask(&mut c, join(g)).await);
+    let e = entry_of(&mut c, g).await;
+    // CREATED at 1, five messages, JOINED at 7.
+    assert_eq!(e.max_seq, 7);
+    assert_eq!(
+        (e.unread_count, e.unread_mentions),
+        (1, 0),
+        "its own JOINED event only: {e:?}"
+    );
+    let history = common::groups::sync(&mut c, g).await;
+    assert_eq!(
+        history.first().map(|m| m.seq),
+        Some(1),
+        "the history is shown"
+    );
+    assert_eq!(common::groups::texts(&history).len(), 5);
+}

@@ -52,12 +52,18 @@ async fn read_counts_are_exact_in_the_window_and_follow_the_members() {
     );
     assert_eq!(counted(&mut a, g, 10).await, (3, true, 3));
     assert_eq!(counted(&mut a, g, 11).await, (2, true, 3));
-    // Dave joins (JOINED at 12) having read nothing; Bob leaves (LEFT at 13).
+    // Dave joins (JOINED at 12): his read cursor starts right before it, at 11, so he
+    // counts for everything before; Bob leaves (LEFT at 13).
     ok(ask(&mut d, join(g)).await);
-    assert_eq!(counted(&mut a, g, 3).await, (3, false, 4));
+    assert_eq!(
+        counted(&mut a, g, 3).await,
+        (4, true, 4),
+        "nobody below the window"
+    );
+    assert_eq!(counted(&mut a, g, 12).await, (0, true, 4));
     ok(ask(&mut b, leave(g)).await);
-    assert_eq!(counted(&mut a, g, 11).await, (1, true, 3));
-    assert_eq!(counted(&mut a, g, 10).await, (2, true, 3));
+    assert_eq!(counted(&mut a, g, 11).await, (2, true, 3));
+    assert_eq!(counted(&mut a, g, 10).await, (3, true, 3));
     // A former member, like a stranger, gets no count.
     let refused = ask(
         &mut b,
@@ -72,8 +78,8 @@ async fn read_counts_are_exact_in_the_window_and_follow_the_members() {
     server.stop();
     server.restart();
     let (mut a, _) = server.device("alice", "alice-dev1").await;
-    assert_eq!(counted(&mut a, g, 10).await, (2, true, 3));
-    assert_eq!(counted(&mut a, g, 3).await, (2, false, 3));
+    assert_eq!(counted(&mut a, g, 10).await, (3, true, 3));
+    assert_eq!(counted(&mut a, g, 3).await, (3, true, 3));
 }
 
 #[tokio::test]

@@ -366,6 +366,49 @@ async fn recall_of_others_messages_by_role() {
     );
 }
 
+/// An admin recalls only what it may read: in a group that hides its history, what came before
+/// it joined is NOT_FOUND, the same answer as a seq never sent (events and messages alike), so
+/// that a recall cannot probe the hidden history.
+#[tokio::test]
+async fn an_admin_cannot_recall_or_probe_history_hidden_from_it() {
+    let server = TestServer::start(&[]);
+    let (mut owner, _) = server.user("owner").await;
+    let (mut b, bob) = server.user("bob").await;
+    let (mut a, alice) = server.user("alice").await;
+    let g = common::groups::create(
+        &mut owner,
+        "hidden",
+        &[bob.user_id],
+        v1::JoinPolicy::InviteOnly,
+        false,
+    )
+    .await
+    .group
+    .expect("a group")
+    .conversation_id;
+    let before = ack(send(&mut b, g, "b1", "before alice").await).seq;
+    ok(ask(&mut owner, invite(g, &[alice.user_id])).await);
+    ok(ask(&mut owner, set_role(g, alice.user_id, GroupRole::Admin)).await);
+    for seq in [1, before, 999] {
+        assert_eq!(
+            code(ask(&mut a, recall(g, seq)).await),
+            ErrorCode::NotFound,
+            "seq {seq}"
+        );
+    }
+    // What came after the join is hers to recall as an admin.
+    let after = ack(send(&mut b, g, "b2", "after alice").await).seq;
+    match ask(&mut a, recall(g, after)).await {
+        Body::RecallOk(r) => assert_eq!(r.seq, after),
+        other => panic!("expected RecallOk, got {other:?}"),
+    }
+    // The owner, who reads from the start, still recalls the older one.
+    match ask(&mut owner, recall(g, before)).await {
+        Body::RecallOk(r) => assert_eq!(r.seq, before),
+        other => panic!("expected RecallOk, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn leave_by_role_and_the_last_owner_dissolves() {
     let Cast {

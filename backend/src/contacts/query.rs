@@ -29,3 +29,26 @@ pub(crate) fn is_blocked_by(
         .relation(RelationKey::new(blocker, RelationKind::Block, user))?
         .is_some())
 }
+
+/// For each pair `(a, b)`, whether either blocks the other (a pair of the same user: false),
+/// in one batched read.
+pub(crate) fn blocked_either_way(
+    store: &dyn ContactStore,
+    pairs: &[(UserId, UserId)],
+) -> Result<Vec<bool>, StoreError> {
+    let keys: Vec<RelationKey> = pairs
+        .iter()
+        .flat_map(|(a, b)| {
+            [
+                RelationKey::new(*a, RelationKind::Block, *b),
+                RelationKey::new(*b, RelationKind::Block, *a),
+            ]
+        })
+        .collect();
+    let found = store.relations_at(&keys)?;
+    Ok(pairs
+        .iter()
+        .zip(found.chunks(2))
+        .map(|((a, b), both)| a != b && both.iter().any(Option::is_some))
+        .collect())
+}

@@ -29,8 +29,8 @@ impl GroupHead {
 }
 
 /// The user's groups (at most `groups_max` rows), most recent first, strictly before `before`,
-/// at most `want`. A current member's head is the group's last message (one batched read); a
-/// former member's is the event it left by.
+/// at most `want`. A current member's head is the group's last message, a former member's the
+/// event it left by: each kind one batched read.
 pub(crate) fn heads(
     ports: &Ports,
     user: UserId,
@@ -48,8 +48,10 @@ pub(crate) fn heads(
             out.push(GroupHead { g, row, last });
         }
     }
-    for (g, row) in former {
-        if let Some(last) = ports.log.message(g, row.left_seq)? {
+    let left: Vec<(ConvId, u64)> = former.iter().map(|(g, r)| (*g, r.left_seq)).collect();
+    let lefts = ports.log.messages_at(&left)?;
+    for ((g, row), last) in former.into_iter().zip(lefts) {
+        if let Some(last) = last {
             out.push(GroupHead { g, row, last });
         }
     }

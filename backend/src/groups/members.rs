@@ -20,7 +20,8 @@ use crate::time::now_ms;
 impl Writer {
     /// Adds users as members after their event at `seq` (visible from it, or from 1 when the
     /// group shows its history), dropping their applications, and counts them by read cursor
-    /// (`load_for_count` came first for each).
+    /// (`load_for_count` came first for each). Their read cursors start right before the event:
+    /// nothing from before they joined is unread (or an unread mention) for them.
     /// `mutes` (from `carried_mutes`, in the same order): a returning user's mute.
     fn add_members(
         &mut self,
@@ -45,6 +46,10 @@ impl Writer {
                 notify_muted: slot.record.is_some_and(|r| r.notify_muted),
             };
             self.groups.put_user_group(*user, a.g, slot, Some(row));
+            let before_join = seq.saturating_sub(1);
+            if self.row(a.g, *user).cursor.read_seq < before_join {
+                self.mark_own_message_read(a.g, *user, before_join);
+            }
             self.count_member_in(a.g, *user);
             if *applied {
                 self.groups.put_application(a.g, *user, None);

@@ -14,8 +14,8 @@ use foldhash::fast::RandomState;
 
 use super::GroupsConfig;
 use crate::store::{
-    ApplicationRecord, ConvId, GroupRecord, GroupStore, GroupWrites, MemberRecord, ReadHistogram,
-    StoreError, UserGroupRecord, UserId,
+    ApplicationRecord, ConvId, GroupRecord, GroupStore, GroupWrites, MENTION_ALL_USER,
+    MemberRecord, Mentions, ReadHistogram, StoreError, UserGroupRecord, UserId,
 };
 
 /// Cached groups and member rows, each at most; past it the cache starts over.
@@ -50,6 +50,7 @@ pub(crate) struct Groups {
     pending_counts: Map<UserId, u32>,
     pending_applications: Map<(ConvId, UserId), Option<ApplicationRecord>>,
     pending_mentions: Vec<(ConvId, UserId, u64)>,
+    pending_mentions_removed: Vec<(ConvId, UserId, u64)>,
     pending_reads: Map<ConvId, ReadHistogram>,
     pending_next_group_id: u64,
 }
@@ -73,6 +74,7 @@ impl Groups {
             pending_counts: Map::default(),
             pending_applications: Map::default(),
             pending_mentions: Vec::new(),
+            pending_mentions_removed: Vec::new(),
             pending_reads: Map::default(),
             pending_next_group_id: next,
         })
@@ -215,6 +217,22 @@ impl Groups {
         self.pending_mentions.push((g, user, seq));
     }
 
+    /// The message at `seq` was recalled: its mention rows (`mentions`, as it was sent) go, so
+    /// that it is no unread mention any more. Rows this group put are dropped before they are
+    /// written, so that a group never puts and removes one key.
+    pub(crate) fn remove_mentions(&mut self, g: ConvId, seq: u64, mentions: &Mentions) {
+        let pending = self.pending_mentions.len();
+        self.pending_mentions
+            .retain(|(pg, _, ps)| (*pg, *ps) != (g, seq));
+        if self.pending_mentions.len() != pending {
+            return;
+        }
+        let users = mentions.user_ids.iter().copied();
+        let all = mentions.all.then_some(MENTION_ALL_USER);
+        self.pending_mentions_removed
+            .extend(users.chain(all).map(|user| (g, user, seq)));
+    }
+
     /// Makes the group's read histogram available to [`Self::reads_mut`] until the operation
     /// ends: the only step that reads (and so can fail).
     pub(crate) fn load_reads(&mut self, g: ConvId) -> Result<(), StoreError> {
@@ -300,6 +318,9 @@ impl Groups {
                 .map(|((g, user), record)| (g, user, record)),
         );
         writes.mentions.append(&mut self.pending_mentions);
+        writes
+            .mentions_removed
+            .append(&mut self.pending_mentions_removed);
         if self.reads.len() + self.pending_reads.len() > READS_CACHED_MAX {
             self.reads.clear();
         }
@@ -317,6 +338,7 @@ impl Groups {
         self.pending_counts.clear();
         self.pending_applications.clear();
         self.pending_mentions.clear();
+        self.pending_mentions_removed.clear();
         self.pending_reads.clear();
         self.groups.clear();
         self.members.clear();

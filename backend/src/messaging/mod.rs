@@ -22,6 +22,8 @@ use crate::store::{ConvId, ConvKind, Members, MessageRecord, USER_ID_FIRST, USER
 pub const CLIENT_MSG_ID_BYTES_MAX: usize = 64;
 
 pub fn to_wire(m: MessageRecord) -> v1::Message {
+    // A recalled message names nobody: who it mentioned went with its content.
+    let mentions = if m.recalled { None } else { m.mentions };
     v1::Message {
         msg_id: m.msg_id,
         conversation_id: m.conv_id.to_wire(),
@@ -34,12 +36,8 @@ pub fn to_wire(m: MessageRecord) -> v1::Message {
         recalled: m.recalled,
         to_user_id: m.to,
         recall_of_seq: m.recall_of_seq,
-        mention_user_ids: m
-            .mentions
-            .as_ref()
-            .map(|x| x.user_ids.clone())
-            .unwrap_or_default(),
-        mention_all: m.mentions.is_some_and(|x| x.all),
+        mention_all: mentions.as_ref().is_some_and(|x| x.all),
+        mention_user_ids: mentions.map(|x| x.user_ids).unwrap_or_default(),
     }
 }
 

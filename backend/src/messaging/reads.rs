@@ -16,13 +16,18 @@ pub(super) fn page_limit(requested: u32, page_max: u32) -> usize {
     limit as usize
 }
 
+/// Whether `seq` is among the seqs `(first, last)` a user may read (both inclusive): the one
+/// test of every read (Sync, History, a forwarded file's message) and of a group recall.
+pub(crate) fn within((first, last): (u64, u64), seq: u64) -> bool {
+    (first..=last).contains(&seq)
+}
+
 /// The seqs `user` may read in `conv` (first ≥ 1, last inclusive): all of a direct
 /// conversation it is in; in a group, from joining (or the start, when the group shows its
 /// history) to leaving.
 fn visible_seqs(ports: &Ports, conv: ConvId, user: UserId) -> Result<(u64, u64), Refusal> {
     if conv.kind() == ConvKind::Group {
-        let row = crate::groups::reads::visible(ports, conv, user)?;
-        return Ok((row.visible_from_seq.max(1), row.last_visible_seq()));
+        return Ok(crate::groups::reads::visible(ports, conv, user)?.visible_seqs());
     }
     members_with(conv, user)?;
     Ok((1, u64::MAX))
@@ -54,16 +59,13 @@ pub(crate) fn visible_message(
     conv: ConvId,
     seq: u64,
 ) -> Result<Option<crate::store::MessageRecord>, Refusal> {
-    let (first, last) = visible_seqs(ports, conv, user)?;
-    if seq < first || seq > last {
+    let seqs = visible_seqs(ports, conv, user)?;
+    if !within(seqs, seq) {
         return Ok(None);
     }
     let message = ports.log.message(conv, seq)?;
-    if message.is_some() {
-        let (first, last) = visible_after_read(ports, conv, user, (first, last))?;
-        if seq < first || seq > last {
-            return Ok(None);
-        }
+    if message.is_some() && !within(visible_after_read(ports, conv, user, seqs)?, seq) {
+        return Ok(None);
     }
     Ok(message)
 }

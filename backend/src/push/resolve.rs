@@ -131,7 +131,8 @@ impl Resolver {
                 let mentioned = all || named.contains(&user);
                 // Resolved late (a push waits out a webhook's outage): a member who joined
                 // after the message, with the history hidden, may not read it.
-                if user == r.from || member.visible_from_seq > m.seq {
+                if user == r.from || !crate::messaging::reads::within(member.visible_seqs(), m.seq)
+                {
                     continue;
                 }
                 let muted = !mentioned

@@ -74,6 +74,13 @@ pub struct MemberRecord {
     pub muted_until_ms: u64,
 }
 
+impl MemberRecord {
+    /// The seqs this member may read, both inclusive (`u64::MAX`: no end while a member).
+    pub fn visible_seqs(&self) -> (u64, u64) {
+        (self.visible_from_seq.max(1), u64::MAX)
+    }
+}
+
 /// One of a user's groups, as the user sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct UserGroupRecord {
@@ -97,6 +104,11 @@ impl UserGroupRecord {
         } else {
             self.left_seq
         }
+    }
+
+    /// The seqs this user may read, both inclusive (the first at least 1).
+    pub fn visible_seqs(&self) -> (u64, u64) {
+        (self.visible_from_seq.max(1), self.last_visible_seq())
     }
 }
 
@@ -133,6 +145,9 @@ pub struct GroupWrites {
     pub applications: Vec<(ConvId, UserId, Option<ApplicationRecord>)>,
     /// `(group, mentioned user or MENTION_ALL_USER, seq)`.
     pub mentions: Vec<(ConvId, UserId, u64)>,
+    /// Mention rows to delete (a recalled message's), same keys; never one `mentions` puts in
+    /// the same group.
+    pub mentions_removed: Vec<(ConvId, UserId, u64)>,
     /// Whole histograms, one per group touched.
     pub read_histograms: Vec<(ConvId, ReadHistogram)>,
     pub next_group_id: Option<u64>,
@@ -146,6 +161,7 @@ impl GroupWrites {
         self.user_group_counts.clear();
         self.applications.clear();
         self.mentions.clear();
+        self.mentions_removed.clear();
         self.read_histograms.clear();
         self.next_group_id = None;
     }
@@ -157,6 +173,7 @@ impl GroupWrites {
             && self.user_group_counts.is_empty()
             && self.applications.is_empty()
             && self.mentions.is_empty()
+            && self.mentions_removed.is_empty()
             && self.read_histograms.is_empty()
             && self.next_group_id.is_none()
     }

@@ -41,7 +41,7 @@ pub use open::open;
 pub use owners::{Claim, IdKind, OwnerRecord};
 pub use ports::{
     AccountAdminStore, AccountStore, AuditStore, ContactStore, ConversationLog, CursorStore,
-    GroupStore, MembershipStore, OwnerStore, Ports, PushTokenStore, StoreEngine,
+    GroupStore, MembershipStore, OwnerStore, Ports, PushTokenStore, StoreEngine, in_batches,
 };
 pub use postgres::PgStore;
 pub use records::{

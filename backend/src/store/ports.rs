@@ -5,7 +5,8 @@
 //! The shape is synchronous with an explicit batching contract (ARCHITECTURE.md says why):
 //! - every write comes from the sequencer as one [`CommitGroup`] per call, so a networked store
 //!   waits once per group, never once per message;
-//! - a request that needs many rows asks for them in one call (`heads`, `cursor_rows`);
+//! - a request that needs many rows asks for them in one call (`heads`, `cursor_rows`,
+//!   `messages_at`, `relations_at`);
 //! - calls come only from the sequencer's thread and from the bounded read pool, so the threads
 //!   a slow store can park are bounded by configuration, not by the requests in flight.
 
@@ -19,6 +20,24 @@ use super::{
     RelationKind, RelationRecord, StoreError, StoreHealth, TokenHash, TokenRecord, UserGroupRecord,
     UserId, UserRecord,
 };
+
+/// Keys one batched point read ([`ConversationLog::messages_at`], [`ContactStore::relations_at`])
+/// sends to the store at once: an adapter splits a longer list with [`in_batches`], so that one
+/// statement (PostgreSQL), one snapshot walk (fjall) or the requests in flight at once
+/// (ScyllaDB) stay bounded whatever the caller asks.
+pub const POINT_READS_MAX: usize = 1_000;
+
+/// `read` over `keys` in slices of at most [`POINT_READS_MAX`], the answers in the order asked.
+pub fn in_batches<K, V>(
+    keys: &[K],
+    mut read: impl FnMut(&[K]) -> Result<Vec<V>, StoreError>,
+) -> Result<Vec<V>, StoreError> {
+    let mut out = Vec::with_capacity(keys.len());
+    for batch in keys.chunks(POINT_READS_MAX) {
+        out.extend(read(batch)?);
+    }
+    Ok(out)
+}
 
 /// Accounts and login tokens. A token is indexed under its user (one token per signed-in
 /// device), so that a password change can revoke them all and a user can list them.
@@ -126,6 +145,14 @@ pub trait ConversationLog: Send + Sync + 'static {
         }))
     }
     fn message(&self, conv: ConvId, seq: u64) -> Result<Option<MessageRecord>, StoreError>;
+    /// [`Self::message`] of many `(conversation, seq)`, in the order asked (`None` where there
+    /// is none), read in batches of [`POINT_READS_MAX`].
+    fn messages_at(
+        &self,
+        keys: &[(ConvId, u64)],
+    ) -> Result<Vec<Option<MessageRecord>>, StoreError> {
+        keys.iter().map(|(c, s)| self.message(*c, *s)).collect()
+    }
     /// Up to `limit` messages with seq > `after_seq`, ascending.
     fn messages_after(
         &self,
@@ -172,6 +199,14 @@ pub trait MembershipStore: Send + Sync + 'static {
 /// and the username index read by prefix for search.
 pub trait ContactStore: Send + Sync + 'static {
     fn relation(&self, key: RelationKey) -> Result<Option<RelationRecord>, StoreError>;
+    /// [`Self::relation`] of many keys, in the order asked, read in batches of
+    /// [`POINT_READS_MAX`].
+    fn relations_at(
+        &self,
+        keys: &[RelationKey],
+    ) -> Result<Vec<Option<RelationRecord>>, StoreError> {
+        keys.iter().map(|k| self.relation(*k)).collect()
+    }
     /// Up to `limit` of `owner`'s relations of `kind` with a user id above `after`, ascending.
     fn relations(
         &self,

@@ -10,7 +10,7 @@ use super::reads::page_limit;
 use super::{members_with, to_wire};
 use crate::accounts::Refusal;
 use crate::groups::conversations::{self as groups, GroupHead};
-use crate::store::{ConvId, MessageRecord, Ports, UserId, recency_bucket};
+use crate::store::{ConvId, CursorRecord, MessageRecord, Ports, UserId, recency_bucket};
 
 /// Conversations in one page of the list, at most (and the page size when the client asks 0).
 pub const CONVERSATIONS_PAGE_MAX: u32 = 500;
@@ -80,6 +80,11 @@ pub fn conversations(
     let mut cursors = rows
         .into_iter()
         .map(|r| r.map(|r| r.cursor).unwrap_or_default());
+    // Across a block neither side sees the other's cursors (docs/PROTOCOL.md, Blocks): a
+    // moving read cursor would tell the blocked side when the blocker is active.
+    let pairs: Vec<(UserId, UserId)> = peers.iter().map(|p| (user, *p)).collect();
+    let mut blocked =
+        crate::contacts::query::blocked_either_way(ports.contacts.as_ref(), &pairs)?.into_iter();
     let mut peers = peers.into_iter();
     let mut list = Vec::with_capacity(heads.len());
     for head in heads {
@@ -87,6 +92,11 @@ pub fn conversations(
         list.push(match head {
             Head::Direct(last) => {
                 let theirs = cursors.next().expect("a cursor row per key");
+                let theirs = if blocked.next().expect("a block state per peer") {
+                    CursorRecord::default()
+                } else {
+                    theirs
+                };
                 let kind = kind_of(last.conv_id) as i32;
                 v1::Conversation {
                     conversation_id: last.conv_id.to_wire(),

@@ -348,3 +348,123 @@ fn a_former_members_entry_shows_the_group_as_it_left_it() {
     assert_eq!(seen(g2), ("group 2", 7, 2), "an old event, still the last");
     assert_eq!(seen(g3), ("", 0, 2), "an old event, the group moved on");
 }
+
+/// A conversation log that counts the calls made to it (every method, the batched ones too)
+/// over the real embedded store.
+struct CountingLog {
+    inner: Arc<dyn ConversationLog>,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl CountingLog {
+    fn count(&self) {
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl ConversationLog for CountingLog {
+    fn append(&self, group: &CommitGroup) -> Result<(), crate::store::StoreError> {
+        self.inner.append(group)
+    }
+    fn next_msg_id(&self) -> Result<u64, crate::store::StoreError> {
+        self.count();
+        self.inner.next_msg_id()
+    }
+    fn last_message(
+        &self,
+        conv: ConvId,
+    ) -> Result<Option<MessageRecord>, crate::store::StoreError> {
+        self.count();
+        self.inner.last_message(conv)
+    }
+    fn last_messages(
+        &self,
+        convs: &[ConvId],
+    ) -> Result<Vec<Option<MessageRecord>>, crate::store::StoreError> {
+        self.count();
+        self.inner.last_messages(convs)
+    }
+    fn conversation(
+        &self,
+        conv: ConvId,
+    ) -> Result<Option<crate::store::ConvRecord>, crate::store::StoreError> {
+        self.count();
+        self.inner.conversation(conv)
+    }
+    fn message(
+        &self,
+        conv: ConvId,
+        seq: u64,
+    ) -> Result<Option<MessageRecord>, crate::store::StoreError> {
+        self.count();
+        self.inner.message(conv, seq)
+    }
+    fn messages_at(
+        &self,
+        keys: &[(ConvId, u64)],
+    ) -> Result<Vec<Option<MessageRecord>>, crate::store::StoreError> {
+        self.count();
+        self.inner.messages_at(keys)
+    }
+    fn messages_after(
+        &self,
+        conv: ConvId,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<MessageRecord>, crate::store::StoreError> {
+        self.count();
+        self.inner.messages_after(conv, after_seq, limit)
+    }
+    fn messages_before(
+        &self,
+        conv: ConvId,
+        before_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<MessageRecord>, crate::store::StoreError> {
+        self.count();
+        self.inner.messages_before(conv, before_seq, limit)
+    }
+}
+
+/// Log calls one first page of 5 makes for a user who left `former` groups.
+fn log_calls_with_former_groups(former: u64) -> usize {
+    let (_dir, mut ports, _) = store_with(&[T0]);
+    let counting = Arc::new(CountingLog {
+        inner: Arc::clone(&ports.log),
+        calls: 0.into(),
+    });
+    ports.log = Arc::clone(&counting) as _;
+    for n in 1..=former {
+        let left = crate::store::UserGroupRecord {
+            visible_from_seq: 1,
+            left_seq: 2,
+            notify_muted: false,
+        };
+        add_group(&ports, n, &[T0 + n, T0 + n + 1, T0 + n + 2], left);
+    }
+    let req = v1::Conversations {
+        limit: 5,
+        ..Default::default()
+    };
+    let before = counting.calls.load(std::sync::atomic::Ordering::Relaxed);
+    let page = conversations(&ports, ALICE, &req, 500).unwrap();
+    assert_eq!(page.conversations.len(), 5);
+    let group = v1::ConversationKind::Group as i32;
+    assert!(
+        page.conversations
+            .iter()
+            .all(|c| c.kind == group && c.max_seq == 2),
+        "listed at the events they left by"
+    );
+    counting.calls.load(std::sync::atomic::Ordering::Relaxed) - before
+}
+
+/// Former groups' heads (the events their user left by) are read in one batch: the log calls
+/// of a page do not grow with how many groups the user left.
+#[test]
+fn former_groups_heads_cost_a_constant_number_of_log_calls() {
+    let few = log_calls_with_former_groups(5);
+    let many = log_calls_with_former_groups(50);
+    assert_eq!(few, many, "5 former groups: {few} calls; 50: {many}");
+}

@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::groups::roles::{Action, Verdict, verdict};
+use crate::messaging::reads::within;
 use crate::store::{ConvKind, GroupRole};
 
 fn not_found() -> Refusal {
@@ -262,18 +263,22 @@ impl Writer {
         conv_id: ConvId,
         seq: u64,
     ) -> Result<Outcome, Refusal> {
+        let no_such_message = || Refusal::new(ErrorCode::NotFound, "no such message");
         // A direct conversation's members, or the recaller's role in a group.
         let (members, role) = match conv_id.kind() {
             ConvKind::Group => {
                 let me = self.groups.member(conv_id, user)?.ok_or_else(not_found)?;
+                // What the member may not read is not there for it: the same answer as for a
+                // seq never sent, so that a recall cannot probe hidden history.
+                if !within(me.visible_seqs(), seq) {
+                    return Err(no_such_message());
+                }
                 self.groups.load_reads(conv_id)?;
                 (None, Some(me.role))
             }
             _ => (Some(members_with(conv_id, user)?), None),
         };
-        let mut original = self
-            .message_at(conv_id, seq)?
-            .ok_or_else(|| Refusal::new(ErrorCode::NotFound, "no such message"))?;
+        let mut original = self.message_at(conv_id, seq)?.ok_or_else(no_such_message)?;
         if let Some((_, _, event_seq)) = self
             .group
             .recalls
@@ -357,6 +362,12 @@ impl Writer {
         }
         let mut conv = self.conv(conv_id)?;
         self.load_row(conv_id, user)?;
+        if role.is_some()
+            && let Some(mentions) = &original.mentions
+        {
+            // A recalled message mentions nobody any more (no unread mention badge).
+            self.groups.remove_mentions(conv_id, seq, mentions);
+        }
         let event = MessageRecord {
             conv_id,
             seq: conv.max_seq + 1,

@@ -107,6 +107,57 @@ pub(crate) fn relations_are_put_removed_and_survive_reopen<A: Adapter>() {
     );
 }
 
+pub(crate) fn relations_at_answers_each_key_in_order_and_none_where_there_is_none<A: Adapter>() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = A::open(dir.path());
+    let blocks = key(ALICE, RelationKind::Block, BOB);
+    let friends = key(CAROL, RelationKind::Friend, DAVE);
+    commit(
+        &store,
+        contacts_group(
+            vec![(blocks, Some(rel(3, ""))), (friends, Some(rel(4, "")))],
+            vec![],
+        ),
+    );
+    assert_eq!(store.relations_at(&[]).unwrap(), Vec::new());
+    let keys = [
+        key(BOB, RelationKind::Block, ALICE),
+        friends,
+        blocks,
+        key(ALICE, RelationKind::Friend, BOB),
+        blocks,
+    ];
+    assert_eq!(
+        store.relations_at(&keys).unwrap(),
+        vec![
+            None,
+            Some(rel(4, "")),
+            Some(rel(3, "")),
+            None,
+            Some(rel(3, ""))
+        ],
+        "in the order asked: only the owner's side, only its kind"
+    );
+    // More keys than one batch: split, and still in order.
+    let many: Vec<RelationKey> = (0..POINT_READS_MAX + 7)
+        .map(|i| match i % 4 {
+            0 => blocks,
+            1 => friends,
+            2 => key(ALICE + i as u64, RelationKind::Block, BOB),
+            _ => key(DAVE, RelationKind::Friend, CAROL),
+        })
+        .collect();
+    let one_by_one: Vec<Option<RelationRecord>> =
+        many.iter().map(|k| store.relation(*k).unwrap()).collect();
+    assert_eq!(store.relations_at(&many).unwrap(), one_by_one);
+    let store = reopen::<A>(store, dir.path());
+    assert_eq!(
+        store.relations_at(&[friends, blocks]).unwrap(),
+        vec![Some(rel(4, "")), Some(rel(3, ""))],
+        "after reopen"
+    );
+}
+
 pub(crate) fn relations_list_by_owner_and_kind_in_user_order_and_page<A: Adapter>() {
     let dir = tempfile::tempdir().unwrap();
     let store = A::open(dir.path());

@@ -269,6 +269,71 @@ pub(crate) fn mentions_are_stored_with_the_message_and_counted_after_a_seq<A: Ad
     assert_eq!(seqs(&all_after(&store, direct(ALICE, BOB))), [1, 2]);
 }
 
+pub(crate) fn removed_mentions_are_no_longer_counted_and_stay_removed<A: Adapter>() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = A::open(dir.path());
+    let g = group_id(5);
+    let named = |ids: &[UserId], all: bool| Mentions {
+        user_ids: ids.to_vec(),
+        all,
+    };
+    commit(
+        &store,
+        CommitGroup {
+            messages: vec![
+                group_msg(g, 1, ALICE, Some(named(&[BOB, CAROL], true))),
+                group_msg(g, 2, ALICE, Some(named(&[BOB], false))),
+            ],
+            groups: GroupWrites {
+                mentions: vec![
+                    (g, BOB, 1),
+                    (g, CAROL, 1),
+                    (g, MENTION_ALL_USER, 1),
+                    (g, BOB, 2),
+                ],
+                ..GroupWrites::default()
+            },
+            ..CommitGroup::default()
+        },
+    );
+    assert_eq!(store.unread_mentions(g, BOB, 0, u64::MAX, 99).unwrap(), 2);
+    // Seq 1 recalled (its event at 3): its rows go in the recall's group.
+    let event = MessageRecord {
+        content: bytes::Bytes::new(),
+        recall_of_seq: 1,
+        ..group_msg(g, 3, ALICE, None)
+    };
+    commit(
+        &store,
+        CommitGroup {
+            messages: vec![event],
+            recalls: vec![(g, 1, 3)],
+            groups: GroupWrites {
+                mentions_removed: vec![(g, BOB, 1), (g, CAROL, 1), (g, MENTION_ALL_USER, 1)],
+                ..GroupWrites::default()
+            },
+            ..CommitGroup::default()
+        },
+    );
+    let counts = |store: &A::Store| {
+        [BOB, CAROL, DAVE].map(|u| store.unread_mentions(g, u, 0, u64::MAX, 99).unwrap())
+    };
+    assert_eq!(counts(&store), [1, 0, 0], "only Bob's seq 2 is left");
+    // Removing a row that is not there is no error.
+    commit(
+        &store,
+        CommitGroup {
+            groups: GroupWrites {
+                mentions_removed: vec![(g, DAVE, 2), (g, BOB, 9)],
+                ..GroupWrites::default()
+            },
+            ..CommitGroup::default()
+        },
+    );
+    let store = reopen::<A>(store, dir.path());
+    assert_eq!(counts(&store), [1, 0, 0], "after reopen");
+}
+
 pub(crate) fn a_groups_changes_and_its_messages_are_visible_together<A: Adapter>() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(A::open(dir.path()));

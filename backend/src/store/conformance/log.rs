@@ -69,6 +69,82 @@ pub(crate) fn messages_after_is_ascending_and_pages_at_its_edges<A: Adapter>() {
     assert_eq!(page, vec![msg(ab, 5), msg(ab, 6)], "whole records");
 }
 
+pub(crate) fn messages_at_answers_each_key_in_order_and_none_where_there_is_none<A: Adapter>() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, ab, ac) = two_neighbouring_conversations::<A>(dir.path());
+    // ab's seq 2 recalled by its event at 11: read back as recalled, like `message`.
+    let event = MessageRecord {
+        content: bytes::Bytes::new(),
+        recall_of_seq: 2,
+        ..msg(ab, 11)
+    };
+    commit(
+        &store,
+        CommitGroup {
+            messages: vec![event.clone()],
+            recalls: vec![(ab, 2, 11)],
+            ..CommitGroup::default()
+        },
+    );
+    assert_eq!(store.messages_at(&[]).unwrap(), Vec::new());
+    let bc = direct(BOB, CAROL);
+    let keys = [
+        (ac, 6),
+        (ab, 3),
+        (ab, 0),
+        (ac, 3),
+        (ab, 12),
+        (bc, 1),
+        (ab, 2),
+        (ab, 3),
+        (ab, u64::MAX),
+        (ab, 11),
+    ];
+    let recalled = MessageRecord {
+        recalled: true,
+        content: bytes::Bytes::new(),
+        recall_event_seq: 11,
+        ..msg(ab, 2)
+    };
+    assert_eq!(
+        store.messages_at(&keys).unwrap(),
+        vec![
+            Some(msg(ac, 6)),
+            Some(msg(ab, 3)),
+            None,
+            None,
+            None,
+            None,
+            Some(recalled),
+            Some(msg(ab, 3)),
+            None,
+            Some(event),
+        ],
+        "in the order asked, a repeated key answered twice"
+    );
+    // More keys than one batch: split, and still in order.
+    let many: Vec<(ConvId, u64)> = (0..POINT_READS_MAX as u64 * 2 + 3)
+        .map(|i| {
+            if i % 3 == 0 {
+                (ac, i % 8)
+            } else {
+                (ab, i % 13)
+            }
+        })
+        .collect();
+    let one_by_one: Vec<Option<MessageRecord>> = many
+        .iter()
+        .map(|(c, s)| store.message(*c, *s).unwrap())
+        .collect();
+    assert_eq!(store.messages_at(&many).unwrap(), one_by_one);
+    let store = reopen::<A>(store, dir.path());
+    assert_eq!(
+        store.messages_at(&[(ab, 10), (ac, 7)]).unwrap(),
+        vec![Some(msg(ab, 10)), Some(msg(ac, 7))],
+        "after reopen"
+    );
+}
+
 pub(crate) fn messages_before_is_newest_first_and_pages_at_its_edges<A: Adapter>() {
     let dir = tempfile::tempdir().unwrap();
     let (store, ab, ac) = two_neighbouring_conversations::<A>(dir.path());

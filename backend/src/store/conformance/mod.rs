@@ -26,7 +26,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::ports::{
-    AccountStore, ContactStore, ConversationLog, CursorStore, MembershipStore, Store,
+    AccountStore, ContactStore, ConversationLog, CursorStore, MembershipStore, POINT_READS_MAX,
+    Store,
 };
 use super::{
     CommitGroup, ConvId, ConvRecord, CursorRecord, CursorRow, DeviceCursor, MessageRecord,
@@ -93,6 +94,7 @@ macro_rules! conformance_suite {
             touch_tokens_moves_last_seen_forward_and_never_recreates,
             committed_messages_are_readable_by_seq_after_commit_and_after_reopen,
             messages_after_is_ascending_and_pages_at_its_edges,
+            messages_at_answers_each_key_in_order_and_none_where_there_is_none,
             messages_before_is_newest_first_and_pages_at_its_edges,
             last_message_is_the_conversations_head,
             seqs_stay_gap_free_across_reopens,
@@ -113,6 +115,7 @@ macro_rules! conformance_suite {
             a_data_dir_is_used_by_one_store_at_a_time,
             a_write_is_visible_to_its_writer_at_once_whatever_others_do,
             relations_are_put_removed_and_survive_reopen,
+            relations_at_answers_each_key_in_order_and_none_where_there_is_none,
             relations_list_by_owner_and_kind_in_user_order_and_page,
             contact_summaries_round_trip_and_a_later_group_wins,
             summary_changes_from_one_read_both_count,
@@ -123,6 +126,7 @@ macro_rules! conformance_suite {
             a_users_groups_are_listed_in_id_order_and_paged,
             applications_are_put_paged_and_removed,
             mentions_are_stored_with_the_message_and_counted_after_a_seq,
+            removed_mentions_are_no_longer_counted_and_stay_removed,
             a_groups_changes_and_its_messages_are_visible_together,
             read_histograms_are_replaced_whole_and_survive_reopen,
             audit_entries_are_appended_in_batches_and_paged_newest_first,

@@ -10,7 +10,7 @@ use fjall::{OwnedWriteBatch, Readable};
 use super::{FjallStore, be_u64, decode, encode, key_u64};
 use crate::store::{
     ContactStore, ContactSummary, ContactWrites, ProfileRecord, RelationKey, RelationKind,
-    RelationRecord, StoreError, UserId,
+    RelationRecord, StoreError, UserId, in_batches,
 };
 
 /// Key of a relation: owner, kind, other; big-endian, so one owner's relations of one kind are
@@ -61,6 +61,23 @@ impl ContactStore for FjallStore {
             &self.relations,
             relation_key(key.owner, key.kind, key.other),
         )
+    }
+
+    fn relations_at(
+        &self,
+        keys: &[RelationKey],
+    ) -> Result<Vec<Option<RelationRecord>>, StoreError> {
+        in_batches(keys, |batch| {
+            let view = self.view();
+            batch
+                .iter()
+                .map(|k| {
+                    view.get(&self.relations, relation_key(k.owner, k.kind, k.other))?
+                        .map(|v| decode(&v))
+                        .transpose()
+                })
+                .collect()
+        })
     }
 
     fn relations(

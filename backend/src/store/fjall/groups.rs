@@ -94,6 +94,9 @@ impl FjallStore {
         for (group, user, seq) in &writes.mentions {
             batch.insert(&self.mentions, mention_key(*group, *user, *seq), []);
         }
+        for (group, user, seq) in &writes.mentions_removed {
+            batch.remove(&self.mentions, mention_key(*group, *user, *seq));
+        }
         for (group, histogram) in &writes.read_histograms {
             let key = group.to_wire().to_be_bytes();
             batch.insert(&self.group_reads, key, encode(histogram));

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::{FjallStore, be_u64, decode, encode_value, key_u64, pair_key};
 use crate::store::{
     CommitGroup, ConvId, ConvKind, ConversationLog, Mentions, MessageRecord, StoreError, UserId,
+    in_batches,
 };
 
 pub(super) const META_NEXT_MSG_ID: &[u8] = b"next_msg_id";
@@ -208,6 +209,31 @@ impl FjallStore {
         Ok(())
     }
 
+    /// The message at `seq` of `conv` in `view`, its recall applied.
+    fn message_in(
+        &self,
+        view: &Snapshot,
+        conv: ConvId,
+        seq: u64,
+    ) -> Result<Option<MessageRecord>, StoreError> {
+        let c = conv.to_wire();
+        let Some(start) = self.run_start(view, c, seq)? else {
+            return Ok(None);
+        };
+        let key = pair_key(c, start);
+        let Some(value) = view.get(&self.runs, key)? else {
+            return Ok(None);
+        };
+        let run = decode_run(&key, &value)?;
+        let Some(found) = run.into_iter().find(|m| m.seq == seq) else {
+            return Ok(None);
+        };
+        let mut found = [found];
+        self.apply_recalls(view, conv, &mut found)?;
+        let [found] = found;
+        Ok(Some(found))
+    }
+
     /// The first seq of the run that holds `seq`, if one starts at or before it.
     fn run_start(&self, view: &Snapshot, conv: u64, seq: u64) -> Result<Option<u64>, StoreError> {
         match view
@@ -298,23 +324,21 @@ impl ConversationLog for FjallStore {
     }
 
     fn message(&self, conv: ConvId, seq: u64) -> Result<Option<MessageRecord>, StoreError> {
-        let view = self.view();
-        let c = conv.to_wire();
-        let Some(start) = self.run_start(&view, c, seq)? else {
-            return Ok(None);
-        };
-        let key = pair_key(c, start);
-        let Some(value) = view.get(&self.runs, key)? else {
-            return Ok(None);
-        };
-        let run = decode_run(&key, &value)?;
-        let Some(found) = run.into_iter().find(|m| m.seq == seq) else {
-            return Ok(None);
-        };
-        let mut found = [found];
-        self.apply_recalls(&view, conv, &mut found)?;
-        let [found] = found;
-        Ok(Some(found))
+        self.message_in(&self.view(), conv, seq)
+    }
+
+    fn messages_at(
+        &self,
+        keys: &[(ConvId, u64)],
+    ) -> Result<Vec<Option<MessageRecord>>, StoreError> {
+        // One snapshot for each batch: its answers are of one point in time.
+        in_batches(keys, |batch| {
+            let view = self.view();
+            batch
+                .iter()
+                .map(|(conv, seq)| self.message_in(&view, *conv, *seq))
+                .collect()
+        })
     }
 
     fn messages_after(

@@ -6,10 +6,10 @@
 use tokio_postgres::Row;
 
 use super::append::{Batch, boxed};
-use super::{PgStore, col, i, i32_of, limit, u, u32_col};
+use super::{PgStore, col, i, i32_of, limit, placed, u, u32_col};
 use crate::store::{
     ContactStore, ContactSummary, ContactWrites, DmPolicy, ProfileRecord, RelationKey,
-    RelationKind, RelationRecord, StoreError, SummaryDelta, SummaryWrite, UserId,
+    RelationKind, RelationRecord, StoreError, SummaryDelta, SummaryWrite, UserId, in_batches,
 };
 
 const RELATIONS_PUT: &str = "INSERT INTO relations (owner, kind, other, since_ms, message) \
@@ -229,6 +229,30 @@ impl ContactStore for PgStore {
         )?
         .map(|row| relation_of(&row, 0))
         .transpose()
+    }
+
+    fn relations_at(
+        &self,
+        keys: &[RelationKey],
+    ) -> Result<Vec<Option<RelationRecord>>, StoreError> {
+        in_batches(keys, |batch| {
+            let owners: Vec<i64> = batch.iter().map(|k| i(k.owner)).collect();
+            let kinds: Vec<i16> = batch.iter().map(|k| k.kind as i16).collect();
+            let others: Vec<i64> = batch.iter().map(|k| i(k.other)).collect();
+            // One statement for the batch: each key a primary-key lookup, found rows by place.
+            let rows = self.rows(
+                "SELECT k.n, r.since_ms, r.message \
+                 FROM UNNEST($1::bigint[], $2::smallint[], $3::bigint[]) WITH ORDINALITY \
+                 AS k(o, kd, x, n) \
+                 JOIN relations r ON r.owner = k.o AND r.kind = k.kd AND r.other = k.x",
+                &[&owners, &kinds, &others],
+            )?;
+            let mut out = vec![None; batch.len()];
+            for row in &rows {
+                out[placed(row, batch.len())?] = Some(relation_of(row, 1)?);
+            }
+            Ok(out)
+        })
     }
 
     fn relations(

@@ -4,7 +4,7 @@
 use tokio_postgres::Row;
 
 use super::append::conv_order;
-use super::{PgStore, col, decode, i, limit, u};
+use super::{PgStore, col, decode, i, limit, placed, u};
 use crate::store::dedup_window::StoredWindow;
 use crate::store::{
     ConvId, CursorRecord, CursorRow, CursorStore, MembershipStore, StoreError, UserId,
@@ -47,11 +47,7 @@ impl CursorStore for PgStore {
         )?;
         let mut out = vec![None; keys.len()];
         for row in &rows {
-            let at = usize::try_from(u(row, 0)?.wrapping_sub(1))
-                .ok()
-                .filter(|at| *at < keys.len())
-                .ok_or_else(|| StoreError::Corrupt("cursor row out of place".into()))?;
-            out[at] = Some(cursor_row_of(row, 1)?);
+            out[placed(row, keys.len())?] = Some(cursor_row_of(row, 1)?);
         }
         Ok(out)
     }

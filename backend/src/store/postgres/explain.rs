@@ -163,6 +163,7 @@ fn everything(conv: ConvId, group: ConvId) -> CommitGroup {
             user_group_counts: vec![(alice, 1)],
             applications: vec![(group, alice, Some(application)), (group, bob, None)],
             mentions: vec![(group, alice, 7)],
+            mentions_removed: vec![(group, bob, 6)],
             read_histograms: vec![(group, ReadHistogram::default())],
             next_group_id: Some(5),
         },
@@ -189,6 +190,7 @@ fn call_every_port(s: &PgStore) {
     s.last_message(conv).unwrap();
     s.last_messages(&[conv, conv]).unwrap();
     s.message(conv, 5).unwrap();
+    s.messages_at(&[(conv, 5), (conv, 7)]).unwrap();
     s.messages_after(conv, 5, 50).unwrap();
     s.messages_before(conv, 500, 50).unwrap();
     s.cursor_row(conv, alice).unwrap();
@@ -210,6 +212,11 @@ fn call_every_port(s: &PgStore) {
     s.relation(RelationKey::new(alice, RelationKind::Friend, bob))
         .unwrap();
     s.relations(alice, RelationKind::Friend, 0, 50).unwrap();
+    s.relations_at(&[
+        RelationKey::new(alice, RelationKind::Block, bob),
+        RelationKey::new(bob, RelationKind::Block, alice),
+    ])
+    .unwrap();
     s.contact_summary(alice).unwrap();
     s.profile(alice).unwrap();
     s.put_profile(alice, &ProfileRecord::default()).unwrap();

@@ -69,6 +69,10 @@ const APPLICATIONS_REMOVE: &str = "DELETE FROM group_applications t \
 const MENTIONS_PUT: &str = "INSERT INTO mentions (group_id, user_id, seq) \
      SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[]) ON CONFLICT DO NOTHING";
 
+const MENTIONS_REMOVE: &str = "DELETE FROM mentions t \
+     USING UNNEST($1::bigint[], $2::bigint[], $3::bigint[]) AS d(g, u, s) \
+     WHERE t.group_id = d.g AND t.user_id = d.u AND t.seq = d.s";
+
 const HISTOGRAMS_PUT: &str = "INSERT INTO read_histograms (group_id, base_seq, below, counts) \
      SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::integer[], $4::bytea[]) \
      ON CONFLICT (group_id) DO UPDATE SET base_seq = excluded.base_seq, \
@@ -308,6 +312,12 @@ impl PgStore {
             let mut params = pair_params(m.iter().map(|x| (i(x.0.to_wire()), i(x.1))));
             params.push(boxed(m.iter().map(|x| i(x.2)).collect::<Vec<_>>()));
             batch.push(MENTIONS_PUT, params);
+        }
+        let m = &w.mentions_removed;
+        if !m.is_empty() {
+            let mut params = pair_params(m.iter().map(|x| (i(x.0.to_wire()), i(x.1))));
+            params.push(boxed(m.iter().map(|x| i(x.2)).collect::<Vec<_>>()));
+            batch.push(MENTIONS_REMOVE, params);
         }
         let h = &w.read_histograms;
         if !h.is_empty() {

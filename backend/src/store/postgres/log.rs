@@ -3,8 +3,8 @@
 
 use tokio_postgres::Row;
 
-use super::{PgStore, col, decode, i, limit, u};
-use crate::store::{ConvId, ConversationLog, MessageRecord, StoreError};
+use super::{PgStore, col, decode, i, limit, placed, u};
+use crate::store::{ConvId, ConversationLog, MessageRecord, StoreError, in_batches};
 
 /// The columns [`message_of`] reads, as a literal for `concat!`.
 macro_rules! message_columns {
@@ -23,25 +23,30 @@ pub(super) fn seq_bound(seq: u64) -> i64 {
 }
 
 pub(super) fn message_of(row: &Row) -> Result<MessageRecord, StoreError> {
-    let client_msg_id =
-        String::from_utf8(col::<Vec<u8>>(row, 5)?).map_err(|e| StoreError::Corrupt(e.into()))?;
-    let recall_event_seq = u(row, 10)?;
-    let mentions = col::<Option<&[u8]>>(row, 11)?
+    message_at(row, 0)
+}
+
+/// [`message_of`] with its columns from `at` on.
+fn message_at(row: &Row, at: usize) -> Result<MessageRecord, StoreError> {
+    let client_msg_id = String::from_utf8(col::<Vec<u8>>(row, at + 5)?)
+        .map_err(|e| StoreError::Corrupt(e.into()))?;
+    let recall_event_seq = u(row, at + 10)?;
+    let mentions = col::<Option<&[u8]>>(row, at + 11)?
         .map(decode)
         .transpose()?
         .map(Box::new);
     Ok(MessageRecord {
-        conv_id: ConvId::from_stored(u(row, 0)?),
-        seq: u(row, 1)?,
-        msg_id: u(row, 2)?,
-        from: u(row, 3)?,
-        to: u(row, 4)?,
+        conv_id: ConvId::from_stored(u(row, at)?),
+        seq: u(row, at + 1)?,
+        msg_id: u(row, at + 2)?,
+        from: u(row, at + 3)?,
+        to: u(row, at + 4)?,
         client_msg_id,
-        content_type: col(row, 6)?,
-        content: col::<Vec<u8>>(row, 7)?.into(),
-        server_time_ms: u(row, 8)?,
+        content_type: col(row, at + 6)?,
+        content: col::<Vec<u8>>(row, at + 7)?.into(),
+        server_time_ms: u(row, at + 8)?,
         recalled: recall_event_seq != 0,
-        recall_of_seq: u(row, 9)?,
+        recall_of_seq: u(row, at + 9)?,
         recall_event_seq,
         mentions,
     })
@@ -110,6 +115,28 @@ impl ConversationLog for PgStore {
             .as_ref()
             .map(message_of)
             .transpose()
+    }
+
+    fn messages_at(
+        &self,
+        keys: &[(ConvId, u64)],
+    ) -> Result<Vec<Option<MessageRecord>>, StoreError> {
+        in_batches(keys, |batch| {
+            let convs: Vec<i64> = batch.iter().map(|(c, _)| i(c.to_wire())).collect();
+            let seqs: Vec<i64> = batch.iter().map(|(_, s)| seq_bound(*s)).collect();
+            // One statement for the batch: each key a primary-key lookup, found rows by place.
+            let sql = concat!(
+                "SELECT k.n, m.* FROM UNNEST($1::bigint[], $2::bigint[]) WITH ORDINALITY \
+                 AS k(conv, seq, n) CROSS JOIN LATERAL (SELECT ",
+                message_columns!(),
+                " FROM messages WHERE conv_id = k.conv AND seq = k.seq) m"
+            );
+            let mut out = vec![None; batch.len()];
+            for row in &self.rows(sql, &[&convs, &seqs])? {
+                out[placed(row, batch.len())?] = Some(message_at(row, 1)?);
+            }
+            Ok(out)
+        })
     }
 
     fn messages_after(

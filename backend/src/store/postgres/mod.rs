@@ -105,6 +105,15 @@ fn u(row: &Row, idx: usize) -> Result<u64, StoreError> {
     col::<i64>(row, idx).map(|v| v as u64)
 }
 
+/// Where a batched lookup's row goes among `len` keys: column 0 is the key's `WITH ORDINALITY`
+/// number (from 1); a number outside the keys is corrupt.
+fn placed(row: &Row, len: usize) -> Result<usize, StoreError> {
+    usize::try_from(u(row, 0)?.wrapping_sub(1))
+        .ok()
+        .filter(|at| *at < len)
+        .ok_or_else(|| StoreError::Corrupt("a batched row out of place".into()))
+}
+
 /// An integer column as u32; a negative value is corrupt.
 fn u32_col(row: &Row, idx: usize) -> Result<u32, StoreError> {
     let v: i32 = col(row, idx)?;

@@ -2,12 +2,14 @@
 //! profiles (written on their own), and the username index read by prefix, partitioned by
 //! the folded name's first character.
 
+use futures_util::future::try_join_all;
+
 use super::ScyllaStore;
 use super::codec::{self, i, u};
 use super::writes::{Writes, last_per_key};
 use crate::store::{
     ContactStore, ContactSummary, ContactWrites, ProfileRecord, RelationKey, RelationKind,
-    RelationRecord, StoreError, UserId,
+    RelationRecord, StoreError, UserId, in_batches,
 };
 
 impl ScyllaStore {
@@ -57,6 +59,19 @@ impl ContactStore for ScyllaStore {
     fn relation(&self, key: RelationKey) -> Result<Option<RelationRecord>, StoreError> {
         let k = (i(key.owner), i32::from(key.kind as u8), i(key.other));
         self.run(self.record(&self.st.relation_get, k))
+    }
+
+    fn relations_at(
+        &self,
+        keys: &[RelationKey],
+    ) -> Result<Vec<Option<RelationRecord>>, StoreError> {
+        // A batch's reads in flight together: one wait per batch, not per key.
+        in_batches(keys, |batch| {
+            self.run(try_join_all(batch.iter().map(|key| {
+                let k = (i(key.owner), i32::from(key.kind as u8), i(key.other));
+                self.record(&self.st.relation_get, k)
+            })))
+        })
     }
 
     fn relations(

@@ -114,6 +114,13 @@ impl ScyllaStore {
                 0,
             );
         }
+        for (group, user, seq) in &writes.mentions_removed {
+            side.push(
+                &self.st.mention_del,
+                (i(group.to_wire()), i(*user), i(*seq)),
+                0,
+            );
+        }
         for (group, histogram) in last_per_key(&writes.read_histograms, |(g, _)| *g) {
             let data = codec::blob(histogram);
             let bytes = data.len();

@@ -10,7 +10,9 @@ use scylla::statement::batch::BatchType;
 use super::ScyllaStore;
 use super::codec::{self, bucket, buckets, i, u};
 use super::writes::Writes;
-use crate::store::{CommitGroup, ConvId, ConversationLog, Mentions, MessageRecord, StoreError};
+use crate::store::{
+    CommitGroup, ConvId, ConversationLog, Mentions, MessageRecord, StoreError, in_batches,
+};
 
 pub(super) const META_NEXT_MSG_ID: &str = "next_msg_id";
 
@@ -131,6 +133,19 @@ impl ScyllaStore {
             .first::<MessageRow>(&self.st.msg_get, (c, i(bucket(seq)), i(seq)))
             .await?
             .map(|row| message_of(conv, row)))
+    }
+
+    /// The message at `seq` if the conversation's published head has reached it.
+    async fn published_message(
+        &self,
+        conv: ConvId,
+        seq: u64,
+    ) -> Result<Option<MessageRecord>, StoreError> {
+        let (head, _) = self.head(conv).await?;
+        if seq == 0 || seq > head {
+            return Ok(None);
+        }
+        self.message_at(conv, seq).await
     }
 
     async fn last_message_async(&self, conv: ConvId) -> Result<Option<MessageRecord>, StoreError> {
@@ -302,12 +317,18 @@ impl ConversationLog for ScyllaStore {
     }
 
     fn message(&self, conv: ConvId, seq: u64) -> Result<Option<MessageRecord>, StoreError> {
-        self.run(async {
-            let (head, _) = self.head(conv).await?;
-            if seq == 0 || seq > head {
-                return Ok(None);
-            }
-            self.message_at(conv, seq).await
+        self.run(self.published_message(conv, seq))
+    }
+
+    fn messages_at(
+        &self,
+        keys: &[(ConvId, u64)],
+    ) -> Result<Vec<Option<MessageRecord>>, StoreError> {
+        // A batch's reads in flight together: one wait per batch, not per key.
+        in_batches(keys, |batch| {
+            self.run(try_join_all(
+                batch.iter().map(|(c, s)| self.published_message(*c, *s)),
+            ))
         })
     }
 

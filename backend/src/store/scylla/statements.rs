@@ -209,6 +209,8 @@ statements! {
         "SELECT user_id, record FROM group_applications WHERE group_id = ? AND user_id > ? \
          LIMIT ?";
     mention_put: Idempotent, "INSERT INTO mentions (group_id, user_id, seq) VALUES (?, ?, ?)";
+    mention_del: Idempotent,
+        "DELETE FROM mentions WHERE group_id = ? AND user_id = ? AND seq = ?";
     mentions_range: Idempotent,
         "SELECT seq FROM mentions WHERE group_id = ? AND user_id = ? AND seq >= ? AND seq <= ? \
          LIMIT ?";

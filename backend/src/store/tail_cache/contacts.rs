@@ -11,6 +11,12 @@ impl<S: ContactStore> ContactStore for TailCached<S> {
     fn relation(&self, key: RelationKey) -> Result<Option<RelationRecord>, StoreError> {
         self.inner.relation(key)
     }
+    fn relations_at(
+        &self,
+        keys: &[RelationKey],
+    ) -> Result<Vec<Option<RelationRecord>>, StoreError> {
+        self.inner.relations_at(keys)
+    }
     fn relations(
         &self,
         owner: UserId,

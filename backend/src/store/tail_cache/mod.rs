@@ -479,6 +479,42 @@ impl<S: ConversationLog> ConversationLog for TailCached<S> {
         }
     }
 
+    fn messages_at(
+        &self,
+        keys: &[(ConvId, u64)],
+    ) -> Result<Vec<Option<MessageRecord>>, StoreError> {
+        // `Some(found)`: answered by a tail (`found` may be `None`); `None`: ask the store.
+        let held: Vec<Option<Option<Arc<MessageRecord>>>> = {
+            let tails = self.read();
+            keys.iter()
+                .map(|(c, seq)| {
+                    let tail = tails.convs.get(c).filter(|t| !t.writing);
+                    tail.and_then(|t| t.message(*seq))
+                })
+                .collect()
+        };
+        let missed: Vec<(ConvId, u64)> = keys
+            .iter()
+            .zip(&held)
+            .filter(|(_, h)| h.is_none())
+            .map(|(k, _)| *k)
+            .collect();
+        self.count((keys.len() - missed.len()) as u64, missed.len() as u64);
+        let mut read = if missed.is_empty() {
+            Vec::new()
+        } else {
+            self.inner.messages_at(&missed)?
+        }
+        .into_iter();
+        Ok(held
+            .into_iter()
+            .map(|h| match h {
+                Some(found) => found.map(|m| MessageRecord::clone(&m)),
+                None => read.next().flatten(),
+            })
+            .collect())
+    }
+
     fn messages_after(
         &self,
         conv: ConvId,
