@@ -26,6 +26,7 @@ mod logs_api;
 mod logs_stream;
 mod notify_api;
 mod openapi;
+mod operator_write;
 pub mod overview;
 pub mod page;
 // Users, groups, invites (issue 12, users part).
