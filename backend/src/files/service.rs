@@ -7,7 +7,8 @@
 //! then the file's meta.json, then the uploader's index entry, then the upload's `done` marker
 //! (a retried complete answers the same file id from it), and only then the chunks go. The
 //! blob's reference record for the new file (`blobs/xx/{sha256}.refs/{file_id}`) is written
-//! before the blob is reused or written, for the collector (`gc.rs`).
+//! before the blob is reused or written, for the collector (`gc.rs`), and again after the
+//! meta (`keep_blob`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -363,12 +364,7 @@ impl FileService {
             tracked: true,
         };
         self.put_json(&keys::file_meta(&file_id), &file).await?;
-        // Cluster mode: a collector on another node that looked at the blob's records before
-        // ours was written may have deleted a blob we reused; the chunks are still here.
-        if stored && matches!(self.storage.head(&blob).await, Err(StorageError::NotFound)) {
-            tracing::warn!(file_id, "blob deleted under a complete: written again");
-            self.write_blob(user, upload_id, &meta, Some(&blob)).await?;
-        }
+        self.keep_blob(user, upload_id, &meta, &file_id).await?;
         self.storage
             .put(&keys::user_file(user, &file_id, file.size), Bytes::new())
             .await?;
@@ -392,6 +388,40 @@ impl FileService {
             "upload completed"
         );
         Ok(file_id)
+    }
+
+    /// Makes sure the file just recorded (its meta.json written) keeps its blob. The collector
+    /// removes a blob's record whose file has no meta.json once the record is older than
+    /// `files.unreferenced_grace_s` (`gc/blob_refs.rs`), and the blob with its last record; a
+    /// complete slower than the grace (a multi-GiB assembly, a short grace) may have lost both
+    /// between its record and its meta. So, meta written: the record is put again
+    /// (idempotent), then the blob is looked for and written again from the chunks (still
+    /// here) if it went. Both under the blob's lock, which the collector holds from its look
+    /// at the records to the blob's delete: on this node it sees the record or the complete
+    /// sees the blob gone. A collector on another node looks for the meta again after removing
+    /// a record and puts the record back if the meta appeared (`gc_blob_ref`): one of the two
+    /// sees the other's write. Also covers a blob reused and deleted by another node's
+    /// collection that looked at its records before ours was written.
+    async fn keep_blob(
+        &self,
+        user: UserId,
+        upload_id: &str,
+        meta: &UploadMeta,
+        file_id: &str,
+    ) -> Result<(), FileError> {
+        let blob = keys::blob(&meta.sha256);
+        let gone = {
+            let _blob = self.blob_lock(&meta.sha256).await;
+            self.storage
+                .put(&keys::blob_ref(&meta.sha256, file_id), Bytes::new())
+                .await?;
+            matches!(self.storage.head(&blob).await, Err(StorageError::NotFound))
+        };
+        if gone {
+            tracing::warn!(file_id, "blob deleted under a complete: written again");
+            self.write_blob(user, upload_id, meta, Some(&blob)).await?;
+        }
+        Ok(())
     }
 
     /// Hashes the upload's chunks, writing them into `blob` when given; a whole-file mismatch
