@@ -65,6 +65,9 @@ pub struct FileService {
     completing: Mutex<HashSet<String>>,
     /// Chunk bodies being received, at most `files.chunks_in_flight_max`.
     chunk_permits: Arc<Semaphore>,
+    /// Completes running, at most `files.completes_in_flight_max`: each assembly holds up to a
+    /// few S3 parts in memory.
+    pub(super) complete_permits: Semaphore,
     /// Thumbnails being made, one at a time: each decode may take a second of CPU and a few
     /// hundred MiB (`thumbnail.pixels_max`), on the blocking threads logins and reads share.
     pub(super) thumb_permits: Semaphore,
@@ -82,6 +85,7 @@ impl FileService {
         Self {
             storage,
             chunk_permits: Arc::new(Semaphore::new(config.chunks_in_flight_max)),
+            complete_permits: Semaphore::new(config.completes_in_flight_max),
             chunks_by_user: Arc::default(),
             thumb_permits: Semaphore::new(1),
             config,
@@ -304,6 +308,13 @@ impl FileService {
         if !is_id(upload_id) {
             return Err(FileError::NotFound);
         }
+        // Held to the end, its blob rewritten after the meta included.
+        let _permit =
+            self.complete_permits
+                .try_acquire()
+                .map_err(|_| FileError::CompletesBusy {
+                    max: self.config.completes_in_flight_max,
+                })?;
         let _turn = Completing::claim(&self.completing, format!("{user}/{upload_id}"))?;
         for done in [
             keys::upload_done(user, upload_id),
@@ -489,7 +500,7 @@ impl FileService {
         meta: &UploadMeta,
         mut writer: Option<&mut (dyn super::storage::ObjectWriter + 'static)>,
     ) -> Result<String, FileError> {
-        let mut hasher = Sha256::new();
+        let mut hashing = super::blocking_hash::BlockingHash::default();
         for index in 0..meta.chunk_count() {
             let (_, mut pieces) = self
                 .storage
@@ -498,7 +509,7 @@ impl FileService {
             let mut len = 0;
             while let Some(piece) = pieces.try_next().await? {
                 len += piece.len() as u64;
-                hasher.update(&piece);
+                hashing.add(piece.clone()).await?;
                 if let Some(w) = writer.as_deref_mut() {
                     w.write(piece).await?;
                 }
@@ -509,7 +520,7 @@ impl FileService {
                 )));
             }
         }
-        Ok(hex(&hasher.finalize()))
+        hashing.finish().await
     }
 
     /// An upload of `user` that exists, is not completed and has not outlived its lifetime.
