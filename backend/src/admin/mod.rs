@@ -36,6 +36,7 @@ mod listener;
 mod refusal;
 mod tls;
 pub mod users;
+mod write_stall;
 
 use std::future::Future;
 use std::sync::Arc;
