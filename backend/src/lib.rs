@@ -39,6 +39,7 @@ mod read_gate;
 pub mod retry_after;
 mod rooms;
 mod runtime;
+mod same_secret;
 mod service;
 mod sessions;
 mod store;

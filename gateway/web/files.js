@@ -7,8 +7,8 @@
 
 const uploadsKey = (userId) => `ringchat.uploads.${userId}`;
 const CHUNKS_IN_FLIGHT = 3; // chunk PUTs of one upload at once
-const CHUNK_TRIES_MAX = 5; // sends of one chunk (network failure, 5xx, checksum refused), then it fails
-const CHUNK_RETRY_BASE_MS = 500; // the first retry's wait, doubled on each further one
+const TRIES_MAX = 5; // sends of one chunk or complete (network failure, 5xx, checksum refused), then it fails
+const RETRY_BASE_MS = 500; // the first retry's wait, doubled on each further one
 const HASH_READ_BYTES = 4 * 1024 * 1024; // the whole-file hash reads the file this much at a time
 const UPLOADS_KEPT_MAX = 16; // resumable uploads remembered in localStorage, the newest kept
 const UPLOADS_AT_ONCE_MAX = 20; // uploads in the tray (queued, running, waiting): more are refused
@@ -336,7 +336,8 @@ async function upload(u) {
     await sendChunks(u, [...Array(count).keys()].filter((i) => !have.has(i)));
     u.phase = 'completing';
     renderUploads();
-    const done = await postJSON(`/files/${u.uploadId}/complete`, null, signal);
+    // Retry-safe (the same file id again); a busy node (files.completes_in_flight_max) says when.
+    const done = await retrying(() => postJSON(`/files/${u.uploadId}/complete`, null, signal), signal);
     files.stats.completed++;
     sendFileMessage(u, done.file_id);
   } catch (e) {
@@ -381,20 +382,27 @@ async function putChunk(u, i) {
   const start = i * u.chunkSize;
   const bytes = await u.file.slice(start, start + chunkLen(u, i)).arrayBuffer();
   const sha = hexOf(await crypto.subtle.digest('SHA-256', bytes));
+  await retrying(async () => {
+    files.stats.chunkPuts++;
+    await filesFetch(`/files/${u.uploadId}/chunks/${i}`, {
+      method: 'PUT', signal, headers: { 'X-Chunk-Sha256': sha, 'Content-Type': 'application/octet-stream' }, body: bytes,
+    });
+  }, signal);
+  files.stats.chunksAcked++;
+  u.sent += bytes.byteLength;
+  renderUploads();
+}
+
+// `attempt()` until it succeeds, fails in a way not worth retrying, or TRIES_MAX times; between
+// tries the wait the server asked for (Retry-After), or longer each time.
+async function retrying(attempt, signal) {
   for (let tries = 1; ; tries++) {
     if (signal.aborted) throw abortError();
-    files.stats.chunkPuts++;
     try {
-      await filesFetch(`/files/${u.uploadId}/chunks/${i}`, {
-        method: 'PUT', signal, headers: { 'X-Chunk-Sha256': sha, 'Content-Type': 'application/octet-stream' }, body: bytes,
-      });
-      files.stats.chunksAcked++;
-      u.sent += bytes.byteLength;
-      renderUploads();
-      return;
+      return await attempt();
     } catch (e) {
-      if (!retryable(e) || tries >= CHUNK_TRIES_MAX) throw e;
-      await wait(Math.max(e.retryAfterMs, CHUNK_RETRY_BASE_MS * 2 ** (tries - 1)), signal);
+      if (!retryable(e) || tries >= TRIES_MAX) throw e;
+      await wait(Math.max(e.retryAfterMs, RETRY_BASE_MS * 2 ** (tries - 1)), signal);
     }
   }
 }

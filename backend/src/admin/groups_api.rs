@@ -264,7 +264,8 @@ pub struct Dissolved {
 #[utoipa::path(post, path = "/api/groups/{id}/dissolve", tag = "groups",
     params(("id" = u64, Path, description = "group (conversation) id")),
     responses((status = 200, body = Dissolved), (status = 404, body = ErrorBody),
-              (status = 409, body = ErrorBody), (status = 403, body = ErrorBody)))]
+              (status = 409, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 503, body = ErrorBody)))]
 async fn dissolve_group(
     State(admin): State<Arc<Admin>>,
     AdminOnly(op): AdminOnly,
@@ -275,7 +276,13 @@ async fn dissolve_group(
         actor: OPERATOR_ACTOR,
         kind: GroupOpKind::OperatorDissolve { g },
     });
-    let event_seq = match admin.backend.operator_write(write).await? {
+    let entry = op.audit("group.dissolve").target(format!("group:{raw}"));
+    let answer = super::operator_write::audited(&admin, entry, write, |body| match body {
+        Body::GroupOk(ok) => format!("event seq {}", ok.event_seq),
+        other => format!("unexpected answer {other:?}"),
+    })
+    .await?;
+    let event_seq = match answer {
         Body::GroupOk(ok) => ok.event_seq,
         Body::Error(e) => {
             let code = Wire::try_from(e.code).unwrap_or(Wire::Internal);
@@ -293,15 +300,6 @@ async fn dissolve_group(
             ));
         }
     };
-    admin
-        .backend
-        .audit
-        .record_admin(
-            op.audit("group.dissolve")
-                .target(format!("group:{raw}"))
-                .detail(format!("event seq {event_seq}")),
-        )
-        .await;
     Ok(Json(Dissolved {
         id: raw.to_string(),
         event_seq,

@@ -6,7 +6,9 @@
 //!   listeners): at most `admin.conns_max` connections, TLS handshakes included, a new one past
 //!   it closed at once; a request head must arrive within `admin.header_read_timeout_ms` (also
 //!   the kept-alive connection's idle limit: hyper's timer, which `axum::serve` leaves off),
-//!   its body within `admin.body_read_timeout_ms` (`body_deadline.rs`);
+//!   its body within `admin.body_read_timeout_ms` (`body_deadline.rs`), and an answer's writes
+//!   must make progress within `admin.write_stall_timeout_ms` (`write_stall.rs`: a client that
+//!   stops reading a log export or a live tail lets go of what the body holds);
 //! - the peer address reaches the handlers as `ConnectInfo`;
 //! - on shutdown the accept loop stops, every connection finishes its request in flight and
 //!   closes, and `serve` returns once all have.
@@ -27,6 +29,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
+use super::write_stall::WriteStall;
 use super::{body_deadline, detached};
 use crate::config::AdminConfig;
 
@@ -38,6 +41,7 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 struct Limits {
     header_read: Duration,
     body_read: Duration,
+    write_stall: Duration,
 }
 
 /// Serves `app` on `listener` (over TLS with `tls`) until `shutdown` resolves.
@@ -51,6 +55,7 @@ pub(super) async fn serve(
     let limits = Limits {
         header_read: config.header_read_timeout(),
         body_read: config.body_read_timeout(),
+        write_stall: config.write_stall_timeout(),
     };
     let conns = Arc::new(Semaphore::new(config.conns_max));
     // Connections hold a receiver: `closed()` below waits for the last one to end.
@@ -118,6 +123,7 @@ async fn serve_conn<I>(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read);
+    let io = WriteStall::new(io, limits.write_stall);
     let mut conn = pin!(builder.serve_connection(TokioIo::new(io), service));
     let mut stopping = *stop.borrow();
     if stopping {

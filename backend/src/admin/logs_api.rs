@@ -4,7 +4,7 @@
 //! (`GET /api/logs/stream`, in `logs_stream.rs`).
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::Json;
 use axum::body::{Body, Bytes};
@@ -23,7 +23,7 @@ use super::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody, ErrorCode}
 use super::page;
 use crate::logs::filter::LineFilter;
 use crate::logs::line::{LogLine, Severity, timestamp};
-use crate::logs::search::{self, Cursor};
+use crate::logs::search::{self, Cursor, ExportEnd};
 use crate::logs::{FILTER_BYTES_MAX, Logs};
 
 /// Bytes per chunk of an export's body.
@@ -219,7 +219,8 @@ async fn search_logs(
 
 /// Downloads the matching lines of the retained files, oldest first, as JSON lines
 /// (`Content-Disposition: attachment`). Streamed; stops after `log.export_bytes_max` bytes,
-/// ending then with a line that says so.
+/// ending then with a line that says so. Ends after `log.export_duration_max_s` however far it
+/// got, the download then incomplete (the body fails).
 #[utoipa::path(get, path = "/api/logs/export", tag = "logs", params(SearchQuery),
     responses((status = 200, content_type = "application/x-ndjson", body = String,
                description = "JSON lines, one log event each"),
@@ -241,24 +242,58 @@ async fn export_logs(
     let dir = files_dir(logs)?;
     let slot = scan_slot(logs)?;
     let bytes_max = logs.config.export_bytes_max;
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(EXPORT_CHUNKS_AHEAD);
+    let duration_max = Duration::from_secs(logs.config.export_duration_max_s);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Piece>(EXPORT_CHUNKS_AHEAD);
+    let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         let _slot = slot;
-        let send = |chunk: Vec<u8>| tx.blocking_send(Ok(Bytes::from(chunk))).is_ok();
-        match search::export(&dir, &filter, bytes_max, EXPORT_CHUNK_BYTES, send) {
-            Ok(false) => {}
-            Ok(true) => {
-                let _ = tx.blocking_send(Ok(Bytes::from(truncation_note(bytes_max))));
+        let deadline = Instant::now() + duration_max;
+        // Waits for room until the export's deadline at most. A client that stops reading is
+        // dropped sooner by the listener (`admin.write_stall_timeout_ms`), which closes the
+        // channel; either way the slot comes back.
+        let send = |piece: Piece| {
+            runtime.block_on(async {
+                let room = tokio::time::timeout_at(deadline.into(), tx.send(piece));
+                matches!(room.await, Ok(Ok(())))
+            })
+        };
+        let end = search::export(
+            &dir,
+            &filter,
+            bytes_max,
+            EXPORT_CHUNK_BYTES,
+            deadline,
+            |chunk| send(Piece::Lines(Bytes::from(chunk))),
+        );
+        let ended = match end {
+            Ok(ExportEnd::Complete) => send(Piece::End),
+            Ok(ExportEnd::Cut) => {
+                send(Piece::Lines(Bytes::from(truncation_note(bytes_max)))) && send(Piece::End)
             }
+            Ok(ExportEnd::Stopped) => false,
             Err(err) => {
                 tracing::warn!(%err, "log export: reading the log files failed");
-                // Ends the body early: the download shows as incomplete.
-                let _ = tx.blocking_send(Err(err));
+                return;
             }
+        };
+        if !ended {
+            tracing::info!(
+                duration_max_s = duration_max.as_secs(),
+                "log export stopped: its client went away or did not read it within log.export_duration_max_s"
+            );
         }
     });
-    let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
+    let body = Body::from_stream(futures_util::stream::unfold(Some(rx), |rx| async move {
+        let mut rx = rx?;
+        match rx.recv().await {
+            Some(Piece::Lines(lines)) => Some((Ok(lines), Some(rx))),
+            Some(Piece::End) => None,
+            // Ended without its end: the body fails, so the download shows as incomplete.
+            None => Some((
+                Err(std::io::Error::other("the log export stopped early")),
+                None,
+            )),
+        }
     }));
     let stamp = timestamp(SystemTime::now());
     let name = format!(
@@ -279,6 +314,13 @@ async fn export_logs(
         body,
     )
         .into_response())
+}
+
+/// What an export's reader thread hands to its body.
+enum Piece {
+    Lines(Bytes),
+    /// Every line was sent: without it the body ends with an error.
+    End,
 }
 
 /// The last line of an export cut at `log.export_bytes_max`.

@@ -2,7 +2,10 @@
 //! `id: <sequence number>`, `data: <the JSON line>`; a reader that fell behind gets
 //! `event: skipped`, `data: {"missed": N}` and goes on with the newest. A stream ends after
 //! `log.stream_duration_max_s`: the browser's EventSource reconnects by itself, is
-//! authenticated again, and resumes after its `Last-Event-ID`.
+//! authenticated again, and resumes after its `Last-Event-ID`. That deadline is checked when
+//! hyper asks for the next event, which it does not while the socket is full: a reader that
+//! stops reading is dropped by the listener instead (`admin.write_stall_timeout_ms`,
+//! `write_stall.rs`), and its place with the body.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;

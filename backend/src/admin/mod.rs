@@ -26,6 +26,7 @@ mod logs_api;
 mod logs_stream;
 mod notify_api;
 mod openapi;
+mod operator_write;
 pub mod overview;
 pub mod page;
 // Users, groups, invites (issue 12, users part).
@@ -35,6 +36,7 @@ mod listener;
 mod refusal;
 mod tls;
 pub mod users;
+mod write_stall;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -32,6 +32,10 @@ pub struct AdminConfig {
     /// A request's body must arrive whole within this, in milliseconds, from the end of its
     /// head; a slower one is answered 408 and its connection closed.
     pub body_read_timeout_ms: u64,
+    /// An answer being sent must make progress within this, in milliseconds: a write (or
+    /// flush) that the client lets wait this long, reading nothing, closes the connection. A
+    /// log export or live tail whose client stopped reading so gives back its slot.
+    pub write_stall_timeout_ms: u64,
     /// Connections open at once (TLS handshakes included); past it a new one is closed at
     /// once. The listener shares the process's file descriptors with the chat listeners.
     pub conns_max: usize,
@@ -67,6 +71,7 @@ impl Default for AdminConfig {
             audit_retention_days: 90,
             header_read_timeout_ms: 10_000,
             body_read_timeout_ms: 30_000,
+            write_stall_timeout_ms: 30_000,
             conns_max: 256,
             tls: AdminTlsConfig::default(),
         }
@@ -116,6 +121,11 @@ impl AdminConfig {
                 "admin.body_read_timeout_ms: must be between 100 and 3600000 (an hour)".into(),
             );
         }
+        if !(100..=600_000).contains(&self.write_stall_timeout_ms) {
+            out.push(
+                "admin.write_stall_timeout_ms: must be between 100 and 600000 (10 minutes)".into(),
+            );
+        }
         if !(1..=100_000).contains(&self.conns_max) {
             out.push("admin.conns_max: must be between 1 and 100000".into());
         }
@@ -133,6 +143,9 @@ impl AdminConfig {
     pub fn body_read_timeout(&self) -> Duration {
         Duration::from_millis(self.body_read_timeout_ms)
     }
+    pub fn write_stall_timeout(&self) -> Duration {
+        Duration::from_millis(self.write_stall_timeout_ms)
+    }
 }
 
 #[cfg(test)]
@@ -145,6 +158,7 @@ mod tests {
         let bad = AdminConfig {
             header_read_timeout_ms: 0,
             body_read_timeout_ms: 50,
+            write_stall_timeout_ms: 99,
             conns_max: 0,
             sessions_per_operator_max: 0,
             ..AdminConfig::default()
@@ -153,6 +167,7 @@ mod tests {
         for key in [
             "admin.header_read_timeout_ms",
             "admin.body_read_timeout_ms",
+            "admin.write_stall_timeout_ms",
             "admin.conns_max",
             "admin.sessions_per_operator_max",
         ] {

@@ -56,6 +56,10 @@ pub struct FilesConfig {
     /// Chunk bodies one user may be sending at once on this node, at most: a user's slow
     /// chunks never hold the whole node's room (503 with Retry-After past it).
     pub chunks_in_flight_per_user_max: usize,
+    /// Upload completes running at once on this node, at most: 503 with Retry-After past it.
+    /// Each assembles a file from its chunks, holding on S3 up to `files.s3.part_bytes` ×
+    /// (`parts_in_flight_max` + 2) bytes of memory (32 MiB by default).
+    pub completes_in_flight_max: usize,
     /// A request body (a chunk, the JSON of `POST /files`) must arrive at this rate at least,
     /// in bytes per second: a body of `n` bytes is given `body_timeout_ms_min` plus
     /// `n / body_bytes_per_s_min` seconds, then answered 408 and its connection closed. A
@@ -93,6 +97,7 @@ impl Default for FilesConfig {
             name_bytes_max: 255,
             chunks_in_flight_max: 64,
             chunks_in_flight_per_user_max: 4,
+            completes_in_flight_max: 16,
             body_bytes_per_s_min: 16 * 1024,
             body_timeout_ms_min: 10_000,
             unreferenced_grace_s: 24 * 3600,
@@ -180,6 +185,10 @@ impl FilesConfig {
             "files.chunks_in_flight_per_user_max: must be between 1 and 4096",
         );
         check(
+            (1..=1_024).contains(&self.completes_in_flight_max),
+            "files.completes_in_flight_max: must be between 1 and 1024",
+        );
+        check(
             (60..=365 * 24 * 3600).contains(&self.unreferenced_grace_s),
             "files.unreferenced_grace_s: must be between 60 and 31536000 (365 days)",
         );
@@ -218,6 +227,7 @@ mod tests {
             name_bytes_max: 0,
             chunks_in_flight_max: 0,
             chunks_in_flight_per_user_max: 0,
+            completes_in_flight_max: 0,
             unreferenced_grace_s: 1,
             gc_interval_s: 0,
             gc_keys_per_pass: 1,
@@ -233,6 +243,7 @@ mod tests {
             "files.name_bytes_max",
             "files.chunks_in_flight_max",
             "files.chunks_in_flight_per_user_max",
+            "files.completes_in_flight_max",
             "files.unreferenced_grace_s",
             "files.gc_interval_s",
             "files.gc_keys_per_pass",

@@ -45,6 +45,12 @@ pub enum FileError {
     /// Too many chunk bodies being received on this node: retry shortly.
     #[error("the server is receiving too many chunks; retry shortly")]
     Busy,
+    /// `files.completes_in_flight_max` uploads are being completed on this node: retry the
+    /// complete shortly.
+    #[error(
+        "{max} uploads are being completed on this server (files.completes_in_flight_max); retry the complete shortly"
+    )]
+    CompletesBusy { max: usize },
     #[error("file storage is full")]
     Full,
     #[error("file storage is unavailable: {0}")]
@@ -71,7 +77,7 @@ impl FileError {
             Self::BodyTimeout { .. } => 408,
             Self::BadRange { .. } => 416,
             Self::TooManyUploads { .. } => 429,
-            Self::Busy | Self::Unavailable(_) => 503,
+            Self::Busy | Self::CompletesBusy { .. } | Self::Unavailable(_) => 503,
             Self::Full => 507,
         }
     }
@@ -91,7 +97,7 @@ impl FileError {
             Self::TooManyFiles { .. } => "too_many_files",
             Self::BadRange { .. } => "bad_range",
             Self::BodyTimeout { .. } => "body_timeout",
-            Self::Busy => "busy",
+            Self::Busy | Self::CompletesBusy { .. } => "busy",
             Self::Full => "storage_full",
             Self::Unavailable(_) => "storage_unavailable",
         }

@@ -20,7 +20,9 @@
 //! other. A complete reusing the blob: it writes its record at the blob and decides to reuse
 //! under the blob's lock, which the collector holds from its look at the blob's records to
 //! the blob's delete. In cluster mode (S3) that lock is per node: a complete on another node
-//! looks for the blob again after writing its meta and writes it again if it went. Two nodes
+//! puts its record again and looks for the blob after writing its meta, and writes the blob
+//! again if it went (`FileService::keep_blob`, which also covers a complete slower than the
+//! grace, whose record the blobs' sweep may have taken for a leftover). Two nodes
 //! collecting at once do the same deletes, which are idempotent. Left to chance in cluster
 //! mode only: two collectors and a send of the same unreferenced file within the same few
 //! milliseconds, and a collector's blob delete delayed past a whole complete on another node.
@@ -403,6 +405,15 @@ impl FileService {
             .delete(&keys::blob_ref(sha256, file_id))
             .await?;
         pass.keys += 1;
+        self.drop_blob_if_unreferenced(sha256, pass).await
+    }
+
+    /// Deletes the blob when no file's record is left at it, under the blob's lock.
+    pub(super) async fn drop_blob_if_unreferenced(
+        &self,
+        sha256: &str,
+        pass: &mut GcPass,
+    ) -> Result<(), FileError> {
         let _blob = self.blob_lock(sha256).await;
         let others = self.storage.list(&keys::blob_refs(sha256), None, 1).await?;
         pass.keys += 1;

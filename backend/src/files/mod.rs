@@ -2,7 +2,8 @@
 //! with ranges, and the storage port the bytes live behind.
 //!
 //! - `config.rs`: `[files]`. `model.rs`: the records kept in storage, their keys, name rules.
-//! - `service.rs`: uploads (create, chunks, complete) and limits; `download.rs`: who may read a
+//! - `service.rs`: uploads (create, chunks, complete) and limits (`blocking_hash.rs`: the
+//!   assembly's hashing, off the runtime's workers); `download.rs`: who may read a
 //!   file, and its bytes; `cleanup.rs`: abandoned uploads removed in bounded passes.
 //! - `refs.rs`: which messages reference a file (markers written at send); `gc.rs`: the
 //!   collector of files no message references and blobs no file is made of.
@@ -14,6 +15,7 @@
 //! - `thumbnail.rs`: image thumbnails, decoded within limits; `thumbs.rs`: made once per image
 //!   file at complete, stored beside it.
 
+mod blocking_hash;
 mod cleanup;
 pub mod config;
 mod download;

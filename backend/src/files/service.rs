@@ -7,7 +7,8 @@
 //! then the file's meta.json, then the uploader's index entry, then the upload's `done` marker
 //! (a retried complete answers the same file id from it), and only then the chunks go. The
 //! blob's reference record for the new file (`blobs/xx/{sha256}.refs/{file_id}`) is written
-//! before the blob is reused or written, for the collector (`gc.rs`).
+//! before the blob is reused or written, for the collector (`gc.rs`), and again after the
+//! meta (`keep_blob`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -64,6 +65,9 @@ pub struct FileService {
     completing: Mutex<HashSet<String>>,
     /// Chunk bodies being received, at most `files.chunks_in_flight_max`.
     chunk_permits: Arc<Semaphore>,
+    /// Completes running, at most `files.completes_in_flight_max`: each assembly holds up to a
+    /// few S3 parts in memory.
+    pub(super) complete_permits: Semaphore,
     /// Thumbnails being made, one at a time: each decode may take a second of CPU and a few
     /// hundred MiB (`thumbnail.pixels_max`), on the blocking threads logins and reads share.
     pub(super) thumb_permits: Semaphore,
@@ -81,6 +85,7 @@ impl FileService {
         Self {
             storage,
             chunk_permits: Arc::new(Semaphore::new(config.chunks_in_flight_max)),
+            complete_permits: Semaphore::new(config.completes_in_flight_max),
             chunks_by_user: Arc::default(),
             thumb_permits: Semaphore::new(1),
             config,
@@ -303,6 +308,13 @@ impl FileService {
         if !is_id(upload_id) {
             return Err(FileError::NotFound);
         }
+        // Held to the end, its blob rewritten after the meta included.
+        let _permit =
+            self.complete_permits
+                .try_acquire()
+                .map_err(|_| FileError::CompletesBusy {
+                    max: self.config.completes_in_flight_max,
+                })?;
         let _turn = Completing::claim(&self.completing, format!("{user}/{upload_id}"))?;
         for done in [
             keys::upload_done(user, upload_id),
@@ -363,12 +375,7 @@ impl FileService {
             tracked: true,
         };
         self.put_json(&keys::file_meta(&file_id), &file).await?;
-        // Cluster mode: a collector on another node that looked at the blob's records before
-        // ours was written may have deleted a blob we reused; the chunks are still here.
-        if stored && matches!(self.storage.head(&blob).await, Err(StorageError::NotFound)) {
-            tracing::warn!(file_id, "blob deleted under a complete: written again");
-            self.write_blob(user, upload_id, &meta, Some(&blob)).await?;
-        }
+        self.keep_blob(user, upload_id, &meta, &file_id).await?;
         self.storage
             .put(&keys::user_file(user, &file_id, file.size), Bytes::new())
             .await?;
@@ -392,6 +399,40 @@ impl FileService {
             "upload completed"
         );
         Ok(file_id)
+    }
+
+    /// Makes sure the file just recorded (its meta.json written) keeps its blob. The collector
+    /// removes a blob's record whose file has no meta.json once the record is older than
+    /// `files.unreferenced_grace_s` (`gc/blob_refs.rs`), and the blob with its last record; a
+    /// complete slower than the grace (a multi-GiB assembly, a short grace) may have lost both
+    /// between its record and its meta. So, meta written: the record is put again
+    /// (idempotent), then the blob is looked for and written again from the chunks (still
+    /// here) if it went. Both under the blob's lock, which the collector holds from its look
+    /// at the records to the blob's delete: on this node it sees the record or the complete
+    /// sees the blob gone. A collector on another node looks for the meta again after removing
+    /// a record and puts the record back if the meta appeared (`gc_blob_ref`): one of the two
+    /// sees the other's write. Also covers a blob reused and deleted by another node's
+    /// collection that looked at its records before ours was written.
+    async fn keep_blob(
+        &self,
+        user: UserId,
+        upload_id: &str,
+        meta: &UploadMeta,
+        file_id: &str,
+    ) -> Result<(), FileError> {
+        let blob = keys::blob(&meta.sha256);
+        let gone = {
+            let _blob = self.blob_lock(&meta.sha256).await;
+            self.storage
+                .put(&keys::blob_ref(&meta.sha256, file_id), Bytes::new())
+                .await?;
+            matches!(self.storage.head(&blob).await, Err(StorageError::NotFound))
+        };
+        if gone {
+            tracing::warn!(file_id, "blob deleted under a complete: written again");
+            self.write_blob(user, upload_id, meta, Some(&blob)).await?;
+        }
+        Ok(())
     }
 
     /// Hashes the upload's chunks, writing them into `blob` when given; a whole-file mismatch
@@ -459,7 +500,7 @@ impl FileService {
         meta: &UploadMeta,
         mut writer: Option<&mut (dyn super::storage::ObjectWriter + 'static)>,
     ) -> Result<String, FileError> {
-        let mut hasher = Sha256::new();
+        let mut hashing = super::blocking_hash::BlockingHash::default();
         for index in 0..meta.chunk_count() {
             let (_, mut pieces) = self
                 .storage
@@ -468,7 +509,7 @@ impl FileService {
             let mut len = 0;
             while let Some(piece) = pieces.try_next().await? {
                 len += piece.len() as u64;
-                hasher.update(&piece);
+                hashing.add(piece.clone()).await?;
                 if let Some(w) = writer.as_deref_mut() {
                     w.write(piece).await?;
                 }
@@ -479,7 +520,7 @@ impl FileService {
                 )));
             }
         }
-        Ok(hex(&hasher.finalize()))
+        hashing.finish().await
     }
 
     /// An upload of `user` that exists, is not completed and has not outlived its lifetime.

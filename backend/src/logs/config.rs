@@ -61,6 +61,10 @@ pub struct LogConfig {
     pub search_scan_bytes_max: u64,
     /// Bytes one export sends, at most.
     pub export_bytes_max: u64,
+    /// An export ends after this long, in seconds, however far it got (the download is then
+    /// incomplete): a client that reads slowly, or not at all, holds its `scans_max` slot no
+    /// longer.
+    pub export_duration_max_s: u64,
     /// Searches and exports running at once, at most.
     pub scans_max: usize,
 }
@@ -83,6 +87,7 @@ impl Default for LogConfig {
             stream_duration_max_s: 600,
             search_scan_bytes_max: 32 * 1024 * 1024,
             export_bytes_max: 256 * 1024 * 1024,
+            export_duration_max_s: 600,
             scans_max: 2,
         }
     }
@@ -142,6 +147,12 @@ impl LogConfig {
             1 << 40,
         );
         range("export_bytes_max", self.export_bytes_max, 1024, 1 << 40);
+        range(
+            "export_duration_max_s",
+            self.export_duration_max_s,
+            1,
+            24 * 3600,
+        );
         range("scans_max", self.scans_max as u64, 1, 64);
         out
     }

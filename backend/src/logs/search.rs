@@ -7,6 +7,7 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::time::Instant;
 
 use super::files;
 use super::filter::LineFilter;
@@ -189,16 +190,29 @@ fn scan_back(
     }
 }
 
+/// How an export ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportEnd {
+    /// Every matching line was handed over.
+    Complete,
+    /// Stopped at `bytes_max`, the last chunk handed over.
+    Cut,
+    /// `out` refused a chunk (the reader went away, or did not take it in time), or the
+    /// deadline passed.
+    Stopped,
+}
+
 /// Every matching line, oldest first, as raw bytes with newlines, in chunks of about
-/// `chunk_bytes` handed to `out` (which returns false to stop: the reader went away). Stops
-/// after `bytes_max` bytes; returns whether it stopped there.
+/// `chunk_bytes` handed to `out` (which returns false to stop). Stops after `bytes_max` bytes,
+/// and at `deadline`, even while reading lines that do not match.
 pub fn export(
     dir: &Path,
     filter: &LineFilter,
     bytes_max: u64,
     chunk_bytes: usize,
+    deadline: Instant,
     mut out: impl FnMut(Vec<u8>) -> bool,
-) -> io::Result<bool> {
+) -> io::Result<ExportEnd> {
     let mut sent = 0u64;
     let mut chunk = Vec::with_capacity(chunk_bytes);
     let mut raw = Vec::new();
@@ -208,6 +222,9 @@ pub fn export(
         };
         let mut reader = BufReader::new(file);
         loop {
+            if Instant::now() >= deadline {
+                return Ok(ExportEnd::Stopped);
+            }
             raw.clear();
             let n = (&mut reader)
                 .take(LINE_READ_BYTES_MAX as u64)
@@ -228,10 +245,10 @@ pub fn export(
                 continue;
             }
             if sent + raw.len() as u64 > bytes_max {
-                if !chunk.is_empty() {
-                    out(std::mem::take(&mut chunk));
+                if !chunk.is_empty() && !out(std::mem::take(&mut chunk)) {
+                    return Ok(ExportEnd::Stopped);
                 }
-                return Ok(true);
+                return Ok(ExportEnd::Cut);
             }
             sent += raw.len() as u64;
             chunk.extend_from_slice(&raw);
@@ -241,14 +258,14 @@ pub fn export(
                     Vec::with_capacity(chunk_bytes),
                 ))
             {
-                return Ok(false);
+                return Ok(ExportEnd::Stopped);
             }
         }
     }
-    if !chunk.is_empty() {
-        out(chunk);
+    if !chunk.is_empty() && !out(chunk) {
+        return Ok(ExportEnd::Stopped);
     }
-    Ok(false)
+    Ok(ExportEnd::Complete)
 }
 
 fn skip_line(reader: &mut impl BufRead) -> io::Result<()> {

@@ -61,7 +61,7 @@ impl OperatorReplies {
 impl crate::Backend {
     /// Queues an operator's write on the sequencer and waits for its answer, given once its
     /// commit group is durable (or refused).
-    pub(crate) async fn operator_write(&self, write: Write) -> Result<Body, Refusal> {
+    pub(crate) async fn operator_write(&self, write: Write) -> Result<Body, OperatorWriteError> {
         let busy = || Refusal {
             code: ErrorCode::Unavailable,
             message: "too many operator writes in flight, retry".into(),
@@ -73,7 +73,7 @@ impl crate::Backend {
         {
             let mut waiting = replies.waiting.lock().unwrap_or_else(|p| p.into_inner());
             if waiting.len() >= OPERATOR_WRITES_IN_FLIGHT_MAX {
-                return Err(busy());
+                return Err(OperatorWriteError::NotQueued(busy()));
             }
             waiting.insert(request_id, tx);
         }
@@ -95,22 +95,56 @@ impl crate::Backend {
         };
         if !queued {
             replies.forget(request_id);
-            return Err(Refusal::new(
+            return Err(OperatorWriteError::NotQueued(Refusal::new(
                 ErrorCode::Unavailable,
                 "the server is shutting down",
-            ));
+            )));
         }
+        let unanswered = |why: &str| {
+            OperatorWriteError::Unanswered(Refusal {
+                code: ErrorCode::Unavailable,
+                message: format!("{why}; it may still take effect: look before retrying"),
+                retry_after_ms: crate::retry_after::unavailable_retry_after_ms(),
+            })
+        };
         match tokio::time::timeout(OPERATOR_WRITE_TIMEOUT, rx).await {
             Ok(Ok(body)) => Ok(body),
-            Ok(Err(_)) => Err(Refusal::unavailable(
-                "the sequencer dropped an operator write",
+            Ok(Err(_)) => Err(unanswered(
+                "the sequencer stopped before answering the write",
             )),
             Err(_) => {
                 replies.forget(request_id);
-                Err(Refusal::unavailable(
-                    "an operator write was not answered in time",
-                ))
+                Err(unanswered(&format!(
+                    "the write was not answered within {} s",
+                    OPERATOR_WRITE_TIMEOUT.as_secs()
+                )))
             }
+        }
+    }
+}
+
+/// Why an operator's write has no answer.
+#[derive(Debug)]
+pub(crate) enum OperatorWriteError {
+    /// Never reached the sequencer: nothing changed.
+    NotQueued(Refusal),
+    /// Reached the sequencer but its answer did not come: the write may have landed, or may
+    /// still land.
+    Unanswered(Refusal),
+}
+
+impl OperatorWriteError {
+    pub(crate) fn refusal(&self) -> &Refusal {
+        match self {
+            Self::NotQueued(r) | Self::Unanswered(r) => r,
+        }
+    }
+}
+
+impl From<OperatorWriteError> for Refusal {
+    fn from(e: OperatorWriteError) -> Self {
+        match e {
+            OperatorWriteError::NotQueued(r) | OperatorWriteError::Unanswered(r) => r,
         }
     }
 }

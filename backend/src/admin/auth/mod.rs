@@ -24,6 +24,7 @@ use self::credentials::CredentialFile;
 use self::sessions::Sessions;
 use super::Admin;
 use super::error::ApiError;
+use crate::same_secret::same_secret;
 use crate::throttle::Throttle;
 
 pub use routes::routes;
@@ -169,8 +170,8 @@ impl Auth {
             ));
         }
         if !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
-            let sent = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
-            if sent != Some(session.csrf_token.as_str()) {
+            let sent = parts.headers.get(CSRF_HEADER).map(|v| v.as_bytes());
+            if !sent.is_some_and(|sent| same_secret(sent, session.csrf_token.as_bytes())) {
                 return Err(ApiError::new(
                     super::error::ErrorCode::CsrfMissing,
                     "a change made with a session needs its X-CSRF-Token header",

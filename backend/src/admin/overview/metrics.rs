@@ -67,6 +67,10 @@ pub fn describe() {
             "Connections to the admin listener closed at once because admin.conns_max were open.",
         ),
         (
+            "ringchat_admin_write_stalls_total",
+            "Admin connections closed because their client read nothing of an answer for admin.write_stall_timeout_ms.",
+        ),
+        (
             "ringchat_typing_dropped_total",
             "Typing notices not relayed: reason=\"blocked\" (either user of a direct conversation blocks the other) or \"busy\" (the read gate was full).",
         ),

@@ -6,6 +6,8 @@
 use tonic::metadata::AsciiMetadataValue;
 use tonic::{Request, Status};
 
+use crate::same_secret::same_secret;
+
 const HEADER: &str = "x-ringchat-peer-secret";
 
 /// Adds the secret to an outgoing `Link` request. `check-config` guarantees visible ASCII.
@@ -22,7 +24,7 @@ pub(super) fn check<T>(request: &Request<T>, secret: &str) -> Result<(), Status>
         .get(HEADER)
         .map(|v| v.as_bytes())
         .unwrap_or_default();
-    if !secret.is_empty() && same(presented, secret.as_bytes()) {
+    if !secret.is_empty() && same_secret(presented, secret.as_bytes()) {
         Ok(())
     } else {
         metrics::counter!("ringchat_cluster_peer_refused_total").increment(1);
@@ -30,11 +32,6 @@ pub(super) fn check<T>(request: &Request<T>, secret: &str) -> Result<(), Status>
             "not a node of this cluster: cluster.peer_secret differs",
         ))
     }
-}
-
-/// Equal without an early exit on the first differing byte (the length is not secret).
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

@@ -2,9 +2,12 @@
 //! never came to be. A complete writes its record at the blob first and the file's meta last;
 //! one cut short in between (the server killed, a storage error, a failed thumbnail step) left
 //! a record that nothing removed, and it kept the blob, uncounted in any quota, for ever. Such
-//! a record goes once it is older than the grace (no complete takes that long) and its file
-//! has neither `meta.json` nor `collecting.json`; the blob goes with its last record, under the
-//! blob's lock, as in a collection.
+//! a record goes once it is older than the grace and its file has neither `meta.json` nor
+//! `collecting.json`; the blob goes with its last record, under the blob's lock, as in a
+//! collection. A complete may well take longer than the grace (a multi-GiB file, a grace of a
+//! minute): it puts its record back and looks for the blob after writing its meta
+//! (`FileService::keep_blob`), and the record's removal here looks for the meta again after
+//! the delete, so one of the two sees the other's write.
 
 use super::{FileService, GcPass};
 use crate::files::error::FileError;
@@ -48,7 +51,21 @@ impl FileService {
                 Err(e) => return Err(e.into()),
             }
         }
-        self.drop_blob_ref(sha256, file_id, pass).await?;
+        let record = keys::blob_ref(sha256, file_id);
+        self.storage.delete(&record).await?;
+        pass.keys += 2;
+        // A slow complete writes its meta, then its record again: looked for after the
+        // delete, a meta written meanwhile puts the record back.
+        match self.storage.head(&keys::file_meta(file_id)).await {
+            Ok(_) => {
+                pass.keys += 1;
+                self.storage.put(&record, bytes::Bytes::new()).await?;
+                return Ok(());
+            }
+            Err(StorageError::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.drop_blob_if_unreferenced(sha256, pass).await?;
         pass.markers_dropped += 1;
         tracing::info!(file_id, "files gc: a blob's record with no file removed");
         Ok(())

@@ -506,6 +506,87 @@ async fn a_blob_record_whose_file_never_came_goes_past_the_grace_and_the_blob_wi
     .await;
 }
 
+/// A complete slower than the grace (a multi-GiB file, a grace of a minute): the blobs' sweep
+/// takes its record for a leftover, and the blob with it, between the record and the meta.
+/// Held here at its thumbnail step (the one turn is taken), the complete then puts both back,
+/// and the file outlives the collection of another file of the same bytes.
+#[tokio::test]
+async fn a_complete_slower_than_the_grace_keeps_its_blob() {
+    each_storage(10_000, |name, w| async move {
+        let bytes = content(90_000, 11);
+        let sha = sha256_hex(&bytes);
+        let blob = keys::blob(&sha);
+        let created = w
+            .files
+            .create_upload(
+                ALICE,
+                NewUpload {
+                    name: "slow.png".into(),
+                    size: bytes.len() as u64,
+                    mime: "image/png".into(),
+                    sha256: sha.clone(),
+                },
+            )
+            .await
+            .unwrap();
+        for (i, chunk) in bytes.chunks(created.chunk_size as usize).enumerate() {
+            w.files
+                .put_chunk(
+                    ALICE,
+                    &created.upload_id,
+                    i as u64,
+                    &sha256_hex(chunk),
+                    Bytes::copy_from_slice(chunk),
+                )
+                .await
+                .unwrap();
+        }
+        let turn = w.files.thumb_permits.acquire().await.unwrap();
+        let files = Arc::clone(&w.files);
+        let upload_id = created.upload_id.clone();
+        let completing = tokio::spawn(async move { files.complete(ALICE, &upload_id).await });
+        // The blob is written: the complete waits for the thumbnail's turn, its meta unwritten.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !w.exists(&blob).await {
+            assert!(std::time::Instant::now() < deadline, "{name}: no blob");
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        let pass = w.sweep(later()).await;
+        assert!(
+            w.keys("files/").await.is_empty(),
+            "{name}: the complete went past its thumbnail step before the sweep ended"
+        );
+        assert_eq!(pass.blobs_collected, 1, "{name}");
+        assert!(w.keys(&keys::blob_refs(&sha)).await.is_empty(), "{name}");
+        drop(turn);
+
+        let id = completing.await.unwrap().unwrap();
+        assert!(w.exists(&keys::blob_ref(&sha, &id)).await, "{name}: record");
+        assert!(w.exists(&blob).await, "{name}: blob");
+        // Carried by a message, it stays while a file of the same bytes is collected.
+        w.send(&id).await;
+        let other = w.upload(BOB, &bytes).await;
+        let pass = w.sweep(later()).await;
+        assert_eq!(
+            (pass.files_collected, pass.blobs_collected),
+            (1, 0),
+            "{name}"
+        );
+        assert!(w.files.file(&other).await.unwrap().is_none(), "{name}");
+        let meta = w.files.file(&id).await.unwrap().expect("kept");
+        let read: Vec<Bytes> = w
+            .files
+            .read(&meta, None)
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(read.concat(), bytes, "{name}");
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn files_from_before_the_collector_are_kept() {
     each_storage(10_000, |name, w| async move {
@@ -524,7 +605,8 @@ async fn files_from_before_the_collector_are_kept() {
 
 /// The walk's cost pass by pass, pinned for a few budgets: files and blob records walked by
 /// the one paged loop (`gc_pages`) spend the same keys, in the same passes, as the two loops
-/// it replaced did (these figures are theirs).
+/// it replaced did (these figures are theirs, but for one key more per blob record removed:
+/// the look for the meta again after the delete, for a complete slower than the grace).
 #[tokio::test]
 async fn a_sweep_in_small_passes_costs_the_same_keys_pass_by_pass() {
     for (budget, expected) in EXPECTED {
@@ -570,12 +652,12 @@ const EXPECTED: &[(usize, Passes)] = &[
             (14, 1, 1, 1, 0),
             (14, 1, 1, 1, 0),
             (14, 1, 1, 1, 0),
+            (9, 0, 0, 1, 1),
             (8, 0, 0, 1, 1),
-            (7, 0, 0, 1, 1),
-            (7, 0, 0, 1, 1),
+            (8, 0, 0, 1, 1),
             (1, 0, 0, 0, 0),
         ],
     ),
-    (30, &[(40, 3, 3, 3, 0), (35, 2, 2, 3, 1), (14, 0, 0, 2, 2)]),
-    (64, &[(66, 5, 5, 5, 0), (21, 0, 0, 3, 3)]),
+    (30, &[(40, 3, 3, 3, 0), (36, 2, 2, 3, 1), (16, 0, 0, 2, 2)]),
+    (64, &[(66, 5, 5, 5, 0), (24, 0, 0, 3, 3)]),
 ];

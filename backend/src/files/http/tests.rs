@@ -785,6 +785,78 @@ async fn chunks_past_the_in_flight_limit_are_told_to_retry() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completes_past_the_in_flight_limit_are_told_to_retry() {
+    let h = harness(FilesConfig {
+        completes_in_flight_max: 1,
+        ..files_config()
+    })
+    .await;
+    let (_, ann) = h.user("ann").await;
+    let (_, bea) = h.user("bea").await;
+    let mut uploads = Vec::new();
+    for (token, bytes) in [
+        (&ann, content(3 * CHUNK + 7, 21)),
+        (&bea, content(CHUNK, 22)),
+    ] {
+        let (_, created) = h.create(token, "whole.bin", &bytes).await;
+        let upload = created["upload_id"].as_str().unwrap().to_owned();
+        for (i, chunk) in bytes.chunks(CHUNK).enumerate() {
+            assert_eq!(
+                h.put(token, &upload, i, chunk).await.0,
+                StatusCode::NO_CONTENT
+            );
+        }
+        uploads.push((upload, bytes));
+    }
+    // Ann's complete takes the one permit, then waits for her blob's lock, held here (as the
+    // collector holds it): it holds the permit for as long as the test wants.
+    let files = h.backend.files().unwrap();
+    let blob_lock = files.blob_lock(&sha256_hex(&uploads[0].1)).await;
+    let first = tokio::spawn(
+        h.http
+            .post(format!("{}/files/{}/complete", h.base, uploads[0].0))
+            .bearer_auth(&ann)
+            .send(),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while files.complete_permits.available_permits() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ann's complete never began"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let response = h
+        .http
+        .post(format!("{}/files/{}/complete", h.base, uploads[1].0))
+        .bearer_auth(&bea)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["retry-after"], "1");
+    let (status, body) = json_of(response).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+        "{body}"
+    );
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("files.completes_in_flight_max"),
+        "{body}"
+    );
+
+    drop(blob_lock);
+    let (status, done) = json_of(first.await.unwrap().unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    let (status, done) = h.complete(&bea, &uploads[1].0).await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_keeps_at_most_files_per_user_max_files() {
     let h = harness(FilesConfig {
         files_per_user_max: 2,
