@@ -43,6 +43,10 @@ pub fn describe() {
             "Refused logins (wrong credentials), since start.",
         ),
         (
+            "ringchat_sessions_token_expired_total",
+            "Sessions ended because their token expired while they were connected (Kicked{TOKEN_EXPIRED}), since start.",
+        ),
+        (
             "ringchat_registrations_total",
             "Accounts registered, since start.",
         ),
