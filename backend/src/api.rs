@@ -38,7 +38,7 @@ pub const CONN_ID_BITS: u32 = 48;
 pub const CONN_SLOTS_MAX: usize = 1 << CONN_SLOT_BITS;
 
 /// Names one connection anywhere in the process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnRef {
     pub shard: ShardId,
     pub conn: ConnId,

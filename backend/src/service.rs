@@ -18,7 +18,7 @@ use crate::messaging::writer::{RowPolicy, WriteOp, Writer};
 use crate::presence::{DeviceState, LocalPresence, Tracker};
 use crate::read_gate::{Full, ReadGate, Ticket};
 use crate::rooms::Rooms;
-use crate::sessions::{OpenError, Session, Sessions, SharedSessions};
+use crate::sessions::{Session, Sessions, SharedSessions};
 use crate::store::{Ports, StoreError, StoreHealth};
 use crate::time::now_ms;
 
@@ -413,6 +413,7 @@ impl Backend {
             }
         });
         tokio::spawn(Arc::clone(&self).run_presence_timer());
+        tokio::spawn(Arc::clone(&self).run_token_expiry());
         if let Some(presence) = self.cluster_presence.get() {
             tokio::spawn(Arc::clone(&self).run_presence_elsewhere(Arc::clone(presence)));
         }
@@ -611,7 +612,7 @@ impl Backend {
             )
             .await;
         }
-        let platform = v1::Platform::try_from(body.platform).unwrap_or(v1::Platform::Unspecified);
+        let platform = crate::sessions::session_platform(body.platform);
         let session = Session {
             conn,
             device_id: auth.device_id.as_str().into(),
@@ -619,28 +620,24 @@ impl Backend {
             token_hash: auth.token_hash,
             peer,
             opened_at_ms: crate::time::now_ms(),
+            token_expires_at_ms: auth.token_expires_at_ms,
         };
         let opened = self.sessions.write().open(auth.user_id, session);
         let replaced = match opened {
             Ok(replaced) => replaced,
-            Err(OpenError::TooManyDevices { devices_max }) => {
-                // A token made for this login (a password login's, a refresh's) was written
-                // already: nobody got it, so it goes, or it would count as a device.
-                let issued = auth.refreshed
-                    || matches!(body.credential, Some(v1::login::Credential::Password(_)));
-                if issued {
-                    let (store, hash) = (Arc::clone(&self.ports.accounts), auth.token_hash);
-                    let removed = tokio::task::spawn_blocking(move || store.remove_token(&hash));
-                    if !matches!(removed.await, Ok(Ok(()))) {
-                        tracing::warn!(user_id = auth.user_id, "a refused login's token stays");
-                    }
-                }
-                return refused(Refusal::new(
-                    ErrorCode::TooManyDevices,
-                    format!("already logged in on {devices_max} devices"),
-                ));
+            Err(refused_open) => {
+                // Checked before the token was written (`Accounts::check_room`), so only a
+                // login that took the last place meanwhile gets here.
+                let restored = self.take_back_token(&auth, &body).await;
+                let revoked: Vec<_> = (auth.revoked.iter())
+                    .filter(|r| Some(r.hash) != restored)
+                    .cloned()
+                    .collect();
+                self.kick_revoked(auth.user_id, &revoked, conn).await;
+                return refused(refused_open.into());
             }
         };
+        self.kick_revoked(auth.user_id, &auth.revoked, conn).await;
         // From here on the session gets what is routed: anything stamped earlier and not yet
         // routed is newer than the time the login reports.
         let login_time = self.delivery.in_flight.login_time(now_ms());

@@ -2,8 +2,10 @@
 //!
 //! Shared by the backend, the sequencer and the shards behind one read-write lock that is never
 //! held across an `.await`: delivery and delivery acks only read it, logins and closes write.
+//! Beside the sessions by user, an index by token expiry: the sweep that ends sessions whose
+//! token expired (`accounts/expiry.rs`) finds them without walking every session.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use ringchat_proto::v1::Platform;
@@ -24,6 +26,13 @@ pub struct Session {
     /// When it logged in (wall clock, unix ms): an operator's kick from another node ends only
     /// sessions opened before it was issued (`cluster/link/kicks.rs`).
     pub opened_at_ms: u64,
+    /// When `token_hash` expires (unix ms): the session ends then (`accounts/expiry.rs`).
+    pub token_expires_at_ms: u64,
+}
+
+/// The platform a login's `platform` field names (unknown values: unspecified).
+pub fn session_platform(wire: i32) -> Platform {
+    Platform::try_from(wire).unwrap_or(Platform::Unspecified)
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -54,6 +63,8 @@ impl SharedSessions {
 pub struct Sessions {
     /// Most users are on one device at a time: its session is kept inline, with no allocation.
     by_user: HashMap<UserId, SmallVec<[Session; 1]>>,
+    /// (token expiry, user, connection) of every session not yet handed to the expiry sweep.
+    expiring: BTreeSet<(u64, UserId, ConnRef)>,
     devices_max: usize,
     replace_on: Vec<Platform>,
 }
@@ -62,39 +73,59 @@ impl Sessions {
     pub fn new(devices_max: usize, replace_on: Vec<Platform>) -> Self {
         Self {
             by_user: HashMap::new(),
+            expiring: BTreeSet::new(),
             devices_max,
             replace_on,
         }
     }
 
-    /// Registers a session. Returns the connections it replaces (same device id, or same platform
-    /// where the policy says so); the caller kicks them.
-    pub fn open(&mut self, user_id: UserId, session: Session) -> Result<Vec<ConnRef>, OpenError> {
-        let existing = self.by_user.entry(user_id).or_default();
-        let replace_platform = self.replace_on.contains(&session.platform);
-        let replaces = |old: &Session| {
-            (!session.device_id.is_empty() && old.device_id == session.device_id)
-                || (replace_platform && old.platform == session.platform)
-        };
-        let staying = existing.iter().filter(|old| !replaces(old)).count();
+    /// Whether a session of `device_id` on `platform` replaces `old` (same non-empty device id,
+    /// or same platform where the policy says so).
+    fn replaces(&self, device_id: &str, platform: Platform, old: &Session) -> bool {
+        (!device_id.is_empty() && *old.device_id == *device_id)
+            || (old.platform == platform && self.replace_on.contains(&platform))
+    }
+
+    /// Whether a session of `device_id` on `platform` would be let in now: the rule
+    /// [`Self::open`] applies, asked before a login writes a token, so that a login refused
+    /// for too many devices revokes nothing.
+    pub fn room_for(
+        &self,
+        user_id: UserId,
+        device_id: &str,
+        platform: Platform,
+    ) -> Result<(), OpenError> {
+        let staying = (self.of_user(user_id).iter())
+            .filter(|old| !self.replaces(device_id, platform, old))
+            .count();
         if staying >= self.devices_max {
-            if existing.is_empty() {
-                self.by_user.remove(&user_id);
-            }
             return Err(OpenError::TooManyDevices {
                 devices_max: self.devices_max,
             });
         }
+        Ok(())
+    }
+
+    /// Registers a session. Returns the connections it replaces (same device id, or same platform
+    /// where the policy says so); the caller kicks them.
+    pub fn open(&mut self, user_id: UserId, session: Session) -> Result<Vec<ConnRef>, OpenError> {
+        self.room_for(user_id, &session.device_id, session.platform)?;
+        let existing = std::mem::take(self.by_user.entry(user_id).or_default());
         let mut replaced = Vec::new();
-        existing.retain(|old| {
-            if replaces(old) {
+        let mut staying = SmallVec::with_capacity(existing.len() + 1);
+        for old in existing {
+            if self.replaces(&session.device_id, session.platform, &old) {
+                self.expiring
+                    .remove(&(old.token_expires_at_ms, user_id, old.conn));
                 replaced.push(old.conn);
-                false
             } else {
-                true
+                staying.push(old);
             }
-        });
-        existing.push(session);
+        }
+        self.expiring
+            .insert((session.token_expires_at_ms, user_id, session.conn));
+        staying.push(session);
+        self.by_user.insert(user_id, staying);
         Ok(replaced)
     }
 
@@ -106,7 +137,32 @@ impl Sessions {
         if list.is_empty() {
             self.by_user.remove(&user_id);
         }
+        self.expiring
+            .remove(&(session.token_expires_at_ms, user_id, conn));
         Some(session)
+    }
+
+    /// Takes out of the expiry index up to `max` sessions whose token expired by `now_ms`; the
+    /// caller kicks them (they stay registered until their connection closes).
+    pub fn take_expired(&mut self, now_ms: u64, max: usize) -> Vec<(UserId, ConnRef)> {
+        let mut out = Vec::new();
+        while out.len() < max {
+            match self.expiring.first() {
+                Some(&(at, user, conn)) if at <= now_ms => {
+                    self.expiring.pop_first();
+                    out.push((user, conn));
+                }
+                _ => break,
+            }
+        }
+        out
+    }
+
+    /// Whether some session's token expired by `now_ms` (a read lock is enough to ask).
+    pub fn any_expired(&self, now_ms: u64) -> bool {
+        self.expiring
+            .first()
+            .is_some_and(|(at, _, _)| *at <= now_ms)
     }
 
     pub fn session(&self, user_id: UserId, conn: ConnRef) -> Option<&Session> {
@@ -114,13 +170,23 @@ impl Sessions {
     }
 
     /// The session's token changed (ChangePassword gave it a fresh one).
-    pub fn set_token(&mut self, user_id: UserId, conn: ConnRef, token_hash: TokenHash) {
+    pub fn set_token(
+        &mut self,
+        user_id: UserId,
+        conn: ConnRef,
+        token_hash: TokenHash,
+        token_expires_at_ms: u64,
+    ) {
         if let Some(s) = self
             .by_user
             .get_mut(&user_id)
             .and_then(|list| list.iter_mut().find(|s| s.conn == conn))
         {
+            self.expiring
+                .remove(&(s.token_expires_at_ms, user_id, conn));
+            self.expiring.insert((token_expires_at_ms, user_id, conn));
             s.token_hash = token_hash;
+            s.token_expires_at_ms = token_expires_at_ms;
         }
     }
 
@@ -168,6 +234,7 @@ mod tests {
             token_hash: [0; 32],
             peer: std::net::Ipv4Addr::LOCALHOST.into(),
             opened_at_ms: 0,
+            token_expires_at_ms: u64::MAX,
         }
     }
 
@@ -200,5 +267,66 @@ mod tests {
         reg.close(7, ConnRef { shard: 0, conn: 2 });
         reg.close(7, ConnRef { shard: 0, conn: 4 });
         assert_eq!(reg.online_users(), 0);
+    }
+
+    #[test]
+    fn room_is_the_rule_open_applies() {
+        let mut reg = Sessions::new(2, vec![Platform::Android]);
+        reg.open(7, s(1, "a", Platform::Ios)).unwrap();
+        reg.open(7, s(2, "b", Platform::Android)).unwrap();
+        let full = Err(OpenError::TooManyDevices { devices_max: 2 });
+        assert_eq!(reg.room_for(7, "c", Platform::Web), full);
+        assert_eq!(
+            reg.room_for(7, "", Platform::Web),
+            full,
+            "a nameless login is one more"
+        );
+        assert_eq!(reg.room_for(7, "a", Platform::Web), Ok(()), "replaces a");
+        assert_eq!(
+            reg.room_for(7, "c", Platform::Android),
+            Ok(()),
+            "replaces b"
+        );
+        assert_eq!(reg.room_for(8, "a", Platform::Ios), Ok(()), "another user");
+    }
+
+    #[test]
+    fn sessions_leave_the_expiry_index_once_taken_replaced_or_closed() {
+        let at = |conn: u64, device: &str, expires: u64| Session {
+            token_expires_at_ms: expires,
+            ..s(conn, device, Platform::Web)
+        };
+        let c = |conn: u64| ConnRef { shard: 0, conn };
+        let mut reg = Sessions::new(10, vec![]);
+        reg.open(7, at(1, "a", 100)).unwrap();
+        reg.open(7, at(2, "b", 50)).unwrap();
+        reg.open(8, at(3, "", 200)).unwrap();
+        assert!(!reg.any_expired(49));
+        assert!(reg.any_expired(50));
+        assert_eq!(
+            reg.take_expired(100, 1),
+            vec![(7, c(2))],
+            "oldest first, bounded"
+        );
+        assert_eq!(reg.take_expired(100, 10), vec![(7, c(1))]);
+        assert!(!reg.any_expired(199), "taken once");
+        assert_eq!(
+            reg.of_user(7).len(),
+            2,
+            "registered until their connection closes"
+        );
+        // A replaced session and a closed one leave the index; a new token moves its entry.
+        reg.open(8, at(4, "", 300)).unwrap();
+        reg.close(8, c(3));
+        reg.open(7, at(5, "a", 400)).unwrap();
+        reg.set_token(8, c(4), [1; 32], 500);
+        assert_eq!(reg.take_expired(450, 10), vec![(7, c(5))]);
+        assert_eq!(reg.take_expired(u64::MAX, 10), vec![(8, c(4))]);
+        assert_eq!(reg.session(8, c(4)).unwrap().token_expires_at_ms, 500);
+        for (user, conn) in [(7, 2), (7, 5), (8, 4)] {
+            reg.close(user, c(conn));
+        }
+        assert_eq!(reg.online_users(), 0);
+        assert!(reg.expiring.is_empty());
     }
 }

@@ -132,6 +132,65 @@ async fn a_revoked_device_and_a_disabled_account_are_kicked_on_every_node() {
     );
 }
 
+/// A password login revokes tokens (the device's older one; past `login.device_tokens_max` the
+/// device seen longest ago): their sessions on the other node end too, not only those here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_of_tokens_a_login_revoked_end_on_every_node() {
+    let nodes = fresh_nodes(
+        "loginrevoke",
+        &["n1", "n2"],
+        &[
+            ("LOGIN__DEVICES_MAX", "2"),
+            ("LOGIN__DEVICE_TOKENS_MAX", "2"),
+        ],
+    );
+    // The phone logs in on n2, then again (a password login) on n1: its older token is
+    // revoked, and its session on n2 ends.
+    let (mut phone_on_n2, _) = nodes[1].device("alice", "phone").await;
+    let (mut phone, _) = nodes[0].device("alice", "phone").await;
+    assert_eq!(
+        expect_kicked_then_closed(&mut phone_on_n2).await,
+        KickReason::DeviceRevoked
+    );
+    // The laptop logs in on n2, then the tablet, one device past the two kept: the phone goes
+    // (n2 keeps the device online on it, the laptop, and knows of the phone only its last
+    // login), and its session on n1 ends.
+    let (mut laptop, _) = nodes[1].device("alice", "laptop").await;
+    // The phone's session on n2 still counts among n2's two until its close has reached n2.
+    let deadline = std::time::Instant::now() + common::WAIT_DEADLINE;
+    loop {
+        let Body::DeviceList(list) = laptop
+            .request(Body::ListDevices(v1::ListDevices {}))
+            .await
+            .unwrap()
+        else {
+            panic!("a device list")
+        };
+        if list
+            .devices
+            .iter()
+            .all(|d| d.device_id != "phone" || !d.online)
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "n2 still has the phone"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (mut tablet, _) = nodes[1].device("alice", "tablet").await;
+    assert_eq!(
+        expect_kicked_then_closed(&mut phone).await,
+        KickReason::DeviceRevoked
+    );
+    laptop
+        .ping()
+        .await
+        .expect("the device online where the login was stays");
+    tablet.ping().await.unwrap();
+}
+
 /// Two nodes, n2's gRPC listener behind a proxy the test cuts to take n1's link to n2 down
 /// (and n2's to n1 stays up).
 async fn nodes_with_a_cuttable_link(kind: &str) -> (Vec<TestServer>, CutProxy) {

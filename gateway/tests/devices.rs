@@ -183,6 +183,38 @@ async fn logout_revokes_this_token_and_closes_this_session_only() {
     assert!(!names.contains(&"phone".to_owned()), "{names:?}");
 }
 
+/// A login that named no device is its token alone, which another connection may use too: a
+/// Logout ends every session using that token here (as the other nodes do), and leaves the
+/// other nameless logins (other tokens) alone.
+#[tokio::test]
+async fn logout_of_a_nameless_login_ends_every_session_using_its_token() {
+    let server = TestServer::start(&[]);
+    drop(server.user("alice").await);
+    let (mut first, first_ok) = device(&server, "alice", "", v1::Platform::Web).await;
+    let mut copy = hello(&server).await;
+    let reply = copy
+        .request(Body::Login(v1::Login {
+            credential: Some(login::Credential::Token(first_ok.token.clone())),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    assert!(matches!(reply, Body::LoginOk(_)), "{reply:?}");
+    let (mut other, _) = device(&server, "alice", "", v1::Platform::Web).await;
+    let reply = first.request(Body::Logout(v1::Logout {})).await.unwrap();
+    assert!(matches!(reply, Body::LogoutOk(_)), "{reply:?}");
+    assert_eq!(
+        expect_kicked_then_closed(&mut first).await,
+        KickReason::LoggedOut
+    );
+    assert_eq!(
+        expect_kicked_then_closed(&mut copy).await,
+        KickReason::LoggedOut,
+        "the same token on another connection is logged out too"
+    );
+    other.ping().await.expect("another nameless login stays");
+}
+
 #[tokio::test]
 async fn devices_are_listed_with_platform_last_seen_and_whether_online() {
     let server = TestServer::start(&[]);
@@ -565,4 +597,90 @@ async fn a_login_refused_for_too_many_devices_leaves_no_token_behind() {
         names.iter().all(|n| n != "d3"),
         "a refused login's token is a device: {names:?}"
     );
+}
+
+/// A token a login revokes ends the sessions still using it: here a nameless token refreshed
+/// on another connection (the old one ends at the refresh: nothing else could end it).
+#[tokio::test]
+async fn a_session_whose_token_a_login_revoked_is_kicked() {
+    let server = TestServer::start(&[("LOGIN__TOKEN_REFRESH_PERCENT", "100")]);
+    drop(server.user("alice").await);
+    let (mut laptop, _) = device(&server, "alice", "laptop", v1::Platform::Desktop).await;
+    let (mut first, first_ok) = device(&server, "alice", "", v1::Platform::Web).await;
+    let Body::LoginOk(refreshed) = token_login(&server, &first_ok, "").await else {
+        panic!("token login")
+    };
+    assert!(refreshed.token_refreshed);
+    assert_eq!(
+        expect_kicked_then_closed(&mut first).await,
+        KickReason::DeviceRevoked,
+        "its token was revoked by the refresh"
+    );
+    laptop.ping().await.expect("other devices stay");
+}
+
+/// With `devices_max` = `device_tokens_max`, a login refused for too many devices pushes no
+/// device out: before, it revoked the token of the device seen longest ago (an online one)
+/// and was refused after.
+#[tokio::test]
+async fn a_login_refused_for_too_many_devices_revokes_no_device() {
+    let server = TestServer::start(&[
+        ("LOGIN__DEVICES_MAX", "2"),
+        ("LOGIN__DEVICE_TOKENS_MAX", "2"),
+    ]);
+    let (mut d1, d1_ok) = server.device("alice", "d1").await;
+    let (mut d2, d2_ok) = device(&server, "alice", "d2", v1::Platform::Web).await;
+    let mut c = hello(&server).await;
+    let refused = c
+        .login(v1::Login {
+            account: Some(login::Account::Username("alice".into())),
+            credential: Some(login::Credential::Password(PASSWORD.into())),
+            device_id: "d3".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(refused.code(), ErrorCode::TooManyDevices);
+    let mut names: Vec<String> = devices_of(&mut d1)
+        .await
+        .into_iter()
+        .map(|d| d.device_id)
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["d1", "d2"]);
+    d2.ping().await.unwrap();
+    // Both tokens still log in (each replacing its own device's session).
+    for (ok, name) in [(&d1_ok, "d1"), (&d2_ok, "d2")] {
+        let reply = token_login(&server, ok, name).await;
+        assert!(matches!(reply, Body::LoginOk(_)), "{name}: {reply:?}");
+    }
+}
+
+/// A nameless token refreshed by a login that is then refused for too many devices: the
+/// client keeps the token it had (before, the refresh revoked it and the refusal deleted its
+/// successor, leaving none).
+#[tokio::test]
+async fn a_refused_refresh_of_a_nameless_token_leaves_the_token_working() {
+    let server = TestServer::start(&[
+        ("LOGIN__DEVICES_MAX", "1"),
+        ("LOGIN__TOKEN_REFRESH_PERCENT", "100"),
+    ]);
+    drop(server.user("alice").await);
+    let (a, a_ok) = device(&server, "alice", "", v1::Platform::Web).await;
+    let refused = token_login(&server, &a_ok, "").await;
+    assert_eq!(error_code(&refused), ErrorCode::TooManyDevices);
+    drop(a);
+    // Once a's close has reached the server, its token logs in again.
+    let deadline = std::time::Instant::now() + common::WAIT_DEADLINE;
+    loop {
+        match token_login(&server, &a_ok, "").await {
+            Body::LoginOk(_) => break,
+            refused if error_code(&refused) == ErrorCode::TooManyDevices => {
+                assert!(std::time::Instant::now() < deadline, "a never closed");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            other => panic!("the token must still work: {other:?}"),
+        }
+    }
 }

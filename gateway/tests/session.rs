@@ -189,6 +189,28 @@ async fn an_expired_token_is_refused() {
     assert_eq!(expired.code(), ErrorCode::TokenExpired);
 }
 
+/// A session ends when its token expires, idle or not: `Kicked{TOKEN_EXPIRED}`.
+#[tokio::test]
+async fn a_session_ends_when_its_token_expires() {
+    let server = TestServer::start(&[("LOGIN__TOKEN_TTL_S", "2")]);
+    let (mut c, ok) = server.user("alice").await;
+    let (mut bob, _) = server.user("bob").await;
+    assert_eq!(
+        expect_kicked_then_closed(&mut c).await,
+        KickReason::TokenExpired
+    );
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(now_ms >= ok.token_expires_at_ms, "not before its expiry");
+    // Bob's token (issued after alice's) ends in turn.
+    assert_eq!(
+        expect_kicked_then_closed(&mut bob).await,
+        KickReason::TokenExpired
+    );
+}
+
 #[tokio::test]
 async fn a_token_only_opens_its_own_account() {
     let server = TestServer::start(&[]);

@@ -29,15 +29,17 @@ pub(crate) const TOKENS_SCAN_MAX: usize = 2048 + 64;
 const REVOKE_ROUNDS_MAX: usize = 8;
 
 /// The tokens to revoke when `new` is issued: the same device's older ones, expired ones, and
-/// past `tokens_max` the devices seen longest ago (`seen_ms` says when). `keep`, the token
-/// being refreshed, stays in case the reply is lost, while its device id lets a Logout find
-/// it; with no device id nothing could end it, so it goes now.
+/// past `tokens_max` the devices seen longest ago (`seen_ms` says when), those with a session
+/// on this node (`online`) last of all: a device in use is pushed out only when every other
+/// one is too. `keep`, the token being refreshed, stays in case the reply is lost, while its
+/// device id lets a Logout find it; with no device id nothing could end it, so it goes now.
 pub(crate) fn tokens_to_revoke(
     held: &[(TokenHash, TokenRecord)],
     new: &TokenRecord,
     keep: Option<TokenHash>,
     tokens_max: usize,
     now_ms: u64,
+    online: &[TokenHash],
     seen_ms: impl Fn(&TokenHash, &TokenRecord) -> u64,
 ) -> Vec<TokenHash> {
     let mut revoke = Vec::new();
@@ -53,12 +55,12 @@ pub(crate) fn tokens_to_revoke(
         if same_device || t.expires_at_ms <= now_ms {
             revoke.push(*hash);
         } else {
-            others.push((*hash, seen_ms(hash, t)));
+            others.push((*hash, (online.contains(hash), seen_ms(hash, t))));
         }
     }
     let excess = (others.len() + 1).saturating_sub(tokens_max);
     if excess > 0 {
-        others.sort_by_key(|(_, seen)| *seen);
+        others.sort_by_key(|(_, order)| *order);
         revoke.extend(others.iter().take(excess).map(|(h, _)| *h));
     }
     revoke
@@ -66,6 +68,20 @@ pub(crate) fn tokens_to_revoke(
 
 /// What a request did besides its reply: connections to kick, after the reply is queued.
 type Kicks = Vec<(ConnRef, KickReason)>;
+
+/// What a Logout ends: the session's token and, when the session names its device, that
+/// device's other tokens. One rule for the tokens revoked and the sessions kicked here.
+#[derive(Clone)]
+struct LogoutScope {
+    token: TokenHash,
+    device: Box<str>,
+}
+
+impl LogoutScope {
+    fn covers(&self, hash: &TokenHash, device_id: &str) -> bool {
+        *hash == self.token || (!self.device.is_empty() && *device_id == *self.device)
+    }
+}
 
 impl Accounts {
     /// Checks the old password (throttled like a login), then sets the new one, revokes every
@@ -154,6 +170,8 @@ impl Accounts {
             token_expires_at_ms: expires_at_ms,
             refreshed: false,
             device_id: device_id.to_owned(),
+            revoked: Vec::new(),
+            restore: None,
         })
     }
 
@@ -295,7 +313,7 @@ impl Backend {
         self.kick_elsewhere(user_id, None, KickReason::PasswordChanged);
         let kicks: Kicks = {
             let mut sessions = self.sessions.write();
-            sessions.set_token(user_id, conn, auth.token_hash);
+            sessions.set_token(user_id, conn, auth.token_hash, auth.token_expires_at_ms);
             sessions
                 .of_user(user_id)
                 .iter()
@@ -312,12 +330,14 @@ impl Backend {
 
     async fn logout(&self, conn: ConnRef, user_id: UserId) -> Result<(Body, Kicks), Refusal> {
         let (device_id, _, token) = self.this_session(user_id, conn)?;
-        let device = device_id.clone();
+        let scope = LogoutScope {
+            token,
+            device: device_id.clone(),
+        };
+        let pick = scope.clone();
         let revoked = self
             .accounts
-            .revoke_tokens(user_id, move |h, t| {
-                *h == token || (!device.is_empty() && *t.device_id == *device)
-            })
+            .revoke_tokens(user_id, move |h, t| pick.covers(h, &t.device_id))
             .await?;
         self.forget_push_tokens(user_id, SignedOut::Device(&device_id))
             .await;
@@ -326,16 +346,19 @@ impl Backend {
         // nameless device, and each node ends only its sessions whose token is gone
         // (`cluster/link/kicks.rs`), so other nameless logins stay.
         self.kick_elsewhere(user_id, Some(&device_id), KickReason::LoggedOut);
+        // Here, by the rule the tokens were picked by: this session, and any other using its
+        // token (a nameless device's copy) or of its device.
+        let kicks: Kicks = (self.sessions.read().of_user(user_id).iter())
+            .filter(|s| scope.covers(&s.token_hash, &s.device_id))
+            .map(|s| (s.conn, KickReason::LoggedOut))
+            .collect();
         tracing::info!(user_id, tokens_revoked = revoked, "logged out");
         self.audit.record(
             Entry::new(format!("user:{user_id}"), "user.logout")
                 .target(format!("user:{user_id}"))
                 .detail(format!("tokens revoked {revoked}")),
         );
-        Ok((
-            Body::LogoutOk(v1::LogoutOk {}),
-            vec![(conn, KickReason::LoggedOut)],
-        ))
+        Ok((Body::LogoutOk(v1::LogoutOk {}), kicks))
     }
 
     async fn list_devices(&self, conn: ConnRef, user_id: UserId) -> Result<(Body, Kicks), Refusal> {
@@ -450,32 +473,34 @@ mod tests {
         ];
         let new = t("phone", 100, 2000);
         let stored = |_: &TokenHash, t: &TokenRecord| t.last_seen_ms.max(t.issued_at_ms);
-        let mut r = tokens_to_revoke(&held, &new, None, 10, 100, stored);
+        let mut r = tokens_to_revoke(&held, &new, None, 10, 100, &[], stored);
         r.sort();
         assert_eq!(r, vec![[1; 32], [4; 32]], "same device and expired");
-        let mut r = tokens_to_revoke(&held, &new, None, 3, 100, stored);
+        let mut r = tokens_to_revoke(&held, &new, None, 3, 100, &[], stored);
         r.sort();
         assert_eq!(
             r,
             vec![[1; 32], [2; 32], [4; 32]],
             "laptop was seen longest ago"
         );
-        let laptop_online = |h: &TokenHash, t: &TokenRecord| {
-            if *h == [2; 32] { 100 } else { stored(h, t) }
-        };
-        let mut r = tokens_to_revoke(&held, &new, None, 3, 100, laptop_online);
+        let mut r = tokens_to_revoke(&held, &new, None, 3, 100, &[[2; 32]], stored);
         r.sort();
         assert_eq!(
             r,
             vec![[1; 32], [3; 32], [4; 32]],
-            "an online laptop is seen now: the tablet goes"
+            "an online laptop goes after every offline device: the tablet goes"
         );
-        let r = tokens_to_revoke(&held, &new, Some([1; 32]), 10, 100, stored);
+        // Seen "now" by the buffer, offline: still before any online device.
+        let seen_now = |_: &TokenHash, _: &TokenRecord| 100;
+        let mut r = tokens_to_revoke(&held, &new, None, 3, 100, &[[2; 32], [5; 32]], seen_now);
+        r.sort();
+        assert_eq!(r, vec![[1; 32], [3; 32], [4; 32]], "online ones stay");
+        let r = tokens_to_revoke(&held, &new, Some([1; 32]), 10, 100, &[], stored);
         assert_eq!(r, vec![[4; 32]], "a refreshed token is kept");
         let blank = t("", 100, 2000);
-        let r = tokens_to_revoke(&held, &blank, None, 10, 100, stored);
+        let r = tokens_to_revoke(&held, &blank, None, 10, 100, &[], stored);
         assert_eq!(r, vec![[4; 32]], "an empty device id names no device");
-        let mut r = tokens_to_revoke(&held, &blank, Some([5; 32]), 10, 100, stored);
+        let mut r = tokens_to_revoke(&held, &blank, Some([5; 32]), 10, 100, &[], stored);
         r.sort();
         assert_eq!(r, vec![[4; 32], [5; 32]], "a nameless refreshed token ends");
     }

@@ -9,7 +9,8 @@ use ringchat_proto::v1::{self, ErrorCode, login};
 
 use super::validate::{validate_email, validate_username};
 use super::{
-    Accounts, Authenticated, DEVICE_ID_BYTES_MAX, Refusal, blocking, devices, password, token_hash,
+    Accounts, Authenticated, DEVICE_ID_BYTES_MAX, Refusal, RevokedToken, blocking, devices,
+    password, token_hash,
 };
 use crate::audit::Entry;
 use crate::store::{TokenHash, TokenRecord, UserId};
@@ -163,6 +164,7 @@ impl Accounts {
             self.throttle.record_success(&key);
         }
         self.check_enabled(user.user_id).await?;
+        self.check_room(user.user_id, &req.device_id, req.platform)?;
         let device = Device {
             user_id: user.user_id,
             device_id: &req.device_id,
@@ -258,6 +260,7 @@ impl Accounts {
         let life = record.expires_at_ms.saturating_sub(record.issued_at_ms);
         let refresh_window = life / 100 * u64::from(self.login.token_refresh_percent);
         if record.expires_at_ms - now <= refresh_window {
+            self.check_room(record.user_id, &record.device_id, req.platform)?;
             let device = Device {
                 user_id: record.user_id,
                 device_id: &record.device_id,
@@ -281,6 +284,8 @@ impl Accounts {
             token_expires_at_ms: record.expires_at_ms,
             refreshed: false,
             device_id: record.device_id,
+            revoked: Vec::new(),
+            restore: None,
         })
     }
 
@@ -298,9 +303,20 @@ impl Accounts {
         Ok(record.user_id)
     }
 
+    /// Whether a session of this device would be let in now (the registry's rule, asked again
+    /// when the session registers): asked before a token is written, so that a login refused
+    /// for too many devices revokes nothing and leaves the client the token it had.
+    fn check_room(&self, user_id: UserId, device_id: &str, platform: i32) -> Result<(), Refusal> {
+        let platform = crate::sessions::session_platform(platform);
+        Ok(self
+            .sessions
+            .read()
+            .room_for(user_id, device_id, platform)?)
+    }
+
     /// Issues a token for a device, in one write with the revocations `tokens_to_revoke` picks
     /// (`keep`: the token being refreshed, kept in case the reply is lost when it has a
-    /// device id).
+    /// device id). The tokens revoked come back in `revoked`: the caller kicks their sessions.
     async fn issue_token(
         &self,
         device: &Device<'_>,
@@ -323,29 +339,35 @@ impl Accounts {
             .map(|s| s.token_hash)
             .collect();
         let seen = Arc::clone(&self.seen);
-        let seen_ms = move |hash: &TokenHash, t: &TokenRecord| {
-            if online.contains(hash) {
-                now
-            } else {
-                seen.last_seen_ms(hash, t)
-            }
-        };
-        let written = blocking(move || {
+        let (written, revoked) = blocking(move || {
             let held = store.tokens_of_user(record.user_id, devices::TOKENS_SCAN_MAX)?;
-            let revoke = devices::tokens_to_revoke(&held, &record, keep, tokens_max, now, seen_ms);
+            let revoke = devices::tokens_to_revoke(
+                &held,
+                &record,
+                keep,
+                tokens_max,
+                now,
+                &online,
+                |hash, t| seen.last_seen_ms(hash, t),
+            );
             // A refresh is written only while the token it is made from still exists: one
             // revoked since it was read (a password change, a revoked device) gets nothing.
-            store.replace_tokens(
+            let written = store.replace_tokens(
                 record.user_id,
                 &revoke,
                 Some((&hash, &record)),
                 keep.as_ref(),
-            )
+            )?;
+            let revoked: Vec<(TokenHash, TokenRecord)> = (held.into_iter())
+                .filter(|(h, _)| written && revoke.contains(h))
+                .collect();
+            Ok((written, revoked))
         })
         .await?;
         if !written {
             return Err(Refusal::invalid_credentials());
         }
+        let restore = keep.and_then(|k| revoked.iter().find(|(h, _)| *h == k).cloned());
         Ok(Authenticated {
             user_id: device.user_id,
             token,
@@ -353,6 +375,13 @@ impl Accounts {
             token_expires_at_ms: expires_at_ms,
             refreshed: false,
             device_id: device.device_id.to_owned(),
+            revoked: (revoked.into_iter())
+                .map(|(hash, t)| RevokedToken {
+                    hash,
+                    device_id: t.device_id,
+                })
+                .collect(),
+            restore,
         })
     }
 }

@@ -2,12 +2,14 @@
 //! refresh, throttling of failed attempts, and e-mail codes. A token login is one hash and one
 //! lookup, no argon2.
 //!
-//! - `logins.rs`: Login by password or token, issuing and refreshing tokens.
+//! - `logins.rs`: Login by password or token, issuing and refreshing tokens; `expiry.rs`: the
+//!   sweep that ends sessions whose token expired.
 //! - `password.rs`: hashing and tokens. `validate.rs`: what a name, address or password may be.
 //! - `codes.rs`, `limiter.rs`: e-mail codes and their rate limits; `email.rs`: the mailer.
 //! - `recovery.rs`: RequestEmailCode and ResetPassword (before login).
 //! - `devices.rs`: ChangePassword, Logout, ListDevices, RevokeDevice (logged in); `seen.rs`:
-//!   devices' last-seen times, written in batches.
+//!   devices' last-seen times, written in batches; `revoked.rs`: what a login's token write
+//!   leaves behind (sessions of revoked tokens kicked, a refused login's token taken back).
 //! - `policy.rs`: the registration policy (open, closed, invite codes) and disabled accounts;
 //!   `operator.rs`: what operators do to accounts (disable, kick, set a password, create);
 //!   `user_invites.rs`: invite codes users issue (CreateInvite, ListInvites, RevokeInvite).
@@ -15,12 +17,14 @@
 mod codes;
 mod devices;
 mod email;
+mod expiry;
 pub(crate) mod limiter;
 mod logins;
 mod operator;
 mod password;
 mod policy;
 mod recovery;
+mod revoked;
 mod seen;
 mod user_invites;
 mod validate;
@@ -31,7 +35,9 @@ use ringchat_proto::v1::{self, EmailCodePurpose, ErrorCode};
 use tokio::sync::Semaphore;
 
 use crate::config::{AccountsConfig, EmailConfig, EmailVerification, LoginConfig, Settings};
-use crate::store::{AccountAdminStore, AccountStore, StoreError, TokenHash, UserId, email_key};
+use crate::store::{
+    AccountAdminStore, AccountStore, StoreError, TokenHash, TokenRecord, UserId, email_key,
+};
 use crate::throttle::Throttle;
 use crate::time::now_ms;
 
@@ -95,6 +101,17 @@ impl Refusal {
     }
 }
 
+impl From<crate::sessions::OpenError> for Refusal {
+    fn from(e: crate::sessions::OpenError) -> Self {
+        match e {
+            crate::sessions::OpenError::TooManyDevices { devices_max } => Self::new(
+                ErrorCode::TooManyDevices,
+                format!("already logged in on {devices_max} devices"),
+            ),
+        }
+    }
+}
+
 /// A successful login.
 #[derive(Debug, Clone)]
 pub struct Authenticated {
@@ -107,6 +124,19 @@ pub struct Authenticated {
     /// The device the token is for: a token login is the device its token was issued to,
     /// whatever `device_id` it sent (its session is found by that name, so a Logout or a
     /// RevokeDevice of that device ends it).
+    pub device_id: String,
+    /// Tokens this login revoked (the device's older ones, expired ones, devices pushed out past
+    /// `login.device_tokens_max`): the sessions still using them are kicked.
+    pub revoked: Vec<RevokedToken>,
+    /// A nameless refresh's old token, revoked with the fresh one's write: put back if the
+    /// login is refused after all, or the client would be left with no token.
+    pub restore: Option<(TokenHash, TokenRecord)>,
+}
+
+/// A token a login revoked, and the device it was for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokedToken {
+    pub hash: TokenHash,
     pub device_id: String,
 }
 

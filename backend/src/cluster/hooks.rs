@@ -36,8 +36,8 @@ impl Backend {
         loop {
             presence.elsewhere_changed.notified().await;
             for user in presence.take_elsewhere() {
-                if let Some(shown) = self.presence.elsewhere(user, crate::time::now_ms()) {
-                    self.push_presence(user, shown).await;
+                if let Some(push) = self.presence.elsewhere(user, crate::time::now_ms()) {
+                    self.push_presence(push).await;
                 }
                 // Counted once the decision (and any push) is made: tests wait on it.
                 metrics::counter!("ringchat_cluster_presence_decided_total").increment(1);

@@ -126,7 +126,8 @@ impl Default for AccountsConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LoginConfig {
-    /// Lifetime of a token issued at password login.
+    /// Lifetime of a token issued at password login; a session still connected when its token
+    /// expires is ended (`accounts/expiry.rs`).
     pub token_ttl_s: u64,
     /// Failed logins per account or per address before each further attempt is delayed.
     pub failures_free: u32,
@@ -146,7 +147,8 @@ pub struct LoginConfig {
     /// (0: never), so that a device in use never needs the password again.
     pub token_refresh_percent: u8,
     /// Signed-in devices (tokens) kept per user; a password login past it signs out the device
-    /// seen longest ago. Bounds ListDevices, which returns them all.
+    /// seen longest ago, devices with a session on this node last. Bounds ListDevices, which
+    /// returns them all.
     pub device_tokens_max: usize,
     /// A login's `Resume` is served when its `since_server_time_ms` is at most this old
     /// (0: never; the client then gets `Resumed{complete: false}` and syncs as usual).

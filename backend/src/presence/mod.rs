@@ -12,11 +12,13 @@
 mod coalesce;
 mod local;
 mod push;
+#[cfg(test)]
+mod tests;
 mod tracker;
 
 pub(crate) use coalesce::{Coalescer, Decision};
 pub(crate) use local::LocalPresence;
-pub(crate) use tracker::Tracker;
+pub(crate) use tracker::{Push, Tracker};
 
 use ringchat_proto::v1;
 

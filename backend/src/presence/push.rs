@@ -7,7 +7,9 @@ use std::sync::Arc;
 use ringchat_proto::Body;
 use ringchat_proto::v1::{self, ErrorCode};
 
-use super::{DeviceState, Shown};
+use futures_util::StreamExt;
+
+use super::{DeviceState, Push, Shown};
 use crate::Backend;
 use crate::accounts::Refusal;
 use crate::api::ConnRef;
@@ -17,6 +19,10 @@ use crate::time::now_ms;
 
 /// Friends read from the store per page while finding who to tell.
 const AUDIENCE_PAGE: usize = 1024;
+/// Due pushes the timer works on at once (each a blocking read of friends and profile, then a
+/// send): after a mass disconnect the pushes go out in parallel, without taking every blocking
+/// thread from logins and reads.
+const TIMER_PUSHES_AT_ONCE: usize = 4;
 
 impl Backend {
     /// A device logged in (`Some(state)`), set its state, or closed (`None`): friends are told
@@ -28,8 +34,8 @@ impl Backend {
         state: Option<DeviceState>,
     ) -> Shown {
         let (current, push) = self.presence.device(user, conn, state, now_ms());
-        if let Some(shown) = push {
-            self.push_presence(user, shown).await;
+        if let Some(push) = push {
+            self.push_presence(push).await;
         }
         current
     }
@@ -59,10 +65,14 @@ impl Backend {
         self.reply(conn, request_id, Body::SetPresenceOk(ok)).await;
     }
 
-    pub(crate) async fn push_presence(&self, user: UserId, shown: Shown) {
+    /// Tells the user's online friends what `push` shows, unless a newer push of the user was
+    /// decided meanwhile (then that one tells them).
+    pub(crate) async fn push_presence(&self, push: Push) {
+        let user = push.user;
         // Friends and the profile are store reads: a blocking thread's work, never a tokio
         // worker's (the ports' contract; a networked store would stall the worker).
         let contacts = Arc::clone(&self.ports.contacts);
+        let shown = push.shown;
         let read = tokio::task::spawn_blocking(move || {
             let audience = presence_audience(&*contacts, user);
             (audience, shown_to_friends(&*contacts, user, shown))
@@ -75,6 +85,13 @@ impl Backend {
                 return;
             }
         };
+        // Checked and sent in turn with every other push: one checked before a newer one was
+        // published is also sent before that one.
+        let _turn = self.presence.sending.lock().await;
+        if !push.is_newest() {
+            metrics::counter!("ringchat_presence_pushes_superseded_total").increment(1);
+            return;
+        }
         let targets = self.sessions_of(&audience, None);
         if targets.is_empty() {
             return;
@@ -98,10 +115,15 @@ impl Backend {
                 }
                 None => scheduled.await,
             }
-            for (user, shown) in self.presence.due(now_ms()) {
-                self.push_presence(user, shown).await;
-            }
+            self.push_due(self.presence.due(now_ms())).await;
         }
+    }
+
+    /// The timer's pushes, [`TIMER_PUSHES_AT_ONCE`] at a time.
+    pub(crate) async fn push_due(&self, due: Vec<Push>) {
+        futures_util::stream::iter(due)
+            .for_each_concurrent(TIMER_PUSHES_AT_ONCE, |push| self.push_presence(push))
+            .await;
     }
 }
 

@@ -1,6 +1,14 @@
 //! The presence tracker: device changes in, what to push to friends (and when) out. It owns no
 //! sockets: the backend pushes what it returns (`push.rs`).
+//!
+//! What it returns is a [`Push`]: what was published, numbered in the user's order. A push
+//! reaches friends after store reads (friends, profile) that take their time, and the timer
+//! sends many; a newer publish of the same user (a reconnect pushed at once by its login)
+//! can be decided meanwhile. So a push is sent only while it is still the user's newest
+//! ([`Push::is_newest`], asked in turn with the other pushes' sends: `push.rs`), and a stale
+//! "offline" never overtakes the "online" after it.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use super::{Coalescer, Decision, DeviceState, PresenceStore, Shown};
@@ -13,6 +21,55 @@ pub(crate) struct Tracker {
     coalescer: Mutex<Coalescer>,
     /// Wakes the timer task when a push was scheduled earlier than it planned to wake.
     pub(crate) scheduled: tokio::sync::Notify,
+    /// The numbers of the pushes on their way, by user.
+    pending: Arc<Mutex<Pending>>,
+    /// Held from a push's last check to the end of its send: two pushes of one user are
+    /// checked and sent one after the other, never interleaved.
+    pub(crate) sending: tokio::sync::Mutex<()>,
+}
+
+/// Users with pushes on their way: each one's newest number and how many are out. An entry
+/// lives while one of its pushes does, so the map holds at most the pushes in flight.
+#[derive(Debug, Default)]
+struct Pending {
+    next: u64,
+    users: HashMap<UserId, (u64, usize)>,
+}
+
+/// What friends are to be told of `user`; counted among the user's pushes on their way until
+/// dropped.
+#[derive(Debug)]
+pub(crate) struct Push {
+    pub(crate) user: UserId,
+    pub(crate) shown: Shown,
+    number: u64,
+    pending: Arc<Mutex<Pending>>,
+}
+
+impl Push {
+    /// Whether nothing was published of the user since this push: only then is it sent.
+    pub(crate) fn is_newest(&self) -> bool {
+        lock(&self.pending)
+            .users
+            .get(&self.user)
+            .is_some_and(|(newest, _)| *newest == self.number)
+    }
+}
+
+impl Drop for Push {
+    fn drop(&mut self) {
+        let mut pending = lock(&self.pending);
+        if let Some((_, out)) = pending.users.get_mut(&self.user) {
+            *out -= 1;
+            if *out == 0 {
+                pending.users.remove(&self.user);
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Tracker {
@@ -21,11 +78,13 @@ impl Tracker {
             store: RwLock::new(store),
             coalescer: Mutex::new(Coalescer::new(quiet_ms)),
             scheduled: tokio::sync::Notify::new(),
+            pending: Arc::default(),
+            sending: tokio::sync::Mutex::new(()),
         }
     }
 
     fn coalescer(&self) -> MutexGuard<'_, Coalescer> {
-        self.coalescer.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.coalescer)
     }
 
     fn store(&self) -> Arc<dyn PresenceStore> {
@@ -46,7 +105,7 @@ impl Tracker {
         conn: ConnRef,
         state: Option<DeviceState>,
         now_ms: u64,
-    ) -> (Shown, Option<Shown>) {
+    ) -> (Shown, Option<Push>) {
         // One lock over the store update, the decision and the publish: two changes of one user
         // (a login and a close on two tasks) are decided in the order they were stored.
         let mut coalescer = self.coalescer();
@@ -57,7 +116,7 @@ impl Tracker {
 
     /// The user's devices elsewhere changed (another node of a cluster, or a node that left):
     /// what friends here must be shown now, if anything.
-    pub(crate) fn elsewhere(&self, user: UserId, now_ms: u64) -> Option<Shown> {
+    pub(crate) fn elsewhere(&self, user: UserId, now_ms: u64) -> Option<Push> {
         let mut coalescer = self.coalescer();
         let current = self.store().current(user);
         self.decide(&mut coalescer, user, current, now_ms)
@@ -69,7 +128,7 @@ impl Tracker {
         user: UserId,
         current: Shown,
         now_ms: u64,
-    ) -> Option<Shown> {
+    ) -> Option<Push> {
         let published = self.published(user);
         match coalescer.changed(user, current.state, published.state, now_ms) {
             Decision::PublishNow => Some(self.publish(coalescer, user, current, now_ms)),
@@ -82,7 +141,7 @@ impl Tracker {
     }
 
     /// The pushes due at `now_ms`, each with what to show.
-    pub(crate) fn due(&self, now_ms: u64) -> Vec<(UserId, Shown)> {
+    pub(crate) fn due(&self, now_ms: u64) -> Vec<Push> {
         let mut coalescer = self.coalescer();
         let mut users = Vec::new();
         coalescer.due(now_ms, &mut users);
@@ -90,7 +149,7 @@ impl Tracker {
         for user in users {
             let current = self.store().current(user);
             if current.state != self.published(user).state {
-                pushes.push((user, self.publish(&mut coalescer, user, current, now_ms)));
+                pushes.push(self.publish(&mut coalescer, user, current, now_ms));
             }
         }
         pushes
@@ -114,9 +173,26 @@ impl Tracker {
             .unwrap_or_default()
     }
 
-    fn publish(&self, coalescer: &mut Coalescer, user: UserId, shown: Shown, now_ms: u64) -> Shown {
+    /// Under the coalescer's lock: the numbers follow the order of the publishes.
+    fn publish(&self, coalescer: &mut Coalescer, user: UserId, shown: Shown, now_ms: u64) -> Push {
         self.store().publish(user, shown);
         coalescer.published(user, now_ms);
-        shown
+        let mut pending = lock(&self.pending);
+        pending.next += 1;
+        let number = pending.next;
+        let entry = pending.users.entry(user).or_insert((0, 0));
+        *entry = (number, entry.1 + 1);
+        Push {
+            user,
+            shown,
+            number,
+            pending: Arc::clone(&self.pending),
+        }
+    }
+
+    /// Users with pushes on their way (bounded by the pushes in flight).
+    #[cfg(test)]
+    pub(crate) fn pushes_pending(&self) -> usize {
+        lock(&self.pending).users.len()
     }
 }

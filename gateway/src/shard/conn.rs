@@ -638,10 +638,11 @@ fn kick_message(reason: KickReason) -> &'static str {
         KickReason::IdleTimeout => "nothing received within the idle timeout",
         KickReason::HandshakeTimeout => "no login within the handshake timeout",
         KickReason::PasswordChanged => "the account's password was changed; log in again",
-        KickReason::DeviceRevoked => "this device was signed out from another device",
+        KickReason::DeviceRevoked => "this device was signed out: its token was revoked",
         KickReason::LoggedOut => "logged out",
         KickReason::AccountDisabled => "the account was disabled by an operator",
         KickReason::KickedByOperator => "signed out by an operator; log in again",
+        KickReason::TokenExpired => "the session's token expired; log in with the password",
         KickReason::Unspecified => "closed by the server",
     }
 }

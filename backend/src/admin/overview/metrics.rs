@@ -43,6 +43,14 @@ pub fn describe() {
             "Refused logins (wrong credentials), since start.",
         ),
         (
+            "ringchat_sessions_token_expired_total",
+            "Sessions ended because their token expired while they were connected (Kicked{TOKEN_EXPIRED}), since start.",
+        ),
+        (
+            "ringchat_presence_pushes_superseded_total",
+            "Presence pushes not sent because a newer one of the same user was decided while they waited (their friends are told the newer), since start.",
+        ),
+        (
             "ringchat_registrations_total",
             "Accounts registered, since start.",
         ),

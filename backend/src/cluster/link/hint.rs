@@ -108,6 +108,7 @@ mod tests {
             token_hash: [0; 32],
             peer: std::net::Ipv4Addr::LOCALHOST.into(),
             opened_at_ms: 0,
+            token_expires_at_ms: u64::MAX,
         }
     }
 
