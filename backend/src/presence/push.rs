@@ -85,9 +85,9 @@ impl Backend {
                 return;
             }
         };
-        // Checked and sent in turn with every other push: one checked before a newer one was
-        // published is also sent before that one.
-        let _turn = self.presence.sending.lock().await;
+        // Checked and sent in turn with the user's other pushes: one checked before a newer one
+        // was published is also sent before that one.
+        let _turn = self.presence.sending(user).lock().await;
         if !push.is_newest() {
             metrics::counter!("ringchat_presence_pushes_superseded_total").increment(1);
             return;

@@ -23,10 +23,14 @@ pub(crate) struct Tracker {
     pub(crate) scheduled: tokio::sync::Notify,
     /// The numbers of the pushes on their way, by user.
     pending: Arc<Mutex<Pending>>,
-    /// Held from a push's last check to the end of its send: two pushes of one user are
-    /// checked and sent one after the other, never interleaved.
-    pub(crate) sending: tokio::sync::Mutex<()>,
+    /// One held from a push's last check to the end of its send, picked by user: two pushes
+    /// of one user are checked and sent one after the other, never interleaved, while other
+    /// users' pushes (a login storm's) mostly take other locks.
+    sending: Box<[tokio::sync::Mutex<()>]>,
 }
+
+/// Locks `sending` is striped over.
+const SENDING_LOCKS: usize = 64;
 
 /// Users with pushes on their way: each one's newest number and how many are out. An entry
 /// lives while one of its pushes does, so the map holds at most the pushes in flight.
@@ -79,8 +83,15 @@ impl Tracker {
             coalescer: Mutex::new(Coalescer::new(quiet_ms)),
             scheduled: tokio::sync::Notify::new(),
             pending: Arc::default(),
-            sending: tokio::sync::Mutex::new(()),
+            sending: (0..SENDING_LOCKS)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
         }
+    }
+
+    /// The lock a push of `user` checks and sends under.
+    pub(crate) fn sending(&self, user: UserId) -> &tokio::sync::Mutex<()> {
+        &self.sending[(user % SENDING_LOCKS as u64) as usize]
     }
 
     fn coalescer(&self) -> MutexGuard<'_, Coalescer> {
