@@ -54,6 +54,32 @@ async fn devices_of(c: &mut Client) -> Vec<v1::Device> {
     }
 }
 
+/// The device ids `c`'s account has, sorted.
+async fn device_names(c: &mut Client) -> Vec<String> {
+    let mut names: Vec<String> = devices_of(c)
+        .await
+        .into_iter()
+        .map(|d| d.device_id)
+        .collect();
+    names.sort();
+    names
+}
+
+/// A password login of `name` as `device` that the server refuses: its error code.
+async fn refused_login(server: &TestServer, name: &str, device: &str) -> ErrorCode {
+    let mut c = hello(server).await;
+    c.login(v1::Login {
+        account: Some(login::Account::Username(name.into())),
+        credential: Some(login::Credential::Password(PASSWORD.into())),
+        device_id: device.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .unwrap_err()
+    .code()
+}
+
 /// Lists `c`'s devices until the server has seen `device` go (bounded); returns that device.
 async fn until_offline(c: &mut Client, device: &str) -> v1::Device {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -175,11 +201,7 @@ async fn logout_revokes_this_token_and_closes_this_session_only() {
         expect_kicked_then_closed(&mut laptop).await,
         KickReason::Replaced
     );
-    let names: Vec<String> = devices_of(&mut laptop2)
-        .await
-        .into_iter()
-        .map(|d| d.device_id)
-        .collect();
+    let names = device_names(&mut laptop2).await;
     assert!(!names.contains(&"phone".to_owned()), "{names:?}");
 }
 
@@ -279,11 +301,7 @@ async fn a_revoked_device_is_kicked_and_its_token_stops_working() {
     );
     let refused = token_login(&server, &laptop_ok, "laptop").await;
     assert_eq!(error_code(&refused), ErrorCode::InvalidCredentials);
-    let names: Vec<String> = devices_of(&mut phone)
-        .await
-        .into_iter()
-        .map(|d| d.device_id)
-        .collect();
+    let names = device_names(&mut phone).await;
     assert!(!names.contains(&"laptop".to_owned()), "{names:?}");
     phone.ping().await.unwrap();
 }
@@ -412,11 +430,7 @@ async fn signed_in_devices_are_bounded_and_the_one_seen_longest_ago_goes() {
     }
     drop(c1);
     let (mut c3, _) = device(&server, "alice", "d3", v1::Platform::Web).await;
-    let names: Vec<String> = devices_of(&mut c3)
-        .await
-        .into_iter()
-        .map(|d| d.device_id)
-        .collect();
+    let names = device_names(&mut c3).await;
     assert_eq!(names.len(), 2, "{names:?}");
     assert!(
         names.contains(&"d3".to_owned()) && names.contains(&"d1".to_owned()),
@@ -574,25 +588,12 @@ async fn a_login_refused_for_too_many_devices_leaves_no_token_behind() {
     let (mut d1, _) = device(&server, "alice", "d1", v1::Platform::Ios).await;
     let (_d2, _) = device(&server, "alice", "d2", v1::Platform::Web).await;
     for _ in 0..3 {
-        let mut c = hello(&server).await;
-        let refused = c
-            .login(v1::Login {
-                account: Some(login::Account::Username("alice".into())),
-                credential: Some(login::Credential::Password(PASSWORD.into())),
-                device_id: "d3".into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .unwrap_err();
-        assert_eq!(refused.code(), ErrorCode::TooManyDevices);
+        assert_eq!(
+            refused_login(&server, "alice", "d3").await,
+            ErrorCode::TooManyDevices
+        );
     }
-    let mut names: Vec<String> = devices_of(&mut d1)
-        .await
-        .into_iter()
-        .map(|d| d.device_id)
-        .collect();
-    names.sort();
+    let names = device_names(&mut d1).await;
     assert!(
         names.iter().all(|n| n != "d3"),
         "a refused login's token is a device: {names:?}"
@@ -630,24 +631,11 @@ async fn a_login_refused_for_too_many_devices_revokes_no_device() {
     ]);
     let (mut d1, d1_ok) = server.device("alice", "d1").await;
     let (mut d2, d2_ok) = device(&server, "alice", "d2", v1::Platform::Web).await;
-    let mut c = hello(&server).await;
-    let refused = c
-        .login(v1::Login {
-            account: Some(login::Account::Username("alice".into())),
-            credential: Some(login::Credential::Password(PASSWORD.into())),
-            device_id: "d3".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .unwrap_err();
-    assert_eq!(refused.code(), ErrorCode::TooManyDevices);
-    let mut names: Vec<String> = devices_of(&mut d1)
-        .await
-        .into_iter()
-        .map(|d| d.device_id)
-        .collect();
-    names.sort();
+    assert_eq!(
+        refused_login(&server, "alice", "d3").await,
+        ErrorCode::TooManyDevices
+    );
+    let names = device_names(&mut d1).await;
     assert_eq!(names, vec!["d1", "d2"]);
     d2.ping().await.unwrap();
     // Both tokens still log in (each replacing its own device's session).
