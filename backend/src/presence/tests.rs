@@ -142,6 +142,28 @@ fn presence_sent(events: &mut mpsc::Receiver<ShardEvent>) -> Vec<(u64, UserId, v
     out
 }
 
+/// Alice and Bob, friends through the sequencer, with the presence pushes of becoming friends
+/// taken out of `events`.
+async fn alice_and_bob_friends(
+    b: &Backend,
+    events: &mut mpsc::Receiver<ShardEvent>,
+) -> (UserId, UserId) {
+    let alice = user(b, "alice", 1).await;
+    let bob = user(b, "bob", 2).await;
+    let ask = ContactWrite::FriendRequest(v1::FriendRequest {
+        user_id: bob,
+        message: String::new(),
+    });
+    contact(b, events, alice, 1, ask).await;
+    let accept = ContactWrite::FriendRespond(v1::FriendRespond {
+        user_id: alice,
+        accept: true,
+    });
+    contact(b, events, bob, 2, accept).await;
+    presence_sent(events);
+    (alice, bob)
+}
+
 /// After a mass disconnect the timer takes its due pushes (an "offline" among them) and sends
 /// them one after another, each after store reads; a user who is back meanwhile gets "online"
 /// pushed by the login. The timer's stale "offline" must not reach the friend after it.
@@ -149,19 +171,7 @@ fn presence_sent(events: &mut mpsc::Receiver<ShardEvent>) -> Vec<(u64, UserId, v
 async fn a_due_offline_taken_before_a_reconnect_is_not_pushed_after_the_online() {
     let dir = tempfile::tempdir().unwrap();
     let (b, _requests, mut events) = backend(&dir);
-    let alice = user(&b, "alice", 1).await;
-    let bob = user(&b, "bob", 2).await;
-    let ask = ContactWrite::FriendRequest(v1::FriendRequest {
-        user_id: bob,
-        message: String::new(),
-    });
-    contact(&b, &mut events, alice, 1, ask).await;
-    let accept = ContactWrite::FriendRespond(v1::FriendRespond {
-        user_id: alice,
-        accept: true,
-    });
-    contact(&b, &mut events, bob, 2, accept).await;
-    presence_sent(&mut events);
+    let (alice, _bob) = alice_and_bob_friends(&b, &mut events).await;
 
     let t0 = now_ms();
     let (_, online) = b
@@ -210,19 +220,7 @@ async fn a_due_offline_taken_before_a_reconnect_is_not_pushed_after_the_online()
 async fn pushes_of_one_user_reach_friends_in_the_order_they_were_published() {
     let dir = tempfile::tempdir().unwrap();
     let (b, _requests, mut events) = backend(&dir);
-    let alice = user(&b, "alice", 1).await;
-    let bob = user(&b, "bob", 2).await;
-    let ask = ContactWrite::FriendRequest(v1::FriendRequest {
-        user_id: bob,
-        message: String::new(),
-    });
-    contact(&b, &mut events, alice, 1, ask).await;
-    let accept = ContactWrite::FriendRespond(v1::FriendRespond {
-        user_id: alice,
-        accept: true,
-    });
-    contact(&b, &mut events, bob, 2, accept).await;
-    presence_sent(&mut events);
+    let (alice, _bob) = alice_and_bob_friends(&b, &mut events).await;
 
     let t0 = now_ms();
     let (_, online) = b
