@@ -107,10 +107,9 @@ pub struct ConfigView {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct LoweredKey {
     pub key: String,
-    #[schema(value_type = Object)]
+    /// Of the key's own type (any JSON value, as `KeyView.value`).
     pub configured: serde_json::Value,
     /// What the server applies.
-    #[schema(value_type = Object)]
     pub effective: serde_json::Value,
     pub why: String,
 }
@@ -119,9 +118,8 @@ pub struct LoweredKey {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct KeyChange {
     pub key: String,
-    #[schema(value_type = Object)]
+    /// Values of the key's own type (any JSON value, as `KeyView.value`).
     pub old: serde_json::Value,
-    #[schema(value_type = Object)]
     pub new: serde_json::Value,
 }
 
