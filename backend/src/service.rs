@@ -660,23 +660,32 @@ impl Backend {
             Ok::<_, StoreError>((store.token(&hash)?, flags.user_flags(user_id)?))
         })
         .await;
+        // (refusal, whether the token is gone already)
         let revoked = match still_valid {
             Ok(Ok((Some(_), None))) => None,
-            Ok(Ok((Some(_), Some(_)))) => Some(crate::accounts::disabled()),
-            Ok(Ok((None, _))) => Some(Refusal::new(
-                ErrorCode::InvalidCredentials,
-                "unknown account or wrong credentials",
+            Ok(Ok((Some(_), Some(_)))) => Some((crate::accounts::disabled(), false)),
+            Ok(Ok((None, _))) => Some((
+                Refusal::new(
+                    ErrorCode::InvalidCredentials,
+                    "unknown account or wrong credentials",
+                ),
+                true,
             )),
-            Ok(Err(e)) => Some(Refusal::from(e)),
-            Err(e) => Some(Refusal::unavailable(e)),
+            Ok(Err(e)) => Some((Refusal::from(e), false)),
+            Err(e) => Some((Refusal::unavailable(e), false)),
         };
-        if let Some(refusal) = revoked {
+        if let Some((refusal, token_gone)) = revoked {
             self.sessions.write().close(auth.user_id, conn);
+            if !token_gone {
+                // Nobody got the new token: take it back (and put a refreshed one back).
+                self.take_back_token(&auth, &body).await;
+            }
             return refused(refusal);
         }
         if let Err(refusal) = self.groups_online_login(auth.user_id, conn).await {
             self.sessions.write().close(auth.user_id, conn);
             self.group_online.close(auth.user_id, conn);
+            self.take_back_token(&auth, &body).await;
             return refused(refusal);
         }
         self.observe.logged_in(auth.user_id);
