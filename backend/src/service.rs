@@ -628,12 +628,8 @@ impl Backend {
             Err(refused_open) => {
                 // Checked before the token was written (`Accounts::check_room`), so only a
                 // login that took the last place meanwhile gets here.
-                let restored = self.take_back_token(&auth, &body).await;
-                let revoked: Vec<_> = (auth.revoked.iter())
-                    .filter(|r| Some(r.hash) != restored)
-                    .cloned()
-                    .collect();
-                self.kick_revoked(auth.user_id, &revoked, conn).await;
+                self.take_back_token(&auth, &body).await;
+                self.kick_revoked(auth.user_id, &auth.revoked, conn).await;
                 return refused(refused_open.into());
             }
         };
@@ -682,7 +678,11 @@ impl Backend {
             }
             return refused(refusal);
         }
-        if let Err(refusal) = self.groups_online_login(auth.user_id, conn).await {
+        let ready = match self.groups_online_login(auth.user_id, conn).await {
+            Ok(()) => self.retire_refreshed(&auth, conn).await,
+            refused => refused,
+        };
+        if let Err(refusal) = ready {
             self.sessions.write().close(auth.user_id, conn);
             self.group_online.close(auth.user_id, conn);
             self.take_back_token(&auth, &body).await;

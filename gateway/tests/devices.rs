@@ -617,6 +617,11 @@ async fn a_session_whose_token_a_login_revoked_is_kicked() {
         KickReason::DeviceRevoked,
         "its token was revoked by the refresh"
     );
+    assert_eq!(
+        error_code(&token_login(&server, &first_ok, "").await),
+        ErrorCode::InvalidCredentials,
+        "the refreshed nameless token is gone"
+    );
     laptop.ping().await.expect("other devices stay");
 }
 

@@ -46,9 +46,6 @@ pub(crate) fn tokens_to_revoke(
     let mut others = Vec::new();
     for (hash, t) in held {
         if Some(*hash) == keep {
-            if new.device_id.is_empty() {
-                revoke.push(*hash);
-            }
             continue;
         }
         let same_device = !new.device_id.is_empty() && t.device_id == new.device_id;
@@ -171,7 +168,7 @@ impl Accounts {
             refreshed: false,
             device_id: device_id.to_owned(),
             revoked: Vec::new(),
-            restore: None,
+            retires: None,
         })
     }
 
@@ -500,8 +497,11 @@ mod tests {
         let blank = t("", 100, 2000);
         let r = tokens_to_revoke(&held, &blank, None, 10, 100, &[], stored);
         assert_eq!(r, vec![[4; 32]], "an empty device id names no device");
-        let mut r = tokens_to_revoke(&held, &blank, Some([5; 32]), 10, 100, &[], stored);
-        r.sort();
-        assert_eq!(r, vec![[4; 32], [5; 32]], "a nameless refreshed token ends");
+        let r = tokens_to_revoke(&held, &blank, Some([5; 32]), 10, 100, &[], stored);
+        assert_eq!(
+            r,
+            vec![[4; 32]],
+            "a nameless refreshed token is retired later"
+        );
     }
 }

@@ -285,7 +285,7 @@ impl Accounts {
             refreshed: false,
             device_id: record.device_id,
             revoked: Vec::new(),
-            restore: None,
+            retires: None,
         })
     }
 
@@ -315,8 +315,8 @@ impl Accounts {
     }
 
     /// Issues a token for a device, in one write with the revocations `tokens_to_revoke` picks
-    /// (`keep`: the token being refreshed, kept in case the reply is lost when it has a
-    /// device id). The tokens revoked come back in `revoked`: the caller kicks their sessions.
+    /// (`keep`: the token being refreshed, left in place; a nameless one comes back in
+    /// `retires`). The tokens revoked come back in `revoked`: the caller kicks their sessions.
     async fn issue_token(
         &self,
         device: &Device<'_>,
@@ -367,7 +367,6 @@ impl Accounts {
         if !written {
             return Err(Refusal::invalid_credentials());
         }
-        let restore = keep.and_then(|k| revoked.iter().find(|(h, _)| *h == k).cloned());
         Ok(Authenticated {
             user_id: device.user_id,
             token,
@@ -381,7 +380,7 @@ impl Accounts {
                     device_id: t.device_id,
                 })
                 .collect(),
-            restore,
+            retires: keep.filter(|_| device.device_id.is_empty()),
         })
     }
 }

@@ -128,9 +128,11 @@ pub struct Authenticated {
     /// Tokens this login revoked (the device's older ones, expired ones, devices pushed out past
     /// `login.device_tokens_max`): the sessions still using them are kicked.
     pub revoked: Vec<RevokedToken>,
-    /// A nameless refresh's old token, revoked with the fresh one's write: put back if the
-    /// login is refused after all, or the client would be left with no token.
-    pub restore: Option<(TokenHash, TokenRecord)>,
+    /// A nameless refresh's old token: nothing but it could end it, so it is removed once the
+    /// fresh token's session is open (`Backend::retire_refreshed`). Not before: a login
+    /// refused after the write leaves the client the token it had, and a token revoked or
+    /// logged out meanwhile is never written back.
+    pub retires: Option<TokenHash>,
 }
 
 /// A token a login revoked, and the device it was for.

@@ -1,16 +1,16 @@
 //! What a login's token write leaves behind, followed through: the sessions still using a
-//! token it revoked are kicked (no session outlives its token), and a refused login's token
-//! is taken back (and the token a refresh replaced put back), so that a refused login leaves
-//! the client the token it had.
+//! token it revoked are kicked (no session outlives its token), a refused login's token is
+//! taken back, and a nameless refresh's old token goes only once its successor's session is
+//! open, so that a refused login leaves the client the token it had.
 
 use std::sync::Arc;
 
 use ringchat_proto::v1::{self, KickReason};
 
-use super::{Authenticated, RevokedToken};
+use super::{Authenticated, Refusal, RevokedToken};
 use crate::Backend;
 use crate::api::{ConnRef, ShardEvent};
-use crate::store::{TokenHash, UserId};
+use crate::store::UserId;
 
 impl Backend {
     /// Ends the sessions still using tokens a login revoked (`accounts::Authenticated::revoked`)
@@ -52,39 +52,43 @@ impl Backend {
     }
 
     /// A refused login's token (a password login's, a refresh's) was written already: nobody
-    /// got it, so it goes, or it would count as a device. A nameless refresh revoked the token
-    /// it was made from in the same write: that one is put back in the write that removes the
-    /// fresh one (only while the fresh one is still there: a revocation since ends both), or the
-    /// client would be left with none. Returns the token put back, if any.
-    pub(crate) async fn take_back_token(
-        &self,
-        auth: &Authenticated,
-        body: &v1::Login,
-    ) -> Option<TokenHash> {
+    /// got it, so it goes, or it would count as a device. The token a refresh was made from is
+    /// still there (`Authenticated::retires`): the client keeps the token it had.
+    pub(crate) async fn take_back_token(&self, auth: &Authenticated, body: &v1::Login) {
         let issued =
             auth.refreshed || matches!(body.credential, Some(v1::login::Credential::Password(_)));
         if !issued {
-            return None;
+            return;
         }
-        let (store, hash, user_id) = (
-            Arc::clone(&self.ports.accounts),
-            auth.token_hash,
-            auth.user_id,
-        );
-        let restore = auth.restore.clone();
-        let taken_back = tokio::task::spawn_blocking(move || match &restore {
-            Some((old, record)) => store
-                .replace_tokens(user_id, &[hash], Some((old, record)), Some(&hash))
-                .map(|put_back| put_back.then_some(*old)),
-            None => store.remove_token(&hash).map(|()| None),
-        })
-        .await;
-        match taken_back {
-            Ok(Ok(restored)) => restored,
-            _ => {
-                tracing::warn!(user_id, "a refused login's token stays");
-                None
-            }
+        let (store, hash) = (Arc::clone(&self.ports.accounts), auth.token_hash);
+        let taken_back = tokio::task::spawn_blocking(move || store.remove_token(&hash)).await;
+        if !matches!(taken_back, Ok(Ok(()))) {
+            tracing::warn!(user_id = auth.user_id, "a refused login's token stays");
         }
+    }
+
+    /// Once a nameless refresh's session is open, the token it was made from goes, and the
+    /// sessions still using it are kicked (nothing else could end that token). A store error
+    /// refuses the login: the caller takes the fresh token back, so the client keeps the old.
+    pub(crate) async fn retire_refreshed(
+        &self,
+        auth: &Authenticated,
+        conn: ConnRef,
+    ) -> Result<(), Refusal> {
+        let Some(old) = auth.retires else {
+            return Ok(());
+        };
+        let store = Arc::clone(&self.ports.accounts);
+        match tokio::task::spawn_blocking(move || store.remove_token(&old)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e.into()),
+            Err(e) => return Err(Refusal::unavailable(e)),
+        }
+        let retired = [RevokedToken {
+            hash: old,
+            device_id: String::new(),
+        }];
+        self.kick_revoked(auth.user_id, &retired, conn).await;
+        Ok(())
     }
 }
