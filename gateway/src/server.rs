@@ -156,6 +156,10 @@ pub fn run(
     if let Some(presence) = cluster_node.as_ref().and_then(|n| n.cluster.presence()) {
         backend.join_cluster_presence(Arc::clone(presence));
     }
+    // Cluster mode: e-mail codes asked for on one node are redeemed on any.
+    if let Some(codes) = cluster_node.as_ref().and_then(|n| n.cluster.codes()) {
+        backend.join_cluster_codes(Arc::clone(codes));
+    }
     let assign = cluster_node.as_ref().map(|n| {
         let cluster = Arc::clone(&n.cluster);
         Arc::new(move || cluster.assign_http()) as shard::AssignFn

@@ -1,7 +1,7 @@
 //! The status service under a login wave (issue 14): 3,000 device logins, each asking a
 //! status node (`GET /assign`, round the three nodes) where to go and then logging in there,
 //! end up spread over the three chat nodes, and every node holds the connections it was
-//! assigned. Needs the servers `scripts/test.sh` starts (RINGCHAT_TEST_POSTGRES_URL,
+//! assigned; and e-mail codes work across nodes. Needs the servers `scripts/test.sh` starts (RINGCHAT_TEST_POSTGRES_URL,
 //! RINGCHAT_TEST_REDIS_URL); fails without them.
 
 mod common;
@@ -9,10 +9,16 @@ mod common;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use common::account::{error_code, hello, login_email, other_than, register, request_code, reset};
 use common::cluster::{redis_url, start_nodes, unique};
+use common::mail::SmtpSink;
 use common::{PASSWORD, TestServer, http_get, wait_until};
 use ringchat_bench::client::Client;
+use ringchat_proto::Body;
+use ringchat_proto::v1::{EmailCodePurpose, ErrorCode};
 use serde_json::Value;
+
+const RESET: EmailCodePurpose = EmailCodePurpose::ResetPassword;
 
 /// Users, and devices logged in per user (`accounts.devices_max` is 10): 3,000 logins.
 const USERS: usize = 300;
@@ -120,4 +126,54 @@ async fn the_status_service_spreads_3000_logins_over_the_nodes() {
         });
     }
     eprintln!("logins per node: {per_node:?}");
+}
+
+/// E-mail codes are the cluster's, not a node's: a code asked for on one node resets the
+/// password on another (a client reconnects wherever the status service sends it), a wrong
+/// try on either node uses up the same code, and the per-address limit counts both nodes.
+#[tokio::test]
+async fn an_email_code_asked_for_on_one_node_works_on_another() {
+    let mut sink = SmtpSink::start();
+    let mail_env = sink.env();
+    let mut extra: Vec<(&str, &str)> = mail_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    extra.push(("EMAIL__CODES_PER_ADDRESS_MAX", "2"));
+    extra.push(("EMAIL__CODE_RESEND_INTERVAL_S", "0"));
+    let nodes = common::cluster::fresh_nodes("codes", &["a", "b"], &extra);
+    let mut on_a = hello(&nodes[0]).await;
+    let mut on_b = hello(&nodes[1]).await;
+    assert!(matches!(
+        register(&mut on_a, "alice", "alice@example.com", "").await,
+        Body::RegisterOk(_)
+    ));
+
+    let sent = request_code(&mut on_a, "alice@example.com", RESET).await;
+    assert!(matches!(sent, Body::EmailCodeSent(_)), "{sent:?}");
+    let code = sink.next_mail_to("alice@example.com").code();
+    let wrong = reset(
+        &mut on_b,
+        "alice@example.com",
+        &other_than(&code),
+        "new password 1",
+    )
+    .await;
+    assert_eq!(error_code(&wrong), ErrorCode::EmailCodeInvalid);
+    let ok = reset(&mut on_b, "alice@example.com", &code, "new password 1").await;
+    assert!(matches!(ok, Body::ResetPasswordOk(_)), "{ok:?}");
+    let used = reset(&mut on_a, "alice@example.com", &code, "new password 2").await;
+    assert_eq!(
+        error_code(&used),
+        ErrorCode::EmailCodeInvalid,
+        "a code works once"
+    );
+
+    // The second code of the hour on node b, then none on either node.
+    let second = request_code(&mut on_b, "alice@example.com", RESET).await;
+    assert!(matches!(second, Body::EmailCodeSent(_)), "{second:?}");
+    for c in [&mut on_a, &mut on_b] {
+        let third = request_code(c, "alice@example.com", RESET).await;
+        assert_eq!(error_code(&third), ErrorCode::RateLimited, "{third:?}");
+    }
+    let mut d = hello(&nodes[0]).await;
+    let login = login_email(&mut d, "alice@example.com", "new password 1", "phone").await;
+    assert!(matches!(login, Body::LoginOk(_)), "{login:?}");
 }

@@ -35,9 +35,7 @@ use ringchat_proto::v1::{self, EmailCodePurpose, ErrorCode};
 use tokio::sync::Semaphore;
 
 use crate::config::{AccountsConfig, EmailConfig, EmailVerification, LoginConfig, Settings};
-use crate::store::{
-    AccountAdminStore, AccountStore, StoreError, TokenHash, TokenRecord, UserId, email_key,
-};
+use crate::store::{AccountAdminStore, AccountStore, StoreError, TokenHash, UserId, email_key};
 use crate::throttle::Throttle;
 use crate::time::now_ms;
 
@@ -186,6 +184,11 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Accounts {
+    /// Cluster mode: e-mail codes in Redis (`cluster/codes.rs`).
+    pub(crate) fn share_codes(&self, codes: Arc<crate::cluster::codes::SharedCodes>) {
+        self.codes.share(codes);
+    }
+
     pub fn new(
         store: Arc<dyn AccountStore>,
         admin_store: Arc<dyn AccountAdminStore>,
@@ -293,7 +296,8 @@ impl Accounts {
         if verify {
             let key = email_key(&req.email);
             self.codes
-                .redeem(EmailCodePurpose::Register, &key, &req.email_code, now_ms())?;
+                .redeem(EmailCodePurpose::Register, &key, &req.email_code, now_ms())
+                .await?;
         }
         let user_id = self
             .create_account(req.username, req.password, req.email)

@@ -74,7 +74,7 @@ impl Accounts {
             });
         };
         let key = email_key(&req.email);
-        let issued = self.codes.issue(purpose, &key, peer, now_ms())?;
+        let issued = self.codes.issue(purpose, &key, peer, now_ms()).await?;
         let mail_it = purpose == EmailCodePurpose::Register || owner.is_some();
         tracing::info!(
             purpose = purpose.as_str_name(),
@@ -106,7 +106,8 @@ impl Accounts {
         self.validate_password(&req.new_password)?;
         let key = email_key(&req.email);
         self.codes
-            .redeem(EmailCodePurpose::ResetPassword, &key, &req.code, now_ms())?;
+            .redeem(EmailCodePurpose::ResetPassword, &key, &req.code, now_ms())
+            .await?;
         let store = Arc::clone(&self.store);
         let email = req.email.clone();
         let Some(user_id) = blocking(move || store.user_id_by_email(&email)).await? else {

@@ -30,6 +30,12 @@ impl Backend {
         self.presence.use_store(presence);
     }
 
+    /// Cluster mode: e-mail codes live in Redis from now on, so that any node redeems a code
+    /// any node sent (`cluster/codes.rs`). Call before the shards take clients.
+    pub fn join_cluster_codes(&self, codes: Arc<super::codes::SharedCodes>) {
+        self.accounts.share_codes(codes);
+    }
+
     /// Cluster mode: users' presence changed on other nodes; friends here are told as the
     /// tracker decides. Runs until the backend stops.
     pub(crate) async fn run_presence_elsewhere(self: Arc<Self>, presence: Arc<ClusterPresence>) {

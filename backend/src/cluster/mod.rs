@@ -13,6 +13,7 @@
 //! (`grpc::serve`); conversation ownership reads the live nodes from `Cluster::view`.
 
 pub mod admin;
+pub mod codes;
 pub mod config;
 mod grpc;
 mod hooks;
@@ -57,6 +58,8 @@ pub struct Cluster {
     routes: Option<Arc<Routes>>,
     /// Users' presence across the nodes (`presence/`); `None` on a status-only node.
     presence: Option<Arc<ClusterPresence>>,
+    /// E-mail codes any node can redeem (`codes.rs`); `None` on a status-only node.
+    codes: Option<Arc<codes::SharedCodes>>,
     /// `None`: a status-only node (`--role status`), which reads the view but is no chat node.
     connections: Option<ConnectionCount>,
 }
@@ -72,7 +75,7 @@ impl Cluster {
         let redis = redis::Redis::new(config)?;
         let started_at_ms = crate::time::now_ms();
         let view = Arc::new(ArcSwap::from_pointee(ClusterView::default()));
-        let (routes, presence) = match connections {
+        let (routes, presence, codes) = match connections {
             Some(_) => (
                 Some(Routes::new(config, started_at_ms, Arc::clone(&view))?),
                 Some(ClusterPresence::new(
@@ -80,8 +83,9 @@ impl Cluster {
                     started_at_ms,
                     Arc::clone(&view),
                 )?),
+                Some(Arc::new(codes::SharedCodes::new(config)?)),
             ),
-            None => (None, None),
+            None => (None, None, None),
         };
         Ok(Arc::new(Self {
             registry: Registry::new(
@@ -95,6 +99,7 @@ impl Cluster {
             view,
             routes,
             presence,
+            codes,
             connections,
         }))
     }
@@ -116,6 +121,11 @@ impl Cluster {
     /// Users' presence across the nodes (`None` on a status-only node).
     pub fn presence(&self) -> Option<&Arc<ClusterPresence>> {
         self.presence.as_ref()
+    }
+
+    /// E-mail codes shared by the nodes (`None` on a status-only node).
+    pub fn codes(&self) -> Option<&Arc<codes::SharedCodes>> {
+        self.codes.as_ref()
     }
 
     /// Whether this node's record has reached Redis (for `/readyz`).
