@@ -160,6 +160,10 @@ pub fn run(
     if let Some(codes) = cluster_node.as_ref().and_then(|n| n.cluster.codes()) {
         backend.join_cluster_codes(Arc::clone(codes));
     }
+    // Cluster mode: a user's file limits are checked one upload create at a time, cluster-wide.
+    if let Some(leases) = cluster_node.as_ref().and_then(|n| n.cluster.leases()) {
+        backend.join_cluster_leases(Arc::clone(leases));
+    }
     let assign = cluster_node.as_ref().map(|n| {
         let cluster = Arc::clone(&n.cluster);
         Arc::new(move || cluster.assign_http()) as shard::AssignFn

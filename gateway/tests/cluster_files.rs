@@ -1,7 +1,7 @@
 //! Cluster mode with files on S3 (`files.storage = "s3"`): every node serves every file, an
 //! upload may move between nodes mid-way (a client reconnecting elsewhere resumes it), a media
 //! message sent on one node gives its recipients on another node the file and its thumbnail, and
-//! a recall on one node hides the file on all. Real `ringchat` nodes on one PostgreSQL database,
+//! a recall on one node hides the file on all; a user's limits hold across nodes. Real `ringchat` nodes on one PostgreSQL database,
 //! Redis and an S3-compatible server: the servers `scripts/test.sh` starts
 //! (RINGCHAT_TEST_POSTGRES_URL, RINGCHAT_TEST_REDIS_URL, RINGCHAT_TEST_S3_URL).
 
@@ -50,10 +50,16 @@ fn s3_settings(prefix: &str) -> Vec<(&'static str, String)> {
 }
 
 fn two_nodes() -> Vec<TestServer> {
+    two_nodes_with(&[])
+}
+
+/// [`two_nodes`] with `more` settings on both.
+fn two_nodes_with(more: &[(&str, &str)]) -> Vec<TestServer> {
     let db = common::store::fresh_database();
     let prefix = format!("rc_files_{}", unique());
     let settings = s3_settings(&prefix);
-    let extra: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut extra: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    extra.extend_from_slice(more);
     let nodes: Vec<TestServer> =
         start_nodes_with(&db, &redis_url(), &prefix, &["f1", "f2"], &extra)
             .into_iter()
@@ -162,4 +168,52 @@ async fn files_on_s3_are_served_by_every_node_and_a_recall_hides_them_everywhere
         assert_eq!(download_at(*at, &b.token, &doc_id, "", via).0, 200);
         assert_eq!(download_at(*at, &a.token, &img_id, "", None).0, 200);
     }
+}
+
+/// A user's file limits hold for the cluster: creates of one user on two nodes at once take
+/// turns (a lease in Redis), so with one upload in progress allowed, exactly one of two
+/// simultaneous creates gets it. Before, each node listed the storage without the other's
+/// record and both passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_creates_on_two_nodes_cannot_pass_a_users_limit_together() {
+    const ROUNDS: usize = 12;
+    let nodes = two_nodes_with(&[("FILES__UPLOADS_IN_PROGRESS_MAX", "1")]);
+    let ws: Vec<SocketAddr> = nodes.iter().map(|n| n.ws).collect();
+    for round in 0..ROUNDS {
+        let (_c, ok) = nodes[round % 2].user(&format!("racer{round}")).await;
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let creates: Vec<_> = ws
+            .iter()
+            .map(|&at| {
+                let (token, barrier) = (ok.token.clone(), std::sync::Arc::clone(&barrier));
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    create_status(at, &token)
+                })
+            })
+            .collect();
+        let mut statuses: Vec<u16> = creates.into_iter().map(|t| t.join().unwrap()).collect();
+        statuses.sort_unstable();
+        assert_eq!(
+            statuses,
+            vec![201, 429],
+            "round {round}: one create in progress allowed, one refused too_many_uploads"
+        );
+    }
+}
+
+/// `POST /files` for a small file at `at` as `token`'s user: the status.
+fn create_status(at: SocketAddr, token: &str) -> u16 {
+    let body = serde_json::json!({
+        "name": "race.bin", "size": 10, "mime": "application/octet-stream",
+        "sha256": hex(&Sha256::digest(b"0123456789")),
+    });
+    common::files::agent()
+        .post(format!("http://{at}/files"))
+        .header("Authorization", &format!("Bearer {token}"))
+        .header("Content-Type", "application/json")
+        .send(body.to_string())
+        .expect("files API reachable")
+        .status()
+        .as_u16()
 }

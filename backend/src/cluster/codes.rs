@@ -135,9 +135,7 @@ impl SharedCodes {
     /// The Redis name of an address: 128 bits of its keyed hash, in hex.
     fn address(&self, email_key: &str) -> String {
         let hash = self.keyed(&[b"address", email_key.as_bytes()]);
-        let mut first = [0u8; 16];
-        first.copy_from_slice(&hash[..16]);
-        format!("{:032x}", u128::from_be_bytes(first))
+        crate::admin::auth::credentials::hex(&hash[..16])
     }
 
     fn code_hash(&self, purpose: i32, email_key: &str, code: &str) -> Vec<u8> {

@@ -36,6 +36,14 @@ impl Backend {
         self.accounts.share_codes(codes);
     }
 
+    /// Cluster mode: a user's upload creates take turns across the nodes, so that the user's
+    /// file limits hold for the cluster (`files/service.rs`). Call before `serve`.
+    pub fn join_cluster_leases(&self, leases: Arc<super::leases::Leases>) {
+        if let Some(files) = &self.files {
+            files.share_user_turns(leases);
+        }
+    }
+
     /// Cluster mode: users' presence changed on other nodes; friends here are told as the
     /// tracker decides. Runs until the backend stops.
     pub(crate) async fn run_presence_elsewhere(self: Arc<Self>, presence: Arc<ClusterPresence>) {

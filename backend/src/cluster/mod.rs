@@ -17,6 +17,7 @@ pub mod codes;
 pub mod config;
 mod grpc;
 mod hooks;
+pub mod leases;
 pub mod link;
 mod presence;
 mod redis;
@@ -60,6 +61,9 @@ pub struct Cluster {
     presence: Option<Arc<ClusterPresence>>,
     /// E-mail codes any node can redeem (`codes.rs`); `None` on a status-only node.
     codes: Option<Arc<codes::SharedCodes>>,
+    /// Leases for checks that run on one node at a time (`leases.rs`); `None` on a
+    /// status-only node.
+    leases: Option<Arc<leases::Leases>>,
     /// `None`: a status-only node (`--role status`), which reads the view but is no chat node.
     connections: Option<ConnectionCount>,
 }
@@ -75,7 +79,7 @@ impl Cluster {
         let redis = redis::Redis::new(config)?;
         let started_at_ms = crate::time::now_ms();
         let view = Arc::new(ArcSwap::from_pointee(ClusterView::default()));
-        let (routes, presence, codes) = match connections {
+        let (routes, presence, codes, leases) = match connections {
             Some(_) => (
                 Some(Routes::new(config, started_at_ms, Arc::clone(&view))?),
                 Some(ClusterPresence::new(
@@ -84,8 +88,9 @@ impl Cluster {
                     Arc::clone(&view),
                 )?),
                 Some(Arc::new(codes::SharedCodes::new(config)?)),
+                Some(Arc::new(leases::Leases::new(config)?)),
             ),
-            None => (None, None, None),
+            None => (None, None, None, None),
         };
         Ok(Arc::new(Self {
             registry: Registry::new(
@@ -100,6 +105,7 @@ impl Cluster {
             routes,
             presence,
             codes,
+            leases,
             connections,
         }))
     }
@@ -126,6 +132,11 @@ impl Cluster {
     /// E-mail codes shared by the nodes (`None` on a status-only node).
     pub fn codes(&self) -> Option<&Arc<codes::SharedCodes>> {
         self.codes.as_ref()
+    }
+
+    /// Leases shared by the nodes (`None` on a status-only node).
+    pub fn leases(&self) -> Option<&Arc<leases::Leases>> {
+        self.leases.as_ref()
     }
 
     /// Whether this node's record has reached Redis (for `/readyz`).

@@ -51,6 +51,10 @@ pub enum FileError {
         "{max} uploads are being completed on this server (files.completes_in_flight_max); retry the complete shortly"
     )]
     CompletesBusy { max: usize },
+    /// Another node is creating an upload for this user (cluster mode: the limits are
+    /// checked one create at a time per user): retry shortly.
+    #[error("another upload of this user is being created on another server; retry shortly")]
+    CreatesBusy,
     #[error("file storage is full")]
     Full,
     #[error("file storage is unavailable: {0}")]
@@ -77,7 +81,9 @@ impl FileError {
             Self::BodyTimeout { .. } => 408,
             Self::BadRange { .. } => 416,
             Self::TooManyUploads { .. } => 429,
-            Self::Busy | Self::CompletesBusy { .. } | Self::Unavailable(_) => 503,
+            Self::Busy | Self::CompletesBusy { .. } | Self::CreatesBusy | Self::Unavailable(_) => {
+                503
+            }
             Self::Full => 507,
         }
     }
@@ -97,7 +103,7 @@ impl FileError {
             Self::TooManyFiles { .. } => "too_many_files",
             Self::BadRange { .. } => "bad_range",
             Self::BodyTimeout { .. } => "body_timeout",
-            Self::Busy | Self::CompletesBusy { .. } => "busy",
+            Self::Busy | Self::CompletesBusy { .. } | Self::CreatesBusy => "busy",
             Self::Full => "storage_full",
             Self::Unavailable(_) => "storage_unavailable",
         }

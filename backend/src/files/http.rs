@@ -90,7 +90,7 @@ impl IntoResponse for Refused {
                     headers.insert(header::CONTENT_RANGE, v);
                 }
             }
-            FileError::Busy | FileError::CompletesBusy { .. } => {
+            FileError::Busy | FileError::CompletesBusy { .. } | FileError::CreatesBusy => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}

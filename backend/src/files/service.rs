@@ -12,6 +12,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::TryStreamExt as _;
@@ -29,6 +30,7 @@ use super::model::{
 use super::storage::{FileStorage, StorageError};
 use crate::admin::auth::credentials::hex;
 use crate::api::UserId;
+use crate::cluster::leases::Leases;
 use crate::time::now_ms;
 
 /// Keys asked for per listing page.
@@ -38,6 +40,12 @@ const RECORD_BYTES_MAX: usize = 64 * 1024;
 /// Creates of users hashing to the same stripe run one at a time (count and quota checked,
 /// then the upload written, without a race between two creates of one user).
 const USER_LOCK_STRIPES: usize = 64;
+/// How long a node may hold a user's turn to create an upload across the cluster: longer than
+/// listing the user's records and writing one takes, short enough that a node that dies
+/// holding it delays the user's next create by no more.
+const CREATE_LEASE: Duration = Duration::from_secs(30);
+/// How long a create waits for the user's turn held by another node before `503 busy`.
+const CREATE_LEASE_WAIT: Duration = Duration::from_secs(5);
 /// A complete's reuse of a stored blob and the collector's delete of a blob hashing to the same
 /// stripe run one at a time (`blob_lock`).
 const BLOB_LOCK_STRIPES: usize = 64;
@@ -54,6 +62,8 @@ pub struct FileService {
     pub(super) config: FilesConfig,
     pub(super) access: OnceLock<Arc<dyn DownloadAccess>>,
     user_locks: [tokio::sync::Mutex<()>; USER_LOCK_STRIPES],
+    /// Cluster mode: the same per-user turn across the nodes (`cluster/leases.rs`).
+    cluster_leases: OnceLock<Arc<Leases>>,
     blob_locks: [tokio::sync::Mutex<()>; BLOB_LOCK_STRIPES],
     /// Who answers for files' reference markers (`refs.rs`).
     pub(super) message_refs: OnceLock<Arc<dyn super::refs::MessageRefs>>,
@@ -91,6 +101,7 @@ impl FileService {
             config,
             access: OnceLock::new(),
             user_locks: std::array::from_fn(|_| tokio::sync::Mutex::new(())),
+            cluster_leases: OnceLock::new(),
             blob_locks: std::array::from_fn(|_| tokio::sync::Mutex::new(())),
             message_refs: OnceLock::new(),
             gc_cursor: Mutex::new(None),
@@ -210,6 +221,37 @@ impl FileService {
         let _one_at_a_time = self.user_locks[user as usize % USER_LOCK_STRIPES]
             .lock()
             .await;
+        // In a cluster the user's creates on other nodes take turns with this one too:
+        // limits checked by listing the storage hold only if no other create writes between
+        // the list and the write.
+        let Some(leases) = self.cluster_leases.get() else {
+            return self.create_checked(user, req, mime).await;
+        };
+        let name = format!("files-create:{user}");
+        let lease = match leases.take(&name, CREATE_LEASE, CREATE_LEASE_WAIT).await {
+            Ok(Some(lease)) => lease,
+            Ok(None) => return Err(FileError::CreatesBusy),
+            Err(e) => return Err(FileError::Unavailable(format!("cluster lease: {e}"))),
+        };
+        let created = self.create_checked(user, req, mime).await;
+        leases.give_back(lease).await;
+        created
+    }
+
+    /// Cluster mode: a user's upload creates take turns across the nodes.
+    pub fn share_user_turns(&self, leases: Arc<Leases>) {
+        if self.cluster_leases.set(leases).is_err() {
+            tracing::warn!("files: cluster leases set twice; keeping the first");
+        }
+    }
+
+    /// The rest of [`Self::create_upload`], the user's turn held: the limits, then the record.
+    async fn create_checked(
+        &self,
+        user: UserId,
+        req: NewUpload,
+        mime: String,
+    ) -> Result<Created, FileError> {
         let now = now_ms();
         let in_progress = self.uploads_in_progress(user, now).await?;
         if in_progress.len() >= self.config.uploads_in_progress_max as usize {
