@@ -6,13 +6,17 @@
 // "@" badge in his list and is highlighted for him; Alice adds Carol in the group panel (members
 // with roles), and Carol sees the messages from before she joined (the group shows its history
 // to new members); Alice renames the group and makes Carol an admin (notices, Carol's panel);
-// Bob leaves and Alice sees "bob left"; the phone layout (no sideways
-// scrolling, tap targets >= 40 px). Screenshots at both sizes.
+// Bob leaves and Alice sees "bob left"; Alice removes Carol while Carol's page is cut off (through
+// a TCP proxy), and Carol's page shows her removed once it is back, still after another
+// reconnect and a reload; the phone layout (no sideways scrolling, tap targets >= 40 px).
+// Screenshots at both sizes.
 // Every wait is on an event with a deadline (STEP_MS), never a sleep.
 // Started by gateway/tests/browser.rs:  node web-tests/groups.e2e.mjs http://127.0.0.1:PORT/ ARTIFACT_DIR
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { DESKTOP, PHONE, STEP_MS, check, expectNoLayoutProblems, launch, newPage, register } from './harness.mjs';
+import {
+  DESKTOP, PHONE, STEP_MS, check, expectNoLayoutProblems, launch, newPage, register, startProxy, waitForFrame,
+} from './harness.mjs';
 
 const [url, artifacts] = process.argv.slice(2);
 if (!url || !artifacts) {
@@ -25,6 +29,7 @@ const READ_COUNT_POLL_MS = 15000; // groups.js: how often the open group's read 
 const failures = [];
 const fail = (why) => { console.error(why); failures.push(why); };
 const browser = await launch();
+const proxy = await startProxy(url); // Carol's way to the server, cut at will
 const pages = [];
 const shot = (page, name) => page.screenshot({ path: join(artifacts, `${name}.png`) });
 
@@ -41,7 +46,8 @@ try {
   const bob = await newPage(browser, 'bob', PHONE, fail);
   const carol = await newPage(browser, 'carol', DESKTOP, fail);
   pages.push(alice, bob, carol);
-  for (const p of [alice, bob, carol]) await p.page.goto(url);
+  for (const p of [alice, bob]) await p.page.goto(url);
+  await carol.page.goto(proxy.url);
   alice.id = await register(alice.page, 'alice');
   bob.id = await register(bob.page, 'bob');
   carol.id = await register(carol.page, 'carol');
@@ -195,12 +201,47 @@ try {
   await a.waitForSelector('#peer-sub >> text=2 members');
   await expectNoLayoutProblems(a, 'desktop group chat');
   await shot(a, 'desktop-group-chat');
+
+  // Alice removes Carol while Carol's page is cut off: once back, Carol's page learns it from
+  // the events it missed (not a live group with a composer), and keeps it after another
+  // reconnect (a catch-up re-reads her groups, which still lists a former member's) and a reload.
+  proxy.refuse(true);
+  proxy.cut();
+  await c.waitForSelector('#banner:not([hidden]) >> text=Connection lost');
+  await a.click('#group-info-button');
+  const carolsRowAgain = a.locator(`#group-members li.member[data-user-id="${carol.id}"]`);
+  await carolsRowAgain.locator('[data-action="more"]').click();
+  await carolsRowAgain.locator('[data-action="remove"]').click();
+  await carolsRowAgain.locator('[data-action="confirm-remove"]').click();
+  await carolsRowAgain.waitFor({ state: 'detached' });
+  await a.click('#group-close');
+  await notice(a, 'You removed carol').waitFor();
+  const removed = async (when) => {
+    await c.waitForSelector('#group-join');
+    check(await c.isHidden('#composer'), `Carol's page offers the composer ${when}`);
+    check((await c.textContent('#peer-sub')).includes('not a member'), `Carol's header does not say she is not a member ${when}`);
+  };
+  let groupsRead = waitForFrame(c, 'received', (f) => !!f.groupList); // the catch-up's last step
+  proxy.refuse(false);
+  await groupsRead;
+  await c.waitForSelector('#conversations[aria-busy="false"]'); // the groups' answer applied
+  await notice(c, 'alice removed you').waitFor();
+  await removed('after the reconnect');
+  groupsRead = waitForFrame(c, 'received', (f) => !!f.groupList);
+  proxy.cut();
+  await groupsRead;
+  await c.waitForSelector('#conversations[aria-busy="false"]'); // the groups' answer applied
+  await removed('after a second reconnect');
+  await c.reload();
+  await c.waitForSelector('#status.online');
+  await removed('after a reload');
   console.log(`screenshots in ${artifacts}`);
 } catch (e) {
   fail(`e2e failed: ${e.stack || e}`);
   for (const { name, page } of pages) await shot(page, `failure-groups-${name}`).catch(() => {});
 } finally {
   await browser.close();
+  await proxy.close();
 }
 if (failures.length) {
   console.error(`groups e2e: ${failures.length} failure(s)`);

@@ -115,6 +115,76 @@ export async function expectNoLayoutProblems(page, what, minTap) {
   if (problems.length) throw new Error(`${what}: ${problems.join('; ')}`);
 }
 
+// A protocol client of the test's own (JSON over WebSocket, as any client speaks it) in `page`,
+// a page on the chat port: ask(body) resolves to the reply frame (an error frame too),
+// askAll(bodies) sends them all at once and resolves to the replies in order. It pings so that
+// the server does not close it as idle.
+export async function protocolClient(page, name) {
+  await page.evaluate(async ({ name, timeoutMs }) => {
+    const ws = new WebSocket(`${location.origin.replace(/^http/, 'ws')}/ws`);
+    const waiting = new Map();
+    let next = 0;
+    ws.onmessage = (ev) => {
+      const frame = JSON.parse(ev.data);
+      const w = waiting.get(frame.requestId);
+      if (w) { waiting.delete(frame.requestId); w(frame); }
+    };
+    await new Promise((ok, bad) => { ws.onopen = ok; ws.onerror = () => bad(new Error(`${name}: the WebSocket did not open`)); });
+    const ask = (body) => new Promise((ok, bad) => {
+      const id = String(++next);
+      const timer = setTimeout(() => { waiting.delete(id); bad(new Error(`${name}: no answer to ${Object.keys(body)[0]}`)); }, timeoutMs);
+      waiting.set(id, (frame) => { clearTimeout(timer); ok(frame); });
+      ws.send(JSON.stringify({ requestId: id, ...body }));
+    });
+    const ping = setInterval(() => ws.send(JSON.stringify({ ping: { clientTimeMs: String(Date.now()) } })), 10000);
+    ws.addEventListener('close', () => clearInterval(ping));
+    (window.e2eClients ||= {})[name] = { ws, ask };
+    await ask({ hello: { protocolVersion: 1, clientName: 'e2e' } });
+  }, { name, timeoutMs: STEP_MS });
+  return {
+    ask: (body) => page.evaluate(([n, b]) => window.e2eClients[n].ask(b), [name, body]),
+    askAll: (bodies) => page.evaluate(([n, bs]) => Promise.all(bs.map((b) => window.e2eClients[n].ask(b))), [name, bodies]),
+    close: () => page.evaluate((n) => window.e2eClients[n].ws.close(), name),
+  };
+}
+
+// A text message's Send body.
+export const textTo = (to, text) => ({
+  send: { clientMsgId: `e2e-${Math.random().toString(36).slice(2)}`, ...to, contentType: 'CONTENT_TYPE_TEXT', content: Buffer.from(text).toString('base64') },
+});
+
+// The first frame (parsed JSON) the page sends (`dir` 'sent') or receives ('received') on a
+// WebSocket it opens from now on that `match` accepts; fails after `timeoutMs`.
+export function waitForFrame(page, dir, match, timeoutMs = STEP_MS) {
+  return new Promise((resolve, reject) => {
+    let done = false;
+    const onSocket = (ws) => ws.on(`frame${dir}`, ({ payload }) => {
+      let frame;
+      try { frame = JSON.parse(payload); } catch { return; }
+      if (done || !match(frame)) return;
+      done = true;
+      clearTimeout(timer);
+      page.off('websocket', onSocket);
+      resolve(frame);
+    });
+    const timer = setTimeout(() => {
+      done = true;
+      page.off('websocket', onSocket);
+      reject(new Error(`no ${dir} frame as expected in ${timeoutMs} ms`));
+    }, timeoutMs);
+    page.on('websocket', onSocket);
+  });
+}
+
+// Every frame (parsed JSON) the page sends on the WebSockets it opens from now on.
+export function framesSent(page) {
+  const frames = [];
+  page.on('websocket', (ws) => ws.on('framesent', ({ payload }) => {
+    try { frames.push(JSON.parse(payload)); } catch { /* not JSON: not ours */ }
+  }));
+  return frames;
+}
+
 export function check(condition, message) {
   if (!condition) throw new Error(message);
 }

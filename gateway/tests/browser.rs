@@ -1,9 +1,12 @@
 //! The chat page in a real browser: starts the server and runs a script of `web-tests/`
 //! (Playwright driving headless Chromium). `chat.e2e.mjs`: a desktop page and a phone-sized
 //! page chat, a send fails and is retried, the connection is cut and recovers, the server
-//! restarts under it (asked for by the script on its stdout). `contacts.e2e.mjs`: search,
+//! restarts under it (asked for by the script on its stdout); after it the catch-up goes past
+//! groups that answer NOT_FOUND and a recall, a conversation keeps a bounded number of
+//! messages, and log out ends the token on the server (online and offline). `contacts.e2e.mjs`: search,
 //! friend requests, presence, profiles and blocks through the Contacts view. `groups.e2e.mjs`:
-//! three users create a group, chat, mention, read, invite and leave. `chat-system.e2e.mjs`:
+//! three users create a group, chat, mention, read, invite and leave; a member removed while
+//! offline sees it once back. `chat-system.e2e.mjs`:
 //! operators' notifications (posted by the admin API on the script's `@notify`) show under
 //! "System notices", read-only, live and after Sync. Screenshots of both
 //! widths go to `target/test-artifacts/`.

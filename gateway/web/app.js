@@ -126,6 +126,7 @@ const lastActivity = (c) => Math.max(num(c.last?.serverTimeMs), ...unsentIn(c).m
 
 function renderList() {
   $('list-error').hidden = !state.loadError;
+  $('conversations').setAttribute('aria-busy', String(state.listBusy));
   const convs = [...state.convs.values()]
     .filter((c) => c.last || c.id === state.current || unsentIn(c).length || (c.group && !groupOf(c.id)?.gone))
     .sort((a, b) => lastActivity(b) - lastActivity(a));
@@ -219,7 +220,7 @@ function renderConversation(scrollToEnd) {
   const ol = $('messages');
   const fromBottom = ol.scrollHeight - ol.scrollTop - ol.clientHeight;
   const firstBefore = ol.querySelector('li.msg')?.dataset.seq;
-  ol.replaceChildren(...rows(conv));
+  setChildren(ol, rows(conv));
   const firstAfter = ol.querySelector('li.msg')?.dataset.seq;
   // Messages that arrived below while the reader is scrolled up are counted on the jump button.
   if (state.renderedConv === conv.id && conv.maxSeq > state.renderedMaxSeq) state.unseenBelow = (state.unseenBelow || 0) + conv.maxSeq - state.renderedMaxSeq;
@@ -234,15 +235,32 @@ function renderConversation(scrollToEnd) {
   updateJump();
 }
 
+// The open conversation's rows as last drawn, reused while what they show is the same (a push
+// draws one new row): key -> {m, sig, node, alive}; only the rows of the last draw.
+const drawn = { conv: null, rows: new Map() };
+
 // The conversation's rows: day separators, a "new messages" marker, messages, then unsent ones.
 function rows(conv) {
   const me = state.session.userId;
   const out = [];
+  if (drawn.conv !== conv.id) drawn.rows = new Map();
+  drawn.conv = conv.id;
+  const kept = new Map();
+  // The node drawn last time for `key` if it showed the same message (`m`), the same `sig` and,
+  // for a file, the same media entry (`alive`); else a new one from `make`.
+  const reuse = (key, m, sig, make, alive) => {
+    const was = drawn.rows.get(key);
+    const same = was && was.m === m && was.sig === sig && (alive ? alive() : null) === was.alive;
+    const node = same ? was.node : make();
+    kept.set(key, { m, sig, node, alive: alive ? alive() : null });
+    return node;
+  };
   if (conv.hasMore && conv.messages.size) {
-    out.push(el('li', { class: 'older' }, el('button', {
+    out.push(canLoadOlder(conv) ? el('li', { class: 'older' }, el('button', {
       id: 'older', type: 'button', class: 'ghost small', disabled: conv.loading,
       onclick: () => loadOlder(conv),
-    }, conv.loading ? 'Loading…' : 'Load older messages')));
+    }, conv.loading ? 'Loading…' : 'Load older messages'))
+      : el('li', { class: 'note' }, 'Go to the newest messages to page back further.'));
   } else if (conv.loading) {
     out.push(el('li', { class: 'note' }, 'Loading messages…'));
   }
@@ -253,49 +271,71 @@ function rows(conv) {
   let day = null;
   let prev = null;
   let markedNew = false;
-  const add = (item, ms, mine, from = mine ? me : null) => {
+  // One row; in a group, the first of a run names its sender.
+  const add = (key, m, sig, make, ms, mine, from = mine ? me : null, alive = null) => {
     if (startOfDay(ms) !== day) {
       day = startOfDay(ms);
       prev = null;
-      out.push(el('li', { class: 'day-sep' }, el('span', null, dayLabel(ms))));
+      const label = dayLabel(ms);
+      out.push(reuse(`day:${key}`, null, label, () => el('li', { class: 'day-sep' }, el('span', null, label))));
     }
     // Messages of one sender close in time are drawn as a run; in a group, its first names them.
     const cont = !!prev && prev.from === from && ms - prev.ms < GROUP_GAP_MS;
-    item.classList.toggle('cont', cont);
-    if (conv.group && !cont && !mine && from) item.prepend(el('span', { class: 'sender' }, displayName(from)));
-    out.push(item);
+    const sender = conv.group && !cont && !mine && from ? displayName(from) : null;
+    out.push(reuse(key, m, `${sig}|${cont}|${sender}`, () => {
+      const item = make();
+      item.classList.toggle('cont', cont);
+      if (sender !== null) item.prepend(el('span', { class: 'sender' }, sender));
+      return item;
+    }, alive));
     prev = { from, ms };
   };
-  for (const [seq, m] of [...conv.messages.entries()].sort((a, b) => a[0] - b[0])) {
+  for (const seq of conv.seqs) {
+    const m = conv.messages.get(seq);
+    if (isRecall(m)) continue; // shown on the message it recalls
     const mine = m.fromUserId === me;
     const ms = num(m.serverTimeMs);
     if (!markedNew && conv.newFromSeq && seq >= conv.newFromSeq && !mine) {
       markedNew = true;
       if (startOfDay(ms) === day) out.push(el('li', { class: 'new-sep' }, el('span', null, 'New messages')));
     }
+    const key = `seq:${seq}`;
     if (conv.system) {
-      add(noticeItem(m, seq), ms, false, null);
+      add(key, m, '', () => noticeItem(m, seq), ms, false, null);
       continue;
     }
     if (isGroupEvent(m)) {
-      add(el('li', { class: 'system', dataset: { seq, event: eventOf(m)?.kind || '' } }, el('span', null, groupEventText(eventOf(m)))), ms, false, null);
+      const text = groupEventText(eventOf(m));
+      add(key, m, text, () => el('li', { class: 'system', dataset: { seq, event: eventOf(m)?.kind || '' } }, el('span', null, text)), ms, false, null);
       continue;
     }
     let tick = null;
     if (mine && !conv.group) tick = seq <= conv.peerReadSeq ? 'read' : seq <= conv.peerDeliveredSeq ? 'delivered' : 'sent';
     const media = isMedia(m) && !m.recalled;
-    add(messageItem({
+    const mentioned = conv.group && mentionsMe(m);
+    const readBy = conv.group && mine ? JSON.stringify(groups.readCounts.get(conv.id)?.get(seq) || null) : '';
+    add(key, m, `${!!m.recalled}|${tick}|${mentioned}|${readBy}`, () => messageItem({
       text: m.recalled ? 'Message deleted' : media ? '' : fromB64(m.content), recalled: m.recalled, mine, ms, tick, seq,
       body: media ? fileBody(m, conv, seq) : null,
-      mentioned: conv.group && mentionsMe(m), readBy: conv.group && mine ? readByOf(conv, seq) : null,
-    }), ms, mine, m.fromUserId);
+      mentioned, readBy: conv.group && mine ? readByOf(conv, seq) : null,
+    }), ms, mine, m.fromUserId, media ? () => files.media.get(`${conv.id}:${seq}`) : null);
   }
+  drawn.rows = kept;
   for (const p of unsentIn(conv)) {
-    add(messageItem({
-      text: p.text, mine: true, ms: p.createdMs, tick: p.error ? 'failed' : 'pending',
+    const ms = p.createdMs;
+    if (startOfDay(ms) !== day) {
+      day = startOfDay(ms);
+      prev = null;
+      out.push(el('li', { class: 'day-sep' }, el('span', null, dayLabel(ms))));
+    }
+    const item = messageItem({
+      text: p.text, mine: true, ms, tick: p.error ? 'failed' : 'pending',
       body: p.echo ? fileBody({ contentType: p.contentType, content: p.echo }, conv, 0) : null,
       clientMsgId: p.clientMsgId, error: p.error, online: state.loggedIn,
-    }), p.createdMs, true);
+    });
+    item.classList.toggle('cont', !!prev && prev.from === me && ms - prev.ms < GROUP_GAP_MS);
+    out.push(item);
+    prev = { from: me, ms };
   }
   if (!out.some((r) => r.matches('.msg, .notice-item')) && !conv.loading && !conv.error) {
     const to = conv.group ? 'the group' : displayName(conv.peer);
@@ -339,6 +379,7 @@ function messageItem({ text, body, recalled, mine, ms, tick, seq, clientMsgId, e
 function updateJump() {
   const ol = $('messages');
   const away = ol.scrollHeight - ol.scrollTop - ol.clientHeight > 120;
+  state.scrolledUp = away; // reading back: the conversation keeps what was paged in (chat.js)
   if (!away) state.unseenBelow = 0;
   $('jump').hidden = !away;
   $('jump-count').hidden = !state.unseenBelow;
@@ -441,8 +482,13 @@ $('text').oninput = () => { composerCheck(); mentionInput(); if ($('text').value
 $('messages').onscroll = () => {
   const ol = $('messages');
   const conv = state.convs.get(state.current);
-  if (conv && ol.scrollTop < 40 && conv.hasMore && conv.loaded && !conv.loading && !conv.error) loadOlder(conv);
+  if (conv && ol.scrollTop < 40 && canLoadOlder(conv) && conv.loaded && !conv.loading && !conv.error) loadOlder(conv);
   updateJump();
+  // Back at the newest: what was paged in to read back goes again.
+  if (conv && !state.scrolledUp && conv.messages.size > MESSAGES_KEPT_MAX) {
+    trimMessages(conv);
+    render();
+  }
 };
 $('jump').onclick = () => { const ol = $('messages'); ol.scrollTop = ol.scrollHeight; updateJump(); };
 for (const b of $('tabs').querySelectorAll('[data-tab]')) b.onclick = () => showTab(b.dataset.tab);

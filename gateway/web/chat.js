@@ -4,8 +4,19 @@
 'use strict';
 
 const SESSION_KEY = 'ringchat.session';
+// This browser's device id, kept across logouts: logging in again is the same device, not one
+// more that counts against login.device_tokens_max.
+const DEVICE_KEY = 'ringchat.device';
+// {token, deviceId}: a logout the server has not answered yet, sent again at the next connection.
+const LOGOUT_KEY = 'ringchat.logout';
 const outboxKey = (userId) => `ringchat.outbox.${userId}`;
 const HISTORY_PAGE = 30;
+// Messages of one conversation held (and drawn); the oldest go past it, and "Load older" pages
+// them back in from the server.
+const MESSAGES_KEPT_MAX = 500;
+// The same while the reader is scrolled up in the open conversation, paging back: nothing
+// older is paged in past it.
+const MESSAGES_READING_MAX = 5000;
 const TYPING_SHOW_MS = 3000;
 const TYPING_SEND_MS = 2000;
 const SEND_RETRIES_MAX = 5; // automatic resends after RATE_LIMITED / UNAVAILABLE, then it fails
@@ -29,11 +40,13 @@ const state = {
   lastTypingSent: 0,
   skewMs: 0, // server clock minus ours, for the time shown on a message not yet acked
   loadError: null, // the conversation list could not be loaded: {text}
+  listBusy: false, // the conversation list is catching up after a login
 };
 
 // ---- session ----
 
 net.onReady = async () => {
+  if (!state.session && !(await finishLogout())) return;
   if (!state.session) {
     setConnection('online');
     showLogin('');
@@ -57,7 +70,8 @@ net.onDown = () => {
 };
 
 net.onFrame = (frame) => {
-  if (frame.push) onMessages([frame.push.message], true);
+  if (!state.loggedIn) return; // a token logging in only to log out (finishLogout)
+  if (frame.push) onMessages([frame.push.message], 'push');
   else if (frame.receipt) onReceipt(frame.receipt);
   else if (frame.typing) onTyping(frame.typing);
   else if (frame.friendEvent) onFriendEvent(frame.friendEvent);
@@ -77,7 +91,7 @@ function onSyncNeeded(hint) {
 }
 
 async function login(credential) {
-  const deviceId = state.session?.deviceId || `web-${crypto.randomUUID()}`;
+  const deviceId = state.session?.deviceId || localStorage.getItem(DEVICE_KEY) || `web-${crypto.randomUUID()}`;
   const account = credential.token ? {} : { username: credential.username };
   // Shown as this device last chose from the first moment (invisible never flashes online).
   const presence = `PRESENCE_STATE_${contacts.presence.toUpperCase()}`;
@@ -92,13 +106,17 @@ async function login(credential) {
   };
   state.skewMs = num(ok.serverTimeMs) ? num(ok.serverTimeMs) - Date.now() : 0;
   localStorage.setItem(SESSION_KEY, JSON.stringify(state.session));
+  localStorage.setItem(DEVICE_KEY, deviceId);
   state.loggedIn = true;
   loadOutbox();
   loadUploads();
   setConnection('online');
   showChat();
-  // Groups after the conversation list: it has their read cursors (see loadGroups).
-  await Promise.all([catchUp().then(loadGroups), loadContacts()]);
+  // Groups after the conversation list: it has their read cursors (see loadGroups). The list is
+  // busy (aria-busy) until both are in.
+  state.listBusy = true;
+  const listed = catchUp().then(loadGroups).finally(() => { state.listBusy = false; render(); });
+  await Promise.all([listed, loadContacts()]);
 }
 
 function loginErrorText(e) {
@@ -132,14 +150,47 @@ function resetChats() {
   state.current = null;
 }
 
-function logout() {
+// Ends the session on the server too (the token stops working there), then here. Not
+// connected: the token is kept aside and the Logout sent at the next connection.
+async function logout() {
   const unsent = state.outbox.size;
   if (unsent && !confirm(`${unsent} message${unsent > 1 ? 's were' : ' was'} not sent and will be lost. Log out anyway?`)) return;
-  if (state.session) localStorage.removeItem(outboxKey(state.session.userId));
-  if (state.session) localStorage.removeItem(uploadsKey(state.session.userId));
-  forgetSession();
+  const session = state.session;
+  if (session) {
+    localStorage.removeItem(outboxKey(session.userId));
+    localStorage.removeItem(uploadsKey(session.userId));
+    localStorage.setItem(LOGOUT_KEY, JSON.stringify({ token: session.token, deviceId: session.deviceId }));
+    forgetSession();
+    if (state.loggedIn) await sendLogout();
+  }
   location.hash = '';
   location.reload();
+}
+
+async function sendLogout() {
+  try {
+    await request({ logout: {} });
+    localStorage.removeItem(LOGOUT_KEY);
+  } catch (e) {
+    if (e.code !== 'DISCONNECTED' && e.code !== 'TIMEOUT') localStorage.removeItem(LOGOUT_KEY);
+  }
+}
+
+// A logout left for this connection: the token logs in once more to be logged out. False when
+// there was one: this connection is done with (dropped), the next one goes on.
+async function finishLogout() {
+  const pending = loadJSON(LOGOUT_KEY, null);
+  if (!pending?.token) return true;
+  try {
+    await request({ login: { token: pending.token, deviceId: pending.deviceId || '', platform: 'PLATFORM_WEB' } });
+  } catch (e) {
+    if (e.code === 'DISCONNECTED' || e.code === 'TIMEOUT') return false;
+    localStorage.removeItem(LOGOUT_KEY); // refused: the token no longer logs in anyway
+    return true;
+  }
+  await sendLogout();
+  dropSocket(); // logged in as the old user until then
+  return false;
 }
 
 // After every login: the conversation list, everything missed in loaded conversations, then
@@ -156,8 +207,19 @@ async function catchUp() {
       if (c.lastMessage && (!conv.last || num(conv.last.seq) <= num(c.lastMessage.seq))) conv.last = c.lastMessage;
       if (conv.group) rememberGroupEntry(conv, c);
     }
-    for (const conv of state.convs.values()) if (conv.loaded) await syncConversation(conv);
-    state.loadError = null;
+    // Each conversation on its own: one that fails does not keep the others from catching up.
+    let failed = false;
+    for (const conv of [...state.convs.values()]) {
+      if (!conv.loaded) continue;
+      try {
+        await syncConversation(conv);
+      } catch (e) {
+        if (e.code === 'DISCONNECTED') throw e;
+        if (e.code === 'NOT_FOUND' && conv.group) forgetGroup(conv.id); // hidden on another device
+        else failed = true;
+      }
+    }
+    state.loadError = failed ? { text: 'Could not load your conversations.' } : null;
   } catch (e) {
     if (e.code === 'DISCONNECTED') return;
     state.loadError = { text: 'Could not load your conversations.' };
@@ -168,9 +230,9 @@ async function catchUp() {
 }
 
 // From the last seq held with none missing after the first one held: a push lost between the
-// servers leaves a gap that a later push does not fill.
+// servers leaves a gap that a later push does not fill. (Recall events are held too, hidden.)
 function contiguousSeq(conv) {
-  const seqs = [...conv.messages.keys()].sort((a, b) => a - b);
+  const seqs = conv.seqs;
   let last = seqs.length ? seqs[0] : 0;
   for (const s of seqs) {
     if (s > last + 1) break;
@@ -184,7 +246,7 @@ async function syncConversation(conv) {
   for (;;) {
     const r = await request({ sync: { conversationId: conv.id, afterSeq: String(after), limit: 100 } });
     const msgs = r.syncBatch.messages || [];
-    onMessages(msgs, false);
+    onMessages(msgs, 'sync');
     if (!r.syncBatch.hasMore || !msgs.length) break;
     after = num(msgs[msgs.length - 1].seq);
   }
@@ -198,19 +260,24 @@ function conv_(id, peerUserId) {
     const group = isGroupId(id);
     const system = isSystemId(id); // notices from the operators: read-only (system-view.js)
     conv = {
-      id, peer: group || system ? '' : String(peerUserId), system, messages: new Map(), maxSeq: 0, readSeq: 0,
+      // messages: seq -> message, at most MESSAGES_KEPT_MAX (see trimMessages); seqs: its keys, ascending.
+      id, peer: group || system ? '' : String(peerUserId), system, messages: new Map(), seqs: [], maxSeq: 0, readSeq: 0,
       peerDeliveredSeq: 0, peerReadSeq: 0, last: null, loaded: false, hasMore: true,
       loading: false, error: null, typingUntil: 0, typingTimer: null, newFromSeq: 0,
       // Groups: the first seq I may read, unread mentions of me, my notifications muted.
       group, visibleFrom: 0, unreadMentions: 0, muted: false, ackedAt: 0,
+      // Groups: the seq the group's details here are as of, and events after it applied here.
+      infoSeq: 0, eventsApplied: new Set(),
     };
     state.convs.set(id, conv);
   }
   return conv;
 }
 
-function onMessages(messages, pushed) {
+// `source`: 'push', 'sync' (newer than what is held), 'history' (older) or 'sent' (an ack).
+function onMessages(messages, source) {
   const me = state.session?.userId;
+  const pushed = source === 'push';
   const touched = new Set();
   for (const m of messages) {
     if (!m) continue;
@@ -220,13 +287,14 @@ function onMessages(messages, pushed) {
     if (conv.group && pushed && seq > conv.readSeq && !conv.messages.has(seq) && mentionsMe(m)) {
       conv.unreadMentions = Math.min(99, conv.unreadMentions + 1);
     }
-    if (isGroupEvent(m) && seq > conv.maxSeq) onGroupEvent(conv, m);
-    if (m.contentType === 'CONTENT_TYPE_RECALL') {
+    if (isGroupEvent(m) && (pushed || source === 'sync')) takeGroupEvent(conv, m, seq);
+    if (isRecall(m)) {
       const orig = conv.messages.get(num(m.recallOfSeq));
       if (orig) orig.recalled = true;
       if (orig) onRecalled(conv, num(m.recallOfSeq));
+      holdMessage(conv, seq, m); // not shown; held so that its seq is no gap to catch up
     } else {
-      conv.messages.set(seq, m);
+      holdMessage(conv, seq, m);
       if (state.outbox.delete(m.clientMsgId)) saveOutbox();
       if (!conv.last || num(conv.last.seq) <= seq) conv.last = m;
     }
@@ -236,6 +304,7 @@ function onMessages(messages, pushed) {
     touched.add(conv);
   }
   for (const conv of touched) {
+    trimMessages(conv);
     if (conv.maxSeq > 0 && pushed && (!conv.group || Date.now() - conv.ackedAt > GROUP_ACK_EVERY_MS)) {
       conv.ackedAt = Date.now();
       send({ deliveryAck: { conversationId: conv.id, seq: String(conv.maxSeq) } });
@@ -245,6 +314,40 @@ function onMessages(messages, pushed) {
   }
   render();
 }
+
+const isRecall = (m) => m.contentType === 'CONTENT_TYPE_RECALL';
+
+function holdMessage(conv, seq, m) {
+  if (!conv.messages.has(seq)) {
+    const seqs = conv.seqs;
+    if (!seqs.length || seq > seqs[seqs.length - 1]) seqs.push(seq);
+    else {
+      let lo = 0;
+      let hi = seqs.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >> 1;
+        if (seqs[mid] < seq) lo = mid + 1;
+        else hi = mid;
+      }
+      seqs.splice(lo, 0, seq);
+    }
+  }
+  conv.messages.set(seq, m);
+}
+
+// Past its limit a conversation lets its oldest messages go (paged back in by "Load older").
+// The open one keeps what the reader paged back to while scrolled up, up to a higher limit.
+function trimMessages(conv) {
+  const reading = conv.id === state.current && state.scrolledUp;
+  const max = reading ? MESSAGES_READING_MAX : MESSAGES_KEPT_MAX;
+  if (conv.messages.size <= max) return;
+  for (const seq of conv.seqs.splice(0, conv.seqs.length - max)) conv.messages.delete(seq);
+  conv.hasMore = true;
+}
+
+// Older messages can be paged in: the server has more, and the reader has not paged back as far
+// as this page keeps.
+const canLoadOlder = (conv) => conv.hasMore && conv.messages.size < MESSAGES_READING_MAX;
 
 function onReceipt(r) {
   const conv = state.convs.get(r.conversationId);
@@ -298,20 +401,21 @@ function startChat(peer) {
 async function openConversation(id) {
   const conv = state.convs.get(id);
   if (!conv) return;
+  const left = state.convs.get(state.current);
   state.current = id;
+  if (left && left !== conv) trimMessages(left); // no longer read back in
   conv.newFromSeq = conv.maxSeq > conv.readSeq ? conv.readSeq + 1 : 0;
-  if (!conv.loaded && state.loggedIn) {
-    await loadOlder(conv);
-    conv.loaded = !conv.error;
-  }
+  if (!conv.loaded && state.loggedIn) conv.loaded = await loadOlder(conv);
   markRead(conv);
   wantReadCounts(conv);
   render({ scrollToEnd: true });
 }
 
+// The page of messages before the oldest held. True once it is here (then the conversation is
+// caught up by Sync after every login).
 async function loadOlder(conv) {
-  if (conv.loading) return;
-  const before = conv.messages.size ? Math.min(...conv.messages.keys()) : 0;
+  if (conv.loading) return false;
+  const before = conv.seqs.length ? conv.seqs[0] : 0;
   conv.loading = true;
   conv.error = null;
   render();
@@ -319,17 +423,19 @@ async function loadOlder(conv) {
     const r = await request({ history: { conversationId: conv.id, beforeSeq: String(before), limit: HISTORY_PAGE } });
     conv.hasMore = !!r.historyBatch.hasMore;
     conv.loading = false;
-    onMessages(r.historyBatch.messages || [], false);
+    onMessages(r.historyBatch.messages || [], 'history');
+    return true;
   } catch (e) {
     conv.loading = false;
-    // A conversation only this page knows about (nothing sent yet) has no history: not an error.
-    // A group answers NOT_FOUND to someone who is not (or no longer) a member.
+    // A group answers NOT_FOUND to someone who is not (or no longer) a member: not loaded, so
+    // that catching up does not ask it.
     if (e.code === 'NOT_FOUND') {
       conv.hasMore = false;
       if (conv.group) markGone(conv.id, 'removed');
     }
     else conv.error = e.code === 'DISCONNECTED' ? null : 'Could not load messages.';
     render();
+    return false;
   }
 }
 
@@ -398,7 +504,7 @@ function sendPending(p) {
       conversationId: ack.conversationId, seq: ack.seq, fromUserId: state.session.userId, toUserId: p.toUserId,
       clientMsgId: p.clientMsgId, contentType, content: p.echo || content, serverTimeMs: ack.serverTimeMs,
       ...p.mentions,
-    }], false);
+    }], 'sent');
     if (p.echo) refreshSent(ack.conversationId, ack.seq);
   }, (e) => {
     p.inflight = false;

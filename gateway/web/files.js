@@ -431,7 +431,7 @@ function refreshSent(conversationId, seq) {
       const stored = (r.historyBatch.messages || []).filter((m) => num(m.seq) === num(seq));
       const conv = state.convs.get(conversationId);
       if (conv && conv.id === files.mediaConv) dropMedia(`${conv.id}:${num(seq)}`);
-      onMessages(stored, false);
+      onMessages(stored, 'history');
     }, () => { /* the echo stays: the file is there, only its thumbnail is not shown inline */ });
 }
 

@@ -12,6 +12,9 @@ const READ_COUNT_POLL_MS = 15000; // big groups push no receipts: the open one i
 const GROUP_ACK_EVERY_MS = 5000; // PROTOCOL: a DeliveryAck for a group at most every 5 s
 const GROUP_NAME_BYTES_MAX = 64; // the server's groups.name_bytes_max; it checks too
 const MENTION_ALL = 'everyone'; // typed as @everyone (owners and admins only)
+// Events of one group applied here since its details were last read (each is applied once);
+// past it the details are read again.
+const GROUP_EVENTS_APPLIED_MAX = 1000;
 
 const groups = {
   info: new Map(), // conversationId -> group (see rememberGroup)
@@ -38,10 +41,14 @@ function resetGroups() {
 }
 
 // A Group from any reply, in the page's words. The JSON mapping leaves out default values:
-// a missing enum is its first value (OPEN, MEMBER).
+// a missing enum is its first value (OPEN, MEMBER). A former member is answered too, with the
+// group as it stood when it left (`maxSeq` the event it left by): it stays gone here unless the
+// group is past the seq it went at (it came back).
 function rememberGroup(g) {
   if (!g || !g.conversationId) return null;
   const id = String(g.conversationId);
+  const was = groupOf(id);
+  const still = !!was?.gone && num(g.maxSeq) <= was.goneSeq;
   const group = {
     id,
     name: g.name || '',
@@ -56,12 +63,16 @@ function rememberGroup(g) {
     myMutedUntilMs: num(g.myMutedUntilMs),
     visibleFrom: num(g.myVisibleFromSeq),
     notifyMuted: !!g.myNotifyMuted,
-    gone: null, // 'removed' | 'left' | 'dissolved': I am no longer a member (the server answers members only)
+    gone: still ? was.gone : null, // 'removed' | 'left' | 'dissolved': I am no longer a member
+    goneSeq: still ? was.goneSeq : 0, // the last seq it was known gone at
   };
   groups.info.set(id, group);
   const conv = conv_(id, '');
   conv.visibleFrom = group.visibleFrom;
   conv.maxSeq = Math.max(conv.maxSeq, num(g.maxSeq));
+  // These details are as of maxSeq: only later events change them.
+  conv.infoSeq = Math.max(conv.infoSeq, num(g.maxSeq));
+  for (const seq of conv.eventsApplied) if (seq <= conv.infoSeq) conv.eventsApplied.delete(seq);
   conv.muted = group.notifyMuted;
   groups.version++;
   return group;
@@ -90,11 +101,14 @@ async function loadGroups() {
   groupsChanged();
 }
 
-// A Conversations entry of kind GROUP: name, size, mentions and my notification setting.
+// A Conversations entry of kind GROUP: name, size, mentions and my notification setting. A
+// former member's last message is the event it left by.
 function rememberGroupEntry(conv, c) {
   conv.listed = true;
   conv.unreadMentions = num(c.unreadMentions);
   conv.muted = !!c.muted;
+  const why = c.lastMessage && isGroupEvent(c.lastMessage) && goneBy(eventOf(c.lastMessage));
+  if (why) markGone(conv.id, why, num(c.lastMessage.seq));
   const g = groupOf(conv.id);
   if (g) {
     g.name = c.groupName || g.name;
@@ -121,10 +135,14 @@ async function loadGroupInfo(id) {
   groupsChanged();
 }
 
-function markGone(id, why) {
+// `seq`: the group's seq I am known gone at (default: the newest seq seen of it).
+function markGone(id, why, seq) {
+  const at = seq ?? state.convs.get(id)?.maxSeq ?? 0;
   const g = groupOf(id);
-  if (g) g.gone = why;
-  else groups.info.set(id, { id, name: '', memberCount: 0, myRole: 'member', joinPolicy: 'open', gone: why });
+  if (g) {
+    g.gone = why;
+    g.goneSeq = Math.max(g.goneSeq || 0, at);
+  } else groups.info.set(id, { id, name: '', memberCount: 0, myRole: 'member', joinPolicy: 'open', gone: why, goneSeq: at });
   groups.members.delete(id);
   groups.version++;
 }
@@ -312,21 +330,48 @@ function refreshGroup(id) {
 
 // ---- events (decoded and put in words by group-events.js) ----
 
-// A group event arrived (pushed or synced): applied here, so that an event in a big group does
-// not make every member's page ask the server again. Only a group this page does not know yet,
-// or the one whose panel is open, is read again.
-function onGroupEvent(conv, m) {
+// What event `ev` ends for me: 'removed', 'left' or 'dissolved', else null.
+function goneBy(ev) {
+  const me = state.session?.userId;
+  if (!ev) return null;
+  if (ev.kind === 'removed' && ev.userIds.includes(me)) return 'removed';
+  if (ev.kind === 'left' && ev.actorId === me) return 'left';
+  return ev.kind === 'dissolved' ? 'dissolved' : null;
+}
+
+// A group event pushed or synced (`seq` its seq): applied once, and only if the group's details
+// here are from before it (a sync after a reconnect brings events the details already have).
+function takeGroupEvent(conv, m, seq) {
+  if (seq <= conv.infoSeq || conv.eventsApplied.has(seq)) return;
+  conv.eventsApplied.add(seq);
+  if (conv.eventsApplied.size > GROUP_EVENTS_APPLIED_MAX) {
+    conv.eventsApplied.delete(conv.eventsApplied.values().next().value);
+    refreshGroup(conv.id);
+  }
+  onGroupEvent(conv, m, seq);
+}
+
+// A group event arrived: applied here, so that an event in a big group does not make every
+// member's page ask the server again. Only a group this page does not know yet, or the one whose
+// panel is open, is read again.
+function onGroupEvent(conv, m, seq) {
   const ev = eventOf(m);
   const me = state.session.userId;
   if (!ev) return;
   const g = groupOf(conv.id);
-  if ((ev.kind === 'removed' && ev.userIds.includes(me)) || ev.kind === 'dissolved') {
-    markGone(conv.id, ev.kind === 'dissolved' ? 'dissolved' : 'removed');
-    return;
-  }
-  if (ev.kind === 'left' && ev.actorId === me) {
+  const why = goneBy(ev);
+  if (why === 'left') {
     forgetGroup(conv.id); // left on another device
     return;
+  }
+  if (why) {
+    markGone(conv.id, why, seq);
+    return;
+  }
+  if (g?.gone && (ev.kind === 'joined' || ev.kind === 'invited') && [ev.actorId, ...ev.userIds].includes(me)) {
+    g.gone = null; // back in: its details are read again
+    g.goneSeq = 0;
+    return refreshGroup(conv.id);
   }
   if (!g || g.partial) return refreshGroup(conv.id);
   applyGroupEvent(g, groups.members.get(conv.id)?.list, ev, me);
@@ -432,9 +477,12 @@ async function loadReadCounts(conv) {
   const counts = groups.readCounts.get(conv.id) || new Map();
   groups.readCounts.set(conv.id, counts);
   // Not asked again: a message every other member has read.
-  const mine = [...conv.messages.entries()].filter(([, m]) => m.fromUserId === me && !isGroupEvent(m))
-    .map(([seq]) => seq).sort((a, b) => b - a).slice(0, READ_COUNT_OWN_MAX)
-    .filter((seq) => !(counts.get(seq)?.count >= counts.get(seq)?.of && counts.get(seq)?.of > 0));
+  const newest = [];
+  for (let i = conv.seqs.length - 1; i >= 0 && newest.length < READ_COUNT_OWN_MAX; i--) {
+    const m = conv.messages.get(conv.seqs[i]);
+    if (m.fromUserId === me && !isGroupEvent(m) && !isRecall(m)) newest.push(conv.seqs[i]);
+  }
+  const mine = newest.filter((seq) => !(counts.get(seq)?.count >= counts.get(seq)?.of && counts.get(seq)?.of > 0));
   try {
     const replies = await Promise.all(mine.map((seq) => request({ groupReadCount: { conversationId: conv.id, seq: String(seq) } })));
     for (const r of replies) {

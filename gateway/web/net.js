@@ -215,6 +215,7 @@ function closeReason(hint, code, wasReady) {
   }
   if (h.endsWith('ACCOUNT_DISABLED')) return { stop: true, text: 'This account was disabled by the server\'s operators.' };
   if (h.endsWith('KICKED_BY_OPERATOR')) return { stop: true, text: 'You were signed out by the server\'s operators.', action: { label: 'Reconnect', run: connect } };
+  if (h.endsWith('LOGGED_OUT')) return { text: 'Signed out.' };
   if (h.endsWith('SERVER_SHUTDOWN') || code === 1001) return { text: 'The server is restarting.' };
   if (h.endsWith('SERVER_FULL') || code === 1013) return { text: 'The server is busy.', delayMs: 5000 * 2 ** Math.min(net.failures, 3) };
   if (h.endsWith('IDLE_TIMEOUT')) return { text: 'The connection went quiet and was closed.' };

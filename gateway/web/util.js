@@ -20,6 +20,18 @@ function el(tag, props, ...children) {
   return node;
 }
 
+// Makes `parent`'s children exactly `nodes`, moving only what changed: nodes already there stay
+// put, so one new row in a long list costs one insertion, not the whole list again.
+function setChildren(parent, nodes) {
+  const keep = new Set(nodes);
+  for (const child of [...parent.childNodes]) if (!keep.has(child)) child.remove();
+  let at = parent.firstChild;
+  for (const n of nodes) {
+    if (n === at) at = at.nextSibling;
+    else parent.insertBefore(n, at);
+  }
+}
+
 // Small inline icons (no icon font or emoji font is assumed on the machine).
 const ICONS = {
   person: '<svg viewBox="0 0 24 24" aria-hidden="true"><circle cx="12" cy="9" r="4" fill="currentColor"/><path d="M4.5 20c.8-4 4-6 7.5-6s6.7 2 7.5 6" fill="currentColor"/></svg>',
