@@ -1,7 +1,8 @@
 // End-to-end test of the dashboard's configuration page in headless Chromium: the admin sees
 // the effective configuration with each key's source, changes a live key (the rate limit) and
 // sees it applied (value, source "override", the audit entry); a bad value is refused with the
-// server's reason shown; the IP rules editor applies a deny list and clears it; a viewer sees
+// server's reason shown; a key the server lowered (connections per shard past the open-file
+// limit) is shown with what it runs at and why; the IP rules editor applies a deny list and clears it; a viewer sees
 // the page read-only and a change sent from the viewer's page is refused (403). Screenshots.
 // Every wait is on an event with a deadline, never a sleep.
 // Started by gateway/tests/browser_admin.rs:  node web-tests/admin-config.e2e.mjs ADMIN_URL ARTIFACT_DIR
@@ -33,6 +34,16 @@ try {
   await login(a, url, 'root');
   await a.goto(url + '#/config');
   await row(a).waitFor();
+  // The test machine's open-file limit cannot hold the default connections per shard: the
+  // server lowered it, and the page says so, with the reason.
+  await a.locator('#config-lowered li').first().waitFor();
+  const low = await a.locator('#config-lowered').textContent();
+  check(low.includes('gateway.conns_per_shard_max') && low.includes('configured 500000'), `lowered: ${low}`);
+  await a.fill('#config-filter', 'conns_per_shard_max');
+  await a.waitForFunction(() => {
+    const r = document.querySelector('#config-table tr[data-key="gateway.conns_per_shard_max"]');
+    return r && r.textContent.includes('runs at');
+  });
   await a.fill('#config-filter', 'limits.');
   await a.locator('#config-table tr[data-key="limits.sync_page_max"]').waitFor();
   check(await a.locator('#config-table tr[data-key="gateway.tcp_listen"]').count() === 0, 'the filter hides other keys');

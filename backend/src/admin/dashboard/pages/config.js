@@ -1,6 +1,7 @@
 // Configuration: the effective config with each key's source; live keys edited in place
-// (admins; the server validates like `ringchat check-config` and says why it refuses); the IP
-// allow / deny lists. Viewers see everything read-only.
+// (admins; the server validates like `ringchat check-config` and says why it refuses); keys
+// the server runs lower than configured, and why; the IP allow / deny lists. Viewers see
+// everything read-only.
 import { api, el, flash, isAdmin } from '../ui.js';
 
 export const title = 'Configuration';
@@ -58,7 +59,13 @@ export async function render(main) {
   const liveOnly = el('input', { type: 'checkbox', id: 'config-live-only' });
   const tbody = el('tbody');
   const error = el('p', { class: 'error', id: 'config-error' });
+  const lowered = el('ul', { id: 'config-lowered' });
+  const loweredCard = el('div', { class: 'card', hidden: true },
+    el('h2', {}, 'Lowered by the server'),
+    el('p', { class: 'muted' }, 'These keys run at a lower value than configured; raise the limit named to get the configured one.'),
+    lowered);
   let keys = [];
+  let lower = new Map();
 
   async function save(k, input, row) {
     error.textContent = '';
@@ -89,6 +96,8 @@ export async function render(main) {
       } else {
         cell = el('span', { class: 'mono' }, shown(k.value));
       }
+      const low = lower.get(k.key);
+      if (low) cell = el('div', {}, cell, el('span', { class: 'error' }, `runs at ${shown(low.effective)}`));
       row.append(el('td', { class: 'mono' }, k.key), el('td', {}, cell),
         el('td', {}, k.live ? 'live' : 'restart'), el('td', { class: 'muted' }, sourceText(k)));
       tbody.append(row);
@@ -98,6 +107,12 @@ export async function render(main) {
   async function reload() {
     const view = await api('GET', '/api/config');
     keys = view.keys;
+    lower = new Map(view.lowered.map(l => [l.key, l]));
+    lowered.textContent = '';
+    for (const l of view.lowered) {
+      lowered.append(el('li', {}, el('span', { class: 'mono' }, l.key), `: configured ${shown(l.configured)}, runs at ${shown(l.effective)} (${l.why})`));
+    }
+    loweredCard.hidden = view.lowered.length === 0;
     files.textContent = `Configuration file: ${view.config_file || 'none (defaults and environment)'}. Live changes are kept in ${view.overrides_file} and win over the file and the environment; SIGHUP re-reads the file.`;
     draw();
   }
@@ -105,6 +120,7 @@ export async function render(main) {
   filter.addEventListener('input', draw);
   liveOnly.addEventListener('change', draw);
   const loadRules = ipRules(main, reload);
+  main.append(loweredCard);
   main.append(el('div', { class: 'card' }, el('h2', {}, 'Effective configuration'), files,
     admin ? null : el('p', { class: 'muted', id: 'config-read-only' }, 'Read-only: only admins change the configuration.'),
     el('div', { class: 'row' }, el('label', {}, 'Key', filter), el('label', {}, 'Live keys only', liveOnly)),
