@@ -15,7 +15,7 @@ use super::Admin;
 use super::auth::{AdminOnly, Viewer};
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, ErrorBody};
 use super::page::{self, Page, PageQuery};
-use crate::notifications::{Audience, Job, Notice, StartError, group_of};
+use crate::notifications::{Audience, Job, Notice, Registered, StartError, group_of};
 use crate::store::{USER_ID_FIRST, USER_ID_LAST, UserId};
 
 pub fn routes() -> OpenApiRouter<Arc<Admin>> {
@@ -35,8 +35,8 @@ const UNKNOWN_NAMED_MAX: usize = 10;
 #[serde(deny_unknown_fields)]
 pub struct NotificationRequest {
     /// Your id for this notification (1 to 64 of `A-Za-z0-9._:-`): sending it again with the
-    /// same id and content returns the first one instead of sending twice. Made up by the
-    /// server when absent.
+    /// same id and content returns the first one instead of sending twice, or, when that one
+    /// failed, sends it again to those it did not reach. Made up by the server when absent.
     pub id: Option<String>,
     /// Shown above the text; at most `notifications.title_bytes_max` bytes.
     pub title: Option<String>,
@@ -67,7 +67,8 @@ pub struct NotificationAccepted {
     pub recipients: u64,
     /// `running`, `done` or `failed`.
     pub state: String,
-    /// The request repeated an earlier one's id: this is that notification, not a new one.
+    /// The request repeated the id of one running or done: this is that notification, not a
+    /// new one.
     pub repeated: bool,
 }
 
@@ -269,12 +270,13 @@ async fn count(admin: &Admin, audience: &Audience) -> ApiResult<u64> {
 
 /// Send a system notification: stored in each recipient's system conversation (pushed to
 /// those online, read by Sync by the others) by a background job; follow it with
-/// `GET /api/notifications/{id}`. Idempotent on `id`.
+/// `GET /api/notifications/{id}`. Idempotent on `id`: a notification that failed is finished
+/// by sending it again with its id (those it reached count as `repeats`).
 #[utoipa::path(post, path = "/api/notifications", tag = "notifications",
     request_body = NotificationRequest,
     responses(
-        (status = 202, description = "Started", body = NotificationAccepted),
-        (status = 200, description = "A notification with this id exists: it is returned", body = NotificationAccepted),
+        (status = 202, description = "Started (or, for the id of one that failed, started again)", body = NotificationAccepted),
+        (status = 200, description = "A notification with this id is running or done: it is returned", body = NotificationAccepted),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, description = "No such group", body = ErrorBody),
         (status = 409, description = "The id names a notification with other content", body = ErrorBody),
@@ -287,11 +289,13 @@ async fn send(
 ) -> ApiResult<(StatusCode, Json<NotificationAccepted>)> {
     let (id, notice, audience) = checked(&admin, body)?;
     let notifications = &admin.backend.notifications;
-    // A repeat is answered before anything is read (the registry decides it is the same).
-    if let Some(job) = id.as_deref().and_then(|id| notifications.get(id)) {
-        let (job, _) = notifications
-            .register(job.id.clone(), op.actor(), notice, &audience, job.total)
-            .map_err(start_error)?;
+    // A repeat is answered before anything is read (the registry decides it is the same); a
+    // failed job's id is not a repeat: it is run again below.
+    if let Some(id) = id.as_deref()
+        && let Some(job) = notifications
+            .repeat_of(id, &notice, &audience)
+            .map_err(start_error)?
+    {
         return Ok((StatusCode::OK, Json(accepted(&job, true))));
     }
     let total = count(&admin, &audience).await?;
@@ -299,10 +303,10 @@ async fn send(
         Some(id) => id,
         None => new_id()?,
     };
-    let (job, new) = notifications
+    let (job, how) = notifications
         .register(id, op.actor(), notice, &audience, total)
         .map_err(start_error)?;
-    if !new {
+    if how == Registered::Repeat {
         return Ok((StatusCode::OK, Json(accepted(&job, true))));
     }
     let detail = match &audience {
@@ -310,13 +314,18 @@ async fn send(
         Audience::Users(u) => format!("to {} users", u.len()),
         Audience::Group(g) => format!("to the {total} members of group {g}"),
     };
+    let again = if how == Registered::Rerun {
+        ", again after it failed"
+    } else {
+        ""
+    };
     admin
         .backend
         .audit
         .record_admin(
             op.audit("notification.send")
                 .target(format!("notification:{}", job.id))
-                .detail(format!("{detail}: {}", job.notice.text)),
+                .detail(format!("{detail}{again}: {}", job.notice.text)),
         )
         .await;
     notifications.run(Arc::clone(&admin.backend), Arc::clone(&job), audience);
