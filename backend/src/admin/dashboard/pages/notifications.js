@@ -43,8 +43,9 @@ function compose(onSent) {
       if (ids.some(x => !Number.isSafeInteger(x) || x <= 0)) return flash('user ids are numbers', true);
       body.to = { users: ids };
     } else {
-      const g = Number(group.value);
-      if (!Number.isSafeInteger(g) || g <= 0) return flash('the group id is a number', true);
+      // Sent as a string: group ids pass 2^53, where a Number would round them to another id.
+      const g = group.value.trim();
+      if (!/^\d{1,20}$/.test(g)) return flash('the group id is a number (its digits)', true);
       body.to = { group: g };
     }
     if (to === 'all' && !confirm('Send this notification to every user?')) return;
