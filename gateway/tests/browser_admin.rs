@@ -25,6 +25,7 @@ fn dashboard_logs_tail_filter_pause_search_and_export() {
             "admin-logs-filtered",
             "admin-logs-search",
             "admin-logs-viewer",
+            "admin-logs-left-early",
         ],
         Target::Admin,
     );
