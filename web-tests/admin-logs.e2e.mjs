@@ -2,13 +2,14 @@
 // the test caused (a failed admin login, logged at WARN), a text filter hides lines that do not
 // match while showing one that does, pause holds new lines back, the search finds the line in
 // the files and the export link downloads it; a viewer sees the page but cannot change the
-// log filter (the server refuses it); logging out ends the live tail's stream. Screenshots
-// admin-logs-*.
+// log filter (the server refuses it); leaving the page while it is still loading leaves no
+// stream open and nothing of it on the next page; logging out ends the live tail's stream.
+// Screenshots admin-logs-*.
 // Every wait is on an event with a deadline (STEP_MS), never a sleep.
 // Started by gateway/tests/browser_admin.rs:  node web-tests/admin-logs.e2e.mjs ADMIN_URL ARTIFACT_DIR
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { DESKTOP, check, launch, newPage } from './harness.mjs';
+import { DESKTOP, STEP_MS, check, launch, newPage } from './harness.mjs';
 import { login, report } from './admin-harness.mjs';
 
 const [url, artifacts] = process.argv.slice(2);
@@ -32,6 +33,27 @@ async function failedLogin(page, name) {
 }
 
 const tailRow = (page, text) => page.locator('#tail-lines tr', { hasText: text });
+const isTail = (r) => r.url().includes('/api/logs/stream');
+
+// Counts the live tail's streams a page opens from now on, and those still open.
+function tailStreams(page) {
+  const open = new Set();
+  let opened = 0;
+  let wake = () => {};
+  page.on('request', (r) => { if (isTail(r)) { open.add(r); opened++; wake(); } });
+  for (const ended of ['requestfailed', 'requestfinished']) page.on(ended, (r) => { if (open.delete(r)) wake(); });
+  return {
+    // Waits (at most STEP_MS) until `done(opened, stillOpen)` holds.
+    async until(what, done) {
+      const deadline = Date.now() + STEP_MS;
+      while (!done(opened, open.size)) {
+        const left = deadline - Date.now();
+        if (left <= 0) throw new Error(`${what}: ${opened} stream(s) opened, ${open.size} still open`);
+        await new Promise((ok) => { wake = ok; setTimeout(ok, left); });
+      }
+    },
+  };
+}
 
 try {
   const admin = await newPage(browser, 'root', DESKTOP, fail);
@@ -103,9 +125,46 @@ try {
   check(refused.status === 403 && refused.body.error.code === 'forbidden', `viewer's change: ${JSON.stringify(refused)}`);
   await shot(v, 'admin-logs-viewer');
 
+  // Leaving the Logs page before it has loaded: the viewer goes to Users while the log filter's
+  // answer is held back. When it comes, the late Logs render must neither put its cards on the
+  // Users page nor leave its live tail's stream open (it used to do both, for good).
+  await v.goto(url + '#/users');
+  await v.waitForSelector('#user-query');
+  let filterAsked;
+  const asked = new Promise((ok) => { filterAsked = ok; });
+  let release;
+  const held = new Promise((ok) => { release = ok; });
+  await v.route('**/api/logs/filter', async (route) => {
+    if (route.request().method() === 'GET') { filterAsked(); await held; }
+    await route.continue();
+  });
+  // Counts, in the page, the log filter answers read, one task after the read: by then every
+  // continuation of the read (the rest of the late render, the shell's check) has run.
+  await v.evaluate(() => {
+    const text = Response.prototype.text;
+    window.filterReads = 0;
+    Response.prototype.text = function () {
+      const read = text.call(this);
+      if (this.url.includes('/api/logs/filter')) read.then(() => setTimeout(() => { window.filterReads++; }, 0));
+      return read;
+    };
+  });
+  const streams = tailStreams(v);
+  await v.evaluate(() => { location.hash = '#/logs'; });
+  await asked;
+  await v.evaluate(() => { location.hash = '#/users'; });
+  await v.waitForSelector('#user-query');
+  release();
+  await v.waitForFunction(() => window.filterReads === 1);
+  await streams.until('the late Logs page\'s stream', (opened, stillOpen) => stillOpen === 0)
+    .catch((e) => fail(e.message));
+  check(await v.locator('#tail-lines, #filter-form').count() === 0, 'the late Logs page put its cards on the Users page');
+  check(await v.isVisible('#user-query'), 'the Users page is still shown');
+  await shot(v, 'admin-logs-left-early');
+  await v.unroute('**/api/logs/filter');
+
   // Logging out leaves the page: its live tail's stream ends (it holds one of the server's
   // log.streams_max places, and its operator's share of them).
-  const isTail = (r) => r.url().includes('/api/logs/stream');
   const tailEnded = Promise.race([
     a.waitForEvent('requestfailed', { predicate: isTail }),
     a.waitForEvent('requestfinished', { predicate: isTail }),

@@ -25,6 +25,7 @@ fn dashboard_logs_tail_filter_pause_search_and_export() {
             "admin-logs-filtered",
             "admin-logs-search",
             "admin-logs-viewer",
+            "admin-logs-left-early",
         ],
         Target::Admin,
     );
@@ -76,11 +77,15 @@ fn dashboard_users_disable_kicks_the_chat_page_enable_and_a_group_dissolved() {
 }
 
 #[test]
-fn dashboard_sends_a_notification_to_everyone() {
+fn dashboard_sends_a_notification_to_everyone_and_to_a_group() {
     run_e2e_on(
         "admin-notify.e2e.mjs",
         &[],
-        &["admin-notify-sent", "admin-notify-viewer"],
+        &[
+            "admin-notify-sent",
+            "admin-notify-group",
+            "admin-notify-viewer",
+        ],
         Target::Admin,
     );
 }

@@ -201,13 +201,15 @@ async fn a_groups_members_get_it_and_others_do_not() {
     let admin = server.api_key("ops", "admin");
     let view = send(
         &admin,
-        json!({"text": "team note", "content_type": "text/markdown", "to": {"group": g}}),
+        json!({"text": "team note", "content_type": "text/markdown", "to": {"group": g.to_string()}}),
     );
     assert_eq!(
         (view["recipients_total"].as_u64(), view["target"].as_str()),
         (Some(2), Some("group"))
     );
-    assert_eq!(view["group"], g);
+    // In decimal, as a string: a JavaScript number would round it.
+    assert!(g > 1 << 53);
+    assert_eq!(view["group"], g.to_string());
     for (client, user) in [(&mut alice, a.user_id), (&mut bob, b.user_id)] {
         let got = system_messages(client, user).await;
         assert_eq!(texts(&got), ["team note"]);
@@ -216,9 +218,25 @@ async fn a_groups_members_get_it_and_others_do_not() {
     assert!(system_messages(&mut carol, c.user_id).await.is_empty());
     let (status, r) = admin.post(
         "/api/notifications",
-        json!({"text": "x", "to": {"group": (1u64 << 62) | 999_999}}),
+        json!({"text": "x", "to": {"group": ((1u64 << 62) | 999_999).to_string()}}),
     );
     assert_eq!((status, error_code(&(status, r))), (404, "not_found"));
+    // A JSON number is refused: one rounded by a JavaScript client names another group.
+    let (status, r) = admin.post(
+        "/api/notifications",
+        json!({"text": "x", "to": {"group": g}}),
+    );
+    assert_eq!(
+        (status, error_code(&(status, r.clone()))),
+        (400, "bad_request")
+    );
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("decimal string"),
+        "{r}"
+    );
 }
 
 #[tokio::test]
@@ -301,7 +319,7 @@ async fn viewers_are_refused_and_bad_input_gets_json_errors() {
         ),
         (json!({"text": "x", "to": {}}), 422, "invalid"),
         (
-            json!({"text": "x", "to": {"all": true, "group": 5}}),
+            json!({"text": "x", "to": {"all": true, "group": "5"}}),
             422,
             "invalid",
         ),
@@ -336,10 +354,18 @@ async fn viewers_are_refused_and_bad_input_gets_json_errors() {
         ),
         (json!({"text": "x", "to": {"users": [7]}}), 422, "invalid"),
         (
-            json!({"text": "x", "to": {"group": a.user_id}}),
+            json!({"text": "x", "to": {"group": a.user_id.to_string()}}),
             404,
             "not_found",
         ),
+        (
+            json!({"text": "x", "to": {"group": "99999999999999999999"}}),
+            404,
+            "not_found",
+        ),
+        (json!({"text": "x", "to": {"group": "+5"}}), 422, "invalid"),
+        (json!({"text": "x", "to": {"group": ""}}), 422, "invalid"),
+        (json!({"text": "x", "to": {"group": 5}}), 400, "bad_request"),
     ];
     for (body, status, want) in cases {
         let r = admin.post("/api/notifications", body.clone());
@@ -360,4 +386,12 @@ async fn viewers_are_refused_and_bad_input_gets_json_errors() {
     let (_, doc) = admin.get("/api/openapi.json");
     assert!(doc["paths"]["/api/notifications"]["post"].is_object());
     assert!(doc["paths"]["/api/notifications/{id}"]["get"].is_object());
+    // Group ids are strings there, as on the wire.
+    for schema in ["Recipients", "NotificationView"] {
+        let group = &doc["components"]["schemas"][schema]["properties"]["group"];
+        assert!(
+            group.to_string().contains("\"string\""),
+            "{schema}: {group}"
+        );
+    }
 }

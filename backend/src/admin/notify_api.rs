@@ -15,8 +15,8 @@ use super::Admin;
 use super::auth::{AdminOnly, Viewer};
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, ErrorBody};
 use super::page::{self, Page, PageQuery};
-use crate::notifications::{Audience, Job, Notice, StartError, group_of};
-use crate::store::{USER_ID_FIRST, USER_ID_LAST, UserId};
+use crate::notifications::{Audience, Job, Notice, Registered, StartError, group_of};
+use crate::store::{ConvId, USER_ID_FIRST, USER_ID_LAST, UserId};
 
 pub fn routes() -> OpenApiRouter<Arc<Admin>> {
     OpenApiRouter::new()
@@ -28,6 +28,8 @@ pub fn routes() -> OpenApiRouter<Arc<Admin>> {
 const ID_BYTES_MAX: usize = 64;
 /// Bytes of a content type, at most.
 const CONTENT_TYPE_BYTES_MAX: usize = 64;
+/// Digits of a group id, at most (a u64 has 20).
+const GROUP_ID_DIGITS_MAX: usize = 20;
 /// Unknown user ids named in a refusal, at most.
 const UNKNOWN_NAMED_MAX: usize = 10;
 
@@ -35,8 +37,8 @@ const UNKNOWN_NAMED_MAX: usize = 10;
 #[serde(deny_unknown_fields)]
 pub struct NotificationRequest {
     /// Your id for this notification (1 to 64 of `A-Za-z0-9._:-`): sending it again with the
-    /// same id and content returns the first one instead of sending twice. Made up by the
-    /// server when absent.
+    /// same id and content returns the first one instead of sending twice, or, when that one
+    /// failed, sends it again to those it did not reach. Made up by the server when absent.
     pub id: Option<String>,
     /// Shown above the text; at most `notifications.title_bytes_max` bytes.
     pub title: Option<String>,
@@ -56,8 +58,40 @@ pub struct Recipients {
     pub all: Option<bool>,
     /// These users (at most `notifications.users_per_request_max`, each must exist).
     pub users: Option<Vec<u64>>,
-    /// The members of this group (its conversation id).
-    pub group: Option<u64>,
+    /// The members of this group: its conversation id in decimal, as a string (group ids pass
+    /// 2^53, past what a JavaScript number holds exactly; a JSON number is refused, as a
+    /// rounded one names another group).
+    #[schema(value_type = Option<String>, pattern = "^[0-9]{1,20}$", example = "4611686018427387905")]
+    #[serde(default, deserialize_with = "group_id_text")]
+    pub group: Option<String>,
+}
+
+/// `to.group`: a string only. A client that parses JSON numbers as doubles (JavaScript) sends a
+/// group id rounded to the next representable value, which is another group's id.
+fn group_id_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    struct Text;
+    impl<'de> serde::de::Visitor<'de> for Text {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(
+                "the group id as a decimal string, such as \"4611686018427387905\" (a JSON number \
+                 this large loses digits in JavaScript)",
+            )
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: serde::Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            d.deserialize_str(self)
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(v.to_owned()))
+        }
+    }
+    d.deserialize_option(Text)
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -67,7 +101,8 @@ pub struct NotificationAccepted {
     pub recipients: u64,
     /// `running`, `done` or `failed`.
     pub state: String,
-    /// The request repeated an earlier one's id: this is that notification, not a new one.
+    /// The request repeated the id of one running or done: this is that notification, not a
+    /// new one.
     pub repeated: bool,
 }
 
@@ -82,9 +117,10 @@ pub struct NotificationView {
     pub content_type: String,
     /// `all`, `users` or `group`.
     pub target: String,
-    /// The group's conversation id when `target` is `group`.
+    /// The group's conversation id when `target` is `group`, in decimal: a string, because
+    /// group ids pass 2^53 and JavaScript numbers would round them.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub group: Option<u64>,
+    pub group: Option<String>,
     /// `running`, `done` or `failed`.
     pub state: String,
     pub recipients_total: u64,
@@ -109,7 +145,7 @@ impl NotificationView {
             text: job.notice.text.clone(),
             content_type: job.notice.content_type.clone(),
             target: job.target.to_owned(),
-            group: job.group.map(|g| g.to_wire()),
+            group: job.group.map(|g| g.to_wire().to_string()),
             state: p.state.as_str().to_owned(),
             recipients_total: job.total,
             recipients_done: p.done,
@@ -207,9 +243,7 @@ fn checked(
             users.dedup();
             Audience::Users(users)
         }
-        (None, None, Some(g)) => Audience::Group(
-            group_of(g).ok_or_else(|| ApiError::not_found(format!("no group {g}")))?,
-        ),
+        (None, None, Some(g)) => Audience::Group(group(&g)?),
         _ => {
             return Err(ApiError::invalid(
                 "to must have exactly one of all, users and group",
@@ -222,6 +256,20 @@ fn checked(
         content_type,
     };
     Ok((body.id, notice, audience))
+}
+
+/// `to.group`'s group: decimal digits (no sign, no spaces), naming a group.
+fn group(text: &str) -> ApiResult<ConvId> {
+    if !(1..=GROUP_ID_DIGITS_MAX).contains(&text.len()) || !text.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(ApiError::invalid(
+            "to.group must be a group id: its decimal digits, as a string",
+        ));
+    }
+    text.parse()
+        .ok()
+        .and_then(group_of)
+        .ok_or_else(|| ApiError::not_found(format!("no group {text}")))
 }
 
 /// Recipients of the audience now: refuses unknown users and groups.
@@ -269,12 +317,13 @@ async fn count(admin: &Admin, audience: &Audience) -> ApiResult<u64> {
 
 /// Send a system notification: stored in each recipient's system conversation (pushed to
 /// those online, read by Sync by the others) by a background job; follow it with
-/// `GET /api/notifications/{id}`. Idempotent on `id`.
+/// `GET /api/notifications/{id}`. Idempotent on `id`: a notification that failed is finished
+/// by sending it again with its id (those it reached count as `repeats`).
 #[utoipa::path(post, path = "/api/notifications", tag = "notifications",
     request_body = NotificationRequest,
     responses(
-        (status = 202, description = "Started", body = NotificationAccepted),
-        (status = 200, description = "A notification with this id exists: it is returned", body = NotificationAccepted),
+        (status = 202, description = "Started (or, for the id of one that failed, started again)", body = NotificationAccepted),
+        (status = 200, description = "A notification with this id is running or done: it is returned", body = NotificationAccepted),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, description = "No such group", body = ErrorBody),
         (status = 409, description = "The id names a notification with other content", body = ErrorBody),
@@ -287,11 +336,13 @@ async fn send(
 ) -> ApiResult<(StatusCode, Json<NotificationAccepted>)> {
     let (id, notice, audience) = checked(&admin, body)?;
     let notifications = &admin.backend.notifications;
-    // A repeat is answered before anything is read (the registry decides it is the same).
-    if let Some(job) = id.as_deref().and_then(|id| notifications.get(id)) {
-        let (job, _) = notifications
-            .register(job.id.clone(), op.actor(), notice, &audience, job.total)
-            .map_err(start_error)?;
+    // A repeat is answered before anything is read (the registry decides it is the same); a
+    // failed job's id is not a repeat: it is run again below.
+    if let Some(id) = id.as_deref()
+        && let Some(job) = notifications
+            .repeat_of(id, &notice, &audience)
+            .map_err(start_error)?
+    {
         return Ok((StatusCode::OK, Json(accepted(&job, true))));
     }
     let total = count(&admin, &audience).await?;
@@ -299,10 +350,10 @@ async fn send(
         Some(id) => id,
         None => new_id()?,
     };
-    let (job, new) = notifications
+    let (job, how) = notifications
         .register(id, op.actor(), notice, &audience, total)
         .map_err(start_error)?;
-    if !new {
+    if how == Registered::Repeat {
         return Ok((StatusCode::OK, Json(accepted(&job, true))));
     }
     let detail = match &audience {
@@ -310,13 +361,18 @@ async fn send(
         Audience::Users(u) => format!("to {} users", u.len()),
         Audience::Group(g) => format!("to the {total} members of group {g}"),
     };
+    let again = if how == Registered::Rerun {
+        ", again after it failed"
+    } else {
+        ""
+    };
     admin
         .backend
         .audit
         .record_admin(
             op.audit("notification.send")
                 .target(format!("notification:{}", job.id))
-                .detail(format!("{detail}: {}", job.notice.text)),
+                .detail(format!("{detail}{again}: {}", job.notice.text)),
         )
         .await;
     notifications.run(Arc::clone(&admin.backend), Arc::clone(&job), audience);

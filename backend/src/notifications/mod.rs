@@ -107,6 +107,16 @@ impl Job {
     }
 }
 
+/// What [`Notifications::register`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Registered {
+    New,
+    /// The id named a failed job: this is its new run.
+    Rerun,
+    /// The id names a job with this content, running or done: that job, nothing new.
+    Repeat,
+}
+
 /// Why a notification was not started.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum StartError {
@@ -157,8 +167,20 @@ impl Notifications {
             .collect()
     }
 
-    /// Registers a job, or returns the one `id` already names (`Ok((job, false))`) when its
-    /// content is the same. The caller runs a new job with [`Self::run`].
+    /// The job `id` names when a request with this content repeats it: `None` when no job
+    /// has the id, or when its job failed (a request then runs it again: [`Self::register`]).
+    pub(crate) fn repeat_of(
+        &self,
+        id: &str,
+        notice: &Notice,
+        audience: &Audience,
+    ) -> Result<Option<Arc<Job>>, StartError> {
+        existing(&self.registry(), id, notice, audience)
+    }
+
+    /// Registers a job and says how: a new one, a new run of the failed job `id` named (which
+    /// makes way for it), or the job `id` names already, running or done, when its content is
+    /// the same. The caller runs a job it did not find with [`Self::run`].
     pub(crate) fn register(
         &self,
         id: String,
@@ -166,19 +188,24 @@ impl Notifications {
         notice: Notice,
         audience: &Audience,
         total: u64,
-    ) -> Result<(Arc<Job>, bool), StartError> {
+    ) -> Result<(Arc<Job>, Registered), StartError> {
         let mut reg = self.registry();
-        if let Some(job) = reg.by_id.get(&id) {
-            let (target, group) = describe(audience);
-            return if job.notice == notice && job.target == target && job.group == group {
-                Ok((Arc::clone(job), false))
-            } else {
-                Err(StartError::IdConflict)
-            };
+        if let Some(job) = existing(&reg, &id, &notice, audience)? {
+            return Ok((job, Registered::Repeat));
         }
         if reg.running >= self.config.jobs_running_max {
             return Err(StartError::Busy(self.config.jobs_running_max));
         }
+        // A failed job is run again under its id: the recipients it reached have the id in
+        // their system conversation and count as repeats, the others get it. Its history row
+        // is the new run's.
+        let how = match reg.by_id.remove(&id) {
+            Some(failed) => {
+                reg.by_seq.remove(&failed.seq);
+                Registered::Rerun
+            }
+            None => Registered::New,
+        };
         reg.next_seq += 1;
         let (target, group) = describe(audience);
         let job = Arc::new(Job {
@@ -202,7 +229,7 @@ impl Notifications {
         reg.by_id.insert(id, Arc::clone(&job));
         reg.by_seq.insert(job.seq, Arc::clone(&job));
         self.trim(&mut reg);
-        Ok((job, true))
+        Ok((job, how))
     }
 
     /// Forgets the oldest finished jobs past `history_max`.
@@ -238,6 +265,23 @@ impl Notifications {
     }
 }
 
+/// The job `id` names, unless it failed; a conflict when its content is another.
+fn existing(
+    reg: &Registry,
+    id: &str,
+    notice: &Notice,
+    audience: &Audience,
+) -> Result<Option<Arc<Job>>, StartError> {
+    let Some(job) = reg.by_id.get(id) else {
+        return Ok(None);
+    };
+    let (target, group) = describe(audience);
+    if job.notice != *notice || job.target != target || job.group != group {
+        return Err(StartError::IdConflict);
+    }
+    Ok((job.lock().state != JobState::Failed).then(|| Arc::clone(job)))
+}
+
 fn describe(audience: &Audience) -> (&'static str, Option<ConvId>) {
     match audience {
         Audience::All => ("all", None),
@@ -250,85 +294,4 @@ fn describe(audience: &Audience) -> (&'static str, Option<ConvId>) {
 mod tests;
 
 #[cfg(test)]
-mod registry_tests {
-    use super::*;
-
-    fn notice(text: &str) -> Notice {
-        Notice {
-            title: String::new(),
-            text: text.into(),
-            content_type: "text/plain".into(),
-        }
-    }
-
-    fn registry(running_max: usize, history_max: usize) -> Notifications {
-        Notifications::new(NotificationsConfig {
-            jobs_running_max: running_max,
-            history_max,
-            ..NotificationsConfig::default()
-        })
-    }
-
-    #[test]
-    fn an_id_names_one_job_and_other_content_under_it_conflicts() {
-        let n = registry(4, 10);
-        let (job, new) = n
-            .register(
-                "a".into(),
-                "admin:x".into(),
-                notice("hi"),
-                &Audience::All,
-                3,
-            )
-            .unwrap();
-        assert!(new);
-        let (again, new) = n
-            .register(
-                "a".into(),
-                "admin:y".into(),
-                notice("hi"),
-                &Audience::All,
-                3,
-            )
-            .unwrap();
-        assert!(!new && Arc::ptr_eq(&job, &again), "the same job back");
-        assert_eq!(
-            n.register("a".into(), "x".into(), notice("other"), &Audience::All, 3)
-                .unwrap_err(),
-            StartError::IdConflict
-        );
-        let to_users = Audience::Users(vec![1]);
-        assert_eq!(
-            n.register("a".into(), "x".into(), notice("hi"), &to_users, 1)
-                .unwrap_err(),
-            StartError::IdConflict
-        );
-    }
-
-    #[test]
-    fn running_jobs_are_bounded_and_history_keeps_the_newest_finished() {
-        let n = registry(2, 2);
-        let start = |id: &str| {
-            n.register(id.into(), "x".into(), notice(id), &Audience::All, 1)
-                .map(|(job, _)| job)
-        };
-        let a = start("a").unwrap();
-        let b = start("b").unwrap();
-        assert_eq!(start("c").unwrap_err(), StartError::Busy(2));
-        n.finished(&a, Ok(()));
-        let c = start("c").unwrap();
-        assert_eq!(
-            n.page(u64::MAX, 10).len(),
-            2,
-            "a, finished and oldest, is forgotten"
-        );
-        assert!(n.get("a").is_none());
-        n.finished(&b, Err("x".into()));
-        n.finished(&c, Ok(()));
-        let page: Vec<String> = n.page(u64::MAX, 10).iter().map(|j| j.id.clone()).collect();
-        assert_eq!(page, ["c", "b"], "newest first");
-        assert_eq!(n.get("b").unwrap().progress().state, JobState::Failed);
-        let after_c: Vec<String> = n.page(c.seq, 10).iter().map(|j| j.id.clone()).collect();
-        assert_eq!(after_c, ["b"]);
-    }
-}
+mod registry_tests;

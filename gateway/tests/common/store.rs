@@ -66,10 +66,20 @@ fn database_of(data_dir: &Path) -> String {
 static MADE: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
 
 /// Runs `statements` one by one (DROP/CREATE DATABASE refuse a transaction block, which a
-/// multi-statement query is) on the test server's own database. On a thread of its own:
-/// callers may be on a runtime's thread, where blocking on another runtime panics.
+/// multi-statement query is) on the test server's own database.
 fn admin_sql(statements: Vec<String>) -> Result<(), String> {
-    let url = server_url();
+    sql_at(server_url(), statements)
+}
+
+/// Runs `statements` in the database of the server on `data_dir` (made when it started): a
+/// test that changes, under a running server, what its store accepts.
+pub fn sql_in(data_dir: &Path, statements: Vec<String>) -> Result<(), String> {
+    sql_at(database_url(data_dir), statements)
+}
+
+/// Runs `statements` one by one at `url`, on a thread of its own: callers may be on a
+/// runtime's thread, where blocking on another runtime panics.
+fn sql_at(url: String, statements: Vec<String>) -> Result<(), String> {
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

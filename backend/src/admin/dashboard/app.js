@@ -11,23 +11,43 @@ import * as notifications from './pages/notifications.js';
 import * as config from './pages/config.js';
 
 // Navigation order; a page module exports `title` and `render(main)` (which may return a
-// function to call when the page is left, to stop timers and streams).
+// function to call when the page is left, to stop timers and streams; called at once when the
+// page was left before its render finished, so a render must not await after opening one).
 const PAGES = { overview, activity, audit, keys, logs, users, groups, notifications, config };
 const DEFAULT_PAGE = 'overview';
 
 let leave = null;
+// Bumped by every page change (and by leaving the shell): a render that finishes after a later
+// one began is stale, and is stopped and removed instead of taking over the page.
+let shown = 0;
+
+function leavePage() {
+  shown++;
+  if (leave) { leave(); leave = null; }
+}
 
 async function show(name) {
   const page = PAGES[name] || PAGES[DEFAULT_PAGE];
   for (const a of document.querySelectorAll('#nav a')) a.classList.toggle('active', a.dataset.page === name);
-  if (leave) { leave(); leave = null; }
+  leavePage();
+  const mine = shown;
   const main = document.getElementById('page');
   main.textContent = '';
+  // A container of its own: a stale render's late nodes go with it, not into the next page.
+  const box = el('div');
+  main.append(box);
   try {
-    leave = (await page.render(main)) || null;
+    const stop = (await page.render(box)) || null;
+    if (mine !== shown) {
+      if (stop) stop();
+      box.remove();
+      return;
+    }
+    leave = stop;
   } catch (e) {
+    if (mine !== shown) return box.remove();
     if (e instanceof ApiError && e.status === 401) return showLogin();
-    main.append(el('p', { class: 'error' }, e.message));
+    box.append(el('p', { class: 'error' }, e.message));
   }
 }
 
@@ -36,7 +56,7 @@ function route() { show(location.hash.replace(/^#\//, '') || DEFAULT_PAGE); }
 // Leaving the shell (logout, or a 401) leaves the page too: its timers and streams stop (the
 // Logs page's live tail holds one of the server's log.streams_max places while open).
 function showLogin() {
-  if (leave) { leave(); leave = null; }
+  leavePage();
   setSession(null);
   document.getElementById('shell').hidden = true;
   document.getElementById('login').hidden = false;

@@ -149,8 +149,11 @@ async function filterCard() {
 
 export async function render(main) {
   stylesheet();
+  // The filter is read before the tail's stream opens: a failed read leaves no stream behind,
+  // and nothing is awaited between opening it and handing its stop to the shell.
+  const filter = await filterCard();
   const tail = liveTail();
   const found = search();
-  main.append(await filterCard(), tail.node, found.node);
+  main.append(filter, tail.node, found.node);
   return tail.stop;
 }

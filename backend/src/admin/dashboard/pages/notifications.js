@@ -43,8 +43,9 @@ function compose(onSent) {
       if (ids.some(x => !Number.isSafeInteger(x) || x <= 0)) return flash('user ids are numbers', true);
       body.to = { users: ids };
     } else {
-      const g = Number(group.value);
-      if (!Number.isSafeInteger(g) || g <= 0) return flash('the group id is a number', true);
+      // Sent as a string: group ids pass 2^53, where a Number would round them to another id.
+      const g = group.value.trim();
+      if (!/^\d{1,20}$/.test(g)) return flash('the group id is a number (its digits)', true);
       body.to = { group: g };
     }
     if (to === 'all' && !confirm('Send this notification to every user?')) return;
@@ -72,6 +73,8 @@ export async function render(main) {
   const more = el('button', { class: 'secondary', hidden: true }, 'More');
   let cursor = null;
   let timer = null;
+  // Set when the page is left: a request still on its way then sets no new timer.
+  let stopped = false;
   const row = n => el('tr', { 'data-id': n.notification_id, 'data-state': n.state },
     el('td', {}, time(n.created_ms)),
     el('td', {}, n.title ? el('strong', {}, n.title) : null, n.title ? el('br') : null, n.text),
@@ -82,6 +85,7 @@ export async function render(main) {
   async function load(reset) {
     if (reset) cursor = null;
     const page = await api('GET', '/api/notifications?limit=50' + (cursor ? '&cursor=' + encodeURIComponent(cursor) : ''));
+    if (stopped) return;
     if (reset) tbody.textContent = '';
     for (const n of page.items) tbody.append(row(n));
     cursor = page.next_cursor || null;
@@ -100,5 +104,5 @@ export async function render(main) {
     tbody);
   main.append(el('div', { class: 'card' }, el('h2', {}, 'Sent since the server started'), table, more));
   await load(true);
-  return () => clearTimeout(timer);
+  return () => { stopped = true; clearTimeout(timer); };
 }
