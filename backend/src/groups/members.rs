@@ -74,16 +74,28 @@ impl Writer {
 
     /// The end of the mute `user` left `g` under, if it has not passed (else 0).
     fn carried_mute(&self, g: ConvId, user: UserId, slot: &UserSlot) -> Result<u64, Refusal> {
+        Ok(self.how_left(g, user, slot)?.1)
+    }
+
+    /// How `user` left `g`: its event's kind (LEFT, REMOVED; `None` while a member) and the end
+    /// of the mute it left under, if that has not passed (else 0).
+    fn how_left(
+        &self,
+        g: ConvId,
+        user: UserId,
+        slot: &UserSlot,
+    ) -> Result<(Option<Kind>, u64), Refusal> {
         let left_seq = slot.record.as_ref().map_or(0, |r| r.left_seq);
-        let mut until = 0;
+        let (mut kind, mut until) = (None, 0);
         if left_seq > 0
             && let Some(m) = self.message_at(g, left_seq)?
             && let Ok(ev) = v1::GroupEvent::decode(m.content.as_ref())
             && let Some(i) = ev.user_ids.iter().position(|u| *u == user)
         {
+            kind = Kind::try_from(ev.kind).ok();
             until = ev.muted_until_ms.get(i).copied().unwrap_or(0);
         }
-        Ok(if until > now_ms() { until } else { 0 })
+        Ok((kind, if until > now_ms() { until } else { 0 }))
     }
 
     /// The LEFT / REMOVED event of `users` leaving `a`'s group (or the DISSOLVED of its last
@@ -368,17 +380,23 @@ impl Writer {
         let mut done = GroupDone::new(g);
         let Some(member) = member else {
             // No longer a member: leaving again hides the group from the user's lists. Not
-            // while the mute it left under runs (unless the group is dissolved): its row is
-            // what carries the mute back.
+            // while the mute it left under runs: its row is what carries the mute back, so
+            // that leaving sheds no mute.
             if slot.record.is_none() {
                 return Err(not_found());
             }
-            // A dissolved group takes nobody back: nothing to carry.
+            // Unless the group is dissolved (it takes nobody back), or it removed the user:
+            // a removed user shed nothing by its own doing, and the list is the user's own,
+            // not for an admin to pin (each row counts toward `per_user_max`). A return after
+            // hiding is unmuted; the group's admins may mute again.
             let dissolved = self.groups.group(g)?.is_none_or(|r| r.dissolved_seq != 0);
             let muted_until = if dissolved {
                 0
             } else {
-                self.carried_mute(g, user, &slot)?
+                match self.how_left(g, user, &slot)? {
+                    (Some(Kind::Removed), _) => 0,
+                    (_, until) => until,
+                }
             };
             if muted_until > 0 {
                 return Err(Refusal {
