@@ -1,11 +1,12 @@
 //! Group limits over the real server, each at a small configured value and answered with its
 //! code: admins, pending applications, name / intro / application sizes, invite batches, member
-//! pages; and blocks checked when an application is approved.
+//! pages; and blocks (and, for a member's invitation, the invitee's policy) checked when an
+//! application is approved.
 
 mod common;
 
 use common::TestServer;
-use common::contacts::{ask, block, code};
+use common::contacts::{ask, block, code, set_privacy, unblock};
 use common::groups::{approve, create_id, invite, join, leave, ok, set_role, sync, update_name};
 use ringchat_proto::Body;
 use ringchat_proto::v1::{self, ErrorCode, GroupJoinState, GroupRole};
@@ -146,6 +147,46 @@ async fn a_block_is_checked_when_an_application_is_approved() {
     // Nothing changed: the application is still there for an unblocked admin.
     common::contacts::unblock(&mut b, carol.user_id).await;
     let approved = ok(ask(&mut b, approve(g, carol.user_id, true)).await);
+    assert_eq!(approved.state, GroupJoinState::Joined as i32);
+}
+
+/// A member's invitation under APPROVAL is checked again when approved, against the inviter:
+/// the invitee never asked, so its blocks and `dm_policy` as they are then decide, as for a
+/// direct invitation. A user who asked itself is checked against the approver only.
+#[tokio::test]
+async fn a_members_invitation_is_checked_against_the_inviter_when_approved() {
+    let server = TestServer::start(&[]);
+    let (mut a, _alice) = server.user("alice").await;
+    let (mut s, sam) = server.user("sam").await;
+    let (mut v, vic) = server.user("vic").await;
+    let (mut w, wendy) = server.user("wendy").await;
+    let g = create_id(&mut a, &[sam.user_id], v1::JoinPolicy::Approval).await;
+    let filed = ok(ask(&mut s, invite(g, &[vic.user_id])).await);
+    assert_eq!(filed.state, GroupJoinState::Pending as i32);
+    // Vic blocks Sam, who invited him: no admin can let him in on Sam's word.
+    block(&mut v, sam.user_id).await;
+    let refused = ask(&mut a, approve(g, vic.user_id, true)).await;
+    let Body::Error(e) = &refused else {
+        panic!("approved against Vic's block: {refused:?}")
+    };
+    assert_eq!(e.code, ErrorCode::NotAllowed as i32);
+    assert!(!e.message.contains("you blocked"), "{e:?}");
+    // Unblocked, but groups from friends only now (Sam is none): still refused.
+    unblock(&mut v, sam.user_id).await;
+    set_privacy(&mut v, v1::DmPolicy::Friends).await;
+    assert_eq!(
+        code(ask(&mut a, approve(g, vic.user_id, true)).await),
+        ErrorCode::NotAllowed
+    );
+    // Back to everyone: the invitation, still pending, goes through.
+    set_privacy(&mut v, v1::DmPolicy::Everyone).await;
+    let approved = ok(ask(&mut a, approve(g, vic.user_id, true)).await);
+    assert_eq!(approved.state, GroupJoinState::Joined as i32);
+    // Wendy asks herself, friends-only or not, and blocks Sam: Alice approves her.
+    set_privacy(&mut w, v1::DmPolicy::Friends).await;
+    block(&mut w, sam.user_id).await;
+    ok(ask(&mut w, join(g)).await);
+    let approved = ok(ask(&mut a, approve(g, wendy.user_id, true)).await);
     assert_eq!(approved.state, GroupJoinState::Joined as i32);
 }
 

@@ -182,6 +182,7 @@ pub(crate) fn filled(dir: &Path) -> FjallStore {
         Some(ApplicationRecord {
             message: "hi".into(),
             sent_ms: 1,
+            inviter: a,
         }),
     ));
     g.groups.mentions.push((group, b, 1));

@@ -208,6 +208,7 @@ impl Writer {
                 let app = ApplicationRecord {
                     message: format!("invited by {actor}"),
                     sent_ms: now,
+                    inviter: actor,
                 };
                 self.groups.put_application(g, *user, Some(app));
             }
@@ -291,6 +292,7 @@ impl Writer {
             let app = ApplicationRecord {
                 message,
                 sent_ms: now_ms(),
+                inviter: 0,
             };
             self.groups.put_application(g, user, Some(app));
             a.record.application_count += 1;
@@ -331,9 +333,9 @@ impl Writer {
     ) -> Result<GroupDone, Refusal> {
         let mut a = self.acting(g, actor)?;
         refused_by(verdict(a.me.role, Action::Approve), "answer applications")?;
-        if self.groups.application(g, user)?.is_none() {
+        let Some(application) = self.groups.application(g, user)? else {
             return Err(Refusal::new(ErrorCode::NotFound, "no such application"));
-        }
+        };
         let mut done = GroupDone::new(g);
         if !accept || self.groups.member(g, user)?.is_some() {
             self.groups.put_application(g, user, None);
@@ -351,11 +353,28 @@ impl Writer {
             self.groups.put_group(g, a.record);
             return Ok(done.ok(seq, State::None, Vec::new()));
         }
-        // Blocks and the user's list are checked now, between the applicant and whoever
-        // approves (an invite's blocks and the user's policy were checked when it was filed,
-        // against the inviter).
+        // Checked now, not when it was filed: the user's blocks, policy and list may have
+        // changed since. A user who asked is checked against whoever approves (blocks only);
+        // a member's invitation against the inviter too, as the user's policy is (the user
+        // never asked).
         let slot = self.groups.user_slot(user, g)?;
-        self.check_addable(actor, user, &slot, true)??;
+        match application.inviter {
+            0 => self.check_addable(actor, user, &slot, true)??,
+            inviter => {
+                // Told to the approver: whose block (or policy) it was is not its business.
+                self.check_addable(inviter, user, &slot, false)?
+                    .map_err(|r| match r.code {
+                        ErrorCode::NotAllowed => Refusal::new(
+                            r.code,
+                            "the user may not be added by the member who invited them",
+                        ),
+                        _ => r,
+                    })?;
+                if inviter != actor {
+                    self.check_addable(actor, user, &slot, true)??;
+                }
+            }
+        }
         self.load_for_count(g, user)?;
         if self.full(&a, 1) {
             return Err(self.group_full());

@@ -113,10 +113,53 @@ impl UserGroupRecord {
 }
 
 /// A pending application to join.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ApplicationRecord {
     pub message: String,
     pub sent_ms: u64,
+    /// The member whose GroupInvite filed it (under APPROVAL); 0: the user asked itself. An
+    /// approval checks the invitee's blocks and policy against the inviter again.
+    pub inviter: UserId,
+}
+
+/// Field by field, so that a record stored before `inviter` was kept (postcard, which ends
+/// such a record's bytes after `sent_ms`) reads as the user's own application (`inviter` 0).
+impl<'de> Deserialize<'de> for ApplicationRecord {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = ApplicationRecord;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an application record")
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<ApplicationRecord, A::Error> {
+                use serde::de::Error;
+                let message = seq
+                    .next_element()?
+                    .ok_or_else(|| A::Error::invalid_length(0, &self))?;
+                let sent_ms = seq
+                    .next_element()?
+                    .ok_or_else(|| A::Error::invalid_length(1, &self))?;
+                // An older record: no more input (an error in postcard, `None` elsewhere).
+                let inviter = seq.next_element().ok().flatten().unwrap_or(0);
+                Ok(ApplicationRecord {
+                    message,
+                    sent_ms,
+                    inviter,
+                })
+            }
+        }
+        d.deserialize_struct(
+            "ApplicationRecord",
+            &["message", "sent_ms", "inviter"],
+            Fields,
+        )
+    }
 }
 
 /// A group's members counted by read cursor (`groups/read_counts.rs` keeps it): each current
@@ -176,5 +219,47 @@ impl GroupWrites {
             && self.mentions_removed.is_empty()
             && self.read_histograms.is_empty()
             && self.next_group_id.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What servers stored before the inviter was kept.
+    #[derive(Serialize)]
+    struct ApplicationBefore {
+        message: String,
+        sent_ms: u64,
+    }
+
+    #[test]
+    fn an_application_stored_before_the_inviter_was_kept_reads_as_the_users_own() {
+        let old = ApplicationBefore {
+            message: "let me in".into(),
+            sent_ms: 7,
+        };
+        let read: ApplicationRecord =
+            postcard::from_bytes(&postcard::to_stdvec(&old).unwrap()).unwrap();
+        assert_eq!(
+            read,
+            ApplicationRecord {
+                message: "let me in".into(),
+                sent_ms: 7,
+                inviter: 0,
+            }
+        );
+        let invited = ApplicationRecord {
+            inviter: 123_456_789,
+            ..read
+        };
+        let bytes = postcard::to_stdvec(&invited).unwrap();
+        assert_eq!(
+            postcard::from_bytes::<ApplicationRecord>(&bytes).unwrap(),
+            invited
+        );
+        // Cut short anywhere before the inviter: an error, not a made-up record.
+        let short = postcard::to_stdvec(&old).unwrap();
+        assert!(postcard::from_bytes::<ApplicationRecord>(&short[..short.len() - 1]).is_err());
     }
 }

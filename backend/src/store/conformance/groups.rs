@@ -170,9 +170,11 @@ pub(crate) fn applications_are_put_paged_and_removed<A: Adapter>() {
     let dir = tempfile::tempdir().unwrap();
     let store = A::open(dir.path());
     let g = group_id(3);
+    // Bob's was filed by Alice's invitation, Carol asked herself.
     let app = |m: &str| ApplicationRecord {
         message: m.to_owned(),
         sent_ms: 9,
+        inviter: if m == "me too" { 0 } else { ALICE },
     };
     commit(
         &store,

@@ -119,6 +119,7 @@ fn everything(conv: ConvId, group: ConvId) -> CommitGroup {
     let application = ApplicationRecord {
         message: String::new(),
         sent_ms: 1,
+        inviter: alice,
     };
     let relation = RelationKey::new(alice, RelationKind::Friend, bob);
     CommitGroup {

@@ -58,9 +58,10 @@ const USER_GROUP_COUNTS_PUT: &str = "INSERT INTO user_group_counts (user_id, cou
      ON CONFLICT (user_id) DO UPDATE SET count = excluded.count";
 
 const APPLICATIONS_PUT: &str = "INSERT INTO group_applications (group_id, user_id, message, \
-     sent_ms) SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::bigint[]) \
+     sent_ms, inviter) SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], \
+     $4::bigint[], $5::bigint[]) \
      ON CONFLICT (group_id, user_id) DO UPDATE SET message = excluded.message, \
-     sent_ms = excluded.sent_ms";
+     sent_ms = excluded.sent_ms, inviter = excluded.inviter";
 
 const APPLICATIONS_REMOVE: &str = "DELETE FROM group_applications t \
      USING UNNEST($1::bigint[], $2::bigint[]) AS d(a, b) \
@@ -152,6 +153,7 @@ pub(super) fn application_of(row: &Row, at: usize) -> Result<ApplicationRecord, 
     Ok(ApplicationRecord {
         message: col(row, at)?,
         sent_ms: u(row, at + 1)?,
+        inviter: u(row, at + 2)?,
     })
 }
 
@@ -302,6 +304,9 @@ impl PgStore {
             params.push(boxed(
                 puts.iter().map(|p| i(p.1.sent_ms)).collect::<Vec<_>>(),
             ));
+            params.push(boxed(
+                puts.iter().map(|p| i(p.1.inviter)).collect::<Vec<_>>(),
+            ));
             batch.push(APPLICATIONS_PUT, params);
         }
         if !removes.is_empty() {
@@ -429,7 +434,7 @@ impl GroupStore for PgStore {
         user: UserId,
     ) -> Result<Option<ApplicationRecord>, StoreError> {
         self.row(
-            "SELECT message, sent_ms FROM group_applications \
+            "SELECT message, sent_ms, inviter FROM group_applications \
              WHERE group_id = $1 AND user_id = $2",
             &[&i(group.to_wire()), &i(user)],
         )?
@@ -447,7 +452,7 @@ impl GroupStore for PgStore {
             return Ok(Vec::new());
         };
         self.rows(
-            "SELECT user_id, message, sent_ms FROM group_applications \
+            "SELECT user_id, message, sent_ms, inviter FROM group_applications \
              WHERE group_id = $1 AND user_id > $2 ORDER BY user_id LIMIT $3",
             &[&i(group.to_wire()), &after, &limit(n)],
         )?
