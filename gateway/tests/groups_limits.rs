@@ -7,7 +7,9 @@ mod common;
 
 use common::TestServer;
 use common::contacts::{ask, block, code, set_privacy, unblock};
-use common::groups::{approve, create_id, invite, join, leave, ok, set_role, sync, update_name};
+use common::groups::{
+    ack, approve, create_id, invite, join, leave, ok, push_at, send, set_role, sync, update_name,
+};
 use ringchat_proto::Body;
 use ringchat_proto::v1::{self, ErrorCode, GroupJoinState, GroupRole};
 
@@ -188,6 +190,39 @@ async fn a_members_invitation_is_checked_against_the_inviter_when_approved() {
     ok(ask(&mut w, join(g)).await);
     let approved = ok(ask(&mut a, approve(g, wendy.user_id, true)).await);
     assert_eq!(approved.state, GroupJoinState::Joined as i32);
+}
+
+/// A user with more groups listed than `groups.per_user_max` (the limit was lowered since, or
+/// joins on several cluster nodes each saw room) logs in: the login installs the first
+/// `per_user_max` and says that it stopped there (a warning, a metric); a list just at the
+/// limit says nothing.
+#[tokio::test]
+async fn a_login_past_per_user_max_is_logged_and_counted() {
+    const CAPPED: &str = "ringchat_groups_login_capped_total";
+    const WARNING: &str = "more groups than groups.per_user_max";
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut server = TestServer::start_in(&data, &[("GROUPS__PER_USER_MAX", "3")]);
+    let (mut a, _) = server.user("alice").await;
+    let mut groups = Vec::new();
+    for _ in 0..3 {
+        groups.push(create_id(&mut a, &[], v1::JoinPolicy::Open).await);
+    }
+    // Another device logs in at the limit: pushed every group's messages, nothing counted (the
+    // login's hook runs before LoginOk).
+    let (mut again, _) = server.device("alice", "alice-dev2").await;
+    let last = *groups.last().unwrap();
+    let sent = ack(send(&mut a, last, "m", "to every device").await);
+    assert_eq!(push_at(&mut again, last, sent.seq).await.seq, sent.seq);
+    assert_eq!(server.metric(CAPPED), 0.0, "at the limit: nothing to say");
+    drop((a, again));
+    server.stop();
+
+    let server = TestServer::start_in(&data, &[("GROUPS__PER_USER_MAX", "2")]);
+    // The hook runs before LoginOk: counted once the login is answered.
+    let (_a, _) = server.device("alice", "alice-dev3").await;
+    assert_eq!(server.metric(CAPPED), 1.0);
+    assert_eq!(server.log_lines_with(WARNING), 1);
 }
 
 #[tokio::test]

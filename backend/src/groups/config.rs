@@ -10,7 +10,8 @@ pub struct GroupsConfig {
     /// Members of one group (GROUP_FULL).
     pub members_max: u32,
     /// Groups in one user's list, left ones included until hidden (TOO_MANY_GROUPS). A login
-    /// reads this many rows at most, and the conversation list this many group heads.
+    /// installs this many rows at most (warning when there are more), and the conversation
+    /// list reads this many group heads.
     pub per_user_max: u32,
     /// Users in one GroupCreate or GroupInvite, and ids in one GroupRemove (INVALID_ARGUMENT).
     pub invite_batch_max: u32,

@@ -183,8 +183,12 @@ pub struct GroupWrites {
     pub groups: Vec<(ConvId, GroupRecord)>,
     pub members: Vec<(ConvId, UserId, Option<MemberRecord>)>,
     pub user_groups: Vec<(UserId, ConvId, Option<UserGroupRecord>)>,
-    /// Rows in a user's `user_groups` (what `groups.per_user_max` bounds), whole.
-    pub user_group_counts: Vec<(UserId, u32)>,
+    /// Rows each user's `user_groups` gained (+) or lost (−) in this group, at most one entry
+    /// per user: an adapter adds it to the count it stores (what `groups.per_user_max` is
+    /// checked against), in the same write. Not a whole value: in a cluster the owners of a
+    /// user's several groups change the user's rows at once, and every change must count. A
+    /// count is read as at least 0.
+    pub user_group_count_changes: Vec<(UserId, i32)>,
     pub applications: Vec<(ConvId, UserId, Option<ApplicationRecord>)>,
     /// `(group, mentioned user or MENTION_ALL_USER, seq)`.
     pub mentions: Vec<(ConvId, UserId, u64)>,
@@ -201,7 +205,7 @@ impl GroupWrites {
         self.groups.clear();
         self.members.clear();
         self.user_groups.clear();
-        self.user_group_counts.clear();
+        self.user_group_count_changes.clear();
         self.applications.clear();
         self.mentions.clear();
         self.mentions_removed.clear();
@@ -213,7 +217,7 @@ impl GroupWrites {
         self.groups.is_empty()
             && self.members.is_empty()
             && self.user_groups.is_empty()
-            && self.user_group_counts.is_empty()
+            && self.user_group_count_changes.is_empty()
             && self.applications.is_empty()
             && self.mentions.is_empty()
             && self.mentions_removed.is_empty()

@@ -161,7 +161,7 @@ fn everything(conv: ConvId, group: ConvId) -> CommitGroup {
                 (alice, group, Some(UserGroupRecord::default())),
                 (bob, group, None),
             ],
-            user_group_counts: vec![(alice, 1)],
+            user_group_count_changes: vec![(alice, 1), (bob, -1)],
             applications: vec![(group, alice, Some(application)), (group, bob, None)],
             mentions: vec![(group, alice, 7)],
             mentions_removed: vec![(group, bob, 6)],
