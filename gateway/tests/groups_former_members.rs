@@ -19,9 +19,9 @@ async fn a_dissolved_group_left_muted_can_be_hidden() {
     let (mut a, _alice) = server.user("alice").await;
     let (mut b, bob) = server.user("bob").await;
     let g = create_id(&mut a, &[bob.user_id], v1::JoinPolicy::InviteOnly).await;
-    let forever = u64::MAX;
-    ok(ask(&mut a, common::groups::mute(g, bob.user_id, forever)).await);
-    ok(ask(&mut a, common::groups::remove(g, &[bob.user_id])).await);
+    let until = ringchat_backend::api::now_ms() + 3_600_000;
+    ok(ask(&mut a, common::groups::mute(g, bob.user_id, until)).await);
+    ok(ask(&mut b, common::groups::leave(g)).await);
     assert_eq!(
         code(ask(&mut b, common::groups::leave(g)).await),
         ErrorCode::Muted
@@ -33,6 +33,69 @@ async fn a_dissolved_group_left_muted_can_be_hidden() {
         ErrorCode::NotFound,
         "hidden: nothing left to leave"
     );
+}
+
+/// A mute ends in the future and at most `groups.mute_max_s` away: an endless one, or one
+/// already over, is INVALID_ARGUMENT and changes nothing. Mute-all (user 0) is on / off.
+#[tokio::test]
+async fn a_mute_ends_in_the_future_within_mute_max_s() {
+    let server = TestServer::start(&[("GROUPS__MUTE_MAX_S", "3600")]);
+    let (mut a, _alice) = server.user("alice").await;
+    let (_b, bob) = server.user("bob").await;
+    let g = create_id(&mut a, &[bob.user_id], v1::JoinPolicy::InviteOnly).await;
+    let now = ringchat_backend::api::now_ms();
+    for until in [u64::MAX, now + 3_660_000, now - 1_000, 1] {
+        assert_eq!(
+            code(ask(&mut a, common::groups::mute(g, bob.user_id, until)).await),
+            ErrorCode::InvalidArgument,
+            "until {until} (now {now})"
+        );
+    }
+    let members = match ask(
+        &mut a,
+        Body::GroupMembers(v1::GroupMembers {
+            conversation_id: g,
+            ..Default::default()
+        }),
+    )
+    .await
+    {
+        Body::GroupMemberList(l) => l.members,
+        other => panic!("expected GroupMemberList, got {other:?}"),
+    };
+    assert!(
+        members.iter().all(|m| m.muted_until_ms == 0),
+        "nothing muted: {members:?}"
+    );
+    ok(ask(
+        &mut a,
+        common::groups::mute(g, bob.user_id, now + 3_000_000),
+    )
+    .await);
+    ok(ask(&mut a, common::groups::mute(g, bob.user_id, 0)).await);
+    ok(ask(&mut a, common::groups::mute(g, 0, u64::MAX)).await);
+}
+
+/// A member the group removed under a mute may hide the group at once: a stranger who put a
+/// user in a group, muted and removed it cannot pin the group in the user's list (each row
+/// counts toward `groups.per_user_max`). Back by an invitation after hiding, it is not muted.
+#[tokio::test]
+async fn a_member_removed_under_a_mute_may_hide_the_group() {
+    let server = TestServer::start(&[]);
+    let (mut a, _alice) = server.user("alice").await;
+    let (mut b, bob) = server.user("bob").await;
+    let g = create_id(&mut a, &[bob.user_id], v1::JoinPolicy::InviteOnly).await;
+    let until = ringchat_backend::api::now_ms() + 3_600_000;
+    ok(ask(&mut a, common::groups::mute(g, bob.user_id, until)).await);
+    ok(ask(&mut a, common::groups::remove(g, &[bob.user_id])).await);
+    ok(ask(&mut b, common::groups::leave(g)).await);
+    assert_eq!(
+        code(ask(&mut b, common::groups::leave(g)).await),
+        ErrorCode::NotFound,
+        "hidden: nothing left to leave"
+    );
+    ok(ask(&mut a, common::groups::invite(g, &[bob.user_id])).await);
+    ack(send(&mut b, g, "back", "unmuted").await);
 }
 
 async fn info(c: &mut Client, g: u64) -> v1::Group {

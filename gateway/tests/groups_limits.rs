@@ -1,12 +1,15 @@
 //! Group limits over the real server, each at a small configured value and answered with its
 //! code: admins, pending applications, name / intro / application sizes, invite batches, member
-//! pages; and blocks checked when an application is approved.
+//! pages; and blocks (and, for a member's invitation, the invitee's policy) checked when an
+//! application is approved.
 
 mod common;
 
 use common::TestServer;
-use common::contacts::{ask, block, code};
-use common::groups::{approve, create_id, invite, join, leave, ok, set_role, sync, update_name};
+use common::contacts::{ask, block, code, set_privacy, unblock};
+use common::groups::{
+    ack, approve, create_id, invite, join, leave, ok, push_at, send, set_role, sync, update_name,
+};
 use ringchat_proto::Body;
 use ringchat_proto::v1::{self, ErrorCode, GroupJoinState, GroupRole};
 
@@ -147,6 +150,79 @@ async fn a_block_is_checked_when_an_application_is_approved() {
     common::contacts::unblock(&mut b, carol.user_id).await;
     let approved = ok(ask(&mut b, approve(g, carol.user_id, true)).await);
     assert_eq!(approved.state, GroupJoinState::Joined as i32);
+}
+
+/// A member's invitation under APPROVAL is checked again when approved, against the inviter:
+/// the invitee never asked, so its blocks and `dm_policy` as they are then decide, as for a
+/// direct invitation. A user who asked itself is checked against the approver only.
+#[tokio::test]
+async fn a_members_invitation_is_checked_against_the_inviter_when_approved() {
+    let server = TestServer::start(&[]);
+    let (mut a, _alice) = server.user("alice").await;
+    let (mut s, sam) = server.user("sam").await;
+    let (mut v, vic) = server.user("vic").await;
+    let (mut w, wendy) = server.user("wendy").await;
+    let g = create_id(&mut a, &[sam.user_id], v1::JoinPolicy::Approval).await;
+    let filed = ok(ask(&mut s, invite(g, &[vic.user_id])).await);
+    assert_eq!(filed.state, GroupJoinState::Pending as i32);
+    // Vic blocks Sam, who invited him: no admin can let him in on Sam's word.
+    block(&mut v, sam.user_id).await;
+    let refused = ask(&mut a, approve(g, vic.user_id, true)).await;
+    let Body::Error(e) = &refused else {
+        panic!("approved against Vic's block: {refused:?}")
+    };
+    assert_eq!(e.code, ErrorCode::NotAllowed as i32);
+    assert!(!e.message.contains("you blocked"), "{e:?}");
+    // Unblocked, but groups from friends only now (Sam is none): still refused.
+    unblock(&mut v, sam.user_id).await;
+    set_privacy(&mut v, v1::DmPolicy::Friends).await;
+    assert_eq!(
+        code(ask(&mut a, approve(g, vic.user_id, true)).await),
+        ErrorCode::NotAllowed
+    );
+    // Back to everyone: the invitation, still pending, goes through.
+    set_privacy(&mut v, v1::DmPolicy::Everyone).await;
+    let approved = ok(ask(&mut a, approve(g, vic.user_id, true)).await);
+    assert_eq!(approved.state, GroupJoinState::Joined as i32);
+    // Wendy asks herself, friends-only or not, and blocks Sam: Alice approves her.
+    set_privacy(&mut w, v1::DmPolicy::Friends).await;
+    block(&mut w, sam.user_id).await;
+    ok(ask(&mut w, join(g)).await);
+    let approved = ok(ask(&mut a, approve(g, wendy.user_id, true)).await);
+    assert_eq!(approved.state, GroupJoinState::Joined as i32);
+}
+
+/// A user with more groups listed than `groups.per_user_max` (the limit was lowered since, or
+/// joins on several cluster nodes each saw room) logs in: the login installs the first
+/// `per_user_max` and says that it stopped there (a warning, a metric); a list just at the
+/// limit says nothing.
+#[tokio::test]
+async fn a_login_past_per_user_max_is_logged_and_counted() {
+    const CAPPED: &str = "ringchat_groups_login_capped_total";
+    const WARNING: &str = "more groups than groups.per_user_max";
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut server = TestServer::start_in(&data, &[("GROUPS__PER_USER_MAX", "3")]);
+    let (mut a, _) = server.user("alice").await;
+    let mut groups = Vec::new();
+    for _ in 0..3 {
+        groups.push(create_id(&mut a, &[], v1::JoinPolicy::Open).await);
+    }
+    // Another device logs in at the limit: pushed every group's messages, nothing counted (the
+    // login's hook runs before LoginOk).
+    let (mut again, _) = server.device("alice", "alice-dev2").await;
+    let last = *groups.last().unwrap();
+    let sent = ack(send(&mut a, last, "m", "to every device").await);
+    assert_eq!(push_at(&mut again, last, sent.seq).await.seq, sent.seq);
+    assert_eq!(server.metric(CAPPED), 0.0, "at the limit: nothing to say");
+    drop((a, again));
+    server.stop();
+
+    let server = TestServer::start_in(&data, &[("GROUPS__PER_USER_MAX", "2")]);
+    // The hook runs before LoginOk: counted once the login is answered.
+    let (_a, _) = server.device("alice", "alice-dev3").await;
+    assert_eq!(server.metric(CAPPED), 1.0);
+    assert_eq!(server.log_lines_with(WARNING), 1);
 }
 
 #[tokio::test]

@@ -175,13 +175,14 @@ pub(crate) fn filled(dir: &Path) -> FjallStore {
             notify_muted: false,
         }),
     ));
-    g.groups.user_group_counts.push((a, 1));
+    g.groups.user_group_count_changes.push((a, 1));
     g.groups.applications.push((
         group,
         b,
         Some(ApplicationRecord {
             message: "hi".into(),
             sent_ms: 1,
+            inviter: a,
         }),
     ));
     g.groups.mentions.push((group, b, 1));
@@ -232,6 +233,8 @@ fn every_part_round_trips_through_a_copy_in_small_pages_and_import_is_idempotent
     );
     assert_eq!(dest.tokens_of_user(alice, 10).unwrap().len(), 1);
     assert_eq!(dest.groups_by_name("team", None, 10).unwrap().len(), 1);
+    // Counted by finish_import, in the form the store reads (and adds changes to).
+    assert_eq!(dest.user_group_count(alice).unwrap(), 1);
     let m = dest
         .message(ConvId::direct(alice, alice + 1).unwrap(), 2)
         .unwrap()

@@ -10,7 +10,8 @@ pub struct GroupsConfig {
     /// Members of one group (GROUP_FULL).
     pub members_max: u32,
     /// Groups in one user's list, left ones included until hidden (TOO_MANY_GROUPS). A login
-    /// reads this many rows at most, and the conversation list this many group heads.
+    /// installs this many rows at most (warning when there are more), and the conversation
+    /// list reads this many group heads.
     pub per_user_max: u32,
     /// Users in one GroupCreate or GroupInvite, and ids in one GroupRemove (INVALID_ARGUMENT).
     pub invite_batch_max: u32,
@@ -36,6 +37,10 @@ pub struct GroupsConfig {
     pub read_count_window: u64,
     /// Owners and admins may recall others' messages this long after they were sent.
     pub admin_recall_window_s: u64,
+    /// A member's mute (`GroupMute.until_ms`) ends at most this long after it is set
+    /// (INVALID_ARGUMENT past it, or for a time already past): a mute outlives leaving, so an
+    /// endless one would keep the group in the user's list for good.
+    pub mute_max_s: u64,
     /// Group requests that change something (create, update, invite, join, approve, leave,
     /// remove, roles, mutes, transfer, dissolve) one user makes per minute, at most
     /// (RATE_LIMITED past it): each stores an event and pushes it to the group's online members.
@@ -61,6 +66,7 @@ impl Default for GroupsConfig {
             page_max: 200,
             read_count_window: 4_096,
             admin_recall_window_s: 86_400,
+            mute_max_s: 30 * 86_400,
             writes_per_min_max: 120,
         }
     }
@@ -120,6 +126,28 @@ impl GroupsConfig {
             0,
             365 * 86_400,
         );
+        range("mute_max_s", self.mute_max_s, 60, 365 * 86_400);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mute_bound_of_zero_or_past_a_year_is_refused() {
+        assert!(GroupsConfig::default().problems().is_empty());
+        for bad in [0, 59, 365 * 86_400 + 1] {
+            let cfg = GroupsConfig {
+                mute_max_s: bad,
+                ..GroupsConfig::default()
+            };
+            assert_eq!(
+                cfg.problems(),
+                ["groups.mute_max_s: must be between 60 and 31536000"],
+                "{bad}"
+            );
+        }
     }
 }

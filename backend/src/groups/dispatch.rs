@@ -77,10 +77,24 @@ impl Backend {
             };
             let store = Arc::clone(&self.ports.groups);
             let max = self.settings.groups.per_user_max as usize;
-            let read = tokio::task::spawn_blocking(move || store.groups_of_user(user, 0, max))
-                .await
-                .map_err(Refusal::unavailable)?
-                .map_err(Refusal::from)?;
+            // One row past the limit, to tell a list that reaches it from one that passes it.
+            let mut read =
+                tokio::task::spawn_blocking(move || store.groups_of_user(user, 0, max + 1))
+                    .await
+                    .map_err(Refusal::unavailable)?
+                    .map_err(Refusal::from)?;
+            if read.len() > max {
+                // The limit was lowered, or concurrent joins on several nodes each saw room:
+                // the groups past it (by id) get no pushes on this session.
+                metrics::counter!("ringchat_groups_login_capped_total").increment(1);
+                tracing::warn!(
+                    user,
+                    per_user_max = max,
+                    "login: the user has more groups than groups.per_user_max; those past it \
+                     (by id) are not pushed to this session"
+                );
+                read.truncate(max);
+            }
             let groups: Vec<ConvId> = read
                 .into_iter()
                 .filter(|(_, row)| row.is_member())

@@ -74,16 +74,28 @@ impl Writer {
 
     /// The end of the mute `user` left `g` under, if it has not passed (else 0).
     fn carried_mute(&self, g: ConvId, user: UserId, slot: &UserSlot) -> Result<u64, Refusal> {
+        Ok(self.how_left(g, user, slot)?.1)
+    }
+
+    /// How `user` left `g`: its event's kind (LEFT, REMOVED; `None` while a member) and the end
+    /// of the mute it left under, if that has not passed (else 0).
+    fn how_left(
+        &self,
+        g: ConvId,
+        user: UserId,
+        slot: &UserSlot,
+    ) -> Result<(Option<Kind>, u64), Refusal> {
         let left_seq = slot.record.as_ref().map_or(0, |r| r.left_seq);
-        let mut until = 0;
+        let (mut kind, mut until) = (None, 0);
         if left_seq > 0
             && let Some(m) = self.message_at(g, left_seq)?
             && let Ok(ev) = v1::GroupEvent::decode(m.content.as_ref())
             && let Some(i) = ev.user_ids.iter().position(|u| *u == user)
         {
+            kind = Kind::try_from(ev.kind).ok();
             until = ev.muted_until_ms.get(i).copied().unwrap_or(0);
         }
-        Ok(if until > now_ms() { until } else { 0 })
+        Ok((kind, if until > now_ms() { until } else { 0 }))
     }
 
     /// The LEFT / REMOVED event of `users` leaving `a`'s group (or the DISSOLVED of its last
@@ -196,6 +208,7 @@ impl Writer {
                 let app = ApplicationRecord {
                     message: format!("invited by {actor}"),
                     sent_ms: now,
+                    inviter: actor,
                 };
                 self.groups.put_application(g, *user, Some(app));
             }
@@ -279,6 +292,7 @@ impl Writer {
             let app = ApplicationRecord {
                 message,
                 sent_ms: now_ms(),
+                inviter: 0,
             };
             self.groups.put_application(g, user, Some(app));
             a.record.application_count += 1;
@@ -319,9 +333,9 @@ impl Writer {
     ) -> Result<GroupDone, Refusal> {
         let mut a = self.acting(g, actor)?;
         refused_by(verdict(a.me.role, Action::Approve), "answer applications")?;
-        if self.groups.application(g, user)?.is_none() {
+        let Some(application) = self.groups.application(g, user)? else {
             return Err(Refusal::new(ErrorCode::NotFound, "no such application"));
-        }
+        };
         let mut done = GroupDone::new(g);
         if !accept || self.groups.member(g, user)?.is_some() {
             self.groups.put_application(g, user, None);
@@ -339,11 +353,28 @@ impl Writer {
             self.groups.put_group(g, a.record);
             return Ok(done.ok(seq, State::None, Vec::new()));
         }
-        // Blocks and the user's list are checked now, between the applicant and whoever
-        // approves (an invite's blocks and the user's policy were checked when it was filed,
-        // against the inviter).
+        // Checked now, not when it was filed: the user's blocks, policy and list may have
+        // changed since. A user who asked is checked against whoever approves (blocks only);
+        // a member's invitation against the inviter too, as the user's policy is (the user
+        // never asked).
         let slot = self.groups.user_slot(user, g)?;
-        self.check_addable(actor, user, &slot, true)??;
+        match application.inviter {
+            0 => self.check_addable(actor, user, &slot, true)??,
+            inviter => {
+                // Told to the approver: whose block (or policy) it was is not its business.
+                self.check_addable(inviter, user, &slot, false)?
+                    .map_err(|r| match r.code {
+                        ErrorCode::NotAllowed => Refusal::new(
+                            r.code,
+                            "the user may not be added by the member who invited them",
+                        ),
+                        _ => r,
+                    })?;
+                if inviter != actor {
+                    self.check_addable(actor, user, &slot, true)??;
+                }
+            }
+        }
         self.load_for_count(g, user)?;
         if self.full(&a, 1) {
             return Err(self.group_full());
@@ -368,17 +399,23 @@ impl Writer {
         let mut done = GroupDone::new(g);
         let Some(member) = member else {
             // No longer a member: leaving again hides the group from the user's lists. Not
-            // while the mute it left under runs (unless the group is dissolved): its row is
-            // what carries the mute back.
+            // while the mute it left under runs: its row is what carries the mute back, so
+            // that leaving sheds no mute.
             if slot.record.is_none() {
                 return Err(not_found());
             }
-            // A dissolved group takes nobody back: nothing to carry.
+            // Unless the group is dissolved (it takes nobody back), or it removed the user:
+            // a removed user shed nothing by its own doing, and the list is the user's own,
+            // not for an admin to pin (each row counts toward `per_user_max`). A return after
+            // hiding is unmuted; the group's admins may mute again.
             let dissolved = self.groups.group(g)?.is_none_or(|r| r.dissolved_seq != 0);
             let muted_until = if dissolved {
                 0
             } else {
-                self.carried_mute(g, user, &slot)?
+                match self.how_left(g, user, &slot)? {
+                    (Some(Kind::Removed), _) => 0,
+                    (_, until) => until,
+                }
             };
             if muted_until > 0 {
                 return Err(Refusal {

@@ -47,7 +47,8 @@ pub(crate) struct Groups {
     pending_groups: Map<ConvId, GroupRecord>,
     pending_members: Map<(ConvId, UserId), Option<MemberRecord>>,
     pending_user_groups: Map<(UserId, ConvId), Option<UserGroupRecord>>,
-    pending_counts: Map<UserId, u32>,
+    /// Rows each user's list gained or lost in this commit group (`GroupWrites`).
+    pending_count_changes: Map<UserId, i32>,
     pending_applications: Map<(ConvId, UserId), Option<ApplicationRecord>>,
     pending_mentions: Vec<(ConvId, UserId, u64)>,
     pending_mentions_removed: Vec<(ConvId, UserId, u64)>,
@@ -71,7 +72,7 @@ impl Groups {
             pending_groups: Map::default(),
             pending_members: Map::default(),
             pending_user_groups: Map::default(),
-            pending_counts: Map::default(),
+            pending_count_changes: Map::default(),
             pending_applications: Map::default(),
             pending_mentions: Vec::new(),
             pending_mentions_removed: Vec::new(),
@@ -138,11 +139,11 @@ impl Groups {
         }
     }
 
+    /// The user's rows as stored, with this commit group's changes.
     pub(crate) fn user_group_count(&self, user: UserId) -> Result<u32, StoreError> {
-        match self.pending_counts.get(&user) {
-            Some(n) => Ok(*n),
-            None => self.store.user_group_count(user),
-        }
+        let stored = self.store.user_group_count(user)?;
+        let change = self.pending_count_changes.get(&user).copied().unwrap_or(0);
+        Ok(u32::try_from((i64::from(stored) + i64::from(change)).max(0)).unwrap_or(u32::MAX))
     }
 
     pub(crate) fn application(
@@ -187,7 +188,8 @@ impl Groups {
         })
     }
 
-    /// Puts (or, with `None`, removes) a row of the user's groups, keeping the user's count.
+    /// Puts (or, with `None`, removes) a row of the user's groups, counting the change to the
+    /// user's rows (a change, not the count `slot` read: see `GroupWrites`).
     pub(crate) fn put_user_group(
         &mut self,
         user: UserId,
@@ -195,12 +197,14 @@ impl Groups {
         slot: &UserSlot,
         record: Option<UserGroupRecord>,
     ) {
-        let count = match (slot.record.is_some(), record.is_some()) {
-            (false, true) => slot.count + 1,
-            (true, false) => slot.count.saturating_sub(1),
-            _ => slot.count,
-        };
-        self.pending_counts.insert(user, count);
+        let had = self
+            .pending_user_groups
+            .get(&(user, g))
+            .map_or(slot.record.is_some(), Option::is_some);
+        let change = i32::from(record.is_some()) - i32::from(had);
+        if change != 0 {
+            *self.pending_count_changes.entry(user).or_default() += change;
+        }
         self.pending_user_groups.insert((user, g), record);
     }
 
@@ -311,7 +315,11 @@ impl Groups {
                 .drain()
                 .map(|((user, g), record)| (user, g, record)),
         );
-        writes.user_group_counts.extend(self.pending_counts.drain());
+        writes.user_group_count_changes.extend(
+            self.pending_count_changes
+                .drain()
+                .filter(|(_, change)| *change != 0),
+        );
         writes.applications.extend(
             self.pending_applications
                 .drain()
@@ -335,7 +343,7 @@ impl Groups {
         self.pending_groups.clear();
         self.pending_members.clear();
         self.pending_user_groups.clear();
-        self.pending_counts.clear();
+        self.pending_count_changes.clear();
         self.pending_applications.clear();
         self.pending_mentions.clear();
         self.pending_mentions_removed.clear();

@@ -8,6 +8,7 @@ use crate::accounts::Refusal;
 use crate::api::GroupWrite;
 use crate::messaging::conv_from_wire;
 use crate::store::{ConvId, ConvKind, GroupRole, UserId};
+use crate::time::now_ms;
 
 fn invalid(message: impl Into<String>) -> Refusal {
     Refusal::new(ErrorCode::InvalidArgument, message)
@@ -45,6 +46,22 @@ fn users(ids: Vec<UserId>, actor: UserId, max: u32) -> Result<Vec<UserId>, Refus
     ids.sort_unstable();
     ids.dedup();
     Ok(ids)
+}
+
+/// A member's mute ends in the future, at most `max_s` from `now` (0 lifts it). Mute-all
+/// (user 0) takes `until_ms` as on / off only.
+fn mute_end(user: UserId, until_ms: u64, max_s: u64, now: u64) -> Result<u64, Refusal> {
+    if user == 0 || until_ms == 0 {
+        return Ok(until_ms);
+    }
+    let latest = now.saturating_add(max_s.saturating_mul(1_000));
+    if until_ms <= now || until_ms > latest {
+        return Err(invalid(format!(
+            "until_ms: a time in the future, at most {max_s} s from now (groups.mute_max_s); \
+             0 unmutes"
+        )));
+    }
+    Ok(until_ms)
 }
 
 fn policy(raw: i32) -> Result<crate::store::JoinPolicy, Refusal> {
@@ -116,7 +133,7 @@ pub(crate) fn op_of(
         GroupWrite::Mute(m) => GroupOpKind::Mute {
             g: group_id(m.conversation_id)?,
             user: m.user_id,
-            until_ms: m.until_ms,
+            until_ms: mute_end(m.user_id, m.until_ms, cfg.mute_max_s, now_ms())?,
         },
         GroupWrite::Transfer(t) => GroupOpKind::Transfer {
             g: group_id(t.conversation_id)?,

@@ -113,10 +113,53 @@ impl UserGroupRecord {
 }
 
 /// A pending application to join.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ApplicationRecord {
     pub message: String,
     pub sent_ms: u64,
+    /// The member whose GroupInvite filed it (under APPROVAL); 0: the user asked itself. An
+    /// approval checks the invitee's blocks and policy against the inviter again.
+    pub inviter: UserId,
+}
+
+/// Field by field, so that a record stored before `inviter` was kept (postcard, which ends
+/// such a record's bytes after `sent_ms`) reads as the user's own application (`inviter` 0).
+impl<'de> Deserialize<'de> for ApplicationRecord {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = ApplicationRecord;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an application record")
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<ApplicationRecord, A::Error> {
+                use serde::de::Error;
+                let message = seq
+                    .next_element()?
+                    .ok_or_else(|| A::Error::invalid_length(0, &self))?;
+                let sent_ms = seq
+                    .next_element()?
+                    .ok_or_else(|| A::Error::invalid_length(1, &self))?;
+                // An older record: no more input (an error in postcard, `None` elsewhere).
+                let inviter = seq.next_element().ok().flatten().unwrap_or(0);
+                Ok(ApplicationRecord {
+                    message,
+                    sent_ms,
+                    inviter,
+                })
+            }
+        }
+        d.deserialize_struct(
+            "ApplicationRecord",
+            &["message", "sent_ms", "inviter"],
+            Fields,
+        )
+    }
 }
 
 /// A group's members counted by read cursor (`groups/read_counts.rs` keeps it): each current
@@ -140,8 +183,12 @@ pub struct GroupWrites {
     pub groups: Vec<(ConvId, GroupRecord)>,
     pub members: Vec<(ConvId, UserId, Option<MemberRecord>)>,
     pub user_groups: Vec<(UserId, ConvId, Option<UserGroupRecord>)>,
-    /// Rows in a user's `user_groups` (what `groups.per_user_max` bounds), whole.
-    pub user_group_counts: Vec<(UserId, u32)>,
+    /// Rows each user's `user_groups` gained (+) or lost (−) in this group, at most one entry
+    /// per user: an adapter adds it to the count it stores (what `groups.per_user_max` is
+    /// checked against), in the same write. Not a whole value: in a cluster the owners of a
+    /// user's several groups change the user's rows at once, and every change must count. A
+    /// count is read as at least 0.
+    pub user_group_count_changes: Vec<(UserId, i32)>,
     pub applications: Vec<(ConvId, UserId, Option<ApplicationRecord>)>,
     /// `(group, mentioned user or MENTION_ALL_USER, seq)`.
     pub mentions: Vec<(ConvId, UserId, u64)>,
@@ -158,7 +205,7 @@ impl GroupWrites {
         self.groups.clear();
         self.members.clear();
         self.user_groups.clear();
-        self.user_group_counts.clear();
+        self.user_group_count_changes.clear();
         self.applications.clear();
         self.mentions.clear();
         self.mentions_removed.clear();
@@ -170,11 +217,53 @@ impl GroupWrites {
         self.groups.is_empty()
             && self.members.is_empty()
             && self.user_groups.is_empty()
-            && self.user_group_counts.is_empty()
+            && self.user_group_count_changes.is_empty()
             && self.applications.is_empty()
             && self.mentions.is_empty()
             && self.mentions_removed.is_empty()
             && self.read_histograms.is_empty()
             && self.next_group_id.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What servers stored before the inviter was kept.
+    #[derive(Serialize)]
+    struct ApplicationBefore {
+        message: String,
+        sent_ms: u64,
+    }
+
+    #[test]
+    fn an_application_stored_before_the_inviter_was_kept_reads_as_the_users_own() {
+        let old = ApplicationBefore {
+            message: "let me in".into(),
+            sent_ms: 7,
+        };
+        let read: ApplicationRecord =
+            postcard::from_bytes(&postcard::to_stdvec(&old).unwrap()).unwrap();
+        assert_eq!(
+            read,
+            ApplicationRecord {
+                message: "let me in".into(),
+                sent_ms: 7,
+                inviter: 0,
+            }
+        );
+        let invited = ApplicationRecord {
+            inviter: 123_456_789,
+            ..read
+        };
+        let bytes = postcard::to_stdvec(&invited).unwrap();
+        assert_eq!(
+            postcard::from_bytes::<ApplicationRecord>(&bytes).unwrap(),
+            invited
+        );
+        // Cut short anywhere before the inviter: an error, not a made-up record.
+        let short = postcard::to_stdvec(&old).unwrap();
+        assert!(postcard::from_bytes::<ApplicationRecord>(&short[..short.len() - 1]).is_err());
     }
 }

@@ -104,6 +104,10 @@ pub fn describe() {
             "Logins answered UNAVAILABLE at once because the backend's login queue was full (backend.queue_requests_max).",
         ),
         (
+            "ringchat_groups_login_capped_total",
+            "Logins whose user had more groups listed than groups.per_user_max (the limit was lowered, or joins on several cluster nodes at once each saw room): the groups past it were not pushed to that session.",
+        ),
+        (
             "ringchat_store_unavailable_total",
             "Store calls that failed because a networked store was away or busy (answered UNAVAILABLE).",
         ),

@@ -68,7 +68,7 @@ pub(crate) fn groups_members_and_user_groups_round_trip_and_page<A: Adapter>() {
                     .iter()
                     .map(|u| (*u, g, Some(UserGroupRecord::default())))
                     .collect(),
-                user_group_counts: users.iter().map(|u| (*u, 1)).collect(),
+                user_group_count_changes: users.iter().map(|u| (*u, 1)).collect(),
                 next_group_id: Some(2),
                 ..GroupWrites::default()
             },
@@ -166,13 +166,94 @@ pub(crate) fn a_users_groups_are_listed_in_id_order_and_paged<A: Adapter>() {
     assert!(store.groups_of_user(DAVE, 0, 10).unwrap().is_empty());
 }
 
+/// A user's group count moves by each commit group's change to the count as stored then,
+/// whatever wrote it meanwhile: writers adding and removing one user's rows at once (the owners
+/// of the user's groups, on the nodes of a cluster) all count. A count is never read below 0.
+pub(crate) fn group_count_changes_from_concurrent_writers_all_count<A: Adapter>() {
+    const WRITERS: u64 = 4;
+    const EACH: u64 = 12;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(A::open(dir.path()));
+    // A store shared by a cluster: each writer on a store of its own (a node), else all on one.
+    let stores: Vec<Arc<A::Store>> = (0..WRITERS)
+        .map(|_| {
+            if A::EXCLUSIVE {
+                Arc::clone(&store)
+            } else {
+                Arc::new(A::open(dir.path()))
+            }
+        })
+        .collect();
+    let row = |user: UserId, g: ConvId, on: bool| GroupWrites {
+        user_groups: vec![(user, g, on.then(UserGroupRecord::default))],
+        user_group_count_changes: vec![(user, if on { 1 } else { -1 })],
+        ..GroupWrites::default()
+    };
+    let writers: Vec<_> = stores
+        .into_iter()
+        .enumerate()
+        .map(|(w, store)| {
+            std::thread::spawn(move || {
+                let groups: Vec<ConvId> = (0..EACH)
+                    .map(|n| group_id(1 + w as u64 * EACH + n))
+                    .collect();
+                for g in &groups {
+                    let groups = row(ALICE, *g, true);
+                    commit(
+                        store.as_ref(),
+                        CommitGroup {
+                            groups,
+                            ..CommitGroup::default()
+                        },
+                    );
+                }
+                for g in groups.iter().step_by(2) {
+                    let groups = row(ALICE, *g, false);
+                    commit(
+                        store.as_ref(),
+                        CommitGroup {
+                            groups,
+                            ..CommitGroup::default()
+                        },
+                    );
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().expect("a writer");
+    }
+    let rows = store.groups_of_user(ALICE, 0, 1_000).unwrap().len();
+    assert_eq!(rows as u64, WRITERS * EACH / 2);
+    assert_eq!(store.user_group_count(ALICE).unwrap() as usize, rows);
+    // A removal the count never had: read as 0, not below.
+    commit(
+        store.as_ref(),
+        CommitGroup {
+            groups: GroupWrites {
+                user_group_count_changes: vec![(BOB, -1)],
+                ..GroupWrites::default()
+            },
+            ..CommitGroup::default()
+        },
+    );
+    assert_eq!(store.user_group_count(BOB).unwrap(), 0);
+    let Ok(store) = Arc::try_unwrap(store) else {
+        panic!("the writers are done")
+    };
+    let store = reopen::<A>(store, dir.path());
+    assert_eq!(store.user_group_count(ALICE).unwrap() as usize, rows);
+}
+
 pub(crate) fn applications_are_put_paged_and_removed<A: Adapter>() {
     let dir = tempfile::tempdir().unwrap();
     let store = A::open(dir.path());
     let g = group_id(3);
+    // Bob's was filed by Alice's invitation, Carol asked herself.
     let app = |m: &str| ApplicationRecord {
         message: m.to_owned(),
         sent_ms: 9,
+        inviter: if m == "me too" { 0 } else { ALICE },
     };
     commit(
         &store,

@@ -124,6 +124,7 @@ macro_rules! conformance_suite {
             usernames_are_listed_by_case_folded_prefix_and_paged,
             groups_members_and_user_groups_round_trip_and_page,
             a_users_groups_are_listed_in_id_order_and_paged,
+            group_count_changes_from_concurrent_writers_all_count,
             applications_are_put_paged_and_removed,
             mentions_are_stored_with_the_message_and_counted_after_a_seq,
             removed_mentions_are_no_longer_counted_and_stay_removed,

@@ -432,7 +432,7 @@ impl DumpStore for FjallStore {
             batch.insert(
                 &self.user_group_counts,
                 user.to_be_bytes(),
-                count.to_be_bytes(),
+                super::groups::count_bytes(i64::try_from(count).unwrap_or(i64::MAX)),
             );
             in_batch += 1;
             if in_batch < FINISH_BATCH_KEYS_MAX {

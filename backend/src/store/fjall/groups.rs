@@ -27,7 +27,33 @@ pub(super) fn mention_key(group: ConvId, user: UserId, seq: u64) -> [u8; 24] {
     key
 }
 
+/// A user's group count as stored: a big-endian `i32` (the sum of every change; a `u32` as
+/// written before is the same bytes).
+pub(super) fn count_bytes(count: i64) -> [u8; 4] {
+    let clamped = count.clamp(i64::from(i32::MIN), i64::from(i32::MAX));
+    i32::try_from(clamped).unwrap_or_default().to_be_bytes()
+}
+
 impl FjallStore {
+    /// A user's group count as stored, below 0 too (0: none stored). Eight bytes: a `u64`,
+    /// which `finish_import` wrote before it wrote [`count_bytes`].
+    pub(super) fn stored_group_count(&self, user: UserId) -> Result<i64, StoreError> {
+        let Some(v) = self
+            .view()
+            .get(&self.user_group_counts, user.to_be_bytes())?
+        else {
+            return Ok(0);
+        };
+        let corrupt = || StoreError::Corrupt(postcard::Error::DeserializeUnexpectedEnd.into());
+        match v.len() {
+            4 => Ok(i64::from(i32::from_be_bytes(
+                v.as_ref().try_into().map_err(|_| corrupt())?,
+            ))),
+            8 => be_u64(&v).map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+            _ => Err(corrupt()),
+        }
+    }
+
     /// Up to `limit` entries `(second half of the key, value)` of a keyspace keyed by
     /// `(prefix, u64)` pairs, with a second half above `after`, ascending: one page of
     /// members, applications or a user's groups.
@@ -77,11 +103,21 @@ impl FjallStore {
                 None => batch.remove(&self.user_groups, key),
             }
         }
-        for (user, count) in &writes.user_group_counts {
+        // Added to what is stored: the caller holds the write lock, so the published view
+        // has every earlier write, and no other write comes between.
+        let mut changes: Vec<(UserId, i64)> = Vec::new();
+        for (user, change) in &writes.user_group_count_changes {
+            match changes.iter_mut().find(|(u, _)| u == user) {
+                Some((_, sum)) => *sum += i64::from(*change),
+                None => changes.push((*user, i64::from(*change))),
+            }
+        }
+        for (user, change) in changes {
+            let count = self.stored_group_count(user)? + change;
             batch.insert(
                 &self.user_group_counts,
                 user.to_be_bytes(),
-                count.to_be_bytes(),
+                count_bytes(count),
             );
         }
         for (group, user, record) in &writes.applications {
@@ -173,17 +209,8 @@ impl GroupStore for FjallStore {
     }
 
     fn user_group_count(&self, user: UserId) -> Result<u32, StoreError> {
-        match self
-            .view()
-            .get(&self.user_group_counts, user.to_be_bytes())?
-        {
-            Some(v) => {
-                v.as_ref().try_into().map(u32::from_be_bytes).map_err(|_| {
-                    StoreError::Corrupt(postcard::Error::DeserializeUnexpectedEnd.into())
-                })
-            }
-            None => Ok(0),
-        }
+        let count = self.stored_group_count(user)?.max(0);
+        Ok(u32::try_from(count).unwrap_or(u32::MAX))
     }
 
     fn application(

@@ -119,6 +119,7 @@ fn everything(conv: ConvId, group: ConvId) -> CommitGroup {
     let application = ApplicationRecord {
         message: String::new(),
         sent_ms: 1,
+        inviter: alice,
     };
     let relation = RelationKey::new(alice, RelationKind::Friend, bob);
     CommitGroup {
@@ -160,7 +161,7 @@ fn everything(conv: ConvId, group: ConvId) -> CommitGroup {
                 (alice, group, Some(UserGroupRecord::default())),
                 (bob, group, None),
             ],
-            user_group_counts: vec![(alice, 1)],
+            user_group_count_changes: vec![(alice, 1), (bob, -1)],
             applications: vec![(group, alice, Some(application)), (group, bob, None)],
             mentions: vec![(group, alice, 7)],
             mentions_removed: vec![(group, bob, 6)],

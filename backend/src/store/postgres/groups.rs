@@ -53,14 +53,17 @@ const USER_GROUPS_REMOVE: &str = "DELETE FROM user_groups t \
      USING UNNEST($1::bigint[], $2::bigint[]) AS d(a, b) \
      WHERE t.user_id = d.a AND t.group_id = d.b";
 
-const USER_GROUP_COUNTS_PUT: &str = "INSERT INTO user_group_counts (user_id, count) \
+/// Each change added to the count as it is now (another node may have changed it since the
+/// sequencer read it), under the row's lock.
+const USER_GROUP_COUNTS_ADD: &str = "INSERT INTO user_group_counts (user_id, count) \
      SELECT * FROM UNNEST($1::bigint[], $2::integer[]) \
-     ON CONFLICT (user_id) DO UPDATE SET count = excluded.count";
+     ON CONFLICT (user_id) DO UPDATE SET count = user_group_counts.count + excluded.count";
 
 const APPLICATIONS_PUT: &str = "INSERT INTO group_applications (group_id, user_id, message, \
-     sent_ms) SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::bigint[]) \
+     sent_ms, inviter) SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], \
+     $4::bigint[], $5::bigint[]) \
      ON CONFLICT (group_id, user_id) DO UPDATE SET message = excluded.message, \
-     sent_ms = excluded.sent_ms";
+     sent_ms = excluded.sent_ms, inviter = excluded.inviter";
 
 const APPLICATIONS_REMOVE: &str = "DELETE FROM group_applications t \
      USING UNNEST($1::bigint[], $2::bigint[]) AS d(a, b) \
@@ -152,6 +155,7 @@ pub(super) fn application_of(row: &Row, at: usize) -> Result<ApplicationRecord, 
     Ok(ApplicationRecord {
         message: col(row, at)?,
         sent_ms: u(row, at + 1)?,
+        inviter: u(row, at + 2)?,
     })
 }
 
@@ -283,13 +287,15 @@ impl PgStore {
         if !removes.is_empty() {
             batch.push(USER_GROUPS_REMOVE, pair_params(removes.into_iter()));
         }
-        let c = &w.user_group_counts;
-        if !c.is_empty() {
+        if !w.user_group_count_changes.is_empty() {
+            let mut c = w.user_group_count_changes.clone();
+            // Rows locked in one order by every writer.
+            c.sort_unstable_by_key(|x| x.0);
             batch.push(
-                USER_GROUP_COUNTS_PUT,
+                USER_GROUP_COUNTS_ADD,
                 vec![
                     boxed(c.iter().map(|x| i(x.0)).collect::<Vec<_>>()),
-                    boxed(c.iter().map(|x| i32_of(x.1)).collect::<Vec<_>>()),
+                    boxed(c.iter().map(|x| x.1).collect::<Vec<_>>()),
                 ],
             );
         }
@@ -301,6 +307,9 @@ impl PgStore {
             ));
             params.push(boxed(
                 puts.iter().map(|p| i(p.1.sent_ms)).collect::<Vec<_>>(),
+            ));
+            params.push(boxed(
+                puts.iter().map(|p| i(p.1.inviter)).collect::<Vec<_>>(),
             ));
             batch.push(APPLICATIONS_PUT, params);
         }
@@ -415,7 +424,7 @@ impl GroupStore for PgStore {
 
     fn user_group_count(&self, user: UserId) -> Result<u32, StoreError> {
         match self.row(
-            "SELECT count FROM user_group_counts WHERE user_id = $1",
+            "SELECT GREATEST(count, 0) FROM user_group_counts WHERE user_id = $1",
             &[&i(user)],
         )? {
             Some(row) => u32_col(&row, 0),
@@ -429,7 +438,7 @@ impl GroupStore for PgStore {
         user: UserId,
     ) -> Result<Option<ApplicationRecord>, StoreError> {
         self.row(
-            "SELECT message, sent_ms FROM group_applications \
+            "SELECT message, sent_ms, inviter FROM group_applications \
              WHERE group_id = $1 AND user_id = $2",
             &[&i(group.to_wire()), &i(user)],
         )?
@@ -447,7 +456,7 @@ impl GroupStore for PgStore {
             return Ok(Vec::new());
         };
         self.rows(
-            "SELECT user_id, message, sent_ms FROM group_applications \
+            "SELECT user_id, message, sent_ms, inviter FROM group_applications \
              WHERE group_id = $1 AND user_id > $2 ORDER BY user_id LIMIT $3",
             &[&i(group.to_wire()), &after, &limit(n)],
         )?

@@ -16,6 +16,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "import_marker",
         include_str!("migrations/0002_import_marker.sql"),
     ),
+    (
+        3,
+        "application_inviter",
+        include_str!("migrations/0003_application_inviter.sql"),
+    ),
 ];
 
 /// Tables of the first migration whose presence without `schema_migrations` means a schema

@@ -4,6 +4,7 @@
 //! (partitioned by the folded name's first character, like the username index).
 
 use futures_util::future::try_join_all;
+use scylla::value::Counter;
 
 use super::ScyllaStore;
 use super::codec::{self, IDS_PER_BUCKET, i, u};
@@ -92,10 +93,6 @@ impl ScyllaStore {
                 None => side.push(&self.st.user_group_del, k, 0),
             }
         }
-        for (user, count) in last_per_key(&writes.user_group_counts, |(u, _)| *u) {
-            let n = i32::try_from(*count).unwrap_or(i32::MAX);
-            side.push(&self.st.user_group_count_put, (i(*user), n), 0);
-        }
         for (group, user, record) in last_per_key(&writes.applications, |(g, u, _)| (*g, *u)) {
             let k = (i(group.to_wire()), i(*user));
             match record {
@@ -130,6 +127,27 @@ impl ScyllaStore {
             side.push(&self.st.meta_put, (i(next), META_NEXT_GROUP_ID), 0);
         }
         Ok(())
+    }
+
+    /// Adds a commit group's changes to its users' group counts: counter updates (a counter
+    /// cannot share a logged batch with other rows), sent once the group's rows are written,
+    /// each once (not idempotent: never resent after an ambiguous failure). A group that fails
+    /// between its rows and these leaves a count off by its change (the module doc).
+    pub(super) async fn add_group_counts(&self, writes: &GroupWrites) -> Result<(), StoreError> {
+        try_join_all(
+            writes
+                .user_group_count_changes
+                .iter()
+                .filter(|(_, change)| *change != 0)
+                .map(|(user, change)| {
+                    self.exec(
+                        &self.st.user_group_tally_add,
+                        (i64::from(*change), i(*user)),
+                    )
+                }),
+        )
+        .await
+        .map(drop)
     }
 
     /// Seqs in `first ..= last` mentioning `user`, at most `cap`.
@@ -212,9 +230,13 @@ impl GroupStore for ScyllaStore {
     }
 
     fn user_group_count(&self, user: UserId) -> Result<u32, StoreError> {
-        let n =
-            self.run(self.first::<(Option<i32>,)>(&self.st.user_group_count_get, (i(user),)))?;
-        Ok(n.and_then(|(n,)| n).map_or(0, |n| n.max(0) as u32))
+        let (whole, tally) = self.run(futures_util::future::try_join(
+            self.first::<(Option<i32>,)>(&self.st.user_group_count_get, (i(user),)),
+            self.first::<(Option<Counter>,)>(&self.st.user_group_tally_get, (i(user),)),
+        ))?;
+        let whole = whole.and_then(|(n,)| n).map_or(0, i64::from);
+        let tally = tally.and_then(|(n,)| n).map_or(0, |Counter(n)| n);
+        Ok(u32::try_from(whole.saturating_add(tally).max(0)).unwrap_or(u32::MAX))
     }
 
     fn application(

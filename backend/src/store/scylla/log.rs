@@ -277,6 +277,7 @@ impl ScyllaStore {
             }
         };
         futures_util::future::try_join(rows, side_rows).await?;
+        self.add_group_counts(&group.groups).await?;
         self.publish_heads(&moves).await
     }
 

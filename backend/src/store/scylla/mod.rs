@@ -32,6 +32,7 @@
 //! | recency entries | after step 2 | an entry that does not match the head: readers skip it (the port says so) |
 //! | `next_msg_id` | after step 2 | ids skipped, never reused |
 //! | contacts, groups | after step 2 | the change without its event message; the sender had no ack and resends |
+//! | users' group counts (counter updates, after the rest of step 2) | at once | may be off by the group's change (so may a count whose update failed ambiguously: never resent); a resend changes no row again, so it does not repair it |
 //!
 //! So a reader that sees message *k* sees everything else of its group (it was written
 //! first), which is what the conformance suite's atomicity tests hold the store to. What is

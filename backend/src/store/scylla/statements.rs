@@ -18,6 +18,8 @@ pub(super) enum Kind {
     Lwt,
     /// A read at LOCAL_SERIAL: sees every LWT that completed, and completes one in flight.
     SerialRead,
+    /// A counter update: adds again if run again, so not retried after an ambiguous failure.
+    Counter,
 }
 
 pub(super) async fn prepare(
@@ -28,7 +30,7 @@ pub(super) async fn prepare(
     let mut st = session.prepare(cql).await.map_err(engine)?;
     match kind {
         Kind::Idempotent => st.set_is_idempotent(true),
-        Kind::Lwt => st.set_is_idempotent(false),
+        Kind::Lwt | Kind::Counter => st.set_is_idempotent(false),
         Kind::SerialRead => {
             st.set_is_idempotent(true);
             st.set_consistency(Consistency::LocalSerial);
@@ -199,6 +201,9 @@ statements! {
         "SELECT group_id, record FROM user_groups WHERE user_id = ? AND group_id > ? LIMIT ?";
     user_group_count_put: Idempotent, "INSERT INTO user_group_counts (user_id, n) VALUES (?, ?)";
     user_group_count_get: Idempotent, "SELECT n FROM user_group_counts WHERE user_id = ?";
+    user_group_tally_add: Counter,
+        "UPDATE user_group_tallies SET n = n + ? WHERE user_id = ?";
+    user_group_tally_get: Idempotent, "SELECT n FROM user_group_tallies WHERE user_id = ?";
     application_put: Idempotent,
         "INSERT INTO group_applications (group_id, user_id, record) VALUES (?, ?, ?)";
     application_del: Idempotent,

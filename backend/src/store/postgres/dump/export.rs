@@ -227,7 +227,7 @@ pub(super) fn table(part: Part) -> Option<Table> {
         Part::Applications => t(
             "group_applications",
             &[("group_id", BIG), ("user_id", BIG)],
-            "group_id, user_id, message, sent_ms".into(),
+            "group_id, user_id, message, sent_ms, inviter".into(),
             |r| {
                 Ok(DumpItem::Application {
                     group: conv(r, 0)?,

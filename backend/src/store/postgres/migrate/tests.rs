@@ -68,6 +68,9 @@ fn an_older_schema_is_migrated_at_open_and_a_newer_or_unknown_one_is_refused() {
         .execute("DELETE FROM schema_migrations WHERE version > 1", &[])
         .unwrap();
     store.execute("DROP TABLE import_in_progress", &[]).unwrap();
+    store
+        .execute("ALTER TABLE group_applications DROP COLUMN inviter", &[])
+        .unwrap();
     drop(store);
     let store = reopen(dir).unwrap();
     assert_eq!(version(&store), latest());

@@ -8,7 +8,8 @@
 //! - `import.rs`: a batch is written as UNLOGGED batches grouped by partition, a bounded
 //!   number in flight, then heads, owner epochs and counters raised by LWT: idempotent.
 //! - `finish_import` counts `user_group_counts` (the one table derived from others that the
-//!   items do not carry).
+//!   items do not carry), as whole values: a store imported into has no `user_group_tallies`
+//!   yet (the changes servers add later).
 
 mod export;
 mod import;
