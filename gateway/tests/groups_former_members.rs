@@ -16,11 +16,7 @@ use ringchat_proto::v1::{self, ErrorCode};
 #[tokio::test]
 async fn a_dissolved_group_left_muted_can_be_hidden() {
     let server = TestServer::start(&[]);
-    let (mut a, _alice) = server.user("alice").await;
-    let (mut b, bob) = server.user("bob").await;
-    let g = create_id(&mut a, &[bob.user_id], v1::JoinPolicy::InviteOnly).await;
-    let until = ringchat_backend::api::now_ms() + 3_600_000;
-    ok(ask(&mut a, common::groups::mute(g, bob.user_id, until)).await);
+    let (mut a, mut b, g, _) = bob_muted_in_alices_group(&server).await;
     ok(ask(&mut b, common::groups::leave(g)).await);
     assert_eq!(
         code(ask(&mut b, common::groups::leave(g)).await),
@@ -82,11 +78,7 @@ async fn a_mute_ends_in_the_future_within_mute_max_s() {
 #[tokio::test]
 async fn a_member_removed_under_a_mute_may_hide_the_group() {
     let server = TestServer::start(&[]);
-    let (mut a, _alice) = server.user("alice").await;
-    let (mut b, bob) = server.user("bob").await;
-    let g = create_id(&mut a, &[bob.user_id], v1::JoinPolicy::InviteOnly).await;
-    let until = ringchat_backend::api::now_ms() + 3_600_000;
-    ok(ask(&mut a, common::groups::mute(g, bob.user_id, until)).await);
+    let (mut a, mut b, g, bob) = bob_muted_in_alices_group(&server).await;
     ok(ask(&mut a, common::groups::remove(g, &[bob.user_id])).await);
     ok(ask(&mut b, common::groups::leave(g)).await);
     assert_eq!(
@@ -96,6 +88,17 @@ async fn a_member_removed_under_a_mute_may_hide_the_group() {
     );
     ok(ask(&mut a, common::groups::invite(g, &[bob.user_id])).await);
     ack(send(&mut b, g, "back", "unmuted").await);
+}
+
+/// Alice's invite-only group with Bob in it, Bob muted for an hour: (alice, bob, group, bob's
+/// login).
+async fn bob_muted_in_alices_group(server: &TestServer) -> (Client, Client, u64, v1::LoginOk) {
+    let (mut a, _alice) = server.user("alice").await;
+    let (b, bob) = server.user("bob").await;
+    let g = create_id(&mut a, &[bob.user_id], v1::JoinPolicy::InviteOnly).await;
+    let until = ringchat_backend::api::now_ms() + 3_600_000;
+    ok(ask(&mut a, common::groups::mute(g, bob.user_id, until)).await);
+    (a, b, g, bob)
 }
 
 async fn info(c: &mut Client, g: u64) -> v1::Group {
