@@ -32,6 +32,8 @@ mod queue;
 mod secret;
 mod serve;
 mod system;
+#[cfg(test)]
+mod tests;
 mod wire;
 
 use std::sync::{Arc, Mutex, OnceLock};
@@ -110,8 +112,10 @@ impl Link {
                 shards.len()
             ));
         }
-        let mut tag = [0u8; 1];
-        getrandom::fill(&mut tag).map_err(|e| format!("cluster: no random bytes: {e}"))?;
+        let (mut tag, mut first_forward) = ([0u8; 1], [0u8; 8]);
+        for bytes in [&mut tag[..], &mut first_forward[..]] {
+            getrandom::fill(bytes).map_err(|e| format!("cluster: no random bytes: {e}"))?;
+        }
         Ok(Arc::new(Self {
             me: config.node_id.clone(),
             tag: tag[0].max(1),
@@ -119,7 +123,10 @@ impl Link {
             attached: OnceLock::new(),
             tls: OnceLock::new(),
             peers: Mutex::default(),
-            pending: Pending::new(config.forwards_pending_max),
+            pending: Pending::new(
+                config.forwards_pending_max,
+                u64::from_le_bytes(first_forward),
+            ),
             shards,
             sessions,
             online,

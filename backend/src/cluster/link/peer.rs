@@ -136,6 +136,19 @@ impl Peer {
     }
 }
 
+#[cfg(test)]
+impl Peer {
+    /// What is queued for the peer, taken out as its sender task would.
+    pub(crate) fn take_queued(&self) -> Vec<NodeItem> {
+        let mut q = self.queue();
+        let mut out = Vec::new();
+        while let Some(batch) = q.drain("test", usize::MAX, usize::MAX) {
+            out.extend(batch.items);
+        }
+        out
+    }
+}
+
 /// Dials `peer` and writes its queue until the link stops; reconnects with backoff.
 pub(crate) async fn run(link: Arc<Link>, peer: Arc<Peer>) {
     let mut stop = link.stop.subscribe();
