@@ -9,13 +9,16 @@ use ringchat_proto::Body;
 use ringchat_proto::v1::{self, NodeBatch, NodeItem, node_item::Item};
 use tokio::sync::mpsc;
 
-use super::Link;
 use super::peer::Peer;
+use super::{Link, Outbound};
 use crate::api::{ConnRef, Outgoing, ShardEvent, WriteRequest, encoded};
-use crate::cluster::ClusterConfig;
+use crate::cluster::routes::RoutesConfig;
+use crate::cluster::test_wait::until;
+use crate::cluster::{Cluster, ClusterConfig};
 use crate::groups::online::GroupOnline;
 use crate::messaging::{Submitted, Writes};
 use crate::sessions::{Sessions, SharedSessions};
+use crate::store::ConvId;
 
 /// A link of node `me` with one shard, and what that shard is sent.
 fn link(config: &ClusterConfig) -> (Arc<Link>, mpsc::Receiver<ShardEvent>) {
@@ -167,4 +170,131 @@ async fn a_late_answer_never_reaches_a_later_request_with_the_same_id() {
         "request 7 is answered with B's refusal, once, and never with A's ack: {got:?}"
     );
     assert_eq!(origin.forwards_waiting(), 0);
+}
+
+fn redis_url() -> String {
+    std::env::var("RINGCHAT_TEST_REDIS_URL").unwrap_or_else(|_| {
+        panic!(
+            "RINGCHAT_TEST_REDIS_URL is not set: this test needs Redis (`bash scripts/test.sh` \
+             starts one; scripts/redis-test-server.sh)"
+        )
+    })
+}
+
+/// A node of a test cluster on the test Redis: registered, heartbeating, with its routes.
+fn node(prefix: &str, id: &str, advertise: &str) -> ClusterConfig {
+    ClusterConfig {
+        enabled: true,
+        node_id: id.into(),
+        advertise_addr: advertise.into(),
+        redis_url: redis_url(),
+        redis_key_prefix: prefix.into(),
+        redis_timeout_ms: 200,
+        heartbeat_interval_ms: 250,
+        // The peers' dials wait on a listener that never answers: what is queued for them
+        // stays queued for the test to read.
+        peer_connect_timeout_ms: 60_000,
+        routes: RoutesConfig {
+            ttl_ms: 1_000,
+            refresh_ms: 300,
+            flush_ms: 5,
+            ..RoutesConfig::default()
+        },
+        ..ClusterConfig::default()
+    }
+}
+
+/// What a peer's queue holds, as (kind, users) pairs: ("users", ids) or ("group", []).
+fn kinds(items: Vec<NodeItem>) -> Vec<(&'static str, Vec<u64>)> {
+    items
+        .into_iter()
+        .map(|i| match i.item {
+            Some(Item::ToUsers(t)) => ("users", t.user_ids),
+            Some(Item::ToGroup(_)) => ("group", Vec::new()),
+            other => panic!("only pushes are queued here, got {other:?}"),
+        })
+        .collect()
+}
+
+/// With trusted routes placing user 1 on n2 and user 2 on n3, the owner n1 queues each push
+/// to users for its own users' node only, whatever else its commit group holds; a group's
+/// frame still goes to every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_to_users_go_only_to_the_nodes_holding_them() {
+    let prefix = format!("fanout_{}_{}", std::process::id(), crate::time::now_ms());
+    // Where n2 and n3 are dialed: takes connections and never answers.
+    let hold = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = hold.local_addr().expect("addr").to_string();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = hold.accept().await {
+            conns.push(c);
+        }
+    });
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut clusters = Vec::new();
+    for id in ["n1", "n2", "n3"] {
+        let cluster =
+            Cluster::new(&node(&prefix, id, &addr), Some(Box::new(|| 0))).expect("cluster");
+        let mut stopped = stopped.clone();
+        tokio::spawn(Arc::clone(&cluster).run(async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }));
+        clusters.push(cluster);
+    }
+    let conn = |c| ConnRef { shard: 0, conn: c };
+    clusters[1]
+        .routes()
+        .expect("routes")
+        .opened(1, conn(1), "d", "PLATFORM_WEB");
+    clusters[2]
+        .routes()
+        .expect("routes")
+        .opened(2, conn(1), "d", "PLATFORM_WEB");
+    let n1 = &clusters[0];
+    until("n1 sees all three nodes", || n1.view().nodes.len() == 3).await;
+    let routes = n1.routes().expect("routes");
+    until("n1's routes place user 1 on n2 and user 2 on n3", || {
+        let d = routes.nodes_of(&[1, 2]);
+        let mut got: Vec<(String, Vec<u64>)> = d
+            .nodes
+            .into_iter()
+            .map(|d| (d.node_id.to_string(), d.users))
+            .collect();
+        got.sort();
+        !d.everywhere && got == [("n2".into(), vec![1]), ("n3".into(), vec![2])]
+    })
+    .await;
+    let (link, _shard) = link(&node(&prefix, "n1", &addr));
+    link.attach(Arc::clone(n1), tokio::runtime::Handle::current(), None);
+
+    let frame = encoded(0, Body::Pong(v1::Pong::default()));
+    let mut out = Outbound::default();
+    out.users(&[1], conn(9), &frame);
+    out.users(&[2], conn(9), &frame);
+    link.send_group(out);
+    let queued = |id| kinds(link.peer_by_id(id).expect("a peer").take_queued());
+    assert_eq!(queued("n2"), [("users", vec![1])], "n2 holds user 1 only");
+    assert_eq!(queued("n3"), [("users", vec![2])], "n3 holds user 2 only");
+
+    let mut out = Outbound::default();
+    out.users(&[1, 2], conn(9), &frame);
+    out.group(ConvId::group(5).expect("a group id"), conn(9), &frame);
+    out.users(&[2], conn(9), &frame);
+    link.send_group(out);
+    assert_eq!(
+        queued("n2"),
+        [("users", vec![1]), ("group", vec![])],
+        "a group's frame goes to every node; pushes to users still to theirs"
+    );
+    assert_eq!(
+        queued("n3"),
+        [("users", vec![2]), ("group", vec![]), ("users", vec![2])]
+    );
+
+    link.shutdown();
+    stop.send_replace(true);
+    held.abort();
 }
