@@ -15,6 +15,7 @@
 pub mod admin;
 pub mod config;
 mod grpc;
+mod grpc_conns;
 mod hooks;
 pub mod link;
 mod presence;
