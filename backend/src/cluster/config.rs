@@ -23,7 +23,8 @@ pub struct ClusterConfig {
     #[serde(serialize_with = "hidden")]
     pub redis_url: String,
     /// Shared by every node of the cluster: a node accepts a `Node/Link` stream (forwarded
-    /// writes name their user) only from a peer that presents it. 32 to 1024 visible ASCII
+    /// writes name their user) only from a peer that proves it holds it (`link/secret.rs`;
+    /// never sent itself). 32 to 1024 visible ASCII
     /// bytes; keep it in the `RINGCHAT_CLUSTER__PEER_SECRET` environment variable. Serialised
     /// hidden.
     #[serde(serialize_with = "hidden")]

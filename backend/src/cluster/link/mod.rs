@@ -90,6 +90,8 @@ pub struct Link {
     /// What a kick from another node is checked against before it ends a session
     /// (`kicks.rs`); set once by the backend. Unset (tests): kicks end what they name.
     kick_stores: OnceLock<KickStores>,
+    /// Peer proofs that opened a stream here lately, refused if presented again (`secret.rs`).
+    proofs: secret::Seen,
     /// System notification batches sent to their owners, awaiting answers (`system.rs`).
     system: system::SystemPending,
     /// Nodes entering the view are told they may have missed pushes (`newcomers.rs`).
@@ -136,6 +138,7 @@ impl Link {
             hints: hint::SyncHints::default(),
             streamed: Mutex::default(),
             kick_stores: OnceLock::new(),
+            proofs: secret::Seen::default(),
             system: system::SystemPending::default(),
             newcomers: newcomers::Newcomers::default(),
         }))

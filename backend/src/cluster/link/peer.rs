@@ -242,11 +242,17 @@ async fn connect_and_write(
         .max_decoding_message_size(message_bytes_max)
         .max_encoding_message_size(message_bytes_max);
     let mut request = tonic::Request::new(outbound);
-    super::secret::attach(&mut request, &link.config.peer_secret);
+    super::secret::attach(
+        &mut request,
+        &link.config.peer_secret,
+        &link.me,
+        &peer.node_id,
+    );
     let response = match tokio::time::timeout(timeout, client.link(request)).await {
         Ok(Ok(response)) => response,
         Ok(Err(status)) if status.code() == tonic::Code::Unauthenticated => {
-            tracing::error!(peer = %peer.node_id, %addr, "cluster: the peer refused this node's cluster.peer_secret");
+            // Another secret, clocks too far apart, or a node of the version before proofs.
+            tracing::error!(peer = %peer.node_id, %addr, why = %status.message(), "cluster: the peer refused this node's proof of cluster.peer_secret");
             return false;
         }
         _ => return false,

@@ -65,7 +65,14 @@ impl Node for NodeService {
                 "not a node of this cluster: no client certificate signed by cluster.tls.ca_path",
             ));
         }
-        super::secret::check(&request, &self.link.config.peer_secret)?;
+        // The node id its proof names: its batches must carry it.
+        let dialer = super::secret::check(
+            &request,
+            &self.link.config.peer_secret,
+            &self.link.me,
+            crate::time::now_ms(),
+            &self.link.proofs,
+        )?;
         let mut inbound = request.into_inner();
         let link = Arc::clone(&self.link);
         let writes = self.writes.clone();
@@ -87,6 +94,10 @@ impl Node for NodeService {
                 };
                 match message {
                     Ok(Some(batch)) => {
+                        if dialer.as_ref().is_some_and(|d| *d != batch.from_node) {
+                            tracing::warn!(proof = ?dialer, from = %batch.from_node, "cluster: an incoming link's batch names another node than its proof; link ended");
+                            break;
+                        }
                         if from.is_none() {
                             from = Some(batch.from_node.clone());
                             link.stream_began(&batch.from_node);

@@ -298,3 +298,115 @@ async fn pushes_to_users_go_only_to_the_nodes_holding_them() {
     stop.send_replace(true);
     held.abort();
 }
+
+/// A node at an address anyone who can write to Redis names: records the headers of the
+/// `Link` streams it is sent, and refuses them.
+struct FakeNode(mpsc::Sender<tonic::metadata::MetadataMap>);
+
+#[tonic::async_trait]
+impl ringchat_proto::v1::node_server::Node for FakeNode {
+    type LinkStream = std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = Result<NodeBatch, tonic::Status>> + Send>,
+    >;
+
+    async fn link(
+        &self,
+        request: tonic::Request<tonic::Streaming<NodeBatch>>,
+    ) -> Result<tonic::Response<Self::LinkStream>, tonic::Status> {
+        let _ = self.0.try_send(request.metadata().clone());
+        Err(tonic::Status::unavailable("a fake node"))
+    }
+}
+
+/// Without `[cluster.tls]`, a node record anyone wrote into Redis makes this node dial its
+/// address: what it sends there proves it holds `peer_secret` for that node alone, and never
+/// carries the secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_named_in_redis_by_anyone_is_never_sent_the_peer_secret() {
+    const SECRET: &str = "this-cluster-secret-0123456789abcdef";
+    let prefix = format!("secret_{}_{}", std::process::id(), crate::time::now_ms());
+    let (headers_tx, mut headers) = mpsc::channel(16);
+    let fake = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let fake_addr = fake.local_addr().expect("addr").to_string();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(ringchat_proto::v1::node_server::NodeServer::new(FakeNode(
+                headers_tx,
+            )))
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(fake)),
+    );
+    let config = ClusterConfig {
+        peer_secret: SECRET.into(),
+        ..node(&prefix, "n1", "127.0.0.1:1")
+    };
+    let cluster = Cluster::new(&config, Some(Box::new(|| 0))).expect("cluster");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(Arc::clone(&cluster).run(async {
+        let _ = stopped.await;
+    }));
+    until("n1 joined", || cluster.view().joined).await;
+    let (link, _shard) = link(&config);
+    link.attach(
+        Arc::clone(&cluster),
+        tokio::runtime::Handle::current(),
+        None,
+    );
+
+    // Anyone who can write to this Redis names a node "zz" at the fake's address.
+    let now = crate::time::now_ms();
+    let record = crate::cluster::NodeRecord {
+        node_id: "zz".into(),
+        advertise_addr: fake_addr,
+        client_addrs: Vec::new(),
+        started_at_ms: now,
+        heartbeat_at_ms: now,
+        connections: 0,
+        cpu_percent: 0.0,
+    };
+    let mut redis = redis::Client::open(redis_url())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("the test Redis");
+    redis::pipe()
+        .cmd("SET")
+        .arg(format!("{prefix}:node:zz"))
+        .arg(serde_json::to_string(&record).expect("json"))
+        .arg("PX")
+        .arg(60_000)
+        .cmd("SADD")
+        .arg(format!("{prefix}:nodes"))
+        .arg("zz")
+        .query_async::<()>(&mut redis)
+        .await
+        .expect("written");
+    until("zz in n1's view", || cluster.view().has("zz")).await;
+    // A write whose conversation zz owns would make this peer.
+    assert!(link.peer_by_id("zz").is_some());
+
+    let sent = tokio::time::timeout(Duration::from_secs(10), headers.recv())
+        .await
+        .expect("the fake node is dialed")
+        .expect("its headers");
+    for kv in sent.iter() {
+        if let tonic::metadata::KeyAndValueRef::Ascii(name, value) = kv {
+            assert!(
+                !value
+                    .as_bytes()
+                    .windows(SECRET.len())
+                    .any(|w| w == SECRET.as_bytes()),
+                "header {name} carries the secret"
+            );
+        }
+    }
+    assert!(sent.get("x-ringchat-peer-secret").is_none());
+    assert!(
+        sent.get("x-ringchat-peer-proof").is_some(),
+        "a proof instead"
+    );
+    link.shutdown();
+    let _ = stop.send(());
+    server.abort();
+}
