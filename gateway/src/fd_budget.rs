@@ -26,8 +26,15 @@ pub fn reserve(config: &Config, shards: usize) -> u64 {
     } else {
         0
     };
+    // The cluster's gRPC listener holds up to its own cap.
+    let grpc = if config.cluster.enabled {
+        config.cluster.grpc_conns_max as u64
+    } else {
+        0
+    };
     NOFILE_HEADROOM
         + files
+        + grpc
         + config.admin.conns_max as u64
         // A full shard still holds the sockets it is telling `SERVER_FULL`.
         + (shards * crate::shard::REJECTING_MAX) as u64
@@ -75,11 +82,12 @@ impl ConnsCap {
             return Err(format!(
                 "the open-file limit (RLIMIT_NOFILE) is {nofile}, but the server keeps {reserve} \
                  descriptors for itself ({NOFILE_HEADROOM} for the store, logs, listeners and \
-                 outgoing connections, 2 x gateway.files.conns_max, admin.conns_max, {} per \
-                 shard for refusals) and has {shards} shard(s): no room for clients. Raise the \
-                 limit (LimitNOFILE= in systemd, `ulimit -Hn`, limits.conf; {} holds \
-                 gateway.conns_per_shard_max = {} on every shard), or lower \
-                 gateway.files.conns_max and admin.conns_max",
+                 outgoing connections, 2 x gateway.files.conns_max, admin.conns_max, \
+                 cluster.grpc_conns_max when enabled, {} per shard for refusals) and has \
+                 {shards} shard(s): no room for clients. Raise the limit (LimitNOFILE= in \
+                 systemd, `ulimit -Hn`, limits.conf; {} holds gateway.conns_per_shard_max = {} \
+                 on every shard), or lower gateway.files.conns_max, admin.conns_max and \
+                 cluster.grpc_conns_max",
                 crate::shard::REJECTING_MAX,
                 need(config, shards),
                 config.gateway.conns_per_shard_max,
@@ -115,7 +123,7 @@ mod tests {
     }
 
     #[test]
-    fn the_reserve_counts_file_admin_and_refusing_connections() {
+    fn the_reserve_counts_file_admin_grpc_and_refusing_connections() {
         let c = config();
         let per_shard_refusals = crate::shard::REJECTING_MAX as u64;
         assert_eq!(
@@ -125,6 +133,10 @@ mod tests {
         let mut off = c.clone();
         off.files.enabled = false;
         assert_eq!(reserve(&off, 2), reserve(&c, 2) - 200);
+        let mut cluster = c.clone();
+        cluster.cluster.enabled = true;
+        cluster.cluster.grpc_conns_max = 300;
+        assert_eq!(reserve(&cluster, 2), reserve(&c, 2) + 300);
     }
 
     #[test]

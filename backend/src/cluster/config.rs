@@ -23,7 +23,8 @@ pub struct ClusterConfig {
     #[serde(serialize_with = "hidden")]
     pub redis_url: String,
     /// Shared by every node of the cluster: a node accepts a `Node/Link` stream (forwarded
-    /// writes name their user) only from a peer that presents it. 32 to 1024 visible ASCII
+    /// writes name their user) only from a peer that proves it holds it (`link/secret.rs`;
+    /// never sent itself). 32 to 1024 visible ASCII
     /// bytes; keep it in the `RINGCHAT_CLUSTER__PEER_SECRET` environment variable. Serialised
     /// hidden.
     #[serde(serialize_with = "hidden")]
@@ -58,6 +59,14 @@ pub struct ClusterConfig {
     /// gRPC: requests served at once per connection, and each request's deadline.
     pub grpc_concurrency_per_connection: usize,
     pub grpc_timeout_ms: u64,
+    /// Connections the gRPC listener holds at once, at most (peers, status clients and
+    /// strangers alike); past it a new one is closed at once. At least `nodes_max`: every
+    /// other node holds one here.
+    pub grpc_conns_max: usize,
+    /// A connection to the gRPC listener whose client has not started its handshake (the TLS
+    /// ClientHello, or the HTTP/2 preface) within this many milliseconds is closed; also the
+    /// deadline of the whole TLS handshake.
+    pub grpc_handshake_timeout_ms: u64,
     /// Message and group ids leased from the store of record per lease, in ids: each node
     /// hands out ids from its own block (ids left in it at a restart are skipped).
     pub id_block_size: u64,
@@ -128,6 +137,8 @@ impl Default for ClusterConfig {
             nodes_max: 1_024,
             grpc_concurrency_per_connection: 64,
             grpc_timeout_ms: 5_000,
+            grpc_conns_max: 4_096,
+            grpc_handshake_timeout_ms: 5_000,
             id_block_size: 1_024,
             peer_queue_items_max: 65_536,
             peer_kicks_pending_max: 65_536,
@@ -243,6 +254,13 @@ impl ClusterConfig {
             "grpc_concurrency_per_connection",
         );
         range(self.grpc_timeout_ms, 1, 600_000, "grpc_timeout_ms");
+        range(self.grpc_conns_max as u64, 16, 1 << 20, "grpc_conns_max");
+        range(
+            self.grpc_handshake_timeout_ms,
+            100,
+            60_000,
+            "grpc_handshake_timeout_ms",
+        );
         range(self.id_block_size, 1, 1 << 20, "id_block_size");
         range(
             self.peer_queue_items_max as u64,
@@ -286,6 +304,9 @@ impl ClusterConfig {
         );
         out.extend(self.routes.problems());
         out.extend(self.tls.problems());
+        if self.grpc_conns_max < self.nodes_max {
+            out.push("cluster.grpc_conns_max: must be at least nodes_max, or the other nodes' links may not all find a place on this node's gRPC listener".into());
+        }
         if self.node_ttl_ms < 2 * self.heartbeat_interval_ms {
             out.push("cluster.node_ttl_ms: must be at least twice heartbeat_interval_ms, or one late heartbeat drops a live node".into());
         }
@@ -396,10 +417,12 @@ mod tests {
             heartbeat_interval_ms: 1_000,
             node_ttl_ms: 1_500,
             redis_timeout_ms: 2_000,
+            grpc_handshake_timeout_ms: 0,
             ..enabled()
         };
         let all = c.problems().join("\n");
         for key in [
+            "cluster.grpc_handshake_timeout_ms: must be between 100 and 60000",
             "cluster.node_id",
             "cluster.grpc_listen",
             "cluster.advertise_addr",
@@ -427,6 +450,17 @@ mod tests {
             };
             assert!(c.problems().join("\n").contains("cluster.peer_secret"));
         }
+        let few = ClusterConfig {
+            grpc_conns_max: 100,
+            nodes_max: 200,
+            ..enabled()
+        };
+        assert_eq!(
+            few.problems(),
+            [
+                "cluster.grpc_conns_max: must be at least nodes_max, or the other nodes' links may not all find a place on this node's gRPC listener"
+            ]
+        );
     }
 
     #[test]

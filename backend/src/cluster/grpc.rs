@@ -1,8 +1,10 @@
 //! The node's gRPC listener (`cluster.grpc_listen`): the status service now
 //! (`ringchat.v1.Status`: `Assign`, `Ping`); the later cluster parts add their node-to-node
-//! services to the same server in `serve`. Bounded: requests at once per connection
-//! (`grpc_concurrency_per_connection`, load shed past it) and a deadline per request
-//! (`grpc_timeout_ms`); messages are tonic's default 4 MiB at most.
+//! services to the same server in `serve`. Bounded: connections at once (`grpc_conns_max`),
+//! the time to start a handshake (`grpc_handshake_timeout_ms`; both in `grpc_conns.rs`) and
+//! to finish a TLS one, requests at once per connection (`grpc_concurrency_per_connection`,
+//! load shed past it) and a deadline per request (`grpc_timeout_ms`); messages are tonic's
+//! default 4 MiB at most (the links set their own).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,10 +53,12 @@ pub async fn serve(
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     let c = &cluster.config;
+    let handshake = Duration::from_millis(c.grpc_handshake_timeout_ms);
     let mut server = tonic::transport::Server::builder();
     if let Some(tls) = tls {
-        server = server.tls_config(tls.server())?;
+        server = server.tls_config(tls.server().timeout(handshake))?;
     }
+    let incoming = super::grpc_conns::incoming(listener, c.grpc_conns_max, handshake);
     server
         .concurrency_limit_per_connection(c.grpc_concurrency_per_connection)
         .load_shed(true)
@@ -65,6 +69,6 @@ pub async fn serve(
             cluster: Arc::clone(&cluster),
         }))
         .add_optional_service(node.map(super::link::NodeService::into_server))
-        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), stop)
+        .serve_with_incoming_shutdown(incoming, stop)
         .await
 }

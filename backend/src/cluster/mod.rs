@@ -16,6 +16,7 @@ pub mod admin;
 pub mod codes;
 pub mod config;
 mod grpc;
+mod grpc_conns;
 mod hooks;
 pub mod leases;
 pub mod link;

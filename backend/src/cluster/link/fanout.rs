@@ -2,6 +2,7 @@
 //! writes, pushes to users, group frames, membership changes), gathered by delivery into
 //! `Outbound` and queued once per destination node; typing, best effort.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -98,55 +99,90 @@ fn except_for(except: ConnRef, slot: u16) -> Option<v1::OriginConn> {
         .map(|(_, o)| o)
 }
 
+/// A destination node of a durable group, and which pushes to users it takes.
+struct Dest {
+    peer: Arc<Peer>,
+    /// The recipients the routes place there; `None`: every push (no routes here).
+    users: Option<HashSet<u64>>,
+    items: Vec<NodeItem>,
+}
+
+impl Dest {
+    /// Those of `users` that may have a session there (none: the push does not go there).
+    fn users_there(&self, users: &[u64]) -> Vec<u64> {
+        match &self.users {
+            None => users.to_vec(),
+            Some(there) => users
+                .iter()
+                .copied()
+                .filter(|u| there.contains(u))
+                .collect(),
+        }
+    }
+}
+
 impl Link {
-    /// The nodes a durable group's frames go to besides this one: for pushes to users, the
-    /// nodes where the routes (`cluster/routes/`) place any of them (every other live node for
-    /// users the routes do not know, or while they are not trusted); for group audiences and
-    /// membership changes, every other live node (each node resolves a group's online members
-    /// itself; the owner does not read member lists to route).
-    fn destinations(self: &Arc<Self>, out: &Outbound) -> Vec<Arc<Peer>> {
+    /// The nodes a durable group's frames go to besides this one: for a push to users, the
+    /// nodes where the routes (`cluster/routes/`) place any of its users (every other live
+    /// node for users the routes do not know, or while they are not trusted: `nodes_of` lists
+    /// those users at every node), each push to only its own users' nodes; for group
+    /// audiences and membership changes, every other live node (each node resolves a group's
+    /// online members itself; the owner does not read member lists to route).
+    fn destinations(self: &Arc<Self>, out: &Outbound) -> Vec<Dest> {
         let Some(view) = self.view_nodes() else {
             return Vec::new();
         };
-        let only_users = out
+        let everyone = out
             .items
             .iter()
-            .all(|i| matches!(i, Out::Answer { .. } | Out::Users { .. }));
+            .any(|i| matches!(i, Out::Group { .. } | Out::Member { .. }));
         let routes = self.attached.get().and_then(|(c, _)| c.routes());
-        let wanted: Option<Vec<Arc<str>>> = match routes {
-            Some(routes) if only_users => {
-                let mut users: Vec<u64> = out
-                    .items
-                    .iter()
-                    .filter_map(|i| match i {
-                        Out::Users { users, .. } => Some(users.iter().copied()),
-                        _ => None,
-                    })
-                    .flatten()
-                    .collect();
-                users.sort_unstable();
-                users.dedup();
-                Some(
-                    routes
-                        .nodes_of(&users)
-                        .nodes
-                        .into_iter()
-                        .map(|d| d.node_id)
-                        .collect(),
-                )
+        let placed: Option<Vec<(Arc<str>, HashSet<u64>)>> = routes.map(|routes| {
+            let mut users: Vec<u64> = out
+                .items
+                .iter()
+                .filter_map(|i| match i {
+                    Out::Users { users, .. } => Some(users.iter().copied()),
+                    _ => None,
+                })
+                .flatten()
+                .collect();
+            users.sort_unstable();
+            users.dedup();
+            if users.is_empty() {
+                return Vec::new();
             }
-            _ => None,
-        };
-        view.nodes
-            .iter()
-            .filter(|n| n.record.node_id != self.me)
-            .filter(|n| {
-                wanted
-                    .as_ref()
-                    .is_none_or(|w| w.iter().any(|id| **id == *n.record.node_id))
-            })
-            .filter_map(|n| self.peer(&n.record.node_id, &n.record.advertise_addr))
-            .collect()
+            routes
+                .nodes_of(&users)
+                .nodes
+                .into_iter()
+                .map(|d| (d.node_id, d.users.into_iter().collect()))
+                .collect()
+        });
+        let mut dests = Vec::new();
+        for n in view.nodes.iter().filter(|n| n.record.node_id != self.me) {
+            let users = match &placed {
+                None => None,
+                Some(placed) => {
+                    let there = placed
+                        .iter()
+                        .find(|(id, _)| **id == *n.record.node_id)
+                        .map(|(_, users)| users.clone());
+                    if there.is_none() && !everyone {
+                        continue;
+                    }
+                    Some(there.unwrap_or_default())
+                }
+            };
+            if let Some(peer) = self.peer(&n.record.node_id, &n.record.advertise_addr) {
+                dests.push(Dest {
+                    peer,
+                    users,
+                    items: Vec::new(),
+                });
+            }
+        }
+        dests
     }
 
     /// On the owner, after a durable group: its answers to their origin nodes, its frames to
@@ -161,11 +197,8 @@ impl Link {
                 .fanned_unjoined
                 .store(true, std::sync::atomic::Ordering::Relaxed);
         }
-        let mut per_peer: Vec<(Arc<Peer>, Vec<NodeItem>)> = if fans {
+        let mut per_peer: Vec<Dest> = if fans {
             self.destinations(&out)
-                .into_iter()
-                .map(|p| (p, Vec::new()))
-                .collect()
         } else {
             Vec::new()
         };
@@ -188,11 +221,16 @@ impl Link {
                             traceparent: traceparent(trace),
                         })),
                     };
-                    match per_peer.iter_mut().find(|(p, _)| p.slot == slot) {
-                        Some((_, items)) => items.push(answer),
+                    match per_peer.iter_mut().find(|d| d.peer.slot == slot) {
+                        Some(d) => d.items.push(answer),
                         None => {
-                            if let Some(p) = self.peer_by_slot(slot) {
-                                per_peer.push((p, vec![answer]));
+                            if let Some(peer) = self.peer_by_slot(slot) {
+                                // Takes answers only (its users are none of this group's).
+                                per_peer.push(Dest {
+                                    peer,
+                                    users: Some(HashSet::new()),
+                                    items: vec![answer],
+                                });
                             }
                         }
                     }
@@ -203,11 +241,15 @@ impl Link {
                     frame,
                     trace,
                 } => {
-                    for (p, items) in &mut per_peer {
-                        items.push(NodeItem {
+                    for d in &mut per_peer {
+                        let user_ids = d.users_there(&users);
+                        if user_ids.is_empty() {
+                            continue;
+                        }
+                        d.items.push(NodeItem {
                             item: Some(Item::ToUsers(v1::ToUsers {
-                                user_ids: users.clone(),
-                                except: except_for(except, p.slot),
+                                user_ids,
+                                except: except_for(except, d.peer.slot),
                                 frame: frame.clone(),
                                 traceparent: traceparent(trace),
                             })),
@@ -220,11 +262,11 @@ impl Link {
                     frame,
                     trace,
                 } => {
-                    for (p, items) in &mut per_peer {
-                        items.push(NodeItem {
+                    for d in &mut per_peer {
+                        d.items.push(NodeItem {
                             item: Some(Item::ToGroup(v1::ToGroup {
                                 group_id: g,
-                                except: except_for(except, p.slot),
+                                except: except_for(except, d.peer.slot),
                                 frame: frame.clone(),
                                 traceparent: traceparent(trace),
                             })),
@@ -232,8 +274,8 @@ impl Link {
                     }
                 }
                 Out::Member { g, user, joined } => {
-                    for (_, items) in &mut per_peer {
-                        items.push(NodeItem {
+                    for d in &mut per_peer {
+                        d.items.push(NodeItem {
                             item: Some(Item::MemberChange(v1::NodeMemberChange {
                                 group_id: g,
                                 user_id: user,
@@ -244,11 +286,11 @@ impl Link {
                 }
             }
         }
-        for (peer, items) in per_peer {
-            if !items.is_empty() {
+        for d in per_peer {
+            if !d.items.is_empty() {
                 // Refused: counted by the peer; answers lost are answered by the origin's
                 // deadline, frames lost are caught up by seq.
-                let _ = peer.push_all(items);
+                let _ = d.peer.push_all(d.items);
             }
         }
     }

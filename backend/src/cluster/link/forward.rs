@@ -52,7 +52,9 @@ impl Link {
         }
     }
 
-    /// Queues a write for its owner `peer`; the answer comes back through `serve.rs`.
+    /// Queues a write for its owner `peer`; the answer comes back through `serve.rs`. The
+    /// write goes out under a forward id of this process (`pending.rs`) in place of the
+    /// client's request id, which the answer gets back here.
     pub(crate) fn forward(
         &self,
         peer: &Peer,
@@ -62,7 +64,11 @@ impl Link {
         request_id: u64,
         request: WriteRequest,
     ) -> Submitted {
-        let key = (conn, request_id);
+        let forward_id = if request_id == 0 {
+            0
+        } else {
+            self.pending.next_id()
+        };
         let deadline = Instant::now() + Duration::from_millis(self.config.forward_timeout_ms);
         // A traced message's trace starts here, on its sender's node: this span lasts until
         // the owner's answer is back (or the write is answered UNAVAILABLE).
@@ -74,7 +80,11 @@ impl Link {
             span.set("ringchat.peer", peer.node_id.clone());
         }
         let trace = fanout::traceparent(span.as_ref().map(MsgSpan::traceparent));
-        if request_id != 0 && !self.pending.insert(key, peer.slot, deadline, span) {
+        if request_id != 0
+            && !self
+                .pending
+                .insert(forward_id, (conn, request_id), peer.slot, deadline, span)
+        {
             metrics::counter!("ringchat_cluster_forward_refused_total", "reason" => "pending_full")
                 .increment(1);
             return Submitted::Refused(busy("too many writes wait for other nodes; retry"));
@@ -84,7 +94,7 @@ impl Link {
                 origin: Some(wire::origin(conn, self.tag)),
                 user_id: user,
                 device_id,
-                request_id,
+                request_id: forward_id,
                 frame: wire::encode_write(request),
                 traceparent: trace,
             })),
@@ -95,7 +105,7 @@ impl Link {
                 Submitted::Queued
             }
             Err(why) => {
-                self.pending.forget(key);
+                self.pending.forget(forward_id);
                 metrics::counter!("ringchat_cluster_forward_refused_total", "reason" => why.label())
                     .increment(1);
                 Submitted::Refused(busy(
@@ -167,7 +177,7 @@ impl Owner {
 }
 
 /// UNAVAILABLE with the usual pause: resend with the same client_msg_id.
-fn busy(message: &str) -> v1::Error {
+pub(super) fn busy(message: &str) -> v1::Error {
     Refusal {
         code: v1::ErrorCode::Unavailable,
         message: message.into(),

@@ -32,6 +32,8 @@ mod queue;
 mod secret;
 mod serve;
 mod system;
+#[cfg(test)]
+mod tests;
 mod wire;
 
 use std::sync::{Arc, Mutex, OnceLock};
@@ -88,6 +90,8 @@ pub struct Link {
     /// What a kick from another node is checked against before it ends a session
     /// (`kicks.rs`); set once by the backend. Unset (tests): kicks end what they name.
     kick_stores: OnceLock<KickStores>,
+    /// Peer proofs that opened a stream here lately, refused if presented again (`secret.rs`).
+    proofs: secret::Seen,
     /// System notification batches sent to their owners, awaiting answers (`system.rs`).
     system: system::SystemPending,
     /// Nodes entering the view are told they may have missed pushes (`newcomers.rs`).
@@ -110,8 +114,10 @@ impl Link {
                 shards.len()
             ));
         }
-        let mut tag = [0u8; 1];
-        getrandom::fill(&mut tag).map_err(|e| format!("cluster: no random bytes: {e}"))?;
+        let (mut tag, mut first_forward) = ([0u8; 1], [0u8; 8]);
+        for bytes in [&mut tag[..], &mut first_forward[..]] {
+            getrandom::fill(bytes).map_err(|e| format!("cluster: no random bytes: {e}"))?;
+        }
         Ok(Arc::new(Self {
             me: config.node_id.clone(),
             tag: tag[0].max(1),
@@ -119,7 +125,10 @@ impl Link {
             attached: OnceLock::new(),
             tls: OnceLock::new(),
             peers: Mutex::default(),
-            pending: Pending::new(config.forwards_pending_max),
+            pending: Pending::new(
+                config.forwards_pending_max,
+                u64::from_le_bytes(first_forward),
+            ),
             shards,
             sessions,
             online,
@@ -129,6 +138,7 @@ impl Link {
             hints: hint::SyncHints::default(),
             streamed: Mutex::default(),
             kick_stores: OnceLock::new(),
+            proofs: secret::Seen::default(),
             system: system::SystemPending::default(),
             newcomers: newcomers::Newcomers::default(),
         }))

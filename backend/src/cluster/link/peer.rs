@@ -136,6 +136,19 @@ impl Peer {
     }
 }
 
+#[cfg(test)]
+impl Peer {
+    /// What is queued for the peer, taken out as its sender task would.
+    pub(crate) fn take_queued(&self) -> Vec<NodeItem> {
+        let mut q = self.queue();
+        let mut out = Vec::new();
+        while let Some(batch) = q.drain("test", usize::MAX, usize::MAX) {
+            out.extend(batch.items);
+        }
+        out
+    }
+}
+
 /// Dials `peer` and writes its queue until the link stops; reconnects with backoff.
 pub(crate) async fn run(link: Arc<Link>, peer: Arc<Peer>) {
     let mut stop = link.stop.subscribe();
@@ -229,11 +242,17 @@ async fn connect_and_write(
         .max_decoding_message_size(message_bytes_max)
         .max_encoding_message_size(message_bytes_max);
     let mut request = tonic::Request::new(outbound);
-    super::secret::attach(&mut request, &link.config.peer_secret);
+    super::secret::attach(
+        &mut request,
+        &link.config.peer_secret,
+        &link.me,
+        &peer.node_id,
+    );
     let response = match tokio::time::timeout(timeout, client.link(request)).await {
         Ok(Ok(response)) => response,
         Ok(Err(status)) if status.code() == tonic::Code::Unauthenticated => {
-            tracing::error!(peer = %peer.node_id, %addr, "cluster: the peer refused this node's cluster.peer_secret");
+            // Another secret, clocks too far apart, or a node of the version before proofs.
+            tracing::error!(peer = %peer.node_id, %addr, why = %status.message(), "cluster: the peer refused this node's proof of cluster.peer_secret");
             return false;
         }
         _ => return false,

@@ -3,78 +3,121 @@
 //! (`cluster.forward_timeout_ms`), answers the rest UNAVAILABLE. Bounded by
 //! `cluster.forwards_pending_max`. A write sent with request id 0 wants no answer and is not
 //! kept.
+//!
+//! Entries are keyed by a forward id this process hands out (a random 64-bit start, then +1),
+//! not by (connection, client request id): a client may reuse a request id once it was
+//! answered, so an owner's late answer to a write answered UNAVAILABLE here must not reach a
+//! later request with the same id. The forward id goes out as the `Forward`'s request id and
+//! comes back as the `Answer`'s, so owners need no change (older nodes echo it too).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
 use crate::api::ConnRef;
 use crate::observe::otlp::MsgSpan;
 
-/// (origin connection, request id).
+/// Who waits: the origin connection and the request id its client sent.
 pub(crate) type Key = (ConnRef, u64);
 
-/// A waiting write: its peer's slot, its deadline, and its span when traced (ended when the
-/// entry goes).
-type Entry = (u16, Instant, Option<MsgSpan>);
+/// A waiting write: who waits, its peer's slot, its deadline, and its span when traced (ended
+/// when the entry goes).
+#[derive(Debug)]
+struct Entry {
+    key: Key,
+    slot: u16,
+    deadline: Instant,
+    span: Option<MsgSpan>,
+}
 
 #[derive(Debug)]
 pub(crate) struct Pending {
-    map: Mutex<HashMap<Key, Entry>>,
+    map: Mutex<HashMap<u64, Entry>>,
     max: usize,
+    /// The next forward id to hand out.
+    next: AtomicU64,
 }
 
 impl Pending {
-    pub(crate) fn new(max: usize) -> Self {
+    /// `first`: this process's first forward id (random, so that an answer meant for an
+    /// earlier process of this node matches nothing here).
+    pub(crate) fn new(max: usize, first: u64) -> Self {
         Self {
             map: Mutex::new(HashMap::new()),
             max,
+            next: AtomicU64::new(first),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Entry>> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A forward id not handed out before by this process (never 0: request id 0 means "no
+    /// answer wanted").
+    pub(crate) fn next_id(&self) -> u64 {
+        loop {
+            let id = self.next.fetch_add(1, Relaxed);
+            if id != 0 {
+                return id;
+            }
+        }
     }
 
     /// `false` when full: the write is refused instead of forwarded.
     pub(crate) fn insert(
         &self,
+        id: u64,
         key: Key,
         slot: u16,
         deadline: Instant,
         span: Option<MsgSpan>,
     ) -> bool {
         let mut map = self.lock();
-        if map.len() >= self.max && !map.contains_key(&key) {
+        if map.len() >= self.max && !map.contains_key(&id) {
             return false;
         }
-        map.insert(key, (slot, deadline, span));
+        map.insert(
+            id,
+            Entry {
+                key,
+                slot,
+                deadline,
+                span,
+            },
+        );
         true
     }
 
-    /// An answer came: `None` if nobody waits for it any more, else the write's span (to end
-    /// once the answer is handed on).
-    pub(crate) fn take(&self, key: Key) -> Option<Option<MsgSpan>> {
-        self.lock().remove(&key).map(|(_, _, span)| span)
+    /// An answer to forward `id` came for connection `conn`: `None` if nobody waits for it any
+    /// more (answered UNAVAILABLE already, or not a forward of this connection), else the
+    /// client's request id and the write's span (to end once the answer is handed on).
+    pub(crate) fn take(&self, id: u64, conn: ConnRef) -> Option<(u64, Option<MsgSpan>)> {
+        let mut map = self.lock();
+        if map.get(&id)?.key.0 != conn {
+            return None;
+        }
+        map.remove(&id).map(|e| (e.key.1, e.span))
     }
 
     /// Forgets a write that was not sent after all.
-    pub(crate) fn forget(&self, key: Key) {
-        self.lock().remove(&key);
+    pub(crate) fn forget(&self, id: u64) {
+        self.lock().remove(&id);
     }
 
     /// Takes the entries past their deadline, or (with `slot`) every entry for that peer.
     pub(crate) fn take_where(&self, now: Instant, slot: Option<u16>) -> Vec<Key> {
         let mut out = Vec::new();
         let mut spans = Vec::new();
-        self.lock().retain(|key, (s, deadline, span)| {
+        self.lock().retain(|_, e| {
             let gone = match slot {
-                Some(slot) => *s == slot,
-                None => *deadline <= now,
+                Some(slot) => e.slot == slot,
+                None => e.deadline <= now,
             };
             if gone {
-                out.push(*key);
-                if let Some(mut span) = span.take() {
+                out.push(e.key);
+                if let Some(mut span) = e.span.take() {
                     span.fail(if slot.is_some() {
                         "the link to the owner went down"
                     } else {
@@ -102,18 +145,31 @@ mod tests {
 
     #[test]
     fn bounded_answered_once_and_expired_or_failed_by_peer() {
-        let p = Pending::new(2);
+        let p = Pending::new(2, 10);
         let now = Instant::now();
         let c = |conn| ConnRef { shard: 0, conn };
-        assert!(p.insert((c(1), 1), 1, now + Duration::from_secs(5), None));
-        assert!(p.insert((c(2), 1), 2, now, None));
-        assert!(!p.insert((c(3), 1), 1, now, None), "full");
+        assert!(p.insert(1, (c(1), 1), 1, now + Duration::from_secs(5), None));
+        assert!(p.insert(2, (c(2), 1), 2, now, None));
+        assert!(!p.insert(3, (c(3), 1), 1, now, None), "full");
         assert_eq!(p.take_where(now, None), vec![(c(2), 1)]);
-        assert!(p.insert((c(3), 1), 1, now + Duration::from_secs(5), None));
+        assert!(p.insert(3, (c(3), 1), 1, now + Duration::from_secs(5), None));
         let mut failed = p.take_where(now, Some(1));
         failed.sort_by_key(|k| k.0.conn);
         assert_eq!(failed, vec![(c(1), 1), (c(3), 1)]);
-        assert!(p.take((c(1), 1)).is_none(), "already answered UNAVAILABLE");
+        assert!(p.take(1, c(1)).is_none(), "already answered UNAVAILABLE");
         assert_eq!(p.len(), 0);
+    }
+
+    #[test]
+    fn an_answer_takes_only_its_own_forward() {
+        let p = Pending::new(4, u64::MAX);
+        let c = |conn| ConnRef { shard: 0, conn };
+        let (a, b) = (p.next_id(), p.next_id());
+        assert_eq!((a, b), (u64::MAX, 1), "0 is never handed out");
+        let later = Instant::now() + Duration::from_secs(5);
+        assert!(p.insert(a, (c(1), 7), 1, later, None));
+        assert!(p.take(a, c(2)).is_none(), "another connection's forward");
+        assert_eq!(p.take(a, c(1)).map(|(r, _)| r), Some(7));
+        assert!(p.take(a, c(1)).is_none(), "answered once");
     }
 }

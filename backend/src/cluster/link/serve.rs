@@ -65,7 +65,14 @@ impl Node for NodeService {
                 "not a node of this cluster: no client certificate signed by cluster.tls.ca_path",
             ));
         }
-        super::secret::check(&request, &self.link.config.peer_secret)?;
+        // The node id its proof names: its batches must carry it.
+        let dialer = super::secret::check(
+            &request,
+            &self.link.config.peer_secret,
+            &self.link.me,
+            crate::time::now_ms(),
+            &self.link.proofs,
+        )?;
         let mut inbound = request.into_inner();
         let link = Arc::clone(&self.link);
         let writes = self.writes.clone();
@@ -87,6 +94,10 @@ impl Node for NodeService {
                 };
                 match message {
                     Ok(Some(batch)) => {
+                        if dialer.as_ref().is_some_and(|d| *d != batch.from_node) {
+                            tracing::warn!(proof = ?dialer, from = %batch.from_node, "cluster: an incoming link's batch names another node than its proof; link ended");
+                            break;
+                        }
                         if from.is_none() {
                             from = Some(batch.from_node.clone());
                             link.stream_began(&batch.from_node);
@@ -134,7 +145,7 @@ impl Link {
     }
 
     /// One incoming batch, in order.
-    async fn receive(
+    pub(super) async fn receive(
         self: &Arc<Self>,
         batch: NodeBatch,
         writes: &Writes,
@@ -168,29 +179,7 @@ impl Link {
                         answers.push(answer);
                     }
                 }
-                Some(Item::Answer(a)) => {
-                    let Some(conn) = a.origin.as_ref().and_then(|o| wire::local(o, self.tag))
-                    else {
-                        // For a connection of this node's previous process.
-                        metrics::counter!("ringchat_cluster_stale_answers_total").increment(1);
-                        continue;
-                    };
-                    // Someone still waits (not answered UNAVAILABLE on the deadline already).
-                    let waiting = if a.request_id == 0 {
-                        Some(None)
-                    } else {
-                        self.pending.take((conn, a.request_id))
-                    };
-                    if let Some(forward_span) = waiting {
-                        push(&mut per_shard, conn, a.frame);
-                        spans.extend(forward_span);
-                        spans.extend(MsgSpan::child(
-                            "ringchat.answer",
-                            SpanKind::Consumer,
-                            &a.traceparent,
-                        ));
-                    }
-                }
+                Some(Item::Answer(a)) => self.answered(a, &mut per_shard, &mut spans),
                 Some(Item::ToUsers(t)) => {
                     spans.extend(fanout_span(&t.traceparent, &from));
                     let except = t.except.as_ref().and_then(|o| wire::local(o, self.tag));
@@ -248,6 +237,56 @@ impl Link {
         drop(spans);
         if let (Some(peer), false) = (peer, answers.is_empty()) {
             let _ = peer.push_all(answers);
+        }
+    }
+
+    /// An owner's answer to a write forwarded from here: to its connection if it still waits
+    /// (not answered UNAVAILABLE on the deadline or a link loss already), with the client's
+    /// request id put back in place of the forward id (`pending.rs`).
+    fn answered(&self, a: v1::Answer, per_shard: &mut [Vec<Outgoing>], spans: &mut Vec<MsgSpan>) {
+        let Some(conn) = a.origin.as_ref().and_then(|o| wire::local(o, self.tag)) else {
+            // For a connection of this node's previous process.
+            metrics::counter!("ringchat_cluster_stale_answers_total").increment(1);
+            return;
+        };
+        let frame = if a.request_id == 0 {
+            a.frame
+        } else {
+            let Some((request_id, forward_span)) = self.pending.take(a.request_id, conn) else {
+                // Late: its client was answered UNAVAILABLE, and may use its request id again.
+                metrics::counter!("ringchat_cluster_stale_answers_total").increment(1);
+                return;
+            };
+            spans.extend(forward_span);
+            self.with_request_id(&a.frame, request_id)
+        };
+        push(per_shard, conn, frame);
+        spans.extend(MsgSpan::child(
+            "ringchat.answer",
+            SpanKind::Consumer,
+            &a.traceparent,
+        ));
+    }
+
+    /// An owner's answer frame (encoded with the forward id) under the client's request id.
+    /// A frame that does not decode (a peer bug) becomes UNAVAILABLE: the client waits for an
+    /// answer and must get one.
+    fn with_request_id(&self, frame: &[u8], request_id: u64) -> bytes::Bytes {
+        let mut buf = bytes::BytesMut::from(frame);
+        match ringchat_proto::decode(&mut buf, self.item_bytes_max()) {
+            Ok(Some(mut f)) => {
+                f.request_id = request_id;
+                ringchat_proto::encode_to_bytes(&f)
+            }
+            _ => {
+                tracing::error!("cluster: an owner's answer is not a frame; answered UNAVAILABLE");
+                encoded(
+                    request_id,
+                    Body::Error(super::forward::busy(
+                        "the owner node's answer was unreadable; retry",
+                    )),
+                )
+            }
         }
     }
 

@@ -74,6 +74,10 @@ pub struct Routes {
     fill_rx: Mutex<Option<mpsc::Receiver<Vec<UserId>>>>,
     /// When the cache can be trusted again (ms since the epoch), or `NOT_SUBSCRIBED`.
     trusted_from_ms: AtomicU64,
+    /// The route-change subscription is (back) up: the writer rewrites this node's routes at
+    /// once, not at its next `refresh_ms` tick (a Redis that restarted empty lacks them, and
+    /// the other nodes trust their caches `refresh_ms` after their own subscription is back).
+    resubscribed: tokio::sync::Notify,
 }
 
 impl Routes {
@@ -100,6 +104,7 @@ impl Routes {
             fill_tx,
             fill_rx: Mutex::new(Some(fill_rx)),
             trusted_from_ms: AtomicU64::new(NOT_SUBSCRIBED),
+            resubscribed: tokio::sync::Notify::new(),
         }))
     }
 

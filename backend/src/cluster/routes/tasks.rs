@@ -69,6 +69,10 @@ impl Routes {
                     Ok(()) => writer.flush(&self.local).await.map(drop),
                     Err(err) => Err(err),
                 },
+                () = self.resubscribed.notified() => match writer.refresh(&self.local).await {
+                    Ok(()) => writer.flush(&self.local).await.map(drop),
+                    Err(err) => Err(err),
+                },
             };
             match result {
                 Ok(()) if failing => {
@@ -240,6 +244,9 @@ impl Subscriber for Routes {
         self.cache().clear();
         let grace = self.config.refresh_ms + self.redis_timeout.as_millis() as u64;
         self.trusted_from_ms.store(now_ms() + grace, Relaxed);
+        // Redis may have restarted empty without this node's writes failing (none were due):
+        // its routes go back now, well before the others trust their caches again.
+        self.resubscribed.notify_one();
         tracing::info!("cluster: subscribed to route changes");
     }
 

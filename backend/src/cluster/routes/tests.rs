@@ -388,3 +388,48 @@ async fn a_route_key_lost_under_a_live_subscription_is_found_again_after_a_refre
     .await;
     a.stop().await;
 }
+
+/// Redis restarted empty while a node had nothing to write (so none of its writes failed): it
+/// rewrites its routes as soon as its route-change subscription is back, not at its next
+/// `refresh_ms` tick (a minute here), so the other nodes, which trust their caches
+/// `refresh_ms` after their own subscription is back, find them there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_redis_restart_a_node_rewrites_its_routes_once_resubscribed() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let mut redis = OwnRedis::start(port);
+    let url = redis.url();
+    let v = view(&["n1", "n2"]);
+    let mut slow = config(&url, "rr", "n2");
+    slow.routes.ttl_ms = 120_000;
+    slow.routes.refresh_ms = 60_000;
+    let b = Routes::new(&slow, 1, Arc::clone(&v)).expect("routes");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(Arc::clone(&b).run(async {
+        let _ = stopped.await;
+    }));
+    let subscribed =
+        |r: &Routes| r.trusted_from_ms.load(std::sync::atomic::Ordering::Relaxed) != NOT_SUBSCRIBED;
+    eventually("n2 subscribed", || async { subscribed(&b).then_some(()) }).await;
+    b.opened(5, c(0, 1), "d", "PLATFORM_IOS");
+    eventually("n2 writes its route", || async {
+        (!route(&url, "rr", 5).await.is_empty()).then_some(())
+    })
+    .await;
+
+    redis.stop();
+    eventually("n2 sees its subscription lost", || async {
+        (!subscribed(&b)).then_some(())
+    })
+    .await;
+    let _redis = OwnRedis::start(port);
+    eventually("n2's route is back in the empty Redis", || async {
+        (route(&url, "rr", 5).await.len() == 1).then_some(())
+    })
+    .await;
+    let _ = stop.send(());
+    task.await.expect("routes task");
+}

@@ -1,0 +1,412 @@
+//! The link's origin and owner sides with real `Link`s, peers and queues: what a peer sends is
+//! read from the real queue of its `Peer`, what comes back goes through `receive` as a batch
+//! from the real stream would.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ringchat_proto::Body;
+use ringchat_proto::v1::{self, NodeBatch, NodeItem, node_item::Item};
+use tokio::sync::mpsc;
+
+use super::peer::Peer;
+use super::{Link, Outbound};
+use crate::api::{ConnRef, Outgoing, ShardEvent, WriteRequest, encoded};
+use crate::cluster::routes::RoutesConfig;
+use crate::cluster::test_wait::until;
+use crate::cluster::{Cluster, ClusterConfig};
+use crate::groups::online::GroupOnline;
+use crate::messaging::{Submitted, Writes};
+use crate::sessions::{Sessions, SharedSessions};
+use crate::store::ConvId;
+
+/// A link of node `me` with one shard, and what that shard is sent.
+fn link(config: &ClusterConfig) -> (Arc<Link>, mpsc::Receiver<ShardEvent>) {
+    let (tx, rx) = mpsc::channel(64);
+    let link = Link::new(
+        config,
+        vec![tx],
+        SharedSessions::new(Sessions::new(4, vec![])),
+        Arc::new(GroupOnline::new(1)),
+        100,
+        64 << 10,
+    )
+    .expect("one shard");
+    (link, rx)
+}
+
+/// The frames shard 0 was sent so far: (connection, request id, body).
+fn sent(rx: &mut mpsc::Receiver<ShardEvent>) -> Vec<(u64, u64, Body)> {
+    let mut out = Vec::new();
+    while let Ok(event) = rx.try_recv() {
+        let ShardEvent::Frames(frames) = event else {
+            panic!("only frames are sent");
+        };
+        for f in frames {
+            let Outgoing::One(conn, bytes) = f else {
+                panic!("answers go to one connection");
+            };
+            let frame = ringchat_proto::decode(&mut bytes[..].into(), 1 << 20)
+                .expect("a frame")
+                .expect("whole");
+            out.push((conn, frame.request_id, frame.body.expect("a body")));
+        }
+    }
+    out
+}
+
+fn send(client_msg_id: &str) -> WriteRequest {
+    WriteRequest::Send(v1::Send {
+        client_msg_id: client_msg_id.into(),
+        to_user_id: 2,
+        content: bytes::Bytes::from_static(b"hi"),
+        ..Default::default()
+    })
+}
+
+/// The one write queued for the owner.
+fn forwarded(owner: &Peer) -> v1::Forward {
+    match &owner.take_queued()[..] {
+        [
+            NodeItem {
+                item: Some(Item::Forward(f)),
+            },
+        ] => f.clone(),
+        other => panic!("one forwarded write, got {other:?}"),
+    }
+}
+
+/// The owner's answer to `f`, as its delivery builds it (`fanout.rs`).
+fn answer(f: &v1::Forward, body: Body) -> NodeItem {
+    NodeItem {
+        item: Some(Item::Answer(v1::Answer {
+            origin: f.origin,
+            request_id: f.request_id,
+            frame: encoded(f.request_id, body),
+            traceparent: String::new(),
+        })),
+    }
+}
+
+/// A client's request id is reused once answered (PROTOCOL.md): a write answered UNAVAILABLE
+/// on the origin's deadline whose owner still acks it later must not have that ack taken as
+/// the answer to the next request with the same id, nor lose that request's own answer.
+#[tokio::test]
+async fn a_late_answer_never_reaches_a_later_request_with_the_same_id() {
+    let config = ClusterConfig {
+        node_id: "n1".into(),
+        ..ClusterConfig::default()
+    };
+    let (origin, mut shard) = link(&config);
+    let owner = Peer::new("n2".into(), 0, "127.0.0.1:9".into(), 64, 64);
+    let conn = ConnRef { shard: 0, conn: 5 };
+    let queued = |s| matches!(s, Submitted::Queued);
+    assert!(queued(origin.forward(
+        &owner,
+        conn,
+        1,
+        "d".into(),
+        7,
+        send("A")
+    )));
+    let a = forwarded(&owner);
+    // The owner does not answer within forward_timeout_ms: the client is told UNAVAILABLE.
+    let expired = origin
+        .pending
+        .take_where(Instant::now() + Duration::from_secs(3_600), None);
+    origin.answer_unavailable(expired, "late").await;
+    let got = sent(&mut shard);
+    assert!(
+        matches!(&got[..], [(5, 7, Body::Error(e))] if e.code == v1::ErrorCode::Unavailable as i32),
+        "{got:?}"
+    );
+    // The client sends B under request id 7; the owner refuses it.
+    assert!(queued(origin.forward(
+        &owner,
+        conn,
+        1,
+        "d".into(),
+        7,
+        send("B")
+    )));
+    let b = forwarded(&owner);
+    let late_ack = answer(
+        &a,
+        Body::SendAck(v1::SendAck {
+            msg_id: 42,
+            seq: 1,
+            ..Default::default()
+        }),
+    );
+    let refusal = answer(
+        &b,
+        Body::Error(v1::Error {
+            code: v1::ErrorCode::Forbidden as i32,
+            message: "not a friend".into(),
+            ..Default::default()
+        }),
+    );
+    let (ops, _) = mpsc::channel(1);
+    let writes = Writes::new(
+        ops,
+        SharedSessions::new(Sessions::new(4, vec![])),
+        1 << 20,
+        1 << 20,
+        Arc::default(),
+    );
+    let (acks, _acks) = mpsc::channel(1);
+    for items in [vec![late_ack], vec![refusal]] {
+        let batch = NodeBatch {
+            from_node: "n2".into(),
+            items,
+            missed: false,
+            sent_at_ms: 0,
+        };
+        origin.receive(batch, &writes, &acks).await;
+    }
+    let got = sent(&mut shard);
+    assert!(
+        matches!(&got[..], [(5, 7, Body::Error(e))] if e.code == v1::ErrorCode::Forbidden as i32),
+        "request 7 is answered with B's refusal, once, and never with A's ack: {got:?}"
+    );
+    assert_eq!(origin.forwards_waiting(), 0);
+}
+
+fn redis_url() -> String {
+    std::env::var("RINGCHAT_TEST_REDIS_URL").unwrap_or_else(|_| {
+        panic!(
+            "RINGCHAT_TEST_REDIS_URL is not set: this test needs Redis (`bash scripts/test.sh` \
+             starts one; scripts/redis-test-server.sh)"
+        )
+    })
+}
+
+/// A node of a test cluster on the test Redis: registered, heartbeating, with its routes.
+fn node(prefix: &str, id: &str, advertise: &str) -> ClusterConfig {
+    ClusterConfig {
+        enabled: true,
+        node_id: id.into(),
+        advertise_addr: advertise.into(),
+        redis_url: redis_url(),
+        redis_key_prefix: prefix.into(),
+        redis_timeout_ms: 200,
+        heartbeat_interval_ms: 250,
+        // The peers' dials wait on a listener that never answers: what is queued for them
+        // stays queued for the test to read.
+        peer_connect_timeout_ms: 60_000,
+        routes: RoutesConfig {
+            ttl_ms: 1_000,
+            refresh_ms: 300,
+            flush_ms: 5,
+            ..RoutesConfig::default()
+        },
+        ..ClusterConfig::default()
+    }
+}
+
+/// What a peer's queue holds, as (kind, users) pairs: ("users", ids) or ("group", []).
+fn kinds(items: Vec<NodeItem>) -> Vec<(&'static str, Vec<u64>)> {
+    items
+        .into_iter()
+        .map(|i| match i.item {
+            Some(Item::ToUsers(t)) => ("users", t.user_ids),
+            Some(Item::ToGroup(_)) => ("group", Vec::new()),
+            other => panic!("only pushes are queued here, got {other:?}"),
+        })
+        .collect()
+}
+
+/// With trusted routes placing user 1 on n2 and user 2 on n3, the owner n1 queues each push
+/// to users for its own users' node only, whatever else its commit group holds; a group's
+/// frame still goes to every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_to_users_go_only_to_the_nodes_holding_them() {
+    let prefix = format!("fanout_{}_{}", std::process::id(), crate::time::now_ms());
+    // Where n2 and n3 are dialed: takes connections and never answers.
+    let hold = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = hold.local_addr().expect("addr").to_string();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = hold.accept().await {
+            conns.push(c);
+        }
+    });
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut clusters = Vec::new();
+    for id in ["n1", "n2", "n3"] {
+        let cluster =
+            Cluster::new(&node(&prefix, id, &addr), Some(Box::new(|| 0))).expect("cluster");
+        let mut stopped = stopped.clone();
+        tokio::spawn(Arc::clone(&cluster).run(async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }));
+        clusters.push(cluster);
+    }
+    let conn = |c| ConnRef { shard: 0, conn: c };
+    clusters[1]
+        .routes()
+        .expect("routes")
+        .opened(1, conn(1), "d", "PLATFORM_WEB");
+    clusters[2]
+        .routes()
+        .expect("routes")
+        .opened(2, conn(1), "d", "PLATFORM_WEB");
+    let n1 = &clusters[0];
+    until("n1 sees all three nodes", || n1.view().nodes.len() == 3).await;
+    let routes = n1.routes().expect("routes");
+    until("n1's routes place user 1 on n2 and user 2 on n3", || {
+        let d = routes.nodes_of(&[1, 2]);
+        let mut got: Vec<(String, Vec<u64>)> = d
+            .nodes
+            .into_iter()
+            .map(|d| (d.node_id.to_string(), d.users))
+            .collect();
+        got.sort();
+        !d.everywhere && got == [("n2".into(), vec![1]), ("n3".into(), vec![2])]
+    })
+    .await;
+    let (link, _shard) = link(&node(&prefix, "n1", &addr));
+    link.attach(Arc::clone(n1), tokio::runtime::Handle::current(), None);
+
+    let frame = encoded(0, Body::Pong(v1::Pong::default()));
+    let mut out = Outbound::default();
+    out.users(&[1], conn(9), &frame);
+    out.users(&[2], conn(9), &frame);
+    link.send_group(out);
+    let queued = |id| kinds(link.peer_by_id(id).expect("a peer").take_queued());
+    assert_eq!(queued("n2"), [("users", vec![1])], "n2 holds user 1 only");
+    assert_eq!(queued("n3"), [("users", vec![2])], "n3 holds user 2 only");
+
+    let mut out = Outbound::default();
+    out.users(&[1, 2], conn(9), &frame);
+    out.group(ConvId::group(5).expect("a group id"), conn(9), &frame);
+    out.users(&[2], conn(9), &frame);
+    link.send_group(out);
+    assert_eq!(
+        queued("n2"),
+        [("users", vec![1]), ("group", vec![])],
+        "a group's frame goes to every node; pushes to users still to theirs"
+    );
+    assert_eq!(
+        queued("n3"),
+        [("users", vec![2]), ("group", vec![]), ("users", vec![2])]
+    );
+
+    link.shutdown();
+    stop.send_replace(true);
+    held.abort();
+}
+
+/// A node at an address anyone who can write to Redis names: records the headers of the
+/// `Link` streams it is sent, and refuses them.
+struct FakeNode(mpsc::Sender<tonic::metadata::MetadataMap>);
+
+#[tonic::async_trait]
+impl ringchat_proto::v1::node_server::Node for FakeNode {
+    type LinkStream = std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = Result<NodeBatch, tonic::Status>> + Send>,
+    >;
+
+    async fn link(
+        &self,
+        request: tonic::Request<tonic::Streaming<NodeBatch>>,
+    ) -> Result<tonic::Response<Self::LinkStream>, tonic::Status> {
+        let _ = self.0.try_send(request.metadata().clone());
+        Err(tonic::Status::unavailable("a fake node"))
+    }
+}
+
+/// Without `[cluster.tls]`, a node record anyone wrote into Redis makes this node dial its
+/// address: what it sends there proves it holds `peer_secret` for that node alone, and never
+/// carries the secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_named_in_redis_by_anyone_is_never_sent_the_peer_secret() {
+    const SECRET: &str = "this-cluster-secret-0123456789abcdef";
+    let prefix = format!("secret_{}_{}", std::process::id(), crate::time::now_ms());
+    let (headers_tx, mut headers) = mpsc::channel(16);
+    let fake = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let fake_addr = fake.local_addr().expect("addr").to_string();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(ringchat_proto::v1::node_server::NodeServer::new(FakeNode(
+                headers_tx,
+            )))
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(fake)),
+    );
+    let config = ClusterConfig {
+        peer_secret: SECRET.into(),
+        ..node(&prefix, "n1", "127.0.0.1:1")
+    };
+    let cluster = Cluster::new(&config, Some(Box::new(|| 0))).expect("cluster");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(Arc::clone(&cluster).run(async {
+        let _ = stopped.await;
+    }));
+    until("n1 joined", || cluster.view().joined).await;
+    let (link, _shard) = link(&config);
+    link.attach(
+        Arc::clone(&cluster),
+        tokio::runtime::Handle::current(),
+        None,
+    );
+
+    // Anyone who can write to this Redis names a node "zz" at the fake's address.
+    let now = crate::time::now_ms();
+    let record = crate::cluster::NodeRecord {
+        node_id: "zz".into(),
+        advertise_addr: fake_addr,
+        client_addrs: Vec::new(),
+        started_at_ms: now,
+        heartbeat_at_ms: now,
+        connections: 0,
+        cpu_percent: 0.0,
+    };
+    let mut redis = redis::Client::open(redis_url())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("the test Redis");
+    redis::pipe()
+        .cmd("SET")
+        .arg(format!("{prefix}:node:zz"))
+        .arg(serde_json::to_string(&record).expect("json"))
+        .arg("PX")
+        .arg(60_000)
+        .cmd("SADD")
+        .arg(format!("{prefix}:nodes"))
+        .arg("zz")
+        .query_async::<()>(&mut redis)
+        .await
+        .expect("written");
+    until("zz in n1's view", || cluster.view().has("zz")).await;
+    // A write whose conversation zz owns would make this peer.
+    assert!(link.peer_by_id("zz").is_some());
+
+    let sent = tokio::time::timeout(Duration::from_secs(10), headers.recv())
+        .await
+        .expect("the fake node is dialed")
+        .expect("its headers");
+    for kv in sent.iter() {
+        if let tonic::metadata::KeyAndValueRef::Ascii(name, value) = kv {
+            assert!(
+                !value
+                    .as_bytes()
+                    .windows(SECRET.len())
+                    .any(|w| w == SECRET.as_bytes()),
+                "header {name} carries the secret"
+            );
+        }
+    }
+    assert!(sent.get("x-ringchat-peer-secret").is_none());
+    assert!(
+        sent.get("x-ringchat-peer-proof").is_some(),
+        "a proof instead"
+    );
+    link.shutdown();
+    let _ = stop.send(());
+    server.abort();
+}
