@@ -387,6 +387,14 @@ pub(crate) mod tests {
     /// Opens the test dir's schema; the first open of a dir drops what an earlier run with
     /// the same path may have left.
     pub(crate) fn open_test_store(dir: &Path) -> Result<PgStore, StoreError> {
+        open_test_store_with(dir, test_config(4))
+    }
+
+    /// [`open_test_store`] with `config` (its URL the test server's).
+    pub(crate) fn open_test_store_with(
+        dir: &Path,
+        config: PostgresConfig,
+    ) -> Result<PgStore, StoreError> {
         let schema = schema_of(dir);
         let mark = dir.join(FRESH_MARK);
         if !mark.exists() {
@@ -394,7 +402,33 @@ pub(crate) mod tests {
             store.execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"), &[])?;
             std::fs::write(&mark, &schema)?;
         }
-        PgStore::open_in(&test_config(4), Durability::Fsync, Some(&schema))
+        PgStore::open_in(&config, Durability::Fsync, Some(&schema))
+    }
+
+    /// One database session on the test dir's schema (a pool of one connection), for what
+    /// must stay on one session between statements: a transaction holding a lock.
+    pub(crate) struct Session(PgStore);
+
+    impl Session {
+        pub(crate) fn open(dir: &Path) -> Self {
+            Self(open_test_store_with(dir, test_config(1)).expect("a session"))
+        }
+
+        /// Runs `sql` (no parameters) on the session.
+        pub(crate) fn run(&self, sql: &str) {
+            self.0
+                .execute(sql, &[])
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+
+        /// The bigint that `sql` selects.
+        pub(crate) fn count(&self, sql: &str) -> i64 {
+            let row = self
+                .0
+                .row(sql, &[])
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            col(&row.expect("a row"), 0).expect("a bigint")
+        }
     }
 
     /// The storage ports' conformance suite, on a PostgreSQL schema of its own per test.
