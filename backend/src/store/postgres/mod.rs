@@ -221,6 +221,7 @@ impl PgStore {
         };
         store.block(async {
             let mut client = store.client().await?;
+            connect::check_encoding(&client).await?;
             migrate::to_latest(&mut client, schema).await
         })?;
         Ok(store)
@@ -445,6 +446,43 @@ pub(crate) mod tests {
 
     mod conformance {
         crate::store::conformance::conformance_suite!(super::PostgresAdapter);
+    }
+
+    /// A database in another encoding than UTF8 is refused at open with a clear error: on it
+    /// a name outside the encoding would fail its whole commit group once someone wrote one.
+    #[test]
+    fn a_database_not_in_utf8_is_refused_at_open() {
+        let name = format!("rc_test_latin1_{}", std::process::id());
+        let admin = PgStore::open_in(&test_config(1), Durability::Fsync, None).unwrap();
+        admin
+            .execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"), &[])
+            .unwrap();
+        admin
+            .execute(
+                &format!(
+                    "CREATE DATABASE {name} ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' \
+                     TEMPLATE template0"
+                ),
+                &[],
+            )
+            .unwrap();
+        let url = test_url();
+        let (base, _) = url.rsplit_once('/').expect("a URL that names a database");
+        let config = PostgresConfig {
+            url: format!("{base}/{name}"),
+            ..test_config(1)
+        };
+        // The store (if it opened) is closed before its database is dropped.
+        let refused = match PgStore::open(&config, Durability::Fsync) {
+            Err(StoreError::Engine(e)) => Ok(e.to_string()),
+            Err(other) => Err(format!("expected the encoding's refusal, got {other}")),
+            Ok(_) => Err("opened a LATIN1 database".to_owned()),
+        };
+        admin
+            .execute(&format!("DROP DATABASE {name} WITH (FORCE)"), &[])
+            .unwrap();
+        let why = refused.unwrap_or_else(|e| panic!("{e}"));
+        assert!(why.contains("LATIN1") && why.contains("UTF8"), "{why}");
     }
 
     /// A server that is away is `Unavailable` (the client is told to retry), not an engine
