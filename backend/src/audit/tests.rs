@@ -5,8 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::config::PostgresConfig;
-use crate::store::postgres_tests::{Session, open_test_store, open_test_store_with, test_config};
+use crate::store::postgres_tests::{Session, open_test_store, open_test_store_timed};
 
 fn page(audit: &Audit) -> Vec<AuditRecord> {
     tokio::task::block_in_place(|| audit.page(u64::MAX, 100))
@@ -91,24 +90,7 @@ async fn an_entry_the_store_refuses_is_the_only_one_of_its_batch_lost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_waits_while_the_store_is_unavailable_and_is_stored_once_it_is_back() {
     let dir = tempfile::tempdir().unwrap();
-    let config = PostgresConfig {
-        statement_timeout_ms: 300,
-        ..test_config(2)
-    };
-    // Opening migrates under a lock the other tests' opens take too, which the short
-    // statement timeout may not wait out: the schema is made with the default one first, and
-    // the short one's open is tried until the lock was free long enough.
-    drop(open_test_store(dir.path()).unwrap());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let store = loop {
-        match open_test_store_with(dir.path(), config.clone()) {
-            Ok(store) => break Arc::new(store),
-            Err(StoreError::Unavailable(e)) if Instant::now() < deadline => {
-                tracing::debug!(%e, "opening again");
-            }
-            Err(e) => panic!("open: {e}"),
-        }
-    };
+    let store = Arc::new(open_test_store_timed(dir.path(), 300));
     let session = Session::open(dir.path());
     session.run("BEGIN");
     session.run("LOCK TABLE audit IN EXCLUSIVE MODE");

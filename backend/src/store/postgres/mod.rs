@@ -36,6 +36,9 @@ mod dump;
 #[cfg(test)]
 mod explain;
 mod groups;
+mod in_doubt;
+#[cfg(test)]
+mod in_doubt_tests;
 mod log;
 mod migrate;
 mod owners;
@@ -145,6 +148,8 @@ pub struct PgStore {
     pool: Pool,
     /// Whether the database is known to be away (`away.rs`).
     away: away::Away,
+    /// Commits whose answer was lost, until they finished on the database (`in_doubt.rs`).
+    in_doubt: in_doubt::InDoubt,
     /// A call with no answer by then is abandoned as `Unavailable`: waiting for a connection
     /// plus a statement's time, so that a database that went silent holds no caller forever.
     call_timeout: std::time::Duration,
@@ -209,6 +214,7 @@ impl PgStore {
             handle,
             pool,
             away: away::Away::new(config.reconnect_interval_ms),
+            in_doubt: in_doubt::InDoubt::default(),
             call_timeout: std::time::Duration::from_millis(
                 config
                     .connect_timeout_ms
@@ -261,13 +267,15 @@ impl PgStore {
         result
     }
 
-    /// A pooled connection, or `Unavailable` at once while the database is known to be away.
+    /// A pooled connection, or `Unavailable` at once while the database is known to be away
+    /// or a commit whose answer was lost has not finished on it (`in_doubt.rs`).
     async fn client(&self) -> Result<Object, StoreError> {
         use deadpool_postgres::{PoolError, TimeoutType};
         self.away.check()?;
         match self.pool.get().await {
             Ok(client) => {
                 self.away.reached();
+                self.in_doubt.settle(&client).await?;
                 Ok(client)
             }
             Err(e) => {
@@ -404,6 +412,30 @@ pub(crate) mod tests {
             std::fs::write(&mark, &schema)?;
         }
         PgStore::open_in(&config, Durability::Fsync, Some(&schema))
+    }
+
+    /// [`open_test_store`] with a statement timeout of `statement_timeout_ms` (and a second to
+    /// connect): for tests that make calls time out. Opening migrates under a lock the other
+    /// tests' opens take too, which a short timeout may not wait out: the schema is made with
+    /// the default timeout first, and the short one's open is tried until the lock was free
+    /// long enough.
+    pub(crate) fn open_test_store_timed(dir: &Path, statement_timeout_ms: u64) -> PgStore {
+        drop(open_test_store(dir).expect("the test schema"));
+        let config = PostgresConfig {
+            statement_timeout_ms,
+            connect_timeout_ms: 1_000,
+            ..test_config(2)
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            match open_test_store_with(dir, config.clone()) {
+                Ok(store) => return store,
+                Err(StoreError::Unavailable(e)) if std::time::Instant::now() < deadline => {
+                    tracing::debug!(%e, "opening again");
+                }
+                Err(e) => panic!("open: {e}"),
+            }
+        }
     }
 
     /// One database session on the test dir's schema (a pool of one connection), for what
