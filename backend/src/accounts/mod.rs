@@ -35,9 +35,7 @@ use ringchat_proto::v1::{self, EmailCodePurpose, ErrorCode};
 use tokio::sync::Semaphore;
 
 use crate::config::{AccountsConfig, EmailConfig, EmailVerification, LoginConfig, Settings};
-use crate::store::{
-    AccountAdminStore, AccountStore, StoreError, TokenHash, TokenRecord, UserId, email_key,
-};
+use crate::store::{AccountAdminStore, AccountStore, StoreError, TokenHash, UserId, email_key};
 use crate::throttle::Throttle;
 use crate::time::now_ms;
 
