@@ -1,7 +1,8 @@
 //! Text PostgreSQL cannot store (NUL) on the server with PostgreSQL as the store: refused as
 //! `INVALID_ARGUMENT` where it is typed, by the one text rule, so it never reaches a commit
 //! group and never fails other people's writes (it failed the whole group, every op in it
-//! answered `UNAVAILABLE`). Needs the server that `scripts/test.sh` starts
+//! answered `UNAVAILABLE`); and where such text is only recorded (a failed login's typed name in
+//! the audit log), it is escaped. Needs the server that `scripts/test.sh` starts
 //! (RINGCHAT_TEST_POSTGRES_URL); the harness gives the server a fresh database of its own.
 
 mod common;
@@ -110,5 +111,54 @@ async fn text_postgresql_cannot_store_is_invalid_argument_and_fails_no_other_wri
     assert_eq!(
         ack(send(&mut b, g, "m2", "still here").await).seq,
         first + 1
+    );
+}
+
+/// A failed login's typed name is anyone's text: one holding NUL is audited escaped, and the
+/// admin action audited after it is there too (PostgreSQL refused the whole batch, and the
+/// audit writer dropped it).
+#[tokio::test]
+async fn a_failed_login_with_nul_in_its_name_costs_no_audit_entry() {
+    let server = TestServer::start(&[("STORAGE__ENGINE", "postgres")]);
+    let admin = server.api_key("ops", "admin");
+    let (_b, bob) = server.user("bob").await;
+    let mut c = server.client().await;
+    c.hello().await.unwrap();
+    let refused = c
+        .login(v1::Login {
+            account: Some(login::Account::Username("x\0".into())),
+            credential: Some(login::Credential::Password("wrong".into())),
+            device_id: "d".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .expect_err("no such account");
+    assert_eq!(
+        refused.0.code,
+        ErrorCode::InvalidCredentials as i32,
+        "{refused:?}"
+    );
+    let disabled = admin.post(
+        &format!("/api/users/{}/disable", bob.user_id),
+        serde_json::json!({}),
+    );
+    assert_eq!(disabled.0, 200, "{}", disabled.1);
+    // The page is read once every entry queued before it is stored.
+    let page = admin.get("/api/audit?limit=50");
+    assert_eq!(page.0, 200, "{}", page.1);
+    let items = page.1["items"].as_array().unwrap();
+    let target = format!("user:{}", bob.user_id);
+    assert!(
+        items
+            .iter()
+            .any(|e| e["action"] == "user.disable" && e["target"] == target.as_str()),
+        "{items:?}"
+    );
+    assert!(
+        items
+            .iter()
+            .any(|e| e["action"] == "user.login_failed" && e["actor"] == "username:x\\0"),
+        "{items:?}"
     );
 }
