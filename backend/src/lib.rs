@@ -45,6 +45,7 @@ mod sessions;
 mod store;
 #[doc(hidden)]
 pub mod testkit;
+mod text;
 /// The names the server gives its threads (15 bytes at most, the kernel's limit).
 pub mod threads;
 mod throttle;

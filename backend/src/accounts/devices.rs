@@ -11,7 +11,7 @@ use std::sync::Arc;
 use ringchat_proto::Body;
 use ringchat_proto::v1::{self, ErrorCode, KickReason};
 
-use super::{Accounts, Authenticated, DEVICE_ID_BYTES_MAX, Refusal, blocking, password};
+use super::{Accounts, Authenticated, Refusal, blocking, password};
 use crate::Backend;
 use crate::api::{AccountSessionRequest, ConnRef, ShardEvent};
 use crate::audit::Entry;
@@ -397,12 +397,7 @@ impl Backend {
         user_id: UserId,
         req: v1::RevokeDevice,
     ) -> Result<(Body, Kicks), Refusal> {
-        if req.device_id.len() > DEVICE_ID_BYTES_MAX {
-            return Err(Refusal::new(
-                ErrorCode::InvalidArgument,
-                format!("device_id is over {DEVICE_ID_BYTES_MAX} bytes"),
-            ));
-        }
+        super::validate::validate_device_id(&req.device_id)?;
         let device = req.device_id.clone();
         let revoked = self
             .accounts

@@ -7,10 +7,9 @@ use std::time::Instant;
 
 use ringchat_proto::v1::{self, ErrorCode, login};
 
-use super::validate::{validate_email, validate_username};
+use super::validate::{validate_device_id, validate_email, validate_username};
 use super::{
-    Accounts, Authenticated, DEVICE_ID_BYTES_MAX, Refusal, RevokedToken, blocking, devices,
-    password, token_hash,
+    Accounts, Authenticated, Refusal, RevokedToken, blocking, devices, password, token_hash,
 };
 use crate::audit::Entry;
 use crate::store::{TokenHash, TokenRecord, UserId};
@@ -23,12 +22,7 @@ impl Accounts {
         peer: IpAddr,
         req: &v1::Login,
     ) -> Result<Authenticated, Refusal> {
-        if req.device_id.len() > DEVICE_ID_BYTES_MAX {
-            return Err(Refusal::new(
-                ErrorCode::InvalidArgument,
-                format!("device_id is over {DEVICE_ID_BYTES_MAX} bytes"),
-            ));
-        }
+        validate_device_id(&req.device_id)?;
         let addr_key = ThrottleKey::addr(peer);
         self.check_throttle(&addr_key)?;
         let result = match &req.credential {

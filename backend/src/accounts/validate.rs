@@ -30,6 +30,18 @@ pub(crate) fn validate_username(name: &str) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// A device id as a client names its installation: at most [`DEVICE_ID_BYTES_MAX`] bytes, no
+/// control characters (the one text rule, `text.rs`: it is stored and shown to the user).
+pub(crate) fn validate_device_id(device_id: &str) -> Result<(), Refusal> {
+    if device_id.len() > DEVICE_ID_BYTES_MAX || !crate::text::no_controls(device_id, false) {
+        return Err(Refusal::new(
+            ErrorCode::InvalidArgument,
+            format!("device_id: at most {DEVICE_ID_BYTES_MAX} bytes, no control characters"),
+        ));
+    }
+    Ok(())
+}
+
 /// An empty address is valid (none given); callers that need one check for that.
 pub(crate) fn validate_email(email: &str) -> Result<(), Refusal> {
     if email.is_empty() {

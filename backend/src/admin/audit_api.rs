@@ -14,6 +14,9 @@ use super::auth::Viewer;
 use super::error::{ApiQuery, ApiResult};
 use super::page::{self, Page, PageQuery};
 
+/// The longest a page waits for the entries queued before it to be stored.
+const AUDIT_PAGE_FLUSH_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub fn routes() -> OpenApiRouter<Arc<Admin>> {
     OpenApiRouter::new().routes(routes!(audit_page))
 }
@@ -42,7 +45,9 @@ async fn audit_page(
     let before = page::numeric_cursor(q.cursor.as_deref())?.unwrap_or(u64::MAX);
     // Read-your-writes: an entry recorded before this request (an admin action just answered,
     // a login) is stored before the page is read; the writer's batching delays it 50 ms at most.
-    admin.backend.audit.flush().await;
+    // While the store is unavailable the writer holds its entries until it is back: the page
+    // is then read without them (and the read most likely answers 503) rather than hang.
+    let _ = tokio::time::timeout(AUDIT_PAGE_FLUSH_MAX, admin.backend.audit.flush()).await;
     let backend = Arc::clone(&admin.backend);
     // One more than asked tells whether another page follows.
     let mut rows =

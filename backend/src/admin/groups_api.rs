@@ -119,8 +119,12 @@ async fn list_groups(
 ) -> ApiResult<Json<Page<GroupView>>> {
     let limit = page::limit(q.limit, admin.config.page_items_max)?;
     let query = q.query.unwrap_or_default().trim().to_owned();
-    if query.len() > 4 * crate::store::GROUP_NAME_KEY_BYTES_MAX {
-        return Err(ApiError::invalid("query is too long"));
+    if query.len() > 4 * crate::store::GROUP_NAME_KEY_BYTES_MAX
+        || !crate::text::no_controls(&query, false)
+    {
+        return Err(ApiError::invalid(
+            "query: too long, or holds control characters",
+        ));
     }
     let cursor = q.cursor;
     let store = Arc::clone(&admin.backend.ports.groups);

@@ -105,7 +105,7 @@ async fn create_invite(
             cfg.invite_ttl_s_max
         )));
     }
-    if body.note.len() > NOTE_BYTES_MAX || body.note.chars().any(char::is_control) {
+    if body.note.len() > NOTE_BYTES_MAX || !crate::text::no_controls(&body.note, false) {
         return Err(ApiError::invalid(format!(
             "note: at most {NOTE_BYTES_MAX} bytes, no control characters"
         )));

@@ -212,10 +212,7 @@ impl Contacts {
     fn validate_profile(&self, req: &v1::UpdateProfile) -> Result<(), Refusal> {
         let cfg = &self.config;
         let invalid = |m: String| Err(Refusal::new(ErrorCode::InvalidArgument, m));
-        let no_controls = |s: &str, newlines: bool| {
-            s.chars()
-                .all(|c| !c.is_control() || (newlines && c == '\n'))
-        };
+        use crate::text::{avatar_url_ok, no_controls};
         if let Some(v) = &req.nickname
             && (v.len() > cfg.nickname_bytes_max || !no_controls(v, false))
         {
@@ -224,15 +221,13 @@ impl Contacts {
                 cfg.nickname_bytes_max
             ));
         }
-        if let Some(v) = &req.avatar_url {
-            let scheme = v.starts_with("https://") || v.starts_with("http://");
-            let clean = !v.chars().any(|c| c.is_whitespace() || c.is_control());
-            if v.len() > cfg.avatar_url_bytes_max || !(v.is_empty() || scheme && clean) {
-                return invalid(format!(
-                    "avatar_url: empty, or an http(s) URL of at most {} bytes without spaces",
-                    cfg.avatar_url_bytes_max
-                ));
-            }
+        if let Some(v) = &req.avatar_url
+            && !avatar_url_ok(v, cfg.avatar_url_bytes_max)
+        {
+            return invalid(format!(
+                "avatar_url: empty, or an http(s) URL of at most {} bytes without spaces",
+                cfg.avatar_url_bytes_max
+            ));
         }
         if let Some(v) = &req.bio
             && (v.len() > cfg.bio_bytes_max || !no_controls(v, true))
@@ -269,17 +264,26 @@ impl Contacts {
                 exact(Some(*id))
             }
             Some(search_users::Query::Email(email)) => {
-                if email.is_empty() || email.len() > crate::accounts::EMAIL_BYTES_MAX {
-                    return invalid("email: 1 to 254 bytes");
+                if email.is_empty()
+                    || email.len() > crate::accounts::EMAIL_BYTES_MAX
+                    || !crate::text::no_controls(email, false)
+                {
+                    return invalid("email: 1 to 254 bytes, no control characters");
                 }
                 self.search_rate.take(viewer, 1)?;
                 exact(user_id_by_email(ports, email)?)
             }
             Some(search_users::Query::UsernamePrefix(prefix)) => {
                 let chars = prefix.chars().count();
-                if chars == 0 || chars > PREFIX_CHARS_MAX || req.after.len() > 4 * PREFIX_CHARS_MAX
+                if chars == 0
+                    || chars > PREFIX_CHARS_MAX
+                    || req.after.len() > 4 * PREFIX_CHARS_MAX
+                    || !crate::text::no_controls(prefix, false)
+                    || !crate::text::no_controls(&req.after, false)
                 {
-                    return invalid("username_prefix: 1 to 32 characters");
+                    return invalid(
+                        "username_prefix: 1 to 32 characters, after: a name; no control characters",
+                    );
                 }
                 self.search_rate.take(viewer, 1)?;
                 let limit = match req.limit {

@@ -33,7 +33,7 @@ pub(crate) fn op_of(
     Ok(match write {
         ContactWrite::FriendRequest(r) => {
             if r.message.len() > request_message_bytes_max
-                || r.message.chars().any(|c| c.is_control() && c != '\n')
+                || !crate::text::no_controls(&r.message, true)
             {
                 return Err(Refusal::new(
                     ErrorCode::InvalidArgument,

@@ -23,9 +23,17 @@ fn group_id(raw: u64) -> Result<ConvId, Refusal> {
     Ok(g)
 }
 
-fn text(field: &str, value: String, max: usize) -> Result<String, Refusal> {
+/// Free text of at most `max` bytes, by the one text rule (`text.rs`): no control characters,
+/// newlines only where `newlines`.
+fn text(field: &str, value: String, max: usize, newlines: bool) -> Result<String, Refusal> {
     if value.len() > max {
         return Err(invalid(format!("{field} is over {max} bytes")));
+    }
+    if !crate::text::no_controls(&value, newlines) {
+        return Err(invalid(match newlines {
+            true => format!("{field}: no control characters but newlines"),
+            false => format!("{field}: no control characters"),
+        }));
     }
     Ok(value)
 }
@@ -34,7 +42,17 @@ fn name(value: String, max: usize) -> Result<String, Refusal> {
     if value.trim().is_empty() {
         return Err(invalid("name must not be empty"));
     }
-    text("name", value, max)
+    text("name", value, max, false)
+}
+
+/// A group's picture, by the profiles' rule.
+fn avatar_url(value: String, max: usize) -> Result<String, Refusal> {
+    if !crate::text::avatar_url_ok(&value, max) {
+        return Err(invalid(format!(
+            "avatar_url: empty, or an http(s) URL of at most {max} bytes without spaces"
+        )));
+    }
+    Ok(value)
 }
 
 /// Distinct ids, at most `max` of them, none the actor.
@@ -76,8 +94,8 @@ pub(crate) fn op_of(
     let kind = match write {
         GroupWrite::Create(c) => GroupOpKind::Create {
             name: name(c.name, cfg.name_bytes_max)?,
-            avatar_url: text("avatar_url", c.avatar_url, cfg.avatar_url_bytes_max)?,
-            intro: text("intro", c.intro, cfg.intro_bytes_max)?,
+            avatar_url: avatar_url(c.avatar_url, cfg.avatar_url_bytes_max)?,
+            intro: text("intro", c.intro, cfg.intro_bytes_max, true)?,
             members: users(c.member_ids, actor, cfg.invite_batch_max)?,
             join_policy: policy(c.join_policy)?,
             history_visible: c.history_visible,
@@ -87,11 +105,11 @@ pub(crate) fn op_of(
             name: u.name.map(|n| name(n, cfg.name_bytes_max)).transpose()?,
             avatar_url: u
                 .avatar_url
-                .map(|a| text("avatar_url", a, cfg.avatar_url_bytes_max))
+                .map(|a| avatar_url(a, cfg.avatar_url_bytes_max))
                 .transpose()?,
             intro: u
                 .intro
-                .map(|i| text("intro", i, cfg.intro_bytes_max))
+                .map(|i| text("intro", i, cfg.intro_bytes_max, true))
                 .transpose()?,
             join_policy: u.join_policy.map(policy).transpose()?,
             history_visible: u.history_visible,
@@ -103,7 +121,12 @@ pub(crate) fn op_of(
         },
         GroupWrite::Join(j) => GroupOpKind::Join {
             g: group_id(j.conversation_id)?,
-            message: text("message", j.message, cfg.application_message_bytes_max)?,
+            message: text(
+                "message",
+                j.message,
+                cfg.application_message_bytes_max,
+                true,
+            )?,
         },
         GroupWrite::Approve(a) => GroupOpKind::Approve {
             g: group_id(a.conversation_id)?,

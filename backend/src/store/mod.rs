@@ -44,6 +44,8 @@ pub use ports::{
     GroupStore, MembershipStore, OwnerStore, Ports, PushTokenStore, StoreEngine, in_batches,
 };
 pub use postgres::PgStore;
+#[cfg(test)]
+pub(crate) use postgres::tests as postgres_tests;
 pub use records::{
     CommitGroup, ConvRecord, CursorRecord, CursorRow, DEVICES_PER_ROW_MAX, DedupRecord,
     DeviceCursor, Mentions, MessageRecord, PushTokenRecord, RecencyMove, TokenHash, TokenRecord,

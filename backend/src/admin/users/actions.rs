@@ -33,7 +33,7 @@ fn password_or_generated(given: Option<String>) -> ApiResult<(String, Option<Str
 }
 
 fn reason(text: String) -> ApiResult<String> {
-    if text.len() > REASON_BYTES_MAX || text.chars().any(char::is_control) {
+    if text.len() > REASON_BYTES_MAX || !crate::text::no_controls(&text, false) {
         return Err(ApiError::invalid(format!(
             "reason: at most {REASON_BYTES_MAX} bytes, no control characters"
         )));
@@ -259,12 +259,13 @@ pub(super) async fn kick_user(
     OptionalJson(body): OptionalJson<KickBody>,
 ) -> ApiResult<Json<Done>> {
     let id = user_id(id)?;
-    if body
-        .device_id
-        .as_ref()
-        .is_some_and(|d| d.len() > crate::accounts::DEVICE_ID_BYTES_MAX)
-    {
-        return Err(ApiError::invalid("device_id is too long"));
+    if body.device_id.as_ref().is_some_and(|d| {
+        d.len() > crate::accounts::DEVICE_ID_BYTES_MAX || !crate::text::no_controls(d, false)
+    }) {
+        return Err(ApiError::invalid(format!(
+            "device_id: at most {} bytes, no control characters",
+            crate::accounts::DEVICE_ID_BYTES_MAX
+        )));
     }
     user_record(&admin, id).await?;
     let kicked = admin

@@ -165,8 +165,10 @@ async fn list_users(
 ) -> ApiResult<Json<Page<UserSummary>>> {
     let limit = page::limit(q.limit, admin.config.page_items_max)?;
     let query = q.query.unwrap_or_default().trim().to_owned();
-    if query.len() > crate::accounts::EMAIL_BYTES_MAX {
-        return Err(ApiError::invalid("query is too long"));
+    if query.len() > crate::accounts::EMAIL_BYTES_MAX || !crate::text::no_controls(&query, false) {
+        return Err(ApiError::invalid(
+            "query: too long, or holds control characters",
+        ));
     }
     let cursor = q.cursor;
     let a = Arc::clone(&admin);

@@ -3,7 +3,9 @@
 //! it may be trusted. `discard` already dropped the cached heads and rows (each is read again
 //! from the store when next needed: a conversation's next seq follows its *stored* head, so
 //! seqs stay gap-free and none is handed out twice, and a resend finds the stored dedup entry
-//! and gets the original ack). The id counters are read again here, before the next group;
+//! and gets the original ack). On PostgreSQL such a COMMIT may even land after the failure was
+//! reported; the store answers no call until it has finished (`store/postgres/in_doubt.rs`),
+//! so what is read here includes it. The id counters are read again here, before the next group;
 //! while the store does not answer, every operation of a group is refused UNAVAILABLE
 //! unapplied (nothing was taken for it).
 

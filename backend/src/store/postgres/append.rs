@@ -4,9 +4,10 @@
 //! an `UNNEST`), prepared together and then sent pipelined; COMMIT, which returns once the
 //! commit is durable under the configured `synchronous_commit`.
 
-use futures_util::future::try_join_all;
+use futures_util::future::{try_join, try_join_all};
 use tokio_postgres::types::ToSql;
 
+use super::in_doubt::{CURRENT_XID, CommitOut, Transacting};
 use super::{PgStore, encode, i};
 use crate::store::dedup_window::WindowRef;
 use crate::store::{CommitGroup, StoreError};
@@ -29,9 +30,11 @@ pub(super) fn conv_order(conv: u64) -> i64 {
     (conv ^ (1 << 63)) as i64
 }
 
+/// Counters only move forward: a group carrying a smaller value than the stored one (written
+/// from a read that missed a commit whose answer was lost) never takes ids back.
 pub(super) const UPSERT_COUNTERS: &str = "INSERT INTO counters (name, value) \
      SELECT * FROM UNNEST($1::text[], $2::bigint[]) \
-     ON CONFLICT (name) DO UPDATE SET value = excluded.value";
+     ON CONFLICT (name) DO UPDATE SET value = GREATEST(counters.value, excluded.value)";
 
 const INSERT_MESSAGES: &str = "INSERT INTO messages (conv_id, seq, msg_id, from_user, \
      to_user, client_msg_id, content_type, content, server_time_ms, recall_of_seq, mentions) \
@@ -248,16 +251,21 @@ impl PgStore {
             }
             return Ok(());
         }
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
+        // Declared before the connection: dropped after it (`in_doubt.rs`).
+        let commit = CommitOut::default();
+        let mut client = Transacting::new(self.client().await?, &self.in_doubt, &commit);
+        let tx = client.client().transaction().await?;
         Self::check_fences(&tx, fences).await?;
         // Prepared first (at most once per connection), so that the executions below are
-        // sent in order, pipelined, in one round trip.
-        let prepared = try_join_all(
-            batch
-                .statements
-                .iter()
-                .map(|(sql, _)| tx.prepare_cached(sql)),
+        // sent in order, pipelined, in one round trip, with the transaction's id asked for.
+        let (xid, prepared) = try_join(
+            tx.prepare_cached(CURRENT_XID),
+            try_join_all(
+                batch
+                    .statements
+                    .iter()
+                    .map(|(sql, _)| tx.prepare_cached(sql)),
+            ),
         )
         .await?;
         let params: Vec<Vec<&(dyn ToSql + Sync)>> = batch
@@ -265,14 +273,21 @@ impl PgStore {
             .iter()
             .map(|(_, p)| p.iter().map(|b| &**b).collect())
             .collect();
-        try_join_all(
-            prepared
-                .iter()
-                .zip(&params)
-                .map(|(st, p)| tx.execute(st, p)),
+        let (xid, _) = try_join(
+            tx.query_one(&xid, &[]),
+            try_join_all(
+                prepared
+                    .iter()
+                    .zip(&params)
+                    .map(|(st, p)| tx.execute(st, p)),
+            ),
         )
         .await?;
+        // From here until COMMIT's answer is read, the outcome is unknown: should this call be
+        // abandoned (its time ran out) or the COMMIT fail, the transaction is in doubt.
+        commit.sent(super::col(&xid, 0)?);
         tx.commit().await?;
+        commit.answered();
         Ok(())
     }
 }

@@ -84,6 +84,23 @@ pub(super) fn pool(
         .map_err(|e| invalid(format!("PostgreSQL pool: {e}")))
 }
 
+/// Refuses a database whose encoding is not UTF8: ringchat's text is UTF-8, and on any other
+/// encoding a name outside it would fail its whole commit group (22P05), found only once someone
+/// wrote one.
+pub(super) async fn check_encoding(client: &deadpool_postgres::Object) -> Result<(), StoreError> {
+    let row = client
+        .query_one("SELECT current_setting('server_encoding')", &[])
+        .await?;
+    let encoding: String = row.try_get(0).map_err(|e| StoreError::Corrupt(e.into()))?;
+    if encoding != "UTF8" {
+        return Err(invalid(format!(
+            "the PostgreSQL database's encoding is {encoding}; ringchat needs a UTF8 database \
+             (CREATE DATABASE … ENCODING 'UTF8' TEMPLATE template0)"
+        )));
+    }
+    Ok(())
+}
+
 /// rustls with the ring provider, verifying the server's certificate against `ca_file` or
 /// the public web roots.
 fn tls(config: &PostgresConfig) -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {

@@ -36,6 +36,9 @@ mod dump;
 #[cfg(test)]
 mod explain;
 mod groups;
+mod in_doubt;
+#[cfg(test)]
+mod in_doubt_tests;
 mod log;
 mod migrate;
 mod owners;
@@ -145,6 +148,8 @@ pub struct PgStore {
     pool: Pool,
     /// Whether the database is known to be away (`away.rs`).
     away: away::Away,
+    /// Commits whose answer was lost, until they finished on the database (`in_doubt.rs`).
+    in_doubt: in_doubt::InDoubt,
     /// A call with no answer by then is abandoned as `Unavailable`: waiting for a connection
     /// plus a statement's time, so that a database that went silent holds no caller forever.
     call_timeout: std::time::Duration,
@@ -209,6 +214,7 @@ impl PgStore {
             handle,
             pool,
             away: away::Away::new(config.reconnect_interval_ms),
+            in_doubt: in_doubt::InDoubt::default(),
             call_timeout: std::time::Duration::from_millis(
                 config
                     .connect_timeout_ms
@@ -221,6 +227,7 @@ impl PgStore {
         };
         store.block(async {
             let mut client = store.client().await?;
+            connect::check_encoding(&client).await?;
             migrate::to_latest(&mut client, schema).await
         })?;
         Ok(store)
@@ -260,13 +267,15 @@ impl PgStore {
         result
     }
 
-    /// A pooled connection, or `Unavailable` at once while the database is known to be away.
+    /// A pooled connection, or `Unavailable` at once while the database is known to be away
+    /// or a commit whose answer was lost has not finished on it (`in_doubt.rs`).
     async fn client(&self) -> Result<Object, StoreError> {
         use deadpool_postgres::{PoolError, TimeoutType};
         self.away.check()?;
         match self.pool.get().await {
             Ok(client) => {
                 self.away.reached();
+                self.in_doubt.settle(&client).await?;
                 Ok(client)
             }
             Err(e) => {
@@ -387,6 +396,14 @@ pub(crate) mod tests {
     /// Opens the test dir's schema; the first open of a dir drops what an earlier run with
     /// the same path may have left.
     pub(crate) fn open_test_store(dir: &Path) -> Result<PgStore, StoreError> {
+        open_test_store_with(dir, test_config(4))
+    }
+
+    /// [`open_test_store`] with `config` (its URL the test server's).
+    pub(crate) fn open_test_store_with(
+        dir: &Path,
+        config: PostgresConfig,
+    ) -> Result<PgStore, StoreError> {
         let schema = schema_of(dir);
         let mark = dir.join(FRESH_MARK);
         if !mark.exists() {
@@ -394,7 +411,57 @@ pub(crate) mod tests {
             store.execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"), &[])?;
             std::fs::write(&mark, &schema)?;
         }
-        PgStore::open_in(&test_config(4), Durability::Fsync, Some(&schema))
+        PgStore::open_in(&config, Durability::Fsync, Some(&schema))
+    }
+
+    /// [`open_test_store`] with a statement timeout of `statement_timeout_ms` (and a second to
+    /// connect): for tests that make calls time out. Opening migrates under a lock the other
+    /// tests' opens take too, which a short timeout may not wait out: the schema is made with
+    /// the default timeout first, and the short one's open is tried until the lock was free
+    /// long enough.
+    pub(crate) fn open_test_store_timed(dir: &Path, statement_timeout_ms: u64) -> PgStore {
+        drop(open_test_store(dir).expect("the test schema"));
+        let config = PostgresConfig {
+            statement_timeout_ms,
+            connect_timeout_ms: 1_000,
+            ..test_config(2)
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            match open_test_store_with(dir, config.clone()) {
+                Ok(store) => return store,
+                Err(StoreError::Unavailable(e)) if std::time::Instant::now() < deadline => {
+                    tracing::debug!(%e, "opening again");
+                }
+                Err(e) => panic!("open: {e}"),
+            }
+        }
+    }
+
+    /// One database session on the test dir's schema (a pool of one connection), for what
+    /// must stay on one session between statements: a transaction holding a lock.
+    pub(crate) struct Session(PgStore);
+
+    impl Session {
+        pub(crate) fn open(dir: &Path) -> Self {
+            Self(open_test_store_with(dir, test_config(1)).expect("a session"))
+        }
+
+        /// Runs `sql` (no parameters) on the session.
+        pub(crate) fn run(&self, sql: &str) {
+            self.0
+                .execute(sql, &[])
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+
+        /// The bigint that `sql` selects.
+        pub(crate) fn count(&self, sql: &str) -> i64 {
+            let row = self
+                .0
+                .row(sql, &[])
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            col(&row.expect("a row"), 0).expect("a bigint")
+        }
     }
 
     /// The storage ports' conformance suite, on a PostgreSQL schema of its own per test.
@@ -411,6 +478,43 @@ pub(crate) mod tests {
 
     mod conformance {
         crate::store::conformance::conformance_suite!(super::PostgresAdapter);
+    }
+
+    /// A database in another encoding than UTF8 is refused at open with a clear error: on it
+    /// a name outside the encoding would fail its whole commit group once someone wrote one.
+    #[test]
+    fn a_database_not_in_utf8_is_refused_at_open() {
+        let name = format!("rc_test_latin1_{}", std::process::id());
+        let admin = PgStore::open_in(&test_config(1), Durability::Fsync, None).unwrap();
+        admin
+            .execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"), &[])
+            .unwrap();
+        admin
+            .execute(
+                &format!(
+                    "CREATE DATABASE {name} ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' \
+                     TEMPLATE template0"
+                ),
+                &[],
+            )
+            .unwrap();
+        let url = test_url();
+        let (base, _) = url.rsplit_once('/').expect("a URL that names a database");
+        let config = PostgresConfig {
+            url: format!("{base}/{name}"),
+            ..test_config(1)
+        };
+        // The store (if it opened) is closed before its database is dropped.
+        let refused = match PgStore::open(&config, Durability::Fsync) {
+            Err(StoreError::Engine(e)) => Ok(e.to_string()),
+            Err(other) => Err(format!("expected the encoding's refusal, got {other}")),
+            Ok(_) => Err("opened a LATIN1 database".to_owned()),
+        };
+        admin
+            .execute(&format!("DROP DATABASE {name} WITH (FORCE)"), &[])
+            .unwrap();
+        let why = refused.unwrap_or_else(|e| panic!("{e}"));
+        assert!(why.contains("LATIN1") && why.contains("UTF8"), "{why}");
     }
 
     /// A server that is away is `Unavailable` (the client is told to retry), not an engine

@@ -6,6 +6,15 @@
 //! batch, not one per login), at most one every `AUDIT_WRITE_INTERVAL`. Users' events are queued without waiting: when the queue is full
 //! the entry is dropped and counted (`ringchat_audit_dropped_total`), never the login. Admin
 //! actions wait for room, so none of them goes unrecorded.
+//!
+//! Every entry's text is made storable where it enters the queue ([`fit`]): control characters
+//! escaped (PostgreSQL refuses NUL in text, and a typed name is anyone's), then cut to
+//! [`AUDIT_FIELD_BYTES_MAX`]. The writer (`writer.rs`) retries a batch while the store is
+//! unavailable and never lets one entry the store refuses take the rest of its batch down.
+
+#[cfg(test)]
+mod tests;
+mod writer;
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -81,26 +90,53 @@ impl Entry {
     }
 
     fn into_record(self, at_ms: u64) -> AuditRecord {
-        AuditRecord {
+        fit(AuditRecord {
             at_ms,
-            actor: cut(self.actor),
+            actor: self.actor,
             action: self.action.to_owned(),
-            target: cut(self.target),
-            from: cut(self.from),
-            detail: cut(self.detail),
-        }
+            target: self.target,
+            from: self.from,
+            detail: self.detail,
+        })
     }
 }
 
-fn cut(mut s: String) -> String {
-    if s.len() > AUDIT_FIELD_BYTES_MAX {
-        let mut end = AUDIT_FIELD_BYTES_MAX;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
+/// A record as the log keeps it: each text field [`storable`]. The one rule for every entry,
+/// whoever made it (a user's event, an admin action, the admin CLI's import).
+fn fit(r: AuditRecord) -> AuditRecord {
+    AuditRecord {
+        at_ms: r.at_ms,
+        actor: storable(r.actor),
+        action: storable(r.action),
+        target: storable(r.target),
+        from: storable(r.from),
+        detail: storable(r.detail),
     }
-    s
+}
+
+/// `s` with its control characters escaped as Rust writes them (`\0`, `\n`, `\u{1b}`), then
+/// cut to [`AUDIT_FIELD_BYTES_MAX`] bytes on a character boundary.
+fn storable(s: String) -> String {
+    if s.len() <= AUDIT_FIELD_BYTES_MAX && !s.chars().any(char::is_control) {
+        return s;
+    }
+    // Built only as far as is kept: a long typed name costs no more than a short one.
+    let mut out = String::with_capacity(AUDIT_FIELD_BYTES_MAX + 8);
+    for c in s.chars() {
+        if out.len() > AUDIT_FIELD_BYTES_MAX {
+            break;
+        }
+        match c.is_control() {
+            true => out.extend(c.escape_debug()),
+            false => out.push(c),
+        }
+    }
+    let mut end = AUDIT_FIELD_BYTES_MAX.min(out.len());
+    while !out.is_char_boundary(end) {
+        end -= 1;
+    }
+    out.truncate(end);
+    out
 }
 
 impl Audit {
@@ -124,13 +160,14 @@ impl Audit {
     /// An admin action: waits for room in the queue (admin actions are few), so it is never
     /// dropped.
     pub async fn record_admin(&self, entry: Entry) {
-        self.record_imported(entry.into_record(crate::time::now_ms()))
-            .await;
+        self.queue(entry.into_record(crate::time::now_ms())).await;
     }
 
     /// Waits until every entry queued before it is stored (or the writer has stopped): at
     /// shutdown, so that a clean stop loses no audit entry, and before the log is read. Starts
     /// the writer if nothing has yet (a harness that never serves), so it cannot wait forever.
+    /// While the store is unavailable the writer waits for it, and so does this: callers that
+    /// answer someone bound it (`service.rs`'s `AUDIT_FLUSH_MAX`, the audit API's page).
     pub async fn flush(self: &Arc<Self>) {
         self.flush_counting(false).await;
     }
@@ -157,6 +194,11 @@ impl Audit {
 
     /// An entry made elsewhere (the admin CLI's), kept with its own time.
     pub async fn record_imported(&self, record: AuditRecord) {
+        self.queue(fit(record)).await;
+    }
+
+    /// Queues a fitted record, waiting for room.
+    async fn queue(&self, record: AuditRecord) {
         if self.tx.send(Item::Record(record)).await.is_err() {
             tracing::error!("the audit writer has stopped; an admin action went unrecorded");
         }
@@ -211,77 +253,9 @@ impl Audit {
 
     /// Starts the writer on the current tokio runtime; a second call does nothing.
     pub fn start(self: &Arc<Self>) {
-        let Some(mut rx) = self.rx.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+        let Some(rx) = self.rx.lock().unwrap_or_else(|p| p.into_inner()).take() else {
             return;
         };
-        let store = Arc::clone(&self.store);
-        tokio::spawn(async move {
-            let mut next_id = match tokio::task::spawn_blocking({
-                let store = Arc::clone(&store);
-                move || store.last_audit_id()
-            })
-            .await
-            {
-                Ok(Ok(last)) => last + 1,
-                Ok(Err(err)) => {
-                    tracing::error!(%err, "audit log unreadable; audit entries are not kept");
-                    return;
-                }
-                Err(err) => {
-                    tracing::error!(%err, "audit writer failed to start");
-                    return;
-                }
-            };
-            let mut items = Vec::with_capacity(AUDIT_BATCH_ENTRIES_MAX);
-            let mut last_write: Option<tokio::time::Instant> = None;
-            // An entry was not stored since the last flush that restarts the count.
-            let mut lost = false;
-            while rx.recv_many(&mut items, AUDIT_BATCH_ENTRIES_MAX).await > 0 {
-                let writes = items.iter().any(|i| matches!(i, Item::Record(_)));
-                if writes && let Some(last) = last_write {
-                    // Entries arriving meanwhile join this batch (up to its bound).
-                    tokio::time::sleep_until(last + AUDIT_WRITE_INTERVAL).await;
-                    while items.len() < AUDIT_BATCH_ENTRIES_MAX
-                        && let Ok(item) = rx.try_recv()
-                    {
-                        items.push(item);
-                    }
-                }
-                let mut records = Vec::with_capacity(items.len());
-                let mut flushed = Vec::new();
-                for item in items.drain(..) {
-                    match item {
-                        Item::Record(r) => records.push(r),
-                        Item::Flushed { done, restarts } => flushed.push((done, restarts)),
-                    }
-                }
-                let count = records.len() as u64;
-                if count > 0 {
-                    last_write = Some(tokio::time::Instant::now());
-                    let store = Arc::clone(&store);
-                    let first = next_id;
-                    let written =
-                        tokio::task::spawn_blocking(move || store.append_audit(first, &records))
-                            .await;
-                    match written {
-                        Ok(Ok(())) => next_id += count,
-                        Ok(Err(err)) => {
-                            lost = true;
-                            metrics::counter!("ringchat_audit_dropped_total").increment(count);
-                            tracing::error!(%err, entries = count, "audit entries not stored");
-                        }
-                        Err(err) => {
-                            lost = true;
-                            tracing::error!(%err, "audit writer task failed");
-                        }
-                    }
-                }
-                let stored = !lost;
-                for (done, restarts) in flushed {
-                    let _ = done.send(stored);
-                    lost &= !restarts;
-                }
-            }
-        });
+        tokio::spawn(writer::run(Arc::clone(&self.store), rx));
     }
 }
