@@ -23,6 +23,15 @@ impl OwnRedis {
         Self::start_with(port, &[])
     }
 
+    /// [`Self::start`] on a port the system picks (free when asked): `port` says which.
+    pub fn start_on_free_port() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port")
+            .port();
+        Self::start(port)
+    }
+
     /// [`Self::start`] with `extra` arguments, e.g. `["--replicaof", "127.0.0.1", "6379"]`.
     pub fn start_with(port: u16, extra: &[&str]) -> Self {
         let port_arg = port.to_string();

@@ -12,7 +12,6 @@ use tokio::sync::mpsc;
 use super::peer::Peer;
 use super::{Link, Outbound};
 use crate::api::{ConnRef, Outgoing, ShardEvent, WriteRequest, encoded};
-use crate::cluster::routes::RoutesConfig;
 use crate::cluster::test_wait::until;
 use crate::cluster::{Cluster, ClusterConfig};
 use crate::groups::online::GroupOnline;
@@ -184,23 +183,12 @@ fn redis_url() -> String {
 /// A node of a test cluster on the test Redis: registered, heartbeating, with its routes.
 fn node(prefix: &str, id: &str, advertise: &str) -> ClusterConfig {
     ClusterConfig {
-        enabled: true,
-        node_id: id.into(),
         advertise_addr: advertise.into(),
-        redis_url: redis_url(),
-        redis_key_prefix: prefix.into(),
-        redis_timeout_ms: 200,
         heartbeat_interval_ms: 250,
         // The peers' dials wait on a listener that never answers: what is queued for them
         // stays queued for the test to read.
         peer_connect_timeout_ms: 60_000,
-        routes: RoutesConfig {
-            ttl_ms: 1_000,
-            refresh_ms: 300,
-            flush_ms: 5,
-            ..RoutesConfig::default()
-        },
-        ..ClusterConfig::default()
+        ..crate::cluster::test_wait::quick_config(&redis_url(), prefix, id)
     }
 }
 

@@ -11,21 +11,7 @@ use crate::cluster::test_wait::until;
 const USER: UserId = 7;
 
 fn config(url: &str, prefix: &str, node: &str) -> ClusterConfig {
-    ClusterConfig {
-        enabled: true,
-        node_id: node.into(),
-        redis_url: url.into(),
-        redis_key_prefix: prefix.into(),
-        redis_timeout_ms: 200,
-        redis_breaker_open_ms: 200,
-        routes: RoutesConfig {
-            ttl_ms: 1_000,
-            refresh_ms: 300,
-            flush_ms: 5,
-            ..RoutesConfig::default()
-        },
-        ..ClusterConfig::default()
-    }
+    crate::cluster::test_wait::quick_config(url, prefix, node)
 }
 
 fn view_of(nodes: &[&str]) -> ClusterView {

@@ -29,21 +29,7 @@ fn unique() -> String {
 }
 
 fn config(url: &str, prefix: &str, node: &str) -> ClusterConfig {
-    ClusterConfig {
-        enabled: true,
-        node_id: node.into(),
-        redis_url: url.into(),
-        redis_key_prefix: prefix.into(),
-        redis_timeout_ms: 200,
-        redis_breaker_open_ms: 200,
-        routes: RoutesConfig {
-            ttl_ms: 1_000,
-            refresh_ms: 300,
-            flush_ms: 5,
-            ..RoutesConfig::default()
-        },
-        ..ClusterConfig::default()
-    }
+    crate::cluster::test_wait::quick_config(url, prefix, node)
 }
 
 fn record(node: &str, started_at_ms: u64) -> NodeRecord {
@@ -304,12 +290,8 @@ async fn with_redis_unreachable_every_live_node_is_a_destination() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_redis_restart_the_routes_and_the_cache_are_rebuilt() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let mut redis = OwnRedis::start(port);
+    let mut redis = OwnRedis::start_on_free_port();
+    let port = redis.port;
     let url = redis.url();
     let v = view(&["n1", "n2"]);
     let a = Node::start(&url, "rs", "n1", &v);
@@ -395,12 +377,8 @@ async fn a_route_key_lost_under_a_live_subscription_is_found_again_after_a_refre
 /// `refresh_ms` after their own subscription is back, find them there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_redis_restart_a_node_rewrites_its_routes_once_resubscribed() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let mut redis = OwnRedis::start(port);
+    let mut redis = OwnRedis::start_on_free_port();
+    let port = redis.port;
     let url = redis.url();
     let v = view(&["n1", "n2"]);
     let mut slow = config(&url, "rr", "n2");
