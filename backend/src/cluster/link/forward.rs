@@ -13,16 +13,14 @@ use super::{Link, fanout, pending, wire};
 use crate::accounts::Refusal;
 use crate::api::{ConnRef, Outgoing, WriteRequest};
 use crate::messaging::Submitted;
-use crate::messaging::writer::{Write, convs_of};
+use crate::messaging::writer::{Write, first_conv_of};
 use crate::observe::otlp::MsgSpan;
 
 impl Link {
     /// Who sequences `write`: this node, another live node (its peer), or nobody known right
     /// now. Writes that name no conversation (group creation, the DM policy) stay here.
     pub(crate) fn owner_elsewhere(self: &Arc<Self>, write: &Write) -> Owner {
-        let mut convs = Vec::new();
-        convs_of(write, &mut convs);
-        match convs.first() {
+        match first_conv_of(write) {
             Some(conv) => self.owner(conv.to_wire()),
             None => Owner::Here,
         }
@@ -101,11 +99,11 @@ impl Link {
         };
         match peer.push_all(vec![item]) {
             Ok(()) => {
-                metrics::counter!("ringchat_cluster_forwarded_writes_total").increment(1);
+                self.forwarded.increment(1);
                 Submitted::Queued
             }
             Err(why) => {
-                self.pending.forget(forward_id);
+                self.pending.forget(forward_id, conn);
                 metrics::counter!("ringchat_cluster_forward_refused_total", "reason" => why.label())
                     .increment(1);
                 Submitted::Refused(busy(

@@ -36,7 +36,7 @@ mod system;
 mod tests;
 mod wire;
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -70,7 +70,8 @@ pub struct Link {
     /// `[cluster.tls]`, set by `attach`: peers are dialed over TLS, and a `Link` stream is
     /// taken only with a client certificate the CA signed.
     tls: OnceLock<super::tls::NodeTls>,
-    peers: Mutex<Peers>,
+    /// Read by every forwarded write (`peers.rs`), written when a peer is made or moves.
+    peers: RwLock<Peers>,
     pending: Pending,
     shards: Vec<ShardSender>,
     sessions: SharedSessions,
@@ -96,6 +97,8 @@ pub struct Link {
     system: system::SystemPending,
     /// Nodes entering the view are told they may have missed pushes (`newcomers.rs`).
     newcomers: newcomers::Newcomers,
+    /// `ringchat_cluster_forwarded_writes_total`, looked up once (one per forwarded write).
+    forwarded: metrics::Counter,
 }
 
 impl Link {
@@ -124,8 +127,9 @@ impl Link {
             config: config.clone(),
             attached: OnceLock::new(),
             tls: OnceLock::new(),
-            peers: Mutex::default(),
+            peers: RwLock::default(),
             pending: Pending::new(
+                shards.len(),
                 config.forwards_pending_max,
                 u64::from_le_bytes(first_forward),
             ),
@@ -141,6 +145,7 @@ impl Link {
             proofs: secret::Seen::default(),
             system: system::SystemPending::default(),
             newcomers: newcomers::Newcomers::default(),
+            forwarded: metrics::counter!("ringchat_cluster_forwarded_writes_total"),
         }))
     }
 

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use ringchat_proto::v1::NodeBatch;
 use ringchat_proto::v1::NodeItem;
 use ringchat_proto::v1::node_client::NodeClient;
@@ -26,8 +27,8 @@ const KICKS_PER_BATCH: usize = 1_024;
 pub(crate) struct Peer {
     pub(crate) node_id: String,
     pub(crate) slot: u16,
-    /// Where to dial, from the latest view.
-    pub(crate) addr: Mutex<String>,
+    /// Where to dial, from the latest view (read by every forwarded write: `Link::peer`).
+    pub(crate) addr: ArcSwap<String>,
     queue: Mutex<Queue>,
     wake: Notify,
     /// Kicks for this peer not confirmed yet (`kicks.rs`): sent again on every new stream.
@@ -35,6 +36,35 @@ pub(crate) struct Peer {
     /// Its task has ended: the node left the view for good (`Link::park`). Changed only
     /// under the link's peers lock; its queue stays closed meanwhile.
     pub(crate) parked: AtomicBool,
+    /// This peer's metrics, looked up once: each item queued and each batch sent records.
+    pub(super) metrics: PeerMetrics,
+}
+
+/// Handles of a peer's metrics (labelled by its node id).
+pub(super) struct PeerMetrics {
+    queue_items: metrics::Gauge,
+    batches_sent: metrics::Counter,
+    items_sent: metrics::Counter,
+    pub(super) batches_received: metrics::Counter,
+    pub(super) items_received: metrics::Counter,
+}
+
+impl PeerMetrics {
+    fn new(node_id: &str) -> Self {
+        Self {
+            queue_items: metrics::gauge!("ringchat_cluster_peer_queue_items", "peer" => node_id.to_owned()),
+            batches_sent: metrics::counter!("ringchat_cluster_peer_batches_sent_total", "peer" => node_id.to_owned()),
+            items_sent: metrics::counter!("ringchat_cluster_peer_items_sent_total", "peer" => node_id.to_owned()),
+            batches_received: metrics::counter!(
+                "ringchat_cluster_peer_batches_received_total",
+                "peer" => node_id.to_owned()
+            ),
+            items_received: metrics::counter!(
+                "ringchat_cluster_peer_items_received_total",
+                "peer" => node_id.to_owned()
+            ),
+        }
+    }
 }
 
 impl Peer {
@@ -46,13 +76,14 @@ impl Peer {
         kicks_users_max: usize,
     ) -> Self {
         Self {
-            node_id,
             slot,
-            addr: Mutex::new(addr),
+            addr: ArcSwap::from_pointee(addr),
             queue: Mutex::new(Queue::new(items_max)),
             wake: Notify::new(),
             kicks: Mutex::new(kicks::Pending::new(kicks_users_max)),
             parked: AtomicBool::new(false),
+            metrics: PeerMetrics::new(&node_id),
+            node_id,
         }
     }
 
@@ -107,13 +138,11 @@ impl Peer {
             let mut q = self.queue();
             (q.push_all(items), q.len())
         };
-        let peer = self.node_id.clone();
-        metrics::gauge!("ringchat_cluster_peer_queue_items", "peer" => peer.clone())
-            .set(depth as f64);
+        self.metrics.queue_items.set(depth as f64);
         match result {
             Ok(()) => self.wake.notify_one(),
             Err(why) => {
-                metrics::counter!("ringchat_cluster_peer_items_dropped_total", "peer" => peer, "reason" => why.label())
+                metrics::counter!("ringchat_cluster_peer_items_dropped_total", "peer" => self.node_id.clone(), "reason" => why.label())
                     .increment(n)
             }
         }
@@ -166,7 +195,7 @@ pub(crate) async fn run(link: Arc<Link>, peer: Arc<Peer>) {
             r = connect_and_write(&link, &peer, timeout, &mut backoff) => r,
             _ = stop.changed() => break,
         };
-        let addr = peer.addr.lock().map(|a| a.clone()).unwrap_or_default();
+        let addr = peer.addr.load_full();
         let result = if connected { "lost" } else { "failed" };
         metrics::counter!("ringchat_cluster_peer_links_down_total", "peer" => peer.node_id.clone(), "result" => result).increment(1);
         tracing::warn!(peer = %peer.node_id, %addr, result, pause_ms = backoff.as_millis() as u64, "cluster: link to peer down; writes for it are refused until it is back");
@@ -201,7 +230,7 @@ async fn connect_and_write(
     timeout: Duration,
     backoff: &mut Duration,
 ) -> bool {
-    let addr = peer.addr.lock().map(|a| a.clone()).unwrap_or_default();
+    let addr = peer.addr.load_full();
     let tls = link.tls.get();
     let scheme = if tls.is_some() { "https" } else { "http" };
     let Ok(mut endpoint) = tonic::transport::Endpoint::from_shared(format!("{scheme}://{addr}"))
@@ -299,17 +328,14 @@ async fn connect_and_write(
             let items = batch.items.len() as u64;
             match tokio::time::timeout(timeout, tx.send(batch)).await {
                 Ok(Ok(())) => {
-                    let p = peer.node_id.clone();
-                    metrics::counter!("ringchat_cluster_peer_batches_sent_total", "peer" => p.clone()).increment(1);
-                    metrics::counter!("ringchat_cluster_peer_items_sent_total", "peer" => p)
-                        .increment(items);
+                    peer.metrics.batches_sent.increment(1);
+                    peer.metrics.items_sent.increment(items);
                 }
                 // The stream took nothing within the deadline (the peer stalls) or ended.
                 _ => return true,
             }
         }
-        metrics::gauge!("ringchat_cluster_peer_queue_items", "peer" => peer.node_id.clone())
-            .set(peer.queue().len() as f64);
+        peer.metrics.queue_items.set(peer.queue().len() as f64);
         tokio::select! {
             () = peer.wake.notified() => {}
             // The response half carries only the kicks the peer applied; it ends (or fails)

@@ -3,8 +3,8 @@
 //! has left the view.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, RwLockReadGuard, RwLockWriteGuard};
 
 use super::Link;
 use super::peer::{self, Peer};
@@ -21,15 +21,29 @@ pub(super) struct Peers {
 }
 
 impl Link {
-    /// The peer for a live node, made (and its task started) on first use.
+    fn peers_read(&self) -> RwLockReadGuard<'_, Peers> {
+        self.peers.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn peers_write(&self) -> RwLockWriteGuard<'_, Peers> {
+        self.peers.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The peer for a live node, made (and its task started) on first use. Every forwarded
+    /// write asks: a peer running at the view's address is found under the read lock, which
+    /// the shards share; only a new, moved or returning peer takes the write lock.
     pub(super) fn peer(self: &Arc<Self>, node_id: &str, addr: &str) -> Option<Arc<Peer>> {
         let (_, runtime) = self.attached.get()?;
-        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = self.peers_read().by_id.get(node_id)
+            && !p.parked.load(Relaxed)
+            && **p.addr.load() == addr
+        {
+            return Some(Arc::clone(p));
+        }
+        let mut peers = self.peers_write();
         if let Some(p) = peers.by_id.get(node_id) {
-            if let Ok(mut a) = p.addr.lock()
-                && *a != addr
-            {
-                addr.clone_into(&mut *a);
+            if **p.addr.load() != addr {
+                p.addr.store(Arc::new(addr.to_owned()));
             }
             // Back in the view after its task was parked (`park`): same slot, a new task.
             if p.parked.swap(false, Relaxed) {
@@ -56,8 +70,7 @@ impl Link {
     }
 
     pub(super) fn peer_by_slot(&self, slot: u16) -> Option<Arc<Peer>> {
-        let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
-        peers.by_slot.get(usize::from(slot)).cloned()
+        self.peers_read().by_slot.get(usize::from(slot)).cloned()
     }
 
     /// The peer of `node_id`: by the view, or else the peer already made for it (a node
@@ -67,14 +80,12 @@ impl Link {
         let view = self.view_nodes()?;
         match view.nodes.iter().find(|n| n.record.node_id == node_id) {
             Some(node) => self.peer(node_id, &node.record.advertise_addr),
-            None => {
-                let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
-                peers
-                    .by_id
-                    .get(node_id)
-                    .filter(|p| !p.parked.load(Relaxed))
-                    .cloned()
-            }
+            None => self
+                .peers_read()
+                .by_id
+                .get(node_id)
+                .filter(|p| !p.parked.load(Relaxed))
+                .cloned(),
         }
     }
 
@@ -85,10 +96,10 @@ impl Link {
 
     /// Parks `peer`'s task (it ends after this) unless its node is in the view again: called
     /// by the task once the node has been out of the view for `node_ttl_ms`. Its slot stays
-    /// its own; `peer` starts a new task if the node comes back. Under the peers' lock, so a
+    /// its own; `peer` starts a new task if the node comes back. Under the peers' write lock, so a
     /// concurrent `peer` either sees the peer parked (and restarts it) or it is not parked.
     pub(super) fn park(&self, peer: &Peer) -> bool {
-        let _peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        let _peers = self.peers_write();
         if self.in_view(&peer.node_id) {
             return false;
         }

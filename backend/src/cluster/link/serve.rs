@@ -153,16 +153,26 @@ impl Link {
     ) {
         let from = batch.from_node;
         let sent_at_ms = batch.sent_at_ms;
-        metrics::counter!("ringchat_cluster_peer_batches_received_total", "peer" => from.clone())
-            .increment(1);
-        metrics::counter!("ringchat_cluster_peer_items_received_total", "peer" => from.clone())
-            .increment(batch.items.len() as u64);
+        let peer = self.peer_by_id(&from);
+        match &peer {
+            Some(peer) => {
+                peer.metrics.batches_received.increment(1);
+                peer.metrics
+                    .items_received
+                    .increment(batch.items.len() as u64);
+            }
+            None => {
+                metrics::counter!("ringchat_cluster_peer_batches_received_total", "peer" => from.clone())
+                    .increment(1);
+                metrics::counter!("ringchat_cluster_peer_items_received_total", "peer" => from.clone())
+                    .increment(batch.items.len() as u64);
+            }
+        }
         if batch.missed {
             // Frames for this node were dropped on the way (a full queue or a link that
             // was down): the sessions here catch up by seq.
             self.missed_frames(&from);
         }
-        let peer = self.peer_by_id(&from);
         let mut per_shard: Vec<Vec<Outgoing>> = vec![Vec::new(); self.shards.len()];
         let mut answers = Vec::new();
         // Traced items' spans on this node, ended once their frames are with the shards.

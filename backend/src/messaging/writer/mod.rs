@@ -43,7 +43,7 @@ mod ids;
 mod ownership;
 mod reload;
 
-pub(crate) use ownership::convs_of;
+pub(crate) use ownership::first_conv_of;
 
 /// Cached conversation heads and known users, each at most; past it the cache starts over
 /// (the store has everything, the cache only saves reads).

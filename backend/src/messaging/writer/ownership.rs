@@ -132,11 +132,11 @@ fn creates_group(write: &Write) -> bool {
 
 /// The conversations a write touches (see ARCHITECTURE.md, "Cluster: who writes what").
 /// Group creation (its id is not known yet) and the DM-policy setting (a user's row) touch none.
-pub(crate) fn convs_of(write: &Write, out: &mut Vec<ConvId>) {
+pub(crate) fn convs_of(write: &Write, out: &mut impl Extend<ConvId>) {
     match write {
         Write::Send(m) => out.extend(ConvId::direct(m.from, m.to)),
-        Write::Cursor(c) => out.push(c.conv),
-        Write::Recall { conv, .. } => out.push(*conv),
+        Write::Cursor(c) => out.extend([c.conv]),
+        Write::Recall { conv, .. } => out.extend([*conv]),
         Write::Contact(op) => {
             use crate::contacts::ops::ContactOp as C;
             match op {
@@ -149,7 +149,7 @@ pub(crate) fn convs_of(write: &Write, out: &mut Vec<ConvId>) {
                 C::SetPrivacy { .. } => {}
             }
         }
-        Write::GroupSend(m) => out.push(m.g),
+        Write::GroupSend(m) => out.extend([m.g]),
         Write::Group(op) => match &op.kind {
             GroupOpKind::Create { .. } => {}
             GroupOpKind::Update { g, .. }
@@ -163,10 +163,26 @@ pub(crate) fn convs_of(write: &Write, out: &mut Vec<ConvId>) {
             | GroupOpKind::Transfer { g, .. }
             | GroupOpKind::Dissolve { g }
             | GroupOpKind::OperatorDissolve { g }
-            | GroupOpKind::SetNotify { g, .. } => out.push(*g),
+            | GroupOpKind::SetNotify { g, .. } => out.extend([*g]),
         },
         Write::System(batch) => out.extend(batch.users.iter().filter_map(|&u| ConvId::system(u))),
     }
+}
+
+/// The first conversation a write touches (`convs_of`), found without a list: what decides
+/// where a forwarded write goes, once per write on the cluster's message path.
+pub(crate) fn first_conv_of(write: &Write) -> Option<ConvId> {
+    struct First(Option<ConvId>);
+    impl Extend<ConvId> for First {
+        fn extend<I: IntoIterator<Item = ConvId>>(&mut self, iter: I) {
+            if self.0.is_none() {
+                self.0 = iter.into_iter().next();
+            }
+        }
+    }
+    let mut first = First(None);
+    convs_of(write, &mut first);
+    first.0
 }
 
 /// The answer to a write whose conversation another node holds now: resend (same
