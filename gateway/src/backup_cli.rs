@@ -167,9 +167,9 @@ pub fn restore(from: &Path, config: Option<&Path>, into: Option<&Path>, batch: &
     finish("restore", run())
 }
 
-pub fn verify_backup(dir: &Path, batch: &Batch) -> ExitCode {
+pub fn verify_backup(dir: &Path) -> ExitCode {
     let run = || -> anyhow::Result<()> {
-        let check = commands::verify_backup(dir, batch.get()?)?;
+        let check = commands::verify_backup(dir)?;
         for c in check.comparisons {
             println!("  {c}");
         }

@@ -10,7 +10,7 @@ use super::files::{self, FilesCopy, FilesSource};
 use super::spec::{Opened, StoreSpec};
 use super::verify::{self, Comparison};
 use crate::config::Durability;
-use crate::store::dump::{DumpStore, tally_all};
+use crate::store::dump::{DumpStore, Part, Tally, tally_all};
 use crate::store::{FjallStore, StoreError};
 
 /// A finished copy and its verification (which passed: a mismatch is an error).
@@ -114,7 +114,7 @@ pub fn restore(
     }
     // Everything that can be checked is checked before anything is written: a bad backup
     // leaves no half-restored data dir (or files' directory) behind.
-    let (archive, _) = check_backup(from, batch_records, files_root.is_some())?;
+    let (archive, read_back, _) = check_backup(from, files_root.is_some())?;
     let store = FjallStore::open(data_dir, Durability::Fsync)?;
     let source = StoreSpec::Backup(from.to_owned()).to_string();
     let report = copy::copy(
@@ -125,8 +125,10 @@ pub fn restore(
         batch_records,
         progress,
     )?;
+    // Against the backup as this build reads it, not its manifest: a record an older build
+    // wrote in an older form is restored (and read back from the store) in today's.
     let found = tally_all(store.dump_view()?.as_ref(), batch_records)?;
-    let comparisons = verify::compare(&archive.manifest.tallies(), &found);
+    let comparisons = verify::compare(&read_back, &found);
     verify::check(&comparisons)?;
     let files = match (&archive.manifest.files, files_root) {
         (Some(expected), Some(root)) => Some(files::copy_in(from, root, expected)?),
@@ -183,26 +185,33 @@ pub struct BackupCheck {
 
 /// Checks a backup against its manifest without restoring it: part file hashes, every part's
 /// count and checksum as read back, and the files (blob hashes, names, sizes, bytes).
-pub fn verify_backup(dir: &Path, batch_records: usize) -> Result<BackupCheck, BackupError> {
-    let (_, check) = check_backup(dir, batch_records, true)?;
+pub fn verify_backup(dir: &Path) -> Result<BackupCheck, BackupError> {
+    let (_, _, check) = check_backup(dir, true)?;
     Ok(check)
 }
 
 /// The checks of [`verify_backup`], reading only; `with_files: false` leaves the files part
-/// unchecked (a restore that does not restore files).
+/// unchecked (a restore that does not restore files). Also returns every part's tally as
+/// this build reads it back (what a restore is compared with).
 fn check_backup(
     dir: &Path,
-    batch_records: usize,
     with_files: bool,
-) -> Result<(Archive, BackupCheck), BackupError> {
+) -> Result<(Archive, Vec<(Part, Tally)>, BackupCheck), BackupError> {
     let archive = Archive::open(dir)?;
     archive.check_files()?;
     let files = match &archive.manifest.files {
         Some(expected) if with_files => Some(files::check(dir, expected)?),
         _ => None,
     };
-    let found = tally_all(&archive, batch_records)?;
-    let comparisons = verify::compare(&archive.manifest.tallies(), &found);
+    // The manifest's checksums are over the bytes as written, so they are checked against
+    // those bytes: a build that reads an older record form and re-encodes it in the new one
+    // would see a mismatch where nothing is damaged.
+    let read_back = archive.read_back()?;
+    let comparisons = verify::compare(&archive.manifest.tallies(), &read_back.stored);
     verify::check(&comparisons)?;
-    Ok((archive, BackupCheck { comparisons, files }))
+    Ok((
+        archive,
+        read_back.decoded,
+        BackupCheck { comparisons, files },
+    ))
 }
