@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::Xxh3;
 
-use super::{BackupError, sync_parent, write_atomic};
+use super::{BackupError, create_private_dir_all, create_private_file, sync_parent, write_atomic};
 use crate::store::StoreError;
 use crate::store::dump::{DumpItem, DumpPage, DumpView, Part, ResumeKey, Tally};
 
@@ -35,6 +35,10 @@ pub struct Manifest {
     /// storage (the bucket is its own backup) or files off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<super::files::FilesCopy>,
+    /// The server's state from the data dir in `state/` (`backup/state.rs`); absent in
+    /// backups written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<super::state::StateCopy>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -79,13 +83,15 @@ pub fn backup_name(at: std::time::SystemTime) -> String {
 
 /// Writes every part of `view` into a new backup directory `dir`, `batch_records` records per
 /// page read, and the files of `files` (local file storage) after them: the store's snapshot
-/// is taken first, so every file a backed-up message references is already there.
+/// is taken first, so every file a backed-up message references is already there. Then the
+/// server's state from the data dir `state_from` (`backup/state.rs`).
 pub fn write(
     view: &dyn DumpView,
     dir: &Path,
     source: &str,
     batch_records: usize,
     files: Option<&super::files::FilesSource>,
+    state_from: Option<&Path>,
 ) -> Result<Manifest, BackupError> {
     if dir.exists() {
         return Err(BackupError::NotEmpty(format!(
@@ -100,7 +106,7 @@ pub fn write(
         // What an interrupted backup left.
         std::fs::remove_dir_all(&partial).map_err(BackupError::io(&partial))?;
     }
-    std::fs::create_dir_all(&partial).map_err(BackupError::io(&partial))?;
+    create_private_dir_all(&partial)?;
     let now = std::time::SystemTime::now();
     let mut parts = Vec::with_capacity(Part::ALL.len());
     for part in Part::ALL {
@@ -109,6 +115,9 @@ pub fn write(
     let files = files
         .map(|f| super::files::copy_out(f, &partial))
         .transpose()?;
+    let state = state_from
+        .map(|data_dir| super::state::copy_out(data_dir, &partial))
+        .transpose()?;
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
         created_ms: crate::time::now_ms(),
@@ -116,6 +125,7 @@ pub fn write(
         source: source.to_owned(),
         parts,
         files,
+        state,
     };
     let json = serde_json::to_vec_pretty(&manifest).expect("the manifest serialises");
     write_atomic(&partial.join(MANIFEST), &json)?;
@@ -132,7 +142,7 @@ fn write_part(
 ) -> Result<PartEntry, BackupError> {
     let name = format!("{}.dump", part.name());
     let path = dir.join(&name);
-    let file = File::create(&path).map_err(BackupError::io(&path))?;
+    let file = create_private_file(&path).map_err(BackupError::io(&path))?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let (mut hash, mut tally, mut bytes) = (Xxh3::new(), Tally::default(), 0u64);
     let mut after = None;

@@ -258,6 +258,7 @@ fn a_backup_reads_back_as_its_manifest_says_and_a_flipped_byte_is_found() {
         "embedded:a",
         2,
         None,
+        None,
     )
     .unwrap();
     let expected = tally_all(source.dump_view().unwrap().as_ref(), 7).unwrap();
@@ -302,6 +303,7 @@ fn verify_and_restore_check_the_files_part_and_restore_writes_nothing_from_a_bad
         "embedded:a",
         2,
         Some(&files),
+        None,
     )
     .unwrap();
     let check = commands::verify_backup(&dir).unwrap();
@@ -392,6 +394,7 @@ fn a_backup_an_older_build_wrote_in_older_record_forms_verifies_and_restores() {
         &dir,
         "embedded:a",
         2,
+        None,
         None,
     )
     .unwrap();
