@@ -121,6 +121,13 @@ pub fn backup(to: &Path, config: Option<&Path>, batch: &Batch) -> ExitCode {
             ),
             _ => {}
         }
+        if let Some(s) = &manifest.state {
+            println!(
+                "  state: {} files ({} bytes): live configuration changes, operators and API keys, activity",
+                s.files.len(),
+                s.bytes()
+            );
+        }
         Ok(())
     };
     finish("backup", run())
@@ -155,6 +162,14 @@ pub fn restore(from: &Path, config: Option<&Path>, into: Option<&Path>, batch: &
             ),
             (None, None) => {}
         }
+        if let Some(s) = &outcome.state {
+            println!(
+                "  state: {} files ({} bytes) into {}",
+                s.files.len(),
+                s.bytes(),
+                dir.display()
+            );
+        }
         print_outcome(
             &format!(
                 "restored the backup of {} ({})",
@@ -167,9 +182,9 @@ pub fn restore(from: &Path, config: Option<&Path>, into: Option<&Path>, batch: &
     finish("restore", run())
 }
 
-pub fn verify_backup(dir: &Path, batch: &Batch) -> ExitCode {
+pub fn verify_backup(dir: &Path) -> ExitCode {
     let run = || -> anyhow::Result<()> {
-        let check = commands::verify_backup(dir, batch.get()?)?;
+        let check = commands::verify_backup(dir)?;
         for c in check.comparisons {
             println!("  {c}");
         }
@@ -177,6 +192,14 @@ pub fn verify_backup(dir: &Path, batch: &Batch) -> ExitCode {
             println!(
                 "  {:<18} {:>12} files    {} bytes  ok",
                 "files", f.objects, f.bytes
+            );
+        }
+        if let Some(s) = check.state {
+            println!(
+                "  {:<18} {:>12} files    {} bytes  ok",
+                "state",
+                s.files.len(),
+                s.bytes()
             );
         }
         println!("{}: the backup matches its manifest", dir.display());

@@ -121,11 +121,7 @@ enum Command {
         batch: backup_cli::Batch,
     },
     /// Check a backup's files, counts and checksums against its manifest.
-    VerifyBackup {
-        dir: PathBuf,
-        #[command(flatten)]
-        batch: backup_cli::Batch,
-    },
+    VerifyBackup { dir: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -385,7 +381,7 @@ fn main() -> ExitCode {
             data_dir,
             batch,
         } => backup_cli::restore(&from, config.as_deref(), data_dir.as_deref(), &batch),
-        Command::VerifyBackup { dir, batch } => backup_cli::verify_backup(&dir, &batch),
+        Command::VerifyBackup { dir } => backup_cli::verify_backup(&dir),
         Command::Admin { config, command } => match admin_command(config.as_deref(), command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::TestServer;
+use common::admin::AdminClient;
 use common::files::{download, upload};
 use common::migrate::{fill_store, ringchat, text};
 use ringchat_bench::client::{conversation_id, text_message};
@@ -415,6 +416,151 @@ async fn restore_refuses_a_non_empty_dir_and_a_corrupted_backup() {
     let (mut r, _) = server.user("bob").await;
     let conv = conversation_id(alice.user_id, bob.user_id);
     assert_eq!(r.sync_all(conv, 0).await.unwrap().len(), 50);
+}
+
+/// Every file and directory under `dir` with group or other permission bits.
+fn not_private(dir: &Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(path) = todo.pop() {
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        if meta.permissions().mode() & 0o077 != 0 {
+            out.push(format!(
+                "{} {:o}",
+                path.display(),
+                meta.permissions().mode() & 0o777
+            ));
+        }
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path).unwrap() {
+                todo.push(entry.unwrap().path());
+            }
+        }
+    }
+    out
+}
+
+/// `ringchat ARGS` under umask 022 (files the group and others can read, unless made
+/// otherwise), with `data_dir` as the data dir.
+fn ringchat_umask_022(data_dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new("sh")
+        .arg("-c")
+        .arg("umask 022 && exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_ringchat"))
+        .args(args)
+        .env_clear()
+        .env("RINGCHAT_STORAGE__DATA_DIR", data_dir)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn ip_rules_operators_and_activity_come_back_with_a_restore() {
+    if common::store::embedded_only(
+        "ip_rules_operators_and_activity_come_back_with_a_restore",
+        "the embedded store's online backup of its data dir",
+    ) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let backups = tmp.path().join("backups");
+    let backups_s = backups.display().to_string();
+    let data = tmp.path().join("data");
+    let mut server = TestServer::start_in(&data, &[("BACKUP__DIR", &backups_s)]);
+    let mut ops = server.operator("ops", "admin");
+    let (status, reply) = ops.call(
+        "PUT",
+        "/api/security/ip-rules",
+        Some(json!({"allow": [], "deny": ["203.0.113.7"]}).to_string()),
+    );
+    assert_eq!(status, 200, "{reply}");
+    server.user("alice").await;
+    // The activity history is written at shutdown (and now and then): a restart puts today's
+    // registration on disk before the backup.
+    server.stop();
+    let mut server = TestServer::start_in(&data, &[("BACKUP__DIR", &backups_s)]);
+    ops = AdminClient::new(&server);
+    let (status, reply) = ops.login("ops", common::admin::OPERATOR_PASSWORD);
+    assert_eq!(status, 200, "{reply}");
+    let ((status, taken), _) = take(ops).await;
+    assert_eq!(status, 201, "{taken}");
+    assert!(
+        taken["state"]["files"].as_u64().unwrap() >= 3,
+        "overrides, credentials, activity: {taken}"
+    );
+    server.stop();
+    let activity: Vec<_> = std::fs::read_dir(data.join("activity"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(!activity.is_empty());
+
+    let restored = tmp.path().join("restored");
+    let out = ringchat(&[
+        "restore",
+        "--from",
+        &format!("{backups_s}/{}", taken["name"].as_str().unwrap()),
+        "--data-dir",
+        &restored.display().to_string(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("state: "), "{}", text(&out));
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let creds = std::fs::metadata(restored.join("admin/credentials.json")).unwrap();
+        assert_eq!(creds.permissions().mode() & 0o777, 0o600);
+    }
+    for day in &activity {
+        assert!(restored.join("activity").join(day).is_file(), "{day:?}");
+    }
+    let server = TestServer::start_in(&restored, &[]);
+    let mut ops = AdminClient::new(&server);
+    let (status, reply) = ops.login("ops", common::admin::OPERATOR_PASSWORD);
+    assert_eq!(status, 200, "the operator is restored: {reply}");
+    let (status, rules) = ops.get("/api/security/ip-rules");
+    assert_eq!(status, 200, "{rules}");
+    assert_eq!(rules["deny"], json!(["203.0.113.7"]), "{rules}");
+}
+
+#[tokio::test]
+async fn a_backup_is_private_to_its_owner_whatever_the_umask() {
+    if common::store::embedded_only(
+        "a_backup_is_private_to_its_owner_whatever_the_umask",
+        "the embedded store's backup of its data dir",
+    ) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut server = TestServer::start_in(&data, &[]);
+    server.operator("ops", "admin");
+    let (_c, alice) = server.user("alice").await;
+    upload(
+        &server,
+        &alice.token,
+        "a.txt",
+        "text/plain",
+        b"private bytes",
+    );
+    server.stop();
+
+    let backup = tmp.path().join("backups/b1");
+    let backup_s = backup.display().to_string();
+    let out = ringchat_umask_022(&data, &["backup", "--to", &backup_s]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        not_private(&tmp.path().join("backups")),
+        Vec::<String>::new()
+    );
+    for part in [
+        "manifest.json",
+        "messages.dump",
+        "state/admin/credentials.json",
+    ] {
+        assert!(backup.join(part).is_file(), "{part}");
+    }
+    assert!(backup.join("files/blobs").is_dir());
 }
 
 #[test]

@@ -41,6 +41,19 @@ pub struct BackupInfo {
     /// bucket's versioning and replication are their backup) or off.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub files: Option<BackupFiles>,
+    /// The server's state from the data dir in the backup (live configuration changes,
+    /// operators and API keys, activity history); absent in backups written before it was
+    /// kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<BackupState>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BackupState {
+    /// Files (`config.overrides.toml`, `admin/credentials.json`, `admin/cli-audit.jsonl`,
+    /// `activity/…`).
+    pub files: u64,
+    pub bytes: u64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -61,6 +74,10 @@ fn info(name: String, m: Manifest) -> BackupInfo {
             objects: f.objects,
             bytes: f.bytes,
             linked: f.linked,
+        }),
+        state: m.state.map(|s| BackupState {
+            files: s.files.len() as u64,
+            bytes: s.bytes(),
         }),
         parts: m
             .parts

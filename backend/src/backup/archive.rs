@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::Xxh3;
 
-use super::{BackupError, sync_parent, write_atomic};
+use super::{BackupError, create_private_dir_all, create_private_file, sync_parent, write_atomic};
 use crate::store::StoreError;
 use crate::store::dump::{DumpItem, DumpPage, DumpView, Part, ResumeKey, Tally};
 
@@ -35,6 +35,10 @@ pub struct Manifest {
     /// storage (the bucket is its own backup) or files off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<super::files::FilesCopy>,
+    /// The server's state from the data dir in `state/` (`backup/state.rs`); absent in
+    /// backups written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<super::state::StateCopy>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -79,13 +83,15 @@ pub fn backup_name(at: std::time::SystemTime) -> String {
 
 /// Writes every part of `view` into a new backup directory `dir`, `batch_records` records per
 /// page read, and the files of `files` (local file storage) after them: the store's snapshot
-/// is taken first, so every file a backed-up message references is already there.
+/// is taken first, so every file a backed-up message references is already there. Then the
+/// server's state from the data dir `state_from` (`backup/state.rs`).
 pub fn write(
     view: &dyn DumpView,
     dir: &Path,
     source: &str,
     batch_records: usize,
     files: Option<&super::files::FilesSource>,
+    state_from: Option<&Path>,
 ) -> Result<Manifest, BackupError> {
     if dir.exists() {
         return Err(BackupError::NotEmpty(format!(
@@ -100,7 +106,7 @@ pub fn write(
         // What an interrupted backup left.
         std::fs::remove_dir_all(&partial).map_err(BackupError::io(&partial))?;
     }
-    std::fs::create_dir_all(&partial).map_err(BackupError::io(&partial))?;
+    create_private_dir_all(&partial)?;
     let now = std::time::SystemTime::now();
     let mut parts = Vec::with_capacity(Part::ALL.len());
     for part in Part::ALL {
@@ -109,6 +115,9 @@ pub fn write(
     let files = files
         .map(|f| super::files::copy_out(f, &partial))
         .transpose()?;
+    let state = state_from
+        .map(|data_dir| super::state::copy_out(data_dir, &partial))
+        .transpose()?;
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
         created_ms: crate::time::now_ms(),
@@ -116,6 +125,7 @@ pub fn write(
         source: source.to_owned(),
         parts,
         files,
+        state,
     };
     let json = serde_json::to_vec_pretty(&manifest).expect("the manifest serialises");
     write_atomic(&partial.join(MANIFEST), &json)?;
@@ -132,7 +142,7 @@ fn write_part(
 ) -> Result<PartEntry, BackupError> {
     let name = format!("{}.dump", part.name());
     let path = dir.join(&name);
-    let file = File::create(&path).map_err(BackupError::io(&path))?;
+    let file = create_private_file(&path).map_err(BackupError::io(&path))?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let (mut hash, mut tally, mut bytes) = (Xxh3::new(), Tally::default(), 0u64);
     let mut after = None;
@@ -271,26 +281,75 @@ impl DumpView for Archive {
         let mut page = DumpPage::default();
         let mut records = 0usize;
         while offset < entry.bytes && records < records_max.max(1) {
-            let mut len = [0u8; 4];
-            file.read_exact(&mut len)
-                .map_err(|e| corrupt(part, offset, e))?;
-            let len = u32::from_le_bytes(len);
-            if len > FRAME_BYTES_MAX {
-                return Err(corrupt(part, offset, format!("a frame of {len} bytes")));
-            }
-            let mut body = vec![0u8; len as usize];
-            file.read_exact(&mut body)
-                .map_err(|e| corrupt(part, offset, e))?;
-            let item: DumpItem =
-                postcard::from_bytes(&body).map_err(|e| corrupt(part, offset, e))?;
+            let (item, body) = read_frame(&mut file, part, offset)?;
             records += item.records();
             page.items.push(item);
-            offset += 4 + u64::from(len);
+            offset += 4 + body.len() as u64;
         }
         if offset < entry.bytes {
             page.resume = Some(ResumeKey(offset.to_be_bytes().to_vec()));
         }
         Ok(page)
+    }
+}
+
+/// The frame at `offset`: the record, and the bytes it was decoded from.
+fn read_frame(
+    file: &mut impl Read,
+    part: Part,
+    offset: u64,
+) -> Result<(DumpItem, Vec<u8>), StoreError> {
+    let mut len = [0u8; 4];
+    file.read_exact(&mut len)
+        .map_err(|e| corrupt(part, offset, e))?;
+    let len = u32::from_le_bytes(len);
+    if len > FRAME_BYTES_MAX {
+        return Err(corrupt(part, offset, format!("a frame of {len} bytes")));
+    }
+    let mut body = vec![0u8; len as usize];
+    file.read_exact(&mut body)
+        .map_err(|e| corrupt(part, offset, e))?;
+    let item: DumpItem = postcard::from_bytes(&body).map_err(|e| corrupt(part, offset, e))?;
+    Ok((item, body))
+}
+
+/// Every part of a backup as read back, tallied two ways.
+pub struct ReadBack {
+    /// Over the bytes the backup holds: what its manifest's checksums were taken over, even
+    /// when an older build wrote it in a form this one reads but no longer writes.
+    pub stored: Vec<(Part, Tally)>,
+    /// Over the records as this build reads them (and a store it restores into gives them
+    /// back): what a restored store is compared with.
+    pub decoded: Vec<(Part, Tally)>,
+}
+
+impl Archive {
+    /// Reads every record of every part once (one frame in memory at a time), checking that
+    /// each decodes, and tallies them both ways.
+    pub fn read_back(&self) -> Result<ReadBack, BackupError> {
+        let mut out = ReadBack {
+            stored: Vec::with_capacity(self.manifest.parts.len()),
+            decoded: Vec::with_capacity(self.manifest.parts.len()),
+        };
+        for entry in &self.manifest.parts {
+            let path = self.dir.join(&entry.file);
+            let mut file = BufReader::with_capacity(
+                1 << 20,
+                File::open(&path).map_err(BackupError::io(&path))?,
+            );
+            let (mut stored, mut decoded, mut offset) = (Tally::default(), Tally::default(), 0u64);
+            while offset < entry.bytes {
+                let (item, body) = read_frame(&mut file, entry.part, offset)?;
+                stored
+                    .add_stored(&item, &body)
+                    .map_err(|e| corrupt(entry.part, offset, e))?;
+                decoded.add(&item);
+                offset += 4 + body.len() as u64;
+            }
+            out.stored.push((entry.part, stored));
+            out.decoded.push((entry.part, decoded));
+        }
+        Ok(out)
     }
 }
 

@@ -4,10 +4,11 @@
 use std::path::Path;
 
 use super::BackupError;
-use super::archive::{self, Archive, Manifest};
+use super::archive::{self, Archive, Manifest, ReadBack};
 use super::copy::{self, CopyReport, Progress};
 use super::files::{self, FilesCopy, FilesSource};
 use super::spec::{Opened, StoreSpec};
+use super::state::{self, StateCopy};
 use super::verify::{self, Comparison};
 use crate::config::Durability;
 use crate::store::dump::{DumpStore, tally_all};
@@ -19,6 +20,8 @@ pub struct Outcome {
     pub comparisons: Vec<Comparison>,
     /// Restore: the files put back into local file storage (`None`: the backup has none).
     pub files: Option<FilesCopy>,
+    /// Restore: the server's state put back into the data dir (`None`: the backup has none).
+    pub state: Option<StateCopy>,
 }
 
 /// Copies everything from `from` into `to`, then compares both part by part.
@@ -66,6 +69,7 @@ pub fn migrate(
         copy: report,
         comparisons,
         files: None,
+        state: None,
     })
 }
 
@@ -87,7 +91,7 @@ fn refuse_non_empty(dir: &Path) -> Result<(), BackupError> {
 }
 
 /// Restores the backup in `from` into the empty data dir `data_dir`, then compares what the
-/// store holds with the backup's manifest; its files (if it has them) go into `files_root`,
+/// store holds with the backup as read back, and puts the server's state back beside it; its files (if it has them) go into `files_root`,
 /// local file storage's directory (`None`: files are off or on S3, and are not restored).
 pub fn restore(
     from: &Path,
@@ -114,7 +118,7 @@ pub fn restore(
     }
     // Everything that can be checked is checked before anything is written: a bad backup
     // leaves no half-restored data dir (or files' directory) behind.
-    let (archive, _) = check_backup(from, batch_records, files_root.is_some())?;
+    let (archive, read_back, _) = check_backup(from, files_root.is_some())?;
     let store = FjallStore::open(data_dir, Durability::Fsync)?;
     let source = StoreSpec::Backup(from.to_owned()).to_string();
     let report = copy::copy(
@@ -125,20 +129,27 @@ pub fn restore(
         batch_records,
         progress,
     )?;
+    // Against the backup as this build reads it, not its manifest: a record an older build
+    // wrote in an older form is restored (and read back from the store) in today's.
     let found = tally_all(store.dump_view()?.as_ref(), batch_records)?;
-    let comparisons = verify::compare(&archive.manifest.tallies(), &found);
+    let comparisons = verify::compare(&read_back.decoded, &found);
     verify::check(&comparisons)?;
     let files = match (&archive.manifest.files, files_root) {
         (Some(expected), Some(root)) => Some(files::copy_in(from, root, expected)?),
         _ => None,
     };
+    if let Some(state) = &archive.manifest.state {
+        state::copy_in(from, data_dir, state)?;
+    }
     copy::finish(&data_dir.join(copy::CHECKPOINT_FILE), &store)?;
+    let state = archive.manifest.state.clone();
     Ok((
         archive.manifest,
         Outcome {
             copy: report,
             comparisons,
             files,
+            state,
         },
     ))
 }
@@ -172,37 +183,56 @@ pub fn backup_stopped(
         &spec.to_string(),
         batch_records,
         files.as_ref(),
+        Some(data_dir),
     )
 }
 
-/// What `verify-backup` found: every part, and the files (`None`: the backup has none).
+/// What `verify-backup` found: every part, the files and the state (`None`: the backup has
+/// none).
 pub struct BackupCheck {
     pub comparisons: Vec<Comparison>,
     pub files: Option<FilesCopy>,
+    pub state: Option<StateCopy>,
 }
 
 /// Checks a backup against its manifest without restoring it: part file hashes, every part's
-/// count and checksum as read back, and the files (blob hashes, names, sizes, bytes).
-pub fn verify_backup(dir: &Path, batch_records: usize) -> Result<BackupCheck, BackupError> {
-    let (_, check) = check_backup(dir, batch_records, true)?;
+/// count and checksum as read back, the files (blob hashes, names, sizes, bytes) and the
+/// state files.
+pub fn verify_backup(dir: &Path) -> Result<BackupCheck, BackupError> {
+    let (_, _, check) = check_backup(dir, true)?;
     Ok(check)
 }
 
 /// The checks of [`verify_backup`], reading only; `with_files: false` leaves the files part
-/// unchecked (a restore that does not restore files).
+/// unchecked (a restore that does not restore files). Also returns the backup as read back
+/// (its `decoded` tallies are what a restore is compared with).
 fn check_backup(
     dir: &Path,
-    batch_records: usize,
     with_files: bool,
-) -> Result<(Archive, BackupCheck), BackupError> {
+) -> Result<(Archive, ReadBack, BackupCheck), BackupError> {
     let archive = Archive::open(dir)?;
     archive.check_files()?;
     let files = match &archive.manifest.files {
         Some(expected) if with_files => Some(files::check(dir, expected)?),
         _ => None,
     };
-    let found = tally_all(&archive, batch_records)?;
-    let comparisons = verify::compare(&archive.manifest.tallies(), &found);
+    if let Some(state) = &archive.manifest.state {
+        state::check(dir, state)?;
+    }
+    let state = archive.manifest.state.clone();
+    // The manifest's checksums are over the bytes as written, so they are checked against
+    // those bytes: a build that reads an older record form and re-encodes it in the new one
+    // would see a mismatch where nothing is damaged.
+    let read_back = archive.read_back()?;
+    let comparisons = verify::compare(&archive.manifest.tallies(), &read_back.stored);
     verify::check(&comparisons)?;
-    Ok((archive, BackupCheck { comparisons, files }))
+    Ok((
+        archive,
+        read_back,
+        BackupCheck {
+            comparisons,
+            files,
+            state,
+        },
+    ))
 }

@@ -1,7 +1,13 @@
 //! The files of local file storage in a backup (`files/` in the backup directory, beside the
 //! store's dump): blobs, file metas, thumbnails, the users' file index and the reference
-//! markers. Uploads in progress (`uploads/`) and the adapter's temporary files (`.tmp/`) are
-//! skipped: an upload not completed is not a file yet, and its client starts it again.
+//! markers. Uploads in progress (`uploads/`), the records of completed ones kept for their
+//! retries (`uploads_done/`, removed by the upload cleanup after `files.upload_lifetime_s`)
+//! and the adapter's temporary files (`.tmp/`) are skipped: an upload not completed is not a
+//! file yet, and its client starts it again.
+//!
+//! The server keeps running during an online backup: a file deleted between its listing and
+//! its copy (a failed complete's blob record, a pruned directory) is left out and counted in
+//! the backup's log line; it is not an error.
 //!
 //! Blobs are content-addressed and never changed (a write makes a new file and renames it), so
 //! a blob already in the previous backup is hard-linked from there instead of copied: a backup
@@ -19,12 +25,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use xxhash_rust::xxh3::Xxh3;
 
-use super::BackupError;
+use super::{BackupError, create_private_dir_all, create_private_file};
 
 /// The directory of a backup holding the files.
 pub const FILES_DIR: &str = "files";
 /// Top-level directories of the storage that are not backed up.
-const SKIPPED: [&str; 2] = ["uploads", ".tmp"];
+const SKIPPED: [&str; 3] = ["uploads", "uploads_done", ".tmp"];
 
 /// What a backup holds of the files (in its manifest), and what a restore wrote.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,35 +98,70 @@ impl Tree {
 
 /// Copies the files of `source` into `backup/files`.
 pub fn copy_out(source: &FilesSource, backup: &Path) -> Result<FilesCopy, BackupError> {
+    copy_out_observed(source, backup, &mut |_| {})
+}
+
+/// [`copy_out`], calling `before_copy` with each listed file's path before it is copied (tests
+/// delete files there, as the running server may).
+fn copy_out_observed(
+    source: &FilesSource,
+    backup: &Path,
+    before_copy: &mut dyn FnMut(&Path),
+) -> Result<FilesCopy, BackupError> {
     let dest = backup.join(FILES_DIR);
     let previous = source.previous.as_ref().map(|p| p.join(FILES_DIR));
     let mut tree = Tree::new();
-    let mut linked = 0;
-    walk(&source.root, Path::new(""), &mut |rel, len| {
-        let from = source.root.join(rel);
-        let to = dest.join(rel);
-        ensure_parent(&to)?;
-        if !is_blob(rel) {
-            // Hashed as copied: the digest covers the bytes the backup holds.
-            let (len, content) = copy_hashing(&from, &to)?;
-            tree.add(rel, len, Some(content));
-            return Ok(());
-        }
-        let old = previous.as_ref().map(|p| p.join(rel));
-        let is_linked = old.is_some_and(|old| {
-            matches!(fs::metadata(&old), Ok(m) if m.len() == len)
-                && fs::hard_link(&old, &to).is_ok()
-        });
-        let len = if is_linked {
-            linked += 1;
-            len
-        } else {
-            copy_file(&from, &to)?
-        };
-        tree.add(rel, len, None);
-        Ok(())
-    })?;
+    let (mut linked, mut vanished) = (0, 0u64);
+    let mut gone_at_copy = 0u64;
+    walk(
+        &source.root,
+        Path::new(""),
+        Some(&mut vanished),
+        &mut |rel, len| {
+            before_copy(rel);
+            let from = source.root.join(rel);
+            let to = dest.join(rel);
+            if !is_blob(rel) {
+                // Hashed as copied: the digest covers the bytes the backup holds.
+                let Some((len, content)) = copy_hashing(&from, &to)? else {
+                    gone_at_copy += 1;
+                    return Ok(());
+                };
+                tree.add(rel, len, Some(content));
+                return Ok(());
+            }
+            let old = previous.as_ref().map(|p| p.join(rel));
+            let is_linked = old.is_some_and(|old| {
+                matches!(fs::metadata(&old), Ok(m) if m.len() == len)
+                    && ensure_parent(&to).is_ok()
+                    && fs::hard_link(&old, &to).is_ok()
+            });
+            let len = if is_linked {
+                // The previous backup's blob may be from before backups were private.
+                set_mode(&to, super::PRIVATE_FILE_MODE)?;
+                linked += 1;
+                len
+            } else {
+                match copy_file(&from, &to)? {
+                    Some(len) => len,
+                    None => {
+                        gone_at_copy += 1;
+                        return Ok(());
+                    }
+                }
+            };
+            tree.add(rel, len, None);
+            Ok(())
+        },
+    )?;
     sync_dirs(&dest)?;
+    let vanished = vanished + gone_at_copy;
+    if vanished > 0 {
+        tracing::info!(
+            vanished,
+            "backup: files deleted by the server while the backup copied them are not in it"
+        );
+    }
     Ok(FilesCopy {
         objects: tree.objects,
         bytes: tree.bytes,
@@ -136,7 +177,7 @@ pub fn copy_out(source: &FilesSource, backup: &Path) -> Result<FilesCopy, Backup
 pub fn check(backup: &Path, expected: &FilesCopy) -> Result<FilesCopy, BackupError> {
     let src = backup.join(FILES_DIR);
     let mut tree = Tree::new();
-    walk(&src, Path::new(""), &mut |rel, _| {
+    walk(&src, Path::new(""), None, &mut |rel, _| {
         let path = src.join(rel);
         if is_blob(rel) {
             let len = check_blob(&path, rel)?;
@@ -181,12 +222,16 @@ pub fn check(backup: &Path, expected: &FilesCopy) -> Result<FilesCopy, BackupErr
 pub fn copy_in(backup: &Path, root: &Path, expected: &FilesCopy) -> Result<FilesCopy, BackupError> {
     let src = backup.join(FILES_DIR);
     let mut copy = FilesCopy::default();
-    walk(&src, Path::new(""), &mut |rel, len| {
+    walk(&src, Path::new(""), None, &mut |rel, len| {
         let from = src.join(rel);
         let to = root.join(rel);
-        if !matches!(fs::metadata(&to), Ok(m) if m.len() == len) {
-            ensure_parent(&to)?;
-            copy_file(&from, &to)?;
+        if !matches!(fs::metadata(&to), Ok(m) if m.len() == len) && copy_file(&from, &to)?.is_none()
+        {
+            // The backup is not changed by anyone while it is restored: a file gone is damage.
+            return Err(BackupError::Corrupt(format!(
+                "{} is gone from the backup",
+                from.display()
+            )));
         }
         copy.objects += 1;
         copy.bytes += len;
@@ -203,10 +248,12 @@ pub fn copy_in(backup: &Path, root: &Path, expected: &FilesCopy) -> Result<Files
 }
 
 /// Calls `f(relative path, length)` for each regular file under `root/rel`, in name order,
-/// skipping [`SKIPPED`] at the top.
+/// skipping [`SKIPPED`] at the top. With `vanished`, a file deleted between the directory's
+/// listing and its look is skipped and counted there (a live tree); without, it is an error.
 fn walk(
     root: &Path,
     rel: &Path,
+    mut vanished: Option<&mut u64>,
     f: &mut dyn FnMut(&Path, u64) -> Result<(), BackupError>,
 ) -> Result<(), BackupError> {
     let dir = root.join(rel);
@@ -225,14 +272,20 @@ fn walk(
             continue;
         }
         let path = rel.join(&name);
-        let kind = entry.file_type().map_err(BackupError::io(entry.path()))?;
+        let looked = entry
+            .file_type()
+            .and_then(|kind| Ok((kind, entry.metadata()?.len())));
+        let (kind, len) = match (looked, vanished.as_deref_mut()) {
+            (Ok(found), _) => found,
+            (Err(e), Some(count)) if e.kind() == io::ErrorKind::NotFound => {
+                *count += 1;
+                continue;
+            }
+            (Err(e), _) => return Err(BackupError::io(entry.path())(e)),
+        };
         if kind.is_dir() {
-            walk(root, &path, f)?;
+            walk(root, &path, vanished.as_deref_mut(), f)?;
         } else if kind.is_file() {
-            let len = entry
-                .metadata()
-                .map_err(BackupError::io(entry.path()))?
-                .len();
             f(&path, len)?;
         }
     }
@@ -267,7 +320,7 @@ fn check_blob(path: &Path, rel: &Path) -> Result<u64, BackupError> {
 }
 
 /// A file's length and the xxh3 of its bytes.
-fn hash_file(path: &Path) -> Result<(u64, u64), BackupError> {
+pub(super) fn hash_file(path: &Path) -> Result<(u64, u64), BackupError> {
     let mut file = File::open(path).map_err(BackupError::io(path))?;
     let mut hash = Xxh3::new();
     let mut buf = vec![0u8; 64 << 10];
@@ -282,10 +335,23 @@ fn hash_file(path: &Path) -> Result<(u64, u64), BackupError> {
     }
 }
 
+/// Opens `from` for a copy; `None`: it is gone.
+fn open_source(from: &Path) -> Result<Option<File>, BackupError> {
+    match File::open(from) {
+        Ok(file) => Ok(Some(file)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(BackupError::io(from)(e)),
+    }
+}
+
 /// Copies `from` to `to` durably, hashing the bytes as they go: their length and xxh3.
-fn copy_hashing(from: &Path, to: &Path) -> Result<(u64, u64), BackupError> {
-    let mut src = File::open(from).map_err(BackupError::io(from))?;
-    let mut dst = File::create(to).map_err(BackupError::io(to))?;
+/// `None`: `from` is gone (nothing is written).
+pub(super) fn copy_hashing(from: &Path, to: &Path) -> Result<Option<(u64, u64)>, BackupError> {
+    let Some(mut src) = open_source(from)? else {
+        return Ok(None);
+    };
+    ensure_parent(to)?;
+    let mut dst = create_private_file(to).map_err(BackupError::io(to))?;
     let mut hash = Xxh3::new();
     let mut buf = vec![0u8; 64 << 10];
     let mut len = 0u64;
@@ -299,23 +365,33 @@ fn copy_hashing(from: &Path, to: &Path) -> Result<(u64, u64), BackupError> {
         len += n as u64;
     }
     dst.sync_all().map_err(BackupError::io(to))?;
-    Ok((len, hash.digest()))
+    Ok(Some((len, hash.digest())))
 }
 
 fn ensure_parent(path: &Path) -> Result<(), BackupError> {
     match path.parent() {
-        Some(parent) => fs::create_dir_all(parent).map_err(BackupError::io(parent)),
+        Some(parent) => create_private_dir_all(parent),
         None => Ok(()),
     }
 }
 
-/// Copies `from` to `to` durably; the bytes copied.
-fn copy_file(from: &Path, to: &Path) -> Result<u64, BackupError> {
-    let len = fs::copy(from, to).map_err(BackupError::io(from))?;
-    File::open(to)
-        .and_then(|f| f.sync_all())
-        .map_err(BackupError::io(to))?;
-    Ok(len)
+/// Copies `from` to `to` durably, private to its owner (not with `from`'s mode, as
+/// `fs::copy` would); the bytes copied. `None`: `from` is gone (nothing is written).
+pub(super) fn copy_file(from: &Path, to: &Path) -> Result<Option<u64>, BackupError> {
+    let Some(mut src) = open_source(from)? else {
+        return Ok(None);
+    };
+    ensure_parent(to)?;
+    let mut dst = create_private_file(to).map_err(BackupError::io(to))?;
+    let len = io::copy(&mut src, &mut dst).map_err(BackupError::io(from))?;
+    dst.sync_all().map_err(BackupError::io(to))?;
+    Ok(Some(len))
+}
+
+/// Sets `path`'s permission bits to `mode`.
+pub(super) fn set_mode(path: &Path, mode: u32) -> Result<(), BackupError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(BackupError::io(path))
 }
 
 /// Fsyncs every directory under `root` (and it), so that the new entries are durable.

@@ -6,6 +6,8 @@
 //! - `verify.rs`: per-part counts and checksums, compared;
 //! - `archive.rs`: a backup directory (manifest + one dump file per part), written from one
 //!   snapshot and read back as a [`crate::store::dump::DumpView`];
+//! - `files.rs`, `state.rs`: beside the dump, local file storage's files and the server's
+//!   state in the data dir (live configuration changes, operators, activity);
 //! - `commands.rs`: what `ringchat migrate`, `restore` and `backup` do;
 //! - `server.rs`: `[backup]`, the scheduled backups and the ones the admin API asks for.
 //!
@@ -22,6 +24,7 @@ pub mod files;
 mod scylla_env;
 pub mod server;
 pub mod spec;
+pub mod state;
 pub mod verify;
 
 pub use config::BackupConfig;
@@ -66,11 +69,39 @@ impl BackupError {
     }
 }
 
-/// Writes `bytes` to `path` durably and atomically (a temporary file renamed over it).
+/// Mode of every file a backup or restore creates: a backup holds every message, e-mail
+/// address, password hash and token, so it is its owner's only, whatever the umask.
+pub(crate) const PRIVATE_FILE_MODE: u32 = 0o600;
+/// Mode of every directory a backup or restore creates (and of the parents it creates).
+pub(crate) const PRIVATE_DIR_MODE: u32 = 0o700;
+
+/// Creates `path` (or truncates it) with [`PRIVATE_FILE_MODE`] when it is new.
+pub(crate) fn create_private_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(PRIVATE_FILE_MODE)
+        .open(path)
+}
+
+/// `create_dir_all` with [`PRIVATE_DIR_MODE`] for every directory it creates.
+pub(crate) fn create_private_dir_all(path: &std::path::Path) -> Result<(), BackupError> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR_MODE)
+        .create(path)
+        .map_err(BackupError::io(path))
+}
+
+/// Writes `bytes` to `path` durably and atomically (a temporary file renamed over it), with
+/// [`PRIVATE_FILE_MODE`].
 pub(crate) fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<(), BackupError> {
     use std::io::Write as _;
     let tmp = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&tmp).map_err(BackupError::io(&tmp))?;
+    let mut file = create_private_file(&tmp).map_err(BackupError::io(&tmp))?;
     file.write_all(bytes).map_err(BackupError::io(&tmp))?;
     file.sync_all().map_err(BackupError::io(&tmp))?;
     std::fs::rename(&tmp, path).map_err(BackupError::io(path))?;

@@ -24,6 +24,8 @@ pub struct Backups {
     files_on_s3: bool,
     /// What the manifests name as the source.
     source: String,
+    /// The data dir, whose state beside the store (`backup/state.rs`) each backup keeps.
+    data_dir: std::path::PathBuf,
     /// One backup at a time: held by the blocking task that writes it, so that a caller that
     /// stops waiting (its request dropped) does not let a second backup start beside it (whose
     /// prune would delete the first's `*.partial` directory).
@@ -58,6 +60,7 @@ impl Backups {
             files,
             files_on_s3,
             source: format!("embedded:{}", dir.display()),
+            data_dir: dir,
             writing: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
@@ -99,6 +102,7 @@ impl Backups {
             );
         }
         let files_root = self.files.as_ref().map(|f| f.root.clone());
+        let data_dir = self.data_dir.clone();
         tokio::task::spawn_blocking(move || {
             let _writing = writing;
             let _gc_paused = gc_paused;
@@ -107,7 +111,7 @@ impl Backups {
                     "this store of record has no backup of its own: use the database's tools (README)".into(),
                 ));
             };
-            std::fs::create_dir_all(&dir).map_err(BackupError::io(&dir))?;
+            super::create_private_dir_all(&dir)?;
             let mut name = archive::backup_name(SystemTime::now());
             for n in 2.. {
                 if !dir.join(&name).exists() {
@@ -130,6 +134,7 @@ impl Backups {
                 &source,
                 batch,
                 files.as_ref(),
+                Some(&data_dir),
             )?;
             prune(&dir, keep, &name)?;
             Ok((name, manifest))

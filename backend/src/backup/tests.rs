@@ -258,6 +258,7 @@ fn a_backup_reads_back_as_its_manifest_says_and_a_flipped_byte_is_found() {
         "embedded:a",
         2,
         None,
+        None,
     )
     .unwrap();
     let expected = tally_all(source.dump_view().unwrap().as_ref(), 7).unwrap();
@@ -302,15 +303,16 @@ fn verify_and_restore_check_the_files_part_and_restore_writes_nothing_from_a_bad
         "embedded:a",
         2,
         Some(&files),
+        None,
     )
     .unwrap();
-    let check = commands::verify_backup(&dir, 3).unwrap();
+    let check = commands::verify_backup(&dir).unwrap();
     assert_eq!(check.files.unwrap().objects, 1);
 
     // The backup's one file record is lost: verify says so, and restore refuses before it
     // writes the store (or any file).
     std::fs::remove_file(dir.join(FILES_DIR).join("files/f1/meta.json")).unwrap();
-    let err = commands::verify_backup(&dir, 3).err().unwrap();
+    let err = commands::verify_backup(&dir).err().unwrap();
     assert!(err.to_string().contains("are damaged"), "{err}");
     let (data, restored_files) = (tmp.path().join("data"), tmp.path().join("restored-files"));
     let err = commands::restore(&dir, &data, Some(&restored_files), 3, &mut |_| {})
@@ -321,5 +323,140 @@ fn verify_and_restore_check_the_files_part_and_restore_writes_nothing_from_a_bad
     assert!(
         !restored_files.exists(),
         "no file written from a bad backup"
+    );
+}
+
+/// `CursorRow` as rows written before 2026-12-05 hold it (the dedup window unpacked).
+#[derive(serde::Serialize)]
+struct OldCursorRow {
+    cursor: CursorRecord,
+    recent_sends: Vec<(u64, u64)>,
+    devices: Vec<DeviceCursor>,
+}
+
+/// `ApplicationRecord` as records written before 2026-12-06 hold it (no inviter).
+#[derive(serde::Serialize)]
+struct OldApplication {
+    message: String,
+    sent_ms: u64,
+}
+
+/// The bytes of `item`'s variant tag, then `fields`: a `DumpItem` frame whose record an older
+/// build wrote.
+fn old_frame(item: &crate::store::dump::DumpItem, fields: &impl serde::Serialize) -> Vec<u8> {
+    let new = postcard::to_stdvec(item).unwrap();
+    let (tag, _) = postcard::take_from_bytes::<u32>(&new).unwrap();
+    let mut out = postcard::to_stdvec(&tag).unwrap();
+    out.extend(postcard::to_stdvec(fields).unwrap());
+    out
+}
+
+/// Writes `frames` as the part's whole dump file and makes the manifest say so, the way the
+/// build that wrote those frames did: its checksum over the frames' bytes.
+fn rewrite_part(dir: &Path, part: Part, frames: &[Vec<u8>]) {
+    let manifest_path = dir.join(archive::MANIFEST);
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    let entry = manifest["parts"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|p| p["file"] == format!("{}.dump", part.name()))
+        .unwrap();
+    let mut file = Vec::new();
+    let mut checksum = 0u64;
+    for body in frames {
+        file.extend((body.len() as u32).to_le_bytes());
+        file.extend(body);
+        checksum = checksum.wrapping_add(xxhash_rust::xxh3::xxh3_64(body));
+    }
+    std::fs::write(dir.join(format!("{}.dump", part.name())), &file).unwrap();
+    entry["records"] = frames.len().into();
+    entry["checksum"] = format!("{checksum:016x}").into();
+    entry["bytes"] = file.len().into();
+    entry["file_xxh3"] = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&file)).into();
+    std::fs::write(
+        &manifest_path,
+        serde_json::to_vec_pretty(&manifest).unwrap(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_backup_an_older_build_wrote_in_older_record_forms_verifies_and_restores() {
+    use super::commands;
+    use crate::store::dump::DumpItem;
+    let tmp = tempfile::tempdir().unwrap();
+    let source = filled(&tmp.path().join("a"));
+    let dir = tmp.path().join("backup");
+    archive::write(
+        source.dump_view().unwrap().as_ref(),
+        &dir,
+        "embedded:a",
+        2,
+        None,
+        None,
+    )
+    .unwrap();
+    let view = source.dump_view().unwrap();
+    let first = |part| view.export(part, None, 1).unwrap().items.remove(0);
+
+    // The cursor row with its dedup window in the unpacked form of before 2026-12-05.
+    let row = first(Part::CursorRows);
+    let DumpItem::CursorRow { conv, user, .. } = row else {
+        panic!("{row:?}")
+    };
+    let old_row = OldCursorRow {
+        cursor: CursorRecord {
+            delivered_seq: 5,
+            read_seq: 4,
+        },
+        // FNV-1a 64 of "a" (the first rows), then a 32-bit folded hash (until 2026-12-05).
+        recent_sends: vec![(0xaf63_dc4c_8601_ec8c, 3), (0xaf63_dc4c ^ 0x8601_ec8c, 4)],
+        devices: Vec::new(),
+    };
+    rewrite_part(
+        &dir,
+        Part::CursorRows,
+        &[old_frame(&row, &(conv, user, &old_row))],
+    );
+    // The application without the inviter it gained on 2026-12-06.
+    let app = first(Part::Applications);
+    let DumpItem::Application {
+        group,
+        user: applicant,
+        ..
+    } = app
+    else {
+        panic!("{app:?}")
+    };
+    let old_app = OldApplication {
+        message: "let me in".into(),
+        sent_ms: 7,
+    };
+    rewrite_part(
+        &dir,
+        Part::Applications,
+        &[old_frame(&app, &(group, applicant, &old_app))],
+    );
+
+    let check = commands::verify_backup(&dir).unwrap();
+    assert!(check.comparisons.iter().all(verify::Comparison::matches));
+    let data = tmp.path().join("data");
+    commands::restore(&dir, &data, None, 3, &mut |_| {}).unwrap();
+
+    // Restored in today's forms, meaning what they meant.
+    let store = FjallStore::open(&data, Durability::None).unwrap();
+    let restored = store.cursor_row(conv, user).unwrap().unwrap();
+    assert_eq!(restored.cursor.read_seq, 4);
+    assert_eq!(restored.maybe_sent("a").collect::<Vec<_>>(), [4, 3]);
+    let restored = store.application(group, applicant).unwrap().unwrap();
+    assert_eq!(
+        restored,
+        ApplicationRecord {
+            message: "let me in".into(),
+            sent_ms: 7,
+            inviter: 0,
+        }
     );
 }

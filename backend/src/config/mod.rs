@@ -21,6 +21,11 @@ pub use storage::*;
 
 use serde::{Deserialize, Serialize};
 
+/// The file in `storage.data_dir` that keeps the live configuration changes (IP rules, live
+/// limits: `PUT /api/security/ip-rules`, `PATCH /api/config`) across restarts; written by the
+/// binary, kept in backups (`backup/state.rs`).
+pub const CONFIG_OVERRIDES_FILE: &str = "config.overrides.toml";
+
 /// `[backend]`: the tokio runtime that runs the services.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -59,9 +59,12 @@ pub struct GroupFacts<'a, I: Iterator<Item = UserId>> {
     pub writes: u64,
 }
 
+/// The directory in the data dir where the activity counts are written.
+pub(crate) const ACTIVITY_DIR: &str = "activity";
+
 /// Where the activity counts are written.
 fn activity_dir(settings: &Settings) -> PathBuf {
-    settings.storage.data_dir.join("activity")
+    settings.storage.data_dir.join(ACTIVITY_DIR)
 }
 
 impl Observe {

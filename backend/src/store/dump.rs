@@ -292,6 +292,30 @@ impl Tally {
         }
     }
 
+    /// Adds `item` as a backup holds it, `body` being the bytes it was decoded from: the hash
+    /// is of those bytes, not of `item` encoded again, so that a record written by an older
+    /// build (an older form this build still reads and writes anew) still matches the
+    /// manifest that build wrote. `Err`: `body` is not `item`'s encoding.
+    pub fn add_stored(&mut self, item: &DumpItem, body: &[u8]) -> Result<(), postcard::Error> {
+        let DumpItem::Messages(run) = item else {
+            self.add_hash(body);
+            return Ok(());
+        };
+        // A run is the variant's tag, the run's length, then each message's bytes: each
+        // message is hashed alone, as `add` does.
+        let (_tag, rest) = postcard::take_from_bytes::<u32>(body)?;
+        let (len, mut rest) = postcard::take_from_bytes::<usize>(rest)?;
+        if len != run.len() {
+            return Err(postcard::Error::DeserializeBadEncoding);
+        }
+        for _ in 0..len {
+            let (_, next) = postcard::take_from_bytes::<MessageRecord>(rest)?;
+            self.add_hash(&rest[..rest.len() - next.len()]);
+            rest = next;
+        }
+        Ok(())
+    }
+
     fn add_hash(&mut self, bytes: &[u8]) {
         self.records += 1;
         self.checksum = self

@@ -58,7 +58,10 @@ pub fn restart_reason(key: &str) -> &'static str {
 }
 
 pub fn overrides_path(config: &Config) -> PathBuf {
-    config.storage.data_dir.join("config.overrides.toml")
+    config
+        .storage
+        .data_dir
+        .join(ringchat_backend::config::CONFIG_OVERRIDES_FILE)
 }
 
 /// The configuration to run after a reload or a change: `running` with the live keys of

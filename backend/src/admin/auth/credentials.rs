@@ -22,9 +22,11 @@ use sha2::{Digest, Sha256};
 use super::Role;
 use crate::store::AuditRecord;
 
-const CREDENTIALS_FILE: &str = "credentials.json";
+/// The directory in the data dir that holds the files below.
+pub const ADMIN_DIR: &str = "admin";
+pub const CREDENTIALS_FILE: &str = "credentials.json";
 const LOCK_FILE: &str = "credentials.lock";
-const CLI_AUDIT_FILE: &str = "cli-audit.jsonl";
+pub const CLI_AUDIT_FILE: &str = "cli-audit.jsonl";
 /// Operator names: 1–64 bytes of ASCII letters, digits, `.`, `_`, `-`.
 pub const OPERATOR_NAME_BYTES_MAX: usize = 64;
 /// Admin users and API keys each, at most.
@@ -176,7 +178,7 @@ impl CredentialFile {
     /// `data_dir` is the server's `storage.data_dir`; the files live in its `admin/`.
     pub fn new(data_dir: &Path) -> Self {
         Self {
-            dir: data_dir.join("admin"),
+            dir: data_dir.join(ADMIN_DIR),
             cached: Mutex::new((None, Arc::default())),
         }
     }

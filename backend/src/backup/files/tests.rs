@@ -146,3 +146,39 @@ fn a_manifest_without_a_digest_is_checked_by_counts_sizes_and_blob_hashes() {
     let err = check(&backup, &old).unwrap_err();
     assert!(err.to_string().contains("are damaged"), "{err}");
 }
+
+#[test]
+fn a_file_deleted_while_the_backup_copies_is_left_out_and_uploads_done_is_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    for (path, bytes) in [
+        ("files/ab/a.json", &b"{\"a\":1}"[..]),
+        ("files/ab/b.json", b"{\"b\":2}"),
+        ("files/cd/meta.json", b"{}"),
+        ("uploads_done/1/x", b"{\"file_id\":\"f\"}"),
+    ] {
+        fs::create_dir_all(root.join(path).parent().unwrap()).unwrap();
+        fs::write(root.join(path), bytes).unwrap();
+    }
+    let source = FilesSource {
+        root: root.clone(),
+        previous: None,
+    };
+    let backup = dir.path().join("b1");
+    // As the server may while a backup runs: `a.json` goes after its listing (before its
+    // copy), `b.json` after its directory was read (before it is looked at).
+    let mut deleted = false;
+    let copy = copy_out_observed(&source, &backup, &mut |rel| {
+        if rel == Path::new("files/ab/a.json") {
+            fs::remove_file(root.join("files/ab/a.json")).unwrap();
+            fs::remove_file(root.join("files/ab/b.json")).unwrap();
+            deleted = true;
+        }
+    })
+    .unwrap();
+    assert!(deleted);
+    assert_eq!(copy.objects, 1, "only files/cd/meta.json: {copy:?}");
+    assert!(backup.join(FILES_DIR).join("files/cd/meta.json").is_file());
+    assert!(!backup.join(FILES_DIR).join("uploads_done").exists());
+    assert_eq!(check(&backup, &copy).unwrap(), copy);
+}
