@@ -10,6 +10,19 @@ use crate::check::Faults;
 /// Highest latency the histogram records exactly; anything slower is clamped to it.
 pub const LATENCY_US_MAX: u64 = 60_000_000;
 
+/// A latency histogram in µs, 1 to [`LATENCY_US_MAX`]: the one every scenario uses.
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("valid bounds")
+}
+
+/// Records `us` clamped into the histogram's bounds; true when it was over
+/// [`LATENCY_US_MAX`], for the caller to count (a clamped value is never dropped).
+pub fn record_latency(h: &mut Histogram<u64>, us: u64) -> bool {
+    h.record(us.clamp(1, LATENCY_US_MAX))
+        .expect("clamped into bounds");
+    us > LATENCY_US_MAX
+}
+
 /// What one load thread measured; merged into one at the end.
 #[derive(Debug, Clone)]
 pub struct Measurements {

@@ -58,14 +58,18 @@ pub struct RoomReport {
     pub rate_target_msgs_per_s: f64,
     pub duration_s: f64,
     pub sent: u64,
-    /// Sends answered with `RoomSent`.
+    /// Sends answered with `RoomSent` (a valid answer: to a send made, and its first).
     pub acked: u64,
+    /// Sends answered with an `Error` (e.g. ROOM_RATE_LIMITED), also counted in `errors`.
+    pub refused: u64,
     /// `errors`: sends refused (an `Error`, e.g. ROOM_RATE_LIMITED: not delivered, not counted
     /// as lost), other errors from the server, and connections that failed or closed during the
     /// run; `unsent`: messages due before the end that were never sent (a sender still blocked
     /// writing when the drain ended, or failed); `lost`: deliveries of accepted messages that
     /// never came (once per member lacking one); `corrupt`: room messages without the bench's
-    /// header, from no sender of this run, or with an index that sender never sent.
+    /// header, from no sender of this run, or with an index that sender never sent. A room
+    /// message echoed to its own sender, a `Kicked` (with its reason) and a failed heartbeat
+    /// count in `errors` too.
     #[serde(flatten)]
     pub faults: Faults,
     /// Messages the members received (each counted once per member).
@@ -80,6 +84,9 @@ pub struct RoomReport {
     pub latency_ms_p50: f64,
     pub latency_ms_p99: f64,
     pub latency_ms_max: f64,
+    /// Deliveries slower than the histogram holds (`stats::LATENCY_US_MAX`): recorded at that
+    /// bound, so `latency_ms_max` is a floor when this is not 0.
+    pub latency_over_max: u64,
     pub server_cpu_s: Option<f64>,
     pub server_cpu_us_per_delivery: Option<f64>,
 }
@@ -92,7 +99,6 @@ impl RoomReport {
 
 /// What the senders and the members' readers add up.
 struct Tally {
-    acked: Cell<u64>,
     errors: Cell<u64>,
     deliveries: Cell<u64>,
     corrupt: Cell<u64>,
@@ -101,7 +107,10 @@ struct Tally {
     /// What each member got from each sender.
     got: RefCell<Vec<Vec<Stream>>>,
     latency: RefCell<Histogram<u64>>,
+    latency_over_max: Cell<u64>,
     last_delivery: Cell<Option<Instant>>,
+    /// The run is over: the heartbeats stop.
+    stop: Cell<bool>,
 }
 
 impl Tally {
@@ -185,28 +194,31 @@ async fn room(cfg: &RoomConfig, observe: &Observe) -> anyhow::Result<RoomReport>
     }
 
     let tally = Rc::new(Tally {
-        acked: Cell::new(0),
         errors: Cell::new(0),
         deliveries: Cell::new(0),
         corrupt: Cell::new(0),
         sends: RefCell::new(vec![Sends::default(); cfg.senders]),
         got: RefCell::new(vec![vec![Stream::default(); cfg.senders]; cfg.members]),
-        latency: RefCell::new(Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid bounds")),
+        latency: RefCell::new(crate::stats::latency_histogram()),
+        latency_over_max: Cell::new(0),
         last_delivery: Cell::new(None),
+        stop: Cell::new(false),
     });
     let epoch = Instant::now();
     let mut readers = tokio::task::JoinSet::new();
-    let mut writers = Vec::with_capacity(cfg.senders);
-    // Listeners' write halves stay open: dropping one would shut the socket's sending side,
-    // and the server would close the connection.
-    let mut idle_writers = Vec::with_capacity(cfg.members - cfg.senders);
+    // Every member pings (listeners and slow senders send nothing else for long), and every
+    // write half stays open until the end: dropping one would shut the socket's sending side.
+    let mut heartbeats = tokio::task::JoinSet::new();
+    let mut writers = Vec::with_capacity(cfg.members);
     for (member, (client, _)) in users.into_iter().enumerate() {
+        let every = crate::heartbeat::interval(client.heartbeat);
         let (reader, writer) = Link::Tcp(client).split();
-        if member < cfg.senders {
-            writers.push(writer);
-        } else {
-            idle_writers.push(writer);
-        }
+        let writer = Rc::new(tokio::sync::Mutex::new(writer));
+        writers.push(Rc::clone(&writer));
+        let beat = Rc::clone(&tally);
+        heartbeats.spawn_local(async move {
+            crate::heartbeat::keep_alive(&writer, every, || beat.stop.get()).await
+        });
         let tally = Rc::clone(&tally);
         readers.spawn_local(read(reader, member, tally, epoch));
     }
@@ -221,7 +233,7 @@ async fn room(cfg: &RoomConfig, observe: &Observe) -> anyhow::Result<RoomReport>
     let deadline = end + cfg.drain_timeout;
     let mut sending = tokio::task::JoinSet::new();
     let mut planned = 0;
-    for (s, mut writer) in writers.into_iter().enumerate() {
+    for (s, writer) in writers.iter().take(cfg.senders).cloned().enumerate() {
         let offset = interval.mul_f64(s as f64 / cfg.senders as f64);
         planned += per_sender.min(slots_before(
             (start + offset).into_std(),
@@ -241,17 +253,16 @@ async fn room(cfg: &RoomConfig, observe: &Observe) -> anyhow::Result<RoomReport>
                 let due_ns = (due.into_std() - epoch).as_nanos() as u64;
                 let frame = message(&room, s, sent, due_ns, size);
                 tally.sends.borrow_mut()[s].sent += 1;
-                writer.write(&[frame], &mut scratch).await?;
+                crate::scenario::write_one(&writer, frame, &mut scratch).await?;
                 sent += 1;
             }
-            anyhow::Ok(writer)
+            anyhow::Ok(())
         });
     }
-    let mut keep_open = Vec::new();
     loop {
         match tokio::time::timeout_at(deadline, sending.join_next()).await {
             Ok(None) => break,
-            Ok(Some(Ok(Ok(writer)))) => keep_open.push(writer),
+            Ok(Some(Ok(Ok(())))) => {}
             Ok(Some(Ok(Err(e)))) => tally.error(format_args!("a sender failed: {e:#}")),
             Ok(Some(Err(e))) => tally.error(format_args!("a sender task failed: {e}")),
             Err(_) => {
@@ -282,10 +293,21 @@ async fn room(cfg: &RoomConfig, observe: &Observe) -> anyhow::Result<RoomReport>
         }
     }
     readers.abort_all();
-    drop((keep_open, idle_writers));
+    tally.stop.set(true);
+    while let Some(done) = heartbeats.try_join_next() {
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tally.error(format_args!("a member's heartbeat failed: {e:#}")),
+            Err(e) => tally.error(format_args!("a heartbeat task failed: {e}")),
+        }
+    }
+    heartbeats.abort_all();
+    drop(writers);
 
-    let deliveries_expected = tally.acked.get() * (cfg.members as u64 - 1);
     let sends = tally.sends.borrow();
+    let acked: u64 = sends.iter().map(|s| s.acked.len()).sum();
+    let refused: u64 = sends.iter().map(|s| s.refused.len()).sum();
+    let deliveries_expected = acked * (cfg.members as u64 - 1);
     let got = tally.got.borrow();
     let (lost, unanswered) = outcome(&sends, &got);
     let streams = || got.iter().flatten();
@@ -314,7 +336,8 @@ async fn room(cfg: &RoomConfig, observe: &Observe) -> anyhow::Result<RoomReport>
         duration_s: cfg.duration.as_secs_f64(),
         setup_refusals: refusals.count(),
         sent,
-        acked: tally.acked.get(),
+        acked,
+        refused,
         faults: Faults {
             errors: tally.errors.get(),
             unanswered,
@@ -334,6 +357,7 @@ async fn room(cfg: &RoomConfig, observe: &Observe) -> anyhow::Result<RoomReport>
         latency_ms_p50: ms(0.5),
         latency_ms_p99: ms(0.99),
         latency_ms_max: latency.max() as f64 / 1000.0,
+        latency_over_max: tally.latency_over_max.get(),
         server_cpu_s: cpu,
         server_cpu_us_per_delivery: cpu
             .filter(|_| deliveries > 0)
@@ -378,10 +402,7 @@ async fn read(
     };
     while let Some(frame) = reader.next().await? {
         match frame.body {
-            Some(Body::RoomSent(_)) => {
-                tally.acked.set(tally.acked.get() + 1);
-                answer(frame.request_id, true);
-            }
+            Some(Body::RoomSent(_)) => answer(frame.request_id, true),
             Some(Body::Error(e)) => {
                 tally.error(format_args!(
                     "room send refused: {} {}",
@@ -404,6 +425,13 @@ async fn read(
                 let sender = content.get_u32_le() as usize;
                 let counter = content.get_u64_le();
                 let due_ns = content.get_u64_le();
+                // A room message goes to every session but its sender's.
+                if sender == member {
+                    tally.error(format_args!(
+                        "member {member} got its own room message {counter} back"
+                    ));
+                    continue;
+                }
                 // From a sender of this run, and a message it sent.
                 let sent = tally.sends.borrow().get(sender).map(|s| s.sent);
                 if sent.is_none_or(|sent| counter >= sent) {
@@ -419,7 +447,13 @@ async fn read(
                 let latency_us = now
                     .saturating_duration_since(epoch + Duration::from_nanos(due_ns))
                     .as_micros() as u64;
-                let _ = tally.latency.borrow_mut().record(latency_us.max(1));
+                if crate::stats::record_latency(&mut tally.latency.borrow_mut(), latency_us) {
+                    tally.latency_over_max.set(tally.latency_over_max.get() + 1);
+                }
+            }
+            Some(Body::Kicked(k)) => {
+                let reason = v1::KickReason::try_from(k.reason).unwrap_or_default();
+                bail!("kicked: {}", reason.as_str_name());
             }
             _ => {}
         }

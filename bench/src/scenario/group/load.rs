@@ -13,7 +13,7 @@ use ringchat_proto::v1::{self, ErrorCode};
 use ringchat_proto::{Body, Frame};
 use tokio::sync::Notify;
 
-use super::{GroupConfig, HEARTBEAT, INDEX_BITS, Shared, TIMER_SLACK};
+use super::{GroupConfig, INDEX_BITS, Shared, TIMER_SLACK};
 use crate::check::{Arrival, Sends, Stream, slots_before};
 use crate::stats::Measurements;
 use crate::transport::{FrameReader, FrameWriter, Link};
@@ -59,12 +59,13 @@ pub(super) struct Load {
 
 impl Load {
     /// Starts reading every member's connection at once (setup events arrive before the
-    /// measured phase); the senders wait for `finish`.
+    /// measured phase), and pinging each `heartbeat`; the senders wait for `finish`.
     pub(super) fn start(
         cfg: &GroupConfig,
         members: Vec<(usize, Link, u64)>,
         run: u64,
         shared: &Arc<Shared>,
+        heartbeat: Duration,
     ) -> Self {
         let last_member_us = Rc::new(RefCell::new(HashMap::new()));
         let mut load = Load {
@@ -105,7 +106,7 @@ impl Load {
                 &conn,
                 shared,
                 "heartbeat",
-                heartbeat(Rc::clone(&conn)),
+                keep_alive(Rc::clone(&conn), heartbeat),
             ));
             if !cfg.ack_every.is_zero() {
                 load.tasks.push(counted(
@@ -347,21 +348,9 @@ fn filler(index: u64) -> u8 {
     (index % 251) as u8
 }
 
-/// A member that only listens still pings, as a client does, so that a long setup (100,000
-/// sign-ups) does not end its connection by the server's idle timeout.
-async fn heartbeat(conn: Rc<Conn>) -> anyhow::Result<()> {
-    let mut scratch = BytesMut::with_capacity(64);
-    let mut every = tokio::time::interval(HEARTBEAT);
-    every.tick().await;
-    while !conn.stop.get() {
-        every.tick().await;
-        let ping = Frame {
-            request_id: 0,
-            body: Some(Body::Ping(v1::Ping { client_time_ms: 0 })),
-        };
-        crate::scenario::write_one(&conn.write, ping, &mut scratch).await?;
-    }
-    Ok(())
+/// A member that only listens still pings, as a client does (see [`crate::heartbeat`]).
+async fn keep_alive(conn: Rc<Conn>, every: Duration) -> anyhow::Result<()> {
+    crate::heartbeat::keep_alive(&conn.write, every, || conn.stop.get()).await
 }
 
 /// Sends the reader's `DeliveryAck`s (request id 0: no reply wanted), at most one per
