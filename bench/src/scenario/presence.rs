@@ -21,7 +21,7 @@ use ringchat_proto::Body;
 use ringchat_proto::v1;
 use serde::Serialize;
 
-use super::{Observe, asking};
+use super::{Observe, asking, local_runtime};
 use crate::client::Client;
 use crate::signup::{Identity, Refusals, sign_up_tcp};
 
@@ -156,15 +156,6 @@ pub struct StormReport {
     pub snapshots_over_max: u64,
     pub server_cpu_s: Option<f64>,
     pub server_cpu_us_per_login: Option<f64>,
-}
-
-fn local_runtime<T>(
-    work: impl std::future::Future<Output = anyhow::Result<T>>,
-) -> anyhow::Result<T> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    tokio::task::LocalSet::new().block_on(&rt, work)
 }
 
 fn ms(h: &Histogram<u64>, q: f64) -> f64 {

@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use super::Observe;
 use super::presence::log_in_all;
-use crate::check::{Arrival, Faults, Sends, Stream, slots_before};
+use crate::check::{Arrival, Faults, Sends, Stream, fan_out, slots_before};
 use crate::signup::Refusals;
 use crate::transport::{FrameReader, Link};
 
@@ -102,10 +102,11 @@ struct Tally {
     errors: Cell<u64>,
     deliveries: Cell<u64>,
     corrupt: Cell<u64>,
-    /// Each sender's sends and the server's answers.
-    sends: RefCell<Vec<Sends>>,
-    /// What each member got from each sender.
-    got: RefCell<Vec<Vec<Stream>>>,
+    /// Each sender's sends and the server's answers, by sender number (sender `s` is member
+    /// `s`).
+    sends: RefCell<Vec<(usize, Sends)>>,
+    /// What each member got from each sender, by member number.
+    got: RefCell<Vec<(usize, Vec<Stream>)>>,
     latency: RefCell<Histogram<u64>>,
     latency_over_max: Cell<u64>,
     last_delivery: Cell<Option<Instant>>,
@@ -122,21 +123,6 @@ impl Tally {
     }
 }
 
-/// (lost, unanswered): acked messages a member other than their sender lacks, once per such
-/// member; sends neither accepted nor refused.
-fn outcome(sends: &[Sends], got: &[Vec<Stream>]) -> (u64, u64) {
-    let unanswered = sends.iter().map(Sends::unanswered).sum();
-    let mut lost = 0;
-    for (member, streams) in got.iter().enumerate() {
-        for (sender, (s, g)) in sends.iter().zip(streams).enumerate() {
-            if sender != member {
-                lost += s.lost_by(g);
-            }
-        }
-    }
-    (lost, unanswered)
-}
-
 pub fn run(cfg: &RoomConfig, observe: &Observe) -> anyhow::Result<RoomReport> {
     if cfg.senders == 0 || cfg.senders > cfg.members || cfg.members < 2 {
         bail!("need 2 or more --members and 1 to --members --senders");
@@ -148,10 +134,7 @@ pub fn run(cfg: &RoomConfig, observe: &Observe) -> anyhow::Result<RoomReport> {
         bail!("--rate must be above 0");
     }
     super::ensure_fd_limit(cfg.members as u64 + 256)?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    tokio::task::LocalSet::new().block_on(&rt, room(cfg, observe))
+    super::local_runtime(room(cfg, observe))
 }
 
 async fn room(cfg: &RoomConfig, observe: &Observe) -> anyhow::Result<RoomReport> {
@@ -197,8 +180,12 @@ async fn room(cfg: &RoomConfig, observe: &Observe) -> anyhow::Result<RoomReport>
         errors: Cell::new(0),
         deliveries: Cell::new(0),
         corrupt: Cell::new(0),
-        sends: RefCell::new(vec![Sends::default(); cfg.senders]),
-        got: RefCell::new(vec![vec![Stream::default(); cfg.senders]; cfg.members]),
+        sends: RefCell::new((0..cfg.senders).map(|s| (s, Sends::default())).collect()),
+        got: RefCell::new(
+            (0..cfg.members)
+                .map(|m| (m, vec![Stream::default(); cfg.senders]))
+                .collect(),
+        ),
         latency: RefCell::new(crate::stats::latency_histogram()),
         latency_over_max: Cell::new(0),
         last_delivery: Cell::new(None),
@@ -252,7 +239,7 @@ async fn room(cfg: &RoomConfig, observe: &Observe) -> anyhow::Result<RoomReport>
                 tokio::time::sleep_until(due).await;
                 let due_ns = (due.into_std() - epoch).as_nanos() as u64;
                 let frame = message(&room, s, sent, due_ns, size);
-                tally.sends.borrow_mut()[s].sent += 1;
+                tally.sends.borrow_mut()[s].1.sent += 1;
                 crate::scenario::write_one(&writer, frame, &mut scratch).await?;
                 sent += 1;
             }
@@ -275,11 +262,14 @@ async fn room(cfg: &RoomConfig, observe: &Observe) -> anyhow::Result<RoomReport>
             }
         }
     }
-    let sent: u64 = tally.sends.borrow().iter().map(|s| s.sent).sum();
+    let sent: u64 = tally.sends.borrow().iter().map(|(_, s)| s.sent).sum();
 
     // Every answer, then every delivery of what was accepted, or the drain timeout.
     let deadline = deadline.into_std();
-    let settled = |t: &Tally| outcome(&t.sends.borrow(), &t.got.borrow()) == (0, 0);
+    let settled = |t: &Tally| {
+        let o = fan_out(&t.sends.borrow(), &t.got.borrow());
+        o.lost == 0 && o.unanswered == 0
+    };
     while Instant::now() < deadline && !settled(&tally) {
         tokio::time::sleep(DRAIN_POLL).await;
     }
@@ -305,16 +295,12 @@ async fn room(cfg: &RoomConfig, observe: &Observe) -> anyhow::Result<RoomReport>
     drop(writers);
 
     let sends = tally.sends.borrow();
-    let acked: u64 = sends.iter().map(|s| s.acked.len()).sum();
-    let refused: u64 = sends.iter().map(|s| s.refused.len()).sum();
+    let acked: u64 = sends.iter().map(|(_, s)| s.acked.len()).sum();
+    let refused: u64 = sends.iter().map(|(_, s)| s.refused.len()).sum();
     let deliveries_expected = acked * (cfg.members as u64 - 1);
-    let got = tally.got.borrow();
-    let (lost, unanswered) = outcome(&sends, &got);
-    let streams = || got.iter().flatten();
-    for s in sends.iter() {
-        for _ in 0..s.bad_answers {
-            tally.error(format_args!("an answer to no outstanding send"));
-        }
+    let outcome = fan_out(&sends, &tally.got.borrow());
+    for _ in 0..outcome.bad_answers {
+        tally.error(format_args!("an answer to no outstanding send"));
     }
     let latency = tally.latency.borrow();
     let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
@@ -340,11 +326,11 @@ async fn room(cfg: &RoomConfig, observe: &Observe) -> anyhow::Result<RoomReport>
         refused,
         faults: Faults {
             errors: tally.errors.get(),
-            unanswered,
+            unanswered: outcome.unanswered,
             unsent: planned.saturating_sub(sent),
-            lost,
-            duplicates: streams().map(|g| g.duplicates).sum(),
-            out_of_order: streams().map(|g| g.out_of_order).sum(),
+            lost: outcome.lost,
+            duplicates: outcome.duplicates,
+            out_of_order: outcome.out_of_order,
             corrupt: tally.corrupt.get(),
         },
         deliveries,
@@ -395,7 +381,10 @@ async fn read(
     // The answer to a send (request id: its counter + 1), if this member is a sender.
     let answer = |request_id: u64, ok: bool| {
         let mut sends = tally.sends.borrow_mut();
-        match (sends.get_mut(member), request_id.checked_sub(1)) {
+        match (
+            sends.get_mut(member).map(|(_, s)| s),
+            request_id.checked_sub(1),
+        ) {
             (Some(s), Some(index)) => s.answer(index, ok),
             _ => tally.error(format_args!("an answer to no send of this member")),
         }
@@ -433,12 +422,13 @@ async fn read(
                     continue;
                 }
                 // From a sender of this run, and a message it sent.
-                let sent = tally.sends.borrow().get(sender).map(|s| s.sent);
+                let sent = tally.sends.borrow().get(sender).map(|(_, s)| s.sent);
                 if sent.is_none_or(|sent| counter >= sent) {
                     tally.corrupt.set(tally.corrupt.get() + 1);
                     continue;
                 }
-                if tally.got.borrow_mut()[member][sender].arrive(counter, behind) == Arrival::Again
+                if tally.got.borrow_mut()[member].1[sender].arrive(counter, behind)
+                    == Arrival::Again
                 {
                     continue;
                 }

@@ -16,6 +16,7 @@ use ringchat_proto::{Body, Frame};
 
 use super::status::{self, Identity, Session};
 use super::{Acked, ClusterConfig, Shared};
+use crate::check::filler;
 use crate::stats::Measurements;
 use crate::transport::{FrameReader, FrameWriter};
 
@@ -684,10 +685,6 @@ fn sync_frame(request_id: u64, conversation_id: u64, after_seq: u64) -> Frame {
             limit: 0,
         })),
     }
-}
-
-fn filler(index: u64) -> u8 {
-    (index % 251) as u8
 }
 
 /// A short name for why a connection ended, for the report's error kinds.

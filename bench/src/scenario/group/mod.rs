@@ -20,7 +20,7 @@ use anyhow::bail;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use super::{Observe, Progress, on_threads, run_id, spawn_progress};
+use super::{Observe, Progress, local_runtime, on_threads, run_id, spawn_progress};
 
 mod load;
 mod setup;
@@ -245,7 +245,7 @@ pub fn run(cfg: &GroupConfig, observe: &Observe) -> anyhow::Result<GroupReport> 
         sends.extend(r.sends);
         got.extend(r.got);
     }
-    let outcome = load::outcome(&sends, &got);
+    let outcome = crate::check::fan_out(&sends, &got);
     total.faults.lost += outcome.lost;
     total.faults.unanswered += outcome.unanswered;
     total.faults.duplicates += outcome.duplicates;
@@ -290,7 +290,7 @@ pub fn run(cfg: &GroupConfig, observe: &Observe) -> anyhow::Result<GroupReport> 
         error_kinds: total.error_kinds.clone(),
         rate_limited: total.rate_limited,
         delivery_acks: total.delivery_acks,
-        latency_us: percentiles(&to_last),
+        latency_us: crate::stats::percentiles(&to_last),
         delivery_latency_us: total.percentiles(),
         server_pid: observe.server_pid,
         server_cpu_s: server_cpu.map(|c| c.as_secs_f64()),
@@ -303,23 +303,6 @@ pub fn run(cfg: &GroupConfig, observe: &Observe) -> anyhow::Result<GroupReport> 
             .map(|(b, a)| a.cpu.saturating_sub(b.cpu).as_secs_f64()),
         provenance: Default::default(),
     })
-}
-
-fn percentiles(h: &Histogram<u64>) -> Percentiles {
-    let at = |q: f64| {
-        if h.is_empty() {
-            0
-        } else {
-            h.value_at_quantile(q)
-        }
-    };
-    Percentiles {
-        p50: at(0.50),
-        p90: at(0.90),
-        p99: at(0.99),
-        p999: at(0.999),
-        max: if h.is_empty() { 0 } else { h.max() },
-    }
 }
 
 /// Keeps the logged-in members alive until `ready` (the other threads' and the owner's setup):
@@ -353,15 +336,6 @@ async fn hold_until(
         .map(|((n, id), c)| (n, Link::Tcp(c), id))
         .collect();
     Ok((links, every))
-}
-
-fn local_runtime<T>(
-    work: impl std::future::Future<Output = anyhow::Result<T>>,
-) -> anyhow::Result<T> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    tokio::task::LocalSet::new().block_on(&rt, work)
 }
 
 fn member_name(cfg: &GroupConfig, n: usize) -> String {
