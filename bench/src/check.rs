@@ -225,6 +225,46 @@ impl std::fmt::Display for Faults {
     }
 }
 
+/// What senders' sends and members' receipts come to where every member should get every
+/// sender's acked messages but its own (`group`, `room`). One place for the rule: a member
+/// that has no stream for a sender lacks all of that sender's acked messages.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct FanOut {
+    /// Acked messages a member other than their sender never got, once per such member.
+    pub lost: u64,
+    pub unanswered: u64,
+    pub duplicates: u64,
+    pub out_of_order: u64,
+    pub bad_answers: u64,
+}
+
+/// `sends`: (sender number, its sends); `got`: (online member number, what it got from each
+/// sender). Sender number `s` is online member `s`.
+pub fn fan_out(sends: &[(usize, Sends)], got: &[(usize, Vec<Stream>)]) -> FanOut {
+    let mut o = FanOut::default();
+    for (_, s) in sends {
+        o.unanswered += s.unanswered();
+        o.bad_answers += s.bad_answers;
+    }
+    for (member, streams) in got {
+        for (sender, s) in sends {
+            if sender != member {
+                o.lost += streams.get(*sender).map_or(s.acked.len(), |g| s.lost_by(g));
+            }
+        }
+        for g in streams {
+            o.duplicates += g.duplicates;
+            o.out_of_order += g.out_of_order;
+        }
+    }
+    o
+}
+
+/// The content byte a sender fills message `index` with, for the receiver to check.
+pub fn filler(index: u64) -> u8 {
+    (index % 251) as u8
+}
+
 /// Paced slots `first, first + every, ...` that fall before `stop`.
 pub fn slots_before(
     first: std::time::Instant,
@@ -441,5 +481,59 @@ mod tests {
         assert_eq!(slots_before(t, ms(5), t + ms(2001)), 401);
         assert_eq!(slots_before(t + ms(10), ms(5), t + ms(10)), 0);
         assert_eq!(slots_before(t + ms(10), ms(5), t), 0);
+    }
+
+    fn acked(sent: u64, answered: &[u64]) -> Sends {
+        let mut s = Sends {
+            sent,
+            ..Default::default()
+        };
+        for &i in answered {
+            s.answer(i, true);
+        }
+        s
+    }
+
+    fn got(indexes: &[u64]) -> Stream {
+        let mut g = Stream::default();
+        for &i in indexes {
+            g.arrive(i, false);
+        }
+        g
+    }
+
+    #[test]
+    fn every_member_but_the_sender_must_get_every_acked_message() {
+        // Two senders (members 0 and 1), three online members.
+        let sends = [(0, acked(3, &[0, 1, 2])), (1, acked(2, &[0, 1]))];
+        let clean = [
+            (0, vec![Stream::default(), got(&[0, 1])]),
+            (1, vec![got(&[0, 1, 2]), Stream::default()]),
+            (2, vec![got(&[0, 2, 1]), got(&[0, 1])]),
+        ];
+        let o = fan_out(&sends, &clean);
+        assert_eq!(
+            o,
+            FanOut {
+                out_of_order: 1,
+                ..Default::default()
+            }
+        );
+        // Member 2 misses sender 0's index 1 and gets sender 1's index 0 twice.
+        let short = [
+            (0, vec![Stream::default(), got(&[0, 1])]),
+            (1, vec![got(&[0, 1, 2]), Stream::default()]),
+            (2, vec![got(&[0, 2]), got(&[0, 0, 1])]),
+        ];
+        let o = fan_out(&sends, &short);
+        assert_eq!((o.lost, o.duplicates, o.out_of_order), (1, 1, 0));
+    }
+
+    #[test]
+    fn sends_never_answered_by_the_server_are_counted_in_a_fan_out() {
+        let sends = [(0, acked(5, &[0, 1, 2]))];
+        let members = [(0, vec![Stream::default()]), (1, vec![got(&[0, 1, 2])])];
+        let o = fan_out(&sends, &members);
+        assert_eq!((o.unanswered, o.lost), (2, 0));
     }
 }

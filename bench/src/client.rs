@@ -27,6 +27,8 @@ pub struct Client {
     next_request_id: u64,
     events: VecDeque<Frame>,
     pub reply_timeout: Duration,
+    /// The ping interval the server asked for in `HelloOk` (see [`crate::heartbeat`]).
+    pub heartbeat: Option<Duration>,
 }
 
 /// An `Error` body returned by the server.
@@ -83,6 +85,7 @@ impl Client {
             next_request_id: 1,
             events: VecDeque::new(),
             reply_timeout: REPLY_TIMEOUT,
+            heartbeat: None,
         }
     }
 
@@ -199,7 +202,10 @@ impl Client {
             }))
             .await?
         {
-            Body::HelloOk(ok) => Ok(ok),
+            Body::HelloOk(ok) => {
+                self.heartbeat = Some(Duration::from_millis(ok.heartbeat_interval_ms.into()));
+                Ok(ok)
+            }
             other => Err(unexpected(other)),
         }
     }

@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod client;
+pub mod heartbeat;
 pub mod procstat;
 pub mod provenance;
 pub mod report;

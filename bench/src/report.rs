@@ -154,6 +154,11 @@ pub fn fanout_table(r: &FanoutReport) -> String {
         r.delivered,
         r.friends * r.changes
     );
+    let _ = writeln!(
+        t,
+        "  lost {}  duplicates {}  wrong state {}",
+        r.lost, r.duplicates, r.wrong_state
+    );
     setup_refusals_line(&mut t, r.setup_refusals);
     let _ = writeln!(
         t,
@@ -471,7 +476,7 @@ pub fn room_table(r: &RoomReport) -> String {
     let _ = writeln!(
         t,
         "  sent / acked / refused  {} / {} / {}",
-        r.sent, r.acked, r.faults.errors
+        r.sent, r.acked, r.refused
     );
     let _ = writeln!(
         t,
@@ -482,8 +487,8 @@ pub fn room_table(r: &RoomReport) -> String {
     let _ = writeln!(t, "  {}", r.faults);
     let _ = writeln!(
         t,
-        "  due to delivered    p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
-        r.latency_ms_p50, r.latency_ms_p99, r.latency_ms_max
+        "  due to delivered    p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms ({} over the histogram's bound)",
+        r.latency_ms_p50, r.latency_ms_p99, r.latency_ms_max, r.latency_over_max
     );
     let _ = writeln!(
         t,

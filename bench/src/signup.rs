@@ -313,7 +313,9 @@ async fn attempt_tcp(to: Target, who: &Identity<'_>) -> Result<(Link, v1::LoginO
         .await
         .map_err(|e| no_answer("Hello", e))?
     {
-        Body::HelloOk(_) => {}
+        Body::HelloOk(ok) => {
+            c.heartbeat = Some(Duration::from_millis(ok.heartbeat_interval_ms.into()));
+        }
         other => return Err(refusal_or_failure("Hello", other).into()),
     }
     let body = ask(&mut c, register(who), &mut answered)

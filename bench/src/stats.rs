@@ -10,6 +10,37 @@ use crate::check::Faults;
 /// Highest latency the histogram records exactly; anything slower is clamped to it.
 pub const LATENCY_US_MAX: u64 = 60_000_000;
 
+/// A latency histogram in µs, 1 to [`LATENCY_US_MAX`]: the one every scenario uses.
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("valid bounds")
+}
+
+/// Records `us` clamped into the histogram's bounds; true when it was over
+/// [`LATENCY_US_MAX`], for the caller to count (a clamped value is never dropped).
+pub fn record_latency(h: &mut Histogram<u64>, us: u64) -> bool {
+    h.record(us.clamp(1, LATENCY_US_MAX))
+        .expect("clamped into bounds");
+    us > LATENCY_US_MAX
+}
+
+/// The percentiles of a latency histogram (all 0 when it is empty).
+pub fn percentiles(h: &Histogram<u64>) -> Percentiles {
+    let at = |q: f64| {
+        if h.is_empty() {
+            0
+        } else {
+            h.value_at_quantile(q)
+        }
+    };
+    Percentiles {
+        p50: at(0.50),
+        p90: at(0.90),
+        p99: at(0.99),
+        p999: at(0.999),
+        max: if h.is_empty() { 0 } else { h.max() },
+    }
+}
+
 /// What one load thread measured; merged into one at the end.
 #[derive(Debug, Clone)]
 pub struct Measurements {
@@ -99,21 +130,7 @@ impl Measurements {
     }
 
     pub fn percentiles(&self) -> Percentiles {
-        let h = &self.latency_us;
-        let at = |q: f64| {
-            if h.is_empty() {
-                0
-            } else {
-                h.value_at_quantile(q)
-            }
-        };
-        Percentiles {
-            p50: at(0.50),
-            p90: at(0.90),
-            p99: at(0.99),
-            p999: at(0.999),
-            max: if h.is_empty() { 0 } else { h.max() },
-        }
+        percentiles(&self.latency_us)
     }
 
     /// (percentile, latency µs) points for a distribution chart, 0 to 99.999.
@@ -211,5 +228,16 @@ mod tests {
         m.record_delivery(Duration::ZERO, Duration::from_secs(3600));
         assert_eq!(m.delivered, 1);
         assert!(m.percentiles().max >= LATENCY_US_MAX - LATENCY_US_MAX / 100);
+    }
+
+    #[test]
+    fn a_latency_over_the_bound_is_recorded_at_it_and_said_so() {
+        let mut h = latency_histogram();
+        assert!(!record_latency(&mut h, 0));
+        assert!(!record_latency(&mut h, LATENCY_US_MAX));
+        assert!(record_latency(&mut h, 10 * LATENCY_US_MAX));
+        assert_eq!(h.len(), 3);
+        assert_eq!(h.min(), 1);
+        assert!(h.max() >= LATENCY_US_MAX - LATENCY_US_MAX / 100);
     }
 }

@@ -369,3 +369,167 @@ fn room_reports_every_delivery_and_answer() {
     assert_eq!(report.deliveries, 5 * report.acked, "{report:?}");
     assert_eq!(report.deliveries_expected, report.deliveries);
 }
+
+/// A server that closes a connection after 1.5 s without input, asking for a ping every 0.3 s.
+const SHORT_IDLE: [(&str, &str); 2] = [
+    ("GATEWAY__IDLE_TIMEOUT_MS", "1500"),
+    ("GATEWAY__HEARTBEAT_INTERVAL_MS", "300"),
+];
+
+#[test]
+fn room_listeners_and_slow_senders_ping_through_a_run_past_the_idle_timeout() {
+    use ringchat_bench::scenario::room::{self, RoomConfig};
+    let server = TestServer::start(&SHORT_IDLE);
+    // One message every 2 s: the sender is as quiet as the listeners between them.
+    let cfg = RoomConfig {
+        addr: server.tcp,
+        members: 4,
+        senders: 1,
+        size: 64,
+        rate: 0.5,
+        duration: Duration::from_secs(4),
+        drain_timeout: Duration::from_secs(10),
+        user_prefix: "idle_".into(),
+        password: "bench-password".into(),
+    };
+    let report = room::run(&cfg, &observe(&server)).unwrap();
+    assert!(report.clean(), "{report:?}");
+    assert_eq!(report.sent, 2, "{report:?}");
+    assert_eq!((report.acked, report.refused), (2, 0), "{report:?}");
+    assert_eq!(report.deliveries, 3 * 2, "{report:?}");
+}
+
+#[test]
+fn room_counts_refused_sends_apart_from_the_acked() {
+    use ringchat_bench::scenario::room::{self, RoomConfig};
+    // Two messages a second per user: the rest of the 20 are refused (ROOM_RATE_LIMITED).
+    let server = TestServer::start(&[
+        ("ROOMS__MESSAGES_PER_S_MAX", "1000"),
+        ("ROOMS__USER_MESSAGES_PER_S_MAX", "2"),
+    ]);
+    let cfg = RoomConfig {
+        addr: server.tcp,
+        members: 3,
+        senders: 1,
+        size: 64,
+        rate: 20.0,
+        duration: Duration::from_secs(1),
+        drain_timeout: Duration::from_secs(10),
+        user_prefix: "refused_".into(),
+        password: "bench-password".into(),
+    };
+    let report = room::run(&cfg, &observe(&server)).unwrap();
+    assert!(!report.clean(), "{report:?}");
+    assert!(report.refused > 0, "{report:?}");
+    assert_eq!(report.acked + report.refused, report.sent, "{report:?}");
+    assert_eq!(report.faults.errors, report.refused, "{report:?}");
+    assert_eq!(report.deliveries, 2 * report.acked, "{report:?}");
+    assert!(
+        ringchat_bench::report::room_table(&report).contains(&format!(
+            "sent / acked / refused  {} / {} / {}",
+            report.sent, report.acked, report.refused
+        )),
+        "{}",
+        ringchat_bench::report::room_table(&report)
+    );
+}
+
+/// Kicks of any reason the server made, over all shards.
+fn kicks(server: &TestServer) -> f64 {
+    server
+        .metrics()
+        .iter()
+        .filter(|(k, _)| k.starts_with("ringchat_kicks_total"))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+#[test]
+fn connect_holds_connections_past_the_idle_timeout() {
+    let server = TestServer::start(&SHORT_IDLE);
+    // Held 2 s before each sample and more in all: well past the 1.5 s idle timeout.
+    let cfg = ConnectConfig {
+        addr: server.tcp,
+        conns: 20,
+        hold: Duration::from_secs(2),
+        threads: 2,
+        user_prefix: "hold_".into(),
+        password: "bench-password".into(),
+    };
+    let report = connect::run(&cfg, &observe(&server)).unwrap();
+    assert_eq!(report.connected, 20, "{report:?}");
+    assert_eq!((report.dropped, report.errors), (0, 0), "{report:?}");
+    assert_eq!(kicks(&server), 0.0, "{}", server.log_tail());
+}
+
+#[test]
+fn connect_counts_a_held_connection_the_server_closed() {
+    let server = TestServer::start(&[]);
+    let cfg = ConnectConfig {
+        addr: server.tcp,
+        conns: 6,
+        hold: Duration::from_secs(2),
+        threads: 1,
+        user_prefix: "gone_".into(),
+        password: "bench-password".into(),
+    };
+    let observe = observe(&server);
+    let run = std::thread::spawn(move || connect::run(&cfg, &observe));
+    // Once all are held, the same user and device log in again: the held one is replaced.
+    common::wait_until("every connection logged in", || {
+        server.metric("ringchat_logins_total") as u64 >= 6
+    });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _again = rt.block_on(async {
+        ringchat_bench::client::Client::signup(server.tcp, "gone_c0", "bench-password", "bench")
+            .await
+            .unwrap()
+    });
+    let report = run.join().unwrap().unwrap();
+    assert_eq!(kicks(&server), 1.0);
+    assert_eq!(report.connected, 6, "{report:?}");
+    assert_eq!((report.dropped, report.errors), (1, 1), "{report:?}");
+}
+
+#[test]
+fn presence_fanout_tells_every_friend_every_change_once() {
+    use ringchat_bench::scenario::presence::{self, FanoutConfig};
+    let server = TestServer::start(&[("PRESENCE__QUIET_PERIOD_MS", "0")]);
+    let cfg = FanoutConfig {
+        addr: server.tcp,
+        friends: 4,
+        changes: 6,
+        user_prefix: "fan_".into(),
+        password: "bench-password".into(),
+    };
+    let report = presence::run_fanout(&cfg, &observe(&server)).unwrap();
+    assert!(report.clean(), "{report:?}");
+    assert_eq!(report.delivered, 24, "{report:?}");
+}
+
+#[test]
+fn group_listeners_ping_through_a_run_past_the_idle_timeout() {
+    use ringchat_bench::scenario::group::{self, GroupConfig};
+    let server = TestServer::start(&SHORT_IDLE);
+    // Two messages a second and no delivery acks: the listeners send nothing but pings.
+    let cfg = GroupConfig {
+        addr: server.tcp,
+        members: 6,
+        online: 4,
+        senders: 1,
+        size: 64,
+        window: 8,
+        rate: Some(2.0),
+        duration: Duration::from_secs(4),
+        threads: 2,
+        user_prefix: "gidle_".into(),
+        password: "bench-password".into(),
+        drain_timeout: Duration::from_secs(10),
+        invite_batch: 5,
+        ack_every: Duration::ZERO,
+    };
+    let report = group::run(&cfg, &observe(&server)).unwrap();
+    assert!(report.clean(), "{report:?}");
+    assert_eq!(report.deliveries, report.acked * 3, "{report:?}");
+    assert_eq!(kicks(&server), 0.0, "{}", server.log_tail());
+}

@@ -1,5 +1,8 @@
-//! `connect`: open N authenticated connections, hold them idle, and report the connect and login
-//! rate and the server's resident memory per connection.
+//! `connect`: open N authenticated connections, hold them (pinging at the server's heartbeat
+//! interval, as a client does, and nothing else), and report the connect and login rate and the
+//! server's resident memory per connection. Every held connection must still answer a ping
+//! after the last memory sample: one the server closed meanwhile is counted in `dropped` and
+//! `errors`, so the memory per connection is never divided among connections that are gone.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::rc::Rc;
@@ -36,6 +39,10 @@ pub struct ConnectReport {
     pub provenance: crate::provenance::Provenance,
     pub conns: usize,
     pub connected: u64,
+    /// Held connections that failed before the end of the hold (kicked, closed, no `Pong`):
+    /// counted in `errors` too.
+    pub dropped: u64,
+    /// Failed sign-ups and dropped connections.
     pub errors: u64,
     /// Logins the server said "later" to (admission), each retried after its `retry_after_ms`.
     pub setup_refusals: u64,
@@ -91,18 +98,27 @@ pub fn run(cfg: &ConnectConfig, observe: &Observe) -> anyhow::Result<ConnectRepo
             let (cfg, refusals) = (cfg.clone(), refusals.clone());
             let (barriers, progress) = (barriers.clone(), Arc::clone(&progress));
             async move {
-                let [half_open, half_measured, connected, released] = barriers;
                 let mine: Vec<usize> = (index..cfg.conns).step_by(threads).collect();
                 let (first, second) = mine.split_at(mine.len() / 2);
-                let mut clients = open_all(&cfg, first, sources, &progress, &refusals).await;
-                half_open.wait();
-                half_measured.wait();
-                clients.extend(open_all(&cfg, second, sources, &progress, &refusals).await);
-                connected.wait();
-                // Hold: the connections stay open and idle until the main thread has measured.
-                released.wait();
-                drop(clients);
-                anyhow::Ok(())
+                let (clients, failed) = open_all(&cfg, first, sources, &progress, &refusals).await;
+                let mut held = Held {
+                    clients,
+                    dropped: 0,
+                };
+                held.count(failed);
+                let [half_open, half_measured, connected, released] = barriers;
+                held.wait(half_open).await;
+                held.wait(half_measured).await;
+                let more = open_all(&cfg, second, sources, &progress, &refusals);
+                let (more, failed) = held.hold_during(more).await;
+                held.clients.extend(more);
+                held.count(failed);
+                held.wait(connected).await;
+                // Hold until the main thread has measured, then check that each is still there.
+                held.wait(released).await;
+                held.check().await;
+                progress.errors.fetch_add(held.dropped, Ordering::Relaxed);
+                anyhow::Ok(held.dropped)
             }
         }
     };
@@ -126,9 +142,11 @@ pub fn run(cfg: &ConnectConfig, observe: &Observe) -> anyhow::Result<ConnectRepo
         p.thread().unpark();
         let _ = p.join();
     }
-    workers
+    let dropped: u64 = workers
         .join()
-        .map_err(|_| anyhow::anyhow!("load threads panicked"))??;
+        .map_err(|_| anyhow::anyhow!("load threads panicked"))??
+        .iter()
+        .sum();
     let rss_per_conn = before
         .zip(after)
         .filter(|_| ok > 0)
@@ -142,6 +160,7 @@ pub fn run(cfg: &ConnectConfig, observe: &Observe) -> anyhow::Result<ConnectRepo
         provenance: Default::default(),
         conns: cfg.conns,
         connected: ok,
+        dropped,
         errors: progress.errors.load(Ordering::Relaxed),
         setup_refusals: refusals.count(),
         connect_s,
@@ -187,13 +206,53 @@ fn settled_sample(observe: &Observe, hold: Duration) -> Option<crate::procstat::
     Some(last)
 }
 
+/// One load thread's logged-in connections, pinged while they are held.
+struct Held {
+    clients: Vec<Client>,
+    /// Connections that failed while held (taken out of `clients`).
+    dropped: u64,
+}
+
+impl Held {
+    /// Runs `work` while keeping the connections alive.
+    async fn hold_during<F: std::future::Future>(&mut self, work: F) -> F::Output {
+        let (out, failed) = crate::heartbeat::while_waiting(&mut self.clients, work).await;
+        self.count(failed);
+        out
+    }
+
+    /// Waits at `barrier` (off this thread, so that the pings go on meanwhile).
+    async fn wait(&mut self, barrier: Arc<Barrier>) {
+        let waited = tokio::task::spawn_blocking(move || {
+            barrier.wait();
+        });
+        // The closure cannot panic; a failed join would only mean the runtime is going away.
+        let _ = self.hold_during(waited).await;
+    }
+
+    /// Pings each connection once more: one that does not answer is dropped.
+    async fn check(&mut self) {
+        let failed = crate::heartbeat::ping_all(&mut self.clients).await;
+        self.count(failed);
+    }
+
+    fn count(&mut self, failed: Vec<anyhow::Error>) {
+        for e in failed {
+            if self.dropped < 3 {
+                eprintln!("a held connection failed: {e:#}");
+            }
+            self.dropped += 1;
+        }
+    }
+}
+
 async fn open_all(
     cfg: &ConnectConfig,
     mine: &[usize],
     sources: usize,
     progress: &Arc<Progress>,
     refusals: &Refusals,
-) -> Vec<Client> {
+) -> (Vec<Client>, Vec<anyhow::Error>) {
     let limit = Rc::new(tokio::sync::Semaphore::new(CONNECT_CONCURRENCY));
     let mut tasks = Vec::with_capacity(mine.len());
     for &i in mine {
@@ -208,24 +267,34 @@ async fn open_all(
             match sign_up_tcp(addr, source, &who, &refusals).await {
                 Ok((c, _)) => {
                     progress.done.fetch_add(1, Ordering::Relaxed);
-                    Some(c)
+                    anyhow::Ok(Some(c))
                 }
                 Err(e) => {
                     if progress.errors.fetch_add(1, Ordering::Relaxed) < 3 {
                         eprintln!("connection {i}: {e:#}");
                     }
-                    None
+                    Ok(None)
                 }
             }
         }));
     }
-    let mut clients = Vec::with_capacity(tasks.len());
-    for t in tasks {
-        if let Ok(Some(c)) = t.await {
-            clients.push(c);
+    // Those logged in ping while the rest sign up; a failed sign-up is counted above, a
+    // connection that failed while held is returned with its error.
+    let mut clients = Vec::with_capacity(mine.len());
+    let mut failed = Vec::new();
+    match crate::heartbeat::gather(tasks, Option::as_mut).await {
+        Ok(all) => {
+            for (c, error) in all {
+                match (c, error) {
+                    (Some(c), None) => clients.push(c),
+                    (_, Some(e)) => failed.push(e),
+                    (None, None) => {}
+                }
+            }
         }
+        Err(e) => failed.push(e.context("a sign-up task failed")),
     }
-    clients
+    (clients, failed)
 }
 
 #[cfg(test)]

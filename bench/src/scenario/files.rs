@@ -80,6 +80,9 @@ pub struct FilesReport {
     pub chunk_latency: Latency,
     pub complete_latency: Latency,
     pub download_latency: Latency,
+    /// Requests slower than the histograms hold (`stats::LATENCY_US_MAX`): recorded at that
+    /// bound, so a `max_us` is a floor when this is not 0.
+    pub latency_over_max: u64,
     pub server_pid: Option<u32>,
     /// Server CPU (user + system) per MB (10^6 bytes) moved, each way.
     pub server_cpu_ms_per_mb_up: Option<f64>,
@@ -118,17 +121,20 @@ struct Latencies {
     chunk: Histogram<u64>,
     complete: Histogram<u64>,
     download: Histogram<u64>,
+    /// Requests slower than the histograms hold, recorded at their bound.
+    over_max: u64,
 }
 
 impl Latencies {
-    fn new() -> anyhow::Result<Self> {
-        let h = || Histogram::new_with_bounds(1, 600_000_000, 3);
-        Ok(Self {
-            create: h()?,
-            chunk: h()?,
-            complete: h()?,
-            download: h()?,
-        })
+    fn new() -> Self {
+        let h = crate::stats::latency_histogram;
+        Self {
+            create: h(),
+            chunk: h(),
+            complete: h(),
+            download: h(),
+            over_max: 0,
+        }
     }
 }
 
@@ -191,9 +197,11 @@ struct Ctx {
 
 impl Ctx {
     fn record(&self, kind: fn(&mut Latencies) -> &mut Histogram<u64>, since: Instant) {
-        let us = since.elapsed().as_micros().max(1) as u64;
+        let us = u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX);
         let mut l = self.latencies.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = kind(&mut l).record(us.min(600_000_000));
+        if crate::stats::record_latency(kind(&mut l), us) {
+            l.over_max += 1;
+        }
     }
 
     fn error(&self, what: &str, e: &anyhow::Error) {
@@ -343,7 +351,7 @@ async fn run_async(cfg: &FilesConfig, observe: &Observe) -> anyhow::Result<Files
             .timeout(Duration::from_secs(120))
             .build()?,
         base: format!("http://{}", cfg.http),
-        latencies: std::sync::Mutex::new(Latencies::new()?),
+        latencies: std::sync::Mutex::new(Latencies::new()),
         errors: AtomicU64::new(0),
         mismatches: AtomicU64::new(0),
         progress: Arc::clone(&progress),
@@ -464,6 +472,7 @@ async fn run_async(cfg: &FilesConfig, observe: &Observe) -> anyhow::Result<Files
         chunk_latency: summary(&latencies.chunk),
         complete_latency: summary(&latencies.complete),
         download_latency: summary(&latencies.download),
+        latency_over_max: latencies.over_max,
         server_pid: observe.server_pid,
         server_cpu_ms_per_mb_up: cpu_per_mb(before_up, after_up, bytes_uploaded),
         server_cpu_ms_per_mb_down: cpu_per_mb(after_up, after_down, bytes_downloaded),

@@ -72,6 +72,29 @@ where
         .collect()
 }
 
+/// Runs `work` on this thread in a current-thread tokio runtime with a `LocalSet`.
+pub(crate) fn local_runtime<T>(
+    work: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    tokio::task::LocalSet::new().block_on(&rt, work)
+}
+
+/// A step of the splitmix64 generator: cheap, seedable jitter without a dependency.
+pub(crate) fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A number in [0, 1) from a random word (the top 53 bits).
+pub(crate) fn unit(x: u64) -> f64 {
+    (x >> 11) as f64 / (1u64 << 53) as f64
+}
+
 /// Counters the load threads bump and the progress line reads.
 #[derive(Debug, Default)]
 pub struct Progress {

@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use super::Observe;
 use super::presence::log_in_all;
-use crate::check::{Arrival, Faults, Sends, Stream, slots_before};
+use crate::check::{Arrival, Faults, Sends, Stream, fan_out, slots_before};
 use crate::signup::Refusals;
 use crate::transport::{FrameReader, Link};
 
@@ -58,14 +58,18 @@ pub struct RoomReport {
     pub rate_target_msgs_per_s: f64,
     pub duration_s: f64,
     pub sent: u64,
-    /// Sends answered with `RoomSent`.
+    /// Sends answered with `RoomSent` (a valid answer: to a send made, and its first).
     pub acked: u64,
+    /// Sends answered with an `Error` (e.g. ROOM_RATE_LIMITED), also counted in `errors`.
+    pub refused: u64,
     /// `errors`: sends refused (an `Error`, e.g. ROOM_RATE_LIMITED: not delivered, not counted
     /// as lost), other errors from the server, and connections that failed or closed during the
     /// run; `unsent`: messages due before the end that were never sent (a sender still blocked
     /// writing when the drain ended, or failed); `lost`: deliveries of accepted messages that
     /// never came (once per member lacking one); `corrupt`: room messages without the bench's
-    /// header, from no sender of this run, or with an index that sender never sent.
+    /// header, from no sender of this run, or with an index that sender never sent. A room
+    /// message echoed to its own sender, a `Kicked` (with its reason) and a failed heartbeat
+    /// count in `errors` too.
     #[serde(flatten)]
     pub faults: Faults,
     /// Messages the members received (each counted once per member).
@@ -80,6 +84,9 @@ pub struct RoomReport {
     pub latency_ms_p50: f64,
     pub latency_ms_p99: f64,
     pub latency_ms_max: f64,
+    /// Deliveries slower than the histogram holds (`stats::LATENCY_US_MAX`): recorded at that
+    /// bound, so `latency_ms_max` is a floor when this is not 0.
+    pub latency_over_max: u64,
     pub server_cpu_s: Option<f64>,
     pub server_cpu_us_per_delivery: Option<f64>,
 }
@@ -92,16 +99,19 @@ impl RoomReport {
 
 /// What the senders and the members' readers add up.
 struct Tally {
-    acked: Cell<u64>,
     errors: Cell<u64>,
     deliveries: Cell<u64>,
     corrupt: Cell<u64>,
-    /// Each sender's sends and the server's answers.
-    sends: RefCell<Vec<Sends>>,
-    /// What each member got from each sender.
-    got: RefCell<Vec<Vec<Stream>>>,
+    /// Each sender's sends and the server's answers, by sender number (sender `s` is member
+    /// `s`).
+    sends: RefCell<Vec<(usize, Sends)>>,
+    /// What each member got from each sender, by member number.
+    got: RefCell<Vec<(usize, Vec<Stream>)>>,
     latency: RefCell<Histogram<u64>>,
+    latency_over_max: Cell<u64>,
     last_delivery: Cell<Option<Instant>>,
+    /// The run is over: the heartbeats stop.
+    stop: Cell<bool>,
 }
 
 impl Tally {
@@ -111,21 +121,6 @@ impl Tally {
         }
         self.errors.set(self.errors.get() + 1);
     }
-}
-
-/// (lost, unanswered): acked messages a member other than their sender lacks, once per such
-/// member; sends neither accepted nor refused.
-fn outcome(sends: &[Sends], got: &[Vec<Stream>]) -> (u64, u64) {
-    let unanswered = sends.iter().map(Sends::unanswered).sum();
-    let mut lost = 0;
-    for (member, streams) in got.iter().enumerate() {
-        for (sender, (s, g)) in sends.iter().zip(streams).enumerate() {
-            if sender != member {
-                lost += s.lost_by(g);
-            }
-        }
-    }
-    (lost, unanswered)
 }
 
 pub fn run(cfg: &RoomConfig, observe: &Observe) -> anyhow::Result<RoomReport> {
@@ -139,10 +134,7 @@ pub fn run(cfg: &RoomConfig, observe: &Observe) -> anyhow::Result<RoomReport> {
         bail!("--rate must be above 0");
     }
     super::ensure_fd_limit(cfg.members as u64 + 256)?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    tokio::task::LocalSet::new().block_on(&rt, room(cfg, observe))
+    super::local_runtime(room(cfg, observe))
 }
 
 async fn room(cfg: &RoomConfig, observe: &Observe) -> anyhow::Result<RoomReport> {
@@ -185,28 +177,35 @@ async fn room(cfg: &RoomConfig, observe: &Observe) -> anyhow::Result<RoomReport>
     }
 
     let tally = Rc::new(Tally {
-        acked: Cell::new(0),
         errors: Cell::new(0),
         deliveries: Cell::new(0),
         corrupt: Cell::new(0),
-        sends: RefCell::new(vec![Sends::default(); cfg.senders]),
-        got: RefCell::new(vec![vec![Stream::default(); cfg.senders]; cfg.members]),
-        latency: RefCell::new(Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid bounds")),
+        sends: RefCell::new((0..cfg.senders).map(|s| (s, Sends::default())).collect()),
+        got: RefCell::new(
+            (0..cfg.members)
+                .map(|m| (m, vec![Stream::default(); cfg.senders]))
+                .collect(),
+        ),
+        latency: RefCell::new(crate::stats::latency_histogram()),
+        latency_over_max: Cell::new(0),
         last_delivery: Cell::new(None),
+        stop: Cell::new(false),
     });
     let epoch = Instant::now();
     let mut readers = tokio::task::JoinSet::new();
-    let mut writers = Vec::with_capacity(cfg.senders);
-    // Listeners' write halves stay open: dropping one would shut the socket's sending side,
-    // and the server would close the connection.
-    let mut idle_writers = Vec::with_capacity(cfg.members - cfg.senders);
+    // Every member pings (listeners and slow senders send nothing else for long), and every
+    // write half stays open until the end: dropping one would shut the socket's sending side.
+    let mut heartbeats = tokio::task::JoinSet::new();
+    let mut writers = Vec::with_capacity(cfg.members);
     for (member, (client, _)) in users.into_iter().enumerate() {
+        let every = crate::heartbeat::interval(client.heartbeat);
         let (reader, writer) = Link::Tcp(client).split();
-        if member < cfg.senders {
-            writers.push(writer);
-        } else {
-            idle_writers.push(writer);
-        }
+        let writer = Rc::new(tokio::sync::Mutex::new(writer));
+        writers.push(Rc::clone(&writer));
+        let beat = Rc::clone(&tally);
+        heartbeats.spawn_local(async move {
+            crate::heartbeat::keep_alive(&writer, every, || beat.stop.get()).await
+        });
         let tally = Rc::clone(&tally);
         readers.spawn_local(read(reader, member, tally, epoch));
     }
@@ -221,7 +220,7 @@ async fn room(cfg: &RoomConfig, observe: &Observe) -> anyhow::Result<RoomReport>
     let deadline = end + cfg.drain_timeout;
     let mut sending = tokio::task::JoinSet::new();
     let mut planned = 0;
-    for (s, mut writer) in writers.into_iter().enumerate() {
+    for (s, writer) in writers.iter().take(cfg.senders).cloned().enumerate() {
         let offset = interval.mul_f64(s as f64 / cfg.senders as f64);
         planned += per_sender.min(slots_before(
             (start + offset).into_std(),
@@ -240,18 +239,17 @@ async fn room(cfg: &RoomConfig, observe: &Observe) -> anyhow::Result<RoomReport>
                 tokio::time::sleep_until(due).await;
                 let due_ns = (due.into_std() - epoch).as_nanos() as u64;
                 let frame = message(&room, s, sent, due_ns, size);
-                tally.sends.borrow_mut()[s].sent += 1;
-                writer.write(&[frame], &mut scratch).await?;
+                tally.sends.borrow_mut()[s].1.sent += 1;
+                crate::scenario::write_one(&writer, frame, &mut scratch).await?;
                 sent += 1;
             }
-            anyhow::Ok(writer)
+            anyhow::Ok(())
         });
     }
-    let mut keep_open = Vec::new();
     loop {
         match tokio::time::timeout_at(deadline, sending.join_next()).await {
             Ok(None) => break,
-            Ok(Some(Ok(Ok(writer)))) => keep_open.push(writer),
+            Ok(Some(Ok(Ok(())))) => {}
             Ok(Some(Ok(Err(e)))) => tally.error(format_args!("a sender failed: {e:#}")),
             Ok(Some(Err(e))) => tally.error(format_args!("a sender task failed: {e}")),
             Err(_) => {
@@ -264,11 +262,14 @@ async fn room(cfg: &RoomConfig, observe: &Observe) -> anyhow::Result<RoomReport>
             }
         }
     }
-    let sent: u64 = tally.sends.borrow().iter().map(|s| s.sent).sum();
+    let sent: u64 = tally.sends.borrow().iter().map(|(_, s)| s.sent).sum();
 
     // Every answer, then every delivery of what was accepted, or the drain timeout.
     let deadline = deadline.into_std();
-    let settled = |t: &Tally| outcome(&t.sends.borrow(), &t.got.borrow()) == (0, 0);
+    let settled = |t: &Tally| {
+        let o = fan_out(&t.sends.borrow(), &t.got.borrow());
+        o.lost == 0 && o.unanswered == 0
+    };
     while Instant::now() < deadline && !settled(&tally) {
         tokio::time::sleep(DRAIN_POLL).await;
     }
@@ -282,17 +283,24 @@ async fn room(cfg: &RoomConfig, observe: &Observe) -> anyhow::Result<RoomReport>
         }
     }
     readers.abort_all();
-    drop((keep_open, idle_writers));
-
-    let deliveries_expected = tally.acked.get() * (cfg.members as u64 - 1);
-    let sends = tally.sends.borrow();
-    let got = tally.got.borrow();
-    let (lost, unanswered) = outcome(&sends, &got);
-    let streams = || got.iter().flatten();
-    for s in sends.iter() {
-        for _ in 0..s.bad_answers {
-            tally.error(format_args!("an answer to no outstanding send"));
+    tally.stop.set(true);
+    while let Some(done) = heartbeats.try_join_next() {
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tally.error(format_args!("a member's heartbeat failed: {e:#}")),
+            Err(e) => tally.error(format_args!("a heartbeat task failed: {e}")),
         }
+    }
+    heartbeats.abort_all();
+    drop(writers);
+
+    let sends = tally.sends.borrow();
+    let acked: u64 = sends.iter().map(|(_, s)| s.acked.len()).sum();
+    let refused: u64 = sends.iter().map(|(_, s)| s.refused.len()).sum();
+    let deliveries_expected = acked * (cfg.members as u64 - 1);
+    let outcome = fan_out(&sends, &tally.got.borrow());
+    for _ in 0..outcome.bad_answers {
+        tally.error(format_args!("an answer to no outstanding send"));
     }
     let latency = tally.latency.borrow();
     let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
@@ -314,14 +322,15 @@ async fn room(cfg: &RoomConfig, observe: &Observe) -> anyhow::Result<RoomReport>
         duration_s: cfg.duration.as_secs_f64(),
         setup_refusals: refusals.count(),
         sent,
-        acked: tally.acked.get(),
+        acked,
+        refused,
         faults: Faults {
             errors: tally.errors.get(),
-            unanswered,
+            unanswered: outcome.unanswered,
             unsent: planned.saturating_sub(sent),
-            lost,
-            duplicates: streams().map(|g| g.duplicates).sum(),
-            out_of_order: streams().map(|g| g.out_of_order).sum(),
+            lost: outcome.lost,
+            duplicates: outcome.duplicates,
+            out_of_order: outcome.out_of_order,
             corrupt: tally.corrupt.get(),
         },
         deliveries,
@@ -334,6 +343,7 @@ async fn room(cfg: &RoomConfig, observe: &Observe) -> anyhow::Result<RoomReport>
         latency_ms_p50: ms(0.5),
         latency_ms_p99: ms(0.99),
         latency_ms_max: latency.max() as f64 / 1000.0,
+        latency_over_max: tally.latency_over_max.get(),
         server_cpu_s: cpu,
         server_cpu_us_per_delivery: cpu
             .filter(|_| deliveries > 0)
@@ -371,17 +381,17 @@ async fn read(
     // The answer to a send (request id: its counter + 1), if this member is a sender.
     let answer = |request_id: u64, ok: bool| {
         let mut sends = tally.sends.borrow_mut();
-        match (sends.get_mut(member), request_id.checked_sub(1)) {
+        match (
+            sends.get_mut(member).map(|(_, s)| s),
+            request_id.checked_sub(1),
+        ) {
             (Some(s), Some(index)) => s.answer(index, ok),
             _ => tally.error(format_args!("an answer to no send of this member")),
         }
     };
     while let Some(frame) = reader.next().await? {
         match frame.body {
-            Some(Body::RoomSent(_)) => {
-                tally.acked.set(tally.acked.get() + 1);
-                answer(frame.request_id, true);
-            }
+            Some(Body::RoomSent(_)) => answer(frame.request_id, true),
             Some(Body::Error(e)) => {
                 tally.error(format_args!(
                     "room send refused: {} {}",
@@ -404,13 +414,21 @@ async fn read(
                 let sender = content.get_u32_le() as usize;
                 let counter = content.get_u64_le();
                 let due_ns = content.get_u64_le();
+                // A room message goes to every session but its sender's.
+                if sender == member {
+                    tally.error(format_args!(
+                        "member {member} got its own room message {counter} back"
+                    ));
+                    continue;
+                }
                 // From a sender of this run, and a message it sent.
-                let sent = tally.sends.borrow().get(sender).map(|s| s.sent);
+                let sent = tally.sends.borrow().get(sender).map(|(_, s)| s.sent);
                 if sent.is_none_or(|sent| counter >= sent) {
                     tally.corrupt.set(tally.corrupt.get() + 1);
                     continue;
                 }
-                if tally.got.borrow_mut()[member][sender].arrive(counter, behind) == Arrival::Again
+                if tally.got.borrow_mut()[member].1[sender].arrive(counter, behind)
+                    == Arrival::Again
                 {
                     continue;
                 }
@@ -419,7 +437,13 @@ async fn read(
                 let latency_us = now
                     .saturating_duration_since(epoch + Duration::from_nanos(due_ns))
                     .as_micros() as u64;
-                let _ = tally.latency.borrow_mut().record(latency_us.max(1));
+                if crate::stats::record_latency(&mut tally.latency.borrow_mut(), latency_us) {
+                    tally.latency_over_max.set(tally.latency_over_max.get() + 1);
+                }
+            }
+            Some(Body::Kicked(k)) => {
+                let reason = v1::KickReason::try_from(k.reason).unwrap_or_default();
+                bail!("kicked: {}", reason.as_str_name());
             }
             _ => {}
         }

@@ -16,6 +16,7 @@ use ringchat_proto::{Body, Frame};
 
 use super::status::{self, Identity, Session};
 use super::{Acked, ClusterConfig, Shared};
+use crate::check::filler;
 use crate::stats::Measurements;
 use crate::transport::{FrameReader, FrameWriter};
 
@@ -122,6 +123,7 @@ pub(super) struct Outage {
 }
 
 /// What one client measured and fetched.
+#[derive(Default)]
 pub(super) struct Outcome {
     pub m: Measurements,
     pub caught_up: u64,
@@ -129,6 +131,9 @@ pub(super) struct Outcome {
     pub retried: u64,
     pub abandoned: u64,
     pub missing: u64,
+    /// The others' acked messages were never known (they had not all finished sending by the
+    /// deadline): this client's deliveries went unchecked.
+    pub unchecked: bool,
     pub outages: Vec<Outage>,
     pub gap_syncs: u64,
     /// Pushes that came out of seq order, spelled out (the first few).
@@ -183,19 +188,7 @@ impl Member {
             acked: Vec::new(),
             published: false,
             expected: None,
-            out: Outcome {
-                m: Measurements::default(),
-                caught_up: 0,
-                redelivered: 0,
-                retried: 0,
-                abandoned: 0,
-                missing: 0,
-                outages: Vec::new(),
-                gap_syncs: 0,
-                disorder: Vec::new(),
-                last_node: None,
-                synced: Vec::new(),
-            },
+            out: Outcome::default(),
         };
         st.seen.insert(self.direct_conv, Seen::default());
         if let Some(g) = self.group {
@@ -241,6 +234,8 @@ impl Member {
         if all.await.is_ok_and(|r| r.is_ok()) {
             self.update_expected(&mut st);
         }
+        // Not knowing what to expect is no proof that nothing was lost.
+        st.out.unchecked = st.expected.is_none();
         st.out.missing = st.expected.as_ref().map_or(0, |e| e.len() as u64);
         st.out.last_node = served.as_ref().map(|l| l.node_id.clone());
         // Done with the load: the nodes' CPU is sampled before anyone's final check.
@@ -512,6 +507,17 @@ impl Member {
             .get_mut(&msg.conversation_id)
             .expect("looked up above");
         if !seen.seqs.insert(msg.seq) {
+            if live && msg.seq <= seen.newest_pushed {
+                // Pushed live twice on one connection: the server repeated itself.
+                st.out.m.faults.duplicates += 1;
+                if st.out.disorder.len() < DISORDER_NOTES_MAX {
+                    st.out.disorder.push(format!(
+                        "{}: conversation {} pushed seq {} again (newest pushed {})",
+                        self.username, msg.conversation_id, msg.seq, seen.newest_pushed
+                    ));
+                }
+                return;
+            }
             // Pushed before the drop and synced after it, say: a client keeps one by seq.
             st.out.redelivered += 1;
             return;
@@ -681,10 +687,6 @@ fn sync_frame(request_id: u64, conversation_id: u64, after_seq: u64) -> Frame {
     }
 }
 
-fn filler(index: u64) -> u8 {
-    (index % 251) as u8
-}
-
 /// A short name for why a connection ended, for the report's error kinds.
 fn kind_of(e: &anyhow::Error) -> String {
     let text = format!("{e:#}");
@@ -701,4 +703,128 @@ fn kind_of(e: &anyhow::Error) -> String {
 
 fn note_unreachable(user: &str, e: &anyhow::Error) {
     eprintln!("ringchat-bench: {user} could not reach any node: {e:#}");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+    use crate::scenario::Progress;
+    use crate::signup::Refusals;
+    use crate::transport::Link;
+
+    const CONV: u64 = 7;
+
+    fn member() -> Member {
+        let start = Instant::now();
+        let cfg = ClusterConfig {
+            status_urls: Vec::new(),
+            pairs: 1,
+            placement: super::super::Placement::Any,
+            group_members: 0,
+            group_only: false,
+            size: 16,
+            window: 1,
+            duration: Duration::from_secs(1),
+            drain_timeout: Duration::from_secs(1),
+            user_prefix: "t_".into(),
+            password: "p".into(),
+            retry: status::Retry::default(),
+            server_pids: Vec::new(),
+        };
+        let shared = Shared {
+            start,
+            end: start,
+            progress: Arc::new(Progress::default()),
+            acked: Mutex::new(Vec::new()),
+            senders_left: AtomicUsize::new(1),
+            all_sent: tokio::sync::watch::channel(false).0,
+            reconnect_refusals: Refusals::default(),
+            at_check: AtomicUsize::new(0),
+            at_check_changed: tokio::sync::Notify::new(),
+            sampled: tokio::sync::watch::channel(false).0,
+        };
+        Member {
+            index: 0,
+            username: "t_a0".into(),
+            user_id: 1,
+            peer_id: 2,
+            direct_conv: CONV,
+            group: None,
+            group_events: 0,
+            group_only: false,
+            checks: Vec::new(),
+            cfg: Arc::new(cfg),
+            shared: Arc::new(shared),
+            run_id: 1,
+        }
+    }
+
+    fn state() -> State {
+        State {
+            seen: HashMap::from([(CONV, Seen::default())]),
+            pending: Vec::new(),
+            syncs: HashMap::new(),
+            outbox: Vec::new(),
+            next_index: 0,
+            acked: Vec::new(),
+            published: false,
+            expected: None,
+            out: Outcome::default(),
+        }
+    }
+
+    /// A connection of its own (to a listener nobody serves): `deliver` only needs one to
+    /// tell a live push from a synced message.
+    async fn live() -> (Live, tokio::net::TcpListener) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (reader, writer) = Link::Tcp(crate::client::Client::from_stream(stream)).split();
+        let live = Live {
+            node_id: "n1".into(),
+            reader,
+            writer,
+            scratch: BytesMut::new(),
+            next_rid: 1,
+        };
+        (live, listener)
+    }
+
+    fn message(seq: u64) -> v1::Message {
+        v1::Message {
+            conversation_id: CONV,
+            seq,
+            from_user_id: 2,
+            content_type: v1::ContentType::Text as i32,
+            content: "hi".into(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_live_push_repeated_on_one_connection_is_a_duplicate_and_a_resync_is_not() {
+        let (m, mut st) = (member(), state());
+        let (mut l, _listener) = live().await;
+        m.deliver(&mut st, Some(&mut l), &message(1));
+        m.deliver(&mut st, Some(&mut l), &message(2));
+        // Synced again (a gap Sync, say): kept once, no fault.
+        m.deliver(&mut st, None, &message(2));
+        assert_eq!(st.out.redelivered, 1);
+        assert_eq!(st.out.m.faults.duplicates, 0);
+        // Pushed again on the same connection: the server repeated itself.
+        m.deliver(&mut st, Some(&mut l), &message(2));
+        m.deliver(&mut st, Some(&mut l), &message(1));
+        assert_eq!(st.out.m.faults.duplicates, 2);
+        assert_eq!(st.out.disorder.len(), 2, "{:?}", st.out.disorder);
+        // On a new connection (after a reconnect and its Sync) a push of what was seen is a
+        // redelivery, not a fault.
+        st.seen.get_mut(&CONV).unwrap().newest_pushed = 0;
+        m.deliver(&mut st, Some(&mut l), &message(2));
+        assert_eq!(st.out.redelivered, 2);
+        assert_eq!(st.out.m.faults.duplicates, 2);
+    }
 }

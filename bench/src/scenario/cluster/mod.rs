@@ -176,6 +176,8 @@ pub struct ClusterReport {
     pub gap_syncs: u64,
     /// Messages a client got twice (pushed before a drop, synced after): kept once by seq.
     pub redelivered: u64,
+    /// Live pushes of a seq already pushed on the same connection: the server repeated one.
+    pub duplicates: u64,
     /// Sends answered UNAVAILABLE or RATE_LIMITED and resent after the pause asked for.
     pub retried: u64,
     /// Sends never acked before the drain ended (not lost: never acknowledged; but the node
@@ -183,6 +185,9 @@ pub struct ClusterReport {
     pub abandoned: u64,
     /// Acked messages of others a client never got (neither pushed nor synced).
     pub lost: u64,
+    /// Clients whose deliveries could not be checked: the others had not all finished sending
+    /// by the retry deadline, so what to expect was never known (`lost` is 0 for them).
+    pub deliveries_unchecked: usize,
     pub out_of_order: u64,
     pub corrupt: u64,
     /// Refusals other than UNAVAILABLE / RATE_LIMITED, and clients that reached no node.
@@ -225,6 +230,8 @@ impl ClusterReport {
     /// every client came back.
     pub fn clean(&self) -> bool {
         self.lost == 0
+            && self.deliveries_unchecked == 0
+            && self.duplicates == 0
             && self.abandoned == 0
             && self.out_of_order == 0
             && self.corrupt == 0
@@ -478,6 +485,7 @@ fn report(
         Option<Duration>,
     ) = (None, None, None);
     let mut unserved_clients = 0;
+    let mut deliveries_unchecked = 0;
     let mut synced: Vec<(u64, Result<Vec<v1::Message>, String>)> = Vec::new();
     for o in outcomes {
         total.merge(&o.m);
@@ -486,6 +494,7 @@ fn report(
         retried += o.retried;
         abandoned += o.abandoned;
         lost += o.missing;
+        deliveries_unchecked += usize::from(o.unchecked);
         if let Some(n) = &o.last_node {
             *clients_per_node_end.entry(n.clone()).or_default() += 1;
         }
@@ -540,9 +549,11 @@ fn report(
         caught_up,
         gap_syncs,
         redelivered,
+        duplicates: total.faults.duplicates,
         retried,
         abandoned,
         lost,
+        deliveries_unchecked,
         out_of_order: total.faults.out_of_order,
         corrupt: total.faults.corrupt,
         errors: total.faults.errors,
@@ -642,4 +653,59 @@ fn verify(
         }
     }
     (checked, unchecked, gaps, twice, missing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> ClusterConfig {
+        ClusterConfig {
+            status_urls: Vec::new(),
+            pairs: 1,
+            placement: Placement::Any,
+            group_members: 0,
+            group_only: false,
+            size: 16,
+            window: 1,
+            duration: Duration::from_secs(1),
+            drain_timeout: Duration::from_secs(1),
+            user_prefix: "t_".into(),
+            password: "p".into(),
+            retry: Retry::default(),
+            server_pids: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_client_whose_deliveries_went_unchecked_makes_the_run_unclean() {
+        let nodes = vec!["n1".to_owned(), "n1".to_owned()];
+        let checked = || Outcome {
+            last_node: Some("n1".into()),
+            ..Outcome::default()
+        };
+        let r = report(
+            &config(),
+            nodes.clone(),
+            vec![checked(), checked()],
+            Vec::new(),
+            None,
+        );
+        assert!(r.clean(), "{r:?}");
+        // The others' acks never came together by the deadline: nothing was compared.
+        let unchecked = Outcome {
+            unchecked: true,
+            ..checked()
+        };
+        let r = report(
+            &config(),
+            nodes,
+            vec![checked(), unchecked],
+            Vec::new(),
+            None,
+        );
+        assert_eq!((r.lost, r.deliveries_unchecked), (0, 1), "{r:?}");
+        assert!(!r.clean(), "{r:?}");
+        assert!(table(&r).contains("unchecked clients 1"), "{}", table(&r));
+    }
 }

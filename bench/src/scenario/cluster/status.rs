@@ -216,13 +216,9 @@ pub fn backoff(retry: &Retry, attempt: u32, seed: u64) -> Duration {
     half + half.mul_f64(unit_random(seed ^ u64::from(attempt)))
 }
 
-/// A number in [0, 1) from a seed (splitmix64): enough spread for jitter, no dependency.
+/// A number in [0, 1) from a seed: enough spread for jitter.
 fn unit_random(seed: u64) -> f64 {
-    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^= z >> 31;
-    (z >> 11) as f64 / (1u64 << 53) as f64
+    crate::scenario::unit(crate::scenario::splitmix(seed))
 }
 
 #[cfg(test)]

@@ -41,8 +41,8 @@ pub fn table(r: &ClusterReport) -> String {
     );
     let _ = writeln!(
         t,
-        "  lost {}  out of order {}  corrupt {}  errors {}",
-        r.lost, r.out_of_order, r.corrupt, r.errors
+        "  lost {}  unchecked clients {}  duplicates {}  out of order {}  corrupt {}  errors {}",
+        r.lost, r.deliveries_unchecked, r.duplicates, r.out_of_order, r.corrupt, r.errors
     );
     for (kind, n) in &r.error_kinds {
         let _ = writeln!(t, "    {kind}: {n}");

@@ -13,7 +13,8 @@ use ringchat_proto::v1::{self, ErrorCode};
 use ringchat_proto::{Body, Frame};
 use tokio::sync::Notify;
 
-use super::{GroupConfig, HEARTBEAT, INDEX_BITS, Shared, TIMER_SLACK};
+use super::{GroupConfig, INDEX_BITS, Shared, TIMER_SLACK};
+use crate::check::filler;
 use crate::check::{Arrival, Sends, Stream, slots_before};
 use crate::stats::Measurements;
 use crate::transport::{FrameReader, FrameWriter, Link};
@@ -59,12 +60,13 @@ pub(super) struct Load {
 
 impl Load {
     /// Starts reading every member's connection at once (setup events arrive before the
-    /// measured phase); the senders wait for `finish`.
+    /// measured phase), and pinging each `heartbeat`; the senders wait for `finish`.
     pub(super) fn start(
         cfg: &GroupConfig,
         members: Vec<(usize, Link, u64)>,
         run: u64,
         shared: &Arc<Shared>,
+        heartbeat: Duration,
     ) -> Self {
         let last_member_us = Rc::new(RefCell::new(HashMap::new()));
         let mut load = Load {
@@ -105,7 +107,7 @@ impl Load {
                 &conn,
                 shared,
                 "heartbeat",
-                heartbeat(Rc::clone(&conn)),
+                keep_alive(Rc::clone(&conn), heartbeat),
             ));
             if !cfg.ack_every.is_zero() {
                 load.tasks.push(counted(
@@ -343,25 +345,9 @@ impl Sender {
     }
 }
 
-fn filler(index: u64) -> u8 {
-    (index % 251) as u8
-}
-
-/// A member that only listens still pings, as a client does, so that a long setup (100,000
-/// sign-ups) does not end its connection by the server's idle timeout.
-async fn heartbeat(conn: Rc<Conn>) -> anyhow::Result<()> {
-    let mut scratch = BytesMut::with_capacity(64);
-    let mut every = tokio::time::interval(HEARTBEAT);
-    every.tick().await;
-    while !conn.stop.get() {
-        every.tick().await;
-        let ping = Frame {
-            request_id: 0,
-            body: Some(Body::Ping(v1::Ping { client_time_ms: 0 })),
-        };
-        crate::scenario::write_one(&conn.write, ping, &mut scratch).await?;
-    }
-    Ok(())
+/// A member that only listens still pings, as a client does (see [`crate::heartbeat`]).
+async fn keep_alive(conn: Rc<Conn>, every: Duration) -> anyhow::Result<()> {
+    crate::heartbeat::keep_alive(&conn.write, every, || conn.stop.get()).await
 }
 
 /// Sends the reader's `DeliveryAck`s (request id 0: no reply wanted), at most one per
@@ -546,97 +532,5 @@ impl Reader {
         self.acked_seq = self.last_seq;
         self.conn.ack_due.set(Some(self.last_seq));
         self.conn.ack_wake.notify_one();
-    }
-}
-
-/// What the senders' sends and the members' receipts come to, over all load threads.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub(super) struct Outcome {
-    /// Acked messages a member other than their sender never got, once per such member.
-    pub lost: u64,
-    pub unanswered: u64,
-    pub duplicates: u64,
-    pub out_of_order: u64,
-    pub bad_answers: u64,
-}
-
-/// `sends`: (sender number, its sends); `got`: (online member number, what it got from each
-/// sender). Sender number `s` is online member `s`.
-pub(super) fn outcome(sends: &[(usize, Sends)], got: &[(usize, Vec<Stream>)]) -> Outcome {
-    let mut o = Outcome::default();
-    for (_, s) in sends {
-        o.unanswered += s.unanswered();
-        o.bad_answers += s.bad_answers;
-    }
-    for (member, streams) in got {
-        for (sender, s) in sends {
-            if sender != member {
-                o.lost += streams.get(*sender).map_or(s.acked.len(), |g| s.lost_by(g));
-            }
-        }
-        for g in streams {
-            o.duplicates += g.duplicates;
-            o.out_of_order += g.out_of_order;
-        }
-    }
-    o
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn acked(sent: u64, answered: &[u64]) -> Sends {
-        let mut s = Sends {
-            sent,
-            ..Default::default()
-        };
-        for &i in answered {
-            s.answer(i, true);
-        }
-        s
-    }
-
-    fn got(indexes: &[u64]) -> Stream {
-        let mut g = Stream::default();
-        for &i in indexes {
-            g.arrive(i, false);
-        }
-        g
-    }
-
-    #[test]
-    fn every_member_but_the_sender_must_get_every_acked_message() {
-        // Two senders (members 0 and 1), three online members.
-        let sends = [(0, acked(3, &[0, 1, 2])), (1, acked(2, &[0, 1]))];
-        let clean = [
-            (0, vec![Stream::default(), got(&[0, 1])]),
-            (1, vec![got(&[0, 1, 2]), Stream::default()]),
-            (2, vec![got(&[0, 2, 1]), got(&[0, 1])]),
-        ];
-        let o = outcome(&sends, &clean);
-        assert_eq!(
-            o,
-            Outcome {
-                out_of_order: 1,
-                ..Default::default()
-            }
-        );
-        // Member 2 misses sender 0's index 1 and gets sender 1's index 0 twice.
-        let short = [
-            (0, vec![Stream::default(), got(&[0, 1])]),
-            (1, vec![got(&[0, 1, 2]), Stream::default()]),
-            (2, vec![got(&[0, 2]), got(&[0, 0, 1])]),
-        ];
-        let o = outcome(&sends, &short);
-        assert_eq!((o.lost, o.duplicates, o.out_of_order), (1, 1, 0));
-    }
-
-    #[test]
-    fn sends_never_answered_are_counted() {
-        let sends = [(0, acked(5, &[0, 1, 2]))];
-        let members = [(0, vec![Stream::default()]), (1, vec![got(&[0, 1, 2])])];
-        let o = outcome(&sends, &members);
-        assert_eq!((o.unanswered, o.lost), (2, 0));
     }
 }

@@ -20,14 +20,16 @@ use anyhow::bail;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use super::{Observe, Progress, on_threads, run_id, spawn_progress};
+use super::{Observe, Progress, local_runtime, on_threads, run_id, spawn_progress};
 
 mod load;
 mod setup;
 
 use crate::check::Faults;
+use crate::client::Client;
 use crate::signup::Refusals;
 use crate::stats::{LATENCY_US_MAX, Measurements, Percentiles, per_second};
+use crate::transport::Link;
 use load::Load;
 use setup::{log_in_online, set_up_group};
 
@@ -39,8 +41,6 @@ const SETUP_CONCURRENCY: usize = 128;
 const SETUP_SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How late tokio's timer may wake a paced sender (its wheel has 1 ms slots).
 const TIMER_SLACK: Duration = Duration::from_millis(2);
-/// How often a listening member pings (the server's idle timeout is 60 s by default).
-const HEARTBEAT: Duration = Duration::from_secs(20);
 /// A message key: the sender's number above this many bits, its index below.
 const INDEX_BITS: u32 = 40;
 
@@ -185,9 +185,16 @@ pub fn run(cfg: &GroupConfig, observe: &Observe) -> anyhow::Result<GroupReport> 
                     let mut ids = shared.ids.lock().expect("not poisoned");
                     ids.extend(members.iter().map(|(n, _, id)| (*n, *id)));
                 }
-                // Meet the others at both barriers even on failure, so nobody waits forever.
-                shared.ready.wait();
-                let load = members.map(|m| Load::start(&cfg, m, run, &shared));
+                // Meet the others at both barriers even on failure, so nobody waits forever;
+                // the members ping while the others finish their setup.
+                let ready = {
+                    let shared = Arc::clone(&shared);
+                    tokio::task::spawn_blocking(move || {
+                        shared.ready.wait();
+                    })
+                };
+                let members = hold_until(members, ready).await;
+                let load = members.map(|(m, every)| Load::start(&cfg, m, run, &shared, every));
                 let mut go = shared.go.clone();
                 // Err only if the main thread is gone: the check below tells.
                 let _ = go.wait_for(|go| *go).await;
@@ -238,7 +245,7 @@ pub fn run(cfg: &GroupConfig, observe: &Observe) -> anyhow::Result<GroupReport> 
         sends.extend(r.sends);
         got.extend(r.got);
     }
-    let outcome = load::outcome(&sends, &got);
+    let outcome = crate::check::fan_out(&sends, &got);
     total.faults.lost += outcome.lost;
     total.faults.unanswered += outcome.unanswered;
     total.faults.duplicates += outcome.duplicates;
@@ -283,7 +290,7 @@ pub fn run(cfg: &GroupConfig, observe: &Observe) -> anyhow::Result<GroupReport> 
         error_kinds: total.error_kinds.clone(),
         rate_limited: total.rate_limited,
         delivery_acks: total.delivery_acks,
-        latency_us: percentiles(&to_last),
+        latency_us: crate::stats::percentiles(&to_last),
         delivery_latency_us: total.percentiles(),
         server_pid: observe.server_pid,
         server_cpu_s: server_cpu.map(|c| c.as_secs_f64()),
@@ -298,30 +305,37 @@ pub fn run(cfg: &GroupConfig, observe: &Observe) -> anyhow::Result<GroupReport> 
     })
 }
 
-fn percentiles(h: &Histogram<u64>) -> Percentiles {
-    let at = |q: f64| {
-        if h.is_empty() {
-            0
-        } else {
-            h.value_at_quantile(q)
+/// Keeps the logged-in members alive until `ready` (the other threads' and the owner's setup):
+/// then each as a link for the load, with the ping interval the server asked for; or the first
+/// failure.
+async fn hold_until(
+    members: anyhow::Result<Vec<(usize, Client, u64)>>,
+    ready: tokio::task::JoinHandle<()>,
+) -> anyhow::Result<(Vec<(usize, Link, u64)>, Duration)> {
+    let members = match members {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = ready.await;
+            return Err(e);
         }
     };
-    Percentiles {
-        p50: at(0.50),
-        p90: at(0.90),
-        p99: at(0.99),
-        p999: at(0.999),
-        max: if h.is_empty() { 0 } else { h.max() },
+    let mut numbers = Vec::with_capacity(members.len());
+    let mut clients = Vec::with_capacity(members.len());
+    for (n, c, id) in members {
+        numbers.push((n, id));
+        clients.push(c);
     }
-}
-
-fn local_runtime<T>(
-    work: impl std::future::Future<Output = anyhow::Result<T>>,
-) -> anyhow::Result<T> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    tokio::task::LocalSet::new().block_on(&rt, work)
+    let every = crate::heartbeat::interval(clients.iter().filter_map(|c| c.heartbeat).min());
+    let (_, failed) = crate::heartbeat::while_waiting(&mut clients, ready).await;
+    if let Some(e) = failed.into_iter().next() {
+        return Err(e.context("an online member, held while the setup went on"));
+    }
+    let links = numbers
+        .into_iter()
+        .zip(clients)
+        .map(|((n, id), c)| (n, Link::Tcp(c), id))
+        .collect();
+    Ok((links, every))
 }
 
 fn member_name(cfg: &GroupConfig, n: usize) -> String {

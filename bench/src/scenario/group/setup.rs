@@ -9,16 +9,17 @@ use ringchat_proto::Body;
 use ringchat_proto::v1;
 
 use super::{GroupConfig, SETUP_CONCURRENCY, SETUP_SETTLE_TIMEOUT, Shared, member_name};
+use crate::client::Client;
 use crate::scenario::{asking, run_id};
-use crate::signup::{Identity, Refusals, Target, sign_up, sign_up_tcp};
-use crate::transport::Link;
+use crate::signup::{Identity, Refusals, sign_up_tcp};
 
-/// Signs up and logs in this thread's online members: (member number, link, user id).
+/// Signs up and logs in this thread's online members: (member number, client, user id). Those
+/// logged in ping while the rest sign up.
 pub(super) async fn log_in_online(
     cfg: &GroupConfig,
     owned: &[usize],
     refusals: &Refusals,
-) -> anyhow::Result<Vec<(usize, Link, u64)>> {
+) -> anyhow::Result<Vec<(usize, Client, u64)>> {
     let limit = Rc::new(tokio::sync::Semaphore::new(SETUP_CONCURRENCY));
     let mut tasks = Vec::with_capacity(owned.len());
     for &n in owned {
@@ -26,18 +27,17 @@ pub(super) async fn log_in_online(
         let (password, refusals) = (cfg.password.clone(), refusals.clone());
         tasks.push(tokio::task::spawn_local(async move {
             let _permit = limit.acquire().await?;
-            let (link, ok) = sign_up(
-                Target::tcp(addr),
-                &Identity::bench(&name, &password),
-                &refusals,
-            )
-            .await?;
-            anyhow::Ok((n, link, ok.user_id))
+            let (client, ok) =
+                sign_up_tcp(addr, None, &Identity::bench(&name, &password), &refusals).await?;
+            anyhow::Ok((n, client, ok.user_id))
         }));
     }
     let mut out = Vec::with_capacity(tasks.len());
-    for t in tasks {
-        out.push(t.await??);
+    for (member, failed) in crate::heartbeat::gather(tasks, |m| Some(&mut m.1)).await? {
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        out.push(member);
     }
     Ok(out)
 }

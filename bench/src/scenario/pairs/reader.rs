@@ -10,9 +10,9 @@ use bytes::Buf;
 use ringchat_proto::v1::{self, ErrorCode};
 use ringchat_proto::{Body, Frame};
 
-use super::sender::filler;
 use super::traffic::{Conn, Direction};
 use crate::check::Arrival;
+use crate::check::filler;
 use crate::scenario::Progress;
 use crate::scenario::phases::PhaseLatency;
 use crate::transport::FrameReader;

@@ -10,6 +10,7 @@ use ringchat_proto::v1;
 use ringchat_proto::{Body, Frame};
 
 use super::traffic::{Conn, Direction};
+use crate::check::filler;
 use crate::scenario::phases::StopAt;
 
 /// How late tokio's timer may wake a paced sender (its wheel has 1 ms slots).
@@ -128,10 +129,6 @@ impl Sender {
             })),
         }
     }
-}
-
-pub(super) fn filler(index: u64) -> u8 {
-    (index % 251) as u8
 }
 
 /// Sends the reader's `DeliveryAck`s (request id 0: no reply wanted), one per read batch that

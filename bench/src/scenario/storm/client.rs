@@ -15,6 +15,7 @@ use ringchat_proto::{Body, Frame, PROTOCOL_VERSION};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::client::Client;
+use crate::scenario::{splitmix, unit};
 use crate::signup::{self, Identity, NoAnswer, Refusals, Verdict, refusal_or_failure};
 
 /// Backoff after a refused, reset or closed connection that came with no `retry_after_ms`:
@@ -349,19 +350,6 @@ fn clamp_us(d: Duration) -> u64 {
     u64::try_from(d.as_micros())
         .unwrap_or(u64::MAX)
         .clamp(1, crate::stats::LATENCY_US_MAX)
-}
-
-/// A step of the splitmix64 generator: cheap, seedable jitter without a dependency.
-fn splitmix(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// A number in [0, 1) from a random word.
-fn unit(x: u64) -> f64 {
-    (x >> 11) as f64 / (1u64 << 53) as f64
 }
 
 #[cfg(test)]
