@@ -35,6 +35,17 @@ pub(crate) fn signature(secret: &[u8], body: &[u8]) -> String {
     out
 }
 
+/// The push gateway's HTTP client. Redirects are not followed: following one would turn the
+/// POST into a GET without its body (301, 302), whose 2xx would count every push as sent, and
+/// would carry the signed body and its signature to another host.
+pub(crate) fn client(config: &PushConfig) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_millis(config.timeout_ms))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("ringchat/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
 /// What became of one request's pushes.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Sent {
@@ -44,7 +55,8 @@ pub(crate) enum Sent {
 }
 
 /// Posts `pushes` as one request, retrying what may succeed later (no connection, a timeout,
-/// 5xx, 429) up to `push.retries_max` times, waiting `backoff_ms`, doubled each time.
+/// 5xx, 429) up to `push.retries_max` times, waiting `backoff_ms`, doubled each time. Only a
+/// 2xx is accepted; a redirect (3xx) is given up like any other refusal.
 pub(crate) async fn post(
     client: &reqwest::Client,
     config: &PushConfig,
@@ -69,6 +81,15 @@ pub(crate) async fn post(
             .await;
         let why = match response {
             Ok(r) if r.status().is_success() => return Sent::Accepted,
+            Ok(r) if r.status().is_redirection() => {
+                let to = r
+                    .headers()
+                    .get(reqwest::header::LOCATION)
+                    .and_then(|l| l.to_str().ok())
+                    .unwrap_or("");
+                tracing::warn!(status = %r.status(), location = to, pushes = pushes.len(), "the push gateway answered a redirect, which is not followed; set push.url to the address that answers; pushes given up");
+                return Sent::GivenUp;
+            }
             Ok(r) if r.status().is_server_error() || r.status().as_u16() == 429 => {
                 format!("the push gateway answered {}", r.status())
             }
@@ -93,6 +114,72 @@ pub(crate) async fn post(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A push gateway whose address moved: `/push` answers 301 to `/moved`, which answers 200
+    /// to anything (a GET without the body, had the redirect been followed). Returns its
+    /// address and how many requests reached `/moved`.
+    async fn moved_gateway() -> (
+        std::net::SocketAddr,
+        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        use axum::routing::{any, post};
+        let reached = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = std::sync::Arc::clone(&reached);
+        let app = axum::Router::new()
+            .route(
+                "/push",
+                post(|| async {
+                    (
+                        axum::http::StatusCode::MOVED_PERMANENTLY,
+                        [(axum::http::header::LOCATION, "/moved")],
+                    )
+                }),
+            )
+            .route(
+                "/moved",
+                any(move || {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    async { "ok" }
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (addr, reached)
+    }
+
+    /// A redirect is not followed and not taken for an acceptance: the pushes are given up at
+    /// once (not retried), and nothing reaches the redirect's target.
+    #[tokio::test]
+    async fn a_redirect_is_given_up_not_followed() {
+        let (addr, reached) = moved_gateway().await;
+        let config = PushConfig {
+            url: format!("http://{addr}/push"),
+            secret: "a push gateway secret of some length".into(),
+            backoff_ms: 1,
+            backoff_ms_max: 1,
+            ..PushConfig::default()
+        };
+        let client = client(&config).unwrap();
+        let item = PushItem {
+            user_id: 100_000_001,
+            devices: Vec::new(),
+            conversation_id: 1,
+            kind: "direct",
+            from_user_id: 100_000_002,
+            seq: 1,
+            server_time_ms: 1,
+            mention: false,
+            preview: None,
+            title: None,
+        };
+        assert_eq!(post(&client, &config, &[item]).await, Sent::GivenUp);
+        assert_eq!(
+            reached.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "the redirect was followed"
+        );
+    }
 
     #[test]
     fn the_signature_is_rfc_4231_hmac_sha256() {
