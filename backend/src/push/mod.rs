@@ -118,6 +118,10 @@ fn describe() {
         "Pushes given up after push.retries_max retries or refused by the push gateway"
     );
     metrics::describe_counter!(
+        "ringchat_push_dead_tokens_total",
+        "Push tokens forgotten because the push gateway's answer named them dead"
+    );
+    metrics::describe_counter!(
         "ringchat_push_retries_total",
         "Webhook requests retried after a failure"
     );

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use super::resolve::{PushItem, Resolver};
-use super::webhook::{Sent, client, post};
+use super::webhook::{DeadToken, Sent, client, post};
 use super::{Lane, PushReceiver, PushRecord, describe};
 use crate::Backend;
 use crate::store::UserId;
@@ -62,9 +62,9 @@ async fn run(
             metrics::counter!("ringchat_push_expired_total").increment(expired as u64);
         }
         for chunk in records.chunks(config.batch_max) {
-            let resolver = Arc::clone(&resolver);
+            let resolving = Arc::clone(&resolver);
             let chunk_owned = chunk.to_vec();
-            let pushes = tokio::task::spawn_blocking(move || resolver.pushes(&chunk_owned)).await;
+            let pushes = tokio::task::spawn_blocking(move || resolving.pushes(&chunk_owned)).await;
             let mut pushes = match pushes {
                 Ok(Ok(pushes)) => pushes,
                 Ok(Err(err)) => {
@@ -83,12 +83,43 @@ async fn run(
             for part in pushes.chunks(config.batch_max) {
                 let n = part.len() as u64;
                 match post(&client, config, part).await {
-                    Sent::Accepted => metrics::counter!("ringchat_push_sent_total").increment(n),
+                    Sent::Accepted { dead_tokens } => {
+                        metrics::counter!("ringchat_push_sent_total").increment(n);
+                        if !dead_tokens.is_empty() {
+                            forget_dead(&resolver, dead_tokens).await;
+                        }
+                    }
                     Sent::GivenUp => metrics::counter!("ringchat_push_failed_total").increment(n),
                 }
             }
         }
         push.queue.taken(lane, taken);
+    }
+}
+
+/// Forgets the tokens the push gateway named as dead, each only while its device still has
+/// that token (a device that registered a new one keeps it).
+async fn forget_dead(resolver: &Arc<Resolver>, dead: Vec<DeadToken>) {
+    let resolver = Arc::clone(resolver);
+    let forgotten = tokio::task::spawn_blocking(move || {
+        let store = &resolver.ports.push_tokens;
+        let mut forgotten = 0u64;
+        for d in dead {
+            let current = store.push_tokens(d.user_id, resolver.devices_max)?;
+            let still = current
+                .iter()
+                .any(|(device, t)| *device == d.device_id && t.token == d.token);
+            if still && store.remove_push_token(d.user_id, &d.device_id)? {
+                forgotten += 1;
+            }
+        }
+        Ok::<_, crate::store::StoreError>(forgotten)
+    })
+    .await;
+    match forgotten {
+        Ok(Ok(n)) => metrics::counter!("ringchat_push_dead_tokens_total").increment(n),
+        Ok(Err(err)) => tracing::warn!(%err, "dead push tokens not forgotten"),
+        Err(err) => tracing::error!(%err, "forgetting dead push tokens failed"),
     }
 }
 

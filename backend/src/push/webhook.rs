@@ -1,15 +1,21 @@
 //! The webhook request: a JSON body of pushes, signed with HMAC-SHA256 so the push gateway
-//! can tell it came from this server, retried with exponential backoff.
+//! can tell it came from this server, retried with exponential backoff. A 2xx answer may name
+//! the request's tokens that the platforms refused (`dead_tokens`), to be forgotten.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use super::PushConfig;
 use super::resolve::PushItem;
+use crate::store::UserId;
+
+/// Bytes of a 2xx answer read for its `dead_tokens`, at most; a longer answer is accepted and
+/// its body ignored.
+const ANSWER_BYTES_MAX: usize = 64 * 1024;
 
 /// Header carrying `sha256=<hex of HMAC-SHA256(push.secret, body)>`.
 pub(crate) const SIGNATURE_HEADER: &str = "x-ringchat-signature";
@@ -46,10 +52,27 @@ pub(crate) fn client(config: &PushConfig) -> reqwest::Result<reqwest::Client> {
         .build()
 }
 
+/// A device's token the push gateway says is dead (the platform refused it: the app was
+/// uninstalled, the token expired).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub(crate) struct DeadToken {
+    pub user_id: UserId,
+    pub device_id: String,
+    pub token: String,
+}
+
+/// A 2xx answer's body, when it has one.
+#[derive(Deserialize)]
+struct Answer {
+    #[serde(default)]
+    dead_tokens: Vec<DeadToken>,
+}
+
 /// What became of one request's pushes.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Sent {
-    Accepted,
+    /// Accepted; `dead_tokens` are those of the request's devices the answer named as dead.
+    Accepted { dead_tokens: Vec<DeadToken> },
     /// Given up: refused (a 4xx other than 429) or still failing after every retry.
     GivenUp,
 }
@@ -80,7 +103,11 @@ pub(crate) async fn post(
             .send()
             .await;
         let why = match response {
-            Ok(r) if r.status().is_success() => return Sent::Accepted,
+            Ok(r) if r.status().is_success() => {
+                return Sent::Accepted {
+                    dead_tokens: dead_tokens(r, pushes).await,
+                };
+            }
             Ok(r) if r.status().is_redirection() => {
                 let to = r
                     .headers()
@@ -109,6 +136,56 @@ pub(crate) async fn post(
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(Duration::from_millis(config.backoff_ms_max));
     }
+}
+
+/// The tokens a 2xx answer names as dead, of those the request carried (the answer cannot make
+/// the server forget any other). An empty or unreadable body names none.
+async fn dead_tokens(mut r: reqwest::Response, pushes: &[PushItem]) -> Vec<DeadToken> {
+    let mut body = Vec::new();
+    loop {
+        match r.chunk().await {
+            Ok(Some(chunk)) if body.len() + chunk.len() <= ANSWER_BYTES_MAX => {
+                body.extend_from_slice(&chunk);
+            }
+            Ok(Some(_)) => {
+                tracing::warn!(
+                    bytes_max = ANSWER_BYTES_MAX,
+                    "the push gateway's answer is too long to read for dead_tokens; ignored"
+                );
+                return Vec::new();
+            }
+            Ok(None) => break,
+            Err(err) => {
+                tracing::debug!(%err, "the push gateway's answer was not read");
+                return Vec::new();
+            }
+        }
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Vec::new();
+    }
+    let answer: Answer = match serde_json::from_slice(&body) {
+        Ok(answer) => answer,
+        Err(err) => {
+            tracing::warn!(%err, "the push gateway's answer is not {{\"dead_tokens\": [...]}}; ignored");
+            return Vec::new();
+        }
+    };
+    let mut dead: Vec<DeadToken> = answer
+        .dead_tokens
+        .into_iter()
+        .filter(|d| {
+            pushes.iter().any(|p| {
+                p.user_id == d.user_id
+                    && p.devices
+                        .iter()
+                        .any(|t| t.device_id == d.device_id && t.token == d.token)
+            })
+        })
+        .collect();
+    dead.sort_unstable_by(|a, b| (a.user_id, &a.device_id).cmp(&(b.user_id, &b.device_id)));
+    dead.dedup();
+    dead
 }
 
 #[cfg(test)]
