@@ -9,117 +9,16 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::TestServer;
-use common::admin::AdminClient;
 use common::contacts::{ask, befriend};
 use common::groups::{ack, create_id, send_body};
-use common::webhook::{Received, WebhookSink, free_port, register_token, register_token_of};
-use hmac::{Hmac, Mac};
+use common::push::{
+    DEADLINE, env, go_offline, has_push, metric, pushes, user_with_token, verify, wait_metric,
+};
+use common::webhook::{WebhookSink, free_port, register_token, register_token_of};
 use ringchat_bench::client::{Client, conversation_id};
 use ringchat_proto::Body;
-use ringchat_proto::v1::{self, PresenceState, PushProvider};
-use serde_json::{Value, json};
-use sha2::Sha256;
-
-const SECRET: &str = "a push gateway secret of some length";
-const DEADLINE: Duration = Duration::from_secs(30);
-
-fn env<'a>(url: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
-    let mut env = vec![
-        ("PUSH__URL", url),
-        ("PUSH__SECRET", SECRET),
-        // A friend's going offline is pushed at once: the tests wait on it.
-        ("PRESENCE__QUIET_PERIOD_MS", "0"),
-    ];
-    env.extend_from_slice(extra);
-    env
-}
-
-/// A logged-in user whose device (`NAME-dev1`) registered `token`.
-async fn user_with_token(server: &TestServer, name: &str, token: &str) -> (Client, u64) {
-    let (mut c, ok) = server.user(name).await;
-    register_token_of(&mut c, PushProvider::Apns, token).await;
-    (c, ok.user_id)
-}
-
-/// Closes `c` and waits until `friend` is told `user` is offline: the server has forgotten
-/// the session by then.
-async fn go_offline(friend: &mut Client, c: Client, user: u64) {
-    drop(c);
-    let wait = async {
-        loop {
-            let frame = friend.next_event_untimed().await.unwrap().expect("open");
-            if let Some(Body::Presence(p)) = frame.body
-                && p.user_id == user
-                && p.state() == PresenceState::Offline
-            {
-                return;
-            }
-        }
-    };
-    tokio::time::timeout(DEADLINE, wait)
-        .await
-        .expect("the friend is told in time");
-}
-
-fn verify(r: &Received) -> Value {
-    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-    mac.update(&r.body);
-    let want: String = mac
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    assert_eq!(
-        r.header("x-ringchat-signature"),
-        Some(format!("sha256={want}").as_str()),
-        "signed with the secret"
-    );
-    assert_eq!(r.header("content-type"), Some("application/json"));
-    r.json()
-}
-
-/// Every push in every request the sink answered 200.
-fn pushes(sink: &WebhookSink) -> Vec<Value> {
-    sink.received()
-        .iter()
-        .filter(|r| r.status == 200)
-        .flat_map(|r| r.json()["pushes"].as_array().unwrap().clone())
-        .collect()
-}
-
-fn has_push(r: &Received, user: u64, seq: u64) -> bool {
-    r.json()["pushes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|p| p["user_id"] == user && p["seq"] == seq)
-}
-
-/// A counter's value from `/metrics` (0 when absent).
-fn metric(server: &TestServer, name: &str) -> u64 {
-    let (_, _, text) = AdminClient::new(server).get_text("/metrics");
-    text.lines()
-        .find(|l| l.split_whitespace().next() == Some(name))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
-}
-
-fn wait_metric(server: &TestServer, name: &str, at_least: u64) -> u64 {
-    let end = Instant::now() + DEADLINE;
-    loop {
-        let v = metric(server, name);
-        if v >= at_least {
-            return v;
-        }
-        assert!(
-            Instant::now() < end,
-            "{name} stayed at {v}, wanted {at_least}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use ringchat_proto::v1::{self, PushProvider};
+use serde_json::json;
 
 #[tokio::test]
 async fn an_offline_recipient_gets_a_signed_webhook_and_an_online_one_none() {

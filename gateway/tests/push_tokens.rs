@@ -209,3 +209,47 @@ async fn a_token_registered_over_websocket_is_pushed_to() {
         .map(|p| p["devices"][0]["provider"].clone());
     assert_eq!(provider, Some(json!("web_push")));
 }
+
+/// The push gateway's answer may name dead tokens: those of the request are forgotten (the
+/// device gets no push until it registers anew); one the request did not carry is not, even
+/// if it exists.
+#[tokio::test]
+async fn tokens_the_push_gateway_names_dead_are_forgotten() {
+    let sink = WebhookSink::start();
+    let server = start(&sink);
+    let ops = server.api_key("ops", "viewer");
+    let (mut alice, a) = server.user("alice").await;
+    let (mut d1, b) = server.device("bob", "bob-d1").await;
+    let b = b.user_id;
+    befriend(&mut alice, a.user_id, &mut d1, b).await;
+    register_token(&mut d1, "tok-d1").await;
+    let mut d2 = bob(&server, "bob-d2", PASSWORD).await;
+    register_token(&mut d2, "tok-d2").await;
+    let (mut carol, c) = server.device("carol", "carol-d1").await;
+    let c = c.user_id;
+    befriend(&mut alice, a.user_id, &mut carol, c).await;
+    register_token(&mut carol, "tok-carol").await;
+    drop((d1, d2, carol));
+    sink.answer_body(
+        &json!({"dead_tokens": [
+            {"user_id": b, "device_id": "bob-d1", "token": "tok-d1"},
+            {"user_id": c, "device_id": "carol-d1", "token": "tok-carol"},
+        ]})
+        .to_string(),
+    );
+
+    let both = pushed_devices(&ops, &sink, &mut alice, b, "first").await;
+    assert_eq!(both, pairs(&[("bob-d1", "tok-d1"), ("bob-d2", "tok-d2")]));
+    let got = pushed_devices(&ops, &sink, &mut alice, b, "second").await;
+    assert_eq!(
+        got,
+        pairs(&[("bob-d2", "tok-d2")]),
+        "the dead token is gone"
+    );
+    let got = pushed_devices(&ops, &sink, &mut alice, c, "to-carol").await;
+    assert_eq!(
+        got,
+        pairs(&[("carol-d1", "tok-carol")]),
+        "a token the request did not carry stays"
+    );
+}

@@ -11,8 +11,12 @@ pub struct ObserveConfig {
     pub history_seconds: u32,
     /// Seconds the overview's latency percentiles are taken over.
     pub latency_window_seconds: u32,
-    /// Seconds between measurements of the store's size on disk (a walk of the data dir).
+    /// Seconds between measurements of the store's size on disk (a walk of the data dir but
+    /// the local file storage).
     pub store_size_interval_s: u32,
+    /// Seconds between measurements of the local file storage's size on disk (a walk of
+    /// `files.dir`, a stat per file, on a thread of its own).
+    pub files_size_interval_s: u32,
     /// UTC days of activity kept, in memory and in `<data_dir>/activity/` (16 KiB each).
     pub activity_days_kept: u32,
     /// Senders counted per minute for "heaviest senders" (space-saving): anyone who sends more
@@ -31,6 +35,7 @@ impl Default for ObserveConfig {
             history_seconds: 300,
             latency_window_seconds: 5,
             store_size_interval_s: 10,
+            files_size_interval_s: 300,
             activity_days_kept: 90,
             top_senders_tracked: 64,
             activity_persist_interval_s: 60,
@@ -58,6 +63,10 @@ impl ObserveConfig {
         check(
             (1..=3_600).contains(&self.store_size_interval_s),
             "observe.store_size_interval_s: must be between 1 and 3600",
+        );
+        check(
+            (10..=86_400).contains(&self.files_size_interval_s),
+            "observe.files_size_interval_s: must be between 10 and 86400",
         );
         check(
             (31..=3_660).contains(&self.activity_days_kept),

@@ -19,9 +19,19 @@ pub struct PushConfig {
     pub timeout_ms: u64,
     /// Pushes in one webhook request, at most.
     pub batch_max: usize,
-    /// Pushes waiting to be sent, at most; past it new ones are dropped and counted in
-    /// `ringchat_push_dropped_total` (the message path never waits for the push gateway).
+    /// Pushes of direct and group messages waiting to be sent, at most; past it new ones are
+    /// dropped and counted in `ringchat_push_dropped_total` (the message path never waits for
+    /// the push gateway).
     pub queue_max: usize,
+    /// Pushes of system notifications waiting to be sent, at most, in a lane of their own
+    /// that the sender takes from only when no message's push waits (a broadcast to every
+    /// user never crowds out direct messages); past it new ones are dropped and counted in
+    /// `ringchat_push_system_dropped_total`.
+    pub system_queue_max: usize,
+    /// A push whose message is older than this, in milliseconds, when the sender takes it is
+    /// not sent (counted in `ringchat_push_expired_total`): after a push gateway's outage the
+    /// queue's stale pushes make way for fresh ones instead of waking devices for old news.
+    pub max_age_ms: u64,
     /// Retries of a request that failed (no connection, timeout, 5xx or 429) before its pushes
     /// are given up and counted in `ringchat_push_failed_total`.
     pub retries_max: u32,
@@ -48,6 +58,8 @@ impl Default for PushConfig {
             timeout_ms: 5_000,
             batch_max: 100,
             queue_max: 65_536,
+            system_queue_max: 65_536,
+            max_age_ms: 300_000,
             retries_max: 5,
             backoff_ms: 500,
             backoff_ms_max: 30_000,
@@ -96,6 +108,14 @@ impl PushConfig {
         check(
             (1..=10_000_000).contains(&self.queue_max),
             "push.queue_max: must be between 1 and 10000000",
+        );
+        check(
+            (1..=10_000_000).contains(&self.system_queue_max),
+            "push.system_queue_max: must be between 1 and 10000000",
+        );
+        check(
+            (1_000..=604_800_000).contains(&self.max_age_ms),
+            "push.max_age_ms: must be between 1000 (a second) and 604800000 (a week)",
         );
         check(
             self.retries_max <= 100,

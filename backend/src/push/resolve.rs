@@ -1,6 +1,7 @@
 //! Turns queued records into pushes, on a blocking thread (store reads): a group message's
 //! recipients (its mentions; in small groups every member who did not mute it), who of them is
-//! offline, each recipient's devices with a live login and a push token, and a preview.
+//! offline now (every record's recipient, not only a group's: a record may have waited out an
+//! outage), each recipient's devices with a live login and a push token, and a preview.
 
 use prost::Message as _;
 use ringchat_proto::v1::{self, ContentType, PushProvider};
@@ -66,6 +67,11 @@ impl Resolver {
         for r in records {
             let mut message = None;
             let recipients: Vec<(UserId, bool)> = if r.user != 0 {
+                // Delivery found the user offline, but the record may have waited (a push
+                // gateway's outage): a user online now has the message already.
+                if !self.sessions.read().of_user(r.user).is_empty() {
+                    continue;
+                }
                 vec![(r.user, false)]
             } else {
                 let Some(m) = self.ports.log.message(r.conv, r.seq)? else {

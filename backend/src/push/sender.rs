@@ -1,16 +1,16 @@
-//! The sender: one tokio task that takes the queue's records, resolves them into pushes on a
-//! blocking thread and posts them to the push gateway, `push.batch_max` per request. Records
-//! count against `push.queue_max` until they are sent or given up, so a push gateway that is
-//! down fills the queue (and new records are dropped and counted) instead of memory.
+//! The sender: one tokio task that takes the queue's records (messages' before system
+//! notifications'), drops those older than `push.max_age_ms`, resolves the rest into pushes on
+//! a blocking thread and posts them to the push gateway, `push.batch_max` per request. Records
+//! count against their lane's bound until they are sent, expired or given up, so a push
+//! gateway that is down fills the queue (and new records are dropped and counted) instead of
+//! memory; once it is back, what waited longer than `push.max_age_ms` is dropped unsent, so
+//! the queue empties fast and fresh pushes get room again.
 
 use std::sync::Arc;
-use std::time::Duration;
-
-use tokio::sync::mpsc;
 
 use super::resolve::{PushItem, Resolver};
-use super::webhook::{Sent, post};
-use super::{PushRecord, describe};
+use super::webhook::{DeadToken, Sent, client, post};
+use super::{Lane, PushReceiver, PushRecord, describe};
 use crate::Backend;
 use crate::store::UserId;
 
@@ -23,11 +23,7 @@ pub(crate) fn start(backend: &Arc<Backend>) {
         return;
     };
     describe();
-    let client = match reqwest::Client::builder()
-        .timeout(Duration::from_millis(push.config.timeout_ms))
-        .user_agent(concat!("ringchat/", env!("CARGO_PKG_VERSION")))
-        .build()
-    {
+    let client = match client(&push.config) {
         Ok(client) => client,
         Err(err) => {
             tracing::error!(%err, "the push gateway's HTTP client did not start; offline push is off");
@@ -46,7 +42,7 @@ pub(crate) fn start(backend: &Arc<Backend>) {
 
 async fn run(
     backend: Arc<Backend>,
-    mut rx: mpsc::Receiver<Vec<PushRecord>>,
+    mut rx: PushReceiver,
     client: reqwest::Client,
     resolver: Arc<Resolver>,
 ) {
@@ -54,13 +50,21 @@ async fn run(
         return;
     };
     let config = &push.config;
-    while let Some(records) = rx.recv().await {
-        push.queue.received(&records);
-        metrics::gauge!("ringchat_push_queue_records").set(push.queue.waiting() as f64);
+    while let Some((lane, mut records)) = rx.recv().await {
+        let taken = records.len();
+        push.queue.received(&mut records);
+        metrics::gauge!("ringchat_push_queue_records")
+            .set(push.queue.waiting(Lane::Messages) as f64);
+        metrics::gauge!("ringchat_push_system_queue_records")
+            .set(push.queue.waiting(Lane::System) as f64);
+        let expired = drop_expired(&mut records, config.max_age_ms, crate::time::now_ms());
+        if expired > 0 {
+            metrics::counter!("ringchat_push_expired_total").increment(expired as u64);
+        }
         for chunk in records.chunks(config.batch_max) {
-            let resolver = Arc::clone(&resolver);
+            let resolving = Arc::clone(&resolver);
             let chunk_owned = chunk.to_vec();
-            let pushes = tokio::task::spawn_blocking(move || resolver.pushes(&chunk_owned)).await;
+            let pushes = tokio::task::spawn_blocking(move || resolving.pushes(&chunk_owned)).await;
             let mut pushes = match pushes {
                 Ok(Ok(pushes)) => pushes,
                 Ok(Err(err)) => {
@@ -79,13 +83,51 @@ async fn run(
             for part in pushes.chunks(config.batch_max) {
                 let n = part.len() as u64;
                 match post(&client, config, part).await {
-                    Sent::Accepted => metrics::counter!("ringchat_push_sent_total").increment(n),
+                    Sent::Accepted { dead_tokens } => {
+                        metrics::counter!("ringchat_push_sent_total").increment(n);
+                        if !dead_tokens.is_empty() {
+                            forget_dead(&resolver, dead_tokens).await;
+                        }
+                    }
                     Sent::GivenUp => metrics::counter!("ringchat_push_failed_total").increment(n),
                 }
             }
         }
-        push.queue.taken(records.len());
+        push.queue.taken(lane, taken);
     }
+}
+
+/// Forgets the tokens the push gateway named as dead, each only while its device still has
+/// that token (a device that registered a new one keeps it).
+async fn forget_dead(resolver: &Arc<Resolver>, dead: Vec<DeadToken>) {
+    let resolver = Arc::clone(resolver);
+    let forgotten = tokio::task::spawn_blocking(move || {
+        let store = &resolver.ports.push_tokens;
+        let mut forgotten = 0u64;
+        for d in dead {
+            let current = store.push_tokens(d.user_id, resolver.devices_max)?;
+            let still = current
+                .iter()
+                .any(|(device, t)| *device == d.device_id && t.token == d.token);
+            if still && store.remove_push_token(d.user_id, &d.device_id)? {
+                forgotten += 1;
+            }
+        }
+        Ok::<_, crate::store::StoreError>(forgotten)
+    })
+    .await;
+    match forgotten {
+        Ok(Ok(n)) => metrics::counter!("ringchat_push_dead_tokens_total").increment(n),
+        Ok(Err(err)) => tracing::warn!(%err, "dead push tokens not forgotten"),
+        Err(err) => tracing::error!(%err, "forgetting dead push tokens failed"),
+    }
+}
+
+/// Drops the records whose message is older than `max_age_ms` at `now_ms`; how many.
+fn drop_expired(records: &mut Vec<PushRecord>, max_age_ms: u64, now_ms: u64) -> usize {
+    let before = records.len();
+    records.retain(|r| now_ms.saturating_sub(r.server_time_ms) <= max_age_ms);
+    before - records.len()
 }
 
 /// Cluster mode: "offline" was decided from this node's sessions; a user with a device on
@@ -112,5 +154,29 @@ async fn not_online_elsewhere(routes: &crate::cluster::Routes, pushes: &mut Vec<
             tracing::debug!(%err, users = users.len(), "cluster: routes unknown; pushing as decided from this node's sessions");
             metrics::counter!("ringchat_push_routes_unknown_total").increment(pushes.len() as u64);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::ConvId;
+
+    #[test]
+    fn records_older_than_the_max_age_are_dropped_and_counted() {
+        let at = |server_time_ms| PushRecord {
+            user: 100_000_001,
+            conv: ConvId::direct(100_000_001, 100_000_002).expect("conv"),
+            seq: 1,
+            from: 100_000_002,
+            server_time_ms,
+        };
+        let mut records = vec![at(1_000), at(9_000), at(10_000)];
+        assert_eq!(drop_expired(&mut records, 1_000, 10_000), 1);
+        assert_eq!(
+            records,
+            [at(9_000), at(10_000)],
+            "an age of exactly max_age is kept"
+        );
     }
 }

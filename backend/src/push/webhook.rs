@@ -1,15 +1,21 @@
 //! The webhook request: a JSON body of pushes, signed with HMAC-SHA256 so the push gateway
-//! can tell it came from this server, retried with exponential backoff.
+//! can tell it came from this server, retried with exponential backoff. A 2xx answer may name
+//! the request's tokens that the platforms refused (`dead_tokens`), to be forgotten.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use super::PushConfig;
 use super::resolve::PushItem;
+use crate::store::UserId;
+
+/// Bytes of a 2xx answer read for its `dead_tokens`, at most; a longer answer is accepted and
+/// its body ignored.
+const ANSWER_BYTES_MAX: usize = 64 * 1024;
 
 /// Header carrying `sha256=<hex of HMAC-SHA256(push.secret, body)>`.
 pub(crate) const SIGNATURE_HEADER: &str = "x-ringchat-signature";
@@ -35,16 +41,45 @@ pub(crate) fn signature(secret: &[u8], body: &[u8]) -> String {
     out
 }
 
+/// The push gateway's HTTP client. Redirects are not followed: following one would turn the
+/// POST into a GET without its body (301, 302), whose 2xx would count every push as sent, and
+/// would carry the signed body and its signature to another host.
+pub(crate) fn client(config: &PushConfig) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_millis(config.timeout_ms))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("ringchat/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// A device's token the push gateway says is dead (the platform refused it: the app was
+/// uninstalled, the token expired).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub(crate) struct DeadToken {
+    pub user_id: UserId,
+    pub device_id: String,
+    pub token: String,
+}
+
+/// A 2xx answer's body, when it has one.
+#[derive(Deserialize)]
+struct Answer {
+    #[serde(default)]
+    dead_tokens: Vec<DeadToken>,
+}
+
 /// What became of one request's pushes.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Sent {
-    Accepted,
+    /// Accepted; `dead_tokens` are those of the request's devices the answer named as dead.
+    Accepted { dead_tokens: Vec<DeadToken> },
     /// Given up: refused (a 4xx other than 429) or still failing after every retry.
     GivenUp,
 }
 
 /// Posts `pushes` as one request, retrying what may succeed later (no connection, a timeout,
-/// 5xx, 429) up to `push.retries_max` times, waiting `backoff_ms`, doubled each time.
+/// 5xx, 429) up to `push.retries_max` times, waiting `backoff_ms`, doubled each time. Only a
+/// 2xx is accepted; a redirect (3xx) is given up like any other refusal.
 pub(crate) async fn post(
     client: &reqwest::Client,
     config: &PushConfig,
@@ -68,7 +103,20 @@ pub(crate) async fn post(
             .send()
             .await;
         let why = match response {
-            Ok(r) if r.status().is_success() => return Sent::Accepted,
+            Ok(r) if r.status().is_success() => {
+                return Sent::Accepted {
+                    dead_tokens: dead_tokens(r, pushes).await,
+                };
+            }
+            Ok(r) if r.status().is_redirection() => {
+                let to = r
+                    .headers()
+                    .get(reqwest::header::LOCATION)
+                    .and_then(|l| l.to_str().ok())
+                    .unwrap_or("");
+                tracing::warn!(status = %r.status(), location = to, pushes = pushes.len(), "the push gateway answered a redirect, which is not followed; set push.url to the address that answers; pushes given up");
+                return Sent::GivenUp;
+            }
             Ok(r) if r.status().is_server_error() || r.status().as_u16() == 429 => {
                 format!("the push gateway answered {}", r.status())
             }
@@ -90,9 +138,125 @@ pub(crate) async fn post(
     }
 }
 
+/// The tokens a 2xx answer names as dead, of those the request carried (the answer cannot make
+/// the server forget any other). An empty or unreadable body names none.
+async fn dead_tokens(mut r: reqwest::Response, pushes: &[PushItem]) -> Vec<DeadToken> {
+    let mut body = Vec::new();
+    loop {
+        match r.chunk().await {
+            Ok(Some(chunk)) if body.len() + chunk.len() <= ANSWER_BYTES_MAX => {
+                body.extend_from_slice(&chunk);
+            }
+            Ok(Some(_)) => {
+                tracing::warn!(
+                    bytes_max = ANSWER_BYTES_MAX,
+                    "the push gateway's answer is too long to read for dead_tokens; ignored"
+                );
+                return Vec::new();
+            }
+            Ok(None) => break,
+            Err(err) => {
+                tracing::debug!(%err, "the push gateway's answer was not read");
+                return Vec::new();
+            }
+        }
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Vec::new();
+    }
+    let answer: Answer = match serde_json::from_slice(&body) {
+        Ok(answer) => answer,
+        Err(err) => {
+            tracing::warn!(%err, "the push gateway's answer is not {{\"dead_tokens\": [...]}}; ignored");
+            return Vec::new();
+        }
+    };
+    let mut dead: Vec<DeadToken> = answer
+        .dead_tokens
+        .into_iter()
+        .filter(|d| {
+            pushes.iter().any(|p| {
+                p.user_id == d.user_id
+                    && p.devices
+                        .iter()
+                        .any(|t| t.device_id == d.device_id && t.token == d.token)
+            })
+        })
+        .collect();
+    dead.sort_unstable_by(|a, b| (a.user_id, &a.device_id).cmp(&(b.user_id, &b.device_id)));
+    dead.dedup();
+    dead
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A push gateway whose address moved: `/push` answers 301 to `/moved`, which answers 200
+    /// to anything (a GET without the body, had the redirect been followed). Returns its
+    /// address and how many requests reached `/moved`.
+    async fn moved_gateway() -> (
+        std::net::SocketAddr,
+        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        use axum::routing::{any, post};
+        let reached = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = std::sync::Arc::clone(&reached);
+        let app = axum::Router::new()
+            .route(
+                "/push",
+                post(|| async {
+                    (
+                        axum::http::StatusCode::MOVED_PERMANENTLY,
+                        [(axum::http::header::LOCATION, "/moved")],
+                    )
+                }),
+            )
+            .route(
+                "/moved",
+                any(move || {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    async { "ok" }
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (addr, reached)
+    }
+
+    /// A redirect is not followed and not taken for an acceptance: the pushes are given up at
+    /// once (not retried), and nothing reaches the redirect's target.
+    #[tokio::test]
+    async fn a_redirect_is_given_up_not_followed() {
+        let (addr, reached) = moved_gateway().await;
+        let config = PushConfig {
+            url: format!("http://{addr}/push"),
+            secret: "a push gateway secret of some length".into(),
+            backoff_ms: 1,
+            backoff_ms_max: 1,
+            ..PushConfig::default()
+        };
+        let client = client(&config).unwrap();
+        let item = PushItem {
+            user_id: 100_000_001,
+            devices: Vec::new(),
+            conversation_id: 1,
+            kind: "direct",
+            from_user_id: 100_000_002,
+            seq: 1,
+            server_time_ms: 1,
+            mention: false,
+            preview: None,
+            title: None,
+        };
+        assert_eq!(post(&client, &config, &[item]).await, Sent::GivenUp);
+        assert_eq!(
+            reached.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "the redirect was followed"
+        );
+    }
 
     #[test]
     fn the_signature_is_rfc_4231_hmac_sha256() {

@@ -14,6 +14,7 @@ pub mod mail;
 pub mod migrate;
 pub mod pg_cluster;
 pub mod proxy;
+pub mod push;
 pub mod resume;
 pub mod sse;
 pub mod store;

@@ -37,6 +37,8 @@ pub struct WebhookSink {
     pub addr: SocketAddr,
     got: Arc<Mutex<Vec<Received>>>,
     status: Arc<AtomicU16>,
+    /// The body of the answers (JSON), empty by default.
+    answer_body: Arc<Mutex<String>>,
 }
 
 /// A loopback port nobody listens on (yet): connecting to it is refused.
@@ -57,12 +59,18 @@ impl WebhookSink {
             addr: listener.local_addr().unwrap(),
             got: Arc::default(),
             status: Arc::new(AtomicU16::new(200)),
+            answer_body: Arc::default(),
         };
-        let (got, status) = (Arc::clone(&sink.got), Arc::clone(&sink.status));
+        let (got, status, answer) = (
+            Arc::clone(&sink.got),
+            Arc::clone(&sink.status),
+            Arc::clone(&sink.answer_body),
+        );
         std::thread::spawn(move || {
             for stream in listener.incoming().map_while(Result::ok) {
-                let (got, status) = (Arc::clone(&got), Arc::clone(&status));
-                std::thread::spawn(move || serve(stream, &got, &status));
+                let (got, status, answer) =
+                    (Arc::clone(&got), Arc::clone(&status), Arc::clone(&answer));
+                std::thread::spawn(move || serve(stream, &got, &status, &answer));
             }
         });
         sink
@@ -75,6 +83,11 @@ impl WebhookSink {
     /// The status the next requests are answered with.
     pub fn answer(&self, status: u16) {
         self.status.store(status, Ordering::SeqCst);
+    }
+
+    /// The body (JSON) the next requests are answered with.
+    pub fn answer_body(&self, body: &str) {
+        *self.answer_body.lock().unwrap() = body.to_owned();
     }
 
     pub fn received(&self) -> Vec<Received> {
@@ -108,7 +121,12 @@ impl WebhookSink {
 }
 
 /// One connection: requests until the peer closes (each answered, `Connection: close` after).
-fn serve(stream: TcpStream, got: &Mutex<Vec<Received>>, status: &AtomicU16) {
+fn serve(
+    stream: TcpStream,
+    got: &Mutex<Vec<Received>>,
+    status: &AtomicU16,
+    answer: &Mutex<String>,
+) {
     stream.set_read_timeout(Some(Duration::from_secs(10))).ok();
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut line = String::new();
@@ -146,10 +164,12 @@ fn serve(stream: TcpStream, got: &Mutex<Vec<Received>>, status: &AtomicU16) {
         body,
         status: code,
     });
+    let answer = answer.lock().unwrap().clone();
     let mut stream = stream;
     let _ = write!(
         stream,
-        "HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "HTTP/1.1 {code} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+        answer.len()
     );
 }
 

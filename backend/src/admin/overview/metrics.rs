@@ -152,7 +152,11 @@ pub fn describe() {
         ),
         (
             "ringchat_store_size_bytes",
-            "Bytes of every file under the data dir (measured every observe.store_size_interval_s).",
+            "Bytes of every file under the data dir but the local file storage (measured every observe.store_size_interval_s).",
+        ),
+        (
+            "ringchat_files_size_bytes",
+            "Bytes of every file under the local file storage's directory (measured every observe.files_size_interval_s).",
         ),
         (
             "ringchat_store_disk_free_bytes",
@@ -198,6 +202,7 @@ pub fn publish(admin: &Admin) {
     metrics::counter!("ringchat_commit_writes_total").absolute(o.commit_writes.load(Relaxed));
     let store = admin.overview.store();
     metrics::gauge!("ringchat_store_size_bytes").set(store.size_bytes as f64);
+    metrics::gauge!("ringchat_files_size_bytes").set(store.files_bytes as f64);
     metrics::gauge!("ringchat_store_disk_free_bytes").set(store.disk_free_bytes as f64);
     metrics::gauge!("ringchat_store_disk_total_bytes").set(store.disk_total_bytes as f64);
     let writable = admin.backend.health.failure().is_none();

@@ -2,6 +2,7 @@
 //! uptime, version) and `GET /api/overview/series` (the last seconds, for the charts). Both
 //! read what the sampler (`sampler.rs`) computed once a second; the totals are read live.
 
+mod disk;
 pub mod facts;
 pub mod metrics;
 pub(crate) mod procfs;
@@ -17,7 +18,8 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use self::sampler::{Sample, StoreUsage};
+use self::disk::StoreUsage;
+use self::sampler::Sample;
 use super::Admin;
 use super::auth::Viewer;
 use super::error::{ApiError, ApiQuery, ApiResult, ErrorBody};

@@ -2,10 +2,11 @@
 //! the send-to-ack latencies and `/proc`, turns them into rates and percentages, and keeps the
 //! result in a ring of `observe.history_seconds` samples. The API only reads the ring, so an
 //! operator's refresh costs nothing on the server's hot paths. The store's size on disk is
-//! measured every `observe.store_size_interval_s` (a walk of the data dir).
+//! measured every `observe.store_size_interval_s` (a walk of the data dir but the local file
+//! storage), the files' every `observe.files_size_interval_s` on a thread of their own
+//! (`disk.rs`): the loop never waits for that walk, however many files there are.
 
 use std::collections::{HashMap, VecDeque};
-use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::disk::{self, FilesUsage, StoreUsage, Walk};
 use super::facts::Transports;
 use super::procfs::{self, CoreTicks, THREAD_GROUPS};
 use crate::admin::Admin;
@@ -68,28 +70,18 @@ pub struct Sample {
     pub rss_bytes: u64,
 }
 
-/// The store's data dir on disk.
-#[derive(Debug, Clone, Copy, Default, Serialize, ToSchema)]
-pub struct StoreUsage {
-    /// Bytes of every file under the data dir.
-    pub size_bytes: u64,
-    /// Free and total bytes of the file system holding it (for an unprivileged user).
-    pub disk_free_bytes: u64,
-    pub disk_total_bytes: u64,
-    /// When it was measured; 0 before the first measurement.
-    pub measured_at_ms: u64,
-}
-
 /// What the sampler keeps for the API and `/metrics`.
 pub struct Overview {
     ring: Mutex<VecDeque<Arc<Sample>>>,
     /// Every send-to-ack latency since start (for the Prometheus histogram).
     cumulative: Mutex<LatencyHistogram>,
     store: Mutex<StoreUsage>,
+    /// The local file storage's directory, measured apart (and far less often).
+    pub(super) files: Mutex<FilesUsage>,
     history: usize,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -99,6 +91,7 @@ impl Overview {
             ring: Mutex::new(VecDeque::new()),
             cumulative: Mutex::new(LatencyHistogram::default()),
             store: Mutex::new(StoreUsage::default()),
+            files: Mutex::new(FilesUsage::default()),
             history: history_seconds.max(1) as usize,
         }
     }
@@ -118,8 +111,14 @@ impl Overview {
         ring.iter().skip(skip).cloned().collect()
     }
 
+    /// The store's last measurement, with the files' last one.
     pub fn store(&self) -> StoreUsage {
-        *lock(&self.store)
+        let files = *lock(&self.files);
+        StoreUsage {
+            files_bytes: files.size_bytes,
+            files_measured_at_ms: files.measured_at_ms,
+            ..*lock(&self.store)
+        }
     }
 
     /// Runs `f` on the latencies since start.
@@ -165,10 +164,25 @@ fn read_proc() -> Readings {
 
 /// The sampler task: runs while the admin listener does.
 pub async fn run(admin: Arc<Admin>) {
+    run_with(admin, Arc::new(disk::dir_bytes)).await;
+}
+
+/// [`run`], the local file storage walked by `walk_files`.
+pub(super) async fn run_with(admin: Arc<Admin>, walk_files: Walk) {
     let cfg = admin.backend.settings.observe.clone();
     let window = cfg.latency_window_seconds.max(1) as usize;
     let store_every = u64::from(cfg.store_size_interval_s.max(1));
     let data_dir = admin.backend.settings.storage.data_dir.clone();
+    let files_dir = disk::local_files_dir(&admin.backend.settings);
+    if let Some(dir) = files_dir.clone() {
+        let every = Duration::from_secs(u64::from(cfg.files_size_interval_s.max(1)));
+        tokio::spawn(disk::measure_files(
+            Arc::clone(&admin),
+            dir,
+            every,
+            walk_files,
+        ));
+    }
     let hz = procfs::ticks_per_second() as f64;
     let mut prev = Previous::default();
     let mut seconds: VecDeque<LatencyHistogram> = VecDeque::with_capacity(window + 1);
@@ -179,8 +193,11 @@ pub async fn run(admin: Arc<Admin>) {
     loop {
         tick.tick().await;
         if n.is_multiple_of(store_every) {
-            let dir = data_dir.clone();
-            if let Ok(usage) = tokio::task::spawn_blocking(move || measure_store(&dir)).await {
+            let (dir, skip) = (data_dir.clone(), files_dir.clone());
+            if let Ok(usage) =
+                tokio::task::spawn_blocking(move || disk::measure_store(&dir, skip.as_deref()))
+                    .await
+            {
                 *lock(&admin.overview.store) = usage;
             }
         }
@@ -308,60 +325,4 @@ fn sample(
         process_ticks: r.process.cpu_ticks,
     };
     out
-}
-
-/// The data dir's size (every file under it) and its file system's free space. Blocking.
-pub fn measure_store(dir: &Path) -> StoreUsage {
-    let (free, total) = match rustix::fs::statvfs(dir) {
-        Ok(s) => (
-            s.f_bavail.saturating_mul(s.f_frsize),
-            s.f_blocks.saturating_mul(s.f_frsize),
-        ),
-        Err(_) => (0, 0),
-    };
-    StoreUsage {
-        size_bytes: dir_bytes(dir.to_path_buf()),
-        disk_free_bytes: free,
-        disk_total_bytes: total,
-        measured_at_ms: now_ms(),
-    }
-}
-
-/// Bytes of every regular file under `root` (symlinks not followed). Files that vanish during
-/// the walk (compaction) are skipped.
-fn dir_bytes(root: PathBuf) -> u64 {
-    let mut total = 0;
-    let mut dirs = vec![root];
-    while let Some(dir) = dirs.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let Ok(meta) = entry.metadata() else {
-                continue;
-            };
-            if meta.is_dir() {
-                dirs.push(entry.path());
-            } else if meta.is_file() {
-                total += meta.len();
-            }
-        }
-    }
-    total
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_store_is_measured() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("sub")).unwrap();
-        std::fs::write(dir.path().join("a"), [0u8; 1000]).unwrap();
-        std::fs::write(dir.path().join("sub/b"), [0u8; 24]).unwrap();
-        let usage = measure_store(dir.path());
-        assert_eq!(usage.size_bytes, 1024);
-        assert!(usage.disk_total_bytes >= usage.disk_free_bytes && usage.disk_total_bytes > 0);
-    }
 }

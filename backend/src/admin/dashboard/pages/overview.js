@@ -56,6 +56,7 @@ export async function render(main) {
       stat('cpu', 'Process CPU', `${format(s.process_cpu_percent || 0)} %`),
       stat('rss', 'Memory (RSS)', bytes(s.rss_bytes || 0)),
       stat('store', 'Store on disk', bytes(o.store.size_bytes)),
+      stat('files', 'Files on disk', bytes(o.store.files_bytes)),
       stat('disk_free', 'Disk free', bytes(o.store.disk_free_bytes)),
       stat('messages_total', 'Messages since start', format(o.totals.messages_stored)),
     );

@@ -1,0 +1,162 @@
+//! Offline push through a push gateway's outage, against a real HTTP receiver on loopback that
+//! is down first and comes up later: a broadcast notification does not crowd direct messages'
+//! pushes out of the queue; a user who came back online while the push waited gets none; a push
+//! whose message grew older than `push.max_age_ms` while it waited is not sent, and counted.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::TestServer;
+use common::contacts::befriend;
+use common::push::{
+    DEADLINE, env, go_offline, has_push, metric, pushes, user_with_token, wait_metric,
+};
+use common::webhook::{WebhookSink, free_port, register_token_of};
+use ringchat_bench::client::Client;
+use ringchat_proto::v1::PushProvider;
+use serde_json::json;
+
+/// A server whose push receiver (at the returned address) is not up yet, retried often and
+/// long; Alice online, and `offline` users (with push tokens) her friends and offline.
+async fn receiver_down(
+    extra: &[(&str, &str)],
+    offline: &[&str],
+) -> (TestServer, SocketAddr, Client, Vec<u64>) {
+    let addr = free_port();
+    let url = format!("http://{addr}/push");
+    let mut vars = vec![
+        ("PUSH__BACKOFF_MS", "50"),
+        ("PUSH__BACKOFF_MS_MAX", "200"),
+        ("PUSH__RETRIES_MAX", "100"),
+    ];
+    vars.extend_from_slice(extra);
+    let server = TestServer::start(&env(&url, &vars));
+    let (mut alice, a) = server.user("alice").await;
+    let mut ids = Vec::new();
+    for name in offline {
+        let (mut c, id) = user_with_token(&server, name, &format!("apns-{name}")).await;
+        befriend(&mut alice, a.user_id, &mut c, id).await;
+        go_offline(&mut alice, c, id).await;
+        ids.push(id);
+    }
+    (server, addr, alice, ids)
+}
+
+/// A notification to more offline users than `push.queue_max`, made while the receiver is
+/// down, leaves room for a direct message's push made after it: once the receiver is up it
+/// is sent, and no message's push was dropped.
+#[tokio::test]
+async fn a_broadcast_notification_does_not_crowd_out_direct_pushes() {
+    let (server, addr, mut alice, users) = receiver_down(
+        &[("PUSH__QUEUE_MAX", "2")],
+        &["bob", "carol", "dave", "erin"],
+    )
+    .await;
+    let admin = server.api_key("ops", "admin");
+    let (status, _) = admin.post(
+        "/api/notifications",
+        json!({"text": "maintenance tonight", "to": {"users": users}}),
+    );
+    assert_eq!(status, 202);
+    // The sender holds the notification's pushes, failing: the broadcast is queued.
+    wait_metric(&server, "ringchat_push_retries_total", 1);
+    let bob = users[0];
+    let sent = alice
+        .send_text(bob, "d1", "are you coming?")
+        .await
+        .unwrap()
+        .unwrap();
+    let sink = WebhookSink::start_on(addr);
+    // Bob's notification has the same seq (1) in his system conversation: match the kind.
+    sink.wait_for("bob's direct message", DEADLINE, |r| {
+        r.json()["pushes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["user_id"] == bob && p["kind"] == "direct" && p["seq"] == sent.seq)
+    });
+    assert_eq!(metric(&server, "ringchat_push_dropped_total"), 0);
+}
+
+/// Delivery found Bob offline, but his push waited (the receiver was down) and he came back
+/// meanwhile: he is online when it is resolved, so it is not sent.
+#[tokio::test]
+async fn a_user_back_online_while_the_push_waited_gets_none() {
+    let (server, addr, mut alice, users) = receiver_down(&[], &["bob", "carol"]).await;
+    let (bob, carol) = (users[0], users[1]);
+    // Carol's push holds the sender (failing); Bob's waits behind it.
+    let first = alice.send_text(carol, "c1", "hi").await.unwrap().unwrap();
+    wait_metric(&server, "ringchat_push_retries_total", 1);
+    let to_bob = alice.send_text(bob, "b1", "hi bob").await.unwrap().unwrap();
+    // Bob is back, and his device registers its token again (as clients do at every login):
+    // only his being online keeps the push away.
+    let (mut bob_again, _) = server.device("bob", "bob-dev1").await;
+    register_token_of(&mut bob_again, PushProvider::Apns, "apns-bob").await;
+    // Carol's next message is queued after Bob's: once it is pushed, Bob's was resolved.
+    let after = alice
+        .send_text(carol, "c2", "there?")
+        .await
+        .unwrap()
+        .unwrap();
+    let sink = WebhookSink::start_on(addr);
+    sink.wait_for("carol's first", DEADLINE, |r| has_push(r, carol, first.seq));
+    sink.wait_for("carol's second", DEADLINE, |r| {
+        has_push(r, carol, after.seq)
+    });
+    assert!(
+        !pushes(&sink)
+            .iter()
+            .any(|p| p["user_id"] == bob && p["seq"] == to_bob.seq),
+        "a push went to a user who is online"
+    );
+}
+
+/// A push that waited longer than `push.max_age_ms` for the sender is dropped unsent and
+/// counted; one taken before it was that old is still sent, and fresh ones are.
+#[tokio::test]
+async fn a_push_older_than_max_age_when_taken_is_not_sent() {
+    const MAX_AGE_MS: u64 = 1_000;
+    let (server, addr, mut alice, users) =
+        receiver_down(&[("PUSH__MAX_AGE_MS", "1000")], &["bob", "carol", "dave"]).await;
+    let (bob, carol, dave) = (users[0], users[1], users[2]);
+    // Carol's push holds the sender (taken fresh, failing); Bob's waits behind it.
+    let to_carol = alice.send_text(carol, "c1", "hi").await.unwrap().unwrap();
+    wait_metric(&server, "ringchat_push_retries_total", 1);
+    let to_bob = alice
+        .send_text(bob, "b1", "old news")
+        .await
+        .unwrap()
+        .unwrap();
+    // Wait (on the clock the server stamps messages with) until Bob's message is too old.
+    let too_old = to_bob.server_time_ms + MAX_AGE_MS + 1;
+    let end = std::time::Instant::now() + DEADLINE;
+    while now_ms() <= too_old {
+        assert!(std::time::Instant::now() < end, "the clock stood still");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let sink = WebhookSink::start_on(addr);
+    sink.wait_for("carol's push, taken in time", DEADLINE, |r| {
+        has_push(r, carol, to_carol.seq)
+    });
+    assert_eq!(wait_metric(&server, "ringchat_push_expired_total", 1), 1);
+    let fresh = alice.send_text(dave, "d1", "news").await.unwrap().unwrap();
+    sink.wait_for("dave's fresh push", DEADLINE, |r| {
+        has_push(r, dave, fresh.seq)
+    });
+    assert!(
+        !pushes(&sink)
+            .iter()
+            .any(|p| p["user_id"] == bob && p["seq"] == to_bob.seq),
+        "a push older than push.max_age_ms was sent"
+    );
+    assert_eq!(metric(&server, "ringchat_push_expired_total"), 1);
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as u64
+}
