@@ -1,5 +1,6 @@
 //! The tracing layer that turns each event (that passed the filter) into a [`LogLine`], once,
 //! and hands its JSON to the file writer, the console (in `json` format) and the live tail.
+//! Events of [`CONSOLE_ONLY_TARGET`] go to the console alone.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -10,10 +11,10 @@ use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::layer::{Context, Layer};
 
-use super::READY_TARGET;
 use super::line::{LogLine, timestamp};
 use super::sink::Sink;
 use super::tail::Tail;
+use super::{CONSOLE_ONLY_TARGET, READY_TARGET};
 
 pub struct Capture {
     pub(super) file: Option<Sink>,
@@ -58,14 +59,17 @@ impl<S: Subscriber> Layer<S> for Capture {
             b.push(b'\n');
             b
         };
-        if let Some(file) = &self.file {
-            file.send(bytes());
-        }
         // The ready line is on stdout already; the console does not repeat it.
         if let Some(console) = &self.console
             && meta.target() != READY_TARGET
         {
             console.send(bytes());
+        }
+        if meta.target() == CONSOLE_ONLY_TARGET {
+            return;
+        }
+        if let Some(file) = &self.file {
+            file.send(bytes());
         }
         self.tail.push(line, json);
     }
@@ -112,5 +116,26 @@ impl Visit for Fields<'_> {
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
         self.put(field, Value::String(value.to_string()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::*;
+
+    #[test]
+    fn console_only_events_stay_out_of_the_tail() {
+        let tail = Arc::new(Tail::new(4));
+        let capture = Capture::new(None, None, Arc::clone(&tail), 16 * 1024);
+        let subscriber = tracing_subscriber::registry().with(capture);
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(target: CONSOLE_ONLY_TARGET, code = "123456", "a secret");
+            tracing::info!("an ordinary event");
+        });
+        let sub = tail.subscribe(None, 4);
+        let msgs: Vec<_> = sub.backlog.iter().map(|e| e.line.msg.as_str()).collect();
+        assert_eq!(msgs, ["an ordinary event"]);
     }
 }
