@@ -52,7 +52,9 @@ impl<S: Subscriber> Layer<S> for Capture {
             fields: Map::new(),
         };
         event.record(&mut Fields(&mut line));
-        let json = line.to_json(self.line_bytes_max);
+        // The tail keeps the cut line too: an event with a huge field costs the ring no more
+        // than `log.line_bytes_max`.
+        let json = line.fit(self.line_bytes_max);
         let bytes = || {
             let mut b = Vec::with_capacity(json.len() + 1);
             b.extend_from_slice(json.as_bytes());
@@ -124,6 +126,30 @@ mod tests {
     use tracing_subscriber::layer::SubscriberExt;
 
     use super::*;
+
+    #[test]
+    fn the_tail_keeps_an_event_cut_to_the_line_limit() {
+        const LINE_BYTES_MAX: usize = 16 * 1024;
+        let tail = Arc::new(Tail::new(4));
+        let capture = Capture::new(None, None, Arc::clone(&tail), LINE_BYTES_MAX);
+        let subscriber = tracing_subscriber::registry().with(capture);
+        let big = "x".repeat(1 << 20);
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(big = %big, "one huge field");
+        });
+        let sub = tail.subscribe(None, 4);
+        let [event] = &sub.backlog[..] else {
+            panic!("{} events", sub.backlog.len())
+        };
+        assert!(event.json.len() <= LINE_BYTES_MAX, "{}", event.json.len());
+        let kept = serde_json::to_string(&event.line).unwrap();
+        assert!(
+            kept.len() <= LINE_BYTES_MAX,
+            "the tail holds {} bytes",
+            kept.len()
+        );
+        assert!(event.line.fields.contains_key("truncated_from_bytes"));
+    }
 
     #[test]
     fn console_only_events_stay_out_of_the_tail() {
