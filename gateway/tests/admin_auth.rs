@@ -227,6 +227,47 @@ fn failed_admin_logins_are_throttled_and_audited() {
     });
 }
 
+/// A name that is no operator's may be a password typed in the wrong field: a failed login
+/// with it leaves a marker in the audit log and the log files, not what was typed.
+#[test]
+fn a_failed_login_with_an_unknown_name_records_no_typed_name() {
+    let server = TestServer::start(&[]);
+    let admin = server.api_key("ops", "admin");
+    let typed = "Hunter2TypedInTheNameField";
+    let r = AdminClient::new(&server).login(typed, "whatever");
+    assert_eq!((r.0, code(&r)), (401, "unauthenticated"));
+    let entry = wait_audit(&admin, "the failed login", |e| {
+        e["action"] == "admin.login_failed"
+    });
+    assert_eq!(entry["actor"], "admin:(unknown name)", "{entry}");
+    assert!(
+        !audit(&admin).iter().any(|e| e.to_string().contains(typed)),
+        "the typed name is in the audit log"
+    );
+    let failed = |q: &str| {
+        admin.get(&format!("/api/logs?q={q}")).1["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut lines = Vec::new();
+    common::wait_until("the failed login in the log files", || {
+        lines = failed("admin%20login%20failed");
+        !lines.is_empty()
+    });
+    assert_eq!(lines[0]["fields"]["operator"], "admin:(unknown name)");
+    assert_eq!(
+        failed(typed),
+        Vec::<Value>::new(),
+        "the typed name is logged"
+    );
+    assert_eq!(
+        server.log_lines_with(typed),
+        0,
+        "the typed name is on the console"
+    );
+}
+
 /// Guesses sent at once do not all pass the throttle: they are checked one at a time, and
 /// the ones behind the failures past the free ones are refused before they cost a hash.
 #[test]

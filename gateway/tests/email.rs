@@ -365,7 +365,7 @@ async fn code_requests_are_rate_limited_per_address_and_per_client_address() {
 async fn without_smtp_codes_are_only_logged_and_the_server_says_so() {
     let server = TestServer::start(&[("EMAIL__VERIFICATION", "required")]);
     assert!(
-        server.log_lines_with("e-mail codes are NOT sent, only logged") >= 1,
+        server.log_lines_with("e-mail codes are NOT sent, only shown on the console") >= 1,
         "{}",
         server.log_tail()
     );
@@ -390,6 +390,79 @@ async fn without_smtp_codes_are_only_logged_and_the_server_says_so() {
         register(&mut c, "alice", "a@example.com", &code).await,
         Body::RegisterOk(_)
     ));
+}
+
+/// Without a relay, a reset code is on the console only: a viewer (the log API's read-only
+/// role) who could read it from the files or the live tail could take over the account.
+#[tokio::test]
+async fn without_smtp_a_reset_code_stays_out_of_the_log_api() {
+    let server = TestServer::start(&[]);
+    let mut c = hello(&server).await;
+    assert!(matches!(
+        register(&mut c, "alice", "alice@example.com", "").await,
+        Body::RegisterOk(_)
+    ));
+    assert!(matches!(
+        request_code(&mut c, "alice@example.com", RESET).await,
+        Body::EmailCodeSent(_)
+    ));
+    let mut line = None;
+    common::wait_until_async("the code on the console", || {
+        line = server
+            .log_tail()
+            .lines()
+            .find(|l| l.contains("logged, not sent"))
+            .map(str::to_owned);
+        line.is_some()
+    })
+    .await;
+    let code = common::mail::logged_code(line.as_deref().unwrap());
+
+    // An event logged after the code's: once a reader has it, the code's line was written too
+    // (one writer, in order), had it gone to the files or the tail.
+    let admin = server.api_key("ops", "admin");
+    let viewer_key = {
+        let out = server.admin_cli(&["add-key", "watch", "--role", "viewer"], "");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let viewer = common::admin::AdminClient::new(&server).with_key(&viewer_key);
+    let marker = "codemarker3";
+    let (status, body) = admin.call(
+        "PUT",
+        "/api/logs/filter",
+        Some(serde_json::json!({ "filter": format!("info,{marker}=debug") }).to_string()),
+    );
+    assert_eq!(status, 200, "{body}");
+    common::wait_until_async("the marker in the log files", || {
+        viewer.get(&format!("/api/logs?q={marker}")).1["items"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+    })
+    .await;
+    for q in [code.as_str(), "logged, not sent"] {
+        let (status, page) = viewer.get(&format!("/api/logs?q={}", q.replace(' ', "%20")));
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(page["items"], serde_json::json!([]), "{q:?} is searchable");
+    }
+    let (status, _, export) = viewer.get_text("/api/logs/export");
+    assert_eq!(status, 200);
+    assert!(export.contains(marker), "the export has the marker");
+    assert!(!export.contains(&code), "the code is in the export");
+    // The live tail's ring, oldest first, up to the marker: no code.
+    let tail = common::sse::Sse::open(server.admin, Some(&viewer_key), "backlog=2048", None);
+    assert_eq!(tail.status, 200);
+    loop {
+        let (_, event) = tail.next_log();
+        let text = event.to_string();
+        assert!(
+            !text.contains(&code),
+            "the code is in the live tail: {text}"
+        );
+        if text.contains(marker) {
+            break;
+        }
+    }
 }
 
 #[tokio::test]

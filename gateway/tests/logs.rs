@@ -20,6 +20,11 @@ use common::sse::Sse;
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(20);
+/// Bytes of the old log file an export scans: reading all of it takes a debug build well
+/// over `common::WAIT_DEADLINE`.
+const EXPORT_FILLER_BYTES: usize = 200 << 20;
+/// How soon an export's scan slot must come back once its client has gone.
+const SLOT_BACK_WITHIN: Duration = Duration::from_secs(5);
 
 fn log_dir(server: &TestServer) -> PathBuf {
     server.data_dir.parent().unwrap().join("ringchat-logs")
@@ -200,7 +205,14 @@ fn rotation_keeps_at_most_files_max_files_under_the_size_limit() {
 }
 
 /// A failed dashboard login by `name`: logged at WARN by the admin auth module.
+/// A failed dashboard login of operator `name` (made first: a name that is no operator's is
+/// not logged, since it may be a password typed in the wrong field).
 fn failed_login(server: &TestServer, name: &str) {
+    let out = server.admin_cli(
+        &["add-user", name, "--role", "viewer"],
+        "the right password 1\n",
+    );
+    assert!(out.status.success(), "add-user: {out:?}");
     let (status, _) = AdminClient::new(server).login(name, "not the password");
     assert_eq!(status, 401);
 }
@@ -319,7 +331,10 @@ fn search_pages_newest_first_and_export_downloads_the_matching_lines() {
             break;
         }
     }
-    let expected: Vec<String> = (0..5).rev().map(|i| format!("\"searchmark{i}\"")).collect();
+    let expected: Vec<String> = (0..5)
+        .rev()
+        .map(|i| format!("admin:searchmark{i}"))
+        .collect();
     assert_eq!(seen, expected);
     // Filters narrow: no ERROR, and nothing before a time in the future.
     assert_eq!(search("q=searchmark&level=error").1["items"], json!([]));
@@ -504,4 +519,56 @@ fn readers_may_read_only_admins_change_the_filter_and_bad_input_is_a_json_4xx() 
         None,
     );
     assert_eq!(big_backlog.status, 422);
+}
+
+/// Lines of an old log file that no search below matches: many small fields, slow to parse,
+/// so that reading them all takes far longer than the wait for the slot below.
+fn filler_file(dir: &Path, bytes: usize) {
+    let fields: String = (0..40)
+        .map(|i| format!("\"f{i}\":{i}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let line = format!(
+        "{{\"ts\":\"2026-01-01T00:00:00.000000Z\",\"level\":\"INFO\",\"target\":\"filler\",\"msg\":\"filler\",\"fields\":{{{fields}}}}}\n"
+    );
+    let mut text = String::with_capacity(bytes + line.len());
+    while text.len() < bytes {
+        text.push_str(&line);
+    }
+    // Number 0: before the server's own files, so an export reads it first.
+    std::fs::write(dir.join("ringchat-2026-01-01.000000.log"), text).unwrap();
+}
+
+#[test]
+fn an_export_whose_client_left_gives_its_scan_slot_back_though_nothing_matched() {
+    let server = TestServer::start(&[("LOG__SCANS_MAX", "1")]);
+    let key = viewer_key(&server, "exporter");
+    let viewer = AdminClient::new(&server).with_key(&key);
+    filler_file(&log_dir(&server), EXPORT_FILLER_BYTES);
+
+    let mut export = TcpStream::connect(server.admin).unwrap();
+    write!(
+        export,
+        "GET /api/logs/export?q=nolinesaysthis HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {key}\r\n\r\n"
+    )
+    .unwrap();
+    // The export holds the one scan slot: a search is refused meanwhile. (The searches here
+    // skip every file by its time, so each answers at once.)
+    let search = || viewer.get("/api/logs?since=2999-01-01T00:00:00Z");
+    wait_until("the export to take the scan slot", || search().0 == 503);
+    drop(export);
+    // Reading the whole file takes several times this; the slot comes back at once.
+    let deadline = std::time::Instant::now() + SLOT_BACK_WITHIN;
+    loop {
+        let (status, body) = search();
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "{body}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the scan slot was not given back within {SLOT_BACK_WITHIN:?} of the client leaving"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

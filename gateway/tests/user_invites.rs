@@ -212,3 +212,58 @@ async fn users_issue_no_invites_unless_registration_is_by_invite() {
     assert_eq!(error_code(&reply), ErrorCode::Forbidden);
     assert!(list(&mut c, 0, 0).await.invites.is_empty());
 }
+
+/// A disabled user's codes register nobody (the use they would take is kept), and work again
+/// once the user is enabled; operators list one issuer's invites with `?issuer=`.
+#[tokio::test]
+async fn a_disabled_users_invites_register_nobody_until_enabled() {
+    let server = TestServer::start(&[("ACCOUNTS__REGISTRATION", "invite")]);
+    let ops = server.api_key("ops", "admin");
+    let r = ops.post("/api/invites", json!({}));
+    assert_eq!(r.0, 201, "{}", r.1);
+    let Body::RegisterOk(alice) = register(&server, "alice", r.1["code"].as_str().unwrap()).await
+    else {
+        panic!("alice registers")
+    };
+    let mut a = login(&server, "alice").await;
+    let (code, invite) = issue(&mut a, 1, 0).await;
+
+    let mine = format!("user:{}", alice.user_id);
+    let listed = ops.get(&format!("/api/invites?issuer={mine}&limit=1"));
+    assert_eq!(listed.0, 200, "{}", listed.1);
+    assert_eq!(
+        listed.1["items"].as_array().unwrap().len(),
+        1,
+        "{}",
+        listed.1
+    );
+    assert_eq!(listed.1["items"][0]["id"], invite.invite_id);
+    assert_eq!(listed.1["items"][0]["issuer"], mine.as_str());
+    assert!(listed.1.get("next_cursor").is_none(), "{}", listed.1);
+    // The operator's invite (used) is not hers.
+    let all = ops.get("/api/invites").1["items"].as_array().unwrap().len();
+    assert_eq!(all, 2);
+    let nobody = ops.get("/api/invites?issuer=user:1");
+    assert_eq!(nobody.1["items"], json!([]), "{}", nobody.1);
+    let long = ops.get(&format!("/api/invites?issuer={}", "x".repeat(257)));
+    assert_eq!(long.0, 422, "{}", long.1);
+
+    let disabled = ops.post(
+        &format!("/api/users/{}/disable", alice.user_id),
+        json!({"reason": "spam"}),
+    );
+    assert_eq!(disabled.0, 200, "{}", disabled.1);
+    let refused = register(&server, "bob", &code).await;
+    assert_eq!(
+        error_code(&refused),
+        ErrorCode::InviteInvalid,
+        "{refused:?}"
+    );
+
+    let enabled = ops.post(&format!("/api/users/{}/enable", alice.user_id), json!({}));
+    assert_eq!(enabled.0, 200, "{}", enabled.1);
+    assert!(
+        matches!(register(&server, "bob", &code).await, Body::RegisterOk(_)),
+        "the refused try took no use of the code"
+    );
+}

@@ -1,7 +1,8 @@
 //! Mailing codes: templates (built in, replaceable from `email.templates_dir`) rendered into a
 //! plain-text and an HTML part, sent over SMTP by lettre's async transport on the backend's
 //! tokio runtime (never on a shard). Without a relay (`email.smtp.host` empty) a code is only
-//! logged, and the server says so at start-up.
+//! logged, on the console alone (`logs::CONSOLE_ONLY_TARGET`: never in the log files or the
+//! live tail, which viewers read), and the server says so at start-up.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -145,7 +146,7 @@ impl Mailer {
             .map_err(|e| format!("email.smtp.from: {e}"))?;
         let transport = if cfg.smtp.host.is_empty() {
             tracing::warn!(
-                "email.smtp.host is not set: e-mail codes are NOT sent, only logged (configure [email.smtp] to mail them)"
+                "email.smtp.host is not set: e-mail codes are NOT sent, only shown on the console (configure [email.smtp] to mail them)"
             );
             None
         } else {
@@ -192,6 +193,7 @@ impl Mailer {
         };
         let Some(transport) = &self.transport else {
             tracing::info!(
+                target: crate::logs::CONSOLE_ONLY_TARGET,
                 to = mail.to,
                 code = mail.code,
                 purpose = purpose.as_str_name(),

@@ -26,7 +26,7 @@ mod policy;
 mod recovery;
 mod revoked;
 mod seen;
-mod user_invites;
+pub(crate) mod user_invites;
 mod validate;
 
 use std::sync::Arc;

@@ -4,6 +4,12 @@
 //! the same write) and kick; a disable is written first, then the sessions are kicked, and a
 //! login that read the flags before the write checks them again once its session is
 //! registered (`Backend::login`), so no session outlives a disable.
+//!
+//! A store write that fails may still have landed (PostgreSQL may commit and the answer be
+//! lost, or come after the client-side time limit): a disable or a password set whose write
+//! failed kicks the sessions anyway (a session too many ended is harmless; one that outlives
+//! its disable is not) and says `OperatorWriteError::Unanswered`, which the admin API audits
+//! as "outcome unknown" (`admin/operator_write.rs`). Refused before the write: `NotQueued`.
 
 use std::sync::Arc;
 
@@ -12,10 +18,20 @@ use ringchat_proto::v1::KickReason;
 use super::{Accounts, Refusal, blocking};
 use crate::Backend;
 use crate::api::ShardEvent;
+use crate::messaging::operator::OperatorWriteError;
 use crate::push::SignedOut;
 use crate::store::{AccountFlags, UserId};
 use crate::throttle::ThrottleKey;
 use crate::time::now_ms;
+
+/// A store write that failed: it may have landed, and the operator is told so.
+fn may_have_landed(mut why: Refusal) -> OperatorWriteError {
+    why.message = format!(
+        "{}; the change may have taken effect: look before retrying",
+        why.message
+    );
+    OperatorWriteError::Unanswered(why)
+}
 
 impl Accounts {
     /// Sets a new password (validated by the one password rule), revoking every token of the
@@ -25,8 +41,22 @@ impl Accounts {
         user_id: UserId,
         password: String,
     ) -> Result<Option<usize>, Refusal> {
+        let hash = self.checked_password_hash(password).await?;
+        self.store_password_revoking(user_id, hash).await
+    }
+
+    /// A new password checked by the one password rule, and hashed.
+    async fn checked_password_hash(&self, password: String) -> Result<String, Refusal> {
         self.validate_password(&password)?;
-        let hash = self.hash_new_password(password).await?;
+        self.hash_new_password(password).await
+    }
+
+    /// The write of [`Self::set_password_revoking`]: an error may have landed.
+    async fn store_password_revoking(
+        &self,
+        user_id: UserId,
+        hash: String,
+    ) -> Result<Option<usize>, Refusal> {
         let store = Arc::clone(&self.store);
         let revoked = blocking(move || {
             let revoked = store.set_password(user_id, &hash, None, None)?;
@@ -89,25 +119,31 @@ impl Backend {
     }
 
     /// Disables an account: stored first, then every session kicked. `Ok(None)`: no such user;
-    /// else the sessions kicked.
+    /// else the sessions kicked. A failed write kicks them too (it may have landed).
     pub(crate) async fn disable_user(
         &self,
         user_id: UserId,
         by: String,
         reason: String,
-    ) -> Result<Option<usize>, Refusal> {
+    ) -> Result<Option<usize>, OperatorWriteError> {
         let flags = AccountFlags {
             disabled_at_ms: now_ms(),
             disabled_by: by,
             reason,
         };
-        if !self.accounts.set_flags(user_id, Some(flags)).await? {
+        let written = self.accounts.set_flags(user_id, Some(flags)).await;
+        if let Ok(false) = written {
             return Ok(None);
         }
         let kicked = self
             .kick_user(user_id, None, KickReason::AccountDisabled)
             .await;
         self.forget_push_tokens(user_id, SignedOut::All).await;
+        if let Err(why) = written {
+            tracing::warn!(user_id, sessions_kicked = kicked, why = %why.message,
+                "disabling an account failed and may have landed; its sessions are kicked");
+            return Err(may_have_landed(why));
+        }
         tracing::warn!(user_id, sessions_kicked = kicked, "account disabled");
         Ok(Some(kicked))
     }
@@ -127,18 +163,28 @@ impl Backend {
         &self,
         user_id: UserId,
         password: String,
-    ) -> Result<Option<(usize, usize)>, Refusal> {
-        let Some(revoked) = self
+    ) -> Result<Option<(usize, usize)>, OperatorWriteError> {
+        let hash = self
             .accounts
-            .set_password_revoking(user_id, password)
-            .await?
-        else {
+            .checked_password_hash(password)
+            .await
+            .map_err(OperatorWriteError::NotQueued)?;
+        let written = self.accounts.store_password_revoking(user_id, hash).await;
+        if let Ok(None) = written {
             return Ok(None);
-        };
+        }
         let kicked = self
             .kick_user(user_id, None, KickReason::PasswordChanged)
             .await;
         self.forget_push_tokens(user_id, SignedOut::All).await;
+        let revoked = match written {
+            Ok(revoked) => revoked.unwrap_or(0),
+            Err(why) => {
+                tracing::warn!(user_id, sessions_kicked = kicked, why = %why.message,
+                    "setting a password failed and may have landed; the sessions are kicked");
+                return Err(may_have_landed(why));
+            }
+        };
         tracing::warn!(
             user_id,
             tokens_revoked = revoked,

@@ -46,7 +46,7 @@ pub(crate) fn disabled() -> Refusal {
 fn invite_invalid() -> Refusal {
     Refusal::new(
         ErrorCode::InviteInvalid,
-        "registration needs a valid invite code (unknown, expired or used up)",
+        "registration needs a valid invite code (unknown, expired, used up, or its issuer disabled)",
     )
 }
 
@@ -63,7 +63,8 @@ impl Accounts {
 
     /// What the registration policy asks of a client's Register before anything else is done:
     /// closed refuses it, invite takes one use of its code (given back with
-    /// [`Self::return_invite`] if the registration then fails).
+    /// [`Self::return_invite`] if the registration then fails). A code issued by a user who is
+    /// disabled now registers nobody: whoever was shut out must not bring others in.
     pub(super) async fn admit(&self, invite_code: &str) -> Result<Option<u64>, Refusal> {
         match self.accounts.registration {
             Registration::Open => Ok(None),
@@ -77,10 +78,31 @@ impl Accounts {
                 }
                 let hash = super::token_hash(invite_code.trim());
                 let store = Arc::clone(&self.admin_store);
-                match blocking(move || store.take_invite(&hash, now_ms())).await? {
-                    InviteTake::Taken(invite) => Ok(Some(invite.id)),
-                    InviteTake::Refused => Err(invite_invalid()),
-                }
+                let taken = blocking(move || {
+                    let InviteTake::Taken(invite) = store.take_invite(&hash, now_ms())? else {
+                        return Ok(None);
+                    };
+                    let disabled = super::user_invites::issuing_user(&invite.issuer)
+                        .map(|user| store.user_flags(user))
+                        .transpose()?
+                        .flatten()
+                        .is_some();
+                    if !disabled {
+                        return Ok(Some(invite.id));
+                    }
+                    // The store has no look-up by code, so the use was taken: given back.
+                    // Lost if that fails, which costs nothing: the code is refused anyway.
+                    if let Err(err) = store.return_invite(invite.id) {
+                        tracing::warn!(
+                            ?err,
+                            invite = invite.id,
+                            "could not give back an invite's use"
+                        );
+                    }
+                    Ok(None)
+                })
+                .await?;
+                taken.map(Some).ok_or_else(invite_invalid)
             }
         }
     }

@@ -42,6 +42,11 @@ fn issuer(user: UserId) -> String {
     format!("user:{user}")
 }
 
+/// The user who issued an invite, when a user did (an operator's issuer is their actor).
+pub(crate) fn issuing_user(issuer: &str) -> Option<UserId> {
+    issuer.strip_prefix("user:")?.parse().ok()
+}
+
 fn refused(code: ErrorCode, message: impl Into<String>, retry_after_ms: u64) -> Refusal {
     Refusal {
         code,
@@ -71,7 +76,7 @@ fn wire(r: &InviteRecord, now: u64) -> v1::Invite {
 
 /// Hands the stored invites with an id below `before`, newest first, to `visit` until it
 /// answers false or none are left.
-fn walk(
+pub(crate) fn walk(
     store: &dyn AccountAdminStore,
     mut before: u64,
     mut visit: impl FnMut(InviteRecord) -> bool,

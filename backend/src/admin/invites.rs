@@ -9,14 +9,15 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::Admin;
 use super::auth::{AdminOnly, Viewer};
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, ErrorBody};
-use super::page::{self, Page, PageQuery};
+use super::page::{self, Page};
+use crate::accounts::user_invites::walk;
 use crate::store::InviteRecord;
 use crate::time::now_ms;
 
@@ -24,6 +25,8 @@ use crate::time::now_ms;
 const INVITE_TTL_S_DEFAULT: u64 = 7 * 24 * 3600;
 /// Bytes of an invite's note, at most.
 const NOTE_BYTES_MAX: usize = 256;
+/// Bytes of the list's `issuer` filter, at most (an actor is shorter).
+const ISSUER_BYTES_MAX: usize = 256;
 
 pub fn routes() -> OpenApiRouter<Arc<Admin>> {
     OpenApiRouter::new()
@@ -145,19 +148,55 @@ async fn create_invite(
     ))
 }
 
-/// Invites, newest first (codes are never shown again).
-#[utoipa::path(get, path = "/api/invites", tag = "invites", params(PageQuery),
-    responses((status = 200, body = Page<InviteView>), (status = 401, body = ErrorBody)))]
+/// The invite list's query: the one paging rule, and whose invites.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct InviteQuery {
+    /// Where the previous page ended (its `next_cursor`); absent for the first page.
+    pub cursor: Option<String>,
+    /// Items wanted (default 50); more than the server's `admin.page_items_max` are clamped.
+    #[param(minimum = 1, maximum = 10000)]
+    pub limit: Option<u32>,
+    /// Only the invites of this issuer, as listed (`user:ID` for a user's, an operator's actor
+    /// such as `admin:NAME` or `key:NAME`); at most 256 bytes.
+    pub issuer: Option<String>,
+}
+
+/// Invites, newest first (codes are never shown again), all or one issuer's.
+#[utoipa::path(get, path = "/api/invites", tag = "invites", params(InviteQuery),
+    responses((status = 200, body = Page<InviteView>), (status = 401, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
 async fn list_invites(
     State(admin): State<Arc<Admin>>,
     Viewer(_op): Viewer,
-    ApiQuery(q): ApiQuery<PageQuery>,
+    ApiQuery(q): ApiQuery<InviteQuery>,
 ) -> ApiResult<Json<Page<InviteView>>> {
     let limit = page::limit(q.limit, admin.config.page_items_max)?;
     let before = page::numeric_cursor(q.cursor.as_deref())?.unwrap_or(u64::MAX);
+    let issuer = q.issuer.filter(|i| !i.is_empty());
+    if issuer.as_ref().is_some_and(|i| i.len() > ISSUER_BYTES_MAX) {
+        return Err(ApiError::invalid(format!(
+            "issuer: at most {ISSUER_BYTES_MAX} bytes"
+        )));
+    }
     let store = Arc::clone(&admin.backend.ports.account_admin);
-    let mut rows =
-        tokio::task::spawn_blocking(move || store.invites_before(before, limit + 1)).await??;
+    let mut rows = tokio::task::spawn_blocking(move || match issuer {
+        None => store.invites_before(before, limit + 1),
+        // Read newest first until the page is full: the stored invites are bounded by
+        // `accounts.invites_max`, so is the walk.
+        Some(issuer) => {
+            let mut rows = Vec::new();
+            walk(&*store, before, |r| {
+                if r.issuer == issuer {
+                    rows.push(r);
+                }
+                rows.len() <= limit
+            })?;
+            Ok(rows)
+        }
+    })
+    .await??;
     let more = rows.len() > limit;
     rows.truncate(limit);
     let now = now_ms();

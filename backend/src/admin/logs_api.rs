@@ -220,7 +220,8 @@ async fn search_logs(
 /// Downloads the matching lines of the retained files, oldest first, as JSON lines
 /// (`Content-Disposition: attachment`). Streamed; stops after `log.export_bytes_max` bytes,
 /// ending then with a line that says so. Ends after `log.export_duration_max_s` however far it
-/// got, the download then incomplete (the body fails).
+/// got, the download then incomplete (the body fails). The scan ends when its client goes
+/// away, and at the first line well past `until` (10 s: the files' time order slack).
 #[utoipa::path(get, path = "/api/logs/export", tag = "logs", params(SearchQuery),
     responses((status = 200, content_type = "application/x-ndjson", body = String,
                description = "JSON lines, one log event each"),
@@ -257,12 +258,15 @@ async fn export_logs(
                 matches!(room.await, Ok(Ok(())))
             })
         };
+        // The body holds the receiver: a client that went away dropped it.
+        let gone = || tx.is_closed();
         let end = search::export(
             &dir,
             &filter,
             bytes_max,
             EXPORT_CHUNK_BYTES,
             deadline,
+            gone,
             |chunk| send(Piece::Lines(Bytes::from(chunk))),
         );
         let ended = match end {

@@ -1,5 +1,6 @@
 //! `GET /api/logs/stream`: the live tail as Server-Sent Events. Each event is `event: log`,
-//! `id: <sequence number>`, `data: <the JSON line>`; a reader that fell behind gets
+//! `id: <event id>` (the process's epoch and the event's number: an id from before a restart
+//! resumes with the whole ring), `data: <the JSON line>`; a reader that fell behind gets
 //! `event: skipped`, `data: {"missed": N}` and goes on with the newest. A stream ends after
 //! `log.stream_duration_max_s`: the browser's EventSource reconnects by itself, is
 //! authenticated again, and resumes after its `Last-Event-ID`. That deadline is checked when
@@ -52,9 +53,9 @@ pub struct StreamQuery {
 /// The live tail of new log events (Server-Sent Events), filtered. At most `log.streams_max`
 /// streams at once, `log.streams_per_operator_max` of them one operator's.
 #[utoipa::path(get, path = "/api/logs/stream", tag = "logs", params(StreamQuery,
-        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this event (sent by EventSource on reconnect)")),
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this event (sent by EventSource on reconnect); an id from before a restart resumes with the whole ring")),
     responses((status = 200, content_type = "text/event-stream", body = String,
-               description = "`event: log` (id: sequence, data: a JSON log line) and `event: skipped` (data: {\"missed\": N})"),
+               description = "`event: log` (id: the event's id, data: a JSON log line) and `event: skipped` (data: {\"missed\": N})"),
               (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
               (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(super) async fn stream_logs(

@@ -1,8 +1,10 @@
-//! An operator's write through the sequencer (`Backend::operator_write`: a group dissolved),
-//! audited by one rule: every write that may have taken effect leaves an entry. A committed
-//! write is audited with its outcome; one whose answer did not come in time is audited as
-//! "outcome unknown", since it may still land and a retry would then be refused as already
-//! done, leaving no entry at all. A refused or never-queued write changed nothing: no entry.
+//! An operator's write, audited by one rule: every write that may have taken effect leaves an
+//! entry. Writes through the sequencer (`Backend::operator_write`: a group dissolved) and
+//! account changes written to the store (a disable, a password set: `accounts/operator.rs`)
+//! both follow it. A committed write is audited with its outcome; one whose answer did not
+//! come in time, or whose store write failed, is audited as "outcome unknown", since it may
+//! have landed or still land, and a retry would then be refused as already done, leaving no
+//! entry at all. A refused or never-queued write changed nothing: no entry.
 
 use ringchat_proto::Body;
 
@@ -22,21 +24,37 @@ pub(super) async fn audited(
     landed: impl FnOnce(&Body) -> String,
 ) -> ApiResult<Body> {
     let outcome = admin.backend.operator_write(write).await;
-    if let Some(detail) = audit_detail(&outcome, landed) {
-        admin.backend.audit.record_admin(entry.detail(detail)).await;
-    }
+    record(admin, entry, &outcome, |body| match body {
+        // Refused by the sequencer: nothing changed.
+        Body::Error(_) => None,
+        body => Some(landed(body)),
+    })
+    .await;
     Ok(outcome.map_err(crate::accounts::Refusal::from)?)
 }
 
+/// Records `entry` for a write's `outcome` whenever it may have taken effect; `landed` gives
+/// the detail of an answer, or `None` for one that says nothing changed.
+pub(super) async fn record<T>(
+    admin: &Admin,
+    entry: Entry,
+    outcome: &Result<T, OperatorWriteError>,
+    landed: impl FnOnce(&T) -> Option<String>,
+) {
+    if let Some(detail) = audit_detail(outcome, landed) {
+        admin.backend.audit.record_admin(entry.detail(detail)).await;
+    }
+}
+
 /// What the audit entry of a write's outcome says; `None` when the write changed nothing.
-fn audit_detail(
-    outcome: &Result<Body, OperatorWriteError>,
-    landed: impl FnOnce(&Body) -> String,
+fn audit_detail<T>(
+    outcome: &Result<T, OperatorWriteError>,
+    landed: impl FnOnce(&T) -> Option<String>,
 ) -> Option<String> {
     match outcome {
-        // Refused by the sequencer, or never queued: nothing changed.
-        Ok(Body::Error(_)) | Err(OperatorWriteError::NotQueued(_)) => None,
-        Ok(body) => Some(landed(body)),
+        Ok(answer) => landed(answer),
+        // Never queued, or refused before the store was written: nothing changed.
+        Err(OperatorWriteError::NotQueued(_)) => None,
         Err(unanswered @ OperatorWriteError::Unanswered(_)) => {
             Some(format!("outcome unknown: {}", unanswered.refusal().message))
         }
@@ -52,8 +70,9 @@ mod tests {
 
     fn detail(outcome: Result<Body, OperatorWriteError>) -> Option<String> {
         audit_detail(&outcome, |body| match body {
-            Body::GroupOk(ok) => format!("event seq {}", ok.event_seq),
-            other => format!("unexpected answer {other:?}"),
+            Body::Error(_) => None,
+            Body::GroupOk(ok) => Some(format!("event seq {}", ok.event_seq)),
+            other => Some(format!("unexpected answer {other:?}")),
         })
     }
 

@@ -1,5 +1,6 @@
 //! The tracing layer that turns each event (that passed the filter) into a [`LogLine`], once,
 //! and hands its JSON to the file writer, the console (in `json` format) and the live tail.
+//! Events of [`CONSOLE_ONLY_TARGET`] go to the console alone.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -10,10 +11,10 @@ use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::layer::{Context, Layer};
 
-use super::READY_TARGET;
 use super::line::{LogLine, timestamp};
 use super::sink::Sink;
 use super::tail::Tail;
+use super::{CONSOLE_ONLY_TARGET, READY_TARGET};
 
 pub struct Capture {
     pub(super) file: Option<Sink>,
@@ -51,21 +52,26 @@ impl<S: Subscriber> Layer<S> for Capture {
             fields: Map::new(),
         };
         event.record(&mut Fields(&mut line));
-        let json = line.to_json(self.line_bytes_max);
+        // The tail keeps the cut line too: an event with a huge field costs the ring no more
+        // than `log.line_bytes_max`.
+        let json = line.fit(self.line_bytes_max);
         let bytes = || {
             let mut b = Vec::with_capacity(json.len() + 1);
             b.extend_from_slice(json.as_bytes());
             b.push(b'\n');
             b
         };
-        if let Some(file) = &self.file {
-            file.send(bytes());
-        }
         // The ready line is on stdout already; the console does not repeat it.
         if let Some(console) = &self.console
             && meta.target() != READY_TARGET
         {
             console.send(bytes());
+        }
+        if meta.target() == CONSOLE_ONLY_TARGET {
+            return;
+        }
+        if let Some(file) = &self.file {
+            file.send(bytes());
         }
         self.tail.push(line, json);
     }
@@ -112,5 +118,50 @@ impl Visit for Fields<'_> {
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
         self.put(field, Value::String(value.to_string()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::*;
+
+    #[test]
+    fn the_tail_keeps_an_event_cut_to_the_line_limit() {
+        const LINE_BYTES_MAX: usize = 16 * 1024;
+        let tail = Arc::new(Tail::new(4));
+        let capture = Capture::new(None, None, Arc::clone(&tail), LINE_BYTES_MAX);
+        let subscriber = tracing_subscriber::registry().with(capture);
+        let big = "x".repeat(1 << 20);
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(big = %big, "one huge field");
+        });
+        let sub = tail.subscribe(None, 4);
+        let [event] = &sub.backlog[..] else {
+            panic!("{} events", sub.backlog.len())
+        };
+        assert!(event.json.len() <= LINE_BYTES_MAX, "{}", event.json.len());
+        let kept = serde_json::to_string(&event.line).unwrap();
+        assert!(
+            kept.len() <= LINE_BYTES_MAX,
+            "the tail holds {} bytes",
+            kept.len()
+        );
+        assert!(event.line.fields.contains_key("truncated_from_bytes"));
+    }
+
+    #[test]
+    fn console_only_events_stay_out_of_the_tail() {
+        let tail = Arc::new(Tail::new(4));
+        let capture = Capture::new(None, None, Arc::clone(&tail), 16 * 1024);
+        let subscriber = tracing_subscriber::registry().with(capture);
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(target: CONSOLE_ONLY_TARGET, code = "123456", "a secret");
+            tracing::info!("an ordinary event");
+        });
+        let sub = tail.subscribe(None, 4);
+        let msgs: Vec<_> = sub.backlog.iter().map(|e| e.line.msg.as_str()).collect();
+        assert_eq!(msgs, ["an ordinary event"]);
     }
 }

@@ -43,7 +43,7 @@ fn parse_name(name: &str) -> Option<u64> {
         .flatten()
 }
 
-fn file_name(number: u64, day: u64) -> String {
+pub(super) fn file_name(number: u64, day: u64) -> String {
     let date = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(day * 86_400));
     format!("{PREFIX}{}.{number:06}{SUFFIX}", &date.to_string()[..10])
 }

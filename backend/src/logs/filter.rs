@@ -1,11 +1,15 @@
 //! Which lines a reader wants: the one rule shared by the live tail, the search and the export.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use super::line::{LogLine, Severity, timestamp};
 
 /// Longest `target` prefix or `q` text accepted, in bytes.
 pub const FILTER_TEXT_BYTES_MAX: usize = 256;
+/// How far out of time order the files may hold lines: a thread stamps its event, then queues
+/// it for the one writer, so lines of busy threads may be written a little late. A scan ends
+/// at a time bound only past it by more than this.
+pub const TIME_ORDER_SLACK: Duration = Duration::from_secs(10);
 
 /// A reader's filter; every part is optional.
 #[derive(Debug, Clone, Default)]
@@ -22,6 +26,12 @@ pub struct LineFilter {
     pub until: Option<String>,
     /// `since` as a time, for skipping whole files by their modification time.
     pub since_time: Option<SystemTime>,
+    /// A line stamped after this is past `until` by more than [`TIME_ORDER_SLACK`]: no later
+    /// line matches, and a scan forwards ends there.
+    past_until: Option<String>,
+    /// A line stamped before this is before `since` by more than the slack: a scan backwards
+    /// ends there.
+    before_since: Option<String>,
 }
 
 impl LineFilter {
@@ -70,7 +80,25 @@ impl LineFilter {
             since: since_time.map(timestamp),
             until: until_time.map(timestamp),
             since_time,
+            past_until: until_time.map(|u| timestamp(u + TIME_ORDER_SLACK)),
+            before_since: since_time
+                .and_then(|s| s.checked_sub(TIME_ORDER_SLACK))
+                .map(timestamp),
         })
+    }
+
+    /// Whether a scan forwards (oldest first) can stop at `line`: it is well past `until`.
+    pub fn ends_forward_scan(&self, line: &LogLine) -> bool {
+        self.past_until
+            .as_deref()
+            .is_some_and(|u| line.ts.as_str() > u)
+    }
+
+    /// Whether a scan backwards (newest first) can stop at `line`: it is well before `since`.
+    pub fn ends_backward_scan(&self, line: &LogLine) -> bool {
+        self.before_since
+            .as_deref()
+            .is_some_and(|s| line.ts.as_str() < s)
     }
 
     pub fn matches(&self, line: &LogLine) -> bool {

@@ -67,11 +67,17 @@ impl LogLine {
     /// The line as written: JSON, no newline. Past `bytes_max` the fields are dropped and the
     /// message cut (at a character boundary), saying how long the whole was.
     pub fn to_json(&self, bytes_max: usize) -> String {
+        self.clone().fit(bytes_max)
+    }
+
+    /// [`Self::to_json`], cutting the line itself too, so that what keeps it (the live tail)
+    /// holds no more than the JSON says.
+    pub fn fit(&mut self, bytes_max: usize) -> String {
         let json = serde_json::to_string(self).expect("a log line serialises");
         if json.len() <= bytes_max {
             return json;
         }
-        let mut short = self.clone();
+        let short = self;
         short.fields = Map::new();
         short
             .fields
@@ -82,6 +88,7 @@ impl LogLine {
         }
         short.msg.truncate(cut);
         short.msg.push('…');
+        short.msg.shrink_to_fit();
         serde_json::to_string(&short).expect("a log line serialises")
     }
 

@@ -30,6 +30,11 @@ pub use config::{ConsoleFormat, DEFAULT_FILTER, FILTER_BYTES_MAX, LogConfig, par
 /// line already); files and the tail keep it.
 pub const READY_TARGET: &str = "ringchat::ready";
 
+/// Target of events that carry a secret (an e-mail code logged because no SMTP relay is set):
+/// the console shows them, the files and the live tail never do, so nothing the log API
+/// serves (search, export, tail: a viewer may read them) holds a code that takes over an account.
+pub const CONSOLE_ONLY_TARGET: &str = "ringchat::console_only";
+
 /// Reads and changes the live log filter. The binary implements it on its reload handle;
 /// `PUT /api/logs/filter` and `PATCH /api/config` (key `log.filter`) call it.
 pub trait LogControl: Send + Sync {

@@ -1,7 +1,9 @@
 //! Reading the retained files: a search, newest first, that reads at most a budget of bytes per
 //! request and returns a cursor (file number, byte offset) to go on from; and an export,
 //! oldest first, of every matching line. Both skip a file whose last write is before `since`,
-//! and the half-written last line of the file being written.
+//! and the half-written last line of the file being written; both end at the first line well
+//! outside the time range (`LineFilter::ends_*_scan`: the files are in time order), and the
+//! export as soon as its reader has gone, matching or not.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
@@ -17,6 +19,9 @@ use super::line::LogLine;
 const BLOCK_BYTES: u64 = 64 * 1024;
 /// A line longer than this (not one the writer made) is skipped, not held in memory.
 pub const LINE_READ_BYTES_MAX: usize = 1 << 20;
+/// Lines an export reads between two looks at whether its reader is still there (and at
+/// each file's start): a filter that matches nothing sends nothing, so no send would tell.
+const GONE_CHECK_LINES: u32 = 1024;
 
 /// Where a search goes on: before `offset` in file `number`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,18 +79,27 @@ pub fn search(
             _ => file.metadata()?.len(),
         };
         let budget = scan_bytes_max.saturating_sub(found.scanned_bytes);
+        let mut before_range = false;
         let stop = scan_back(&file, end, budget, |start, raw| {
             found.scanned_bytes += raw.len() as u64 + 1;
-            if let Ok(line) = serde_json::from_slice::<LogLine>(raw)
-                && filter.matches(&line)
-            {
-                found.lines.push(line);
-                if found.lines.len() == limit {
+            if let Ok(line) = serde_json::from_slice::<LogLine>(raw) {
+                if filter.ends_backward_scan(&line) {
+                    before_range = true;
                     return Some(start);
+                }
+                if filter.matches(&line) {
+                    found.lines.push(line);
+                    if found.lines.len() == limit {
+                        return Some(start);
+                    }
                 }
             }
             (found.scanned_bytes >= scan_bytes_max).then_some(start)
         })?;
+        if before_range {
+            // Every older line is before `since` too: nothing left to page to.
+            return Ok(found);
+        }
         if let Some(offset) = stop {
             found.next = Some(Cursor { number, offset });
             return Ok(found);
@@ -204,19 +218,25 @@ pub enum ExportEnd {
 
 /// Every matching line, oldest first, as raw bytes with newlines, in chunks of about
 /// `chunk_bytes` handed to `out` (which returns false to stop). Stops after `bytes_max` bytes,
-/// and at `deadline`, even while reading lines that do not match.
+/// at `deadline`, and once `gone` says the reader went away (asked every
+/// [`GONE_CHECK_LINES`] lines and at each file), even while reading lines that do not match.
 pub fn export(
     dir: &Path,
     filter: &LineFilter,
     bytes_max: u64,
     chunk_bytes: usize,
     deadline: Instant,
+    gone: impl Fn() -> bool,
     mut out: impl FnMut(Vec<u8>) -> bool,
 ) -> io::Result<ExportEnd> {
     let mut sent = 0u64;
     let mut chunk = Vec::with_capacity(chunk_bytes);
     let mut raw = Vec::new();
-    for (_, path) in files::list(dir)? {
+    let mut since_look = 0u32;
+    'files: for (_, path) in files::list(dir)? {
+        if gone() {
+            return Ok(ExportEnd::Stopped);
+        }
         let Some(file) = open_unless_older(&path, filter)? else {
             continue;
         };
@@ -224,6 +244,13 @@ pub fn export(
         loop {
             if Instant::now() >= deadline {
                 return Ok(ExportEnd::Stopped);
+            }
+            since_look += 1;
+            if since_look == GONE_CHECK_LINES {
+                since_look = 0;
+                if gone() {
+                    return Ok(ExportEnd::Stopped);
+                }
             }
             raw.clear();
             let n = (&mut reader)
@@ -239,9 +266,14 @@ pub fn export(
                 skip_line(&mut reader)?;
                 continue;
             }
-            let matches = serde_json::from_slice::<LogLine>(&raw[..raw.len() - 1])
-                .is_ok_and(|l| filter.matches(&l));
-            if !matches {
+            let Ok(line) = serde_json::from_slice::<LogLine>(&raw[..raw.len() - 1]) else {
+                continue;
+            };
+            if filter.ends_forward_scan(&line) {
+                // Every later line is after `until` too.
+                break 'files;
+            }
+            if !filter.matches(&line) {
                 continue;
             }
             if sent + raw.len() as u64 > bytes_max {
@@ -312,6 +344,91 @@ mod tests {
         let (seen, _) = lines_back(text, 8, u64::MAX);
         assert_eq!(seen, [(4, "two".into()), (0, "one".into())]);
         assert_eq!(lines_back("", 0, u64::MAX).0, []);
+    }
+
+    /// A log dir with one file of `lines` (`files::list` names).
+    fn dir_with(lines: &[String]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        std::fs::write(dir.path().join(files::file_name(1, 20_000)), text).unwrap();
+        dir
+    }
+
+    fn event(ts: &str, msg: &str) -> String {
+        format!(r#"{{"ts":"{ts}","level":"INFO","target":"t","msg":"{msg}"}}"#)
+    }
+
+    fn run_export(dir: &Path, filter: &LineFilter, gone: impl Fn() -> bool) -> (ExportEnd, String) {
+        let mut got = Vec::new();
+        let deadline = Instant::now() + std::time::Duration::from_secs(60);
+        let end = export(dir, filter, u64::MAX, 1, deadline, gone, |c| {
+            got.extend(c);
+            true
+        })
+        .unwrap();
+        (end, String::from_utf8(got).unwrap())
+    }
+
+    #[test]
+    fn an_export_whose_reader_left_stops_though_nothing_matches() {
+        let lines: Vec<String> = (0..10_000)
+            .map(|i| event("2026-12-02T10:00:00.000000Z", &format!("line {i}")))
+            .collect();
+        let dir = dir_with(&lines);
+        let never = LineFilter::parse(None, None, Some("no line says this"), None, None).unwrap();
+        let looks = std::cell::Cell::new(0u32);
+        let (end, got) = run_export(dir.path(), &never, || {
+            looks.set(looks.get() + 1);
+            true
+        });
+        assert_eq!(end, ExportEnd::Stopped);
+        assert_eq!(got, "");
+        assert_eq!(looks.get(), 1, "it looked at the file's start, and stopped");
+        // A reader still there gets the whole scan.
+        let (end, _) = run_export(dir.path(), &never, || false);
+        assert_eq!(end, ExportEnd::Complete);
+    }
+
+    #[test]
+    fn scans_end_at_the_first_line_well_outside_the_time_range() {
+        let lines = [
+            event("2026-12-02T10:00:00.000000Z", "early"),
+            event("2026-12-02T11:00:00.000000Z", "in range"),
+            // Out of order by less than the slack: still read.
+            event("2026-12-02T12:00:05.000000Z", "a little late"),
+            event("2026-12-02T11:59:59.000000Z", "written late"),
+            event("2026-12-02T13:00:00.000000Z", "well past until"),
+            // Past the end of the scan: an export that read on would send it.
+            event("2026-12-02T11:30:00.000000Z", "never read"),
+        ];
+        let dir = dir_with(&lines);
+        let range = LineFilter::parse(
+            None,
+            None,
+            None,
+            Some("2026-12-02T10:30:00Z"),
+            Some("2026-12-02T12:00:00Z"),
+        )
+        .unwrap();
+        let (end, got) = run_export(dir.path(), &range, || false);
+        assert_eq!(end, ExportEnd::Complete);
+        let msgs: Vec<_> = got
+            .lines()
+            .map(|l| serde_json::from_str::<LogLine>(l).unwrap().msg)
+            .collect();
+        assert_eq!(msgs, ["in range", "written late"]);
+
+        // Backwards: ends at the first line well before `since`, with no cursor to go on.
+        let lines = [
+            event("2026-12-02T11:00:00.000000Z", "never read"),
+            event("2026-12-02T10:00:00.000000Z", "well before since"),
+            event("2026-12-02T11:00:00.000000Z", "in range"),
+        ];
+        let dir = dir_with(&lines);
+        let found = search(dir.path(), &range, None, 50, u64::MAX).unwrap();
+        let msgs: Vec<_> = found.lines.iter().map(|l| l.msg.as_str()).collect();
+        assert_eq!(msgs, ["in range"]);
+        assert_eq!(found.next, None);
     }
 
     #[test]

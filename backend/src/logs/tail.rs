@@ -1,6 +1,11 @@
 //! The live tail: the most recent events in a bounded ring, and a broadcast of new ones. Each
-//! event gets a sequence number, so a reader that reconnects resumes after the last one it saw
-//! (the SSE `Last-Event-ID`), and a reader that falls behind is told how many it missed.
+//! event gets an id, so a reader that reconnects resumes after the last one it saw (the SSE
+//! `Last-Event-ID`), and a reader that falls behind is told how many it missed.
+//!
+//! An id is the process's epoch (random, drawn at start) in its high bits and the event's
+//! number in this process in the low [`SEQ_BITS`]: an id from before a restart is not
+//! mistaken for one of this process (numbers start again at 1), so its reader gets the whole
+//! ring and is told what the ring no longer holds, instead of nothing.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -9,9 +14,16 @@ use tokio::sync::broadcast;
 
 use super::line::LogLine;
 
+/// Bits of an id that number the events of one epoch (10^12: years of logging).
+pub const SEQ_BITS: u32 = 40;
+const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
+/// Epochs are below this, so that an id fits in 63 bits.
+const EPOCHS: u64 = 1 << 23;
+
 /// One event as the tail holds it: parsed (for filters) and as its JSON line (for readers).
 #[derive(Debug)]
 pub struct TailEvent {
+    /// The event's id (epoch and number).
     pub seq: u64,
     pub line: LogLine,
     pub json: String,
@@ -19,7 +31,10 @@ pub struct TailEvent {
 
 struct Ring {
     events: VecDeque<Arc<TailEvent>>,
+    /// The next event's id.
     next_seq: u64,
+    /// Events pushed since the start.
+    pushed: u64,
 }
 
 pub struct Tail {
@@ -37,6 +52,16 @@ pub struct Subscription {
     pub live: broadcast::Receiver<Arc<TailEvent>>,
 }
 
+/// A random epoch in 1..EPOCHS (0 never: a reader's id 0 or a small id from a client that
+/// made it up is never taken for one of ours).
+fn new_epoch() -> u64 {
+    let mut raw = [0u8; 8];
+    // Without randomness the time serves: it differs between restarts as well.
+    let r = getrandom::fill(&mut raw)
+        .map_or_else(|_| crate::time::now_ms(), |()| u64::from_le_bytes(raw));
+    1 + r % (EPOCHS - 1)
+}
+
 impl Tail {
     pub fn new(capacity: usize) -> Self {
         assert!(
@@ -46,7 +71,8 @@ impl Tail {
         Self {
             ring: Mutex::new(Ring {
                 events: VecDeque::with_capacity(capacity),
-                next_seq: 1,
+                next_seq: (new_epoch() << SEQ_BITS) | 1,
+                pushed: 0,
             }),
             tx: broadcast::channel(capacity).0,
             capacity,
@@ -61,7 +87,13 @@ impl Tail {
             line,
             json,
         });
-        ring.next_seq += 1;
+        ring.next_seq = if ring.next_seq & SEQ_MASK == SEQ_MASK {
+            // An epoch's numbers are spent: a new epoch (readers resuming then get the ring).
+            (((ring.next_seq >> SEQ_BITS) % (EPOCHS - 1) + 1) << SEQ_BITS) | 1
+        } else {
+            ring.next_seq + 1
+        };
+        ring.pushed += 1;
         if ring.events.len() == self.capacity {
             ring.events.pop_front();
         }
@@ -71,11 +103,14 @@ impl Tail {
     }
 
     /// A new reader: after event `after` if it says (a reconnect), else the last `backlog`.
+    /// An `after` this tail did not give out (from before a restart) gets the whole ring, with
+    /// `missed` the events of this process that left it.
     pub fn subscribe(&self, after: Option<u64>, backlog: usize) -> Subscription {
         let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
         let live = self.tx.subscribe();
+        let ours = |id: u64| id >> SEQ_BITS == ring.next_seq >> SEQ_BITS && id < ring.next_seq;
         let (backlog, missed) = match after {
-            Some(after) => {
+            Some(after) if ours(after) => {
                 let oldest = ring.events.front().map_or(ring.next_seq, |e| e.seq);
                 let missed = oldest.saturating_sub(after.saturating_add(1));
                 let events = ring
@@ -86,6 +121,10 @@ impl Tail {
                     .collect();
                 (events, missed)
             }
+            Some(_) => (
+                ring.events.iter().cloned().collect(),
+                ring.pushed - ring.events.len() as u64,
+            ),
             None => {
                 let skip = ring.events.len().saturating_sub(backlog);
                 (ring.events.iter().skip(skip).cloned().collect(), 0)
@@ -127,12 +166,35 @@ mod tests {
         assert_eq!(got, ["c", "d"]);
         push(&tail, "e");
         let e = sub.live.recv().await.unwrap();
-        assert_eq!((e.seq, e.json.as_str()), (5, "e"));
-        // Resuming after "a" (seq 1): "b" has left the ring (holds c, d, e): one missed.
-        let again = tail.subscribe(Some(1), 0);
+        assert_eq!((e.seq & SEQ_MASK, e.json.as_str()), (5, "e"));
+        let epoch = e.seq - 5;
+        // Resuming after "a" (number 1): "b" has left the ring (holds c, d, e): one missed.
+        let again = tail.subscribe(Some(epoch + 1), 0);
         assert_eq!(again.missed, 1);
         assert_eq!(again.backlog.len(), 3);
-        assert_eq!(tail.subscribe(Some(5), 0).backlog.len(), 0);
+        assert_eq!(tail.subscribe(Some(epoch + 5), 0).backlog.len(), 0);
+    }
+
+    #[test]
+    fn an_id_from_before_a_restart_gets_the_whole_ring() {
+        // The old process had logged far more than this one: its reader's id is past ours.
+        let tail = Tail::new(3);
+        for m in ["a", "b", "c"] {
+            push(&tail, m);
+        }
+        for old in [1000, 50_000, u64::MAX] {
+            let sub = tail.subscribe(Some(old), 0);
+            let got: Vec<_> = sub.backlog.iter().map(|e| e.json.as_str()).collect();
+            assert_eq!(got, ["a", "b", "c"], "after {old}");
+            assert_eq!(sub.missed, 0);
+        }
+        // Another epoch, a number this one has given out: still not ours.
+        let c = tail.subscribe(None, 1).backlog[0].seq;
+        let other_epoch = c ^ (1 << SEQ_BITS);
+        assert_eq!(tail.subscribe(Some(other_epoch), 0).backlog.len(), 3);
+        // Once events have left the ring, the reader is told how many.
+        push(&tail, "d");
+        assert_eq!(tail.subscribe(Some(1000), 0).missed, 1);
     }
 
     #[tokio::test]

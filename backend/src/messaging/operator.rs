@@ -123,13 +123,14 @@ impl crate::Backend {
     }
 }
 
-/// Why an operator's write has no answer.
+/// Why an operator's write has no answer: through the sequencer (here), or an account change
+/// written to the store (`accounts/operator.rs`).
 #[derive(Debug)]
 pub(crate) enum OperatorWriteError {
-    /// Never reached the sequencer: nothing changed.
+    /// Never reached the sequencer (or refused before the store was written): nothing changed.
     NotQueued(Refusal),
-    /// Reached the sequencer but its answer did not come: the write may have landed, or may
-    /// still land.
+    /// Reached the sequencer but its answer did not come, or the store's write failed: the
+    /// write may have landed, or may still land.
     Unanswered(Refusal),
 }
 

@@ -143,11 +143,11 @@ impl AdminClient {
 
     /// A GET whose answer is not JSON (the dashboard's files): status, headers, text.
     pub fn get_text(&self, path: &str) -> (u16, ureq::http::HeaderMap, String) {
-        let mut resp = self
-            .agent
-            .get(format!("{}{path}", self.base))
-            .call()
-            .expect("admin listener reachable");
+        let mut req = self.agent.get(format!("{}{path}", self.base));
+        if let Some(key) = &self.key {
+            req = req.header("Authorization", format!("Bearer {key}"));
+        }
+        let mut resp = req.call().expect("admin listener reachable");
         let text = resp.body_mut().read_to_string().unwrap_or_default();
         (resp.status().as_u16(), resp.headers().clone(), text)
     }

@@ -118,6 +118,24 @@ impl PgCluster {
         );
     }
 
+    /// Stops the server cleanly (`fast`: open transactions rolled back, connections cut, a
+    /// shutdown checkpoint); returns once it is gone. For a test that needs the database away
+    /// but not a crash: after `immediate`, a commit in flight at the stop may have an xid the
+    /// restarted database has not reached yet, and the store treats it as still running
+    /// (`store/postgres/in_doubt.rs`) until it has.
+    pub fn stop_fast(&self) {
+        self.run(
+            "pg_ctl",
+            &[
+                "--pgdata",
+                &self.data().display().to_string(),
+                "--mode=fast",
+                "--wait",
+                "stop",
+            ],
+        );
+    }
+
     /// One of PostgreSQL's programs, as the `postgres` user when we are root.
     fn command(&self, tool: &str) -> Command {
         let program = self.bin.join(tool);

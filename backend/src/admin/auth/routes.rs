@@ -19,6 +19,9 @@ use crate::admin::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
 use crate::admin::page::{self, Page, PageQuery};
 use crate::throttle::ThrottleKey;
 
+/// The actor of a failed dashboard login whose name is no operator's.
+pub const UNKNOWN_OPERATOR: &str = "admin:(unknown name)";
+
 pub fn routes() -> OpenApiRouter<Arc<Admin>> {
     OpenApiRouter::new()
         .routes(routes!(login, whoami, logout))
@@ -89,6 +92,13 @@ async fn login(
         .current()
         .map_err(|e| ApiError::internal("reading the admin credentials", e))?;
     let user = credentials.user(&body.username).cloned();
+    // A failed login names the operator only if one has that name: what was typed may be a
+    // password in the wrong field, and logs and audit are read by every viewer.
+    let tried = if user.is_some() {
+        format!("admin:{}", body.username)
+    } else {
+        UNKNOWN_OPERATOR.to_owned()
+    };
     let accounts_cfg = admin.backend.settings.accounts.clone();
     let password = body.password;
     let ok = tokio::task::spawn_blocking(move || match &user {
@@ -102,15 +112,12 @@ async fn login(
     .await?;
     let audit = &admin.backend.audit;
     if !ok {
-        tracing::warn!(operator = ?body.username, %from, "admin login failed");
+        tracing::warn!(operator = %tried, %from, "admin login failed");
         for key in keys {
             auth.throttle.record_failure(key, Instant::now());
         }
         audit
-            .record_admin(
-                crate::audit::Entry::new(format!("admin:{}", body.username), "admin.login_failed")
-                    .from(from),
-            )
+            .record_admin(crate::audit::Entry::new(tried, "admin.login_failed").from(from))
             .await;
         return Err(ApiError::unauthenticated("wrong username or password"));
     }

@@ -1,5 +1,6 @@
-//! Changes to users, admin role only, each audited with the operator as actor. Each goes
-//! through the path the client's own request takes (`accounts/operator.rs`, the profile
+//! Changes to users, admin role only, each audited with the operator as actor (a disable or a
+//! password set whose store write failed too, as "outcome unknown": `operator_write.rs`). Each
+//! goes through the path the client's own request takes (`accounts/operator.rs`, the profile
 //! rules of `contacts/profiles.rs`), so an operator cannot make what a client could not.
 
 use std::sync::Arc;
@@ -12,9 +13,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{UserDetail, user_detail, user_id, user_record};
-use crate::admin::Admin;
+use crate::accounts::Refusal;
 use crate::admin::auth::AdminOnly;
 use crate::admin::error::{ApiError, ApiJson, ApiPath, ApiResult, ErrorBody, OptionalJson};
+use crate::admin::{Admin, operator_write};
 use crate::time::now_ms;
 
 /// Bytes of an operator's reason kept, at most.
@@ -200,20 +202,15 @@ pub(super) async fn disable_user(
 ) -> ApiResult<Json<Done>> {
     let id = user_id(id)?;
     let why = reason(body.reason)?;
-    let kicked = admin
+    let outcome = admin
         .backend
         .disable_user(id, op.actor(), why.clone())
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no user {id}")))?;
-    admin
-        .backend
-        .audit
-        .record_admin(
-            op.audit("user.disable")
-                .target(format!("user:{id}"))
-                .detail(why),
-        )
         .await;
+    let entry = op.audit("user.disable").target(format!("user:{id}"));
+    operator_write::record(&admin, entry, &outcome, |found| found.map(|_| why)).await;
+    let kicked = outcome
+        .map_err(Refusal::from)?
+        .ok_or_else(|| ApiError::not_found(format!("no user {id}")))?;
     Ok(done(id, kicked, 0, None))
 }
 
@@ -308,23 +305,19 @@ pub(super) async fn reset_password(
 ) -> ApiResult<Json<Done>> {
     let id = user_id(id)?;
     let (password, generated) = password_or_generated(body.password)?;
-    let (revoked, kicked) = admin
-        .backend
-        .set_password_by_operator(id, password)
-        .await?
+    let outcome = admin.backend.set_password_by_operator(id, password).await;
+    let entry = op.audit("user.reset_password").target(format!("user:{id}"));
+    let chosen = if generated.is_some() {
+        "random password"
+    } else {
+        "password chosen by the operator"
+    };
+    operator_write::record(&admin, entry, &outcome, |found| {
+        found.map(|_| chosen.to_owned())
+    })
+    .await;
+    let (revoked, kicked) = outcome
+        .map_err(Refusal::from)?
         .ok_or_else(|| ApiError::not_found(format!("no user {id}")))?;
-    admin
-        .backend
-        .audit
-        .record_admin(
-            op.audit("user.reset_password")
-                .target(format!("user:{id}"))
-                .detail(if generated.is_some() {
-                    "random password"
-                } else {
-                    "password chosen by the operator"
-                }),
-        )
-        .await;
     Ok(done(id, kicked, revoked, generated))
 }
