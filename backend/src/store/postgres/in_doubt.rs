@@ -7,7 +7,9 @@
 //!
 //! So every call of the store first settles what is in doubt (one query, only while something
 //! is): a transaction is settled once it is no longer running as of a fresh snapshot
-//! (`pg_visible_in_snapshot`: committed and visible, or aborted). `pg_xact_status` alone would
+//! (`pg_visible_in_snapshot`: committed and visible, or aborted), or once the database no
+//! longer knows it (at or past its next xid: lost with a crash or a failover before any of it
+//! reached the WAL that survived). `pg_xact_status` alone would
 //! not do: a COMMIT waiting for a synchronous standby is already "committed" in the commit log
 //! while other sessions cannot see it yet. While one is not settled, calls are `Unavailable`
 //! (the sequencer refuses its group and reloads before the next one). The connection that
@@ -26,9 +28,17 @@ use crate::store::StoreError;
 /// The transaction's id (assigned now if it had none), as a bigint.
 pub(super) const CURRENT_XID: &str = "SELECT pg_current_xact_id()::text::bigint";
 
-/// The ones of `$1` still running as of a fresh snapshot.
-const UNSETTLED: &str = "SELECT x FROM unnest($1::bigint[]) AS x \
-     WHERE NOT pg_visible_in_snapshot(x::text::xid8, pg_current_snapshot())";
+/// The ones of `$1` still running as of a fresh snapshot. One at or past the server's next
+/// xid (this query's own, so it takes one: only while something is in doubt) was never seen
+/// by this server: the database restarted (or failed over) without it, so it can no longer
+/// commit. Waiting for it to become visible would wait until the xid counter reached it, and
+/// a store that only reads never moves that counter. (The snapshot's xmax is no such bound:
+/// it is one past the highest *completed* xid, and the commit in doubt may be the highest
+/// running one.)
+const UNSETTLED: &str = "SELECT x FROM unnest($1::bigint[]) AS x, \
+     (SELECT pg_current_snapshot() AS s, pg_current_xact_id() AS next) AS now \
+     WHERE x::text::xid8 < now.next \
+     AND NOT pg_visible_in_snapshot(x::text::xid8, now.s)";
 
 #[derive(Default)]
 pub(super) struct InDoubt {
@@ -36,7 +46,7 @@ pub(super) struct InDoubt {
 }
 
 impl InDoubt {
-    fn add(&self, xid: i64) {
+    pub(super) fn add(&self, xid: i64) {
         self.xids
             .lock()
             .unwrap_or_else(|p| p.into_inner())

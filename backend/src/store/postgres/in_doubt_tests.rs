@@ -66,3 +66,22 @@ fn a_commit_whose_answer_was_lost_is_waited_for_and_counters_never_go_back() {
     store.append(&counter(15)).unwrap();
     assert_eq!(store.next_msg_id().unwrap(), 20);
 }
+
+/// After a crash of the database, a commit in doubt may be one the database lost with its
+/// unwritten WAL: its xid is then at or past the restarted server's next xid. It is settled
+/// (it can never commit), not waited for until the xid counter reaches it.
+#[test]
+fn a_commit_the_database_lost_in_a_crash_is_settled_not_waited_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_test_store_timed(dir.path(), 300);
+    let session = Session::open(dir.path());
+    store.append(&counter(10)).unwrap();
+    // An xid this server has not handed out, as a lost transaction's is after the restart.
+    let next = session.count("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint");
+    store.in_doubt.add(next + 1_000);
+    assert_eq!(
+        store.next_msg_id().unwrap(),
+        10,
+        "the lost commit is settled at once, and the store answers"
+    );
+}
