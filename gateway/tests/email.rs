@@ -20,6 +20,22 @@ fn server_with(sink: &SmtpSink, extra: &[(&str, &str)]) -> TestServer {
     TestServer::start(&all)
 }
 
+/// The e-mail code a server without an SMTP relay wrote to its console. The line is written
+/// beside the reply, not before it: waited for.
+async fn code_on_the_console(server: &TestServer) -> String {
+    let mut line = None;
+    common::wait_until_async("the code on the console", || {
+        line = server
+            .log_tail()
+            .lines()
+            .find(|l| l.contains("logged, not sent"))
+            .map(str::to_owned);
+        line.is_some()
+    })
+    .await;
+    common::mail::logged_code(line.as_deref().unwrap())
+}
+
 #[tokio::test]
 async fn registration_in_required_mode_takes_the_mailed_code_then_login_by_email_works() {
     let mut sink = SmtpSink::start();
@@ -374,18 +390,7 @@ async fn without_smtp_codes_are_only_logged_and_the_server_says_so() {
         request_code(&mut c, "a@example.com", REGISTER).await,
         Body::EmailCodeSent(_)
     ));
-    // The log line is written beside the reply, not before it: wait for it.
-    let mut line = None;
-    common::wait_until_async("the code is logged", || {
-        line = server
-            .log_tail()
-            .lines()
-            .find(|l| l.contains("logged, not sent"))
-            .map(str::to_owned);
-        line.is_some()
-    })
-    .await;
-    let code = common::mail::logged_code(line.as_deref().unwrap());
+    let code = code_on_the_console(&server).await;
     assert!(matches!(
         register(&mut c, "alice", "a@example.com", &code).await,
         Body::RegisterOk(_)
@@ -406,17 +411,7 @@ async fn without_smtp_a_reset_code_stays_out_of_the_log_api() {
         request_code(&mut c, "alice@example.com", RESET).await,
         Body::EmailCodeSent(_)
     ));
-    let mut line = None;
-    common::wait_until_async("the code on the console", || {
-        line = server
-            .log_tail()
-            .lines()
-            .find(|l| l.contains("logged, not sent"))
-            .map(str::to_owned);
-        line.is_some()
-    })
-    .await;
-    let code = common::mail::logged_code(line.as_deref().unwrap());
+    let code = code_on_the_console(&server).await;
 
     // An event logged after the code's: once a reader has it, the code's line was written too
     // (one writer, in order), had it gone to the files or the tail.

@@ -41,6 +41,19 @@ async fn bob(server: &TestServer, device: &str, password: &str) -> Client {
     c
 }
 
+/// Alice, and bob's two devices (`bob-d1`, `bob-d2`) with their tokens `tok-d1` and
+/// `tok-d2` registered, friends with alice: `(alice, alice's id, bob's id, d1, d2)`.
+async fn alice_and_bobs_two_devices(server: &TestServer) -> (Client, u64, u64, Client, Client) {
+    let (mut alice, a) = server.user("alice").await;
+    let (mut d1, b) = server.device("bob", "bob-d1").await;
+    let b = b.user_id;
+    befriend(&mut alice, a.user_id, &mut d1, b).await;
+    register_token(&mut d1, "tok-d1").await;
+    let mut d2 = bob(server, "bob-d2", PASSWORD).await;
+    register_token(&mut d2, "tok-d2").await;
+    (alice, a.user_id, b, d1, d2)
+}
+
 fn push_for(r: &Received, user: u64, seq: u64) -> Option<Value> {
     r.json()["pushes"]
         .as_array()?
@@ -88,13 +101,7 @@ async fn a_signed_out_device_loses_its_push_token() {
     let sink = WebhookSink::start();
     let server = start(&sink);
     let ops = server.api_key("ops", "admin");
-    let (mut alice, a) = server.user("alice").await;
-    let (mut d1, b) = server.device("bob", "bob-d1").await;
-    let b = b.user_id;
-    befriend(&mut alice, a.user_id, &mut d1, b).await;
-    register_token(&mut d1, "tok-d1").await;
-    let mut d2 = bob(&server, "bob-d2", PASSWORD).await;
-    register_token(&mut d2, "tok-d2").await;
+    let (mut alice, _, b, d1, d2) = alice_and_bobs_two_devices(&server).await;
     drop((d1, d2));
     let both = pushed_devices(&ops, &sink, &mut alice, b, "before").await;
     assert_eq!(both, pairs(&[("bob-d1", "tok-d1"), ("bob-d2", "tok-d2")]));
@@ -218,16 +225,10 @@ async fn tokens_the_push_gateway_names_dead_are_forgotten() {
     let sink = WebhookSink::start();
     let server = start(&sink);
     let ops = server.api_key("ops", "viewer");
-    let (mut alice, a) = server.user("alice").await;
-    let (mut d1, b) = server.device("bob", "bob-d1").await;
-    let b = b.user_id;
-    befriend(&mut alice, a.user_id, &mut d1, b).await;
-    register_token(&mut d1, "tok-d1").await;
-    let mut d2 = bob(&server, "bob-d2", PASSWORD).await;
-    register_token(&mut d2, "tok-d2").await;
+    let (mut alice, a, b, d1, d2) = alice_and_bobs_two_devices(&server).await;
     let (mut carol, c) = server.device("carol", "carol-d1").await;
     let c = c.user_id;
-    befriend(&mut alice, a.user_id, &mut carol, c).await;
+    befriend(&mut alice, a, &mut carol, c).await;
     register_token(&mut carol, "tok-carol").await;
     drop((d1, d2, carol));
     sink.answer_body(

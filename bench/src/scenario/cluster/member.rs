@@ -176,10 +176,10 @@ struct State {
     out: Outcome,
 }
 
-impl Member {
-    pub async fn run(self, first: Live) -> Outcome {
-        let under_load = super::UnderLoad(Arc::clone(&self.shared));
-        let mut st = State {
+impl State {
+    /// Nothing seen, sent or acked yet.
+    fn new() -> Self {
+        State {
             seen: HashMap::new(),
             pending: Vec::new(),
             syncs: HashMap::new(),
@@ -189,7 +189,14 @@ impl Member {
             published: false,
             expected: None,
             out: Outcome::default(),
-        };
+        }
+    }
+}
+
+impl Member {
+    pub async fn run(self, first: Live) -> Outcome {
+        let under_load = super::UnderLoad(Arc::clone(&self.shared));
+        let mut st = State::new();
         st.seen.insert(self.direct_conv, Seen::default());
         if let Some(g) = self.group {
             let events = Seen {
@@ -719,21 +726,7 @@ mod tests {
 
     fn member() -> Member {
         let start = Instant::now();
-        let cfg = ClusterConfig {
-            status_urls: Vec::new(),
-            pairs: 1,
-            placement: super::super::Placement::Any,
-            group_members: 0,
-            group_only: false,
-            size: 16,
-            window: 1,
-            duration: Duration::from_secs(1),
-            drain_timeout: Duration::from_secs(1),
-            user_prefix: "t_".into(),
-            password: "p".into(),
-            retry: status::Retry::default(),
-            server_pids: Vec::new(),
-        };
+        let cfg = super::super::tests::config();
         let shared = Shared {
             start,
             end: start,
@@ -765,14 +758,7 @@ mod tests {
     fn state() -> State {
         State {
             seen: HashMap::from([(CONV, Seen::default())]),
-            pending: Vec::new(),
-            syncs: HashMap::new(),
-            outbox: Vec::new(),
-            next_index: 0,
-            acked: Vec::new(),
-            published: false,
-            expected: None,
-            out: Outcome::default(),
+            ..State::new()
         }
     }
 

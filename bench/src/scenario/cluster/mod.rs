@@ -656,10 +656,11 @@ fn verify(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn config() -> ClusterConfig {
+    /// A one-pair configuration for tests of the checks.
+    pub(in crate::scenario::cluster) fn config() -> ClusterConfig {
         ClusterConfig {
             status_urls: Vec::new(),
             pairs: 1,
