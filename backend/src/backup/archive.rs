@@ -81,12 +81,15 @@ pub fn backup_name(at: std::time::SystemTime) -> String {
     format!("ringchat-{}", stamp.replace(['-', ':'], ""))
 }
 
-/// Writes every part of `view` into a new backup directory `dir`, `batch_records` records per
-/// page read, and the files of `files` (local file storage) after them: the store's snapshot
-/// is taken first, so every file a backed-up message references is already there. Then the
-/// server's state from the data dir `state_from` (`backup/state.rs`).
-pub fn write(
-    view: &dyn DumpView,
+/// Writes a new backup directory `dir`: first the server's state from the data dir
+/// `state_from` (`backup/state.rs`), then every part of the store's snapshot, opened by
+/// `open_view` only now, `batch_records` records per page read, then the files of `files`
+/// (local file storage). State before the snapshot: what leaves the state for the store
+/// meanwhile (the admin CLI's audit entries the server imports) is in the snapshot or in the
+/// state, never in neither. Files after it: every file a backed-up message references is
+/// already there.
+pub fn write<'s>(
+    open_view: impl FnOnce() -> Result<Box<dyn DumpView + 's>, BackupError>,
     dir: &Path,
     source: &str,
     batch_records: usize,
@@ -107,16 +110,18 @@ pub fn write(
         std::fs::remove_dir_all(&partial).map_err(BackupError::io(&partial))?;
     }
     create_private_dir_all(&partial)?;
+    let state = state_from
+        .map(|data_dir| super::state::copy_out(data_dir, &partial))
+        .transpose()?;
+    let view = open_view()?;
     let now = std::time::SystemTime::now();
     let mut parts = Vec::with_capacity(Part::ALL.len());
     for part in Part::ALL {
-        parts.push(write_part(view, part, &partial, batch_records)?);
+        parts.push(write_part(view.as_ref(), part, &partial, batch_records)?);
     }
+    drop(view);
     let files = files
         .map(|f| super::files::copy_out(f, &partial))
-        .transpose()?;
-    let state = state_from
-        .map(|data_dir| super::state::copy_out(data_dir, &partial))
         .transpose()?;
     let manifest = Manifest {
         format_version: FORMAT_VERSION,

@@ -172,13 +172,12 @@ pub fn backup_stopped(
         ),
         other => other,
     })?;
-    let view = opened.view()?;
     let files = files_root.map(|root| FilesSource {
         root: root.to_owned(),
         previous: None,
     });
     archive::write(
-        view.as_ref(),
+        || opened.view(),
         to,
         &spec.to_string(),
         batch_records,

@@ -127,9 +127,8 @@ impl Backups {
                     .and_then(|l| l.into_iter().next())
                     .map(|(name, _)| dir.join(name)),
             });
-            let view = store.dump_view()?;
             let manifest = archive::write(
-                view.as_ref(),
+                || Ok(store.dump_view()?),
                 &dir.join(&name),
                 &source,
                 batch,

@@ -7,8 +7,12 @@
 //!
 //! Each file's path, size, xxh3 and mode are in the manifest. Restore checks them before it
 //! writes anything and puts each file back with its mode (the credentials stay 0600); it
-//! writes only to the paths listed here, whatever a manifest names. Each file is replaced
-//! whole by its writer (rename), so a copy made while the server runs is one version of it.
+//! writes only to the paths listed here, whatever a manifest names. Each file but one is
+//! replaced whole by its writer (rename), so a copy made while the server runs is one version
+//! of it; the CLI's audit queue is appended to in place, a line at a time, so its copy keeps
+//! whole lines only (a line half written when copied is imported by the server after this
+//! backup's point). The state is copied before the store's snapshot is taken (`archive::write`):
+//! an entry the server imports meanwhile is in the snapshot or in the state, never in neither.
 
 use std::fs;
 use std::io;
@@ -60,7 +64,7 @@ fn kept() -> [(String, bool); 4] {
     [
         (CONFIG_OVERRIDES_FILE.to_owned(), false),
         (format!("{ADMIN_DIR}/{CREDENTIALS_FILE}"), false),
-        (format!("{ADMIN_DIR}/{CLI_AUDIT_FILE}"), false),
+        (cli_audit(), false),
         (ACTIVITY_DIR.to_owned(), true),
     ]
 }
@@ -128,7 +132,12 @@ pub fn copy_out(data_dir: &Path, backup: &Path) -> Result<StateCopy, BackupError
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(BackupError::io(&from)(e)),
         };
-        let Some((bytes, hash)) = copy_hashing(&from, &dest.join(&rel))? else {
+        let copied = if rel == cli_audit() {
+            copy_whole_lines(&from, &dest.join(&rel))?
+        } else {
+            copy_hashing(&from, &dest.join(&rel))?
+        };
+        let Some((bytes, hash)) = copied else {
             continue;
         };
         copy.files.push(StateFile {
@@ -139,6 +148,31 @@ pub fn copy_out(data_dir: &Path, backup: &Path) -> Result<StateCopy, BackupError
         });
     }
     Ok(copy)
+}
+
+fn cli_audit() -> String {
+    format!("{ADMIN_DIR}/{CLI_AUDIT_FILE}")
+}
+
+/// Copies the whole lines of `from` to `to` durably, private to its owner: their length and
+/// xxh3. `None`: `from` is gone. For a file appended to a line at a time while it is read.
+fn copy_whole_lines(from: &Path, to: &Path) -> Result<Option<(u64, u64)>, BackupError> {
+    let text = match fs::read(from) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(BackupError::io(from)(e)),
+    };
+    let whole = text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let text = &text[..whole];
+    if let Some(parent) = to.parent() {
+        super::create_private_dir_all(parent)?;
+    }
+    let mut file = super::create_private_file(to).map_err(BackupError::io(to))?;
+    io::Write::write_all(&mut file, text).map_err(BackupError::io(to))?;
+    file.sync_all().map_err(BackupError::io(to))?;
+    let mut hash = xxhash_rust::xxh3::Xxh3::new();
+    hash.update(text);
+    Ok(Some((text.len() as u64, hash.digest())))
 }
 
 /// Checks the state files of the backup in `backup` against its manifest's `expected`,

@@ -253,7 +253,7 @@ fn a_backup_reads_back_as_its_manifest_says_and_a_flipped_byte_is_found() {
         .join("backups")
         .join(archive::backup_name(std::time::SystemTime::now()));
     let manifest = archive::write(
-        source.dump_view().unwrap().as_ref(),
+        || Ok(source.dump_view()?),
         &dir,
         "embedded:a",
         2,
@@ -298,7 +298,7 @@ fn verify_and_restore_check_the_files_part_and_restore_writes_nothing_from_a_bad
         previous: None,
     };
     archive::write(
-        source.dump_view().unwrap().as_ref(),
+        || Ok(source.dump_view()?),
         &dir,
         "embedded:a",
         2,
@@ -390,7 +390,7 @@ fn a_backup_an_older_build_wrote_in_older_record_forms_verifies_and_restores() {
     let source = filled(&tmp.path().join("a"));
     let dir = tmp.path().join("backup");
     archive::write(
-        source.dump_view().unwrap().as_ref(),
+        || Ok(source.dump_view()?),
         &dir,
         "embedded:a",
         2,
@@ -459,4 +459,38 @@ fn a_backup_an_older_build_wrote_in_older_record_forms_verifies_and_restores() {
             inviter: 0,
         }
     );
+}
+
+/// The server's state is copied before the store's snapshot is opened: an admin CLI audit
+/// entry the server moves from the state into the store meanwhile is in one or the other.
+#[test]
+fn the_state_is_copied_before_the_stores_snapshot_is_taken() {
+    let tmp = tempfile::tempdir().unwrap();
+    let source = filled(&tmp.path().join("a"));
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(data.join("admin")).unwrap();
+    std::fs::write(data.join("admin/cli-audit.jsonl"), b"{}\n").unwrap();
+    let dir = tmp.path().join("backup");
+    let state_copied = dir
+        .with_extension("partial")
+        .join(super::state::STATE_DIR)
+        .join("admin/cli-audit.jsonl");
+    let manifest = archive::write(
+        || {
+            assert!(
+                state_copied.exists(),
+                "the snapshot is taken before the state is copied"
+            );
+            // The server imports the queue into the store now: the copy holds it.
+            std::fs::remove_file(data.join("admin/cli-audit.jsonl")).unwrap();
+            Ok(source.dump_view()?)
+        },
+        &dir,
+        "embedded:a",
+        2,
+        None,
+        Some(&data),
+    )
+    .unwrap();
+    assert_eq!(manifest.state.unwrap().files.len(), 1);
 }

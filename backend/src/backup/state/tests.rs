@@ -88,3 +88,22 @@ fn the_state_is_backed_up_checked_and_restored_with_its_modes() {
         assert!(err.contains("not a file a backup keeps"), "{path}: {err}");
     }
 }
+
+/// The CLI appends its audit queue in place: a copy made while a line is half written keeps
+/// the whole lines only, and what it keeps checks against the manifest.
+#[test]
+fn the_cli_audit_queue_is_copied_in_whole_lines() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    put(
+        &data.join("admin/cli-audit.jsonl"),
+        b"{\"action\":\"one\"}\n{\"action\":\"tw",
+        0o600,
+    );
+    let backup = tmp.path().join("backup");
+    let copy = copy_out(&data, &backup).unwrap();
+    let copied = fs::read(backup.join(STATE_DIR).join("admin/cli-audit.jsonl")).unwrap();
+    assert_eq!(copied, b"{\"action\":\"one\"}\n");
+    assert_eq!(copy.files[0].bytes, copied.len() as u64);
+    check(&backup, &copy).unwrap();
+}
