@@ -35,7 +35,7 @@ timed migrate "$BIN/ringchat" migrate --from "embedded:$DIR/a" --to "embedded:$D
 grep -E 'messages|verification' "$DIR/migrate.out"
 timed backup env RINGCHAT_STORAGE__DATA_DIR="$DIR/a" "$BIN/ringchat" backup --to "$DIR/bk" --batch-records "$BATCH"
 echo "backup: $(du -sh "$DIR/bk" | cut -f1)"
-timed verify-backup "$BIN/ringchat" verify-backup "$DIR/bk" --batch-records "$BATCH"
+timed verify-backup "$BIN/ringchat" verify-backup "$DIR/bk"
 timed restore "$BIN/ringchat" restore --from "$DIR/bk" --data-dir "$DIR/r" --batch-records "$BATCH"
 grep verification "$DIR/restore.out"
 if [ "${PG:-1}" = 1 ]; then
