@@ -103,8 +103,14 @@ pub(super) fn dir_bytes(root: &Path) -> u64 {
 }
 
 /// Bytes of every regular file under `root` but under `skip` (symlinks not followed). Files
-/// that vanish during the walk (compaction) are skipped.
+/// that vanish during the walk (compaction) are skipped. `skip` is recognised by its device
+/// and inode, not its spelling: `files.dir` may name the data dir's `files` absolutely while
+/// the data dir is relative (or through a symlink).
 fn walk(root: &Path, skip: Option<&Path>) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    let skip = skip
+        .and_then(|p| std::fs::metadata(p).ok())
+        .map(|m| (m.dev(), m.ino()));
     let mut total = 0;
     let mut dirs = vec![root.to_path_buf()];
     while let Some(dir) = dirs.pop() {
@@ -116,9 +122,8 @@ fn walk(root: &Path, skip: Option<&Path>) -> u64 {
                 continue;
             };
             if meta.is_dir() {
-                let path = entry.path();
-                if skip != Some(path.as_path()) {
-                    dirs.push(path);
+                if skip != Some((meta.dev(), meta.ino())) {
+                    dirs.push(entry.path());
                 }
             } else if meta.is_file() {
                 total += meta.len();

@@ -20,6 +20,15 @@ fn the_store_is_measured_without_the_files() {
     assert!(usage.disk_total_bytes >= usage.disk_free_bytes && usage.disk_total_bytes > 0);
     assert_eq!(dir_bytes(&dir.path().join("files")), 5000);
     assert_eq!(measure_store(dir.path(), None).size_bytes, 6024);
+    // The files' directory named another way (through a symlink to the data dir) is still
+    // the one left out.
+    let other = tempfile::tempdir().unwrap();
+    let link = other.path().join("data");
+    std::os::unix::fs::symlink(dir.path(), &link).unwrap();
+    assert_eq!(
+        measure_store(dir.path(), Some(&link.join("files"))).size_bytes,
+        1024
+    );
 }
 
 /// A walk of the local file storage that takes long (millions of files) does not hold up the
