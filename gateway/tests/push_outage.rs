@@ -80,6 +80,59 @@ async fn a_broadcast_notification_does_not_crowd_out_direct_pushes() {
     assert_eq!(metric(&server, "ringchat_push_dropped_total"), 0);
 }
 
+/// A broadcast's pushes go out a chunk (`push.batch_max`) at a time, each retried while the
+/// push gateway fails: a direct message's push queued meanwhile goes next, not after every
+/// chunk of the broadcast.
+#[tokio::test]
+async fn a_direct_push_goes_between_a_broadcasts_chunks() {
+    let (server, addr, mut alice, users) = receiver_down(
+        &[("PUSH__BATCH_MAX", "1")],
+        &["bob", "carol", "dave", "erin"],
+    )
+    .await;
+    let admin = server.api_key("ops", "admin");
+    let queued = metric(&server, "ringchat_push_queued_total");
+    let (status, _) = admin.post(
+        "/api/notifications",
+        json!({"text": "maintenance tonight", "to": {"users": users}}),
+    );
+    assert_eq!(status, 202);
+    // The sender holds the broadcast's first chunk, failing.
+    wait_metric(&server, "ringchat_push_retries_total", 1);
+    let bob = users[0];
+    let sent = alice
+        .send_text(bob, "d1", "are you coming?")
+        .await
+        .unwrap()
+        .unwrap();
+    // The broadcast's four records and the message's one are queued before the receiver is up.
+    wait_metric(&server, "ringchat_push_queued_total", queued + 5);
+    let sink = WebhookSink::start_on(addr);
+    common::wait_until("every push", || pushes(&sink).len() >= 5);
+    let order: Vec<(u64, String)> = pushes(&sink)
+        .iter()
+        .map(|p| {
+            (
+                p["user_id"].as_u64().unwrap(),
+                p["kind"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let direct = order
+        .iter()
+        .position(|(user, kind)| *user == bob && kind == "direct")
+        .expect("the direct message's push");
+    assert!(
+        direct <= 1,
+        "the direct push waited behind the broadcast's chunks: {order:?}"
+    );
+    assert!(
+        pushes(&sink)
+            .iter()
+            .any(|p| p["kind"] == "direct" && p["seq"] == sent.seq)
+    );
+}
+
 /// Delivery found Bob offline, but his push waited (the receiver was down) and he came back
 /// meanwhile: he is online when it is resolved, so it is not sent.
 #[tokio::test]

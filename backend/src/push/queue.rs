@@ -123,6 +123,13 @@ impl PushReceiver {
             else => None,
         }
     }
+
+    /// A message's batch waiting now, if any: taken between the chunks of a system batch,
+    /// so that a broadcast's chunks (each retried while the push gateway fails) never hold a
+    /// message's push up for more than one chunk.
+    pub(crate) fn try_message(&mut self) -> Option<Vec<PushRecord>> {
+        self.messages.try_recv().ok()
+    }
 }
 
 impl PushQueue {

@@ -1,5 +1,6 @@
 //! The sender: one tokio task that takes the queue's records (messages' before system
-//! notifications'), drops those older than `push.max_age_ms`, resolves the rest into pushes on
+//! notifications', and between a system batch's chunks the messages' that came meanwhile),
+//! drops those older than `push.max_age_ms` chunk by chunk, resolves the rest into pushes on
 //! a blocking thread and posts them to the push gateway, `push.batch_max` per request. Records
 //! count against their lane's bound until they are sent, expired or given up, so a push
 //! gateway that is down fills the queue (and new records are dropped and counted) instead of
@@ -46,54 +47,91 @@ async fn run(
     client: reqwest::Client,
     resolver: Arc<Resolver>,
 ) {
-    let Some(push) = &backend.push else {
-        return;
+    let sender = Sender {
+        backend,
+        client,
+        resolver,
     };
-    let config = &push.config;
-    while let Some((lane, mut records)) = rx.recv().await {
+    while let Some((lane, records)) = rx.recv().await {
+        sender.batch(lane, records, Some(&mut rx)).await;
+    }
+}
+
+struct Sender {
+    backend: Arc<Backend>,
+    client: reqwest::Client,
+    resolver: Arc<Resolver>,
+}
+
+impl Sender {
+    /// Sends a batch taken from `lane`, `push.batch_max` records per chunk. Between the
+    /// chunks of a system batch, the messages' batches waiting (`rx`) go first.
+    async fn batch(&self, lane: Lane, mut records: Vec<PushRecord>, rx: Option<&mut PushReceiver>) {
+        let Some(push) = &self.backend.push else {
+            return;
+        };
         let taken = records.len();
         push.queue.received(&mut records);
         metrics::gauge!("ringchat_push_queue_records")
             .set(push.queue.waiting(Lane::Messages) as f64);
         metrics::gauge!("ringchat_push_system_queue_records")
             .set(push.queue.waiting(Lane::System) as f64);
+        let mut rx = rx.filter(|_| lane == Lane::System);
+        for chunk in records.chunks(push.config.batch_max) {
+            if let Some(rx) = rx.as_deref_mut() {
+                while let Some(messages) = rx.try_message() {
+                    Box::pin(self.batch(Lane::Messages, messages, None)).await;
+                }
+            }
+            self.chunk(chunk.to_vec()).await;
+        }
+        push.queue.taken(lane, taken);
+    }
+
+    /// Drops the records older than `push.max_age_ms` now (a chunk may have waited behind
+    /// others' retries), resolves the rest and posts them.
+    async fn chunk(&self, mut records: Vec<PushRecord>) {
+        let Some(push) = &self.backend.push else {
+            return;
+        };
+        let config = &push.config;
         let expired = drop_expired(&mut records, config.max_age_ms, crate::time::now_ms());
         if expired > 0 {
             metrics::counter!("ringchat_push_expired_total").increment(expired as u64);
         }
-        for chunk in records.chunks(config.batch_max) {
-            let resolving = Arc::clone(&resolver);
-            let chunk_owned = chunk.to_vec();
-            let pushes = tokio::task::spawn_blocking(move || resolving.pushes(&chunk_owned)).await;
-            let mut pushes = match pushes {
-                Ok(Ok(pushes)) => pushes,
-                Ok(Err(err)) => {
-                    tracing::warn!(%err, records = chunk.len(), "push records not resolved");
-                    metrics::counter!("ringchat_push_failed_total").increment(chunk.len() as u64);
-                    continue;
-                }
-                Err(err) => {
-                    tracing::error!(%err, "resolving pushes failed");
-                    continue;
-                }
-            };
-            if let Some(routes) = backend.routes.get() {
-                not_online_elsewhere(routes, &mut pushes).await;
+        if records.is_empty() {
+            return;
+        }
+        let count = records.len();
+        let resolving = Arc::clone(&self.resolver);
+        let pushes = tokio::task::spawn_blocking(move || resolving.pushes(&records)).await;
+        let mut pushes = match pushes {
+            Ok(Ok(pushes)) => pushes,
+            Ok(Err(err)) => {
+                tracing::warn!(%err, records = count, "push records not resolved");
+                metrics::counter!("ringchat_push_failed_total").increment(count as u64);
+                return;
             }
-            for part in pushes.chunks(config.batch_max) {
-                let n = part.len() as u64;
-                match post(&client, config, part).await {
-                    Sent::Accepted { dead_tokens } => {
-                        metrics::counter!("ringchat_push_sent_total").increment(n);
-                        if !dead_tokens.is_empty() {
-                            forget_dead(&resolver, dead_tokens).await;
-                        }
+            Err(err) => {
+                tracing::error!(%err, "resolving pushes failed");
+                return;
+            }
+        };
+        if let Some(routes) = self.backend.routes.get() {
+            not_online_elsewhere(routes, &mut pushes).await;
+        }
+        for part in pushes.chunks(config.batch_max) {
+            let n = part.len() as u64;
+            match post(&self.client, config, part).await {
+                Sent::Accepted { dead_tokens } => {
+                    metrics::counter!("ringchat_push_sent_total").increment(n);
+                    if !dead_tokens.is_empty() {
+                        forget_dead(&self.resolver, dead_tokens).await;
                     }
-                    Sent::GivenUp => metrics::counter!("ringchat_push_failed_total").increment(n),
                 }
+                Sent::GivenUp => metrics::counter!("ringchat_push_failed_total").increment(n),
             }
         }
-        push.queue.taken(lane, taken);
     }
 }
 
@@ -108,8 +146,11 @@ async fn forget_dead(resolver: &Arc<Resolver>, dead: Vec<DeadToken>) {
             let current = store.push_tokens(d.user_id, resolver.devices_max)?;
             let still = current
                 .iter()
-                .any(|(device, t)| *device == d.device_id && t.token == d.token);
-            if still && store.remove_push_token(d.user_id, &d.device_id)? {
+                .find(|(device, t)| *device == d.device_id && t.token == d.token);
+            // Compare and delete: a token the device registered since this read stays.
+            if let Some((device, record)) = still
+                && store.remove_push_token_if(d.user_id, device, record)?
+            {
                 forgotten += 1;
             }
         }

@@ -111,6 +111,14 @@ pub trait PushTokenStore: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     /// Removes the device's token; `Ok(false)` when it had none.
     fn remove_push_token(&self, user: UserId, device_id: &str) -> Result<bool, StoreError>;
+    /// Removes the device's token only while it is `expected` (compare and delete: one the
+    /// device registered since stays); `Ok(false)` when it is not.
+    fn remove_push_token_if(
+        &self,
+        user: UserId,
+        device_id: &str,
+        expected: &PushTokenRecord,
+    ) -> Result<bool, StoreError>;
     /// Up to `limit` of the user's tokens `(device id, token)`, in device id order.
     fn push_tokens(
         &self,

@@ -73,6 +73,21 @@ pub(crate) fn push_tokens_are_put_per_device_replaced_listed_and_removed<A: Adap
         2,
         "another user's apart"
     );
+    assert!(
+        !store
+            .remove_push_token_if(ALICE, "phone", &token(1, "a1"))
+            .unwrap(),
+        "compare and delete: the device registered another token since"
+    );
+    assert!(
+        !store.remove_push_token_if(BOB, "", &token(3, "b")).unwrap(),
+        "the same token from another provider is not the one stored"
+    );
+    assert!(store.remove_push_token_if(BOB, "", &token(2, "b")).unwrap());
+    assert!(
+        !store.remove_push_token_if(BOB, "", &token(2, "b")).unwrap(),
+        "gone already"
+    );
     assert!(store.remove_push_token(ALICE, "phone").unwrap());
     assert!(
         !store.remove_push_token(ALICE, "phone").unwrap(),
@@ -83,6 +98,10 @@ pub(crate) fn push_tokens_are_put_per_device_replaced_listed_and_removed<A: Adap
     assert_eq!(
         store.push_tokens(ALICE, 10).unwrap(),
         vec![("tablet".to_owned(), token(2, "a2"))]
+    );
+    assert_eq!(
+        store.push_tokens(BOB, 10).unwrap(),
+        vec![("ünï".to_owned(), token(3, "b2"))]
     );
     assert!(store.push_tokens(DAVE, 10).unwrap().is_empty());
 }

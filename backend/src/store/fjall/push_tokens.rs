@@ -46,6 +46,30 @@ impl PushTokenStore for FjallStore {
         Ok(true)
     }
 
+    fn remove_push_token_if(
+        &self,
+        user: UserId,
+        device_id: &str,
+        expected: &PushTokenRecord,
+    ) -> Result<bool, StoreError> {
+        let _writing = self.write_lock();
+        self.writable()?;
+        let key = key(user, device_id);
+        // Read under the write lock: no other writer moves it meanwhile.
+        let Some(stored) = self.view().get(&self.push_tokens, &key)? else {
+            return Ok(false);
+        };
+        if decode::<PushTokenRecord>(&stored)? != *expected {
+            return Ok(false);
+        }
+        self.written(
+            self.remove(&self.push_tokens, key)
+                .map_err(StoreError::from),
+        )?;
+        self.persist()?;
+        Ok(true)
+    }
+
     fn push_tokens(
         &self,
         user: UserId,

@@ -45,6 +45,25 @@ impl PushTokenStore for PgStore {
         )? > 0)
     }
 
+    fn remove_push_token_if(
+        &self,
+        user: UserId,
+        device_id: &str,
+        expected: &PushTokenRecord,
+    ) -> Result<bool, StoreError> {
+        Ok(self.execute(
+            "DELETE FROM push_tokens WHERE user_id = $1 AND device_id = $2 \
+             AND provider = $3 AND token = $4 AND updated_ms = $5",
+            &[
+                &i(user),
+                &device_id,
+                &expected.provider,
+                &expected.token,
+                &i(expected.updated_ms),
+            ],
+        )? > 0)
+    }
+
     fn push_tokens(
         &self,
         user: UserId,

@@ -26,6 +26,21 @@ impl PushTokenStore for ScyllaStore {
         Ok(done.applied)
     }
 
+    /// An LWT on the whole record (`IF record = ?`): compare and delete in one step.
+    fn remove_push_token_if(
+        &self,
+        user: UserId,
+        device_id: &str,
+        expected: &PushTokenRecord,
+    ) -> Result<bool, StoreError> {
+        self.writable()?;
+        let done = self.run(self.lwt(
+            &self.st.push_del_if,
+            (i(user), device_id.to_owned(), codec::blob(expected)),
+        ))?;
+        Ok(done.applied)
+    }
+
     fn push_tokens(
         &self,
         user: UserId,

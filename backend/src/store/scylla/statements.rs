@@ -259,5 +259,7 @@ statements! {
     // ---- push tokens
     push_put: Idempotent, "INSERT INTO push_tokens (user_id, device_id, record) VALUES (?, ?, ?)";
     push_del: Lwt, "DELETE FROM push_tokens WHERE user_id = ? AND device_id = ? IF EXISTS";
+    push_del_if: Lwt,
+        "DELETE FROM push_tokens WHERE user_id = ? AND device_id = ? IF record = ?";
     push_page: Idempotent, "SELECT device_id, record FROM push_tokens WHERE user_id = ? LIMIT ?";
 }

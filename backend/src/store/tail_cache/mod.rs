@@ -620,6 +620,14 @@ impl<S: crate::store::PushTokenStore> crate::store::PushTokenStore for TailCache
     fn remove_push_token(&self, user: UserId, device_id: &str) -> Result<bool, StoreError> {
         self.inner.remove_push_token(user, device_id)
     }
+    fn remove_push_token_if(
+        &self,
+        user: UserId,
+        device_id: &str,
+        expected: &crate::store::PushTokenRecord,
+    ) -> Result<bool, StoreError> {
+        self.inner.remove_push_token_if(user, device_id, expected)
+    }
     fn push_tokens(
         &self,
         user: UserId,
