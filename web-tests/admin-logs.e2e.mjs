@@ -23,7 +23,8 @@ const fail = (why) => { console.error(why); failures.push(why); };
 const browser = await launch();
 const shot = (page, name) => page.screenshot({ path: join(artifacts, `${name}.png`), fullPage: true });
 
-// A failed dashboard login by `name`, made from `page` (not logged in): the server logs it.
+// A failed dashboard login by operator `name` (made by the test: a name no operator has is
+// logged without it), from `page` (not logged in): the server logs it with the name.
 async function failedLogin(page, name) {
   const status = await page.evaluate(async (n) => (await fetch('/api/session', {
     method: 'POST', headers: { 'Content-Type': 'application/json' },

@@ -27,7 +27,12 @@ fn dashboard_logs_tail_filter_pause_search_and_export() {
             "admin-logs-viewer",
             "admin-logs-left-early",
         ],
-        Target::Admin,
+        Target::AdminWithOperators(&[
+            "browsermark1",
+            "browsermark2",
+            "othermark",
+            "othermark-paused",
+        ]),
     );
 }
 

@@ -70,6 +70,10 @@ pub enum Target {
     /// the password in the script's `ADMIN_PASSWORD` environment variable; the chat page's
     /// URL is in `CHAT_URL`.
     Admin,
+    /// The admin dashboard, with these viewer operators too: a script's failed logins name
+    /// them as markers to find in the logs (a failed login by a name no operator has is
+    /// logged without the name).
+    AdminWithOperators(&'static [&'static str]),
 }
 
 /// [`run_e2e`] against `target`.
@@ -77,10 +81,19 @@ pub fn run_e2e_on(script: &str, env: &[(&str, &str)], shots: &[&str], target: Ta
     let mut server = TestServer::start(env);
     let url_of = |server: &TestServer| match target {
         Target::Chat => format!("http://{}/", server.ws),
-        Target::Admin => format!("http://{}/", server.admin),
+        Target::Admin | Target::AdminWithOperators(_) => format!("http://{}/", server.admin),
     };
-    if let Target::Admin = target {
-        for (name, role) in [("root", "admin"), ("watcher", "viewer")] {
+    let extra = match target {
+        Target::Chat => None,
+        Target::Admin => Some(&[][..]),
+        Target::AdminWithOperators(names) => Some(names),
+    };
+    if let Some(extra) = extra {
+        let extra = extra.iter().map(|name| (*name, "viewer"));
+        for (name, role) in [("root", "admin"), ("watcher", "viewer")]
+            .into_iter()
+            .chain(extra)
+        {
             let out = server.admin_cli(
                 &["add-user", name, "--role", role],
                 &format!("{}\n", super::admin::OPERATOR_PASSWORD),
