@@ -44,6 +44,16 @@ async fn receiver_down(
     (server, addr, alice, ids)
 }
 
+/// Notifies `users` by the admin API (its pushes wait for the receiver, which is down).
+fn broadcast(server: &TestServer, users: &[u64]) {
+    let admin = server.api_key("ops", "admin");
+    let (status, _) = admin.post(
+        "/api/notifications",
+        json!({"text": "maintenance tonight", "to": {"users": users}}),
+    );
+    assert_eq!(status, 202);
+}
+
 /// A notification to more offline users than `push.queue_max`, made while the receiver is
 /// down, leaves room for a direct message's push made after it: once the receiver is up it
 /// is sent, and no message's push was dropped.
@@ -54,12 +64,7 @@ async fn a_broadcast_notification_does_not_crowd_out_direct_pushes() {
         &["bob", "carol", "dave", "erin"],
     )
     .await;
-    let admin = server.api_key("ops", "admin");
-    let (status, _) = admin.post(
-        "/api/notifications",
-        json!({"text": "maintenance tonight", "to": {"users": users}}),
-    );
-    assert_eq!(status, 202);
+    broadcast(&server, &users);
     // The sender holds the notification's pushes, failing: the broadcast is queued.
     wait_metric(&server, "ringchat_push_retries_total", 1);
     let bob = users[0];
@@ -90,13 +95,8 @@ async fn a_direct_push_goes_between_a_broadcasts_chunks() {
         &["bob", "carol", "dave", "erin"],
     )
     .await;
-    let admin = server.api_key("ops", "admin");
     let queued = metric(&server, "ringchat_push_queued_total");
-    let (status, _) = admin.post(
-        "/api/notifications",
-        json!({"text": "maintenance tonight", "to": {"users": users}}),
-    );
-    assert_eq!(status, 202);
+    broadcast(&server, &users);
     // The sender holds the broadcast's first chunk, failing.
     wait_metric(&server, "ringchat_push_retries_total", 1);
     let bob = users[0];

@@ -31,19 +31,7 @@ impl PushTokenStore for FjallStore {
     }
 
     fn remove_push_token(&self, user: UserId, device_id: &str) -> Result<bool, StoreError> {
-        let _writing = self.write_lock();
-        self.writable()?;
-        let key = key(user, device_id);
-        // Read under the write lock: no other writer moves it meanwhile.
-        if self.view().get(&self.push_tokens, &key)?.is_none() {
-            return Ok(false);
-        }
-        self.written(
-            self.remove(&self.push_tokens, key)
-                .map_err(StoreError::from),
-        )?;
-        self.persist()?;
-        Ok(true)
+        self.remove_token_where(user, device_id, |_| Ok(true))
     }
 
     fn remove_push_token_if(
@@ -52,22 +40,9 @@ impl PushTokenStore for FjallStore {
         device_id: &str,
         expected: &PushTokenRecord,
     ) -> Result<bool, StoreError> {
-        let _writing = self.write_lock();
-        self.writable()?;
-        let key = key(user, device_id);
-        // Read under the write lock: no other writer moves it meanwhile.
-        let Some(stored) = self.view().get(&self.push_tokens, &key)? else {
-            return Ok(false);
-        };
-        if decode::<PushTokenRecord>(&stored)? != *expected {
-            return Ok(false);
-        }
-        self.written(
-            self.remove(&self.push_tokens, key)
-                .map_err(StoreError::from),
-        )?;
-        self.persist()?;
-        Ok(true)
+        self.remove_token_where(user, device_id, |stored| {
+            Ok(decode::<PushTokenRecord>(stored)? == *expected)
+        })
     }
 
     fn push_tokens(
@@ -89,5 +64,33 @@ impl PushTokenStore for FjallStore {
             out.push((device.to_owned(), decode(&v)?));
         }
         Ok(out)
+    }
+}
+
+impl FjallStore {
+    /// Removes the device's token if it has one and `removable` says so of its stored bytes;
+    /// whether it did.
+    fn remove_token_where(
+        &self,
+        user: UserId,
+        device_id: &str,
+        removable: impl FnOnce(&[u8]) -> Result<bool, StoreError>,
+    ) -> Result<bool, StoreError> {
+        let _writing = self.write_lock();
+        self.writable()?;
+        let key = key(user, device_id);
+        // Read under the write lock: no other writer moves it meanwhile.
+        let Some(stored) = self.view().get(&self.push_tokens, &key)? else {
+            return Ok(false);
+        };
+        if !removable(&stored)? {
+            return Ok(false);
+        }
+        self.written(
+            self.remove(&self.push_tokens, key)
+                .map_err(StoreError::from),
+        )?;
+        self.persist()?;
+        Ok(true)
     }
 }
