@@ -48,6 +48,7 @@ on_every_transport!(
     garbage_frame,
     slow_consumer,
     shutdown_notice,
+    shutdown_notice_while_opening,
     server_full,
     login_then_messaging,
 );
@@ -204,6 +205,32 @@ fn slow_consumer_kicks(server: &TestServer) -> f64 {
         })
         .map(|(_, v)| v)
         .sum()
+}
+
+/// A client whose socket was accepted, but which opens its transport (TLS handshake, WebSocket
+/// upgrade) only once the server is stopping: the opening completes and the client is told
+/// `Kicked{SERVER_SHUTDOWN}` (on WebSocket, then close 1001). Before, the server closed the
+/// socket at once with the opening unread: a reset or the end of the stream, no reason.
+async fn shutdown_notice_while_opening(kind: Kind) {
+    let mut server = kind.server(&[]);
+    let shards = server.log_lines_with("shard running");
+    let tcp = AnyClient::connect_socket(&server, kind).await;
+    server.signal("TERM");
+    common::wait_until_async("every shard is stopping", || {
+        server.log_lines_with("shard stopping") >= shards
+    })
+    .await;
+    let mut c = AnyClient::try_open(&server, kind, tcp)
+        .await
+        .unwrap_or_else(|e| panic!("{kind}: the opening after the stop began: {e:#}"));
+    c.expect_kicked_then_closed(KickReason::ServerShutdown, deadline(CLOSE_WITHIN))
+        .await;
+    drop(c);
+    let status = server.wait_exit();
+    assert!(
+        status.success(),
+        "{kind}: the server exited with {status:?}"
+    );
 }
 
 /// SIGTERM: a logged-in client gets `Kicked{SERVER_SHUTDOWN}`, then close; the server exits 0.

@@ -8,7 +8,7 @@
 use std::io;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use monoio::net::TcpStream;
@@ -16,7 +16,7 @@ use ringchat_proto::v1::{ErrorCode, KickReason};
 
 use super::framing::{Framing, Goodbye, Input};
 use super::local::YieldOnce;
-use super::session::Session;
+use super::session::{Session, Wait};
 use super::stream::Stream;
 use super::ws;
 use super::{Close, ConnShared, Shard};
@@ -35,6 +35,17 @@ pub(super) const READS_PER_TURN: u32 = 16;
 /// Time the last frames (Kicked, Error, a close frame) get to reach a client before the socket
 /// is closed, and time a cut-short write gets once a close is asked for.
 const FINAL_FLUSH_MS: u64 = 1_000;
+
+/// How far `Conn::flush` goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flush {
+    /// Until the queue is empty, or a close is asked for (the write under way gets a grace).
+    Abortable,
+    /// Until the queue is empty.
+    Whole,
+    /// Until the queue is empty, or no further batch after this instant.
+    Until(Instant),
+}
 
 /// How a transport's opening ended (`Opened` less the bytes).
 enum Opening {
@@ -164,7 +175,6 @@ pub(super) fn serve(
             }
         }
         let end: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> = match conn {
-            // The stream is closed once the session has ended, as before.
             Ok(Conn {
                 session,
                 stream,
@@ -180,8 +190,12 @@ pub(super) fn serve(
                     };
                     session.shard.stats.transports[listen.index()].sub(1);
                 }
-                session.end().await;
+                // The socket closes before the session ends: telling the backend can wait (its
+                // queue full in a storm), and the shard takes a new connection in this one's
+                // place in its table as soon as it is gone from there, so a socket still open
+                // then would take a descriptor past `conns_per_shard_max`.
                 drop(stream);
+                session.end().await;
             }),
             Err(session) => Box::pin(session.end()),
         };
@@ -204,12 +218,22 @@ impl Conn {
         let needs_opening = self.stream.handshaking() || self.framing.opens_with_http();
         let limit = Duration::from_millis(self.shard().live.get().handshake_timeout_ms);
         if needs_opening {
-            // A client that stops reading or writing cannot hold the connection here.
-            match monoio::time::timeout(limit, self.open_transport()).await {
-                Ok(Opened::Session) => {}
+            let shared = Rc::clone(&self.session.shared);
+            // A client that stops reading or writing cannot hold the connection here. A close
+            // asked for meanwhile (the server stopping, which also closes what it accepts while
+            // it stops) lets the opening finish, briefly: then the session says why (`Kicked`, a
+            // close frame), rather than the socket closing on a ClientHello or a `GET` unread.
+            let opening = monoio::time::timeout(limit, self.open_transport());
+            match write_or_cut(&shared, opening).await {
+                Some(Ok(Opened::Session)) => {}
                 // A full shard answers it there, in HTTP.
-                Ok(files @ Opened::Files(_)) => return files,
-                Ok(Opened::Closed) | Err(_) => return Opened::Closed,
+                Some(Ok(files @ Opened::Files(_))) => return files,
+                Some(Ok(Opened::Closed) | Err(_)) => return Opened::Closed,
+                None => {
+                    // Not even a reset: what the client sent is read before the socket closes.
+                    self.drain_until_eof().await;
+                    return Opened::Closed;
+                }
             }
         }
         if !full {
@@ -229,9 +253,10 @@ impl Conn {
         Opened::Closed
     }
 
+    /// Awaited whatever the close flag says: `open` bounds it.
     async fn open_transport(&mut self) -> Opened {
         // Borrow a buffer only once the client has sent something.
-        if !self.readable_or_closed().await {
+        if self.stream.readable().await.is_err() {
             return Opened::Closed;
         }
         let pool_buf = self.session.shard.pool.take();
@@ -258,7 +283,7 @@ impl Conn {
     async fn open_into(&mut self, buf: &mut BytesMut) -> Opening {
         let shard = Rc::clone(&self.session.shard);
         while self.stream.handshaking() {
-            if !self.readable_or_closed().await {
+            if self.stream.readable().await.is_err() {
                 return Opening::Closed;
             }
             match self.stream.read(buf, &shard.pool).await {
@@ -298,7 +323,7 @@ impl Conn {
                 self.drain_until_eof().await;
                 return Opening::Closed;
             }
-            if !self.readable_or_closed().await {
+            if self.stream.readable().await.is_err() {
                 return Opening::Closed;
             }
             match self.stream.read(buf, &shard.pool).await {
@@ -323,21 +348,6 @@ impl Conn {
         }
     }
 
-    /// Before the session runs, only readability or a close matter.
-    async fn readable_or_closed(&self) -> bool {
-        let mut readable = std::pin::pin!(self.stream.readable());
-        loop {
-            if self.shared().close.get().is_some() {
-                return false;
-            }
-            match self.readable_or_woken(readable.as_mut()).await {
-                Some(Ok(())) => return true,
-                Some(Err(_)) => return false,
-                None => {}
-            }
-        }
-    }
-
     /// The session's life: readiness → pooled read → decode → `Session::on_frame`, and queued
     /// frames written in batches, until a close, the peer's end, or an I/O error.
     async fn run(&mut self) -> End {
@@ -358,7 +368,7 @@ impl Conn {
             // and inline they would make every idle connection's task that large. One
             // allocation per wake-up (not per frame: a wake-up reads or writes a batch).
             if self.has_output() {
-                if let Err(e) = Box::pin(self.flush(true)).await {
+                if let Err(e) = Box::pin(self.flush(Flush::Abortable)).await {
                     return End::Io(e);
                 }
                 continue;
@@ -426,8 +436,17 @@ impl Conn {
                         self.shard().pool.give(std::mem::take(&mut buf));
                     }
                     let stream = &self.stream;
-                    self.session.on_frame(frame, || stream.peer_ip()).await;
-                    if let Err(e) = self.relieve_backlog().await {
+                    let mut wait = self.session.on_frame(frame, || stream.peer_ip()).await;
+                    let mut waited = Ok(());
+                    while let Some(w) = wait.take() {
+                        // Rare: boxed, so that the wait's future does not grow every
+                        // connection's task.
+                        match Box::pin(self.wait_writing(w)).await {
+                            Ok(next) => wait = next,
+                            Err(e) => waited = Err(e),
+                        }
+                    }
+                    if let Err(e) = waited.and(self.relieve_backlog().await) {
                         break Err(End::Io(e));
                     }
                 }
@@ -461,9 +480,51 @@ impl Conn {
         if (outbound.len() * 2 >= limits.frames_max || outbound.bytes() >= limits.bytes_max / 2)
             && self.shared().close.get().is_none()
         {
-            self.flush(true).await?;
+            self.flush(Flush::Abortable).await?;
         }
         Ok(())
+    }
+
+    /// Awaits a request's [`Wait`] (room in a full queue, a media check), and goes on with the
+    /// request. Meanwhile what is queued for the client is written, so that a client that reads
+    /// is not kicked as a slow consumer while the server is behind, and a close (a kick, the
+    /// server stopping) ends the wait: the request is dropped unanswered, never acknowledged.
+    /// No input is read meanwhile, so the connection's requests stay in order.
+    async fn wait_writing(&mut self, wait: Wait) -> io::Result<Option<Wait>> {
+        let shard = Rc::clone(&self.session.shard);
+        let shared = Rc::clone(&self.session.shared);
+        let mut wait = std::pin::pin!(wait.run(&shard));
+        let (request_id, waited) = loop {
+            if shared.close.get().is_some() {
+                return Ok(None);
+            }
+            let writing = self.has_output();
+            let flush = async {
+                if writing {
+                    self.flush(Flush::Abortable).await
+                } else {
+                    // Until something is queued, or a close.
+                    shared.wake.notified().await;
+                    Ok(())
+                }
+            };
+            let mut flush = std::pin::pin!(flush);
+            let first = monoio::select! {
+                done = &mut wait => Some(done),
+                flushed = &mut flush => {
+                    flushed?;
+                    None
+                }
+            };
+            if let Some(done) = first {
+                if writing {
+                    // A write under way is finished, never dropped inside a frame.
+                    flush.await?;
+                }
+                break done;
+            }
+        };
+        Ok(self.session.waited(request_id, waited))
     }
 
     /// Marks the connection alive on the shard's coarse clock.
@@ -471,19 +532,25 @@ impl Conn {
         self.shared().seen(self.shard().tick.get());
     }
 
-    /// Writes queued frames, many per write. With `abortable`, a close request cuts the write
+    /// Writes queued frames, many per write. `Flush::Abortable`: a close request cuts the write
     /// short after a grace period (a client that stopped reading must not hold the task), and
     /// no further batch starts once a close is asked for: what still waits is `finish`'s,
     /// within its one grace (a slow consumer's backlog is dropped there, `Kicked` goes alone).
     ///
     /// The socket taking bytes after it was full counts as hearing from the client: while a
     /// long backlog goes out nothing is read, and a slow link that keeps acknowledging is alive.
-    async fn flush(&mut self, abortable: bool) -> io::Result<()> {
+    async fn flush(&mut self, mode: Flush) -> io::Result<()> {
         let shard = Rc::clone(&self.session.shard);
         let shared = Rc::clone(&self.session.shared);
         let on_room = || shared.seen(shard.tick.get());
+        let abortable = mode == Flush::Abortable;
         loop {
             if abortable && shared.close.get().is_some() {
+                return Ok(());
+            }
+            if let Flush::Until(by) = mode
+                && Instant::now() >= by
+            {
                 return Ok(());
             }
             let mut out = shard.pool.take();
@@ -543,12 +610,7 @@ impl Conn {
             return;
         }
         let goodbye = match end {
-            End::Close(close) => {
-                if let Close::Kick(reason) = close {
-                    queue_kicked(self.shared(), reason);
-                }
-                Goodbye::Close(close, self.ws_close)
-            }
+            End::Close(close) => Goodbye::Close(close, self.ws_close),
             End::PeerClosed(Some(code)) => {
                 self.shared().outbound.clear();
                 Goodbye::Echo(code)
@@ -561,7 +623,17 @@ impl Conn {
         };
         let grace = Duration::from_millis(FINAL_FLUSH_MS);
         let _ = monoio::time::timeout(grace, async {
-            let _ = self.flush(false).await;
+            if let Goodbye::Close(Close::Kick(reason), _) = goodbye {
+                // The frames already waiting go first, for a while, whole; what still waits
+                // then is dropped, so that `Kicked` is not cut off behind a long backlog. A
+                // slow consumer's is dropped at once: it could not take it.
+                if reason != KickReason::SlowConsumer {
+                    let backlog_by = Instant::now() + grace / 2;
+                    let _ = self.flush(Flush::Until(backlog_by)).await;
+                }
+                queue_kicked(self.shared(), reason);
+            }
+            let _ = self.flush(Flush::Whole).await;
             let mut out = shard.pool.take();
             self.framing.put_goodbye(goodbye, &mut out);
             if !out.is_empty() {
@@ -598,9 +670,9 @@ impl Conn {
     }
 }
 
-/// Awaits a write. If the connection is told to close meanwhile, the write gets
-/// `FINAL_FLUSH_MS` more to finish; `None` when it did not: the stream is then cut inside a
-/// frame and nothing more may be written to it.
+/// Awaits a write (or the transport's opening). If the connection is told to close meanwhile,
+/// it gets `FINAL_FLUSH_MS` more to finish; `None` when it did not: the stream is then cut
+/// inside a frame (or an opening) and nothing more may be written to it.
 pub(super) async fn write_or_cut<T>(
     shared: &ConnShared,
     write: impl std::future::Future<Output = T>,
@@ -615,16 +687,14 @@ pub(super) async fn write_or_cut<T>(
     }
 }
 
-/// Queues the `Kicked` notice as the connection's last frame. A slow consumer's backlog is
-/// dropped first: it could not take it, and it resyncs by seq when it reconnects.
+/// Queues the `Kicked` notice as the connection's last frame, alone: what still waits is
+/// dropped (the queue holds whole frames only; the client resyncs by seq when it reconnects).
 fn queue_kicked(shared: &ConnShared, reason: KickReason) {
     let kicked = ringchat_proto::encode_to_bytes(&ringchat_proto::kicked_frame(
         reason,
         kick_message(reason),
     ));
-    if reason == KickReason::SlowConsumer {
-        shared.outbound.clear();
-    }
+    shared.outbound.clear();
     shared.outbound.push_last(kicked);
 }
 
@@ -648,161 +718,4 @@ fn kick_message(reason: KickReason) -> &'static str {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use monoio::{LegacyDriver, RuntimeBuilder};
-
-    /// Every connection keeps one: 88 bytes and its `Rc`'s 16 fill a 112-byte allocator class
-    /// (80 and 96 before the outbound queue counted its bytes).
-    #[test]
-    fn a_connections_shared_state_stays_small() {
-        let bytes = std::mem::size_of::<ConnShared>();
-        assert!(bytes <= 88, "ConnShared is {bytes} bytes, over 88");
-    }
-
-    /// A shard with the default settings and no backend behind it (its requests are kept).
-    fn test_shard() -> (
-        Rc<Shard>,
-        tokio::sync::mpsc::Receiver<ringchat_backend::api::Request>,
-    ) {
-        let (backend, requests) = tokio::sync::mpsc::channel(1);
-        let shard = Rc::new(Shard::new(
-            0,
-            crate::config::GatewayConfig::default(),
-            ringchat_backend::config::Limits::default(),
-            backend,
-            ringchat_backend::Writes::unconnected(),
-            Arc::default(),
-            None,
-            Arc::new(crate::shard::live::Published::new(
-                crate::shard::live::ShardLive::of(
-                    &crate::config::Config::default(),
-                    &crate::fd_budget::ConnsCap::NONE,
-                ),
-            )),
-        ));
-        (shard, requests)
-    }
-
-    /// A slow consumer's kick drops the frames still waiting: `Kicked` follows the write under
-    /// way (here stalled: the client reads nothing until the kick), not the whole queue. Each
-    /// later batch of the queue got its own grace, so a client that read again within it got
-    /// the whole backlog first. The server's send buffer is made small, so that what the
-    /// kernel holds does not hide the queue (loopback's grows to megabytes).
-    #[test]
-    fn a_slow_consumer_kick_drops_the_backlog_and_sends_kicked_alone() {
-        use ringchat_proto::{Body, Frame, v1};
-        use std::io::Read;
-        const QUEUED: u64 = 64;
-        const FRAME_BYTES: usize = 16 * 1024;
-        let mut rt = RuntimeBuilder::<LegacyDriver>::new()
-            .enable_timer()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            let listener = monoio::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-            let addr = listener.local_addr().expect("addr");
-            let client = std::net::TcpStream::connect(addr).expect("connect");
-            client
-                .set_read_timeout(Some(Duration::from_secs(10)))
-                .unwrap();
-            let (stream, _peer) = listener.accept().await.expect("accept");
-            rustix::net::sockopt::set_socket_send_buffer_size(
-                crate::shard::stream::fd(&stream),
-                4096,
-            )
-            .expect("SO_SNDBUF");
-            let (shard, _requests) = test_shard();
-            let shared = shard.register();
-            let task = monoio::spawn(serve(
-                Rc::clone(&shard),
-                Rc::clone(&shared),
-                stream,
-                Listen::Tcp,
-                false,
-            ));
-            let limits = shard.gateway.outbound_limits();
-            for request_id in 0..QUEUED {
-                let frame = Frame {
-                    request_id,
-                    body: Some(Body::Error(v1::Error {
-                        message: "x".repeat(FRAME_BYTES),
-                        ..Default::default()
-                    })),
-                };
-                shared.enqueue(ringchat_proto::encode_to_bytes(&frame), limits);
-            }
-            // Let the first write start and fill the socket (the client reads nothing yet). Not
-            // load-bearing: a close set before any write must drop the backlog just the same.
-            monoio::time::sleep(Duration::from_millis(200)).await;
-            shared.close_with(Close::Kick(KickReason::SlowConsumer));
-            // The client reads again well within the grace of the write under way.
-            let reader = std::thread::spawn(move || {
-                let mut client = client;
-                let mut buf = BytesMut::new();
-                let mut frames = 0;
-                loop {
-                    while let Some(frame) = ringchat_proto::decode(&mut buf, 1 << 20).unwrap() {
-                        if let Some(Body::Kicked(k)) = frame.body {
-                            return (frames, Some(k.reason));
-                        }
-                        frames += 1;
-                    }
-                    let mut chunk = [0u8; 64 * 1024];
-                    match client.read(&mut chunk) {
-                        Ok(0) | Err(_) => return (frames, None),
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-            });
-            monoio::time::timeout(Duration::from_secs(10), task)
-                .await
-                .expect("the connection ends");
-            let (frames, kicked) = reader.join().unwrap();
-            assert_eq!(
-                kicked,
-                Some(KickReason::SlowConsumer as i32),
-                "after {frames} frames"
-            );
-            assert!(
-                frames < QUEUED / 2,
-                "{frames} of the {QUEUED} queued frames came before Kicked"
-            );
-        });
-    }
-
-    /// Every idle connection's task is this future: it must stay small. In release builds it
-    /// was 2,072 bytes before the work after a wake-up was boxed, 664 after, and 384 once the
-    /// captured connection was no longer moved into a second slot (with monoio's task header,
-    /// 24 bytes, and trailer, 16, that is mimalloc's 448-byte class rather than 768).
-    #[test]
-    fn a_connection_task_stays_small() {
-        const TASK_BYTES_MAX: usize = if cfg!(debug_assertions) { 1024 } else { 400 };
-        let mut rt = RuntimeBuilder::<LegacyDriver>::new()
-            .enable_timer()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            let listener = monoio::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-            let addr = listener.local_addr().expect("addr");
-            let _client = monoio::net::TcpStream::connect(addr)
-                .await
-                .expect("connect");
-            let (stream, _peer) = listener.accept().await.expect("accept");
-            let (shard, _requests) = test_shard();
-            // One future type serves every listener.
-            let task = serve(
-                Rc::clone(&shard),
-                shard.conn_shared(1),
-                stream,
-                Listen::Tcp,
-                false,
-            );
-            let bytes = std::mem::size_of_val(&task);
-            assert!(
-                bytes <= TASK_BYTES_MAX,
-                "a connection's task is {bytes} bytes, over {TASK_BYTES_MAX}"
-            );
-        });
-    }
-}
+mod tests;

@@ -2,14 +2,18 @@
 //! and forwarding a logged-in client's requests to the backend. A transport (TCP now, WebSocket
 //! next) decodes frames, hands each to `Session::on_frame`, and writes what lands in the
 //! connection's outbound queue.
+//!
+//! A request that must wait (for room in a full queue, for a media send's storage check) is not
+//! awaited here: it comes back as a [`Wait`], which the connection awaits while it keeps writing
+//! the client's queue and watching for a close (`conn.rs`), then hands to `Session::waited`.
 
 use std::net::IpAddr;
 use std::rc::Rc;
 
-use ringchat_backend::Submitted;
 use ringchat_backend::api::{
     AccountRequest, ClientRequest, ConnRef, Request, SessionRequest, UserId, WriteRequest,
 };
+use ringchat_backend::{PendingCheck, PendingWrite, Submitted};
 use ringchat_proto::v1::{self, ErrorCode};
 use ringchat_proto::{Body, Frame, PROTOCOL_VERSION};
 use tokio::sync::mpsc::error::TrySendError;
@@ -21,6 +25,58 @@ enum State {
     AwaitHello,
     AwaitLogin,
     Authed { user_id: UserId },
+}
+
+/// What a request waits for before it can go on; awaited by the connection (`conn.rs`), which
+/// reads no further input meanwhile, so the connection's requests stay in order.
+pub(super) enum Wait {
+    /// Room in the sequencer's full queue.
+    Queue {
+        request_id: u64,
+        pending: PendingWrite,
+    },
+    /// A media send's file, checked in storage on the backend's runtime.
+    Check {
+        request_id: u64,
+        pending: PendingCheck,
+    },
+    /// Room in the backend's full request queue.
+    Backend { request_id: u64, request: Request },
+}
+
+/// What a [`Wait`] came to.
+pub(super) enum Waited {
+    /// `false`: the sequencer has stopped.
+    Queued(bool),
+    /// Boxed: rare (media sends), and far larger than the others.
+    Checked(Box<Submitted>),
+    /// `false`: the backend has stopped.
+    Sent(bool),
+}
+
+impl Wait {
+    fn request_id(&self) -> u64 {
+        match self {
+            Self::Queue { request_id, .. }
+            | Self::Check { request_id, .. }
+            | Self::Backend { request_id, .. } => *request_id,
+        }
+    }
+
+    /// Waits; `request_id` says whose it was.
+    pub async fn run(self, shard: &Shard) -> (u64, Waited) {
+        let request_id = self.request_id();
+        let waited = match self {
+            Self::Queue { pending, .. } => Waited::Queued(shard.writes.queue(pending).await),
+            Self::Check { pending, .. } => {
+                Waited::Checked(Box::new(shard.writes.check(pending).await))
+            }
+            Self::Backend { request, .. } => {
+                Waited::Sent(shard.backend.send(request).await.is_ok())
+            }
+        };
+        (request_id, waited)
+    }
 }
 
 pub(super) struct Session {
@@ -65,8 +121,8 @@ impl Session {
 
     /// Serves one client frame: typed once here, then answered by the state machine. `peer`
     /// gives the client's address, asked only by a register or a login (not kept: every idle
-    /// connection would carry it).
-    pub async fn on_frame(&mut self, frame: Frame, peer: impl FnOnce() -> IpAddr) {
+    /// connection would carry it). A request that must wait comes back as a [`Wait`].
+    pub async fn on_frame(&mut self, frame: Frame, peer: impl FnOnce() -> IpAddr) -> Option<Wait> {
         let request_id = frame.request_id;
         let request = match ClientRequest::from_body(frame.body) {
             Ok(request) => request,
@@ -74,11 +130,11 @@ impl Session {
             // not know, a server's body), it is refused alike and the connection closed.
             Err(_) if matches!(self.state, State::AwaitHello) => {
                 self.hello_required(request_id);
-                return;
+                return None;
             }
             Err(e) => {
                 self.error(request_id, e.code(), e.to_string());
-                return;
+                return None;
             }
         };
         match (&self.state, request) {
@@ -91,6 +147,19 @@ impl Session {
                     "hello was already received",
                 );
             }
+            (State::AwaitLogin, ClientRequest::Login(login)) => {
+                return Box::pin(self.login(request_id, login, peer())).await;
+            }
+            (&State::Authed { user_id }, ClientRequest::Write(request)) => {
+                if self.within_budget(request_id) {
+                    return self.write(request_id, user_id, request);
+                }
+            }
+            (&State::Authed { user_id }, ClientRequest::Session(request)) => {
+                if self.within_budget(request_id) {
+                    return self.session_request(request_id, user_id, request);
+                }
+            }
             (_, ClientRequest::Ping(ping)) => self.reply(
                 request_id,
                 Body::Pong(v1::Pong {
@@ -102,9 +171,6 @@ impl Session {
             // that large.
             (State::AwaitLogin, ClientRequest::Register(register)) => {
                 Box::pin(self.register(request_id, register, peer())).await
-            }
-            (State::AwaitLogin, ClientRequest::Login(login)) => {
-                Box::pin(self.login(request_id, login, peer())).await
             }
             (State::AwaitLogin, ClientRequest::Account(request)) => {
                 Box::pin(self.account(request_id, request, peer())).await
@@ -119,20 +185,26 @@ impl Session {
                     "already logged in",
                 );
             }
-            (&State::Authed { user_id }, ClientRequest::Write(request)) => {
-                if self.within_budget(request_id) {
-                    self.write(request_id, user_id, request).await;
-                }
-            }
-            (&State::Authed { user_id }, ClientRequest::Session(request)) => {
-                if self.within_budget(request_id) {
-                    self.session_request(request_id, user_id, request).await;
-                }
-            }
             (State::AwaitLogin, ClientRequest::Write(_) | ClientRequest::Session(_)) => {
                 self.error(request_id, ErrorCode::NotAuthenticated, "log in first")
             }
         }
+        None
+    }
+
+    /// Goes on with a request once its [`Wait`] is over; it may have to wait again (a media
+    /// send checked, then a full queue).
+    pub fn waited(&mut self, request_id: u64, waited: Waited) -> Option<Wait> {
+        match waited {
+            Waited::Checked(submitted) => return self.submitted(request_id, *submitted),
+            Waited::Queued(true) | Waited::Sent(true) => {}
+            Waited::Queued(false) | Waited::Sent(false) => self.fail(
+                request_id,
+                ErrorCode::Unavailable,
+                "server is shutting down",
+            ),
+        }
+        None
     }
 
     fn hello_required(&self, request_id: u64) {
@@ -193,7 +265,7 @@ impl Session {
         }
     }
 
-    async fn login(&mut self, request_id: u64, body: v1::Login, peer: IpAddr) {
+    async fn login(&mut self, request_id: u64, body: v1::Login, peer: IpAddr) -> Option<Wait> {
         let (reply, answer) = oneshot::channel();
         let request = Request::Login {
             conn: self.conn_ref(),
@@ -201,9 +273,7 @@ impl Session {
             body,
             reply,
         };
-        let Some(outcome) = self.ask_backend(request_id, request, answer).await else {
-            return;
-        };
+        let outcome = self.ask_backend(request_id, request, answer).await?;
         let resume = match outcome.session {
             Some(session) => {
                 self.state = State::Authed {
@@ -220,16 +290,10 @@ impl Session {
             }
         };
         self.reply(request_id, outcome.body);
-        if let Some((user_id, resume)) = resume {
-            self.resume(request_id, user_id, resume).await;
-        }
-    }
-
-    /// Asked once the `LoginOk` is queued, so that what the resume sends (frames with the
-    /// login's request id) comes after it.
-    async fn resume(&mut self, request_id: u64, user_id: UserId, resume: v1::Resume) {
-        let request = SessionRequest::Resume(resume);
-        self.session_request(request_id, user_id, request).await;
+        // Asked once the `LoginOk` is queued, so that what the resume sends (frames with the
+        // login's request id) comes after it.
+        let (user_id, resume) = resume?;
+        self.session_request(request_id, user_id, SessionRequest::Resume(resume))
     }
 
     /// Sends a request of a connection not yet logged in (login, register, account) that
@@ -332,63 +396,72 @@ impl Session {
     }
 
     /// A write goes straight to the sequencer; its answer comes back on the shard's inbox.
-    async fn write(&mut self, request_id: u64, user_id: UserId, request: WriteRequest) {
-        let mut submitted = self
+    fn write(&mut self, request_id: u64, user_id: UserId, request: WriteRequest) -> Option<Wait> {
+        let submitted = self
             .shard
             .writes
             .submit(self.conn_ref(), user_id, request_id, request);
-        let queued = loop {
-            match submitted {
-                Submitted::Queued => break true,
-                Submitted::Refused(error) => {
-                    self.shard.stats.error(error.code());
-                    self.reply(request_id, Body::Error(error));
-                    return;
-                }
-                // Rare: boxed, so that the wait's future does not grow every connection's task.
-                Submitted::Full(pending) => {
-                    break Box::pin(self.shard.writes.queue(pending)).await;
-                }
-                Submitted::Stopped => break false,
-                // Media sends only: the file is checked on the backend's runtime while this
-                // connection waits (its later frames stay behind it, in order).
-                Submitted::Check(pending) => {
-                    submitted = Box::pin(self.shard.writes.check(pending)).await;
-                }
+        self.submitted(request_id, submitted)
+    }
+
+    fn submitted(&mut self, request_id: u64, submitted: Submitted) -> Option<Wait> {
+        match submitted {
+            Submitted::Queued => {}
+            Submitted::Refused(error) => {
+                self.shard.stats.error(error.code());
+                self.reply(request_id, Body::Error(error));
             }
-        };
-        if !queued {
-            self.fail(
+            Submitted::Full(pending) => {
+                return Some(Wait::Queue {
+                    request_id,
+                    pending,
+                });
+            }
+            Submitted::Stopped => self.fail(
                 request_id,
                 ErrorCode::Unavailable,
                 "server is shutting down",
-            );
+            ),
+            // Media sends only: the file is checked on the backend's runtime while this
+            // connection waits (its later frames stay behind it, in order).
+            Submitted::Check(pending) => {
+                return Some(Wait::Check {
+                    request_id,
+                    pending,
+                });
+            }
         }
+        None
     }
 
-    async fn session_request(&mut self, request_id: u64, user_id: UserId, request: SessionRequest) {
+    /// Most sends find room at once; only a full queue waits.
+    fn session_request(
+        &mut self,
+        request_id: u64,
+        user_id: UserId,
+        request: SessionRequest,
+    ) -> Option<Wait> {
         let request = Request::Session {
             conn: self.conn_ref(),
             user_id,
             request_id,
             request,
         };
-        // Most sends find room at once; only a full queue waits (boxed: the wait's future is
-        // large and rare, and this one is on every request's path).
-        let sent = match self.shard.backend.try_send(request) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(request)) => Box::pin(self.shard.backend.send(request))
-                .await
-                .map_err(drop),
-            Err(TrySendError::Closed(_)) => Err(()),
-        };
-        if sent.is_err() {
-            self.fail(
+        match self.shard.backend.try_send(request) {
+            Ok(()) => {}
+            Err(TrySendError::Full(request)) => {
+                return Some(Wait::Backend {
+                    request_id,
+                    request,
+                });
+            }
+            Err(TrySendError::Closed(_)) => self.fail(
                 request_id,
                 ErrorCode::Unavailable,
                 "server is shutting down",
-            );
+            ),
         }
+        None
     }
 
     pub fn reply(&self, request_id: u64, body: Body) {

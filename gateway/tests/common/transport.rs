@@ -112,6 +112,26 @@ impl AnyClient {
             socket.set_recv_buffer_size(bytes)?;
         }
         let tcp = tokio::time::timeout(REPLY_TIMEOUT, socket.connect(addr)).await??;
+        Self::try_open(server, kind, tcp).await
+    }
+
+    /// Connects the socket only: the transport's opening (TLS handshake, WebSocket upgrade) is
+    /// left to [`AnyClient::try_open`].
+    pub async fn connect_socket(server: &TestServer, kind: Kind) -> tokio::net::TcpStream {
+        let addr = kind.addr(server);
+        tokio::time::timeout(REPLY_TIMEOUT, tokio::net::TcpStream::connect(addr))
+            .await
+            .unwrap_or_else(|_| panic!("{kind}: connect timed out"))
+            .unwrap_or_else(|e| panic!("{kind}: connect: {e}"))
+    }
+
+    /// The transport's opening on a connected socket: TLS handshake, WebSocket upgrade.
+    pub async fn try_open(
+        server: &TestServer,
+        kind: Kind,
+        tcp: tokio::net::TcpStream,
+    ) -> anyhow::Result<Self> {
+        let addr = kind.addr(server);
         tcp.set_nodelay(true)?;
         let stream: Box<dyn Io> = if kind.needs_tls() {
             let cert = server.cert_pem.as_deref().expect("a TLS server");

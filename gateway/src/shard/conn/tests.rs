@@ -1,0 +1,463 @@
+use super::*;
+use monoio::{LegacyDriver, RuntimeBuilder};
+
+/// Every connection keeps one: 88 bytes and its `Rc`'s 16 fill a 112-byte allocator class
+/// (80 and 96 before the outbound queue counted its bytes).
+#[test]
+fn a_connections_shared_state_stays_small() {
+    let bytes = std::mem::size_of::<ConnShared>();
+    assert!(bytes <= 88, "ConnShared is {bytes} bytes, over 88");
+}
+
+/// A shard with the default settings and no backend behind it (its requests are kept).
+fn test_shard() -> (
+    Rc<Shard>,
+    tokio::sync::mpsc::Receiver<ringchat_backend::api::Request>,
+) {
+    let (backend, requests) = tokio::sync::mpsc::channel(1);
+    let shard = Rc::new(Shard::new(
+        0,
+        crate::config::GatewayConfig::default(),
+        ringchat_backend::config::Limits::default(),
+        backend,
+        ringchat_backend::Writes::unconnected(),
+        Arc::default(),
+        None,
+        Arc::new(crate::shard::live::Published::new(
+            crate::shard::live::ShardLive::of(
+                &crate::config::Config::default(),
+                &crate::fd_budget::ConnsCap::NONE,
+            ),
+        )),
+    ));
+    (shard, requests)
+}
+
+/// A slow consumer's kick drops the frames still waiting: `Kicked` follows the write under
+/// way (here stalled: the client reads nothing until the kick), not the whole queue. Each
+/// later batch of the queue got its own grace, so a client that read again within it got
+/// the whole backlog first. The server's send buffer is made small, so that what the
+/// kernel holds does not hide the queue (loopback's grows to megabytes).
+#[test]
+fn a_slow_consumer_kick_drops_the_backlog_and_sends_kicked_alone() {
+    use ringchat_proto::{Body, Frame, v1};
+    use std::io::Read;
+    const QUEUED: u64 = 64;
+    const FRAME_BYTES: usize = 16 * 1024;
+    let mut rt = RuntimeBuilder::<LegacyDriver>::new()
+        .enable_timer()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let listener = monoio::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let client = std::net::TcpStream::connect(addr).expect("connect");
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let (stream, _peer) = listener.accept().await.expect("accept");
+        rustix::net::sockopt::set_socket_send_buffer_size(crate::shard::stream::fd(&stream), 4096)
+            .expect("SO_SNDBUF");
+        let (shard, _requests) = test_shard();
+        let shared = shard.register();
+        let task = monoio::spawn(serve(
+            Rc::clone(&shard),
+            Rc::clone(&shared),
+            stream,
+            Listen::Tcp,
+            false,
+        ));
+        let limits = shard.gateway.outbound_limits();
+        for request_id in 0..QUEUED {
+            let frame = Frame {
+                request_id,
+                body: Some(Body::Error(v1::Error {
+                    message: "x".repeat(FRAME_BYTES),
+                    ..Default::default()
+                })),
+            };
+            shared.enqueue(ringchat_proto::encode_to_bytes(&frame), limits);
+        }
+        // Let the first write start and fill the socket (the client reads nothing yet). Not
+        // load-bearing: a close set before any write must drop the backlog just the same.
+        monoio::time::sleep(Duration::from_millis(200)).await;
+        shared.close_with(Close::Kick(KickReason::SlowConsumer));
+        // The client reads again well within the grace of the write under way.
+        let reader = std::thread::spawn(move || {
+            let mut client = client;
+            let mut buf = BytesMut::new();
+            let mut frames = 0;
+            loop {
+                while let Some(frame) = ringchat_proto::decode(&mut buf, 1 << 20).unwrap() {
+                    if let Some(Body::Kicked(k)) = frame.body {
+                        return (frames, Some(k.reason));
+                    }
+                    frames += 1;
+                }
+                let mut chunk = [0u8; 64 * 1024];
+                match client.read(&mut chunk) {
+                    Ok(0) | Err(_) => return (frames, None),
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+        });
+        monoio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the connection ends");
+        let (frames, kicked) = reader.join().unwrap();
+        assert_eq!(
+            kicked,
+            Some(KickReason::SlowConsumer as i32),
+            "after {frames} frames"
+        );
+        assert!(
+            frames < QUEUED / 2,
+            "{frames} of the {QUEUED} queued frames came before Kicked"
+        );
+    });
+}
+
+/// Every idle connection's task is this future: it must stay small. In release builds it
+/// was 2,072 bytes before the work after a wake-up was boxed, 664 after, and 384 once the
+/// captured connection was no longer moved into a second slot (with monoio's task header,
+/// 24 bytes, and trailer, 16, that is mimalloc's 448-byte class rather than 768).
+#[test]
+fn a_connection_task_stays_small() {
+    const TASK_BYTES_MAX: usize = if cfg!(debug_assertions) { 1024 } else { 400 };
+    let mut rt = RuntimeBuilder::<LegacyDriver>::new()
+        .enable_timer()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let listener = monoio::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let _client = monoio::net::TcpStream::connect(addr)
+            .await
+            .expect("connect");
+        let (stream, _peer) = listener.accept().await.expect("accept");
+        let (shard, _requests) = test_shard();
+        // One future type serves every listener.
+        let task = serve(
+            Rc::clone(&shard),
+            shard.conn_shared(1),
+            stream,
+            Listen::Tcp,
+            false,
+        );
+        let bytes = std::mem::size_of_val(&task);
+        assert!(
+            bytes <= TASK_BYTES_MAX,
+            "a connection's task is {bytes} bytes, over {TASK_BYTES_MAX}"
+        );
+    });
+}
+
+/// The client side of these tests: blocking std sockets on their own threads, length-prefixed
+/// frames as on the TCP listener.
+mod client {
+    use bytes::BytesMut;
+    use ringchat_proto::{Body, Frame};
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    pub fn send(client: &mut TcpStream, request_id: u64, body: Body) {
+        let frame = ringchat_proto::frame(request_id, body);
+        client
+            .write_all(&ringchat_proto::encode_to_bytes(&frame))
+            .expect("send");
+    }
+
+    /// The next frame; `None` at the end of the stream. Panics on a frame cut short or a read
+    /// past the socket's timeout.
+    pub fn recv(client: &mut TcpStream, buf: &mut BytesMut) -> Option<Frame> {
+        loop {
+            if let Some(frame) = ringchat_proto::decode(buf, 1 << 20).expect("a whole frame") {
+                return Some(frame);
+            }
+            let mut chunk = [0u8; 64 * 1024];
+            match client.read(&mut chunk).expect("read") {
+                0 => {
+                    assert!(buf.is_empty(), "the stream ended inside a frame");
+                    return None;
+                }
+                n => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// Hello, then Login (answered by the test as the backend would, `answer_logins`).
+    pub fn log_in(client: &mut TcpStream, buf: &mut BytesMut) {
+        use ringchat_proto::v1;
+        send(
+            client,
+            1,
+            Body::Hello(v1::Hello {
+                protocol_version: ringchat_proto::PROTOCOL_VERSION,
+                client_name: "conn-test".into(),
+            }),
+        );
+        assert!(matches!(
+            recv(client, buf).and_then(|f| f.body),
+            Some(Body::HelloOk(_))
+        ));
+        send(client, 2, Body::Login(v1::Login::default()));
+        assert!(matches!(
+            recv(client, buf).and_then(|f| f.body),
+            Some(Body::LoginOk(_))
+        ));
+    }
+}
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+fn runtime() -> monoio::Runtime<monoio::time::TimeDriver<LegacyDriver>> {
+    RuntimeBuilder::<LegacyDriver>::new()
+        .enable_timer()
+        .build()
+        .expect("runtime")
+}
+
+/// A connection served by `shard` on a real socket pair over loopback; the client's end with
+/// a receive buffer of `recv_buffer` bytes when given (a slow reader: loopback's grows to
+/// megabytes), and a read timeout of `DEADLINE`.
+async fn connect(
+    shard: &Rc<Shard>,
+    recv_buffer: Option<usize>,
+) -> (
+    std::net::TcpStream,
+    Rc<ConnShared>,
+    monoio::task::JoinHandle<()>,
+) {
+    let listener = monoio::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    if let Some(bytes) = recv_buffer {
+        socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+    }
+    // Completes in the listener's backlog: nothing on this thread has to accept first.
+    socket.connect(&addr.into()).expect("connect");
+    let client = std::net::TcpStream::from(socket);
+    client.set_read_timeout(Some(DEADLINE)).unwrap();
+    let (stream, _peer) = listener.accept().await.expect("accept");
+    if recv_buffer.is_some() {
+        rustix::net::sockopt::set_socket_send_buffer_size(crate::shard::stream::fd(&stream), 4096)
+            .expect("SO_SNDBUF");
+    }
+    let shared = shard.register();
+    let task = monoio::spawn(serve(
+        Rc::clone(shard),
+        Rc::clone(&shared),
+        stream,
+        Listen::Tcp,
+        false,
+    ));
+    (client, shared, task)
+}
+
+/// Answers `n` logins as the backend does (`LoginOk` and a session), whatever their order.
+async fn answer_logins(
+    requests: &mut tokio::sync::mpsc::Receiver<ringchat_backend::api::Request>,
+    n: usize,
+) {
+    use ringchat_backend::api::{LoginReply, Request, SessionInfo};
+    for user_id in 1..=n as u64 {
+        let request = monoio::time::timeout(DEADLINE, requests.recv())
+            .await
+            .expect("a login in time")
+            .expect("the shard's sender");
+        let Request::Login { reply, .. } = request else {
+            panic!("expected a login, got {request:?}");
+        };
+        let _ = reply.send(LoginReply {
+            body: ringchat_proto::Body::LoginOk(ringchat_proto::v1::LoginOk::default()),
+            session: Some(SessionInfo {
+                user_id,
+                resume: None,
+            }),
+        });
+    }
+}
+
+/// Takes the backend's one place in its request queue: from now on a request waits for room.
+fn fill_backend_queue(shard: &Shard) {
+    let filler = ringchat_backend::api::Request::Closed {
+        conn: ringchat_backend::api::ConnRef { shard: 0, conn: 0 },
+        user_id: 0,
+    };
+    shard.backend.try_send(filler).expect("room for the filler");
+}
+
+/// Waits (polling, bounded) until `done` holds; longer than a client's read timeout, so that a
+/// client waiting in vain says so itself.
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + 2 * DEADLINE;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        monoio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// A request waiting for room in the backend's full queue: what is queued for the client
+/// meanwhile is written (far more than `outbound_frames_max`, so it would be kicked as a slow
+/// consumer if nothing was), and a kick during the wait takes effect. Before, the connection's
+/// task sat in the backend's `send`: nobody wrote its queue and the kick was not seen.
+#[test]
+fn a_connection_waiting_for_a_full_queue_still_writes_and_hears_a_close() {
+    use ringchat_proto::{Body, Frame, v1};
+    const CHUNK: usize = 512;
+    const CHUNKS: usize = 20;
+    runtime().block_on(async {
+        let (shard, mut requests) = test_shard();
+        let limits = shard.gateway.outbound_limits();
+        assert!(CHUNK * CHUNKS > limits.frames_max);
+        let (mut client, shared, _task) = connect(&shard, None).await;
+        let reader = std::thread::spawn(move || {
+            let mut buf = BytesMut::new();
+            client::log_in(&mut client, &mut buf);
+            // Waits for the backend's full queue.
+            client::send(&mut client, 3, Body::Conversations(Default::default()));
+            let mut frames = 0;
+            loop {
+                match client::recv(&mut client, &mut buf).and_then(|f| f.body) {
+                    Some(Body::Kicked(k)) => return (frames, Some(k.reason)),
+                    Some(_) => frames += 1,
+                    None => return (frames, None),
+                }
+            }
+        });
+        answer_logins(&mut requests, 1).await;
+        fill_backend_queue(&shard);
+        // Hello, Login and the request are in: the task waits for room.
+        until("the request is read", || shard.stats.frames_in.get() == 3).await;
+        for chunk in 0..CHUNKS {
+            for i in 0..CHUNK {
+                let frame = Frame {
+                    request_id: (chunk * CHUNK + i) as u64,
+                    body: Some(Body::Error(v1::Error::default())),
+                };
+                shared.enqueue(ringchat_proto::encode_to_bytes(&frame), limits);
+            }
+            until("the queue is written while the request waits", || {
+                shared.outbound.is_empty() || shared.close.get().is_some()
+            })
+            .await;
+            assert_eq!(shared.close.get(), None, "closed after {chunk} chunks");
+        }
+        shared.close_with(Close::Kick(KickReason::Replaced));
+        until("the client is told", || reader.is_finished()).await;
+        let (frames, kicked) = reader.join().unwrap();
+        assert_eq!(kicked, Some(KickReason::Replaced as i32));
+        assert_eq!(
+            frames,
+            CHUNK * CHUNKS,
+            "every queued frame reached the client"
+        );
+    });
+}
+
+/// A client a few megabytes behind, kicked (here `Replaced`): the backlog goes out whole for
+/// a while, then what still waits is dropped and `Kicked` follows the batch under way. Before,
+/// `Kicked` waited behind the whole backlog, the one grace ran out inside it, and the client
+/// got half a frame and the end of the stream, no reason.
+#[test]
+fn a_kick_reaches_a_client_far_behind() {
+    use ringchat_proto::{Body, Frame, v1};
+    use std::io::Read;
+    const QUEUED: usize = 256;
+    const FRAME_BYTES: usize = 16 * 1024;
+    runtime().block_on(async {
+        let (shard, _requests) = test_shard();
+        let limits = shard.gateway.outbound_limits();
+        let (mut client, shared, _task) = connect(&shard, Some(4096)).await;
+        for request_id in 0..QUEUED as u64 {
+            let frame = Frame {
+                request_id,
+                body: Some(Body::Error(v1::Error {
+                    message: "x".repeat(FRAME_BYTES),
+                    ..Default::default()
+                })),
+            };
+            shared.enqueue(ringchat_proto::encode_to_bytes(&frame), limits);
+        }
+        shared.close_with(Close::Kick(KickReason::Replaced));
+        // Reads a little at a time: about 800 KB/s, five seconds for the backlog.
+        let reader = std::thread::spawn(move || {
+            let mut buf = BytesMut::new();
+            let mut frames = 0;
+            loop {
+                while let Some(frame) =
+                    ringchat_proto::decode(&mut buf, 1 << 20).expect("a whole frame")
+                {
+                    if let Some(Body::Kicked(k)) = frame.body {
+                        return (frames, Some(k.reason));
+                    }
+                    frames += 1;
+                }
+                let mut chunk = [0u8; 4096];
+                match client.read(&mut chunk) {
+                    Ok(0) | Err(_) => return (frames, None),
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        until("the client has read to the end", || reader.is_finished()).await;
+        let (frames, kicked) = reader.join().unwrap();
+        assert_eq!(
+            kicked,
+            Some(KickReason::Replaced as i32),
+            "no Kicked after {frames} frames"
+        );
+        assert!(frames < QUEUED, "the whole backlog came first");
+    });
+}
+
+/// Logged-in clients that close while the backend's queue is full: each socket is closed at
+/// once, though telling the backend waits. Before, the connection left the shard's table
+/// first (a new one could take its place) and kept its socket until the backend took the
+/// news: descriptors past `conns_per_shard_max`.
+#[test]
+fn a_closed_connection_frees_its_socket_before_the_backend_hears_of_it() {
+    const CLIENTS: usize = 3;
+    runtime().block_on(async {
+        let (shard, mut requests) = test_shard();
+        let (logged_in, go) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
+        let go_rx = std::sync::Arc::new(std::sync::Mutex::new(go.1));
+        let mut clients = Vec::new();
+        for _ in 0..CLIENTS {
+            let (mut client, _shared, _task) = connect(&shard, None).await;
+            let (tell, wait) = (logged_in.0.clone(), std::sync::Arc::clone(&go_rx));
+            clients.push(std::thread::spawn(move || {
+                use std::io::Read;
+                let mut buf = BytesMut::new();
+                client::log_in(&mut client, &mut buf);
+                tell.send(()).unwrap();
+                wait.lock().unwrap().recv().unwrap();
+                client.shutdown(std::net::Shutdown::Write).unwrap();
+                // The server's end closes: the end of the stream, in time.
+                client.read(&mut [0u8; 64]).map(|n| n == 0)
+            }));
+            answer_logins(&mut requests, 1).await;
+            until("the client is logged in", || logged_in.1.try_recv().is_ok()).await;
+        }
+        fill_backend_queue(&shard);
+        for _ in 0..CLIENTS {
+            go.0.send(()).unwrap();
+        }
+        until("every client is answered", || {
+            clients.iter().all(|c| c.is_finished())
+        })
+        .await;
+        for client in clients {
+            let closed = client.join().unwrap();
+            assert!(
+                matches!(closed, Ok(true)),
+                "the server kept the socket: {closed:?}"
+            );
+        }
+        assert!(shard.conns.borrow().is_empty());
+        // The backend's queue is still full: none of them has been told yet.
+        assert!(shard.backend.capacity() == 0);
+    });
+}
