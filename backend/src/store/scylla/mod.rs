@@ -39,9 +39,15 @@
 //! weaker than the embedded store: a group that spans several conversations publishes their
 //! heads one LWT each, so for a moment one is visible and another not; and a stale owner
 //! that passes step 1 just before another node's claim can still land its step-2 rows (not
-//! its messages: step 3 fails with `Fenced`). A group that fails after some head was
-//! published stops the store's writes (`StoreHealth`): the node restarts and re-reads
-//! every head rather than write on top of an unknown state.
+//! its messages: step 3 fails with `Fenced`). A group whose step 3 has an unknown outcome
+//! for some head (any failure but `Fenced`: a timeout, a head not where the group expected)
+//! stops the store's writes (`StoreHealth`): the node restarts and re-reads every head
+//! rather than write on top of an unknown state (its next group could rewrite that
+//! conversation's rows at the same (epoch, seq) timestamp). Heads refused as `Fenced` do
+//! not, even when other heads of the group were published: the state is known (the fenced
+//! rows stay invisible and the next owner's, at a higher epoch, win), the writer re-reads
+//! the heads it held, and a resend of a message whose head was published is answered from
+//! its stored dedup entry.
 //!
 //! # Consistency
 //!
