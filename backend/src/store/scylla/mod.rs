@@ -54,7 +54,14 @@
 //! | what | consistency | why |
 //! |---|---|---|
 //! | every write an ack depends on (rows, batches) | LOCAL_QUORUM | survives the loss of a replica in the local DC; no cross-DC wait |
-//! | LWTs: head publish, claims, user ids, unique names and e-mails, invites, `touch_tokens` | LOCAL_SERIAL (Paxos), commit at LOCAL_QUORUM | linearizable within the DC: of two claims that saw the same epoch exactly one wins |
+//! | LWTs: head publish, claims, user ids, unique names and e-mails, invites (uses and deletes), push tokens (puts and deletes) | LOCAL_SERIAL (Paxos), commit at LOCAL_QUORUM | linearizable within the DC: of two claims that saw the same epoch exactly one wins |
+//!
+//! A cell is written either only by LWTs or only by plain writes, never both: an LWT carries
+//! its Paxos timestamp and a plain write this process's clock, so with the clocks apart a
+//! plain delete just after an LWT write (or the reverse) could leave the LWT's cell alive, or
+//! shadow a later write. Tokens are deleted by plain writes in logged batches (a password
+//! change revokes them with the new hash, atomically), so `touch_tokens` is a plain write
+//! stamped with the sighting's time; a token row holding only some cells reads as no token.
 //! | reads of rows (messages, cursors, accounts, lists) | LOCAL_QUORUM | overlaps every LOCAL_QUORUM write: a write is seen once acknowledged |
 //! | fence checks and `owner()` | LOCAL_SERIAL | sees every completed claim, and completes one in flight |
 //!
