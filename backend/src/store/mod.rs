@@ -38,7 +38,8 @@ pub use groups::{
     MENTION_ALL_USER, MemberRecord, ReadHistogram, UserGroupRecord, group_name_key,
 };
 pub use open::open;
-pub use owners::{Claim, IdKind, OwnerRecord};
+pub(crate) use owners::refuse_stale_fences;
+pub use owners::{Claim, IdKind, OwnerRecord, StaleFence};
 pub use ports::{
     AccountAdminStore, AccountStore, AuditStore, ContactStore, ConversationLog, CursorStore,
     GroupStore, MembershipStore, OwnerStore, Ports, PushTokenStore, StoreEngine, in_batches,
@@ -170,10 +171,16 @@ pub enum StoreError {
     /// An earlier write failed: this store takes no more until the server restarts.
     #[error("the store takes no more writes after an earlier failure: {0}")]
     WritesStopped(String),
-    /// A commit group named an epoch that is no longer the conversation's (another node owns
-    /// it now): nothing of the group was written.
-    #[error("conversation {conv} is owned at epoch {stored}, not {fenced}: nothing written")]
-    Fenced { conv: u64, fenced: u64, stored: u64 },
+    /// A commit group named epochs that are no longer the conversations' (other nodes own
+    /// them now): nothing of the group was written (ScyllaDB: nothing of the stale
+    /// conversations; heads of others may have been published, `store/scylla/mod.rs`).
+    /// `stale` holds every stale fence of the group: at least one, at most one per fence.
+    #[error(
+        "{} fenced conversation(s) owned at another epoch, nothing written: {}",
+        .stale.len(),
+        owners::describe_stale(.stale)
+    )]
+    Fenced { stale: Vec<StaleFence> },
     /// Written, but not made durable: the store's state on disk is unknown.
     #[error("making a commit durable failed: {0}")]
     Persist(#[source] BoxedError),

@@ -458,8 +458,8 @@ impl Writer {
             // on top of a failure, and senders resend by client_msg_id after the restart. A
             // networked store that was away takes the next group (`reload.rs`).
             Err(err) => {
-                if let StoreError::Fenced { conv, .. } = err {
-                    self.lost(conv);
+                if let StoreError::Fenced { stale } = &err {
+                    self.lost(stale);
                 } else {
                     tracing::error!(%err, "group commit failed; its writes are refused");
                 }

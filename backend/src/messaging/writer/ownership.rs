@@ -1,8 +1,9 @@
 //! Cluster mode: the sequencer writes a conversation only while it holds the conversation's
 //! epoch (`store/owners.rs`). Before a group is applied, every conversation its writes touch is
 //! claimed (once: the epoch is remembered) and fenced in the group; a group the store refuses
-//! as `Fenced` wrote nothing, and the conversation is forgotten (`lost`). Off (one box), none of
-//! this runs: `Writer::ownership` is `None` and the group is built as before.
+//! as `Fenced` wrote nothing, and every conversation it names is forgotten at once (`lost`).
+//! Off (one box), none of this runs: `Writer::ownership` is `None` and the group is built as
+//! before.
 //!
 //! Why the caches are dropped when a conversation is taken from another node: that node may
 //! have appended since this one last cached the conversation's head, cursor rows, relations or
@@ -12,7 +13,7 @@
 use super::ids::IdBlocks;
 use super::*;
 use crate::groups::GroupOpKind;
-use crate::store::{Claim, IdKind, OwnerRecord, OwnerStore};
+use crate::store::{Claim, IdKind, OwnerRecord, OwnerStore, StaleFence};
 
 /// Epochs remembered, at most; past it they are forgotten between groups and claimed again
 /// (a claim of a conversation this node holds changes no cache).
@@ -304,15 +305,20 @@ impl Writer {
         refusals
     }
 
-    /// A group was refused as fenced on `conv`: another node holds it now.
-    pub(super) fn lost(&mut self, conv: u64) {
-        if let (Some(own), Some(conv)) = (self.ownership.as_mut(), ConvId::from_wire(conv)) {
-            own.epochs.remove(&conv);
+    /// A group was refused as fenced on `stale` (every stale fence of it): another node holds
+    /// those conversations now. All are forgotten at once, so the next group claims them
+    /// again instead of being refused once for each.
+    pub(super) fn lost(&mut self, stale: &[StaleFence]) {
+        if let Some(own) = self.ownership.as_mut() {
+            for conv in stale.iter().filter_map(|s| ConvId::from_wire(s.conv)) {
+                own.epochs.remove(&conv);
+            }
         }
         metrics::counter!("ringchat_cluster_fenced_groups_total").increment(1);
         tracing::info!(
-            conv,
-            "cluster: a commit group was fenced (another node owns the conversation now)"
+            convs = stale.len(),
+            first = stale.first().map(|s| s.conv),
+            "cluster: a commit group was fenced (another node owns its conversations now)"
         );
     }
 

@@ -1,6 +1,7 @@
-//! The fence path, through two real `Writer`s (two nodes' sequencers) over one fjall store: a
-//! node that lost a conversation has its group refused with nothing written, answers
-//! UNAVAILABLE with a pause, forgets what it cached, and a resend continues the stored seqs.
+//! The fence path, through two real `Writer`s (two nodes' sequencers) over one store (fjall,
+//! or PostgreSQL where a test says so): a node that lost a conversation has its group refused
+//! with nothing written, answers UNAVAILABLE with a pause, forgets what it cached, and a
+//! resend continues the stored seqs.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,9 +13,10 @@ use crate::api::ConnRef;
 use crate::config::Durability;
 use crate::contacts::ContactsConfig;
 use crate::groups::GroupsConfig;
+use crate::store::postgres_tests::open_test_store;
 use crate::store::{
-    AccountStore, Claim, ConvId, FjallStore, IdKind, OwnerRecord, OwnerStore, Ports, StoreError,
-    UserId,
+    AccountStore, Claim, ConvId, FjallStore, IdKind, OwnerRecord, OwnerStore, Ports, StaleFence,
+    StoreError, UserId,
 };
 use ringchat_proto::v1::ErrorCode;
 
@@ -139,6 +141,70 @@ fn a_fenced_node_writes_nothing_and_a_resend_continues_the_stored_seqs() {
     assert_eq!(seqs, [1, 2, 3]);
 }
 
+/// Another node takes two of the three conversations a node holds; the node's next group
+/// touches all three. The store names both stale fences, the node forgets both at once, and
+/// the resent group is committed whole on the second try (the first is refused whole: its ops
+/// were applied before the store answered). On PostgreSQL, a store of record of a cluster.
+#[test]
+fn every_conversation_a_fenced_group_lost_is_forgotten_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(open_test_store(dir.path()).expect("store"));
+    let users: Vec<UserId> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|name| store.create_user(name, "x", "", 1).expect("user").user_id)
+        .collect();
+    let ports = Ports::of(store);
+    let (a, others) = (users[0], &users[1..]);
+    let convs: Vec<ConvId> = others
+        .iter()
+        .map(|&to| ConvId::direct(a, to).expect("conv"))
+        .collect();
+    let mut n1 = writer(&ports)
+        .with_ownership(1, Arc::clone(&ports.owners), 1024)
+        .expect("ownership");
+    let mut n2 = writer(&ports)
+        .with_ownership(2, Arc::clone(&ports.owners), 1024)
+        .expect("ownership");
+    let batch = |tag: &str| -> Vec<WriteOp> {
+        others
+            .iter()
+            .map(|&to| send(a, to, &format!("{tag}{to}")))
+            .collect()
+    };
+    let committed = |w: &mut Writer, ops: Vec<WriteOp>| -> Vec<Result<u64, ErrorCode>> {
+        let done = w.commit(&mut { ops });
+        done.outcomes
+            .iter()
+            .map(|o| match o {
+                Outcome::Sent { message, .. } => Ok(done.messages[*message].seq),
+                Outcome::Duplicate { original, .. } => Ok(original.seq),
+                Outcome::Refused { refusal, .. } => Err(refusal.code),
+                other => panic!("unexpected outcome {other:?}"),
+            })
+            .collect()
+    };
+    assert_eq!(committed(&mut n1, batch("m1-")), [Ok(1), Ok(1), Ok(1)]);
+    // Node 2 takes C1 and C2 (its view moved them there) and writes in both.
+    let taken = vec![send(others[0], a, "n2-1"), send(others[1], a, "n2-2")];
+    assert_eq!(committed(&mut n2, taken), [Ok(2), Ok(2)]);
+
+    let unavailable = Err(ErrorCode::Unavailable);
+    assert_eq!(
+        committed(&mut n1, batch("m2-")),
+        [unavailable, unavailable, unavailable]
+    );
+    let epoch = |w: &Writer, c: ConvId| w.ownership.as_ref().and_then(|o| o.epoch(c));
+    assert_eq!(epoch(&n1, convs[0]), None, "C1 forgotten");
+    assert_eq!(epoch(&n1, convs[1]), None, "C2 forgotten with it");
+    assert_eq!(epoch(&n1, convs[2]), Some(1), "C3 still held");
+
+    // The clients resend: C1 and C2 are claimed again, C3 written under its held epoch.
+    assert_eq!(committed(&mut n1, batch("m2-")), [Ok(3), Ok(3), Ok(2)]);
+    assert_eq!(epoch(&n1, convs[0]), Some(3));
+    assert_eq!(epoch(&n1, convs[1]), Some(3));
+    assert_eq!(epoch(&n1, convs[2]), Some(1));
+}
+
 #[test]
 fn taking_a_conversation_from_another_node_drops_the_stale_cache() {
     let t = two_users();
@@ -152,7 +218,12 @@ fn taking_a_conversation_from_another_node_drops_the_stale_cache() {
     assert_eq!(commit(&mut n2, send(t.b, t.a, "m2")), Ok(2));
     // Node 1 forgets its epoch without a fenced group (as after its epoch cache was trimmed):
     // its claim takes the conversation from node 2, so its cached head (seq 1) must go.
-    n1.lost(ConvId::direct(t.a, t.b).expect("conv").to_wire());
+    let conv = ConvId::direct(t.a, t.b).expect("conv");
+    n1.lost(&[StaleFence {
+        conv: conv.to_wire(),
+        fenced: 1,
+        stored: 2,
+    }]);
     assert_eq!(commit(&mut n1, send(t.a, t.b, "m3")), Ok(3));
 }
 

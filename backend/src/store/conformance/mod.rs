@@ -142,6 +142,7 @@ macro_rules! conformance_suite {
             a_conversation_is_claimed_by_one_node_at_a_time_and_survives_reopen,
             of_claims_that_saw_the_same_epoch_exactly_one_wins,
             a_group_fenced_by_a_stale_epoch_writes_nothing,
+            every_stale_fence_among_many_is_reported_and_nothing_written,
             many_claims_are_answered_in_order_each_atomic,
             concurrent_id_leases_get_disjoint_ranges_past_the_counter,
         );

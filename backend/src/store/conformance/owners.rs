@@ -1,7 +1,7 @@
 //! Conformance: conversation ownership and the fence on commit groups (cluster mode).
 
 use super::*;
-use crate::store::{Claim, OwnerRecord, OwnerStore};
+use crate::store::{Claim, OwnerRecord, OwnerStore, StaleFence};
 
 pub(crate) fn a_conversation_is_claimed_by_one_node_at_a_time_and_survives_reopen<A: Adapter>() {
     let dir = tempfile::tempdir().unwrap();
@@ -68,11 +68,14 @@ pub(crate) fn a_group_fenced_by_a_stale_epoch_writes_nothing<A: Adapter>() {
     stale.next_msg_id = Some(9);
     stale.fences = vec![(conv, 1)];
     match store.append(&stale) {
-        Err(StoreError::Fenced {
-            conv: fenced_conv,
-            fenced: 1,
-            stored: 2,
-        }) => assert_eq!(fenced_conv, conv.to_wire()),
+        Err(StoreError::Fenced { stale }) => assert_eq!(
+            stale,
+            [StaleFence {
+                conv: conv.to_wire(),
+                fenced: 1,
+                stored: 2
+            }]
+        ),
         other => panic!("expected Fenced, got {other:?}"),
     }
     assert_eq!(seqs(&all_after(&store, conv)), [1, 2]);
@@ -91,6 +94,53 @@ pub(crate) fn a_group_fenced_by_a_stale_epoch_writes_nothing<A: Adapter>() {
     unclaimed.fences = vec![(other, 0)];
     commit(&store, unclaimed);
     assert_eq!(seqs(&all_after(&store, other)), [1]);
+}
+
+pub(crate) fn every_stale_fence_among_many_is_reported_and_nothing_written<A: Adapter>() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = A::open(dir.path());
+    // A big group's worth of fences: node 1 holds 1,000 conversations, node 2 takes three.
+    let convs: Vec<ConvId> = (1..=1_000).map(|n| direct(ALICE, ALICE + n)).collect();
+    let claims: Vec<(ConvId, u64)> = convs.iter().map(|c| (*c, 0)).collect();
+    let won = store.claim_many(1, &claims).unwrap();
+    assert!(won.iter().all(|c| *c == Claim::Won(1)), "{won:?}");
+    let taken = [convs[0], convs[499], convs[999]];
+    for conv in taken {
+        assert_eq!(store.claim(conv, 2, 1).unwrap(), Claim::Won(2));
+    }
+    // One more conversation fenced at 0 (unclaimed when node 1 looked) that node 2 claimed.
+    let late = direct(BOB, CAROL);
+    assert_eq!(store.claim(late, 2, 0).unwrap(), Claim::Won(1));
+    let mut group = msgs(convs[1], 1..=1);
+    group.fences = convs.iter().map(|c| (*c, 1)).collect();
+    group.fences.push((late, 0));
+    let mut stale = match store.append(&group) {
+        Err(StoreError::Fenced { stale }) => stale,
+        other => panic!("expected Fenced, got {other:?}"),
+    };
+    stale.sort_unstable_by_key(|s| s.conv);
+    let mut expected: Vec<StaleFence> = taken
+        .iter()
+        .map(|c| StaleFence {
+            conv: c.to_wire(),
+            fenced: 1,
+            stored: 2,
+        })
+        .chain([StaleFence {
+            conv: late.to_wire(),
+            fenced: 0,
+            stored: 1,
+        }])
+        .collect();
+    expected.sort_unstable_by_key(|s| s.conv);
+    assert_eq!(stale, expected);
+    assert!(all_after(&store, convs[1]).is_empty());
+    // Without the stale fences the same group is written.
+    group
+        .fences
+        .retain(|(c, _)| *c != late && !taken.contains(c));
+    commit(&store, group);
+    assert_eq!(seqs(&all_after(&store, convs[1])), [1]);
 }
 
 pub(crate) fn many_claims_are_answered_in_order_each_atomic<A: Adapter>() {

@@ -4,23 +4,17 @@
 use std::ops::Range;
 
 use super::{FjallStore, encode};
-use crate::store::{Claim, CommitGroup, ConvId, IdKind, OwnerRecord, OwnerStore, StoreError};
+use crate::store::{
+    Claim, CommitGroup, ConvId, IdKind, OwnerRecord, OwnerStore, StoreError, refuse_stale_fences,
+};
 
 impl FjallStore {
-    /// Refuses a group one of whose fences names an epoch that is not the stored one. Called
-    /// under the write lock, before anything of the group is written.
+    /// Refuses a group whose fences name epochs that are not the stored ones (every stale one
+    /// reported). Called under the write lock, before anything of the group is written.
     pub(super) fn check_fences(&self, group: &CommitGroup) -> Result<(), StoreError> {
-        for (conv, fenced) in &group.fences {
-            let stored = self.owner(*conv)?.map_or(0, |o| o.epoch);
-            if stored != *fenced {
-                return Err(StoreError::Fenced {
-                    conv: conv.to_wire(),
-                    fenced: *fenced,
-                    stored,
-                });
-            }
-        }
-        Ok(())
+        refuse_stale_fences(&group.fences, |conv| {
+            Ok(self.owner(conv)?.map_or(0, |o| o.epoch))
+        })
     }
 }
 

@@ -4,13 +4,15 @@
 //! an `UNNEST`), prepared together and then sent pipelined; COMMIT, which returns once the
 //! commit is durable under the configured `synchronous_commit`.
 
+use std::collections::HashMap;
+
 use futures_util::future::{try_join, try_join_all};
 use tokio_postgres::types::ToSql;
 
 use super::in_doubt::{CURRENT_XID, CommitOut, Transacting};
 use super::{PgStore, encode, i};
 use crate::store::dedup_window::WindowRef;
-use crate::store::{CommitGroup, StoreError};
+use crate::store::{CommitGroup, StoreError, refuse_stale_fences};
 
 /// The statements of one commit group, in the order they must run (a recall after the
 /// insert of the message it recalls).
@@ -184,8 +186,10 @@ pub(super) fn log_statements(batch: &mut Batch, group: &CommitGroup) {
 }
 
 impl PgStore {
-    /// Locks the fenced conversations' owner rows and refuses the group if one is owned at
-    /// another epoch than the fence names.
+    /// Locks the fenced conversations' owner rows and refuses the group if any is owned at
+    /// another epoch than its fence names (every stale one reported). The stored epochs are
+    /// looked up in a map built once: a group may carry thousands of fences, checked on the
+    /// commit thread while the locks are held.
     async fn check_fences(
         tx: &deadpool_postgres::Transaction<'_>,
         fences: &[(crate::store::ConvId, u64)],
@@ -199,23 +203,14 @@ impl PgStore {
             .map(|(c, _)| i(c.to_wire()))
             .collect();
         let convs: Vec<i64> = fences.iter().map(|(c, _)| i(c.to_wire())).collect();
-        let stored = Self::lock_owner_rows(tx, unclaimed, &convs).await?;
-        for (conv, fenced) in fences {
-            let mut epoch = 0;
-            for row in &stored {
-                if super::u(row, 0)? == conv.to_wire() {
-                    epoch = super::u(row, 1)?;
-                }
-            }
-            if epoch != *fenced {
-                return Err(StoreError::Fenced {
-                    conv: conv.to_wire(),
-                    fenced: *fenced,
-                    stored: epoch,
-                });
-            }
-        }
-        Ok(())
+        let rows = Self::lock_owner_rows(tx, unclaimed, &convs).await?;
+        let stored = rows
+            .iter()
+            .map(|row| Ok((super::u(row, 0)?, super::u(row, 1)?)))
+            .collect::<Result<HashMap<u64, u64>, StoreError>>()?;
+        refuse_stale_fences(fences, |conv| {
+            Ok(stored.get(&conv.to_wire()).copied().unwrap_or(0))
+        })
     }
 
     /// Puts epoch-0 placeholders for `unowned` and locks the owner rows of `convs` until the

@@ -2,6 +2,7 @@
 //! partition, at most `accounts.invites_max` rows; a use is taken by an LWT on the record,
 //! so two registrations never share the last one).
 
+use futures_util::{StreamExt, TryStreamExt, stream};
 use scylla::statement::batch::BatchType;
 
 use super::ScyllaStore;
@@ -16,6 +17,8 @@ use crate::store::{
 pub(super) const META_NEXT_INVITE_ID: &str = "next_invite_id";
 /// Compare-and-set attempts on one invite before giving up (contention this high is a bug).
 const INVITE_CAS_ATTEMPTS_MAX: usize = 32;
+/// Deletes of unusable invites (LWTs on the one invites partition) in flight at once, at most.
+const INVITE_LWTS_IN_FLIGHT_MAX: usize = 16;
 
 impl ScyllaStore {
     async fn invite(&self, id: u64) -> Result<Option<(Vec<u8>, InviteRecord)>, StoreError> {
@@ -109,19 +112,33 @@ impl AccountAdminStore for ScyllaStore {
                 .rows::<(i64, Vec<u8>)>(&self.st.invites_all, (read_max,))
                 .await?;
             if stored.len() >= invites_max {
-                // Full: drop what no registration can use any more.
-                let mut drop_unusable = Writes::default();
-                for (id, bytes) in &stored {
-                    let old: InviteRecord = codec::unblob(bytes)?;
+                // Full: drop what no registration can use any more, each only if unchanged
+                // since read (a returned use can make one usable again), then their codes.
+                let mut unusable = Vec::new();
+                for (id, bytes) in stored {
+                    let old: InviteRecord = codec::unblob(&bytes)?;
                     if !old.usable(now_ms) {
-                        drop_unusable.push(&self.st.invite_del, (*id,), 0);
-                        drop_unusable.push(&self.st.invite_code_del, (old.code_hash.to_vec(),), 32);
+                        unusable.push((id, bytes, old.code_hash));
                     }
                 }
-                if drop_unusable.is_empty() {
+                let dropped: Vec<bool> =
+                    stream::iter(unusable.iter().map(|(id, bytes, _)| {
+                        self.lwt(&self.st.invite_del_if, (*id, bytes.clone()))
+                    }))
+                    .buffered(INVITE_LWTS_IN_FLIGHT_MAX)
+                    .map_ok(|done| done.applied)
+                    .try_collect()
+                    .await?;
+                let mut codes = Writes::default();
+                for ((_, _, code), dropped) in unusable.iter().zip(dropped) {
+                    if dropped {
+                        codes.push(&self.st.invite_code_del, (code.to_vec(),), 32);
+                    }
+                }
+                if codes.is_empty() {
                     return Ok(None);
                 }
-                self.send(BatchType::Logged, drop_unusable).await?;
+                self.send(BatchType::Logged, codes).await?;
             }
             let id = self.take_next(META_NEXT_INVITE_ID, 1).await?;
             let record = InviteRecord {
@@ -191,11 +208,11 @@ impl AccountAdminStore for ScyllaStore {
             let Some((_, invite)) = self.invite(id).await? else {
                 return Ok(false);
             };
-            let mut w = Writes::default();
-            w.push(&self.st.invite_del, (i(id),), 0);
-            w.push(&self.st.invite_code_del, (invite.code_hash.to_vec(),), 32);
-            self.send(BatchType::Logged, w).await?;
-            Ok(true)
+            // The code first: no registration finds the invite from here on. Should the
+            // delete below not happen, the invite is still listed and can be removed again.
+            self.exec(&self.st.invite_code_del, (invite.code_hash.to_vec(),))
+                .await?;
+            Ok(self.lwt(&self.st.invite_del, (i(id),)).await?.applied)
         })
     }
 }

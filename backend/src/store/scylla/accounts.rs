@@ -23,8 +23,17 @@ const TOKENS_PER_USER_MAX: i32 = 10_000;
 
 /// A row of `users` as `user_columns!` reads it.
 pub(super) type UserRow = (i64, String, String, String, i64);
-/// A row of `tokens` as `token_columns!` reads it.
-pub(super) type TokenRow = (i64, String, i64, i64, i32, i64);
+/// A row of `tokens` as `token_columns!` reads it. Every cell is optional: a row can hold only
+/// some of them (a touch's `last_seen_ms` written after the row's delete, by another host's
+/// clock), and such a row is no token ([`token_of`]).
+pub(super) type TokenRow = (
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<i32>,
+    Option<i64>,
+);
 
 pub(super) fn user_of(row: UserRow) -> UserRecord {
     let (id, username, password_hash, email, created) = row;
@@ -37,16 +46,25 @@ pub(super) fn user_of(row: UserRow) -> UserRecord {
     }
 }
 
-pub(super) fn token_of(row: TokenRow) -> TokenRecord {
+/// The token a row holds; `None` for a row with only some of its cells: what is left of a
+/// revoked token is revoked, never an error.
+pub(super) fn token_of(row: TokenRow) -> Option<TokenRecord> {
     let (user, device_id, issued, expires, platform, seen) = row;
-    TokenRecord {
-        user_id: u(user),
-        device_id,
-        issued_at_ms: u(issued),
-        expires_at_ms: u(expires),
-        platform,
-        last_seen_ms: u(seen),
-    }
+    Some(TokenRecord {
+        user_id: u(user?),
+        device_id: device_id?,
+        issued_at_ms: u(issued?),
+        expires_at_ms: u(expires?),
+        platform: platform?,
+        last_seen_ms: u(seen?),
+    })
+}
+
+/// The write timestamp (µs) of a touch that saw the device at `at_ms`: the later sighting
+/// wins whatever order touches land in (forward only, without a read or an LWT), and a
+/// revocation written after the sighting (the client clock's µs) deletes it with the row.
+pub(super) fn touch_ts(at_ms: u64) -> i64 {
+    i(at_ms.saturating_mul(1_000).min(i64::MAX as u64))
 }
 
 pub(super) fn now_ms() -> u64 {
@@ -93,7 +111,7 @@ impl ScyllaStore {
         Ok(self
             .first::<TokenRow>(&self.st.token_get, (hash.to_vec(),))
             .await?
-            .map(token_of))
+            .and_then(token_of))
     }
 
     async fn token_hashes(&self, user: UserId, limit: i32) -> Result<Vec<TokenHash>, StoreError> {
@@ -382,17 +400,21 @@ impl AccountStore for ScyllaStore {
         })
     }
 
-    /// One LWT per token moved (`IF last_seen_ms < ?`): forward only, and an absent token
-    /// is never recreated. Sent at once.
+    /// One plain write per token moved, stamped with the sighting's time ([`touch_ts`]):
+    /// forward only by the timestamp. Not an LWT: a Paxos write's timestamp and a plain
+    /// delete's (the revocations, in logged batches) come from different clocks, so a
+    /// revocation just after a touch could leave the touch's cell alive. A token that is
+    /// absent when read is not written; one revoked between the read and the write leaves at
+    /// most that cell, which reads as no token ([`token_of`]) and expires with the token's TTL.
     fn touch_tokens(&self, seen: &[(TokenHash, u64)]) -> Result<(), StoreError> {
         self.writable()?;
         self.run(async {
             let found = try_join_all(seen.iter().map(|(h, _)| self.token_async(h))).await?;
             let touches = seen.iter().zip(found).filter_map(|((hash, at), token)| {
                 let token = token.filter(|t| t.last_seen_ms < *at)?;
-                Some(self.lwt(
+                Some(self.exec(
                     &self.st.token_touch,
-                    (token_ttl(&token), i(*at), hash.to_vec(), i(*at)),
+                    (touch_ts(*at), token_ttl(&token), i(*at), hash.to_vec()),
                 ))
             });
             try_join_all(touches).await.map(drop)
@@ -412,5 +434,40 @@ impl AccountStore for ScyllaStore {
     /// Ids handed out: users are never removed (an id lost to a race for a name counts too).
     fn user_count(&self) -> Result<u64, StoreError> {
         Ok(self.run(self.next_user_id())?.saturating_sub(USER_ID_FIRST))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_row_with_only_some_cells_is_no_token() {
+        let full: TokenRow = (
+            Some(100_000_001),
+            Some("phone".into()),
+            Some(10),
+            Some(20),
+            Some(1),
+            Some(15),
+        );
+        let token = token_of(full.clone()).expect("a whole row is a token");
+        assert_eq!(
+            (token.user_id, token.device_id.as_str(), token.last_seen_ms),
+            (100_000_001, "phone", 15)
+        );
+        // What a revocation leaves when a touch's cell outlived it: only last_seen_ms.
+        assert_eq!(token_of((None, None, None, None, None, Some(16))), None);
+        let mut no_platform = full;
+        no_platform.4 = None;
+        assert_eq!(token_of(no_platform), None);
+    }
+
+    #[test]
+    fn a_later_sighting_has_the_later_timestamp_and_a_revocation_after_it_wins() {
+        assert!(touch_ts(2_000) > touch_ts(1_999));
+        // A revocation written at 2_000.5 ms (the client clock, µs) after a sighting at 2_000.
+        assert!(touch_ts(2_000) < 2_000_500);
+        assert_eq!(touch_ts(u64::MAX), i64::MAX);
     }
 }

@@ -281,19 +281,53 @@ impl ScyllaStore {
         self.publish_heads(&moves).await
     }
 
-    /// Step 3: one LWT per conversation. A failure after some head was published, or one
-    /// whose outcome is unknown, stops the store's writes (the module doc says why).
+    /// Step 3: one LWT per conversation. A failure whose outcome is unknown stops the store's
+    /// writes (the module doc says why); refusals as `Fenced` do not ([`publish_outcome`]).
     async fn publish_heads(&self, moves: &[HeadMove]) -> Result<(), StoreError> {
         let results = join_all(moves.iter().map(|m| self.publish_head(*m))).await;
-        let published = results.iter().filter(|r| r.is_ok()).count();
-        let Some(err) = results.into_iter().find_map(Result::err) else {
-            return Ok(());
-        };
-        let definite_refusal = matches!(err, StoreError::Fenced { .. }) && published == 0;
-        if !definite_refusal {
-            self.health.fail(&err);
+        let outcome = publish_outcome(results);
+        if let Err(Published::Unknown(err)) = &outcome {
+            self.health.fail(err);
         }
-        Err(err)
+        outcome.map_err(Published::into_error)
+    }
+}
+
+/// How step 3 failed.
+#[derive(Debug)]
+enum Published {
+    /// Every failed head was refused as `Fenced` (another node owns its conversation): its
+    /// rows stay invisible and the next owner writes them at a higher epoch's timestamp. What
+    /// the published heads made visible is known too (the writer reloads it and a resend is
+    /// answered by dedup), so the store takes the next group.
+    Fenced(StoreError),
+    /// Some head's outcome is unknown (a timeout, a head not where the group expected):
+    /// writing on could rewrite its rows at the same (epoch, seq) timestamp.
+    Unknown(StoreError),
+}
+
+impl Published {
+    fn into_error(self) -> StoreError {
+        match self {
+            Self::Fenced(err) | Self::Unknown(err) => err,
+        }
+    }
+}
+
+/// Step 3's outcome from each head's: `Unknown` if any error is not `Fenced`, whatever else
+/// happened; else `Fenced` with every stale fence, however many heads were published.
+fn publish_outcome(results: Vec<Result<(), StoreError>>) -> Result<(), Published> {
+    let mut stale = Vec::new();
+    for err in results.into_iter().filter_map(Result::err) {
+        match err {
+            StoreError::Fenced { stale: more } => stale.extend(more),
+            unknown => return Err(Published::Unknown(unknown)),
+        }
+    }
+    if stale.is_empty() {
+        Ok(())
+    } else {
+        Err(Published::Fenced(StoreError::Fenced { stale }))
     }
 }
 
@@ -414,6 +448,54 @@ mod tests {
         assert_eq!((ma.prev, ma.new, ma.time_ms, ma.epoch), (3, 5, 1_005, None));
         let mb = moves.iter().find(|x| x.conv == b).unwrap();
         assert_eq!((mb.prev, mb.new, mb.epoch), (0, 2, Some(3)));
+    }
+
+    fn fenced(conv: u64) -> Result<(), StoreError> {
+        Err(StoreError::Fenced {
+            stale: vec![crate::store::StaleFence {
+                conv,
+                fenced: 1,
+                stored: 2,
+            }],
+        })
+    }
+
+    fn timed_out() -> Result<(), StoreError> {
+        Err(StoreError::Unavailable("request timed out".into()))
+    }
+
+    #[test]
+    fn heads_refused_as_fenced_are_a_known_outcome_even_after_others_were_published() {
+        assert!(publish_outcome(vec![Ok(()), Ok(())]).is_ok());
+        // X published, Y and Z fenced: the state is known; both stale fences are reported.
+        match publish_outcome(vec![Ok(()), fenced(7), fenced(9)]) {
+            Err(Published::Fenced(StoreError::Fenced { stale })) => {
+                assert_eq!(stale.iter().map(|s| s.conv).collect::<Vec<_>>(), [7, 9]);
+            }
+            other => panic!("expected a known Fenced outcome, got {other:?}"),
+        }
+        assert!(matches!(
+            publish_outcome(vec![fenced(7)]),
+            Err(Published::Fenced(_))
+        ));
+    }
+
+    #[test]
+    fn any_head_whose_outcome_is_unknown_stops_writes_whatever_came_first() {
+        // X fenced first, Y timed out, nothing published: Y's outcome is unknown.
+        assert!(matches!(
+            publish_outcome(vec![fenced(7), timed_out()]),
+            Err(Published::Unknown(StoreError::Unavailable(_)))
+        ));
+        assert!(matches!(
+            publish_outcome(vec![Ok(()), timed_out(), fenced(7)]),
+            Err(Published::Unknown(StoreError::Unavailable(_)))
+        ));
+        let moved = Err(StoreError::Engine("its head is 4, not 3".into()));
+        assert!(matches!(
+            publish_outcome(vec![moved]),
+            Err(Published::Unknown(StoreError::Engine(_)))
+        ));
     }
 
     #[test]

@@ -39,16 +39,29 @@
 //! weaker than the embedded store: a group that spans several conversations publishes their
 //! heads one LWT each, so for a moment one is visible and another not; and a stale owner
 //! that passes step 1 just before another node's claim can still land its step-2 rows (not
-//! its messages: step 3 fails with `Fenced`). A group that fails after some head was
-//! published stops the store's writes (`StoreHealth`): the node restarts and re-reads
-//! every head rather than write on top of an unknown state.
+//! its messages: step 3 fails with `Fenced`). A group whose step 3 has an unknown outcome
+//! for some head (any failure but `Fenced`: a timeout, a head not where the group expected)
+//! stops the store's writes (`StoreHealth`): the node restarts and re-reads every head
+//! rather than write on top of an unknown state (its next group could rewrite that
+//! conversation's rows at the same (epoch, seq) timestamp). Heads refused as `Fenced` do
+//! not, even when other heads of the group were published: the state is known (the fenced
+//! rows stay invisible and the next owner's, at a higher epoch, win), the writer re-reads
+//! the heads it held, and a resend of a message whose head was published is answered from
+//! its stored dedup entry.
 //!
 //! # Consistency
 //!
 //! | what | consistency | why |
 //! |---|---|---|
 //! | every write an ack depends on (rows, batches) | LOCAL_QUORUM | survives the loss of a replica in the local DC; no cross-DC wait |
-//! | LWTs: head publish, claims, user ids, unique names and e-mails, invites, `touch_tokens` | LOCAL_SERIAL (Paxos), commit at LOCAL_QUORUM | linearizable within the DC: of two claims that saw the same epoch exactly one wins |
+//! | LWTs: head publish, claims, user ids, unique names and e-mails, invites (uses and deletes), push tokens (puts and deletes) | LOCAL_SERIAL (Paxos), commit at LOCAL_QUORUM | linearizable within the DC: of two claims that saw the same epoch exactly one wins |
+//!
+//! A cell is written either only by LWTs or only by plain writes, never both: an LWT carries
+//! its Paxos timestamp and a plain write this process's clock, so with the clocks apart a
+//! plain delete just after an LWT write (or the reverse) could leave the LWT's cell alive, or
+//! shadow a later write. Tokens are deleted by plain writes in logged batches (a password
+//! change revokes them with the new hash, atomically), so `touch_tokens` is a plain write
+//! stamped with the sighting's time; a token row holding only some cells reads as no token.
 //! | reads of rows (messages, cursors, accounts, lists) | LOCAL_QUORUM | overlaps every LOCAL_QUORUM write: a write is seen once acknowledged |
 //! | fence checks and `owner()` | LOCAL_SERIAL | sees every completed claim, and completes one in flight |
 //!

@@ -8,7 +8,10 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 use super::codec::{i, u};
 use super::log::HeadMove;
 use super::{Lwt, ScyllaStore};
-use crate::store::{Claim, CommitGroup, ConvId, IdKind, OwnerRecord, OwnerStore, StoreError};
+use crate::store::{
+    Claim, CommitGroup, ConvId, IdKind, OwnerRecord, OwnerStore, StaleFence, StoreError,
+    refuse_stale_fences,
+};
 
 /// LWTs of one `claim_many` (and reads of one `owners`) in flight at once, at most: each is a
 /// Paxos round on the replicas, so a takeover of thousands does not flood them.
@@ -40,20 +43,12 @@ impl ScyllaStore {
         )
     }
 
-    /// Step 1: refuses a group one of whose fences names an epoch that is not the stored one,
-    /// before anything of it is written.
+    /// Step 1: refuses a group whose fences name epochs that are not the stored ones (every
+    /// stale one reported), before anything of it is written.
     pub(super) async fn check_fences(&self, group: &CommitGroup) -> Result<(), StoreError> {
         let stored = try_join_all(group.fences.iter().map(|(c, _)| self.owner_serial(*c))).await?;
-        for ((conv, fenced), stored) in group.fences.iter().zip(stored) {
-            if stored.epoch != *fenced {
-                return Err(StoreError::Fenced {
-                    conv: conv.to_wire(),
-                    fenced: *fenced,
-                    stored: stored.epoch,
-                });
-            }
-        }
-        Ok(())
+        let mut stored = stored.into_iter();
+        refuse_stale_fences(&group.fences, |_| Ok(stored.next().map_or(0, |o| o.epoch)))
     }
 
     /// Step 3 for one conversation: moves its head from `prev` to `new` by LWT, under its
@@ -89,9 +84,11 @@ impl ScyllaStore {
             && stored.epoch != fenced
         {
             return Err(StoreError::Fenced {
-                conv: m.conv.to_wire(),
-                fenced,
-                stored: stored.epoch,
+                stale: vec![StaleFence {
+                    conv: m.conv.to_wire(),
+                    fenced,
+                    stored: stored.epoch,
+                }],
             });
         }
         let head = done.bigint("head").map_or(0, u);

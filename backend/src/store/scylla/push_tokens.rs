@@ -4,7 +4,14 @@ use super::ScyllaStore;
 use super::codec::{self, i};
 use crate::store::{PushTokenRecord, PushTokenStore, StoreError, UserId};
 
+/// Rounds of a put (insert if absent, else replace if present) before giving up: each lost
+/// round means a delete or an insert of the same device landed between the two LWTs.
+const PUT_ROUNDS_MAX: usize = 16;
+
 impl PushTokenStore for ScyllaStore {
+    /// LWTs, as the removals are (`IF EXISTS`, `IF record = ?`): a plain write and an LWT on
+    /// one row carry timestamps of different clocks, so a put just after a conditional
+    /// delete could be shadowed by it and lost.
     fn put_push_token(
         &self,
         user: UserId,
@@ -12,11 +19,26 @@ impl PushTokenStore for ScyllaStore {
         token: &PushTokenRecord,
     ) -> Result<(), StoreError> {
         self.writable()?;
-        self.run(self.exec(
-            &self.st.push_put,
-            (i(user), device_id.to_owned(), codec::blob(token)),
-        ))
-        .map(drop)
+        let data = codec::blob(token);
+        self.run(async {
+            for _ in 0..PUT_ROUNDS_MAX {
+                let new = (i(user), device_id.to_owned(), data.clone());
+                if self.lwt(&self.st.push_put_new, new).await?.applied {
+                    return Ok(());
+                }
+                let over = (data.clone(), i(user), device_id.to_owned());
+                if self.lwt(&self.st.push_put_over, over).await?.applied {
+                    return Ok(());
+                }
+            }
+            Err(StoreError::Unavailable(
+                format!(
+                    "push token of user {user}: {PUT_ROUNDS_MAX} rounds lost to concurrent \
+                     writes of the same device"
+                )
+                .into(),
+            ))
+        })
     }
 
     /// An LWT (`IF EXISTS`) so that the answer is the row's, not a guess.

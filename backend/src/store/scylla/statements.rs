@@ -158,9 +158,9 @@ statements! {
     token_get: Idempotent, concat!("SELECT ", token_columns!(),
         " FROM tokens WHERE token_hash = ?");
     token_del: Idempotent, "DELETE FROM tokens WHERE token_hash = ?";
-    token_touch: Lwt,
-        "UPDATE tokens USING TTL ? SET last_seen_ms = ? WHERE token_hash = ? \
-         IF last_seen_ms < ?";
+    // Plain, as the deletes of the row are: never an LWT on cells plain writes delete.
+    token_touch: Idempotent,
+        "UPDATE tokens USING TIMESTAMP ? AND TTL ? SET last_seen_ms = ? WHERE token_hash = ?";
     user_token_put: Idempotent,
         "INSERT INTO user_tokens (user_id, token_hash) VALUES (?, ?) USING TTL ?";
     user_token_del: Idempotent, "DELETE FROM user_tokens WHERE user_id = ? AND token_hash = ?";
@@ -236,7 +236,11 @@ statements! {
     flags_del: Idempotent, "DELETE FROM user_flags WHERE user_id = ?";
     flags_get: Idempotent, "SELECT record FROM user_flags WHERE user_id = ?";
     invite_put: Idempotent, "INSERT INTO invites (shard, invite_id, record) VALUES (0, ?, ?)";
-    invite_del: Idempotent, "DELETE FROM invites WHERE shard = 0 AND invite_id = ?";
+    // LWTs, as the use of an invite is (`invite_cas`): a plain delete's timestamp and a
+    // Paxos write's come from different clocks, so a use just before could outlive it.
+    invite_del: Lwt, "DELETE FROM invites WHERE shard = 0 AND invite_id = ? IF EXISTS";
+    invite_del_if: Lwt,
+        "DELETE FROM invites WHERE shard = 0 AND invite_id = ? IF record = ?";
     invite_get: Idempotent, "SELECT record FROM invites WHERE shard = 0 AND invite_id = ?";
     invite_cas: Lwt,
         "UPDATE invites SET record = ? WHERE shard = 0 AND invite_id = ? IF record = ?";
@@ -257,7 +261,13 @@ statements! {
          ORDER BY audit_id ASC LIMIT ?";
 
     // ---- push tokens
+    // A restore's write into an empty store; a node's puts are LWTs (below), as its deletes
+    // are: an LWT and a plain write on one cell carry timestamps of different clocks.
     push_put: Idempotent, "INSERT INTO push_tokens (user_id, device_id, record) VALUES (?, ?, ?)";
+    push_put_new: Lwt,
+        "INSERT INTO push_tokens (user_id, device_id, record) VALUES (?, ?, ?) IF NOT EXISTS";
+    push_put_over: Lwt,
+        "UPDATE push_tokens SET record = ? WHERE user_id = ? AND device_id = ? IF EXISTS";
     push_del: Lwt, "DELETE FROM push_tokens WHERE user_id = ? AND device_id = ? IF EXISTS";
     push_del_if: Lwt,
         "DELETE FROM push_tokens WHERE user_id = ? AND device_id = ? IF record = ?";

@@ -244,13 +244,25 @@ impl ScyllaStore {
             ))))),
             Part::Tokens => scan!(
                 scan_tokens,
-                (Vec<u8>, i64, String, i64, i64, i32, i64),
+                (
+                    Vec<u8>,
+                    Option<i64>,
+                    Option<String>,
+                    Option<i64>,
+                    Option<i64>,
+                    Option<i32>,
+                    Option<i64>,
+                ),
                 |r| {
                     let (hash, user, device, issued, expires, platform, seen) = r;
                     let row: TokenRow = (user, device, issued, expires, platform, seen);
+                    // What is left of a revoked token (some cells) is not copied.
+                    let Some(token) = token_of(row) else {
+                        return Ok(None);
+                    };
                     Ok(Some(DumpItem::Token {
                         hash: hash.try_into().map_err(|_| corrupt("token hash"))?,
-                        token: token_of(row),
+                        token,
                     }))
                 }
             ),
