@@ -212,7 +212,7 @@ pub(crate) enum Close {
 }
 
 /// What the shard's other tasks share with one connection's task. Every idle connection keeps
-/// one: 88 bytes (104 with its `Rc`, a 112-byte allocator class); a test holds it there.
+/// one: 96 bytes (112 with its `Rc`, a 112-byte allocator class); a test holds it there.
 pub(crate) struct ConnShared {
     pub id: ConnId,
     pub outbound: Outbound,
@@ -223,6 +223,10 @@ pub(crate) struct ConnShared {
     accepted_tick: Cell<u32>,
     /// The last shard tick it was heard from (wrapping).
     last_seen_tick: Cell<u32>,
+    /// The idle timeout its session was told in `HelloOk`, in ticks (0 before that). The client
+    /// pings at the interval it was told: a live change that lowers the timeout must not close
+    /// it, so the reaper allows it the larger of this and the live value.
+    announced_idle_ticks: Cell<u32>,
 }
 
 /// `ConnShared::accepted_tick` of a logged-in connection.
@@ -356,6 +360,18 @@ impl ConnShared {
     /// Logged in: from now on only the idle clock applies.
     pub fn set_authed(&self) {
         self.accepted_tick.set(AUTHED);
+    }
+
+    /// Its session was told the idle timeout that is `ticks` long.
+    pub fn announced_idle(&self, ticks: u64) {
+        self.announced_idle_ticks
+            .set(u32::try_from(ticks).unwrap_or(u32::MAX));
+    }
+
+    /// Ticks of silence after which it is closed: the live idle timeout (`live_ticks`), or the
+    /// longer one its session was told.
+    fn idle_ticks(&self, live_ticks: u64) -> u64 {
+        live_ticks.max(u64::from(self.announced_idle_ticks.get()))
     }
 
     /// Heard from at shard tick `now`.
@@ -518,6 +534,7 @@ impl Shard {
             wake: LocalNotify::default(),
             accepted_tick: Cell::new(tick),
             last_seen_tick: Cell::new(tick),
+            announced_idle_ticks: Cell::new(0),
         })
     }
 
@@ -786,7 +803,8 @@ async fn reap(shard: Rc<Shard>) {
     let mut interval = monoio::time::interval(Duration::from_millis(shard.tick_ms));
     while !shard.stopping.get() {
         interval.tick().await;
-        // Live keys: a changed timeout applies from this tick on, to every connection.
+        // Live keys: a changed timeout applies from this tick on, to every connection; a
+        // lowered idle timeout only to sessions told it (`ConnShared::idle_ticks`).
         let live = shard.live.get();
         let handshake_ticks = shard.ticks(live.handshake_timeout_ms);
         let idle_ticks = shard.ticks(live.idle_timeout_ms);
@@ -797,7 +815,7 @@ async fn reap(shard: Rc<Shard>) {
                 .is_some_and(|t| t > handshake_ticks)
             {
                 c.close_with(Close::Kick(KickReason::HandshakeTimeout));
-            } else if c.ticks_since_seen(now) > idle_ticks {
+            } else if c.ticks_since_seen(now) > c.idle_ticks(idle_ticks) {
                 c.close_with(Close::Kick(KickReason::IdleTimeout));
             } else if c.ticks_since_seen(now) > 0 {
                 // Quiet for this tick at least.

@@ -168,6 +168,8 @@ impl Session {
             message_bytes_max: u32::try_from(limits.message_bytes_max).unwrap_or(u32::MAX),
             sync_page_max: limits.sync_page_max,
         };
+        self.shared
+            .announced_idle(self.shard.ticks(live.idle_timeout_ms));
         self.state = State::AwaitLogin;
         self.reply(request_id, Body::HelloOk(ok));
     }
