@@ -274,8 +274,9 @@ impl Conn {
         if !self.framing.opens_with_http() {
             return Opening::Session;
         }
+        let mut head = ws::http::HeadParser::default();
         loop {
-            if let Some((route, head_bytes)) = ws::http::parse(buf) {
+            if let Some((route, head_bytes)) = head.parse(buf) {
                 let (response, upgraded) = match route {
                     // The files service reads the request itself, head included.
                     ws::http::Route::Files => return Opening::Files,
