@@ -491,14 +491,17 @@ impl Conn {
             let mut frames = 0u64;
             self.framing.put_control(&mut out);
             let framing = &self.framing;
-            self.session.shared.outbound.pop_while(|frame| {
-                if !out.is_empty() && out.len() + frame.len() > WRITE_BATCH_BYTES_MAX {
-                    return false;
-                }
-                framing.put_frame(frame, &mut out);
-                frames += 1;
-                true
-            });
+            self.session.shared.outbound.pop_while(
+                |frame| {
+                    if !out.is_empty() && out.len() + frame.len() > WRITE_BATCH_BYTES_MAX {
+                        return false;
+                    }
+                    framing.put_frame(frame, &mut out);
+                    frames += 1;
+                    true
+                },
+                &shard.outbound_bytes,
+            );
             if out.is_empty() {
                 shard.pool.give(out);
                 return Ok(());
@@ -546,12 +549,12 @@ impl Conn {
         let goodbye = match end {
             End::Close(close) => {
                 if let Close::Kick(reason) = close {
-                    queue_kicked(self.shared(), reason);
+                    queue_kicked(&shard, self.shared(), reason);
                 }
                 Goodbye::Close(close, self.ws_close)
             }
             End::PeerClosed(Some(code)) => {
-                self.shared().outbound.clear();
+                self.shared().outbound.clear(&shard.outbound_bytes);
                 Goodbye::Echo(code)
             }
             End::PeerClosed(None) => return,
@@ -618,15 +621,17 @@ pub(super) async fn write_or_cut<T>(
 
 /// Queues the `Kicked` notice as the connection's last frame. A slow consumer's backlog is
 /// dropped first: it could not take it, and it resyncs by seq when it reconnects.
-fn queue_kicked(shared: &ConnShared, reason: KickReason) {
+fn queue_kicked(shard: &Shard, shared: &ConnShared, reason: KickReason) {
     let kicked = ringchat_proto::encode_to_bytes(&ringchat_proto::kicked_frame(
         reason,
         kick_message(reason),
     ));
     if reason == KickReason::SlowConsumer {
-        shared.outbound.clear();
+        shared.outbound.clear(&shard.outbound_bytes);
     }
-    shared.outbound.push_last(kicked);
+    shared
+        .outbound
+        .push_last(kicked, shard.tick.get(), &shard.outbound_bytes);
 }
 
 fn kick_message(reason: KickReason) -> &'static str {
@@ -723,7 +728,6 @@ mod tests {
                 Listen::Tcp,
                 false,
             ));
-            let limits = shard.gateway.outbound_limits();
             for request_id in 0..QUEUED {
                 let frame = Frame {
                     request_id,
@@ -732,7 +736,7 @@ mod tests {
                         ..Default::default()
                     })),
                 };
-                shared.enqueue(ringchat_proto::encode_to_bytes(&frame), limits);
+                shard.enqueue(&shared, ringchat_proto::encode_to_bytes(&frame));
             }
             // Let the first write start and fill the socket (the client reads nothing yet). Not
             // load-bearing: a close set before any write must drop the backlog just the same.

@@ -51,7 +51,7 @@ impl Session {
     /// The connection is gone: forget it, and tell the backend if it was logged in.
     pub async fn end(self) {
         let shard = &self.shard;
-        shard.unregister(self.shared.id);
+        shard.unregister(&self.shared);
         if let State::Authed { user_id } = self.state {
             shard.stats.authenticated.sub(1);
             let closed = Request::Closed {
@@ -324,10 +324,8 @@ impl Session {
                 })),
             };
             self.shard.stats.error(ErrorCode::RateLimited);
-            self.shared.enqueue(
-                ringchat_proto::encode_to_bytes(&frame),
-                self.shard.gateway.outbound_limits(),
-            );
+            self.shard
+                .enqueue(&self.shared, ringchat_proto::encode_to_bytes(&frame));
             return false;
         }
         true
@@ -398,10 +396,8 @@ impl Session {
             request_id,
             body: Some(body),
         };
-        self.shared.enqueue(
-            ringchat_proto::encode_to_bytes(&frame),
-            self.shard.gateway.outbound_limits(),
-        );
+        self.shard
+            .enqueue(&self.shared, ringchat_proto::encode_to_bytes(&frame));
     }
 
     /// An error reply; the connection stays open.
