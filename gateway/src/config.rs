@@ -98,6 +98,14 @@ pub struct GatewayConfig {
     /// Bytes of the frames queued for one connection (a reply can be a sync page of several
     /// MiB); past it the connection is kicked as a slow consumer. One frame is always taken.
     pub outbound_bytes_max: u32,
+    /// Bytes of the frames queued for all of one shard's connections together; past it the
+    /// connection with the largest backlog is kicked as a slow consumer. Bounds the memory
+    /// many connections that each stay under `outbound_bytes_max` can pin.
+    pub outbound_bytes_per_shard_max: u64,
+    /// A connection whose queue has not once been empty for this long is kicked as a slow
+    /// consumer: a client that reads a little now and then is never idle, and never past a
+    /// limit, yet would hold its backlog for ever.
+    pub outbound_drain_timeout_ms: u64,
     pub conns_per_shard_max: usize,
     /// Logins (and registrations, account requests before login) one shard has waiting for
     /// the backend at once; past it a Login is answered `SERVER_FULL` with a `retry_after_ms`
@@ -138,6 +146,15 @@ pub const LOGINS_PER_SECOND_PER_SHARD_DEFAULT: u32 = 1200;
 /// Bounds: below 1 MiB a burst of pushes would kick a client that reads; above 1 GiB one
 /// connection could take the box.
 pub const OUTBOUND_BYTES_MAX_DEFAULT: u32 = 32 * 1024 * 1024;
+/// Default `gateway.outbound_bytes_per_shard_max`: 16 connections at `outbound_bytes_max`
+/// (a connection that reads has next to nothing queued). Bounds: at least
+/// `outbound_bytes_max` (one connection may always use its own), at most 1 TiB.
+pub const OUTBOUND_BYTES_PER_SHARD_MAX_DEFAULT: u64 = 512 * 1024 * 1024;
+const OUTBOUND_BYTES_PER_SHARD_MAX: u64 = 1 << 40;
+/// Default `gateway.outbound_drain_timeout_ms`: a full default sync page (~6.5 MiB) reaches a
+/// 1 Mbit/s link in under a minute. At most a day.
+pub const OUTBOUND_DRAIN_TIMEOUT_MS_DEFAULT: u64 = 60_000;
+const OUTBOUND_DRAIN_TIMEOUT_MS_MAX: u64 = 86_400_000;
 const OUTBOUND_BYTES_MIN: u32 = 1024 * 1024;
 const OUTBOUND_BYTES_MAX: u32 = 1024 * 1024 * 1024;
 
@@ -219,6 +236,8 @@ impl Default for GatewayConfig {
             idle_timeout_ms: 60_000,
             outbound_frames_max: 4096,
             outbound_bytes_max: OUTBOUND_BYTES_MAX_DEFAULT,
+            outbound_bytes_per_shard_max: OUTBOUND_BYTES_PER_SHARD_MAX_DEFAULT,
+            outbound_drain_timeout_ms: OUTBOUND_DRAIN_TIMEOUT_MS_DEFAULT,
             conns_per_shard_max: 500_000,
             logins_in_flight_per_shard_max: LOGINS_IN_FLIGHT_PER_SHARD_DEFAULT,
             login_retry_after_ms: 1_000,
@@ -464,6 +483,19 @@ impl GatewayConfig {
         if !(OUTBOUND_BYTES_MIN..=OUTBOUND_BYTES_MAX).contains(&self.outbound_bytes_max) {
             out.push(format!(
                 "gateway.outbound_bytes_max: must be between {OUTBOUND_BYTES_MIN} and {OUTBOUND_BYTES_MAX}"
+            ));
+        }
+        if !(u64::from(self.outbound_bytes_max)..=OUTBOUND_BYTES_PER_SHARD_MAX)
+            .contains(&self.outbound_bytes_per_shard_max)
+        {
+            out.push(format!(
+                "gateway.outbound_bytes_per_shard_max: must be between gateway.outbound_bytes_max ({}) and {OUTBOUND_BYTES_PER_SHARD_MAX}",
+                self.outbound_bytes_max
+            ));
+        }
+        if !(1..=OUTBOUND_DRAIN_TIMEOUT_MS_MAX).contains(&self.outbound_drain_timeout_ms) {
+            out.push(format!(
+                "gateway.outbound_drain_timeout_ms: must be between 1 and {OUTBOUND_DRAIN_TIMEOUT_MS_MAX}"
             ));
         }
         if self.conns_per_shard_max >= ringchat_backend::api::CONN_SLOTS_MAX {

@@ -66,6 +66,8 @@ pub struct ShardStats {
     pub login_failures: LocalCounter,
     /// Pre-login requests (logins, registrations, account requests) waiting for the backend.
     pub logins_in_flight: LocalCounter,
+    /// Bytes queued for the shard's connections, as of the reaper's last tick.
+    pub outbound_bytes: LocalCounter,
     /// Pre-login requests refused at once: `gateway.logins_in_flight_per_shard_max` reached
     /// (SERVER_FULL), or the backend's request queue full (UNAVAILABLE).
     pub logins_refused_in_flight: LocalCounter,
@@ -134,6 +136,7 @@ pub fn publish(shards: &[Arc<ShardStats>]) {
         gauge("ringchat_authenticated_connections", s.authenticated.get());
         gauge("ringchat_files_connections", s.files_conns.get());
         gauge("ringchat_logins_in_flight", s.logins_in_flight.get());
+        gauge("ringchat_outbound_bytes", s.outbound_bytes.get());
         for (reason, n) in [
             ("logins_in_flight", s.logins_refused_in_flight.get()),
             ("backend_queue_full", s.logins_refused_backend_queue.get()),
@@ -226,6 +229,10 @@ pub fn describe() {
         (
             "ringchat_logins_in_flight",
             "Requests of connections not yet logged in (logins, registrations) waiting for the backend, per shard (at most gateway.logins_in_flight_per_shard_max).",
+        ),
+        (
+            "ringchat_outbound_bytes",
+            "Bytes of frames queued for clients that have not taken them yet, per shard, as of the reaper's last tick (at most gateway.outbound_bytes_per_shard_max).",
         ),
         (
             "ringchat_transport_connections",

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::wait_until;
+use common::{expect_kicked_then_closed, wait_until};
 
 use std::io::Read as _;
 use std::net::TcpStream;
@@ -13,7 +13,7 @@ use common::TestServer;
 use common::admin::AdminClient;
 use ringchat_bench::client::text_message;
 use ringchat_proto::Body;
-use ringchat_proto::v1::ErrorCode;
+use ringchat_proto::v1::{ErrorCode, KickReason};
 use serde_json::{Value, json};
 
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -209,6 +209,46 @@ async fn a_lowered_rate_limit_refuses_the_next_burst_on_an_open_connection() {
         "only {limited} of 30 refused at 5 per second"
     );
     sender.ping().await.expect("still connected");
+}
+
+/// A session pings at the interval it was told in `HelloOk`: lowering the heartbeat and idle
+/// timeout live must not close it (it keeps the idle timeout it was told), while a session
+/// that says hello afterwards is told, and held to, the new values.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lowered_idle_timeout_applies_to_new_sessions_not_to_open_ones() {
+    // The reaper ticks every 250 ms (an eighth of the idle timeout at start).
+    let server = TestServer::start(&[
+        ("GATEWAY__HEARTBEAT_INTERVAL_MS", "1000"),
+        ("GATEWAY__IDLE_TIMEOUT_MS", "2000"),
+    ]);
+    let admin = server.api_key("ops", "admin");
+    let (mut open, _) = server.user("open").await;
+    let (status, reply) = tokio::task::spawn_blocking(move || {
+        admin.patch(
+            "/api/config",
+            json!({"gateway.heartbeat_interval_ms": 100, "gateway.idle_timeout_ms": 300}),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{reply}");
+
+    let mut new = server.client().await;
+    let ok = new.hello().await.unwrap();
+    assert_eq!((ok.heartbeat_interval_ms, ok.idle_timeout_ms), (100, 300));
+    let new_kicked = tokio::spawn(async move { expect_kicked_then_closed(&mut new).await });
+
+    // Every second, as it was told: past the new idle timeout each time, within the old one.
+    let mut ticker = tokio::time::interval(Duration::from_millis(1000));
+    ticker.tick().await;
+    for _ in 0..4 {
+        ticker.tick().await;
+        open.ping()
+            .await
+            .expect("the open session keeps the idle timeout it was told");
+    }
+    // The new session said nothing after its hello: closed by the new idle timeout.
+    assert_eq!(new_kicked.await.unwrap(), KickReason::IdleTimeout);
 }
 
 /// Sends 30 messages at once; returns how many were refused as RATE_LIMITED.

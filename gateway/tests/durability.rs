@@ -193,13 +193,7 @@ async fn slow_consumer_kicked_then_resyncs(settings: &[(&str, &str)]) {
     // The server gives up on the recipient: wait for that, with a deadline.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let kicked: f64 = server
-            .metrics()
-            .iter()
-            .filter(|(k, _)| k.starts_with("ringchat_kicks_total") && k.contains("SLOW_CONSUMER"))
-            .map(|(_, v)| v)
-            .sum();
-        if kicked >= 1.0 {
+        if slow_consumer_kicks(&server) >= 1.0 {
             break;
         }
         assert!(Instant::now() < deadline, "slow consumer never kicked");
@@ -224,4 +218,139 @@ async fn slow_consumer_kicked_then_resyncs(settings: &[(&str, &str)]) {
     for (i, m) in all.iter().enumerate() {
         assert_eq!(&m.content[..], &payload(i)[..], "content of message {i}");
     }
+}
+
+/// Connections kicked as slow consumers so far, on every shard.
+fn slow_consumer_kicks(server: &TestServer) -> f64 {
+    server
+        .metrics()
+        .iter()
+        .filter(|(k, _)| k.starts_with("ringchat_kicks_total") && k.contains("SLOW_CONSUMER"))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// A message of `SIZE` bytes from the sender to `to`, numbered `i`.
+fn numbered_send(to: u64, i: usize) -> Body {
+    const SIZE: usize = 16 * 1024;
+    let mut content = format!("{i:08}").into_bytes();
+    content.resize(SIZE, b'x');
+    Body::Send(v1::Send {
+        client_msg_id: format!("c{i}"),
+        to_user_id: to,
+        content_type: v1::ContentType::Custom as i32,
+        content: content.into(),
+        ..Default::default()
+    })
+}
+
+/// Sends messages `from..to` of `numbered_send`, every one acked.
+async fn send_acked(s: &mut Client, to_user: u64, from: usize, to: usize) {
+    let mut ids = Vec::new();
+    for i in from..to {
+        ids.push(s.send(numbered_send(to_user, i)).await.unwrap());
+    }
+    for id in ids {
+        assert!(matches!(s.reply_to(id).await.unwrap(), Body::SendAck(_)));
+    }
+}
+
+/// A device of `user` with a tiny receive window, logged in; it reads only when told to.
+async fn unread_device(server: &TestServer, user: &str, device: &str) -> Client {
+    let mut c = Client::connect_with_recv_buffer(server.tcp, 4096)
+        .await
+        .unwrap();
+    c.hello().await.unwrap();
+    c.login_password(user, PASSWORD, device)
+        .await
+        .unwrap()
+        .unwrap();
+    c
+}
+
+/// Connections that each stay under their own limit cannot together pin a shard's memory: past
+/// `gateway.outbound_bytes_per_shard_max` the one with the largest backlog is kicked as a slow
+/// consumer (its backlog dropped), and the other keeps every message.
+#[tokio::test]
+async fn past_the_shards_outbound_budget_the_largest_backlog_is_kicked() {
+    // One shard, whose budget is one connection's own limit: two backlogs of ~60% each cross it.
+    const BUDGET: usize = 8 << 20;
+    let server = TestServer::start(&[
+        ("GATEWAY__CORES", "[0]"),
+        ("GATEWAY__OUTBOUND_BYTES_MAX", "8388608"),
+        ("GATEWAY__OUTBOUND_BYTES_PER_SHARD_MAX", "8388608"),
+    ]);
+    let (mut s, _) = server.user("sender").await;
+    let recipient = server.user("recipient").await.1;
+    let mut devices = [
+        unread_device(&server, "recipient", "phone").await,
+        unread_device(&server, "recipient", "laptop").await,
+    ];
+    // Every message goes to both devices, which read nothing: 1.25 MiB/s to each. The kick is
+    // counted once its stalled write is given up (a second or so later); meanwhile the other
+    // device's backlog (half the budget when it was crossed) grows by far less than that half.
+    let mut sent = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut pace = tokio::time::interval(Duration::from_millis(100));
+    while slow_consumer_kicks(&server) < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "nobody kicked after {sent} messages"
+        );
+        pace.tick().await;
+        send_acked(&mut s, recipient.user_id, sent, sent + 8).await;
+        sent += 8;
+    }
+    assert!(
+        2 * sent * 16 * 1024 > BUDGET,
+        "kicked after {sent} messages: before the budget was crossed"
+    );
+    // One is gone; the other reads its whole backlog, then answers.
+    let mut alive = Vec::new();
+    for device in &mut devices {
+        if device.ping().await.is_ok() {
+            let mut pushes = 0;
+            while device.pending_events() > 0 {
+                if let Some(Body::Push(_)) = device.next_event().await.unwrap().unwrap().body {
+                    pushes += 1;
+                }
+            }
+            alive.push(pushes);
+        }
+    }
+    assert_eq!(alive, [sent], "one device kept every message");
+    assert_eq!(slow_consumer_kicks(&server), 1.0);
+}
+
+/// A client that reads a little now and then is never idle and never past a limit, yet would
+/// hold its backlog for ever: a backlog that has not once drained within
+/// `gateway.outbound_drain_timeout_ms` is kicked as a slow consumer.
+#[tokio::test]
+async fn a_trickle_reader_that_never_drains_its_backlog_is_kicked() {
+    let server = TestServer::start(&[("GATEWAY__OUTBOUND_DRAIN_TIMEOUT_MS", "2000")]);
+    let (mut s, _) = server.user("sender").await;
+    let recipient = server.user("recipient").await.1;
+    let mut slow = unread_device(&server, "recipient", "phone").await;
+    // 8 MiB, far below every limit, and past what the kernel's buffers hold (the server's
+    // send buffer grows to 4 MiB).
+    let queued = Instant::now();
+    send_acked(&mut s, recipient.user_id, 0, 512).await;
+    // A frame every 200 ms (~80 KB/s): the backlog would take ~100 s to drain.
+    let deadline = queued + Duration::from_secs(20);
+    let mut closed = false;
+    while !closed && slow_consumer_kicks(&server) < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the trickle reader was never kicked"
+        );
+        closed = !matches!(slow.recv_timeout().await, Ok(Some(_)));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Counted before its socket closes.
+    assert_eq!(slow_consumer_kicks(&server), 1.0);
+    assert!(
+        queued.elapsed() >= Duration::from_millis(2000),
+        "kicked after {:?}, before the drain timeout",
+        queued.elapsed()
+    );
 }

@@ -215,6 +215,44 @@ fn raw_upgrade(addr: std::net::SocketAddr) -> std::net::TcpStream {
     s
 }
 
+const UPGRADE: &[u8] = b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+
+/// Sends `parts` as separate segments, then reads the response head.
+fn upgrade_in_parts<'a>(
+    addr: std::net::SocketAddr,
+    parts: impl IntoIterator<Item = &'a [u8]>,
+) -> String {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_nodelay(true).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for part in parts {
+        s.write_all(part).unwrap();
+    }
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            other => panic!("{other:?} after {}", String::from_utf8_lossy(&head)),
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// The server parses a request head only once a line of it has ended (not after every read):
+/// an upgrade still works however its head is cut into segments.
+#[test]
+fn an_upgrade_works_however_its_head_is_split() {
+    let server = TestServer::start(&[]);
+    let one_byte_each = upgrade_in_parts(server.ws, UPGRADE.chunks(1));
+    assert!(one_byte_each.starts_with("HTTP/1.1 101"), "{one_byte_each}");
+    for at in 1..UPGRADE.len() {
+        let (a, b) = UPGRADE.split_at(at);
+        let head = upgrade_in_parts(server.ws, [a, b]);
+        assert!(head.starts_with("HTTP/1.1 101"), "split at {at}: {head}");
+    }
+}
+
 fn http(addr: std::net::SocketAddr, request: &[u8]) -> String {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();

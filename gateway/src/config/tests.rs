@@ -65,6 +65,37 @@ fn semantic_problems_are_listed_together() {
     assert_eq!(problems.len(), 3, "{problems:?}");
 }
 
+/// The shard's outbound budget holds at least one connection's, and a backlog's deadline is
+/// neither zero nor past a day.
+#[test]
+fn the_shard_outbound_budget_and_drain_timeout_are_checked() {
+    let problems = Config::parse(
+        "[gateway]\noutbound_bytes_max = 4194304\noutbound_bytes_per_shard_max = 2097152\noutbound_drain_timeout_ms = 0\n",
+        no_env(),
+    )
+    .unwrap_err();
+    let all = problems.join("\n");
+    assert_eq!(problems.len(), 2, "{all}");
+    assert!(
+        all.contains("gateway.outbound_bytes_per_shard_max = 2097152: must be between gateway.outbound_bytes_max (4194304)"),
+        "{all}"
+    );
+    assert!(
+        all.contains("gateway.outbound_drain_timeout_ms = 0: must be between 1 and 86400000"),
+        "{all}"
+    );
+    let c = Config::parse(
+        "[gateway]\noutbound_bytes_max = 4194304\noutbound_bytes_per_shard_max = 4194304\n",
+        no_env(),
+    )
+    .unwrap();
+    assert_eq!(c.gateway.outbound_drain_timeout_ms, 60_000);
+    assert_eq!(
+        Config::default().gateway.outbound_bytes_per_shard_max,
+        512 << 20
+    );
+}
+
 #[test]
 fn env_overrides_win_over_the_file() {
     let env = vec![

@@ -299,8 +299,9 @@ impl Conn {
         if !self.framing.opens_with_http() {
             return Opening::Session;
         }
+        let mut head = ws::http::HeadParser::default();
         loop {
-            if let Some((route, head_bytes)) = ws::http::parse(buf) {
+            if let Some((route, head_bytes)) = head.parse(buf) {
                 let (response, upgraded) = match route {
                     // The files service reads the request itself, head included.
                     ws::http::Route::Files => return Opening::Files,
@@ -557,14 +558,17 @@ impl Conn {
             let mut frames = 0u64;
             self.framing.put_control(&mut out);
             let framing = &self.framing;
-            self.session.shared.outbound.pop_while(|frame| {
-                if !out.is_empty() && out.len() + frame.len() > WRITE_BATCH_BYTES_MAX {
-                    return false;
-                }
-                framing.put_frame(frame, &mut out);
-                frames += 1;
-                true
-            });
+            self.session.shared.outbound.pop_while(
+                |frame| {
+                    if !out.is_empty() && out.len() + frame.len() > WRITE_BATCH_BYTES_MAX {
+                        return false;
+                    }
+                    framing.put_frame(frame, &mut out);
+                    frames += 1;
+                    true
+                },
+                &shard.outbound_bytes,
+            );
             if out.is_empty() {
                 shard.pool.give(out);
                 return Ok(());
@@ -612,7 +616,7 @@ impl Conn {
         let goodbye = match end {
             End::Close(close) => Goodbye::Close(close, self.ws_close),
             End::PeerClosed(Some(code)) => {
-                self.shared().outbound.clear();
+                self.shared().outbound.clear(&shard.outbound_bytes);
                 Goodbye::Echo(code)
             }
             End::PeerClosed(None) => return,
@@ -631,7 +635,7 @@ impl Conn {
                     let backlog_by = Instant::now() + grace / 2;
                     let _ = self.flush(Flush::Until(backlog_by)).await;
                 }
-                queue_kicked(self.shared(), reason);
+                queue_kicked(&shard, self.shared(), reason);
             }
             let _ = self.flush(Flush::Whole).await;
             let mut out = shard.pool.take();
@@ -689,13 +693,15 @@ pub(super) async fn write_or_cut<T>(
 
 /// Queues the `Kicked` notice as the connection's last frame, alone: what still waits is
 /// dropped (the queue holds whole frames only; the client resyncs by seq when it reconnects).
-fn queue_kicked(shared: &ConnShared, reason: KickReason) {
+fn queue_kicked(shard: &Shard, shared: &ConnShared, reason: KickReason) {
     let kicked = ringchat_proto::encode_to_bytes(&ringchat_proto::kicked_frame(
         reason,
         kick_message(reason),
     ));
-    shared.outbound.clear();
-    shared.outbound.push_last(kicked);
+    shared.outbound.clear(&shard.outbound_bytes);
+    shared
+        .outbound
+        .push_last(kicked, shard.tick.get(), &shard.outbound_bytes);
 }
 
 fn kick_message(reason: KickReason) -> &'static str {

@@ -212,7 +212,7 @@ pub(crate) enum Close {
 }
 
 /// What the shard's other tasks share with one connection's task. Every idle connection keeps
-/// one: 88 bytes (104 with its `Rc`, a 112-byte allocator class); a test holds it there.
+/// one: 96 bytes (112 with its `Rc`, a 112-byte allocator class); a test holds it there.
 pub(crate) struct ConnShared {
     pub id: ConnId,
     pub outbound: Outbound,
@@ -223,6 +223,10 @@ pub(crate) struct ConnShared {
     accepted_tick: Cell<u32>,
     /// The last shard tick it was heard from (wrapping).
     last_seen_tick: Cell<u32>,
+    /// The idle timeout its session was told in `HelloOk`, in ticks (0 before that). The client
+    /// pings at the interval it was told: a live change that lowers the timeout must not close
+    /// it, so the reaper allows it the larger of this and the live value.
+    announced_idle_ticks: Cell<u32>,
 }
 
 /// `ConnShared::accepted_tick` of a logged-in connection.
@@ -230,12 +234,16 @@ const AUTHED: u32 = u32::MAX;
 
 /// A connection's queue of encoded frames, and their bytes. `Cell`s (the queue taken out and put
 /// back around each use, which never spans an `.await`) rather than a `RefCell`: no borrow flag
-/// in every connection.
+/// in every connection. Every change to its bytes is also made to the shard's total (`total`,
+/// `Shard::outbound_bytes`).
 #[derive(Default)]
 pub(crate) struct Outbound {
     frames: Cell<VecDeque<Bytes>>,
     /// Bytes of the queued frames; bounded by `OutboundLimits::bytes_max` (at most 1 GiB).
     bytes: Cell<u32>,
+    /// The shard tick (wrapping) the queue last went from empty to not: how long its backlog
+    /// has waited (`gateway.outbound_drain_timeout_ms`).
+    backlog_since_tick: Cell<u32>,
 }
 
 /// How far a connection may fall behind before it is kicked as a slow consumer.
@@ -266,34 +274,50 @@ impl Outbound {
         self.bytes.get()
     }
 
-    /// Queues `frame` unless the queue is past a limit. A frame is always taken into an empty
-    /// queue, whatever its size: one reply never makes a slow consumer.
-    fn push(&self, frame: Bytes, limits: OutboundLimits) -> bool {
+    /// Queues `frame` at shard tick `now` unless the queue is past a limit. A frame is always
+    /// taken into an empty queue, whatever its size: one reply never makes a slow consumer.
+    fn push(&self, frame: Bytes, limits: OutboundLimits, now: u64, total: &Cell<u64>) -> bool {
         let len = frame_bytes(&frame);
         let bytes = self.bytes.get();
         let taken = self.with(|queue| {
             let full = queue.len() >= limits.frames_max
                 || (!queue.is_empty() && bytes.saturating_add(len) > limits.bytes_max);
             if !full {
+                if queue.is_empty() {
+                    self.backlog_since_tick.set(now as u32);
+                }
                 queue.push_back(frame);
             }
             !full
         });
         if taken {
             self.bytes.set(bytes.saturating_add(len));
+            total.set(total.get() + u64::from(len));
         }
         taken
     }
 
     /// Queues `frame` past every limit: the connection's last frame (`Kicked`).
-    pub fn push_last(&self, frame: Bytes) {
-        self.bytes
-            .set(self.bytes.get().saturating_add(frame_bytes(&frame)));
-        self.with(|queue| queue.push_back(frame));
+    pub fn push_last(&self, frame: Bytes, now: u64, total: &Cell<u64>) {
+        let len = frame_bytes(&frame);
+        self.bytes.set(self.bytes.get().saturating_add(len));
+        total.set(total.get() + u64::from(len));
+        self.with(|queue| {
+            if queue.is_empty() {
+                self.backlog_since_tick.set(now as u32);
+            }
+            queue.push_back(frame);
+        });
+    }
+
+    /// Ticks since the queue last was empty, at shard tick `now`; `None` while it is.
+    fn backlog_ticks(&self, now: u64) -> Option<u64> {
+        (!self.is_empty())
+            .then(|| u64::from((now as u32).wrapping_sub(self.backlog_since_tick.get())))
     }
 
     /// Takes frames from the front while `take` accepts them.
-    pub fn pop_while(&self, mut take: impl FnMut(&Bytes) -> bool) {
+    pub fn pop_while(&self, mut take: impl FnMut(&Bytes) -> bool, total: &Cell<u64>) {
         let mut popped = 0u32;
         self.with(|queue| {
             while let Some(frame) = queue.front() {
@@ -308,12 +332,13 @@ impl Outbound {
             }
         });
         self.bytes.set(self.bytes.get().saturating_sub(popped));
+        total.set(total.get().saturating_sub(u64::from(popped)));
     }
 
     /// Drops every waiting frame.
-    pub fn clear(&self) {
+    pub fn clear(&self, total: &Cell<u64>) {
         self.with(|queue| queue.clear());
-        self.bytes.set(0);
+        total.set(total.get().saturating_sub(u64::from(self.bytes.replace(0))));
     }
 }
 
@@ -330,19 +355,6 @@ impl HasConnId for ConnShared {
 }
 
 impl ConnShared {
-    /// Queues an encoded frame; a connection whose queue is full (frames or bytes) is closed as
-    /// a slow consumer.
-    pub fn enqueue(&self, frame: Bytes, limits: OutboundLimits) {
-        if self.close.get().is_some() {
-            return;
-        }
-        if self.outbound.push(frame, limits) {
-            self.wake.notify();
-        } else {
-            self.close_with(Close::Kick(KickReason::SlowConsumer));
-        }
-    }
-
     /// A connection quiet for a while gives back its empty queue's storage (the next frame
     /// allocates it again), so an idle connection holds none.
     fn release_idle_queue(&self) {
@@ -356,6 +368,18 @@ impl ConnShared {
     /// Logged in: from now on only the idle clock applies.
     pub fn set_authed(&self) {
         self.accepted_tick.set(AUTHED);
+    }
+
+    /// Its session was told the idle timeout that is `ticks` long.
+    pub fn announced_idle(&self, ticks: u64) {
+        self.announced_idle_ticks
+            .set(u32::try_from(ticks).unwrap_or(u32::MAX));
+    }
+
+    /// Ticks of silence after which it is closed: the live idle timeout (`live_ticks`), or the
+    /// longer one its session was told.
+    fn idle_ticks(&self, live_ticks: u64) -> u64 {
+        live_ticks.max(u64::from(self.announced_idle_ticks.get()))
     }
 
     /// Heard from at shard tick `now`.
@@ -412,6 +436,9 @@ pub(crate) struct Shard {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The live keys' values (`live.rs`): copied in on `Reconfigure`, read as plain values.
     pub live: Cell<LiveLimits>,
+    /// Bytes queued for all its connections (`Outbound`), bounded by
+    /// `gateway.outbound_bytes_per_shard_max` (`enqueue`).
+    outbound_bytes: Cell<u64>,
     /// Who may connect, checked at accept.
     ip_rules: RefCell<Arc<IpRules>>,
     published: Arc<Published>,
@@ -460,6 +487,7 @@ impl Shard {
         );
         Self {
             live: Cell::new(live.limits),
+            outbound_bytes: Cell::new(0),
             ip_rules: RefCell::new(Arc::clone(&live.ip_rules)),
             published,
             id,
@@ -518,16 +546,61 @@ impl Shard {
             wake: LocalNotify::default(),
             accepted_tick: Cell::new(tick),
             last_seen_tick: Cell::new(tick),
+            announced_idle_ticks: Cell::new(0),
         })
     }
 
-    fn unregister(&self, id: ConnId) {
+    /// The connection has ended: what it still had queued leaves the shard's total.
+    fn unregister(&self, shared: &ConnShared) {
+        shared.outbound.clear(&self.outbound_bytes);
         let mut conns = self.conns.borrow_mut();
-        if conns.remove(id).is_some() {
+        if conns.remove(shared.id).is_some() {
             self.stats.connections.sub(1);
         }
         if self.stopping.get() && conns.is_empty() {
             self.all_closed.notify();
+        }
+    }
+
+    /// Queues an encoded frame for `c`. Past a limit of its own (frames or bytes) it is closed
+    /// as a slow consumer; past the shard's, the connection with the largest backlog is.
+    pub fn enqueue(&self, c: &ConnShared, frame: Bytes) {
+        if c.close.get().is_some() {
+            return;
+        }
+        let limits = self.gateway.outbound_limits();
+        if !c
+            .outbound
+            .push(frame, limits, self.tick.get(), &self.outbound_bytes)
+        {
+            c.close_with(Close::Kick(KickReason::SlowConsumer));
+            return;
+        }
+        c.wake.notify();
+        if self.outbound_bytes.get() > self.gateway.outbound_bytes_per_shard_max {
+            self.shed_backlog();
+        }
+    }
+
+    /// The shard's connections together have more than `gateway.outbound_bytes_per_shard_max`
+    /// queued: the one with the largest backlog is kicked as a slow consumer, its backlog
+    /// dropped at once (its close would drop it anyway), until the shard is within budget. The
+    /// largest rather than the one being queued to: one kick frees the most, and a connection
+    /// that keeps up is not kicked for being queued to while others fall behind. One scan of
+    /// the shard's connections per kick; connections already closing are left to finish.
+    fn shed_backlog(&self) {
+        let max = self.gateway.outbound_bytes_per_shard_max;
+        let conns = self.conns.borrow();
+        while self.outbound_bytes.get() > max {
+            let largest = conns
+                .values()
+                .filter(|c| c.close.get().is_none())
+                .max_by_key(|c| c.outbound.bytes());
+            let Some(c) = largest.filter(|c| c.outbound.bytes() > 0) else {
+                break;
+            };
+            c.outbound.clear(&self.outbound_bytes);
+            c.close_with(Close::Kick(KickReason::SlowConsumer));
         }
     }
 
@@ -719,14 +792,13 @@ fn take(shard: &Rc<Shard>, stream: monoio::net::TcpStream, peer: SocketAddr, kin
 /// Applies events from the backend in batches.
 async fn drain_inbox(shard: Rc<Shard>, mut inbox: mpsc::Receiver<ShardEvent>) {
     let mut batch = Vec::with_capacity(EVENT_BATCH_MAX);
-    let limits = shard.gateway.outbound_limits();
     while inbox.recv_many(&mut batch, EVENT_BATCH_MAX).await > 0 {
         let conns = shard.conns.borrow();
         for event in batch.drain(..) {
             match event {
                 ShardEvent::Frame { conn, frame } => {
                     if let Some(c) = conns.get(conn) {
-                        c.enqueue(frame, limits);
+                        shard.enqueue(c, frame);
                     }
                 }
                 ShardEvent::Frames(frames) => {
@@ -734,7 +806,7 @@ async fn drain_inbox(shard: Rc<Shard>, mut inbox: mpsc::Receiver<ShardEvent>) {
                         match outgoing {
                             Outgoing::One(conn, frame) => {
                                 if let Some(c) = conns.get(conn) {
-                                    c.enqueue(frame, limits);
+                                    shard.enqueue(c, frame);
                                 }
                             }
                             Outgoing::Shared {
@@ -746,7 +818,7 @@ async fn drain_inbox(shard: Rc<Shard>, mut inbox: mpsc::Receiver<ShardEvent>) {
                                     if Some(conn) != except
                                         && let Some(c) = conns.get(conn)
                                     {
-                                        c.enqueue(frame.clone(), limits);
+                                        shard.enqueue(c, frame.clone());
                                     }
                                 }
                             }
@@ -756,7 +828,7 @@ async fn drain_inbox(shard: Rc<Shard>, mut inbox: mpsc::Receiver<ShardEvent>) {
                 ShardEvent::Fanout { conns: ids, frame } => {
                     for conn in ids {
                         if let Some(c) = conns.get(conn) {
-                            c.enqueue(frame.clone(), limits);
+                            shard.enqueue(c, frame.clone());
                         }
                     }
                 }
@@ -786,19 +858,29 @@ async fn reap(shard: Rc<Shard>) {
     let mut interval = monoio::time::interval(Duration::from_millis(shard.tick_ms));
     while !shard.stopping.get() {
         interval.tick().await;
-        // Live keys: a changed timeout applies from this tick on, to every connection.
+        // Live keys: a changed timeout applies from this tick on, to every connection; a
+        // lowered idle timeout only to sessions told it (`ConnShared::idle_ticks`).
         let live = shard.live.get();
         let handshake_ticks = shard.ticks(live.handshake_timeout_ms);
         let idle_ticks = shard.ticks(live.idle_timeout_ms);
+        let drain_ticks = shard.ticks(shard.gateway.outbound_drain_timeout_ms);
         let now = shard.tick.get() + 1;
         shard.tick.set(now);
+        shard.stats.outbound_bytes.set(shard.outbound_bytes.get());
         for c in shard.conns.borrow().values() {
             if c.ticks_since_accepted(now)
                 .is_some_and(|t| t > handshake_ticks)
             {
                 c.close_with(Close::Kick(KickReason::HandshakeTimeout));
-            } else if c.ticks_since_seen(now) > idle_ticks {
+            } else if c.ticks_since_seen(now) > c.idle_ticks(idle_ticks) {
                 c.close_with(Close::Kick(KickReason::IdleTimeout));
+            } else if c
+                .outbound
+                .backlog_ticks(now)
+                .is_some_and(|t| t > drain_ticks)
+            {
+                // Reading now and then, never catching up: it would hold its backlog for ever.
+                c.close_with(Close::Kick(KickReason::SlowConsumer));
             } else if c.ticks_since_seen(now) > 0 {
                 // Quiet for this tick at least.
                 c.release_idle_queue();
@@ -820,28 +902,41 @@ mod tests {
         Bytes::from(vec![0; bytes])
     }
 
+    /// The queue's bounds, its bytes counted in the shard's total too, and the age of its
+    /// backlog.
     #[test]
     fn the_outbound_queue_is_bounded_in_frames_and_in_bytes() {
         let q = Outbound::default();
+        let total = Cell::new(1000);
         // One frame is always taken, whatever its size.
-        assert!(q.push(frame(500), LIMITS));
-        assert!(!q.push(frame(1), LIMITS), "past the bytes");
-        assert_eq!((q.len(), q.bytes()), (1, 500));
-        q.pop_while(|_| true);
-        assert_eq!((q.len(), q.bytes()), (0, 0));
+        assert!(q.push(frame(500), LIMITS, 5, &total));
+        assert!(!q.push(frame(1), LIMITS, 6, &total), "past the bytes");
+        assert_eq!((q.len(), q.bytes(), total.get()), (1, 500, 1500));
+        assert_eq!(q.backlog_ticks(9), Some(4));
+        q.pop_while(|_| true, &total);
+        assert_eq!((q.len(), q.bytes(), total.get()), (0, 0, 1000));
+        assert_eq!(q.backlog_ticks(9), None);
 
-        assert!(q.push(frame(60), LIMITS));
-        assert!(q.push(frame(40), LIMITS), "exactly at the bound");
-        assert!(!q.push(frame(1), LIMITS));
-        q.pop_while(|f| f.len() == 60);
-        assert_eq!((q.len(), q.bytes()), (1, 40));
+        assert!(q.push(frame(60), LIMITS, 10, &total));
+        assert!(
+            q.push(frame(40), LIMITS, 11, &total),
+            "exactly at the bound"
+        );
+        assert!(!q.push(frame(1), LIMITS, 11, &total));
+        q.pop_while(|f| f.len() == 60, &total);
+        assert_eq!((q.len(), q.bytes(), total.get()), (1, 40, 1040));
+        // Not empty since tick 10: a backlog that drains only in part keeps its age.
+        assert_eq!(q.backlog_ticks(12), Some(2));
         for _ in 0..3 {
-            assert!(q.push(frame(1), LIMITS));
+            assert!(q.push(frame(1), LIMITS, 12, &total));
         }
-        assert!(!q.push(frame(1), LIMITS), "past the frames");
-        q.push_last(frame(7));
-        assert_eq!((q.len(), q.bytes()), (5, 50));
-        q.clear();
-        assert_eq!((q.len(), q.bytes()), (0, 0));
+        assert!(!q.push(frame(1), LIMITS, 12, &total), "past the frames");
+        q.push_last(frame(7), 12, &total);
+        assert_eq!((q.len(), q.bytes(), total.get()), (5, 50, 1050));
+        q.clear(&total);
+        assert_eq!((q.len(), q.bytes(), total.get()), (0, 0, 1000));
+        // The clock wraps.
+        q.push_last(frame(1), u64::from(u32::MAX), &total);
+        assert_eq!(q.backlog_ticks(1 << 32), Some(1));
     }
 }

@@ -107,7 +107,7 @@ impl Session {
     /// The connection is gone: forget it, and tell the backend if it was logged in.
     pub async fn end(self) {
         let shard = &self.shard;
-        shard.unregister(self.shared.id);
+        shard.unregister(&self.shared);
         if let State::Authed { user_id } = self.state {
             shard.stats.authenticated.sub(1);
             let closed = Request::Closed {
@@ -240,6 +240,8 @@ impl Session {
             message_bytes_max: u32::try_from(limits.message_bytes_max).unwrap_or(u32::MAX),
             sync_page_max: limits.sync_page_max,
         };
+        self.shared
+            .announced_idle(self.shard.ticks(live.idle_timeout_ms));
         self.state = State::AwaitLogin;
         self.reply(request_id, Body::HelloOk(ok));
     }
@@ -386,10 +388,8 @@ impl Session {
                 })),
             };
             self.shard.stats.error(ErrorCode::RateLimited);
-            self.shared.enqueue(
-                ringchat_proto::encode_to_bytes(&frame),
-                self.shard.gateway.outbound_limits(),
-            );
+            self.shard
+                .enqueue(&self.shared, ringchat_proto::encode_to_bytes(&frame));
             return false;
         }
         true
@@ -469,10 +469,8 @@ impl Session {
             request_id,
             body: Some(body),
         };
-        self.shared.enqueue(
-            ringchat_proto::encode_to_bytes(&frame),
-            self.shard.gateway.outbound_limits(),
-        );
+        self.shard
+            .enqueue(&self.shared, ringchat_proto::encode_to_bytes(&frame));
     }
 
     /// An error reply; the connection stays open.

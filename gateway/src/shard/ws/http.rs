@@ -154,6 +154,38 @@ pub fn parse(buf: &[u8]) -> Option<(Route, usize)> {
     Some((route(&req), head_bytes))
 }
 
+/// A request head as its bytes arrive. httparse reads a head line by line, so parsing it
+/// again is worth it only once a line has ended among the new bytes (or the head reached its
+/// limit): parsed from the start after every read, a head sent one byte per segment would cost
+/// ~33 M bytes of parsing. A line's end rather than the head's: a bad request line is still
+/// answered 400 at once. A head has at most `HEADERS_MAX` + 2 lines before it completes or is
+/// refused, so at most that many parses of at most `REQUEST_HEAD_BYTES_MAX` each.
+#[derive(Debug, Default)]
+pub struct HeadParser {
+    /// Bytes at the front of the buffer already looked at.
+    scanned: usize,
+    /// Parses made so far (what a test counts).
+    #[cfg(test)]
+    parses: u32,
+}
+
+impl HeadParser {
+    /// `parse` of `buf` (the head so far, from its first byte), once new bytes may have
+    /// changed the answer; `None` until then.
+    pub fn parse(&mut self, buf: &[u8]) -> Option<(Route, usize)> {
+        let new = buf.get(self.scanned..).unwrap_or_default();
+        self.scanned = buf.len();
+        if !new.contains(&b'\n') && buf.len() < REQUEST_HEAD_BYTES_MAX {
+            return None;
+        }
+        #[cfg(test)]
+        {
+            self.parses += 1;
+        }
+        parse(buf)
+    }
+}
+
 /// The files service's paths: `/files` and below (not `/filesx`).
 pub const FILES_PATH: &str = "/files";
 
@@ -340,6 +372,45 @@ fn response(status: &str, content_type: &str, extra_headers: &str, body: &str) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A head that arrives one byte per read is parsed once per line, not once per byte, and
+    /// comes to the same answer as when it arrives whole.
+    #[test]
+    fn a_head_arriving_byte_by_byte_is_parsed_once_per_line() {
+        let head: &[u8] = b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+        let byte_by_byte = |bytes: &[u8]| {
+            let mut parser = HeadParser::default();
+            let answer =
+                (1..=bytes.len()).find_map(|end| parser.parse(&bytes[..end]).map(|a| (end, a)));
+            (answer, parser.parses)
+        };
+        let lines = |bytes: &[u8]| bytes.iter().filter(|&&b| b == b'\n').count() as u32;
+
+        let (answer, parses) = byte_by_byte(head);
+        let (end, answer) = answer.expect("the head completes");
+        assert_eq!(end, head.len());
+        assert_eq!(Some(answer), parse(head));
+        assert_eq!(parses, lines(head));
+
+        // A bad request line is refused as soon as it ends.
+        let (answer, parses) = byte_by_byte(b"NOT AN HTTP REQUEST\r\nHost: x\r\n");
+        let (end, (Route::Respond(response), _)) = answer.expect("refused") else {
+            panic!("not refused")
+        };
+        assert_eq!((end, parses), (21, 1));
+        assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+
+        // A head that never ends is refused at its limit: one parse for the request line, one
+        // there.
+        let mut endless = b"GET / HTTP/1.1\r\nX-Big: ".to_vec();
+        endless.resize(2 * REQUEST_HEAD_BYTES_MAX, b'a');
+        let (answer, parses) = byte_by_byte(&endless);
+        let (end, (Route::Respond(response), _)) = answer.expect("refused") else {
+            panic!("not refused")
+        };
+        assert_eq!((end, parses), (REQUEST_HEAD_BYTES_MAX, 2));
+        assert!(response.starts_with("HTTP/1.1 431"), "{response}");
+    }
 
     #[test]
     fn rfc_example_accept_key() {
