@@ -15,7 +15,6 @@ mod dir_lock;
 pub mod dump;
 mod fjall;
 mod groups;
-pub(crate) mod log;
 mod open;
 mod owners;
 mod ports;

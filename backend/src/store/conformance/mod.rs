@@ -1,6 +1,5 @@
 //! The storage port's conformance suite: one behaviour per test, generic over the adapter, so
-//! that every store (fjall today; PostgreSQL, ScyllaDB and the segment log later) is held to the
-//! same behaviour.
+//! that every store (fjall, PostgreSQL, ScyllaDB) is held to the same behaviour.
 //!
 //! An adapter runs the whole suite by implementing [`Adapter`] (one constructor) and invoking
 //! [`conformance_suite!`] with it, which expands to one `#[test]` per behaviour:

@@ -12,6 +12,7 @@ use fjall::{Keyspace, Readable, Snapshot};
 use super::accounts::{META_NEXT_USER_ID, decode_token, user_token_key};
 use super::groups::{META_NEXT_GROUP_ID, mention_key};
 use super::log::{META_NEXT_MSG_ID, decode_run, encode_run};
+use super::rebuild::RebuildBatch;
 use super::{FjallStore, be_u64, decode, encode, key_u64, pair_key};
 use crate::store::dump::{Counter, DumpItem, DumpPage, DumpStore, DumpView, Part, ResumeKey};
 use crate::store::{
@@ -25,9 +26,6 @@ const META_COUNTERS: [(Counter, &[u8]); 4] = [
     (Counter::User, META_NEXT_USER_ID),
     (Counter::Invite, super::account_admin::META_NEXT_INVITE_ID),
 ];
-
-/// Keys per batch while `finish_import` counts, at most.
-const FINISH_BATCH_KEYS_MAX: usize = 4096;
 
 fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(format!("dump: {what}").into())
@@ -425,22 +423,14 @@ impl DumpStore for FjallStore {
         let _writing = self.write_lock();
         self.writable()?;
         // `user_groups` is keyed (user, group): one user's rows are contiguous.
-        let mut batch = self.batch();
-        let mut in_batch = 0usize;
+        let mut batch = RebuildBatch::new(self);
         let mut current: Option<(UserId, u64)> = None;
-        let mut put = |batch: &mut fjall::OwnedWriteBatch, (user, count): (UserId, u64)| {
+        let put = |batch: &mut RebuildBatch, (user, count): (UserId, u64)| {
             batch.insert(
                 &self.user_group_counts,
                 user.to_be_bytes(),
                 super::groups::count_bytes(i64::try_from(count).unwrap_or(i64::MAX)),
-            );
-            in_batch += 1;
-            if in_batch < FINISH_BATCH_KEYS_MAX {
-                return Ok(());
-            }
-            in_batch = 0;
-            let full = std::mem::replace(batch, self.batch());
-            self.written(full.commit().map_err(StoreError::from))
+            )
         };
         for guard in self.view().iter(&self.user_groups) {
             let user = key_u64(&guard.key()?, 0)?;
@@ -456,7 +446,7 @@ impl DumpStore for FjallStore {
         if let Some(done) = current {
             put(&mut batch, done)?;
         }
-        self.written(batch.commit().map_err(StoreError::from))?;
+        batch.finish()?;
         self.persist()
     }
 

@@ -6,13 +6,12 @@
 
 use fjall::{OwnedWriteBatch, Readable};
 
+use super::rebuild::RebuildBatch;
 use super::{FjallStore, be_u64, decode};
 use crate::store::{ConvId, GroupRecord, StoreError, group_name_key};
 
 const META_GROUP_NAMES: &[u8] = b"group_names_index";
 const GROUP_NAMES_CURRENT: u64 = 1;
-/// Keys per batch written while indexing, at most.
-const BATCH_KEYS_MAX: usize = 4096;
 
 /// Key of a group's entry: the folded name, a 0 byte, the group's wire id.
 pub(super) fn name_key(folded: &str, group: ConvId) -> Vec<u8> {
@@ -78,8 +77,8 @@ pub(super) fn build(store: &FjallStore) -> Result<(), StoreError> {
         return Ok(());
     }
     let _writing = store.write_lock();
-    let mut batch = store.db.batch();
-    let (mut in_batch, mut indexed) = (0usize, 0usize);
+    let mut batch = RebuildBatch::new(store);
+    let mut indexed = 0usize;
     for guard in store.groups.iter() {
         let (key, value) = guard.into_inner()?;
         let group = ConvId::from_wire(be_u64(&key)?)
@@ -89,20 +88,14 @@ pub(super) fn build(store: &FjallStore) -> Result<(), StoreError> {
             &store.group_names,
             name_key(&group_name_key(&record.name), group),
             [],
-        );
-        in_batch += 1;
+        )?;
         indexed += 1;
-        if in_batch >= BATCH_KEYS_MAX {
-            std::mem::replace(&mut batch, store.db.batch()).commit()?;
-            in_batch = 0;
-        }
     }
-    batch.commit()?;
+    // Every entry is durable before the mark is written.
+    batch.finish()?;
     store
         .meta
         .insert(META_GROUP_NAMES, GROUP_NAMES_CURRENT.to_be_bytes())?;
-    // Batches are journaled in order: the meta key is there after a crash only if every entry
-    // before it is.
     store.persist()?;
     if indexed > 0 {
         tracing::info!(groups = indexed, "group name index built");

@@ -44,6 +44,7 @@ mod newest_journal;
 mod owners;
 mod periodic;
 mod push_tokens;
+mod rebuild;
 mod write_locks;
 
 pub use memtables::MEMTABLE_MIB_MAX;
@@ -198,6 +199,9 @@ pub struct FjallStore {
     blob_files_synced: std::sync::atomic::AtomicUsize,
     /// With `durability = "none"`, the journal synced in the background (`journal_sync.rs`).
     _journal_sync: Option<journal_sync::JournalSyncer>,
+    /// Syncs made whatever the durability (`rebuild.rs`); read by the tests.
+    #[cfg(test)]
+    durable_syncs: std::sync::atomic::AtomicUsize,
 }
 
 /// `meta` key: the memtable size the store's keyspaces were created with (`memtables.rs`);
@@ -345,6 +349,8 @@ impl FjallStore {
             blob_files_synced: std::sync::atomic::AtomicUsize::new(0),
             _journal_sync: journal_syncer,
             journal_prefill: None,
+            #[cfg(test)]
+            durable_syncs: std::sync::atomic::AtomicUsize::new(0),
         };
         migrate::to_current_layout(&store)?;
         account_index::build(&store)?;
@@ -368,7 +374,9 @@ impl FjallStore {
             .persist(self.persist_mode())
             .map_err(|e| StoreError::Persist(e.into()));
         self.written(persisted)?;
-        self.sync_new_blob_files()?;
+        if self.durability == Durability::Fsync {
+            self.sync_new_blob_files()?;
+        }
         self.publish();
         Ok(())
     }
@@ -378,9 +386,6 @@ impl FjallStore {
     /// its directory; `journal_repair/` says more).
     fn sync_new_blob_files(&self) -> Result<(), StoreError> {
         use std::sync::atomic::Ordering;
-        if self.durability == Durability::None {
-            return Ok(());
-        }
         let now = self.runs.blob_file_count();
         if self.blob_files_synced.swap(now, Ordering::AcqRel) != now {
             self.written(journal_repair::sync_blob_dirs(&self.dir))?;

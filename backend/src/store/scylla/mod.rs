@@ -177,6 +177,8 @@ pub struct ScyllaStore {
     copy_requests_max: usize,
     /// `None` only while dropping.
     rt: Option<tokio::runtime::Runtime>,
+    /// The server's data dir lock, held while the store is open (`store/open.rs`).
+    _dir_lock: Option<std::fs::File>,
 }
 
 impl ScyllaStore {
@@ -205,7 +207,14 @@ impl ScyllaStore {
             dump_st: std::sync::OnceLock::new(),
             copy_requests_max: cfg.copy_requests_max.max(1),
             rt: Some(rt),
+            _dir_lock: None,
         })
+    }
+
+    /// The store, holding the data dir's lock for as long as it is open.
+    pub fn holding_dir_lock(mut self, lock: std::fs::File) -> Self {
+        self._dir_lock = Some(lock);
+        self
     }
 
     fn session(&self) -> &Session {

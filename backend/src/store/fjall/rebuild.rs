@@ -1,0 +1,81 @@
+//! Writes that carry over or rebuild many keys in a row (the layout migration and the indexes
+//! built at open, an import's derived counts): each batch is committed and synced before the
+//! next is written, whatever `durability` says.
+//!
+//! Why: the kernel writes a journal's pages back in no particular order. Of several batches
+//! committed without a sync between them, a power cut can tear an earlier one while a later one
+//! reaches the disk whole, and `journal_repair` refuses to open a store whose bad batch others
+//! follow (they may be acknowledged writes): the store would never open again. Synced one at a
+//! time, only the last batch can be torn, and a torn last batch is dropped (the step that wrote
+//! it runs again at the next open, or the copy resumes). Cost: one fdatasync per
+//! [`REBUILD_BATCH_KEYS_MAX`] keys, during steps that run once.
+
+use fjall::{Keyspace, OwnedWriteBatch, PersistMode};
+
+use super::FjallStore;
+use crate::store::StoreError;
+
+/// Keys per batch of a rebuild, at most.
+pub(super) const REBUILD_BATCH_KEYS_MAX: usize = 4096;
+
+/// A rebuild's writes, committed and synced every [`REBUILD_BATCH_KEYS_MAX`] keys. The caller
+/// holds the store's write lock (asserted by [`FjallStore::batch`]).
+pub(super) struct RebuildBatch<'a> {
+    store: &'a FjallStore,
+    batch: OwnedWriteBatch,
+}
+
+impl<'a> RebuildBatch<'a> {
+    pub(super) fn new(store: &'a FjallStore) -> Self {
+        Self {
+            store,
+            batch: store.batch(),
+        }
+    }
+
+    pub(super) fn insert(
+        &mut self,
+        keyspace: &Keyspace,
+        key: impl Into<fjall::UserKey>,
+        value: impl Into<fjall::UserValue>,
+    ) -> Result<(), StoreError> {
+        self.batch.insert(keyspace, key, value);
+        if self.batch.len() >= REBUILD_BATCH_KEYS_MAX {
+            let full = std::mem::replace(&mut self.batch, self.store.batch());
+            self.store.commit_synced(full)?;
+        }
+        Ok(())
+    }
+
+    /// Commits and syncs what is left.
+    pub(super) fn finish(self) -> Result<(), StoreError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        self.store.commit_synced(self.batch)
+    }
+}
+
+impl FjallStore {
+    fn commit_synced(&self, batch: OwnedWriteBatch) -> Result<(), StoreError> {
+        self.written(batch.commit().map_err(StoreError::from))?;
+        self.sync_now()
+    }
+
+    /// Makes everything committed so far durable now, whatever `durability` says: fdatasync,
+    /// as `durability = "fsync"` does (fjall pre-sizes its journals and fsyncs them and their
+    /// directory when it creates them).
+    pub(super) fn sync_now(&self) -> Result<(), StoreError> {
+        let synced = self
+            .db
+            .persist(PersistMode::SyncData)
+            .map_err(|e| StoreError::Persist(e.into()));
+        self.written(synced)?;
+        self.sync_new_blob_files()?;
+        #[cfg(test)]
+        self.durable_syncs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.publish();
+        Ok(())
+    }
+}
