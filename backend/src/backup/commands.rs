@@ -63,7 +63,19 @@ pub fn migrate(
     let expected = tally_all(view.as_ref(), batch_records)?;
     let found = tally_all(dest.store()?.dump_view()?.as_ref(), batch_records)?;
     let comparisons = verify::compare(&expected, &found);
-    verify::check(&comparisons)?;
+    match verify::check(&comparisons) {
+        Err(BackupError::Mismatch(found)) if report.resumed && can_change(from) => {
+            return Err(BackupError::Mismatch(format!(
+                "{found}. The copy was resumed, and {from} may have changed since the \
+                 interrupted run: the parts copied before the interruption come from that \
+                 run's snapshot and cannot be compared with this one's, so rerunning cannot \
+                 pass. Start again into an empty destination ({}); to be able to resume a \
+                 copy, stop the servers writing to the source first",
+                start_again(to, &checkpoint)
+            )));
+        }
+        checked => checked?,
+    }
     copy::finish(&checkpoint, dest.store()?)?;
     Ok(Outcome {
         copy: report,
@@ -71,6 +83,25 @@ pub fn migrate(
         files: None,
         state: None,
     })
+}
+
+/// Whether a source may change between two runs of one copy: PostgreSQL is read while the
+/// servers write (each run from its own snapshot), and nothing keeps ScyllaDB's servers off.
+/// An embedded store is open for the copy alone and a backup never changes.
+fn can_change(source: &StoreSpec) -> bool {
+    matches!(source, StoreSpec::Postgres(_) | StoreSpec::Scylla { .. })
+}
+
+/// How to empty a copy's destination, `checkpoint` being its checkpoint.
+fn start_again(to: &StoreSpec, checkpoint: &Path) -> String {
+    match to {
+        StoreSpec::Embedded(dir) => format!("remove {}", dir.display()),
+        StoreSpec::Postgres(_) => format!(
+            "drop and create the database again, and remove {}",
+            checkpoint.display()
+        ),
+        _ => format!("empty {to}, and remove {}", checkpoint.display()),
+    }
 }
 
 /// Whether `dir` holds anything but an earlier restore's checkpoint (and the store files that

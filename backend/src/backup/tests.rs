@@ -12,7 +12,7 @@ use crate::config::Durability;
 use crate::store::dump::{DumpStore, Part, tally_all};
 use crate::store::*;
 
-fn message(conv: ConvId, seq: u64, from: UserId, to: UserId) -> MessageRecord {
+pub(crate) fn message(conv: ConvId, seq: u64, from: UserId, to: UserId) -> MessageRecord {
     MessageRecord {
         conv_id: conv,
         seq,

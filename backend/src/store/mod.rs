@@ -195,3 +195,23 @@ pub fn username_key(username: &str) -> String {
 pub fn email_key(email: &str) -> String {
     email.trim().to_lowercase()
 }
+
+/// Whether `user` holds its address in the e-mail index, `holder` holding it now. Addresses
+/// were not unique in embedded stores written before the e-mail index
+/// (`fjall/account_index.rs`): where several users share one, the lowest user id keeps it,
+/// whichever is indexed or imported first, and the others still log in by id or name. The
+/// index build and the embedded and PostgreSQL imports follow this rule (PostgreSQL's in SQL:
+/// `store/postgres/dump/import.rs`); ScyllaDB's import does not yet (the last user imported
+/// gets the address).
+pub fn keeps_email(user: UserId, holder: Option<UserId>) -> bool {
+    holder.is_none_or(|holder| user <= holder)
+}
+
+/// Logs a user whose address stays with `kept_by` ([`keeps_email`]).
+pub(crate) fn log_email_not_indexed(user: UserId, kept_by: Option<UserId>) {
+    tracing::warn!(
+        user_id = user,
+        kept_by,
+        "e-mail address shared with an older account: not indexed for this user"
+    );
+}

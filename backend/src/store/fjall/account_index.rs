@@ -10,7 +10,7 @@
 use super::accounts::{decode_token, user_token_key};
 use super::rebuild::RebuildBatch;
 use super::{FjallStore, be_u64, decode};
-use crate::store::{StoreError, UserRecord, email_key};
+use crate::store::{StoreError, UserRecord, email_key, keeps_email, log_email_not_indexed};
 
 const META_ACCOUNT_INDEX: &[u8] = b"account_index";
 const ACCOUNT_INDEX_CURRENT: u64 = 1;
@@ -43,22 +43,17 @@ pub(super) fn build(store: &FjallStore) -> Result<(), StoreError> {
             Some(owner) => Some(*owner),
             None => store.emails.get(&key)?.map(|v| be_u64(&v)).transpose()?,
         };
-        match owner {
-            Some(owner) if owner != user.user_id => {
-                duplicates += 1;
-                tracing::warn!(
-                    user_id = user.user_id,
-                    kept_by = owner,
-                    "e-mail address shared with an older account: not indexed for this user"
-                );
-            }
-            Some(_) => {}
-            None => {
-                batch.insert(&store.emails, key.as_bytes(), user.user_id.to_be_bytes())?;
-                seen.insert(key, user.user_id);
-                emails += 1;
-            }
+        if owner == Some(user.user_id) {
+            continue;
         }
+        if !keeps_email(user.user_id, owner) {
+            duplicates += 1;
+            log_email_not_indexed(user.user_id, owner);
+            continue;
+        }
+        batch.insert(&store.emails, key.as_bytes(), user.user_id.to_be_bytes())?;
+        seen.insert(key, user.user_id);
+        emails += 1;
     }
 
     let mut tokens = 0usize;
@@ -88,10 +83,28 @@ pub(super) fn build(store: &FjallStore) -> Result<(), StoreError> {
 }
 
 #[cfg(test)]
+impl FjallStore {
+    /// Writes `user` as a build before the e-mail index did (no `emails` entry, addresses not
+    /// unique), durably: the old stores that index builds and migrations meet.
+    pub(crate) fn put_old_user(&self, user: &UserRecord) {
+        let _writing = self.write_lock();
+        let id = user.user_id.to_be_bytes();
+        self.insert(&self.users, id, super::encode(user)).unwrap();
+        self.insert(
+            &self.usernames,
+            crate::store::username_key(&user.username),
+            id,
+        )
+        .unwrap();
+        self.persist().unwrap();
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::Durability;
-    use crate::store::{AccountStore, TokenRecord, USER_ID_FIRST, username_key};
+    use crate::store::{AccountStore, TokenRecord, USER_ID_FIRST};
 
     /// A token as the store wrote it before `platform` and `last_seen_ms`.
     #[derive(serde::Serialize)]
@@ -103,24 +116,13 @@ mod tests {
     }
 
     fn old_user(store: &FjallStore, user_id: u64, name: &str, email: &str) {
-        let user = UserRecord {
+        store.put_old_user(&UserRecord {
             user_id,
             username: name.into(),
             password_hash: "h".into(),
             email: email.into(),
             created_at_ms: 1,
-        };
-        let _writing = store.write_lock();
-        store
-            .insert(
-                &store.users,
-                user_id.to_be_bytes(),
-                super::super::encode(&user),
-            )
-            .unwrap();
-        store
-            .insert(&store.usernames, username_key(name), user_id.to_be_bytes())
-            .unwrap();
+        });
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! `invite_codes`, `group_names`, `user_group_counts`) are not exported: import writes them
 //! beside their records, and `finish_import` counts `user_group_counts`.
 
+use std::collections::HashMap;
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -11,12 +12,13 @@ use fjall::{Keyspace, Readable, Snapshot};
 
 use super::accounts::{META_NEXT_USER_ID, decode_token, user_token_key};
 use super::groups::{META_NEXT_GROUP_ID, mention_key};
-use super::log::{META_NEXT_MSG_ID, decode_run, encode_run};
+use super::log::{META_NEXT_MSG_ID, decode_run};
 use super::rebuild::RebuildBatch;
 use super::{FjallStore, be_u64, decode, encode, key_u64, pair_key};
 use crate::store::dump::{Counter, DumpItem, DumpPage, DumpStore, DumpView, Part, ResumeKey};
 use crate::store::{
-    AuditStore, ConvId, RelationKind, StoreError, UserId, email_key, group_name_key, username_key,
+    AuditStore, ConvId, MessageRecord, RelationKind, StoreError, UserId, email_key, group_name_key,
+    keeps_email, log_email_not_indexed, username_key,
 };
 
 /// The counters kept in `meta`, by key. The next audit id is not kept: it follows the log.
@@ -248,12 +250,23 @@ impl DumpView for FjallDumpView<'_> {
     }
 }
 
+/// What one import batch has written so far that its later items depend on.
+struct Importing<'a> {
+    /// The store before the batch (the import holds the write lock).
+    view: Arc<Snapshot>,
+    /// Runs of messages, written last (`import_runs.rs`).
+    runs: Vec<&'a [MessageRecord]>,
+    /// Addresses indexed by this batch, and for whom.
+    emails: HashMap<String, UserId>,
+}
+
 impl FjallStore {
     /// Adds one imported item, and the index entries its record implies, to `batch`.
-    fn import_into(
+    fn import_into<'a>(
         &self,
         batch: &mut fjall::OwnedWriteBatch,
-        item: &DumpItem,
+        item: &'a DumpItem,
+        importing: &mut Importing<'a>,
     ) -> Result<(), StoreError> {
         match item {
             DumpItem::User(u) => {
@@ -264,8 +277,22 @@ impl FjallStore {
                     u.user_id.to_be_bytes(),
                 );
                 let mail = email_key(&u.email);
-                if !mail.is_empty() {
-                    batch.insert(&self.emails, mail, u.user_id.to_be_bytes());
+                if mail.is_empty() {
+                    return Ok(());
+                }
+                let holder = match importing.emails.get(&mail) {
+                    Some(holder) => Some(*holder),
+                    None => importing
+                        .view
+                        .get(&self.emails, &mail)?
+                        .map(|v| be_u64(&v))
+                        .transpose()?,
+                };
+                if keeps_email(u.user_id, holder) {
+                    batch.insert(&self.emails, &mail, u.user_id.to_be_bytes());
+                    importing.emails.insert(mail, u.user_id);
+                } else {
+                    log_email_not_indexed(u.user_id, holder);
                 }
             }
             DumpItem::Token { hash, token } => {
@@ -280,15 +307,16 @@ impl FjallStore {
                 batch.insert(&self.invite_codes, i.code_hash, i.id.to_be_bytes());
             }
             DumpItem::Messages(run) => {
-                let first = run.first().ok_or_else(|| corrupt("an empty run"))?;
+                if run.is_empty() {
+                    return Err(corrupt("an empty run"));
+                }
                 let consecutive = run
                     .windows(2)
                     .all(|w| w[1].conv_id == w[0].conv_id && w[1].seq == w[0].seq + 1);
                 if !consecutive {
                     return Err(corrupt("a run that is not one conversation's next seqs"));
                 }
-                let key = pair_key(first.conv_id.to_wire(), first.seq);
-                batch.insert(&self.runs, key, encode_run(run.iter()));
+                importing.runs.push(run);
             }
             DumpItem::Recall {
                 conv,
@@ -412,9 +440,15 @@ impl DumpStore for FjallStore {
         let _writing = self.write_lock();
         self.writable()?;
         let mut batch = self.batch();
+        let mut importing = Importing {
+            view: self.view(),
+            runs: Vec::new(),
+            emails: HashMap::new(),
+        };
         for item in items {
-            self.import_into(&mut batch, item)?;
+            self.import_into(&mut batch, item, &mut importing)?;
         }
+        self.import_runs(&mut batch, &importing.runs)?;
         self.written(batch.commit().map_err(StoreError::from))?;
         self.persist()
     }

@@ -235,7 +235,12 @@ impl FjallStore {
     }
 
     /// The first seq of the run that holds `seq`, if one starts at or before it.
-    fn run_start(&self, view: &Snapshot, conv: u64, seq: u64) -> Result<Option<u64>, StoreError> {
+    pub(super) fn run_start(
+        &self,
+        view: &Snapshot,
+        conv: u64,
+        seq: u64,
+    ) -> Result<Option<u64>, StoreError> {
         match view
             .range(&self.runs, pair_key(conv, 0)..=pair_key(conv, seq))
             .next_back()

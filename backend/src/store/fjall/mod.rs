@@ -34,6 +34,7 @@ mod dump;
 mod flush_watch;
 mod group_names;
 mod groups;
+mod import_runs;
 mod journal_prefill;
 mod journal_repair;
 mod journal_sync;

@@ -5,8 +5,9 @@
 //!   is closed with the view, never handed back to the pool inside its transaction.
 //! - `export.rs`: each part is one table read in primary-key order by keyset pages.
 //! - `import.rs`: a batch is one transaction of multi-row upserts, idempotent.
-//! - `finish_import` counts `user_group_counts` (the one table derived from others); the
-//!   counters were raised (never lowered) by the import of the `Counters` part.
+//! - `finish_import` counts `user_group_counts` (the one table derived from others) and logs
+//!   the users whose shared e-mail address stayed with a lower user id; the counters were
+//!   raised (never lowered) by the import of the `Counters` part.
 
 mod export;
 mod import;
@@ -14,9 +15,11 @@ mod import;
 use deadpool_postgres::Object;
 use tokio_postgres::types::ToSql;
 
+use std::collections::HashMap;
+
 use super::{PgStore, col, limit, u};
-use crate::store::StoreError;
 use crate::store::dump::{Counter, DumpItem, DumpPage, DumpStore, DumpView, Part, ResumeKey};
+use crate::store::{StoreError, email_key, log_email_not_indexed};
 
 /// Every table `is_empty` looks at.
 const TABLES: [&str; 21] = [
@@ -166,7 +169,7 @@ impl DumpStore for PgStore {
              ON CONFLICT (user_id) DO UPDATE SET count = excluded.count",
             &[],
         )?;
-        Ok(())
+        self.log_emails_not_indexed()
     }
 
     fn mark_import(&self, source: Option<&str>) -> Result<(), StoreError> {
@@ -195,6 +198,31 @@ impl DumpStore for PgStore {
 }
 
 impl PgStore {
+    /// Logs each imported user whose address stayed with a lower user id
+    /// ([`crate::store::keeps_email`]), as the embedded store's index build does.
+    fn log_emails_not_indexed(&self) -> Result<(), StoreError> {
+        let mut shared = Vec::new();
+        for row in self.rows(import::EMAILS_NOT_INDEXED, &[])? {
+            let key = email_key(&col::<String>(&row, 1)?);
+            if !key.is_empty() {
+                shared.push((u(&row, 0)?, key));
+            }
+        }
+        if shared.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<&str> = shared.iter().map(|(_, k)| k.as_str()).collect();
+        let holders: HashMap<String, u64> = self
+            .rows(import::EMAIL_HOLDERS, &[&keys])?
+            .iter()
+            .map(|row| Ok((col::<String>(row, 0)?, u(row, 1)?)))
+            .collect::<Result<_, StoreError>>()?;
+        for (user, key) in shared {
+            log_email_not_indexed(user, holders.get(&key).copied());
+        }
+        Ok(())
+    }
+
     /// The source of a copy into this database that has not finished (`mark_import`).
     pub fn unfinished_import(&self) -> Result<Option<String>, StoreError> {
         self.row("SELECT source FROM import_in_progress", &[])?
@@ -203,5 +231,7 @@ impl PgStore {
     }
 }
 
+#[cfg(test)]
+mod copy_tests;
 #[cfg(test)]
 mod tests;

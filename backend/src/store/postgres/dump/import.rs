@@ -4,6 +4,8 @@
 //! contacts, groups) goes through the commit group's own statements (`append.rs`,
 //! `contacts.rs`, `groups.rs`): one place for each table's write.
 
+use std::collections::HashMap;
+
 use tokio_postgres::types::ToSql;
 
 use super::super::append::{Batch, boxed, log_statements};
@@ -11,17 +13,39 @@ use super::super::audit::AUDIT_PUT;
 use super::super::{PgStore, encode, i, i32_of};
 use crate::store::dump::{Counter, DumpItem};
 use crate::store::{
-    CommitGroup, MessageRecord, RecencyMove, RelationKey, SummaryWrite, email_key, username_key,
+    CommitGroup, MessageRecord, RecencyMove, RelationKey, SummaryWrite, UserRecord, email_key,
+    keeps_email, username_key,
 };
 
+/// A user's address goes into `email_key` unless a lower user id holds it
+/// ([`crate::store::keeps_email`]; a batch has at most one row per address, `import_batch`).
 const USERS_PUT: &str = "INSERT INTO users (user_id, username, username_key, password_hash, \
      email, email_key, created_at_ms) \
-     SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], \
+     SELECT n.user_id, n.username, n.username_key, n.password_hash, n.email, \
+     CASE WHEN EXISTS (SELECT 1 FROM users o WHERE o.email_key = n.email_key \
+     AND o.user_id < n.user_id) THEN NULL ELSE n.email_key END, n.created_at_ms \
+     FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], \
      $6::text[], $7::bigint[]) \
+     AS n(user_id, username, username_key, password_hash, email, email_key, created_at_ms) \
      ON CONFLICT (user_id) DO UPDATE SET username = excluded.username, \
      username_key = excluded.username_key, password_hash = excluded.password_hash, \
      email = excluded.email, email_key = excluded.email_key, \
      created_at_ms = excluded.created_at_ms";
+
+/// Before [`USERS_PUT`]: a higher user id gives up an address a batch's user claims (a source
+/// not in id order, such as ScyllaDB's token order).
+const EMAILS_RELEASE: &str = "UPDATE users u SET email_key = NULL \
+     FROM UNNEST($1::bigint[], $2::text[]) AS n(user_id, email_key) \
+     WHERE u.email_key = n.email_key AND u.user_id > n.user_id";
+
+/// Users whose address is not indexed: shared with a lower user id (logged by
+/// `finish_import`), or blank.
+pub(super) const EMAILS_NOT_INDEXED: &str =
+    "SELECT user_id, email FROM users WHERE email_key IS NULL AND email <> ''";
+
+/// Who holds each of `$1`.
+pub(super) const EMAIL_HOLDERS: &str =
+    "SELECT email_key, user_id FROM users WHERE email_key = ANY($1::text[])";
 
 const TOKENS_PUT: &str = "INSERT INTO tokens (hash, user_id, device_id, issued_at_ms, \
      expires_at_ms, platform, last_seen_ms) \
@@ -210,6 +234,27 @@ impl PgStore {
             }
         }
         let mut batch = Batch::default();
+        // Each address once in the batch, for its lowest user id: the statements compare
+        // with the rows stored before the batch, not with each other.
+        let mut claims: HashMap<String, u64> = HashMap::new();
+        for u in &users {
+            let key = email_key(&u.email);
+            if key.is_empty() {
+                continue;
+            }
+            let holder = claims.get(&key).copied();
+            if keeps_email(u.user_id, holder) {
+                claims.insert(key, u.user_id);
+            }
+        }
+        let claimed = |u: &UserRecord| {
+            let key = email_key(&u.email);
+            (claims.get(&key) == Some(&u.user_id)).then_some(key)
+        };
+        let releases: Vec<(u64, String)> = claims.iter().map(|(k, u)| (*u, k.clone())).collect();
+        push_if(&mut batch, EMAILS_RELEASE, &releases, |r| {
+            Columns(vec![column(r, |c| i(c.0)), column(r, |c| c.1.clone())])
+        });
         push_if(&mut batch, USERS_PUT, &users, |r| {
             Columns(vec![
                 column(r, |u| i(u.user_id)),
@@ -217,7 +262,7 @@ impl PgStore {
                 column(r, |u| username_key(&u.username)),
                 column(r, |u| u.password_hash.clone()),
                 column(r, |u| u.email.clone()),
-                column(r, |u| Some(email_key(&u.email)).filter(|k| !k.is_empty())),
+                column(r, |u| claimed(u)),
                 column(r, |u| i(u.created_at_ms)),
             ])
         });

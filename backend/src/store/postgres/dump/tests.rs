@@ -10,19 +10,26 @@ use crate::config::Durability;
 use crate::store::dump::{DumpItem, DumpStore, DumpView, Part, tally_all};
 use crate::store::*;
 
-/// A destination that fails after `batches` imports: a copy that died part way.
-struct StopAfter<'a> {
-    inner: &'a PgStore,
-    batches: AtomicUsize,
+/// A destination that fails after `batches` imports (of those `counted` says count): a copy
+/// that died part way. With `import_last`, the failing import is made first: a copy that died
+/// after importing a batch and before saving its checkpoint.
+pub(super) struct StopAfter<'a, S> {
+    pub(super) inner: &'a S,
+    pub(super) batches: AtomicUsize,
+    pub(super) counted: fn(&[DumpItem]) -> bool,
+    pub(super) import_last: bool,
 }
 
-impl DumpStore for StopAfter<'_> {
+impl<S: DumpStore> DumpStore for StopAfter<'_, S> {
     fn dump_view(&self) -> Result<Box<dyn DumpView + '_>, StoreError> {
         self.inner.dump_view()
     }
 
     fn import(&self, items: &[DumpItem]) -> Result<(), StoreError> {
-        if self.batches.fetch_sub(1, Ordering::SeqCst) == 0 {
+        if (self.counted)(items) && self.batches.fetch_sub(1, Ordering::SeqCst) == 0 {
+            if self.import_last {
+                self.inner.import(items)?;
+            }
             return Err(StoreError::Unavailable("the copy was stopped".into()));
         }
         self.inner.import(items)
@@ -59,6 +66,8 @@ fn every_part_round_trips_embedded_to_postgres_to_embedded_and_a_resumed_copy_is
     let stopping = StopAfter {
         inner: &pg,
         batches: AtomicUsize::new(5),
+        counted: |_| true,
+        import_last: false,
     };
     let stopped = copy::copy(view.as_ref(), "a", &stopping, &checkpoint, 2, &mut |_| {});
     assert!(stopped.is_err(), "the copy stops after 5 batches");
