@@ -68,6 +68,9 @@ pub struct ShardStats {
     pub logins_in_flight: LocalCounter,
     /// Bytes queued for the shard's connections, as of the reaper's last tick.
     pub outbound_bytes: LocalCounter,
+    /// Connections kicked because the shard's queued bytes passed
+    /// `gateway.outbound_bytes_per_shard_max` (counted when chosen; also in `kicks` once closed).
+    pub outbound_budget_kicks: LocalCounter,
     /// Pre-login requests refused at once: `gateway.logins_in_flight_per_shard_max` reached
     /// (SERVER_FULL), or the backend's request queue full (UNAVAILABLE).
     pub logins_refused_in_flight: LocalCounter,
@@ -148,6 +151,10 @@ pub fn publish(shards: &[Arc<ShardStats>]) {
             metrics::counter!(name, "shard" => shard.clone()).absolute(v);
         };
         counter("ringchat_accepted_total", s.accepted.get());
+        counter(
+            "ringchat_outbound_budget_kicks_total",
+            s.outbound_budget_kicks.get(),
+        );
         counter("ringchat_logins_paced_total", s.logins_paced.get());
         counter("ringchat_rejected_full_total", s.rejected_full.get());
         counter(

@@ -601,6 +601,7 @@ impl Shard {
             };
             c.outbound.clear(&self.outbound_bytes);
             c.close_with(Close::Kick(KickReason::SlowConsumer));
+            self.stats.outbound_budget_kicks.add(1);
         }
     }
 
