@@ -413,6 +413,35 @@ fn every_live_key_is_a_key_and_moves_in_a_merge() {
     assert_eq!(next.config.security.deny, vec!["10.0.0.1".to_owned()]);
 }
 
+/// A bad URL's problem names it without its password: problems are logged (a SIGHUP's
+/// refusal), and the logs are served to viewers.
+#[test]
+fn a_problem_echoes_no_password() {
+    for text in [
+        "[storage]\nengine = \"postgres\"\n[storage.postgres]\nurl = \"postgres://u:topsecret@db:5432x/r\"\n",
+        "[storage]\nengine = \"postgres\"\n[storage.postgres]\nurl = \"host=db port=x user=r password=topsecret\"\n",
+        "[storage]\nengine = \"postgres\"\n[cluster]\nenabled = true\nredis_url = \"mysql://u:topsecret@r:6379\"\n",
+        "[storage]\nengine = \"postgres\"\n[cluster]\nenabled = true\nsentinel_addrs = [\"u:topsecret@:x:y\"]\n",
+    ] {
+        let problems = Config::parse(text, no_env()).unwrap_err().join("\n");
+        assert!(problems.contains("config:"), "located: {problems}");
+        assert!(!problems.contains("topsecret"), "{text}\n→ {problems}");
+    }
+    let env = vec![
+        (
+            "RINGCHAT_STORAGE__POSTGRES__URL".to_owned(),
+            "postgres://u:topsecret@db:5432x/r".to_owned(),
+        ),
+        ("RINGCHAT_STORAGE__ENGINE".to_owned(), "postgres".to_owned()),
+    ];
+    let problems = Config::parse("", env).unwrap_err().join("\n");
+    assert!(
+        problems.contains("RINGCHAT_STORAGE__POSTGRES__URL"),
+        "{problems}"
+    );
+    assert!(!problems.contains("topsecret"), "{problems}");
+}
+
 #[test]
 fn a_resume_fits_in_half_the_outbound_queue() {
     let resume_max = |text: &str| {
