@@ -178,18 +178,127 @@ pub fn is_secret_key(key: &str) -> bool {
         .any(|s| last == *s || last.ends_with(&format!("_{s}")))
 }
 
-/// The value to show for `key`.
+/// The value to show for `key`: a secret key's as `"<redacted>"` when set, any other text
+/// with its credentials hidden (`credentials_hidden`).
 pub fn shown(key: &str, value: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
     let empty = match value {
-        serde_json::Value::String(s) => s.is_empty(),
-        serde_json::Value::Null => true,
+        Value::String(s) => s.is_empty(),
+        Value::Null => true,
         _ => false,
     };
     if is_secret_key(key) && !empty {
-        serde_json::Value::String("<redacted>".to_owned())
-    } else {
-        value.clone()
+        return Value::String("<redacted>".to_owned());
     }
+    match value {
+        Value::String(s) => Value::String(credentials_hidden(s)),
+        Value::Array(items) => Value::Array(items.iter().map(|v| shown(key, v)).collect()),
+        _ => value.clone(),
+    }
+}
+
+/// A configuration value as text, to echo in a problem or a log line: `"<redacted>"` for a
+/// secret key, anything else with its credentials hidden.
+pub fn shown_text(key: &str, value: &str) -> String {
+    if is_secret_key(key) && !value.is_empty() {
+        "<redacted>".to_owned()
+    } else {
+        credentials_hidden(value)
+    }
+}
+
+/// What replaces a hidden credential.
+const HIDDEN: &str = "(hidden)";
+
+/// `text` with the credentials it may carry replaced by `(hidden)`: the password of a URL's
+/// `user:password@` (`postgres://…`, `redis://…`, a sentinel's `user:password@host:port`)
+/// and the value of a `password=`, `…secret=` or `…token=` parameter (a URL's query or
+/// PostgreSQL's `key=value` form, quoted or not). Where a value is ambiguous, more is hidden,
+/// never less. The one rule for every URL-like value echoed to operators (configuration
+/// problems, `GET /api/config`, a SIGHUP's log lines, `ringchat migrate`'s output).
+pub fn credentials_hidden(text: &str) -> String {
+    hidden_params(&hidden_userinfo(text))
+}
+
+/// `scheme://user:password@host` → `scheme://user:(hidden)@host`, word by word.
+fn hidden_userinfo(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while !rest.is_empty() {
+        // A word: up to white space or a quote (a TOML list is `["a", "b"]`).
+        let start = rest
+            .find(|c: char| !(c.is_whitespace() || c == '"' || c == '\''))
+            .unwrap_or(rest.len());
+        out.push_str(&rest[..start]);
+        rest = &rest[start..];
+        let end = rest
+            .find(|c: char| c.is_whitespace() || c == '"' || c == '\'')
+            .unwrap_or(rest.len());
+        let (word, after) = rest.split_at(end);
+        out.push_str(&word_without_password(word));
+        rest = after;
+    }
+    out
+}
+
+fn word_without_password(word: &str) -> String {
+    let authority_at = word.find("://").map_or(0, |i| i + 3);
+    let Some(at) = word[authority_at..].rfind('@').map(|i| i + authority_at) else {
+        return word.to_owned();
+    };
+    // Without a `user:` in front of the `@` (an e-mail address), nothing is hidden.
+    match word[authority_at..at].find(':') {
+        Some(colon) => {
+            let user_end = authority_at + colon + 1;
+            format!("{}{HIDDEN}{}", &word[..user_end], &word[at..])
+        }
+        None => word.to_owned(),
+    }
+}
+
+/// `password=S`, `sslpassword='S T'`, `?secret=S&…` → the value `(hidden)`.
+fn hidden_params(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(eq) = rest.find('=') {
+        let (before, after) = rest.split_at(eq);
+        out.push_str(before);
+        out.push('=');
+        let after = &after[1..];
+        let name_start = before
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .map_or(0, |i| i + 1);
+        let name = before[name_start..].to_ascii_lowercase();
+        let secret = ["password", "secret", "token"]
+            .iter()
+            .any(|s| name.ends_with(s));
+        if !secret {
+            rest = after;
+            continue;
+        }
+        let value_len = if let Some(quoted) = after.strip_prefix('\'') {
+            // To the closing quote (`\'` inside is escaped), or to the end.
+            let mut escaped = false;
+            quoted
+                .char_indices()
+                .find(|&(_, c)| {
+                    let close = c == '\'' && !escaped;
+                    escaped = c == '\\' && !escaped;
+                    close
+                })
+                .map_or(after.len(), |(i, _)| i + 2)
+        } else {
+            after
+                .find(|c: char| c.is_whitespace() || matches!(c, '&' | '"' | ',' | ';' | '#'))
+                .unwrap_or(after.len())
+        };
+        if value_len > 0 {
+            out.push_str(HIDDEN);
+        }
+        rest = &after[value_len..];
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
@@ -224,5 +333,57 @@ mod tests {
             shown("email.smtp.password", &serde_json::json!("")),
             serde_json::json!("")
         );
+    }
+
+    #[test]
+    fn credentials_are_hidden_in_every_form_and_nothing_else_is() {
+        for (text, expect) in [
+            (
+                "postgres://u:topsecret@db:5432x/r",
+                "postgres://u:(hidden)@db:5432x/r",
+            ),
+            ("redis://:topsecret@r:6379/0", "redis://:(hidden)@r:6379/0"),
+            ("u:topsecret@10.0.0.1:26379", "u:(hidden)@10.0.0.1:26379"),
+            // A password holding '@' or '/': everything up to the last '@' goes.
+            (
+                "postgres://u:a@b/topsecret@db/r",
+                "postgres://u:(hidden)@db/r",
+            ),
+            (
+                "host=db user=r password=topsecret dbname=r",
+                "host=db user=r password=(hidden) dbname=r",
+            ),
+            (
+                "host=db password='top secret\\' x' dbname=r",
+                "host=db password=(hidden) dbname=r",
+            ),
+            (
+                "postgresql://db/r?sslmode=require&password=topsecret&x=1",
+                "postgresql://db/r?sslmode=require&password=(hidden)&x=1",
+            ),
+            (
+                "[\"redis://u:topsecret@a:1\", \"b:2\"]",
+                "[\"redis://u:(hidden)@a:1\", \"b:2\"]",
+            ),
+            ("ops@example.com", "ops@example.com"),
+            (
+                "postgres://ringchat@db/ringchat",
+                "postgres://ringchat@db/ringchat",
+            ),
+            ("info,ringchat=debug", "info,ringchat=debug"),
+            ("", ""),
+        ] {
+            let shown = credentials_hidden(text);
+            assert_eq!(shown, expect, "{text}");
+            assert_eq!(credentials_hidden(&shown), shown, "idempotent: {text}");
+        }
+        assert_eq!(
+            shown(
+                "cluster.sentinel_addrs",
+                &serde_json::json!(["redis://u:topsecret@a:1"])
+            ),
+            serde_json::json!(["redis://u:(hidden)@a:1"])
+        );
+        assert_eq!(shown_text("push.secret", "x"), "<redacted>");
     }
 }

@@ -350,7 +350,10 @@ impl Config {
                 }
             }
         }
-        out
+        // A problem may quote a URL (a parser's message): no password in what is logged.
+        out.iter()
+            .map(|p| ringchat_backend::live::credentials_hidden(p))
+            .collect()
     }
 
     pub fn backend_settings(&self) -> Settings {

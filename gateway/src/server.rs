@@ -122,6 +122,12 @@ pub fn run(
         Arc::clone(&backend),
         conns_cap,
     ));
+    // `log.filter` (PATCH /api/config, SIGHUP) goes through the same control as
+    // PUT /api/logs/filter: one filter in force, whichever set it last.
+    if let Some(logs) = &logs {
+        let logs = Arc::clone(logs);
+        runtime_config.set_log_filter_hook(Box::new(move |f| logs.control().set_filter(f)));
+    }
     let admin_tls = if config.admin.tls.enabled() {
         let tls = &config.admin.tls;
         Some(crate::tls::server_config(&tls.cert_path, &tls.key_path).context("[admin.tls]")?)

@@ -305,3 +305,24 @@ async fn a_link_without_the_clusters_peer_secret_is_refused() {
     );
     client.link(request).await.expect("a peer's link");
 }
+
+/// A cluster node takes live changes: its secrets (the peer secret, the Redis URL), hidden when
+/// the configuration is shown, survive the merge with the new values. Every PATCH /api/config
+/// and PUT /api/security/ip-rules on a cluster node used to be refused ("cluster.peer_secret:
+/// required").
+#[test]
+fn a_cluster_node_takes_live_configuration_changes() {
+    let nodes = common::cluster::fresh_nodes("live_config", &["a"], &[]);
+    let admin = nodes[0].api_key("ops", "admin");
+    let (status, body) = admin.patch(
+        "/api/config",
+        serde_json::json!({"limits.messages_per_s_max": 50}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let rules = serde_json::json!({"allow": [], "deny": ["192.0.2.1"]});
+    let (status, body) = admin.call("PUT", "/api/security/ip-rules", Some(rules.to_string()));
+    assert_eq!(status, 200, "{body}");
+    let (_, config) = admin.get("/api/config");
+    assert_eq!(config["config"]["limits"]["messages_per_s_max"], 50);
+    assert_eq!(config["config"]["security"]["deny"][0], "192.0.2.1");
+}

@@ -572,3 +572,26 @@ fn an_export_whose_client_left_gives_its_scan_slot_back_though_nothing_matched()
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// `log.filter` through `PATCH /api/config` changes the filter in force at once, the same one
+/// `GET /api/logs/filter` shows: it used to be stored, audited and shown, and applied only at
+/// the next start.
+#[test]
+fn a_live_log_filter_change_applies_at_once() {
+    let server = TestServer::start(&[]);
+    let admin = server.api_key("ops", "admin");
+    let dir = log_dir(&server);
+    let debug_line = "admin connection ended with an error";
+    let filter = "info,fjall=warn,lsm_tree=warn,ringchat_backend::admin::listener=debug";
+    let (status, body) = admin.patch("/api/config", json!({ "log.filter": filter }));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(admin.get("/api/logs/filter").1["filter"], filter);
+    // A DEBUG event of the target the filter names: a request the admin listener cannot parse.
+    let mut conn = TcpStream::connect(server.admin).unwrap();
+    conn.set_read_timeout(Some(WAIT)).unwrap();
+    conn.write_all(b"NOT HTTP\r\n\r\n").unwrap();
+    let _ = conn.read_to_end(&mut Vec::new());
+    wait_until("the DEBUG line in the log file", || {
+        file_lines(&dir).iter().any(|l| l.contains(debug_line))
+    });
+}

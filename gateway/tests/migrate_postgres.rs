@@ -2,7 +2,9 @@
 //! of 100,000 messages (and two users who signed up on a real server) copied into a fresh
 //! database and verified; a server with `engine = "postgres"` on that database serves them
 //! (the old password logs in, Sync returns the old messages with their seqs, a new send takes
-//! the next seq); then PostgreSQL → a new embedded store, verified. Needs the server that
+//! the next seq); then PostgreSQL → a new embedded store, verified. The URL comes from the
+//! environment and from a file, with a password the output never shows (the test server
+//! trusts local connections: the password is sent nowhere). Needs the server that
 //! `scripts/test.sh` starts (RINGCHAT_TEST_POSTGRES_URL); fails without it.
 
 mod common;
@@ -10,7 +12,7 @@ mod common;
 use std::path::Path;
 
 use common::TestServer;
-use common::migrate::{fill_store, migrate_messages, ringchat_in, text};
+use common::migrate::{fill_store, migrate_messages, ringchat_in, ringchat_in_with, text};
 use ringchat_bench::client::conversation_id;
 
 fn body(i: usize) -> String {
@@ -41,12 +43,21 @@ async fn a_store_migrated_to_postgresql_is_served_from_it_and_migrates_back() {
 
     // embedded → PostgreSQL.
     let url = common::store::fresh_database();
-    let pg = format!("postgres:{url}");
+    let secret = "topsecret-pw";
+    let joint = if url.contains('?') { '&' } else { '?' };
+    let with_password = format!("{url}{joint}password={secret}");
+    let pg = format!("postgres:{with_password}");
     let embedded = |d: &Path| format!("embedded:{}", d.display());
     let (from_a, to_c) = (embedded(&a), embedded(&c));
-    let out = ringchat_in(tmp.path(), &["migrate", "--from", &from_a, "--to", &pg]);
+    // `postgres:` alone: the URL from the server's variable, not the command line.
+    let out = ringchat_in_with(
+        tmp.path(),
+        &["migrate", "--from", &from_a, "--to", "postgres:"],
+        &[("RINGCHAT_STORAGE__POSTGRES__URL", with_password.as_str())],
+    );
     let report = text(&out);
     assert!(out.status.success(), "{report}");
+    assert!(!report.contains(secret), "{report}");
     assert!(report.contains("verification passed"), "{report}");
     let total = messages + 20;
     assert!(
@@ -98,9 +109,16 @@ async fn a_store_migrated_to_postgresql_is_served_from_it_and_migrates_back() {
 
     // PostgreSQL → a new embedded store, verified; and a copy into a non-empty database is
     // refused.
-    let out = ringchat_in(tmp.path(), &["migrate", "--from", &pg, "--to", &to_c]);
+    let url_file = tmp.path().join("pg-url");
+    std::fs::write(&url_file, format!("{with_password}\n")).unwrap();
+    let from_file = format!("postgres:file:{}", url_file.display());
+    let out = ringchat_in(
+        tmp.path(),
+        &["migrate", "--from", &from_file, "--to", &to_c],
+    );
     let report = text(&out);
     assert!(out.status.success(), "{report}");
+    assert!(!report.contains(secret), "{report}");
     assert!(
         report.contains("verification passed")
             && report.contains(&format!("{:<18} {:>12} records", "messages", total + 1)),
@@ -109,4 +127,5 @@ async fn a_store_migrated_to_postgresql_is_served_from_it_and_migrates_back() {
     let out = ringchat_in(tmp.path(), &["migrate", "--from", &from_a, "--to", &pg]);
     assert!(!out.status.success());
     assert!(text(&out).contains("not empty"), "{}", text(&out));
+    assert!(!text(&out).contains(secret), "{}", text(&out));
 }

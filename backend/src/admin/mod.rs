@@ -108,10 +108,6 @@ impl Admin {
         self
     }
 
-    /// The live log filter, for `PATCH /api/config` (`log.filter`); `None` without logging.
-    pub fn log_control(&self) -> Option<&dyn LogControl> {
-        self.logs.as_deref().map(crate::logs::Logs::control)
-    }
     /// What the gateway knows (connections, listeners, the build's commit).
     pub fn with_server_facts(mut self, facts: Arc<dyn overview::ServerFacts>) -> Self {
         self.facts = facts;

@@ -1,6 +1,8 @@
 //! What `--from` and `--to` name: `embedded:DIR` (a data dir), `backup:DIR` (a backup, as a
-//! source only), `postgres:URL` (a database, its schema made or brought up to date at open)
-//! and `scylla:HOST:PORT[,HOST:PORT…][/KEYSPACE]` (a cluster's keyspace, `ringchat` by default;
+//! source only), `postgres:URL` (a database, its schema made or brought up to date at open;
+//! `postgres:` alone takes the URL from the environment and `postgres:file:PATH` from a file,
+//! so that no password sits on the command line) and
+//! `scylla:HOST:PORT[,HOST:PORT…][/KEYSPACE]` (a cluster's keyspace, `ringchat` by default;
 //! the rest of `[storage.scylla]` from the environment: `scylla_env.rs`).
 
 use std::path::PathBuf;
@@ -9,6 +11,7 @@ use std::sync::Arc;
 use super::BackupError;
 use super::archive::Archive;
 use crate::config::{Durability, PostgresConfig};
+use crate::live::credentials_hidden;
 use crate::store::dump::{DumpStore, DumpView};
 use crate::store::{FjallStore, PgStore, ScyllaStore, StoreError};
 
@@ -16,33 +19,111 @@ use crate::store::{FjallStore, PgStore, ScyllaStore, StoreError};
 pub enum StoreSpec {
     Embedded(PathBuf),
     Backup(PathBuf),
-    Postgres(String),
+    Postgres(PgUrl),
     Scylla {
         hosts: Vec<String>,
         keyspace: String,
     },
 }
 
-const FORMS: &str =
-    "embedded:DIR, backup:DIR, postgres:URL or scylla:HOST:PORT[,HOST:PORT...][/KEYSPACE]";
+/// A PostgreSQL connection string (URL or `key=value` form), checked. Shown (`Display`,
+/// `Debug`) as its hosts, ports and database only: never its password, whatever form or
+/// parameter carries it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PgUrl {
+    url: String,
+    shown: String,
+}
+
+impl PgUrl {
+    pub fn new(url: String) -> Result<Self, String> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| credentials_hidden(&format!("not a PostgreSQL URL: {e}")))?;
+        let ports = config.get_ports();
+        let hosts: Vec<String> = config
+            .get_hosts()
+            .iter()
+            .enumerate()
+            .map(|(i, host)| {
+                let host = match host {
+                    tokio_postgres::config::Host::Tcp(h) => h.clone(),
+                    tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+                };
+                // One port for all hosts, one per host, or none (the default).
+                let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+                format!("{host}:{port}")
+            })
+            .collect();
+        // The database defaults to the user's name, as libpq does.
+        let db = config
+            .get_dbname()
+            .or(config.get_user())
+            .unwrap_or_default();
+        let shown = format!("{}/{db}", hosts.join(","));
+        Ok(Self { url, shown })
+    }
+
+    /// The connection string itself (with its password): only to connect.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl std::fmt::Display for PgUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
+impl std::fmt::Debug for PgUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PgUrl({})", self.shown)
+    }
+}
+
+const FORMS: &str = "embedded:DIR, backup:DIR, postgres:URL, postgres: (the URL from RINGCHAT_STORAGE__POSTGRES__URL or __URL_FILE), postgres:file:PATH or scylla:HOST:PORT[,HOST:PORT...][/KEYSPACE]";
+
+/// The environment variables `postgres:` alone reads, as a server reads them.
+const PG_URL_ENV: &str = "RINGCHAT_STORAGE__POSTGRES__URL";
+const PG_URL_FILE_ENV: &str = "RINGCHAT_STORAGE__POSTGRES__URL_FILE";
 
 impl std::str::FromStr for StoreSpec {
     type Err = BackupError;
 
     fn from_str(s: &str) -> Result<Self, BackupError> {
-        let bad = |why: &str| BackupError::Spec(format!("store {s:?}: {why} (expected {FORMS})"));
+        Self::parse_with(s, &|name| std::env::var(name).ok())
+    }
+}
+
+impl StoreSpec {
+    /// Parses a spec; `env` reads an environment variable (`postgres:` alone).
+    pub fn parse_with(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, BackupError> {
+        let bad = |why: &str| {
+            BackupError::Spec(format!(
+                "store {:?}: {why} (expected {FORMS})",
+                credentials_hidden(s)
+            ))
+        };
+        let postgres = |url: Result<String, String>| {
+            url.and_then(PgUrl::new)
+                .map(Self::Postgres)
+                .map_err(|why| bad(&why))
+        };
         // A bare URL is accepted as it is written elsewhere.
         if s.starts_with("postgres://") || s.starts_with("postgresql://") {
-            return Ok(Self::Postgres(s.to_owned()));
+            return postgres(Ok(s.to_owned()));
         }
         let (kind, rest) = s.split_once(':').ok_or_else(|| bad("no kind"))?;
+        if matches!(kind, "postgres" | "postgresql") {
+            return postgres(postgres_url(rest, env));
+        }
         if rest.is_empty() {
             return Err(bad("nothing after the kind"));
         }
         match kind {
             "embedded" => Ok(Self::Embedded(PathBuf::from(rest))),
             "backup" => Ok(Self::Backup(PathBuf::from(rest))),
-            "postgres" | "postgresql" => Ok(Self::Postgres(rest.to_owned())),
             "scylla" => {
                 let (hosts, keyspace) =
                     super::scylla_env::split_hosts(rest).map_err(|w| bad(&w))?;
@@ -53,16 +134,39 @@ impl std::str::FromStr for StoreSpec {
     }
 }
 
+/// The URL of `postgres:REST`: REST itself, the file `file:PATH` names, or (REST empty) the
+/// server's variables, `url` or `url_file`, by the server's rule (`resolved_url`).
+fn postgres_url(rest: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let (url, url_file) = if rest.is_empty() {
+        let var = |name: &str| env(name).filter(|v| !v.is_empty());
+        match (var(PG_URL_ENV), var(PG_URL_FILE_ENV)) {
+            (None, None) => {
+                return Err(format!(
+                    "postgres: alone takes the URL from {PG_URL_ENV} or {PG_URL_FILE_ENV}, and neither is set"
+                ));
+            }
+            (url, file) => (url.unwrap_or_default(), file.unwrap_or_default()),
+        }
+    } else if let Some(path) = rest.strip_prefix("file:") {
+        (String::new(), path.to_owned())
+    } else {
+        return Ok(rest.to_owned());
+    };
+    PostgresConfig {
+        url,
+        url_file: url_file.into(),
+        ..PostgresConfig::default()
+    }
+    .resolved_url()
+}
+
 impl std::fmt::Display for StoreSpec {
     /// Without credentials: what a checkpoint, a manifest and a log line may hold.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Embedded(dir) => write!(f, "embedded:{}", absolute(dir).display()),
             Self::Backup(dir) => write!(f, "backup:{}", absolute(dir).display()),
-            Self::Postgres(url) => {
-                let host = url.rsplit('@').next().unwrap_or_default();
-                write!(f, "postgres:{}", host.trim_start_matches("postgres://"))
-            }
+            Self::Postgres(url) => write!(f, "postgres:{url}"),
             Self::Scylla { hosts, keyspace } => {
                 write!(f, "scylla:{}/{keyspace}", hosts.join(","))
             }
@@ -102,7 +206,7 @@ impl StoreSpec {
             }
             Self::Postgres(url) => {
                 let config = PostgresConfig {
-                    url: url.clone(),
+                    url: url.url().to_owned(),
                     ..PostgresConfig::default()
                 };
                 PgStore::open_for_import(&config, Durability::Fsync)
@@ -183,6 +287,43 @@ impl DumpView for ArchiveRef<'_> {
 mod tests {
     use super::*;
 
+    /// `postgres:` alone reads the server's variables; `postgres:file:PATH` a file: no
+    /// password on the command line.
+    #[test]
+    fn a_postgres_url_comes_from_the_environment_or_a_file() {
+        let url = "postgres://u:secret@h:5432/db";
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("url");
+        std::fs::write(&file, format!("{url}\n")).unwrap();
+        let file_text = file.display().to_string();
+        let with = |vars: &[(&'static str, String)], spec: &str| {
+            let vars = vars.to_vec();
+            StoreSpec::parse_with(spec, &move |name| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.clone())
+            })
+        };
+        let expect = |spec: Result<StoreSpec, BackupError>| match spec.unwrap() {
+            StoreSpec::Postgres(pg) => assert_eq!(pg.url(), url),
+            other => panic!("{other:?}"),
+        };
+        expect(with(&[(PG_URL_ENV, url.to_owned())], "postgres:"));
+        expect(with(&[(PG_URL_FILE_ENV, file_text.clone())], "postgresql:"));
+        expect(with(&[], &format!("postgres:file:{file_text}")));
+        let both = with(
+            &[(PG_URL_ENV, url.to_owned()), (PG_URL_FILE_ENV, file_text)],
+            "postgres:",
+        );
+        assert!(both.unwrap_err().to_string().contains("not both"));
+        let none = with(&[], "postgres:").unwrap_err().to_string();
+        assert!(none.contains(PG_URL_ENV), "{none}");
+        let missing = with(&[], "postgres:file:/no/such/file")
+            .unwrap_err()
+            .to_string();
+        assert!(missing.contains("/no/such/file"), "{missing}");
+    }
+
     #[test]
     fn parses_every_kind_and_refuses_the_rest() {
         let p = |s: &str| s.parse::<StoreSpec>();
@@ -222,10 +363,55 @@ mod tests {
         ] {
             assert!(p(bad).is_err(), "{bad}");
         }
-        let pg = p("postgres:postgres://u:secret@h:5432/db").unwrap();
-        assert!(!pg.to_string().contains("secret"), "{pg}");
-        let checkpoint = pg.checkpoint_path().unwrap();
-        assert!(!checkpoint.to_string_lossy().contains("secret"));
+        // Every form of a password: shown nowhere (the "migrating" line, the checkpoint's
+        // name and `source`, the destination's import mark, errors).
+        for (spec, shown) in [
+            (
+                "postgres:postgres://u:secret@h:5432/db",
+                "postgres:h:5432/db",
+            ),
+            ("postgres://u:secret@h/db", "postgres:h:5432/db"),
+            (
+                "postgres:host=db port=5433 user=r password=secret dbname=r",
+                "postgres:db:5433/r",
+            ),
+            (
+                "postgres:postgresql://db/r?password=secret&sslmode=disable",
+                "postgres:db:5432/r",
+            ),
+            (
+                "postgres:host=a,b user=r password='se cret'",
+                "postgres:a:5432,b:5432/r",
+            ),
+        ] {
+            let pg = p(spec).unwrap();
+            assert_eq!(pg.to_string(), shown, "{spec}");
+            assert!(!format!("{pg:?}").contains("secret"), "{pg:?}");
+            let checkpoint = pg.checkpoint_path().unwrap();
+            assert!(!checkpoint.to_string_lossy().contains("secret"));
+        }
+        // The checkpoint is per database, whoever connects: the same name for the same one.
+        let checkpoint = |s: &str| p(s).unwrap().checkpoint_path().unwrap();
+        assert_eq!(
+            checkpoint("postgres://u:secret@h:5432/db"),
+            checkpoint("postgres:host=h user=v password=other dbname=db")
+        );
+        assert_ne!(
+            checkpoint("postgres://u@h/db"),
+            checkpoint("postgres://u@h/db2")
+        );
+        // A bad one says why without echoing its password.
+        for bad in [
+            "postgres:host=db port=x password=secret",
+            "postgres://u:secret@h:5432x/db",
+            "postgres:",
+        ] {
+            let err = StoreSpec::parse_with(bad, &|_| None)
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(!err.contains("secret"), "{err}");
+        }
         // Opening checks the rest of [storage.scylla] before connecting.
         let err = p("scylla:a:notaport/ks")
             .unwrap()

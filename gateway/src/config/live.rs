@@ -16,29 +16,43 @@ use toml::{Table, Value};
 use super::Config;
 use super::load::{Loaded, Origin, insert_at, leaf_paths, value_at};
 
-/// The keys that change without a restart, and what applies them.
-pub const LIVE_KEYS: &[&str] = &[
+/// Declares the live keys once: the list of their names and the copy of their values from
+/// one typed config into another (`merge_live`), so that the two cannot drift apart.
+macro_rules! live_keys {
+    ($($section:ident . $field:ident,)*) => {
+        /// The keys that change without a restart, and what applies them.
+        pub const LIVE_KEYS: &[&str] = &[$(concat!(stringify!($section), ".", stringify!($field))),*];
+
+        /// Copies every live key's value from `from` into `into`, field by field: no trip
+        /// through a serialised form, which hides secrets.
+        fn copy_live(into: &mut Config, from: &Config) {
+            $(into.$section.$field.clone_from(&from.$section.$field);)*
+        }
+    };
+}
+
+live_keys! {
     // Shards (a `Reconfigure` event): the next request, accept or reaper tick.
-    "limits.messages_per_s_max",
-    "gateway.conns_per_shard_max",
-    "gateway.handshake_timeout_ms",
-    "gateway.heartbeat_interval_ms",
-    "gateway.idle_timeout_ms",
-    "security.allow",
-    "security.deny",
-    "security.rules_max",
+    limits.messages_per_s_max,
+    gateway.conns_per_shard_max,
+    gateway.handshake_timeout_ms,
+    gateway.heartbeat_interval_ms,
+    gateway.idle_timeout_ms,
+    security.allow,
+    security.deny,
+    security.rules_max,
     // Backend (`Backend::reconfigure`): the next registration, login or search.
-    "accounts.password_bytes_min",
-    "accounts.password_bytes_max",
-    "login.failures_free",
-    "login.failure_delay_ms",
-    "login.failure_delay_ms_max",
-    "login.failure_window_s",
-    "contacts.searches_per_min_max",
-    "contacts.profiles_per_min_max",
+    accounts.password_bytes_min,
+    accounts.password_bytes_max,
+    login.failures_free,
+    login.failure_delay_ms,
+    login.failure_delay_ms_max,
+    login.failure_window_s,
+    contacts.searches_per_min_max,
+    contacts.profiles_per_min_max,
     // The log pipeline's filter, through the hook the binary sets.
-    "log.filter",
-];
+    log.filter,
+}
 
 pub fn is_live(key: &str) -> bool {
     LIVE_KEYS.contains(&key)
@@ -71,45 +85,18 @@ pub fn merge_live(
     running: &Loaded,
     candidate: &Loaded,
 ) -> Result<(Loaded, Vec<String>), Vec<String>> {
-    let mut table = as_table(&running.config);
-    let new = as_table(&candidate.config);
+    // Typed, not through a TOML table: secrets serialise hidden ("(hidden)", credentials
+    // stripped, or not at all), and a round trip lost them (every change refused on a cluster
+    // node: "cluster.peer_secret: required").
+    let mut config = running.config.clone();
+    copy_live(&mut config, &candidate.config);
     let mut origins = running.origins.clone();
     for key in LIVE_KEYS {
-        let Some(value) = value_at(&new, key) else {
-            continue;
-        };
-        let path: Vec<String> = key.split('.').map(str::to_owned).collect();
-        let (last, tables) = path.split_last().expect("a key has a name");
-        // Both sides are whole configs of the same shape: the tables exist.
-        insert_at(&mut table, tables, last.clone(), value.clone())
-            .expect("the same shape on both sides");
         match candidate.origins.get(*key) {
             Some(o) => origins.insert((*key).to_owned(), o.clone()),
             None => origins.remove(*key),
         };
     }
-    let mut config: Config = Value::Table(table)
-        .try_into()
-        .map_err(|e: toml::de::Error| vec![format!("merging the live keys: {e}")])?;
-    // Secrets do not survive the round trip through a table (serialised hidden or not at
-    // all): keep the running ones (none is live). Without this, any live change on
-    // PostgreSQL was refused ("storage.postgres.url: not a PostgreSQL URL").
-    let secrets = &running.config.storage;
-    config
-        .storage
-        .postgres
-        .url
-        .clone_from(&secrets.postgres.url);
-    config
-        .storage
-        .scylla
-        .password
-        .clone_from(&secrets.scylla.password);
-    config
-        .files
-        .s3
-        .secret_access_key
-        .clone_from(&running.config.files.s3.secret_access_key);
     // Live and non-live keys are checked together again (for example heartbeat < idle).
     let problems = config.problems();
     if !problems.is_empty() {

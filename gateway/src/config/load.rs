@@ -1,7 +1,7 @@
 //! Reading the configuration in layers, lowest first: defaults, the file, `RINGCHAT_…`
 //! environment variables, the overrides file (`PATCH /api/config`). Every key remembers where
 //! its value came from, so that a problem names the file and line or the variable, echoes the
-//! value, and an unknown key gets the closest known one.
+//! value (secrets redacted, credentials hidden), and an unknown key gets the closest known one.
 
 use std::collections::BTreeMap;
 
@@ -148,7 +148,12 @@ pub fn load(layers: &Layers) -> Result<Loaded, Vec<String>> {
     if problems.is_empty() {
         Ok(Loaded { config, origins })
     } else {
-        Err(problems)
+        // Whatever a problem quotes (a value, a parser's message), no password: they are
+        // logged, and the logs are served to viewers.
+        Err(problems
+            .iter()
+            .map(|p| ringchat_backend::live::credentials_hidden(p))
+            .collect())
     }
 }
 
@@ -237,8 +242,7 @@ fn locate_problem(problem: &str, table: &Table, origins: &BTreeMap<String, Origi
 /// `FILE:LINE: key = value: message`, `environment VAR=raw: key: message`, or `key: message`
 /// for a default.
 fn locate(key: &str, message: &str, table: &Table, origins: &BTreeMap<String, Origin>) -> String {
-    let secret = ringchat_backend::live::is_secret_key(key);
-    let shown = |v: String| if secret { "<redacted>".to_owned() } else { v };
+    let shown = |v: String| ringchat_backend::live::shown_text(key, &v);
     match origins.get(key) {
         Some(Origin::Env { var, raw }) => {
             format!(

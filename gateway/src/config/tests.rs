@@ -377,6 +377,102 @@ fn a_live_change_keeps_the_s3_secret() {
     assert_eq!(next.config.files.s3.secret_access_key, "s3-secret");
 }
 
+/// A cluster node's secrets (serialised hidden, sentinel credentials stripped) survive a live
+/// change: every change and SIGHUP on a cluster node used to be refused ("cluster.peer_secret:
+/// required").
+#[test]
+fn a_live_change_keeps_the_cluster_secrets() {
+    let peer_secret = "p".repeat(40);
+    let base = [
+        ("RINGCHAT_STORAGE__ENGINE", "postgres"),
+        (
+            "RINGCHAT_STORAGE__POSTGRES__URL",
+            "postgres://ringchat:secret@127.0.0.1:5432/ringchat",
+        ),
+        ("RINGCHAT_CLUSTER__ENABLED", "true"),
+        ("RINGCHAT_CLUSTER__NODE_ID", "n1"),
+        ("RINGCHAT_CLUSTER__CLIENT_ADDRS", "[\"tcp://chat1:7000\"]"),
+        ("RINGCHAT_CLUSTER__PEER_SECRET", peer_secret.as_str()),
+        ("RINGCHAT_FILES__ENABLED", "false"),
+    ];
+    let redis = [(
+        "RINGCHAT_CLUSTER__REDIS_URL",
+        "redis://:redis-pw@127.0.0.1:6379/",
+    )];
+    let sentinel = [
+        (
+            "RINGCHAT_CLUSTER__SENTINEL_ADDRS",
+            "[\"redis://u:sentinel-pw@10.0.0.1:26379\"]",
+        ),
+        ("RINGCHAT_CLUSTER__SENTINEL_MASTER", "main"),
+    ];
+    for extra in [&redis[..], &sentinel[..]] {
+        let env: Vec<(&str, &str)> = base.iter().chain(extra).copied().collect();
+        let running = load::load(&layers("", &env, None)).unwrap();
+        let candidate =
+            load::load(&layers("[limits]\nmessages_per_s_max = 7\n", &env, None)).unwrap();
+        let (next, pending) = live::merge_live(&running, &candidate).unwrap();
+        assert_eq!(next.config.limits.messages_per_s_max, 7);
+        assert!(pending.is_empty(), "{pending:?}");
+        let (now, before) = (&next.config.cluster, &running.config.cluster);
+        assert_eq!(now.peer_secret, peer_secret);
+        assert_eq!(now.redis_url, before.redis_url);
+        assert_eq!(now.sentinel_addrs, before.sentinel_addrs);
+        assert_eq!(
+            next.config.storage.postgres.url,
+            "postgres://ringchat:secret@127.0.0.1:5432/ringchat"
+        );
+        assert_eq!(
+            next.origin("limits.messages_per_s_max").source(),
+            ringchat_backend::live::Source::File
+        );
+    }
+}
+
+/// Every live key is copied by `merge_live` and names a key of the configuration.
+#[test]
+fn every_live_key_is_a_key_and_moves_in_a_merge() {
+    let known = live::flat(&Config::default());
+    for key in live::LIVE_KEYS {
+        assert!(known.contains_key(*key), "{key}");
+    }
+    let running = load::load(&layers("", &[], None)).unwrap();
+    let text = "[log]\nfilter = \"debug\"\n[security]\ndeny = [\"10.0.0.1\"]\n";
+    let candidate = load::load(&layers(text, &[], None)).unwrap();
+    let (next, _) = live::merge_live(&running, &candidate).unwrap();
+    assert_eq!(next.config.log.filter, "debug");
+    assert_eq!(next.config.security.deny, vec!["10.0.0.1".to_owned()]);
+}
+
+/// A bad URL's problem names it without its password: problems are logged (a SIGHUP's
+/// refusal), and the logs are served to viewers.
+#[test]
+fn a_problem_echoes_no_password() {
+    for text in [
+        "[storage]\nengine = \"postgres\"\n[storage.postgres]\nurl = \"postgres://u:topsecret@db:5432x/r\"\n",
+        "[storage]\nengine = \"postgres\"\n[storage.postgres]\nurl = \"host=db port=x user=r password=topsecret\"\n",
+        "[storage]\nengine = \"postgres\"\n[cluster]\nenabled = true\nredis_url = \"mysql://u:topsecret@r:6379\"\n",
+        "[storage]\nengine = \"postgres\"\n[cluster]\nenabled = true\nsentinel_addrs = [\"u:topsecret@:x:y\"]\n",
+    ] {
+        let problems = Config::parse(text, no_env()).unwrap_err().join("\n");
+        assert!(problems.contains("config:"), "located: {problems}");
+        assert!(!problems.contains("topsecret"), "{text}\n→ {problems}");
+    }
+    let env = vec![
+        (
+            "RINGCHAT_STORAGE__POSTGRES__URL".to_owned(),
+            "postgres://u:topsecret@db:5432x/r".to_owned(),
+        ),
+        ("RINGCHAT_STORAGE__ENGINE".to_owned(), "postgres".to_owned()),
+    ];
+    let problems = Config::parse("", env).unwrap_err().join("\n");
+    assert!(
+        problems.contains("RINGCHAT_STORAGE__POSTGRES__URL"),
+        "{problems}"
+    );
+    assert!(!problems.contains("topsecret"), "{problems}");
+}
+
 #[test]
 fn a_resume_fits_in_half_the_outbound_queue() {
     let resume_max = |text: &str| {

@@ -30,10 +30,16 @@ pub fn ringchat(args: &[&str]) -> Output {
 
 /// [`ringchat`] in `dir` (where a copy into PostgreSQL keeps its checkpoint).
 pub fn ringchat_in(dir: &Path, args: &[&str]) -> Output {
+    ringchat_in_with(dir, args, &[])
+}
+
+/// `ringchat_in` with `env` as its only environment.
+pub fn ringchat_in_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ringchat"))
         .args(args)
         .current_dir(dir)
         .env_clear()
+        .envs(env.iter().copied())
         .output()
         .expect("run ringchat")
 }

@@ -223,10 +223,11 @@ impl PgStore {
         Ok(())
     }
 
-    /// The source of a copy into this database that has not finished (`mark_import`).
+    /// The source of a copy into this database that has not finished (`mark_import`), its
+    /// credentials hidden: a mark written before 2026-12-06 may hold a source's password.
     pub fn unfinished_import(&self) -> Result<Option<String>, StoreError> {
         self.row("SELECT source FROM import_in_progress", &[])?
-            .map(|row| col::<String>(&row, 0))
+            .map(|row| col::<String>(&row, 0).map(|s| crate::live::credentials_hidden(&s)))
             .transpose()
     }
 }

@@ -144,7 +144,7 @@ impl Drop for Database {
 fn a_resumed_copy_from_a_postgresql_source_that_changed_says_to_start_again() {
     let tmp = tempfile::tempdir().unwrap();
     let db = Database::new("rc_test_resumed_copy");
-    let from = StoreSpec::Postgres(db.url.clone());
+    let from = StoreSpec::Postgres(crate::backup::spec::PgUrl::new(db.url.clone()).unwrap());
     let source = PgStore::open_for_import(
         &PostgresConfig {
             url: db.url.clone(),
