@@ -345,7 +345,6 @@ impl Backend {
         Some(
             Writes::new(
                 ops,
-                self.sessions.clone(),
                 self.settings.limits.message_bytes_max,
                 self.settings.contacts.friend_request_message_bytes_max,
                 Arc::new(self.settings.groups.clone()),
@@ -700,6 +699,7 @@ impl Backend {
             }),
             session: Some(SessionInfo {
                 user_id: auth.user_id,
+                device_id: auth.device_id.as_str().into(),
                 resume: body.resume,
             }),
         }

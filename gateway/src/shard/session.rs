@@ -5,6 +5,7 @@
 
 use std::net::IpAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use ringchat_backend::Submitted;
 use ringchat_backend::api::{
@@ -20,7 +21,12 @@ use super::{Close, ConnShared, Shard};
 enum State {
     AwaitHello,
     AwaitLogin,
-    Authed { user_id: UserId },
+    /// `device_id`: the login's device, sent with every write (a delivery ack moves the
+    /// device's cursor) without asking the backend's sessions registry.
+    Authed {
+        user_id: UserId,
+        device_id: Arc<str>,
+    },
 }
 
 pub(super) struct Session {
@@ -52,7 +58,7 @@ impl Session {
     pub async fn end(self) {
         let shard = &self.shard;
         shard.unregister(self.shared.id);
-        if let State::Authed { user_id } = self.state {
+        if let State::Authed { user_id, .. } = self.state {
             shard.stats.authenticated.sub(1);
             let closed = Request::Closed {
                 conn: self.conn_ref(),
@@ -119,12 +125,14 @@ impl Session {
                     "already logged in",
                 );
             }
-            (&State::Authed { user_id }, ClientRequest::Write(request)) => {
+            (State::Authed { user_id, device_id }, ClientRequest::Write(request)) => {
+                // An Arc clone: no lock and no allocation per write.
+                let (user_id, device_id) = (*user_id, Arc::clone(device_id));
                 if self.within_budget(request_id) {
-                    self.write(request_id, user_id, request).await;
+                    self.write(request_id, user_id, &device_id, request).await;
                 }
             }
-            (&State::Authed { user_id }, ClientRequest::Session(request)) => {
+            (&State::Authed { user_id, .. }, ClientRequest::Session(request)) => {
                 if self.within_budget(request_id) {
                     self.session_request(request_id, user_id, request).await;
                 }
@@ -208,6 +216,7 @@ impl Session {
             Some(session) => {
                 self.state = State::Authed {
                     user_id: session.user_id,
+                    device_id: session.device_id,
                 };
                 self.shared.set_authed();
                 self.shard.stats.authenticated.add(1);
@@ -332,11 +341,17 @@ impl Session {
     }
 
     /// A write goes straight to the sequencer; its answer comes back on the shard's inbox.
-    async fn write(&mut self, request_id: u64, user_id: UserId, request: WriteRequest) {
-        let mut submitted = self
-            .shard
-            .writes
-            .submit(self.conn_ref(), user_id, request_id, request);
+    async fn write(
+        &mut self,
+        request_id: u64,
+        user_id: UserId,
+        device_id: &Arc<str>,
+        request: WriteRequest,
+    ) {
+        let mut submitted =
+            self.shard
+                .writes
+                .submit(self.conn_ref(), user_id, device_id, request_id, request);
         let queued = loop {
             match submitted {
                 Submitted::Queued => break true,

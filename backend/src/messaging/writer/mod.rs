@@ -130,7 +130,8 @@ pub(crate) struct NewMessage {
 #[derive(Debug)]
 pub(crate) struct CursorMove {
     pub user: UserId,
-    pub device_id: String,
+    /// The device of the connection it came on (shared with the connection's state).
+    pub device_id: Arc<str>,
     pub conv: ConvId,
     pub kind: CursorKind,
     pub seq: u64,
