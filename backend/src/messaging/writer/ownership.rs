@@ -304,6 +304,30 @@ impl Writer {
         refusals
     }
 
+    /// Cluster mode, a group that writes nothing (a cursor that does not move, a resend, a
+    /// repeated recall): the fences its append would have checked, read in one round trip, so
+    /// that a node another one took a conversation from does not answer from its stale caches
+    /// (a read cursor going backwards). `Fenced` as the append says it; `Ok` on one box.
+    pub(super) fn fences_held(&self) -> Result<(), StoreError> {
+        let fences = &self.group.fences;
+        let Some(own) = self.ownership.as_ref().filter(|_| !fences.is_empty()) else {
+            return Ok(());
+        };
+        let convs: Vec<ConvId> = fences.iter().map(|(conv, _)| *conv).collect();
+        let stored = own.owners.owners(&convs)?;
+        for (&(conv, fenced), owner) in fences.iter().zip(stored) {
+            let stored = owner.map_or(0, |o| o.epoch);
+            if stored != fenced {
+                return Err(StoreError::Fenced {
+                    conv: conv.to_wire(),
+                    fenced,
+                    stored,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// A group was refused as fenced on `conv`: another node holds it now.
     pub(super) fn lost(&mut self, conv: u64) {
         if let (Some(own), Some(conv)) = (self.ownership.as_mut(), ConvId::from_wire(conv)) {
