@@ -1,6 +1,7 @@
-//! The fence path, through two real `Writer`s (two nodes' sequencers) over one fjall store: a
-//! node that lost a conversation has its group refused with nothing written, answers
-//! UNAVAILABLE with a pause, forgets what it cached, and a resend continues the stored seqs.
+//! The fence path, through two real `Writer`s (two nodes' sequencers) over one fjall store (and one
+//! test over PostgreSQL): a node that lost a conversation has its group refused with nothing
+//! written, answers UNAVAILABLE with a pause, forgets what it cached, and a resend continues the
+//! stored seqs.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,6 +15,7 @@ use crate::api::ConnRef;
 use crate::config::Durability;
 use crate::contacts::ContactsConfig;
 use crate::groups::GroupsConfig;
+use crate::store::postgres_tests::open_test_store;
 use crate::store::{
     AccountStore, Claim, ConvId, FjallStore, IdKind, OwnerRecord, OwnerStore, Ports, StoreError,
     UserId,
@@ -183,7 +185,27 @@ fn read_to(w: &mut Writer, user: UserId, conv: ConvId, seq: u64) -> Result<u64, 
 
 #[test]
 fn a_node_that_lost_a_conversation_never_answers_a_write_nothing_group_from_its_cache() {
-    let t = two_users();
+    a_stale_owner_never_answers_from_its_cache(&two_users());
+}
+
+/// The same over PostgreSQL, the cluster's store of record: fences read over the network.
+#[test]
+fn a_node_that_lost_a_conversation_never_answers_from_its_cache_on_postgres() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(open_test_store(dir.path()).expect("the test schema"));
+    let a = store.create_user("a", "x", "", 1).expect("a").user_id;
+    let b = store.create_user("b", "x", "", 1).expect("b").user_id;
+    a_stale_owner_never_answers_from_its_cache(&Two {
+        _dir: dir,
+        ports: Ports::of(store),
+        a,
+        b,
+    });
+}
+
+/// Node 1 caches b's read cursor, node 2 takes the conversation and moves it; node 1's next
+/// group that writes nothing must not answer from its cache.
+fn a_stale_owner_never_answers_from_its_cache(t: &Two) {
     let conv = ConvId::direct(t.a, t.b).expect("conv");
     let mut n1 = writer(&t.ports)
         .with_ownership(1, Arc::clone(&t.ports.owners), 1024)
