@@ -48,6 +48,9 @@ pub struct ConnRef {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionInfo {
     pub user_id: UserId,
+    /// The login's device: the shard keeps it for the connection's writes (a delivery ack's
+    /// device cursor), so that they need no lookup in the sessions registry.
+    pub device_id: std::sync::Arc<str>,
     /// The login's `Login.resume`, checked: the shard asks for it (`SessionRequest::Resume`)
     /// once it has sent the `LoginOk`, so that what it carries comes after it.
     pub resume: Option<v1::Resume>,

@@ -97,6 +97,9 @@ pub struct Backend {
     pub(crate) delivery: Arc<Delivery>,
     /// Who of each group is online (maintained on login, close and membership changes).
     pub(crate) group_online: Arc<GroupOnline>,
+    /// How long a login waits for the commits its group read saw to be routed, in ms
+    /// (`groups::dispatch::ROUTED_WAIT_MAX`; a test shortens it).
+    pub(crate) routed_wait_max_ms: std::sync::atomic::AtomicU64,
     /// Who is shown present to their friends, and when friends are told.
     pub(crate) presence: Tracker,
     commit: Mutex<Commit>,
@@ -315,6 +318,9 @@ impl Backend {
             shards,
             delivery,
             group_online,
+            routed_wait_max_ms: std::sync::atomic::AtomicU64::new(
+                crate::groups::dispatch::ROUTED_WAIT_MAX.as_millis() as u64,
+            ),
             reads: ReadGate::new(READS_IN_FLIGHT_MAX, READS_WAITING_MAX, READS_PER_CONN_MAX),
             password_changes: ReadGate::new(
                 PASSWORD_CHANGES_IN_FLIGHT_MAX,
@@ -345,7 +351,6 @@ impl Backend {
         Some(
             Writes::new(
                 ops,
-                self.sessions.clone(),
                 self.settings.limits.message_bytes_max,
                 self.settings.contacts.friend_request_message_bytes_max,
                 Arc::new(self.settings.groups.clone()),
@@ -700,6 +705,7 @@ impl Backend {
             }),
             session: Some(SessionInfo {
                 user_id: auth.user_id,
+                device_id: auth.device_id.as_str().into(),
                 resume: body.resume,
             }),
         }

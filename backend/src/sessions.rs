@@ -40,8 +40,8 @@ pub enum OpenError {
     TooManyDevices { devices_max: usize },
 }
 
-/// The registry, shared. Readers do not wait for each other: a commit group's delivery looking
-/// up its members never holds up a shard's delivery ack.
+/// The registry, shared. Readers do not wait for each other. A shard's writes never take it (a
+/// delivery ack's device comes with the connection's login: `SessionInfo::device_id`).
 #[derive(Debug, Clone)]
 pub struct SharedSessions(Arc<RwLock<Sessions>>);
 

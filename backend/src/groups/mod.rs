@@ -15,7 +15,9 @@
 
 mod config;
 pub(crate) mod conversations;
-mod dispatch;
+pub(crate) mod dispatch;
+#[cfg(test)]
+mod login_tests;
 mod members;
 pub(crate) mod online;
 pub(crate) mod operator;

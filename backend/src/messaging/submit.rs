@@ -19,7 +19,6 @@ use crate::groups::GroupsConfig;
 use crate::groups::send::GroupMessage;
 use crate::observe::otlp::MsgSpan;
 use crate::per_user_rate::PerUserRate;
-use crate::sessions::{Sessions, SharedSessions};
 use crate::store::{ConvId, UserId};
 use opentelemetry::trace::SpanKind;
 
@@ -28,7 +27,6 @@ use opentelemetry::trace::SpanKind;
 #[derive(Clone)]
 pub struct Writes {
     ops: mpsc::Sender<WriteOp>,
-    sessions: SharedSessions,
     message_bytes_max: usize,
     request_message_bytes_max: usize,
     groups: Arc<GroupsConfig>,
@@ -74,14 +72,12 @@ pub struct PendingCheck {
 impl Writes {
     pub(crate) fn new(
         ops: mpsc::Sender<WriteOp>,
-        sessions: SharedSessions,
         message_bytes_max: usize,
         request_message_bytes_max: usize,
         groups: Arc<GroupsConfig>,
     ) -> Self {
         Self {
             ops,
-            sessions,
             message_bytes_max,
             request_message_bytes_max,
             group_writes: Arc::new(PerUserRate::new(groups.writes_per_min_max, "group changes")),
@@ -108,20 +104,17 @@ impl Writes {
     #[doc(hidden)]
     pub fn unconnected() -> Self {
         let (ops, _) = mpsc::channel(1);
-        Self::new(
-            ops,
-            SharedSessions::new(Sessions::new(1, Vec::new())),
-            0,
-            0,
-            Arc::default(),
-        )
+        Self::new(ops, 0, 0, Arc::default())
     }
 
-    /// Checks what needs no storage and queues the write, without waiting.
+    /// Checks what needs no storage and queues the write, without waiting. `device_id`: the
+    /// connection's device (`SessionInfo::device_id`), kept by the shard since its login, so
+    /// that a delivery ack takes no lock and allocates nothing for it.
     pub fn submit(
         &self,
         conn: ConnRef,
         user: UserId,
+        device_id: &Arc<str>,
         request_id: u64,
         request: WriteRequest,
     ) -> Submitted {
@@ -133,7 +126,7 @@ impl Writes {
         }
         // Cluster mode: the request as it came, in case its owner is another node.
         let original = self.link.as_ref().map(|_| request.clone());
-        let write = match self.write_of(conn, user, request, None) {
+        let write = match self.write_of(user, request, device_id) {
             Ok(write) => write,
             Err(refusal) => return Submitted::Refused(refusal.into_error()),
         };
@@ -222,7 +215,7 @@ impl Writes {
                 (Owner::Here, _) => {}
                 (Owner::Elsewhere(owner), Some(original)) => {
                     let device_id = match write {
-                        Write::Cursor(c) => c.device_id,
+                        Write::Cursor(c) => c.device_id.to_string(),
                         _ => String::new(),
                     };
                     return link.forward(&owner, conn, user, device_id, request_id, original);
@@ -283,7 +276,7 @@ impl Writes {
         trace: Option<MsgSpan>,
     ) -> Result<(), Refusal> {
         // A media send was checked on the node it arrived at (`Writes::check`) before it came.
-        let write = self.write_of(conn, user, request, Some(device_id))?;
+        let write = self.write_of(user, request, &Arc::from(device_id))?;
         let queued_at = matches!(write, Write::Send(_) | Write::GroupSend(_)).then(Instant::now);
         let op = WriteOp {
             conn,
@@ -328,13 +321,12 @@ impl Writes {
         }
     }
 
-    /// `device_id`: the device of a remote connection (a local one's is looked up).
+    /// `device_id`: the device of the connection the write came on.
     fn write_of(
         &self,
-        conn: ConnRef,
         user: UserId,
         request: WriteRequest,
-        device_id: Option<String>,
+        device_id: &Arc<str>,
     ) -> Result<Write, Refusal> {
         Ok(match request {
             WriteRequest::Send(send) => match validate_send(user, &send, self.message_bytes_max)? {
@@ -359,16 +351,9 @@ impl Writes {
             },
             WriteRequest::DeliveryAck(ack) => {
                 let conv = conv_from_wire(ack.conversation_id)?;
-                let device_id = device_id.unwrap_or_else(|| {
-                    self.sessions
-                        .read()
-                        .device_of(user, conn)
-                        .unwrap_or_default()
-                        .to_owned()
-                });
                 Write::Cursor(CursorMove {
                     user,
-                    device_id,
+                    device_id: Arc::clone(device_id),
                     conv,
                     kind: CursorKind::Delivered,
                     seq: ack.seq,
@@ -376,7 +361,7 @@ impl Writes {
             }
             WriteRequest::Read(read) => Write::Cursor(CursorMove {
                 user,
-                device_id: String::new(),
+                device_id: Arc::clone(device_id),
                 conv: conv_from_wire(read.conversation_id)?,
                 kind: CursorKind::Read,
                 seq: read.seq,
@@ -406,3 +391,7 @@ fn media_content(write: &Write) -> Option<(Option<ConvId>, i32, &bytes::Bytes)> 
     };
     is_media(content_type).then_some((conv, content_type, content))
 }
+
+#[cfg(test)]
+#[path = "submit_tests.rs"]
+mod tests;

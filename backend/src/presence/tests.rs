@@ -108,7 +108,13 @@ async fn contact(
     write: ContactWrite,
 ) {
     let writes = b.writes().expect("the sequencer runs");
-    let submitted = writes.submit(conn(n), user, 1, WriteRequest::Contact(write));
+    let submitted = writes.submit(
+        conn(n),
+        user,
+        &"dev".into(),
+        1,
+        WriteRequest::Contact(write),
+    );
     assert!(matches!(submitted, Submitted::Queued), "{submitted:?}");
     let answered = async {
         loop {

@@ -10,6 +10,12 @@
 //! a resend from it, so a false match (about `window / 65,536` of new sends) costs one read of
 //! a recent message.
 //!
+//! The hash is unkeyed, so a sender can choose `client_msg_id`s that all match: at most
+//! [`DEDUP_CANDIDATES_MAX`] matches are confirmed per send (newest first, in one batched read),
+//! so such a sender costs the sequencer a bounded read per send. What the cap gives up is only
+//! that sender's own dedup: a resend whose original has that many newer matching sends in the
+//! window is stored anew (for random ids, about one in 10^13 resends).
+//!
 //! Rows written before this format hold a postcard sequence of (hash, seq) varint pairs, with
 //! 64-bit or 32-bit hashes; they are read (hashes folded to 16 bits) and written back in the
 //! new format the next time the row changes.
@@ -27,6 +33,10 @@ pub struct RecentSend {
     pub client_msg_id_hash: u16,
     pub seq: u64,
 }
+
+/// Window entries whose hash matches a `client_msg_id` that the sequencer confirms against the
+/// stored messages per send, at most (newest first).
+pub const DEDUP_CANDIDATES_MAX: usize = 4;
 
 /// FNV-1a, 64 bits, folded to 16: stored in rows, so it must never change (unlike std's
 /// hasher).

@@ -30,7 +30,7 @@ pub use contacts::{
     RelationRecord, SummaryDelta, SummaryWrite,
 };
 pub use conv::{ConvId, ConvKind, Members};
-pub use dedup_window::{RecentSend, client_msg_id_hash};
+pub use dedup_window::{DEDUP_CANDIDATES_MAX, RecentSend, client_msg_id_hash};
 pub use fjall::{EngineOptions, FjallStore, MEMTABLE_MIB_MAX};
 pub use groups::{
     ApplicationRecord, GROUP_NAME_KEY_BYTES_MAX, GroupRecord, GroupRole, GroupWrites, JoinPolicy,

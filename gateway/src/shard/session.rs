@@ -9,6 +9,7 @@
 
 use std::net::IpAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use ringchat_backend::api::{
     AccountRequest, ClientRequest, ConnRef, Request, SessionRequest, UserId, WriteRequest,
@@ -24,7 +25,12 @@ use super::{Close, ConnShared, Shard};
 enum State {
     AwaitHello,
     AwaitLogin,
-    Authed { user_id: UserId },
+    /// `device_id`: the login's device, sent with every write (a delivery ack moves the
+    /// device's cursor) without asking the backend's sessions registry.
+    Authed {
+        user_id: UserId,
+        device_id: Arc<str>,
+    },
 }
 
 /// What a request waits for before it can go on; awaited by the connection (`conn.rs`), which
@@ -108,7 +114,7 @@ impl Session {
     pub async fn end(self) {
         let shard = &self.shard;
         shard.unregister(&self.shared);
-        if let State::Authed { user_id } = self.state {
+        if let State::Authed { user_id, .. } = self.state {
             shard.stats.authenticated.sub(1);
             let closed = Request::Closed {
                 conn: self.conn_ref(),
@@ -150,12 +156,14 @@ impl Session {
             (State::AwaitLogin, ClientRequest::Login(login)) => {
                 return Box::pin(self.login(request_id, login, peer())).await;
             }
-            (&State::Authed { user_id }, ClientRequest::Write(request)) => {
+            (State::Authed { user_id, device_id }, ClientRequest::Write(request)) => {
+                // An Arc clone: no lock and no allocation per write.
+                let (user_id, device_id) = (*user_id, Arc::clone(device_id));
                 if self.within_budget(request_id) {
-                    return self.write(request_id, user_id, request);
+                    return self.write(request_id, user_id, &device_id, request);
                 }
             }
-            (&State::Authed { user_id }, ClientRequest::Session(request)) => {
+            (&State::Authed { user_id, .. }, ClientRequest::Session(request)) => {
                 if self.within_budget(request_id) {
                     return self.session_request(request_id, user_id, request);
                 }
@@ -280,6 +288,7 @@ impl Session {
             Some(session) => {
                 self.state = State::Authed {
                     user_id: session.user_id,
+                    device_id: session.device_id,
                 };
                 self.shared.set_authed();
                 self.shard.stats.authenticated.add(1);
@@ -396,11 +405,17 @@ impl Session {
     }
 
     /// A write goes straight to the sequencer; its answer comes back on the shard's inbox.
-    fn write(&mut self, request_id: u64, user_id: UserId, request: WriteRequest) -> Option<Wait> {
-        let submitted = self
-            .shard
-            .writes
-            .submit(self.conn_ref(), user_id, request_id, request);
+    fn write(
+        &mut self,
+        request_id: u64,
+        user_id: UserId,
+        device_id: &Arc<str>,
+        request: WriteRequest,
+    ) -> Option<Wait> {
+        let submitted =
+            self.shard
+                .writes
+                .submit(self.conn_ref(), user_id, device_id, request_id, request);
         self.submitted(request_id, submitted)
     }
 

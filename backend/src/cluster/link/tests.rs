@@ -146,13 +146,7 @@ async fn a_late_answer_never_reaches_a_later_request_with_the_same_id() {
         }),
     );
     let (ops, _) = mpsc::channel(1);
-    let writes = Writes::new(
-        ops,
-        SharedSessions::new(Sessions::new(4, vec![])),
-        1 << 20,
-        1 << 20,
-        Arc::default(),
-    );
+    let writes = Writes::new(ops, 1 << 20, 1 << 20, Arc::default());
     let (acks, _acks) = mpsc::channel(1);
     for items in [vec![late_ack], vec![refusal]] {
         let batch = NodeBatch {

@@ -5,7 +5,7 @@
 use super::*;
 use crate::groups::roles::{Action, Verdict, verdict};
 use crate::messaging::reads::within;
-use crate::store::{ConvKind, GroupRole};
+use crate::store::{ConvKind, DEDUP_CANDIDATES_MAX, GroupRole};
 
 fn not_found() -> Refusal {
     Refusal::new(ErrorCode::NotFound, "no such conversation")
@@ -166,27 +166,36 @@ impl Writer {
         client_msg_id: &str,
     ) -> Result<Option<DedupRecord>, StoreError> {
         let same = |m: &MessageRecord| m.from == from && m.client_msg_id == client_msg_id;
-        for seq in self.row(conv, row_of).maybe_sent(client_msg_id) {
-            // The window names sends of this group too (not durable yet: they are acked
-            // together after the commit).
+        // Newest first: this group's sends (not durable yet: they are acked together after
+        // the commit) come before the stored ones.
+        let mut stored = [(conv, 0); DEDUP_CANDIDATES_MAX];
+        let mut n = 0;
+        let row = self.row(conv, row_of);
+        for seq in row.maybe_sent(client_msg_id).take(DEDUP_CANDIDATES_MAX) {
             let pending = self
                 .group
                 .messages
                 .iter()
                 .find(|m| m.conv_id == conv && m.seq == seq);
-            let found = match pending {
-                Some(m) => same(m).then(|| DedupRecord::from(m)),
-                None => self
-                    .log
-                    .message(conv, seq)?
-                    .filter(|m| same(m))
-                    .map(|m| DedupRecord::from(&m)),
-            };
-            if found.is_some() {
-                return Ok(found);
+            match pending {
+                Some(m) if same(m) => return Ok(Some(DedupRecord::from(m))),
+                Some(_) => {}
+                None => {
+                    stored[n].1 = seq;
+                    n += 1;
+                }
             }
         }
-        Ok(None)
+        if n == 0 {
+            return Ok(None);
+        }
+        // One read for every stored candidate (one round trip on a networked store).
+        let found = self.log.messages_at(&stored[..n])?;
+        Ok(found
+            .iter()
+            .flatten()
+            .find(|m| same(m))
+            .map(DedupRecord::from))
     }
 
     /// A sender has read everything up to its own message.
@@ -479,3 +488,7 @@ impl Writer {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "dedup_tests.rs"]
+mod dedup_tests;

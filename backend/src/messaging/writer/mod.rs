@@ -130,7 +130,8 @@ pub(crate) struct NewMessage {
 #[derive(Debug)]
 pub(crate) struct CursorMove {
     pub user: UserId,
-    pub device_id: String,
+    /// The device of the connection it came on (shared with the connection's state).
+    pub device_id: Arc<str>,
     pub conv: ConvId,
     pub kind: CursorKind,
     pub seq: u64,
@@ -438,15 +439,23 @@ impl Writer {
                 .drain()
                 .map(|((conv, user), row)| (conv, user, row)),
         );
-        if self.group.is_empty() {
-            return Committed {
-                outcomes: results,
-                messages: Vec::new(),
-                send_started,
-                traces,
-            };
-        }
-        let appended = self.log.append(&self.group);
+        let appended = if self.group.is_empty() {
+            // Answered from this node's caches: in cluster mode only while its conversations
+            // are still this node's (a group that writes has the append check its fences).
+            match self.fences_held() {
+                Ok(()) => {
+                    return Committed {
+                        outcomes: results,
+                        messages: Vec::new(),
+                        send_started,
+                        traces,
+                    };
+                }
+                Err(err) => Err(err),
+            }
+        } else {
+            self.log.append(&self.group)
+        };
         let mut messages = Vec::new();
         match appended {
             Ok(()) => {

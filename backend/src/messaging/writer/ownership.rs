@@ -13,7 +13,7 @@
 use super::ids::IdBlocks;
 use super::*;
 use crate::groups::GroupOpKind;
-use crate::store::{Claim, IdKind, OwnerRecord, OwnerStore, StaleFence};
+use crate::store::{Claim, IdKind, OwnerRecord, OwnerStore, StaleFence, refuse_stale_fences};
 
 /// Epochs remembered, at most; past it they are forgotten between groups and claimed again
 /// (a claim of a conversation this node holds changes no cache).
@@ -303,6 +303,23 @@ impl Writer {
             self.forget_cached();
         }
         refusals
+    }
+
+    /// Cluster mode, a group that writes nothing (a cursor that does not move, a resend, a
+    /// repeated recall): the fences its append would have checked, read in one round trip, so
+    /// that a node another one took a conversation from does not answer from its stale caches
+    /// (a read cursor going backwards). `Fenced` as the append says it (the same rule,
+    /// `refuse_stale_fences`); `Ok` on one box.
+    pub(super) fn fences_held(&self) -> Result<(), StoreError> {
+        let fences = &self.group.fences;
+        let Some(own) = self.ownership.as_ref().filter(|_| !fences.is_empty()) else {
+            return Ok(());
+        };
+        let convs: Vec<ConvId> = fences.iter().map(|(conv, _)| *conv).collect();
+        let mut stored = own.owners.owners(&convs)?.into_iter();
+        refuse_stale_fences(fences, |_| {
+            Ok(stored.next().flatten().map_or(0, |o| o.epoch))
+        })
     }
 
     /// A group was refused as fenced on `stale` (every stale fence of it): another node holds

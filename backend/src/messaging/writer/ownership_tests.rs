@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 
-use super::super::{NewMessage, Outcome, RowPolicy, Write, WriteOp, Writer};
+use super::super::{
+    CursorKind, CursorMove, NewMessage, Outcome, RowPolicy, Write, WriteOp, Writer,
+};
 use crate::api::ConnRef;
 use crate::config::Durability;
 use crate::contacts::ContactsConfig;
@@ -225,6 +227,81 @@ fn taking_a_conversation_from_another_node_drops_the_stale_cache() {
         stored: 2,
     }]);
     assert_eq!(commit(&mut n1, send(t.a, t.b, "m3")), Ok(3));
+}
+
+/// Commits a read cursor move of `user`: the read cursor it answers with, or the refusal's code.
+fn read_to(w: &mut Writer, user: UserId, conv: ConvId, seq: u64) -> Result<u64, ErrorCode> {
+    let op = WriteOp {
+        conn: ConnRef { shard: 0, conn: 2 },
+        request_id: 9,
+        write: Write::Cursor(CursorMove {
+            user,
+            device_id: "phone".into(),
+            conv,
+            kind: CursorKind::Read,
+            seq,
+        }),
+        queued_at: None,
+        trace: None,
+    };
+    let done = w.commit(&mut vec![op]);
+    match &done.outcomes[..] {
+        [Outcome::Cursor { cursor, .. }] => Ok(cursor.read_seq),
+        [Outcome::Refused { refusal, .. }] => Err(refusal.code),
+        other => panic!("unexpected outcome {other:?}"),
+    }
+}
+
+#[test]
+fn a_node_that_lost_a_conversation_never_answers_a_write_nothing_group_from_its_cache() {
+    a_stale_owner_never_answers_from_its_cache(&two_users());
+}
+
+/// The same over PostgreSQL, the cluster's store of record: fences read over the network.
+#[test]
+fn a_node_that_lost_a_conversation_never_answers_from_its_cache_on_postgres() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(open_test_store(dir.path()).expect("the test schema"));
+    let a = store.create_user("a", "x", "", 1).expect("a").user_id;
+    let b = store.create_user("b", "x", "", 1).expect("b").user_id;
+    a_stale_owner_never_answers_from_its_cache(&Two {
+        _dir: dir,
+        ports: Ports::of(store),
+        a,
+        b,
+    });
+}
+
+/// Node 1 caches b's read cursor, node 2 takes the conversation and moves it; node 1's next
+/// group that writes nothing must not answer from its cache.
+fn a_stale_owner_never_answers_from_its_cache(t: &Two) {
+    let conv = ConvId::direct(t.a, t.b).expect("conv");
+    let mut n1 = writer(&t.ports)
+        .with_ownership(1, Arc::clone(&t.ports.owners), 1024)
+        .expect("ownership");
+    let mut n2 = writer(&t.ports)
+        .with_ownership(2, Arc::clone(&t.ports.owners), 1024)
+        .expect("ownership");
+    for i in 1..=9 {
+        assert_eq!(commit(&mut n1, send(t.a, t.b, &format!("m{i}"))), Ok(i));
+    }
+    // Node 1 caches b's row at read 5; node 2 takes the conversation and moves it to 9.
+    assert_eq!(read_to(&mut n1, t.b, conv, 5), Ok(5));
+    assert_eq!(read_to(&mut n2, t.b, conv, 9), Ok(9));
+
+    // Node 1 still believes it holds the conversation; a read to 3 moves nothing, so the
+    // group writes nothing: never answered from the stale row (read 5).
+    let answer = read_to(&mut n1, t.b, conv, 3);
+    assert_eq!(
+        answer,
+        Err(ErrorCode::Unavailable),
+        "a stale cursor: {answer:?}"
+    );
+    assert_eq!(n1.ownership.as_ref().and_then(|o| o.epoch(conv)), None);
+    // The retry claims the conversation again and answers from the store.
+    assert_eq!(read_to(&mut n1, t.b, conv, 3), Ok(9));
+    // A node that still holds its conversations answers such a group as before.
+    assert_eq!(read_to(&mut n1, t.b, conv, 4), Ok(9));
 }
 
 #[test]

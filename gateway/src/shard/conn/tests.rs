@@ -273,6 +273,7 @@ async fn answer_logins(
             body: ringchat_proto::Body::LoginOk(ringchat_proto::v1::LoginOk::default()),
             session: Some(SessionInfo {
                 user_id,
+                device_id: "test-device".into(),
                 resume: None,
             }),
         });

@@ -1,0 +1,236 @@
+//! A login while delivery lags, over a real backend (embedded store, real sequencer and
+//! delivery task): the shard's inbox is left full, so committed groups wait in the delivery
+//! task, unrouted. A new member who logs in then must not join the group's audience before
+//! the commits its read saw are routed: it would be pushed the group's older messages, which
+//! its history-hidden membership does not show it.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ringchat_proto::Body;
+use ringchat_proto::v1::{self, ErrorCode, login};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::api::{ConnRef, GroupWrite, LoginReply, Outgoing, Request, ShardEvent, WriteRequest};
+use crate::config::Settings;
+use crate::messaging::Submitted;
+use crate::service::Backend;
+use crate::store::UserId;
+
+const PEER: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+const PASSWORD: &str = "correct horse battery";
+/// How long a test waits for something that must happen.
+const DEADLINE: Duration = Duration::from_secs(30);
+const OWNER_CONN: u64 = 1;
+const JOINER_LOGIN_CONN: u64 = 2;
+const JOINER_WRITE_CONN: u64 = 3;
+
+fn conn(n: u64) -> ConnRef {
+    ConnRef { shard: 0, conn: n }
+}
+
+/// Every frame in `event`, with the connection it is for.
+fn frames(event: ShardEvent) -> Vec<(u64, Body)> {
+    let decode = |bytes: &[u8]| {
+        (ringchat_proto::decode(&mut bytes.into(), 1 << 20).expect("a frame"))
+            .expect("whole")
+            .body
+            .expect("a body")
+    };
+    match event {
+        ShardEvent::Frame { conn, frame } => vec![(conn, decode(&frame))],
+        ShardEvent::Fanout { conns, frame } => conns.iter().map(|c| (*c, decode(&frame))).collect(),
+        ShardEvent::Frames(out) => out
+            .into_iter()
+            .flat_map(|o| match o {
+                Outgoing::One(c, frame) => vec![(c, decode(&frame))],
+                Outgoing::Shared {
+                    conns,
+                    except,
+                    frame,
+                } => (conns.iter().filter(|c| Some(**c) != except))
+                    .map(|c| (*c, decode(&frame)))
+                    .collect(),
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+async fn register(b: &Backend, name: &str) -> UserId {
+    let req = v1::Register {
+        username: name.into(),
+        password: PASSWORD.into(),
+        ..Default::default()
+    };
+    b.accounts.register(PEER, req).await.unwrap().user_id
+}
+
+fn submit(b: &Backend, n: u64, user: UserId, request: WriteRequest) {
+    let writes = b.writes().expect("the sequencer runs");
+    let submitted = writes.submit(conn(n), user, &"dev".into(), 1, request);
+    assert!(matches!(submitted, Submitted::Queued), "{submitted:?}");
+}
+
+fn send(g: u64, id: &str) -> WriteRequest {
+    WriteRequest::Send(v1::Send {
+        client_msg_id: id.into(),
+        conversation_id: g,
+        content_type: v1::ContentType::Text as i32,
+        content: Bytes::from_static(b"hidden from new members"),
+        ..Default::default()
+    })
+}
+
+async fn login(requests: &mpsc::Sender<Request>, n: u64, name: &str) -> LoginReply {
+    let (reply, answer) = oneshot::channel();
+    let body = v1::Login {
+        account: Some(login::Account::Username(name.into())),
+        credential: Some(login::Credential::Password(PASSWORD.into())),
+        device_id: format!("device-{n}"),
+        ..Default::default()
+    };
+    let request = Request::Login {
+        conn: conn(n),
+        peer: PEER,
+        body,
+        reply,
+    };
+    requests.send(request).await.expect("backend serving");
+    tokio::time::timeout(DEADLINE, answer)
+        .await
+        .expect("a login is answered")
+        .expect("the backend answers every login")
+}
+
+/// Waits (with the deadline) until `done` holds.
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let waited = async {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    tokio::time::timeout(DEADLINE, waited)
+        .await
+        .unwrap_or_else(|_| panic!("{what}"));
+}
+
+#[tokio::test]
+async fn a_login_while_delivery_lags_is_refused_and_never_pushed_hidden_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = Settings::default();
+    settings.storage.data_dir = dir.path().join("data");
+    settings.accounts.argon2_memory_kib = 8;
+    settings.accounts.argon2_iterations = 1;
+    assert_eq!(settings.problems(), Vec::<String>::new());
+    // One event fits: a second one for the shard waits in the delivery task, unrouted.
+    let (shard_tx, mut events) = mpsc::channel(1);
+    let inbox = shard_tx.clone();
+    let b = Backend::open(settings, vec![shard_tx]).expect("backend opens");
+    b.routed_wait_max_ms.store(100, Ordering::Relaxed);
+    let (requests, rx) = mpsc::channel(16);
+    tokio::spawn(Arc::clone(&b).serve(rx, std::future::pending()));
+    let owner = register(&b, "owner").await;
+    let joiner = register(&b, "joiner").await;
+
+    let create = v1::GroupCreate {
+        name: "g".into(),
+        join_policy: v1::JoinPolicy::Open as i32,
+        history_visible: false,
+        ..Default::default()
+    };
+    submit(
+        &b,
+        OWNER_CONN,
+        owner,
+        WriteRequest::Group(GroupWrite::Create(create)),
+    );
+    let g = tokio::time::timeout(DEADLINE, async {
+        loop {
+            let event = events.recv().await.expect("the shard's inbox is open");
+            for (_, body) in frames(event) {
+                if let Body::GroupCreated(c) = body {
+                    return c.group.expect("the group").conversation_id;
+                }
+            }
+        }
+    })
+    .await
+    .expect("the group is created");
+
+    // Delivery stalls: the first send's frames fill the inbox, the second's wait in the task.
+    submit(&b, OWNER_CONN, owner, send(g, "fill-1"));
+    until("the inbox fills", || inbox.capacity() == 0).await;
+    let begun = b.delivery.in_flight.begun();
+    submit(&b, OWNER_CONN, owner, send(g, "fill-2"));
+    until("the second send's group begins", || {
+        b.delivery.in_flight.begun() > begun
+    })
+    .await;
+    // M, then the joiner's join: both durable, neither routed.
+    submit(&b, OWNER_CONN, owner, send(g, "hidden"));
+    let join = v1::GroupJoin {
+        conversation_id: g,
+        message: String::new(),
+    };
+    submit(
+        &b,
+        JOINER_WRITE_CONN,
+        joiner,
+        WriteRequest::Group(GroupWrite::Join(join)),
+    );
+    let groups = Arc::clone(&b.ports.groups);
+    until("the join is durable", || {
+        let mine = groups
+            .groups_of_user(joiner, 0, 8)
+            .expect("the store reads");
+        mine.iter().any(|(_, row)| row.is_member())
+    })
+    .await;
+
+    let lagging = login(&requests, JOINER_LOGIN_CONN, "joiner").await;
+
+    // Delivery catches up: every frame until the join's answer.
+    let mut pushed_to_joiner = Vec::new();
+    tokio::time::timeout(DEADLINE, async {
+        loop {
+            let event = events.recv().await.expect("the shard's inbox is open");
+            for (to, body) in frames(event) {
+                match body {
+                    Body::Push(p) if to == JOINER_LOGIN_CONN => {
+                        pushed_to_joiner.push(p.message.expect("a message").client_msg_id);
+                    }
+                    Body::GroupOk(_) if to == JOINER_WRITE_CONN => return,
+                    _ => {}
+                }
+            }
+        }
+    })
+    .await
+    .expect("the join is answered once delivery catches up");
+    assert_eq!(
+        pushed_to_joiner,
+        Vec::<String>::new(),
+        "a message from before the join, hidden from new members, was pushed to the joiner"
+    );
+    let Body::Error(refused) = lagging.body else {
+        panic!(
+            "installed before its read's commits were routed: {:?}",
+            lagging.body
+        )
+    };
+    assert_eq!(refused.code(), ErrorCode::Unavailable, "{refused:?}");
+    assert!(refused.retry_after_ms > 0, "{refused:?}");
+    assert!(lagging.session.is_none());
+
+    // Routed now: the retry logs in.
+    let retried = login(&requests, JOINER_LOGIN_CONN, "joiner").await;
+    assert!(
+        matches!(retried.body, Body::LoginOk(_)),
+        "{:?}",
+        retried.body
+    );
+}
