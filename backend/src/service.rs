@@ -191,7 +191,7 @@ impl Backend {
             settings.storage.commit_delay_min_ops,
         );
         // Cluster mode: conversations are claimed and every commit group fenced.
-        let writer = if settings.cluster.enabled {
+        let mut writer = if settings.cluster.enabled {
             writer.with_ownership(
                 crate::cluster::rendezvous::node_number(&settings.cluster.node_id),
                 Arc::clone(&ports.owners),
@@ -230,6 +230,7 @@ impl Backend {
             false => None,
         };
         if let Some(link) = &link {
+            writer.set_claim_gate(Arc::clone(link));
             link.set_kick_stores(crate::cluster::link::KickStores {
                 accounts: Arc::clone(&ports.accounts),
                 admin: Arc::clone(&ports.account_admin),

@@ -12,8 +12,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use common::cluster::{
-    NodeEnv, acked, contiguous_seq, direct, every_ack_once, free_port, metric_sum, owner,
-    redis_url, unique,
+    NODE_TTL_MS, NodeEnv, acked, contiguous_seq, direct, every_ack_once, free_port, metric_sum,
+    owner, redis_url, unique,
 };
 use common::proxy::CutProxy;
 use common::{TestServer, WAIT_DEADLINE, wait_until_async};
@@ -299,6 +299,83 @@ async fn redis_restarted_empty_reached_by_one_node_first_shrinks_no_view() {
     got.dedup();
     every_ack_once(&got, &acks);
     eprintln!("{} acked, SyncNeeded: {hinted}", acks.len());
+}
+
+/// A node cut off from Redis (not from the store or its peers) stops taking conversations
+/// over about `node_ttl_ms` into the cut: by then the others have dropped it from their views
+/// and moved its conversations, and a claim here would fence their new owner, which claims
+/// back, and so on for as long as the cut lasts (before, every write here did so). Its clients
+/// get UNAVAILABLE with when to retry; nothing acked is lost; once Redis is back, their writes
+/// go through again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_redis_takes_no_conversation_over() {
+    let ids = ["n1", "n2", "n3"];
+    let db = common::store::fresh_database();
+    let redis = OwnRedis::start(free_port());
+    let prefix = format!("rc_cut_{}", unique());
+    let (nodes, proxies) = nodes_behind_proxies(&db, &redis, &prefix, &ids, &[], &[]).await;
+    let servers: Vec<&TestServer> = nodes.iter().map(|(_, s)| s).collect();
+    views(&servers, 3).await;
+    // bob on n2, alice on n1 (cut below), their conversation owned by n1.
+    let (mut bob, bob_login) = servers[1].user("bob").await;
+    let b = bob_login.user_id;
+    let (mut alice, a) = user_owned_by(&servers, &ids, 0, b, 0, "alice").await;
+    let conv = conversation_id(a, b);
+    let mut acks = Vec::new();
+    for (client, to, id) in [(&mut alice, b, "warm-a"), (&mut bob, a, "warm-b")] {
+        acks.push((acked(client, direct(to, id)).await.seq, id.to_owned()));
+    }
+    proxies[0].cut();
+    wait_until_async("n1 finds Redis away", || {
+        servers[0].metric("ringchat_cluster_view_fresh") == 0.0
+    })
+    .await;
+    let claims = || metric_sum(servers[0], "ringchat_cluster_claims_total");
+    let (claims_before, fenced_before) = (claims(), fenced(&servers[1..]));
+    // Both write on while the others drop n1 and for three TTLs of the cut in all.
+    let cut_at = Instant::now();
+    let long_enough = Duration::from_millis(3 * NODE_TTL_MS);
+    let deadline = cut_at + long_enough + WAIT_DEADLINE;
+    let mut pace = tokio::time::interval(Duration::from_millis(100));
+    let (mut refused_after_drop, mut i) = (0, 0);
+    loop {
+        pace.tick().await;
+        let dropped = servers[1..]
+            .iter()
+            .all(|s| s.metric("ringchat_cluster_nodes") == 2.0);
+        if dropped && refused_after_drop >= 3 && cut_at.elapsed() >= long_enough {
+            break;
+        }
+        assert!(Instant::now() < deadline, "n2 and n3 never dropped n1");
+        let id = format!("cut-a-{i}");
+        match alice.request(direct(b, &id)).await.expect("a reply") {
+            Body::SendAck(ack) => acks.push((ack.seq, id)),
+            Body::Error(e) if e.code == ErrorCode::Unavailable as i32 => {
+                assert!(e.retry_after_ms > 0, "says when to retry: {e:?}");
+                refused_after_drop += u32::from(dropped);
+            }
+            other => panic!("expected an ack or UNAVAILABLE, got {other:?}"),
+        }
+        let id = format!("cut-b-{i}");
+        acks.push((acked(&mut bob, direct(a, &id)).await.seq, id));
+        i += 1;
+    }
+    assert_eq!(claims(), claims_before, "n1 claimed nothing while cut off");
+    assert_eq!(
+        fenced(&servers[1..]),
+        fenced_before,
+        "no group of n2's or n3's was fenced"
+    );
+    proxies[0].restore();
+    views(&servers, 3).await;
+    for (client, to, id) in [(&mut alice, b, "back-a"), (&mut bob, a, "back-b")] {
+        acks.push((acked(client, direct(to, id)).await.seq, id.to_owned()));
+    }
+    every_ack_once(&common::cluster::synced(&mut bob, conv).await, &acks);
+    eprintln!(
+        "{} acked, {refused_after_drop} refused after n1 was dropped",
+        acks.len()
+    );
 }
 
 /// The links-down count of `node` for peer `peer`.

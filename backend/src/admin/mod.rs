@@ -17,6 +17,7 @@ pub mod auth;
 mod backups_api;
 mod body_deadline;
 pub mod cli;
+mod cluster_api;
 mod config_api;
 mod dashboard;
 mod detached;
@@ -142,6 +143,7 @@ pub fn app(admin: Arc<Admin>) -> Router {
         .merge(notify_api::routes())
         .merge(config_api::routes())
         .merge(overview::routes())
+        .merge(cluster_api::routes())
         .merge(activity_api::routes())
         .merge(backups_api::routes())
         .split_for_parts();

@@ -1,5 +1,6 @@
-//! What the admin listener shows of the cluster: the overview's `cluster` part, the
-//! `ringchat_cluster_*` families of `/metrics`, and the `/readyz` condition.
+//! What the admin listener shows of the cluster: the overview's `cluster` part (counts), the
+//! pages of `GET /api/cluster/nodes` (`nodes_page`), the `ringchat_cluster_*` families of
+//! `/metrics`, and the `/readyz` condition.
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
@@ -8,9 +9,11 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::view::LiveNode;
-use super::{Cluster, NodeRecord};
+use super::{Cluster, ClusterView, NodeRecord};
 
-/// The cluster as this node sees it.
+/// The cluster as this node sees it: counts only, so that the overview (fetched every few
+/// seconds by the dashboard) stays small however many nodes there are (up to `nodes_max`
+/// records of up to 16 KiB each); `GET /api/cluster/nodes` pages the records.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ClusterOverview {
     pub node_id: String,
@@ -21,26 +24,46 @@ pub struct ClusterOverview {
     /// Why the last heartbeat failed, when it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// When `nodes` was read from Redis (0: never).
+    /// When the view was read from Redis (0: never).
     pub read_at_ms: u64,
-    /// The live nodes, by id, this one included.
-    pub nodes: Vec<NodeRecord>,
-    /// Sums over `nodes`.
+    /// The live nodes in the view, this one included.
+    pub live_nodes: usize,
+    /// Client connections summed over the live nodes.
     pub total_connections: u64,
 }
 
 pub fn overview(cluster: &Cluster) -> ClusterOverview {
     let view = cluster.view();
-    let nodes: Vec<NodeRecord> = view.nodes.iter().map(|n| n.record.clone()).collect();
     ClusterOverview {
         node_id: cluster.node_id().to_owned(),
         joined: view.joined,
         fresh: view.fresh,
         error: view.error.clone(),
         read_at_ms: view.read_at_ms,
-        total_connections: nodes.iter().map(|n| n.connections).sum(),
-        nodes,
+        live_nodes: view.nodes.len(),
+        total_connections: view.nodes.iter().map(|n| n.record.connections).sum(),
     }
+}
+
+/// Up to `limit` live nodes of `view` by id, from the first whose id sorts after `after` (the
+/// previous page's last id); and that page's last id when more follow (the next cursor).
+pub fn nodes_page(
+    view: &ClusterView,
+    after: Option<&str>,
+    limit: usize,
+) -> (Vec<NodeRecord>, Option<String>) {
+    let start = after.map_or(0, |after| {
+        view.nodes
+            .partition_point(|n| n.record.node_id.as_str() <= after)
+    });
+    let rest = &view.nodes[start..];
+    let items: Vec<NodeRecord> = rest.iter().take(limit).map(|n| n.record.clone()).collect();
+    let next = if rest.len() > items.len() {
+        items.last().map(|n| n.node_id.clone())
+    } else {
+        None
+    };
+    (items, next)
 }
 
 /// Why this node is not ready as a cluster node, or `None`.
@@ -117,5 +140,52 @@ fn per_node(
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
     for n in nodes {
         let _ = writeln!(out, "{name}{{node=\"{}\"}} {}", n.record.node_id, value(n));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str) -> NodeRecord {
+        NodeRecord {
+            node_id: id.into(),
+            advertise_addr: format!("{id}:7100"),
+            client_addrs: vec![format!("ws://{id}:7001/ws")],
+            started_at_ms: 1,
+            heartbeat_at_ms: 1,
+            connections: 0,
+            cpu_percent: 0.0,
+        }
+    }
+
+    #[test]
+    fn pages_walk_every_node_once_in_id_order() {
+        let ids: Vec<String> = (0..23).map(|i| format!("n{i:02}")).collect();
+        let view = ClusterView::new(ids.iter().map(|id| record(id)).collect(), 1);
+        for limit in [1, 4, 22, 23, 100] {
+            let (mut seen, mut cursor, mut pages) = (Vec::new(), None::<String>, 0);
+            loop {
+                let (items, next) = nodes_page(&view, cursor.as_deref(), limit);
+                assert!(items.len() <= limit);
+                seen.extend(items.into_iter().map(|n| n.node_id));
+                pages += 1;
+                match next {
+                    Some(next) => cursor = Some(next),
+                    None => break,
+                }
+            }
+            assert_eq!(seen, ids, "limit {limit}");
+            assert_eq!(
+                pages,
+                ids.len().div_ceil(limit),
+                "limit {limit}: no empty last page"
+            );
+        }
+        // A cursor of a node that left meanwhile goes on from where it sorted.
+        let (items, _) = nodes_page(&view, Some("n05x"), 2);
+        let got: Vec<&str> = items.iter().map(|n| n.node_id.as_str()).collect();
+        assert_eq!(got, ["n06", "n07"]);
+        assert_eq!(nodes_page(&view, Some("n22"), 5), (Vec::new(), None));
     }
 }

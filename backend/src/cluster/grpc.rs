@@ -3,8 +3,9 @@
 //! services to the same server in `serve`. Bounded: connections at once (`grpc_conns_max`),
 //! the time to start a handshake (`grpc_handshake_timeout_ms`; both in `grpc_conns.rs`) and
 //! to finish a TLS one, requests at once per connection (`grpc_concurrency_per_connection`,
-//! load shed past it) and a deadline per request (`grpc_timeout_ms`); messages are tonic's
-//! default 4 MiB at most (the links set their own).
+//! load shed past it), a deadline per request (`grpc_timeout_ms`) and the size of a request:
+//! `STATUS_REQUEST_BYTES_MAX` for the status service, whose requests are empty (anyone who
+//! reaches the listener may call it), the links' own for `Node`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,12 @@ use ringchat_proto::v1::{AssignReply, AssignRequest, PingReply, PingRequest};
 use tonic::{Request, Response, Status};
 
 use super::Cluster;
+
+/// The largest status request taken, in bytes (encoded): `AssignRequest` and `PingRequest`
+/// have no fields, so anything near this is not a client of ours; past it, OUT_OF_RANGE (tonic's
+/// code for a message over the limit).
+/// Without it tonic's default (4 MiB) let a stranger hold up to 4 MiB per request in memory.
+const STATUS_REQUEST_BYTES_MAX: usize = 1024;
 
 struct StatusImpl {
     cluster: Arc<Cluster>,
@@ -65,9 +72,12 @@ pub async fn serve(
         .timeout(Duration::from_millis(c.grpc_timeout_ms))
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .add_service(StatusServer::new(StatusImpl {
-            cluster: Arc::clone(&cluster),
-        }))
+        .add_service(
+            StatusServer::new(StatusImpl {
+                cluster: Arc::clone(&cluster),
+            })
+            .max_decoding_message_size(STATUS_REQUEST_BYTES_MAX),
+        )
         .add_optional_service(node.map(super::link::NodeService::into_server))
         .serve_with_incoming_shutdown(incoming, stop)
         .await

@@ -113,6 +113,52 @@ async fn silent_connections_are_closed_and_capped_while_clients_are_served() {
     ping(again).await.expect("served");
 }
 
+/// A status request with a field the real ones lack: encoded, an `AssignRequest` carrying
+/// `pad` as unknown bytes.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Padded {
+    #[prost(bytes = "vec", tag = "15")]
+    pad: Vec<u8>,
+}
+
+/// `Assign` with `pad_bytes` of unknown fields, over a real client connection.
+async fn assign_padded(
+    channel: tonic::transport::Channel,
+    pad_bytes: usize,
+) -> Result<(), tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unknown(e.to_string()))?;
+    let codec = tonic_prost::ProstCodec::<Padded, ringchat_proto::v1::AssignReply>::default();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/ringchat.v1.Status/Assign");
+    let request = tonic::Request::new(Padded {
+        pad: vec![7; pad_bytes],
+    });
+    grpc.unary(request, path, codec).await.map(|_| ())
+}
+
+/// The status service's requests are empty: a 3 MiB one (unknown fields, under tonic's
+/// default 4 MiB) is refused (OUT_OF_RANGE, tonic's code for it) before it is decoded; a small one is read as
+/// usual (this status-only node knows no live node: UNAVAILABLE), and the connection serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_request_past_its_size_limit_is_refused() {
+    let (addr, _stop) = listen(None).await;
+    let endpoint = Endpoint::from_shared(format!("http://{addr}")).expect("url");
+    let client = endpoint.connect().await.expect("connects");
+    let big = assign_padded(client.clone(), 3 << 20)
+        .await
+        .expect_err("refused");
+    // tonic's code for a message past the decoding limit.
+    assert_eq!(big.code(), tonic::Code::OutOfRange, "{big:?}");
+    assert!(big.message().contains("1024"), "{big:?}");
+    let small = assign_padded(client.clone(), 16)
+        .await
+        .expect_err("no node known");
+    assert_eq!(small.code(), tonic::Code::Unavailable, "{small:?}");
+    ping(client).await.expect("still served");
+}
+
 /// A cluster CA and a certificate for 127.0.0.1 it signed, written to `dir`.
 fn tls_files(dir: &std::path::Path) -> (ClusterTlsConfig, String) {
     use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};

@@ -127,6 +127,22 @@ impl ClusterView {
         next
     }
 
+    /// Whether this node may claim conversations it does not hold yet, at `now_ms`. A stale
+    /// view (Redis unreachable) allows it only until `ttl_ms - interval_ms` (`node_ttl_ms`,
+    /// `heartbeat_interval_ms`) past the last read: this node's record, written by that
+    /// heartbeat, expires `ttl_ms` after it and the others then move its conversations; a claim
+    /// taken here after that would fence their new owner, whose claim back fences this node,
+    /// and so on for as long as the cut lasts (one heartbeat of margin for the others' reads).
+    /// A fresh view older than `ttl_ms` (this process was paused) waits for its next read.
+    pub fn claims_allowed(&self, now_ms: u64, ttl_ms: u64, interval_ms: u64) -> bool {
+        let limit = if self.fresh {
+            ttl_ms
+        } else {
+            ttl_ms.saturating_sub(interval_ms)
+        };
+        self.joined && now_ms.saturating_sub(self.read_at_ms) < limit
+    }
+
     /// Where node `node_id` is in `nodes` (sorted by id).
     fn index_of(&self, node_id: &str) -> Result<usize, usize> {
         self.nodes
@@ -237,6 +253,35 @@ mod tests {
         // Bounded by nodes_max.
         let view = ClusterView::new(vec![beat("a", 1), beat("b", 1), beat("c", 1)], 1);
         assert_eq!(ids(&view.next(vec![beat("a", 2)], 2, ttl, 2)), ["a", "b"]);
+    }
+
+    #[test]
+    fn a_stale_view_allows_claims_only_until_one_heartbeat_before_the_ttl() {
+        let (ttl, interval) = (1_000, 200);
+        let view = ClusterView::new(vec![beat("a", 100)], 100);
+        assert!(
+            view.claims_allowed(1_099, ttl, interval),
+            "fresh: until the TTL"
+        );
+        assert!(
+            !view.claims_allowed(1_100, ttl, interval),
+            "paused past the TTL"
+        );
+        let stale = view.stale("redis away".into());
+        assert!(stale.claims_allowed(100, ttl, interval));
+        assert!(stale.claims_allowed(899, ttl, interval));
+        assert!(
+            !stale.claims_allowed(900, ttl, interval),
+            "the others may drop it next read"
+        );
+        assert!(!stale.claims_allowed(10_000, ttl, interval));
+        assert!(
+            !ClusterView::default().claims_allowed(1, ttl, interval),
+            "never joined"
+        );
+        // Back: the next fresh read allows them again.
+        let back = stale.next(vec![beat("a", 10_000)], 10_000, ttl, 8);
+        assert!(back.claims_allowed(10_000, ttl, interval));
     }
 
     #[test]

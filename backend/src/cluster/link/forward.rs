@@ -50,6 +50,30 @@ impl Link {
         }
     }
 
+    /// Whether this node's sequencer may claim a conversation it does not hold now
+    /// (`ClusterView::claims_allowed`): refused UNAVAILABLE (with `retry_after_ms`) while this
+    /// node has not joined, and once its view has been stale (Redis unreachable) for about
+    /// `node_ttl_ms`, when the others may have moved its conversations. Epochs it holds are
+    /// still written: the store's fence refuses them once another node claimed one.
+    pub(crate) fn may_claim(&self) -> Result<(), Refusal> {
+        let allowed = self.view_nodes().is_some_and(|view| {
+            view.claims_allowed(
+                crate::time::now_ms(),
+                self.config.node_ttl_ms,
+                self.config.heartbeat_interval_ms,
+            )
+        });
+        if allowed {
+            return Ok(());
+        }
+        metrics::counter!("ringchat_cluster_claims_refused_total").increment(1);
+        Err(Refusal {
+            code: v1::ErrorCode::Unavailable,
+            message: STALE_VIEW.into(),
+            retry_after_ms: crate::retry_after::unavailable_retry_after_ms(),
+        })
+    }
+
     /// Queues a write for its owner `peer`; the answer comes back through `serve.rs`. The
     /// write goes out under a forward id of this process (`pending.rs`) in place of the
     /// client's request id, which the answer gets back here.
@@ -154,6 +178,9 @@ impl Link {
 /// Why a write's owner is not known (`Owner::Unknown`).
 const NOT_JOINED: &str =
     "this node has not joined the cluster yet (the node registry in Redis not read); retry";
+/// Why a claim is refused (`Link::may_claim`).
+const STALE_VIEW: &str = "this node has not reached the cluster's registry (Redis) for too long to take \
+     over conversations; retry";
 const NO_PEER: &str = "the conversation's owner node cannot be linked to from this node; retry";
 
 /// Who sequences a write (`Link::owner_elsewhere`).

@@ -31,6 +31,9 @@ pub(crate) struct Ownership {
     pub(super) ids: IdBlocks,
     /// An id could not be leased while the group was applied: the group is not committed.
     pub(super) ids_failed: Option<StoreError>,
+    /// Says whether a conversation not held may be claimed now (`Link::may_claim`); unset
+    /// (tests of the sequencer alone): always.
+    gate: Option<Arc<crate::cluster::link::Link>>,
 }
 
 impl Ownership {
@@ -46,6 +49,7 @@ impl Ownership {
             epochs: Map::default(),
             in_group: Set::default(),
             ids_failed: None,
+            gate: None,
         })
     }
 
@@ -72,6 +76,10 @@ impl Ownership {
     /// `fresh` (new groups' ids, never claimed) need no read.
     fn claim_all(&mut self, convs: &[ConvId], fresh: &[ConvId]) -> Claimed {
         let mut out = Claimed::default();
+        if let Some(Err(refusal)) = self.gate.as_ref().map(|link| link.may_claim()) {
+            out.failed = Some(refusal);
+            return out;
+        }
         let read: Vec<ConvId> = convs
             .iter()
             .filter(|c| !fresh.contains(c))
@@ -207,6 +215,14 @@ impl Writer {
     ) -> std::io::Result<Self> {
         self.ownership = Some(Ownership::new(node, owners, id_block_size)?);
         Ok(self)
+    }
+
+    /// Claims only what `link` allows (`Link::may_claim`): a node cut off from Redis for
+    /// about `node_ttl_ms` takes no conversation over, held ones are still written.
+    pub(crate) fn set_claim_gate(&mut self, link: Arc<crate::cluster::link::Link>) {
+        if let Some(own) = self.ownership.as_mut() {
+            own.gate = Some(link);
+        }
     }
 
     /// Cluster mode, before a group is applied: holds the ids it will take, claims the
