@@ -144,3 +144,32 @@ pub fn encoded(request_id: u64, body: Body) -> Bytes {
         body: Some(body),
     })
 }
+
+/// Test support: every frame in a shard's event, decoded, with the connection it is for.
+#[cfg(test)]
+pub(crate) fn decoded_frames(event: ShardEvent) -> Vec<(u64, Body)> {
+    let decode = |bytes: &[u8]| {
+        (ringchat_proto::decode(&mut bytes.into(), 1 << 20).expect("a frame"))
+            .expect("whole")
+            .body
+            .expect("a body")
+    };
+    match event {
+        ShardEvent::Frame { conn, frame } => vec![(conn, decode(&frame))],
+        ShardEvent::Fanout { conns, frame } => conns.iter().map(|c| (*c, decode(&frame))).collect(),
+        ShardEvent::Frames(out) => out
+            .into_iter()
+            .flat_map(|o| match o {
+                Outgoing::One(c, frame) => vec![(c, decode(&frame))],
+                Outgoing::Shared {
+                    conns,
+                    except,
+                    frame,
+                } => (conns.iter().filter(|c| Some(**c) != except))
+                    .map(|c| (*c, decode(&frame)))
+                    .collect(),
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}

@@ -14,7 +14,7 @@ use ringchat_proto::Body;
 use ringchat_proto::v1::{self, ErrorCode, login};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::api::{ConnRef, GroupWrite, LoginReply, Outgoing, Request, ShardEvent, WriteRequest};
+use crate::api::{ConnRef, GroupWrite, LoginReply, Request, WriteRequest, decoded_frames};
 use crate::config::Settings;
 use crate::messaging::Submitted;
 use crate::service::Backend;
@@ -30,34 +30,6 @@ const JOINER_WRITE_CONN: u64 = 3;
 
 fn conn(n: u64) -> ConnRef {
     ConnRef { shard: 0, conn: n }
-}
-
-/// Every frame in `event`, with the connection it is for.
-fn frames(event: ShardEvent) -> Vec<(u64, Body)> {
-    let decode = |bytes: &[u8]| {
-        (ringchat_proto::decode(&mut bytes.into(), 1 << 20).expect("a frame"))
-            .expect("whole")
-            .body
-            .expect("a body")
-    };
-    match event {
-        ShardEvent::Frame { conn, frame } => vec![(conn, decode(&frame))],
-        ShardEvent::Fanout { conns, frame } => conns.iter().map(|c| (*c, decode(&frame))).collect(),
-        ShardEvent::Frames(out) => out
-            .into_iter()
-            .flat_map(|o| match o {
-                Outgoing::One(c, frame) => vec![(c, decode(&frame))],
-                Outgoing::Shared {
-                    conns,
-                    except,
-                    frame,
-                } => (conns.iter().filter(|c| Some(**c) != except))
-                    .map(|c| (*c, decode(&frame)))
-                    .collect(),
-            })
-            .collect(),
-        _ => Vec::new(),
-    }
 }
 
 async fn register(b: &Backend, name: &str) -> UserId {
@@ -151,7 +123,7 @@ async fn a_login_while_delivery_lags_is_refused_and_never_pushed_hidden_history(
     let g = tokio::time::timeout(DEADLINE, async {
         loop {
             let event = events.recv().await.expect("the shard's inbox is open");
-            for (_, body) in frames(event) {
+            for (_, body) in decoded_frames(event) {
                 if let Body::GroupCreated(c) = body {
                     return c.group.expect("the group").conversation_id;
                 }
@@ -198,7 +170,7 @@ async fn a_login_while_delivery_lags_is_refused_and_never_pushed_hidden_history(
     tokio::time::timeout(DEADLINE, async {
         loop {
             let event = events.recv().await.expect("the shard's inbox is open");
-            for (to, body) in frames(event) {
+            for (to, body) in decoded_frames(event) {
                 match body {
                     Body::Push(p) if to == JOINER_LOGIN_CONN => {
                         pushed_to_joiner.push(p.message.expect("a message").client_msg_id);

@@ -12,7 +12,7 @@ use ringchat_proto::v1::{self, Platform};
 use tokio::sync::mpsc;
 
 use super::{DeviceState, State};
-use crate::api::{ConnRef, ContactWrite, Outgoing, Request, ShardEvent, WriteRequest};
+use crate::api::{ConnRef, ContactWrite, Request, ShardEvent, WriteRequest, decoded_frames};
 use crate::config::Settings;
 use crate::messaging::Submitted;
 use crate::service::Backend;
@@ -71,34 +71,6 @@ async fn user(b: &Backend, name: &str, n: u64) -> UserId {
     user_id
 }
 
-/// Every frame in `event`, with the connection it is for.
-fn frames(event: ShardEvent) -> Vec<(u64, Body)> {
-    let decode = |bytes: &[u8]| {
-        (ringchat_proto::decode(&mut bytes.into(), 1 << 20).expect("a frame"))
-            .expect("whole")
-            .body
-            .expect("a body")
-    };
-    match event {
-        ShardEvent::Frame { conn, frame } => vec![(conn, decode(&frame))],
-        ShardEvent::Fanout { conns, frame } => conns.iter().map(|c| (*c, decode(&frame))).collect(),
-        ShardEvent::Frames(out) => out
-            .into_iter()
-            .flat_map(|o| match o {
-                Outgoing::One(c, frame) => vec![(c, decode(&frame))],
-                Outgoing::Shared {
-                    conns,
-                    except,
-                    frame,
-                } => (conns.iter().filter(|c| Some(**c) != except))
-                    .map(|c| (*c, decode(&frame)))
-                    .collect(),
-            })
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
 /// A contacts write of `user` on connection `n`, answered (`FriendOk`) before this returns.
 async fn contact(
     b: &Backend,
@@ -119,7 +91,7 @@ async fn contact(
     let answered = async {
         loop {
             let event = events.recv().await.expect("the shard's inbox is open");
-            for (to, body) in frames(event) {
+            for (to, body) in decoded_frames(event) {
                 if to == n {
                     match body {
                         Body::FriendOk(_) => return,
@@ -139,7 +111,7 @@ async fn contact(
 fn presence_sent(events: &mut mpsc::Receiver<ShardEvent>) -> Vec<(u64, UserId, v1::PresenceState)> {
     let mut out = Vec::new();
     while let Ok(event) = events.try_recv() {
-        for (to, body) in frames(event) {
+        for (to, body) in decoded_frames(event) {
             if let Body::Presence(p) = body {
                 out.push((to, p.user_id, p.state()));
             }

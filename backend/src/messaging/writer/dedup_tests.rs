@@ -6,10 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use bytes::Bytes;
-
-use super::super::{NewMessage, Outcome, RowPolicy, Write, WriteOp, Writer};
-use crate::api::ConnRef;
+use super::super::{Outcome, RowPolicy, Writer};
 use crate::config::Durability;
 use crate::contacts::ContactsConfig;
 use crate::groups::GroupsConfig;
@@ -117,20 +114,7 @@ fn writer(store: &Arc<FjallStore>) -> (Writer, Arc<CountingLog>) {
 
 /// Commits one send in a group of its own: its seq, and whether it was a resend.
 fn send(w: &mut Writer, from: UserId, to: UserId, id: &str) -> (u64, bool) {
-    let op = WriteOp {
-        conn: ConnRef { shard: 0, conn: 1 },
-        request_id: 7,
-        write: Write::Send(NewMessage {
-            from,
-            to,
-            client_msg_id: id.into(),
-            content_type: 1,
-            content: Bytes::from_static(b"hi"),
-            refused: None,
-        }),
-        queued_at: None,
-        trace: None,
-    };
+    let op = super::super::ownership::tests::send(from, to, id);
     let done = w.commit(&mut vec![op]);
     match &done.outcomes[..] {
         [Outcome::Sent { message, .. }] => (done.messages[*message].seq, false),

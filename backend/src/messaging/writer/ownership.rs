@@ -368,4 +368,4 @@ impl Writer {
 
 #[cfg(test)]
 #[path = "ownership_tests.rs"]
-mod tests;
+pub(super) mod tests;

@@ -38,7 +38,8 @@ fn writer(ports: &Ports) -> Writer {
     .expect("writer")
 }
 
-fn send(from: UserId, to: UserId, id: &str) -> WriteOp {
+/// A send of "hi" from `from` to `to` (also the dedup tests').
+pub(in crate::messaging::writer) fn send(from: UserId, to: UserId, id: &str) -> WriteOp {
     WriteOp {
         conn: ConnRef { shard: 0, conn: 1 },
         request_id: 7,
