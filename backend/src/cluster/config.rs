@@ -106,13 +106,8 @@ fn hidden<S: serde::Serializer>(value: &str, s: S) -> Result<S::Ok, S::Error> {
 
 /// Sentinel addresses as shown (admin config view): any `user:password@` replaced.
 fn hidden_credentials<S: serde::Serializer>(addrs: &[String], s: S) -> Result<S::Ok, S::Error> {
-    s.collect_seq(addrs.iter().map(|a| match a.split_once('@') {
-        Some((before, host)) => match before.split_once("://") {
-            Some((scheme, _)) => format!("{scheme}://(hidden)@{host}"),
-            None => format!("(hidden)@{host}"),
-        },
-        None => a.clone(),
-    }))
+    // The one rule every shown secret follows (`live::credentials_hidden`).
+    s.collect_seq(addrs.iter().map(|a| crate::live::credentials_hidden(a)))
 }
 
 impl Default for ClusterConfig {
@@ -540,7 +535,7 @@ mod tests {
         let shown = serde_json::to_value(&config).unwrap();
         assert_eq!(
             shown["sentinel_addrs"],
-            serde_json::json!(["10.0.0.1:26379", "redis://(hidden)@10.0.0.2:26379"])
+            serde_json::json!(["10.0.0.1:26379", "redis://ops:(hidden)@10.0.0.2:26379"])
         );
     }
 }
