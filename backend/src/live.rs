@@ -265,9 +265,12 @@ fn hidden_params(text: &str) -> String {
         out.push_str(before);
         out.push('=');
         let after = &after[1..];
+        // After the last character that is no part of a name (it may be more than one byte).
         let name_start = before
-            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .map_or(0, |i| i + 1);
+            .char_indices()
+            .rev()
+            .find(|&(_, c)| !(c.is_ascii_alphanumeric() || c == '_'))
+            .map_or(0, |(i, c)| i + c.len_utf8());
         let name = before[name_start..].to_ascii_lowercase();
         let secret = ["password", "secret", "token"]
             .iter()
@@ -372,6 +375,11 @@ mod tests {
             ),
             ("info,ringchat=debug", "info,ringchat=debug"),
             ("", ""),
+            // Any text may come here (an admin's value in an error): never cut inside a
+            // character.
+            ("security.deny: \"Õ=x", "security.deny: \"Õ=x"),
+            ("Õpassword=topsecret", "Õpassword=(hidden)"),
+            ("é:Õ@ü", "é:(hidden)@ü"),
         ] {
             let shown = credentials_hidden(text);
             assert_eq!(shown, expect, "{text}");
