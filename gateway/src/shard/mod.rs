@@ -234,16 +234,45 @@ const AUTHED: u32 = u32::MAX;
 
 /// A connection's queue of encoded frames, and their bytes. `Cell`s (the queue taken out and put
 /// back around each use, which never spans an `.await`) rather than a `RefCell`: no borrow flag
-/// in every connection. Every change to its bytes is also made to the shard's total (`total`,
-/// `Shard::outbound_bytes`).
+/// in every connection. Each frame is also charged to the shard's total (`total`,
+/// `Shard::outbound_bytes`): its bytes, or only its queue entry when the connection shares the
+/// frame's buffer with others that were charged for it (a group's fan-out).
 #[derive(Default)]
 pub(crate) struct Outbound {
-    frames: Cell<VecDeque<Bytes>>,
+    frames: Cell<VecDeque<Queued>>,
     /// Bytes of the queued frames; bounded by `OutboundLimits::bytes_max` (at most 1 GiB).
     bytes: Cell<u32>,
     /// The shard tick (wrapping) the queue last went from empty to not: how long its backlog
     /// has waited (`gateway.outbound_drain_timeout_ms`).
     backlog_since_tick: Cell<u32>,
+}
+
+/// A queued frame and what it was charged to the shard's total.
+struct Queued {
+    frame: Bytes,
+    charge: u32,
+}
+
+/// What a queued frame costs the shard's budget when its buffer was charged to another
+/// connection already: its queue entry.
+const SHARED_FRAME_CHARGE_BYTES: u32 = std::mem::size_of::<Queued>() as u32;
+
+/// How a frame is charged to the shard's budget of queued bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Charge {
+    /// Its bytes: the connection's own frame, or the first of a shared one.
+    Whole,
+    /// Its queue entry only: the buffer is shared with a connection charged [`Charge::Whole`].
+    Shared,
+}
+
+impl Charge {
+    fn bytes(self, len: u32) -> u32 {
+        match self {
+            Self::Whole => len,
+            Self::Shared => len.min(SHARED_FRAME_CHARGE_BYTES),
+        }
+    }
 }
 
 /// How far a connection may fall behind before it is kicked as a slow consumer.
@@ -254,7 +283,7 @@ pub(crate) struct OutboundLimits {
 }
 
 impl Outbound {
-    fn with<R>(&self, f: impl FnOnce(&mut VecDeque<Bytes>) -> R) -> R {
+    fn with<R>(&self, f: impl FnOnce(&mut VecDeque<Queued>) -> R) -> R {
         let mut queue = self.frames.take();
         let r = f(&mut queue);
         self.frames.set(queue);
@@ -276,8 +305,17 @@ impl Outbound {
 
     /// Queues `frame` at shard tick `now` unless the queue is past a limit. A frame is always
     /// taken into an empty queue, whatever its size: one reply never makes a slow consumer.
-    fn push(&self, frame: Bytes, limits: OutboundLimits, now: u64, total: &Cell<u64>) -> bool {
+    /// The connection's own limits count the frame whole; the shard's total by `charge`.
+    fn push(
+        &self,
+        frame: Bytes,
+        charge: Charge,
+        limits: OutboundLimits,
+        now: u64,
+        total: &Cell<u64>,
+    ) -> bool {
         let len = frame_bytes(&frame);
+        let charge = charge.bytes(len);
         let bytes = self.bytes.get();
         let taken = self.with(|queue| {
             let full = queue.len() >= limits.frames_max
@@ -286,13 +324,13 @@ impl Outbound {
                 if queue.is_empty() {
                     self.backlog_since_tick.set(now as u32);
                 }
-                queue.push_back(frame);
+                queue.push_back(Queued { frame, charge });
             }
             !full
         });
         if taken {
             self.bytes.set(bytes.saturating_add(len));
-            total.set(total.get() + u64::from(len));
+            total.set(total.get() + u64::from(charge));
         }
         taken
     }
@@ -306,7 +344,7 @@ impl Outbound {
             if queue.is_empty() {
                 self.backlog_since_tick.set(now as u32);
             }
-            queue.push_back(frame);
+            queue.push_back(Queued { frame, charge: len });
         });
     }
 
@@ -318,13 +356,14 @@ impl Outbound {
 
     /// Takes frames from the front while `take` accepts them.
     pub fn pop_while(&self, mut take: impl FnMut(&Bytes) -> bool, total: &Cell<u64>) {
-        let mut popped = 0u32;
+        let (mut popped, mut charged) = (0u32, 0u64);
         self.with(|queue| {
-            while let Some(frame) = queue.front() {
-                if !take(frame) {
+            while let Some(queued) = queue.front() {
+                if !take(&queued.frame) {
                     break;
                 }
-                popped = popped.saturating_add(frame_bytes(frame));
+                popped = popped.saturating_add(frame_bytes(&queued.frame));
+                charged += u64::from(queued.charge);
                 queue.pop_front();
             }
             if queue.is_empty() && queue.capacity() > 1024 {
@@ -332,13 +371,18 @@ impl Outbound {
             }
         });
         self.bytes.set(self.bytes.get().saturating_sub(popped));
-        total.set(total.get().saturating_sub(u64::from(popped)));
+        total.set(total.get().saturating_sub(charged));
     }
 
     /// Drops every waiting frame.
     pub fn clear(&self, total: &Cell<u64>) {
-        self.with(|queue| queue.clear());
-        total.set(total.get().saturating_sub(u64::from(self.bytes.replace(0))));
+        let charged: u64 = self.with(|queue| {
+            let charged = queue.iter().map(|q| u64::from(q.charge)).sum();
+            queue.clear();
+            charged
+        });
+        self.bytes.set(0);
+        total.set(total.get().saturating_sub(charged));
     }
 }
 
@@ -565,13 +609,36 @@ impl Shard {
     /// Queues an encoded frame for `c`. Past a limit of its own (frames or bytes) it is closed
     /// as a slow consumer; past the shard's, the connection with the largest backlog is.
     pub fn enqueue(&self, c: &ConnShared, frame: Bytes) {
+        self.enqueue_charged(c, frame, Charge::Whole);
+    }
+
+    /// Queues one frame for each of `ids` (a group's, a room's or a fan-out's: one buffer): the
+    /// shard's budget is charged its bytes once, and each further connection its queue entry.
+    /// Counted whole per connection, the frames of one 32 KiB message to 16,000 members would
+    /// pass a 512 MiB budget that holds 32 KiB, and kick members that keep up.
+    fn enqueue_shared(
+        &self,
+        conns: &ConnTable<ConnShared>,
+        ids: impl IntoIterator<Item = ConnId>,
+        frame: &Bytes,
+    ) {
+        let mut charge = Charge::Whole;
+        for conn in ids {
+            if let Some(c) = conns.get(conn) {
+                self.enqueue_charged(c, frame.clone(), charge);
+                charge = Charge::Shared;
+            }
+        }
+    }
+
+    fn enqueue_charged(&self, c: &ConnShared, frame: Bytes, charge: Charge) {
         if c.close.get().is_some() {
             return;
         }
         let limits = self.gateway.outbound_limits();
         if !c
             .outbound
-            .push(frame, limits, self.tick.get(), &self.outbound_bytes)
+            .push(frame, charge, limits, self.tick.get(), &self.outbound_bytes)
         {
             c.close_with(Close::Kick(KickReason::SlowConsumer));
             return;
@@ -814,24 +881,16 @@ async fn drain_inbox(shard: Rc<Shard>, mut inbox: mpsc::Receiver<ShardEvent>) {
                                 conns: ids,
                                 except,
                                 frame,
-                            } => {
-                                for &conn in ids.iter() {
-                                    if Some(conn) != except
-                                        && let Some(c) = conns.get(conn)
-                                    {
-                                        shard.enqueue(c, frame.clone());
-                                    }
-                                }
-                            }
+                            } => shard.enqueue_shared(
+                                &conns,
+                                ids.iter().copied().filter(|&c| Some(c) != except),
+                                &frame,
+                            ),
                         }
                     }
                 }
                 ShardEvent::Fanout { conns: ids, frame } => {
-                    for conn in ids {
-                        if let Some(c) = conns.get(conn) {
-                            shard.enqueue(c, frame.clone());
-                        }
-                    }
+                    shard.enqueue_shared(&conns, ids, &frame);
                 }
                 ShardEvent::Kick { conn, reason } => {
                     if let Some(c) = conns.get(conn) {
@@ -903,6 +962,49 @@ mod tests {
         Bytes::from(vec![0; bytes])
     }
 
+    impl Outbound {
+        fn push_whole(&self, f: Bytes, limits: OutboundLimits, now: u64, t: &Cell<u64>) -> bool {
+            self.push(f, Charge::Whole, limits, now, t)
+        }
+    }
+
+    /// A frame shared by many queues is charged to the shard's total once whole, then by its
+    /// queue entry; each queue's own bytes (its limit) count it whole; whatever way the entries
+    /// leave, the total comes back to where it was.
+    #[test]
+    fn a_shared_frame_is_charged_to_the_shard_once() {
+        let limits = OutboundLimits {
+            frames_max: 16,
+            bytes_max: 1 << 20,
+        };
+        let shared = frame(32 * 1024);
+        let queues: Vec<Outbound> = (0..1000).map(|_| Outbound::default()).collect();
+        let total = Cell::new(0);
+        for (i, q) in queues.iter().enumerate() {
+            let charge = if i == 0 {
+                Charge::Whole
+            } else {
+                Charge::Shared
+            };
+            assert!(q.push(shared.clone(), charge, limits, 1, &total));
+            assert_eq!(q.bytes(), 32 * 1024, "its own limit counts it whole");
+        }
+        let entries = 999 * u64::from(SHARED_FRAME_CHARGE_BYTES);
+        assert_eq!(total.get(), 32 * 1024 + entries);
+        queues[0].pop_while(|_| true, &total);
+        assert_eq!(total.get(), entries);
+        for q in &queues[1..500] {
+            q.pop_while(|_| true, &total);
+        }
+        for q in &queues[500..] {
+            q.clear(&total);
+        }
+        assert_eq!(total.get(), 0);
+        // A frame smaller than an entry is charged its bytes, not more.
+        assert!(queues[1].push(frame(3), Charge::Shared, limits, 1, &total));
+        assert_eq!(total.get(), 3);
+    }
+
     /// The queue's bounds, its bytes counted in the shard's total too, and the age of its
     /// backlog.
     #[test]
@@ -910,28 +1012,31 @@ mod tests {
         let q = Outbound::default();
         let total = Cell::new(1000);
         // One frame is always taken, whatever its size.
-        assert!(q.push(frame(500), LIMITS, 5, &total));
-        assert!(!q.push(frame(1), LIMITS, 6, &total), "past the bytes");
+        assert!(q.push_whole(frame(500), LIMITS, 5, &total));
+        assert!(!q.push_whole(frame(1), LIMITS, 6, &total), "past the bytes");
         assert_eq!((q.len(), q.bytes(), total.get()), (1, 500, 1500));
         assert_eq!(q.backlog_ticks(9), Some(4));
         q.pop_while(|_| true, &total);
         assert_eq!((q.len(), q.bytes(), total.get()), (0, 0, 1000));
         assert_eq!(q.backlog_ticks(9), None);
 
-        assert!(q.push(frame(60), LIMITS, 10, &total));
+        assert!(q.push_whole(frame(60), LIMITS, 10, &total));
         assert!(
-            q.push(frame(40), LIMITS, 11, &total),
+            q.push_whole(frame(40), LIMITS, 11, &total),
             "exactly at the bound"
         );
-        assert!(!q.push(frame(1), LIMITS, 11, &total));
+        assert!(!q.push_whole(frame(1), LIMITS, 11, &total));
         q.pop_while(|f| f.len() == 60, &total);
         assert_eq!((q.len(), q.bytes(), total.get()), (1, 40, 1040));
         // Not empty since tick 10: a backlog that drains only in part keeps its age.
         assert_eq!(q.backlog_ticks(12), Some(2));
         for _ in 0..3 {
-            assert!(q.push(frame(1), LIMITS, 12, &total));
+            assert!(q.push_whole(frame(1), LIMITS, 12, &total));
         }
-        assert!(!q.push(frame(1), LIMITS, 12, &total), "past the frames");
+        assert!(
+            !q.push_whole(frame(1), LIMITS, 12, &total),
+            "past the frames"
+        );
         q.push_last(frame(7), 12, &total);
         assert_eq!((q.len(), q.bytes(), total.get()), (5, 50, 1050));
         q.clear(&total);

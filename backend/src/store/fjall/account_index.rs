@@ -188,6 +188,31 @@ mod tests {
         );
     }
 
+    /// A copy's import batches are synced one by one too, whatever the durability.
+    #[test]
+    fn each_import_batch_is_synced_before_the_next() {
+        use crate::store::dump::{DumpItem, DumpStore};
+        let dir = tempfile::tempdir().unwrap();
+        let store = FjallStore::open(dir.path(), Durability::None).unwrap();
+        let synced = || {
+            store
+                .durable_syncs
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        let before = synced();
+        for i in 0..2u64 {
+            let user = UserRecord {
+                user_id: USER_ID_FIRST + i,
+                username: format!("u{i}"),
+                password_hash: "h".into(),
+                email: format!("u{i}@example.com"),
+                created_at_ms: 1,
+            };
+            store.import(&[DumpItem::User(user)]).unwrap();
+            assert_eq!(synced(), before + i as usize + 1, "batch {i} synced");
+        }
+    }
+
     /// Each batch of the index build is synced before the next is written, whatever the
     /// durability: with `durability = "none"` (whose own writes are not synced here), opening a
     /// store of two full batches and one key more makes three syncs. Counted by the store: the
