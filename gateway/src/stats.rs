@@ -321,6 +321,10 @@ pub fn describe() {
             "ringchat_kicks_total",
             "Connections closed by the server, per shard and reason (SLOW_CONSUMER: the client did not read its frames).",
         ),
+        (
+            "ringchat_outbound_budget_kicks_total",
+            "Connections kicked as slow consumers because their shard's queued bytes passed gateway.outbound_bytes_per_shard_max (the largest backlog first), per shard, counted when chosen.",
+        ),
     ] {
         describe_counter!(name, help);
     }

@@ -108,6 +108,14 @@ pub fn describe() {
             "Logins whose user had more groups listed than groups.per_user_max (the limit was lowered, or joins on several cluster nodes at once each saw room): the groups past it were not pushed to that session.",
         ),
         (
+            "ringchat_groups_login_routed_wait_timeouts_total",
+            "Logins refused UNAVAILABLE because the commits their group read saw were not delivered in time (delivery lagging): installed then, the session could be pushed a group's history it may not see.",
+        ),
+        (
+            "ringchat_cluster_claims_refused_total",
+            "Cluster mode: writes refused UNAVAILABLE because this node's view of the cluster is too old to claim a conversation (Redis unreachable for longer than node_ttl_ms - heartbeat_interval_ms).",
+        ),
+        (
             "ringchat_store_unavailable_total",
             "Store calls that failed because a networked store was away or busy (answered UNAVAILABLE).",
         ),
