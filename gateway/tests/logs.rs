@@ -20,9 +20,6 @@ use common::sse::Sse;
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(20);
-/// Bytes of the old log file an export scans: reading all of it takes a debug build well
-/// over `common::WAIT_DEADLINE`.
-const EXPORT_FILLER_BYTES: usize = 200 << 20;
 /// How soon an export's scan slot must come back once its client has gone.
 const SLOT_BACK_WITHIN: Duration = Duration::from_secs(5);
 
@@ -521,22 +518,65 @@ fn readers_may_read_only_admins_change_the_filter_and_bad_input_is_a_json_4xx() 
     assert_eq!(big_backlog.status, 422);
 }
 
-/// Lines of an old log file that no search below matches: many small fields, slow to parse,
-/// so that reading them all takes far longer than the wait for the slot below.
-fn filler_file(dir: &Path, bytes: usize) {
-    let fields: String = (0..40)
-        .map(|i| format!("\"f{i}\":{i}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let line = format!(
-        "{{\"ts\":\"2026-01-01T00:00:00.000000Z\",\"level\":\"INFO\",\"target\":\"filler\",\"msg\":\"filler\",\"fields\":{{{fields}}}}}\n"
-    );
-    let mut text = String::with_capacity(bytes + line.len());
-    while text.len() < bytes {
-        text.push_str(&line);
+/// An old log file that never ends: a named pipe that a thread keeps filling with lines no
+/// export below matches, until the returned guard is dropped. An export reading it holds its
+/// scan slot for as long as it reads, so only its client leaving can give the slot back.
+/// The test holds the pipe open for reading and writing itself (nonblocking), so that a search
+/// opening it meanwhile never waits for a writer and the filler never blocks on a full pipe.
+struct EndlessLogFile {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    filler: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EndlessLogFile {
+    fn create(dir: &Path) -> Self {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Number 0: before the server's own files, so an export reads it first.
+        let path = dir.join("ringchat-2026-01-01.000000.log");
+        let status = Command::new("mkfifo").arg(&path).status().unwrap();
+        assert!(status.success(), "mkfifo {path:?}");
+        let mut pipe = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path)
+            .unwrap();
+        let line = b"{\"ts\":\"2026-01-01T00:00:00.000000Z\",\"level\":\"INFO\",\"target\":\"filler\",\"msg\":\"filler\"}\n";
+        // At most PIPE_BUF (4096 bytes on Linux): a nonblocking write of it is whole or none.
+        let block: Vec<u8> = line.repeat(4096 / line.len());
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = std::sync::Arc::clone(&stop);
+        let filler = std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(120);
+            // Whole blocks only, so that a reader never sees a torn line.
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed)
+                && std::time::Instant::now() < deadline
+            {
+                match pipe.write(&block) {
+                    Ok(n) => {
+                        assert_eq!(n, block.len(), "a write of PIPE_BUF bytes at most is whole")
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(2))
+                    }
+                    Err(e) => panic!("filling the log pipe: {e}"),
+                }
+            }
+        });
+        Self {
+            stop,
+            filler: Some(filler),
+        }
     }
-    // Number 0: before the server's own files, so an export reads it first.
-    std::fs::write(dir.join("ringchat-2026-01-01.000000.log"), text).unwrap();
+}
+
+impl Drop for EndlessLogFile {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(filler) = self.filler.take() {
+            let _ = filler.join();
+        }
+    }
 }
 
 #[test]
@@ -544,7 +584,7 @@ fn an_export_whose_client_left_gives_its_scan_slot_back_though_nothing_matched()
     let server = TestServer::start(&[("LOG__SCANS_MAX", "1")]);
     let key = viewer_key(&server, "exporter");
     let viewer = AdminClient::new(&server).with_key(&key);
-    filler_file(&log_dir(&server), EXPORT_FILLER_BYTES);
+    let _endless = EndlessLogFile::create(&log_dir(&server));
 
     let mut export = TcpStream::connect(server.admin).unwrap();
     write!(
@@ -552,12 +592,18 @@ fn an_export_whose_client_left_gives_its_scan_slot_back_though_nothing_matched()
         "GET /api/logs/export?q=nolinesaysthis HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {key}\r\n\r\n"
     )
     .unwrap();
-    // The export holds the one scan slot: a search is refused meanwhile. (The searches here
-    // skip every file by its time, so each answers at once.)
+    // The answer's head comes once the export holds the one scan slot; its scan of a file
+    // that never ends can only stop because its client leaves.
+    export.set_read_timeout(Some(WAIT)).unwrap();
+    let mut status_line = String::new();
+    BufReader::new(&export).read_line(&mut status_line).unwrap();
+    assert!(status_line.starts_with("HTTP/1.1 200"), "{status_line}");
+    // A search is refused meanwhile. (The searches here skip every file by its time, so
+    // each answers at once.)
     let search = || viewer.get("/api/logs?since=2999-01-01T00:00:00Z");
-    wait_until("the export to take the scan slot", || search().0 == 503);
+    let (status, body) = search();
+    assert_eq!(status, 503, "the export holds the slot: {body}");
     drop(export);
-    // Reading the whole file takes several times this; the slot comes back at once.
     let deadline = std::time::Instant::now() + SLOT_BACK_WITHIN;
     loop {
         let (status, body) = search();
