@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::TestServer;
@@ -269,32 +269,7 @@ async fn metrics_have_help_and_units_a_latency_histogram_and_readiness() {
         assert!(Instant::now() < end, "no latencies in /metrics");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let page = common::http_get(server.admin, "/metrics");
-    let mut help = BTreeSet::new();
-    let mut types: HashMap<String, String> = HashMap::new();
-    for line in page.lines() {
-        if let Some(rest) = line.strip_prefix("# HELP ") {
-            help.insert(rest.split(' ').next().unwrap().to_owned());
-        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let (name, kind) = rest.split_once(' ').unwrap();
-            types.insert(name.to_owned(), kind.to_owned());
-        }
-    }
-    for (name, kind) in &types {
-        assert!(help.contains(name), "{name} has no # HELP");
-        assert!(
-            name.starts_with("ringchat_") || name.starts_with("process_"),
-            "{name}: not a ringchat_ or process_ family"
-        );
-        if kind == "counter" {
-            assert!(
-                name.ends_with("_total"),
-                "counter {name} does not end in _total"
-            );
-        } else {
-            assert!(!name.ends_with("_total"), "{kind} {name} ends in _total");
-        }
-    }
+    let types = common::metrics::check_families(&common::http_get(server.admin, "/metrics"));
     for family in [
         "ringchat_build_info",
         "ringchat_send_ack_seconds",

@@ -17,6 +17,7 @@ pub fn install_metrics() -> Result<PrometheusHandle, metrics::SetRecorderError<i
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder)?;
     super::overview::metrics::describe();
+    crate::cluster::metrics::describe();
     Ok(handle)
 }
 

@@ -20,6 +20,7 @@ mod grpc_conns;
 mod hooks;
 pub mod leases;
 pub mod link;
+pub(crate) mod metrics;
 mod presence;
 mod redis;
 mod registry;
@@ -235,7 +236,7 @@ impl Cluster {
                 let read = nodes.len();
                 let old = self.view.load_full();
                 let next = old.next(nodes, now, self.config.node_ttl_ms, self.config.nodes_max);
-                metrics::gauge!("ringchat_cluster_nodes_missing_kept")
+                ::metrics::gauge!("ringchat_cluster_nodes_missing_kept")
                     .set(next.nodes.len().saturating_sub(read) as f64);
                 self.view.store(Arc::new(next));
                 if !old.fresh && old.joined {
@@ -243,7 +244,7 @@ impl Cluster {
                 }
             }
             Err(err) => {
-                metrics::counter!("ringchat_cluster_heartbeat_failures_total").increment(1);
+                ::metrics::counter!("ringchat_cluster_heartbeat_failures_total").increment(1);
                 let old = self.view.load();
                 if old.fresh || !old.joined {
                     tracing::warn!(%err, "cluster: heartbeat failed; serving on with the last node view (stale)");

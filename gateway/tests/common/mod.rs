@@ -11,6 +11,7 @@ pub mod groups;
 pub mod http1;
 pub mod kill9;
 pub mod mail;
+pub mod metrics;
 pub mod migrate;
 pub mod pg_cluster;
 pub mod proxy;

@@ -18,7 +18,8 @@ const SEND_ACK_BUCKETS_S: [f64; 14] = [
 ];
 
 /// `# HELP` for every family the backend publishes. Called once, after the recorder is
-/// installed; a family added without a line here fails `gateway/tests/observe_metrics.rs`.
+/// installed; a family added without a line here fails `gateway/tests/observe_overview.rs`
+/// (cluster families: `cluster::metrics`).
 pub fn describe() {
     for (name, help) in [
         (
@@ -112,8 +113,12 @@ pub fn describe() {
             "Logins refused UNAVAILABLE because the commits their group read saw were not delivered in time (delivery lagging): installed then, the session could be pushed a group's history it may not see.",
         ),
         (
-            "ringchat_cluster_claims_refused_total",
-            "Cluster mode: writes refused UNAVAILABLE because this node's view of the cluster is too old to claim a conversation (Redis unreachable for longer than node_ttl_ms - heartbeat_interval_ms).",
+            "ringchat_log_lines_dropped_total",
+            "Log lines dropped because log.buffer_lines_max were queued for the sink (or its writer had stopped), per sink (console, file), since start.",
+        ),
+        (
+            "ringchat_log_stream_skipped_total",
+            "Log events live tails (GET /api/logs/stream) skipped because their reader fell behind (each told event: skipped), since start.",
         ),
         (
             "ringchat_store_unavailable_total",

@@ -1,0 +1,208 @@
+//! `# HELP` for the cluster families kept in the metrics registry (recorded by `cluster/**`,
+//! the sequencer's `writer/{ownership,ids}.rs` and `messaging/submit.rs`). The families read
+//! from the node view at scrape time carry their own help (`admin::render_metrics`).
+//! Described on every server (a description alone publishes nothing), so a family shows up
+//! with its help whichever node first records it.
+
+use metrics::{describe_counter, describe_gauge};
+
+/// Called once, after the recorder is installed (`admin::install_metrics`); a family recorded
+/// without a line here fails `gateway/tests/cluster_metrics.rs`.
+pub fn describe() {
+    for (name, help) in COUNTERS {
+        describe_counter!(*name, *help);
+    }
+    for (name, help) in GAUGES {
+        describe_gauge!(*name, *help);
+    }
+}
+
+const COUNTERS: &[(&str, &str)] = &[
+    // Ownership and ids (the sequencer).
+    (
+        "ringchat_cluster_claims_total",
+        "Conversations this node's sequencer claimed (won an epoch for in the store of record), since start.",
+    ),
+    (
+        "ringchat_cluster_claim_round_trips_total",
+        "Claim calls to the store of record (one per commit group that had conversations to claim), since start.",
+    ),
+    (
+        "ringchat_cluster_fenced_groups_total",
+        "Commit groups refused because another node had claimed one of their conversations (their writes answered UNAVAILABLE), since start.",
+    ),
+    (
+        "ringchat_cluster_claims_refused_total",
+        "Writes refused UNAVAILABLE because this node's view of the cluster is too old to claim a conversation (Redis unreachable for longer than node_ttl_ms - heartbeat_interval_ms), since start.",
+    ),
+    (
+        "ringchat_cluster_id_leases_waited_total",
+        "Times a commit group waited for a block of ids leased from the store of record (none held in advance: raise cluster.id_block_size), since start.",
+    ),
+    // Forwarding writes to their owner.
+    (
+        "ringchat_cluster_forwarded_writes_total",
+        "Client writes queued on a link to the node that owns their conversation, since start.",
+    ),
+    (
+        "ringchat_cluster_forward_refused_total",
+        "Writes answered UNAVAILABLE instead of reaching their owner, by reason: full (the peer's queue), down (the link), timeout (no answer within forward_timeout_ms), pending_full (too many waiting for answers), owner_busy (this node is the owner and its sequencer's queue was full), since start.",
+    ),
+    (
+        "ringchat_cluster_owner_unknown_total",
+        "Writes refused UNAVAILABLE because no node was known to own their conversation (this node not joined yet, or missing from its own view), since start.",
+    ),
+    (
+        "ringchat_cluster_stale_answers_total",
+        "Answers from an owner that no connection here waited for any more (answered UNAVAILABLE already, or for this node's previous process), dropped, since start.",
+    ),
+    // The node links, per peer.
+    (
+        "ringchat_cluster_peer_batches_sent_total",
+        "Batches handed to the link to each peer, since start.",
+    ),
+    (
+        "ringchat_cluster_peer_items_sent_total",
+        "Items (forwarded writes, answers, pushes, kicks, typing) handed to the link to each peer, since start.",
+    ),
+    (
+        "ringchat_cluster_peer_batches_received_total",
+        "Batches received from each peer, since start.",
+    ),
+    (
+        "ringchat_cluster_peer_items_received_total",
+        "Items received from each peer, since start.",
+    ),
+    (
+        "ringchat_cluster_peer_items_dropped_total",
+        "Items for each peer not sent, by reason: full (peer_queue_items_max waiting, or half of it for typing), down (the link was down), oversized (past the links' item limit), since start.",
+    ),
+    (
+        "ringchat_cluster_peer_missed_total",
+        "Batches from each peer that said frames for this node were dropped on the way (sessions here are told to Sync), since start.",
+    ),
+    (
+        "ringchat_cluster_peer_links_up_total",
+        "Links to each peer that came up (dialed and the stream accepted), since start.",
+    ),
+    (
+        "ringchat_cluster_peer_links_down_total",
+        "Links to each peer that went down, by result: lost (was up) or failed (dialing did not succeed), since start.",
+    ),
+    (
+        "ringchat_cluster_peer_refused_total",
+        "Link streams from other nodes refused UNAUTHENTICATED (no valid proof of cluster.peer_secret, or no client certificate with [cluster.tls]), since start.",
+    ),
+    (
+        "ringchat_cluster_peer_legacy_secret_total",
+        "Link streams taken from nodes of the previous version, which send cluster.peer_secret itself instead of a proof, since start.",
+    ),
+    (
+        "ringchat_cluster_peers_new_in_view_total",
+        "Times each node entered this node's view after it had joined (its next batch says it may have missed pushes), since start.",
+    ),
+    (
+        "ringchat_cluster_peers_parked_total",
+        "Peers no longer dialed because their node was out of the view for node_ttl_ms after a link failure, since start.",
+    ),
+    // Kicks sent to other nodes.
+    (
+        "ringchat_cluster_kicks_unremembered_total",
+        "Kicks for each peer sent once and not remembered until confirmed, because peer_kicks_pending_max users' kicks waited for it, since start.",
+    ),
+    (
+        "ringchat_cluster_kicks_spared_total",
+        "Sessions a kick from another node left alone (token still valid, account no longer disabled, or opened after the kick), since start.",
+    ),
+    // Catching up after lost pushes.
+    (
+        "ringchat_cluster_sync_hints_requested_total",
+        "Requests to tell every session here to Sync, by why: missed, link_lost, link_back (folded into at most one hint per sync_hint_interval_ms), since start.",
+    ),
+    (
+        "ringchat_cluster_sync_hints_total",
+        "SyncNeeded hints sent to every session of this node, since start.",
+    ),
+    (
+        "ringchat_cluster_sync_hint_sessions_total",
+        "Sessions sent a SyncNeeded hint (summed over the hints), since start.",
+    ),
+    // gRPC listener and heartbeat.
+    (
+        "ringchat_cluster_grpc_conns_refused_total",
+        "Connections to grpc_listen closed at once because grpc_conns_max were open, since start.",
+    ),
+    (
+        "ringchat_cluster_grpc_handshake_timeouts_total",
+        "Connections to grpc_listen closed because their handshake did not start within grpc_handshake_timeout_ms, since start.",
+    ),
+    (
+        "ringchat_cluster_heartbeat_failures_total",
+        "Heartbeats that could not write this node's record or read the view from Redis (the view is then stale), since start.",
+    ),
+    // Routes (where users' devices are).
+    (
+        "ringchat_cluster_route_cache_hits_total",
+        "Users whose nodes the route cache knew when a message was routed, since start.",
+    ),
+    (
+        "ringchat_cluster_route_cache_misses_total",
+        "Users the route cache did not know when a message was routed (sent to every live node, and fetched), since start.",
+    ),
+    (
+        "ringchat_cluster_route_fill_dropped_total",
+        "Batches of route cache misses not fetched from Redis because the fill queue was full, since start.",
+    ),
+    (
+        "ringchat_cluster_route_everywhere_total",
+        "Route lookups (a commit group's recipients, a typing notice) answered with every live node because the route cache was not trusted (its subscription down or just back), by why, since start.",
+    ),
+    (
+        "ringchat_cluster_route_writes_total",
+        "Users' route hashes sent to Redis to write (logins, closes, refreshes; failed writes too), since start.",
+    ),
+    (
+        "ringchat_cluster_route_write_failures_total",
+        "Route writes to Redis (pipelines) that failed, since start.",
+    ),
+    (
+        "ringchat_cluster_route_pubsub_messages_total",
+        "Route change messages published to (direction=out) or received from (direction=in) Redis, since start.",
+    ),
+    // Presence across nodes.
+    (
+        "ringchat_cluster_presence_messages_total",
+        "Users' presence changes published to Redis (direction=out) or received from it (direction=in), one per user, since start.",
+    ),
+    (
+        "ringchat_cluster_presence_write_failures_total",
+        "Presence writes to Redis (pipelines) that failed (their users are written again), since start.",
+    ),
+    (
+        "ringchat_cluster_presence_decided_total",
+        "Presence changes heard from other nodes that this node decided on (and told friends here when shown state changed), since start.",
+    ),
+];
+
+const GAUGES: &[(&str, &str)] = &[
+    (
+        "ringchat_cluster_grpc_conns",
+        "Connections open on grpc_listen (at most grpc_conns_max).",
+    ),
+    (
+        "ringchat_cluster_peer_queue_items",
+        "Items queued for each peer's link (at most peer_queue_items_max).",
+    ),
+    (
+        "ringchat_cluster_kicks_pending_users",
+        "Users with kicks each peer has not confirmed yet (at most peer_kicks_pending_max).",
+    ),
+    (
+        "ringchat_cluster_nodes_missing_kept",
+        "Nodes kept in the view though missing from the last read of Redis (they leave after node_ttl_ms).",
+    ),
+    (
+        "ringchat_cluster_route_cache_users",
+        "Users held in the route cache (at most cluster.routes.cache_users_max).",
+    ),
+];
