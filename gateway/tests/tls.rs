@@ -240,3 +240,47 @@ async fn tls_connections_past_the_handshakes_in_flight_are_closed_before_any_cry
     };
     assert!(matches!(c.request(1, hello()).await, Body::HelloOk(_)));
 }
+
+#[tokio::test]
+async fn a_renewed_certificate_is_served_after_sighup_and_a_broken_pair_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let pair = || ringchat_gateway::tls::self_signed(vec!["localhost".into()]).unwrap();
+    let (cert_a, key_a) = pair();
+    std::fs::write(&cert, &cert_a).unwrap();
+    std::fs::write(&key, &key_a).unwrap();
+    let (cert_s, key_s) = (cert.display().to_string(), key.display().to_string());
+    let server = TestServer::start(&[
+        ("GATEWAY__TLS__CERT_PATH", &cert_s),
+        ("GATEWAY__TLS__KEY_PATH", &key_s),
+    ]);
+    let addr = server.tls.unwrap();
+    tls_connect(addr, &cert_a)
+        .await
+        .expect("certificate A at start");
+
+    // Renewed in place (as certbot does), then SIGHUP.
+    let (cert_b, key_b) = pair();
+    std::fs::write(&cert, &cert_b).unwrap();
+    std::fs::write(&key, &key_b).unwrap();
+    server.signal("HUP");
+    let deadline = Instant::now() + common::WAIT_DEADLINE;
+    while tls_connect(addr, &cert_b).await.is_err() {
+        assert!(Instant::now() < deadline, "certificate B never served");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        tls_connect(addr, &cert_a).await.is_err(),
+        "A is no longer served"
+    );
+
+    // A pair that does not match (B's certificate, A's key): refused, B stays.
+    std::fs::write(&key, &key_a).unwrap();
+    server.signal("HUP");
+    common::wait_until_async("the refused reload logged", || {
+        server.log_lines_with("TLS certificate not reloaded") == 1
+    })
+    .await;
+    let mut c = FramedClient::new(tls_connect(addr, &cert_b).await.expect("B still served"));
+    assert!(matches!(c.request(1, hello()).await, Body::HelloOk(_)));
+}

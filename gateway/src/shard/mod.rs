@@ -86,7 +86,7 @@ pub struct ShardSpec {
     pub gateway: GatewayConfig,
     pub limits: Limits,
     pub listeners: Listeners,
-    /// Certificate and key for the TLS listeners, loaded once at start-up.
+    /// Certificate and key for the TLS listeners (read again on SIGHUP: `crate::tls`).
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub inbox: mpsc::Receiver<ShardEvent>,
     pub backend: RequestSender,
