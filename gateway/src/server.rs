@@ -98,18 +98,21 @@ pub fn run(
     } else {
         None
     };
-    let mut tcp = bind_listener(addrs.tcp, shard_count, "tcp_listen")?;
-    let mut ws = bind_listener(addrs.ws, shard_count, "ws_listen")?;
-    let mut tls_l = bind_listener(addrs.tls, shard_count, "tls_listen")?;
-    let mut wss = bind_listener(addrs.wss, shard_count, "wss_listen")?;
-    let bound = |l: &Option<Vec<std::net::TcpListener>>| -> std::io::Result<String> {
-        Ok(match l {
-            Some(ls) => ls[0].local_addr()?.to_string(),
-            None => "off".to_owned(),
-        })
-    };
-    let (tcp_bound, ws_bound, tls_bound, wss_bound) =
-        (bound(&tcp)?, bound(&ws)?, bound(&tls_l)?, bound(&wss)?);
+    // A port in use stops the start now, before the store opens. The listeners themselves are
+    // bound only once the shards can serve (below): a client connecting while the store opens
+    // (migrations, journal replay, PostgreSQL) is refused at once and retries, rather than
+    // accepted into the backlog and left waiting for its HelloOk. Not bound early without
+    // listening: such a socket (SO_REUSEADDR) does not stop another server's probe.
+    for (addr, key) in [
+        (addrs.tcp, "tcp_listen"),
+        (addrs.ws, "ws_listen"),
+        (addrs.tls, "tls_listen"),
+        (addrs.wss, "wss_listen"),
+    ] {
+        if let Some(addr) = addr.filter(|a| a.port() != 0) {
+            ensure_free(addr, key)?;
+        }
+    }
 
     let (request_tx, request_rx) = mpsc::channel(config.backend.queue_requests_max);
     let (shard_txs, shard_rxs): (Vec<_>, Vec<_>) = (0..shard_count)
@@ -215,6 +218,19 @@ pub fn run(
     let files = backend.files_router().map(|router| {
         crate::files::FilesGate::new(router, rt.handle().clone(), config.gateway.files.clone())
     });
+    // Checked again as they are bound: another process may have taken a port meanwhile.
+    let mut tcp = bind_listener(addrs.tcp, shard_count, "tcp_listen")?;
+    let mut ws = bind_listener(addrs.ws, shard_count, "ws_listen")?;
+    let mut tls_l = bind_listener(addrs.tls, shard_count, "tls_listen")?;
+    let mut wss = bind_listener(addrs.wss, shard_count, "wss_listen")?;
+    let bound = |l: &Option<Vec<std::net::TcpListener>>| -> std::io::Result<String> {
+        Ok(match l {
+            Some(ls) => ls[0].local_addr()?.to_string(),
+            None => "off".to_owned(),
+        })
+    };
+    let (tcp_bound, ws_bound, tls_bound, wss_bound) =
+        (bound(&tcp)?, bound(&ws)?, bound(&tls_l)?, bound(&wss)?);
     let (started_tx, started_rx) = std::sync::mpsc::sync_channel(shard_count);
     let mut threads = Vec::with_capacity(shard_count);
     for (index, (inbox, core)) in shard_rxs.into_iter().zip(cores).enumerate() {
