@@ -119,6 +119,13 @@ pub struct GatewayConfig {
     pub logins_per_second_per_shard: u32,
     /// Logins a shard that was quiet lets through at once before the pace applies.
     pub login_burst_per_shard: u32,
+    /// TLS handshakes one shard starts per second at most (their crypto runs on the shard's
+    /// core); past it a new TLS connection is closed at accept, before any crypto
+    /// (`shard/tls_gate.rs`). 0: not paced.
+    pub tls_handshakes_per_shard_per_s: u32,
+    /// TLS connections one shard has opening at once (accepted, handshake or WebSocket upgrade
+    /// not done); past it a new one is closed at accept.
+    pub tls_handshakes_in_flight_per_shard_max: usize,
     /// Events (replies, pushes) waiting for one shard.
     pub queue_events_max: usize,
     /// Size of the pooled read buffers.
@@ -140,6 +147,12 @@ pub const LOGINS_IN_FLIGHT_PER_SHARD_DEFAULT: usize = 1024;
 /// then takes 4.2 s instead of 0.9 and the established pairs' p99 during it falls from 96 to
 /// 32 ms (docs/BENCHMARKS.md, "Login pacing"). A shard is a core, so the pace grows with them.
 pub const LOGINS_PER_SECOND_PER_SHARD_DEFAULT: u32 = 1200;
+
+/// Default `gateway.tls_handshakes_per_shard_per_s`: the login pace's, so a reconnect storm of
+/// TLS clients is held by the login pace as before, while a flood of ClientHellos costs a shard
+/// at most that many handshakes a second. Bounds: 0 (not paced) to 1,000,000.
+pub const TLS_HANDSHAKES_PER_SHARD_PER_S_DEFAULT: u32 = LOGINS_PER_SECOND_PER_SHARD_DEFAULT;
+const TLS_HANDSHAKES_PER_SHARD_PER_S_MAX: u32 = 1_000_000;
 
 /// Default `gateway.outbound_bytes_max`: room for several of the largest replies (a sync page
 /// of `sync_page_max` messages of `message_bytes_max`, ~6.5 MiB by default) behind each other.
@@ -243,6 +256,8 @@ impl Default for GatewayConfig {
             login_retry_after_ms: 1_000,
             logins_per_second_per_shard: LOGINS_PER_SECOND_PER_SHARD_DEFAULT,
             login_burst_per_shard: 64,
+            tls_handshakes_per_shard_per_s: TLS_HANDSHAKES_PER_SHARD_PER_S_DEFAULT,
+            tls_handshakes_in_flight_per_shard_max: 1024,
             queue_events_max: 65_536,
             read_buffer_bytes: 16 * 1024,
             pool_buffers_max: 256,
@@ -525,6 +540,10 @@ impl GatewayConfig {
             u64::from(self.login_burst_per_shard),
             "login_burst_per_shard",
         );
+        positive(
+            self.tls_handshakes_in_flight_per_shard_max as u64,
+            "tls_handshakes_in_flight_per_shard_max",
+        );
         positive(self.queue_events_max as u64, "queue_events_max");
         positive(self.shutdown_timeout_ms, "shutdown_timeout_ms");
         positive(
@@ -542,6 +561,11 @@ impl GatewayConfig {
                 "gateway.heartbeat_interval_ms: must be below idle_timeout_ms, or idle clients that ping on time get closed"
                     .to_owned(),
             );
+        }
+        if self.tls_handshakes_per_shard_per_s > TLS_HANDSHAKES_PER_SHARD_PER_S_MAX {
+            out.push(format!(
+                "gateway.tls_handshakes_per_shard_per_s: must be between 0 (not paced) and {TLS_HANDSHAKES_PER_SHARD_PER_S_MAX}"
+            ));
         }
         if !(1..=600_000).contains(&self.login_retry_after_ms) {
             out.push("gateway.login_retry_after_ms: must be between 1 and 600000".to_owned());

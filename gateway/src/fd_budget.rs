@@ -11,11 +11,17 @@
 
 use crate::config::Config;
 
-/// Descriptors the server needs besides the connections it counts: the store's files (tens to
-/// a few hundred segments and journals), the listeners (four per shard), log files, outgoing
-/// connections (PostgreSQL, Redis, ScyllaDB, S3, SMTP, the cluster's peers), the blocking
-/// pool's files, and what the runtime itself opens (epoll, eventfds, io_uring rings).
+/// Descriptors the server needs besides the connections it counts and what each shard holds
+/// ([`DESCRIPTORS_PER_SHARD`]): the store's files (tens to a few hundred segments and
+/// journals), the admin listener, log files, outgoing connections (PostgreSQL, Redis,
+/// ScyllaDB, S3, SMTP, the cluster's peers), the blocking pool's files, and the backend's own
+/// runtime.
 pub const NOFILE_HEADROOM: u64 = 1024;
+
+/// Descriptors one shard holds whatever its clients: up to four client listeners
+/// (`shard::Listeners`), an epoll instance watching each (`shard/accept.rs`), its runtime's
+/// io_uring ring or epoll instance, and that runtime's eventfd for wake-ups from other threads.
+pub const DESCRIPTORS_PER_SHARD: u64 = 4 + 4 + 1 + 1;
 
 /// Descriptors reserved for everything but client connections, for `config` run with
 /// `shards` shards.
@@ -33,6 +39,7 @@ pub fn reserve(config: &Config, shards: usize) -> u64 {
         0
     };
     NOFILE_HEADROOM
+        + shards as u64 * DESCRIPTORS_PER_SHARD
         + files
         + grpc
         + config.admin.conns_max as u64
@@ -81,13 +88,15 @@ impl ConnsCap {
         if per_shard == 0 {
             return Err(format!(
                 "the open-file limit (RLIMIT_NOFILE) is {nofile}, but the server keeps {reserve} \
-                 descriptors for itself ({NOFILE_HEADROOM} for the store, logs, listeners and \
-                 outgoing connections, 2 x gateway.files.conns_max, admin.conns_max, \
-                 cluster.grpc_conns_max when enabled, {} per shard for refusals) and has \
+                 descriptors for itself ({NOFILE_HEADROOM} for the store, logs and outgoing \
+                 connections, 2 x gateway.files.conns_max, admin.conns_max, \
+                 cluster.grpc_conns_max when enabled, {} per shard for listeners and its \
+                 runtime, {} per shard for refusals) and has \
                  {shards} shard(s): no room for clients. Raise the limit (LimitNOFILE= in \
                  systemd, `ulimit -Hn`, limits.conf; {} holds gateway.conns_per_shard_max = {} \
                  on every shard), or lower gateway.files.conns_max, admin.conns_max and \
                  cluster.grpc_conns_max",
+                DESCRIPTORS_PER_SHARD,
                 crate::shard::REJECTING_MAX,
                 need(config, shards),
                 config.gateway.conns_per_shard_max,
@@ -128,7 +137,7 @@ mod tests {
         let per_shard_refusals = crate::shard::REJECTING_MAX as u64;
         assert_eq!(
             reserve(&c, 2),
-            NOFILE_HEADROOM + 200 + 50 + 2 * per_shard_refusals
+            NOFILE_HEADROOM + 200 + 50 + 2 * (DESCRIPTORS_PER_SHARD + per_shard_refusals)
         );
         let mut off = c.clone();
         off.files.enabled = false;
@@ -137,6 +146,18 @@ mod tests {
         cluster.cluster.enabled = true;
         cluster.cluster.grpc_conns_max = 300;
         assert_eq!(reserve(&cluster, 2), reserve(&c, 2) + 300);
+    }
+
+    /// Each shard's listeners, their epoll instances, its ring (or epoll) and eventfd: ten
+    /// descriptors a shard holds before any client, on top of its refusals.
+    #[test]
+    fn the_reserve_grows_with_the_shards_by_their_own_descriptors() {
+        let c = config();
+        let refusals = crate::shard::REJECTING_MAX as u64;
+        for shards in [1, 2, 8, 64] {
+            let more = reserve(&c, shards + 1) - reserve(&c, shards);
+            assert!(more >= 10 + refusals, "{shards} -> {}: +{more}", shards + 1);
+        }
     }
 
     #[test]

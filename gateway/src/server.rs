@@ -58,6 +58,20 @@ pub fn graceful_stop_max(config: &Config) -> Duration {
         + RUNTIME_STOP_MAX
 }
 
+/// Reads the TLS certificates again (SIGHUP); a pair that does not load keeps the one in use.
+fn reload_certificates(certificates: &[(&'static str, Arc<crate::tls::Certificate>)]) {
+    for (section, certificate) in certificates {
+        match certificate.reload() {
+            Ok(()) => tracing::info!(section, "SIGHUP: TLS certificate read again"),
+            Err(err) => tracing::error!(
+                section,
+                %err,
+                "SIGHUP: TLS certificate not reloaded; still serving the previous one"
+            ),
+        }
+    }
+}
+
 /// Telling the shards to stop and waiting for their threads: the drain, then the grace.
 fn shards_stop_max(config: &Config) -> Duration {
     Duration::from_millis(config.gateway.shutdown_timeout_ms) + SHARD_JOIN_GRACE
@@ -84,18 +98,21 @@ pub fn run(
     } else {
         None
     };
-    let mut tcp = bind_listener(addrs.tcp, shard_count, "tcp_listen")?;
-    let mut ws = bind_listener(addrs.ws, shard_count, "ws_listen")?;
-    let mut tls_l = bind_listener(addrs.tls, shard_count, "tls_listen")?;
-    let mut wss = bind_listener(addrs.wss, shard_count, "wss_listen")?;
-    let bound = |l: &Option<Vec<std::net::TcpListener>>| -> std::io::Result<String> {
-        Ok(match l {
-            Some(ls) => ls[0].local_addr()?.to_string(),
-            None => "off".to_owned(),
-        })
-    };
-    let (tcp_bound, ws_bound, tls_bound, wss_bound) =
-        (bound(&tcp)?, bound(&ws)?, bound(&tls_l)?, bound(&wss)?);
+    // A port in use stops the start now, before the store opens. The listeners themselves are
+    // bound only once the shards can serve (below): a client connecting while the store opens
+    // (migrations, journal replay, PostgreSQL) is refused at once and retries, rather than
+    // accepted into the backlog and left waiting for its HelloOk. Not bound early without
+    // listening: such a socket (SO_REUSEADDR) does not stop another server's probe.
+    for (addr, key) in [
+        (addrs.tcp, "tcp_listen"),
+        (addrs.ws, "ws_listen"),
+        (addrs.tls, "tls_listen"),
+        (addrs.wss, "wss_listen"),
+    ] {
+        if let Some(addr) = addr.filter(|a| a.port() != 0) {
+            ensure_free(addr, key)?;
+        }
+    }
 
     let (request_tx, request_rx) = mpsc::channel(config.backend.queue_requests_max);
     let (shard_txs, shard_rxs): (Vec<_>, Vec<_>) = (0..shard_count)
@@ -201,6 +218,19 @@ pub fn run(
     let files = backend.files_router().map(|router| {
         crate::files::FilesGate::new(router, rt.handle().clone(), config.gateway.files.clone())
     });
+    // Checked again as they are bound: another process may have taken a port meanwhile.
+    let mut tcp = bind_listener(addrs.tcp, shard_count, "tcp_listen")?;
+    let mut ws = bind_listener(addrs.ws, shard_count, "ws_listen")?;
+    let mut tls_l = bind_listener(addrs.tls, shard_count, "tls_listen")?;
+    let mut wss = bind_listener(addrs.wss, shard_count, "wss_listen")?;
+    let bound = |l: &Option<Vec<std::net::TcpListener>>| -> std::io::Result<String> {
+        Ok(match l {
+            Some(ls) => ls[0].local_addr()?.to_string(),
+            None => "off".to_owned(),
+        })
+    };
+    let (tcp_bound, ws_bound, tls_bound, wss_bound) =
+        (bound(&tcp)?, bound(&ws)?, bound(&tls_l)?, bound(&wss)?);
     let (started_tx, started_rx) = std::sync::mpsc::sync_channel(shard_count);
     let mut threads = Vec::with_capacity(shard_count);
     for (index, (inbox, core)) in shard_rxs.into_iter().zip(cores).enumerate() {
@@ -216,7 +246,7 @@ pub fn run(
                 tls: take(&mut tls_l),
                 wss: take(&mut wss),
             },
-            tls: tls.clone(),
+            tls: tls.as_ref().map(|t| Arc::clone(&t.config)),
             inbox,
             backend: request_tx.clone(),
             writes: writes.clone(),
@@ -240,6 +270,13 @@ pub fn run(
     }
 
     let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    // The certificates SIGHUP reads again, by the section that names their files.
+    let certificates: Vec<(&'static str, Arc<crate::tls::Certificate>)> =
+        [("gateway.tls", &tls), ("admin.tls", &admin_tls)]
+            .into_iter()
+            .filter_map(|(section, t)| Some((section, Arc::clone(&t.as_ref()?.certificate))))
+            .collect();
+    let admin_tls_config = admin_tls.map(|t| t.config);
     if let Some(listener) = admin_listener {
         let admin = Admin::new(
             prometheus,
@@ -251,7 +288,7 @@ pub fn run(
         )
         .with_logs(logs)
         .with_config_control(Arc::clone(&runtime_config) as _)
-        .with_secure_cookies(admin_tls.is_some())
+        .with_secure_cookies(admin_tls_config.is_some())
         .with_server_facts(Arc::new(stats::GatewayFacts::new(
             shard_stats.clone(),
             env!("RINGCHAT_COMMIT"),
@@ -264,7 +301,7 @@ pub fn run(
             let stop = async {
                 let _ = admin_stop_rx.await;
             };
-            let served = match admin_tls {
+            let served = match admin_tls_config {
                 Some(tls) => admin::serve_tls(listener, tls, admin, stop).await,
                 None => admin::serve(listener, admin, stop).await,
             };
@@ -274,7 +311,8 @@ pub fn run(
         });
     }
 
-    // SIGHUP: read the configuration again and apply its live keys.
+    // SIGHUP: read the configuration again and apply its live keys, and the TLS certificates
+    // (a renewed one is served from the next handshake on).
     let mut hangups = rt
         .block_on(async { tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) })
         .context("installing the SIGHUP handler")?;
@@ -284,7 +322,12 @@ pub fn run(
             while hangups.recv().await.is_some() {
                 tracing::info!("SIGHUP: reading the configuration again");
                 let r = Arc::clone(&runtime_config);
-                if let Err(err) = tokio::task::spawn_blocking(move || r.reload()).await {
+                let certificates = certificates.clone();
+                let reload = move || {
+                    r.reload();
+                    reload_certificates(&certificates);
+                };
+                if let Err(err) = tokio::task::spawn_blocking(reload).await {
                     tracing::error!(%err, "SIGHUP: reload failed");
                 }
             }

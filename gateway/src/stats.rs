@@ -58,6 +58,12 @@ pub struct ShardStats {
     /// Closed at accept by `[security]`: on the deny list, or not on the allow list.
     pub refused_ip_denied: LocalCounter,
     pub refused_ip_not_allowed: LocalCounter,
+    /// TLS connections closed at accept, before any crypto: past
+    /// `gateway.tls_handshakes_per_shard_per_s`, or `tls_handshakes_in_flight_per_shard_max`.
+    pub refused_tls_rate: LocalCounter,
+    pub refused_tls_in_flight: LocalCounter,
+    /// TLS connections accepted and not yet open (handshake under way).
+    pub tls_handshakes_in_flight: LocalCounter,
     pub frames_in: LocalCounter,
     pub frames_out: LocalCounter,
     pub bytes_in: LocalCounter,
@@ -115,6 +121,15 @@ impl ShardStats {
         }
     }
 
+    /// A TLS connection closed at accept: over the handshake rate, or else the in-flight cap.
+    pub fn refused_tls(&self, over_rate: bool) {
+        if over_rate {
+            self.refused_tls_rate.add(1);
+        } else {
+            self.refused_tls_in_flight.add(1);
+        }
+    }
+
     pub fn error(&self, code: ErrorCode) {
         if let Some(c) = self.errors.get(code as usize) {
             c.add(1);
@@ -140,6 +155,10 @@ pub fn publish(shards: &[Arc<ShardStats>]) {
         gauge("ringchat_files_connections", s.files_conns.get());
         gauge("ringchat_logins_in_flight", s.logins_in_flight.get());
         gauge("ringchat_outbound_bytes", s.outbound_bytes.get());
+        gauge(
+            "ringchat_tls_handshakes_in_flight",
+            s.tls_handshakes_in_flight.get(),
+        );
         for (reason, n) in [
             ("logins_in_flight", s.logins_refused_in_flight.get()),
             ("backend_queue_full", s.logins_refused_backend_queue.get()),
@@ -164,6 +183,8 @@ pub fn publish(shards: &[Arc<ShardStats>]) {
         for (reason, n) in [
             ("ip_denied", s.refused_ip_denied.get()),
             ("ip_not_allowed", s.refused_ip_not_allowed.get()),
+            ("tls_handshake_rate", s.refused_tls_rate.get()),
+            ("tls_handshakes_in_flight", s.refused_tls_in_flight.get()),
         ] {
             metrics::counter!("ringchat_connections_refused_total", "shard" => shard.clone(), "reason" => reason)
                 .absolute(n);
@@ -242,6 +263,10 @@ pub fn describe() {
             "Bytes of frames queued for clients that have not taken them yet, per shard, as of the reaper's last tick (at most gateway.outbound_bytes_per_shard_max).",
         ),
         (
+            "ringchat_tls_handshakes_in_flight",
+            "TLS connections accepted whose opening (handshake, WebSocket upgrade) is not done yet, per shard (at most gateway.tls_handshakes_in_flight_per_shard_max).",
+        ),
+        (
             "ringchat_transport_connections",
             "Open client connections, per shard and transport (tcp, ws, tls, wss).",
         ),
@@ -315,7 +340,7 @@ pub fn describe() {
         ),
         (
             "ringchat_connections_refused_total",
-            "Connections closed right after accept by the IP allow / deny lists, per reason.",
+            "Connections closed right after accept, before a byte is read, per shard and reason: ip_denied, ip_not_allowed (the IP allow / deny lists), tls_handshake_rate (past gateway.tls_handshakes_per_shard_per_s), tls_handshakes_in_flight (gateway.tls_handshakes_in_flight_per_shard_max TLS connections already opening).",
         ),
         (
             "ringchat_kicks_total",

@@ -92,3 +92,60 @@ async fn a_second_server_on_the_same_data_dir_stops_with_a_clear_error() {
     let (mut c, _) = first.user("alice").await;
     c.ping().await.unwrap();
 }
+
+/// The client listeners listen only once the shards can serve: a client that connects while
+/// the store opens is refused at once (and retries), not accepted and left waiting for its
+/// HelloOk.
+#[test]
+fn a_client_connecting_while_the_store_opens_is_refused_not_left_hanging() {
+    use std::io::ErrorKind;
+    use std::net::{TcpListener, TcpStream};
+    use std::process::{Command, Stdio};
+    // A "PostgreSQL server" that takes the connection and never answers: the store's open
+    // waits on it for as long as the test holds it, and the test sees when it started.
+    let store = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "postgres://ringchat@127.0.0.1:{}/ringchat",
+        store.local_addr().unwrap().port()
+    );
+    let client_port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_ringchat"))
+        .arg("serve")
+        .env_clear()
+        .env(
+            "RINGCHAT_GATEWAY__TCP_LISTEN",
+            format!("127.0.0.1:{client_port}"),
+        )
+        .env("RINGCHAT_GATEWAY__WS_LISTEN", "")
+        .env("RINGCHAT_ADMIN__LISTEN", "")
+        .env("RINGCHAT_STORAGE__DATA_DIR", dir.path().join("data"))
+        .env("RINGCHAT_STORAGE__ENGINE", "postgres")
+        .env("RINGCHAT_STORAGE__POSTGRES__URL", &url)
+        .env("RINGCHAT_STORAGE__POSTGRES__CONNECT_TIMEOUT_MS", "600000")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(store.accept().map(|(conn, _)| conn));
+    });
+    let _opening = rx
+        .recv_timeout(common::WAIT_DEADLINE)
+        .expect("the server connects to its store")
+        .unwrap();
+    // The store is opening (it waits on the test): the client port refuses.
+    let connected = TcpStream::connect(("127.0.0.1", client_port));
+    let _ = server.kill();
+    let _ = server.wait();
+    match connected {
+        Err(err) => assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err}"),
+        Ok(_) => panic!("accepted while the store opens: the client would hang for its HelloOk"),
+    }
+}

@@ -149,3 +149,138 @@ async fn bytes_after_close_notify_do_not_freeze_the_shard() {
         .await
         .expect("the shard still serves its other connections");
 }
+
+/// A ClientHello as a real client sends it, from a client that trusts nothing: the server
+/// cannot tell, and the test never gets past the server's answer.
+fn client_hello() -> Vec<u8> {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let mut hello = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut hello).unwrap();
+    }
+    hello
+}
+
+/// Sends a ClientHello on a new connection and returns the first bytes the server answers
+/// with (empty: closed, or reset, without a word), waiting at most `WAIT_DEADLINE`.
+async fn hello_and_answer(addr: std::net::SocketAddr) -> (tokio::net::TcpStream, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // A reset may come before the write does: that is a refusal too.
+    let _ = tcp.write_all(&client_hello()).await;
+    let mut answer = vec![0; 4096];
+    let n = tokio::time::timeout(common::WAIT_DEADLINE, tcp.read(&mut answer))
+        .await
+        .expect("the server answers or closes")
+        .unwrap_or(0);
+    answer.truncate(n);
+    (tcp, answer)
+}
+
+#[tokio::test]
+async fn tls_connections_past_the_handshakes_in_flight_are_closed_before_any_crypto() {
+    const IN_FLIGHT: usize = 2;
+    // One shard, so every handshake counts against the same gate.
+    let server = TestServer::start_tls(&[
+        ("GATEWAY__CORES", "[0]"),
+        ("GATEWAY__TLS_HANDSHAKES_IN_FLIGHT_PER_SHARD_MAX", "2"),
+    ]);
+    let addr = server.tls.unwrap();
+    let cert = server.cert_pem.as_ref().unwrap();
+    let mut open = FramedClient::new(tls_connect(addr, cert).await.unwrap());
+    assert!(matches!(open.request(1, hello()).await, Body::HelloOk(_)));
+    // Clients that send a ClientHello and stop there: the server answers each (the key
+    // exchange and signature done), and each holds its place while it waits.
+    let mut stalled = Vec::new();
+    for _ in 0..IN_FLIGHT {
+        let (tcp, answer) = hello_and_answer(addr).await;
+        assert_eq!(
+            answer.first(),
+            Some(&0x16),
+            "a handshake record: {answer:?}"
+        );
+        stalled.push(tcp);
+    }
+    // One more is closed at accept: not a byte of handshake.
+    let (_refused, answer) = hello_and_answer(addr).await;
+    assert!(
+        answer.is_empty(),
+        "refused without crypto, got {} bytes of handshake",
+        answer.len()
+    );
+    let refused: f64 = server
+        .metrics()
+        .iter()
+        .filter(|(k, _)| {
+            k.starts_with("ringchat_connections_refused_total{")
+                && k.contains(r#"reason="tls_handshakes_in_flight""#)
+        })
+        .map(|(_, v)| *v)
+        .sum();
+    assert_eq!(refused, 1.0);
+    // The session already open is served all the while.
+    let ping = Body::Ping(v1::Ping { client_time_ms: 7 });
+    assert!(matches!(open.request(2, ping).await, Body::Pong(_)));
+    // Their places come back when they go: a new client completes its handshake.
+    drop(stalled);
+    let deadline = Instant::now() + common::WAIT_DEADLINE;
+    let mut c = loop {
+        match tls_connect(addr, cert).await {
+            Ok(tls) => break FramedClient::new(tls),
+            Err(err) => assert!(Instant::now() < deadline, "no place came back: {err}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(matches!(c.request(1, hello()).await, Body::HelloOk(_)));
+}
+
+#[tokio::test]
+async fn a_renewed_certificate_is_served_after_sighup_and_a_broken_pair_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let pair = || ringchat_gateway::tls::self_signed(vec!["localhost".into()]).unwrap();
+    let (cert_a, key_a) = pair();
+    std::fs::write(&cert, &cert_a).unwrap();
+    std::fs::write(&key, &key_a).unwrap();
+    let (cert_s, key_s) = (cert.display().to_string(), key.display().to_string());
+    let server = TestServer::start(&[
+        ("GATEWAY__TLS__CERT_PATH", &cert_s),
+        ("GATEWAY__TLS__KEY_PATH", &key_s),
+    ]);
+    let addr = server.tls.unwrap();
+    tls_connect(addr, &cert_a)
+        .await
+        .expect("certificate A at start");
+
+    // Renewed in place (as certbot does), then SIGHUP.
+    let (cert_b, key_b) = pair();
+    std::fs::write(&cert, &cert_b).unwrap();
+    std::fs::write(&key, &key_b).unwrap();
+    server.signal("HUP");
+    let deadline = Instant::now() + common::WAIT_DEADLINE;
+    while tls_connect(addr, &cert_b).await.is_err() {
+        assert!(Instant::now() < deadline, "certificate B never served");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        tls_connect(addr, &cert_a).await.is_err(),
+        "A is no longer served"
+    );
+
+    // A pair that does not match (B's certificate, A's key): refused, B stays.
+    std::fs::write(&key, &key_a).unwrap();
+    server.signal("HUP");
+    common::wait_until_async("the refused reload logged", || {
+        server.log_lines_with("TLS certificate not reloaded") == 1
+    })
+    .await;
+    let mut c = FramedClient::new(tls_connect(addr, &cert_b).await.expect("B still served"));
+    assert!(matches!(c.request(1, hello()).await, Body::HelloOk(_)));
+}

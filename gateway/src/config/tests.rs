@@ -96,6 +96,29 @@ fn the_shard_outbound_budget_and_drain_timeout_are_checked() {
     );
 }
 
+/// The TLS handshake gate: an in-flight cap of 0 would refuse every TLS client, and a rate
+/// past a million a second is no bound (0 is "not paced").
+#[test]
+fn the_tls_handshake_gate_is_checked() {
+    let problems = Config::parse(
+        "[gateway]\ntls_handshakes_per_shard_per_s = 2000000\ntls_handshakes_in_flight_per_shard_max = 0\n",
+        no_env(),
+    )
+    .unwrap_err();
+    let all = problems.join("\n");
+    assert_eq!(problems.len(), 2, "{all}");
+    assert!(
+        all.contains("gateway.tls_handshakes_per_shard_per_s = 2000000: must be between 0"),
+        "{all}"
+    );
+    assert!(
+        all.contains("gateway.tls_handshakes_in_flight_per_shard_max = 0: must be at least 1"),
+        "{all}"
+    );
+    let c = Config::parse("[gateway]\ntls_handshakes_per_shard_per_s = 0\n", no_env()).unwrap();
+    assert_eq!(c.gateway.tls_handshakes_in_flight_per_shard_max, 1024);
+}
+
 #[test]
 fn env_overrides_win_over_the_file() {
     let env = vec![

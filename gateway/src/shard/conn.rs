@@ -18,6 +18,7 @@ use super::framing::{Framing, Goodbye, Input};
 use super::local::YieldOnce;
 use super::session::{Session, Wait};
 use super::stream::Stream;
+use super::tls_gate::HandshakeSlot;
 use super::ws;
 use super::{Close, ConnShared, Shard};
 
@@ -92,7 +93,7 @@ impl Listen {
         }
     }
 
-    fn tls(self) -> bool {
+    pub(super) fn tls(self) -> bool {
         matches!(self, Self::Tls | Self::Wss)
     }
 
@@ -118,7 +119,8 @@ struct Conn {
 
 /// Serves one accepted socket to the end. With `full`, the shard is at its connection limit:
 /// the client is told so once its transport is up (on every transport alike), and the
-/// connection is closed; the shard bounds how many of those run at once.
+/// connection is closed; the shard bounds how many of those run at once. `handshake`: the TLS
+/// connection's place in the shard's gate (`tls_gate.rs`), given back once it is open.
 ///
 /// The connection is built before the returned future, so the task holds only the `Conn`, not
 /// also the arguments it was made from.
@@ -128,6 +130,7 @@ pub(super) fn serve(
     tcp: TcpStream,
     listen: Listen,
     full: bool,
+    handshake: Option<HandshakeSlot>,
 ) -> impl std::future::Future<Output = ()> + 'static {
     let session = Session::new(shard, shared);
     // Small frames both ways: do not let Nagle hold them back.
@@ -165,7 +168,9 @@ pub(super) fn serve(
         if let Ok(conn) = &mut conn {
             // Opening is rare and its future large: boxed, so an idle connection's task
             // stays small.
-            match Box::pin(conn.open(full)).await {
+            let opened = Box::pin(conn.open(full)).await;
+            drop(handshake);
+            match opened {
                 Opened::Session => {
                     let end = conn.run().await;
                     Box::pin(conn.finish(end)).await;

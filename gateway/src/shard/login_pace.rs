@@ -14,6 +14,9 @@
 //! [`WAKE_GRID`]: the pace is the same on average, and each hop after the shard (the backend's
 //! login queue, the blocking pool, the replies) is woken once per batch rather than once per
 //! login.
+//!
+//! The same rule admits TLS handshakes (`tls_gate.rs`), without the wait: `admit` takes a
+//! place only if one is free now.
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
@@ -61,6 +64,21 @@ impl LoginPace {
             return Duration::ZERO;
         }
         self.on_grid(at).saturating_duration_since(now)
+    }
+
+    /// Takes a place only if one is free now: `true` when the caller may go at once, `false`
+    /// (nothing taken) when it would have to wait.
+    pub fn admit(&self, now: Instant) -> bool {
+        if self.gap.is_zero() {
+            return true;
+        }
+        let earliest = now.checked_sub(self.burst).unwrap_or(now);
+        let at = self.next.get().max(earliest);
+        if at > now {
+            return false;
+        }
+        self.next.set(at + self.gap);
+        true
     }
 
     /// The first point of the wake grid at or after `at`.
@@ -118,6 +136,19 @@ mod tests {
         // 200 a second against 100: the nth waits n × 5 ms.
         let waits: Vec<Duration> = (0..5).map(|i| pace.wait(t + 5 * MS * i)).collect();
         assert_eq!(waits, [Z, 5 * MS, 10 * MS, 15 * MS, 20 * MS]);
+    }
+
+    #[test]
+    fn admit_lets_the_burst_through_then_one_per_gap_and_refusals_take_nothing() {
+        let t = Instant::now() + Duration::from_secs(10);
+        let pace = LoginPace::new(100, 3, t - Duration::from_secs(5));
+        let now: Vec<bool> = (0..5).map(|_| pace.admit(t)).collect();
+        assert_eq!(now, [true, true, true, false, false]);
+        // The refusals took no place: the next one is free one gap later, not three.
+        assert!(!pace.admit(t + 9 * MS));
+        assert!(pace.admit(t + 10 * MS));
+        assert!(!pace.admit(t + 10 * MS));
+        assert!((0..1000).all(|_| LoginPace::new(0, 1, t).admit(t)));
     }
 
     #[test]

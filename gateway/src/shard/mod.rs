@@ -11,6 +11,7 @@ mod login_pace;
 mod outbound;
 mod session;
 mod stream;
+mod tls_gate;
 pub(crate) mod ws;
 
 use std::cell::{Cell, RefCell};
@@ -85,7 +86,7 @@ pub struct ShardSpec {
     pub gateway: GatewayConfig,
     pub limits: Limits,
     pub listeners: Listeners,
-    /// Certificate and key for the TLS listeners, loaded once at start-up.
+    /// Certificate and key for the TLS listeners (read again on SIGHUP: `crate::tls`).
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub inbox: mpsc::Receiver<ShardEvent>,
     pub backend: RequestSender,
@@ -314,6 +315,8 @@ pub(crate) struct Shard {
     logins_in_flight: Cell<usize>,
     /// When the next of those may go (`gateway.logins_per_second_per_shard`).
     login_pace: login_pace::LoginPace,
+    /// TLS connections being opened, and the rate they may start at.
+    tls_gate: tls_gate::TlsGate,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The live keys' values (`live.rs`): copied in on `Reconfigure`, read as plain values.
     pub live: Cell<LiveLimits>,
@@ -366,6 +369,11 @@ impl Shard {
             gateway.login_burst_per_shard,
             std::time::Instant::now(),
         );
+        let tls_gate = tls_gate::TlsGate::new(
+            gateway.tls_handshakes_per_shard_per_s,
+            gateway.tls_handshakes_in_flight_per_shard_max,
+            std::time::Instant::now(),
+        );
         Self {
             live: Cell::new(live.limits),
             outbound_bytes: Cell::new(0),
@@ -385,6 +393,7 @@ impl Shard {
             rejecting: Cell::new(0),
             logins_in_flight: Cell::new(0),
             login_pace,
+            tls_gate,
             tls,
             stop: LocalNotify::default(),
             acceptors: RefCell::new(Vec::new()),
@@ -668,6 +677,19 @@ fn take(shard: &Rc<Shard>, stream: monoio::net::TcpStream, peer: SocketAddr, kin
         drop(stream);
         return;
     }
+    // Before any crypto: past the gate, a TLS connection is closed without a byte read.
+    let handshake = if kind.tls() && shard.tls.is_some() {
+        match tls_gate::HandshakeSlot::take(shard) {
+            Ok(slot) => Some(slot),
+            Err(why) => {
+                shard.stats.refused_tls(why == tls_gate::Refused::Rate);
+                drop(stream);
+                return;
+            }
+        }
+    } else {
+        None
+    };
     let full = shard.conns.borrow().len() >= shard.live.get().conns_per_shard_max;
     if full {
         shard.stats.rejected_full.add(1);
@@ -678,7 +700,14 @@ fn take(shard: &Rc<Shard>, stream: monoio::net::TcpStream, peer: SocketAddr, kin
         }
         shard.rejecting.set(shard.rejecting.get() + 1);
         let shard = Rc::clone(shard);
-        let reject = conn::serve(Rc::clone(&shard), shard.conn_shared(0), stream, kind, true);
+        let reject = conn::serve(
+            Rc::clone(&shard),
+            shard.conn_shared(0),
+            stream,
+            kind,
+            true,
+            handshake,
+        );
         monoio::spawn(async move {
             reject.await;
             shard.rejecting.set(shard.rejecting.get() - 1);
@@ -691,6 +720,7 @@ fn take(shard: &Rc<Shard>, stream: monoio::net::TcpStream, peer: SocketAddr, kin
         stream,
         kind,
         false,
+        handshake,
     ));
 }
 

@@ -67,6 +67,7 @@ fn a_slow_consumer_kick_drops_the_backlog_and_sends_kicked_alone() {
             stream,
             Listen::Tcp,
             false,
+            None,
         ));
         for request_id in 0..QUEUED {
             let frame = Frame {
@@ -143,6 +144,7 @@ fn a_connection_task_stays_small() {
             stream,
             Listen::Tcp,
             false,
+            None,
         );
         let bytes = std::mem::size_of_val(&task);
         assert!(
@@ -251,6 +253,7 @@ async fn connect(
         stream,
         Listen::Tcp,
         false,
+        None,
     ));
     (client, shared, task)
 }

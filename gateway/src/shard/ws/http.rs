@@ -159,11 +159,15 @@ pub fn parse(buf: &[u8]) -> Option<(Route, usize)> {
 /// limit): parsed from the start after every read, a head sent one byte per segment would cost
 /// ~33 M bytes of parsing. A line's end rather than the head's: a bad request line is still
 /// answered 400 at once. A head has at most `HEADERS_MAX` + 2 lines before it completes or is
-/// refused, so at most that many parses of at most `REQUEST_HEAD_BYTES_MAX` each.
+/// refused, so at most that many parses of at most `REQUEST_HEAD_BYTES_MAX` each. Empty lines
+/// before the request line (which httparse skips, any number of them) end no line of the head:
+/// they call for no parse, and count toward the head's bytes.
 #[derive(Debug, Default)]
 pub struct HeadParser {
     /// Bytes at the front of the buffer already looked at.
     scanned: usize,
+    /// A byte other than CR or LF has come: the request line has begun.
+    started: bool,
     /// Parses made so far (what a test counts).
     #[cfg(test)]
     parses: u32,
@@ -175,7 +179,16 @@ impl HeadParser {
     pub fn parse(&mut self, buf: &[u8]) -> Option<(Route, usize)> {
         let new = buf.get(self.scanned..).unwrap_or_default();
         self.scanned = buf.len();
-        if !new.contains(&b'\n') && buf.len() < REQUEST_HEAD_BYTES_MAX {
+        // Where the head's lines start among the new bytes: past any leading empty lines.
+        let mut from = 0;
+        if !self.started {
+            from = new
+                .iter()
+                .position(|b| !matches!(b, b'\r' | b'\n'))
+                .unwrap_or(new.len());
+            self.started = from < new.len();
+        }
+        if !new[from..].contains(&b'\n') && buf.len() < REQUEST_HEAD_BYTES_MAX {
             return None;
         }
         #[cfg(test)]
@@ -409,6 +422,23 @@ mod tests {
             panic!("not refused")
         };
         assert_eq!((end, parses), (REQUEST_HEAD_BYTES_MAX, 2));
+        assert!(response.starts_with("HTTP/1.1 431"), "{response}");
+
+        // Empty lines before the request line (httparse skips them all) call for no parse.
+        let mut blank_first = b"\n".repeat(8000);
+        blank_first.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
+        let (answer, parses) = byte_by_byte(&blank_first);
+        let (end, answer) = answer.expect("the head completes");
+        assert_eq!(end, blank_first.len());
+        assert_eq!(Some(answer), parse(&blank_first));
+        assert!(parses <= HEADERS_MAX as u32 + 2, "{parses} parses");
+        assert_eq!(parses, 2);
+        // And they count toward the head's limit: refused there, in one parse.
+        let (answer, parses) = byte_by_byte(&b"\r\n".repeat(REQUEST_HEAD_BYTES_MAX));
+        let (end, (Route::Respond(response), _)) = answer.expect("refused") else {
+            panic!("not refused")
+        };
+        assert_eq!((end, parses), (REQUEST_HEAD_BYTES_MAX, 1));
         assert!(response.starts_with("HTTP/1.1 431"), "{response}");
     }
 
