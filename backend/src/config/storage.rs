@@ -240,7 +240,7 @@ pub struct StorageConfig {
     pub memtable_mib: u64,
     /// Each user's newest sends per conversation remembered for dedup: a resend with the same
     /// `client_msg_id` is recognised while its original is among them (16 bytes each in memory,
-    /// about 7 stored in the user's row of the conversation).
+    /// about 3 stored in the user's row of the conversation).
     pub dedup_window_messages: usize,
     /// A device's delivery cursor in a conversation is dropped once the device has not moved
     /// it for this many days (at the next write of that user's row).
