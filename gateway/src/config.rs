@@ -99,7 +99,7 @@ pub struct GatewayConfig {
     /// MiB); past it the connection is kicked as a slow consumer. One frame is always taken.
     pub outbound_bytes_max: u32,
     /// Bytes of the frames queued for all of one shard's connections together; past it the
-    /// connection with the largest backlog is kicked as a slow consumer. Bounds the memory
+    /// connections whose backlogs free the most are kicked as slow consumers. Bounds the memory
     /// many connections that each stay under `outbound_bytes_max` can pin.
     pub outbound_bytes_per_shard_max: u64,
     /// A connection whose queue has not once been empty for this long is kicked as a slow

@@ -348,7 +348,7 @@ pub fn describe() {
         ),
         (
             "ringchat_outbound_budget_kicks_total",
-            "Connections kicked as slow consumers because their shard's queued bytes passed gateway.outbound_bytes_per_shard_max (the largest backlog first), per shard, counted when chosen.",
+            "Connections kicked as slow consumers because their shard's queued bytes passed gateway.outbound_bytes_per_shard_max (those whose backlogs free the most first), per shard, counted when chosen.",
         ),
     ] {
         describe_counter!(name, help);

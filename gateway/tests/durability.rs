@@ -278,8 +278,9 @@ async fn unread_device(server: &TestServer, user: &str, device: &str) -> Client 
 }
 
 /// Connections that each stay under their own limit cannot together pin a shard's memory: past
-/// `gateway.outbound_bytes_per_shard_max` the one with the largest backlog is kicked as a slow
-/// consumer (its backlog dropped), and the other keeps every message.
+/// `gateway.outbound_bytes_per_shard_max` the one whose kick frees the most (here the two hold
+/// the same) is kicked as a slow consumer (its backlog dropped), and the other keeps every
+/// message.
 #[tokio::test]
 async fn past_the_shards_outbound_budget_the_largest_backlog_is_kicked() {
     // One shard, whose budget is one connection's own limit: two backlogs of ~60% each cross it.

@@ -26,7 +26,9 @@ use crate::push::{PushQueue, PushRecord};
 use crate::sessions::SharedSessions;
 use crate::store::{ConvId, DedupRecord, Members, MessageRecord, StoreHealth, UserId};
 
-/// Bytes the encoding buffer grows by: frames of a group share allocations of this size.
+/// Bytes the encoding buffer grows by: frames of a group share allocations of this size. A
+/// shard copies frames under a quarter of it out of their chunk when they wait behind a
+/// backlog (`COPY_BELOW_BYTES`, gateway `shard/outbound.rs`): change both together.
 const ENCODE_CHUNK_BYTES: usize = 64 * 1024;
 /// Below this much room left, the next frame starts a new chunk.
 const ENCODE_SLACK_BYTES: usize = 1024;

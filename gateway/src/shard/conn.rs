@@ -704,9 +704,7 @@ fn queue_kicked(shard: &Shard, shared: &ConnShared, reason: KickReason) {
         kick_message(reason),
     ));
     shared.outbound.clear(&shard.outbound_bytes);
-    shared
-        .outbound
-        .push_last(kicked, shard.tick.get(), &shard.outbound_bytes);
+    shared.outbound.push_last(kicked, &shard.books(shared));
 }
 
 fn kick_message(reason: KickReason) -> &'static str {

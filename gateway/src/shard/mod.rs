@@ -3,6 +3,7 @@
 //! channels in and out and the shard's own counters.
 
 mod accept;
+mod budget;
 mod conn;
 mod framing;
 pub mod live;
@@ -20,7 +21,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 use ringchat_backend::Writes;
 use ringchat_backend::api::{ConnId, Outgoing, RequestSender, ShardEvent, ShardId};
@@ -36,7 +36,7 @@ use accept::{Acceptor, HANDSHAKES_SETTLE};
 use conn::Listen;
 use live::{LiveLimits, Published};
 use local::{BufferPool, ConnTable, HasConnId, LocalNotify};
-pub(crate) use outbound::{Charge, Outbound, OutboundLimits};
+pub(crate) use outbound::{Books, Fanout, Frame, Outbound, OutboundLimits};
 
 /// Events taken from the shard's inbox in one go.
 const EVENT_BATCH_MAX: usize = 256;
@@ -229,6 +229,10 @@ pub(crate) struct ConnShared {
     /// pings at the interval it was told: a live change that lowers the timeout must not close
     /// it, so the reaper allows it the larger of this and the live value.
     announced_idle_ticks: Cell<u32>,
+    /// The shard tick (wrapping) its outbound queue last went from empty to not: how long its
+    /// backlog has waited (`gateway.outbound_drain_timeout_ms`), and whether it is behind
+    /// (`Outbound::push`).
+    backlog_since_tick: Cell<u32>,
 }
 
 /// `ConnShared::accepted_tick` of a logged-in connection.
@@ -277,6 +281,12 @@ impl ConnShared {
 
     fn ticks_since_seen(&self, now: u64) -> u64 {
         u64::from((now as u32).wrapping_sub(self.last_seen_tick.get()))
+    }
+
+    /// Ticks since its outbound queue last was empty, at shard tick `now`; `None` while it is.
+    fn backlog_ticks(&self, now: u64) -> Option<u64> {
+        (!self.outbound.is_empty())
+            .then(|| u64::from((now as u32).wrapping_sub(self.backlog_since_tick.get())))
     }
 
     /// Resolves once the connection has been told to close.
@@ -437,6 +447,7 @@ impl Shard {
             accepted_tick: Cell::new(tick),
             last_seen_tick: Cell::new(tick),
             announced_idle_ticks: Cell::new(0),
+            backlog_since_tick: Cell::new(tick),
         })
     }
 
@@ -449,72 +460,6 @@ impl Shard {
         }
         if self.stopping.get() && conns.is_empty() {
             self.all_closed.notify();
-        }
-    }
-
-    /// Queues an encoded frame for `c`. Past a limit of its own (frames or bytes) it is closed
-    /// as a slow consumer; past the shard's, the connection with the largest backlog is.
-    pub fn enqueue(&self, c: &ConnShared, frame: Bytes) {
-        self.enqueue_charged(c, frame, Charge::Whole);
-    }
-
-    /// Queues one frame for each of `ids` (a group's, a room's or a fan-out's: one buffer): the
-    /// shard's budget is charged its bytes once, and each further connection its queue entry.
-    /// Counted whole per connection, the frames of one 32 KiB message to 16,000 members would
-    /// pass a 512 MiB budget that holds 32 KiB, and kick members that keep up.
-    fn enqueue_shared(
-        &self,
-        conns: &ConnTable<ConnShared>,
-        ids: impl IntoIterator<Item = ConnId>,
-        frame: &Bytes,
-    ) {
-        let mut charge = Charge::Whole;
-        for conn in ids {
-            if let Some(c) = conns.get(conn) {
-                self.enqueue_charged(c, frame.clone(), charge);
-                charge = Charge::Shared;
-            }
-        }
-    }
-
-    fn enqueue_charged(&self, c: &ConnShared, frame: Bytes, charge: Charge) {
-        if c.close.get().is_some() {
-            return;
-        }
-        let limits = self.gateway.outbound_limits();
-        if !c
-            .outbound
-            .push(frame, charge, limits, self.tick.get(), &self.outbound_bytes)
-        {
-            c.close_with(Close::Kick(KickReason::SlowConsumer));
-            return;
-        }
-        c.wake.notify();
-        if self.outbound_bytes.get() > self.gateway.outbound_bytes_per_shard_max {
-            self.shed_backlog();
-        }
-    }
-
-    /// The shard's connections together have more than `gateway.outbound_bytes_per_shard_max`
-    /// queued: the one with the largest backlog is kicked as a slow consumer, its backlog
-    /// dropped at once (its close would drop it anyway), until the shard is within budget. The
-    /// largest rather than the one being queued to: one kick frees the most, and a connection
-    /// that keeps up is not kicked for being queued to while others fall behind. One scan of
-    /// the shard's connections per kick; connections already closing are left to finish.
-    fn shed_backlog(&self) {
-        let max = self.gateway.outbound_bytes_per_shard_max;
-        let conns = self.conns.borrow();
-        while self.outbound_bytes.get() > max {
-            let largest = conns
-                .values()
-                .filter(|c| c.close.get().is_none())
-                .max_by_key(|c| c.outbound.bytes());
-            let Some(c) = largest.filter(|c| c.outbound.bytes() > 0) else {
-                break;
-            };
-            c.outbound.clear(&self.outbound_bytes);
-            c.close_with(Close::Kick(KickReason::SlowConsumer));
-            self.stats.outbound_budget_kicks.add(1);
         }
     }
 
@@ -785,29 +730,36 @@ async fn reap(shard: Rc<Shard>) {
     let mut interval = monoio::time::interval(Duration::from_millis(shard.tick_ms));
     while !shard.stopping.get() {
         interval.tick().await;
+        shard.reap_tick();
+    }
+}
+
+impl Shard {
+    /// One tick of the coarse clock: each connection past a deadline is closed.
+    fn reap_tick(&self) {
         // Live keys: a changed timeout applies from this tick on, to every connection; a
         // lowered idle timeout only to sessions told it (`ConnShared::idle_ticks`).
-        let live = shard.live.get();
-        let handshake_ticks = shard.ticks(live.handshake_timeout_ms);
-        let idle_ticks = shard.ticks(live.idle_timeout_ms);
-        let drain_ticks = shard.ticks(shard.gateway.outbound_drain_timeout_ms);
-        let now = shard.tick.get() + 1;
-        shard.tick.set(now);
-        shard.stats.outbound_bytes.set(shard.outbound_bytes.get());
-        for c in shard.conns.borrow().values() {
+        let live = self.live.get();
+        let handshake_ticks = self.ticks(live.handshake_timeout_ms);
+        let idle_ticks = self.ticks(live.idle_timeout_ms);
+        let drain_ticks = self.ticks(self.gateway.outbound_drain_timeout_ms);
+        let now = self.tick.get() + 1;
+        self.tick.set(now);
+        self.stats.outbound_bytes.set(self.outbound_bytes.get());
+        for c in self.conns.borrow().values() {
+            let backlog = c.backlog_ticks(now);
             if c.ticks_since_accepted(now)
                 .is_some_and(|t| t > handshake_ticks)
             {
                 c.close_with(Close::Kick(KickReason::HandshakeTimeout));
             } else if c.ticks_since_seen(now) > c.idle_ticks(idle_ticks) {
                 c.close_with(Close::Kick(KickReason::IdleTimeout));
-            } else if c
-                .outbound
-                .backlog_ticks(now)
-                .is_some_and(|t| t > drain_ticks)
-            {
+            } else if backlog.is_some_and(|t| t > drain_ticks) {
                 // Reading now and then, never catching up: it would hold its backlog for ever.
-                c.close_with(Close::Kick(KickReason::SlowConsumer));
+                self.kick_slow(c);
+            } else if backlog == Some(1) {
+                // Behind for a tick: what it holds stops keeping shared chunks alive.
+                c.outbound.copy_out_small();
             } else if c.ticks_since_seen(now) > 0 {
                 // Quiet for this tick at least.
                 c.release_idle_queue();
@@ -815,3 +767,6 @@ async fn reap(shard: Rc<Shard>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

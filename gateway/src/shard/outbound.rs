@@ -1,50 +1,161 @@
 //! A connection's queue of encoded frames, bounded per connection and charged to its shard's
 //! budget of queued bytes (`gateway.outbound_bytes_per_shard_max`).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::rc::Rc;
 
 use bytes::Bytes;
 
+/// Frames smaller than this are copied out of their buffer when they wait behind a backlog.
+/// Delivery encodes a commit group's frames into shared 64 KiB chunks (`ENCODE_CHUNK_BYTES`
+/// in the backend's `messaging/delivery.rs`), and one 100-byte frame left in a slow queue
+/// keeps its whole chunk alive: 640 times what it is charged. Copied, it keeps its own bytes; a
+/// frame this size or larger keeps at most 4 times its charge. Only a backlog that outlived a
+/// shard tick copies (`Outbound::behind`): a connection that keeps up pays nothing.
+pub(super) const COPY_BELOW_BYTES: usize = 16 * 1024;
+
 /// A connection's queue of encoded frames, and their bytes. `Cell`s (the queue taken out and put
 /// back around each use, which never spans an `.await`) rather than a `RefCell`: no borrow flag
-/// in every connection. Each frame is also charged to the shard's total (`total`,
-/// `Shard::outbound_bytes`): its bytes, or only its queue entry when the connection shares the
-/// frame's buffer with others that were charged for it (a group's fan-out).
+/// in every connection. Each frame is also charged to the shard's total (`Books::total`,
+/// `Shard::outbound_bytes`): its bytes, or its queue entry when it is a [`Fanout`]'s, whose
+/// buffer is charged once while any queue holds it.
 #[derive(Default)]
 pub(crate) struct Outbound {
     frames: Cell<VecDeque<Queued>>,
-    /// Bytes of the queued frames; bounded by `OutboundLimits::bytes_max` (at most 1 GiB).
+    /// Bytes of the queued frames, each counted whole; bounded by `OutboundLimits::bytes_max`
+    /// (at most 1 GiB).
     bytes: Cell<u32>,
-    /// The shard tick (wrapping) the queue last went from empty to not: how long its backlog
-    /// has waited (`gateway.outbound_drain_timeout_ms`).
-    backlog_since_tick: Cell<u32>,
+    /// What dropping the queue surely gives back to the shard's total: its own frames' bytes
+    /// and its shared frames' entries (a shared buffer leaves with its last holder only). What
+    /// a kick frees (`Shard::shed_backlog`).
+    charged: Cell<u32>,
 }
 
-/// A queued frame and what it was charged to the shard's total.
-pub(super) struct Queued {
-    frame: Bytes,
-    charge: u32,
+/// What a queue is charged to and timed by, kept outside it: the shard's total of queued bytes
+/// and its tick, and the tick (wrapping) the connection's queue last went from empty to not
+/// (in `ConnShared`, with the connection's other ticks: a field more in `Outbound` would grow
+/// every connection's shared state past its allocator class).
+pub(crate) struct Books<'a> {
+    pub total: &'a Cell<u64>,
+    pub now: u64,
+    pub backlog_since: &'a Cell<u32>,
 }
 
-/// What a queued frame costs the shard's budget when its buffer was charged to another
-/// connection already: its queue entry.
-const SHARED_FRAME_CHARGE_BYTES: u32 = std::mem::size_of::<Queued>() as u32;
-
-/// How a frame is charged to the shard's budget of queued bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Charge {
-    /// Its bytes: the connection's own frame, or the first of a shared one.
-    Whole,
-    /// Its queue entry only: the buffer is shared with a connection charged [`Charge::Whole`].
-    Shared,
+/// A queued frame.
+enum Queued {
+    /// The connection's own: charged its bytes.
+    Own(Bytes),
+    /// A fan-out's: charged its entry, the buffer once for all its holders.
+    Shared(Rc<SharedFrame>),
 }
 
-impl Charge {
-    fn bytes(self, len: u32) -> u32 {
+/// What a queued [`Fanout`] frame costs the shard's budget for each holder besides its buffer:
+/// its queue entry.
+const SHARED_ENTRY_CHARGE_BYTES: u32 = std::mem::size_of::<Queued>() as u32;
+
+/// One frame for many connections of the shard (a group's message, a room's, a fan-out): one
+/// buffer, charged to the shard's total from its first holder's push until its last holder
+/// lets go, whichever holder that is.
+pub(crate) struct Fanout(Rc<SharedFrame>);
+
+struct SharedFrame {
+    /// Replaced once by a copy of itself when it waits behind a backlog (`COPY_BELOW_BYTES`).
+    frame: RefCell<Bytes>,
+    len: u32,
+    /// Queues holding it.
+    holders: Cell<u32>,
+    copied: Cell<bool>,
+}
+
+impl Fanout {
+    pub fn new(frame: Bytes) -> Self {
+        Self(Rc::new(SharedFrame {
+            len: frame_bytes(&frame),
+            frame: RefCell::new(frame),
+            holders: Cell::new(0),
+            copied: Cell::new(false),
+        }))
+    }
+}
+
+impl SharedFrame {
+    /// Copies a small frame out of the buffer it shares with others, for all its holders at once.
+    fn copy_out(&self) {
+        if !self.copied.replace(true) && (self.len as usize) < COPY_BELOW_BYTES {
+            let copy = Bytes::copy_from_slice(&self.frame.borrow());
+            *self.frame.borrow_mut() = copy;
+        }
+    }
+}
+
+/// A frame to queue.
+pub(crate) enum Frame<'a> {
+    /// The connection's own.
+    Own(Bytes),
+    /// One the shard queues on other connections too.
+    Shared(&'a Fanout),
+}
+
+impl Queued {
+    /// Its bytes (the connection's own limits count it whole) and its charge to the shard's
+    /// total besides a shared buffer's.
+    fn sizes(&self) -> (u32, u32) {
         match self {
-            Self::Whole => len,
-            Self::Shared => len.min(SHARED_FRAME_CHARGE_BYTES),
+            Self::Own(frame) => {
+                let len = frame_bytes(frame);
+                (len, len)
+            }
+            Self::Shared(s) => (s.len, s.len.min(SHARED_ENTRY_CHARGE_BYTES)),
+        }
+    }
+
+    fn with_frame<R>(&self, f: impl FnOnce(&Bytes) -> R) -> R {
+        match self {
+            Self::Own(frame) => f(frame),
+            Self::Shared(s) => f(&s.frame.borrow()),
+        }
+    }
+
+    /// What it adds to the shard's total as it is queued: its charge, and a shared buffer's
+    /// bytes with its first holder.
+    fn hold(&self) -> u64 {
+        let (_, charge) = self.sizes();
+        let mut held = u64::from(charge);
+        if let Self::Shared(s) = self {
+            let holders = s.holders.get();
+            s.holders.set(holders + 1);
+            if holders == 0 {
+                held += u64::from(s.len);
+            }
+        }
+        held
+    }
+
+    /// What leaves the shard's total as it leaves its queue: its charge, and a shared buffer's
+    /// bytes with its last holder.
+    fn release(&self) -> u64 {
+        let (_, charge) = self.sizes();
+        let mut freed = u64::from(charge);
+        if let Self::Shared(s) = self {
+            let holders = s.holders.get().saturating_sub(1);
+            s.holders.set(holders);
+            if holders == 0 {
+                freed += u64::from(s.len);
+            }
+        }
+        freed
+    }
+
+    /// Copies a small frame out of a buffer it may share (`COPY_BELOW_BYTES`).
+    fn copy_out(&mut self) {
+        match self {
+            Self::Own(frame) => {
+                if frame.len() < COPY_BELOW_BYTES {
+                    *frame = Bytes::copy_from_slice(frame);
+                }
+            }
+            Self::Shared(s) => s.copy_out(),
         }
     }
 }
@@ -86,67 +197,92 @@ impl Outbound {
         self.bytes.get()
     }
 
-    /// Queues `frame` at shard tick `now` unless the queue is past a limit. A frame is always
-    /// taken into an empty queue, whatever its size: one reply never makes a slow consumer.
-    /// The connection's own limits count the frame whole; the shard's total by `charge`.
-    pub(super) fn push(
-        &self,
-        frame: Bytes,
-        charge: Charge,
-        limits: OutboundLimits,
-        now: u64,
-        total: &Cell<u64>,
-    ) -> bool {
-        let len = frame_bytes(&frame);
-        let charge = charge.bytes(len);
-        let bytes = self.bytes.get();
-        let taken = self.with(|queue| {
+    /// What dropping the queue surely gives back to the shard's total.
+    pub fn charged(&self) -> u32 {
+        self.charged.get()
+    }
+
+    /// Whether the queue is behind: not empty since an earlier shard tick. A connection that
+    /// keeps up empties it every time its task runs.
+    fn behind(queue: &VecDeque<Queued>, books: &Books<'_>) -> bool {
+        !queue.is_empty() && books.backlog_since.get() != books.now as u32
+    }
+
+    /// Queues `frame` unless the queue is past a limit. A frame is always taken into an empty
+    /// queue, whatever its size: one reply never makes a slow consumer. Behind a backlog, a
+    /// small frame is copied out of its buffer (`COPY_BELOW_BYTES`).
+    pub(super) fn push(&self, frame: Frame<'_>, limits: OutboundLimits, books: &Books<'_>) -> bool {
+        let len = match &frame {
+            Frame::Own(frame) => frame_bytes(frame),
+            Frame::Shared(fanout) => fanout.0.len,
+        };
+        let held = self.with(|queue| {
             let full = queue.len() >= limits.frames_max
-                || (!queue.is_empty() && bytes.saturating_add(len) > limits.bytes_max);
-            if !full {
-                if queue.is_empty() {
-                    self.backlog_since_tick.set(now as u32);
-                }
-                queue.push_back(Queued { frame, charge });
+                || (!queue.is_empty() && self.bytes.get().saturating_add(len) > limits.bytes_max);
+            if full {
+                return None;
             }
-            !full
+            let mut entry = match frame {
+                Frame::Own(frame) => Queued::Own(frame),
+                Frame::Shared(fanout) => Queued::Shared(Rc::clone(&fanout.0)),
+            };
+            if Self::behind(queue, books) {
+                entry.copy_out();
+            }
+            if queue.is_empty() {
+                books.backlog_since.set(books.now as u32);
+            }
+            let held = self.count_in(&entry);
+            queue.push_back(entry);
+            Some(held)
         });
-        if taken {
-            self.bytes.set(bytes.saturating_add(len));
-            total.set(total.get() + u64::from(charge));
-        }
-        taken
+        let Some(held) = held else {
+            return false;
+        };
+        books.total.set(books.total.get() + held);
+        true
     }
 
     /// Queues `frame` past every limit: the connection's last frame (`Kicked`).
-    pub fn push_last(&self, frame: Bytes, now: u64, total: &Cell<u64>) {
-        let len = frame_bytes(&frame);
-        self.bytes.set(self.bytes.get().saturating_add(len));
-        total.set(total.get() + u64::from(len));
+    pub fn push_last(&self, frame: Bytes, books: &Books<'_>) {
+        let entry = Queued::Own(frame);
+        let held = self.count_in(&entry);
+        books.total.set(books.total.get() + held);
         self.with(|queue| {
             if queue.is_empty() {
-                self.backlog_since_tick.set(now as u32);
+                books.backlog_since.set(books.now as u32);
             }
-            queue.push_back(Queued { frame, charge: len });
+            queue.push_back(entry);
         });
     }
 
-    /// Ticks since the queue last was empty, at shard tick `now`; `None` while it is.
-    pub(super) fn backlog_ticks(&self, now: u64) -> Option<u64> {
-        (!self.is_empty())
-            .then(|| u64::from((now as u32).wrapping_sub(self.backlog_since_tick.get())))
+    /// Counts a new entry in the queue's bytes and charge; what it adds to the shard's total.
+    fn count_in(&self, entry: &Queued) -> u64 {
+        let (len, charge) = entry.sizes();
+        self.bytes.set(self.bytes.get().saturating_add(len));
+        self.charged.set(self.charged.get().saturating_add(charge));
+        entry.hold()
+    }
+
+    /// Copies the small frames of the backlog out of their buffers (`COPY_BELOW_BYTES`): once,
+    /// when the backlog has outlived a shard tick; what is queued behind it from then on is
+    /// copied as it comes (`push`).
+    pub(super) fn copy_out_small(&self) {
+        self.with(|queue| queue.iter_mut().for_each(Queued::copy_out));
     }
 
     /// Takes frames from the front while `take` accepts them.
     pub fn pop_while(&self, mut take: impl FnMut(&Bytes) -> bool, total: &Cell<u64>) {
-        let (mut popped, mut charged) = (0u32, 0u64);
+        let (mut popped, mut charged, mut freed) = (0u32, 0u32, 0u64);
         self.with(|queue| {
             while let Some(queued) = queue.front() {
-                if !take(&queued.frame) {
+                if !queued.with_frame(&mut take) {
                     break;
                 }
-                popped = popped.saturating_add(frame_bytes(&queued.frame));
-                charged += u64::from(queued.charge);
+                let (len, charge) = queued.sizes();
+                popped = popped.saturating_add(len);
+                charged = charged.saturating_add(charge);
+                freed += queued.release();
                 queue.pop_front();
             }
             if queue.is_empty() && queue.capacity() > 1024 {
@@ -154,18 +290,16 @@ impl Outbound {
             }
         });
         self.bytes.set(self.bytes.get().saturating_sub(popped));
-        total.set(total.get().saturating_sub(charged));
+        self.charged.set(self.charged.get().saturating_sub(charged));
+        total.set(total.get().saturating_sub(freed));
     }
 
     /// Drops every waiting frame.
     pub fn clear(&self, total: &Cell<u64>) {
-        let charged: u64 = self.with(|queue| {
-            let charged = queue.iter().map(|q| u64::from(q.charge)).sum();
-            queue.clear();
-            charged
-        });
+        let freed: u64 = self.with(|queue| queue.drain(..).map(|q| q.release()).sum());
         self.bytes.set(0);
-        total.set(total.get().saturating_sub(charged));
+        self.charged.set(0);
+        total.set(total.get().saturating_sub(freed));
     }
 }
 
@@ -176,99 +310,4 @@ fn frame_bytes(frame: &Bytes) -> u32 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const LIMITS: OutboundLimits = OutboundLimits {
-        frames_max: 4,
-        bytes_max: 100,
-    };
-
-    fn frame(bytes: usize) -> Bytes {
-        Bytes::from(vec![0; bytes])
-    }
-
-    impl Outbound {
-        fn push_whole(&self, f: Bytes, limits: OutboundLimits, now: u64, t: &Cell<u64>) -> bool {
-            self.push(f, Charge::Whole, limits, now, t)
-        }
-    }
-
-    /// A frame shared by many queues is charged to the shard's total once whole, then by its
-    /// queue entry; each queue's own bytes (its limit) count it whole; whatever way the entries
-    /// leave, the total comes back to where it was.
-    #[test]
-    fn a_shared_frame_is_charged_to_the_shard_once() {
-        let limits = OutboundLimits {
-            frames_max: 16,
-            bytes_max: 1 << 20,
-        };
-        let shared = frame(32 * 1024);
-        let queues: Vec<Outbound> = (0..1000).map(|_| Outbound::default()).collect();
-        let total = Cell::new(0);
-        for (i, q) in queues.iter().enumerate() {
-            let charge = if i == 0 {
-                Charge::Whole
-            } else {
-                Charge::Shared
-            };
-            assert!(q.push(shared.clone(), charge, limits, 1, &total));
-            assert_eq!(q.bytes(), 32 * 1024, "its own limit counts it whole");
-        }
-        let entries = 999 * u64::from(SHARED_FRAME_CHARGE_BYTES);
-        assert_eq!(total.get(), 32 * 1024 + entries);
-        queues[0].pop_while(|_| true, &total);
-        assert_eq!(total.get(), entries);
-        for q in &queues[1..500] {
-            q.pop_while(|_| true, &total);
-        }
-        for q in &queues[500..] {
-            q.clear(&total);
-        }
-        assert_eq!(total.get(), 0);
-        // A frame smaller than an entry is charged its bytes, not more.
-        assert!(queues[1].push(frame(3), Charge::Shared, limits, 1, &total));
-        assert_eq!(total.get(), 3);
-    }
-
-    /// The queue's bounds, its bytes counted in the shard's total too, and the age of its
-    /// backlog.
-    #[test]
-    fn the_outbound_queue_is_bounded_in_frames_and_in_bytes() {
-        let q = Outbound::default();
-        let total = Cell::new(1000);
-        // One frame is always taken, whatever its size.
-        assert!(q.push_whole(frame(500), LIMITS, 5, &total));
-        assert!(!q.push_whole(frame(1), LIMITS, 6, &total), "past the bytes");
-        assert_eq!((q.len(), q.bytes(), total.get()), (1, 500, 1500));
-        assert_eq!(q.backlog_ticks(9), Some(4));
-        q.pop_while(|_| true, &total);
-        assert_eq!((q.len(), q.bytes(), total.get()), (0, 0, 1000));
-        assert_eq!(q.backlog_ticks(9), None);
-
-        assert!(q.push_whole(frame(60), LIMITS, 10, &total));
-        assert!(
-            q.push_whole(frame(40), LIMITS, 11, &total),
-            "exactly at the bound"
-        );
-        assert!(!q.push_whole(frame(1), LIMITS, 11, &total));
-        q.pop_while(|f| f.len() == 60, &total);
-        assert_eq!((q.len(), q.bytes(), total.get()), (1, 40, 1040));
-        // Not empty since tick 10: a backlog that drains only in part keeps its age.
-        assert_eq!(q.backlog_ticks(12), Some(2));
-        for _ in 0..3 {
-            assert!(q.push_whole(frame(1), LIMITS, 12, &total));
-        }
-        assert!(
-            !q.push_whole(frame(1), LIMITS, 12, &total),
-            "past the frames"
-        );
-        q.push_last(frame(7), 12, &total);
-        assert_eq!((q.len(), q.bytes(), total.get()), (5, 50, 1050));
-        q.clear(&total);
-        assert_eq!((q.len(), q.bytes(), total.get()), (0, 0, 1000));
-        // The clock wraps.
-        q.push_last(frame(1), u64::from(u32::MAX), &total);
-        assert_eq!(q.backlog_ticks(1 << 32), Some(1));
-    }
-}
+mod tests;

@@ -15,23 +15,7 @@ fn test_shard() -> (
     Rc<Shard>,
     tokio::sync::mpsc::Receiver<ringchat_backend::api::Request>,
 ) {
-    let (backend, requests) = tokio::sync::mpsc::channel(1);
-    let shard = Rc::new(Shard::new(
-        0,
-        crate::config::GatewayConfig::default(),
-        ringchat_backend::config::Limits::default(),
-        backend,
-        ringchat_backend::Writes::unconnected(),
-        Arc::default(),
-        None,
-        Arc::new(crate::shard::live::Published::new(
-            crate::shard::live::ShardLive::of(
-                &crate::config::Config::default(),
-                &crate::fd_budget::ConnsCap::NONE,
-            ),
-        )),
-    ));
-    (shard, requests)
+    crate::shard::tests::shard_with(crate::config::GatewayConfig::default())
 }
 
 /// A slow consumer's kick drops the frames still waiting: `Kicked` follows the write under
@@ -462,28 +446,5 @@ fn a_closed_connection_frees_its_socket_before_the_backend_hears_of_it() {
         assert!(shard.conns.borrow().is_empty());
         // The backend's queue is still full: none of them has been told yet.
         assert!(shard.backend.capacity() == 0);
-    });
-}
-
-/// One 32 KiB group message to 20,000 members of a shard holds one 32 KiB buffer: counted
-/// whole for each member it passed the default 512 MiB budget and kicked members that keep up.
-#[test]
-fn a_group_message_to_many_members_is_charged_to_the_shard_once() {
-    runtime().block_on(async {
-        let (shard, _requests) = test_shard();
-        let members: Vec<Rc<ConnShared>> = (0..20_000).map(|_| shard.register()).collect();
-        let frame = bytes::Bytes::from(vec![0u8; 32 * 1024]);
-        shard.enqueue_shared(&shard.conns.borrow(), members.iter().map(|c| c.id), &frame);
-        assert_eq!(shard.stats.outbound_budget_kicks.get(), 0);
-        assert!(
-            members
-                .iter()
-                .all(|c| c.close.get().is_none() && c.outbound.len() == 1),
-            "every member keeps its frame"
-        );
-        assert!(
-            shard.outbound_bytes.get() < 2 << 20,
-            "one buffer and 20,000 entries"
-        );
     });
 }
