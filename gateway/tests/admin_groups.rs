@@ -1,6 +1,6 @@
-//! The admin API's groups part against the real server: search by name prefix and id, view,
-//! members paged, and a dissolve by an operator that goes through the sequencer like an
-//! owner's: an online member gets the DISSOLVED event pushed, an offline one by Sync.
+//! The admin API's groups part against the real server: search by name prefix (digits too)
+//! and id, view, members paged, and a dissolve by an operator that goes through the sequencer
+//! like an owner's: an online member gets the DISSOLVED event pushed, an offline one by Sync.
 
 mod common;
 
@@ -41,6 +41,9 @@ async fn groups_are_found_viewed_and_dissolved_by_an_operator_members_learn_it()
     let g = team.group.unwrap().conversation_id;
     create(&mut a, "team älpha", &[], v1::JoinPolicy::Approval, false).await;
     create(&mut a, "Other", &[], v1::JoinPolicy::InviteOnly, false).await;
+    let year = create(&mut a, "2024 Team", &[], v1::JoinPolicy::Open, false).await;
+    let year = year.group.unwrap().conversation_id;
+    create(&mut a, "2024 Plans", &[], v1::JoinPolicy::Open, false).await;
     push_at(&mut b, g, 1).await;
 
     // Search: by name prefix (any case, paged), by id, all by id.
@@ -57,9 +60,23 @@ async fn groups_are_found_viewed_and_dissolved_by_an_operator_members_learn_it()
         names(&viewer.get(&format!("/api/groups?query={g}"))),
         ["Team Rust"]
     );
-    assert_eq!(names(&viewer.get("/api/groups")).len(), 3);
+    assert_eq!(names(&viewer.get("/api/groups")).len(), 5);
     assert!(names(&viewer.get("/api/groups?query=nothing")).is_empty());
     assert!(names(&viewer.get("/api/groups?query=123")).is_empty());
+    // A number that is no group's id is the start of a name, paged like any; an id is that group.
+    let r = viewer.get("/api/groups?query=2024&limit=1");
+    assert_eq!(names(&r), ["2024 Plans"]);
+    let cursor = r.1["next_cursor"].as_str().unwrap().to_owned();
+    let r = viewer.get(&format!(
+        "/api/groups?query=2024&limit=1&cursor={}",
+        urlencode(&cursor)
+    ));
+    assert_eq!(names(&r), ["2024 Team"]);
+    assert!(r.1.get("next_cursor").is_none());
+    assert_eq!(
+        names(&viewer.get(&format!("/api/groups?query={year}"))),
+        ["2024 Team"]
+    );
 
     // View and members, paged.
     let r = viewer.get(&format!("/api/groups/{g}"));

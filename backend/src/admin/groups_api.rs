@@ -36,8 +36,8 @@ pub fn routes() -> OpenApiRouter<Arc<Admin>> {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct GroupQuery {
-    /// A group id (exact) or the start of a group's name (any case); empty or absent: every
-    /// group, by id.
+    /// A group's id (exact: that group alone), else the start of a group's name (any case,
+    /// digits too); empty or absent: every group, by id.
     pub query: Option<String>,
     pub cursor: Option<String>,
     /// Items wanted, 1 to `admin.page_items_max` (default 50).
@@ -108,7 +108,7 @@ fn name_cursor(cursor: Option<&str>) -> ApiResult<Option<(String, ConvId)>> {
     Ok(Some((name.to_owned(), g)))
 }
 
-/// Find groups: by exact id, by name prefix, or all by id; paged.
+/// Find groups: by exact id, else by name prefix, or all by id; paged.
 #[utoipa::path(get, path = "/api/groups", tag = "groups", params(GroupQuery),
     responses((status = 200, body = Page<GroupView>), (status = 400, body = ErrorBody),
               (status = 401, body = ErrorBody)))]
@@ -141,13 +141,12 @@ async fn list_groups(
                 items: rows.into_iter().map(|(g, r)| view(g, r)).collect(),
             });
         }
-        if let Ok(raw) = query.parse::<u64>() {
-            let found = match group_id(raw) {
-                Some(g) => store.group(g)?.map(|r| view(g, r)),
-                None => None,
-            };
+        // A number that is no group's id is the start of a name ("2024 Team").
+        if let Some(g) = query.parse::<u64>().ok().and_then(group_id)
+            && let Some(record) = store.group(g)?
+        {
             return Ok(Page {
-                items: found.into_iter().collect(),
+                items: vec![view(g, record)],
                 next_cursor: None,
             });
         }

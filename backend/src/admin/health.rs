@@ -2,6 +2,7 @@
 //! (scrapers and supervisors carry no credentials); they show nothing about any user.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
@@ -44,17 +45,46 @@ pub(crate) fn not_ready(admin: &Admin) -> Option<String> {
     admin.facts.not_ready()
 }
 
+/// How long one answer of whether the store answers serves `/readyz`: the page is open to
+/// anyone who reaches the listener, so a loop of probes must cost the store and the blocking
+/// threads (shared with logins and reads) at most one check per this time.
+const READY_CHECK_CACHE: Duration = Duration::from_secs(1);
+
+/// The store's last answer to `/readyz`'s check, and when it came. One check at a time: the
+/// probes that come meanwhile wait for its answer instead of starting their own.
+#[derive(Default)]
+pub(crate) struct ReadyCheck {
+    last: tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>,
+}
+
+impl ReadyCheck {
+    /// Whether the store answers: the last answer if younger than `READY_CHECK_CACHE`, else a
+    /// new one (asked on a blocking thread, bounded by the store's timeouts).
+    async fn store_answers(&self, admin: &Admin) -> Result<(), String> {
+        let mut last = self.last.lock().await;
+        if let Some((at, answer)) = last.as_ref()
+            && at.elapsed() < READY_CHECK_CACHE
+        {
+            return answer.clone();
+        }
+        metrics::counter!("ringchat_ready_checks_total").increment(1);
+        let engine = Arc::clone(&admin.backend.ports.engine);
+        let answer = match tokio::task::spawn_blocking(move || engine.reachable()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("the store does not answer: {e}")),
+            Err(e) => Err(format!("the store does not answer: {e}")),
+        };
+        *last = Some((Instant::now(), answer.clone()));
+        answer
+    }
+}
+
 /// Readiness: 503 with the reason while the server cannot take clients, or while a
-/// networked store does not answer (asked on a blocking thread, bounded by its timeouts).
+/// networked store does not answer (`ReadyCheck`: at most `READY_CHECK_CACHE` old).
 async fn ready_page(State(admin): State<Arc<Admin>>) -> (StatusCode, String) {
     let mut why = not_ready(&admin);
     if why.is_none() {
-        let engine = Arc::clone(&admin.backend.ports.engine);
-        why = match tokio::task::spawn_blocking(move || engine.reachable()).await {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(format!("the store does not answer: {e}")),
-            Err(e) => Some(format!("the store does not answer: {e}")),
-        };
+        why = admin.ready_check.store_answers(&admin).await.err();
     }
     match why {
         None => (StatusCode::OK, "ready\n".to_owned()),

@@ -7,6 +7,11 @@
 //! hyper asks for the next event, which it does not while the socket is full: a reader that
 //! stops reading is dropped by the listener instead (`admin.write_stall_timeout_ms`,
 //! `write_stall.rs`), and its place with the body.
+//!
+//! A stream also ends once the caller's access does (the API key revoked, the session ended,
+//! the operator removed or their password replaced): that is checked before every event and
+//! every `CREDENTIAL_RECHECK` while none comes, so nothing is sent past it, and the browser's
+//! reconnect is refused.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -22,7 +27,7 @@ use tokio::sync::broadcast::error::RecvError;
 use utoipa::IntoParams;
 
 use super::Admin;
-use super::auth::Viewer;
+use super::auth::{Operator, Viewer};
 use super::error::{ApiError, ApiQuery, ApiResult, ErrorBody};
 use super::logs_api::logs;
 use crate::logs::filter::LineFilter;
@@ -34,6 +39,8 @@ use crate::logs::tail::TailEvent;
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// What EventSource waits before reconnecting.
 const RECONNECT: Duration = Duration::from_secs(1);
+/// How long a quiet stream may outlive its caller's access (events are checked one by one).
+const CREDENTIAL_RECHECK: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -105,6 +112,8 @@ pub(super) async fn stream_logs(
         deadline: tokio::time::Instant::now()
             + Duration::from_secs(logs.config.stream_duration_max_s),
         _place: place,
+        admin: Arc::clone(&admin),
+        op,
     };
     let events = futures_util::stream::unfold(state, |mut st| async move {
         let event = st.next().await?;
@@ -124,11 +133,23 @@ struct Tailing {
     /// Holds one of `log.streams_max` places (and of its operator's
     /// `log.streams_per_operator_max`) while the stream lives.
     _place: StreamPlace,
+    admin: Arc<Admin>,
+    /// Who opened the stream: it ends when their access does.
+    op: Operator,
 }
 
 impl Tailing {
     /// The next event to send, or `None` to end the stream.
     async fn next(&mut self) -> Option<Event> {
+        let event = self.next_event().await?;
+        self.allowed().then_some(event)
+    }
+
+    fn allowed(&self) -> bool {
+        self.admin.auth.still_holds(&self.op)
+    }
+
+    async fn next_event(&mut self) -> Option<Event> {
         if std::mem::take(&mut self.first) {
             return Some(
                 Event::default()
@@ -145,7 +166,11 @@ impl Tailing {
             }
         }
         loop {
-            match tokio::time::timeout_at(self.deadline, self.live.recv()).await {
+            let wake = self
+                .deadline
+                .min(tokio::time::Instant::now() + CREDENTIAL_RECHECK);
+            match tokio::time::timeout_at(wake, self.live.recv()).await {
+                Err(_) if wake < self.deadline && self.allowed() => {}
                 Err(_) | Ok(Err(RecvError::Closed)) => return None,
                 Ok(Ok(e)) if self.filter.matches(&e.line) => return Some(log_event(&e)),
                 Ok(Ok(_)) => {}

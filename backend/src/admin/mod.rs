@@ -79,6 +79,8 @@ pub struct Admin {
     pub(crate) overview: overview::Overview,
     /// This node's cluster membership, in cluster mode (`with_cluster`).
     pub(crate) cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// `/readyz`'s last check of the store (`health.rs`).
+    pub(crate) ready_check: health::ReadyCheck,
 }
 
 impl Admin {
@@ -99,6 +101,7 @@ impl Admin {
             facts: Arc::new(overview::NoGateway),
             overview: overview::Overview::new(settings.observe.history_seconds),
             cluster: None,
+            ready_check: health::ReadyCheck::default(),
             backend,
         }
     }

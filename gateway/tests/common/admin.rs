@@ -103,6 +103,11 @@ impl AdminClient {
         self.key.clone()
     }
 
+    /// The session cookie (`name=value`) this client sends, if any.
+    pub fn cookie(&self) -> Option<String> {
+        self.cookie.clone()
+    }
+
     pub fn with_key(mut self, key: &str) -> Self {
         self.key = Some(key.to_owned());
         self

@@ -17,10 +17,26 @@ pub struct Sse {
 
 impl Sse {
     pub fn open(admin: SocketAddr, key: Option<&str>, query: &str, last_id: Option<&str>) -> Self {
+        let auth = key.map(|key| format!("Authorization: Bearer {key}"));
+        Self::open_with(admin, auth.as_deref(), query, last_id)
+    }
+
+    /// A dashboard session's stream: `cookie` is the `name=value` of its session cookie.
+    pub fn open_with_cookie(admin: SocketAddr, cookie: &str, query: &str) -> Self {
+        Self::open_with(admin, Some(&format!("Cookie: {cookie}")), query, None)
+    }
+
+    /// `auth`: the header line that says who is asking, if any.
+    fn open_with(
+        admin: SocketAddr,
+        auth: Option<&str>,
+        query: &str,
+        last_id: Option<&str>,
+    ) -> Self {
         let mut socket = TcpStream::connect(admin).unwrap();
         let mut req = format!("GET /api/logs/stream?{query} HTTP/1.0\r\nHost: test\r\n");
-        if let Some(key) = key {
-            req.push_str(&format!("Authorization: Bearer {key}\r\n"));
+        if let Some(auth) = auth {
+            req.push_str(&format!("{auth}\r\n"));
         }
         if let Some(id) = last_id {
             req.push_str(&format!("Last-Event-ID: {id}\r\n"));
@@ -89,6 +105,25 @@ impl Sse {
                 .expect("an event in time");
             if event == "log" {
                 return (id, serde_json::from_str(&data).unwrap());
+            }
+        }
+    }
+
+    /// Waits (bounded) for the server to end the stream; the `log` events sent before it ended.
+    pub fn logs_until_end(&self) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + super::WAIT_DEADLINE;
+        let mut logs = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok((event, _, data)) if event == "log" => {
+                    logs.push(serde_json::from_str(&data).unwrap());
+                }
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return logs,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("the stream did not end in time; sent meanwhile: {logs:?}")
+                }
             }
         }
     }

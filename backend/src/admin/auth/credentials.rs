@@ -113,7 +113,11 @@ impl CredentialsData {
     }
 
     pub fn key_by_secret(&self, secret: &str) -> Option<&ApiKey> {
-        let hash = key_hash(secret);
+        self.key_by_hash(&key_hash(secret))
+    }
+
+    /// The key whose SHA-256 (lowercase hex, as kept) is `hash`.
+    pub fn key_by_hash(&self, hash: &str) -> Option<&ApiKey> {
         self.keys.iter().find(|k| k.key_sha256 == hash)
     }
 }

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use self::credentials::CredentialFile;
-use self::sessions::Sessions;
+use self::sessions::{SessionKey, Sessions};
 use super::Admin;
 use super::error::ApiError;
 use crate::same_secret::same_secret;
@@ -68,13 +68,27 @@ pub enum Via {
 }
 
 /// An authenticated caller.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Operator {
     pub name: String,
     pub role: Role,
     pub via: Via,
     /// The peer address of the request.
     pub from: SocketAddr,
+    /// What the request proved (`Auth::still_holds` checks it again).
+    proof: Proof,
+}
+
+impl std::fmt::Debug for Operator {
+    // Without the proof: its hashes are kept out of logs and panics.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Operator")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field("via", &self.via)
+            .field("from", &self.from)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Operator {
@@ -126,11 +140,7 @@ impl Auth {
     /// Who the request is from, or why it is refused. State changes made with a session need
     /// its CSRF token.
     fn authenticate(&self, parts: &Parts, from: SocketAddr) -> Result<Operator, ApiError> {
-        let credentials = self
-            .credentials
-            .current()
-            .map_err(|e| ApiError::internal("reading the admin credentials", e))?;
-        if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
+        let proof = if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
             let secret = value
                 .to_str()
                 .ok()
@@ -138,40 +148,19 @@ impl Auth {
                 .ok_or_else(|| {
                     ApiError::unauthenticated("Authorization must be \"Bearer <API key>\"")
                 })?;
-            let key = credentials
-                .key_by_secret(secret.trim())
-                .ok_or_else(|| ApiError::unauthenticated("unknown or revoked API key"))?;
-            let role = credentials.key_role(key).ok_or_else(|| {
-                ApiError::unauthenticated("the operator who made this API key no longer exists")
+            Proof::ApiKey(credentials::key_hash(secret.trim()))
+        } else {
+            let id = session_cookie(&parts.headers).ok_or_else(|| {
+                ApiError::unauthenticated("log in (POST /api/session) or send an API key")
             })?;
-            return Ok(Operator {
-                name: key.name.clone(),
-                role,
-                via: Via::ApiKey,
-                from,
-            });
-        }
-        let id = session_cookie(&parts.headers).ok_or_else(|| {
-            ApiError::unauthenticated("log in (POST /api/session) or send an API key")
-        })?;
-        let session = self
-            .sessions
-            .get(id, Instant::now())
-            .ok_or_else(|| ApiError::unauthenticated("the session has expired or ended"))?;
-        // The operator may have been removed or had their role changed since they logged in.
-        let user = credentials
-            .user(&session.operator)
-            .ok_or_else(|| ApiError::unauthenticated("the operator no longer exists"))?;
-        // A replaced password (a leak being dealt with) ends every session begun with the old.
-        if sessions::credential_of(&user.password_hash) != session.credential {
-            self.sessions.end(id);
-            return Err(ApiError::unauthenticated(
-                "the operator's password was replaced since this session began: log in again",
-            ));
-        }
-        if !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
+            Proof::Session(sessions::key_of(id))
+        };
+        let held = self.check(&proof)?;
+        if let Some(csrf_token) = held.csrf_token
+            && !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS)
+        {
             let sent = parts.headers.get(CSRF_HEADER).map(|v| v.as_bytes());
-            if !sent.is_some_and(|sent| same_secret(sent, session.csrf_token.as_bytes())) {
+            if !sent.is_some_and(|sent| same_secret(sent, csrf_token.as_bytes())) {
                 return Err(ApiError::new(
                     super::error::ErrorCode::CsrfMissing,
                     "a change made with a session needs its X-CSRF-Token header",
@@ -179,12 +168,95 @@ impl Auth {
             }
         }
         Ok(Operator {
-            name: user.name.clone(),
-            role: user.role,
-            via: Via::Session,
+            name: held.name,
+            role: held.role,
+            via: proof.via(),
             from,
+            proof,
         })
     }
+
+    /// Whether what `op` proved still holds: the key not revoked (nor its maker gone), the
+    /// session not ended or expired, its operator still there with the same password. An
+    /// answer that lasts (the live log tail) asks again while it runs.
+    pub fn still_holds(&self, op: &Operator) -> bool {
+        self.check(&op.proof).is_ok()
+    }
+
+    /// The one rule for whether a proof holds now, and whose it is.
+    fn check(&self, proof: &Proof) -> Result<Held, ApiError> {
+        let credentials = self
+            .credentials
+            .current()
+            .map_err(|e| ApiError::internal("reading the admin credentials", e))?;
+        let key_sha256 = match proof {
+            Proof::ApiKey(key_sha256) => key_sha256,
+            Proof::Session(key) => return self.check_session(key, &credentials),
+        };
+        let key = credentials
+            .key_by_hash(key_sha256)
+            .ok_or_else(|| ApiError::unauthenticated("unknown or revoked API key"))?;
+        let role = credentials.key_role(key).ok_or_else(|| {
+            ApiError::unauthenticated("the operator who made this API key no longer exists")
+        })?;
+        Ok(Held {
+            name: key.name.clone(),
+            role,
+            csrf_token: None,
+        })
+    }
+
+    fn check_session(
+        &self,
+        key: &SessionKey,
+        credentials: &credentials::CredentialsData,
+    ) -> Result<Held, ApiError> {
+        let session = self
+            .sessions
+            .get_by_key(key, Instant::now())
+            .ok_or_else(|| ApiError::unauthenticated("the session has expired or ended"))?;
+        // The operator may have been removed or had their role changed since they logged in.
+        let user = credentials
+            .user(&session.operator)
+            .ok_or_else(|| ApiError::unauthenticated("the operator no longer exists"))?;
+        // A replaced password (a leak being dealt with) ends every session begun with the old.
+        if sessions::credential_of(&user.password_hash) != session.credential {
+            self.sessions.end_by_key(key);
+            return Err(ApiError::unauthenticated(
+                "the operator's password was replaced since this session began: log in again",
+            ));
+        }
+        Ok(Held {
+            name: user.name.clone(),
+            role: user.role,
+            csrf_token: Some(session.csrf_token),
+        })
+    }
+}
+
+/// What a request proved, kept with its [`Operator`] so that it can be checked again: hashes
+/// as the credentials and the sessions keep them, never a secret.
+#[derive(Clone)]
+enum Proof {
+    /// The API key's SHA-256, lowercase hex.
+    ApiKey(String),
+    Session(SessionKey),
+}
+
+impl Proof {
+    fn via(&self) -> Via {
+        match self {
+            Self::ApiKey(_) => Via::ApiKey,
+            Self::Session(_) => Via::Session,
+        }
+    }
+}
+
+/// Whose a proof is while it holds; a session's changes also need its CSRF token.
+struct Held {
+    name: String,
+    role: Role,
+    csrf_token: Option<String>,
 }
 
 /// The session id in the request's cookies, if any.

@@ -40,6 +40,14 @@ fn hash(text: &str) -> [u8; 32] {
     Sha256::digest(text.as_bytes()).into()
 }
 
+/// What a session is kept under: the SHA-256 of its cookie id (the id itself is never kept).
+pub type SessionKey = [u8; 32];
+
+/// The key of the session whose cookie id is `id`.
+pub fn key_of(id: &str) -> SessionKey {
+    hash(id)
+}
+
 /// What a session keeps of an operator's password hash, to compare with the current one.
 pub fn credential_of(password_hash: &str) -> [u8; 32] {
     hash(password_hash)
@@ -102,7 +110,12 @@ impl Sessions {
 
     /// The live session with this cookie id; an expired one is removed.
     pub fn get(&self, id: &str, now: Instant) -> Option<Session> {
-        let key = hash(id);
+        self.get_by_key(&key_of(id), now)
+    }
+
+    /// The live session kept under `key`; an expired one is removed.
+    pub fn get_by_key(&self, key: &SessionKey, now: Instant) -> Option<Session> {
+        let key = *key;
         let mut all = self.by_hash.lock().unwrap_or_else(|p| p.into_inner());
         match all.get(&key) {
             Some(s) if s.expires > now => Some(s.clone()),
@@ -115,10 +128,14 @@ impl Sessions {
     }
 
     pub fn end(&self, id: &str) {
+        self.end_by_key(&key_of(id));
+    }
+
+    pub fn end_by_key(&self, key: &SessionKey) {
         self.by_hash
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&hash(id));
+            .remove(key);
     }
 }
 

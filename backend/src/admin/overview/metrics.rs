@@ -124,6 +124,10 @@ pub fn describe() {
             "ringchat_store_unavailable_total",
             "Store calls that failed because a networked store was away or busy (answered UNAVAILABLE).",
         ),
+        (
+            "ringchat_ready_checks_total",
+            "Checks /readyz made of whether the store answers (one answer serves every probe for 1 s), since start.",
+        ),
     ] {
         describe_counter!(name, help);
     }
