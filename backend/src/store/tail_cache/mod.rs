@@ -698,10 +698,10 @@ impl<S: MembershipStore> MembershipStore for TailCached<S> {
     fn recent_conversations(
         &self,
         user: UserId,
-        from_bucket: u64,
+        buckets: std::ops::RangeInclusive<u64>,
         limit: usize,
     ) -> Result<Vec<(u64, ConvId)>, StoreError> {
-        self.inner.recent_conversations(user, from_bucket, limit)
+        self.inner.recent_conversations(user, buckets, limit)
     }
 }
 
