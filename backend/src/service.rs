@@ -643,16 +643,12 @@ impl Backend {
         // From here on the session gets what is routed: anything stamped earlier and not yet
         // routed is newer than the time the login reports.
         let login_time = self.delivery.in_flight.login_time(now_ms());
-        for old in replaced {
-            self.send_to_shard(
-                old.shard,
-                ShardEvent::Kick {
-                    conn: old.conn,
-                    reason: KickReason::Replaced,
-                },
-            )
-            .await;
-        }
+        // The sessions this one replaces are kicked once it is ready: until then they hold the
+        // user's groups installed in `group_online`, so the groups step below takes them from
+        // there with no wait on lagging delivery. (Kicked first, an old session's close could
+        // empty that entry, and the login was then refused "delivery is behind" with the
+        // user's working connection already gone.) They left the sessions table above and
+        // may have missed direct pushes since, so a refused login kicks them too.
         // A password change, a revocation or an operator's disable that landed after the
         // token (or the account's flags) was read kicked the sessions it found, not this one:
         // check both again now that the session is registered.
@@ -678,6 +674,7 @@ impl Backend {
         };
         if let Some((refusal, token_gone)) = revoked {
             self.sessions.write().close(auth.user_id, conn);
+            self.kick_replaced(&replaced).await;
             if !token_gone {
                 // Nobody got the new token: take it back (and put a refreshed one back).
                 self.take_back_token(&auth, &body).await;
@@ -691,9 +688,11 @@ impl Backend {
         if let Err(refusal) = ready {
             self.sessions.write().close(auth.user_id, conn);
             self.group_online.close(auth.user_id, conn);
+            self.kick_replaced(&replaced).await;
             self.take_back_token(&auth, &body).await;
             return refused(refusal);
         }
+        self.kick_replaced(&replaced).await;
         self.observe.logged_in(auth.user_id);
         self.route_opened(auth.user_id, conn, &auth.device_id, platform); // cluster routes
         LoginReply {
@@ -709,6 +708,20 @@ impl Backend {
                 device_id: auth.device_id.as_str().into(),
                 resume: body.resume,
             }),
+        }
+    }
+
+    /// Ends the sessions a login replaced (`Sessions::open` took them out of the table).
+    async fn kick_replaced(&self, replaced: &[ConnRef]) {
+        for old in replaced {
+            self.send_to_shard(
+                old.shard,
+                ShardEvent::Kick {
+                    conn: old.conn,
+                    reason: KickReason::Replaced,
+                },
+            )
+            .await;
         }
     }
 

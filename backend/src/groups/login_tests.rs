@@ -14,7 +14,9 @@ use ringchat_proto::Body;
 use ringchat_proto::v1::{self, ErrorCode, login};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::api::{ConnRef, GroupWrite, LoginReply, Request, WriteRequest, decoded_frames};
+use crate::api::{
+    ConnRef, GroupWrite, LoginReply, Request, ShardEvent, WriteRequest, decoded_frames,
+};
 use crate::config::Settings;
 use crate::messaging::Submitted;
 use crate::service::Backend;
@@ -58,15 +60,23 @@ fn send(g: u64, id: &str) -> WriteRequest {
 }
 
 async fn login(requests: &mpsc::Sender<Request>, n: u64, name: &str) -> LoginReply {
-    let (reply, answer) = oneshot::channel();
     let body = v1::Login {
         account: Some(login::Account::Username(name.into())),
         credential: Some(login::Credential::Password(PASSWORD.into())),
         device_id: format!("device-{n}"),
         ..Default::default()
     };
+    login_with(requests, conn(n), body).await
+}
+
+async fn login_with(
+    requests: &mpsc::Sender<Request>,
+    conn: ConnRef,
+    body: v1::Login,
+) -> LoginReply {
+    let (reply, answer) = oneshot::channel();
     let request = Request::Login {
-        conn: conn(n),
+        conn,
         peer: PEER,
         body,
         reply,
@@ -205,4 +215,126 @@ async fn a_login_while_delivery_lags_is_refused_and_never_pushed_hidden_history(
         "{:?}",
         retried.body
     );
+}
+
+/// A member's session on device D is open when D logs in again (its token) while delivery
+/// lags past the routed wait: the new session takes the user's groups from the old one's, so
+/// it is let in without waiting, and the old connection is kicked as `REPLACED` only then.
+/// (Kicked first, the old session's close could empty the user's groups online, and the login
+/// was refused "delivery is behind" with the working connection already gone.)
+#[tokio::test]
+async fn a_relogin_on_the_same_device_while_delivery_lags_keeps_the_old_session_until_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = Settings::default();
+    settings.storage.data_dir = dir.path().join("data");
+    settings.accounts.argon2_memory_kib = 8;
+    settings.accounts.argon2_iterations = 1;
+    assert_eq!(settings.problems(), Vec::<String>::new());
+    // Shard 0 holds the member's connections; shard 1's inbox, one event deep, stalls delivery.
+    let (shard0, mut events) = mpsc::channel(256);
+    let (shard1, _stalled) = mpsc::channel(1);
+    let inbox1 = shard1.clone();
+    let b = Backend::open(settings, vec![shard0, shard1]).expect("backend opens");
+    b.routed_wait_max_ms.store(100, Ordering::Relaxed);
+    let (requests, rx) = mpsc::channel(16);
+    tokio::spawn(Arc::clone(&b).serve(rx, std::future::pending()));
+    let owner = register(&b, "owner").await;
+    let create = v1::GroupCreate {
+        name: "g".into(),
+        join_policy: v1::JoinPolicy::Open as i32,
+        ..Default::default()
+    };
+    submit(
+        &b,
+        OWNER_CONN,
+        owner,
+        WriteRequest::Group(GroupWrite::Create(create)),
+    );
+    let g = tokio::time::timeout(DEADLINE, async {
+        loop {
+            let event = events.recv().await.expect("the shard's inbox is open");
+            for (_, body) in decoded_frames(event) {
+                if let Body::GroupCreated(c) = body {
+                    return c.group.expect("the group").conversation_id;
+                }
+            }
+        }
+    })
+    .await
+    .expect("the group is created");
+    let device = |credential| v1::Login {
+        account: Some(login::Account::Username("owner".into())),
+        credential: Some(credential),
+        device_id: "phone".into(),
+        ..Default::default()
+    };
+    let (old, new) = (conn(10), conn(11));
+    let first = login_with(
+        &requests,
+        old,
+        device(login::Credential::Password(PASSWORD.into())),
+    )
+    .await;
+    let Body::LoginOk(ok) = first.body else {
+        panic!("{:?}", first.body)
+    };
+
+    // Delivery stalls on shard 1: the first send's ack fills its inbox, the second waits.
+    let on_shard1 = ConnRef { shard: 1, conn: 20 };
+    let writes = b.writes().expect("the sequencer runs");
+    let queued = writes.submit(on_shard1, owner, &"dev".into(), 1, send(g, "fill-1"));
+    assert!(matches!(queued, Submitted::Queued), "{queued:?}");
+    until("shard 1's inbox fills", || inbox1.capacity() == 0).await;
+    let begun = b.delivery.in_flight.begun();
+    let queued = writes.submit(on_shard1, owner, &"dev".into(), 1, send(g, "fill-2"));
+    assert!(matches!(queued, Submitted::Queued), "{queued:?}");
+    until("the second send's group begins", || {
+        b.delivery.in_flight.begun() > begun
+    })
+    .await;
+
+    // The same device again, with its token; shard 0 closes what is kicked, as a shard does.
+    let relogin = tokio::spawn({
+        let requests = requests.clone();
+        let body = device(login::Credential::Token(ok.token));
+        async move { login_with(&requests, new, body).await }
+    });
+    let g_conv = crate::store::ConvId::from_wire(g).expect("a group id");
+    let new_was_in_audience = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match events.recv().await.expect("the shard's inbox is open") {
+                ShardEvent::Kick { conn, reason } if conn == old.conn => {
+                    assert_eq!(reason, v1::KickReason::Replaced);
+                    let mut listed = false;
+                    b.group_online.audience(g_conv, |shard, conns| {
+                        listed |= shard == 0 && conns.contains(&new.conn);
+                    });
+                    let closed = Request::Closed {
+                        conn: old,
+                        user_id: owner,
+                    };
+                    requests.send(closed).await.expect("backend serving");
+                    return listed;
+                }
+                ShardEvent::Kick { conn, reason } => panic!("kicked {conn}: {reason:?}"),
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("the old session is kicked");
+    let relogin = tokio::time::timeout(DEADLINE, relogin)
+        .await
+        .expect("the login is answered")
+        .expect("the login task ends");
+    assert!(
+        matches!(relogin.body, Body::LoginOk(_)),
+        "refused while the old session held the groups: {:?}",
+        relogin.body
+    );
+    assert!(
+        new_was_in_audience,
+        "the old session was kicked before the new one had joined its groups"
+    );
+    assert_eq!(inbox1.capacity(), 0, "delivery lagged all along");
 }

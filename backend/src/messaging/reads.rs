@@ -80,7 +80,13 @@ pub fn sync(
     let (first, last) = visible_seqs(ports, conv, user)?;
     let limit = page_limit(req.limit, page_max);
     let after = req.after_seq.max(first - 1);
-    let mut messages = ports.log.messages_after(conv, after, limit + 1)?;
+    // Nothing visible after `after` (a former member synced to its leaving): no page to read
+    // and filter out.
+    let mut messages = if after >= last {
+        Vec::new()
+    } else {
+        ports.log.messages_after(conv, after, limit + 1)?
+    };
     if !messages.is_empty() {
         let (first, last) = visible_after_read(ports, conv, user, (first, last))?;
         messages.retain(|m| (first..=last).contains(&m.seq));
@@ -109,7 +115,13 @@ pub fn history(
         req.before_seq
     };
     let before = before.min(last.saturating_add(1));
-    let mut messages = ports.log.messages_before(conv, before, limit + 1)?;
+    // Nothing visible before `before` (history from before joining): no page to read and
+    // filter out.
+    let mut messages = if before <= first {
+        Vec::new()
+    } else {
+        ports.log.messages_before(conv, before, limit + 1)?
+    };
     messages.retain(|m| m.seq >= first);
     if !messages.is_empty() {
         let (first, last) = visible_after_read(ports, conv, user, (first, last))?;

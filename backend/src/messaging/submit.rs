@@ -126,7 +126,7 @@ impl Writes {
         }
         // Cluster mode: the request as it came, in case its owner is another node.
         let original = self.link.as_ref().map(|_| request.clone());
-        let write = match self.write_of(user, request, device_id) {
+        let write = match self.write_of(user, request, || Arc::clone(device_id)) {
             Ok(write) => write,
             Err(refusal) => return Submitted::Refused(refusal.into_error()),
         };
@@ -276,7 +276,9 @@ impl Writes {
         trace: Option<MsgSpan>,
     ) -> Result<(), Refusal> {
         // A media send was checked on the node it arrived at (`Writes::check`) before it came.
-        let write = self.write_of(user, request, &Arc::from(device_id))?;
+        // The device is made an `Arc` only for the cursor writes that keep it: a forwarded
+        // send allocates nothing for it.
+        let write = self.write_of(user, request, move || Arc::from(device_id))?;
         let queued_at = matches!(write, Write::Send(_) | Write::GroupSend(_)).then(Instant::now);
         let op = WriteOp {
             conn,
@@ -321,12 +323,13 @@ impl Writes {
         }
     }
 
-    /// `device_id`: the device of the connection the write came on.
+    /// `device_id`: the device of the connection the write came on, asked for only by the
+    /// cursor writes (the only ones that keep it).
     fn write_of(
         &self,
         user: UserId,
         request: WriteRequest,
-        device_id: &Arc<str>,
+        device_id: impl FnOnce() -> Arc<str>,
     ) -> Result<Write, Refusal> {
         Ok(match request {
             WriteRequest::Send(send) => match validate_send(user, &send, self.message_bytes_max)? {
@@ -353,7 +356,7 @@ impl Writes {
                 let conv = conv_from_wire(ack.conversation_id)?;
                 Write::Cursor(CursorMove {
                     user,
-                    device_id: Arc::clone(device_id),
+                    device_id: device_id(),
                     conv,
                     kind: CursorKind::Delivered,
                     seq: ack.seq,
@@ -361,7 +364,7 @@ impl Writes {
             }
             WriteRequest::Read(read) => Write::Cursor(CursorMove {
                 user,
-                device_id: Arc::clone(device_id),
+                device_id: device_id(),
                 conv: conv_from_wire(read.conversation_id)?,
                 kind: CursorKind::Read,
                 seq: read.seq,

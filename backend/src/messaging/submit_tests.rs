@@ -144,3 +144,59 @@ async fn a_delivery_ack_moves_its_connections_device_without_the_sessions_lock()
     );
     assert_eq!(row.cursor.delivered_seq, seq);
 }
+
+/// A write forwarded by another node (`submit_remote`): a send (whose device is not kept) is
+/// stored and acked, and a delivery ack moves the device it names.
+#[tokio::test]
+async fn a_forwarded_delivery_ack_moves_the_device_it_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = Settings::default();
+    settings.storage.data_dir = dir.path().join("data");
+    settings.accounts.argon2_memory_kib = 8;
+    settings.accounts.argon2_iterations = 1;
+    let (shard_tx, mut events) = mpsc::channel(1024);
+    let b = Backend::open(settings, vec![shard_tx]).expect("backend opens");
+    let ann = register(&b, "ann").await;
+    let bob = register(&b, "bob").await;
+    let writes = b.writes().expect("the sequencer runs");
+    let send = v1::Send {
+        client_msg_id: "c1".into(),
+        to_user_id: bob,
+        content_type: v1::ContentType::Text as i32,
+        content: Bytes::from_static(b"hi"),
+        ..Default::default()
+    };
+    writes
+        .submit_remote(
+            conn(1),
+            ann,
+            String::new(),
+            1,
+            WriteRequest::Send(send),
+            None,
+        )
+        .expect("queued");
+    let (wire_conv, seq) = send_ack(&mut events, 1).await;
+    let conv = conv_from_wire(wire_conv).expect("a conversation id");
+    let ack = v1::DeliveryAck {
+        conversation_id: wire_conv,
+        seq,
+    };
+    let request = WriteRequest::DeliveryAck(ack);
+    writes
+        .submit_remote(conn(2), bob, "bob-tablet".into(), 2, request, None)
+        .expect("queued");
+    let cursors = Arc::clone(&b.ports.cursors);
+    let stored = async {
+        loop {
+            let row = cursors.cursor_row(conv, bob).expect("the store reads");
+            if row.is_some_and(|r| r.device_cursor("bob-tablet") == Some(seq)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    tokio::time::timeout(DEADLINE, stored)
+        .await
+        .expect("bob's tablet's delivery cursor is stored");
+}

@@ -128,7 +128,7 @@ fn each_recipient_gets_the_next_seq_once_per_notification() {
     // In the recipient's recency index, so the conversation list finds it.
     let recent = ports
         .memberships
-        .recent_conversations(users[0], u64::MAX, 10)
+        .recent_conversations(users[0], 0..=u64::MAX, 10)
         .unwrap();
     assert!(recent.iter().any(|(_, c)| *c == conv), "{recent:?}");
 }

@@ -190,14 +190,16 @@ pub trait CursorStore: Send + Sync + 'static {
 /// Which conversations a user is in, by recency. (Stored members of groups come with the
 /// groups issue.)
 pub trait MembershipStore: Send + Sync + 'static {
-    /// Up to `limit` entries `(bucket, conversation)` of the user's recency index with a bucket at
-    /// or below `from_bucket`: newest bucket first, and within a bucket by conversation,
-    /// descending. Entries are moved by [`CommitGroup::recency`]; an entry whose conversation
-    /// has since moved on may linger, and readers check it against the conversation's head.
+    /// Up to `limit` entries `(bucket, conversation)` of the user's recency index with a bucket in
+    /// `buckets` (`0..=u64::MAX`: all): newest bucket first, and within a bucket by
+    /// conversation, descending. The lower bound lets a reader take one whole bucket without
+    /// running on into older ones. Entries are moved by [`CommitGroup::recency`]; an entry
+    /// whose conversation has since moved on may linger, and readers check it against the
+    /// conversation's head.
     fn recent_conversations(
         &self,
         user: UserId,
-        from_bucket: u64,
+        buckets: std::ops::RangeInclusive<u64>,
         limit: usize,
     ) -> Result<Vec<(u64, ConvId)>, StoreError>;
 }

@@ -144,9 +144,10 @@ fn recent_page(
     let mut out = Vec::new();
     let mut from_bucket = before.map_or(u64::MAX, |(time, _)| recency_bucket(time));
     while out.len() < want {
-        let mut entries = ports
-            .memberships
-            .recent_conversations(user, from_bucket, RECENT_STEP)?;
+        let mut entries =
+            ports
+                .memberships
+                .recent_conversations(user, 0..=from_bucket, RECENT_STEP)?;
         let Some(&(last_bucket, _)) = entries.last() else {
             break;
         };
@@ -154,12 +155,13 @@ fn recent_page(
             // The last bucket may go on past this read: keep only whole buckets.
             entries.retain(|(b, _)| *b != last_bucket);
             if entries.is_empty() {
+                // One bucket filled the read: that bucket alone, whole (its order is by
+                // conversation, not time), and nothing of the older buckets.
                 entries = ports.memberships.recent_conversations(
                     user,
-                    last_bucket,
+                    last_bucket..=last_bucket,
                     RECENT_BUCKET_ENTRIES_MAX,
                 )?;
-                entries.retain(|(b, _)| *b == last_bucket);
             }
         }
         let oldest = entries.last().map_or(0, |(b, _)| *b);

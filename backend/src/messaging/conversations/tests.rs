@@ -468,3 +468,64 @@ fn former_groups_heads_cost_a_constant_number_of_log_calls() {
     let many = log_calls_with_former_groups(50);
     assert_eq!(few, many, "5 former groups: {few} calls; 50: {many}");
 }
+
+/// The recency index over the real store, counting the entries it hands out.
+struct CountingRecency {
+    inner: Arc<dyn crate::store::MembershipStore>,
+    entries: std::sync::atomic::AtomicUsize,
+}
+
+impl crate::store::MembershipStore for CountingRecency {
+    fn recent_conversations(
+        &self,
+        user: UserId,
+        buckets: std::ops::RangeInclusive<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, ConvId)>, crate::store::StoreError> {
+        let entries = self.inner.recent_conversations(user, buckets, limit)?;
+        self.entries
+            .fetch_add(entries.len(), std::sync::atomic::Ordering::Relaxed);
+        Ok(entries)
+    }
+}
+
+/// An hour busier than one read takes that hour alone: its entries are read whole, and the
+/// older hours' are not read along with them (they were thrown away, up to 100,000 a page).
+#[test]
+fn a_busy_hour_reads_that_hour_only() {
+    let busy = T0 + 10 * RECENCY_BUCKET_MS;
+    let mut times: Vec<u64> = (0..300u64).map(|i| busy + i * 7).collect();
+    // 2,000 conversations in the ten hours before.
+    times.extend((0..2_000u64).map(|i| T0 + (i % 10) * RECENCY_BUCKET_MS + i));
+    let (_dir, mut ports, expected) = store_with(&times);
+    let counting = Arc::new(CountingRecency {
+        inner: Arc::clone(&ports.memberships),
+        entries: 0.into(),
+    });
+    ports.memberships = Arc::clone(&counting) as _;
+    let req = v1::Conversations {
+        limit: 10,
+        ..Default::default()
+    };
+    let page = conversations(&ports, ALICE, &req, 500).unwrap();
+    let listed: Vec<(u64, u64)> = page
+        .conversations
+        .iter()
+        .map(|c| {
+            (
+                c.last_message.as_ref().unwrap().server_time_ms,
+                c.conversation_id,
+            )
+        })
+        .collect();
+    assert_eq!(listed, expected[..10]);
+    assert!(page.has_more);
+    let read = counting.entries.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        read <= 300 + RECENT_STEP,
+        "{read} entries read for a page of the busy hour's 300"
+    );
+    // Paging on across the busy hour and the older ones stays exact.
+    assert_eq!(all_pages(&ports, 64), expected);
+    assert_eq!(all_pages(&ports, 500), expected);
+}

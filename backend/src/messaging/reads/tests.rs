@@ -83,6 +83,19 @@ const REMOVED: UserGroupRecord = UserGroupRecord {
 
 /// A group holding 5 messages, Bob a member until the first read of messages, then `after`.
 fn group_with_bob(after: UserGroupRecord) -> (tempfile::TempDir, Ports, ConvId) {
+    let (dir, store, g) = store_with_bob();
+    let mut ports = Ports::of(Arc::clone(&store));
+    ports.log = Arc::new(RemovedDuringRead {
+        store,
+        g,
+        after,
+        removed: AtomicBool::new(false),
+    });
+    (dir, ports, g)
+}
+
+/// A group holding 5 messages, Bob a member.
+fn store_with_bob() -> (tempfile::TempDir, Arc<FjallStore>, ConvId) {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(FjallStore::open(dir.path(), Durability::None).unwrap());
     let g = ConvId::group(1).unwrap();
@@ -111,14 +124,7 @@ fn group_with_bob(after: UserGroupRecord) -> (tempfile::TempDir, Ports, ConvId) 
     };
     group.groups.user_groups.push((BOB, g, Some(member)));
     store.append(&group).unwrap();
-    let mut ports = Ports::of(Arc::clone(&store));
-    ports.log = Arc::new(RemovedDuringRead {
-        store,
-        g,
-        after,
-        removed: AtomicBool::new(false),
-    });
-    (dir, ports, g)
+    (dir, store, g)
 }
 
 fn seqs(messages: &[v1::Message]) -> Vec<u64> {
@@ -175,4 +181,124 @@ fn a_removal_and_return_during_the_read_show_only_the_return_s_range() {
     let (_dir, ports, g) = group_with_bob(back);
     assert!(visible_message(&ports, BOB, g, 4).unwrap().is_none());
     assert!(visible_message(&ports, BOB, g, 5).unwrap().is_some());
+}
+
+/// The store's log, counting the pages Sync and History read.
+struct CountingLog {
+    store: Arc<FjallStore>,
+    pages: std::sync::atomic::AtomicUsize,
+}
+
+impl ConversationLog for CountingLog {
+    fn append(&self, group: &CommitGroup) -> Result<(), StoreError> {
+        self.store.append(group)
+    }
+    fn next_msg_id(&self) -> Result<u64, StoreError> {
+        self.store.next_msg_id()
+    }
+    fn last_message(&self, conv: ConvId) -> Result<Option<MessageRecord>, StoreError> {
+        self.store.last_message(conv)
+    }
+    fn message(&self, conv: ConvId, seq: u64) -> Result<Option<MessageRecord>, StoreError> {
+        self.store.message(conv, seq)
+    }
+    fn messages_after(
+        &self,
+        conv: ConvId,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
+        self.pages.fetch_add(1, Ordering::Relaxed);
+        self.store.messages_after(conv, after_seq, limit)
+    }
+    fn messages_before(
+        &self,
+        conv: ConvId,
+        before_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
+        self.pages.fetch_add(1, Ordering::Relaxed);
+        self.store.messages_before(conv, before_seq, limit)
+    }
+}
+
+/// A group of 5 messages where Bob's row is `row`, read through a counting log.
+fn counted(row: UserGroupRecord) -> (tempfile::TempDir, Ports, Arc<CountingLog>, ConvId) {
+    let (dir, store, g) = store_with_bob();
+    let mut group = CommitGroup::default();
+    group.groups.user_groups.push((BOB, g, Some(row)));
+    store.append(&group).unwrap();
+    let log = Arc::new(CountingLog {
+        store: Arc::clone(&store),
+        pages: Default::default(),
+    });
+    let mut ports = Ports::of(store);
+    ports.log = Arc::clone(&log) as _;
+    (dir, ports, log, g)
+}
+
+/// A former member synced to its leaving, or asking for history from before joining, can see
+/// nothing: answered without reading a page (each would load up to `sync_page_max` + 1
+/// messages only to filter them all out).
+#[test]
+fn reads_that_can_see_nothing_read_no_page() {
+    let (_dir, ports, log, g) = counted(REMOVED);
+    for after_seq in [REMOVED_AT, REMOVED_AT + 1, 1_000] {
+        let req = v1::Sync {
+            conversation_id: g.to_wire(),
+            after_seq,
+            limit: 0,
+        };
+        let batch = sync(&ports, BOB, &req, 100).unwrap();
+        assert!(
+            batch.messages.is_empty() && !batch.has_more,
+            "after {after_seq}"
+        );
+    }
+    assert_eq!(log.pages.load(Ordering::Relaxed), 0, "Sync read no page");
+    // What it may see is still served, with the cursor semantics unchanged.
+    let req = v1::Sync {
+        conversation_id: g.to_wire(),
+        after_seq: 1,
+        limit: 1,
+    };
+    let batch = sync(&ports, BOB, &req, 100).unwrap();
+    assert_eq!((seqs(&batch.messages), batch.has_more), (vec![2], true));
+    let req = v1::Sync { limit: 0, ..req };
+    let batch = sync(&ports, BOB, &req, 100).unwrap();
+    assert_eq!((seqs(&batch.messages), batch.has_more), (vec![2, 3], false));
+
+    // Joined at 4 with history hidden: nothing before 4.
+    let joined = UserGroupRecord {
+        visible_from_seq: 4,
+        left_seq: 0,
+        notify_muted: false,
+    };
+    let (_dir, ports, log, g) = counted(joined);
+    for before_seq in [1, 4] {
+        let req = v1::History {
+            conversation_id: g.to_wire(),
+            before_seq,
+            limit: 0,
+        };
+        let batch = history(&ports, BOB, &req, 100).unwrap();
+        assert!(
+            batch.messages.is_empty() && !batch.has_more,
+            "before {before_seq}"
+        );
+    }
+    assert_eq!(log.pages.load(Ordering::Relaxed), 0, "History read no page");
+    let req = v1::History {
+        conversation_id: g.to_wire(),
+        before_seq: 0,
+        limit: 1,
+    };
+    let batch = history(&ports, BOB, &req, 100).unwrap();
+    assert_eq!((seqs(&batch.messages), batch.has_more), (vec![5], true));
+    let req = v1::History {
+        before_seq: 5,
+        ..req
+    };
+    let batch = history(&ports, BOB, &req, 100).unwrap();
+    assert_eq!((seqs(&batch.messages), batch.has_more), (vec![4], false));
 }

@@ -80,7 +80,9 @@ fn assert_full_group_visible(store: &impl Store, ab: ConvId, group: &CommitGroup
     }
     for m in &group.recency {
         assert_eq!(
-            store.recent_conversations(m.user, u64::MAX, 10).unwrap(),
+            store
+                .recent_conversations(m.user, 0..=u64::MAX, 10)
+                .unwrap(),
             vec![(m.to, m.conv)],
             "{when}"
         );
@@ -120,7 +122,7 @@ fn assert_nothing_of_full_group(store: &impl Store, ab: ConvId, when: &str) {
     assert_eq!(store.cursor_row(ab, ALICE).unwrap(), None, "{when}");
     assert_eq!(store.cursor_row(ab, BOB).unwrap(), None, "{when}");
     assert_eq!(
-        store.recent_conversations(ALICE, u64::MAX, 10).unwrap(),
+        store.recent_conversations(ALICE, 0..=u64::MAX, 10).unwrap(),
         vec![],
         "{when}"
     );
@@ -203,7 +205,7 @@ pub(crate) fn a_concurrent_reader_never_sees_part_of_a_group<A: Adapter>() {
                 }
                 let next = store.next_msg_id().unwrap();
                 assert!(next > k, "group {k}: message without next_msg_id ({next})");
-                let recent = store.recent_conversations(ALICE, u64::MAX, 1).unwrap();
+                let recent = store.recent_conversations(ALICE, 0..=u64::MAX, 1).unwrap();
                 assert!(
                     recent.first().is_some_and(|(b, _)| *b >= k),
                     "group {k}: message without its recency entry: {recent:?}"

@@ -120,7 +120,7 @@ pub(crate) fn recency_entries_list_newest_bucket_first_move_and_page<A: Adapter>
         },
     );
     let list =
-        |store: &A::Store, from, limit| store.recent_conversations(ALICE, from, limit).unwrap();
+        |store: &A::Store, from, limit| store.recent_conversations(ALICE, 0..=from, limit).unwrap();
     // Newest bucket first; within a bucket the higher conversation id first.
     let (hi, lo) = if ac > ab { (ac, ab) } else { (ab, ac) };
     assert_eq!(
@@ -130,6 +130,18 @@ pub(crate) fn recency_entries_list_newest_bucket_first_move_and_page<A: Adapter>
     assert_eq!(list(&store, u64::MAX, 2), vec![(10, hi), (10, lo)]);
     assert_eq!(list(&store, 9, 10), vec![(7, ad)], "from a bucket down");
     assert_eq!(list(&store, 6, 10), vec![], "nothing older");
+    // A lower bound: one bucket alone, or a range, never running on into older buckets.
+    let within = |store: &A::Store, buckets, limit| {
+        store.recent_conversations(ALICE, buckets, limit).unwrap()
+    };
+    assert_eq!(within(&store, 10..=10, 10), vec![(10, hi), (10, lo)]);
+    assert_eq!(within(&store, 10..=10, 1), vec![(10, hi)]);
+    assert_eq!(within(&store, 8..=u64::MAX, 10), vec![(10, hi), (10, lo)]);
+    assert_eq!(within(&store, 7..=9, 10), vec![(7, ad)]);
+    assert_eq!(within(&store, 7..=7, 10), vec![(7, ad)]);
+    assert_eq!(within(&store, 8..=9, 10), vec![], "no bucket in the range");
+    let empty = std::ops::RangeInclusive::new(10, 7);
+    assert_eq!(within(&store, empty, 10), vec![], "an empty range");
     // A move leaves its old bucket.
     commit(
         &store,
@@ -143,12 +155,12 @@ pub(crate) fn recency_entries_list_newest_bucket_first_move_and_page<A: Adapter>
     let store = reopen::<A>(store, dir.path());
     assert_eq!(list(&store, u64::MAX, 10), expected, "after reopen");
     assert_eq!(
-        store.recent_conversations(BOB, u64::MAX, 10).unwrap(),
+        store.recent_conversations(BOB, 0..=u64::MAX, 10).unwrap(),
         vec![(12, bc)],
         "another user's entries are their own"
     );
     assert_eq!(
-        store.recent_conversations(CAROL, u64::MAX, 10).unwrap(),
+        store.recent_conversations(CAROL, 0..=u64::MAX, 10).unwrap(),
         vec![]
     );
 }

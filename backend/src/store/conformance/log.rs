@@ -447,3 +447,73 @@ pub(crate) fn one_groups_messages_of_many_conversations_read_back_per_conversati
         assert_eq!(store.last_message(conv).unwrap(), Some(msg(conv, last)));
     }
 }
+
+/// Pages holding many recalls (the first and last of a page, neighbours, lone ones between
+/// messages kept) are marked exactly, in both directions, at every page edge.
+pub(crate) fn a_page_with_many_recalls_marks_each_recalled_message<A: Adapter>() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = A::open(dir.path());
+    let ab = direct(ALICE, BOB);
+    // 40 messages over runs of several sizes.
+    for seqs in [1..=1, 2..=9, 10..=10, 11..=27, 28..=40] {
+        commit(&store, msgs(ab, seqs));
+    }
+    let recalled_seqs = [1, 2, 3, 10, 17, 20, 21, 39, 40];
+    let mut expected: Vec<MessageRecord> = (1..=40).map(|seq| msg(ab, seq)).collect();
+    // The recalls' events at 41.., two groups of them.
+    for (chunk, first_event) in [(&recalled_seqs[..4], 41), (&recalled_seqs[4..], 45)] {
+        let mut group = CommitGroup::default();
+        for (i, &of) in chunk.iter().enumerate() {
+            let event = MessageRecord {
+                content: bytes::Bytes::new(),
+                recall_of_seq: of,
+                ..msg(ab, first_event + i as u64)
+            };
+            group.messages.push(event.clone());
+            group.recalls.push((ab, of, event.seq));
+            expected.push(event);
+            let held = &mut expected[of as usize - 1];
+            held.recalled = true;
+            held.content = bytes::Bytes::new();
+            held.recall_event_seq = first_event + i as u64;
+        }
+        commit(&store, group);
+    }
+    let last = expected.len() as u64;
+    assert_eq!(last, 49);
+    let check = |store: &A::Store, when: &str| {
+        assert_eq!(all_after(store, ab), expected, "{when}");
+        for limit in [1, 2, 3, 7, 100] {
+            for after in 0..=last {
+                let want: Vec<_> = expected
+                    .iter()
+                    .skip(after as usize)
+                    .take(limit)
+                    .cloned()
+                    .collect();
+                let page = store.messages_after(ab, after, limit).unwrap();
+                assert_eq!(page, want, "{when}: after {after} limit {limit}");
+            }
+            for before in 1..=last + 1 {
+                let want: Vec<_> = expected[..before as usize - 1]
+                    .iter()
+                    .rev()
+                    .take(limit)
+                    .cloned()
+                    .collect();
+                let page = store.messages_before(ab, before, limit).unwrap();
+                assert_eq!(page, want, "{when}: before {before} limit {limit}");
+            }
+        }
+        for m in &expected {
+            assert_eq!(
+                store.message(ab, m.seq).unwrap().as_ref(),
+                Some(m),
+                "{when}"
+            );
+        }
+    };
+    check(&store, "after commit");
+    let store = reopen::<A>(store, dir.path());
+    check(&store, "after reopen");
+}

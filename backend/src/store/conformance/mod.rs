@@ -102,6 +102,7 @@ macro_rules! conformance_suite {
             next_msg_id_starts_at_one_and_is_persisted_by_the_group,
             a_recall_marks_the_stored_message_and_keeps_the_event,
             a_recall_in_the_group_of_its_original_marks_it,
+            a_page_with_many_recalls_marks_each_recalled_message,
             one_groups_messages_of_many_conversations_read_back_per_conversation,
             everything_in_a_group_is_visible_together_after_commit,
             a_group_never_committed_leaves_nothing,

@@ -25,12 +25,14 @@ impl MembershipStore for FjallStore {
     fn recent_conversations(
         &self,
         user: UserId,
-        from_bucket: u64,
+        buckets: std::ops::RangeInclusive<u64>,
         limit: usize,
     ) -> Result<Vec<(u64, ConvId)>, StoreError> {
-        let start = recent_key(user, from_bucket, ConvId::from_stored(u64::MAX));
-        let mut end = [0xffu8; 24];
-        end[..8].copy_from_slice(&user.to_be_bytes());
+        if buckets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let start = recent_key(user, *buckets.end(), ConvId::from_stored(u64::MAX));
+        let end = recent_key(user, *buckets.start(), ConvId::from_stored(0));
         self.view()
             .range(&self.recent, start..=end)
             .take(limit)

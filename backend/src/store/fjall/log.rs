@@ -183,24 +183,40 @@ fn for_each_run(messages: &[MessageRecord], mut f: impl FnMut(&[&MessageRecord])
 }
 
 impl FjallStore {
-    /// Marks what `messages` (one conversation's) holds of the recalls stored.
+    /// Marks what `messages` (one conversation's, sorted by seq ascending or descending: a
+    /// page of either read) holds of the recalls stored.
     pub(super) fn apply_recalls(
         &self,
         view: &Snapshot,
         conv: ConvId,
         messages: &mut [MessageRecord],
     ) -> Result<(), StoreError> {
-        let (Some(lo), Some(hi)) = (
-            messages.iter().map(|m| m.seq).min(),
-            messages.iter().map(|m| m.seq).max(),
-        ) else {
+        let (Some(first), Some(last)) = (messages.first(), messages.last()) else {
             return Ok(());
         };
+        let ascending = first.seq <= last.seq;
+        let (lo, hi) = if ascending {
+            (first.seq, last.seq)
+        } else {
+            (last.seq, first.seq)
+        };
+        debug_assert!(
+            messages
+                .windows(2)
+                .all(|w| (w[0].seq < w[1].seq) == ascending),
+            "a page sorted by seq"
+        );
         let conv = conv.to_wire();
         for guard in view.range(&self.recalls, pair_key(conv, lo)..=pair_key(conv, hi)) {
             let (key, value) = guard.into_inner()?;
             let seq = key_u64(&key, 8)?;
-            if let Some(m) = messages.iter_mut().find(|m| m.seq == seq) {
+            // Found by binary search: a page may hold as many recalls as messages.
+            let i = if ascending {
+                messages.partition_point(|m| m.seq < seq)
+            } else {
+                messages.partition_point(|m| m.seq > seq)
+            };
+            if let Some(m) = messages.get_mut(i).filter(|m| m.seq == seq) {
                 m.recalled = true;
                 m.content.clear();
                 m.recall_event_seq = be_u64(&value)?;

@@ -57,17 +57,19 @@ impl MembershipStore for PgStore {
     fn recent_conversations(
         &self,
         user: UserId,
-        from_bucket: u64,
+        buckets: std::ops::RangeInclusive<u64>,
         n: usize,
     ) -> Result<Vec<(u64, ConvId)>, StoreError> {
-        if n == 0 {
+        if n == 0 || buckets.is_empty() {
             return Ok(Vec::new());
         }
-        let from = i64::try_from(from_bucket).unwrap_or(i64::MAX);
+        let from = i64::try_from(*buckets.end()).unwrap_or(i64::MAX);
+        let to = i64::try_from(*buckets.start()).unwrap_or(i64::MAX);
         self.rows(
-            "SELECT bucket, conv_order FROM recent WHERE user_id = $1 AND bucket <= $2 \
-             ORDER BY bucket DESC, conv_order DESC LIMIT $3",
-            &[&i(user), &from, &limit(n)],
+            "SELECT bucket, conv_order FROM recent \
+             WHERE user_id = $1 AND bucket <= $2 AND bucket >= $3 \
+             ORDER BY bucket DESC, conv_order DESC LIMIT $4",
+            &[&i(user), &from, &to, &limit(n)],
         )?
         .iter()
         .map(|row| {

@@ -196,7 +196,7 @@ fn call_every_port(s: &PgStore) {
     s.messages_before(conv, 500, 50).unwrap();
     s.cursor_row(conv, alice).unwrap();
     s.cursor_rows(&[(conv, alice), (conv, bob)]).unwrap();
-    s.recent_conversations(alice, u64::MAX, 50).unwrap();
+    s.recent_conversations(alice, 0..=u64::MAX, 50).unwrap();
     s.owner(conv).unwrap();
     s.claim(conv, 1, 0).unwrap();
     s.claim(conv, 1, 3).unwrap();

@@ -58,17 +58,18 @@ impl MembershipStore for ScyllaStore {
     fn recent_conversations(
         &self,
         user: UserId,
-        from_bucket: u64,
+        buckets: std::ops::RangeInclusive<u64>,
         limit: usize,
     ) -> Result<Vec<(u64, ConvId)>, StoreError> {
-        if limit == 0 {
+        if limit == 0 || buckets.is_empty() {
             return Ok(Vec::new());
         }
         let limit = i32::try_from(limit).unwrap_or(i32::MAX);
         // Buckets are hours since 1970: far below 2^63, so the bigint keeps their order.
-        let from = i(from_bucket.min(i64::MAX as u64));
+        let from = i((*buckets.end()).min(i64::MAX as u64));
+        let to = i((*buckets.start()).min(i64::MAX as u64));
         let rows =
-            self.run(self.rows::<(i64, i64)>(&self.st.recent_list, (i(user), from, limit)))?;
+            self.run(self.rows::<(i64, i64)>(&self.st.recent_list, (i(user), from, to, limit)))?;
         Ok(rows
             .into_iter()
             .map(|(b, c)| (u(b), ConvId::from_stored(unordered(c))))

@@ -125,7 +125,8 @@ statements! {
     recent_del: Idempotent,
         "DELETE FROM recent WHERE user_id = ? AND bucket = ? AND conv_ord = ?";
     recent_list: Idempotent,
-        "SELECT bucket, conv_ord FROM recent WHERE user_id = ? AND bucket <= ? LIMIT ?";
+        "SELECT bucket, conv_ord FROM recent WHERE user_id = ? AND bucket <= ? AND bucket >= ? \
+         LIMIT ?";
 
     // ---- accounts
     user_put: Idempotent,

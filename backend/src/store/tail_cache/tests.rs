@@ -455,3 +455,53 @@ fn readers_on_many_threads_agree_with_the_store_while_groups_commit() {
         r.join().unwrap();
     }
 }
+
+/// A group message with `groups.mentions_max` (up to 1,000) mentions holds 8 KB of user ids:
+/// the cache counts them, so they cannot carry it past its budget.
+#[test]
+fn mentions_are_counted_and_kept_within_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FjallStore::open(dir.path(), Durability::None).unwrap();
+    let budget = 64 * 1024;
+    let cached = TailCached::new(Arc::new(store), budget);
+    let mentioned = |seq: u64, msg_id: u64| MessageRecord {
+        mentions: Some(Box::new(crate::store::Mentions {
+            user_ids: (0..1000).map(|i| USER_ID_FIRST + i).collect(),
+            all: false,
+        })),
+        ..message(
+            ConvId::group(1).unwrap(),
+            seq,
+            msg_id,
+            Bytes::from_static(b"hi"),
+        )
+    };
+    let group = CommitGroup {
+        messages: vec![mentioned(1, 1)],
+        ..CommitGroup::default()
+    };
+    let before = cached.stats().bytes;
+    cached.append(&group).unwrap();
+    check_accounting(&cached, budget);
+    let grown = cached.stats().bytes - before;
+    assert!(
+        grown >= 8_000,
+        "a message with 1,000 mentions counted as {grown} bytes"
+    );
+    // 100 such messages (800 KB of mentions) in a 64 KiB budget: eviction keeps the bound.
+    for seq in 2..=100 {
+        let group = CommitGroup {
+            messages: vec![mentioned(seq, seq)],
+            ..CommitGroup::default()
+        };
+        cached.append(&group).unwrap();
+        check_accounting(&cached, budget);
+    }
+    // The tail was dropped whole; the store still answers.
+    assert!(cached.stats().bytes <= budget);
+    let page = cached
+        .messages_after(ConvId::group(1).unwrap(), 95, 10)
+        .unwrap();
+    assert_eq!(page.len(), 5);
+    assert_eq!(page[0].mentions.as_ref().unwrap().user_ids.len(), 1000);
+}

@@ -187,7 +187,7 @@ fn a_layout_1_store_is_migrated_on_open_and_reads_the_same() {
         assert_eq!(sends.recent_sends.len(), 150, "{open}");
         let bucket = recency_bucket(old_message(ab, 150).server_time_ms);
         for user in [A, B] {
-            let recent = store.recent_conversations(user, u64::MAX, 10).unwrap();
+            let recent = store.recent_conversations(user, 0..=u64::MAX, 10).unwrap();
             assert_eq!(recent, vec![(bucket, ab)], "{open}: recency of {user}");
         }
         for name in LAYOUT_1_KEYSPACES {
