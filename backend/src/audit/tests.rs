@@ -119,3 +119,39 @@ async fn a_batch_waits_while_the_store_is_unavailable_and_is_stored_once_it_is_b
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0].action, "config.change");
 }
+
+/// A store unavailable when the writer starts (here: its read of the last id cut by the
+/// statement timeout behind a lock that keeps readers out) is waited for: the admin action
+/// queued meanwhile is stored once the store is back. The writer gave up for good before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_unavailable_when_the_writer_starts_is_waited_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open_test_store_timed(dir.path(), 300));
+    let session = Session::open(dir.path());
+    session.run("BEGIN");
+    session.run("LOCK TABLE audit IN ACCESS EXCLUSIVE MODE");
+    let waiting =
+        "SELECT count(*) FROM pg_locks WHERE relation = 'audit'::regclass AND NOT granted";
+
+    let audit = Arc::new(Audit::new(store));
+    audit.start();
+    tokio::task::block_in_place(|| {
+        wait_until("the writer's first read waits for the lock", || {
+            session.count(waiting) > 0
+        });
+        wait_until("the statement timeout cut it", || {
+            session.count(waiting) == 0
+        });
+    });
+    audit
+        .record_admin(Entry::new("admin:root", "user.disable").target("user:100000001"))
+        .await;
+    session.run("COMMIT");
+    let stored = tokio::time::timeout(Duration::from_secs(20), audit.flush_stored())
+        .await
+        .expect("the writer starts once the store is back");
+    assert!(stored, "the writer stopped: no entry kept");
+    let entries = page(&audit);
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0].action, "user.disable");
+}
