@@ -79,6 +79,8 @@ pub struct Admin {
     pub(crate) overview: overview::Overview,
     /// This node's cluster membership, in cluster mode (`with_cluster`).
     pub(crate) cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// The changes in flight, and whether new ones are taken (`detached.rs`).
+    changes: Arc<detached::Changes>,
 }
 
 impl Admin {
@@ -99,8 +101,22 @@ impl Admin {
             facts: Arc::new(overview::NoGateway),
             overview: overview::Overview::new(settings.observe.history_seconds),
             cluster: None,
+            changes: Arc::default(),
             backend,
         }
+    }
+
+    /// At shutdown's start: every change from now on is answered 503 with `Retry-After`
+    /// (reads, health included, go on until the listener stops).
+    pub fn refuse_changes(&self) {
+        self.changes.refuse();
+    }
+
+    /// Before the final audit flush: waits until the changes in flight have ended, at most
+    /// `within`, then cuts those still running (answered 503), so that none lands after the
+    /// flush with its entry unwritten. Returns how many were cut.
+    pub async fn finish_changes(&self, within: Duration) -> usize {
+        self.changes.finish(within).await
     }
 
     /// Serves the logs API (`/api/logs…`) from this pipeline.
@@ -219,7 +235,8 @@ async fn run(
 ) -> std::io::Result<()> {
     start_background(&admin);
     let config = admin.config.clone();
-    listener::serve(listener, tls, app(admin), &config, shutdown).await
+    let changes = Arc::clone(&admin.changes);
+    listener::serve(listener, tls, app(admin), changes, &config, shutdown).await
 }
 
 /// What the admin listener runs beside its requests, whichever way it serves: the overview's

@@ -194,8 +194,16 @@ async fn a_config_change_by_sighup_waits_for_room_where_users_events_are_dropped
     assert_eq!(newest.len(), 1);
     let entry = &newest[0].1;
     assert_eq!(
-        (entry.actor.as_str(), entry.action.as_str(), entry.target.as_str()),
-        ("signal:SIGHUP", "config.change", "limits.messages_per_s_max"),
+        (
+            entry.actor.as_str(),
+            entry.action.as_str(),
+            entry.target.as_str()
+        ),
+        (
+            "signal:SIGHUP",
+            "config.change",
+            "limits.messages_per_s_max"
+        ),
         "the change was dropped: {entry:?}"
     );
 }
