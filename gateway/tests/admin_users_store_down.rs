@@ -68,7 +68,7 @@ async fn wait_audit(server: &TestServer, ops: &AdminClient, wanted: &[&dyn Fn(&V
         let (status, page) = ops.get("/api/audit?limit=200");
         if status == 200 {
             let items = page["items"].as_array().unwrap();
-            if wanted.iter().all(|w| items.iter().any(|e| w(e))) {
+            if wanted.iter().all(|w| items.iter().any(w)) {
                 return;
             }
         }
