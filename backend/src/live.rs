@@ -49,9 +49,11 @@ impl crate::Backend {
         &self.live
     }
 
-    /// Records a configuration change made without an operator (`SIGHUP`) in the audit log.
+    /// Records a configuration change made without an operator (`SIGHUP`) in the audit log,
+    /// as an admin action: waits for room in the audit queue, never dropped. Blocking: call it
+    /// off the runtime's workers (the reload runs on a blocking thread).
     pub fn audit_config_change(&self, actor: &str, change: &KeyChange) {
-        self.audit.record(
+        self.audit.record_admin_blocking(
             crate::audit::Entry::new(actor, "config.change")
                 .target(change.key.clone())
                 .detail(change.describe()),

@@ -32,6 +32,9 @@ const SHARD_START_TIMEOUT: Duration = Duration::from_secs(10);
 const SHARD_JOIN_GRACE: Duration = Duration::from_secs(2);
 /// How long the backend may take to answer what the shards handed it before they stopped.
 const BACKEND_DRAIN_MAX: Duration = Duration::from_secs(5);
+/// How long the admin changes in flight at a shutdown may still take once the backend has
+/// drained (they were refused from its start, and have had the drains' time already).
+const ADMIN_CHANGES_STOP_MAX: Duration = Duration::from_secs(5);
 /// How long the backend runtime's remaining tasks get once everything is flushed.
 const RUNTIME_STOP_MAX: Duration = Duration::from_secs(1);
 
@@ -53,6 +56,7 @@ pub fn graceful_stop_max(config: &Config) -> Duration {
     leave
         + shards_stop_max(config)
         + BACKEND_DRAIN_MAX
+        + ADMIN_CHANGES_STOP_MAX
         + Backend::FINISH_MAX
         + otlp
         + RUNTIME_STOP_MAX
@@ -277,6 +281,8 @@ pub fn run(
             .filter_map(|(section, t)| Some((section, Arc::clone(&t.as_ref()?.certificate))))
             .collect();
     let admin_tls_config = admin_tls.map(|t| t.config);
+    // Kept for the shutdown: its changes stop before the final audit flush.
+    let mut admin_app: Option<Arc<Admin>> = None;
     if let Some(listener) = admin_listener {
         let admin = Admin::new(
             prometheus,
@@ -297,6 +303,7 @@ pub fn run(
             Some(node) => admin.with_cluster(Arc::clone(&node.cluster)),
             None => admin,
         });
+        admin_app = Some(Arc::clone(&admin));
         rt.spawn(async move {
             let stop = async {
                 let _ = admin_stop_rx.await;
@@ -358,6 +365,11 @@ pub fn run(
             why = backend.store_failed() => Stop::StoreFailed(why),
         }
     });
+    // No admin change starts from now on (503 with Retry-After; reads and health go on):
+    // each one must land before the final audit flush below, its entry with it.
+    if let Some(admin) = &admin_app {
+        admin.refuse_changes();
+    }
     crate::sd_notify::notify_or_log("STOPPING=1");
     match &stop {
         Stop::Signal(signal) => tracing::info!(signal, "shutting down"),
@@ -408,6 +420,16 @@ pub fn run(
         .is_err()
     {
         tracing::warn!("backend did not drain in time");
+    }
+    // The admin changes in flight end (or are cut) before the audit log's final flush.
+    if let Some(admin) = &admin_app {
+        let cut = rt.block_on(admin.finish_changes(ADMIN_CHANGES_STOP_MAX));
+        if cut > 0 {
+            tracing::warn!(
+                cut,
+                "admin changes still running at shutdown were cut; they may have taken effect unaudited"
+            );
+        }
     }
     // The commit thread finishes what was queued; then one more flush for account writes.
     rt.block_on(backend.finish());

@@ -1,12 +1,14 @@
 //! An operator's disable or password set whose store write fails (PostgreSQL down: the write
 //! may have landed, for all the server knows) still kicks the user's sessions and leaves an
-//! audit entry saying the outcome is unknown, written once the store is back. The test runs
-//! its own PostgreSQL cluster (`common/pg_cluster.rs`) and stops it under the server.
+//! audit entry saying the outcome is unknown, written once the store is back; so does an
+//! invite's create or revoke. The tests run their own PostgreSQL cluster
+//! (`common/pg_cluster.rs`) and stop it under the server.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
+use common::admin::AdminClient;
 use common::pg_cluster::PgCluster;
 use common::{TestServer, expect_kicked_then_closed, http_get, wait_until};
 use ringchat_proto::v1::KickReason;
@@ -52,27 +54,22 @@ async fn a_disable_or_password_set_the_store_failed_kicks_and_is_audited_as_unkn
     );
 
     cluster.start();
-    let unknown = |action: &'static str, user: u64| {
-        let target = format!("user:{user}");
-        move |e: &Value| {
-            e["action"] == action
-                && e["target"] == target.as_str()
-                && e["detail"]
-                    .as_str()
-                    .is_some_and(|d| d.starts_with("outcome unknown: "))
-        }
-    };
     let (disabled, reset) = (
-        unknown("user.disable", a.user_id),
-        unknown("user.reset_password", b.user_id),
+        unknown("user.disable", format!("user:{}", a.user_id)),
+        unknown("user.reset_password", format!("user:{}", b.user_id)),
     );
+    wait_audit(&server, &ops, &[&disabled, &reset]).await;
+}
+
+/// Waits (bounded) until the audit log holds an entry matching each of `wanted`.
+async fn wait_audit(server: &TestServer, ops: &AdminClient, wanted: &[&dyn Fn(&Value) -> bool]) {
     let deadline = Instant::now() + AUDIT_DEADLINE;
     loop {
         let (status, page) = ops.get("/api/audit?limit=200");
         if status == 200 {
             let items = page["items"].as_array().unwrap();
-            if items.iter().any(&disabled) && items.iter().any(&reset) {
-                break;
+            if wanted.iter().all(|w| items.iter().any(w)) {
+                return;
             }
         }
         assert!(
@@ -82,4 +79,46 @@ async fn a_disable_or_password_set_the_store_failed_kicks_and_is_audited_as_unkn
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Whether an entry is `action` on `target` with an "outcome unknown" detail.
+fn unknown(action: &'static str, target: String) -> impl Fn(&Value) -> bool {
+    move |e: &Value| {
+        e["action"] == action
+            && e["target"] == target.as_str()
+            && e["detail"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("outcome unknown: "))
+    }
+}
+
+#[tokio::test]
+async fn an_invite_create_or_revoke_the_store_failed_is_audited_as_unknown() {
+    let cluster = PgCluster::start_new();
+    let url = cluster.url();
+    let server = TestServer::start(&[
+        ("STORAGE__ENGINE", "postgres"),
+        ("STORAGE__POSTGRES__URL", url.as_str()),
+        ("STORAGE__POSTGRES__CONNECT_TIMEOUT_MS", "2000"),
+        ("STORAGE__POSTGRES__STATEMENT_TIMEOUT_MS", "5000"),
+        ("STORAGE__POSTGRES__RECONNECT_INTERVAL_MS", "100"),
+    ]);
+    let ops = server.api_key("ops", "admin");
+    wait_until("ready", || http_get(server.admin, "/readyz") == "ready\n");
+    let made = ops.post("/api/invites", json!({"note": "kept"}));
+    assert_eq!(made.0, 201, "{}", made.1);
+    let id = made.1["id"].as_u64().unwrap();
+
+    cluster.stop_fast();
+    let revoke = ops.delete(&format!("/api/invites/{id}"));
+    assert_eq!(revoke.0, 503, "{}", revoke.1);
+    let create = ops.post("/api/invites", json!({"note": "lost?"}));
+    assert_eq!(create.0, 503, "{}", create.1);
+
+    cluster.start();
+    let (revoked, created) = (
+        unknown("invite.revoke", format!("invite:{id}")),
+        unknown("invite.create", "invite".to_owned()),
+    );
+    wait_audit(&server, &ops, &[&revoked, &created]).await;
 }

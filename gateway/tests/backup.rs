@@ -273,6 +273,99 @@ async fn the_backup_just_written_is_kept_whatever_the_names_of_older_ones() {
     assert_eq!(names, [second["name"].as_str().unwrap()], "{page}");
 }
 
+/// Keeps `backup` from being deleted until dropped, by real means: as root (whom permissions
+/// do not stop) its manifest is made immutable (`chattr +i`, CAP_LINUX_IMMUTABLE on ext4,
+/// xfs, btrfs …), else the directory is made read-only so its entries cannot be removed.
+struct Undeletable {
+    path: std::path::PathBuf,
+    as_root: bool,
+}
+
+impl Undeletable {
+    fn new(backup: &Path) -> Self {
+        let uid = Command::new("id").arg("-u").output().unwrap();
+        let as_root = String::from_utf8_lossy(&uid.stdout).trim() == "0";
+        let (path, out) = if as_root {
+            let manifest = backup.join("manifest.json");
+            let out = Command::new("chattr").arg("+i").arg(&manifest).output();
+            (manifest, out)
+        } else {
+            let out = Command::new("chmod").arg("0555").arg(backup).output();
+            (backup.to_owned(), out)
+        };
+        let out = out.expect("run chattr / chmod");
+        assert!(
+            out.status.success(),
+            "making {} undeletable (as root this needs chattr and CAP_LINUX_IMMUTABLE): {}",
+            path.display(),
+            text(&out)
+        );
+        Self { path, as_root }
+    }
+}
+
+impl Drop for Undeletable {
+    fn drop(&mut self) {
+        let _ = match self.as_root {
+            true => Command::new("chattr").arg("-i").arg(&self.path).output(),
+            false => Command::new("chmod").arg("0700").arg(&self.path).output(),
+        };
+    }
+}
+
+/// An old backup that cannot be deleted (`backup.keep`) does not make the new one a failure:
+/// it is written, answered 201 with a warning, and audited. It was a 500 with no audit entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_whose_pruning_fails_is_answered_with_a_warning_and_audited() {
+    if common::store::embedded_only(
+        "a_backup_whose_pruning_fails_is_answered_with_a_warning_and_audited",
+        "the embedded store's online backup",
+    ) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let backups = tmp.path().join("backups");
+    let backups_s = backups.display().to_string();
+    let server = TestServer::start_in(
+        &tmp.path().join("data"),
+        &[("BACKUP__DIR", &backups_s), ("BACKUP__KEEP", "1")],
+    );
+    let admin = server.api_key("backups", "admin");
+    let ((status, first), admin) = take(admin).await;
+    assert_eq!(status, 201, "{first}");
+    let first = first["name"].as_str().unwrap().to_owned();
+    let _kept = Undeletable::new(&backups.join(&first));
+
+    let ((status, second), admin) = take(admin).await;
+    assert_eq!(status, 201, "{second}");
+    assert!(
+        second["warning"]
+            .as_str()
+            .is_some_and(|w| w.contains("not all deleted")),
+        "{second}"
+    );
+    assert_eq!(second["deleted"], json!([]), "{second}");
+    let name = second["name"].as_str().unwrap().to_owned();
+    assert!(backups.join(&name).join("manifest.json").is_file());
+    let (status, audit) = tokio::task::spawn_blocking(move || admin.get("/api/audit?limit=50"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{audit}");
+    let target = format!("backup:{name}");
+    let entry = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "backup.create" && e["target"] == target.as_str())
+        .unwrap_or_else(|| panic!("no backup.create for {name}: {audit}"));
+    assert!(
+        entry["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("not all deleted")),
+        "{entry}"
+    );
+}
+
 #[tokio::test]
 async fn restore_refuses_a_files_directory_that_is_not_empty() {
     if common::store::embedded_only(

@@ -24,15 +24,6 @@ use crate::store::{AccountFlags, UserId};
 use crate::throttle::ThrottleKey;
 use crate::time::now_ms;
 
-/// A store write that failed: it may have landed, and the operator is told so.
-fn may_have_landed(mut why: Refusal) -> OperatorWriteError {
-    why.message = format!(
-        "{}; the change may have taken effect: look before retrying",
-        why.message
-    );
-    OperatorWriteError::Unanswered(why)
-}
-
 impl Accounts {
     /// Sets a new password (validated by the one password rule), revoking every token of the
     /// account in the same write. `Ok(None)`: no such user.
@@ -142,7 +133,7 @@ impl Backend {
         if let Err(why) = written {
             tracing::warn!(user_id, sessions_kicked = kicked, why = %why.message,
                 "disabling an account failed and may have landed; its sessions are kicked");
-            return Err(may_have_landed(why));
+            return Err(OperatorWriteError::may_have_landed(why));
         }
         tracing::warn!(user_id, sessions_kicked = kicked, "account disabled");
         Ok(Some(kicked))
@@ -182,7 +173,7 @@ impl Backend {
             Err(why) => {
                 tracing::warn!(user_id, sessions_kicked = kicked, why = %why.message,
                     "setting a password failed and may have landed; the sessions are kicked");
-                return Err(may_have_landed(why));
+                return Err(OperatorWriteError::may_have_landed(why));
             }
         };
         tracing::warn!(

@@ -9,6 +9,7 @@ use ringchat_proto::v1::ErrorCode;
 
 use super::{Accounts, Refusal, blocking};
 use crate::config::Registration;
+use crate::messaging::operator::OperatorWriteError;
 use crate::store::{InviteRecord, InviteTake, UserId};
 use crate::time::now_ms;
 
@@ -117,15 +118,17 @@ impl Accounts {
     }
 
     /// Stores an invite for `uses_max` registrations until `expires_ms`; returns its code (shown
-    /// once) and record, or `None` when `accounts.invites_max` usable invites are stored.
+    /// once) and record, or `None` when `accounts.invites_max` usable invites are stored. A
+    /// failed store write may have landed (`OperatorWriteError::Unanswered`).
     pub(crate) async fn issue_invite(
         &self,
         issuer: String,
         uses_max: u32,
         expires_ms: u64,
         note: String,
-    ) -> Result<Option<(String, InviteRecord)>, Refusal> {
-        let (code, code_hash) = new_invite_code().map_err(Refusal::unavailable)?;
+    ) -> Result<Option<(String, InviteRecord)>, OperatorWriteError> {
+        let (code, code_hash) = new_invite_code()
+            .map_err(|e| OperatorWriteError::NotQueued(Refusal::unavailable(e)))?;
         let now = now_ms();
         let record = InviteRecord {
             id: 0,
@@ -139,7 +142,18 @@ impl Accounts {
         };
         let (store, max) = (Arc::clone(&self.admin_store), self.accounts.invites_max);
         let stored = record.clone();
-        let id = blocking(move || store.put_invite(&stored, max, now)).await?;
+        let id = blocking(move || store.put_invite(&stored, max, now))
+            .await
+            .map_err(OperatorWriteError::may_have_landed)?;
         Ok(id.map(|id| (code, InviteRecord { id, ..record })))
+    }
+
+    /// Removes (revokes) invite `id`, whoever issued it; `Ok(false)`: there is none. A failed
+    /// store write may have landed (`OperatorWriteError::Unanswered`).
+    pub(crate) async fn revoke_invite(&self, id: u64) -> Result<bool, OperatorWriteError> {
+        let store = Arc::clone(&self.admin_store);
+        blocking(move || store.remove_invite(id))
+            .await
+            .map_err(OperatorWriteError::may_have_landed)
     }
 }

@@ -166,7 +166,8 @@ impl Accounts {
         let expires_ms = now.saturating_add(ttl_s.saturating_mul(1000));
         let issued = self
             .issue_invite(issuer(user), uses_max, expires_ms, String::new())
-            .await?;
+            .await
+            .map_err(Refusal::from)?;
         let Some((code, record)) = issued else {
             return Err(refused(
                 ErrorCode::Unavailable,

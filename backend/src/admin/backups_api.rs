@@ -17,6 +17,7 @@ use super::error::{ApiError, ApiQuery, ApiResult, ErrorBody};
 use super::page::{self, Page, PageQuery};
 use crate::backup::BackupError;
 use crate::backup::archive::Manifest;
+use crate::backup::server::Taken;
 
 pub fn routes() -> OpenApiRouter<Arc<Admin>> {
     OpenApiRouter::new().routes(routes!(create_backup, list_backups))
@@ -100,30 +101,65 @@ fn api_error(err: BackupError) -> ApiError {
     }
 }
 
+/// What `POST /api/backups` answers: the backup written, and what its pruning did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedBackup {
+    #[serde(flatten)]
+    pub backup: BackupInfo,
+    /// Old backups deleted to keep `backup.keep`.
+    pub deleted: Vec<String>,
+    /// Why old backups were not all deleted, when they were not (the new backup is written
+    /// all the same); absent when pruning went well.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+}
+
 /// Write a backup of the store now, from one consistent snapshot, while the server keeps
-/// serving; it goes under `backup.dir` and the oldest beyond `backup.keep` are deleted.
+/// serving; it goes under `backup.dir` and the oldest beyond `backup.keep` are deleted (a
+/// backup written whose pruning failed is still a 201, with a `warning`).
 #[utoipa::path(post, path = "/api/backups", tag = "backups",
-    responses((status = 201, body = BackupInfo), (status = 409, body = ErrorBody),
+    responses((status = 201, body = CreatedBackup), (status = 409, body = ErrorBody),
               (status = 503, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn create_backup(
     State(admin): State<Arc<Admin>>,
     AdminOnly(op): AdminOnly,
-) -> ApiResult<(StatusCode, Json<BackupInfo>)> {
+) -> ApiResult<(StatusCode, Json<CreatedBackup>)> {
     let backend = &admin.backend;
-    let (name, manifest) = backend
+    let Taken {
+        name,
+        manifest,
+        pruned,
+    } = backend
         .backups
         .take(Arc::clone(&backend.ports.engine))
         .await
         .map_err(api_error)?;
+    let warning = pruned
+        .failed
+        .map(|err| format!("old backups were not all deleted (backup.keep): {err}"));
+    let mut detail = format!("{} records", manifest.records());
+    if !pruned.deleted.is_empty() {
+        detail.push_str(&format!("; deleted {}", pruned.deleted.join(", ")));
+    }
+    if let Some(warning) = &warning {
+        detail.push_str(&format!("; {warning}"));
+    }
     backend
         .audit
         .record_admin(
             op.audit("backup.create")
                 .target(format!("backup:{name}"))
-                .detail(format!("{} records", manifest.records())),
+                .detail(detail),
         )
         .await;
-    Ok((StatusCode::CREATED, Json(info(name, manifest))))
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedBackup {
+            backup: info(name, manifest),
+            deleted: pruned.deleted,
+            warning,
+        }),
+    ))
 }
 
 /// The complete backups in `backup.dir`, newest first.

@@ -1,7 +1,8 @@
 //! `/api/invites`: registration invite codes for `accounts.registration = "invite"`. A code is
 //! shown once, when made; the store keeps only its SHA-256. Bounded by `accounts.invites_max`
 //! (used-up and expired ones make room), each by `accounts.invite_ttl_s_max` and
-//! `accounts.invite_uses_max`.
+//! `accounts.invite_uses_max`. A create or revoke whose store write failed may have landed: it
+//! is audited as "outcome unknown" (`operator_write.rs`).
 
 use std::sync::Arc;
 
@@ -13,10 +14,11 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::Admin;
 use super::auth::{AdminOnly, Viewer};
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, ErrorBody};
 use super::page::{self, Page};
+use super::{Admin, operator_write};
+use crate::accounts::Refusal;
 use crate::accounts::user_invites::walk;
 use crate::store::InviteRecord;
 use crate::time::now_ms;
@@ -123,22 +125,29 @@ async fn create_invite(
             now.saturating_add(ttl_s.saturating_mul(1000)),
             body.note,
         )
-        .await?;
-    let Some((code, record)) = issued else {
+        .await;
+    // The id is the store's: unknown when its write failed.
+    let target = match &issued {
+        Ok(Some((_, record))) => format!("invite:{}", record.id),
+        _ => "invite".to_owned(),
+    };
+    operator_write::record(
+        &admin,
+        op.audit("invite.create").target(target),
+        &issued,
+        |issued| {
+            issued
+                .as_ref()
+                .map(|_| format!("uses {uses_max}, ttl {ttl_s} s"))
+        },
+    )
+    .await;
+    let Some((code, record)) = issued.map_err(Refusal::from)? else {
         return Err(ApiError::conflict(format!(
             "{} usable invites exist (accounts.invites_max): revoke some first",
             cfg.invites_max
         )));
     };
-    admin
-        .backend
-        .audit
-        .record_admin(
-            op.audit("invite.create")
-                .target(format!("invite:{}", record.id))
-                .detail(format!("uses {uses_max}, ttl {ttl_s} s")),
-        )
-        .await;
     Ok((
         StatusCode::CREATED,
         Json(CreatedInvite {
@@ -223,14 +232,16 @@ async fn revoke_invite(
     AdminOnly(op): AdminOnly,
     ApiPath(id): ApiPath<u64>,
 ) -> ApiResult<Json<Revoked>> {
-    let store = Arc::clone(&admin.backend.ports.account_admin);
-    if !tokio::task::spawn_blocking(move || store.remove_invite(id)).await?? {
+    let revoked = admin.backend.accounts.revoke_invite(id).await;
+    operator_write::record(
+        &admin,
+        op.audit("invite.revoke").target(format!("invite:{id}")),
+        &revoked,
+        |found| found.then(String::new),
+    )
+    .await;
+    if !revoked.map_err(Refusal::from)? {
         return Err(ApiError::not_found(format!("no invite {id}")));
     }
-    admin
-        .backend
-        .audit
-        .record_admin(op.audit("invite.revoke").target(format!("invite:{id}")))
-        .await;
     Ok(Json(Revoked { id }))
 }

@@ -11,7 +11,8 @@
 //!   stops reading a log export or a live tail lets go of what the body holds);
 //! - the peer address reaches the handlers as `ConnectInfo`;
 //! - on shutdown the accept loop stops, every connection finishes its request in flight and
-//!   closes, and `serve` returns once all have.
+//!   closes, and `serve` returns once all have. Changes stop earlier, before the final audit
+//!   flush (`Admin::finish_changes`): refused from the shutdown's start, waited for after.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -29,6 +30,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
+use super::detached::Changes;
 use super::write_stall::WriteStall;
 use super::{body_deadline, detached};
 use crate::config::AdminConfig;
@@ -44,11 +46,13 @@ struct Limits {
     write_stall: Duration,
 }
 
-/// Serves `app` on `listener` (over TLS with `tls`) until `shutdown` resolves.
+/// Serves `app` on `listener` (over TLS with `tls`) until `shutdown` resolves; changes are
+/// admitted by `changes` (`detached.rs`).
 pub(super) async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     app: Router,
+    changes: Arc<Changes>,
     config: &AdminConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -83,13 +87,14 @@ pub(super) async fn serve(
         let app = app.clone();
         let stop = stop_rx.clone();
         let tls = tls.clone();
+        let changes = Arc::clone(&changes);
         tokio::spawn(async move {
             let _place = place;
             match tls {
-                None => serve_conn(tcp, peer, app, limits, stop).await,
+                None => serve_conn(tcp, peer, app, changes, limits, stop).await,
                 Some(acceptor) => {
                     if let Some(stream) = super::tls::handshake(&acceptor, tcp, peer).await {
-                        serve_conn(stream, peer, app, limits, stop).await;
+                        serve_conn(stream, peer, app, changes, limits, stop).await;
                     }
                 }
             }
@@ -107,6 +112,7 @@ async fn serve_conn<I>(
     io: I,
     peer: SocketAddr,
     app: Router,
+    changes: Arc<Changes>,
     limits: Limits,
     mut stop: watch::Receiver<bool>,
 ) where
@@ -117,7 +123,7 @@ async fn serve_conn<I>(
         let mut req = req.map(|body| body_deadline::limit(body, limits.body_read));
         req.extensions_mut().insert(ConnectInfo(peer));
         let detach = detached::changes_state(req.method());
-        detached::handle(detach, hyper::service::Service::call(&app, req))
+        detached::handle(detach, &changes, hyper::service::Service::call(&app, req))
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder

@@ -81,6 +81,8 @@ pub struct Admin {
     pub(crate) cluster: Option<Arc<crate::cluster::Cluster>>,
     /// `/readyz`'s last check of the store (`health.rs`).
     pub(crate) ready_check: health::ReadyCheck,
+    /// The changes in flight, and whether new ones are taken (`detached.rs`).
+    changes: Arc<detached::Changes>,
 }
 
 impl Admin {
@@ -102,8 +104,22 @@ impl Admin {
             overview: overview::Overview::new(settings.observe.history_seconds),
             cluster: None,
             ready_check: health::ReadyCheck::default(),
+            changes: Arc::default(),
             backend,
         }
+    }
+
+    /// At shutdown's start: every change from now on is answered 503 with `Retry-After`
+    /// (reads, health included, go on until the listener stops).
+    pub fn refuse_changes(&self) {
+        self.changes.refuse();
+    }
+
+    /// Before the final audit flush: waits until the changes in flight have ended, at most
+    /// `within`, then cuts those still running (answered 503), so that none lands after the
+    /// flush with its entry unwritten. Returns how many were cut.
+    pub async fn finish_changes(&self, within: Duration) -> usize {
+        self.changes.finish(within).await
     }
 
     /// Serves the logs API (`/api/logs…`) from this pipeline.
@@ -222,7 +238,8 @@ async fn run(
 ) -> std::io::Result<()> {
     start_background(&admin);
     let config = admin.config.clone();
-    listener::serve(listener, tls, app(admin), &config, shutdown).await
+    let changes = Arc::clone(&admin.changes);
+    listener::serve(listener, tls, app(admin), changes, &config, shutdown).await
 }
 
 /// What the admin listener runs beside its requests, whichever way it serves: the overview's

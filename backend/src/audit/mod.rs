@@ -101,6 +101,11 @@ impl Entry {
     }
 }
 
+/// An admin action found the writer stopped (its store unreadable at start).
+fn unrecorded() {
+    tracing::error!("the audit writer has stopped; an admin action went unrecorded");
+}
+
 /// A record as the log keeps it: each text field [`storable`]. The one rule for every entry,
 /// whoever made it (a user's event, an admin action, the admin CLI's import).
 fn fit(r: AuditRecord) -> AuditRecord {
@@ -192,6 +197,15 @@ impl Audit {
         stored.await.unwrap_or(false)
     }
 
+    /// [`Self::record_admin`] from a thread that may block (not a runtime's worker: a
+    /// `SIGHUP`'s reload on its blocking thread).
+    pub fn record_admin_blocking(&self, entry: Entry) {
+        let record = entry.into_record(crate::time::now_ms());
+        if self.tx.blocking_send(Item::Record(record)).is_err() {
+            unrecorded();
+        }
+    }
+
     /// An entry made elsewhere (the admin CLI's), kept with its own time.
     pub async fn record_imported(&self, record: AuditRecord) {
         self.queue(fit(record)).await;
@@ -200,7 +214,7 @@ impl Audit {
     /// Queues a fitted record, waiting for room.
     async fn queue(&self, record: AuditRecord) {
         if self.tx.send(Item::Record(record)).await.is_err() {
-            tracing::error!("the audit writer has stopped; an admin action went unrecorded");
+            unrecorded();
         }
     }
 

@@ -8,6 +8,8 @@
 //!   held meanwhile is bounded by the queue: one batch ([`AUDIT_BATCH_ENTRIES_MAX`]) here and
 //!   [`super::AUDIT_QUEUE_ENTRIES_MAX`] queued; past that users' events are dropped and counted and
 //!   admin actions wait for room.
+//! - **reading the last id at start** (the embedded store numbers entries after it) waits for
+//!   an unavailable store the same way; entries queue meanwhile.
 //! - **any other error**: the batch is written again one entry at a time, so that an entry the
 //!   store refuses is the only one lost (and counted in `ringchat_audit_dropped_total`).
 
@@ -26,19 +28,17 @@ const AUDIT_RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// Appends the queue's entries until every sender is gone.
 pub(super) async fn run(store: Arc<dyn AuditStore>, mut rx: mpsc::Receiver<Item>) {
-    let mut next_id = match tokio::task::spawn_blocking({
-        let store = Arc::clone(&store);
-        move || store.last_audit_id()
+    // Waited for like an append: a writer that gave up here would keep no entry until the
+    // next start (a networked store away when the node starts, or a commit of PostgreSQL's
+    // still in doubt after a crash). Entries queue meanwhile, bounded by the queue.
+    let mut next_id = match retrying(&store, "reading the audit log's last id", |s| {
+        s.last_audit_id()
     })
     .await
     {
-        Ok(Ok(last)) => last + 1,
-        Ok(Err(err)) => {
-            tracing::error!(%err, "audit log unreadable; audit entries are not kept");
-            return;
-        }
+        Ok(last) => last + 1,
         Err(err) => {
-            tracing::error!(%err, "audit writer failed to start");
+            tracing::error!(%err, "audit log unreadable; audit entries are not kept");
             return;
         }
     };
@@ -123,29 +123,41 @@ async fn append(
     records: Arc<Vec<AuditRecord>>,
     at: Option<usize>,
 ) -> Result<(), StoreError> {
+    retrying(store, "storing audit entries", move |s| match at {
+        Some(at) => s.append_audit(first_id, std::slice::from_ref(&records[at])),
+        None => s.append_audit(first_id, &records),
+    })
+    .await
+}
+
+/// Runs `call` on a blocking thread until the store is not unavailable, waiting
+/// [`AUDIT_RETRY_BACKOFF_MIN`] doubling up to [`AUDIT_RETRY_BACKOFF_MAX`] between tries: the
+/// one retry rule of the writer. Any other error is returned.
+async fn retrying<T: Send + 'static>(
+    store: &Arc<dyn AuditStore>,
+    what: &'static str,
+    call: impl Fn(&dyn AuditStore) -> Result<T, StoreError> + Send + Sync + 'static,
+) -> Result<T, StoreError> {
+    let call = Arc::new(call);
     let mut backoff = AUDIT_RETRY_BACKOFF_MIN;
     let mut tries: u64 = 0;
     loop {
-        let s = Arc::clone(store);
-        let r = Arc::clone(&records);
-        let written = tokio::task::spawn_blocking(move || match at {
-            Some(at) => s.append_audit(first_id, std::slice::from_ref(&r[at])),
-            None => s.append_audit(first_id, &r),
-        })
-        .await
-        .unwrap_or_else(|err| Err(StoreError::Engine(err.into())));
-        match written {
+        let (s, c) = (Arc::clone(store), Arc::clone(&call));
+        let done = tokio::task::spawn_blocking(move || c(&*s))
+            .await
+            .unwrap_or_else(|err| Err(StoreError::Engine(err.into())));
+        match done {
             Err(StoreError::Unavailable(err)) => {
                 tries += 1;
                 if tries == 1 {
-                    tracing::warn!(%err, "the store is unavailable; audit entries wait for it");
+                    tracing::warn!(%err, what, "the store is unavailable; audit entries wait for it");
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(AUDIT_RETRY_BACKOFF_MAX);
             }
             other => {
                 if tries > 0 && other.is_ok() {
-                    tracing::info!(tries, "audit entries stored once the store came back");
+                    tracing::info!(tries, what, "the store is back; audit entries go on");
                 }
                 return other;
             }

@@ -69,12 +69,9 @@ impl Backups {
         (!self.config.dir.as_os_str().is_empty()).then_some(self.config.dir.as_path())
     }
 
-    /// Writes a new backup of `engine`'s store and prunes the old ones; returns its name and
-    /// manifest. Refused while another is being written.
-    pub async fn take(
-        &self,
-        engine: Arc<dyn StoreEngine>,
-    ) -> Result<(String, Manifest), BackupError> {
+    /// Writes a new backup of `engine`'s store and prunes the old ones. Refused while another
+    /// is being written. Once the backup is written it is returned whatever the pruning did.
+    pub async fn take(&self, engine: Arc<dyn StoreEngine>) -> Result<Taken, BackupError> {
         let Some(dir) = self.dir().map(Path::to_owned) else {
             return Err(BackupError::Spec(
                 "backup.dir is not set: the server has nowhere to write backups".into(),
@@ -135,8 +132,15 @@ impl Backups {
                 files.as_ref(),
                 Some(&data_dir),
             )?;
-            prune(&dir, keep, &name)?;
-            Ok((name, manifest))
+            let pruned = prune(&dir, keep, &name);
+            if let Some(err) = &pruned.failed {
+                tracing::warn!(backup = %name, %err, "backup written, but old backups were not all deleted (backup.keep)");
+            }
+            Ok(Taken {
+                name,
+                manifest,
+                pruned,
+            })
         })
         .await
         .map_err(|e| BackupError::Spec(format!("the backup task failed: {e}")))?
@@ -153,16 +157,40 @@ impl Backups {
     }
 }
 
+/// A backup written: its name and manifest, and what the pruning after it did.
+#[derive(Debug)]
+pub struct Taken {
+    pub name: String,
+    pub manifest: Manifest,
+    pub pruned: Pruned,
+}
+
+/// What a prune did: the old backups deleted, and why it fell short, when it did (the backup
+/// just written stands either way).
+#[derive(Debug, Default)]
+pub struct Pruned {
+    pub deleted: Vec<String>,
+    pub failed: Option<BackupError>,
+}
+
 /// Deletes all but the newest `keep` backups, and what interrupted backups left. `written`,
 /// the backup just made, is kept whatever its name: names are wall-clock times, and one made
 /// while the clock was ahead would otherwise sort above every later backup and have each of
-/// them deleted as it is written.
-fn prune(dir: &Path, keep: usize, written: &str) -> Result<(), BackupError> {
-    let others: Vec<String> = archive::list(dir)?
-        .into_iter()
-        .map(|(name, _)| name)
-        .filter(|name| name != written)
-        .collect();
+/// them deleted as it is written. An old backup that cannot be deleted stops nothing: the
+/// others are still tried, and the first failure is returned.
+fn prune(dir: &Path, keep: usize, written: &str) -> Pruned {
+    let mut pruned = Pruned::default();
+    let others: Vec<String> = match archive::list(dir) {
+        Ok(list) => list
+            .into_iter()
+            .map(|(name, _)| name)
+            .filter(|name| name != written)
+            .collect(),
+        Err(err) => {
+            pruned.failed = Some(err);
+            return pruned;
+        }
+    };
     if others
         .first()
         .is_some_and(|newest| newest.as_str() > written)
@@ -172,18 +200,31 @@ fn prune(dir: &Path, keep: usize, written: &str) -> Result<(), BackupError> {
     }
     for name in others.into_iter().skip(keep.saturating_sub(1)) {
         let path = dir.join(&name);
-        std::fs::remove_dir_all(&path).map_err(BackupError::io(&path))?;
-        tracing::info!(backup = %name, "old backup deleted (backup.keep)");
-    }
-    for entry in std::fs::read_dir(dir)
-        .map_err(BackupError::io(dir))?
-        .flatten()
-    {
-        if entry.file_name().to_string_lossy().ends_with(".partial") {
-            let _ = std::fs::remove_dir_all(entry.path());
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => {
+                tracing::info!(backup = %name, "old backup deleted (backup.keep)");
+                pruned.deleted.push(name);
+            }
+            Err(err) => {
+                let err = BackupError::io(&path)(err);
+                tracing::warn!(backup = %name, %err, "an old backup could not be deleted (backup.keep)");
+                pruned.failed.get_or_insert(err);
+            }
         }
     }
-    Ok(())
+    match std::fs::read_dir(dir) {
+        Ok(entries) => {
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().ends_with(".partial") {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        Err(err) => {
+            pruned.failed.get_or_insert(BackupError::io(dir)(err));
+        }
+    }
+    pruned
 }
 
 /// Starts the scheduled backups when `backup.interval_s` is set.
@@ -201,9 +242,9 @@ pub fn start(backups: &Arc<Backups>, engine: Arc<dyn StoreEngine>) {
             tick.tick().await;
             let started = std::time::Instant::now();
             match backups.take(Arc::clone(&engine)).await {
-                Ok((name, m)) => tracing::info!(
+                Ok(Taken { name, manifest, .. }) => tracing::info!(
                     backup = %name,
-                    records = m.records(),
+                    records = manifest.records(),
                     ms = started.elapsed().as_millis() as u64,
                     "scheduled backup written"
                 ),

@@ -135,6 +135,16 @@ pub(crate) enum OperatorWriteError {
 }
 
 impl OperatorWriteError {
+    /// A store write that failed: it may have landed, and the operator is told so (and the
+    /// admin API audits it as "outcome unknown", `admin/operator_write.rs`).
+    pub(crate) fn may_have_landed(mut why: Refusal) -> Self {
+        why.message = format!(
+            "{}; the change may have taken effect: look before retrying",
+            why.message
+        );
+        Self::Unanswered(why)
+    }
+
     pub(crate) fn refusal(&self) -> &Refusal {
         match self {
             Self::NotQueued(r) | Self::Unanswered(r) => r,
