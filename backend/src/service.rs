@@ -506,31 +506,13 @@ impl Backend {
 
     async fn handle(self: &Arc<Self>, request: Request) {
         match request {
-            Request::Register { peer, body, reply } => {
-                let this = Arc::clone(self);
-                tokio::spawn(async move {
-                    let body = match this.accounts.register(peer, body).await {
-                        Ok(ok) => {
-                            this.observe.registered();
-                            Body::RegisterOk(ok)
-                        }
-                        Err(refusal) => Body::Error(refusal.into_error()),
-                    };
-                    // The connection may have gone meanwhile; nothing to do then.
-                    let _ = reply.send(body);
-                });
-            }
+            // Bounded, and dropped once their client has gone (`accounts/prelogin.rs`).
+            Request::Register { peer, body, reply } => self.spawn_register(peer, body, reply),
             Request::Account {
                 peer,
                 request,
                 reply,
-            } => {
-                let this = Arc::clone(self);
-                tokio::spawn(async move {
-                    let body = this.account(peer, request).await;
-                    let _ = reply.send(body);
-                });
-            }
+            } => self.spawn_account(peer, request, reply),
             // Logins run apart, a bounded number at once (`login_queue.rs`).
             Request::Login {
                 conn,

@@ -1,4 +1,6 @@
-//! Slows down repeated failed logins per account and per address.
+//! Slows down repeated failed password logins per account and per address (token logins are
+//! not counted here: a token cannot be guessed; unknown ones are limited apart,
+//! `accounts/unknown_tokens.rs`), and the admin listener's logins.
 //!
 //! After `failures_free` failures inside the window, each further attempt must wait a delay that
 //! doubles per failure (capped). Attempts during the delay are refused without checking the
@@ -74,8 +76,8 @@ pub struct Throttle {
 }
 
 /// Accounts and addresses in tables of their own, each of `throttle_entries_max`: failures
-/// from many addresses (cheap to make: a bogus token costs one hash) never push an account's
-/// entry out, so they cannot buy its attacker fresh free guesses.
+/// from many addresses never push an account's entry out, so they cannot buy its attacker
+/// fresh free guesses.
 #[derive(Default)]
 struct Tables {
     by_kind: [HashMap<ThrottleKey, Entry>; 2],

@@ -83,7 +83,7 @@ impl LogoutScope {
 impl Accounts {
     /// Checks the old password (throttled like a login), then sets the new one, revokes every
     /// token of the account and issues a fresh one for this device, in one write.
-    async fn change_password(
+    pub(super) async fn change_password(
         &self,
         user_id: UserId,
         req: v1::ChangePassword,
@@ -101,7 +101,8 @@ impl Accounts {
         for key in &keys {
             self.check_throttle(key)?;
         }
-        let right = req.old_password.len() <= self.password_bytes_max()
+        // The ceiling, not the live maximum, as at login (`PASSWORD_BYTES_CEILING`).
+        let right = req.old_password.len() <= super::PASSWORD_BYTES_CEILING
             && self
                 .verify_throttled(
                     &keys.iter().collect::<Vec<_>>(),

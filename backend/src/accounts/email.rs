@@ -202,8 +202,9 @@ impl Mailer {
             return;
         };
         let (subject, text, html) = template.render(&self.server_name, mail);
-        let to: Mailbox = match mail.to.parse() {
-            Ok(to) => to,
+        // The parser `validate_email` checked the address with.
+        let to = match mail.to.parse::<lettre::Address>() {
+            Ok(to) => Mailbox::new(None, to),
             Err(err) => {
                 tracing::warn!(%err, "e-mail address refused by the mailer; no code sent");
                 return;

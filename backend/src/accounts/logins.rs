@@ -1,5 +1,6 @@
-//! Login: by password (user id, username or e-mail address) or by token, throttled per
-//! account and per client address; issuing tokens, and refreshing them late in their life.
+//! Login: by password (user id, username or e-mail address), throttled per account and per
+//! client address, or by token (unknown tokens limited per client address apart:
+//! `unknown_tokens.rs`); issuing tokens, and refreshing them late in their life.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -7,7 +8,9 @@ use std::time::Instant;
 
 use ringchat_proto::v1::{self, ErrorCode, login};
 
-use super::validate::{validate_device_id, validate_email, validate_username};
+use super::validate::{
+    PASSWORD_BYTES_CEILING, validate_device_id, validate_email, validate_username,
+};
 use super::{
     Accounts, Authenticated, Refusal, RevokedToken, blocking, devices, password, token_hash,
 };
@@ -24,10 +27,15 @@ impl Accounts {
     ) -> Result<Authenticated, Refusal> {
         validate_device_id(&req.device_id)?;
         let addr_key = ThrottleKey::addr(peer);
-        self.check_throttle(&addr_key)?;
+        let by_password = matches!(req.credential, Some(login::Credential::Password(_)));
         let result = match &req.credential {
-            Some(login::Credential::Token(token)) => self.authenticate_token(req, token).await,
+            Some(login::Credential::Token(token)) => {
+                self.authenticate_token(peer, req, token).await
+            }
+            // Only password logins meet the address's throttle: a token cannot be guessed,
+            // and a stranger sharing the address must not shut its holders out.
             Some(login::Credential::Password(password)) => {
+                self.check_throttle(&addr_key)?;
                 self.authenticate_password(req, password, &addr_key).await
             }
             None => Err(Refusal::new(
@@ -37,7 +45,9 @@ impl Accounts {
         };
         match &result {
             Err(r) if r.code == ErrorCode::InvalidCredentials => {
-                self.throttle.record_failure(addr_key, Instant::now());
+                if by_password {
+                    self.throttle.record_failure(addr_key, Instant::now());
+                }
                 metrics::counter!("ringchat_login_failures_total").increment(1);
                 self.audit.record(
                     Entry::new(login_account(req), "user.login_failed")
@@ -140,7 +150,8 @@ impl Accounts {
                 ));
             }
         };
-        if password.len() > self.password_bytes_max() {
+        // The ceiling, not the live maximum: lowering it must not lock out longer passwords.
+        if password.len() > PASSWORD_BYTES_CEILING {
             return Err(Refusal::invalid_credentials());
         }
         let stored_hash = user
@@ -207,6 +218,7 @@ impl Accounts {
     /// fsync.
     async fn authenticate_token(
         &self,
+        peer: IpAddr,
         req: &v1::Login,
         token: &str,
     ) -> Result<Authenticated, Refusal> {
@@ -236,10 +248,11 @@ impl Accounts {
             Ok(Some((record, disabled)))
         })
         .await?;
+        let now = now_ms();
         let Some((record, disabled)) = found else {
+            self.unknown_tokens.charge(peer, now)?;
             return Err(Refusal::invalid_credentials());
         };
-        let now = now_ms();
         if let Err(expired) = check_life(&record, now) {
             // Best effort: an expired token is useless whether or not the delete lands.
             let store = Arc::clone(&self.store);

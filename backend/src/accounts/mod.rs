@@ -2,11 +2,13 @@
 //! refresh, throttling of failed attempts, and e-mail codes. A token login is one hash and one
 //! lookup, no argon2.
 //!
-//! - `logins.rs`: Login by password or token, issuing and refreshing tokens; `expiry.rs`: the
-//!   sweep that ends sessions whose token expired.
+//! - `logins.rs`: Login by password or token, issuing and refreshing tokens;
+//!   `unknown_tokens.rs`: token logins with a token nobody holds, limited per client address;
+//!   `expiry.rs`: the sweep that ends sessions whose token expired.
 //! - `password.rs`: hashing and tokens. `validate.rs`: what a name, address or password may be.
 //! - `codes.rs`, `limiter.rs`: e-mail codes and their rate limits; `email.rs`: the mailer.
-//! - `recovery.rs`: RequestEmailCode and ResetPassword (before login).
+//! - `recovery.rs`: RequestEmailCode and ResetPassword (before login); `prelogin.rs`: how many
+//!   of those and of Registers the backend holds, and dropping those whose client has gone.
 //! - `devices.rs`: ChangePassword, Logout, ListDevices, RevokeDevice (logged in); `seen.rs`:
 //!   devices' last-seen times, written in batches; `revoked.rs`: what a login's token write
 //!   leaves behind (sessions of revoked tokens kicked, a refused login's token taken back).
@@ -23,16 +25,18 @@ mod logins;
 mod operator;
 mod password;
 mod policy;
+mod prelogin;
 mod recovery;
 mod revoked;
 mod seen;
+mod unknown_tokens;
 pub(crate) mod user_invites;
 mod validate;
 
 use std::sync::Arc;
 
 use ringchat_proto::v1::{self, EmailCodePurpose, ErrorCode};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::config::{AccountsConfig, EmailConfig, EmailVerification, LoginConfig, Settings};
 use crate::store::{AccountAdminStore, AccountStore, StoreError, TokenHash, UserId, email_key};
@@ -44,7 +48,9 @@ pub use password::token_hash;
 pub(crate) use password::{hash_password, verify_password};
 pub(crate) use policy::{disabled, new_random_password};
 pub(crate) use seen::{SEEN_FLUSH_INTERVAL, SeenBuffer};
-pub use validate::{DEVICE_ID_BYTES_MAX, EMAIL_BYTES_MAX, USERNAME_CHARS_MAX};
+pub use validate::{
+    DEVICE_ID_BYTES_MAX, EMAIL_BYTES_MAX, PASSWORD_BYTES_CEILING, USERNAME_CHARS_MAX,
+};
 use validate::{validate_email, validate_username};
 
 /// A failed account operation, as the client sees it.
@@ -148,10 +154,17 @@ pub struct Accounts {
     login: LoginConfig,
     email: EmailConfig,
     /// Permits for login hashes; registrations have their own, so a flood of sign-ups cannot
-    /// starve logins.
+    /// starve logins, and so have new passwords (changes, resets, operators' sets), so that it
+    /// cannot starve those either.
     hashing: Semaphore,
     registration_hashing: Semaphore,
+    password_hashing: Semaphore,
+    /// Places of the requests before login (`prelogin.rs`).
+    prelogin: prelogin::PreLogin,
+    /// Password logins' delays after failures, per account and client address.
     throttle: Throttle,
+    /// Token logins with an unknown token, per client address (`unknown_tokens.rs`).
+    unknown_tokens: unknown_tokens::UnknownTokens,
     /// The live keys among `[accounts]` and `[login]` (password rules, throttling).
     live: Arc<crate::live::LiveSettings>,
     /// Verified against when the account does not exist, so both cases take the same time.
@@ -213,7 +226,10 @@ impl Accounts {
             audit,
             hashing: Semaphore::new(accounts.hash_concurrency),
             registration_hashing: Semaphore::new(accounts.hash_concurrency.div_ceil(2)),
+            password_hashing: Semaphore::new(accounts.hash_concurrency.div_ceil(2)),
+            prelogin: prelogin::PreLogin::new(accounts.registrations_waiting_max),
             throttle: Throttle::live(Arc::clone(&live)),
+            unknown_tokens: unknown_tokens::UnknownTokens::default(),
             live,
             codes: codes::EmailCodes::new(&settings.email).map_err(|e| e.to_string())?,
             mailer: email::Mailer::new(&settings.email, &settings.server_name)?,
@@ -228,11 +244,23 @@ impl Accounts {
         })
     }
 
-    /// A client's Register, under the registration policy (`policy.rs`).
+    /// A Register whose client waits for it, for tests.
+    #[cfg(test)]
     pub async fn register(
         &self,
         peer: std::net::IpAddr,
         req: v1::Register,
+    ) -> Result<v1::RegisterOk, Refusal> {
+        self.register_unless_gone(peer, req, &|| false).await
+    }
+
+    /// A client's Register, under the registration policy (`policy.rs`). `gone`: whether its
+    /// client has stopped waiting (asked once its turn at the hasher comes).
+    pub async fn register_unless_gone(
+        &self,
+        peer: std::net::IpAddr,
+        req: v1::Register,
+        gone: &(dyn Fn() -> bool + Sync),
     ) -> Result<v1::RegisterOk, Refusal> {
         check_new_account(
             &self.live.get().accounts,
@@ -267,7 +295,7 @@ impl Accounts {
             })?;
         }
         let invite = self.admit(&req.invite_code).await?;
-        let result = self.register_admitted(req).await;
+        let result = self.register_admitted(req, gone).await;
         match &result {
             Ok(ok) => self.audit.record(
                 crate::audit::Entry::new(format!("user:{}", ok.user_id), "user.register")
@@ -280,7 +308,11 @@ impl Accounts {
         result
     }
 
-    async fn register_admitted(&self, req: v1::Register) -> Result<v1::RegisterOk, Refusal> {
+    async fn register_admitted(
+        &self,
+        req: v1::Register,
+        gone: &(dyn Fn() -> bool + Sync),
+    ) -> Result<v1::RegisterOk, Refusal> {
         let verify = match self.email.verification {
             EmailVerification::Off => false,
             EmailVerification::Optional => !req.email.is_empty(),
@@ -293,6 +325,12 @@ impl Accounts {
             ));
         }
         self.check_free(&req.username, &req.email).await?;
+        // The hasher is where registrations wait: one whose client left meanwhile uses up
+        // neither a hash nor its code, and creates no account nobody will be told of.
+        let permit = self.registration_permit().await;
+        if gone() {
+            return Err(prelogin::client_gone());
+        }
         if verify {
             let key = email_key(&req.email);
             self.codes
@@ -300,7 +338,7 @@ impl Accounts {
                 .await?;
         }
         let user_id = self
-            .create_account(req.username, req.password, req.email)
+            .create_account(permit, req.username, req.password, req.email)
             .await?;
         tracing::info!(user_id, verified_email = verify, "account registered");
         Ok(v1::RegisterOk { user_id })
@@ -327,15 +365,22 @@ impl Accounts {
         Ok(())
     }
 
-    /// Hashes the password and stores the account: the one way an account is made, by a
-    /// client's Register or by an operator.
+    async fn registration_permit(&self) -> SemaphorePermit<'_> {
+        (self.registration_hashing.acquire().await).expect("semaphore never closed")
+    }
+
+    /// Hashes the password (under `permit`, a registration's) and stores the account: the one
+    /// way an account is made, by a client's Register or by an operator.
     async fn create_account(
         &self,
+        permit: SemaphorePermit<'_>,
         username: String,
         password: String,
         email: String,
     ) -> Result<UserId, Refusal> {
-        let hash = self.hash_new_password(password).await?;
+        let hash = password::hash_blocking(&self.accounts, password).await;
+        drop(permit);
+        let hash = hash?;
         let store = Arc::clone(&self.store);
         let user = tokio::task::spawn_blocking(move || {
             store.create_user(&username, &hash, &email, now_ms())
@@ -360,17 +405,13 @@ impl Accounts {
     ) -> Result<UserId, Refusal> {
         check_new_account(&self.live.get().accounts, &username, &password, &email)?;
         self.check_free(&username, &email).await?;
-        self.create_account(username, password, email).await
+        let permit = self.registration_permit().await;
+        self.create_account(permit, username, password, email).await
     }
 
     /// Password rules are live keys: read at each check.
     fn validate_password(&self, password: &str) -> Result<(), Refusal> {
         validate::password(&self.live.get().accounts, password)
-    }
-
-    /// Longest password worth checking against a stored hash (a live key).
-    pub(crate) fn password_bytes_max(&self) -> usize {
-        self.live.get().accounts.password_bytes_max
     }
 
     /// Writes the devices' gathered last-seen times in one batch.

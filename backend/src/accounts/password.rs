@@ -24,6 +24,18 @@ pub(crate) fn hash_password(cfg: &AccountsConfig, password: &str) -> Result<Stri
         .map_err(|e| e.to_string())
 }
 
+/// [`hash_password`] on a blocking thread; the caller holds a hashing permit of its lane.
+pub(super) async fn hash_blocking(
+    cfg: &AccountsConfig,
+    password: String,
+) -> Result<String, super::Refusal> {
+    let cfg = cfg.clone();
+    tokio::task::spawn_blocking(move || hash_password(&cfg, &password))
+        .await
+        .map_err(super::Refusal::unavailable)?
+        .map_err(super::Refusal::unavailable)
+}
+
 /// Verifies with the parameters stored in the hash, so raising the cost later keeps old hashes valid.
 pub(crate) fn verify_password(stored: &str, password: &str) -> bool {
     PasswordHash::new(stored).is_ok_and(|parsed| {

@@ -44,6 +44,14 @@ pub(crate) fn disabled() -> Refusal {
     )
 }
 
+/// A closed server's answer to Register and to RequestEmailCode{REGISTER}.
+pub(super) fn registration_closed() -> Refusal {
+    Refusal::new(
+        ErrorCode::RegistrationClosed,
+        "registration is closed on this server: ask its operators for an account",
+    )
+}
+
 fn invite_invalid() -> Refusal {
     Refusal::new(
         ErrorCode::InviteInvalid,
@@ -69,10 +77,7 @@ impl Accounts {
     pub(super) async fn admit(&self, invite_code: &str) -> Result<Option<u64>, Refusal> {
         match self.accounts.registration {
             Registration::Open => Ok(None),
-            Registration::Closed => Err(Refusal::new(
-                ErrorCode::RegistrationClosed,
-                "registration is closed on this server: ask its operators for an account",
-            )),
+            Registration::Closed => Err(registration_closed()),
             Registration::Invite => {
                 if invite_code.is_empty() || invite_code.len() > INVITE_CODE_BYTES_MAX {
                     return Err(invite_invalid());

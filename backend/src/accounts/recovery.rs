@@ -4,7 +4,11 @@
 //! A reset tells nobody whether an address has an account: the reply, its timing (the mail
 //! leaves in the background) and the rate limits are the same either way, and a code is kept
 //! (never mailed) for an address without an account, so wrong guesses run out the same way.
-//! Registration cannot hide it (Register itself answers EMAIL_TAKEN, as USERNAME_TAKEN).
+//! A registration code follows `accounts.registration`, as Register does: on a closed server
+//! it is refused REGISTRATION_CLOSED; on an invite server it is answered alike for taken and
+//! free addresses (a code kept, never mailed, for a taken one), since only an invite's holder
+//! may learn from Register that an address is taken; on an open server a taken address is
+//! answered EMAIL_TAKEN (Register itself answers it, as USERNAME_TAKEN, to anyone).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -16,10 +20,10 @@ use ringchat_proto::v1::KickReason;
 
 use super::email::CodeMail;
 use super::validate::validate_email;
-use super::{Accounts, Refusal, blocking, email_taken, password};
+use super::{Accounts, Refusal, blocking, email_taken};
 use crate::Backend;
 use crate::api::AccountRequest;
-use crate::config::EmailVerification;
+use crate::config::{EmailVerification, Registration};
 use crate::store::{UserId, email_key};
 use crate::time::now_ms;
 
@@ -42,6 +46,10 @@ impl Accounts {
                 ));
             }
         };
+        let registration = self.accounts.registration;
+        if purpose == EmailCodePurpose::Register && registration == Registration::Closed {
+            return Err(super::policy::registration_closed());
+        }
         if purpose == EmailCodePurpose::Register
             && self.email.verification == EmailVerification::Off
         {
@@ -60,7 +68,9 @@ impl Accounts {
             None => Ok(None),
         })
         .await?;
-        if purpose == EmailCodePurpose::Register && owner.is_some() {
+        // Invite-only: a stranger must not learn that an address is taken (see the top).
+        let hide_owner = registration == Registration::Invite;
+        if purpose == EmailCodePurpose::Register && owner.is_some() && !hide_owner {
             self.codes.charge_client(peer, now_ms())?;
             return Err(email_taken());
         }
@@ -75,7 +85,8 @@ impl Accounts {
         };
         let key = email_key(&req.email);
         let issued = self.codes.issue(purpose, &key, peer, now_ms()).await?;
-        let mail_it = purpose == EmailCodePurpose::Register || owner.is_some();
+        // A registration code for a free address; a reset code for a taken one.
+        let mail_it = (purpose == EmailCodePurpose::Register) != owner.is_some();
         tracing::info!(
             purpose = purpose.as_str_name(),
             %peer,
@@ -134,18 +145,15 @@ impl Accounts {
         Ok(user_id)
     }
 
-    /// Hashes a new password under a registration permit (resets and changes are rare).
+    /// Hashes a new password (a change, a reset, an operator's) under a permit of their own:
+    /// however many registrations wait for theirs, these never queue behind them.
     pub(crate) async fn hash_new_password(&self, password: String) -> Result<String, Refusal> {
         let _permit = self
-            .registration_hashing
+            .password_hashing
             .acquire()
             .await
             .expect("semaphore never closed");
-        let cfg = self.accounts.clone();
-        tokio::task::spawn_blocking(move || password::hash_password(&cfg, &password))
-            .await
-            .map_err(Refusal::unavailable)?
-            .map_err(Refusal::unavailable)
+        super::password::hash_blocking(&self.accounts, password).await
     }
 }
 
@@ -172,3 +180,6 @@ impl Backend {
         outcome.unwrap_or_else(|refusal| Body::Error(refusal.into_error()))
     }
 }
+
+#[cfg(test)]
+mod tests;

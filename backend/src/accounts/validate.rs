@@ -9,6 +9,10 @@ pub const USERNAME_CHARS_MIN: usize = 3;
 pub const USERNAME_CHARS_MAX: usize = 32;
 pub const EMAIL_BYTES_MAX: usize = 254;
 pub const DEVICE_ID_BYTES_MAX: usize = 128;
+/// The largest `accounts.password_bytes_max` the config accepts, in bytes. A login, and the
+/// old password of a change, are checked against it, never against the live maximum: a
+/// password set while the maximum was higher keeps working after it is lowered.
+pub const PASSWORD_BYTES_CEILING: usize = 1024;
 
 pub(crate) fn validate_username(name: &str) -> Result<(), Refusal> {
     let chars = name.chars().count();
@@ -43,15 +47,19 @@ pub(crate) fn validate_device_id(device_id: &str) -> Result<(), Refusal> {
 }
 
 /// An empty address is valid (none given); callers that need one check for that.
+///
+/// The mailer's own parser (lettre's `Address`, which `email.rs` sends to) decides, so an
+/// address accepted here is one a code can be mailed to; on top of it a dotted domain, and
+/// no whitespace or control characters.
 pub(crate) fn validate_email(email: &str) -> Result<(), Refusal> {
     if email.is_empty() {
         return Ok(());
     }
     let plausible = email.len() <= EMAIL_BYTES_MAX
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
         && email
-            .split_once('@')
-            .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+            .parse::<lettre::Address>()
+            .is_ok_and(|a| a.domain().contains('.'));
     if !plausible {
         return Err(Refusal::new(
             ErrorCode::InvalidArgument,
@@ -92,5 +100,10 @@ mod tests {
         assert!(validate_email("a@b").is_err());
         assert!(validate_email("@b.io").is_err());
         assert!(validate_email("a@b.io\r\nBcc: x@y.io").is_err());
+        // What lettre, which mails the code, would refuse.
+        assert!(validate_email("a@b@c.io").is_err());
+        assert!(validate_email("a@.io").is_err());
+        assert!(validate_email("a..b@c.io").is_err());
+        assert!(validate_email("Alice <a@b.io>").is_err());
     }
 }

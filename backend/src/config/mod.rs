@@ -66,7 +66,9 @@ pub struct AccountsConfig {
     pub argon2_memory_kib: u32,
     /// argon2id passes (OWASP: 2).
     pub argon2_iterations: u32,
-    /// Password hashes computed at once; further logins wait.
+    /// Login password checks computed at once; further logins wait. Registrations, and new
+    /// passwords (changes, resets, operators' sets), hash in lanes of their own, each of half
+    /// as many (rounded up).
     pub hash_concurrency: usize,
     pub password_bytes_min: usize,
     pub password_bytes_max: usize,
@@ -93,6 +95,11 @@ pub struct AccountsConfig {
     /// Registrations from one client network (an IPv4 /24, an IPv6 /48: a site has 65,536
     /// /64s) in any hour, at most. 0: networks not limited.
     pub registrations_per_network_per_hour: u32,
+    /// Register requests the backend holds at once, from its request queue to their answer
+    /// (most of them waiting for the registration hasher), and apart from them RequestEmailCode
+    /// and ResetPassword requests, each at most (requests); one more is answered
+    /// `UNAVAILABLE` with a jittered `retry_after_ms`.
+    pub registrations_waiting_max: usize,
 }
 
 /// `accounts.registration`.
@@ -123,6 +130,7 @@ impl Default for AccountsConfig {
             user_invites_page_max: 50,
             registrations_per_ip_per_hour: 1_000,
             registrations_per_network_per_hour: 5_000,
+            registrations_waiting_max: 256,
         }
     }
 }
@@ -342,8 +350,15 @@ impl Settings {
             "accounts.password_bytes_min: must be at least 1 and at most password_bytes_max",
         );
         check(
-            self.accounts.password_bytes_max <= 1024,
-            "accounts.password_bytes_max: must be at most 1024",
+            self.accounts.password_bytes_max <= crate::accounts::PASSWORD_BYTES_CEILING,
+            &format!(
+                "accounts.password_bytes_max: must be at most {}",
+                crate::accounts::PASSWORD_BYTES_CEILING
+            ),
+        );
+        check(
+            (1..=65_536).contains(&self.accounts.registrations_waiting_max),
+            "accounts.registrations_waiting_max: must be between 1 and 65536",
         );
         check(
             (1..=1_000_000).contains(&self.accounts.invites_max),

@@ -111,3 +111,94 @@ async fn failures_by_an_unknown_id_never_tell_which_ids_exist() {
         ErrorCode::InvalidCredentials
     );
 }
+
+#[tokio::test]
+async fn lowering_the_password_maximum_locks_nobody_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(&dir);
+    let long = "p".repeat(100);
+    let req = v1::Register {
+        username: "longpw".into(),
+        password: long.clone(),
+        ..Default::default()
+    };
+    b.accounts.register(peer(200), req).await.unwrap();
+    let mut lowered = (*b.live().get()).clone();
+    lowered.accounts.password_bytes_max = 64;
+    assert_eq!(lowered.problems(), Vec::<String>::new());
+    b.reconfigure(lowered);
+    let name = login::Account::Username("longpw".into());
+    assert_eq!(
+        attempt(&b, 1, name, &long).await,
+        ErrorCode::Unspecified,
+        "a password set under the old maximum still logs in"
+    );
+    let refused = v1::Register {
+        username: "newpw".into(),
+        password: long,
+        ..Default::default()
+    };
+    let code = b
+        .accounts
+        .register(peer(200), refused)
+        .await
+        .unwrap_err()
+        .code;
+    assert_eq!(
+        code,
+        ErrorCode::InvalidArgument,
+        "new passwords obey the maximum"
+    );
+}
+
+async fn token_attempt(b: &Backend, from: u8, token: &str) -> Result<(), crate::accounts::Refusal> {
+    let req = v1::Login {
+        credential: Some(login::Credential::Token(token.into())),
+        device_id: "d".into(),
+        ..Default::default()
+    };
+    b.accounts.authenticate(peer(from), &req).await.map(|_| ())
+}
+
+#[tokio::test]
+async fn bogus_tokens_from_a_shared_address_never_shut_out_token_holders() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(&dir);
+    register(&b, "bob", "").await;
+    let req = v1::Login {
+        account: Some(login::Account::Username("bob".into())),
+        credential: Some(login::Credential::Password(PASSWORD.into())),
+        device_id: "d".into(),
+        ..Default::default()
+    };
+    let bobs = b.accounts.authenticate(peer(1), &req).await.unwrap().token;
+    // A stranger behind the same address (carrier NAT) sends made-up tokens: more than the
+    // password throttle lets fail.
+    let cgnat = 9;
+    for _ in 0..3 {
+        let code = token_attempt(&b, cgnat, "made-up").await.unwrap_err().code;
+        assert_eq!(code, ErrorCode::InvalidCredentials);
+    }
+    token_attempt(&b, cgnat, &bobs)
+        .await
+        .expect("a real token gets in from the same address");
+    // Made-up tokens themselves are limited past their own bound.
+    let left = super::super::unknown_tokens::UNKNOWN_TOKENS_PER_CLIENT - 3;
+    for _ in 0..left {
+        let code = token_attempt(&b, cgnat, "made-up").await.unwrap_err().code;
+        assert_eq!(code, ErrorCode::InvalidCredentials);
+    }
+    let limited = token_attempt(&b, cgnat, "made-up").await.unwrap_err();
+    assert_eq!(limited.code, ErrorCode::RateLimited);
+    assert!(limited.retry_after_ms > 0);
+    token_attempt(&b, cgnat, &bobs)
+        .await
+        .expect("a real token is never held back");
+    // (Last: a password login of the device revokes its older token.)
+    let password = login::Account::Username("bob".into());
+    assert_eq!(
+        attempt(&b, cgnat, password, PASSWORD).await,
+        ErrorCode::Unspecified,
+        "the address's password throttle was never charged by tokens"
+    );
+}

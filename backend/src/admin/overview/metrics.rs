@@ -56,6 +56,10 @@ pub fn describe() {
             "Accounts registered, since start.",
         ),
         (
+            "ringchat_prelogin_refused_total",
+            "Registers (kind=\"register\") and RequestEmailCode/ResetPassword requests (kind=\"account\") answered UNAVAILABLE because accounts.registrations_waiting_max of their kind were held already, since start.",
+        ),
+        (
             "ringchat_email_codes_sent_total",
             "E-mail codes handed to the SMTP relay.",
         ),
