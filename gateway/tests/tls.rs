@@ -168,11 +168,19 @@ fn client_hello() -> Vec<u8> {
     hello
 }
 
-/// Sends a ClientHello on a new connection and returns the first bytes the server answers
-/// with (empty: closed, or reset, without a word), waiting at most `WAIT_DEADLINE`.
-async fn hello_and_answer(addr: std::net::SocketAddr) -> (tokio::net::TcpStream, Vec<u8>) {
+/// Sends a ClientHello on a new connection from `source` (a loopback address) and returns the
+/// first bytes the server answers with (empty: closed, or reset, without a word), waiting at
+/// most `WAIT_DEADLINE`.
+async fn hello_and_answer(
+    addr: std::net::SocketAddr,
+    source: [u8; 4],
+) -> (tokio::net::TcpStream, Vec<u8>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(std::net::SocketAddr::from((source, 0)))
+        .unwrap();
+    let mut tcp = socket.connect(addr).await.unwrap();
     // A reset may come before the write does: that is a refusal too.
     let _ = tcp.write_all(&client_hello()).await;
     let mut answer = vec![0; 4096];
@@ -184,38 +192,8 @@ async fn hello_and_answer(addr: std::net::SocketAddr) -> (tokio::net::TcpStream,
     (tcp, answer)
 }
 
-#[tokio::test]
-async fn tls_connections_past_the_handshakes_in_flight_are_closed_before_any_crypto() {
-    const IN_FLIGHT: usize = 2;
-    // One shard, so every handshake counts against the same gate.
-    let server = TestServer::start_tls(&[
-        ("GATEWAY__CORES", "[0]"),
-        ("GATEWAY__TLS_HANDSHAKES_IN_FLIGHT_PER_SHARD_MAX", "2"),
-    ]);
-    let addr = server.tls.unwrap();
-    let cert = server.cert_pem.as_ref().unwrap();
-    let mut open = FramedClient::new(tls_connect(addr, cert).await.unwrap());
-    assert!(matches!(open.request(1, hello()).await, Body::HelloOk(_)));
-    // Clients that send a ClientHello and stop there: the server answers each (the key
-    // exchange and signature done), and each holds its place while it waits.
-    let mut stalled = Vec::new();
-    for _ in 0..IN_FLIGHT {
-        let (tcp, answer) = hello_and_answer(addr).await;
-        assert_eq!(
-            answer.first(),
-            Some(&0x16),
-            "a handshake record: {answer:?}"
-        );
-        stalled.push(tcp);
-    }
-    // One more is closed at accept: not a byte of handshake.
-    let (_refused, answer) = hello_and_answer(addr).await;
-    assert!(
-        answer.is_empty(),
-        "refused without crypto, got {} bytes of handshake",
-        answer.len()
-    );
-    let refused: f64 = server
+fn refused_in_flight(server: &TestServer) -> f64 {
+    server
         .metrics()
         .iter()
         .filter(|(k, _)| {
@@ -223,12 +201,64 @@ async fn tls_connections_past_the_handshakes_in_flight_are_closed_before_any_cry
                 && k.contains(r#"reason="tls_handshakes_in_flight""#)
         })
         .map(|(_, v)| *v)
-        .sum();
-    assert_eq!(refused, 1.0);
+        .sum()
+}
+
+/// The handshakes in flight are bounded per shard and per client, and only handshakes count:
+/// sockets that send nothing hold no place, so they cannot lock real clients out.
+#[tokio::test]
+async fn tls_handshakes_past_the_shards_or_a_clients_share_are_closed_before_any_crypto() {
+    const IN_FLIGHT: u8 = 8;
+    // A quarter of the places for one client.
+    const SHARE: u8 = IN_FLIGHT / 4;
+    // One shard, so every handshake counts against the same gate.
+    let server = TestServer::start_tls(&[
+        ("GATEWAY__CORES", "[0]"),
+        ("GATEWAY__TLS_HANDSHAKES_IN_FLIGHT_PER_SHARD_MAX", "8"),
+    ]);
+    let addr = server.tls.unwrap();
+    let cert = server.cert_pem.as_ref().unwrap();
+    let mut open = FramedClient::new(tls_connect(addr, cert).await.unwrap());
+    assert!(matches!(open.request(1, hello()).await, Body::HelloOk(_)));
+    // More silent sockets than there are places: they take none.
+    let mut silent = Vec::new();
+    for _ in 0..3 * IN_FLIGHT {
+        silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    // Clients that send a ClientHello and stop there: the server answers each (the key
+    // exchange and signature done), and each holds its place while it waits. One client
+    // (127.0.0.2) gets its share, then is refused.
+    let mut stalled = Vec::new();
+    let answered = |answer: &Vec<u8>| answer.first() == Some(&0x16);
+    for _ in 0..SHARE {
+        let (tcp, answer) = hello_and_answer(addr, [127, 0, 0, 2]).await;
+        assert!(answered(&answer), "a handshake record: {answer:?}");
+        stalled.push(tcp);
+    }
+    let (_refused, answer) = hello_and_answer(addr, [127, 0, 0, 2]).await;
+    assert!(
+        answer.is_empty(),
+        "past its share, refused without crypto; got {} bytes of handshake",
+        answer.len()
+    );
+    assert_eq!(refused_in_flight(&server), 1.0);
+    // Other clients take the shard's other places, then the shard is full.
+    for i in 0..IN_FLIGHT - SHARE {
+        let (tcp, answer) = hello_and_answer(addr, [127, 0, 1, i]).await;
+        assert!(
+            answered(&answer),
+            "client {i}: a handshake record: {answer:?}"
+        );
+        stalled.push(tcp);
+    }
+    let (_refused, answer) = hello_and_answer(addr, [127, 0, 2, 1]).await;
+    assert!(answer.is_empty(), "past the shard's places: refused");
+    assert_eq!(refused_in_flight(&server), 2.0);
     // The session already open is served all the while.
     let ping = Body::Ping(v1::Ping { client_time_ms: 7 });
     assert!(matches!(open.request(2, ping).await, Body::Pong(_)));
-    // Their places come back when they go: a new client completes its handshake.
+    // Their places come back when they go: a new client completes its handshake, though the
+    // silent sockets are still there.
     drop(stalled);
     let deadline = Instant::now() + common::WAIT_DEADLINE;
     let mut c = loop {
@@ -239,6 +269,7 @@ async fn tls_connections_past_the_handshakes_in_flight_are_closed_before_any_cry
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(matches!(c.request(1, hello()).await, Body::HelloOk(_)));
+    drop(silent);
 }
 
 #[tokio::test]

@@ -18,7 +18,7 @@ use super::framing::{Framing, Goodbye, Input};
 use super::local::YieldOnce;
 use super::session::{Session, Wait};
 use super::stream::Stream;
-use super::tls_gate::HandshakeSlot;
+use super::tls_gate::{HandshakeSlot, Refused};
 use super::ws;
 use super::{Close, ConnShared, Shard};
 
@@ -119,8 +119,7 @@ struct Conn {
 
 /// Serves one accepted socket to the end. With `full`, the shard is at its connection limit:
 /// the client is told so once its transport is up (on every transport alike), and the
-/// connection is closed; the shard bounds how many of those run at once. `handshake`: the TLS
-/// connection's place in the shard's gate (`tls_gate.rs`), given back once it is open.
+/// connection is closed; the shard bounds how many of those run at once.
 ///
 /// The connection is built before the returned future, so the task holds only the `Conn`, not
 /// also the arguments it was made from.
@@ -130,7 +129,6 @@ pub(super) fn serve(
     tcp: TcpStream,
     listen: Listen,
     full: bool,
-    handshake: Option<HandshakeSlot>,
 ) -> impl std::future::Future<Output = ()> + 'static {
     let session = Session::new(shard, shared);
     // Small frames both ways: do not let Nagle hold them back.
@@ -169,7 +167,6 @@ pub(super) fn serve(
             // Opening is rare and its future large: boxed, so an idle connection's task
             // stays small.
             let opened = Box::pin(conn.open(full)).await;
-            drop(handshake);
             match opened {
                 Opened::Session => {
                     let end = conn.run().await;
@@ -287,9 +284,21 @@ impl Conn {
     /// `/files`, the whole request is left, head included).
     async fn open_into(&mut self, buf: &mut BytesMut) -> Opening {
         let shard = Rc::clone(&self.session.shard);
+        // The TLS handshake's place in the shard's gate (`tls_gate.rs`): taken once the
+        // ClientHello is readable, before rustls reads it; given back when the handshake ends.
+        let mut handshake: Option<HandshakeSlot> = None;
         while self.stream.handshaking() {
             if self.stream.readable().await.is_err() {
                 return Opening::Closed;
+            }
+            if handshake.is_none() {
+                match HandshakeSlot::take(&shard, self.stream.peer_ip()) {
+                    Ok(slot) => handshake = Some(slot),
+                    Err(why) => {
+                        shard.stats.refused_tls(why == Refused::Rate);
+                        return Opening::Closed;
+                    }
+                }
             }
             match self.stream.read(buf, &shard.pool).await {
                 Ok(Some(_)) => {}
@@ -301,6 +310,7 @@ impl Conn {
                 }
             }
         }
+        drop(handshake);
         if !self.framing.opens_with_http() {
             return Opening::Session;
         }

@@ -622,19 +622,6 @@ fn take(shard: &Rc<Shard>, stream: monoio::net::TcpStream, peer: SocketAddr, kin
         drop(stream);
         return;
     }
-    // Before any crypto: past the gate, a TLS connection is closed without a byte read.
-    let handshake = if kind.tls() && shard.tls.is_some() {
-        match tls_gate::HandshakeSlot::take(shard) {
-            Ok(slot) => Some(slot),
-            Err(why) => {
-                shard.stats.refused_tls(why == tls_gate::Refused::Rate);
-                drop(stream);
-                return;
-            }
-        }
-    } else {
-        None
-    };
     let full = shard.conns.borrow().len() >= shard.live.get().conns_per_shard_max;
     if full {
         shard.stats.rejected_full.add(1);
@@ -645,14 +632,7 @@ fn take(shard: &Rc<Shard>, stream: monoio::net::TcpStream, peer: SocketAddr, kin
         }
         shard.rejecting.set(shard.rejecting.get() + 1);
         let shard = Rc::clone(shard);
-        let reject = conn::serve(
-            Rc::clone(&shard),
-            shard.conn_shared(0),
-            stream,
-            kind,
-            true,
-            handshake,
-        );
+        let reject = conn::serve(Rc::clone(&shard), shard.conn_shared(0), stream, kind, true);
         monoio::spawn(async move {
             reject.await;
             shard.rejecting.set(shard.rejecting.get() - 1);
@@ -665,7 +645,6 @@ fn take(shard: &Rc<Shard>, stream: monoio::net::TcpStream, peer: SocketAddr, kin
         stream,
         kind,
         false,
-        handshake,
     ));
 }
 

@@ -51,7 +51,6 @@ fn a_slow_consumer_kick_drops_the_backlog_and_sends_kicked_alone() {
             stream,
             Listen::Tcp,
             false,
-            None,
         ));
         for request_id in 0..QUEUED {
             let frame = Frame {
@@ -128,7 +127,6 @@ fn a_connection_task_stays_small() {
             stream,
             Listen::Tcp,
             false,
-            None,
         );
         let bytes = std::mem::size_of_val(&task);
         assert!(
@@ -237,7 +235,6 @@ async fn connect(
         stream,
         Listen::Tcp,
         false,
-        None,
     ));
     (client, shared, task)
 }
