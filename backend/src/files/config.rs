@@ -76,6 +76,10 @@ pub struct FilesConfig {
     /// Storage keys one collector pass lists, reads or deletes, at most (it resumes where it
     /// stopped on the next pass).
     pub gc_keys_per_pass: usize,
+    /// Real time one pass of the uploads' cleanup (every minute) may take, in milliseconds:
+    /// a pass goes on while most of what it looks at has expired, the abandoned uploads'
+    /// walk for half of this, the completed uploads' records for the rest.
+    pub cleanup_pass_ms_max: u64,
     /// `[files.s3]`: the bucket with `storage = "s3"`.
     pub s3: super::storage::s3::S3Config,
     /// `[files.thumbnail]`: how images' thumbnails are made (once, at complete).
@@ -103,6 +107,7 @@ impl Default for FilesConfig {
             unreferenced_grace_s: 24 * 3600,
             gc_interval_s: 300,
             gc_keys_per_pass: 10_000,
+            cleanup_pass_ms_max: 10_000,
             s3: Default::default(),
             thumbnail: Default::default(),
         }
@@ -200,6 +205,10 @@ impl FilesConfig {
             (10..=1_000_000).contains(&self.gc_keys_per_pass),
             "files.gc_keys_per_pass: must be between 10 and 1000000",
         );
+        check(
+            (100..=50_000).contains(&self.cleanup_pass_ms_max),
+            "files.cleanup_pass_ms_max: must be between 100 and 50000 (less than the minute between passes)",
+        );
         if self.enabled && cluster && self.storage == FileStorageKind::Local {
             out.push("files.storage: \"local\" keeps files on one node, which the other nodes of a cluster cannot read; use storage = \"s3\" in cluster mode (or enabled = false)".into());
         }
@@ -231,6 +240,7 @@ mod tests {
             unreferenced_grace_s: 1,
             gc_interval_s: 0,
             gc_keys_per_pass: 1,
+            cleanup_pass_ms_max: 0,
             ..FilesConfig::default()
         };
         let problems = bad.problems(false).join("\n");
@@ -247,6 +257,7 @@ mod tests {
             "files.unreferenced_grace_s",
             "files.gc_interval_s",
             "files.gc_keys_per_pass",
+            "files.cleanup_pass_ms_max",
         ] {
             assert!(problems.contains(key), "{key} missing from:\n{problems}");
         }

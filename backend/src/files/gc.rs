@@ -163,12 +163,13 @@ impl FileService {
         pass: &mut GcPass,
     ) -> Result<bool, FileError> {
         while self.gc_room(pass) > 0 {
-            // A page of keys per listing, not one: the local adapter reads a whole directory
-            // per listing, so a key at a time made a sweep quadratic in the files kept.
+            // A page of keys per listing, not one, and a walk's listing: the local adapter
+            // reads a directory per listing, so that a key at a time made a sweep quadratic
+            // in the files kept. What a walk may miss (a key made seconds ago) is young.
             let limit = self.gc_room(pass).clamp(1, LIST_PAGE);
             let page = self
                 .storage
-                .list(half.prefix(), cursor.as_deref(), limit)
+                .list_walk(half.prefix(), cursor.as_deref(), limit)
                 .await?;
             pass.keys += 1;
             if page.is_empty() {
