@@ -214,6 +214,13 @@ impl FilesConfig {
         }
         if self.enabled && self.storage == FileStorageKind::S3 {
             out.extend(self.s3.problems());
+            let largest = (self.s3.part_bytes as u64).saturating_mul(super::storage::s3::PARTS_MAX);
+            if self.file_bytes_max > largest {
+                out.push(format!(
+                    "files.file_bytes_max: with storage = \"s3\" a file is at most files.s3.part_bytes × 10000 (S3's most parts per upload), {largest} bytes with part_bytes = {}; raise files.s3.part_bytes or lower file_bytes_max",
+                    self.s3.part_bytes
+                ));
+            }
         }
         out.extend(self.thumbnail.problems("files.thumbnail"));
         out
@@ -267,6 +274,40 @@ mod tests {
             ..FilesConfig::default()
         };
         assert!(too_many_chunks.problems(false)[0].contains("100000 chunks"));
+    }
+
+    #[test]
+    fn on_s3_a_file_must_fit_in_the_most_parts_s3_takes() {
+        let s3 = |file_bytes_max: u64, part_bytes: usize| FilesConfig {
+            storage: FileStorageKind::S3,
+            file_bytes_max,
+            chunk_bytes: CHUNK_BYTES_MAX,
+            s3: crate::files::storage::s3::S3Config {
+                bucket: "b".into(),
+                access_key_id: "id".into(),
+                secret_access_key: "secret".into(),
+                part_bytes,
+                ..Default::default()
+            },
+            ..FilesConfig::default()
+        };
+        let part = 8 << 20;
+        assert!(s3(part as u64 * 10_000, part).problems(false).is_empty());
+        let problems = s3(part as u64 * 10_000 + 1, part).problems(false);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains("files.file_bytes_max")
+                && problems[0].contains("files.s3.part_bytes"),
+            "{problems:?}"
+        );
+        // Bigger parts make room; local storage has no such limit.
+        assert!(s3(FILE_BYTES_LIMIT, 128 << 20).problems(false).is_empty());
+        let local = FilesConfig {
+            file_bytes_max: FILE_BYTES_LIMIT,
+            chunk_bytes: CHUNK_BYTES_MAX,
+            ..FilesConfig::default()
+        };
+        assert!(local.problems(false).is_empty());
     }
 
     #[test]
