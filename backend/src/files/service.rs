@@ -735,6 +735,14 @@ impl FileService {
         &self,
         key: &str,
     ) -> Result<Option<T>, FileError> {
+        match self.read_record(key).await? {
+            Some(bytes) => parse_record(key, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// A record's bytes (at most `RECORD_BYTES_MAX`); `None` when there is none.
+    pub(super) async fn read_record(&self, key: &str) -> Result<Option<Vec<u8>>, FileError> {
         let mut pieces = match self
             .storage
             .get(key, Some(0..RECORD_BYTES_MAX as u64))
@@ -748,9 +756,7 @@ impl FileService {
         while let Some(piece) = pieces.try_next().await? {
             bytes.extend_from_slice(&piece);
         }
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| FileError::Unavailable(format!("{key}: unreadable record: {e}")))
+        Ok(Some(bytes))
     }
 
     pub(super) async fn put_json<T: serde::Serialize>(
@@ -761,6 +767,12 @@ impl FileService {
         let bytes = serde_json::to_vec(value).expect("records serialise");
         Ok(self.storage.put(key, Bytes::from(bytes)).await?)
     }
+}
+
+/// A record read back (`read_record`), or why it cannot be.
+pub(super) fn parse_record<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, FileError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| FileError::Unavailable(format!("{key}: unreadable record: {e}")))
 }
 
 /// A key that sorts after every key of the upload (`~` is above the key alphabet).

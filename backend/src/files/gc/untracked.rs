@@ -16,6 +16,7 @@ use bytes::Bytes;
 use super::{FileService, GcPass, Half};
 use crate::files::error::FileError;
 use crate::files::model::{FileMeta, is_id, is_sha256_hex, keys};
+use crate::files::service::parse_record;
 use crate::files::storage::StorageError;
 
 impl FileService {
@@ -62,7 +63,7 @@ impl FileService {
     }
 
     /// One key under `files/` in the walk: its file's record at the blob if it is untracked.
-    /// Where the walk goes on from, or `None` when the look failed: the walk stops there (it
+    /// Where the walk goes on from, or `None` when storage failed: the walk stops there (it
     /// must not pass a file it could not record) and the next pass tries it again.
     pub(super) async fn record_untracked_key(
         &self,
@@ -76,12 +77,23 @@ impl FileService {
             return Some(key);
         };
         pass.keys += 1;
-        let meta = match self.read_json::<FileMeta>(&keys::file_meta(&file_id)).await {
-            Ok(meta) => meta,
+        let key = keys::file_meta(&file_id);
+        let meta = match self.read_record(&key).await {
+            Ok(bytes) => bytes.map(|b| parse_record::<FileMeta>(&key, &b)),
             Err(err) => {
                 pass.errors += 1;
                 tracing::warn!(file_id, %err, "files gc: an old file's record not written yet");
                 return None;
+            }
+        };
+        let meta = match meta.transpose() {
+            Ok(meta) => meta,
+            // A meta that cannot be read is not served either: no bytes to keep for it, and
+            // skipped rather than retried, so that it never holds the collector back.
+            Err(err) => {
+                pass.errors += 1;
+                tracing::warn!(file_id, %err, "files gc: a file's meta unreadable, skipped");
+                None
             }
         };
         if let Some(meta) = meta.filter(|m| !m.tracked && is_sha256_hex(&m.sha256)) {

@@ -97,3 +97,22 @@ async fn no_blob_goes_before_every_old_file_holds_its_blob() {
     })
     .await;
 }
+
+/// A meta that cannot be read does not hold the walk (and so every collection) back for ever.
+#[tokio::test]
+async fn an_unreadable_meta_does_not_stop_the_walk() {
+    each_storage(10_000, |name, w| async move {
+        let id = w.upload(ALICE, &content(1500, 80)).await;
+        let broken = crate::files::model::new_id().unwrap();
+        w.files
+            .storage
+            .put(&keys::file_meta(&broken), Bytes::from_static(b"not json"))
+            .await
+            .unwrap();
+        let pass = w.sweep(later()).await;
+        assert!(w.exists(keys::UNTRACKED_RECORDED).await, "{name}");
+        assert_eq!(pass.files_collected, 1, "{name}");
+        assert!(w.files.file(&id).await.unwrap().is_none(), "{name}");
+    })
+    .await;
+}
