@@ -76,6 +76,10 @@ pub struct FilesConfig {
     /// Storage keys one collector pass lists, reads or deletes, at most (it resumes where it
     /// stopped on the next pass).
     pub gc_keys_per_pass: usize,
+    /// Real time one pass of the uploads' cleanup (every minute) may take, in milliseconds:
+    /// a pass goes on while most of what it looks at has expired, the abandoned uploads'
+    /// walk for half of this, the completed uploads' records for the rest.
+    pub cleanup_pass_ms_max: u64,
     /// `[files.s3]`: the bucket with `storage = "s3"`.
     pub s3: super::storage::s3::S3Config,
     /// `[files.thumbnail]`: how images' thumbnails are made (once, at complete).
@@ -103,6 +107,7 @@ impl Default for FilesConfig {
             unreferenced_grace_s: 24 * 3600,
             gc_interval_s: 300,
             gc_keys_per_pass: 10_000,
+            cleanup_pass_ms_max: 10_000,
             s3: Default::default(),
             thumbnail: Default::default(),
         }
@@ -200,11 +205,22 @@ impl FilesConfig {
             (10..=1_000_000).contains(&self.gc_keys_per_pass),
             "files.gc_keys_per_pass: must be between 10 and 1000000",
         );
+        check(
+            (100..=50_000).contains(&self.cleanup_pass_ms_max),
+            "files.cleanup_pass_ms_max: must be between 100 and 50000 (less than the minute between passes)",
+        );
         if self.enabled && cluster && self.storage == FileStorageKind::Local {
             out.push("files.storage: \"local\" keeps files on one node, which the other nodes of a cluster cannot read; use storage = \"s3\" in cluster mode (or enabled = false)".into());
         }
         if self.enabled && self.storage == FileStorageKind::S3 {
             out.extend(self.s3.problems());
+            let largest = (self.s3.part_bytes as u64).saturating_mul(super::storage::s3::PARTS_MAX);
+            if self.file_bytes_max > largest {
+                out.push(format!(
+                    "files.file_bytes_max: with storage = \"s3\" a file is at most files.s3.part_bytes × 10000 (S3's most parts per upload), {largest} bytes with part_bytes = {}; raise files.s3.part_bytes or lower file_bytes_max",
+                    self.s3.part_bytes
+                ));
+            }
         }
         out.extend(self.thumbnail.problems("files.thumbnail"));
         out
@@ -231,6 +247,7 @@ mod tests {
             unreferenced_grace_s: 1,
             gc_interval_s: 0,
             gc_keys_per_pass: 1,
+            cleanup_pass_ms_max: 0,
             ..FilesConfig::default()
         };
         let problems = bad.problems(false).join("\n");
@@ -247,6 +264,7 @@ mod tests {
             "files.unreferenced_grace_s",
             "files.gc_interval_s",
             "files.gc_keys_per_pass",
+            "files.cleanup_pass_ms_max",
         ] {
             assert!(problems.contains(key), "{key} missing from:\n{problems}");
         }
@@ -256,6 +274,40 @@ mod tests {
             ..FilesConfig::default()
         };
         assert!(too_many_chunks.problems(false)[0].contains("100000 chunks"));
+    }
+
+    #[test]
+    fn on_s3_a_file_must_fit_in_the_most_parts_s3_takes() {
+        let s3 = |file_bytes_max: u64, part_bytes: usize| FilesConfig {
+            storage: FileStorageKind::S3,
+            file_bytes_max,
+            chunk_bytes: CHUNK_BYTES_MAX,
+            s3: crate::files::storage::s3::S3Config {
+                bucket: "b".into(),
+                access_key_id: "id".into(),
+                secret_access_key: "secret".into(),
+                part_bytes,
+                ..Default::default()
+            },
+            ..FilesConfig::default()
+        };
+        let part = 8 << 20;
+        assert!(s3(part as u64 * 10_000, part).problems(false).is_empty());
+        let problems = s3(part as u64 * 10_000 + 1, part).problems(false);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains("files.file_bytes_max")
+                && problems[0].contains("files.s3.part_bytes"),
+            "{problems:?}"
+        );
+        // Bigger parts make room; local storage has no such limit.
+        assert!(s3(FILE_BYTES_LIMIT, 128 << 20).problems(false).is_empty());
+        let local = FilesConfig {
+            file_bytes_max: FILE_BYTES_LIMIT,
+            chunk_bytes: CHUNK_BYTES_MAX,
+            ..FilesConfig::default()
+        };
+        assert!(local.problems(false).is_empty());
     }
 
     #[test]

@@ -86,12 +86,15 @@ enum Half {
     Files,
     /// `blobs/`: the blobs' records whose file never came to be (`gc/blob_refs.rs`).
     BlobRefs,
+    /// `files/` once, before any collection: a record at the blob of each file from before the
+    /// collector (`gc/untracked.rs`).
+    Untracked,
 }
 
 impl Half {
     fn prefix(self) -> &'static str {
         match self {
-            Half::Files => "files/",
+            Half::Files | Half::Untracked => "files/",
             Half::BlobRefs => blob_refs::START,
         }
     }
@@ -108,12 +111,16 @@ impl FileService {
     /// One bounded pass, as if the time were `now` (ms since the epoch).
     pub async fn gc_pass(&self, now: u64) -> Result<GcPass, FileError> {
         let _not_paused = self.gc_gate.lock().await;
+        let mut pass = GcPass::default();
+        // No blob is deleted before every file from before the collector holds its blob.
+        if !self.untracked_recorded(now, &mut pass).await? {
+            return Ok(pass);
+        }
         let mut cursor = self
             .gc_cursor
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let mut pass = GcPass::default();
         let result = self.gc_walk(now, &mut cursor, &mut pass).await;
         *self.gc_cursor.lock().unwrap_or_else(|p| p.into_inner()) = cursor;
         result.map(|()| pass)
@@ -156,12 +163,13 @@ impl FileService {
         pass: &mut GcPass,
     ) -> Result<bool, FileError> {
         while self.gc_room(pass) > 0 {
-            // A page of keys per listing, not one: the local adapter reads a whole directory
-            // per listing, so a key at a time made a sweep quadratic in the files kept.
+            // A page of keys per listing, not one, and a walk's listing: the local adapter
+            // reads a directory per listing, so that a key at a time made a sweep quadratic
+            // in the files kept. What a walk may miss (a key made seconds ago) is young.
             let limit = self.gc_room(pass).clamp(1, LIST_PAGE);
             let page = self
                 .storage
-                .list(half.prefix(), cursor.as_deref(), limit)
+                .list_walk(half.prefix(), cursor.as_deref(), limit)
                 .await?;
             pass.keys += 1;
             if page.is_empty() {
@@ -179,6 +187,7 @@ impl FileService {
                 let next = match half {
                     Half::Files => self.gc_files_key(listed.key, now, pass).await,
                     Half::BlobRefs => self.gc_blob_refs_key(listed, now, pass).await,
+                    Half::Untracked => self.record_untracked_key(listed.key, pass).await,
                 };
                 match next {
                     Some(next) => *cursor = Some(next),
@@ -511,3 +520,4 @@ impl FileService {
 mod blob_refs;
 #[cfg(test)]
 mod tests;
+mod untracked;

@@ -19,7 +19,9 @@ pub struct FileMeta {
     pub thumb: Option<Thumb>,
     /// Its references are tracked (a marker per message that carries it, `refs.rs`) and its
     /// blob holds a reference record for it: the collector may remove it once no message
-    /// references it. Files completed before the collector existed have neither and are kept.
+    /// references it. Files completed before the collector existed have no markers and are
+    /// kept; the collector gives each a record at its blob before it deletes any blob
+    /// (`gc/untracked.rs`), so that a newer file of the same bytes never takes the blob along.
     #[serde(default)]
     pub tracked: bool,
 }
@@ -97,6 +99,9 @@ pub mod keys {
     pub fn upload_done(user: UserId, upload_id: &str) -> String {
         format!("uploads_done/{user}/{upload_id}")
     }
+    /// Written once every file from before the collector has a record at its blob
+    /// (`gc/untracked.rs`): until it is there, the collector deletes no blob.
+    pub const UNTRACKED_RECORDED: &str = "gc/untracked-recorded";
     /// Every completed upload's record.
     pub const UPLOADS_DONE: &str = "uploads_done/";
     /// Where versions before `uploads_done/` kept the record: still read (a retried complete,

@@ -11,6 +11,7 @@
 //! meta (`keep_blob`).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -69,6 +70,11 @@ pub struct FileService {
     pub(super) message_refs: OnceLock<Arc<dyn super::refs::MessageRefs>>,
     /// Where the collector's next pass starts (`gc.rs`).
     pub(super) gc_cursor: Mutex<Option<String>>,
+    /// Every file from before the collector has its record at its blob (`gc/untracked.rs`):
+    /// the collector deletes no blob before.
+    pub(super) untracked_recorded: AtomicBool,
+    /// Where the walk recording them stopped (`gc/untracked.rs`).
+    pub(super) untracked_cursor: Mutex<Option<String>>,
     /// Held by a collector pass, and by a backup copying the files (`pause_gc`).
     pub(super) gc_gate: Arc<tokio::sync::Mutex<()>>,
     /// Uploads being completed on this node (`user/upload_id`): a second complete waits its turn.
@@ -105,6 +111,8 @@ impl FileService {
             blob_locks: std::array::from_fn(|_| tokio::sync::Mutex::new(())),
             message_refs: OnceLock::new(),
             gc_cursor: Mutex::new(None),
+            untracked_recorded: AtomicBool::new(false),
+            untracked_cursor: Mutex::new(None),
             gc_gate: Arc::new(tokio::sync::Mutex::new(())),
             completing: Mutex::new(HashSet::new()),
             cleanup_cursor: Mutex::new(None),
@@ -394,11 +402,19 @@ impl FileService {
             .write_blob(user, upload_id, &meta, (!stored).then_some(&blob))
             .await
         {
-            // No file: its record at the blob goes (left behind, it would only keep the blob).
-            let _ = self
-                .storage
-                .delete(&keys::blob_ref(&meta.sha256, &file_id))
-                .await;
+            // No file. A blob write may fail after the blob became visible (a directory fsync
+            // after the rename, an S3 complete done but reported failed), and the blobs' sweep
+            // (`gc/blob_refs.rs`) finds a blob only through its records: then the record stays,
+            // and past the grace the sweep removes it, whose file never came, and the blob with
+            // it if it was the last. Otherwise (only hashed, or a mismatch: nothing written)
+            // the record goes now; left behind, it would only keep the blob.
+            let may_be_visible = !stored && !matches!(e, FileError::FileMismatch);
+            if !may_be_visible {
+                let _ = self
+                    .storage
+                    .delete(&keys::blob_ref(&meta.sha256, &file_id))
+                    .await;
+            }
             return Err(e);
         }
         let now = now_ms();
@@ -719,6 +735,14 @@ impl FileService {
         &self,
         key: &str,
     ) -> Result<Option<T>, FileError> {
+        match self.read_record(key).await? {
+            Some(bytes) => parse_record(key, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// A record's bytes (at most `RECORD_BYTES_MAX`); `None` when there is none.
+    pub(super) async fn read_record(&self, key: &str) -> Result<Option<Vec<u8>>, FileError> {
         let mut pieces = match self
             .storage
             .get(key, Some(0..RECORD_BYTES_MAX as u64))
@@ -732,9 +756,7 @@ impl FileService {
         while let Some(piece) = pieces.try_next().await? {
             bytes.extend_from_slice(&piece);
         }
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| FileError::Unavailable(format!("{key}: unreadable record: {e}")))
+        Ok(Some(bytes))
     }
 
     pub(super) async fn put_json<T: serde::Serialize>(
@@ -745,6 +767,12 @@ impl FileService {
         let bytes = serde_json::to_vec(value).expect("records serialise");
         Ok(self.storage.put(key, Bytes::from(bytes)).await?)
     }
+}
+
+/// A record read back (`read_record`), or why it cannot be.
+pub(super) fn parse_record<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, FileError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| FileError::Unavailable(format!("{key}: unreadable record: {e}")))
 }
 
 /// A key that sorts after every key of the upload (`~` is above the key alphabet).

@@ -28,7 +28,7 @@ macro_rules! storage_conformance {
             writer_invisible_until_finish, writer_abort_leaves_nothing,
             writer_dropped_leaves_nothing, writer_empty_object, large_object_in_parts,
             list_pages_in_key_order_within_prefix, list_prefix_is_a_string_prefix,
-            delete_is_idempotent, not_found);
+            a_walk_pages_as_listings_do, delete_is_idempotent, not_found);
     };
     (@tests $make:path; $($check:ident),*) => {
         $(
@@ -339,6 +339,38 @@ pub(crate) async fn list_pages_in_key_order_within_prefix(s: &dyn FileStorage) {
     let page = s.list("list/a/", Some("list/0"), 1).await.unwrap();
     assert_eq!(keys(&page), ["list/a/00000000"]);
     assert!(s.list("list/none/", None, 5).await.unwrap().is_empty());
+}
+
+/// A walk's pages (`list_walk`) give what listings give on a tree that does not change, and
+/// see a key deleted since an earlier page no more.
+pub(crate) async fn a_walk_pages_as_listings_do(s: &dyn FileStorage) {
+    for user in 0..5u32 {
+        for upload in 0..4u32 {
+            for name in ["chunks/00000000", "chunks/00000001", "meta.json"] {
+                let key = format!("walk/{user}/{upload:04}/{name}");
+                s.put(&key, Bytes::from_static(b"w")).await.unwrap();
+            }
+        }
+    }
+    s.put("walkz/1", Bytes::from_static(b"n")).await.unwrap();
+    let listed = s.list("walk/", None, 1000).await.unwrap();
+    assert_eq!(listed.len(), 60);
+    let mut walked: Vec<Listed> = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = s.list_walk("walk/", after.as_deref(), 7).await.unwrap();
+        assert!(page.len() <= 7, "a page longer than the limit");
+        let Some(last) = page.last() else { break };
+        after = Some(last.key.clone());
+        walked.extend(page);
+        // Deleted behind and ahead of the walk: the one ahead is not listed.
+        if walked.len() == 21 {
+            s.delete("walk/4/0003/meta.json").await.unwrap();
+        }
+    }
+    let mut want = keys(&listed);
+    want.retain(|k| *k != "walk/4/0003/meta.json");
+    assert_eq!(keys(&walked), want);
 }
 
 /// The prefix is a string prefix of the key, not only a whole path segment.

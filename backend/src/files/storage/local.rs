@@ -5,13 +5,14 @@
 //! returns, and a crash leaves at worst a temporary file, which is never listed (names starting
 //! with `.` are not keys) and is removed when the adapter opens again.
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Read as _, Seek as _, SeekFrom, Write as _};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::UNIX_EPOCH;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use bytes::Bytes;
 
@@ -26,6 +27,50 @@ const TMP_DIR: &str = ".tmp";
 pub const READ_PIECE_BYTES: u64 = 64 * 1024;
 /// Renames retried when a concurrent delete removed the (empty) directory just created.
 const RENAME_TRIES: usize = 3;
+/// How long a walk's page may use the directories an earlier page read (`list_walk`): a key
+/// made under one of them since is missed by the walk for at most this long.
+const WALK_SNAPSHOT_AGE: Duration = Duration::from_secs(10);
+/// Walks (prefixes) whose directories are kept at once, at most; the oldest goes first.
+const WALKS_MAX: usize = 16;
+
+/// A walk's directories, read once and used by its pages (`list_walk`), or by one listing.
+struct Snapshots {
+    taken: Instant,
+    /// `dir_key` plus `*` plus the name prefix → the sorted children.
+    dirs: HashMap<String, Arc<Vec<String>>>,
+}
+
+impl Snapshots {
+    fn new() -> Self {
+        Self {
+            taken: Instant::now(),
+            dirs: HashMap::new(),
+        }
+    }
+
+    fn children(
+        &mut self,
+        inner: &Inner,
+        dir_key: &str,
+        name_prefix: &str,
+    ) -> io::Result<Arc<Vec<String>>> {
+        let id = format!("{dir_key}*{name_prefix}");
+        if let Some(children) = self.dirs.get(&id) {
+            return Ok(Arc::clone(children));
+        }
+        let children = Arc::new(inner.read_children(dir_key, name_prefix)?);
+        self.dirs.insert(id, Arc::clone(&children));
+        Ok(children)
+    }
+
+    /// Forgets every directory but those `key` is in: the next page starts there.
+    fn keep_ancestors_of(&mut self, key: &str) {
+        self.dirs.retain(|id, _| {
+            let dir_key = id.split_once('*').map_or("", |(d, _)| d);
+            key.starts_with(dir_key)
+        });
+    }
+}
 
 pub struct LocalStorage {
     inner: Arc<Inner>,
@@ -37,6 +82,11 @@ struct Inner {
     /// Temporary names: a random prefix per open and a counter.
     nonce: u64,
     counter: AtomicU64,
+    /// The directories each walk (by prefix) read for its last page (`list_walk`).
+    walks: Mutex<HashMap<String, Snapshots>>,
+    /// Directory entries listings have read: what a walk costs, for tests.
+    #[cfg(test)]
+    entries_read: AtomicU64,
 }
 
 impl LocalStorage {
@@ -58,12 +108,21 @@ impl LocalStorage {
                 tmp,
                 nonce: u64::from_le_bytes(nonce),
                 counter: AtomicU64::new(0),
+                walks: Mutex::new(HashMap::new()),
+                #[cfg(test)]
+                entries_read: AtomicU64::new(0),
             }),
         })
     }
 
     pub fn root(&self) -> &Path {
         &self.inner.root
+    }
+
+    /// Directory entries read by listings since the adapter opened.
+    #[cfg(test)]
+    pub fn entries_read(&self) -> u64 {
+        self.inner.entries_read.load(Ordering::Relaxed)
     }
 }
 
@@ -118,10 +177,11 @@ impl Inner {
         prefix: &str,
         after: Option<&str>,
         limit: usize,
+        dirs: &mut Snapshots,
     ) -> Result<Vec<Listed>, StorageError> {
         // Whole segments as in a key; the last one may be partial or empty.
-        let (dirs, last) = prefix.rsplit_once('/').unwrap_or(("", prefix));
-        let dirs_ok = dirs.is_empty() || dirs.split('/').all(valid_segment);
+        let (segments, last) = prefix.rsplit_once('/').unwrap_or(("", prefix));
+        let dirs_ok = segments.is_empty() || segments.split('/').all(valid_segment);
         if !dirs_ok || !(last.is_empty() || valid_segment(last)) {
             return Err(StorageError::Failed(format!(
                 "not a storage prefix: {prefix:?}"
@@ -132,14 +192,49 @@ impl Inner {
             None => ("", prefix),
         };
         let mut out = Vec::new();
-        self.walk(dir_key, name_prefix, after, limit, &mut out)
+        self.walk(dir_key, name_prefix, after, limit, &mut out, dirs)
             .map_err(io_error)?;
         Ok(out)
     }
 
+    /// A page of a walk ([`FileStorage::list_walk`]): the directories read for the walk's
+    /// earlier pages are used again while younger than [`WALK_SNAPSHOT_AGE`].
+    fn list_walk_blocking(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Listed>, StorageError> {
+        let kept = after.and_then(|_| {
+            self.walks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(prefix)
+                .filter(|s| s.taken.elapsed() < WALK_SNAPSHOT_AGE)
+        });
+        let mut dirs = kept.unwrap_or_else(Snapshots::new);
+        let page = self.list_blocking(prefix, after, limit, &mut dirs)?;
+        let Some(last) = page.last() else {
+            return Ok(page);
+        };
+        // What the next page reads again: the directories on the way to the last key.
+        dirs.keep_ancestors_of(&last.key);
+        let mut walks = self.walks.lock().unwrap_or_else(|p| p.into_inner());
+        if walks.len() >= WALKS_MAX
+            && let Some(oldest) = walks
+                .iter()
+                .min_by_key(|(_, s)| s.taken)
+                .map(|(k, _)| k.clone())
+        {
+            walks.remove(&oldest);
+        }
+        walks.insert(prefix.to_owned(), dirs);
+        Ok(page)
+    }
+
     /// Lists `dir_key` (a key prefix ending in `/`, or empty for the root) in key order, each
     /// subdirectory sorted as its name plus `/`, skipping what sorts at or before `after`
-    /// without reading it.
+    /// without reading it. Directories are read through `dirs` (a walk's snapshots).
     fn walk(
         &self,
         dir_key: &str,
@@ -147,7 +242,40 @@ impl Inner {
         after: Option<&str>,
         limit: usize,
         out: &mut Vec<Listed>,
+        dirs: &mut Snapshots,
     ) -> io::Result<()> {
+        let children = dirs.children(self, dir_key, name_prefix)?;
+        for key in children.iter() {
+            if out.len() >= limit {
+                break;
+            }
+            if key.ends_with('/') {
+                // Everything inside sorts after `key` and starts with it.
+                if let Some(a) = after
+                    && a >= key.as_str()
+                    && !a.starts_with(key.as_str())
+                {
+                    continue;
+                }
+                self.walk(key, "", after, limit, out, dirs)?;
+            } else if after.is_none_or(|a| key.as_str() > a) {
+                match fs::metadata(self.root.join(key)) {
+                    Ok(meta) => out.push(Listed {
+                        key: key.clone(),
+                        meta: object_meta(&meta),
+                    }),
+                    // Deleted since the directory was read.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A directory's entries that are keys or directories, as keys (a directory's with its
+    /// trailing `/`), sorted; none for a directory that is not there.
+    fn read_children(&self, dir_key: &str, name_prefix: &str) -> io::Result<Vec<String>> {
         let entries = match fs::read_dir(self.root.join(dir_key)) {
             Ok(entries) => entries,
             Err(e)
@@ -156,13 +284,15 @@ impl Inner {
                     io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
                 ) =>
             {
-                return Ok(());
+                return Ok(Vec::new());
             }
             Err(e) => return Err(e),
         };
         let mut children = Vec::new();
         for entry in entries {
             let entry = entry?;
+            #[cfg(test)]
+            self.entries_read.fetch_add(1, Ordering::Relaxed);
             let Ok(name) = entry.file_name().into_string() else {
                 continue;
             };
@@ -177,32 +307,7 @@ impl Inner {
             }
         }
         children.sort_unstable();
-        for key in children {
-            if out.len() >= limit {
-                break;
-            }
-            if key.ends_with('/') {
-                // Everything inside sorts after `key` and starts with it.
-                if let Some(a) = after
-                    && a >= key.as_str()
-                    && !a.starts_with(key.as_str())
-                {
-                    continue;
-                }
-                self.walk(&key, "", after, limit, out)?;
-            } else if after.is_none_or(|a| key.as_str() > a) {
-                match fs::metadata(self.root.join(&key)) {
-                    Ok(meta) => out.push(Listed {
-                        key,
-                        meta: object_meta(&meta),
-                    }),
-                    // Deleted since the directory was read.
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        Ok(())
+        Ok(children)
     }
 
     fn delete_blocking(&self, key: &str) -> Result<(), StorageError> {
@@ -367,7 +472,21 @@ impl FileStorage for LocalStorage {
     ) -> Result<Vec<Listed>, StorageError> {
         let inner = Arc::clone(&self.inner);
         let (prefix, after) = (prefix.to_owned(), after.map(str::to_owned));
-        blocking(move || inner.list_blocking(&prefix, after.as_deref(), limit)).await
+        blocking(move || {
+            inner.list_blocking(&prefix, after.as_deref(), limit, &mut Snapshots::new())
+        })
+        .await
+    }
+
+    async fn list_walk(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Listed>, StorageError> {
+        let inner = Arc::clone(&self.inner);
+        let (prefix, after) = (prefix.to_owned(), after.map(str::to_owned));
+        blocking(move || inner.list_walk_blocking(&prefix, after.as_deref(), limit)).await
     }
 
     async fn delete(&self, key: &str) -> Result<(), StorageError> {

@@ -96,6 +96,20 @@ pub trait FileStorage: Send + Sync + 'static {
 
     /// Removes the object; an absent one is not an error.
     async fn delete(&self, key: &str) -> Result<(), StorageError>;
+
+    /// [`Self::list`] for a walk over many pages (the collector's, the cleanup's): a page may
+    /// miss a key made in the last few seconds (for the local adapter, under a directory an
+    /// earlier page of the walk read), so that each page costs about its own keys rather than
+    /// a read of every directory on its way. Only for walks to which a key that new means
+    /// nothing yet (it is young: the next walk sees it).
+    async fn list_walk(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Listed>, StorageError> {
+        self.list(prefix, after, limit).await
+    }
 }
 
 /// An object being written: bytes go in order; `finish` makes it visible and durable,

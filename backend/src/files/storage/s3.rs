@@ -19,8 +19,8 @@ use futures_util::StreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
 use object_store::{
-    BackoffConfig, ClientOptions, GetOptions, GetRange, ObjectStore, PutPayload, RetryConfig,
-    WriteMultipart,
+    BackoffConfig, ClientOptions, GetOptions, GetRange, MultipartUpload, ObjectStore, PutPayload,
+    RetryConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +28,8 @@ use super::{ByteStream, FileStorage, Listed, ObjectMeta, ObjectWriter, StorageEr
 
 /// S3's smallest part of a multipart upload (all but the last): 5 MiB.
 pub const PART_BYTES_MIN: usize = 5 << 20;
+/// S3's most parts in one multipart upload: a file is at most `part_bytes` times this.
+pub const PARTS_MAX: u64 = 10_000;
 /// S3's largest part: 5 GiB; kept far lower here since a part is held in memory.
 pub const PART_BYTES_MAX: usize = 256 << 20;
 
@@ -305,23 +307,52 @@ fn redact(text: &str, access_key_id: &str) -> String {
     }
 }
 
+/// S3 error codes (the answer's `<Code>`) that S3 and its look-alikes give for a full bucket or
+/// quota; a 507 status says the same.
+const FULL_CODES: [&str; 3] = ["QuotaExceeded", "XMinioStorageFull", "EntityTooLarge"];
+
 fn map_err(e: object_store::Error) -> StorageError {
     match e {
         object_store::Error::NotFound { .. } => StorageError::NotFound,
-        e => {
-            let text = e.to_string();
-            // S3 and its look-alikes answer a full bucket or quota with 507 or these codes.
-            if text.contains("507")
-                || text.contains("QuotaExceeded")
-                || text.contains("XMinioStorageFull")
-                || text.contains("EntityTooLarge")
-            {
-                StorageError::Full
-            } else {
-                StorageError::Failed(text)
-            }
-        }
+        e if storage_full(&e) => StorageError::Full,
+        e => StorageError::Failed(e.to_string()),
     }
+}
+
+/// Whether the server answered "full", judged from its answer alone: the status and the S3
+/// error code. Never a substring of the whole message, which holds URIs (`chunks/00000507`)
+/// and times (`30.001507s`).
+fn storage_full(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if let Some((status, body)) = server_answer(&err.to_string()) {
+            return status == Some(507)
+                || error_code(body).is_some_and(|c| FULL_CODES.contains(&c));
+        }
+        next = err.source();
+    }
+    false
+}
+
+/// The status and body of a server's answer, from object_store's request error (the innermost
+/// error of a request the server refused; object_store exports no type to downcast to, so its
+/// two fixed forms are read): `Server returned non-2xx status code: {status}: {body}` and
+/// `Server returned error response: {body}`. `None` for any other error.
+fn server_answer(text: &str) -> Option<(Option<u16>, &str)> {
+    if let Some(rest) = text.strip_prefix("Server returned non-2xx status code: ") {
+        let (status, body) = rest.split_once(": ").unwrap_or((rest, ""));
+        let code = status.split(' ').next().and_then(|s| s.parse().ok());
+        return Some((code, body));
+    }
+    text.strip_prefix("Server returned error response: ")
+        .map(|body| (None, body))
+}
+
+/// The `<Code>` of an S3 error answer.
+fn error_code(body: &str) -> Option<&str> {
+    let start = body.find("<Code>")? + "<Code>".len();
+    let len = body[start..].find("</Code>")?;
+    Some(&body[start..start + len])
 }
 
 fn meta_of(meta: &object_store::ObjectMeta) -> ObjectMeta {
@@ -483,51 +514,115 @@ struct S3Writer {
     path: Path,
     part_bytes: usize,
     parts_in_flight_max: usize,
-    /// Bytes before the upload starts (less than one part).
+    /// Bytes not sent yet (less than one part between calls).
     buffered: Vec<Bytes>,
     buffered_bytes: usize,
     written_bytes: u64,
-    upload: Option<WriteMultipart>,
+    upload: Option<Multipart>,
+}
+
+/// A multipart upload under way, its parts sent as tasks. Ours rather than object_store's
+/// `WriteMultipart`, whose `finish` returns a failed part's error without aborting the upload
+/// (and, the upload moved into it, our drop could not abort either): the parts stayed in the
+/// bucket until its lifecycle rule.
+struct Multipart {
+    upload: Box<dyn MultipartUpload>,
+    parts: tokio::task::JoinSet<object_store::Result<()>>,
+}
+
+impl Multipart {
+    fn send(&mut self, part: PutPayload) {
+        self.parts.spawn(self.upload.put_part(part));
+    }
+
+    /// Waits until fewer than `max` parts are in flight (none for 0); the first failure.
+    async fn wait_below(&mut self, max: usize) -> object_store::Result<()> {
+        while !self.parts.is_empty() && self.parts.len() >= max {
+            if let Some(done) = self.parts.join_next().await {
+                done??;
+            }
+        }
+        Ok(())
+    }
+
+    /// The rest sent, every part waited for, then the upload completed.
+    async fn complete(&mut self, rest: Option<PutPayload>) -> object_store::Result<()> {
+        if let Some(rest) = rest {
+            self.send(rest);
+        }
+        self.wait_below(0).await?;
+        self.upload.complete().await.map(drop)
+    }
+
+    async fn abort(mut self) -> object_store::Result<()> {
+        self.parts.shutdown().await;
+        self.upload.abort().await
+    }
+}
+
+impl S3Writer {
+    /// The first `n` buffered bytes as one payload (`n` at most what is buffered).
+    fn take_part(&mut self, n: usize) -> PutPayload {
+        let mut part = Vec::new();
+        let mut taken = 0;
+        while taken < n {
+            let mut piece = self.buffered.remove(0);
+            if taken + piece.len() > n {
+                let rest = piece.split_off(n - taken);
+                self.buffered.insert(0, rest);
+            }
+            taken += piece.len();
+            part.push(piece);
+        }
+        self.buffered_bytes -= taken;
+        part.into_iter().collect()
+    }
 }
 
 #[async_trait::async_trait]
 impl ObjectWriter for S3Writer {
     async fn write(&mut self, bytes: Bytes) -> Result<(), StorageError> {
         self.written_bytes += bytes.len() as u64;
-        if let Some(upload) = self.upload.as_mut() {
-            upload
-                .wait_for_capacity(self.parts_in_flight_max)
-                .await
-                .map_err(map_err)?;
-            upload.put(bytes);
-            return Ok(());
-        }
         self.buffered_bytes += bytes.len();
         self.buffered.push(bytes);
-        if self.buffered_bytes >= self.part_bytes {
-            let multipart = self
-                .store
-                .put_multipart(&self.path)
+        while self.buffered_bytes >= self.part_bytes {
+            if self.upload.is_none() {
+                let upload = self
+                    .store
+                    .put_multipart(&self.path)
+                    .await
+                    .map_err(map_err)?;
+                self.upload = Some(Multipart {
+                    upload,
+                    parts: tokio::task::JoinSet::new(),
+                });
+            }
+            let part = self.take_part(self.part_bytes);
+            let upload = self.upload.as_mut().expect("started above");
+            upload
+                .wait_below(self.parts_in_flight_max)
                 .await
                 .map_err(map_err)?;
-            let mut upload = WriteMultipart::new_with_chunk_size(multipart, self.part_bytes);
-            for piece in self.buffered.drain(..) {
-                upload.put(piece);
-            }
-            self.buffered_bytes = 0;
-            self.upload = Some(upload);
+            upload.send(part);
         }
         Ok(())
     }
 
     async fn finish(mut self: Box<Self>) -> Result<ObjectMeta, StorageError> {
+        let rest: PutPayload = std::mem::take(&mut self.buffered).into_iter().collect();
         match self.upload.take() {
-            Some(upload) => {
-                upload.finish().await.map_err(map_err)?;
+            Some(mut upload) => {
+                let rest = (self.buffered_bytes > 0).then_some(rest);
+                if let Err(e) = upload.complete(rest).await {
+                    // Any failure, a part's or the complete's: the parts go now.
+                    if let Err(abort) = upload.abort().await {
+                        tracing::warn!(error = %abort, "files: aborting a failed S3 multipart upload failed");
+                    }
+                    return Err(map_err(e));
+                }
             }
             None => {
-                let payload: PutPayload = std::mem::take(&mut self.buffered).into_iter().collect();
-                self.store.put(&self.path, payload).await.map_err(map_err)?;
+                self.store.put(&self.path, rest).await.map_err(map_err)?;
             }
         }
         Ok(ObjectMeta {
@@ -742,3 +837,6 @@ pub(crate) mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod full_tests;
