@@ -98,7 +98,9 @@ pub struct AccountsConfig {
     /// Register requests the backend holds at once, from its request queue to their answer
     /// (most of them waiting for the registration hasher), and apart from them RequestEmailCode
     /// and ResetPassword requests, each at most (requests); one more is answered
-    /// `UNAVAILABLE` with a jittered `retry_after_ms`.
+    /// `UNAVAILABLE` with a jittered `retry_after_ms`. The default is what the gateway's login
+    /// slots of four default shards hand on at once: a burst of sign-ups waits for the hasher
+    /// rather than being refused, and what waits stays bounded.
     pub registrations_waiting_max: usize,
 }
 
@@ -130,7 +132,7 @@ impl Default for AccountsConfig {
             user_invites_page_max: 50,
             registrations_per_ip_per_hour: 1_000,
             registrations_per_network_per_hour: 5_000,
-            registrations_waiting_max: 256,
+            registrations_waiting_max: 4096,
         }
     }
 }
