@@ -1,7 +1,7 @@
 //! Resume instead of resync: a client reconnecting after a short break names the server time of
 //! the last frame it processed and the seqs it holds (`Login.resume`). Right after its `LoginOk`
-//! it gets what it missed — one `SyncBatch` per conversation with activity since then, then
-//! `Resumed` — instead of asking for the conversation list and syncing each conversation: one
+//! it gets what it missed — one `SyncBatch` per conversation with activity since then or behind
+//! the seq the device names for it, then `Resumed` — instead of asking for the conversation list and syncing each conversation: one
 //! round trip instead of 2 + N, and the reads bounded per login.
 //!
 //! Nothing of its own: the conversations come from the conversation list's read
@@ -13,19 +13,21 @@
 //! `LoginOk`), so a message committed meanwhile is pushed, read here, or both; clients
 //! de-duplicate by (conversation, seq).
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use prost::Message as _;
 use ringchat_proto::Body;
 use ringchat_proto::v1::{self, ErrorCode, ResumeIncomplete};
 
-use super::{conversations, reads};
+use super::conversations::{self, Head};
+use super::reads;
 use crate::Backend;
 use crate::accounts::Refusal;
 use crate::api::{ConnRef, Outgoing, ShardEvent};
 use crate::config::LoginConfig;
-use crate::store::{Ports, UserId};
+use crate::store::{ConvId, Ports, UserId};
 
 /// Activity this much older than `since` still counts: a message's `server_time_ms` is taken
 /// when it is sequenced, before its commit group is durable and pushed (so a message pushed
@@ -117,6 +119,25 @@ pub(crate) fn read(
         let seq = known.entry(k.conversation_id).or_default();
         *seq = (*seq).max(k.seq);
     }
+    // A conversation quiet since `from` may still hold messages the device never got: in
+    // cluster mode another node's push can be lost (a full peer queue, a broken link) and the
+    // `SyncNeeded` that repairs it may never have reached this device. So every known
+    // conversation's head is read (one batch, at most `resume_known_max`), whatever its time.
+    let listed: HashSet<u64> = active.iter().map(|c| c.conversation_id).collect();
+    let quiet: Vec<ConvId> = known
+        .keys()
+        .filter(|id| !listed.contains(id))
+        .filter_map(|id| ConvId::from_wire(*id))
+        .collect();
+    let mut behind: Vec<Head> = conversations::heads_of(ports, user, &quiet, bounds.groups_max)?
+        .into_iter()
+        .filter(|h| known.get(&h.key().1).is_some_and(|seq| h.last().seq > *seq))
+        .collect();
+    if active.len() + behind.len() > max {
+        return Ok(incomplete(ResumeIncomplete::TooManyConversations));
+    }
+    behind.sort_by_key(|h| Reverse(h.key()));
+    active.extend(conversations::entries(ports, user, behind)?);
     let mut batches = Vec::with_capacity(active.len());
     // Counted as each page is read: what is held is the budget and one page at most.
     let mut bytes = 0u64;
@@ -221,3 +242,7 @@ impl Backend {
             .await;
     }
 }
+
+#[cfg(test)]
+#[path = "resume_tests.rs"]
+mod tests;

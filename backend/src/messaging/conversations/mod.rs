@@ -21,14 +21,22 @@ const RECENT_STEP: usize = 256;
 const RECENT_BUCKET_ENTRIES_MAX: usize = 100_000;
 
 /// A list entry before its cursors are read.
-enum Head {
+pub(crate) enum Head {
     Direct(MessageRecord),
     Group(GroupHead),
 }
 
 impl Head {
+    /// The conversation's newest message the user may read.
+    pub(crate) fn last(&self) -> &MessageRecord {
+        match self {
+            Head::Direct(m) => m,
+            Head::Group(h) => &h.last,
+        }
+    }
+
     /// The list's order, newest first: last activity, then conversation id.
-    fn key(&self) -> (u64, u64) {
+    pub(crate) fn key(&self) -> (u64, u64) {
         match self {
             Head::Direct(m) => (m.server_time_ms, m.conv_id.to_wire()),
             Head::Group(h) => h.key(),
@@ -59,6 +67,53 @@ pub fn conversations(
     heads.sort_by_key(|h| Reverse(h.key()));
     let has_more = heads.len() > limit;
     heads.truncate(limit);
+    Ok(v1::ConversationList {
+        conversations: entries(ports, user, heads)?,
+        has_more,
+    })
+}
+
+/// The heads of those of `convs` that are the user's (a stranger's is skipped, as the list
+/// never shows it), in no particular order. A group's head is the one the list shows: for a
+/// former member, the event it left by. Groups cost one read of the user's group rows (at most
+/// `groups_max`) and their heads, only when `convs` names one.
+pub(crate) fn heads_of(
+    ports: &Ports,
+    user: UserId,
+    convs: &[ConvId],
+    groups_max: u32,
+) -> Result<Vec<Head>, Refusal> {
+    let (groups, direct): (Vec<ConvId>, Vec<ConvId>) = convs
+        .iter()
+        .partition(|c| c.kind() == crate::store::ConvKind::Group);
+    let direct: Vec<ConvId> = direct
+        .into_iter()
+        .filter(|c| members_with(*c, user).is_ok())
+        .collect();
+    let mut out: Vec<Head> = ports
+        .log
+        .last_messages(&direct)?
+        .into_iter()
+        .flatten()
+        .map(Head::Direct)
+        .collect();
+    if !groups.is_empty() {
+        let all = groups::heads(ports, user, None, groups_max, usize::MAX)?;
+        out.extend(
+            all.into_iter()
+                .filter(|h| groups.contains(&h.g))
+                .map(Head::Group),
+        );
+    }
+    Ok(out)
+}
+
+/// The list's entries of `heads`, in their order.
+pub(crate) fn entries(
+    ports: &Ports,
+    user: UserId,
+    heads: Vec<Head>,
+) -> Result<Vec<v1::Conversation>, Refusal> {
     // The user's cursor row of each, and a direct conversation's other member's (whose
     // cursors are the peer's ticks), in one batch.
     let mut keys = Vec::with_capacity(heads.len() * 2);
@@ -115,10 +170,7 @@ pub fn conversations(
             Head::Group(h) => groups::entry(ports, user, h, mine)?,
         });
     }
-    Ok(v1::ConversationList {
-        conversations: list,
-        has_more,
-    })
+    Ok(list)
 }
 
 /// The list's kind of a conversation found through the recency index (groups come apart).

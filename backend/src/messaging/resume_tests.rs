@@ -1,0 +1,137 @@
+//! A resume's reads over a fjall store.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::config::Durability;
+use crate::store::{
+    CommitGroup, ConvId, ConversationLog, FjallStore, MessageRecord, RecencyMove, USER_ID_FIRST,
+    recency_bucket,
+};
+
+const ALICE: UserId = USER_ID_FIRST;
+const BOB: UserId = USER_ID_FIRST + 1;
+const CAROL: UserId = USER_ID_FIRST + 2;
+const NOW: u64 = 1_800_000_000_000;
+
+const BOUNDS: Bounds = Bounds {
+    window_ms: 600_000,
+    conversations_max: 64,
+    page_max: 100,
+    groups_max: 500,
+    bytes_max: 2 << 20,
+};
+
+/// Appends `seqs` of the direct conversation of `a` and `b`, all stamped `time`, indexed as
+/// the sequencer indexes them.
+fn append(
+    store: &FjallStore,
+    a: UserId,
+    b: UserId,
+    seqs: std::ops::RangeInclusive<u64>,
+    time: u64,
+) {
+    let conv = ConvId::direct(a, b).unwrap();
+    let mut group = CommitGroup::default();
+    for seq in seqs {
+        group.messages.push(MessageRecord {
+            conv_id: conv,
+            seq,
+            msg_id: conv.to_wire() ^ seq,
+            from: b,
+            to: a,
+            client_msg_id: format!("c{seq}"),
+            content_type: 1,
+            content: bytes::Bytes::from_static(b"hi"),
+            server_time_ms: time,
+            recalled: false,
+            recall_of_seq: 0,
+            recall_event_seq: 0,
+            mentions: None,
+        });
+    }
+    for user in [a, b] {
+        group.recency.push(RecencyMove {
+            user,
+            conv,
+            from: None,
+            to: recency_bucket(time),
+        });
+    }
+    store.append(&group).unwrap();
+}
+
+fn resume(since: u64, known: &[(ConvId, u64)]) -> v1::Resume {
+    v1::Resume {
+        since_server_time_ms: since,
+        known: known
+            .iter()
+            .map(|(c, seq)| v1::ConversationSeq {
+                conversation_id: c.to_wire(),
+                seq: *seq,
+            })
+            .collect(),
+    }
+}
+
+/// A message the device never got (a cluster push lost on the way) and older than `since`
+/// is still carried: the known seq says the device is behind, whatever the head's time.
+#[test]
+fn a_known_conversation_behind_its_head_is_carried_whatever_its_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FjallStore::open(dir.path(), Durability::None).unwrap());
+    let since = NOW - 1_000;
+    // With Bob: seqs 1-3 stamped 10 s before `since`; the device holds seq 1 only.
+    append(&store, ALICE, BOB, 1..=3, since - 10_000);
+    // With Carol: quiet and caught up.
+    append(&store, ALICE, CAROL, 1..=2, since - 20_000);
+    // Bob and Carol's own conversation: not Alice's, named anyway.
+    append(&store, BOB, CAROL, 1..=5, since - 5_000);
+    let ports = Ports::of(store);
+    let bob = ConvId::direct(ALICE, BOB).unwrap();
+    let carol = ConvId::direct(ALICE, CAROL).unwrap();
+    let strangers = ConvId::direct(BOB, CAROL).unwrap();
+    let req = resume(since, &[(bob, 1), (carol, 2), (strangers, 1)]);
+    let out = read(&ports, ALICE, &req, NOW, BOUNDS).unwrap();
+    assert!(out.done.complete, "{:?}", out.done);
+    assert_eq!(out.batches.len(), 1, "{:?}", out.batches);
+    let batch = &out.batches[0];
+    assert_eq!(batch.conversation_id, bob.to_wire());
+    let seqs: Vec<u64> = batch.messages.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, [2, 3]);
+    let listed: Vec<u64> = out
+        .done
+        .conversations
+        .iter()
+        .map(|c| c.conversation_id)
+        .collect();
+    assert_eq!(listed, [bob.to_wire()]);
+    assert_eq!(out.done.conversations[0].max_seq, 3);
+    assert!(out.done.conversations[0].last_message.is_none());
+}
+
+/// Conversations behind count against `resume_conversations_max` like active ones.
+#[test]
+fn conversations_behind_count_against_the_maximum() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FjallStore::open(dir.path(), Durability::None).unwrap());
+    let since = NOW - 1_000;
+    append(&store, ALICE, BOB, 1..=2, since - 10_000);
+    append(&store, ALICE, CAROL, 1..=2, since);
+    let ports = Ports::of(store);
+    let bob = ConvId::direct(ALICE, BOB).unwrap();
+    let bounds = Bounds {
+        conversations_max: 1,
+        ..BOUNDS
+    };
+    let out = read(&ports, ALICE, &resume(since, &[(bob, 1)]), NOW, bounds).unwrap();
+    assert!(!out.done.complete);
+    assert_eq!(
+        out.done.reason,
+        ResumeIncomplete::TooManyConversations as i32
+    );
+    // Caught up, it is not counted.
+    let out = read(&ports, ALICE, &resume(since, &[(bob, 2)]), NOW, bounds).unwrap();
+    assert!(out.done.complete, "{:?}", out.done);
+    assert_eq!(out.batches.len(), 1);
+}
