@@ -38,7 +38,12 @@ impl Shard {
         ids: impl IntoIterator<Item = ConnId>,
         frame: &Bytes,
     ) {
-        let live = |id| conns.get(id).filter(|c| c.close.get().is_none());
+        // Not yet logged in: skipped, as `drain_inbox` skips frames of its own.
+        let live = |id| {
+            conns
+                .get(id)
+                .filter(|c| c.close.get().is_none() && c.is_authed())
+        };
         let mut ids = ids.into_iter();
         let Some(first) = ids.by_ref().find_map(live) else {
             return;
@@ -48,10 +53,7 @@ impl Shard {
             return;
         };
         let fanout = Fanout::new(frame.clone());
-        for c in [first, second]
-            .into_iter()
-            .chain(ids.filter_map(|id| conns.get(id)))
-        {
+        for c in [first, second].into_iter().chain(ids.filter_map(live)) {
             self.push(c, Frame::Shared(&fanout));
         }
     }

@@ -256,6 +256,13 @@ impl ConnShared {
         self.accepted_tick.set(AUTHED);
     }
 
+    /// Whether its login succeeded. Until then what the backend routes to it is dropped
+    /// (`drain_inbox`): the backend registers a session before checks that can still refuse
+    /// the login, and the client's catch-up after its `LoginOk` carries what was routed.
+    pub fn is_authed(&self) -> bool {
+        self.accepted_tick.get() == AUTHED
+    }
+
     /// Its session was told the idle timeout that is `ticks` long.
     pub fn announced_idle(&self, ticks: u64) {
         self.announced_idle_ticks
@@ -653,10 +660,13 @@ async fn drain_inbox(shard: Rc<Shard>, mut inbox: mpsc::Receiver<ShardEvent>) {
     let mut batch = Vec::with_capacity(EVENT_BATCH_MAX);
     while inbox.recv_many(&mut batch, EVENT_BATCH_MAX).await > 0 {
         let conns = shard.conns.borrow();
+        // Only logged-in connections are routed to (`ConnShared::is_authed`; shared lists:
+        // `enqueue_shared`): a login the backend still refuses must not see the user's frames.
+        let routed = |conn| conns.get(conn).filter(|c| c.is_authed());
         for event in batch.drain(..) {
             match event {
                 ShardEvent::Frame { conn, frame } => {
-                    if let Some(c) = conns.get(conn) {
+                    if let Some(c) = routed(conn) {
                         shard.enqueue(c, frame);
                     }
                 }
@@ -664,7 +674,7 @@ async fn drain_inbox(shard: Rc<Shard>, mut inbox: mpsc::Receiver<ShardEvent>) {
                     for outgoing in frames {
                         match outgoing {
                             Outgoing::One(conn, frame) => {
-                                if let Some(c) = conns.get(conn) {
+                                if let Some(c) = routed(conn) {
                                     shard.enqueue(c, frame);
                                 }
                             }

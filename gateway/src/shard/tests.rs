@@ -36,6 +36,13 @@ fn budget(conn_bytes: u32, shard_bytes: u64) -> GatewayConfig {
     }
 }
 
+/// A connection whose login succeeded: only those are routed to.
+fn logged_in(shard: &Shard) -> Rc<ConnShared> {
+    let c = shard.register();
+    c.set_authed();
+    c
+}
+
 const KIB: usize = 1024;
 const MIB: usize = 1024 * KIB;
 
@@ -52,7 +59,7 @@ fn kicked_slow(c: &ConnShared) -> bool {
 #[test]
 fn a_group_message_to_many_members_is_charged_to_the_shard_once() {
     let (shard, _requests) = shard_with(GatewayConfig::default());
-    let members: Vec<Rc<ConnShared>> = (0..20_000).map(|_| shard.register()).collect();
+    let members: Vec<Rc<ConnShared>> = (0..20_000).map(|_| logged_in(&shard)).collect();
     let frame = frame(32 * KIB);
     shard.enqueue_shared(&shard.conns.borrow(), members.iter().map(|c| c.id), &frame);
     assert_eq!(shard.stats.outbound_budget_kicks.get(), 0);
@@ -79,13 +86,13 @@ fn a_shared_frame_is_charged_though_the_first_member_takes_none() {
         ..GatewayConfig::default()
     };
     let (shard, _requests) = shard_with(gateway);
-    let closing = shard.register();
+    let closing = logged_in(&shard);
     closing.close_with(Close::Kick(KickReason::Replaced));
-    let full = shard.register();
+    let full = logged_in(&shard);
     shard.enqueue(&full, frame(10));
     shard.enqueue(&full, frame(10));
-    let live = shard.register();
-    let other = shard.register();
+    let live = logged_in(&shard);
+    let other = logged_in(&shard);
     let conns = shard.conns.borrow();
 
     shard.enqueue_shared(&conns, [closing.id, live.id], &frame(LEN as usize));
@@ -114,7 +121,7 @@ fn a_shared_frame_is_charged_though_the_first_member_takes_none() {
 #[test]
 fn past_the_budget_the_kicks_that_free_the_most_go_first() {
     let (shard, _requests) = shard_with(budget(8 * MIB as u32, 5 * MIB as u64));
-    let [d, b, c, a, e, f] = [(); 6].map(|()| shard.register());
+    let [d, b, c, a, e, f] = [(); 6].map(|()| logged_in(&shard));
     let conns = shard.conns.borrow();
     for _ in 0..32 {
         shard.enqueue_shared(&conns, [d.id, b.id, c.id], &frame(64 * KIB));
@@ -177,4 +184,83 @@ fn a_backlog_past_the_drain_timeout_leaves_the_budget_at_once() {
     shard.reap_tick();
     assert!(kicked_slow(&z));
     assert_eq!(shard.outbound_bytes.get(), 0);
+}
+
+/// Hands `events` to the shard's inbox task and returns once it has applied them (a
+/// `Reconfigure` behind them says so); the inbox stays open, so the shard does not stop.
+fn drain(shard: &Rc<Shard>, events: Vec<ShardEvent>) {
+    let (tx, inbox) = mpsc::channel(events.len() + 1);
+    let (applied, done) = std::sync::mpsc::sync_channel(1);
+    for event in events
+        .into_iter()
+        .chain([ShardEvent::Reconfigure { applied }])
+    {
+        tx.try_send(event).expect("room in the inbox");
+    }
+    let mut rt = RuntimeBuilder::<LegacyDriver>::new()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let drained = async {
+            while done.try_recv().is_err() {
+                local::YieldOnce(false).await;
+            }
+        };
+        monoio::select! {
+            () = drain_inbox(Rc::clone(shard), inbox) => panic!("the inbox task ended"),
+            () = drained => {}
+        }
+    });
+    drop(tx);
+}
+
+/// What the backend routes to a connection whose login is under way is dropped, however it is
+/// addressed: the backend registers the session before checks that can still refuse the login
+/// (a revoked token, a disabled account, delivery behind), and a refused connection stays open
+/// for another try. Before, those frames were queued and written to it, before its `Error`.
+#[test]
+fn frames_for_a_connection_not_logged_in_are_dropped() {
+    let (shard, _requests) = shard_with(GatewayConfig::default());
+    let pending = shard.register();
+    let authed = logged_in(&shard);
+    let push = || frame(10);
+    drain(
+        &shard,
+        vec![
+            ShardEvent::Frame {
+                conn: pending.id,
+                frame: push(),
+            },
+            ShardEvent::Frames(vec![
+                Outgoing::One(pending.id, push()),
+                Outgoing::One(authed.id, push()),
+                // A group's online list with the pending one in it, alone and with another.
+                Outgoing::Shared {
+                    conns: Arc::new(vec![pending.id]),
+                    except: None,
+                    frame: push(),
+                },
+                Outgoing::Shared {
+                    conns: Arc::new(vec![pending.id, authed.id]),
+                    except: None,
+                    frame: push(),
+                },
+            ]),
+            ShardEvent::Fanout {
+                conns: vec![authed.id, pending.id],
+                frame: push(),
+            },
+        ],
+    );
+    assert!(pending.outbound.is_empty(), "nothing for a pending login");
+    assert!(pending.close.get().is_none(), "it may still log in");
+    assert_eq!(authed.outbound.len(), 3);
+    // Once logged in it is routed to.
+    pending.set_authed();
+    let event = ShardEvent::Frame {
+        conn: pending.id,
+        frame: push(),
+    };
+    drain(&shard, vec![event]);
+    assert_eq!(pending.outbound.len(), 1);
 }
