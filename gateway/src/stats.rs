@@ -83,6 +83,9 @@ pub struct ShardStats {
     pub logins_refused_backend_queue: LocalCounter,
     /// Pre-login requests that waited for the shard's pace (`gateway.logins_per_second_per_shard`).
     pub logins_paced: LocalCounter,
+    /// Connections whose client hung up while a pre-login request waited (for the pace or the
+    /// backend): closed then, so that a login the client gave up on is not served.
+    pub logins_abandoned: LocalCounter,
     /// `DRIVER_IO_URING` or `DRIVER_EPOLL` once the shard runs.
     pub driver: LocalCounter,
     pub errors: Counters<ERROR_CODES_MAX>,
@@ -175,6 +178,7 @@ pub fn publish(shards: &[Arc<ShardStats>]) {
             s.outbound_budget_kicks.get(),
         );
         counter("ringchat_logins_paced_total", s.logins_paced.get());
+        counter("ringchat_logins_abandoned_total", s.logins_abandoned.get());
         counter("ringchat_rejected_full_total", s.rejected_full.get());
         counter(
             "ringchat_files_refused_busy_total",
@@ -333,6 +337,10 @@ pub fn describe() {
         (
             "ringchat_logins_paced_total",
             "Logins (and registrations) that waited for their turn in the shard's pace (gateway.logins_per_second_per_shard), per shard.",
+        ),
+        (
+            "ringchat_logins_abandoned_total",
+            "Logins (and registrations) whose client hung up while they waited for the shard's pace or the backend, per shard: the connection is closed and a login not yet started is never served.",
         ),
         (
             "ringchat_logins_refused_total",

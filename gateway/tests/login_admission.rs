@@ -262,3 +262,59 @@ async fn logins_over_the_pace_wait_their_turn_and_the_logged_in_do_not() {
     );
     assert!(server.metric("ringchat_logins_paced_total{shard=\"0\"}") >= (LOGINS - 1) as f64);
 }
+
+/// A client that hangs up while its login waits its turn is closed then, and its login never
+/// reaches the backend. Before, the shard noticed the hang-up only once the login was done
+/// (a password hash, a session opened and closed again, presence to friends): a storm of
+/// clients that give up and retry cost twice the logins, and a nameless device's refreshed
+/// token was retired by a login whose `LoginOk` nobody read.
+#[tokio::test]
+async fn a_login_whose_client_hung_up_while_it_waited_is_never_served() {
+    let server = TestServer::start(&[
+        ("GATEWAY__CORES", "[0]"),
+        ("GATEWAY__LOGINS_PER_SECOND_PER_SHARD", "1"),
+        ("GATEWAY__LOGIN_BURST_PER_SHARD", "1"),
+    ]);
+    let mut setup = server.client().await;
+    setup.hello().await.unwrap();
+    for name in ["first", "gone", "later"] {
+        setup.register(name, PASSWORD).await.unwrap().unwrap();
+    }
+    drop(setup);
+
+    let mut first = server.client().await;
+    first.hello().await.unwrap();
+    let mut gone = server.client().await;
+    gone.hello().await.unwrap();
+    let first_login = first.send(Body::Login(password_login("first", PASSWORD, "first")));
+    first_login.await.unwrap();
+    // A second behind `first` in the pace: it waits, and its client gives up.
+    gone.send(Body::Login(password_login("gone", PASSWORD, "gone")))
+        .await
+        .unwrap();
+    drop(gone);
+    common::wait_until_async("the hang-up noticed while the login waited", || {
+        server.metric("ringchat_logins_abandoned_total{shard=\"0\"}") == 1.0
+    })
+    .await;
+    match first.recv().await.unwrap().and_then(|f| f.body) {
+        Some(Body::LoginOk(_)) => {}
+        other => panic!("first: {other:?}"),
+    }
+    // Paced behind the abandoned one: by its LoginOk that one would have been served.
+    let mut later = server.client().await;
+    later.hello().await.unwrap();
+    later
+        .login_password("later", PASSWORD, "later")
+        .await
+        .unwrap()
+        .expect("later logs in");
+    assert_eq!(
+        server.metric("ringchat_shard_logins_total{shard=\"0\"}"),
+        2.0
+    );
+    assert_eq!(
+        server.metric("ringchat_shard_login_failures_total{shard=\"0\"}"),
+        0.0
+    );
+}

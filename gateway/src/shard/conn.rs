@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use monoio::net::TcpStream;
+use ringchat_proto::Body;
 use ringchat_proto::v1::{ErrorCode, KickReason};
 
 use super::framing::{Framing, Goodbye, Input};
@@ -452,7 +453,31 @@ impl Conn {
                         self.shard().pool.give(std::mem::take(&mut buf));
                     }
                     let stream = &self.stream;
-                    let mut wait = self.session.on_frame(frame, || stream.peer_ip()).await;
+                    // A pre-login request (a login, above all) may wait long for the pace and
+                    // the backend: if the client hangs up meanwhile, the close lets the session
+                    // give up on it, and a login not yet started is never served (the backend
+                    // skips a login nobody waits for).
+                    let watch = !self.session.shared.is_authed()
+                        && !matches!(frame.body, Some(Body::Hello(_) | Body::Ping(_)));
+                    let shared = Rc::clone(&self.session.shared);
+                    let shard = Rc::clone(&self.session.shard);
+                    let on_frame = self.session.on_frame(frame, || stream.peer_ip());
+                    let mut wait = if watch {
+                        let hung_up = async {
+                            stream.hung_up().await;
+                            if shared.close.get().is_none() {
+                                shard.stats.logins_abandoned.add(1);
+                            }
+                            shared.close_with(Close::PeerGone);
+                            std::future::pending::<std::convert::Infallible>().await
+                        };
+                        monoio::select! {
+                            wait = on_frame => wait,
+                            never = hung_up => match never {},
+                        }
+                    } else {
+                        on_frame.await
+                    };
                     let mut waited = Ok(());
                     while let Some(w) = wait.take() {
                         // Rare: boxed, so that the wait's future does not grow every
@@ -629,12 +654,12 @@ impl Conn {
             return;
         }
         let goodbye = match end {
+            End::Close(Close::PeerGone) | End::PeerClosed(None) => return,
             End::Close(close) => Goodbye::Close(close, self.ws_close),
             End::PeerClosed(Some(code)) => {
                 self.shared().outbound.clear(&shard.outbound_bytes);
                 Goodbye::Echo(code)
             }
-            End::PeerClosed(None) => return,
             End::Io(err) => {
                 tracing::debug!(shard = shard.id, conn = self.shared().id, %err, "connection I/O error");
                 return;

@@ -211,6 +211,8 @@ pub(crate) enum Close {
     Kick(KickReason),
     /// An `Error` frame with this code is already queued; flush it, then close.
     AfterError(ErrorCode),
+    /// The client hung up while a request of its login waited: nobody to tell.
+    PeerGone,
 }
 
 /// What the shard's other tasks share with one connection's task. Every idle connection keeps

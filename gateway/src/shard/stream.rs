@@ -80,6 +80,35 @@ impl Stream {
         async move { tcp.readable(false).await }
     }
 
+    /// Resolves once the client has closed or reset the connection, seen without taking any of
+    /// its bytes; never while bytes wait unread (a client that sent more is not gone: they are
+    /// read later). Watched while a pre-login request waits (`Conn::handle_input`).
+    pub fn hung_up(&self) -> impl std::future::Future<Output = ()> + use<> {
+        let tcp = Rc::clone(&self.tcp);
+        async move {
+            let mut probe = [0u8; 1];
+            loop {
+                if tcp.readable(false).await.is_err() {
+                    return;
+                }
+                match rustix::net::recv(
+                    fd(&tcp),
+                    &mut probe[..],
+                    RecvFlags::PEEK | RecvFlags::DONTWAIT,
+                ) {
+                    // End of stream.
+                    Ok((0, _)) => return,
+                    Ok(_) => break,
+                    // A stale readiness: wait again.
+                    Err(Errno::INTR | Errno::AGAIN) => {}
+                    // Reset, or another failure: nothing will be read from it either.
+                    Err(_) => return,
+                }
+            }
+            std::future::pending().await
+        }
+    }
+
     /// One non-blocking `recv` into `into`'s spare room; `WouldBlock` when nothing is there.
     #[allow(unsafe_code)] // one `set_len` over what the kernel wrote
     fn recv_into(&self, into: &mut BytesMut) -> io::Result<usize> {

@@ -172,6 +172,8 @@ pub(super) fn close_for(goodbye: Goodbye) -> (u16, &'static str) {
             ws_close.unwrap_or_else(|| error_close_code(code)),
             code.as_str_name(),
         ),
+        // Not sent (the client is gone: `Conn::finish` says nothing), named for completeness.
+        Goodbye::Close(Close::PeerGone, _) => (close_code::NORMAL, ""),
         Goodbye::Echo(code) => (code, ""),
     }
 }
