@@ -206,3 +206,71 @@ fn commands_that_write_into_a_data_dir_refuse_one_another_user_owns() {
     }
     assert!(!backup.exists());
 }
+
+/// On Kubernetes' volume for a group (`fsGroup`: the mount point stays root's, its group is the
+/// server's and may write), the server's user may run `admin …`: the mount point's owner is
+/// not whose data it is, what the server made in it is. Another uid's file there still refuses.
+#[test]
+fn a_group_volume_lets_the_user_whose_files_are_in_it_write() {
+    use std::os::unix::fs::{chown, MetadataExt as _, PermissionsExt as _};
+    use std::os::unix::process::CommandExt as _;
+    use std::process::Stdio;
+    let tmp = tempfile::tempdir().unwrap();
+    assert_eq!(
+        std::fs::metadata(tmp.path()).unwrap().uid(),
+        0,
+        "this test needs root to make files of other uids (CI runs as root)"
+    );
+    const SERVER: u32 = 10001;
+    let mode = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    mode(tmp.path(), 0o755);
+    // What the kubelet leaves: root:10001 2775, mkfs's lost+found, the server's admin/.
+    let data = tmp.path().join("data");
+    let admin = data.join("admin");
+    let lost = data.join("lost+found");
+    for d in [&data, &admin, &lost] {
+        std::fs::create_dir(d).unwrap();
+    }
+    chown(&data, Some(0), Some(SERVER)).unwrap();
+    mode(&data, 0o2775);
+    chown(&lost, Some(0), Some(SERVER)).unwrap();
+    chown(&admin, Some(SERVER), Some(SERVER)).unwrap();
+    let add_user = |name: &str| {
+        let mut child = ringchat()
+            .args(["admin", "add-user", name, "--role", "admin"])
+            .env("RINGCHAT_STORAGE__DATA_DIR", &data)
+            .uid(SERVER)
+            .gid(SERVER)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"a long enough password\n")
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = add_user("alice");
+    assert!(out.status.success(), "refused: {out:?}");
+    for entry in std::fs::read_dir(&admin).unwrap() {
+        let path = entry.unwrap().path();
+        let owner = std::fs::metadata(&path).unwrap().uid();
+        assert_eq!(owner, SERVER, "{} is uid {owner}'s", path.display());
+    }
+    // A file of another uid in the volume: its owner is named, nothing is written.
+    chown(&admin, Some(65534), Some(SERVER)).unwrap();
+    let out = add_user("bob");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "ran: {err}");
+    assert!(
+        err.contains(&format!("{} is owned by uid 65534", admin.display())),
+        "{err}"
+    );
+}
