@@ -359,6 +359,11 @@ fn env_vars() -> impl Iterator<Item = (String, String)> {
 }
 
 fn main() -> ExitCode {
+    // First: a SIGHUP's default action would end any command, a starting server too.
+    if let Err(err) = ringchat_gateway::hangup::catch() {
+        let _ = writeln!(std::io::stderr(), "ringchat: catching SIGHUP: {err}");
+        return ExitCode::FAILURE;
+    }
     transparent_huge_pages_off();
     let cli = Cli::parse();
     // `serve` sets its logging up from its configuration; the other commands log to stderr.

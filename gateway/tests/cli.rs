@@ -274,3 +274,53 @@ fn a_group_volume_lets_the_user_whose_files_are_in_it_write() {
         "{err}"
     );
 }
+
+/// SIGHUP never ends a command (`kill -HUP $(pidof ringchat)` reaches CLI runs too): it is
+/// caught from the start, and the command carries on.
+#[test]
+fn a_hangup_does_not_end_a_command() {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = ringchat()
+        .args(["admin", "add-user", "alice", "--role", "admin"])
+        .env("RINGCHAT_STORAGE__DATA_DIR", tmp.path().join("data"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Waits (bounded) until the process catches SIGHUP (bit 0 of SigCgt), as it must from
+    // its first line: until then the signal's default action would end it.
+    let status = format!("/proc/{}/status", child.id());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&status).unwrap();
+        let caught = text
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .map(|m| u64::from_str_radix(m.trim(), 16).unwrap())
+            .unwrap();
+        if caught & 1 != 0 {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("SIGHUP is not caught: it would end the command");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let kill = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"a long enough password\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
