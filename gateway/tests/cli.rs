@@ -324,3 +324,74 @@ fn a_hangup_does_not_end_a_command() {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{out:?}");
 }
+
+/// check-config says "ok" only to what serve would start with: TLS files that load (each key
+/// matching its certificate) and one port per listener; each problem names its key.
+#[test]
+fn check_config_refuses_what_serve_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let gen_cert = |name: &str| {
+        let (cert, key) = (
+            dir.path().join(format!("{name}.crt")),
+            dir.path().join(format!("{name}.key")),
+        );
+        let out = ringchat()
+            .arg("gen-cert")
+            .arg("--cert")
+            .arg(&cert)
+            .arg("--key")
+            .arg(&key)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        (cert.display().to_string(), key.display().to_string())
+    };
+    let (cert_a, key_a) = gen_cert("a");
+    let (_, key_b) = gen_cert("b");
+    let cluster = "[storage]\nengine = \"postgres\"\n[storage.postgres]\nurl = \"postgres://u@127.0.0.1:1/db\"\n[files]\nenabled = false\n[cluster]\nenabled = true\nredis_url = \"redis://127.0.0.1:1\"\nnode_id = \"n1\"\nclient_addrs = [\"ws://127.0.0.1:7001/ws\"]\npeer_secret = \"0123456789abcdef0123456789abcdef\"\n";
+    let cases: Vec<(String, &str)> = vec![
+        (
+            "[gateway.tls]\ncert_path = \"/nonexistent/c.pem\"\nkey_path = \"/nonexistent/k.pem\"\n"
+                .to_owned(),
+            "gateway.tls: ",
+        ),
+        (
+            format!("[admin.tls]\ncert_path = \"{cert_a}\"\nkey_path = \"{key_b}\"\n"),
+            "admin.tls: ",
+        ),
+        (
+            format!(
+                "{cluster}[cluster.tls]\ncert_path = \"/nonexistent/c.pem\"\nkey_path = \"{key_a}\"\nca_path = \"{cert_a}\"\n"
+            ),
+            "cluster.tls: ",
+        ),
+        (
+            "[gateway]\ntcp_listen = \"0.0.0.0:7000\"\nws_listen = \"0.0.0.0:7000\"\n".to_owned(),
+            "gateway.ws_listen = \"0.0.0.0:7000\": the same port as gateway.tcp_listen",
+        ),
+        (
+            "[gateway]\ntcp_listen = \"0.0.0.0:7000\"\n[admin]\nlisten = \"127.0.0.1:7000\"\n"
+                .to_owned(),
+            "admin.listen = \"127.0.0.1:7000\": the same port as gateway.tcp_listen",
+        ),
+    ];
+    for (text, needle) in cases {
+        let file = dir.path().join("t.toml");
+        std::fs::write(&file, &text).unwrap();
+        let out = ringchat().arg("check-config").arg(&file).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "accepted:\n{text}");
+        assert!(err.contains(needle), "{needle:?} missing in:\n{err}");
+    }
+    // A good pair, and one port on two different addresses, pass.
+    let file = dir.path().join("ok.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[gateway]\ntcp_listen = \"127.0.0.1:7000\"\nws_listen = \"127.0.0.2:7000\"\n[gateway.tls]\ncert_path = \"{cert_a}\"\nkey_path = \"{key_a}\"\n"
+        ),
+    )
+    .unwrap();
+    let out = ringchat().arg("check-config").arg(&file).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
