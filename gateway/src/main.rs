@@ -424,19 +424,17 @@ fn main() -> ExitCode {
             check_config(&file, host_cores)
         }
         Command::Serve { config, role } => {
-            let (layers, loaded) = match files_checked(Config::load_layers(
-                config.as_deref(),
-                env_vars(),
-            )) {
-                Ok(c) => c,
-                Err(problems) => {
-                    eprintln!("configuration has {} problem(s):", problems.len());
-                    for p in problems {
-                        eprintln!("  {p}");
+            let (layers, loaded) =
+                match files_checked(Config::load_layers(config.as_deref(), env_vars())) {
+                    Ok(c) => c,
+                    Err(problems) => {
+                        eprintln!("configuration has {} problem(s):", problems.len());
+                        for p in problems {
+                            eprintln!("  {p}");
+                        }
+                        return ExitCode::FAILURE;
                     }
-                    return ExitCode::FAILURE;
-                }
-            };
+                };
             // Written out (files, console) when dropped, after the server's last line.
             let logging =
                 match logging::init_serve(&loaded.config.log, &loaded.config.storage.data_dir) {

@@ -212,7 +212,7 @@ fn commands_that_write_into_a_data_dir_refuse_one_another_user_owns() {
 /// not whose data it is, what the server made in it is. Another uid's file there still refuses.
 #[test]
 fn a_group_volume_lets_the_user_whose_files_are_in_it_write() {
-    use std::os::unix::fs::{chown, MetadataExt as _, PermissionsExt as _};
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _, chown};
     use std::os::unix::process::CommandExt as _;
     use std::process::Stdio;
     let tmp = tempfile::tempdir().unwrap();

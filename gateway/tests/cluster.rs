@@ -264,7 +264,10 @@ async fn a_status_only_node_assigns_clients_to_the_chat_nodes() {
     status.signal("HUP");
     assert_eq!(http_get(ws, "/readyz"), "ready\n");
     let exit = status.stop();
-    assert!(exit.success(), "{exit:?}: not the clean stop of its SIGTERM");
+    assert!(
+        exit.success(),
+        "{exit:?}: not the clean stop of its SIGTERM"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

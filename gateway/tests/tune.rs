@@ -309,7 +309,10 @@ fn tune_check_calls_a_limit_serve_refuses_critical() {
         .lines()
         .map(|l| {
             if l.starts_with("Max open files") {
-                format!("{:<26}{:<21}{:<21}files     \n", "Max open files", 8192, 8192)
+                format!(
+                    "{:<26}{:<21}{:<21}files     \n",
+                    "Max open files", 8192, 8192
+                )
             } else {
                 format!("{l}\n")
             }
