@@ -56,20 +56,22 @@ impl Config {
     pub fn file_problems(&self) -> Vec<String> {
         let mut out = Vec::new();
         let mut pair = |section: &str, on: bool, cert: &str, key: &str| {
-            if on && !cert.is_empty() && !key.is_empty() {
-                if let Err(e) = crate::tls::server_config(cert, key) {
-                    out.push(format!("{section}: {e}"));
-                }
+            if on
+                && !cert.is_empty()
+                && !key.is_empty()
+                && let Err(e) = crate::tls::server_config(cert, key)
+            {
+                out.push(format!("{section}: {e}"));
             }
         };
         let g = &self.gateway.tls;
         pair("gateway.tls", g.enabled(), &g.cert_path, &g.key_path);
         let a = &self.admin.tls;
         pair("admin.tls", a.enabled(), &a.cert_path, &a.key_path);
-        if self.cluster.enabled {
-            if let Err(e) = ringchat_backend::cluster::tls::NodeTls::load(&self.cluster.tls) {
-                out.push(format!("cluster.tls: {e}"));
-            }
+        if self.cluster.enabled
+            && let Err(e) = ringchat_backend::cluster::tls::NodeTls::load(&self.cluster.tls)
+        {
+            out.push(format!("cluster.tls: {e}"));
         }
         out
     }
