@@ -75,6 +75,11 @@ pub enum BackendError {
     /// `[cluster]`: a node with more shards than a link can name.
     #[error("{0}")]
     Cluster(String),
+    /// `[backup] dir` cannot be written.
+    #[error(
+        "backup.dir: {0}: the server could write no backup there (under systemd's ProtectSystem=strict, add the dir to ReadWritePaths= in a drop-in: deploy/README)"
+    )]
+    Backup(crate::backup::BackupError),
 }
 
 /// The commit thread and the ends of its queues. The shards hold clones of `ops` (`Writes`);
@@ -287,6 +292,7 @@ impl Backend {
             &settings.storage.data_dir,
             files.as_ref().map(|f| (&settings.files, Arc::clone(f))),
         ));
+        backups.check_at_start().map_err(BackendError::Backup)?;
         let (logins_waiting_max, logins_in_flight_max) = (
             settings.backend.queue_requests_max,
             settings.backend.logins_in_flight_max,

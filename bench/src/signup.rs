@@ -237,10 +237,17 @@ pub async fn sign_up(
             ),
         };
         refusals.add();
+        // A server on its default configuration takes 1,000 sign-ups an hour from one address:
+        // a load of more users stops here, so say which key lets it through.
+        let hint = if code == ErrorCode::RateLimited {
+            "; the server limits sign-ups per address (accounts.registrations_per_ip_per_hour, 1000 by default): set it to 0 on the server for a benchmark (bench/configs/server.toml does), or reuse users made before with the same --user-prefix"
+        } else {
+            ""
+        };
         let code = code.as_str_name();
         if attempt >= SIGN_UP_ATTEMPTS_MAX {
             anyhow::bail!(
-                "signing up {} at {}: still refused ({code}) after {attempt} attempts in {:?}",
+                "signing up {} at {}: still refused ({code}) after {attempt} attempts in {:?}{hint}",
                 who.username,
                 to.addr,
                 started.elapsed()
@@ -248,7 +255,7 @@ pub async fn sign_up(
         }
         if started.elapsed() + after > SIGN_UP_DEADLINE {
             anyhow::bail!(
-                "signing up {} at {}: refused ({code}) and told to come back in {after:?}, past the {SIGN_UP_DEADLINE:?} setup deadline ({attempt} attempts)",
+                "signing up {} at {}: refused ({code}) and told to come back in {after:?}, past the {SIGN_UP_DEADLINE:?} setup deadline ({attempt} attempts){hint}",
                 who.username,
                 to.addr
             );

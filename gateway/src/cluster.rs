@@ -103,7 +103,10 @@ impl Node {
             link.shutdown();
         }
         let _ = self.heartbeat_stop.send(());
-        let left = rt.block_on(tokio::time::timeout(LEAVE_MAX, self.heartbeat));
+        // The timeout is made inside the runtime: made outside (`serve --role status` stops
+        // outside its context) it panicked for want of a timer, and the node never left.
+        let heartbeat = self.heartbeat;
+        let left = rt.block_on(async { tokio::time::timeout(LEAVE_MAX, heartbeat).await });
         if left.is_err() {
             tracing::warn!("cluster: leaving took too long; the record expires after node_ttl_ms");
         }
@@ -134,6 +137,15 @@ pub fn run_status(config: &Config) -> anyhow::Result<()> {
         listener,
         http_stop_rx,
     ));
+    // `systemctl reload` and certbot's hook send SIGHUP here too; this service has no live
+    // settings nor certificates, so it is only noted (caught in `main`, never fatal).
+    rt.spawn(async {
+        let mut seen = 0;
+        loop {
+            seen = crate::hangup::next(seen).await;
+            tracing::info!("SIGHUP: the status service has nothing to read again; ignored");
+        }
+    });
     let mut signals = {
         let _runtime = rt.enter();
         crate::server::Signals::new()?

@@ -4,6 +4,8 @@
 
 pub mod live;
 pub mod load;
+// Listener clashes and TLS files: what serve would refuse at start.
+mod preflight;
 #[cfg(test)]
 mod tests;
 
@@ -349,6 +351,7 @@ impl Config {
         out.extend(self.log.problems());
         out.extend(self.backend_settings().problems());
         out.extend(self.security.problems());
+        out.extend(self.listener_clashes());
         for &core in &self.backend.cores {
             if !online.contains(&core) {
                 out.push(format!(

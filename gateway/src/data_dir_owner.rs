@@ -4,6 +4,10 @@
 //! the server cannot read or replace: the admin credentials file is written 0600 and renamed
 //! into place, so a root-owned one locks every operator out; store files opened by root stay
 //! root's. A data dir that does not exist yet belongs to whoever makes it.
+//!
+//! A volume mounted for a group (Kubernetes' `fsGroup`: the mount point stays root's, its group
+//! becomes the server's and may write) is not its owner's: there the files the server made in
+//! it say whose data it is, so its group's members may write when everything in it is theirs.
 
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
@@ -40,30 +44,66 @@ pub fn may_write(caller: u32, owner: Option<u32>) -> bool {
     owner.is_none_or(|owner| owner == caller)
 }
 
+/// Entries a freshly made file system has in its root, which no server made (mkfs.ext4's).
+const MADE_BY_MKFS: &[&str] = &["lost+found"];
+
+/// Whether a dir of group `group` with `mode` lets one of `caller_groups` write in it.
+pub fn group_may_write(caller_groups: &[u32], group: u32, mode: u32) -> bool {
+    mode & 0o020 != 0 && caller_groups.contains(&group)
+}
+
 /// Checks that this process (its effective uid) may write into `dir` for `command` (e.g.
 /// `admin add-user`, named in the error's suggestion).
 pub fn ensure(dir: &Path, command: &str) -> Result<(), OwnerError> {
-    let owner = match std::fs::metadata(dir) {
-        Ok(m) => Some(m.uid()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(source) => {
-            return Err(OwnerError::Unreadable {
-                dir: dir.to_owned(),
-                source,
-            });
-        }
+    let unreadable = |dir: &Path, source| OwnerError::Unreadable {
+        dir: dir.to_owned(),
+        source,
+    };
+    let meta = match std::fs::metadata(dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => return Err(unreadable(dir, source)),
     };
     let caller = rustix::process::geteuid().as_raw();
-    match owner {
-        Some(owner) if !may_write(caller, Some(owner)) => Err(OwnerError::WrongUser {
-            dir: dir.to_owned(),
-            owner,
-            name: user_name(owner),
-            caller,
-            command: command.to_owned(),
-        }),
-        _ => Ok(()),
+    let wrong = |dir: &Path, owner: u32| OwnerError::WrongUser {
+        dir: dir.to_owned(),
+        owner,
+        name: user_name(owner),
+        caller,
+        command: command.to_owned(),
+    };
+    if may_write(caller, Some(meta.uid())) {
+        return Ok(());
     }
+    if !group_may_write(&caller_groups(), meta.gid(), meta.mode()) {
+        return Err(wrong(dir, meta.uid()));
+    }
+    // The group's volume: whatever the server already made in it must be the caller's.
+    for entry in std::fs::read_dir(dir).map_err(|e| unreadable(dir, e))? {
+        let entry = entry.map_err(|e| unreadable(dir, e))?;
+        if MADE_BY_MKFS.iter().any(|n| entry.file_name() == *n) {
+            continue;
+        }
+        let path = entry.path();
+        let owner = std::fs::symlink_metadata(&path)
+            .map_err(|e| unreadable(&path, e))?
+            .uid();
+        if !may_write(caller, Some(owner)) {
+            return Err(wrong(&path, owner));
+        }
+    }
+    Ok(())
+}
+
+/// This process's effective gid and its supplementary groups.
+fn caller_groups() -> Vec<u32> {
+    let mut groups: Vec<u32> = rustix::process::getgroups()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|g| g.as_raw())
+        .collect();
+    groups.push(rustix::process::getegid().as_raw());
+    groups
 }
 
 /// The name of `uid` in /etc/passwd, if it is there.
@@ -123,6 +163,14 @@ mod tests {
             unnamed.contains("sudo -u '#10001' ringchat restore"),
             "{unnamed}"
         );
+    }
+
+    #[test]
+    fn a_group_may_write_only_with_the_group_write_bit_and_membership() {
+        // fsGroup's volume: root:10001, 2775.
+        assert!(group_may_write(&[10001], 10001, 0o42775));
+        assert!(!group_may_write(&[10001], 10001, 0o40755));
+        assert!(!group_may_write(&[0, 998], 10001, 0o42775));
     }
 
     #[test]

@@ -11,6 +11,8 @@ pub mod data_dir_owner;
 pub mod fd_budget;
 // Files (issue 15): `/files` served by the backend over a pipe from the shards.
 pub mod files;
+// SIGHUP, caught for every command from the start.
+pub mod hangup;
 pub mod logging;
 pub mod panic_policy;
 mod port_owner;

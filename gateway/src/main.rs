@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ringchat_gateway::config::Config;
+use ringchat_gateway::config::load::{Layers, Loaded};
 use ringchat_gateway::logging;
 
 mod backup_cli;
@@ -359,6 +360,11 @@ fn env_vars() -> impl Iterator<Item = (String, String)> {
 }
 
 fn main() -> ExitCode {
+    // First: a SIGHUP's default action would end any command, a starting server too.
+    if let Err(err) = ringchat_gateway::hangup::catch() {
+        let _ = writeln!(std::io::stderr(), "ringchat: catching SIGHUP: {err}");
+        return ExitCode::FAILURE;
+    }
     transparent_huge_pages_off();
     let cli = Cli::parse();
     // `serve` sets its logging up from its configuration; the other commands log to stderr.
@@ -418,16 +424,17 @@ fn main() -> ExitCode {
             check_config(&file, host_cores)
         }
         Command::Serve { config, role } => {
-            let (layers, loaded) = match Config::load_layers(config.as_deref(), env_vars()) {
-                Ok(c) => c,
-                Err(problems) => {
-                    eprintln!("configuration has {} problem(s):", problems.len());
-                    for p in problems {
-                        eprintln!("  {p}");
+            let (layers, loaded) =
+                match files_checked(Config::load_layers(config.as_deref(), env_vars())) {
+                    Ok(c) => c,
+                    Err(problems) => {
+                        eprintln!("configuration has {} problem(s):", problems.len());
+                        for p in problems {
+                            eprintln!("  {p}");
+                        }
+                        return ExitCode::FAILURE;
                     }
-                    return ExitCode::FAILURE;
-                }
-            };
+                };
             // Written out (files, console) when dropped, after the server's last line.
             let logging =
                 match logging::init_serve(&loaded.config.log, &loaded.config.storage.data_dir) {
@@ -464,8 +471,22 @@ fn main() -> ExitCode {
     }
 }
 
+/// A loaded configuration whose TLS files load too: what `serve` needs before anything opens,
+/// and what `check-config` promises.
+fn files_checked(
+    loaded: Result<(Layers, Loaded), Vec<String>>,
+) -> Result<(Layers, Loaded), Vec<String>> {
+    let (layers, loaded) = loaded?;
+    let problems = loaded.config.file_problems();
+    if problems.is_empty() {
+        Ok((layers, loaded))
+    } else {
+        Err(problems)
+    }
+}
+
 fn check_config(file: &Path, host_cores: Option<Vec<usize>>) -> ExitCode {
-    match Config::load_layers_on(Some(file), env_vars(), host_cores) {
+    match files_checked(Config::load_layers_on(Some(file), env_vars(), host_cores)) {
         Ok(_) => {
             println!("{}: ok", file.display());
             ExitCode::SUCCESS

@@ -319,14 +319,14 @@ pub fn run(
     }
 
     // SIGHUP: read the configuration again and apply its live keys, and the TLS certificates
-    // (a renewed one is served from the next handshake on).
-    let mut hangups = rt
-        .block_on(async { tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) })
-        .context("installing the SIGHUP handler")?;
+    // (a renewed one is served from the next handshake on). Caught since `main` began: one
+    // sent while the server was starting is applied now, once.
     rt.spawn({
         let runtime_config = Arc::clone(&runtime_config);
         async move {
-            while hangups.recv().await.is_some() {
+            let mut seen = 0;
+            loop {
+                seen = crate::hangup::next(seen).await;
                 tracing::info!("SIGHUP: reading the configuration again");
                 let r = Arc::clone(&runtime_config);
                 let certificates = certificates.clone();

@@ -756,3 +756,63 @@ fn migrate_copies_a_large_store_resumes_after_a_kill_and_round_trips() {
         text(&out)
     );
 }
+
+/// A `backup.dir` the server cannot write stops the start (before, every scheduled backup
+/// failed with a log line only), and a backup that fails later counts in
+/// `ringchat_backups_failed_total`, which an alert watches; a written one sets
+/// `ringchat_backup_last_success_timestamp_seconds`.
+#[tokio::test]
+async fn a_backup_dir_that_cannot_be_written_stops_the_start_and_failures_are_counted() {
+    if common::store::embedded_only(
+        "a_backup_dir_that_cannot_be_written_stops_the_start_and_failures_are_counted",
+        "the embedded store's online backup",
+    ) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    // Under a file: not writable whoever runs the test (root included).
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let under_file = file.join("backups").display().to_string();
+    let refused = TestServer::start_expecting_failure(
+        &tmp.path().join("data-refused"),
+        &[("BACKUP__DIR", &under_file), ("BACKUP__INTERVAL_S", "60")],
+    );
+    assert!(!refused.status.success());
+    assert!(
+        refused.stderr.contains("backup.dir") && refused.stderr.contains("ReadWritePaths="),
+        "{}",
+        refused.stderr
+    );
+
+    let backups = tmp.path().join("backups");
+    let backups_s = backups.display().to_string();
+    let server = TestServer::start_in(
+        &tmp.path().join("data"),
+        &[("BACKUP__DIR", &backups_s), ("BACKUP__INTERVAL_S", "60")],
+    );
+    assert_eq!(server.metric("ringchat_backups_failed_total"), 0.0);
+    assert_eq!(
+        server.metric("ringchat_backup_last_success_timestamp_seconds"),
+        0.0
+    );
+    let admin = server.api_key("backups", "admin");
+    let ((status, taken), admin) = take(admin).await;
+    assert_eq!(status, 201, "{taken}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let last = server.metric("ringchat_backup_last_success_timestamp_seconds");
+    assert!((now - 60.0..=now + 1.0).contains(&last), "{last} vs {now}");
+    // The dir replaced by a file (as a disk gone read-only or full would fail it).
+    std::fs::remove_dir_all(&backups).unwrap();
+    std::fs::write(&backups, "").unwrap();
+    let ((status, failed), _admin) = take(admin).await;
+    assert!(status >= 400, "{status} {failed}");
+    assert_eq!(server.metric("ringchat_backups_failed_total"), 1.0);
+    assert_eq!(
+        server.metric("ringchat_backup_last_success_timestamp_seconds"),
+        last
+    );
+}

@@ -533,3 +533,29 @@ fn group_listeners_ping_through_a_run_past_the_idle_timeout() {
     assert_eq!(report.deliveries, report.acked * 3, "{report:?}");
     assert_eq!(kicks(&server), 0.0, "{}", server.log_tail());
 }
+
+/// A server on its sign-up limit per address (1000 an hour by default; the tuning guide's
+/// `pairs --pairs 1000` needs 2000): the bench stops at setup and names the key to set.
+#[test]
+fn a_sign_up_limit_stops_the_bench_naming_the_key() {
+    let server = TestServer::start(&[("ACCOUNTS__REGISTRATIONS_PER_IP_PER_HOUR", "1")]);
+    let cfg = PairsConfig {
+        addr: server.tcp,
+        transport: Transport::Tcp,
+        pairs: 2,
+        size: 64,
+        window: 4,
+        duration: Duration::from_secs(1),
+        rate: None,
+        threads: 1,
+        user_prefix: "rl_".into(),
+        password: "bench-password".into(),
+        drain_timeout: Duration::from_secs(20),
+        delivery_ack: true,
+    };
+    let err = format!("{:#}", pairs::run(&cfg, &observe(&server)).unwrap_err());
+    assert!(
+        err.contains("RATE_LIMITED") && err.contains("accounts.registrations_per_ip_per_hour"),
+        "{err}"
+    );
+}

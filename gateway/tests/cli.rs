@@ -206,3 +206,192 @@ fn commands_that_write_into_a_data_dir_refuse_one_another_user_owns() {
     }
     assert!(!backup.exists());
 }
+
+/// On Kubernetes' volume for a group (`fsGroup`: the mount point stays root's, its group is the
+/// server's and may write), the server's user may run `admin …`: the mount point's owner is
+/// not whose data it is, what the server made in it is. Another uid's file there still refuses.
+#[test]
+fn a_group_volume_lets_the_user_whose_files_are_in_it_write() {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _, chown};
+    use std::os::unix::process::CommandExt as _;
+    use std::process::Stdio;
+    let tmp = tempfile::tempdir().unwrap();
+    assert_eq!(
+        std::fs::metadata(tmp.path()).unwrap().uid(),
+        0,
+        "this test needs root to make files of other uids (CI runs as root)"
+    );
+    const SERVER: u32 = 10001;
+    let mode = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    mode(tmp.path(), 0o755);
+    // What the kubelet leaves: root:10001 2775, mkfs's lost+found, the server's admin/.
+    let data = tmp.path().join("data");
+    let admin = data.join("admin");
+    let lost = data.join("lost+found");
+    for d in [&data, &admin, &lost] {
+        std::fs::create_dir(d).unwrap();
+    }
+    chown(&data, Some(0), Some(SERVER)).unwrap();
+    mode(&data, 0o2775);
+    chown(&lost, Some(0), Some(SERVER)).unwrap();
+    chown(&admin, Some(SERVER), Some(SERVER)).unwrap();
+    let add_user = |name: &str| {
+        let mut child = ringchat()
+            .args(["admin", "add-user", name, "--role", "admin"])
+            .env("RINGCHAT_STORAGE__DATA_DIR", &data)
+            .uid(SERVER)
+            .gid(SERVER)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"a long enough password\n")
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = add_user("alice");
+    assert!(out.status.success(), "refused: {out:?}");
+    for entry in std::fs::read_dir(&admin).unwrap() {
+        let path = entry.unwrap().path();
+        let owner = std::fs::metadata(&path).unwrap().uid();
+        assert_eq!(owner, SERVER, "{} is uid {owner}'s", path.display());
+    }
+    // A file of another uid in the volume: its owner is named, nothing is written.
+    chown(&admin, Some(65534), Some(SERVER)).unwrap();
+    let out = add_user("bob");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "ran: {err}");
+    assert!(
+        err.contains(&format!("{} is owned by uid 65534", admin.display())),
+        "{err}"
+    );
+}
+
+/// SIGHUP never ends a command (`kill -HUP $(pidof ringchat)` reaches CLI runs too): it is
+/// caught from the start, and the command carries on.
+#[test]
+fn a_hangup_does_not_end_a_command() {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = ringchat()
+        .args(["admin", "add-user", "alice", "--role", "admin"])
+        .env("RINGCHAT_STORAGE__DATA_DIR", tmp.path().join("data"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Waits (bounded) until the process catches SIGHUP (bit 0 of SigCgt), as it must from
+    // its first line: until then the signal's default action would end it.
+    let status = format!("/proc/{}/status", child.id());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&status).unwrap();
+        let caught = text
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .map(|m| u64::from_str_radix(m.trim(), 16).unwrap())
+            .unwrap();
+        if caught & 1 != 0 {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("SIGHUP is not caught: it would end the command");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let kill = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"a long enough password\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// check-config says "ok" only to what serve would start with: TLS files that load (each key
+/// matching its certificate) and one port per listener; each problem names its key.
+#[test]
+fn check_config_refuses_what_serve_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let gen_cert = |name: &str| {
+        let (cert, key) = (
+            dir.path().join(format!("{name}.crt")),
+            dir.path().join(format!("{name}.key")),
+        );
+        let out = ringchat()
+            .arg("gen-cert")
+            .arg("--cert")
+            .arg(&cert)
+            .arg("--key")
+            .arg(&key)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        (cert.display().to_string(), key.display().to_string())
+    };
+    let (cert_a, key_a) = gen_cert("a");
+    let (_, key_b) = gen_cert("b");
+    let cluster = "[storage]\nengine = \"postgres\"\n[storage.postgres]\nurl = \"postgres://u@127.0.0.1:1/db\"\n[files]\nenabled = false\n[cluster]\nenabled = true\nredis_url = \"redis://127.0.0.1:1\"\nnode_id = \"n1\"\nclient_addrs = [\"ws://127.0.0.1:7001/ws\"]\npeer_secret = \"0123456789abcdef0123456789abcdef\"\n";
+    let cases: Vec<(String, &str)> = vec![
+        (
+            "[gateway.tls]\ncert_path = \"/nonexistent/c.pem\"\nkey_path = \"/nonexistent/k.pem\"\n"
+                .to_owned(),
+            "gateway.tls: ",
+        ),
+        (
+            format!("[admin.tls]\ncert_path = \"{cert_a}\"\nkey_path = \"{key_b}\"\n"),
+            "admin.tls: ",
+        ),
+        (
+            format!(
+                "{cluster}[cluster.tls]\ncert_path = \"/nonexistent/c.pem\"\nkey_path = \"{key_a}\"\nca_path = \"{cert_a}\"\n"
+            ),
+            "cluster.tls: ",
+        ),
+        (
+            "[gateway]\ntcp_listen = \"0.0.0.0:7000\"\nws_listen = \"0.0.0.0:7000\"\n".to_owned(),
+            "gateway.ws_listen = \"0.0.0.0:7000\": the same port as gateway.tcp_listen",
+        ),
+        (
+            "[gateway]\ntcp_listen = \"0.0.0.0:7000\"\n[admin]\nlisten = \"127.0.0.1:7000\"\n"
+                .to_owned(),
+            "admin.listen = \"127.0.0.1:7000\": the same port as gateway.tcp_listen",
+        ),
+    ];
+    for (text, needle) in cases {
+        let file = dir.path().join("t.toml");
+        std::fs::write(&file, &text).unwrap();
+        let out = ringchat().arg("check-config").arg(&file).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "accepted:\n{text}");
+        assert!(err.contains(needle), "{needle:?} missing in:\n{err}");
+    }
+    // A good pair, and one port on two different addresses, pass.
+    let file = dir.path().join("ok.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[gateway]\ntcp_listen = \"127.0.0.1:7000\"\nws_listen = \"127.0.0.2:7000\"\n[gateway.tls]\ncert_path = \"{cert_a}\"\nkey_path = \"{key_a}\"\n"
+        ),
+    )
+    .unwrap();
+    let out = ringchat().arg("check-config").arg(&file).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+}

@@ -217,7 +217,7 @@ async fn a_status_only_node_assigns_clients_to_the_chat_nodes() {
     for (_, s) in &nodes {
         wait_until("both chat nodes see each other", || live_nodes(s) == 2.0);
     }
-    let status = StatusNode::start(&db, &redis_url(), &prefix);
+    let mut status = StatusNode::start(&db, &redis_url(), &prefix);
     let ws = status.ws;
 
     wait_until("the status node sees both chat nodes", || {
@@ -259,6 +259,15 @@ async fn a_status_only_node_assigns_clients_to_the_chat_nodes() {
     assert!(page.contains("<script src=\"/net.js\""), "{page}");
     assert!(http_get(ws, "/net.js").contains("/assign"));
     assert!(http_get(ws, "/nope").starts_with("not found"));
+    // `systemctl reload` or certbot's hook: a SIGHUP is noted, never the end of the node (its
+    // default action would end it, and systemd would count that as a clean exit).
+    status.signal("HUP");
+    assert_eq!(http_get(ws, "/readyz"), "ready\n");
+    let exit = status.stop();
+    assert!(
+        exit.success(),
+        "{exit:?}: not the clean stop of its SIGTERM"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

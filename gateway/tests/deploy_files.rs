@@ -156,9 +156,22 @@ fn load(config: &Path, env: &BTreeMap<String, String>) -> Config {
         .unwrap_or_else(|e| panic!("{}: {e:?}", config.display()))
 }
 
-/// How long a server with this configuration may take to stop on SIGTERM.
+/// Room a supervisor's grace must leave after `server::graceful_stop_max` for the store's
+/// final flush, which comes after it and has no bound of its own.
+const FLUSH_MARGIN: Duration = Duration::from_secs(10);
+
+/// How long a server with this configuration may take to stop on SIGTERM, and the last flush:
+/// with `[observe.otlp]` on (the README recommends it on a cluster), whose export deadline the
+/// stop waits for too, whatever the file says.
 fn graceful_stop_max(config: &Path, env: &BTreeMap<String, String>) -> Duration {
-    ringchat_gateway::server::graceful_stop_max(&load(config, env))
+    let mut env = env.clone();
+    env.insert(
+        "RINGCHAT_OBSERVE__OTLP__ENDPOINT".to_owned(),
+        "http://otel-collector.internal:4317".to_owned(),
+    );
+    let config = load(config, &env);
+    assert!(config.observe.otlp.enabled());
+    ringchat_gateway::server::graceful_stop_max(&config) + FLUSH_MARGIN
 }
 
 #[test]

@@ -74,7 +74,13 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
 #[test]
 fn the_unit_waits_longer_than_the_servers_graceful_stop() {
     let config = Config::load(Some(&repo_path("deploy/ringchat.toml")), []).unwrap();
-    let stop = ringchat_gateway::server::graceful_stop_max(&config);
+    // The worst the unit may run: a cluster node with [observe.otlp] on, and room for the
+    // store's last flush after the bounded steps.
+    let mut worst = config.clone();
+    worst.cluster.enabled = true;
+    worst.observe.otlp.endpoint = "http://otel-collector.internal:4317".to_owned();
+    assert!(worst.observe.otlp.enabled());
+    let stop = ringchat_gateway::server::graceful_stop_max(&worst) + Duration::from_secs(10);
     let timeout: u64 = unit_value("TimeoutStopSec")
         .parse()
         .expect("TimeoutStopSec in seconds");

@@ -94,6 +94,7 @@ async fn grafana_and_alert_rules_use_only_exported_metrics() {
         "RingchatSendAckP99High",
         "RingchatSlowConsumerKicksRising",
         "RingchatDiskFilling",
+        "RingchatBackupFailed",
     ] {
         assert!(alerts.contains(wanted), "alert {wanted} missing");
     }

@@ -288,3 +288,50 @@ fn whole_name(name: &str) -> bool {
         || ["rc-log-console", "rc-log-file"].contains(&name)
         || ringchat_backend::threads::FIXED.contains(&name)
 }
+
+/// A hard limit that does not hold the server's own reserve (8192 on 2 cores with the default
+/// configuration: 1024 + 2 × files.conns_max + admin.conns_max + 74 per shard) is what `serve`
+/// refuses to start with ("no room for clients"): critical, exit 1, not a warning.
+#[test]
+fn tune_check_calls_a_limit_serve_refuses_critical() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cp = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(fixture("vm-2core"))
+        .arg(tmp.path())
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    let root = tmp.path().join("vm-2core");
+    let limits = root.join("proc/self/limits");
+    let text: String = std::fs::read_to_string(&limits)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            if l.starts_with("Max open files") {
+                format!(
+                    "{:<26}{:<21}{:<21}files     \n",
+                    "Max open files", 8192, 8192
+                )
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(&limits, text).unwrap();
+    let out = ringchat(&["tune", "check", "--json", "--root", root.to_str().unwrap()]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let nofile = json["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "rlimit.nofile")
+        .unwrap();
+    assert_eq!(nofile["value"], "soft 8192, hard 8192", "{nofile}");
+    assert_eq!(nofile["status"], "critical", "{nofile}");
+    assert!(
+        nofile["why"].as_str().unwrap().contains("refuses to start"),
+        "{nofile}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+}

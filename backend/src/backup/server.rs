@@ -15,6 +15,12 @@ use super::{BackupConfig, BackupError};
 use crate::files::{FileService, FileStorageKind, FilesConfig};
 use crate::store::StoreEngine;
 
+/// Backups (scheduled or `POST /api/backups`) whose writing failed: the alert's input, as a
+/// log line alone went unseen while every scheduled backup failed.
+pub const FAILED_TOTAL: &str = "ringchat_backups_failed_total";
+/// When the newest backup was written (Unix seconds; 0: none in `backup.dir` yet).
+pub const LAST_SUCCESS: &str = "ringchat_backup_last_success_timestamp_seconds";
+
 pub struct Backups {
     config: BackupConfig,
     /// The files, when they are on local storage (`backup/files.rs`); with S3 the bucket is
@@ -69,6 +75,33 @@ impl Backups {
         (!self.config.dir.as_os_str().is_empty()).then_some(self.config.dir.as_path())
     }
 
+    /// At start: publishes the metrics, and checks that `backup.dir` (when set) can be
+    /// written, making it if missing and writing a file into it. A dir the server cannot
+    /// write (outside a sandbox's writable paths, a read-only mount, its permissions) would
+    /// otherwise fail every backup for ever with only a log line each.
+    pub fn check_at_start(&self) -> Result<(), BackupError> {
+        metrics::describe_counter!(
+            FAILED_TOTAL,
+            "Backups (scheduled or POST /api/backups) that failed."
+        );
+        metrics::describe_gauge!(
+            LAST_SUCCESS,
+            "When the newest backup in backup.dir was written, Unix seconds (0: none)."
+        );
+        metrics::counter!(FAILED_TOTAL).absolute(0);
+        let Some(dir) = self.dir() else {
+            metrics::gauge!(LAST_SUCCESS).set(0.0);
+            return Ok(());
+        };
+        super::create_private_dir_all(dir)?;
+        let probe = dir.join(".ringchat-write-check");
+        std::fs::write(&probe, b"").map_err(BackupError::io(&probe))?;
+        std::fs::remove_file(&probe).map_err(BackupError::io(&probe))?;
+        let newest = archive::list(dir)?.first().map(|(_, m)| m.created_ms);
+        metrics::gauge!(LAST_SUCCESS).set(newest.map_or(0.0, |ms| ms as f64 / 1000.0));
+        Ok(())
+    }
+
     /// Writes a new backup of `engine`'s store and prunes the old ones. Refused while another
     /// is being written. Once the backup is written it is returned whatever the pruning did.
     pub async fn take(&self, engine: Arc<dyn StoreEngine>) -> Result<Taken, BackupError> {
@@ -100,7 +133,7 @@ impl Backups {
         }
         let files_root = self.files.as_ref().map(|f| f.root.clone());
         let data_dir = self.data_dir.clone();
-        tokio::task::spawn_blocking(move || {
+        let written = tokio::task::spawn_blocking(move || {
             let _writing = writing;
             let _gc_paused = gc_paused;
             let Some(store) = engine.dump() else {
@@ -143,7 +176,13 @@ impl Backups {
             })
         })
         .await
-        .map_err(|e| BackupError::Spec(format!("the backup task failed: {e}")))?
+        .map_err(|e| BackupError::Spec(format!("the backup task failed: {e}")))
+        .and_then(|r| r);
+        match &written {
+            Ok(_) => metrics::gauge!(LAST_SUCCESS).set(crate::time::now_ms() as f64 / 1000.0),
+            Err(_) => metrics::counter!(FAILED_TOTAL).increment(1),
+        }
+        written
     }
 
     /// The complete backups in `backup.dir`, newest first.

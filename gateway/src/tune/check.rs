@@ -335,7 +335,9 @@ fn nofile_check(host: &Host, w: &Wants) -> Check {
     let value = format!("soft {}, hard {}", show(limit.soft), show(limit.hard));
     let hard = limit.hard.unwrap_or(u64::MAX);
     let why = "Each connection is a file descriptor; `ringchat serve` raises its soft limit to the hard one at start, so the hard limit counts (LimitNOFILE= in systemd, `ulimit -Hn`, limits.conf).";
-    let status = if hard < NOFILE_CRITICAL_BELOW {
+    // No room for a client past the reserve: `serve` refuses to start (fd_budget::ConnsCap).
+    let refused = w.connections == 0;
+    let status = if hard < NOFILE_CRITICAL_BELOW || refused {
         Status::Critical
     } else if hard < w.nofile {
         Status::Warn
@@ -344,6 +346,10 @@ fn nofile_check(host: &Host, w: &Wants) -> Check {
     };
     let why = match status {
         Status::Ok => why.to_owned(),
+        _ if refused => format!(
+            "{why} This limit does not even hold the {} descriptors the server keeps for itself: `ringchat serve` refuses to start (\"no room for clients\").",
+            w.reserve
+        ),
         _ => format!(
             "{why} With this limit the server lowers gateway.conns_per_shard_max so that the shards hold at most {} clients together (the rest are told SERVER_FULL).",
             w.connections

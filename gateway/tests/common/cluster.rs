@@ -181,6 +181,34 @@ impl StatusNode {
     }
 }
 
+impl StatusNode {
+    /// Sends signal `name` (as `kill -NAME`).
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    /// SIGTERM, then waits (bounded) for the exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        self.signal("TERM");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the status node did not stop"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
 impl Drop for StatusNode {
     fn drop(&mut self) {
         let _ = self.child.kill();
