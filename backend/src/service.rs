@@ -240,6 +240,11 @@ impl Backend {
                 accounts: Arc::clone(&ports.accounts),
                 admin: Arc::clone(&ports.account_admin),
             });
+            // Other nodes' membership changes can be lost on the way: the index is re-read.
+            group_online.set_repair_store(
+                Arc::clone(&ports.groups),
+                settings.groups.per_user_max as usize,
+            );
         }
         let delivery = Arc::new(
             Delivery::new(

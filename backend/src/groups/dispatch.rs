@@ -10,7 +10,7 @@ use super::{read_counts, reads};
 use crate::Backend;
 use crate::accounts::Refusal;
 use crate::api::{ConnRef, GroupQuery};
-use crate::store::{ConvId, UserId};
+use crate::store::UserId;
 
 /// A login re-reads the user's groups at most this often when membership changes keep landing
 /// while it reads; past it the login is refused with `UNAVAILABLE` (retry).
@@ -77,29 +77,11 @@ impl Backend {
             };
             let store = Arc::clone(&self.ports.groups);
             let max = self.settings.groups.per_user_max as usize;
-            // One row past the limit, to tell a list that reaches it from one that passes it.
-            let mut read =
-                tokio::task::spawn_blocking(move || store.groups_of_user(user, 0, max + 1))
+            let groups =
+                tokio::task::spawn_blocking(move || super::online::read_groups(&*store, user, max))
                     .await
                     .map_err(Refusal::unavailable)?
                     .map_err(Refusal::from)?;
-            if read.len() > max {
-                // The limit was lowered, or concurrent joins on several nodes each saw room:
-                // the groups past it (by id) get no pushes on this session.
-                metrics::counter!("ringchat_groups_login_capped_total").increment(1);
-                tracing::warn!(
-                    user,
-                    per_user_max = max,
-                    "login: the user has more groups than groups.per_user_max; those past it \
-                     (by id) are not pushed to this session"
-                );
-                read.truncate(max);
-            }
-            let groups: Vec<ConvId> = read
-                .into_iter()
-                .filter(|(_, row)| row.is_member())
-                .map(|(g, _)| g)
-                .collect();
             // Every commit the read saw has been routed before the user joins its groups'
             // audience: a group joined in a commit the delivery task had not yet reached would
             // otherwise be pushed that group's messages of the commits before (older than the

@@ -419,9 +419,11 @@ impl Delivery {
     /// A frame for the group's online connections but `except`, resolved now (group audiences
     /// follow membership changes in outcome, that is commit, order): one shared list per
     /// shard, never a walk over the members.
-    fn to_group(&self, outbox: &mut Outbox, g: ConvId, except: ConnRef, frame: &Bytes) {
+    /// `seq`: the message the frame pushes (0: not a message): other nodes push it only to
+    /// members who may see it (a login there may have read the store ahead of this frame).
+    fn to_group(&self, outbox: &mut Outbox, g: ConvId, seq: u64, except: ConnRef, frame: &Bytes) {
         if let Some(remote) = &mut outbox.remote {
-            remote.group(g, except, frame);
+            remote.group(g, seq, except, frame);
         }
         self.online.audience(g, |shard, conns| {
             let except = (usize::from(except.shard) == shard).then_some(except.conn);
@@ -433,8 +435,12 @@ impl Delivery {
         match audience {
             Audience::Members(members) => outbox.fanout(members, except, body),
             Audience::Group(g) => {
+                let seq = match &body {
+                    Body::Push(v1::Push { message: Some(m) }) => m.seq,
+                    _ => 0,
+                };
                 let frame = outbox.encode(0, body);
-                self.to_group(outbox, g, except, &frame);
+                self.to_group(outbox, g, seq, except, &frame);
             }
         }
     }
@@ -459,8 +465,9 @@ impl Delivery {
         }
         for i in done.events {
             let event = take(messages, i);
+            let seq = event.seq;
             let frame = outbox.encode(0, push_message(event));
-            self.to_group(outbox, g, conn, &frame);
+            self.to_group(outbox, g, seq, conn, &frame);
             for user in &done.also {
                 outbox.fanout_frame(Members::one(*user), conn, frame.clone());
             }
@@ -655,8 +662,9 @@ impl Delivery {
                 {
                     outbox.pushes.push(PushRecord::of(0, &message));
                 }
+                let seq = message.seq;
                 let frame = outbox.encode(0, push_message(message));
-                self.to_group(outbox, group, conn, &frame);
+                self.to_group(outbox, group, seq, conn, &frame);
             }
             Outcome::System(system) => {
                 let crate::notifications::SystemOutcome {

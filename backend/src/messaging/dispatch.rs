@@ -119,9 +119,14 @@ impl Backend {
             self.relay_group_typing(conn, user, request_id, g).await;
             return;
         }
-        let members = match conv_from_wire(typing.conversation_id)
-            .and_then(|conv| members_with(conv, user))
-        {
+        let members = match conv_from_wire(typing.conversation_id).and_then(|conv| {
+            let members = members_with(conv, user)?;
+            // Nobody types to the server: refused before any read or link item.
+            if conv.kind() == crate::store::ConvKind::System {
+                return Err(super::system_read_only());
+            }
+            Ok(members)
+        }) {
             Ok(members) => members,
             Err(refusal) => {
                 self.refuse(conn, request_id, refusal).await;
@@ -130,7 +135,8 @@ impl Backend {
         };
         let others: smallvec::SmallVec<[UserId; 2]> = members.others(user).collect();
         // Nobody to tell (no session here, no other node): no read for nothing.
-        if self.link.is_none() && self.sessions_of(&others, None).is_empty() {
+        if others.is_empty() || (self.link.is_none() && self.sessions_of(&others, None).is_empty())
+        {
             return;
         }
         // A block either way stops typing as it stops messages, and as silently (a block is
@@ -175,7 +181,10 @@ impl Backend {
                     from_user_id: user,
                 }),
             );
-            if let Some(link) = &this.link {
+            // An empty `to` means "a group's audience everywhere": never for this one.
+            if let Some(link) = &this.link
+                && !others.is_empty()
+            {
                 link.send_typing(typing.conversation_id, user, &others);
             }
             let targets = this.sessions_of(&others, None);

@@ -62,6 +62,14 @@ pub(crate) fn members_with(conv: ConvId, user: UserId) -> Result<Members, Refusa
         .ok_or_else(|| Refusal::new(ErrorCode::NotFound, "no such conversation"))
 }
 
+/// What a client's send or typing into its own system conversation is told.
+pub(crate) fn system_read_only() -> Refusal {
+    Refusal::new(
+        ErrorCode::Forbidden,
+        "the system conversation is read-only: only the server writes into it",
+    )
+}
+
 /// A conversation id a client sent, if it is one a conversation can have.
 pub(crate) fn conv_from_wire(raw: u64) -> Result<ConvId, Refusal> {
     ConvId::from_wire(raw).ok_or_else(|| Refusal::new(ErrorCode::NotFound, "no such conversation"))
@@ -96,10 +104,7 @@ pub fn validate_send(
                 ConvKind::Group => Target::Group(conv),
                 ConvKind::System => {
                     members_with(conv, from)?;
-                    return Err(Refusal::new(
-                        ErrorCode::Forbidden,
-                        "the system conversation is read-only: only the server writes into it",
-                    ));
+                    return Err(system_read_only());
                 }
                 ConvKind::Direct => {
                     let members = members_with(conv, from)?;

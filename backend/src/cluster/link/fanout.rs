@@ -39,6 +39,7 @@ enum Out {
     },
     Group {
         g: u64,
+        seq: u64,
         except: ConnRef,
         frame: Bytes,
         trace: Option<Traceparent>,
@@ -69,9 +70,11 @@ impl Outbound {
         });
     }
 
-    pub(crate) fn group(&mut self, g: ConvId, except: ConnRef, frame: &Bytes) {
+    /// `seq`: the message the frame pushes (0: not a message).
+    pub(crate) fn group(&mut self, g: ConvId, seq: u64, except: ConnRef, frame: &Bytes) {
         self.items.push(Out::Group {
             g: g.to_wire(),
+            seq,
             except,
             frame: frame.clone(),
             trace: self.trace,
@@ -258,6 +261,7 @@ impl Link {
                 }
                 Out::Group {
                     g,
+                    seq,
                     except,
                     frame,
                     trace,
@@ -269,6 +273,7 @@ impl Link {
                                 except: except_for(except, d.peer.slot),
                                 frame: frame.clone(),
                                 traceparent: traceparent(trace),
+                                seq,
                             })),
                         });
                     }

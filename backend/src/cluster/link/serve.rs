@@ -114,6 +114,7 @@ impl Node for NodeService {
             // The peer's frames in flight (queued there, or in the stream's buffers) are lost
             // with the stream: the sessions here catch up by seq.
             if from.is_some() {
+                link.repair_groups();
                 link.hints.request("link_lost");
             }
         });
@@ -133,13 +134,14 @@ impl Node for NodeService {
 impl Link {
     /// A peer's stream began. A peer that streamed here before is a link that came back:
     /// what it sent meanwhile was dropped (its queue refuses while the link is down).
-    fn stream_began(&self, from: &str) {
+    fn stream_began(self: &Arc<Self>, from: &str) {
         let again = !self
             .streamed
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(from.to_owned());
         if again {
+            self.repair_groups();
             self.hints.request("link_back");
         }
     }
@@ -211,7 +213,7 @@ impl Link {
                     };
                     spans.extend(fanout_span(&t.traceparent, &from));
                     let except = t.except.as_ref().and_then(|o| wire::local(o, self.tag));
-                    self.online.audience(g, |shard, conns| {
+                    self.online.remote_audience(g, t.seq, |shard, conns| {
                         if let Some(list) = per_shard.get_mut(shard) {
                             list.push(Outgoing::Shared {
                                 conns: Arc::clone(conns),
@@ -315,7 +317,7 @@ impl Link {
                 if self.online.online_conns(g) > self.typing_members_max {
                     return;
                 }
-                self.online.audience(g, |shard, conns| {
+                self.online.remote_audience(g, 0, |shard, conns| {
                     if let Some(list) = per_shard.get_mut(shard) {
                         list.push(Outgoing::Shared {
                             conns: Arc::clone(conns),
@@ -377,11 +379,28 @@ impl Link {
     }
 
     /// Pushes were lost on the way here: every local session is told to catch up by seq.
-    fn missed_frames(&self, from: &str) {
+    fn missed_frames(self: &Arc<Self>, from: &str) {
         metrics::counter!("ringchat_cluster_peer_missed_total", "peer" => from.to_owned())
             .increment(1);
+        // Before this batch's frames: a lost `MemberChange` must not let them through.
+        self.repair_groups();
         tracing::warn!(peer = %from, "cluster: frames from a peer were dropped on the way; sessions here are told to Sync");
         self.hints.request("missed");
+    }
+}
+
+impl Link {
+    /// A peer's frames may have been lost, a `MemberChange` among them: other nodes' group
+    /// frames are held until the online users' groups are re-read (`groups/online/repair.rs`),
+    /// then every session here is told to Sync (what was held is served by seq).
+    fn repair_groups(self: &Arc<Self>) {
+        if self.online.repair_wanted() {
+            let link = Arc::clone(self);
+            tokio::spawn(async move {
+                link.online.repair().await;
+                link.hints.request("groups_repaired");
+            });
+        }
     }
 }
 

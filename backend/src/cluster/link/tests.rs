@@ -263,7 +263,7 @@ async fn pushes_to_users_go_only_to_the_nodes_holding_them() {
 
     let mut out = Outbound::default();
     out.users(&[1, 2], conn(9), &frame);
-    out.group(ConvId::group(5).expect("a group id"), conn(9), &frame);
+    out.group(ConvId::group(5).expect("a group id"), 7, conn(9), &frame);
     out.users(&[2], conn(9), &frame);
     link.send_group(out);
     assert_eq!(

@@ -35,6 +35,13 @@ struct Entry {
     per_shard: Box<[ShardConns]>,
     /// Where each connection sits in its shard's list, for O(1) removal.
     pos: Map<ConnRef, u32>,
+    /// The first seq each connection may be pushed, where it is above 0 (the member's
+    /// `visible_from_seq` as its login read it): a frame of an earlier seq still on its way
+    /// from the owner node is not for it.
+    floors: Map<ConnRef, u64>,
+    /// The highest floor ever set here (never lowered: only frames below it, late ones, take
+    /// the filtered path).
+    floor_max: u64,
 }
 
 pub(crate) struct OnlineIndex {
@@ -73,15 +80,24 @@ impl OnlineIndex {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Puts a connection in a group's audience; a repeat changes nothing.
-    pub fn add(&self, conv: ConvId, conn: ConnRef) {
+    /// Puts a connection in a group's audience from seq `floor` on (0: every frame); a repeat
+    /// only sets the floor.
+    pub fn add(&self, conv: ConvId, conn: ConnRef, floor: u64) {
         let shard = usize::from(conn.shard);
         assert!(shard < self.shards, "connection of an unknown shard");
         let mut groups = self.write(conv);
         let entry = groups.entry(conv).or_insert_with(|| Entry {
             per_shard: (0..self.shards).map(|_| Arc::default()).collect(),
             pos: Map::default(),
+            floors: Map::default(),
+            floor_max: 0,
         });
+        if floor > 0 {
+            entry.floors.insert(conn, floor);
+            entry.floor_max = entry.floor_max.max(floor);
+        } else {
+            entry.floors.remove(&conn);
+        }
         if entry.pos.contains_key(&conn) {
             return;
         }
@@ -102,6 +118,7 @@ impl OnlineIndex {
             return;
         };
         self.entries.decrement(1.0);
+        entry.floors.remove(&conn);
         let shard = usize::from(conn.shard);
         let list = Arc::make_mut(&mut entry.per_shard[shard]);
         let at = at as usize;
@@ -130,6 +147,40 @@ impl OnlineIndex {
                 if !conns.is_empty() {
                     f(shard, conns);
                 }
+            }
+        }
+    }
+
+    /// As [`Self::audience`], for a frame of message `seq` (0: not a message): connections whose
+    /// floor is above it are left out (a fresh list, only for frames older than a floor).
+    pub fn audience_at(&self, conv: ConvId, seq: u64, mut f: impl FnMut(usize, &ShardConns)) {
+        let groups = self.read(conv);
+        let Some(entry) = groups.get(&conv) else {
+            return;
+        };
+        let late = seq > 0 && seq < entry.floor_max;
+        for (shard, conns) in entry.per_shard.iter().enumerate() {
+            if conns.is_empty() {
+                continue;
+            }
+            if !late {
+                f(shard, conns);
+                continue;
+            }
+            let shard_id = crate::api::ShardId::try_from(shard).expect("a shard index fits its id");
+            let visible: Vec<ConnId> = conns
+                .iter()
+                .copied()
+                .filter(|c| {
+                    let at = ConnRef {
+                        shard: shard_id,
+                        conn: *c,
+                    };
+                    entry.floors.get(&at).is_none_or(|floor| seq >= *floor)
+                })
+                .collect();
+            if !visible.is_empty() {
+                f(shard, &Arc::new(visible));
             }
         }
     }
@@ -179,10 +230,10 @@ mod tests {
     fn connections_are_listed_per_shard_once() {
         let index = OnlineIndex::new(2);
         let g = group(1);
-        index.add(g, conn(0, 7));
-        index.add(g, conn(1, 3));
-        index.add(g, conn(0, 9));
-        index.add(g, conn(0, 7));
+        index.add(g, conn(0, 7), 0);
+        index.add(g, conn(1, 3), 0);
+        index.add(g, conn(0, 9), 0);
+        index.add(g, conn(0, 7), 0);
         assert_eq!(audience(&index, g), [(0, vec![7, 9]), (1, vec![3])]);
         assert_eq!(index.online(g), 3);
         assert!(audience(&index, group(2)).is_empty());
@@ -193,7 +244,7 @@ mod tests {
         let index = OnlineIndex::new(2);
         let g = group(1);
         for c in 1..=5 {
-            index.add(g, conn(0, c));
+            index.add(g, conn(0, c), 0);
         }
         index.remove(g, conn(0, 2));
         index.remove(g, conn(0, 2));
@@ -209,13 +260,38 @@ mod tests {
     }
 
     #[test]
+    fn a_frame_below_a_connections_floor_leaves_it_out() {
+        let index = OnlineIndex::new(2);
+        let g = group(1);
+        index.add(g, conn(0, 1), 0);
+        index.add(g, conn(0, 2), 11);
+        index.add(g, conn(1, 3), 5);
+        let at = |seq| {
+            let mut out = Vec::new();
+            index.audience_at(g, seq, |shard, conns| {
+                let mut conns = conns.to_vec();
+                conns.sort_unstable();
+                out.push((shard, conns));
+            });
+            out
+        };
+        assert_eq!(at(10), [(0, vec![1]), (1, vec![3])]);
+        assert_eq!(at(4), [(0, vec![1])]);
+        assert_eq!(at(11), [(0, vec![1, 2]), (1, vec![3])]);
+        assert_eq!(at(0), [(0, vec![1, 2]), (1, vec![3])], "not a message: all");
+        // Added again with no floor (a change in commit order): every frame from now on.
+        index.add(g, conn(0, 2), 0);
+        assert_eq!(at(10), [(0, vec![1, 2]), (1, vec![3])]);
+    }
+
+    #[test]
     fn a_snapshot_being_delivered_is_not_changed_under_it() {
         let index = OnlineIndex::new(1);
         let g = group(1);
-        index.add(g, conn(0, 1));
+        index.add(g, conn(0, 1), 0);
         let mut held = None;
         index.audience(g, |_, conns| held = Some(Arc::clone(conns)));
-        index.add(g, conn(0, 2));
+        index.add(g, conn(0, 2), 0);
         index.remove(g, conn(0, 1));
         assert_eq!(*held.unwrap(), vec![1]);
         assert_eq!(audience(&index, g), [(0, vec![2])]);
@@ -232,7 +308,7 @@ mod tests {
             rng ^= rng << 17;
             let (g, s, c) = (rng % 7, ((rng >> 8) % 3) as u16, (rng >> 16) % 20);
             if rng >> 60 < 9 {
-                index.add(group(g), conn(s, c));
+                index.add(group(g), conn(s, c), 0);
                 model.insert((g, s, c));
             } else {
                 index.remove(group(g), conn(s, c));

@@ -17,6 +17,17 @@
 //! the epoch is still the one it started from, else it reads again. Until installed, the user
 //! gets no group pushes, which is fine: the login's reply has not left yet, and the client's
 //! Sync after it sees everything durable.
+//!
+//! **Other nodes' groups** (cluster mode). For a group another node owns, this node learns of
+//! membership changes from the owner's `MemberChange` items, in order with the group's frames.
+//! Two things can still go wrong there, and both are closed here, not trusted to the link:
+//! - a login reads the store ahead of the owner's frames still on their way: each installed
+//!   group carries the member's `visible_from_seq` as a floor, and a message frame below it is
+//!   not pushed to that member's connections ([`index::OnlineIndex::audience_at`]);
+//! - a change lost on the way (a full or broken link, a node not yet in the owner's view): the
+//!   link asks for a repair (`repair.rs`), which re-reads the groups of every user online here;
+//!   until it is done, other nodes' group frames are not pushed here (the sessions are told to
+//!   Sync after it, so nothing is lost; a removed member gets nothing past its REMOVED event).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -28,6 +39,9 @@ use crate::api::ConnRef;
 use crate::store::{ConvId, UserId};
 
 pub(crate) mod index;
+mod repair;
+
+pub(crate) use repair::read_groups;
 
 use index::{OnlineIndex, ShardConns};
 
@@ -36,8 +50,9 @@ type Map<K, V> = HashMap<K, V, RandomState>;
 #[derive(Default)]
 struct OnlineUser {
     conns: SmallVec<[ConnRef; 2]>,
-    /// The user's groups (as a member), once a login installed them.
-    groups: Option<Vec<ConvId>>,
+    /// The user's groups (as a member) with the first seq pushed to the user in each (0: all),
+    /// once a login installed them.
+    groups: Option<Vec<(ConvId, u64)>>,
     epoch: u64,
 }
 
@@ -68,6 +83,8 @@ pub(crate) struct GroupOnline {
     /// The user level. The index is changed only while this is held, so the two agree.
     users: Mutex<Users>,
     index: OnlineIndex,
+    /// Re-reading the online users' groups after a change from another node was lost.
+    repair: repair::Repair,
 }
 
 impl GroupOnline {
@@ -75,6 +92,7 @@ impl GroupOnline {
         Self {
             users: Mutex::default(),
             index: OnlineIndex::new(shards),
+            repair: repair::Repair::default(),
         }
     }
 
@@ -95,8 +113,8 @@ impl GroupOnline {
         }
         match &entry.groups {
             Some(groups) => {
-                for g in groups {
-                    self.index.add(*g, conn);
+                for (g, floor) in groups {
+                    self.index.add(*g, conn, *floor);
                 }
                 LoginStep::Done
             }
@@ -107,7 +125,7 @@ impl GroupOnline {
     /// Installs the groups a login read at `epoch`. `false`: a change came in meanwhile, read
     /// again. `true` also when there is nothing left to do (the session closed, or another
     /// login installed them first).
-    pub(crate) fn install(&self, user: UserId, epoch: u64, groups: Vec<ConvId>) -> bool {
+    pub(crate) fn install(&self, user: UserId, epoch: u64, groups: Vec<(ConvId, u64)>) -> bool {
         let mut users = self.lock();
         let Some(entry) = users.users.get_mut(&user) else {
             return true;
@@ -118,9 +136,38 @@ impl GroupOnline {
         if entry.epoch != epoch {
             return false;
         }
-        for g in &groups {
+        for (g, floor) in &groups {
             for conn in &entry.conns {
-                self.index.add(*g, *conn);
+                self.index.add(*g, *conn, *floor);
+            }
+        }
+        entry.groups = Some(groups);
+        true
+    }
+
+    /// Replaces the installed groups of `user` with what a repair read at `epoch`. `false`: a
+    /// change came in meanwhile, read again. `true` also when there is nothing to replace.
+    fn replace(&self, user: UserId, epoch: u64, groups: Vec<(ConvId, u64)>) -> bool {
+        let mut users = self.lock();
+        let Some(entry) = users.users.get_mut(&user) else {
+            return true;
+        };
+        if entry.epoch != epoch {
+            return false;
+        }
+        let Some(old) = entry.groups.as_ref() else {
+            return true;
+        };
+        for (g, _) in old {
+            if !groups.iter().any(|(x, _)| x == g) {
+                for conn in &entry.conns {
+                    self.index.remove(*g, *conn);
+                }
+            }
+        }
+        for (g, floor) in &groups {
+            for conn in &entry.conns {
+                self.index.add(*g, *conn, *floor);
             }
         }
         entry.groups = Some(groups);
@@ -138,7 +185,7 @@ impl GroupOnline {
             return;
         };
         entry.conns.swap_remove(at);
-        for g in entry.groups.iter().flatten() {
+        for (g, _) in entry.groups.iter().flatten() {
             self.index.remove(*g, conn);
         }
         if entry.conns.is_empty() {
@@ -159,13 +206,14 @@ impl GroupOnline {
             // read again.
             return;
         };
-        groups.retain(|x| *x != g);
+        groups.retain(|(x, _)| *x != g);
+        // In order with the group's frames: every frame after it is for the member.
         if member {
-            groups.push(g);
+            groups.push((g, 0));
         }
         for conn in &entry.conns {
             if member {
-                self.index.add(g, *conn);
+                self.index.add(g, *conn, 0);
             } else {
                 self.index.remove(g, *conn);
             }
@@ -176,6 +224,16 @@ impl GroupOnline {
     /// O(shards) per message, whatever the group's size.
     pub(crate) fn audience(&self, g: ConvId, f: impl FnMut(usize, &ShardConns)) {
         self.index.audience(g, f);
+    }
+
+    /// The audience of another node's frame of message `seq` (0: not a message): nobody while
+    /// a repair is due, and no member whose floor is above `seq`.
+    pub(crate) fn remote_audience(&self, g: ConvId, seq: u64, f: impl FnMut(usize, &ShardConns)) {
+        if self.repair.due() {
+            metrics::counter!("ringchat_group_remote_frames_held_total").increment(1);
+            return;
+        }
+        self.index.audience_at(g, seq, f);
     }
 
     /// Online connections of the group.
@@ -190,7 +248,7 @@ impl GroupOnline {
             .users
             .get(&user)
             .and_then(|e| e.groups.as_ref())
-            .is_some_and(|groups| groups.contains(&g))
+            .is_some_and(|groups| groups.iter().any(|(x, _)| *x == g))
     }
 
     /// Groups with someone online, and (connection, group) entries.
@@ -202,6 +260,8 @@ impl GroupOnline {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     const U: UserId = 100_000_001;
@@ -237,7 +297,7 @@ mod tests {
         let LoginStep::ReadGroups(epoch) = online.login(U, c(1)) else {
             panic!("first login reads")
         };
-        assert!(online.install(U, epoch, vec![g(1)]));
+        assert!(online.install(U, epoch, vec![(g(1), 0)]));
         // A second session of the user joins the groups it is in at once.
         assert_eq!(online.login(U, phone), LoginStep::Done);
         assert_eq!(online.conns(g(1)), [(0, vec![1]), (1, vec![5])]);
@@ -257,7 +317,7 @@ mod tests {
         let LoginStep::ReadGroups(epoch) = online.login(U, c(1)) else {
             panic!("first login reads")
         };
-        assert!(online.install(U, epoch, vec![g(1), g(2)]));
+        assert!(online.install(U, epoch, vec![(g(1), 0), (g(2), 0)]));
         assert!(online.is_online_in(g(1), U));
         assert_eq!(online.login(U, c(2)), LoginStep::Done);
         online.close(U, c(1));
@@ -276,12 +336,54 @@ mod tests {
         };
         // Removed from g(1) while the login was reading (its read still showed g(1)).
         online.changed(g(1), U, false);
-        assert!(!online.install(U, epoch, vec![g(1)]));
+        assert!(!online.install(U, epoch, vec![(g(1), 0)]));
         let LoginStep::ReadGroups(epoch) = online.login(U, c(1)) else {
             panic!()
         };
         assert!(online.install(U, epoch, vec![]));
         assert!(!online.is_online_in(g(1), U));
+    }
+
+    #[test]
+    fn a_repair_replaces_the_groups_unless_a_change_came_in_meanwhile() {
+        let online = GroupOnline::new(1);
+        let LoginStep::ReadGroups(epoch) = online.login(U, c(1)) else {
+            panic!()
+        };
+        assert!(online.install(U, epoch, vec![(g(1), 0), (g(2), 0)]));
+        let epoch = online.lock().users[&U].epoch;
+        assert!(online.replace(U, epoch, vec![(g(2), 0), (g(3), 7)]));
+        assert!(
+            !online.is_online_in(g(1), U),
+            "the lost removal is repaired"
+        );
+        assert!(online.is_online_in(g(3), U));
+        online.changed(g(4), U, true);
+        assert!(!online.replace(U, epoch, vec![]), "read again");
+        assert!(online.is_online_in(g(4), U));
+    }
+
+    #[tokio::test]
+    async fn other_nodes_frames_are_held_until_a_repair_is_done() {
+        let online = Arc::new(GroupOnline::new(1));
+        let LoginStep::ReadGroups(epoch) = online.login(U, c(1)) else {
+            panic!()
+        };
+        assert!(online.install(U, epoch, vec![(g(1), 0)]));
+        let heard = |online: &GroupOnline| {
+            let mut n = 0;
+            online.remote_audience(g(1), 5, |_, conns| n += conns.len());
+            n
+        };
+        assert_eq!(heard(&online), 1);
+        assert!(
+            online.repair_wanted(),
+            "no pass runs: the caller starts one"
+        );
+        assert!(!online.repair_wanted(), "one pass at a time");
+        assert_eq!(heard(&online), 0, "held");
+        online.repair().await;
+        assert_eq!(heard(&online), 1);
     }
 
     #[test]
