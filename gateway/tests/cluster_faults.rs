@@ -130,6 +130,10 @@ async fn dropped_cross_node_pushes_make_the_recipient_sync_and_catch_up_every_ac
     );
 }
 
+/// Sends of one load in `redis_restarted_empty_under_load_...`, at most: far more than it
+/// makes before the test stops it (a few seconds of sends).
+const LOAD_SENDS_MAX: usize = 1_000_000;
+
 const PUSH_SECRET: &str = "a push gateway secret of some length";
 
 /// Part 2: the owner node decides "offline" from its own sessions; a user online on another
@@ -315,8 +319,10 @@ async fn redis_restarted_empty_under_load_loses_nothing_and_routing_rebuilds() {
         let (stop, count) = (Arc::clone(&stop), Arc::clone(&count));
         tokio::spawn(async move {
             let (mut acks, mut conv) = (Vec::new(), 0);
-            // Bounded in count as well as by the test's steps.
-            for i in 0..2_000 {
+            // Until the test says stop: its steps wait for more acks, and a load that ran out
+            // of sends first (a fast store) left them waiting for acks that could not come.
+            // The bound only ends a load the test forgot to stop.
+            for i in 0..LOAD_SENDS_MAX {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
