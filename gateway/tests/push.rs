@@ -215,6 +215,19 @@ async fn receiver_down_bob_offline() -> (TestServer, std::net::SocketAddr, Clien
     (server, addr, alice, b)
 }
 
+/// The harness: the "receiver down" port is one no `bind(0)` or outgoing connection can be
+/// handed meanwhile (the system's ephemeral range), so `start_on` can always take it later.
+#[test]
+fn the_receiver_down_port_is_outside_the_ephemeral_range() {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
+    let (low, high) = range.split_once(char::is_whitespace).unwrap();
+    let ephemeral = low.trim().parse::<u16>().unwrap()..=high.trim().parse::<u16>().unwrap();
+    for _ in 0..100 {
+        let port = free_port().port();
+        assert!(!ephemeral.contains(&port), "{port} is in {ephemeral:?}");
+    }
+}
+
 #[tokio::test]
 async fn a_receiver_that_is_down_then_fails_then_comes_back_gets_the_push() {
     let (server, addr, mut alice, b) = receiver_down_bob_offline().await;
