@@ -243,11 +243,12 @@ async fn a_status_only_node_assigns_clients_to_the_chat_nodes() {
         .expect("Assign")
         .into_inner();
     assert!(["c1", "c2"].contains(&reply.node_id.as_str()));
-    // Two heartbeats later the chat nodes still count only themselves.
-    let seen = nodes[0]
-        .1
-        .metric("ringchat_cluster_heartbeat_failures_total");
-    assert_eq!(seen, 0.0);
+    // The chat nodes still count only themselves, and their heartbeats go on with the status
+    // node there (a fresh view: the last one reached Redis). Not "no heartbeat ever failed":
+    // one Redis call over the tests' 150 ms deadline on a loaded machine is one failure.
+    wait_until("n1's view is fresh", || {
+        nodes[0].1.metric("ringchat_cluster_view_fresh") == 1.0
+    });
     assert_eq!(
         live_nodes(&nodes[0].1),
         2.0,

@@ -81,11 +81,12 @@ async fn a_message_as_big_as_the_limits_allow_crosses_nodes_and_the_links_stay_u
 }
 
 /// The owner's sequencer queue holds one write (`backend.queue_requests_max` and
-/// `storage.commit_group_max` 1) and a stream that takes nothing for 200 ms is a link down
-/// (`peer_connect_timeout_ms`): a burst of pipelined 8 KiB sends forwarded n1 -> n2 (24 MiB,
-/// seconds of the sequencer's work one commit at a time) is answered
-/// write by write, acked or UNAVAILABLE (refused at once, not waited for), every ack stored
-/// once and nothing refused stored; no link goes down.
+/// `storage.commit_group_max` 1): a burst of pipelined 8 KiB sends forwarded n1 -> n2 (24 MiB,
+/// seconds of the sequencer's work one commit at a time) is answered write by write, acked or
+/// UNAVAILABLE (the owner refuses at once, not waits: an owner that waited for room would
+/// refuse none), every ack stored once and nothing refused stored; no link goes down. The
+/// stall limit (`peer_connect_timeout_ms`) is 2 s: a loaded test machine can starve a node's
+/// link reader for a few hundred ms, which is no stall.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_owner_refuses_forwarded_writes_and_the_link_stays_up() {
     const SENDS: usize = 3_000;
@@ -96,7 +97,7 @@ async fn a_busy_owner_refuses_forwarded_writes_and_the_link_stays_up() {
         &[
             ("BACKEND__QUEUE_REQUESTS_MAX", "1"),
             ("STORAGE__COMMIT_GROUP_MAX", "1"),
-            ("CLUSTER__PEER_CONNECT_TIMEOUT_MS", "200"),
+            ("CLUSTER__PEER_CONNECT_TIMEOUT_MS", "2000"),
         ],
     );
     let (mut alice, a) = nodes[0].user("alice").await;
@@ -133,7 +134,7 @@ async fn a_busy_owner_refuses_forwarded_writes_and_the_link_stays_up() {
     eprintln!("{} acked, {refused} refused", acks.len());
     assert_eq!(links_down(&nodes), before, "no link went down");
     assert!(
-        metric_sum(&nodes[1], "ringchat_cluster_forward_refused_total") > 0.0,
+        nodes[1].metric("ringchat_cluster_forward_refused_total{reason=\"owner_busy\"}") > 0.0,
         "the owner refused some"
     );
     if !acks.is_empty() {

@@ -79,7 +79,8 @@ async fn an_offline_recipient_gets_a_signed_webhook_and_an_online_one_none() {
     );
     assert_eq!(push["conversation_id"], (2u64 << 62) | b);
     assert!(pushes(&sink).iter().all(|p| p["user_id"] != c));
-    assert!(metric(&server, "ringchat_push_sent_total") >= 2);
+    // Counted once the server has read the answer, which may be after the sink recorded it.
+    wait_metric(&server, "ringchat_push_sent_total", 2);
 
     // A bad registration is refused; unregistering answers `registered: false`.
     let (mut dave, _) = server.user("dave").await;
@@ -212,6 +213,19 @@ async fn receiver_down_bob_offline() -> (TestServer, std::net::SocketAddr, Clien
     befriend(&mut alice, a.user_id, &mut bob, b).await;
     go_offline(&mut alice, bob, b).await;
     (server, addr, alice, b)
+}
+
+/// The harness: the "receiver down" port is one no `bind(0)` or outgoing connection can be
+/// handed meanwhile (the system's ephemeral range), so `start_on` can always take it later.
+#[test]
+fn the_receiver_down_port_is_outside_the_ephemeral_range() {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
+    let (low, high) = range.split_once(char::is_whitespace).unwrap();
+    let ephemeral = low.trim().parse::<u16>().unwrap()..=high.trim().parse::<u16>().unwrap();
+    for _ in 0..100 {
+        let port = free_port().port();
+        assert!(!ephemeral.contains(&port), "{port} is in {ephemeral:?}");
+    }
 }
 
 #[tokio::test]

@@ -308,12 +308,21 @@ async fn messaging_needs_a_login() {
 
 #[tokio::test]
 async fn no_login_within_the_handshake_timeout_is_kicked() {
-    let server = TestServer::start(&[("GATEWAY__HANDSHAKE_TIMEOUT_MS", "300")]);
+    // Long enough that a loaded machine still answers the Hello first; kicked no sooner than
+    // half of it (the timer starts at accept, a little after `connected`).
+    const TIMEOUT_MS: u64 = 2_000;
+    let server = TestServer::start(&[("GATEWAY__HANDSHAKE_TIMEOUT_MS", &TIMEOUT_MS.to_string())]);
+    let connected = std::time::Instant::now();
     let mut c = server.client().await;
     c.hello().await.unwrap();
     assert_eq!(
         expect_kicked_then_closed(&mut c).await,
         KickReason::HandshakeTimeout
+    );
+    let waited = connected.elapsed();
+    assert!(
+        waited >= Duration::from_millis(TIMEOUT_MS / 2),
+        "kicked after {waited:?}, well before the {TIMEOUT_MS} ms handshake timeout"
     );
 }
 

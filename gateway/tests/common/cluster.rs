@@ -35,24 +35,7 @@ pub fn unique() -> String {
     )
 }
 
-/// A free port below the system's ephemeral range (32768 and up by default), so that no
-/// outgoing connection takes it as its source port between this pick and the node's bind (a
-/// port from `bind(0)` could be, and the node then failed with "address in use").
-pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    const FIRST: u32 = 20_000;
-    const SPAN: u32 = 12_000;
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let seed = std::process::id().wrapping_mul(7_919);
-    for _ in 0..SPAN {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = (FIRST + seed.wrapping_add(n) % SPAN) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port in {FIRST}..{}", FIRST + SPAN)
-}
+pub use super::free_port;
 
 /// One node's settings: the shared store and Redis, its own id, ports and key prefix.
 pub struct NodeEnv {

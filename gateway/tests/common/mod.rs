@@ -41,6 +41,26 @@ pub const PASSWORD: &str = "correct horse battery";
 /// How long a test waits for something the server does in the background.
 pub const WAIT_DEADLINE: Duration = Duration::from_secs(20);
 
+/// A free port below the system's ephemeral range (32768 and up by default), so that no
+/// outgoing connection takes it as its source port between this pick and its bind (a port
+/// from `bind(0)` could be, or be handed to another `bind(0)`, and the bind then failed with
+/// "address in use"). For a listener that starts later: a node, a Redis, a webhook receiver.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id().wrapping_mul(7_919);
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (FIRST + seed.wrapping_add(n) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + SPAN)
+}
+
 /// Polls `check` until it holds, or panics saying `what` after [`WAIT_DEADLINE`].
 pub fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + WAIT_DEADLINE;

@@ -41,20 +41,24 @@ pub struct WebhookSink {
     answer_body: Arc<Mutex<String>>,
 }
 
-/// A loopback port nobody listens on (yet): connecting to it is refused.
+/// A loopback address nobody listens on (yet): connecting to it is refused. Outside the
+/// ephemeral range ([`super::free_port`]): no listener or connection of the test or its server
+/// takes the port before [`WebhookSink::start_on`] binds it.
 pub fn free_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+    SocketAddr::from(([127, 0, 0, 1], super::free_port()))
 }
 
 impl WebhookSink {
     pub fn start() -> Self {
-        Self::start_on(free_port())
+        Self::listen(TcpListener::bind("127.0.0.1:0").expect("bind the sink"))
     }
 
     /// Listens on `addr` (a port from [`free_port`]), answering 200 until told otherwise.
     pub fn start_on(addr: SocketAddr) -> Self {
-        let listener = TcpListener::bind(addr).expect("bind the sink");
+        Self::listen(TcpListener::bind(addr).expect("bind the sink"))
+    }
+
+    fn listen(listener: TcpListener) -> Self {
         let sink = Self {
             addr: listener.local_addr().unwrap(),
             got: Arc::default(),

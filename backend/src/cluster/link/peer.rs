@@ -142,6 +142,9 @@ impl Peer {
         match result {
             Ok(()) => self.wake.notify_one(),
             Err(why) => {
+                // The refusal may have set `missed` with nothing queued: woken, the sender
+                // announces it now, not with whatever is queued next (maybe never).
+                self.wake.notify_one();
                 metrics::counter!("ringchat_cluster_peer_items_dropped_total", "peer" => self.node_id.clone(), "reason" => why.label())
                     .increment(n)
             }
