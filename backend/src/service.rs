@@ -118,8 +118,9 @@ pub struct Backend {
     /// Backups this server writes (`backup/server.rs`).
     pub(crate) backups: Arc<crate::backup::server::Backups>,
     pub(crate) contacts: Contacts,
-    /// Ephemeral chat rooms, in memory only.
-    pub(crate) rooms: Rooms,
+    /// Ephemeral chat rooms, in memory only (shared with the cluster link, which hands them
+    /// the room items of other nodes).
+    pub(crate) rooms: Arc<Rooms>,
     /// Admin actions and users' security events (`audit.rs`).
     pub(crate) audit: Arc<crate::audit::Audit>,
     /// Operators waiting for their sequencer writes (`messaging/operator.rs`).
@@ -302,13 +303,29 @@ impl Backend {
             settings.backend.queue_requests_max,
             settings.backend.logins_in_flight_max,
         );
+        // Cluster mode: rooms span the nodes; the link hands them the room items peers send.
+        let rooms = Arc::new(Rooms::new(
+            settings.rooms.clone(),
+            link.as_ref().map(|link| {
+                crate::rooms::cluster::ClusterRooms::new(
+                    Arc::clone(link),
+                    shards.clone(),
+                    &settings.rooms,
+                    settings.cluster.nodes_max,
+                    settings.cluster.forward_timeout_ms,
+                )
+            }),
+        ));
+        if let Some(link) = &link {
+            link.set_rooms(Arc::downgrade(&rooms));
+        }
         Ok(Arc::new(Self {
             link,
             files,
             media,
             operator_replies: delivery.operator_replies(),
             contacts: Contacts::new(settings.contacts.clone()),
-            rooms: Rooms::new(settings.rooms.clone()),
+            rooms,
             audit,
             notifications: Arc::new(crate::notifications::Notifications::new(
                 settings.notifications.clone(),
@@ -437,6 +454,9 @@ impl Backend {
         crate::push::start(&self);
         crate::backup::server::start(&self.backups, Arc::clone(&self.ports.engine));
         tokio::spawn(crate::observe::persist_activity(Arc::clone(&self.observe)));
+        if self.rooms.cluster().is_some() {
+            tokio::spawn(Arc::clone(&self.rooms).watch_view());
+        }
         if let Some(files) = &self.files {
             files.start_cleanup();
             files.start_gc();

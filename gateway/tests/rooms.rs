@@ -12,63 +12,12 @@ use std::time::Duration;
 
 use common::TestServer;
 use common::contacts::{ask, code, error};
+use common::rooms::{
+    WAIT, count, info, join, joined, leave, next_message, say, text, wait_for_count,
+};
 use ringchat_bench::client::Client;
 use ringchat_proto::v1::{self, ContentType, ErrorCode};
 use ringchat_proto::{Body, Frame};
-
-const WAIT: Duration = Duration::from_secs(10);
-
-async fn join(c: &mut Client, room: &str) -> Body {
-    ask(c, Body::RoomJoin(v1::RoomJoin { room: room.into() })).await
-}
-
-/// Joins and returns the member count.
-async fn joined(c: &mut Client, room: &str) -> u32 {
-    match join(c, room).await {
-        Body::RoomJoined(j) => {
-            assert_eq!(j.room, room);
-            j.member_count
-        }
-        other => panic!("expected RoomJoined, got {other:?}"),
-    }
-}
-
-async fn info(c: &mut Client, room: &str) -> Body {
-    ask(c, Body::RoomInfo(v1::RoomInfo { room: room.into() })).await
-}
-
-async fn count(c: &mut Client, room: &str) -> u32 {
-    match info(c, room).await {
-        Body::RoomJoined(j) => j.member_count,
-        other => panic!("expected RoomJoined, got {other:?}"),
-    }
-}
-
-async fn leave(c: &mut Client, room: &str) {
-    match ask(c, Body::RoomLeave(v1::RoomLeave { room: room.into() })).await {
-        Body::RoomLeft(l) => assert_eq!(l.room, room),
-        other => panic!("expected RoomLeft, got {other:?}"),
-    }
-}
-
-fn text(room: &str, text: &str) -> Body {
-    Body::RoomSend(v1::RoomSend {
-        room: room.into(),
-        content_type: ContentType::Text as i32,
-        content: text.as_bytes().to_vec().into(),
-    })
-}
-
-/// Sends a text and returns its `room_seq`.
-async fn say(c: &mut Client, room: &str, words: &str) -> u64 {
-    match ask(c, text(room, words)).await {
-        Body::RoomSent(s) => {
-            assert_eq!(s.room, room);
-            s.room_seq
-        }
-        other => panic!("expected RoomSent, got {other:?}"),
-    }
-}
 
 /// A room request every connection may make (leaving a room it is not in): once answered,
 /// every room message sent to `c` before it has arrived.
@@ -87,36 +36,6 @@ async fn received(c: &mut Client) -> Vec<v1::RoomMessage> {
         }
     }
     out
-}
-
-/// The next room message, within `WAIT`.
-async fn next_message(c: &mut Client) -> v1::RoomMessage {
-    let frame = tokio::time::timeout(WAIT, c.next_event_untimed())
-        .await
-        .expect("a room message in time")
-        .unwrap()
-        .expect("open");
-    match frame.body {
-        Some(Body::RoomMessage(m)) => m,
-        other => panic!("expected RoomMessage, got {other:?}"),
-    }
-}
-
-/// Asks RoomInfo until the count is `want`: a close reaches the rooms through the same queue,
-/// a moment after the socket closed.
-async fn wait_for_count(c: &mut Client, room: &str, want: u32) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let now = count(c, room).await;
-        if now == want {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "member count stayed {now}, expected {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test]

@@ -182,6 +182,23 @@ const COUNTERS: &[(&str, &str)] = &[
         "ringchat_cluster_presence_decided_total",
         "Presence changes heard from other nodes that this node decided on (and told friends here when shown state changed), since start.",
     ),
+    // Chat rooms across the nodes (`rooms/cluster/`).
+    (
+        "ringchat_room_cluster_refused_total",
+        "Room joins, infos and sends answered UNAVAILABLE on this node because the room's owner node did not answer (reason: timeout, down = its link went down, not_queued = its link refused the ask, asks_full = room_cluster asks waiting at their bound), since start.",
+    ),
+    (
+        "ringchat_room_cluster_messages_dropped_total",
+        "Room messages this node numbered as a room's owner but could not queue for a node with members there (its link down or its queue full: a gap in room_seq there), since start.",
+    ),
+    (
+        "ringchat_room_cluster_items_dropped_total",
+        "Room items from other nodes dropped (reason: stranger = a node not in the view, invalid = a part no node of this version sends), since start.",
+    ),
+    (
+        "ringchat_room_cluster_reregistrations_total",
+        "Times this node sent its rooms' parts to their owners because the node view changed, since start.",
+    ),
 ];
 
 const GAUGES: &[(&str, &str)] = &[
@@ -204,5 +221,9 @@ const GAUGES: &[(&str, &str)] = &[
     (
         "ringchat_cluster_route_cache_users",
         "Users held in the route cache (at most cluster.routes.cache_users_max).",
+    ),
+    (
+        "ringchat_room_cluster_owned",
+        "Chat rooms this node keeps as their owner node (each node's part of each).",
     ),
 ];

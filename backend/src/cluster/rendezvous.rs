@@ -17,6 +17,13 @@ pub fn node_number(node_id: &str) -> u64 {
     mix(h)
 }
 
+/// A chat room's key, the `conv` its owner is found by: a stable hash of its name (FNV-1a,
+/// then mixed, as [`node_number`]) with the top bit set, so it never equals a conversation's
+/// wire id and a room does not land where that conversation does by construction.
+pub fn room_key(name: &str) -> u64 {
+    node_number(name) | 1 << 63
+}
+
 /// The weight of `conv` (its wire id) on node `node` (its [`node_number`]).
 pub fn weight(conv: u64, node: u64) -> u64 {
     mix(conv ^ mix(node))
@@ -72,6 +79,8 @@ mod tests {
         // Pinned: a change here splits a mixed-version cluster's idea of who owns what.
         assert_eq!(node_number("n1"), 0xf5c0_8557_ac1e_5104);
         assert_eq!(weight(1, 2), 0x8d4f_874c_404d_de5c);
+        assert_eq!(room_key("lobby"), node_number("lobby") | 1 << 63);
+        assert_eq!(room_key("lobby"), 0xb4ea_f00b_b6c1_c767, "pinned");
         let a = nodes(&["n1", "n2", "n3"]);
         let b = nodes(&["n3", "n1", "n2"]);
         assert_eq!(owners(&a), owners(&b));

@@ -9,8 +9,12 @@
 //! Every room request is served on the backend's request loop, one at a time: a message is
 //! numbered and handed to the shards' inboxes before the next request is looked at, so each
 //! shard sees a room's messages in `room_seq` order.
+//!
+//! In cluster mode a room spans the nodes: its owner node numbers its messages and knows
+//! each node's part of it (`cluster/`, which says why and how).
 
 mod budget;
+pub(crate) mod cluster;
 mod config;
 mod name;
 mod registry;
@@ -28,13 +32,17 @@ pub(crate) struct Rooms {
     registry: Mutex<Registry>,
     /// Budgets run on this monotonic clock: a wall-clock step does not refill or drain them.
     started: Instant,
+    /// Cluster mode: rooms span the nodes (`cluster/`). `None` on one box, whose room path
+    /// is exactly as it was.
+    cluster: Option<cluster::ClusterRooms>,
 }
 
 impl Rooms {
-    pub fn new(config: RoomsConfig) -> Self {
+    pub fn new(config: RoomsConfig, cluster: Option<cluster::ClusterRooms>) -> Self {
         Self {
             registry: Mutex::new(Registry::new(config, 0)),
             started: Instant::now(),
+            cluster,
         }
     }
 
@@ -59,9 +67,15 @@ impl Rooms {
         metrics::counter!("ringchat_room_deliveries_total").absolute(deliveries);
     }
 
-    /// A logged-in session has gone: out of its rooms (a room left empty goes too).
+    /// A logged-in session has gone: out of its rooms (a room left empty goes too); in
+    /// cluster mode their owners are told.
     pub fn close(&self, conn: crate::api::ConnRef, user: crate::api::UserId) {
         let now_ms = self.now_ms();
-        self.lock().close(conn, user, now_ms);
+        let left = self.lock().close(conn, user, now_ms);
+        if self.cluster.is_some() {
+            for room in left {
+                self.report(&room);
+            }
+        }
     }
 }

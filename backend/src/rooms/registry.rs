@@ -38,6 +38,9 @@ pub enum RoomError {
     RoomRate { per_s: u32, retry_after_ms: u64 },
     #[error("you may send at most {per_s} room messages per second")]
     UserRate { per_s: u32, retry_after_ms: u64 },
+    /// Cluster mode: the room's owner node is not known or did not answer (ownership moving).
+    #[error("the room's owner node is changing or cannot be reached; retry")]
+    Unsettled,
 }
 
 /// One shard's part of a room's audience, and the list a message is sent with
@@ -60,7 +63,8 @@ impl ShardAudience {
 }
 
 struct Room {
-    /// The last `room_seq` given out.
+    /// One box: the last `room_seq` given out. Cluster mode: the highest delivered here
+    /// (`cluster.rs`), since the room's owner node numbers.
     seq: u64,
     /// Sessions present (the audience), over all shards.
     sessions: u32,
@@ -119,13 +123,16 @@ struct Sender {
 /// How long a sender's budget outlives its last room: a bucket refills in one second.
 const BUDGET_REST_MS: u64 = 1_000;
 
+/// One list of connections per shard with someone to deliver to.
+pub type Targets = SmallVec<[(ShardId, Arc<Vec<ConnId>>); 4]>;
+
 /// What a send hands the service to deliver.
 #[derive(Debug)]
 pub struct Outgoing {
     pub room_seq: u64,
     /// One list per shard with someone to deliver to; the sender's own connection is among its
     /// shard's (the shard skips it), so the list stays shared.
-    pub targets: SmallVec<[(ShardId, Arc<Vec<ConnId>>); 4]>,
+    pub targets: Targets,
 }
 
 pub struct Registry {
@@ -252,12 +259,14 @@ impl Registry {
         self.end_rests(now_ms);
     }
 
-    /// The session has gone: out of every room it was in.
-    pub fn close(&mut self, conn: ConnRef, user: UserId, now_ms: u64) {
-        for key in self.sessions.remove(&conn).unwrap_or_default() {
-            self.remove_member(conn, user, &key, now_ms);
+    /// The session has gone: out of every room it was in (returned).
+    pub fn close(&mut self, conn: ConnRef, user: UserId, now_ms: u64) -> SmallVec<[Arc<str>; 2]> {
+        let rooms = self.sessions.remove(&conn).unwrap_or_default();
+        for key in &rooms {
+            self.remove_member(conn, user, key, now_ms);
         }
         self.end_rests(now_ms);
+        rooms
     }
 
     /// Forgets the budgets of users whose rest is over and who joined nothing since.
@@ -390,5 +399,6 @@ impl Registry {
     }
 }
 
+mod cluster;
 #[cfg(test)]
 mod tests;

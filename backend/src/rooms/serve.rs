@@ -2,6 +2,7 @@
 //! `mod.rs` for why that keeps `room_seq` in order on every shard).
 
 use std::net::{IpAddr, Ipv6Addr};
+use std::sync::Arc;
 
 use ringchat_proto::Body;
 use ringchat_proto::v1::{self, ErrorCode};
@@ -29,11 +30,16 @@ impl From<RoomError> for Refusal {
                 message,
                 retry_after_ms,
             },
+            RoomError::Unsettled => Refusal {
+                code: ErrorCode::Unavailable,
+                message,
+                retry_after_ms: crate::retry_after::unavailable_retry_after_ms(),
+            },
         }
     }
 }
 
-fn check_name(room: &str) -> Result<(), Refusal> {
+pub(super) fn check_name(room: &str) -> Result<(), Refusal> {
     if valid_room_name(room) {
         Ok(())
     } else {
@@ -46,21 +52,18 @@ fn check_name(room: &str) -> Result<(), Refusal> {
 
 impl Backend {
     pub(crate) async fn room(
-        &self,
+        self: &Arc<Self>,
         conn: ConnRef,
         user: UserId,
         request_id: u64,
         request: RoomRequest,
     ) {
+        if self.rooms.cluster().is_some() {
+            return self.room_in_cluster(conn, user, request_id, request).await;
+        }
         let answer = match request {
             RoomRequest::Join(v1::RoomJoin { room }) => check_name(&room).and_then(|()| {
-                // A session is registered before its first request is served; the fallback
-                // (all such sessions counted as one network) never lets one through unbounded.
-                let peer = self
-                    .sessions
-                    .read()
-                    .session(user, conn)
-                    .map_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED), |s| s.peer);
+                let peer = self.peer_of(user, conn);
                 let member_count =
                     self.rooms
                         .lock()
@@ -89,6 +92,16 @@ impl Backend {
             Ok(None) => {}
             Err(refusal) => self.refuse(conn, request_id, refusal).await,
         }
+    }
+
+    /// The client address of a session, for `rooms.per_network_max`.
+    pub(super) fn peer_of(&self, user: UserId, conn: ConnRef) -> IpAddr {
+        // A session is registered before its first request is served; the fallback (all
+        // such sessions counted as one network) never lets one through unbounded.
+        self.sessions
+            .read()
+            .session(user, conn)
+            .map_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED), |s| s.peer)
     }
 
     /// Numbers the message, encodes it once and hands each shard with an audience one event

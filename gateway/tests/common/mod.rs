@@ -17,6 +17,7 @@ pub mod pg_cluster;
 pub mod proxy;
 pub mod push;
 pub mod resume;
+pub mod rooms;
 pub mod sse;
 pub mod store;
 pub mod transport;

@@ -29,6 +29,7 @@ mod peer;
 mod peers;
 mod pending;
 mod queue;
+mod rooms;
 mod secret;
 mod serve;
 mod system;
@@ -99,6 +100,8 @@ pub struct Link {
     newcomers: newcomers::Newcomers,
     /// `ringchat_cluster_forwarded_writes_total`, looked up once (one per forwarded write).
     forwarded: metrics::Counter,
+    /// This node's chat rooms, for the room items peers send (`rooms.rs`).
+    rooms: OnceLock<std::sync::Weak<crate::rooms::Rooms>>,
 }
 
 impl Link {
@@ -146,6 +149,7 @@ impl Link {
             system: system::SystemPending::default(),
             newcomers: newcomers::Newcomers::default(),
             forwarded: metrics::counter!("ringchat_cluster_forwarded_writes_total"),
+            rooms: OnceLock::new(),
         }))
     }
 

@@ -239,6 +239,13 @@ impl Link {
                         self.online.changed(g, m.user_id, m.joined);
                     }
                 }
+                Some(
+                    item @ (Item::RoomPart(_)
+                    | Item::RoomSend(_)
+                    | Item::RoomAnswer(_)
+                    | Item::RoomMessage(_)),
+                ) => self.room_item(&from, peer.as_ref(), item).await,
+                // An item of a later version this one does not know: dropped.
                 None => {}
             }
         }

@@ -339,3 +339,42 @@ fn joining_and_leaving_over_and_over_keeps_at_most_a_rest_of_leaves() {
         r.resting
     );
 }
+
+#[test]
+fn cluster_delivery_never_goes_back_and_parts_count_this_node_only() {
+    let mut r = Registry::new(config(), 0);
+    let (a1, a2, b) = (conn(0, 1), conn(1, 2), conn(0, 3));
+    r.join(a1, ALICE, PEER, "tea", 0).unwrap();
+    r.join(a2, ALICE, PEER, "tea", 0).unwrap();
+    r.join(b, BOB, PEER, "tea", 0).unwrap();
+    let (part, delivered) = r.part("tea");
+    assert_eq!((part.users, part.sessions, delivered), (2, 3, 0));
+    assert_eq!(r.presence("tea", ALICE, a1), (true, true));
+    assert_eq!(r.presence("tea", CAROL, conn(0, 9)), (false, false));
+    let shards = |t: Option<Targets>| t.map(|t| t.iter().map(|(s, _)| *s).collect::<Vec<_>>());
+    assert_eq!(shards(r.deliver("tea", 5)), Some(vec![0, 1]));
+    assert_eq!(
+        r.part("tea").1,
+        5,
+        "what was delivered is reported to a new owner"
+    );
+    assert!(r.deliver("tea", 5).is_none(), "the same room_seq again");
+    assert!(r.deliver("tea", 3).is_none(), "an older owner's straggler");
+    assert!(r.deliver("tea", 6).is_some());
+    assert!(r.deliver("coffee", 1).is_none(), "nobody here");
+    // Membership and the user's budget (3 a second) are this node's; the room's is not.
+    for _ in 0..3 {
+        r.may_send(b, BOB, "tea", 0).unwrap();
+    }
+    assert!(matches!(
+        r.may_send(b, BOB, "tea", 0),
+        Err(RoomError::UserRate { per_s: 3, .. })
+    ));
+    assert_eq!(
+        r.may_send(conn(0, 9), CAROL, "tea", 0),
+        Err(RoomError::NotIn)
+    );
+    let left = r.close(a1, ALICE, 0);
+    assert_eq!(left.iter().map(|k| &**k).collect::<Vec<_>>(), vec!["tea"]);
+    assert_eq!(r.rooms_here(), vec![Arc::<str>::from("tea")]);
+}
