@@ -29,7 +29,7 @@
 //!   until it is done, other nodes' group frames are not pushed here (the sessions are told to
 //!   Sync after it, so nothing is lost; a removed member gets nothing past its REMOVED event).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use foldhash::fast::RandomState;
@@ -148,6 +148,9 @@ impl GroupOnline {
     /// Replaces the installed groups of `user` with what a repair read at `epoch`. `false`: a
     /// change came in meanwhile, read again. `true` also when there is nothing to replace.
     fn replace(&self, user: UserId, epoch: u64, groups: Vec<(ConvId, u64)>) -> bool {
+        // Looked up once per old group, before the lock: a user may be in up to
+        // `groups.per_user_max` (10,000) groups, and a repair replaces every online user's.
+        let kept: HashSet<ConvId, RandomState> = groups.iter().map(|(g, _)| *g).collect();
         let mut users = self.lock();
         let Some(entry) = users.users.get_mut(&user) else {
             return true;
@@ -159,7 +162,7 @@ impl GroupOnline {
             return true;
         };
         for (g, _) in old {
-            if !groups.iter().any(|(x, _)| x == g) {
+            if !kept.contains(g) {
                 for conn in &entry.conns {
                     self.index.remove(*g, *conn);
                 }
