@@ -94,6 +94,17 @@ impl Backend {
         }
     }
 
+    /// What a room send must be on any node, before membership and budgets: a valid name and
+    /// content (the same rules as `Send`).
+    pub(super) fn check_send_input(&self, send: &v1::RoomSend) -> Result<(), Refusal> {
+        check_name(&send.room)?;
+        validate_content(
+            send.content_type,
+            &send.content,
+            self.settings.limits.message_bytes_max,
+        )
+    }
+
     /// The client address of a session, for `rooms.per_network_max`.
     pub(super) fn peer_of(&self, user: UserId, conn: ConnRef) -> IpAddr {
         // A session is registered before its first request is served; the fallback (all
@@ -114,12 +125,7 @@ impl Backend {
         request_id: u64,
         send: v1::RoomSend,
     ) -> Result<Option<Body>, Refusal> {
-        check_name(&send.room)?;
-        validate_content(
-            send.content_type,
-            &send.content,
-            self.settings.limits.message_bytes_max,
-        )?;
+        self.check_send_input(&send)?;
         let out = self
             .rooms
             .lock()

@@ -14,7 +14,6 @@ use super::Asked;
 use crate::Backend;
 use crate::accounts::Refusal;
 use crate::api::{ConnRef, RoomRequest, UserId};
-use crate::messaging::validate_content;
 use crate::rooms::serve::check_name;
 
 /// What a client is answered once the owner's answer is in.
@@ -110,12 +109,7 @@ impl Backend {
 
     /// A send's checks on this node: the name, the content, membership, the user's budget.
     fn send_checks(&self, conn: ConnRef, user: UserId, send: &v1::RoomSend) -> Result<(), Refusal> {
-        check_name(&send.room)?;
-        validate_content(
-            send.content_type,
-            &send.content,
-            self.settings.limits.message_bytes_max,
-        )?;
+        self.check_send_input(send)?;
         let now_ms = self.rooms.now_ms();
         self.rooms.lock().may_send(conn, user, &send.room, now_ms)?;
         Ok(())
