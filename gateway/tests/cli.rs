@@ -237,8 +237,15 @@ fn a_group_volume_lets_the_user_whose_files_are_in_it_write() {
     mode(&data, 0o2775);
     chown(&lost, Some(0), Some(SERVER)).unwrap();
     chown(&admin, Some(SERVER), Some(SERVER)).unwrap();
+    // The server's uid may not reach the build's binary (a checkout under a 0700 directory,
+    // such as a fresh clone in `mktemp -d`): it runs a copy from the open temp dir, from there.
+    let bin = tmp.path().join("ringchat");
+    std::fs::copy(env!("CARGO_BIN_EXE_ringchat"), &bin).unwrap();
+    mode(&bin, 0o755);
     let add_user = |name: &str| {
-        let mut child = ringchat()
+        let mut child = Command::new(&bin);
+        child.env_clear().current_dir(tmp.path());
+        let mut child = child
             .args(["admin", "add-user", name, "--role", "admin"])
             .env("RINGCHAT_STORAGE__DATA_DIR", &data)
             .uid(SERVER)
