@@ -195,6 +195,16 @@ const COUNTERS: &[(&str, &str)] = &[
         "ringchat_room_cluster_items_dropped_total",
         "Room items from other nodes dropped (reason: stranger = a node not in the view, invalid = a part no node of this version sends), since start.",
     ),
+    // Group membership repairs after a change from another node may have been lost
+    // (`groups/online/repair.rs`).
+    (
+        "ringchat_group_online_repairs_wanted_total",
+        "Times this node asked to re-read the groups of its online users because frames from another node may have been lost (a missed batch, a link that ended or came back); other nodes' group pushes are held until a pass is done, since start.",
+    ),
+    (
+        "ringchat_group_online_repair_failures_total",
+        "Passes re-reading the online users' groups that failed on a store error and were tried again a second later (group pushes from other nodes stay held meanwhile), since start.",
+    ),
     (
         "ringchat_room_cluster_reregistrations_total",
         "Times this node sent its rooms' parts to their owners because the node view changed, since start.",
