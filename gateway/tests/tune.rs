@@ -285,7 +285,7 @@ fn whole_name(name: &str) -> bool {
     };
     numbered("rc-shard-")
         || numbered("rc-backend-")
-        || ["rc-log-console", "rc-log-file"].contains(&name)
+        || ["rc-log-console", "rc-log-file", "rc-hangup"].contains(&name)
         || ringchat_backend::threads::FIXED.contains(&name)
 }
 
