@@ -796,6 +796,8 @@ async fn a_backup_dir_that_cannot_be_written_stops_the_start_and_failures_are_co
         server.metric("ringchat_backup_last_success_timestamp_seconds"),
         0.0
     );
+    // What the stale-backup alert compares the newest backup's age with.
+    assert_eq!(server.metric("ringchat_backup_interval_seconds"), 60.0);
     let admin = server.api_key("backups", "admin");
     let ((status, taken), admin) = take(admin).await;
     assert_eq!(status, 201, "{taken}");

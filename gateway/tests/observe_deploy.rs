@@ -95,6 +95,7 @@ async fn grafana_and_alert_rules_use_only_exported_metrics() {
         "RingchatSlowConsumerKicksRising",
         "RingchatDiskFilling",
         "RingchatBackupFailed",
+        "RingchatBackupStale",
     ] {
         assert!(alerts.contains(wanted), "alert {wanted} missing");
     }

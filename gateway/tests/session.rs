@@ -328,15 +328,18 @@ async fn no_login_within_the_handshake_timeout_is_kicked() {
 
 #[tokio::test]
 async fn heartbeats_keep_a_session_while_an_idle_one_is_closed() {
+    // Six pings per timeout: a ping delayed by a busy CI machine must not end the session.
+    const IDLE_TIMEOUT_MS: u64 = 3_000;
+    const HEARTBEAT_MS: u64 = 500;
     let server = TestServer::start(&[
-        ("GATEWAY__IDLE_TIMEOUT_MS", "800"),
-        ("GATEWAY__HEARTBEAT_INTERVAL_MS", "200"),
+        ("GATEWAY__IDLE_TIMEOUT_MS", &IDLE_TIMEOUT_MS.to_string()),
+        ("GATEWAY__HEARTBEAT_INTERVAL_MS", &HEARTBEAT_MS.to_string()),
     ]);
     let (mut active, _) = server.user("active").await;
     let (mut idle, _) = server.user("idle").await;
     let idle_kicked = tokio::spawn(async move { expect_kicked_then_closed(&mut idle).await });
     // Ping at the announced interval until the idle one is gone, then for two more timeouts.
-    let mut ticker = tokio::time::interval(Duration::from_millis(200));
+    let mut ticker = tokio::time::interval(Duration::from_millis(HEARTBEAT_MS));
     let mut idle_kicked = std::pin::pin!(idle_kicked);
     loop {
         tokio::select! {
@@ -347,7 +350,7 @@ async fn heartbeats_keep_a_session_while_an_idle_one_is_closed() {
             _ = ticker.tick() => { active.ping().await.unwrap(); }
         }
     }
-    for _ in 0..8 {
+    for _ in 0..2 * IDLE_TIMEOUT_MS / HEARTBEAT_MS {
         ticker.tick().await;
         active.ping().await.expect("the pinging session stays open");
     }

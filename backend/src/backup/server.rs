@@ -20,6 +20,9 @@ use crate::store::StoreEngine;
 pub const FAILED_TOTAL: &str = "ringchat_backups_failed_total";
 /// When the newest backup was written (Unix seconds; 0: none in `backup.dir` yet).
 pub const LAST_SUCCESS: &str = "ringchat_backup_last_success_timestamp_seconds";
+/// The scheduled backups' interval (0: none scheduled), so that an alert can tell a backup
+/// that is overdue (`RingchatBackupStale` in deploy/prometheus/alerts.yml).
+pub const INTERVAL: &str = "ringchat_backup_interval_seconds";
 
 pub struct Backups {
     config: BackupConfig,
@@ -88,7 +91,17 @@ impl Backups {
             LAST_SUCCESS,
             "When the newest backup in backup.dir was written, Unix seconds (0: none)."
         );
+        metrics::describe_gauge!(
+            INTERVAL,
+            "backup.interval_s when scheduled backups are on (backup.dir set), else 0."
+        );
         metrics::counter!(FAILED_TOTAL).absolute(0);
+        let scheduled = if self.dir().is_some() {
+            self.config.interval_s
+        } else {
+            0
+        };
+        metrics::gauge!(INTERVAL).set(scheduled as f64);
         let Some(dir) = self.dir() else {
             metrics::gauge!(LAST_SUCCESS).set(0.0);
             return Ok(());

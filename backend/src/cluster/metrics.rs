@@ -206,6 +206,10 @@ const COUNTERS: &[(&str, &str)] = &[
         "Passes re-reading the online users' groups that failed on a store error and were tried again a second later (group pushes from other nodes stay held meanwhile), since start.",
     ),
     (
+        "ringchat_group_remote_frames_held_total",
+        "Group frames from other nodes not pushed to this node's sessions because a pass re-reading the online users' groups was due (they are told to Sync once it is done), since start.",
+    ),
+    (
         "ringchat_room_cluster_reregistrations_total",
         "Times this node sent its rooms' parts to their owners because the node view changed, since start.",
     ),
