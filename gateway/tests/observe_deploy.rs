@@ -152,6 +152,12 @@ async fn grafana_and_alert_rules_use_only_exported_metrics() {
                     .is_some_and(|base| types.get(base).is_some_and(|t| t == "histogram"))
             })
     };
+    // Valid PromQL (Grafana's `label_values(..)` template queries are not PromQL).
+    for expr in exprs.iter().filter(|e| !e.starts_with("label_values(")) {
+        if let Err(err) = promql_parser::parser::parse(expr) {
+            panic!("not valid PromQL: {err}: {expr}");
+        }
+    }
     let mut used = BTreeSet::new();
     for expr in &exprs {
         used.extend(metric_names(expr));
