@@ -282,6 +282,64 @@ fn a_group_volume_lets_the_user_whose_files_are_in_it_write() {
     );
 }
 
+/// Only a root-owned mount point is a group's volume: a group-writable dir another user owns
+/// is that user's, even empty (else a group member could write files its owner cannot read).
+#[test]
+fn a_group_writable_dir_another_user_owns_is_not_a_group_volume() {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _, chown};
+    use std::os::unix::process::CommandExt as _;
+    use std::process::Stdio;
+    let tmp = tempfile::tempdir().unwrap();
+    assert_eq!(
+        std::fs::metadata(tmp.path()).unwrap().uid(),
+        0,
+        "this test needs root to make files of other uids (CI runs as root)"
+    );
+    const GROUP: u32 = 10001;
+    const CALLER: u32 = 10002;
+    let mode = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    mode(tmp.path(), 0o755);
+    // Empty, nobody's, group-writable by the caller's group.
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    chown(&data, Some(65534), Some(GROUP)).unwrap();
+    mode(&data, 0o2770);
+    // The caller's uid may not reach the build's binary (see the test above): a copy here.
+    let bin = tmp.path().join("ringchat");
+    std::fs::copy(env!("CARGO_BIN_EXE_ringchat"), &bin).unwrap();
+    mode(&bin, 0o755);
+    let mut child = Command::new(&bin)
+        .env_clear()
+        .current_dir(tmp.path())
+        .args(["admin", "add-user", "alice", "--role", "admin"])
+        .env("RINGCHAT_STORAGE__DATA_DIR", &data)
+        .uid(CALLER)
+        .gid(GROUP)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    // Refused before it reads the password: a closed pipe is fine.
+    let _ = child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"a long enough password\n");
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "ran: {err}");
+    assert!(
+        err.contains(&format!("{} is owned by uid 65534", data.display())),
+        "{err}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&data).unwrap().collect();
+    assert!(left.is_empty(), "written anyway: {left:?}");
+}
+
 /// SIGHUP never ends a command (`kill -HUP $(pidof ringchat)` reaches CLI runs too): it is
 /// caught from the start, and the command carries on.
 #[test]
