@@ -458,7 +458,7 @@ impl Settings {
         out.extend(self.rooms.problems());
         out.extend(self.notifications.problems());
         out.extend(self.push.problems());
-        out.extend(self.backup.problems());
+        out.extend(self.backup.problems(self.storage.engine));
         if self.storage.engine == StorageEngine::Scylla {
             out.extend(self.storage.scylla.problems());
         }
