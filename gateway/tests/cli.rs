@@ -390,29 +390,58 @@ fn a_hangup_does_not_end_a_command() {
     assert!(out.status.success(), "{out:?}");
 }
 
+/// A certificate and its key from `ringchat gen-cert`, as `NAME.crt` and `NAME.key` in `dir`.
+fn gen_cert(dir: &std::path::Path, name: &str) -> (String, String) {
+    let (cert, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    let out = ringchat()
+        .arg("gen-cert")
+        .arg("--cert")
+        .arg(&cert)
+        .arg("--key")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    (cert.display().to_string(), key.display().to_string())
+}
+
+/// check-config lists every problem at once: a TLS pair that does not load is named beside a
+/// problem of the values (it was checked only once the values had none).
+#[test]
+fn check_config_lists_tls_problems_with_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_a, _) = gen_cert(dir.path(), "a");
+    let (_, key_b) = gen_cert(dir.path(), "b");
+    let file = dir.path().join("t.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[gateway]\nwhat = 1\n[admin.tls]\ncert_path = \"{cert_a}\"\nkey_path = \"{key_b}\"\n"
+        ),
+    )
+    .unwrap();
+    let out = ringchat().arg("check-config").arg(&file).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "accepted:\n{err}");
+    for needle in [
+        "gateway.what = 1: unknown key",
+        "admin.tls: ",
+        "2 problem(s)",
+    ] {
+        assert!(err.contains(needle), "{needle:?} missing in:\n{err}");
+    }
+}
+
 /// check-config says "ok" only to what serve would start with: TLS files that load (each key
 /// matching its certificate) and one port per listener; each problem names its key.
 #[test]
 fn check_config_refuses_what_serve_would() {
     let dir = tempfile::tempdir().unwrap();
-    let gen_cert = |name: &str| {
-        let (cert, key) = (
-            dir.path().join(format!("{name}.crt")),
-            dir.path().join(format!("{name}.key")),
-        );
-        let out = ringchat()
-            .arg("gen-cert")
-            .arg("--cert")
-            .arg(&cert)
-            .arg("--key")
-            .arg(&key)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        (cert.display().to_string(), key.display().to_string())
-    };
-    let (cert_a, key_a) = gen_cert("a");
-    let (_, key_b) = gen_cert("b");
+    let (cert_a, key_a) = gen_cert(dir.path(), "a");
+    let (_, key_b) = gen_cert(dir.path(), "b");
     let cluster = "[storage]\nengine = \"postgres\"\n[storage.postgres]\nurl = \"postgres://u@127.0.0.1:1/db\"\n[files]\nenabled = false\n[cluster]\nenabled = true\nredis_url = \"redis://127.0.0.1:1\"\nnode_id = \"n1\"\nclient_addrs = [\"ws://127.0.0.1:7001/ws\"]\npeer_secret = \"0123456789abcdef0123456789abcdef\"\n";
     let cases: Vec<(String, &str)> = vec![
         (
