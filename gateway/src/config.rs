@@ -287,11 +287,13 @@ impl Config {
     }
 
     /// As the server starts: the file, the environment, and the overrides file of live changes
-    /// in the data dir (`live::overrides_path`) if there is one.
+    /// in the data dir (`live::overrides_path`) if there is one. The config comes with every
+    /// problem found (the caller refuses it if there is any), so that the checks of the files
+    /// it names can run too; `Err`: no config at all (a file unreadable, or not TOML).
     pub fn load_layers(
         path: Option<&std::path::Path>,
         env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<(Layers, Loaded), Vec<String>> {
+    ) -> Result<(Layers, Loaded, Vec<String>), Vec<String>> {
         Self::load_layers_on(path, env, None)
     }
 
@@ -301,14 +303,18 @@ impl Config {
         path: Option<&std::path::Path>,
         env: impl IntoIterator<Item = (String, String)>,
         host_cores: Option<Vec<usize>>,
-    ) -> Result<(Layers, Loaded), Vec<String>> {
+    ) -> Result<(Layers, Loaded, Vec<String>), Vec<String>> {
         let mut layers = Layers {
             file: path.map(read_layer).transpose()?,
             env: env.into_iter().collect(),
             overrides: None,
             host_cores,
         };
-        let base = load::load(&layers)?;
+        let (base, problems) = load::load_all(&layers)?;
+        if !problems.is_empty() {
+            // The overrides file's place comes from this config: not with a wrong one.
+            return Ok((layers, base, problems));
+        }
         let overrides = live::overrides_path(&base.config);
         match std::fs::read_to_string(&overrides) {
             Ok(text) => {
@@ -316,11 +322,14 @@ impl Config {
                     path: overrides.display().to_string(),
                     text,
                 });
-                let loaded = load::load(&layers)?;
-                Ok((layers, loaded))
+                let (loaded, problems) = load::load_all(&layers)?;
+                Ok((layers, loaded, problems))
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((layers, base)),
-            Err(e) => Err(vec![format!("{}: cannot read: {e}", overrides.display())]),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((layers, base, Vec::new())),
+            Err(e) => {
+                let problem = format!("{}: cannot read: {e}", overrides.display());
+                Ok((layers, base, vec![problem]))
+            }
         }
     }
 

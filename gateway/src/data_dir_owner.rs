@@ -8,6 +8,7 @@
 //! A volume mounted for a group (Kubernetes' `fsGroup`: the mount point stays root's, its group
 //! becomes the server's and may write) is not its owner's: there the files the server made in
 //! it say whose data it is, so its group's members may write when everything in it is theirs.
+//! Only a root-owned dir is taken for such a volume: one another user owns is that user's.
 
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
@@ -75,7 +76,9 @@ pub fn ensure(dir: &Path, command: &str) -> Result<(), OwnerError> {
     if may_write(caller, Some(meta.uid())) {
         return Ok(());
     }
-    if !group_may_write(&caller_groups(), meta.gid(), meta.mode()) {
+    // Only a root-owned mount point is a group's volume: a dir some other user owns is that
+    // user's, whatever its group may write (an empty one says nothing about whose it is).
+    if meta.uid() != 0 || !group_may_write(&caller_groups(), meta.gid(), meta.mode()) {
         return Err(wrong(dir, meta.uid()));
     }
     // The group's volume: whatever the server already made in it must be the caller's.

@@ -309,8 +309,8 @@ fn tune_command(command: TuneCommand) -> ExitCode {
         }
     };
     let config = match Config::load_layers_on(config, env_vars(), Some(host.online.clone())) {
-        Ok((_, loaded)) => loaded.config,
-        Err(problems) => {
+        Ok((_, loaded, problems)) if problems.is_empty() => loaded.config,
+        Ok((_, _, problems)) | Err(problems) => {
             eprintln!(
                 "ringchat tune: the configuration has {} problem(s):",
                 problems.len()
@@ -472,12 +472,13 @@ fn main() -> ExitCode {
 }
 
 /// A loaded configuration whose TLS files load too: what `serve` needs before anything opens,
-/// and what `check-config` promises.
+/// and what `check-config` promises. The files are checked whenever the file parses, so that
+/// their problems are listed with the others, all at once.
 fn files_checked(
-    loaded: Result<(Layers, Loaded), Vec<String>>,
+    loaded: Result<(Layers, Loaded, Vec<String>), Vec<String>>,
 ) -> Result<(Layers, Loaded), Vec<String>> {
-    let (layers, loaded) = loaded?;
-    let problems = loaded.config.file_problems();
+    let (layers, loaded, mut problems) = loaded?;
+    problems.extend(loaded.config.file_problems());
     if problems.is_empty() {
         Ok((layers, loaded))
     } else {

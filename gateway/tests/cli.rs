@@ -282,6 +282,64 @@ fn a_group_volume_lets_the_user_whose_files_are_in_it_write() {
     );
 }
 
+/// Only a root-owned mount point is a group's volume: a group-writable dir another user owns
+/// is that user's, even empty (else a group member could write files its owner cannot read).
+#[test]
+fn a_group_writable_dir_another_user_owns_is_not_a_group_volume() {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _, chown};
+    use std::os::unix::process::CommandExt as _;
+    use std::process::Stdio;
+    let tmp = tempfile::tempdir().unwrap();
+    assert_eq!(
+        std::fs::metadata(tmp.path()).unwrap().uid(),
+        0,
+        "this test needs root to make files of other uids (CI runs as root)"
+    );
+    const GROUP: u32 = 10001;
+    const CALLER: u32 = 10002;
+    let mode = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    mode(tmp.path(), 0o755);
+    // Empty, nobody's, group-writable by the caller's group.
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    chown(&data, Some(65534), Some(GROUP)).unwrap();
+    mode(&data, 0o2770);
+    // The caller's uid may not reach the build's binary (see the test above): a copy here.
+    let bin = tmp.path().join("ringchat");
+    std::fs::copy(env!("CARGO_BIN_EXE_ringchat"), &bin).unwrap();
+    mode(&bin, 0o755);
+    let mut child = Command::new(&bin)
+        .env_clear()
+        .current_dir(tmp.path())
+        .args(["admin", "add-user", "alice", "--role", "admin"])
+        .env("RINGCHAT_STORAGE__DATA_DIR", &data)
+        .uid(CALLER)
+        .gid(GROUP)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    // Refused before it reads the password: a closed pipe is fine.
+    let _ = child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"a long enough password\n");
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "ran: {err}");
+    assert!(
+        err.contains(&format!("{} is owned by uid 65534", data.display())),
+        "{err}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&data).unwrap().collect();
+    assert!(left.is_empty(), "written anyway: {left:?}");
+}
+
 /// SIGHUP never ends a command (`kill -HUP $(pidof ringchat)` reaches CLI runs too): it is
 /// caught from the start, and the command carries on.
 #[test]
@@ -332,29 +390,58 @@ fn a_hangup_does_not_end_a_command() {
     assert!(out.status.success(), "{out:?}");
 }
 
+/// A certificate and its key from `ringchat gen-cert`, as `NAME.crt` and `NAME.key` in `dir`.
+fn gen_cert(dir: &std::path::Path, name: &str) -> (String, String) {
+    let (cert, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    let out = ringchat()
+        .arg("gen-cert")
+        .arg("--cert")
+        .arg(&cert)
+        .arg("--key")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    (cert.display().to_string(), key.display().to_string())
+}
+
+/// check-config lists every problem at once: a TLS pair that does not load is named beside a
+/// problem of the values (it was checked only once the values had none).
+#[test]
+fn check_config_lists_tls_problems_with_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_a, _) = gen_cert(dir.path(), "a");
+    let (_, key_b) = gen_cert(dir.path(), "b");
+    let file = dir.path().join("t.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[gateway]\nwhat = 1\n[admin.tls]\ncert_path = \"{cert_a}\"\nkey_path = \"{key_b}\"\n"
+        ),
+    )
+    .unwrap();
+    let out = ringchat().arg("check-config").arg(&file).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "accepted:\n{err}");
+    for needle in [
+        "gateway.what = 1: unknown key",
+        "admin.tls: ",
+        "2 problem(s)",
+    ] {
+        assert!(err.contains(needle), "{needle:?} missing in:\n{err}");
+    }
+}
+
 /// check-config says "ok" only to what serve would start with: TLS files that load (each key
 /// matching its certificate) and one port per listener; each problem names its key.
 #[test]
 fn check_config_refuses_what_serve_would() {
     let dir = tempfile::tempdir().unwrap();
-    let gen_cert = |name: &str| {
-        let (cert, key) = (
-            dir.path().join(format!("{name}.crt")),
-            dir.path().join(format!("{name}.key")),
-        );
-        let out = ringchat()
-            .arg("gen-cert")
-            .arg("--cert")
-            .arg(&cert)
-            .arg("--key")
-            .arg(&key)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        (cert.display().to_string(), key.display().to_string())
-    };
-    let (cert_a, key_a) = gen_cert("a");
-    let (_, key_b) = gen_cert("b");
+    let (cert_a, key_a) = gen_cert(dir.path(), "a");
+    let (_, key_b) = gen_cert(dir.path(), "b");
     let cluster = "[storage]\nengine = \"postgres\"\n[storage.postgres]\nurl = \"postgres://u@127.0.0.1:1/db\"\n[files]\nenabled = false\n[cluster]\nenabled = true\nredis_url = \"redis://127.0.0.1:1\"\nnode_id = \"n1\"\nclient_addrs = [\"ws://127.0.0.1:7001/ws\"]\npeer_secret = \"0123456789abcdef0123456789abcdef\"\n";
     let cases: Vec<(String, &str)> = vec![
         (

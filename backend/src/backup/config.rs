@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::StorageEngine;
+
 /// Largest `backup.keep`.
 pub const KEEP_MAX: usize = 10_000;
 
@@ -34,9 +36,19 @@ impl Default for BackupConfig {
 }
 
 impl BackupConfig {
-    /// Every problem, as `key: problem` lines.
-    pub fn problems(&self) -> Vec<String> {
+    /// Every problem, as `key: problem` lines, for a server whose store of record is `engine`.
+    pub fn problems(&self, engine: StorageEngine) -> Vec<String> {
         let mut out = Vec::new();
+        // Only the embedded store has a dump the server can write (`StoreEngine::dump`):
+        // accepted, every scheduled backup would fail, for ever.
+        if engine != StorageEngine::Embedded
+            && (!self.dir.as_os_str().is_empty() || self.interval_s > 0)
+        {
+            out.push(
+                "backup.dir: only the embedded store is backed up by the server; use the database's own tools (README, \"Backup, restore and moving to a cluster store\")"
+                    .to_owned(),
+            );
+        }
         if !(1..=KEEP_MAX).contains(&self.keep) {
             out.push(format!("backup.keep: must be between 1 and {KEEP_MAX}"));
         }
@@ -53,5 +65,47 @@ impl BackupConfig {
             out.push("backup.interval_s: must be 0 (off) or at least 60".to_owned());
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Settings, StorageEngine};
+
+    const ONLY_EMBEDDED: &str = "backup.dir: only the embedded store is backed up by the server";
+
+    /// A PostgreSQL or ScyllaDB store has no dump of the server's own: `[backup]` with it is a
+    /// problem at start, not a failure every interval.
+    #[test]
+    fn backups_of_the_server_need_the_embedded_store() {
+        for engine in [StorageEngine::Postgres, StorageEngine::Scylla] {
+            for (dir, interval_s) in [
+                ("/var/backups/ringchat", 0),
+                ("/var/backups/ringchat", 3_600),
+                ("", 3_600),
+            ] {
+                let mut settings = Settings::default();
+                settings.storage.engine = engine;
+                settings.backup.dir = dir.into();
+                settings.backup.interval_s = interval_s;
+                let problems = settings.problems();
+                assert!(
+                    problems.iter().any(|p| p.starts_with(ONLY_EMBEDDED)),
+                    "{engine:?} {dir:?} {interval_s}: {problems:?}"
+                );
+            }
+            // No [backup]: nothing to say.
+            let mut settings = Settings::default();
+            settings.storage.engine = engine;
+            let problems = settings.problems();
+            assert!(
+                !problems.iter().any(|p| p.starts_with(ONLY_EMBEDDED)),
+                "{problems:?}"
+            );
+        }
+        let mut settings = Settings::default();
+        settings.backup.dir = "/var/backups/ringchat".into();
+        settings.backup.interval_s = 3_600;
+        assert_eq!(settings.problems(), Vec::<String>::new());
     }
 }

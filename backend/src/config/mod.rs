@@ -166,7 +166,8 @@ pub struct LoginConfig {
     /// returns them all.
     pub device_tokens_max: usize,
     /// A login's `Resume` is served when its `since_server_time_ms` is at most this old
-    /// (0: never; the client then gets `Resumed{complete: false}` and syncs as usual).
+    /// (0: never; the client then gets `Resumed{complete: false}` and syncs as usual). Also
+    /// how far before `since` a conversation the device does not name is read (from seq 1).
     pub resume_window_ms: u64,
     /// Conversations with activity since `since` one resume serves, at most (each one read);
     /// more: `Resumed{complete: false}`.
@@ -458,7 +459,7 @@ impl Settings {
         out.extend(self.rooms.problems());
         out.extend(self.notifications.problems());
         out.extend(self.push.problems());
-        out.extend(self.backup.problems());
+        out.extend(self.backup.problems(self.storage.engine));
         if self.storage.engine == StorageEngine::Scylla {
             out.extend(self.storage.scylla.problems());
         }

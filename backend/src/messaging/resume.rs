@@ -1,13 +1,15 @@
 //! Resume instead of resync: a client reconnecting after a short break names the server time of
 //! the last frame it processed and the seqs it holds (`Login.resume`). Right after its `LoginOk`
-//! it gets what it missed — one `SyncBatch` per conversation with activity since then or behind
-//! the seq the device names for it, then `Resumed` — instead of asking for the conversation list and syncing each conversation: one
-//! round trip instead of 2 + N, and the reads bounded per login.
+//! it gets what it missed — one `SyncBatch` per conversation with activity since then, behind
+//! the seq the device names for it, or not named but active in the resume window before it —
+//! then `Resumed`, instead of asking for the conversation list and syncing each conversation:
+//! one round trip instead of 2 + N, and the reads bounded per login.
 //!
-//! Nothing of its own: the conversations come from the conversation list's read
-//! (`conversations.rs`, one page of `resume_conversations_max + 1`) and each one's messages from
-//! Sync's (`reads.rs`): the same membership rules (a former group member sees up to leaving, a
-//! stranger's conversation is never listed) and the same page limit.
+//! Nothing of its own: the conversations come from the conversation list's reads
+//! (`conversations.rs`: the recency index down to the window's start, the user's groups) and
+//! each one's messages from Sync's (`reads.rs`): the same membership rules (a former group
+//! member sees up to leaving, a stranger's conversation is never listed) and the same page
+//! limit.
 //!
 //! Ordering: the session is registered before the shard asks for the resume (after the
 //! `LoginOk`), so a message committed meanwhile is pushed, read here, or both; clients
@@ -27,6 +29,7 @@ use crate::Backend;
 use crate::accounts::Refusal;
 use crate::api::{ConnRef, Outgoing, ShardEvent};
 use crate::config::LoginConfig;
+use crate::groups::conversations as groups;
 use crate::store::{ConvId, Ports, UserId};
 
 /// Activity this much older than `since` still counts: a message's `server_time_ms` is taken
@@ -97,47 +100,51 @@ pub(crate) fn read(
         return Ok(incomplete(ResumeIncomplete::TooOld));
     }
     let from = since.saturating_sub(SINCE_MARGIN_MS);
-    // Most recent first: the conversations active since `from` are a prefix of the list, and
-    // one more entry than allowed tells whether they all fit.
+    // A conversation the device does not name but that was active in the window before
+    // `since` is one it never heard of although it was online then: in cluster mode another
+    // node's push of its first message (a stranger's, a new group's ADDED event) can be lost,
+    // and the `SyncNeeded` that tells of the loss, seconds later, may not have reached the
+    // device before it left. Read as known at seq 0.
+    let horizon = from.saturating_sub(bounds.window_ms);
     let max = bounds.conversations_max as usize;
-    let page = v1::Conversations {
-        limit: bounds.conversations_max.saturating_add(1),
-        ..Default::default()
-    };
-    let list = conversations::conversations(ports, user, &page, bounds.groups_max)?;
-    let mut active: Vec<v1::Conversation> = list
-        .conversations
-        .into_iter()
-        .take_while(|c| last_activity_ms(c) >= from)
-        .collect();
-    if active.len() > max {
-        return Ok(incomplete(ResumeIncomplete::TooManyConversations));
-    }
     // Only the user's own conversations are looked up here: naming a stranger's is no way in.
     let mut known: HashMap<u64, u64> = HashMap::with_capacity(resume.known.len());
     for k in &resume.known {
         let seq = known.entry(k.conversation_id).or_default();
         *seq = (*seq).max(k.seq);
     }
-    // A conversation quiet since `from` may still hold messages the device never got: in
-    // cluster mode another node's push can be lost (a full peer queue, a broken link) and the
-    // `SyncNeeded` that repairs it may never have reached this device. So every known
-    // conversation's head is read (one batch, at most `resume_known_max`), whatever its time.
-    let listed: HashSet<u64> = active.iter().map(|c| c.conversation_id).collect();
+    // Direct conversations active since `horizon`, most recent first: enough of them to tell
+    // whether too many are carried (each one not named is, and at most `known.len()` are).
+    let recent = conversations::recent_since(ports, user, horizon, max + 1 + known.len())?;
+    // A conversation quiet since `from` may still hold messages the device never got (a lost
+    // push, as above): every named one's head is read, whatever its time (one batch, at most
+    // `resume_known_max`). Groups: all the user's, one read (at most `groups_max`).
+    let seen: HashSet<u64> = recent.iter().map(|m| m.conv_id.to_wire()).collect();
     let quiet: Vec<ConvId> = known
         .keys()
-        .filter(|id| !listed.contains(id))
+        .filter(|id| !seen.contains(id))
         .filter_map(|id| ConvId::from_wire(*id))
         .collect();
-    let mut behind: Vec<Head> = conversations::heads_of(ports, user, &quiet, bounds.groups_max)?
+    let older = conversations::direct_heads_of(ports, user, &quiet)?;
+    let groups = groups::heads(ports, user, None, bounds.groups_max, usize::MAX)?;
+    let mut heads: Vec<Head> = recent
         .into_iter()
-        .filter(|h| known.get(&h.key().1).is_some_and(|seq| h.last().seq > *seq))
+        .chain(older)
+        .map(Head::Direct)
+        .chain(groups.into_iter().map(Head::Group))
+        .filter(|h| {
+            let (time, id) = h.key();
+            match known.get(&id) {
+                Some(seq) => time >= from || h.last().seq > *seq,
+                None => time >= horizon,
+            }
+        })
         .collect();
-    if active.len() + behind.len() > max {
+    if heads.len() > max {
         return Ok(incomplete(ResumeIncomplete::TooManyConversations));
     }
-    behind.sort_by_key(|h| Reverse(h.key()));
-    active.extend(conversations::entries(ports, user, behind)?);
+    heads.sort_by_key(|h| Reverse(h.key()));
+    let mut active = conversations::entries(ports, user, heads)?;
     let mut batches = Vec::with_capacity(active.len());
     // Counted as each page is read: what is held is the budget and one page at most.
     let mut bytes = 0u64;
@@ -176,11 +183,6 @@ pub(crate) fn read(
             conversations: active,
         },
     })
-}
-
-/// The list's order key: the time of the conversation's newest message (or event).
-fn last_activity_ms(c: &v1::Conversation) -> u64 {
-    c.last_message.as_ref().map_or(0, |m| m.server_time_ms)
 }
 
 impl Backend {

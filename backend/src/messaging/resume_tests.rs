@@ -135,3 +135,130 @@ fn conversations_behind_count_against_the_maximum() {
     assert!(out.done.complete, "{:?}", out.done);
     assert_eq!(out.batches.len(), 1);
 }
+
+/// A conversation the device does not name but that was active in the window before `since`
+/// is carried from seq 1: its first push may have been lost (cluster mode) with the device
+/// online, and the device would never learn of it. One older than the window is not read.
+#[test]
+fn a_conversation_not_named_but_active_in_the_window_is_carried_from_its_start() {
+    const DAVE: UserId = USER_ID_FIRST + 3;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FjallStore::open(dir.path(), Durability::None).unwrap());
+    let since = NOW - 1_000;
+    // With Bob: never heard of (not named), 10 s before `since`.
+    append(&store, ALICE, BOB, 1..=3, since - 10_000);
+    // With Carol: quiet and caught up.
+    append(&store, ALICE, CAROL, 1..=2, since - 20_000);
+    // With Dave: not named, and older than the window (and its 2 s margin) before `since`.
+    append(
+        &store,
+        ALICE,
+        DAVE,
+        1..=4,
+        since - SINCE_MARGIN_MS - BOUNDS.window_ms - 1,
+    );
+    let ports = Ports::of(Arc::clone(&store));
+    let bob = ConvId::direct(ALICE, BOB).unwrap();
+    let carol = ConvId::direct(ALICE, CAROL).unwrap();
+    let out = read(&ports, ALICE, &resume(since, &[(carol, 2)]), NOW, BOUNDS).unwrap();
+    assert!(out.done.complete, "{:?}", out.done);
+    let carried: Vec<(u64, Vec<u64>)> = out
+        .batches
+        .iter()
+        .map(|b| {
+            (
+                b.conversation_id,
+                b.messages.iter().map(|m| m.seq).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(carried, [(bob.to_wire(), vec![1, 2, 3])]);
+    let listed: Vec<u64> = out
+        .done
+        .conversations
+        .iter()
+        .map(|c| c.conversation_id)
+        .collect();
+    assert_eq!(listed, [bob.to_wire()]);
+    // They count against `resume_conversations_max`.
+    let bounds = Bounds {
+        conversations_max: 1,
+        ..BOUNDS
+    };
+    append(&store, ALICE, DAVE, 5..=5, since - 5_000);
+    let out = read(&ports, ALICE, &resume(since, &[(carol, 2)]), NOW, bounds).unwrap();
+    assert_eq!(
+        out.done.reason,
+        ResumeIncomplete::TooManyConversations as i32,
+        "{:?}",
+        out.done
+    );
+}
+
+/// The same for a group the user was added to (its ADDED event's push lost): carried.
+#[test]
+fn a_group_not_named_but_active_in_the_window_is_carried() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FjallStore::open(dir.path(), Durability::None).unwrap());
+    let since = NOW - 1_000;
+    let ports = Ports::of(store);
+    let member = crate::store::UserGroupRecord {
+        visible_from_seq: 1,
+        left_seq: 0,
+        notify_muted: false,
+    };
+    let g = super::conversations::tests::add_group(&ports, 1, &[since - 10_000], member);
+    let out = read(&ports, ALICE, &resume(since, &[]), NOW, BOUNDS).unwrap();
+    assert!(out.done.complete, "{:?}", out.done);
+    let carried: Vec<(u64, Vec<u64>)> = out
+        .batches
+        .iter()
+        .map(|b| {
+            (
+                b.conversation_id,
+                b.messages.iter().map(|m| m.seq).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(carried, [(g, vec![1])]);
+}
+
+/// The user's groups are read once per resume, whether the device names some or not (they
+/// were read again for the named ones).
+#[test]
+fn a_resume_reads_the_users_groups_once() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FjallStore::open(dir.path(), Durability::None).unwrap());
+    let since = NOW - 1_000;
+    let mut ports = Ports::of(store);
+    let counting = Arc::new(super::conversations::tests::CountingLog {
+        inner: Arc::clone(&ports.log),
+        calls: 0.into(),
+    });
+    ports.log = Arc::clone(&counting) as _;
+    let member = crate::store::UserGroupRecord {
+        visible_from_seq: 1,
+        left_seq: 0,
+        notify_muted: false,
+    };
+    let left = crate::store::UserGroupRecord {
+        left_seq: 1,
+        ..member
+    };
+    let mut named = Vec::new();
+    for n in 1..=3 {
+        let g = super::conversations::tests::add_group(&ports, n, &[NOW - 3_600_000], member);
+        named.push((ConvId::from_wire(g).unwrap(), 1));
+    }
+    let g = super::conversations::tests::add_group(&ports, 4, &[NOW - 3_600_000], left);
+    named.push((ConvId::from_wire(g).unwrap(), 1));
+    let mut calls = Vec::new();
+    for known in [&[][..], &named[..]] {
+        let before = counting.calls.load(Relaxed);
+        let out = read(&ports, ALICE, &resume(since, known), NOW, BOUNDS).unwrap();
+        assert!(out.done.complete && out.batches.is_empty(), "{out:?}");
+        calls.push(counting.calls.load(Relaxed) - before);
+    }
+    assert_eq!(calls[0], calls[1], "log calls naming no group, and four");
+}

@@ -82,6 +82,18 @@ impl Loaded {
 
 /// Reads every layer, reports every problem at once (each located), or returns the config.
 pub fn load(layers: &Layers) -> Result<Loaded, Vec<String>> {
+    let (loaded, problems) = load_all(layers)?;
+    if problems.is_empty() {
+        Ok(loaded)
+    } else {
+        Err(problems)
+    }
+}
+
+/// Reads every layer: the config with every problem found (each located; a section with a value
+/// of the wrong type is its defaults), so that checks of what the values name (TLS files) can
+/// run on a config that also has other problems. `Err`: a layer is not TOML, no config at all.
+pub fn load_all(layers: &Layers) -> Result<(Loaded, Vec<String>), Vec<String>> {
     let mut table = Table::new();
     let mut origins = BTreeMap::new();
     let mut problems = Vec::new();
@@ -145,16 +157,13 @@ pub fn load(layers: &Layers) -> Result<Loaded, Vec<String>> {
             })
             .map(|p| locate_problem(&p, &table, &origins)),
     );
-    if problems.is_empty() {
-        Ok(Loaded { config, origins })
-    } else {
-        // Whatever a problem quotes (a value, a parser's message), no password: they are
-        // logged, and the logs are served to viewers.
-        Err(problems
-            .iter()
-            .map(|p| ringchat_backend::live::credentials_hidden(p))
-            .collect())
-    }
+    // Whatever a problem quotes (a value, a parser's message), no password: they are logged,
+    // and the logs are served to viewers.
+    let problems = problems
+        .iter()
+        .map(|p| ringchat_backend::live::credentials_hidden(p))
+        .collect();
+    Ok((Loaded { config, origins }, problems))
 }
 
 /// Parses a text layer into `table`, recording each key's line.

@@ -55,7 +55,7 @@ pub fn conversations(
     let limit = page_limit(req.limit, CONVERSATIONS_PAGE_MAX);
     let before = (req.before_time_ms != 0 || req.before_conversation_id != 0)
         .then_some((req.before_time_ms, req.before_conversation_id));
-    let mut heads: Vec<Head> = recent_page(ports, user, before, limit + 1)?
+    let mut heads: Vec<Head> = recent_page(ports, user, before, limit + 1, 0)?
         .into_iter()
         .map(Head::Direct)
         .collect();
@@ -73,39 +73,37 @@ pub fn conversations(
     })
 }
 
-/// The heads of those of `convs` that are the user's (a stranger's is skipped, as the list
-/// never shows it), in no particular order. A group's head is the one the list shows: for a
-/// former member, the event it left by. Groups cost one read of the user's group rows (at most
-/// `groups_max`) and their heads, only when `convs` names one.
-pub(crate) fn heads_of(
+/// The user's direct conversations (as their newest messages) with activity at or after
+/// `not_before`, most recent first: all of them, or at least `want` when there are more.
+pub(crate) fn recent_since(
+    ports: &Ports,
+    user: UserId,
+    not_before: u64,
+    want: usize,
+) -> Result<Vec<MessageRecord>, Refusal> {
+    recent_page(ports, user, None, want, not_before)
+}
+
+/// The newest messages of those of `convs` that are direct conversations of the user's (a
+/// stranger's is skipped, as the list never shows it; groups are `groups::heads`'), in no
+/// particular order: one batched read.
+pub(crate) fn direct_heads_of(
     ports: &Ports,
     user: UserId,
     convs: &[ConvId],
-    groups_max: u32,
-) -> Result<Vec<Head>, Refusal> {
-    let (groups, direct): (Vec<ConvId>, Vec<ConvId>) = convs
+) -> Result<Vec<MessageRecord>, Refusal> {
+    let direct: Vec<ConvId> = convs
         .iter()
-        .partition(|c| c.kind() == crate::store::ConvKind::Group);
-    let direct: Vec<ConvId> = direct
-        .into_iter()
+        .copied()
+        .filter(|c| c.kind() != crate::store::ConvKind::Group)
         .filter(|c| members_with(*c, user).is_ok())
         .collect();
-    let mut out: Vec<Head> = ports
+    Ok(ports
         .log
         .last_messages(&direct)?
         .into_iter()
         .flatten()
-        .map(Head::Direct)
-        .collect();
-    if !groups.is_empty() {
-        let all = groups::heads(ports, user, None, groups_max, usize::MAX)?;
-        out.extend(
-            all.into_iter()
-                .filter(|h| groups.contains(&h.g))
-                .map(Head::Group),
-        );
-    }
-    Ok(out)
+        .collect())
 }
 
 /// The list's entries of `heads`, in their order.
@@ -184,22 +182,25 @@ fn kind_of(conv: ConvId) -> v1::ConversationKind {
 }
 
 /// Up to `want` of the user's conversations (as their newest messages), most recent first,
-/// strictly after `before` = (time, conversation id) in that order. Reads whole recency buckets
-/// (an hour of activity each), so that sorting inside a bucket gives the exact order; its cost
-/// is the buckets the page spans, not how many conversations the user has.
+/// strictly after `before` = (time, conversation id) in that order, none older than
+/// `not_before` (ms; 0: no floor). Reads whole recency buckets (an hour of activity each), so
+/// that sorting inside a bucket gives the exact order; its cost is the buckets the page spans,
+/// not how many conversations the user has.
 fn recent_page(
     ports: &Ports,
     user: UserId,
     before: Option<(u64, u64)>,
     want: usize,
+    not_before: u64,
 ) -> Result<Vec<MessageRecord>, Refusal> {
     let mut out = Vec::new();
+    let floor = recency_bucket(not_before);
     let mut from_bucket = before.map_or(u64::MAX, |(time, _)| recency_bucket(time));
-    while out.len() < want {
+    while out.len() < want && from_bucket >= floor {
         let mut entries =
             ports
                 .memberships
-                .recent_conversations(user, 0..=from_bucket, RECENT_STEP)?;
+                .recent_conversations(user, floor..=from_bucket, RECENT_STEP)?;
         let Some(&(last_bucket, _)) = entries.last() else {
             break;
         };
@@ -227,6 +228,7 @@ fn recent_page(
                 last.filter(|m| recency_bucket(m.server_time_ms) == *bucket)
             })
             .filter(|m| before.is_none_or(|b| (m.server_time_ms, m.conv_id.to_wire()) < b))
+            .filter(|m| m.server_time_ms >= not_before)
             .collect();
         found.sort_by_key(|m| Reverse((m.server_time_ms, m.conv_id.to_wire())));
         out.extend(found);
@@ -239,4 +241,4 @@ fn recent_page(
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

@@ -135,7 +135,12 @@ fn an_entry_its_conversation_moved_away_from_is_skipped() {
 }
 
 /// A group of Alice's with messages at `times` (seq 1, 2, …), in the list as groups are.
-fn add_group(ports: &Ports, n: u64, times: &[u64], row: crate::store::UserGroupRecord) -> u64 {
+pub(crate) fn add_group(
+    ports: &Ports,
+    n: u64,
+    times: &[u64],
+    row: crate::store::UserGroupRecord,
+) -> u64 {
     add_group_with_event(ports, n, times, row, None)
 }
 
@@ -351,9 +356,9 @@ fn a_former_members_entry_shows_the_group_as_it_left_it() {
 
 /// A conversation log that counts the calls made to it (every method, the batched ones too)
 /// over the real embedded store.
-struct CountingLog {
-    inner: Arc<dyn ConversationLog>,
-    calls: std::sync::atomic::AtomicUsize,
+pub(crate) struct CountingLog {
+    pub inner: Arc<dyn ConversationLog>,
+    pub calls: std::sync::atomic::AtomicUsize,
 }
 
 impl CountingLog {
