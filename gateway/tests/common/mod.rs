@@ -4,6 +4,7 @@
 pub mod account;
 pub mod admin;
 pub mod browser;
+pub mod clock;
 pub mod cluster;
 pub mod contacts;
 pub mod files;
