@@ -15,6 +15,7 @@ pub mod mail;
 pub mod metrics;
 pub mod migrate;
 pub mod pg_cluster;
+pub mod pipe;
 pub mod proxy;
 pub mod push;
 pub mod resume;
