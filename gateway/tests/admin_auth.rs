@@ -464,7 +464,8 @@ fn bad_input_gets_a_json_4xx() {
     assert!(head.starts_with("http/1.0 405"), "{answer}");
     assert!(head.contains("\r\nallow: get,head\r\n"), "{answer}");
     assert!(head.contains("content-type: application/json"), "{answer}");
-    // A limit past admin.page_items_max is clamped, as the chat protocol's pages are.
+    // Any limit up to 10000 is taken (clamped to admin.page_items_max: the next test), past it
+    // refused.
     let r = admin.get("/api/audit?limit=10000");
     assert_eq!(r.0, 200, "{}", r.1);
     let r = admin.get("/api/audit?limit=10001");
@@ -474,6 +475,43 @@ fn bad_input_gets_a_json_4xx() {
         json!({"username": "a", "password": "b", "otp": 1}),
     );
     assert_eq!((r.0, code(&r)), (400, "bad_request"));
+}
+
+/// A limit past `admin.page_items_max` (or none) gets a page of that many and a cursor to the
+/// rest, as the chat protocol's pages are clamped.
+#[test]
+fn admin_pages_are_capped_at_page_items_max() {
+    let server = TestServer::start(&[("ADMIN__PAGE_ITEMS_MAX", "2")]);
+    let admin = server.api_key("ops", "admin");
+    // Five audited changes.
+    for i in 1..=5 {
+        let r = admin.post(
+            "/api/keys",
+            json!({"name": format!("k{i}"), "role": "viewer"}),
+        );
+        assert_eq!(r.0, 201, "{}", r.1);
+    }
+    for path in ["/api/audit?limit=10000", "/api/audit"] {
+        let r = admin.get(path);
+        assert_eq!(r.0, 200, "{path}: {}", r.1);
+        assert_eq!(r.1["items"].as_array().unwrap().len(), 2, "{path}: {}", r.1);
+        assert!(r.1["next_cursor"].is_string(), "{path}: {}", r.1);
+    }
+    // Walking the cursors with the big limit still gets every entry, two at a time.
+    let mut cursor = String::new();
+    let mut seen = 0;
+    loop {
+        let r = admin.get(&format!("/api/audit?limit=10000&cursor={cursor}"));
+        assert_eq!(r.0, 200, "{}", r.1);
+        let items = r.1["items"].as_array().unwrap();
+        assert!((1..=2).contains(&items.len()), "{}", r.1);
+        seen += items.len();
+        match r.1["next_cursor"].as_str() {
+            Some(c) => cursor = c.to_owned(),
+            None => break,
+        }
+    }
+    assert!(seen >= 5, "{seen} entries");
 }
 
 #[test]

@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::TestServer;
+use common::pipe::Captured;
 
 /// Test cases per operation; each is one request, so the run stays well under a minute.
 const EXAMPLES_PER_OPERATION: &str = "40";
@@ -66,21 +67,27 @@ fn generated_requests_get_no_5xx_and_answers_that_match_the_document() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run schemathesis");
+    // Both pipes drained as the run goes: its report can be longer than a pipe holds.
+    let stdout = Captured::start(child.stdout.take().unwrap());
+    let stderr = Captured::start(child.stderr.take().unwrap());
     let deadline = Instant::now() + RUN_TIMEOUT;
-    while child.try_wait().unwrap().is_none() {
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("schemathesis did not finish in {RUN_TIMEOUT:?}");
+            let _ = child.wait();
+            panic!(
+                "schemathesis did not finish in {RUN_TIMEOUT:?}; its output so far:\n{}{}",
+                stdout.so_far(),
+                stderr.so_far()
+            );
         }
         std::thread::sleep(Duration::from_millis(200));
-    }
-    let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "schemathesis found problems:\n{text}");
+    };
+    let text = format!("{}{}", stdout.finish(), stderr.finish());
+    assert!(status.success(), "schemathesis found problems:\n{text}");
     assert!(text.contains("passed"), "no test cases ran:\n{text}");
     assert!(
         server.log_lines_with("panicked") == 0,

@@ -6,11 +6,11 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
 use common::TestServer;
@@ -693,19 +693,26 @@ fn migrate_copies_a_large_store_resumes_after_a_kill_and_round_trips() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
+    // Its progress lines come through a channel: the deadline holds however long migrate
+    // stays silent.
+    let lines = common::pipe::lines(child.stderr.take().unwrap());
     let deadline = Instant::now() + Duration::from_secs(60);
-    let mut lines = BufReader::new(stderr).lines();
     let mut seen = Vec::new();
     loop {
-        assert!(
-            Instant::now() < deadline,
-            "no progress in messages: {seen:?}"
-        );
-        let line = lines
-            .next()
-            .unwrap_or_else(|| panic!("migrate ended before it could be killed: {seen:?}"))
-            .unwrap();
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = match lines.recv_timeout(left) {
+            Ok(line) => line,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                match e {
+                    RecvTimeoutError::Timeout => panic!("no progress in messages: {seen:?}"),
+                    RecvTimeoutError::Disconnected => {
+                        panic!("migrate ended before it could be killed: {seen:?}")
+                    }
+                }
+            }
+        };
         seen.push(line.clone());
         if line.contains(" messages ") && !line.contains(" 0 records copied") {
             break;

@@ -242,6 +242,9 @@ async fn search_pages_by_cursor_and_is_rate_limited() {
     }
     server.user("pager").await;
     server.user("zzz").await;
+    // The budgets are per clock minute: start well inside one, so that the refusals below are
+    // not passed by a fresh minute.
+    common::clock::inside_one_clock_minute(std::time::Duration::from_secs(10)).await;
     let mut seen = Vec::new();
     let mut after = String::new();
     let mut pages = 0;

@@ -269,10 +269,7 @@ async fn group_changes_have_a_budget_per_user_and_minute() {
     let (mut b, _bob) = server.user("bob").await;
     // The budget is per clock minute: start well inside one, so that the test's few hundred
     // milliseconds do not straddle two.
-    let into_minute = ringchat_backend::api::now_ms() % 60_000;
-    if into_minute > 50_000 {
-        tokio::time::sleep(std::time::Duration::from_millis(60_100 - into_minute)).await;
-    }
+    common::clock::inside_one_clock_minute(std::time::Duration::from_secs(10)).await;
     // Alice: the creation and 4 more changes.
     let g = create_id(&mut a, &[], v1::JoinPolicy::Open).await;
     for name in ["one", "two", "three", "four"] {

@@ -67,8 +67,12 @@ async fn offline_messages_are_synced_in_pages_from_the_tail_cache() {
     synced_in_pages(&[("STORAGE__TAIL_CACHE_BYTES", "1048576")]).await;
 }
 
+/// Pages of 10 against a server whose largest page (`limits.sync_page_max`) is 10 too: a
+/// client asking for more gets the cap's worth and `has_more`.
 async fn synced_in_pages(env: &[(&str, &str)]) {
-    let server = TestServer::start(env);
+    let mut all = env.to_vec();
+    all.push(("LIMITS__SYNC_PAGE_MAX", "10"));
+    let server = TestServer::start(&all);
     let (mut s, sender) = server.user("sender").await;
     let recipient = server.user("recipient").await.1;
     // The recipient goes offline (its connection from signup is gone).
@@ -111,9 +115,15 @@ async fn synced_in_pages(env: &[(&str, &str)]) {
     assert_eq!(oldest.messages.len(), 5);
     assert!(!oldest.has_more);
 
-    // A page larger than the server's maximum is clamped, not refused.
+    // A page larger than the server's maximum is clamped to it, not refused.
     let big = r.sync(conv, 0, 100_000).await.unwrap();
-    assert_eq!(big.messages.len(), 25);
+    let seqs: Vec<u64> = big.messages.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, (1..=10).collect::<Vec<_>>());
+    assert!(big.has_more);
+    let big = r.history(conv, 0, 100_000).await.unwrap();
+    let seqs: Vec<u64> = big.messages.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, (16..=25).rev().collect::<Vec<_>>());
+    assert!(big.has_more);
 
     // The cache's counters are published with each write: one more, then they show whether
     // the reads above were served from memory.

@@ -162,31 +162,56 @@ async fn repeated_failures_are_slowed_down() {
 
 #[tokio::test]
 async fn an_expired_token_is_refused() {
-    let server = TestServer::start(&[("LOGIN__TOKEN_TTL_S", "1")]);
-    let (_c, ok) = server.user("alice").await;
-    let mut c = server.client().await;
-    c.hello().await.unwrap();
-    c.login_token(ok.user_id, &ok.token, "d2")
-        .await
-        .unwrap()
-        .unwrap();
+    // A token of 2 s, used once before its expiry (accepted) and once after (refused). A machine
+    // too slow to use it before it expires makes the first check say nothing: that is told
+    // from the clock, and the scenario run again with a fresh user.
+    const ATTEMPTS: usize = 5;
+    let server = TestServer::start(&[("LOGIN__TOKEN_TTL_S", "2")]);
+    for attempt in 0..ATTEMPTS {
+        let (_c, ok) = server.user(&format!("alice{attempt}")).await;
+        let expires = ok.token_expires_at_ms;
+        let mut c = server.client().await;
+        c.hello().await.unwrap();
+        let asked = unix_ms();
+        let answer = c.login_token(ok.user_id, &ok.token, "d2").await.unwrap();
+        let answered = unix_ms();
+        match answer {
+            Ok(_) => assert!(
+                asked < expires,
+                "a token {asked} ms past {expires} was accepted"
+            ),
+            // The server looked at the clock no sooner than `asked` and no later than `answered`.
+            Err(e) if e.code() == ErrorCode::TokenExpired && answered >= expires => {
+                eprintln!("attempt {attempt}: the token expired before it could be used");
+                continue;
+            }
+            Err(e) => {
+                panic!("a token used before its expiry ({answered} < {expires}) was refused: {e:?}")
+            }
+        }
 
-    // Wait for the instant the server said the token expires (plus clock granularity).
-    let now_ms = SystemTime::now()
+        // Wait for the instant the server said the token expires (plus clock granularity).
+        let wait = expires.saturating_sub(unix_ms()) + 20;
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+
+        let mut c = server.client().await;
+        c.hello().await.unwrap();
+        let expired = c
+            .login_token(ok.user_id, &ok.token, "d3")
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(expired.code(), ErrorCode::TokenExpired);
+        return;
+    }
+    panic!("in every attempt the token expired before it could be used once");
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
-        .as_millis() as u64;
-    let wait = ok.token_expires_at_ms.saturating_sub(now_ms) + 20;
-    tokio::time::sleep(Duration::from_millis(wait)).await;
-
-    let mut c = server.client().await;
-    c.hello().await.unwrap();
-    let expired = c
-        .login_token(ok.user_id, &ok.token, "d3")
-        .await
-        .unwrap()
-        .unwrap_err();
-    assert_eq!(expired.code(), ErrorCode::TokenExpired);
+        .as_millis() as u64
 }
 
 /// A session ends when its token expires, idle or not: `Kicked{TOKEN_EXPIRED}`.
@@ -199,11 +224,7 @@ async fn a_session_ends_when_its_token_expires() {
         expect_kicked_then_closed(&mut c).await,
         KickReason::TokenExpired
     );
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
-    assert!(now_ms >= ok.token_expires_at_ms, "not before its expiry");
+    assert!(unix_ms() >= ok.token_expires_at_ms, "not before its expiry");
     // Bob's token (issued after alice's) ends in turn.
     assert_eq!(
         expect_kicked_then_closed(&mut bob).await,

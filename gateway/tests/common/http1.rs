@@ -73,9 +73,14 @@ pub fn hex(bytes: &[u8]) -> String {
 
 impl Http1 {
     pub async fn connect(addr: SocketAddr) -> Self {
-        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        tcp.set_nodelay(true).unwrap();
-        Self::over(Box::new(tcp))
+        Self::try_connect(addr).await.expect("connect")
+    }
+
+    /// [`Self::connect`] for a server that may be gone (killed): the error instead of a panic.
+    pub async fn try_connect(addr: SocketAddr) -> std::io::Result<Self> {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        Ok(Self::over(Box::new(tcp)))
     }
 
     pub async fn connect_tls(addr: SocketAddr, cert_pem: &str) -> Self {

@@ -4,6 +4,7 @@
 pub mod account;
 pub mod admin;
 pub mod browser;
+pub mod clock;
 pub mod cluster;
 pub mod contacts;
 pub mod files;
@@ -14,6 +15,7 @@ pub mod mail;
 pub mod metrics;
 pub mod migrate;
 pub mod pg_cluster;
+pub mod pipe;
 pub mod proxy;
 pub mod push;
 pub mod resume;
@@ -451,6 +453,17 @@ impl TestServer {
 
     pub fn metric(&self, key: &str) -> f64 {
         self.metrics().get(key).copied().unwrap_or(0.0)
+    }
+
+    /// The sum of a family's every series (`name` and each `name{…}`): per-shard gauges summed
+    /// over however many shards the machine gave the server.
+    pub fn metric_sum(&self, name: &str) -> f64 {
+        let labelled = format!("{name}{{");
+        self.metrics()
+            .iter()
+            .filter(|(k, _)| *k == name || k.starts_with(&labelled))
+            .map(|(_, v)| v)
+            .sum()
     }
 }
 
