@@ -62,7 +62,8 @@ impl SharedSessions {
 #[derive(Debug)]
 pub struct Sessions {
     /// Most users are on one device at a time: its session is kept inline, with no allocation.
-    by_user: HashMap<UserId, SmallVec<[Session; 1]>>,
+    /// foldhash (seeded per process), not SipHash: delivery looks up every recipient here.
+    by_user: HashMap<UserId, SmallVec<[Session; 1]>, foldhash::fast::RandomState>,
     /// (token expiry, user, connection) of every session not yet handed to the expiry sweep.
     expiring: BTreeSet<(u64, UserId, ConnRef)>,
     devices_max: usize,
@@ -72,7 +73,7 @@ pub struct Sessions {
 impl Sessions {
     pub fn new(devices_max: usize, replace_on: Vec<Platform>) -> Self {
         Self {
-            by_user: HashMap::new(),
+            by_user: HashMap::default(),
             expiring: BTreeSet::new(),
             devices_max,
             replace_on,

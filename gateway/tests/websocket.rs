@@ -7,6 +7,8 @@ mod common;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
+use common::contacts::ask;
+use common::groups::{create_id, send_body};
 use common::ws::{Event, WsClient};
 use common::{PASSWORD, TestServer};
 use ringchat_bench::client::{password_login, text_message};
@@ -115,6 +117,60 @@ async fn text_frames_speak_canonical_protobuf_json() {
         bad_login["error"]["code"],
         "ERROR_CODE_ALREADY_AUTHENTICATED"
     );
+}
+
+/// A logged-in WebSocket connection that speaks JSON, of a user made over TCP.
+async fn json_login(server: &TestServer, name: &str) -> WsClient {
+    let mut ws = WsClient::connect(server.ws).await;
+    ws.request_json(r#"{"requestId":"1","hello":{"protocolVersion":1,"clientName":"json"}}"#)
+        .await;
+    let login = ws
+        .request_json(&format!(
+            r#"{{"requestId":"2","login":{{"username":"{name}","password":"{PASSWORD}","deviceId":"{name}-web","platform":"PLATFORM_WEB"}}}}"#
+        ))
+        .await;
+    assert!(login["loginOk"]["token"].is_string(), "{login}");
+    ws
+}
+
+/// A group's message is one shared frame per shard; its JSON is rendered once for all the
+/// shard's text clients. Each gets it, whole and the same.
+#[tokio::test]
+async fn a_group_message_reaches_every_json_client_as_the_same_json() {
+    let server = TestServer::start(&[]);
+    let (mut owner, owner_login) = server.user("owner").await;
+    let (mut ids, mut clients, mut tcp) = (Vec::new(), Vec::new(), Vec::new());
+    for name in ["ann", "ben", "cat"] {
+        let (c, login) = server.user(name).await;
+        tcp.push(c);
+        ids.push(login.user_id);
+        clients.push(json_login(&server, name).await);
+    }
+    let g = create_id(&mut owner, &ids, v1::JoinPolicy::Open).await;
+    let Body::SendAck(ack) = ask(&mut owner, send_body(g, "m1", "hello", &[], false)).await else {
+        panic!("no ack")
+    };
+    let mut seen = Vec::new();
+    for ws in &mut clients {
+        loop {
+            match ws.recv().await {
+                Event::Json(v) if v["push"]["message"]["clientMsgId"] == "m1" => {
+                    seen.push(v);
+                    break;
+                }
+                // The CREATED event, before it.
+                Event::Json(_) => {}
+                other => panic!("expected JSON, got {other:?}"),
+            }
+        }
+    }
+    assert_eq!(seen[0], seen[1]);
+    assert_eq!(seen[1], seen[2]);
+    let m = &seen[0]["push"]["message"];
+    assert_eq!(m["conversationId"], g.to_string(), "{m}");
+    assert_eq!(m["seq"], ack.seq.to_string());
+    assert_eq!(m["fromUserId"], owner_login.user_id.to_string());
+    assert_eq!(m["content"], "aGVsbG8=", "\"hello\" in base64");
 }
 
 #[tokio::test]

@@ -408,7 +408,7 @@ impl Writer {
             // a removed user shed nothing by its own doing, and the list is the user's own,
             // not for an admin to pin (each row counts toward `per_user_max`). A return after
             // hiding is unmuted; the group's admins may mute again.
-            let dissolved = self.groups.group(g)?.is_none_or(|r| r.dissolved_seq != 0);
+            let dissolved = self.groups.gate(g)?.is_none_or(|r| r.dissolved_seq != 0);
             let muted_until = if dissolved {
                 0
             } else {

@@ -7,10 +7,11 @@ use ringchat_proto::v1::ErrorCode;
 
 use super::ops::{dissolved, not_found};
 use super::roles::{Action, Verdict, may_send_under_mute_all, verdict};
+use super::sequencer::GroupGate;
 use crate::accounts::Refusal;
 use crate::api::ConnRef;
 use crate::messaging::writer::{Draft, Outcome, Writer};
-use crate::store::{ConvId, GroupRecord, MENTION_ALL_USER, MemberRecord, Mentions, UserId};
+use crate::store::{ConvId, MENTION_ALL_USER, MemberRecord, Mentions, UserId};
 use crate::time::now_ms;
 
 /// A send addressed to a group.
@@ -30,7 +31,7 @@ pub(crate) struct GroupMessage {
 /// Why `me` may not speak in `group` at `now` (ms), if it may not: the group was dissolved
 /// (GROUP_DISSOLVED), the member is muted, or mute-all holds for its role (MUTED). The one
 /// check a send (on the sequencer) and typing (on the read pool) go through.
-pub(crate) fn may_not_speak(group: &GroupRecord, me: &MemberRecord, now: u64) -> Option<Refusal> {
+pub(crate) fn may_not_speak(group: GroupGate, me: &MemberRecord, now: u64) -> Option<Refusal> {
     if group.dissolved_seq != 0 {
         return Some(dissolved());
     }
@@ -74,8 +75,8 @@ impl Writer {
         if let Some(refusal) = m.refused {
             return Err(*refusal);
         }
-        let group = self.groups.group(g)?.ok_or_else(not_found)?;
-        if let Some(refusal) = may_not_speak(&group, &me, now_ms()) {
+        let group = self.groups.gate(g)?.ok_or_else(not_found)?;
+        if let Some(refusal) = may_not_speak(group, &me, now_ms()) {
             return Err(refusal);
         }
         let mentions = self.mentions(g, m.from, me.role, m.mention_user_ids, m.mention_all)?;

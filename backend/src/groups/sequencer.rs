@@ -25,6 +25,26 @@ const READS_CACHED_MAX: usize = 1 << 14;
 
 type Map<K, V> = HashMap<K, V, RandomState>;
 
+/// What a message, a receipt or a recall checks of its group: a copy of three fields, so that
+/// the hot path never copies the record's strings (`intro` alone may be 16 KiB).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct GroupGate {
+    pub member_count: u32,
+    pub mute_all: bool,
+    /// Seq of the DISSOLVED event; 0 while the group lives.
+    pub dissolved_seq: u64,
+}
+
+impl GroupGate {
+    pub(crate) fn of(r: &GroupRecord) -> Self {
+        Self {
+            member_count: r.member_count,
+            mute_all: r.mute_all,
+            dissolved_seq: r.dissolved_seq,
+        }
+    }
+}
+
 /// A user's row of one group and how many rows the user has, as read before a change.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct UserSlot {
@@ -81,20 +101,34 @@ impl Groups {
         })
     }
 
-    /// The group as this commit group leaves it so far.
+    /// The group as this commit group leaves it so far (a copy: for a change to the group).
     pub(crate) fn group(&mut self, g: ConvId) -> Result<Option<GroupRecord>, StoreError> {
+        self.with_group(g, GroupRecord::clone)
+    }
+
+    /// [`Self::group`]'s [`GroupGate`]: what sends and receipts check, nothing copied.
+    pub(crate) fn gate(&mut self, g: ConvId) -> Result<Option<GroupGate>, StoreError> {
+        self.with_group(g, GroupGate::of)
+    }
+
+    fn with_group<T>(
+        &mut self,
+        g: ConvId,
+        f: impl FnOnce(&GroupRecord) -> T,
+    ) -> Result<Option<T>, StoreError> {
         if let Some(r) = self.pending_groups.get(&g).or_else(|| self.groups.get(&g)) {
-            return Ok(Some(r.clone()));
+            return Ok(Some(f(r)));
         }
         let Some(record) = self.store.group(g)? else {
             // Not cached: ids a client merely names must not fill the cache.
             return Ok(None);
         };
+        let out = f(&record);
         if self.groups.len() >= ENTRIES_MAX {
             self.groups.clear();
         }
-        self.groups.insert(g, record.clone());
-        Ok(Some(record))
+        self.groups.insert(g, record);
+        Ok(Some(out))
     }
 
     /// The hot path of a group send: the sender's member row, one lookup when cached.
@@ -285,7 +319,8 @@ impl Groups {
     }
 
     /// Moves the group's changes into its write, and into the committed caches (which
-    /// [`Self::discard`] drops if the write fails).
+    /// [`Self::discard`] drops if the write fails; the read histograms return with
+    /// [`Self::promote`]).
     pub(crate) fn drain_into(&mut self, writes: &mut GroupWrites) {
         for (g, h) in &self.pending_reads {
             if let Some(r) = self.pending_groups.get(g).or_else(|| self.groups.get(g)) {
@@ -329,13 +364,17 @@ impl Groups {
         writes
             .mentions_removed
             .append(&mut self.pending_mentions_removed);
-        if self.reads.len() + self.pending_reads.len() > READS_CACHED_MAX {
+        // Moved, not copied (a histogram holds up to `groups.read_count_window` entries): they
+        // return to the cache once durable (`promote`).
+        writes.read_histograms.extend(self.pending_reads.drain());
+    }
+
+    /// After the commit group is durable: its histograms go back to the cache.
+    pub(crate) fn promote(&mut self, writes: &mut GroupWrites) {
+        if self.reads.len() + writes.read_histograms.len() > READS_CACHED_MAX {
             self.reads.clear();
         }
-        for (g, histogram) in self.pending_reads.drain() {
-            writes.read_histograms.push((g, histogram.clone()));
-            self.reads.insert(g, histogram);
-        }
+        self.reads.extend(writes.read_histograms.drain(..));
     }
 
     /// After a failed commit: the store may hold all or nothing of it; read again from it.
@@ -382,5 +421,80 @@ mod tests {
             assert_eq!(groups.group(g).unwrap(), None);
         }
         assert!(groups.members.is_empty() && groups.groups.is_empty());
+        assert_eq!(groups.gate(ConvId::group(1).unwrap()).unwrap(), None);
+        assert!(groups.groups.is_empty());
+    }
+
+    fn record(member_count: u32) -> GroupRecord {
+        GroupRecord {
+            name: "g".into(),
+            avatar_url: String::new(),
+            intro: "i".repeat(16 * 1024),
+            owner: 1,
+            join_policy: crate::store::JoinPolicy::Open,
+            history_visible: false,
+            mute_all: true,
+            member_count,
+            admin_count: 0,
+            application_count: 0,
+            created_ms: 1,
+            dissolved_seq: 0,
+        }
+    }
+
+    #[test]
+    fn the_gate_reads_the_overlay_then_the_cache_then_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(FjallStore::open(dir.path(), Durability::None).unwrap());
+        let g = ConvId::group(1).unwrap();
+        let mut stored = crate::store::CommitGroup::default();
+        stored.groups.groups.push((g, record(2)));
+        crate::store::ConversationLog::append(&*store, &stored).unwrap();
+        let mut groups = Groups::new(store, GroupsConfig::default()).unwrap();
+        let gate = |member_count, dissolved_seq| GroupGate {
+            member_count,
+            mute_all: true,
+            dissolved_seq,
+        };
+        assert_eq!(groups.gate(g).unwrap(), Some(gate(2, 0)));
+        assert!(groups.groups.contains_key(&g), "read once, then cached");
+        let mut dissolved = record(3);
+        dissolved.dissolved_seq = 9;
+        groups.put_group(g, dissolved);
+        assert_eq!(
+            groups.gate(g).unwrap(),
+            Some(gate(3, 9)),
+            "the overlay first"
+        );
+        groups.discard();
+        assert_eq!(groups.gate(g).unwrap(), Some(gate(2, 0)), "the store again");
+        // A change to the group still gets the whole record.
+        assert_eq!(groups.group(g).unwrap(), Some(record(2)));
+    }
+
+    /// A histogram holds up to `groups.read_count_window` entries: a commit moves it into the
+    /// write and back into the cache, never copies it.
+    #[test]
+    fn a_committed_histogram_is_moved_into_the_write_and_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(FjallStore::open(dir.path(), Durability::None).unwrap());
+        let mut groups = Groups::new(store, GroupsConfig::default()).unwrap();
+        let g = ConvId::group(1).unwrap();
+        groups.new_reads(g, 3);
+        // Where a count lives: a copy of the map would put it elsewhere.
+        let at = |h: &ReadHistogram| std::ptr::from_ref(&h.counts[&0]);
+        let before = at(groups.reads_mut(g));
+        let mut writes = GroupWrites::default();
+        groups.drain_into(&mut writes);
+        assert_eq!(writes.read_histograms.len(), 1);
+        assert_eq!(
+            at(&writes.read_histograms[0].1),
+            before,
+            "moved into the write"
+        );
+        groups.promote(&mut writes);
+        assert!(writes.read_histograms.is_empty());
+        groups.load_reads(g).unwrap();
+        assert_eq!(at(groups.reads_mut(g)), before, "back in the cache");
     }
 }

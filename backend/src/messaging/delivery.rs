@@ -23,7 +23,7 @@ use crate::groups::online::GroupOnline;
 use crate::observe::otlp::MsgSpan;
 use crate::observe::{GroupFacts, Observe};
 use crate::push::{PushQueue, PushRecord};
-use crate::sessions::SharedSessions;
+use crate::sessions::{Session, SharedSessions};
 use crate::store::{ConvId, DedupRecord, Members, MessageRecord, StoreHealth, UserId};
 
 /// Bytes the encoding buffer grows by: frames of a group share allocations of this size. A
@@ -480,23 +480,32 @@ impl Delivery {
         }
     }
 
-    /// Turns each fanout into frames for the members' sessions, under one read lock.
+    /// Turns each fanout into frames for the members' sessions, under one read lock. Fanouts
+    /// in a row for the same members (a pair's messages in one group) look them up once.
     fn resolve_fanouts(&self, outbox: &mut Outbox) {
         if outbox.fanouts.is_empty() {
             return;
         }
         let fanouts = std::mem::take(&mut outbox.fanouts);
         let sessions = self.sessions.read();
-        for f in fanouts {
+        // The last fanout's members and their sessions, each member once.
+        let mut last: &[UserId] = &[];
+        let mut resolved: smallvec::SmallVec<[(UserId, &[Session]); 2]> = smallvec::SmallVec::new();
+        for f in &fanouts {
             let users = f.members.all();
-            for (i, user) in users.iter().enumerate() {
-                if users[..i].contains(user) {
-                    continue;
+            if users != last {
+                resolved.clear();
+                for (i, user) in users.iter().enumerate() {
+                    if !users[..i].contains(user) {
+                        resolved.push((*user, sessions.of_user(*user)));
+                    }
                 }
-                let of_user = sessions.of_user(*user);
+                last = users;
+            }
+            for &(user, of_user) in &resolved {
                 // The offline check costs nothing more: these sessions were looked up anyway.
                 if of_user.is_empty()
-                    && let Some(push) = f.push.filter(|p| p.user == *user)
+                    && let Some(push) = f.push.filter(|p| p.user == user)
                 {
                     outbox.pushes.push(push);
                 }
@@ -737,6 +746,75 @@ mod tests {
                     .request_id
             })
             .collect()
+    }
+
+    /// Fanouts in a row for the same members share their sessions' lookup; each still reaches
+    /// every session of its members but the one excepted, and notes an offline member's push.
+    #[test]
+    fn fanouts_reach_every_session_of_their_members_but_the_excepted() {
+        let conn = |conn| ConnRef { shard: 0, conn };
+        let session = |c, device: &str| crate::sessions::Session {
+            conn: conn(c),
+            device_id: device.into(),
+            platform: v1::Platform::Ios,
+            token_hash: [0; 32],
+            peer: std::net::Ipv4Addr::LOCALHOST.into(),
+            opened_at_ms: 0,
+            token_expires_at_ms: u64::MAX,
+        };
+        // Users 1, 2 and 3 (user ids start at USER_ID_FIRST); 3 is offline.
+        let [u1, u2, u3] = [1, 2, 3].map(|n| crate::store::USER_ID_FIRST + n);
+        let mut sessions = Sessions::new(4, Vec::new());
+        sessions.open(u1, session(10, "phone")).unwrap();
+        sessions.open(u1, session(11, "laptop")).unwrap();
+        sessions.open(u2, session(20, "phone")).unwrap();
+        let delivery = Delivery::new(
+            SharedSessions::new(sessions),
+            Arc::new(GroupOnline::new(1)),
+            Vec::new(),
+            Arc::default(),
+            None,
+            Arc::new(Observe::in_memory()),
+        );
+        let members = |a, b| ConvId::direct(a, b).unwrap().implied_members().unwrap();
+        let frame = |b: &'static [u8]| Bytes::from_static(b);
+        let mut outbox = Outbox::new(1, false);
+        outbox.fanout_frame(members(u1, u2), conn(10), frame(b"a"));
+        outbox.fanout_frame(members(u1, u2), conn(20), frame(b"b"));
+        let push = PushRecord {
+            user: u3,
+            conv: ConvId::direct(u1, u3).unwrap(),
+            seq: 1,
+            from: u1,
+            server_time_ms: 5,
+        };
+        outbox.fanouts.push(Fanout {
+            members: members(u1, u3),
+            except: conn(10),
+            frame: frame(b"c"),
+            push: Some(push),
+        });
+        outbox.fanout_frame(members(u1, u2), conn(11), frame(b"d"));
+        delivery.resolve_fanouts(&mut outbox);
+        let sent: Vec<(ConnId, &[u8])> = outbox.per_shard[0]
+            .iter()
+            .map(|o| match o {
+                Outgoing::One(c, f) => (*c, &f[..]),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let want: [(ConnId, &[u8]); 7] = [
+            (11, b"a"),
+            (20, b"a"),
+            (10, b"b"),
+            (11, b"b"),
+            (11, b"c"),
+            (10, b"d"),
+            (20, b"d"),
+        ];
+        assert_eq!(sent, want);
+        assert_eq!(outbox.deliveries, 7);
+        assert_eq!(outbox.pushes, [push]);
     }
 
     #[test]

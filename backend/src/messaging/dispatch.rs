@@ -229,7 +229,9 @@ impl Backend {
                 };
                 let now = crate::time::now_ms();
                 Ok::<_, crate::store::StoreError>(crate::groups::send::may_not_speak(
-                    &group, &me, now,
+                    crate::groups::sequencer::GroupGate::of(&group),
+                    &me,
+                    now,
                 ))
             })
             .await;

@@ -599,11 +599,11 @@ impl Conn {
             self.framing.put_control(&mut out);
             let framing = &self.framing;
             self.session.shared.outbound.pop_while(
-                |frame| {
-                    if !out.is_empty() && out.len() + frame.len() > WRITE_BATCH_BYTES_MAX {
+                |p| {
+                    if !out.is_empty() && out.len() + p.frame.len() > WRITE_BATCH_BYTES_MAX {
                         return false;
                     }
-                    framing.put_frame(frame, &mut out);
+                    framing.put_frame(p.frame, p.text, &mut out);
                     frames += 1;
                     true
                 },

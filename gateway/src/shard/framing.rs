@@ -2,6 +2,8 @@
 //! protobuf (TCP, TLS) or WebSocket messages (ws, wss). A framing layer only parses and writes
 //! bytes; every timer, limit and close decision stays in the connection loop (conn.rs).
 
+use std::cell::OnceCell;
+
 use bytes::{Bytes, BytesMut};
 use ringchat_proto::Frame;
 use ringchat_proto::codec::{self, CodecError};
@@ -75,11 +77,12 @@ impl Framing {
         }
     }
 
-    /// Appends one queued frame (encoded with its length prefix).
-    pub fn put_frame(&self, frame: &Bytes, out: &mut BytesMut) {
+    /// Appends one queued frame (encoded with its length prefix); `text`: a shared frame's slot
+    /// for its WebSocket text message (`ws::State::put_frame`).
+    pub fn put_frame(&self, frame: &Bytes, text: Option<&OnceCell<Bytes>>, out: &mut BytesMut) {
         match self {
             Self::LenPrefixed => out.extend_from_slice(frame),
-            Self::WebSocket(state) => state.put_frame(frame, out),
+            Self::WebSocket(state) => state.put_frame(frame, text, out),
         }
     }
 

@@ -1,7 +1,7 @@
 //! A connection's queue of encoded frames, bounded per connection and charged to its shard's
 //! budget of queued bytes (`gateway.outbound_bytes_per_shard_max`).
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 
@@ -63,6 +63,10 @@ struct SharedFrame {
     /// Replaced once by a copy of itself when it waits behind a backlog (`COPY_BELOW_BYTES`).
     frame: RefCell<Bytes>,
     len: u32,
+    /// Its WebSocket text message (JSON), rendered by the first holder that speaks JSON for
+    /// all the others: a frame renders the same for every connection. Charged to the shard's
+    /// total from then until its last holder lets go, as the frame is.
+    text: OnceCell<Bytes>,
     /// Queues holding it.
     holders: Cell<u32>,
     copied: Cell<bool>,
@@ -73,6 +77,7 @@ impl Fanout {
         Self(Rc::new(SharedFrame {
             len: frame_bytes(&frame),
             frame: RefCell::new(frame),
+            text: OnceCell::new(),
             holders: Cell::new(0),
             copied: Cell::new(false),
         }))
@@ -80,6 +85,11 @@ impl Fanout {
 }
 
 impl SharedFrame {
+    /// Its bytes and its text message's, once rendered: what its last holder gives back.
+    fn held_bytes(&self) -> u64 {
+        u64::from(self.len) + self.text.get().map_or(0, |t| t.len() as u64)
+    }
+
     /// Copies a small frame out of the buffer it shares with others, for all its holders at once.
     fn copy_out(&self) {
         if !self.copied.replace(true) && (self.len as usize) < COPY_BELOW_BYTES {
@@ -87,6 +97,13 @@ impl SharedFrame {
             *self.frame.borrow_mut() = copy;
         }
     }
+}
+
+/// A queued frame as it is written: its bytes and, for a shared one, the slot its WebSocket
+/// text message is rendered into once (`ws::State::put_frame`).
+pub(crate) struct Popped<'a> {
+    pub frame: &'a Bytes,
+    pub text: Option<&'a OnceCell<Bytes>>,
 }
 
 /// A frame to queue.
@@ -110,10 +127,23 @@ impl Queued {
         }
     }
 
-    fn with_frame<R>(&self, f: impl FnOnce(&Bytes) -> R) -> R {
+    /// Hands the frame to `take`; what a text message rendered meanwhile adds to the shard's
+    /// total.
+    fn offer(&self, take: impl FnOnce(Popped<'_>) -> bool) -> (bool, u64) {
         match self {
-            Self::Own(frame) => f(frame),
-            Self::Shared(s) => f(&s.frame.borrow()),
+            Self::Own(frame) => (take(Popped { frame, text: None }), 0),
+            Self::Shared(s) => {
+                let rendered = s.text.get().is_some();
+                let took = take(Popped {
+                    frame: &s.frame.borrow(),
+                    text: Some(&s.text),
+                });
+                let added = match s.text.get() {
+                    Some(text) if !rendered => text.len() as u64,
+                    _ => 0,
+                };
+                (took, added)
+            }
         }
     }
 
@@ -133,7 +163,7 @@ impl Queued {
     }
 
     /// What leaves the shard's total as it leaves its queue: its charge, and a shared buffer's
-    /// bytes with its last holder.
+    /// bytes (and its text message's) with its last holder.
     fn release(&self) -> u64 {
         let (_, charge) = self.sizes();
         let mut freed = u64::from(charge);
@@ -141,7 +171,7 @@ impl Queued {
             let holders = s.holders.get().saturating_sub(1);
             s.holders.set(holders);
             if holders == 0 {
-                freed += u64::from(s.len);
+                freed += s.held_bytes();
             }
         }
         freed
@@ -272,11 +302,13 @@ impl Outbound {
     }
 
     /// Takes frames from the front while `take` accepts them.
-    pub fn pop_while(&self, mut take: impl FnMut(&Bytes) -> bool, total: &Cell<u64>) {
-        let (mut popped, mut charged, mut freed) = (0u32, 0u32, 0u64);
+    pub fn pop_while(&self, mut take: impl FnMut(Popped<'_>) -> bool, total: &Cell<u64>) {
+        let (mut popped, mut charged, mut freed, mut rendered) = (0u32, 0u32, 0u64, 0u64);
         self.with(|queue| {
             while let Some(queued) = queue.front() {
-                if !queued.with_frame(&mut take) {
+                let (took, added) = queued.offer(&mut take);
+                rendered += added;
+                if !took {
                     break;
                 }
                 let (len, charge) = queued.sizes();
@@ -291,7 +323,7 @@ impl Outbound {
         });
         self.bytes.set(self.bytes.get().saturating_sub(popped));
         self.charged.set(self.charged.get().saturating_sub(charged));
-        total.set(total.get().saturating_sub(freed));
+        total.set((total.get() + rendered).saturating_sub(freed));
     }
 
     /// Drops every waiting frame.

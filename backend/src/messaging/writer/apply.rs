@@ -324,7 +324,7 @@ impl Writer {
         if role.is_some()
             && self
                 .groups
-                .group(conv_id)?
+                .gate(conv_id)?
                 .is_some_and(|g| g.dissolved_seq != 0)
         {
             return Err(Refusal::new(
@@ -453,7 +453,7 @@ impl Writer {
             });
         }
         self.groups.load_reads(conv)?;
-        let group = self.groups.group(conv)?.ok_or_else(not_found)?;
+        let group = self.groups.gate(conv)?.ok_or_else(not_found)?;
         let audience = if group.member_count <= self.groups.limits.receipts_members_max {
             Audience::Group(conv)
         } else {

@@ -348,16 +348,17 @@ impl Writer {
         delivery: &Delivery,
         task: mpsc::Sender<ToDeliver>,
     ) {
-        let mut batch = Vec::with_capacity(self.group_max);
-        while let Some(first) = ops.blocking_recv() {
-            batch.push(first);
-            self.take_queued(&mut ops, &mut batch);
+        let group_max = self.group_max.max(1);
+        let mut batch = Vec::with_capacity(group_max);
+        // Waits for the first write, then takes it and what is queued behind it (up to
+        // `group_max`) at once: the queue's permits go back in one release, not one per write.
+        while ops.blocking_recv_many(&mut batch, group_max) > 0 {
             if !self.commit_delay.is_zero()
                 && batch.len() >= self.commit_delay_min_ops
-                && batch.len() < self.group_max
+                && batch.len() < group_max
             {
                 std::thread::sleep(self.commit_delay);
-                self.take_queued(&mut ops, &mut batch);
+                take_queued(&mut ops, &mut batch, group_max);
             }
             // Every message of the group is stamped at or after this.
             delivery.in_flight.begin(crate::time::now_ms());
@@ -367,16 +368,6 @@ impl Writer {
             }
         }
         tracing::info!("commit thread stopped");
-    }
-
-    /// Moves what is queued into `batch`, up to `group_max`.
-    fn take_queued(&self, ops: &mut mpsc::Receiver<WriteOp>, batch: &mut Vec<WriteOp>) {
-        while batch.len() < self.group_max {
-            match ops.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
-            }
-        }
     }
 
     /// Applies and commits one group; returns one outcome per operation, in order.
@@ -517,6 +508,7 @@ impl Writer {
 
     fn promote(&mut self) {
         self.next_msg_id = self.pending_next_msg_id;
+        self.groups.promote(&mut self.group.groups);
         if self.convs.len() + self.pending_convs.len() > CACHE_ENTRIES_MAX {
             self.convs.clear();
         }
@@ -747,6 +739,20 @@ impl Writer {
         self.pending_cursors.get_mut(&key).expect("just inserted")
     }
 }
+
+/// Moves what is queued into `batch`, up to `max`, without waiting for more: in one take, so
+/// that the queue's permits go back in one release, not one per write.
+fn take_queued<T>(ops: &mut mpsc::Receiver<T>, batch: &mut Vec<T>, max: usize) {
+    let room = max.saturating_sub(batch.len());
+    // Not empty: returns at once (a send half done is waited for, as `try_recv` waits for it).
+    if room > 0 && !ops.is_empty() {
+        ops.blocking_recv_many(batch, room);
+    }
+}
+
+#[cfg(test)]
+#[path = "take_tests.rs"]
+mod take_tests;
 
 impl From<StoreError> for Refusal {
     fn from(e: StoreError) -> Self {

@@ -167,8 +167,8 @@ fn small_frames_behind_a_backlog_do_not_keep_their_chunks() {
     let entry = u64::from(SHARED_ENTRY_CHARGE_BYTES.min(100));
     assert_eq!(charged, 6 * 100 + entry + COPY_BELOW_BYTES as u64);
     q.pop_while(
-        |f| {
-            out.push(f.clone());
+        |p| {
+            out.push(p.frame.clone());
             true
         },
         &shard.total,
@@ -202,7 +202,7 @@ fn the_outbound_queue_is_bounded_in_frames_and_in_bytes() {
         "exactly at the bound"
     );
     assert!(!q.push_own(frame(1), LIMITS, &s.at(11)));
-    q.pop_while(|f| f.len() == 60, &s.total);
+    q.pop_while(|p| p.frame.len() == 60, &s.total);
     assert_eq!((q.len(), q.bytes(), s.total.get()), (1, 40, 1040));
     assert_eq!(q.charged(), 40);
     // Not empty since tick 10: a backlog that drains only in part keeps its age.
@@ -221,4 +221,76 @@ fn the_outbound_queue_is_bounded_in_frames_and_in_bytes() {
     // The clock wraps.
     q.push_last(frame(1), &s.at(u64::from(u32::MAX)));
     assert_eq!(q.age(&s, 1 << 32), Some(1));
+}
+
+/// A fan-out's frame for WebSocket clients that speak JSON is rendered once for the shard:
+/// every such holder writes the same text message, the frame's JSON; a binary holder writes
+/// the protobuf. The rendering is charged to the shard's total until the last holder lets go.
+#[test]
+fn a_shared_frame_renders_its_json_once_for_all_its_text_clients() {
+    use super::super::ws::{self, JSON_RENDERS};
+    use bytes::BytesMut;
+    use ringchat_proto::v1;
+
+    let push = ringchat_proto::frame(
+        0,
+        ringchat_proto::Body::Push(v1::Push {
+            message: Some(v1::Message {
+                msg_id: 42,
+                seq: 7,
+                content: Bytes::from_static(b"hello, group"),
+                ..Default::default()
+            }),
+        }),
+    );
+    let encoded = ringchat_proto::codec::encode_to_bytes(&push);
+    let json = serde_json::to_vec(&push).unwrap();
+    let mut want = BytesMut::new();
+    ws::codec::put_header(&mut want, ws::codec::OP_TEXT, json.len());
+    want.extend_from_slice(&json);
+
+    let shard = Shard::new(0);
+    let fanout = Fanout::new(encoded.clone());
+    let queues: Vec<Outbound> = (0..4).map(|_| Outbound::default()).collect();
+    for q in &queues {
+        assert!(q.push(Frame::Shared(&fanout), ROOMY, &shard.at(1)));
+    }
+    drop(fanout);
+    let len = encoded.len() as u64;
+    let entries = |n: u64| n * u64::from(SHARED_ENTRY_CHARGE_BYTES).min(len);
+    assert_eq!(shard.total.get(), len + entries(4));
+
+    let write = |q: &Outbound, state: &ws::State| {
+        let mut out = BytesMut::new();
+        q.pop_while(
+            |p| {
+                state.put_frame(p.frame, p.text, &mut out);
+                true
+            },
+            &shard.total,
+        );
+        out
+    };
+    let text = ws::State::json();
+    let renders = JSON_RENDERS.with(std::cell::Cell::get);
+    let first = write(&queues[0], &text);
+    assert_eq!(&first[..], &want[..], "the frame's JSON, as a text message");
+    assert_eq!(
+        shard.total.get(),
+        len + want.len() as u64 + entries(3),
+        "the rendering is charged while the frame is held"
+    );
+    for q in &queues[1..3] {
+        assert_eq!(write(q, &text), first);
+    }
+    assert_eq!(JSON_RENDERS.with(std::cell::Cell::get) - renders, 1);
+    let binary = write(&queues[3], &ws::State::default());
+    let body = &encoded[ringchat_proto::LEN_PREFIX_BYTES..];
+    assert_eq!(binary[0], 0x80 | ws::codec::OP_BINARY);
+    assert!(binary.ends_with(body));
+    assert_eq!(
+        shard.total.get(),
+        0,
+        "all of it given back by the last holder"
+    );
 }

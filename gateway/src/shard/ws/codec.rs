@@ -149,16 +149,27 @@ pub fn unmask(payload: &mut [u8], mask: [u8; 4]) {
 
 /// Appends the header of one unfragmented, unmasked server frame.
 pub fn put_header(dst: &mut BytesMut, opcode: u8, payload_bytes: usize) {
-    dst.put_u8(0x80 | opcode);
-    if payload_bytes < 126 {
-        dst.put_u8(payload_bytes as u8);
+    let (header, len) = header(opcode, payload_bytes);
+    dst.put_slice(&header[..len]);
+}
+
+/// The header of one unfragmented, unmasked server frame, on the stack: its first `len` bytes.
+pub fn header(opcode: u8, payload_bytes: usize) -> ([u8; SERVER_HEADER_BYTES_MAX], usize) {
+    let mut h = [0u8; SERVER_HEADER_BYTES_MAX];
+    h[0] = 0x80 | opcode;
+    let len = if payload_bytes < 126 {
+        h[1] = payload_bytes as u8;
+        2
     } else if let Ok(len) = u16::try_from(payload_bytes) {
-        dst.put_u8(126);
-        dst.put_u16(len);
+        h[1] = 126;
+        h[2..4].copy_from_slice(&len.to_be_bytes());
+        4
     } else {
-        dst.put_u8(127);
-        dst.put_u64(payload_bytes as u64);
-    }
+        h[1] = 127;
+        h[2..10].copy_from_slice(&(payload_bytes as u64).to_be_bytes());
+        10
+    };
+    (h, len)
 }
 
 /// Appends a whole close frame; `reason` is cut to fit a control frame.
@@ -262,7 +273,16 @@ mod tests {
     fn server_frames_and_close_payloads() {
         let mut dst = BytesMut::new();
         put_header(&mut dst, OP_BINARY, 70_000);
-        assert_eq!(&dst[..2], &[0x82, 127]);
+        assert_eq!(&dst[..], &[0x82, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
+        for (len, want) in [
+            (125, &[0x81, 125][..]),
+            (126, &[0x81, 126, 0, 126][..]),
+            (65_535, &[0x81, 126, 0xFF, 0xFF][..]),
+        ] {
+            let (h, n) = header(OP_TEXT, len);
+            assert_eq!(&h[..n], want, "{len}");
+        }
+        dst.clear();
         dst.clear();
         put_close(&mut dst, 1008, &"x".repeat(200));
         assert_eq!(dst.len(), 2 + CONTROL_PAYLOAD_MAX);

@@ -5,6 +5,8 @@
 pub mod codec;
 pub mod http;
 
+use std::cell::OnceCell;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use prost::Message;
 use ringchat_proto::Frame;
@@ -117,37 +119,70 @@ impl State {
     }
 
     /// Appends one queued frame (4-byte length + protobuf) as a WebSocket message: binary without
-    /// the prefix, or text rendered to JSON for this connection.
-    pub fn put_frame(&self, frame: &Bytes, out: &mut BytesMut) {
+    /// the prefix, or text rendered to JSON. `text`: a fan-out's (`outbound::Fanout`) slot for
+    /// its text message, the same for every connection of the shard: the first JSON client
+    /// renders it, the others copy it.
+    pub fn put_frame(&self, frame: &Bytes, text: Option<&OnceCell<Bytes>>, out: &mut BytesMut) {
         let body = &frame[ringchat_proto::LEN_PREFIX_BYTES..];
         if !self.json {
             codec::put_header(out, OP_BINARY, body.len());
             out.put_slice(body);
             return;
         }
-        let decoded = match Frame::decode(body) {
-            Ok(f) => f,
-            Err(err) => {
-                // We encoded it ourselves: a failure here is a bug, not client input.
-                tracing::error!(%err, "an outbound frame does not decode");
-                return;
-            }
-        };
-        // Leave room for the longest header, render, then move the JSON next to the real header.
-        let at = out.len();
-        out.put_bytes(0, SERVER_HEADER_BYTES_MAX);
-        if let Err(err) = serde_json::to_writer(BufMut::writer(&mut *out), &decoded) {
-            tracing::error!(%err, "an outbound frame does not render as JSON");
-            out.truncate(at);
+        match text {
+            Some(text) => out.put_slice(text.get_or_init(|| {
+                // JSON of a frame: its bytes fields in base64 (4/3) and the field names.
+                let mut message = BytesMut::with_capacity(SERVER_HEADER_BYTES_MAX + 2 * body.len());
+                put_text(body, &mut message);
+                message.freeze()
+            })),
+            None => put_text(body, out),
+        }
+    }
+}
+
+/// Appends `body` (an encoded `Frame`) as a text message of its JSON: nothing if it does not
+/// render (logged: we encoded it ourselves, so that is a bug, not client input).
+fn put_text(body: &[u8], out: &mut BytesMut) {
+    #[cfg(test)]
+    JSON_RENDERS.with(|n| n.set(n.get() + 1));
+    let decoded = match Frame::decode(body) {
+        Ok(f) => f,
+        Err(err) => {
+            tracing::error!(%err, "an outbound frame does not decode");
             return;
         }
-        let json_bytes = out.len() - at - SERVER_HEADER_BYTES_MAX;
-        let mut header = BytesMut::new();
-        codec::put_header(&mut header, OP_TEXT, json_bytes);
-        let start = at + SERVER_HEADER_BYTES_MAX - header.len();
-        out[start..start + header.len()].copy_from_slice(&header);
-        out.copy_within(start.., at);
-        out.truncate(at + header.len() + json_bytes);
+    };
+    // Leave room for the longest header, render, then move the JSON next to the real header.
+    let at = out.len();
+    out.put_bytes(0, SERVER_HEADER_BYTES_MAX);
+    if let Err(err) = serde_json::to_writer(BufMut::writer(&mut *out), &decoded) {
+        tracing::error!(%err, "an outbound frame does not render as JSON");
+        out.truncate(at);
+        return;
+    }
+    let json_bytes = out.len() - at - SERVER_HEADER_BYTES_MAX;
+    let (header, header_bytes) = codec::header(OP_TEXT, json_bytes);
+    let start = at + SERVER_HEADER_BYTES_MAX - header_bytes;
+    out[start..start + header_bytes].copy_from_slice(&header[..header_bytes]);
+    out.copy_within(start.., at);
+    out.truncate(at + header_bytes + json_bytes);
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Frames rendered to JSON on this thread (a test's: tests run one per thread).
+    pub(in crate::shard) static JSON_RENDERS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+#[cfg(test)]
+impl State {
+    /// The state of a connection that speaks JSON.
+    pub fn json() -> Self {
+        Self {
+            json: true,
+            ..Self::default()
+        }
     }
 }
 
