@@ -102,9 +102,6 @@ pub struct Backend {
     pub(crate) delivery: Arc<Delivery>,
     /// Who of each group is online (maintained on login, close and membership changes).
     pub(crate) group_online: Arc<GroupOnline>,
-    /// How long a login waits for the commits its group read saw to be routed, in ms
-    /// (`groups::dispatch::ROUTED_WAIT_MAX`; a test shortens it).
-    pub(crate) routed_wait_max_ms: std::sync::atomic::AtomicU64,
     /// Who is shown present to their friends, and when friends are told.
     pub(crate) presence: Tracker,
     commit: Mutex<Commit>,
@@ -241,11 +238,6 @@ impl Backend {
                 accounts: Arc::clone(&ports.accounts),
                 admin: Arc::clone(&ports.account_admin),
             });
-            // Other nodes' membership changes can be lost on the way: the index is re-read.
-            group_online.set_repair_store(
-                Arc::clone(&ports.groups),
-                settings.groups.per_user_max as usize,
-            );
         }
         let delivery = Arc::new(
             Delivery::new(
@@ -258,6 +250,15 @@ impl Backend {
             )
             .with_link(link.clone()),
         );
+        if link.is_some() {
+            // Other nodes' membership changes can be lost on the way: the index is re-read,
+            // and installed as a login's read is (once delivery has routed what it saw).
+            group_online.set_repair_source(
+                Arc::clone(&ports.groups),
+                settings.groups.per_user_max as usize,
+                Arc::clone(&delivery.in_flight),
+            );
+        }
         let cores = settings.backend.cores.clone();
         let sequencer_delivery = Arc::clone(&delivery);
         let thread = std::thread::Builder::new()
@@ -347,9 +348,6 @@ impl Backend {
             shards,
             delivery,
             group_online,
-            routed_wait_max_ms: std::sync::atomic::AtomicU64::new(
-                crate::groups::dispatch::ROUTED_WAIT_MAX.as_millis() as u64,
-            ),
             reads: ReadGate::new(READS_IN_FLIGHT_MAX, READS_WAITING_MAX, READS_PER_CONN_MAX),
             password_changes: ReadGate::new(
                 PASSWORD_CHANGES_IN_FLIGHT_MAX,

@@ -106,3 +106,16 @@ impl Drop for OwnRedis {
         self.stop();
     }
 }
+
+/// The sum of the samples of metric `name` (every label set) in a Prometheus text rendering;
+/// 0 when it has none.
+pub fn metric_sum(rendered: &str, name: &str) -> f64 {
+    rendered
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

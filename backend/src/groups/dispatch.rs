@@ -15,9 +15,6 @@ use crate::store::UserId;
 /// A login re-reads the user's groups at most this often when membership changes keep landing
 /// while it reads; past it the login is refused with `UNAVAILABLE` (retry).
 const LOGIN_GROUP_READS_MAX: usize = 8;
-/// How long a login waits for the commits its read saw to be routed, at most (a commit group's
-/// fsync; seconds only when the disk stalls). Past it the login is refused with `UNAVAILABLE`.
-pub(crate) const ROUTED_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Backend {
     pub(crate) async fn group_query(
@@ -82,35 +79,22 @@ impl Backend {
                     .await
                     .map_err(Refusal::unavailable)?
                     .map_err(Refusal::from)?;
-            // Every commit the read saw has been routed before the user joins its groups'
-            // audience: a group joined in a commit the delivery task had not yet reached would
-            // otherwise be pushed that group's messages of the commits before (older than the
-            // user's visible seqs). Counted after the read: every group the read could see has
-            // begun by then (an embedded store's group may be readable before its fsync ends,
-            // so "durable" would be too few); waiting also for one still in its fsync only
-            // costs that fsync. Bounded: past the bound the login is refused (never installed
-            // early: that is the leak), and the client retries after the jittered delay.
-            // No groups: nothing to wait for (a token login costs no wait on a slow fsync).
-            if !groups.is_empty() {
-                let through = self.delivery.in_flight.begun();
-                let routed = self.delivery.in_flight.routed_through(through);
-                let wait_max = std::time::Duration::from_millis(
-                    self.routed_wait_max_ms
-                        .load(std::sync::atomic::Ordering::Relaxed),
-                );
-                if tokio::time::timeout(wait_max, routed).await.is_err() {
-                    metrics::counter!("ringchat_groups_login_routed_wait_timeouts_total")
-                        .increment(1);
-                    tracing::warn!(
-                        user,
-                        "login refused: the commits its group read saw were not routed in time"
-                    );
-                    return Err(Refusal {
-                        code: ringchat_proto::v1::ErrorCode::Unavailable,
-                        message: "delivery is behind, retry later".into(),
-                        retry_after_ms: crate::retry_after::unavailable_retry_after_ms(),
-                    });
-                }
+            // Installed before the commits the read saw are routed, the user could be pushed
+            // messages from before it joined (the rule: `InFlight::routed_since_read`); past
+            // the wait the login is refused and the client retries after the jittered delay.
+            if let Err(behind) = self
+                .delivery
+                .in_flight
+                .routed_since_read(!groups.is_empty())
+                .await
+            {
+                metrics::counter!("ringchat_groups_login_routed_wait_timeouts_total").increment(1);
+                tracing::warn!(user, %behind, "login refused: the commits its group read saw were not routed in time");
+                return Err(Refusal {
+                    code: ringchat_proto::v1::ErrorCode::Unavailable,
+                    message: "delivery is behind, retry later".into(),
+                    retry_after_ms: crate::retry_after::unavailable_retry_after_ms(),
+                });
             }
             if self.group_online.install(user, epoch, groups) {
                 return Ok(());

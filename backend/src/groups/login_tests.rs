@@ -1,12 +1,12 @@
-//! A login while delivery lags, over a real backend (embedded store, real sequencer and
-//! delivery task): the shard's inbox is left full, so committed groups wait in the delivery
-//! task, unrouted. A new member who logs in then must not join the group's audience before
-//! the commits its read saw are routed: it would be pushed the group's older messages, which
-//! its history-hidden membership does not show it.
+//! A login, or a cluster repair of the online index, while delivery lags, over a real backend
+//! (embedded store, real sequencer and delivery task): the shard's inbox is left full, so
+//! committed groups wait in the delivery task, unrouted. A new member whose groups are read
+//! then must not join the group's audience before the commits the read saw are routed: it
+//! would be pushed the group's older messages, which its history-hidden membership does not
+//! show it.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,6 +21,7 @@ use crate::config::Settings;
 use crate::messaging::Submitted;
 use crate::service::Backend;
 use crate::store::UserId;
+use crate::testkit::metric_sum;
 
 const PEER: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const PASSWORD: &str = "correct horse battery";
@@ -112,7 +113,9 @@ async fn a_login_while_delivery_lags_is_refused_and_never_pushed_hidden_history(
     let (shard_tx, mut events) = mpsc::channel(1);
     let inbox = shard_tx.clone();
     let b = Backend::open(settings, vec![shard_tx]).expect("backend opens");
-    b.routed_wait_max_ms.store(100, Ordering::Relaxed);
+    b.delivery
+        .in_flight
+        .set_wait_max(Duration::from_millis(100));
     let (requests, rx) = mpsc::channel(16);
     tokio::spawn(Arc::clone(&b).serve(rx, std::future::pending()));
     let owner = register(&b, "owner").await;
@@ -235,7 +238,9 @@ async fn a_relogin_on_the_same_device_while_delivery_lags_keeps_the_old_session_
     let (shard1, _stalled) = mpsc::channel(1);
     let inbox1 = shard1.clone();
     let b = Backend::open(settings, vec![shard0, shard1]).expect("backend opens");
-    b.routed_wait_max_ms.store(100, Ordering::Relaxed);
+    b.delivery
+        .in_flight
+        .set_wait_max(Duration::from_millis(100));
     let (requests, rx) = mpsc::channel(16);
     tokio::spawn(Arc::clone(&b).serve(rx, std::future::pending()));
     let owner = register(&b, "owner").await;
@@ -337,4 +342,150 @@ async fn a_relogin_on_the_same_device_while_delivery_lags_keeps_the_old_session_
         "the old session was kicked before the new one had joined its groups"
     );
     assert_eq!(inbox1.capacity(), 0, "delivery lagged all along");
+}
+
+/// A cluster repair of the online index (another node's membership change may have been lost)
+/// re-reads the groups of a user online here while delivery lags: the user joined a group
+/// this node owns right after a message, both durable, neither routed. The repair installs
+/// what it read only once delivery has routed what the read saw, as a login does: the message
+/// from before the join is not pushed to the new member (this node routes its own groups
+/// without floors).
+#[tokio::test]
+async fn a_repair_while_delivery_lags_never_pushes_a_new_member_earlier_messages() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let rendered = recorder.handle();
+    // A current-thread runtime: the repair's task records here.
+    let _recording = metrics::set_default_local_recorder(&recorder);
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = Settings::default();
+    settings.storage.data_dir = dir.path().join("data");
+    settings.accounts.argon2_memory_kib = 8;
+    settings.accounts.argon2_iterations = 1;
+    assert_eq!(settings.problems(), Vec::<String>::new());
+    // One event fits: a second one for the shard waits in the delivery task, unrouted.
+    let (shard_tx, mut events) = mpsc::channel(1);
+    let inbox = shard_tx.clone();
+    let b = Backend::open(settings, vec![shard_tx]).expect("backend opens");
+    // A pass that waits longer for delivery fails, and is tried again a second later.
+    b.delivery
+        .in_flight
+        .set_wait_max(Duration::from_millis(100));
+    let (requests, rx) = mpsc::channel(16);
+    tokio::spawn(Arc::clone(&b).serve(rx, std::future::pending()));
+    let owner = register(&b, "owner").await;
+    let joiner = register(&b, "joiner").await;
+    // Online, in no group yet: its (empty) groups are installed.
+    let online = login(&requests, JOINER_LOGIN_CONN, "joiner").await;
+    assert!(matches!(online.body, Body::LoginOk(_)), "{:?}", online.body);
+
+    let create = v1::GroupCreate {
+        name: "g".into(),
+        join_policy: v1::JoinPolicy::Open as i32,
+        history_visible: false,
+        ..Default::default()
+    };
+    submit(
+        &b,
+        OWNER_CONN,
+        owner,
+        WriteRequest::Group(GroupWrite::Create(create)),
+    );
+    let g = tokio::time::timeout(DEADLINE, async {
+        loop {
+            let event = events.recv().await.expect("the shard's inbox is open");
+            for (_, body) in decoded_frames(event) {
+                if let Body::GroupCreated(c) = body {
+                    return c.group.expect("the group").conversation_id;
+                }
+            }
+        }
+    })
+    .await
+    .expect("the group is created");
+
+    // Delivery stalls: the first send's frames fill the inbox, the second's wait in the task.
+    submit(&b, OWNER_CONN, owner, send(g, "fill-1"));
+    until("the inbox fills", || inbox.capacity() == 0).await;
+    let begun = b.delivery.in_flight.begun();
+    submit(&b, OWNER_CONN, owner, send(g, "fill-2"));
+    until("the second send's group begins", || {
+        b.delivery.in_flight.begun() > begun
+    })
+    .await;
+    // M, then the joiner's join: both durable, neither routed.
+    submit(&b, OWNER_CONN, owner, send(g, "hidden"));
+    let join = v1::GroupJoin {
+        conversation_id: g,
+        message: String::new(),
+    };
+    submit(
+        &b,
+        JOINER_WRITE_CONN,
+        joiner,
+        WriteRequest::Group(GroupWrite::Join(join)),
+    );
+    let groups = Arc::clone(&b.ports.groups);
+    until("the join is durable", || {
+        let mine = groups
+            .groups_of_user(joiner, 0, 8)
+            .expect("the store reads");
+        mine.iter().any(|(_, row)| row.is_member())
+    })
+    .await;
+
+    // The repair, as a cluster node runs it, reads the joiner's groups now.
+    b.group_online.set_repair_source(
+        Arc::clone(&b.ports.groups),
+        b.settings.groups.per_user_max as usize,
+        Arc::clone(&b.delivery.in_flight),
+    );
+    assert!(b.group_online.repair_wanted(), "no pass runs yet");
+    let repair = tokio::spawn({
+        let online = Arc::clone(&b.group_online);
+        async move { online.repair().await }
+    });
+    until(
+        "the repair installed what it read, or waited for delivery in vain",
+        || {
+            repair.is_finished()
+                || metric_sum(
+                    &rendered.render(),
+                    "ringchat_group_online_repair_failures_total",
+                ) > 0.0
+        },
+    )
+    .await;
+
+    // Delivery catches up: every frame until the join's answer.
+    let mut pushed_to_joiner = Vec::new();
+    tokio::time::timeout(DEADLINE, async {
+        loop {
+            let event = events.recv().await.expect("the shard's inbox is open");
+            for (to, body) in decoded_frames(event) {
+                match body {
+                    Body::Push(p) if to == JOINER_LOGIN_CONN => {
+                        pushed_to_joiner.push(p.message.expect("a message").client_msg_id);
+                    }
+                    Body::GroupOk(_) if to == JOINER_WRITE_CONN => return,
+                    _ => {}
+                }
+            }
+        }
+    })
+    .await
+    .expect("the join is answered once delivery catches up");
+    tokio::time::timeout(DEADLINE, repair)
+        .await
+        .expect("the repair ends once delivery has caught up")
+        .expect("the repair task ends");
+    assert_eq!(
+        pushed_to_joiner,
+        Vec::<String>::new(),
+        "a message from before the join, hidden from new members, was pushed to the joiner"
+    );
+    let g = crate::store::ConvId::from_wire(g).expect("a group id");
+    assert!(
+        b.group_online.is_online_member(g, joiner),
+        "the new member is in the group's audience"
+    );
 }

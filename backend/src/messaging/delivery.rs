@@ -13,6 +13,7 @@ use ringchat_proto::v1;
 use ringchat_proto::{Body, Frame};
 use tokio::sync::mpsc::{self, error::TrySendError};
 
+use super::in_flight::InFlight;
 use super::operator::OperatorReplies;
 use super::to_wire;
 use super::writer::{Audience, Committed, Outcome};
@@ -185,81 +186,9 @@ pub(crate) struct Delivery {
     push: Option<Arc<PushQueue>>,
     /// Cluster mode: the links to the other nodes.
     link: Option<Arc<Link>>,
-    /// When each commit group not yet routed to the shards began (`InFlight`).
-    pub(crate) in_flight: InFlight,
-}
-
-/// The server time from which messages may be sequenced but not yet routed to sessions (a
-/// group's fsync can stall for seconds, and a group handed to the delivery task waits for it
-/// too): a login's `LoginOk.server_time_ms` is no later, so that a client resuming from it is
-/// sent what was routed after it logged in but stamped before (`resume.rs`). One entry per
-/// commit group, in commit order: begun on the sequencer's thread, ended where the group's
-/// frames leave for the shards (inline, or in the delivery task), which is also commit order.
-///
-/// Counted too, so that a login can wait until every group durable when it read its groups
-/// has been routed (`routed_through`): installed earlier, its connection would be pushed an
-/// older group's messages of a group it joined after them.
-#[derive(Debug, Default)]
-pub(crate) struct InFlight {
-    groups: std::sync::Mutex<Groups>,
-    routed: tokio::sync::Notify,
-}
-
-#[derive(Debug, Default)]
-struct Groups {
-    /// When each group not yet routed began, oldest first.
-    began: std::collections::VecDeque<u64>,
-    /// Groups begun since start; the routed ones are `begun - began.len()`.
-    begun: u64,
-}
-
-impl InFlight {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Groups> {
-        self.groups.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub(crate) fn begin(&self, now_ms: u64) {
-        let mut groups = self.lock();
-        groups.began.push_back(now_ms);
-        groups.begun += 1;
-    }
-
-    fn end(&self) {
-        self.lock().began.pop_front();
-        self.routed.notify_waiters();
-    }
-
-    /// The server time a login reports: now, or when the oldest group not yet routed began.
-    pub(crate) fn login_time(&self, now_ms: u64) -> u64 {
-        let groups = self.lock();
-        groups
-            .began
-            .front()
-            .map_or(now_ms, |&began| began.min(now_ms))
-    }
-
-    /// Groups begun so far: every group durable now is among them.
-    pub(crate) fn begun(&self) -> u64 {
-        self.lock().begun
-    }
-
-    /// Resolves once the first `n` groups begun have been routed to the shards.
-    pub(crate) async fn routed_through(&self, n: u64) {
-        loop {
-            let notified = self.routed.notified();
-            let mut notified = std::pin::pin!(notified);
-            // Registered before the look: an `end` after it wakes this.
-            notified.as_mut().enable();
-            let routed = {
-                let groups = self.lock();
-                groups.begun - groups.began.len() as u64
-            };
-            if routed >= n {
-                return;
-            }
-            notified.await;
-        }
-    }
+    /// When each commit group not yet routed to the shards began; shared with the groups'
+    /// online index, whose repair waits on it as a login does.
+    pub(crate) in_flight: Arc<InFlight>,
 }
 
 impl Delivery {
@@ -281,7 +210,7 @@ impl Delivery {
             operator: Arc::default(),
             push,
             link: None,
-            in_flight: InFlight::default(),
+            in_flight: Arc::default(),
         }
     }
 
@@ -859,43 +788,4 @@ mod tests {
         // Nothing waits any more: the next small group is delivered by the sequencer again.
         assert_eq!(delivery.queued.load(Ordering::Acquire), 0);
     }
-}
-
-#[cfg(test)]
-#[test]
-fn a_login_reports_the_start_of_the_oldest_group_not_yet_routed() {
-    let f = InFlight::default();
-    assert_eq!(f.login_time(5_000), 5_000);
-    f.begin(1_000);
-    f.begin(2_000);
-    assert_eq!(
-        f.login_time(5_000),
-        1_000,
-        "the group begun at 1,000 is not routed yet"
-    );
-    f.end();
-    assert_eq!(f.login_time(5_000), 2_000);
-    f.end();
-    assert_eq!(f.login_time(5_000), 5_000);
-}
-
-#[cfg(test)]
-#[tokio::test]
-async fn a_login_waits_until_the_groups_begun_before_are_routed() {
-    let f = std::sync::Arc::new(InFlight::default());
-    f.begin(1_000);
-    f.begin(2_000);
-    let through = f.begun();
-    let waiting = tokio::spawn({
-        let f = std::sync::Arc::clone(&f);
-        async move { f.routed_through(through).await }
-    });
-    f.end();
-    tokio::task::yield_now().await;
-    assert!(!waiting.is_finished(), "one of the two is not routed yet");
-    f.begin(3_000);
-    f.end();
-    waiting.await.unwrap();
-    // Routed already: no wait.
-    f.routed_through(through).await;
 }

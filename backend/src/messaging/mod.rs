@@ -5,6 +5,7 @@
 pub mod conversations;
 pub(crate) mod delivery;
 mod dispatch;
+pub(crate) mod in_flight;
 pub(crate) mod operator;
 pub mod reads;
 pub(crate) mod resume;

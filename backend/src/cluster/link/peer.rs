@@ -172,12 +172,16 @@ impl Peer {
 impl Peer {
     /// What is queued for the peer, taken out as its sender task would.
     pub(crate) fn take_queued(&self) -> Vec<NodeItem> {
+        self.take_batches("test")
+            .into_iter()
+            .flat_map(|b| b.items)
+            .collect()
+    }
+
+    /// What is queued for the peer, as the batches its sender task would send from `from`.
+    pub(crate) fn take_batches(&self, from: &str) -> Vec<NodeBatch> {
         let mut q = self.queue();
-        let mut out = Vec::new();
-        while let Some(batch) = q.drain("test", usize::MAX, usize::MAX) {
-            out.extend(batch.items);
-        }
-        out
+        std::iter::from_fn(|| q.drain(from, usize::MAX, usize::MAX)).collect()
     }
 }
 

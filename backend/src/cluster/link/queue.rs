@@ -36,6 +36,26 @@ pub(crate) struct Queue {
     pub(crate) oversized: u64,
 }
 
+/// Whether losing `item` on the way leaves the peer's sessions something to catch up by seq
+/// (the batch after it carries `missed`: the peer repairs its groups' online index and tells
+/// every session to Sync). Not for a forwarded write or a notification batch (their origin
+/// answers or sends again), typing (never stored), nor room items: rooms store nothing, a
+/// lost room message is a gap in `room_seq` members accept, a lost part is sent again.
+fn lost_needs_sync(item: &NodeItem) -> bool {
+    !matches!(
+        item.item,
+        Some(
+            Item::Forward(_)
+                | Item::SystemBatch(_)
+                | Item::Typing(_)
+                | Item::RoomPart(_)
+                | Item::RoomSend(_)
+                | Item::RoomAnswer(_)
+                | Item::RoomMessage(_)
+        )
+    )
+}
+
 impl Queue {
     pub(crate) fn new(items_max: usize) -> Self {
         Self {
@@ -62,9 +82,7 @@ impl Queue {
         };
         if let Some(why) = refused {
             // Deliveries lost here are caught up by seq; the peer is told to make them do so.
-            self.missed |= items
-                .iter()
-                .any(|i| !matches!(i.item, Some(Item::Forward(_) | Item::SystemBatch(_))));
+            self.missed |= items.iter().any(lost_needs_sync);
             return Err(why);
         }
         self.items.extend(items);
@@ -98,10 +116,7 @@ impl Queue {
         while let Some(item) = self.items.front()
             && item.encoded_len() > item_bytes_max
         {
-            self.missed |= !matches!(
-                item.item,
-                Some(Item::Forward(_) | Item::Typing(_) | Item::SystemBatch(_))
-            );
+            self.missed |= lost_needs_sync(item);
             self.oversized += 1;
             self.items.pop_front();
         }
@@ -134,10 +149,7 @@ impl Queue {
     /// UNAVAILABLE by their origin's pending table) and new items are refused until `reopen`.
     pub(crate) fn close(&mut self) -> Vec<NodeItem> {
         self.open = false;
-        self.missed |= self
-            .items
-            .iter()
-            .any(|i| !matches!(i.item, Some(Item::Typing(_))));
+        self.missed |= self.items.iter().any(lost_needs_sync);
         self.items.drain(..).collect()
     }
 

@@ -18,6 +18,7 @@ use crate::groups::online::GroupOnline;
 use crate::messaging::{Submitted, Writes};
 use crate::sessions::{Sessions, SharedSessions};
 use crate::store::ConvId;
+use crate::testkit::metric_sum;
 
 /// A link of node `me` with one shard, and what that shard is sent.
 fn link(config: &ClusterConfig) -> (Arc<Link>, mpsc::Receiver<ShardEvent>) {
@@ -163,6 +164,90 @@ async fn a_late_answer_never_reaches_a_later_request_with_the_same_id() {
         "request 7 is answered with B's refusal, once, and never with A's ack: {got:?}"
     );
     assert_eq!(origin.forwards_waiting(), 0);
+}
+
+/// n1's full queue to n2 refuses room items: rooms store nothing and members accept a gap in
+/// `room_seq` (a lost part is sent again), so n2 neither counts the batch as `missed`, nor
+/// re-reads its online users' groups, nor tells every session to Sync. A refused push (the
+/// control) still does all three.
+#[tokio::test]
+async fn a_refused_room_item_makes_the_peer_neither_repair_nor_hint() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let rendered = recorder.handle();
+    // A current-thread runtime: every task of this test records here.
+    let _recording = metrics::set_default_local_recorder(&recorder);
+    let n2_config = ClusterConfig {
+        node_id: "n2".into(),
+        ..ClusterConfig::default()
+    };
+    let (n2, _shard) = link(&n2_config);
+    let to_n2 = Peer::new("n2".into(), 0, "127.0.0.1:9".into(), 16, 16);
+    let push = || NodeItem {
+        item: Some(Item::ToUsers(v1::ToUsers {
+            user_ids: vec![1],
+            frame: encoded(0, Body::Pong(v1::Pong::default())),
+            ..Default::default()
+        })),
+    };
+    to_n2
+        .push_all((0..16).map(|_| push()).collect())
+        .expect("room for 16");
+    let room = "lobby".to_owned();
+    let room_items = [
+        Item::RoomPart(v1::NodeRoomPart {
+            room: room.clone(),
+            ..Default::default()
+        }),
+        Item::RoomSend(v1::NodeRoomSend {
+            room: room.clone(),
+            ..Default::default()
+        }),
+        Item::RoomAnswer(v1::NodeRoomAnswer::default()),
+        Item::RoomMessage(v1::NodeRoomMessage {
+            room,
+            room_seq: 7,
+            ..Default::default()
+        }),
+    ];
+    for item in room_items {
+        let item = NodeItem { item: Some(item) };
+        assert!(!Link::push_room_item(&to_n2, item), "the queue is full");
+    }
+    let (ops, _) = mpsc::channel(1);
+    let writes = Writes::new(ops, 1 << 20, 1 << 20, Arc::default());
+    let (acks, _acks) = mpsc::channel(1);
+    for batch in to_n2.take_batches("n1") {
+        assert!(!batch.missed, "a refused room item is no lost push");
+        n2.receive(batch, &writes, &acks).await;
+    }
+    let text = rendered.render();
+    for name in [
+        "ringchat_cluster_peer_missed_total",
+        "ringchat_group_online_repairs_wanted_total",
+        "ringchat_cluster_sync_hints_requested_total",
+    ] {
+        assert_eq!(metric_sum(&text, name), 0.0, "{name} rose on n2:\n{text}");
+    }
+
+    // The control: a refused push is announced, and n2 repairs and hints.
+    to_n2
+        .push_all((0..16).map(|_| push()).collect())
+        .expect("room for 16");
+    assert!(to_n2.push_all(vec![push()]).is_err(), "the queue is full");
+    for batch in to_n2.take_batches("n1") {
+        n2.receive(batch, &writes, &acks).await;
+    }
+    let text = rendered.render();
+    for name in [
+        "ringchat_cluster_peer_missed_total",
+        "ringchat_group_online_repairs_wanted_total",
+        "ringchat_cluster_sync_hints_requested_total",
+    ] {
+        assert!(
+            metric_sum(&text, name) > 0.0,
+            "{name} did not rise on n2:\n{text}"
+        );
+    }
 }
 
 fn redis_url() -> String {

@@ -5,28 +5,50 @@
 //! online here, other nodes' group frames are held back (not pushed: a removed member must not
 //! get them); the link then tells every session to Sync, which serves what was held back by seq.
 //!
+//! What a pass read is installed as a login's read is: once delivery has routed every commit
+//! the read saw (`InFlight::routed_since_read`), since the groups this node owns are routed
+//! without floors.
+//!
 //! Bounded: one pass at a time, reading each online user's groups once (at most
 //! `groups.per_user_max` rows, as a login does) on the blocking pool, `USERS_PER_TASK` users per
-//! blocking task; requests during a pass make one more pass after it, never more.
+//! blocking task, at most `TASKS_IN_FLIGHT_MAX` such tasks at once; requests during a pass make
+//! one more pass after it, never more. Held are all other nodes' group frames, not only the
+//! lost peer's: a group's owner can change (the view), and the new owner's frames to a member
+//! whose removal the old owner lost must be held as well.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use futures_util::StreamExt;
+
 use super::GroupOnline;
+use crate::messaging::in_flight::InFlight;
 use crate::store::{ConvId, GroupStore, StoreError, UserId};
 
 /// Online users whose groups one blocking task re-reads, at most.
 const USERS_PER_TASK: usize = 64;
+/// Blocking tasks of one pass at once, at most: half the blocking pool's default
+/// (`backend.blocking_threads_max`, 8), so logins' and reads' blocking calls keep the rest.
+/// A pass over N online users takes about N / (`USERS_PER_TASK` × this) reads' time.
+const TASKS_IN_FLIGHT_MAX: usize = 4;
 /// Reads of one user's groups while changes keep landing, at most (then the pass fails and is
 /// tried again).
 const READS_PER_USER_MAX: usize = 8;
-/// Wait before a failed pass (a store error) is tried again; frames stay held meanwhile.
+/// Wait before a failed pass (a store error, delivery behind) is tried again; frames stay held
+/// meanwhile.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Where a pass reads the groups, and what it waits on before installing them.
+struct Source {
+    store: Arc<dyn GroupStore>,
+    per_user_max: usize,
+    in_flight: Arc<InFlight>,
+}
 
 #[derive(Default)]
 pub(super) struct Repair {
-    source: OnceLock<(Arc<dyn GroupStore>, usize)>,
+    source: OnceLock<Source>,
     /// Passes asked for, and the request count the last finished pass covered.
     wanted: AtomicU64,
     done: AtomicU64,
@@ -68,9 +90,19 @@ pub(crate) fn read_groups(
 }
 
 impl GroupOnline {
-    /// Where a repair reads the groups (cluster mode), and `groups.per_user_max`.
-    pub(crate) fn set_repair_store(&self, store: Arc<dyn GroupStore>, per_user_max: usize) {
-        let _ = self.repair.source.set((store, per_user_max));
+    /// Where a repair reads the groups (cluster mode), `groups.per_user_max`, and the commit
+    /// groups in flight, which a pass lets delivery route before it installs what it read.
+    pub(crate) fn set_repair_source(
+        &self,
+        store: Arc<dyn GroupStore>,
+        per_user_max: usize,
+        in_flight: Arc<InFlight>,
+    ) {
+        let _ = self.repair.source.set(Source {
+            store,
+            per_user_max,
+            in_flight,
+        });
     }
 
     /// A membership change from another node may have been lost: other nodes' group frames are
@@ -109,7 +141,7 @@ impl GroupOnline {
     /// entry's epoch moves first, so a login still reading (maybe before the lost change)
     /// reads again.
     async fn repair_pass(self: &Arc<Self>) -> Result<(), String> {
-        let Some((store, max)) = self.repair.source.get() else {
+        let Some(source) = self.repair.source.get() else {
             return Ok(());
         };
         let users: Vec<(UserId, u64)> = {
@@ -125,12 +157,14 @@ impl GroupOnline {
                 .collect()
         };
         let started = std::time::Instant::now();
-        for chunk in users.chunks(USERS_PER_TASK) {
-            let (this, store, max, chunk) =
-                (Arc::clone(self), Arc::clone(store), *max, chunk.to_vec());
-            tokio::task::spawn_blocking(move || this.reread(&*store, max, &chunk))
-                .await
-                .map_err(|e| e.to_string())??;
+        // Made first (lazy: each starts when polled), so the stream holds no closure.
+        let rereads: Vec<_> = users
+            .chunks(USERS_PER_TASK)
+            .map(|chunk| self.reread(source, chunk.to_vec()))
+            .collect();
+        let mut chunks = futures_util::stream::iter(rereads).buffer_unordered(TASKS_IN_FLIGHT_MAX);
+        while let Some(done) = chunks.next().await {
+            done?;
         }
         tracing::info!(
             users = users.len(),
@@ -140,32 +174,56 @@ impl GroupOnline {
         Ok(())
     }
 
-    fn reread(
-        &self,
-        store: &dyn GroupStore,
-        max: usize,
-        users: &[(UserId, u64)],
+    /// Re-reads the groups of `users` (user, epoch) on the blocking pool, lets delivery route
+    /// what the read saw, and replaces what was installed; a user whose epoch moved meanwhile
+    /// is read again.
+    async fn reread(
+        self: &Arc<Self>,
+        source: &Source,
+        mut users: Vec<(UserId, u64)>,
     ) -> Result<(), String> {
-        for &(user, mut epoch) in users {
-            let mut replaced = false;
-            for _ in 0..READS_PER_USER_MAX {
-                let groups = read_groups(store, user, max).map_err(|e| e.to_string())?;
-                if self.replace(user, epoch, groups) {
-                    replaced = true;
-                    break;
-                }
-                match self.lock().users.get(&user) {
-                    Some(entry) => epoch = entry.epoch,
-                    None => {
-                        replaced = true;
-                        break;
-                    }
-                }
-            }
-            if !replaced {
-                return Err(format!("user {user}: group memberships kept changing"));
+        for _ in 0..READS_PER_USER_MAX {
+            let (store, max) = (Arc::clone(&source.store), source.per_user_max);
+            let read = tokio::task::spawn_blocking(move || {
+                users
+                    .into_iter()
+                    .map(|(user, epoch)| Ok((user, epoch, read_groups(&*store, user, max)?)))
+                    .collect::<Result<Vec<_>, StoreError>>()
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+            let adds_groups = read.iter().any(|(_, _, groups)| !groups.is_empty());
+            source
+                .in_flight
+                .routed_since_read(adds_groups)
+                .await
+                .map_err(|e| e.to_string())?;
+            let this = Arc::clone(self);
+            // On the blocking pool too: a user may be in `groups.per_user_max` (10,000) groups.
+            users = tokio::task::spawn_blocking(move || {
+                read.into_iter()
+                    .filter_map(|(user, epoch, groups)| {
+                        if this.replace(user, epoch, groups) {
+                            return None;
+                        }
+                        // A change came in meanwhile: read again from its epoch.
+                        this.lock()
+                            .users
+                            .get(&user)
+                            .map(|entry| (user, entry.epoch))
+                    })
+                    .collect()
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+            if users.is_empty() {
+                return Ok(());
             }
         }
-        Ok(())
+        Err(format!(
+            "{} users: group memberships kept changing",
+            users.len()
+        ))
     }
 }
