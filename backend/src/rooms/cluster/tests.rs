@@ -286,6 +286,31 @@ async fn a_new_owner_numbers_above_what_a_lagging_owner_delivered() {
         [14],
         "E's next message reaches C's members"
     );
+
+    // A send from C carries what C delivered: E numbers above it at once.
+    c_rooms.message_from_owner("n3", message(&room, 20)).await;
+    assert_eq!(delivered(&mut c_shard), [20]);
+    let Asked::Later(..) = c_rooms.send_clustered(c_member, 1, &send).await else {
+        panic!("asked of E");
+    };
+    let sends: Vec<v1::NodeRoomSend> = queued(&c_link, "n2")
+        .into_iter()
+        .filter_map(|i| match i.item {
+            Some(Item::RoomSend(s)) => Some(s),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sends.len(), 1);
+    assert_eq!(sends[0].delivered_seq, 20);
+    let answer = e_rooms.send_from("n1", sends[0].clone()).await;
+    assert!(
+        matches!(&answer.item, Some(Item::RoomAnswer(a)) if a.room_seq == 21),
+        "{answer:?}"
+    );
+    for m in messages(queued(&e_link, "n1")) {
+        c_rooms.message_from_owner("n2", m).await;
+    }
+    assert_eq!(delivered(&mut c_shard), [21], "C's members get it");
     nodes.stop(&[&c_link, &e_link]);
 }
 
