@@ -1,7 +1,8 @@
 //! Cluster mode: a room name means one room across the nodes (real `ringchat` nodes on one
 //! PostgreSQL database and Redis). Members on three nodes see one member count and every
 //! message once, in one `room_seq` order; `rooms.members_max` holds over the nodes; a leave or
-//! a disconnect on one node shows on the others; and when the room's owner node is killed
+//! a disconnect on one node shows on the others, also when it happened while the link to the
+//! room's owner was down; and when the room's owner node is killed
 //! (kill -9) the room carries on with a new owner, `room_seq` still rising, sends answered
 //! UNAVAILABLE (never left hanging) while ownership moves. Needs the servers `scripts/test.sh`
 //! starts (RINGCHAT_TEST_POSTGRES_URL, RINGCHAT_TEST_REDIS_URL).
@@ -11,10 +12,11 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::TestServer;
-use common::cluster::{fresh_nodes, owner};
+use common::cluster::{NodeEnv, fresh_nodes, metric_sum, owner, redis_url, unique, wait_for_views};
 use common::contacts::{ask, code};
+use common::proxy::CutProxy;
 use common::rooms::{WAIT, count, join, joined, leave, say, text, wait_for_count};
+use common::{TestServer, wait_until_async};
 use ringchat_backend::cluster::rendezvous::room_key;
 use ringchat_bench::client::Client;
 use ringchat_proto::Body;
@@ -204,4 +206,51 @@ async fn the_room_carries_on_when_its_owner_node_is_killed() {
     assert_eq!(got.last(), Some(&next));
     let unique: HashSet<u64> = got.iter().copied().collect();
     assert_eq!(unique.len(), got.len());
+}
+
+/// A leave on n2 while n2's link to the room's owner n1 is down (a proxy in front of n1's gRPC
+/// listener is cut) empties the room on n2: once the link is back, n2 sends that empty part
+/// again and n1 counts one member (not the one that left, for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leave_while_the_owners_link_is_down_reaches_the_owner_once_it_is_back() {
+    let ids = ["n1", "n2"];
+    let db = common::store::fresh_database();
+    let prefix = format!("rc_rooms_cut_{}", unique());
+    let mut envs: Vec<NodeEnv> = ids
+        .iter()
+        .map(|id| NodeEnv::new(&db, &redis_url(), &prefix, id))
+        .collect();
+    let proxy = CutProxy::start(envs[0].grpc().parse().unwrap()).await;
+    envs[0]
+        .vars
+        .push(("CLUSTER__ADVERTISE_ADDR".to_owned(), proxy.addr.to_string()));
+    let nodes: Vec<TestServer> = envs
+        .iter_mut()
+        .map(|env| {
+            env.vars
+                .push(("CLUSTER__PEER_BACKOFF_MAX_MS".to_owned(), "200".to_owned()));
+            TestServer::start(&env.pairs())
+        })
+        .collect();
+    wait_for_views(&nodes, 2);
+    let room = (0..)
+        .map(|i| format!("hall{i}"))
+        .find(|r| owner(room_key(r), &ids) == 0)
+        .expect("n1 owns some room");
+    let (mut on_owner, _) = nodes[0].user("on-owner").await;
+    let (mut away, _) = nodes[1].user("away").await;
+    assert_eq!(joined(&mut on_owner, &room).await, 1);
+    assert_eq!(joined(&mut away, &room).await, 2);
+
+    let downs = |n: &TestServer| metric_sum(n, "ringchat_cluster_peer_links_down_total");
+    let before = downs(&nodes[1]);
+    proxy.cut();
+    wait_until_async("n2 sees its link to n1 go down", || {
+        downs(&nodes[1]) > before
+    })
+    .await;
+    // Answered on n2 at once; its part for n1 cannot reach it now.
+    leave(&mut away, &room).await;
+    proxy.restore();
+    wait_for_count(&mut on_owner, &room, 1).await;
 }

@@ -193,7 +193,11 @@ const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         "ringchat_room_cluster_items_dropped_total",
-        "Room items from other nodes dropped (reason: stranger = a node not in the view, invalid = a part no node of this version sends), since start.",
+        "Room items from other nodes dropped (reason: stranger = a node not in the view, invalid = a part no node of this version sends, not_owner = a part of a room this node does not own by its view: answered UNAVAILABLE, its node sends it again later), since start.",
+    ),
+    (
+        "ringchat_room_cluster_resend_overflows_total",
+        "Room parts that did not reach their owner node while 16,384 rooms already waited to be sent again: every room with a session here is sent again instead (a room emptied meanwhile is not), since start.",
     ),
     // Group membership repairs after a change from another node may have been lost
     // (`groups/online/repair.rs`).
@@ -239,5 +243,9 @@ const GAUGES: &[(&str, &str)] = &[
     (
         "ringchat_room_cluster_owned",
         "Chat rooms this node keeps as their owner node (each node's part of each).",
+    ),
+    (
+        "ringchat_room_cluster_resend_rooms",
+        "Chat rooms whose part did not reach their owner node and is to be sent again (at most 16,384).",
     ),
 ];

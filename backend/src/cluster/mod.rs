@@ -27,7 +27,7 @@ mod registry;
 pub mod rendezvous;
 pub mod routes;
 #[cfg(test)]
-mod test_wait;
+pub(crate) mod test_wait;
 pub mod tls;
 mod view;
 

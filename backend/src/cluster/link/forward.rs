@@ -140,7 +140,7 @@ impl Link {
     /// A link went down: its forwarded writes waiting here are answered UNAVAILABLE now.
     pub(super) fn link_down(self: &Arc<Self>, peer: &Peer, dropped: Vec<NodeItem>) {
         self.system_link_down(peer.slot);
-        self.rooms_link_down(peer.slot);
+        self.rooms_link_down(peer.slot, &dropped);
         let waiting = self.pending.take_where(Instant::now(), Some(peer.slot));
         let forwards = dropped
             .iter()

@@ -89,15 +89,20 @@ impl Link {
                 let _ = peer.push_all(vec![answer]);
             }
             Item::RoomAnswer(a) => rooms.answered(a),
-            Item::RoomMessage(m) => rooms.message_from_owner(self, m).await,
+            Item::RoomMessage(m) => rooms.message_from_owner(from, m).await,
             _ => {}
         }
     }
 
-    /// A link went down: room asks waiting on it are answered UNAVAILABLE.
-    pub(super) fn rooms_link_down(&self, slot: u16) {
+    /// A link went down: room asks waiting on it are answered UNAVAILABLE, and the room parts
+    /// among `dropped` (queued for it, never sent) are sent again later.
+    pub(super) fn rooms_link_down(&self, slot: u16, dropped: &[NodeItem]) {
         if let Some(rooms) = self.rooms() {
-            rooms.link_down(slot);
+            let parts = dropped.iter().filter_map(|i| match &i.item {
+                Some(Item::RoomPart(p)) => Some(p.room.as_str()),
+                _ => None,
+            });
+            rooms.link_down(slot, parts);
         }
     }
 }

@@ -138,10 +138,17 @@ impl Book {
         self.rooms.get(room).map_or(0, Owned::users)
     }
 
-    /// Numbers a message of `room` from a session on node `from` within the room's budget. A
-    /// room not kept here, or `from` with no part in it (its report has not come yet:
-    /// ownership has just moved), is `Unsettled`.
-    pub fn number(&mut self, room: &str, from: &str, now_ms: u64) -> Result<Numbered, RoomError> {
+    /// Numbers a message of `room` from a session on node `from` within the room's budget,
+    /// above `floor` (the highest `room_seq` delivered on `from` and here). A room not kept
+    /// here, or `from` with no part in it (its report has not come yet: ownership has just
+    /// moved), is `Unsettled`.
+    pub fn number(
+        &mut self,
+        room: &str,
+        from: &str,
+        floor: u64,
+        now_ms: u64,
+    ) -> Result<Numbered, RoomError> {
         let owned = self
             .rooms
             .get_mut(room)
@@ -156,7 +163,7 @@ impl Book {
                 retry_after_ms,
             })?;
         owned.budget.take();
-        owned.seq += 1;
+        owned.seq = owned.seq.max(floor) + 1;
         let mut nodes: Vec<Arc<str>> = owned.parts.keys().cloned().collect();
         nodes.sort();
         Ok(Numbered {
@@ -234,7 +241,7 @@ mod tests {
         b.set_part("n2", "tea", part(1, 1), 41, false, 0).unwrap();
         b.set_part("n1", "tea", part(2, 5), 40, false, 0).unwrap();
         assert_eq!(
-            b.number("tea", "n1", 0),
+            b.number("tea", "n1", 0, 0),
             Ok(Numbered {
                 room_seq: 42,
                 nodes: vec![Arc::from("n1"), Arc::from("n2")],
@@ -242,17 +249,31 @@ mod tests {
         );
         // A late report of a lower seq takes nothing back.
         b.set_part("n2", "tea", part(1, 1), 7, false, 0).unwrap();
-        assert_eq!(b.number("tea", "n1", 0).map(|n| n.room_seq), Ok(43));
+        assert_eq!(b.number("tea", "n1", 0, 0).map(|n| n.room_seq), Ok(43));
         assert!(matches!(
-            b.number("tea", "n1", 0),
+            b.number("tea", "n1", 0, 0),
             Err(RoomError::RoomRate { per_s: 2, .. })
         ));
-        assert_eq!(b.number("tea", "n2", 500).map(|n| n.room_seq), Ok(44));
-        assert_eq!(b.number("coffee", "n1", 500), Err(RoomError::Unsettled));
+        assert_eq!(b.number("tea", "n2", 0, 500).map(|n| n.room_seq), Ok(44));
+        assert_eq!(b.number("coffee", "n1", 0, 500), Err(RoomError::Unsettled));
         assert_eq!(
-            b.number("tea", "n3", 500),
+            b.number("tea", "n3", 0, 500),
             Err(RoomError::Unsettled),
             "a node whose part has not been reported"
+        );
+    }
+
+    #[test]
+    fn numbering_goes_above_what_the_sender_delivered() {
+        // E took the room over when C had delivered 10; an owner whose view lagged went on
+        // numbering to C, which has delivered 13 since.
+        let mut b = Book::new(&config(), 10);
+        b.set_part("c", "tea", part(1, 1), 10, false, 0).unwrap();
+        assert_eq!(b.number("tea", "c", 13, 0).map(|n| n.room_seq), Ok(14));
+        assert_eq!(
+            b.number("tea", "c", 7, 0).map(|n| n.room_seq),
+            Ok(15),
+            "a lower floor takes nothing back"
         );
     }
 
@@ -269,7 +290,7 @@ mod tests {
         // A persistent room stays empty, and its seq runs on.
         assert_eq!(b.len(), 2);
         b.set_part("n1", "lobby", part(1, 1), 0, false, 0).unwrap();
-        assert_eq!(b.number("lobby", "n1", 0).map(|n| n.room_seq), Ok(10));
+        assert_eq!(b.number("lobby", "n1", 0, 0).map(|n| n.room_seq), Ok(10));
     }
 
     #[test]

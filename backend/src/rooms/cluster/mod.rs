@@ -19,27 +19,40 @@
 //!   rooms to the owner it now computes, with the highest `room_seq` delivered here; the owner
 //!   drops the parts of nodes gone and the rooms it no longer owns, and numbers on from the
 //!   highest `room_seq` reported. What was in flight at a lost owner is lost (rooms store
-//!   nothing): a send with no answer in time is UNAVAILABLE, and members see a gap.
+//!   nothing): a send with no answer in time is UNAVAILABLE, and members see a gap. A node
+//!   answers a part of a room it does not own by its view UNAVAILABLE and keeps nothing: the
+//!   part's node sends it again later, when the views agree.
+//! - **A part that did not reach the owner** (its link down or its queue full, dropped with a
+//!   link that went down, or refused as above) is sent again, as the room then is, an empty
+//!   room included (`resend.rs`). Parts are read and queued under the registry lock, so they
+//!   leave in the order they changed here: the owner never takes an older over a newer.
 //! - **Order**: every delivery on a node (and the owner's numbering with its own delivery)
 //!   holds `order`, and a node delivers only a `room_seq` above the last it delivered
 //!   (`Registry::deliver`): a session never sees `room_seq` go back, even while two nodes
-//!   both think they own a room (their views differ for a heartbeat or two).
+//!   both think they own a room (their views differ for a heartbeat or two). So that the
+//!   new owner's messages are not the ones dropped, it numbers above what the sender's node
+//!   delivered (`NodeRoomSend.delivered_seq`) and its own; and a node that drops its owner's
+//!   message as not newer sends that owner its part again, with what it delivered.
 //!
-//! This file holds the asking side (parts, asks, answers, the view watch); `owner.rs` the
-//! owner's side and the deliveries; `serve.rs` the client's requests; `book.rs` the owner's
-//! data.
+//! This file holds the asking side (asks, answers, the view watch); `parts.rs` this node's
+//! parts for the owners; `owner.rs` the owner's side and the deliveries; `serve.rs` the
+//! client's requests; `book.rs` the owner's data; `resend.rs` the parts to send again.
 //!
 //! `rooms.max` and `rooms.per_network_max` stay per node (they bound this node's memory);
 //! `members_max` and the room's rate are the owner's, over all nodes.
 
 pub(crate) mod book;
 mod owner;
+mod parts;
+mod resend;
 mod serve;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ringchat_proto::v1::{self, NodeItem, node_item::Item};
 use tokio::sync::oneshot;
@@ -50,11 +63,13 @@ use crate::accounts::Refusal;
 use crate::api::{ConnRef, ShardSender, UserId};
 use crate::cluster::link::{Link, Owner};
 use book::{Book, Part};
+use resend::Resend;
 
 /// Asks (joins, infos, sends) waiting for an owner's answer on this node, at most: past it a
 /// request is refused UNAVAILABLE at once.
 const ASKS_WAITING_MAX: usize = 4_096;
-/// How often the view is compared with the last one seen (a change re-registers the parts).
+/// How often the view is compared with the last one seen (a change re-registers the parts),
+/// and failed parts may be sent again.
 const VIEW_CHECK_EVERY: Duration = Duration::from_millis(100);
 
 /// Ask id → (the owner's link slot, who waits).
@@ -64,7 +79,7 @@ type Waiting = HashMap<u64, (u16, oneshot::Sender<v1::NodeRoomAnswer>)>;
 pub(crate) struct ClusterRooms {
     link: Arc<Link>,
     shards: Vec<ShardSender>,
-    /// The rooms this node owns (or has been told of by nodes whose view says so).
+    /// The rooms this node owns by its view.
     book: Mutex<Book>,
     /// Ask id → (the owner's link slot, who waits). At most `ASKS_WAITING_MAX`.
     waiting: Mutex<Waiting>,
@@ -74,8 +89,9 @@ pub(crate) struct ClusterRooms {
     order: tokio::sync::Mutex<()>,
     /// `cluster.forward_timeout_ms`: how long an ask waits for the owner.
     timeout: Duration,
-    /// A part could not be queued for its owner: every part is sent again on the next check.
-    dirty: AtomicBool,
+    /// Rooms whose part did not reach its owner, to send again (at most
+    /// `resend::RESEND_ROOMS_MAX`).
+    resend: Mutex<Resend>,
     members_max: u32,
 }
 
@@ -98,7 +114,7 @@ impl ClusterRooms {
             next: AtomicU64::new(1),
             order: tokio::sync::Mutex::new(()),
             timeout: Duration::from_millis(forward_timeout_ms),
-            dirty: AtomicBool::new(false),
+            resend: Mutex::new(Resend::new(Instant::now())),
             members_max: config.members_max,
         }
     }
@@ -109,6 +125,23 @@ impl ClusterRooms {
 
     fn waiting(&self) -> MutexGuard<'_, Waiting> {
         self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn resend(&self) -> MutexGuard<'_, Resend> {
+        self.resend.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The part of `room` is to be sent again (`refused`: its owner refused it).
+    fn failed(&self, room: &str, refused: bool) {
+        let mut resend = self.resend();
+        let kept = if refused {
+            resend.refused(room)
+        } else {
+            resend.failed(room)
+        };
+        if !kept {
+            metrics::counter!("ringchat_room_cluster_resend_overflows_total").increment(1);
+        }
     }
 }
 
@@ -123,40 +156,15 @@ impl Rooms {
         self.cluster.as_ref()
     }
 
-    /// Sends this node's part of `name` to its owner, wanting no answer (a leave, a close, a
-    /// re-registration). Not queued: `dirty`, sent again on the next check.
-    pub(crate) fn report(&self, name: &str) {
-        let Some(c) = self.cluster() else {
-            return;
-        };
-        let (part, delivered) = self.lock().part(name);
-        let sent = match c.link.room_owner(name) {
-            Owner::Here => {
-                let now_ms = self.now_ms();
-                let me = c.link.node_id();
-                // A refusal (the book full) leaves the part out: sends from here are then
-                // UNAVAILABLE, and the next check sends it again.
-                c.book()
-                    .set_part(me, name, part, delivered, false, now_ms)
-                    .is_ok()
-            }
-            Owner::Elsewhere(peer) => {
-                Link::push_room_item(&peer, part_item(0, name, part, delivered, false))
-            }
-            Owner::Unknown(_) => false,
-        };
-        if !sent {
-            c.dirty.store(true, Relaxed);
-        }
-    }
-
     /// Asks the owner of `name` to take this node's part (a join with `new_user`, an info).
     pub(crate) fn ask_part(&self, name: &str, new_user: bool) -> Asked {
         let Some(c) = self.cluster() else {
             return Asked::Now(Err(RoomError::Unsettled));
         };
-        let (part, delivered) = self.lock().part(name);
-        match c.link.room_owner(name) {
+        // Read and queued under the registry lock, as `report`'s parts.
+        let registry = self.lock();
+        let (part, delivered) = registry.part(name);
+        let asked = match c.link.room_owner(name) {
             Owner::Here => {
                 let now_ms = self.now_ms();
                 let me = c.link.node_id();
@@ -174,7 +182,9 @@ impl Rooms {
                 Link::push_room_item(&peer, item)
             }),
             Owner::Unknown(_) => Asked::Now(Err(RoomError::Unsettled)),
-        }
+        };
+        drop(registry);
+        asked
     }
 
     /// Registers an ask under a fresh id and queues it (`push`); `Now(Unsettled)` when too
@@ -243,6 +253,7 @@ impl Rooms {
             return Asked::Now(Err(RoomError::Unsettled));
         };
         let origin = c.link.origin_here(conn);
+        let delivered = self.lock().part(&send.room).1;
         match c.link.room_owner(&send.room) {
             Owner::Here => {
                 let me = c.link.node_id().to_owned();
@@ -255,6 +266,7 @@ impl Rooms {
                         send.content_type,
                         &send.content,
                         &send.room,
+                        delivered,
                     )
                     .await;
                 Asked::Now(numbered.map(|room_seq| v1::NodeRoomAnswer {
@@ -271,6 +283,7 @@ impl Rooms {
                         from_user_id: user,
                         content_type: send.content_type,
                         content: send.content.clone(),
+                        delivered_seq: delivered,
                     })),
                 };
                 Link::push_room_item(&peer, item)
@@ -279,27 +292,35 @@ impl Rooms {
         }
     }
 
-    /// On the asking node: an owner's answer, to whoever still waits for it.
+    /// On the asking node: an owner's answer, to whoever still waits for it. One naming a
+    /// room refused this node's part (not the room's owner by its view): sent again later.
     pub(crate) fn answered(&self, a: v1::NodeRoomAnswer) {
         let Some(c) = self.cluster() else {
             return;
         };
+        if !a.room.is_empty() {
+            c.failed(&a.room, true);
+        }
         if let Some((_, tx)) = c.waiting().remove(&a.request_id) {
             let _ = tx.send(a);
         }
     }
 
-    /// The link to the owner at `slot` went down: its asks are answered UNAVAILABLE now.
-    pub(crate) fn link_down(&self, slot: u16) {
+    /// The link to the node at `slot` went down: its asks are answered UNAVAILABLE now, and
+    /// the parts of `dropped` rooms (queued for it, never sent) are sent again later.
+    pub(crate) fn link_down<'a>(&self, slot: u16, dropped: impl Iterator<Item = &'a str>) {
         if let Some(c) = self.cluster() {
             // Dropping the sender wakes the waiter with an error.
             c.waiting().retain(|_, (s, _)| *s != slot);
+            for room in dropped {
+                c.failed(room, false);
+            }
         }
     }
 
-    /// Re-registers this node's parts whenever the view changes (or a part could not be
-    /// queued), and drops from the book what this node no longer owns. Runs until the
-    /// runtime stops.
+    /// Re-registers this node's parts whenever the view changes, drops from the book what
+    /// this node no longer owns, and sends again the parts that did not reach their owner.
+    /// Runs until the runtime stops.
     pub(crate) async fn watch_view(self: Arc<Self>) {
         let Some(c) = self.cluster() else {
             return;
@@ -309,28 +330,25 @@ impl Rooms {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let Some(nodes) = c.link.live_nodes() else {
-                continue;
-            };
-            let changed = seen.as_ref() != Some(&nodes);
-            if !changed && !c.dirty.swap(false, Relaxed) {
-                continue;
-            }
-            if changed {
-                let link = Arc::clone(&c.link);
-                c.book().retain(
-                    |node| nodes.iter().any(|n| n == node),
-                    |room| matches!(link.room_owner(room), Owner::Here),
-                );
-                metrics::counter!("ringchat_room_cluster_reregistrations_total").increment(1);
-                seen = Some(nodes);
-            }
-            c.dirty.store(false, Relaxed);
-            let rooms = self.lock().rooms_here();
-            for room in rooms {
-                self.report(&room);
+            if let Some(nodes) = c.link.live_nodes() {
+                if seen.as_ref() != Some(&nodes) {
+                    let link = Arc::clone(&c.link);
+                    c.book().retain(
+                        |node| nodes.iter().any(|n| n == node),
+                        |room| matches!(link.room_owner(room), Owner::Here),
+                    );
+                    metrics::counter!("ringchat_room_cluster_reregistrations_total").increment(1);
+                    seen = Some(nodes);
+                    let rooms = self.lock().rooms_here();
+                    let mut down = Vec::new();
+                    for room in rooms {
+                        self.report_skipping(&room, &mut down);
+                    }
+                }
+                self.resend_due(c);
             }
             metrics::gauge!("ringchat_room_cluster_owned").set(c.book().len() as f64);
+            metrics::gauge!("ringchat_room_cluster_resend_rooms").set(c.resend().len() as f64);
         }
     }
 }

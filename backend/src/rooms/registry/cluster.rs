@@ -63,18 +63,24 @@ impl Registry {
         Ok(())
     }
 
-    /// The audience here of message `room_seq` of `name`, one list per shard; `None` when
-    /// nobody is in the room here or a message as recent was delivered already (a message of
-    /// an owner that lost the room, overtaken by its successor's): a session never sees
-    /// `room_seq` go back.
-    pub fn deliver(&mut self, name: &str, room_seq: u64) -> Option<Targets> {
+    /// The audience here of message `room_seq` of `name`, one list per shard (the shards skip
+    /// `except`, the sender's connection when it is here); `None` when nobody is in the room
+    /// here or a message as recent was delivered already (a message of an owner that lost the
+    /// room, overtaken by its successor's): a session never sees `room_seq` go back.
+    pub fn deliver(
+        &mut self,
+        name: &str,
+        room_seq: u64,
+        except: Option<ConnRef>,
+    ) -> Option<Targets> {
         let room = self.rooms.get_mut(name)?;
         if room_seq <= room.seq {
             return None;
         }
         room.seq = room_seq;
         self.messages += 1;
-        self.deliveries += u64::from(room.sessions);
+        let skipped = except.is_some_and(|e| room.has(e));
+        self.deliveries += u64::from(room.sessions - u32::from(skipped));
         let mut targets = Targets::new();
         for (shard, audience) in room.shards.iter_mut().enumerate() {
             if audience.conns.is_empty() {

@@ -352,16 +352,30 @@ fn cluster_delivery_never_goes_back_and_parts_count_this_node_only() {
     assert_eq!(r.presence("tea", ALICE, a1), (true, true));
     assert_eq!(r.presence("tea", CAROL, conn(0, 9)), (false, false));
     let shards = |t: Option<Targets>| t.map(|t| t.iter().map(|(s, _)| *s).collect::<Vec<_>>());
-    assert_eq!(shards(r.deliver("tea", 5)), Some(vec![0, 1]));
+    assert_eq!(shards(r.deliver("tea", 5, None)), Some(vec![0, 1]));
     assert_eq!(
         r.part("tea").1,
         5,
         "what was delivered is reported to a new owner"
     );
-    assert!(r.deliver("tea", 5).is_none(), "the same room_seq again");
-    assert!(r.deliver("tea", 3).is_none(), "an older owner's straggler");
-    assert!(r.deliver("tea", 6).is_some());
-    assert!(r.deliver("coffee", 1).is_none(), "nobody here");
+    assert!(
+        r.deliver("tea", 5, None).is_none(),
+        "the same room_seq again"
+    );
+    assert!(
+        r.deliver("tea", 3, None).is_none(),
+        "an older owner's straggler"
+    );
+    assert_eq!(r.deliveries, 3);
+    // The sender's own session here is skipped by its shard: not a delivery.
+    assert!(r.deliver("tea", 6, Some(b)).is_some());
+    assert_eq!(r.deliveries, 3 + 2);
+    assert!(
+        r.deliver("tea", 7, Some(conn(0, 9))).is_some(),
+        "a sender not here"
+    );
+    assert_eq!(r.deliveries, 3 + 2 + 3);
+    assert!(r.deliver("coffee", 1, None).is_none(), "nobody here");
     // Membership and the user's budget (3 a second) are this node's; the room's is not.
     for _ in 0..3 {
         r.may_send(b, BOB, "tea", 0).unwrap();
