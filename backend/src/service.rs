@@ -257,6 +257,7 @@ impl Backend {
                 Arc::clone(&ports.groups),
                 settings.groups.per_user_max as usize,
                 Arc::clone(&delivery.in_flight),
+                settings.backend.blocking_threads_max,
             );
         }
         let cores = settings.backend.cores.clone();

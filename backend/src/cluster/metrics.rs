@@ -207,11 +207,15 @@ const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         "ringchat_group_online_repair_failures_total",
-        "Passes re-reading the online users' groups that failed on a store error and were tried again a second later (group pushes from other nodes stay held meanwhile), since start.",
+        "Passes re-reading the online users' groups that failed and were tried again a second later (a store error; delivery not done within 5 s with what the pass read; a user's groups changing on every read), the log line says which; group pushes from other nodes stay held meanwhile; since start.",
     ),
     (
         "ringchat_group_remote_frames_held_total",
         "Group frames from other nodes not pushed to this node's sessions because a pass re-reading the online users' groups was due (they are told to Sync once it is done), since start.",
+    ),
+    (
+        "ringchat_room_cluster_parts_expired_total",
+        "Room parts this owner node dropped because their node had not reported them for 30 s (every node reports every part every 10 s): a part whose report of emptying was lost, since start.",
     ),
     (
         "ringchat_room_cluster_reregistrations_total",

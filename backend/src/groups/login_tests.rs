@@ -101,26 +101,38 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) {
         .unwrap_or_else(|_| panic!("{what}"));
 }
 
-#[tokio::test]
-async fn a_login_while_delivery_lags_is_refused_and_never_pushed_hidden_history() {
-    let dir = tempfile::tempdir().unwrap();
+/// A backend on one shard whose inbox holds one event: a second waits in the delivery task,
+/// unrouted. A login or a repair that waits longer than 100 ms for delivery gives up.
+fn stalling_backend(
+    dir: &std::path::Path,
+) -> (
+    Arc<Backend>,
+    mpsc::Receiver<ShardEvent>,
+    mpsc::Sender<ShardEvent>,
+) {
     let mut settings = Settings::default();
-    settings.storage.data_dir = dir.path().join("data");
+    settings.storage.data_dir = dir.join("data");
     settings.accounts.argon2_memory_kib = 8;
     settings.accounts.argon2_iterations = 1;
     assert_eq!(settings.problems(), Vec::<String>::new());
-    // One event fits: a second one for the shard waits in the delivery task, unrouted.
-    let (shard_tx, mut events) = mpsc::channel(1);
+    let (shard_tx, events) = mpsc::channel(1);
     let inbox = shard_tx.clone();
     let b = Backend::open(settings, vec![shard_tx]).expect("backend opens");
     b.delivery
         .in_flight
         .set_wait_max(Duration::from_millis(100));
-    let (requests, rx) = mpsc::channel(16);
-    tokio::spawn(Arc::clone(&b).serve(rx, std::future::pending()));
-    let owner = register(&b, "owner").await;
-    let joiner = register(&b, "joiner").await;
+    (b, events, inbox)
+}
 
+/// The owner makes an open group whose history new members do not see; delivery stalls; the
+/// owner sends `hidden`, then the joiner joins: both durable, neither routed. Returns the group.
+async fn a_hidden_message_then_a_join(
+    b: &Arc<Backend>,
+    events: &mut mpsc::Receiver<ShardEvent>,
+    inbox: &mpsc::Sender<ShardEvent>,
+    owner: UserId,
+    joiner: UserId,
+) -> u64 {
     let create = v1::GroupCreate {
         name: "g".into(),
         join_policy: v1::JoinPolicy::Open as i32,
@@ -128,7 +140,7 @@ async fn a_login_while_delivery_lags_is_refused_and_never_pushed_hidden_history(
         ..Default::default()
     };
     submit(
-        &b,
+        b,
         OWNER_CONN,
         owner,
         WriteRequest::Group(GroupWrite::Create(create)),
@@ -147,22 +159,22 @@ async fn a_login_while_delivery_lags_is_refused_and_never_pushed_hidden_history(
     .expect("the group is created");
 
     // Delivery stalls: the first send's frames fill the inbox, the second's wait in the task.
-    submit(&b, OWNER_CONN, owner, send(g, "fill-1"));
+    submit(b, OWNER_CONN, owner, send(g, "fill-1"));
     until("the inbox fills", || inbox.capacity() == 0).await;
     let begun = b.delivery.in_flight.begun();
-    submit(&b, OWNER_CONN, owner, send(g, "fill-2"));
+    submit(b, OWNER_CONN, owner, send(g, "fill-2"));
     until("the second send's group begins", || {
         b.delivery.in_flight.begun() > begun
     })
     .await;
     // M, then the joiner's join: both durable, neither routed.
-    submit(&b, OWNER_CONN, owner, send(g, "hidden"));
+    submit(b, OWNER_CONN, owner, send(g, "hidden"));
     let join = v1::GroupJoin {
         conversation_id: g,
         message: String::new(),
     };
     submit(
-        &b,
+        b,
         JOINER_WRITE_CONN,
         joiner,
         WriteRequest::Group(GroupWrite::Join(join)),
@@ -175,10 +187,14 @@ async fn a_login_while_delivery_lags_is_refused_and_never_pushed_hidden_history(
         mine.iter().any(|(_, row)| row.is_member())
     })
     .await;
+    g
+}
 
-    let lagging = login(&requests, JOINER_LOGIN_CONN, "joiner").await;
-
-    // Delivery catches up: every frame until the join's answer.
+/// Every frame until the joiner's join is answered: the messages pushed to its login's
+/// connection meanwhile.
+async fn pushed_to_the_joiner_until_its_join_is_answered(
+    events: &mut mpsc::Receiver<ShardEvent>,
+) -> Vec<String> {
     let mut pushed_to_joiner = Vec::new();
     tokio::time::timeout(DEADLINE, async {
         loop {
@@ -196,6 +212,24 @@ async fn a_login_while_delivery_lags_is_refused_and_never_pushed_hidden_history(
     })
     .await
     .expect("the join is answered once delivery catches up");
+    pushed_to_joiner
+}
+
+#[tokio::test]
+async fn a_login_while_delivery_lags_is_refused_and_never_pushed_hidden_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let (b, mut events, inbox) = stalling_backend(dir.path());
+    let (requests, rx) = mpsc::channel(16);
+    tokio::spawn(Arc::clone(&b).serve(rx, std::future::pending()));
+    let owner = register(&b, "owner").await;
+    let joiner = register(&b, "joiner").await;
+
+    a_hidden_message_then_a_join(&b, &mut events, &inbox, owner, joiner).await;
+
+    let lagging = login(&requests, JOINER_LOGIN_CONN, "joiner").await;
+
+    // Delivery catches up: every frame until the join's answer.
+    let pushed_to_joiner = pushed_to_the_joiner_until_its_join_is_answered(&mut events).await;
     assert_eq!(
         pushed_to_joiner,
         Vec::<String>::new(),
@@ -357,19 +391,8 @@ async fn a_repair_while_delivery_lags_never_pushes_a_new_member_earlier_messages
     // A current-thread runtime: the repair's task records here.
     let _recording = metrics::set_default_local_recorder(&recorder);
     let dir = tempfile::tempdir().unwrap();
-    let mut settings = Settings::default();
-    settings.storage.data_dir = dir.path().join("data");
-    settings.accounts.argon2_memory_kib = 8;
-    settings.accounts.argon2_iterations = 1;
-    assert_eq!(settings.problems(), Vec::<String>::new());
-    // One event fits: a second one for the shard waits in the delivery task, unrouted.
-    let (shard_tx, mut events) = mpsc::channel(1);
-    let inbox = shard_tx.clone();
-    let b = Backend::open(settings, vec![shard_tx]).expect("backend opens");
     // A pass that waits longer for delivery fails, and is tried again a second later.
-    b.delivery
-        .in_flight
-        .set_wait_max(Duration::from_millis(100));
+    let (b, mut events, inbox) = stalling_backend(dir.path());
     let (requests, rx) = mpsc::channel(16);
     tokio::spawn(Arc::clone(&b).serve(rx, std::future::pending()));
     let owner = register(&b, "owner").await;
@@ -378,66 +401,14 @@ async fn a_repair_while_delivery_lags_never_pushes_a_new_member_earlier_messages
     let online = login(&requests, JOINER_LOGIN_CONN, "joiner").await;
     assert!(matches!(online.body, Body::LoginOk(_)), "{:?}", online.body);
 
-    let create = v1::GroupCreate {
-        name: "g".into(),
-        join_policy: v1::JoinPolicy::Open as i32,
-        history_visible: false,
-        ..Default::default()
-    };
-    submit(
-        &b,
-        OWNER_CONN,
-        owner,
-        WriteRequest::Group(GroupWrite::Create(create)),
-    );
-    let g = tokio::time::timeout(DEADLINE, async {
-        loop {
-            let event = events.recv().await.expect("the shard's inbox is open");
-            for (_, body) in decoded_frames(event) {
-                if let Body::GroupCreated(c) = body {
-                    return c.group.expect("the group").conversation_id;
-                }
-            }
-        }
-    })
-    .await
-    .expect("the group is created");
-
-    // Delivery stalls: the first send's frames fill the inbox, the second's wait in the task.
-    submit(&b, OWNER_CONN, owner, send(g, "fill-1"));
-    until("the inbox fills", || inbox.capacity() == 0).await;
-    let begun = b.delivery.in_flight.begun();
-    submit(&b, OWNER_CONN, owner, send(g, "fill-2"));
-    until("the second send's group begins", || {
-        b.delivery.in_flight.begun() > begun
-    })
-    .await;
-    // M, then the joiner's join: both durable, neither routed.
-    submit(&b, OWNER_CONN, owner, send(g, "hidden"));
-    let join = v1::GroupJoin {
-        conversation_id: g,
-        message: String::new(),
-    };
-    submit(
-        &b,
-        JOINER_WRITE_CONN,
-        joiner,
-        WriteRequest::Group(GroupWrite::Join(join)),
-    );
-    let groups = Arc::clone(&b.ports.groups);
-    until("the join is durable", || {
-        let mine = groups
-            .groups_of_user(joiner, 0, 8)
-            .expect("the store reads");
-        mine.iter().any(|(_, row)| row.is_member())
-    })
-    .await;
+    let g = a_hidden_message_then_a_join(&b, &mut events, &inbox, owner, joiner).await;
 
     // The repair, as a cluster node runs it, reads the joiner's groups now.
     b.group_online.set_repair_source(
         Arc::clone(&b.ports.groups),
         b.settings.groups.per_user_max as usize,
         Arc::clone(&b.delivery.in_flight),
+        b.settings.backend.blocking_threads_max,
     );
     assert!(b.group_online.repair_wanted(), "no pass runs yet");
     let repair = tokio::spawn({
@@ -457,23 +428,7 @@ async fn a_repair_while_delivery_lags_never_pushes_a_new_member_earlier_messages
     .await;
 
     // Delivery catches up: every frame until the join's answer.
-    let mut pushed_to_joiner = Vec::new();
-    tokio::time::timeout(DEADLINE, async {
-        loop {
-            let event = events.recv().await.expect("the shard's inbox is open");
-            for (to, body) in decoded_frames(event) {
-                match body {
-                    Body::Push(p) if to == JOINER_LOGIN_CONN => {
-                        pushed_to_joiner.push(p.message.expect("a message").client_msg_id);
-                    }
-                    Body::GroupOk(_) if to == JOINER_WRITE_CONN => return,
-                    _ => {}
-                }
-            }
-        }
-    })
-    .await
-    .expect("the join is answered once delivery catches up");
+    let pushed_to_joiner = pushed_to_the_joiner_until_its_join_is_answered(&mut events).await;
     tokio::time::timeout(DEADLINE, repair)
         .await
         .expect("the repair ends once delivery has caught up")

@@ -29,8 +29,9 @@ use crate::store::{ConvId, GroupStore, StoreError, UserId};
 /// Online users whose groups one blocking task re-reads, at most.
 const USERS_PER_TASK: usize = 64;
 /// Blocking tasks of one pass at once, at most: half the blocking pool's default
-/// (`backend.blocking_threads_max`, 8), so logins' and reads' blocking calls keep the rest.
-/// A pass over N online users takes about N / (`USERS_PER_TASK` × this) reads' time.
+/// (`backend.blocking_threads_max`, 8), and never more than half the configured pool (at
+/// least 1), so logins' and reads' blocking calls keep the rest. A pass over N online users
+/// takes about N / (`USERS_PER_TASK` × this) reads' time.
 const TASKS_IN_FLIGHT_MAX: usize = 4;
 /// Reads of one user's groups while changes keep landing, at most (then the pass fails and is
 /// tried again).
@@ -44,6 +45,8 @@ struct Source {
     store: Arc<dyn GroupStore>,
     per_user_max: usize,
     in_flight: Arc<InFlight>,
+    /// Blocking tasks of one pass at once.
+    tasks_max: usize,
 }
 
 #[derive(Default)]
@@ -97,11 +100,13 @@ impl GroupOnline {
         store: Arc<dyn GroupStore>,
         per_user_max: usize,
         in_flight: Arc<InFlight>,
+        blocking_threads_max: usize,
     ) {
         let _ = self.repair.source.set(Source {
             store,
             per_user_max,
             in_flight,
+            tasks_max: TASKS_IN_FLIGHT_MAX.min(blocking_threads_max / 2).max(1),
         });
     }
 
@@ -162,7 +167,7 @@ impl GroupOnline {
             .chunks(USERS_PER_TASK)
             .map(|chunk| self.reread(source, chunk.to_vec()))
             .collect();
-        let mut chunks = futures_util::stream::iter(rereads).buffer_unordered(TASKS_IN_FLIGHT_MAX);
+        let mut chunks = futures_util::stream::iter(rereads).buffer_unordered(source.tasks_max);
         while let Some(done) = chunks.next().await {
             done?;
         }

@@ -24,12 +24,19 @@ pub struct Part {
     pub sessions: u32,
 }
 
+/// A node's part as last reported, and when (the owner's clock): a part not reported again
+/// within a lease is dropped ([`Book::expire`]).
+struct Held {
+    part: Part,
+    reported_ms: u64,
+}
+
 struct Owned {
     /// The last `room_seq` given out, or the highest a node reported having delivered.
     seq: u64,
     /// By node id; a node with no session in the room has no entry. At most one per node of
     /// the view (the link takes room items only from nodes in the view).
-    parts: HashMap<Arc<str>, Part, RandomState>,
+    parts: HashMap<Arc<str>, Held, RandomState>,
     budget: Budget,
 }
 
@@ -37,7 +44,7 @@ impl Owned {
     fn users(&self) -> u32 {
         self.parts
             .values()
-            .map(|p| p.users)
+            .map(|h| h.part.users)
             .fold(0, u32::saturating_add)
     }
 }
@@ -108,7 +115,7 @@ impl Book {
         owned.seq = owned.seq.max(delivered);
         let others = owned
             .users()
-            .saturating_sub(owned.parts.get(node).map_or(0, |p| p.users));
+            .saturating_sub(owned.parts.get(node).map_or(0, |h| h.part.users));
         let (part, refused) = if new_user && others.saturating_add(part.users) > self.members_max {
             // Counted without the newcomer; its node takes the join back and reports again.
             let without = Part {
@@ -122,7 +129,13 @@ impl Book {
         if part.sessions == 0 {
             owned.parts.remove(node);
         } else {
-            owned.parts.insert(Arc::from(node), part);
+            owned.parts.insert(
+                Arc::from(node),
+                Held {
+                    part,
+                    reported_ms: now_ms,
+                },
+            );
         }
         let count = others.saturating_add(part.users);
         self.drop_if_empty(room);
@@ -182,6 +195,20 @@ impl Book {
             owned.parts.retain(|node, _| live(node));
             !owned.parts.is_empty() || self.persistent.contains(&**name)
         });
+    }
+
+    /// Drops the parts last reported before `before_ms` (their node sends every part again
+    /// every refresh, so a part that stopped coming is one whose report of emptying was lost),
+    /// and the rooms left with none (unless persistent). Returns the parts dropped.
+    pub fn expire(&mut self, before_ms: u64) -> usize {
+        let mut dropped = 0;
+        self.rooms.retain(|name, owned| {
+            let before = owned.parts.len();
+            owned.parts.retain(|_, h| h.reported_ms >= before_ms);
+            dropped += before - owned.parts.len();
+            !owned.parts.is_empty() || self.persistent.contains(&**name)
+        });
+        dropped
     }
 
     /// Rooms kept here.
@@ -291,6 +318,27 @@ mod tests {
         assert_eq!(b.len(), 2);
         b.set_part("n1", "lobby", part(1, 1), 0, false, 0).unwrap();
         assert_eq!(b.number("lobby", "n1", 0, 0).map(|n| n.room_seq), Ok(10));
+    }
+
+    #[test]
+    fn parts_not_reported_again_within_the_lease_expire() {
+        let mut b = Book::new(&config(), 10);
+        b.set_part("n1", "tea", part(1, 1), 0, false, 1_000)
+            .unwrap();
+        b.set_part("n2", "tea", part(2, 2), 0, false, 1_000)
+            .unwrap();
+        b.set_part("n2", "coffee", part(1, 1), 0, false, 1_000)
+            .unwrap();
+        b.set_part("n2", "lobby", part(1, 1), 0, false, 1_000)
+            .unwrap();
+        // n1 reports again; n2's reports (its room emptied there, say) never come.
+        b.set_part("n1", "tea", part(1, 1), 0, false, 5_000)
+            .unwrap();
+        assert_eq!(b.expire(1_000), 0, "reported at the bound: kept");
+        assert_eq!(b.expire(3_000), 3);
+        assert_eq!(b.member_count("tea"), 1);
+        assert_eq!(b.member_count("coffee"), 0);
+        assert_eq!(b.len(), 2, "tea and the persistent lobby");
     }
 
     #[test]

@@ -71,6 +71,15 @@ const ASKS_WAITING_MAX: usize = 4_096;
 /// How often the view is compared with the last one seen (a change re-registers the parts),
 /// and failed parts may be sent again.
 const VIEW_CHECK_EVERY: Duration = Duration::from_millis(100);
+/// How often every node sends every part of its rooms again, whatever happened. A part can
+/// be lost where no one sees it: in flight on a link that broke, at an owner restarted under
+/// the same node id (its view never changed for the others), in a refusal lost on its way
+/// back. The owner would then number no message for that node's members, or count members
+/// who left, until the next view change.
+const PARTS_REFRESH_EVERY: Duration = Duration::from_secs(10);
+/// A part its node has not reported again for this long is dropped by the owner: three
+/// refreshes missed.
+const PART_LEASE_MS: u64 = 3 * PARTS_REFRESH_EVERY.as_millis() as u64;
 
 /// Ask id → (the owner's link slot, who waits).
 type Waiting = HashMap<u64, (u16, oneshot::Sender<v1::NodeRoomAnswer>)>;
@@ -318,20 +327,24 @@ impl Rooms {
         }
     }
 
-    /// Re-registers this node's parts whenever the view changes, drops from the book what
-    /// this node no longer owns, and sends again the parts that did not reach their owner.
+    /// Re-registers this node's parts whenever the view changes and every
+    /// `PARTS_REFRESH_EVERY`, drops from the book what this node no longer owns and the parts
+    /// not reported within `PART_LEASE_MS`, and sends again the parts that did not reach their
+    /// owner.
     /// Runs until the runtime stops.
     pub(crate) async fn watch_view(self: Arc<Self>) {
         let Some(c) = self.cluster() else {
             return;
         };
         let mut seen: Option<Vec<String>> = None;
+        let mut refreshed = tokio::time::Instant::now();
         let mut tick = tokio::time::interval(VIEW_CHECK_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             if let Some(nodes) = c.link.live_nodes() {
-                if seen.as_ref() != Some(&nodes) {
+                let changed = seen.as_ref() != Some(&nodes);
+                if changed {
                     let link = Arc::clone(&c.link);
                     c.book().retain(
                         |node| nodes.iter().any(|n| n == node),
@@ -339,6 +352,12 @@ impl Rooms {
                     );
                     metrics::counter!("ringchat_room_cluster_reregistrations_total").increment(1);
                     seen = Some(nodes);
+                }
+                if changed || refreshed.elapsed() >= PARTS_REFRESH_EVERY {
+                    refreshed = tokio::time::Instant::now();
+                    let expired = c.book().expire(self.now_ms().saturating_sub(PART_LEASE_MS));
+                    metrics::counter!("ringchat_room_cluster_parts_expired_total")
+                        .increment(expired as u64);
                     let rooms = self.lock().rooms_here();
                     let mut down = Vec::new();
                     for room in rooms {

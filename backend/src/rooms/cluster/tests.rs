@@ -399,3 +399,33 @@ async fn an_emptied_rooms_part_that_was_not_queued_is_sent_again() {
     assert!(got.iter().all(|p| p.room == room));
     nodes.stop(&[&link]);
 }
+
+/// A part can be lost where no one sees it (in flight on a link that broke, at an owner
+/// restarted under the same node id, in a refusal lost on its way back): every part is sent
+/// again each refresh, with nothing changed and nothing failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_part_is_sent_again_on_each_refresh() {
+    let nodes = Nodes::start("refresh").await;
+    let (rooms, link, _shard) = nodes.rooms(0, |_| {});
+    let room = room_owned_by(&link, "n2");
+    rooms
+        .lock()
+        .join(conn(1), 1, PEER, &room, 0)
+        .expect("joins");
+    tokio::spawn(Arc::clone(&rooms).watch_view());
+    let is_ours = |p: &v1::NodeRoomPart| p.room == room && p.sessions == 1;
+    until("the view's first check sends the part", || {
+        parts(queued(&link, "n2")).iter().any(is_ours)
+    })
+    .await;
+    // Taken out of the queue, as a link that broke with it in flight would have.
+    // Past `until`'s deadline: a refresh comes every 10 s.
+    tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while !parts(queued(&link, "n2")).iter().any(is_ours) {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the refresh sends the part again");
+    nodes.stop(&[&link]);
+}

@@ -130,12 +130,16 @@ impl State {
             return;
         }
         match text {
-            Some(text) => out.put_slice(text.get_or_init(|| {
-                // JSON of a frame: its bytes fields in base64 (4/3) and the field names.
-                let mut message = BytesMut::with_capacity(SERVER_HEADER_BYTES_MAX + 2 * body.len());
-                put_text(body, &mut message);
-                message.freeze()
-            })),
+            Some(text) => match text.get() {
+                Some(rendered) => out.put_slice(rendered),
+                None => {
+                    let at = out.len();
+                    put_text(body, out);
+                    // Kept at exactly its length (a frame that did not render: empty): the
+                    // shard's budget charges the cached text by its length.
+                    let _ = text.set(Bytes::copy_from_slice(&out[at..]));
+                }
+            },
             None => put_text(body, out),
         }
     }
