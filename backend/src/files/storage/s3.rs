@@ -2,7 +2,8 @@
 //! …) through the `object_store` crate. Whole objects are one PUT; an [`ObjectWriter`] buffers
 //! up to one part and becomes a multipart upload only past it, so small objects (chunks,
 //! sidecars) cost one request and large ones hold at most `part_bytes ×
-//! (parts_in_flight_max + 1)` in memory. Every request has a deadline and bounded retries
+//! (parts_in_flight_max + 2)` in memory (the parts in flight, one taken and waiting for its
+//! turn, and the pieces buffered towards the next). Every request has a deadline and bounded retries
 //! (`[files.s3]`).
 //!
 //! A multipart upload that is neither finished nor aborted (the process died mid-upload) keeps
