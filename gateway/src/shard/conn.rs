@@ -25,9 +25,11 @@ use super::{Close, ConnShared, Shard};
 
 // `/files`: the connection's bytes go to the backend's files service over a pipe.
 mod files;
+// Queued frames to the socket: batches, the synchronous fast path, the async flush.
+mod write;
 
-/// Bytes gathered into one write, at most (frames are not split across writes below this).
-const WRITE_BATCH_BYTES_MAX: usize = 64 * 1024;
+use write::Flush;
+
 /// Reads a connection makes before its task lets the shard's other tasks run, on the epoll
 /// driver only ([`Shard::readiness_never_waits`]): there a socket that stays readable is
 /// ready again at once, so the task never waits:
@@ -37,17 +39,6 @@ pub(super) const READS_PER_TURN: u32 = 16;
 /// Time the last frames (Kicked, Error, a close frame) get to reach a client before the socket
 /// is closed, and time a cut-short write gets once a close is asked for.
 const FINAL_FLUSH_MS: u64 = 1_000;
-
-/// How far `Conn::flush` goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Flush {
-    /// Until the queue is empty, or a close is asked for (the write under way gets a grace).
-    Abortable,
-    /// Until the queue is empty.
-    Whole,
-    /// Until the queue is empty, or no further batch after this instant.
-    Until(Instant),
-}
 
 /// How a transport's opening ended (`Opened` less the bytes).
 enum Opening {
@@ -381,11 +372,22 @@ impl Conn {
             if let Some(close) = self.shared().close.get() {
                 return End::Close(close);
             }
-            // The work after a wake-up is boxed: monoio's I/O futures are hundreds of bytes,
-            // and inline they would make every idle connection's task that large. One
-            // allocation per wake-up (not per frame: a wake-up reads or writes a batch).
+            // The work after a wake-up that must wait is boxed: monoio's I/O futures are
+            // hundreds of bytes, and inline they would make every idle connection's task that
+            // large. One allocation per such wake-up (not per frame: it reads or writes a
+            // batch). A plain stream's output is sent synchronously first (`write_now`): when
+            // the socket takes it whole, the common case, nothing is allocated.
             if self.has_output() {
-                if let Err(e) = Box::pin(self.flush(Flush::Abortable)).await {
+                let rest = if self.stream.is_tls() {
+                    None
+                } else {
+                    match self.write_now() {
+                        Ok(None) => continue,
+                        Ok(Some(rest)) => Some(rest),
+                        Err(e) => return End::Io(e),
+                    }
+                };
+                if let Err(e) = Box::pin(self.flush(Flush::Abortable, rest)).await {
                     return End::Io(e);
                 }
                 continue;
@@ -521,7 +523,7 @@ impl Conn {
         if (outbound.len() * 2 >= limits.frames_max || outbound.bytes() >= limits.bytes_max / 2)
             && self.shared().close.get().is_none()
         {
-            self.flush(Flush::Abortable).await?;
+            self.flush(Flush::Abortable, None).await?;
         }
         Ok(())
     }
@@ -542,7 +544,7 @@ impl Conn {
             let writing = self.has_output();
             let flush = async {
                 if writing {
-                    self.flush(Flush::Abortable).await
+                    self.flush(Flush::Abortable, None).await
                 } else {
                     // Until something is queued, or a close.
                     shared.wake.notified().await;
@@ -571,72 +573,6 @@ impl Conn {
     /// Marks the connection alive on the shard's coarse clock.
     fn seen(&self) {
         self.shared().seen(self.shard().tick.get());
-    }
-
-    /// Writes queued frames, many per write. `Flush::Abortable`: a close request cuts the write
-    /// short after a grace period (a client that stopped reading must not hold the task), and
-    /// no further batch starts once a close is asked for: what still waits is `finish`'s,
-    /// within its one grace (a slow consumer's backlog is dropped there, `Kicked` goes alone).
-    ///
-    /// The socket taking bytes after it was full counts as hearing from the client: while a
-    /// long backlog goes out nothing is read, and a slow link that keeps acknowledging is alive.
-    async fn flush(&mut self, mode: Flush) -> io::Result<()> {
-        let shard = Rc::clone(&self.session.shard);
-        let shared = Rc::clone(&self.session.shared);
-        let on_room = || shared.seen(shard.tick.get());
-        let abortable = mode == Flush::Abortable;
-        loop {
-            if abortable && shared.close.get().is_some() {
-                return Ok(());
-            }
-            if let Flush::Until(by) = mode
-                && Instant::now() >= by
-            {
-                return Ok(());
-            }
-            let mut out = shard.pool.take();
-            let mut frames = 0u64;
-            self.framing.put_control(&mut out);
-            let framing = &self.framing;
-            self.session.shared.outbound.pop_while(
-                |p| {
-                    if !out.is_empty() && out.len() + p.frame.len() > WRITE_BATCH_BYTES_MAX {
-                        return false;
-                    }
-                    framing.put_frame(p.frame, p.text, &mut out);
-                    frames += 1;
-                    true
-                },
-                &shard.outbound_bytes,
-            );
-            if out.is_empty() {
-                shard.pool.give(out);
-                return Ok(());
-            }
-            let len = out.len() as u64;
-            let write = self.stream.write_all_watched(out, &shard.pool, &on_room);
-            let (result, out) = if abortable {
-                match write_or_cut(&shared, write).await {
-                    Some(r) => r,
-                    None => {
-                        self.write_cut = true;
-                        return Err(io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            "client stopped reading",
-                        ));
-                    }
-                }
-            } else {
-                write.await
-            };
-            shard.pool.give(out);
-            result?;
-            shard.stats.frames_out.add(frames);
-            shard.stats.bytes_out.add(len);
-            if !self.has_output() {
-                return Ok(());
-            }
-        }
     }
 
     /// Says why the connection ends (`Kicked`, or the `Error` already queued; a WebSocket close
@@ -673,11 +609,11 @@ impl Conn {
                 // slow consumer's is dropped at once: it could not take it.
                 if reason != KickReason::SlowConsumer {
                     let backlog_by = Instant::now() + grace / 2;
-                    let _ = self.flush(Flush::Until(backlog_by)).await;
+                    let _ = self.flush(Flush::Until(backlog_by), None).await;
                 }
                 queue_kicked(&shard, self.shared(), reason);
             }
-            let _ = self.flush(Flush::Whole).await;
+            let _ = self.flush(Flush::Whole, None).await;
             let mut out = shard.pool.take();
             self.framing.put_goodbye(goodbye, &mut out);
             if !out.is_empty() {

@@ -250,7 +250,7 @@ impl Stream {
                 conn.write_tls(&mut out)?;
             }
             let out = out.into_inner();
-            let result = send_all(&self.tcp, &out, on_room).await;
+            let result = send_all(&self.tcp, &out, on_room, false).await;
             pool.give(out);
             result?;
         }
@@ -263,22 +263,50 @@ impl Stream {
         data: BytesMut,
         pool: &BufferPool,
     ) -> (io::Result<()>, BytesMut) {
-        self.write_all_watched(data, pool, &|| {}).await
+        self.write_all_watched(data, None, pool, &|| {}).await
+    }
+
+    /// One non-blocking send on a plain stream (TLS bytes go through rustls: `write_all`): the
+    /// bytes of `data` the socket took, 0 when it is full. Never waits, allocates nothing.
+    pub fn send_now(&self, data: &[u8]) -> io::Result<usize> {
+        if self.tls.is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a TLS stream sends through rustls",
+            ));
+        }
+        send_now(&self.tcp, data)
     }
 
     /// `write_all`, calling `on_room` whenever the socket takes bytes after it was full: the
     /// peer acknowledged what it had, so it is there and reading (a slow link's liveness
     /// while a long backlog goes out). A write that never waited proves nothing: the kernel
     /// buffers it whether the peer is alive or not.
+    ///
+    /// `sent`: `Some(n)` when [`Stream::send_now`] already sent the first `n` bytes of `data`
+    /// and found the socket full; the write goes on behind them, waiting for room first.
     pub async fn write_all_watched(
         &mut self,
         data: BytesMut,
+        sent: Option<usize>,
         pool: &BufferPool,
         on_room: &dyn Fn(),
     ) -> (io::Result<()>, BytesMut) {
         if self.tls.is_none() {
-            let result = send_all(&self.tcp, &data, on_room).await;
+            let (from, full) = sent.map_or((0, false), |n| (n.min(data.len()), true));
+            let result = send_all(&self.tcp, &data[from..], on_room, full).await;
             return (result, data);
+        }
+        if sent.is_some() {
+            // Plaintext sent past rustls would corrupt the stream; never happens (`send_now`
+            // refuses a TLS stream).
+            return (
+                Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a TLS stream's write cannot go on from a plain send",
+                )),
+                data,
+            );
         }
         let mut at = 0;
         while at < data.len() {
@@ -311,26 +339,39 @@ pub(super) fn fd(tcp: &TcpStream) -> BorrowedFd<'_> {
     unsafe { BorrowedFd::borrow_raw(tcp.as_raw_fd()) }
 }
 
-/// Sends all of `data`, waiting for room in the socket's buffer whenever it is full;
-/// `on_room` is called when bytes go after such a wait.
-async fn send_all(tcp: &TcpStream, mut data: &[u8], on_room: &dyn Fn()) -> io::Result<()> {
-    let mut waited = false;
+/// Sends all of `data`, waiting for room in the socket's buffer whenever it is full (`full`:
+/// it is known to be already, the wait comes first); `on_room` is called when bytes go after
+/// such a wait.
+async fn send_all(
+    tcp: &TcpStream,
+    mut data: &[u8],
+    on_room: &dyn Fn(),
+    mut full: bool,
+) -> io::Result<()> {
     while !data.is_empty() {
+        if full {
+            tcp.writable(false).await?;
+        }
+        let n = send_now(tcp, data)?;
+        if n > 0 && full {
+            on_room();
+        }
+        full = n == 0;
+        data = &data[n..];
+    }
+    Ok(())
+}
+
+/// One non-blocking send of `data`: the bytes the socket took, 0 when it is full.
+fn send_now(tcp: &TcpStream, data: &[u8]) -> io::Result<usize> {
+    loop {
         match rustix::net::send(fd(tcp), data, SendFlags::DONTWAIT | SendFlags::NOSIGNAL) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                data = &data[n..];
-                if std::mem::take(&mut waited) {
-                    on_room();
-                }
-            }
+            // Nothing taken with room to take it: the socket will take nothing more.
+            Ok(0) if !data.is_empty() => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => return Ok(n),
             Err(Errno::INTR) => {}
-            Err(Errno::AGAIN) => {
-                tcp.writable(false).await?;
-                waited = true;
-            }
+            Err(Errno::AGAIN) => return Ok(0),
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(())
 }

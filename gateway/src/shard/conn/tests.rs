@@ -11,7 +11,7 @@ fn a_connections_shared_state_stays_small() {
 }
 
 /// A shard with the default settings and no backend behind it (its requests are kept).
-fn test_shard() -> (
+pub(super) fn test_shard() -> (
     Rc<Shard>,
     tokio::sync::mpsc::Receiver<ringchat_backend::api::Request>,
 ) {
@@ -138,7 +138,7 @@ fn a_connection_task_stays_small() {
 
 /// The client side of these tests: blocking std sockets on their own threads, length-prefixed
 /// frames as on the TCP listener.
-mod client {
+pub(super) mod client {
     use bytes::BytesMut;
     use ringchat_proto::{Body, Frame};
     use std::io::{Read, Write};
@@ -192,9 +192,9 @@ mod client {
     }
 }
 
-const DEADLINE: Duration = Duration::from_secs(10);
+pub(super) const DEADLINE: Duration = Duration::from_secs(10);
 
-fn runtime() -> monoio::Runtime<monoio::time::TimeDriver<LegacyDriver>> {
+pub(super) fn runtime() -> monoio::Runtime<monoio::time::TimeDriver<LegacyDriver>> {
     RuntimeBuilder::<LegacyDriver>::new()
         .enable_timer()
         .build()
@@ -207,6 +207,19 @@ fn runtime() -> monoio::Runtime<monoio::time::TimeDriver<LegacyDriver>> {
 async fn connect(
     shard: &Rc<Shard>,
     recv_buffer: Option<usize>,
+) -> (
+    std::net::TcpStream,
+    Rc<ConnShared>,
+    monoio::task::JoinHandle<()>,
+) {
+    connect_on(shard, recv_buffer, Listen::Tcp).await
+}
+
+/// `connect`, served as `listen` serves it (plain ones only: the client speaks no TLS).
+pub(super) async fn connect_on(
+    shard: &Rc<Shard>,
+    recv_buffer: Option<usize>,
+    listen: Listen,
 ) -> (
     std::net::TcpStream,
     Rc<ConnShared>,
@@ -233,7 +246,7 @@ async fn connect(
         Rc::clone(shard),
         Rc::clone(&shared),
         stream,
-        Listen::Tcp,
+        listen,
         false,
     ));
     (client, shared, task)
@@ -275,7 +288,7 @@ fn fill_backend_queue(shard: &Shard) {
 
 /// Waits (polling, bounded) until `done` holds; longer than a client's read timeout, so that a
 /// client waiting in vain says so itself.
-async fn until(what: &str, mut done: impl FnMut() -> bool) {
+pub(super) async fn until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + 2 * DEADLINE;
     while !done() {
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
