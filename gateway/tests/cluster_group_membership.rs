@@ -9,13 +9,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::cluster::{
-    NodeEnv, acked, fresh_nodes, metric_sum, owner, redis_url, unique, wait_for_views,
-};
+use common::WAIT_DEADLINE;
+use common::cluster::{acked, fresh_nodes, metric_sum, owner, two_nodes_behind_proxy};
 use common::contacts::{ask, code};
 use common::groups::{create_id, frames_so_far, invite, ok, push_at, remove, send_body};
-use common::proxy::CutProxy;
-use common::{TestServer, WAIT_DEADLINE};
 use ringchat_bench::client::Client;
 use ringchat_proto::Body;
 use ringchat_proto::v1::{self, ErrorCode};
@@ -164,33 +161,13 @@ async fn a_member_removed_while_its_node_missed_the_change_gets_nothing_after_it
     );
 }
 
-/// Two nodes, n2's gRPC listener behind a proxy that can hold what n1 sends it.
-async fn nodes_with_a_holdable_link(kind: &str) -> (Vec<TestServer>, CutProxy) {
-    let db = common::store::fresh_database();
-    let prefix = format!("rc_{kind}_{}", unique());
-    let mut envs: Vec<NodeEnv> = IDS
-        .iter()
-        .map(|id| NodeEnv::new(&db, &redis_url(), &prefix, id))
-        .collect();
-    let proxy = CutProxy::start(envs[1].grpc().parse().unwrap()).await;
-    envs[1]
-        .vars
-        .push(("CLUSTER__ADVERTISE_ADDR".to_owned(), proxy.addr.to_string()));
-    let nodes: Vec<TestServer> = envs
-        .iter()
-        .map(|env| TestServer::start(&env.pairs()))
-        .collect();
-    wait_for_views(&nodes, 2);
-    (nodes, proxy)
-}
-
 /// Finding 2: a group n1 owns hides its history. While n1's frames to n2 are held, a message
 /// is sent, then a user is invited, who then logs in on n2 (its login reads the store: a
 /// member from the invite on). When the held frames arrive, the earlier message is not pushed
 /// to the new member; the later ones are.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_logging_in_on_another_node_is_not_pushed_messages_from_before_it_joined() {
-    let (nodes, proxy) = nodes_with_a_holdable_link("grp_late").await;
+    let (nodes, proxy) = two_nodes_behind_proxy("grp_late", 1, &[]).await;
     let (mut admin, _) = nodes[0].user("admin").await;
     let (mut witness, w) = nodes[1].user("witness").await;
     // The newcomer's account exists; it is not online while it is invited.

@@ -12,9 +12,8 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::cluster::{NodeEnv, fresh_nodes, metric_sum, owner, redis_url, unique, wait_for_views};
+use common::cluster::{fresh_nodes, metric_sum, owner, two_nodes_behind_proxy};
 use common::contacts::{ask, code};
-use common::proxy::CutProxy;
 use common::rooms::{WAIT, count, join, joined, leave, say, text, wait_for_count};
 use common::{TestServer, wait_until_async};
 use ringchat_backend::cluster::rendezvous::room_key;
@@ -214,25 +213,8 @@ async fn the_room_carries_on_when_its_owner_node_is_killed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leave_while_the_owners_link_is_down_reaches_the_owner_once_it_is_back() {
     let ids = ["n1", "n2"];
-    let db = common::store::fresh_database();
-    let prefix = format!("rc_rooms_cut_{}", unique());
-    let mut envs: Vec<NodeEnv> = ids
-        .iter()
-        .map(|id| NodeEnv::new(&db, &redis_url(), &prefix, id))
-        .collect();
-    let proxy = CutProxy::start(envs[0].grpc().parse().unwrap()).await;
-    envs[0]
-        .vars
-        .push(("CLUSTER__ADVERTISE_ADDR".to_owned(), proxy.addr.to_string()));
-    let nodes: Vec<TestServer> = envs
-        .iter_mut()
-        .map(|env| {
-            env.vars
-                .push(("CLUSTER__PEER_BACKOFF_MAX_MS".to_owned(), "200".to_owned()));
-            TestServer::start(&env.pairs())
-        })
-        .collect();
-    wait_for_views(&nodes, 2);
+    let fast = [("CLUSTER__PEER_BACKOFF_MAX_MS", "200")];
+    let (nodes, proxy) = two_nodes_behind_proxy("rooms_cut", 0, &fast).await;
     let room = (0..)
         .map(|i| format!("hall{i}"))
         .find(|r| owner(room_key(r), &ids) == 0)

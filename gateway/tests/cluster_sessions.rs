@@ -5,13 +5,16 @@
 
 mod common;
 
-use common::cluster::{NodeEnv, fresh_nodes, metric_sum, redis_url, unique, wait_for_views};
+use common::cluster::{fresh_nodes, metric_sum, two_nodes_behind_proxy};
 use common::proxy::CutProxy;
 use common::{PASSWORD, TestServer, expect_kicked_then_closed, wait_until_async};
 use ringchat_bench::client::Client;
 use ringchat_proto::Body;
 use ringchat_proto::v1::{self, KickReason};
 use serde_json::json;
+
+/// Dials to a cut peer back off briefly, so its link comes back soon after `restore`.
+const FAST: [(&str, &str); 1] = [("CLUSTER__PEER_BACKOFF_MAX_MS", "200")];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_device_and_a_disabled_account_are_kicked_on_every_node() {
@@ -191,32 +194,6 @@ async fn sessions_of_tokens_a_login_revoked_end_on_every_node() {
     tablet.ping().await.unwrap();
 }
 
-/// Two nodes, n2's gRPC listener behind a proxy the test cuts to take n1's link to n2 down
-/// (and n2's to n1 stays up).
-async fn nodes_with_a_cuttable_link(kind: &str) -> (Vec<TestServer>, CutProxy) {
-    let db = common::store::fresh_database();
-    let prefix = format!("rc_{kind}_{}", unique());
-    let fast = [("CLUSTER__PEER_BACKOFF_MAX_MS", "200")];
-    let mut envs: Vec<NodeEnv> = ["n1", "n2"]
-        .iter()
-        .map(|id| NodeEnv::new(&db, &redis_url(), &prefix, id))
-        .collect();
-    let proxy = CutProxy::start(envs[1].grpc().parse().unwrap()).await;
-    envs[1]
-        .vars
-        .push(("CLUSTER__ADVERTISE_ADDR".to_owned(), proxy.addr.to_string()));
-    let nodes: Vec<TestServer> = envs
-        .iter_mut()
-        .map(|env| {
-            env.vars
-                .extend(fast.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
-            TestServer::start(&env.pairs())
-        })
-        .collect();
-    wait_for_views(&nodes, 2);
-    (nodes, proxy)
-}
-
 /// Cuts n1's link to n2 (once up: n1 dials a peer on first use) and waits until n1 has seen
 /// it go down.
 async fn cut_link(nodes: &[TestServer], proxy: &CutProxy) {
@@ -237,7 +214,7 @@ async fn cut_link(nodes: &[TestServer], proxy: &CutProxy) {
 /// listener is cut): the kick is not lost; once the link is back, the session on n2 ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kick_sent_while_the_link_is_down_ends_the_session_once_it_is_back() {
-    let (nodes, proxy) = nodes_with_a_cuttable_link("kickdown").await;
+    let (nodes, proxy) = two_nodes_behind_proxy("kickdown", 1, &FAST).await;
     let (mut laptop, _) = nodes[0].device("alice", "laptop").await;
     let (mut phone, _) = nodes[1].device("alice", "phone").await;
     let (mut tablet, _) = nodes[1].device("alice", "tablet").await;
@@ -277,7 +254,7 @@ async fn a_kick_sent_while_the_link_is_down_ends_the_session_once_it_is_back() {
 /// nothing in the store: before, it ended whatever it named on arrival).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_kick_sent_again_spares_a_login_made_after_it() {
-    let (nodes, proxy) = nodes_with_a_cuttable_link("kickfresh").await;
+    let (nodes, proxy) = two_nodes_behind_proxy("kickfresh", 1, &FAST).await;
     let (_laptop, alice) = nodes[0].device("alice", "laptop").await;
     let (mut phone, _) = nodes[1].device("alice", "phone").await;
     let (mut watch, _) = nodes[1].device("alice", "watch").await;

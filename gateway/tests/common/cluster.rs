@@ -10,6 +10,7 @@ use ringchat_proto::Body;
 use ringchat_proto::v1::{self, ErrorCode};
 use tokio::time::Instant;
 
+use super::proxy::CutProxy;
 use super::{TestServer, WAIT_DEADLINE, wait_until};
 
 pub const HEARTBEAT_MS: &str = "200";
@@ -71,6 +72,15 @@ impl NodeEnv {
         }
     }
 
+    /// Adds `extra` settings (as ("CLUSTER__PEER_QUEUE_ITEMS_MAX", "16")).
+    pub fn extend(&mut self, extra: &[(&str, &str)]) {
+        self.vars.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+    }
+
     pub fn pairs(&self) -> Vec<(&str, &str)> {
         self.vars
             .iter()
@@ -108,11 +118,7 @@ pub fn start_nodes_with(
     ids.iter()
         .map(|id| {
             let mut env = NodeEnv::new(db, redis, prefix, id);
-            env.vars.extend(
-                extra
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-            );
+            env.extend(extra);
             let server = TestServer::start(&env.pairs());
             (env, server)
         })
@@ -211,6 +217,33 @@ pub fn fresh_nodes(kind: &str, ids: &[&str], extra: &[(&str, &str)]) -> Vec<Test
         .collect();
     wait_for_views(&nodes, ids.len());
     nodes
+}
+
+/// Nodes n1 and n2 on a fresh database and Redis prefix (`kind` names the test's keys), with
+/// `extra` settings, once each sees both. Node `behind` (0 or 1) advertises a [`CutProxy`] in
+/// front of its gRPC listener: the test can cut or hold the other's link to it while both run.
+pub async fn two_nodes_behind_proxy(
+    kind: &str,
+    behind: usize,
+    extra: &[(&str, &str)],
+) -> (Vec<TestServer>, CutProxy) {
+    let db = super::store::fresh_database();
+    let prefix = format!("rc_{kind}_{}", unique());
+    let mut envs: Vec<NodeEnv> = ["n1", "n2"]
+        .iter()
+        .map(|id| NodeEnv::new(&db, &redis_url(), &prefix, id))
+        .collect();
+    let proxy = CutProxy::start(envs[behind].grpc().parse().unwrap()).await;
+    envs[behind].extend(&[("CLUSTER__ADVERTISE_ADDR", &proxy.addr.to_string())]);
+    let nodes: Vec<TestServer> = envs
+        .iter_mut()
+        .map(|env| {
+            env.extend(extra);
+            TestServer::start(&env.pairs())
+        })
+        .collect();
+    wait_for_views(&nodes, 2);
+    (nodes, proxy)
 }
 
 /// Waits until every node sees `n` live nodes (then they agree on every conversation's owner).

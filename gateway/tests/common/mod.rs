@@ -23,6 +23,7 @@ pub mod rooms;
 pub mod sse;
 pub mod store;
 pub mod transport;
+pub mod uploads;
 pub mod webhook;
 pub mod ws;
 

@@ -2,6 +2,7 @@
 //! RINGCHAT_TEST_REDIS_URL); two `SharedCodes` on one prefix stand for two nodes.
 
 use super::*;
+use crate::cluster::test_wait::redis_url;
 
 const REGISTER: i32 = 1;
 const RESET: i32 = 2;
@@ -12,15 +13,6 @@ const RULES: CodeRules = CodeRules {
     per_address_max: 2,
     window_ms: 3_600_000,
 };
-
-fn redis_url() -> String {
-    std::env::var("RINGCHAT_TEST_REDIS_URL").unwrap_or_else(|_| {
-        panic!(
-            "RINGCHAT_TEST_REDIS_URL is not set: the shared codes tests need Redis (`bash \
-             scripts/test.sh` starts one; scripts/redis-test-server.sh)"
-        )
-    })
-}
 
 /// Two nodes of one cluster (a fresh prefix per test).
 fn two_nodes(test: &str) -> (SharedCodes, SharedCodes, String) {

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use super::peer::Peer;
 use super::{Link, Outbound};
 use crate::api::{ConnRef, Outgoing, ShardEvent, WriteRequest, encoded};
-use crate::cluster::test_wait::until;
+use crate::cluster::test_wait::{SilentNodes, node_config, redis_url, until};
 use crate::cluster::{Cluster, ClusterConfig};
 use crate::groups::online::GroupOnline;
 use crate::messaging::{Submitted, Writes};
@@ -250,27 +250,6 @@ async fn a_refused_room_item_makes_the_peer_neither_repair_nor_hint() {
     }
 }
 
-fn redis_url() -> String {
-    std::env::var("RINGCHAT_TEST_REDIS_URL").unwrap_or_else(|_| {
-        panic!(
-            "RINGCHAT_TEST_REDIS_URL is not set: this test needs Redis (`bash scripts/test.sh` \
-             starts one; scripts/redis-test-server.sh)"
-        )
-    })
-}
-
-/// A node of a test cluster on the test Redis: registered, heartbeating, with its routes.
-fn node(prefix: &str, id: &str, advertise: &str) -> ClusterConfig {
-    ClusterConfig {
-        advertise_addr: advertise.into(),
-        heartbeat_interval_ms: 250,
-        // The peers' dials wait on a listener that never answers: what is queued for them
-        // stays queued for the test to read.
-        peer_connect_timeout_ms: 60_000,
-        ..crate::cluster::test_wait::quick_config(&redis_url(), prefix, id)
-    }
-}
-
 /// What a peer's queue holds, as (kind, users) pairs: ("users", ids) or ("group", []).
 fn kinds(items: Vec<NodeItem>) -> Vec<(&'static str, Vec<u64>)> {
     items
@@ -288,29 +267,9 @@ fn kinds(items: Vec<NodeItem>) -> Vec<(&'static str, Vec<u64>)> {
 /// frame still goes to every node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushes_to_users_go_only_to_the_nodes_holding_them() {
-    let prefix = format!("fanout_{}_{}", std::process::id(), crate::time::now_ms());
-    // Where n2 and n3 are dialed: takes connections and never answers.
-    let hold = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = hold.local_addr().expect("addr").to_string();
-    let held = tokio::spawn(async move {
-        let mut conns = Vec::new();
-        while let Ok((c, _)) = hold.accept().await {
-            conns.push(c);
-        }
-    });
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let mut clusters = Vec::new();
-    for id in ["n1", "n2", "n3"] {
-        let cluster =
-            Cluster::new(&node(&prefix, id, &addr), Some(Box::new(|| 0))).expect("cluster");
-        let mut stopped = stopped.clone();
-        tokio::spawn(Arc::clone(&cluster).run(async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        }));
-        clusters.push(cluster);
-    }
+    // n2 and n3 are dialed at a listener that never answers: their queues stay as filled.
+    let nodes = SilentNodes::start("fanout", &["n1", "n2", "n3"]).await;
+    let clusters = &nodes.clusters;
     let conn = |c| ConnRef { shard: 0, conn: c };
     clusters[1]
         .routes()
@@ -334,7 +293,7 @@ async fn pushes_to_users_go_only_to_the_nodes_holding_them() {
         !d.everywhere && got == [("n2".into(), vec![1]), ("n3".into(), vec![2])]
     })
     .await;
-    let (link, _shard) = link(&node(&prefix, "n1", &addr));
+    let (link, _shard) = link(&nodes.config("n1"));
     link.attach(Arc::clone(n1), tokio::runtime::Handle::current(), None);
 
     let frame = encoded(0, Body::Pong(v1::Pong::default()));
@@ -362,8 +321,7 @@ async fn pushes_to_users_go_only_to_the_nodes_holding_them() {
     );
 
     link.shutdown();
-    stop.send_replace(true);
-    held.abort();
+    nodes.stop();
 }
 
 /// A node at an address anyone who can write to Redis names: records the headers of the
@@ -406,7 +364,7 @@ async fn a_node_named_in_redis_by_anyone_is_never_sent_the_peer_secret() {
     );
     let config = ClusterConfig {
         peer_secret: SECRET.into(),
-        ..node(&prefix, "n1", "127.0.0.1:1")
+        ..node_config(&prefix, "n1", "127.0.0.1:1")
     };
     let cluster = Cluster::new(&config, Some(Box::new(|| 0))).expect("cluster");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

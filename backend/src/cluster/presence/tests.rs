@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::cluster::NodeRecord;
-use crate::cluster::test_wait::until;
+use crate::cluster::test_wait::{redis_url, until};
 
 const USER: UserId = 7;
 
@@ -103,15 +103,6 @@ async fn the_most_present_part_of_the_live_nodes_wins() {
     // Told offline and present nowhere: nothing is kept for the user.
     p.publish(USER, p.current(USER));
     assert_eq!(p.known_users(), 0);
-}
-
-fn redis_url() -> String {
-    std::env::var("RINGCHAT_TEST_REDIS_URL").unwrap_or_else(|_| {
-        panic!(
-            "RINGCHAT_TEST_REDIS_URL is not set: the cluster presence tests need Redis (`bash \
-             scripts/test.sh` starts one; scripts/redis-test-server.sh)"
-        )
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,17 +8,8 @@ use arc_swap::ArcSwap;
 
 use super::*;
 use crate::cluster::NodeRecord;
-use crate::cluster::test_wait::eventually;
+use crate::cluster::test_wait::{eventually, redis_url};
 use crate::testkit::OwnRedis;
-
-fn redis_url() -> String {
-    std::env::var("RINGCHAT_TEST_REDIS_URL").unwrap_or_else(|_| {
-        panic!(
-            "RINGCHAT_TEST_REDIS_URL is not set: the routes tests need Redis (`bash \
-             scripts/test.sh` starts one; scripts/redis-test-server.sh)"
-        )
-    })
-}
 
 fn unique() -> String {
     let nanos = std::time::SystemTime::now()

@@ -12,72 +12,26 @@ use tokio::sync::mpsc;
 
 use super::{Asked, ClusterRooms};
 use crate::api::{ConnRef, Outgoing, ShardEvent};
+use crate::cluster::ClusterConfig;
 use crate::cluster::link::{Link, Owner};
-use crate::cluster::test_wait::until;
-use crate::cluster::{Cluster, ClusterConfig};
+use crate::cluster::test_wait::{SilentNodes, until};
 use crate::groups::online::GroupOnline;
 use crate::rooms::{Rooms, RoomsConfig};
 use crate::sessions::{Sessions, SharedSessions};
 
 const PEER: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
 
-fn redis_url() -> String {
-    std::env::var("RINGCHAT_TEST_REDIS_URL").unwrap_or_else(|_| {
-        panic!(
-            "RINGCHAT_TEST_REDIS_URL is not set: this test needs Redis (`bash scripts/test.sh` \
-             starts one; scripts/redis-test-server.sh)"
-        )
-    })
-}
-
 /// Three nodes n1, n2, n3 on the test Redis, every one's peers dialed at a listener that
 /// takes connections and never answers: what is queued for a peer stays queued for the test.
-struct Nodes {
-    prefix: String,
-    addr: String,
-    clusters: Vec<Arc<Cluster>>,
-    stop: tokio::sync::watch::Sender<bool>,
-    held: tokio::task::JoinHandle<()>,
-}
+struct Nodes(SilentNodes);
 
 impl Nodes {
     async fn start(kind: &str) -> Self {
-        let prefix = format!(
-            "rooms_{kind}_{}_{}",
-            std::process::id(),
-            crate::time::now_ms()
-        );
-        let hold = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = hold.local_addr().expect("addr").to_string();
-        let held = tokio::spawn(async move {
-            let mut conns = Vec::new();
-            while let Ok((c, _)) = hold.accept().await {
-                conns.push(c);
-            }
-        });
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let mut clusters = Vec::new();
-        for id in ["n1", "n2", "n3"] {
-            let config = config(&prefix, id, &addr);
-            let cluster = Cluster::new(&config, Some(Box::new(|| 0))).expect("cluster");
-            let mut stopped = stopped.clone();
-            tokio::spawn(Arc::clone(&cluster).run(async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            }));
-            clusters.push(cluster);
-        }
-        for c in &clusters {
+        let nodes = SilentNodes::start(&format!("rooms_{kind}"), &["n1", "n2", "n3"]).await;
+        for c in &nodes.clusters {
             until("every node sees all three", || c.view().nodes.len() == 3).await;
         }
-        Self {
-            prefix,
-            addr,
-            clusters,
-            stop,
-            held,
-        }
+        Self(nodes)
     }
 
     /// Node `i`'s rooms (one shard), on a link with `tune` applied to its settings, and what
@@ -88,7 +42,7 @@ impl Nodes {
         tune: impl FnOnce(&mut ClusterConfig),
     ) -> (Arc<Rooms>, Arc<Link>, mpsc::Receiver<ShardEvent>) {
         let id = ["n1", "n2", "n3"][i];
-        let mut config = config(&self.prefix, id, &self.addr);
+        let mut config = self.0.config(id);
         tune(&mut config);
         let (tx, rx) = mpsc::channel(64);
         let link = Link::new(
@@ -101,7 +55,7 @@ impl Nodes {
         )
         .expect("one shard");
         link.attach(
-            Arc::clone(&self.clusters[i]),
+            Arc::clone(&self.0.clusters[i]),
             tokio::runtime::Handle::current(),
             None,
         );
@@ -124,18 +78,7 @@ impl Nodes {
         for l in links {
             l.shutdown();
         }
-        self.stop.send_replace(true);
-        self.held.abort();
-    }
-}
-
-fn config(prefix: &str, id: &str, advertise: &str) -> ClusterConfig {
-    ClusterConfig {
-        advertise_addr: advertise.into(),
-        heartbeat_interval_ms: 250,
-        // Dials wait on a listener that never answers: queued items stay queued.
-        peer_connect_timeout_ms: 60_000,
-        ..crate::cluster::test_wait::quick_config(&redis_url(), prefix, id)
+        self.0.stop();
     }
 }
 
