@@ -136,6 +136,10 @@ pub struct GatewayConfig {
     pub pool_buffers_max: usize,
     /// How long shutdown waits for clients to be told and flushed.
     pub shutdown_timeout_ms: u64,
+    /// Load balancers (addresses or CIDR ranges) whose connections must open with a PROXY
+    /// header (v1 or v2), whose source address is then the client's (`crate::proxy_protocol`).
+    /// Empty: off, every peer is the client.
+    pub proxy_protocol_from: Vec<String>,
     pub tls: TlsConfig,
     pub files: FilesPipeConfig,
 }
@@ -264,6 +268,7 @@ impl Default for GatewayConfig {
             read_buffer_bytes: 16 * 1024,
             pool_buffers_max: 256,
             shutdown_timeout_ms: 5_000,
+            proxy_protocol_from: Vec::new(),
             tls: TlsConfig::default(),
             files: FilesPipeConfig::default(),
         }
@@ -490,6 +495,7 @@ impl GatewayConfig {
             }
             Ok(_) => {}
         }
+        out.extend(crate::proxy_protocol::problems(&self.proxy_protocol_from));
         if self.tls.enabled() && (self.tls.cert_path.is_empty() || self.tls.key_path.is_empty()) {
             out.push("gateway.tls: set both cert_path and key_path (or neither)".to_owned());
         }

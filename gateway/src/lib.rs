@@ -16,6 +16,8 @@ pub mod hangup;
 pub mod logging;
 pub mod panic_policy;
 mod port_owner;
+// The PROXY protocol: trusted load balancers and their headers.
+pub mod proxy_protocol;
 pub mod runtime_config;
 pub mod sd_notify;
 pub mod security;

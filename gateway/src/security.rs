@@ -1,7 +1,8 @@
 //! `[security]`: who may connect to the client listeners. An IP allow list and deny list
 //! (addresses and CIDR ranges, IPv4 and IPv6) checked on the shard right after accept, against
 //! the shard's own snapshot of the rules (no lock, no allocation): a refused peer is closed
-//! before a byte is read and counted per reason.
+//! before a byte is read and counted per reason. A `gateway.proxy_protocol_from` balancer's
+//! connection is checked right after its PROXY header instead, on the client's address in it.
 
 use std::net::IpAddr;
 
@@ -74,7 +75,7 @@ impl SecurityConfig {
 /// An address (a single-host range) or a CIDR range; an IPv4-mapped IPv6 one
 /// (`::ffff:a.b.c.d/n`, as a dual-stack listener reports IPv4 clients) as the IPv4 range it
 /// is, since peers are checked in their canonical form.
-fn parse_net(entry: &str) -> Option<IpNet> {
+pub(crate) fn parse_net(entry: &str) -> Option<IpNet> {
     let entry = entry.trim();
     let net = entry
         .parse::<IpNet>()

@@ -62,6 +62,9 @@ pub struct ShardStats {
     /// `gateway.tls_handshakes_per_shard_per_s`, or `tls_handshakes_in_flight_per_shard_max`.
     pub refused_tls_rate: LocalCounter,
     pub refused_tls_in_flight: LocalCounter,
+    /// Connections from a `gateway.proxy_protocol_from` peer closed before their PROXY header
+    /// was read whole (index: `proxy_protocol::Refused::ALL`).
+    pub proxy_refused: Counters<{ crate::proxy_protocol::REFUSED_REASONS }>,
     /// TLS connections accepted and not yet open (handshake under way).
     pub tls_handshakes_in_flight: LocalCounter,
     pub frames_in: LocalCounter,
@@ -122,6 +125,10 @@ impl ShardStats {
             crate::security::Refused::Denied => self.refused_ip_denied.add(1),
             crate::security::Refused::NotAllowed => self.refused_ip_not_allowed.add(1),
         }
+    }
+
+    pub fn refused_proxy(&self, why: crate::proxy_protocol::Refused) {
+        self.proxy_refused[why as usize].add(1);
     }
 
     /// A TLS connection closed at accept: over the handshake rate, or else the in-flight cap.
@@ -192,6 +199,11 @@ pub fn publish(shards: &[Arc<ShardStats>]) {
         ] {
             metrics::counter!("ringchat_connections_refused_total", "shard" => shard.clone(), "reason" => reason)
                 .absolute(n);
+        }
+        // Every reason, zeros included: an alert on `increase()` then sees the first one.
+        for why in crate::proxy_protocol::Refused::ALL {
+            metrics::counter!("ringchat_proxy_header_refused_total", "shard" => shard.clone(), "reason" => why.label())
+                .absolute(s.proxy_refused[why as usize].get());
         }
         counter("ringchat_frames_in_total", s.frames_in.get());
         counter("ringchat_frames_out_total", s.frames_out.get());
@@ -348,7 +360,11 @@ pub fn describe() {
         ),
         (
             "ringchat_connections_refused_total",
-            "Connections closed right after accept, before a byte is read, per shard and reason: ip_denied, ip_not_allowed (the IP allow / deny lists), tls_handshake_rate (past gateway.tls_handshakes_per_shard_per_s), tls_handshakes_in_flight (gateway.tls_handshakes_in_flight_per_shard_max TLS connections already opening).",
+            "Connections closed right after accept, before a byte is read (from a gateway.proxy_protocol_from peer: right after its PROXY header, checked on the header's address), per shard and reason: ip_denied, ip_not_allowed (the IP allow / deny lists), tls_handshake_rate (past gateway.tls_handshakes_per_shard_per_s), tls_handshakes_in_flight (gateway.tls_handshakes_in_flight_per_shard_max TLS connections already opening).",
+        ),
+        (
+            "ringchat_proxy_header_refused_total",
+            "Connections from a gateway.proxy_protocol_from peer (a load balancer) closed before a whole PROXY header, per shard and reason: missing (the first bytes are not one), malformed, too_large (past 536 bytes, or a v1 line past 107), timeout (not whole within gateway.handshake_timeout_ms), closed (the peer left first: a health check that only connects).",
         ),
         (
             "ringchat_kicks_total",

@@ -78,6 +78,28 @@ fn check_config_accepts_the_example() {
     );
 }
 
+/// A load balancer's range that is not one is named with its key, before anything starts.
+#[test]
+fn check_config_names_a_bad_proxy_protocol_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ringchat.toml");
+    std::fs::write(
+        &file,
+        "[gateway]\nproxy_protocol_from = [\"10.0.0.0/8\", \"10.1.0.0/33\"]\n",
+    )
+    .unwrap();
+    let out = ringchat().arg("check-config").arg(&file).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let located = format!("{}:2: gateway.proxy_protocol_from = ", file.display());
+    assert!(err.contains(&located), "{err}");
+    assert!(
+        err.contains("\"10.1.0.0/33\" is neither an IP address nor a CIDR range"),
+        "{err}"
+    );
+    assert!(err.contains("1 problem(s)"), "{err}");
+}
+
 #[test]
 fn serve_refuses_a_bad_config_and_says_why() {
     let out = ringchat()

@@ -508,3 +508,44 @@ fn a_resume_fits_in_half_the_outbound_queue() {
     let set = "[gateway]\noutbound_bytes_max = 4194304\n[login]\nresume_bytes_max = 1048576\n";
     assert_eq!(resume_max(set), 1024 * 1024);
 }
+
+/// `gateway.proxy_protocol_from` takes addresses and CIDR ranges, from the file or as a TOML
+/// list in the environment; an entry that is neither is a problem naming the key.
+#[test]
+fn proxy_protocol_from_is_a_list_of_ranges() {
+    assert!(
+        Config::parse("", no_env())
+            .unwrap()
+            .gateway
+            .proxy_protocol_from
+            .is_empty()
+    );
+    let c = Config::parse(
+        "[gateway]\nproxy_protocol_from = [\"10.0.0.0/8\", \"127.0.0.1\", \"2001:db8::/32\"]\n",
+        no_env(),
+    )
+    .unwrap();
+    assert_eq!(c.gateway.proxy_protocol_from.len(), 3);
+    let env = vec![(
+        "RINGCHAT_GATEWAY__PROXY_PROTOCOL_FROM".to_owned(),
+        r#"["127.0.0.1/32"]"#.to_owned(),
+    )];
+    let c = Config::parse("", env).unwrap();
+    assert_eq!(
+        c.gateway.proxy_protocol_from,
+        vec!["127.0.0.1/32".to_owned()]
+    );
+    let problems = Config::parse(
+        "[gateway]\nproxy_protocol_from = [\"10.0.0.0/33\", \"lb.internal\"]\n",
+        no_env(),
+    )
+    .unwrap_err();
+    let all = problems.join("\n");
+    assert_eq!(problems.len(), 2, "{all}");
+    assert!(all.contains("gateway.proxy_protocol_from"), "{all}");
+    assert!(
+        all.contains("\"10.0.0.0/33\" is neither an IP address nor a CIDR range"),
+        "{all}"
+    );
+    assert!(all.contains("\"lb.internal\""), "{all}");
+}

@@ -25,6 +25,8 @@ use super::{Close, ConnShared, Shard};
 
 // `/files`: the connection's bytes go to the backend's files service over a pipe.
 mod files;
+// A trusted load balancer's PROXY header, read before anything else.
+mod proxy;
 // Queued frames to the socket: batches, the synchronous fast path, the async flush.
 mod write;
 
@@ -109,9 +111,19 @@ struct Conn {
     write_cut: bool,
 }
 
-/// Serves one accepted socket to the end. With `full`, the shard is at its connection limit:
-/// the client is told so once its transport is up (on every transport alike), and the
-/// connection is closed; the shard bounds how many of those run at once.
+/// How an accepted socket is to be opened.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Accepted {
+    /// The shard is at its connection limit: the client is told so once its transport is up
+    /// (on every transport alike), and the connection is closed; the shard bounds how many of
+    /// those run at once.
+    pub full: bool,
+    /// The peer is in `gateway.proxy_protocol_from`: a PROXY header comes first, and the IP
+    /// rules were not applied at accept (`proxy.rs`).
+    pub proxied: bool,
+}
+
+/// Serves one accepted socket to the end (see [`Accepted`]).
 ///
 /// The connection is built before the returned future, so the task holds only the `Conn`, not
 /// also the arguments it was made from.
@@ -120,8 +132,9 @@ pub(super) fn serve(
     shared: Rc<ConnShared>,
     tcp: TcpStream,
     listen: Listen,
-    full: bool,
+    accepted: Accepted,
 ) -> impl std::future::Future<Output = ()> + 'static {
+    let Accepted { full, proxied } = accepted;
     let session = Session::new(shard, shared);
     // Small frames both ways: do not let Nagle hold them back.
     let _ = tcp.set_nodelay(true);
@@ -158,7 +171,7 @@ pub(super) fn serve(
         if let Ok(conn) = &mut conn {
             // Opening is rare and its future large: boxed, so an idle connection's task
             // stays small.
-            let opened = Box::pin(conn.open(full)).await;
+            let opened = Box::pin(conn.open(full, proxied)).await;
             match opened {
                 Opened::Session => {
                     let end = conn.run().await;
@@ -206,11 +219,18 @@ impl Conn {
         &self.session.shared
     }
 
-    /// Brings the transport up: TLS handshake, then (WebSocket) the HTTP request, both bounded
-    /// by the handshake timeout.
-    async fn open(&mut self, full: bool) -> Opened {
+    /// Brings the transport up: the PROXY header (`proxied`), TLS handshake, then (WebSocket)
+    /// the HTTP request, all within the handshake timeout.
+    async fn open(&mut self, full: bool, proxied: bool) -> Opened {
         let needs_opening = self.stream.handshaking() || self.framing.opens_with_http();
-        let limit = Duration::from_millis(self.shard().live.get().handshake_timeout_ms);
+        let mut limit = Duration::from_millis(self.shard().live.get().handshake_timeout_ms);
+        if proxied {
+            let started = Instant::now();
+            if !self.open_proxied(limit).await {
+                return Opened::Closed;
+            }
+            limit = limit.saturating_sub(started.elapsed());
+        }
         if needs_opening {
             let shared = Rc::clone(&self.session.shared);
             // A client that stops reading or writing cannot hold the connection here. A close

@@ -30,6 +30,7 @@ use tokio::sync::mpsc;
 
 use crate::config::{Driver, GatewayConfig};
 use crate::files::FilesGate;
+use crate::proxy_protocol::TrustedPeers;
 use crate::security::IpRules;
 use crate::stats::{DRIVER_EPOLL, DRIVER_IO_URING, ShardStats};
 use accept::{Acceptor, HANDSHAKES_SETTLE};
@@ -342,8 +343,11 @@ pub(crate) struct Shard {
     /// Bytes queued for all its connections (`Outbound`), bounded by
     /// `gateway.outbound_bytes_per_shard_max` (`enqueue`).
     outbound_bytes: Cell<u64>,
-    /// Who may connect, checked at accept.
+    /// Who may connect, checked at accept (for a trusted balancer's connection: after its
+    /// PROXY header, on the client's address).
     ip_rules: RefCell<Arc<IpRules>>,
+    /// `gateway.proxy_protocol_from`: peers whose connections open with a PROXY header.
+    proxy_from: TrustedPeers,
     published: Arc<Published>,
     stop: LocalNotify,
     /// The shard's listeners, one accept loop each.
@@ -397,6 +401,7 @@ impl Shard {
             live: Cell::new(live.limits),
             outbound_bytes: Cell::new(0),
             ip_rules: RefCell::new(Arc::clone(&live.ip_rules)),
+            proxy_from: TrustedPeers::new(&gateway.proxy_protocol_from),
             published,
             id,
             pool: BufferPool::new(gateway.read_buffer_bytes, gateway.pool_buffers_max),
@@ -625,7 +630,9 @@ async fn accept_loop(shard: Rc<Shard>, acceptor: Rc<Acceptor>) {
 /// Serves an accepted connection, or turns it away (IP rules, a full shard).
 fn take(shard: &Rc<Shard>, stream: monoio::net::TcpStream, peer: SocketAddr, kind: Listen) {
     shard.stats.accepted.add(1);
-    if let Err(why) = shard.ip_rules.borrow().check(peer.ip()) {
+    // A balancer's connection is checked once its PROXY header names the client (`open`).
+    let proxied = shard.proxy_from.contains(peer.ip());
+    if !proxied && let Err(why) = shard.ip_rules.borrow().check(peer.ip()) {
         // Closed before a byte is read or written.
         shard.stats.refused_ip(why);
         drop(stream);
@@ -641,19 +648,33 @@ fn take(shard: &Rc<Shard>, stream: monoio::net::TcpStream, peer: SocketAddr, kin
         }
         shard.rejecting.set(shard.rejecting.get() + 1);
         let shard = Rc::clone(shard);
-        let reject = conn::serve(Rc::clone(&shard), shard.conn_shared(0), stream, kind, true);
+        let accepted = conn::Accepted {
+            full: true,
+            proxied,
+        };
+        let reject = conn::serve(
+            Rc::clone(&shard),
+            shard.conn_shared(0),
+            stream,
+            kind,
+            accepted,
+        );
         monoio::spawn(async move {
             reject.await;
             shard.rejecting.set(shard.rejecting.get() - 1);
         });
         return;
     }
+    let accepted = conn::Accepted {
+        full: false,
+        proxied,
+    };
     monoio::spawn(conn::serve(
         Rc::clone(shard),
         shard.register(),
         stream,
         kind,
-        false,
+        accepted,
     ));
 }
 

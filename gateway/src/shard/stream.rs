@@ -9,6 +9,7 @@
 //! readiness wait stays armed while the connection writes (`readable`).
 
 use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -33,6 +34,9 @@ pub(super) struct Stream {
     /// Shared with the readiness wait the connection loop keeps armed (`readable`).
     tcp: Rc<TcpStream>,
     tls: Option<Box<ServerConnection>>,
+    /// The client's address from a PROXY header (`conn/proxy.rs`), when the TCP peer is a
+    /// trusted load balancer. Boxed: the other connections pay 8 bytes for it, not 17.
+    client: Option<Box<IpAddr>>,
 }
 
 impl Stream {
@@ -40,6 +44,7 @@ impl Stream {
         Self {
             tcp: Rc::new(tcp),
             tls: None,
+            client: None,
         }
     }
 
@@ -49,18 +54,63 @@ impl Stream {
         Ok(Self {
             tcp: Rc::new(tcp),
             tls: Some(Box::new(conn)),
+            client: None,
         })
     }
 
-    /// The client's address (looked up once, then cached by the socket), canonical (an IPv4
-    /// client of a dual-stack listener as its IPv4 address, as logs and the IP rules show it);
-    /// unspecified if the socket no longer knows it (the client is gone).
-    pub fn peer_ip(&self) -> std::net::IpAddr {
+    /// The client's address, the one every per-address rule and record uses: the PROXY
+    /// header's source once [`Stream::set_client_ip`] took it, else the TCP peer's (looked up
+    /// once, then cached by the socket). Canonical (an IPv4 client of a dual-stack listener as
+    /// its IPv4 address, as logs and the IP rules show it); unspecified if the socket no longer
+    /// knows it (the client is gone).
+    pub fn peer_ip(&self) -> IpAddr {
+        match &self.client {
+            Some(client) => **client,
+            None => self.tcp_peer_ip(),
+        }
+    }
+
+    /// The TCP peer's address (a load balancer's, for a proxied connection), canonical.
+    pub fn tcp_peer_ip(&self) -> IpAddr {
         self.tcp
             .peer_addr()
-            .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |a| {
-                a.ip().to_canonical()
-            })
+            .map_or(Ipv4Addr::UNSPECIFIED.into(), |a| a.ip().to_canonical())
+    }
+
+    /// From now on the client's address is `ip` (a trusted PROXY header's source).
+    pub fn set_client_ip(&mut self, ip: IpAddr) {
+        self.client = Some(Box::new(ip.to_canonical()));
+    }
+
+    /// Copies the bytes waiting on the socket into `into`, leaving them there; the TLS layer is
+    /// passed by (a PROXY header comes before it). `Ok(0)`: end of stream; `WouldBlock`: none yet.
+    pub fn peek_raw(&self, into: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match rustix::net::recv(
+                fd(&self.tcp),
+                &mut *into,
+                RecvFlags::PEEK | RecvFlags::DONTWAIT,
+            ) {
+                Ok((_, n)) => return Ok(n.min(into.len())),
+                Err(Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Takes exactly `n` bytes off the socket that [`Stream::peek_raw`] saw there, dropping them.
+    pub fn consume_raw(&self, mut n: usize) -> io::Result<()> {
+        let mut sink = [0u8; 256];
+        while n > 0 {
+            let take = n.min(sink.len());
+            match rustix::net::recv(fd(&self.tcp), &mut sink[..take], RecvFlags::DONTWAIT) {
+                Ok((_, 0)) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok((_, got)) => n -= got.min(take),
+                Err(Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 
     pub fn is_tls(&self) -> bool {

@@ -10,6 +10,12 @@ fn a_connections_shared_state_stays_small() {
     assert!(bytes <= 96, "ConnShared is {bytes} bytes, over 96");
 }
 
+/// A connection of a shard with room, from a client that is not a load balancer.
+const PLAIN: Accepted = Accepted {
+    full: false,
+    proxied: false,
+};
+
 /// A shard with the default settings and no backend behind it (its requests are kept).
 pub(super) fn test_shard() -> (
     Rc<Shard>,
@@ -50,7 +56,7 @@ fn a_slow_consumer_kick_drops_the_backlog_and_sends_kicked_alone() {
             Rc::clone(&shared),
             stream,
             Listen::Tcp,
-            false,
+            PLAIN,
         ));
         for request_id in 0..QUEUED {
             let frame = Frame {
@@ -126,7 +132,7 @@ fn a_connection_task_stays_small() {
             shard.conn_shared(1),
             stream,
             Listen::Tcp,
-            false,
+            PLAIN,
         );
         let bytes = std::mem::size_of_val(&task);
         assert!(
@@ -247,7 +253,7 @@ pub(super) async fn connect_on(
         Rc::clone(&shared),
         stream,
         listen,
-        false,
+        PLAIN,
     ));
     (client, shared, task)
 }

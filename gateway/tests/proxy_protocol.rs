@@ -1,0 +1,289 @@
+//! The PROXY protocol on the client listeners (`gateway.proxy_protocol_from`): a connection from
+//! a trusted load balancer (here loopback, 127.0.0.1/32) opens with a v1 or v2 header, and the
+//! header's source address is the client's for every per-address rule (the registration quota
+//! here, the IP deny list); a trusted peer without a usable header is closed and counted; a
+//! header from anyone else is bad input as before. Real server, real sockets, both I/O drivers.
+
+mod common;
+
+use std::net::{IpAddr, SocketAddr};
+
+use common::TestServer;
+use common::transport::{AnyClient, Kind, REPLY_TIMEOUT, deadline};
+use ringchat_proto::v1::{self, ErrorCode};
+use ringchat_proto::{Body, PROTOCOL_VERSION};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const TRUST_LOOPBACK: (&str, &str) = ("GATEWAY__PROXY_PROTOCOL_FROM", r#"["127.0.0.1/32"]"#);
+/// One registration per client address an hour: a second one from an address is refused.
+const ONE_REGISTRATION: (&str, &str) = ("ACCOUNTS__REGISTRATIONS_PER_IP_PER_HOUR", "1");
+
+/// Two clients behind the balancer, in different /24s (the quota of a network is apart).
+const ALICE: [u8; 4] = [203, 0, 113, 7];
+const BOB: [u8; 4] = [198, 51, 100, 9];
+
+const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
+
+fn v1(source: [u8; 4]) -> Vec<u8> {
+    let [a, b, c, d] = source;
+    format!("PROXY TCP4 {a}.{b}.{c}.{d} 127.0.0.1 40000 7000\r\n").into_bytes()
+}
+
+/// A v2 header: `command` 1 is PROXY (with IPv4 addresses, and a TLV after them), 0 LOCAL.
+fn v2(command: u8, source: [u8; 4]) -> Vec<u8> {
+    let mut body = source.to_vec();
+    body.extend_from_slice(&[127, 0, 0, 1, 0x9c, 0x40, 0x1b, 0x58]);
+    // A PP2_TYPE_NOOP TLV: skipped.
+    body.extend_from_slice(&[0x04, 0x00, 0x02, 0xaa, 0xbb]);
+    let mut h = V2_SIGNATURE.to_vec();
+    h.extend_from_slice(&[0x20 | command, 0x11]);
+    h.extend_from_slice(&u16::try_from(body.len()).unwrap().to_be_bytes());
+    h.extend_from_slice(&body);
+    h
+}
+
+fn register_body(name: &str) -> Body {
+    Body::Register(v1::Register {
+        username: name.into(),
+        password: common::PASSWORD.into(),
+        ..Default::default()
+    })
+}
+
+fn hello_body() -> Body {
+    Body::Hello(v1::Hello {
+        protocol_version: PROTOCOL_VERSION,
+        client_name: "proxy-protocol-test".into(),
+    })
+}
+
+/// A connection to `kind`'s listener that sends `header`, then opens the transport.
+async fn through_balancer(server: &TestServer, kind: Kind, header: &[u8]) -> AnyClient {
+    let mut tcp = AnyClient::connect_socket(server, kind).await;
+    tcp.write_all(header).await.unwrap();
+    AnyClient::try_open(server, kind, tcp)
+        .await
+        .unwrap_or_else(|e| panic!("{kind}: opening behind a PROXY header: {e:#}"))
+}
+
+/// Registers `name` on a connection behind `header`: `true` when accepted, `false` when the
+/// address's quota refused it (RATE_LIMITED); anything else fails the test.
+async fn registers(server: &TestServer, kind: Kind, header: &[u8], name: &str) -> bool {
+    let mut c = through_balancer(server, kind, header).await;
+    c.hello().await;
+    match c.request(register_body(name)).await {
+        Body::RegisterOk(_) => true,
+        Body::Error(e) if e.code == ErrorCode::RateLimited as i32 => false,
+        other => panic!("{kind}: register {name}: {other:?}"),
+    }
+}
+
+/// A family's value summed over the shards, for one `reason`.
+fn refused(server: &TestServer, family: &str, reason: &str) -> f64 {
+    let label = format!("reason=\"{reason}\"");
+    server
+        .metrics()
+        .iter()
+        .filter(|(k, _)| k.starts_with(&format!("{family}{{")) && k.contains(&label))
+        .map(|(_, v)| *v)
+        .sum()
+}
+
+fn proxy_refused(server: &TestServer, reason: &str) -> f64 {
+    refused(server, "ringchat_proxy_header_refused_total", reason)
+}
+
+/// Whether the server closes `tcp` without a byte (by the reply deadline).
+async fn closed_silently(tcp: &mut tokio::net::TcpStream) -> bool {
+    let mut buf = [0u8; 64];
+    match tokio::time::timeout(REPLY_TIMEOUT, tcp.read(&mut buf)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => true,
+        Ok(Ok(n)) => panic!(
+            "the server answered {:?}",
+            String::from_utf8_lossy(&buf[..n])
+        ),
+        Err(_) => panic!("not closed within {REPLY_TIMEOUT:?}"),
+    }
+}
+
+async fn each_header_address_has_its_own_quota(driver: &str) {
+    let server = TestServer::start(&[
+        TRUST_LOOPBACK,
+        ONE_REGISTRATION,
+        ("GATEWAY__DRIVER", driver),
+    ]);
+    assert!(registers(&server, Kind::Tcp, &v1(ALICE), "alice1").await);
+    assert!(
+        !registers(&server, Kind::Tcp, &v2(1, ALICE), "alice2").await,
+        "{driver}: a second registration from alice's address (v2 this time) is refused"
+    );
+    assert!(
+        registers(&server, Kind::Tcp, &v2(1, BOB), "bob1").await,
+        "{driver}: bob, behind the same balancer, has his own quota"
+    );
+    assert!(!registers(&server, Kind::Tcp, &v1(BOB), "bob2").await);
+    // LOCAL (the balancer's health check) and UNKNOWN keep the balancer's own address.
+    assert!(registers(&server, Kind::Tcp, &v2(0, ALICE), "local1").await);
+    assert!(!registers(&server, Kind::Tcp, b"PROXY UNKNOWN\r\n", "local2").await);
+
+    // The header and the first frame in one segment: the frame is not lost.
+    let mut tcp = AnyClient::connect_socket(&server, Kind::Tcp).await;
+    let mut segment = v1([192, 0, 2, 1]);
+    segment.extend_from_slice(&ringchat_proto::encode_to_bytes(&ringchat_proto::frame(
+        99,
+        hello_body(),
+    )));
+    tcp.write_all(&segment).await.unwrap();
+    let mut c = AnyClient::try_open(&server, Kind::Tcp, tcp).await.unwrap();
+    let first = c.recv(deadline(REPLY_TIMEOUT)).await.expect("HelloOk");
+    assert_eq!(first.request_id, 99);
+    assert!(matches!(first.body, Some(Body::HelloOk(_))), "{first:?}");
+    assert!(matches!(
+        c.request(register_body("carol")).await,
+        Body::RegisterOk(_)
+    ));
+    for reason in ["missing", "malformed", "too_large", "timeout", "closed"] {
+        assert_eq!(proxy_refused(&server, reason), 0.0, "{reason}");
+    }
+}
+
+#[tokio::test]
+async fn each_header_address_has_its_own_registration_quota_on_io_uring() {
+    each_header_address_has_its_own_quota("io_uring").await;
+}
+
+#[tokio::test]
+async fn each_header_address_has_its_own_registration_quota_on_epoll() {
+    each_header_address_has_its_own_quota("epoll").await;
+}
+
+async fn bad_headers_are_closed_and_counted(driver: &str) {
+    let server = TestServer::start(&[
+        TRUST_LOOPBACK,
+        ("SECURITY__DENY", r#"["203.0.113.66"]"#),
+        ("GATEWAY__HANDSHAKE_TIMEOUT_MS", "1000"),
+        ("GATEWAY__DRIVER", driver),
+    ]);
+    // The deny list applies to the header's address, not to the balancer's.
+    let mut tcp = AnyClient::connect_socket(&server, Kind::Tcp).await;
+    tcp.write_all(&v1([203, 0, 113, 66])).await.unwrap();
+    assert!(closed_silently(&mut tcp).await, "{driver}: a denied client");
+    assert_eq!(
+        refused(&server, "ringchat_connections_refused_total", "ip_denied"),
+        1.0
+    );
+    through_balancer(&server, Kind::Tcp, &v1(ALICE))
+        .await
+        .hello()
+        .await;
+
+    // A trusted peer with no header (a client that went around the balancer), garbage after
+    // the signature, a header past the size bound, one that never ends, none at all.
+    let cases: [(&str, Vec<u8>); 5] = [
+        (
+            "missing",
+            ringchat_proto::encode_to_bytes(&ringchat_proto::frame(1, hello_body())).to_vec(),
+        ),
+        ("malformed", b"PROXY TCP4 not an address\r\n".to_vec()),
+        ("too_large", {
+            let mut h = v2(1, ALICE);
+            h[14..16].copy_from_slice(&1000u16.to_be_bytes());
+            h
+        }),
+        ("timeout", b"PROXY TCP4 203.0.113.7 127.0".to_vec()),
+        ("closed", Vec::new()),
+    ];
+    for (reason, bytes) in cases {
+        let mut tcp = AnyClient::connect_socket(&server, Kind::Tcp).await;
+        if reason == "closed" {
+            drop(tcp);
+            common::wait_until_async(&format!("{driver}: counted as {reason}"), || {
+                proxy_refused(&server, reason) == 1.0
+            })
+            .await;
+            continue;
+        }
+        tcp.write_all(&bytes).await.unwrap();
+        assert!(closed_silently(&mut tcp).await, "{driver}: {reason}");
+        assert_eq!(proxy_refused(&server, reason), 1.0, "{driver}: {reason}");
+    }
+    for reason in ["missing", "malformed", "too_large", "timeout", "closed"] {
+        assert_eq!(proxy_refused(&server, reason), 1.0, "{driver}: {reason}");
+    }
+    // The shard serves on.
+    through_balancer(&server, Kind::Tcp, &v2(1, BOB))
+        .await
+        .hello()
+        .await;
+}
+
+#[tokio::test]
+async fn a_trusted_peer_without_a_usable_header_is_closed_and_counted_on_io_uring() {
+    bad_headers_are_closed_and_counted("io_uring").await;
+}
+
+#[tokio::test]
+async fn a_trusted_peer_without_a_usable_header_is_closed_and_counted_on_epoll() {
+    bad_headers_are_closed_and_counted("epoll").await;
+}
+
+/// TLS, WebSocket and WebSocket over TLS open behind a header, which names the client on each.
+#[tokio::test]
+async fn tls_and_websocket_open_behind_a_header() {
+    let server = Kind::Tls.server(&[TRUST_LOOPBACK, ONE_REGISTRATION]);
+    assert!(registers(&server, Kind::Tls, &v2(1, ALICE), "alice1").await);
+    assert!(
+        !registers(&server, Kind::Wss, &v1(ALICE), "alice2").await,
+        "the TLS and wss connections are both alice's"
+    );
+    assert!(registers(&server, Kind::Ws, &v1(BOB), "bob1").await);
+    assert!(!registers(&server, Kind::Wss, &v2(1, BOB), "bob2").await);
+
+    // The header and the HTTP request in one segment: the request is answered.
+    let mut tcp = AnyClient::connect_socket(&server, Kind::Ws).await;
+    let mut segment = v1([192, 0, 2, 1]);
+    segment.extend_from_slice(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    tcp.write_all(&segment).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(REPLY_TIMEOUT, tcp.read_to_end(&mut answer))
+        .await
+        .expect("the page within the deadline")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+/// Without `gateway.proxy_protocol_from`, and from a peer it does not name, a PROXY header is
+/// what it always was: bad input for the listener's protocol.
+#[tokio::test]
+async fn a_header_from_an_untrusted_peer_is_bad_input() {
+    let plain = TestServer::start(&[]);
+    for header in [v1(ALICE), v2(1, ALICE)] {
+        let mut c = through_balancer(&plain, Kind::Tcp, &header).await;
+        c.expect_error_then_closed(ErrorCode::FrameTooLarge, deadline(REPLY_TIMEOUT))
+            .await;
+    }
+    // A server that trusts 127.0.0.1 only, reached from 127.0.0.2.
+    let server = TestServer::start(&[TRUST_LOOPBACK, ONE_REGISTRATION]);
+    let from = |ip: &str| ip.parse::<IpAddr>().unwrap();
+    let untrusted =
+        |addr: SocketAddr| ringchat_bench::client::tcp_connect_from(addr, Some(from("127.0.0.2")));
+    let mut tcp = untrusted(server.tcp).await.expect("connect from 127.0.0.2");
+    tcp.write_all(&v1(ALICE)).await.unwrap();
+    let mut c = AnyClient::try_open(&server, Kind::Tcp, tcp).await.unwrap();
+    c.expect_error_then_closed(ErrorCode::FrameTooLarge, deadline(REPLY_TIMEOUT))
+        .await;
+    // A client of its own there: served, under its own address, without a header.
+    let tcp = untrusted(server.tcp).await.unwrap();
+    let mut c = AnyClient::try_open(&server, Kind::Tcp, tcp).await.unwrap();
+    c.hello().await;
+    assert!(matches!(
+        c.request(register_body("dave")).await,
+        Body::RegisterOk(_)
+    ));
+    assert!(registers(&server, Kind::Tcp, &v1(ALICE), "alice1").await);
+    for reason in ["missing", "malformed", "too_large", "timeout", "closed"] {
+        assert_eq!(proxy_refused(&server, reason), 0.0, "{reason}");
+        assert_eq!(proxy_refused(&plain, reason), 0.0, "{reason}");
+    }
+}
