@@ -178,6 +178,43 @@ fn the_store_background_threads_are_bounded() {
     }
 }
 
+/// The tail cache wraps the embedded store only: with a networked one a nonzero
+/// `storage.tail_cache_bytes` is a problem (it used to be ignored without a word), 0 is not.
+#[test]
+fn a_tail_cache_on_a_networked_store_is_a_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ringchat.toml");
+    let config = |engine: &str, bytes: u64| {
+        format!(
+            "[storage]\nengine = \"{engine}\"\ntail_cache_bytes = {bytes}\n\
+             [storage.postgres]\nurl = \"postgres://ringchat@127.0.0.1:5432/ringchat\"\n\
+             [storage.scylla]\nhosts = [\"127.0.0.1:9042\"]\nlocal_datacenter = \"dc1\"\n"
+        )
+    };
+    let check = |engine: &str, bytes: u64| {
+        std::fs::write(&file, config(engine, bytes)).unwrap();
+        ringchat().arg("check-config").arg(&file).output().unwrap()
+    };
+    for engine in ["postgres", "scylla"] {
+        let out = check(engine, 1 << 20);
+        assert!(!out.status.success(), "{engine}: a tail cache accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let needle = format!(
+            "{}:3: storage.tail_cache_bytes = 1048576: only the embedded store has a tail cache",
+            file.display()
+        );
+        assert!(
+            err.contains(&needle),
+            "{engine}: {needle} missing in:\n{err}"
+        );
+        assert!(err.contains("1 problem(s)"), "{engine}: {err}");
+        let off = check(engine, 0);
+        assert!(off.status.success(), "{engine}: {off:?}");
+    }
+    let embedded = check("embedded", 1 << 20);
+    assert!(embedded.status.success(), "{embedded:?}");
+}
+
 /// Commands that write into a data dir refuse one another user owns (root's `ringchat admin …`
 /// on a .deb install, where the service runs as `ringchat`, left a credentials file the server
 /// could not read) before writing anything, and say whom to run as.

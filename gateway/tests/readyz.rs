@@ -1,7 +1,8 @@
 //! `/readyz` is open to anyone who reaches the admin listener: a flood of probes costs the
 //! store at most one check per `READY_CHECK_CACHE` (it used to run `SELECT 1` on a blocking
 //! thread, shared with logins and reads, per probe), and the page still turns not ready soon
-//! after the store goes away. Against the real binary on a PostgreSQL cluster of the test's
+//! after the store goes away. `ringchat_ready` (what the RingchatNotReady alert reads) is the
+//! same answer, seen by a scrape alone. Against the real binary on a PostgreSQL cluster of the test's
 //! own, which it stops; every wait is on an event with a deadline.
 
 mod common;
@@ -71,4 +72,33 @@ fn readyz_probes_share_one_store_check_and_still_see_the_store_go() {
     wait_until("ready again", || {
         http_get(server.admin, "/readyz") == "ready\n"
     });
+}
+
+/// The gauge is `/readyz`'s answer, not part of it: with nothing probing `/readyz`, scrapes
+/// alone see the store go (it used to stay 1 through a PostgreSQL outage, so the alert never
+/// fired) and come back.
+#[test]
+fn the_ready_gauge_sees_the_store_go_and_come_back_with_only_scrapes() {
+    let cluster = PgCluster::start_new();
+    let url = cluster.url();
+    let connect_ms = CONNECT_TIMEOUT.as_millis().to_string();
+    let server = TestServer::start(&[
+        ("STORAGE__ENGINE", "postgres"),
+        ("STORAGE__POSTGRES__URL", url.as_str()),
+        ("STORAGE__POSTGRES__CONNECT_TIMEOUT_MS", connect_ms.as_str()),
+        ("STORAGE__POSTGRES__RECONNECT_INTERVAL_MS", "100"),
+    ]);
+    let ready = || server.metrics().get("ringchat_ready").copied();
+    wait_until("ringchat_ready 1", || ready() == Some(1.0));
+
+    cluster.stop_immediate();
+    let stopped = Instant::now();
+    wait_until("ringchat_ready 0", || ready() == Some(0.0));
+    let noticed = stopped.elapsed();
+    assert!(
+        noticed <= READY_CHECK_CACHE + CONNECT_TIMEOUT + MARGIN,
+        "ringchat_ready said 1 for {noticed:?} after the store went away"
+    );
+    cluster.start();
+    wait_until("ringchat_ready 1 again", || ready() == Some(1.0));
 }

@@ -29,9 +29,18 @@ pub fn routes() -> Router<Arc<Admin>> {
         .route("/readyz", get(ready_page))
 }
 
-/// Why the server cannot take clients now, or `None` when it can: the store takes writes and
-/// every shard accepts connections on its listeners.
-pub(crate) fn not_ready(admin: &Admin) -> Option<String> {
+/// Whether the server can take clients now, with the reason when it cannot: `/readyz`'s answer
+/// and `ringchat_ready`'s, so that the gauge never says ready while the page says 503.
+pub(crate) async fn readiness(admin: &Admin) -> Result<(), String> {
+    match not_ready(admin) {
+        Some(why) => Err(why),
+        None => admin.ready_check.store_answers(admin).await,
+    }
+}
+
+/// What needs no store call: the store takes writes, the node joined its cluster, and every
+/// shard accepts connections on its listeners.
+fn not_ready(admin: &Admin) -> Option<String> {
     if let Some(why) = admin.backend.health.failure() {
         return Some(format!("the store refuses writes: {why}"));
     }
@@ -45,13 +54,13 @@ pub(crate) fn not_ready(admin: &Admin) -> Option<String> {
     admin.facts.not_ready()
 }
 
-/// How long one answer of whether the store answers serves `/readyz`: the page is open to
-/// anyone who reaches the listener, so a loop of probes must cost the store and the blocking
-/// threads (shared with logins and reads) at most one check per this time.
+/// How long one answer of whether the store answers serves `/readyz` and `/metrics`: both are
+/// open to anyone who reaches the listener, so a loop of probes or scrapes must cost the store
+/// and the blocking threads (shared with logins and reads) at most one check per this time.
 const READY_CHECK_CACHE: Duration = Duration::from_secs(1);
 
-/// The store's last answer to `/readyz`'s check, and when it came. One check at a time: the
-/// probes that come meanwhile wait for its answer instead of starting their own.
+/// The store's last answer to the readiness check, and when it came. One check at a time: the
+/// probes and scrapes that come meanwhile wait for its answer instead of starting their own.
 #[derive(Default)]
 pub(crate) struct ReadyCheck {
     last: tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>,
@@ -82,13 +91,9 @@ impl ReadyCheck {
 /// Readiness: 503 with the reason while the server cannot take clients, or while a
 /// networked store does not answer (`ReadyCheck`: at most `READY_CHECK_CACHE` old).
 async fn ready_page(State(admin): State<Arc<Admin>>) -> (StatusCode, String) {
-    let mut why = not_ready(&admin);
-    if why.is_none() {
-        why = admin.ready_check.store_answers(&admin).await.err();
-    }
-    match why {
-        None => (StatusCode::OK, "ready\n".to_owned()),
-        Some(why) => (
+    match readiness(&admin).await {
+        Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
+        Err(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {why}\n"),
         ),
@@ -112,7 +117,8 @@ async fn metrics_page(State(admin): State<Arc<Admin>>) -> String {
     let online = admin.backend.sessions.read().online_users();
     metrics::gauge!("ringchat_online_users").set(online as f64);
     admin.backend.rooms.publish_metrics();
-    super::overview::metrics::publish(&admin);
+    let ready = readiness(&admin).await.is_ok();
+    super::overview::metrics::publish(&admin, ready);
     let mut page = admin.prometheus.render();
     super::overview::metrics::render_extra(&admin, &mut page);
     page

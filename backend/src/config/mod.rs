@@ -326,6 +326,12 @@ impl Settings {
             self.storage.tail_cache_bytes <= TAIL_CACHE_BYTES_MAX,
             "storage.tail_cache_bytes: must be at most 68719476736 (64 GiB); 0 turns the cache off",
         );
+        // Only the embedded store is opened behind the cache (`store/open.rs`): accepted, the
+        // setting would be ignored without a word.
+        check(
+            self.storage.engine == StorageEngine::Embedded || self.storage.tail_cache_bytes == 0,
+            "storage.tail_cache_bytes: only the embedded store has a tail cache (another node's writes to a shared store would not pass through it); set 0 with storage.engine = \"postgres\" or \"scylla\"",
+        );
         check(
             !self.storage.data_dir.as_os_str().is_empty(),
             "storage.data_dir: must not be empty",

@@ -130,7 +130,7 @@ pub fn describe() {
         ),
         (
             "ringchat_ready_checks_total",
-            "Checks /readyz made of whether the store answers (one answer serves every probe for 1 s), since start.",
+            "Checks /readyz and /metrics (for ringchat_ready) made of whether the store answers (one answer serves every probe and scrape for 1 s), since start.",
         ),
     ] {
         describe_counter!(name, help);
@@ -197,7 +197,7 @@ pub fn describe() {
         ),
         (
             "ringchat_ready",
-            "1 when /readyz answers 200: the store takes writes and every shard accepts.",
+            "1 when /readyz answers 200: the store takes writes and answers, the node joined its cluster, and every shard accepts.",
         ),
         (
             "process_resident_memory_bytes",
@@ -212,8 +212,8 @@ pub fn describe() {
     }
 }
 
-/// Sets the per-scrape values in the registry.
-pub fn publish(admin: &Admin) {
+/// Sets the per-scrape values in the registry; `ready` is `/readyz`'s answer (`health::readiness`).
+pub fn publish(admin: &Admin, ready: bool) {
     let o = &admin.backend.observe;
     let p = procfs::read_process();
     metrics::gauge!("process_resident_memory_bytes").set(p.rss_bytes as f64);
@@ -228,7 +228,6 @@ pub fn publish(admin: &Admin) {
     metrics::gauge!("ringchat_store_disk_total_bytes").set(store.disk_total_bytes as f64);
     let writable = admin.backend.health.failure().is_none();
     metrics::gauge!("ringchat_store_writable").set(if writable { 1.0 } else { 0.0 });
-    let ready = super::super::health::not_ready(admin).is_none();
     metrics::gauge!("ringchat_ready").set(if ready { 1.0 } else { 0.0 });
     let today = o.activity.days(1);
     let dau = today

@@ -46,6 +46,17 @@ pub fn parse_task_stat(text: &str) -> Option<(String, u64)> {
     Some((name, utime + stime))
 }
 
+/// The store's threads besides fjall's own workers: the embedded store's helpers and the
+/// networked adapters' runtimes (whose workers run the drivers' I/O).
+const STORAGE_THREADS: [&str; 6] = [
+    crate::threads::JOURNAL_SYNC,
+    crate::threads::JOURNAL_PREFILL,
+    crate::threads::FLUSH_WATCH,
+    crate::threads::MEMTABLES,
+    crate::threads::POSTGRES,
+    crate::threads::SCYLLA,
+];
+
 /// The group a thread belongs to, by its name (Linux keeps 15 bytes of it).
 pub fn thread_group(name: &str) -> &'static str {
     use crate::threads;
@@ -55,7 +66,7 @@ pub fn thread_group(name: &str) -> &'static str {
         "sequencer"
     } else if name.starts_with(threads::BACKEND) || name == threads::BLOCKING {
         "backend"
-    } else if name.starts_with("fjall") {
+    } else if name.starts_with("fjall") || STORAGE_THREADS.contains(&name) {
         "storage"
     } else if name == "ringchat" {
         "main"
@@ -127,6 +138,24 @@ pub fn ticks_per_second() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The store's CPU shows as "storage" whatever the engine: the PostgreSQL and ScyllaDB
+    /// drivers' runtimes and the embedded store's helpers, not only fjall's workers.
+    #[test]
+    fn every_store_thread_is_in_the_storage_group() {
+        use crate::threads;
+        for name in [
+            "fjall:worker",
+            threads::POSTGRES,
+            threads::SCYLLA,
+            threads::JOURNAL_SYNC,
+            threads::JOURNAL_PREFILL,
+            threads::FLUSH_WATCH,
+            threads::MEMTABLES,
+        ] {
+            assert_eq!(thread_group(name), "storage", "{name}");
+        }
+    }
 
     #[test]
     fn cores_and_threads_parse() {

@@ -20,6 +20,9 @@ pub(super) enum Kind {
     SerialRead,
     /// A counter update: adds again if run again, so not retried after an ambiguous failure.
     Counter,
+    /// Whether a node of the local data centre answers (`/readyz`): one node's word is
+    /// enough (LOCAL_ONE), and it reads nothing of the keyspace.
+    Probe,
 }
 
 pub(super) async fn prepare(
@@ -34,6 +37,10 @@ pub(super) async fn prepare(
         Kind::SerialRead => {
             st.set_is_idempotent(true);
             st.set_consistency(Consistency::LocalSerial);
+        }
+        Kind::Probe => {
+            st.set_is_idempotent(true);
+            st.set_consistency(Consistency::LocalOne);
         }
     }
     Ok(st)
@@ -79,6 +86,9 @@ macro_rules! token_columns {
 }
 
 statements! {
+    // ---- readiness (`StoreEngine::reachable`)
+    reachable: Probe, "SELECT now() FROM system.local";
+
     // ---- meta counters
     meta_get: Idempotent, "SELECT value FROM meta WHERE name = ?";
     meta_put: Idempotent, "UPDATE meta SET value = ? WHERE name = ?";
