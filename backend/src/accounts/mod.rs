@@ -86,6 +86,17 @@ impl Refusal {
         }
     }
 
+    /// UNAVAILABLE because something is full for now: come back after about `base_ms`, drawn by
+    /// the one jitter rule (`retry_after.rs`), so that the clients refused together do not all
+    /// come back together.
+    pub(crate) fn busy(message: impl Into<String>, base_ms: u64) -> Self {
+        Self {
+            code: ErrorCode::Unavailable,
+            message: message.into(),
+            retry_after_ms: crate::retry_after::jittered_ms(base_ms),
+        }
+    }
+
     /// A networked store is away: logged once per outage by the adapter, not per request.
     pub(crate) fn store_away(err: impl std::fmt::Display) -> Self {
         tracing::debug!(%err, "refused: the store is unavailable");
