@@ -13,7 +13,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::accounts::Refusal;
 use crate::api::ConnRef;
+
+/// The base of a refused read's `retry_after_ms`: a full server's is jittered up to twice it
+/// (`retry_after.rs`), a connection's own share is its own to wait for, so not.
+const RETRY_AFTER_MS: u64 = 100;
 
 pub(crate) struct ReadGate {
     permits: Arc<Semaphore>,
@@ -36,6 +41,26 @@ pub(crate) enum Full {
     Server,
     /// This connection holds `per_conn_max` places already.
     Conn,
+}
+
+impl Full {
+    /// The answer to a request refused a place: `UNAVAILABLE` when the server's queue is full,
+    /// `RATE_LIMITED` when the connection holds `per_conn_max` places. `what` names the
+    /// requests the gate holds.
+    pub(crate) fn refusal(self, what: &str, per_conn_max: u32) -> Refusal {
+        match self {
+            Self::Server => {
+                Refusal::busy(format!("too many {what} waiting, retry"), RETRY_AFTER_MS)
+            }
+            Self::Conn => Refusal {
+                code: ringchat_proto::v1::ErrorCode::RateLimited,
+                message: format!(
+                    "{per_conn_max} {what} of this connection are waiting or running already"
+                ),
+                retry_after_ms: RETRY_AFTER_MS,
+            },
+        }
+    }
 }
 
 /// A place in the queue: [`Ticket::permit`] waits for the read's turn. Dropped unused, it
@@ -154,6 +179,17 @@ mod tests {
 
     fn conn(n: u64) -> ConnRef {
         ConnRef { shard: 0, conn: n }
+    }
+
+    /// Refused together, a full server's readers come back spread over [100, 200) ms.
+    #[test]
+    fn a_full_servers_refusals_are_jittered() {
+        let server = || Full::Server.refusal("reads", 16);
+        assert_eq!(server().code, ringchat_proto::v1::ErrorCode::Unavailable);
+        crate::retry_after::assert_jittered(RETRY_AFTER_MS, || server().retry_after_ms);
+        let conn = Full::Conn.refusal("reads", 16);
+        assert_eq!(conn.code, ringchat_proto::v1::ErrorCode::RateLimited);
+        assert_eq!(conn.retry_after_ms, RETRY_AFTER_MS);
     }
 
     #[tokio::test]

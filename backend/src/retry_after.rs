@@ -53,6 +53,20 @@ fn next_random() -> u64 {
     })
 }
 
+/// Asserts that `draw` (a call site's `retry_after_ms`) follows the rule around `base_ms`: every
+/// value in `[base_ms, 2 × base_ms)`, and spread out rather than one value for all.
+#[cfg(test)]
+pub(crate) fn assert_jittered(base_ms: u64, mut draw: impl FnMut() -> u64) {
+    let drawn: Vec<u64> = (0..200).map(|_| draw()).collect();
+    assert!(
+        drawn.iter().all(|ms| (base_ms..2 * base_ms).contains(ms)),
+        "outside [{base_ms}, {}): {drawn:?}",
+        2 * base_ms
+    );
+    let distinct: std::collections::HashSet<_> = drawn.iter().collect();
+    assert!(distinct.len() > 20, "in lockstep: {distinct:?}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,7 +16,7 @@ use crate::messaging::Writes;
 use crate::messaging::delivery::{Delivery, ToDeliver};
 use crate::messaging::writer::{RowPolicy, WriteOp, Writer};
 use crate::presence::{DeviceState, LocalPresence, Tracker};
-use crate::read_gate::{Full, ReadGate, Ticket};
+use crate::read_gate::{ReadGate, Ticket};
 use crate::rooms::Rooms;
 use crate::sessions::{Session, Sessions, SharedSessions};
 use crate::store::{Ports, StoreError, StoreHealth};
@@ -755,19 +755,7 @@ impl Backend {
     ) -> Option<Ticket> {
         let refusal = match gate.ticket(conn) {
             Ok(ticket) => return Some(ticket),
-            Err(Full::Server) => Refusal {
-                code: ErrorCode::Unavailable,
-                message: format!("too many {what} waiting, retry"),
-                retry_after_ms: 100,
-            },
-            Err(Full::Conn) => Refusal {
-                code: ErrorCode::RateLimited,
-                message: format!(
-                    "{} {what} of this connection are waiting or running already",
-                    gate.per_conn_max()
-                ),
-                retry_after_ms: 100,
-            },
+            Err(full) => full.refusal(what, gate.per_conn_max()),
         };
         self.reply(conn, request_id, Body::Error(refusal.into_error()))
             .await;

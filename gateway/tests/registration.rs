@@ -47,9 +47,14 @@ fn registered(body: &Body) -> bool {
     matches!(body, Body::RegisterOk(_))
 }
 
+/// A closed server answers every Register REGISTRATION_CLOSED: a taken name is not revealed,
+/// and no attempt uses up the address's registration budget (one here).
 #[tokio::test]
 async fn closed_registration_refuses_register_and_operators_create_users_who_can_log_in() {
-    let server = TestServer::start(&[("ACCOUNTS__REGISTRATION", "closed")]);
+    let server = TestServer::start(&[
+        ("ACCOUNTS__REGISTRATION", "closed"),
+        ("ACCOUNTS__REGISTRATIONS_PER_IP_PER_HOUR", "1"),
+    ]);
     let admin = server.api_key("ops", "admin");
     let viewer = server.api_key("watch", "viewer");
     let body = register(&server, "alice", "").await;
@@ -64,6 +69,10 @@ async fn closed_registration_refuses_register_and_operators_create_users_who_can
         login(&server, "alice", PASSWORD).await,
         Body::LoginOk(_)
     ));
+    for name in ["alice", "ALICE", "zoe", "yann"] {
+        let body = register(&server, name, "").await;
+        assert_eq!(error_code(&body), ErrorCode::RegistrationClosed, "{name}");
+    }
     // A generated password, shown once.
     let r = admin.post("/api/users", json!({"username": "bob"}));
     assert_eq!(r.0, 201, "{}", r.1);
@@ -121,6 +130,42 @@ async fn registrations_from_one_address_are_bounded() {
     assert!(limited.retry_after_ms > 0);
     let again = login(&server, "first", PASSWORD).await;
     assert!(matches!(again, Body::LoginOk(_)), "{again:?}");
+}
+
+/// On an invite server a missing or wrong code is answered INVITE_INVALID before anything
+/// else, and uses up none of the address's registration budget (one here): the one
+/// registration it allows still goes through with a valid code afterwards.
+#[tokio::test]
+async fn a_wrong_invite_is_answered_first_and_uses_no_registration_budget() {
+    let server = TestServer::start(&[
+        ("ACCOUNTS__REGISTRATION", "invite"),
+        ("ACCOUNTS__REGISTRATIONS_PER_IP_PER_HOUR", "1"),
+    ]);
+    let admin = server.api_key("ops", "admin");
+    let r = admin.post(
+        "/api/users",
+        json!({"username": "alice", "password": PASSWORD}),
+    );
+    assert_eq!(r.0, 201, "{}", r.1);
+    for (name, invite) in [
+        ("alice", ""),
+        ("alice", "inv_wrong"),
+        ("bob", ""),
+        ("bob", "inv_wrong"),
+        ("bob", "inv_wrong_again"),
+    ] {
+        let body = register(&server, name, invite).await;
+        assert_eq!(
+            error_code(&body),
+            ErrorCode::InviteInvalid,
+            "{name} {invite:?}"
+        );
+    }
+    let r = admin.post("/api/invites", json!({}));
+    assert_eq!(r.0, 201, "{}", r.1);
+    let invite = r.1["code"].as_str().unwrap().to_owned();
+    let body = register(&server, "bob", &invite).await;
+    assert!(registered(&body), "{body:?}");
 }
 
 #[tokio::test]

@@ -204,6 +204,42 @@ async fn users_issue_invites_within_their_allowance_and_manage_only_their_own() 
     assert_eq!(error_code(&reply), ErrorCode::RateLimited);
 }
 
+/// While the server holds `accounts.invites_max` usable invites, a user's `CreateInvite` is
+/// `UNAVAILABLE` with a `retry_after_ms` drawn in [60 s, 120 s): the users refused together do
+/// not all come back in the same millisecond.
+#[tokio::test]
+async fn a_full_servers_refusals_spread_their_retries() {
+    const REFUSALS: usize = 40;
+    let server = TestServer::start(&[
+        ("ACCOUNTS__REGISTRATION", "invite"),
+        ("ACCOUNTS__INVITES_MAX", "1"),
+        ("ACCOUNTS__USER_INVITES_PER_DAY", "100"),
+    ]);
+    let ops = server.api_key("ops", "admin");
+    // Two uses: one registers alice, the other keeps it usable, so the server is full.
+    let r = ops.post("/api/invites", json!({"uses_max": 2}));
+    assert_eq!(r.0, 201, "{}", r.1);
+    let Body::RegisterOk(_) = register(&server, "alice", r.1["code"].as_str().unwrap()).await
+    else {
+        panic!("alice registers")
+    };
+    let mut a = login(&server, "alice").await;
+    let mut told = std::collections::HashSet::new();
+    for _ in 0..REFUSALS {
+        let Body::Error(e) = create(&mut a, 0, 0).await else {
+            panic!("the server is full")
+        };
+        assert_eq!(e.code, ErrorCode::Unavailable as i32, "{e:?}");
+        assert!(
+            (60_000..120_000).contains(&e.retry_after_ms),
+            "{}",
+            e.retry_after_ms
+        );
+        told.insert(e.retry_after_ms);
+    }
+    assert!(told.len() > REFUSALS / 2, "in lockstep: {told:?}");
+}
+
 #[tokio::test]
 async fn users_issue_no_invites_unless_registration_is_by_invite() {
     let server = TestServer::start(&[]);

@@ -86,6 +86,17 @@ impl Refusal {
         }
     }
 
+    /// UNAVAILABLE because something is full for now: come back after about `base_ms`, drawn by
+    /// the one jitter rule (`retry_after.rs`), so that the clients refused together do not all
+    /// come back together.
+    pub(crate) fn busy(message: impl Into<String>, base_ms: u64) -> Self {
+        Self {
+            code: ErrorCode::Unavailable,
+            message: message.into(),
+            retry_after_ms: crate::retry_after::jittered_ms(base_ms),
+        }
+    }
+
     /// A networked store is away: logged once per outage by the adapter, not per request.
     pub(crate) fn store_away(err: impl std::fmt::Display) -> Self {
         tracing::debug!(%err, "refused: the store is unavailable");
@@ -262,12 +273,36 @@ impl Accounts {
         req: v1::Register,
         gone: &(dyn Fn() -> bool + Sync),
     ) -> Result<v1::RegisterOk, Refusal> {
+        // The policy answers first, before any lookup or charge: a closed server tells nobody
+        // whether a name is taken, and a missing or wrong invite uses up no registration budget.
+        self.check_policy(&req.invite_code)?;
         check_new_account(
             &self.live.get().accounts,
             &req.username,
             &req.password,
             &req.email,
         )?;
+        let invite = self.admit(&req.invite_code).await?;
+        let result = self.register_counted(peer, req, gone).await;
+        match &result {
+            Ok(ok) => self.audit.record(
+                crate::audit::Entry::new(format!("user:{}", ok.user_id), "user.register")
+                    .target(format!("user:{}", ok.user_id))
+                    .from(peer)
+                    .detail(invite.map_or_else(String::new, |id| format!("invite {id}"))),
+            ),
+            Err(_) => self.return_invite(invite).await,
+        }
+        result
+    }
+
+    /// An admitted Register, within the address's registration budget.
+    async fn register_counted(
+        &self,
+        peer: std::net::IpAddr,
+        req: v1::Register,
+        gone: &(dyn Fn() -> bool + Sync),
+    ) -> Result<v1::RegisterOk, Refusal> {
         // A taken name is answered first and not counted: names are public (search finds
         // them), and clients that register before each login (load generators) would use up
         // the budget. Everything else counts, a taken e-mail address or a wrong code too.
@@ -294,18 +329,7 @@ impl Accounts {
                 retry_after_ms: l.retry_after_ms(),
             })?;
         }
-        let invite = self.admit(&req.invite_code).await?;
-        let result = self.register_admitted(req, gone).await;
-        match &result {
-            Ok(ok) => self.audit.record(
-                crate::audit::Entry::new(format!("user:{}", ok.user_id), "user.register")
-                    .target(format!("user:{}", ok.user_id))
-                    .from(peer)
-                    .detail(invite.map_or_else(String::new, |id| format!("invite {id}"))),
-            ),
-            Err(_) => self.return_invite(invite).await,
-        }
-        result
+        self.register_admitted(req, gone).await
     }
 
     async fn register_admitted(

@@ -70,18 +70,32 @@ impl Accounts {
         }
     }
 
-    /// What the registration policy asks of a client's Register before anything else is done:
-    /// closed refuses it, invite takes one use of its code (given back with
+    /// What the registration policy refuses of a client's Register with no lookup, before
+    /// anything else is done: everything on a closed server, and a missing or oversized code on
+    /// an invite server.
+    pub(super) fn check_policy(&self, invite_code: &str) -> Result<(), Refusal> {
+        match self.accounts.registration {
+            Registration::Open => Ok(()),
+            Registration::Closed => Err(registration_closed()),
+            Registration::Invite
+                if invite_code.is_empty() || invite_code.len() > INVITE_CODE_BYTES_MAX =>
+            {
+                Err(invite_invalid())
+            }
+            Registration::Invite => Ok(()),
+        }
+    }
+
+    /// What the registration policy asks of a client's Register before any other lookup:
+    /// [`Self::check_policy`], then invite takes one use of its code (given back with
     /// [`Self::return_invite`] if the registration then fails). A code issued by a user who is
     /// disabled now registers nobody: whoever was shut out must not bring others in.
     pub(super) async fn admit(&self, invite_code: &str) -> Result<Option<u64>, Refusal> {
+        self.check_policy(invite_code)?;
         match self.accounts.registration {
-            Registration::Open => Ok(None),
-            Registration::Closed => Err(registration_closed()),
+            // (Closed was refused just above.)
+            Registration::Open | Registration::Closed => Ok(None),
             Registration::Invite => {
-                if invite_code.is_empty() || invite_code.len() > INVITE_CODE_BYTES_MAX {
-                    return Err(invite_invalid());
-                }
                 let hash = super::token_hash(invite_code.trim());
                 let store = Arc::clone(&self.admin_store);
                 let taken = blocking(move || {

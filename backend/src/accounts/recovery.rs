@@ -27,6 +27,17 @@ use crate::config::{EmailVerification, Registration};
 use crate::store::{UserId, email_key};
 use crate::time::now_ms;
 
+/// The base of `retry_after_ms` when the mailer's queue is full (jittered up to twice it).
+const MAILER_FULL_RETRY_AFTER_MS: u64 = 1_000;
+
+/// A full mailer's answer to a request for a code.
+fn mailer_full() -> Refusal {
+    Refusal::busy(
+        "too many mails on their way, retry",
+        MAILER_FULL_RETRY_AFTER_MS,
+    )
+}
+
 impl Accounts {
     pub async fn request_email_code(
         &self,
@@ -77,11 +88,7 @@ impl Accounts {
         // Taken before the code, whether or not a mail will be sent: a full mailer refuses
         // every request alike.
         let Some(slot) = self.mailer.slot() else {
-            return Err(Refusal {
-                code: ErrorCode::Unavailable,
-                message: "too many mails on their way, retry".into(),
-                retry_after_ms: 1_000,
-            });
+            return Err(mailer_full());
         };
         let key = email_key(&req.email);
         let issued = self.codes.issue(purpose, &key, peer, now_ms()).await?;

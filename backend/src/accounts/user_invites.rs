@@ -26,7 +26,8 @@ use crate::time::now_ms;
 const DAY_MS: u64 = 24 * 3600 * 1000;
 /// Invites read from the store at a time while walking.
 const WALK_CHUNK: usize = 256;
-/// How long to wait when the server holds `accounts.invites_max` usable invites.
+/// How long to wait when the server holds `accounts.invites_max` usable invites (the base:
+/// jittered up to twice it).
 const FULL_RETRY_MS: u64 = 60_000;
 
 /// Users' issues in the current day, per user; tracks at most `accounts.invites_max` users
@@ -53,6 +54,14 @@ fn refused(code: ErrorCode, message: impl Into<String>, retry_after_ms: u64) -> 
         message: message.into(),
         retry_after_ms,
     }
+}
+
+/// The answer while the server holds `accounts.invites_max` usable invites.
+fn invites_full() -> Refusal {
+    Refusal::busy(
+        "the server holds as many invites as it keeps; try again later",
+        FULL_RETRY_MS,
+    )
 }
 
 fn day_spent(retry_after_ms: u64) -> Refusal {
@@ -169,11 +178,7 @@ impl Accounts {
             .await
             .map_err(Refusal::from)?;
         let Some((code, record)) = issued else {
-            return Err(refused(
-                ErrorCode::Unavailable,
-                "the server holds as many invites as it keeps; try again later",
-                FULL_RETRY_MS,
-            ));
+            return Err(invites_full());
         };
         self.audit.record(
             Entry::new(issuer(user), "invite.create")

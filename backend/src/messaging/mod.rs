@@ -87,7 +87,7 @@ pub fn validate_send(
         return invalid("client_msg_id must be 1 to 64 bytes");
     }
     let target = match (send.to_user_id, send.conversation_id) {
-        (to, 0) => {
+        (to, 0) if to != 0 => {
             if to == from {
                 return invalid("to_user_id is yourself");
             }
@@ -99,7 +99,7 @@ pub fn validate_send(
             }
             Target::User(to)
         }
-        (0, raw) => {
+        (0, raw) if raw != 0 => {
             let conv = conv_from_wire(raw)?;
             match conv.kind() {
                 ConvKind::Group => Target::Group(conv),
@@ -116,6 +116,7 @@ pub fn validate_send(
                 }
             }
         }
+        // Both, or neither (not a send to user 0).
         _ => return invalid("set exactly one of to_user_id and conversation_id"),
     };
     if matches!(target, Target::User(_)) && (send.mention_all || !send.mention_user_ids.is_empty())
@@ -207,6 +208,17 @@ mod tests {
             code(validate_send(me, &system, 10)),
             ErrorCode::NotFound,
             "another user's system conversation is not yours to know of"
+        );
+        assert_eq!(
+            code(validate_send(me, &send(0, "hi"), 10)),
+            ErrorCode::InvalidArgument,
+            "neither to_user_id nor conversation_id"
+        );
+        let mut both = send(100_000_002, "hi");
+        both.conversation_id = crate::store::ConvId::system(me).unwrap().to_wire();
+        assert_eq!(
+            code(validate_send(me, &both, 10)),
+            ErrorCode::InvalidArgument
         );
         let mut no_id = send(100_000_002, "hi");
         no_id.client_msg_id.clear();

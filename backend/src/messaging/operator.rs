@@ -21,6 +21,8 @@ use crate::api::{ConnRef, ShardId};
 pub(crate) const OPERATOR_SHARD: ShardId = ShardId::MAX;
 /// Operator writes waiting for their commit at once, at most; past it: unavailable, retry.
 const OPERATOR_WRITES_IN_FLIGHT_MAX: usize = 64;
+/// The base of `retry_after_ms` past it (jittered up to twice it).
+const OPERATOR_BUSY_RETRY_AFTER_MS: u64 = 500;
 /// How long an operator waits for the commit of a write before giving up on its answer (the
 /// write may still land).
 const OPERATOR_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -58,15 +60,18 @@ impl OperatorReplies {
     }
 }
 
+/// The answer past `OPERATOR_WRITES_IN_FLIGHT_MAX` writes in flight.
+fn busy() -> Refusal {
+    Refusal::busy(
+        "too many operator writes in flight, retry",
+        OPERATOR_BUSY_RETRY_AFTER_MS,
+    )
+}
+
 impl crate::Backend {
     /// Queues an operator's write on the sequencer and waits for its answer, given once its
     /// commit group is durable (or refused).
     pub(crate) async fn operator_write(&self, write: Write) -> Result<Body, OperatorWriteError> {
-        let busy = || Refusal {
-            code: ErrorCode::Unavailable,
-            message: "too many operator writes in flight, retry".into(),
-            retry_after_ms: 500,
-        };
         let replies = &self.operator_replies;
         let request_id = replies.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
@@ -157,5 +162,17 @@ impl From<OperatorWriteError> for Refusal {
         match e {
             OperatorWriteError::NotQueued(r) | OperatorWriteError::Unanswered(r) => r,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Refused together, operators' writes come back spread over [500, 1,000) ms.
+    #[test]
+    fn busy_refusals_are_jittered() {
+        assert_eq!(busy().code, ErrorCode::Unavailable);
+        crate::retry_after::assert_jittered(OPERATOR_BUSY_RETRY_AFTER_MS, || busy().retry_after_ms);
     }
 }

@@ -260,7 +260,7 @@ impl Conn {
                 ErrorCode::ServerFull,
                 "this server is at its connection limit, try another or later",
             );
-            self.finish(End::Close(Close::AfterError(ErrorCode::ServerFull)))
+            self.finish(End::Close(Close::Refused(ErrorCode::ServerFull)))
                 .await;
         })
         .await;

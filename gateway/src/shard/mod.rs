@@ -212,6 +212,10 @@ pub(crate) enum Close {
     Kick(KickReason),
     /// An `Error` frame with this code is already queued; flush it, then close.
     AfterError(ErrorCode),
+    /// The same for a client turned away for now (`Session::refuse`: a full shard, a busy
+    /// server), told to come back after its `retry_after_ms`: on WebSocket 1013, whatever the
+    /// code, so that a busy server's UNAVAILABLE is not taken for the 1001 of a shutdown.
+    Refused(ErrorCode),
     /// The client hung up while a request of its login waited: nobody to tell.
     PeerGone,
 }

@@ -507,7 +507,7 @@ impl Session {
         let mut body = error_body(code, message);
         body.retry_after_ms = self.shard.login_retry_after_ms();
         self.reply(request_id, Body::Error(body));
-        self.shared.close_with(Close::AfterError(code));
+        self.shared.close_with(Close::Refused(code));
     }
 }
 

@@ -99,3 +99,12 @@ async fn addresses_the_mailer_would_refuse_are_refused_up_front() {
         assert_eq!(refused.code, ErrorCode::InvalidArgument, "{bad}");
     }
 }
+
+/// Refused together by a full mailer, clients come back spread over [1, 2) s.
+#[test]
+fn a_full_mailers_refusals_are_jittered() {
+    assert_eq!(super::mailer_full().code, ErrorCode::Unavailable);
+    crate::retry_after::assert_jittered(super::MAILER_FULL_RETRY_AFTER_MS, || {
+        super::mailer_full().retry_after_ms
+    });
+}

@@ -464,3 +464,76 @@ fn a_closed_connection_frees_its_socket_before_the_backend_hears_of_it() {
         assert!(shard.backend.capacity() == 0);
     });
 }
+
+/// A login the shard cannot queue for the backend (its request queue full: a busy server) is
+/// told `Error{UNAVAILABLE}` with a `retry_after_ms`, then on WebSocket the close 1013 (try
+/// again later), as a full shard's `SERVER_FULL` is: 1001 would tell the client the node is
+/// going away, and a browser would switch nodes instead of waiting. Before, it was 1001.
+#[test]
+fn a_busy_servers_refused_websocket_login_closes_with_try_again_later() {
+    use ringchat_proto::{Body, Frame, v1};
+    use tokio_tungstenite::tungstenite::{self, Message};
+    runtime().block_on(async {
+        let (shard, _requests) = test_shard();
+        fill_backend_queue(&shard);
+        let listener = monoio::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let client = std::thread::spawn(move || {
+            let socket = std::net::TcpStream::connect(addr).expect("connect");
+            socket.set_read_timeout(Some(DEADLINE)).unwrap();
+            let (mut ws, _) =
+                tungstenite::client(format!("ws://{addr}/ws"), socket).expect("upgrade");
+            let mut send = |request_id, body| {
+                let frame = ringchat_proto::frame(request_id, body);
+                // One message, one Frame: no length prefix on WebSocket.
+                ws.send(Message::Binary(
+                    prost::Message::encode_to_vec(&frame).into(),
+                ))
+                .expect("send");
+            };
+            send(
+                1,
+                Body::Hello(v1::Hello {
+                    protocol_version: ringchat_proto::PROTOCOL_VERSION,
+                    client_name: "conn-test".into(),
+                }),
+            );
+            send(2, Body::Login(v1::Login::default()));
+            let mut bodies = Vec::new();
+            loop {
+                match ws.read().expect("the server's close frame before the end") {
+                    Message::Binary(b) => {
+                        let frame: Frame = prost::Message::decode(&b[..]).expect("a Frame");
+                        bodies.push(frame.body);
+                    }
+                    Message::Close(close) => {
+                        let close = close.expect("a close code");
+                        return (bodies, u16::from(close.code), close.reason.to_string());
+                    }
+                    _ => {}
+                }
+            }
+        });
+        let (stream, _peer) = listener.accept().await.expect("accept");
+        let task = monoio::spawn(serve(
+            Rc::clone(&shard),
+            shard.register(),
+            stream,
+            Listen::Ws,
+            false,
+        ));
+        until("the client has the close", || client.is_finished()).await;
+        let (bodies, code, reason) = client.join().unwrap();
+        assert!(matches!(bodies[0], Some(Body::HelloOk(_))), "{bodies:?}");
+        let Some(Body::Error(refused)) = &bodies[1] else {
+            panic!("{bodies:?}")
+        };
+        assert_eq!(refused.code, ErrorCode::Unavailable as i32);
+        assert!(refused.retry_after_ms > 0);
+        assert_eq!((code, reason.as_str()), (1013, "ERROR_CODE_UNAVAILABLE"));
+        assert_eq!(shard.stats.logins_refused_backend_queue.get(), 1);
+        monoio::time::timeout(DEADLINE, task)
+            .await
+            .expect("the connection ends");
+    });
+}

@@ -211,6 +211,9 @@ pub(super) fn close_for(goodbye: Goodbye) -> (u16, &'static str) {
             ws_close.unwrap_or_else(|| error_close_code(code)),
             code.as_str_name(),
         ),
+        Goodbye::Close(Close::Refused(code), _) => {
+            (close_code::TRY_AGAIN_LATER, code.as_str_name())
+        }
         // Not sent (the client is gone: `Conn::finish` says nothing), named for completeness.
         Goodbye::Close(Close::PeerGone, _) => (close_code::NORMAL, ""),
         Goodbye::Echo(code) => (code, ""),
@@ -231,6 +234,7 @@ fn error_close_code(code: ErrorCode) -> u16 {
         ErrorCode::FrameTooLarge => close_code::MESSAGE_TOO_BIG,
         ErrorCode::BadFrame => close_code::INVALID_PAYLOAD,
         ErrorCode::ServerFull => close_code::TRY_AGAIN_LATER,
+        // At shutdown; a busy server's is `Close::Refused`.
         ErrorCode::Unavailable => close_code::GOING_AWAY,
         ErrorCode::Internal => close_code::INTERNAL_ERROR,
         _ => close_code::POLICY_VIOLATION,
@@ -241,6 +245,29 @@ fn error_close_code(code: ErrorCode) -> u16 {
 mod tests {
     use super::*;
     use codec::client_frame;
+
+    /// 1001 is for a node going away (a shutdown's kick or UNAVAILABLE); a client turned away
+    /// for now, whatever the code, is told 1013 and comes back after `retry_after_ms`.
+    #[test]
+    fn shutdown_closes_going_away_and_a_refusal_try_again_later() {
+        let close = |c| close_for(Goodbye::Close(c, None));
+        assert_eq!(
+            close(Close::Kick(KickReason::ServerShutdown)),
+            (1001, "KICK_REASON_SERVER_SHUTDOWN")
+        );
+        assert_eq!(
+            close(Close::AfterError(ErrorCode::Unavailable)),
+            (1001, "ERROR_CODE_UNAVAILABLE")
+        );
+        assert_eq!(
+            close(Close::Refused(ErrorCode::Unavailable)),
+            (1013, "ERROR_CODE_UNAVAILABLE")
+        );
+        assert_eq!(
+            close(Close::Refused(ErrorCode::ServerFull)),
+            (1013, "ERROR_CODE_SERVER_FULL")
+        );
+    }
 
     /// What `decode` makes of each frame in turn, as `Some(alive)` for progress and `None`
     /// for a whole message.
