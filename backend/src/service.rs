@@ -640,18 +640,27 @@ impl Backend {
             opened_at_ms: crate::time::now_ms(),
             token_expires_at_ms: auth.token_expires_at_ms,
         };
-        let opened = self.sessions.write().open(auth.user_id, session);
+        // Cluster mode: the user's sessions on the other nodes count toward devices_max too.
+        let elsewhere = self.accounts.sessions_elsewhere(auth.user_id).await;
+        let opened = self
+            .sessions
+            .write()
+            .open_beside(auth.user_id, session, &elsewhere);
         let replaced = match opened {
             Ok(replaced) => replaced,
             Err(refused_open) => {
                 // Checked before the token was written (`Accounts::check_room`), so only a
                 // login that took the last place meanwhile gets here.
                 self.take_back_token(&auth, &body).await;
-                self.kick_revoked(auth.user_id, &auth.revoked, conn).await;
+                self.kick_revoked(auth.user_id, &auth.revoked, conn, None)
+                    .await;
                 return refused(refused_open.into());
             }
         };
-        self.kick_revoked(auth.user_id, &auth.revoked, conn).await;
+        // This device's sessions on other nodes get REPLACED below (whatever the outcome),
+        // not DEVICE_REVOKED: the same end as on this node.
+        self.kick_revoked(auth.user_id, &auth.revoked, conn, Some(&auth.device_id))
+            .await;
         // From here on the session gets what is routed: anything stamped earlier and not yet
         // routed is newer than the time the login reports.
         let login_time = self.delivery.in_flight.login_time(now_ms());
@@ -686,7 +695,8 @@ impl Backend {
         };
         if let Some((refusal, token_gone)) = revoked {
             self.sessions.write().close(auth.user_id, conn);
-            self.kick_replaced(&replaced).await;
+            self.kick_replaced(auth.user_id, &auth.device_id, &replaced)
+                .await;
             if !token_gone {
                 // Nobody got the new token: take it back (and put a refreshed one back).
                 self.take_back_token(&auth, &body).await;
@@ -700,11 +710,13 @@ impl Backend {
         if let Err(refusal) = ready {
             self.sessions.write().close(auth.user_id, conn);
             self.group_online.close(auth.user_id, conn);
-            self.kick_replaced(&replaced).await;
+            self.kick_replaced(auth.user_id, &auth.device_id, &replaced)
+                .await;
             self.take_back_token(&auth, &body).await;
             return refused(refusal);
         }
-        self.kick_replaced(&replaced).await;
+        self.kick_replaced(auth.user_id, &auth.device_id, &replaced)
+            .await;
         self.observe.logged_in(auth.user_id);
         self.route_opened(auth.user_id, conn, &auth.device_id, platform); // cluster routes
         LoginReply {
@@ -723,8 +735,20 @@ impl Backend {
         }
     }
 
-    /// Ends the sessions a login replaced (`Sessions::open` took them out of the table).
-    async fn kick_replaced(&self, replaced: &[ConnRef]) {
+    /// Ends the sessions a login replaced (`Sessions::open` took them out of the table), and
+    /// in a cluster the (named) device's sessions on the other nodes: each node ends those
+    /// opened before the kick was issued (`cluster/link/kicks.rs`), so never the new session,
+    /// nor a later login of the device there. Two logins of one device on two nodes at once
+    /// may end each other (the device logs in again, and that login stays); both never stay.
+    async fn kick_replaced(
+        &self,
+        user_id: crate::store::UserId,
+        device_id: &str,
+        replaced: &[ConnRef],
+    ) {
+        if !device_id.is_empty() {
+            self.kick_elsewhere(user_id, Some(device_id), KickReason::Replaced);
+        }
         for old in replaced {
             self.send_to_shard(
                 old.shard,

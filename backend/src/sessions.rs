@@ -90,16 +90,34 @@ impl Sessions {
     /// Whether a session of `device_id` on `platform` would be let in now: the rule
     /// [`Self::open`] applies, asked before a login writes a token, so that a login refused
     /// for too many devices revokes nothing.
+    #[cfg(test)]
     pub fn room_for(
         &self,
         user_id: UserId,
         device_id: &str,
         platform: Platform,
     ) -> Result<(), OpenError> {
-        let staying = (self.of_user(user_id).iter())
+        self.room_beside(user_id, device_id, platform, &[])
+    }
+
+    /// [`Self::room_for`], counting also `elsewhere`: the device ids of the user's sessions on
+    /// the other nodes (cluster mode, `Routes::sessions_elsewhere`). Those of this (named)
+    /// device do not count: the login replaces them there too (`Kicked{REPLACED}` through the
+    /// link). The per-platform policy replaces only sessions on this node.
+    pub fn room_beside(
+        &self,
+        user_id: UserId,
+        device_id: &str,
+        platform: Platform,
+        elsewhere: &[Box<str>],
+    ) -> Result<(), OpenError> {
+        let here = (self.of_user(user_id).iter())
             .filter(|old| !self.replaces(device_id, platform, old))
             .count();
-        if staying >= self.devices_max {
+        let there = (elsewhere.iter())
+            .filter(|d| device_id.is_empty() || ***d != *device_id)
+            .count();
+        if here + there >= self.devices_max {
             return Err(OpenError::TooManyDevices {
                 devices_max: self.devices_max,
             });
@@ -109,8 +127,20 @@ impl Sessions {
 
     /// Registers a session. Returns the connections it replaces (same device id, or same platform
     /// where the policy says so); the caller kicks them.
+    #[cfg(test)]
     pub fn open(&mut self, user_id: UserId, session: Session) -> Result<Vec<ConnRef>, OpenError> {
-        self.room_for(user_id, &session.device_id, session.platform)?;
+        self.open_beside(user_id, session, &[])
+    }
+
+    /// [`Self::open`] under [`Self::room_beside`]'s count (`elsewhere`: the user's sessions on
+    /// the other nodes).
+    pub fn open_beside(
+        &mut self,
+        user_id: UserId,
+        session: Session,
+        elsewhere: &[Box<str>],
+    ) -> Result<Vec<ConnRef>, OpenError> {
+        self.room_beside(user_id, &session.device_id, session.platform, elsewhere)?;
         let existing = std::mem::take(self.by_user.entry(user_id).or_default());
         let mut replaced = Vec::new();
         let mut staying = SmallVec::with_capacity(existing.len() + 1);
@@ -289,6 +319,37 @@ mod tests {
             "replaces b"
         );
         assert_eq!(reg.room_for(8, "a", Platform::Ios), Ok(()), "another user");
+    }
+
+    /// Cluster mode: the user's sessions on other nodes count too, except the device's own
+    /// (replaced there).
+    #[test]
+    fn sessions_elsewhere_count_but_not_the_devices_own() {
+        let mut reg = Sessions::new(3, vec![]);
+        reg.open(7, s(1, "a", Platform::Ios)).unwrap();
+        let elsewhere: Vec<Box<str>> = vec!["b".into(), "phone".into()];
+        let full = Err(OpenError::TooManyDevices { devices_max: 3 });
+        assert_eq!(reg.room_beside(7, "c", Platform::Web, &elsewhere), full);
+        assert_eq!(reg.room_beside(7, "", Platform::Web, &elsewhere), full);
+        assert_eq!(
+            reg.room_beside(7, "phone", Platform::Web, &elsewhere),
+            Ok(()),
+            "replaces the phone where it is"
+        );
+        assert_eq!(
+            reg.open_beside(7, s(2, "c", Platform::Web), &elsewhere),
+            Err(OpenError::TooManyDevices { devices_max: 3 })
+        );
+        let nameless: Vec<Box<str>> = vec!["".into(), "".into()];
+        assert_eq!(
+            reg.room_beside(7, "", Platform::Web, &nameless),
+            full,
+            "nameless logins elsewhere are sessions each"
+        );
+        assert_eq!(
+            reg.open_beside(7, s(2, "c", Platform::Web), &[]),
+            Ok(vec![])
+        );
     }
 
     #[test]

@@ -361,6 +361,8 @@ impl Backend {
 
     async fn list_devices(&self, conn: ConnRef, user_id: UserId) -> Result<(Body, Kicks), Refusal> {
         let devices = self.accounts.devices(user_id).await?;
+        // Cluster mode: a device connected to another node is online too (one Redis read).
+        let elsewhere = self.accounts.sessions_elsewhere(user_id).await;
         let now = now_ms();
         let mut list: Vec<v1::Device> = {
             let sessions = self.sessions.read();
@@ -369,7 +371,8 @@ impl Backend {
             devices
                 .into_iter()
                 .map(|(hash, t)| {
-                    let is_online = online.iter().any(|s| *s.device_id == *t.device_id);
+                    let is_online = online.iter().any(|s| *s.device_id == *t.device_id)
+                        || elsewhere.iter().any(|d| **d == *t.device_id);
                     v1::Device {
                         online: is_online,
                         current: current.as_deref() == Some(t.device_id.as_str()),

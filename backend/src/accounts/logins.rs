@@ -169,7 +169,8 @@ impl Accounts {
             self.throttle.record_success(&key);
         }
         self.check_enabled(user.user_id).await?;
-        self.check_room(user.user_id, &req.device_id, req.platform)?;
+        self.check_room(user.user_id, &req.device_id, req.platform)
+            .await?;
         let device = Device {
             user_id: user.user_id,
             device_id: &req.device_id,
@@ -267,7 +268,8 @@ impl Accounts {
         let life = record.expires_at_ms.saturating_sub(record.issued_at_ms);
         let refresh_window = life / 100 * u64::from(self.login.token_refresh_percent);
         if record.expires_at_ms - now <= refresh_window {
-            self.check_room(record.user_id, &record.device_id, req.platform)?;
+            self.check_room(record.user_id, &record.device_id, req.platform)
+                .await?;
             let device = Device {
                 user_id: record.user_id,
                 device_id: &record.device_id,
@@ -313,12 +315,19 @@ impl Accounts {
     /// Whether a session of this device would be let in now (the registry's rule, asked again
     /// when the session registers): asked before a token is written, so that a login refused
     /// for too many devices revokes nothing and leaves the client the token it had.
-    fn check_room(&self, user_id: UserId, device_id: &str, platform: i32) -> Result<(), Refusal> {
+    /// In a cluster, the user's sessions on the other nodes count too (one Redis read).
+    async fn check_room(
+        &self,
+        user_id: UserId,
+        device_id: &str,
+        platform: i32,
+    ) -> Result<(), Refusal> {
         let platform = crate::sessions::session_platform(platform);
+        let elsewhere = self.sessions_elsewhere(user_id).await;
         Ok(self
             .sessions
             .read()
-            .room_for(user_id, device_id, platform)?)
+            .room_beside(user_id, device_id, platform, &elsewhere)?)
     }
 
     /// Issues a token for a device, in one write with the revocations `tokens_to_revoke` picks

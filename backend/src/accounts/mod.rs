@@ -192,6 +192,9 @@ pub struct Accounts {
     /// `accounts.registrations_per_ip_per_hour` and `…_per_network_per_hour`; `None` when the
     /// first is 0 (not limited).
     registrations_per_ip: Option<limiter::ClientLimiter>,
+    /// Cluster mode: the routes, where the user's sessions on the other nodes are read for
+    /// the device rules (`sessions_elsewhere`). Unset on one box.
+    routes: std::sync::OnceLock<Arc<crate::cluster::Routes>>,
 }
 
 /// Client addresses, and networks, the registration limiter keeps at once (past them it
@@ -211,6 +214,21 @@ impl Accounts {
     /// Cluster mode: e-mail codes in Redis (`cluster/codes.rs`).
     pub(crate) fn share_codes(&self, codes: Arc<crate::cluster::codes::SharedCodes>) {
         self.codes.share(codes);
+    }
+
+    /// Cluster mode: the device rules count the user's sessions on every node (`routes`).
+    pub(crate) fn share_routes(&self, routes: Arc<crate::cluster::Routes>) {
+        let _ = self.routes.set(routes);
+    }
+
+    /// The device ids of the user's sessions on the other nodes, one per session (cluster
+    /// mode; one Redis read). Empty on one box, and when the routes cannot say: the rules then
+    /// hold for this node's sessions only (`Routes::sessions_elsewhere`).
+    pub(crate) async fn sessions_elsewhere(&self, user_id: UserId) -> Vec<Box<str>> {
+        match self.routes.get() {
+            Some(routes) => routes.sessions_elsewhere(user_id).await.unwrap_or_default(),
+            None => Vec::new(),
+        }
     }
 
     pub fn new(
@@ -252,6 +270,7 @@ impl Accounts {
             login: settings.login.clone(),
             email: settings.email.clone(),
             dummy_hash,
+            routes: std::sync::OnceLock::new(),
         })
     }
 

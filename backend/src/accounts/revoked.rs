@@ -15,12 +15,14 @@ use crate::store::UserId;
 impl Backend {
     /// Ends the sessions still using tokens a login revoked (`accounts::Authenticated::revoked`)
     /// but the login's own (`except`): here those the registry has, elsewhere through the link,
-    /// where each node ends only the sessions of those devices whose token is gone.
+    /// where each node ends only the sessions of those devices whose token is gone, but
+    /// `replacing`'s (the named device logging in: the login kicks it there with REPLACED).
     pub(crate) async fn kick_revoked(
         &self,
         user_id: UserId,
         revoked: &[RevokedToken],
         except: ConnRef,
+        replacing: Option<&str>,
     ) {
         if revoked.is_empty() {
             return;
@@ -28,6 +30,8 @@ impl Backend {
         let mut devices: Vec<&str> = revoked.iter().map(|r| r.device_id.as_str()).collect();
         devices.sort_unstable();
         devices.dedup();
+        // The named device logging in gets its own kick elsewhere (`Kicked{REPLACED}`).
+        devices.retain(|d| d.is_empty() || Some(*d) != replacing);
         for device in devices {
             self.kick_elsewhere(user_id, Some(device), KickReason::DeviceRevoked);
         }
@@ -88,7 +92,7 @@ impl Backend {
             hash: old,
             device_id: String::new(),
         }];
-        self.kick_revoked(auth.user_id, &retired, conn).await;
+        self.kick_revoked(auth.user_id, &retired, conn, None).await;
         Ok(())
     }
 }

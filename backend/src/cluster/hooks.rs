@@ -15,6 +15,8 @@ impl Backend {
     /// Cluster mode: this node's sessions are published in `routes` from now on. Call before
     /// the shards take clients; a second call is ignored.
     pub fn join_cluster(&self, routes: Arc<Routes>) {
+        // The device rules (devices_max, REPLACED, ListDevices' `online`) count every node.
+        self.accounts.share_routes(Arc::clone(&routes));
         if self.routes.set(routes).is_err() {
             tracing::warn!("join_cluster called twice; keeping the first routes");
         }

@@ -229,6 +229,52 @@ impl Routes {
     }
 }
 
+impl Routes {
+    /// The device ids of `user`'s sessions on the other live nodes, one per session (a
+    /// nameless login is `""`), as Redis has them now: one HGETALL, for the device rules of a
+    /// login and for ListDevices (never the message path). Bounded by the user's sessions
+    /// (`login.devices_max` per node). `None` when the routes cannot say: the subscription is
+    /// down (Redis away: no login waits for its timeout), or the read failed; the caller then
+    /// applies its rules to this node's sessions only. A session that logged in elsewhere
+    /// within `flush_ms` may not be there yet, nor, for up to `refresh_ms`, one in a Redis
+    /// that restarted empty.
+    pub async fn sessions_elsewhere(&self, user: UserId) -> Option<Vec<Box<str>>> {
+        if self.trusted_from_ms.load(Relaxed) == NOT_SUBSCRIBED {
+            metrics::counter!("ringchat_cluster_route_session_reads_total", "outcome" => "unsubscribed")
+                .increment(1);
+            return None;
+        }
+        let mut pipe = redis::pipe();
+        pipe.cmd("HGETALL").arg(wire::route_key(&self.prefix, user));
+        type Fields = std::collections::HashMap<Vec<u8>, Vec<u8>>;
+        let read: Result<(Fields,), RedisError> = self.redis.query(&pipe).await;
+        let (fields,) = match read {
+            Ok(fields) => fields,
+            Err(err) => {
+                metrics::counter!("ringchat_cluster_route_session_reads_total", "outcome" => "failed")
+                    .increment(1);
+                tracing::debug!(%err, user, "cluster: reading a user's routes failed; this node's sessions only");
+                return None;
+            }
+        };
+        metrics::counter!("ringchat_cluster_route_session_reads_total", "outcome" => "ok")
+            .increment(1);
+        let view = self.view.load();
+        Some(
+            fields
+                .iter()
+                .filter(|(field, _)| {
+                    wire::parse_field(field).is_some_and(|(node, started)| {
+                        *node != *self.me.node_id && live(&view, node, started)
+                    })
+                })
+                .filter_map(|(_, value)| wire::parse_value(value))
+                .map(Box::from)
+                .collect(),
+        )
+    }
+}
+
 /// The life is the one the view has: a node that left, or restarted since, does not count.
 fn live(view: &ClusterView, node: &str, started_at_ms: u64) -> bool {
     view.nodes

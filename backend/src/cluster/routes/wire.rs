@@ -43,6 +43,13 @@ pub fn parse_field(field: &[u8]) -> Option<(&str, u64)> {
     parts.next().is_none().then_some((node, started))
 }
 
+/// The device id a field's value names (`{platform}/{device_id}`; a platform has no `/`, a
+/// device id may); `None` for a value that is not a route's.
+pub fn parse_value(value: &[u8]) -> Option<&str> {
+    let value = std::str::from_utf8(value).ok()?;
+    value.split_once('/').map(|(_, device)| device)
+}
+
 /// One published change: whether `user` has a device on the publishing node now.
 pub type Change = (UserId, bool);
 
@@ -85,6 +92,10 @@ mod tests {
         for bad in ["", "n/17/3", "n/x/3/9", "/1/2/3", "n/1/2/3/4"] {
             assert_eq!(parse_field(bad.as_bytes()), None, "{bad}");
         }
+        let v = value("ios", "my/phone");
+        assert_eq!(parse_value(v.as_bytes()), Some("my/phone"));
+        assert_eq!(parse_value(value("web", "").as_bytes()), Some(""));
+        assert_eq!(parse_value(b"no-slash"), None);
         let m = message("n2", 5, &[(7, true), (8, false)]);
         assert_eq!(m, "n2 5 +7 -8");
         assert_eq!(
