@@ -520,7 +520,7 @@ fn a_busy_servers_refused_websocket_login_closes_with_try_again_later() {
             shard.register(),
             stream,
             Listen::Ws,
-            false,
+            PLAIN,
         ));
         until("the client has the close", || client.is_finished()).await;
         let (bodies, code, reason) = client.join().unwrap();
