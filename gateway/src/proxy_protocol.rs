@@ -109,15 +109,17 @@ fn scan_v1(buf: &[u8]) -> Result<Scan, Refused> {
             Ok(Scan::Incomplete)
         };
     };
-    let line = window
+    let raw = window
         .get(V1_SIGNATURE.len()..end)
-        .and_then(|l| std::str::from_utf8(l).ok())
         .ok_or(Refused::Malformed)?;
     let len = end + 2;
+    // The rest of an UNKNOWN line is to be ignored, whatever its bytes (the spec's receiver rule).
+    if raw == b"UNKNOWN" || raw.starts_with(b"UNKNOWN ") {
+        return Ok(Scan::Complete { len, source: None });
+    }
+    let line = std::str::from_utf8(raw).map_err(|_| Refused::Malformed)?;
     let fields: Vec<&str> = line.split(' ').collect();
     let source = match fields.as_slice() {
-        // The rest of an UNKNOWN line is to be ignored.
-        ["UNKNOWN", ..] => None,
         [family @ ("TCP4" | "TCP6"), src, dst, src_port, dst_port] => {
             let src = v1_ip(family, src).ok_or(Refused::Malformed)?;
             if v1_ip(family, dst).is_none() || !port(src_port) || !port(dst_port) {
@@ -168,15 +170,16 @@ fn scan_v2(buf: &[u8]) -> Result<Scan, Refused> {
     if buf.len() < len {
         return Ok(Scan::Incomplete);
     }
+    // A LOCAL header's block, family byte included, is to be ignored: the balancer speaks for
+    // itself (the spec's receiver rule).
+    if local {
+        return Ok(Scan::Complete { len, source: None });
+    }
     let body = &buf[V2_PREAMBLE_BYTES..len];
     // Family: 0 unspecified, 1 IPv4, 2 IPv6, 3 Unix; transport: 0 unspecified, 1 stream, 2 datagram.
     let (family, transport) = (family_transport >> 4, family_transport & 0x0f);
     if family > 3 || transport > 2 {
         return Err(Refused::Malformed);
-    }
-    // A LOCAL header's address block is to be ignored: the balancer speaks for itself.
-    if local {
-        return Ok(Scan::Complete { len, source: None });
     }
     let source = match family {
         1 => {
@@ -234,10 +237,15 @@ pub fn problems(list: &[String]) -> Vec<String> {
         ));
     }
     for entry in list {
-        if parse_net(entry).is_none() {
-            out.push(format!(
-                "gateway.proxy_protocol_from: {entry:?} is neither an IP address nor a CIDR range (for example 10.0.0.0/8, 127.0.0.1/32, 2001:db8::/32)"
-            ));
+        match parse_net(entry) {
+            None => out.push(format!(
+                "gateway.proxy_protocol_from: {entry:?} is neither an IP address nor a CIDR range (for example 10.0.0.1/32, 2001:db8::1/128)"
+            )),
+            // Every listed host may name any client address: trusting all of them is never meant.
+            Some(net) if net.prefix_len() == 0 => out.push(format!(
+                "gateway.proxy_protocol_from: {entry:?} trusts every address, so any client could claim any address; list only the load balancers' own addresses (for example 10.0.0.1/32)"
+            )),
+            Some(_) => {}
         }
     }
     out
@@ -441,5 +449,31 @@ mod tests {
         );
         let many = vec!["127.0.0.1".to_owned(); PROXY_FROM_MAX + 1];
         assert!(problems(&many)[0].contains("more than 1024"));
+    }
+
+    /// A range holding every address (an IPv4-mapped one included) is refused: each host in it
+    /// could forge any client address. Narrower ranges are the operator's call.
+    #[test]
+    fn a_range_of_every_address_is_a_problem() {
+        for every in ["0.0.0.0/0", "::/0", "::ffff:0.0.0.0/96", " 10.0.0.0/0 "] {
+            let p = problems(&[every.to_owned()]);
+            assert_eq!(p.len(), 1, "{every}: {p:?}");
+            assert!(p[0].contains("trusts every address"), "{p:?}");
+        }
+        assert!(problems(&["0.0.0.0/1".to_owned(), "::/1".to_owned()]).is_empty());
+    }
+
+    /// The specification's receiver rules: a v2 `LOCAL` header's family byte and a v1 `UNKNOWN`
+    /// line's remaining bytes are ignored, whatever they are.
+    #[test]
+    fn local_and_unknown_ignore_what_they_carry() {
+        assert_eq!(complete(&v2(0, 0x40, &[])), (16, None));
+        assert_eq!(complete(&v2(0, 0x03, &[7; 4])), (20, None));
+        assert_eq!(complete(&v2(0, 0xff, &[])), (16, None));
+        assert_eq!(complete(b"PROXY UNKNOWN \xff\r\n"), (17, None));
+        assert_eq!(complete(b"PROXY UNKNOWN \xc3\x28 \x80\r\nX"), (20, None));
+        // A PROXY command (not LOCAL) still needs a known family, and UNKNOWN must be the word.
+        assert_eq!(scan(&v2(1, 0x40, &[])), Err(Refused::Malformed));
+        assert_eq!(scan(b"PROXY UNKNOWNX\r\n"), Err(Refused::Malformed));
     }
 }

@@ -100,6 +100,29 @@ fn check_config_names_a_bad_proxy_protocol_range() {
     assert!(err.contains("1 problem(s)"), "{err}");
 }
 
+/// Trusting every address to send PROXY headers would let any client claim any address:
+/// check-config refuses it, naming the entry.
+#[test]
+fn check_config_refuses_trusting_every_address_for_proxy_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ringchat.toml");
+    std::fs::write(
+        &file,
+        "[gateway]\nproxy_protocol_from = [\"10.0.0.1/32\", \"0.0.0.0/0\", \"::/0\"]\n",
+    )
+    .unwrap();
+    let out = ringchat().arg("check-config").arg(&file).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for every in [
+        "\"0.0.0.0/0\" trusts every address",
+        "\"::/0\" trusts every address",
+    ] {
+        assert!(err.contains(every), "{err}");
+    }
+    assert!(err.contains("2 problem(s)"), "{err}");
+}
+
 #[test]
 fn serve_refuses_a_bad_config_and_says_why() {
     let out = ringchat()
