@@ -747,7 +747,7 @@ impl Backend {
         replaced: &[ConnRef],
     ) {
         if !device_id.is_empty() {
-            self.kick_elsewhere(user_id, Some(device_id), KickReason::Replaced);
+            self.replace_elsewhere(user_id, device_id);
         }
         for old in replaced {
             self.send_to_shard(

@@ -111,13 +111,23 @@ impl Sessions {
         platform: Platform,
         elsewhere: &[Box<str>],
     ) -> Result<(), OpenError> {
-        let here = (self.of_user(user_id).iter())
+        // Devices, not sessions: a device that moved here from another node is still routed
+        // there until its kick lands, and counts once. Nameless sessions count one each.
+        let mut named: SmallVec<[&str; 8]> = SmallVec::new();
+        let mut nameless = 0usize;
+        let staying = (self.of_user(user_id).iter())
             .filter(|old| !self.replaces(device_id, platform, old))
-            .count();
-        let there = (elsewhere.iter())
-            .filter(|d| device_id.is_empty() || ***d != *device_id)
-            .count();
-        if here + there >= self.devices_max {
+            .map(|old| &*old.device_id);
+        let there =
+            (elsewhere.iter().map(|d| &**d)).filter(|d| device_id.is_empty() || *d != device_id);
+        for device in staying.chain(there) {
+            if device.is_empty() {
+                nameless += 1;
+            } else if !named.contains(&device) {
+                named.push(device);
+            }
+        }
+        if named.len() + nameless >= self.devices_max {
             return Err(OpenError::TooManyDevices {
                 devices_max: self.devices_max,
             });
@@ -349,6 +359,24 @@ mod tests {
         assert_eq!(
             reg.open_beside(7, s(2, "c", Platform::Web), &[]),
             Ok(vec![])
+        );
+    }
+
+    /// A device that moved here from another node is still routed there until its kick lands:
+    /// it counts once, and so does a device routed on two other nodes.
+    #[test]
+    fn a_moved_device_counts_once() {
+        let mut reg = Sessions::new(2, vec![]);
+        reg.open(7, s(1, "a", Platform::Ios)).unwrap();
+        let elsewhere: Vec<Box<str>> = vec!["a".into(), "b".into()];
+        assert_eq!(reg.room_beside(7, "b", Platform::Web, &elsewhere), Ok(()));
+        let twice: Vec<Box<str>> = vec!["c".into(), "c".into()];
+        let mut one = Sessions::new(2, vec![]);
+        one.open(7, s(1, "a", Platform::Ios)).unwrap();
+        assert_eq!(one.room_beside(7, "a", Platform::Ios, &twice), Ok(()));
+        assert_eq!(
+            one.room_beside(7, "d", Platform::Web, &twice),
+            Err(OpenError::TooManyDevices { devices_max: 2 })
         );
     }
 

@@ -109,6 +109,14 @@ impl Backend {
         }
     }
 
+    /// A login of `device` here ends its sessions on the other nodes (`Kicked{REPLACED}`), best
+    /// effort (`Link::send_kick_once`).
+    pub(crate) fn replace_elsewhere(&self, user_id: UserId, device: &str) {
+        if let Some(link) = &self.link {
+            link.send_kick_once(user_id, device);
+        }
+    }
+
     /// Disables an account: stored first, then every session kicked. `Ok(None)`: no such user;
     /// else the sessions kicked. A failed write kicks them too (it may have landed).
     pub(crate) async fn disable_user(

@@ -23,6 +23,7 @@ use ringchat_proto::v1::{self, KickReason, NodeBatch, NodeItem, node_item::Item}
 use tokio::sync::mpsc;
 
 use super::Link;
+use super::peer::Peer;
 use crate::api::{ConnRef, ShardEvent};
 use crate::store::{AccountAdminStore, AccountStore, TokenHash};
 
@@ -252,6 +253,30 @@ impl Link {
         device: Option<&str>,
         reason: v1::KickReason,
     ) {
+        self.kick_every_peer(user_id, device, reason, Peer::kick);
+    }
+
+    /// A device's `REPLACED` kick (a login of that device here), sent once to every other live
+    /// node and not remembered: every named login sends one, so remembered they would fill a
+    /// down peer's `cluster.peer_kicks_pending_max` in a reconnect storm and push out the
+    /// revocations and disables that must not be lost. A lost one leaves a session whose
+    /// credentials are still valid, until its own connection ends.
+    pub(crate) fn send_kick_once(self: &Arc<Self>, user_id: u64, device: &str) {
+        self.kick_every_peer(
+            user_id,
+            Some(device),
+            v1::KickReason::Replaced,
+            Peer::kick_once,
+        );
+    }
+
+    fn kick_every_peer(
+        self: &Arc<Self>,
+        user_id: u64,
+        device: Option<&str>,
+        reason: v1::KickReason,
+        send: fn(&Peer, u64, Option<&str>, Kick),
+    ) {
         let Some(view) = self.view_nodes() else {
             return;
         };
@@ -261,7 +286,7 @@ impl Link {
         };
         for node in view.nodes.iter().filter(|n| n.record.node_id != self.me) {
             if let Some(peer) = self.peer(&node.record.node_id, &node.record.advertise_addr) {
-                peer.kick(user_id, device, kick);
+                send(&peer, user_id, device, kick);
             }
         }
     }

@@ -115,6 +115,11 @@ impl Peer {
         let _ = self.push_all(vec![kicks::item(user, device, kick)]);
     }
 
+    /// A kick queued once, not remembered (`Link::send_kick_once`): lost if the link is down.
+    pub(crate) fn kick_once(&self, user: u64, device: Option<&str>, kick: kicks::Kick) {
+        let _ = self.push_all(vec![kicks::item(user, device, kick)]);
+    }
+
     /// What the peer sent back on a stream's response half: the kicks it applied.
     fn confirmed(&self, batch: &NodeBatch) {
         let mut kicks = self.kicks();
