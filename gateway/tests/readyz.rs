@@ -2,7 +2,8 @@
 //! store at most one check per `READY_CHECK_CACHE` (it used to run `SELECT 1` on a blocking
 //! thread, shared with logins and reads, per probe), and the page still turns not ready soon
 //! after the store goes away. `ringchat_ready` (what the RingchatNotReady alert reads) is the
-//! same answer, seen by a scrape alone. Against the real binary on a PostgreSQL cluster of the test's
+//! same answer, seen by a scrape alone. Neither waits on a store that stalls: both read the
+//! answer one background check keeps. Against the real binary on a PostgreSQL cluster of the test's
 //! own, which it stops; every wait is on an event with a deadline.
 
 mod common;
@@ -18,6 +19,14 @@ const READY_CHECK_CACHE: Duration = Duration::from_secs(1);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Slack for a loaded machine.
 const MARGIN: Duration = Duration::from_secs(5);
+/// The server's `READY_CHECK_TIMEOUT`: what a check may take before it counts as no answer.
+const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How soon a probe or scrape must answer while the store stalls: well under a check's time.
+const PROMPT: Duration = Duration::from_millis(1_000);
+/// How long the stalled store is probed.
+const STALL: Duration = Duration::from_secs(8);
+/// How soon a probe that gives up goes away (a supervisor's short timeout).
+const GIVE_UP: Duration = Duration::from_millis(50);
 const PROBERS: usize = 32;
 const PROBES_EACH: usize = 25;
 
@@ -101,4 +110,90 @@ fn the_ready_gauge_sees_the_store_go_and_come_back_with_only_scrapes() {
     );
     cluster.start();
     wait_until("ringchat_ready 1 again", || ready() == Some(1.0));
+}
+
+/// A request for `path` that gives up after `GIVE_UP`, as a probe with a short timeout does.
+fn abandoned_get(admin: std::net::SocketAddr, path: &str) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(admin).expect("admin connect");
+    s.set_read_timeout(Some(GIVE_UP)).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").unwrap();
+    let _ = s.read_to_end(&mut Vec::new());
+}
+
+/// `http_get`, failed unless it answers within `PROMPT`.
+fn prompt_get(admin: std::net::SocketAddr, path: &str) -> String {
+    let started = Instant::now();
+    let body = http_get(admin, path);
+    let took = started.elapsed();
+    assert!(
+        took <= PROMPT,
+        "{path} took {took:?} while the store stalls"
+    );
+    body
+}
+
+/// A store that stalls (its processes stopped: calls hang rather than fail) holds neither a
+/// probe nor a scrape: both answer at once from the last check, and turn not ready within a
+/// check's timeout. Probes that give up early start no checks of their own: they used to, each
+/// one a blocking thread (those logins use) held for the store's whole call timeout, and a
+/// scrape used to wait out that timeout and fail whole, `ringchat_ready` with it.
+#[test]
+fn a_stalled_store_holds_no_probe_or_scrape_and_checks_do_not_pile_up() {
+    let cluster = PgCluster::start_new();
+    let url = cluster.url();
+    let connect_ms = CONNECT_TIMEOUT.as_millis().to_string();
+    let server = TestServer::start(&[
+        ("STORAGE__ENGINE", "postgres"),
+        ("STORAGE__POSTGRES__URL", url.as_str()),
+        ("STORAGE__POSTGRES__CONNECT_TIMEOUT_MS", connect_ms.as_str()),
+        ("STORAGE__POSTGRES__RECONNECT_INTERVAL_MS", "100"),
+    ]);
+    wait_until("ready", || http_get(server.admin, "/readyz") == "ready\n");
+    let checks = || server.metric("ringchat_ready_checks_total");
+
+    let paused = cluster.pause();
+    let before = checks();
+    let stalled = Instant::now();
+    let mut not_ready_after = None;
+    let mut gauge_zero_after = None;
+    while stalled.elapsed() < STALL {
+        for path in ["/readyz", "/metrics"] {
+            for _ in 0..4 {
+                abandoned_get(server.admin, path);
+            }
+        }
+        if prompt_get(server.admin, "/readyz").starts_with("not ready: the store does not answer") {
+            not_ready_after.get_or_insert(stalled.elapsed());
+        }
+        if prompt_get(server.admin, "/metrics").contains("\nringchat_ready 0\n") {
+            gauge_zero_after.get_or_insert(stalled.elapsed());
+        }
+    }
+    let made = checks() - before;
+    let took = stalled.elapsed();
+    drop(paused);
+
+    // The pause takes a check's timeout to notice, plus one pause between checks.
+    let notice = READY_CHECK_CACHE + READY_CHECK_TIMEOUT + MARGIN;
+    let not_ready_after = not_ready_after.expect("/readyz never said not ready");
+    assert!(
+        not_ready_after <= notice,
+        "/readyz said ready for {not_ready_after:?}"
+    );
+    let gauge_zero_after = gauge_zero_after.expect("ringchat_ready never turned 0");
+    assert!(
+        gauge_zero_after <= notice,
+        "ringchat_ready was 1 for {gauge_zero_after:?}"
+    );
+    // One check at a time, each at least READY_CHECK_CACHE after the one before it ended.
+    let bound = (took.as_secs_f64() / READY_CHECK_CACHE.as_secs_f64()).floor() + 1.0;
+    assert!(
+        made <= bound,
+        "{made} store checks in {took:?} of a stalled store (at most {bound})"
+    );
+
+    wait_until("ready again", || {
+        http_get(server.admin, "/readyz") == "ready\n"
+    });
 }

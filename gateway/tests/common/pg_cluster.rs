@@ -136,6 +136,22 @@ impl PgCluster {
         );
     }
 
+    /// Freezes the server (SIGSTOP to the postmaster and its children) until the guard is
+    /// dropped: a store that stalls rather than fails, its connections open but unanswered.
+    pub fn pause(&self) -> Paused {
+        let pid = std::fs::read_to_string(self.data().join("postmaster.pid"))
+            .expect("postmaster.pid")
+            .lines()
+            .next()
+            .expect("postmaster.pid's pid line")
+            .trim()
+            .to_owned();
+        let mut pids = children(&pid);
+        pids.push(pid);
+        signal("-STOP", &pids);
+        Paused { pids }
+    }
+
     /// One of PostgreSQL's programs, as the `postgres` user when we are root.
     fn command(&self, tool: &str) -> Command {
         let program = self.bin.join(tool);
@@ -182,4 +198,43 @@ impl Drop for PgCluster {
 fn nix_is_root() -> bool {
     let out = Command::new("id").arg("-u").output().expect("run id -u");
     String::from_utf8_lossy(&out.stdout).trim() == "0"
+}
+
+/// A paused server (`PgCluster::pause`): resumed when this goes.
+pub struct Paused {
+    pids: Vec<String>,
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        signal("-CONT", &self.pids);
+    }
+}
+
+/// The processes whose parent is `pid` (a postmaster's backends and workers).
+fn children(pid: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{name}/stat")).ok()?;
+            // After the command's `)`: state, then the parent's pid.
+            let ppid = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .to_owned();
+            (ppid == pid).then_some(name)
+        })
+        .collect()
+}
+
+fn signal(which: &str, pids: &[String]) {
+    let out = Command::new("kill")
+        .arg(which)
+        .args(pids)
+        .output()
+        .expect("run kill");
+    assert!(out.status.success(), "kill {which} {pids:?}: {out:?}");
 }

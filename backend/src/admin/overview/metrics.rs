@@ -130,7 +130,7 @@ pub fn describe() {
         ),
         (
             "ringchat_ready_checks_total",
-            "Checks /readyz and /metrics (for ringchat_ready) made of whether the store answers (one answer serves every probe and scrape for 1 s), since start.",
+            "Checks of whether the store answers, made by the one background task behind /readyz and ringchat_ready (one at a time, 1 s apart, while anyone asked in the last 5 min), since start.",
         ),
     ] {
         describe_counter!(name, help);
