@@ -92,10 +92,14 @@ fn info(name: String, m: Manifest) -> BackupInfo {
     }
 }
 
+/// The base of `retry_after_ms` while another backup is being written (one takes seconds to
+/// minutes).
+const BACKUP_RUNNING_RETRY_AFTER_MS: u64 = 5_000;
+
 fn api_error(err: BackupError) -> ApiError {
     match err {
         BackupError::Spec(m) => ApiError::conflict(m),
-        BackupError::NotEmpty(m) => ApiError::unavailable(m, 5_000),
+        BackupError::NotEmpty(m) => ApiError::busy(m, BACKUP_RUNNING_RETRY_AFTER_MS),
         BackupError::Store(e) => e.into(),
         other => ApiError::internal("the backup", other),
     }
@@ -185,4 +189,20 @@ async fn list_backups(
         next_cursor: more.then(|| rows.last().map(|(n, _)| n.clone())).flatten(),
         items: rows.into_iter().map(|(n, m)| info(n, m)).collect(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backup_already_running_answers_a_jittered_retry_after() {
+        crate::retry_after::assert_jittered(BACKUP_RUNNING_RETRY_AFTER_MS, || {
+            api_error(BackupError::NotEmpty(
+                "a backup is being written now".into(),
+            ))
+            .retry_after_ms
+            .unwrap()
+        });
+    }
 }

@@ -124,6 +124,11 @@ impl ApiError {
             ..Self::new(ErrorCode::Unavailable, message)
         }
     }
+    /// Something is full or busy: come back after `base_ms` plus a random share of it again
+    /// (`retry_after.rs`), so that the callers turned away together do not return together.
+    pub fn busy(message: impl Into<String>, base_ms: u64) -> Self {
+        Self::unavailable(message, crate::retry_after::jittered_ms(base_ms))
+    }
     pub fn throttled(retry_after_ms: u64) -> Self {
         Self {
             retry_after_ms: Some(retry_after_ms),

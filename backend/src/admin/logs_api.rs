@@ -56,12 +56,16 @@ fn files_dir(logs: &Logs) -> ApiResult<std::path::PathBuf> {
     })
 }
 
-/// A slot for a search or an export, or 503 when `log.scans_max` run already.
-fn scan_slot(logs: &Logs) -> ApiResult<OwnedSemaphorePermit> {
-    Arc::clone(&logs.scans).try_acquire_owned().map_err(|_| {
-        ApiError::unavailable(
+/// The base of `retry_after_ms` when `log.scans_max` searches and exports run (a search ends
+/// within seconds).
+const SCANS_FULL_RETRY_AFTER_MS: u64 = 1_000;
+
+/// A slot for a search or an export (`Logs::scans`), or 503 when `log.scans_max` run already.
+fn scan_slot(scans: &Arc<tokio::sync::Semaphore>) -> ApiResult<OwnedSemaphorePermit> {
+    Arc::clone(scans).try_acquire_owned().map_err(|_| {
+        ApiError::busy(
             "as many log searches and exports run as log.scans_max allows; try again shortly",
-            1_000,
+            SCANS_FULL_RETRY_AFTER_MS,
         )
     })
 }
@@ -202,7 +206,7 @@ async fn search_logs(
         })
         .transpose()?;
     let dir = files_dir(logs)?;
-    let slot = scan_slot(logs)?;
+    let slot = scan_slot(&logs.scans)?;
     let budget = logs.config.search_scan_bytes_max;
     let found = tokio::task::spawn_blocking(move || {
         let _slot = slot;
@@ -241,7 +245,7 @@ async fn export_logs(
     }
     let filter = q.filter()?;
     let dir = files_dir(logs)?;
-    let slot = scan_slot(logs)?;
+    let slot = scan_slot(&logs.scans)?;
     let bytes_max = logs.config.export_bytes_max;
     let duration_max = Duration::from_secs(logs.config.export_duration_max_s);
     let (tx, rx) = tokio::sync::mpsc::channel::<Piece>(EXPORT_CHUNKS_AHEAD);
@@ -342,4 +346,17 @@ fn truncation_note(bytes_max: u64) -> Vec<u8> {
     let mut line = note.to_json(usize::MAX).into_bytes();
     line.push(b'\n');
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_scans_answer_a_jittered_retry_after() {
+        let scans = Arc::new(tokio::sync::Semaphore::new(0));
+        crate::retry_after::assert_jittered(SCANS_FULL_RETRY_AFTER_MS, || {
+            scan_slot(&scans).err().unwrap().retry_after_ms.unwrap()
+        });
+    }
 }

@@ -31,7 +31,7 @@ use super::auth::{Operator, Viewer};
 use super::error::{ApiError, ApiQuery, ApiResult, ErrorBody};
 use super::logs_api::logs;
 use crate::logs::filter::LineFilter;
-use crate::logs::streams::StreamPlace;
+use crate::logs::streams::{StreamPlace, StreamPlaces};
 use crate::logs::tail::TailEvent;
 
 /// A comment line this often keeps proxies from closing a quiet stream, and finds readers
@@ -98,10 +98,7 @@ pub(super) async fn stream_logs(
                 })
         })
         .transpose()?;
-    let place = logs
-        .streams
-        .take(&op.actor())
-        .map_err(|no| ApiError::unavailable(no.to_string(), 5_000))?;
+    let place = stream_place(&logs.streams, &op.actor())?;
     let sub = logs.tail.subscribe(after, backlog);
     let state = Tailing {
         first: true,
@@ -194,4 +191,36 @@ fn skipped(n: u64) -> Event {
     Event::default()
         .event("skipped")
         .data(format!("{{\"missed\":{n}}}"))
+}
+
+/// The base of `retry_after_ms` when no live-tail place is free (a viewer's tab stays open for
+/// minutes: sooner would only be refused again).
+const STREAMS_FULL_RETRY_AFTER_MS: u64 = 5_000;
+
+/// A live-tail place for `actor`, or 503 when `log.streams_max` (or the operator's share) are
+/// open.
+fn stream_place(places: &StreamPlaces, actor: &str) -> ApiResult<StreamPlace> {
+    places
+        .take(actor)
+        .map_err(|no| ApiError::busy(no.to_string(), STREAMS_FULL_RETRY_AFTER_MS))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_stream_places_answer_a_jittered_retry_after() {
+        let places = StreamPlaces::new(1, 1);
+        let _held = places.take("op").unwrap();
+        for actor in ["op", "another"] {
+            crate::retry_after::assert_jittered(STREAMS_FULL_RETRY_AFTER_MS, || {
+                stream_place(&places, actor)
+                    .err()
+                    .unwrap()
+                    .retry_after_ms
+                    .unwrap()
+            });
+        }
+    }
 }

@@ -388,13 +388,16 @@ fn accepted(job: &Job, repeated: bool) -> NotificationAccepted {
     }
 }
 
+/// The base of `retry_after_ms` when `notifications.jobs_running_max` jobs run.
+const JOBS_FULL_RETRY_AFTER_MS: u64 = 1_000;
+
 fn start_error(e: StartError) -> ApiError {
     match e {
-        StartError::Busy(max) => ApiError::unavailable(
+        StartError::Busy(max) => ApiError::busy(
             format!(
                 "{max} notifications are being sent (notifications.jobs_running_max); try again when one has finished"
             ),
-            1_000,
+            JOBS_FULL_RETRY_AFTER_MS,
         ),
         StartError::IdConflict => {
             ApiError::conflict("this id names a notification with other content or recipients")
@@ -458,5 +461,12 @@ mod tests {
         assert!(!valid_content_type("text"));
         assert!(!valid_content_type("text/"));
         assert!(!valid_content_type("text/plain; charset=utf-8"));
+    }
+
+    #[test]
+    fn full_jobs_answer_a_jittered_retry_after() {
+        crate::retry_after::assert_jittered(JOBS_FULL_RETRY_AFTER_MS, || {
+            start_error(StartError::Busy(2)).retry_after_ms.unwrap()
+        });
     }
 }
