@@ -30,17 +30,22 @@ const GIVE_UP: Duration = Duration::from_millis(50);
 const PROBERS: usize = 32;
 const PROBES_EACH: usize = 25;
 
-#[test]
-fn readyz_probes_share_one_store_check_and_still_see_the_store_go() {
-    let cluster = PgCluster::start_new();
+/// A server on `cluster`, connecting within `CONNECT_TIMEOUT` and again every 100 ms.
+fn on_postgres(cluster: &PgCluster) -> TestServer {
     let url = cluster.url();
     let connect_ms = CONNECT_TIMEOUT.as_millis().to_string();
-    let server = TestServer::start(&[
+    TestServer::start(&[
         ("STORAGE__ENGINE", "postgres"),
         ("STORAGE__POSTGRES__URL", url.as_str()),
         ("STORAGE__POSTGRES__CONNECT_TIMEOUT_MS", connect_ms.as_str()),
         ("STORAGE__POSTGRES__RECONNECT_INTERVAL_MS", "100"),
-    ]);
+    ])
+}
+
+#[test]
+fn readyz_probes_share_one_store_check_and_still_see_the_store_go() {
+    let cluster = PgCluster::start_new();
+    let server = on_postgres(&cluster);
     wait_until("ready", || http_get(server.admin, "/readyz") == "ready\n");
     let checks = || server.metric("ringchat_ready_checks_total");
     assert!(checks() >= 1.0, "the probes above checked the store");
@@ -89,14 +94,7 @@ fn readyz_probes_share_one_store_check_and_still_see_the_store_go() {
 #[test]
 fn the_ready_gauge_sees_the_store_go_and_come_back_with_only_scrapes() {
     let cluster = PgCluster::start_new();
-    let url = cluster.url();
-    let connect_ms = CONNECT_TIMEOUT.as_millis().to_string();
-    let server = TestServer::start(&[
-        ("STORAGE__ENGINE", "postgres"),
-        ("STORAGE__POSTGRES__URL", url.as_str()),
-        ("STORAGE__POSTGRES__CONNECT_TIMEOUT_MS", connect_ms.as_str()),
-        ("STORAGE__POSTGRES__RECONNECT_INTERVAL_MS", "100"),
-    ]);
+    let server = on_postgres(&cluster);
     let ready = || server.metrics().get("ringchat_ready").copied();
     wait_until("ringchat_ready 1", || ready() == Some(1.0));
 
@@ -141,14 +139,7 @@ fn prompt_get(admin: std::net::SocketAddr, path: &str) -> String {
 #[test]
 fn a_stalled_store_holds_no_probe_or_scrape_and_checks_do_not_pile_up() {
     let cluster = PgCluster::start_new();
-    let url = cluster.url();
-    let connect_ms = CONNECT_TIMEOUT.as_millis().to_string();
-    let server = TestServer::start(&[
-        ("STORAGE__ENGINE", "postgres"),
-        ("STORAGE__POSTGRES__URL", url.as_str()),
-        ("STORAGE__POSTGRES__CONNECT_TIMEOUT_MS", connect_ms.as_str()),
-        ("STORAGE__POSTGRES__RECONNECT_INTERVAL_MS", "100"),
-    ]);
+    let server = on_postgres(&cluster);
     wait_until("ready", || http_get(server.admin, "/readyz") == "ready\n");
     let checks = || server.metric("ringchat_ready_checks_total");
 
