@@ -225,6 +225,10 @@ const COUNTERS: &[(&str, &str)] = &[
 
 const GAUGES: &[(&str, &str)] = &[
     (
+        "ringchat_cluster_peers_welcomed",
+        "Other nodes of the view this node has taken in; each that entered after this node joined was told it may have missed pushes.",
+    ),
+    (
         "ringchat_cluster_grpc_conns",
         "Connections open on grpc_listen (at most grpc_conns_max).",
     ),

@@ -246,13 +246,40 @@ pub async fn two_nodes_behind_proxy(
     (nodes, proxy)
 }
 
-/// Waits until every node sees `n` live nodes (then they agree on every conversation's owner).
+/// Waits until every node sees `n` live nodes (then they agree on every conversation's owner)
+/// and the start-up has settled: a node that entered another's view after it joined is told
+/// it may have missed pushes (`cluster/link/newcomers.rs`), which makes it hold other nodes'
+/// group frames for a repair and tell its sessions to Sync. Each such announcement has
+/// arrived before this returns, so a test that counts `missed` batches or waits for live
+/// group pushes does not meet one half-way.
 pub fn wait_for_views(nodes: &[TestServer], n: usize) {
     wait_until(&format!("every node sees {n} nodes"), || {
-        nodes
-            .iter()
-            .all(|s| s.metric("ringchat_cluster_nodes") == n as f64)
+        nodes.iter().all(|s| {
+            s.metric("ringchat_cluster_nodes") == n as f64
+                && s.metric("ringchat_cluster_peers_welcomed") == (n - 1) as f64
+        })
     });
+    let ids: Vec<String> = nodes.iter().map(node_id).collect();
+    wait_until("every node's start-up announcements arrived", || {
+        let metrics: Vec<_> = nodes.iter().map(TestServer::metrics).collect();
+        let count = |at: usize, family: &str, peer: usize| {
+            let key = format!("{family}{{peer=\"{}\"}}", ids[peer]);
+            metrics[at].get(&key).copied().unwrap_or(0.0)
+        };
+        (0..nodes.len()).all(|to| {
+            (0..nodes.len()).filter(|from| *from != to).all(|from| {
+                count(to, "ringchat_cluster_peer_missed_total", from)
+                    >= count(from, "ringchat_cluster_peers_new_in_view_total", to)
+            })
+        })
+    });
+}
+
+/// The node id a test server was started with.
+fn node_id(node: &TestServer) -> String {
+    node.env_var("RINGCHAT_CLUSTER__NODE_ID")
+        .expect("a cluster node has an id")
+        .to_owned()
 }
 
 /// The node (index into `ids`) that owns conversation `conv` by rendezvous.

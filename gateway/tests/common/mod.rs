@@ -410,6 +410,15 @@ impl TestServer {
         self.spawn();
     }
 
+    /// A variable of the environment the server is started with.
+    #[allow(dead_code)] // Used by the cluster test crates only.
+    pub fn env_var(&self, name: &str) -> Option<&str> {
+        self.env
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
     /// How many lines of the whole log (every start so far) contain `needle`.
     pub fn log_lines_with(&self, needle: &str) -> usize {
         let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
