@@ -158,6 +158,10 @@ const COUNTERS: &[(&str, &str)] = &[
         "Route lookups (a commit group's recipients, a typing notice) answered with every live node because the route cache was not trusted (its subscription down or just back), by why, since start.",
     ),
     (
+        "ringchat_cluster_route_session_reads_total",
+        "Reads of a user's routes for its sessions on other nodes (a login's device rules, ListDevices), by outcome: ok, failed (Redis error: this node's sessions only) or unsubscribed (route subscription down: not read), since start.",
+    ),
+    (
         "ringchat_cluster_route_writes_total",
         "Users' route hashes sent to Redis to write (logins, closes, refreshes; failed writes too), since start.",
     ),
