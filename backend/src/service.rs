@@ -631,21 +631,26 @@ impl Backend {
             .await;
         }
         let platform = crate::sessions::session_platform(body.platform);
-        let session = Session {
-            conn,
-            device_id: auth.device_id.as_str().into(),
-            platform,
-            token_hash: auth.token_hash,
-            peer,
-            opened_at_ms: crate::time::now_ms(),
-            token_expires_at_ms: auth.token_expires_at_ms,
-        };
         // Cluster mode: the user's sessions on the other nodes count toward devices_max too.
         let elsewhere = self.accounts.sessions_elsewhere(auth.user_id).await;
-        let opened = self
-            .sessions
-            .write()
-            .open_beside(auth.user_id, session, &elsewhere);
+        let (opened, opened_at_ms) = {
+            let mut sessions = self.sessions.write();
+            // Stamped under the lock: a device's sessions are stamped in the order they
+            // register, the order that decides which replaces which here, and the REPLACED
+            // kick's cut on the other nodes (`kick_replaced`) follows the same order.
+            let opened_at_ms = now_ms();
+            let session = Session {
+                conn,
+                device_id: auth.device_id.as_str().into(),
+                platform,
+                token_hash: auth.token_hash,
+                peer,
+                opened_at_ms,
+                token_expires_at_ms: auth.token_expires_at_ms,
+            };
+            let opened = sessions.open_beside(auth.user_id, session, &elsewhere);
+            (opened, opened_at_ms)
+        };
         let replaced = match opened {
             Ok(replaced) => replaced,
             Err(refused_open) => {
@@ -695,7 +700,7 @@ impl Backend {
         };
         if let Some((refusal, token_gone)) = revoked {
             self.sessions.write().close(auth.user_id, conn);
-            self.kick_replaced(auth.user_id, &auth.device_id, &replaced)
+            self.kick_replaced(auth.user_id, &auth.device_id, &replaced, opened_at_ms)
                 .await;
             if !token_gone {
                 // Nobody got the new token: take it back (and put a refreshed one back).
@@ -710,12 +715,12 @@ impl Backend {
         if let Err(refusal) = ready {
             self.sessions.write().close(auth.user_id, conn);
             self.group_online.close(auth.user_id, conn);
-            self.kick_replaced(auth.user_id, &auth.device_id, &replaced)
+            self.kick_replaced(auth.user_id, &auth.device_id, &replaced, opened_at_ms)
                 .await;
             self.take_back_token(&auth, &body).await;
             return refused(refusal);
         }
-        self.kick_replaced(auth.user_id, &auth.device_id, &replaced)
+        self.kick_replaced(auth.user_id, &auth.device_id, &replaced, opened_at_ms)
             .await;
         self.observe.logged_in(auth.user_id);
         self.route_opened(auth.user_id, conn, &auth.device_id, platform); // cluster routes
@@ -736,18 +741,24 @@ impl Backend {
     }
 
     /// Ends the sessions a login replaced (`Sessions::open` took them out of the table), and
-    /// in a cluster the (named) device's sessions on the other nodes: each node ends those
-    /// opened before the kick was issued (`cluster/link/kicks.rs`), so never the new session,
-    /// nor a later login of the device there. Two logins of one device on two nodes at once
-    /// may end each other (the device logs in again, and that login stays); both never stay.
+    /// in a cluster the (named) device's sessions on the other nodes opened before this one
+    /// (`opened_at_ms`, its registration: `cluster/link/kicks.rs`), so never the new session,
+    /// nor a login of the device registered there since, however long this login took after
+    /// it registered. One rule on one node and across nodes: of a device's sessions, the one
+    /// registered last stays (a password login revokes the device's older tokens before it
+    /// registers, and checks its own once registered: so that one holds the valid token).
+    /// Two logins of one device registered on two nodes within the
+    /// kicks' time in transit (at most `NODE_CLOCKS_APART_MAX_MS` more) may end each other
+    /// (the device logs in again, and that login stays); both never stay.
     async fn kick_replaced(
         &self,
         user_id: crate::store::UserId,
         device_id: &str,
         replaced: &[ConnRef],
+        opened_at_ms: u64,
     ) {
         if !device_id.is_empty() {
-            self.replace_elsewhere(user_id, device_id);
+            self.replace_elsewhere(user_id, device_id, opened_at_ms);
         }
         for old in replaced {
             self.send_to_shard(

@@ -23,8 +23,10 @@ pub struct Session {
     pub token_hash: TokenHash,
     /// The client's address at login: what it does is bounded per client network too (rooms).
     pub peer: std::net::IpAddr,
-    /// When it logged in (wall clock, unix ms): an operator's kick from another node ends only
-    /// sessions opened before it was issued (`cluster/link/kicks.rs`).
+    /// When it registered (wall clock, unix ms; stamped under the table's lock, so in the order
+    /// sessions register): an operator's kick from another node ends only sessions opened
+    /// before it was issued, a `REPLACED` one only those of its device opened before the
+    /// replacing session (`cluster/link/kicks.rs`).
     pub opened_at_ms: u64,
     /// When `token_hash` expires (unix ms): the session ends then (`accounts/expiry.rs`).
     pub token_expires_at_ms: u64,

@@ -6,8 +6,9 @@
 
 mod common;
 
-use common::cluster::fresh_nodes;
-use common::{PASSWORD, TestServer, expect_kicked_then_closed};
+use common::cluster::{fresh_nodes, metric_sum, two_nodes_behind_proxy};
+use common::{PASSWORD, TestServer, expect_kicked_then_closed, wait_until_async};
+use ringchat_backend::cluster::NODE_CLOCKS_APART_MAX_MS;
 use ringchat_bench::client::Client;
 use ringchat_proto::Body;
 use ringchat_proto::v1::{self, ErrorCode, KickReason};
@@ -86,6 +87,41 @@ async fn a_login_of_a_device_replaces_its_session_on_the_other_node() {
     phone_again.ping().await.expect("the newest session stays");
     laptop.ping().await.unwrap();
     wait_online(&mut laptop, "phone", true).await;
+}
+
+/// n1's `REPLACED` kick of the phone is held up on its way to n2 (a congested link) while the
+/// phone, having given up on n1, logs in again through n2: that session opened after the one
+/// the kick is for, so the kick, arriving at last, leaves it; the newer login's own kick ends
+/// the older session on n1. (The kick's cut was the time it was sent, late by its whole time
+/// in transit: it ended the session the device was using.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_replaced_kick_spares_a_newer_login_of_the_device_on_another_node() {
+    let (nodes, proxy) = two_nodes_behind_proxy("devlate", 1, &[]).await;
+    let (mut laptop, _) = nodes[1].device("alice", "laptop").await;
+    proxy.hold();
+    let (mut phone_on_n1, phone) = nodes[0].device("alice", "phone").await;
+    // The new session's open time must be later than the old one's by more than two nodes'
+    // clocks may differ (the bound a kick's cut is taken within): that much time passes.
+    tokio::time::sleep(std::time::Duration::from_millis(
+        NODE_CLOCKS_APART_MAX_MS + 500,
+    ))
+    .await;
+    let (mut phone_on_n2, _) = token_login(&nodes[1], &phone.token).await;
+    assert_eq!(
+        expect_kicked_then_closed(&mut phone_on_n1).await,
+        KickReason::Replaced,
+        "the older session ends"
+    );
+    let spared = || metric_sum(&nodes[1], "ringchat_cluster_kicks_spared_total");
+    let spared_before = spared();
+    proxy.release();
+    wait_until_async(
+        "n2 applies n1's kick of the phone and spares the newer session",
+        || spared() > spared_before,
+    )
+    .await;
+    phone_on_n2.ping().await.expect("the newer session stays");
+    laptop.ping().await.expect("another device stays");
 }
 
 /// ListDevices on n2 shows the laptop, connected to n1, online; offline once it has gone.

@@ -109,11 +109,12 @@ impl Backend {
         }
     }
 
-    /// A login of `device` here ends its sessions on the other nodes (`Kicked{REPLACED}`), best
-    /// effort (`Link::send_kick_once`).
-    pub(crate) fn replace_elsewhere(&self, user_id: UserId, device: &str) {
+    /// A login of `device` here, whose session opened at `opened_at_ms`, ends the device's
+    /// sessions opened before it on the other nodes (`Kicked{REPLACED}`), best effort
+    /// (`Link::send_kick_once`).
+    pub(crate) fn replace_elsewhere(&self, user_id: UserId, device: &str, opened_at_ms: u64) {
         if let Some(link) = &self.link {
-            link.send_kick_once(user_id, device);
+            link.send_kick_once(user_id, device, opened_at_ms);
         }
     }
 

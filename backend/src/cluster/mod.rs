@@ -47,6 +47,13 @@ pub use view::{ClusterView, LiveNode};
 use crate::admin::overview::procfs;
 use registry::Registry;
 
+/// How far apart the nodes' wall clocks may be, either way, in milliseconds, where one node's
+/// time is compared with another's: a resume's `since` read on any node
+/// (`messaging/resume.rs`) and the open time a `REPLACED` kick carries (`link/kicks.rs`).
+/// NTP keeps them far closer; the cluster link's proof (`PROOF_SKEW_MS`, 60 s) is only a
+/// refusal bound, not an order.
+pub const NODE_CLOCKS_APART_MAX_MS: u64 = 2_000;
+
 /// Counts this node's client connections (the gateway's shard counters), for its record.
 pub type ConnectionCount = Box<dyn Fn() -> u64 + Send + Sync>;
 

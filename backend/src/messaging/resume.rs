@@ -34,8 +34,9 @@ use crate::store::{ConvId, Ports, UserId};
 
 /// Activity this much older than `since` still counts: a message's `server_time_ms` is taken
 /// when it is sequenced, before its commit group is durable and pushed (so a message pushed
-/// later may carry an earlier time), and in cluster mode on another node's clock.
-const SINCE_MARGIN_MS: u64 = 2_000;
+/// later may carry an earlier time), and in cluster mode on another node's clock (the
+/// cluster's one bound on that).
+const SINCE_MARGIN_MS: u64 = crate::cluster::NODE_CLOCKS_APART_MAX_MS;
 
 /// The login's part: a `Resume` the server will not serve at all is refused with the login.
 pub(crate) fn check(resume: &v1::Resume, login: &LoginConfig) -> Result<(), Refusal> {

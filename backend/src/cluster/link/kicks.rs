@@ -15,6 +15,12 @@
 //!   kick that arrives late (or twice, or widened to every device) never ends a login made
 //!   since with valid credentials.
 //!   A store that does not answer ends the sessions (fail closed: they can log in again).
+//! - A `REPLACED` kick (a login of the device on the sending node: `Link::send_kick_once`)
+//!   carries the replacing session's open time, not the time it is sent, and ends the device's
+//!   sessions opened before that: the later registered session of a device stays, on one node
+//!   (`Sessions::open_beside`, under its lock) as across nodes. A login slow after it
+//!   registered (the store's re-check, the user's groups) never ends a session of the device
+//!   opened since on another node.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,6 +31,7 @@ use tokio::sync::mpsc;
 use super::Link;
 use super::peer::Peer;
 use crate::api::{ConnRef, ShardEvent};
+use crate::cluster::NODE_CLOCKS_APART_MAX_MS;
 use crate::store::{AccountAdminStore, AccountStore, TokenHash};
 
 /// Devices remembered per user before the user's entry becomes "every device". Safe for
@@ -34,7 +41,7 @@ use crate::store::{AccountAdminStore, AccountStore, TokenHash};
 const DEVICES_PER_USER_MAX: usize = 16;
 
 /// One kick as remembered: its reason (`KickReason` as i32) and when it was issued (this
-/// node's wall clock, unix ms).
+/// node's wall clock, unix ms); for a `REPLACED` kick, when the replacing session opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Kick {
     pub(crate) reason: i32,
@@ -184,16 +191,28 @@ pub(crate) fn item(user_id: u64, device: Option<&str>, kick: Kick) -> NodeItem {
 }
 
 /// The latest `opened_at_ms` (this node's clock) of a session a kick ends, for a kick that
-/// checks nothing in the store (an operator's): the kick's age by the sender's clock (from
-/// its issue to the batch's hand-over) taken back from when the batch arrived here. So only
-/// the two nodes' elapsed times are compared, never their clocks; the time in transit makes
-/// the cut a little later, never earlier. `None`: not stamped (an older node): every session
-/// named ends.
+/// checks nothing in the store (an operator's, a `REPLACED`): the kick's age by the sender's
+/// clock (from its issue to the batch's hand-over) taken back from when the batch arrived
+/// here. So only the two nodes' elapsed times are compared, never their clocks; the time in
+/// transit makes the cut later, never earlier. A session opened at the cut or before ends: a
+/// tie cannot be ordered, and two sessions of a device ending is repaired by a login, two
+/// staying is not.
+///
+/// A `REPLACED` kick's cut is also at most its open time plus [`NODE_CLOCKS_APART_MAX_MS`]
+/// (both are later than the replacing session's open time by this node's clock, when the
+/// clocks are that close): a kick held up in transit (a congested link) then ends no session
+/// of the device opened here more than that bound after the replacing one. An operator's
+/// kick keeps the age alone: past the bound it would spare a session it was meant to end.
+/// `None`: not stamped (an older node): every session named ends.
 pub(crate) fn opened_by_ms(k: &v1::NodeKick, sent_at_ms: u64, received_at_ms: u64) -> Option<u64> {
     if k.issued_at_ms == 0 || sent_at_ms == 0 {
         return None;
     }
-    Some(received_at_ms.saturating_sub(sent_at_ms.saturating_sub(k.issued_at_ms)))
+    let by_age = received_at_ms.saturating_sub(sent_at_ms.saturating_sub(k.issued_at_ms));
+    if k.reason == KickReason::Replaced as i32 {
+        return Some(by_age.min(k.issued_at_ms.saturating_add(NODE_CLOCKS_APART_MAX_MS)));
+    }
+    Some(by_age)
 }
 
 /// What a kick's reason makes the receiver check before it ends a session.
@@ -253,36 +272,38 @@ impl Link {
         device: Option<&str>,
         reason: v1::KickReason,
     ) {
-        self.kick_every_peer(user_id, device, reason, Peer::kick);
+        let kick = Kick {
+            reason: reason as i32,
+            issued_at_ms: crate::time::now_ms(),
+        };
+        self.kick_every_peer(user_id, device, kick, Peer::kick);
     }
 
-    /// A device's `REPLACED` kick (a login of that device here), sent once to every other live
-    /// node and not remembered: every named login sends one, so remembered they would fill a
-    /// down peer's `cluster.peer_kicks_pending_max` in a reconnect storm and push out the
-    /// revocations and disables that must not be lost. A lost one leaves a session whose
-    /// credentials are still valid, until its own connection ends.
-    pub(crate) fn send_kick_once(self: &Arc<Self>, user_id: u64, device: &str) {
-        self.kick_every_peer(
-            user_id,
-            Some(device),
-            v1::KickReason::Replaced,
-            Peer::kick_once,
-        );
+    /// A device's `REPLACED` kick (a login of that device here, whose session opened at
+    /// `opened_at_ms`: `Session::opened_at_ms`), sent once to every other live node and not
+    /// remembered: every named login sends one, so remembered they would fill a down peer's
+    /// `cluster.peer_kicks_pending_max` in a reconnect storm and push out the revocations and
+    /// disables that must not be lost. A lost one leaves a session whose credentials are still
+    /// valid, until its own connection ends. It carries the open time, not the time it is
+    /// sent: a login that took long after it registered must not end a session of the device
+    /// registered meanwhile on another node.
+    pub(crate) fn send_kick_once(self: &Arc<Self>, user_id: u64, device: &str, opened_at_ms: u64) {
+        let kick = Kick {
+            reason: v1::KickReason::Replaced as i32,
+            issued_at_ms: opened_at_ms,
+        };
+        self.kick_every_peer(user_id, Some(device), kick, Peer::kick_once);
     }
 
     fn kick_every_peer(
         self: &Arc<Self>,
         user_id: u64,
         device: Option<&str>,
-        reason: v1::KickReason,
+        kick: Kick,
         send: fn(&Peer, u64, Option<&str>, Kick),
     ) {
         let Some(view) = self.view_nodes() else {
             return;
-        };
-        let kick = Kick {
-            reason: reason as i32,
-            issued_at_ms: crate::time::now_ms(),
         };
         for node in view.nodes.iter().filter(|n| n.record.node_id != self.me) {
             if let Some(peer) = self.peer(&node.record.node_id, &node.record.advertise_addr) {
@@ -329,9 +350,10 @@ impl Link {
             for k in kicks {
                 let reason = KickReason::try_from(k.reason).unwrap_or(KickReason::Unspecified);
                 let device = (!k.all_devices).then_some(k.device_id.as_str());
-                // An operator's kick is checked against nothing in the store: a session opened
-                // since it was issued (a login after the kick, which reached here late: a
-                // link that was down, a kick sent again) is not the one it meant.
+                // An operator's kick or a REPLACED is checked against nothing in the store: a
+                // session opened since it was issued (a login after the kick, which reached
+                // here late: a link that was down, a kick sent again), or since the replacing
+                // session opened, is not the one it meant.
                 let opened_by = match check_for(reason) {
                     Check::None => opened_by_ms(k, sent_at_ms, received_at_ms),
                     Check::TokenGone | Check::Disabled => None,
@@ -495,5 +517,93 @@ mod tests {
         // Not stamped (an older node): no cut.
         assert_eq!(opened_by_ms(&issued, 0, 50_000), None);
         assert_eq!(opened_by_ms(&kick(1, None, k(14, 0)), 5_000, 50_000), None);
+    }
+
+    /// A REPLACED kick's cut is the replacing session's open time (its `issued_at_ms`), late
+    /// by its time in transit, by no more than the clocks' bound.
+    #[test]
+    fn a_replaced_kicks_cut_is_the_replacing_sessions_open_time_within_the_clocks_bound() {
+        let replaced = KickReason::Replaced as i32;
+        let opened = kick(1, Some("phone"), k(replaced, 10_000));
+        // Sent 4 s after the session opened (a slow login), 1 ms in transit.
+        assert_eq!(opened_by_ms(&opened, 14_000, 14_001), Some(10_001));
+        // Held up 30 s in transit: cut at the clocks' bound after the open time.
+        assert_eq!(
+            opened_by_ms(&opened, 10_005, 40_005),
+            Some(10_000 + NODE_CLOCKS_APART_MAX_MS)
+        );
+        // An operator's kick keeps its age alone.
+        let operator = kick(1, None, k(KickReason::KickedByOperator as i32, 10_000));
+        assert_eq!(opened_by_ms(&operator, 10_005, 40_005), Some(40_000));
+    }
+
+    /// The receiving side with a real sessions table: of the device's sessions, a REPLACED kick
+    /// ends the one opened before the replacing session and spares the one opened after it,
+    /// even when the kick arrives long after both (held up in transit); other devices stay.
+    #[tokio::test]
+    async fn a_replaced_kick_ends_only_the_devices_sessions_opened_before_the_replacing_one() {
+        use crate::groups::online::GroupOnline;
+        use crate::sessions::{Session, Sessions, SharedSessions};
+        use ringchat_proto::v1::Platform;
+
+        let sessions = SharedSessions::new(Sessions::new(8, vec![]));
+        let session = |conn: u64, device: &str, opened_at_ms: u64| Session {
+            conn: ConnRef { shard: 0, conn },
+            device_id: device.into(),
+            platform: Platform::Ios,
+            token_hash: [0; 32],
+            peer: std::net::Ipv4Addr::LOCALHOST.into(),
+            opened_at_ms,
+            token_expires_at_ms: u64::MAX,
+        };
+        let config = crate::cluster::ClusterConfig {
+            node_id: "n2".into(),
+            ..Default::default()
+        };
+        let (tx, mut shard) = mpsc::channel(8);
+        let link = Link::new(
+            &config,
+            vec![tx],
+            sessions.clone(),
+            Arc::new(GroupOnline::new(1)),
+            100,
+            64 << 10,
+        )
+        .expect("one shard");
+        // The replacing session (on the sender) opened at 10 000; its kick was handed over at
+        // 10 005 and arrived here 30 s later.
+        let opened_at = 10_000;
+        let replaced = kick(7, Some("phone"), k(KickReason::Replaced as i32, opened_at));
+        // One case at a time: this node keeps one session of a device.
+        for (opened_here, ends) in [(opened_at - 1, true), (opened_at + 3_000, false)] {
+            sessions
+                .write()
+                .open(7, session(1, "phone", opened_here))
+                .unwrap();
+            sessions.write().open(7, session(2, "laptop", 0)).unwrap();
+            link.kick_checked(
+                std::slice::from_ref(&replaced),
+                opened_at + 5,
+                opened_at + 30_005,
+            )
+            .await;
+            let kicked: Vec<(u64, KickReason)> = std::iter::from_fn(|| shard.try_recv().ok())
+                .map(|e| match e {
+                    ShardEvent::Kick { conn, reason } => (conn, reason),
+                    _ => panic!("only kicks"),
+                })
+                .collect();
+            let want = if ends {
+                vec![(1, KickReason::Replaced)]
+            } else {
+                vec![]
+            };
+            assert_eq!(
+                kicked, want,
+                "the phone's session opened at {opened_here}, the replacing one at {opened_at}"
+            );
+            sessions.write().close(7, ConnRef { shard: 0, conn: 1 });
+            sessions.write().close(7, ConnRef { shard: 0, conn: 2 });
+        }
     }
 }

@@ -324,6 +324,47 @@ async fn pushes_to_users_go_only_to_the_nodes_holding_them() {
     nodes.stop();
 }
 
+/// A login's `REPLACED` kick carries the replacing session's open time, not the time it is
+/// queued: a login slow after its session opened must not end a session of the device opened
+/// since on another node (`kicks.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_kick_carries_the_replacing_sessions_open_time() {
+    let nodes = SilentNodes::start("replaced", &["n1", "n2"]).await;
+    let n1 = &nodes.clusters[0];
+    until("n1 sees both nodes", || n1.view().nodes.len() == 2).await;
+    let (link, _shard) = link(&nodes.config("n1"));
+    link.attach(Arc::clone(n1), tokio::runtime::Handle::current(), None);
+
+    let opened_at_ms = crate::time::now_ms() - 30_000;
+    link.send_kick_once(7, "phone", opened_at_ms);
+    let queued = link.peer_by_id("n2").expect("a peer").take_queued();
+    let kicks: Vec<(u64, String, i32, bool, u64)> = queued
+        .into_iter()
+        .filter_map(|i| match i.item {
+            Some(Item::Kick(k)) => Some((
+                k.user_id,
+                k.device_id,
+                k.reason,
+                k.all_devices,
+                k.issued_at_ms,
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        kicks,
+        [(
+            7,
+            "phone".to_owned(),
+            v1::KickReason::Replaced as i32,
+            false,
+            opened_at_ms
+        )]
+    );
+    link.shutdown();
+    nodes.stop();
+}
+
 /// A node at an address anyone who can write to Redis names: records the headers of the
 /// `Link` streams it is sent, and refuses them.
 struct FakeNode(mpsc::Sender<tonic::metadata::MetadataMap>);
