@@ -109,6 +109,12 @@ pub struct GatewayConfig {
     /// limit, yet would hold its backlog for ever.
     pub outbound_drain_timeout_ms: u64,
     pub conns_per_shard_max: usize,
+    /// Connections one client (an IPv4 address, an IPv6 /64: `ringchat_backend::client_key`)
+    /// holds on one shard before they have logged in, from accept (after a PROXY header, on
+    /// its address) until the login succeeds or the connection closes; past it a new one is
+    /// told `SERVER_FULL` like a full shard's and closed. Counted per shard, with no lock: a
+    /// client spread over N shards gets up to N times this. Logged-in sessions never count.
+    pub prelogin_conns_per_ip_max: usize,
     /// Logins (and registrations, account requests before login) one shard has waiting for
     /// the backend at once; past it a Login is answered `SERVER_FULL` with a `retry_after_ms`
     /// and the connection closed. Logged-in clients are never counted nor refused.
@@ -148,6 +154,15 @@ pub struct GatewayConfig {
 /// (`backend.logins_in_flight_max`) busy from a few shards, few enough that a storm queues in
 /// clients' back-off, not in the server.
 pub const LOGINS_IN_FLIGHT_PER_SHARD_DEFAULT: usize = 1024;
+
+/// Default `gateway.prelogin_conns_per_ip_max`: the shard's login slots
+/// (`LOGINS_IN_FLIGHT_PER_SHARD_DEFAULT`), as more connections of one client logging in at once
+/// would be refused at their login anyway. That admits whole NATs and reverse proxies without
+/// PROXY protocol reconnecting together, and a load generator's storm on one address (512
+/// connections per shard at its defaults; 1,000 sign-ups at once over 2 shards in a test), while
+/// one host holds at most 0.2 % of a shard's default 500,000 places, however many idle sockets it
+/// opens and renews every handshake timeout.
+pub const PRELOGIN_CONNS_PER_IP_DEFAULT: usize = LOGINS_IN_FLIGHT_PER_SHARD_DEFAULT;
 
 /// Default `gateway.logins_per_second_per_shard`: a storm of 10,000 token logins on 2 cores
 /// then takes 4.2 s instead of 0.9 and the established pairs' p99 during it falls from 96 to
@@ -258,6 +273,7 @@ impl Default for GatewayConfig {
             outbound_bytes_per_shard_max: OUTBOUND_BYTES_PER_SHARD_MAX_DEFAULT,
             outbound_drain_timeout_ms: OUTBOUND_DRAIN_TIMEOUT_MS_DEFAULT,
             conns_per_shard_max: 500_000,
+            prelogin_conns_per_ip_max: PRELOGIN_CONNS_PER_IP_DEFAULT,
             logins_in_flight_per_shard_max: LOGINS_IN_FLIGHT_PER_SHARD_DEFAULT,
             login_retry_after_ms: 1_000,
             logins_per_second_per_shard: LOGINS_PER_SECOND_PER_SHARD_DEFAULT,
@@ -550,6 +566,10 @@ impl GatewayConfig {
         positive(self.idle_timeout_ms, "idle_timeout_ms");
         positive(self.outbound_frames_max as u64, "outbound_frames_max");
         positive(self.conns_per_shard_max as u64, "conns_per_shard_max");
+        positive(
+            self.prelogin_conns_per_ip_max as u64,
+            "prelogin_conns_per_ip_max",
+        );
         positive(
             self.logins_in_flight_per_shard_max as u64,
             "logins_in_flight_per_shard_max",

@@ -51,6 +51,9 @@ pub struct ShardStats {
     pub authenticated: LocalCounter,
     pub accepted: LocalCounter,
     pub rejected_full: LocalCounter,
+    /// Connections turned away (`SERVER_FULL`) because their client already had
+    /// `gateway.prelogin_conns_per_ip_max` connections not logged in on the shard.
+    pub prelogin_refused: LocalCounter,
     /// Connections handed to the files service (`/files`) being served now.
     pub files_conns: LocalCounter,
     /// `/files` connections answered 503: `[gateway.files]` limits reached (or the shard full).
@@ -187,6 +190,7 @@ pub fn publish(shards: &[Arc<ShardStats>]) {
         counter("ringchat_logins_paced_total", s.logins_paced.get());
         counter("ringchat_logins_abandoned_total", s.logins_abandoned.get());
         counter("ringchat_rejected_full_total", s.rejected_full.get());
+        counter("ringchat_prelogin_refused_total", s.prelogin_refused.get());
         counter(
             "ringchat_files_refused_busy_total",
             s.files_refused_busy.get(),
@@ -313,6 +317,10 @@ pub fn describe() {
         (
             "ringchat_rejected_full_total",
             "Connections refused because the shard was at gateway.conns_per_shard_max.",
+        ),
+        (
+            "ringchat_prelogin_refused_total",
+            "Connections refused (SERVER_FULL, then closed) because their client (an IPv4 address, an IPv6 /64; behind a gateway.proxy_protocol_from balancer, the PROXY header's) already had gateway.prelogin_conns_per_ip_max connections on the shard that had not logged in, per shard.",
         ),
         (
             "ringchat_files_refused_busy_total",

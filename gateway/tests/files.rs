@@ -483,6 +483,33 @@ async fn past_the_file_connections_of_one_address_the_shard_answers_503() {
     );
 }
 
+/// A file connection is counted among the file connections from its first request on, no
+/// longer among its client's connections not logged in (`gateway.prelogin_conns_per_ip_max`):
+/// kept alive, it leaves the address's one pre-login place to a chat connection.
+#[tokio::test]
+async fn a_file_connection_gives_its_pre_login_place_back() {
+    let server = TestServer::start(&[
+        ("GATEWAY__CORES", "[0]"),
+        ("GATEWAY__PRELOGIN_CONNS_PER_IP_MAX", "1"),
+    ]);
+    let (_alice, alice) = server.user("alice").await;
+    let mut held = Http1::connect(server.ws).await;
+    upload(&mut held, &alice.token, "held.bin", &content(5, 1000)).await;
+    assert_eq!(
+        server.metric("ringchat_files_connections{shard=\"0\"}"),
+        1.0,
+        "the file connection is kept alive"
+    );
+    let mut chat = server.client().await;
+    chat.hello()
+        .await
+        .expect("a chat connection gets the place");
+    assert_eq!(
+        server.metric("ringchat_prelogin_refused_total{shard=\"0\"}"),
+        0.0
+    );
+}
+
 #[tokio::test]
 async fn without_a_token_or_under_a_wrong_path_the_answers_are_clear() {
     let server = TestServer::start(&[]);

@@ -318,3 +318,84 @@ async fn a_login_whose_client_hung_up_while_it_waited_is_never_served() {
         0.0
     );
 }
+
+/// A connection that is turned away as a full shard's are: `SERVER_FULL` with a
+/// `retry_after_ms` in [base, 2 × base) as its first frame, before the client says anything,
+/// then the close.
+async fn expect_turned_away(server: &TestServer) {
+    let mut c = server.client().await;
+    let frame = c
+        .recv_timeout()
+        .await
+        .unwrap()
+        .expect("an answer, then the close");
+    let Some(Body::Error(v1::Error {
+        code,
+        retry_after_ms,
+        ..
+    })) = frame.body
+    else {
+        panic!("{frame:?}")
+    };
+    assert_eq!(code, ErrorCode::ServerFull as i32);
+    assert!(
+        (RETRY_BASE_MS..2 * RETRY_BASE_MS).contains(&retry_after_ms),
+        "{retry_after_ms}"
+    );
+    assert!(c.recv_timeout().await.unwrap().is_none(), "closed after it");
+}
+
+/// One client cannot fill a shard with connections that never log in (renewing them every
+/// handshake timeout, it would push everyone else out): past
+/// `gateway.prelogin_conns_per_ip_max` of its connections not logged in yet, a new one is
+/// turned away as a full shard's is. A login or a close gives the place back; logged-in
+/// sessions never count.
+#[tokio::test]
+async fn a_client_past_its_connections_not_logged_in_is_told_server_full() {
+    let server = TestServer::start(&[
+        ("GATEWAY__CORES", "[0]"),
+        ("GATEWAY__PRELOGIN_CONNS_PER_IP_MAX", "2"),
+        ("GATEWAY__LOGIN_RETRY_AFTER_MS", "300"),
+    ]);
+    // Logged in, so not counted: the two places below are all 127.0.0.1's.
+    let (mut ann, _) = server.user("ann").await;
+    let mut first = server.client().await;
+    first.hello().await.unwrap();
+    let mut second = server.client().await;
+    second.hello().await.unwrap();
+    expect_turned_away(&server).await;
+    // The two in place are not touched.
+    first.ping().await.unwrap();
+    second.ping().await.unwrap();
+
+    // A login gives its place back by the time its LoginOk comes.
+    first
+        .login_password("ann", PASSWORD, "ann-2")
+        .await
+        .unwrap()
+        .expect("logs in");
+    let mut third = server.client().await;
+    third.hello().await.unwrap();
+    expect_turned_away(&server).await;
+
+    // So does a close, once the server has seen it.
+    drop(second);
+    common::wait_until_async("the closed connection gone from the shard", || {
+        // ann, first (logged in) and third.
+        server.metric("ringchat_connections{shard=\"0\"}") == 3.0
+    })
+    .await;
+    let mut fourth = server.client().await;
+    fourth.hello().await.unwrap();
+    third.ping().await.unwrap();
+    ann.ping().await.unwrap();
+
+    assert_eq!(
+        server.metric("ringchat_prelogin_refused_total{shard=\"0\"}"),
+        2.0
+    );
+    assert_eq!(
+        server.metric("ringchat_rejected_full_total{shard=\"0\"}"),
+        0.0
+    );
+}

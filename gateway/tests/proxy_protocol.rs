@@ -253,6 +253,57 @@ async fn tls_and_websocket_open_behind_a_header() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 
+/// Connections not logged in yet are counted per client (`gateway.prelogin_conns_per_ip_max`)
+/// on the header's address, not the balancer's: past the limit a client's next connection is
+/// told `SERVER_FULL` once its transport is up, on every transport, while another client behind
+/// the same balancer gets in. The one turned away leaves the shard's table as its header names
+/// its client, so that it takes nobody's place while it is told.
+#[tokio::test]
+async fn connections_not_logged_in_are_counted_per_header_address() {
+    let server = Kind::Tls.server(&[
+        TRUST_LOOPBACK,
+        ("GATEWAY__CORES", "[0]"),
+        ("GATEWAY__PRELOGIN_CONNS_PER_IP_MAX", "1"),
+    ]);
+    let mut held = Vec::new();
+    for (i, kind) in [Kind::Tcp, Kind::Ws, Kind::Tls, Kind::Wss]
+        .into_iter()
+        .enumerate()
+    {
+        // Two clients of their own on each transport: the places taken before stay taken.
+        let n = 10 + u8::try_from(i).unwrap();
+        let (alice, bob) = ([203, 0, 113, n], [198, 51, 100, n]);
+        let mut first = through_balancer(&server, kind, &v1(alice)).await;
+        first.hello().await;
+        let mut second = through_balancer(&server, kind, &v2(1, alice)).await;
+        second
+            .expect_error_then_closed(ErrorCode::ServerFull, deadline(REPLY_TIMEOUT))
+            .await;
+        let mut other = through_balancer(&server, kind, &v1(bob)).await;
+        other.hello().await;
+        held.extend([first, other]);
+    }
+    assert_eq!(
+        server.metric("ringchat_prelogin_refused_total{shard=\"0\"}"),
+        4.0
+    );
+    // One turned away that stalls its opening (the upgrade never comes) holds no place in the
+    // shard meanwhile: it is counted when refused, and gone from the shard's table by then.
+    let mut stalled = AnyClient::connect_socket(&server, Kind::Ws).await;
+    stalled.write_all(&v1([203, 0, 113, 10])).await.unwrap();
+    common::wait_until_async("the stalled connection refused", || {
+        server.metric("ringchat_prelogin_refused_total{shard=\"0\"}") == 5.0
+    })
+    .await;
+    assert_eq!(
+        server.metric("ringchat_connections{shard=\"0\"}"),
+        held.len() as f64
+    );
+    for c in &mut held {
+        c.ping().await;
+    }
+}
+
 /// Without `gateway.proxy_protocol_from`, and from a peer it does not name, a PROXY header is
 /// what it always was: bad input for the listener's protocol.
 #[tokio::test]

@@ -35,6 +35,7 @@ live_keys! {
     // Shards (a `Reconfigure` event): the next request, accept or reaper tick.
     limits.messages_per_s_max,
     gateway.conns_per_shard_max,
+    gateway.prelogin_conns_per_ip_max,
     gateway.handshake_timeout_ms,
     gateway.heartbeat_interval_ms,
     gateway.idle_timeout_ms,

@@ -206,6 +206,27 @@ fn file_connection_limits_are_checked() {
     }
 }
 
+/// A client with no pre-login connection at all could never log in: 0 is refused, by
+/// `check-config` too, which reports these problems.
+#[test]
+fn the_pre_login_connections_per_client_are_at_least_one() {
+    let c = Config::parse("[gateway]\nprelogin_conns_per_ip_max = 2\n", no_env()).unwrap();
+    assert_eq!(c.gateway.prelogin_conns_per_ip_max, 2);
+    assert_eq!(
+        Config::default().gateway.prelogin_conns_per_ip_max,
+        crate::config::PRELOGIN_CONNS_PER_IP_DEFAULT
+    );
+    let problems =
+        Config::parse("[gateway]\nprelogin_conns_per_ip_max = 0\n", no_env()).unwrap_err();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("gateway.prelogin_conns_per_ip_max")
+                && p.ends_with("must be at least 1")),
+        "{problems:?}"
+    );
+}
+
 #[test]
 fn unknown_env_key_is_a_problem() {
     let env = vec![("RINGCHAT_GATEWAY__NOPE".to_owned(), "1".to_owned())];

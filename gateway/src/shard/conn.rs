@@ -17,11 +17,12 @@ use ringchat_proto::v1::{ErrorCode, KickReason};
 
 use super::framing::{Framing, Goodbye, Input};
 use super::local::YieldOnce;
+use super::prelogin::PreloginPlace;
 use super::session::{Session, Wait};
 use super::stream::Stream;
 use super::tls_gate::{HandshakeSlot, Refused};
 use super::ws;
-use super::{Close, ConnShared, Shard};
+use super::{Close, ConnShared, Shard, TurningAway};
 
 // `/files`: the connection's bytes go to the backend's files service over a pipe.
 mod files;
@@ -112,15 +113,39 @@ struct Conn {
 }
 
 /// How an accepted socket is to be opened.
-#[derive(Debug, Clone, Copy)]
 pub(super) struct Accepted {
-    /// The shard is at its connection limit: the client is told so once its transport is up
-    /// (on every transport alike), and the connection is closed; the shard bounds how many of
-    /// those run at once.
-    pub full: bool,
+    /// Why the client is turned away, if it is: it is told `SERVER_FULL` once its transport
+    /// is up (on every transport alike), and the connection is closed. Such a connection is
+    /// not in the shard's table; the shard bounds how many of those run at once
+    /// (`TurningAway`).
+    pub turn_away: Option<TurnAway>,
     /// The peer is in `gateway.proxy_protocol_from`: a PROXY header comes first, and the IP
-    /// rules were not applied at accept (`proxy.rs`).
+    /// rules and the pre-login count were not applied at accept (`proxy.rs`).
     pub proxied: bool,
+    /// Its place among its client's connections not logged in yet (`prelogin.rs`); taken at
+    /// accept unless it is turned away or proxied.
+    pub prelogin: Option<PreloginPlace>,
+}
+
+/// Why a connection is turned away as its transport opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TurnAway {
+    /// The shard is at `conns_per_shard_max`.
+    Full,
+    /// Its client already has `gateway.prelogin_conns_per_ip_max` connections on the shard
+    /// that have not logged in.
+    PreloginPerIp,
+}
+
+impl TurnAway {
+    fn message(self) -> &'static str {
+        match self {
+            Self::Full => "this server is at its connection limit, try another or later",
+            Self::PreloginPerIp => {
+                "too many connections from this address have not logged in yet, try again later"
+            }
+        }
+    }
 }
 
 /// Serves one accepted socket to the end (see [`Accepted`]).
@@ -134,8 +159,13 @@ pub(super) fn serve(
     listen: Listen,
     accepted: Accepted,
 ) -> impl std::future::Future<Output = ()> + 'static {
-    let Accepted { full, proxied } = accepted;
-    let session = Session::new(shard, shared);
+    let Accepted {
+        turn_away,
+        proxied,
+        prelogin,
+    } = accepted;
+    let turned_away = turn_away.is_some();
+    let session = Session::new(shard, shared, prelogin);
     // Small frames both ways: do not let Nagle hold them back.
     let _ = tcp.set_nodelay(true);
     let stream = match (listen.tls(), &session.shard.tls) {
@@ -160,9 +190,9 @@ pub(super) fn serve(
         }),
         None => Err(session),
     };
-    // Counted per transport while it is served (not a refusal of a full shard); the index
+    // Counted per transport while it is served (not one turned away at accept); the index
     // comes back out of the connection's layers at the end, so the task captures nothing more.
-    if let (Ok(conn), false) = (&conn, full) {
+    if let (Ok(conn), false) = (&conn, turned_away) {
         conn.shard().stats.transports[listen.index()].add(1);
     }
     async move {
@@ -171,13 +201,13 @@ pub(super) fn serve(
         if let Ok(conn) = &mut conn {
             // Opening is rare and its future large: boxed, so an idle connection's task
             // stays small.
-            let opened = Box::pin(conn.open(full, proxied)).await;
+            let opened = Box::pin(conn.open(turn_away, proxied)).await;
             match opened {
                 Opened::Session => {
                     let end = conn.run().await;
                     Box::pin(conn.finish(end)).await;
                 }
-                Opened::Files(head) => Box::pin(conn.serve_files(head, full)).await,
+                Opened::Files(head) => Box::pin(conn.serve_files(head)).await,
                 Opened::Closed => {}
             }
         }
@@ -188,7 +218,7 @@ pub(super) fn serve(
                 framing,
                 ..
             }) => Box::pin(async move {
-                if !full {
+                if !turned_away {
                     let listen = match (stream.is_tls(), framing.opens_with_http()) {
                         (false, false) => Listen::Tcp,
                         (false, true) => Listen::Ws,
@@ -220,16 +250,38 @@ impl Conn {
     }
 
     /// Brings the transport up: the PROXY header (`proxied`), TLS handshake, then (WebSocket)
-    /// the HTTP request, all within the handshake timeout.
-    async fn open(&mut self, full: bool, proxied: bool) -> Opened {
+    /// the HTTP request, all within the handshake timeout. A connection turned away
+    /// (`turn_away`, or its client past its pre-login connections once the PROXY header named
+    /// it) is told so there and closed: `Opened::Closed`.
+    async fn open(&mut self, mut turn_away: Option<TurnAway>, proxied: bool) -> Opened {
         let needs_opening = self.stream.handshaking() || self.framing.opens_with_http();
         let mut limit = Duration::from_millis(self.shard().live.get().handshake_timeout_ms);
+        // A place among the connections being turned away, while this one is told.
+        let mut _turning_away = None;
         if proxied {
             let started = Instant::now();
             if !self.open_proxied(limit).await {
                 return Opened::Closed;
             }
             limit = limit.saturating_sub(started.elapsed());
+            if turn_away.is_none() {
+                // Counted on the client's address, the header's, from here.
+                let shard = Rc::clone(&self.session.shard);
+                match PreloginPlace::take(&shard, self.stream.peer_ip()) {
+                    Some(place) => self.session.hold_prelogin(place),
+                    None => {
+                        // Out of the shard's table, so that it takes no client's place while
+                        // it is told, as one turned away at accept.
+                        shard.unregister(&self.session.shared);
+                        shard.stats.prelogin_refused.add(1);
+                        match TurningAway::take(&shard) {
+                            Some(turning) => _turning_away = Some(turning),
+                            None => return Opened::Closed,
+                        }
+                        turn_away = Some(TurnAway::PreloginPerIp);
+                    }
+                }
+            }
         }
         if needs_opening {
             let shared = Rc::clone(&self.session.shared);
@@ -240,7 +292,18 @@ impl Conn {
             let opening = monoio::time::timeout(limit, self.open_transport());
             match write_or_cut(&shared, opening).await {
                 Some(Ok(Opened::Session)) => {}
-                // A full shard answers it there, in HTTP.
+                // One turned away is answered in HTTP, as a busy files service answers (404
+                // without one).
+                Some(Ok(Opened::Files(head))) if turn_away.is_some() => {
+                    let shard = Rc::clone(&self.session.shard);
+                    let busy = shard.files.is_some();
+                    if busy {
+                        shard.stats.files_refused_busy.add(1);
+                    }
+                    shard.pool.give(head);
+                    self.refuse_files(busy).await;
+                    return Opened::Closed;
+                }
                 Some(Ok(files @ Opened::Files(_))) => return files,
                 Some(Ok(Opened::Closed) | Err(_)) => return Opened::Closed,
                 None => {
@@ -250,16 +313,13 @@ impl Conn {
                 }
             }
         }
-        if !full {
+        let Some(turn_away) = turn_away else {
             return Opened::Session;
-        }
+        };
         // Not in the shard's table, so the reaper does not see it: bounded here.
         let _ = monoio::time::timeout(limit, async {
-            self.session.refuse(
-                0,
-                ErrorCode::ServerFull,
-                "this server is at its connection limit, try another or later",
-            );
+            self.session
+                .refuse(0, ErrorCode::ServerFull, turn_away.message());
             self.finish(End::Close(Close::Refused(ErrorCode::ServerFull)))
                 .await;
         })

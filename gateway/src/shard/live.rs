@@ -14,6 +14,7 @@ use crate::security::IpRules;
 pub struct LiveLimits {
     pub messages_per_s_max: u32,
     pub conns_per_shard_max: usize,
+    pub prelogin_conns_per_ip_max: usize,
     pub handshake_timeout_ms: u64,
     pub heartbeat_interval_ms: u64,
     pub idle_timeout_ms: u64,
@@ -34,6 +35,7 @@ impl ShardLive {
             limits: LiveLimits {
                 messages_per_s_max: config.limits.messages_per_s_max,
                 conns_per_shard_max: cap.apply(config.gateway.conns_per_shard_max),
+                prelogin_conns_per_ip_max: config.gateway.prelogin_conns_per_ip_max,
                 handshake_timeout_ms: config.gateway.handshake_timeout_ms,
                 heartbeat_interval_ms: config.gateway.heartbeat_interval_ms,
                 idle_timeout_ms: config.gateway.idle_timeout_ms,

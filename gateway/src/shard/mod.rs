@@ -10,6 +10,7 @@ pub mod live;
 mod local;
 mod login_pace;
 mod outbound;
+mod prelogin;
 mod session;
 mod stream;
 mod tls_gate;
@@ -34,15 +35,17 @@ use crate::proxy_protocol::TrustedPeers;
 use crate::security::IpRules;
 use crate::stats::{DRIVER_EPOLL, DRIVER_IO_URING, ShardStats};
 use accept::{Acceptor, HANDSHAKES_SETTLE};
-use conn::Listen;
+use conn::{Listen, TurnAway};
 use live::{LiveLimits, Published};
 use local::{BufferPool, ConnTable, HasConnId, LocalNotify};
 pub(crate) use outbound::{Books, Fanout, Frame, Outbound, OutboundLimits};
+use prelogin::{PreloginCounts, PreloginPlace};
 
 /// Events taken from the shard's inbox in one go.
 const EVENT_BATCH_MAX: usize = 256;
-/// Connections a full shard is turning away at once (each told `SERVER_FULL` over its own
-/// transport, a TLS handshake included); past that, new ones are closed without a word.
+/// Connections a shard is turning away at once (a full shard's, and those past their client's
+/// `gateway.prelogin_conns_per_ip_max`: each told `SERVER_FULL` over its own transport, a TLS
+/// handshake included); past that, new ones are closed without a word.
 pub(crate) const REJECTING_MAX: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
@@ -332,8 +335,10 @@ pub(crate) struct Shard {
     pub tick: Cell<u64>,
     pub tick_ms: u64,
     pub stopping: Cell<bool>,
-    /// Connections being turned away because the shard is full.
+    /// Connections being turned away (`TurningAway`), not in `conns`.
     rejecting: Cell<usize>,
+    /// Connections not logged in yet, per client (`prelogin.rs`).
+    prelogin: PreloginCounts,
     /// Requests of connections not yet logged in (logins, registrations, account requests)
     /// waiting for the backend now (`gateway.logins_in_flight_per_shard_max`).
     logins_in_flight: Cell<usize>,
@@ -419,6 +424,7 @@ impl Shard {
             tick_ms,
             stopping: Cell::new(false),
             rejecting: Cell::new(0),
+            prelogin: PreloginCounts::default(),
             logins_in_flight: Cell::new(0),
             login_pace,
             tls_gate,
@@ -529,6 +535,28 @@ impl Shard {
     }
 }
 
+/// One connection being turned away, outside the shard's table: at most `REJECTING_MAX` at
+/// once (their descriptors are in the shard's reserve, `fd_budget.rs`). Given back on drop.
+pub(crate) struct TurningAway(Rc<Shard>);
+
+impl TurningAway {
+    /// `None`: the shard is turning `REJECTING_MAX` away already.
+    pub fn take(shard: &Rc<Shard>) -> Option<Self> {
+        let n = shard.rejecting.get();
+        if n >= REJECTING_MAX {
+            return None;
+        }
+        shard.rejecting.set(n + 1);
+        Some(Self(Rc::clone(shard)))
+    }
+}
+
+impl Drop for TurningAway {
+    fn drop(&mut self) {
+        self.0.rejecting.set(self.0.rejecting.get() - 1);
+    }
+}
+
 /// One pre-login request in flight on a shard (`Shard::login_slot`).
 pub(crate) struct LoginSlot(Rc<Shard>);
 
@@ -631,7 +659,8 @@ async fn accept_loop(shard: Rc<Shard>, acceptor: Rc<Acceptor>) {
     }
 }
 
-/// Serves an accepted connection, or turns it away (IP rules, a full shard).
+/// Serves an accepted connection, or turns it away (IP rules, a full shard, a client past its
+/// connections not logged in).
 fn take(shard: &Rc<Shard>, stream: monoio::net::TcpStream, peer: SocketAddr, kind: Listen) {
     shard.stats.accepted.add(1);
     // A balancer's connection is checked once its PROXY header names the client (`open`).
@@ -643,21 +672,33 @@ fn take(shard: &Rc<Shard>, stream: monoio::net::TcpStream, peer: SocketAddr, kin
         return;
     }
     let full = shard.conns.borrow().len() >= shard.live.get().conns_per_shard_max;
-    if full {
+    let (turn_away, prelogin) = if full {
         shard.stats.rejected_full.add(1);
-        // Told "server full" over its own transport, within the handshake timeout; past
-        // REJECTING_MAX at once, a full shard just closes the socket.
-        if shard.rejecting.get() >= REJECTING_MAX {
-            return;
+        (Some(TurnAway::Full), None)
+    } else if proxied {
+        (None, None)
+    } else {
+        match PreloginPlace::take(shard, peer.ip()) {
+            Some(place) => (None, Some(place)),
+            None => {
+                shard.stats.prelogin_refused.add(1);
+                (Some(TurnAway::PreloginPerIp), None)
+            }
         }
-        shard.rejecting.set(shard.rejecting.get() + 1);
-        let shard = Rc::clone(shard);
+    };
+    if turn_away.is_some() {
+        // Told "server full" over its own transport, within the handshake timeout; past
+        // REJECTING_MAX at once, the socket is just closed.
+        let Some(turning) = TurningAway::take(shard) else {
+            return;
+        };
         let accepted = conn::Accepted {
-            full: true,
+            turn_away,
             proxied,
+            prelogin: None,
         };
         let reject = conn::serve(
-            Rc::clone(&shard),
+            Rc::clone(shard),
             shard.conn_shared(0),
             stream,
             kind,
@@ -665,13 +706,14 @@ fn take(shard: &Rc<Shard>, stream: monoio::net::TcpStream, peer: SocketAddr, kin
         );
         monoio::spawn(async move {
             reject.await;
-            shard.rejecting.set(shard.rejecting.get() - 1);
+            drop(turning);
         });
         return;
     }
     let accepted = conn::Accepted {
-        full: false,
+        turn_away: None,
         proxied,
+        prelogin,
     };
     monoio::spawn(conn::serve(
         Rc::clone(shard),

@@ -20,11 +20,16 @@ use ringchat_proto::{Body, Frame, PROTOCOL_VERSION};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::oneshot;
 
+use super::prelogin::PreloginPlace;
 use super::{Close, ConnShared, Shard};
 
+/// Before login the state holds the connection's place among its client's connections not
+/// logged in yet (`prelogin.rs`; `None`: not counted, or not yet for a connection whose PROXY
+/// header is still to come): the login's new state drops it, and so does the session's end,
+/// whatever ends it.
 enum State {
-    AwaitHello,
-    AwaitLogin,
+    AwaitHello(Option<PreloginPlace>),
+    AwaitLogin(Option<PreloginPlace>),
     /// `device_id`: the login's device, sent with every write (a delivery ack moves the
     /// device's cursor) without asking the backend's sessions registry.
     Authed {
@@ -93,13 +98,28 @@ pub(super) struct Session {
 }
 
 impl Session {
-    pub fn new(shard: Rc<Shard>, shared: Rc<ConnShared>) -> Self {
+    pub fn new(shard: Rc<Shard>, shared: Rc<ConnShared>, prelogin: Option<PreloginPlace>) -> Self {
         let send_budget = SendBudget::new(SendRate::of(&shard));
         Self {
             shard,
             shared,
-            state: State::AwaitHello,
+            state: State::AwaitHello(prelogin),
             send_budget,
+        }
+    }
+
+    /// The connection's pre-login place, taken once its PROXY header named the client.
+    pub fn hold_prelogin(&mut self, place: PreloginPlace) {
+        if let State::AwaitHello(held) | State::AwaitLogin(held) = &mut self.state {
+            *held = Some(place);
+        }
+    }
+
+    /// Gives the pre-login place back before a login: the connection is counted elsewhere now
+    /// (a file connection).
+    pub fn release_prelogin(&mut self) {
+        if let State::AwaitHello(held) | State::AwaitLogin(held) = &mut self.state {
+            *held = None;
         }
     }
 
@@ -134,7 +154,7 @@ impl Session {
             Ok(request) => request,
             // Whatever a first frame that is not Hello holds (no body, a body this server does
             // not know, a server's body), it is refused alike and the connection closed.
-            Err(_) if matches!(self.state, State::AwaitHello) => {
+            Err(_) if matches!(self.state, State::AwaitHello(_)) => {
                 self.hello_required(request_id);
                 return None;
             }
@@ -144,8 +164,8 @@ impl Session {
             }
         };
         match (&self.state, request) {
-            (State::AwaitHello, ClientRequest::Hello(hello)) => self.hello(request_id, &hello),
-            (State::AwaitHello, _) => self.hello_required(request_id),
+            (State::AwaitHello(_), ClientRequest::Hello(hello)) => self.hello(request_id, &hello),
+            (State::AwaitHello(_), _) => self.hello_required(request_id),
             (_, ClientRequest::Hello(_)) => {
                 self.error(
                     request_id,
@@ -153,7 +173,7 @@ impl Session {
                     "hello was already received",
                 );
             }
-            (State::AwaitLogin, ClientRequest::Login(login)) => {
+            (State::AwaitLogin(_), ClientRequest::Login(login)) => {
                 return Box::pin(self.login(request_id, login, peer())).await;
             }
             (State::Authed { user_id, device_id }, ClientRequest::Write(request)) => {
@@ -177,10 +197,10 @@ impl Session {
             ),
             // Boxed: rare, large futures would otherwise make every idle connection's task
             // that large.
-            (State::AwaitLogin, ClientRequest::Register(register)) => {
+            (State::AwaitLogin(_), ClientRequest::Register(register)) => {
                 Box::pin(self.register(request_id, register, peer())).await
             }
-            (State::AwaitLogin, ClientRequest::Account(request)) => {
+            (State::AwaitLogin(_), ClientRequest::Account(request)) => {
                 Box::pin(self.account(request_id, request, peer())).await
             }
             (
@@ -193,7 +213,7 @@ impl Session {
                     "already logged in",
                 );
             }
-            (State::AwaitLogin, ClientRequest::Write(_) | ClientRequest::Session(_)) => {
+            (State::AwaitLogin(_), ClientRequest::Write(_) | ClientRequest::Session(_)) => {
                 self.error(request_id, ErrorCode::NotAuthenticated, "log in first")
             }
         }
@@ -250,7 +270,9 @@ impl Session {
         };
         self.shared
             .announced_idle(self.shard.ticks(live.idle_timeout_ms));
-        self.state = State::AwaitLogin;
+        if let State::AwaitHello(prelogin) = &mut self.state {
+            self.state = State::AwaitLogin(prelogin.take());
+        }
         self.reply(request_id, Body::HelloOk(ok));
     }
 
@@ -286,6 +308,7 @@ impl Session {
         let outcome = self.ask_backend(request_id, request, answer).await?;
         let resume = match outcome.session {
             Some(session) => {
+                // Its pre-login place goes with the state it replaces.
                 self.state = State::Authed {
                     user_id: session.user_id,
                     device_id: session.device_id,

@@ -41,8 +41,8 @@ enum Pumped {
 
 impl Conn {
     /// Serves the connection as a files connection; `head` holds what was read so far (the
-    /// first request's head, maybe more). With `full`, the shard is at its connection limit.
-    pub(super) async fn serve_files(&mut self, head: BytesMut, full: bool) {
+    /// first request's head, maybe more). One turned away at accept was answered in `open`.
+    pub(super) async fn serve_files(&mut self, head: BytesMut) {
         let shard = Rc::clone(&self.session.shard);
         let Some(gate) = shard.files.clone() else {
             shard.pool.give(head);
@@ -50,7 +50,7 @@ impl Conn {
             return;
         };
         let per_shard = shard.files_open.get();
-        let admitted = if full || per_shard >= gate.config().conns_per_shard_max {
+        let admitted = if per_shard >= gate.config().conns_per_shard_max {
             None
         } else {
             gate.admit(self.stream.peer_ip()).ok()
@@ -68,8 +68,10 @@ impl Conn {
             _admitted: admitted,
         };
         // No login comes on this connection: from here only the idle timeout applies, kept
-        // fresh as bytes move either way.
+        // fresh as bytes move either way, and it is counted among file connections, no longer
+        // among its client's connections not logged in.
         self.shared().set_authed();
+        self.session.release_prelogin();
         let pipe = gate.connect();
         match self.pump_files(head, pipe).await {
             Ok(Pumped::Done) => {}
@@ -84,7 +86,7 @@ impl Conn {
 
     /// Answers a files request the shard cannot hand over (404: no files service; 503: busy),
     /// then closes.
-    async fn refuse_files(&mut self, busy: bool) {
+    pub(super) async fn refuse_files(&mut self, busy: bool) {
         let shard = Rc::clone(&self.session.shard);
         let mut out = shard.pool.take();
         out.extend_from_slice(http::files_refusal(busy).as_bytes());

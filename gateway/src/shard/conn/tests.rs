@@ -12,8 +12,9 @@ fn a_connections_shared_state_stays_small() {
 
 /// A connection of a shard with room, from a client that is not a load balancer.
 const PLAIN: Accepted = Accepted {
-    full: false,
+    turn_away: None,
     proxied: false,
+    prelogin: None,
 };
 
 /// A shard with the default settings and no backend behind it (its requests are kept).
