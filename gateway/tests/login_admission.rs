@@ -186,23 +186,7 @@ async fn a_full_shard_says_when_to_come_back() {
     let (mut held, _) = server.user("ann").await;
     let mut told = Vec::new();
     for _ in 0..4 {
-        let mut c = Client::connect(server.tcp).await.unwrap();
-        let frame = c
-            .recv_timeout()
-            .await
-            .unwrap()
-            .expect("an answer, then the close");
-        let Some(Body::Error(v1::Error {
-            code,
-            retry_after_ms,
-            ..
-        })) = frame.body
-        else {
-            panic!("{frame:?}")
-        };
-        assert_eq!(code, ErrorCode::ServerFull as i32);
-        assert!(c.recv_timeout().await.unwrap().is_none(), "closed after it");
-        told.push(retry_after_ms);
+        told.push(server_full_then_closed(&mut server.client().await).await);
     }
     assert!(
         told.iter()
@@ -323,7 +307,16 @@ async fn a_login_whose_client_hung_up_while_it_waited_is_never_served() {
 /// `retry_after_ms` in [base, 2 × base) as its first frame, before the client says anything,
 /// then the close.
 async fn expect_turned_away(server: &TestServer) {
-    let mut c = server.client().await;
+    let retry_after_ms = server_full_then_closed(&mut server.client().await).await;
+    assert!(
+        (RETRY_BASE_MS..2 * RETRY_BASE_MS).contains(&retry_after_ms),
+        "{retry_after_ms}"
+    );
+}
+
+/// `c`'s first frame is `SERVER_FULL`, sent before the client says anything, then the close;
+/// returns its `retry_after_ms`.
+async fn server_full_then_closed(c: &mut Client) -> u64 {
     let frame = c
         .recv_timeout()
         .await
@@ -338,11 +331,8 @@ async fn expect_turned_away(server: &TestServer) {
         panic!("{frame:?}")
     };
     assert_eq!(code, ErrorCode::ServerFull as i32);
-    assert!(
-        (RETRY_BASE_MS..2 * RETRY_BASE_MS).contains(&retry_after_ms),
-        "{retry_after_ms}"
-    );
     assert!(c.recv_timeout().await.unwrap().is_none(), "closed after it");
+    retry_after_ms
 }
 
 /// One client cannot fill a shard with connections that never log in (renewing them every
