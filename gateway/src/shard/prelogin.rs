@@ -40,14 +40,11 @@ impl PreloginPlace {
         let from = ringchat_backend::client_key(peer);
         let max = shard.live.get().prelogin_conns_per_ip_max;
         let mut counts = shard.prelogin.0.borrow_mut();
-        let n = counts.entry(from).or_default();
-        if *n >= max {
-            if *n == 0 {
-                counts.remove(&from);
-            }
+        // Looked up before an entry is made: a refused client leaves none behind.
+        if counts.get(&from).is_some_and(|n| *n >= max) {
             return None;
         }
-        *n += 1;
+        *counts.entry(from).or_default() += 1;
         Some(Self(Box::new(Held {
             shard: Rc::clone(shard),
             from,
