@@ -26,6 +26,8 @@ enum Fault {
     Silent,
     /// Writes a frame that does not decode to the sender, then goes on as usual.
     Garbage,
+    /// Direct messages go to their sender too (its copy before the answer).
+    PairEcho,
     /// Room messages go to every member, their sender included (its copy before the answer).
     RoomEcho,
     /// Each room send after the first is answered, and so is the one before it again.
@@ -136,13 +138,14 @@ async fn serve(mut c: Client, users: Arc<Mutex<Users>>, fault: Fault, after: u64
                     content: s.content,
                     ..Default::default()
                 };
+                let pushed = push(Body::Push(v1::Push {
+                    message: Some(message),
+                }));
                 if let Some(peer) = peer {
-                    let _ = peer.send(Frame {
-                        request_id: 0,
-                        body: Some(Body::Push(v1::Push {
-                            message: Some(message),
-                        })),
-                    });
+                    let _ = peer.send(pushed.clone());
+                }
+                if matches!(fault, Fault::PairEcho) && c.send_frame(&pushed).await.is_err() {
+                    return;
                 }
                 if answered == after && matches!(fault, Fault::Garbage) {
                     // A 3-byte frame that is no protobuf: the reader cannot decode it.
@@ -300,6 +303,21 @@ fn a_reader_that_fails_is_counted_as_an_error() {
         .sum();
     assert_eq!(failed, 2, "{report:?}");
     assert!(report.faults.errors >= 2 && !report.clean(), "{report:?}");
+}
+
+#[test]
+fn a_direct_message_echoed_to_its_sender_fails_the_run() {
+    let report = run_pairs(start(Fault::PairEcho, u64::MAX));
+    assert!(report.acked > 0, "{report:?}");
+    // Each message reached its peer once, and came back to its sender: one error each, not
+    // taken for the peer's message with the same index (which would then be a duplicate).
+    assert_eq!(report.faults.errors, report.acked, "{report:?}");
+    assert_eq!(
+        (report.faults.lost, report.faults.duplicates),
+        (0, 0),
+        "{report:?}"
+    );
+    assert!(!report.clean(), "{report:?}");
 }
 
 fn run_room(addr: SocketAddr) -> RoomReport {

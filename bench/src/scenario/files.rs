@@ -157,7 +157,8 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 /// `size` bytes that differ from every other file's (the server stores by content).
 fn content(seed: u64, size: u64) -> Vec<u8> {
-    let mut x = seed | 1;
+    // Mixed first: from `seed | 1` alone, seeds 2k and 2k + 1 made the same bytes.
+    let mut x = super::splitmix(seed) | 1;
     let mut out = Vec::with_capacity(size as usize);
     while (out.len() as u64) < size {
         x ^= x << 13;
@@ -546,6 +547,10 @@ mod tests {
         let (a, b) = (content(1, 1000), content(2, 1000));
         assert_eq!(a.len(), 1000);
         assert_ne!(a, b);
+        // Neighbouring seeds too: a run's files are seeded `seed + i`.
+        for seed in 0..64 {
+            assert_ne!(content(seed, 64), content(seed + 1, 64), "seed {seed}");
+        }
         assert_eq!(content(3, 7).len(), 7);
     }
 }

@@ -504,6 +504,12 @@ impl Reader {
             m.faults.corrupt += 1;
             return;
         }
+        // A group message goes to every member but its sender (a sender's number is its
+        // member index): an echo would otherwise pass as a delivery and dilute the figures.
+        if sender as usize == self.conn.member {
+            m.error("a member got its own group message back");
+            return;
+        }
         if self.conn.got.borrow_mut()[sender as usize].arrive(index, behind) == Arrival::Again {
             return;
         }

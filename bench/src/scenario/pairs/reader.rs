@@ -26,6 +26,8 @@ pub(super) struct Reader {
     /// This connection's sends, which the server's answers are to.
     pub(super) outgoing: Rc<Direction>,
     pub(super) incoming: Rc<Direction>,
+    /// The user whose messages `incoming` carries.
+    pub(super) peer_id: u64,
     pub(super) start: Instant,
     pub(super) size: usize,
     pub(super) phases: Option<Rc<PhaseLatency>>,
@@ -132,6 +134,12 @@ impl Reader {
         let sent_at = Duration::from_nanos(content.get_u64_le());
         if content.iter().any(|&b| b != filler(index)) {
             m.faults.corrupt += 1;
+        }
+        // Only the peer's messages come here: one of this connection's own pushed back to it
+        // would otherwise pass as the peer's message with the same index (both send 0, 1, …).
+        if msg.from_user_id != self.peer_id {
+            m.error("a push not from the peer (an echo of its own message?)");
+            return;
         }
         let dir = &self.incoming;
         if index >= dir.sends.borrow().sent {

@@ -150,6 +150,7 @@ pub(crate) async fn drive(
                 acked_seq: 0,
                 outgoing: Rc::clone(&outgoing),
                 incoming,
+                peer_id,
                 start,
                 size: cfg.size,
                 phases: phases.clone(),
