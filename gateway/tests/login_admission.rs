@@ -389,3 +389,79 @@ async fn a_client_past_its_connections_not_logged_in_is_told_server_full() {
         0.0
     );
 }
+
+/// Clients that send a login and reset while it waits its turn give their places in the pace
+/// back. Before, each kept its place: a client doing connect, login, reset a thousand times a
+/// second pushed the shard's pace seconds ahead each second, and every real login waited past
+/// its handshake deadline (`Kicked{handshake_timeout}`) before the backend ever saw it.
+#[tokio::test]
+async fn logins_abandoned_while_they_wait_give_their_places_back() {
+    /// Login-and-reset cycles: 15 s of places at the pace below, were none given back.
+    const CYCLES: usize = 1_500;
+    /// Connections sent their login together, then reset together once the shard read them.
+    const BATCH: usize = 100;
+    let server = TestServer::start(&[
+        ("GATEWAY__CORES", "[0]"),
+        ("GATEWAY__LOGINS_PER_SECOND_PER_SHARD", "100"),
+        ("GATEWAY__LOGIN_BURST_PER_SHARD", "1"),
+        ("GATEWAY__HANDSHAKE_TIMEOUT_MS", "3000"),
+        // The few resets' logins that reach the backend fail (no such user): not failures
+        // of the real client's address to delay it for.
+        ("LOGIN__FAILURES_FREE", "1000000"),
+    ]);
+    let mut setup = server.client().await;
+    setup.hello().await.unwrap();
+    setup.register("ann", PASSWORD).await.unwrap().unwrap();
+    drop(setup);
+    let frames_in = "ringchat_frames_in_total{shard=\"0\"}";
+    let open = "ringchat_connections{shard=\"0\"}";
+    common::wait_until_async("the setup connection closed", || server.metric(open) == 0.0).await;
+
+    for _ in 0..CYCLES / BATCH {
+        let read_by = server.metric(frames_in) + 2.0 * BATCH as f64;
+        let mut batch = Vec::with_capacity(BATCH);
+        for _ in 0..BATCH {
+            let mut c = server.client().await;
+            c.send(Body::Hello(v1::Hello {
+                protocol_version: ringchat_proto::PROTOCOL_VERSION,
+                client_name: "reset".into(),
+            }))
+            .await
+            .unwrap();
+            c.send(Body::Login(password_login("nobody", PASSWORD, "reset")))
+                .await
+                .unwrap();
+            batch.push(c);
+        }
+        // Each login read, so booked in the pace, before its client resets.
+        common::wait_until_async("the batch's logins read", || {
+            server.metric(frames_in) >= read_by
+        })
+        .await;
+        for c in batch {
+            let (stream, _) = c.into_parts();
+            stream.set_zero_linger().unwrap();
+        }
+        common::wait_until_async("the batch's resets seen", || server.metric(open) == 0.0).await;
+    }
+    // They waited their turn and hung up: the hang-ups were seen while they waited.
+    let abandoned = server.metric("ringchat_logins_abandoned_total{shard=\"0\"}");
+    assert!(abandoned >= (CYCLES * 9 / 10) as f64, "{abandoned}");
+
+    // A real client's login waits for no place of theirs: it gets in within a second or two
+    // (the pace had 15 s of their places), well within its handshake deadline.
+    let started = Instant::now();
+    let mut ann = server.client().await;
+    ann.hello().await.unwrap();
+    let login = ann.login_password("ann", PASSWORD, "ann-phone").await;
+    assert!(
+        matches!(login, Ok(Ok(_))),
+        "after {:?}: {login:?}",
+        started.elapsed()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -431,3 +431,78 @@ async fn never_stops_sending(driver: &str) {
     );
     bystander.ping().await.unwrap();
 }
+
+/// A connection the server closed (here a bad frame: `Error`, then its end of the stream) is
+/// drained for a moment, so that the client reads the last frames rather than a reset. A
+/// client that floods meanwhile must not hold the shard there either: on epoll the drain's
+/// readiness never waits, and before, its loop never let the shard's other tasks (nor its
+/// own one-second grace) run for as long as the flood went on.
+#[tokio::test]
+async fn a_client_that_floods_a_closing_connection_does_not_hold_its_shard_on_epoll() {
+    use std::io::Write;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    /// The flood's own bound, should the test fail before it stops it.
+    const FLOOD_FOR: Duration = Duration::from_secs(15);
+    let server = TestServer::start(&[
+        ("GATEWAY__DRIVER", "epoll"),
+        ("GATEWAY__CORES", "[0]"),
+        // Small reads: the drain, not the client, is the slow side of the flood, so its socket
+        // always has bytes waiting (as a busy shard's would).
+        ("GATEWAY__READ_BUFFER_BYTES", "1024"),
+    ]);
+    let (mut bystander, _) = server.user("bystander").await;
+
+    let mut closing = server.client().await;
+    closing.hello().await.unwrap();
+    closing
+        .send_raw(&[0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff])
+        .await
+        .unwrap();
+    // Told why and closed: the server drains what comes from now on.
+    assert_eq!(
+        expect_error_then_closed(&mut closing).await,
+        ErrorCode::BadFrame
+    );
+    let flood = closing.into_parts().0.into_std().unwrap();
+    flood.set_nonblocking(false).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicUsize::new(0));
+    // A thread of its own, writing as fast as the socket takes it.
+    let flooding = std::thread::spawn({
+        let (stop, written) = (Arc::clone(&stop), Arc::clone(&written));
+        move || -> std::io::Result<()> {
+            let mut flood = flood;
+            let chunk = vec![0x5a; 1024 * 1024];
+            let until = std::time::Instant::now() + FLOOD_FOR;
+            while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < until {
+                flood.write_all(&chunk)?;
+                written.fetch_add(chunk.len(), Ordering::Relaxed);
+            }
+            Ok(())
+        }
+    });
+    common::wait_until_async("the flood under way", || {
+        written.load(Ordering::Relaxed) > 4 * 1024 * 1024
+    })
+    .await;
+    let served = tokio::time::timeout(Duration::from_secs(5), bystander.ping()).await;
+    // The drain's grace ends and the socket is closed under the flood: its writes fail.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !flooding.is_finished() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let flooded = flooding.join().unwrap();
+    let written = written.load(Ordering::Relaxed);
+    assert!(
+        matches!(served, Ok(Ok(_))),
+        "the shard served nobody else within 5 s while a closing connection was flooded \
+         ({written} bytes)"
+    );
+    assert!(
+        flooded.is_err(),
+        "the flooded connection was not closed within 5 s ({written} bytes)"
+    );
+    bystander.ping().await.unwrap();
+}

@@ -38,7 +38,27 @@ use write::Flush;
 /// ready again at once, so the task never waits:
 /// a client that never stops sending (WebSocket pongs, which need no answer) would otherwise
 /// hold the shard's thread, and its other connections, inbox, accepts and timers with it.
-pub(super) const READS_PER_TURN: u32 = 16;
+const READS_PER_TURN: u32 = 16;
+
+/// Counts a loop's reads of one socket and, every [`READS_PER_TURN`] of them on the epoll
+/// driver, lets the shard's other tasks run: the one rule of every loop that may read on and
+/// on (the session, a file's copy, the final drain).
+#[derive(Default)]
+pub(super) struct ReadTurn(u32);
+
+impl ReadTurn {
+    /// Called after each read.
+    pub(super) async fn after_read(&mut self, shard: &Shard) {
+        self.0 += 1;
+        if self.0 == READS_PER_TURN {
+            self.0 = 0;
+            if shard.readiness_never_waits() {
+                YieldOnce(false).await;
+            }
+        }
+    }
+}
+
 /// Time the last frames (Kicked, Error, a close frame) get to reach a client before the socket
 /// is closed, and time a cut-short write gets once a close is asked for.
 const FINAL_FLUSH_MS: u64 = 1_000;
@@ -447,7 +467,7 @@ impl Conn {
         }
         // Armed once and kept across the wake-ups that only write; renewed after each read.
         let mut readable = std::pin::pin!(self.stream.readable());
-        let mut reads = 0u32;
+        let mut reads = ReadTurn::default();
         loop {
             if let Some(close) = self.shared().close.get() {
                 return End::Close(close);
@@ -480,13 +500,7 @@ impl Conn {
                         return end;
                     }
                     readable.set(self.stream.readable());
-                    reads += 1;
-                    if reads == READS_PER_TURN {
-                        reads = 0;
-                        if self.shard().readiness_never_waits() {
-                            YieldOnce(false).await;
-                        }
-                    }
+                    reads.after_read(self.shard()).await;
                 }
             }
         }
@@ -708,19 +722,22 @@ impl Conn {
     }
 
     /// Reads and drops what the client still sends until it closes, briefly: closing a socket
-    /// with unread bytes resets it, and the client could lose the last frames.
+    /// with unread bytes resets it, and the client could lose the last frames. A client that
+    /// goes on sending meanwhile is read in turns (`ReadTurn`): on epoll its readiness never
+    /// waits, and the grace's timer is looked at only when the drain waits.
     async fn drain_until_eof(&mut self) {
         let shard = Rc::clone(&self.session.shard);
         let grace = Duration::from_millis(FINAL_FLUSH_MS);
         let _ = monoio::time::timeout(grace, async {
             let mut buf = shard.pool.take();
+            let mut reads = ReadTurn::default();
             loop {
                 if self.stream.readable().await.is_err() {
                     break;
                 }
                 buf.clear();
                 match self.stream.read(&mut buf, &shard.pool).await {
-                    Ok(Some(_)) => {}
+                    Ok(Some(_)) => reads.after_read(&shard).await,
                     Ok(None) | Err(_) => break,
                 }
             }

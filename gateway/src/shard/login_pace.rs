@@ -15,6 +15,11 @@
 //! login queue, the blocking pool, the replies) is woken once per batch rather than once per
 //! login.
 //!
+//! A place is a [`Booking`]: dropped before its time comes (the client hung up while it waited,
+//! the connection was closed, the shard stopped), it is given back. A place kept by nobody would
+//! still count: clients that send a login and reset at once would push `next` seconds ahead each
+//! second, and every real login would wait past its handshake deadline.
+//!
 //! The same rule admits TLS handshakes (`tls_gate.rs`), without the wait: `admit` takes a
 //! place only if one is free now.
 
@@ -51,19 +56,43 @@ impl LoginPace {
         }
     }
 
-    /// Takes the next place in the pace: how long this login waits before it goes (zero: at
-    /// once). Every call takes a place, so call it once per login.
-    pub fn wait(&self, now: Instant) -> Duration {
+    /// Takes the next place in the pace, once per login: [`Booking::wait`] says how long the
+    /// login waits before it goes (zero: at once). Drop the booking to give the place back if
+    /// the login does not go; [`Booking::went`] once it went.
+    pub fn book(&self, now: Instant) -> Booking<'_> {
+        let at_once = Booking {
+            pace: self,
+            at: None,
+            wait: Duration::ZERO,
+        };
         if self.gap.is_zero() {
-            return Duration::ZERO;
+            return at_once;
         }
         let earliest = now.checked_sub(self.burst).unwrap_or(now);
         let at = self.next.get().max(earliest);
         self.next.set(at + self.gap);
         if at <= now {
-            return Duration::ZERO;
+            return at_once;
         }
-        self.on_grid(at).saturating_duration_since(now)
+        Booking {
+            pace: self,
+            at: Some(at),
+            wait: self.on_grid(at).saturating_duration_since(now),
+        }
+    }
+
+    /// Gives back a place booked for `at` and not used. Its time has not come (`now < at`), so
+    /// `next` is past it: pulled back by one gap. Places booked behind it keep their times, so a
+    /// new booking may then share a gap with one of them (the grid wakes logins in batches
+    /// anyway): over the queue's length the shard still lets through no more than the pace, as
+    /// every place kept moved `next` by one gap, and no record of the holes is needed. Never
+    /// pulled behind `now`: a place given back is not a burst.
+    fn give_back(&self, at: Instant, now: Instant) {
+        if at <= now {
+            return;
+        }
+        let back = self.next.get().checked_sub(self.gap).unwrap_or(now);
+        self.next.set(back.max(now));
     }
 
     /// Takes a place only if one is free now: `true` when the caller may go at once, `false`
@@ -92,6 +121,44 @@ impl LoginPace {
     }
 }
 
+/// A login's place in the pace, given back if dropped before its time comes (see the module).
+#[must_use = "dropped, the place is given back"]
+pub struct Booking<'a> {
+    pace: &'a LoginPace,
+    /// When the place comes; `None` once the login went (or when it goes at once: nothing to
+    /// give back).
+    at: Option<Instant>,
+    wait: Duration,
+}
+
+impl Booking<'_> {
+    /// How long the login waits for its place, from the booking (zero: it goes at once).
+    pub fn wait(&self) -> Duration {
+        self.wait
+    }
+
+    /// The login goes: its place is used, never given back.
+    pub fn went(mut self) {
+        self.at = None;
+    }
+
+    /// Gives the place back as of `now` (what dropping the booking does with the clock).
+    #[cfg(test)]
+    fn cancel(mut self, now: Instant) {
+        if let Some(at) = self.at.take() {
+            self.pace.give_back(at, now);
+        }
+    }
+}
+
+impl Drop for Booking<'_> {
+    fn drop(&mut self) {
+        if let Some(at) = self.at.take() {
+            self.pace.give_back(at, Instant::now());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,18 +166,26 @@ mod tests {
     const MS: Duration = Duration::from_millis(1);
     const Z: Duration = Duration::ZERO;
 
+    /// A login that keeps its place: how long it waited.
+    fn wait(pace: &LoginPace, now: Instant) -> Duration {
+        let booking = pace.book(now);
+        let wait = booking.wait();
+        booking.went();
+        wait
+    }
+
     #[test]
     fn unpaced_never_waits() {
         let t = Instant::now();
         let pace = LoginPace::new(0, 1, t);
-        assert!((0..10_000).all(|_| pace.wait(t).is_zero()));
+        assert!((0..10_000).all(|_| wait(&pace, t).is_zero()));
     }
 
     #[test]
     fn a_burst_goes_at_once_then_the_rest_wait_for_the_grid() {
         let t = Instant::now() + Duration::from_secs(10);
         let pace = LoginPace::new(1000, 4, t - Duration::from_secs(5));
-        let waits: Vec<Duration> = (0..7).map(|_| pace.wait(t)).collect();
+        let waits: Vec<Duration> = (0..7).map(|_| wait(&pace, t)).collect();
         assert_eq!(waits, [Z, Z, Z, Z, 10 * MS, 10 * MS, 10 * MS]);
     }
 
@@ -120,7 +195,7 @@ mod tests {
         let pace = LoginPace::new(1000, 1, t);
         // Due 1 ms apart: the first goes, the next ten (due at 1..=10 ms) wake together on the
         // grid at 10 ms, the ten after at 20 ms: 1,000 a second all the same.
-        let at: Vec<Duration> = (0..22).map(|_| pace.wait(t)).collect();
+        let at: Vec<Duration> = (0..22).map(|_| wait(&pace, t)).collect();
         assert_eq!(at[0], Z);
         assert!(at[1..11].iter().all(|w| *w == 10 * MS), "{at:?}");
         assert!(at[11..21].iter().all(|w| *w == 20 * MS), "{at:?}");
@@ -131,10 +206,10 @@ mod tests {
     fn a_steady_arrival_at_the_pace_never_waits_and_a_faster_one_queues() {
         let t = Instant::now();
         let pace = LoginPace::new(100, 1, t);
-        assert!((0..100).all(|i| pace.wait(t + 10 * MS * i).is_zero()));
+        assert!((0..100).all(|i| wait(&pace, t + 10 * MS * i).is_zero()));
         let pace = LoginPace::new(100, 1, t);
         // 200 a second against 100: the nth waits n × 5 ms.
-        let waits: Vec<Duration> = (0..5).map(|i| pace.wait(t + 5 * MS * i)).collect();
+        let waits: Vec<Duration> = (0..5).map(|i| wait(&pace, t + 5 * MS * i)).collect();
         assert_eq!(waits, [Z, 5 * MS, 10 * MS, 15 * MS, 20 * MS]);
     }
 
@@ -156,7 +231,72 @@ mod tests {
         let t = Instant::now() + Duration::from_secs(100);
         let pace = LoginPace::new(10, 3, t - Duration::from_secs(50));
         let later = t + Duration::from_secs(60);
-        let waits: Vec<Duration> = (0..4).map(|_| pace.wait(later)).collect();
+        let waits: Vec<Duration> = (0..4).map(|_| wait(&pace, later)).collect();
         assert_eq!(waits, [Z, Z, Z, 100 * MS]);
+    }
+
+    #[test]
+    fn a_place_given_back_before_its_time_is_taken_by_the_next_login() {
+        // Ahead of the real clock, for the drop below.
+        let t = Instant::now() + Duration::from_secs(10);
+        let pace = LoginPace::new(100, 1, t);
+        assert_eq!(wait(&pace, t), Z);
+        // Clients that send a login and hang up while it waits, over and over: the places
+        // they gave back do not push the pace on.
+        for _ in 0..1000 {
+            let booking = pace.book(t);
+            assert_eq!(booking.wait(), 10 * MS);
+            booking.cancel(t + MS);
+        }
+        assert_eq!(wait(&pace, t + MS), 9 * MS);
+        // Dropped before its time (at 20 ms, the real clock still behind `t`): given back too.
+        drop(pace.book(t + 2 * MS));
+        assert_eq!(wait(&pace, t + 2 * MS), 18 * MS);
+    }
+
+    #[test]
+    fn a_place_given_back_behind_later_ones_frees_one_gap_at_the_end() {
+        let t = Instant::now();
+        let pace = LoginPace::new(100, 1, t);
+        assert_eq!(wait(&pace, t), Z);
+        // Three wait for 10, 20 and 30 ms; the first gives up.
+        let first = pace.book(t);
+        let kept: Vec<Duration> = (0..2).map(|_| wait(&pace, t)).collect();
+        assert_eq!(kept, [20 * MS, 30 * MS]);
+        first.cancel(t + MS);
+        // The next goes at 30 ms, beside the last kept one, not at 40 ms.
+        assert_eq!(wait(&pace, t + MS), 29 * MS);
+        assert_eq!(wait(&pace, t + MS), 39 * MS);
+    }
+
+    #[test]
+    fn a_place_whose_time_came_is_not_given_back() {
+        let t = Instant::now();
+        let pace = LoginPace::new(100, 1, t);
+        assert_eq!(wait(&pace, t), Z);
+        pace.book(t).cancel(t + 10 * MS);
+        // Its place was at 10 ms, used up by then: the next is at 20 ms.
+        assert_eq!(wait(&pace, t + 10 * MS), 10 * MS);
+    }
+
+    #[test]
+    fn places_given_back_never_pull_the_pace_behind_now() {
+        let t = Instant::now() + Duration::from_secs(10);
+        // Quiet: a burst of 3 (20 ms of lag) goes at once.
+        let pace = LoginPace::new(100, 3, t - Duration::from_secs(5));
+        assert!((0..3).all(|_| wait(&pace, t).is_zero()));
+        // Two wait (10, 20 ms); the first gives up, and a third takes 20 ms beside the second.
+        let first = pace.book(t);
+        let second = pace.book(t);
+        first.cancel(t + MS);
+        let third = pace.book(t + MS);
+        assert_eq!(third.wait(), 19 * MS);
+        // At 19 ms both give up: two gaps back from 30 ms would be 10 ms, already past, and
+        // a login then would find a burst made of places nobody used. The pace stops at now.
+        second.cancel(t + 19 * MS);
+        third.cancel(t + 19 * MS);
+        assert_eq!(wait(&pace, t + 19 * MS), Z);
+        // Due at 29 ms, woken on the grid at 30 ms.
+        assert_eq!(wait(&pace, t + 19 * MS), 11 * MS);
     }
 }

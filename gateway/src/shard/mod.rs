@@ -373,7 +373,7 @@ pub(crate) struct Shard {
 impl Shard {
     /// Whether readiness is answered at once while data waits (epoll: monoio checks the socket
     /// and does not yield), so that a connection reading on and on must yield by itself
-    /// (`READS_PER_TURN`). io_uring's readiness always waits for an event.
+    /// (`conn::ReadTurn`). io_uring's readiness always waits for an event.
     pub(crate) fn readiness_never_waits(&self) -> bool {
         self.stats.driver.get() == DRIVER_EPOLL
     }

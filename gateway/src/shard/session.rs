@@ -352,8 +352,12 @@ impl Session {
             );
             return None;
         };
-        // A storm's logins go at the shard's pace, holding their slot while they wait.
-        let wait = self.shard.login_pace.wait(std::time::Instant::now());
+        // A storm's logins go at the shard's pace, holding their slot while they wait. A wait
+        // given up in any way (the close below, the hang-up watch or the shard's stop dropping
+        // this future) drops the booking, which gives its place back.
+        let shard = Rc::clone(&self.shard);
+        let booking = shard.login_pace.book(std::time::Instant::now());
+        let wait = booking.wait();
         if !wait.is_zero() {
             self.shard.stats.logins_paced.add(1);
             let shared = Rc::clone(&self.shared);
@@ -362,6 +366,7 @@ impl Session {
                 () = shared.closed() => return None,
             }
         }
+        booking.went();
         match self.shard.backend.try_send(request) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {

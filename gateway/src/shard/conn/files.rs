@@ -12,10 +12,9 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
-use super::{Conn, FINAL_FLUSH_MS, READS_PER_TURN, write_or_cut};
+use super::{Conn, FINAL_FLUSH_MS, ReadTurn, write_or_cut};
 use crate::files::Admitted;
 use crate::shard::Shard;
-use crate::shard::local::YieldOnce;
 use crate::shard::ws::http;
 
 /// A file connection's places in the shard's and in the gateway's counts, given back on drop.
@@ -121,7 +120,7 @@ impl Conn {
         let (mut from_backend, mut to_backend) = tokio::io::split(pipe);
         let mut down = shard.pool.take();
         let mut client_done = false;
-        let mut reads = 0u32;
+        let mut reads = ReadTurn::default();
         let result = loop {
             self.seen();
             if !down.is_empty() {
@@ -153,14 +152,8 @@ impl Conn {
                 Step::Readable(Ok(())) => match self.stream.read(&mut up, &shard.pool).await {
                     Ok(Some(n)) => {
                         shard.stats.bytes_in.add(n as u64);
-                        // An upload that never stops must not hold the shard (`READS_PER_TURN`).
-                        reads += 1;
-                        if reads == READS_PER_TURN {
-                            reads = 0;
-                            if shard.readiness_never_waits() {
-                                YieldOnce(false).await;
-                            }
-                        }
+                        // An upload that never stops must not hold the shard.
+                        reads.after_read(&shard).await;
                     }
                     Ok(None) => {
                         // The client has sent all it will: the backend reads the end too.
