@@ -1,8 +1,9 @@
 //! An operator's disable or password set whose store write fails (PostgreSQL down: the write
 //! may have landed, for all the server knows) still kicks the user's sessions and leaves an
 //! audit entry saying the outcome is unknown, written once the store is back; so does an
-//! invite's create or revoke. The tests run their own PostgreSQL cluster
-//! (`common/pg_cluster.rs`) and stop it under the server.
+//! invite's create or revoke, and a user's create, edit or enable. The tests run their own
+//! PostgreSQL cluster (`common/pg_cluster.rs`) and stop it under the server, or make one
+//! write lose its answer with a trigger.
 
 mod common;
 
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::admin::AdminClient;
 use common::pg_cluster::PgCluster;
+use common::store::{LOSE_ANSWER, sql_in};
 use common::{TestServer, expect_kicked_then_closed, http_get, wait_until};
 use ringchat_proto::v1::KickReason;
 use serde_json::{Value, json};
@@ -121,4 +123,50 @@ async fn an_invite_create_or_revoke_the_store_failed_is_audited_as_unknown() {
         unknown("invite.create", "invite".to_owned()),
     );
     wait_audit(&server, &ops, &[&revoked, &created]).await;
+}
+
+/// An operator's create, profile edit or enable whose write loses its answer is a 503 and is
+/// audited as "outcome unknown" (each used to return before its entry). The reads before each
+/// write work: only the write fails, by a trigger (`common::store::LOSE_ANSWER`).
+#[tokio::test]
+async fn a_create_edit_or_enable_whose_answer_was_lost_is_audited_as_unknown() {
+    let server = TestServer::start(&[("STORAGE__ENGINE", "postgres")]);
+    let ops = server.api_key("ops", "admin");
+    let made = ops.post("/api/users", json!({"username": "alice"}));
+    assert_eq!(made.0, 201, "{}", made.1);
+    let a = made.1["user_id"].as_u64().unwrap();
+    let disable = ops.post(&format!("/api/users/{a}/disable"), json!({}));
+    assert_eq!(disable.0, 200, "{}", disable.1);
+    sql_in(
+        &server.data_dir,
+        vec![
+            LOSE_ANSWER.into(),
+            "CREATE TRIGGER lose_create BEFORE INSERT ON users FOR EACH ROW \
+             WHEN (NEW.username = 'lost') EXECUTE FUNCTION lose_answer()"
+                .into(),
+            format!(
+                "CREATE TRIGGER lose_edit BEFORE INSERT OR UPDATE ON profiles FOR EACH ROW \
+                 WHEN (NEW.user_id = {a}) EXECUTE FUNCTION lose_answer()"
+            ),
+            format!(
+                "CREATE TRIGGER lose_enable BEFORE DELETE ON user_flags FOR EACH ROW \
+                 WHEN (OLD.user_id = {a}) EXECUTE FUNCTION lose_answer()"
+            ),
+        ],
+    )
+    .unwrap();
+
+    let create = ops.post("/api/users", json!({"username": "lost"}));
+    assert_eq!(create.0, 503, "{}", create.1);
+    let edit = ops.patch(&format!("/api/users/{a}"), json!({"nickname": "Al"}));
+    assert_eq!(edit.0, 503, "{}", edit.1);
+    let enable = ops.post(&format!("/api/users/{a}/enable"), json!({}));
+    assert_eq!(enable.0, 503, "{}", enable.1);
+
+    let (created, edited, enabled) = (
+        unknown("user.create", "username:lost".to_owned()),
+        unknown("user.edit", format!("user:{a}")),
+        unknown("user.enable", format!("user:{a}")),
+    );
+    wait_audit(&server, &ops, &[&created, &edited, &enabled]).await;
 }

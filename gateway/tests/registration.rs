@@ -8,6 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::account::{error_code, hello};
+use common::store::{LOSE_ANSWER, sql_in};
 use common::{PASSWORD, TestServer};
 use ringchat_proto::Body;
 use ringchat_proto::v1::{self, ErrorCode, login};
@@ -289,6 +290,57 @@ async fn invite_codes_register_while_valid_and_never_when_reused_expired_revoked
     assert_eq!((r.0, code(&r)), (400, "bad_request"));
     let r = viewer.post("/api/invites", json!({}));
     assert_eq!((r.0, code(&r)), (403, "forbidden"));
+}
+
+/// A Register whose account write fails gives its invite's use back only when no account was
+/// made. Refused by the store (another node took the name between the check and the write, as
+/// a trigger says here) it gives it back; with the write's answer lost (a trigger fails it as
+/// a lost connection does, `common::store::LOSE_ANSWER`: the account may exist, for all the
+/// server knows) the use stays taken, so that a single-use code never makes two accounts.
+#[tokio::test]
+async fn a_failed_registration_gives_its_invite_back_only_when_it_made_no_account() {
+    let server = TestServer::start(&[
+        ("STORAGE__ENGINE", "postgres"),
+        ("ACCOUNTS__REGISTRATION", "invite"),
+    ]);
+    let admin = server.api_key("ops", "admin");
+    sql_in(
+        &server.data_dir,
+        vec![
+            LOSE_ANSWER.into(),
+            "CREATE TRIGGER lose_register BEFORE INSERT ON users FOR EACH ROW \
+             WHEN (NEW.username = 'lost') EXECUTE FUNCTION lose_answer()"
+                .into(),
+            "CREATE FUNCTION name_taken() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'taken meanwhile' USING ERRCODE = 'unique_violation', \
+             CONSTRAINT = 'users_username_key'; END $$"
+                .into(),
+            "CREATE TRIGGER take_name BEFORE INSERT ON users FOR EACH ROW \
+             WHEN (NEW.username = 'raced') EXECUTE FUNCTION name_taken()"
+                .into(),
+        ],
+    )
+    .unwrap();
+    let single_use = || {
+        let r = admin.post("/api/invites", json!({}));
+        assert_eq!(r.0, 201, "{}", r.1);
+        r.1["code"].as_str().unwrap().to_owned()
+    };
+
+    let refused = single_use();
+    let body = register(&server, "raced", &refused).await;
+    assert_eq!(error_code(&body), ErrorCode::UsernameTaken);
+    assert!(registered(&register(&server, "carol", &refused).await));
+
+    let lost = single_use();
+    let body = register(&server, "lost", &lost).await;
+    assert_eq!(error_code(&body), ErrorCode::Unavailable);
+    let body = register(&server, "dave", &lost).await;
+    assert_eq!(
+        error_code(&body),
+        ErrorCode::InviteInvalid,
+        "used by 'lost'"
+    );
 }
 
 fn ringchat_now_ms() -> u64 {

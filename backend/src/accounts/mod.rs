@@ -39,6 +39,7 @@ use ringchat_proto::v1::{self, EmailCodePurpose, ErrorCode};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::config::{AccountsConfig, EmailConfig, EmailVerification, LoginConfig, Settings};
+use crate::messaging::operator::OperatorWriteError;
 use crate::store::{AccountAdminStore, AccountStore, StoreError, TokenHash, UserId, email_key};
 use crate::throttle::Throttle;
 use crate::time::now_ms;
@@ -310,9 +311,21 @@ impl Accounts {
                     .from(peer)
                     .detail(invite.map_or_else(String::new, |id| format!("invite {id}"))),
             ),
-            Err(_) => self.return_invite(invite).await,
+            // No account was made (refused before its write, or by the store): the use goes
+            // back.
+            Err(OperatorWriteError::NotQueued(_)) => self.return_invite(invite).await,
+            // The account's write may have landed (a COMMIT whose answer was lost). The use was
+            // taken by a write of its own (`admit`), so giving it back could let a single-use
+            // code make a second account: it stays taken. At worst the code loses a use an
+            // operator can make good; never does it make more accounts than its uses.
+            Err(OperatorWriteError::Unanswered(why)) => {
+                if let Some(invite) = invite {
+                    tracing::warn!(invite, why = %why.message,
+                        "a registration's write may have landed; its invite's use stays taken");
+                }
+            }
         }
-        result
+        result.map_err(Refusal::from)
     }
 
     /// An admitted Register, within the address's registration budget.
@@ -321,46 +334,73 @@ impl Accounts {
         peer: std::net::IpAddr,
         req: v1::Register,
         gone: &(dyn Fn() -> bool + Sync),
-    ) -> Result<v1::RegisterOk, Refusal> {
+    ) -> Result<v1::RegisterOk, OperatorWriteError> {
         // A taken name is answered first and not counted: names are public (search finds
         // them), and clients that register before each login (load generators) would use up
         // the budget. Everything else counts, a taken e-mail address or a wrong code too.
         let store = Arc::clone(&self.store);
         let name = req.username.clone();
         if blocking(move || store.user_id_by_name(&name))
-            .await?
+            .await
+            .map_err(OperatorWriteError::NotQueued)?
             .is_some()
         {
-            return Err(Refusal::new(ErrorCode::UsernameTaken, "username is taken"));
+            return Err(OperatorWriteError::NotQueued(Refusal::new(
+                ErrorCode::UsernameTaken,
+                "username is taken",
+            )));
         }
         if let Some(limiter) = &self.registrations_per_ip {
-            limiter.take(peer, now_ms()).map_err(|l| Refusal {
-                code: ErrorCode::RateLimited,
-                message: match l {
-                    limiter::Limited::Client { .. } => {
-                        "too many registrations from this address, retry later"
+            limiter.take(peer, now_ms()).map_err(|l| {
+                OperatorWriteError::NotQueued(Refusal {
+                    code: ErrorCode::RateLimited,
+                    message: match l {
+                        limiter::Limited::Client { .. } => {
+                            "too many registrations from this address, retry later"
+                        }
+                        limiter::Limited::Network { .. } => {
+                            "too many registrations from this network, retry later"
+                        }
                     }
-                    limiter::Limited::Network { .. } => {
-                        "too many registrations from this network, retry later"
-                    }
-                }
-                .into(),
-                retry_after_ms: l.retry_after_ms(),
+                    .into(),
+                    retry_after_ms: l.retry_after_ms(),
+                })
             })?;
         }
         self.register_admitted(req, gone).await
     }
 
+    /// A Register within its budget: refused (`NotQueued`) until the account's write, whose
+    /// failure may have landed (`OperatorWriteError::store_write`).
     async fn register_admitted(
         &self,
         req: v1::Register,
         gone: &(dyn Fn() -> bool + Sync),
-    ) -> Result<v1::RegisterOk, Refusal> {
+    ) -> Result<v1::RegisterOk, OperatorWriteError> {
         let verify = match self.email.verification {
             EmailVerification::Off => false,
             EmailVerification::Optional => !req.email.is_empty(),
             EmailVerification::Required => true,
         };
+        let permit = self
+            .register_checked(&req, verify, gone)
+            .await
+            .map_err(OperatorWriteError::NotQueued)?;
+        let user_id = self
+            .create_account(permit, req.username, req.password, req.email)
+            .await?;
+        tracing::info!(user_id, verified_email = verify, "account registered");
+        Ok(v1::RegisterOk { user_id })
+    }
+
+    /// What a Register is checked against before its account is written: the e-mail code when
+    /// `verify`, a free name and address, its client still waiting. Returns the hasher's permit.
+    async fn register_checked(
+        &self,
+        req: &v1::Register,
+        verify: bool,
+        gone: &(dyn Fn() -> bool + Sync),
+    ) -> Result<SemaphorePermit<'_>, Refusal> {
         if verify && (req.email.is_empty() || req.email_code.is_empty()) {
             return Err(Refusal::new(
                 ErrorCode::EmailCodeRequired,
@@ -380,11 +420,7 @@ impl Accounts {
                 .redeem(EmailCodePurpose::Register, &key, &req.email_code, now_ms())
                 .await?;
         }
-        let user_id = self
-            .create_account(permit, req.username, req.password, req.email)
-            .await?;
-        tracing::info!(user_id, verified_email = verify, "account registered");
-        Ok(v1::RegisterOk { user_id })
+        Ok(permit)
     }
 
     /// A taken name or address is refused before the costly hash and before a code is used
@@ -413,41 +449,43 @@ impl Accounts {
     }
 
     /// Hashes the password (under `permit`, a registration's) and stores the account: the one
-    /// way an account is made, by a client's Register or by an operator.
+    /// way an account is made, by a client's Register or by an operator. A failed write may
+    /// have made it (`OperatorWriteError::store_write`).
     async fn create_account(
         &self,
         permit: SemaphorePermit<'_>,
         username: String,
         password: String,
         email: String,
-    ) -> Result<UserId, Refusal> {
+    ) -> Result<UserId, OperatorWriteError> {
         let hash = password::hash_blocking(&self.accounts, password).await;
         drop(permit);
-        let hash = hash?;
+        let hash = hash.map_err(OperatorWriteError::NotQueued)?;
         let store = Arc::clone(&self.store);
         let user = tokio::task::spawn_blocking(move || {
             store.create_user(&username, &hash, &email, now_ms())
         })
         .await
-        .map_err(Refusal::unavailable)?
-        .map_err(|e| match e {
-            StoreError::EmailTaken => email_taken(),
-            e => Refusal::from(e),
-        })?;
+        .map_err(|e| OperatorWriteError::may_have_landed(Refusal::unavailable(e)))?
+        .map_err(OperatorWriteError::store_write)?;
         metrics::counter!("ringchat_registrations_total").increment(1);
         Ok(user.user_id)
     }
 
     /// An account made by an operator (admin API): the same rules for the name, password and
-    /// address as Register, whatever `accounts.registration` says, and no e-mail code.
+    /// address as Register, whatever `accounts.registration` says, and no e-mail code. A
+    /// failed write may have made it (`OperatorWriteError::Unanswered`).
     pub(crate) async fn create_by_operator(
         &self,
         username: String,
         password: String,
         email: String,
-    ) -> Result<UserId, Refusal> {
-        check_new_account(&self.live.get().accounts, &username, &password, &email)?;
-        self.check_free(&username, &email).await?;
+    ) -> Result<UserId, OperatorWriteError> {
+        check_new_account(&self.live.get().accounts, &username, &password, &email)
+            .map_err(OperatorWriteError::NotQueued)?;
+        self.check_free(&username, &email)
+            .await
+            .map_err(OperatorWriteError::NotQueued)?;
         let permit = self.registration_permit().await;
         self.create_account(permit, username, password, email).await
     }

@@ -9,7 +9,8 @@
 //! lost, or come after the client-side time limit): a disable or a password set whose write
 //! failed kicks the sessions anyway (a session too many ended is harmless; one that outlives
 //! its disable is not) and says `OperatorWriteError::Unanswered`, which the admin API audits
-//! as "outcome unknown" (`admin/operator_write.rs`). Refused before the write: `NotQueued`.
+//! as "outcome unknown" (`admin/operator_write.rs`); so does an enable, or a create
+//! (`Accounts::create_by_operator`), whose write failed. Refused before the write: `NotQueued`.
 
 use std::sync::Arc;
 
@@ -148,9 +149,10 @@ impl Backend {
         Ok(Some(kicked))
     }
 
-    /// Enables an account again; `Ok(false)`: no such user.
-    pub(crate) async fn enable_user(&self, user_id: UserId) -> Result<bool, Refusal> {
-        let found = self.accounts.set_flags(user_id, None).await?;
+    /// Enables an account again; `Ok(false)`: no such user. A failed write may have landed.
+    pub(crate) async fn enable_user(&self, user_id: UserId) -> Result<bool, OperatorWriteError> {
+        let found = (self.accounts.set_flags(user_id, None).await)
+            .map_err(OperatorWriteError::may_have_landed)?;
         if found {
             tracing::info!(user_id, "account enabled");
         }

@@ -87,8 +87,9 @@ impl Accounts {
     }
 
     /// What the registration policy asks of a client's Register before any other lookup:
-    /// [`Self::check_policy`], then invite takes one use of its code (given back with
-    /// [`Self::return_invite`] if the registration then fails). A code issued by a user who is
+    /// [`Self::check_policy`], then invite takes one use of its code, a write of its own (given
+    /// back with [`Self::return_invite`] if the registration then makes no account:
+    /// `register_unless_gone`). A code issued by a user who is
     /// disabled now registers nobody: whoever was shut out must not bring others in.
     pub(super) async fn admit(&self, invite_code: &str) -> Result<Option<u64>, Refusal> {
         self.check_policy(invite_code)?;
@@ -127,7 +128,7 @@ impl Accounts {
         }
     }
 
-    /// Gives back the invite use a failed registration took.
+    /// Gives back the invite use a registration took and that made no account.
     pub(super) async fn return_invite(&self, invite: Option<u64>) {
         let Some(id) = invite else { return };
         let store = Arc::clone(&self.admin_store);

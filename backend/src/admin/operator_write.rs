@@ -1,7 +1,9 @@
 //! An operator's write, audited by one rule: every write that may have taken effect leaves an
 //! entry. Writes through the sequencer (`Backend::operator_write`: a group dissolved) and
-//! account changes written to the store (a disable, a password set: `accounts/operator.rs`;
-//! an invite created or revoked: `accounts/policy.rs`) all follow it. A committed write is audited with its outcome; one whose answer did not
+//! account changes written to the store (a disable, an enable, a password set:
+//! `accounts/operator.rs`; a user created: `Accounts::create_by_operator`; a profile edited:
+//! `Contacts::write_profile`; an invite created or revoked: `accounts/policy.rs`) all follow
+//! it. A committed write is audited with its outcome; one whose answer did not
 //! come in time, or whose store write failed, is audited as "outcome unknown", since it may
 //! have landed or still land, and a retry would then be refused as already done, leaving no
 //! entry at all. A refused or never-queued write changed nothing: no entry.

@@ -5,6 +5,7 @@ use ringchat_proto::v1::{self, ErrorCode, FriendState, search_users};
 
 use super::{Contacts, wire_policy};
 use crate::accounts::Refusal;
+use crate::messaging::operator::OperatorWriteError;
 use crate::store::{
     AccountStore, ContactStore, ConvId, Ports, RelationKey, RelationKind, StoreError, UserId,
     username_key,
@@ -173,6 +174,7 @@ impl Contacts {
         Ok(v1::ProfileList { profiles })
     }
 
+    /// A client's UpdateProfile: [`Self::write_profile`], then the profile as the user sees it.
     pub(crate) fn update_profile(
         &self,
         ports: &Ports,
@@ -180,11 +182,28 @@ impl Contacts {
         req: &v1::UpdateProfile,
         now_ms: u64,
     ) -> Result<v1::Profile, Refusal> {
-        self.validate_profile(req)?;
+        self.write_profile(ports, user, req, now_ms)?;
+        self.profile_seen_by(ports, user, user)?
+            .ok_or_else(|| Refusal::new(ErrorCode::UserNotFound, "no such user"))
+    }
+
+    /// Validates `req` and writes the fields it sets (an operator's edit too, `admin/users/`).
+    /// A failed write may have landed (`OperatorWriteError::store_write`).
+    pub(crate) fn write_profile(
+        &self,
+        ports: &Ports,
+        user: UserId,
+        req: &v1::UpdateProfile,
+        now_ms: u64,
+    ) -> Result<(), OperatorWriteError> {
+        self.validate_profile(req)
+            .map_err(OperatorWriteError::NotQueued)?;
         // Read, change, write: one writer per user at a time, so two devices' updates of
         // different fields both land.
         let _writing = self.profile_lock(user);
-        let mut record = ports.contacts.profile(user)?.unwrap_or_default();
+        let mut record = (ports.contacts.profile(user))
+            .map_err(|e| OperatorWriteError::NotQueued(Refusal::from(e)))?
+            .unwrap_or_default();
         let before = record.clone();
         if let Some(v) = &req.nickname {
             record.nickname.clone_from(v);
@@ -203,10 +222,9 @@ impl Contacts {
         }
         if record != before {
             record.updated_ms = now_ms;
-            ports.contacts.put_profile(user, &record)?;
+            (ports.contacts.put_profile(user, &record)).map_err(OperatorWriteError::store_write)?;
         }
-        self.profile_seen_by(ports, user, user)?
-            .ok_or_else(|| Refusal::new(ErrorCode::UserNotFound, "no such user"))
+        Ok(())
     }
 
     fn validate_profile(&self, req: &v1::UpdateProfile) -> Result<(), Refusal> {

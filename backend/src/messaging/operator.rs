@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 use super::writer::{Write, WriteOp};
 use crate::accounts::Refusal;
 use crate::api::{ConnRef, ShardId};
+use crate::store::StoreError;
 
 /// The shard index of an operator's write: beyond any real shard.
 pub(crate) const OPERATOR_SHARD: ShardId = ShardId::MAX;
@@ -129,7 +130,8 @@ impl crate::Backend {
 }
 
 /// Why an operator's write has no answer: through the sequencer (here), or an account change
-/// written to the store (`accounts/operator.rs`).
+/// written to the store (`accounts/operator.rs`). A client's Register reads it too: it gives
+/// its invite's use back only when no account was made (`Accounts::register_unless_gone`).
 #[derive(Debug)]
 pub(crate) enum OperatorWriteError {
     /// Never reached the sequencer (or refused before the store was written): nothing changed.
@@ -148,6 +150,19 @@ impl OperatorWriteError {
             why.message
         );
         Self::Unanswered(why)
+    }
+
+    /// A store write that failed: refused by the store with nothing written (a name or
+    /// address taken, no user id left, a store that takes no more writes) changed nothing;
+    /// any other failure (the answer lost, a timeout, an engine error) may have landed.
+    pub(crate) fn store_write(e: StoreError) -> Self {
+        match e {
+            StoreError::UsernameTaken
+            | StoreError::EmailTaken
+            | StoreError::UserIdsExhausted
+            | StoreError::WritesStopped(_) => Self::NotQueued(Refusal::from(e)),
+            e => Self::may_have_landed(Refusal::from(e)),
+        }
     }
 
     pub(crate) fn refusal(&self) -> &Refusal {
@@ -174,5 +189,23 @@ mod tests {
     fn busy_refusals_are_jittered() {
         assert_eq!(busy().code, ErrorCode::Unavailable);
         crate::retry_after::assert_jittered(OPERATOR_BUSY_RETRY_AFTER_MS, || busy().retry_after_ms);
+    }
+
+    /// A store's refusal wrote nothing; a failure whose answer was lost may have written.
+    #[test]
+    fn a_failed_store_write_may_have_landed_unless_the_store_refused_it() {
+        let landed = |e| {
+            matches!(
+                OperatorWriteError::store_write(e),
+                OperatorWriteError::Unanswered(_)
+            )
+        };
+        assert!(!landed(StoreError::UsernameTaken));
+        assert!(!landed(StoreError::EmailTaken));
+        assert!(!landed(StoreError::UserIdsExhausted));
+        assert!(!landed(StoreError::WritesStopped("an fsync failed".into())));
+        assert!(landed(StoreError::Unavailable("COMMIT unanswered".into())));
+        assert!(landed(StoreError::Engine("connection reset".into())));
+        assert!(landed(StoreError::Persist("fsync failed".into())));
     }
 }

@@ -71,6 +71,16 @@ fn admin_sql(statements: Vec<String>) -> Result<(), String> {
     sql_at(server_url(), statements)
 }
 
+/// Makes the trigger function `lose_answer()`, which fails the write that fired it with the
+/// error of a connection lost mid-write (SQLSTATE 08006): what the server sees when the answer
+/// to a COMMIT is lost, and reads as `StoreError::Unavailable`. (The write is in fact rolled
+/// back; the server cannot tell, so it must treat it as one that may have landed.) The
+/// connection itself stays up, so no later call of the test meets it dead. For `sql_in`, with
+/// a `CREATE TRIGGER … EXECUTE FUNCTION lose_answer()`.
+pub const LOSE_ANSWER: &str = "CREATE FUNCTION lose_answer() RETURNS trigger LANGUAGE plpgsql AS \
+     $$ BEGIN RAISE EXCEPTION 'the answer was lost (test)' USING ERRCODE = 'connection_failure'; \
+     END $$";
+
 /// Runs `statements` in the database of the server on `data_dir` (made when it started): a
 /// test that changes, under a running server, what its store accepts.
 pub fn sql_in(data_dir: &Path, statements: Vec<String>) -> Result<(), String> {

@@ -1,5 +1,6 @@
-//! Changes to users, admin role only, each audited with the operator as actor (a disable or a
-//! password set whose store write failed too, as "outcome unknown": `operator_write.rs`). Each
+//! Changes to users, admin role only, each audited with the operator as actor (a create, an
+//! edit, a disable, an enable or a password set whose store write failed too, as "outcome
+//! unknown": `operator_write.rs`). Each
 //! goes through the path the client's own request takes (`accounts/operator.rs`, the profile
 //! rules of `contacts/profiles.rs`), so an operator cannot make what a client could not.
 
@@ -17,6 +18,7 @@ use crate::accounts::Refusal;
 use crate::admin::auth::AdminOnly;
 use crate::admin::error::{ApiError, ApiJson, ApiPath, ApiResult, ErrorBody, OptionalJson};
 use crate::admin::{Admin, operator_write};
+use crate::messaging::operator::OperatorWriteError;
 use crate::time::now_ms;
 
 /// Bytes of an operator's reason kept, at most.
@@ -73,19 +75,20 @@ pub(super) async fn create_user(
     ApiJson(body): ApiJson<CreateUserBody>,
 ) -> ApiResult<(StatusCode, Json<CreatedUser>)> {
     let (password, generated) = password_or_generated(body.password)?;
-    let backend = &admin.backend;
-    let id = backend
-        .accounts
+    let created = (admin.backend.accounts)
         .create_by_operator(body.username.clone(), password, body.email)
-        .await?;
-    backend
-        .audit
-        .record_admin(
-            op.audit("user.create")
-                .target(format!("user:{id}"))
-                .detail(format!("username {}", body.username)),
-        )
         .await;
+    // The id is the store's: unknown when its write failed, and the name says which account.
+    let target = match &created {
+        Ok(id) => format!("user:{id}"),
+        Err(_) => format!("username:{}", body.username),
+    };
+    let entry = op.audit("user.create").target(target);
+    operator_write::record(&admin, entry, &created, |_| {
+        Some(format!("username {}", body.username))
+    })
+    .await;
+    let id = created.map_err(Refusal::from)?;
     Ok((
         StatusCode::CREATED,
         Json(CreatedUser {
@@ -141,21 +144,14 @@ pub(super) async fn edit_user(
         hide_last_seen: body.hide_last_seen,
     };
     let a = Arc::clone(&admin);
-    tokio::task::spawn_blocking(move || {
-        a.backend
-            .contacts
-            .update_profile(&a.backend.ports, id, &update, now_ms())
+    let written = tokio::task::spawn_blocking(move || {
+        (a.backend.contacts).write_profile(&a.backend.ports, id, &update, now_ms())
     })
-    .await??;
-    admin
-        .backend
-        .audit
-        .record_admin(
-            op.audit("user.edit")
-                .target(format!("user:{id}"))
-                .detail(detail),
-        )
-        .await;
+    .await
+    .unwrap_or_else(|e| Err(OperatorWriteError::may_have_landed(Refusal::unavailable(e))));
+    let entry = op.audit("user.edit").target(format!("user:{id}"));
+    operator_write::record(&admin, entry, &written, |()| Some(detail)).await;
+    written.map_err(Refusal::from)?;
     Ok(Json(user_detail(&admin, id).await?))
 }
 
@@ -225,14 +221,12 @@ pub(super) async fn enable_user(
     ApiPath(id): ApiPath<u64>,
 ) -> ApiResult<Json<Done>> {
     let id = user_id(id)?;
-    if !admin.backend.enable_user(id).await? {
+    let enabled = admin.backend.enable_user(id).await;
+    let entry = op.audit("user.enable").target(format!("user:{id}"));
+    operator_write::record(&admin, entry, &enabled, |found| found.then(String::new)).await;
+    if !enabled.map_err(Refusal::from)? {
         return Err(ApiError::not_found(format!("no user {id}")));
     }
-    admin
-        .backend
-        .audit
-        .record_admin(op.audit("user.enable").target(format!("user:{id}")))
-        .await;
     Ok(done(id, 0, 0, None))
 }
 
