@@ -451,3 +451,118 @@ async fn block_limits_bad_targets_and_paging() {
     block_ok(unblock(&mut a, ids[0]).await, ids[0], false);
     block_ok(block(&mut a, ids[3]).await, ids[3], true);
 }
+
+/// The typing events `frames` hold, as (conversation, from).
+fn typings(frames: &[Body]) -> Vec<(u64, u64)> {
+    frames
+        .iter()
+        .filter_map(|f| match f {
+            Body::Typing(t) => Some((t.conversation_id, t.from_user_id)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A friends-only user gets no typing from a stranger they share no message with (a send
+/// would be refused: typing must not reach further), and the stranger is not told; a friend's
+/// typing still arrives, and so does the stranger's once the conversation has a message.
+#[tokio::test]
+async fn friends_only_users_get_no_typing_from_strangers_before_a_conversation() {
+    let server = TestServer::start(&[]);
+    let (mut y, you) = server.user("picky").await;
+    let (mut s, stranger) = server.user("stranger").await;
+    let (mut f, friend) = server.user("friend").await;
+    let (y_id, s_id, f_id) = (you.user_id, stranger.user_id, friend.user_id);
+    befriend(&mut f, f_id, &mut y, y_id).await;
+    set_privacy(&mut y, DmPolicy::Friends).await;
+    let typing = |conv| {
+        Body::Typing(v1::Typing {
+            conversation_id: conv,
+            from_user_id: 0,
+        })
+    };
+    let (with_s, with_f) = (conversation_id(s_id, y_id), conversation_id(f_id, y_id));
+    let dropped = r#"ringchat_typing_dropped_total{reason="dm_policy"}"#;
+
+    // The stranger's typing, then the friend's: the friend's is the fence (picky reads on
+    // until it), then whatever else came before a request's answer; the counter shows the
+    // stranger's typing was looked at and dropped (it will not come later).
+    s.send(typing(with_s)).await.unwrap();
+    f.send(typing(with_f)).await.unwrap();
+    let mut seen = Vec::new();
+    while !seen.contains(&(with_f, f_id)) {
+        let frame = y.next_event().await.unwrap().expect("an event");
+        seen.extend(typings(frame.body.as_slice()));
+    }
+    seen.extend(typings(&sync_point(&mut y, y_id, s_id).await));
+    assert!(
+        !seen.contains(&(with_s, s_id)),
+        "a stranger's typing: {seen:?}"
+    );
+    common::wait_until_async("the stranger's typing dropped", || {
+        server.metric(dropped) >= 1.0
+    })
+    .await;
+    // Not refused either: the stranger gets no answer (a send's refusal is its answer).
+    assert!(sync_point(&mut s, s_id, y_id).await.is_empty());
+
+    // Once picky has written, the conversation exists and the stranger's typing arrives.
+    y.send_text(s_id, "y1", "hello").await.unwrap().unwrap();
+    s.next_push().await.unwrap();
+    s.send(typing(with_s)).await.unwrap();
+    match y.next_event().await.unwrap().unwrap().body {
+        Some(Body::Typing(t)) => assert_eq!((t.conversation_id, t.from_user_id), (with_s, s_id)),
+        other => panic!("expected Typing, got {other:?}"),
+    }
+    assert_eq!(server.metric(dropped), 1.0);
+}
+
+/// A recall across a block is stored (the blocked user may hide its own message) but does
+/// not reach the blocker: the recaller gets RecallOk, the blocker no push, no unread and no
+/// move up their list; the recaller's own other devices hear of it.
+#[tokio::test]
+async fn a_recall_across_a_block_stays_with_the_recaller() {
+    let server = TestServer::start(&[]);
+    let (mut a, alice) = server.user("alice").await;
+    let (mut b, bob) = server.user("bob").await;
+    let (mut c, carol) = server.user("carol").await;
+    let (a_id, b_id, c_id) = (alice.user_id, bob.user_id, carol.user_id);
+    let conv = conversation_id(a_id, b_id);
+    let sent = b.send_text(a_id, "b1", "oops").await.unwrap().unwrap();
+    a.next_push().await.unwrap();
+    // Carol writes after Bob: her conversation is on top of Alice's list.
+    c.send_text(a_id, "c1", "hi").await.unwrap().unwrap();
+    a.next_push().await.unwrap();
+    let entry = |list: &[v1::Conversation]| {
+        list.iter()
+            .find(|e| e.conversation_id == conv)
+            .cloned()
+            .expect("listed")
+    };
+    let before = a.conversations().await.unwrap();
+    assert_eq!(before[0].conversation_id, conversation_id(a_id, c_id));
+    assert_eq!(entry(&before).unread_count, 1);
+
+    block_ok(block(&mut a, b_id).await, b_id, true);
+    let (mut b2, _) = server.device("bob", "bob-dev2").await;
+    let ok = b.recall(conv, sent.seq).await.unwrap().unwrap();
+    assert_eq!((ok.seq, ok.event_seq), (1, 2));
+    // Bob's other device hears of it; Alice does not.
+    let event = b2.next_push().await.unwrap();
+    assert_eq!((event.seq, event.recall_of_seq), (2, 1));
+    let pushed = |frames: &[Body]| frames.iter().any(|f| matches!(f, Body::Push(_)));
+    assert!(!pushed(&sync_point(&mut a, a_id, b_id).await), "no push");
+    // Stored: Bob's message is hidden for both.
+    let stored = a.sync_all(conv, 0).await.unwrap();
+    assert!(stored[0].recalled);
+    // Alice has nothing left to read there, and her list did not move.
+    let after = a.conversations().await.unwrap();
+    assert_eq!(after[0].conversation_id, conversation_id(a_id, c_id));
+    let e = entry(&after);
+    assert!(e.unread_count <= 1, "unread went up: {e:?}");
+    assert_eq!(e.unread_count, 0, "only a recalled message was unread");
+    assert_eq!(
+        e.last_message.map(|m| m.server_time_ms),
+        entry(&before).last_message.map(|m| m.server_time_ms)
+    );
+}

@@ -59,6 +59,77 @@ pub(crate) enum SendCheck {
     Refused(Refusal),
 }
 
+impl SendCheck {
+    /// The refusal of a send under this check, if any: `has_messages` says whether the
+    /// conversation has a message yet, and is asked only when the DM policy makes it matter.
+    /// The one place the "who may start a direct conversation" rule is decided (a send, and a
+    /// typing notice that must not reach whom a send could not).
+    pub(crate) fn refusal<E>(
+        self,
+        has_messages: impl FnOnce() -> Result<bool, E>,
+    ) -> Result<Option<Refusal>, E> {
+        Ok(match self {
+            SendCheck::Allowed => None,
+            SendCheck::Refused(refusal) => Some(refusal),
+            SendCheck::OnlyIntoExisting => (!has_messages()?).then(|| not_allowed(false)),
+        })
+    }
+}
+
+/// The check of a send from `from` into the direct conversation `conv`, read from committed
+/// state (not the sequencer's cache): for a typing notice, which is not ordered with the
+/// sequencer's writes anyway. One batched read of the pair's relations and one of the
+/// recipient's summary; `dm_policy_default` is `contacts.dm_policy_default`.
+pub(crate) fn committed_send_check(
+    store: &dyn ContactStore,
+    conv: ConvId,
+    from: UserId,
+    dm_policy_default: DmPolicy,
+) -> Result<SendCheck, StoreError> {
+    let members = conv.implied_members().expect("a direct conversation");
+    let [low, high] = [members.all()[0], members.all()[1]];
+    let found = store.relations_at(&[
+        RelationKey::new(low, RelationKind::Block, high),
+        RelationKey::new(high, RelationKind::Block, low),
+        RelationKey::new(low, RelationKind::Friend, high),
+    ])?;
+    let to = if low == from { high } else { low };
+    let to_policy = store
+        .contact_summary(to)?
+        .and_then(|s| s.dm_policy)
+        .unwrap_or(dm_policy_default);
+    // The sender's own policy does not bear on its send: taken as the default.
+    let (low_policy, high_policy) = if to == high {
+        (DmPolicy::Everyone, to_policy)
+    } else {
+        (to_policy, DmPolicy::Everyone)
+    };
+    let bits = bits_of(
+        [found[0].is_some(), found[1].is_some(), found[2].is_some()],
+        low_policy,
+        high_policy,
+    );
+    Ok(send_check(conv, bits, from))
+}
+
+/// A pair's bits: [low blocks high, high blocks low, friends], and the two users' policies.
+fn bits_of(relations: [bool; 3], low_policy: DmPolicy, high_policy: DmPolicy) -> u8 {
+    let [low_blocks, high_blocks, friends] = relations;
+    let mut bits = 0;
+    for (set, bit) in [
+        (low_blocks, LOW_BLOCKS_HIGH),
+        (high_blocks, HIGH_BLOCKS_LOW),
+        (friends, FRIENDS),
+        (low_policy == DmPolicy::FriendsOnly, LOW_FRIENDS_ONLY),
+        (high_policy == DmPolicy::FriendsOnly, HIGH_FRIENDS_ONLY),
+    ] {
+        if set {
+            bits |= bit;
+        }
+    }
+    bits
+}
+
 /// The refusal of a send or request between users where a block or the DM policy stands in the
 /// way: one code, so that the refused user cannot tell which (docs/PROTOCOL.md).
 pub(crate) fn not_allowed(you_blocked: bool) -> Refusal {
@@ -251,38 +322,22 @@ impl Relations {
     fn pair_bits(&mut self, conv: ConvId) -> Result<u8, StoreError> {
         let members = conv.implied_members().expect("a direct conversation");
         let [low, high] = [members.all()[0], members.all()[1]];
-        let relation_bits = match self.pairs.get(&conv) {
-            Some(entry) => entry.bits & !POLICY_BITS,
-            None => {
-                let mut bits = 0;
-                if self
-                    .relation(RelationKey::new(low, RelationKind::Block, high))?
-                    .is_some()
-                {
-                    bits |= LOW_BLOCKS_HIGH;
-                }
-                if self
-                    .relation(RelationKey::new(high, RelationKind::Block, low))?
-                    .is_some()
-                {
-                    bits |= HIGH_BLOCKS_LOW;
-                }
-                if self
-                    .relation(RelationKey::new(low, RelationKind::Friend, high))?
-                    .is_some()
-                {
-                    bits |= FRIENDS;
-                }
-                bits
-            }
+        let relations = match self.pairs.get(&conv) {
+            Some(entry) => [
+                entry.bits & LOW_BLOCKS_HIGH != 0,
+                entry.bits & HIGH_BLOCKS_LOW != 0,
+                entry.bits & FRIENDS != 0,
+            ],
+            None => [
+                self.relation(RelationKey::new(low, RelationKind::Block, high))?
+                    .is_some(),
+                self.relation(RelationKey::new(high, RelationKind::Block, low))?
+                    .is_some(),
+                self.relation(RelationKey::new(low, RelationKind::Friend, high))?
+                    .is_some(),
+            ],
         };
-        let mut bits = relation_bits;
-        if self.policy(low)? == DmPolicy::FriendsOnly {
-            bits |= LOW_FRIENDS_ONLY;
-        }
-        if self.policy(high)? == DmPolicy::FriendsOnly {
-            bits |= HIGH_FRIENDS_ONLY;
-        }
+        let bits = bits_of(relations, self.policy(low)?, self.policy(high)?);
         if self.pairs.len() >= ENTRIES_MAX {
             self.pairs.clear();
         }

@@ -11,7 +11,7 @@ use super::{conv_from_wire, conversations, members_with, reads};
 use crate::Backend;
 use crate::accounts::Refusal;
 use crate::api::{ConnId, ConnRef, Outgoing, SessionRequest, ShardEvent};
-use crate::contacts::query::is_blocked_by;
+use crate::contacts::sequencer::{SendCheck, committed_send_check};
 use crate::store::UserId;
 
 /// The requests served from the store on a blocking thread.
@@ -119,15 +119,15 @@ impl Backend {
             self.relay_group_typing(conn, user, request_id, g).await;
             return;
         }
-        let members = match conv_from_wire(typing.conversation_id).and_then(|conv| {
+        let (conv, members) = match conv_from_wire(typing.conversation_id).and_then(|conv| {
             let members = members_with(conv, user)?;
             // Nobody types to the server: refused before any read or link item.
             if conv.kind() == crate::store::ConvKind::System {
                 return Err(super::system_read_only());
             }
-            Ok(members)
+            Ok((conv, members))
         }) {
-            Ok(members) => members,
+            Ok(found) => found,
             Err(refusal) => {
                 self.refuse(conn, request_id, refusal).await;
                 return;
@@ -139,31 +139,37 @@ impl Backend {
         {
             return;
         }
-        // A block either way stops typing as it stops messages, and as silently (a block is
-        // not revealed). The check is a read: on the read pool, behind its gate; when the gate
-        // is full the typing is dropped (best effort, a client repeats it).
+        // Typing reaches only whom a send could: a block either way stops it as it stops
+        // messages, and so does the peer's DM policy where a first message would be refused
+        // (a stranger's typing to a friends-only user before they share a message), both as
+        // silently (a block is not revealed; typing has no reply). The check is the send's own
+        // rule (`SendCheck`) over committed state, a read: on the read pool, behind its gate;
+        // when the gate is full the typing is dropped (best effort, a client repeats it).
         let Some(ticket) = self.typing_ticket(conn) else {
             return;
         };
+        // As the sequencer has it (read at start).
+        let dm_policy_default: crate::store::DmPolicy =
+            self.settings.contacts.dm_policy_default.into();
         let this = Arc::clone(self);
         tokio::spawn(async move {
             let _permit = ticket.permit().await;
-            let contacts = Arc::clone(&this.ports.contacts);
-            let pair = others.clone();
-            let blocked = tokio::task::spawn_blocking(move || {
-                pair.iter().try_fold(false, |blocked, other| {
-                    Ok::<_, crate::store::StoreError>(
-                        blocked
-                            || is_blocked_by(&*contacts, user, *other)?
-                            || is_blocked_by(&*contacts, *other, user)?,
-                    )
-                })
+            let ports = this.ports.clone();
+            let checked = tokio::task::spawn_blocking(move || {
+                let check = committed_send_check(&*ports.contacts, conv, user, dm_policy_default)?;
+                let reason = match check {
+                    SendCheck::Refused(_) => "blocked",
+                    _ => "dm_policy",
+                };
+                // The conversation's head is read only when the policy makes it matter.
+                let has_messages = || ports.log.last_message(conv).map(|m| m.is_some());
+                Ok::<_, crate::store::StoreError>(check.refusal(has_messages)?.map(|_| reason))
             })
             .await;
-            match blocked {
-                Ok(Ok(false)) => {}
-                Ok(Ok(true)) => {
-                    metrics::counter!("ringchat_typing_dropped_total", "reason" => "blocked")
+            match checked {
+                Ok(Ok(None)) => {}
+                Ok(Ok(Some(reason))) => {
+                    metrics::counter!("ringchat_typing_dropped_total", "reason" => reason)
                         .increment(1);
                     return;
                 }

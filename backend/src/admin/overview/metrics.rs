@@ -85,7 +85,7 @@ pub fn describe() {
         ),
         (
             "ringchat_typing_dropped_total",
-            "Typing notices not relayed: reason=\"blocked\" (either user of a direct conversation blocks the other) or \"busy\" (the read gate was full).",
+            "Typing notices not relayed: reason=\"blocked\" (either user of a direct conversation blocks the other), \"dm_policy\" (a non-friend's typing to a friends-only user before the conversation has a message), \"muted\" (a group member who may not send) or \"busy\" (the read gate was full).",
         ),
         ("ringchat_room_messages_total", "Chat room messages sent."),
         (

@@ -11,6 +11,11 @@ fn not_found() -> Refusal {
     Refusal::new(ErrorCode::NotFound, "no such conversation")
 }
 
+/// Unread messages of a direct conversation a recall across a block looks at, at most, to
+/// tell whether the other user has anything left to read (`Writer::nothing_to_read`): point
+/// reads on the sequencer's thread, so few.
+const UNREAD_CHECKED_MAX: u64 = 8;
+
 /// What a cursor move may do (`Writer::cursor_scope`).
 struct CursorScope {
     /// Who gets the receipt.
@@ -101,14 +106,10 @@ impl Writer {
         } else {
             check
         };
-        match check {
-            SendCheck::Allowed => {}
-            SendCheck::Refused(refusal) => return Err(refusal),
-            SendCheck::OnlyIntoExisting => {
-                if self.conv(conv_id)?.max_seq == 0 {
-                    return Err(crate::contacts::sequencer::not_allowed(false));
-                }
-            }
+        if let Some(refusal) =
+            check.refusal(|| Ok::<_, StoreError>(self.conv(conv_id)?.max_seq > 0))?
+        {
+            return Err(refusal);
         }
         let members = conv_id
             .implied_members()
@@ -344,7 +345,21 @@ impl Writer {
                 "a recall event cannot be recalled",
             ));
         }
+        // Across a block the recall is stored (the sender may hide its own message) but is
+        // not the other user's news: only the recaller's sessions hear of it, as a reader's
+        // receipts across a block stay with the reader (`cursor_scope`). The pair's owner
+        // writes its blocks, so its cache is current.
+        let blocked_peer = match &members {
+            Some(members)
+                if conv_id.kind() == ConvKind::Direct
+                    && self.contacts.blocked_either_way(conv_id)? =>
+            {
+                members.others(user).next()
+            }
+            _ => None,
+        };
         let audience = match members {
+            Some(_) if blocked_peer.is_some() => Audience::Members(Members::one(user)),
             Some(members) => Audience::Members(members),
             None => Audience::Group(conv_id),
         };
@@ -371,6 +386,18 @@ impl Writer {
         }
         let mut conv = self.conv(conv_id)?;
         self.load_row(conv_id, user)?;
+        // Across a block the event is no activity for the other user: it keeps the
+        // conversation's last activity (neither list moves), and when the other user had
+        // nothing left to read before it, their read cursor moves over it (no unread badge).
+        let (server_time_ms, peer_reads_to) = match blocked_peer {
+            Some(peer) => {
+                self.load_row(conv_id, peer)?;
+                let read_seq = self.row(conv_id, peer).cursor.read_seq;
+                let caught_up = self.nothing_to_read(conv_id, read_seq, conv.max_seq, seq)?;
+                (conv.last_time_ms, caught_up.then_some(peer))
+            }
+            None => (now.max(conv.last_time_ms), None),
+        };
         if role.is_some()
             && let Some(mentions) = &original.mentions
         {
@@ -390,7 +417,7 @@ impl Writer {
             client_msg_id: String::new(),
             content_type: ContentType::Recall as i32,
             content: Bytes::new(),
-            server_time_ms: now.max(conv.last_time_ms),
+            server_time_ms,
             recalled: false,
             recall_of_seq: seq,
             recall_event_seq: 0,
@@ -407,6 +434,9 @@ impl Writer {
         } else {
             self.mark_own_message_read(conv_id, user, event_seq);
         }
+        if let Some(peer) = peer_reads_to {
+            self.mark_own_message_read(conv_id, peer, event_seq);
+        }
         Ok(Outcome::Recalled {
             conn,
             request_id,
@@ -416,6 +446,39 @@ impl Writer {
             event_seq,
             event: Some(self.group.messages.len() - 1),
         })
+    }
+
+    /// Whether the messages of `conv` after `read_seq` up to `max_seq` leave nothing to read
+    /// once `recalling` is recalled: each is recalled or a recall event. Reads at most
+    /// [`UNREAD_CHECKED_MAX`] messages (more unread: not looked at, `false`).
+    fn nothing_to_read(
+        &self,
+        conv: ConvId,
+        read_seq: u64,
+        max_seq: u64,
+        recalling: u64,
+    ) -> Result<bool, StoreError> {
+        if max_seq.saturating_sub(read_seq) > UNREAD_CHECKED_MAX {
+            return Ok(false);
+        }
+        for seq in read_seq + 1..=max_seq {
+            if seq == recalling
+                || self
+                    .group
+                    .recalls
+                    .iter()
+                    .any(|(c, s, _)| *c == conv && *s == seq)
+            {
+                continue;
+            }
+            let empty = self
+                .message_at(conv, seq)?
+                .is_none_or(|m| m.recalled || m.content_type == ContentType::Recall as i32);
+            if !empty {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Who gets a cursor move's receipt, how far the cursors may move, and whether the group's
