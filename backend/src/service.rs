@@ -308,15 +308,18 @@ impl Backend {
         // Cluster mode: rooms span the nodes; the link hands them the room items peers send.
         let rooms = Arc::new(Rooms::new(
             settings.rooms.clone(),
-            link.as_ref().map(|link| {
-                crate::rooms::cluster::ClusterRooms::new(
-                    Arc::clone(link),
-                    shards.clone(),
-                    &settings.rooms,
-                    settings.cluster.nodes_max,
-                    settings.cluster.forward_timeout_ms,
-                )
-            }),
+            link.as_ref()
+                .map(|link| {
+                    crate::rooms::cluster::ClusterRooms::new(
+                        Arc::clone(link),
+                        shards.clone(),
+                        &settings.rooms,
+                        settings.cluster.nodes_max,
+                        settings.cluster.forward_timeout_ms,
+                    )
+                })
+                .transpose()
+                .map_err(BackendError::Cluster)?,
         ));
         if let Some(link) = &link {
             link.set_rooms(Arc::downgrade(&rooms));

@@ -3,7 +3,7 @@
 //! node that has not joined refuses writes UNAVAILABLE rather than taking them here; a Redis
 //! restarted empty that one node reaches before the others shrinks no view (no conversation
 //! stolen, no push lost unannounced); a node gone for good is no longer dialed, and is again
-//! when it comes back. Needs the servers `scripts/test.sh` starts (RINGCHAT_TEST_POSTGRES_URL,
+//! when it comes back; a node back after a cut from Redis gets its users' pushes again. Needs the servers `scripts/test.sh` starts (RINGCHAT_TEST_POSTGRES_URL,
 //! RINGCHAT_TEST_REDIS_SERVER).
 
 mod common;
@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::cluster::{
     NODE_TTL_MS, NodeEnv, acked, contiguous_seq, direct, every_ack_once, free_port, metric_sum,
-    owner, redis_url, unique,
+    owner, pushed, redis_url, route_fields, unique,
 };
 use common::proxy::CutProxy;
 use common::{TestServer, WAIT_DEADLINE, wait_until_async};
@@ -440,4 +440,89 @@ async fn a_departed_node_is_no_longer_dialed_and_is_again_when_back() {
     let all = [servers[0], servers[1], &n3];
     views(&all, 3).await;
     acked(&mut alice, direct(c, "back")).await;
+}
+
+/// A node cut off from Redis past `node_ttl_ms` (still reaching its peers and the store, its
+/// users still logged in there) leaves the others' views. A route cache fill on another node
+/// meanwhile must neither delete its users' routes nor cache them without it for good: once
+/// it is back, pushes reach its sessions again. Before, the fill judged a node missing from
+/// the view by its start time, so a node that had run longer than `routes.ttl_ms` lost its
+/// routes to that fill at once; the entry cached without it never expired (not empty), and
+/// the node's rewrite of its routes publishes nothing: every later push of that owner to the
+/// user went to the other node only, with no `SyncNeeded`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_back_after_a_redis_cut_gets_its_users_pushes_again() {
+    let ids = ["n1", "n2", "n3"];
+    let db = common::store::fresh_database();
+    let redis = OwnRedis::start(free_port());
+    let prefix = format!("rc_routes_back_{}", unique());
+    // Routes' TTL short enough that n3 has outlived it by the time it leaves the views.
+    let extra = [
+        ("CLUSTER__ROUTES__TTL_MS", "1000"),
+        ("CLUSTER__ROUTES__REFRESH_MS", "400"),
+    ];
+    let (nodes, proxies) = nodes_behind_proxies(&db, &redis, &prefix, &ids, &[], &extra).await;
+    let servers: Vec<&TestServer> = nodes.iter().map(|(_, s)| s).collect();
+    views(&servers, 3).await;
+    // bob on n2 and n3; alice on n1, their conversation owned by n1. Nothing sent yet: n1's
+    // route cache does not know bob.
+    let (mut bob2, bob_login) = servers[1].user("bob").await;
+    let b = bob_login.user_id;
+    let (mut bob3, _) = servers[2].device("bob", "bob-dev2").await;
+    let (mut alice, a) = user_owned_by(&servers, &ids, 0, b, 0, "alice").await;
+    let bob_on_n3 = || {
+        route_fields(&redis.url(), &prefix, b)
+            .iter()
+            .any(|f| f.starts_with("n3/"))
+    };
+    wait_until_async("bob's route on n3 written", bob_on_n3).await;
+
+    // n3 cut from Redis until n1 and n2 drop it; n1 fills bob's route meanwhile.
+    proxies[2].cut();
+    wait_until_async("n1 and n2 drop n3", || {
+        servers[..2]
+            .iter()
+            .all(|s| s.metric("ringchat_cluster_nodes") == 2.0)
+    })
+    .await;
+    let hits = || servers[0].metric("ringchat_cluster_route_cache_hits_total");
+    let (misses_before, hits_before) = (
+        servers[0].metric("ringchat_cluster_route_cache_misses_total"),
+        hits(),
+    );
+    let mut acks = Vec::new();
+    let mut i = 0;
+    // The first send misses the cache (its fill starts); a later one hits the filled entry.
+    while i == 0 || hits() == hits_before {
+        assert!(i < 200, "n1's route cache never filled bob's entry");
+        let id = format!("cut-{i}");
+        acks.push((acked(&mut alice, direct(b, &id)).await.seq, id));
+        i += 1;
+    }
+    assert!(
+        servers[0].metric("ringchat_cluster_route_cache_misses_total") > misses_before,
+        "bob's route was filled during the cut"
+    );
+    pushed(&mut bob2, &acks[acks.len() - 1].1).await;
+    assert_eq!(
+        servers[2].metric("ringchat_cluster_nodes"),
+        3.0,
+        "n3's view is stale, not shrunk"
+    );
+
+    proxies[2].restore();
+    views(&servers, 3).await;
+    wait_until_async("n3's route of bob back in Redis", bob_on_n3).await;
+    // Past n3's return (its SyncNeeded for the pushes it missed is skipped): every push from
+    // n1 reaches bob on n3 again.
+    for id in ["back-0", "back-1"] {
+        let ack = acked(&mut alice, direct(b, id)).await;
+        acks.push((ack.seq, id.to_owned()));
+        pushed(&mut bob2, id).await;
+        pushed(&mut bob3, id).await;
+    }
+    every_ack_once(
+        &common::cluster::synced(&mut bob3, conversation_id(a, b)).await,
+        &acks,
+    );
 }

@@ -150,8 +150,12 @@ const COUNTERS: &[(&str, &str)] = &[
         "Users the route cache did not know when a message was routed (sent to every live node, and fetched), since start.",
     ),
     (
+        "ringchat_cluster_route_cache_refills_total",
+        "Users whose route cache entry was routed by but read again from Redis, being routes.ttl_ms old, since start.",
+    ),
+    (
         "ringchat_cluster_route_fill_dropped_total",
-        "Batches of route cache misses not fetched from Redis because the fill queue was full, since start.",
+        "Batches of route cache misses (and refills) not fetched from Redis because the fill queue was full, since start.",
     ),
     (
         "ringchat_cluster_route_everywhere_total",

@@ -245,7 +245,11 @@ impl Cluster {
                 let next = old.next(nodes, now, self.config.node_ttl_ms, self.config.nodes_max);
                 ::metrics::gauge!("ringchat_cluster_nodes_missing_kept")
                     .set(next.nodes.len().saturating_sub(read) as f64);
-                self.view.store(Arc::new(next));
+                // The routes note who left and came back as the view changes.
+                match &self.routes {
+                    Some(routes) => routes.set_view(next, now),
+                    None => self.view.store(Arc::new(next)),
+                }
                 if !old.fresh && old.joined {
                     tracing::info!("cluster: Redis reachable again; the node view is fresh");
                 }

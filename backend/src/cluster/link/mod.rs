@@ -23,6 +23,7 @@
 mod fanout;
 mod forward;
 mod hint;
+mod ids;
 mod kicks;
 mod newcomers;
 mod peer;
@@ -44,6 +45,7 @@ use tokio::sync::watch;
 
 pub(crate) use fanout::Outbound;
 pub(crate) use forward::Owner;
+pub(crate) use ids::RequestIds;
 pub use kicks::KickStores;
 pub use serve::NodeService;
 pub(crate) use wire::is_remote;
@@ -120,10 +122,8 @@ impl Link {
                 shards.len()
             ));
         }
-        let (mut tag, mut first_forward) = ([0u8; 1], [0u8; 8]);
-        for bytes in [&mut tag[..], &mut first_forward[..]] {
-            getrandom::fill(bytes).map_err(|e| format!("cluster: no random bytes: {e}"))?;
-        }
+        let mut tag = [0u8; 1];
+        getrandom::fill(&mut tag).map_err(|e| format!("cluster: no random bytes: {e}"))?;
         Ok(Arc::new(Self {
             me: config.node_id.clone(),
             tag: tag[0].max(1),
@@ -134,7 +134,7 @@ impl Link {
             pending: Pending::new(
                 shards.len(),
                 config.forwards_pending_max,
-                u64::from_le_bytes(first_forward),
+                RequestIds::random()?,
             ),
             shards,
             sessions,
@@ -146,7 +146,7 @@ impl Link {
             streamed: Mutex::default(),
             kick_stores: OnceLock::new(),
             proofs: secret::Seen::default(),
-            system: system::SystemPending::default(),
+            system: system::SystemPending::new(RequestIds::random()?),
             newcomers: newcomers::Newcomers::default(),
             forwarded: metrics::counter!("ringchat_cluster_forwarded_writes_total"),
             rooms: OnceLock::new(),

@@ -4,17 +4,18 @@
 //! `cluster.forwards_pending_max`. A write sent with request id 0 wants no answer and is not
 //! kept.
 //!
-//! Entries are keyed by a forward id this process hands out (a random 64-bit start, then +1),
-//! not by (connection, client request id): a client may reuse a request id once it was
+//! Entries are keyed by a forward id this process hands out (`ids.rs`: a random 64-bit
+//! start, then +1), not by (connection, client request id): a client may reuse a request id once it was
 //! answered, so an owner's late answer to a write answered UNAVAILABLE here must not reach a
 //! later request with the same id. The forward id goes out as the `Forward`'s request id and
 //! comes back as the `Answer`'s, so owners need no change (older nodes echo it too).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
+use super::RequestIds;
 use crate::api::ConnRef;
 use crate::observe::otlp::MsgSpan;
 
@@ -39,20 +40,19 @@ pub(crate) struct Pending {
     /// Entries in all maps; at most `max` (`cluster.forwards_pending_max`).
     len: AtomicUsize,
     max: usize,
-    /// The next forward id to hand out.
-    next: AtomicU64,
+    /// The forward ids to hand out.
+    ids: RequestIds,
 }
 
 impl Pending {
-    /// `shards`: this node's gateway shards; `first`: this process's first forward id
-    /// (random, so that an answer meant for an earlier process of this node matches nothing
-    /// here).
-    pub(crate) fn new(shards: usize, max: usize, first: u64) -> Self {
+    /// `shards`: this node's gateway shards; `ids`: this process's forward ids (random start,
+    /// so that an answer meant for an earlier process of this node matches nothing here).
+    pub(crate) fn new(shards: usize, max: usize, ids: RequestIds) -> Self {
         Self {
             shards: (0..shards.max(1)).map(|_| Mutex::default()).collect(),
             len: AtomicUsize::new(0),
             max,
-            next: AtomicU64::new(first),
+            ids,
         }
     }
 
@@ -66,12 +66,7 @@ impl Pending {
     /// A forward id not handed out before by this process (never 0: request id 0 means "no
     /// answer wanted").
     pub(crate) fn next_id(&self) -> u64 {
-        loop {
-            let id = self.next.fetch_add(1, Relaxed);
-            if id != 0 {
-                return id;
-            }
-        }
+        self.ids.next()
     }
 
     /// `false` when full: the write is refused instead of forwarded. `id` is fresh
@@ -171,7 +166,7 @@ mod tests {
 
     #[test]
     fn bounded_answered_once_and_expired_or_failed_by_peer() {
-        let p = Pending::new(1, 2, 10);
+        let p = Pending::new(1, 2, RequestIds::starting_at(10));
         let now = Instant::now();
         let c = |conn| ConnRef { shard: 0, conn };
         assert!(p.insert(1, (c(1), 1), 1, now + Duration::from_secs(5), None));
@@ -188,7 +183,7 @@ mod tests {
 
     #[test]
     fn an_answer_takes_only_its_own_forward() {
-        let p = Pending::new(1, 4, u64::MAX);
+        let p = Pending::new(1, 4, RequestIds::starting_at(u64::MAX));
         let c = |conn| ConnRef { shard: 0, conn };
         let (a, b) = (p.next_id(), p.next_id());
         assert_eq!((a, b), (u64::MAX, 1), "0 is never handed out");
@@ -201,7 +196,7 @@ mod tests {
 
     #[test]
     fn kept_per_shard_under_one_bound() {
-        let p = Pending::new(2, 2, 1);
+        let p = Pending::new(2, 2, RequestIds::starting_at(1));
         let later = Instant::now() + Duration::from_secs(5);
         let on = |shard, conn| ConnRef { shard, conn };
         assert!(p.insert(1, (on(0, 1), 7), 1, later, None));

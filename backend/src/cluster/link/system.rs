@@ -9,7 +9,6 @@
 //! message's `client_msg_id`, so a batch stored twice is stored once).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -17,8 +16,8 @@ use bytes::Bytes;
 use ringchat_proto::v1::{self, NodeItem, node_item::Item};
 use tokio::sync::oneshot;
 
-use super::Link;
 use super::peer::Peer;
+use super::{Link, RequestIds};
 use crate::accounts::Refusal;
 use crate::messaging::Writes;
 use crate::notifications::{SystemBatch, SystemDone};
@@ -31,14 +30,22 @@ const USERS_MAX: usize = 10_000;
 type Reply = oneshot::Sender<Result<SystemDone, Refusal>>;
 
 /// Batches sent to other nodes awaiting their answer: at most one page per running job.
-#[derive(Default)]
 pub(crate) struct SystemPending {
-    next: AtomicU64,
+    /// Request ids (`ids.rs`: a random start, so a late answer to a batch of this node's
+    /// previous process completes none of this one's).
+    ids: RequestIds,
     /// request id → (the owner's slot, who waits).
     waiting: Mutex<HashMap<u64, (u16, Reply)>>,
 }
 
 impl SystemPending {
+    pub(crate) fn new(ids: RequestIds) -> Self {
+        Self {
+            ids,
+            waiting: Mutex::default(),
+        }
+    }
+
     fn waiting(&self) -> MutexGuard<'_, HashMap<u64, (u16, Reply)>> {
         self.waiting.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -82,7 +89,7 @@ impl Link {
         content: &Bytes,
         users: Vec<UserId>,
     ) -> Result<SystemDone, Refusal> {
-        let request_id = self.system.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let request_id = self.system.ids.next();
         let (reply, answer) = oneshot::channel();
         self.system.waiting().insert(request_id, (peer.slot, reply));
         let item = NodeItem {

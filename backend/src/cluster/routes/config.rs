@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 pub struct RoutesConfig {
     /// A user's route key (`{prefix}:route:{user}`) expires this long after the last node
     /// holding one of their devices refreshed it, in milliseconds: what a node that died leaves
-    /// behind lives at most this long (the live-node view hides it sooner).
+    /// behind lives at most this long (the live-node view hides it sooner). Also how long a
+    /// node is out of this node's view before a fill deletes its fields, and the age at which
+    /// a cached entry is read again.
     pub ttl_ms: u64,
     /// How often a node rewrites all its routes (fields and TTL), in milliseconds; also the
     /// longest a Redis that restarted empty stays without them. At most half of `ttl_ms`.

@@ -6,10 +6,15 @@
 //!   a writer task brings Redis up to date every `flush_ms` (one pipeline per
 //!   `batch_users_max` users, with one PUBLISH of the changes), and rewrites every route and
 //!   its TTL every `refresh_ms`. A node that dies leaves routes that the live-node view hides
-//!   at once and that expire after `ttl_ms` (or are pruned by the next reader).
+//!   at once and that expire after `ttl_ms` (or are pruned by a reader once out of its view
+//!   for `ttl_ms`).
 //! - **Reads** (`cache.rs`, `tasks.rs`): a bounded cache of other users' nodes, filled from
 //!   Redis by a task (one pipeline per batch of misses, never on the commit thread or a shard),
-//!   kept fresh by the other nodes' published changes.
+//!   kept fresh by the other nodes' published changes, read again once `ttl_ms` old, and
+//!   dropped where it lacks a node that comes back into the view (`set_view`).
+//! - **Pruning**: a fill deletes the fields of nodes surely gone: an older life of a node in
+//!   the view, or a node out of this node's view for over `ttl_ms` counted from when it left
+//!   it (not from the node's start: a live node cut from Redis for a while keeps its fields).
 //! - **Degraded**: while the subscription is down (Redis away), and for `refresh_ms` after it
 //!   is back (the time every node needs to rewrite its routes into a Redis that restarted
 //!   empty), the cache is not trusted and `nodes_of` answers every live node: messages still
@@ -24,6 +29,7 @@ mod tasks;
 mod tests;
 mod wire;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -61,6 +67,31 @@ pub struct Destination {
 /// Never-set value of `trusted_from_ms`: the subscription is down.
 const NOT_SUBSCRIBED: u64 = u64::MAX;
 
+/// Nodes remembered as having left the view, at most; past it the one that left first is
+/// forgotten (its fields are then judged by how long this node has watched: see `Departed`).
+const DEPARTED_NODES_MAX: usize = 4_096;
+
+/// The nodes that left this node's view, and when: how long a node has been out of the view,
+/// for the fill's pruning, and which entries a node coming back may be missing from.
+#[derive(Debug, Default)]
+struct Departed {
+    /// When this node first had a fresh view (ms): a node never seen in it has been out of
+    /// it at least since then.
+    watching_since_ms: Option<u64>,
+    /// Node id → when it left the view (ms, this node's clock).
+    left: HashMap<Arc<str>, u64>,
+}
+
+impl Departed {
+    /// Whether the fields of `node`'s life started at `started_at_ms`, a node missing from
+    /// the fresh view, belong to a node out of it for over `ttl_ms` at `now_ms` (never before
+    /// that life began, nor before this node watched).
+    fn gone_for(&self, node: &str, started_at_ms: u64, ttl_ms: u64, now_ms: u64) -> bool {
+        let since = self.left.get(node).copied().or(self.watching_since_ms);
+        since.is_some_and(|s| now_ms.saturating_sub(s.max(started_at_ms)) > ttl_ms)
+    }
+}
+
 pub struct Routes {
     config: RoutesConfig,
     prefix: String,
@@ -70,6 +101,7 @@ pub struct Routes {
     view: Arc<ArcSwap<ClusterView>>,
     local: Local,
     cache: Mutex<Cache>,
+    departed: Mutex<Departed>,
     fill_tx: mpsc::Sender<Vec<UserId>>,
     fill_rx: Mutex<Option<mpsc::Receiver<Vec<UserId>>>>,
     /// When the cache can be trusted again (ms since the epoch), or `NOT_SUBSCRIBED`.
@@ -100,7 +132,12 @@ impl Routes {
             redis_timeout: std::time::Duration::from_millis(config.redis_timeout_ms),
             view,
             local: Local::new(),
-            cache: Mutex::new(Cache::new(routes.cache_users_max, routes.refresh_ms)),
+            cache: Mutex::new(Cache::new(
+                routes.cache_users_max,
+                routes.refresh_ms,
+                routes.ttl_ms,
+            )),
+            departed: Mutex::default(),
             fill_tx,
             fill_rx: Mutex::new(Some(fill_rx)),
             trusted_from_ms: AtomicU64::new(NOT_SUBSCRIBED),
@@ -138,9 +175,60 @@ impl Routes {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn departed(&self) -> MutexGuard<'_, Departed> {
+        self.departed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stores the next view, a fresh read at `now_ms`, noting which nodes left. A node that
+    /// comes back may be missing from cache entries filled while it was away (its fields
+    /// pruned, or not rewritten yet, and its rewrite publishes nothing): those entries are
+    /// dropped before the view lets pushes go to it, so the next lookup reads Redis again.
+    /// Under the lock the fill holds while it judges fields, so a fill sees the view and
+    /// the departures of the same moment (never a node back in one and long gone in the
+    /// other).
+    pub fn set_view(&self, new: ClusterView, now_ms: u64) {
+        let mut departed = self.departed();
+        let old = self.view.load();
+        let in_view = |view: &ClusterView, id: &str| {
+            view.nodes
+                .binary_search_by(|n| n.record.node_id.as_str().cmp(id))
+                .is_ok()
+        };
+        if new.fresh {
+            departed.watching_since_ms.get_or_insert(now_ms);
+        }
+        for node in &old.nodes {
+            let id = node.record.node_id.as_str();
+            if !in_view(&new, id) {
+                departed.left.insert(id.into(), now_ms);
+            }
+        }
+        let mut back = Vec::new();
+        for node in &new.nodes {
+            if let Some(gone) = departed.left.remove_entry(node.record.node_id.as_str()) {
+                back.push(gone);
+            }
+        }
+        while departed.left.len() > DEPARTED_NODES_MAX {
+            let first = departed
+                .left
+                .iter()
+                .min_by_key(|(_, left_ms)| **left_ms)
+                .map(|(id, _)| Arc::clone(id));
+            if let Some(id) = first {
+                departed.left.remove(&id);
+            }
+        }
+        if !back.is_empty() {
+            self.cache().rejoined(&back);
+        }
+        self.view.store(Arc::new(new));
+    }
+
     /// The nodes other than this one where `users` (distinct) have devices, from memory: one
     /// lock, no await, no Redis. Users the cache does not know are sent to every live node, and fetched
-    /// for the next time (one queued batch per call; a full queue drops it).
+    /// for the next time (one queued batch per call; a full queue drops it); users whose entry
+    /// is due to be read again are sent by the entry, and fetched in the same batch.
     pub fn nodes_of(&self, users: &[UserId]) -> Destinations {
         let view = self.view.load();
         let mut out = Destinations::default();
@@ -158,18 +246,25 @@ impl Routes {
             let mut misses = Vec::new();
             let now = crate::time::now_ms();
             let mut cache = self.cache();
+            let mut refills = Vec::new();
             for &user in users {
-                match cache.get(user, now) {
-                    Lookup::Hit(nodes) => {
-                        for life in nodes {
-                            if *life.node_id != *self.me.node_id
-                                && live(&view, &life.node_id, life.started_at_ms)
-                            {
-                                add(&mut out, &life.node_id, user);
-                            }
-                        }
+                let nodes = match cache.get(user, now) {
+                    Lookup::Hit(nodes) => nodes,
+                    Lookup::Refill(nodes) => {
+                        refills.push(user);
+                        nodes
                     }
-                    Lookup::Miss => misses.push(user),
+                    Lookup::Miss => {
+                        misses.push(user);
+                        continue;
+                    }
+                };
+                for life in nodes {
+                    if *life.node_id != *self.me.node_id
+                        && live(&view, &life.node_id, life.started_at_ms)
+                    {
+                        add(&mut out, &life.node_id, user);
+                    }
                 }
             }
             drop(cache);
@@ -179,9 +274,14 @@ impl Routes {
                 metrics::counter!("ringchat_cluster_route_cache_misses_total")
                     .increment(misses.len() as u64);
                 everywhere.extend_from_slice(&misses);
-                if self.fill_tx.try_send(misses).is_err() {
-                    metrics::counter!("ringchat_cluster_route_fill_dropped_total").increment(1);
-                }
+            }
+            if !refills.is_empty() {
+                metrics::counter!("ringchat_cluster_route_cache_refills_total")
+                    .increment(refills.len() as u64);
+                misses.append(&mut refills);
+            }
+            if !misses.is_empty() && self.fill_tx.try_send(misses).is_err() {
+                metrics::counter!("ringchat_cluster_route_fill_dropped_total").increment(1);
             }
         }
         if !everywhere.is_empty() {

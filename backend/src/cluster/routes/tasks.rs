@@ -131,7 +131,11 @@ impl Routes {
     }
 
     /// One pipeline of HGETALL for `users`, into the cache; fields of nodes that are surely
-    /// gone (an older life of a live node, or a node long out of a fresh view) are deleted.
+    /// gone are deleted: an older life of a node in the view, or a node out of a fresh view
+    /// for over `ttl_ms` counted from when it left this node's view (`Departed`). Not from
+    /// the life's start: a node that has run longer than that and is cut from Redis for
+    /// `node_ttl_ms` (still serving, its fields still right) would lose them the moment it
+    /// left the view, and the entries filled without them would never be corrected.
     async fn fill_chunk(&self, users: &[UserId]) {
         let mut pipe = redis::pipe();
         for user in users {
@@ -152,48 +156,54 @@ impl Routes {
                 return;
             }
         };
-        let view = self.view.load();
-        let now = now_ms();
         let mut prune = redis::pipe();
         let mut pruning = false;
         let mut filled = Vec::with_capacity(users.len());
-        for (user, fields) in users.iter().zip(hashes) {
-            let mut nodes: SmallVec<[NodeLife; 2]> = SmallVec::new();
-            let mut gone = Vec::new();
-            for field in fields.keys() {
-                let Some((node, started)) = wire::parse_field(field) else {
-                    continue;
-                };
-                let current = view
-                    .nodes
-                    .iter()
-                    .find(|n| n.record.node_id == node)
-                    .map(|n| n.record.started_at_ms);
-                let stale = match current {
-                    Some(live) => started < live,
-                    None => view.fresh && started.saturating_add(self.config.ttl_ms) < now,
-                };
-                if stale {
-                    gone.push(field.clone());
-                } else if !nodes
-                    .iter()
-                    .any(|n| *n.node_id == *node && n.started_at_ms == started)
-                {
-                    nodes.push(NodeLife {
-                        node_id: node.into(),
-                        started_at_ms: started,
-                    });
+        {
+            // The view and the departures of one moment (`set_view` changes both under this lock).
+            let departed = self.departed();
+            let view = self.view.load();
+            let now = now_ms();
+            for (user, fields) in users.iter().zip(hashes) {
+                let mut nodes: SmallVec<[NodeLife; 2]> = SmallVec::new();
+                let mut gone = Vec::new();
+                for field in fields.keys() {
+                    let Some((node, started)) = wire::parse_field(field) else {
+                        continue;
+                    };
+                    let current = view
+                        .nodes
+                        .iter()
+                        .find(|n| n.record.node_id == node)
+                        .map(|n| n.record.started_at_ms);
+                    let stale = match current {
+                        Some(live) => started < live,
+                        None => {
+                            view.fresh && departed.gone_for(node, started, self.config.ttl_ms, now)
+                        }
+                    };
+                    if stale {
+                        gone.push(field.clone());
+                    } else if !nodes
+                        .iter()
+                        .any(|n| *n.node_id == *node && n.started_at_ms == started)
+                    {
+                        nodes.push(NodeLife {
+                            node_id: node.into(),
+                            started_at_ms: started,
+                        });
+                    }
                 }
+                if !gone.is_empty() {
+                    pruning = true;
+                    prune
+                        .cmd("HDEL")
+                        .arg(wire::route_key(&self.prefix, *user))
+                        .arg(gone)
+                        .ignore();
+                }
+                filled.push((*user, nodes));
             }
-            if !gone.is_empty() {
-                pruning = true;
-                prune
-                    .cmd("HDEL")
-                    .arg(wire::route_key(&self.prefix, *user))
-                    .arg(gone)
-                    .ignore();
-            }
-            filled.push((*user, nodes));
         }
         {
             let now = now_ms();

@@ -55,7 +55,11 @@ struct Node {
 
 impl Node {
     fn start(url: &str, prefix: &str, id: &str, view: &Arc<ArcSwap<ClusterView>>) -> Self {
-        let routes = Routes::new(&config(url, prefix, id), 1, Arc::clone(view)).expect("routes");
+        Self::start_with(&config(url, prefix, id), view)
+    }
+
+    fn start_with(config: &ClusterConfig, view: &Arc<ArcSwap<ClusterView>>) -> Self {
+        let routes = Routes::new(config, 1, Arc::clone(view)).expect("routes");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(Arc::clone(&routes).run(async {
             let _ = stopped.await;
@@ -401,4 +405,83 @@ async fn after_a_redis_restart_a_node_rewrites_its_routes_once_resubscribed() {
     .await;
     let _ = stop.send(());
     task.await.expect("routes task");
+}
+
+/// A node out of the view (cut from Redis past `node_ttl_ms`, still serving its users) keeps
+/// its routes until it has been out of the view for `ttl_ms`, counted from when it left, not
+/// from its start (a node that had run longer than `ttl_ms` lost them the moment it left, and
+/// the entry filled without it sent nothing to it for ever once it was back). Past that its
+/// fields are pruned; when it comes back (rewriting them, which publishes nothing), an entry
+/// filled without it is asked again at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_out_of_the_view_keeps_its_routes_until_long_gone_and_is_found_when_back() {
+    let (url, prefix) = (redis_url(), unique());
+    let v = view(&["n1", "n2"]);
+    let mut a_config = config(&url, &prefix, "n1");
+    a_config.routes.ttl_ms = 10_000;
+    // n2 rewrites its routes rarely: what n1's fills delete stays deleted.
+    let mut b_config = config(&url, &prefix, "n2");
+    b_config.routes.ttl_ms = 120_000;
+    b_config.routes.refresh_ms = 60_000;
+    let a = Node::start_with(&a_config, &v);
+    let b = Node::start_with(&b_config, &v);
+    eventually("n1 subscribed and trusted", || async {
+        a.routes.trusted().then_some(())
+    })
+    .await;
+    let now = crate::time::now_ms;
+    a.routes.set_view(view_of(&["n1", "n2"]), now());
+    for user in [30, 31] {
+        a.routes.opened(user, c(0, user), "d", "PLATFORM_IOS");
+        b.routes.opened(user, c(0, user), "d", "PLATFORM_IOS");
+        eventually("both routes written", || async {
+            (route(&url, &prefix, user).await.len() == 2).then_some(())
+        })
+        .await;
+    }
+
+    // n2 leaves n1's view; n1 fills user 30 meanwhile.
+    a.routes.set_view(view_of(&["n1"]), now());
+    assert_eq!(dests(&a.routes, &[30]), (vec![], true), "a miss");
+    eventually("n1 caches user 30", || async {
+        (dests(&a.routes, &[30]) == (vec![], false)).then_some(())
+    })
+    .await;
+    a.routes.set_view(view_of(&["n1", "n2"]), now());
+    assert_eq!(
+        dests(&a.routes, &[30]),
+        (vec![("n2".into(), vec![30])], false),
+        "n2 back in the view gets user 30's pushes"
+    );
+    assert_eq!(route(&url, &prefix, 30).await.len(), 2, "n2's route kept");
+
+    // Out of the view for longer than ttl_ms (it left 20 s ago by n1's clock): its fields go.
+    a.routes.set_view(view_of(&["n1"]), now() - 20_000);
+    assert_eq!(dests(&a.routes, &[31]), (vec![], true), "a miss");
+    eventually("n2's route of user 31 pruned", || async {
+        (route(&url, &prefix, 31).await.len() == 1).then_some(())
+    })
+    .await;
+    // n2 comes back and rewrites its route (as after a cut from Redis: nothing published).
+    let field = wire::field("n2", 1, c(0, 31));
+    let mut redis = conn(&url).await;
+    let _: () = redis::cmd("HSET")
+        .arg(wire::route_key(&prefix, 31))
+        .arg(&field)
+        .arg("PLATFORM_IOS/d")
+        .query_async(&mut redis)
+        .await
+        .expect("HSET");
+    a.routes.set_view(view_of(&["n1", "n2"]), now());
+    assert_eq!(
+        dests(&a.routes, &[31]),
+        (vec![("n2".into(), vec![31])], true),
+        "the entry filled without n2 is asked again (every node meanwhile)"
+    );
+    eventually("n1 finds user 31 on n2 again", || async {
+        (dests(&a.routes, &[31]) == (vec![("n2".into(), vec![31])], false)).then_some(())
+    })
+    .await;
+    a.stop().await;
+    b.stop().await;
 }

@@ -50,7 +50,6 @@ mod serve;
 mod tests;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -61,7 +60,7 @@ use super::Rooms;
 use super::registry::RoomError;
 use crate::accounts::Refusal;
 use crate::api::{ConnRef, ShardSender, UserId};
-use crate::cluster::link::{Link, Owner};
+use crate::cluster::link::{Link, Owner, RequestIds};
 use book::{Book, Part};
 use resend::Resend;
 
@@ -92,7 +91,9 @@ pub(crate) struct ClusterRooms {
     book: Mutex<Book>,
     /// Ask id → (the owner's link slot, who waits). At most `ASKS_WAITING_MAX`.
     waiting: Mutex<Waiting>,
-    next: AtomicU64,
+    /// Ask ids (a random start, as forward ids: a late answer to an ask of this node's
+    /// previous process completes none of this one's).
+    ids: RequestIds,
     /// Held by every delivery here (and the owner's numbering with it), across the shard
     /// sends: each shard gets a room's messages in `room_seq` order.
     order: tokio::sync::Mutex<()>,
@@ -111,8 +112,8 @@ impl ClusterRooms {
         config: &super::RoomsConfig,
         nodes_max: usize,
         forward_timeout_ms: u64,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, String> {
+        Ok(Self {
             link,
             shards,
             book: Mutex::new(Book::new(
@@ -120,12 +121,12 @@ impl ClusterRooms {
                 (config.max as usize).saturating_mul(nodes_max.max(1)),
             )),
             waiting: Mutex::default(),
-            next: AtomicU64::new(1),
+            ids: RequestIds::random()?,
             order: tokio::sync::Mutex::new(()),
             timeout: Duration::from_millis(forward_timeout_ms),
             resend: Mutex::new(Resend::new(Instant::now())),
             members_max: config.members_max,
-        }
+        })
     }
 
     fn book(&self) -> MutexGuard<'_, Book> {
@@ -199,7 +200,7 @@ impl Rooms {
     /// Registers an ask under a fresh id and queues it (`push`); `Now(Unsettled)` when too
     /// many wait or it could not be queued.
     fn ask(&self, c: &ClusterRooms, slot: u16, push: impl FnOnce(u64) -> bool) -> Asked {
-        let id = c.next.fetch_add(1, Relaxed);
+        let id = c.ids.next();
         let (tx, rx) = oneshot::channel();
         {
             let mut waiting = c.waiting();

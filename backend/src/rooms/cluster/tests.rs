@@ -62,13 +62,16 @@ impl Nodes {
         let rooms_config = RoomsConfig::default();
         let rooms = Arc::new(Rooms::new(
             rooms_config.clone(),
-            Some(ClusterRooms::new(
-                Arc::clone(&link),
-                vec![tx],
-                &rooms_config,
-                config.nodes_max,
-                1_000,
-            )),
+            Some(
+                ClusterRooms::new(
+                    Arc::clone(&link),
+                    vec![tx],
+                    &rooms_config,
+                    config.nodes_max,
+                    1_000,
+                )
+                .expect("random ask ids"),
+            ),
         ));
         link.set_rooms(Arc::downgrade(&rooms));
         (rooms, link, rx)
