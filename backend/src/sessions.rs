@@ -259,6 +259,13 @@ impl Sessions {
         self.by_user.len()
     }
 
+    /// Every session with its user, in no particular order.
+    pub fn all(&self) -> impl Iterator<Item = (UserId, &Session)> + '_ {
+        self.by_user
+            .iter()
+            .flat_map(|(user, list)| list.iter().map(move |s| (*user, s)))
+    }
+
     /// Every logged-in connection, in no particular order.
     pub fn conns(&self) -> impl Iterator<Item = ConnRef> + '_ {
         self.by_user.values().flatten().map(|s| s.conn)

@@ -111,6 +111,22 @@ const COUNTERS: &[(&str, &str)] = &[
         "Kicks for each peer sent once and not remembered until confirmed, because peer_kicks_pending_max users' kicks waited for it, since start.",
     ),
     (
+        "ringchat_cluster_kick_log_dropped_total",
+        "Kicks dropped from the log of recent kicks (for nodes entering the view later) because peer_kicks_pending_max kicks were in it, since start.",
+    ),
+    (
+        "ringchat_cluster_kicks_seeded_total",
+        "Kicks of the log of recent kicks handed to each node when it entered this node's view, since start.",
+    ),
+    (
+        "ringchat_cluster_rechecks_total",
+        "Checks of every session here against the store, made when this node joined or came back after other nodes may have dropped it from their views, since start.",
+    ),
+    (
+        "ringchat_cluster_recheck_sessions_ended_total",
+        "Sessions those checks ended (token revoked or account disabled while this node was away), since start.",
+    ),
+    (
         "ringchat_cluster_kicks_spared_total",
         "Sessions a kick from another node left alone (token still valid, account no longer disabled, or opened after the kick), since start.",
     ),

@@ -242,7 +242,28 @@ impl Cluster {
                 // restarted empty must not shrink the view to the nodes that heartbeated since.
                 let read = nodes.len();
                 let old = self.view.load_full();
-                let next = old.next(nodes, now, self.config.node_ttl_ms, self.config.nodes_max);
+                let mut next = old.next(nodes, now, self.config.node_ttl_ms, self.config.nodes_max);
+                // Back after a first join or a long enough gap: others may have sent kicks
+                // this node never got (`link/recheck.rs`).
+                let c = &self.config;
+                let gap_ms = now.saturating_sub(old.read_at_ms);
+                if self.connections.is_some()
+                    && (!old.joined
+                        || view::may_have_been_dropped(
+                            gap_ms,
+                            c.node_ttl_ms,
+                            c.heartbeat_interval_ms,
+                            c.redis_timeout_ms,
+                        ))
+                {
+                    next.returns = old.returns + 1;
+                    if old.joined {
+                        tracing::info!(
+                            gap_ms,
+                            "cluster: back after a gap between heartbeats long enough for other nodes to have dropped this one"
+                        );
+                    }
+                }
                 ::metrics::gauge!("ringchat_cluster_nodes_missing_kept")
                     .set(next.nodes.len().saturating_sub(read) as f64);
                 // The routes note who left and came back as the view changes.

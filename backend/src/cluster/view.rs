@@ -33,6 +33,26 @@ pub struct ClusterView {
     pub read_at_ms: u64,
     /// Why the last heartbeat failed, when it did.
     pub error: Option<String>,
+    /// Times this node came back into the cluster: its first join, and each fresh read after
+    /// a gap since the last one long enough for another node to have dropped it from its view
+    /// ([`may_have_been_dropped`], counted by `Cluster::heartbeat`). Only grows; the link
+    /// watches it to check its sessions against the store then, since kicks issued elsewhere
+    /// meanwhile could not reach this node (`link/recheck.rs`).
+    pub returns: u64,
+}
+
+/// Whether another node may have dropped this one from its view between two of its
+/// successful heartbeats `gap_ms` apart (their start times). Another node drops this one once
+/// it has not seen its heartbeat advance for `ttl_ms` (`node_ttl_ms`, [`ClusterView::next`]),
+/// and sees an advance at its own next read, up to `interval_ms` (`heartbeat_interval_ms`)
+/// late; a heartbeat's write lands up to `timeout_ms` (`redis_timeout_ms`) after its start.
+/// So a gap below `ttl_ms - interval_ms - timeout_ms` kept this node in every view. The first
+/// join counts too (nobody had this node in its view before).
+pub fn may_have_been_dropped(gap_ms: u64, ttl_ms: u64, interval_ms: u64, timeout_ms: u64) -> bool {
+    gap_ms
+        >= ttl_ms
+            .saturating_sub(interval_ms)
+            .saturating_sub(timeout_ms)
 }
 
 impl ClusterView {
@@ -51,6 +71,7 @@ impl ClusterView {
             joined: true,
             read_at_ms,
             error: None,
+            returns: 0,
         }
     }
 
@@ -71,6 +92,7 @@ impl ClusterView {
             joined: self.joined,
             read_at_ms: self.read_at_ms,
             error: Some(error),
+            returns: self.returns,
         }
     }
 
@@ -89,6 +111,7 @@ impl ClusterView {
         nodes_max: usize,
     ) -> Self {
         let mut next = Self::new(records, now_ms);
+        next.returns = self.returns;
         for node in &mut next.nodes {
             if let Ok(i) = self.index_of(&node.record.node_id)
                 && self.nodes[i].record.heartbeat_at_ms == node.record.heartbeat_at_ms
@@ -230,6 +253,23 @@ mod tests {
             .iter()
             .map(|n| n.record.node_id.as_str())
             .collect()
+    }
+
+    /// Test settings: node_ttl_ms 1 500, heartbeat 200, Redis deadline 150: a gap of 1 150 ms
+    /// between two successful heartbeats may have let another node drop this one.
+    #[test]
+    fn a_gap_between_heartbeats_past_ttl_less_a_read_and_a_write_counts_as_a_return() {
+        assert!(!may_have_been_dropped(200, 1_500, 200, 150));
+        assert!(!may_have_been_dropped(1_149, 1_500, 200, 150));
+        assert!(may_have_been_dropped(1_150, 1_500, 200, 150));
+        assert!(
+            may_have_been_dropped(0, 100, 200, 150),
+            "a TTL below the margins"
+        );
+        let view = ClusterView::new(vec![beat("a", 1)], 1);
+        let view = ClusterView { returns: 3, ..view };
+        assert_eq!(view.stale("away".into()).returns, 3, "kept when stale");
+        assert_eq!(view.next(vec![beat("a", 2)], 2, 1_000, 8).returns, 3);
     }
 
     #[test]

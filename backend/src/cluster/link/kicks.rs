@@ -21,9 +21,34 @@
 //!   (`Sessions::open_beside`, under its lock) as across nodes. A login slow after it
 //!   registered (the store's re-check, the user's groups) never ends a session of the device
 //!   opened since on another node.
+//!
+//! A kick goes to the nodes of this node's view when it is issued; a node missing from that
+//! view is sent nothing then. Two parts make up for that, one on each side (receivers already
+//! make a late or repeated kick harmless, so erring towards sending is safe):
+//!
+//! - Sender, [`KickLog`]: the remembered kicks (not the `REPLACED` ones, sent once) are also
+//!   kept in a log, bounded by `cluster.peer_kicks_pending_max` entries (a newcomer's
+//!   `Pending` could not hold more; past it the oldest goes, counted by
+//!   `ringchat_cluster_kick_log_dropped_total`), for a window after they were handed out:
+//!   [`kick_log_window_ms`]. A kick issued while this node's view is not fresh (not joined
+//!   yet, or Redis away: nodes that joined meanwhile are missing from it) is handed out only
+//!   by the next fresh view, so its window starts then. When a node enters the view
+//!   (`newcomers.rs`: every node of the first view after joining, and each one new since),
+//!   its peer's `Pending` is seeded with the whole log: delivered and confirmed like any
+//!   kick. This covers a node that joined while this one's view lacked it (up to one
+//!   heartbeat), and every node when this one issued kicks before it could see any.
+//! - Receiver, `recheck.rs`: what no window covers is a node that was out of the others'
+//!   views for longer (its Redis cut past `node_ttl_ms`, or sessions taken before its first
+//!   join, which nobody knew to kick). Such a node knows it ([`ClusterView::returns`]: its
+//!   first join, or a gap between its heartbeats long enough to have been dropped), and then
+//!   checks each of its sessions against the store by the same rule a received kick applies
+//!   ([`KickStores::verdict`]).
+//!
+//! [`ClusterView::returns`]: crate::cluster::ClusterView::returns
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ringchat_proto::v1::{self, KickReason, NodeBatch, NodeItem, node_item::Item};
 use tokio::sync::mpsc;
@@ -32,7 +57,7 @@ use super::Link;
 use super::peer::Peer;
 use crate::api::{ConnRef, ShardEvent};
 use crate::cluster::NODE_CLOCKS_APART_MAX_MS;
-use crate::store::{AccountAdminStore, AccountStore, TokenHash};
+use crate::store::{AccountAdminStore, AccountStore, StoreError, TokenHash};
 
 /// Devices remembered per user before the user's entry becomes "every device". Safe for
 /// revocations (the receiver ends only sessions whose token is gone, whatever the entry
@@ -177,6 +202,104 @@ impl Pending {
     }
 }
 
+/// How long a remembered kick stays in the [`KickLog`] after it was handed out (issued
+/// under a fresh view, or the first fresh view after it), in ms: `node_ttl_ms` plus one
+/// `heartbeat_interval_ms`. A node whose record reached Redis before the kick is in this
+/// node's view by its next read, one `heartbeat_interval_ms` (plus a `redis_timeout_ms`
+/// deadline, below it) later; the TTL is a wide margin for a slow sweep or a late read, still
+/// a few seconds' worth of kicks. A node away for longer was dropped from the views and checks
+/// its sessions itself when it comes back (`recheck.rs`).
+pub(crate) fn kick_log_window_ms(config: &crate::cluster::ClusterConfig) -> u64 {
+    config
+        .node_ttl_ms
+        .saturating_add(config.heartbeat_interval_ms)
+}
+
+/// A kick in the log: whom it names, the kick, and until when it is kept (`None`: not handed
+/// out yet, kept until the next fresh view).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Logged {
+    pub(crate) user: u64,
+    pub(crate) device: Option<Box<str>>,
+    pub(crate) kick: Kick,
+    keep_until: Option<Instant>,
+}
+
+/// The remembered kicks this node issued lately, for nodes that enter its view after (module
+/// comment). Oldest first; `keep_until` never decreases along it (an entry not handed out yet
+/// counts as the latest), so expiry pops from the front.
+#[derive(Debug)]
+pub(crate) struct KickLog {
+    entries: VecDeque<Logged>,
+    /// `cluster.peer_kicks_pending_max`.
+    entries_max: usize,
+    window: Duration,
+}
+
+impl KickLog {
+    pub(crate) fn new(entries_max: usize, window_ms: u64) -> Self {
+        Self {
+            entries: VecDeque::new(),
+            entries_max: entries_max.max(1),
+            window: Duration::from_millis(window_ms),
+        }
+    }
+
+    /// Logs a kick issued at `now`; `handed_out`: the view it went to was fresh. Returns how
+    /// many older entries were dropped to make room (0 or 1).
+    pub(crate) fn log(
+        &mut self,
+        user: u64,
+        device: Option<&str>,
+        kick: Kick,
+        now: Instant,
+        handed_out: bool,
+    ) -> usize {
+        let mut dropped = 0;
+        while self.entries.len() >= self.entries_max {
+            self.entries.pop_front();
+            dropped += 1;
+        }
+        // After an entry not handed out yet, one that is must not expire before it: it is
+        // kept as long (the order of `keep_until` is what lets expiry pop from the front).
+        let behind_open = self.entries.back().is_some_and(|e| e.keep_until.is_none());
+        self.entries.push_back(Logged {
+            user,
+            device: device.map(Into::into),
+            kick,
+            keep_until: (handed_out && !behind_open).then(|| now + self.window),
+        });
+        dropped
+    }
+
+    /// This node's view is fresh at `now`: what waited for it is handed out, its window
+    /// starts now.
+    pub(crate) fn handed_out(&mut self, now: Instant) {
+        let until = now + self.window;
+        for e in self.entries.iter_mut().rev() {
+            if e.keep_until.is_some() {
+                break;
+            }
+            e.keep_until = Some(until);
+        }
+    }
+
+    /// Forgets what is past its window at `now`.
+    pub(crate) fn expire(&mut self, now: Instant) {
+        while self
+            .entries
+            .front()
+            .is_some_and(|e| e.keep_until.is_some_and(|until| until <= now))
+        {
+            self.entries.pop_front();
+        }
+    }
+
+    pub(crate) fn entries(&self) -> impl ExactSizeIterator<Item = &Logged> {
+        self.entries.iter()
+    }
+}
+
 /// A `NodeKick` item.
 pub(crate) fn item(user_id: u64, device: Option<&str>, kick: Kick) -> NodeItem {
     NodeItem {
@@ -244,16 +367,25 @@ pub struct KickStores {
 }
 
 impl KickStores {
-    /// Whether a session of `user` with token `hash` is to end for a kick that checks `check`.
-    /// A store error ends it (fail closed).
-    fn ends(&self, user: u64, hash: &TokenHash, check: Check) -> bool {
-        match check {
-            Check::TokenGone => {
-                !matches!(self.accounts.token(hash), Ok(Some(t)) if t.user_id == user)
-            }
-            Check::Disabled => !matches!(self.admin.user_flags(user), Ok(None)),
+    /// Whether a session of `user` with token `hash` is to end for a kick that checks `check`:
+    /// the one rule of a received kick and of the check a node makes when it comes back
+    /// (`recheck.rs`). `Err`: the store did not answer.
+    pub(crate) fn verdict(
+        &self,
+        user: u64,
+        hash: &TokenHash,
+        check: Check,
+    ) -> Result<bool, StoreError> {
+        Ok(match check {
+            Check::TokenGone => !matches!(self.accounts.token(hash)?, Some(t) if t.user_id == user),
+            Check::Disabled => self.admin.user_flags(user)?.is_some(),
             Check::None => true,
-        }
+        })
+    }
+
+    /// [`Self::verdict`] for a received kick: a store error ends the session (fail closed).
+    fn ends(&self, user: u64, hash: &TokenHash, check: Check) -> bool {
+        self.verdict(user, hash, check).unwrap_or(true)
     }
 }
 
@@ -276,7 +408,7 @@ impl Link {
             reason: reason as i32,
             issued_at_ms: crate::time::now_ms(),
         };
-        self.kick_every_peer(user_id, device, kick, Peer::kick);
+        self.kick_every_peer(user_id, device, kick, true);
     }
 
     /// A device's `REPLACED` kick (a login of that device here, whose session opened at
@@ -292,18 +424,46 @@ impl Link {
             reason: v1::KickReason::Replaced as i32,
             issued_at_ms: opened_at_ms,
         };
-        self.kick_every_peer(user_id, Some(device), kick, Peer::kick_once);
+        self.kick_every_peer(user_id, Some(device), kick, false);
     }
 
+    /// Sends `kick` to the nodes of the view; `remember`: each peer keeps it until confirmed,
+    /// and the log keeps it for nodes that enter the view later (module comment).
     fn kick_every_peer(
         self: &Arc<Self>,
         user_id: u64,
         device: Option<&str>,
         kick: Kick,
-        send: fn(&Peer, u64, Option<&str>, Kick),
+        remember: bool,
     ) {
-        let Some(view) = self.view_nodes() else {
+        // Logged and the view read under the newcomers' lock, which their sweep takes after
+        // reading the view: a node missing from the view read here is either in `known`
+        // already (then it was in this view too) or new to the sweep after, which finds the
+        // kick in the log.
+        let view = if remember {
+            let mut look = self.newcomers.lock();
+            let view = self.view_nodes();
+            let fresh = view.as_ref().is_some_and(|v| v.joined && v.fresh);
+            let dropped = look.kicks.log(user_id, device, kick, Instant::now(), fresh);
+            if dropped > 0 {
+                metrics::counter!("ringchat_cluster_kick_log_dropped_total")
+                    .increment(dropped as u64);
+                tracing::error!(
+                    user = user_id,
+                    "cluster: peer_kicks_pending_max kicks in the log already; the oldest is dropped, a node entering the view later will not get it"
+                );
+            }
+            view
+        } else {
+            self.view_nodes()
+        };
+        let Some(view) = view else {
             return;
+        };
+        let send: fn(&Peer, u64, Option<&str>, Kick) = if remember {
+            Peer::kick
+        } else {
+            Peer::kick_once
         };
         for node in view.nodes.iter().filter(|n| n.record.node_id != self.me) {
             if let Some(peer) = self.peer(&node.record.node_id, &node.record.advertise_addr) {
@@ -400,14 +560,19 @@ impl Link {
                 metrics::counter!("ringchat_cluster_kicks_spared_total").increment(1);
                 continue;
             }
-            if let Some(tx) = self.shards.get(usize::from(conn.shard)) {
-                let _ = tx
-                    .send(ShardEvent::Kick {
-                        conn: conn.conn,
-                        reason,
-                    })
-                    .await;
-            }
+            self.end_session(conn, reason).await;
+        }
+    }
+
+    /// Tells `conn`'s shard to end it with `reason`.
+    pub(super) async fn end_session(&self, conn: ConnRef, reason: KickReason) {
+        if let Some(tx) = self.shards.get(usize::from(conn.shard)) {
+            let _ = tx
+                .send(ShardEvent::Kick {
+                    conn: conn.conn,
+                    reason,
+                })
+                .await;
         }
     }
 }
@@ -505,6 +670,49 @@ mod tests {
         );
         p.confirmed(&kick(1, None, k(revoked, 2)));
         assert_eq!(p.items(), vec![item(1, None, k(disabled, 1))]);
+    }
+
+    fn logged(log: &KickLog) -> Vec<(u64, Option<&str>)> {
+        log.entries()
+            .map(|e| (e.user, e.device.as_deref()))
+            .collect()
+    }
+
+    /// The log keeps at most its bound in entries (the oldest goes), and each handed-out kick
+    /// for its window: from its issue under a fresh view, or from the next fresh view.
+    #[test]
+    fn the_kick_log_is_bounded_in_entries_and_in_time_from_its_hand_out() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut log = KickLog::new(3, 1_000);
+        assert_eq!(log.log(1, None, k(10, 1), ms(0), true), 0);
+        assert_eq!(log.log(2, Some("phone"), k(11, 2), ms(100), true), 0);
+        assert_eq!(log.log(3, None, k(13, 3), ms(200), true), 0);
+        assert_eq!(
+            log.log(4, None, k(10, 4), ms(300), true),
+            1,
+            "the oldest goes"
+        );
+        assert_eq!(logged(&log), [(2, Some("phone")), (3, None), (4, None)]);
+        log.expire(ms(1_099));
+        assert_eq!(log.entries().len(), 3);
+        log.expire(ms(1_100));
+        assert_eq!(
+            logged(&log),
+            [(3, None), (4, None)],
+            "1 000 ms after its issue"
+        );
+        // Issued while the view is not fresh: kept however long until it is handed out.
+        log.log(5, None, k(10, 5), ms(400), false);
+        // Behind one not handed out: waits with it (expiry goes in order).
+        log.log(6, None, k(10, 6), ms(500), true);
+        log.expire(ms(60_000));
+        assert_eq!(logged(&log), [(5, None), (6, None)]);
+        log.handed_out(ms(60_000));
+        log.expire(ms(60_999));
+        assert_eq!(log.entries().len(), 2);
+        log.expire(ms(61_000));
+        assert_eq!(log.entries().len(), 0);
     }
 
     #[test]

@@ -30,6 +30,7 @@ mod peer;
 mod peers;
 mod pending;
 mod queue;
+mod recheck;
 mod rooms;
 mod secret;
 mod serve;
@@ -98,8 +99,11 @@ pub struct Link {
     proofs: secret::Seen,
     /// System notification batches sent to their owners, awaiting answers (`system.rs`).
     system: system::SystemPending,
-    /// Nodes entering the view are told they may have missed pushes (`newcomers.rs`).
+    /// Nodes entering the view are told they may have missed pushes and handed the kick log
+    /// (`newcomers.rs`, `kicks.rs`).
     newcomers: newcomers::Newcomers,
+    /// Sessions checked against the store when this node comes back (`recheck.rs`).
+    recheck: recheck::Recheck,
     /// `ringchat_cluster_forwarded_writes_total`, looked up once (one per forwarded write).
     forwarded: metrics::Counter,
     /// This node's chat rooms, for the room items peers send (`rooms.rs`).
@@ -147,7 +151,11 @@ impl Link {
             kick_stores: OnceLock::new(),
             proofs: secret::Seen::default(),
             system: system::SystemPending::new(RequestIds::random()?),
-            newcomers: newcomers::Newcomers::default(),
+            newcomers: newcomers::Newcomers::new(
+                config.peer_kicks_pending_max,
+                kicks::kick_log_window_ms(config),
+            ),
+            recheck: recheck::Recheck::default(),
             forwarded: metrics::counter!("ringchat_cluster_forwarded_writes_total"),
             rooms: OnceLock::new(),
         }))
@@ -183,6 +191,7 @@ impl Link {
             return;
         }
         runtime.spawn(hint::run(Arc::clone(self)));
+        runtime.spawn(Arc::clone(self).run_rechecks());
         let link = Arc::clone(self);
         runtime.spawn(async move {
             let mut stop = link.stop.subscribe();
@@ -193,6 +202,9 @@ impl Link {
                     _ = stop.changed() => break,
                 }
                 link.welcome_newcomers();
+                if let Some(view) = link.view_nodes() {
+                    link.note_returns(&view);
+                }
                 let expired = link.pending.take_where(Instant::now(), None);
                 if !expired.is_empty() {
                     metrics::counter!("ringchat_cluster_forward_refused_total", "reason" => "timeout")

@@ -115,6 +115,34 @@ impl Peer {
         let _ = self.push_all(vec![kicks::item(user, device, kick)]);
     }
 
+    /// The kick log handed to a node that entered the view (`newcomers.rs`): each kick is
+    /// remembered until confirmed, as if sent when issued, and queued now in batches (a
+    /// refusal is made up by the next stream, which starts with every kick remembered).
+    pub(crate) fn seed_kicks(&self, log: &[(u64, Option<Box<str>>, kicks::Kick)]) {
+        let unremembered = {
+            let mut kicks = self.kicks();
+            log.iter()
+                .filter(|(user, device, kick)| {
+                    kicks.record(*user, device.as_deref(), *kick).is_err()
+                })
+                .count()
+        };
+        if unremembered > 0 {
+            metrics::counter!("ringchat_cluster_kicks_unremembered_total", "peer" => self.node_id.clone())
+                .increment(unremembered as u64);
+            tracing::error!(peer = %self.node_id, unremembered, "cluster: cluster.peer_kicks_pending_max users' kicks wait for this peer already; kicks of the log are sent once, not again if lost");
+        }
+        for chunk in log.chunks(KICKS_PER_BATCH) {
+            let items = chunk
+                .iter()
+                .map(|(user, device, kick)| kicks::item(*user, device.as_deref(), *kick))
+                .collect();
+            if self.push_all(items).is_err() {
+                break;
+            }
+        }
+    }
+
     /// A kick queued once, not remembered (`Link::send_kick_once`): lost if the link is down.
     pub(crate) fn kick_once(&self, user: u64, device: Option<&str>, kick: kicks::Kick) {
         let _ = self.push_all(vec![kicks::item(user, device, kick)]);
@@ -181,6 +209,11 @@ impl Peer {
             .into_iter()
             .flat_map(|b| b.items)
             .collect()
+    }
+
+    /// The kicks remembered for the peer (a new stream starts with them).
+    pub(crate) fn kicks_waiting(&self) -> Vec<NodeItem> {
+        self.kicks().items()
     }
 
     /// What is queued for the peer, as the batches its sender task would send from `from`.

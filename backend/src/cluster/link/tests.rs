@@ -476,3 +476,36 @@ async fn a_node_named_in_redis_by_anyone_is_never_sent_the_peer_secret() {
     let _ = stop.send(());
     server.abort();
 }
+
+/// A kick issued before this node could see any other (a node that has not joined: Redis away
+/// at its start, its shards already taking logins) is not lost for the nodes it could not
+/// see: each node of its first view is handed it once it joins, remembered until confirmed
+/// (`kicks.rs` `KickLog`, `newcomers.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kick_issued_before_joining_is_handed_to_the_nodes_of_the_first_view() {
+    let nodes = SilentNodes::start("kicklog", &["n1", "n2", "n3"]).await;
+    let n1 = &nodes.clusters[0];
+    until("n1 sees every node", || n1.view().nodes.len() == 3).await;
+    let (link, _shard) = link(&nodes.config("n1"));
+    // No view yet: nothing to send it to.
+    link.send_kick(7, None, v1::KickReason::PasswordChanged);
+    link.attach(Arc::clone(n1), tokio::runtime::Handle::current(), None);
+    let waiting = |peer: &str| {
+        link.peer_by_id(peer)
+            .map(|p| p.kicks_waiting())
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|i| match i.item {
+                Some(Item::Kick(k)) => Some((k.user_id, k.reason, k.all_devices)),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let want = vec![(7, v1::KickReason::PasswordChanged as i32, true)];
+    until("n2 and n3 are handed the kick", || {
+        waiting("n2") == want && waiting("n3") == want
+    })
+    .await;
+    link.shutdown();
+    nodes.stop();
+}
