@@ -226,7 +226,7 @@ async fn a_paused_owner_is_fenced_out_and_the_log_stays_gap_free() {
     let nodes = servers(start_nodes_with(&db, &redis_url(), &prefix, &ids, &[]));
     wait_for_views(&nodes, 3);
     let (mut alice, a) = nodes[0].user("alice").await;
-    let (_bob, b) = peer_owned_by(&nodes, &ids, 1, a.user_id, 2, "bob").await;
+    let (mut bob, b) = peer_owned_by(&nodes, &ids, 1, a.user_id, 2, "bob").await;
     let conv = conversation_id(a.user_id, b);
     // alice's device on n3, the owner: its sends are written by n3 itself.
     let (mut alice3, _) = nodes[2].device("alice", "alice-dev3").await;
@@ -296,6 +296,23 @@ async fn a_paused_owner_is_fenced_out_and_the_log_stays_gap_free() {
             "on {name}: nothing unacked stored"
         );
     }
+    // bob (on n2) was pushed by n3, then n1, then maybe n3 again: in seq order, each once (a
+    // push n3 held through its pause is dropped, not sent after n1's: `queue::push_fresh_ms`).
+    let last = acked(&mut alice, direct(b, "last")).await.seq;
+    let mut pushed = Vec::new();
+    while pushed.last() != Some(&last) {
+        let m = tokio::time::timeout(WAIT_DEADLINE, bob.next_push())
+            .await
+            .expect("bob is pushed the last message in time")
+            .expect("a push");
+        if m.conversation_id == conv {
+            pushed.push(m.seq);
+        }
+    }
+    assert!(
+        pushed.windows(2).all(|w| w[0] < w[1]),
+        "bob's pushes in seq order, once: {pushed:?}"
+    );
     wait_for_views(&nodes, 3);
 }
 

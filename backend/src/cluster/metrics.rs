@@ -75,7 +75,7 @@ const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         "ringchat_cluster_peer_items_dropped_total",
-        "Items for each peer not sent, by reason: full (peer_queue_items_max waiting, or half of it for typing), down (the link was down), oversized (past the links' item limit), since start.",
+        "Items for each peer not sent, by reason: full (peer_queue_items_max waiting, or half of it for typing), down (the link was down), oversized (past the links' item limit), stale (a push queued longer than node_ttl_ms - 1.5 x heartbeat_interval_ms, when another node may own its conversation: the peer is told its sessions must Sync), since start.",
     ),
     (
         "ringchat_cluster_peer_missed_total",

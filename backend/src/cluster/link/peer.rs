@@ -16,7 +16,7 @@ use tokio::sync::{Notify, mpsc};
 
 use super::Link;
 use super::kicks::{self, KickRefused};
-use super::queue::{Queue, Refused};
+use super::queue::{self as queue, Queue, Refused};
 
 const BACKOFF_FIRST: Duration = Duration::from_millis(50);
 /// Batches handed to the HTTP/2 stream ahead of its flow control, at most.
@@ -307,10 +307,25 @@ async fn connect_and_write(
         }
         _ => return false,
     };
-    let (tx, rx) = mpsc::channel::<NodeBatch>(IN_FLIGHT_BATCHES);
-    let outbound = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|batch| (batch, rx))
-    });
+    // Pushes past this age are not sent (`queue::push_fresh_ms`): checked when the queue is
+    // drained, and again when the stream takes a batch (this process may have been paused
+    // between the two, with its batches waiting here).
+    let fresh_for = Duration::from_millis(queue::push_fresh_ms(
+        link.config.node_ttl_ms,
+        link.config.heartbeat_interval_ms,
+    ));
+    let stale_dropped = metrics::counter!("ringchat_cluster_peer_items_dropped_total", "peer" => peer.node_id.clone(), "reason" => "stale");
+    // Each batch with the time its oldest item was queued.
+    let (tx, rx) = mpsc::channel::<(Instant, NodeBatch)>(IN_FLIGHT_BATCHES);
+    let outbound = futures_util::stream::unfold(
+        (rx, stale_dropped.clone()),
+        move |(mut rx, stale_dropped)| async move {
+            let (queued_at, mut batch) = rx.recv().await?;
+            let stale = queue::strip_stale(&mut batch, queued_at, Instant::now(), fresh_for);
+            stale_dropped.increment(stale);
+            Some((batch, (rx, stale_dropped)))
+        },
+    );
     let message_bytes_max = link.message_bytes_max();
     let mut client = NodeClient::new(channel)
         .max_decoding_message_size(message_bytes_max)
@@ -349,7 +364,7 @@ async fn connect_and_write(
             sent_at_ms: crate::time::now_ms(),
         };
         if !matches!(
-            tokio::time::timeout(timeout, tx.send(batch)).await,
+            tokio::time::timeout(timeout, tx.send((Instant::now(), batch))).await,
             Ok(Ok(()))
         ) {
             return true;
@@ -357,11 +372,18 @@ async fn connect_and_write(
     }
     loop {
         loop {
-            let (batch, oversized) = {
+            let now = Instant::now();
+            let (batch, queued_at, oversized, stale) = {
                 let mut q = peer.queue();
+                let stale = q.drop_stale(now, fresh_for);
+                let queued_at = q.oldest().unwrap_or(now);
                 let batch = q.drain(&link.me, bytes_max, item_bytes_max);
-                (batch, std::mem::take(&mut q.oversized))
+                (batch, queued_at, std::mem::take(&mut q.oversized), stale)
             };
+            if stale > 0 {
+                stale_dropped.increment(stale);
+                tracing::warn!(peer = %peer.node_id, stale, fresh_for_ms = fresh_for.as_millis() as u64, "cluster: pushes queued too long ago for their seq order to hold were dropped; the peer's sessions are told to Sync");
+            }
             if oversized > 0 {
                 metrics::counter!("ringchat_cluster_peer_items_dropped_total", "peer" => peer.node_id.clone(), "reason" => "oversized")
                     .increment(oversized);
@@ -371,7 +393,7 @@ async fn connect_and_write(
             // Stamped at hand-over: a kick's age is measured up to here (`kicks.rs`).
             batch.sent_at_ms = crate::time::now_ms();
             let items = batch.items.len() as u64;
-            match tokio::time::timeout(timeout, tx.send(batch)).await {
+            match tokio::time::timeout(timeout, tx.send((queued_at, batch))).await {
                 Ok(Ok(())) => {
                     peer.metrics.batches_sent.increment(1);
                     peer.metrics.items_sent.increment(items);

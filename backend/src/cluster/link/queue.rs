@@ -2,6 +2,7 @@
 //! data under the peer's lock; the sender task (`peer.rs`) does the waiting.
 
 use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use prost::Message;
 use ringchat_proto::v1::{NodeBatch, NodeItem, node_item::Item};
@@ -26,7 +27,8 @@ impl Refused {
 
 #[derive(Debug)]
 pub(crate) struct Queue {
-    items: VecDeque<NodeItem>,
+    /// Each item with the time it was queued (this process's monotonic clock): `drop_stale`.
+    items: VecDeque<(Instant, NodeItem)>,
     items_max: usize,
     /// Accepting items: the link is up or being dialed (not in a backoff pause).
     pub(crate) open: bool,
@@ -34,6 +36,52 @@ pub(crate) struct Queue {
     pub(crate) missed: bool,
     /// Items dropped by `drain` for being over the item limit, not counted yet.
     pub(crate) oversized: u64,
+}
+
+/// How long after it was queued a push may still be put on the wire, in milliseconds: within
+/// it no other node can have taken its conversation over. This node's record lives
+/// `node_ttl_ms` past its last heartbeat, and the others keep it in their views at least that
+/// long, so a conversation moves at the earliest `node_ttl_ms` after a heartbeat, which came
+/// at most `heartbeat_interval_ms` before the push was queued; half a heartbeat more of margin
+/// (the wire after the check, clocks that tick apart). Past it (this process was paused, or
+/// its queue backed up for seconds) the new owner may have pushed later seqs already, and
+/// this one would arrive after them: the client sees seqs out of order. At least half a
+/// heartbeat, as `node_ttl_ms` is at least two (`ClusterConfig::check`).
+pub(crate) fn push_fresh_ms(node_ttl_ms: u64, heartbeat_interval_ms: u64) -> u64 {
+    node_ttl_ms
+        .saturating_sub(heartbeat_interval_ms + heartbeat_interval_ms / 2)
+        .max(1)
+}
+
+/// Whether `item` is in seq order with a conversation's other pushes (a message's push to
+/// users or to a group, a membership change): sent late, past `push_fresh_ms`, it may
+/// overtake what a new owner sent. Every such item is one whose loss `lost_needs_sync`.
+fn ordered(item: &NodeItem) -> bool {
+    matches!(
+        item.item,
+        Some(Item::ToUsers(_) | Item::ToGroup(_) | Item::MemberChange(_))
+    )
+}
+
+/// Takes out of `batch` (taken from a queue at the latest when its oldest item was queued at
+/// `queued_at`) its ordered items if that is past `fresh_for` at `now`, and marks it
+/// `missed` (the receiving node tells its sessions to Sync, which serves them by seq).
+/// Returns how many were taken out. For batches already drained but not handed to the
+/// stream yet (`peer.rs`): a pause may fall between the two.
+pub(crate) fn strip_stale(
+    batch: &mut NodeBatch,
+    queued_at: Instant,
+    now: Instant,
+    fresh_for: Duration,
+) -> u64 {
+    if now.saturating_duration_since(queued_at) <= fresh_for {
+        return 0;
+    }
+    let before = batch.items.len();
+    batch.items.retain(|i| !ordered(i));
+    let stale = (before - batch.items.len()) as u64;
+    batch.missed |= stale > 0;
+    stale
 }
 
 /// Whether losing `item` on the way leaves the peer's sessions something to catch up by seq
@@ -85,8 +133,35 @@ impl Queue {
             self.missed |= items.iter().any(lost_needs_sync);
             return Err(why);
         }
-        self.items.extend(items);
+        let now = Instant::now();
+        self.items.extend(items.into_iter().map(|i| (now, i)));
         Ok(())
+    }
+
+    /// Drops the ordered items (`ordered`) queued more than `fresh_for` before `now`, and
+    /// marks the next batch `missed`; returns how many. Items are queued in time order, so
+    /// the stale ones are a prefix: when the oldest item is fresh this costs one comparison.
+    pub(crate) fn drop_stale(&mut self, now: Instant, fresh_for: Duration) -> u64 {
+        let stale = self
+            .items
+            .partition_point(|(at, _)| now.saturating_duration_since(*at) > fresh_for);
+        if stale == 0 {
+            return 0;
+        }
+        let before = self.items.len();
+        let mut seen = 0;
+        self.items.retain(|(_, item)| {
+            seen += 1;
+            seen > stale || !ordered(item)
+        });
+        let dropped = (before - self.items.len()) as u64;
+        self.missed |= dropped > 0;
+        dropped
+    }
+
+    /// When the item `drain` would take first was queued.
+    pub(crate) fn oldest(&self) -> Option<Instant> {
+        self.items.front().map(|(at, _)| *at)
     }
 
     /// Queues best-effort items (typing) only while the queue is at most half full: what must
@@ -99,7 +174,8 @@ impl Queue {
         if self.items.len() + items.len() > self.items_max / 2 {
             return Err(Refused::Full);
         }
-        self.items.extend(items);
+        let now = Instant::now();
+        self.items.extend(items.into_iter().map(|i| (now, i)));
         Ok(())
     }
 
@@ -113,7 +189,7 @@ impl Queue {
         bytes_max: usize,
         item_bytes_max: usize,
     ) -> Option<NodeBatch> {
-        while let Some(item) = self.items.front()
+        while let Some((_, item)) = self.items.front()
             && item.encoded_len() > item_bytes_max
         {
             self.missed |= lost_needs_sync(item);
@@ -130,7 +206,7 @@ impl Queue {
             sent_at_ms: 0,
         };
         let mut bytes = 0;
-        while let Some(item) = self.items.front() {
+        while let Some((_, item)) = self.items.front() {
             let len = item.encoded_len() + 4;
             if !batch.items.is_empty() && bytes + len > bytes_max {
                 break;
@@ -140,7 +216,7 @@ impl Queue {
                 break;
             }
             bytes += len;
-            batch.items.extend(self.items.pop_front());
+            batch.items.extend(self.items.pop_front().map(|(_, i)| i));
         }
         Some(batch)
     }
@@ -149,8 +225,8 @@ impl Queue {
     /// UNAVAILABLE by their origin's pending table) and new items are refused until `reopen`.
     pub(crate) fn close(&mut self) -> Vec<NodeItem> {
         self.open = false;
-        self.missed |= self.items.iter().any(lost_needs_sync);
-        self.items.drain(..).collect()
+        self.missed |= self.items.iter().any(|(_, i)| lost_needs_sync(i));
+        self.items.drain(..).map(|(_, i)| i).collect()
     }
 
     pub(crate) fn reopen(&mut self) {
@@ -277,5 +353,57 @@ mod tests {
         assert_eq!(q.push_all(vec![answer]), Err(Refused::Down));
         q.reopen();
         assert_eq!(q.push_all(vec![frame(1)]), Ok(()));
+    }
+
+    #[test]
+    fn a_push_older_than_the_takeover_bound_is_not_sent_and_the_batch_is_missed() {
+        let fresh_for = Duration::from_millis(push_fresh_ms(5_000, 1_000));
+        assert_eq!(fresh_for, Duration::from_millis(3_500));
+        let answer = NodeItem {
+            item: Some(Item::Answer(Answer::default())),
+        };
+        let mut q = Queue::new(8);
+        q.push_all(vec![frame(1), answer.clone(), frame(2)])
+            .unwrap();
+        // The clock is the argument: "now" is just within the bound, then just past it.
+        let queued = q.oldest().expect("queued");
+        assert_eq!(q.drop_stale(queued + fresh_for, fresh_for), 0);
+        let later = queued + fresh_for + Duration::from_millis(1);
+        assert_eq!(q.drop_stale(later, fresh_for), 2, "both stale pushes");
+        let batch = q.drain("n3", 1 << 20, 1 << 20).expect("a batch");
+        assert!(
+            batch.missed,
+            "the receiving node tells its sessions to Sync"
+        );
+        assert_eq!(
+            batch.items,
+            vec![answer],
+            "an answer is in no seq order: it still goes"
+        );
+        // A push queued now is fresh and goes, not marked missed.
+        q.push_all(vec![frame(3)]).unwrap();
+        assert_eq!(q.drop_stale(Instant::now(), fresh_for), 0);
+        let batch = q.drain("n3", 1 << 20, 1 << 20).expect("a batch");
+        assert_eq!(batch.items, vec![frame(3)]);
+        assert!(!batch.missed);
+    }
+
+    #[test]
+    fn a_drained_batch_past_the_bound_loses_its_pushes_before_the_stream_takes_it() {
+        let fresh_for = Duration::from_millis(3_500);
+        let mut q = Queue::new(8);
+        q.push_all(vec![frame(1)]).unwrap();
+        let queued = q.oldest().expect("queued");
+        let mut batch = q.drain("n3", 1 << 20, 1 << 20).expect("a batch");
+        let mut fresh = batch.clone();
+        assert_eq!(
+            strip_stale(&mut fresh, queued, queued + fresh_for, fresh_for),
+            0
+        );
+        assert_eq!(fresh.items.len(), 1);
+        assert!(!fresh.missed);
+        let paused = queued + fresh_for + Duration::from_millis(1);
+        assert_eq!(strip_stale(&mut batch, queued, paused, fresh_for), 1);
+        assert!(batch.items.is_empty() && batch.missed);
     }
 }
