@@ -1,8 +1,9 @@
 //! The PROXY protocol on the client listeners (`gateway.proxy_protocol_from`): a connection from
 //! a trusted load balancer (here loopback, 127.0.0.1/32) opens with a v1 or v2 header, and the
 //! header's source address is the client's for every per-address rule (the registration quota
-//! here, the IP deny list); a trusted peer without a usable header is closed and counted; a
-//! header from anyone else is bad input as before. Real server, real sockets, both I/O drivers.
+//! here, the failed-login throttle's IPv6 /48, the IP deny list); a trusted peer without a
+//! usable header is closed and counted; a header from anyone else is bad input as before. Real
+//! server, real sockets, both I/O drivers.
 
 mod common;
 
