@@ -1,8 +1,9 @@
 //! The PROXY protocol on the client listeners (`gateway.proxy_protocol_from`): a connection from
 //! a trusted load balancer (here loopback, 127.0.0.1/32) opens with a v1 or v2 header, and the
 //! header's source address is the client's for every per-address rule (the registration quota
-//! here, the IP deny list); a trusted peer without a usable header is closed and counted; a
-//! header from anyone else is bad input as before. Real server, real sockets, both I/O drivers.
+//! here, the failed-login throttle's IPv6 /48, the IP deny list); a trusted peer without a
+//! usable header is closed and counted; a header from anyone else is bad input as before. Real
+//! server, real sockets, both I/O drivers.
 
 mod common;
 
@@ -10,6 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use common::TestServer;
 use common::transport::{AnyClient, Kind, REPLY_TIMEOUT, deadline};
+use ringchat_bench::client::password_login;
 use ringchat_proto::v1::{self, ErrorCode};
 use ringchat_proto::{Body, PROTOCOL_VERSION};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -337,4 +339,75 @@ async fn a_header_from_an_untrusted_peer_is_bad_input() {
         assert_eq!(proxy_refused(&server, reason), 0.0, "{reason}");
         assert_eq!(proxy_refused(&plain, reason), 0.0, "{reason}");
     }
+}
+
+/// A v1 header for an IPv6 client.
+fn v1_six(source: &str) -> Vec<u8> {
+    format!("PROXY TCP6 {source} ::1 40000 7000\r\n").into_bytes()
+}
+
+/// A password login for an unknown `name` from `source` (behind the balancer): the error code.
+async fn unknown_login(server: &TestServer, source: &str, name: &str) -> ErrorCode {
+    let mut c = through_balancer(server, Kind::Tcp, &v1_six(source)).await;
+    c.hello().await;
+    let login = password_login(name, "not the password", "d");
+    match c.request(Body::Login(login)).await {
+        Body::Error(e) => ErrorCode::try_from(e.code).expect("a known code"),
+        other => panic!("login {name} from {source}: {other:?}"),
+    }
+}
+
+/// One holder of an IPv6 /48 has 65,536 /64s, each with `login.failures_free` of its own:
+/// password logins for unknown usernames (each one costs a hash) from many /64s, each within
+/// its own allowance, are refused once the /48's `login.failures_free_per_network` is used,
+/// before any hashing, while a client of another /48 still logs in (and fails as usual).
+#[tokio::test]
+async fn failed_logins_from_many_64s_of_one_48_throttle_the_48() {
+    const PER_NETWORK: u16 = 4;
+    let per_network = PER_NETWORK.to_string();
+    let server = TestServer::start(&[
+        TRUST_LOOPBACK,
+        ("LOGIN__FAILURES_FREE", "2"),
+        ("LOGIN__FAILURES_FREE_PER_NETWORK", &per_network),
+        // Longer than the test: a throttled network stays throttled.
+        ("LOGIN__FAILURE_DELAY_MS", "600000"),
+        ("LOGIN__FAILURE_DELAY_MS_MAX", "600000"),
+    ]);
+    // One failure from each of five /64s of 2001:db8:1::/48 (a name of its own each, so that
+    // no account's throttle is met): the /48's four free ones, and the one past them that
+    // starts the delays (as for `failures_free`).
+    for subnet in 0..=PER_NETWORK {
+        assert_eq!(
+            unknown_login(
+                &server,
+                &format!("2001:db8:1:{subnet:x}::1"),
+                &format!("nobody{subnet}")
+            )
+            .await,
+            ErrorCode::InvalidCredentials,
+            "/64 number {subnet}"
+        );
+    }
+    // Past it each further failure is delayed: a fresh /64 of the /48 is refused at once.
+    for subnet in [0x100, 0xffff] {
+        assert_eq!(
+            unknown_login(
+                &server,
+                &format!("2001:db8:1:{subnet:x}::1"),
+                &format!("nobody{subnet}")
+            )
+            .await,
+            ErrorCode::RateLimited,
+            "/64 {subnet:x} of the throttled /48"
+        );
+    }
+    // Another /48 is untouched: its clients' failures are counted as usual, and a user there
+    // registers and logs in by password.
+    assert_eq!(
+        unknown_login(&server, "2001:db8:2::1", "nobody-else").await,
+        ErrorCode::InvalidCredentials
+    );
+    let mut c = through_balancer(&server, Kind::Tcp, &v1_six("2001:db8:2:1::1")).await;
+    let ok = c.signup("erin").await;
+    assert!(ok.user_id > 0);
 }

@@ -1,6 +1,7 @@
-//! Login: by password (user id, username or e-mail address), throttled per account and per
-//! client address, or by token (unknown tokens limited per client address apart:
-//! `unknown_tokens.rs`); issuing tokens, and refreshing them late in their life.
+//! Login: by password (user id, username or e-mail address), throttled per account, per
+//! client address and per IPv6 client network (`throttle.rs`), or by token (unknown tokens
+//! limited per client address apart: `unknown_tokens.rs`); issuing tokens, and refreshing them
+//! late in their life.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -26,7 +27,8 @@ impl Accounts {
         req: &v1::Login,
     ) -> Result<Authenticated, Refusal> {
         validate_device_id(&req.device_id)?;
-        let addr_key = ThrottleKey::addr(peer);
+        // The address's throttle and, for IPv6, its /48's.
+        let client_keys = ThrottleKey::client(peer);
         let by_password = matches!(req.credential, Some(login::Credential::Password(_)));
         let result = match &req.credential {
             Some(login::Credential::Token(token)) => {
@@ -35,8 +37,11 @@ impl Accounts {
             // Only password logins meet the address's throttle: a token cannot be guessed,
             // and a stranger sharing the address must not shut its holders out.
             Some(login::Credential::Password(password)) => {
-                self.check_throttle(&addr_key)?;
-                self.authenticate_password(req, password, &addr_key).await
+                for key in &client_keys {
+                    self.check_throttle(key)?;
+                }
+                self.authenticate_password(req, password, &client_keys)
+                    .await
             }
             None => Err(Refusal::new(
                 ErrorCode::InvalidArgument,
@@ -46,7 +51,10 @@ impl Accounts {
         match &result {
             Err(r) if r.code == ErrorCode::InvalidCredentials => {
                 if by_password {
-                    self.throttle.record_failure(addr_key, Instant::now());
+                    let now = Instant::now();
+                    for key in client_keys {
+                        self.throttle.record_failure(key, now);
+                    }
                 }
                 metrics::counter!("ringchat_login_failures_total").increment(1);
                 self.audit.record(
@@ -98,12 +106,13 @@ impl Accounts {
         }
     }
 
-    /// `addr_key`: the client address's throttle, checked again once a hashing permit is held.
+    /// `client_keys`: the client address's throttle and its network's, checked again once a
+    /// hashing permit is held.
     async fn authenticate_password(
         &self,
         req: &v1::Login,
         password: &str,
-        addr_key: &ThrottleKey,
+        client_keys: &[ThrottleKey],
     ) -> Result<Authenticated, Refusal> {
         let store = Arc::clone(&self.store);
         // A name or address that could never have been registered cannot exist: refuse it
@@ -157,9 +166,8 @@ impl Accounts {
         let stored_hash = user
             .as_ref()
             .map_or_else(|| self.dummy_hash.clone(), |u| u.password_hash.clone());
-        let verified = self
-            .verify_throttled(&[&account_key, addr_key], &stored_hash, password)
-            .await?;
+        let keys: Vec<&ThrottleKey> = std::iter::once(&account_key).chain(client_keys).collect();
+        let verified = self.verify_throttled(&keys, &stored_hash, password).await?;
         let Some(user) = user.filter(|_| verified) else {
             self.throttle.record_failure(account_key, Instant::now());
             return Err(Refusal::invalid_credentials());
@@ -191,8 +199,9 @@ impl Accounts {
 
     /// Verifies a password under a hashing permit. Guesses sent in parallel all passed the
     /// first throttle check; the ones that waited for a permit behind a failure stop here,
-    /// for every key given (the account's, and the client address's: many accounts guessed
-    /// at once from one address are throttled as one after another would be).
+    /// for every key given (the account's, and the client address's and network's: many
+    /// accounts guessed at once from one address or network are throttled as one after
+    /// another would be).
     pub(super) async fn verify_throttled(
         &self,
         keys: &[&ThrottleKey],

@@ -146,12 +146,18 @@ pub struct LoginConfig {
     pub token_ttl_s: u64,
     /// Failed logins per account or per address before each further attempt is delayed.
     pub failures_free: u32,
+    /// Failed password logins from one IPv6 /48 (all its /64s together) before each further
+    /// attempt from it is delayed as `failures_free`'s are; 0: networks not throttled. A /48
+    /// holds 65,536 /64s, each with `failures_free` of its own. IPv4 clients are counted per
+    /// address only (`throttle::ThrottleKey::network` says why).
+    pub failures_free_per_network: u32,
     /// First delay after `failures_free`; doubles with each further failure.
     pub failure_delay_ms: u64,
     pub failure_delay_ms_max: u64,
     /// Failures older than this are forgotten.
     pub failure_window_s: u64,
-    /// Accounts tracked for failures, at most, and as many addresses (IPv6: /64s) beside them.
+    /// Accounts tracked for failures, at most, and as many addresses (IPv6: /64s) and as many
+    /// IPv6 /48s beside them.
     pub throttle_entries_max: usize,
     /// Sessions one user may hold at once.
     pub devices_max: usize,
@@ -189,6 +195,7 @@ impl Default for LoginConfig {
         Self {
             token_ttl_s: 30 * 24 * 3600,
             failures_free: 5,
+            failures_free_per_network: 100,
             failure_delay_ms: 1_000,
             failure_delay_ms_max: 60_000,
             failure_window_s: 900,

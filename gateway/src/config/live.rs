@@ -46,6 +46,7 @@ live_keys! {
     accounts.password_bytes_min,
     accounts.password_bytes_max,
     login.failures_free,
+    login.failures_free_per_network,
     login.failure_delay_ms,
     login.failure_delay_ms_max,
     login.failure_window_s,
