@@ -321,22 +321,20 @@ fn a_group_volume_lets_the_user_whose_files_are_in_it_write() {
     chown(&admin, Some(SERVER), Some(SERVER)).unwrap();
     // The server's uid may not reach the build's binary (a checkout under a 0700 directory,
     // such as a fresh clone in `mktemp -d`): it runs a copy from the open temp dir, from there.
-    let bin = tmp.path().join("ringchat");
-    std::fs::copy(env!("CARGO_BIN_EXE_ringchat"), &bin).unwrap();
-    mode(&bin, 0o755);
+    let bin = copy_of_the_binary(tmp.path());
     let add_user = |name: &str| {
-        let mut child = Command::new(&bin);
-        child.env_clear().current_dir(tmp.path());
-        let mut child = child
+        let mut command = Command::new(&bin);
+        command
+            .env_clear()
+            .current_dir(tmp.path())
             .args(["admin", "add-user", name, "--role", "admin"])
             .env("RINGCHAT_STORAGE__DATA_DIR", &data)
             .uid(SERVER)
             .gid(SERVER)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::piped());
+        let mut child = spawn_copied(&mut command);
         use std::io::Write as _;
         child
             .stdin
@@ -389,21 +387,19 @@ fn a_group_writable_dir_another_user_owns_is_not_a_group_volume() {
     chown(&data, Some(65534), Some(GROUP)).unwrap();
     mode(&data, 0o2770);
     // The caller's uid may not reach the build's binary (see the test above): a copy here.
-    let bin = tmp.path().join("ringchat");
-    std::fs::copy(env!("CARGO_BIN_EXE_ringchat"), &bin).unwrap();
-    mode(&bin, 0o755);
-    let mut child = Command::new(&bin)
-        .env_clear()
-        .current_dir(tmp.path())
-        .args(["admin", "add-user", "alice", "--role", "admin"])
-        .env("RINGCHAT_STORAGE__DATA_DIR", &data)
-        .uid(CALLER)
-        .gid(GROUP)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let bin = copy_of_the_binary(tmp.path());
+    let mut child = spawn_copied(
+        Command::new(&bin)
+            .env_clear()
+            .current_dir(tmp.path())
+            .args(["admin", "add-user", "alice", "--role", "admin"])
+            .env("RINGCHAT_STORAGE__DATA_DIR", &data)
+            .uid(CALLER)
+            .gid(GROUP)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
     use std::io::Write as _;
     // Refused before it reads the password: a closed pipe is fine.
     let _ = child
@@ -570,4 +566,32 @@ fn check_config_refuses_what_serve_would() {
     .unwrap();
     let out = ringchat().arg("check-config").arg(&file).output().unwrap();
     assert!(out.status.success(), "{out:?}");
+}
+
+/// A copy of the server's binary in `dir`, readable and runnable by every uid.
+fn copy_of_the_binary(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let bin = dir.join("ringchat");
+    std::fs::copy(env!("CARGO_BIN_EXE_ringchat"), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
+/// Spawns a binary just written by [`copy_of_the_binary`]. A child another test thread forks
+/// while the copy is open for writing holds that descriptor until it execs, and an exec of the
+/// file meanwhile fails with ETXTBSY (rust-lang/rust#114554): retried until it goes, within a
+/// deadline.
+fn spawn_copied(cmd: &mut Command) -> std::process::Child {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match cmd.spawn() {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ExecutableFileBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            spawned => return spawned.unwrap(),
+        }
+    }
 }
