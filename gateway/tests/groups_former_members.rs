@@ -1,6 +1,6 @@
 //! What a group's former members still see and may do, over the real server: the group as it
 //! was when they left (info, list, conversation list), their own read cursor up to the event
-//! they left by, and hiding a group they left muted.
+//! they left by, and hiding a group they left muted (and one a stranger put them in, muted).
 
 mod common;
 
@@ -11,8 +11,8 @@ use ringchat_bench::client::Client;
 use ringchat_proto::Body;
 use ringchat_proto::v1::{self, ErrorCode};
 
-/// A group left under a mute stays listed while the mute runs (it carries the mute back), but
-/// a dissolved one takes nobody back: hiding it is never refused.
+/// A group the user asked to be in and left under a mute stays listed while the mute runs (it
+/// carries the mute back), but a dissolved one takes nobody back: hiding it is never refused.
 #[tokio::test]
 async fn a_dissolved_group_left_muted_can_be_hidden() {
     let server = TestServer::start(&[]);
@@ -90,15 +90,65 @@ async fn a_member_removed_under_a_mute_may_hide_the_group() {
     ack(send(&mut b, g, "back", "unmuted").await);
 }
 
-/// Alice's invite-only group with Bob in it, Bob muted for an hour: (alice, bob, group, bob's
-/// login).
+/// Alice's group under APPROVAL with Bob in it by his own application, Bob muted for an hour:
+/// (alice, bob, group, bob's login).
 async fn bob_muted_in_alices_group(server: &TestServer) -> (Client, Client, u64, v1::LoginOk) {
     let (mut a, _alice) = server.user("alice").await;
-    let (b, bob) = server.user("bob").await;
-    let g = create_id(&mut a, &[bob.user_id], v1::JoinPolicy::InviteOnly).await;
+    let (mut b, bob) = server.user("bob").await;
+    let g = create_id(&mut a, &[], v1::JoinPolicy::Approval).await;
+    ok(ask(&mut b, common::groups::join(g)).await);
+    ok(ask(&mut a, common::groups::approve(g, bob.user_id, true)).await);
     let until = ringchat_backend::api::now_ms() + 3_600_000;
     ok(ask(&mut a, common::groups::mute(g, bob.user_id, until)).await);
     (a, b, g, bob)
+}
+
+/// A stranger who puts a user in groups (creation, invitation: anyone may, under the default
+/// `dm_policy`) and mutes it there for up to `groups.mute_max_s` cannot pin those groups in
+/// the user's list, where each counts toward `groups.per_user_max`: once out, a user who never
+/// asked to be in may hide such a group at once, and then create or join others. Before
+/// hiding, the row still carries the mute back; after hiding, a return is unmuted. A group the
+/// user joined itself stays listed, muted, as before.
+#[tokio::test]
+async fn groups_a_stranger_added_and_muted_a_user_in_do_not_fill_its_list() {
+    let server = TestServer::start(&[("GROUPS__PER_USER_MAX", "2")]);
+    let (mut a, _alice) = server.user("alice").await;
+    let (mut v, victim) = server.user("victim").await;
+    let (mut c, _carol) = server.user("carol").await;
+    let until = ringchat_backend::api::now_ms() + 3_600_000;
+    let created = create_id(&mut a, &[victim.user_id], v1::JoinPolicy::Open).await;
+    let invited = create_id(&mut a, &[], v1::JoinPolicy::Open).await;
+    ok(ask(&mut a, common::groups::invite(invited, &[victim.user_id])).await);
+    for g in [created, invited] {
+        ok(ask(&mut a, common::groups::mute(g, victim.user_id, until)).await);
+        ok(ask(&mut v, common::groups::leave(g)).await);
+    }
+    // The two left groups fill the victim's list.
+    let carols = create_id(&mut c, &[], v1::JoinPolicy::Open).await;
+    assert_eq!(
+        code(ask(&mut v, common::groups::join(carols)).await),
+        ErrorCode::TooManyGroups
+    );
+    // Back in one on its own before hiding it: muted again until the same time.
+    ok(ask(&mut v, common::groups::join(invited)).await);
+    assert_eq!(
+        code(send(&mut v, invited, "i1", "x").await),
+        ErrorCode::Muted
+    );
+    // Hiding the other needs no wait; then there is room.
+    ok(ask(&mut v, common::groups::leave(created)).await);
+    ok(ask(&mut v, common::groups::join(carols)).await);
+    // Having joined by itself this time, leaving muted pins nothing but its own choice.
+    ok(ask(&mut v, common::groups::leave(invited)).await);
+    assert_eq!(
+        code(ask(&mut v, common::groups::leave(invited)).await),
+        ErrorCode::Muted
+    );
+    // Back in the hidden group: not muted (its admins may mute again).
+    ok(ask(&mut v, common::groups::leave(carols)).await);
+    ok(ask(&mut v, common::groups::leave(carols)).await);
+    ok(ask(&mut v, common::groups::join(created)).await);
+    ack(send(&mut v, created, "c1", "unmuted").await);
 }
 
 async fn info(c: &mut Client, g: u64) -> v1::Group {

@@ -173,6 +173,7 @@ pub(crate) fn filled(dir: &Path) -> FjallStore {
             visible_from_seq: 1,
             left_seq: 0,
             notify_muted: false,
+            added: false,
         }),
     ));
     g.groups.user_group_count_changes.push((a, 1));
@@ -341,6 +342,14 @@ struct OldApplication {
     sent_ms: u64,
 }
 
+/// `UserGroupRecord` as rows written before 2026-12-07 hold it (no `added`).
+#[derive(serde::Serialize)]
+struct OldUserGroup {
+    visible_from_seq: u64,
+    left_seq: u64,
+    notify_muted: bool,
+}
+
 /// The bytes of `item`'s variant tag, then `fields`: a `DumpItem` frame whose record an older
 /// build wrote.
 fn old_frame(item: &crate::store::dump::DumpItem, fields: &impl serde::Serialize) -> Vec<u8> {
@@ -439,6 +448,26 @@ fn a_backup_an_older_build_wrote_in_older_record_forms_verifies_and_restores() {
         Part::Applications,
         &[old_frame(&app, &(group, applicant, &old_app))],
     );
+    // The user's group row without the `added` it gained on 2026-12-07.
+    let listed = first(Part::UserGroups);
+    let DumpItem::UserGroup {
+        user: lister,
+        group: listed_group,
+        ..
+    } = listed
+    else {
+        panic!("{listed:?}")
+    };
+    let old_listed = OldUserGroup {
+        visible_from_seq: 1,
+        left_seq: 3,
+        notify_muted: true,
+    };
+    rewrite_part(
+        &dir,
+        Part::UserGroups,
+        &[old_frame(&listed, &(lister, listed_group, &old_listed))],
+    );
 
     let check = commands::verify_backup(&dir).unwrap();
     assert!(check.comparisons.iter().all(verify::Comparison::matches));
@@ -457,6 +486,16 @@ fn a_backup_an_older_build_wrote_in_older_record_forms_verifies_and_restores() {
             message: "let me in".into(),
             sent_ms: 7,
             inviter: 0,
+        }
+    );
+    let restored = store.user_group(lister, listed_group).unwrap().unwrap();
+    assert_eq!(
+        restored,
+        UserGroupRecord {
+            visible_from_seq: 1,
+            left_seq: 3,
+            notify_muted: true,
+            added: false,
         }
     );
 }

@@ -22,13 +22,15 @@ impl Writer {
     /// group shows its history), dropping their applications, and counts them by read cursor
     /// (`load_for_count` came first for each). Their read cursors start right before the event:
     /// nothing from before they joined is unread (or an unread mention) for them.
-    /// `mutes` (from `carried_mutes`, in the same order): a returning user's mute.
+    /// `mutes` (from `carried_mutes`, in the same order): a returning user's mute. `added`
+    /// (the same order): someone else put the user in, it never asked (`UserGroupRecord`).
     fn add_members(
         &mut self,
         a: &mut Acting,
         seq: u64,
         users: &[(UserId, UserSlot, bool)],
         mutes: &[u64],
+        added: &[bool],
     ) {
         let from = if a.record.history_visible { 1 } else { seq };
         let now = now_ms();
@@ -44,6 +46,7 @@ impl Writer {
                 visible_from_seq: from,
                 left_seq: 0,
                 notify_muted: slot.record.is_some_and(|r| r.notify_muted),
+                added: added.get(i).copied().unwrap_or(false),
             };
             self.groups.put_user_group(*user, a.g, slot, Some(row));
             let before_join = seq.saturating_sub(1);
@@ -137,6 +140,7 @@ impl Writer {
                 visible_from_seq: member.visible_from_seq,
                 left_seq: seq,
                 notify_muted: slot.record.is_some_and(|r| r.notify_muted),
+                added: slot.record.is_some_and(|r| r.added),
             };
             self.groups.put_user_group(*user, a.g, slot, Some(row));
         }
@@ -175,6 +179,7 @@ impl Writer {
         refused_by(v, "invite under this group's join policy")?;
         let mut results = Vec::new();
         let mut adding = Vec::new();
+        let mut added = Vec::new();
         for user in users {
             if self.groups.member(g, user)?.is_some() {
                 continue;
@@ -184,11 +189,14 @@ impl Writer {
                 results.push(result(user, refusal.code));
                 continue;
             }
-            let applied = self.groups.application(g, user)?.is_some();
+            let application = self.groups.application(g, user)?;
+            let applied = application.is_some();
             if v == Verdict::AsApplication && applied {
                 continue;
             }
             self.load_for_count(g, user)?;
+            // Unless the user's own application was pending: then it asked.
+            added.push(application.is_none_or(|a| a.inviter != 0));
             adding.push((user, slot, applied));
         }
         let mut done = GroupDone::new(g);
@@ -224,6 +232,7 @@ impl Writer {
         for (user, _, _) in adding.drain(room.min(adding.len())..) {
             results.push(result(user, ErrorCode::GroupFull));
         }
+        added.truncate(adding.len());
         if adding.is_empty() {
             return Ok(done.ok(0, State::Joined, results));
         }
@@ -235,7 +244,7 @@ impl Writer {
             actor,
             &event(Kind::Invited, actor, ids.clone()),
         );
-        self.add_members(&mut a, seq, &adding, &mutes);
+        self.add_members(&mut a, seq, &adding, &mutes, &added);
         done.joined = ids;
         self.groups.put_group(g, a.record);
         Ok(done.ok(seq, State::Joined, results))
@@ -318,7 +327,7 @@ impl Writer {
             user,
             &event(Kind::Joined, user, vec![user]),
         );
-        self.add_members(&mut a, seq, &joining, &mutes);
+        self.add_members(&mut a, seq, &joining, &mutes, &[false]);
         done.joined = vec![user];
         self.groups.put_group(g, a.record);
         Ok(done.ok(seq, State::Joined, Vec::new()))
@@ -387,7 +396,7 @@ impl Writer {
             actor,
             &event(Kind::Joined, actor, vec![user]),
         );
-        self.add_members(&mut a, seq, &joining, &mutes);
+        self.add_members(&mut a, seq, &joining, &mutes, &[application.inviter != 0]);
         done.joined = vec![user];
         self.groups.put_group(g, a.record);
         Ok(done.ok(seq, State::Joined, Vec::new()))
@@ -401,15 +410,17 @@ impl Writer {
             // No longer a member: leaving again hides the group from the user's lists. Not
             // while the mute it left under runs: its row is what carries the mute back, so
             // that leaving sheds no mute.
-            if slot.record.is_none() {
+            let Some(row) = slot.record else {
                 return Err(not_found());
-            }
-            // Unless the group is dissolved (it takes nobody back), or it removed the user:
-            // a removed user shed nothing by its own doing, and the list is the user's own,
-            // not for an admin to pin (each row counts toward `per_user_max`). A return after
-            // hiding is unmuted; the group's admins may mute again.
+            };
+            // Unless the group is dissolved (it takes nobody back), removed the user, or put
+            // it in without its asking (`UserGroupRecord::added`): such a user shed nothing
+            // by its own doing, and the list is the user's own, not for a stranger to pin
+            // (each row counts toward `per_user_max`; anyone may add anyone, and mute them
+            // for `mute_max_s`). A return after hiding is unmuted; the group's admins may
+            // mute again.
             let dissolved = self.groups.gate(g)?.is_none_or(|r| r.dissolved_seq != 0);
-            let muted_until = if dissolved {
+            let muted_until = if dissolved || row.added {
                 0
             } else {
                 match self.how_left(g, user, &slot)? {

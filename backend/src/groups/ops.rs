@@ -457,6 +457,7 @@ impl Writer {
                 &slot,
                 Some(UserGroupRecord {
                     visible_from_seq: seq,
+                    added: *user != owner,
                     ..UserGroupRecord::default()
                 }),
             );

@@ -206,6 +206,7 @@ fn a_group_not_named_but_active_in_the_window_is_carried() {
         visible_from_seq: 1,
         left_seq: 0,
         notify_muted: false,
+        added: false,
     };
     let g = super::conversations::tests::add_group(&ports, 1, &[since - 10_000], member);
     let out = read(&ports, ALICE, &resume(since, &[]), NOW, BOUNDS).unwrap();
@@ -241,6 +242,7 @@ fn a_resume_reads_the_users_groups_once() {
         visible_from_seq: 1,
         left_seq: 0,
         notify_muted: false,
+        added: false,
     };
     let left = crate::store::UserGroupRecord {
         left_seq: 1,

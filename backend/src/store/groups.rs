@@ -82,7 +82,7 @@ impl MemberRecord {
 }
 
 /// One of a user's groups, as the user sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct UserGroupRecord {
     pub visible_from_seq: u64,
     /// Seq of the LEFT / REMOVED event once the user is no longer a member (the history up to
@@ -90,6 +90,54 @@ pub struct UserGroupRecord {
     pub left_seq: u64,
     /// The user muted notifications for this group.
     pub notify_muted: bool,
+    /// Someone else put the user in (its last time in): the group's creator, an invitation,
+    /// or an approved invitation by a member. The user never asked, so it may hide the group
+    /// once out even while the mute it left under runs. False: it joined or applied itself.
+    pub added: bool,
+}
+
+/// Field by field, so that a row stored before `added` was kept (postcard, which ends such a
+/// row's bytes after `notify_muted`) reads as one the user joined itself (`added` false).
+impl<'de> Deserialize<'de> for UserGroupRecord {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = UserGroupRecord;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a user's group row")
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<UserGroupRecord, A::Error> {
+                use serde::de::Error;
+                let visible_from_seq = seq
+                    .next_element()?
+                    .ok_or_else(|| A::Error::invalid_length(0, &self))?;
+                let left_seq = seq
+                    .next_element()?
+                    .ok_or_else(|| A::Error::invalid_length(1, &self))?;
+                let notify_muted = seq
+                    .next_element()?
+                    .ok_or_else(|| A::Error::invalid_length(2, &self))?;
+                // An older row: no more input (an error in postcard, `None` elsewhere).
+                let added = seq.next_element().ok().flatten().unwrap_or(false);
+                Ok(UserGroupRecord {
+                    visible_from_seq,
+                    left_seq,
+                    notify_muted,
+                    added,
+                })
+            }
+        }
+        d.deserialize_struct(
+            "UserGroupRecord",
+            &["visible_from_seq", "left_seq", "notify_muted", "added"],
+            Fields,
+        )
+    }
 }
 
 impl UserGroupRecord {
@@ -265,5 +313,44 @@ mod tests {
         // Cut short anywhere before the inviter: an error, not a made-up record.
         let short = postcard::to_stdvec(&old).unwrap();
         assert!(postcard::from_bytes::<ApplicationRecord>(&short[..short.len() - 1]).is_err());
+    }
+
+    /// What servers stored before `added` was kept.
+    #[derive(Serialize)]
+    struct UserGroupBefore {
+        visible_from_seq: u64,
+        left_seq: u64,
+        notify_muted: bool,
+    }
+
+    #[test]
+    fn a_user_group_row_stored_before_added_was_kept_reads_as_joined_by_the_user() {
+        let old = UserGroupBefore {
+            visible_from_seq: 3,
+            left_seq: 9,
+            notify_muted: true,
+        };
+        let read: UserGroupRecord =
+            postcard::from_bytes(&postcard::to_stdvec(&old).unwrap()).unwrap();
+        assert_eq!(
+            read,
+            UserGroupRecord {
+                visible_from_seq: 3,
+                left_seq: 9,
+                notify_muted: true,
+                added: false,
+            }
+        );
+        let added = UserGroupRecord {
+            added: true,
+            ..read
+        };
+        let bytes = postcard::to_stdvec(&added).unwrap();
+        assert_eq!(
+            postcard::from_bytes::<UserGroupRecord>(&bytes).unwrap(),
+            added
+        );
+        let short = postcard::to_stdvec(&old).unwrap();
+        assert!(postcard::from_bytes::<UserGroupRecord>(&short[..short.len() - 1]).is_err());
     }
 }

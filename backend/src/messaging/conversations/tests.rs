@@ -221,6 +221,7 @@ fn groups_merge_with_direct_conversations_by_recency_across_pages() {
         visible_from_seq: 1,
         left_seq: 0,
         notify_muted: true,
+        added: false,
     };
     // One group between the direct conversations, one newer than all, one tied in time
     // with a direct conversation (the id breaks the tie).
@@ -306,6 +307,7 @@ fn a_former_members_entry_shows_the_group_as_it_left_it() {
         visible_from_seq: 1,
         left_seq: seq,
         notify_muted: false,
+        added: false,
     };
     let removed = |group: Option<v1::GroupSnapshot>| v1::GroupEvent {
         kind: v1::GroupEventKind::Removed as i32,
@@ -445,6 +447,7 @@ fn log_calls_with_former_groups(former: u64) -> usize {
             visible_from_seq: 1,
             left_seq: 2,
             notify_muted: false,
+            added: false,
         };
         add_group(&ports, n, &[T0 + n, T0 + n + 1, T0 + n + 2], left);
     }

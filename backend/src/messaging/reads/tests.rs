@@ -79,6 +79,7 @@ const REMOVED: UserGroupRecord = UserGroupRecord {
     visible_from_seq: 1,
     left_seq: REMOVED_AT,
     notify_muted: false,
+    added: false,
 };
 
 /// A group holding 5 messages, Bob a member until the first read of messages, then `after`.
@@ -121,6 +122,7 @@ fn store_with_bob() -> (tempfile::TempDir, Arc<FjallStore>, ConvId) {
         visible_from_seq: 1,
         left_seq: 0,
         notify_muted: false,
+        added: false,
     };
     group.groups.user_groups.push((BOB, g, Some(member)));
     store.append(&group).unwrap();
@@ -170,6 +172,7 @@ fn a_removal_and_return_during_the_read_show_only_the_return_s_range() {
         visible_from_seq: 5,
         left_seq: 0,
         notify_muted: false,
+        added: false,
     };
     let (_dir, ports, g) = group_with_bob(back);
     let req = v1::Sync {
@@ -273,6 +276,7 @@ fn reads_that_can_see_nothing_read_no_page() {
         visible_from_seq: 4,
         left_seq: 0,
         notify_muted: false,
+        added: false,
     };
     let (_dir, ports, log, g) = counted(joined);
     for before_seq in [1, 4] {

@@ -114,6 +114,7 @@ pub(crate) fn groups_members_and_user_groups_round_trip_and_page<A: Adapter>() {
         visible_from_seq: 1,
         left_seq: 2,
         notify_muted: false,
+        added: true,
     };
     commit(
         &store,

@@ -42,12 +42,12 @@ const MEMBERS_REMOVE: &str = "DELETE FROM group_members t \
      WHERE t.group_id = d.a AND t.user_id = d.b";
 
 const USER_GROUPS_PUT: &str = "INSERT INTO user_groups (user_id, group_id, \
-     visible_from_seq, left_seq, notify_muted) \
+     visible_from_seq, left_seq, notify_muted, added) \
      SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], \
-     $5::boolean[]) \
+     $5::boolean[], $6::boolean[]) \
      ON CONFLICT (user_id, group_id) DO UPDATE SET \
      visible_from_seq = excluded.visible_from_seq, left_seq = excluded.left_seq, \
-     notify_muted = excluded.notify_muted";
+     notify_muted = excluded.notify_muted, added = excluded.added";
 
 const USER_GROUPS_REMOVE: &str = "DELETE FROM user_groups t \
      USING UNNEST($1::bigint[], $2::bigint[]) AS d(a, b) \
@@ -148,6 +148,7 @@ pub(super) fn user_group_of(row: &Row, at: usize) -> Result<UserGroupRecord, Sto
         visible_from_seq: u(row, at)?,
         left_seq: u(row, at + 1)?,
         notify_muted: col(row, at + 2)?,
+        added: col(row, at + 3)?,
     })
 }
 
@@ -282,6 +283,7 @@ impl PgStore {
             params.push(boxed(
                 puts.iter().map(|p| p.1.notify_muted).collect::<Vec<_>>(),
             ));
+            params.push(boxed(puts.iter().map(|p| p.1.added).collect::<Vec<_>>()));
             batch.push(USER_GROUPS_PUT, params);
         }
         if !removes.is_empty() {
@@ -395,7 +397,7 @@ impl GroupStore for PgStore {
         group: ConvId,
     ) -> Result<Option<UserGroupRecord>, StoreError> {
         self.row(
-            "SELECT visible_from_seq, left_seq, notify_muted FROM user_groups \
+            "SELECT visible_from_seq, left_seq, notify_muted, added FROM user_groups \
              WHERE user_id = $1 AND group_id = $2",
             &[&i(user), &i(group.to_wire())],
         )?
@@ -413,7 +415,7 @@ impl GroupStore for PgStore {
             return Ok(Vec::new());
         };
         self.rows(
-            "SELECT group_id, visible_from_seq, left_seq, notify_muted FROM user_groups \
+            "SELECT group_id, visible_from_seq, left_seq, notify_muted, added FROM user_groups \
              WHERE user_id = $1 AND group_id > $2 ORDER BY group_id LIMIT $3",
             &[&i(user), &after, &limit(n)],
         )?

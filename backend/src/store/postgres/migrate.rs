@@ -21,6 +21,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "application_inviter",
         include_str!("migrations/0003_application_inviter.sql"),
     ),
+    (
+        4,
+        "user_group_added",
+        include_str!("migrations/0004_user_group_added.sql"),
+    ),
 ];
 
 /// Tables of the first migration whose presence without `schema_migrations` means a schema

@@ -215,7 +215,7 @@ pub(super) fn table(part: Part) -> Option<Table> {
         Part::UserGroups => t(
             "user_groups",
             &[("user_id", BIG), ("group_id", BIG)],
-            "user_id, group_id, visible_from_seq, left_seq, notify_muted".into(),
+            "user_id, group_id, visible_from_seq, left_seq, notify_muted, added".into(),
             |r| {
                 Ok(DumpItem::UserGroup {
                     user: u(r, 0)?,

@@ -71,6 +71,9 @@ fn an_older_schema_is_migrated_at_open_and_a_newer_or_unknown_one_is_refused() {
     store
         .execute("ALTER TABLE group_applications DROP COLUMN inviter", &[])
         .unwrap();
+    store
+        .execute("ALTER TABLE user_groups DROP COLUMN added", &[])
+        .unwrap();
     drop(store);
     let store = reopen(dir).unwrap();
     assert_eq!(version(&store), latest());
