@@ -193,10 +193,7 @@ async fn a_block_stops_typing_both_ways_silently() {
 
     block_ok(unblock(&mut a, b_id).await, b_id, false);
     b.send(typing()).await.unwrap();
-    match a.next_event().await.unwrap().unwrap().body {
-        Some(Body::Typing(t)) => assert_eq!((t.conversation_id, t.from_user_id), (conv, b_id)),
-        other => panic!("expected Typing, got {other:?}"),
-    }
+    expect_typing(&mut a, conv, b_id).await;
     assert_eq!(server.metric(dropped), 2.0);
 }
 
@@ -453,6 +450,14 @@ async fn block_limits_bad_targets_and_paging() {
 }
 
 /// The typing events `frames` hold, as (conversation, from).
+/// The next event `c` gets is a Typing in `conv` from `from`.
+async fn expect_typing(c: &mut ringchat_bench::client::Client, conv: u64, from: u64) {
+    match c.next_event().await.unwrap().unwrap().body {
+        Some(Body::Typing(t)) => assert_eq!((t.conversation_id, t.from_user_id), (conv, from)),
+        other => panic!("expected Typing, got {other:?}"),
+    }
+}
+
 fn typings(frames: &[Body]) -> Vec<(u64, u64)> {
     frames
         .iter()
@@ -510,10 +515,7 @@ async fn friends_only_users_get_no_typing_from_strangers_before_a_conversation()
     y.send_text(s_id, "y1", "hello").await.unwrap().unwrap();
     s.next_push().await.unwrap();
     s.send(typing(with_s)).await.unwrap();
-    match y.next_event().await.unwrap().unwrap().body {
-        Some(Body::Typing(t)) => assert_eq!((t.conversation_id, t.from_user_id), (with_s, s_id)),
-        other => panic!("expected Typing, got {other:?}"),
-    }
+    expect_typing(&mut y, with_s, s_id).await;
     assert_eq!(server.metric(dropped), 1.0);
 }
 
