@@ -315,7 +315,7 @@ async fn connect_and_write(
         link.config.heartbeat_interval_ms,
     ));
     let stale_dropped = metrics::counter!("ringchat_cluster_peer_items_dropped_total", "peer" => peer.node_id.clone(), "reason" => "stale");
-    // Each batch with the time its oldest item was queued.
+    // Each batch with the time its oldest ordered item was queued.
     let (tx, rx) = mpsc::channel::<(Instant, NodeBatch)>(IN_FLIGHT_BATCHES);
     let outbound = futures_util::stream::unfold(
         (rx, stale_dropped.clone()),
@@ -376,7 +376,7 @@ async fn connect_and_write(
             let (batch, queued_at, oversized, stale) = {
                 let mut q = peer.queue();
                 let stale = q.drop_stale(now, fresh_for);
-                let queued_at = q.oldest().unwrap_or(now);
+                let queued_at = q.oldest_ordered().unwrap_or(now);
                 let batch = q.drain(&link.me, bytes_max, item_bytes_max);
                 (batch, queued_at, std::mem::take(&mut q.oversized), stale)
             };

@@ -63,7 +63,7 @@ fn ordered(item: &NodeItem) -> bool {
     )
 }
 
-/// Takes out of `batch` (taken from a queue at the latest when its oldest item was queued at
+/// Takes out of `batch` (taken from a queue whose first ordered item was queued at
 /// `queued_at`) its ordered items if that is past `fresh_for` at `now`, and marks it
 /// `missed` (the receiving node tells its sessions to Sync, which serves them by seq).
 /// Returns how many were taken out. For batches already drained but not handed to the
@@ -159,9 +159,15 @@ impl Queue {
         dropped
     }
 
-    /// When the item `drain` would take first was queued.
-    pub(crate) fn oldest(&self) -> Option<Instant> {
-        self.items.front().map(|(at, _)| *at)
+    /// When the first ordered item (`ordered`) `drain` would take was queued: what
+    /// `strip_stale` measures a drained batch by. An older item that is not ordered (an
+    /// answer, a kick: kept by `drop_stale`) must not make the fresh pushes behind it look
+    /// stale.
+    pub(crate) fn oldest_ordered(&self) -> Option<Instant> {
+        self.items
+            .iter()
+            .find(|(_, item)| ordered(item))
+            .map(|(at, _)| *at)
     }
 
     /// Queues best-effort items (typing) only while the queue is at most half full: what must
@@ -366,7 +372,7 @@ mod tests {
         q.push_all(vec![frame(1), answer.clone(), frame(2)])
             .unwrap();
         // The clock is the argument: "now" is just within the bound, then just past it.
-        let queued = q.oldest().expect("queued");
+        let queued = q.oldest_ordered().expect("queued");
         assert_eq!(q.drop_stale(queued + fresh_for, fresh_for), 0);
         let later = queued + fresh_for + Duration::from_millis(1);
         assert_eq!(q.drop_stale(later, fresh_for), 2, "both stale pushes");
@@ -393,7 +399,7 @@ mod tests {
         let fresh_for = Duration::from_millis(3_500);
         let mut q = Queue::new(8);
         q.push_all(vec![frame(1)]).unwrap();
-        let queued = q.oldest().expect("queued");
+        let queued = q.oldest_ordered().expect("queued");
         let mut batch = q.drain("n3", 1 << 20, 1 << 20).expect("a batch");
         let mut fresh = batch.clone();
         assert_eq!(
