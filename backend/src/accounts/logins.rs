@@ -186,14 +186,26 @@ impl Accounts {
         };
         let auth = self.issue_token(&device, None).await?;
         // A password change that landed while this login verified the old password revoked
-        // every token but cannot have seen this one: check, and take it back.
-        let (store, hash, seen_hash) = (Arc::clone(&self.store), auth.token_hash, stored_hash);
+        // every token but cannot have seen this one: check, and take it back. A hash that
+        // changed may be another login's rehash of the same password (`rehash.rs`): the
+        // password is checked against it then (rare: only a hash changed meanwhile costs this).
+        let (store, hash) = (Arc::clone(&self.store), auth.token_hash);
         let current = blocking(move || store.user_by_id(user.user_id)).await?;
-        if current.is_none_or(|u| u.password_hash != seen_hash) {
+        let still = match current {
+            Some(u) if u.password_hash == stored_hash => true,
+            Some(u) => {
+                self.verify_throttled(&[], &u.password_hash, password)
+                    .await?
+            }
+            None => false,
+        };
+        if !still {
             let store = Arc::clone(&self.store);
             blocking(move || store.remove_token(&hash)).await?;
             return Err(Refusal::invalid_credentials());
         }
+        // After every check, so the login's answer waits for none of it.
+        self.rehash_later(user.user_id, stored_hash, password);
         Ok(auth)
     }
 

@@ -5,7 +5,9 @@
 //! - `logins.rs`: Login by password or token, issuing and refreshing tokens;
 //!   `unknown_tokens.rs`: token logins with a token nobody holds, limited per client address;
 //!   `expiry.rs`: the sweep that ends sessions whose token expired.
-//! - `password.rs`: hashing and tokens. `validate.rs`: what a name, address or password may be.
+//! - `password.rs`: hashing and tokens; `rehash.rs`: a verified hash made with other argon2
+//!   parameters hashed again with the configured ones. `validate.rs`: what a name, address or
+//!   password may be.
 //! - `codes.rs`, `limiter.rs`: e-mail codes and their rate limits; `email.rs`: the mailer.
 //! - `recovery.rs`: RequestEmailCode and ResetPassword (before login); `prelogin.rs`: how many
 //!   of those and of Registers the backend holds, and dropping those whose client has gone.
@@ -27,6 +29,7 @@ mod password;
 mod policy;
 mod prelogin;
 mod recovery;
+mod rehash;
 mod revoked;
 mod seen;
 mod unknown_tokens;
@@ -167,8 +170,9 @@ pub struct Accounts {
     email: EmailConfig,
     /// Permits for login hashes; registrations have their own, so a flood of sign-ups cannot
     /// starve logins, and so have new passwords (changes, resets, operators' sets), so that it
-    /// cannot starve those either.
-    hashing: Semaphore,
+    /// cannot starve those either. Rehashes of hashes made with older parameters take the
+    /// logins' permits too (`rehash.rs`).
+    hashing: Arc<Semaphore>,
     registration_hashing: Semaphore,
     password_hashing: Semaphore,
     /// Places of the requests before login (`prelogin.rs`).
@@ -179,8 +183,11 @@ pub struct Accounts {
     unknown_tokens: unknown_tokens::UnknownTokens,
     /// The live keys among `[accounts]` and `[login]` (password rules, throttling).
     live: Arc<crate::live::LiveSettings>,
-    /// Verified against when the account does not exist, so both cases take the same time.
+    /// Verified against when the account does not exist, so both cases take the same time:
+    /// made with the configured parameters, which `rehash.rs` brings every account's hash to.
     dummy_hash: String,
+    /// Rehashes pending (`rehash.rs`).
+    rehashes: Arc<rehash::Rehashes>,
     codes: codes::EmailCodes,
     mailer: email::Mailer,
     pub(crate) seen: Arc<SeenBuffer>,
@@ -254,7 +261,7 @@ impl Accounts {
             }),
             user_invites: user_invites::new_limiter(&accounts),
             audit,
-            hashing: Semaphore::new(accounts.hash_concurrency),
+            hashing: Arc::new(Semaphore::new(accounts.hash_concurrency)),
             registration_hashing: Semaphore::new(accounts.hash_concurrency.div_ceil(2)),
             password_hashing: Semaphore::new(accounts.hash_concurrency.div_ceil(2)),
             prelogin: prelogin::PreLogin::new(accounts.registrations_waiting_max),
@@ -271,6 +278,7 @@ impl Accounts {
             login: settings.login.clone(),
             email: settings.email.clone(),
             dummy_hash,
+            rehashes: Arc::default(),
             routes: std::sync::OnceLock::new(),
         })
     }

@@ -8,9 +8,35 @@ use sha2::{Digest, Sha256};
 use crate::config::AccountsConfig;
 use crate::store::TokenHash;
 
+/// Lanes argon2 runs with: one, so a hash is one thread's work (`accounts.hash_concurrency`
+/// counts hashes, and so threads).
+const ARGON2_LANES: u32 = 1;
+
 fn argon2(cfg: &AccountsConfig) -> Result<Argon2<'static>, argon2::Error> {
-    let params = Params::new(cfg.argon2_memory_kib, cfg.argon2_iterations, 1, None)?;
+    let params = Params::new(
+        cfg.argon2_memory_kib,
+        cfg.argon2_iterations,
+        ARGON2_LANES,
+        None,
+    )?;
     Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+}
+
+/// Whether a stored hash was made with other parameters (algorithm, version, memory, passes,
+/// lanes) than the configured ones: verified, it is hashed again with these
+/// (`Accounts::rehash_later`). A hash that does not parse is left alone: it never verifies.
+pub(crate) fn needs_rehash(stored: &str, cfg: &AccountsConfig) -> bool {
+    let Ok(parsed) = PasswordHash::new(stored) else {
+        return false;
+    };
+    let Ok(params) = Params::try_from(&parsed) else {
+        return false;
+    };
+    Algorithm::try_from(parsed.algorithm) != Ok(Algorithm::Argon2id)
+        || parsed.version != Some(Version::V0x13.into())
+        || params.m_cost() != cfg.argon2_memory_kib
+        || params.t_cost() != cfg.argon2_iterations
+        || params.p_cost() != ARGON2_LANES
 }
 
 pub(crate) fn hash_password(cfg: &AccountsConfig, password: &str) -> Result<String, String> {
@@ -74,6 +100,35 @@ mod tests {
         assert!(verify_password(&hash, "correct horse"));
         assert!(!verify_password(&hash, "wrong horse"));
         assert!(!verify_password("not a hash", "correct horse"));
+    }
+
+    #[test]
+    fn a_hash_of_other_parameters_needs_a_rehash() {
+        let light = AccountsConfig {
+            argon2_memory_kib: 64,
+            argon2_iterations: 1,
+            ..AccountsConfig::default()
+        };
+        let hash = hash_password(&light, "correct horse").unwrap();
+        assert!(!needs_rehash(&hash, &light));
+        let more_memory = AccountsConfig {
+            argon2_memory_kib: 128,
+            ..light.clone()
+        };
+        let more_passes = AccountsConfig {
+            argon2_iterations: 2,
+            ..light.clone()
+        };
+        assert!(needs_rehash(&hash, &more_memory));
+        assert!(needs_rehash(&hash, &more_passes));
+        // Other lanes, another algorithm or version: the configured ones win too.
+        let lanes = hash.replace(",p=1$", ",p=2$");
+        assert!(needs_rehash(&lanes, &light), "{lanes}");
+        let argon2i = hash.replace("$argon2id$", "$argon2i$");
+        assert!(needs_rehash(&argon2i, &light));
+        let v16 = hash.replace("$v=19$", "$v=16$");
+        assert!(needs_rehash(&v16, &light));
+        assert!(!needs_rehash("not a hash", &light));
     }
 
     #[test]

@@ -90,6 +90,17 @@ pub trait AccountStore: Send + Sync + 'static {
         put: Option<(&TokenHash, &TokenRecord)>,
         current: Option<&str>,
     ) -> Result<Option<usize>, StoreError>;
+    /// Replaces the user's password hash with `password_hash`, a hash of the same password
+    /// made with other argon2 parameters, only while the stored hash is still `current`,
+    /// checked in the same atomic step (a password change or reset made since wins). Tokens
+    /// are left alone. `Ok(false)`: nothing written (no such user, or the hash is no longer
+    /// `current`).
+    fn rehash_password(
+        &self,
+        user_id: UserId,
+        current: &str,
+        password_hash: &str,
+    ) -> Result<bool, StoreError>;
     /// Moves tokens' `last_seen_ms` forward (never back), in one write; absent tokens are
     /// skipped, never recreated.
     fn touch_tokens(&self, seen: &[(TokenHash, u64)]) -> Result<(), StoreError>;

@@ -202,3 +202,127 @@ async fn bogus_tokens_from_a_shared_address_never_shut_out_token_holders() {
         "the address's password throttle was never charged by tokens"
     );
 }
+
+/// A hash of `PASSWORD` made with dearer parameters than the backend's (16 KiB, not 8).
+fn older_parameters_hash() -> String {
+    let older = crate::config::AccountsConfig {
+        argon2_memory_kib: 16,
+        argon2_iterations: 1,
+        ..Default::default()
+    };
+    crate::accounts::hash_password(&older, PASSWORD).unwrap()
+}
+
+fn stored_hash(b: &Backend, user: u64) -> String {
+    b.accounts
+        .store
+        .user_by_id(user)
+        .unwrap()
+        .unwrap()
+        .password_hash
+}
+
+async fn wait_for_no_rehash_pending(b: &Backend) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while b.accounts.rehashes.pending() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rehash never ended"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_login_stores_its_password_hashed_with_the_configured_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(&dir);
+    let alice = register(&b, "alice", "").await;
+    // As if alice had registered before the operator changed the parameters.
+    let registered = stored_hash(&b, alice);
+    let older = older_parameters_hash();
+    assert!(
+        b.accounts
+            .store
+            .rehash_password(alice, &registered, &older)
+            .unwrap()
+    );
+    assert!(crate::accounts::password::needs_rehash(
+        &older,
+        &b.accounts.accounts
+    ));
+
+    let name = || login::Account::Username("alice".into());
+    assert_eq!(
+        attempt(&b, 1, name(), PASSWORD).await,
+        ErrorCode::Unspecified
+    );
+    wait_for_no_rehash_pending(&b).await;
+    let now = stored_hash(&b, alice);
+    assert_ne!(now, older);
+    assert!(
+        !crate::accounts::password::needs_rehash(&now, &b.accounts.accounts),
+        "{now}"
+    );
+    assert_eq!(
+        attempt(&b, 2, name(), PASSWORD).await,
+        ErrorCode::Unspecified
+    );
+    assert_eq!(
+        attempt(&b, 3, name(), "wrong").await,
+        ErrorCode::InvalidCredentials
+    );
+    wait_for_no_rehash_pending(&b).await;
+    assert_eq!(stored_hash(&b, alice), now, "a current hash is left alone");
+}
+
+#[tokio::test]
+async fn a_password_changed_while_the_rehash_waits_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(&dir);
+    let alice = register(&b, "alice", "").await;
+    let older = older_parameters_hash();
+    let registered = stored_hash(&b, alice);
+    assert!(
+        b.accounts
+            .store
+            .rehash_password(alice, &registered, &older)
+            .unwrap()
+    );
+    // Every login permit held: the rehash a login of alice's asked for waits, and her
+    // password changes meanwhile.
+    let permits = u32::try_from(b.accounts.accounts.hash_concurrency).unwrap();
+    let held = b.accounts.hashing.acquire_many(permits).await.unwrap();
+    b.accounts.rehash_later(alice, older.clone(), PASSWORD);
+    assert_eq!(b.accounts.rehashes.pending(), 1);
+    b.accounts.rehash_later(alice, older.clone(), PASSWORD);
+    assert_eq!(
+        b.accounts.rehashes.pending(),
+        1,
+        "one rehash per user at a time"
+    );
+    let changed = crate::accounts::hash_password(&b.accounts.accounts, "a new password").unwrap();
+    assert_eq!(
+        b.accounts
+            .store
+            .set_password(alice, &changed, None, Some(&older))
+            .unwrap(),
+        Some(0)
+    );
+    drop(held);
+    wait_for_no_rehash_pending(&b).await;
+    assert_eq!(
+        stored_hash(&b, alice),
+        changed,
+        "the change was not overwritten"
+    );
+    let name = || login::Account::Username("alice".into());
+    assert_eq!(
+        attempt(&b, 1, name(), PASSWORD).await,
+        ErrorCode::InvalidCredentials
+    );
+    assert_eq!(
+        attempt(&b, 2, name(), "a new password").await,
+        ErrorCode::Unspecified
+    );
+}

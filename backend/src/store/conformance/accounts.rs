@@ -409,6 +409,59 @@ pub(crate) fn set_password_revokes_every_token_of_the_user_only<A: Adapter>() {
     );
 }
 
+pub(crate) fn a_rehash_lands_only_over_the_hash_it_verified_and_keeps_the_tokens<A: Adapter>() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = A::open(dir.path());
+    let alice = store.create_user("alice", "cheap-hash", "", 1).unwrap();
+    let bob = store.create_user("bob", "cheap-hash", "", 1).unwrap();
+    let token = device_token(alice.user_id, "d1", 1);
+    store.put_token(&[1; 32], &token).unwrap();
+    let hash_of =
+        |store: &A::Store, user: UserId| store.user_by_id(user).unwrap().unwrap().password_hash;
+
+    // A login verified "cheap-hash"; a password change landed before its rehash: the change
+    // stays.
+    assert_eq!(
+        store
+            .set_password(bob.user_id, "changed-hash", None, Some("cheap-hash"))
+            .unwrap(),
+        Some(0)
+    );
+    assert!(
+        !store
+            .rehash_password(bob.user_id, "cheap-hash", "dearer-hash")
+            .unwrap(),
+        "a rehash over a hash changed since writes nothing"
+    );
+    assert_eq!(hash_of(&store, bob.user_id), "changed-hash");
+
+    assert!(
+        store
+            .rehash_password(alice.user_id, "cheap-hash", "dearer-hash")
+            .unwrap()
+    );
+    assert!(
+        !store
+            .rehash_password(alice.user_id, "cheap-hash", "other-hash")
+            .unwrap(),
+        "of two rehashes over the same hash, one lands"
+    );
+    assert!(
+        !store
+            .rehash_password(USER_ID_LAST, "cheap-hash", "x")
+            .unwrap(),
+        "no such user: nothing written"
+    );
+    let store = reopen::<A>(store, dir.path());
+    assert_eq!(hash_of(&store, alice.user_id), "dearer-hash");
+    assert_eq!(hash_of(&store, bob.user_id), "changed-hash");
+    assert_eq!(
+        store.tokens_of_user(alice.user_id, 100).unwrap(),
+        vec![([1; 32], token)],
+        "a rehash signs no device out"
+    );
+}
+
 pub(crate) fn touch_tokens_moves_last_seen_forward_and_never_recreates<A: Adapter>() {
     let dir = tempfile::tempdir().unwrap();
     let store = A::open(dir.path());

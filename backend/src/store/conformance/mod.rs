@@ -90,6 +90,7 @@ macro_rules! conformance_suite {
             emails_are_found_case_folded_and_unique,
             a_users_tokens_are_listed_and_replaced_atomically,
             set_password_revokes_every_token_of_the_user_only,
+            a_rehash_lands_only_over_the_hash_it_verified_and_keeps_the_tokens,
             touch_tokens_moves_last_seen_forward_and_never_recreates,
             committed_messages_are_readable_by_seq_after_commit_and_after_reopen,
             messages_after_is_ascending_and_pages_at_its_edges,

@@ -266,6 +266,28 @@ impl AccountStore for FjallStore {
         Ok(Some(revoked.len()))
     }
 
+    /// Under the write lock, as `set_password`: the check and the write are one step.
+    fn rehash_password(
+        &self,
+        user_id: UserId,
+        current: &str,
+        password_hash: &str,
+    ) -> Result<bool, StoreError> {
+        let _writing = self.write_lock();
+        self.writable()?;
+        let Some(mut user) = self.user_by_id(user_id)? else {
+            return Ok(false);
+        };
+        if user.password_hash != current {
+            return Ok(false);
+        }
+        user.password_hash = password_hash.to_owned();
+        let mut batch = self.batch();
+        batch.insert(&self.users, user_id.to_be_bytes(), encode(&user));
+        self.commit_account_batch(batch)?;
+        Ok(true)
+    }
+
     fn touch_tokens(&self, seen: &[(TokenHash, u64)]) -> Result<(), StoreError> {
         let _writing = self.write_lock();
         self.writable()?;

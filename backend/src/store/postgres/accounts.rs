@@ -295,6 +295,17 @@ impl AccountStore for PgStore {
         })
     }
 
+    /// One conditional UPDATE (`SET_PASSWORD` with `current`): the row's check and its write
+    /// are one statement.
+    fn rehash_password(
+        &self,
+        user_id: UserId,
+        current: &str,
+        password_hash: &str,
+    ) -> Result<bool, StoreError> {
+        Ok(self.execute(SET_PASSWORD, &[&i(user_id), &password_hash, &current])? == 1)
+    }
+
     fn touch_tokens(&self, seen: &[(TokenHash, u64)]) -> Result<(), StoreError> {
         if seen.is_empty() {
             return Ok(());

@@ -400,6 +400,32 @@ impl AccountStore for ScyllaStore {
         })
     }
 
+    /// A lightweight transaction: the check and the write are one Paxos round. (A password
+    /// change is a plain write in a logged batch; one made after the rehash still lands over
+    /// it, as any later write of the cell.) An absent row fails the condition.
+    fn rehash_password(
+        &self,
+        user_id: UserId,
+        current: &str,
+        password_hash: &str,
+    ) -> Result<bool, StoreError> {
+        self.writable()?;
+        self.run(async {
+            let applied = self
+                .lwt(
+                    &self.st.user_rehash_password,
+                    (
+                        password_hash.to_owned(),
+                        i(user_id / IDS_PER_BUCKET),
+                        i(user_id),
+                        current.to_owned(),
+                    ),
+                )
+                .await?;
+            Ok(applied.applied)
+        })
+    }
+
     /// One plain write per token moved, stamped with the sighting's time ([`touch_ts`]):
     /// forward only by the timestamp. Not an LWT: a Paxos write's timestamp and a plain
     /// delete's (the revocations, in logged batches) come from different clocks, so a

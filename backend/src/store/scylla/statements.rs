@@ -150,6 +150,9 @@ statements! {
         "SELECT user_id FROM users WHERE id_bucket = ? AND user_id > ? LIMIT ?";
     user_set_password: Idempotent,
         "UPDATE users SET password_hash = ? WHERE id_bucket = ? AND user_id = ?";
+    user_rehash_password: Lwt,
+        "UPDATE users SET password_hash = ? WHERE id_bucket = ? AND user_id = ? \
+         IF password_hash = ?";
     name_claim: Lwt, "INSERT INTO usernames (name_key, user_id) VALUES (?, ?) IF NOT EXISTS";
     name_get: Idempotent, "SELECT user_id FROM usernames WHERE name_key = ?";
     name_release: Lwt, "DELETE FROM usernames WHERE name_key = ? IF user_id = ?";

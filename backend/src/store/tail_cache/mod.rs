@@ -611,6 +611,14 @@ impl<S: AccountStore> AccountStore for TailCached<S> {
         self.inner
             .set_password(user_id, password_hash, put, current)
     }
+    fn rehash_password(
+        &self,
+        user_id: UserId,
+        current: &str,
+        password_hash: &str,
+    ) -> Result<bool, StoreError> {
+        self.inner.rehash_password(user_id, current, password_hash)
+    }
     fn touch_tokens(&self, seen: &[(TokenHash, u64)]) -> Result<(), StoreError> {
         self.inner.touch_tokens(seen)
     }
