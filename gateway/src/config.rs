@@ -415,6 +415,13 @@ impl Config {
                     .login
                     .resume_bytes_max
                     .min(u64::from(self.gateway.outbound_bytes_max / 2)),
+                // Nor does its count of frames: one batch per conversation, and `LoginOk`
+                // and `Resumed` beside them, queued before the connection writes any.
+                resume_conversations_max: self.login.resume_conversations_max.min(
+                    u32::try_from((self.gateway.outbound_frames_max / 2).saturating_sub(1))
+                        .unwrap_or(u32::MAX)
+                        .max(1),
+                ),
                 ..self.login.clone()
             },
             admin: self.admin.clone(),

@@ -77,3 +77,66 @@ async fn a_password_changed_on_a_node_that_had_not_joined_ends_the_session_on_an
         .await
         .expect("the session that changed it stays");
 }
+
+/// A node back in the cluster checks its sessions against the store; the sessions the store
+/// did not answer for (about 15 s of rounds) end `RECONNECT`, not `DEVICE_REVOKED`: nothing
+/// was revoked, and a client told its token was revoked forgets it and asks its user for the
+/// password. The token logs in again once the store is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_the_store_could_not_check_on_a_return_end_reconnect_and_keep_their_token() {
+    let db = common::store::fresh_database();
+    // The node reaches PostgreSQL through a proxy the test cuts.
+    let (server, name) = db.rsplit_once('/').unwrap();
+    let (user, pg_addr) = server.rsplit_once('@').unwrap();
+    let pg = CutProxy::start(pg_addr.parse().unwrap()).await;
+    let db = format!("{user}@{}/{name}", pg.addr);
+    let redis = OwnRedis::start(free_port());
+    let to_redis = CutProxy::start(format!("127.0.0.1:{}", redis.port).parse().unwrap()).await;
+    to_redis.cut();
+    let prefix = format!("rc_recheck_{}", unique());
+    let env = NodeEnv::new(&db, &format!("redis://{}/", to_redis.addr), &prefix, &"n1");
+    let n1 = tokio::task::block_in_place(|| TestServer::start(&env.pairs()));
+    let (mut phone, phone_ok) = n1.device("alice", "phone").await;
+    assert_eq!(n1.metric("ringchat_cluster_joined"), 0.0);
+
+    // Its first join is a return: it checks alice's session, and the store is cut.
+    pg.cut();
+    to_redis.restore();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let reason = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no Kicked within 60 s; log:\n{}",
+            n1.log_tail()
+        );
+        match phone.recv_timeout().await {
+            Ok(Some(frame)) => {
+                if let Some(Body::Kicked(k)) = frame.body {
+                    break KickReason::try_from(k.reason).unwrap();
+                }
+            }
+            Ok(None) => panic!("closed without a Kicked frame"),
+            Err(_) => {} // No frame yet: the rounds take about 15 s.
+        }
+    };
+    assert_eq!(reason, KickReason::Reconnect);
+
+    pg.restore();
+    // The pool finds the store again within a few tries.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let mut c = common::account::hello(&n1).await;
+        match c
+            .login_token(phone_ok.user_id, &phone_ok.token, "phone")
+            .await
+            .unwrap()
+        {
+            Ok(_) => break,
+            Err(e) => assert!(
+                std::time::Instant::now() < deadline,
+                "the phone's token never logged in again: {e:?}"
+            ),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::account::hello;
 use common::{PASSWORD, TestServer};
-use ringchat_proto::v1::ErrorCode;
+use ringchat_proto::Body;
+use ringchat_proto::v1::{self, ErrorCode};
 
 /// The parameters every test server hashes with (`common::base_env`) and dearer ones.
 const CHEAP: [(&str, &str); 2] = [
@@ -21,6 +22,12 @@ const DEARER: [(&str, &str); 3] = [
     ("ACCOUNTS__ARGON2_MEMORY_KIB", "512"),
     ("ACCOUNTS__ARGON2_ITERATIONS", "2"),
     // One hash at a time, so the rehashes run in the order of the logins that asked for them.
+    ("ACCOUNTS__HASH_CONCURRENCY", "1"),
+];
+/// Dear enough that the login's rehash is still hashing when the change reads the hash.
+const DEAREST: [(&str, &str); 3] = [
+    ("ACCOUNTS__ARGON2_MEMORY_KIB", "16384"),
+    ("ACCOUNTS__ARGON2_ITERATIONS", "1"),
     ("ACCOUNTS__HASH_CONCURRENCY", "1"),
 ];
 const REHASHES: &str = "ringchat_password_rehashes_total";
@@ -83,5 +90,41 @@ async fn a_login_after_the_argon2_parameters_were_raised_stores_the_password_has
         server.metric(REHASHES),
         1.0,
         "alice's hash already had the configured parameters"
+    );
+}
+
+/// The usual "change your password" right after a password login: the login's rehash lands
+/// between the change's read of the hash and its write (the change reads while the rehash
+/// hashes, then waits for the one hashing permit). The change is not refused as if the password had changed meanwhile.
+#[tokio::test]
+async fn a_password_change_right_after_a_login_that_rehashes_goes_through() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut server = TestServer::start_in(&data, &CHEAP);
+    drop(server.user("alice").await);
+    server.stop();
+
+    let server = TestServer::start_in(&data, &DEAREST);
+    let mut c = hello(&server).await;
+    c.login_password("alice", PASSWORD, "laptop")
+        .await
+        .unwrap()
+        .expect("alice logs in");
+    let reply = c
+        .request(Body::ChangePassword(v1::ChangePassword {
+            old_password: PASSWORD.into(),
+            new_password: "a new password".into(),
+        }))
+        .await
+        .unwrap();
+    assert!(matches!(reply, Body::ChangePasswordOk(_)), "{reply:?}");
+    assert_eq!(
+        password_login(&server, "alice", PASSWORD).await,
+        Err(ErrorCode::InvalidCredentials),
+        "the old password no longer logs in"
+    );
+    assert_eq!(
+        password_login(&server, "alice", "a new password").await,
+        Ok(())
     );
 }

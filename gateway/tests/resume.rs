@@ -134,6 +134,30 @@ async fn resume_says_when_it_cannot_serve() {
     }
 }
 
+/// A resume's batches are bounded in frames by the connection's outbound queue
+/// (`gateway.outbound_frames_max`, here 4: one conversation per resume): past it, the resume
+/// says `TOO_MANY_CONVERSATIONS` instead of queuing more frames than the queue takes and
+/// kicking its own client as a slow consumer.
+#[tokio::test]
+async fn resume_never_outgrows_the_outbound_queue() {
+    let server = TestServer::start(&[("GATEWAY__OUTBOUND_FRAMES_MAX", "4")]);
+    let mut a = Device::new(&server, "alice").await;
+    let since = a.since;
+    a.disconnect();
+    for name in ["bob", "carol", "dave", "erin", "frank"] {
+        let (mut p, _) = server.user(name).await;
+        p.send_text(a.user_id, "m1", "hi").await.unwrap().unwrap();
+    }
+    let (mut back, resumed) = a.reconnect(&server, since, &[]).await;
+    let resumed = resumed.expect("a token login, not a kick");
+    assert!(!resumed.done.complete);
+    assert_eq!(
+        resumed.done.reason,
+        ResumeIncomplete::TooManyConversations as i32
+    );
+    assert_eq!(back.conversations().await.unwrap().len(), 5);
+}
+
 /// A resume's batches are bounded in bytes (`login.resume_bytes_max`): within it, everything;
 /// past it, no batch at all and `TOO_LARGE` (the reads stop there, the client syncs instead).
 #[tokio::test]
@@ -202,4 +226,49 @@ async fn resume_shows_a_removed_member_nothing_after_the_removal() {
     assert_eq!(event_kind(last), Some(GroupEventKind::Removed));
     assert!(batch.messages.iter().all(|m| m.seq < after.seq));
     nothing_more(&mut back).await;
+}
+
+/// A user may hold more group rows than `groups.per_user_max` (an operator lowered it, or
+/// joins on two cluster nodes each passed it by one): the list and a resume still carry every
+/// group, the newest too. They read the first `per_user_max` rows by id only, and the
+/// newest groups' messages were in neither (and the resume said it was complete).
+#[tokio::test]
+async fn groups_past_a_lowered_per_user_max_stay_in_the_list_and_the_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut server = TestServer::start_in(&data, &[("GROUPS__PER_USER_MAX", "3")]);
+    let mut a = Device::new(&server, "alice").await;
+    let mut groups = Vec::new();
+    for name in ["bob", "carol", "dave"] {
+        let (mut p, _) = server.user(name).await;
+        groups.push(create_id(&mut p, &[a.user_id], v1::JoinPolicy::InviteOnly).await);
+        a.push().await;
+    }
+    let since = a.since;
+    a.disconnect();
+    server.stop();
+
+    let server = TestServer::start_in(&data, &[("GROUPS__PER_USER_MAX", "2")]);
+    let newest = *groups.iter().max().unwrap();
+    let creator = ["bob", "carol", "dave"][groups.iter().position(|g| *g == newest).unwrap()];
+    let (mut p, _) = server.device(creator, "second").await;
+    ack(send(&mut p, newest, "m1", "after the restart").await);
+    let (mut back, resumed) = a.reconnect(&server, since, &[]).await;
+    let resumed = resumed.expect("login");
+    assert!(resumed.done.complete, "{:?}", resumed.done);
+    assert!(
+        seqs(&resumed).contains(&(newest, 2)),
+        "the newest group's message: {:?}",
+        seqs(&resumed)
+    );
+    let mut in_list: Vec<u64> = back
+        .conversations()
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.conversation_id)
+        .collect();
+    in_list.sort_unstable();
+    groups.sort_unstable();
+    assert_eq!(in_list, groups, "every group in the list");
 }

@@ -132,24 +132,49 @@ impl Accounts {
             last_seen_ms: now,
         };
         let expires_at_ms = record.expires_at_ms;
-        let store = Arc::clone(&self.store);
         // Written only over the hash the old password was checked against: a change or reset
-        // made meanwhile wins, and this one is refused.
-        let verified = user.password_hash;
-        let revoked = blocking(move || {
-            store.set_password(
-                user_id,
-                &hash,
-                Some((&token_hash, &record)),
-                Some(&verified),
-            )
-        })
-        .await?;
-        let Some(revoked) = revoked else {
-            return Err(Refusal::new(
-                ErrorCode::InvalidCredentials,
-                "the password was changed meanwhile",
-            ));
+        // made meanwhile wins, and this one is refused. A login's rehash of the same password
+        // (`rehash.rs`) also changes the stored hash: the old password is checked once more
+        // against what is stored then, and the write tried again over it.
+        let mut verified = user.password_hash;
+        let mut rechecked = false;
+        let revoked = loop {
+            let (store, hash, record, current) = (
+                Arc::clone(&self.store),
+                hash.clone(),
+                record.clone(),
+                verified.clone(),
+            );
+            let written = blocking(move || {
+                store.set_password(user_id, &hash, Some((&token_hash, &record)), Some(&current))
+            })
+            .await?;
+            if let Some(revoked) = written {
+                break revoked;
+            }
+            let changed = || {
+                Refusal::new(
+                    ErrorCode::InvalidCredentials,
+                    "the password was changed meanwhile",
+                )
+            };
+            // Once: after a rehash the hash has the configured parameters, and only another
+            // change moves it again.
+            if rechecked {
+                return Err(changed());
+            }
+            rechecked = true;
+            let store = Arc::clone(&self.store);
+            let Some(now) = blocking(move || store.user_by_id(user_id)).await? else {
+                return Err(changed());
+            };
+            if !self
+                .verify_throttled(&[], &now.password_hash, &req.old_password)
+                .await?
+            {
+                return Err(changed());
+            }
+            verified = now.password_hash;
         };
         tracing::warn!(
             user_id,

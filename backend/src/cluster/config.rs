@@ -52,7 +52,9 @@ pub struct ClusterConfig {
     /// How often the node refreshes its own record and reads the others', in milliseconds.
     pub heartbeat_interval_ms: u64,
     /// A node that stops heartbeating leaves the view after this long (its record's TTL), in
-    /// milliseconds. At least twice `heartbeat_interval_ms`.
+    /// milliseconds. More than twice `heartbeat_interval_ms` plus `redis_timeout_ms`: a live
+    /// node's heartbeats land up to an interval plus a call's deadline apart, and another node
+    /// sees each up to an interval late (`view::may_have_been_dropped`).
     pub node_ttl_ms: u64,
     /// Nodes read into the view, at most (a typo or a leak in Redis cannot grow it further).
     pub nodes_max: usize,
@@ -302,8 +304,11 @@ impl ClusterConfig {
         if self.grpc_conns_max < self.nodes_max {
             out.push("cluster.grpc_conns_max: must be at least nodes_max, or the other nodes' links may not all find a place on this node's gRPC listener".into());
         }
-        if self.node_ttl_ms < 2 * self.heartbeat_interval_ms {
-            out.push("cluster.node_ttl_ms: must be at least twice heartbeat_interval_ms, or one late heartbeat drops a live node".into());
+        // Below it, a live node's ordinary heartbeats could let another node drop it from its
+        // view, and every one of them would count as a return (`view::may_have_been_dropped`):
+        // the node would re-check its sessions against the store without end.
+        if self.node_ttl_ms <= 2 * self.heartbeat_interval_ms + self.redis_timeout_ms {
+            out.push("cluster.node_ttl_ms: must be more than twice heartbeat_interval_ms plus redis_timeout_ms, or a live node's ordinary heartbeats can drop it from the others' views".into());
         }
         if self.redis_timeout_ms >= self.heartbeat_interval_ms {
             out.push("cluster.redis_timeout_ms: must be below heartbeat_interval_ms, or one slow call delays the next heartbeat".into());
@@ -400,6 +405,35 @@ mod tests {
         assert_eq!(enabled().problems(), Vec::<String>::new());
     }
 
+    /// Within the allowed range, a node's ordinary heartbeats (an interval apart) never count
+    /// as a return from a gap another node may have dropped it for; at the bound they would.
+    #[test]
+    fn a_valid_ttl_keeps_ordinary_heartbeats_from_counting_as_returns() {
+        for (interval, timeout) in [(1_000, 500), (200, 150), (50, 1)] {
+            let at = |ttl| ClusterConfig {
+                heartbeat_interval_ms: interval,
+                redis_timeout_ms: timeout,
+                node_ttl_ms: ttl,
+                ..enabled()
+            };
+            let least = 2 * interval + timeout + 1;
+            assert_eq!(at(least).problems(), Vec::<String>::new());
+            assert!(!super::super::view::may_have_been_dropped(
+                interval, least, interval, timeout
+            ));
+            assert!(
+                at(least - 1).problems()[0].starts_with("cluster.node_ttl_ms"),
+                "{interval} {timeout}"
+            );
+            assert!(super::super::view::may_have_been_dropped(
+                interval,
+                least - 1,
+                interval,
+                timeout
+            ));
+        }
+    }
+
     #[test]
     fn each_bad_key_is_named() {
         let c = ClusterConfig {
@@ -424,7 +458,7 @@ mod tests {
             "cluster.client_addrs",
             "cluster.redis_url: not a Redis URL",
             "cluster.redis_cluster",
-            "cluster.node_ttl_ms: must be at least twice",
+            "cluster.node_ttl_ms: must be more than twice heartbeat_interval_ms plus redis_timeout_ms",
             "cluster.redis_timeout_ms: must be below heartbeat_interval_ms",
         ] {
             assert!(all.contains(key), "{key} missing from:\n{all}");

@@ -1,7 +1,7 @@
 //! The user's groups in the conversation list (`messaging/conversations.rs` merges them with
 //! the direct conversations): no recency index is kept for groups, since it would cost a write
 //! per member whenever a group's hour of activity changes. Instead every list request reads the
-//! user's group rows (at most `groups.per_user_max`) and their heads in one batch, and only the
+//! user's group rows (in pages of `groups.per_user_max`) and their heads in one batch a page, and the
 //! groups that make the page cost more (their record and the mention count).
 
 use ringchat_proto::v1;
@@ -28,17 +28,60 @@ impl GroupHead {
     }
 }
 
-/// The user's groups (at most `groups_max` rows), most recent first, strictly before `before`,
-/// at most `want`. A current member's head is the group's last message, a former member's the
-/// event it left by: each kind one batched read.
+/// Group rows one user's list reads, at most: twice the highest `groups.per_user_max`. A user
+/// may hold more rows than today's `per_user_max` (an operator lowered it, or joins on two
+/// cluster nodes each passed it by one): those are listed too, up to this bound.
+pub(crate) const GROUP_ROWS_READ_MAX: usize = 20_000;
+
+/// The user's groups, most recent first, strictly before `before`, at most `want`; and whether
+/// every row was read (false past [`GROUP_ROWS_READ_MAX`]). The rows are read in pages of
+/// `groups_max` (`groups.per_user_max`: one page for almost everyone). A current member's head
+/// is the group's last message, a former member's the event it left by: each kind one batched
+/// read per page.
 pub(crate) fn heads(
     ports: &Ports,
     user: UserId,
     before: Option<(u64, u64)>,
     groups_max: u32,
     want: usize,
+) -> Result<(Vec<GroupHead>, bool), Refusal> {
+    let page = (groups_max as usize).clamp(1, GROUP_ROWS_READ_MAX);
+    let (mut out, mut after, mut read) = (Vec::new(), 0, 0);
+    loop {
+        let rows = ports.groups.groups_of_user(user, after, page)?;
+        let full = rows.len() == page;
+        read += rows.len();
+        after = rows.last().map_or(after, |(g, _)| g.to_wire());
+        out.extend(page_heads(ports, rows, before)?);
+        // Only the `want` most recent are kept: the rest cannot make the page.
+        if out.len() > want {
+            out.sort_unstable_by_key(|h| std::cmp::Reverse(h.key()));
+            out.truncate(want);
+        }
+        if !full {
+            break;
+        }
+        if read >= GROUP_ROWS_READ_MAX {
+            tracing::warn!(
+                user,
+                rows = read,
+                "the user's group rows are more than the conversation list reads; those past it (by id) are left out"
+            );
+            out.sort_unstable_by_key(|h| std::cmp::Reverse(h.key()));
+            return Ok((out, false));
+        }
+    }
+    out.sort_unstable_by_key(|h| std::cmp::Reverse(h.key()));
+    out.truncate(want);
+    Ok((out, true))
+}
+
+/// The heads of one page of the user's group rows, strictly before `before`.
+fn page_heads(
+    ports: &Ports,
+    rows: Vec<(ConvId, UserGroupRecord)>,
+    before: Option<(u64, u64)>,
 ) -> Result<Vec<GroupHead>, Refusal> {
-    let rows = ports.groups.groups_of_user(user, 0, groups_max as usize)?;
     let (members, former): (Vec<_>, Vec<_>) = rows.into_iter().partition(|(_, r)| r.is_member());
     let convs: Vec<ConvId> = members.iter().map(|(g, _)| *g).collect();
     let lasts = ports.log.last_messages(&convs)?;
@@ -56,8 +99,6 @@ pub(crate) fn heads(
         }
     }
     out.retain(|h| before.is_none_or(|b| h.key() < b));
-    out.sort_unstable_by_key(|h| std::cmp::Reverse(h.key()));
-    out.truncate(want);
     Ok(out)
 }
 

@@ -119,7 +119,7 @@ pub(crate) fn read(
     let recent = conversations::recent_since(ports, user, horizon, max + 1 + known.len())?;
     // A conversation quiet since `from` may still hold messages the device never got (a lost
     // push, as above): every named one's head is read, whatever its time (one batch, at most
-    // `resume_known_max`). Groups: all the user's, one read (at most `groups_max`).
+    // `resume_known_max`). Groups: all the user's (`groups::heads`).
     let seen: HashSet<u64> = recent.iter().map(|m| m.conv_id.to_wire()).collect();
     let quiet: Vec<ConvId> = known
         .keys()
@@ -127,7 +127,10 @@ pub(crate) fn read(
         .filter_map(|id| ConvId::from_wire(*id))
         .collect();
     let older = conversations::direct_heads_of(ports, user, &quiet)?;
-    let groups = groups::heads(ports, user, None, bounds.groups_max, usize::MAX)?;
+    let (groups, every_group) = groups::heads(ports, user, None, bounds.groups_max, usize::MAX)?;
+    if !every_group {
+        return Ok(incomplete(ResumeIncomplete::TooManyConversations));
+    }
     let mut heads: Vec<Head> = recent
         .into_iter()
         .chain(older)

@@ -790,6 +790,7 @@ fn kick_message(reason: KickReason) -> &'static str {
         KickReason::AccountDisabled => "the account was disabled by an operator",
         KickReason::KickedByOperator => "signed out by an operator; log in again",
         KickReason::TokenExpired => "the session's token expired; log in with the password",
+        KickReason::Reconnect => "the session could not be kept; reconnect with the token",
         KickReason::Unspecified => "closed by the server",
     }
 }

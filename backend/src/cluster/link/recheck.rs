@@ -17,7 +17,7 @@
 //! if it still holds the token that was checked (a password changed here gives it a new one).
 //! A store that does not answer is asked again after a pause (doubling from
 //! [`RECHECK_PAUSE_FIRST`]), [`RECHECK_ATTEMPTS_MAX`] times in all; then the sessions it never
-//! answered for end, as a received kick's would (fail closed: they can log in again). A return
+//! answered for end with `RECONNECT` (fail closed; not a verdict: the client keeps its token, whose next login asks the store). A return
 //! while a check runs makes one more check after it (a `Notify` permit).
 
 use std::sync::Arc;
@@ -142,8 +142,9 @@ impl Link {
                     "cluster: the store did not answer the sessions' check after this node came back; they end (fail closed)"
                 );
                 for session in &unanswered {
-                    ended +=
-                        usize::from(self.end_checked(session, KickReason::DeviceRevoked).await);
+                    // Not a verdict: the client reconnects, and its token login asks the
+                    // store itself (`DEVICE_REVOKED` would make it forget a good token).
+                    ended += usize::from(self.end_checked(session, KickReason::Reconnect).await);
                 }
                 break;
             }

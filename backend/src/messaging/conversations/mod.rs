@@ -61,6 +61,7 @@ pub fn conversations(
         .collect();
     heads.extend(
         groups::heads(ports, user, before, groups_max, limit + 1)?
+            .0
             .into_iter()
             .map(Head::Group),
     );

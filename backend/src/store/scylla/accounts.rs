@@ -400,9 +400,13 @@ impl AccountStore for ScyllaStore {
         })
     }
 
-    /// A lightweight transaction: the check and the write are one Paxos round. (A password
-    /// change is a plain write in a logged batch; one made after the rehash still lands over
-    /// it, as any later write of the cell.) An absent row fails the condition.
+    /// Not a lightweight transaction: its timestamp would come from the coordinator's clock,
+    /// a password change's (a plain logged batch) from this host's, and a change made after
+    /// the rehash could lose to it. The new hash is written with the timestamp of the verified
+    /// cell plus one: it lands over that cell only, and any change written since (stamped by
+    /// this host's clock, later) wins over it, whichever lands first. Two rehashes of the same
+    /// cell tie and store one of two hashes of the same password. `Ok(true)` may name a
+    /// rehash a change written meanwhile overruled.
     fn rehash_password(
         &self,
         user_id: UserId,
@@ -411,18 +415,27 @@ impl AccountStore for ScyllaStore {
     ) -> Result<bool, StoreError> {
         self.writable()?;
         self.run(async {
-            let applied = self
-                .lwt(
-                    &self.st.user_rehash_password,
-                    (
-                        password_hash.to_owned(),
-                        i(user_id / IDS_PER_BUCKET),
-                        i(user_id),
-                        current.to_owned(),
-                    ),
-                )
-                .await?;
-            Ok(applied.applied)
+            let key = (i(user_id / IDS_PER_BUCKET), i(user_id));
+            let Some((Some(stored), Some(written))) = self
+                .first::<(Option<String>, Option<i64>)>(&self.st.user_password_written, key)
+                .await?
+            else {
+                return Ok(false);
+            };
+            if stored != current {
+                return Ok(false);
+            }
+            self.exec(
+                &self.st.user_rehash_password,
+                (
+                    written.saturating_add(1),
+                    password_hash.to_owned(),
+                    key.0,
+                    key.1,
+                ),
+            )
+            .await?;
+            Ok(true)
         })
     }
 

@@ -150,9 +150,11 @@ statements! {
         "SELECT user_id FROM users WHERE id_bucket = ? AND user_id > ? LIMIT ?";
     user_set_password: Idempotent,
         "UPDATE users SET password_hash = ? WHERE id_bucket = ? AND user_id = ?";
-    user_rehash_password: Lwt,
-        "UPDATE users SET password_hash = ? WHERE id_bucket = ? AND user_id = ? \
-         IF password_hash = ?";
+    user_password_written: Idempotent,
+        "SELECT password_hash, WRITETIME(password_hash) FROM users \
+         WHERE id_bucket = ? AND user_id = ?";
+    user_rehash_password: Idempotent,
+        "UPDATE users USING TIMESTAMP ? SET password_hash = ? WHERE id_bucket = ? AND user_id = ?";
     name_claim: Lwt, "INSERT INTO usernames (name_key, user_id) VALUES (?, ?) IF NOT EXISTS";
     name_get: Idempotent, "SELECT user_id FROM usernames WHERE name_key = ?";
     name_release: Lwt, "DELETE FROM usernames WHERE name_key = ? IF user_id = ?";

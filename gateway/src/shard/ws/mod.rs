@@ -223,7 +223,7 @@ pub(super) fn close_for(goodbye: Goodbye) -> (u16, &'static str) {
 /// The close code sent after `Kicked` (the reason text is the kick's name).
 fn kick_close_code(reason: KickReason) -> u16 {
     match reason {
-        KickReason::ServerShutdown => close_code::GOING_AWAY,
+        KickReason::ServerShutdown | KickReason::Reconnect => close_code::GOING_AWAY,
         _ => close_code::POLICY_VIOLATION,
     }
 }
