@@ -53,6 +53,8 @@ mod time;
 
 /// The key a client address is counted under (an IPv6 client by its /64).
 pub use accounts::limiter::client_key;
+/// The key a client's share of a shard-wide bound is counted under (an IPv6 client by its /48).
+pub use accounts::limiter::share_key;
 pub use messaging::{PendingCheck, PendingWrite, Submitted, Writes};
 pub use runtime::build_runtime;
 pub use service::{Backend, BackendError};

@@ -128,11 +128,12 @@ pub struct GatewayConfig {
     /// Logins a shard that was quiet lets through at once before the pace applies.
     pub login_burst_per_shard: u32,
     /// TLS handshakes one shard starts per second at most (their crypto runs on the shard's
-    /// core); past it a new TLS connection is closed when its ClientHello comes, before any crypto
-    /// (`shard/tls_gate.rs`). 0: not paced.
+    /// core), a quarter of them per client (`ringchat_backend::share_key`: an IPv4 address, an
+    /// IPv6 /48); past it a new TLS connection is closed once its ClientHello is in, before any
+    /// crypto (`shard/tls_gate.rs`). 0: not paced.
     pub tls_handshakes_per_shard_per_s: u32,
-    /// TLS handshakes one shard has under way at once (from the ClientHello until done), a
-    /// quarter of them per client key; past it a new one is closed before any crypto.
+    /// TLS handshakes one shard has under way at once (from the whole ClientHello until done), a
+    /// quarter of them per client (`share_key`); past it a new one is closed before any crypto.
     pub tls_handshakes_in_flight_per_shard_max: usize,
     /// Events (replies, pushes) waiting for one shard.
     pub queue_events_max: usize,

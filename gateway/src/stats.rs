@@ -61,9 +61,11 @@ pub struct ShardStats {
     /// Closed at accept by `[security]`: on the deny list, or not on the allow list.
     pub refused_ip_denied: LocalCounter,
     pub refused_ip_not_allowed: LocalCounter,
-    /// TLS connections closed at accept, before any crypto: past
-    /// `gateway.tls_handshakes_per_shard_per_s`, or `tls_handshakes_in_flight_per_shard_max`.
+    /// TLS connections closed at their ClientHello, before any crypto: past
+    /// `gateway.tls_handshakes_per_shard_per_s`, past the client's share of it, or past
+    /// `tls_handshakes_in_flight_per_shard_max` (`shard/tls_gate.rs`).
     pub refused_tls_rate: LocalCounter,
+    pub refused_tls_client_rate: LocalCounter,
     pub refused_tls_in_flight: LocalCounter,
     /// Connections from a `gateway.proxy_protocol_from` peer closed before their PROXY header
     /// was read whole (index: `proxy_protocol::Refused::ALL`).
@@ -134,15 +136,6 @@ impl ShardStats {
         self.proxy_refused[why as usize].add(1);
     }
 
-    /// A TLS connection closed at accept: over the handshake rate, or else the in-flight cap.
-    pub fn refused_tls(&self, over_rate: bool) {
-        if over_rate {
-            self.refused_tls_rate.add(1);
-        } else {
-            self.refused_tls_in_flight.add(1);
-        }
-    }
-
     pub fn error(&self, code: ErrorCode) {
         if let Some(c) = self.errors.get(code as usize) {
             c.add(1);
@@ -199,6 +192,7 @@ pub fn publish(shards: &[Arc<ShardStats>]) {
             ("ip_denied", s.refused_ip_denied.get()),
             ("ip_not_allowed", s.refused_ip_not_allowed.get()),
             ("tls_handshake_rate", s.refused_tls_rate.get()),
+            ("tls_handshake_rate_client", s.refused_tls_client_rate.get()),
             ("tls_handshakes_in_flight", s.refused_tls_in_flight.get()),
         ] {
             metrics::counter!("ringchat_connections_refused_total", "shard" => shard.clone(), "reason" => reason)
@@ -368,7 +362,7 @@ pub fn describe() {
         ),
         (
             "ringchat_connections_refused_total",
-            "Connections closed right after accept, before a byte is read (from a gateway.proxy_protocol_from peer: right after its PROXY header, checked on the header's address), per shard and reason: ip_denied, ip_not_allowed (the IP allow / deny lists), tls_handshake_rate (past gateway.tls_handshakes_per_shard_per_s), tls_handshakes_in_flight (gateway.tls_handshakes_in_flight_per_shard_max TLS connections already opening).",
+            "Connections closed right after accept, before a byte is read (from a gateway.proxy_protocol_from peer: right after its PROXY header, checked on the header's address), or for the TLS reasons once their whole ClientHello is in, before any crypto, per shard and reason: ip_denied, ip_not_allowed (the IP allow / deny lists), tls_handshake_rate (past gateway.tls_handshakes_per_shard_per_s), tls_handshake_rate_client (past one client's quarter of that rate: an IPv4 address, an IPv6 /48), tls_handshakes_in_flight (gateway.tls_handshakes_in_flight_per_shard_max TLS connections already opening, or a quarter of them from the client).",
         ),
         (
             "ringchat_proxy_header_refused_total",

@@ -315,3 +315,139 @@ async fn a_renewed_certificate_is_served_after_sighup_and_a_broken_pair_is_not()
     let mut c = FramedClient::new(tls_connect(addr, &cert_b).await.expect("B still served"));
     assert!(matches!(c.request(1, hello()).await, Body::HelloOk(_)));
 }
+
+fn refused_for(server: &TestServer, reason: &str) -> f64 {
+    let label = format!(r#"reason="{reason}""#);
+    server
+        .metrics()
+        .iter()
+        .filter(|(k, _)| k.starts_with("ringchat_connections_refused_total{") && k.contains(&label))
+        .map(|(_, v)| *v)
+        .sum()
+}
+
+/// A flood from one address: connect, write `bytes`, close, over and over, counted in the
+/// returned counter; it stops when told, after `FLOOD_FOR`, or after `FLOOD_CONNS_MAX`
+/// connections, whichever comes first.
+fn flood(
+    addr: std::net::SocketAddr,
+    source: [u8; 4],
+    bytes: Vec<u8>,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    tokio::task::JoinHandle<()>,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    use tokio::io::AsyncWriteExt;
+    const FLOOD_FOR: Duration = Duration::from_secs(2);
+    const FLOOD_CONNS_MAX: usize = 5_000;
+    let made = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (counted, stopped) = (made.clone(), stop.clone());
+    let task = tokio::spawn(async move {
+        let until = Instant::now() + FLOOD_FOR;
+        while !stopped.load(Relaxed)
+            && Instant::now() < until
+            && counted.load(Relaxed) < FLOOD_CONNS_MAX
+        {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket
+                .bind(std::net::SocketAddr::from((source, 0)))
+                .unwrap();
+            let Ok(mut tcp) = socket.connect(addr).await else {
+                continue;
+            };
+            // Refused or not, it goes at once.
+            let _ = tcp.write_all(&bytes).await;
+            drop(tcp);
+            counted.fetch_add(1, Relaxed);
+        }
+    });
+    (made, stop, task)
+}
+
+/// A TLS handshake from `source` (a loopback address), then a registration and a login on it.
+async fn tls_login_from(
+    addr: std::net::SocketAddr,
+    cert: &str,
+    source: [u8; 4],
+    username: &str,
+) -> Result<(), String> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(std::net::SocketAddr::from((source, 0)))
+        .unwrap();
+    let tcp = socket.connect(addr).await.map_err(|e| e.to_string())?;
+    let tls = tokio::time::timeout(common::WAIT_DEADLINE, common::ws::tls_over(tcp, cert))
+        .await
+        .map_err(|_| "no handshake by the deadline".to_owned())?
+        .map_err(|e| format!("handshake: {e}"))?;
+    let mut c = FramedClient::new(tls);
+    assert!(matches!(c.request(1, hello()).await, Body::HelloOk(_)));
+    let register = Body::Register(v1::Register {
+        username: username.into(),
+        password: common::PASSWORD.into(),
+        ..Default::default()
+    });
+    assert!(matches!(c.request(2, register).await, Body::RegisterOk(_)));
+    let login = Body::Login(password_login(username, common::PASSWORD, "d1"));
+    match c.request(3, login).await {
+        Body::LoginOk(_) => Ok(()),
+        other => Err(format!("login: {other:?}")),
+    }
+}
+
+/// Connections past the shard's burst and a second's rate at 50 a second: the gate would have
+/// spent its rate by then, were they charged.
+const FLOODED: usize = 64 + 50;
+
+/// One host looping "connect, send one byte, close" spends none of the shard's handshake rate:
+/// a handshake is charged only once its whole ClientHello is in, so another client's handshake
+/// and login go through while the flood runs.
+#[tokio::test]
+async fn a_one_byte_connect_flood_does_not_spend_the_tls_handshake_rate() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let server = TestServer::start_tls(&[
+        ("GATEWAY__CORES", "[0]"),
+        ("GATEWAY__TLS_HANDSHAKES_PER_SHARD_PER_S", "50"),
+    ]);
+    let addr = server.tls.unwrap();
+    let cert = server.cert_pem.as_ref().unwrap();
+    let (made, stop, task) = flood(addr, [127, 0, 0, 2], vec![0x16]);
+    common::wait_until_async("the flood under way", || made.load(Relaxed) >= FLOODED).await;
+    let login = tls_login_from(addr, cert, [127, 0, 0, 3], "tina").await;
+    stop.store(true, Relaxed);
+    task.await.unwrap();
+    login.expect("a handshake and a login during the flood");
+    assert_eq!(refused_for(&server, "tls_handshake_rate"), 0.0);
+}
+
+/// One host sending whole ClientHellos (each costing the shard its crypto) and closing spends
+/// only its share of the rate: another client's handshake and login go through.
+#[tokio::test]
+async fn a_client_hello_flood_from_one_host_spends_only_its_share_of_the_rate() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let server = TestServer::start_tls(&[
+        ("GATEWAY__CORES", "[0]"),
+        ("GATEWAY__TLS_HANDSHAKES_PER_SHARD_PER_S", "50"),
+    ]);
+    let addr = server.tls.unwrap();
+    let cert = server.cert_pem.as_ref().unwrap();
+    let (made, stop, task) = flood(addr, [127, 0, 0, 4], client_hello());
+    common::wait_until_async("the flood under way", || made.load(Relaxed) >= FLOODED).await;
+    // Refusals begin: the flood has spent what it could of the rate.
+    common::wait_until_async("the flood refused", || {
+        refused_for(&server, "tls_handshake_rate_client")
+            + refused_for(&server, "tls_handshake_rate")
+            > 0.0
+    })
+    .await;
+    let login = tls_login_from(addr, cert, [127, 0, 0, 5], "tina").await;
+    stop.store(true, Relaxed);
+    task.await.unwrap();
+    login.expect("a handshake and a login during the flood");
+    // Refused past its share; the shard's own rate never ran out.
+    assert!(refused_for(&server, "tls_handshake_rate_client") > 0.0);
+    assert_eq!(refused_for(&server, "tls_handshake_rate"), 0.0);
+}

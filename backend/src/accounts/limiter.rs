@@ -261,6 +261,15 @@ pub fn client_key(ip: IpAddr) -> IpAddr {
     prefix(ip, CLIENT_PREFIX_V4, CLIENT_PREFIX_V6)
 }
 
+/// The key a client's share of a whole shard's bound is counted under (the gateway's TLS
+/// handshake gate, `ringchat_backend::share_key`): an IPv4 address as it is, an IPv6 address by
+/// its /48 (one site's allocation, as [`network_key`]), an IPv4-mapped IPv6 address as the IPv4
+/// one. Not [`client_key`]'s /64: one holder of a /48 has 65,536 /64s, and four of them would
+/// take every quarter share.
+pub fn share_key(ip: IpAddr) -> IpAddr {
+    prefix(ip, CLIENT_PREFIX_V4, NETWORK_PREFIX_V6)
+}
+
 /// The network a client address belongs to: its IPv4 /24, its IPv6 /48 (one site's
 /// allocation, RFC 6177).
 pub(crate) fn network_key(ip: IpAddr) -> IpAddr {

@@ -20,7 +20,7 @@ use super::local::YieldOnce;
 use super::prelogin::PreloginPlace;
 use super::session::{Session, Wait};
 use super::stream::Stream;
-use super::tls_gate::{HandshakeSlot, Refused};
+use super::tls_gate::{HandshakeSlot, Hello, client_hello};
 use super::ws;
 use super::{Close, ConnShared, Shard, TurningAway};
 
@@ -377,29 +377,33 @@ impl Conn {
     async fn open_into(&mut self, buf: &mut BytesMut) -> Opening {
         let shard = Rc::clone(&self.session.shard);
         // The TLS handshake's place in the shard's gate (`tls_gate.rs`): taken once the
-        // ClientHello is readable, before rustls reads it; given back when the handshake ends.
+        // ClientHello is in whole, before rustls reads it; given back when the handshake ends.
         let mut handshake: Option<HandshakeSlot> = None;
+        if self.stream.handshaking() {
+            let Some(hello) = self.read_client_hello(&shard).await else {
+                return Opening::Closed;
+            };
+            match HandshakeSlot::take(&shard, self.stream.peer_ip()) {
+                Ok(slot) => handshake = Some(slot),
+                Err(why) => {
+                    shard.pool.give(hello);
+                    why.count(&shard.stats);
+                    return Opening::Closed;
+                }
+            }
+            let fed = self.stream.take_ciphertext(&hello, buf, &shard.pool).await;
+            shard.pool.give(hello);
+            if !handshake_goes_on(&shard, fed) {
+                return Opening::Closed;
+            }
+        }
         while self.stream.handshaking() {
             if self.stream.readable().await.is_err() {
                 return Opening::Closed;
             }
-            if handshake.is_none() {
-                match HandshakeSlot::take(&shard, self.stream.peer_ip()) {
-                    Ok(slot) => handshake = Some(slot),
-                    Err(why) => {
-                        shard.stats.refused_tls(why == Refused::Rate);
-                        return Opening::Closed;
-                    }
-                }
-            }
-            match self.stream.read(buf, &shard.pool).await {
-                Ok(Some(_)) => {}
-                Ok(None) => return Opening::Closed,
-                Err(err) => {
-                    shard.stats.error(ErrorCode::BadFrame);
-                    tracing::debug!(shard = shard.id, %err, "TLS handshake failed");
-                    return Opening::Closed;
-                }
+            let read = self.stream.read(buf, &shard.pool).await;
+            if !handshake_goes_on(&shard, read) {
+                return Opening::Closed;
             }
         }
         drop(handshake);
@@ -439,6 +443,36 @@ impl Conn {
                 Ok(None) | Err(_) => return Opening::Closed,
             }
         }
+    }
+
+    /// Reads a TLS client's first bytes, kept from rustls, until they hold a whole ClientHello
+    /// (`tls_gate::client_hello`); `None`: the client left first, or sent no ClientHello. No
+    /// place in the shard's gate is held meanwhile: rustls has done nothing yet.
+    async fn read_client_hello(&mut self, shard: &Shard) -> Option<BytesMut> {
+        let mut raw = shard.pool.take();
+        let no_hello = loop {
+            if self.stream.readable().await.is_err() {
+                break false;
+            }
+            match self.stream.read_raw(&mut raw, &shard.pool) {
+                Ok(0) => break false,
+                Ok(_) => {}
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(_) => break false,
+            }
+            match client_hello(&raw) {
+                Hello::Whole => return Some(raw),
+                Hello::Partial => {}
+                Hello::Refused => break true,
+            }
+        };
+        if no_hello {
+            // As rustls would fail it, only without an alert.
+            shard.stats.error(ErrorCode::BadFrame);
+            tracing::debug!(shard = shard.id, "TLS handshake failed: no ClientHello");
+        }
+        shard.pool.give(raw);
+        None
     }
 
     /// Waits until `readable` resolves (`Some`), or until the connection is woken: a frame to
@@ -760,6 +794,20 @@ pub(super) async fn write_or_cut<T>(
         () = shared.closed() => {
             let grace = Duration::from_millis(FINAL_FLUSH_MS);
             Box::pin(monoio::time::timeout(grace, write)).await.ok()
+        }
+    }
+}
+
+/// Whether a TLS handshake goes on after a read (`Stream::read`, `take_ciphertext`); a failed
+/// one is counted.
+fn handshake_goes_on(shard: &Shard, read: io::Result<Option<usize>>) -> bool {
+    match read {
+        Ok(Some(_)) => true,
+        Ok(None) => false,
+        Err(err) => {
+            shard.stats.error(ErrorCode::BadFrame);
+            tracing::debug!(shard = shard.id, %err, "TLS handshake failed");
+            false
         }
     }
 }

@@ -212,9 +212,41 @@ impl Stream {
             pool.give(into);
             return Ok(None);
         }
-        let result = self.feed_tls(&into, buf);
+        let fed = self.feed_tls(&into, buf);
         pool.give(into);
-        let (plain_bytes, peer_closed) = match result {
+        self.answer_fed(fed, pool).await
+    }
+
+    /// One non-blocking `recv` of TLS bytes into `into`'s spare room (grown if it has none),
+    /// kept from rustls: the shard's gate reads the ClientHello's framing before rustls may
+    /// take it (`tls_gate.rs`), then hands it on with [`Stream::take_ciphertext`]. `Ok(0)` at
+    /// end of stream; `WouldBlock` when nothing is there.
+    pub fn read_raw(&self, into: &mut BytesMut, pool: &BufferPool) -> io::Result<usize> {
+        if into.capacity() == into.len() {
+            into.reserve(pool.buffer_bytes().max(READ_ROOM_BYTES_MIN));
+        }
+        self.recv_into(into)
+    }
+
+    /// Hands ciphertext read from the socket to rustls, appends the plaintext to `buf` and
+    /// writes what rustls answers; as `read` says after its `recv`.
+    pub async fn take_ciphertext(
+        &mut self,
+        cipher: &[u8],
+        buf: &mut BytesMut,
+        pool: &BufferPool,
+    ) -> io::Result<Option<usize>> {
+        let fed = self.feed_tls(cipher, buf);
+        self.answer_fed(fed, pool).await
+    }
+
+    /// Writes what rustls answers to ciphertext fed to it (`fed`: `feed_tls`'s result).
+    async fn answer_fed(
+        &mut self,
+        fed: io::Result<(usize, bool)>,
+        pool: &BufferPool,
+    ) -> io::Result<Option<usize>> {
+        let (plain_bytes, peer_closed) = match fed {
             Ok(r) => r,
             Err(e) => {
                 // Tell the peer why (a TLS alert), as far as it will take it.

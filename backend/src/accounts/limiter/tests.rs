@@ -28,6 +28,19 @@ fn a_client_is_its_ipv4_address_or_its_ipv6_64_and_its_network_a_24_or_a_48() {
 }
 
 #[test]
+fn a_share_is_keyed_by_the_ipv4_address_or_the_ipv6_48() {
+    // Four /64s of one site are one share; another site is another.
+    assert_eq!(share_key(subnet(1, 0)), share_key(subnet(1, 3)));
+    assert_eq!(share_key(subnet(1, 3)), v6("2001:db8:1::"));
+    assert_ne!(share_key(subnet(1, 0)), share_key(subnet(2, 0)));
+    // An IPv4 address is its own share, not its /24's.
+    let v4: IpAddr = "192.0.2.7".parse().unwrap();
+    assert_eq!(share_key(v4), v4);
+    assert_ne!(share_key(v4), share_key("192.0.2.8".parse().unwrap()));
+    assert_eq!(share_key(v6("::ffff:192.0.2.7")), v4);
+}
+
+#[test]
 fn counts_per_key_within_a_window_then_starts_over() {
     let l = WindowLimiter::new(2, 1000, 10);
     assert_eq!(l.take("a", 0, 0), Ok(()));
