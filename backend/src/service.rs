@@ -35,6 +35,13 @@ const READS_PER_CONN_MAX: u32 = 16;
 /// past that: `UNAVAILABLE`, retry. A rare request: the bound is for a client that floods it.
 const PASSWORD_CHANGES_IN_FLIGHT_MAX: usize = 2;
 const PASSWORD_CHANGES_WAITING_MAX: usize = 64;
+/// Profile updates writing at once, at most (each is a durable write of its own: fjall's
+/// write lock and an fsync), and waiting for that; past that: `UNAVAILABLE`, retry. Each
+/// user's are counted against `contacts.profile_updates_per_min_max` before they queue.
+const PROFILE_UPDATES_IN_FLIGHT_MAX: usize = 2;
+const PROFILE_UPDATES_WAITING_MAX: usize = 256;
+/// Profile updates one connection has waiting or writing, at most; past that: `RATE_LIMITED`.
+const PROFILE_UPDATES_PER_CONN_MAX: u32 = 2;
 /// Time the refusals of a failed commit get to reach the shards before the server stops.
 const STORE_FAILURE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 /// Commit groups waiting for the delivery task.
@@ -110,6 +117,9 @@ pub struct Backend {
     /// Password changes (each waits for the argon2 hasher): a gate of their own, so that they
     /// never hold the read slots while they wait.
     pub(crate) password_changes: ReadGate,
+    /// Profile updates (durable writes): a gate of their own, so that a user pipelining them
+    /// never holds the read slots.
+    pub(crate) profile_updates: ReadGate,
     /// Logins, apart from the request loop and bounded (`login_queue.rs`).
     pub(crate) logins: LoginQueue,
     /// Backups this server writes (`backup/server.rs`).
@@ -357,6 +367,11 @@ impl Backend {
                 PASSWORD_CHANGES_IN_FLIGHT_MAX,
                 PASSWORD_CHANGES_WAITING_MAX,
                 1,
+            ),
+            profile_updates: ReadGate::new(
+                PROFILE_UPDATES_IN_FLIGHT_MAX,
+                PROFILE_UPDATES_WAITING_MAX,
+                PROFILE_UPDATES_PER_CONN_MAX,
             ),
             logins: LoginQueue::new(logins_waiting_max, logins_in_flight_max),
             backups,

@@ -284,3 +284,42 @@ async fn search_pages_by_cursor_and_is_rate_limited() {
         ErrorCode::RateLimited
     );
 }
+
+#[tokio::test]
+async fn profile_updates_are_limited_per_user_and_others_are_answered_meanwhile() {
+    let server = TestServer::start(&[("CONTACTS__PROFILE_UPDATES_PER_MIN_MAX", "3")]);
+    let (mut a, alice) = server.user("alice").await;
+    let (mut a2, _) = server.device("alice", "alice-dev2").await;
+    let (mut b, bob) = server.user("bob").await;
+    let bio = |text: &str| v1::UpdateProfile {
+        bio: Some(text.into()),
+        ..Default::default()
+    };
+    // The budget is per clock minute: start well inside one, so that the refusals below are
+    // not passed by a fresh minute.
+    common::clock::inside_one_clock_minute(std::time::Duration::from_secs(10)).await;
+    for i in 0..3 {
+        assert_eq!(
+            profile(update(&mut a, bio(&i.to_string())).await).bio,
+            i.to_string()
+        );
+    }
+    let e = error(update(&mut a, bio("too many")).await);
+    assert_eq!(e.code(), ErrorCode::RateLimited);
+    assert!(
+        e.retry_after_ms > 0 && e.retry_after_ms <= 60_000,
+        "{}",
+        e.retry_after_ms
+    );
+    // The budget is the user's, whichever device asks.
+    assert_eq!(
+        code(update(&mut a2, bio("other device")).await),
+        ErrorCode::RateLimited
+    );
+    // Meanwhile another user's update and everyone's reads are answered, and the refused
+    // updates changed nothing.
+    assert_eq!(profile(update(&mut b, bio("bob's")).await).bio, "bob's");
+    let seen = profiles(&mut b, &[alice.user_id]).await;
+    assert_eq!(seen[0].bio, "2");
+    assert_eq!(profiles(&mut a, &[bob.user_id]).await[0].bio, "bob's");
+}

@@ -55,6 +55,8 @@ pub struct ContactsConfig {
     pub profiles_per_request_max: usize,
     /// Profiles one user may fetch per minute (GetProfiles, counted per id).
     pub profiles_per_min_max: u32,
+    /// Profile updates one user may make per minute (UpdateProfile; each is a durable write).
+    pub profile_updates_per_min_max: u32,
 }
 
 impl Default for ContactsConfig {
@@ -77,6 +79,7 @@ impl Default for ContactsConfig {
             searches_per_min_max: 30,
             profiles_per_request_max: 100,
             profiles_per_min_max: 3_000,
+            profile_updates_per_min_max: 30,
         }
     }
 }
@@ -153,6 +156,12 @@ impl ContactsConfig {
             u64::from(self.profiles_per_min_max),
             1,
             100_000_000,
+        );
+        range(
+            "profile_updates_per_min_max",
+            u64::from(self.profile_updates_per_min_max),
+            1,
+            1_000_000,
         );
         out
     }

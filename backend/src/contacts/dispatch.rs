@@ -1,5 +1,7 @@
-//! A logged-in client's contacts reads and profile updates: on the read pool, bounded like the
-//! other reads.
+//! A logged-in client's contacts reads and profile updates: reads on the read pool, bounded
+//! like the other reads; a profile update (a durable write of its own) is counted against the
+//! user's budget first, then runs through a small gate of its own, so that updates never hold
+//! the places everyone's Sync and History wait for.
 
 use std::sync::Arc;
 
@@ -19,7 +21,18 @@ impl Backend {
         request_id: u64,
         query: ContactQuery,
     ) {
-        let Some(ticket) = self.read_ticket(conn, request_id).await else {
+        let ticket = if let ContactQuery::UpdateProfile(_) = &query {
+            if let Err(refusal) = self.contacts.admit_update(user) {
+                self.refuse(conn, request_id, refusal).await;
+                return;
+            }
+            let gate = &self.profile_updates;
+            self.gate_ticket(gate, "profile updates", conn, request_id)
+                .await
+        } else {
+            self.read_ticket(conn, request_id).await
+        };
+        let Some(ticket) = ticket else {
             return;
         };
         let this = Arc::clone(self);

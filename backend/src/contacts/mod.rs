@@ -32,7 +32,7 @@ pub use config::{ContactsConfig, DmPolicyName};
 
 use crate::accounts::Refusal;
 use crate::per_user_rate::PerUserRate;
-use crate::store::DmPolicy;
+use crate::store::{DmPolicy, UserId};
 
 /// Stripes of the profile-update lock: updates of different users rarely wait for each other.
 const PROFILE_WRITE_STRIPES: usize = 64;
@@ -42,6 +42,7 @@ pub(crate) struct Contacts {
     config: ContactsConfig,
     search_rate: PerUserRate,
     profile_rate: PerUserRate,
+    profile_update_rate: PerUserRate,
     profile_writes: Vec<Mutex<()>>,
 }
 
@@ -50,6 +51,10 @@ impl Contacts {
         Self {
             search_rate: PerUserRate::new(config.searches_per_min_max, "searches"),
             profile_rate: PerUserRate::new(config.profiles_per_min_max, "profile lookups"),
+            profile_update_rate: PerUserRate::new(
+                config.profile_updates_per_min_max,
+                "profile updates",
+            ),
             profile_writes: (0..PROFILE_WRITE_STRIPES).map(|_| Mutex::new(())).collect(),
             config,
         }
@@ -61,6 +66,14 @@ impl Contacts {
             .set_per_min_max(config.searches_per_min_max);
         self.profile_rate
             .set_per_min_max(config.profiles_per_min_max);
+        self.profile_update_rate
+            .set_per_min_max(config.profile_updates_per_min_max);
+    }
+
+    /// Takes one profile update from `user`'s budget of this minute, or says when to retry:
+    /// asked before the update waits for its gate, so a refused one costs no place.
+    pub(crate) fn admit_update(&self, user: UserId) -> Result<(), Refusal> {
+        self.profile_update_rate.take(user, 1)
     }
 }
 

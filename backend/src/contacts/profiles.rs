@@ -1,5 +1,6 @@
-//! Profiles as others see them, who may see whom, profile updates, and search. Runs on the read
-//! pool (blocking threads), from the store's committed state.
+//! Profiles as others see them, who may see whom, profile updates, and search. Runs on
+//! blocking threads, from the store's committed state: reads through the read pool, updates
+//! through a gate of their own (`dispatch.rs`).
 
 use ringchat_proto::v1::{self, ErrorCode, FriendState, search_users};
 
@@ -7,8 +8,8 @@ use super::{Contacts, wire_policy};
 use crate::accounts::Refusal;
 use crate::messaging::operator::OperatorWriteError;
 use crate::store::{
-    AccountStore, ContactStore, ConvId, Ports, RelationKey, RelationKind, StoreError, UserId,
-    username_key,
+    AccountStore, ContactStore, ConvId, Ports, ProfileRecord, RelationKey, RelationKind,
+    StoreError, UserId, username_key,
 };
 
 /// Longest username prefix (a username's longest).
@@ -18,6 +19,31 @@ const PREFIX_CHARS_MAX: usize = crate::accounts::USERNAME_CHARS_MAX;
 const SEARCH_SCAN_MAX: usize = 1_000;
 /// Entries read from the index at a time.
 const SEARCH_SCAN_BATCH: usize = 100;
+
+/// Reads and conditional writes of one profile update before it gives up: each lost round
+/// means another node wrote the same user's profile between the read and the write.
+const PROFILE_WRITE_ROUNDS_MAX: usize = 8;
+/// The base of `retry_after_ms` for an update that lost every round.
+const PROFILE_WRITE_RETRY_AFTER_MS: u64 = 100;
+
+/// Sets the fields `req` sets, onto `record`.
+fn apply_update(req: &v1::UpdateProfile, record: &mut ProfileRecord) {
+    if let Some(v) = &req.nickname {
+        record.nickname.clone_from(v);
+    }
+    if let Some(v) = &req.avatar_url {
+        record.avatar_url.clone_from(v);
+    }
+    if let Some(v) = &req.bio {
+        record.bio.clone_from(v);
+    }
+    if let Some(v) = req.searchable {
+        record.searchable = Some(v);
+    }
+    if let Some(v) = req.hide_last_seen {
+        record.hide_last_seen = v;
+    }
+}
 
 /// A user's public profile with no relation filled in; `None` if there is no such user.
 pub(crate) fn base_profile(
@@ -187,8 +213,9 @@ impl Contacts {
             .ok_or_else(|| Refusal::new(ErrorCode::UserNotFound, "no such user"))
     }
 
-    /// Validates `req` and writes the fields it sets (an operator's edit too, `admin/users/`).
-    /// A failed write may have landed (`OperatorWriteError::store_write`).
+    /// Validates `req` and writes the fields it sets (an operator's edit too, `admin/users/`):
+    /// the one rule for changing a profile. A failed write may have landed
+    /// (`OperatorWriteError::store_write`).
     pub(crate) fn write_profile(
         &self,
         ports: &Ports,
@@ -198,33 +225,34 @@ impl Contacts {
     ) -> Result<(), OperatorWriteError> {
         self.validate_profile(req)
             .map_err(OperatorWriteError::NotQueued)?;
-        // Read, change, write: one writer per user at a time, so two devices' updates of
-        // different fields both land.
+        // Read, change, write back only if the row is still the one read: the lock keeps this
+        // node's writers of one user in line, the store's check catches another node's.
         let _writing = self.profile_lock(user);
-        let mut record = (ports.contacts.profile(user))
-            .map_err(|e| OperatorWriteError::NotQueued(Refusal::from(e)))?
-            .unwrap_or_default();
-        let before = record.clone();
-        if let Some(v) = &req.nickname {
-            record.nickname.clone_from(v);
-        }
-        if let Some(v) = &req.avatar_url {
-            record.avatar_url.clone_from(v);
-        }
-        if let Some(v) = &req.bio {
-            record.bio.clone_from(v);
-        }
-        if let Some(v) = req.searchable {
-            record.searchable = Some(v);
-        }
-        if let Some(v) = req.hide_last_seen {
-            record.hide_last_seen = v;
-        }
-        if record != before {
+        for _ in 0..PROFILE_WRITE_ROUNDS_MAX {
+            let stored = (ports.contacts.profile(user))
+                .map_err(|e| OperatorWriteError::NotQueued(Refusal::from(e)))?;
+            let before = stored.clone().unwrap_or_default();
+            let mut record = before.clone();
+            apply_update(req, &mut record);
+            if record == before {
+                return Ok(());
+            }
             record.updated_ms = now_ms;
-            (ports.contacts.put_profile(user, &record)).map_err(OperatorWriteError::store_write)?;
+            let written = ports
+                .contacts
+                .put_profile_if(user, stored.as_ref(), &record)
+                .map_err(OperatorWriteError::store_write)?;
+            if written {
+                return Ok(());
+            }
         }
-        Ok(())
+        // Each lost round is another writer's update landing first: nothing of this one did.
+        Err(OperatorWriteError::NotQueued(Refusal::busy(
+            format!(
+                "the profile changed {PROFILE_WRITE_ROUNDS_MAX} times while it was written, retry"
+            ),
+            PROFILE_WRITE_RETRY_AFTER_MS,
+        )))
     }
 
     fn validate_profile(&self, req: &v1::UpdateProfile) -> Result<(), Refusal> {
@@ -398,7 +426,101 @@ mod tests {
     use super::*;
     use crate::config::Durability;
     use crate::contacts::ContactsConfig;
-    use crate::store::{FjallStore, ProfileRecord};
+    use crate::store::{AccountStore, FjallStore};
+
+    /// Another node's profile write landing between this node's read and write: the first
+    /// read of `user`'s profile answers the row as it was, then the other node's row is stored.
+    struct OtherNodeWrites {
+        inner: Arc<FjallStore>,
+        theirs: std::sync::Mutex<Option<(UserId, ProfileRecord)>>,
+    }
+
+    impl ContactStore for OtherNodeWrites {
+        fn relation(
+            &self,
+            key: RelationKey,
+        ) -> Result<Option<crate::store::RelationRecord>, StoreError> {
+            self.inner.relation(key)
+        }
+        fn relations(
+            &self,
+            owner: UserId,
+            kind: RelationKind,
+            after: UserId,
+            limit: usize,
+        ) -> Result<Vec<(UserId, crate::store::RelationRecord)>, StoreError> {
+            self.inner.relations(owner, kind, after, limit)
+        }
+        fn contact_summary(
+            &self,
+            user: UserId,
+        ) -> Result<Option<crate::store::ContactSummary>, StoreError> {
+            self.inner.contact_summary(user)
+        }
+        fn profile(&self, user: UserId) -> Result<Option<ProfileRecord>, StoreError> {
+            let read = self.inner.profile(user)?;
+            if let Some((u, theirs)) = self.theirs.lock().unwrap().take() {
+                assert_eq!(u, user);
+                self.inner.put_profile(user, &theirs)?;
+            }
+            Ok(read)
+        }
+        fn put_profile(&self, user: UserId, profile: &ProfileRecord) -> Result<(), StoreError> {
+            self.inner.put_profile(user, profile)
+        }
+        fn put_profile_if(
+            &self,
+            user: UserId,
+            expected: Option<&ProfileRecord>,
+            profile: &ProfileRecord,
+        ) -> Result<bool, StoreError> {
+            self.inner.put_profile_if(user, expected, profile)
+        }
+        fn usernames_with_prefix(
+            &self,
+            prefix: &str,
+            after: &str,
+            limit: usize,
+        ) -> Result<Vec<(String, UserId)>, StoreError> {
+            self.inner.usernames_with_prefix(prefix, after, limit)
+        }
+    }
+
+    #[test]
+    fn an_update_made_from_a_row_another_node_changed_is_applied_onto_theirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(FjallStore::open(dir.path(), Durability::None).unwrap());
+        let user = store.create_user("alice", "x", "", 1).unwrap().user_id;
+        let first = ProfileRecord {
+            bio: "old".into(),
+            updated_ms: 5,
+            ..ProfileRecord::default()
+        };
+        store.put_profile(user, &first).unwrap();
+        // Device 1, on another node, hides the user while device 2's bio edit is in flight.
+        let hidden = ProfileRecord {
+            searchable: Some(false),
+            updated_ms: 7,
+            ..first
+        };
+        let mut ports = Ports::of(Arc::clone(&store));
+        ports.contacts = Arc::new(OtherNodeWrites {
+            inner: Arc::clone(&store),
+            theirs: std::sync::Mutex::new(Some((user, hidden))),
+        });
+        let contacts = Contacts::new(ContactsConfig::default());
+        let edit = v1::UpdateProfile {
+            bio: Some("new".into()),
+            ..v1::UpdateProfile::default()
+        };
+        contacts.write_profile(&ports, user, &edit, 9).unwrap();
+        let stored = store.profile(user).unwrap().unwrap();
+        assert_eq!(
+            (stored.bio.as_str(), stored.searchable, stored.updated_ms),
+            ("new", Some(false), 9),
+            "both changes hold"
+        );
+    }
 
     #[test]
     fn a_search_cursor_never_names_a_hidden_user() {

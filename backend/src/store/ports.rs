@@ -238,8 +238,20 @@ pub trait ContactStore: Send + Sync + 'static {
     ) -> Result<Vec<(UserId, RelationRecord)>, StoreError>;
     fn contact_summary(&self, user: UserId) -> Result<Option<ContactSummary>, StoreError>;
     fn profile(&self, user: UserId) -> Result<Option<ProfileRecord>, StoreError>;
-    /// Replaces a profile, durably, in a write of its own.
+    /// Replaces a profile, durably, in a write of its own, whatever is stored (a restore, a
+    /// test). A profile update goes through [`Self::put_profile_if`].
     fn put_profile(&self, user: UserId, profile: &ProfileRecord) -> Result<(), StoreError>;
+    /// Replaces a profile, durably, only if the stored one is still `expected` (`None`: no
+    /// profile is stored), as one atomic step; `Ok(false)` and nothing written if it is not.
+    /// An update reads the row, changes the fields it sets and writes the whole row back: in a
+    /// cluster another node may have written the row in between, and a plain write would put
+    /// back what that one changed (a `searchable: false` undone by a bio edit).
+    fn put_profile_if(
+        &self,
+        user: UserId,
+        expected: Option<&ProfileRecord>,
+        profile: &ProfileRecord,
+    ) -> Result<bool, StoreError>;
     /// Up to `limit` entries `(case-folded username, user)` of the username index that start
     /// with `prefix` (case-folded by the caller) and sort after `after`, ascending.
     fn usernames_with_prefix(

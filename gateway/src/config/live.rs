@@ -52,6 +52,7 @@ live_keys! {
     login.failure_window_s,
     contacts.searches_per_min_max,
     contacts.profiles_per_min_max,
+    contacts.profile_updates_per_min_max,
     // The log pipeline's filter, through the hook the binary sets.
     log.filter,
 }

@@ -395,6 +395,64 @@ pub(crate) fn profiles_are_replaced_whole_and_survive_reopen<A: Adapter>() {
     assert_eq!(store.profile(BOB).unwrap(), None);
 }
 
+/// Two writers read the same profile and each writes the whole row back with its own change
+/// (two devices on two nodes): the second write was made from a row that is no longer stored,
+/// so it is refused, and the writer's next try, from the row it reads again, lands.
+pub(crate) fn a_profile_write_from_a_stale_read_is_refused<A: Adapter>() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = A::open(dir.path());
+    let first = ProfileRecord {
+        nickname: "alice".into(),
+        updated_ms: 10,
+        ..ProfileRecord::default()
+    };
+    // Only where there is none, for the first write.
+    assert!(store.put_profile_if(ALICE, None, &first).unwrap());
+    assert!(!store.put_profile_if(ALICE, None, &first).unwrap());
+    let read = store.profile(ALICE).unwrap();
+    assert_eq!(read.as_ref(), Some(&first));
+    let hidden = ProfileRecord {
+        searchable: Some(false),
+        updated_ms: 20,
+        ..first.clone()
+    };
+    assert!(store.put_profile_if(ALICE, read.as_ref(), &hidden).unwrap());
+    // The other writer's change, made from the same read, would put `searchable` back.
+    let stale = ProfileRecord {
+        bio: "hello".into(),
+        updated_ms: 21,
+        ..first.clone()
+    };
+    assert!(!store.put_profile_if(ALICE, read.as_ref(), &stale).unwrap());
+    assert_eq!(store.profile(ALICE).unwrap().as_ref(), Some(&hidden));
+    // A row that differs in one field only is not the one read either.
+    let other_time = ProfileRecord {
+        updated_ms: 19,
+        ..hidden.clone()
+    };
+    assert!(
+        !store
+            .put_profile_if(ALICE, Some(&other_time), &stale)
+            .unwrap()
+    );
+    // Read again, the change applied onto what is stored: both changes hold.
+    let fresh = store.profile(ALICE).unwrap();
+    let both = ProfileRecord {
+        bio: "hello".into(),
+        updated_ms: 21,
+        ..hidden.clone()
+    };
+    assert!(store.put_profile_if(ALICE, fresh.as_ref(), &both).unwrap());
+    // Another user's row is their own.
+    assert!(!store.put_profile_if(BOB, Some(&both), &first).unwrap());
+    assert_eq!(store.profile(BOB).unwrap(), None);
+    let store = reopen::<A>(store, dir.path());
+    assert_eq!(store.profile(ALICE).unwrap(), Some(both.clone()));
+    assert!(!store.put_profile_if(ALICE, Some(&hidden), &first).unwrap());
+    assert!(store.put_profile_if(ALICE, Some(&both), &first).unwrap());
+    assert_eq!(store.profile(ALICE).unwrap(), Some(first));
+}
+
 pub(crate) fn usernames_are_listed_by_case_folded_prefix_and_paged<A: Adapter>() {
     let dir = tempfile::tempdir().unwrap();
     let store = A::open(dir.path());

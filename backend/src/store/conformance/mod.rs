@@ -122,6 +122,7 @@ macro_rules! conformance_suite {
             summary_changes_from_one_read_both_count,
             contacts_and_messages_of_one_group_are_visible_together,
             profiles_are_replaced_whole_and_survive_reopen,
+            a_profile_write_from_a_stale_read_is_refused,
             usernames_are_listed_by_case_folded_prefix_and_paged,
             groups_members_and_user_groups_round_trip_and_page,
             a_users_groups_are_listed_in_id_order_and_paged,

@@ -120,6 +120,27 @@ impl ContactStore for FjallStore {
         self.persist()
     }
 
+    /// Compared and written under the write lock, which every write of the store holds.
+    fn put_profile_if(
+        &self,
+        user: UserId,
+        expected: Option<&ProfileRecord>,
+        profile: &ProfileRecord,
+    ) -> Result<bool, StoreError> {
+        let _writing = self.write_lock();
+        self.writable()?;
+        let stored: Option<ProfileRecord> = self.get(&self.profiles, user.to_be_bytes())?;
+        if stored.as_ref() != expected {
+            return Ok(false);
+        }
+        self.written(
+            self.insert(&self.profiles, user.to_be_bytes(), encode(profile))
+                .map_err(StoreError::from),
+        )?;
+        self.persist()?;
+        Ok(true)
+    }
+
     fn usernames_with_prefix(
         &self,
         prefix: &str,

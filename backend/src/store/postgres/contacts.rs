@@ -316,6 +316,55 @@ impl ContactStore for PgStore {
         Ok(())
     }
 
+    /// One statement: an insert that does nothing over a stored row, or an UPDATE whose
+    /// WHERE is the whole expected row (the row lock orders it after a concurrent one, which
+    /// it then no longer matches).
+    fn put_profile_if(
+        &self,
+        user: UserId,
+        expected: Option<&ProfileRecord>,
+        p: &ProfileRecord,
+    ) -> Result<bool, StoreError> {
+        let changed = match expected {
+            None => self.execute(
+                "INSERT INTO profiles (user_id, nickname, avatar_url, bio, searchable, \
+                 updated_ms, hide_last_seen) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (user_id) DO NOTHING",
+                &[
+                    &i(user),
+                    &p.nickname,
+                    &p.avatar_url,
+                    &p.bio,
+                    &p.searchable,
+                    &i(p.updated_ms),
+                    &p.hide_last_seen,
+                ],
+            )?,
+            Some(e) => self.execute(
+                "UPDATE profiles SET nickname = $2, avatar_url = $3, bio = $4, searchable = $5, \
+                 updated_ms = $6, hide_last_seen = $7 WHERE user_id = $1 AND nickname = $8 \
+                 AND avatar_url = $9 AND bio = $10 AND searchable IS NOT DISTINCT FROM $11 \
+                 AND updated_ms = $12 AND hide_last_seen = $13",
+                &[
+                    &i(user),
+                    &p.nickname,
+                    &p.avatar_url,
+                    &p.bio,
+                    &p.searchable,
+                    &i(p.updated_ms),
+                    &p.hide_last_seen,
+                    &e.nickname,
+                    &e.avatar_url,
+                    &e.bio,
+                    &e.searchable,
+                    &i(e.updated_ms),
+                    &e.hide_last_seen,
+                ],
+            )?,
+        };
+        Ok(changed == 1)
+    }
+
     fn usernames_with_prefix(
         &self,
         prefix: &str,

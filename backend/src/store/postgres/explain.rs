@@ -221,6 +221,14 @@ fn call_every_port(s: &PgStore) {
     s.contact_summary(alice).unwrap();
     s.profile(alice).unwrap();
     s.put_profile(alice, &ProfileRecord::default()).unwrap();
+    s.put_profile_if(alice, None, &ProfileRecord::default())
+        .unwrap();
+    s.put_profile_if(
+        alice,
+        Some(&ProfileRecord::default()),
+        &ProfileRecord::default(),
+    )
+    .unwrap();
     s.usernames_with_prefix("user1", "", 20).unwrap();
     s.usernames_with_prefix("user1", "user15", 20).unwrap();
     s.group(group).unwrap();

@@ -108,6 +108,26 @@ impl ContactStore for ScyllaStore {
             .map(drop)
     }
 
+    /// LWTs (`IF NOT EXISTS`, `IF record = ?`): compare and write in one step, as the push
+    /// tokens' puts are. A plain write and an LWT on one row carry timestamps of different
+    /// clocks, so [`Self::put_profile`] is for restores, not beside these.
+    fn put_profile_if(
+        &self,
+        user: UserId,
+        expected: Option<&ProfileRecord>,
+        profile: &ProfileRecord,
+    ) -> Result<bool, StoreError> {
+        self.writable()?;
+        let data = codec::blob(profile);
+        let done = match expected {
+            None => self.run(self.lwt(&self.st.profile_put_new, (i(user), data)))?,
+            Some(e) => {
+                self.run(self.lwt(&self.st.profile_put_over, (data, i(user), codec::blob(e))))?
+            }
+        };
+        Ok(done.applied)
+    }
+
     /// An empty prefix lists nothing: the index is partitioned by first character, and a
     /// search always names one.
     fn usernames_with_prefix(

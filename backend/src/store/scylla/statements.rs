@@ -195,6 +195,8 @@ statements! {
     summary_get: Idempotent, "SELECT record FROM contact_summaries WHERE user_id = ?";
     profile_put: Idempotent, "INSERT INTO profiles (user_id, record) VALUES (?, ?)";
     profile_get: Idempotent, "SELECT record FROM profiles WHERE user_id = ?";
+    profile_put_new: Lwt, "INSERT INTO profiles (user_id, record) VALUES (?, ?) IF NOT EXISTS";
+    profile_put_over: Lwt, "UPDATE profiles SET record = ? WHERE user_id = ? IF record = ?";
 
     // ---- groups
     group_put: Idempotent, "INSERT INTO groups (id_bucket, group_id, record) VALUES (?, ?, ?)";

@@ -35,6 +35,14 @@ impl<S: ContactStore> ContactStore for TailCached<S> {
     fn put_profile(&self, user: UserId, profile: &ProfileRecord) -> Result<(), StoreError> {
         self.inner.put_profile(user, profile)
     }
+    fn put_profile_if(
+        &self,
+        user: UserId,
+        expected: Option<&ProfileRecord>,
+        profile: &ProfileRecord,
+    ) -> Result<bool, StoreError> {
+        self.inner.put_profile_if(user, expected, profile)
+    }
     fn usernames_with_prefix(
         &self,
         prefix: &str,
