@@ -6,8 +6,10 @@
 //! each count alone can be got round: in memory per user (a revoked invite still counts), and
 //! from the stored invites created in the last day (a restart does not reset it).
 //!
-//! A user's invites are found by walking the stored ones newest first (bounded by
-//! `accounts.invites_max`; the issue checks stop at the first invite older than a day).
+//! A user's invites are read through the store's index by issuer, newest first
+//! (`AccountAdminStore::invites_of_issuer_before`): a page of ListInvites, or the day's count
+//! of CreateInvite (which stops at the first invite older than a day), costs the user's own
+//! invites, never a walk of every stored one.
 
 use std::sync::Arc;
 
@@ -24,8 +26,8 @@ use crate::store::{AccountAdminStore, InviteRecord, StoreError, UserId};
 use crate::time::now_ms;
 
 const DAY_MS: u64 = 24 * 3600 * 1000;
-/// Invites read from the store at a time while walking.
-const WALK_CHUNK: usize = 256;
+/// A user's invites read from the store at a time while counting their day's.
+const DAY_CHUNK: usize = 64;
 /// How long to wait when the server holds `accounts.invites_max` usable invites (the base:
 /// jittered up to twice it).
 const FULL_RETRY_MS: u64 = 60_000;
@@ -83,47 +85,43 @@ fn wire(r: &InviteRecord, now: u64) -> v1::Invite {
     }
 }
 
-/// Hands the stored invites with an id below `before`, newest first, to `visit` until it
-/// answers false or none are left.
-pub(crate) fn walk(
-    store: &dyn AccountAdminStore,
-    mut before: u64,
-    mut visit: impl FnMut(InviteRecord) -> bool,
-) -> Result<(), StoreError> {
-    loop {
-        let rows = store.invites_before(before, WALK_CHUNK)?;
-        let full = rows.len() == WALK_CHUNK;
-        for r in rows {
-            before = r.id;
-            if !visit(r) {
-                return Ok(());
-            }
-        }
-        if !full {
-            return Ok(());
-        }
-    }
-}
-
 /// How many stored invites `issuer` created in the day before `now`, and the oldest one's time.
 fn issued_in_a_day(
     store: &dyn AccountAdminStore,
     issuer: &str,
     now: u64,
 ) -> Result<(u32, u64), StoreError> {
-    let (mut count, mut oldest) = (0u32, now);
-    walk(store, u64::MAX, |r| {
-        // Ids follow creation: everything further is older still.
-        if r.created_ms.saturating_add(DAY_MS) <= now {
-            return false;
-        }
-        if r.issuer == issuer {
+    let (mut count, mut oldest, mut before) = (0u32, now, u64::MAX);
+    loop {
+        let rows = store.invites_of_issuer_before(issuer, before, DAY_CHUNK)?;
+        let full = rows.len() == DAY_CHUNK;
+        for r in rows {
+            // Ids follow creation: everything further is older still.
+            if r.created_ms.saturating_add(DAY_MS) <= now {
+                return Ok((count, oldest));
+            }
             count += 1;
             oldest = oldest.min(r.created_ms);
+            before = r.id;
         }
-        true
-    })?;
-    Ok((count, oldest))
+        if !full {
+            return Ok((count, oldest));
+        }
+    }
+}
+
+/// Up to `limit` of `issuer`'s invites below `before`, newest first, and whether more follow.
+fn own_page(
+    store: &dyn AccountAdminStore,
+    issuer: &str,
+    before: u64,
+    limit: usize,
+) -> Result<(Vec<InviteRecord>, bool), StoreError> {
+    // One more than the page: whether there is a next one.
+    let mut own = store.invites_of_issuer_before(issuer, before, limit.saturating_add(1))?;
+    let more = own.len() > limit;
+    own.truncate(limit);
+    Ok((own, more))
 }
 
 impl Accounts {
@@ -208,19 +206,7 @@ impl Accounts {
             req.before_id
         };
         let store = Arc::clone(&self.admin_store);
-        let mut own = blocking(move || {
-            let (me, mut own) = (issuer(user), Vec::new());
-            walk(&*store, before, |r| {
-                if r.issuer == me {
-                    own.push(r);
-                }
-                own.len() <= limit
-            })?;
-            Ok(own)
-        })
-        .await?;
-        let more = own.len() > limit;
-        own.truncate(limit);
+        let (own, more) = blocking(move || own_page(&*store, &issuer(user), before, limit)).await?;
         let now = now_ms();
         Ok(v1::InviteList {
             next_before_id: if more {
@@ -294,11 +280,83 @@ impl Backend {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use super::*;
     use crate::config::Durability;
-    use crate::store::FjallStore;
+    use crate::store::{AccountFlags, FjallStore, InviteTake, UserRecord};
 
-    fn put(store: &FjallStore, code: u16, issuer: &str, created_ms: u64) -> u64 {
+    /// The store, counting the invite records its listings hand out.
+    struct Counting {
+        inner: FjallStore,
+        read: AtomicUsize,
+    }
+
+    impl Counting {
+        fn counted(
+            &self,
+            rows: Result<Vec<InviteRecord>, StoreError>,
+        ) -> Result<Vec<InviteRecord>, StoreError> {
+            if let Ok(rows) = &rows {
+                self.read.fetch_add(rows.len(), Ordering::Relaxed);
+            }
+            rows
+        }
+
+        fn take_read(&self) -> usize {
+            self.read.swap(0, Ordering::Relaxed)
+        }
+    }
+
+    impl AccountAdminStore for Counting {
+        fn user_flags(&self, user: UserId) -> Result<Option<AccountFlags>, StoreError> {
+            self.inner.user_flags(user)
+        }
+        fn set_user_flags(
+            &self,
+            user: UserId,
+            flags: Option<&AccountFlags>,
+        ) -> Result<bool, StoreError> {
+            self.inner.set_user_flags(user, flags)
+        }
+        fn users_after(&self, after: UserId, limit: usize) -> Result<Vec<UserRecord>, StoreError> {
+            self.inner.users_after(after, limit)
+        }
+        fn put_invite(
+            &self,
+            invite: &InviteRecord,
+            invites_max: usize,
+            now_ms: u64,
+        ) -> Result<Option<u64>, StoreError> {
+            self.inner.put_invite(invite, invites_max, now_ms)
+        }
+        fn take_invite(&self, code_hash: &[u8; 32], now_ms: u64) -> Result<InviteTake, StoreError> {
+            self.inner.take_invite(code_hash, now_ms)
+        }
+        fn return_invite(&self, id: u64) -> Result<(), StoreError> {
+            self.inner.return_invite(id)
+        }
+        fn invites_before(
+            &self,
+            before: u64,
+            limit: usize,
+        ) -> Result<Vec<InviteRecord>, StoreError> {
+            self.counted(self.inner.invites_before(before, limit))
+        }
+        fn invites_of_issuer_before(
+            &self,
+            issuer: &str,
+            before: u64,
+            limit: usize,
+        ) -> Result<Vec<InviteRecord>, StoreError> {
+            self.counted(self.inner.invites_of_issuer_before(issuer, before, limit))
+        }
+        fn remove_invite(&self, id: u64) -> Result<bool, StoreError> {
+            self.inner.remove_invite(id)
+        }
+    }
+
+    fn put(store: &Counting, code: u16, issuer: &str, created_ms: u64) -> u64 {
         let mut code_hash = [0u8; 32];
         code_hash[..2].copy_from_slice(&code.to_be_bytes());
         let record = InviteRecord {
@@ -317,35 +375,54 @@ mod tests {
             .unwrap()
     }
 
+    /// The day's count and a page of ListInvites read the user's own invites (across chunks),
+    /// not the others' stored around them.
     #[test]
-    fn a_users_invites_are_found_across_chunks_and_a_day_counts_back_from_now() {
+    fn a_users_day_and_pages_read_only_their_own_invites() {
         let dir = tempfile::tempdir().unwrap();
-        let store = FjallStore::open(dir.path(), Durability::None).unwrap();
+        let store = Counting {
+            inner: FjallStore::open(dir.path(), Durability::None).unwrap(),
+            read: AtomicUsize::new(0),
+        };
         let now = 10 * DAY_MS;
-        // Two days ago, then a day's worth mostly from others (more than one chunk).
+        // Two days ago, then a day's worth: two chunks and more of the user's, among many
+        // more of others'.
         let old = put(&store, 0, "user:7", now - 2 * DAY_MS);
         let mut mine = vec![old];
-        for i in 1..=(WALK_CHUNK as u16 * 2 + 10) {
-            let issuer = if i % 100 == 0 { "user:7" } else { "admin:root" };
+        let today = DAY_CHUNK as u16 * 2 + 5;
+        for i in 1..=today * 4 {
+            let issuer = if i % 4 == 0 { "user:7" } else { "admin:root" };
             let id = put(&store, i, issuer, now - DAY_MS + 1 + u64::from(i));
             if issuer == "user:7" {
                 mine.push(id);
             }
         }
+        store.take_read();
         assert_eq!(
             issued_in_a_day(&store, "user:7", now).unwrap(),
-            (5, now - DAY_MS + 101),
-            "today's five, not the one from two days ago"
+            (u32::from(today), now - DAY_MS + 5),
+            "today's, not the one from two days ago"
         );
-        let mut found = Vec::new();
-        walk(&store, u64::MAX, |r| {
-            if r.issuer == "user:7" {
-                found.push(r.id);
-            }
-            true
-        })
-        .unwrap();
+        let read = store.take_read();
+        assert!(
+            read <= mine.len(),
+            "{read} invites read to count {today} of the user's"
+        );
         mine.reverse();
-        assert_eq!(found, mine, "newest first, across chunks");
+        let (page, more) = own_page(&store, "user:7", u64::MAX, 10).unwrap();
+        assert!(more);
+        assert_eq!(page.iter().map(|r| r.id).collect::<Vec<_>>(), mine[..10]);
+        assert_eq!(store.take_read(), 11, "a page and one more");
+        let (page, more) = own_page(&store, "user:7", mine[mine.len() - 3], 10).unwrap();
+        assert!(!more, "the last page");
+        assert_eq!(
+            page.iter().map(|r| r.id).collect::<Vec<_>>(),
+            mine[mine.len() - 2..]
+        );
+        assert!(store.take_read() <= 2);
+        assert_eq!(
+            own_page(&store, "user:8", u64::MAX, 10).unwrap(),
+            (vec![], false)
+        );
     }
 }

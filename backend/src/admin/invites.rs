@@ -19,7 +19,6 @@ use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, ErrorBody};
 use super::page::{self, Page};
 use super::{Admin, operator_write};
 use crate::accounts::Refusal;
-use crate::accounts::user_invites::walk;
 use crate::store::InviteRecord;
 use crate::time::now_ms;
 
@@ -192,18 +191,8 @@ async fn list_invites(
     let store = Arc::clone(&admin.backend.ports.account_admin);
     let mut rows = tokio::task::spawn_blocking(move || match issuer {
         None => store.invites_before(before, limit + 1),
-        // Read newest first until the page is full: the stored invites are bounded by
-        // `accounts.invites_max`, so is the walk.
-        Some(issuer) => {
-            let mut rows = Vec::new();
-            walk(&*store, before, |r| {
-                if r.issuer == issuer {
-                    rows.push(r);
-                }
-                rows.len() <= limit
-            })?;
-            Ok(rows)
-        }
+        // Through the store's index by issuer: the page, not every stored invite.
+        Some(issuer) => store.invites_of_issuer_before(&issuer, before, limit + 1),
     })
     .await??;
     let more = rows.len() > limit;

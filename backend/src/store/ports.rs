@@ -362,6 +362,14 @@ pub trait AccountAdminStore: Send + Sync + 'static {
     fn return_invite(&self, id: u64) -> Result<(), StoreError>;
     /// Up to `limit` invites with an id below `before`, newest first.
     fn invites_before(&self, before: u64, limit: usize) -> Result<Vec<InviteRecord>, StoreError>;
+    /// Up to `limit` invites of `issuer` with an id below `before`, newest first: read through
+    /// an index by (issuer, id), so a page costs the issuer's invites, not every stored one.
+    fn invites_of_issuer_before(
+        &self,
+        issuer: &str,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<InviteRecord>, StoreError>;
     /// Removes an invite (revoked); `Ok(false)` when there is none with this id.
     fn remove_invite(&self, id: u64) -> Result<bool, StoreError>;
 }

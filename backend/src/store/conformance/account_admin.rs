@@ -146,6 +146,72 @@ pub(crate) fn invites_are_bounded_and_unusable_ones_make_room<A: Adapter>() {
     assert_eq!(store.take_invite(&[1; 32], 5).unwrap(), InviteTake::Refused);
 }
 
+pub(crate) fn invites_are_listed_by_issuer_newest_first_and_paged<A: Adapter>() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = A::open(dir.path());
+    // Three issuers interleaved, one a prefix of another: ids 1..=9 go a, b, c, a, b, c, …
+    let (a, b, c) = ("user:7", "admin:root", "user:70");
+    for code in 1..=9u8 {
+        let issuer = [a, b, c][usize::from(code - 1) % 3];
+        let put = InviteRecord {
+            issuer: issuer.into(),
+            ..invite(code, 1, 1_000)
+        };
+        assert_eq!(
+            store.put_invite(&put, 100, 5).unwrap(),
+            Some(u64::from(code))
+        );
+    }
+    let ids = |store: &A::Store, issuer: &str, before: u64, limit: usize| {
+        store
+            .invites_of_issuer_before(issuer, before, limit)
+            .unwrap()
+            .iter()
+            .map(|i| {
+                assert_eq!(i.issuer, issuer, "only the issuer's");
+                i.id
+            })
+            .collect::<Vec<u64>>()
+    };
+    assert_eq!(ids(&store, a, u64::MAX, 10), [7, 4, 1], "newest first");
+    assert_eq!(ids(&store, b, u64::MAX, 10), [8, 5, 2]);
+    assert_eq!(ids(&store, c, u64::MAX, 10), [9, 6, 3], "not user:7's");
+    assert_eq!(ids(&store, a, u64::MAX, 2), [7, 4], "the limit");
+    assert_eq!(ids(&store, a, 4, 2), [1], "below the page's last");
+    assert_eq!(ids(&store, a, 7, 10), [4, 1], "before is exclusive");
+    assert_eq!(ids(&store, a, 8, 10), [7, 4, 1]);
+    assert!(ids(&store, a, 1, 10).is_empty());
+    assert!(ids(&store, a, 0, 10).is_empty());
+    assert!(ids(&store, a, u64::MAX, 0).is_empty());
+    assert!(ids(&store, "user:", u64::MAX, 10).is_empty());
+    assert!(ids(&store, "nobody", u64::MAX, 10).is_empty());
+    // A use shows in the listing (the record is read, not a copy kept with the index).
+    assert!(matches!(
+        store.take_invite(&[7; 32], 5).unwrap(),
+        InviteTake::Taken(_)
+    ));
+    let listed = store.invites_of_issuer_before(a, u64::MAX, 1).unwrap();
+    assert_eq!((listed[0].id, listed[0].uses), (7, 1));
+    assert_eq!(listed[0].code_hash, [7; 32]);
+    // A revoked one is gone from its issuer's list, the others' stay.
+    assert!(store.remove_invite(4).unwrap());
+    assert_eq!(ids(&store, a, u64::MAX, 10), [7, 1]);
+    assert_eq!(ids(&store, b, u64::MAX, 10), [8, 5, 2]);
+    // So is one dropped to make room when full: 8 stored, 7 used up.
+    let put = InviteRecord {
+        issuer: b.into(),
+        ..invite(10, 1, 1_000)
+    };
+    assert_eq!(store.put_invite(&put, 8, 5).unwrap(), Some(10));
+    assert_eq!(ids(&store, a, u64::MAX, 10), [1]);
+    assert_eq!(ids(&store, b, u64::MAX, 10), [10, 8, 5, 2]);
+    let store = reopen::<A>(store, dir.path());
+    assert_eq!(ids(&store, a, u64::MAX, 10), [1]);
+    assert_eq!(ids(&store, b, u64::MAX, 10), [10, 8, 5, 2]);
+    assert_eq!(ids(&store, b, 10, 2), [8, 5]);
+    assert_eq!(ids(&store, c, u64::MAX, 10), [9, 6, 3]);
+}
+
 fn named(store: &impl Store, g: ConvId, name: &str, seq: u64) {
     commit(
         store,

@@ -137,6 +137,7 @@ macro_rules! conformance_suite {
             users_are_listed_in_id_order_and_paged,
             invites_are_taken_atomically_until_used_up_or_expired,
             invites_are_bounded_and_unusable_ones_make_room,
+            invites_are_listed_by_issuer_newest_first_and_paged,
             groups_are_found_by_folded_name_prefix_and_paged,
             audit_entries_are_pruned_oldest_first_in_bounded_steps,
             user_ids_are_walked_in_pages_and_counted,

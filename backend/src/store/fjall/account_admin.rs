@@ -3,10 +3,12 @@
 //!
 //! - `user_flags`: user id → [`AccountFlags`] (absent: enabled);
 //! - `invites`: invite id, big-endian → [`InviteRecord`]; `invite_codes`: SHA-256 of the code
-//!   → invite id; `meta` `next_invite_id`.
+//!   → invite id; `invite_issuers`: (issuer, invite id) → nothing (`invite_issuers.rs`),
+//!   written in the same batch as every put and removal of an invite; `meta` `next_invite_id`.
 
 use fjall::Readable;
 
+use super::invite_issuers::{id_of_key, issuer_key, issuer_prefix};
 use super::{FjallStore, be_u64, decode, encode};
 use crate::store::{
     AccountAdminStore, AccountFlags, InviteRecord, InviteTake, StoreError, UserId, UserRecord,
@@ -80,6 +82,7 @@ impl AccountAdminStore for FjallStore {
                 if !old.usable(now_ms) {
                     batch.remove(&self.invites, key);
                     batch.remove(&self.invite_codes, old.code_hash);
+                    batch.remove(&self.invite_issuers, issuer_key(&old.issuer, old.id));
                     dropped += 1;
                 }
             }
@@ -97,6 +100,7 @@ impl AccountAdminStore for FjallStore {
         };
         batch.insert(&self.invites, id.to_be_bytes(), encode(&record));
         batch.insert(&self.invite_codes, record.code_hash, id.to_be_bytes());
+        batch.insert(&self.invite_issuers, issuer_key(&record.issuer, id), []);
         batch.insert(&self.meta, META_NEXT_INVITE_ID, (id + 1).to_be_bytes());
         self.commit_admin_batch(batch)?;
         Ok(Some(id))
@@ -148,6 +152,36 @@ impl AccountAdminStore for FjallStore {
             .collect()
     }
 
+    fn invites_of_issuer_before(
+        &self,
+        issuer: &str,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<InviteRecord>, StoreError> {
+        if limit == 0 || before == 0 {
+            return Ok(Vec::new());
+        }
+        // Entries and records from one snapshot: every write keeps them in one batch.
+        let view = self.view();
+        let ids = view
+            .range(
+                &self.invite_issuers,
+                issuer_prefix(issuer)..issuer_key(issuer, before),
+            )
+            .rev()
+            .take(limit)
+            .map(|guard| id_of_key(&guard.key()?))
+            .collect::<Result<Vec<_>, _>>()?;
+        ids.into_iter()
+            .map(|id| match view.get(&self.invites, id.to_be_bytes())? {
+                Some(v) => decode(&v),
+                None => Err(StoreError::Corrupt(
+                    format!("invite_issuers names invite {id}, which is not stored").into(),
+                )),
+            })
+            .collect()
+    }
+
     fn remove_invite(&self, id: u64) -> Result<bool, StoreError> {
         let _writing = self.write_lock();
         self.writable()?;
@@ -157,6 +191,7 @@ impl AccountAdminStore for FjallStore {
         let mut batch = self.batch();
         batch.remove(&self.invites, id.to_be_bytes());
         batch.remove(&self.invite_codes, invite.code_hash);
+        batch.remove(&self.invite_issuers, issuer_key(&invite.issuer, id));
         self.commit_admin_batch(batch)?;
         Ok(true)
     }

@@ -1,7 +1,7 @@
 //! [`DumpStore`] on fjall: each part is one keyspace read from one snapshot (the one published
 //! after the last persist, so it holds exactly what was acknowledged), the keyspace's key is
 //! the resume key. Indexes that a part's records imply (`usernames`, `emails`, `user_tokens`,
-//! `invite_codes`, `group_names`, `user_group_counts`) are not exported: import writes them
+//! `invite_codes`, `invite_issuers`, `group_names`, `user_group_counts`) are not exported: import writes them
 //! beside their records, and `finish_import` counts `user_group_counts`.
 
 use std::collections::HashMap;
@@ -305,6 +305,11 @@ impl FjallStore {
             DumpItem::Invite(i) => {
                 batch.insert(&self.invites, i.id.to_be_bytes(), encode(i));
                 batch.insert(&self.invite_codes, i.code_hash, i.id.to_be_bytes());
+                batch.insert(
+                    &self.invite_issuers,
+                    super::invite_issuers::issuer_key(&i.issuer, i.id),
+                    [],
+                );
             }
             DumpItem::Messages(run) => {
                 if run.is_empty() {

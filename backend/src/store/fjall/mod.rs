@@ -17,7 +17,7 @@
 //! - `meta`, `users`, `usernames`, `emails`, `tokens`, `user_tokens`: accounts, login tokens
 //!   and counters (`accounts.rs`).
 //! - `user_flags`, `invites`, `invite_codes`: what operators keep about accounts
-//!   (`account_admin.rs`); `group_names`: groups by folded name (`group_names.rs`).
+//!   (`account_admin.rs`); `invite_issuers`: invites by issuer (`invite_issuers.rs`); `group_names`: groups by folded name (`group_names.rs`).
 //! - `push_tokens`: devices' push tokens (`push_tokens.rs`).
 //! - `owners`: conversation → owner and epoch, for cluster mode (`owners.rs`).
 //!
@@ -35,6 +35,7 @@ mod flush_watch;
 mod group_names;
 mod groups;
 mod import_runs;
+mod invite_issuers;
 mod journal_prefill;
 mod journal_repair;
 mod journal_sync;
@@ -168,6 +169,8 @@ pub struct FjallStore {
     user_flags: Keyspace,
     invites: Keyspace,
     invite_codes: Keyspace,
+    /// (issuer, invite id) → nothing (`invite_issuers.rs`): built at open for an older store.
+    invite_issuers: Keyspace,
     group_names: Keyspace,
     /// Devices' push tokens (`push_tokens.rs`).
     push_tokens: Keyspace,
@@ -333,6 +336,7 @@ impl FjallStore {
             user_flags: ks("user_flags")?,
             invites: ks("invites")?,
             invite_codes: ks("invite_codes")?,
+            invite_issuers: ks("invite_issuers")?,
             group_names: ks("group_names")?,
             push_tokens: ks("push_tokens")?,
             owners: ks("owners")?,
@@ -356,6 +360,7 @@ impl FjallStore {
         migrate::to_current_layout(&store)?;
         account_index::build(&store)?;
         group_names::build(&store)?;
+        invite_issuers::build(&store)?;
         if options.journal_prefill_bytes > 0 {
             store.journal_prefill = Some(journal_prefill::JournalPrefill::start(
                 dir,

@@ -177,6 +177,27 @@ impl AccountAdminStore for PgStore {
             .collect()
     }
 
+    fn invites_of_issuer_before(
+        &self,
+        issuer: &str,
+        before: u64,
+        n: usize,
+    ) -> Result<Vec<InviteRecord>, StoreError> {
+        if n == 0 || before == 0 {
+            return Ok(Vec::new());
+        }
+        let before = i64::try_from(before).unwrap_or(i64::MAX);
+        // Served by `invites_issuer_id` (migration 5).
+        let sql = format!(
+            "SELECT {INVITE_COLUMNS} FROM invites WHERE issuer = $1 AND id < $2 \
+             ORDER BY id DESC LIMIT $3"
+        );
+        self.rows(&sql, &[&issuer, &before, &limit(n)])?
+            .iter()
+            .map(invite_of)
+            .collect()
+    }
+
     fn remove_invite(&self, id: u64) -> Result<bool, StoreError> {
         Ok(self.execute("DELETE FROM invites WHERE id = $1", &[&i(id)])? > 0)
     }

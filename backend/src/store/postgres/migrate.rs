@@ -26,6 +26,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "user_group_added",
         include_str!("migrations/0004_user_group_added.sql"),
     ),
+    (
+        5,
+        "invites_by_issuer",
+        include_str!("migrations/0005_invites_by_issuer.sql"),
+    ),
 ];
 
 /// Tables of the first migration whose presence without `schema_migrations` means a schema

@@ -1,6 +1,10 @@
 //! Operators' account state: flags per user, the users listed by id, and invites (one
 //! partition, at most `accounts.invites_max` rows; a use is taken by an LWT on the record,
 //! so two registrations never share the last one).
+//!
+//! `invites_by_issuer` lists one issuer's invite ids: written in the logged batch that puts
+//! the invite, deleted after the invite's own (LWT) delete, which no batch with other tables
+//! can hold. An entry whose invite is gone (a delete cut short) is skipped by readers.
 
 use futures_util::{StreamExt, TryStreamExt, stream};
 use scylla::statement::batch::BatchType;
@@ -15,6 +19,10 @@ use crate::store::{
 };
 
 pub(super) const META_NEXT_INVITE_ID: &str = "next_invite_id";
+/// `meta` mark: `invites_by_issuer` holds every invite stored before it existed.
+const META_INVITES_BY_ISSUER: &str = "invites_by_issuer_index";
+/// Invite records read at once while listing one issuer's, at most.
+const INVITE_READS_IN_FLIGHT_MAX: usize = 16;
 /// Compare-and-set attempts on one invite before giving up (contention this high is a bug).
 const INVITE_CAS_ATTEMPTS_MAX: usize = 32;
 /// Deletes of unusable invites (LWTs on the one invites partition) in flight at once, at most.
@@ -58,6 +66,74 @@ impl ScyllaStore {
         Err(StoreError::Engine(
             format!("invite {id}: {INVITE_CAS_ATTEMPTS_MAX} compare-and-set attempts lost").into(),
         ))
+    }
+}
+
+impl ScyllaStore {
+    /// Fills `invites_by_issuer` from `invites` once, for a keyspace from before the index
+    /// (idempotent upserts; the mark is written after them). Runs at open. A keyspace without
+    /// invites gets no mark: its `meta` stays empty, as a copy's target must be
+    /// (`DumpStore::is_empty`), and every invite put from now on is indexed.
+    pub(super) async fn index_invites_by_issuer(&self) -> Result<(), StoreError> {
+        let marked = self
+            .first::<(Option<i64>,)>(&self.st.meta_get, (META_INVITES_BY_ISSUER,))
+            .await?
+            .and_then(|(v,)| v)
+            .is_some();
+        if marked {
+            return Ok(());
+        }
+        // One partition of at most `accounts.invites_max` rows.
+        let stored = self
+            .rows::<(i64, Vec<u8>)>(&self.st.invites_all, (i32::MAX,))
+            .await?;
+        let mut w = Writes::default();
+        for (id, bytes) in &stored {
+            let invite: InviteRecord = codec::unblob(bytes)?;
+            let bytes = invite.issuer.len();
+            w.push(&self.st.invite_issuer_put, (invite.issuer, *id), bytes);
+        }
+        if w.is_empty() {
+            return Ok(());
+        }
+        self.send(BatchType::Logged, w).await?;
+        self.exec(&self.st.meta_put, (1i64, META_INVITES_BY_ISSUER))
+            .await?;
+        Ok(())
+    }
+
+    /// Up to `limit` of `issuer`'s invites below `before`, newest first, skipping entries whose
+    /// invite is gone.
+    async fn invites_of_issuer(
+        &self,
+        issuer: &str,
+        mut before: i64,
+        limit: usize,
+    ) -> Result<Vec<InviteRecord>, StoreError> {
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let want = i32::try_from(limit - out.len()).unwrap_or(i32::MAX);
+            let ids = self
+                .rows::<(i64,)>(
+                    &self.st.invites_of_issuer_before,
+                    (issuer.to_owned(), before, want),
+                )
+                .await?;
+            let Some(&(last,)) = ids.last() else {
+                break;
+            };
+            let short = ids.len() < want as usize;
+            let records: Vec<_> = stream::iter(ids.iter().map(|&(id,)| self.invite(u(id))))
+                .buffered(INVITE_READS_IN_FLIGHT_MAX)
+                .try_collect()
+                .await?;
+            out.extend(records.into_iter().flatten().map(|(_, r)| r));
+            if short {
+                break;
+            }
+            before = last;
+        }
+        Ok(out)
     }
 }
 
@@ -118,21 +194,25 @@ impl AccountAdminStore for ScyllaStore {
                 for (id, bytes) in stored {
                     let old: InviteRecord = codec::unblob(&bytes)?;
                     if !old.usable(now_ms) {
-                        unusable.push((id, bytes, old.code_hash));
+                        unusable.push((id, bytes, old.code_hash, old.issuer));
                     }
                 }
-                let dropped: Vec<bool> =
-                    stream::iter(unusable.iter().map(|(id, bytes, _)| {
-                        self.lwt(&self.st.invite_del_if, (*id, bytes.clone()))
-                    }))
-                    .buffered(INVITE_LWTS_IN_FLIGHT_MAX)
-                    .map_ok(|done| done.applied)
-                    .try_collect()
-                    .await?;
+                let dropped: Vec<bool> = stream::iter(unusable.iter().map(|(id, bytes, _, _)| {
+                    self.lwt(&self.st.invite_del_if, (*id, bytes.clone()))
+                }))
+                .buffered(INVITE_LWTS_IN_FLIGHT_MAX)
+                .map_ok(|done| done.applied)
+                .try_collect()
+                .await?;
                 let mut codes = Writes::default();
-                for ((_, _, code), dropped) in unusable.iter().zip(dropped) {
+                for ((id, _, code, issuer), dropped) in unusable.iter().zip(dropped) {
                     if dropped {
                         codes.push(&self.st.invite_code_del, (code.to_vec(),), 32);
+                        codes.push(
+                            &self.st.invite_issuer_del,
+                            (issuer.clone(), *id),
+                            issuer.len(),
+                        );
                     }
                 }
                 if codes.is_empty() {
@@ -153,6 +233,11 @@ impl AccountAdminStore for ScyllaStore {
                 &self.st.invite_code_put,
                 (record.code_hash.to_vec(), i(id)),
                 32,
+            );
+            w.push(
+                &self.st.invite_issuer_put,
+                (record.issuer.clone(), i(id)),
+                record.issuer.len(),
             );
             self.send(BatchType::Logged, w).await?;
             Ok(Some(id))
@@ -202,6 +287,19 @@ impl AccountAdminStore for ScyllaStore {
         rows.iter().map(|(_, bytes)| codec::unblob(bytes)).collect()
     }
 
+    fn invites_of_issuer_before(
+        &self,
+        issuer: &str,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<InviteRecord>, StoreError> {
+        if limit == 0 || before == 0 {
+            return Ok(Vec::new());
+        }
+        let before = i(before.min(i64::MAX as u64));
+        self.run(self.invites_of_issuer(issuer, before, limit))
+    }
+
     fn remove_invite(&self, id: u64) -> Result<bool, StoreError> {
         self.writable()?;
         self.run(async {
@@ -212,7 +310,11 @@ impl AccountAdminStore for ScyllaStore {
             // delete below not happen, the invite is still listed and can be removed again.
             self.exec(&self.st.invite_code_del, (invite.code_hash.to_vec(),))
                 .await?;
-            Ok(self.lwt(&self.st.invite_del, (i(id),)).await?.applied)
+            let removed = self.lwt(&self.st.invite_del, (i(id),)).await?.applied;
+            // After the invite: an entry left by a failure here is skipped by readers.
+            self.exec(&self.st.invite_issuer_del, (invite.issuer, i(id)))
+                .await?;
+            Ok(removed)
         })
     }
 }

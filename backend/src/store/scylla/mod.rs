@@ -200,7 +200,7 @@ impl ScyllaStore {
             let st = Statements::prepare(&session).await?;
             Ok::<_, StoreError>((session, st))
         })?;
-        Ok(Self {
+        let store = Self {
             session: Some(session),
             st,
             health: Arc::default(),
@@ -208,7 +208,9 @@ impl ScyllaStore {
             copy_requests_max: cfg.copy_requests_max.max(1),
             rt: Some(rt),
             _dir_lock: None,
-        })
+        };
+        store.run(store.index_invites_by_issuer())?;
+        Ok(store)
     }
 
     /// The store, holding the data dir's lock for as long as it is open.

@@ -268,6 +268,12 @@ statements! {
     invite_code_put: Idempotent, "INSERT INTO invite_codes (code_hash, invite_id) VALUES (?, ?)";
     invite_code_del: Idempotent, "DELETE FROM invite_codes WHERE code_hash = ?";
     invite_code_get: Idempotent, "SELECT invite_id FROM invite_codes WHERE code_hash = ?";
+    invite_issuer_put: Idempotent,
+        "INSERT INTO invites_by_issuer (issuer, invite_id) VALUES (?, ?)";
+    invite_issuer_del: Idempotent,
+        "DELETE FROM invites_by_issuer WHERE issuer = ? AND invite_id = ?";
+    invites_of_issuer_before: Idempotent,
+        "SELECT invite_id FROM invites_by_issuer WHERE issuer = ? AND invite_id < ? LIMIT ?";
 
     // ---- audit
     audit_put: Idempotent, "INSERT INTO audit (id_bucket, audit_id, record) VALUES (?, ?, ?)";

@@ -36,6 +36,14 @@ impl<S: AccountAdminStore> AccountAdminStore for TailCached<S> {
     fn invites_before(&self, before: u64, limit: usize) -> Result<Vec<InviteRecord>, StoreError> {
         self.inner.invites_before(before, limit)
     }
+    fn invites_of_issuer_before(
+        &self,
+        issuer: &str,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<InviteRecord>, StoreError> {
+        self.inner.invites_of_issuer_before(issuer, before, limit)
+    }
     fn remove_invite(&self, id: u64) -> Result<bool, StoreError> {
         self.inner.remove_invite(id)
     }

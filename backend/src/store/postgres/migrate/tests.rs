@@ -8,7 +8,7 @@ use super::super::tests::{open_test_store, schema_of, test_config};
 use super::{MIGRATIONS, check_history};
 use crate::config::Durability;
 use crate::store::dump::DumpStore;
-use crate::store::{PgStore, StoreError};
+use crate::store::{AccountAdminStore, InviteRecord, PgStore, StoreError};
 
 fn reopen(dir: &Path) -> Result<PgStore, StoreError> {
     PgStore::open_in(&test_config(1), Durability::Fsync, Some(&schema_of(dir)))
@@ -74,10 +74,27 @@ fn an_older_schema_is_migrated_at_open_and_a_newer_or_unknown_one_is_refused() {
     store
         .execute("ALTER TABLE user_groups DROP COLUMN added", &[])
         .unwrap();
+    store.execute("DROP INDEX invites_issuer_id", &[]).unwrap();
+    // An invite stored before the index by issuer: listed by issuer once migrated.
+    let invite = InviteRecord {
+        id: 0,
+        code_hash: [3; 32],
+        issuer: "user:7".into(),
+        created_ms: 1,
+        expires_ms: 1_000,
+        uses_max: 1,
+        uses: 0,
+        note: String::new(),
+    };
+    assert_eq!(store.put_invite(&invite, 10, 5).unwrap(), Some(1));
     drop(store);
     let store = reopen(dir).unwrap();
     assert_eq!(version(&store), latest());
     assert_eq!(store.unfinished_import().unwrap(), None);
+    let listed = store
+        .invites_of_issuer_before("user:7", u64::MAX, 10)
+        .unwrap();
+    assert_eq!(listed.iter().map(|i| i.id).collect::<Vec<_>>(), [1]);
 
     // A newer ringchat's migration: refused, and the schema left as it is.
     store

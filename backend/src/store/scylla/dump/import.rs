@@ -1,8 +1,8 @@
 //! Import of a batch of [`DumpItem`]s into ScyllaDB, idempotent:
 //!
 //! 1. **Rows**: every record and the index rows it implies (usernames, e-mails, the prefix
-//!    index, `user_tokens`, `invite_codes`, `group_names`) as upserts at LOCAL_QUORUM,
-//!    grouped by partition into UNLOGGED batches (one partition per batch: one mutation on
+//!    index, `user_tokens`, `invite_codes`, `invites_by_issuer`, `group_names`) as upserts at
+//!    LOCAL_QUORUM, grouped by partition into UNLOGGED batches (one partition per batch: one mutation on
 //!    its replicas, no batchlog), at most `storage.scylla.copy_requests_max` requests in
 //!    flight. Messages and recalls carry the write timestamps the adapter gives them
 //!    (`codec::message_ts`, epoch 0): a recall wins over its message whatever the order, and
@@ -231,6 +231,12 @@ impl ScyllaStore {
                         &st.invite_code_put,
                         (invite.code_hash.to_vec(), i(invite.id)),
                         32,
+                    );
+                    w.push(
+                        ("invites_by_issuer", text_key(invite.issuer.as_bytes()), 0),
+                        &st.invite_issuer_put,
+                        (invite.issuer.clone(), i(invite.id)),
+                        invite.issuer.len(),
                     );
                 }
                 DumpItem::Messages(run) => {

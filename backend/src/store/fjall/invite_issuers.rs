@@ -1,0 +1,147 @@
+//! The invites by issuer: `invite_issuers` (issuer's length as a big-endian u32, the issuer,
+//! invite id big-endian) → nothing, so that one issuer's invites are one range read, newest
+//! first (a user's ListInvites and their day's count of CreateInvite cost their own invites,
+//! not every stored one). Written in the same batch as every put and removal of an invite
+//! (`account_admin.rs`, an import in `dump.rs`); a use changes no issuer, so no entry. Built
+//! once at open for a store written before it existed (idempotent, like `account_index.rs`).
+
+use super::rebuild::RebuildBatch;
+use super::{FjallStore, be_u64, decode};
+use crate::store::{InviteRecord, StoreError};
+
+const META_INVITE_ISSUERS: &[u8] = b"invite_issuers_index";
+const INVITE_ISSUERS_CURRENT: u64 = 1;
+
+/// The start of every entry of `issuer`. Length first, so that no issuer's entries run into
+/// another's whatever bytes the issuer holds.
+pub(super) fn issuer_prefix(issuer: &str) -> Vec<u8> {
+    let len = u32::try_from(issuer.len()).unwrap_or(u32::MAX);
+    let mut key = Vec::with_capacity(4 + issuer.len() + 8);
+    key.extend_from_slice(&len.to_be_bytes());
+    key.extend_from_slice(issuer.as_bytes());
+    key
+}
+
+/// Key of an invite's entry: [`issuer_prefix`], then its id.
+pub(super) fn issuer_key(issuer: &str, id: u64) -> Vec<u8> {
+    let mut key = issuer_prefix(issuer);
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
+/// The invite id at the end of an entry's key.
+pub(super) fn id_of_key(key: &[u8]) -> Result<u64, StoreError> {
+    let at = key
+        .len()
+        .checked_sub(8)
+        .ok_or_else(|| StoreError::Corrupt("invite_issuers key".into()))?;
+    be_u64(&key[at..])
+}
+
+#[expect(
+    clippy::disallowed_methods,
+    reason = "runs inside FjallStore::open_with, before any writer or the journal prefill"
+)]
+pub(super) fn build(store: &FjallStore) -> Result<(), StoreError> {
+    if let Some(v) = store.meta.get(META_INVITE_ISSUERS)?
+        && be_u64(&v)? >= INVITE_ISSUERS_CURRENT
+    {
+        return Ok(());
+    }
+    let _writing = store.write_lock();
+    let mut batch = RebuildBatch::new(store);
+    let mut indexed = 0usize;
+    for guard in store.invites.iter() {
+        let (_, value) = guard.into_inner()?;
+        let invite: InviteRecord = decode(&value)?;
+        batch.insert(
+            &store.invite_issuers,
+            issuer_key(&invite.issuer, invite.id),
+            [],
+        )?;
+        indexed += 1;
+    }
+    // Every entry is durable before the mark is written.
+    batch.finish()?;
+    store
+        .meta
+        .insert(META_INVITE_ISSUERS, INVITE_ISSUERS_CURRENT.to_be_bytes())?;
+    store.persist()?;
+    if indexed > 0 {
+        tracing::info!(invites = indexed, "invite issuer index built");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Durability;
+    use fjall::Readable;
+
+    use crate::store::AccountAdminStore;
+
+    fn invite(code: u8, issuer: &str) -> InviteRecord {
+        InviteRecord {
+            id: 0,
+            code_hash: [code; 32],
+            issuer: issuer.into(),
+            created_ms: 1,
+            expires_ms: 1_000,
+            uses_max: 1,
+            uses: 0,
+            note: String::new(),
+        }
+    }
+
+    #[test]
+    fn invites_stored_before_the_issuer_index_are_listed_by_issuer_after_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // What an older ringchat left: invites and their codes, no `invite_issuers`
+            // entries and no index mark.
+            let store = FjallStore::open(dir.path(), Durability::Fsync).unwrap();
+            for (code, issuer) in [(1, "user:7"), (2, "admin:root"), (3, "user:7")] {
+                store.put_invite(&invite(code, issuer), 100, 5).unwrap();
+            }
+            let _writing = store.write_lock();
+            let keys: Vec<_> = store
+                .view()
+                .iter(&store.invite_issuers)
+                .map(|g| g.key().unwrap())
+                .collect();
+            assert_eq!(keys.len(), 3);
+            for key in keys {
+                store.remove(&store.invite_issuers, key).unwrap();
+            }
+            store.remove(&store.meta, META_INVITE_ISSUERS).unwrap();
+            store.persist().unwrap();
+            assert!(
+                store
+                    .invites_of_issuer_before("user:7", u64::MAX, 10)
+                    .unwrap()
+                    .is_empty(),
+                "the old store's invites are not indexed"
+            );
+        }
+        let store = FjallStore::open(dir.path(), Durability::Fsync).unwrap();
+        let ids = |issuer: &str| {
+            store
+                .invites_of_issuer_before(issuer, u64::MAX, 10)
+                .unwrap()
+                .iter()
+                .map(|r| r.id)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids("user:7"), [3, 1]);
+        assert_eq!(ids("admin:root"), [2]);
+        // Kept from here on like any other entry, and built once.
+        assert!(store.remove_invite(3).unwrap());
+        drop(store);
+        let store = FjallStore::open(dir.path(), Durability::Fsync).unwrap();
+        let ids = store
+            .invites_of_issuer_before("user:7", u64::MAX, 10)
+            .unwrap();
+        assert_eq!(ids.iter().map(|r| r.id).collect::<Vec<_>>(), [1]);
+    }
+}
