@@ -261,7 +261,7 @@ fn groups_merge_with_direct_conversations_by_recency_across_pages() {
     // Left at seq 2: nothing after it counts.
     let e4 = entry(g4);
     assert_eq!((e4.max_seq, e4.unread_count, e4.unread_mentions), (2, 2, 1));
-    // Reading moves unread and mentions; the groups limit bounds what is listed.
+    // Reading moves unread and mentions; a lowered groups limit hides no group.
     let read = CommitGroup {
         cursor_rows: vec![(
             ConvId::from_wire(g2).unwrap(),
@@ -293,7 +293,10 @@ fn groups_merge_with_direct_conversations_by_recency_across_pages() {
         .iter()
         .filter(|c| c.kind == v1::ConversationKind::Group as i32)
         .count();
-    assert_eq!(groups, 1, "groups.per_user_max bounds the groups read");
+    assert_eq!(
+        groups, 4,
+        "rows past groups.per_user_max (lowered since) are read in pages, and listed"
+    );
 }
 
 /// A former member's entry names the group as the event it left by keeps it, whatever the
