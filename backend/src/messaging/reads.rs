@@ -87,11 +87,17 @@ pub fn sync(
     } else {
         ports.log.messages_after(conv, after, limit + 1)?
     };
-    if !messages.is_empty() {
+    // Whether visible seqs follow the page is told by what was read, not by what the
+    // visibility filter kept: a filter that dropped the page's front (the member re-added,
+    // history hidden, between the two reads) would otherwise end the client's paging early.
+    let read_past_page = messages.len() > limit;
+    let mut more_after = None;
+    if let Some(read_last) = messages.last().map(|m| m.seq) {
         let (first, last) = visible_after_read(ports, conv, user, (first, last))?;
         messages.retain(|m| (first..=last).contains(&m.seq));
+        more_after = Some(read_last < last);
     }
-    let has_more = messages.len() > limit;
+    let has_more = messages.len() > limit || (read_past_page && more_after.unwrap_or(false));
     messages.truncate(limit);
     Ok(v1::SyncBatch {
         conversation_id: req.conversation_id,
@@ -123,11 +129,17 @@ pub fn history(
         ports.log.messages_before(conv, before, limit + 1)?
     };
     messages.retain(|m| m.seq >= first);
-    if !messages.is_empty() {
+    // Whether visible seqs follow the page is told by what was read, not by what the
+    // visibility filter kept: a filter that dropped the page's front (the member re-added,
+    // history hidden, between the two reads) would otherwise end the client's paging early.
+    let read_past_page = messages.len() > limit;
+    let mut more_after = None;
+    if let Some(read_last) = messages.last().map(|m| m.seq) {
         let (first, last) = visible_after_read(ports, conv, user, (first, last))?;
         messages.retain(|m| (first..=last).contains(&m.seq));
+        more_after = Some(read_last < last);
     }
-    let has_more = messages.len() > limit;
+    let has_more = messages.len() > limit || (read_past_page && more_after.unwrap_or(false));
     messages.truncate(limit);
     Ok(v1::HistoryBatch {
         conversation_id: req.conversation_id,

@@ -51,7 +51,7 @@ pub struct SessionInfo {
 const ADMIN_PASSWORD_BYTES_MAX: usize = 1_024;
 
 /// Log in to the dashboard: sets the session cookie (HttpOnly, SameSite=Strict) and returns
-/// the CSRF token. Failed attempts are throttled per name and per address.
+/// the CSRF token. Failed attempts are throttled per name, per address and per IPv6 /48.
 #[utoipa::path(post, path = "/api/session", tag = "auth", request_body = LoginBody,
     responses((status = 200, body = SessionInfo), (status = 401, body = crate::admin::error::ErrorBody),
               (status = 429, body = crate::admin::error::ErrorBody)))]
@@ -61,10 +61,11 @@ async fn login(
     ApiJson(body): ApiJson<LoginBody>,
 ) -> ApiResult<Response> {
     let auth = &admin.auth;
-    let keys = [
-        ThrottleKey::Account(body.username.clone()),
-        ThrottleKey::addr(from.ip()),
-    ];
+    // The chat login's rule for the client's keys (`ThrottleKey::client`): its address, and
+    // for IPv6 its /48 too, whose 65,536 /64s would each get an allowance of their own.
+    let keys: Vec<ThrottleKey> = std::iter::once(ThrottleKey::Account(body.username.clone()))
+        .chain(ThrottleKey::client(from.ip()))
+        .collect();
     let throttled = |now| {
         keys.iter()
             .filter_map(|k| auth.throttle.wait_for(k, now))
