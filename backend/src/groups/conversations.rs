@@ -1,7 +1,7 @@
 //! The user's groups in the conversation list (`messaging/conversations.rs` merges them with
 //! the direct conversations): no recency index is kept for groups, since it would cost a write
 //! per member whenever a group's hour of activity changes. Instead every list request reads the
-//! user's group rows (in pages of `groups.per_user_max`) and their heads in one batch a page, and the
+//! user's group rows (all of them, up to `GROUP_ROWS_READ_MAX`) and their heads in one batch, and the
 //! groups that make the page cost more (their record and the mention count).
 
 use ringchat_proto::v1;
@@ -30,53 +30,38 @@ impl GroupHead {
 
 /// Group rows one user's list reads, at most: twice the highest `groups.per_user_max`. A user
 /// may hold more rows than today's `per_user_max` (an operator lowered it, or joins on two
-/// cluster nodes each passed it by one): those are listed too, up to this bound.
+/// cluster nodes each passed it by one): those are listed too, up to this bound. Not today's
+/// `per_user_max`: a lowered one would otherwise cut the list, or page it into many reads.
 pub(crate) const GROUP_ROWS_READ_MAX: usize = 20_000;
 
 /// The user's groups, most recent first, strictly before `before`, at most `want`; and whether
-/// every row was read (false past [`GROUP_ROWS_READ_MAX`]). The rows are read in pages of
-/// `groups_max` (`groups.per_user_max`: one page for almost everyone). A current member's head
-/// is the group's last message, a former member's the event it left by: each kind one batched
-/// read per page.
+/// every row was read (false past [`GROUP_ROWS_READ_MAX`]). The rows are one read. A current
+/// member's head is the group's last message, a former member's the event it left by: each
+/// kind one batched read.
 pub(crate) fn heads(
     ports: &Ports,
     user: UserId,
     before: Option<(u64, u64)>,
-    groups_max: u32,
     want: usize,
 ) -> Result<(Vec<GroupHead>, bool), Refusal> {
-    let page = (groups_max as usize).clamp(1, GROUP_ROWS_READ_MAX);
-    let (mut out, mut after, mut read) = (Vec::new(), 0, 0);
-    loop {
-        let rows = ports.groups.groups_of_user(user, after, page)?;
-        let full = rows.len() == page;
-        read += rows.len();
-        after = rows.last().map_or(after, |(g, _)| g.to_wire());
-        out.extend(page_heads(ports, rows, before)?);
-        // Only the `want` most recent are kept: the rest cannot make the page.
-        if out.len() > want {
-            out.sort_unstable_by_key(|h| std::cmp::Reverse(h.key()));
-            out.truncate(want);
-        }
-        if !full {
-            break;
-        }
-        if read >= GROUP_ROWS_READ_MAX {
-            tracing::warn!(
-                user,
-                rows = read,
-                "the user's group rows are more than the conversation list reads; those past it (by id) are left out"
-            );
-            out.sort_unstable_by_key(|h| std::cmp::Reverse(h.key()));
-            return Ok((out, false));
-        }
+    let mut rows = ports
+        .groups
+        .groups_of_user(user, 0, GROUP_ROWS_READ_MAX + 1)?;
+    let every = rows.len() <= GROUP_ROWS_READ_MAX;
+    if !every {
+        tracing::warn!(
+            user,
+            "the user has more group rows than the conversation list reads; those past it (by id) are left out"
+        );
+        rows.truncate(GROUP_ROWS_READ_MAX);
     }
+    let mut out = page_heads(ports, rows, before)?;
     out.sort_unstable_by_key(|h| std::cmp::Reverse(h.key()));
     out.truncate(want);
-    Ok((out, true))
+    Ok((out, every))
 }
 
-/// The heads of one page of the user's group rows, strictly before `before`.
+/// The heads of the user's group rows, strictly before `before`.
 fn page_heads(
     ports: &Ports,
     rows: Vec<(ConvId, UserGroupRecord)>,

@@ -74,15 +74,13 @@ impl Backend {
             let _permit = ticket.permit().await;
             let ports = this.ports.clone();
             let page_max = this.settings.limits.sync_page_max;
-            let groups_max = this.settings.groups.per_user_max;
             let answer = tokio::task::spawn_blocking(move || match read {
                 Read::Sync(req) => reads::sync(&ports, user, &req, page_max).map(Body::SyncBatch),
                 Read::History(req) => {
                     reads::history(&ports, user, &req, page_max).map(Body::HistoryBatch)
                 }
                 Read::Conversations(req) => {
-                    conversations::conversations(&ports, user, &req, groups_max)
-                        .map(Body::ConversationList)
+                    conversations::conversations(&ports, user, &req).map(Body::ConversationList)
                 }
             })
             .await;

@@ -59,7 +59,6 @@ pub(crate) struct Bounds {
     pub window_ms: u64,
     pub conversations_max: u32,
     pub page_max: u32,
-    pub groups_max: u32,
     /// Encoded bytes of batches, at most (`login.resume_bytes_max`).
     pub bytes_max: u64,
 }
@@ -127,7 +126,7 @@ pub(crate) fn read(
         .filter_map(|id| ConvId::from_wire(*id))
         .collect();
     let older = conversations::direct_heads_of(ports, user, &quiet)?;
-    let (groups, every_group) = groups::heads(ports, user, None, bounds.groups_max, usize::MAX)?;
+    let (groups, every_group) = groups::heads(ports, user, None, usize::MAX)?;
     if !every_group {
         return Ok(incomplete(ResumeIncomplete::TooManyConversations));
     }
@@ -206,7 +205,6 @@ impl Backend {
             window_ms: login.resume_window_ms,
             conversations_max: login.resume_conversations_max,
             page_max: self.settings.limits.sync_page_max,
-            groups_max: self.settings.groups.per_user_max,
             bytes_max: login.resume_bytes_max,
         };
         let Ok(ticket) = self.reads.ticket(conn) else {

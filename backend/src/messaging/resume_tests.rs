@@ -18,7 +18,6 @@ const BOUNDS: Bounds = Bounds {
     window_ms: 600_000,
     conversations_max: 64,
     page_max: 100,
-    groups_max: 500,
     bytes_max: 2 << 20,
 };
 

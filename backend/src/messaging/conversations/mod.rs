@@ -50,7 +50,6 @@ pub fn conversations(
     ports: &Ports,
     user: UserId,
     req: &v1::Conversations,
-    groups_max: u32,
 ) -> Result<v1::ConversationList, Refusal> {
     let limit = page_limit(req.limit, CONVERSATIONS_PAGE_MAX);
     let before = (req.before_time_ms != 0 || req.before_conversation_id != 0)
@@ -60,7 +59,7 @@ pub fn conversations(
         .map(Head::Direct)
         .collect();
     heads.extend(
-        groups::heads(ports, user, before, groups_max, limit + 1)?
+        groups::heads(ports, user, before, limit + 1)?
             .0
             .into_iter()
             .map(Head::Group),

@@ -19,8 +19,6 @@ use crate::store::{
 };
 
 pub(super) const META_NEXT_INVITE_ID: &str = "next_invite_id";
-/// `meta` mark: `invites_by_issuer` holds every invite stored before it existed.
-const META_INVITES_BY_ISSUER: &str = "invites_by_issuer_index";
 /// Invite records read at once while listing one issuer's, at most.
 const INVITE_READS_IN_FLIGHT_MAX: usize = 16;
 /// Compare-and-set attempts on one invite before giving up (contention this high is a bug).
@@ -70,19 +68,11 @@ impl ScyllaStore {
 }
 
 impl ScyllaStore {
-    /// Fills `invites_by_issuer` from `invites` once, for a keyspace from before the index
-    /// (idempotent upserts; the mark is written after them). Runs at open. A keyspace without
-    /// invites gets no mark: its `meta` stays empty, as a copy's target must be
-    /// (`DumpStore::is_empty`), and every invite put from now on is indexed.
+    /// Fills `invites_by_issuer` from `invites` at every open (idempotent upserts of one
+    /// partition's rows). Not once behind a mark: during a rolling upgrade, nodes of the older
+    /// version keep putting invites without an index entry after the first new node opened;
+    /// the next open of any node indexes them. Nothing is written when no invite is stored.
     pub(super) async fn index_invites_by_issuer(&self) -> Result<(), StoreError> {
-        let marked = self
-            .first::<(Option<i64>,)>(&self.st.meta_get, (META_INVITES_BY_ISSUER,))
-            .await?
-            .and_then(|(v,)| v)
-            .is_some();
-        if marked {
-            return Ok(());
-        }
         // One partition of at most `accounts.invites_max` rows.
         let stored = self
             .rows::<(i64, Vec<u8>)>(&self.st.invites_all, (i32::MAX,))
@@ -96,10 +86,7 @@ impl ScyllaStore {
         if w.is_empty() {
             return Ok(());
         }
-        self.send(BatchType::Logged, w).await?;
-        self.exec(&self.st.meta_put, (1i64, META_INVITES_BY_ISSUER))
-            .await?;
-        Ok(())
+        self.send(BatchType::Logged, w).await
     }
 
     /// Up to `limit` of `issuer`'s invites below `before`, newest first, skipping entries whose
