@@ -328,3 +328,38 @@ impl Writer<'_> {
         })
     }
 }
+
+#[cfg(test)]
+mod published_tests {
+    use super::{Local, Published};
+    use crate::api::ConnRef;
+
+    /// The login check's view: a change is pending until its flush's PUBLISH went out; a
+    /// failed pipeline makes it pending again.
+    #[test]
+    fn a_change_is_pending_until_its_publish_went_out() {
+        let local = Local::new();
+        let conn = ConnRef { shard: 0, conn: 1 };
+        assert_eq!(local.published(7), Published::At(0), "nothing to tell");
+        local.opened(7, conn, "Web/d1".into());
+        assert_eq!(
+            local.published(7),
+            Published::Pending,
+            "waiting for a flush"
+        );
+        let writes = local.take_dirty(16);
+        assert_eq!(local.published(7), Published::Pending, "in a flush");
+        local.failed(&writes);
+        assert_eq!(local.published(7), Published::Pending, "to be retried");
+        let writes = local.take_dirty(16);
+        local.written(&writes);
+        local.sent(&writes, 1_234);
+        assert_eq!(local.published(7), Published::At(1_234));
+        local.closed(7, conn);
+        assert_eq!(
+            local.published(7),
+            Published::Pending,
+            "the close is a change too"
+        );
+    }
+}
