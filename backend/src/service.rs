@@ -144,6 +144,9 @@ pub struct Backend {
     pub(crate) routes: std::sync::OnceLock<Arc<crate::cluster::Routes>>,
     /// Cluster mode: presence shared through Redis (`cluster/presence/`).
     pub(crate) cluster_presence: std::sync::OnceLock<Arc<crate::cluster::ClusterPresence>>,
+    /// Cluster mode: the catch-up checks after logins (`cluster/login_check.rs`), from the
+    /// first login on.
+    pub(crate) login_checks: std::sync::OnceLock<crate::cluster::login_check::LoginChecks>,
     /// Cluster mode: the links to the other nodes.
     pub(crate) link: Option<Arc<crate::cluster::link::Link>>,
     /// Uploads and downloads over HTTP, when `[files] enabled` (`files/`).
@@ -350,6 +353,7 @@ impl Backend {
             observe,
             routes: std::sync::OnceLock::new(),
             cluster_presence: std::sync::OnceLock::new(),
+            login_checks: std::sync::OnceLock::new(),
             presence: Tracker::new(
                 Arc::new(LocalPresence::default()),
                 settings.presence.quiet_period_ms,
@@ -742,6 +746,8 @@ impl Backend {
             .await;
         self.observe.logged_in(auth.user_id);
         self.route_opened(auth.user_id, conn, &auth.device_id, platform); // cluster routes
+        // A push in the routes' window may miss this node: checked once it closed (cluster).
+        self.check_after_login(auth.user_id, conn, login_time);
         LoginReply {
             body: Body::LoginOk(v1::LoginOk {
                 user_id: auth.user_id,

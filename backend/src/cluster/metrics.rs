@@ -136,6 +136,10 @@ const COUNTERS: &[(&str, &str)] = &[
         "Requests to tell every session here to Sync, by why: missed, link_lost, link_back (folded into at most one hint per sync_hint_interval_ms), since start.",
     ),
     (
+        "ringchat_cluster_login_checks_total",
+        "Catch-up checks after logins (cluster/login_check.rs), by outcome: active (SyncNeeded sent), quiet, closed, waited (route change not out yet; looked at again), late and failed (SyncNeeded sent without a read), overflow (the queue was full: every session here told to Sync), since start.",
+    ),
+    (
         "ringchat_cluster_sync_hints_total",
         "SyncNeeded hints sent to every session of this node, since start.",
     ),

@@ -20,6 +20,7 @@ mod grpc_conns;
 mod hooks;
 pub mod leases;
 pub mod link;
+pub(crate) mod login_check;
 pub(crate) mod metrics;
 mod presence;
 mod redis;

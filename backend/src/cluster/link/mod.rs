@@ -111,6 +111,11 @@ pub struct Link {
 }
 
 impl Link {
+    /// Asks for one `SyncNeeded` to every session here (`hint.rs`: folded, one per interval).
+    pub(crate) fn request_sync_hint(&self, why: &'static str) {
+        self.hints.request(why);
+    }
+
     pub(crate) fn new(
         config: &ClusterConfig,
         shards: Vec<ShardSender>,

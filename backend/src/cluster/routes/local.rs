@@ -26,6 +26,17 @@ struct User {
     devices: SmallVec<[Device; 1]>,
     /// Fields Redis has (as far as this node knows).
     written: SmallVec<[ConnRef; 1]>,
+    /// When the last change of the user's was published (ms since the epoch; 0: never).
+    published_ms: u64,
+}
+
+/// Whether the other nodes have been told of a user's last change here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Published {
+    /// Not yet: waiting for the next flush, or in one.
+    Pending,
+    /// Its PUBLISH went out at this time (ms since the epoch; 0: nothing to tell).
+    At(u64),
 }
 
 #[derive(Debug, Default)]
@@ -33,6 +44,8 @@ struct State {
     users: HashMap<UserId, User>,
     /// Users whose devices differ from what Redis has, or whose change is not published yet.
     dirty: HashSet<UserId>,
+    /// Users taken by a flush whose pipeline has not answered yet.
+    publishing: HashSet<UserId>,
 }
 
 /// One user's part of a pipeline.
@@ -123,14 +136,36 @@ impl Local {
                 .filter(|c| !entry.devices.iter().any(|d| d.conn == **c))
                 .copied()
                 .collect();
+            let here = !entry.devices.is_empty();
+            state.publishing.insert(user);
             writes.push(Write {
                 user,
                 set,
                 del,
-                here: !entry.devices.is_empty(),
+                here,
             });
         }
         writes
+    }
+
+    /// The flush's PUBLISH of `writes` went out at `at_ms`.
+    fn sent(&self, writes: &[Write], at_ms: u64) {
+        let mut state = self.state();
+        for w in writes {
+            state.publishing.remove(&w.user);
+            if let Some(entry) = state.users.get_mut(&w.user) {
+                entry.published_ms = at_ms;
+            }
+        }
+    }
+
+    /// Whether `user`'s last change here has been published (`cluster/login_check.rs`).
+    pub fn published(&self, user: UserId) -> Published {
+        let state = self.state();
+        if state.dirty.contains(&user) || state.publishing.contains(&user) {
+            return Published::Pending;
+        }
+        Published::At(state.users.get(&user).map_or(0, |u| u.published_ms))
     }
 
     /// Every user's whole set of fields (the refresh), in pages of `max` users after `after`.
@@ -185,6 +220,7 @@ impl Local {
     fn failed(&self, writes: &[Write]) {
         let mut state = self.state();
         for w in writes {
+            state.publishing.remove(&w.user);
             state.dirty.insert(w.user);
         }
     }
@@ -231,6 +267,7 @@ impl Writer<'_> {
                 .increment(1);
             users += writes.len();
             local.written(&writes);
+            local.sent(&writes, crate::time::now_ms());
         }
     }
 
@@ -289,5 +326,40 @@ impl Writer<'_> {
         self.redis.query::<()>(&pipe).await.inspect_err(|_| {
             metrics::counter!("ringchat_cluster_route_write_failures_total").increment(1);
         })
+    }
+}
+
+#[cfg(test)]
+mod published_tests {
+    use super::{Local, Published};
+    use crate::api::ConnRef;
+
+    /// The login check's view: a change is pending until its flush's PUBLISH went out; a
+    /// failed pipeline makes it pending again.
+    #[test]
+    fn a_change_is_pending_until_its_publish_went_out() {
+        let local = Local::new();
+        let conn = ConnRef { shard: 0, conn: 1 };
+        assert_eq!(local.published(7), Published::At(0), "nothing to tell");
+        local.opened(7, conn, "Web/d1".into());
+        assert_eq!(
+            local.published(7),
+            Published::Pending,
+            "waiting for a flush"
+        );
+        let writes = local.take_dirty(16);
+        assert_eq!(local.published(7), Published::Pending, "in a flush");
+        local.failed(&writes);
+        assert_eq!(local.published(7), Published::Pending, "to be retried");
+        let writes = local.take_dirty(16);
+        local.written(&writes);
+        local.sent(&writes, 1_234);
+        assert_eq!(local.published(7), Published::At(1_234));
+        local.closed(7, conn);
+        assert_eq!(
+            local.published(7),
+            Published::Pending,
+            "the close is a change too"
+        );
     }
 }

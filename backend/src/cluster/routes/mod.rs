@@ -37,6 +37,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::mpsc;
 
 pub use config::RoutesConfig;
+pub use local::Published;
 pub use wire::NodeLife;
 
 use super::ClusterConfig;
@@ -146,6 +147,16 @@ impl Routes {
     }
 
     /// A device logged in here. Returns at once; Redis has it within `flush_ms`.
+    /// Whether the other nodes have been told of `user`'s last login or close here.
+    pub fn published(&self, user: UserId) -> Published {
+        self.local.published(user)
+    }
+
+    /// `routes.flush_ms`.
+    pub fn flush_ms(&self) -> u64 {
+        self.config.flush_ms
+    }
+
     pub fn opened(&self, user: UserId, conn: ConnRef, device_id: &str, platform: &str) {
         self.local
             .opened(user, conn, wire::value(platform, device_id));
