@@ -73,7 +73,6 @@ struct Ctx {
     shards: Vec<ShardSender>,
     routes: Arc<Routes>,
     link: Option<Arc<Link>>,
-    groups_max: u32,
     wait_ms: u64,
 }
 
@@ -88,7 +87,6 @@ impl LoginChecks {
             shards: backend.shards.clone(),
             routes: Arc::clone(routes),
             link: backend.link.clone(),
-            groups_max: backend.settings.groups.per_user_max,
             wait_ms,
         };
         tokio::spawn(run(ctx, rx, tx.downgrade(), Arc::clone(&overflow_due_ms)));
@@ -218,13 +216,11 @@ impl Ctx {
             outcome("late");
             true
         } else {
-            let (ports, groups_max) = (self.ports.clone(), self.groups_max);
+            let ports = self.ports.clone();
             // A message's time is its owner's clock (`NODE_CLOCKS_APART_MAX_MS`).
             let from = check.login_ms.saturating_sub(NODE_CLOCKS_APART_MAX_MS);
             let user = check.user;
-            let read =
-                tokio::task::spawn_blocking(move || active_since(&ports, user, from, groups_max))
-                    .await;
+            let read = tokio::task::spawn_blocking(move || active_since(&ports, user, from)).await;
             match read {
                 Ok(Ok(active)) => {
                     outcome(if active { "active" } else { "quiet" });
@@ -260,11 +256,11 @@ impl Ctx {
 
 /// Whether any of `user`'s conversations (direct ones by the recency index, and the user's
 /// groups, a stranger's never) has a message from `from` on (blocking).
-fn active_since(ports: &Ports, user: UserId, from: u64, groups_max: u32) -> Result<bool, Refusal> {
+fn active_since(ports: &Ports, user: UserId, from: u64) -> Result<bool, Refusal> {
     if !conversations::recent_since(ports, user, from, 1)?.is_empty() {
         return Ok(true);
     }
-    let (heads, every_group) = groups::heads(ports, user, None, groups_max, usize::MAX)?;
+    let (heads, every_group) = groups::heads(ports, user, None, usize::MAX)?;
     // Groups past the read bound cannot be told quiet: the safe answer.
     Ok(!every_group || heads.iter().any(|h| h.key().0 >= from))
 }

@@ -146,7 +146,6 @@ impl Routes {
         }))
     }
 
-    /// A device logged in here. Returns at once; Redis has it within `flush_ms`.
     /// Whether the other nodes have been told of `user`'s last login or close here.
     pub fn published(&self, user: UserId) -> Published {
         self.local.published(user)
@@ -157,6 +156,7 @@ impl Routes {
         self.config.flush_ms
     }
 
+    /// A device logged in here. Returns at once; Redis has it within `flush_ms`.
     pub fn opened(&self, user: UserId, conn: ConnRef, device_id: &str, platform: &str) {
         self.local
             .opened(user, conn, wire::value(platform, device_id));
