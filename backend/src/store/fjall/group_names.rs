@@ -6,7 +6,7 @@
 
 use fjall::{OwnedWriteBatch, Readable};
 
-use super::rebuild::RebuildBatch;
+use super::rebuild::DerivedIndex;
 use super::{FjallStore, be_u64, decode};
 use crate::store::{ConvId, GroupRecord, StoreError, group_name_key};
 
@@ -66,39 +66,18 @@ impl FjallStore {
     }
 }
 
-#[expect(
-    clippy::disallowed_methods,
-    reason = "runs inside FjallStore::open_with, before any writer or the journal prefill"
-)]
 pub(super) fn build(store: &FjallStore) -> Result<(), StoreError> {
-    if let Some(v) = store.meta.get(META_GROUP_NAMES)?
-        && be_u64(&v)? >= GROUP_NAMES_CURRENT
-    {
-        return Ok(());
-    }
-    let _writing = store.write_lock();
-    let mut batch = RebuildBatch::new(store);
-    let mut indexed = 0usize;
-    for guard in store.groups.iter() {
-        let (key, value) = guard.into_inner()?;
-        let group = ConvId::from_wire(be_u64(&key)?)
+    let index = DerivedIndex {
+        mark: META_GROUP_NAMES,
+        version: GROUP_NAMES_CURRENT,
+        source: &store.groups,
+        index: &store.group_names,
+        what: "groups",
+    };
+    index.build(store, |key, value| {
+        let group = ConvId::from_wire(be_u64(key)?)
             .ok_or_else(|| StoreError::Corrupt("group key".into()))?;
-        let record: GroupRecord = decode(&value)?;
-        batch.insert(
-            &store.group_names,
-            name_key(&group_name_key(&record.name), group),
-            [],
-        )?;
-        indexed += 1;
-    }
-    // Every entry is durable before the mark is written.
-    batch.finish()?;
-    store
-        .meta
-        .insert(META_GROUP_NAMES, GROUP_NAMES_CURRENT.to_be_bytes())?;
-    store.persist()?;
-    if indexed > 0 {
-        tracing::info!(groups = indexed, "group name index built");
-    }
-    Ok(())
+        let record: GroupRecord = decode(value)?;
+        Ok(name_key(&group_name_key(&record.name), group))
+    })
 }

@@ -5,7 +5,7 @@
 //! (`account_admin.rs`, an import in `dump.rs`); a use changes no issuer, so no entry. Built
 //! once at open for a store written before it existed (idempotent, like `account_index.rs`).
 
-use super::rebuild::RebuildBatch;
+use super::rebuild::DerivedIndex;
 use super::{FjallStore, be_u64, decode};
 use crate::store::{InviteRecord, StoreError};
 
@@ -38,39 +38,18 @@ pub(super) fn id_of_key(key: &[u8]) -> Result<u64, StoreError> {
     be_u64(&key[at..])
 }
 
-#[expect(
-    clippy::disallowed_methods,
-    reason = "runs inside FjallStore::open_with, before any writer or the journal prefill"
-)]
 pub(super) fn build(store: &FjallStore) -> Result<(), StoreError> {
-    if let Some(v) = store.meta.get(META_INVITE_ISSUERS)?
-        && be_u64(&v)? >= INVITE_ISSUERS_CURRENT
-    {
-        return Ok(());
-    }
-    let _writing = store.write_lock();
-    let mut batch = RebuildBatch::new(store);
-    let mut indexed = 0usize;
-    for guard in store.invites.iter() {
-        let (_, value) = guard.into_inner()?;
-        let invite: InviteRecord = decode(&value)?;
-        batch.insert(
-            &store.invite_issuers,
-            issuer_key(&invite.issuer, invite.id),
-            [],
-        )?;
-        indexed += 1;
-    }
-    // Every entry is durable before the mark is written.
-    batch.finish()?;
-    store
-        .meta
-        .insert(META_INVITE_ISSUERS, INVITE_ISSUERS_CURRENT.to_be_bytes())?;
-    store.persist()?;
-    if indexed > 0 {
-        tracing::info!(invites = indexed, "invite issuer index built");
-    }
-    Ok(())
+    let index = DerivedIndex {
+        mark: META_INVITE_ISSUERS,
+        version: INVITE_ISSUERS_CURRENT,
+        source: &store.invites,
+        index: &store.invite_issuers,
+        what: "invites",
+    };
+    index.build(store, |_, value| {
+        let invite: InviteRecord = decode(value)?;
+        Ok(issuer_key(&invite.issuer, invite.id))
+    })
 }
 
 #[cfg(test)]

@@ -56,6 +56,53 @@ impl<'a> RebuildBatch<'a> {
     }
 }
 
+/// An index keyspace built at open from a source keyspace, once per layout version.
+pub(super) struct DerivedIndex<'a> {
+    /// The mark in `meta`: the version the index was last built for.
+    pub mark: &'a [u8],
+    pub version: u64,
+    pub source: &'a Keyspace,
+    pub index: &'a Keyspace,
+    /// What the log line counts ("groups", "invites").
+    pub what: &'static str,
+}
+
+impl DerivedIndex<'_> {
+    /// Inserts `key_of(key, value)` (empty value) into the index for every source entry, unless
+    /// the mark says it was built for this version; every entry is durable before the mark is
+    /// written. The caller is `FjallStore::open_with`, before any writer.
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "runs inside FjallStore::open_with, before any writer or the journal prefill"
+    )]
+    pub(super) fn build(
+        &self,
+        store: &FjallStore,
+        mut key_of: impl FnMut(&[u8], &[u8]) -> Result<Vec<u8>, StoreError>,
+    ) -> Result<(), StoreError> {
+        if let Some(v) = store.meta.get(self.mark)?
+            && super::be_u64(&v)? >= self.version
+        {
+            return Ok(());
+        }
+        let _writing = store.write_lock();
+        let mut batch = RebuildBatch::new(store);
+        let mut indexed = 0usize;
+        for guard in self.source.iter() {
+            let (key, value) = guard.into_inner()?;
+            batch.insert(self.index, key_of(&key, &value)?, [])?;
+            indexed += 1;
+        }
+        batch.finish()?;
+        store.meta.insert(self.mark, self.version.to_be_bytes())?;
+        store.persist()?;
+        if indexed > 0 {
+            tracing::info!(entries = indexed, of = self.what, "index built at open");
+        }
+        Ok(())
+    }
+}
+
 impl FjallStore {
     fn commit_synced(&self, batch: OwnedWriteBatch) -> Result<(), StoreError> {
         self.written(batch.commit().map_err(StoreError::from))?;
