@@ -55,14 +55,14 @@ pub(crate) fn heads(
         );
         rows.truncate(GROUP_ROWS_READ_MAX);
     }
-    let mut out = page_heads(ports, rows, before)?;
+    let mut out = heads_of_rows(ports, rows, before)?;
     out.sort_unstable_by_key(|h| std::cmp::Reverse(h.key()));
     out.truncate(want);
     Ok((out, every))
 }
 
 /// The heads of the user's group rows, strictly before `before`.
-fn page_heads(
+fn heads_of_rows(
     ports: &Ports,
     rows: Vec<(ConvId, UserGroupRecord)>,
     before: Option<(u64, u64)>,
