@@ -115,6 +115,10 @@ pub struct GatewayConfig {
     /// told `SERVER_FULL` like a full shard's and closed. Counted per shard, with no lock: a
     /// client spread over N shards gets up to N times this. Logged-in sessions never count.
     pub prelogin_conns_per_ip_max: usize,
+    /// The same count for an IPv6 client's whole network (its /48, one site's allocation:
+    /// `ringchat_backend::share_key`), all its /64s together: one holder of a /48 has 65,536
+    /// /64s, each a fresh `prelogin_conns_per_ip_max`. IPv4 clients are counted per address only.
+    pub prelogin_conns_per_network_max: usize,
     /// Logins (and registrations, account requests before login) one shard has waiting for
     /// the backend at once; past it a Login is answered `SERVER_FULL` with a `retry_after_ms`
     /// and the connection closed. Logged-in clients are never counted nor refused.
@@ -164,6 +168,11 @@ pub const LOGINS_IN_FLIGHT_PER_SHARD_DEFAULT: usize = 1024;
 /// one host holds at most 0.2 % of a shard's default 500,000 places, however many idle sockets it
 /// opens and renews every handshake timeout.
 pub const PRELOGIN_CONNS_PER_IP_DEFAULT: usize = LOGINS_IN_FLIGHT_PER_SHARD_DEFAULT;
+
+/// Default `gateway.prelogin_conns_per_network_max`: four clients' worth, so a site's few
+/// hosts (or a NAT64 with its pool) get in together, while one holder of a /48 takes at most
+/// 0.8 % of a shard's default 500,000 places, not all of them.
+pub const PRELOGIN_CONNS_PER_NETWORK_DEFAULT: usize = 4 * PRELOGIN_CONNS_PER_IP_DEFAULT;
 
 /// Default `gateway.logins_per_second_per_shard`: a storm of 10,000 token logins on 2 cores
 /// then takes 4.2 s instead of 0.9 and the established pairs' p99 during it falls from 96 to
@@ -275,6 +284,7 @@ impl Default for GatewayConfig {
             outbound_drain_timeout_ms: OUTBOUND_DRAIN_TIMEOUT_MS_DEFAULT,
             conns_per_shard_max: 500_000,
             prelogin_conns_per_ip_max: PRELOGIN_CONNS_PER_IP_DEFAULT,
+            prelogin_conns_per_network_max: PRELOGIN_CONNS_PER_NETWORK_DEFAULT,
             logins_in_flight_per_shard_max: LOGINS_IN_FLIGHT_PER_SHARD_DEFAULT,
             login_retry_after_ms: 1_000,
             logins_per_second_per_shard: LOGINS_PER_SECOND_PER_SHARD_DEFAULT,
@@ -577,6 +587,10 @@ impl GatewayConfig {
         positive(
             self.prelogin_conns_per_ip_max as u64,
             "prelogin_conns_per_ip_max",
+        );
+        positive(
+            self.prelogin_conns_per_network_max as u64,
+            "prelogin_conns_per_network_max",
         );
         positive(
             self.logins_in_flight_per_shard_max as u64,

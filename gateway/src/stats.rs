@@ -52,7 +52,8 @@ pub struct ShardStats {
     pub accepted: LocalCounter,
     pub rejected_full: LocalCounter,
     /// Connections turned away (`SERVER_FULL`) because their client already had
-    /// `gateway.prelogin_conns_per_ip_max` connections not logged in on the shard.
+    /// `gateway.prelogin_conns_per_ip_max` connections not logged in on the shard (or its IPv6
+    /// network `gateway.prelogin_conns_per_network_max`).
     pub prelogin_refused: LocalCounter,
     /// Connections handed to the files service (`/files`) being served now.
     pub files_conns: LocalCounter,
@@ -314,7 +315,7 @@ pub fn describe() {
         ),
         (
             "ringchat_prelogin_refused_total",
-            "Connections refused (SERVER_FULL, then closed) because their client (an IPv4 address, an IPv6 /64; behind a gateway.proxy_protocol_from balancer, the PROXY header's) already had gateway.prelogin_conns_per_ip_max connections on the shard that had not logged in, per shard.",
+            "Connections refused (SERVER_FULL, then closed) because their client (an IPv4 address, an IPv6 /64; behind a gateway.proxy_protocol_from balancer, the PROXY header's) already had gateway.prelogin_conns_per_ip_max connections on the shard that had not logged in (or its IPv6 /48 gateway.prelogin_conns_per_network_max), per shard.",
         ),
         (
             "ringchat_files_refused_busy_total",

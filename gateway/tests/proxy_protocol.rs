@@ -411,3 +411,42 @@ async fn failed_logins_from_many_64s_of_one_48_throttle_the_48() {
     let ok = c.signup("erin").await;
     assert!(ok.user_id > 0);
 }
+
+/// An IPv6 client's /48 is counted as a whole (`gateway.prelogin_conns_per_network_max`), all
+/// its /64s together: past it the next connection from any of its /64s is told `SERVER_FULL`,
+/// while another /48 behind the same balancer gets in; each /64 alone is still within
+/// `prelogin_conns_per_ip_max`.
+#[tokio::test]
+async fn connections_not_logged_in_are_counted_per_ipv6_network() {
+    let server = TestServer::start(&[
+        TRUST_LOOPBACK,
+        ("GATEWAY__CORES", "[0]"),
+        ("GATEWAY__PRELOGIN_CONNS_PER_IP_MAX", "2"),
+        ("GATEWAY__PRELOGIN_CONNS_PER_NETWORK_MAX", "3"),
+    ]);
+    let mut held = Vec::new();
+    for source in ["2001:db8:7:1::1", "2001:db8:7:2::1", "2001:db8:7:3::1"] {
+        let mut c = through_balancer(&server, Kind::Tcp, &v1_six(source)).await;
+        c.hello().await;
+        held.push(c);
+    }
+    let mut fourth = through_balancer(&server, Kind::Tcp, &v1_six("2001:db8:7:4::1")).await;
+    fourth
+        .expect_error_then_closed(ErrorCode::ServerFull, deadline(REPLY_TIMEOUT))
+        .await;
+    let mut other = through_balancer(&server, Kind::Tcp, &v1_six("2001:db8:8:1::1")).await;
+    other.hello().await;
+    held.push(other);
+    assert_eq!(
+        server.metric("ringchat_prelogin_refused_total{shard=\"0\"}"),
+        1.0
+    );
+    // A place given back is the network's again.
+    drop(held.remove(0));
+    common::wait_until_async("the closed connection's place given back", || {
+        server.metric("ringchat_connections{shard=\"0\"}") == 3.0
+    })
+    .await;
+    let mut again = through_balancer(&server, Kind::Tcp, &v1_six("2001:db8:7:4::1")).await;
+    again.hello().await;
+}

@@ -36,6 +36,7 @@ live_keys! {
     limits.messages_per_s_max,
     gateway.conns_per_shard_max,
     gateway.prelogin_conns_per_ip_max,
+    gateway.prelogin_conns_per_network_max,
     gateway.handshake_timeout_ms,
     gateway.heartbeat_interval_ms,
     gateway.idle_timeout_ms,
