@@ -1,11 +1,12 @@
 //! What a group's former members still see and may do, over the real server: the group as it
 //! was when they left (info, list, conversation list), their own read cursor up to the event
-//! they left by, and hiding a group they left muted (and one a stranger put them in, muted).
+//! they left by, hiding a group they left muted (and one a stranger put them in, muted), and a
+//! resend of a message they sent before leaving.
 
 mod common;
 
 use common::TestServer;
-use common::contacts::{ask, code};
+use common::contacts::{ask, code, error};
 use common::groups::{ack, create, create_id, frames_so_far, ok, send};
 use ringchat_bench::client::Client;
 use ringchat_proto::Body;
@@ -149,6 +150,104 @@ async fn groups_a_stranger_added_and_muted_a_user_in_do_not_fill_its_list() {
     ok(ask(&mut v, common::groups::leave(carols)).await);
     ok(ask(&mut v, common::groups::join(created)).await);
     ack(send(&mut v, created, "c1", "unmuted").await);
+}
+
+/// A muted user who joined by itself sheds nothing through a second account: put back in by
+/// it while the mute it left under runs, the user still came in by its own request, so hiding
+/// the group once out again is refused while the mute runs, and a return is muted again.
+#[tokio::test]
+async fn an_invitation_from_a_second_account_sheds_no_mute() {
+    let server = TestServer::start(&[]);
+    let (mut a, _alice) = server.user("alice").await;
+    let (mut m, muted) = server.user("muted").await;
+    let (mut alt, _) = server.user("alt").await;
+    let g = create_id(&mut a, &[], v1::JoinPolicy::Open).await;
+    ok(ask(&mut m, common::groups::join(g)).await);
+    ok(ask(&mut alt, common::groups::join(g)).await);
+    let hour_ms = 3_600_000;
+    let until = ringchat_backend::api::now_ms() + hour_ms;
+    ok(ask(&mut a, common::groups::mute(g, muted.user_id, until)).await);
+    ok(ask(&mut m, common::groups::leave(g)).await);
+    ok(ask(&mut alt, common::groups::invite(g, &[muted.user_id])).await);
+    assert_eq!(code(send(&mut m, g, "m1", "x").await), ErrorCode::Muted);
+    ok(ask(&mut m, common::groups::leave(g)).await);
+    let hiding = error(ask(&mut m, common::groups::leave(g)).await);
+    assert_eq!(
+        ErrorCode::try_from(hiding.code),
+        Ok(ErrorCode::Muted),
+        "{hiding:?}"
+    );
+    assert!((1..=hour_ms).contains(&hiding.retry_after_ms), "{hiding:?}");
+    // Still listed, so the mute comes back with the user.
+    ok(ask(&mut m, common::groups::join(g)).await);
+    let refused = error(send(&mut m, g, "m2", "x").await);
+    assert_eq!(ErrorCode::try_from(refused.code), Ok(ErrorCode::Muted));
+    assert!(
+        (1..=hour_ms).contains(&refused.retry_after_ms),
+        "{refused:?}"
+    );
+}
+
+/// A user a stranger put in and muted stays free to hide the group at once even when the
+/// stranger puts it back in while the mute runs (else one more invitation would pin it).
+#[tokio::test]
+async fn a_user_put_back_in_by_a_stranger_under_a_mute_may_still_hide_the_group() {
+    let server = TestServer::start(&[]);
+    let (mut a, _alice) = server.user("alice").await;
+    let (mut v, victim) = server.user("victim").await;
+    let g = create_id(&mut a, &[victim.user_id], v1::JoinPolicy::Open).await;
+    let until = ringchat_backend::api::now_ms() + 3_600_000;
+    ok(ask(&mut a, common::groups::mute(g, victim.user_id, until)).await);
+    ok(ask(&mut v, common::groups::leave(g)).await);
+    ok(ask(&mut a, common::groups::invite(g, &[victim.user_id])).await);
+    assert_eq!(code(send(&mut v, g, "v1", "x").await), ErrorCode::Muted);
+    ok(ask(&mut v, common::groups::leave(g)).await);
+    ok(ask(&mut v, common::groups::leave(g)).await);
+    assert_eq!(
+        code(ask(&mut v, common::groups::leave(g)).await),
+        ErrorCode::NotFound,
+        "hidden: nothing left to leave"
+    );
+}
+
+/// A resend whose ack was lost gets the original ack (`duplicate`) even once the sender left
+/// the group or was removed: dedup comes before the membership check. Anything new is still
+/// NOT_FOUND, and so is the resend once the sender hid the group.
+#[tokio::test]
+async fn a_resend_after_leaving_gets_the_original_ack() {
+    let server = TestServer::start(&[]);
+    let (mut a, _alice) = server.user("alice").await;
+    let (mut b, bob) = server.user("bob").await;
+    let (mut c, carol) = server.user("carol").await;
+    let g = create_id(
+        &mut a,
+        &[bob.user_id, carol.user_id],
+        v1::JoinPolicy::InviteOnly,
+    )
+    .await;
+    // Acks the clients lost: the server stored the messages all the same.
+    let bobs = ack(send(&mut b, g, "x", "before leaving").await);
+    let carols = ack(send(&mut c, g, "x", "before removal").await);
+    ok(ask(&mut b, common::groups::leave(g)).await);
+    ok(ask(&mut a, common::groups::remove(g, &[carol.user_id])).await);
+    for (client, original) in [(&mut b, &bobs), (&mut c, &carols)] {
+        let again = ack(send(client, g, "x", "resent").await);
+        assert!(again.duplicate, "{again:?}");
+        assert_eq!(
+            (again.msg_id, again.seq, again.server_time_ms),
+            (original.msg_id, original.seq, original.server_time_ms)
+        );
+        assert_eq!(
+            code(send(client, g, "new", "after").await),
+            ErrorCode::NotFound
+        );
+    }
+    ok(ask(&mut b, common::groups::leave(g)).await);
+    assert_eq!(
+        code(send(&mut b, g, "x", "resent").await),
+        ErrorCode::NotFound,
+        "hidden: the group is no longer the user's"
+    );
 }
 
 async fn info(c: &mut Client, g: u64) -> v1::Group {

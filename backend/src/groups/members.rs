@@ -23,7 +23,8 @@ impl Writer {
     /// (`load_for_count` came first for each). Their read cursors start right before the event:
     /// nothing from before they joined is unread (or an unread mention) for them.
     /// `mutes` (from `carried_mutes`, in the same order): a returning user's mute. `added`
-    /// (the same order): someone else put the user in, it never asked (`UserGroupRecord`).
+    /// (the same order): someone else put the user in, it never asked (`UserGroupRecord`);
+    /// under a carried mute the user's row keeps what it said.
     fn add_members(
         &mut self,
         a: &mut Acting,
@@ -35,18 +36,24 @@ impl Writer {
         let from = if a.record.history_visible { 1 } else { seq };
         let now = now_ms();
         for (i, (user, slot, applied)) in users.iter().enumerate() {
+            let muted_until_ms = mutes.get(i).copied().unwrap_or(0);
             let member = MemberRecord {
                 role: GroupRole::Member,
                 joined_ms: now,
                 visible_from_seq: from,
-                muted_until_ms: mutes.get(i).copied().unwrap_or(0),
+                muted_until_ms,
             };
             self.groups.put_member(a.g, *user, Some(member));
+            // Put back in under the mute it left with, the user stays as it came in before:
+            // else a second account's invitation would let a user who joined itself hide the
+            // group at once (`group_leave`) and come back unmuted.
+            let added = added.get(i).copied().unwrap_or(false)
+                && (muted_until_ms == 0 || slot.record.is_some_and(|r| r.added));
             let row = UserGroupRecord {
                 visible_from_seq: from,
                 left_seq: 0,
                 notify_muted: slot.record.is_some_and(|r| r.notify_muted),
-                added: added.get(i).copied().unwrap_or(false),
+                added,
             };
             self.groups.put_user_group(*user, a.g, slot, Some(row));
             let before_join = seq.saturating_sub(1);

@@ -1,5 +1,5 @@
-//! A message into a group: the sender's member row (one lookup when cached), dedup, then the
-//! group's rules (dissolved, mutes, mentions), then the next seq. Stored once for the group;
+//! A message into a group: the sender's member row (one lookup when cached), dedup (a former
+//! member's too), then the group's rules (dissolved, mutes, mentions), then the next seq. Stored once for the group;
 //! nothing is written per member.
 
 use bytes::Bytes;
@@ -60,18 +60,25 @@ impl Writer {
     ) -> Result<Outcome, Refusal> {
         let g = m.g;
         // Every read that can fail comes before the first change.
-        let me = self.groups.member(g, m.from)?.ok_or_else(not_found)?;
-        debug_assert_eq!(verdict(me.role, Action::Send), Verdict::Allowed);
-        self.load_row(g, m.from)?;
-        self.groups.load_reads(g)?;
-        // Dedup before the rules: a resend of an acked message is answered even after a mute.
-        if let Some(original) = self.sent_before(g, m.from, &m.client_msg_id)? {
-            return Ok(Outcome::Duplicate {
-                conn,
-                request_id,
-                original,
-            });
+        let me = self.groups.member(g, m.from)?;
+        // Dedup before the rules: a resend of an acked message is answered even after a mute,
+        // or once the sender left or was removed (its dedup window is in its cursor row, which
+        // leaving keeps). Not for a user with no row of the group (never in it, or hid it):
+        // an id a client merely names must not load rows into the cache.
+        let listed = me.is_some() || self.groups.user_group(m.from, g)?.is_some();
+        if listed {
+            self.load_row(g, m.from)?;
+            if let Some(original) = self.sent_before(g, m.from, &m.client_msg_id)? {
+                return Ok(Outcome::Duplicate {
+                    conn,
+                    request_id,
+                    original,
+                });
+            }
         }
+        let me = me.ok_or_else(not_found)?;
+        debug_assert_eq!(verdict(me.role, Action::Send), Verdict::Allowed);
+        self.groups.load_reads(g)?;
         if let Some(refusal) = m.refused {
             return Err(*refusal);
         }

@@ -93,6 +93,7 @@ pub struct UserGroupRecord {
     /// Someone else put the user in (its last time in): the group's creator, an invitation,
     /// or an approved invitation by a member. The user never asked, so it may hide the group
     /// once out even while the mute it left under runs. False: it joined or applied itself.
+    /// Put back in while the mute it left under runs, the user keeps the value it had.
     pub added: bool,
 }
 
