@@ -43,6 +43,19 @@ pub(crate) fn visible(ports: &Ports, g: ConvId, user: UserId) -> Result<UserGrou
     ports.groups.user_group(user, g)?.ok_or_else(not_found)
 }
 
+/// The seqs a user may read, by its row read again (`now`) after a read made under what a first
+/// look said (`first`, both inclusive). A member's first look says "no end" (`u64::MAX`); a
+/// removal (and a return) committed between that look and the read lands with its event and
+/// the member's row in one commit, so anything the read saw from after the removal is outside
+/// what this says. A former member's first look stands: what it may read never grows by itself.
+/// The one rule of Sync, History and the conversation list's heads.
+pub(crate) fn visible_after_read((first, last): (u64, u64), now: &UserGroupRecord) -> (u64, u64) {
+    if last != u64::MAX {
+        return (first, last);
+    }
+    (first.max(now.visible_from_seq), now.last_visible_seq())
+}
+
 /// A group's shared details as they are in `r`.
 pub(crate) fn snapshot(r: &GroupRecord) -> v1::GroupSnapshot {
     v1::GroupSnapshot {

@@ -34,21 +34,18 @@ fn visible_seqs(ports: &Ports, conv: ConvId, user: UserId) -> Result<(u64, u64),
 }
 
 /// The seqs `user` may read in `conv`, looked up again after the messages were read, within
-/// what the first look said (`seqs`). A group member's first look says "no end" (`u64::MAX`);
-/// a removal (and a return) committed between that look and the messages' read lands with its
-/// event and the member's row in one commit, so a message the read saw from after the removal
-/// is outside what this look says.
+/// what the first look said (`seqs`): `groups::reads::visible_after_read`.
 fn visible_after_read(
     ports: &Ports,
     conv: ConvId,
     user: UserId,
-    (first, last): (u64, u64),
+    seqs: (u64, u64),
 ) -> Result<(u64, u64), Refusal> {
-    if conv.kind() != ConvKind::Group || last != u64::MAX {
-        return Ok((first, last));
+    if conv.kind() != ConvKind::Group || seqs.1 != u64::MAX {
+        return Ok(seqs);
     }
-    let row = crate::groups::reads::visible(ports, conv, user)?;
-    Ok((first.max(row.visible_from_seq), row.last_visible_seq()))
+    let now = crate::groups::reads::visible(ports, conv, user)?;
+    Ok(crate::groups::reads::visible_after_read(seqs, &now))
 }
 
 /// The message at `seq` of `conv`, if `user` may read it by the rule of Sync and History

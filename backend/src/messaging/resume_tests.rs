@@ -263,3 +263,39 @@ fn a_resume_reads_the_users_groups_once() {
     }
     assert_eq!(calls[0], calls[1], "log calls naming no group, and four");
 }
+
+/// A removal committed between the read of the user's group rows and that of their heads:
+/// the resume's entry is the former member's (up to the event it left by, the group as it
+/// left it), as its Sync batch is.
+#[test]
+fn a_removal_committed_between_rows_and_heads_resumes_the_former_members_view() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FjallStore::open(dir.path(), Durability::None).unwrap());
+    let since = NOW - 1_000;
+    let mut ports = Ports::of(store);
+    let g = super::conversations::tests::group_removing_alice_at_3(&ports, NOW - 10_000);
+    super::conversations::tests::RemovedAtHeads::over(&mut ports, g);
+    let out = read(&ports, ALICE, &resume(since, &[(g, 2)]), NOW, BOUNDS).unwrap();
+    assert!(out.done.complete, "{:?}", out.done);
+    let entries: Vec<(u64, u64, u64, &str, u32)> = out
+        .done
+        .conversations
+        .iter()
+        .map(|c| {
+            (
+                c.conversation_id,
+                c.max_seq,
+                c.unread_count,
+                c.group_name.as_str(),
+                c.member_count,
+            )
+        })
+        .collect();
+    assert_eq!(entries, [(g.to_wire(), 3, 3, "as alice left it", 3)]);
+    let carried: Vec<Vec<u64>> = out
+        .batches
+        .iter()
+        .map(|b| b.messages.iter().map(|m| m.seq).collect())
+        .collect();
+    assert_eq!(carried, [vec![3]]);
+}

@@ -165,7 +165,10 @@ pub(crate) fn entries(
                     ..Default::default()
                 }
             }
-            Head::Group(h) => groups::entry(ports, user, h, mine)?,
+            Head::Group(h) => match groups::entry(ports, user, h, mine)? {
+                Some(entry) => entry,
+                None => continue,
+            },
         });
     }
     Ok(list)

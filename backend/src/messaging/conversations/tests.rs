@@ -530,3 +530,231 @@ fn a_busy_hour_reads_that_hour_only() {
     assert_eq!(all_pages(&ports, 64), expected);
     assert_eq!(all_pages(&ports, 500), expected);
 }
+
+/// Alice's row in a group, a member from seq 1 (`left_seq` 0) or left at `left_seq`.
+fn alice_row(left_seq: u64) -> crate::store::UserGroupRecord {
+    crate::store::UserGroupRecord {
+        visible_from_seq: 1,
+        left_seq,
+        notify_muted: false,
+        added: false,
+    }
+}
+
+/// The group as Alice's REMOVED event keeps it.
+fn as_alice_left_it() -> v1::GroupSnapshot {
+    v1::GroupSnapshot {
+        name: "as alice left it".into(),
+        member_count: 3,
+        ..v1::GroupSnapshot::default()
+    }
+}
+
+fn removed_event() -> v1::GroupEvent {
+    v1::GroupEvent {
+        kind: v1::GroupEventKind::Removed as i32,
+        actor_id: ALICE + 1,
+        user_ids: vec![ALICE],
+        group: Some(as_alice_left_it()),
+        ..v1::GroupEvent::default()
+    }
+}
+
+/// Group 1: five messages from `time` on, the third Alice's REMOVED event, and Alice still a
+/// member by her row: her removal's row is what [`RemovedAtHeads`] commits.
+pub(crate) fn group_removing_alice_at_3(ports: &Ports, time: u64) -> ConvId {
+    let times: Vec<u64> = (0..5).map(|i| time + i).collect();
+    let g = add_group_with_event(ports, 1, &times, alice_row(0), Some((3, removed_event())));
+    ConvId::from_wire(g).unwrap()
+}
+
+/// The log, which commits Alice's removal from `g` at seq 3 (her row's `left_seq`; the event
+/// and the messages after it are stored already) right before the first read of heads that
+/// asks for `g`: a removal committed between the read of her rows and that of their heads,
+/// while other members went on.
+pub(crate) struct RemovedAtHeads {
+    pub inner: Arc<dyn ConversationLog>,
+    pub g: ConvId,
+    pub removed: std::sync::atomic::AtomicBool,
+}
+
+impl RemovedAtHeads {
+    pub(crate) fn over(ports: &mut Ports, g: ConvId) {
+        ports.log = Arc::new(Self {
+            inner: Arc::clone(&ports.log),
+            g,
+            removed: false.into(),
+        });
+    }
+}
+
+impl ConversationLog for RemovedAtHeads {
+    fn append(&self, group: &CommitGroup) -> Result<(), crate::store::StoreError> {
+        self.inner.append(group)
+    }
+    fn next_msg_id(&self) -> Result<u64, crate::store::StoreError> {
+        self.inner.next_msg_id()
+    }
+    fn last_message(
+        &self,
+        conv: ConvId,
+    ) -> Result<Option<MessageRecord>, crate::store::StoreError> {
+        self.inner.last_message(conv)
+    }
+    fn last_messages(
+        &self,
+        convs: &[ConvId],
+    ) -> Result<Vec<Option<MessageRecord>>, crate::store::StoreError> {
+        if convs.contains(&self.g) && !self.removed.swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            let mut removal = CommitGroup::default();
+            removal
+                .groups
+                .user_groups
+                .push((ALICE, self.g, Some(alice_row(3))));
+            self.inner.append(&removal)?;
+        }
+        self.inner.last_messages(convs)
+    }
+    fn message(
+        &self,
+        conv: ConvId,
+        seq: u64,
+    ) -> Result<Option<MessageRecord>, crate::store::StoreError> {
+        self.inner.message(conv, seq)
+    }
+    fn messages_at(
+        &self,
+        keys: &[(ConvId, u64)],
+    ) -> Result<Vec<Option<MessageRecord>>, crate::store::StoreError> {
+        self.inner.messages_at(keys)
+    }
+    fn messages_after(
+        &self,
+        conv: ConvId,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<MessageRecord>, crate::store::StoreError> {
+        self.inner.messages_after(conv, after_seq, limit)
+    }
+    fn messages_before(
+        &self,
+        conv: ConvId,
+        before_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<MessageRecord>, crate::store::StoreError> {
+        self.inner.messages_before(conv, before_seq, limit)
+    }
+}
+
+/// (max seq, last message's seq, unread, name, member count) of `g`'s entry.
+fn group_entry(page: &v1::ConversationList, g: ConvId) -> (u64, u64, u64, String, u32) {
+    let e = page
+        .conversations
+        .iter()
+        .find(|c| c.conversation_id == g.to_wire())
+        .expect("the group is listed");
+    let last = e.last_message.as_ref().map_or(0, |m| m.seq);
+    (
+        e.max_seq,
+        last,
+        e.unread_count,
+        e.group_name.clone(),
+        e.member_count,
+    )
+}
+
+/// A removal committed between the read of the user's rows and that of the heads: the entry
+/// is the former member's (the event it left by, the group as it left it), never the
+/// messages after the removal nor the group's current details.
+#[test]
+fn a_removal_committed_between_rows_and_heads_lists_the_former_members_view() {
+    let (_dir, mut ports, _) = store_with(&[T0]);
+    let g = group_removing_alice_at_3(&ports, T0 + 10);
+    RemovedAtHeads::over(&mut ports, g);
+    let page = conversations(&ports, ALICE, &v1::Conversations::default()).unwrap();
+    assert_eq!(
+        group_entry(&page, g),
+        (3, 3, 3, "as alice left it".into(), 3),
+        "not seq 5 nor the group as it is now"
+    );
+}
+
+/// The cursor rows, which commit Alice's removal from `g` at seq 6 (the event, her row, and a
+/// rename of the group after it) right before their first read: after the heads were checked
+/// and before the page's entries read the group's record.
+struct RemovedAtCursors {
+    inner: Arc<dyn crate::store::CursorStore>,
+    log: Arc<dyn ConversationLog>,
+    groups: Arc<dyn crate::store::GroupStore>,
+    g: ConvId,
+    removed: std::sync::atomic::AtomicBool,
+}
+
+impl crate::store::CursorStore for RemovedAtCursors {
+    fn cursor_row(
+        &self,
+        conv: ConvId,
+        user: UserId,
+    ) -> Result<Option<crate::store::CursorRow>, crate::store::StoreError> {
+        self.inner.cursor_row(conv, user)
+    }
+    fn cursor_rows(
+        &self,
+        keys: &[(ConvId, UserId)],
+    ) -> Result<Vec<Option<crate::store::CursorRow>>, crate::store::StoreError> {
+        if !self.removed.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            use prost::Message as _;
+            let mut record = self.groups.group(self.g)?.expect("the group exists");
+            record.name = "renamed after alice left".into();
+            let event = MessageRecord {
+                conv_id: self.g,
+                seq: 6,
+                msg_id: 99,
+                from: ALICE + 1,
+                to: 0,
+                client_msg_id: "removal".into(),
+                content_type: v1::ContentType::GroupEvent as i32,
+                content: removed_event().encode_to_vec().into(),
+                server_time_ms: T0 + 100,
+                recalled: false,
+                recall_of_seq: 0,
+                recall_event_seq: 0,
+                mentions: None,
+            };
+            let mut removal = CommitGroup {
+                messages: vec![event],
+                ..CommitGroup::default()
+            };
+            removal.groups.groups.push((self.g, record));
+            removal
+                .groups
+                .user_groups
+                .push((ALICE, self.g, Some(alice_row(6))));
+            self.log.append(&removal)?;
+        }
+        self.inner.cursor_rows(keys)
+    }
+}
+
+/// A removal committed after the heads were checked, with a rename after it, before the
+/// entry reads the group's record: the entry is still the former member's.
+#[test]
+fn a_removal_committed_before_an_entrys_group_record_lists_the_former_members_view() {
+    let (_dir, mut ports, _) = store_with(&[T0]);
+    let times: Vec<u64> = (0..5).map(|i| T0 + 10 + i).collect();
+    let g = ConvId::from_wire(add_group(&ports, 1, &times, alice_row(0))).unwrap();
+    ports.cursors = Arc::new(RemovedAtCursors {
+        inner: Arc::clone(&ports.cursors),
+        log: Arc::clone(&ports.log),
+        groups: Arc::clone(&ports.groups),
+        g,
+        removed: false.into(),
+    });
+    let page = conversations(&ports, ALICE, &v1::Conversations::default()).unwrap();
+    assert_eq!(
+        group_entry(&page, g),
+        (6, 6, 6, "as alice left it".into(), 3),
+        "not the name the group got after the removal"
+    );
+}
