@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::cluster::{fresh_nodes, metric_sum, owner, two_nodes_behind_proxy};
 use common::contacts::{ask, code};
-use common::rooms::{WAIT, count, join, joined, leave, say, text, wait_for_count};
+use common::rooms::{WAIT, count, info, join, joined, leave, say, text, wait_for_count};
 use common::{TestServer, wait_until_async};
 use ringchat_backend::cluster::rendezvous::room_key;
 use ringchat_bench::client::Client;
@@ -235,4 +235,69 @@ async fn a_leave_while_the_owners_link_is_down_reaches_the_owner_once_it_is_back
     leave(&mut away, &room).await;
     proxy.restore();
     wait_for_count(&mut on_owner, &room, 1).await;
+}
+
+/// A user's second join of a room while the owner has not yet answered their first (held on
+/// its way, the room full) is refused UNAVAILABLE at once: from the same session, and from
+/// another session of the user on that node. Asked as a member's, it would be admitted
+/// uncounted: the same session answered RoomJoined (past `members_max`) while the refusal of
+/// its first join took it out of the room (its RoomSend then NOT_FOUND); another session let
+/// in past `members_max`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_while_the_users_first_is_being_asked_is_refused_not_let_in_uncounted() {
+    let ids = ["n1", "n2"];
+    let (nodes, proxy) =
+        two_nodes_behind_proxy("rooms_twice", 0, &[("ROOMS__MEMBERS_MAX", "1")]).await;
+    let room = (0..)
+        .map(|i| format!("hall{i}"))
+        .find(|r| owner(room_key(r), &ids) == 0)
+        .expect("n1 owns some room");
+    let (mut on_owner, _) = nodes[0].user("on-owner").await;
+    assert_eq!(joined(&mut on_owner, &room).await, 1, "the room is full");
+    let (mut b, _) = nodes[1].device("bob", "bob-phone").await;
+    let (mut b2, _) = nodes[1].device("bob", "bob-laptop").await;
+    let unavailable = |reply: Body| {
+        let e = common::contacts::error(reply);
+        assert_eq!(e.code, ErrorCode::Unavailable as i32, "{e:?}");
+        assert!(e.retry_after_ms > 0, "says when to retry: {e:?}");
+    };
+    // The answer to `c`'s info of a room it is not in (n2 answers it at once): n2's request
+    // loop takes a connection's requests in order, so the requests before it were taken.
+    async fn taken(c: &mut Client) {
+        assert_eq!(code(info(c, "elsewhere").await), ErrorCode::NotFound);
+    }
+    let join_body = || Body::RoomJoin(v1::RoomJoin { room: room.clone() });
+
+    // Two joins back to back from one session, the first's ask held on its way to n1.
+    proxy.hold();
+    let first = b.send(join_body()).await.unwrap();
+    let second = b.send(join_body()).await.unwrap();
+    taken(&mut b).await;
+    proxy.release();
+    assert_eq!(code(b.reply_to(first).await.unwrap()), ErrorCode::RoomFull);
+    unavailable(b.reply_to(second).await.unwrap());
+    // As both answers say, the session is not in the room.
+    assert_eq!(code(info(&mut b, &room).await), ErrorCode::NotFound);
+    assert_eq!(
+        code(ask(&mut b, text(&room, "in?")).await),
+        ErrorCode::NotFound
+    );
+
+    // One session's join held, another session of the same user joins meanwhile.
+    proxy.hold();
+    let first = b.send(join_body()).await.unwrap();
+    taken(&mut b).await;
+    let other = b2.send(join_body()).await.unwrap();
+    taken(&mut b2).await;
+    proxy.release();
+    assert_eq!(code(b.reply_to(first).await.unwrap()), ErrorCode::RoomFull);
+    unavailable(b2.reply_to(other).await.unwrap());
+    assert_eq!(code(info(&mut b2, &room).await), ErrorCode::NotFound);
+    wait_for_count(&mut on_owner, &room, 1).await;
+
+    // Once the room has space (the leave is on its owner: counted at once), the retry gets in
+    // and may send.
+    leave(&mut on_owner, &room).await;
+    assert_eq!(joined(&mut b2, &room).await, 1);
+    say(&mut b2, &room, "in").await;
 }

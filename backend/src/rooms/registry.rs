@@ -41,6 +41,10 @@ pub enum RoomError {
     /// Cluster mode: the room's owner node is not known or did not answer (ownership moving).
     #[error("the room's owner node is changing or cannot be reached; retry")]
     Unsettled,
+    /// Cluster mode: a join of this user to the room is still waiting for the room's owner
+    /// node on this node (`Registry::join_to_ask`).
+    #[error("your join of this room is still waiting for the room's owner node; retry")]
+    JoinAsked,
 }
 
 /// One shard's part of a room's audience, and the list a message is sent with
@@ -148,6 +152,10 @@ pub struct Registry {
     /// queue when its own rest is over (not the user's latest), so the queue holds at most
     /// `BUDGET_REST_MS` of leaves, however often one user joins and leaves.
     resting: VecDeque<(u64, UserId)>,
+    /// Cluster mode: per room, the users whose join made them new to it here and whose
+    /// owner node has not answered yet (`cluster.rs`). At most one entry per join waiting for
+    /// an answer, which always ends (`cluster.forward_timeout_ms`).
+    asked: HashMap<Arc<str>, SmallVec<[UserId; 2]>, RandomState>,
     /// Messages numbered, and frames handed to the shards for them, since start-up.
     pub messages: u64,
     pub deliveries: u64,
@@ -169,6 +177,7 @@ impl Registry {
             users: HashMap::default(),
             by_network: HashMap::default(),
             resting: VecDeque::new(),
+            asked: HashMap::default(),
             messages: 0,
             deliveries: 0,
         }

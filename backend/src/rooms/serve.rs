@@ -30,7 +30,7 @@ impl From<RoomError> for Refusal {
                 message,
                 retry_after_ms,
             },
-            RoomError::Unsettled => Refusal {
+            RoomError::Unsettled | RoomError::JoinAsked => Refusal {
                 code: ErrorCode::Unavailable,
                 message,
                 retry_after_ms: crate::retry_after::unavailable_retry_after_ms(),

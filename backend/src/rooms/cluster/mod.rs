@@ -9,6 +9,9 @@
 //! - **Join** asks the owner (a round trip, `cluster.forward_timeout_ms` at most): the owner
 //!   refuses ROOM_FULL past `rooms.members_max` over all nodes, else answers the member count.
 //!   The join is made here first and taken back on a refusal or no answer (UNAVAILABLE).
+//!   While a join that made its user new to the room here waits, that user's other joins of
+//!   the room here are refused UNAVAILABLE: asked as a member's (`new_user` false), the owner
+//!   would admit them uncounted (`Registry::join_to_ask`).
 //! - **Leave, close**: the new part, fire-and-forget. **Info** asks the owner, with the part.
 //! - **Send**: membership and the user's budget are checked on the sender's node (the user
 //!   budget stays per node); the owner applies the room's budget, numbers the message and

@@ -22,6 +22,9 @@ enum Then {
         room: String,
         /// The join made the session a member (taken back on a refusal).
         fresh: bool,
+        /// The join made the user new to the room here: the owner admits them or not, and
+        /// their other joins of it wait for that (`Registry::join_to_ask`).
+        new_user: bool,
     },
     Info(String),
     Left(String),
@@ -91,18 +94,17 @@ impl Backend {
         check_name(&room)?;
         let peer = self.peer_of(user, conn);
         let now_ms = self.rooms.now_ms();
-        let (user_was_in, conn_was_in) = {
-            let mut registry = self.rooms.lock();
-            let before = registry.presence(&room, user, conn);
-            registry.join(conn, user, peer, &room, now_ms)?;
-            before
-        };
-        let asked = self.rooms.ask_part(&room, !user_was_in);
+        let made = self
+            .rooms
+            .lock()
+            .join_to_ask(conn, user, peer, &room, now_ms)?;
+        let asked = self.rooms.ask_part(&room, made.new_user);
         Ok((
             asked,
             Then::Joined {
                 room,
-                fresh: !conn_was_in,
+                fresh: made.fresh,
+                new_user: made.new_user,
             },
         ))
     }
@@ -123,6 +125,30 @@ impl Backend {
         then: Then,
         result: Result<v1::NodeRoomAnswer, Refusal>,
     ) {
+        if let Then::Joined {
+            room,
+            fresh,
+            new_user,
+        } = &then
+        {
+            // Under one lock, so that no other join of the user finds them in the room and
+            // no longer waiting before a refused session is out.
+            let take_back = *fresh && result.is_err();
+            let now_ms = self.rooms.now_ms();
+            {
+                let mut registry = self.rooms.lock();
+                if *new_user {
+                    registry.join_answered(room, user);
+                }
+                if take_back {
+                    // Not a member after all: out here, and the owner told.
+                    registry.leave(conn, user, room, now_ms);
+                }
+            }
+            if take_back {
+                self.rooms.report(room);
+            }
+        }
         let body = match (then, result) {
             (Then::Left(room), _) => Body::RoomLeft(v1::RoomLeft { room }),
             (Then::Info(room) | Then::Joined { room, .. }, Ok(a)) => {
@@ -141,12 +167,6 @@ impl Backend {
                 })
             }
             (then, Err(refusal)) => {
-                if let Then::Joined { room, fresh: true } = &then {
-                    // Not a member after all: out here, and the owner told.
-                    let now_ms = self.rooms.now_ms();
-                    self.rooms.lock().leave(conn, user, room, now_ms);
-                    self.rooms.report(room);
-                }
                 if let Then::Sent(room) = &then
                     && refusal.code == v1::ErrorCode::Unavailable
                 {

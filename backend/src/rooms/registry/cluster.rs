@@ -2,11 +2,21 @@
 //! owner, a send's checks that stay on this node (membership, the user's budget), and the
 //! delivery of a message the owner numbered, never one older than what was delivered here.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::{Registry, RoomError, Targets};
 use crate::api::{ConnRef, ShardId, UserId};
 use crate::rooms::cluster::book::Part;
+
+/// What [`Registry::join_to_ask`] made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JoinMade {
+    /// The user had no session in the room here: the owner admits them or not.
+    pub new_user: bool,
+    /// The session was not in the room: taken back out if the owner refuses.
+    pub fresh: bool,
+}
 
 impl Registry {
     /// This node's part of `name` and the highest `room_seq` delivered here (zeros for a room
@@ -26,6 +36,50 @@ impl Registry {
         self.rooms.get(name).map_or((false, false), |r| {
             (r.users.contains_key(&user), r.has(conn))
         })
+    }
+
+    /// A join made here (as [`Registry::join`]) before the room's owner is asked. A join that
+    /// makes `user` new to the room here is the owner's to admit (`members_max` is counted
+    /// there): until [`Registry::join_answered`], the user's other joins of the room on this
+    /// node are refused `JoinAsked`. Asked as a member's, one would be admitted uncounted: a
+    /// repeat from the same session answered RoomJoined while the refusal of the first takes
+    /// the session out, another session let in past `members_max`.
+    pub fn join_to_ask(
+        &mut self,
+        conn: ConnRef,
+        user: UserId,
+        peer: IpAddr,
+        name: &str,
+        now_ms: u64,
+    ) -> Result<JoinMade, RoomError> {
+        if self
+            .asked
+            .get(name)
+            .is_some_and(|users| users.contains(&user))
+        {
+            return Err(RoomError::JoinAsked);
+        }
+        let (user_was_in, conn_was_in) = self.presence(name, user, conn);
+        self.join(conn, user, peer, name, now_ms)?;
+        if !user_was_in {
+            let (key, _) = self.rooms.get_key_value(name).expect("joined above");
+            self.asked.entry(Arc::clone(key)).or_default().push(user);
+        }
+        Ok(JoinMade {
+            new_user: !user_was_in,
+            fresh: !conn_was_in,
+        })
+    }
+
+    /// The owner answered (or did not, in time) the join that made `user` new to `name` here:
+    /// the user's other joins of the room go ahead again.
+    pub fn join_answered(&mut self, name: &str, user: UserId) {
+        if let Some(users) = self.asked.get_mut(name) {
+            users.retain(|u| *u != user);
+            if users.is_empty() {
+                self.asked.remove(name);
+            }
+        }
     }
 
     /// Rooms with a session here, for their owners after the view changed.

@@ -1,3 +1,4 @@
+use super::cluster::JoinMade;
 use super::*;
 
 const ALICE: UserId = 100_000_001;
@@ -391,4 +392,50 @@ fn cluster_delivery_never_goes_back_and_parts_count_this_node_only() {
     let left = r.close(a1, ALICE, 0);
     assert_eq!(left.iter().map(|k| &**k).collect::<Vec<_>>(), vec!["tea"]);
     assert_eq!(r.rooms_here(), vec![Arc::<str>::from("tea")]);
+}
+
+#[test]
+fn cluster_a_users_joins_wait_while_the_owner_decides_on_their_first() {
+    let mut r = Registry::new(config(), 0);
+    let (a1, a2, b) = (conn(0, 1), conn(1, 2), conn(0, 3));
+    let made = |new_user, fresh| Ok(JoinMade { new_user, fresh });
+    assert_eq!(r.join_to_ask(a1, ALICE, PEER, "tea", 0), made(true, true));
+    // Neither the same session again nor another of Alice's may be asked as a member's.
+    assert_eq!(
+        r.join_to_ask(a1, ALICE, PEER, "tea", 0),
+        Err(RoomError::JoinAsked)
+    );
+    assert_eq!(
+        r.join_to_ask(a2, ALICE, PEER, "tea", 0),
+        Err(RoomError::JoinAsked)
+    );
+    assert_eq!(
+        r.part("tea").0.sessions,
+        1,
+        "the refused joins made nothing"
+    );
+    // Other users and other rooms are not held up.
+    assert_eq!(r.join_to_ask(b, BOB, PEER, "tea", 0), made(true, true));
+    assert_eq!(
+        r.join_to_ask(a1, ALICE, PEER, "coffee", 0),
+        made(true, true)
+    );
+    // Also when Alice left meanwhile (the room gone here with her): only the answer ends it.
+    r.leave(a1, ALICE, "coffee", 0);
+    assert_eq!(
+        r.join_to_ask(a2, ALICE, PEER, "coffee", 0),
+        Err(RoomError::JoinAsked)
+    );
+    r.join_answered("coffee", ALICE);
+    assert_eq!(
+        r.join_to_ask(a2, ALICE, PEER, "coffee", 0),
+        made(true, true)
+    );
+    // Admitted: her other session joins as a member's, her first again changes nothing.
+    r.join_answered("tea", ALICE);
+    assert_eq!(r.join_to_ask(a2, ALICE, PEER, "tea", 0), made(false, true));
+    assert_eq!(r.join_to_ask(a1, ALICE, PEER, "tea", 0), made(false, false));
+    r.join_answered("tea", BOB);
+    r.join_answered("coffee", ALICE);
+    assert!(r.asked.is_empty(), "nothing kept once answered");
 }
