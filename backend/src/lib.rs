@@ -51,6 +51,8 @@ pub mod threads;
 mod throttle;
 mod time;
 
+/// Unknown tokens one client may try per minute, in token logins and `/files` requests together.
+pub use accounts::UNKNOWN_TOKENS_PER_CLIENT;
 /// The key a client address is counted under (an IPv6 client by its /64).
 pub use accounts::limiter::client_key;
 /// The key a client's share of a shard-wide bound is counted under (an IPv6 client by its /48).

@@ -869,14 +869,19 @@ impl crate::files::http::Authenticate for TokenAuth {
     async fn user_of(
         &self,
         token: &str,
+        peer: std::net::IpAddr,
     ) -> Result<crate::api::UserId, crate::files::http::AuthError> {
         use crate::files::http::AuthError;
         self.0
             .accounts
-            .token_user(token)
+            .token_user(token, peer)
             .await
             .map_err(|refusal| match refusal.code {
                 ErrorCode::Unavailable => AuthError::Unavailable(refusal.message),
+                ErrorCode::RateLimited => AuthError::Limited {
+                    message: refusal.message,
+                    retry_after_ms: refusal.retry_after_ms,
+                },
                 _ => AuthError::Invalid(refusal.message),
             })
     }

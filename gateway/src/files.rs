@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use ringchat_backend::files::http::{Authenticated, ClientAddr};
 use tokio::io::DuplexStream;
 
 use crate::config::FilesPipeConfig;
@@ -68,7 +69,7 @@ impl FilesGate {
         Arc::new(Self {
             router: router
                 .fallback(page_or_close)
-                .layer(axum::middleware::map_response(close_if_unauthorized)),
+                .layer(axum::middleware::map_response(close_unless_authenticated)),
             runtime,
             config,
             open: AtomicUsize::new(0),
@@ -111,11 +112,18 @@ impl FilesGate {
         })
     }
 
-    /// Starts serving one connection: returns the shard's end of its pipe; hyper runs on the
-    /// other end on the backend's runtime until either side closes.
-    pub fn connect(&self) -> DuplexStream {
+    /// Starts serving one connection from `client`: returns the shard's end of its pipe; hyper
+    /// runs on the other end on the backend's runtime until either side closes.
+    pub fn connect(&self, client: IpAddr) -> DuplexStream {
         let (shard_end, backend_end) = tokio::io::duplex(self.config.pipe_bytes);
-        let service = TowerToHyperService::new(self.router.clone());
+        // Unknown tokens are charged to the client's address.
+        let router = TowerToHyperService::new(self.router.clone());
+        let service = hyper::service::service_fn(
+            move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(ClientAddr(client));
+                hyper::service::Service::call(&router, request)
+            },
+        );
         let header_read_timeout = Duration::from_millis(self.config.header_read_timeout_ms);
         self.runtime.spawn(async move {
             let served = hyper::server::conn::http1::Builder::new()
@@ -134,29 +142,32 @@ impl FilesGate {
 /// Anything but `/files` on a file connection. A browser sends its next request to the origin
 /// on any idle kept-alive connection, this one included (a reload's `GET /` after an upload):
 /// the chat page's files are served here as the shard serves them; anything else is a 404.
-/// Either way the connection closes after it: the next request reaches the shard's own
-/// routing, and a file connection is not kept open by requests that need no token.
+/// Either way the connection closes after it (`close_unless_authenticated`): the next request
+/// reaches the shard's own routing.
 async fn page_or_close(
     method: axum::http::Method,
     uri: axum::http::Uri,
 ) -> axum::response::Response {
     use axum::http::StatusCode;
     use axum::response::IntoResponse as _;
-    let mut response = if (method == axum::http::Method::GET || method == axum::http::Method::HEAD)
+    if (method == axum::http::Method::GET || method == axum::http::Method::HEAD)
         && let Some(page) = crate::shard::ws::http::asset_response(uri.path())
     {
         page
     } else {
         (StatusCode::NOT_FOUND, "not found\n").into_response()
-    };
-    set_close(&mut response);
-    response
+    }
 }
 
-/// A request without a valid token (401) ends its connection: a file connection counts
-/// against its client's and the node's limits, and only a signed-in client may keep one.
-async fn close_if_unauthorized(mut response: axum::response::Response) -> axum::response::Response {
-    if response.status() == axum::http::StatusCode::UNAUTHORIZED {
+/// The one rule for keeping a file connection: only after an answer to a request whose token
+/// was accepted (`Authenticated`). Every other answer ends its connection: a 401, a 429 or a
+/// 503 of the token check, the page or a 404 of the fallback, whatever a later route might
+/// answer before checking a token. A file connection counts against its client's and the
+/// node's limits, and only a signed-in client may keep one.
+async fn close_unless_authenticated(
+    mut response: axum::response::Response,
+) -> axum::response::Response {
+    if response.extensions().get::<Authenticated>().is_none() {
         set_close(&mut response);
     }
     response

@@ -606,3 +606,83 @@ async fn a_file_connection_reused_for_the_page_serves_the_page() {
         "a 404 closes the file connection"
     );
 }
+
+/// A method a path does not take (`GET /files`, `DELETE /files/x`) is answered only after the
+/// token check: a stranger gets the 401, which closes the connection, and cannot hold a file
+/// connection by asking that way. A signed-in client gets the 405 and keeps its connection.
+#[tokio::test]
+async fn a_method_a_path_does_not_take_closes_a_strangers_connection() {
+    // The keep-alive timeout past the test's own read timeout: a close seen here is the rule's.
+    let server = TestServer::start(&[("GATEWAY__FILES__HEADER_READ_TIMEOUT_MS", "120000")]);
+    let (_alice, alice) = server.user("alice").await;
+    for (method, path) in [
+        ("GET", "/files"),
+        ("DELETE", "/files/x"),
+        ("PUT", "/files/x/complete"),
+    ] {
+        let mut c = Http1::connect(server.ws).await;
+        let resp = c.request(method, path, None, &[], b"").await.unwrap();
+        expect_status(&resp, 401, &format!("{method} {path} without a token"));
+        assert_eq!(
+            resp.header("Connection"),
+            Some("close"),
+            "{method} {path}: {:?}",
+            resp.headers
+        );
+        assert!(
+            c.closed_by_server().await,
+            "{method} {path}: the connection closes"
+        );
+    }
+    // Signed in: the 405, and the connection goes on, as after any signed-in refusal.
+    let mut c = Http1::connect(server.ws).await;
+    let resp = c
+        .request("GET", "/files", Some(&alice.token), &[], b"")
+        .await
+        .unwrap();
+    expect_status(&resp, 405, "GET /files signed in");
+    assert_eq!(resp.header("Connection"), None, "{:?}", resp.headers);
+    let resp = c
+        .request("GET", "/files/none/chunks", Some(&alice.token), &[], b"")
+        .await
+        .unwrap();
+    expect_status(&resp, 404, "no such upload, on the same connection");
+    assert_eq!(resp.header("Connection"), None, "{:?}", resp.headers);
+}
+
+/// Unknown bearer tokens on `/files` count against the client address's unknown tokens, as
+/// token logins do: past `UNKNOWN_TOKENS_PER_CLIENT` the answer is 429 with `Retry-After` (and
+/// the connection closes); a known token from the same address is never held back.
+#[tokio::test]
+async fn unknown_tokens_past_the_address_limit_are_answered_429() {
+    let server = TestServer::start(&[]);
+    let (_alice, alice) = server.user("alice").await;
+    let bogus = |i: u32| format!("{:064x}", u128::from(i) * 0x9e37_79b9_7f4a_7c15);
+    for i in 0..ringchat_backend::UNKNOWN_TOKENS_PER_CLIENT {
+        let mut c = Http1::connect(server.ws).await;
+        let resp = c
+            .request("GET", "/files/x/chunks", Some(&bogus(i)), &[], b"")
+            .await
+            .unwrap();
+        expect_status(&resp, 401, &format!("unknown token {i}"));
+        assert!(c.closed_by_server().await, "a 401 closes");
+    }
+    let mut c = Http1::connect(server.ws).await;
+    let resp = c
+        .request("GET", "/files/x/chunks", Some(&bogus(u32::MAX)), &[], b"")
+        .await
+        .unwrap();
+    expect_status(&resp, 429, "one unknown token past the address's limit");
+    assert_eq!(resp.json()["code"], "rate_limited");
+    let retry_after: u64 = resp
+        .header("Retry-After")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("Retry-After in seconds: {:?}", resp.headers));
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert_eq!(resp.header("Connection"), Some("close"));
+    assert!(c.closed_by_server().await, "a 429 closes");
+    let data = content(13, 1000);
+    let mut c = Http1::connect(server.ws).await;
+    let file_id = upload(&mut c, &alice.token, "mine.bin", &data).await;
+    assert!(download(&mut c, &alice.token, &file_id).await.body == data);
+}

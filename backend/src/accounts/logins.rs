@@ -321,13 +321,15 @@ impl Accounts {
 
     /// The user a bearer token is for, when the token login would accept it (known, not
     /// expired, the account enabled): for requests that carry the token each time (the HTTP
-    /// file API). Two lookups, nothing written, no refresh.
-    pub(crate) async fn token_user(&self, token: &str) -> Result<UserId, Refusal> {
+    /// file API). Two lookups, nothing written, no refresh. An unknown token is charged to
+    /// `peer` as a token login's is (the same count): past it, `RATE_LIMITED`.
+    pub(crate) async fn token_user(&self, token: &str, peer: IpAddr) -> Result<UserId, Refusal> {
         let hash = token_hash(token);
         let store = Arc::clone(&self.store);
-        let record = blocking(move || store.token(&hash))
-            .await?
-            .ok_or_else(Refusal::invalid_credentials)?;
+        let Some(record) = blocking(move || store.token(&hash)).await? else {
+            self.unknown_tokens.charge(peer, now_ms())?;
+            return Err(Refusal::invalid_credentials());
+        };
         check_life(&record, now_ms())?;
         self.check_enabled(record.user_id).await?;
         Ok(record.user_id)

@@ -52,6 +52,7 @@ pub use password::token_hash;
 pub(crate) use password::{hash_password, verify_password};
 pub(crate) use policy::{disabled, new_random_password};
 pub(crate) use seen::{SEEN_FLUSH_INTERVAL, SeenBuffer};
+pub use unknown_tokens::UNKNOWN_TOKENS_PER_CLIENT;
 pub use validate::{
     DEVICE_ID_BYTES_MAX, EMAIL_BYTES_MAX, PASSWORD_BYTES_CEILING, USERNAME_CHARS_MAX,
 };

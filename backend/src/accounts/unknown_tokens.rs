@@ -5,6 +5,7 @@
 //! tokens would otherwise shut out every holder of a real one. Unknown tokens are counted here
 //! instead, and only once the lookup missed: a known token is never held back, and past the
 //! bound a bogus one is answered `RATE_LIMITED`, neither audited nor counted as a failed login.
+//! The file API's bearer tokens (`Accounts::token_user`) are charged to the same count.
 
 use std::net::IpAddr;
 
@@ -13,9 +14,10 @@ use ringchat_proto::v1::ErrorCode;
 use super::Refusal;
 use super::limiter::ClientLimiter;
 
-/// Token logins with an unknown token from one client address (an IPv4 address, an IPv6 /64)
-/// per [`UNKNOWN_TOKENS_WINDOW_MS`], at most: a client whose token was revoked needs one.
-pub(crate) const UNKNOWN_TOKENS_PER_CLIENT: u32 = 30;
+/// Token logins and `/files` requests with an unknown token from one client address (an IPv4
+/// address, an IPv6 /64) per [`UNKNOWN_TOKENS_WINDOW_MS`], at most: a client whose token was
+/// revoked needs one.
+pub const UNKNOWN_TOKENS_PER_CLIENT: u32 = 30;
 /// The window of [`UNKNOWN_TOKENS_PER_CLIENT`], in milliseconds.
 pub(crate) const UNKNOWN_TOKENS_WINDOW_MS: u64 = 60_000;
 /// Client addresses counted at once (past it the biggest networks' oldest counts are dropped:

@@ -7,10 +7,14 @@
 //! - `POST /files/{upload_id}/complete` → `{file_id}`
 //! - `GET /files/{file_id}[?c=CONVERSATION&s=SEQ]`: the bytes, with `Range`, `ETag`.
 //!
-//! Refusals are JSON `{"error", "code"}` with the status of [`FileError::status`].
+//! Refusals are JSON `{"error", "code"}` with the status of [`FileError::status`]. The token
+//! is checked before any handler runs ([`authenticate`]): 401, or 429 past the unknown tokens
+//! of the client's address ([`ClientAddr`]), or 503; a handler's answer is marked
+//! [`Authenticated`].
 
 mod headers;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -38,16 +42,36 @@ pub enum AuthError {
     /// Unknown, expired, or its account disabled: 401.
     #[error("{0}")]
     Invalid(String),
+    /// Too many unknown tokens from the client's address (the token login's limit, shared
+    /// with it): 429 with `Retry-After`.
+    #[error("{message}")]
+    Limited {
+        message: String,
+        retry_after_ms: u64,
+    },
     /// The account store could not be asked: 503.
     #[error("{0}")]
     Unavailable(String),
 }
 
-/// Who a bearer token is for: the same rule as the token login of the client protocol.
+/// Who a bearer token is for: the same rule as the token login of the client protocol,
+/// unknown tokens charged to `peer` as a token login charges them.
 #[async_trait::async_trait]
 pub trait Authenticate: Send + Sync + 'static {
-    async fn user_of(&self, token: &str) -> Result<UserId, AuthError>;
+    async fn user_of(&self, token: &str, peer: IpAddr) -> Result<UserId, AuthError>;
 }
+
+/// The client's address, a request extension the server that serves [`router`] inserts (the
+/// gateway: the connection's peer, or the PROXY header's address): unknown tokens are charged
+/// to it. A request without it is refused (500): the server was wired wrong.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub IpAddr);
+
+/// A response extension on every answer to a request whose token was accepted. The server
+/// keeps a connection alive only after such an answer: anything else (no or a bad token, a
+/// path no route has) may come from a stranger, who must not hold a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Authenticated;
 
 #[derive(Clone)]
 struct Api {
@@ -57,6 +81,7 @@ struct Api {
 
 /// The `/files` routes, ready to serve.
 pub fn router(files: Arc<FileService>, auth: Arc<dyn Authenticate>) -> Router {
+    let api = Api { files, auth };
     Router::new()
         .route("/files", post(create))
         .route("/files/{id}", get(download))
@@ -64,7 +89,13 @@ pub fn router(files: Arc<FileService>, auth: Arc<dyn Authenticate>) -> Router {
         .route("/files/{id}/chunks/{index}", put(put_chunk))
         .route("/files/{id}/complete", post(complete))
         .route("/files/{id}/thumbnail", get(thumbnail))
-        .with_state(Api { files, auth })
+        // Around each path's every method, its 405 included: no answer under a route is given
+        // before the token is checked.
+        .route_layer(axum::middleware::from_fn_with_state(
+            api.clone(),
+            authenticate,
+        ))
+        .with_state(api)
 }
 
 /// A refusal as the client reads it.
@@ -99,39 +130,76 @@ impl IntoResponse for Refused {
     }
 }
 
-/// 401 (or 503 when the account store is away).
+/// 401, 429 past the unknown tokens of the address, or 503 when the account store is away.
 fn unauthorized(e: AuthError) -> Response {
     let (status, code) = match &e {
         AuthError::Invalid(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+        AuthError::Limited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
         AuthError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "accounts_unavailable"),
     };
     metrics::counter!(super::metrics::UPLOADS_REFUSED, "reason" => code).increment(1);
     let body = serde_json::json!({ "error": e.to_string(), "code": code });
     let mut response = (status, axum::Json(body)).into_response();
-    if status == StatusCode::UNAUTHORIZED {
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    let headers = response.headers_mut();
+    match e {
+        AuthError::Invalid(_) => {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        AuthError::Limited { retry_after_ms, .. } => {
+            // Whole seconds, rounded up: never sooner than the limit allows.
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after_ms.div_ceil(1000).max(1)),
+            );
+        }
+        AuthError::Unavailable(_) => {}
     }
     response
 }
 
-/// The user whose bearer token the request carries; a 401 (or 503) response otherwise.
+/// The user whose bearer token the request carries, put in the request by [`authenticate`].
+#[derive(Clone, Copy)]
 struct Caller(UserId);
 
 impl axum::extract::FromRequestParts<Api> for Caller {
-    type Rejection = Response;
+    type Rejection = StatusCode;
 
     async fn from_request_parts(
         parts: &mut axum::http::request::Parts,
-        api: &Api,
-    ) -> Result<Self, Response> {
-        api.user(&parts.headers).await.map(Caller)
+        _: &Api,
+    ) -> Result<Self, StatusCode> {
+        // Every route is behind `authenticate`: missing, the router was built wrong.
+        parts
+            .extensions
+            .get::<Caller>()
+            .copied()
+            .ok_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 }
 
+/// Checks the bearer token before any handler runs: refused, the refusal is the answer; else
+/// the handler's answer, marked [`Authenticated`].
+async fn authenticate(
+    State(api): State<Api>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(&ClientAddr(peer)) = request.extensions().get::<ClientAddr>() else {
+        tracing::error!("a files request without its client's address: refused");
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let user = match api.user(request.headers(), peer).await {
+        Ok(user) => user,
+        Err(refused) => return refused,
+    };
+    request.extensions_mut().insert(Caller(user));
+    let mut response = next.run(request).await;
+    response.extensions_mut().insert(Authenticated);
+    response
+}
+
 impl Api {
-    async fn user(&self, headers: &HeaderMap) -> Result<UserId, Response> {
+    async fn user(&self, headers: &HeaderMap, peer: IpAddr) -> Result<UserId, Response> {
         let token = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -145,7 +213,7 @@ impl Api {
                 "send the login token as Authorization: Bearer TOKEN".into(),
             )));
         };
-        self.auth.user_of(token).await.map_err(unauthorized)
+        self.auth.user_of(token, peer).await.map_err(unauthorized)
     }
 }
 

@@ -71,7 +71,7 @@ impl Conn {
         // among its client's connections not logged in.
         self.shared().set_authed();
         self.session.release_prelogin();
-        let pipe = gate.connect();
+        let pipe = gate.connect(self.stream.peer_ip());
         match self.pump_files(head, pipe).await {
             Ok(Pumped::Done) => {}
             Ok(Pumped::WriteCut) => return,

@@ -46,7 +46,10 @@ async fn harness(files: FilesConfig) -> Harness {
     settings.files = files;
     assert_eq!(settings.problems(), Vec::<String>::new());
     let backend = Backend::open(settings, Vec::new()).expect("backend opens");
-    let router = backend.files_router().expect("files are enabled");
+    let router = backend
+        .files_router()
+        .expect("files are enabled")
+        .layer(axum::Extension(crate::files::http::ClientAddr(PEER)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let server = tokio::spawn(async move {
