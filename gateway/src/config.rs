@@ -220,6 +220,10 @@ pub struct FilesPipeConfig {
     /// `ringchat_backend::client_key`); past it a new one is answered 503: one host cannot
     /// take every file connection of the node.
     pub conns_per_ip_max: usize,
+    /// File connections open at once from one IPv6 client network (its /48, all its /64s
+    /// together: `ringchat_backend::share_key`); past it a new one is answered 503. IPv4
+    /// clients are counted per address only.
+    pub conns_per_network_max: usize,
     /// Bytes in flight each way in one connection's pipe between shard and backend.
     pub pipe_bytes: usize,
     /// Time from the end of one response to the whole head of the next request on a file
@@ -233,6 +237,7 @@ impl Default for FilesPipeConfig {
             conns_per_shard_max: 1024,
             conns_max: 4096,
             conns_per_ip_max: 64,
+            conns_per_network_max: 256,
             pipe_bytes: 256 * 1024,
             header_read_timeout_ms: 10_000,
         }
@@ -612,6 +617,10 @@ impl GatewayConfig {
         );
         positive(self.files.conns_max as u64, "files.conns_max");
         positive(self.files.conns_per_ip_max as u64, "files.conns_per_ip_max");
+        positive(
+            self.files.conns_per_network_max as u64,
+            "files.conns_per_network_max",
+        );
         positive(
             self.files.header_read_timeout_ms,
             "files.header_read_timeout_ms",

@@ -26,27 +26,44 @@ pub struct FilesGate {
     config: FilesPipeConfig,
     open: AtomicUsize,
     /// Open file connections per client (`ringchat_backend::client_key`: an IPv6 client by its
-    /// /64, which it has every address of; an entry only while it has one): taken once per
-    /// file connection, never per request.
-    open_from: Mutex<HashMap<IpAddr, usize>>,
+    /// /64, which it has every address of) and per IPv6 client network (its /48,
+    /// `ringchat_backend::share_key`); an entry only while it has one: taken once per file
+    /// connection, never per request.
+    open_from: Mutex<OpenFrom>,
 }
 
-/// A place among the open file connections of all shards and of its address, given back when
-/// dropped.
+#[derive(Default)]
+struct OpenFrom {
+    clients: HashMap<IpAddr, usize>,
+    networks: HashMap<IpAddr, usize>,
+}
+
+/// A place among the open file connections of all shards, of its client and of its IPv6
+/// network, given back when dropped.
 pub struct Admitted {
     gate: Arc<FilesGate>,
     from: IpAddr,
+    /// The IPv6 client's /48; `None` for an IPv4 client (its network is its address).
+    network: Option<IpAddr>,
+}
+
+/// Gives back one place of `key`, dropping its entry at zero.
+fn give_back(counts: &mut HashMap<IpAddr, usize>, key: &IpAddr) {
+    if let Some(n) = counts.get_mut(key) {
+        *n -= 1;
+        if *n == 0 {
+            counts.remove(key);
+        }
+    }
 }
 
 impl Drop for Admitted {
     fn drop(&mut self) {
         self.gate.open.fetch_sub(1, Ordering::Relaxed);
         let mut open_from = self.gate.open_from();
-        if let Some(n) = open_from.get_mut(&self.from) {
-            *n -= 1;
-            if *n == 0 {
-                open_from.remove(&self.from);
-            }
+        give_back(&mut open_from.clients, &self.from);
+        if let Some(net) = &self.network {
+            give_back(&mut open_from.networks, net);
         }
     }
 }
@@ -56,7 +73,8 @@ impl Drop for Admitted {
 pub enum Refusal {
     /// `conns_max` file connections are open.
     Full,
-    /// `conns_per_ip_max` are open from this address.
+    /// `conns_per_ip_max` are open from this address, or `conns_per_network_max` from its IPv6
+    /// network.
     FullForAddress,
 }
 
@@ -73,7 +91,7 @@ impl FilesGate {
             runtime,
             config,
             open: AtomicUsize::new(0),
-            open_from: Mutex::new(HashMap::new()),
+            open_from: Mutex::new(OpenFrom::default()),
         })
     }
 
@@ -81,14 +99,19 @@ impl FilesGate {
         &self.config
     }
 
-    fn open_from(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+    fn open_from(&self) -> std::sync::MutexGuard<'_, OpenFrom> {
         // A count map has no invariant a panic could break half-way.
         self.open_from.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Takes a place among `conns_max` and among `conns_per_ip_max` of `from`'s client key.
-    pub fn admit(self: &Arc<Self>, from: IpAddr) -> Result<Admitted, Refusal> {
-        let from = ringchat_backend::client_key(from);
+    /// Takes a place among `conns_max`, among `conns_per_ip_max` of `peer`'s client key and,
+    /// for an IPv6 client, among `conns_per_network_max` of its /48.
+    pub fn admit(self: &Arc<Self>, peer: IpAddr) -> Result<Admitted, Refusal> {
+        let from = ringchat_backend::client_key(peer);
+        let network = match ringchat_backend::share_key(peer) {
+            net @ IpAddr::V6(_) => Some(net),
+            IpAddr::V4(_) => None,
+        };
         let max = self.config.conns_max;
         self.open
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
@@ -96,19 +119,27 @@ impl FilesGate {
             })
             .map_err(|_| Refusal::Full)?;
         let mut open_from = self.open_from();
-        let n = open_from.entry(from).or_default();
-        if *n >= self.config.conns_per_ip_max {
-            if *n == 0 {
-                open_from.remove(&from);
-            }
+        // Looked up before an entry is made: a refused client leaves none behind.
+        let full = |counts: &HashMap<IpAddr, usize>, key: &IpAddr, max: usize| {
+            counts.get(key).is_some_and(|n| *n >= max)
+        };
+        if full(&open_from.clients, &from, self.config.conns_per_ip_max)
+            || network.is_some_and(|net| {
+                full(&open_from.networks, &net, self.config.conns_per_network_max)
+            })
+        {
             drop(open_from);
             self.open.fetch_sub(1, Ordering::Relaxed);
             return Err(Refusal::FullForAddress);
         }
-        *n += 1;
+        *open_from.clients.entry(from).or_default() += 1;
+        if let Some(net) = network {
+            *open_from.networks.entry(net).or_default() += 1;
+        }
         Ok(Admitted {
             gate: Arc::clone(self),
             from,
+            network,
         })
     }
 
@@ -217,6 +248,48 @@ mod tests {
         drop(held);
         let again = gate.admit(ip("2001:db8:1:2:ffff::9")).expect("freed");
         drop((again, other, v4));
-        assert!(gate.open_from().is_empty());
+        assert!(gate.open_from().clients.is_empty());
+        assert!(gate.open_from().networks.is_empty());
+    }
+
+    /// An IPv6 client's /48 is counted as a whole too: its other /64s are refused once it holds
+    /// `conns_per_network_max`, while another /48 and IPv4 clients get in.
+    #[test]
+    fn file_connections_of_an_ipv6_48_are_counted_together() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let gate = FilesGate::new(
+            axum::Router::new(),
+            runtime.handle().clone(),
+            FilesPipeConfig {
+                conns_per_ip_max: 1,
+                conns_per_network_max: 2,
+                ..FilesPipeConfig::default()
+            },
+        );
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let first = gate.admit(ip("2001:db8:1:1::1")).expect("the first /64");
+        let second = gate.admit(ip("2001:db8:1:2::1")).expect("the second /64");
+        assert_eq!(
+            gate.admit(ip("2001:db8:1:3::1")).err(),
+            Some(Refusal::FullForAddress),
+            "a third /64 of the same /48"
+        );
+        let other = gate.admit(ip("2001:db8:2:1::1")).expect("another /48");
+        let v4: Vec<_> = ["192.0.2.7", "192.0.2.8", "192.0.2.9"]
+            .into_iter()
+            .map(|a| gate.admit(ip(a)).expect("IPv4: per address only"))
+            .collect();
+        assert_eq!(
+            gate.open.load(Ordering::Relaxed),
+            6,
+            "the refused one gave its place back"
+        );
+        drop(first);
+        let again = gate.admit(ip("2001:db8:1:3::1")).expect("given back");
+        drop((second, other, v4, again));
+        assert!(gate.open_from().clients.is_empty());
+        assert!(gate.open_from().networks.is_empty());
     }
 }
