@@ -216,22 +216,27 @@ fn set_close(response: &mut axum::response::Response) {
 mod tests {
     use super::*;
 
+    /// A gate with `config` (and the runtime it would serve on, kept alive by the caller).
+    fn gate(config: FilesPipeConfig) -> (tokio::runtime::Runtime, Arc<FilesGate>) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let gate = FilesGate::new(axum::Router::new(), runtime.handle().clone(), config);
+        (runtime, gate)
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
     /// An IPv6 host has its whole /64 to connect from: its file connections are counted
     /// together, as the backend counts its registrations and code requests.
     #[test]
     fn file_connections_are_counted_per_ipv4_address_and_per_ipv6_64() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        let gate = FilesGate::new(
-            axum::Router::new(),
-            runtime.handle().clone(),
-            FilesPipeConfig {
-                conns_per_ip_max: 1,
-                ..FilesPipeConfig::default()
-            },
-        );
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let (_runtime, gate) = gate(FilesPipeConfig {
+            conns_per_ip_max: 1,
+            ..FilesPipeConfig::default()
+        });
         let held = gate.admit(ip("2001:db8:1:2::1")).expect("the first");
         assert_eq!(
             gate.admit(ip("2001:db8:1:2:ffff::9")).err(),
@@ -256,19 +261,11 @@ mod tests {
     /// `conns_per_network_max`, while another /48 and IPv4 clients get in.
     #[test]
     fn file_connections_of_an_ipv6_48_are_counted_together() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        let gate = FilesGate::new(
-            axum::Router::new(),
-            runtime.handle().clone(),
-            FilesPipeConfig {
-                conns_per_ip_max: 1,
-                conns_per_network_max: 2,
-                ..FilesPipeConfig::default()
-            },
-        );
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let (_runtime, gate) = gate(FilesPipeConfig {
+            conns_per_ip_max: 1,
+            conns_per_network_max: 2,
+            ..FilesPipeConfig::default()
+        });
         let first = gate.admit(ip("2001:db8:1:1::1")).expect("the first /64");
         let second = gate.admit(ip("2001:db8:1:2::1")).expect("the second /64");
         assert_eq!(
