@@ -143,3 +143,49 @@ async fn a_busy_owner_refuses_forwarded_writes_and_the_link_stays_up() {
         assert_eq!(stored.len(), acks.len(), "nothing refused is stored");
     }
 }
+
+/// `grpc_conns_max` idle HTTP/2 connections on n2's gRPC listener (a stranger's: handshake
+/// made, pings answered, no request) lock no peer out: each is closed once it served nothing
+/// for `grpc_idle_timeout_ms`, and n1, restarted, links to n2 again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_filling_the_grpc_listener_do_not_keep_a_peer_out() {
+    const CONNS_MAX: usize = 16;
+    let ids = ["n1", "n2"];
+    let conns_max = CONNS_MAX.to_string();
+    let mut nodes = fresh_nodes(
+        "idleconns",
+        &ids,
+        &[
+            ("CLUSTER__NODES_MAX", "4"),
+            ("CLUSTER__GRPC_CONNS_MAX", &conns_max),
+            ("CLUSTER__GRPC_IDLE_TIMEOUT_MS", "500"),
+        ],
+    );
+    let links_up_to_n2 =
+        |n1: &TestServer| n1.metric("ringchat_cluster_peer_links_up_total{peer=\"n2\"}");
+    common::wait_until("n1 links to n2", || links_up_to_n2(&nodes[0]) >= 1.0);
+    nodes[0].stop();
+    common::wait_until("n1's connection to n2 is gone", || {
+        nodes[1].metric("ringchat_cluster_grpc_conns") == 0.0
+    });
+
+    let grpc = nodes[1]
+        .env_var("RINGCHAT_CLUSTER__GRPC_LISTEN")
+        .expect("n2's gRPC listener")
+        .to_owned();
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{grpc}")).expect("url");
+    let mut idle = Vec::new();
+    for _ in 0..CONNS_MAX {
+        // A real HTTP/2 client: it answers the server's keepalive pings, and asks nothing.
+        idle.push(endpoint.connect().await.expect("a place"));
+    }
+    assert!(
+        nodes[1].metric("ringchat_cluster_grpc_conns") >= CONNS_MAX as f64,
+        "every place is taken"
+    );
+
+    nodes[0].restart();
+    common::wait_until_async("n1 links to n2 again", || links_up_to_n2(&nodes[0]) >= 1.0).await;
+    assert!(nodes[1].metric("ringchat_cluster_grpc_idle_closed_total") >= CONNS_MAX as f64);
+    drop(idle);
+}

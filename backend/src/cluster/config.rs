@@ -69,6 +69,10 @@ pub struct ClusterConfig {
     /// ClientHello, or the HTTP/2 preface) within this many milliseconds is closed; also the
     /// deadline of the whole TLS handshake.
     pub grpc_handshake_timeout_ms: u64,
+    /// A connection to the gRPC listener that served no request (a status call, or a peer's
+    /// link stream) for this many milliseconds is closed: idle connections hold no place a
+    /// peer needs.
+    pub grpc_idle_timeout_ms: u64,
     /// Message and group ids leased from the store of record per lease, in ids: each node
     /// hands out ids from its own block (ids left in it at a restart are skipped).
     pub id_block_size: u64,
@@ -136,6 +140,7 @@ impl Default for ClusterConfig {
             grpc_timeout_ms: 5_000,
             grpc_conns_max: 4_096,
             grpc_handshake_timeout_ms: 5_000,
+            grpc_idle_timeout_ms: 10_000,
             id_block_size: 1_024,
             peer_queue_items_max: 65_536,
             peer_kicks_pending_max: 65_536,
@@ -257,6 +262,12 @@ impl ClusterConfig {
             100,
             60_000,
             "grpc_handshake_timeout_ms",
+        );
+        range(
+            self.grpc_idle_timeout_ms,
+            100,
+            3_600_000,
+            "grpc_idle_timeout_ms",
         );
         range(self.id_block_size, 1, 1 << 20, "id_block_size");
         range(

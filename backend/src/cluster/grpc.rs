@@ -1,7 +1,8 @@
 //! The node's gRPC listener (`cluster.grpc_listen`): the status service now
 //! (`ringchat.v1.Status`: `Assign`, `Ping`); the later cluster parts add their node-to-node
 //! services to the same server in `serve`. Bounded: connections at once (`grpc_conns_max`),
-//! the time to start a handshake (`grpc_handshake_timeout_ms`; both in `grpc_conns.rs`) and
+//! the time to start a handshake (`grpc_handshake_timeout_ms`), a connection's time serving
+//! nothing (`grpc_idle_timeout_ms`; all three in `grpc_conns.rs`) and
 //! to finish a TLS one, requests at once per connection (`grpc_concurrency_per_connection`,
 //! load shed past it), a deadline per request (`grpc_timeout_ms`) and the size of a request:
 //! `STATUS_REQUEST_BYTES_MAX` for the status service, whose requests are empty (anyone who
@@ -24,11 +25,14 @@ const STATUS_REQUEST_BYTES_MAX: usize = 1024;
 
 struct StatusImpl {
     cluster: Arc<Cluster>,
+    /// Each call keeps its connection from being idle while it runs.
+    conns: super::grpc_conns::Conns,
 }
 
 #[tonic::async_trait]
 impl StatusService for StatusImpl {
-    async fn assign(&self, _: Request<AssignRequest>) -> Result<Response<AssignReply>, Status> {
+    async fn assign(&self, r: Request<AssignRequest>) -> Result<Response<AssignReply>, Status> {
+        let _serving = self.conns.serving(r.remote_addr());
         let view = self.cluster.view();
         let node = view
             .assign()
@@ -40,7 +44,8 @@ impl StatusService for StatusImpl {
         }))
     }
 
-    async fn ping(&self, _: Request<PingRequest>) -> Result<Response<PingReply>, Status> {
+    async fn ping(&self, r: Request<PingRequest>) -> Result<Response<PingReply>, Status> {
+        let _serving = self.conns.serving(r.remote_addr());
         let view = self.cluster.view();
         Ok(Response::new(PingReply {
             node_id: self.cluster.node_id().to_owned(),
@@ -65,7 +70,14 @@ pub async fn serve(
     if let Some(tls) = tls {
         server = server.tls_config(tls.server().timeout(handshake))?;
     }
-    let incoming = super::grpc_conns::incoming(listener, c.grpc_conns_max, handshake);
+    let conns = super::grpc_conns::Conns::default();
+    let incoming = super::grpc_conns::incoming(
+        listener,
+        c.grpc_conns_max,
+        handshake,
+        Duration::from_millis(c.grpc_idle_timeout_ms),
+        conns.clone(),
+    );
     server
         .concurrency_limit_per_connection(c.grpc_concurrency_per_connection)
         .load_shed(true)
@@ -75,10 +87,11 @@ pub async fn serve(
         .add_service(
             StatusServer::new(StatusImpl {
                 cluster: Arc::clone(&cluster),
+                conns: conns.clone(),
             })
             .max_decoding_message_size(STATUS_REQUEST_BYTES_MAX),
         )
-        .add_optional_service(node.map(super::link::NodeService::into_server))
+        .add_optional_service(node.map(|n| n.with_conns(conns).into_server()))
         .serve_with_incoming_shutdown(incoming, stop)
         .await
 }

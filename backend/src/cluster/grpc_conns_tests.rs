@@ -32,7 +32,14 @@ fn config() -> ClusterConfig {
 
 /// A status-only node's listener on port 0; stops when the sender is dropped.
 async fn listen(tls: Option<NodeTls>) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
-    let cluster = Cluster::new(&config(), None).expect("a cluster");
+    listen_with(config(), tls).await
+}
+
+async fn listen_with(
+    config: ClusterConfig,
+    tls: Option<NodeTls>,
+) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let cluster = Cluster::new(&config, None).expect("a cluster");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -111,6 +118,58 @@ async fn silent_connections_are_closed_and_capped_while_clients_are_served() {
     // The silent ones' places are free again.
     let again = endpoint.connect().await.expect("connects again");
     ping(again).await.expect("served");
+}
+
+/// `grpc_conns_max` connections that made their HTTP/2 handshake (the preface and SETTINGS)
+/// and then ask nothing hold no place for good: each is closed once it served nothing for
+/// `grpc_idle_timeout_ms`, and a client (a peer re-dialling) finds a place again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http2_connections_are_closed_and_free_their_places() {
+    const IDLE: Duration = Duration::from_millis(500);
+    let (addr, _stop) = listen_with(
+        ClusterConfig {
+            grpc_idle_timeout_ms: IDLE.as_millis() as u64,
+            ..config()
+        },
+        None,
+    )
+    .await;
+    let opened = Instant::now();
+    let mut idle = Vec::new();
+    for _ in 0..CONNS_MAX {
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .expect("preface");
+        // An empty SETTINGS frame: length 0, type 4, no flags, stream 0.
+        s.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0])
+            .await
+            .expect("settings");
+        idle.push(s);
+    }
+    let mut over = TcpStream::connect(addr).await.expect("connect");
+    assert!(
+        closed_within(&mut over, IDLE / 2).await,
+        "every place is taken"
+    );
+    let endpoint = Endpoint::from_shared(format!("http://{addr}")).expect("url");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Ok(channel) = endpoint.connect().await
+            && ping(channel).await.is_ok()
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no place came free for a client within {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(opened.elapsed() >= IDLE, "not before the idle deadline");
+    for s in &mut idle {
+        assert!(closed_within(s, WAIT).await, "an idle connection is closed");
+    }
 }
 
 /// A status request with a field the real ones lack: encoded, an `AssignRequest` carrying

@@ -95,7 +95,11 @@ const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         "ringchat_cluster_peer_legacy_secret_total",
-        "Link streams taken from nodes of the previous version, which send cluster.peer_secret itself instead of a proof, since start.",
+        "Link streams taken from nodes of two versions before, which send cluster.peer_secret itself instead of a proof, since start.",
+    ),
+    (
+        "ringchat_cluster_peer_older_proof_total",
+        "Link streams taken from nodes of the previous version, whose proof is bound to this node's id but not to its address and start, since start.",
     ),
     (
         "ringchat_cluster_peers_new_in_view_total",
@@ -155,6 +159,10 @@ const COUNTERS: &[(&str, &str)] = &[
     (
         "ringchat_cluster_grpc_handshake_timeouts_total",
         "Connections to grpc_listen closed because their handshake did not start within grpc_handshake_timeout_ms, since start.",
+    ),
+    (
+        "ringchat_cluster_grpc_idle_closed_total",
+        "Connections to grpc_listen closed because they served no request (a status call, or a peer's link) for grpc_idle_timeout_ms, since start.",
     ),
     (
         "ringchat_cluster_heartbeat_failures_total",

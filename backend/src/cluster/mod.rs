@@ -124,6 +124,11 @@ impl Cluster {
         &self.config.node_id
     }
 
+    /// When this process started, as its record says (peers' proofs name it).
+    pub fn started_at_ms(&self) -> u64 {
+        self.started_at_ms
+    }
+
     /// The live nodes as last read; never waits.
     pub fn view(&self) -> Arc<ClusterView> {
         self.view.load_full()

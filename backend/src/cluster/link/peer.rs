@@ -331,16 +331,32 @@ async fn connect_and_write(
         .max_decoding_message_size(message_bytes_max)
         .max_encoding_message_size(message_bytes_max);
     let mut request = tonic::Request::new(outbound);
+    // The proof is bound to the address dialled and the start of the process the view
+    // names there (`secret.rs`): one caught by whoever that address really is opens nothing.
+    let started_at_ms = link
+        .view_nodes()
+        .and_then(|v| {
+            v.nodes
+                .iter()
+                .find(|n| n.record.node_id == peer.node_id && n.record.advertise_addr == *addr)
+                .map(|n| n.record.started_at_ms)
+        })
+        .unwrap_or(0);
     super::secret::attach(
         &mut request,
         &link.config.peer_secret,
         &link.me,
-        &peer.node_id,
+        super::secret::Target {
+            node_id: &peer.node_id,
+            addr: &addr,
+            started_at_ms,
+        },
     );
     let response = match tokio::time::timeout(timeout, client.link(request)).await {
         Ok(Ok(response)) => response,
         Ok(Err(status)) if status.code() == tonic::Code::Unauthenticated => {
-            // Another secret, clocks too far apart, or a node of the version before proofs.
+            // Another secret, clocks too far apart, a view older than the peer's restart (or
+            // its record names another address), or a node of a version before.
             tracing::error!(peer = %peer.node_id, %addr, why = %status.message(), "cluster: the peer refused this node's proof of cluster.peer_secret");
             return false;
         }

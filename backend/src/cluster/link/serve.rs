@@ -26,11 +26,22 @@ use opentelemetry::trace::SpanKind;
 pub struct NodeService {
     link: Arc<Link>,
     writes: Writes,
+    /// The listener's connections: a peer's stream keeps its own from being idle.
+    conns: crate::cluster::grpc_conns::Conns,
 }
 
 impl NodeService {
     pub fn new(link: Arc<Link>, writes: Writes) -> Self {
-        Self { link, writes }
+        Self {
+            link,
+            writes,
+            conns: Default::default(),
+        }
+    }
+
+    pub(crate) fn with_conns(mut self, conns: crate::cluster::grpc_conns::Conns) -> Self {
+        self.conns = conns;
+        self
     }
 
     pub(crate) fn into_server(self) -> NodeServer<Self> {
@@ -65,14 +76,26 @@ impl Node for NodeService {
                 "not a node of this cluster: no client certificate signed by cluster.tls.ca_path",
             ));
         }
-        // The node id its proof names: its batches must carry it.
+        // The node id its proof names: its batches must carry it. A proof names this
+        // process: its advertise address and its start, as its record says.
+        let me = super::secret::Target {
+            node_id: &self.link.me,
+            addr: self.link.config.advertised(),
+            started_at_ms: self
+                .link
+                .attached
+                .get()
+                .map_or(0, |(c, _)| c.started_at_ms()),
+        };
         let dialer = super::secret::check(
             &request,
             &self.link.config.peer_secret,
-            &self.link.me,
+            me,
             crate::time::now_ms(),
             &self.link.proofs,
         )?;
+        // A peer's link holds its connection for as long as it streams.
+        let serving = self.conns.serving(request.remote_addr());
         let mut inbound = request.into_inner();
         let link = Arc::clone(&self.link);
         let writes = self.writes.clone();
@@ -85,6 +108,7 @@ impl Node for NodeService {
         let (acks, acks_rx) = tokio::sync::mpsc::channel::<NodeBatch>(ACK_BATCHES_MAX);
         tokio::spawn(async move {
             let _done = done_tx;
+            let _serving = serving;
             // The peer, once its first batch named it.
             let mut from: Option<String> = None;
             loop {

@@ -477,6 +477,127 @@ async fn a_node_named_in_redis_by_anyone_is_never_sent_the_peer_secret() {
     server.abort();
 }
 
+/// Whoever can write to Redis points node zz's record at their own listener: n1 dials it
+/// there and presents its proof, which the catcher relays at once to zz's real `grpc_listen`.
+/// zz refuses it (the proof names the address n1 dialled, not zz's own), so no batch naming
+/// n1 is taken from the catcher.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proof_caught_at_an_address_named_in_redis_opens_not_the_real_node() {
+    const SECRET: &str = "this-cluster-secret-0123456789abcdef";
+    let prefix = format!("relay_{}_{}", std::process::id(), crate::time::now_ms());
+    // The real zz: its listener and link, its record never written (the catcher's stands).
+    let real = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let real_addr = real.local_addr().expect("addr").to_string();
+    let zz_config = ClusterConfig {
+        peer_secret: SECRET.into(),
+        ..node_config(&prefix, "zz", &real_addr)
+    };
+    let zz = Cluster::new(&zz_config, Some(Box::new(|| 0))).expect("cluster");
+    let (zz_link, _zz_shard) = link(&zz_config);
+    zz_link.attach(Arc::clone(&zz), tokio::runtime::Handle::current(), None);
+    let (zz_stop, zz_stopped) = tokio::sync::oneshot::channel::<()>();
+    let service = super::NodeService::new(Arc::clone(&zz_link), Writes::unconnected());
+    tokio::spawn(crate::cluster::serve_grpc(
+        Arc::clone(&zz),
+        Some(service),
+        real,
+        None,
+        async {
+            let _ = zz_stopped.await;
+        },
+    ));
+
+    let (headers_tx, mut headers) = mpsc::channel(16);
+    let catcher = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let catcher_addr = catcher.local_addr().expect("addr").to_string();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(ringchat_proto::v1::node_server::NodeServer::new(FakeNode(
+                headers_tx,
+            )))
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(catcher)),
+    );
+    let config = ClusterConfig {
+        peer_secret: SECRET.into(),
+        ..node_config(&prefix, "n1", "127.0.0.1:1")
+    };
+    let cluster = Cluster::new(&config, Some(Box::new(|| 0))).expect("cluster");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(Arc::clone(&cluster).run(async {
+        let _ = stopped.await;
+    }));
+    until("n1 joined", || cluster.view().joined).await;
+    let (n1_link, _shard) = link(&config);
+    n1_link.attach(
+        Arc::clone(&cluster),
+        tokio::runtime::Handle::current(),
+        None,
+    );
+    let now = crate::time::now_ms();
+    let record = crate::cluster::NodeRecord {
+        node_id: "zz".into(),
+        advertise_addr: catcher_addr,
+        client_addrs: Vec::new(),
+        // zz's real start: what the catcher can read of it does not help.
+        started_at_ms: zz.started_at_ms(),
+        heartbeat_at_ms: now,
+        connections: 0,
+        cpu_percent: 0.0,
+    };
+    let mut redis = redis::Client::open(redis_url())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("the test Redis");
+    redis::pipe()
+        .cmd("SET")
+        .arg(format!("{prefix}:node:zz"))
+        .arg(serde_json::to_string(&record).expect("json"))
+        .arg("PX")
+        .arg(60_000)
+        .cmd("SADD")
+        .arg(format!("{prefix}:nodes"))
+        .arg("zz")
+        .query_async::<()>(&mut redis)
+        .await
+        .expect("written");
+    until("zz in n1's view", || cluster.view().has("zz")).await;
+    assert!(n1_link.peer_by_id("zz").is_some());
+    let caught = tokio::time::timeout(Duration::from_secs(10), headers.recv())
+        .await
+        .expect("the catcher is dialed")
+        .expect("its headers");
+    let proof = caught
+        .get("x-ringchat-peer-proof")
+        .expect("n1's proof")
+        .clone();
+
+    let mut relay =
+        ringchat_proto::v1::node_client::NodeClient::connect(format!("http://{real_addr}"))
+            .await
+            .expect("zz's real listener");
+    let batch = NodeBatch {
+        from_node: "n1".into(),
+        ..Default::default()
+    };
+    let mut request = tonic::Request::new(futures_util::stream::iter(vec![batch]));
+    request
+        .metadata_mut()
+        .insert("x-ringchat-peer-proof", proof);
+    let refused = relay.link(request).await.expect_err("a relayed proof");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+
+    n1_link.shutdown();
+    zz_link.shutdown();
+    let _ = stop.send(());
+    let _ = zz_stop.send(());
+    server.abort();
+}
+
 /// A kick issued before this node could see any other (a node that has not joined: Redis away
 /// at its start, its shards already taking logins) is not lost for the nodes it could not
 /// see: each node of its first view is handed it once it joins, remembered until confirmed
