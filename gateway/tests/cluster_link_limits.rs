@@ -177,12 +177,11 @@ async fn idle_connections_filling_the_grpc_listener_do_not_keep_a_peer_out() {
     let mut idle = Vec::new();
     for _ in 0..CONNS_MAX {
         // A real HTTP/2 client: it answers the server's keepalive pings, and asks nothing.
+        // (Not checked for a place here: on a busy machine the first may already have been
+        // closed as idle by the time the last connects. Without the idle close, they all stay
+        // and n1 below never links.)
         idle.push(endpoint.connect().await.expect("a place"));
     }
-    assert!(
-        nodes[1].metric("ringchat_cluster_grpc_conns") >= CONNS_MAX as f64,
-        "every place is taken"
-    );
 
     nodes[0].restart();
     common::wait_until_async("n1 links to n2 again", || links_up_to_n2(&nodes[0]) >= 1.0).await;
