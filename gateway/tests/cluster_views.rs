@@ -380,6 +380,76 @@ async fn a_node_cut_off_from_redis_takes_no_conversation_over() {
     );
 }
 
+/// Items `node` dropped as stale instead of sending them (`link/queue.rs`).
+fn stale_dropped(node: &TestServer) -> f64 {
+    node.metrics()
+        .into_iter()
+        .filter(|(k, _)| {
+            k.starts_with("ringchat_cluster_peer_items_dropped_total{")
+                && k.contains("reason=\"stale\"")
+        })
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// A node cut off from Redis, not from the store or its peers, still commits the conversations
+/// it holds (nobody has claimed them since) after its record expired and the others dropped
+/// it. Any other node may claim one at any moment and push later seqs, which a push of this
+/// node queued behind must not follow; so once its last heartbeat that reached Redis is
+/// `node_ttl_ms` less half a heartbeat old its pushes are dropped, not sent: bob is told to
+/// Sync instead, and finds the message there. Before, the push went out as if just queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_redis_sends_no_push_once_its_record_has_expired() {
+    let ids = ["n1", "n2"];
+    let db = common::store::fresh_database();
+    let redis = OwnRedis::start(free_port());
+    let prefix = format!("rc_cut_push_{}", unique());
+    let (nodes, proxies) = nodes_behind_proxies(&db, &redis, &prefix, &ids, &[], &[]).await;
+    let servers: Vec<&TestServer> = nodes.iter().map(|(_, s)| s).collect();
+    views(&servers, 2).await;
+    // bob on n2, alice on n1 (cut below), their conversation owned (and claimed) by n1.
+    let (mut bob, bob_login) = servers[1].user("bob").await;
+    let b = bob_login.user_id;
+    let (mut alice, a) = user_owned_by(&servers, &ids, 0, b, 0, "alice").await;
+    let conv = conversation_id(a, b);
+    let mut acks = vec![(
+        acked(&mut alice, direct(b, "before")).await.seq,
+        "before".to_owned(),
+    )];
+    pushed(&mut bob, "before").await;
+    proxies[0].cut();
+    // n2 drops n1 `node_ttl_ms` after n1's last heartbeat.
+    wait_until_async("n2 drops n1", || {
+        servers[1].metric("ringchat_cluster_nodes") == 1.0
+    })
+    .await;
+    let stale_before = stale_dropped(servers[0]);
+    let ack = acked(&mut alice, direct(b, "cut")).await;
+    acks.push((ack.seq, "cut".to_owned()));
+    wait_until_async("n1 drops its push to n2 as stale", || {
+        stale_dropped(servers[0]) > stale_before
+    })
+    .await;
+    let deadline = Instant::now() + WAIT_DEADLINE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let frame = tokio::time::timeout(left, bob.next_event())
+            .await
+            .expect("bob was not told to Sync")
+            .ok()
+            .flatten();
+        match frame.and_then(|f| f.body) {
+            Some(Body::Push(p)) if p.message.iter().any(|m| m.seq == ack.seq) => {
+                panic!("n1's push after its record expired reached bob")
+            }
+            Some(Body::SyncNeeded(_)) => break,
+            _ => {}
+        }
+    }
+    every_ack_once(&common::cluster::synced(&mut bob, conv).await, &acks);
+    proxies[0].restore();
+}
+
 /// The links-down count of `node` for peer `peer`.
 fn links_down(node: &TestServer, peer: &str) -> f64 {
     node.metrics()

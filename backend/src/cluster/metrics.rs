@@ -75,11 +75,15 @@ const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         "ringchat_cluster_peer_items_dropped_total",
-        "Items for each peer not sent, by reason: full (peer_queue_items_max waiting, or half of it for typing), down (the link was down), oversized (past the links' item limit), stale (a push queued longer than node_ttl_ms - 1.5 x heartbeat_interval_ms, when another node may own its conversation: the peer is told its sessions must Sync), since start.",
+        "Items for each peer not sent, by reason: full (peer_queue_items_max waiting, or half of it for typing), down (the link was down), oversized (past the links' item limit), stale (a push queued longer than node_ttl_ms - 1.5 x heartbeat_interval_ms, or more than node_ttl_ms - 0.5 x heartbeat_interval_ms after this node's last heartbeat that reached Redis, when another node may own its conversation: the peer is told its sessions must Sync), since start.",
     ),
     (
         "ringchat_cluster_peer_missed_total",
         "Batches from each peer that said frames for this node were dropped on the way (sessions here are told to Sync), since start.",
+    ),
+    (
+        "ringchat_cluster_peer_items_superseded_total",
+        "Pushes from each peer dropped on arrival because the peer had opened a newer stream since the one they came on (delivered after the newer stream's, they could break a conversation's seq order; sessions here are told to Sync), since start.",
     ),
     (
         "ringchat_cluster_peer_links_up_total",

@@ -88,10 +88,13 @@ pub struct Link {
     stop: watch::Sender<bool>,
     /// `SyncNeeded` to every session here when a peer's pushes were lost (`hint.rs`).
     hints: hint::SyncHints,
-    /// Peers that have had an incoming stream here: a new stream from one of them is a link
-    /// that came back (frames for this node may have been lost meanwhile). One entry per
-    /// node id of the view, bounded by `nodes_max`.
-    streamed: Mutex<std::collections::HashSet<String>>,
+    /// Peers that have had an incoming stream here, and which of their streams is the newest
+    /// (`serve.rs`): a new stream from one of them is a link that came back (frames for this
+    /// node may have been lost meanwhile), and ends the older ones. One entry per node id of
+    /// the view, bounded by `nodes_max`.
+    streamed: Mutex<std::collections::HashMap<String, serve::Streams>>,
+    /// When this node's heartbeat last reached Redis, for the peers' queues (`queue.rs`).
+    heartbeats: Arc<queue::Heartbeats>,
     /// What a kick from another node is checked against before it ends a session
     /// (`kicks.rs`); set once by the backend. Unset (tests): kicks end what they name.
     kick_stores: OnceLock<KickStores>,
@@ -153,6 +156,7 @@ impl Link {
             stop: watch::channel(false).0,
             hints: hint::SyncHints::default(),
             streamed: Mutex::default(),
+            heartbeats: Arc::new(queue::Heartbeats::new(config.heartbeat_interval_ms)),
             kick_stores: OnceLock::new(),
             proofs: secret::Seen::default(),
             system: system::SystemPending::new(RequestIds::random()?),
@@ -192,6 +196,7 @@ impl Link {
         if let Some(tls) = tls {
             let _ = self.tls.set(tls);
         }
+        self.heartbeats.attach(Arc::clone(&cluster));
         if self.attached.set((cluster, runtime.clone())).is_err() {
             return;
         }

@@ -236,7 +236,14 @@ mod tests {
     /// A seeded peer remembers the log's kicks until confirmed and queues them now.
     #[test]
     fn a_seeded_peer_queues_and_remembers_the_logs_kicks() {
-        let peer = Peer::new("c".into(), 0, "127.0.0.1:9".into(), 64, 64);
+        let peer = Peer::new(
+            "c".into(),
+            0,
+            "127.0.0.1:9".into(),
+            64,
+            64,
+            Arc::new(crate::cluster::link::queue::Heartbeats::new(1_000)),
+        );
         let changed = k(KickReason::PasswordChanged, 1);
         let log = vec![(7, None, changed), (8, Some("phone".into()), changed)];
         peer.seed_kicks(&log);

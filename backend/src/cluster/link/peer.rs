@@ -38,6 +38,8 @@ pub(crate) struct Peer {
     pub(crate) parked: AtomicBool,
     /// This peer's metrics, looked up once: each item queued and each batch sent records.
     pub(super) metrics: PeerMetrics,
+    /// What its queue ages items from (`queue::Heartbeats`), the link's.
+    heartbeats: Arc<queue::Heartbeats>,
 }
 
 /// Handles of a peer's metrics (labelled by its node id).
@@ -74,8 +76,10 @@ impl Peer {
         addr: String,
         items_max: usize,
         kicks_users_max: usize,
+        heartbeats: Arc<queue::Heartbeats>,
     ) -> Self {
         Self {
+            heartbeats,
             slot,
             addr: ArcSwap::from_pointee(addr),
             queue: Mutex::new(Queue::new(items_max)),
@@ -167,9 +171,10 @@ impl Peer {
     /// Queues `items` together, or refuses them all; wakes the sender task.
     pub(crate) fn push_all(&self, items: Vec<NodeItem>) -> Result<(), Refused> {
         let n = items.len() as u64;
+        let at = self.heartbeats.aged_from(Instant::now());
         let (result, depth) = {
             let mut q = self.queue();
-            (q.push_all(items), q.len())
+            (q.push_all_at(items, at), q.len())
         };
         self.metrics.queue_items.set(depth as f64);
         match result {
@@ -190,7 +195,8 @@ impl Peer {
     /// Queues best-effort items (typing): refused, and counted, when the queue is half full.
     pub(crate) fn push_best_effort(&self, items: Vec<NodeItem>) {
         let n = items.len() as u64;
-        let result = self.queue().push_best_effort(items);
+        let at = self.heartbeats.aged_from(Instant::now());
+        let result = self.queue().push_best_effort(items, at);
         match result {
             Ok(()) => self.wake.notify_one(),
             Err(why) => {

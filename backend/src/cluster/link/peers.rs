@@ -62,6 +62,7 @@ impl Link {
             addr.to_owned(),
             self.config.peer_queue_items_max,
             self.config.peer_kicks_pending_max,
+            Arc::clone(&self.heartbeats),
         ));
         peers.by_id.insert(node_id.to_owned(), Arc::clone(&peer));
         peers.by_slot.push(Arc::clone(&peer));

@@ -2,10 +2,13 @@
 //! data under the peer's lock; the sender task (`peer.rs`) does the waiting.
 
 use std::collections::VecDeque;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use prost::Message;
 use ringchat_proto::v1::{NodeBatch, NodeItem, node_item::Item};
+
+use crate::cluster::Cluster;
 
 /// Why an item was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,11 +49,63 @@ pub(crate) struct Queue {
 /// (the wire after the check, clocks that tick apart). Past it (this process was paused, or
 /// its queue backed up for seconds) the new owner may have pushed later seqs already, and
 /// this one would arrive after them: the client sees seqs out of order. At least half a
-/// heartbeat, as `node_ttl_ms` is at least two (`ClusterConfig::check`).
+/// heartbeat, as `node_ttl_ms` is at least two (`ClusterConfig::check`). A node whose last
+/// heartbeat that reached Redis is older than one interval (cut off from Redis, still
+/// committing the conversations it holds) ages its pushes from one interval after that
+/// heartbeat instead (`Heartbeats::aged_from`), so the bound holds there too.
 pub(crate) fn push_fresh_ms(node_ttl_ms: u64, heartbeat_interval_ms: u64) -> u64 {
     node_ttl_ms
         .saturating_sub(heartbeat_interval_ms + heartbeat_interval_ms / 2)
         .max(1)
+}
+
+/// When this node's heartbeat last reached Redis, as its peers' queues stamp what they take
+/// (`Queue::push_all`). Unattached (before the link has its cluster, and in tests): pushes
+/// are aged from when they are queued.
+pub(crate) struct Heartbeats {
+    /// `cluster.heartbeat_interval_ms`.
+    interval: Duration,
+    cluster: OnceLock<Arc<Cluster>>,
+}
+
+impl Heartbeats {
+    pub(crate) fn new(interval_ms: u64) -> Self {
+        Self {
+            interval: Duration::from_millis(interval_ms),
+            cluster: OnceLock::new(),
+        }
+    }
+
+    pub(crate) fn attach(&self, cluster: Arc<Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// What an item queued at `now` is aged from (`aged_from`), by this node's view: when the
+    /// view was last read from Redis is when its last heartbeat started (the same call).
+    pub(crate) fn aged_from(&self, now: Instant) -> Instant {
+        match self.cluster.get().map(|c| c.view().read_at_ms) {
+            // Never read: this node owns no conversation, it has no pushes of its own.
+            None | Some(0) => now,
+            Some(read_at_ms) => aged_from(now, crate::time::now_ms(), read_at_ms, self.interval),
+        }
+    }
+}
+
+/// What an item queued at `now` (`now_ms` on the wall clock) is aged from: `now`, or one
+/// heartbeat `interval` after this node's last heartbeat that reached Redis (started at
+/// `heartbeat_ms`), if that is earlier. `push_fresh_ms` assumes a heartbeat at most one
+/// interval before the push; a node cut off from Redis still commits the conversations it
+/// holds (the fence stops it only once another node claims one), and its record expires
+/// `node_ttl_ms` after its last heartbeat, however recent the push.
+pub(crate) fn aged_from(
+    now: Instant,
+    now_ms: u64,
+    heartbeat_ms: u64,
+    interval: Duration,
+) -> Instant {
+    let since = Duration::from_millis(now_ms.saturating_sub(heartbeat_ms));
+    now.checked_sub(since)
+        .map_or(now, |heartbeat| now.min(heartbeat + interval))
 }
 
 /// Whether `item` is in seq order with a conversation's other pushes (a message's push to
@@ -77,11 +132,17 @@ pub(crate) fn strip_stale(
     if now.saturating_duration_since(queued_at) <= fresh_for {
         return 0;
     }
+    strip_ordered(batch)
+}
+
+/// Takes the ordered items (`ordered`) out of `batch`, marking it `missed` if there were
+/// any (the receiving node tells its sessions to Sync); returns how many.
+pub(crate) fn strip_ordered(batch: &mut NodeBatch) -> u64 {
     let before = batch.items.len();
     batch.items.retain(|i| !ordered(i));
-    let stale = (before - batch.items.len()) as u64;
-    batch.missed |= stale > 0;
-    stale
+    let stripped = (before - batch.items.len()) as u64;
+    batch.missed |= stripped > 0;
+    stripped
 }
 
 /// Whether losing `item` on the way leaves the peer's sessions something to catch up by seq
@@ -120,7 +181,13 @@ impl Queue {
     }
 
     /// Queues `items` whole or not at all (a commit group's frames for one node go together).
+    #[cfg(test)]
     pub(crate) fn push_all(&mut self, items: Vec<NodeItem>) -> Result<(), Refused> {
+        self.push_all_at(items, Instant::now())
+    }
+
+    /// `push_all`, the items aged from `at` (`Heartbeats::aged_from`).
+    pub(crate) fn push_all_at(&mut self, items: Vec<NodeItem>, at: Instant) -> Result<(), Refused> {
         let refused = if !self.open {
             Some(Refused::Down)
         } else if self.items.len() + items.len() > self.items_max {
@@ -133,9 +200,15 @@ impl Queue {
             self.missed |= items.iter().any(lost_needs_sync);
             return Err(why);
         }
-        let now = Instant::now();
-        self.items.extend(items.into_iter().map(|i| (now, i)));
+        let at = self.in_order(at);
+        self.items.extend(items.into_iter().map(|i| (at, i)));
         Ok(())
+    }
+
+    /// `at`, or the last item's stamp if later: the stamps stay in queue order (`drop_stale`
+    /// takes a prefix), which the wall clock `Heartbeats::aged_from` reads need not keep.
+    fn in_order(&self, at: Instant) -> Instant {
+        self.items.back().map_or(at, |(last, _)| at.max(*last))
     }
 
     /// Drops the ordered items (`ordered`) queued more than `fresh_for` before `now`, and
@@ -172,16 +245,20 @@ impl Queue {
 
     /// Queues best-effort items (typing) only while the queue is at most half full: what must
     /// not be lost keeps the other half, and under pressure these go first. A refusal is not
-    /// `missed` (nothing to catch up).
-    pub(crate) fn push_best_effort(&mut self, items: Vec<NodeItem>) -> Result<(), Refused> {
+    /// `missed` (nothing to catch up). Stamped `at` as the rest (`push_all_at`).
+    pub(crate) fn push_best_effort(
+        &mut self,
+        items: Vec<NodeItem>,
+        at: Instant,
+    ) -> Result<(), Refused> {
         if !self.open {
             return Err(Refused::Down);
         }
         if self.items.len() + items.len() > self.items_max / 2 {
             return Err(Refused::Full);
         }
-        let now = Instant::now();
-        self.items.extend(items.into_iter().map(|i| (now, i)));
+        let at = self.in_order(at);
+        self.items.extend(items.into_iter().map(|i| (at, i)));
         Ok(())
     }
 
@@ -327,9 +404,12 @@ mod tests {
         };
         let mut q = Queue::new(8);
         for _ in 0..4 {
-            assert_eq!(q.push_best_effort(vec![typing()]), Ok(()));
+            assert_eq!(q.push_best_effort(vec![typing()], Instant::now()), Ok(()));
         }
-        assert_eq!(q.push_best_effort(vec![typing()]), Err(Refused::Full));
+        assert_eq!(
+            q.push_best_effort(vec![typing()], Instant::now()),
+            Err(Refused::Full)
+        );
         assert_eq!(
             q.push_all(vec![frame(1), frame(1), frame(1)]),
             Ok(()),
@@ -339,7 +419,7 @@ mod tests {
             !q.drain("n1", 1 << 20, 1 << 20).expect("a batch").missed,
             "a dropped typing is not missed"
         );
-        q.push_best_effort(vec![typing()]).unwrap();
+        q.push_best_effort(vec![typing()], Instant::now()).unwrap();
         q.close();
         q.reopen();
         assert!(
@@ -411,5 +491,33 @@ mod tests {
         let paused = queued + fresh_for + Duration::from_millis(1);
         assert_eq!(strip_stale(&mut batch, queued, paused, fresh_for), 1);
         assert!(batch.items.is_empty() && batch.missed);
+    }
+
+    #[test]
+    fn a_node_cut_off_from_redis_ages_its_pushes_from_its_last_heartbeat() {
+        let interval = Duration::from_millis(1_000);
+        let fresh_for = Duration::from_millis(push_fresh_ms(5_000, 1_000));
+        let (now, now_ms) = (Instant::now(), 1_000_000);
+        assert_eq!(
+            aged_from(now, now_ms, now_ms - 900, interval),
+            now,
+            "heartbeats on time: aged from when queued"
+        );
+        // Redis away: its record expires 5 s after its last heartbeat, whenever the push was
+        // committed; half a heartbeat of margin as for the rest (4.5 s).
+        let mut q = Queue::new(8);
+        let within = aged_from(now, now_ms, now_ms - 4_400, interval);
+        q.push_all_at(vec![frame(1)], within).unwrap();
+        assert_eq!(q.drop_stale(now, fresh_for), 0, "4.4 s after the heartbeat");
+        let past = aged_from(now, now_ms, now_ms - 4_600, interval);
+        assert_eq!(past, now - Duration::from_millis(3_600));
+        let mut q = Queue::new(8);
+        q.push_all_at(vec![frame(1)], past).unwrap();
+        assert_eq!(
+            q.drop_stale(now, fresh_for),
+            1,
+            "4.6 s after the heartbeat: stale as soon as queued"
+        );
+        assert!(q.drain("n3", 1 << 20, 1 << 20).expect("a batch").missed);
     }
 }

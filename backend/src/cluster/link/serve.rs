@@ -1,12 +1,13 @@
 //! The receiving end of a link: the `Node/Link` gRPC service. Each incoming stream gets a
 //! task that takes its batches in order: forwarded writes go to this node's sequencer (as
 //! writes of a remote connection), answers to the origin connections still waiting, frames to
-//! the local sessions of their recipients: one event per shard per batch.
+//! the local sessions of their recipients: one event per shard per batch. A peer's newer
+//! stream supersedes its older ones (`Streams`): their pushes would follow the new stream's.
 
 use std::pin::Pin;
 use std::sync::Arc;
 
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use ringchat_proto::Body;
 use ringchat_proto::v1::node_item::Item;
 use ringchat_proto::v1::node_server::{Node, NodeServer};
@@ -96,10 +97,10 @@ impl Node for NodeService {
         )?;
         // A peer's link holds its connection for as long as it streams.
         let serving = self.conns.serving(request.remote_addr());
-        let mut inbound = request.into_inner();
+        let inbound = request.into_inner();
         let link = Arc::clone(&self.link);
         let writes = self.writes.clone();
-        let mut stop = link.stop.subscribe();
+        let stop = link.stop.subscribe();
         if *stop.borrow() {
             return Err(Status::unavailable("this node is shutting down"));
         }
@@ -109,38 +110,7 @@ impl Node for NodeService {
         tokio::spawn(async move {
             let _done = done_tx;
             let _serving = serving;
-            // The peer, once its first batch named it.
-            let mut from: Option<String> = None;
-            loop {
-                let message = tokio::select! {
-                    m = inbound.message() => m,
-                    _ = stop.changed() => return,
-                };
-                match message {
-                    Ok(Some(batch)) => {
-                        if dialer.as_ref().is_some_and(|d| *d != batch.from_node) {
-                            tracing::warn!(proof = ?dialer, from = %batch.from_node, "cluster: an incoming link's batch names another node than its proof; link ended");
-                            break;
-                        }
-                        if from.is_none() {
-                            from = Some(batch.from_node.clone());
-                            link.stream_began(&batch.from_node);
-                        }
-                        link.receive(batch, &writes, &acks).await;
-                    }
-                    Ok(None) => break,
-                    Err(status) => {
-                        tracing::info!(%status, "cluster: an incoming link ended");
-                        break;
-                    }
-                }
-            }
-            // The peer's frames in flight (queued there, or in the stream's buffers) are lost
-            // with the stream: the sessions here catch up by seq.
-            if from.is_some() {
-                link.repair_groups();
-                link.hints.request("link_lost");
-            }
+            link.serve_stream(inbound, dialer, writes, acks, stop).await;
         });
         // Only kicks' confirmations are sent back: the stream ends when the receiving task
         // does, which tells the dialer the link is gone.
@@ -155,19 +125,130 @@ impl Node for NodeService {
     }
 }
 
+/// A peer's incoming streams (`Link::streamed`). The peer dials one stream at a time, but the
+/// task of the one it gave up on (it took no batch within `peer_connect_timeout_ms`: blocked
+/// on a full shard inbox here) may still hold batches it read before the new one began:
+/// delivered after the new stream's, their pushes would reach clients out of seq order.
+pub(super) struct Streams {
+    /// The newest stream's number: an older stream's pushes are dropped, lost, and it ends.
+    newest: u64,
+    /// Held while a batch of the peer's is delivered: an older stream's batch already under
+    /// way (blocked on a full shard inbox) is handed over whole before a newer stream's.
+    delivering: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// Which of its peer's streams an incoming stream is.
+pub(super) struct StreamOf {
+    from: String,
+    number: u64,
+    delivering: Arc<tokio::sync::Mutex<()>>,
+}
+
 impl Link {
-    /// A peer's stream began. A peer that streamed here before is a link that came back:
-    /// what it sent meanwhile was dropped (its queue refuses while the link is down).
-    fn stream_began(self: &Arc<Self>, from: &str) {
-        let again = !self
-            .streamed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(from.to_owned());
+    /// Takes one incoming stream's batches in order until it ends, the link stops, or the
+    /// same peer opens a newer stream. `dialer`: the node id its proof named.
+    pub(super) async fn serve_stream<S>(
+        self: Arc<Self>,
+        mut inbound: S,
+        dialer: Option<String>,
+        writes: Writes,
+        acks: tokio::sync::mpsc::Sender<NodeBatch>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) where
+        S: Stream<Item = Result<NodeBatch, Status>> + Unpin,
+    {
+        // Which of the peer's streams this is, once its first batch named the peer.
+        let mut stream: Option<StreamOf> = None;
+        loop {
+            let message = tokio::select! {
+                m = inbound.next() => m,
+                _ = stop.changed() => return,
+            };
+            match message {
+                Some(Ok(batch)) => {
+                    if dialer.as_ref().is_some_and(|d| *d != batch.from_node) {
+                        tracing::warn!(proof = ?dialer, from = %batch.from_node, "cluster: an incoming link's batch names another node than its proof; link ended");
+                        break;
+                    }
+                    let of = match &stream {
+                        Some(of) => of,
+                        None => stream.insert(self.stream_began(&batch.from_node)),
+                    };
+                    if !self.receive_on(of, batch, &writes, &acks).await {
+                        tracing::info!(peer = %of.from, "cluster: the peer opened a newer stream; this one's pushes still here were dropped and it ended");
+                        break;
+                    }
+                }
+                None => break,
+                Some(Err(status)) => {
+                    tracing::info!(%status, "cluster: an incoming link ended");
+                    break;
+                }
+            }
+        }
+        // The peer's frames in flight (queued there, or in the stream's buffers) are lost
+        // with the stream: the sessions here catch up by seq.
+        if stream.is_some() {
+            self.repair_groups();
+            self.hints.request("link_lost");
+        }
+    }
+
+    /// A peer's stream began: from now on it is the peer's newest. A peer that streamed here
+    /// before is a link that came back: what it sent meanwhile was dropped (its queue refuses
+    /// while the link is down).
+    fn stream_began(self: &Arc<Self>, from: &str) -> StreamOf {
+        let (of, again) = {
+            let mut streamed = self.streamed.lock().unwrap_or_else(|p| p.into_inner());
+            let again = streamed.contains_key(from);
+            let streams = streamed.entry(from.to_owned()).or_insert_with(|| Streams {
+                newest: 0,
+                delivering: Arc::default(),
+            });
+            streams.newest += 1;
+            let of = StreamOf {
+                from: from.to_owned(),
+                number: streams.newest,
+                delivering: Arc::clone(&streams.delivering),
+            };
+            (of, again)
+        };
         if again {
             self.repair_groups();
             self.hints.request("link_back");
         }
+        of
+    }
+
+    /// Whether `of` is still its peer's newest stream.
+    fn newest(&self, of: &StreamOf) -> bool {
+        self.streamed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&of.from)
+            .is_some_and(|s| s.newest == of.number)
+    }
+
+    /// One batch of stream `of`, after the peer's batches under way. Once a newer stream of
+    /// the peer has begun, its pushes (in seq order: `queue::strip_ordered`) are dropped and
+    /// announced as lost (`missed`: the sessions here Sync), the rest taken (answers, kicks);
+    /// `false` then: the stream is to end.
+    async fn receive_on(
+        self: &Arc<Self>,
+        of: &StreamOf,
+        mut batch: NodeBatch,
+        writes: &Writes,
+        acks: &tokio::sync::mpsc::Sender<NodeBatch>,
+    ) -> bool {
+        let _one = of.delivering.lock().await;
+        let newest = self.newest(of);
+        if !newest {
+            let dropped = super::queue::strip_ordered(&mut batch);
+            metrics::counter!("ringchat_cluster_peer_items_superseded_total", "peer" => of.from.clone())
+                .increment(dropped);
+        }
+        self.receive(batch, writes, acks).await;
+        newest
     }
 
     /// One incoming batch, in order.
@@ -445,5 +526,17 @@ fn fanout_span(traceparent: &str, from: &str) -> Option<MsgSpan> {
 fn push(per_shard: &mut [Vec<Outgoing>], conn: ConnRef, frame: bytes::Bytes) {
     if let Some(list) = per_shard.get_mut(usize::from(conn.shard)) {
         list.push(Outgoing::One(conn.conn, frame));
+    }
+}
+
+#[cfg(test)]
+impl Link {
+    /// The newest incoming stream's number of peer `from` (1 for its first).
+    pub(super) fn stream_number(&self, from: &str) -> Option<u64> {
+        self.streamed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(from)
+            .map(|s| s.newest)
     }
 }

@@ -98,7 +98,14 @@ async fn a_late_answer_never_reaches_a_later_request_with_the_same_id() {
         ..ClusterConfig::default()
     };
     let (origin, mut shard) = link(&config);
-    let owner = Peer::new("n2".into(), 0, "127.0.0.1:9".into(), 64, 64);
+    let owner = Peer::new(
+        "n2".into(),
+        0,
+        "127.0.0.1:9".into(),
+        64,
+        64,
+        Arc::new(super::queue::Heartbeats::new(1_000)),
+    );
     let conn = ConnRef { shard: 0, conn: 5 };
     let queued = |s| matches!(s, Submitted::Queued);
     assert!(queued(origin.forward(
@@ -181,7 +188,14 @@ async fn a_refused_room_item_makes_the_peer_neither_repair_nor_hint() {
         ..ClusterConfig::default()
     };
     let (n2, _shard) = link(&n2_config);
-    let to_n2 = Peer::new("n2".into(), 0, "127.0.0.1:9".into(), 16, 16);
+    let to_n2 = Peer::new(
+        "n2".into(),
+        0,
+        "127.0.0.1:9".into(),
+        16,
+        16,
+        Arc::new(super::queue::Heartbeats::new(1_000)),
+    );
     let push = || NodeItem {
         item: Some(Item::ToUsers(v1::ToUsers {
             user_ids: vec![1],
@@ -629,4 +643,149 @@ async fn a_kick_issued_before_joining_is_handed_to_the_nodes_of_the_first_view()
     .await;
     link.shutdown();
     nodes.stop();
+}
+
+/// A session of `user` on shard 0, connection `conn`.
+fn open_session(sessions: &SharedSessions, user: u64, conn: u64) {
+    let session = crate::sessions::Session {
+        conn: ConnRef { shard: 0, conn },
+        device_id: format!("d{conn}").into(),
+        platform: v1::Platform::Web,
+        token_hash: [0; 32],
+        peer: std::net::Ipv4Addr::LOCALHOST.into(),
+        opened_at_ms: 0,
+        token_expires_at_ms: u64::MAX,
+    };
+    sessions.write().open(user, session).expect("opened");
+}
+
+/// A batch from `from` pushing `frame` to `user`.
+fn push_to(from: &str, user: u64, frame: &'static [u8]) -> NodeBatch {
+    NodeBatch {
+        from_node: from.into(),
+        items: vec![NodeItem {
+            item: Some(Item::ToUsers(v1::ToUsers {
+                user_ids: vec![user],
+                frame: bytes::Bytes::from_static(frame),
+                ..v1::ToUsers::default()
+            })),
+        }],
+        missed: false,
+        sent_at_ms: 0,
+    }
+}
+
+/// An incoming stream fed by the test, batch by batch.
+fn stream_of(
+    rx: mpsc::Receiver<NodeBatch>,
+) -> impl futures_util::Stream<Item = Result<NodeBatch, tonic::Status>> + Unpin {
+    Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok(b), rx))
+    }))
+}
+
+/// A peer that re-dials (its stream here took no batch within `peer_connect_timeout_ms`: a
+/// full shard inbox) leaves the old stream's task delivering: blocked on that inbox with one
+/// batch, another read behind it. Its pushes carry lower seqs than the new stream's, so none
+/// may reach a session after the new stream's: the old stream's later push is dropped,
+/// announced as lost (the session is told to Sync), and the old stream ends.
+#[tokio::test]
+async fn an_older_stream_of_a_peer_delivers_nothing_after_its_newer_one() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let rendered = recorder.handle();
+    let _recording = metrics::set_default_local_recorder(&recorder);
+    let config = ClusterConfig {
+        node_id: "n2".into(),
+        ..ClusterConfig::default()
+    };
+    let (tx, mut shard) = mpsc::channel(1);
+    let sessions = SharedSessions::new(Sessions::new(4, vec![]));
+    open_session(&sessions, 7, 70);
+    let n2 = Link::new(
+        &config,
+        vec![tx.clone()],
+        sessions,
+        Arc::new(GroupOnline::new(1)),
+        100,
+        64 << 10,
+    )
+    .expect("one shard");
+    // The shard's inbox is full.
+    tx.send(ShardEvent::Frames(Vec::new()))
+        .await
+        .expect("room for one");
+    let (ops, _ops) = mpsc::channel(1);
+    let writes = Writes::new(ops, 1 << 20, 1 << 20, Arc::default());
+    let serve = |rx| {
+        let (acks, _) = mpsc::channel(1);
+        tokio::spawn(Arc::clone(&n2).serve_stream(
+            stream_of(rx),
+            Some("n1".into()),
+            writes.clone(),
+            acks,
+            n2.stop.subscribe(),
+        ))
+    };
+    let stream_number = || n2.stream_number("n1");
+
+    // The old stream's first batch: its task blocks on the full inbox.
+    let (old_tx, old_rx) = mpsc::channel(4);
+    old_tx.send(push_to("n1", 7, b"seq10")).await.unwrap();
+    let mut old = serve(old_rx);
+    until("the old stream began", || stream_number() == Some(1)).await;
+    // n1 gave up on it and re-dialed: the new stream carries seq 12.
+    let (new_tx, new_rx) = mpsc::channel(4);
+    new_tx.send(push_to("n1", 7, b"seq12")).await.unwrap();
+    let _new = serve(new_rx);
+    until("the new stream began", || stream_number() == Some(2)).await;
+    // Seq 11, sent on the old stream before n1 gave up on it, read there once it unblocks.
+    old_tx.send(push_to("n1", 7, b"seq11")).await.unwrap();
+    drop(old_tx);
+
+    let mut got: Vec<Vec<u8>> = Vec::new();
+    let mut old_ended = false;
+    let deadline = tokio::time::sleep(Duration::from_secs(10));
+    tokio::pin!(deadline);
+    while !(old_ended && got.contains(&b"seq12".to_vec())) {
+        tokio::select! {
+            Some(event) = shard.recv() => {
+                let ShardEvent::Frames(frames) = event else {
+                    panic!("only frames are sent");
+                };
+                for f in frames {
+                    if let Outgoing::One(70, frame) = f {
+                        got.push(frame.to_vec());
+                    }
+                }
+            }
+            _ = &mut old, if !old_ended => old_ended = true,
+            () = &mut deadline => panic!("the old stream never ended or seq 12 never came: {got:?}"),
+        }
+    }
+    while let Ok(ShardEvent::Frames(frames)) = shard.try_recv() {
+        for f in frames {
+            if let Outgoing::One(70, frame) = f {
+                got.push(frame.to_vec());
+            }
+        }
+    }
+    let got: Vec<String> = got
+        .iter()
+        .map(|f| String::from_utf8_lossy(f).into_owned())
+        .collect();
+    assert_eq!(
+        got,
+        ["seq10", "seq12"],
+        "seq 11 of the old stream is not delivered after seq 12 of the new one"
+    );
+    let text = rendered.render();
+    assert_eq!(
+        metric_sum(&text, "ringchat_cluster_peer_items_superseded_total"),
+        1.0,
+        "{text}"
+    );
+    assert!(
+        metric_sum(&text, "ringchat_cluster_peer_missed_total") > 0.0,
+        "the dropped push is announced: the sessions here Sync\n{text}"
+    );
 }
