@@ -123,4 +123,26 @@ mod tests {
             .unwrap();
         assert_eq!(ids.iter().map(|r| r.id).collect::<Vec<_>>(), [1]);
     }
+
+    /// The index built at open is synced, its mark too, whatever the durability: with
+    /// `durability = "none"`, one batch and the mark make two syncs.
+    #[test]
+    fn the_index_built_at_open_and_its_mark_are_synced_whatever_the_durability() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = FjallStore::open(dir.path(), Durability::Fsync).unwrap();
+            store.put_invite(&invite(1, "user:7"), 100, 5).unwrap();
+            let _writing = store.write_lock();
+            store.remove(&store.meta, META_INVITE_ISSUERS).unwrap();
+            store.persist().unwrap();
+        }
+        let store = FjallStore::open(dir.path(), Durability::None).unwrap();
+        assert_eq!(
+            store
+                .durable_syncs
+                .load(std::sync::atomic::Ordering::Relaxed),
+            2,
+            "the batch and the mark"
+        );
+    }
 }

@@ -259,7 +259,7 @@ impl FjallStore {
     ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)?;
         let dir_lock = super::dir_lock::lock_dir(dir)?;
-        let db = journal_repair::open_database(dir, options.background_threads)?;
+        let db = journal_repair::open_database(dir, options.background_threads, durability)?;
         let health = Arc::<StoreHealth>::default();
         let flush_watch = flush_watch::start(db.clone(), Arc::clone(&health))?;
         // Keyspaces are created with the memtable size their writers never reach in a store

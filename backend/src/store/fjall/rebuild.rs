@@ -5,7 +5,9 @@
 //! Why: the kernel writes a journal's pages back in no particular order. Of several batches
 //! committed without a sync between them, a power cut can tear an earlier one while a later one
 //! reaches the disk whole, and `journal_repair` refuses to open a store whose bad batch others
-//! follow (they may be acknowledged writes): the store would never open again. Synced one at a
+//! follow (they may be acknowledged writes) under `durability = "fsync"`: the store would never
+//! open again (under `none` it cuts there, and the later batches a step counted on are gone).
+//! The mark a step writes last is synced the same way. Synced one at a
 //! time, only the last batch can be torn, and a torn last batch is dropped (the step that wrote
 //! it runs again at the next open, or the copy resumes). Cost: one fdatasync per
 //! [`REBUILD_BATCH_KEYS_MAX`] keys, during steps that run once.
@@ -95,7 +97,9 @@ impl DerivedIndex<'_> {
         }
         batch.finish()?;
         store.meta.insert(self.mark, self.version.to_be_bytes())?;
-        store.persist()?;
+        // Synced as the batches were: under `durability = "none"` `persist` only hands it to
+        // the page cache.
+        store.sync_now()?;
         if indexed > 0 {
             tracing::info!(entries = indexed, of = self.what, "index built at open");
         }

@@ -200,7 +200,8 @@ fn a_layout_1_store_is_migrated_on_open_and_reads_the_same() {
 }
 
 /// With `durability = "none"` the migration still syncs: each of its batches (messages, cursor
-/// rows, recency: one each here), and the layout mark, before layout 1 is deleted. What this
+/// rows, recency: one each here), and the layout mark, before layout 1 is deleted (then the
+/// marks of the three indexes built at open, empty here, are synced too). What this
 /// proves is that the syncs happen (counted by the store); that they reach the disk in that
 /// order is fjall's fdatasync, which no test here can cut the power on.
 #[test]
@@ -213,8 +214,8 @@ fn with_durability_none_the_migration_is_synced_before_layout_1_is_deleted() {
         store
             .durable_syncs
             .load(std::sync::atomic::Ordering::Relaxed),
-        4,
-        "three batches and the layout mark"
+        7,
+        "three batches, the layout mark and three index marks"
     );
     assert!(!store.db.keyspace_exists("messages"));
     assert_eq!(store.messages_after(ab, 0, usize::MAX).unwrap().len(), 150);
