@@ -22,8 +22,7 @@ impl FjallStore {
     }
 
     fn commit_admin_batch(&self, batch: fjall::OwnedWriteBatch) -> Result<(), StoreError> {
-        self.written(batch.commit().map_err(StoreError::from))?;
-        self.persist()
+        self.commit(batch)
     }
 }
 

@@ -86,8 +86,7 @@ impl FjallStore {
     }
 
     fn commit_account_batch(&self, batch: fjall::OwnedWriteBatch) -> Result<(), StoreError> {
-        self.written(batch.commit().map_err(StoreError::from))?;
-        self.persist()
+        self.commit(batch)
     }
 }
 

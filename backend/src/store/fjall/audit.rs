@@ -17,8 +17,7 @@ impl AuditStore for FjallStore {
         for (id, record) in (first_id..).zip(records) {
             batch.insert(&self.audit, id.to_be_bytes(), encode(record));
         }
-        self.written(batch.commit().map_err(StoreError::from))?;
-        self.persist()
+        self.commit(batch)
     }
 
     fn last_audit_id(&self) -> Result<u64, StoreError> {
@@ -75,8 +74,7 @@ impl AuditStore for FjallStore {
         if pruned == 0 {
             return Ok(0);
         }
-        self.written(batch.commit().map_err(StoreError::from))?;
-        self.persist()?;
+        self.commit(batch)?;
         Ok(pruned)
     }
 }

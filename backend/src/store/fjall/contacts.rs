@@ -113,11 +113,9 @@ impl ContactStore for FjallStore {
     fn put_profile(&self, user: UserId, profile: &ProfileRecord) -> Result<(), StoreError> {
         let _writing = self.write_lock();
         self.writable()?;
-        self.written(
-            self.insert(&self.profiles, user.to_be_bytes(), encode(profile))
-                .map_err(StoreError::from),
-        )?;
-        self.persist()
+        let mut batch = self.batch();
+        batch.insert(&self.profiles, user.to_be_bytes(), encode(profile));
+        self.commit(batch)
     }
 
     /// Compared and written under the write lock, which every write of the store holds.
@@ -133,11 +131,9 @@ impl ContactStore for FjallStore {
         if stored.as_ref() != expected {
             return Ok(false);
         }
-        self.written(
-            self.insert(&self.profiles, user.to_be_bytes(), encode(profile))
-                .map_err(StoreError::from),
-        )?;
-        self.persist()?;
+        let mut batch = self.batch();
+        batch.insert(&self.profiles, user.to_be_bytes(), encode(profile));
+        self.commit(batch)?;
         Ok(true)
     }
 

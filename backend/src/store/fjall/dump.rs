@@ -454,11 +454,10 @@ impl DumpStore for FjallStore {
             self.import_into(&mut batch, item, &mut importing)?;
         }
         self.import_runs(&mut batch, &importing.runs)?;
-        self.written(batch.commit().map_err(StoreError::from))?;
         // Synced batch by batch whatever `durability` says, as `rebuild.rs` explains: of
         // batches committed unsynced, a power cut can tear one that later ones follow whole,
         // and the store would then refuse to open. One fdatasync per `--batch-records`.
-        self.sync_now()
+        self.commit_synced(batch)
     }
 
     fn finish_import(&self) -> Result<(), StoreError> {

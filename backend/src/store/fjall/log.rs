@@ -313,8 +313,7 @@ impl ConversationLog for FjallStore {
         }
         self.write_contacts(&mut batch, &group.contacts)?;
         self.write_groups(&mut batch, &group.groups)?;
-        self.written(batch.commit().map_err(StoreError::from))?;
-        self.persist()
+        self.commit(batch)
     }
 
     fn next_msg_id(&self) -> Result<u64, StoreError> {

@@ -28,6 +28,8 @@ mod account_admin;
 mod account_index;
 mod accounts;
 mod audit;
+#[cfg(test)]
+mod commit_sync_tests;
 mod contacts;
 mod cursors;
 mod dump;
@@ -132,6 +134,15 @@ fn encode_value<T: serde::Serialize + ?Sized>(value: &T) -> fjall::Slice {
     assert_eq!(written, len, "postcard's serialised size is exact");
     drop(bytes);
     fjall::Slice::from(view)
+}
+
+/// A failed commit: an I/O error (of its write or of its sync) leaves it written, maybe, but
+/// not known to be durable, as a failed `persist` does.
+fn commit_error(e: fjall::Error) -> StoreError {
+    match e {
+        fjall::Error::Io(e) => StoreError::Persist(e.into()),
+        e => StoreError::from(e),
+    }
 }
 
 pub struct FjallStore {
@@ -373,13 +384,27 @@ impl FjallStore {
         Ok(store)
     }
 
-    /// Makes everything committed so far durable under the configured durability.
+    /// Makes everything committed so far durable under the configured durability. A writer
+    /// commits through [`Self::commit`] instead, whose batch is synced as it is written.
     pub(crate) fn persist(&self) -> Result<(), StoreError> {
         let persisted = self
             .db
             .persist(self.persist_mode())
             .map_err(|e| StoreError::Persist(e.into()));
         self.written(persisted)?;
+        self.durable()
+    }
+
+    /// Commits a batch from [`Self::batch`] (written and, with `durability = "fsync"`,
+    /// fdatasync'ed in one hold of fjall's journal lock) and publishes it.
+    fn commit(&self, batch: fjall::OwnedWriteBatch) -> Result<(), StoreError> {
+        self.written(batch.commit().map_err(commit_error))?;
+        self.durable()
+    }
+
+    /// What follows a write once its journal bytes are durable: the blob directories, then the
+    /// snapshot readers see.
+    fn durable(&self) -> Result<(), StoreError> {
         if self.durability == Durability::Fsync {
             self.sync_new_blob_files()?;
         }
@@ -415,13 +440,21 @@ impl FjallStore {
 
     /// A write batch. Every write of an open store holds the write lock (`write_locks.rs`),
     /// asserted here: the journal prefill could write zeros over a write that did not.
+    ///
+    /// Its commit syncs it (`durability = "fsync"`) in the same hold of fjall's journal lock as
+    /// its write. Synced in a hold of its own, after, it could be vouched for by the sync of
+    /// fjall's flush worker: that one fails with EIO on the same file handle, releases the lock
+    /// before it poisons the database, and the writer's fdatasync then returns 0 (Linux reports
+    /// a writeback error once per handle, and the failed pages are clean).
     fn batch(&self) -> fjall::OwnedWriteBatch {
         self.locks.assert_held();
         #[expect(clippy::disallowed_methods, reason = "the one checked place")]
-        self.db.batch()
+        self.db.batch().durability(Some(self.persist_mode()))
     }
 
-    /// One key written outside a batch, under the write lock (asserted, as [`Self::batch`]).
+    /// One key written outside a batch, under the write lock (asserted, as [`Self::batch`]),
+    /// and not synced: tests' setup, whose [`Self::persist`] follows.
+    #[cfg(test)]
     fn insert(
         &self,
         keyspace: &Keyspace,
@@ -433,7 +466,8 @@ impl FjallStore {
         keyspace.insert(key, value)
     }
 
-    /// One key removed outside a batch, under the write lock (asserted, as [`Self::batch`]).
+    /// One key removed outside a batch, as [`Self::insert`].
+    #[cfg(test)]
     fn remove(
         &self,
         keyspace: &Keyspace,

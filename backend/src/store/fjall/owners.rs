@@ -61,8 +61,7 @@ impl OwnerStore for FjallStore {
             answers.push(Claim::Won(record.epoch));
         }
         if !won.is_empty() {
-            self.written(batch.commit().map_err(StoreError::from))?;
-            self.persist()?;
+            self.commit(batch)?;
         }
         Ok(answers)
     }
@@ -87,8 +86,7 @@ impl OwnerStore for FjallStore {
             .ok_or_else(|| StoreError::Engine(format!("{kind:?} ids are exhausted").into()))?;
         let mut batch = self.batch();
         batch.insert(&self.meta, key, end.to_be_bytes());
-        self.written(batch.commit().map_err(StoreError::from))?;
-        self.persist()?;
+        self.commit(batch)?;
         Ok(first..end)
     }
 }

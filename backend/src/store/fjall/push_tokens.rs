@@ -23,11 +23,9 @@ impl PushTokenStore for FjallStore {
     ) -> Result<(), StoreError> {
         let _writing = self.write_lock();
         self.writable()?;
-        self.written(
-            self.insert(&self.push_tokens, key(user, device_id), encode(token))
-                .map_err(StoreError::from),
-        )?;
-        self.persist()
+        let mut batch = self.batch();
+        batch.insert(&self.push_tokens, key(user, device_id), encode(token));
+        self.commit(batch)
     }
 
     fn remove_push_token(&self, user: UserId, device_id: &str) -> Result<bool, StoreError> {
@@ -86,11 +84,9 @@ impl FjallStore {
         if !removable(&stored)? {
             return Ok(false);
         }
-        self.written(
-            self.remove(&self.push_tokens, key)
-                .map_err(StoreError::from),
-        )?;
-        self.persist()?;
+        let mut batch = self.batch();
+        batch.remove(&self.push_tokens, key);
+        self.commit(batch)?;
         Ok(true)
     }
 }

@@ -108,9 +108,12 @@ impl DerivedIndex<'_> {
 }
 
 impl FjallStore {
-    fn commit_synced(&self, batch: OwnedWriteBatch) -> Result<(), StoreError> {
-        self.written(batch.commit().map_err(StoreError::from))?;
-        self.sync_now()
+    /// Commits a batch from [`FjallStore::batch`] fdatasync'ed whatever `durability` says, in
+    /// the hold of fjall's journal lock that writes it (why: [`FjallStore::batch`]).
+    pub(super) fn commit_synced(&self, batch: OwnedWriteBatch) -> Result<(), StoreError> {
+        let committed = batch.durability(Some(PersistMode::SyncData)).commit();
+        self.written(committed.map_err(super::commit_error))?;
+        self.synced()
     }
 
     /// Makes everything committed so far durable now, whatever `durability` says: fdatasync,
@@ -122,6 +125,11 @@ impl FjallStore {
             .persist(PersistMode::SyncData)
             .map_err(|e| StoreError::Persist(e.into()));
         self.written(synced)?;
+        self.synced()
+    }
+
+    /// What follows a sync made whatever `durability` says.
+    fn synced(&self) -> Result<(), StoreError> {
         self.sync_new_blob_files()?;
         #[cfg(test)]
         self.durable_syncs
