@@ -398,28 +398,43 @@ impl ringchat_proto::v1::node_server::Node for FakeNode {
     }
 }
 
-/// Without `[cluster.tls]`, a node record anyone wrote into Redis makes this node dial its
-/// address: what it sends there proves it holds `peer_secret` for that node alone, and never
-/// carries the secret.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_named_in_redis_by_anyone_is_never_sent_the_peer_secret() {
-    const SECRET: &str = "this-cluster-secret-0123456789abcdef";
-    let prefix = format!("secret_{}_{}", std::process::id(), crate::time::now_ms());
-    let (headers_tx, mut headers) = mpsc::channel(16);
-    let fake = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let fake_addr = fake.local_addr().expect("addr").to_string();
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(ringchat_proto::v1::node_server::NodeServer::new(FakeNode(
-                headers_tx,
-            )))
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(fake)),
-    );
+impl FakeNode {
+    /// A fake node listening on loopback: its address, the headers of the streams it is sent,
+    /// and its server task (aborted by the caller).
+    async fn listen() -> (
+        String,
+        mpsc::Receiver<tonic::metadata::MetadataMap>,
+        tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    ) {
+        let (headers_tx, headers) = mpsc::channel(16);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(ringchat_proto::v1::node_server::NodeServer::new(FakeNode(
+                    headers_tx,
+                )))
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+        (addr, headers, server)
+    }
+}
+
+/// Node n1 with `secret`, joined, and its link attached: the cluster, what stops it, and the
+/// link (with its shard's inbox, kept by the caller).
+async fn joined_n1(
+    prefix: &str,
+    secret: &str,
+) -> (
+    Arc<Cluster>,
+    tokio::sync::oneshot::Sender<()>,
+    (Arc<Link>, mpsc::Receiver<ShardEvent>),
+) {
     let config = ClusterConfig {
-        peer_secret: SECRET.into(),
-        ..node_config(&prefix, "n1", "127.0.0.1:1")
+        peer_secret: secret.into(),
+        ..node_config(prefix, "n1", "127.0.0.1:1")
     };
     let cluster = Cluster::new(&config, Some(Box::new(|| 0))).expect("cluster");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -427,12 +442,24 @@ async fn a_node_named_in_redis_by_anyone_is_never_sent_the_peer_secret() {
         let _ = stopped.await;
     }));
     until("n1 joined", || cluster.view().joined).await;
-    let (link, _shard) = link(&config);
-    link.attach(
+    let linked = link(&config);
+    linked.0.attach(
         Arc::clone(&cluster),
         tokio::runtime::Handle::current(),
         None,
     );
+    (cluster, stop, linked)
+}
+
+/// Without `[cluster.tls]`, a node record anyone wrote into Redis makes this node dial its
+/// address: what it sends there proves it holds `peer_secret` for that node alone, and never
+/// carries the secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_named_in_redis_by_anyone_is_never_sent_the_peer_secret() {
+    const SECRET: &str = "this-cluster-secret-0123456789abcdef";
+    let prefix = format!("secret_{}_{}", std::process::id(), crate::time::now_ms());
+    let (fake_addr, mut headers, server) = FakeNode::listen().await;
+    let (cluster, stop, (link, _shard)) = joined_n1(&prefix, SECRET).await;
 
     // Anyone who can write to this Redis names a node "zz" at the fake's address.
     let now = crate::time::now_ms();
@@ -523,34 +550,8 @@ async fn a_proof_caught_at_an_address_named_in_redis_opens_not_the_real_node() {
         },
     ));
 
-    let (headers_tx, mut headers) = mpsc::channel(16);
-    let catcher = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let catcher_addr = catcher.local_addr().expect("addr").to_string();
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(ringchat_proto::v1::node_server::NodeServer::new(FakeNode(
-                headers_tx,
-            )))
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(catcher)),
-    );
-    let config = ClusterConfig {
-        peer_secret: SECRET.into(),
-        ..node_config(&prefix, "n1", "127.0.0.1:1")
-    };
-    let cluster = Cluster::new(&config, Some(Box::new(|| 0))).expect("cluster");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(Arc::clone(&cluster).run(async {
-        let _ = stopped.await;
-    }));
-    until("n1 joined", || cluster.view().joined).await;
-    let (n1_link, _shard) = link(&config);
-    n1_link.attach(
-        Arc::clone(&cluster),
-        tokio::runtime::Handle::current(),
-        None,
-    );
+    let (catcher_addr, mut headers, server) = FakeNode::listen().await;
+    let (cluster, stop, (n1_link, _shard)) = joined_n1(&prefix, SECRET).await;
     let now = crate::time::now_ms();
     let record = crate::cluster::NodeRecord {
         node_id: "zz".into(),
