@@ -137,7 +137,7 @@ for name, label in (("same", "pairs, same node"), ("cross", "pairs, cross node")
     if name not in rows:
         continue
     where = m(name, lambda r: r["group_nodes"] if name == "group" else r["cross_node_pairs"])
-    clean = all(r["lost"] == 0 and r["seq_gaps"] == 0 and r["stored_twice"] == 0 and r["acked_missing"] == 0 and r["errors"] == 0 for r in rows[name])
+    clean = all(r["lost"] == 0 and r["seq_gaps"] == 0 and r["stored_twice"] == 0 and r["acked_missing"] == 0 and r["errors"] == 0 and r.get("drops", 0) == 0 for r in rows[name])
     print(f"| {label} | {fmt(where, 0)} | {fmt(m(name, lambda r: r['delivered_msgs_per_s']), 0)} "
           f"| {fmt(m(name, lambda r: r['server_cpu_us_per_msg']))} "
           f"| {fmt(m(name, lambda r: r['latency_us']['p50']), 0)} | {fmt(m(name, lambda r: r['latency_us']['p99']), 0)} | {'yes' if clean else 'NO'} |")

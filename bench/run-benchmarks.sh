@@ -253,7 +253,8 @@ for name, runs in groups.items():
         print(f"{name:34} runs={len(runs)} friends={r0['friends']} changes={r0['changes']} "
               f"fanout_p50={med([r['fanout_ms_p50'] for r in runs]):.2f}ms "
               f"p99={med([r['fanout_ms_p99'] for r in runs]):.2f}ms "
-              f"cpu/update={med([r['server_cpu_us_per_update'] for r in runs]):.3f}us")
+              f"cpu/update={med([r['server_cpu_us_per_update'] for r in runs]):.3f}us "
+              f"problems={sum(r['lost'] + r['duplicates'] + r['wrong_state'] + (r['friends'] * r['changes'] - r['delivered']) for r in runs)}")
         continue
     if r0["scenario"] == "room":
         print(f"{name:34} runs={len(runs)} members={r0['members']} senders={r0['senders']} "
@@ -269,7 +270,9 @@ for name, runs in groups.items():
               f"p99={med([r['snapshot_ms_p99'] for r in runs]):.0f}ms "
               f"storm={med([r['storm_s'] for r in runs]):.1f}s "
               f"cpu/login={med([r['server_cpu_us_per_login'] for r in runs]):.0f}us "
-              f"errors={sum(r['errors'] for r in runs)}")
+              f"errors={sum(r['errors'] for r in runs)} "
+              f"friends_missing={sum(r['users'] * r['friends_per_user'] - r['friends_listed'] for r in runs)} "
+              f"not_logged_in={sum(r['users'] - r['logged_in'] for r in runs)}")
         continue
     if r0["scenario"] == "group":
         lat = lambda k: med([r["latency_us"][k] for r in runs])

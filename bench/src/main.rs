@@ -138,6 +138,10 @@ struct ClusterArgs {
     /// A node's pid, to add its CPU to the report; repeat for every node.
     #[arg(long = "server-pid")]
     server_pids: Vec<u32>,
+    /// Dropped connections are expected (a node is stopped during the run); without this a
+    /// drop or kick makes the run unclean.
+    #[arg(long)]
+    expect_drops: bool,
     /// Worker threads of the load generator (default: one per online core).
     #[arg(long)]
     threads: Option<usize>,
@@ -644,6 +648,7 @@ fn run_cluster(a: ClusterArgs) -> anyhow::Result<bool> {
             ..Default::default()
         },
         server_pids: a.server_pids,
+        expect_drops: a.expect_drops,
     };
     let progress = std::sync::Arc::new(ringchat_bench::scenario::Progress::default());
     let printer = ringchat_bench::scenario::spawn_progress(

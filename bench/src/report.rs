@@ -188,13 +188,24 @@ pub fn group_table(r: &GroupReport) -> String {
     );
     let _ = writeln!(
         t,
-        "  messages            {:>10} sent, {} acked, {} refused as over the connection's rate",
-        r.sent, r.acked, r.rate_limited
+        "  messages            {:>10} sent, {} acked, {} refused as over the connection's rate{}",
+        r.sent,
+        r.acked,
+        r.rate_limited,
+        if r.rate_target_msgs_per_s.is_some() && r.rate_limited > 0 {
+            " (a paced run takes every send: not clean)"
+        } else {
+            ""
+        }
     );
     let _ = writeln!(
         t,
-        "  deliveries          {:>10} of {} ({:.0}/s)",
-        r.deliveries, r.expected_deliveries, r.deliveries_per_s
+        "  deliveries          {:>10} of {} ({:.0}/s); delivery acks {} sent, {} refused as over the rate",
+        r.deliveries,
+        r.expected_deliveries,
+        r.deliveries_per_s,
+        r.delivery_acks,
+        r.delivery_acks_refused
     );
     setup_refusals_line(&mut t, r.setup_refusals);
     let _ = writeln!(t, "  {}", r.faults);

@@ -59,6 +59,9 @@ pub struct Measurements {
     pub rate_limited: u64,
     /// `DeliveryAck`s the receivers sent (one per read batch that brought new messages).
     pub delivery_acks: u64,
+    /// `DeliveryAck`s the server refused as over the connection's request budget
+    /// (RATE_LIMITED): a cursor not moved, covered by the next ack (acks are cumulative).
+    pub delivery_acks_refused: u64,
     /// `SyncNeeded` hints the receivers got (cluster mode: pushes lost between nodes; the
     /// messages they name are counted lost unless pushed after all).
     pub sync_hints: u64,
@@ -78,6 +81,7 @@ impl Default for Measurements {
             faults: Faults::default(),
             rate_limited: 0,
             delivery_acks: 0,
+            delivery_acks_refused: 0,
             sync_hints: 0,
             error_kinds: std::collections::BTreeMap::new(),
         }
@@ -118,6 +122,7 @@ impl Measurements {
         self.faults.add(&other.faults);
         self.rate_limited += other.rate_limited;
         self.delivery_acks += other.delivery_acks;
+        self.delivery_acks_refused += other.delivery_acks_refused;
         self.sync_hints += other.sync_hints;
         for (kind, n) in &other.error_kinds {
             *self.error_kinds.entry(kind.clone()).or_default() += n;

@@ -302,6 +302,58 @@ fn group_reports_every_delivery_the_server_made() {
     }
 }
 
+/// A group load against a server whose per-connection budget is tight (5 requests a second).
+fn tight_group(
+    rate: Option<f64>,
+    ack_every: Duration,
+) -> ringchat_bench::scenario::group::GroupReport {
+    use ringchat_bench::scenario::group::{self, GroupConfig};
+    let server = TestServer::start(&[("LIMITS__MESSAGES_PER_S_MAX", "5")]);
+    let cfg = GroupConfig {
+        addr: server.tcp,
+        members: 3,
+        online: 3,
+        senders: 3,
+        size: 64,
+        window: 8,
+        rate,
+        duration: Duration::from_secs(2),
+        threads: 1,
+        user_prefix: "tight_".into(),
+        password: "bench-password".into(),
+        drain_timeout: Duration::from_secs(20),
+        invite_batch: 5,
+        ack_every,
+    };
+    group::run(&cfg, &observe(&server)).unwrap()
+}
+
+#[test]
+fn group_refused_delivery_acks_are_no_send_answers() {
+    // Closed loop over the budget: sends and the members' acks (request id 0) are refused now
+    // and then. A refused ack answers no send and frees no window place.
+    let report = tight_group(None, Duration::from_millis(1));
+    assert!(report.rate_limited > 0, "{report:?}");
+    assert!(report.delivery_acks_refused > 0, "{report:?}");
+    assert!(report.clean(), "{report:?}");
+    assert!(report.error_kinds.is_empty(), "{report:?}");
+    assert_eq!(report.deliveries, report.acked * 2, "{report:?}");
+}
+
+#[test]
+fn a_paced_group_run_with_refused_sends_is_not_clean() {
+    // 30 messages a second over three senders against 5 requests a second each.
+    let report = tight_group(Some(30.0), Duration::ZERO);
+    assert!(report.rate_limited > 0, "{report:?}");
+    assert!(report.faults.none(), "{report:?}");
+    assert!(
+        !report.clean(),
+        "latencies of the sends the server took only: {report:?}"
+    );
+    let table = ringchat_bench::report::group_table(&report);
+    assert!(table.contains("not clean"), "{table}");
+}
+
 #[test]
 fn files_uploads_and_downloads_every_file_checked() {
     use ringchat_bench::scenario::files::{self, FilesConfig};

@@ -55,6 +55,7 @@ fn a_node_killed_under_load_loses_no_acked_message_and_its_clients_come_back() {
             ..Retry::default()
         },
         server_pids: Vec::new(),
+        expect_drops: true,
     };
     let progress = Arc::new(Progress::default());
     let load = {

@@ -73,6 +73,8 @@ pub struct FilesReport {
     pub errors: u64,
     /// Downloads whose bytes did not hash to the uploaded file's SHA-256.
     pub mismatches: u64,
+    /// Uploaded files never downloaded before the run's deadline (their bytes unchecked).
+    pub files_unchecked: u64,
     /// Sign-ups the server said "later" to (login admission), each retried after its
     /// `retry_after_ms`.
     pub setup_refusals: u64,
@@ -91,8 +93,9 @@ pub struct FilesReport {
 
 impl FilesReport {
     /// Every request answered as expected and every download matched.
+    /// No error, every download intact, and every uploaded file downloaded at least once.
     pub fn clean(&self) -> bool {
-        self.errors == 0 && self.mismatches == 0
+        self.errors == 0 && self.mismatches == 0 && self.files_unchecked == 0
     }
 }
 
@@ -274,8 +277,9 @@ impl Ctx {
         Ok(done.file_id)
     }
 
-    /// Downloads the file and checks its bytes; the size moved.
-    async fn download(&self, file: &Uploaded) -> anyhow::Result<u64> {
+    /// Downloads the file and checks its bytes: the size moved, or `None` for bytes that do
+    /// not match (counted in `mismatches`, not in `errors`: one bad download, one problem).
+    async fn download(&self, file: &Uploaded) -> anyhow::Result<Option<u64>> {
         let started = Instant::now();
         let body = ok(self
             .http
@@ -288,15 +292,17 @@ impl Ctx {
         .await?;
         self.record(|l| &mut l.download, started);
         if body.len() != file.bytes.len() || sha256_hex(&body) != file.sha256 {
-            self.mismatches.fetch_add(1, Ordering::Relaxed);
-            bail!(
-                "file {}: {} bytes downloaded do not hash to the uploaded {} bytes' SHA-256",
-                file.file_id,
-                body.len(),
-                file.bytes.len()
-            );
+            if self.mismatches.fetch_add(1, Ordering::Relaxed) < 3 {
+                eprintln!(
+                    "file {}: {} bytes downloaded do not hash to the uploaded {} bytes' SHA-256",
+                    file.file_id,
+                    body.len(),
+                    file.bytes.len()
+                );
+            }
+            return Ok(None);
         }
-        Ok(body.len() as u64)
+        Ok(Some(body.len() as u64))
     }
 }
 
@@ -417,7 +423,7 @@ async fn run_async(cfg: &FilesConfig, observe: &Observe) -> anyhow::Result<Files
                 match ctx.download(&file).await {
                     Ok(n) => {
                         ctx.progress.done.fetch_add(1, Ordering::Relaxed);
-                        Some(n)
+                        n
                     }
                     Err(e) => {
                         ctx.error("download", &e);
@@ -427,6 +433,7 @@ async fn run_async(cfg: &FilesConfig, observe: &Observe) -> anyhow::Result<Files
             }));
         }
     }
+    let tasks_started = tasks.len() as u64;
     let (mut downloads, mut bytes_downloaded) = (0, 0);
     for t in tasks {
         if let Some(n) = t.await? {
@@ -434,6 +441,9 @@ async fn run_async(cfg: &FilesConfig, observe: &Observe) -> anyhow::Result<Files
             bytes_downloaded += n;
         }
     }
+    // The first round visits every file once, in order: files past the tasks started (the
+    // deadline came first) were never downloaded, so their bytes were never checked.
+    let files_unchecked = (uploaded.len() as u64).saturating_sub(tasks_started);
     let download_s = started.elapsed().as_secs_f64();
     let after_down = observe.sample();
     progress.finished.store(true, Ordering::Relaxed);
@@ -468,6 +478,7 @@ async fn run_async(cfg: &FilesConfig, observe: &Observe) -> anyhow::Result<Files
         download_mb_per_s: rate(bytes_downloaded, download_s),
         errors: ctx.errors.load(Ordering::Relaxed),
         mismatches: ctx.mismatches.load(Ordering::Relaxed),
+        files_unchecked,
         setup_refusals: refusals.count(),
         create_latency: summary(&latencies.create),
         chunk_latency: summary(&latencies.chunk),
@@ -501,8 +512,9 @@ pub fn table(r: &FilesReport) -> String {
     );
     let _ = writeln!(
         out,
-        "  down: {} downloads, {:.1} MB in {:.2}s = {:.1} MB/s, server CPU {} ms/MB",
+        "  down: {} downloads ({} files never downloaded), {:.1} MB in {:.2}s = {:.1} MB/s, server CPU {} ms/MB",
         r.downloads,
+        r.files_unchecked,
         r.bytes_downloaded as f64 / 1e6,
         r.download_s,
         r.download_mb_per_s,

@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use super::Observe;
 use super::presence::log_in_all;
-use crate::check::{Arrival, Faults, Sends, Stream, fan_out, slots_before};
+use crate::check::{Arrival, Faults, Sends, Stream, fan_out, filler, slots_before};
 use crate::signup::Refusals;
 use crate::transport::{FrameReader, Link};
 
@@ -207,7 +207,7 @@ async fn room(cfg: &RoomConfig, observe: &Observe) -> anyhow::Result<RoomReport>
             crate::heartbeat::keep_alive(&writer, every, || beat.stop.get()).await
         });
         let tally = Rc::clone(&tally);
-        readers.spawn_local(read(reader, member, tally, epoch));
+        readers.spawn_local(read(reader, member, cfg.size, tally, epoch));
     }
 
     // Sender s sends its share at rate / senders, staggered so the aggregate is even.
@@ -357,7 +357,7 @@ fn message(room: &str, sender: usize, counter: u64, due_ns: u64, size: usize) ->
     content.put_u32_le(sender as u32);
     content.put_u64_le(counter);
     content.put_u64_le(due_ns);
-    content.resize(size, b'r');
+    content.resize(size, filler(counter));
     Frame {
         // Never 0: the answer (`RoomSent` or an `Error`) is what counts the send.
         request_id: counter + 1,
@@ -370,10 +370,12 @@ fn message(room: &str, sender: usize, counter: u64, due_ns: u64, size: usize) ->
 }
 
 /// One member's connection: answers to its own sends, and the room's messages, each checked
-/// against the sender's counter and the room's order.
+/// against the sender's counter, the room's order and what was sent (`size` bytes, the
+/// counter's filler after the header).
 async fn read(
     mut reader: FrameReader,
     member: usize,
+    size: usize,
     tally: Rc<Tally>,
     epoch: Instant,
 ) -> anyhow::Result<()> {
@@ -407,13 +409,17 @@ async fn read(
                 let behind = m.room_seq <= last_seq;
                 last_seq = last_seq.max(m.room_seq);
                 let mut content = &m.content[..];
-                if content.len() < HEADER_BYTES {
+                if content.len() != size {
                     tally.corrupt.set(tally.corrupt.get() + 1);
                     continue;
                 }
                 let sender = content.get_u32_le() as usize;
                 let counter = content.get_u64_le();
                 let due_ns = content.get_u64_le();
+                if content.iter().any(|&b| b != filler(counter)) {
+                    tally.corrupt.set(tally.corrupt.get() + 1);
+                    continue;
+                }
                 // A room message goes to every session but its sender's.
                 if sender == member {
                     tally.error(format_args!(

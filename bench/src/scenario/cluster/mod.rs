@@ -74,6 +74,9 @@ pub struct ClusterConfig {
     pub retry: Retry,
     /// The nodes' pids, to report their CPU (a pid that is gone by the end is left out).
     pub server_pids: Vec<u32>,
+    /// Dropped connections are part of the run (a node is stopped on purpose): the clients
+    /// come back and nothing is lost. Otherwise any drop (a kick, a reset) makes it unclean.
+    pub expect_drops: bool,
 }
 
 /// One acknowledged send.
@@ -207,6 +210,10 @@ pub struct ClusterReport {
     pub acked_missing: u64,
     /// The first few problems the final check found, spelled out (conversation, id, seqs).
     pub problems: Vec<String>,
+    /// Connections dropped during the run (kicks included), whether or not the client came
+    /// back; unclean unless `expect_drops`.
+    pub drops: u64,
+    pub expect_drops: bool,
     pub reconnects: u64,
     pub clients_reconnected: usize,
     pub reconnects_per_client: Vec<usize>,
@@ -227,9 +234,10 @@ pub struct ClusterReport {
 
 impl ClusterReport {
     /// Every send was acked, nothing acked was lost, stored twice, reordered or corrupted;
-    /// every client came back.
+    /// every client came back, and none was dropped unless drops were expected.
     pub fn clean(&self) -> bool {
-        self.lost == 0
+        (self.expect_drops || self.drops == 0)
+            && self.lost == 0
             && self.deliveries_unchecked == 0
             && self.duplicates == 0
             && self.abandoned == 0
@@ -485,6 +493,7 @@ fn report(
         Option<Duration>,
     ) = (None, None, None);
     let mut unserved_clients = 0;
+    let mut drops = 0u64;
     let mut deliveries_unchecked = 0;
     let mut synced: Vec<(u64, Result<Vec<v1::Message>, String>)> = Vec::new();
     for o in outcomes {
@@ -500,6 +509,7 @@ fn report(
         }
         gap_syncs += o.gap_syncs;
         problems.extend(o.disorder.iter().cloned());
+        drops += o.outages.len() as u64;
         reconnects_per_client.push(o.outages.iter().filter(|x| x.served_at.is_some()).count());
         for x in &o.outages {
             first_drop = Some(first_drop.map_or(x.dropped_at, |t| t.min(x.dropped_at)));
@@ -567,6 +577,8 @@ fn report(
         stored_twice,
         acked_missing,
         problems,
+        drops,
+        expect_drops: cfg.expect_drops,
         reconnects: reconnects_per_client.iter().sum::<usize>() as u64,
         clients_reconnected: reconnects_per_client.iter().filter(|&&n| n > 0).count(),
         reconnects_per_client,
@@ -675,7 +687,44 @@ pub(super) mod tests {
             password: "p".into(),
             retry: Retry::default(),
             server_pids: Vec::new(),
+            expect_drops: false,
         }
+    }
+
+    #[test]
+    fn a_dropped_client_makes_the_run_unclean_unless_drops_were_expected() {
+        let nodes = vec!["n1".to_owned(), "n1".to_owned()];
+        let dropped = || Outcome {
+            last_node: Some("n1".into()),
+            outages: vec![member::Outage {
+                dropped_at: Instant::now(),
+                served_at: Some(Instant::now()),
+            }],
+            ..Outcome::default()
+        };
+        let quiet = || Outcome {
+            last_node: Some("n1".into()),
+            ..Outcome::default()
+        };
+        let r = report(
+            &config(),
+            nodes.clone(),
+            vec![dropped(), quiet()],
+            Vec::new(),
+            None,
+        );
+        assert_eq!((r.drops, r.reconnects), (1, 1), "{r:?}");
+        assert!(
+            !r.clean(),
+            "a kick or reset on a healthy cluster is a fault: {r:?}"
+        );
+        assert!(table(&r).contains("(none expected)"), "{}", table(&r));
+        let expected = ClusterConfig {
+            expect_drops: true,
+            ..config()
+        };
+        let r = report(&expected, nodes, vec![dropped(), quiet()], Vec::new(), None);
+        assert!(r.clean(), "{r:?}");
     }
 
     #[test]

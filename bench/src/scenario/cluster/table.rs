@@ -62,7 +62,13 @@ pub fn table(r: &ClusterReport) -> String {
     let ms = |v: Option<u64>| v.map_or("-".to_owned(), |v| format!("{v} ms"));
     let _ = writeln!(
         t,
-        "  reconnects          {} by {} clients; every client served again after {}; longest outage {}; {} never came back",
+        "  drops               {}{}; reconnects {} by {} clients; every client served again after {}; longest outage {}; {} never came back",
+        r.drops,
+        if r.expect_drops {
+            " (expected)"
+        } else {
+            " (none expected)"
+        },
         r.reconnects,
         r.clients_reconnected,
         ms(r.served_again_ms),

@@ -419,14 +419,24 @@ impl Reader {
                     self.on_push(&m);
                 }
             }
-            Some(Body::Error(e)) if e.code == ErrorCode::RateLimited as i32 => {
-                // Back-pressure, not a failure: the sender waits as told and goes on (the
-                // refused message took no seq and is not expected anywhere).
+            Some(Body::Error(e))
+                if e.code == ErrorCode::RateLimited as i32 && frame.request_id != 0 =>
+            {
+                // Back-pressure, not a failure in a closed loop: the sender waits as told and
+                // goes on (the refused message took no seq and is not expected anywhere). A
+                // paced run counts it against the run (`GroupReport::clean`).
                 self.conn.m.borrow_mut().rate_limited += 1;
                 let wait = Duration::from_millis(e.retry_after_ms.max(1));
                 self.conn.pause_until.set(Some(Instant::now() + wait));
                 self.answer(frame.request_id, false);
                 self.release();
+            }
+            Some(Body::Error(e))
+                if e.code == ErrorCode::RateLimited as i32 && frame.request_id == 0 =>
+            {
+                // A refused `DeliveryAck` (request id 0): no send's answer, and no loss (the
+                // next ack, of a later seq, moves the cursor past it).
+                self.conn.m.borrow_mut().delivery_acks_refused += 1;
             }
             Some(Body::Error(e)) => {
                 let code = ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Unspecified);

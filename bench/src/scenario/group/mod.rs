@@ -95,9 +95,13 @@ pub struct GroupReport {
     pub faults: Faults,
     pub error_kinds: std::collections::BTreeMap<String, u64>,
     /// Sends the server refused with RATE_LIMITED (its per-connection request budget); the
-    /// sender waited as told. Not errors.
+    /// sender waited as told. Not errors in a closed loop; a paced run with any is not clean
+    /// (its latencies would cover only the sends the server took).
     pub rate_limited: u64,
     pub delivery_acks: u64,
+    /// Of those, refused as over the member's request budget (not errors: the next ack of a
+    /// later seq covers it).
+    pub delivery_acks_refused: u64,
     /// From a send to the last online member receiving it, per message.
     pub latency_us: Percentiles,
     /// From a send to each member receiving it, per delivery.
@@ -113,10 +117,11 @@ pub struct GroupReport {
 }
 
 impl GroupReport {
-    /// Every send was answered, every paced slot sent, and every acked message reached every
-    /// other online member once, in order, intact, with no error.
+    /// Every send was answered, every paced slot sent (and taken: none refused as over the
+    /// rate), and every acked message reached every other online member once, in order,
+    /// intact, with no error.
     pub fn clean(&self) -> bool {
-        self.faults.none()
+        self.faults.none() && (self.rate_target_msgs_per_s.is_none() || self.rate_limited == 0)
     }
 }
 
@@ -290,6 +295,7 @@ pub fn run(cfg: &GroupConfig, observe: &Observe) -> anyhow::Result<GroupReport> 
         error_kinds: total.error_kinds.clone(),
         rate_limited: total.rate_limited,
         delivery_acks: total.delivery_acks,
+        delivery_acks_refused: total.delivery_acks_refused,
         latency_us: crate::stats::percentiles(&to_last),
         delivery_latency_us: total.percentiles(),
         server_pid: observe.server_pid,
