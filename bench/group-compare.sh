@@ -42,6 +42,10 @@ import json,sys,glob,os
 out=sys.argv[1]
 # Everything a run counts as wrong (keys absent from an older report count 0).
 PROBLEMS=["lost","unanswered","unsent","duplicates","out_of_order","corrupt","errors"]
+# A paced group run must have every send taken (GroupReport::clean).
+def problems(r):
+    paced_refused = r.get("rate_limited", 0) if r.get("rate_target_msgs_per_s") else 0
+    return sum(r.get(k, 0) for k in PROBLEMS) + paced_refused
 for side in ("before","after"):
     paths=sorted(glob.glob(f"{out}/{side}.*.json"), key=lambda p: int(os.path.basename(p).split(".")[1]))
     rs=[json.load(open(p)) for p in paths]
@@ -50,5 +54,5 @@ for side in ("before","after"):
     lat=lambda r,q: r["latency_us"][q]
     print(side, "p50", [lat(r,"p50") for r in rs], "p99", [lat(r,"p99") for r in rs],
           {k:[round(r[k],2) if r[k] is not None else None for r in rs] for k in keys},
-          "problems", [sum(r.get(k,0) for k in PROBLEMS) for r in rs])
+          "problems", [problems(r) for r in rs])
 PY

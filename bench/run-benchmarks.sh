@@ -245,7 +245,11 @@ groups = {name: [r for _, r in sorted(rs, key=lambda x: x[0])] for name, rs in s
 med = lambda xs: statistics.median(xs) if xs else float("nan")
 # Everything a run counts as wrong (keys absent from an older report count 0).
 PROBLEMS = ["lost", "unanswered", "unsent", "duplicates", "out_of_order", "corrupt", "errors"]
-problems = lambda runs: sum(r.get(k, 0) for r in runs for k in PROBLEMS)
+# A paced group run must have every send taken (GroupReport::clean; pairs counts its
+# refusals in errors already).
+def paced_refused(r):
+    return r.get("rate_limited", 0) if r["scenario"] == "group" and r.get("rate_target_msgs_per_s") else 0
+problems = lambda runs: sum(sum(r.get(k, 0) for k in PROBLEMS) + paced_refused(r) for r in runs)
 print(f"results in {out}: median of runs per configuration")
 for name, runs in groups.items():
     r0 = runs[0]
