@@ -3,7 +3,8 @@
 // connects its WebSocket to the chat node named there, registers, and Alice's message reaches
 // Bob (across nodes when they were sent to different ones). Then Bob's node is stopped: his page
 // asks the status service again and reconnects to the node that is left, with the message still
-// there.
+// there. Pages opened on the status node offer no files (it serves no `/files`): no attach
+// button, and a file message without a download.
 // Started by gateway/tests/cluster_browser.rs:
 //   CHAT_NODES=ws://…/ws,ws://…/ws node web-tests/cluster.e2e.mjs STATUS_URL ARTIFACT_DIR
 import { mkdirSync } from 'node:fs';
@@ -48,6 +49,25 @@ try {
   await b.click(`#conversations li[data-peer="${alice.id}"]`);
   await b.waitForSelector('#messages li.theirs >> text=hello across the cluster');
   await shot(b, 'cluster-chat');
+
+  // The status node serves no `/files`: a page opened there offers no attach button, and a file
+  // message shows its name without a download that could only fail. (These nodes run with files
+  // off, so the message is handed to Bob's page as a push would be, not uploaded.)
+  for (const [name, page] of [['alice', a], ['bob', b]]) {
+    check(!(await page.evaluate(() => net.filesHere)), `${name}'s page on the status node thinks it has files there`);
+    check(await page.isHidden('#attach'), `${name}'s page on the status node offers to attach a file`);
+  }
+  await b.evaluate(({ from, to }) => {
+    const conv = [...state.convs.values()].find((c) => c.peer === from);
+    onMessages([{
+      conversationId: conv.id, seq: String(conv.maxSeq + 1), fromUserId: from, toUserId: to, serverTimeMs: String(Date.now()),
+      clientMsgId: 'e2e-file', contentType: 'CONTENT_TYPE_FILE', content: encodeFileRef({ fileId: 'f-e2e', name: 'notes.txt', size: 12 }),
+    }], 'push');
+  }, { from: alice.id, to: bob.id });
+  const card = b.locator('#messages li.theirs .file-card', { hasText: 'notes.txt' });
+  await card.locator('.file-elsewhere', { hasText: 'Not downloadable here' }).waitFor();
+  check(await card.locator('.file-download').count() === 0, 'the status node\'s page offers a download that can only fail');
+  await shot(b, 'cluster-files-elsewhere');
 
   // Bob's node goes away: the status service sends his page to the node that is left.
   const answer = await askHarness(`stop-node ${bob.node}`, 60000);

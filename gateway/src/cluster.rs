@@ -187,6 +187,8 @@ async fn serve_status_http(
                         (header::CONTENT_TYPE, "application/json"),
                         (header::CACHE_CONTROL, "no-store"),
                         (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+                        // The page served here learns that this origin has no `/files`.
+                        (header::HeaderName::from_static("x-ringchat-role"), "status"),
                     ],
                     body,
                 )

@@ -3,7 +3,10 @@
 //! page chat, a send fails and is retried, the connection is cut and recovers, the server
 //! restarts under it (asked for by the script on its stdout); after it the catch-up goes past
 //! groups that answer NOT_FOUND and a recall, a conversation keeps a bounded number of
-//! messages, and log out ends the token on the server (online and offline). `contacts.e2e.mjs`: search,
+//! messages, and log out ends the token on the server (online and offline).
+//! `chat-logout.e2e.mjs`: a logout the server puts off (its Logout answered UNAVAILABLE, the
+//! pending logout's Login SERVER_FULL, through a Playwright WebSocket route) stays pending and is
+//! sent again until the token is ended on the server. `contacts.e2e.mjs`: search,
 //! friend requests, presence, profiles and blocks through the Contacts view. `groups.e2e.mjs`:
 //! three users create a group, chat, mention, read, invite and leave; a member removed while
 //! offline sees it once back. `chat-system.e2e.mjs`:
@@ -31,6 +34,11 @@ fn two_browser_pages_chat_through_the_websocket_listener() {
             "phone-chat",
         ],
     );
+}
+
+#[test]
+fn a_logout_the_server_puts_off_stays_pending_until_the_token_is_ended() {
+    run_e2e("chat-logout.e2e.mjs", &[], &["desktop-logout-put-off"]);
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //! nodes and a status-only node on PostgreSQL and Redis; `web-tests/cluster.e2e.mjs` opens the
 //! page on the status node, whose `/assign` sends each page's WebSocket to a chat node; Alice's
 //! message reaches Bob; Bob's node is stopped and his page reconnects through the status
-//! service to the node that is left. Needs Chromium and playwright-core (like browser.rs) and
+//! service to the node that is left. The status node serves no `/files`: its pages offer no
+//! attach button and no download. Needs Chromium and playwright-core (like browser.rs) and
 //! the servers `scripts/test.sh` starts (RINGCHAT_TEST_POSTGRES_URL, RINGCHAT_TEST_REDIS_URL).
 
 mod common;
@@ -34,7 +35,7 @@ fn a_page_opened_on_the_status_node_chats_through_the_chat_nodes_and_moves_when_
         "cluster.e2e.mjs",
         &format!("http://{}/", status.ws),
         &[("CHAT_NODES", chat_nodes.join(","))],
-        &["cluster-chat", "cluster-moved"],
+        &["cluster-chat", "cluster-files-elsewhere", "cluster-moved"],
         |command| {
             let gone = command
                 .strip_prefix("stop-node ")

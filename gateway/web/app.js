@@ -33,6 +33,7 @@ function showChat() {
   $('me').dataset.userId = me.userId;
   $('my-id-value').textContent = me.userId;
   $('password').value = '';
+  $('attach').hidden = !net.filesHere; // a page opened on the status service: no files there
 }
 
 // Sidebar tabs: a view registers a button in #tabs and a [data-pane] of the same name.

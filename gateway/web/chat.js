@@ -7,8 +7,15 @@ const SESSION_KEY = 'ringchat.session';
 // This browser's device id, kept across logouts: logging in again is the same device, not one
 // more that counts against login.device_tokens_max.
 const DEVICE_KEY = 'ringchat.device';
-// {token, deviceId}: a logout the server has not answered yet, sent again at the next connection.
+// {token, deviceId}: a logout the server has not taken yet (LogoutOk), sent again at the next
+// connection.
 const LOGOUT_KEY = 'ringchat.logout';
+// Answers to a pending logout's token Login after which there is nothing left to end: the token
+// no longer logs in anywhere (docs/PROTOCOL.md: unknown or revoked, expired and deleted, or the
+// account disabled, which deletes its tokens), or the stored request can never pass
+// (INVALID_ARGUMENT). Any other answer (the server full, busy or failing) leaves the token
+// working on the server: the logout is kept and tried again.
+const LOGOUT_SETTLED = new Set(['INVALID_CREDENTIALS', 'TOKEN_EXPIRED', 'ACCOUNT_DISABLED', 'INVALID_ARGUMENT']);
 const outboxKey = (userId) => `ringchat.outbox.${userId}`;
 const HISTORY_PAGE = 30;
 // Messages of one conversation held (and drawn); the oldest go past it, and "Load older" pages
@@ -151,7 +158,8 @@ function resetChats() {
 }
 
 // Ends the session on the server too (the token stops working there), then here. Not
-// connected: the token is kept aside and the Logout sent at the next connection.
+// connected, or the server did not take the Logout (busy): the token is kept aside and the
+// Logout sent at the next connection (finishLogout).
 async function logout() {
   const unsent = state.outbox.size;
   if (unsent && !confirm(`${unsent} message${unsent > 1 ? 's were' : ' was'} not sent and will be lost. Log out anyway?`)) return;
@@ -167,30 +175,53 @@ async function logout() {
   location.reload();
 }
 
+// Null once the server answered LogoutOk (the token is ended there and the pending logout
+// goes); otherwise the error, and the logout stays pending for a later connection (finishLogout).
 async function sendLogout() {
   try {
     await request({ logout: {} });
-    localStorage.removeItem(LOGOUT_KEY);
   } catch (e) {
-    if (e.code !== 'DISCONNECTED' && e.code !== 'TIMEOUT') localStorage.removeItem(LOGOUT_KEY);
+    return e;
   }
+  localStorage.removeItem(LOGOUT_KEY);
+  return null;
 }
 
+let logoutPutOff = 0; // pending-logout attempts the server put off in a row (the backoff's step)
+
 // A logout left for this connection: the token logs in once more to be logged out. False when
-// there was one: this connection is done with (dropped), the next one goes on.
+// there was one: this connection is done with (dropped), the next one goes on. It stays in
+// localStorage until LogoutOk or an answer that the token no longer logs in (LOGOUT_SETTLED).
 async function finishLogout() {
   const pending = loadJSON(LOGOUT_KEY, null);
   if (!pending?.token) return true;
+  let failure;
   try {
     await request({ login: { token: pending.token, deviceId: pending.deviceId || '', platform: 'PLATFORM_WEB' } });
+    failure = await sendLogout();
   } catch (e) {
-    if (e.code === 'DISCONNECTED' || e.code === 'TIMEOUT') return false;
-    localStorage.removeItem(LOGOUT_KEY); // refused: the token no longer logs in anyway
-    return true;
+    if (e.code === 'DISCONNECTED' || e.code === 'TIMEOUT') return false; // the reconnect tries again
+    if (LOGOUT_SETTLED.has(e.code)) {
+      localStorage.removeItem(LOGOUT_KEY);
+      logoutPutOff = 0;
+      return true;
+    }
+    failure = e;
   }
-  await sendLogout();
+  if (failure && failure.code !== 'DISCONNECTED' && failure.code !== 'TIMEOUT') putOffLogout(failure);
+  else if (!failure) logoutPutOff = 0;
   dropSocket(); // logged in as the old user until then
   return false;
+}
+
+// The server put the pending logout off (full, busy, rate-limited, failing): the next connection
+// tries again after its retry_after_ms, and backs off like a reconnect (doubling from
+// RECONNECT_MIN_MS, jittered, at most RECONNECT_MAX_MS).
+function putOffLogout(e) {
+  logoutPutOff++;
+  const backoff = RECONNECT_MIN_MS * 2 ** Math.min(logoutPutOff - 1, 10) * (0.8 + Math.random() * 0.4);
+  const waitMs = Math.round(Math.min(RECONNECT_MAX_MS, Math.max(e.retryAfterMs || 0, backoff)));
+  net.retryHint = { text: 'Signing out on the server: it is busy.', waitMs };
 }
 
 // After every login: the conversation list, everything missed in loaded conversations, then

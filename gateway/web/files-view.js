@@ -53,7 +53,7 @@ function fileBody(m, conv, seq) {
   const key = `${conv.id}:${seq}`;
   let entry = files.media.get(key);
   if (!entry) {
-    const withThumb = m.contentType === 'CONTENT_TYPE_IMAGE' && f.thumbWidth > 0 && f.thumbHeight > 0;
+    const withThumb = net.filesHere && m.contentType === 'CONTENT_TYPE_IMAGE' && f.thumbWidth > 0 && f.thumbHeight > 0;
     entry = { urls: [], node: null, dropped: false };
     entry.node = withThumb ? thumbView(m, f, entry) : fileCard(m, f, entry);
     files.media.set(key, entry);
@@ -91,14 +91,18 @@ function thumbView(m, f, entry) {
   return el('div', { class: 'file-media' }, button, f.caption ? el('span', { class: 'text caption' }, f.caption) : null);
 }
 
-// A file's name, size and type with a download button (audio also gets a player).
+// A file's name, size and type with a download button (audio also gets a player). A page opened
+// on the status service (no `/files` there) says so instead of offering what would fail.
 function fileCard(m, f, entry) {
   const error = el('span', { class: 'error file-error', role: 'alert', hidden: true });
-  const download = el('button', {
+  const download = net.filesHere ? el('button', {
     type: 'button', class: 'small file-download', disabled: !entry,
     'aria-label': `Download ${f.name}`,
-  }, 'Download');
-  download.onclick = () => downloadFile(m, f, download, error);
+  }, 'Download') : el('span', {
+    class: 'file-elsewhere',
+    title: 'This page was opened on the status service, which serves no files: open ringchat at a chat server’s address to download it.',
+  }, 'Not downloadable here');
+  if (net.filesHere) download.onclick = () => downloadFile(m, f, download, error);
   const card = el('div', { class: 'file-card', dataset: { fileId: f.fileId } },
     icon('clip'),
     el('span', { class: 'file-info' },
@@ -106,7 +110,7 @@ function fileCard(m, f, entry) {
       el('span', { class: 'file-meta' }, [formatSize(f.size), f.mime].filter(Boolean).join(' · '))),
     download);
   const out = el('div', { class: 'file-media' }, card);
-  if (entry && m.contentType === 'CONTENT_TYPE_AUDIO') {
+  if (entry && net.filesHere && m.contentType === 'CONTENT_TYPE_AUDIO') {
     const play = el('button', { type: 'button', class: 'small ghost file-play' }, 'Play');
     play.onclick = async () => {
       play.disabled = true;
@@ -203,7 +207,7 @@ $('attach-input').onchange = () => {
   $('attach-input').value = '';
 };
 $('conversation').addEventListener('dragover', (ev) => {
-  if (!state.current || isSystemId(state.current) || !ev.dataTransfer?.types.includes('Files')) return;
+  if (!state.current || isSystemId(state.current) || !net.filesHere || !ev.dataTransfer?.types.includes('Files')) return;
   ev.preventDefault();
   $('conversation').classList.add('dropping');
 });

@@ -134,6 +134,8 @@ class FileApiError extends Error {
 const abortError = () => new FileApiError('aborted', 0, 'cancelled');
 
 async function filesFetch(path, init = {}) {
+  // Not sent where it can only fail (a status node answers 404/405): said in words instead.
+  if (!net.filesHere) throw new FileApiError('not_here', 0, 'this page was opened on the status service, which serves no files');
   let r;
   try {
     r = await fetch(path, {
@@ -162,6 +164,7 @@ function uploadErrorText(e, name) {
   const max = /(\d+) bytes/.exec(e.message);
   switch (e.code) {
     case 'network': return 'The server could not be reached. Check the connection, then retry.';
+    case 'not_here': return 'Files cannot be sent from this page: open ringchat at a chat server’s address to send files.';
     case 'file_too_large': return `${name} is too large: this server takes files of at most ${max ? formatSize(Number(max[1])) : 'a set size'}.`;
     case 'over_quota': return `Not enough room left in your storage on this server for ${name}.`;
     case 'too_many_uploads': return 'Too many of your uploads are unfinished. Finish or cancel one first, or wait until they expire.';
@@ -232,7 +235,7 @@ const contentTypeFor = (mime) => (mime.startsWith('image/') ? 'CONTENT_TYPE_IMAG
 // The page's chosen files (the attach button, a drop) for the open conversation.
 function attachFiles(list) {
   const conv = state.convs.get(state.current);
-  if (!conv || conv.system) return;
+  if (!conv || conv.system || !net.filesHere) return;
   const room = UPLOADS_AT_ONCE_MAX - files.uploads.size;
   if (list.length > room) {
     $('composer-error').hidden = false;

@@ -25,6 +25,12 @@ const net = {
   stopped: false, // true: do not reconnect by ourselves (replaced by another tab, page too old)
   assigning: false, // asking the status service which node to connect to
   url: null, // the WebSocket address of the current (or last) connection
+  // False when the page's own origin is a status-only node (its `/assign` answers with
+  // `X-Ringchat-Role: status`): it serves no `/files`, so files.js offers none (README, cluster).
+  filesHere: true,
+  // {text, waitMs}: the next reconnect's words and exact wait, taken by the next close. Set by
+  // chat.js when the server put off a pending logout (busy, full): its retry_after_ms.
+  retryHint: null,
   // Set by chat.js.
   onReady: async () => {},
   onFrame: () => {},
@@ -49,6 +55,7 @@ async function nodeUrl() {
   const own = `${proto}://${location.host}/ws`;
   try {
     const r = await fetch('/assign', { cache: 'no-store', signal: AbortSignal.timeout(ASSIGN_TIMEOUT_MS) });
+    net.filesHere = r.headers.get('X-Ringchat-Role') !== 'status';
     if (!r.ok) return own;
     const addrs = (await r.json()).client_addrs || [];
     // Same scheme only: a page on https may not open ws:// (mixed content).
@@ -170,6 +177,9 @@ function onClose(ev) {
   // true while it restarts, though each refused attempt alone looks like a lost connection.
   let why = closeReason(net.closeHint || ev.reason, ev.code, wasReady);
   if (!wasReady && !net.closeHint && net.lastReason) why = net.lastReason;
+  const hint = net.retryHint;
+  net.retryHint = null;
+  if (hint) why = { text: hint.text };
   net.lastReason = why;
   if (why.stop) {
     net.stopped = true;
@@ -182,7 +192,7 @@ function onClose(ev) {
   }
   // Exponential backoff with jitter, so that a restarted server is not hit by every page at once.
   const base = why.delayMs || Math.min(RECONNECT_MAX_MS, RECONNECT_MIN_MS * 2 ** Math.max(0, net.failures - 1));
-  const delay = Math.round(base * (0.8 + Math.random() * 0.4));
+  const delay = hint ? hint.waitMs : Math.round(base * (0.8 + Math.random() * 0.4));
   net.retryAt = Date.now() + delay;
   const tick = () => {
     const left = net.retryAt - Date.now();
