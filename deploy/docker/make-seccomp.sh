@@ -2,8 +2,9 @@
 # Writes seccomp-io_uring.json: a container seccomp profile that allows what systemd's
 # @system-service group allows (the set deploy/systemd/ringchat.service runs under) plus
 # io_uring_setup, io_uring_enter and io_uring_register, which Docker's and containerd's default
-# profiles block (the shards then fall back to epoll). Everything else fails with EPERM, and
-# calls newer than the list with ENOSYS so that libc falls back to the older call (clone3).
+# profiles block (the shards then fall back to epoll). Everything else fails with EPERM
+# (defaultErrnoRet 1), calls newer than the list too; only clone3 fails with ENOSYS, so that
+# glibc falls back to clone.
 # Needs systemd-analyze (systemd >= 245). Run from anywhere:
 #   bash deploy/docker/make-seccomp.sh > deploy/docker/seccomp-io_uring.json
 set -euo pipefail

@@ -2,6 +2,7 @@
 //! the overrides file of live changes (`PATCH /api/config`), unknown keys rejected, and every
 //! problem reported at once, located (`load.rs`). `live.rs`: which keys change at run time.
 
+pub mod host;
 pub mod live;
 pub mod load;
 // Listener clashes and TLS files: what serve would refuse at start.
@@ -23,6 +24,7 @@ use ringchat_backend::logs::LogConfig;
 use serde::{Deserialize, Serialize};
 
 pub use crate::security::SecurityConfig;
+pub use host::{HostCpus, online_cores};
 use load::{Layers, Loaded, TextLayer};
 
 /// Prefix of environment overrides; `__` separates the section from the key.
@@ -84,7 +86,8 @@ pub struct GatewayConfig {
     pub tls_listen: String,
     /// WebSocket-over-TLS listener (wss, and the chat page); used when `[gateway.tls]` is set.
     pub wss_listen: String,
-    /// One shard per listed core, pinned to it; `"auto"`: one per online core not given to the backend.
+    /// One shard per listed core, pinned to it; `"auto"`: one per online core not given to the
+    /// backend, no more than the cgroup's CPU quota (`Config::shard_cores_on`).
     pub cores: Cores,
     pub driver: Driver,
     /// io_uring submission queue entries per shard.
@@ -318,7 +321,7 @@ impl Config {
             file: path.map(read_layer).transpose()?,
             env: env.into_iter().collect(),
             overrides: None,
-            host_cores: None,
+            host: None,
         };
         load::load(&layers).map(|l| l.config)
     }
@@ -326,7 +329,8 @@ impl Config {
     /// As the server starts: the file, the environment, and the overrides file of live changes
     /// in the data dir (`live::overrides_path`) if there is one. The config comes with every
     /// problem found (the caller refuses it if there is any), so that the checks of the files
-    /// it names can run too; `Err`: no config at all (a file unreadable, or not TOML).
+    /// it names can run too; `Err`: no config at all (a file unreadable, or not TOML). The
+    /// host's CPUs are read now and kept in the layers: call it before any thread pins itself.
     pub fn load_layers(
         path: Option<&std::path::Path>,
         env: impl IntoIterator<Item = (String, String)>,
@@ -334,18 +338,19 @@ impl Config {
         Self::load_layers_on(path, env, None)
     }
 
-    /// As `load_layers`, checking the pinned cores against `host_cores` (`None`: this
-    /// machine's online cores).
+    /// As `load_layers`, checking the pinned cores against `host` (`None`: this machine's,
+    /// read now).
     pub fn load_layers_on(
         path: Option<&std::path::Path>,
         env: impl IntoIterator<Item = (String, String)>,
-        host_cores: Option<Vec<usize>>,
+        host: Option<HostCpus>,
     ) -> Result<(Layers, Loaded, Vec<String>), Vec<String>> {
         let mut layers = Layers {
             file: path.map(read_layer).transpose()?,
             env: env.into_iter().collect(),
             overrides: None,
-            host_cores,
+            // Once, here: every later check (SIGHUP, PATCH) reuses these layers' host.
+            host: Some(host.unwrap_or_else(HostCpus::read)),
         };
         let (base, problems) = load::load_all(&layers)?;
         if !problems.is_empty() {
@@ -381,17 +386,14 @@ impl Config {
             }),
             env: env.into_iter().collect(),
             overrides: None,
-            host_cores: None,
+            host: None,
         };
         load::load(&layers).map(|l| l.config)
     }
 
-    /// Problems in values that parsed but do not make sense together.
-    pub fn problems(&self) -> Vec<String> {
-        self.problems_on(&online_cores())
-    }
-
-    /// `problems`, with the pinned cores checked against `online` (another host's cores).
+    /// Problems in values that parsed but do not make sense together, the pinned cores checked
+    /// against `online` (`HostCpus::online`, read once: never the calling thread's affinity,
+    /// which is one core on a pinned thread).
     pub fn problems_on(&self, online: &[usize]) -> Vec<String> {
         let mut out = self.gateway.problems();
         out.extend(self.log.problems());
@@ -457,26 +459,27 @@ impl Config {
         }
     }
 
-    /// The cores the shards run on, one shard each.
-    pub fn shard_cores(&self) -> Vec<usize> {
-        self.shard_cores_on(&online_cores())
-    }
-
-    /// The shards' cores on a host whose online cores are `online`.
-    pub fn shard_cores_on(&self, online: &[usize]) -> Vec<usize> {
+    /// The cores the shards run on on `host`, one shard each. `"auto"`: the online cores not
+    /// given to the backend, no more of them than the cgroup's CPU quota (a pod limited to 4
+    /// CPUs on a 64-core node runs 4 shards, not 64 sharing 4 CPUs' time, each with its own
+    /// per-shard budgets).
+    pub fn shard_cores_on(&self, host: &HostCpus) -> Vec<usize> {
         match &self.gateway.cores {
             Cores::List(list) => list.clone(),
             Cores::Named(_) => {
-                let free: Vec<usize> = online
+                let free: Vec<usize> = host
+                    .online
                     .iter()
                     .copied()
                     .filter(|c| !self.backend.cores.contains(c))
                     .collect();
-                if free.is_empty() {
-                    online.to_vec()
+                let mut cores = if free.is_empty() {
+                    host.online.clone()
                 } else {
                     free
-                }
+                };
+                cores.truncate(host.quota.unwrap_or(usize::MAX).max(1));
+                cores
             }
         }
     }
@@ -609,7 +612,6 @@ impl GatewayConfig {
             self.tls_handshakes_in_flight_per_shard_max as u64,
             "tls_handshakes_in_flight_per_shard_max",
         );
-        positive(self.queue_events_max as u64, "queue_events_max");
         positive(self.shutdown_timeout_ms, "shutdown_timeout_ms");
         positive(
             self.files.conns_per_shard_max as u64,
@@ -625,6 +627,12 @@ impl GatewayConfig {
             self.files.header_read_timeout_ms,
             "files.header_read_timeout_ms",
         );
+        let queue_max = ringchat_backend::config::QUEUE_ITEMS_MAX;
+        if !(1..=queue_max).contains(&self.queue_events_max) {
+            out.push(format!(
+                "gateway.queue_events_max: must be between 1 and {queue_max}"
+            ));
+        }
         if self.heartbeat_interval_ms >= self.idle_timeout_ms {
             out.push(
                 "gateway.heartbeat_interval_ms: must be below idle_timeout_ms, or idle clients that ping on time get closed"
@@ -656,12 +664,6 @@ impl GatewayConfig {
         }
         out
     }
-}
-
-pub fn online_cores() -> Vec<usize> {
-    core_affinity::get_core_ids()
-        .map(|ids| ids.into_iter().map(|c| c.id).collect())
-        .unwrap_or_else(|| vec![0])
 }
 
 /// What a listen address must look like. Host names are not resolved: a listener binds one

@@ -308,7 +308,7 @@ fn tune_command(command: TuneCommand) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let config = match Config::load_layers_on(config, env_vars(), Some(host.online.clone())) {
+    let config = match Config::load_layers_on(config, env_vars(), Some(host.cpus())) {
         Ok((_, loaded, problems)) if problems.is_empty() => loaded.config,
         Ok((_, _, problems)) | Err(problems) => {
             eprintln!(
@@ -345,7 +345,7 @@ fn tune_command(command: TuneCommand) -> ExitCode {
             let plan = tune::plan::plan(&host, &config);
             println!(
                 "# Today: shards on {}, backend.cores = [{}]\n",
-                tune::cpus::format(&config.shard_cores_on(&host.online)),
+                tune::cpus::format(&config.shard_cores_on(&host.cpus())),
                 tune::cpus::format(&config.backend.cores)
             );
             print!("{}", plan.text());
@@ -421,7 +421,10 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            check_config(&file, host_cores)
+            check_config(
+                &file,
+                host_cores.map(ringchat_gateway::config::HostCpus::of),
+            )
         }
         Command::Serve { config, role } => {
             let (layers, loaded) =
@@ -486,8 +489,8 @@ fn files_checked(
     }
 }
 
-fn check_config(file: &Path, host_cores: Option<Vec<usize>>) -> ExitCode {
-    match files_checked(Config::load_layers_on(Some(file), env_vars(), host_cores)) {
+fn check_config(file: &Path, host: Option<ringchat_gateway::config::HostCpus>) -> ExitCode {
+    match files_checked(Config::load_layers_on(Some(file), env_vars(), host)) {
         Ok(_) => {
             println!("{}: ok", file.display());
             ExitCode::SUCCESS

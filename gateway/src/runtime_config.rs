@@ -12,7 +12,6 @@ use ringchat_backend::api::{ShardEvent, ShardSender};
 use ringchat_backend::live::{
     ConfigControl, ConfigRefusal, ConfigView, IpRulesView, KeyChange, KeyView, LoweredKey, shown,
 };
-use toml::Table;
 
 use crate::config::Config;
 use crate::config::live::{self, is_live, restart_reason};
@@ -99,9 +98,9 @@ impl RuntimeConfig {
                 path: overrides.display().to_string(),
                 text,
             });
-        let (next, pending) = match load::load(&layers)
-            .and_then(|candidate| live::merge_live(&state.running, &candidate))
-        {
+        let (next, pending) = match load::load(&layers).and_then(|candidate| {
+            live::merge_live(&state.running, &candidate, &layers.host().online)
+        }) {
             Ok(ok) => ok,
             Err(problems) => {
                 for p in &problems {
@@ -217,10 +216,7 @@ impl ConfigControl for RuntimeConfig {
     ) -> Result<Vec<KeyChange>, ConfigRefusal> {
         let mut state = self.lock();
         let known = live::flat(&state.running.config);
-        let defaults = match toml::Value::try_from(Config::default()) {
-            Ok(toml::Value::Table(t)) => t,
-            _ => Table::new(),
-        };
+        let defaults = load::known_keys();
         let mut overrides = live::overrides_of(&state.running);
         let mut problems = Vec::new();
         for (key, value) in changes {
@@ -255,8 +251,8 @@ impl ConfigControl for RuntimeConfig {
             text: text.clone(),
         });
         let candidate = load::load(&layers).map_err(ConfigRefusal::Invalid)?;
-        let (mut next, _) =
-            live::merge_live(&state.running, &candidate).map_err(ConfigRefusal::Invalid)?;
+        let (mut next, _) = live::merge_live(&state.running, &candidate, &layers.host().online)
+            .map_err(ConfigRefusal::Invalid)?;
         live::write_atomically(&path, &text)
             .map_err(|e| ConfigRefusal::Failed(format!("writing {}: {e}", path.display())))?;
         for origin in next.origins.values_mut() {

@@ -89,7 +89,17 @@ pub fn run(
     logs: Option<Arc<ringchat_backend::logs::Logs>>,
 ) -> anyhow::Result<()> {
     let config = loaded.config.clone();
-    let cores = config.shard_cores();
+    // The host's CPUs as `main` read them, before any thread pinned itself.
+    let host = layers.host();
+    let cores = config.shard_cores_on(&host);
+    if let (crate::config::Cores::Named(_), Some(quota)) = (&config.gateway.cores, host.quota) {
+        tracing::info!(
+            cpu_quota = quota,
+            online = host.online.len(),
+            shards = cores.len(),
+            "gateway.cores = \"auto\": no more shards than the cgroup's CPU quota (cpu.max) allows"
+        );
+    }
     let shard_count = cores.len();
     let conns_cap = conns_cap(&config, shard_count)?;
     let addrs = config
@@ -131,7 +141,7 @@ pub fn run(
         ringchat_backend::otlp::start(&config.observe.otlp, &config.cluster.node_id, rt.handle())?;
     let prometheus = admin::install_metrics().context("installing the metrics recorder")?;
     stats::describe();
-    publish_info(&config, shard_count);
+    publish_info(&config, &cores);
     stats::publish_conns_per_shard_max(conns_cap.apply(config.gateway.conns_per_shard_max));
     let backend = Backend::open(config.backend_settings(), shard_txs.clone())?;
     let shard_live = Arc::new(Published::new(ShardLive::of(&config, &conns_cap)));
@@ -587,7 +597,7 @@ fn bind_reuseport(addr: SocketAddr, count: usize) -> std::io::Result<Vec<std::ne
 
 /// What a benchmark report or a dashboard needs to say which server it measured: the build, and
 /// the settings that change the figures. Prometheus "info" gauges (value 1, facts in labels).
-fn publish_info(config: &Config, shard_count: usize) {
+fn publish_info(config: &Config, cores: &[usize]) {
     metrics::gauge!(
         "ringchat_build_info",
         "version" => env!("CARGO_PKG_VERSION"),
@@ -601,8 +611,8 @@ fn publish_info(config: &Config, shard_count: usize) {
     metrics::gauge!(
         "ringchat_config_info",
         "durability" => durability,
-        "shards" => shard_count.to_string(),
-        "shard_cores" => format!("{:?}", config.shard_cores()),
+        "shards" => cores.len().to_string(),
+        "shard_cores" => format!("{:?}", cores),
         "backend_cores" => format!("{:?}", config.backend.cores),
         "driver" => format!("{:?}", config.gateway.driver).to_lowercase(),
     )

@@ -437,6 +437,53 @@ fn sighup_applies_a_changed_file_and_refuses_a_broken_one() {
     rt.block_on(async { server.client().await.hello().await.expect("still serving") });
 }
 
+/// With the backend pinned, live changes are checked against the host's cores as read at
+/// start, not against the one core the pinned thread that applies them may run on: every
+/// change used to be refused ("gateway.cores: core 1 is not online (online: [0])").
+#[test]
+fn live_changes_apply_with_the_backend_and_the_shards_pinned() {
+    let online = ringchat_gateway::config::online_cores();
+    let (backend, shards) = (online[0], *online.get(1).unwrap_or(&online[0]));
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("ringchat.toml");
+    let pinned = format!("[backend]\ncores = [{backend}]\n[gateway]\ncores = [{shards}]\n");
+    std::fs::write(
+        &file,
+        format!("{pinned}[limits]\nmessages_per_s_max = 100\n"),
+    )
+    .unwrap();
+    let server = TestServer::start_with_config(&tmp.path().join("data"), Some(&file), &[]);
+    let admin = server.api_key("ops", "admin");
+
+    let (status, reply) = admin.patch("/api/config", json!({"limits.messages_per_s_max": 50}));
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(key(&admin, "limits.messages_per_s_max")["value"], 50);
+
+    let rules = json!({"allow": [], "deny": ["192.0.2.0/24"]});
+    let (status, reply) = admin.call("PUT", "/api/security/ip-rules", Some(rules.to_string()));
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["deny"], json!(["192.0.2.0/24"]), "{reply}");
+
+    std::fs::write(
+        &file,
+        format!("{pinned}[limits]\nmessages_per_s_max = 200\n"),
+    )
+    .unwrap();
+    // The override set above wins over the file: drop it so that the file's value shows.
+    let (status, reply) = admin.patch("/api/config", json!({"limits.messages_per_s_max": null}));
+    assert_eq!(status, 200, "{reply}");
+    server.signal("HUP");
+    wait_until("the reloaded rate", || {
+        key(&admin, "limits.messages_per_s_max")["value"] == 200
+    });
+    assert_eq!(
+        server.log_lines_with("configuration refused"),
+        0,
+        "{}",
+        server.log_tail()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_admin_listener_speaks_tls_and_marks_the_cookie_secure() {
     let tmp = tempfile::tempdir().unwrap();

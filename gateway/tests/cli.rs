@@ -201,6 +201,53 @@ fn the_store_background_threads_are_bounded() {
     }
 }
 
+/// Queue and group sizes and the worker count have an upper bound: past it check-config names
+/// the key, where serve used to panic (a channel above 2^61 permits) or abort after the store
+/// opened (a commit group's batch allocated whole).
+#[test]
+fn queue_group_and_worker_sizes_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ringchat.toml");
+    std::fs::write(&file, "[storage]\n").unwrap();
+    for (var, key, max) in [
+        (
+            "RINGCHAT_BACKEND__QUEUE_REQUESTS_MAX",
+            "backend.queue_requests_max",
+            1_048_576u64,
+        ),
+        (
+            "RINGCHAT_GATEWAY__QUEUE_EVENTS_MAX",
+            "gateway.queue_events_max",
+            1_048_576,
+        ),
+        (
+            "RINGCHAT_STORAGE__COMMIT_GROUP_MAX",
+            "storage.commit_group_max",
+            65_536,
+        ),
+        (
+            "RINGCHAT_BACKEND__WORKER_THREADS",
+            "backend.worker_threads",
+            1024,
+        ),
+    ] {
+        let at_the_bound = check_config_with(&file, var, &max.to_string());
+        assert!(
+            at_the_bound.status.success(),
+            "{var}={max}: {at_the_bound:?}"
+        );
+        for over in [max + 1, 100_000_000, 1 << 62] {
+            let out = check_config_with(&file, var, &over.to_string());
+            assert!(!out.status.success(), "{var}={over} accepted");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                err.contains(&format!("{key}: must be between 1 and {max}")),
+                "{var}={over}: {err}"
+            );
+        }
+    }
+}
+
 /// The tail cache wraps the embedded store only: with a networked one a nonzero
 /// `storage.tail_cache_bytes` is a problem (it used to be ignored without a word), 0 is not.
 #[test]

@@ -46,6 +46,18 @@ pub struct BackendConfig {
     pub logins_in_flight_max: usize,
 }
 
+/// Bound of `backend.queue_requests_max` and `gateway.queue_events_max`, in items: a million
+/// waiting requests or events is far past any backlog worth holding (the defaults are 65,536),
+/// and the bound keeps a typo from reaching tokio's channel, which panics at start above 2^61.
+pub const QUEUE_ITEMS_MAX: usize = 1 << 20;
+/// Bound of `storage.commit_group_max`, in writes: the commit thread allocates a whole group's
+/// batch once the store is open (10^8 aborts the server there, not at check-config), and past a
+/// few thousand writes one fsync gains nothing more per write (the default is 1,024).
+pub const COMMIT_GROUP_MAX: usize = 65_536;
+/// Bound of `backend.worker_threads`: tokio starts every worker at once, each with its own
+/// stack; past a thousand they are only memory and scheduler work on any machine.
+pub const WORKER_THREADS_MAX: usize = 1024;
+
 impl Default for BackendConfig {
     fn default() -> Self {
         Self {
@@ -278,24 +290,24 @@ impl Settings {
             }
         };
         check(
-            self.backend.worker_threads >= 1,
-            "backend.worker_threads: must be at least 1",
+            (1..=WORKER_THREADS_MAX).contains(&self.backend.worker_threads),
+            &format!("backend.worker_threads: must be between 1 and {WORKER_THREADS_MAX}"),
         );
         check(
             self.backend.blocking_threads_max >= 1,
             "backend.blocking_threads_max: must be at least 1",
         );
         check(
-            self.backend.queue_requests_max >= 1,
-            "backend.queue_requests_max: must be at least 1",
+            (1..=QUEUE_ITEMS_MAX).contains(&self.backend.queue_requests_max),
+            &format!("backend.queue_requests_max: must be between 1 and {QUEUE_ITEMS_MAX}"),
         );
         check(
             (1..=65_536).contains(&self.backend.logins_in_flight_max),
             "backend.logins_in_flight_max: must be between 1 and 65536",
         );
         check(
-            self.storage.commit_group_max >= 1,
-            "storage.commit_group_max: must be at least 1",
+            (1..=COMMIT_GROUP_MAX).contains(&self.storage.commit_group_max),
+            &format!("storage.commit_group_max: must be between 1 and {COMMIT_GROUP_MAX}"),
         );
         check(
             self.storage.commit_delay_us <= 100_000,

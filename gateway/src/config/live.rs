@@ -84,10 +84,11 @@ pub fn overrides_path(config: &Config) -> PathBuf {
 
 /// The configuration to run after a reload or a change: `running` with the live keys of
 /// `candidate`. Keys that are not live keep their running value (and origin) until a restart;
-/// they are returned apart.
+/// they are returned apart. `online`: the host's cores as read at start (`Layers::host`).
 pub fn merge_live(
     running: &Loaded,
     candidate: &Loaded,
+    online: &[usize],
 ) -> Result<(Loaded, Vec<String>), Vec<String>> {
     // Typed, not through a TOML table: secrets serialise hidden ("(hidden)", credentials
     // stripped, or not at all), and a round trip lost them (every change refused on a cluster
@@ -102,7 +103,7 @@ pub fn merge_live(
         };
     }
     // Live and non-live keys are checked together again (for example heartbeat < idle).
-    let problems = config.problems();
+    let problems = config.problems_on(online);
     if !problems.is_empty() {
         return Err(problems);
     }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::de::DeserializeOwned;
 use toml::{Table, Value};
 
-use super::{Config, ENV_PREFIX};
+use super::{Config, ENV_PREFIX, HostCpus};
 
 /// Where a key's value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,9 +62,17 @@ pub struct Layers {
     pub file: Option<TextLayer>,
     pub env: Vec<(String, String)>,
     pub overrides: Option<TextLayer>,
-    /// The cores to check `gateway.cores` and `backend.cores` against; `None`: this machine's
-    /// online cores. `check-config --host-cores` sets it for a file written for another host.
-    pub host_cores: Option<Vec<usize>>,
+    /// The CPUs to check `gateway.cores` and `backend.cores` against and to resolve `"auto"`
+    /// on: read once as the server starts (`Config::load_layers`), or another host's
+    /// (`check-config --host-cores`, `tune`); `None`: this machine's, read at each load.
+    pub host: Option<HostCpus>,
+}
+
+impl Layers {
+    /// `host`, or this machine's CPUs as the calling thread sees them.
+    pub fn host(&self) -> HostCpus {
+        self.host.clone().unwrap_or_else(HostCpus::read)
+    }
 }
 
 /// A loaded configuration and where each key (and table) came from.
@@ -97,8 +105,8 @@ pub fn load_all(layers: &Layers) -> Result<(Loaded, Vec<String>), Vec<String>> {
     let mut table = Table::new();
     let mut origins = BTreeMap::new();
     let mut problems = Vec::new();
-    let defaults = Value::try_from(Config::default()).expect("defaults serialise");
-    let defaults = defaults.as_table().expect("a table");
+    let defaults = known_keys();
+    let defaults = &defaults;
     if let Some(file) = &layers.file {
         merge_text(file, &mut table, &mut origins, false)?;
     }
@@ -126,6 +134,7 @@ pub fn load_all(layers: &Layers) -> Result<(Loaded, Vec<String>), Vec<String>> {
         ));
     }
     let mut typed = Vec::new();
+    let host = layers.host();
     let config = Config {
         gateway: section(&table, "gateway", &mut typed),
         backend: section(&table, "backend", &mut typed),
@@ -151,10 +160,7 @@ pub fn load_all(layers: &Layers) -> Result<(Loaded, Vec<String>), Vec<String>> {
     problems.extend(
         typed
             .into_iter()
-            .chain(match &layers.host_cores {
-                Some(cores) => config.problems_on(cores),
-                None => config.problems(),
-            })
+            .chain(config.problems_on(&host.online))
             .map(|p| locate_problem(&p, &table, &origins)),
     );
     // Whatever a problem quotes (a value, a parser's message), no password: they are logged,
@@ -164,6 +170,33 @@ pub fn load_all(layers: &Layers) -> Result<(Loaded, Vec<String>), Vec<String>> {
         .map(|p| ringchat_backend::live::credentials_hidden(p))
         .collect();
     Ok((Loaded { config, origins }, problems))
+}
+
+/// Keys a file or the environment may set that the defaults do not show, each with a value of
+/// its type: an `Option` that is `None` by default (TOML has no null, so it is left out) or a
+/// secret that never serialises. Without them here they would be refused as unknown.
+const UNSHOWN_KEYS: [(&str, &str); 3] = [
+    ("storage.scylla.password_file", "\"\""),
+    ("storage.scylla.password", "\"\""),
+    // No longer used; accepted so that older files still load.
+    ("storage.dedup_filter_items", "0"),
+];
+
+/// Every key a layer may set, with its default (or, for `UNSHOWN_KEYS`, a value of its type):
+/// what unknown keys are found against, what a typo is matched to, and what tells an
+/// environment variable's type.
+pub fn known_keys() -> Table {
+    let Value::Table(mut known) = Value::try_from(Config::default()).expect("defaults serialise")
+    else {
+        unreachable!("a config is a table")
+    };
+    for (key, value) in UNSHOWN_KEYS {
+        let path: Vec<String> = key.split('.').map(str::to_owned).collect();
+        let (name, tables) = path.split_last().expect("a dotted key");
+        let value: Value = value.parse().expect("a TOML value");
+        insert_at(&mut known, tables, name.clone(), value).expect("its section is a table");
+    }
+    known
 }
 
 /// Parses a text layer into `table`, recording each key's line.

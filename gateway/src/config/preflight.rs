@@ -1,5 +1,5 @@
 //! What `serve` would refuse at start that no single value shows: two listeners on one port
-//! (part of `Config::problems`), and TLS files that do not load (`Config::file_problems`,
+//! (part of `Config::problems_on`), and TLS files that do not load (`Config::file_problems`,
 //! run by `check-config` and by `serve` before its store opens). Without these, check-config
 //! said "ok" to files serve refused, and a port clash surfaced only after the store opened,
 //! as "in use by pid <its own pid>".

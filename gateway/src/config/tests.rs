@@ -251,7 +251,7 @@ fn layers(file: &str, env: &[(&str, &str)], overrides: Option<&str>) -> load::La
             path: "/data/config.overrides.toml".to_owned(),
             text: text.to_owned(),
         }),
-        host_cores: None,
+        host: None,
     }
 }
 
@@ -323,7 +323,7 @@ fn only_live_keys_move_and_the_rest_waits_for_a_restart() {
     let running = load::load(&layers("", &[], None)).unwrap();
     let text = "[limits]\nmessages_per_s_max = 7\n[gateway]\nqueue_events_max = 99\n";
     let candidate = load::load(&layers(text, &[], None)).unwrap();
-    let (next, pending) = live::merge_live(&running, &candidate).unwrap();
+    let (next, pending) = live::merge_live(&running, &candidate, &online_cores()).unwrap();
     assert_eq!(next.config.limits.messages_per_s_max, 7);
     assert_eq!(next.config.gateway.queue_events_max, 65_536);
     assert_eq!(pending, vec!["gateway.queue_events_max".to_owned()]);
@@ -339,7 +339,7 @@ fn only_live_keys_move_and_the_rest_waits_for_a_restart() {
     .unwrap();
     let mut running2 = running.clone();
     running2.config.gateway.idle_timeout_ms = 1_000_000;
-    assert!(live::merge_live(&running2, &bad).is_ok());
+    assert!(live::merge_live(&running2, &bad, &online_cores()).is_ok());
 }
 
 #[test]
@@ -398,7 +398,7 @@ fn a_live_change_keeps_the_store_secrets() {
     ];
     let running = load::load(&layers("", &env, None)).unwrap();
     let candidate = load::load(&layers("[limits]\nmessages_per_s_max = 7\n", &env, None)).unwrap();
-    let (next, _) = live::merge_live(&running, &candidate).unwrap();
+    let (next, _) = live::merge_live(&running, &candidate, &online_cores()).unwrap();
     assert_eq!(next.config.limits.messages_per_s_max, 7);
     assert_eq!(
         next.config.storage.postgres.url,
@@ -416,7 +416,7 @@ fn a_live_change_keeps_the_s3_secret() {
     ];
     let running = load::load(&layers("", &env, None)).unwrap();
     let candidate = load::load(&layers("[limits]\nmessages_per_s_max = 7\n", &env, None)).unwrap();
-    let (next, _) = live::merge_live(&running, &candidate).unwrap();
+    let (next, _) = live::merge_live(&running, &candidate, &online_cores()).unwrap();
     assert_eq!(next.config.limits.messages_per_s_max, 7);
     assert_eq!(next.config.files.s3.secret_access_key, "s3-secret");
 }
@@ -455,7 +455,7 @@ fn a_live_change_keeps_the_cluster_secrets() {
         let running = load::load(&layers("", &env, None)).unwrap();
         let candidate =
             load::load(&layers("[limits]\nmessages_per_s_max = 7\n", &env, None)).unwrap();
-        let (next, pending) = live::merge_live(&running, &candidate).unwrap();
+        let (next, pending) = live::merge_live(&running, &candidate, &online_cores()).unwrap();
         assert_eq!(next.config.limits.messages_per_s_max, 7);
         assert!(pending.is_empty(), "{pending:?}");
         let (now, before) = (&next.config.cluster, &running.config.cluster);
@@ -483,7 +483,7 @@ fn every_live_key_is_a_key_and_moves_in_a_merge() {
     let running = load::load(&layers("", &[], None)).unwrap();
     let text = "[log]\nfilter = \"debug\"\n[security]\ndeny = [\"10.0.0.1\"]\n";
     let candidate = load::load(&layers(text, &[], None)).unwrap();
-    let (next, _) = live::merge_live(&running, &candidate).unwrap();
+    let (next, _) = live::merge_live(&running, &candidate, &online_cores()).unwrap();
     assert_eq!(next.config.log.filter, "debug");
     assert_eq!(next.config.security.deny, vec!["10.0.0.1".to_owned()]);
 }
@@ -569,4 +569,97 @@ fn proxy_protocol_from_is_a_list_of_ranges() {
         "{all}"
     );
     assert!(all.contains("\"lb.internal\""), "{all}");
+}
+
+/// Keys the defaults do not show (an `Option` that is `None`, a secret that never serialises)
+/// are known all the same, in the file and in the environment: the ScyllaDB password could not
+/// be configured ("unknown key", the server refused to start).
+#[test]
+fn the_scylla_password_and_the_dedup_filter_are_known_keys() {
+    let text = "[storage]\ndedup_filter_items = 1000\n[storage.scylla]\npassword_file = \"/etc/ringchat/scylla-password\"\npassword = \"s3cret\"\n";
+    let c = Config::parse(text, no_env()).unwrap();
+    assert_eq!(
+        c.storage.scylla.password_file.as_deref(),
+        Some(std::path::Path::new("/etc/ringchat/scylla-password"))
+    );
+    assert_eq!(c.storage.scylla.password, "s3cret");
+    assert_eq!(c.storage.dedup_filter_items, Some(1000));
+
+    let env = |k: &str, v: &str| vec![(k.to_owned(), v.to_owned())];
+    let c = Config::parse(
+        "",
+        env(
+            "RINGCHAT_STORAGE__SCYLLA__PASSWORD_FILE",
+            "/run/secrets/scylla",
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        c.storage.scylla.password_file.as_deref(),
+        Some(std::path::Path::new("/run/secrets/scylla"))
+    );
+    // A password that looks like a number stays text.
+    let c = Config::parse("", env("RINGCHAT_STORAGE__SCYLLA__PASSWORD", "12345")).unwrap();
+    assert_eq!(c.storage.scylla.password, "12345");
+    let c = Config::parse("", env("RINGCHAT_STORAGE__DEDUP_FILTER_ITEMS", "1000")).unwrap();
+    assert_eq!(c.storage.dedup_filter_items, Some(1000));
+}
+
+/// Every key the example file names is accepted, the commented-out ones too (each uncommented
+/// on its own, in its section): a documented key refused as unknown cannot come back.
+#[test]
+fn every_key_of_the_example_file_is_known_commented_out_ones_too() {
+    let text = include_str!("../../../ringchat.example.toml");
+    let mut section = String::new();
+    let mut tried = 0;
+    for line in text.lines() {
+        if let Some(header) = line.strip_prefix('[') {
+            section = header.trim_end_matches(']').to_owned();
+            continue;
+        }
+        // `# key = value` where the rest is one TOML key and value; prose is not.
+        let Some(candidate) = line.strip_prefix("# ") else {
+            continue;
+        };
+        let Ok(alone) = candidate.parse::<toml::Table>() else {
+            continue;
+        };
+        if alone.len() != 1 || alone.values().any(toml::Value::is_table) {
+            continue;
+        }
+        tried += 1;
+        let file = format!("[{section}]\n{candidate}\n");
+        if let Err(problems) = Config::parse(&file, no_env()) {
+            let wrong: Vec<_> = problems
+                .iter()
+                .filter(|p| {
+                    p.contains("unknown key")
+                        || p.contains("invalid type")
+                        || p.contains("unknown variant")
+                })
+                .collect();
+            assert!(wrong.is_empty(), "{file}: {wrong:?}");
+        }
+    }
+    assert!(tried >= 5, "only {tried} commented-out keys found");
+}
+
+/// `"auto"` runs no more shards than the cgroup's CPU quota allows; a list is taken as it is.
+#[test]
+fn auto_cores_are_capped_by_the_cpu_quota() {
+    let host = |quota| HostCpus {
+        online: (0..64).collect(),
+        quota,
+    };
+    let mut auto = Config::default();
+    auto.backend.cores = vec![0, 1];
+    assert_eq!(
+        auto.shard_cores_on(&host(None)),
+        (2..64).collect::<Vec<_>>()
+    );
+    assert_eq!(auto.shard_cores_on(&host(Some(4))), vec![2, 3, 4, 5]);
+    assert_eq!(auto.shard_cores_on(&host(Some(100))).len(), 62);
+    let mut listed = Config::default();
+    listed.gateway.cores = Cores::List((0..6).collect());
+    assert_eq!(listed.shard_cores_on(&host(Some(2))).len(), 6);
 }

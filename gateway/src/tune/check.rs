@@ -93,7 +93,7 @@ pub(super) struct Wants {
 }
 
 pub fn run(host: &Host, config: &Config) -> Report {
-    let shards = config.shard_cores_on(&host.online);
+    let shards = config.shard_cores_on(&host.cpus());
     let backend = config.backend.cores.clone();
     let gw = &config.gateway;
     let client = (gw.conns_per_shard_max as u64).saturating_mul(shards.len() as u64);

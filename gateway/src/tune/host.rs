@@ -92,6 +92,8 @@ pub struct Host {
     pub kernel: Option<String>,
     /// `MemTotal` of `/proc/meminfo`.
     pub mem_total_bytes: Option<u64>,
+    /// CPUs the cgroup's quota allows (`cpu.max`, rounded up); `None`: no quota.
+    pub cpu_quota: Option<usize>,
 }
 
 impl Host {
@@ -138,12 +140,21 @@ impl Host {
             host.memlock = parse_limit(&limits, "Max locked memory");
         }
         host.kernel = read_trimmed(&root.join("proc/sys/kernel/osrelease"));
+        host.cpu_quota = crate::config::host::read_cpu_quota(root);
         host.mem_total_bytes = read_trimmed(&root.join("proc/meminfo")).and_then(|m| {
             let kib = m.lines().find_map(|l| l.strip_prefix("MemTotal:"))?;
             let kib: u64 = kib.trim().trim_end_matches("kB").trim().parse().ok()?;
             Some(kib * 1024)
         });
         Ok(host)
+    }
+
+    /// The CPUs the configuration is checked and resolved against.
+    pub fn cpus(&self) -> crate::config::HostCpus {
+        crate::config::HostCpus {
+            online: self.online.clone(),
+            quota: self.cpu_quota,
+        }
     }
 
     /// A sysctl's value as numbers (`tcp_rmem` has three), if present and numeric.

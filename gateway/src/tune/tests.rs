@@ -33,7 +33,7 @@ fn planned_config(h: &Host, p: &plan::Plan) -> Config {
         }),
         env: Vec::new(),
         overrides: None,
-        host_cores: Some(h.online.clone()),
+        host: Some(h.cpus()),
     };
     match load::load(&layers) {
         Ok(loaded) => loaded.config,
