@@ -51,12 +51,12 @@ pub mod threads;
 mod throttle;
 mod time;
 
-/// Unknown tokens one client may try per minute, in token logins and `/files` requests together.
-pub use accounts::UNKNOWN_TOKENS_PER_CLIENT;
 /// The key a client address is counted under (an IPv6 client by its /64).
 pub use accounts::limiter::client_key;
 /// The key a client's share of a shard-wide bound is counted under (an IPv6 client by its /48).
 pub use accounts::limiter::share_key;
+/// Unknown tokens one client may try per minute, in token logins and `/files` requests together.
+pub use accounts::{UNKNOWN_TOKENS_PER_CLIENT, UNKNOWN_TOKENS_PER_NETWORK};
 pub use messaging::{PendingCheck, PendingWrite, Submitted, Writes};
 pub use runtime::build_runtime;
 pub use service::{Backend, BackendError};

@@ -123,8 +123,10 @@ pub struct GatewayConfig {
     /// /64s, each a fresh `prelogin_conns_per_ip_max`. IPv4 clients are counted per address only.
     pub prelogin_conns_per_network_max: usize,
     /// Logins (and registrations, account requests before login) one shard has waiting for
-    /// the backend at once; past it a Login is answered `SERVER_FULL` with a `retry_after_ms`
-    /// and the connection closed. Logged-in clients are never counted nor refused.
+    /// the backend at once, a quarter of them per client (`ringchat_backend::share_key`: an
+    /// IPv4 address, an IPv6 /48); past either a Login is answered `SERVER_FULL` with a
+    /// `retry_after_ms` and the connection closed. Logged-in clients are never counted nor
+    /// refused.
     pub logins_in_flight_per_shard_max: usize,
     /// Base of the `retry_after_ms` a refused login is told: uniform in [base, 2 × base).
     pub login_retry_after_ms: u64,
@@ -164,12 +166,13 @@ pub struct GatewayConfig {
 pub const LOGINS_IN_FLIGHT_PER_SHARD_DEFAULT: usize = 1024;
 
 /// Default `gateway.prelogin_conns_per_ip_max`: the shard's login slots
-/// (`LOGINS_IN_FLIGHT_PER_SHARD_DEFAULT`), as more connections of one client logging in at once
-/// would be refused at their login anyway. That admits whole NATs and reverse proxies without
+/// (`LOGINS_IN_FLIGHT_PER_SHARD_DEFAULT`). That admits whole NATs and reverse proxies without
 /// PROXY protocol reconnecting together, and a load generator's storm on one address (512
 /// connections per shard at its defaults; 1,000 sign-ups at once over 2 shards in a test), while
 /// one host holds at most 0.2 % of a shard's default 500,000 places, however many idle sockets it
-/// opens and renews every handshake timeout.
+/// opens and renews every handshake timeout. It bounds places, not logins: of the login slots
+/// one client takes a quarter at most (`Shard::login_slot`), and a connection whose requests
+/// the backend keeps refusing is closed (`PRELOGIN_REFUSALS_PER_CONN_MAX`).
 pub const PRELOGIN_CONNS_PER_IP_DEFAULT: usize = LOGINS_IN_FLIGHT_PER_SHARD_DEFAULT;
 
 /// Default `gateway.prelogin_conns_per_network_max`: four clients' worth, so a site's few

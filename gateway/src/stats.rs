@@ -87,14 +87,19 @@ pub struct ShardStats {
     /// `gateway.outbound_bytes_per_shard_max` (counted when chosen; also in `kicks` once closed).
     pub outbound_budget_kicks: LocalCounter,
     /// Pre-login requests refused at once: `gateway.logins_in_flight_per_shard_max` reached
-    /// (SERVER_FULL), or the backend's request queue full (UNAVAILABLE).
+    /// (SERVER_FULL), the client's share of them reached (SERVER_FULL), or the backend's
+    /// request queue full (UNAVAILABLE).
     pub logins_refused_in_flight: LocalCounter,
+    pub logins_refused_client_share: LocalCounter,
     pub logins_refused_backend_queue: LocalCounter,
     /// Pre-login requests that waited for the shard's pace (`gateway.logins_per_second_per_shard`).
     pub logins_paced: LocalCounter,
     /// Connections whose client hung up while a pre-login request waited (for the pace or the
     /// backend): closed then, so that a login the client gave up on is not served.
     pub logins_abandoned: LocalCounter,
+    /// Connections closed after `PRELOGIN_REFUSALS_PER_CONN_MAX` error answers to their
+    /// pre-login requests.
+    pub prelogin_refusals_closed: LocalCounter,
     /// `DRIVER_IO_URING` or `DRIVER_EPOLL` once the shard runs.
     pub driver: LocalCounter,
     pub errors: Counters<ERROR_CODES_MAX>,
@@ -168,6 +173,7 @@ pub fn publish(shards: &[Arc<ShardStats>]) {
         );
         for (reason, n) in [
             ("logins_in_flight", s.logins_refused_in_flight.get()),
+            ("client_share", s.logins_refused_client_share.get()),
             ("backend_queue_full", s.logins_refused_backend_queue.get()),
         ] {
             metrics::counter!("ringchat_logins_refused_total", "shard" => shard.clone(), "reason" => reason)
@@ -183,6 +189,10 @@ pub fn publish(shards: &[Arc<ShardStats>]) {
         );
         counter("ringchat_logins_paced_total", s.logins_paced.get());
         counter("ringchat_logins_abandoned_total", s.logins_abandoned.get());
+        counter(
+            "ringchat_prelogin_refusals_closed_total",
+            s.prelogin_refusals_closed.get(),
+        );
         counter("ringchat_rejected_full_total", s.rejected_full.get());
         counter("ringchat_prelogin_refused_total", s.prelogin_refused.get());
         counter(
@@ -359,7 +369,11 @@ pub fn describe() {
         ),
         (
             "ringchat_logins_refused_total",
-            "Logins (and registrations) refused at once with a retry_after_ms, per shard and reason: logins_in_flight (SERVER_FULL, gateway.logins_in_flight_per_shard_max reached), backend_queue_full (UNAVAILABLE).",
+            "Logins (and registrations) refused at once with a retry_after_ms, per shard and reason: logins_in_flight (SERVER_FULL, gateway.logins_in_flight_per_shard_max reached), client_share (SERVER_FULL, the client's quarter of them in flight: an IPv4 address, an IPv6 /48), backend_queue_full (UNAVAILABLE).",
+        ),
+        (
+            "ringchat_prelogin_refusals_closed_total",
+            "Connections closed after 8 error answers to their requests before login (logins, registrations, account requests), per shard.",
         ),
         (
             "ringchat_connections_refused_total",
@@ -402,8 +416,9 @@ impl ServerFacts for GatewayFacts {
             c.per_shard.push(s.connections.get());
             c.authenticated += s.authenticated.get();
             c.logins_in_flight += s.logins_in_flight.get();
-            c.logins_refused +=
-                s.logins_refused_in_flight.get() + s.logins_refused_backend_queue.get();
+            c.logins_refused += s.logins_refused_in_flight.get()
+                + s.logins_refused_client_share.get()
+                + s.logins_refused_backend_queue.get();
             c.transports.tcp += s.transports[0].get();
             c.transports.ws += s.transports[1].get();
             c.transports.tls += s.transports[2].get();

@@ -559,3 +559,48 @@ fn audit_entries_queued_before_a_clean_stop_are_kept() {
         .count();
     assert_eq!(added, 20, "{entries:?}");
 }
+
+/// The operator's stored hash, as the credentials file in `data` holds it.
+fn stored_operator_hash(data: &std::path::Path, name: &str) -> String {
+    let file = std::fs::read(data.join("admin").join("credentials.json")).unwrap();
+    let file: Value = serde_json::from_slice(&file).unwrap();
+    let users = file["users"].as_array().unwrap();
+    let user = users.iter().find(|u| u["name"] == name).unwrap();
+    user["password_hash"].as_str().unwrap().to_owned()
+}
+
+/// Raising the argon2 parameters later (`accounts.argon2_memory_kib`, `…_iterations`): an
+/// operator's next dashboard login stores their password hashed with the new ones, and the
+/// session it starts holds. Otherwise an operator's hash stayed at the old parameters for ever
+/// while an unknown name is hashed with the new ones: a known name answered faster.
+#[test]
+fn an_operator_login_after_the_argon2_parameters_were_raised_stores_the_new_hash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut server = TestServer::start_in(&data, &[]);
+    drop(server.operator("root", "admin"));
+    server.stop();
+    let before = stored_operator_hash(&data, "root");
+    assert!(before.contains("m=256,t=1,"), "{before}");
+
+    let server = TestServer::start_in(
+        &data,
+        &[
+            ("ACCOUNTS__ARGON2_MEMORY_KIB", "512"),
+            ("ACCOUNTS__ARGON2_ITERATIONS", "2"),
+        ],
+    );
+    let mut root = AdminClient::new(&server);
+    let (status, body) = root.login("root", OPERATOR_PASSWORD);
+    assert_eq!(status, 200, "{body}");
+    let after = stored_operator_hash(&data, "root");
+    assert!(after.contains("m=512,t=2,"), "{after}");
+    // The session the login started is bound to the hash now stored: it holds.
+    let me = root.get("/api/session");
+    assert_eq!(me.0, 200, "{}", me.1);
+    // The next login verifies against the new hash, and stores nothing new.
+    let mut again = AdminClient::new(&server);
+    assert_eq!(again.login("root", OPERATOR_PASSWORD).0, 200);
+    assert_eq!(stored_operator_hash(&data, "root"), after);
+    assert_eq!(root.get("/api/session").0, 200);
+}

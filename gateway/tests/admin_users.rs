@@ -233,7 +233,13 @@ async fn disable_a_user_online_on_two_devices_kicks_both_and_refuses_every_login
     let e = wait_audit(&admin, "user.disable", &format!("user:{id}"));
     assert_eq!(e["actor"], "key:ops");
     assert_eq!(e["detail"], "spam reports");
-    wait_audit_where(&admin, "user.login_disabled", "actor", "username:alice");
+    // The account the name belongs to, not the name as typed.
+    wait_audit_where(
+        &admin,
+        "user.login_disabled",
+        "actor",
+        &format!("user:{id}"),
+    );
 
     // Kept across a restart (stored durably), then enabled: both ways in work again.
     let mut server = server;
@@ -371,4 +377,36 @@ async fn users_security_events_reach_the_audit_log() {
     assert!(matches!(body, Body::LogoutOk(_)), "{body:?}");
     let e = wait_audit(&admin, "user.logout", &target);
     assert_eq!(e["actor"], target);
+}
+
+/// A failed login is audited under the account its name belongs to, or a fixed marker when no
+/// account has that name: never what was typed, which may be a password in the wrong field
+/// (the audit log is read by every viewer). As the admin login does.
+#[tokio::test]
+async fn a_failed_login_never_audits_what_was_typed_as_the_name() {
+    let server = TestServer::start(&[]);
+    let admin = server.api_key("ops", "admin");
+    let (_alice, ok) = server.user("alice").await;
+    let typed = "Hunter2!pass";
+    let body = password_login(&server, typed, "x", "phone").await;
+    assert_eq!(error_code(&body), ErrorCode::InvalidCredentials);
+    let body = password_login(&server, "alice", "not the password", "phone").await;
+    assert_eq!(error_code(&body), ErrorCode::InvalidCredentials);
+    wait_audit_where(
+        &admin,
+        "user.login_failed",
+        "actor",
+        &format!("user:{}", ok.user_id),
+    );
+    wait_audit_where(
+        &admin,
+        "user.login_failed",
+        "actor",
+        "user:(unknown account)",
+    );
+    let page = admin.get("/api/audit?limit=200");
+    assert_eq!(page.0, 200, "{}", page.1);
+    let text = page.1.to_string();
+    assert!(!text.contains(typed), "{text}");
+    assert!(!text.contains("username:"), "{text}");
 }

@@ -4,7 +4,9 @@
 
 mod common;
 
+use std::cell::Cell;
 use std::collections::HashSet;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use common::{PASSWORD, TestServer, WAIT_DEADLINE, wait_until};
@@ -166,8 +168,10 @@ async fn a_login_storm_is_turned_away_with_jittered_retry_after_and_the_logged_i
         let refused: f64 = m
             .iter()
             .filter(|(k, _)| {
+                // One client here: past its share of the slots (one of two) before the shard's.
                 k.starts_with("ringchat_logins_refused_total{")
-                    && k.contains("reason=\"logins_in_flight\"")
+                    && (k.contains("reason=\"logins_in_flight\"")
+                        || k.contains("reason=\"client_share\""))
             })
             .map(|(_, v)| v)
             .sum();
@@ -464,4 +468,125 @@ async fn logins_abandoned_while_they_wait_give_their_places_back() {
         "{:?}",
         started.elapsed()
     );
+}
+
+/// Error answers to pre-login requests one connection gets before the server closes it
+/// (`PRELOGIN_REFUSALS_PER_CONN_MAX` in the gateway's `session.rs`).
+const REFUSALS_PER_CONN_MAX: usize = 8;
+
+/// How one abusive connection ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Abused {
+    /// Told `SERVER_FULL` (then closed) after this many `INVALID_ARGUMENT`s.
+    ServerFull(usize),
+    /// Closed after its `REFUSALS_PER_CONN_MAX`th `INVALID_ARGUMENT`.
+    ClosedAtTheBound,
+}
+
+/// One connection from 127.0.0.1 sending `Login{}` (refused at once by the backend) in a loop,
+/// one at a time, until the server turns it away or closes it.
+async fn abuse(server: &TestServer) -> Abused {
+    let mut c = server.client().await;
+    c.hello().await.unwrap();
+    let empty = v1::Login {
+        device_id: "d".into(),
+        ..Default::default()
+    };
+    for refused in 0..REFUSALS_PER_CONN_MAX {
+        let e = c
+            .login(empty.clone())
+            .await
+            .unwrap()
+            .expect_err("a login without a credential");
+        match e.code() {
+            ErrorCode::InvalidArgument => {}
+            ErrorCode::ServerFull => {
+                let ms = e.0.retry_after_ms;
+                assert!((RETRY_BASE_MS..2 * RETRY_BASE_MS).contains(&ms), "{ms}");
+                assert!(c.recv_timeout().await.unwrap().is_none(), "closed after it");
+                return Abused::ServerFull(refused);
+            }
+            other => panic!("{other:?}: {e}"),
+        }
+    }
+    // Nothing more sent: the server closes on its own after the last refusal.
+    assert!(
+        c.recv_timeout().await.unwrap().is_none(),
+        "closed after {REFUSALS_PER_CONN_MAX} refusals"
+    );
+    Abused::ClosedAtTheBound
+}
+
+/// One host looping logins the backend refuses at once (`Login{}` here; bad passwords past
+/// the throttle alike) on many connections cannot take a shard's login slots from everyone
+/// else: it gets its share of them (a quarter), past which it is told `SERVER_FULL` without
+/// taking one, and each of its connections is closed after `REFUSALS_PER_CONN_MAX` refusals.
+/// Meanwhile a client of another address logs in. Before, the looping host held every slot
+/// (each refused login waited its turn in the pace holding one) and the other client was told
+/// `SERVER_FULL`.
+#[tokio::test]
+async fn one_address_looping_refused_logins_leaves_other_clients_their_slots() {
+    const ABUSERS: usize = 8;
+    let server = TestServer::start(&[
+        ("GATEWAY__CORES", "[0]"),
+        // A quarter of them: one per client.
+        ("GATEWAY__LOGINS_IN_FLIGHT_PER_SHARD_MAX", "4"),
+        // Slow enough that each login waits its turn holding its slot.
+        ("GATEWAY__LOGINS_PER_SECOND_PER_SHARD", "20"),
+        ("GATEWAY__LOGIN_BURST_PER_SHARD", "1"),
+        ("GATEWAY__LOGIN_RETRY_AFTER_MS", "300"),
+    ]);
+    let mut setup = server.client().await;
+    setup.hello().await.unwrap();
+    setup.register("ann", PASSWORD).await.unwrap().unwrap();
+    drop(setup);
+
+    let logged_in = Cell::new(false);
+    let abusers = (0..ABUSERS).map(|_| {
+        let (server, logged_in) = (&server, &logged_in);
+        async move {
+            let mut ends = Vec::new();
+            // Each connection as soon as the last ended, until the other client is in.
+            while !logged_in.get() {
+                ends.push(abuse(server).await);
+            }
+            ends
+        }
+    });
+    let refused = || {
+        server
+            .metrics()
+            .iter()
+            .filter(|(k, _)| k.starts_with("ringchat_logins_refused_total{"))
+            .map(|(_, v)| *v)
+            .sum::<f64>()
+    };
+    let other = async {
+        common::wait_until_async("the looping host turned away", || refused() >= 8.0).await;
+        let from: IpAddr = "127.0.0.2".parse().unwrap();
+        let mut c = Client::connect_from(server.tcp, Some(from)).await.unwrap();
+        c.hello().await.unwrap();
+        let login = c
+            .login_password("ann", PASSWORD, "ann-phone")
+            .await
+            .unwrap();
+        assert!(login.is_ok(), "a client of another address: {login:?}");
+        logged_in.set(true);
+        c
+    };
+    let (ends, mut ann) = tokio::time::timeout(
+        WAIT_DEADLINE,
+        futures_util::future::join(futures_util::future::join_all(abusers), other),
+    )
+    .await
+    .expect("the other client logged in");
+    ann.ping().await.unwrap();
+    let ends: Vec<Abused> = ends.into_iter().flatten().collect();
+    assert!(
+        ends.iter().any(|e| matches!(e, Abused::ServerFull(_))),
+        "past its share the host is told SERVER_FULL: {ends:?}"
+    );
+    // Alone now, one of its connections gets its refusals, then the close.
+    assert_eq!(abuse(&server).await, Abused::ClosedAtTheBound);
+    assert!(server.metric("ringchat_prelogin_refusals_closed_total{shard=\"0\"}") >= 1.0);
 }

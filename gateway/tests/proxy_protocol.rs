@@ -450,3 +450,68 @@ async fn connections_not_logged_in_are_counted_per_ipv6_network() {
     let mut again = through_balancer(&server, Kind::Tcp, &v1_six("2001:db8:7:4::1")).await;
     again.hello().await;
 }
+
+/// Token logins with a token nobody holds, from `source` behind the balancer, on connections
+/// of 4 logins each (a connection's refusals before login are bounded): their error codes.
+async fn unknown_token_logins(server: &TestServer, source: &str, logins: u32) -> Vec<ErrorCode> {
+    const PER_CONNECTION: u32 = 4;
+    let mut codes = Vec::new();
+    let mut c = None;
+    for i in 0..logins {
+        if i % PER_CONNECTION == 0 {
+            let mut fresh = through_balancer(server, Kind::Tcp, &v1_six(source)).await;
+            fresh.hello().await;
+            c = Some(fresh);
+        }
+        let login = v1::Login {
+            credential: Some(v1::login::Credential::Token("made-up".into())),
+            device_id: "d".into(),
+            ..Default::default()
+        };
+        match c.as_mut().unwrap().request(Body::Login(login)).await {
+            Body::Error(e) => codes.push(ErrorCode::try_from(e.code).expect("a known code")),
+            other => panic!("token login from {source}: {other:?}"),
+        }
+    }
+    codes
+}
+
+/// Unknown tokens are counted per IPv6 /48 too (`UNKNOWN_TOKENS_PER_NETWORK`), not only per
+/// /64: from many /64s of one /48, each well within its own `UNKNOWN_TOKENS_PER_CLIENT`, they
+/// are refused once the /48's count is used, while another /48's are not. Before, each of a
+/// /48's 65,536 /64s had its own count: store lookups without end.
+#[tokio::test]
+async fn unknown_tokens_from_many_64s_of_one_48_are_limited_per_48() {
+    let per_client = ringchat_backend::UNKNOWN_TOKENS_PER_CLIENT;
+    let per_network = ringchat_backend::UNKNOWN_TOKENS_PER_NETWORK;
+    let server = TestServer::start(&[TRUST_LOOPBACK]);
+    // Half a /64's count from each of as many /64s as the /48's count takes.
+    let per_64 = per_client / 2;
+    for subnet in 0..per_network.div_ceil(per_64) {
+        let source = format!("2001:db8:5:{subnet:x}::1");
+        let codes = unknown_token_logins(&server, &source, per_64).await;
+        assert!(
+            codes.iter().all(|c| *c == ErrorCode::InvalidCredentials),
+            "/64 number {subnet}, within the /48's count: {codes:?}"
+        );
+    }
+    // Past it, a fresh /64 of the /48 is refused at once, with when to come back.
+    let mut c = through_balancer(&server, Kind::Tcp, &v1_six("2001:db8:5:ffff::1")).await;
+    c.hello().await;
+    let login = v1::Login {
+        credential: Some(v1::login::Credential::Token("made-up".into())),
+        device_id: "d".into(),
+        ..Default::default()
+    };
+    match c.request(Body::Login(login)).await {
+        Body::Error(e) if e.code == ErrorCode::RateLimited as i32 => {
+            assert!(e.retry_after_ms > 0, "{e:?}");
+        }
+        other => panic!("a fresh /64 of the spent /48: {other:?}"),
+    }
+    // Another /48 is untouched.
+    assert_eq!(
+        unknown_token_logins(&server, "2001:db8:6::1", 1).await,
+        [ErrorCode::InvalidCredentials]
+    );
+}

@@ -15,7 +15,7 @@ use super::validate::{
 use super::{
     Accounts, Authenticated, Refusal, RevokedToken, blocking, devices, password, token_hash,
 };
-use crate::audit::Entry;
+use crate::audit::{Entry, UNKNOWN_ACCOUNT, failed_login_actor};
 use crate::store::{TokenHash, TokenRecord, UserId};
 use crate::throttle::ThrottleKey;
 use crate::time::now_ms;
@@ -30,9 +30,11 @@ impl Accounts {
         // The address's throttle and, for IPv6, its /48's.
         let client_keys = ThrottleKey::client(peer);
         let by_password = matches!(req.credential, Some(login::Credential::Password(_)));
+        // The account the login named, once looked up: the audit's actor.
+        let mut named = None;
         let result = match &req.credential {
             Some(login::Credential::Token(token)) => {
-                self.authenticate_token(peer, req, token).await
+                self.authenticate_token(peer, req, token, &mut named).await
             }
             // Only password logins meet the address's throttle: a token cannot be guessed,
             // and a stranger sharing the address must not shut its holders out.
@@ -40,7 +42,7 @@ impl Accounts {
                 for key in &client_keys {
                     self.check_throttle(key)?;
                 }
-                self.authenticate_password(req, password, &client_keys)
+                self.authenticate_password(req, password, &client_keys, &mut named)
                     .await
             }
             None => Err(Refusal::new(
@@ -48,24 +50,28 @@ impl Accounts {
                 "login needs a password or a token",
             )),
         };
+        let actor = || failed_login_actor(named.map(|id| format!("user:{id}")), UNKNOWN_ACCOUNT);
         match &result {
             Err(r) if r.code == ErrorCode::InvalidCredentials => {
+                metrics::counter!("ringchat_login_failures_total").increment(1);
+                // A token login's failure is an unknown token (no account to name: `named`
+                // is set only for a token found): not audited, as a row each would let
+                // anyone add rows at the unknown tokens' rate (`unknown_tokens.rs`).
                 if by_password {
                     let now = Instant::now();
                     for key in client_keys {
                         self.throttle.record_failure(key, now);
                     }
+                    self.audit.record(
+                        Entry::new(actor(), "user.login_failed")
+                            .from(peer)
+                            .detail(format!("device {}", req.device_id)),
+                    );
                 }
-                metrics::counter!("ringchat_login_failures_total").increment(1);
-                self.audit.record(
-                    Entry::new(login_account(req), "user.login_failed")
-                        .from(peer)
-                        .detail(format!("device {}", req.device_id)),
-                );
             }
             Err(r) if r.code == ErrorCode::AccountDisabled => {
                 self.audit.record(
-                    Entry::new(login_account(req), "user.login_disabled")
+                    Entry::new(actor(), "user.login_disabled")
                         .from(peer)
                         .detail(format!("device {}", req.device_id)),
                 );
@@ -84,16 +90,6 @@ impl Accounts {
     }
 }
 
-/// Who a login claimed to be, for the audit log: `user:ID`, or the name or address it gave.
-fn login_account(req: &v1::Login) -> String {
-    match &req.account {
-        Some(login::Account::UserId(id)) => format!("user:{id}"),
-        Some(login::Account::Username(name)) => format!("username:{name}"),
-        Some(login::Account::Email(email)) => format!("email:{email}"),
-        None => "unknown".into(),
-    }
-}
-
 impl Accounts {
     pub(super) fn check_throttle(&self, key: &ThrottleKey) -> Result<(), Refusal> {
         match self.throttle.wait_for(key, Instant::now()) {
@@ -107,12 +103,13 @@ impl Accounts {
     }
 
     /// `client_keys`: the client address's throttle and its network's, checked again once a
-    /// hashing permit is held.
+    /// hashing permit is held. `named`: set to the account the login names, once looked up.
     async fn authenticate_password(
         &self,
         req: &v1::Login,
         password: &str,
         client_keys: &[ThrottleKey],
+        named: &mut Option<UserId>,
     ) -> Result<Authenticated, Refusal> {
         let store = Arc::clone(&self.store);
         // A name or address that could never have been registered cannot exist: refuse it
@@ -159,6 +156,7 @@ impl Accounts {
                 ));
             }
         };
+        *named = user.as_ref().map(|u| u.user_id);
         // The ceiling, not the live maximum: lowering it must not lock out longer passwords.
         if password.len() > PASSWORD_BYTES_CEILING {
             return Err(Refusal::invalid_credentials());
@@ -243,6 +241,7 @@ impl Accounts {
         peer: IpAddr,
         req: &v1::Login,
         token: &str,
+        named: &mut Option<UserId>,
     ) -> Result<Authenticated, Refusal> {
         let hash = token_hash(token);
         let (store, flags) = (Arc::clone(&self.store), Arc::clone(&self.admin_store));
@@ -275,6 +274,7 @@ impl Accounts {
             self.unknown_tokens.charge(peer, now)?;
             return Err(Refusal::invalid_credentials());
         };
+        *named = Some(record.user_id);
         if let Err(expired) = check_life(&record, now) {
             // Best effort: an expired token is useless whether or not the delete lands.
             let store = Arc::clone(&self.store);

@@ -49,10 +49,10 @@ use crate::time::now_ms;
 
 pub(crate) use devices::TOKENS_SCAN_MAX;
 pub use password::token_hash;
-pub(crate) use password::{hash_password, verify_password};
+pub(crate) use password::{hash_password, needs_rehash, verify_password};
 pub(crate) use policy::{disabled, new_random_password};
 pub(crate) use seen::{SEEN_FLUSH_INTERVAL, SeenBuffer};
-pub use unknown_tokens::UNKNOWN_TOKENS_PER_CLIENT;
+pub use unknown_tokens::{UNKNOWN_TOKENS_PER_CLIENT, UNKNOWN_TOKENS_PER_NETWORK};
 pub use validate::{
     DEVICE_ID_BYTES_MAX, EMAIL_BYTES_MAX, PASSWORD_BYTES_CEILING, USERNAME_CHARS_MAX,
 };

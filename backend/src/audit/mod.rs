@@ -40,6 +40,16 @@ const AUDIT_PRUNE_INTERVAL: std::time::Duration = std::time::Duration::from_secs
 /// Bytes kept of any one text field; longer ones are cut (on a character boundary).
 pub(crate) const AUDIT_FIELD_BYTES_MAX: usize = 512;
 
+/// The actor of a failed chat login that named no account (`failed_login_actor`).
+pub(crate) const UNKNOWN_ACCOUNT: &str = "user:(unknown account)";
+
+/// Who a failed login (chat or admin) is audited as: `known`, the account the typed name or
+/// address belongs to, else `unknown`, a fixed marker. Never what was typed: it may be a
+/// password in the wrong field, and the audit log is read by every viewer.
+pub(crate) fn failed_login_actor(known: Option<String>, unknown: &str) -> String {
+    known.unwrap_or_else(|| unknown.to_owned())
+}
+
 /// What the writer's queue carries: entries, and a flush's "tell me once all before is stored".
 enum Item {
     Record(AuditRecord),

@@ -17,7 +17,8 @@ mod tls_gate;
 pub(crate) mod ws;
 
 use std::cell::{Cell, RefCell};
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,6 +48,16 @@ const EVENT_BATCH_MAX: usize = 256;
 /// `gateway.prelogin_conns_per_ip_max`: each told `SERVER_FULL` over its own transport, a TLS
 /// handshake included); past that, new ones are closed without a word.
 pub(crate) const REJECTING_MAX: usize = 64;
+
+/// The part of a shard-wide bound one client (`ringchat_backend::share_key`: an IPv4 address,
+/// an IPv6 /48) may take: 1 / this. The TLS gate's rate, burst and places and the login slots
+/// share it, so that four hosts at least are needed to fill any of them.
+const CLIENT_SHARE_DIVISOR: u32 = 4;
+
+/// One client's share of `places` shard-wide places: a quarter, at least one.
+fn client_share(places: usize) -> usize {
+    (places / CLIENT_SHARE_DIVISOR as usize).max(1)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShardError {
@@ -342,6 +353,9 @@ pub(crate) struct Shard {
     /// Requests of connections not yet logged in (logins, registrations, account requests)
     /// waiting for the backend now (`gateway.logins_in_flight_per_shard_max`).
     logins_in_flight: Cell<usize>,
+    /// The same per client (`ringchat_backend::share_key`), an entry only while it has one:
+    /// at most `logins_in_flight_per_shard_max` entries.
+    logins_in_flight_from: RefCell<HashMap<IpAddr, usize>>,
     /// When the next of those may go (`gateway.logins_per_second_per_shard`).
     login_pace: login_pace::LoginPace,
     /// TLS connections being opened, and the rate they may start at.
@@ -426,6 +440,7 @@ impl Shard {
             rejecting: Cell::new(0),
             prelogin: PreloginCounts::default(),
             logins_in_flight: Cell::new(0),
+            logins_in_flight_from: RefCell::new(HashMap::new()),
             login_pace,
             tls_gate,
             tls,
@@ -487,17 +502,30 @@ impl Shard {
         }
     }
 
-    /// A place for one more pre-login request on its way to the backend, or `None` when the
-    /// shard has `gateway.logins_in_flight_per_shard_max` of them already. Shard-local: a
-    /// `Cell`, no atomics; given back when the slot drops.
-    pub fn login_slot(self: &Rc<Self>) -> Option<LoginSlot> {
+    /// A place for one more pre-login request from `peer` on its way to the backend, or why
+    /// there is none: the shard has `gateway.logins_in_flight_per_shard_max` of them already,
+    /// or the client (`share_key`) its share of them. Without the share one host looping
+    /// requests the backend refuses at once (a `Login{}`, a throttled password) on many
+    /// connections held every slot, and everyone else's login was told `SERVER_FULL`.
+    /// Shard-local: no atomics; given back when the slot drops.
+    pub fn login_slot(self: &Rc<Self>, peer: IpAddr) -> Result<LoginSlot, LoginsFull> {
         let n = self.logins_in_flight.get();
         if n >= self.gateway.logins_in_flight_per_shard_max {
-            return None;
+            return Err(LoginsFull::Shard);
         }
+        let from = ringchat_backend::share_key(peer);
+        let mut per_client = self.logins_in_flight_from.borrow_mut();
+        let of_client = per_client.entry(from).or_insert(0);
+        if *of_client >= client_share(self.gateway.logins_in_flight_per_shard_max) {
+            return Err(LoginsFull::Client);
+        }
+        *of_client += 1;
         self.logins_in_flight.set(n + 1);
         self.stats.logins_in_flight.set(n as u64 + 1);
-        Some(LoginSlot(Rc::clone(self)))
+        Ok(LoginSlot {
+            shard: Rc::clone(self),
+            from,
+        })
     }
 
     /// The `retry_after_ms` for a client turned away before login: jittered, so that the
@@ -557,14 +585,34 @@ impl Drop for TurningAway {
     }
 }
 
-/// One pre-login request in flight on a shard (`Shard::login_slot`).
-pub(crate) struct LoginSlot(Rc<Shard>);
+/// Why `Shard::login_slot` found no place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LoginsFull {
+    /// `gateway.logins_in_flight_per_shard_max` in flight.
+    Shard,
+    /// The client's share of them (`client_share`) in flight.
+    Client,
+}
+
+/// One pre-login request in flight on a shard (`Shard::login_slot`), from client `from`.
+pub(crate) struct LoginSlot {
+    shard: Rc<Shard>,
+    from: IpAddr,
+}
 
 impl Drop for LoginSlot {
     fn drop(&mut self) {
-        let n = self.0.logins_in_flight.get().saturating_sub(1);
-        self.0.logins_in_flight.set(n);
-        self.0.stats.logins_in_flight.set(n as u64);
+        let shard = &self.shard;
+        let n = shard.logins_in_flight.get().saturating_sub(1);
+        shard.logins_in_flight.set(n);
+        shard.stats.logins_in_flight.set(n as u64);
+        let mut per_client = shard.logins_in_flight_from.borrow_mut();
+        if let Some(of_client) = per_client.get_mut(&self.from) {
+            *of_client -= 1;
+            if *of_client == 0 {
+                per_client.remove(&self.from);
+            }
+        }
     }
 }
 

@@ -21,7 +21,14 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::oneshot;
 
 use super::prelogin::PreloginPlace;
-use super::{Close, ConnShared, Shard};
+use super::{Close, ConnShared, LoginsFull, Shard};
+
+/// Pre-login requests (logins, registrations, account requests) of one connection the backend
+/// may answer with an error before the connection is closed after the last one. Without it one
+/// connection could loop refused logins for ever, each taking a login slot and a place in the
+/// pace; a client that means it reconnects, which costs it a handshake and its place among its
+/// address's connections (`prelogin.rs`). Enough for a person mistyping a password a few times.
+pub(super) const PRELOGIN_REFUSALS_PER_CONN_MAX: u8 = 8;
 
 /// Before login the state holds the connection's place among its client's connections not
 /// logged in yet (`prelogin.rs`; `None`: not counted, or not yet for a connection whose PROXY
@@ -29,7 +36,9 @@ use super::{Close, ConnShared, Shard};
 /// whatever ends it.
 enum State {
     AwaitHello(Option<PreloginPlace>),
-    AwaitLogin(Option<PreloginPlace>),
+    /// With the error answers its pre-login requests got so far
+    /// (`PRELOGIN_REFUSALS_PER_CONN_MAX`).
+    AwaitLogin(Option<PreloginPlace>, u8),
     /// `device_id`: the login's device, sent with every write (a delivery ack moves the
     /// device's cursor) without asking the backend's sessions registry.
     Authed {
@@ -110,7 +119,7 @@ impl Session {
 
     /// The connection's pre-login place, taken once its PROXY header named the client.
     pub fn hold_prelogin(&mut self, place: PreloginPlace) {
-        if let State::AwaitHello(held) | State::AwaitLogin(held) = &mut self.state {
+        if let State::AwaitHello(held) | State::AwaitLogin(held, _) = &mut self.state {
             *held = Some(place);
         }
     }
@@ -118,7 +127,7 @@ impl Session {
     /// Gives the pre-login place back before a login: the connection is counted elsewhere now
     /// (a file connection).
     pub fn release_prelogin(&mut self) {
-        if let State::AwaitHello(held) | State::AwaitLogin(held) = &mut self.state {
+        if let State::AwaitHello(held) | State::AwaitLogin(held, _) = &mut self.state {
             *held = None;
         }
     }
@@ -173,7 +182,7 @@ impl Session {
                     "hello was already received",
                 );
             }
-            (State::AwaitLogin(_), ClientRequest::Login(login)) => {
+            (State::AwaitLogin(..), ClientRequest::Login(login)) => {
                 return Box::pin(self.login(request_id, login, peer())).await;
             }
             (State::Authed { user_id, device_id }, ClientRequest::Write(request)) => {
@@ -197,10 +206,10 @@ impl Session {
             ),
             // Boxed: rare, large futures would otherwise make every idle connection's task
             // that large.
-            (State::AwaitLogin(_), ClientRequest::Register(register)) => {
+            (State::AwaitLogin(..), ClientRequest::Register(register)) => {
                 Box::pin(self.register(request_id, register, peer())).await
             }
-            (State::AwaitLogin(_), ClientRequest::Account(request)) => {
+            (State::AwaitLogin(..), ClientRequest::Account(request)) => {
                 Box::pin(self.account(request_id, request, peer())).await
             }
             (
@@ -213,7 +222,7 @@ impl Session {
                     "already logged in",
                 );
             }
-            (State::AwaitLogin(_), ClientRequest::Write(_) | ClientRequest::Session(_)) => {
+            (State::AwaitLogin(..), ClientRequest::Write(_) | ClientRequest::Session(_)) => {
                 self.error(request_id, ErrorCode::NotAuthenticated, "log in first")
             }
         }
@@ -271,7 +280,7 @@ impl Session {
         self.shared
             .announced_idle(self.shard.ticks(live.idle_timeout_ms));
         if let State::AwaitHello(prelogin) = &mut self.state {
-            self.state = State::AwaitLogin(prelogin.take());
+            self.state = State::AwaitLogin(prelogin.take(), 0);
         }
         self.reply(request_id, Body::HelloOk(ok));
     }
@@ -279,8 +288,8 @@ impl Session {
     async fn register(&mut self, request_id: u64, body: v1::Register, peer: IpAddr) {
         let (reply, answer) = oneshot::channel();
         let request = Request::Register { peer, body, reply };
-        if let Some(body) = self.ask_backend(request_id, request, answer).await {
-            self.reply(request_id, body);
+        if let Some(body) = self.ask_backend(request_id, request, answer, peer).await {
+            self.reply_before_login(request_id, body);
         }
     }
 
@@ -292,8 +301,8 @@ impl Session {
             request,
             reply,
         };
-        if let Some(body) = self.ask_backend(request_id, request, answer).await {
-            self.reply(request_id, body);
+        if let Some(body) = self.ask_backend(request_id, request, answer, peer).await {
+            self.reply_before_login(request_id, body);
         }
     }
 
@@ -305,7 +314,7 @@ impl Session {
             body,
             reply,
         };
-        let outcome = self.ask_backend(request_id, request, answer).await?;
+        let outcome = self.ask_backend(request_id, request, answer, peer).await?;
         let resume = match outcome.session {
             Some(session) => {
                 // Its pre-login place goes with the state it replaces.
@@ -323,7 +332,7 @@ impl Session {
                 None
             }
         };
-        self.reply(request_id, outcome.body);
+        self.reply_before_login(request_id, outcome.body);
         // Asked once the `LoginOk` is queued, so that what the resume sends (frames with the
         // login's request id) comes after it.
         let (user_id, resume) = resume?;
@@ -334,23 +343,34 @@ impl Session {
     /// answers on a oneshot; gives up if the connection is closed meanwhile.
     ///
     /// Admission: such a request never waits for room. With the shard's pre-login slots all
-    /// taken it is answered `SERVER_FULL`, with the backend's queue full `UNAVAILABLE`, both
-    /// with a jittered `retry_after_ms`, and the connection is closed: the client reconnects
-    /// after it. Logged-in clients' requests never come here.
+    /// taken, or the client's (`peer`'s) share of them, it is answered `SERVER_FULL`, with the
+    /// backend's queue full `UNAVAILABLE`, both with a jittered `retry_after_ms`, and the
+    /// connection is closed: the client reconnects after it. Logged-in clients' requests never
+    /// come here.
     async fn ask_backend<T>(
         &mut self,
         request_id: u64,
         request: Request,
         answer: oneshot::Receiver<T>,
+        peer: IpAddr,
     ) -> Option<T> {
-        let Some(_slot) = self.shard.login_slot() else {
-            self.shard.stats.logins_refused_in_flight.add(1);
-            self.refuse(
-                request_id,
-                ErrorCode::ServerFull,
-                "too many logins at once; reconnect after retry_after_ms",
-            );
-            return None;
+        let _slot = match self.shard.login_slot(peer) {
+            Ok(slot) => slot,
+            Err(full) => {
+                let (counter, message) = match full {
+                    LoginsFull::Shard => (
+                        &self.shard.stats.logins_refused_in_flight,
+                        "too many logins at once; reconnect after retry_after_ms",
+                    ),
+                    LoginsFull::Client => (
+                        &self.shard.stats.logins_refused_client_share,
+                        "too many logins at once from this address; reconnect after retry_after_ms",
+                    ),
+                };
+                counter.add(1);
+                self.refuse(request_id, ErrorCode::ServerFull, message);
+                return None;
+            }
         };
         // A storm's logins go at the shard's pace, holding their slot while they wait. A wait
         // given up in any way (the close below, the hang-up watch or the shard's stop dropping
@@ -514,6 +534,24 @@ impl Session {
         };
         self.shard
             .enqueue(&self.shared, ringchat_proto::encode_to_bytes(&frame));
+    }
+
+    /// The backend's answer to a pre-login request; the connection is closed after the
+    /// `PRELOGIN_REFUSALS_PER_CONN_MAX`th error answer.
+    fn reply_before_login(&mut self, request_id: u64, body: Body) {
+        let refused = match (&body, &mut self.state) {
+            (Body::Error(e), State::AwaitLogin(_, refusals)) => {
+                *refusals = refusals.saturating_add(1);
+                (*refusals >= PRELOGIN_REFUSALS_PER_CONN_MAX)
+                    .then(|| ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Unspecified))
+            }
+            _ => None,
+        };
+        self.reply(request_id, body);
+        if let Some(code) = refused {
+            self.shard.stats.prelogin_refusals_closed.add(1);
+            self.shared.close_with(Close::AfterError(code));
+        }
     }
 
     /// An error reply; the connection stays open.

@@ -31,15 +31,12 @@ use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use super::Shard;
 use super::login_pace::LoginPace;
+use super::{CLIENT_SHARE_DIVISOR, Shard, client_share};
 use crate::stats::ShardStats;
 
 /// Handshakes a shard that was quiet lets through at once before the rate applies.
 const BURST: u32 = 64;
-
-/// The part of the shard's rate, its burst and its places one client may have: 1 / this.
-const CLIENT_SHARE_DIVISOR: u32 = 4;
 
 /// Clients whose handshakes the rate share remembers, per shard. Never reached in practice: an
 /// entry lives until the client's burst has come back (`CLIENT_SHARE_DIVISOR × BURST` gaps of the
@@ -186,9 +183,9 @@ impl TlsGate {
         }
     }
 
-    /// One client's share of the places: a quarter, at least one.
+    /// One client's share of the places (`client_share`).
     fn per_client_max(&self) -> usize {
-        (self.in_flight_max / CLIENT_SHARE_DIVISOR as usize).max(1)
+        client_share(self.in_flight_max)
     }
 
     /// When `from`'s next handshake goes, if its share of the rate has one free now; nothing

@@ -95,24 +95,34 @@ async fn login(
     let user = credentials.user(&body.username).cloned();
     // A failed login names the operator only if one has that name: what was typed may be a
     // password in the wrong field, and logs and audit are read by every viewer.
-    let tried = if user.is_some() {
-        format!("admin:{}", body.username)
-    } else {
-        UNKNOWN_OPERATOR.to_owned()
-    };
+    let tried = crate::audit::failed_login_actor(
+        user.as_ref().map(|u| format!("admin:{}", u.name)),
+        UNKNOWN_OPERATOR,
+    );
     let accounts_cfg = admin.backend.settings.accounts.clone();
     let password = body.password;
-    let ok = tokio::task::spawn_blocking(move || match &user {
-        Some(u) => crate::accounts::verify_password(&u.password_hash, &password),
+    // `None`: refused; `Some(rehashed)`: verified, and the password hashed again when the
+    // stored hash was made with other parameters than today's (under the same permit).
+    let verified = tokio::task::spawn_blocking(move || match &user {
+        Some(u) => {
+            if !crate::accounts::verify_password(&u.password_hash, &password) {
+                return None;
+            }
+            Some(
+                crate::accounts::needs_rehash(&u.password_hash, &accounts_cfg)
+                    .then(|| crate::accounts::hash_password(&accounts_cfg, &password).ok())
+                    .flatten(),
+            )
+        }
         None => {
             // The same work as a real check, so the answer's timing does not tell names apart.
             let _ = crate::accounts::hash_password(&accounts_cfg, &password);
-            false
+            None
         }
     })
     .await?;
     let audit = &admin.backend.audit;
-    if !ok {
+    let Some(rehashed) = verified else {
         tracing::warn!(operator = %tried, %from, "admin login failed");
         for key in keys {
             auth.throttle.record_failure(key, Instant::now());
@@ -121,14 +131,18 @@ async fn login(
             .record_admin(crate::audit::Entry::new(tried, "admin.login_failed").from(from))
             .await;
         return Err(ApiError::unauthenticated("wrong username or password"));
-    }
+    };
     for key in &keys {
         auth.throttle.record_success(key);
     }
     let user = credentials.user(&body.username).expect("verified above");
+    let password_hash = match rehashed {
+        Some(new_hash) => store_rehash(auth, &user.name, &user.password_hash, new_hash),
+        None => user.password_hash.clone(),
+    };
     let (id, session) = auth
         .sessions
-        .start(&user.name, &user.password_hash, now)
+        .start(&user.name, &password_hash, now)
         .map_err(|e| ApiError::internal("starting a session", e))?;
     audit
         .record_admin(
@@ -156,6 +170,41 @@ async fn login(
         }),
     )
         .into_response())
+}
+
+/// Stores `new_hash` (the verified password hashed with today's argon2 parameters) over the
+/// operator's `verified` hash, so that operators' hashes converge to the current parameters
+/// as the chat users' do (`accounts/rehash.rs`): an old, cheaper hash verified faster than an
+/// unknown name's dummy hash, which told names apart. Only over `verified`: a password
+/// replaced meanwhile stays. Returns the hash the new session is bound to (a session ends when
+/// its operator's stored hash is no longer the one it began with): the new one once stored,
+/// else the verified one (a failure is logged; the next login tries again).
+fn store_rehash(auth: &super::Auth, name: &str, verified: &str, new_hash: String) -> String {
+    let stored = auth.credentials.update(|data| {
+        let Some(user) = data.users.iter_mut().find(|u| u.name == name) else {
+            return Ok::<_, std::io::Error>(false);
+        };
+        if user.password_hash != verified {
+            return Ok(false);
+        }
+        user.password_hash.clone_from(&new_hash);
+        Ok(true)
+    });
+    match stored {
+        Ok(true) => {
+            metrics::counter!("ringchat_password_rehashes_total").increment(1);
+            tracing::info!(
+                operator = name,
+                "operator password hashed again with the configured argon2 parameters"
+            );
+            new_hash
+        }
+        Ok(false) => verified.to_owned(),
+        Err(err) => {
+            tracing::warn!(operator = name, %err, "operator password rehash failed; the next login tries again");
+            verified.to_owned()
+        }
+    }
 }
 
 /// Who am I: the operator behind this session or API key (and the session's CSRF token).

@@ -41,7 +41,7 @@ pub fn describe() {
         ("ringchat_logins_total", "Successful logins, since start."),
         (
             "ringchat_password_rehashes_total",
-            "Password hashes made with other argon2 parameters than the configured ones, stored again with these after a password login verified them, since start.",
+            "Password hashes made with other argon2 parameters than the configured ones, stored again with these after a password login (a chat user's, or an operator's dashboard login) verified them, since start.",
         ),
         (
             "ringchat_login_failures_total",
