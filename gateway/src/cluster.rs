@@ -132,13 +132,14 @@ pub fn run_status(config: &Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding gateway.ws_listen {http}"))?;
     let http_bound = listener.local_addr()?;
     let (http_stop, http_stop_rx) = oneshot::channel::<()>();
-    rt.spawn(serve_status_http(
-        Arc::clone(&node.cluster),
-        listener,
-        http_stop_rx,
-    ));
+    rt.spawn({
+        let cluster = Arc::clone(&node.cluster);
+        let config = config.clone();
+        async move { crate::status_http::serve(cluster, listener, &config, http_stop_rx).await }
+    });
     // `systemctl reload` and certbot's hook send SIGHUP here too; this service has no live
-    // settings nor certificates, so it is only noted (caught in `main`, never fatal).
+    // settings nor certificates (its `[security]` lists are read at start), so it is only
+    // noted (caught in `main`, never fatal).
     rt.spawn(async {
         let mut seen = 0;
         loop {
@@ -163,67 +164,4 @@ pub fn run_status(config: &Config) -> anyhow::Result<()> {
     node.stop(&rt);
     rt.shutdown_timeout(Duration::from_secs(1));
     Ok(())
-}
-
-/// `GET /assign`, `GET /readyz` and the chat page on plain HTTP, for the status-only node. Bounded by hyper's
-/// defaults behind axum: a request head of at most ~400 KiB, no bodies read.
-async fn serve_status_http(
-    cluster: Arc<Cluster>,
-    listener: tokio::net::TcpListener,
-    stop: oneshot::Receiver<()>,
-) {
-    use axum::http::{StatusCode, header};
-    use axum::response::IntoResponse;
-    use axum::routing::get;
-    let assign = {
-        let cluster = Arc::clone(&cluster);
-        move || {
-            let (status, body) = cluster.assign_http();
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-            async move {
-                (
-                    status,
-                    [
-                        (header::CONTENT_TYPE, "application/json"),
-                        (header::CACHE_CONTROL, "no-store"),
-                        (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
-                        // The page served here learns that this origin has no `/files`.
-                        (header::HeaderName::from_static("x-ringchat-role"), "status"),
-                    ],
-                    body,
-                )
-            }
-        }
-    };
-    let ready = move || {
-        let joined = cluster.joined();
-        async move {
-            if joined {
-                (StatusCode::OK, "ready\n")
-            } else {
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "not ready: Redis not reached yet\n",
-                )
-            }
-        }
-    };
-    // The chat page too: a browser opened on the status node asks it `/assign` and connects
-    // to the node it names.
-    let page = |uri: axum::http::Uri| async move {
-        crate::shard::ws::http::asset_response(uri.path())
-            .unwrap_or_else(|| (StatusCode::NOT_FOUND, "not found\n").into_response())
-    };
-    let app = axum::Router::new()
-        .route("/assign", get(assign))
-        .route("/readyz", get(ready))
-        .fallback(get(page));
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = stop.await;
-        })
-        .await;
-    if let Err(err) = served {
-        tracing::error!(%err, "status HTTP listener failed");
-    }
 }

@@ -158,6 +158,7 @@ pub struct GatewayConfig {
     pub proxy_protocol_from: Vec<String>,
     pub tls: TlsConfig,
     pub files: FilesPipeConfig,
+    pub status_http: StatusHttpConfig,
 }
 
 /// Default `gateway.logins_in_flight_per_shard_max`: enough to keep the backend's login slots
@@ -250,6 +251,48 @@ impl Default for FilesPipeConfig {
     }
 }
 
+/// `[gateway.status_http]`: the limits of a status-only node's HTTP listener
+/// (`serve --role status`: the chat page, `/assign` and `/readyz` on `gateway.ws_listen`,
+/// `crate::status_http`). Strangers reach it, and its descriptors are the process's, the gRPC
+/// listener's and Redis's included: none may hold one for nothing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatusHttpConfig {
+    /// Connections open at once; past it a new one is closed at once.
+    pub conns_max: usize,
+    /// Connections open at once from one client (an IPv4 address, an IPv6 /64:
+    /// `ringchat_backend::client_key`); past it a new one is closed at once.
+    pub conns_per_ip_max: usize,
+    /// The same for an IPv6 client network (its /48, all its /64s together:
+    /// `ringchat_backend::share_key`). IPv4 clients are counted per address only.
+    pub conns_per_network_max: usize,
+    /// Time from accept, or from the end of the previous response (keep-alive), to the whole
+    /// head of the next request (a trusted balancer's PROXY header included); past it the
+    /// connection is closed. Also the idle limit of a kept-alive connection.
+    pub header_read_timeout_ms: u64,
+    /// A response the client reads nothing of for this long closes its connection.
+    pub write_stall_timeout_ms: u64,
+}
+
+impl Default for StatusHttpConfig {
+    fn default() -> Self {
+        Self {
+            conns_max: 4096,
+            conns_per_ip_max: 64,
+            conns_per_network_max: 256,
+            header_read_timeout_ms: 10_000,
+            write_stall_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// `gateway.status_http` bounds: connections (a status node holds nothing else of note) and
+/// the timeouts in milliseconds (a browser's head arrives in one packet; an hour would keep a
+/// silent socket for ever in effect).
+const STATUS_HTTP_CONNS_MAX: usize = 1_048_576;
+const STATUS_HTTP_TIMEOUT_MS_MIN: u64 = 100;
+const STATUS_HTTP_TIMEOUT_MS_MAX: u64 = 600_000;
+
 /// `[gateway.tls]`: PEM files for the TLS listeners. Both empty: TLS is off.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -309,6 +352,7 @@ impl Default for GatewayConfig {
             proxy_protocol_from: Vec::new(),
             tls: TlsConfig::default(),
             files: FilesPipeConfig::default(),
+            status_http: StatusHttpConfig::default(),
         }
     }
 }
@@ -635,6 +679,28 @@ impl GatewayConfig {
             out.push(format!(
                 "gateway.queue_events_max: must be between 1 and {queue_max}"
             ));
+        }
+        let st = &self.status_http;
+        for (key, value) in [
+            ("conns_max", st.conns_max),
+            ("conns_per_ip_max", st.conns_per_ip_max),
+            ("conns_per_network_max", st.conns_per_network_max),
+        ] {
+            if !(1..=STATUS_HTTP_CONNS_MAX).contains(&value) {
+                out.push(format!(
+                    "gateway.status_http.{key}: must be between 1 and {STATUS_HTTP_CONNS_MAX}"
+                ));
+            }
+        }
+        for (key, value) in [
+            ("header_read_timeout_ms", st.header_read_timeout_ms),
+            ("write_stall_timeout_ms", st.write_stall_timeout_ms),
+        ] {
+            if !(STATUS_HTTP_TIMEOUT_MS_MIN..=STATUS_HTTP_TIMEOUT_MS_MAX).contains(&value) {
+                out.push(format!(
+                    "gateway.status_http.{key}: must be between {STATUS_HTTP_TIMEOUT_MS_MIN} and {STATUS_HTTP_TIMEOUT_MS_MAX}"
+                ));
+            }
         }
         if self.heartbeat_interval_ms >= self.idle_timeout_ms {
             out.push(

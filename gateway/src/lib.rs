@@ -15,6 +15,7 @@ pub mod files;
 pub mod hangup;
 pub mod logging;
 pub mod panic_policy;
+mod per_address;
 mod port_owner;
 // The PROXY protocol: trusted load balancers and their headers.
 pub mod proxy_protocol;
@@ -24,6 +25,7 @@ pub mod security;
 pub mod server;
 mod shard;
 mod stats;
+mod status_http;
 pub mod tls;
 // `ringchat tune check` / `tune plan` (issue 16): host checks and pinning layouts.
 pub mod tune;

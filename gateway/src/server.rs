@@ -230,7 +230,12 @@ pub fn run(
 
     // `/files` on the WebSocket listeners, served on the backend's runtime.
     let files = backend.files_router().map(|router| {
-        crate::files::FilesGate::new(router, rt.handle().clone(), config.gateway.files.clone())
+        crate::files::FilesGate::new(
+            router,
+            rt.handle().clone(),
+            config.gateway.files.clone(),
+            assign.clone(),
+        )
     });
     // Checked again as they are bound: another process may have taken a port meanwhile.
     let mut tcp = bind_listener(addrs.tcp, shard_count, "tcp_listen")?;

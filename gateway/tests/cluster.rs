@@ -8,6 +8,7 @@
 mod common;
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use common::cluster::{
     NODE_TTL_MS, StatusNode, free_port, redis_url, route_fields, start_nodes, unique,
@@ -269,6 +270,105 @@ async fn a_status_only_node_assigns_clients_to_the_chat_nodes() {
         exit.success(),
         "{exit:?}: not the clean stop of its SIGTERM"
     );
+}
+
+/// A status node's HTTP listener holds no socket for nothing: a request head not whole within
+/// `gateway.status_http.header_read_timeout_ms` closes its connection, and one client holds at
+/// most `conns_per_ip_max` connections (the next is closed unanswered) while its held ones and
+/// other clients' new ones are still answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_nodes_http_listener_bounds_slow_heads_and_connections_per_client() {
+    use common::http1::Http1;
+    use tokio::io::AsyncWriteExt as _;
+    const HEADER_READ_TIMEOUT_MS: u64 = 3_000;
+    const PER_IP: usize = 3;
+    let db = common::store::fresh_database();
+    let prefix = format!("sh_{}", unique());
+    let nodes = start_nodes(&db, &redis_url(), &prefix, &["c1"]);
+    wait_until("c1 sees itself", || live_nodes(&nodes[0].1) == 1.0);
+    let status = StatusNode::start_with(
+        &db,
+        &redis_url(),
+        &prefix,
+        &[
+            (
+                "GATEWAY__STATUS_HTTP__HEADER_READ_TIMEOUT_MS",
+                &HEADER_READ_TIMEOUT_MS.to_string(),
+            ),
+            (
+                "GATEWAY__STATUS_HTTP__CONNS_PER_IP_MAX",
+                &PER_IP.to_string(),
+            ),
+        ],
+    );
+    let ws = status.ws;
+    wait_until("the status node sees c1", || {
+        http_get(ws, "/assign").contains("\"c1\"")
+    });
+    let assigned = |c: &common::http1::Response| c.status == 200 && c.json()["node_id"] == "c1";
+
+    // Half a head, then nothing: closed after the timeout (axum::serve kept it for ever).
+    let mut slow = tokio::net::TcpStream::connect(ws).await.unwrap();
+    slow.write_all(b"GET /assign HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut slow = Http1::over(Box::new(slow));
+    assert!(slow.closed_by_server().await, "a partial head is closed");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(HEADER_READ_TIMEOUT_MS / 2),
+        "closed after the timeout, not at once: {took:?}"
+    );
+
+    // `PER_IP` kept-alive connections, each answered (so each holds its place)...
+    let mut held = Vec::new();
+    for _ in 0..PER_IP {
+        let mut c = Http1::connect(ws).await;
+        let r = c.request("GET", "/assign", None, &[], b"").await.unwrap();
+        assert!(assigned(&r), "{r:?}");
+        held.push(c);
+    }
+    // ...and the next one from the same address is closed unanswered.
+    let mut over = Http1::connect(ws).await;
+    let refused = over.request("GET", "/assign", None, &[], b"").await;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.kind() != std::io::ErrorKind::TimedOut),
+        "past conns_per_ip_max: closed, not answered nor left waiting: {refused:?}"
+    );
+    // The held ones are still answered, and so is another client.
+    let r = held[0]
+        .request("GET", "/assign", None, &[], b"")
+        .await
+        .unwrap();
+    assert!(assigned(&r), "a held connection: {r:?}");
+    let other = tokio::net::TcpSocket::new_v4().unwrap();
+    other.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut other = Http1::over(Box::new(other.connect(ws).await.unwrap()));
+    let r = other
+        .request("GET", "/assign", None, &[], b"")
+        .await
+        .unwrap();
+    assert!(assigned(&r), "another client's new connection: {r:?}");
+    // A place given back is taken again.
+    drop(held.pop());
+    let mut again = None;
+    let deadline = std::time::Instant::now() + common::WAIT_DEADLINE;
+    while again.is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the place never came back"
+        );
+        let mut c = Http1::connect(ws).await;
+        match c.request("GET", "/assign", None, &[], b"").await {
+            Ok(r) => again = Some(r),
+            // Still counted: the server has not seen the close yet.
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    assert!(assigned(&again.unwrap()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

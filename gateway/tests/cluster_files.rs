@@ -217,3 +217,48 @@ fn create_status(at: SocketAddr, token: &str) -> u16 {
         .status()
         .as_u16()
 }
+
+/// A browser sends its next same-origin request on any idle kept-alive connection, a `/files`
+/// one included: the page's `fetch('/assign')` there is answered as the shard answers it (200,
+/// JSON naming a node), not 404 (the page would then silently stay on its own node).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assign_on_a_kept_alive_file_connection_is_answered_as_on_the_shard() {
+    use common::http1::Http1;
+    let db = common::store::fresh_database();
+    let prefix = format!("rc_files_assign_{}", unique());
+    let settings = s3_settings(&prefix);
+    let extra: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let nodes: Vec<TestServer> = start_nodes_with(&db, &redis_url(), &prefix, &["f1"], &extra)
+        .into_iter()
+        .map(|(_, server)| server)
+        .collect();
+    wait_for_views(&nodes, 1);
+    let ws = nodes[0].ws;
+    let (_alice, a) = nodes[0].user("alice").await;
+    let data = noise(4096);
+    let file_id = upload_via(&[ws], &a.token, "a.bin", "application/octet-stream", &data);
+
+    let mut c = Http1::connect(ws).await;
+    let file = c
+        .request(
+            "GET",
+            &format!("/files/{file_id}"),
+            Some(&a.token),
+            &[],
+            b"",
+        )
+        .await
+        .unwrap();
+    assert_eq!(file.status, 200, "{file:?}");
+    assert!(file.body == data);
+    let assign = c.request("GET", "/assign", None, &[], b"").await.unwrap();
+    assert_eq!(
+        assign.status,
+        200,
+        "{:?}",
+        String::from_utf8_lossy(&assign.body)
+    );
+    assert_eq!(assign.json()["node_id"], "f1");
+    assert_eq!(assign.header("Access-Control-Allow-Origin"), Some("*"));
+    assert_eq!(assign.header("Cache-Control"), Some("no-store"));
+}

@@ -37,7 +37,8 @@ mod listener;
 mod refusal;
 mod tls;
 pub mod users;
-mod write_stall;
+// Also the status-only node's HTTP listener's (gateway `status_http.rs`).
+pub mod write_stall;
 
 use std::future::Future;
 use std::sync::Arc;

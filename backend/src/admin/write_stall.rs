@@ -13,19 +13,42 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
-/// `io`, whose writes fail once none has made progress for `limit`.
-pub(super) struct WriteStall<I> {
+/// `io`, whose writes fail once none has made progress for `limit`. Also the status-only
+/// node's HTTP listener's (`gateway.status_http.write_stall_timeout_ms`).
+pub struct WriteStall<I> {
     inner: I,
     limit: Duration,
+    /// The config key named in the error, and the counter of stalls (`None`: not counted).
+    key: &'static str,
+    metric: Option<&'static str>,
     /// Armed by the first write that could not go on; disarmed by any progress.
     stalled: Option<Pin<Box<Sleep>>>,
 }
 
 impl<I> WriteStall<I> {
+    /// The admin listener's: `admin.write_stall_timeout_ms`, counted in
+    /// `ringchat_admin_write_stalls_total`.
     pub(super) fn new(inner: I, limit: Duration) -> Self {
+        Self::named(
+            inner,
+            limit,
+            "admin.write_stall_timeout_ms",
+            Some("ringchat_admin_write_stalls_total"),
+        )
+    }
+
+    /// Another listener's, its limit set by `key`, its stalls counted in `metric`.
+    pub fn named(
+        inner: I,
+        limit: Duration,
+        key: &'static str,
+        metric: Option<&'static str>,
+    ) -> Self {
         Self {
             inner,
             limit,
+            key,
+            metric,
             stalled: None,
         }
     }
@@ -38,12 +61,15 @@ impl<I> WriteStall<I> {
             .stalled
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
         if sleep.as_mut().poll(cx).is_ready() {
-            metrics::counter!("ringchat_admin_write_stalls_total").increment(1);
+            if let Some(metric) = self.metric {
+                metrics::counter!(metric).increment(1);
+            }
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 format!(
-                    "the client read nothing of the answer for {} ms (admin.write_stall_timeout_ms)",
-                    limit.as_millis()
+                    "the client read nothing of the answer for {} ms ({})",
+                    limit.as_millis(),
+                    self.key
                 ),
             )));
         }

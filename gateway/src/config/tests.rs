@@ -206,6 +206,32 @@ fn file_connection_limits_are_checked() {
     }
 }
 
+/// The status node's HTTP listener limits parse, and 0 or an out-of-range timeout is refused.
+#[test]
+fn status_http_limits_are_checked() {
+    let c = Config::parse(
+        "[gateway.status_http]\nconns_per_ip_max = 3\nheader_read_timeout_ms = 500\n",
+        no_env(),
+    )
+    .unwrap();
+    assert_eq!(c.gateway.status_http.conns_per_ip_max, 3);
+    assert_eq!(c.gateway.status_http.header_read_timeout_ms, 500);
+    let text = "[gateway.status_http]\nconns_max = 0\nconns_per_ip_max = 0\nconns_per_network_max = 0\nheader_read_timeout_ms = 0\nwrite_stall_timeout_ms = 3600000\n";
+    let problems = Config::parse(text, no_env()).unwrap_err();
+    for key in [
+        "gateway.status_http.conns_max",
+        "gateway.status_http.conns_per_ip_max",
+        "gateway.status_http.conns_per_network_max",
+        "gateway.status_http.header_read_timeout_ms",
+        "gateway.status_http.write_stall_timeout_ms",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.contains(key)),
+            "{key} not among {problems:?}"
+        );
+    }
+}
+
 /// A client with no pre-login connection at all could never log in: 0 is refused, by
 /// `check-config` too, which reports these problems.
 #[test]

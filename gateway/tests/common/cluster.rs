@@ -138,8 +138,14 @@ pub struct StatusNode {
 
 impl StatusNode {
     pub fn start(db: &str, redis: &str, prefix: &str) -> Self {
+        Self::start_with(db, redis, prefix, &[])
+    }
+
+    /// [`Self::start`] with `extra` settings (as ("GATEWAY__STATUS_HTTP__CONNS_MAX", "16")).
+    pub fn start_with(db: &str, redis: &str, prefix: &str, extra: &[(&str, &str)]) -> Self {
         use std::process::{Command, Stdio};
-        let env = NodeEnv::new(db, redis, prefix, &"status1");
+        let mut env = NodeEnv::new(db, redis, prefix, &"status1");
+        env.extend(extra);
         let data = tempfile::tempdir().unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_ringchat"))
             .args(["serve", "--role", "status"])

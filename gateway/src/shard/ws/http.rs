@@ -319,22 +319,60 @@ pub fn accept_key(key: &str) -> String {
 }
 
 /// `GET /assign`'s answer: JSON, readable by a page from any origin (it names only the
-/// addresses clients are meant to use), never cached.
+/// addresses clients are meant to use), never cached; a 404 on a node not in cluster mode. The
+/// one rule for every listener that answers it: the shard's (`assign_response`), a status-only
+/// node's and a kept-alive `/files` connection's (`assign_axum_response`).
+fn assign_answer(
+    answer: Option<(u16, String)>,
+) -> (
+    u16,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    String,
+) {
+    const HEADERS: &[(&str, &str)] = &[
+        ("Cache-Control", "no-store"),
+        ("Access-Control-Allow-Origin", "*"),
+    ];
+    match answer {
+        None => (
+            404,
+            "text/plain; charset=utf-8",
+            &[],
+            "not found (this server is not in cluster mode)\n".to_owned(),
+        ),
+        Some((200, body)) => (200, "application/json", HEADERS, body),
+        Some((_, body)) => (503, "application/json", HEADERS, body),
+    }
+}
+
+/// [`assign_answer`] as the shard writes it.
 pub fn assign_response(answer: Option<(u16, String)>) -> String {
-    let Some((status, body)) = answer else {
-        return error(404, "not found (this server is not in cluster mode)");
+    let (status, content_type, headers, body) = assign_answer(answer);
+    let line = match status {
+        200 => "200 OK",
+        404 => "404 Not Found",
+        _ => "503 Service Unavailable",
     };
-    let line = if status == 200 {
-        "200 OK"
-    } else {
-        "503 Service Unavailable"
-    };
-    response(
-        line,
-        "application/json",
-        "Cache-Control: no-store\r\nAccess-Control-Allow-Origin: *\r\n",
-        &body,
-    )
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
+    response(line, content_type, &extra, &body)
+}
+
+/// [`assign_answer`] as an axum response, for the listeners served by axum.
+pub fn assign_axum_response(answer: Option<(u16, String)>) -> axum::response::Response {
+    use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+    use axum::response::IntoResponse as _;
+    let (status, content_type, headers, body) = assign_answer(answer);
+    let mut map = HeaderMap::new();
+    map.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    for (name, value) in headers {
+        map.insert(*name, HeaderValue::from_static(value));
+    }
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    (status, map, body).into_response()
 }
 
 /// The shard's answer to a file request it cannot hand over: no files service (404), or too
