@@ -80,12 +80,20 @@ pub fn open_tail_cached(
     Ok((ports, cached))
 }
 
-/// The server's Sync read (`messaging::reads::sync`), as a client's request gets it.
+/// The server's Sync read (`messaging::reads::sync`), as a client's request gets it (pages
+/// within the default `login.resume_bytes_max`).
 pub fn sync(
     ports: &Ports,
     user: crate::api::UserId,
     req: &v1::Sync,
     page_max: u32,
 ) -> Result<v1::SyncBatch, String> {
-    crate::messaging::reads::sync(ports, user, req, page_max).map_err(|r| format!("{r:?}"))
+    crate::messaging::reads::sync(
+        ports,
+        user,
+        req,
+        page_max,
+        crate::config::RESUME_BYTES_MAX_DEFAULT,
+    )
+    .map_err(|r| format!("{r:?}"))
 }

@@ -100,8 +100,9 @@ pub struct GatewayConfig {
     pub idle_timeout_ms: u64,
     /// Frames queued for one connection; past it the connection is kicked as a slow consumer.
     pub outbound_frames_max: usize,
-    /// Bytes of the frames queued for one connection (a reply can be a sync page of several
-    /// MiB); past it the connection is kicked as a slow consumer. One frame is always taken.
+    /// Bytes of the frames queued for one connection (a reply, a sync page or a resume's
+    /// batches, is held to half of it: `login.resume_bytes_max`); past it the connection is
+    /// kicked as a slow consumer. One frame is always taken.
     pub outbound_bytes_max: u32,
     /// Bytes of the frames queued for all of one shard's connections together; past it the
     /// connections whose backlogs free the most are kicked as slow consumers. Bounds the memory
@@ -193,7 +194,7 @@ pub const TLS_HANDSHAKES_PER_SHARD_PER_S_DEFAULT: u32 = LOGINS_PER_SECOND_PER_SH
 const TLS_HANDSHAKES_PER_SHARD_PER_S_MAX: u32 = 1_000_000;
 
 /// Default `gateway.outbound_bytes_max`: room for several of the largest replies (a sync page
-/// of `sync_page_max` messages of `message_bytes_max`, ~6.5 MiB by default) behind each other.
+/// or a resume, `login.resume_bytes_max`, 2 MiB by default) behind each other.
 /// Bounds: below 1 MiB a burst of pushes would kick a client that reads; above 1 GiB one
 /// connection could take the box.
 pub const OUTBOUND_BYTES_MAX_DEFAULT: u32 = 32 * 1024 * 1024;

@@ -8,10 +8,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::cluster::{NodeEnv, redis_url, unique};
+use common::cluster::{NodeEnv, redis_url, route_fields, unique};
 use common::contacts::*;
 use common::groups::{create_id, send_body};
 use common::{TestServer, WAIT_DEADLINE, wait_until};
+use ringchat_backend::testkit::OwnRedis;
 use ringchat_bench::client::{Client, conversation_id};
 use ringchat_proto::Body;
 use ringchat_proto::v1::{self, ErrorCode, PresenceState as P};
@@ -23,12 +24,21 @@ const QUIET_MS: &str = "300";
 /// Nodes on one fresh database and Redis prefix, once each sees them all and hears their
 /// presence changes.
 fn nodes(ids: &[&str], quiet_ms: &str) -> Vec<TestServer> {
+    nodes_on(
+        &redis_url(),
+        &format!("rc_presence_{}", unique()),
+        ids,
+        quiet_ms,
+    )
+}
+
+/// [`nodes`] on the Redis at `redis`, under `prefix`.
+fn nodes_on(redis: &str, prefix: &str, ids: &[&str], quiet_ms: &str) -> Vec<TestServer> {
     let db = common::store::fresh_database();
-    let prefix = format!("rc_presence_{}", unique());
     let servers: Vec<TestServer> = ids
         .iter()
         .map(|id| {
-            let mut env = NodeEnv::new(&db, &redis_url(), &prefix, id);
+            let mut env = NodeEnv::new(&db, redis, prefix, id);
             env.vars
                 .push(("PRESENCE__QUIET_PERIOD_MS".into(), quiet_ms.into()));
             TestServer::start(&env.pairs())
@@ -52,6 +62,19 @@ fn nodes(ids: &[&str], quiet_ms: &str) -> Vec<TestServer> {
 /// them.
 async fn presence_so_far(c: &mut Client) -> Vec<v1::Presence> {
     list_friends(c, 0, 1).await;
+    let mut out = Vec::new();
+    while c.pending_events() > 0 {
+        if let Some(Body::Presence(p)) = c.next_event().await.unwrap().unwrap().body {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// The Presence pushes queued for `c` before a request's reply arrives (the request reads
+/// nothing of presence, so it changes nothing a push would tell).
+async fn presence_pushes(c: &mut Client) -> Vec<v1::Presence> {
+    c.conversations().await.expect("conversations");
     let mut out = Vec::new();
     while c.pending_events() > 0 {
         if let Some(Body::Presence(p)) = c.next_event().await.unwrap().unwrap().body {
@@ -195,6 +218,83 @@ async fn a_killed_node_s_users_go_offline_for_friends_on_other_nodes() {
     // (n1's news of her login may reach n2 after the friendship began: told late, but true).
     let gone = offline_after_late_online(&mut b, alice.user_id).await;
     assert!(gone.last_seen_ms >= killed, "{gone:?}");
+    drop(a);
+}
+
+/// Redis restarts empty while alice (on n1) and her friend bob (on n2) are online. A node
+/// whose subscription comes back reads again the users it knows, and trusts what Redis says:
+/// n2 must not read alice before n1 has put her part back, or, if it does, must hear n1
+/// publish it (the periodic rewrite is silent), or bob is told she went offline for good.
+/// n1 rewrites its parts as soon as its own subscription is back, publishing those Redis
+/// lacked. The subscriptions are dropped once more after the restart (`CLIENT KILL`), with
+/// Redis healthy: right after the restart n2's re-read may fail (its breaker is open from the
+/// outage) and miss the point.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_redis_restarts_empty_friends_on_other_nodes_still_see_a_user_online() {
+    let mut redis = OwnRedis::start(common::cluster::free_port());
+    let prefix = format!("rc_presence_restart_{}", unique());
+    // Quiet period 0: bob is told of an offline alice at once, so that a wrong one shows.
+    let nodes = nodes_on(&redis.url(), &prefix, &["n1", "n2"], "0");
+    let (mut a, alice) = nodes[0].user("alice").await;
+    let (mut b, bob) = nodes[1].user("bob").await;
+    befriend(&mut a, alice.user_id, &mut b, bob.user_id).await;
+    let me = alice.user_id;
+    listed_online(&mut b, me).await;
+    let mut pushes = presence_pushes(&mut b).await;
+
+    redis.stop();
+    wait_until("both nodes lost the presence subscription", || {
+        nodes
+            .iter()
+            .all(|s| s.metric("ringchat_cluster_presence_subscribed") == 0.0)
+    });
+    let redis_again = OwnRedis::start(redis.port);
+    wait_until("both nodes subscribed again, each seeing both", || {
+        nodes.iter().all(|s| {
+            s.metric("ringchat_cluster_presence_subscribed") == 1.0
+                && s.metric("ringchat_cluster_view_fresh") == 1.0
+                && s.metric("ringchat_cluster_nodes") == 2.0
+        })
+    });
+    wait_until("alice's route is back in Redis", || {
+        route_fields(&redis_again.url(), &prefix, me)
+            .iter()
+            .any(|f| f.starts_with("n1/"))
+    });
+    // Every subscription drops and comes back: n2 reads alice again, Redis answering.
+    let decided = || nodes[1].metric("ringchat_cluster_presence_decided_total");
+    let before = decided();
+    let mut c = redis::Client::open(redis_again.url())
+        .and_then(|c| c.get_connection())
+        .expect("connect to the test's Redis");
+    let _: redis::Value = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query(&mut c)
+        .expect("CLIENT KILL");
+    wait_until("n2 decided about alice after reading her again", || {
+        decided() > before
+    });
+    // A publish of n1's follows its rewrite within `routes.flush_ms`: a grace for it to reach
+    // bob, then bob's last word on alice must be online.
+    let grace_end = Instant::now() + Duration::from_secs(1);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        pushes.extend(presence_pushes(&mut b).await);
+        let last = pushes.iter().rev().find(|p| p.user_id == me);
+        let online = last.is_none_or(|p| p.state() == P::Online);
+        if online && Instant::now() >= grace_end {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "bob was told alice went offline and never told otherwise: {pushes:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(listed(&mut b, me).await.state(), P::Online);
+    eprintln!("bob's presence pushes of alice across the restart: {pushes:?}");
     drop(a);
 }
 

@@ -142,6 +142,78 @@ async fn synced_in_pages(env: &[(&str, &str)]) {
     }
 }
 
+/// A page is bounded in bytes as well as in messages: by the bound a resume keeps
+/// (`login.resume_bytes_max`, held to half of `gateway.outbound_bytes_max`), so that a page of
+/// large messages never fills the connection's queue alone. It ends early with `has_more`,
+/// and paging on returns every message once.
+#[tokio::test]
+async fn sync_and_history_pages_end_at_half_the_outbound_byte_bound() {
+    // A 1 MiB queue: pages of at most 512 KiB; 24 messages of 30,000 bytes are ~720 kB.
+    const N: u64 = 24;
+    let server = TestServer::start(&[("GATEWAY__OUTBOUND_BYTES_MAX", "1048576")]);
+    let (mut s, _) = server.user("sender").await;
+    let recipient = server.user("recipient").await.1;
+    let body = |i: u64| format!("{i:05}{}", "x".repeat(29_995));
+    for i in 1..=N {
+        s.send_text(recipient.user_id, &format!("c{i}"), &body(i))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let (mut r, _) = server.device("recipient", "phone").await;
+    let conv = r.conversations().await.unwrap()[0].conversation_id;
+    let half = 512 * 1024;
+
+    let mut synced = Vec::new();
+    let mut after = 0;
+    let mut pages = 0;
+    loop {
+        let page = r.sync(conv, after, 0).await.unwrap();
+        pages += 1;
+        assert!(
+            !page.messages.is_empty(),
+            "a page holds at least one message"
+        );
+        assert!(
+            prost::Message::encoded_len(&page) <= half + 64,
+            "{} bytes",
+            prost::Message::encoded_len(&page)
+        );
+        if pages == 1 {
+            assert!((page.messages.len() as u64) < N && page.has_more);
+        }
+        after = page.messages.last().unwrap().seq;
+        synced.extend(page.messages);
+        if !page.has_more {
+            break;
+        }
+        assert!(pages < N, "paging never ends");
+    }
+    let seqs: Vec<u64> = synced.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, (1..=N).collect::<Vec<_>>(), "each message once");
+    assert!(synced.iter().all(|m| text(m) == body(m.seq)));
+
+    let mut history = Vec::new();
+    let mut before = 0;
+    let mut pages = 0;
+    loop {
+        let page = r.history(conv, before, 0).await.unwrap();
+        pages += 1;
+        assert!(prost::Message::encoded_len(&page) <= half + 64);
+        if pages == 1 {
+            assert!((page.messages.len() as u64) < N && page.has_more);
+        }
+        before = page.messages.last().expect("a message").seq;
+        history.extend(page.messages);
+        if !page.has_more {
+            break;
+        }
+        assert!(pages < N, "paging never ends");
+    }
+    let seqs: Vec<u64> = history.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, (1..=N).rev().collect::<Vec<_>>(), "each message once");
+}
+
 #[tokio::test]
 async fn resends_with_the_same_client_msg_id_store_one_message() {
     let server = TestServer::start(&[]);

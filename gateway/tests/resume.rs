@@ -159,12 +159,15 @@ async fn resume_never_outgrows_the_outbound_queue() {
 }
 
 /// A resume's batches are bounded in bytes (`login.resume_bytes_max`): within it, everything;
-/// past it, no batch at all and `TOO_LARGE` (the reads stop there, the client syncs instead).
+/// one conversation past it, a batch cut there like a Sync page (`has_more`: the client Syncs
+/// on); several together past it, no batch at all and `TOO_LARGE` (the reads stop there, the
+/// client syncs instead).
 #[tokio::test]
 async fn resume_stops_at_its_byte_budget() {
     let server = TestServer::start(&[("LOGIN__RESUME_BYTES_MAX", "65536")]);
     let mut a = Device::new(&server, "alice").await;
     let (mut b, bob) = server.user("bob").await;
+    let (mut c, _) = server.user("carol").await;
     let direct = conversation_id(a.user_id, bob.user_id);
     let big = "x".repeat(8_000);
     // 4 messages of 8 kB while away: within 64 KiB.
@@ -180,19 +183,44 @@ async fn resume_stops_at_its_byte_budget() {
     assert_eq!(seqs(&resumed).len(), 4);
     nothing_more(&mut back).await;
     drop(back);
-    // 9 more (72 kB): past it.
+    // 9 more (72 kB) in the one conversation: its batch is the Sync page, which ends at the
+    // same 64 KiB with `has_more`; Sync pages on from there.
     for i in 4..13 {
         let id = format!("m{i}");
         b.send_text(a.user_id, &id, &big).await.unwrap().unwrap();
     }
     let (mut back, resumed) = a.reconnect(&server, since, &[(direct, 4)]).await;
     let resumed = resumed.expect("login");
+    assert!(resumed.done.complete, "{:?}", resumed.done.reason);
+    let [batch] = resumed.batches.as_slice() else {
+        panic!("one batch: {:?}", resumed.done);
+    };
+    assert!(
+        batch.has_more && batch.messages.len() < 9,
+        "{}",
+        batch.messages.len()
+    );
+    let mut got: Vec<u64> = batch.messages.iter().map(|m| m.seq).collect();
+    let rest = back.sync_all(direct, *got.last().unwrap()).await.unwrap();
+    got.extend(rest.iter().map(|m| m.seq));
+    assert_eq!(got, (5..=13).collect::<Vec<_>>());
+    nothing_more(&mut back).await;
+    drop(back);
+    // 5 more from bob and 5 from carol (40 kB each): together past it.
+    for i in 13..18 {
+        let id = format!("m{i}");
+        b.send_text(a.user_id, &id, &big).await.unwrap().unwrap();
+        c.send_text(a.user_id, &id, &big).await.unwrap().unwrap();
+    }
+    let (mut back, resumed) = a.reconnect(&server, since, &[(direct, 13)]).await;
+    let resumed = resumed.expect("login");
     assert!(!resumed.done.complete);
     assert_eq!(resumed.done.reason, ResumeIncomplete::TooLarge as i32);
     assert!(resumed.batches.is_empty() && resumed.done.conversations.is_empty());
     // The fallback: Sync pages through all of it on the same session.
-    let batch = back.sync(direct, 4, 0).await.unwrap();
-    assert_eq!(batch.messages.len(), 9);
+    let synced = back.sync_all(direct, 13).await.unwrap();
+    let seqs: Vec<u64> = synced.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, (14..=18).collect::<Vec<_>>());
     nothing_more(&mut back).await;
 }
 

@@ -219,6 +219,10 @@ const COUNTERS: &[(&str, &str)] = &[
         "Presence writes to Redis (pipelines) that failed (their users are written again), since start.",
     ),
     (
+        "ringchat_cluster_presence_parts_restored_total",
+        "This node's presence parts a rewrite found missing in Redis (restarted empty, flushed, expired) and published again, since start.",
+    ),
+    (
         "ringchat_cluster_presence_decided_total",
         "Presence changes heard from other nodes that this node decided on (and told friends here when shown state changed), since start.",
     ),

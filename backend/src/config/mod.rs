@@ -195,7 +195,8 @@ pub struct LoginConfig {
     /// Bytes of `SyncBatch` one resume sends, at most (encoded); more missed: the reads stop
     /// and the client gets `Resumed{complete: false, reason: TOO_LARGE}`. The server uses half
     /// of `gateway.outbound_bytes_max` if that is less, so that a resume never makes its client
-    /// a slow consumer.
+    /// a slow consumer. Also the bound of one `Sync` or `History` page (at least one message;
+    /// a page cut short says `has_more`).
     pub resume_bytes_max: u64,
 }
 

@@ -74,10 +74,14 @@ impl Backend {
             let _permit = ticket.permit().await;
             let ports = this.ports.clone();
             let page_max = this.settings.limits.sync_page_max;
+            // A page within what a resume may send: at most half of the connection's queue.
+            let bytes_max = this.settings.login.resume_bytes_max;
             let answer = tokio::task::spawn_blocking(move || match read {
-                Read::Sync(req) => reads::sync(&ports, user, &req, page_max).map(Body::SyncBatch),
+                Read::Sync(req) => {
+                    reads::sync(&ports, user, &req, page_max, bytes_max).map(Body::SyncBatch)
+                }
                 Read::History(req) => {
-                    reads::history(&ports, user, &req, page_max).map(Body::HistoryBatch)
+                    reads::history(&ports, user, &req, page_max, bytes_max).map(Body::HistoryBatch)
                 }
                 Read::Conversations(req) => {
                     conversations::conversations(&ports, user, &req).map(Body::ConversationList)

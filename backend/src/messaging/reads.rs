@@ -1,6 +1,7 @@
 //! Sync and history: reads straight from the store, on blocking threads (the conversation list
 //! is in `conversations.rs`).
 
+use prost::Message as _;
 use ringchat_proto::v1;
 
 use super::{conv_from_wire, members_with, to_wire};
@@ -67,11 +68,35 @@ pub(crate) fn visible_message(
     Ok(message)
 }
 
+/// The front of `messages` (already in the page's order) whose encoded size stays within
+/// `bytes_max`, always at least one message; whether it cut any. The one bound of a reply's
+/// size that Resume keeps too (`login.resume_bytes_max`, which the server holds to half of
+/// `gateway.outbound_bytes_max`): a page of large messages would otherwise fill the client's
+/// outbound queue alone, and the next push would kick it as a slow consumer.
+fn cut_to_bytes(messages: &mut Vec<v1::Message>, bytes_max: u64) -> bool {
+    let mut bytes = 0u64;
+    let keep = messages
+        .iter()
+        .position(|m| {
+            let len = m.encoded_len();
+            // Field tag and length prefix of the message within the batch.
+            bytes = bytes.saturating_add((1 + prost::length_delimiter_len(len) + len) as u64);
+            bytes > bytes_max
+        })
+        .map_or(messages.len(), |over| over.max(1));
+    let cut = keep < messages.len();
+    messages.truncate(keep);
+    cut
+}
+
+/// `bytes_max`: encoded bytes of the page's messages, at most (at least one is sent); a page
+/// cut short says `has_more`.
 pub fn sync(
     ports: &Ports,
     user: UserId,
     req: &v1::Sync,
     page_max: u32,
+    bytes_max: u64,
 ) -> Result<v1::SyncBatch, Refusal> {
     let conv = conv_from_wire(req.conversation_id)?;
     let (first, last) = visible_seqs(ports, conv, user)?;
@@ -96,18 +121,22 @@ pub fn sync(
     }
     let has_more = messages.len() > limit || (read_past_page && more_after.unwrap_or(false));
     messages.truncate(limit);
+    let mut messages: Vec<v1::Message> = messages.into_iter().map(to_wire).collect();
+    let cut = cut_to_bytes(&mut messages, bytes_max);
     Ok(v1::SyncBatch {
         conversation_id: req.conversation_id,
-        messages: messages.into_iter().map(to_wire).collect(),
-        has_more,
+        messages,
+        has_more: has_more || cut,
     })
 }
 
+/// `bytes_max` as for [`sync`] (the newest messages of the page are kept).
 pub fn history(
     ports: &Ports,
     user: UserId,
     req: &v1::History,
     page_max: u32,
+    bytes_max: u64,
 ) -> Result<v1::HistoryBatch, Refusal> {
     let conv = conv_from_wire(req.conversation_id)?;
     let (first, last) = visible_seqs(ports, conv, user)?;
@@ -138,10 +167,12 @@ pub fn history(
     }
     let has_more = messages.len() > limit || (read_past_page && more_after.unwrap_or(false));
     messages.truncate(limit);
+    let mut messages: Vec<v1::Message> = messages.into_iter().map(to_wire).collect();
+    let cut = cut_to_bytes(&mut messages, bytes_max);
     Ok(v1::HistoryBatch {
         conversation_id: req.conversation_id,
-        messages: messages.into_iter().map(to_wire).collect(),
-        has_more,
+        messages,
+        has_more: has_more || cut,
     })
 }
 

@@ -164,7 +164,7 @@ pub(crate) fn read(
             after_seq,
             limit: 0,
         };
-        match reads::sync(ports, user, &sync, bounds.page_max) {
+        match reads::sync(ports, user, &sync, bounds.page_max, bounds.bytes_max) {
             Ok(batch) if batch.messages.is_empty() => {}
             Ok(batch) => {
                 bytes = bytes.saturating_add(batch.encoded_len() as u64);

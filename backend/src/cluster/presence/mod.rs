@@ -5,7 +5,10 @@
 //!   part marks the user dirty; the writer (`tasks.rs`) brings Redis up to date every
 //!   `routes.flush_ms` with one script per user that sets the part, moves last seen forward
 //!   and publishes the user's whole state (`wire.rs`), and rewrites every part and its TTL
-//!   every `routes.refresh_ms`. A login or close never waits on Redis.
+//!   every `routes.refresh_ms`. A rewrite that finds a part missing (Redis restarted empty,
+//!   was flushed, or the key expired) publishes that user's state as a change does: the other
+//!   nodes may have read or been told the state without it, and a silent rewrite would never
+//!   correct them. A login or close never waits on Redis.
 //! - **Other nodes' parts** arrive on the subscription, each message with the user's whole
 //!   state in the order Redis applied the changes, and are kept per user while the user has a
 //!   part on another node (bounded by the users online in the cluster). A user's shown state
@@ -20,10 +23,13 @@
 //! - **A friends list** shows what this node's friends were told; users this node has not
 //!   heard of are read from Redis then (one pipeline per page, on the blocking thread the list
 //!   is built on, bounded by the Redis deadline).
-//! - **Redis away**: parts are not written (retried; a restarted, empty Redis has them back
-//!   within `refresh_ms`) and changes on other nodes are not heard: presence goes stale, and
-//!   lists show what this node last knew. When the subscription is back, the users known here
-//!   are read again. Nothing else waits on presence.
+//! - **Redis away**: parts are not written (retried) and changes on other nodes are not heard:
+//!   presence goes stale, and lists show what this node last knew. When the subscription is
+//!   back, each node rewrites its parts at once (as its routes), publishing those Redis lacked,
+//!   and reads again the users it knows. A node that reads a friend's state before the
+//!   friend's node has put it back sees them offline (its friends may be told so, after the
+//!   quiet period), and is corrected by that node's publish moments later. Nothing else waits
+//!   on presence.
 
 mod tasks;
 mod wire;
@@ -74,6 +80,9 @@ pub struct ClusterPresence {
     users: Mutex<Users>,
     /// Wakes the writer after the first change since its last flush.
     dirty_changed: tokio::sync::Notify,
+    /// Wakes the writer to rewrite this node's parts at once: the subscription is back, and
+    /// Redis may have restarted empty.
+    resubscribed: tokio::sync::Notify,
     /// Wakes the backend's task that takes `take_elsewhere`.
     pub(crate) elsewhere_changed: tokio::sync::Notify,
     /// For the friends list's reads of Redis (made on a blocking thread).
@@ -101,6 +110,7 @@ impl ClusterPresence {
             local: LocalPresence::default(),
             users: Mutex::default(),
             dirty_changed: tokio::sync::Notify::new(),
+            resubscribed: tokio::sync::Notify::new(),
             elsewhere_changed: tokio::sync::Notify::new(),
             runtime: tokio::runtime::Handle::current(),
             subscribed: AtomicBool::new(false),

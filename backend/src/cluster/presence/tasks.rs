@@ -54,11 +54,18 @@ impl ClusterPresence {
                     Ok(()) => self.flush(false).await,
                     Err(err) => Err(err),
                 },
+                // Redis may have restarted empty without a write of this node's failing (none
+                // was due): the parts go back now, and the missing ones are published.
+                () = self.resubscribed.notified() => match self.refresh().await {
+                    Ok(()) => self.flush(false).await,
+                    Err(err) => Err(err),
+                },
             };
             match result {
                 Ok(()) if failing => {
                     tracing::info!("cluster: presence writes reach Redis again");
-                    // Redis may have restarted empty: put every part back now.
+                    // Redis may have restarted empty: put every part back now (the missing
+                    // ones are flushed, and published, next).
                     failing = self.refresh().await.is_err();
                 }
                 Ok(()) => {}
@@ -143,34 +150,56 @@ impl ClusterPresence {
         }
     }
 
-    /// Rewrites every present part of this node and its key's TTL (nothing published:
-    /// nothing changed).
+    /// Rewrites every present part of this node and its key's TTL. The one rule for what a
+    /// rewrite publishes: a part Redis did not have (it restarted empty, was flushed, the key
+    /// expired) makes its user dirty, so that the next flush publishes the whole state; the
+    /// other nodes may have read the user's state without it (a re-read after subscribing) or
+    /// been told it (another node's change), and nothing else would correct them. A part that
+    /// was there publishes nothing: nothing changed.
     async fn refresh(&self) -> Result<(), RedisError> {
         let field = wire::field(&self.me.node_id, self.me.started_at_ms);
         let users = self.local.present_users();
+        let mut missing = Vec::new();
         for chunk in users.chunks(self.config.batch_users_max.max(1)) {
             let mut pipe = redis::pipe();
-            let mut any = false;
+            let mut written = Vec::with_capacity(chunk.len());
             for &user in chunk {
                 let state = self.local.current(user).state;
                 if state == State::Offline {
                     continue;
                 }
-                any = true;
+                written.push(user);
                 let key = wire::presence_key(&self.prefix, user);
+                // HSET answers how many fields it added: 1 when the part was missing.
                 pipe.cmd("HSET")
                     .arg(&key)
                     .arg(&field)
                     .arg((state.to_digit() as char).to_string())
-                    .ignore()
                     .cmd("PEXPIRE")
                     .arg(&key)
                     .arg(self.config.ttl_ms)
                     .ignore();
             }
-            if any {
-                self.redis.query::<()>(&pipe).await?;
+            if written.is_empty() {
+                continue;
             }
+            let added: Vec<u64> = self.redis.query(&pipe).await?;
+            missing.extend(
+                written
+                    .iter()
+                    .zip(&added)
+                    .filter(|(_, added)| **added > 0)
+                    .map(|(user, _)| *user),
+            );
+        }
+        if !missing.is_empty() {
+            metrics::counter!("ringchat_cluster_presence_parts_restored_total")
+                .increment(missing.len() as u64);
+            let mut users = self.users();
+            if users.dirty.is_empty() {
+                self.dirty_changed.notify_one();
+            }
+            users.dirty.extend(missing);
         }
         Ok(())
     }
@@ -332,8 +361,12 @@ impl ClusterPresence {
 impl Subscriber for ClusterPresence {
     async fn subscribed(&self) {
         tracing::info!("cluster: subscribed to presence changes");
+        // This node's parts go back at once (as its routes do): a part Redis lost is published
+        // by the rewrite, which corrects a node that re-read the user without it.
+        self.resubscribed.notify_one();
         // Changes published while this node was not listening are lost: read again what it
         // knows (users who came online meanwhile show with their next change, or when listed).
+        // A part another node has not put back yet reads as absent; its publish follows.
         self.reread_known().await;
         self.subscribed.store(true, Relaxed);
     }

@@ -187,3 +187,59 @@ async fn nodes_share_presence_through_redis() {
     let _ = stops.remove(0).send(());
     tasks.remove(0).await.expect("a stops");
 }
+
+/// Redis loses a node's part of a user (a FLUSHALL; here the user's key is deleted) and another
+/// node's change is published without it: that node's friends would be told the user went
+/// offline. The owning node's next rewrite finds its part missing and publishes the whole
+/// state again, which corrects them (a silent rewrite never would).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewrite_that_finds_its_part_missing_publishes_the_state_again() {
+    let url = redis_url();
+    let prefix = format!("pr_{}_{}", std::process::id(), crate::time::now_ms());
+    let view = Arc::new(ArcSwap::from_pointee(view_of(&["a", "b"])));
+    let a = node(&url, &prefix, "a", &view);
+    let b = node(&url, &prefix, "b", &view);
+    let mut stops = Vec::new();
+    let mut tasks = Vec::new();
+    for p in [&a, &b] {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        stops.push(stop);
+        tasks.push(tokio::spawn(Arc::clone(p).run(async {
+            let _ = stopped.await;
+        })));
+    }
+    until("both subscribed", || a.subscribed() && b.subscribed()).await;
+    a.set_device(USER, conn(1), Some(DeviceState::Online), 100);
+    until("b hears that the user is online on a", || {
+        b.current(USER).state == State::Online
+    })
+    .await;
+    b.take_elsewhere();
+
+    let mut c = redis::Client::open(url.as_str())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to the test Redis");
+    let _: () = redis::cmd("DEL")
+        .arg(wire::presence_key(&prefix, USER))
+        .query_async(&mut c)
+        .await
+        .expect("DEL");
+    // A device of the user's on b comes and goes: b publishes the state Redis has now.
+    b.set_device(USER, conn(2), Some(DeviceState::Online), 200);
+    b.set_device(USER, conn(2), None, 300);
+    until("b hears a change of the user", || {
+        b.take_elsewhere().contains(&USER)
+    })
+    .await;
+    until("b shows the user online on a again", || {
+        b.current(USER).state == State::Online
+    })
+    .await;
+
+    for (stop, task) in stops.into_iter().zip(tasks) {
+        let _ = stop.send(());
+        task.await.expect("stops");
+    }
+}

@@ -141,7 +141,7 @@ fn sync_shows_nothing_past_a_removal_committed_during_the_read() {
         after_seq: 0,
         limit: 0,
     };
-    let batch = sync(&ports, BOB, &req, 100).unwrap();
+    let batch = sync(&ports, BOB, &req, 100, u64::MAX).unwrap();
     assert_eq!(seqs(&batch.messages), [1, 2, 3]);
 }
 
@@ -153,7 +153,7 @@ fn history_shows_nothing_past_a_removal_committed_during_the_read() {
         before_seq: 0,
         limit: 0,
     };
-    let batch = history(&ports, BOB, &req, 100).unwrap();
+    let batch = history(&ports, BOB, &req, 100, u64::MAX).unwrap();
     assert_eq!(seqs(&batch.messages), [3, 2, 1], "newest first");
 }
 
@@ -180,7 +180,10 @@ fn a_removal_and_return_during_the_read_show_only_the_return_s_range() {
         after_seq: 0,
         limit: 0,
     };
-    assert_eq!(seqs(&sync(&ports, BOB, &req, 100).unwrap().messages), [5]);
+    assert_eq!(
+        seqs(&sync(&ports, BOB, &req, 100, u64::MAX).unwrap().messages),
+        [5]
+    );
     let (_dir, ports, g) = group_with_bob(back);
     assert!(visible_message(&ports, BOB, g, 4).unwrap().is_none());
     assert!(visible_message(&ports, BOB, g, 5).unwrap().is_some());
@@ -252,7 +255,7 @@ fn reads_that_can_see_nothing_read_no_page() {
             after_seq,
             limit: 0,
         };
-        let batch = sync(&ports, BOB, &req, 100).unwrap();
+        let batch = sync(&ports, BOB, &req, 100, u64::MAX).unwrap();
         assert!(
             batch.messages.is_empty() && !batch.has_more,
             "after {after_seq}"
@@ -265,10 +268,10 @@ fn reads_that_can_see_nothing_read_no_page() {
         after_seq: 1,
         limit: 1,
     };
-    let batch = sync(&ports, BOB, &req, 100).unwrap();
+    let batch = sync(&ports, BOB, &req, 100, u64::MAX).unwrap();
     assert_eq!((seqs(&batch.messages), batch.has_more), (vec![2], true));
     let req = v1::Sync { limit: 0, ..req };
-    let batch = sync(&ports, BOB, &req, 100).unwrap();
+    let batch = sync(&ports, BOB, &req, 100, u64::MAX).unwrap();
     assert_eq!((seqs(&batch.messages), batch.has_more), (vec![2, 3], false));
 
     // Joined at 4 with history hidden: nothing before 4.
@@ -285,7 +288,7 @@ fn reads_that_can_see_nothing_read_no_page() {
             before_seq,
             limit: 0,
         };
-        let batch = history(&ports, BOB, &req, 100).unwrap();
+        let batch = history(&ports, BOB, &req, 100, u64::MAX).unwrap();
         assert!(
             batch.messages.is_empty() && !batch.has_more,
             "before {before_seq}"
@@ -297,12 +300,38 @@ fn reads_that_can_see_nothing_read_no_page() {
         before_seq: 0,
         limit: 1,
     };
-    let batch = history(&ports, BOB, &req, 100).unwrap();
+    let batch = history(&ports, BOB, &req, 100, u64::MAX).unwrap();
     assert_eq!((seqs(&batch.messages), batch.has_more), (vec![5], true));
     let req = v1::History {
         before_seq: 5,
         ..req
     };
-    let batch = history(&ports, BOB, &req, 100).unwrap();
+    let batch = history(&ports, BOB, &req, 100, u64::MAX).unwrap();
     assert_eq!((seqs(&batch.messages), batch.has_more), (vec![4], false));
+}
+
+/// A page stops before the message that would take it past `bytes_max`, and always holds one.
+#[test]
+fn a_page_is_cut_to_its_byte_bound_but_never_empty() {
+    let msg = |seq| v1::Message {
+        seq,
+        content: vec![b'x'; 1_000].into(),
+        ..Default::default()
+    };
+    let one = {
+        let len = msg(1).encoded_len();
+        (1 + prost::length_delimiter_len(len) + len) as u64
+    };
+    let page = |n| (1..=n).map(msg).collect::<Vec<_>>();
+    let mut m = page(5);
+    assert!(!cut_to_bytes(&mut m, 5 * one));
+    assert_eq!(m.len(), 5);
+    let mut m = page(5);
+    assert!(cut_to_bytes(&mut m, 3 * one + one / 2));
+    assert_eq!(seqs(&m), [1, 2, 3]);
+    let mut m = page(5);
+    assert!(cut_to_bytes(&mut m, 1));
+    assert_eq!(seqs(&m), [1], "one message whatever its size");
+    let mut m = Vec::new();
+    assert!(!cut_to_bytes(&mut m, 1));
 }
