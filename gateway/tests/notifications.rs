@@ -191,6 +191,48 @@ async fn listed_users_get_it_pushed_or_by_sync_in_order_and_once() {
     assert_eq!(sends, 2, "one entry per notification, none for the repeat");
 }
 
+/// An id names its recipients too: sent again to other users it is a conflict (409), not a
+/// repeat that would answer 200 and reach none of them; the same users in another order or
+/// named twice are a repeat.
+#[tokio::test]
+async fn an_id_sent_again_to_other_users_is_a_conflict() {
+    let server = TestServer::start(&[]);
+    let (_alice, a) = server.user("alice").await;
+    let (_bob, b) = server.user("bob").await;
+    let admin = server.api_key("ops", "admin");
+    let to = |users: Value| json!({"id": "n1", "text": "x", "to": {"users": users}});
+    send(&admin, to(json!([a.user_id])));
+    for users in [
+        json!([b.user_id]),
+        json!([a.user_id, b.user_id]),
+        json!([b.user_id, a.user_id, a.user_id]),
+    ] {
+        let reply = admin.post("/api/notifications", to(users.clone()));
+        assert_eq!(
+            (reply.0, error_code(&reply)),
+            (409, "conflict"),
+            "to {users}: {}",
+            reply.1
+        );
+    }
+    let (status, again) = admin.post("/api/notifications", to(json!([a.user_id, a.user_id])));
+    assert_eq!(
+        (status, again["repeated"].as_bool()),
+        (200, Some(true)),
+        "{again}"
+    );
+    let (mut bob, _) = server.device("bob", "bob-dev2").await;
+    assert!(system_messages(&mut bob, b.user_id).await.is_empty());
+    let (_, audit) = admin.get("/api/audit?limit=50");
+    let sends = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "notification.send")
+        .count();
+    assert_eq!(sends, 1, "only the first was sent");
+}
+
 #[tokio::test]
 async fn a_groups_members_get_it_and_others_do_not() {
     let server = TestServer::start(&[("NOTIFICATIONS__BATCH_USERS", "1")]);

@@ -1,7 +1,9 @@
 //! Offline push through a push gateway's outage, against a real HTTP receiver on loopback that
 //! is down first and comes up later: a broadcast notification does not crowd direct messages'
 //! pushes out of the queue; a user who came back online while the push waited gets none; a push
-//! whose message grew older than `push.max_age_ms` while it waited is not sent, and counted.
+//! whose message grew older than `push.max_age_ms` while it waited is not sent, and counted;
+//! nor is a group's push, resolved before the outage ended, whose request or retry comes when
+//! it is too old or its member is back online.
 
 mod common;
 
@@ -9,13 +11,14 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::TestServer;
-use common::contacts::befriend;
+use common::contacts::{ask, befriend};
+use common::groups::{ack, create_id, send_body};
 use common::push::{
     DEADLINE, env, go_offline, has_push, metric, pushes, user_with_token, wait_metric,
 };
 use common::webhook::{WebhookSink, free_port, register_token_of};
 use ringchat_bench::client::Client;
-use ringchat_proto::v1::PushProvider;
+use ringchat_proto::v1::{self, PushProvider};
 use serde_json::json;
 
 /// A server whose push receiver (at the returned address) is not up yet, retried often and
@@ -167,9 +170,10 @@ async fn a_user_back_online_while_the_push_waited_gets_none() {
 }
 
 /// A push that waited longer than `push.max_age_ms` for the sender is dropped unsent and
-/// counted; one taken before it was that old is still sent, and fresh ones are.
+/// counted; one taken in time but still retried once that old is left out of its retry; fresh
+/// ones are sent.
 #[tokio::test]
-async fn a_push_older_than_max_age_when_taken_is_not_sent() {
+async fn a_push_older_than_max_age_when_taken_or_retried_is_not_sent() {
     const MAX_AGE_MS: u64 = 1_000;
     let (server, addr, mut alice, users) =
         receiver_down(&[("PUSH__MAX_AGE_MS", "1000")], &["bob", "carol", "dave"]).await;
@@ -190,9 +194,8 @@ async fn a_push_older_than_max_age_when_taken_is_not_sent() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let sink = WebhookSink::start_on(addr);
-    sink.wait_for("carol's push, taken in time", DEADLINE, |r| {
-        has_push(r, carol, to_carol.seq)
-    });
+    // Carol's, resolved in time, is left out of its next retry; Bob's is dropped when taken.
+    assert_eq!(wait_metric(&server, &stale("expired"), 1), 1);
     assert_eq!(wait_metric(&server, "ringchat_push_expired_total", 1), 1);
     let fresh = alice.send_text(dave, "d1", "news").await.unwrap().unwrap();
     sink.wait_for("dave's fresh push", DEADLINE, |r| {
@@ -201,10 +204,89 @@ async fn a_push_older_than_max_age_when_taken_is_not_sent() {
     assert!(
         !pushes(&sink)
             .iter()
-            .any(|p| p["user_id"] == bob && p["seq"] == to_bob.seq),
+            .any(|p| (p["user_id"] == bob && p["seq"] == to_bob.seq)
+                || (p["user_id"] == carol && p["seq"] == to_carol.seq)),
         "a push older than push.max_age_ms was sent"
     );
     assert_eq!(metric(&server, "ringchat_push_expired_total"), 1);
+}
+
+/// `ringchat_push_stale_total` of `reason`: pushes left out of a request or retry.
+fn stale(reason: &str) -> String {
+    format!("ringchat_push_stale_total{{reason=\"{reason}\"}}")
+}
+
+/// A group message resolves into one push per offline member, `push.batch_max` (1) per
+/// request: the first is retried while the receiver is down, the others wait. Once they are
+/// older than `push.max_age_ms`, none is sent, neither the retried one nor those whose request
+/// comes after the receiver is back (and a member back online gets none either way).
+#[tokio::test]
+async fn a_groups_pushes_older_than_max_age_when_their_request_is_made_are_not_sent() {
+    const MAX_AGE_MS: u64 = 1_000;
+    let (server, addr, mut alice, users) = receiver_down(
+        &[("PUSH__BATCH_MAX", "1"), ("PUSH__MAX_AGE_MS", "1000")],
+        &["bob", "carol", "dave"],
+    )
+    .await;
+    let carol = users[1];
+    let g = create_id(&mut alice, &users, v1::JoinPolicy::InviteOnly).await;
+    let expired = metric(&server, "ringchat_push_expired_total");
+    let sent = ack(ask(&mut alice, send_body(g, "g1", "lunch?", &[], false)).await);
+    // Taken fresh and resolved: the first member's request fails and is retried.
+    wait_metric(&server, "ringchat_push_retries_total", 1);
+    // Wait (on the clock the server stamps messages with) until the message is too old.
+    let too_old = sent.server_time_ms + MAX_AGE_MS + 1;
+    let end = std::time::Instant::now() + DEADLINE;
+    while now_ms() <= too_old {
+        assert!(std::time::Instant::now() < end, "the clock stood still");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (mut bob_again, _) = server.device("bob", "bob-dev1").await;
+    register_token_of(&mut bob_again, PushProvider::Apns, "apns-bob").await;
+    let sink = WebhookSink::start_on(addr);
+    // Each of the three members' pushes is left out of its request or retry.
+    assert_eq!(wait_metric(&server, &stale("expired"), 3), 3);
+    let fresh = alice.send_text(carol, "c1", "news").await.unwrap().unwrap();
+    sink.wait_for("carol's fresh push", DEADLINE, |r| {
+        has_push(r, carol, fresh.seq)
+    });
+    assert!(
+        !pushes(&sink)
+            .iter()
+            .any(|p| p["conversation_id"] == g && p["seq"] == sent.seq),
+        "a push older than push.max_age_ms was sent: {:?}",
+        pushes(&sink)
+    );
+    assert_eq!(
+        metric(&server, "ringchat_push_expired_total"),
+        expired,
+        "the record was taken in time: only its pushes went stale"
+    );
+}
+
+/// A group message's pushes are resolved while every member is offline; one member comes
+/// back while the receiver is down: his push is left out of its request (or retry), the
+/// others' are sent.
+#[tokio::test]
+async fn a_member_back_online_before_a_groups_push_request_gets_none() {
+    let (server, addr, mut alice, users) =
+        receiver_down(&[("PUSH__BATCH_MAX", "1")], &["bob", "carol"]).await;
+    let (bob, carol) = (users[0], users[1]);
+    let g = create_id(&mut alice, &users, v1::JoinPolicy::InviteOnly).await;
+    let sent = ack(ask(&mut alice, send_body(g, "g1", "lunch?", &[], false)).await);
+    // Resolved (both offline): the first request fails and is retried.
+    wait_metric(&server, "ringchat_push_retries_total", 1);
+    let (mut bob_again, _) = server.device("bob", "bob-dev1").await;
+    register_token_of(&mut bob_again, PushProvider::Apns, "apns-bob").await;
+    let sink = WebhookSink::start_on(addr);
+    sink.wait_for("carol's push", DEADLINE, |r| has_push(r, carol, sent.seq));
+    assert_eq!(wait_metric(&server, &stale("online"), 1), 1);
+    assert!(
+        !pushes(&sink)
+            .iter()
+            .any(|p| p["user_id"] == bob && p["seq"] == sent.seq),
+        "a push went to a member who is online"
+    );
 }
 
 fn now_ms() -> u64 {

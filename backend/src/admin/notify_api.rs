@@ -326,7 +326,7 @@ async fn count(admin: &Admin, audience: &Audience) -> ApiResult<u64> {
         (status = 200, description = "A notification with this id is running or done: it is returned", body = NotificationAccepted),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, description = "No such group", body = ErrorBody),
-        (status = 409, description = "The id names a notification with other content", body = ErrorBody),
+        (status = 409, description = "The id names a notification with other content or recipients", body = ErrorBody),
         (status = 422, body = ErrorBody),
         (status = 503, description = "notifications.jobs_running_max are running", body = ErrorBody)))]
 async fn send(

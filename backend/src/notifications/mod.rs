@@ -92,6 +92,10 @@ pub(crate) struct Job {
     /// `all`, `users` or `group`, and the group's id.
     pub target: &'static str,
     pub group: Option<ConvId>,
+    /// For listed users: a digest of the list (sorted, distinct), so that the id sent again
+    /// to other users is a conflict, without keeping a list of up to
+    /// `notifications.users_per_request_max` ids per job in the history.
+    users: Option<UsersDigest>,
     /// Recipients when the job started (for everyone: the users then).
     pub total: u64,
     progress: Mutex<Progress>,
@@ -122,7 +126,7 @@ pub(crate) enum Registered {
 pub(crate) enum StartError {
     /// `jobs_running_max` jobs are running.
     Busy(usize),
-    /// The id names a job with other content.
+    /// The id names a job with other content or other recipients.
     IdConflict,
 }
 
@@ -216,6 +220,7 @@ impl Notifications {
             notice,
             target,
             group,
+            users: users_digest(audience),
             total,
             progress: Mutex::new(Progress {
                 state: JobState::Running,
@@ -276,10 +281,34 @@ fn existing(
         return Ok(None);
     };
     let (target, group) = describe(audience);
-    if job.notice != *notice || job.target != target || job.group != group {
+    if job.notice != *notice
+        || job.target != target
+        || job.group != group
+        || job.users != users_digest(audience)
+    {
         return Err(StartError::IdConflict);
     }
     Ok((job.lock().state != JobState::Failed).then(|| Arc::clone(job)))
+}
+
+/// SHA-256 of a user list: 32 bytes per job whatever the list's length.
+type UsersDigest = [u8; 32];
+
+/// The digest of listed users, in ascending order and each once (the request's order and
+/// repeats do not make it other recipients); `None` for the other audiences.
+fn users_digest(audience: &Audience) -> Option<UsersDigest> {
+    use sha2::{Digest, Sha256};
+    let Audience::Users(users) = audience else {
+        return None;
+    };
+    let mut users = users.clone();
+    users.sort_unstable();
+    users.dedup();
+    let mut hash = Sha256::new();
+    for u in users {
+        hash.update(u.to_be_bytes());
+    }
+    Some(hash.finalize().into())
 }
 
 fn describe(audience: &Audience) -> (&'static str, Option<ConvId>) {

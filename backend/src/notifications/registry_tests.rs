@@ -59,6 +59,33 @@ fn an_id_names_one_job_and_other_content_under_it_conflicts() {
 }
 
 #[test]
+fn an_id_sent_again_to_other_users_conflicts_and_to_the_same_repeats() {
+    let n = registry(4, 10);
+    let to = |users: &[UserId]| Audience::Users(users.to_vec());
+    let (job, _) = n
+        .register("a".into(), "x".into(), notice("hi"), &to(&[1, 2]), 2)
+        .unwrap();
+    n.finished(&job, Ok(()));
+    for other in [&[1][..], &[1, 3], &[1, 2, 3], &[3]] {
+        assert_eq!(
+            n.repeat_of("a", &notice("hi"), &to(other)).unwrap_err(),
+            StartError::IdConflict,
+            "{other:?}"
+        );
+        assert_eq!(
+            n.register("a".into(), "x".into(), notice("hi"), &to(other), 1)
+                .unwrap_err(),
+            StartError::IdConflict
+        );
+    }
+    // The same users in another order, or named twice, are the same recipients.
+    let (same, how) = n
+        .register("a".into(), "x".into(), notice("hi"), &to(&[2, 1, 2]), 2)
+        .unwrap();
+    assert!(how == Registered::Repeat && Arc::ptr_eq(&same, &job));
+}
+
+#[test]
 fn running_jobs_are_bounded_and_history_keeps_the_newest_finished() {
     let n = registry(2, 2);
     let start = |id: &str| {

@@ -31,6 +31,8 @@ pub struct PushConfig {
     /// A push whose message is older than this, in milliseconds, when the sender takes it is
     /// not sent (counted in `ringchat_push_expired_total`): after a push gateway's outage the
     /// queue's stale pushes make way for fresh ones instead of waking devices for old news.
+    /// Nor is one older than this when its request is made or retried
+    /// (`ringchat_push_stale_total{reason="expired"}`).
     pub max_age_ms: u64,
     /// Retries of a request that failed (no connection, timeout, 5xx or 429) before its pushes
     /// are given up and counted in `ringchat_push_failed_total`.

@@ -11,7 +11,8 @@
 //!
 //! The sender (`sender.rs`, one tokio task) resolves records into pushes (`resolve.rs`: the
 //! devices' tokens, a group's offline members, an optional preview), posts them to the webhook
-//! in batches signed with HMAC-SHA256 (`webhook.rs`), and retries with exponential backoff.
+//! in batches signed with HMAC-SHA256 (`webhook.rs`), and retries with exponential backoff,
+//! leaving out before each request and retry the pushes that became stale (`stale.rs`).
 //! Devices register their tokens with `RegisterPushToken` (`tokens.rs`); a device's token is
 //! forgotten when its login ends (`forget.rs`).
 //!
@@ -24,6 +25,7 @@ mod forget;
 mod queue;
 mod resolve;
 mod sender;
+mod stale;
 mod tokens;
 mod webhook;
 
@@ -110,6 +112,10 @@ fn describe() {
         "Offline pushes not sent because their message was older than push.max_age_ms when the sender took them"
     );
     metrics::describe_counter!(
+        "ringchat_push_stale_total",
+        "Resolved pushes left out of a webhook request, or of its retry, because by then their message was older than push.max_age_ms (reason=expired) or their user was online (reason=online)"
+    );
+    metrics::describe_counter!(
         "ringchat_push_sent_total",
         "Pushes the push gateway accepted (one per user and message)"
     );
@@ -123,7 +129,7 @@ fn describe() {
     );
     metrics::describe_counter!(
         "ringchat_push_retries_total",
-        "Webhook requests retried after a failure"
+        "Webhook requests retried after a failure (not those whose pushes all became stale first)"
     );
     metrics::describe_counter!(
         "ringchat_push_online_elsewhere_total",

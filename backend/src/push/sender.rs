@@ -1,7 +1,8 @@
 //! The sender: one tokio task that takes the queue's records (messages' before system
 //! notifications', and between a system batch's chunks the messages' that came meanwhile),
 //! drops those older than `push.max_age_ms` chunk by chunk, resolves the rest into pushes on
-//! a blocking thread and posts them to the push gateway, `push.batch_max` per request. Records
+//! a blocking thread and posts them to the push gateway, `push.batch_max` per request, each
+//! request and retry leaving out the pushes that became stale meanwhile (`stale.rs`). Records
 //! count against their lane's bound until they are sent, expired or given up, so a push
 //! gateway that is down fills the queue (and new records are dropped and counted) instead of
 //! memory; once it is back, what waited longer than `push.max_age_ms` is dropped unsent, so
@@ -10,6 +11,7 @@
 use std::sync::Arc;
 
 use super::resolve::{PushItem, Resolver};
+use super::stale::{Staleness, too_old};
 use super::webhook::{DeadToken, Sent, client, post};
 use super::{Lane, PushReceiver, PushRecord, describe};
 use crate::Backend;
@@ -38,20 +40,20 @@ pub(crate) fn start(backend: &Arc<Backend>) {
         devices_max: backend.settings.login.device_tokens_max,
     });
     tracing::info!(url = %push.config.url, "offline push to the push gateway");
-    tokio::spawn(run(Arc::clone(backend), rx, client, resolver));
-}
-
-async fn run(
-    backend: Arc<Backend>,
-    mut rx: PushReceiver,
-    client: reqwest::Client,
-    resolver: Arc<Resolver>,
-) {
+    let stale = Staleness {
+        max_age_ms: push.config.max_age_ms,
+        sessions: backend.sessions.clone(),
+    };
     let sender = Sender {
-        backend,
+        backend: Arc::clone(backend),
         client,
         resolver,
+        stale,
     };
+    tokio::spawn(run(sender, rx));
+}
+
+async fn run(sender: Sender, mut rx: PushReceiver) {
     while let Some((lane, records)) = rx.recv().await {
         sender.batch(lane, records, Some(&mut rx)).await;
     }
@@ -61,6 +63,8 @@ struct Sender {
     backend: Arc<Backend>,
     client: reqwest::Client,
     resolver: Arc<Resolver>,
+    /// What drops a resolved push before its request and each retry.
+    stale: Staleness,
 }
 
 impl Sender {
@@ -89,7 +93,10 @@ impl Sender {
     }
 
     /// Drops the records older than `push.max_age_ms` now (a chunk may have waited behind
-    /// others' retries), resolves the rest and posts them.
+    /// others' retries), resolves the rest and posts them, `push.batch_max` per request. A
+    /// group's record may resolve into up to `push.group_members_max` pushes, so the requests
+    /// of one chunk may be made long after it was taken: each request (and retry) drops the
+    /// pushes that became stale meanwhile (`stale.rs`).
     async fn chunk(&self, mut records: Vec<PushRecord>) {
         let Some(push) = &self.backend.push else {
             return;
@@ -120,9 +127,16 @@ impl Sender {
         if let Some(routes) = self.backend.routes.get() {
             not_online_elsewhere(routes, &mut pushes).await;
         }
-        for part in pushes.chunks(config.batch_max) {
+        let mut pushes = pushes.into_iter();
+        loop {
+            let mut part: Vec<PushItem> = pushes.by_ref().take(config.batch_max).collect();
+            if part.is_empty() {
+                break;
+            }
+            let sent = post(&self.client, config, &self.stale, &mut part).await;
+            // `part` holds what is left of the request once its stale pushes were dropped.
             let n = part.len() as u64;
-            match post(&self.client, config, part).await {
+            match sent {
                 Sent::Accepted { dead_tokens } => {
                     metrics::counter!("ringchat_push_sent_total").increment(n);
                     if !dead_tokens.is_empty() {
@@ -130,6 +144,7 @@ impl Sender {
                     }
                 }
                 Sent::GivenUp => metrics::counter!("ringchat_push_failed_total").increment(n),
+                Sent::Stale => {}
             }
         }
     }
@@ -167,7 +182,7 @@ async fn forget_dead(resolver: &Arc<Resolver>, dead: Vec<DeadToken>) {
 /// Drops the records whose message is older than `max_age_ms` at `now_ms`; how many.
 fn drop_expired(records: &mut Vec<PushRecord>, max_age_ms: u64, now_ms: u64) -> usize {
     let before = records.len();
-    records.retain(|r| now_ms.saturating_sub(r.server_time_ms) <= max_age_ms);
+    records.retain(|r| !too_old(r.server_time_ms, max_age_ms, now_ms));
     before - records.len()
 }
 

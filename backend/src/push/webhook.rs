@@ -11,6 +11,7 @@ use sha2::Sha256;
 
 use super::PushConfig;
 use super::resolve::PushItem;
+use super::stale::Staleness;
 use crate::store::UserId;
 
 /// Bytes of a 2xx answer read for its `dead_tokens`, at most; a longer answer is accepted and
@@ -22,7 +23,7 @@ pub(crate) const SIGNATURE_HEADER: &str = "x-ringchat-signature";
 
 #[derive(Serialize)]
 struct Payload<'a> {
-    /// When the request was first made (retries send the same body): a push gateway may
+    /// When the request was first made (retries send it unchanged): a push gateway may
     /// refuse old ones as replays.
     sent_at_ms: u64,
     pushes: &'a [PushItem],
@@ -75,23 +76,35 @@ pub(crate) enum Sent {
     Accepted { dead_tokens: Vec<DeadToken> },
     /// Given up: refused (a 4xx other than 429) or still failing after every retry.
     GivenUp,
+    /// Not made, or no longer retried: every push became stale ([`Staleness`]) first.
+    Stale,
+}
+
+/// The signed body of a request made at `sent_at_ms` carrying `pushes`, and its signature.
+fn signed(config: &PushConfig, sent_at_ms: u64, pushes: &[PushItem]) -> (Bytes, String) {
+    let body = serde_json::to_vec(&Payload { sent_at_ms, pushes }).expect("pushes serialise");
+    let signature = signature(config.secret.as_bytes(), &body);
+    (Bytes::from(body), signature)
 }
 
 /// Posts `pushes` as one request, retrying what may succeed later (no connection, a timeout,
 /// 5xx, 429) up to `push.retries_max` times, waiting `backoff_ms`, doubled each time. Only a
-/// 2xx is accepted; a redirect (3xx) is given up like any other refusal.
+/// 2xx is accepted; a redirect (3xx) is given up like any other refusal. Before the request
+/// and before each retry, the pushes that became stale are dropped from `pushes` (a retry
+/// then carries the rest, signed anew, `sent_at_ms` unchanged); with none left, nothing more
+/// is sent. `pushes` is left holding those the outcome is about.
 pub(crate) async fn post(
     client: &reqwest::Client,
     config: &PushConfig,
-    pushes: &[PushItem],
+    stale: &Staleness,
+    pushes: &mut Vec<PushItem>,
 ) -> Sent {
-    let body = serde_json::to_vec(&Payload {
-        sent_at_ms: crate::time::now_ms(),
-        pushes,
-    })
-    .expect("pushes serialise");
-    let signature = signature(config.secret.as_bytes(), &body);
-    let body = Bytes::from(body);
+    let sent_at_ms = crate::time::now_ms();
+    stale.drop_stale(pushes, sent_at_ms);
+    if pushes.is_empty() {
+        return Sent::Stale;
+    }
+    let (mut body, mut signature) = signed(config, sent_at_ms, pushes);
     let mut wait = Duration::from_millis(config.backoff_ms);
     let mut retries = 0;
     loop {
@@ -130,11 +143,21 @@ pub(crate) async fn post(
             tracing::warn!(%why, pushes = pushes.len(), retries, "pushes given up");
             return Sent::GivenUp;
         }
-        retries += 1;
-        metrics::counter!("ringchat_push_retries_total").increment(1);
         tracing::debug!(%why, wait_ms = wait.as_millis() as u64, "push request will be retried");
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(Duration::from_millis(config.backoff_ms_max));
+        if stale.drop_stale(pushes, crate::time::now_ms()) > 0 {
+            if pushes.is_empty() {
+                tracing::debug!(
+                    retries,
+                    "every push of a failing request became stale; not retried"
+                );
+                return Sent::Stale;
+            }
+            (body, signature) = signed(config, sent_at_ms, pushes);
+        }
+        retries += 1;
+        metrics::counter!("ringchat_push_retries_total").increment(1);
     }
 }
 
@@ -250,7 +273,17 @@ mod tests {
             preview: None,
             title: None,
         };
-        assert_eq!(post(&client, &config, &[item]).await, Sent::GivenUp);
+        let stale = Staleness {
+            max_age_ms: u64::MAX,
+            sessions: crate::sessions::SharedSessions::new(crate::sessions::Sessions::new(
+                4,
+                Vec::new(),
+            )),
+        };
+        assert_eq!(
+            post(&client, &config, &stale, &mut vec![item]).await,
+            Sent::GivenUp
+        );
         assert_eq!(
             reached.load(std::sync::atomic::Ordering::SeqCst),
             0,
