@@ -660,10 +660,12 @@ impl Conn {
     /// request. Meanwhile what is queued for the client is written, so that a client that reads
     /// is not kicked as a slow consumer while the server is behind, and a close (a kick, the
     /// server stopping) ends the wait: the request is dropped unanswered, never acknowledged.
-    /// No input is read meanwhile, so the connection's requests stay in order.
+    /// No input is read meanwhile, so the connection's requests stay in order; its pings stay
+    /// unread too, so its idle clock stops until the wait is over (`WaitingOnServer`).
     async fn wait_writing(&mut self, wait: Wait) -> io::Result<Option<Wait>> {
         let shard = Rc::clone(&self.session.shard);
         let shared = Rc::clone(&self.session.shared);
+        let _waiting = WaitingOnServer::new(&shard, &shared);
         let mut wait = std::pin::pin!(wait.run(&shard));
         let (request_id, waited) = loop {
             if shared.close.get().is_some() {
@@ -710,6 +712,16 @@ impl Conn {
         if let Some(buf) = self.partial.take() {
             shard.pool.give(buf);
         }
+        let end = match end {
+            End::PeerClosed(None) if self.answers_half_close() => {
+                match self.answer_half_close().await {
+                    // Said as any other close.
+                    Some(close) => End::Close(close),
+                    None => return,
+                }
+            }
+            end => end,
+        };
         // A kick counts even when its connection failed before it could be told.
         if let Some(Close::Kick(reason)) = self.shared().close.get() {
             shard.stats.kick(reason);
@@ -755,6 +767,58 @@ impl Conn {
         self.drain_until_eof().await;
     }
 
+    /// Whether the end of the client's stream may be a half-close (a TCP `shutdown(SHUT_WR)`,
+    /// a TLS `close_notify`) after requests whose replies are still to come: a logged-in
+    /// session heard from within `FINAL_FLUSH_MS`, on the shard's coarse clock. One quiet
+    /// for longer has nothing coming, and is closed at once.
+    fn answers_half_close(&self) -> bool {
+        let shard = self.shard();
+        let shared = self.shared();
+        shared.is_authed()
+            && shared.close.get().is_none()
+            && !self.write_cut
+            && shared.ticks_since_seen(shard.tick.get()) <= shard.ticks(FINAL_FLUSH_MS)
+    }
+
+    /// The client has sent its last byte: what its session has queued, and the replies that
+    /// come back from the backend (a `SendAck` once its message commits), are written for
+    /// `FINAL_FLUSH_MS`; then the stream is shut down. A client that closed both ways makes a
+    /// write fail (reset) and ends it sooner. A close asked for meanwhile (a kick, the server
+    /// stopping) is returned, to be said as any other.
+    async fn answer_half_close(&mut self) -> Option<Close> {
+        let shard = Rc::clone(&self.session.shard);
+        let shared = Rc::clone(&self.session.shared);
+        let by = Instant::now() + Duration::from_millis(FINAL_FLUSH_MS);
+        loop {
+            if let Some(close) = shared.close.get() {
+                return Some(close);
+            }
+            let left = by.saturating_duration_since(Instant::now());
+            if self.has_output() {
+                // A write cut short by the end of the grace leaves the stream inside a frame:
+                // nothing more is written to it.
+                match monoio::time::timeout(left, self.flush(Flush::Whole, None)).await {
+                    Ok(Ok(())) => continue,
+                    Ok(Err(_)) => return None,
+                    Err(_) => {
+                        self.write_cut = true;
+                        return None;
+                    }
+                }
+            }
+            if monoio::time::timeout(left, shared.wake.notified())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        // TLS's `close_notify` is a write too.
+        let left = by.saturating_duration_since(Instant::now());
+        let _ = monoio::time::timeout(left, self.stream.shutdown(&shard.pool)).await;
+        None
+    }
+
     /// Reads and drops what the client still sends until it closes, briefly: closing a socket
     /// with unread bytes resets it, and the client could lose the last frames. A client that
     /// goes on sending meanwhile is read in turns (`ReadTurn`): on epoll its readiness never
@@ -778,6 +842,27 @@ impl Conn {
             shard.pool.give(buf);
         })
         .await;
+    }
+}
+
+/// A connection's request waiting on the server (`Conn::wait_writing`), from its start to its
+/// end, whichever way the wait ends: the connection's idle clock stops meanwhile
+/// (`ConnShared::wait_on_server`).
+struct WaitingOnServer<'a> {
+    shard: &'a Shard,
+    shared: &'a ConnShared,
+}
+
+impl<'a> WaitingOnServer<'a> {
+    fn new(shard: &'a Shard, shared: &'a ConnShared) -> Self {
+        shared.wait_on_server(true, shard.tick.get());
+        Self { shard, shared }
+    }
+}
+
+impl Drop for WaitingOnServer<'_> {
+    fn drop(&mut self) {
+        self.shared.wait_on_server(false, self.shard.tick.get());
     }
 }
 

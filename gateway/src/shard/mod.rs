@@ -44,6 +44,9 @@ use prelogin::{PreloginCounts, PreloginPlace};
 
 /// Events taken from the shard's inbox in one go.
 const EVENT_BATCH_MAX: usize = 256;
+/// Connections the inbox task queues frames for (a fan-out counts each connection of its
+/// list) before it lets the shard's other tasks run (`InboxTurn`).
+const ROUTES_PER_TURN: usize = 1024;
 /// Connections a shard is turning away at once (a full shard's, and those past their client's
 /// `gateway.prelogin_conns_per_ip_max`: each told `SERVER_FULL` over its own transport, a TLS
 /// handshake included); past that, new ones are closed without a word.
@@ -242,7 +245,8 @@ pub(crate) struct ConnShared {
     pub close: Cell<Option<Close>>,
     pub wake: LocalNotify,
     /// The shard tick it was accepted at (wrapping), or `AUTHED` once logged in: the handshake
-    /// deadline no longer applies.
+    /// deadline no longer applies; `WAITING` while a request of its session waits on the server
+    /// (`ConnShared::wait_on_server`): nor does the idle one.
     accepted_tick: Cell<u32>,
     /// The last shard tick it was heard from (wrapping).
     last_seen_tick: Cell<u32>,
@@ -258,6 +262,8 @@ pub(crate) struct ConnShared {
 
 /// `ConnShared::accepted_tick` of a logged-in connection.
 const AUTHED: u32 = u32::MAX;
+/// `ConnShared::accepted_tick` of a logged-in connection whose request waits on the server.
+const WAITING: u32 = AUTHED - 1;
 
 impl HasConnId for ConnShared {
     fn conn_id(&self) -> ConnId {
@@ -281,7 +287,23 @@ impl ConnShared {
     /// (`drain_inbox`): the backend registers a session before checks that can still refuse
     /// the login, and the client's catch-up after its `LoginOk` carries what was routed.
     pub fn is_authed(&self) -> bool {
-        self.accepted_tick.get() == AUTHED
+        self.accepted_tick.get() >= WAITING
+    }
+
+    /// A request of its session waits on the server (room in a full queue, a media check), or
+    /// no longer. Its input is not read meanwhile (`Conn::wait_writing`), pings included, so
+    /// its idle clock stops, and starts again from the tick the wait ends at. Only a logged-in
+    /// session's requests wait.
+    pub fn wait_on_server(&self, waiting: bool, now: u64) {
+        if self.is_authed() {
+            self.accepted_tick
+                .set(if waiting { WAITING } else { AUTHED });
+            self.seen(now);
+        }
+    }
+
+    fn is_waiting(&self) -> bool {
+        self.accepted_tick.get() == WAITING
     }
 
     /// Its session was told the idle timeout that is `ticks` long.
@@ -304,7 +326,7 @@ impl ConnShared {
     /// Ticks since it was accepted; `None` once logged in.
     fn ticks_since_accepted(&self, now: u64) -> Option<u64> {
         let accepted = self.accepted_tick.get();
-        (accepted != AUTHED).then(|| u64::from((now as u32).wrapping_sub(accepted)))
+        (accepted < WAITING).then(|| u64::from((now as u32).wrapping_sub(accepted)))
     }
 
     fn ticks_since_seen(&self, now: u64) -> u64 {
@@ -345,6 +367,9 @@ pub(crate) struct Shard {
     /// Coarse clock: reaper ticks since start. Cheaper than reading the clock per frame.
     pub tick: Cell<u64>,
     pub tick_ms: u64,
+    /// Told at each tick: the inbox task waits for it when a flood starves the timers
+    /// (`InboxTurn`).
+    ticked: LocalNotify,
     pub stopping: Cell<bool>,
     /// Connections being turned away (`TurningAway`), not in `conns`.
     rejecting: Cell<usize>,
@@ -436,6 +461,7 @@ impl Shard {
             conns: RefCell::new(ConnTable::new()),
             tick: Cell::new(0),
             tick_ms,
+            ticked: LocalNotify::default(),
             stopping: Cell::new(false),
             rejecting: Cell::new(0),
             prelogin: PreloginCounts::default(),
@@ -475,9 +501,9 @@ impl Shard {
 
     /// A connection's shared state, not (yet) in the shard's table.
     fn conn_shared(&self, id: ConnId) -> Rc<ConnShared> {
-        // Ticks are kept as u32 and compared wrapping; a tick that happens to be `AUTHED` is
-        // taken as the one before it.
-        let tick = (self.tick.get() as u32).min(AUTHED - 1);
+        // Ticks are kept as u32 and compared wrapping; a tick that happens to be `WAITING` or
+        // `AUTHED` is taken as the one before them.
+        let tick = (self.tick.get() as u32).min(WAITING - 1);
         Rc::new(ConnShared {
             id,
             outbound: Outbound::default(),
@@ -772,63 +798,134 @@ fn take(shard: &Rc<Shard>, stream: monoio::net::TcpStream, peer: SocketAddr, kin
     ));
 }
 
-/// Applies events from the backend in batches.
+/// Applies events from the backend in batches, taking turns with the shard's other tasks.
 async fn drain_inbox(shard: Rc<Shard>, mut inbox: mpsc::Receiver<ShardEvent>) {
     let mut batch = Vec::with_capacity(EVENT_BATCH_MAX);
+    let mut turn = InboxTurn::new(&shard);
     while inbox.recv_many(&mut batch, EVENT_BATCH_MAX).await > 0 {
-        let conns = shard.conns.borrow();
-        // Only logged-in connections are routed to (`ConnShared::is_authed`; shared lists:
-        // `enqueue_shared`): a login the backend still refuses must not see the user's frames.
-        let routed = |conn| conns.get(conn).filter(|c| c.is_authed());
         for event in batch.drain(..) {
-            match event {
-                ShardEvent::Frame { conn, frame } => {
-                    if let Some(c) = routed(conn) {
-                        shard.enqueue(c, frame);
-                    }
-                }
-                ShardEvent::Frames(frames) => {
-                    for outgoing in frames {
-                        match outgoing {
-                            Outgoing::One(conn, frame) => {
-                                if let Some(c) = routed(conn) {
-                                    shard.enqueue(c, frame);
-                                }
-                            }
-                            Outgoing::Shared {
-                                conns: ids,
-                                except,
-                                frame,
-                            } => shard.enqueue_shared(
-                                &conns,
-                                ids.iter().copied().filter(|&c| Some(c) != except),
-                                &frame,
-                            ),
-                        }
-                    }
-                }
-                ShardEvent::Fanout { conns: ids, frame } => {
-                    shard.enqueue_shared(&conns, ids, &frame);
-                }
-                ShardEvent::Kick { conn, reason } => {
-                    if let Some(c) = conns.get(conn) {
-                        c.close_with(Close::Kick(reason));
-                    }
-                }
-                ShardEvent::Reconfigure { applied } => {
-                    shard.reconfigure();
-                    let _ = applied.try_send(shard.id);
-                }
-                ShardEvent::Shutdown => {
-                    drop(conns);
-                    shard.begin_shutdown();
-                    return;
-                }
-            }
+            let Some(routes) = shard.apply(event) else {
+                return;
+            };
+            turn.after(&shard, routes).await;
         }
     }
     // The backend is gone: nothing can be served any more.
     shard.begin_shutdown();
+}
+
+/// When the inbox task lets the shard's other tasks run. The inbox is a tokio channel drained
+/// on a monoio thread, where tokio's cooperative budget does not exist: `recv_many` is ready at
+/// once while events wait, so under a sustained fan-out the task would never wait, and no
+/// connection would write its queue (and be kicked as a slow consumer for it) or answer a
+/// ping, nor any timer fire.
+struct InboxTurn {
+    /// Routed since the last turn.
+    routes: usize,
+    /// The reaper's tick last seen here, and when it was first seen.
+    tick: u64,
+    tick_seen_at: Instant,
+}
+
+impl InboxTurn {
+    fn new(shard: &Shard) -> Self {
+        Self {
+            routes: 0,
+            tick: shard.tick.get(),
+            tick_seen_at: Instant::now(),
+        }
+    }
+
+    /// Called after each event, with the connections it was routed to.
+    async fn after(&mut self, shard: &Shard, routes: usize) {
+        self.routes += routes;
+        if self.routes < ROUTES_PER_TURN {
+            return;
+        }
+        self.routes = 0;
+        local::YieldOnce(false).await;
+        // monoio fires its timers only when no task is runnable, and while the inbox stays
+        // full this one always is: once the reaper's tick is a tick late, the task waits for
+        // it, and the shard's other timers due fire with it.
+        let now = Instant::now();
+        let tick = shard.tick.get();
+        if tick != self.tick {
+            self.tick = tick;
+            self.tick_seen_at = now;
+        } else if now.duration_since(self.tick_seen_at) > Duration::from_millis(2 * shard.tick_ms) {
+            // The reaper runs until the shard stops, which only this task starts.
+            while shard.tick.get() == tick {
+                shard.ticked.notified().await;
+            }
+        }
+    }
+}
+
+impl Shard {
+    /// Applies one event from the backend: the connections it was routed to (each of a
+    /// fan-out's, whether it is here or not), or `None` once the shard is told to stop.
+    fn apply(self: &Rc<Self>, event: ShardEvent) -> Option<usize> {
+        let conns = self.conns.borrow();
+        // Only logged-in connections are routed to (`ConnShared::is_authed`; shared lists:
+        // `enqueue_shared`): a login the backend still refuses must not see the user's frames.
+        let routed = |conn| conns.get(conn).filter(|c| c.is_authed());
+        let routes = match event {
+            ShardEvent::Frame { conn, frame } => {
+                if let Some(c) = routed(conn) {
+                    self.enqueue(c, frame);
+                }
+                1
+            }
+            ShardEvent::Frames(frames) => {
+                let mut routes = 0;
+                for outgoing in frames {
+                    match outgoing {
+                        Outgoing::One(conn, frame) => {
+                            routes += 1;
+                            if let Some(c) = routed(conn) {
+                                self.enqueue(c, frame);
+                            }
+                        }
+                        Outgoing::Shared {
+                            conns: ids,
+                            except,
+                            frame,
+                        } => {
+                            routes += ids.len();
+                            self.enqueue_shared(
+                                &conns,
+                                ids.iter().copied().filter(|&c| Some(c) != except),
+                                &frame,
+                            );
+                        }
+                    }
+                }
+                routes
+            }
+            ShardEvent::Fanout { conns: ids, frame } => {
+                let routes = ids.len();
+                self.enqueue_shared(&conns, ids, &frame);
+                routes
+            }
+            ShardEvent::Kick { conn, reason } => {
+                if let Some(c) = conns.get(conn) {
+                    c.close_with(Close::Kick(reason));
+                }
+                1
+            }
+            ShardEvent::Reconfigure { applied } => {
+                self.reconfigure();
+                let _ = applied.try_send(self.id);
+                1
+            }
+            ShardEvent::Shutdown => {
+                drop(conns);
+                self.begin_shutdown();
+                return None;
+            }
+        };
+        Some(routes)
+    }
 }
 
 /// Advances the coarse clock and closes connections past their handshake or idle deadline.
@@ -851,6 +948,7 @@ impl Shard {
         let drain_ticks = self.ticks(self.gateway.outbound_drain_timeout_ms);
         let now = self.tick.get() + 1;
         self.tick.set(now);
+        self.ticked.notify();
         self.stats.outbound_bytes.set(self.outbound_bytes.get());
         for c in self.conns.borrow().values() {
             let backlog = c.backlog_ticks(now);
@@ -858,7 +956,7 @@ impl Shard {
                 .is_some_and(|t| t > handshake_ticks)
             {
                 c.close_with(Close::Kick(KickReason::HandshakeTimeout));
-            } else if c.ticks_since_seen(now) > c.idle_ticks(idle_ticks) {
+            } else if c.ticks_since_seen(now) > c.idle_ticks(idle_ticks) && !c.is_waiting() {
                 c.close_with(Close::Kick(KickReason::IdleTimeout));
             } else if backlog.is_some_and(|t| t > drain_ticks) {
                 // Reading now and then, never catching up: it would hold its backlog for ever.

@@ -538,3 +538,192 @@ fn a_busy_servers_refused_websocket_login_closes_with_try_again_later() {
             .expect("the connection ends");
     });
 }
+
+/// A fan-out that keeps the shard's inbox full (here from another thread, as the backend does
+/// for a big group with many members online on the shard) leaves the shard's other work its
+/// turns: another client's ping is answered in time, the member the frames are for (reading
+/// them all) writes its queue and is not kicked as a slow consumer, and the reaper ticks.
+/// Before, the inbox task never waited while events were queued (a tokio channel on monoio's
+/// thread has no cooperative budget): nothing else on the shard ran until the flood ended.
+#[test]
+fn a_flooded_inbox_leaves_pings_writes_and_timers_their_turn() {
+    use ringchat_backend::api::ShardEvent;
+    use ringchat_proto::Body;
+    use std::io::Read;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    /// The flood ends by itself past this, so that a shard that never lets the test's own
+    /// task run fails the test instead of hanging it.
+    const FLOOD_MAX: Duration = Duration::from_secs(8);
+    const PONG_WITHIN: Duration = Duration::from_secs(3);
+    /// Events the inbox holds: far more than the shard applies while the flooding thread
+    /// waits for a turn on a busy machine.
+    const INBOX_EVENTS: usize = 4096;
+    /// The member's connection id, once per event: a fan-out to that many.
+    const FANOUT: usize = 256;
+    runtime().block_on(async {
+        let gateway = crate::config::GatewayConfig {
+            // A reaper tick of 100 ms.
+            handshake_timeout_ms: 800,
+            ..crate::config::GatewayConfig::default()
+        };
+        let (shard, mut requests) = crate::shard::tests::shard_with(gateway);
+        let (mut a, _, _a_task) = connect(&shard, None).await;
+        let (mut b, b_shared, _b_task) = connect(&shard, None).await;
+        let (flooding_tx, flooding) = std::sync::mpsc::channel::<()>();
+        // One login at a time: the test's backend queue holds one request.
+        let pinger = std::thread::spawn(move || {
+            let mut buf = BytesMut::new();
+            client::log_in(&mut a, &mut buf);
+            flooding.recv().expect("the flood starts");
+            let sent = Instant::now();
+            client::send(&mut a, 3, Body::Ping(Default::default()));
+            let reply = client::recv(&mut a, &mut buf).and_then(|f| f.body);
+            (sent.elapsed(), reply)
+        });
+        answer_logins(&mut requests, 1).await;
+        until("the pinger is logged in", || {
+            shard.stats.frames_in.get() == 2
+        })
+        .await;
+        let member = std::thread::spawn(move || {
+            let mut buf = BytesMut::new();
+            client::log_in(&mut b, &mut buf);
+            // Reads as fast as it can, to the end.
+            let mut bytes = 0;
+            let mut chunk = vec![0u8; 256 * 1024];
+            loop {
+                match b.read(&mut chunk) {
+                    Ok(0) | Err(_) => return bytes,
+                    Ok(n) => bytes += n,
+                }
+            }
+        });
+        answer_logins(&mut requests, 1).await;
+        until("the member is logged in", || {
+            shard.stats.frames_in.get() == 4
+        })
+        .await;
+
+        let (tx, inbox) = tokio::sync::mpsc::channel(INBOX_EVENTS);
+        monoio::spawn(crate::shard::drain_inbox(Rc::clone(&shard), inbox));
+        monoio::spawn(crate::shard::reap(Rc::clone(&shard)));
+        let stop = Arc::new(AtomicBool::new(false));
+        let flooder = std::thread::spawn({
+            let stop = Arc::clone(&stop);
+            let ids = vec![b_shared.id; FANOUT];
+            let frame = ringchat_proto::encode_to_bytes(&ringchat_proto::frame(
+                0,
+                Body::Pong(Default::default()),
+            ));
+            // The inbox stays open when the flood ends: a closed one stops the shard.
+            move || {
+                let started = Instant::now();
+                let mut events = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    if started.elapsed() > FLOOD_MAX {
+                        return (Err(events), tx);
+                    }
+                    let event = ShardEvent::Fanout {
+                        conns: ids.clone(),
+                        frame: frame.clone(),
+                    };
+                    tx.blocking_send(event).expect("the inbox is open");
+                    events += 1;
+                    if events == 2 * INBOX_EVENTS {
+                        // The inbox was full, and filled again as the shard took events.
+                        flooding_tx.send(()).unwrap();
+                    }
+                }
+                (Ok(events), tx)
+            }
+        });
+        // Each wait below is the test's own task waiting for a timer: it runs only when the
+        // shard's timers fire during the flood.
+        until("the ping is answered", || pinger.is_finished()).await;
+        let ticked = shard.tick.get();
+        until("the reaper ticks during the flood", || {
+            shard.tick.get() >= ticked + 3
+        })
+        .await;
+        stop.store(true, Ordering::Relaxed);
+        until("the flood stops", || flooder.is_finished()).await;
+        let (flood, _inbox) = flooder.join().unwrap();
+        let (pong_after, reply) = pinger.join().unwrap();
+        assert!(matches!(reply, Some(Body::Pong(_))), "{reply:?}");
+        assert!(
+            pong_after < PONG_WITHIN,
+            "the ping was answered after {pong_after:?}"
+        );
+        assert!(
+            flood.is_ok(),
+            "the flood ran {FLOOD_MAX:?} before the test's task had a turn: {flood:?} events"
+        );
+        assert_eq!(b_shared.close.get(), None, "the member was closed");
+        b_shared.close_with(Close::Kick(KickReason::Replaced));
+        until("the member has read to the end", || member.is_finished()).await;
+        assert!(member.join().unwrap() > 0);
+    });
+}
+
+/// A logged-in client whose request waits on the server (here for room in the backend's full
+/// queue) is not closed as idle while it pings on time: its pings are not read until the wait
+/// is over, which is the server's doing, not the client's silence. Before, past
+/// `idle_timeout_ms` the reaper kicked it `IDLE_TIMEOUT`.
+#[test]
+fn a_client_whose_request_waits_is_not_idle() {
+    use crate::shard::live::LiveLimits;
+    use ringchat_proto::Body;
+    const IDLE_MS: u64 = 300;
+    const PINGS: u64 = 12;
+    runtime().block_on(async {
+        let gateway = crate::config::GatewayConfig {
+            idle_timeout_ms: IDLE_MS,
+            ..crate::config::GatewayConfig::default()
+        };
+        let (shard, mut requests) = crate::shard::tests::shard_with(gateway);
+        shard.live.set(LiveLimits {
+            idle_timeout_ms: IDLE_MS,
+            ..shard.live.get()
+        });
+        let (mut client, shared, _task) = connect(&shard, None).await;
+        let (pinged_tx, pinged) = std::sync::mpsc::channel::<()>();
+        let client = std::thread::spawn(move || {
+            let mut buf = BytesMut::new();
+            client::log_in(&mut client, &mut buf);
+            // Waits for the backend's full queue.
+            client::send(&mut client, 3, Body::Conversations(Default::default()));
+            // Pings at a third of the idle timeout, as a client told it does, for four times
+            // the timeout.
+            for request_id in 0..PINGS {
+                std::thread::sleep(Duration::from_millis(IDLE_MS / 3));
+                client::send(&mut client, 10 + request_id, Body::Ping(Default::default()));
+            }
+            pinged_tx.send(()).unwrap();
+            let mut pongs = 0;
+            while pongs < PINGS {
+                match client::recv(&mut client, &mut buf).and_then(|f| f.body) {
+                    Some(Body::Pong(_)) => pongs += 1,
+                    other => return Err(format!("{other:?}")),
+                }
+            }
+            Ok(pongs)
+        });
+        monoio::spawn(crate::shard::reap(Rc::clone(&shard)));
+        answer_logins(&mut requests, 1).await;
+        fill_backend_queue(&shard);
+        until("the request waits", || shard.stats.frames_in.get() == 3).await;
+        until("the client has pinged, or is closed", || {
+            pinged.try_recv().is_ok() || shared.close.get().is_some()
+        })
+        .await;
+        assert_eq!(shared.close.get(), None, "closed while its request waited");
+        // Room in the queue: the request goes on, then the pings are read and answered.
+        for _ in 0..2 {
+            requests.recv().await.expect("the filler, then the request");
+        }
+        until("the pings are answered", || client.is_finished()).await;
+        assert_eq!(client.join().unwrap(), Ok(PINGS));
+        assert_eq!(shared.close.get(), None);
+    });
+}
