@@ -20,7 +20,6 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use axum::response::IntoResponse as _;
 use axum::routing::get;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use ringchat_backend::admin::write_stall::WriteStall;
 use ringchat_backend::cluster::Cluster;
@@ -172,7 +171,7 @@ async fn serve_conn(
     peer: SocketAddr,
     app: axum::Router,
     limits: &StatusHttpConfig,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
     let _ = tcp.set_nodelay(true);
     let io = WriteStall::named(
@@ -181,31 +180,16 @@ async fn serve_conn(
         "gateway.status_http.write_stall_timeout_ms",
         None,
     );
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms));
     let service = TowerToHyperService::new(app);
-    let mut conn = pin!(builder.serve_connection(TokioIo::new(io), service));
-    let mut stopping = *stop.borrow();
-    if stopping {
-        conn.as_mut().graceful_shutdown();
-    }
-    loop {
-        tokio::select! {
-            served = conn.as_mut() => {
-                if let Err(err) = served {
-                    tracing::debug!(%err, %peer, "status HTTP connection ended with an error");
-                }
-                return;
-            }
-            changed = stop.changed(), if !stopping => {
-                stopping = true;
-                let _: Result<(), _> = changed;
-                conn.as_mut().graceful_shutdown();
-            }
-        }
-    }
+    ringchat_backend::admin::http1::serve(
+        io,
+        service,
+        Duration::from_millis(limits.header_read_timeout_ms),
+        stop,
+        peer,
+        "status HTTP",
+    )
+    .await;
 }
 
 /// `GET /assign`, `GET /readyz` and the chat page.

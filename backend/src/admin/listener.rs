@@ -23,7 +23,6 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
@@ -114,7 +113,7 @@ async fn serve_conn<I>(
     app: Router,
     changes: Arc<Changes>,
     limits: Limits,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -125,29 +124,6 @@ async fn serve_conn<I>(
         let detach = detached::changes_state(req.method());
         detached::handle(detach, &changes, hyper::service::Service::call(&app, req))
     });
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read);
     let io = WriteStall::new(io, limits.write_stall);
-    let mut conn = pin!(builder.serve_connection(TokioIo::new(io), service));
-    let mut stopping = *stop.borrow();
-    if stopping {
-        conn.as_mut().graceful_shutdown();
-    }
-    loop {
-        tokio::select! {
-            served = conn.as_mut() => {
-                if let Err(err) = served {
-                    tracing::debug!(%err, %peer, "admin connection ended with an error");
-                }
-                return;
-            }
-            changed = stop.changed(), if !stopping => {
-                stopping = true;
-                let _: Result<(), _> = changed;
-                conn.as_mut().graceful_shutdown();
-            }
-        }
-    }
+    super::http1::serve(io, service, limits.header_read, stop, peer, "admin").await;
 }

@@ -33,6 +33,8 @@ pub mod page;
 // Users, groups, invites (issue 12, users part).
 mod groups_api;
 mod invites;
+// Also the status-only node's HTTP listener's (gateway `status_http.rs`).
+pub mod http1;
 mod listener;
 mod refusal;
 mod tls;
