@@ -5,7 +5,7 @@ mod common;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{PASSWORD, TestServer, expect_error_then_closed, expect_kicked_then_closed};
-use ringchat_bench::client::{password_login, text_message};
+use ringchat_bench::client::password_login;
 use ringchat_proto::v1::{self, ErrorCode, KickReason, login};
 use ringchat_proto::{Body, PROTOCOL_VERSION};
 
@@ -375,45 +375,6 @@ async fn heartbeats_keep_a_session_while_an_idle_one_is_closed() {
         ticker.tick().await;
         active.ping().await.expect("the pinging session stays open");
     }
-}
-
-/// A client that shuts its sending side down right after a `Send` (a TCP half-close: it has
-/// nothing more to say, and waits for the server's end) still gets the `SendAck` before the
-/// server closes, though the ack comes back from the sequencer after the end of the stream was
-/// read. Before, the server closed at once and the ack of a message it stored was lost.
-#[tokio::test]
-async fn a_half_closed_client_gets_the_replies_to_its_last_requests() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let server = TestServer::start(&[]);
-    let (mut alice, _) = server.user("alice").await;
-    let (_bob, bob) = server.user("bob").await;
-    let request_id = alice
-        .send(text_message(bob.user_id, "last words", "bye"))
-        .await
-        .unwrap();
-    let (mut stream, mut buf) = alice.into_parts();
-    stream.shutdown().await.expect("half-close");
-    let mut acked = None;
-    let read_to_end = async {
-        loop {
-            while let Some(frame) = ringchat_proto::decode(&mut buf, 1 << 20).expect("a frame") {
-                if frame.request_id == request_id {
-                    acked = frame.body;
-                }
-            }
-            if stream.read_buf(&mut buf).await.expect("read") == 0 {
-                assert!(buf.is_empty(), "the stream ended inside a frame");
-                return;
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), read_to_end)
-        .await
-        .expect("the server closes its side");
-    assert!(
-        matches!(acked, Some(Body::SendAck(_))),
-        "the send was answered {acked:?}"
-    );
 }
 
 #[tokio::test]

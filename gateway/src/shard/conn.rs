@@ -712,16 +712,6 @@ impl Conn {
         if let Some(buf) = self.partial.take() {
             shard.pool.give(buf);
         }
-        let end = match end {
-            End::PeerClosed(None) if self.answers_half_close() => {
-                match self.answer_half_close().await {
-                    // Said as any other close.
-                    Some(close) => End::Close(close),
-                    None => return,
-                }
-            }
-            end => end,
-        };
         // A kick counts even when its connection failed before it could be told.
         if let Some(Close::Kick(reason)) = self.shared().close.get() {
             shard.stats.kick(reason);
@@ -765,58 +755,6 @@ impl Conn {
         })
         .await;
         self.drain_until_eof().await;
-    }
-
-    /// Whether the end of the client's stream may be a half-close (a TCP `shutdown(SHUT_WR)`,
-    /// a TLS `close_notify`) after requests whose replies are still to come: a logged-in
-    /// session heard from within `FINAL_FLUSH_MS`, on the shard's coarse clock. One quiet
-    /// for longer has nothing coming, and is closed at once.
-    fn answers_half_close(&self) -> bool {
-        let shard = self.shard();
-        let shared = self.shared();
-        shared.is_authed()
-            && shared.close.get().is_none()
-            && !self.write_cut
-            && shared.ticks_since_seen(shard.tick.get()) <= shard.ticks(FINAL_FLUSH_MS)
-    }
-
-    /// The client has sent its last byte: what its session has queued, and the replies that
-    /// come back from the backend (a `SendAck` once its message commits), are written for
-    /// `FINAL_FLUSH_MS`; then the stream is shut down. A client that closed both ways makes a
-    /// write fail (reset) and ends it sooner. A close asked for meanwhile (a kick, the server
-    /// stopping) is returned, to be said as any other.
-    async fn answer_half_close(&mut self) -> Option<Close> {
-        let shard = Rc::clone(&self.session.shard);
-        let shared = Rc::clone(&self.session.shared);
-        let by = Instant::now() + Duration::from_millis(FINAL_FLUSH_MS);
-        loop {
-            if let Some(close) = shared.close.get() {
-                return Some(close);
-            }
-            let left = by.saturating_duration_since(Instant::now());
-            if self.has_output() {
-                // A write cut short by the end of the grace leaves the stream inside a frame:
-                // nothing more is written to it.
-                match monoio::time::timeout(left, self.flush(Flush::Whole, None)).await {
-                    Ok(Ok(())) => continue,
-                    Ok(Err(_)) => return None,
-                    Err(_) => {
-                        self.write_cut = true;
-                        return None;
-                    }
-                }
-            }
-            if monoio::time::timeout(left, shared.wake.notified())
-                .await
-                .is_err()
-            {
-                break;
-            }
-        }
-        // TLS's `close_notify` is a write too.
-        let left = by.saturating_duration_since(Instant::now());
-        let _ = monoio::time::timeout(left, self.stream.shutdown(&shard.pool)).await;
-        None
     }
 
     /// Reads and drops what the client still sends until it closes, briefly: closing a socket
