@@ -628,11 +628,12 @@ fn a_live_log_filter_change_applies_at_once() {
     let admin = server.api_key("ops", "admin");
     let dir = log_dir(&server);
     let debug_line = "admin connection ended with an error";
-    let filter = "info,fjall=warn,lsm_tree=warn,ringchat_backend::admin::listener=debug";
+    let filter = "info,fjall=warn,lsm_tree=warn,ringchat_backend::admin::http1=debug";
     let (status, body) = admin.patch("/api/config", json!({ "log.filter": filter }));
     assert_eq!(status, 200, "{body}");
     assert_eq!(admin.get("/api/logs/filter").1["filter"], filter);
-    // A DEBUG event of the target the filter names: a request the admin listener cannot parse.
+    // A DEBUG event of the target the filter names (`admin::http1`, which serves the admin
+    // listener's connections): a request the admin listener cannot parse.
     let mut conn = TcpStream::connect(server.admin).unwrap();
     conn.set_read_timeout(Some(WAIT)).unwrap();
     conn.write_all(b"NOT HTTP\r\n\r\n").unwrap();
