@@ -129,7 +129,7 @@ fn describe() {
     );
     metrics::describe_counter!(
         "ringchat_push_retries_total",
-        "Webhook requests retried after a failure (not those whose pushes all became stale first)"
+        "Webhook request retries decided after a failure (counted before the backoff wait, also when the pushes then go stale)"
     );
     metrics::describe_counter!(
         "ringchat_push_online_elsewhere_total",

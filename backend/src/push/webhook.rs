@@ -144,6 +144,9 @@ pub(crate) async fn post(
             return Sent::GivenUp;
         }
         tracing::debug!(%why, wait_ms = wait.as_millis() as u64, "push request will be retried");
+        // Counted when the retry is decided (a request waiting out its backoff shows), even
+        // if its pushes then go stale and it is not sent.
+        metrics::counter!("ringchat_push_retries_total").increment(1);
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(Duration::from_millis(config.backoff_ms_max));
         if stale.drop_stale(pushes, crate::time::now_ms()) > 0 {
@@ -157,7 +160,6 @@ pub(crate) async fn post(
             (body, signature) = signed(config, sent_at_ms, pushes);
         }
         retries += 1;
-        metrics::counter!("ringchat_push_retries_total").increment(1);
     }
 }
 
