@@ -124,8 +124,9 @@ pub struct GatewayConfig {
     /// /64s, each a fresh `prelogin_conns_per_ip_max`. IPv4 clients are counted per address only.
     pub prelogin_conns_per_network_max: usize,
     /// Logins (and registrations, account requests before login) one shard has waiting for
-    /// the backend at once, a quarter of them per client (`ringchat_backend::share_key`: an
-    /// IPv4 address, an IPv6 /48); past either a Login is answered `SERVER_FULL` with a
+    /// the backend at once; past its quarter of them a client (`ringchat_backend::share_key`:
+    /// an IPv4 address, an IPv6 /48) may borrow idle ones but not the last quarter, kept for
+    /// the other clients. Past either a Login is answered `SERVER_FULL` with a
     /// `retry_after_ms` and the connection closed. Logged-in clients are never counted nor
     /// refused.
     pub logins_in_flight_per_shard_max: usize,

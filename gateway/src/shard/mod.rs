@@ -62,6 +62,16 @@ fn client_share(places: usize) -> usize {
     (places / CLIENT_SHARE_DIVISOR as usize).max(1)
 }
 
+/// Whether a client already holding `of_client` of `places` (`in_flight` of them taken by
+/// everyone) is refused one more. Past its share a client may still borrow idle places, but
+/// never the last share of them: those are kept for clients under theirs. So one host alone
+/// (a load generator, a carrier's NAT reconnecting) may use the shard's places, and a host
+/// looping requests still leaves everyone else a quarter.
+fn past_client_share(of_client: usize, in_flight: usize, places: usize) -> bool {
+    let share = client_share(places);
+    of_client >= share && in_flight + share >= places
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ShardError {
     #[error(
@@ -530,7 +540,8 @@ impl Shard {
 
     /// A place for one more pre-login request from `peer` on its way to the backend, or why
     /// there is none: the shard has `gateway.logins_in_flight_per_shard_max` of them already,
-    /// or the client (`share_key`) its share of them. Without the share one host looping
+    /// or the client (`share_key`) its share of them while they are scarce
+    /// (`past_client_share`). Without the share one host looping
     /// requests the backend refuses at once (a `Login{}`, a throttled password) on many
     /// connections held every slot, and everyone else's login was told `SERVER_FULL`.
     /// Shard-local: no atomics; given back when the slot drops.
@@ -542,7 +553,7 @@ impl Shard {
         let from = ringchat_backend::share_key(peer);
         let mut per_client = self.logins_in_flight_from.borrow_mut();
         let of_client = per_client.entry(from).or_insert(0);
-        if *of_client >= client_share(self.gateway.logins_in_flight_per_shard_max) {
+        if past_client_share(*of_client, n, self.gateway.logins_in_flight_per_shard_max) {
             return Err(LoginsFull::Client);
         }
         *of_client += 1;

@@ -264,3 +264,27 @@ fn frames_for_a_connection_not_logged_in_are_dropped() {
     drain(&shard, vec![event]);
     assert_eq!(pending.outbound.len(), 1);
 }
+
+#[test]
+fn a_client_past_its_share_borrows_idle_places_but_not_the_last_quarter() {
+    // 1,024 places, a share of 256.
+    assert!(
+        !past_client_share(255, 1000, 1024),
+        "under its share: always"
+    );
+    assert!(
+        !past_client_share(600, 600, 1024),
+        "alone: idle places are lent"
+    );
+    assert!(!past_client_share(767, 767, 1024));
+    assert!(
+        past_client_share(768, 768, 1024),
+        "the last quarter is kept"
+    );
+    assert!(past_client_share(256, 800, 1024), "others took the rest");
+    assert!(
+        !past_client_share(0, 1023, 1024),
+        "a newcomer gets the kept place"
+    );
+    assert!(past_client_share(1, 0, 1), "one place: a share of one");
+}
