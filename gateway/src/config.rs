@@ -174,7 +174,8 @@ pub const LOGINS_IN_FLIGHT_PER_SHARD_DEFAULT: usize = 1024;
 /// connections per shard at its defaults; 1,000 sign-ups at once over 2 shards in a test), while
 /// one host holds at most 0.2 % of a shard's default 500,000 places, however many idle sockets it
 /// opens and renews every handshake timeout. It bounds places, not logins: of the login slots
-/// one client takes a quarter at most (`Shard::login_slot`), and a connection whose requests
+/// one client past its quarter borrows idle ones but never the last quarter
+/// (`Shard::login_slot`), and a connection whose requests
 /// the backend keeps refusing is closed (`PRELOGIN_REFUSALS_PER_CONN_MAX`).
 pub const PRELOGIN_CONNS_PER_IP_DEFAULT: usize = LOGINS_IN_FLIGHT_PER_SHARD_DEFAULT;
 
