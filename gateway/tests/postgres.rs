@@ -94,3 +94,108 @@ async fn pg_dump_of_a_live_server_restores_into_a_working_store() {
         .unwrap();
     assert_eq!((again.seq, again.duplicate), (4, true));
 }
+
+/// A migration at start waits for what it needs, past `statement_timeout_ms` and the call
+/// timeout (`connect_timeout_ms + statement_timeout_ms`): here migration 5's CREATE INDEX on
+/// `invites` behind a transaction that holds a lock on it, as in a rolling upgrade meeting a
+/// long transaction of the nodes still running. Once the lock is released the migration
+/// completes and the server starts and serves. It used to run under both timeouts: the
+/// migration was cancelled, rolled back, and the server exited, every start again.
+#[test]
+fn a_migration_waits_past_the_timeouts_for_a_lock_and_the_server_starts() {
+    use common::TestServer;
+    /// How long the migration must have waited: several times the call timeout below.
+    const WAITED: &str = "3 seconds";
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+    let mut server = TestServer::start_in(&data_dir, &[("STORAGE__ENGINE", "postgres")]);
+    server.stop();
+    drop(server);
+
+    let url = common::store::database_url(&data_dir);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let connect = || {
+        rt.block_on(async {
+            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+            tokio::spawn(connection);
+            client
+        })
+    };
+    let (holder, watcher) = (connect(), connect());
+    // Back to version 4, the schema before migration 5's index.
+    rt.block_on(holder.batch_execute(
+        "DELETE FROM schema_migrations WHERE version = 5; DROP INDEX invites_issuer_id",
+    ))
+    .unwrap();
+    // A transaction that writes invites, open until the test says: CREATE INDEX waits for it.
+    rt.block_on(holder.batch_execute("BEGIN; LOCK TABLE invites IN ROW EXCLUSIVE MODE"))
+        .unwrap();
+
+    let dir = data_dir.clone();
+    let starting = std::thread::spawn(move || {
+        TestServer::start_in(
+            &dir,
+            &[
+                ("STORAGE__ENGINE", "postgres"),
+                ("STORAGE__POSTGRES__STATEMENT_TIMEOUT_MS", "300"),
+                ("STORAGE__POSTGRES__CONNECT_TIMEOUT_MS", "700"),
+            ],
+        )
+    });
+    common::wait_until(
+        "the migration waiting on the lock for longer than the timeouts",
+        || {
+            assert!(
+                !starting.is_finished(),
+                "the server's start ended while its migration should still wait (its log is above)"
+            );
+            let waiting: i64 = rt
+                .block_on(watcher.query_one(
+                    &format!(
+                        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'ringchat' \
+                     AND datname = current_database() AND wait_event_type = 'Lock' \
+                     AND query LIKE '%CREATE INDEX invites_issuer_id%' \
+                     AND now() - query_start > interval '{WAITED}'"
+                    ),
+                    &[],
+                ))
+                .unwrap()
+                .get(0);
+            waiting == 1
+        },
+    );
+    rt.block_on(holder.batch_execute("COMMIT")).unwrap();
+    let server = starting
+        .join()
+        .expect("the server starts once the lock is released");
+
+    let version: i32 = rt
+        .block_on(watcher.query_one("SELECT max(version) FROM schema_migrations", &[]))
+        .unwrap()
+        .get(0);
+    assert_eq!(version, 5);
+    assert_eq!(
+        server.log_lines_with("PostgreSQL schema: applying a migration"),
+        1,
+        "each step is logged before it runs, so a wait shows which"
+    );
+    rt.block_on(async {
+        let (mut alice, _) = server.user("alice").await;
+        let (_bob, b) = server.user("bob").await;
+        let ack = alice
+            .send_text(b.user_id, "c1", "after the migration")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(ack.seq, 1);
+    });
+    drop(server);
+    drop((holder, watcher));
+    common::store::drop_database(&data_dir);
+}

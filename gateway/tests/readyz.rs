@@ -3,7 +3,8 @@
 //! thread, shared with logins and reads, per probe), and the page still turns not ready soon
 //! after the store goes away. `ringchat_ready` (what the RingchatNotReady alert reads) is the
 //! same answer, seen by a scrape alone. Neither waits on a store that stalls: both read the
-//! answer one background check keeps. Against the real binary on a PostgreSQL cluster of the test's
+//! answer one background check keeps. A database that answers but takes no writes is not
+//! ready either. Against the real binary on a PostgreSQL cluster of the test's
 //! own, which it stops; every wait is on an event with a deadline.
 
 mod common;
@@ -83,6 +84,43 @@ fn readyz_probes_share_one_store_check_and_still_see_the_store_go() {
         "/readyz said ready for {noticed:?} after the store went away"
     );
     cluster.start();
+    wait_until("ready again", || {
+        http_get(server.admin, "/readyz") == "ready\n"
+    });
+}
+
+/// A database that answers but takes no writes (its sessions made read-only; a failover onto
+/// a standby looks the same) is not ready, saying why: the check used to be `SELECT 1`, so the
+/// node said ready while every send was refused. Ready again once it takes writes, with no
+/// restart.
+#[test]
+fn a_store_that_takes_no_writes_is_not_ready_and_says_why() {
+    let cluster = PgCluster::start_new();
+    let server = on_postgres(&cluster);
+    wait_until("ready", || http_get(server.admin, "/readyz") == "ready\n");
+    // Every session's default, the pool's open ones too (they take it at the reload).
+    let read_only = |value: &str| {
+        common::store::sql_at(
+            cluster.url(),
+            vec![
+                "SET default_transaction_read_only = off".into(),
+                format!("ALTER SYSTEM SET default_transaction_read_only = {value}"),
+                "SELECT pg_reload_conf()".into(),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    };
+    read_only("on");
+    wait_until("not ready: read-only", || {
+        http_get(server.admin, "/readyz")
+            .starts_with("not ready: the store refuses writes: PostgreSQL sessions are read-only")
+    });
+    assert_eq!(
+        server.metrics().get("ringchat_ready").copied(),
+        Some(0.0),
+        "the gauge is the page's answer"
+    );
+    read_only("off");
     wait_until("ready again", || {
         http_get(server.admin, "/readyz") == "ready\n"
     });

@@ -175,7 +175,10 @@ impl From<crate::store::StoreError> for ApiError {
     fn from(err: crate::store::StoreError) -> Self {
         use crate::store::StoreError;
         match err {
-            StoreError::WritesStopped(_) | StoreError::Persist(_) | StoreError::Io(_) => {
+            StoreError::WritesStopped(_)
+            | StoreError::ReadOnly(_)
+            | StoreError::Persist(_)
+            | StoreError::Io(_) => {
                 tracing::warn!(%err, "admin API: the store refused");
                 Self::unavailable("the store refuses writes now", 1_000)
             }

@@ -161,6 +161,9 @@ async fn checks(state: Arc<CheckState>, engine: Weak<dyn crate::store::StoreEngi
         let mut check = tokio::task::spawn_blocking(move || store.reachable());
         let answer = match tokio::time::timeout(READY_CHECK_TIMEOUT, &mut check).await {
             Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(crate::store::StoreError::ReadOnly(why)))) => {
+                Err(format!("the store refuses writes: {why}"))
+            }
             Ok(Ok(Err(e))) => Err(format!("the store does not answer: {e}")),
             Ok(Err(e)) => Err(format!("the store does not answer: {e}")),
             Err(_) => Err(format!(
@@ -184,7 +187,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Readiness: 503 with the reason while the server cannot take clients, or while a
-/// networked store does not answer (`ReadyCheck`'s last answer).
+/// networked store does not answer or takes no writes (`ReadyCheck`'s last answer).
 async fn ready_page(State(admin): State<Arc<Admin>>) -> (StatusCode, String) {
     match readiness(&admin).await {
         Ok(()) => (StatusCode::OK, "ready\n".to_owned()),

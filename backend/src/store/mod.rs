@@ -170,6 +170,10 @@ pub enum StoreError {
     /// An earlier write failed: this store takes no more until the server restarts.
     #[error("the store takes no more writes after an earlier failure: {0}")]
     WritesStopped(String),
+    /// A networked store answers but takes no writes now (PostgreSQL in recovery, or its
+    /// sessions read-only): the readiness check's answer (`StoreEngine::reachable`).
+    #[error("the store takes no writes: {0}")]
+    ReadOnly(String),
     /// A commit group named epochs that are no longer the conversations' (other nodes own
     /// them now): nothing of the group was written (ScyllaDB: nothing of the stale
     /// conversations; heads of others may have been published, `store/scylla/mod.rs`).

@@ -422,7 +422,8 @@ pub trait StoreEngine: Send + Sync + 'static {
     fn dump(&self) -> Option<&dyn super::dump::DumpStore> {
         None
     }
-    /// Whether a networked store answers now (`/readyz`): `Unavailable` while it is away.
+    /// Whether a networked store answers now (`/readyz`): `Unavailable` while it is away,
+    /// `ReadOnly` while it answers but would refuse every write.
     fn reachable(&self) -> Result<(), StoreError> {
         Ok(())
     }

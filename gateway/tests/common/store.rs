@@ -89,7 +89,7 @@ pub fn sql_in(data_dir: &Path, statements: Vec<String>) -> Result<(), String> {
 
 /// Runs `statements` one by one at `url`, on a thread of its own: callers may be on a
 /// runtime's thread, where blocking on another runtime panics.
-fn sql_at(url: String, statements: Vec<String>) -> Result<(), String> {
+pub fn sql_at(url: String, statements: Vec<String>) -> Result<(), String> {
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -1,7 +1,11 @@
 //! The schema, versioned: each migration is an `.sql` file in `migrations/`, compiled in, and
 //! applied once, in order, at open. All of them run in one transaction under an advisory lock,
 //! so two nodes starting at once apply each migration once (the second waits, then finds them
-//! applied), and a failed migration leaves the schema as it was.
+//! applied), and a failed migration leaves the schema as it was. They run without the
+//! connections' `statement_timeout` and without a `lock_timeout`: a migration that waits for a
+//! lock (another node's migration, a long transaction on a table it alters) or builds an index
+//! on a large table takes what it takes, logged step by step, rather than rolling back and
+//! leaving a server that can never start.
 
 use deadpool_postgres::Object;
 
@@ -46,6 +50,10 @@ const MIGRATION_LOCK: i64 = 0x7269_6e67_6368_6174;
 /// applied: all of them run in the one transaction.
 pub(super) async fn to_latest(client: &mut Object, schema: Option<&str>) -> Result<(), StoreError> {
     let tx = client.transaction().await?;
+    // For this transaction only: the pooled connection keeps its timeouts afterwards.
+    tx.batch_execute("SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = 0")
+        .await?;
+    tracing::info!("PostgreSQL schema: taking the migration lock (another node may hold it)");
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await?;
     if let Some(schema) = schema {
@@ -93,16 +101,29 @@ pub(super) async fn to_latest(client: &mut Object, schema: Option<&str>) -> Resu
         history.push((row.try_get::<_, i32>(0)?, row.try_get::<_, String>(1)?));
     }
     let applied = check_history(&history)?;
-    for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > applied) {
+    let pending: Vec<_> = MIGRATIONS.iter().filter(|m| m.0 > applied).collect();
+    for &(version, name, sql) in &pending {
+        // Before the step, so that one waiting on a lock shows which it is.
+        tracing::info!(version, name, "PostgreSQL schema: applying a migration");
+        let started = std::time::Instant::now();
         tx.batch_execute(sql).await?;
         tx.execute(
             "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
             &[version, name],
         )
         .await?;
-        tracing::info!(version, name, "PostgreSQL schema migrated");
+        tracing::info!(
+            version,
+            name,
+            took_ms = started.elapsed().as_millis() as u64,
+            "PostgreSQL schema: migration applied"
+        );
     }
     tx.commit().await?;
+    match pending.last() {
+        Some((version, ..)) => tracing::info!(version, "PostgreSQL schema: migrations committed"),
+        None => tracing::info!(version = applied, "PostgreSQL schema: up to date"),
+    }
     Ok(())
 }
 

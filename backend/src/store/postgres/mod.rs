@@ -225,11 +225,15 @@ impl PgStore {
             #[cfg(test)]
             explained: None,
         };
-        store.block(async {
-            let mut client = store.client().await?;
+        let mut client = store.block(async {
+            let client = store.client().await?;
             connect::check_encoding(&client).await?;
-            migrate::to_latest(&mut client, schema).await
+            Ok(client)
         })?;
+        // Not bounded by the call timeout (nor, inside, by `statement_timeout`): a migration
+        // may wait for another node's or a lock held by a long transaction, or build an index
+        // on a large table; cut short, it rolls back and the server could never start.
+        store.block_on(migrate::to_latest(&mut client, schema))?;
         Ok(store)
     }
 
@@ -246,25 +250,29 @@ impl PgStore {
     /// by handing its tasks on. Register, login, messaging and presence were checked to call
     /// only from blocking threads (presence's friend reads moved to `spawn_blocking`).
     fn block<T>(&self, f: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
-        use tokio::runtime::{Handle, RuntimeFlavor};
-        let bounded = async {
+        let result = self.block_on(async {
             match tokio::time::timeout(self.call_timeout, f).await {
                 Ok(result) => result,
                 Err(_) => Err(StoreError::Unavailable(
                     format!("PostgreSQL did not answer within {:?}", self.call_timeout).into(),
                 )),
             }
-        };
-        let result = match Handle::try_current() {
-            Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(|| self.handle.block_on(bounded))
-            }
-            _ => self.handle.block_on(bounded),
-        };
+        });
         if let Err(StoreError::Unavailable(_)) = &result {
             metrics::counter!("ringchat_store_unavailable_total").increment(1);
         }
         result
+    }
+
+    /// [`Self::block`] without its timeout: for the schema's migration at open only.
+    fn block_on<T>(&self, f: impl Future<Output = T>) -> T {
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        match Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| self.handle.block_on(f))
+            }
+            _ => self.handle.block_on(f),
+        }
     }
 
     /// A pooled connection, or `Unavailable` at once while the database is known to be away
@@ -346,8 +354,32 @@ impl StoreEngine for PgStore {
         Ok(())
     }
 
+    /// The database answers and takes writes: a standby (a failover onto one, a primary
+    /// demoted) or sessions made read-only (`default_transaction_read_only`) answer reads but
+    /// refuse every write, so the node is not ready on them. `transaction_read_only` is that
+    /// of the check's own transaction, which starts as any other of its session.
     fn reachable(&self) -> Result<(), StoreError> {
-        self.rows("SELECT 1", &[]).map(drop)
+        let row = self
+            .row(
+                "SELECT pg_is_in_recovery(), current_setting('transaction_read_only') = 'on'",
+                &[],
+            )?
+            .ok_or_else(|| StoreError::Corrupt("the readiness check returned no row".into()))?;
+        if col::<bool>(&row, 0)? {
+            return Err(StoreError::ReadOnly(
+                "PostgreSQL is a standby in recovery, read-only: point [storage.postgres] url \
+                 at the primary"
+                    .into(),
+            ));
+        }
+        if col::<bool>(&row, 1)? {
+            return Err(StoreError::ReadOnly(
+                "PostgreSQL sessions are read-only (default_transaction_read_only is on for \
+                 the database, the role or the server)"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -416,26 +448,14 @@ pub(crate) mod tests {
 
     /// [`open_test_store`] with a statement timeout of `statement_timeout_ms` (and a second to
     /// connect): for tests that make calls time out. Opening migrates under a lock the other
-    /// tests' opens take too, which a short timeout may not wait out: the schema is made with
-    /// the default timeout first, and the short one's open is tried until the lock was free
-    /// long enough.
+    /// tests' opens take too, which it waits for whatever the timeouts (`migrate.rs`).
     pub(crate) fn open_test_store_timed(dir: &Path, statement_timeout_ms: u64) -> PgStore {
-        drop(open_test_store(dir).expect("the test schema"));
         let config = PostgresConfig {
             statement_timeout_ms,
             connect_timeout_ms: 1_000,
             ..test_config(2)
         };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        loop {
-            match open_test_store_with(dir, config.clone()) {
-                Ok(store) => return store,
-                Err(StoreError::Unavailable(e)) if std::time::Instant::now() < deadline => {
-                    tracing::debug!(%e, "opening again");
-                }
-                Err(e) => panic!("open: {e}"),
-            }
-        }
+        open_test_store_with(dir, config).unwrap_or_else(|e| panic!("open: {e}"))
     }
 
     /// One database session on the test dir's schema (a pool of one connection), for what

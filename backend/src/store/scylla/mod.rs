@@ -371,7 +371,7 @@ impl StoreEngine for ScyllaStore {
     }
 
     /// One query a node of the local data centre answers, within `request_timeout_ms` (the
-    /// session's profile): `Unavailable` while none does, as PostgreSQL's `SELECT 1`.
+    /// session's profile): `Unavailable` while none does, as PostgreSQL's check.
     fn reachable(&self) -> Result<(), StoreError> {
         match self.run(self.exec(&self.st.reachable, ())) {
             Ok(_) => Ok(()),
