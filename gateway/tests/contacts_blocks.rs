@@ -568,3 +568,33 @@ async fn a_recall_across_a_block_stays_with_the_recaller() {
         entry(&before).last_message.map(|m| m.server_time_ms)
     );
 }
+
+/// A recall across a block names the conversation's other member as `to_user_id`, in the push
+/// to the recaller's other devices and in the stored event, as any recall does: the block
+/// narrows who is told, not whom the event is to (a client files a message under its peer).
+#[tokio::test]
+async fn a_recall_across_a_block_is_still_to_the_other_member() {
+    let server = TestServer::start(&[]);
+    let (mut a, alice) = server.user("alice").await;
+    let (mut b, bob) = server.user("bob").await;
+    let (a_id, b_id) = (alice.user_id, bob.user_id);
+    let conv = conversation_id(a_id, b_id);
+    let sent = a.send_text(b_id, "a1", "oops").await.unwrap().unwrap();
+    assert_eq!(sent.seq, 1);
+    b.next_push().await.unwrap();
+    // Blocked both ways: whichever side's block it is, the recall stays with Alice.
+    block_ok(block(&mut b, a_id).await, a_id, true);
+    block_ok(block(&mut a, b_id).await, b_id, true);
+    let (mut a2, _) = server.device("alice", "alice-dev2").await;
+
+    let ok = a.recall(conv, sent.seq).await.unwrap().unwrap();
+    assert_eq!((ok.seq, ok.event_seq), (1, 2));
+    let event = a2.next_push().await.unwrap();
+    assert_eq!((event.seq, event.recall_of_seq), (ok.event_seq, 1));
+    assert_eq!((event.from_user_id, event.to_user_id), (a_id, b_id));
+    // Stored so: a later Sync (any device, any time) reads the same.
+    let page = a2.sync(conv, ok.event_seq - 1, 1).await.unwrap();
+    let stored = page.messages.first().expect("the recall event");
+    assert_eq!(stored.seq, ok.event_seq);
+    assert_eq!((stored.from_user_id, stored.to_user_id), (a_id, b_id));
+}

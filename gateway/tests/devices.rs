@@ -700,3 +700,47 @@ async fn a_refused_refresh_of_a_nameless_token_leaves_the_token_working() {
         }
     }
 }
+
+/// After `login.device_tokens_max` is lowered the account holds more devices than it until a
+/// password login signs them out; ListDevices cuts the list after ordering it, so the asking
+/// device is never the one left out (here its id sorts last of 21).
+#[tokio::test]
+async fn a_lowered_device_limit_never_leaves_the_asking_device_out_of_the_list() {
+    let mut server = TestServer::start(&[
+        ("LOGIN__DEVICES_MAX", "32"),
+        ("LOGIN__DEVICE_TOKENS_MAX", "32"),
+    ]);
+    drop(server.user("alice").await);
+    let mut last = None;
+    for i in 0..20 {
+        let (c, ok) = device(&server, "alice", &format!("d{i:02}"), v1::Platform::Desktop).await;
+        drop(c);
+        last = Some(ok);
+    }
+    let d19 = last.unwrap();
+    server.stop();
+    let lowered = TestServer::start_in(
+        &server.data_dir,
+        &[
+            ("LOGIN__DEVICES_MAX", "10"),
+            ("LOGIN__DEVICE_TOKENS_MAX", "10"),
+        ],
+    );
+    // A token login signs nobody out: the 21 devices stay.
+    let mut c = hello(&lowered).await;
+    let reply = c
+        .request(Body::Login(v1::Login {
+            credential: Some(login::Credential::Token(d19.token.clone())),
+            device_id: "d19".into(),
+            platform: v1::Platform::Desktop as i32,
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    assert!(matches!(reply, Body::LoginOk(_)), "{reply:?}");
+    let list = devices_of(&mut c).await;
+    let names: Vec<&str> = list.iter().map(|d| d.device_id.as_str()).collect();
+    assert_eq!(names.len(), 10, "bounded by the limit: {names:?}");
+    assert_eq!(names[0], "d19", "the asking device first: {names:?}");
+    assert!(list[0].current && list[0].online, "{:?}", list[0]);
+}

@@ -234,12 +234,16 @@ impl Accounts {
         .await
     }
 
+    /// The account's signed-in devices, one entry per device id: its newest live token. Every
+    /// one read (at most [`TOKENS_SCAN_MAX`] tokens): the caller orders them and keeps the
+    /// first `login.device_tokens_max`, so that what a lowered limit cuts (the tokens past it
+    /// go at the next password login) is the devices that matter least, not the ids that sort
+    /// last.
     pub(crate) async fn devices(
         &self,
         user_id: UserId,
     ) -> Result<Vec<(TokenHash, TokenRecord)>, Refusal> {
         let store = Arc::clone(&self.store);
-        let limit = self.login.device_tokens_max;
         let now = now_ms();
         let held = blocking(move || store.tokens_of_user(user_id, TOKENS_SCAN_MAX)).await?;
         // One entry per device id: its newest live token.
@@ -252,9 +256,7 @@ impl Accounts {
                 }
             }
         }
-        let mut out: Vec<_> = newest.into_values().collect();
-        out.truncate(limit);
-        Ok(out)
+        Ok(newest.into_values().collect())
     }
 }
 
@@ -414,7 +416,10 @@ impl Backend {
                 })
                 .collect()
         };
-        list.sort_by_key(|d| std::cmp::Reverse((d.online, d.last_seen_ms)));
+        // The asking device first, then the online ones, then by last seen; cut after the
+        // order, so that a lowered `login.device_tokens_max` never leaves those out.
+        list.sort_by_key(|d| std::cmp::Reverse((d.current, d.online, d.last_seen_ms)));
+        list.truncate(self.settings.login.device_tokens_max);
         Ok((
             Body::DeviceList(v1::DeviceList { devices: list }),
             Vec::new(),

@@ -181,7 +181,8 @@ pub struct LoginConfig {
     pub token_refresh_percent: u8,
     /// Signed-in devices (tokens) kept per user; a password login past it signs out the device
     /// seen longest ago, devices with a session on this node last. Bounds ListDevices, which
-    /// returns them all.
+    /// returns them all (after a lowering, the offline ones seen longest ago past it are
+    /// left out until a password login signs them out).
     pub device_tokens_max: usize,
     /// A login's `Resume` is served when its `since_server_time_ms` is at most this old
     /// (0: never; the client then gets `Resumed{complete: false}` and syncs as usual). Also

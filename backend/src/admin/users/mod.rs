@@ -69,7 +69,8 @@ pub struct UserDetail {
     pub disabled_info: Option<DisabledInfo>,
     /// The newest of the devices' last-seen times (now while online); 0: never seen.
     pub last_seen_ms: u64,
-    /// Signed-in devices (a live token each), online ones first.
+    /// Signed-in devices (a live token each), online ones first, then by last seen; at most
+    /// `login.device_tokens_max`.
     pub devices: Vec<DeviceView>,
 }
 
@@ -269,6 +270,9 @@ pub(super) async fn user_detail(admin: &Arc<Admin>, id: UserId) -> ApiResult<Use
         (devices, online.len())
     };
     devices.sort_by_key(|d| std::cmp::Reverse((d.online, d.last_seen_ms)));
+    // Cut after the order (as ListDevices): a lowered limit leaves out the devices seen
+    // longest ago.
+    devices.truncate(backend.settings.login.device_tokens_max);
     Ok(UserDetail {
         last_seen_ms: devices.first().map_or(0, |d| d.last_seen_ms),
         devices,

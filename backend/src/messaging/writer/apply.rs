@@ -349,12 +349,15 @@ impl Writer {
         // not the other user's news: only the recaller's sessions hear of it, as a reader's
         // receipts across a block stay with the reader (`cursor_scope`). The pair's owner
         // writes its blocks, so its cache is current.
-        let blocked_peer = match &members {
-            Some(members)
+        // The wire's `to_user_id`: a direct conversation's other member, taken from the
+        // conversation before a block narrows who is told (it is stored for good).
+        let peer = members.as_ref().and_then(|m| m.others(user).next());
+        let blocked_peer = match peer {
+            Some(peer)
                 if conv_id.kind() == ConvKind::Direct
                     && self.contacts.blocked_either_way(conv_id)? =>
             {
-                members.others(user).next()
+                Some(peer)
             }
             _ => None,
         };
@@ -409,11 +412,7 @@ impl Writer {
             seq: conv.max_seq + 1,
             msg_id: self.take_msg_id(),
             from: user,
-            // The wire's `to_user_id`: a direct conversation's other member.
-            to: match &audience {
-                Audience::Members(members) => members.others(user).next().unwrap_or(0),
-                Audience::Group(_) => 0,
-            },
+            to: peer.unwrap_or(0),
             client_msg_id: String::new(),
             content_type: ContentType::Recall as i32,
             content: Bytes::new(),
