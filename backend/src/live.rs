@@ -217,7 +217,8 @@ const HIDDEN: &str = "(hidden)";
 /// and the value of a `password=`, `…secret=` or `…token=` parameter (a URL's query or
 /// PostgreSQL's `key=value` form, quoted or not). Where a value is ambiguous, more is hidden,
 /// never less. The one rule for every URL-like value echoed to operators (configuration
-/// problems, `GET /api/config`, a SIGHUP's log lines, `ringchat migrate`'s output).
+/// problems, `GET /api/config`, a SIGHUP's log lines, `ringchat migrate`'s output, the log
+/// lines naming `push.url` or `observe.otlp.endpoint`).
 pub fn credentials_hidden(text: &str) -> String {
     hidden_params(&hidden_userinfo(text))
 }

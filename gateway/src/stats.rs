@@ -503,4 +503,83 @@ mod tests {
         assert!(facts.not_ready().unwrap().starts_with("shard 1 "));
         assert_eq!(facts.commit(), "abc");
     }
+
+    /// The names given to `describe_*`, in order.
+    #[derive(Default)]
+    struct Descriptions(std::sync::Mutex<Vec<String>>);
+
+    impl Descriptions {
+        fn add(&self, name: metrics::KeyName) {
+            self.0.lock().unwrap().push(name.as_str().to_owned());
+        }
+    }
+
+    impl metrics::Recorder for Descriptions {
+        fn describe_counter(
+            &self,
+            k: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+            self.add(k);
+        }
+        fn describe_gauge(
+            &self,
+            k: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+            self.add(k);
+        }
+        fn describe_histogram(
+            &self,
+            k: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+            self.add(k);
+        }
+        fn register_counter(
+            &self,
+            _: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Counter {
+            metrics::Counter::noop()
+        }
+        fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+            metrics::Gauge::noop()
+        }
+        fn register_histogram(
+            &self,
+            _: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Histogram {
+            metrics::Histogram::noop()
+        }
+    }
+
+    /// One name, one `# HELP`: two parts describing the same name (the shards' refused
+    /// pre-login connections and the backend's refused account requests once did) publish one
+    /// family whose help is wrong for half its series, whichever description wins.
+    #[test]
+    fn every_family_is_described_once_across_the_gateway_and_the_backend() {
+        let recorder = Descriptions::default();
+        metrics::with_local_recorder(&recorder, || {
+            describe();
+            ringchat_backend::admin::describe_families();
+        });
+        let names = recorder.0.into_inner().unwrap();
+        let mut seen = std::collections::BTreeSet::new();
+        let twice: Vec<&String> = names.iter().filter(|n| !seen.insert(*n)).collect();
+        assert!(twice.is_empty(), "described more than once: {twice:?}");
+        // The push, files and backup families are described there too, not where they record.
+        for family in [
+            "ringchat_push_sent_total",
+            "ringchat_files_bytes_in_total",
+            "ringchat_backups_failed_total",
+            "ringchat_cluster_claims_total",
+        ] {
+            assert!(seen.contains(&family.to_owned()), "{family} not described");
+        }
+    }
 }

@@ -1,11 +1,12 @@
 //! `deploy/grafana/ringchat.json` and `deploy/prometheus/alerts.yml` parse, and every metric
 //! they name is one the server's `/metrics` exports: a renamed or dropped family fails here,
-//! not in an operator's empty panel or silent alert.
+//! not in an operator's empty panel or silent alert. Every `ringchat_…` family the prose names
+//! (README, ARCHITECTURE, docs/, tuning/, deploy/, the example config) is one the code spells.
 
 mod common;
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::TestServer;
@@ -172,5 +173,141 @@ fn names_are_found_in_expressions() {
     assert_eq!(
         metric_names(r#"sum by (le) (rate(ringchat_x_bucket{job="ringchat_not"}[5m])) / up"#),
         ["ringchat_x_bucket"]
+    );
+}
+
+/// Names in the prose that are not metric families: a crate, an nftables table, a database.
+const NOT_FAMILIES: [&str; 3] = ["ringchat_bench", "ringchat_raw", "ringchat_try"];
+
+fn is_name_byte(b: u8) -> bool {
+    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'
+}
+
+/// The `ringchat_…` names in a text: `ringchat_push_{sent,failed}_total` is two, a brace after
+/// a whole name is its labels (`ringchat_x_total{shard}`), and one ending in `_` is a prefix
+/// (`ringchat_push_…`), no name.
+fn named_families(text: &str) -> Vec<String> {
+    let bytes = text.as_bytes();
+    let name_end = |from: usize| {
+        (from..bytes.len())
+            .find(|&i| !is_name_byte(bytes[i]))
+            .unwrap_or(bytes.len())
+    };
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(at) = text[from..].find("ringchat_").map(|i| i + from) {
+        let mut end = name_end(at + "ringchat_".len());
+        from = end;
+        if at > 0 && (bytes[at - 1].is_ascii_alphanumeric() || bytes[at - 1] == b'_') {
+            continue;
+        }
+        let stem = &text[at..end];
+        let open = end;
+        let mut names = vec![stem.to_owned()];
+        if stem.ends_with('_')
+            && text[open..].starts_with('{')
+            && let Some(close) = text[open..].find('}').map(|i| i + open)
+            && text[open + 1..close]
+                .bytes()
+                .all(|b| is_name_byte(b) || b == b',')
+        {
+            end = name_end(close + 1);
+            let tail = &text[close + 1..end];
+            names = text[open + 1..close]
+                .split(',')
+                .map(|alt| format!("{stem}{alt}{tail}"))
+                .collect();
+            from = end;
+        }
+        out.extend(names.into_iter().filter(|n| !n.ends_with('_')));
+    }
+    out
+}
+
+/// Every file under `dir`.
+fn files_under(dir: PathBuf) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut dirs = vec![dir];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+/// A family the docs name and no code publishes (renamed, or never written) sends an operator
+/// looking for what is not there.
+#[test]
+fn every_family_the_docs_name_is_one_the_code_spells() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut spelled = BTreeSet::new();
+    for dir in ["backend/src", "gateway/src"] {
+        for file in files_under(root.join(dir)) {
+            // A test may name a family the server never publishes.
+            let path = file.to_string_lossy();
+            if path.ends_with(".rs") && !path.contains("test") {
+                spelled.extend(named_families(&std::fs::read_to_string(&file).unwrap()));
+            }
+        }
+    }
+    let mut docs: Vec<PathBuf> = ["README.md", "ARCHITECTURE.md", "ringchat.example.toml"]
+        .iter()
+        .map(|f| root.join(f))
+        .collect();
+    for dir in ["docs", "tuning", "deploy"] {
+        docs.extend(files_under(root.join(dir)));
+    }
+    let known = |name: &str| {
+        spelled.contains(name)
+            || NOT_FAMILIES.contains(&name)
+            || ["_bucket", "_sum", "_count"]
+                .iter()
+                .any(|s| name.strip_suffix(s).is_some_and(|f| spelled.contains(f)))
+    };
+    let mut named = BTreeSet::new();
+    let mut missing = Vec::new();
+    for doc in &docs {
+        let Ok(text) = std::fs::read_to_string(doc) else {
+            continue;
+        };
+        for name in named_families(&text) {
+            if !known(&name) {
+                missing.push(format!(
+                    "{}: {name}",
+                    doc.strip_prefix(&root).unwrap().display()
+                ));
+            }
+            named.insert(name);
+        }
+    }
+    assert!(named.len() >= 100, "only {} names found", named.len());
+    assert!(
+        missing.is_empty(),
+        "named, but no code publishes them:\n{}",
+        missing.join("\n")
+    );
+}
+
+#[test]
+fn families_are_found_in_prose() {
+    assert_eq!(
+        named_families(
+            "`ringchat_push_{sent,failed}_total`, ringchat_x_total{shard=\"0\"}, \
+             ringchat_y{peer}, my_ringchat_no, `ringchat_push_…`, ringchat_z_{a,b}."
+        ),
+        [
+            "ringchat_push_sent_total",
+            "ringchat_push_failed_total",
+            "ringchat_x_total",
+            "ringchat_y",
+            "ringchat_z_a",
+            "ringchat_z_b",
+        ]
     );
 }

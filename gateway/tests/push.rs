@@ -415,3 +415,60 @@ async fn signed_out_devices_leave_no_push_tokens_and_a_disabled_user_gets_no_pus
         "a disabled user was pushed to"
     );
 }
+
+/// `push.url` and `observe.otlp.endpoint` may carry credentials (`user:password@`, a
+/// `?token=`): the log lines naming them, which a viewer reads at `/api/logs`, hide them, the
+/// push gateway's address at start and in a request's error alike.
+#[tokio::test]
+async fn credentials_in_push_url_and_otlp_endpoint_stay_out_of_the_logs() {
+    // Nothing listens there: the push fails at once and, with no retries, is given up.
+    let addr = free_port();
+    let url = format!("http://u:s3cret@{addr}/x?token=t0ken");
+    let server = TestServer::start(&env(
+        &url,
+        &[
+            ("PUSH__RETRIES_MAX", "0"),
+            ("OBSERVE__OTLP__ENDPOINT", "http://u:s3cret@127.0.0.1:9"),
+        ],
+    ));
+    let (mut alice, a) = server.user("alice").await;
+    let (mut bob, b) = user_with_token(&server, "bob", "apns-bob").await;
+    befriend(&mut alice, a.user_id, &mut bob, b).await;
+    go_offline(&mut alice, bob, b).await;
+    alice.send_text(b, "m1", "hi bob").await.unwrap().unwrap();
+
+    let viewer = server.api_key("watch", "viewer");
+    let lines = |q: &str| -> Vec<serde_json::Value> {
+        let (status, page) = viewer.get(&format!("/api/logs?q={q}&limit=100"));
+        assert_eq!(status, 200, "{page}");
+        page["items"].as_array().unwrap().clone()
+    };
+    let mut named = Vec::new();
+    common::wait_until_async("the push and OTLP lines in the logs", || {
+        named = [
+            "offline%20push%20to%20the%20push%20gateway",
+            "observe.otlp%3A%20exporting",
+            "pushes%20given%20up",
+        ]
+        .iter()
+        .map(|q| lines(q))
+        .collect();
+        named.iter().all(|found| !found.is_empty())
+    })
+    .await;
+    let text = |found: &[serde_json::Value]| serde_json::to_string(found).unwrap();
+    assert!(
+        text(&named[0]).contains(&format!("http://u:(hidden)@{addr}/x?token=(hidden)")),
+        "the address is still told: {}",
+        text(&named[0])
+    );
+    assert!(
+        text(&named[1]).contains("http://u:(hidden)@127.0.0.1:9"),
+        "{}",
+        text(&named[1])
+    );
+    for secret in ["s3cret", "t0ken"] {
+        let leaked = lines(secret);
+        assert!(leaked.is_empty(), "{secret} in the logs: {}", text(&leaked));
+    }
+}

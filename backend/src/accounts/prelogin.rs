@@ -46,7 +46,7 @@ fn place(
     what: &str,
 ) -> Result<OwnedSemaphorePermit, Refusal> {
     Arc::clone(places).try_acquire_owned().map_err(|_| {
-        metrics::counter!("ringchat_prelogin_refused_total", "kind" => kind).increment(1);
+        metrics::counter!("ringchat_account_requests_refused_total", "kind" => kind).increment(1);
         Refusal {
             code: ErrorCode::Unavailable,
             message: format!("too many {what} waiting; retry after retry_after_ms"),

@@ -54,7 +54,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 pub use crate::logs::LogControl;
-pub use health::install_metrics;
+pub use health::{describe_families, install_metrics};
 pub use tls::serve_tls;
 
 use crate::config::AdminConfig;

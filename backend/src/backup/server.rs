@@ -24,6 +24,22 @@ pub const LAST_SUCCESS: &str = "ringchat_backup_last_success_timestamp_seconds";
 /// that is overdue (`RingchatBackupStale` in deploy/prometheus/alerts.yml).
 pub const INTERVAL: &str = "ringchat_backup_interval_seconds";
 
+/// The backup families' help texts (`admin::describe_families`).
+pub(crate) fn describe() {
+    metrics::describe_counter!(
+        FAILED_TOTAL,
+        "Backups (scheduled or POST /api/backups) that failed."
+    );
+    metrics::describe_gauge!(
+        LAST_SUCCESS,
+        "When the newest backup in backup.dir was written, Unix seconds (0: none)."
+    );
+    metrics::describe_gauge!(
+        INTERVAL,
+        "backup.interval_s when scheduled backups are on (backup.dir set), else 0."
+    );
+}
+
 pub struct Backups {
     config: BackupConfig,
     /// The files, when they are on local storage (`backup/files.rs`); with S3 the bucket is
@@ -83,18 +99,6 @@ impl Backups {
     /// write (outside a sandbox's writable paths, a read-only mount, its permissions) would
     /// otherwise fail every backup for ever with only a log line each.
     pub fn check_at_start(&self) -> Result<(), BackupError> {
-        metrics::describe_counter!(
-            FAILED_TOTAL,
-            "Backups (scheduled or POST /api/backups) that failed."
-        );
-        metrics::describe_gauge!(
-            LAST_SUCCESS,
-            "When the newest backup in backup.dir was written, Unix seconds (0: none)."
-        );
-        metrics::describe_gauge!(
-            INTERVAL,
-            "backup.interval_s when scheduled backups are on (backup.dir set), else 0."
-        );
         metrics::counter!(FAILED_TOTAL).absolute(0);
         let scheduled = if self.dir().is_some() {
             self.config.interval_s

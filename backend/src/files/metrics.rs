@@ -11,6 +11,7 @@ pub const BLOBS_COLLECTED: &str = "ringchat_files_gc_blobs_collected_total";
 pub const BYTES_COLLECTED: &str = "ringchat_files_gc_bytes_collected_total";
 pub const MARKERS_DROPPED: &str = "ringchat_files_gc_markers_dropped_total";
 
+/// The files families' help texts (`admin::describe_families`).
 pub fn describe() {
     metrics::describe_counter!(UPLOADS_CREATED, "Uploads created (POST /files).");
     metrics::describe_counter!(

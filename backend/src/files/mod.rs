@@ -23,7 +23,7 @@ mod error;
 mod gc;
 pub mod http;
 pub mod media;
-mod metrics;
+pub(crate) mod metrics;
 mod model;
 pub mod refs;
 mod service;

@@ -97,7 +97,6 @@ pub struct FileService {
 
 impl FileService {
     pub fn new(storage: Arc<dyn FileStorage>, config: FilesConfig) -> Self {
-        super::metrics::describe();
         Self {
             storage,
             chunk_permits: Arc::new(Semaphore::new(config.chunks_in_flight_max)),

@@ -89,8 +89,8 @@ impl Push {
     }
 }
 
-/// The push metrics' help texts, registered once at start.
-fn describe() {
+/// The push metrics' help texts (`admin::describe_families`).
+pub(crate) fn describe() {
     metrics::describe_counter!(
         "ringchat_push_queued_total",
         "Offline pushes queued for the push gateway (one per message and offline recipient, or per group message that may concern one)"

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use super::resolve::{PushItem, Resolver};
 use super::stale::{Staleness, too_old};
 use super::webhook::{DeadToken, Sent, client, post};
-use super::{Lane, PushReceiver, PushRecord, describe};
+use super::{Lane, PushReceiver, PushRecord};
 use crate::Backend;
 use crate::store::UserId;
 
@@ -25,7 +25,6 @@ pub(crate) fn start(backend: &Arc<Backend>) {
     let Some(rx) = push.take_receiver() else {
         return;
     };
-    describe();
     let client = match client(&push.config) {
         Ok(client) => client,
         Err(err) => {
@@ -39,7 +38,9 @@ pub(crate) fn start(backend: &Arc<Backend>) {
         config: push.config.clone(),
         devices_max: backend.settings.login.device_tokens_max,
     });
-    tracing::info!(url = %push.config.url, "offline push to the push gateway");
+    // push.url may carry credentials (`user:password@`, `?token=`); viewers read the logs.
+    let url = crate::live::credentials_hidden(&push.config.url);
+    tracing::info!(%url, "offline push to the push gateway");
     let stale = Staleness {
         max_age_ms: push.config.max_age_ms,
         sessions: backend.sessions.clone(),

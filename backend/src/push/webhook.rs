@@ -12,6 +12,7 @@ use sha2::Sha256;
 use super::PushConfig;
 use super::resolve::PushItem;
 use super::stale::Staleness;
+use crate::live::credentials_hidden;
 use crate::store::UserId;
 
 /// Bytes of a 2xx answer read for its `dead_tokens`, at most; a longer answer is accepted and
@@ -127,7 +128,8 @@ pub(crate) async fn post(
                     .get(reqwest::header::LOCATION)
                     .and_then(|l| l.to_str().ok())
                     .unwrap_or("");
-                tracing::warn!(status = %r.status(), location = to, pushes = pushes.len(), "the push gateway answered a redirect, which is not followed; set push.url to the address that answers; pushes given up");
+                let to = credentials_hidden(to);
+                tracing::warn!(status = %r.status(), location = %to, pushes = pushes.len(), "the push gateway answered a redirect, which is not followed; set push.url to the address that answers; pushes given up");
                 return Sent::GivenUp;
             }
             Ok(r) if r.status().is_server_error() || r.status().as_u16() == 429 => {
@@ -137,7 +139,8 @@ pub(crate) async fn post(
                 tracing::warn!(status = %r.status(), pushes = pushes.len(), "the push gateway refused pushes; not retried");
                 return Sent::GivenUp;
             }
-            Err(e) => format!("the push gateway is unreachable: {e}"),
+            // reqwest's error names the URL, `?token=` and all (it only takes out `user:password@`).
+            Err(e) => credentials_hidden(&format!("the push gateway is unreachable: {e}")),
         };
         if retries >= config.retries_max {
             tracing::warn!(%why, pushes = pushes.len(), retries, "pushes given up");

@@ -60,7 +60,7 @@ pub fn describe() {
             "Accounts registered, since start.",
         ),
         (
-            "ringchat_prelogin_refused_total",
+            "ringchat_account_requests_refused_total",
             "Registers (kind=\"register\") and RequestEmailCode/ResetPassword requests (kind=\"account\") answered UNAVAILABLE because accounts.registrations_waiting_max of their kind were held already, since start.",
         ),
         (

@@ -180,7 +180,9 @@ pub fn start(
         .build();
     let tracer = provider.tracer("ringchat");
     TRACER.set(tracer).map_err(|_| OtlpError::Started)?;
-    tracing::info!(endpoint = %config.endpoint, sample_ratio = config.sample_ratio, "observe.otlp: exporting spans of messages' paths across nodes");
+    // The endpoint may carry credentials (`user:password@`); viewers read the logs.
+    let endpoint = crate::live::credentials_hidden(&config.endpoint);
+    tracing::info!(%endpoint, sample_ratio = config.sample_ratio, "observe.otlp: exporting spans of messages' paths across nodes");
     Ok(Some(Otlp { provider, timeout }))
 }
 
