@@ -6,7 +6,9 @@
 // the connection closed), as the server does (docs/PROTOCOL.md); everything else passes through.
 // Checks: the page says it is signing out while it waits, keeps the pending logout across both
 // refusals, sends it again after retry_after_ms, and in the end a copy of the token no longer logs
-// in (a protocol client of the test's own on another page) and the pending logout is gone.
+// in (a protocol client of the test's own on another page) and the pending logout is gone. Then
+// Frank's pending logout's Login is answered RATE_LIMITED every time (the unknown tokens' count
+// of a shared address): after three in a row the page gives it up and shows the login form.
 // Every wait is on an event with a deadline (STEP_MS), never a sleep.
 // Started by gateway/tests/browser.rs:  node web-tests/chat-logout.e2e.mjs http://127.0.0.1:PORT/ ARTIFACT_DIR
 import { mkdirSync } from 'node:fs';
@@ -139,6 +141,55 @@ try {
   check(r.error?.code === 'ERROR_CODE_INVALID_CREDENTIALS', `the token still logs in after the logout: ${JSON.stringify(r)}`);
   await probe.close();
   console.log(`logout frames: ${JSON.stringify(seen.map((s) => s.kind))}`);
+
+  // Frank's pending logout meets the unknown tokens' count of a shared address: every token
+  // Login of it is answered RATE_LIMITED (the connection stays open, as the server's). After
+  // LOGOUT_RATE_LIMITED_MAX of them in a row the page gives it up and shows the login form,
+  // instead of "signing out" for ever.
+  const frank = await newPage(browser, 'frank', DESKTOP, fail);
+  pages.push(frank);
+  const f = frank.page;
+  let frankLogoutRefused = false;
+  // What the page held as its pending logout at each token Login answered RATE_LIMITED.
+  const rateLimited = [];
+  await f.routeWebSocket(/\/ws$/, (ws) => {
+    const server = ws.connectToServer();
+    ws.onMessage(async (message) => {
+      let frame = null;
+      try { frame = JSON.parse(message); } catch { /* not JSON: passed on */ }
+      if (frame?.logout && !frankLogoutRefused) {
+        frankLogoutRefused = true;
+        ws.send(JSON.stringify({
+          requestId: frame.requestId,
+          error: { code: 'ERROR_CODE_UNAVAILABLE', message: 'storage unavailable (test)', retryAfterMs: '150' },
+        }));
+        return;
+      }
+      if (frame?.login?.token && frankLogoutRefused) {
+        rateLimited.push(await f.evaluate(() => localStorage.getItem('ringchat.logout')));
+        ws.send(JSON.stringify({
+          requestId: frame.requestId,
+          error: { code: 'ERROR_CODE_RATE_LIMITED', message: 'too many unknown tokens from this address (test)', retryAfterMs: '100' },
+        }));
+        return;
+      }
+      server.send(message);
+    });
+  });
+  await f.goto(url);
+  await register(f, 'frank');
+  await f.click('#me-button');
+  const frankToken = (await f.evaluate(() => JSON.parse(localStorage.getItem('ringchat.session')))).token;
+  await f.click('#logout');
+  // Kept pending through the first refusals (backing off between them), then given up: the
+  // login form, nothing pending.
+  await f.locator('#login:not([hidden])').waitFor({ timeout: STEP_MS * 2 });
+  check(rateLimited.length === 3, `the page gave up after ${rateLimited.length} RATE_LIMITED answers, not 3`);
+  check(rateLimited.every((p) => JSON.parse(p || 'null')?.token === frankToken),
+    `a RATE_LIMITED answer before the third dropped the pending logout: ${JSON.stringify(rateLimited)}`);
+  const frankLeft = await f.evaluate(() => localStorage.getItem('ringchat.logout'));
+  check(frankLeft === null, `the pending logout was kept after the page gave up: ${frankLeft}`);
+  await shot(f, 'desktop-logout-rate-limited');
 } catch (err) {
   fail(`e2e failed: ${err.stack || err}`);
   for (const { name, page } of pages) await shot(page, `failure-${name}`).catch(() => {});

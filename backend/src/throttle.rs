@@ -38,8 +38,8 @@ impl ThrottleKey {
     }
 
     /// The network an IPv6 client is in (its /48, by the limiters' one rule,
-    /// `limiter::network_key`): one holder of a /48 has 65,536 /64s, each with `failures_free`
-    /// of its own, enough together to keep the password hasher busy for everyone.
+    /// `limiter::ipv6_network_key`): one holder of a /48 has 65,536 /64s, each with
+    /// `failures_free` of its own, enough together to keep the password hasher busy for everyone.
     ///
     /// `None` for an IPv4 client, counted per address only. An IPv4 address costs the same
     /// whether or not it shares a /24 with the attacker's others (a botnet's are scattered),
@@ -48,8 +48,7 @@ impl ThrottleKey {
     /// lump together every subscriber of a carrier's NAT pool or a campus's egress /24, where
     /// one guesser would then delay the password logins of thousands.
     pub fn network(peer: IpAddr) -> Option<Self> {
-        let network = crate::accounts::limiter::network_key(peer);
-        network.is_ipv6().then_some(Self::Network(network))
+        crate::accounts::limiter::ipv6_network_key(peer).map(Self::Network)
     }
 
     /// The keys a password login from `peer` is counted under beside the account's: the

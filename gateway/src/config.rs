@@ -87,7 +87,8 @@ pub struct GatewayConfig {
     /// WebSocket-over-TLS listener (wss, and the chat page); used when `[gateway.tls]` is set.
     pub wss_listen: String,
     /// One shard per listed core, pinned to it; `"auto"`: one per online core not given to the
-    /// backend, no more than the cgroup's CPU quota (`Config::shard_cores_on`).
+    /// backend, no more than the cgroup's CPU quota, not pinned when the quota capped them
+    /// (`Config::shard_plan_on`).
     pub cores: Cores,
     pub driver: Driver,
     /// io_uring submission queue entries per shard.
@@ -264,7 +265,8 @@ pub struct StatusHttpConfig {
     /// Connections open at once; past it a new one is closed at once.
     pub conns_max: usize,
     /// Connections open at once from one client (an IPv4 address, an IPv6 /64:
-    /// `ringchat_backend::client_key`); past it a new one is closed at once.
+    /// `ringchat_backend::client_key`), kept-alive ones included; past it a new one is closed
+    /// at once. Default: the shards' `prelogin_conns_per_ip_max`, whole NATs being one client.
     pub conns_per_ip_max: usize,
     /// The same for an IPv6 client network (its /48, all its /64s together:
     /// `ringchat_backend::share_key`). IPv4 clients are counted per address only.
@@ -281,8 +283,12 @@ impl Default for StatusHttpConfig {
     fn default() -> Self {
         Self {
             conns_max: 4096,
-            conns_per_ip_max: 64,
-            conns_per_network_max: 256,
+            // The shards' per-client count, for the same reason: a whole NAT's or a balancer's
+            // (without PROXY protocol) browsers are one client, each holding up to 6 kept-alive
+            // connections for the page's files. One client still holds a quarter of the places
+            // at most, and one IPv6 /48 (a site, as one IPv4 NAT address is) as much.
+            conns_per_ip_max: PRELOGIN_CONNS_PER_IP_DEFAULT,
+            conns_per_network_max: PRELOGIN_CONNS_PER_IP_DEFAULT,
             header_read_timeout_ms: 10_000,
             write_stall_timeout_ms: 10_000,
         }
@@ -509,13 +515,24 @@ impl Config {
         }
     }
 
-    /// The cores the shards run on on `host`, one shard each. `"auto"`: the online cores not
-    /// given to the backend, no more of them than the cgroup's CPU quota (a pod limited to 4
-    /// CPUs on a 64-core node runs 4 shards, not 64 sharing 4 CPUs' time, each with its own
-    /// per-shard budgets).
+    /// The cores the shards run on on `host`, one shard each (`Self::shard_plan_on`'s).
     pub fn shard_cores_on(&self, host: &HostCpus) -> Vec<usize> {
+        self.shard_plan_on(host).cores
+    }
+
+    /// The shards on `host`: one per listed core, pinned to it. `"auto"`: one per online core not
+    /// given to the backend, pinned, and no more of them than the cgroup's CPU quota (a pod
+    /// limited to 4 CPUs on a 64-core node runs 4 shards, not 64 sharing 4 CPUs' time, each with
+    /// its own per-shard budgets). When the quota, not the CPU set, decided their number, they
+    /// are not pinned: the quota lets them run on any allowed core, and the first N of a shared
+    /// set also take the interrupts and the other pods' threads (a pod without the static CPU
+    /// manager, a systemd unit's `CPUQuota=`).
+    pub fn shard_plan_on(&self, host: &HostCpus) -> ShardPlan {
         match &self.gateway.cores {
-            Cores::List(list) => list.clone(),
+            Cores::List(list) => ShardPlan {
+                cores: list.clone(),
+                pinned: true,
+            },
             Cores::Named(_) => {
                 let free: Vec<usize> = host
                     .online
@@ -528,11 +545,23 @@ impl Config {
                 } else {
                     free
                 };
-                cores.truncate(host.quota.unwrap_or(usize::MAX).max(1));
-                cores
+                let quota = host.quota.unwrap_or(usize::MAX).max(1);
+                let pinned = cores.len() <= quota;
+                cores.truncate(quota);
+                ShardPlan { cores, pinned }
             }
         }
     }
+}
+
+/// Where the shards run (`Config::shard_plan_on`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardPlan {
+    /// One shard per entry, pinned to that core when `pinned`.
+    pub cores: Vec<usize>,
+    /// `false`: the cgroup's CPU quota set the number of shards, below the cores they were
+    /// given; the scheduler places them on any of the process's allowed cores.
+    pub pinned: bool,
 }
 
 impl GatewayConfig {

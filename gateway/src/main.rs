@@ -343,9 +343,14 @@ fn tune_command(command: TuneCommand) -> ExitCode {
         }
         TuneCommand::Plan { .. } => {
             let plan = tune::plan::plan(&host, &config);
+            let today = config.shard_plan_on(&host.cpus());
+            let shards = if today.pinned {
+                format!("shards on {}", tune::cpus::format(&today.cores))
+            } else {
+                format!("{} shards, not pinned (the CPU quota)", today.cores.len())
+            };
             println!(
-                "# Today: shards on {}, backend.cores = [{}]\n",
-                tune::cpus::format(&config.shard_cores_on(&host.cpus())),
+                "# Today: {shards}, backend.cores = [{}]\n",
                 tune::cpus::format(&config.backend.cores)
             );
             print!("{}", plan.text());

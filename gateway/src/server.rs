@@ -91,15 +91,17 @@ pub fn run(
     let config = loaded.config.clone();
     // The host's CPUs as `main` read them, before any thread pinned itself.
     let host = layers.host();
-    let cores = config.shard_cores_on(&host);
+    let plan = config.shard_plan_on(&host);
     if let (crate::config::Cores::Named(_), Some(quota)) = (&config.gateway.cores, host.quota) {
         tracing::info!(
             cpu_quota = quota,
             online = host.online.len(),
-            shards = cores.len(),
-            "gateway.cores = \"auto\": no more shards than the cgroup's CPU quota (cpu.max) allows"
+            shards = plan.cores.len(),
+            pinned = plan.pinned,
+            "gateway.cores = \"auto\": no more shards than the cgroup's CPU quota (cpu.max) allows; pinned only when the CPU set has no more cores than that"
         );
     }
+    let cores = plan.cores;
     let shard_count = cores.len();
     let conns_cap = conns_cap(&config, shard_count)?;
     let addrs = config
@@ -141,7 +143,7 @@ pub fn run(
         ringchat_backend::otlp::start(&config.observe.otlp, &config.cluster.node_id, rt.handle())?;
     let prometheus = admin::install_metrics().context("installing the metrics recorder")?;
     stats::describe();
-    publish_info(&config, &cores);
+    publish_info(&config, &cores, plan.pinned);
     stats::publish_conns_per_shard_max(conns_cap.apply(config.gateway.conns_per_shard_max));
     let backend = Backend::open(config.backend_settings(), shard_txs.clone())?;
     let shard_live = Arc::new(Published::new(ShardLive::of(&config, &conns_cap)));
@@ -256,7 +258,7 @@ pub fn run(
         let take = |l: &mut Option<Vec<std::net::TcpListener>>| l.as_mut().and_then(Vec::pop);
         let spec = ShardSpec {
             id: ShardId::try_from(index).context("too many shards")?,
-            core: Some(core),
+            core: plan.pinned.then_some(core),
             gateway: config.gateway.clone(),
             limits: config.limits.clone(),
             listeners: Listeners {
@@ -602,7 +604,7 @@ fn bind_reuseport(addr: SocketAddr, count: usize) -> std::io::Result<Vec<std::ne
 
 /// What a benchmark report or a dashboard needs to say which server it measured: the build, and
 /// the settings that change the figures. Prometheus "info" gauges (value 1, facts in labels).
-fn publish_info(config: &Config, cores: &[usize]) {
+fn publish_info(config: &Config, cores: &[usize], pinned: bool) {
     metrics::gauge!(
         "ringchat_build_info",
         "version" => env!("CARGO_PKG_VERSION"),
@@ -617,7 +619,7 @@ fn publish_info(config: &Config, cores: &[usize]) {
         "ringchat_config_info",
         "durability" => durability,
         "shards" => cores.len().to_string(),
-        "shard_cores" => format!("{:?}", cores),
+        "shard_cores" => if pinned { format!("{cores:?}") } else { "unpinned".to_owned() },
         "backend_cores" => format!("{:?}", config.backend.cores),
         "driver" => format!("{:?}", config.gateway.driver).to_lowercase(),
     )

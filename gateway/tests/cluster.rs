@@ -371,6 +371,55 @@ async fn a_status_nodes_http_listener_bounds_slow_heads_and_connections_per_clie
     assert!(assigned(&again.unwrap()));
 }
 
+/// The default `gateway.status_http.conns_per_ip_max` admits a whole NAT: the chat page is some
+/// 18 files over up to 6 kept-alive connections per browser, and an office's browsers behind one
+/// address (or a balancer without PROXY protocol) are one client. Past 64 kept-alive connections
+/// from one address (the old default) a new one is still answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_nodes_http_listener_admits_a_whole_nats_browsers_by_default() {
+    use common::http1::Http1;
+    // Eleven browsers' worth of kept-alive connections from one address.
+    const HELD: usize = 66;
+    let db = common::store::fresh_database();
+    let prefix = format!("sn_{}", unique());
+    let nodes = start_nodes(&db, &redis_url(), &prefix, &["c1"]);
+    wait_until("c1 sees itself", || live_nodes(&nodes[0].1) == 1.0);
+    // Only the idle limit is set (the longest allowed): the held connections stay open however
+    // slowly a loaded machine opens the rest; the per-client count is the default.
+    let status = StatusNode::start_with(
+        &db,
+        &redis_url(),
+        &prefix,
+        &[("GATEWAY__STATUS_HTTP__HEADER_READ_TIMEOUT_MS", "600000")],
+    );
+    let ws = status.ws;
+    wait_until("the status node sees c1", || {
+        http_get(ws, "/assign").contains("\"c1\"")
+    });
+    let mut held = Vec::new();
+    for i in 0..HELD {
+        let mut c = Http1::connect(ws).await;
+        let r = c
+            .request("GET", "/assign", None, &[], b"")
+            .await
+            .unwrap_or_else(|e| panic!("kept-alive connection number {i} refused: {e}"));
+        assert_eq!(r.status, 200, "connection number {i}: {r:?}");
+        held.push(c);
+    }
+    let mut next = Http1::connect(ws).await;
+    let r = next
+        .request("GET", "/assign", None, &[], b"")
+        .await
+        .expect("a new connection past 64 kept-alive ones from the same address");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["node_id"], "c1", "{r:?}");
+    // The held ones are all still open and answered.
+    for c in &mut held {
+        let r = c.request("GET", "/readyz", None, &[], b"").await.unwrap();
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_logged_in_on_node_2_is_routed_there_until_it_logs_out() {
     let db = common::store::fresh_database();

@@ -454,12 +454,22 @@ async fn connections_not_logged_in_are_counted_per_ipv6_network() {
 /// Token logins with a token nobody holds, from `source` behind the balancer, on connections
 /// of 4 logins each (a connection's refusals before login are bounded): their error codes.
 async fn unknown_token_logins(server: &TestServer, source: &str, logins: u32) -> Vec<ErrorCode> {
+    unknown_token_logins_behind(server, &v1_six(source), logins).await
+}
+
+/// [`unknown_token_logins`] from the client a PROXY `header` names.
+async fn unknown_token_logins_behind(
+    server: &TestServer,
+    header: &[u8],
+    logins: u32,
+) -> Vec<ErrorCode> {
     const PER_CONNECTION: u32 = 4;
+    let source = String::from_utf8_lossy(header);
     let mut codes = Vec::new();
     let mut c = None;
     for i in 0..logins {
         if i % PER_CONNECTION == 0 {
-            let mut fresh = through_balancer(server, Kind::Tcp, &v1_six(source)).await;
+            let mut fresh = through_balancer(server, Kind::Tcp, header).await;
             fresh.hello().await;
             c = Some(fresh);
         }
@@ -470,7 +480,7 @@ async fn unknown_token_logins(server: &TestServer, source: &str, logins: u32) ->
         };
         match c.as_mut().unwrap().request(Body::Login(login)).await {
             Body::Error(e) => codes.push(ErrorCode::try_from(e.code).expect("a known code")),
-            other => panic!("token login from {source}: {other:?}"),
+            other => panic!("token login behind {source:?}: {other:?}"),
         }
     }
     codes
@@ -513,5 +523,37 @@ async fn unknown_tokens_from_many_64s_of_one_48_are_limited_per_48() {
     assert_eq!(
         unknown_token_logins(&server, "2001:db8:6::1", 1).await,
         [ErrorCode::InvalidCredentials]
+    );
+}
+
+/// An IPv4 client's unknown tokens are counted per address only, as the password throttle
+/// counts its failures: a carrier's NAT pool is one /24, and hosts there that spend their own
+/// addresses' counts leave a neighbour whose token was revoked told `INVALID_CREDENTIALS`, not
+/// `RATE_LIMITED`. Before, the /24 shared `UNKNOWN_TOKENS_PER_NETWORK` (150 a minute).
+#[tokio::test]
+async fn unknown_tokens_from_ipv4_neighbours_of_one_24_are_counted_per_address() {
+    let per_client = ringchat_backend::UNKNOWN_TOKENS_PER_CLIENT;
+    let per_network = ringchat_backend::UNKNOWN_TOKENS_PER_NETWORK;
+    let server = TestServer::start(&[TRUST_LOOPBACK]);
+    // Hosts 10.0.0.2, .3, ... each spend their whole count: together what the /24 had.
+    let hosts = u8::try_from(per_network.div_ceil(per_client)).unwrap();
+    for host in 2..2 + hosts {
+        let codes = unknown_token_logins_behind(&server, &v1([10, 0, 0, host]), per_client).await;
+        assert!(
+            codes.iter().all(|c| *c == ErrorCode::InvalidCredentials),
+            "10.0.0.{host}, within its own count: {codes:?}"
+        );
+    }
+    // Each is past its own count...
+    assert_eq!(
+        unknown_token_logins_behind(&server, &v1([10, 0, 0, 2]), 1).await,
+        [ErrorCode::RateLimited],
+        "10.0.0.2 past its own count"
+    );
+    // ...and a neighbour in the same /24 is not.
+    assert_eq!(
+        unknown_token_logins_behind(&server, &v1([10, 0, 0, 2 + hosts]), 1).await,
+        [ErrorCode::InvalidCredentials],
+        "a neighbour of the spent addresses"
     );
 }

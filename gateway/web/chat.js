@@ -16,6 +16,13 @@ const LOGOUT_KEY = 'ringchat.logout';
 // (INVALID_ARGUMENT). Any other answer (the server full, busy or failing) leaves the token
 // working on the server: the logout is kept and tried again.
 const LOGOUT_SETTLED = new Set(['INVALID_CREDENTIALS', 'TOKEN_EXPIRED', 'ACCOUNT_DISABLED', 'INVALID_ARGUMENT']);
+// RATE_LIMITED answers in a row to a pending logout's token Login after which it is given up
+// and the login form shown. A token Login is told RATE_LIMITED past the unknown tokens' count of
+// its address (docs/PROTOCOL.md), which never holds back a known token: the token no longer logs
+// in, and other clients behind the address (a NAT) may keep the count spent, so retrying would
+// hold the page on "signing out" for ever. A few, not one: the connection's own request rate is
+// RATE_LIMITED too. The token is gone from this browser either way.
+const LOGOUT_RATE_LIMITED_MAX = 3;
 const outboxKey = (userId) => `ringchat.outbox.${userId}`;
 const HISTORY_PAGE = 30;
 // Messages of one conversation held (and drawn); the oldest go past it, and "Load older" pages
@@ -188,6 +195,7 @@ async function sendLogout() {
 }
 
 let logoutPutOff = 0; // pending-logout attempts the server put off in a row (the backoff's step)
+let logoutRateLimited = 0; // of them, token Logins answered RATE_LIMITED in a row
 
 // A logout left for this connection: the token logs in once more to be logged out. False when
 // there was one: this connection is done with (dropped), the next one goes on. It stays in
@@ -201,9 +209,11 @@ async function finishLogout() {
     failure = await sendLogout();
   } catch (e) {
     if (e.code === 'DISCONNECTED' || e.code === 'TIMEOUT') return false; // the reconnect tries again
-    if (LOGOUT_SETTLED.has(e.code)) {
+    logoutRateLimited = e.code === 'RATE_LIMITED' ? logoutRateLimited + 1 : 0;
+    if (LOGOUT_SETTLED.has(e.code) || logoutRateLimited >= LOGOUT_RATE_LIMITED_MAX) {
       localStorage.removeItem(LOGOUT_KEY);
       logoutPutOff = 0;
+      logoutRateLimited = 0;
       return true;
     }
     failure = e;

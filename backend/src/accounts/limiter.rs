@@ -185,9 +185,20 @@ impl Limited {
     }
 }
 
+/// Which clients' networks a [`ClientLimiter`] counts beside the clients themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NetworksOf {
+    /// Every client's ([`network_key`]: an IPv4 /24, an IPv6 /48).
+    All,
+    /// IPv6 clients' only ([`ipv6_network_key`], the password throttle's rule): an IPv4 client
+    /// is counted by its address alone.
+    Ipv6,
+}
+
 /// Requests per client address and per its network in one window, both bounded.
 pub(crate) struct ClientLimiter {
     tables: Mutex<ClientTables>,
+    networks_of: NetworksOf,
 }
 
 struct ClientTables {
@@ -199,7 +210,7 @@ struct ClientTables {
 
 impl ClientLimiter {
     /// `per_client_max` and `per_network_max` (0: networks not limited) uses per `window_ms`;
-    /// each table keeps at most `entries_max` keys.
+    /// each table keeps at most `entries_max` keys. Every client's network is counted.
     pub fn new(
         per_client_max: u32,
         per_network_max: u32,
@@ -212,6 +223,15 @@ impl ClientLimiter {
                 networks: (per_network_max > 0)
                     .then(|| WindowTable::new(per_network_max, window_ms, entries_max)),
             }),
+            networks_of: NetworksOf::All,
+        }
+    }
+
+    /// The same, counting the networks `networks_of` names.
+    pub fn counting_networks_of(self, networks_of: NetworksOf) -> Self {
+        Self {
+            networks_of,
+            ..self
         }
     }
 
@@ -219,17 +239,22 @@ impl ClientLimiter {
     /// checked before either is counted, so a refused request costs nothing.
     pub fn take(&self, peer: IpAddr, now_ms: u64) -> Result<(), Limited> {
         let (client, network) = (client_key(peer), network_key(peer));
+        let counted = match self.networks_of {
+            NetworksOf::All => Some(network),
+            NetworksOf::Ipv6 => ipv6_network_key(peer),
+        };
         let mut tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
         let ClientTables { clients, networks } = &mut *tables;
         clients
             .check(&client, now_ms)
             .map_err(|retry_after_ms| Limited::Client { retry_after_ms })?;
-        if let Some(networks) = networks {
+        if let (Some(networks), Some(counted)) = (networks, counted) {
             networks
-                .check(&network, now_ms)
+                .check(&counted, now_ms)
                 .map_err(|retry_after_ms| Limited::Network { retry_after_ms })?;
-            networks.charge(network, region_key(peer), now_ms);
+            networks.charge(counted, region_key(peer), now_ms);
         }
+        // Grouped by its network either way: a full table gives way by the biggest networks.
         clients.charge(client, network, now_ms);
         Ok(())
     }
@@ -274,6 +299,16 @@ pub fn share_key(ip: IpAddr) -> IpAddr {
 /// allocation, RFC 6177).
 pub(crate) fn network_key(ip: IpAddr) -> IpAddr {
     prefix(ip, NETWORK_PREFIX_V4, NETWORK_PREFIX_V6)
+}
+
+/// The network an IPv6 client is counted in beside its /64 ([`network_key`]'s /48: one holder
+/// of a /48 has 65,536 /64s, each a fresh per-client count); `None` for an IPv4 client, counted
+/// per address only. A /24 would lump together every subscriber of a carrier's NAT pool or a
+/// campus's egress /24, where a few hosts would shut out thousands, and it stops little: a
+/// botnet's IPv4 addresses are scattered. The password throttle's rule
+/// (`ThrottleKey::network`) and the unknown tokens' (`unknown_tokens.rs`).
+pub(crate) fn ipv6_network_key(ip: IpAddr) -> Option<IpAddr> {
+    Some(network_key(ip)).filter(IpAddr::is_ipv6)
 }
 
 /// What a network is grouped by when the networks' table is full: its IPv4 /16, IPv6 /32.

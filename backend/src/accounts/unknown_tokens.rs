@@ -9,22 +9,24 @@
 //! that names no account; `ringchat_login_failures_total` counts those within the bound.
 //! The file API's bearer tokens (`Accounts::token_user`) are charged to the same count.
 //!
-//! Counted by network too (an IPv4 /24, an IPv6 /48), as every per-client limit of the
-//! accounts is: one holder of a /48 has 65,536 /64s, each a fresh [`UNKNOWN_TOKENS_PER_CLIENT`]
-//! of store lookups otherwise.
+//! Counted by IPv6 network too (a /48): one holder of a /48 has 65,536 /64s, each a fresh
+//! [`UNKNOWN_TOKENS_PER_CLIENT`] of store lookups otherwise. An IPv4 client is counted per
+//! address only, as by the password throttle (`limiter::ipv6_network_key`): a carrier's NAT
+//! pool is a /24, where a few hosts' bogus tokens would otherwise have every neighbour whose
+//! token was revoked told `RATE_LIMITED`, never `INVALID_CREDENTIALS`.
 
 use std::net::IpAddr;
 
 use ringchat_proto::v1::ErrorCode;
 
 use super::Refusal;
-use super::limiter::{ClientLimiter, Limited};
+use super::limiter::{ClientLimiter, Limited, NetworksOf};
 
 /// Token logins and `/files` requests with an unknown token from one client address (an IPv4
 /// address, an IPv6 /64) per [`UNKNOWN_TOKENS_WINDOW_MS`], at most: a client whose token was
 /// revoked needs one.
 pub const UNKNOWN_TOKENS_PER_CLIENT: u32 = 30;
-/// The same from one client network (an IPv4 /24, an IPv6 /48: all its addresses together) per
+/// The same from one IPv6 client network (a /48: all its /64s together; IPv4: none) per
 /// [`UNKNOWN_TOKENS_WINDOW_MS`]: five clients' worth, the registrations' ratio
 /// (`accounts.registrations_per_network_per_hour`), so a site's few hosts with revoked tokens
 /// get in together.
@@ -40,12 +42,15 @@ pub(super) struct UnknownTokens(ClientLimiter);
 
 impl Default for UnknownTokens {
     fn default() -> Self {
-        Self(ClientLimiter::new(
-            UNKNOWN_TOKENS_PER_CLIENT,
-            UNKNOWN_TOKENS_PER_NETWORK,
-            UNKNOWN_TOKENS_WINDOW_MS,
-            UNKNOWN_TOKENS_CLIENTS_MAX,
-        ))
+        Self(
+            ClientLimiter::new(
+                UNKNOWN_TOKENS_PER_CLIENT,
+                UNKNOWN_TOKENS_PER_NETWORK,
+                UNKNOWN_TOKENS_WINDOW_MS,
+                UNKNOWN_TOKENS_CLIENTS_MAX,
+            )
+            .counting_networks_of(NetworksOf::Ipv6),
+        )
     }
 }
 

@@ -689,3 +689,33 @@ fn auto_cores_are_capped_by_the_cpu_quota() {
     listed.gateway.cores = Cores::List((0..6).collect());
     assert_eq!(listed.shard_cores_on(&host(Some(2))).len(), 6);
 }
+
+/// Shards capped by the CPU quota below the CPU set are not pinned: pinned, a pod limited to 4
+/// CPUs on a 64-core node (no static CPU manager) ran its 4 shards on cores 0-3, shared with
+/// the interrupts and the other pods, though the quota let them run on any core. When the CPU
+/// set itself has no more cores than the quota (the static CPU manager's 4 cores), or no quota
+/// is set, or the cores are listed, they are pinned as before.
+#[test]
+fn shards_capped_by_the_cpu_quota_are_not_pinned() {
+    let host = |online: std::ops::Range<usize>, quota| HostCpus {
+        online: online.collect(),
+        quota,
+    };
+    let auto = Config::default();
+    let shared = auto.shard_plan_on(&host(0..64, Some(4)));
+    assert_eq!(shared.cores.len(), 4, "{shared:?}");
+    assert!(!shared.pinned, "the quota decided: {shared:?}");
+    for (set, quota) in [(0..4, Some(4)), (8..12, Some(6)), (0..64, None)] {
+        let plan = auto.shard_plan_on(&host(set.clone(), quota));
+        assert_eq!(plan.cores, set.collect::<Vec<_>>());
+        assert!(plan.pinned, "the CPU set decided: {plan:?}");
+    }
+    // The backend's cores taken out first: the quota decides against the rest.
+    let mut with_backend = Config::default();
+    with_backend.backend.cores = vec![0, 1];
+    assert!(with_backend.shard_plan_on(&host(0..6, Some(4))).pinned);
+    assert!(!with_backend.shard_plan_on(&host(0..7, Some(4))).pinned);
+    let mut listed = Config::default();
+    listed.gateway.cores = Cores::List((0..6).collect());
+    assert!(listed.shard_plan_on(&host(0..64, Some(2))).pinned);
+}

@@ -83,6 +83,8 @@ pub(super) fn check(
 /// What the configuration asks of the host, resolved on it.
 pub(super) struct Wants {
     pub(super) shards: Vec<usize>,
+    /// `false`: the CPU quota set the shards' number and they are not pinned (`ShardPlan`).
+    pub(super) shards_pinned: bool,
     pub(super) backend: Vec<usize>,
     /// Descriptors for the configured connection limits.
     pub(super) nofile: u64,
@@ -93,7 +95,8 @@ pub(super) struct Wants {
 }
 
 pub fn run(host: &Host, config: &Config) -> Report {
-    let shards = config.shard_cores_on(&host.cpus());
+    let plan = config.shard_plan_on(&host.cpus());
+    let (shards, shards_pinned) = (plan.cores, plan.pinned);
     let backend = config.backend.cores.clone();
     let gw = &config.gateway;
     let client = (gw.conns_per_shard_max as u64).saturating_mul(shards.len() as u64);
@@ -106,6 +109,7 @@ pub fn run(host: &Host, config: &Config) -> Report {
         nofile: fd_budget::need(config, shards.len()),
         reserve: fd_budget::reserve(config, shards.len()),
         shards,
+        shards_pinned,
         backend,
     };
     let mut checks = vec![cores(host)];
@@ -154,9 +158,16 @@ fn pinning(host: &Host, config: &Config, w: &Wants) -> Vec<Check> {
         .copied()
         .filter(|c| !host.online.contains(c))
         .collect();
+    let shards = if w.shards_pinned {
+        format!("shards on {}", cpus::format(&w.shards))
+    } else {
+        format!(
+            "{} shards, not pinned (the CPU quota allows no more)",
+            w.shards.len()
+        )
+    };
     let value = format!(
-        "{configured} → shards on {}; backend.cores = [{}]",
-        cpus::format(&w.shards),
+        "{configured} → {shards}; backend.cores = [{}]",
         cpus::format(&w.backend)
     );
     out.push(if !offline.is_empty() {

@@ -105,6 +105,28 @@ fn many_64s_of_one_48_cannot_lock_out_a_client_of_another_network() {
     );
 }
 
+/// Counting IPv6 networks only, an IPv4 /24 is no shared budget (a carrier's NAT pool): its
+/// addresses are counted alone, while an IPv6 /48 still is one.
+#[test]
+fn counting_ipv6_networks_only_keeps_ipv4_per_address() {
+    let l = ClientLimiter::new(2, 3, 3_600_000, 1_000).counting_networks_of(NetworksOf::Ipv6);
+    let v4 = |last: u8| IpAddr::from([203, 0, 113, last]);
+    for last in 1..=10 {
+        assert!(l.take(v4(last), 0).is_ok() && l.take(v4(last), 0).is_ok());
+    }
+    assert!(matches!(l.take(v4(1), 0), Err(Limited::Client { .. })));
+    for i in 0..3 {
+        assert!(l.take(subnet(1, i), 0).is_ok());
+    }
+    assert!(matches!(
+        l.take(subnet(1, 9), 0),
+        Err(Limited::Network { .. })
+    ));
+    assert_eq!(ipv6_network_key(v4(1)), None);
+    assert_eq!(ipv6_network_key(v6("::ffff:203.0.113.1")), None);
+    assert_eq!(ipv6_network_key(subnet(1, 9)), Some(v6("2001:db8:1::")));
+}
+
 #[test]
 fn many_networks_filling_the_tables_lose_their_own_entries_first() {
     // 4,096 /48s of one /32 each take once: both tables (200 keys) overflow many times.
