@@ -825,3 +825,119 @@ async fn a_backup_dir_that_cannot_be_written_stops_the_start_and_failures_are_co
         last
     );
 }
+
+/// The `*.partial` entries of `dir`: what failed or interrupted backups left.
+fn partials(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".partial"))
+        .collect()
+}
+
+/// A backup that fails part-way removes its `NAME.partial` (one that failed for want of space
+/// kept it, and the disk full, for good: the next attempt has a new name), and is counted;
+/// what a server killed mid-backup left is removed at start, and what is left at all before
+/// the next backup (even one that fails).
+#[tokio::test]
+async fn a_failed_backup_leaves_no_partial_directory_and_old_ones_are_removed() {
+    if common::store::embedded_only(
+        "a_failed_backup_leaves_no_partial_directory_and_old_ones_are_removed",
+        "the embedded store's online backup",
+    ) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let backups = tmp.path().join("backups");
+    let backups_s = backups.display().to_string();
+    // What a server killed while writing a backup left.
+    let killed = backups.join("ringchat-20260101T000000Z.partial");
+    std::fs::create_dir_all(killed.join("state")).unwrap();
+    std::fs::write(killed.join("messages.dump"), vec![0u8; 64 << 10]).unwrap();
+    let data = tmp.path().join("data");
+    let server = TestServer::start_in(&data, &[("BACKUP__DIR", &backups_s)]);
+    assert_eq!(partials(&backups), Vec::<String>::new(), "removed at start");
+    // An operator's key: the state a backup copies first (`state/admin/credentials.json`).
+    let admin = server.api_key("backups", "admin");
+
+    // The activity directory replaced by a file: the backup fails with the state partly copied
+    // into its `NAME.partial`, as a disk that fills up mid-backup fails it.
+    let activity = data.join("activity");
+    std::fs::remove_dir_all(&activity).unwrap();
+    std::fs::write(&activity, "").unwrap();
+    // Left by an earlier failure whose partial directory could not be removed then.
+    let stray = backups.join("ringchat-20260101T000001Z.partial");
+    std::fs::create_dir_all(&stray).unwrap();
+    std::fs::write(stray.join("users.dump"), b"x").unwrap();
+    let ((status, failed), admin) = take(admin).await;
+    assert!(status >= 400, "{status} {failed}");
+    // It failed where it was made to, with the state partly copied (the answer says "see the
+    // server log").
+    let why = format!("{}: Not a directory", activity.display());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.log_lines_with(&why) == 0 {
+        assert!(Instant::now() < deadline, "{}", server.log_tail());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(partials(&backups), Vec::<String>::new());
+    assert_eq!(server.metric("ringchat_backups_failed_total"), 1.0);
+
+    // With the directory back, the next one is written.
+    std::fs::remove_file(&activity).unwrap();
+    std::fs::create_dir(&activity).unwrap();
+    let ((status, taken), _admin) = take(admin).await;
+    assert_eq!(status, 201, "{taken}");
+    assert!(
+        backups
+            .join(taken["name"].as_str().unwrap())
+            .join("manifest.json")
+            .is_file()
+    );
+    assert_eq!(partials(&backups), Vec::<String>::new());
+}
+
+/// `ringchat backup` refuses a data dir a restore or migrate into which did not finish: it
+/// holds part of a store (the counters are copied last), which was backed up as a whole one
+/// that verified, and restored into a store without its counters.
+#[test]
+fn backup_refuses_a_data_dir_whose_restore_or_migrate_did_not_finish() {
+    if common::store::embedded_only(
+        "backup_refuses_a_data_dir_whose_restore_or_migrate_did_not_finish",
+        "`ringchat backup` of an embedded store; it starts no server",
+    ) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    fill_store(&data, 1_000);
+    // What an interrupted copy leaves (`backup/copy.rs`): its checkpoint, parts still to do.
+    let checkpoint = data.join("ringchat-copy-checkpoint.json");
+    let state = json!({
+        "format": 1,
+        "source": "backup:/var/backups/ringchat-20260101T000000Z",
+        "parts": {"users": {"done": true, "resume": null, "records": 200}},
+    });
+    std::fs::write(&checkpoint, state.to_string()).unwrap();
+    let (data_s, to) = (data.display().to_string(), tmp.path().join("b1"));
+    let backup = || {
+        Command::new(env!("CARGO_BIN_EXE_ringchat"))
+            .args(["backup", "--to", &to.display().to_string()])
+            .env("RINGCHAT_STORAGE__DATA_DIR", &data_s)
+            .output()
+            .unwrap()
+    };
+    let out = backup();
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("unfinished restore or copy")
+            && text(&out).contains(&checkpoint.display().to_string()),
+        "{}",
+        text(&out)
+    );
+    assert!(!to.exists() && !tmp.path().join("b1.partial").exists());
+    // The copy finished (its checkpoint removed): backed up.
+    std::fs::remove_file(&checkpoint).unwrap();
+    let out = backup();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(to.join("manifest.json").is_file());
+}

@@ -110,6 +110,10 @@ pub fn write<'s>(
         std::fs::remove_dir_all(&partial).map_err(BackupError::io(&partial))?;
     }
     create_private_dir_all(&partial)?;
+    // Removed on any failure from here: a backup that failed for want of space would
+    // otherwise keep that space taken (from the store too, when they share the disk), and
+    // the next attempt, under a new name, would not remove it.
+    let guard = RemoveOnFailure(Some(partial.clone()));
     let state = state_from
         .map(|data_dir| super::state::copy_out(data_dir, &partial))
         .transpose()?;
@@ -135,8 +139,63 @@ pub fn write<'s>(
     let json = serde_json::to_vec_pretty(&manifest).expect("the manifest serialises");
     write_atomic(&partial.join(MANIFEST), &json)?;
     std::fs::rename(&partial, dir).map_err(BackupError::io(dir))?;
+    guard.disarm();
     sync_parent(dir)?;
     Ok(manifest)
+}
+
+/// A backup directory being written, removed when dropped before [`Self::disarm`].
+struct RemoveOnFailure(Option<PathBuf>);
+
+impl RemoveOnFailure {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for RemoveOnFailure {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take()
+            && let Err(err) = std::fs::remove_dir_all(&path)
+            && err.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %path.display(), %err, "a failed backup's partial directory could not be removed");
+        }
+    }
+}
+
+/// Removes every `*.partial` entry of `dir`: what interrupted or failed backups left. Only
+/// where no backup is being written (the server's one-at-a-time lock held, or at start).
+/// Every entry is tried; the first failure is returned.
+pub fn remove_partials(dir: &Path) -> Result<Vec<String>, BackupError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(BackupError::io(dir)(e)),
+    };
+    let (mut removed, mut failed) = (Vec::new(), None);
+    for entry in entries {
+        let entry = entry.map_err(BackupError::io(dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.ends_with(".partial") {
+            continue;
+        }
+        let path = entry.path();
+        let result = match entry.file_type() {
+            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
+            _ => std::fs::remove_file(&path),
+        };
+        match result {
+            Ok(()) => removed.push(name),
+            Err(err) => {
+                failed.get_or_insert(BackupError::io(path)(err));
+            }
+        }
+    }
+    match failed {
+        Some(err) => Err(err),
+        None => Ok(removed),
+    }
 }
 
 fn write_part(

@@ -11,7 +11,7 @@ use super::spec::{Opened, StoreSpec};
 use super::state::{self, StateCopy};
 use super::verify::{self, Comparison};
 use crate::config::Durability;
-use crate::store::dump::{DumpStore, tally_all};
+use crate::store::dump::{DumpStore, refuse_unfinished_copy, tally_all};
 use crate::store::{FjallStore, StoreError};
 
 /// A finished copy and its verification (which passed: a mismatch is an error).
@@ -40,9 +40,7 @@ pub fn migrate(
     let source = from.open()?;
     // A source that is itself the destination of an unfinished copy is part of a store.
     match (from, &source) {
-        (StoreSpec::Embedded(dir), _) if dir.join(copy::CHECKPOINT_FILE).is_file() => {
-            return Err(StoreError::UnfinishedCopy(dir.join(copy::CHECKPOINT_FILE)).into());
-        }
+        (StoreSpec::Embedded(dir), _) => refuse_unfinished_copy(dir)?,
         (_, Opened::Postgres(store)) => {
             if let Some(source) = store.unfinished_import()? {
                 return Err(StoreError::UnfinishedImport(source).into());
@@ -203,6 +201,9 @@ pub fn backup_stopped(
         ),
         other => other,
     })?;
+    // Checked with the data dir's lock held: a restore or migrate into it cannot be running.
+    // A backup of part of a store would verify, and restore into a store without its counters.
+    refuse_unfinished_copy(data_dir)?;
     let files = files_root.map(|root| FilesSource {
         root: root.to_owned(),
         previous: None,

@@ -52,8 +52,8 @@ pub struct Backups {
     /// The data dir, whose state beside the store (`backup/state.rs`) each backup keeps.
     data_dir: std::path::PathBuf,
     /// One backup at a time: held by the blocking task that writes it, so that a caller that
-    /// stops waiting (its request dropped) does not let a second backup start beside it (whose
-    /// prune would delete the first's `*.partial` directory).
+    /// stops waiting (its request dropped) does not let a second backup start beside it (which
+    /// would remove the first's `*.partial` directory as a failed backup's).
     writing: Arc<tokio::sync::Mutex<()>>,
 }
 
@@ -97,7 +97,8 @@ impl Backups {
     /// At start: publishes the metrics, and checks that `backup.dir` (when set) can be
     /// written, making it if missing and writing a file into it. A dir the server cannot
     /// write (outside a sandbox's writable paths, a read-only mount, its permissions) would
-    /// otherwise fail every backup for ever with only a log line each.
+    /// otherwise fail every backup for ever with only a log line each. Removes what a backup
+    /// interrupted by the server's end left (`*.partial`).
     pub fn check_at_start(&self) -> Result<(), BackupError> {
         metrics::counter!(FAILED_TOTAL).absolute(0);
         let scheduled = if self.dir().is_some() {
@@ -114,6 +115,8 @@ impl Backups {
         let probe = dir.join(".ringchat-write-check");
         std::fs::write(&probe, b"").map_err(BackupError::io(&probe))?;
         std::fs::remove_file(&probe).map_err(BackupError::io(&probe))?;
+        // No backup is being written yet: any `*.partial` is what one that died left.
+        remove_partials(dir);
         let newest = archive::list(dir)?.first().map(|(_, m)| m.created_ms);
         metrics::gauge!(LAST_SUCCESS).set(newest.map_or(0.0, |ms| ms as f64 / 1000.0));
         Ok(())
@@ -159,6 +162,9 @@ impl Backups {
                 ));
             };
             super::create_private_dir_all(&dir)?;
+            // Under the lock no other backup is being written: what a failed or interrupted
+            // one left goes before this one needs the space.
+            remove_partials(&dir);
             let mut name = archive::backup_name(SystemTime::now());
             for n in 2.. {
                 if !dir.join(&name).exists() {
@@ -229,7 +235,22 @@ pub struct Pruned {
     pub failed: Option<BackupError>,
 }
 
-/// Deletes all but the newest `keep` backups, and what interrupted backups left. `written`,
+/// Removes what failed or interrupted backups left in `dir`, saying what it did; one that cannot
+/// be removed is a warning (the next backup tries again).
+fn remove_partials(dir: &Path) {
+    match archive::remove_partials(dir) {
+        Ok(removed) => {
+            for name in removed {
+                tracing::info!(partial = %name, "what a failed or interrupted backup left was removed");
+            }
+        }
+        Err(err) => {
+            tracing::warn!(%err, "what a failed or interrupted backup left could not all be removed");
+        }
+    }
+}
+
+/// Deletes all but the newest `keep` backups. `written`,
 /// the backup just made, is kept whatever its name: names are wall-clock times, and one made
 /// while the clock was ahead would otherwise sort above every later backup and have each of
 /// them deleted as it is written. An old backup that cannot be deleted stops nothing: the
@@ -266,18 +287,6 @@ fn prune(dir: &Path, keep: usize, written: &str) -> Pruned {
                 tracing::warn!(backup = %name, %err, "an old backup could not be deleted (backup.keep)");
                 pruned.failed.get_or_insert(err);
             }
-        }
-    }
-    match std::fs::read_dir(dir) {
-        Ok(entries) => {
-            for entry in entries.flatten() {
-                if entry.file_name().to_string_lossy().ends_with(".partial") {
-                    let _ = std::fs::remove_dir_all(entry.path());
-                }
-            }
-        }
-        Err(err) => {
-            pruned.failed.get_or_insert(BackupError::io(dir)(err));
         }
     }
     pruned

@@ -533,3 +533,34 @@ fn the_state_is_copied_before_the_stores_snapshot_is_taken() {
     .unwrap();
     assert_eq!(manifest.state.unwrap().files.len(), 1);
 }
+
+/// A backup that fails after its `NAME.partial` was made removes it: the next attempt has a
+/// new name, so nothing else would, and a backup that failed for want of space kept it full.
+#[test]
+fn a_failed_backup_removes_its_partial_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(data.join("admin")).unwrap();
+    std::fs::write(data.join("admin/cli-audit.jsonl"), b"{}\n").unwrap();
+    let dir = tmp.path().join("backup");
+    let partial = dir.with_extension("partial");
+    let failed = archive::write(
+        || {
+            assert!(
+                partial.join(super::state::STATE_DIR).is_dir(),
+                "state copied"
+            );
+            Err(super::BackupError::Spec(
+                "the snapshot could not be read".into(),
+            ))
+        },
+        &dir,
+        "embedded:a",
+        2,
+        None,
+        Some(&data),
+    );
+    assert!(failed.is_err());
+    assert!(!partial.exists(), "the partial directory is removed");
+    assert!(!dir.exists());
+}

@@ -22,6 +22,17 @@ use super::{
 /// (`backup/copy.rs`). The server does not open a data dir that holds one.
 pub const COPY_CHECKPOINT_FILE: &str = "ringchat-copy-checkpoint.json";
 
+/// Refuses the embedded store in `data_dir` while a copy into it has not finished: it is part
+/// of a store, without the counters (its last part). What the server, `migrate --from` and
+/// `backup` all check before reading it.
+pub fn refuse_unfinished_copy(data_dir: &std::path::Path) -> Result<(), StoreError> {
+    let checkpoint = data_dir.join(COPY_CHECKPOINT_FILE);
+    if checkpoint.exists() {
+        return Err(StoreError::UnfinishedCopy(checkpoint));
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Part {
     Users,

@@ -11,10 +11,7 @@ pub fn open(storage: &StorageConfig) -> Result<Ports, StoreError> {
         StorageEngine::Embedded => {
             // The restore's counters are its last part: a server on a part of a store would
             // hand out ids the rest of it holds.
-            let checkpoint = storage.data_dir.join(super::dump::COPY_CHECKPOINT_FILE);
-            if checkpoint.exists() {
-                return Err(StoreError::UnfinishedCopy(checkpoint));
-            }
+            super::dump::refuse_unfinished_copy(&storage.data_dir)?;
             let options = EngineOptions::from(storage);
             let store = FjallStore::open_with(&storage.data_dir, storage.durability, &options)?;
             Ok(Ports::with_tail_cache(
