@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use common::TestServer;
 use common::admin::{AdminClient, OPERATOR_PASSWORD};
+use ringchat_proto::Body;
+use ringchat_proto::v1::{self, login};
 use serde_json::{Value, json};
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -379,6 +381,63 @@ async fn changes_and_users_security_events_are_in_the_audit_log_newest_first() {
     sorted.dedup();
     assert_eq!(seen, sorted, "descending, no repeats");
     assert!(seen.len() >= entries.len().min(200));
+}
+
+/// A token login costs no argon2 and nothing paces one device's: looped (connect,
+/// `Login{token}`, close), each added a `user.login` row, a thousand a second burying the
+/// events worth reading. A device's token logins are audited once per interval now; a password
+/// login always is.
+#[tokio::test]
+async fn a_devices_token_logins_looped_add_at_most_one_audit_row() {
+    const TOKEN_LOGINS: usize = 200;
+    let server = TestServer::start(&[]);
+    let admin = server.api_key("ops", "admin");
+    let (_first, ok) = server.user("alice").await;
+    let device = "alice-dev1";
+    for i in 0..TOKEN_LOGINS {
+        let mut c = common::account::hello(&server).await;
+        let reply = c
+            .request(Body::Login(v1::Login {
+                credential: Some(login::Credential::Token(ok.token.clone())),
+                device_id: device.into(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap();
+        assert!(matches!(reply, Body::LoginOk(_)), "login {i}: {reply:?}");
+    }
+    // A password login of the device still has its row; bob's, after it, is the fence: the
+    // audit log is written in the order entries were queued.
+    let (_again, _) = server.device("alice", device).await;
+    let (_bob, bob) = server.user("bob").await;
+    wait_audit(&admin, "bob's login", |e| {
+        e["action"] == "user.login" && e["actor"] == format!("user:{}", bob.user_id)
+    });
+    let rows: Vec<String> = audit(&admin)
+        .into_iter()
+        .filter(|e| e["action"] == "user.login" && e["actor"] == format!("user:{}", ok.user_id))
+        .map(|e| e["detail"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(
+        rows.iter()
+            .all(|d| d.starts_with(&format!("device {device}"))),
+        "{rows:?}"
+    );
+    let by_password = rows
+        .iter()
+        .filter(|d| *d == &format!("device {device}"))
+        .count();
+    assert_eq!(by_password, 2, "both password logins are audited: {rows:?}");
+    assert!(
+        rows.len() - by_password <= 1,
+        "{} rows for {TOKEN_LOGINS} token logins of one device",
+        rows.len() - by_password
+    );
+    assert_eq!(
+        server.metric("ringchat_token_logins_total{outcome=\"ok\"}"),
+        TOKEN_LOGINS as f64,
+        "every token login is counted"
+    );
 }
 
 #[test]

@@ -412,6 +412,58 @@ async fn a_token_login_late_in_the_tokens_life_gets_a_fresh_token() {
     ));
 }
 
+/// A client that keeps logging in with a token in its refresh window, never using the fresh
+/// one: each login refreshed it again, revoking the fresh token before (a store write, a log
+/// line and a kick per login). Now the device gets one fresh token per part of the window.
+#[tokio::test]
+async fn a_token_looped_in_its_refresh_window_gets_one_fresh_token_not_one_per_login() {
+    const LOGINS: usize = 20;
+    // In its refresh window (99 % of 100 s) a second after it is issued: one part of the
+    // window (a quarter, about 25 s) is far longer than the logins below take.
+    let server = TestServer::start(&[
+        ("LOGIN__TOKEN_TTL_S", "100"),
+        ("LOGIN__TOKEN_REFRESH_PERCENT", "99"),
+    ]);
+    drop(server.user("alice").await);
+    let (_, first) = device(&server, "alice", "phone", v1::Platform::Ios).await;
+    // Token logins until the server refreshes the token (bounded).
+    let deadline = std::time::Instant::now() + common::WAIT_DEADLINE;
+    let fresh = loop {
+        let Body::LoginOk(ok) = token_login(&server, &first, "phone").await else {
+            panic!("token login")
+        };
+        if ok.token_refreshed {
+            break ok;
+        }
+        assert_eq!(ok.token, first.token);
+        assert!(std::time::Instant::now() < deadline, "never refreshed");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    for i in 0..LOGINS {
+        let Body::LoginOk(ok) = token_login(&server, &first, "phone").await else {
+            panic!("token login {i}")
+        };
+        assert!(
+            !ok.token_refreshed && ok.token == first.token,
+            "login {i} with the old token was refreshed again"
+        );
+    }
+    // The one fresh token was never revoked by another, and is the device's.
+    let Body::LoginOk(with_fresh) = token_login(&server, &fresh, "phone").await else {
+        panic!("the fresh token still works")
+    };
+    assert_eq!(with_fresh.token, fresh.token);
+    let (mut c, _) = device(&server, "alice", "laptop", v1::Platform::Desktop).await;
+    let phone: Vec<_> = (devices_of(&mut c).await.into_iter())
+        .filter(|d| d.device_id == "phone")
+        .collect();
+    assert_eq!(phone.len(), 1, "{phone:?}");
+    assert_eq!(
+        phone[0].token_expires_at_ms, fresh.token_expires_at_ms,
+        "the device's newest token is the one fresh token"
+    );
+}
+
 #[tokio::test]
 async fn signed_in_devices_are_bounded_and_the_one_seen_longest_ago_goes() {
     let server = TestServer::start(&[

@@ -63,6 +63,36 @@ pub(crate) fn tokens_to_revoke(
     revoke
 }
 
+/// Whether the device of `kept`, a token being refreshed, got a fresh token less than
+/// `spacing_ms` ago: a live token of the same (named) device issued after `kept`. Then no
+/// other is issued: each would revoke the one before, a write and a kick per login of a client
+/// that keeps sending the old token. A nameless token has no device to ask: its refresh ends
+/// it (`Authenticated::retires`).
+pub(crate) fn refreshed_lately(
+    held: &[(TokenHash, TokenRecord)],
+    kept: TokenHash,
+    device_id: &str,
+    now_ms: u64,
+    spacing_ms: u64,
+) -> bool {
+    if device_id.is_empty() {
+        return false;
+    }
+    let Some(issued_ms) = (held.iter())
+        .find(|(h, _)| *h == kept)
+        .map(|(_, t)| t.issued_at_ms)
+    else {
+        return false;
+    };
+    held.iter().any(|(h, t)| {
+        *h != kept
+            && t.device_id == device_id
+            && t.issued_at_ms > issued_ms
+            && t.expires_at_ms > now_ms
+            && now_ms.saturating_sub(t.issued_at_ms) < spacing_ms
+    })
+}
+
 /// What a request did besides its reply: connections to kick, after the reply is queued.
 type Kicks = Vec<(ConnRef, KickReason)>;
 
@@ -531,6 +561,38 @@ mod tests {
             r,
             vec![[4; 32]],
             "a nameless refreshed token is retired later"
+        );
+    }
+
+    #[test]
+    fn a_token_refreshed_lately_for_its_device_is_not_refreshed_again() {
+        let issued = |device: &str, at: u64, expires: u64| TokenRecord {
+            issued_at_ms: at,
+            ..t(device, at, expires)
+        };
+        let old = [1; 32];
+        let mut held = vec![
+            (old, issued("phone", 0, 1000)),
+            ([2; 32], issued("laptop", 600, 1600)),
+        ];
+        assert!(
+            !refreshed_lately(&held, old, "phone", 600, 100),
+            "none newer"
+        );
+        held.push(([3; 32], issued("phone", 600, 1600)));
+        assert!(refreshed_lately(&held, old, "phone", 650, 100));
+        assert!(
+            !refreshed_lately(&held, old, "phone", 700, 100),
+            "a part of the window later, another may be issued (a lost reply)"
+        );
+        assert!(
+            !refreshed_lately(&held, [3; 32], "phone", 650, 100),
+            "nothing newer than the newest"
+        );
+        let nameless = vec![(old, issued("", 0, 1000)), ([3; 32], issued("", 600, 1600))];
+        assert!(
+            !refreshed_lately(&nameless, old, "", 650, 100),
+            "no device to ask"
         );
     }
 }

@@ -1,7 +1,8 @@
 //! Login: by password (user id, username or e-mail address), throttled per account, per
 //! client address and per IPv6 client network (`throttle.rs`), or by token (unknown tokens
 //! limited per client address apart: `unknown_tokens.rs`); issuing tokens, and refreshing them
-//! late in their life.
+//! late in their life (once per part of the refresh window: `REFRESH_WINDOW_PARTS`). Which
+//! logins are audited: `login_audit.rs`.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use std::time::Instant;
 
 use ringchat_proto::v1::{self, ErrorCode, login};
 
+use super::login_audit::Outcome;
 use super::validate::{
     PASSWORD_BYTES_CEILING, validate_device_id, validate_email, validate_username,
 };
@@ -20,6 +22,12 @@ use crate::store::{TokenHash, TokenRecord, UserId};
 use crate::throttle::ThrottleKey;
 use crate::time::now_ms;
 
+/// A token gives its device a fresh token at most once per this many parts of its refresh
+/// window (`login.token_refresh_percent` of its life): a client that lost the reply gets
+/// another a part later, while one that keeps logging in with the old token costs a write a
+/// part, not one a login.
+const REFRESH_WINDOW_PARTS: u64 = 4;
+
 impl Accounts {
     pub async fn authenticate(
         &self,
@@ -30,11 +38,14 @@ impl Accounts {
         // The address's throttle and, for IPv6, its /48's.
         let client_keys = ThrottleKey::client(peer);
         let by_password = matches!(req.credential, Some(login::Credential::Password(_)));
-        // The account the login named, once looked up: the audit's actor.
+        // The account the login named, once looked up: the audit's actor. A token login's
+        // device is its token's, whatever `device_id` it sent.
         let mut named = None;
+        let mut token_device = None;
         let result = match &req.credential {
             Some(login::Credential::Token(token)) => {
-                self.authenticate_token(peer, req, token, &mut named).await
+                self.authenticate_token(peer, req, token, &mut named, &mut token_device)
+                    .await
             }
             // Only password logins meet the address's throttle: a token cannot be guessed,
             // and a stranger sharing the address must not shut its holders out.
@@ -70,19 +81,31 @@ impl Accounts {
                 }
             }
             Err(r) if r.code == ErrorCode::AccountDisabled => {
-                self.audit.record(
-                    Entry::new(actor(), "user.login_disabled")
-                        .from(peer)
-                        .detail(format!("device {}", req.device_id)),
-                );
+                let device = token_device.as_deref().unwrap_or(&req.device_id);
+                if let Some(detail) =
+                    self.login_audit_detail(named, device, Outcome::Disabled, by_password)
+                {
+                    self.audit.record(
+                        Entry::new(actor(), "user.login_disabled")
+                            .from(peer)
+                            .detail(detail),
+                    );
+                }
             }
             Ok(auth) => {
                 metrics::counter!("ringchat_logins_total").increment(1);
-                self.audit.record(
-                    Entry::new(format!("user:{}", auth.user_id), "user.login")
-                        .from(peer)
-                        .detail(format!("device {}", auth.device_id)),
-                );
+                if let Some(detail) = self.login_audit_detail(
+                    Some(auth.user_id),
+                    &auth.device_id,
+                    Outcome::LoggedIn,
+                    by_password,
+                ) {
+                    self.audit.record(
+                        Entry::new(format!("user:{}", auth.user_id), "user.login")
+                            .from(peer)
+                            .detail(detail),
+                    );
+                }
             }
             Err(_) => {}
         }
@@ -91,6 +114,41 @@ impl Accounts {
 }
 
 impl Accounts {
+    /// Whether a login's row goes to the audit log, and its detail: a password login's always;
+    /// a token login's once per device and interval (`login_audit.rs`), naming how many of the
+    /// device's token logins before it were not audited.
+    fn login_audit_detail(
+        &self,
+        user_id: Option<UserId>,
+        device_id: &str,
+        outcome: Outcome,
+        by_password: bool,
+    ) -> Option<String> {
+        let now = now_ms();
+        let Some(user_id) = user_id else {
+            // No account found: a password login's (a token login names one when it gets
+            // this far).
+            return Some(format!("device {device_id}"));
+        };
+        if by_password {
+            self.login_audit
+                .by_password(user_id, device_id, outcome, now);
+            return Some(format!("device {device_id}"));
+        }
+        Some(
+            match self
+                .login_audit
+                .by_token(user_id, device_id, outcome, now)?
+            {
+                0 => format!("device {device_id}, by token"),
+                n => format!(
+                    "device {device_id}, by token; {n} earlier token logins of the device not \
+                     audited"
+                ),
+            },
+        )
+    }
+
     pub(super) fn check_throttle(&self, key: &ThrottleKey) -> Result<(), Refusal> {
         match self.throttle.wait_for(key, Instant::now()) {
             None => Ok(()),
@@ -182,7 +240,8 @@ impl Accounts {
             device_id: &req.device_id,
             platform: req.platform,
         };
-        let auth = self.issue_token(&device, None).await?;
+        let auth = (self.issue_token(&device, None, 0).await?)
+            .ok_or_else(|| Refusal::unavailable("a password login's token was not issued"))?;
         // A password change that landed while this login verified the old password revoked
         // every token but cannot have seen this one: check, and take it back. A hash that
         // changed may be another login's rehash of the same password (`rehash.rs`): the
@@ -233,15 +292,17 @@ impl Accounts {
     }
 
     /// A token login: one SHA-256 and one blocking call (the token, the account's flags); in
-    /// the last part of the token's life, a fresh token for the same device. Nothing is
-    /// written (the device's last-seen time is buffered in memory, `seen.rs`), so it costs no
-    /// fsync.
+    /// the last part of the token's life, a fresh token for the same device, unless the device
+    /// got one from this token lately (`REFRESH_WINDOW_PARTS`). Nothing else is written (the
+    /// device's last-seen time is buffered in memory, `seen.rs`), so it costs no fsync.
+    /// `token_device`: set to the token's device once the token is found.
     async fn authenticate_token(
         &self,
         peer: IpAddr,
         req: &v1::Login,
         token: &str,
         named: &mut Option<UserId>,
+        token_device: &mut Option<String>,
     ) -> Result<Authenticated, Refusal> {
         let hash = token_hash(token);
         let (store, flags) = (Arc::clone(&self.store), Arc::clone(&self.admin_store));
@@ -275,6 +336,7 @@ impl Accounts {
             return Err(Refusal::invalid_credentials());
         };
         *named = Some(record.user_id);
+        *token_device = Some(record.device_id.clone());
         if let Err(expired) = check_life(&record, now) {
             // Best effort: an expired token is useless whether or not the delete lands.
             let store = Arc::clone(&self.store);
@@ -301,10 +363,18 @@ impl Accounts {
                     record.platform
                 },
             };
-            let mut auth = self.issue_token(&device, Some(hash)).await?;
-            auth.refreshed = true;
-            tracing::info!(user_id = record.user_id, "token refreshed");
-            return Ok(auth);
+            let spacing_ms = refresh_window / REFRESH_WINDOW_PARTS;
+            if let Some(mut auth) = self.issue_token(&device, Some(hash), spacing_ms).await? {
+                auth.refreshed = true;
+                tracing::info!(user_id = record.user_id, "token refreshed");
+                return Ok(auth);
+            }
+            // The device got a fresh token from this one lately: it logs in with this one, as
+            // early in its life, and nothing is written.
+            tracing::debug!(
+                user_id = record.user_id,
+                "token not refreshed: its device got a fresh token lately"
+            );
         }
         self.seen.record(hash, now);
         Ok(Authenticated {
@@ -356,11 +426,14 @@ impl Accounts {
     /// Issues a token for a device, in one write with the revocations `tokens_to_revoke` picks
     /// (`keep`: the token being refreshed, left in place; a nameless one comes back in
     /// `retires`). The tokens revoked come back in `revoked`: the caller kicks their sessions.
+    /// `None`, only for a refresh: the device got a fresh token from `keep` less than
+    /// `spacing_ms` ago (`devices::refreshed_lately`), and none is issued.
     async fn issue_token(
         &self,
         device: &Device<'_>,
         keep: Option<TokenHash>,
-    ) -> Result<Authenticated, Refusal> {
+        spacing_ms: u64,
+    ) -> Result<Option<Authenticated>, Refusal> {
         let (token, hash) = password::new_token().map_err(Refusal::unavailable)?;
         let now = now_ms();
         let record = TokenRecord {
@@ -378,8 +451,13 @@ impl Accounts {
             .map(|s| s.token_hash)
             .collect();
         let seen = Arc::clone(&self.seen);
-        let (written, revoked) = blocking(move || {
+        let issued = blocking(move || {
             let held = store.tokens_of_user(record.user_id, devices::TOKENS_SCAN_MAX)?;
+            if let Some(kept) = keep
+                && devices::refreshed_lately(&held, kept, &record.device_id, now, spacing_ms)
+            {
+                return Ok(None);
+            }
             let revoke = devices::tokens_to_revoke(
                 &held,
                 &record,
@@ -400,13 +478,16 @@ impl Accounts {
             let revoked: Vec<(TokenHash, TokenRecord)> = (held.into_iter())
                 .filter(|(h, _)| written && revoke.contains(h))
                 .collect();
-            Ok((written, revoked))
+            Ok(Some((written, revoked)))
         })
         .await?;
+        let Some((written, revoked)) = issued else {
+            return Ok(None);
+        };
         if !written {
             return Err(Refusal::invalid_credentials());
         }
-        Ok(Authenticated {
+        Ok(Some(Authenticated {
             user_id: device.user_id,
             token,
             token_hash: hash,
@@ -420,7 +501,7 @@ impl Accounts {
                 })
                 .collect(),
             retires: keep.filter(|_| device.device_id.is_empty()),
-        })
+        }))
     }
 }
 

@@ -4,6 +4,7 @@
 //!
 //! - `logins.rs`: Login by password or token, issuing and refreshing tokens;
 //!   `unknown_tokens.rs`: token logins with a token nobody holds, limited per client address;
+//!   `login_audit.rs`: a device's token logins audited once per interval, the rest counted;
 //!   `expiry.rs`: the sweep that ends sessions whose token expired.
 //! - `password.rs`: hashing and tokens; `rehash.rs`: a verified hash made with other argon2
 //!   parameters hashed again with the configured ones. `validate.rs`: what a name, address or
@@ -23,6 +24,7 @@ mod devices;
 mod email;
 mod expiry;
 pub(crate) mod limiter;
+mod login_audit;
 mod logins;
 mod operator;
 mod password;
@@ -196,6 +198,8 @@ pub struct Accounts {
     sessions: crate::sessions::SharedSessions,
     /// Users' security events go to the audit log.
     pub(crate) audit: Arc<crate::audit::Audit>,
+    /// Which token logins are audited (`login_audit.rs`).
+    login_audit: login_audit::LoginAudit,
     /// Invites each user issued in the current day (`user_invites.rs`).
     user_invites: user_invites::UserInviteLimiter,
     /// `accounts.registrations_per_ip_per_hour` and `…_per_network_per_hour`; `None` when the
@@ -262,6 +266,7 @@ impl Accounts {
             }),
             user_invites: user_invites::new_limiter(&accounts),
             audit,
+            login_audit: login_audit::LoginAudit::default(),
             hashing: Arc::new(Semaphore::new(accounts.hash_concurrency)),
             registration_hashing: Semaphore::new(accounts.hash_concurrency.div_ceil(2)),
             password_hashing: Semaphore::new(accounts.hash_concurrency.div_ceil(2)),

@@ -40,6 +40,14 @@ pub fn describe() {
         ),
         ("ringchat_logins_total", "Successful logins, since start."),
         (
+            "ringchat_token_logins_total",
+            "Token logins of a known token: outcome=\"ok\" (logged in) or \"disabled\" (refused, the account being disabled), since start.",
+        ),
+        (
+            "ringchat_token_logins_unaudited_total",
+            "Those of ringchat_token_logins_total not written to the audit log (their device's were, less than 10 minutes before; or the table of devices was full), by outcome, since start.",
+        ),
+        (
             "ringchat_password_rehashes_total",
             "Password hashes made with other argon2 parameters than the configured ones, stored again with these after a password login (a chat user's, or an operator's dashboard login) verified them, since start.",
         ),

@@ -1,0 +1,183 @@
+//! Which token logins reach the audit log. A token login costs one SHA-256 and one lookup, no
+//! argon2, and nothing paces one device's: a client looping connect, `Login{token}`, close
+//! would add a row per loop (about a thousand a second, each batch an fsync) and bury the
+//! events worth reading. So a device's token logins, and its token logins refused because the
+//! account is disabled, are audited at most once per [`TOKEN_LOGIN_AUDIT_INTERVAL_MS`] each;
+//! the rest are counted (`ringchat_token_logins_total`, `…_unaudited_total`), and the next
+//! row of the device says how many it stands for. A password login (argon2 paid) is always
+//! audited, and starts the device's interval. Failures stay audited as before (`logins.rs`).
+//!
+//! Per backend (each cluster node keeps its own table), in memory: a restart audits each
+//! device's next token login again.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::store::UserId;
+
+/// A device's token logins are audited at most once per this many milliseconds (and its
+/// refused ones, the account being disabled, as often apart).
+const TOKEN_LOGIN_AUDIT_INTERVAL_MS: u64 = 600_000;
+/// Devices (user and device id, per outcome) remembered at once, at most: about 200 bytes
+/// each. Past it, expired ones are dropped; while it stays full, a device not in the table has
+/// its token logins counted, not audited.
+const TOKEN_LOGIN_AUDIT_DEVICES_MAX: usize = 65_536;
+/// A full table is swept for expired entries at most once per this many milliseconds, so a
+/// full one costs no scan per login.
+const TOKEN_LOGIN_AUDIT_SWEEP_MS: u64 = 10_000;
+
+/// What a login did, each with its own interval: a refusal is not hidden by a login before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum Outcome {
+    LoggedIn,
+    Disabled,
+}
+
+impl Outcome {
+    fn label(self) -> &'static str {
+        match self {
+            Self::LoggedIn => "ok",
+            Self::Disabled => "disabled",
+        }
+    }
+}
+
+type Key = (UserId, Box<str>, Outcome);
+
+struct Last {
+    audited_ms: u64,
+    /// Token logins not audited since the last row that told of them.
+    unaudited: u64,
+}
+
+#[derive(Default)]
+struct Table {
+    last: HashMap<Key, Last>,
+    swept_ms: u64,
+}
+
+#[derive(Default)]
+pub(super) struct LoginAudit {
+    table: Mutex<Table>,
+}
+
+impl LoginAudit {
+    /// A password login's row was queued: the device's token logins wait for the interval.
+    pub(super) fn by_password(&self, user_id: UserId, device_id: &str, at: Outcome, now_ms: u64) {
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (user_id, Box::from(device_id), at);
+        if let Some(last) = table.room_for(&key, now_ms) {
+            last.audited_ms = now_ms;
+        }
+    }
+
+    /// A token login (`at`: what it did). `Some(n)`: audit it, standing for `n` earlier token
+    /// logins of the device that were not; `None`: counted only.
+    pub(super) fn by_token(
+        &self,
+        user_id: UserId,
+        device_id: &str,
+        at: Outcome,
+        now_ms: u64,
+    ) -> Option<u64> {
+        metrics::counter!("ringchat_token_logins_total", "outcome" => at.label()).increment(1);
+        let admitted = {
+            let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+            let key = (user_id, Box::from(device_id), at);
+            match table.room_for(&key, now_ms) {
+                None => None,
+                Some(last)
+                    if now_ms.saturating_sub(last.audited_ms) < TOKEN_LOGIN_AUDIT_INTERVAL_MS =>
+                {
+                    last.unaudited += 1;
+                    None
+                }
+                Some(last) => {
+                    last.audited_ms = now_ms;
+                    Some(std::mem::take(&mut last.unaudited))
+                }
+            }
+        };
+        if admitted.is_none() {
+            metrics::counter!("ringchat_token_logins_unaudited_total", "outcome" => at.label())
+                .increment(1);
+        }
+        admitted
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.table.lock().unwrap().last.len()
+    }
+}
+
+impl Table {
+    /// The device's entry, made if there is room (a new one counts as audited long ago);
+    /// `None` while the table is full of unexpired ones.
+    fn room_for(&mut self, key: &Key, now_ms: u64) -> Option<&mut Last> {
+        if !self.last.contains_key(key) && self.last.len() >= TOKEN_LOGIN_AUDIT_DEVICES_MAX {
+            if now_ms.saturating_sub(self.swept_ms) < TOKEN_LOGIN_AUDIT_SWEEP_MS {
+                return None;
+            }
+            self.swept_ms = now_ms;
+            self.last
+                .retain(|_, l| now_ms.saturating_sub(l.audited_ms) < TOKEN_LOGIN_AUDIT_INTERVAL_MS);
+            if self.last.len() >= TOKEN_LOGIN_AUDIT_DEVICES_MAX {
+                return None;
+            }
+        }
+        Some(self.last.entry(key.clone()).or_insert(Last {
+            audited_ms: 0,
+            unaudited: 0,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: u64 = 1_000_000_000;
+
+    #[test]
+    fn a_devices_token_logins_are_audited_once_per_interval_and_tell_of_the_rest() {
+        let a = LoginAudit::default();
+        assert_eq!(a.by_token(1, "phone", Outcome::LoggedIn, T0), Some(0));
+        for i in 1..=5 {
+            assert_eq!(a.by_token(1, "phone", Outcome::LoggedIn, T0 + i), None);
+        }
+        // Another device, another user, another outcome: each has its own interval.
+        assert_eq!(a.by_token(1, "laptop", Outcome::LoggedIn, T0), Some(0));
+        assert_eq!(a.by_token(2, "phone", Outcome::LoggedIn, T0), Some(0));
+        assert_eq!(a.by_token(1, "phone", Outcome::Disabled, T0 + 6), Some(0));
+        let later = T0 + TOKEN_LOGIN_AUDIT_INTERVAL_MS;
+        assert_eq!(a.by_token(1, "phone", Outcome::LoggedIn, later), Some(5));
+        assert_eq!(a.by_token(1, "phone", Outcome::LoggedIn, later + 1), None);
+    }
+
+    #[test]
+    fn a_password_login_starts_the_devices_interval() {
+        let a = LoginAudit::default();
+        a.by_password(1, "phone", Outcome::LoggedIn, T0);
+        assert_eq!(a.by_token(1, "phone", Outcome::LoggedIn, T0 + 1), None);
+        let later = T0 + TOKEN_LOGIN_AUDIT_INTERVAL_MS;
+        assert_eq!(a.by_token(1, "phone", Outcome::LoggedIn, later), Some(1));
+    }
+
+    #[test]
+    fn a_full_table_counts_new_devices_until_a_sweep_finds_room() {
+        let a = LoginAudit::default();
+        let max = TOKEN_LOGIN_AUDIT_DEVICES_MAX as u64;
+        for user in 0..max {
+            assert!(a.by_token(user, "d", Outcome::LoggedIn, T0).is_some());
+        }
+        assert_eq!(a.len(), TOKEN_LOGIN_AUDIT_DEVICES_MAX);
+        // Full of unexpired devices: a new one is counted only; a known one keeps its rule.
+        assert_eq!(a.by_token(max, "d", Outcome::LoggedIn, T0 + 1), None);
+        assert_eq!(a.by_token(0, "d", Outcome::LoggedIn, T0 + 1), None);
+        // Once they expired, the next sweep makes room.
+        let later = T0 + TOKEN_LOGIN_AUDIT_INTERVAL_MS;
+        assert_eq!(a.by_token(max, "d", Outcome::LoggedIn, later), Some(0));
+        assert_eq!(a.len(), 1);
+    }
+}
