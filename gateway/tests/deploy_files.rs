@@ -245,6 +245,11 @@ fn the_kubernetes_statefulset_passes_check_config_and_matches_the_compose_config
         str_at(container, &["livenessProbe", "httpGet", "path"]),
         "/healthz"
     );
+    // Migrations at start come before the admin listener: the liveness probe waits for them.
+    assert_eq!(
+        str_at(container, &["startupProbe", "httpGet", "path"]),
+        "/healthz"
+    );
 
     // The environment of pod ringchat-0 as the kubelet builds it: $(VAR) from earlier
     // variables, secrets from their example values.

@@ -2,10 +2,13 @@
 //! applied once, in order, at open. All of them run in one transaction under an advisory lock,
 //! so two nodes starting at once apply each migration once (the second waits, then finds them
 //! applied), and a failed migration leaves the schema as it was. They run without the
-//! connections' `statement_timeout` and without a `lock_timeout`: a migration that waits for a
-//! lock (another node's migration, a long transaction on a table it alters) or builds an index
-//! on a large table takes what it takes, logged step by step, rather than rolling back and
-//! leaving a server that can never start.
+//! connections' `statement_timeout`: an index built on a large table takes what it takes,
+//! logged step by step, rather than rolling back and leaving a server that can never start.
+//! A wait for a lock (another node's migration, a long transaction or a `pg_dump` on a table
+//! a migration alters) is cut at `MIGRATION_LOCK_WAIT_MS` and the whole transaction retried
+//! after a pause: PostgreSQL does not notice a client gone while its backend waits on a lock,
+//! so a node stopped mid-wait (a deploy rolled back, a liveness probe) must not leave a
+//! transaction queued that holds the locks it took before and blocks every node's requests.
 
 use deadpool_postgres::Object;
 
@@ -44,15 +47,57 @@ const OWN_TABLES: [&str; 3] = ["counters", "users", "messages"];
 /// Key of the advisory lock that migrations run under (any fixed number; "ringchat").
 const MIGRATION_LOCK: i64 = 0x7269_6e67_6368_6174;
 
+/// How long one try waits for any one lock (the advisory lock included) before it rolls back,
+/// in milliseconds: what a transaction left behind by a stopped node can hold others up.
+const MIGRATION_LOCK_WAIT_MS: u64 = 5_000;
+
+/// The pause between tries, in milliseconds, so that a node waiting for a long lock holder
+/// does not queue behind it again at once.
+const MIGRATION_RETRY_PAUSE_MS: u64 = 1_000;
+
 /// Brings the schema up to the latest version; refuses a schema this ringchat does not know:
 /// one a newer ringchat migrated past what this one knows, one whose migration history is not
 /// this ringchat's, and ringchat's tables without a history. A migration is never partly
-/// applied: all of them run in the one transaction.
+/// applied: all of them run in the one transaction, tried again (and logged) for as long as a
+/// lock it needs is held longer than `MIGRATION_LOCK_WAIT_MS`.
 pub(super) async fn to_latest(client: &mut Object, schema: Option<&str>) -> Result<(), StoreError> {
+    let mut tries: u64 = 0;
+    loop {
+        match try_to_latest(client, schema).await {
+            Err(e) if waited_past_lock_timeout(&e) => {
+                tries += 1;
+                tracing::warn!(
+                    tries,
+                    error = %e,
+                    "PostgreSQL schema: a lock the migrations need is held by another \
+                     session; rolled back, trying again"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(MIGRATION_RETRY_PAUSE_MS))
+                    .await;
+            }
+            done => return done,
+        }
+    }
+}
+
+/// Whether `e` is a statement cut by `lock_timeout` (SQL state 55P03).
+fn waited_past_lock_timeout(e: &StoreError) -> bool {
+    let StoreError::Engine(source) = e else {
+        return false;
+    };
+    source
+        .downcast_ref::<tokio_postgres::Error>()
+        .and_then(tokio_postgres::Error::code)
+        .is_some_and(|code| *code == tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE)
+}
+
+async fn try_to_latest(client: &mut Object, schema: Option<&str>) -> Result<(), StoreError> {
     let tx = client.transaction().await?;
     // For this transaction only: the pooled connection keeps its timeouts afterwards.
-    tx.batch_execute("SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = 0")
-        .await?;
+    tx.batch_execute(&format!(
+        "SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = {MIGRATION_LOCK_WAIT_MS}"
+    ))
+    .await?;
     tracing::info!("PostgreSQL schema: taking the migration lock (another node may hold it)");
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await?;
