@@ -874,11 +874,10 @@ async fn a_failed_backup_leaves_no_partial_directory_and_old_ones_are_removed() 
     // It failed where it was made to, with the state partly copied (the answer says "see the
     // server log").
     let why = format!("{}: Not a directory", activity.display());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while server.log_lines_with(&why) == 0 {
-        assert!(Instant::now() < deadline, "{}", server.log_tail());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::wait_until_async("the backup's failure in the log", || {
+        server.log_lines_with(&why) > 0
+    })
+    .await;
     assert_eq!(partials(&backups), Vec::<String>::new());
     assert_eq!(server.metric("ringchat_backups_failed_total"), 1.0);
 
