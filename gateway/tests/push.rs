@@ -196,8 +196,8 @@ async fn a_member_who_blocks_the_sender_is_neither_mentioned_nor_pushed() {
 }
 
 /// A server whose push receiver (at the returned address) is not up yet and retries often;
-/// Alice online, Bob (with a push token) her friend and offline.
-async fn receiver_down_bob_offline() -> (TestServer, std::net::SocketAddr, Client, u64) {
+/// Alice online, Bob (with a push token) her friend and offline; returns both ids.
+async fn receiver_down_bob_offline() -> (TestServer, std::net::SocketAddr, Client, u64, u64) {
     let addr = free_port();
     let url = format!("http://{addr}/push");
     let server = TestServer::start(&env(
@@ -212,7 +212,7 @@ async fn receiver_down_bob_offline() -> (TestServer, std::net::SocketAddr, Clien
     let (mut bob, b) = user_with_token(&server, "bob", "apns-bob").await;
     befriend(&mut alice, a.user_id, &mut bob, b).await;
     go_offline(&mut alice, bob, b).await;
-    (server, addr, alice, b)
+    (server, addr, alice, a.user_id, b)
 }
 
 /// The harness: the "receiver down" port is one no `bind(0)` or outgoing connection can be
@@ -230,7 +230,7 @@ fn the_receiver_down_port_is_outside_the_ephemeral_range() {
 
 #[tokio::test]
 async fn a_receiver_that_is_down_then_fails_then_comes_back_gets_the_push() {
-    let (server, addr, mut alice, b) = receiver_down_bob_offline().await;
+    let (server, addr, mut alice, _, b) = receiver_down_bob_offline().await;
     let sent = alice
         .send_text(b, "m1", "are you there")
         .await
@@ -315,10 +315,14 @@ async fn a_full_queue_drops_and_counts_while_sends_are_acked() {
 
 #[tokio::test]
 async fn a_push_resolved_late_skips_members_who_joined_after_the_message() {
-    let (server, addr, mut alice, b) = receiver_down_bob_offline().await;
-    // The receiver is down: Bob's direct message waits in retries, and what follows waits
-    // behind it, not resolved yet.
-    let direct = alice.send_text(b, "d1", "hi").await.unwrap().unwrap();
+    let (server, addr, mut alice, a, b) = receiver_down_bob_offline().await;
+    // The receiver is down: Carol's direct message waits in retries, and what follows waits
+    // behind it, not resolved yet. Carol stays offline throughout: a retry drops the push of a
+    // user online by then (Bob, below), which would let the queue move on too early.
+    let (mut carol, c) = user_with_token(&server, "carol", "apns-carol").await;
+    befriend(&mut alice, a, &mut carol, c).await;
+    go_offline(&mut alice, carol, c).await;
+    let direct = alice.send_text(c, "d1", "hi").await.unwrap().unwrap();
     wait_metric(&server, "ringchat_push_retries_total", 1);
     let g = create_id(&mut alice, &[], v1::JoinPolicy::Open).await;
     let before = ack(ask(&mut alice, send_body(g, "g1", "before bob", &[], false)).await);
@@ -333,8 +337,8 @@ async fn a_push_resolved_late_skips_members_who_joined_after_the_message() {
     go_offline(&mut alice, bob, b).await;
     let after = ack(ask(&mut alice, send_body(g, "g2", "after bob", &[], false)).await);
     let sink = WebhookSink::start_on(addr);
-    sink.wait_for("bob's direct message", DEADLINE, |r| {
-        has_push(r, b, direct.seq)
+    sink.wait_for("carol's direct message", DEADLINE, |r| {
+        has_push(r, c, direct.seq)
     });
     sink.wait_for("the group message after he joined", DEADLINE, |r| {
         has_push(r, b, after.seq)
