@@ -557,3 +557,66 @@ async fn unknown_tokens_from_ipv4_neighbours_of_one_24_are_counted_per_address()
         "a neighbour of the spent addresses"
     );
 }
+
+/// `login` on a fresh connection behind `header`: its reply, which must be `LoginOk`.
+async fn login_behind(server: &TestServer, header: &[u8], login: v1::Login) -> v1::LoginOk {
+    let mut c = through_balancer(server, Kind::Tcp, header).await;
+    c.hello().await;
+    match c.request(Body::Login(login)).await {
+        Body::LoginOk(ok) => ok,
+        other => panic!(
+            "login behind {:?}: {other:?}",
+            String::from_utf8_lossy(header)
+        ),
+    }
+}
+
+/// A device's token logins are audited once per interval (`login_audit.rs`), but per client
+/// address: the first use of a token from somewhere new (a stolen one) has its row even while
+/// the device's own logins, a minute before, are being counted only. Before, the key was the
+/// device alone, and a thief's logins within the device's 10 minutes left no row.
+#[tokio::test]
+async fn a_devices_token_used_from_a_new_address_is_audited_at_once() {
+    let server = TestServer::start(&[TRUST_LOOPBACK]);
+    let admin = server.api_key("ops", "admin");
+    assert!(registers(&server, Kind::Tcp, &v1(ALICE), "alice").await);
+    let password = password_login("alice", common::PASSWORD, "phone");
+    let ok = login_behind(&server, &v1(ALICE), password).await;
+    let by_token = || v1::Login {
+        credential: Some(v1::login::Credential::Token(ok.token.clone())),
+        device_id: "phone".into(),
+        ..Default::default()
+    };
+    // From home, within the interval the password login started: counted, not audited.
+    login_behind(&server, &v1(ALICE), by_token()).await;
+    // The same token from another address: audited, naming that address.
+    login_behind(&server, &v1(BOB), by_token()).await;
+    let actor = format!("user:{}", ok.user_id);
+    let bob = IpAddr::from(BOB).to_string();
+    let mut row = None;
+    common::wait_until_async("the token login from the new address audited", || {
+        let (status, body) = admin.get("/api/audit?limit=200");
+        assert_eq!(status, 200, "{body}");
+        row = body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["action"] == "user.login" && e["actor"] == actor && e["from"] == bob)
+            .cloned();
+        row.is_some()
+    })
+    .await;
+    let row = row.unwrap();
+    assert_eq!(row["detail"], "device phone, by token", "{row}");
+    // Home's token login stayed unaudited: only the password login's row is from there.
+    let (_, body) = admin.get("/api/audit?limit=200");
+    let alice = IpAddr::from(ALICE).to_string();
+    let from_home: Vec<_> = body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "user.login" && e["actor"] == actor && e["from"] == alice)
+        .map(|e| e["detail"].clone())
+        .collect();
+    assert_eq!(from_home, ["device phone"], "{body}");
+}

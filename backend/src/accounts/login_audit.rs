@@ -1,16 +1,21 @@
 //! Which token logins reach the audit log. A token login costs one SHA-256 and one lookup, no
 //! argon2, and nothing paces one device's: a client looping connect, `Login{token}`, close
 //! would add a row per loop (about a thousand a second, each batch an fsync) and bury the
-//! events worth reading. So a device's token logins, and its token logins refused because the
+//! events worth reading. So a device's token logins from one client address (its
+//! `share_key`: an IPv4 address, an IPv6 /48), and its token logins refused because the
 //! account is disabled, are audited at most once per [`TOKEN_LOGIN_AUDIT_INTERVAL_MS`] each;
 //! the rest are counted (`ringchat_token_logins_total`, `…_unaudited_total`), and the next
-//! row of the device says how many it stands for. A password login (argon2 paid) is always
-//! audited, and starts the device's interval. Failures stay audited as before (`logins.rs`).
+//! row of the device from that address says how many it stands for. The address is in the
+//! key because a token used from somewhere new is the row an operator looks for (a stolen
+//! token): it is audited at once, whatever the device did a minute before. A password login
+//! (argon2 paid) is always audited, and starts the interval of its device and address.
+//! Failures stay audited as before (`logins.rs`).
 //!
 //! Per backend (each cluster node keeps its own table), in memory: a restart audits each
 //! device's next token login again.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Mutex;
 
 use crate::store::UserId;
@@ -18,8 +23,8 @@ use crate::store::UserId;
 /// A device's token logins are audited at most once per this many milliseconds (and its
 /// refused ones, the account being disabled, as often apart).
 const TOKEN_LOGIN_AUDIT_INTERVAL_MS: u64 = 600_000;
-/// Devices (user and device id, per outcome) remembered at once, at most: about 200 bytes
-/// each. Past it, expired ones are dropped; while it stays full, a device not in the table has
+/// Devices (user, device id and client address, per outcome) remembered at once, at most:
+/// about 200 bytes each. Past it, expired ones are dropped; while it stays full, a device not in the table has
 /// its token logins counted, not audited.
 const TOKEN_LOGIN_AUDIT_DEVICES_MAX: usize = 65_536;
 /// A full table is swept for expired entries at most once per this many milliseconds, so a
@@ -42,7 +47,9 @@ impl Outcome {
     }
 }
 
-type Key = (UserId, Box<str>, Outcome);
+/// The client's `share_key` (an IPv4 address, an IPv6 /48), not the raw address: one host
+/// walking its /64 must not make a row per address.
+type Key = (UserId, Box<str>, IpAddr, Outcome);
 
 struct Last {
     audited_ms: u64,
@@ -62,28 +69,38 @@ pub(super) struct LoginAudit {
 }
 
 impl LoginAudit {
-    /// A password login's row was queued: the device's token logins wait for the interval.
-    pub(super) fn by_password(&self, user_id: UserId, device_id: &str, at: Outcome, now_ms: u64) {
+    /// A password login's row was queued: the device's token logins from `client` (a
+    /// `share_key`) wait for the interval.
+    pub(super) fn by_password(
+        &self,
+        user_id: UserId,
+        device_id: &str,
+        client: IpAddr,
+        at: Outcome,
+        now_ms: u64,
+    ) {
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (user_id, Box::from(device_id), at);
+        let key = (user_id, Box::from(device_id), client, at);
         if let Some(last) = table.room_for(&key, now_ms) {
             last.audited_ms = now_ms;
         }
     }
 
-    /// A token login (`at`: what it did). `Some(n)`: audit it, standing for `n` earlier token
-    /// logins of the device that were not; `None`: counted only.
+    /// A token login from `client` (a `share_key`; `at`: what it did). `Some(n)`: audit it,
+    /// standing for `n` earlier token logins of the device from there that were not; `None`:
+    /// counted only.
     pub(super) fn by_token(
         &self,
         user_id: UserId,
         device_id: &str,
+        client: IpAddr,
         at: Outcome,
         now_ms: u64,
     ) -> Option<u64> {
         metrics::counter!("ringchat_token_logins_total", "outcome" => at.label()).increment(1);
         let admitted = {
             let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
-            let key = (user_id, Box::from(device_id), at);
+            let key = (user_id, Box::from(device_id), client, at);
             match table.room_for(&key, now_ms) {
                 None => None,
                 Some(last)
@@ -138,30 +155,63 @@ mod tests {
     use super::*;
 
     const T0: u64 = 1_000_000_000;
+    const HOME: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 7));
+    const ELSEWHERE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(203, 0, 113, 9));
 
     #[test]
     fn a_devices_token_logins_are_audited_once_per_interval_and_tell_of_the_rest() {
         let a = LoginAudit::default();
-        assert_eq!(a.by_token(1, "phone", Outcome::LoggedIn, T0), Some(0));
+        assert_eq!(a.by_token(1, "phone", HOME, Outcome::LoggedIn, T0), Some(0));
         for i in 1..=5 {
-            assert_eq!(a.by_token(1, "phone", Outcome::LoggedIn, T0 + i), None);
+            assert_eq!(
+                a.by_token(1, "phone", HOME, Outcome::LoggedIn, T0 + i),
+                None
+            );
         }
         // Another device, another user, another outcome: each has its own interval.
-        assert_eq!(a.by_token(1, "laptop", Outcome::LoggedIn, T0), Some(0));
-        assert_eq!(a.by_token(2, "phone", Outcome::LoggedIn, T0), Some(0));
-        assert_eq!(a.by_token(1, "phone", Outcome::Disabled, T0 + 6), Some(0));
+        assert_eq!(
+            a.by_token(1, "laptop", HOME, Outcome::LoggedIn, T0),
+            Some(0)
+        );
+        assert_eq!(a.by_token(2, "phone", HOME, Outcome::LoggedIn, T0), Some(0));
+        assert_eq!(
+            a.by_token(1, "phone", HOME, Outcome::Disabled, T0 + 6),
+            Some(0)
+        );
+        // The same device from another address: audited at once (a stolen token's first use
+        // is the row worth having), then on its own interval.
+        assert_eq!(
+            a.by_token(1, "phone", ELSEWHERE, Outcome::LoggedIn, T0 + 7),
+            Some(0)
+        );
+        assert_eq!(
+            a.by_token(1, "phone", ELSEWHERE, Outcome::LoggedIn, T0 + 8),
+            None
+        );
         let later = T0 + TOKEN_LOGIN_AUDIT_INTERVAL_MS;
-        assert_eq!(a.by_token(1, "phone", Outcome::LoggedIn, later), Some(5));
-        assert_eq!(a.by_token(1, "phone", Outcome::LoggedIn, later + 1), None);
+        assert_eq!(
+            a.by_token(1, "phone", HOME, Outcome::LoggedIn, later),
+            Some(5)
+        );
+        assert_eq!(
+            a.by_token(1, "phone", HOME, Outcome::LoggedIn, later + 1),
+            None
+        );
     }
 
     #[test]
     fn a_password_login_starts_the_devices_interval() {
         let a = LoginAudit::default();
-        a.by_password(1, "phone", Outcome::LoggedIn, T0);
-        assert_eq!(a.by_token(1, "phone", Outcome::LoggedIn, T0 + 1), None);
+        a.by_password(1, "phone", HOME, Outcome::LoggedIn, T0);
+        assert_eq!(
+            a.by_token(1, "phone", HOME, Outcome::LoggedIn, T0 + 1),
+            None
+        );
         let later = T0 + TOKEN_LOGIN_AUDIT_INTERVAL_MS;
-        assert_eq!(a.by_token(1, "phone", Outcome::LoggedIn, later), Some(1));
+        assert_eq!(
+            a.by_token(1, "phone", HOME, Outcome::LoggedIn, later),
+            Some(1)
+        );
     }
 
     #[test]
@@ -169,15 +219,18 @@ mod tests {
         let a = LoginAudit::default();
         let max = TOKEN_LOGIN_AUDIT_DEVICES_MAX as u64;
         for user in 0..max {
-            assert!(a.by_token(user, "d", Outcome::LoggedIn, T0).is_some());
+            assert!(a.by_token(user, "d", HOME, Outcome::LoggedIn, T0).is_some());
         }
         assert_eq!(a.len(), TOKEN_LOGIN_AUDIT_DEVICES_MAX);
         // Full of unexpired devices: a new one is counted only; a known one keeps its rule.
-        assert_eq!(a.by_token(max, "d", Outcome::LoggedIn, T0 + 1), None);
-        assert_eq!(a.by_token(0, "d", Outcome::LoggedIn, T0 + 1), None);
+        assert_eq!(a.by_token(max, "d", HOME, Outcome::LoggedIn, T0 + 1), None);
+        assert_eq!(a.by_token(0, "d", HOME, Outcome::LoggedIn, T0 + 1), None);
         // Once they expired, the next sweep makes room.
         let later = T0 + TOKEN_LOGIN_AUDIT_INTERVAL_MS;
-        assert_eq!(a.by_token(max, "d", Outcome::LoggedIn, later), Some(0));
+        assert_eq!(
+            a.by_token(max, "d", HOME, Outcome::LoggedIn, later),
+            Some(0)
+        );
         assert_eq!(a.len(), 1);
     }
 }

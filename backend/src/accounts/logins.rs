@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use ringchat_proto::v1::{self, ErrorCode, login};
 
+use super::limiter::share_key;
 use super::login_audit::Outcome;
 use super::validate::{
     PASSWORD_BYTES_CEILING, validate_device_id, validate_email, validate_username,
@@ -83,7 +84,7 @@ impl Accounts {
             Err(r) if r.code == ErrorCode::AccountDisabled => {
                 let device = token_device.as_deref().unwrap_or(&req.device_id);
                 if let Some(detail) =
-                    self.login_audit_detail(named, device, Outcome::Disabled, by_password)
+                    self.login_audit_detail(named, device, peer, Outcome::Disabled, by_password)
                 {
                     self.audit.record(
                         Entry::new(actor(), "user.login_disabled")
@@ -97,6 +98,7 @@ impl Accounts {
                 if let Some(detail) = self.login_audit_detail(
                     Some(auth.user_id),
                     &auth.device_id,
+                    peer,
                     Outcome::LoggedIn,
                     by_password,
                 ) {
@@ -115,12 +117,13 @@ impl Accounts {
 
 impl Accounts {
     /// Whether a login's row goes to the audit log, and its detail: a password login's always;
-    /// a token login's once per device and interval (`login_audit.rs`), naming how many of the
-    /// device's token logins before it were not audited.
+    /// a token login's once per device, client address and interval (`login_audit.rs`), naming
+    /// how many of the device's token logins from there before it were not audited.
     fn login_audit_detail(
         &self,
         user_id: Option<UserId>,
         device_id: &str,
+        peer: IpAddr,
         outcome: Outcome,
         by_password: bool,
     ) -> Option<String> {
@@ -130,20 +133,21 @@ impl Accounts {
             // this far).
             return Some(format!("device {device_id}"));
         };
+        let client = share_key(peer);
         if by_password {
             self.login_audit
-                .by_password(user_id, device_id, outcome, now);
+                .by_password(user_id, device_id, client, outcome, now);
             return Some(format!("device {device_id}"));
         }
         Some(
             match self
                 .login_audit
-                .by_token(user_id, device_id, outcome, now)?
+                .by_token(user_id, device_id, client, outcome, now)?
             {
                 0 => format!("device {device_id}, by token"),
                 n => format!(
-                    "device {device_id}, by token; {n} earlier token logins of the device not \
-                     audited"
+                    "device {device_id}, by token; {n} earlier token logins of the device from \
+                     this address not audited"
                 ),
             },
         )
