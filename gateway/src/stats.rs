@@ -369,7 +369,7 @@ pub fn describe() {
         ),
         (
             "ringchat_logins_refused_total",
-            "Logins (and registrations) refused at once with a retry_after_ms, per shard and reason: logins_in_flight (SERVER_FULL, gateway.logins_in_flight_per_shard_max reached), client_share (SERVER_FULL, the client's quarter of them in flight while only the last quarter is free: an IPv4 address, an IPv6 /48), backend_queue_full (UNAVAILABLE).",
+            "Logins (and registrations) refused at once with a retry_after_ms, per shard and reason: logins_in_flight (SERVER_FULL, gateway.logins_in_flight_per_shard_max reached), client_share (SERVER_FULL, the client's sixteenth of them in flight while only the last quarter is free: an IPv4 address, an IPv6 /48), backend_queue_full (UNAVAILABLE).",
         ),
         (
             "ringchat_prelogin_refusals_closed_total",

@@ -519,7 +519,7 @@ async fn abuse(server: &TestServer) -> Abused {
 
 /// One host looping logins the backend refuses at once (`Login{}` here; bad passwords past
 /// the throttle alike) on many connections cannot take a shard's login slots from everyone
-/// else: past its share of them (a quarter) it may borrow idle ones but not the last quarter,
+/// else: it may take idle ones but of the last quarter only a quarter (here: one),
 /// and is told `SERVER_FULL` without taking one, and each of its connections is closed after `REFUSALS_PER_CONN_MAX` refusals.
 /// Meanwhile a client of another address logs in. Before, the looping host held every slot
 /// (each refused login waited its turn in the pace holding one) and the other client was told

@@ -63,13 +63,15 @@ fn client_share(places: usize) -> usize {
 }
 
 /// Whether a client already holding `of_client` of `places` (`in_flight` of them taken by
-/// everyone) is refused one more. Past its share a client may still borrow idle places, but
-/// never the last share of them: those are kept for clients under theirs. So one host alone
-/// (a load generator, a carrier's NAT reconnecting) may use the shard's places, and a host
-/// looping requests still leaves everyone else a quarter.
+/// everyone) is refused one more. While more than a share of them is free, no one is: one host
+/// alone (a load generator, a carrier's NAT reconnecting) may use three quarters of the shard's
+/// places. The last share is scarce, and shared out again: there a client may hold at most a
+/// share of the share (a sixteenth), so a host looping requests and a second one together
+/// still leave most of it to others, and filling the shard takes five hosts. (Letting a client
+/// under its share take the whole last quarter let two hosts fill it.)
 fn past_client_share(of_client: usize, in_flight: usize, places: usize) -> bool {
     let share = client_share(places);
-    of_client >= share && in_flight + share >= places
+    in_flight + share >= places && of_client >= client_share(share)
 }
 
 #[derive(Debug, thiserror::Error)]

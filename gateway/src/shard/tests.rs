@@ -266,12 +266,8 @@ fn frames_for_a_connection_not_logged_in_are_dropped() {
 }
 
 #[test]
-fn a_client_past_its_share_borrows_idle_places_but_not_the_last_quarter() {
-    // 1,024 places, a share of 256.
-    assert!(
-        !past_client_share(255, 1000, 1024),
-        "under its share: always"
-    );
+fn a_client_takes_idle_places_and_a_sixteenth_of_the_last_quarter() {
+    // 1,024 places, a share of 256, the last quarter's share 64.
     assert!(
         !past_client_share(600, 600, 1024),
         "alone: idle places are lent"
@@ -281,10 +277,36 @@ fn a_client_past_its_share_borrows_idle_places_but_not_the_last_quarter() {
         past_client_share(768, 768, 1024),
         "the last quarter is kept"
     );
-    assert!(past_client_share(256, 800, 1024), "others took the rest");
+    assert!(!past_client_share(63, 1000, 1024), "a sixteenth of it each");
+    assert!(
+        past_client_share(64, 800, 1024),
+        "even a client under its quarter"
+    );
     assert!(
         !past_client_share(0, 1023, 1024),
         "a newcomer gets the kept place"
     );
     assert!(past_client_share(1, 0, 1), "one place: a share of one");
+    assert!(!past_client_share(0, 0, 1));
+}
+
+/// Hosts that each take every place they are given, one after another: how many fill the
+/// shard. Two used to (one borrowing three quarters, the next taking the last whole).
+#[test]
+fn filling_a_shard_takes_five_greedy_hosts() {
+    const PLACES: usize = 1024;
+    let mut in_flight = 0;
+    let mut hosts = 0;
+    while in_flight < PLACES {
+        hosts += 1;
+        let mut of_client = 0;
+        while in_flight < PLACES && !past_client_share(of_client, in_flight, PLACES) {
+            of_client += 1;
+            in_flight += 1;
+        }
+        if hosts == 2 {
+            assert_eq!(in_flight, 768 + 64, "two hosts leave 192 places");
+        }
+    }
+    assert_eq!(hosts, 5);
 }
