@@ -114,6 +114,29 @@ impl Node {
     }
 }
 
+/// `config` with `gateway.status_http.conns_max` lowered to what the open-file limit holds
+/// (read after `main` raised the soft limit to the hard one), said in the log when lowered:
+/// past the limit accepts would fail with EMFILE, and so would the gRPC listener's and the
+/// Redis connections' sockets.
+fn with_status_conns_cap(config: &Config) -> anyhow::Result<Config> {
+    let (nofile, _hard) =
+        rlimit::getrlimit(rlimit::Resource::NOFILE).context("reading RLIMIT_NOFILE")?;
+    let cap = crate::fd_budget::status_conns_within(nofile, config).map_err(anyhow::Error::msg)?;
+    let configured = config.gateway.status_http.conns_max;
+    if cap < configured {
+        tracing::warn!(
+            configured,
+            effective = cap,
+            open_files_max = nofile,
+            "gateway.status_http.conns_max lowered to what the open-file limit holds (raise \
+             LimitNOFILE= / ulimit -Hn for more)"
+        );
+    }
+    let mut config = config.clone();
+    config.gateway.status_http.conns_max = cap;
+    Ok(config)
+}
+
 /// `serve --role status`: the status service only, until SIGINT/SIGTERM.
 pub fn run_status(config: &Config) -> anyhow::Result<()> {
     anyhow::ensure!(
@@ -125,6 +148,7 @@ pub fn run_status(config: &Config) -> anyhow::Result<()> {
         .ws_listen
         .parse()
         .context("gateway.ws_listen: --role status serves GET /assign there")?;
+    let config = &with_status_conns_cap(config)?;
     let rt = ringchat_backend::build_runtime(&config.backend).context("starting the runtime")?;
     let node = start(&rt, &config.cluster, None, None)?;
     let listener = rt

@@ -125,8 +125,8 @@ pub struct GatewayConfig {
     /// /64s, each a fresh `prelogin_conns_per_ip_max`. IPv4 clients are counted per address only.
     pub prelogin_conns_per_network_max: usize,
     /// Logins (and registrations, account requests before login) one shard has waiting for
-    /// the backend at once; past its quarter of them a client (`ringchat_backend::share_key`:
-    /// an IPv4 address, an IPv6 /48) may borrow idle ones but not the last quarter, kept for
+    /// the backend at once; a client (`ringchat_backend::share_key`: an IPv4 address, an IPv6
+    /// /48) may take idle ones, but of the last quarter a sixteenth of them at most, kept for
     /// the other clients. Past either a Login is answered `SERVER_FULL` with a
     /// `retry_after_ms` and the connection closed. Logged-in clients are never counted nor
     /// refused.
@@ -175,7 +175,7 @@ pub const LOGINS_IN_FLIGHT_PER_SHARD_DEFAULT: usize = 1024;
 /// connections per shard at its defaults; 1,000 sign-ups at once over 2 shards in a test), while
 /// one host holds at most 0.2 % of a shard's default 500,000 places, however many idle sockets it
 /// opens and renews every handshake timeout. It bounds places, not logins: of the login slots
-/// one client past its quarter borrows idle ones but never the last quarter
+/// one client takes idle ones but of the last quarter a sixteenth at most
 /// (`Shard::login_slot`), and a connection whose requests
 /// the backend keeps refusing is closed (`PRELOGIN_REFUSALS_PER_CONN_MAX`).
 pub const PRELOGIN_CONNS_PER_IP_DEFAULT: usize = LOGINS_IN_FLIGHT_PER_SHARD_DEFAULT;
@@ -262,7 +262,8 @@ impl Default for FilesPipeConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StatusHttpConfig {
-    /// Connections open at once; past it a new one is closed at once.
+    /// Connections open at once; past it a new one is closed at once. Lowered at start to
+    /// what the open-file limit holds (`fd_budget::status_conns_within`).
     pub conns_max: usize,
     /// Connections open at once from one client (an IPv4 address, an IPv6 /64:
     /// `ringchat_backend::client_key`), kept-alive ones included; past it a new one is closed
@@ -282,11 +283,14 @@ pub struct StatusHttpConfig {
 impl Default for StatusHttpConfig {
     fn default() -> Self {
         Self {
-            conns_max: 4096,
+            // Sixteen clients at their count: with 4,096, four addresses holding silent sockets
+            // (each renewed every header_read_timeout_ms) filled it and shut everyone out.
+            // A connection costs a socket and a small task.
+            conns_max: STATUS_HTTP_CLIENTS_TO_FILL * PRELOGIN_CONNS_PER_IP_DEFAULT,
             // The shards' per-client count, for the same reason: a whole NAT's or a balancer's
             // (without PROXY protocol) browsers are one client, each holding up to 6 kept-alive
-            // connections for the page's files. One client still holds a quarter of the places
-            // at most, and one IPv6 /48 (a site, as one IPv4 NAT address is) as much.
+            // connections for the page's files. One client still holds a sixteenth of the
+            // places at most, and one IPv6 /48 (a site, as one IPv4 NAT address is) as much.
             conns_per_ip_max: PRELOGIN_CONNS_PER_IP_DEFAULT,
             conns_per_network_max: PRELOGIN_CONNS_PER_IP_DEFAULT,
             header_read_timeout_ms: 10_000,
@@ -299,6 +303,8 @@ impl Default for StatusHttpConfig {
 /// the timeouts in milliseconds (a browser's head arrives in one packet; an hour would keep a
 /// silent socket for ever in effect).
 const STATUS_HTTP_CONNS_MAX: usize = 1_048_576;
+/// Clients at their default `conns_per_ip_max` that fill the default `conns_max`.
+const STATUS_HTTP_CLIENTS_TO_FILL: usize = 16;
 const STATUS_HTTP_TIMEOUT_MS_MIN: u64 = 100;
 const STATUS_HTTP_TIMEOUT_MS_MAX: u64 = 600_000;
 

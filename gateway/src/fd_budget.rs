@@ -120,6 +120,25 @@ impl ConnsCap {
     }
 }
 
+/// Connections a status-only node's HTTP listener (`serve --role status`) may hold under
+/// `nofile` descriptors: what the headroom and the gRPC listener's cap leave, and no more than
+/// `gateway.status_http.conns_max`. An error when they leave none.
+pub fn status_conns_within(nofile: u64, config: &Config) -> Result<usize, String> {
+    let reserve = NOFILE_HEADROOM + config.cluster.grpc_conns_max as u64;
+    let within = nofile.saturating_sub(reserve);
+    if within == 0 {
+        return Err(format!(
+            "the open-file limit (RLIMIT_NOFILE) is {nofile}, but a status node keeps {reserve} \
+             descriptors for itself ({NOFILE_HEADROOM} for logs and outgoing connections, \
+             cluster.grpc_conns_max): no room for its HTTP clients. Raise the limit \
+             (LimitNOFILE= in systemd, `ulimit -Hn`, limits.conf)"
+        ));
+    }
+    Ok(usize::try_from(within)
+        .unwrap_or(usize::MAX)
+        .min(config.gateway.status_http.conns_max))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,6 +193,18 @@ mod tests {
         let mut fitted = c.clone();
         fitted.gateway.conns_per_shard_max = cap.conns_per_shard_max;
         assert!(need(&fitted, 4) <= cap.nofile);
+    }
+
+    #[test]
+    fn a_status_node_holds_what_its_limit_leaves_past_its_grpc_listener() {
+        let mut c = config();
+        c.cluster.grpc_conns_max = 4096;
+        c.gateway.status_http.conns_max = 16_384;
+        let reserve = NOFILE_HEADROOM + 4096;
+        assert_eq!(status_conns_within(reserve + 100, &c), Ok(100));
+        assert_eq!(status_conns_within(1 << 20, &c), Ok(16_384));
+        let err = status_conns_within(reserve, &c).unwrap_err();
+        assert!(err.contains("LimitNOFILE"), "{err}");
     }
 
     #[test]
