@@ -353,8 +353,11 @@ async fn a_token_used_under_another_device_name_is_still_its_device_and_is_revok
 
 #[tokio::test]
 async fn a_token_login_late_in_the_tokens_life_gets_a_fresh_token() {
+    // Long enough that the logins before half its life, and the five after it, each fit in
+    // their window on a loaded machine and a slow store (with 4 s they had about 2 s each).
+    const TTL_MS: u64 = 20_000;
     let server = TestServer::start(&[
-        ("LOGIN__TOKEN_TTL_S", "4"),
+        ("LOGIN__TOKEN_TTL_S", &(TTL_MS / 1000).to_string()),
         ("LOGIN__TOKEN_REFRESH_PERCENT", "50"),
     ]);
     drop(server.user("alice").await);
@@ -369,8 +372,8 @@ async fn a_token_login_late_in_the_tokens_life_gets_a_fresh_token() {
     );
     assert!(!early.token_refreshed);
 
-    // Past half its life (4 s): the next token login refreshes it.
-    let half = first.token_expires_at_ms - 2_000;
+    // Past half its life: the next token login refreshes it.
+    let half = first.token_expires_at_ms - TTL_MS / 2;
     let now = ringchat_backend::api::now_ms();
     tokio::time::sleep(std::time::Duration::from_millis(
         half.saturating_sub(now) + 100,

@@ -175,8 +175,18 @@ async fn a_user_back_online_while_the_push_waited_gets_none() {
 #[tokio::test]
 async fn a_push_older_than_max_age_when_taken_or_retried_is_not_sent() {
     const MAX_AGE_MS: u64 = 1_000;
-    let (server, addr, mut alice, users) =
-        receiver_down(&[("PUSH__MAX_AGE_MS", "1000")], &["bob", "carol", "dave"]).await;
+    // Carol's one retry comes after both messages are too old, whatever the time between
+    // them: with retries every 200 ms, one could drop Carol's while Bob's was still fresh,
+    // and Bob's was then taken in time (resolved, not expired).
+    let (server, addr, mut alice, users) = receiver_down(
+        &[
+            ("PUSH__MAX_AGE_MS", "1000"),
+            ("PUSH__BACKOFF_MS", "5000"),
+            ("PUSH__BACKOFF_MS_MAX", "5000"),
+        ],
+        &["bob", "carol", "dave"],
+    )
+    .await;
     let (bob, carol, dave) = (users[0], users[1], users[2]);
     // Carol's push holds the sender (taken fresh, failing); Bob's waits behind it.
     let to_carol = alice.send_text(carol, "c1", "hi").await.unwrap().unwrap();
