@@ -34,6 +34,17 @@ fn nodes(ids: &[&str], quiet_ms: &str) -> Vec<TestServer> {
 
 /// [`nodes`] on the Redis at `redis`, under `prefix`.
 fn nodes_on(redis: &str, prefix: &str, ids: &[&str], quiet_ms: &str) -> Vec<TestServer> {
+    nodes_with(redis, prefix, ids, quiet_ms, &[])
+}
+
+/// [`nodes_on`] with `extra` variables.
+fn nodes_with(
+    redis: &str,
+    prefix: &str,
+    ids: &[&str],
+    quiet_ms: &str,
+    extra: &[(&str, &str)],
+) -> Vec<TestServer> {
     let db = common::store::fresh_database();
     let servers: Vec<TestServer> = ids
         .iter()
@@ -41,6 +52,8 @@ fn nodes_on(redis: &str, prefix: &str, ids: &[&str], quiet_ms: &str) -> Vec<Test
             let mut env = NodeEnv::new(&db, redis, prefix, id);
             env.vars
                 .push(("PRESENCE__QUIET_PERIOD_MS".into(), quiet_ms.into()));
+            env.vars
+                .extend(extra.iter().map(|(k, v)| ((*k).into(), (*v).into())));
             TestServer::start(&env.pairs())
         })
         .collect();
@@ -218,6 +231,63 @@ async fn a_killed_node_s_users_go_offline_for_friends_on_other_nodes() {
     // (n1's news of her login may reach n2 after the friendship began: told late, but true).
     let gone = offline_after_late_online(&mut b, alice.user_id).await;
     assert!(gone.last_seen_ms >= killed, "{gone:?}");
+    drop(a);
+}
+
+/// A user's last seen in Redis (`{prefix}:seen:{user}`), 0 when absent.
+fn seen_in_redis(redis: &str, prefix: &str, user: u64) -> u64 {
+    redis::Client::open(redis)
+        .and_then(|c| c.get_connection())
+        .and_then(|mut c| {
+            redis::cmd("GET")
+                .arg(format!("{prefix}:seen:{user}"))
+                .query::<Option<u64>>(&mut c)
+        })
+        .ok()
+        .flatten()
+        .unwrap_or(0)
+}
+
+/// A killed node never writes its users' going offline, the one write of last seen there
+/// was: a friend listing them later (read from Redis once the node left the view) saw the
+/// last seen from before their whole session, or none. The periodic rewrite moves a present
+/// user's last seen forward, so a kill loses at most `routes.refresh_ms` of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_s_users_are_listed_last_seen_about_when_it_died() {
+    let prefix = format!("rc_presence_seen_{}", unique());
+    let mut nodes = nodes_with(
+        &redis_url(),
+        &prefix,
+        &["n1", "n2"],
+        "0",
+        &[("CLUSTER__ROUTES__REFRESH_MS", "300")],
+    );
+    let (mut a, alice) = nodes[0].user("alice").await;
+    let (mut b, bob) = nodes[1].user("bob").await;
+    befriend(&mut a, alice.user_id, &mut b, bob.user_id).await;
+    listed_online(&mut b, alice.user_id).await;
+    let online_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let mut seen = 0;
+    common::wait_until_async(
+        "a refresh moved alice's last seen to while she is online",
+        || {
+            seen = seen_in_redis(&redis_url(), &prefix, alice.user_id);
+            seen >= online_at
+        },
+    )
+    .await;
+    nodes[0].kill9();
+    offline_after_late_online(&mut b, alice.user_id).await;
+    let listed = listed(&mut b, alice.user_id).await;
+    assert_eq!(listed.state(), P::Offline, "{listed:?}");
+    assert!(
+        listed.last_seen_ms >= seen,
+        "listed last seen {} is from before the refresh at {seen}",
+        listed.last_seen_ms
+    );
     drop(a);
 }
 

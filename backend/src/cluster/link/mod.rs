@@ -90,8 +90,10 @@ pub struct Link {
     hints: hint::SyncHints,
     /// Peers that have had an incoming stream here, and which of their streams is the newest
     /// (`serve.rs`): a new stream from one of them is a link that came back (frames for this
-    /// node may have been lost meanwhile), and ends the older ones. One entry per node id of
-    /// the view, bounded by `nodes_max`.
+    /// node may have been lost meanwhile), and ends the older ones. One entry per node id that
+    /// ever streamed here since start, never pruned: a node that left the view and came back
+    /// must still be known as one whose link came back. It grows only with node ids (a few
+    /// dozen bytes each), and only a holder of `cluster.peer_secret` can stream here.
     streamed: Mutex<std::collections::HashMap<String, serve::Streams>>,
     /// When this node's heartbeat last reached Redis, for the peers' queues (`queue.rs`).
     heartbeats: Arc<queue::Heartbeats>,

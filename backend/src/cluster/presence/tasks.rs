@@ -156,9 +156,13 @@ impl ClusterPresence {
     /// other nodes may have read the user's state without it (a re-read after subscribing) or
     /// been told it (another node's change), and nothing else would correct them. A part that
     /// was there publishes nothing: nothing changed.
+    /// Present users' last seen moves forward to now too (`wire::SEEN_FORWARD`): it is
+    /// written otherwise only when a user's part goes offline, and a killed node never writes
+    /// that, so its users showed the last seen from before their whole session.
     async fn refresh(&self) -> Result<(), RedisError> {
         let field = wire::field(&self.me.node_id, self.me.started_at_ms);
         let users = self.local.present_users();
+        let now = crate::time::now_ms();
         let mut missing = Vec::new();
         for chunk in users.chunks(self.config.batch_users_max.max(1)) {
             let mut pipe = redis::pipe();
@@ -178,6 +182,13 @@ impl ClusterPresence {
                     .cmd("PEXPIRE")
                     .arg(&key)
                     .arg(self.config.ttl_ms)
+                    .ignore()
+                    .cmd("EVAL")
+                    .arg(wire::SEEN_FORWARD)
+                    .arg(1)
+                    .arg(wire::seen_key(&self.prefix, user))
+                    .arg(now)
+                    .arg(wire::LAST_SEEN_TTL_MS)
                     .ignore();
             }
             if written.is_empty() {
