@@ -6,11 +6,14 @@ mod accept;
 mod budget;
 mod conn;
 mod framing;
+mod inbox;
 pub mod live;
 mod local;
 mod login_pace;
+mod login_slots;
 mod outbound;
 mod prelogin;
+mod reaper;
 mod session;
 mod stream;
 mod tls_gate;
@@ -25,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 use ringchat_backend::Writes;
-use ringchat_backend::api::{ConnId, Outgoing, RequestSender, ShardEvent, ShardId};
+use ringchat_backend::api::{ConnId, RequestSender, ShardEvent, ShardId};
 use ringchat_backend::config::Limits;
 use ringchat_proto::v1::{ErrorCode, KickReason};
 use tokio::sync::mpsc;
@@ -37,42 +40,18 @@ use crate::security::IpRules;
 use crate::stats::{DRIVER_EPOLL, DRIVER_IO_URING, ShardStats};
 use accept::{Acceptor, HANDSHAKES_SETTLE};
 use conn::{Listen, TurnAway};
+use inbox::drain_inbox;
 use live::{LiveLimits, Published};
 use local::{BufferPool, ConnTable, HasConnId, LocalNotify};
+use login_slots::LoginsFull;
 pub(crate) use outbound::{Books, Fanout, Frame, Outbound, OutboundLimits};
 use prelogin::{PreloginCounts, PreloginPlace};
+use reaper::reap;
 
-/// Events taken from the shard's inbox in one go.
-const EVENT_BATCH_MAX: usize = 256;
-/// Connections the inbox task queues frames for (a fan-out counts each connection of its
-/// list) before it lets the shard's other tasks run (`InboxTurn`).
-const ROUTES_PER_TURN: usize = 1024;
 /// Connections a shard is turning away at once (a full shard's, and those past their client's
 /// `gateway.prelogin_conns_per_ip_max`: each told `SERVER_FULL` over its own transport, a TLS
 /// handshake included); past that, new ones are closed without a word.
 pub(crate) const REJECTING_MAX: usize = 64;
-
-/// The part of a shard-wide bound one client (`ringchat_backend::share_key`: an IPv4 address,
-/// an IPv6 /48) may take: 1 / this. The TLS gate's rate, burst and places and the login slots
-/// share it, so that four hosts at least are needed to fill any of them.
-const CLIENT_SHARE_DIVISOR: u32 = 4;
-
-/// One client's share of `places` shard-wide places: a quarter, at least one.
-fn client_share(places: usize) -> usize {
-    (places / CLIENT_SHARE_DIVISOR as usize).max(1)
-}
-
-/// Whether a client already holding `of_client` of `places` (`in_flight` of them taken by
-/// everyone) is refused one more. While more than a share of them is free, no one is: one host
-/// alone (a load generator, a carrier's NAT reconnecting) may use three quarters of the shard's
-/// places. The last share is scarce, and shared out again: there a client may hold at most a
-/// share of the share (a sixteenth), so a host looping requests and a second one together
-/// still leave most of it to others, and filling the shard takes five hosts. (Letting a client
-/// under its share take the whole last quarter let two hosts fill it.)
-fn past_client_share(of_client: usize, in_flight: usize, places: usize) -> bool {
-    let share = client_share(places);
-    in_flight + share >= places && of_client >= client_share(share)
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShardError {
@@ -540,39 +519,6 @@ impl Shard {
         }
     }
 
-    /// A place for one more pre-login request from `peer` on its way to the backend, or why
-    /// there is none: the shard has `gateway.logins_in_flight_per_shard_max` of them already,
-    /// or the client (`share_key`) its share of them while they are scarce
-    /// (`past_client_share`). Without the share one host looping
-    /// requests the backend refuses at once (a `Login{}`, a throttled password) on many
-    /// connections held every slot, and everyone else's login was told `SERVER_FULL`.
-    /// Shard-local: no atomics; given back when the slot drops.
-    pub fn login_slot(self: &Rc<Self>, peer: IpAddr) -> Result<LoginSlot, LoginsFull> {
-        let n = self.logins_in_flight.get();
-        if n >= self.gateway.logins_in_flight_per_shard_max {
-            return Err(LoginsFull::Shard);
-        }
-        let from = ringchat_backend::share_key(peer);
-        let mut per_client = self.logins_in_flight_from.borrow_mut();
-        let of_client = per_client.entry(from).or_insert(0);
-        if past_client_share(*of_client, n, self.gateway.logins_in_flight_per_shard_max) {
-            return Err(LoginsFull::Client);
-        }
-        *of_client += 1;
-        self.logins_in_flight.set(n + 1);
-        self.stats.logins_in_flight.set(n as u64 + 1);
-        Ok(LoginSlot {
-            shard: Rc::clone(self),
-            from,
-        })
-    }
-
-    /// The `retry_after_ms` for a client turned away before login: jittered, so that the
-    /// clients of one storm do not come back together.
-    pub fn login_retry_after_ms(&self) -> u64 {
-        ringchat_backend::retry_after::jittered_ms(self.gateway.login_retry_after_ms)
-    }
-
     fn ticks(&self, ms: u64) -> u64 {
         ms.div_ceil(self.tick_ms)
     }
@@ -621,37 +567,6 @@ impl TurningAway {
 impl Drop for TurningAway {
     fn drop(&mut self) {
         self.0.rejecting.set(self.0.rejecting.get() - 1);
-    }
-}
-
-/// Why `Shard::login_slot` found no place.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum LoginsFull {
-    /// `gateway.logins_in_flight_per_shard_max` in flight.
-    Shard,
-    /// The client's share of them (`client_share`) in flight.
-    Client,
-}
-
-/// One pre-login request in flight on a shard (`Shard::login_slot`), from client `from`.
-pub(crate) struct LoginSlot {
-    shard: Rc<Shard>,
-    from: IpAddr,
-}
-
-impl Drop for LoginSlot {
-    fn drop(&mut self) {
-        let shard = &self.shard;
-        let n = shard.logins_in_flight.get().saturating_sub(1);
-        shard.logins_in_flight.set(n);
-        shard.stats.logins_in_flight.set(n as u64);
-        let mut per_client = shard.logins_in_flight_from.borrow_mut();
-        if let Some(of_client) = per_client.get_mut(&self.from) {
-            *of_client -= 1;
-            if *of_client == 0 {
-                per_client.remove(&self.from);
-            }
-        }
     }
 }
 
@@ -809,180 +724,6 @@ fn take(shard: &Rc<Shard>, stream: monoio::net::TcpStream, peer: SocketAddr, kin
         kind,
         accepted,
     ));
-}
-
-/// Applies events from the backend in batches, taking turns with the shard's other tasks.
-async fn drain_inbox(shard: Rc<Shard>, mut inbox: mpsc::Receiver<ShardEvent>) {
-    let mut batch = Vec::with_capacity(EVENT_BATCH_MAX);
-    let mut turn = InboxTurn::new(&shard);
-    while inbox.recv_many(&mut batch, EVENT_BATCH_MAX).await > 0 {
-        for event in batch.drain(..) {
-            let Some(routes) = shard.apply(event) else {
-                return;
-            };
-            turn.after(&shard, routes).await;
-        }
-    }
-    // The backend is gone: nothing can be served any more.
-    shard.begin_shutdown();
-}
-
-/// When the inbox task lets the shard's other tasks run. The inbox is a tokio channel drained
-/// on a monoio thread, where tokio's cooperative budget does not exist: `recv_many` is ready at
-/// once while events wait, so under a sustained fan-out the task would never wait, and no
-/// connection would write its queue (and be kicked as a slow consumer for it) or answer a
-/// ping, nor any timer fire.
-struct InboxTurn {
-    /// Routed since the last turn.
-    routes: usize,
-    /// The reaper's tick last seen here, and when it was first seen.
-    tick: u64,
-    tick_seen_at: Instant,
-}
-
-impl InboxTurn {
-    fn new(shard: &Shard) -> Self {
-        Self {
-            routes: 0,
-            tick: shard.tick.get(),
-            tick_seen_at: Instant::now(),
-        }
-    }
-
-    /// Called after each event, with the connections it was routed to.
-    async fn after(&mut self, shard: &Shard, routes: usize) {
-        self.routes += routes;
-        if self.routes < ROUTES_PER_TURN {
-            return;
-        }
-        self.routes = 0;
-        local::YieldOnce(false).await;
-        // monoio fires its timers only when no task is runnable, and while the inbox stays
-        // full this one always is: once the reaper's tick is a tick late, the task waits for
-        // it, and the shard's other timers due fire with it.
-        let now = Instant::now();
-        let tick = shard.tick.get();
-        if tick != self.tick {
-            self.tick = tick;
-            self.tick_seen_at = now;
-        } else if now.duration_since(self.tick_seen_at) > Duration::from_millis(2 * shard.tick_ms) {
-            // The reaper runs until the shard stops, which only this task starts.
-            while shard.tick.get() == tick {
-                shard.ticked.notified().await;
-            }
-        }
-    }
-}
-
-impl Shard {
-    /// Applies one event from the backend: the connections it was routed to (each of a
-    /// fan-out's, whether it is here or not), or `None` once the shard is told to stop.
-    fn apply(self: &Rc<Self>, event: ShardEvent) -> Option<usize> {
-        let conns = self.conns.borrow();
-        // Only logged-in connections are routed to (`ConnShared::is_authed`; shared lists:
-        // `enqueue_shared`): a login the backend still refuses must not see the user's frames.
-        let routed = |conn| conns.get(conn).filter(|c| c.is_authed());
-        let routes = match event {
-            ShardEvent::Frame { conn, frame } => {
-                if let Some(c) = routed(conn) {
-                    self.enqueue(c, frame);
-                }
-                1
-            }
-            ShardEvent::Frames(frames) => {
-                let mut routes = 0;
-                for outgoing in frames {
-                    match outgoing {
-                        Outgoing::One(conn, frame) => {
-                            routes += 1;
-                            if let Some(c) = routed(conn) {
-                                self.enqueue(c, frame);
-                            }
-                        }
-                        Outgoing::Shared {
-                            conns: ids,
-                            except,
-                            frame,
-                        } => {
-                            routes += ids.len();
-                            self.enqueue_shared(
-                                &conns,
-                                ids.iter().copied().filter(|&c| Some(c) != except),
-                                &frame,
-                            );
-                        }
-                    }
-                }
-                routes
-            }
-            ShardEvent::Fanout { conns: ids, frame } => {
-                let routes = ids.len();
-                self.enqueue_shared(&conns, ids, &frame);
-                routes
-            }
-            ShardEvent::Kick { conn, reason } => {
-                if let Some(c) = conns.get(conn) {
-                    c.close_with(Close::Kick(reason));
-                }
-                1
-            }
-            ShardEvent::Reconfigure { applied } => {
-                self.reconfigure();
-                let _ = applied.try_send(self.id);
-                1
-            }
-            ShardEvent::Shutdown => {
-                drop(conns);
-                self.begin_shutdown();
-                return None;
-            }
-        };
-        Some(routes)
-    }
-}
-
-/// Advances the coarse clock and closes connections past their handshake or idle deadline.
-async fn reap(shard: Rc<Shard>) {
-    let mut interval = monoio::time::interval(Duration::from_millis(shard.tick_ms));
-    while !shard.stopping.get() {
-        interval.tick().await;
-        shard.reap_tick();
-    }
-}
-
-impl Shard {
-    /// One tick of the coarse clock: each connection past a deadline is closed.
-    fn reap_tick(&self) {
-        // Live keys: a changed timeout applies from this tick on, to every connection; a
-        // lowered idle timeout only to sessions told it (`ConnShared::idle_ticks`).
-        let live = self.live.get();
-        let handshake_ticks = self.ticks(live.handshake_timeout_ms);
-        let idle_ticks = self.ticks(live.idle_timeout_ms);
-        let drain_ticks = self.ticks(self.gateway.outbound_drain_timeout_ms);
-        let now = self.tick.get() + 1;
-        self.tick.set(now);
-        self.ticked.notify();
-        self.stats.outbound_bytes.set(self.outbound_bytes.get());
-        for c in self.conns.borrow().values() {
-            let backlog = c.backlog_ticks(now);
-            if c.ticks_since_accepted(now)
-                .is_some_and(|t| t > handshake_ticks)
-            {
-                c.close_with(Close::Kick(KickReason::HandshakeTimeout));
-            } else if c.ticks_since_seen(now) > c.idle_ticks(idle_ticks) && !c.is_waiting() {
-                c.close_with(Close::Kick(KickReason::IdleTimeout));
-            } else if backlog.is_some_and(|t| t > drain_ticks) {
-                // Reading now and then, never catching up: it would hold its backlog for ever.
-                self.kick_slow(c);
-            } else if backlog == Some(1) {
-                // Behind for a tick: what it holds stops keeping shared chunks alive.
-                c.outbound.copy_out_small();
-            } else if c.ticks_since_seen(now) > 0 {
-                // Quiet for this tick at least.
-                c.release_idle_queue();
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,8 @@ use bytes::Bytes;
 
 use super::*;
 use crate::config::GatewayConfig;
+use login_slots::past_client_share;
+use ringchat_backend::api::Outgoing;
 
 /// A shard with `gateway`'s settings and no backend behind it (its requests are kept).
 pub(super) fn shard_with(

@@ -31,8 +31,9 @@ use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use super::Shard;
 use super::login_pace::LoginPace;
-use super::{CLIENT_SHARE_DIVISOR, Shard, client_share};
+use super::login_slots::{CLIENT_SHARE_DIVISOR, client_share};
 use crate::stats::ShardStats;
 
 /// Handshakes a shard that was quiet lets through at once before the rate applies.
