@@ -117,23 +117,29 @@ impl Node {
 /// `config` with `gateway.status_http.conns_max` lowered to what the open-file limit holds
 /// (read after `main` raised the soft limit to the hard one), said in the log when lowered:
 /// past the limit accepts would fail with EMFILE, and so would the gRPC listener's and the
-/// Redis connections' sockets.
+/// Redis connections' sockets. The per-client counts are lowered with it, so that filling it
+/// still takes `STATUS_HTTP_CLIENTS_TO_FILL` clients, not one.
 fn with_status_conns_cap(config: &Config) -> anyhow::Result<Config> {
     let (nofile, _hard) =
         rlimit::getrlimit(rlimit::Resource::NOFILE).context("reading RLIMIT_NOFILE")?;
     let cap = crate::fd_budget::status_conns_within(nofile, config).map_err(anyhow::Error::msg)?;
-    let configured = config.gateway.status_http.conns_max;
-    if cap < configured {
-        tracing::warn!(
-            configured,
-            effective = cap,
-            open_files_max = nofile,
-            "gateway.status_http.conns_max lowered to what the open-file limit holds (raise \
-             LimitNOFILE= / ulimit -Hn for more)"
-        );
-    }
     let mut config = config.clone();
-    config.gateway.status_http.conns_max = cap;
+    let limits = &mut config.gateway.status_http;
+    if cap < limits.conns_max {
+        let per_client = (cap / crate::config::STATUS_HTTP_CLIENTS_TO_FILL).max(1);
+        tracing::warn!(
+            configured = limits.conns_max,
+            effective = cap,
+            conns_per_ip_max = limits.conns_per_ip_max.min(per_client),
+            conns_per_network_max = limits.conns_per_network_max.min(per_client),
+            open_files_max = nofile,
+            "gateway.status_http.conns_max lowered to what the open-file limit holds, and the \
+             per-client counts to a sixteenth of it (raise LimitNOFILE= / ulimit -Hn for more)"
+        );
+        limits.conns_max = cap;
+        limits.conns_per_ip_max = limits.conns_per_ip_max.min(per_client);
+        limits.conns_per_network_max = limits.conns_per_network_max.min(per_client);
+    }
     Ok(config)
 }
 

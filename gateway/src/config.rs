@@ -303,8 +303,10 @@ impl Default for StatusHttpConfig {
 /// the timeouts in milliseconds (a browser's head arrives in one packet; an hour would keep a
 /// silent socket for ever in effect).
 const STATUS_HTTP_CONNS_MAX: usize = 1_048_576;
-/// Clients at their default `conns_per_ip_max` that fill the default `conns_max`.
-const STATUS_HTTP_CLIENTS_TO_FILL: usize = 16;
+/// Clients at their default `conns_per_ip_max` that fill the default `conns_max`; when the
+/// open-file limit lowers `conns_max`, the per-client counts are lowered to keep it so
+/// (`cluster::with_status_conns_cap`).
+pub(crate) const STATUS_HTTP_CLIENTS_TO_FILL: usize = 16;
 const STATUS_HTTP_TIMEOUT_MS_MIN: u64 = 100;
 const STATUS_HTTP_TIMEOUT_MS_MAX: u64 = 600_000;
 

@@ -131,7 +131,8 @@ pub fn status_conns_within(nofile: u64, config: &Config) -> Result<usize, String
             "the open-file limit (RLIMIT_NOFILE) is {nofile}, but a status node keeps {reserve} \
              descriptors for itself ({NOFILE_HEADROOM} for logs and outgoing connections, \
              cluster.grpc_conns_max): no room for its HTTP clients. Raise the limit \
-             (LimitNOFILE= in systemd, `ulimit -Hn`, limits.conf)"
+             (LimitNOFILE= in systemd, `ulimit -Hn`, limits.conf), or lower \
+             cluster.grpc_conns_max"
         ));
     }
     Ok(usize::try_from(within)

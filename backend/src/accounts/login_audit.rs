@@ -47,9 +47,23 @@ impl Outcome {
     }
 }
 
+/// Client addresses one device (per outcome) has entries of its own for, at most: past them,
+/// its token logins from further addresses share one entry ([`OTHER_ADDRESSES`]), audited
+/// once per interval together. Without it one token looped from a proxy pool's addresses
+/// filled the table, and no other device's login from a new address was audited.
+const TOKEN_LOGIN_AUDIT_ADDRESSES_PER_DEVICE: usize = 8;
+/// The address of a device's shared entry past [`TOKEN_LOGIN_AUDIT_ADDRESSES_PER_DEVICE`].
+const OTHER_ADDRESSES: IpAddr = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+
 /// The client's `share_key` (an IPv4 address, an IPv6 /48), not the raw address: one host
 /// walking its /64 must not make a row per address.
 type Key = (UserId, Box<str>, IpAddr, Outcome);
+/// A device per outcome: what [`TOKEN_LOGIN_AUDIT_ADDRESSES_PER_DEVICE`] counts per.
+type Device = (UserId, Box<str>, Outcome);
+
+fn device_of(key: &Key) -> Device {
+    (key.0, key.1.clone(), key.3)
+}
 
 struct Last {
     audited_ms: u64,
@@ -60,6 +74,8 @@ struct Last {
 #[derive(Default)]
 struct Table {
     last: HashMap<Key, Last>,
+    /// Entries of each device with an address of their own (not [`OTHER_ADDRESSES`]).
+    addresses: HashMap<Device, usize>,
     swept_ms: u64,
 }
 
@@ -129,24 +145,54 @@ impl LoginAudit {
 }
 
 impl Table {
-    /// The device's entry, made if there is room (a new one counts as audited long ago);
-    /// `None` while the table is full of unexpired ones.
+    /// The entry of the device at the key's address (or its shared one, past its addresses),
+    /// made if there is room (a new one counts as audited long ago); `None` while the table
+    /// is full of unexpired ones.
     fn room_for(&mut self, key: &Key, now_ms: u64) -> Option<&mut Last> {
-        if !self.last.contains_key(key) && self.last.len() >= TOKEN_LOGIN_AUDIT_DEVICES_MAX {
-            if now_ms.saturating_sub(self.swept_ms) < TOKEN_LOGIN_AUDIT_SWEEP_MS {
-                return None;
-            }
-            self.swept_ms = now_ms;
-            self.last
-                .retain(|_, l| now_ms.saturating_sub(l.audited_ms) < TOKEN_LOGIN_AUDIT_INTERVAL_MS);
-            if self.last.len() >= TOKEN_LOGIN_AUDIT_DEVICES_MAX {
-                return None;
+        let mut key = key.clone();
+        if !self.last.contains_key(&key) {
+            let device = device_of(&key);
+            if self.addresses.get(&device).copied().unwrap_or(0)
+                >= TOKEN_LOGIN_AUDIT_ADDRESSES_PER_DEVICE
+            {
+                key.2 = OTHER_ADDRESSES;
             }
         }
-        Some(self.last.entry(key.clone()).or_insert(Last {
+        if !self.last.contains_key(&key) {
+            if self.last.len() >= TOKEN_LOGIN_AUDIT_DEVICES_MAX {
+                if now_ms.saturating_sub(self.swept_ms) < TOKEN_LOGIN_AUDIT_SWEEP_MS {
+                    return None;
+                }
+                self.sweep(now_ms);
+                if self.last.len() >= TOKEN_LOGIN_AUDIT_DEVICES_MAX {
+                    tracing::warn!(
+                        devices = self.last.len(),
+                        "token-login audit table full of devices audited in the last 10 \
+                         minutes: token logins of devices not in it are counted, not audited \
+                         (ringchat_token_logins_unaudited_total)"
+                    );
+                    return None;
+                }
+            }
+            if key.2 != OTHER_ADDRESSES {
+                *self.addresses.entry(device_of(&key)).or_insert(0) += 1;
+            }
+        }
+        Some(self.last.entry(key).or_insert(Last {
             audited_ms: 0,
             unaudited: 0,
         }))
+    }
+
+    /// Drops the entries whose interval is over, and counts the devices' addresses again.
+    fn sweep(&mut self, now_ms: u64) {
+        self.swept_ms = now_ms;
+        self.last
+            .retain(|_, l| now_ms.saturating_sub(l.audited_ms) < TOKEN_LOGIN_AUDIT_INTERVAL_MS);
+        self.addresses.clear();
+        for key in self.last.keys().filter(|k| k.2 != OTHER_ADDRESSES) {
+            *self.addresses.entry(device_of(key)).or_insert(0) += 1;
+        }
     }
 }
 
@@ -211,6 +257,50 @@ mod tests {
         assert_eq!(
             a.by_token(1, "phone", HOME, Outcome::LoggedIn, later),
             Some(1)
+        );
+    }
+
+    /// One token looped from a proxy pool's addresses: the device's first addresses are
+    /// audited apart, the rest together once per interval, and the table keeps room for
+    /// everyone else's.
+    #[test]
+    fn one_device_from_many_addresses_takes_a_few_entries_not_the_table() {
+        let a = LoginAudit::default();
+        let address = |i: u32| IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+        let apart = TOKEN_LOGIN_AUDIT_ADDRESSES_PER_DEVICE as u32;
+        for i in 0..apart {
+            assert_eq!(
+                a.by_token(1, "phone", address(i), Outcome::LoggedIn, T0),
+                Some(0)
+            );
+        }
+        // The next address: the device's shared entry, audited once...
+        assert_eq!(
+            a.by_token(1, "phone", address(apart), Outcome::LoggedIn, T0),
+            Some(0)
+        );
+        // ...and the ones after it counted with it, however many.
+        for i in apart + 1..apart + 1000 {
+            assert_eq!(
+                a.by_token(1, "phone", address(i), Outcome::LoggedIn, T0),
+                None
+            );
+        }
+        assert_eq!(a.len(), TOKEN_LOGIN_AUDIT_ADDRESSES_PER_DEVICE + 1);
+        // A known address keeps its own entry; another device is audited from a new one.
+        assert_eq!(
+            a.by_token(1, "phone", address(0), Outcome::LoggedIn, T0 + 1),
+            None
+        );
+        assert_eq!(
+            a.by_token(2, "phone", ELSEWHERE, Outcome::LoggedIn, T0 + 1),
+            Some(0)
+        );
+        // After the interval the shared entry tells of the logins it stood for.
+        let later = T0 + TOKEN_LOGIN_AUDIT_INTERVAL_MS;
+        assert_eq!(
+            a.by_token(1, "phone", address(5000), Outcome::LoggedIn, later),
+            Some(999)
         );
     }
 

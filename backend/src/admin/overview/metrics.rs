@@ -45,7 +45,7 @@ pub fn describe() {
         ),
         (
             "ringchat_token_logins_unaudited_total",
-            "Those of ringchat_token_logins_total not written to the audit log (their device's were, less than 10 minutes before; or the table of devices was full), by outcome, since start.",
+            "Those of ringchat_token_logins_total not written to the audit log (their device's from that address were, less than 10 minutes before; or the table of devices was full), by outcome, since start.",
         ),
         (
             "ringchat_password_rehashes_total",

@@ -156,9 +156,10 @@ impl ClusterPresence {
     /// other nodes may have read the user's state without it (a re-read after subscribing) or
     /// been told it (another node's change), and nothing else would correct them. A part that
     /// was there publishes nothing: nothing changed.
-    /// Present users' last seen moves forward to now too (`wire::SEEN_FORWARD`): it is
-    /// written otherwise only when a user's part goes offline, and a killed node never writes
-    /// that, so its users showed the last seen from before their whole session.
+    /// Present users' last seen is set to now too (one plain SET each, no script: this runs
+    /// for every present user every `refresh_ms`): it is written otherwise only when a user's
+    /// part goes offline, and a killed node never writes that, so its users showed the last
+    /// seen from before their whole session.
     async fn refresh(&self) -> Result<(), RedisError> {
         let field = wire::field(&self.me.node_id, self.me.started_at_ms);
         let users = self.local.present_users();
@@ -183,11 +184,10 @@ impl ClusterPresence {
                     .arg(&key)
                     .arg(self.config.ttl_ms)
                     .ignore()
-                    .cmd("EVAL")
-                    .arg(wire::SEEN_FORWARD)
-                    .arg(1)
+                    .cmd("SET")
                     .arg(wire::seen_key(&self.prefix, user))
                     .arg(now)
+                    .arg("PX")
                     .arg(wire::LAST_SEEN_TTL_MS)
                     .ignore();
             }

@@ -6,7 +6,9 @@
 //!   (`cluster.routes.ttl_ms`) with its routes; the live-node view hides a dead node's field at
 //!   once, and the key expires once no live node holds a device of the user.
 //! - Key `{prefix}:seen:{user}`: when the user was last seen present (ms since the epoch), only
-//!   ever moved forward (when a part goes offline, and by each rewrite of a present one), kept
+//!   ever moved forward when a part goes offline (`SET_PART`); set to now by each periodic
+//!   rewrite of a present user (a plain SET: while present, last seen is not shown, and a
+//!   node's clock is within `NODE_CLOCKS_APART_MAX_MS` of the others'), kept
 //!   `LAST_SEEN_TTL_MS`.
 //! - Channel `{prefix}:presence`: `{user} {seen_ms}` then every `{field}={digit}` of the hash
 //!   after a change, space separated, published by the same script that made the change: every
@@ -45,17 +47,6 @@ for i = 1, #all, 2 do
 end
 redis.call('PUBLISH', ARGV[6], table.concat(parts, ' '))
 return 1
-";
-
-/// Moves a present user's last seen forward to now, never back (another node may have written
-/// a later one), silently: the periodic rewrite's part of last seen, so that a killed node
-/// loses at most one `refresh_ms` of it. KEYS: seen key. ARGV: seen_ms, seen_ttl_ms.
-pub const SEEN_FORWARD: &str = r"
-local seen = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
-if tonumber(ARGV[1]) > seen then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-end
-return 0
 ";
 
 pub fn presence_key(prefix: &str, user: UserId) -> String {
