@@ -218,20 +218,24 @@ async fn a_user_with_devices_on_two_nodes_stays_online_while_one_leaves() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_s_users_go_offline_for_friends_on_other_nodes() {
     let mut nodes = nodes(&["n1", "n2"], "0");
-    let (mut a, alice) = nodes[0].user("alice").await;
-    let (mut b, bob) = nodes[1].user("bob").await;
-    befriend(&mut a, alice.user_id, &mut b, bob.user_id).await;
-    listed_online(&mut b, alice.user_id).await;
-    let killed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
+    let (a, alice, mut b) = friends_on_two_nodes(&nodes).await;
+    let killed = ringchat_backend::api::now_ms();
     nodes[0].kill9();
     // Once n1 is out of n2's view (node_ttl_ms), alice shows offline, last seen about then
     // (n1's news of her login may reach n2 after the friendship began: told late, but true).
     let gone = offline_after_late_online(&mut b, alice.user_id).await;
     assert!(gone.last_seen_ms >= killed, "{gone:?}");
     drop(a);
+}
+
+/// Alice on the first node and Bob on the second, friends, Bob seeing her online: her
+/// client, her login, his client.
+async fn friends_on_two_nodes(nodes: &[TestServer]) -> (Client, v1::LoginOk, Client) {
+    let (mut a, alice) = nodes[0].user("alice").await;
+    let (mut b, bob) = nodes[1].user("bob").await;
+    befriend(&mut a, alice.user_id, &mut b, bob.user_id).await;
+    listed_online(&mut b, alice.user_id).await;
+    (a, alice, b)
 }
 
 /// A user's last seen in Redis (`{prefix}:seen:{user}`), 0 when absent.
@@ -262,14 +266,8 @@ async fn a_killed_node_s_users_are_listed_last_seen_about_when_it_died() {
         "0",
         &[("CLUSTER__ROUTES__REFRESH_MS", "300")],
     );
-    let (mut a, alice) = nodes[0].user("alice").await;
-    let (mut b, bob) = nodes[1].user("bob").await;
-    befriend(&mut a, alice.user_id, &mut b, bob.user_id).await;
-    listed_online(&mut b, alice.user_id).await;
-    let online_at = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
+    let (a, alice, mut b) = friends_on_two_nodes(&nodes).await;
+    let online_at = ringchat_backend::api::now_ms();
     let mut seen = 0;
     common::wait_until_async(
         "a refresh moved alice's last seen to while she is online",
