@@ -1,6 +1,7 @@
 //! Cluster mode under faults (real `ringchat` nodes on one PostgreSQL database and Redis):
 //! pushes dropped between nodes make the receiving node's sessions Sync (`SyncNeeded`); the
-//! offline push asks the routes whether a user is online on another node; a paused owner
+//! offline push asks the routes whether a user is online on another node (and pushes once
+//! that node was killed, before it leaves the view); a paused owner
 //! (SIGSTOP) is fenced out once another node took its conversation; Redis restarted empty
 //! under load loses nothing acked and routing rebuilds. Needs the servers `scripts/test.sh`
 //! starts (RINGCHAT_TEST_POSTGRES_URL, RINGCHAT_TEST_REDIS_URL).
@@ -222,6 +223,90 @@ async fn a_user_online_on_another_node_gets_no_offline_push() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(offline_seq > online.seq);
+}
+
+/// Part 2b: the node a user was on is killed (SIGKILL). It stays in the others' views, and
+/// the user's route in Redis, for `node_ttl_ms` (a minute here, past the test's deadline), but
+/// once its link is seen down it no longer counts as "online elsewhere": a message sent right
+/// after is pushed to the user's phone (nothing would ask again once the node left the view).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_whose_node_was_just_killed_gets_the_offline_push() {
+    let ids = ["n1", "n2"];
+    let sink = WebhookSink::start();
+    let url = format!("http://{}/push", sink.addr);
+    let db = common::store::fresh_database();
+    let prefix = format!("rc_pushkill_{}", unique());
+    let mut nodes = servers(start_nodes_with(
+        &db,
+        &redis_url(),
+        &prefix,
+        &ids,
+        &[
+            ("PUSH__URL", url.as_str()),
+            ("PUSH__SECRET", PUSH_SECRET),
+            ("CLUSTER__NODE_TTL_MS", "60000"),
+        ],
+    ));
+    wait_for_views(&nodes, 2);
+    let (mut alice, a) = nodes[0].user("alice").await;
+    // bob on n2; n1 owns the conversation and decides the pushes, with no session of bob's.
+    let (mut bob, b) = peer_owned_by(&nodes, &ids, 1, a.user_id, 0, "bob").await;
+    let reply = bob
+        .request(Body::RegisterPushToken(v1::RegisterPushToken {
+            provider: PushProvider::Apns as i32,
+            token: "bob-token".into(),
+        }))
+        .await
+        .expect("a reply");
+    assert!(matches!(reply, Body::PushTokenOk(_)), "{reply:?}");
+    wait_until_async("bob's route in Redis", || {
+        !route_fields(&redis_url(), &prefix, b).is_empty()
+    })
+    .await;
+    // While n2 runs, bob counts as online there: no offline push.
+    let online = acked(&mut alice, direct(b, "while-online")).await;
+    assert_eq!(bob.next_push().await.expect("pushed live").seq, online.seq);
+    wait_until_async("n1 decided the push", || {
+        metric_sum(&nodes[0], "ringchat_push_online_elsewhere_total") >= 1.0
+    })
+    .await;
+
+    let downs = metric_sum(&nodes[0], "ringchat_cluster_peer_links_down_total");
+    nodes[1].kill9();
+    drop(bob);
+    wait_until_async("n1 sees its link to n2 down", || {
+        metric_sum(&nodes[0], "ringchat_cluster_peer_links_down_total") > downs
+    })
+    .await;
+    let after = acked(&mut alice, direct(b, "after-kill")).await;
+    let deadline = Instant::now() + WAIT_DEADLINE;
+    loop {
+        let seqs: Vec<u64> = sink
+            .received()
+            .iter()
+            .flat_map(|r| r.json()["pushes"].as_array().cloned().unwrap_or_default())
+            .filter(|p| p["user_id"] == b)
+            .filter_map(|p| p["seq"].as_u64())
+            .collect();
+        if seqs.contains(&after.seq) {
+            assert!(
+                !seqs.contains(&online.seq),
+                "no push for the message sent while n2 ran: {seqs:?}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no push to bob after his node was killed: {seqs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        nodes[0].metric("ringchat_cluster_nodes"),
+        2.0,
+        "pushed while n2 was still in n1's view (its route still in Redis)"
+    );
+    assert!(!route_fields(&redis_url(), &prefix, b).is_empty());
 }
 
 /// Part 3: the owner of a conversation is paused (SIGSTOP) past its TTL; a survivor takes the

@@ -55,6 +55,15 @@ pub fn may_have_been_dropped(gap_ms: u64, ttl_ms: u64, interval_ms: u64, timeout
             .saturating_sub(timeout_ms)
 }
 
+/// How long a live node's heartbeat can go unseen here, in ms: two heartbeat intervals
+/// (`interval_ms`: this node reads once per interval, and a read can just miss a write) plus
+/// one Redis call's deadline (`timeout_ms`: a write lands up to that late). A node quiet for
+/// longer has most likely died, though it stays in the view until `node_ttl_ms`: the offline
+/// push does not count its sessions ([`ClusterView::heard_within`]).
+pub fn push_quiet_ms(interval_ms: u64, timeout_ms: u64) -> u64 {
+    interval_ms.saturating_mul(2).saturating_add(timeout_ms)
+}
+
 impl ClusterView {
     pub fn new(records: Vec<NodeRecord>, read_at_ms: u64) -> Self {
         Self {
@@ -175,6 +184,13 @@ impl ClusterView {
     /// Whether `node_id` is in this view.
     pub fn has(&self, node_id: &str) -> bool {
         self.index_of(node_id).is_ok()
+    }
+
+    /// Whether `node_id`'s heartbeat was seen to advance within `quiet_ms` before `now_ms`
+    /// ([`push_quiet_ms`]); a node not in the view was not.
+    pub fn heard_within(&self, node_id: &str, now_ms: u64, quiet_ms: u64) -> bool {
+        self.index_of(node_id)
+            .is_ok_and(|i| now_ms.saturating_sub(self.nodes[i].seen_at_ms) <= quiet_ms)
     }
 
     /// The node that sequences conversation `conv` (its wire id) by this view: rendezvous
@@ -322,6 +338,23 @@ mod tests {
         // Back: the next fresh read allows them again.
         let back = stale.next(vec![beat("a", 10_000)], 10_000, ttl, 8);
         assert!(back.claims_allowed(10_000, ttl, interval));
+    }
+
+    /// Test settings: heartbeat 200, Redis deadline 150: quiet past 550 ms.
+    #[test]
+    fn a_node_whose_heartbeat_stalls_is_unheard_long_before_it_leaves_the_view() {
+        let (ttl, quiet) = (1_500, push_quiet_ms(200, 150));
+        assert_eq!(quiet, 550);
+        let view = ClusterView::new(vec![beat("a", 100), beat("b", 100)], 100);
+        // b is killed after its heartbeat at 100; a goes on.
+        let view = view.next(vec![beat("a", 300), beat("b", 100)], 300, ttl, 8);
+        assert!(view.heard_within("b", 650, quiet));
+        let view = view.next(vec![beat("a", 700), beat("b", 100)], 700, ttl, 8);
+        assert!(view.heard_within("b", 650, quiet), "seen at 100");
+        assert!(!view.heard_within("b", 651, quiet));
+        assert!(view.heard_within("a", 1_250, quiet));
+        assert!(view.has("b"), "still in the view until node_ttl_ms");
+        assert!(!view.heard_within("c", 700, quiet), "not in the view");
     }
 
     #[test]

@@ -133,11 +133,11 @@ pub(crate) fn describe() {
     );
     metrics::describe_counter!(
         "ringchat_push_online_elsewhere_total",
-        "Cluster mode: pushes not sent because the user has a device on another node"
+        "Cluster mode: pushes (and direct or system push records, dropped before they were resolved) not sent because the user has a device on another node that is heard from"
     );
     metrics::describe_counter!(
         "ringchat_push_routes_unknown_total",
-        "Cluster mode: pushes sent without knowing the user's other nodes (Redis did not answer)"
+        "Cluster mode: pushes (and direct or system push records, before they were resolved) sent without knowing the user's other nodes (Redis did not answer)"
     );
     metrics::describe_gauge!(
         "ringchat_push_queue_records",

@@ -8,6 +8,7 @@
 //! memory; once it is back, what waited longer than `push.max_age_ms` is dropped unsent, so
 //! the queue empties fast and fresh pushes get room again.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::resolve::{PushItem, Resolver};
@@ -110,24 +111,33 @@ impl Sender {
         if records.is_empty() {
             return;
         }
-        let count = records.len();
         let resolving = Arc::clone(&self.resolver);
-        let pushes = tokio::task::spawn_blocking(move || resolving.pushes(&records)).await;
-        let mut pushes = match pushes {
-            Ok(Ok(pushes)) => pushes,
-            Ok(Err(err)) => {
-                tracing::warn!(%err, records = count, "push records not resolved");
-                metrics::counter!("ringchat_push_failed_total").increment(count as u64);
-                return;
-            }
-            Err(err) => {
-                tracing::error!(%err, "resolving pushes failed");
-                return;
+        let resolve = move |records: Vec<PushRecord>| async move {
+            let count = records.len();
+            match tokio::task::spawn_blocking(move || resolving.pushes(&records)).await {
+                Ok(Ok(pushes)) => Some(pushes),
+                Ok(Err(err)) => {
+                    tracing::warn!(%err, records = count, "push records not resolved");
+                    metrics::counter!("ringchat_push_failed_total").increment(count as u64);
+                    None
+                }
+                Err(err) => {
+                    tracing::error!(%err, "resolving pushes failed");
+                    None
+                }
             }
         };
-        if let Some(routes) = self.backend.routes.get() {
-            not_online_elsewhere(routes, &mut pushes).await;
-        }
+        let routes = self.backend.routes.get();
+        let link = self.backend.link.as_deref();
+        let elsewhere = routes.map(|routes| {
+            move |users: Vec<UserId>| async move {
+                let down = |node: &str| link.is_some_and(|l| l.known_down(node));
+                routes.online_elsewhere(&users, down).await
+            }
+        });
+        let Some(pushes) = offline_pushes(records, elsewhere, resolve).await else {
+            return;
+        };
         let mut pushes = pushes.into_iter();
         loop {
             let mut part: Vec<PushItem> = pushes.by_ref().take(config.batch_max).collect();
@@ -187,37 +197,205 @@ fn drop_expired(records: &mut Vec<PushRecord>, max_age_ms: u64, now_ms: u64) -> 
     before - records.len()
 }
 
-/// Cluster mode: "offline" was decided from this node's sessions; a user with a device on
-/// another live node (the routes in Redis) is online and gets no push. When Redis cannot say
-/// (down, or its breaker open), the pushes go: a user who is in fact offline would otherwise
-/// not hear of the message at all, while a push to a user who is online elsewhere only
-/// duplicates what that device shows already.
-async fn not_online_elsewhere(routes: &crate::cluster::Routes, pushes: &mut Vec<PushItem>) {
-    if pushes.is_empty() {
-        return;
+/// The pushes of `records`, resolved by `resolve` (store reads on a blocking thread; `None`
+/// when that failed). Cluster mode (`elsewhere` set): "offline" was decided from this node's
+/// sessions; a user with a device on another node that is heard from (the routes in Redis:
+/// `Routes::online_elsewhere`) is online and gets no push. The direct and system records'
+/// users are asked before resolving, so that theirs cost no store read and, under a stalled
+/// push gateway, no place in the queue ahead of offline users'; the members a group's record
+/// resolves into are asked after. When Redis cannot say (down, or its breaker open), the
+/// pushes go: a user who is in fact offline would otherwise not hear of the message at all,
+/// while a push to a user who is online elsewhere only duplicates what that device shows
+/// already.
+async fn offline_pushes<Ask, Asked, Resolve, Resolved, E>(
+    mut records: Vec<PushRecord>,
+    elsewhere: Option<Ask>,
+    resolve: Resolve,
+) -> Option<Vec<PushItem>>
+where
+    Ask: Fn(Vec<UserId>) -> Asked,
+    Asked: Future<Output = Result<HashSet<UserId>, E>>,
+    Resolve: FnOnce(Vec<PushRecord>) -> Resolved,
+    Resolved: Future<Output = Option<Vec<PushItem>>>,
+    E: std::fmt::Display,
+{
+    let Some(ask) = elsewhere else {
+        return resolve(records).await;
+    };
+    // A group's record (user 0) names no user until resolved.
+    let mut asked: Vec<UserId> = records.iter().map(|r| r.user).filter(|u| *u != 0).collect();
+    asked.sort_unstable();
+    asked.dedup();
+    if !asked.is_empty() {
+        let before = records.len();
+        match ask(asked.clone()).await {
+            Ok(online) => {
+                records.retain(|r| r.user == 0 || !online.contains(&r.user));
+                count_online_elsewhere(before - records.len());
+            }
+            Err(err) => routes_unknown(&err, asked.len(), before),
+        }
     }
-    let mut users: Vec<UserId> = pushes.iter().map(|p| p.user_id).collect();
-    users.sort_unstable();
-    users.dedup();
-    match routes.online_elsewhere(&users).await {
-        Ok(online) if !online.is_empty() => {
+    if records.is_empty() {
+        return Some(Vec::new());
+    }
+    let mut pushes = resolve(records).await?;
+    // Only the group members not asked already (a user asked above who is online elsewhere
+    // has no record left here).
+    let mut members: Vec<UserId> = pushes
+        .iter()
+        .map(|p| p.user_id)
+        .filter(|u| asked.binary_search(u).is_err())
+        .collect();
+    members.sort_unstable();
+    members.dedup();
+    if members.is_empty() {
+        return Some(pushes);
+    }
+    match ask(members.clone()).await {
+        Ok(online) => {
             let before = pushes.len();
             pushes.retain(|p| !online.contains(&p.user_id));
-            metrics::counter!("ringchat_push_online_elsewhere_total")
-                .increment((before - pushes.len()) as u64);
+            count_online_elsewhere(before - pushes.len());
         }
-        Ok(_) => {}
         Err(err) => {
-            tracing::debug!(%err, users = users.len(), "cluster: routes unknown; pushing as decided from this node's sessions");
-            metrics::counter!("ringchat_push_routes_unknown_total").increment(pushes.len() as u64);
+            let unknown = pushes
+                .iter()
+                .filter(|p| members.binary_search(&p.user_id).is_ok())
+                .count();
+            routes_unknown(&err, members.len(), unknown);
         }
     }
+    Some(pushes)
+}
+
+fn count_online_elsewhere(n: usize) {
+    if n > 0 {
+        metrics::counter!("ringchat_push_online_elsewhere_total").increment(n as u64);
+    }
+}
+
+fn routes_unknown(err: &dyn std::fmt::Display, users: usize, pushes: usize) {
+    tracing::debug!(%err, users, "cluster: routes unknown; pushing as decided from this node's sessions");
+    metrics::counter!("ringchat_push_routes_unknown_total").increment(pushes as u64);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::ConvId;
+    use std::sync::Mutex;
+
+    fn record(user: UserId, conv: ConvId) -> PushRecord {
+        PushRecord {
+            user,
+            conv,
+            seq: 1,
+            from: 100_000_009,
+            server_time_ms: 1,
+        }
+    }
+
+    fn push(user_id: UserId) -> PushItem {
+        PushItem {
+            user_id,
+            devices: Vec::new(),
+            conversation_id: 1,
+            kind: "direct",
+            from_user_id: 100_000_009,
+            seq: 1,
+            server_time_ms: 1,
+            mention: false,
+            preview: None,
+            title: None,
+        }
+    }
+
+    /// Resolves a direct record into its user's push and the group's record into pushes to
+    /// `members`, noting what it was given.
+    fn resolver<'a>(
+        members: Vec<UserId>,
+        given: &'a Mutex<Vec<PushRecord>>,
+    ) -> impl FnOnce(Vec<PushRecord>) -> std::future::Ready<Option<Vec<PushItem>>> + 'a {
+        move |records| {
+            let pushes = records
+                .iter()
+                .flat_map(|r| match r.user {
+                    0 => members.clone(),
+                    u => vec![u],
+                })
+                .map(push)
+                .collect();
+            given.lock().unwrap().extend(records);
+            std::future::ready(Some(pushes))
+        }
+    }
+
+    /// The direct records of users online on another node are dropped before anything is
+    /// resolved (no store read, no place taken); a group's members are asked after, and only
+    /// those not asked already.
+    #[tokio::test]
+    async fn users_online_elsewhere_are_dropped_before_their_records_are_resolved() {
+        let (online, offline, member, member_online) =
+            (100_000_001, 100_000_002, 100_000_003, 100_000_004);
+        let direct = |u| record(u, ConvId::direct(u, 100_000_009).expect("conv"));
+        let group = record(0, ConvId::group(7).expect("conv"));
+        let asked = Mutex::new(Vec::new());
+        let ask = |users: Vec<UserId>| {
+            asked.lock().unwrap().push(users);
+            std::future::ready(Ok::<_, String>(HashSet::from([online, member_online])))
+        };
+        let given = Mutex::new(Vec::new());
+        let records = vec![direct(online), direct(offline), group];
+        let pushes = offline_pushes(
+            records,
+            Some(ask),
+            resolver(vec![member, member_online, offline], &given),
+        )
+        .await
+        .expect("resolved");
+        assert_eq!(
+            *given.lock().unwrap(),
+            [direct(offline), group],
+            "the online user's record is never resolved"
+        );
+        assert_eq!(
+            *asked.lock().unwrap(),
+            [vec![online, offline], vec![member, member_online]],
+            "the direct records' users first; then the members not asked already"
+        );
+        let users: Vec<UserId> = pushes.iter().map(|p| p.user_id).collect();
+        assert_eq!(users, [offline, member, offline]);
+    }
+
+    /// Redis cannot say: every record is resolved and every push goes.
+    #[tokio::test]
+    async fn routes_unknown_push_everything() {
+        let direct = record(
+            100_000_001,
+            ConvId::direct(100_000_001, 100_000_009).expect("conv"),
+        );
+        let group = record(0, ConvId::group(7).expect("conv"));
+        let ask = |_: Vec<UserId>| std::future::ready(Err::<HashSet<UserId>, _>("redis away"));
+        let given = Mutex::new(Vec::new());
+        let pushes = offline_pushes(
+            vec![direct, group],
+            Some(ask),
+            resolver(vec![100_000_003], &given),
+        )
+        .await
+        .expect("resolved");
+        assert_eq!(given.lock().unwrap().len(), 2);
+        assert_eq!(pushes.len(), 2);
+        // Single node: nothing asked.
+        let given = Mutex::new(Vec::new());
+        type Answer = std::future::Ready<Result<HashSet<UserId>, String>>;
+        let none: Option<fn(Vec<UserId>) -> Answer> = None;
+        let pushes = offline_pushes(vec![direct], none, resolver(Vec::new(), &given))
+            .await
+            .expect("resolved");
+        assert_eq!(pushes.len(), 1);
+    }
 
     #[test]
     fn records_older_than_the_max_age_are_dropped_and_counted() {

@@ -3,7 +3,7 @@
 //! by `peer_connect_timeout_ms`; a failure closes the queue (writes for the peer are refused
 //! at once: the breaker) for a backoff pause, doubling from 50 ms to `peer_backoff_max_ms`.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use std::time::Instant;
@@ -36,6 +36,9 @@ pub(crate) struct Peer {
     /// Its task has ended: the node left the view for good (`Link::park`). Changed only
     /// under the link's peers lock; its queue stays closed meanwhile.
     pub(crate) parked: AtomicBool,
+    /// Its last link was lost or could not be made, and none is up since: the node is most
+    /// likely gone (the offline push then does not count its sessions: `Link::known_down`).
+    pub(crate) down: AtomicBool,
     /// This peer's metrics, looked up once: each item queued and each batch sent records.
     pub(super) metrics: PeerMetrics,
     /// What its queue ages items from (`queue::Heartbeats`), the link's.
@@ -86,6 +89,7 @@ impl Peer {
             wake: Notify::new(),
             kicks: Mutex::new(kicks::Pending::new(kicks_users_max)),
             parked: AtomicBool::new(false),
+            down: AtomicBool::new(false),
             metrics: PeerMetrics::new(&node_id),
             node_id,
         }
@@ -246,6 +250,7 @@ pub(crate) async fn run(link: Arc<Link>, peer: Arc<Peer>) {
             r = connect_and_write(&link, &peer, timeout, &mut backoff) => r,
             _ = stop.changed() => break,
         };
+        peer.down.store(true, Relaxed);
         let addr = peer.addr.load_full();
         let result = if connected { "lost" } else { "failed" };
         metrics::counter!("ringchat_cluster_peer_links_down_total", "peer" => peer.node_id.clone(), "result" => result).increment(1);
@@ -370,6 +375,7 @@ async fn connect_and_write(
     };
     let mut inbound = response.into_inner();
     *backoff = BACKOFF_FIRST;
+    peer.down.store(false, Relaxed);
     metrics::counter!("ringchat_cluster_peer_links_up_total", "peer" => peer.node_id.clone())
         .increment(1);
     tracing::info!(peer = %peer.node_id, %addr, "cluster: link to peer up");

@@ -90,6 +90,15 @@ impl Link {
         }
     }
 
+    /// Whether this node's link to `node_id` is down now (lost or refused, not up again): a
+    /// lock-free read once the peers' read lock is taken. A node never dialed is not known down.
+    pub(crate) fn known_down(&self, node_id: &str) -> bool {
+        self.peers_read()
+            .by_id
+            .get(node_id)
+            .is_some_and(|p| p.down.load(Relaxed))
+    }
+
     /// Whether `node_id` is in this node's view.
     pub(super) fn in_view(&self, node_id: &str) -> bool {
         self.view_nodes().is_some_and(|v| v.has(node_id))

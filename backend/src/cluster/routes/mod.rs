@@ -99,6 +99,9 @@ pub struct Routes {
     me: NodeLife,
     redis: Redis,
     redis_timeout: std::time::Duration,
+    /// A node whose heartbeat was not seen to advance for longer (ms) does not count for the
+    /// offline push (`view::push_quiet_ms`).
+    push_quiet_ms: u64,
     view: Arc<ArcSwap<ClusterView>>,
     local: Local,
     cache: Mutex<Cache>,
@@ -131,6 +134,10 @@ impl Routes {
             },
             redis: Redis::new(config)?,
             redis_timeout: std::time::Duration::from_millis(config.redis_timeout_ms),
+            push_quiet_ms: super::view::push_quiet_ms(
+                config.heartbeat_interval_ms,
+                config.redis_timeout_ms,
+            ),
             view,
             local: Local::new(),
             cache: Mutex::new(Cache::new(
@@ -310,10 +317,15 @@ impl Routes {
 impl Routes {
     /// Which of `users` have a device on another live node, as Redis has it now (one pipeline
     /// of HGETALL, not the cache: the offline push asks off the message path and wants the
-    /// freshest answer). `Err` when Redis cannot say.
+    /// freshest answer). `Err` when Redis cannot say. For the push, a node of the view counts
+    /// only while it is heard from: its heartbeat seen within `push_quiet_ms` and its link from
+    /// here not known down (`link_down`). A node killed stays in the view, and its users'
+    /// fields in Redis, for up to `node_ttl_ms`, and nothing asks again once it has left: a
+    /// push is decided once, and a duplicate notification is the lesser harm.
     pub async fn online_elsewhere(
         &self,
         users: &[UserId],
+        link_down: impl Fn(&str) -> bool,
     ) -> Result<std::collections::HashSet<UserId>, RedisError> {
         let mut out = std::collections::HashSet::new();
         if users.is_empty() {
@@ -327,11 +339,17 @@ impl Routes {
         let hashes: Vec<std::collections::HashMap<Vec<u8>, redis::Value>> =
             self.redis.query(&pipe).await?;
         let view = self.view.load();
+        let now = crate::time::now_ms();
+        let heard = |node: &str, started: u64| {
+            live(&view, node, started)
+                && view.heard_within(node, now, self.push_quiet_ms)
+                && !link_down(node)
+        };
         for (user, fields) in users.iter().zip(hashes) {
             let elsewhere = fields
                 .keys()
                 .filter_map(|f| wire::parse_field(f))
-                .any(|(node, started)| *node != *self.me.node_id && live(&view, node, started));
+                .any(|(node, started)| *node != *self.me.node_id && heard(node, started));
             if elsewhere {
                 out.insert(*user);
             }
