@@ -55,13 +55,20 @@ pub fn may_have_been_dropped(gap_ms: u64, ttl_ms: u64, interval_ms: u64, timeout
             .saturating_sub(timeout_ms)
 }
 
-/// How long a live node's heartbeat can go unseen here, in ms: two heartbeat intervals
-/// (`interval_ms`: this node reads once per interval, and a read can just miss a write) plus
-/// one Redis call's deadline (`timeout_ms`: a write lands up to that late). A node quiet for
-/// longer has most likely died, though it stays in the view until `node_ttl_ms`: the offline
-/// push does not count its sessions ([`ClusterView::heard_within`]).
+/// How long a live node's heartbeat can go unseen here, in ms: three heartbeat intervals
+/// (`interval_ms`: this node reads once per interval, a read can just miss a write, and the
+/// other node's write can miss an interval when it lands late) plus two Redis calls'
+/// deadlines (`timeout_ms`: a write lands up to one late, and `seen_at_ms` is this node's
+/// heartbeat's start, its read up to one call later). A live node stays within it; one quiet
+/// for longer has most likely died, though it stays in the view until `node_ttl_ms`: the
+/// offline push does not count its sessions ([`ClusterView::heard_within`]). Two intervals and
+/// one deadline was the bare minimum, and a live node fell out of it on a loaded machine.
+/// This node's own heartbeat failing or late by more than this makes every node unheard:
+/// its pushes then go to users online elsewhere too (duplicates) until its next fresh read.
 pub fn push_quiet_ms(interval_ms: u64, timeout_ms: u64) -> u64 {
-    interval_ms.saturating_mul(2).saturating_add(timeout_ms)
+    interval_ms
+        .saturating_mul(3)
+        .saturating_add(timeout_ms.saturating_mul(2))
 }
 
 impl ClusterView {
@@ -340,19 +347,19 @@ mod tests {
         assert!(back.claims_allowed(10_000, ttl, interval));
     }
 
-    /// Test settings: heartbeat 200, Redis deadline 150: quiet past 550 ms.
+    /// Test settings: heartbeat 200, Redis deadline 150: quiet past 900 ms.
     #[test]
     fn a_node_whose_heartbeat_stalls_is_unheard_long_before_it_leaves_the_view() {
         let (ttl, quiet) = (1_500, push_quiet_ms(200, 150));
-        assert_eq!(quiet, 550);
+        assert_eq!(quiet, 900);
         let view = ClusterView::new(vec![beat("a", 100), beat("b", 100)], 100);
         // b is killed after its heartbeat at 100; a goes on.
         let view = view.next(vec![beat("a", 300), beat("b", 100)], 300, ttl, 8);
-        assert!(view.heard_within("b", 650, quiet));
-        let view = view.next(vec![beat("a", 700), beat("b", 100)], 700, ttl, 8);
-        assert!(view.heard_within("b", 650, quiet), "seen at 100");
-        assert!(!view.heard_within("b", 651, quiet));
-        assert!(view.heard_within("a", 1_250, quiet));
+        assert!(view.heard_within("b", 1_000, quiet));
+        let view = view.next(vec![beat("a", 900), beat("b", 100)], 900, ttl, 8);
+        assert!(view.heard_within("b", 1_000, quiet), "seen at 100");
+        assert!(!view.heard_within("b", 1_001, quiet));
+        assert!(view.heard_within("a", 1_800, quiet));
         assert!(view.has("b"), "still in the view until node_ttl_ms");
         assert!(!view.heard_within("c", 700, quiet), "not in the view");
     }

@@ -226,22 +226,34 @@ where
     let mut asked: Vec<UserId> = records.iter().map(|r| r.user).filter(|u| *u != 0).collect();
     asked.sort_unstable();
     asked.dedup();
+    // Of the users asked, those online elsewhere (empty when Redis could not say).
+    let mut online_asked = HashSet::new();
     if !asked.is_empty() {
         let before = records.len();
         match ask(asked.clone()).await {
-            Ok(online) => {
+            Ok(mut online) => {
                 records.retain(|r| r.user == 0 || !online.contains(&r.user));
                 count_online_elsewhere(before - records.len());
+                online.retain(|u| asked.binary_search(u).is_ok());
+                online_asked = online;
             }
-            Err(err) => routes_unknown(&err, asked.len(), before),
+            Err(err) => {
+                let unknown = records.iter().filter(|r| r.user != 0).count();
+                routes_unknown(&err, asked.len(), unknown);
+            }
         }
     }
     if records.is_empty() {
         return Some(Vec::new());
     }
     let mut pushes = resolve(records).await?;
-    // Only the group members not asked already (a user asked above who is online elsewhere
-    // has no record left here).
+    // A user asked above may be a member of a group's record too: the answer stands for it.
+    if !online_asked.is_empty() {
+        let before = pushes.len();
+        pushes.retain(|p| !online_asked.contains(&p.user_id));
+        count_online_elsewhere(before - pushes.len());
+    }
+    // Only the group members not asked already.
     let mut members: Vec<UserId> = pushes
         .iter()
         .map(|p| p.user_id)
@@ -341,16 +353,23 @@ mod tests {
         let direct = |u| record(u, ConvId::direct(u, 100_000_009).expect("conv"));
         let group = record(0, ConvId::group(7).expect("conv"));
         let asked = Mutex::new(Vec::new());
+        // As Redis answers: of the users asked, those online elsewhere.
         let ask = |users: Vec<UserId>| {
+            let online_of: HashSet<UserId> = users
+                .iter()
+                .copied()
+                .filter(|u| [online, member_online].contains(u))
+                .collect();
             asked.lock().unwrap().push(users);
-            std::future::ready(Ok::<_, String>(HashSet::from([online, member_online])))
+            std::future::ready(Ok::<_, String>(online_of))
         };
         let given = Mutex::new(Vec::new());
         let records = vec![direct(online), direct(offline), group];
         let pushes = offline_pushes(
             records,
             Some(ask),
-            resolver(vec![member, member_online, offline], &given),
+            // The group has the user found online in the first question too: not pushed.
+            resolver(vec![member, member_online, offline, online], &given),
         )
         .await
         .expect("resolved");
