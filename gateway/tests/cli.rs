@@ -230,6 +230,11 @@ fn queue_group_and_worker_sizes_are_bounded() {
             "backend.worker_threads",
             1024,
         ),
+        (
+            "RINGCHAT_BACKEND__BLOCKING_THREADS_MAX",
+            "backend.blocking_threads_max",
+            1024,
+        ),
     ] {
         let at_the_bound = check_config_with(&file, var, &max.to_string());
         assert!(

@@ -57,6 +57,10 @@ pub const COMMIT_GROUP_MAX: usize = 65_536;
 /// Bound of `backend.worker_threads`: tokio starts every worker at once, each with its own
 /// stack; past a thousand they are only memory and scheduler work on any machine.
 pub const WORKER_THREADS_MAX: usize = 1024;
+/// `backend.blocking_threads_max`'s ceiling: each such thread holds a stack and its own
+/// allocator caches, and a login storm starts as many as allowed; past this many a typo
+/// (an extra zero or three) would take the box's memory instead of being refused.
+pub const BLOCKING_THREADS_MAX: usize = 1024;
 
 impl Default for BackendConfig {
     fn default() -> Self {
@@ -296,8 +300,8 @@ impl Settings {
             &format!("backend.worker_threads: must be between 1 and {WORKER_THREADS_MAX}"),
         );
         check(
-            self.backend.blocking_threads_max >= 1,
-            "backend.blocking_threads_max: must be at least 1",
+            (1..=BLOCKING_THREADS_MAX).contains(&self.backend.blocking_threads_max),
+            &format!("backend.blocking_threads_max: must be between 1 and {BLOCKING_THREADS_MAX}"),
         );
         check(
             (1..=QUEUE_ITEMS_MAX).contains(&self.backend.queue_requests_max),
