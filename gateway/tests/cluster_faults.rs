@@ -159,6 +159,39 @@ const LOAD_SENDS_MAX: usize = 1_000_000;
 
 const PUSH_SECRET: &str = "a push gateway secret of some length";
 
+/// Alice on n1; bob on n2 with a push token, n1 owning their conversation (so n1 decides
+/// the pushes, with no session of bob's), his route in Redis (n2 flushed his login); a first
+/// message pushed live to him while n1 counted him online elsewhere (no offline push).
+/// Alice, bob, bob's id, that message's seq.
+async fn bob_online_on_n2_with_a_push_token(
+    nodes: &[TestServer],
+    ids: &[&str],
+    prefix: &str,
+) -> (Client, Client, u64, u64) {
+    wait_for_views(nodes, 2);
+    let (mut alice, a) = nodes[0].user("alice").await;
+    let (mut bob, b) = peer_owned_by(nodes, ids, 1, a.user_id, 0, "bob").await;
+    let reply = bob
+        .request(Body::RegisterPushToken(v1::RegisterPushToken {
+            provider: PushProvider::Apns as i32,
+            token: "bob-token".into(),
+        }))
+        .await
+        .expect("a reply");
+    assert!(matches!(reply, Body::PushTokenOk(_)), "{reply:?}");
+    wait_until_async("bob's route in Redis", || {
+        !route_fields(&redis_url(), prefix, b).is_empty()
+    })
+    .await;
+    let online = acked(&mut alice, direct(b, "while-online")).await;
+    assert_eq!(bob.next_push().await.expect("pushed live").seq, online.seq);
+    wait_until_async("n1 decided the push", || {
+        metric_sum(&nodes[0], "ringchat_push_online_elsewhere_total") >= 1.0
+    })
+    .await;
+    (alice, bob, b, online.seq)
+}
+
 /// Part 2: the owner node decides "offline" from its own sessions; a user online on another
 /// node (the routes say so) gets no push, and gets one once he is offline everywhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,29 +208,8 @@ async fn a_user_online_on_another_node_gets_no_offline_push() {
         &ids,
         &[("PUSH__URL", url.as_str()), ("PUSH__SECRET", PUSH_SECRET)],
     ));
-    wait_for_views(&nodes, 2);
-    let (mut alice, a) = nodes[0].user("alice").await;
-    // bob on n2; n1 owns the conversation and decides the pushes, with no session of bob's.
-    let (mut bob, b) = peer_owned_by(&nodes, &ids, 1, a.user_id, 0, "bob").await;
-    let reply = bob
-        .request(Body::RegisterPushToken(v1::RegisterPushToken {
-            provider: PushProvider::Apns as i32,
-            token: "bob-token".into(),
-        }))
-        .await
-        .expect("a reply");
-    assert!(matches!(reply, Body::PushTokenOk(_)), "{reply:?}");
-    // bob's route is in Redis (n2 flushed his login) before alice sends.
-    wait_until_async("bob's route in Redis", || {
-        !route_fields(&redis_url(), &prefix, b).is_empty()
-    })
-    .await;
-    let online = acked(&mut alice, direct(b, "while-online")).await;
-    assert_eq!(bob.next_push().await.expect("pushed live").seq, online.seq);
-    wait_until_async("n1 decided the push", || {
-        metric_sum(&nodes[0], "ringchat_push_online_elsewhere_total") >= 1.0
-    })
-    .await;
+    let (mut alice, bob, b, online_seq) =
+        bob_online_on_n2_with_a_push_token(&nodes, &ids, &prefix).await;
     // bob goes offline everywhere: once his route is gone, a send is pushed to his device.
     drop(bob);
     let deadline = Instant::now() + WAIT_DEADLINE;
@@ -214,7 +226,7 @@ async fn a_user_online_on_another_node_gets_no_offline_push() {
             .collect();
         if let Some(seq) = seqs.first() {
             assert!(
-                !seqs.contains(&online.seq),
+                !seqs.contains(&online_seq),
                 "no push for the message sent while bob was online on n2: {seqs:?}"
             );
             break *seq;
@@ -222,7 +234,7 @@ async fn a_user_online_on_another_node_gets_no_offline_push() {
         assert!(Instant::now() < deadline, "no push after bob went offline");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert!(offline_seq > online.seq);
+    assert!(offline_seq > online_seq);
 }
 
 /// Part 2b: the node a user was on is killed (SIGKILL). It stays in the others' views, and
@@ -247,29 +259,8 @@ async fn a_user_whose_node_was_just_killed_gets_the_offline_push() {
             ("CLUSTER__NODE_TTL_MS", "60000"),
         ],
     ));
-    wait_for_views(&nodes, 2);
-    let (mut alice, a) = nodes[0].user("alice").await;
-    // bob on n2; n1 owns the conversation and decides the pushes, with no session of bob's.
-    let (mut bob, b) = peer_owned_by(&nodes, &ids, 1, a.user_id, 0, "bob").await;
-    let reply = bob
-        .request(Body::RegisterPushToken(v1::RegisterPushToken {
-            provider: PushProvider::Apns as i32,
-            token: "bob-token".into(),
-        }))
-        .await
-        .expect("a reply");
-    assert!(matches!(reply, Body::PushTokenOk(_)), "{reply:?}");
-    wait_until_async("bob's route in Redis", || {
-        !route_fields(&redis_url(), &prefix, b).is_empty()
-    })
-    .await;
-    // While n2 runs, bob counts as online there: no offline push.
-    let online = acked(&mut alice, direct(b, "while-online")).await;
-    assert_eq!(bob.next_push().await.expect("pushed live").seq, online.seq);
-    wait_until_async("n1 decided the push", || {
-        metric_sum(&nodes[0], "ringchat_push_online_elsewhere_total") >= 1.0
-    })
-    .await;
+    let (mut alice, bob, b, online_seq) =
+        bob_online_on_n2_with_a_push_token(&nodes, &ids, &prefix).await;
 
     let downs = metric_sum(&nodes[0], "ringchat_cluster_peer_links_down_total");
     nodes[1].kill9();
@@ -290,7 +281,7 @@ async fn a_user_whose_node_was_just_killed_gets_the_offline_push() {
             .collect();
         if seqs.contains(&after.seq) {
             assert!(
-                !seqs.contains(&online.seq),
+                !seqs.contains(&online_seq),
                 "no push for the message sent while n2 ran: {seqs:?}"
             );
             break;
