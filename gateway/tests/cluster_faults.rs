@@ -17,6 +17,7 @@ use common::cluster::{
     acked, contiguous_seq, direct, every_ack_once, metric_sum, owner, redis_url, route_fields,
     start_nodes_with, synced, unique, wait_for_views,
 };
+use common::push::{has_push, pushed_seqs};
 use common::webhook::WebhookSink;
 use common::{TestServer, WAIT_DEADLINE, wait_until, wait_until_async};
 use ringchat_backend::testkit::OwnRedis;
@@ -217,13 +218,7 @@ async fn a_user_online_on_another_node_gets_no_offline_push() {
     let offline_seq = loop {
         acked(&mut alice, direct(b, &format!("offline-{i}"))).await;
         i += 1;
-        let seqs: Vec<u64> = sink
-            .received()
-            .iter()
-            .flat_map(|r| r.json()["pushes"].as_array().cloned().unwrap_or_default())
-            .filter(|p| p["user_id"] == b)
-            .filter_map(|p| p["seq"].as_u64())
-            .collect();
+        let seqs = pushed_seqs(&sink, b);
         if let Some(seq) = seqs.first() {
             assert!(
                 !seqs.contains(&online_seq),
@@ -270,28 +265,16 @@ async fn a_user_whose_node_was_just_killed_gets_the_offline_push() {
     })
     .await;
     let after = acked(&mut alice, direct(b, "after-kill")).await;
-    let deadline = Instant::now() + WAIT_DEADLINE;
-    loop {
-        let seqs: Vec<u64> = sink
-            .received()
-            .iter()
-            .flat_map(|r| r.json()["pushes"].as_array().cloned().unwrap_or_default())
-            .filter(|p| p["user_id"] == b)
-            .filter_map(|p| p["seq"].as_u64())
-            .collect();
-        if seqs.contains(&after.seq) {
-            assert!(
-                !seqs.contains(&online_seq),
-                "no push for the message sent while n2 ran: {seqs:?}"
-            );
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no push to bob after his node was killed: {seqs:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    sink.wait_for(
+        "a push to bob after his node was killed",
+        WAIT_DEADLINE,
+        |r| has_push(r, b, after.seq),
+    );
+    let seqs = pushed_seqs(&sink, b);
+    assert!(
+        !seqs.contains(&online_seq),
+        "no push for the message sent while n2 ran: {seqs:?}"
+    );
     assert_eq!(
         nodes[0].metric("ringchat_cluster_nodes"),
         2.0,

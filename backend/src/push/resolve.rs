@@ -33,6 +33,26 @@ pub(crate) struct PushItem {
     pub title: Option<String>,
 }
 
+#[cfg(test)]
+impl PushItem {
+    /// A direct message's push to `user_id` with no devices, stamped `server_time_ms`: the
+    /// push module's unit tests' one builder.
+    pub(super) fn for_test(user_id: UserId, server_time_ms: u64) -> Self {
+        Self {
+            user_id,
+            devices: Vec::new(),
+            conversation_id: 1,
+            kind: "direct",
+            from_user_id: 100_000_009,
+            seq: 1,
+            server_time_ms,
+            mention: false,
+            preview: None,
+            title: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct DeviceToken {
     pub device_id: String,

@@ -309,18 +309,7 @@ mod tests {
     }
 
     fn push(user_id: UserId) -> PushItem {
-        PushItem {
-            user_id,
-            devices: Vec::new(),
-            conversation_id: 1,
-            kind: "direct",
-            from_user_id: 100_000_009,
-            seq: 1,
-            server_time_ms: 1,
-            mention: false,
-            preview: None,
-            title: None,
-        }
+        PushItem::for_test(user_id, 1)
     }
 
     /// Resolves a direct record into its user's push and the group's record into pushes to

@@ -55,18 +55,7 @@ mod tests {
     use crate::sessions::Sessions;
 
     fn item(user_id: u64, server_time_ms: u64) -> PushItem {
-        PushItem {
-            user_id,
-            devices: Vec::new(),
-            conversation_id: 1,
-            kind: "direct",
-            from_user_id: 100_000_009,
-            seq: 1,
-            server_time_ms,
-            mention: false,
-            preview: None,
-            title: None,
-        }
+        PushItem::for_test(user_id, server_time_ms)
     }
 
     #[test]

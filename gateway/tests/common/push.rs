@@ -82,6 +82,15 @@ pub fn pushes(sink: &WebhookSink) -> Vec<Value> {
         .collect()
 }
 
+/// The seqs of `user`'s pushes in every request the sink answered 200, in arrival order.
+pub fn pushed_seqs(sink: &WebhookSink, user: u64) -> Vec<u64> {
+    pushes(sink)
+        .iter()
+        .filter(|p| p["user_id"] == user)
+        .filter_map(|p| p["seq"].as_u64())
+        .collect()
+}
+
 pub fn has_push(r: &Received, user: u64, seq: u64) -> bool {
     r.json()["pushes"]
         .as_array()
